@@ -1,0 +1,82 @@
+//! Time sources: the system clock, and a manual clock that tests advance.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+/// Where the store (and the breakers) read the time.
+pub trait Clock: Send + Sync + Debug {
+    /// The current time, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The operating system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that moves only when told to. Clones share one time, so a test can
+/// hand one clone to a store and advance another.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    now: Arc<Mutex<OffsetDateTime>>,
+}
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: OffsetDateTime) -> ManualClock {
+        ManualClock {
+            now: Arc::new(Mutex::new(start.to_offset(time::UtcOffset::UTC))),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.lock();
+        *now = now.saturating_add(time::Duration::try_from(by).unwrap_or(time::Duration::MAX));
+    }
+
+    /// Sets the clock to `to` (which may be in the past).
+    pub fn set(&self, to: OffsetDateTime) {
+        *self.lock() = to.to_offset(time::UtcOffset::UTC);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
+        // A panic while holding this lock cannot leave the time half-written.
+        self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.lock()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> OffsetDateTime {
+        (**self).now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_time() {
+        let a = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
+        let b = a.clone();
+        a.advance(Duration::from_secs(5));
+        assert_eq!(b.now(), OffsetDateTime::UNIX_EPOCH + Duration::from_secs(5));
+        b.set(OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(a.now(), OffsetDateTime::UNIX_EPOCH);
+    }
+}

@@ -1,0 +1,152 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::id::TaskId;
+use crate::task::TaskStatus;
+
+/// A specialised `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `taskstore`.
+///
+/// Every variant names what failed: the task id, the file, or the operation.
+/// A race that a caller can lose (completing a task someone else already
+/// cancelled) is not an error: it is [`Transition::AlreadyTerminal`](crate::Transition).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A task id was rejected before it touched the file system.
+    #[error("invalid task id {id:?}: {reason}")]
+    InvalidId {
+        /// The rejected input (possibly truncated for display if very long).
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// The task does not exist, or has expired.
+    #[error("task {id} not found (missing or expired)")]
+    NotFound {
+        /// The task that was asked for.
+        id: TaskId,
+    },
+
+    /// A task with this id already exists (host-chosen ids must be unique).
+    #[error("task {id} already exists")]
+    AlreadyExists {
+        /// The id that is taken.
+        id: TaskId,
+    },
+
+    /// A [`TaskUpdate`](crate::TaskUpdate) asked for a terminal status; terminal
+    /// states are reached only through `complete`, `fail` and `cancel`.
+    #[error("update of task {id} asks for terminal status {status}: use complete, fail or cancel")]
+    TerminalStatusInUpdate {
+        /// The task the update was meant for.
+        id: TaskId,
+        /// The terminal status that was asked for.
+        status: TaskStatus,
+    },
+
+    /// A list cursor was not one this store handed out.
+    #[error("invalid list cursor {cursor:?}")]
+    InvalidCursor {
+        /// The cursor as given.
+        cursor: String,
+    },
+
+    /// The encoded task would exceed the store's payload cap; nothing was changed.
+    #[error("task {id} would be {size} bytes, over the payload limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The task being written.
+        id: TaskId,
+        /// Its encoded size in bytes.
+        size: usize,
+        /// The configured cap (`max_payload_bytes`).
+        limit: usize,
+    },
+
+    /// Creating the task would exceed the cap on active (non-terminal) tasks.
+    #[error("cannot create task {id}: {limit} active tasks is the configured maximum")]
+    TooManyActive {
+        /// The task that was not created.
+        id: TaskId,
+        /// The configured cap (`max_active`).
+        limit: usize,
+    },
+
+    /// A file in the store is not a readable task file of this format: corrupt,
+    /// truncated, empty, foreign, a directory or a symlink.
+    ///
+    /// `list` and `sweep_expired` set such files aside in the store's quarantine
+    /// area; `get` and mutations of that task report this error.
+    #[error("corrupt task file {}: {reason}", path.display())]
+    Corrupt {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A file or store was written by a newer format than this version reads.
+    #[error("{} has format version {found}; this taskstore reads up to {supported}: upgrade taskstore", path.display())]
+    UnsupportedFormat {
+        /// The file that carries the newer format.
+        path: PathBuf,
+        /// The format version found.
+        found: u64,
+        /// The newest format this build reads.
+        supported: u64,
+    },
+
+    /// The store directory is not usable (for example a symlink or a file
+    /// where one of the store's directories belongs).
+    #[error("store at {} is not usable: {reason}", path.display())]
+    InvalidStore {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An I/O operation failed.
+    #[error("unable to {op} {}: {source}", path.display())]
+    Io {
+        /// The operation, for example `"fsync"` or `"rename into"`.
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A task could not be encoded as JSON (a payload that JSON cannot carry).
+    #[error("unable to encode task {id}: {source}")]
+    Encode {
+        /// The task being written.
+        id: TaskId,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The file-system seam: every write, fsync, rename, unlink, directory fsync
+//! and lock of the file backend goes through here.
+//!
+//! With the `fault-injection` feature a [`FaultInjector`] can make the Nth call
+//! fail, the way SQLite's test VFS does; without it every method is a plain
+//! call and the seam costs nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+#[cfg(feature = "fault-injection")]
+pub use fault::{Fault, FaultInjector};
+
+/// The kinds of call that go through the seam (named in fault logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsOp {
+    /// Creating a new file (temp files, the store marker).
+    Create,
+    /// Writing a file's bytes.
+    Write,
+    /// `fsync` of a file.
+    SyncFile,
+    /// `rename`.
+    Rename,
+    /// `unlink`.
+    Remove,
+    /// `fsync` of a directory.
+    SyncDir,
+    /// `mkdir`.
+    CreateDir,
+    /// Taking an inter-process lock.
+    Lock,
+}
+
+/// The seam itself. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fs {
+    #[cfg(feature = "fault-injection")]
+    faults: Option<FaultInjector>,
+}
+
+impl Fs {
+    #[cfg(feature = "fault-injection")]
+    pub fn with_faults(faults: Option<FaultInjector>) -> Fs {
+        Fs { faults }
+    }
+
+    #[inline]
+    fn check(&self, _op: FsOp, _path: &Path) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(faults) = &self.faults {
+            return faults.check(_op, _path);
+        }
+        Ok(())
+    }
+
+    /// Creates `path`, which must not exist, mode `0600`, never following a symlink.
+    pub fn create_new(&self, path: &Path) -> io::Result<File> {
+        self.check(FsOp::Create, path)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        options.open(path)
+    }
+
+    /// Writes all of `bytes`. An injected fault writes half of them first, as
+    /// a full disk would.
+    pub fn write_all(&self, file: &mut File, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.check(FsOp::Write, path) {
+            let _ = file.write_all(&bytes[..bytes.len() / 2]);
+            return Err(e);
+        }
+        file.write_all(bytes)
+    }
+
+    pub fn sync_file(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.check(FsOp::SyncFile, path)?;
+        file.sync_all()
+    }
+
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(FsOp::Rename, to)?;
+        fs::rename(from, to)
+    }
+
+    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check(FsOp::Remove, path)?;
+        fs::remove_file(path)
+    }
+
+    pub fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
+        self.check(FsOp::SyncDir, path)?;
+        dir.sync_all()
+    }
+
+    /// Creates one directory, mode `0700`.
+    pub fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.check(FsOp::CreateDir, path)?;
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(path)
+    }
+
+    /// Takes an exclusive `flock` on `file`, waiting for it.
+    pub fn lock(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.check(FsOp::Lock, path)?;
+        file.lock()
+    }
+
+    /// Takes an exclusive `flock` on `file` if it is free.
+    pub fn try_lock(&self, file: &File, path: &Path) -> io::Result<bool> {
+        self.check(FsOp::Lock, path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Opens a file for reading without following a symlink and without blocking
+/// on a FIFO. Reads are not part of the fault seam: they change nothing.
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// Whether `e` says a symlink was refused by `O_NOFOLLOW`.
+pub(crate) fn is_symlink_refusal(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+
+    use super::FsOp;
+
+    /// Which error an injected fault returns.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Fault {
+        /// `EIO`: the device failed.
+        Eio,
+        /// `ENOSPC`: the disk is full.
+        Enospc,
+    }
+
+    impl Fault {
+        fn error(self) -> io::Error {
+            io::Error::from_raw_os_error(match self {
+                Fault::Eio => libc::EIO,
+                Fault::Enospc => libc::ENOSPC,
+            })
+        }
+    }
+
+    /// Makes the Nth call through a store's file-system seam fail.
+    ///
+    /// Clones share one state: hand one clone to
+    /// [`FileStoreBuilder::fault_injector`](crate::FileStoreBuilder::fault_injector)
+    /// and arm another.
+    #[derive(Clone, Debug, Default)]
+    pub struct FaultInjector {
+        state: Arc<Mutex<State>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
+        calls: u64,
+        countdown: Option<(u64, Fault, bool)>,
+        failing: Option<Fault>,
+        fired: Vec<(FsOp, PathBuf)>,
+    }
+
+    impl FaultInjector {
+        /// An injector that lets every call through until armed.
+        pub fn new() -> FaultInjector {
+            FaultInjector::default()
+        }
+
+        /// Fails the `n`th call from now (1 is the next call). With `sticky`,
+        /// every call after it fails too, like a device that has gone bad.
+        pub fn fail_nth(&self, n: u64, fault: Fault, sticky: bool) {
+            assert!(n >= 1, "calls are counted from 1");
+            let mut s = self.lock();
+            s.countdown = Some((n, fault, sticky));
+            s.failing = None;
+        }
+
+        /// Lets every call through again.
+        pub fn disarm(&self) {
+            let mut s = self.lock();
+            s.countdown = None;
+            s.failing = None;
+        }
+
+        /// Calls seen through the seam so far.
+        pub fn calls(&self) -> u64 {
+            self.lock().calls
+        }
+
+        /// The calls that were made to fail, in order.
+        pub fn fired(&self) -> Vec<(FsOp, PathBuf)> {
+            self.lock().fired.clone()
+        }
+
+        pub(crate) fn check(&self, op: FsOp, path: &Path) -> io::Result<()> {
+            let mut s = self.lock();
+            s.calls += 1;
+            if let Some(fault) = s.failing {
+                s.fired.push((op, path.to_owned()));
+                return Err(fault.error());
+            }
+            if let Some((n, fault, sticky)) = s.countdown {
+                if n > 1 {
+                    s.countdown = Some((n - 1, fault, sticky));
+                } else {
+                    s.countdown = None;
+                    if sticky {
+                        s.failing = Some(fault);
+                    }
+                    s.fired.push((op, path.to_owned()));
+                    return Err(fault.error());
+                }
+            }
+            Ok(())
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+}

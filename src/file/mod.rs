@@ -1,0 +1,491 @@
+//! The durable, multi-process file backend.
+//!
+//! One JSON file per task; non-terminal tasks in `active/`, terminal ones in
+//! `done/`; every mutation under a striped inter-process lock; every write a
+//! temp file, fsync, rename and directory fsync. FORMAT.md has the layout.
+
+mod codec;
+mod fs;
+mod layout;
+mod lock;
+mod recovery;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::id::TaskId;
+use crate::limits::Limits;
+use crate::store::{ListQuery, Page, TaskStore, Transition};
+use crate::task::{NewTask, Outcome, Task, TaskUpdate};
+
+pub use self::fs::FsOp;
+#[cfg(feature = "fault-injection")]
+pub use self::fs::{Fault, FaultInjector};
+
+use self::fs::Fs;
+use self::layout::{Area, Layout, stripe};
+use self::lock::StripeLocks;
+
+/// When a write counts as done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The default: every write fsyncs the new file before renaming it into
+    /// place and fsyncs its directory after. Once a call returns `Ok`, the
+    /// change survives a process kill **and a power loss**.
+    #[default]
+    Immediate,
+    /// No fsync at all. A returned change survives the process crashing
+    /// (the kernel has it), but **not a power loss or kernel crash**: recent
+    /// changes may then be lost. Writes stay atomic either way.
+    Eventual,
+}
+
+/// A durable task store in one directory, shared by every handle and every
+/// process that opens it.
+///
+/// See the crate docs for its guarantees; `FORMAT.md` for the layout.
+#[derive(Debug)]
+pub struct FileStore {
+    layout: Layout,
+    active_dir: File,
+    done_dir: File,
+    locks: StripeLocks,
+    fs: Fs,
+    clock: Arc<dyn Clock>,
+    durability: Durability,
+    limits: Limits,
+}
+
+/// Configures and opens a [`FileStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct FileStoreBuilder {
+    root: PathBuf,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    #[cfg(feature = "fault-injection")]
+    faults: Option<FaultInjector>,
+}
+
+impl FileStoreBuilder {
+    /// How durable a returned write is (default [`Durability::Immediate`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Where time comes from (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The cap on active (non-terminal) tasks, default 10,000.
+    ///
+    /// Concurrent creates in several processes may each see room for one more,
+    /// so the store can briefly hold up to `max_active` plus the number of
+    /// concurrent creators, never more.
+    pub fn max_active(mut self, max_active: usize) -> Self {
+        self.limits.max_active = max_active;
+        self
+    }
+
+    /// The cap on one task's encoded JSON size, default 16 MiB.
+    pub fn max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
+        self.limits.max_payload_bytes = max_payload_bytes;
+        self
+    }
+
+    /// Routes the store's file-system calls through `faults` (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_injector(mut self, faults: FaultInjector) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Opens the store, creating its directory if needed.
+    ///
+    /// Opening reads no task file: it checks the layout, removes temp files
+    /// left by crashed writers and finishes half-done terminal moves, at a
+    /// cost that follows the number of active tasks, never history.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedFormat`] for a store written by a newer format,
+    /// [`Error::InvalidStore`] if a store directory is a symlink or a file,
+    /// [`Error::Io`] if the directory cannot be created or read.
+    pub fn open(self) -> Result<FileStore> {
+        #[cfg(feature = "fault-injection")]
+        let fs = Fs::with_faults(self.faults);
+        #[cfg(not(feature = "fault-injection"))]
+        let fs = Fs::default();
+        let layout = Layout::new(&self.root);
+        recovery::prepare_dirs(&fs, &layout)?;
+        let open_dir = |path: &Path| {
+            fs::open_read(path).map_err(|e| Error::io("open directory", path, e))
+        };
+        let store = FileStore {
+            active_dir: open_dir(&layout.active)?,
+            done_dir: open_dir(&layout.done)?,
+            locks: StripeLocks::new(&layout),
+            layout,
+            fs,
+            clock: self.clock,
+            durability: self.durability,
+            limits: self.limits,
+        };
+        recovery::ensure_marker(&store)?;
+        recovery::recover(&store)?;
+        Ok(store)
+    }
+}
+
+/// A task as found on disk, and where.
+struct Found {
+    task: Task,
+    area: Area,
+    /// A terminal task whose old active file is still there (a crash between
+    /// the two steps of a terminal move).
+    leftover: bool,
+}
+
+impl FileStore {
+    /// Opens (or creates) the store at `root` with the defaults.
+    pub fn open(root: impl AsRef<Path>) -> Result<FileStore> {
+        FileStore::builder(root).open()
+    }
+
+    /// A builder for a store at `root`.
+    pub fn builder(root: impl AsRef<Path>) -> FileStoreBuilder {
+        FileStoreBuilder {
+            root: root.as_ref().to_owned(),
+            durability: Durability::default(),
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: None,
+        }
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.layout.root
+    }
+
+    /// The durability this handle writes with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Reads one task file: `Ok(None)` if there is none.
+    fn read(&self, area: Area, id: &TaskId) -> Result<Option<Task>> {
+        let path = self.layout.task(area, id);
+        read_task_file(&path, id)
+    }
+
+    /// Finds a task, whatever its expiry. A terminal file wins over an active
+    /// one: the active file is then a leftover of an unfinished move.
+    fn find(&self, id: &TaskId) -> Result<Option<Found>> {
+        match self.read(Area::Active, id)? {
+            Some(active) => Ok(Some(match self.read(Area::Done, id)? {
+                Some(task) => Found {
+                    task,
+                    area: Area::Done,
+                    leftover: true,
+                },
+                None => Found {
+                    task: active,
+                    area: Area::Active,
+                    leftover: false,
+                },
+            })),
+            // Terminal moves write `done/` before they remove `active/`, so a
+            // task missing from `active/` is in `done/` if it exists at all.
+            None => Ok(self.read(Area::Done, id)?.map(|task| Found {
+                task,
+                area: Area::Done,
+                leftover: false,
+            })),
+        }
+    }
+
+    /// Under the stripe lock of `id`: the live task, with any leftover of an
+    /// unfinished move removed.
+    fn find_locked(&self, id: &TaskId, now: OffsetDateTime) -> Result<Option<Task>> {
+        let Some(found) = self.find(id)? else {
+            return Ok(None);
+        };
+        if found.leftover {
+            self.remove_if_present(Area::Active, id)?;
+        }
+        if found.task.is_expired_at(now) {
+            return Ok(None);
+        }
+        Ok(Some(found.task))
+    }
+
+    /// Writes `task` into `area` atomically: temp file, (fsync), rename, (fsync dir).
+    fn write(&self, area: Area, task: &Task) -> Result<()> {
+        let bytes = codec::wrap(&self.limits.encode(task)?);
+        let dest = self.layout.task(area, &task.id);
+        let (mut file, temp) = self.create_temp(&task.id)?;
+        let written = self
+            .fs
+            .write_all(&mut file, &temp, &bytes)
+            .map_err(|e| Error::io("write", &temp, e))
+            .and_then(|()| self.sync_file(&file, &temp))
+            .and_then(|()| {
+                drop(file);
+                self.fs
+                    .rename(&temp, &dest)
+                    .map_err(|e| Error::io("rename into", &dest, e))
+            });
+        if let Err(e) = written {
+            // The temp file is not the task; a failed removal is retried by
+            // the next open or sweep.
+            let _ = self.fs.remove_file(&temp);
+            return Err(e);
+        }
+        self.sync_area(area)
+    }
+
+    fn create_temp(&self, id: &TaskId) -> Result<(File, PathBuf)> {
+        let mut attempts = 0;
+        loop {
+            let temp = self.layout.temp(id);
+            match self.fs.create_new(&temp) {
+                Ok(file) => return Ok((file, temp)),
+                // A crashed writer's leftover with the same pid and sequence.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(Error::io("create temp file", &temp, e)),
+            }
+        }
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
+        match self.durability {
+            Durability::Immediate => self
+                .fs
+                .sync_file(file, path)
+                .map_err(|e| Error::io("fsync", path, e)),
+            Durability::Eventual => Ok(()),
+        }
+    }
+
+    fn sync_area(&self, area: Area) -> Result<()> {
+        let (dir, path) = match area {
+            Area::Active => (&self.active_dir, &self.layout.active),
+            Area::Done => (&self.done_dir, &self.layout.done),
+        };
+        match self.durability {
+            Durability::Immediate => self
+                .fs
+                .sync_dir(dir, path)
+                .map_err(|e| Error::io("fsync directory", path, e)),
+            Durability::Eventual => Ok(()),
+        }
+    }
+
+    /// Removes a task file; `false` if there was none.
+    fn remove_if_present(&self, area: Area, id: &TaskId) -> Result<bool> {
+        let path = self.layout.task(area, id);
+        match self.fs.remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    /// Locks `id`'s stripe, finds the live task and, unless it is terminal,
+    /// writes what `change` makes of it into the area its new status belongs to.
+    fn mutate(
+        &self,
+        id: &TaskId,
+        change: impl FnOnce(&mut Task, OffsetDateTime),
+    ) -> Result<Transition> {
+        let _guard = self.locks.lock(&self.fs, stripe(id))?;
+        let now = self.clock.now();
+        let current = self
+            .find_locked(id, now)?
+            .ok_or_else(|| Error::NotFound { id: id.clone() })?;
+        if current.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(current));
+        }
+        let mut next = current;
+        change(&mut next, now);
+        if next.is_terminal() {
+            self.write(Area::Done, &next)?;
+            // The transition is durable now; the old active file is garbage
+            // that `find` already ignores, so failing to remove it is no
+            // reason to report the transition as failed.
+            if let Err(e) = self.remove_if_present(Area::Active, id) {
+                tracing::warn!(task = %id, error = %e, "left an active file behind after a terminal move; the next open or sweep removes it");
+            }
+        } else {
+            self.write(Area::Active, &next)?;
+        }
+        Ok(Transition::Applied(next))
+    }
+
+    /// Counts the files in `active/` (no reads).
+    fn count_active(&self) -> Result<usize> {
+        let entries = std::fs::read_dir(&self.layout.active)
+            .map_err(|e| Error::io("read directory", &self.layout.active, e))?;
+        let mut n = 0;
+        for entry in entries {
+            entry.map_err(|e| Error::io("read directory", &self.layout.active, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Reads every task in `area` into `into`, setting corrupt and foreign
+    /// files aside. Terminal versions replace active ones.
+    fn scan(&self, area: Area, into: &mut HashMap<TaskId, Task>) -> Result<()> {
+        for (id, path) in recovery::entries(self, area)? {
+            match read_task_file(&path, &id) {
+                Ok(Some(task)) => {
+                    if area == Area::Done || !into.contains_key(&id) {
+                        into.insert(id, task);
+                    }
+                }
+                Ok(None) => {} // removed since the directory was read
+                Err(e) => recovery::set_aside_task(self, area, &id, e)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and decodes one task file. A missing file is `Ok(None)`; a symlink,
+/// directory, FIFO or undecodable file is [`Error::Corrupt`].
+fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
+    let mut file = match fs::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if fs::is_symlink_refusal(&e) => {
+            return Err(Error::corrupt(path, "is a symlink"));
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "is a directory"
+        } else {
+            "is not a regular file"
+        };
+        return Err(Error::corrupt(path, what));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    codec::unwrap(&bytes, path, id).map(Some)
+}
+
+impl TaskStore for FileStore {
+    fn create(&self, new: NewTask) -> Result<Task> {
+        let id = new.id.clone().unwrap_or_else(TaskId::new);
+        let now = self.clock.now();
+        let task = new.into_task(id.clone(), now);
+        self.limits.encode(&task)?;
+        if self.count_active()? >= self.limits.max_active {
+            // Expired tasks still have files; make room before refusing.
+            recovery::sweep_area(self, Area::Active, now)?;
+            if self.count_active()? >= self.limits.max_active {
+                return Err(Error::TooManyActive {
+                    id,
+                    limit: self.limits.max_active,
+                });
+            }
+        }
+        let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+        if let Some(found) = self.find(&id)? {
+            if !found.task.is_expired_at(now) {
+                return Err(Error::AlreadyExists { id });
+            }
+            // An expired task is gone for every reader; its files make way.
+            self.remove_if_present(found.area, &id)?;
+            if found.leftover {
+                self.remove_if_present(Area::Active, &id)?;
+            }
+        }
+        self.write(Area::Active, &task)?;
+        Ok(task)
+    }
+
+    fn get(&self, id: &TaskId) -> Result<Option<Task>> {
+        let now = self.clock.now();
+        Ok(self
+            .find(id)?
+            .map(|found| found.task)
+            .filter(|t| !t.is_expired_at(now)))
+    }
+
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
+        if let Some(status) = update.terminal_status() {
+            return Err(Error::TerminalStatusInUpdate {
+                id: id.clone(),
+                status,
+            });
+        }
+        self.mutate(id, |task, now| update.apply(task, now))
+    }
+
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
+        self.mutate(id, |task, now| outcome.apply(task, now))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page> {
+        query.cursor()?;
+        let now = self.clock.now();
+        let mut tasks = HashMap::new();
+        if query.wants_active() {
+            // A task read from `active/` may have moved to `done/` meanwhile;
+            // reading `done/` second lets its terminal version win.
+            self.scan(Area::Active, &mut tasks)?;
+        }
+        if query.wants_terminal() {
+            self.scan(Area::Done, &mut tasks)?;
+        }
+        let mut tasks: Vec<Task> = tasks.into_values().collect();
+        if !query.wants_terminal() {
+            // Skip leftovers of unfinished moves without reading history.
+            tasks.retain(|t| !self.layout.task(Area::Done, &t.id).exists());
+        }
+        query.page(tasks, now)
+    }
+
+    fn delete(&self, id: &TaskId) -> Result<bool> {
+        let _guard = self.locks.lock(&self.fs, stripe(id))?;
+        let now = self.clock.now();
+        let Some(found) = self.find(id)? else {
+            return Ok(false);
+        };
+        let live = !found.task.is_expired_at(now);
+        for area in [Area::Done, Area::Active] {
+            if self.remove_if_present(area, id)? {
+                self.sync_area(area)?;
+            }
+        }
+        Ok(live)
+    }
+
+    fn sweep_expired(&self) -> Result<usize> {
+        let now = self.clock.now();
+        recovery::clean_temp_files(self)?;
+        Ok(recovery::sweep_area(self, Area::Active, now)?
+            + recovery::sweep_area(self, Area::Done, now)?)
+    }
+}

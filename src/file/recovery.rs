@@ -1,0 +1,296 @@
+//! Opening, cleaning up after crashed writers, quarantine and sweeping.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::file::fs::{self, Fs};
+use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
+use crate::file::{Durability, FileStore};
+use crate::id::TaskId;
+
+/// Creates the store directory and its areas (mode `0700`), refusing
+/// symlinks and files where a directory belongs.
+pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
+    let root = &layout.root;
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(invalid(root, "not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create directory", parent, e))?;
+            }
+            create_dir(fs, root)?;
+        }
+        Err(e) => return Err(Error::io("stat", root, e)),
+    }
+    for dir in layout.dirs() {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(invalid(dir, "is a symlink; the store follows none"));
+            }
+            Ok(_) => return Err(invalid(dir, "not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(fs, dir)?,
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(fs: &Fs, dir: &Path) -> Result<()> {
+    match fs.create_dir(dir) {
+        Ok(()) => Ok(()),
+        // Another process created it first.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+fn invalid(path: &Path, reason: &str) -> Error {
+    Error::InvalidStore {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Marker {
+    format: u64,
+}
+
+/// Checks the store's format marker, writing it on first open.
+pub(super) fn ensure_marker(store: &FileStore) -> Result<()> {
+    let path = store.layout.marker();
+    if let Some(format) = read_marker(&path)? {
+        return check_format(&path, format);
+    }
+    // The marker's temp file is named like a task's, for the id below, so
+    // the temp-file cleanup takes the same stripe lock this write holds.
+    let id = TaskId::parse(layout::MARKER).expect("the marker name is a valid id");
+    let _guard = store.locks.lock(&store.fs, stripe(&id))?;
+    if let Some(format) = read_marker(&path)? {
+        return check_format(&path, format);
+    }
+    let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
+    let (mut file, temp) = store.create_temp(&id)?;
+    let written = store
+        .fs
+        .write_all(&mut file, &temp, bytes.as_bytes())
+        .map_err(|e| Error::io("write", &temp, e))
+        .and_then(|()| store.sync_file(&file, &temp))
+        .and_then(|()| {
+            store
+                .fs
+                .rename(&temp, &path)
+                .map_err(|e| Error::io("rename into", &path, e))
+        });
+    if let Err(e) = written {
+        let _ = store.fs.remove_file(&temp);
+        return Err(e);
+    }
+    if store.durability == Durability::Immediate {
+        let root = fs::open_read(&store.layout.root)
+            .map_err(|e| Error::io("open directory", &store.layout.root, e))?;
+        store
+            .fs
+            .sync_dir(&root, &store.layout.root)
+            .map_err(|e| Error::io("fsync directory", &store.layout.root, e))?;
+    }
+    Ok(())
+}
+
+fn read_marker(path: &Path) -> Result<Option<u64>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let marker: Marker = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(path, &format!("unreadable store marker: {e}")))?;
+    Ok(Some(marker.format))
+}
+
+fn check_format(path: &Path, found: u64) -> Result<()> {
+    if found > FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_owned(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// What `open` does after a crash: removes dead writers' temp files and
+/// finishes terminal moves that stopped between their two steps. Reads names
+/// in `active/` and `tmp/` only: its cost follows active tasks, not history.
+pub(super) fn recover(store: &FileStore) -> Result<()> {
+    clean_temp_files(store)?;
+    for (id, _) in names(store, Area::Active)? {
+        if store.layout.task(Area::Done, &id).exists() {
+            // Under the lock: the task might be mid-move by a live writer, or
+            // deleted and created anew since the names were read.
+            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? {
+                if store.layout.task(Area::Done, &id).exists() {
+                    store.remove_if_present(Area::Active, &id)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes temp files whose writer is gone. A writer holds its task's stripe
+/// lock from creating its temp file until the rename, so a temp file whose
+/// stripe is free belongs to no one.
+pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
+    let dir = &store.layout.tmp;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(id) = layout::temp_file_id(&name) else {
+            set_aside(store, "tmp", &entry.path(), &name, "not a temp file of this store")?;
+            continue;
+        };
+        let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? else {
+            continue;
+        };
+        let path = entry.path();
+        match store.fs.remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(store = %store.layout.root.display(), removed, "removed temp files left by crashed writers");
+    }
+    Ok(removed)
+}
+
+/// The task files in `area` by id, without reading them.
+fn names(store: &FileStore, area: Area) -> Result<Vec<(TaskId, PathBuf)>> {
+    let dir = store.layout.area(area);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        if let Some(id) = layout::task_file_id(&entry.file_name()) {
+            out.push((id, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// The task files in `area` by id; foreign names are set aside.
+pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, PathBuf)>> {
+    let dir = store.layout.area(area);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        match layout::task_file_id(&name) {
+            Some(id) => out.push((id, entry.path())),
+            None => set_aside(store, area.name(), &entry.path(), &name, "not a task file name")?,
+        }
+    }
+    Ok(out)
+}
+
+/// Sets aside a task file that failed to read as `err`, if it still fails
+/// under its lock. I/O errors are reported and skipped: they may pass.
+pub(super) fn set_aside_task(store: &FileStore, area: Area, id: &TaskId, err: Error) -> Result<()> {
+    match err {
+        Error::Corrupt { .. } | Error::UnsupportedFormat { .. } => {}
+        Error::Io { .. } => {
+            tracing::warn!(task = %id, error = %err, "skipping a task file that cannot be read");
+            return Ok(());
+        }
+        other => return Err(other),
+    }
+    let _guard = store.locks.lock(&store.fs, stripe(id))?;
+    let path = store.layout.task(area, id);
+    match super::read_task_file(&path, id) {
+        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
+            let name = path.file_name().map(OsString::from).unwrap_or_default();
+            set_aside(store, area.name(), &path, &name, &e.to_string())
+        }
+        _ => Ok(()), // repaired or removed meanwhile
+    }
+}
+
+/// Moves `path` into the quarantine area, never deleting it.
+fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &str) -> Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut target = OsString::from(format!(
+        "{area}.{}.{}.{}.",
+        OffsetDateTime::now_utc().unix_timestamp_nanos(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    target.push(name);
+    let target = store.layout.quarantine.join(target);
+    match store.fs.rename(path, &target) {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("set aside", path, e)),
+    }
+}
+
+/// Deletes the expired tasks in `area` and the leftovers of unfinished
+/// terminal moves; sets corrupt files aside. Returns the tasks deleted.
+pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> Result<usize> {
+    let mut deleted = 0;
+    let mut touched = [false; 2];
+    for (id, path) in entries(store, area)? {
+        let candidate = match super::read_task_file(&path, &id) {
+            Ok(Some(task)) => {
+                task.is_expired_at(now)
+                    || (area == Area::Active && store.layout.task(Area::Done, &id).exists())
+            }
+            Ok(None) => false,
+            Err(e) => {
+                set_aside_task(store, area, &id, e)?;
+                false
+            }
+        };
+        if !candidate {
+            continue;
+        }
+        let _guard = store.locks.lock(&store.fs, stripe(&id))?;
+        let found = match store.find(&id) {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(e) => {
+                drop(_guard);
+                set_aside_task(store, area, &id, e)?;
+                continue;
+            }
+        };
+        if found.task.is_expired_at(now) {
+            for a in [Area::Done, Area::Active] {
+                if store.remove_if_present(a, &id)? {
+                    touched[a as usize] = true;
+                }
+            }
+            deleted += 1;
+        } else if found.leftover && store.remove_if_present(Area::Active, &id)? {
+            touched[Area::Active as usize] = true;
+        }
+    }
+    for a in [Area::Active, Area::Done] {
+        if touched[a as usize] {
+            store.sync_area(a)?;
+        }
+    }
+    Ok(deleted)
+}

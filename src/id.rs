@@ -1,0 +1,157 @@
+//! Task identifiers: validated before they ever reach the file system.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// The longest id accepted, in bytes (every accepted character is ASCII).
+pub const MAX_ID_LEN: usize = 128;
+
+/// A task identifier.
+///
+/// Either store-generated ([`TaskId::new`], a random UUID v4) or chosen by the
+/// host and validated by [`TaskId::parse`]: 1 to 128 characters of
+/// `[A-Za-z0-9_.-]`, not starting with `.`. Such an id is always a single,
+/// harmless file name: no separators, no `..`, no NUL, nothing hidden.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(Box<str>);
+
+impl TaskId {
+    /// A new random id: a UUID v4, lowercase and hyphenated.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> TaskId {
+        TaskId(uuid::Uuid::new_v4().hyphenated().to_string().into_boxed_str())
+    }
+
+    /// Validates a host-chosen id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for an empty or over-long id, a leading `.`, or any
+    /// character outside `[A-Za-z0-9_.-]`.
+    pub fn parse(id: &str) -> Result<TaskId> {
+        validate(id).map_err(|reason| Error::InvalidId {
+            id: shorten(id),
+            reason,
+        })?;
+        Ok(TaskId(id.into()))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn validate(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty");
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err("longer than 128 characters");
+    }
+    if id.starts_with('.') {
+        return Err("starts with '.'");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("only A-Z, a-z, 0-9, '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Keeps error messages bounded when the rejected input is huge.
+fn shorten(id: &str) -> String {
+    const KEEP: usize = 160;
+    if id.len() <= KEEP {
+        return id.to_owned();
+    }
+    let mut end = KEEP;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &id[..end])
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({:?})", &*self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<TaskId> {
+        TaskId::parse(s)
+    }
+}
+
+impl AsRef<str> for TaskId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TaskId, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        TaskId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_lowercase_uuid_v4() {
+        let id = TaskId::new();
+        let parsed = uuid::Uuid::parse_str(id.as_str()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(id.as_str(), id.as_str().to_lowercase());
+        assert_eq!(id.as_str().len(), 36);
+        assert!(TaskId::parse(id.as_str()).is_ok());
+    }
+
+    #[test]
+    fn invalid_ids_are_rejected() {
+        let long = "a".repeat(129);
+        for bad in [
+            "", "..", ".", ".hidden", "a/b", "a\\b", "a\0b", "ü", "a b", "a:b", &long,
+        ] {
+            match TaskId::parse(bad) {
+                Err(Error::InvalidId { .. }) => {}
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert!(TaskId::parse(&"a".repeat(128)).is_ok());
+        assert!(TaskId::parse("a..b").is_ok());
+        assert!(TaskId::parse("Job_1.2-x").is_ok());
+    }
+
+    #[test]
+    fn serde_validates() {
+        let id: TaskId = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(id.as_str(), "abc");
+        assert!(serde_json::from_str::<TaskId>("\"../x\"").is_err());
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"abc\"");
+    }
+}

@@ -1,0 +1,155 @@
+//! The in-process backend.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::id::TaskId;
+use crate::limits::Limits;
+use crate::store::{ListQuery, Page, TaskStore, Transition};
+use crate::task::{NewTask, Outcome, Task, TaskUpdate};
+
+/// A task store in this process's memory, with the same semantics as
+/// [`FileStore`](crate::FileStore) but nothing durable and nothing shared
+/// between processes. For tests, and hosts that need no persistence.
+#[derive(Debug)]
+pub struct MemoryStore {
+    tasks: Mutex<HashMap<TaskId, Task>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock, with the default limits.
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store reading time from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore {
+            tasks: Mutex::new(HashMap::new()),
+            clock,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the cap on active tasks (default 10,000).
+    pub fn with_max_active(mut self, max_active: usize) -> MemoryStore {
+        self.limits.max_active = max_active;
+        self
+    }
+
+    /// Sets the cap on one task's encoded size (default 16 MiB).
+    pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> MemoryStore {
+        self.limits.max_payload_bytes = max_payload_bytes;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Task>> {
+        // Every mutation below validates before it writes, so a panic cannot
+        // leave a half-applied task behind the poisoned lock.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `change` on the live task `id`, unless it is terminal.
+    fn mutate(
+        &self,
+        id: &TaskId,
+        change: impl FnOnce(&mut Task, time::OffsetDateTime),
+    ) -> Result<Transition> {
+        let now = self.clock.now();
+        let mut tasks = self.lock();
+        let current = match tasks.get(id) {
+            Some(t) if !t.is_expired_at(now) => t,
+            _ => return Err(Error::NotFound { id: id.clone() }),
+        };
+        if current.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(current.clone()));
+        }
+        let mut next = current.clone();
+        change(&mut next, now);
+        self.limits.check(&next)?;
+        tasks.insert(id.clone(), next.clone());
+        Ok(Transition::Applied(next))
+    }
+}
+
+impl TaskStore for MemoryStore {
+    fn create(&self, new: NewTask) -> Result<Task> {
+        let now = self.clock.now();
+        let id = new.id.clone().unwrap_or_else(TaskId::new);
+        let task = new.into_task(id.clone(), now);
+        self.limits.check(&task)?;
+        let mut tasks = self.lock();
+        if tasks.get(&id).is_some_and(|t| !t.is_expired_at(now)) {
+            return Err(Error::AlreadyExists { id });
+        }
+        let active = tasks
+            .values()
+            .filter(|t| !t.is_terminal() && !t.is_expired_at(now))
+            .count();
+        if active >= self.limits.max_active {
+            return Err(Error::TooManyActive {
+                id,
+                limit: self.limits.max_active,
+            });
+        }
+        tasks.insert(id, task.clone());
+        Ok(task)
+    }
+
+    fn get(&self, id: &TaskId) -> Result<Option<Task>> {
+        let now = self.clock.now();
+        Ok(self.lock().get(id).filter(|t| !t.is_expired_at(now)).cloned())
+    }
+
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
+        if let Some(status) = update.terminal_status() {
+            return Err(Error::TerminalStatusInUpdate {
+                id: id.clone(),
+                status,
+            });
+        }
+        self.mutate(id, |task, now| update.apply(task, now))
+    }
+
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
+        self.mutate(id, |task, now| outcome.apply(task, now))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page> {
+        query.cursor()?;
+        let now = self.clock.now();
+        let tasks = self
+            .lock()
+            .values()
+            .filter(|t| query.wants(t.status))
+            .cloned()
+            .collect();
+        query.page(tasks, now)
+    }
+
+    fn delete(&self, id: &TaskId) -> Result<bool> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .remove(id)
+            .is_some_and(|t| !t.is_expired_at(now)))
+    }
+
+    fn sweep_expired(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut tasks = self.lock();
+        let before = tasks.len();
+        tasks.retain(|_, t| !t.is_expired_at(now));
+        Ok(before - tasks.len())
+    }
+}

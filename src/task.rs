@@ -1,0 +1,409 @@
+//! The task model: wire-compatible with the MCP `DetailedTask` shape.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::id::TaskId;
+
+/// Where a task is in its life.
+///
+/// `Completed`, `Failed` and `Cancelled` are terminal: the first terminal
+/// transition of a task is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Running.
+    Working,
+    /// Waiting for input from the client (see [`Task::input_requests`]).
+    InputRequired,
+    /// Finished with a result (terminal).
+    Completed,
+    /// Finished with an error (terminal).
+    Failed,
+    /// Cancelled (terminal).
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether this status is final.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    /// The wire name (`"working"`, `"input_required"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Working => "working",
+            TaskStatus::InputRequired => "input_required",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task as stored and returned.
+///
+/// Its JSON form is the MCP `DetailedTask` shape (`taskId`, `status`,
+/// `statusMessage`, `createdAt`, `lastUpdatedAt`, `ttlMs`, `pollIntervalMs`,
+/// `result`, `error`, `inputRequests`) plus the store's own fields
+/// (`revision`, `metadata`, and the lease fields `owner` and `leaseExpiresAt`).
+/// Durations have millisecond precision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Task {
+    /// The task's id.
+    #[serde(rename = "taskId")]
+    pub id: TaskId,
+    /// Its current status.
+    pub status: TaskStatus,
+    /// A human-readable note on the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// When the task was created (UTC); its TTL counts from here.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the task last changed (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_updated_at: OffsetDateTime,
+    /// Lifetime counted from `created_at`; `None` is unlimited.
+    #[serde(rename = "ttlMs", with = "millis", default)]
+    pub ttl: Option<Duration>,
+    /// How often a client should poll, if the host suggests it.
+    #[serde(
+        rename = "pollIntervalMs",
+        with = "millis",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub poll_interval: Option<Duration>,
+    /// The result, once `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, once `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    /// What the task waits for, while `input_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_requests: Option<Value>,
+    /// Free-form host metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+    /// Goes up by exactly one with every applied write; 1 at creation.
+    pub revision: u64,
+    /// The store instance that owns (runs) the task, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When the owner's lease on the task lapses unless renewed.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease_expires_at: Option<OffsetDateTime>,
+}
+
+impl Task {
+    /// When the task expires (`created_at + ttl`), or `None` if unlimited.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        let ttl = self.ttl?;
+        Some(self.created_at.saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)))
+    }
+
+    /// Whether the task has expired at `now` (expiry is inclusive: a task is
+    /// gone at the very instant `created_at + ttl`).
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at().is_some_and(|at| now >= at)
+    }
+
+    /// Whether the task is in a terminal state.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+}
+
+/// What to create: the builder passed to [`TaskStore::create`](crate::TaskStore::create).
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct NewTask {
+    pub(crate) id: Option<TaskId>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) status_message: Option<String>,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+impl NewTask {
+    /// A new `working` task with a random id and no TTL.
+    pub fn new() -> NewTask {
+        NewTask::default()
+    }
+
+    /// Uses a host-chosen id; creating fails with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if it is taken.
+    pub fn id(mut self, id: TaskId) -> NewTask {
+        self.id = Some(id);
+        self
+    }
+
+    /// Lifetime from creation (millisecond precision; shorter parts are dropped).
+    pub fn ttl(mut self, ttl: Duration) -> NewTask {
+        self.ttl = Some(truncate_to_millis(ttl));
+        self
+    }
+
+    /// Suggested poll interval for clients (millisecond precision).
+    pub fn poll_interval(mut self, interval: Duration) -> NewTask {
+        self.poll_interval = Some(truncate_to_millis(interval));
+        self
+    }
+
+    /// An initial status message.
+    pub fn status_message(mut self, message: impl Into<String>) -> NewTask {
+        self.status_message = Some(message.into());
+        self
+    }
+
+    /// Sets one metadata key.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> NewTask {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The task this builder describes, created at `now`.
+    pub(crate) fn into_task(self, id: TaskId, now: OffsetDateTime) -> Task {
+        Task {
+            id,
+            status: TaskStatus::Working,
+            status_message: self.status_message,
+            created_at: now,
+            last_updated_at: now,
+            ttl: self.ttl,
+            poll_interval: self.poll_interval,
+            result: None,
+            error: None,
+            input_requests: None,
+            metadata: self.metadata,
+            revision: 1,
+            owner: None,
+            lease_expires_at: None,
+        }
+    }
+}
+
+/// A non-terminal change: the builder passed to [`TaskStore::update`](crate::TaskStore::update).
+///
+/// Fields left unset keep their value. Metadata keys are merged.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct TaskUpdate {
+    pub(crate) status: Option<TaskStatus>,
+    pub(crate) status_message: Option<String>,
+    pub(crate) input_requests: Option<Value>,
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+impl TaskUpdate {
+    /// An update that changes nothing yet (applying it still bumps the revision).
+    pub fn new() -> TaskUpdate {
+        TaskUpdate::default()
+    }
+
+    /// A new non-terminal status. A terminal status makes the update fail with
+    /// [`Error::TerminalStatusInUpdate`](crate::Error::TerminalStatusInUpdate):
+    /// use `complete`, `fail` or `cancel`.
+    ///
+    /// Moving to `working` clears `input_requests` unless this update sets them.
+    pub fn status(mut self, status: TaskStatus) -> TaskUpdate {
+        self.status = Some(status);
+        self
+    }
+
+    /// A new status message.
+    pub fn status_message(mut self, message: impl Into<String>) -> TaskUpdate {
+        self.status_message = Some(message.into());
+        self
+    }
+
+    /// What the task waits for (usually with `status(InputRequired)`).
+    pub fn input_requests(mut self, requests: Value) -> TaskUpdate {
+        self.input_requests = Some(requests);
+        self
+    }
+
+    /// A new suggested poll interval (millisecond precision).
+    pub fn poll_interval(mut self, interval: Duration) -> TaskUpdate {
+        self.poll_interval = Some(truncate_to_millis(interval));
+        self
+    }
+
+    /// Sets (merges) one metadata key; other keys stay.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> TaskUpdate {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The terminal status this update wrongly asks for, if any.
+    pub(crate) fn terminal_status(&self) -> Option<TaskStatus> {
+        self.status.filter(|s| s.is_terminal())
+    }
+
+    /// Applies the update to a non-terminal task (checked by the caller).
+    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) {
+        if let Some(status) = self.status {
+            if status == TaskStatus::Working && self.input_requests.is_none() {
+                task.input_requests = None;
+            }
+            task.status = status;
+        }
+        if let Some(message) = self.status_message {
+            task.status_message = Some(message);
+        }
+        if let Some(requests) = self.input_requests {
+            task.input_requests = Some(requests);
+        }
+        if let Some(interval) = self.poll_interval {
+            task.poll_interval = Some(interval);
+        }
+        task.metadata.extend(self.metadata);
+        task.last_updated_at = now;
+        task.revision += 1;
+    }
+}
+
+/// How a task ends: what `complete`, `fail` and `cancel` record.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// `completed` with this result.
+    Completed(Value),
+    /// `failed` with this error.
+    Failed(Value),
+    /// `cancelled`, with an optional status message.
+    Cancelled(Option<String>),
+}
+
+impl Outcome {
+    /// The terminal status this outcome leads to.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Outcome::Completed(_) => TaskStatus::Completed,
+            Outcome::Failed(_) => TaskStatus::Failed,
+            Outcome::Cancelled(_) => TaskStatus::Cancelled,
+        }
+    }
+
+    /// Applies the outcome to a non-terminal task (checked by the caller).
+    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) {
+        task.status = self.status();
+        task.input_requests = None;
+        match self {
+            Outcome::Completed(result) => task.result = Some(result),
+            Outcome::Failed(error) => task.error = Some(error),
+            Outcome::Cancelled(message) => {
+                if message.is_some() {
+                    task.status_message = message;
+                }
+            }
+        }
+        task.last_updated_at = now;
+        task.revision += 1;
+    }
+}
+
+fn truncate_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `Option<Duration>` as whole milliseconds (or `null`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Task {
+        let at = time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC);
+        NewTask::new()
+            .ttl(Duration::from_millis(60_500))
+            .poll_interval(Duration::from_millis(250))
+            .metadata("tool", "slow")
+            .into_task(TaskId::parse("t1").unwrap(), at)
+    }
+
+    #[test]
+    fn json_is_the_mcp_shape() {
+        let task = sample();
+        let v = serde_json::to_value(&task).unwrap();
+        assert_eq!(v["taskId"], "t1");
+        assert_eq!(v["status"], "working");
+        assert_eq!(v["ttlMs"], 60_500);
+        assert_eq!(v["pollIntervalMs"], 250);
+        assert_eq!(v["createdAt"], "2026-01-02T03:04:05.123456789Z");
+        assert_eq!(v["revision"], 1);
+        assert!(v.get("result").is_none());
+        let back: Task = serde_json::from_value(v).unwrap();
+        assert_eq!(back, task);
+    }
+
+    #[test]
+    fn unlimited_ttl_is_null() {
+        let task = NewTask::new().into_task(TaskId::new(), OffsetDateTime::UNIX_EPOCH);
+        let v = serde_json::to_value(&task).unwrap();
+        assert_eq!(v["ttlMs"], json!(null));
+        assert_eq!(task.expires_at(), None);
+    }
+
+    #[test]
+    fn expiry_is_inclusive() {
+        let task = sample();
+        let at = task.expires_at().unwrap();
+        assert!(!task.is_expired_at(at - time::Duration::nanoseconds(1)));
+        assert!(task.is_expired_at(at));
+    }
+
+    #[test]
+    fn moving_to_working_clears_input_requests() {
+        let mut task = sample();
+        let now = task.created_at;
+        TaskUpdate::new()
+            .status(TaskStatus::InputRequired)
+            .input_requests(json!({"q": 1}))
+            .apply(&mut task, now);
+        assert_eq!(task.input_requests, Some(json!({"q": 1})));
+        TaskUpdate::new().status(TaskStatus::Working).apply(&mut task, now);
+        assert_eq!(task.input_requests, None);
+        assert_eq!(task.revision, 3);
+    }
+}
