@@ -40,6 +40,15 @@ pub enum Error {
         id: TaskId,
     },
 
+    /// Only the task's owner may renew its lease.
+    #[error("task {id} is owned by {}, not by this instance", owner.as_deref().unwrap_or("no instance"))]
+    NotOwner {
+        /// The task.
+        id: TaskId,
+        /// Its owner's instance id.
+        owner: Option<String>,
+    },
+
     /// A [`TaskUpdate`](crate::TaskUpdate) asked for a terminal status; terminal
     /// states are reached only through `complete`, `fail` and `cancel`.
     #[error("update of task {id} asks for terminal status {status}: use complete, fail or cancel")]

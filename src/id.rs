@@ -23,7 +23,12 @@ impl TaskId {
     /// A new random id: a UUID v4, lowercase and hyphenated.
     #[allow(clippy::new_without_default)]
     pub fn new() -> TaskId {
-        TaskId(uuid::Uuid::new_v4().hyphenated().to_string().into_boxed_str())
+        TaskId(
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .to_string()
+                .into_boxed_str(),
+        )
     }
 
     /// Validates a host-chosen id.

@@ -9,6 +9,7 @@ pub mod conformance;
 mod error;
 mod file;
 mod id;
+mod lease;
 mod limits;
 mod memory;
 mod store;
@@ -16,10 +17,11 @@ mod task;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
+pub use crate::file::{Durability, FileStore, FileStoreBuilder, FsOp};
 #[cfg(feature = "fault-injection")]
 pub use crate::file::{Fault, FaultInjector};
-pub use crate::file::{Durability, FileStore, FileStoreBuilder, FsOp};
 pub use crate::id::{MAX_ID_LEN, TaskId};
+pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use crate::memory::MemoryStore;
 pub use crate::store::{ListQuery, Page, TaskStore, Transition};

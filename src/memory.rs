@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::id::TaskId;
+use crate::lease::{self, Lease};
 use crate::limits::Limits;
 use crate::store::{ListQuery, Page, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
@@ -18,6 +19,7 @@ pub struct MemoryStore {
     tasks: Mutex<HashMap<TaskId, Task>>,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    lease: Lease,
 }
 
 impl Default for MemoryStore {
@@ -38,6 +40,7 @@ impl MemoryStore {
             tasks: Mutex::new(HashMap::new()),
             clock,
             limits: Limits::default(),
+            lease: Lease::default(),
         }
     }
 
@@ -50,6 +53,18 @@ impl MemoryStore {
     /// Sets the cap on one task's encoded size (default 16 MiB).
     pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> MemoryStore {
         self.limits.max_payload_bytes = max_payload_bytes;
+        self
+    }
+
+    /// Sets this store's instance id (default: a random UUID).
+    pub fn with_instance_id(mut self, instance_id: impl Into<String>) -> MemoryStore {
+        self.lease.instance_id = instance_id.into();
+        self
+    }
+
+    /// Sets how long a lease lasts (default 30 s).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> MemoryStore {
+        self.lease.duration = lease;
         self
     }
 
@@ -76,6 +91,7 @@ impl MemoryStore {
         }
         let mut next = current.clone();
         change(&mut next, now);
+        self.lease.after_write(&mut next, now);
         self.limits.check(&next)?;
         tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
@@ -86,7 +102,8 @@ impl TaskStore for MemoryStore {
     fn create(&self, new: NewTask) -> Result<Task> {
         let now = self.clock.now();
         let id = new.id.clone().unwrap_or_else(TaskId::new);
-        let task = new.into_task(id.clone(), now);
+        let mut task = new.into_task(id.clone(), now);
+        self.lease.claim(&mut task, now);
         self.limits.check(&task)?;
         let mut tasks = self.lock();
         if tasks.get(&id).is_some_and(|t| !t.is_expired_at(now)) {
@@ -108,7 +125,11 @@ impl TaskStore for MemoryStore {
 
     fn get(&self, id: &TaskId) -> Result<Option<Task>> {
         let now = self.clock.now();
-        Ok(self.lock().get(id).filter(|t| !t.is_expired_at(now)).cloned())
+        Ok(self
+            .lock()
+            .get(id)
+            .filter(|t| !t.is_expired_at(now))
+            .cloned())
     }
 
     fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
@@ -151,5 +172,44 @@ impl TaskStore for MemoryStore {
         let before = tasks.len();
         tasks.retain(|_, t| !t.is_expired_at(now));
         Ok(before - tasks.len())
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.lease.instance_id
+    }
+
+    fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
+        let now = self.clock.now();
+        let mut tasks = self.lock();
+        let task = match tasks.get_mut(id) {
+            Some(t) if !t.is_expired_at(now) => t,
+            _ => return Err(Error::NotFound { id: id.clone() }),
+        };
+        if task.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(task.clone()));
+        }
+        if !self.lease.owns(task) {
+            return Err(Error::NotOwner {
+                id: id.clone(),
+                owner: task.owner.clone(),
+            });
+        }
+        self.lease.renew(task, now);
+        Ok(Transition::Applied(task.clone()))
+    }
+
+    fn reap_orphans(&self) -> Result<Vec<Task>> {
+        let now = self.clock.now();
+        let mut reaped = Vec::new();
+        for task in self.lock().values_mut() {
+            if task.is_expired_at(now) || !lease::is_orphan(task, now) {
+                continue;
+            }
+            let error = lease::orphan_error(task, &self.lease.instance_id);
+            Outcome::Failed(error).apply(task, now);
+            self.lease.after_write(task, now);
+            reaped.push(task.clone());
+        }
+        Ok(reaped)
     }
 }

@@ -59,6 +59,44 @@ pub trait TaskStore: Send + Sync {
     /// what crashed writers left behind. Returns how many tasks were deleted.
     fn sweep_expired(&self) -> Result<usize>;
 
+    /// This handle's instance id: the owner recorded on the tasks it creates.
+    fn instance_id(&self) -> &str;
+
+    /// Renews this instance's lease on one running task. A terminal task is
+    /// returned untouched as [`Transition::AlreadyTerminal`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing or expired task, [`Error::NotOwner`]
+    /// if another instance owns it.
+    fn renew_lease(&self, id: &TaskId) -> Result<Transition>;
+
+    /// Fails every running task whose lease has lapsed with a structured
+    /// error (`{"code": "orphaned", "owner": ..}`) and returns those tasks.
+    ///
+    /// Reads active tasks only. Safe at any moment, from any process, beside
+    /// live traffic: each orphan is re-checked under its lock, and first
+    /// writer wins decides every race with its owner.
+    fn reap_orphans(&self) -> Result<Vec<Task>>;
+
+    /// Renews the lease of every running task this instance owns; returns how
+    /// many were renewed. Call it well within the lease duration.
+    fn renew_leases(&self) -> Result<usize> {
+        let mut renewed = 0;
+        for task in self.list(&ListQuery::active())?.tasks {
+            if task.owner.as_deref() != Some(self.instance_id()) {
+                continue;
+            }
+            match self.renew_lease(&task.id) {
+                Ok(t) if t.is_applied() => renewed += 1,
+                // Finished, deleted or expired since it was listed.
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(renewed)
+    }
+
     /// Completes the task with `result` (first writer wins).
     fn complete(&self, id: &TaskId, result: Value) -> Result<Transition> {
         self.finish(id, Outcome::Completed(result))
@@ -98,6 +136,18 @@ macro_rules! forward_task_store {
             }
             fn sweep_expired(&self) -> Result<usize> {
                 (**self).sweep_expired()
+            }
+            fn instance_id(&self) -> &str {
+                (**self).instance_id()
+            }
+            fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
+                (**self).renew_lease(id)
+            }
+            fn reap_orphans(&self) -> Result<Vec<Task>> {
+                (**self).reap_orphans()
+            }
+            fn renew_leases(&self) -> Result<usize> {
+                (**self).renew_leases()
             }
         }
     )*};
@@ -192,9 +242,13 @@ impl ListQuery {
 
     /// Whether any terminal task can match: if not, history is never read.
     pub(crate) fn wants_terminal(&self) -> bool {
-        [TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Cancelled]
-            .into_iter()
-            .any(|s| self.wants(s))
+        [
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .any(|s| self.wants(s))
     }
 
     /// Whether any non-terminal task can match.
@@ -291,7 +345,15 @@ mod tests {
             id: TaskId::parse("a.b.c").unwrap(),
         };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "c1.", "c1.12", "c1.x.abc", "c2.1.abc", "c1.1./x", "c1.99999999999999999999999999999.a"] {
+        for bad in [
+            "",
+            "c1.",
+            "c1.12",
+            "c1.x.abc",
+            "c2.1.abc",
+            "c1.1./x",
+            "c1.99999999999999999999999999999.a",
+        ] {
             assert!(
                 matches!(Cursor::decode(bad), Err(Error::InvalidCursor { .. })),
                 "{bad:?}"
@@ -303,8 +365,16 @@ mod tests {
     fn query_scopes() {
         assert!(!ListQuery::active().wants_terminal());
         assert!(ListQuery::all().wants_terminal());
-        assert!(!ListQuery::all().status(TaskStatus::Working).wants_terminal());
+        assert!(
+            !ListQuery::all()
+                .status(TaskStatus::Working)
+                .wants_terminal()
+        );
         assert!(!ListQuery::all().status(TaskStatus::Failed).wants_active());
-        assert!(!ListQuery::active().status(TaskStatus::Failed).wants_active());
+        assert!(
+            !ListQuery::active()
+                .status(TaskStatus::Failed)
+                .wants_active()
+        );
     }
 }

@@ -121,7 +121,10 @@ impl Task {
     /// When the task expires (`created_at + ttl`), or `None` if unlimited.
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
         let ttl = self.ttl?;
-        Some(self.created_at.saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)))
+        Some(
+            self.created_at
+                .saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)),
+        )
     }
 
     /// Whether the task has expired at `now` (expiry is inclusive: a task is
@@ -402,7 +405,9 @@ mod tests {
             .input_requests(json!({"q": 1}))
             .apply(&mut task, now);
         assert_eq!(task.input_requests, Some(json!({"q": 1})));
-        TaskUpdate::new().status(TaskStatus::Working).apply(&mut task, now);
+        TaskUpdate::new()
+            .status(TaskStatus::Working)
+            .apply(&mut task, now);
         assert_eq!(task.input_requests, None);
         assert_eq!(task.revision, 3);
     }

@@ -77,10 +77,19 @@ mod tests {
         let p = Path::new("x");
         assert_eq!(unwrap(&bytes, p, &id).unwrap(), task);
         let other = TaskId::parse("u").unwrap();
-        assert!(matches!(unwrap(&bytes, p, &other), Err(Error::Corrupt { .. })));
-        assert!(matches!(unwrap(&bytes[..bytes.len() - 3], p, &id), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            unwrap(&bytes, p, &other),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            unwrap(&bytes[..bytes.len() - 3], p, &id),
+            Err(Error::Corrupt { .. })
+        ));
         assert!(matches!(unwrap(b"", p, &id), Err(Error::Corrupt { .. })));
-        assert!(matches!(unwrap(b"{\"a\":1}", p, &id), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            unwrap(b"{\"a\":1}", p, &id),
+            Err(Error::Corrupt { .. })
+        ));
         assert!(matches!(
             unwrap(b"{\"format\":2,\"task\":{\"whatever\":true}}", p, &id),
             Err(Error::UnsupportedFormat { found: 2, .. })

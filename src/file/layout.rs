@@ -147,7 +147,13 @@ mod tests {
     #[test]
     fn stripes_are_stable() {
         // FORMAT.md fixes this function; these values must never change.
-        assert_eq!(stripe(&TaskId::parse("a").unwrap()), 0xaf63dc4c8601ec8c % 64);
-        assert_eq!(stripe(&TaskId::parse("task-1").unwrap()), stripe(&TaskId::parse("task-1").unwrap()));
+        assert_eq!(
+            stripe(&TaskId::parse("a").unwrap()),
+            0xaf63dc4c8601ec8c % 64
+        );
+        assert_eq!(
+            stripe(&TaskId::parse("task-1").unwrap()),
+            stripe(&TaskId::parse("task-1").unwrap())
+        );
     }
 }

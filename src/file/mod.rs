@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::id::TaskId;
+use crate::lease::{self, Lease};
 use crate::limits::Limits;
 use crate::store::{ListQuery, Page, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
@@ -44,7 +45,10 @@ pub enum Durability {
     Immediate,
     /// No fsync at all. A returned change survives the process crashing
     /// (the kernel has it), but **not a power loss or kernel crash**: recent
-    /// changes may then be lost. Writes stay atomic either way.
+    /// changes may then be lost, and on file systems that do not order data
+    /// before renames a recently written task file may come back empty or
+    /// damaged (it is then set aside like any corrupt file). Readers in other
+    /// processes still never see a torn task.
     Eventual,
 }
 
@@ -62,6 +66,7 @@ pub struct FileStore {
     clock: Arc<dyn Clock>,
     durability: Durability,
     limits: Limits,
+    lease: Lease,
 }
 
 /// Configures and opens a [`FileStore`].
@@ -72,6 +77,7 @@ pub struct FileStoreBuilder {
     durability: Durability,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    lease: Lease,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
 }
@@ -105,6 +111,24 @@ impl FileStoreBuilder {
         self
     }
 
+    /// This handle's instance id, recorded as the owner of the tasks it
+    /// creates (default: a random UUID, new for every handle).
+    ///
+    /// Reuse an id across restarts only if the restarted process resumes the
+    /// tasks it owned: renewing their leases claims they are being worked on.
+    pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.lease.instance_id = instance_id.into();
+        self
+    }
+
+    /// How long a lease lasts before its task counts as orphaned, default
+    /// 30 s ([`DEFAULT_LEASE`](crate::DEFAULT_LEASE)), measured on the
+    /// store's [`Clock`].
+    pub fn lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease.duration = lease;
+        self
+    }
+
     /// Routes the store's file-system calls through `faults` (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, faults: FaultInjector) -> Self {
@@ -130,9 +154,8 @@ impl FileStoreBuilder {
         let fs = Fs::default();
         let layout = Layout::new(&self.root);
         recovery::prepare_dirs(&fs, &layout)?;
-        let open_dir = |path: &Path| {
-            fs::open_read(path).map_err(|e| Error::io("open directory", path, e))
-        };
+        let open_dir =
+            |path: &Path| fs::open_read(path).map_err(|e| Error::io("open directory", path, e));
         let store = FileStore {
             active_dir: open_dir(&layout.active)?,
             done_dir: open_dir(&layout.done)?,
@@ -142,6 +165,7 @@ impl FileStoreBuilder {
             clock: self.clock,
             durability: self.durability,
             limits: self.limits,
+            lease: self.lease,
         };
         recovery::ensure_marker(&store)?;
         recovery::recover(&store)?;
@@ -171,6 +195,7 @@ impl FileStore {
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            lease: Lease::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -235,6 +260,13 @@ impl FileStore {
 
     /// Writes `task` into `area` atomically: temp file, (fsync), rename, (fsync dir).
     fn write(&self, area: Area, task: &Task) -> Result<()> {
+        self.write_file(area, task)?;
+        self.sync_area(area)
+    }
+
+    /// Writes `task` into `area` atomically, without the directory fsync:
+    /// after a power loss the write may be undone, never torn.
+    fn write_file(&self, area: Area, task: &Task) -> Result<()> {
         let bytes = codec::wrap(&self.limits.encode(task)?);
         let dest = self.layout.task(area, &task.id);
         let (mut file, temp) = self.create_temp(&task.id)?;
@@ -255,7 +287,7 @@ impl FileStore {
             let _ = self.fs.remove_file(&temp);
             return Err(e);
         }
-        self.sync_area(area)
+        Ok(())
     }
 
     fn create_temp(&self, id: &TaskId) -> Result<(File, PathBuf)> {
@@ -308,7 +340,7 @@ impl FileStore {
     }
 
     /// Locks `id`'s stripe, finds the live task and, unless it is terminal,
-    /// writes what `change` makes of it into the area its new status belongs to.
+    /// writes what `change` makes of it.
     fn mutate(
         &self,
         id: &TaskId,
@@ -324,18 +356,25 @@ impl FileStore {
         }
         let mut next = current;
         change(&mut next, now);
-        if next.is_terminal() {
-            self.write(Area::Done, &next)?;
-            // The transition is durable now; the old active file is garbage
-            // that `find` already ignores, so failing to remove it is no
-            // reason to report the transition as failed.
-            if let Err(e) = self.remove_if_present(Area::Active, id) {
-                tracing::warn!(task = %id, error = %e, "left an active file behind after a terminal move; the next open or sweep removes it");
-            }
-        } else {
-            self.write(Area::Active, &next)?;
-        }
+        self.lease.after_write(&mut next, now);
+        self.commit(&next)?;
         Ok(Transition::Applied(next))
+    }
+
+    /// Writes a changed task into the area its status belongs to; the caller
+    /// holds its stripe lock.
+    fn commit(&self, next: &Task) -> Result<()> {
+        if !next.is_terminal() {
+            return self.write(Area::Active, next);
+        }
+        self.write(Area::Done, next)?;
+        // The transition is durable now; the old active file is garbage that
+        // `find` already ignores, so failing to remove it is no reason to
+        // report the transition as failed.
+        if let Err(e) = self.remove_if_present(Area::Active, &next.id) {
+            tracing::warn!(task = %next.id, error = %e, "left an active file behind after a terminal move; the next open or sweep removes it");
+        }
+        Ok(())
     }
 
     /// Counts the files in `active/` (no reads).
@@ -398,7 +437,8 @@ impl TaskStore for FileStore {
     fn create(&self, new: NewTask) -> Result<Task> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
         let now = self.clock.now();
-        let task = new.into_task(id.clone(), now);
+        let mut task = new.into_task(id.clone(), now);
+        self.lease.claim(&mut task, now);
         self.limits.encode(&task)?;
         if self.count_active()? >= self.limits.max_active {
             // Expired tasks still have files; make room before refusing.
@@ -487,5 +527,60 @@ impl TaskStore for FileStore {
         recovery::clean_temp_files(self)?;
         Ok(recovery::sweep_area(self, Area::Active, now)?
             + recovery::sweep_area(self, Area::Done, now)?)
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.lease.instance_id
+    }
+
+    fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
+        let _guard = self.locks.lock(&self.fs, stripe(id))?;
+        let now = self.clock.now();
+        let mut task = self
+            .find_locked(id, now)?
+            .ok_or_else(|| Error::NotFound { id: id.clone() })?;
+        if task.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(task));
+        }
+        if !self.lease.owns(&task) {
+            return Err(Error::NotOwner {
+                id: id.clone(),
+                owner: task.owner,
+            });
+        }
+        self.lease.renew(&mut task, now);
+        // No directory fsync: a renewal undone by a power loss only matters
+        // to an owner that the power loss has stopped as well.
+        self.write_file(Area::Active, &task)?;
+        Ok(Transition::Applied(task))
+    }
+
+    fn reap_orphans(&self) -> Result<Vec<Task>> {
+        let mut reaped = Vec::new();
+        let mut candidates = HashMap::new();
+        self.scan(Area::Active, &mut candidates)?;
+        let first_look = self.clock.now();
+        for (id, task) in candidates {
+            if !lease::is_orphan(&task, first_look) {
+                continue;
+            }
+            // Re-check under the lock: the owner may have renewed or finished.
+            let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+            let now = self.clock.now();
+            let Some(mut task) = self.find_locked(&id, now)? else {
+                continue;
+            };
+            if !lease::is_orphan(&task, now) {
+                continue;
+            }
+            let error = lease::orphan_error(&task, &self.lease.instance_id);
+            Outcome::Failed(error).apply(&mut task, now);
+            self.lease.after_write(&mut task, now);
+            self.commit(&task)?;
+            tracing::info!(task = %id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+            reaped.push(task);
+        }
+        reaped.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(reaped)
     }
 }

@@ -156,7 +156,13 @@ pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name();
         let Some(id) = layout::temp_file_id(&name) else {
-            set_aside(store, "tmp", &entry.path(), &name, "not a temp file of this store")?;
+            set_aside(
+                store,
+                "tmp",
+                &entry.path(),
+                &name,
+                "not a temp file of this store",
+            )?;
             continue;
         };
         let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? else {
@@ -197,7 +203,13 @@ pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, Path
         let name = entry.file_name();
         match layout::task_file_id(&name) {
             Some(id) => out.push((id, entry.path())),
-            None => set_aside(store, area.name(), &entry.path(), &name, "not a task file name")?,
+            None => set_aside(
+                store,
+                area.name(),
+                &entry.path(),
+                &name,
+                "not a task file name",
+            )?,
         }
     }
     Ok(out)
