@@ -56,9 +56,12 @@ impl Setup {
     }
 }
 
+/// One check of the suite.
+type Check = fn(&dyn TaskStore, &Setup);
+
 /// Runs every check against fresh stores from `new_store`.
 pub fn run<S: TaskStore>(new_store: impl Fn(&Setup) -> S) {
-    let checks: &[(&str, fn(&dyn TaskStore, &Setup))] = &[
+    let checks: &[(&str, Check)] = &[
         ("create_and_get", create_and_get),
         ("host_chosen_ids", host_chosen_ids),
         (

@@ -88,9 +88,7 @@ fn plant(root: &Path, area: &str, id: &str, kind: &str) -> PathBuf {
         "foreign" => fs::write(&path, b"{\"hello\":\"world\"}").unwrap(),
         "binary" => fs::write(&path, [0xff, 0xfe, 0, 1, 2]).unwrap(),
         "wrong-id" => {
-            let other = format!(
-                "{{\"format\":1,\"task\":{{\"taskId\":\"someone-else\",\"status\":\"working\",\"createdAt\":\"2026-01-01T00:00:00Z\",\"lastUpdatedAt\":\"2026-01-01T00:00:00Z\",\"ttlMs\":null,\"revision\":1}}}}"
-            );
+            let other = r#"{"format":1,"task":{"taskId":"someone-else","status":"working","createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttlMs":null,"revision":1}}"#;
             fs::write(&path, other).unwrap();
         }
         "newer-format" => fs::write(&path, b"{\"format\":99,\"task\":{\"v99\":true}}").unwrap(),
@@ -212,7 +210,7 @@ fn files_are_private_and_directories_too() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = FileStore::open(&root).unwrap();
-    let a = store.create(NewTask::new()).unwrap();
+    store.create(NewTask::new()).unwrap();
     let b = store.create(NewTask::new()).unwrap();
     assert!(store.complete(&b.id, json!(1)).unwrap().is_applied());
 

@@ -127,9 +127,7 @@ fn run(ops: Vec<Op>, durability: Durability) {
                     new = new.ttl(Duration::from_secs(s.into()));
                 }
                 let got = store.create(new);
-                if model.contains_key(&id(slot)) {
-                    assert!(matches!(got, Err(Error::AlreadyExists { .. })), "{got:?}");
-                } else {
+                if let std::collections::btree_map::Entry::Vacant(slot_entry) = model.entry(id(slot)) {
                     let m = M {
                         status: TaskStatus::Working,
                         created: now,
@@ -140,7 +138,9 @@ fn run(ops: Vec<Op>, durability: Durability) {
                         payload: None,
                     };
                     same(&m, &got.unwrap());
-                    model.insert(id(slot), m);
+                    slot_entry.insert(m);
+                } else {
+                    assert!(matches!(got, Err(Error::AlreadyExists { .. })), "{got:?}");
                 }
             }
             Op::Update {

@@ -136,10 +136,10 @@ pub(super) fn recover(store: &FileStore) -> Result<()> {
         if store.layout.task(Area::Done, &id).exists() {
             // Under the lock: the task might be mid-move by a live writer, or
             // deleted and created anew since the names were read.
-            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? {
-                if store.layout.task(Area::Done, &id).exists() {
-                    store.remove_if_present(Area::Active, &id)?;
-                }
+            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))?
+                && store.layout.task(Area::Done, &id).exists()
+            {
+                store.remove_if_present(Area::Active, &id)?;
             }
         }
     }
