@@ -13,7 +13,10 @@ use serde_json::json;
 use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskId, TaskStore, TaskUpdate};
 
 fn open(dir: &Path, durability: Durability) -> FileStore {
-    FileStore::builder(dir).durability(durability).open().unwrap()
+    FileStore::builder(dir)
+        .durability(durability)
+        .open()
+        .unwrap()
 }
 
 fn result() -> serde_json::Value {
@@ -21,7 +24,10 @@ fn result() -> serde_json::Value {
 }
 
 fn operations(c: &mut Criterion) {
-    for (name, durability) in [("immediate", Durability::Immediate), ("eventual", Durability::Eventual)] {
+    for (name, durability) in [
+        ("immediate", Durability::Immediate),
+        ("eventual", Durability::Eventual),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), durability);
         let mut group = c.benchmark_group(format!("ops/{name}"));
@@ -33,7 +39,12 @@ fn operations(c: &mut Criterion) {
                 let mut ids = Vec::with_capacity(iters as usize);
                 let start = Instant::now();
                 for _ in 0..iters {
-                    ids.push(store.create(NewTask::new().metadata("tool", "bench")).unwrap().id);
+                    ids.push(
+                        store
+                            .create(NewTask::new().metadata("tool", "bench"))
+                            .unwrap()
+                            .id,
+                    );
                 }
                 let elapsed = start.elapsed();
                 delete_all(&store, &ids);
@@ -42,19 +53,24 @@ fn operations(c: &mut Criterion) {
         });
 
         let task = store.create(NewTask::new()).unwrap();
-        group.bench_function("get", |b| b.iter(|| black_box(store.get(&task.id).unwrap())));
+        group.bench_function("get", |b| {
+            b.iter(|| black_box(store.get(&task.id).unwrap()))
+        });
         let mut n = 0u64;
         group.bench_function("update", |b| {
             b.iter(|| {
                 n += 1;
-                store.update(&task.id, TaskUpdate::new().metadata("progress", n)).unwrap()
+                store
+                    .update(&task.id, TaskUpdate::new().metadata("progress", n))
+                    .unwrap()
             })
         });
 
         group.bench_function("complete", |b| {
             b.iter_custom(|iters| {
-                let ids: Vec<TaskId> =
-                    (0..iters).map(|_| store.create(NewTask::new()).unwrap().id).collect();
+                let ids: Vec<TaskId> = (0..iters)
+                    .map(|_| store.create(NewTask::new()).unwrap().id)
+                    .collect();
                 let start = Instant::now();
                 for id in &ids {
                     assert!(store.complete(id, result()).unwrap().is_applied());
@@ -87,7 +103,9 @@ fn open_and_list_active(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), Durability::Eventual);
     for _ in 0..10 {
-        store.create(NewTask::new().metadata("tool", "running")).unwrap();
+        store
+            .create(NewTask::new().metadata("tool", "running"))
+            .unwrap();
     }
     let finished_task = || {
         let id = store.create(NewTask::new()).unwrap().id;

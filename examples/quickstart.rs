@@ -12,7 +12,9 @@ use serde_json::json;
 use taskstore::{FileStore, ListQuery, NewTask, TaskStatus, TaskStore, TaskUpdate, Transition};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "taskstore-demo".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "taskstore-demo".into());
     let store = FileStore::open(&dir)?;
     println!("opened store at {dir}/ (durable: fsync before every rename)");
     let earlier = store.list(&ListQuery::all())?.tasks.len();
@@ -27,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .poll_interval(Duration::from_millis(500))
             .metadata("tool", "build-report"),
     )?;
-    println!("\ncreated  {}  status={} revision={}", report.id, report.status, report.revision);
+    println!(
+        "\ncreated  {}  status={} revision={}",
+        report.id, report.status, report.revision
+    );
     let report = store
         .update(
             &report.id,
@@ -36,14 +41,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .input_requests(json!({"question": "which quarter?"})),
         )?
         .into_task();
-    println!("updated  {}  status={} revision={}", report.id, report.status, report.revision);
+    println!(
+        "updated  {}  status={} revision={}",
+        report.id, report.status, report.revision
+    );
     let report = store
-        .update(&report.id, TaskUpdate::new().status(TaskStatus::Working).metadata("quarter", "Q3"))?
+        .update(
+            &report.id,
+            TaskUpdate::new()
+                .status(TaskStatus::Working)
+                .metadata("quarter", "Q3"),
+        )?
         .into_task();
-    println!("updated  {}  status={} revision={}", report.id, report.status, report.revision);
+    println!(
+        "updated  {}  status={} revision={}",
+        report.id, report.status, report.revision
+    );
 
     // 2. Two handles (as two processes would) race to finish the same task.
-    let race = store.create(NewTask::new().ttl(Duration::from_secs(3600)).metadata("tool", "race"))?;
+    let race = store.create(
+        NewTask::new()
+            .ttl(Duration::from_secs(3600))
+            .metadata("tool", "race"),
+    )?;
     let barrier = Arc::new(Barrier::new(2));
     let racers: Vec<_> = [("completer", true), ("canceller", false)]
         .into_iter()
@@ -64,26 +84,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nrace on {}:", race.id);
     for racer in racers {
         let (name, outcome) = racer.join().expect("racer panicked")?;
-        let verdict = if outcome.is_applied() { "won" } else { "lost (already terminal)" };
-        println!("  {name:<9} {verdict:<24} -> task is {}", outcome.task().status);
+        let verdict = if outcome.is_applied() {
+            "won"
+        } else {
+            "lost (already terminal)"
+        };
+        println!(
+            "  {name:<9} {verdict:<24} -> task is {}",
+            outcome.task().status
+        );
     }
 
     // 3. What is still running? (reads active tasks only, never history)
     let active = store.list(&ListQuery::active())?;
     println!("\nactive tasks: {}", active.tasks.len());
     for t in &active.tasks {
-        println!("  {}  {}  tool={}", t.id, t.status, t.metadata.get("tool").unwrap_or(&json!("-")));
+        println!(
+            "  {}  {}  tool={}",
+            t.id,
+            t.status,
+            t.metadata.get("tool").unwrap_or(&json!("-"))
+        );
     }
 
     // 4. A task with a short TTL vanishes for every reader once it lapses.
     let brief = store.create(NewTask::new().ttl(Duration::from_millis(300)))?;
     println!("\ncreated  {}  ttl=300ms", brief.id);
     std::thread::sleep(Duration::from_millis(350));
-    println!("after 350ms: get -> {:?}", store.get(&brief.id)?.map(|t| t.status));
-    println!("sweep_expired deleted {} expired task(s)", store.sweep_expired()?);
+    println!(
+        "after 350ms: get -> {:?}",
+        store.get(&brief.id)?.map(|t| t.status)
+    );
+    println!(
+        "sweep_expired deleted {} expired task(s)",
+        store.sweep_expired()?
+    );
 
-    let report = store.complete(&report.id, json!({"summary": "Q3 revenue up"}))?.into_task();
-    println!("\ncompleted {}  result={}", report.id, report.result.as_ref().unwrap());
+    let report = store
+        .complete(&report.id, json!({"summary": "Q3 revenue up"}))?
+        .into_task();
+    println!(
+        "\ncompleted {}  result={}",
+        report.id,
+        report.result.as_ref().unwrap()
+    );
 
     // 5. Drop every handle, reopen, and everything is still there.
     drop(store);

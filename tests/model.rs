@@ -127,7 +127,9 @@ fn run(ops: Vec<Op>, durability: Durability) {
                     new = new.ttl(Duration::from_secs(s.into()));
                 }
                 let got = store.create(new);
-                if let std::collections::btree_map::Entry::Vacant(slot_entry) = model.entry(id(slot)) {
+                if let std::collections::btree_map::Entry::Vacant(slot_entry) =
+                    model.entry(id(slot))
+                {
                     let m = M {
                         status: TaskStatus::Working,
                         created: now,
