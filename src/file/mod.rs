@@ -139,9 +139,9 @@ impl FileStoreBuilder {
 
     /// Opens the store, creating its directory if needed.
     ///
-    /// Opening reads no task file: it checks the layout, removes temp files
-    /// left by crashed writers and finishes half-done terminal moves, at a
-    /// cost that follows the number of active tasks, never history.
+    /// Opening reads no task file: it checks the layout and the format
+    /// marker and removes temp files left by crashed writers, at a cost that
+    /// does not grow with the number of tasks.
     ///
     /// # Errors
     ///
