@@ -11,6 +11,8 @@ mod file;
 mod id;
 mod lease;
 mod limits;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod memory;
 mod store;
 mod task;
