@@ -112,7 +112,10 @@ mod tests {
         let log = Arc::new(EventLog::new());
         let boxed: Box<dyn EventSink> = Box::new(log.clone());
         boxed.emit(&Event::new("a"));
-        (&*log).emit(&Event::new("b"));
+        fn emit_through(sink: impl EventSink) {
+            sink.emit(&Event::new("b"));
+        }
+        emit_through(&*log);
         assert_eq!(log.len(), 2);
     }
 }
