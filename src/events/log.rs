@@ -92,10 +92,11 @@ pub struct Since<T = Event> {
 }
 
 /// One slot of the ring: the sequence number it last held (0 when never
-/// written) and the record, unless `clear` removed it.
+/// written) and its time and event, unless `clear` removed them. The time is
+/// kept as Unix nanoseconds and made an `OffsetDateTime` only when read.
 struct Slot<T> {
     seq: u64,
-    record: Option<Record<T>>,
+    record: Option<(i128, T)>,
 }
 
 /// Keeps neighbouring slots on separate cache lines, so two pushers writing
@@ -140,9 +141,9 @@ impl<T> EventLog<T> {
     /// Appends `event`, evicting the oldest record if the log is full, and
     /// returns its sequence number.
     pub fn push(&self, event: T) -> u64 {
-        let at = self.clock.now();
+        let at = self.clock.now_unix_nanos();
         let seq = self.head.fetch_add(1, Ordering::AcqRel);
-        let record = Record { seq, at, event };
+        let record = (at, event);
         let mut slot = self.lock(seq);
         let gone = if slot.seq < seq {
             slot.seq = seq;
@@ -251,7 +252,11 @@ impl<T: Clone> EventLog<T> {
                 break;
             }
             match &slot.record {
-                Some(record) if slot.seq == s => records.push(record.clone()),
+                Some((at, event)) if slot.seq == s => records.push(Record {
+                    seq: s,
+                    at: datetime(*at),
+                    event: event.clone(),
+                }),
                 // Evicted by a later push, or removed by `clear`.
                 _ => missed += 1,
             }
@@ -263,6 +268,10 @@ impl<T: Clone> EventLog<T> {
             cursor,
         }
     }
+}
+
+fn datetime(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl<T> Default for EventLog<T> {
