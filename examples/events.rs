@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use taskstore::{
-    Event, EventLog, EventSink, FanOut, JsonLinesSink, MemoryStore, NewTask, Outcome,
-    TaskEventKind, TaskStore,
+    Event, EventLog, EventSink, FanOut, JsonLinesSink, MemoryStore, NewTask, Outcome, TaskStore,
 };
 
 struct Broken;
@@ -29,14 +28,17 @@ fn main() -> Result<(), taskstore::Error> {
     let file = Arc::new(JsonLinesSink::open(dir.join("events.jsonl"))?);
     // The default panic hook would print the broken sink's message; keep the output readable.
     std::panic::set_hook(Box::new(|_| {}));
-    let sink = FanOut::new()
-        .with_shared(log.clone())
-        .with_shared(file.clone())
-        .with(Broken);
+    let sink = Arc::new(
+        FanOut::new()
+            .with_shared(log.clone())
+            .with_shared(file.clone())
+            .with(Broken),
+    );
 
-    let store = MemoryStore::new();
+    // The store emits its own task events (created, completed, ...) to the
+    // sink; the host pushes what it likes through the same sink.
+    let store = MemoryStore::new().with_sink(sink.clone());
     let task = store.create(NewTask::new())?;
-    sink.emit(&Event::task(TaskEventKind::Created, &task));
     for step in 1..=3 {
         sink.emit(
             &Event::new("host.progress")
@@ -48,8 +50,6 @@ fn main() -> Result<(), taskstore::Error> {
         &task.id,
         Outcome::Completed(serde_json::json!({"answer": 42})),
     )?;
-    let done = store.get(&task.id)?.expect("the task was just completed");
-    sink.emit(&Event::task(TaskEventKind::Completed, &done).from_layer("working"));
 
     println!(
         "log (capacity {}, {} evicted):",

@@ -20,9 +20,11 @@ use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease::{self, Lease};
 use crate::limits::Limits;
+use crate::sink::{EventSink, Notifier};
 use crate::store::{ListQuery, Page, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
@@ -67,6 +69,7 @@ pub struct FileStore {
     durability: Durability,
     limits: Limits,
     lease: Lease,
+    notifier: Notifier,
 }
 
 /// Configures and opens a [`FileStore`].
@@ -78,6 +81,7 @@ pub struct FileStoreBuilder {
     clock: Arc<dyn Clock>,
     limits: Limits,
     lease: Lease,
+    notifier: Notifier,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
 }
@@ -130,6 +134,15 @@ impl FileStoreBuilder {
         self
     }
 
+    /// Sends every task event (created, updated, completed, failed,
+    /// cancelled, expired, deleted, reaped, and corrupt files set aside) to
+    /// `sink`, after the store's locks are released; a panicking sink is
+    /// contained and counted ([`FileStore::sink_panics`]).
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.notifier = Notifier::new(sink);
+        self
+    }
+
     /// Routes the store's file-system calls through `faults` (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, faults: FaultInjector) -> Self {
@@ -167,6 +180,7 @@ impl FileStoreBuilder {
             durability: self.durability,
             limits: self.limits,
             lease: self.lease,
+            notifier: self.notifier,
         };
         recovery::ensure_marker(&store)?;
         recovery::recover(&store)?;
@@ -202,6 +216,7 @@ impl FileStore {
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
             lease: Lease::default(),
+            notifier: Notifier::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -210,6 +225,12 @@ impl FileStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// How many times this handle's sink panicked (each time the event was
+    /// dropped; the operation went on).
+    pub fn sink_panics(&self) -> u64 {
+        self.notifier.panics()
     }
 
     /// The durability this handle writes with.
@@ -356,6 +377,16 @@ impl FileStore {
         id: &TaskId,
         change: impl FnOnce(&mut Task, OffsetDateTime),
     ) -> Result<Transition> {
+        let transition = self.mutate_locked(id, change)?;
+        self.notifier.transition(&transition);
+        Ok(transition)
+    }
+
+    fn mutate_locked(
+        &self,
+        id: &TaskId,
+        change: impl FnOnce(&mut Task, OffsetDateTime),
+    ) -> Result<Transition> {
         let _guard = self.locks.lock(&self.fs, stripe(id))?;
         let now = self.clock.now();
         let current = self
@@ -473,15 +504,18 @@ impl TaskStore for FileStore {
                 });
             }
         }
-        let _guard = self.locks.lock(&self.fs, stripe(&id))?;
-        if let Some(found) = self.find(&id)? {
-            if !found.task.is_expired_at(now) {
-                return Err(Error::AlreadyExists { id });
+        {
+            let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+            if let Some(found) = self.find(&id)? {
+                if !found.task.is_expired_at(now) {
+                    return Err(Error::AlreadyExists { id });
+                }
+                // An expired task is gone for every reader; its file makes way.
+                self.remove_if_present(found.area, &id)?;
             }
-            // An expired task is gone for every reader; its file makes way.
-            self.remove_if_present(found.area, &id)?;
+            self.write(Area::Active, &task)?;
         }
-        self.write(Area::Active, &task)?;
+        self.notifier.task(TaskEventKind::Created, &task);
         Ok(task)
     }
 
@@ -524,18 +558,23 @@ impl TaskStore for FileStore {
     }
 
     fn delete(&self, id: &TaskId) -> Result<bool> {
-        let _guard = self.locks.lock(&self.fs, stripe(id))?;
-        let now = self.clock.now();
-        let Some(found) = self.find(id)? else {
-            return Ok(false);
-        };
-        let live = !found.task.is_expired_at(now);
-        for area in [Area::Done, Area::Active] {
-            if self.remove_if_present(area, id)? {
-                self.sync_area(area)?;
+        let deleted = {
+            let _guard = self.locks.lock(&self.fs, stripe(id))?;
+            let now = self.clock.now();
+            let Some(found) = self.find(id)? else {
+                return Ok(false);
+            };
+            for area in [Area::Done, Area::Active] {
+                if self.remove_if_present(area, id)? {
+                    self.sync_area(area)?;
+                }
             }
+            Some(found.task).filter(|t| !t.is_expired_at(now))
+        };
+        if let Some(task) = &deleted {
+            self.notifier.task(TaskEventKind::Deleted, task);
         }
-        Ok(live)
+        Ok(deleted.is_some())
     }
 
     fn sweep_expired(&self) -> Result<usize> {
@@ -581,19 +620,23 @@ impl TaskStore for FileStore {
                 continue;
             }
             // Re-check under the lock: the owner may have renewed or finished.
-            let _guard = self.locks.lock(&self.fs, stripe(&id))?;
-            let now = self.clock.now();
-            let Some(mut task) = self.find_locked(&id, now)? else {
-                continue;
+            let task = {
+                let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+                let now = self.clock.now();
+                let Some(mut task) = self.find_locked(&id, now)? else {
+                    continue;
+                };
+                if !lease::is_orphan(&task, now) {
+                    continue;
+                }
+                let error = lease::orphan_error(&task, &self.lease.instance_id);
+                Outcome::Failed(error).apply(&mut task, now);
+                self.lease.after_write(&mut task, now);
+                self.commit(&task)?;
+                task
             };
-            if !lease::is_orphan(&task, now) {
-                continue;
-            }
-            let error = lease::orphan_error(&task, &self.lease.instance_id);
-            Outcome::Failed(error).apply(&mut task, now);
-            self.lease.after_write(&mut task, now);
-            self.commit(&task)?;
             tracing::info!(task = %id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+            self.notifier.task(TaskEventKind::Reaped, &task);
             reaped.push(task);
         }
         reaped.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));

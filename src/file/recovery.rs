@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::events::{Event, TaskEventKind};
 use crate::file::fs::{self, Fs};
 use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
 use crate::file::{Durability, FileStore};
@@ -214,19 +215,48 @@ pub(super) fn set_aside_task(store: &FileStore, area: Area, id: &TaskId, err: Er
         }
         other => return Err(other),
     }
-    let _guard = store.locks.lock(&store.fs, stripe(id))?;
     let path = store.layout.task(area, id);
-    match super::read_task_file(&path, id) {
-        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
-            let name = path.file_name().map(OsString::from).unwrap_or_default();
-            set_aside(store, area.name(), &path, &name, &e.to_string())
+    let set_aside = {
+        let _guard = store.locks.lock(&store.fs, stripe(id))?;
+        match super::read_task_file(&path, id) {
+            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
+                let name = path.file_name().map(OsString::from).unwrap_or_default();
+                move_aside(store, area.name(), &path, &name, &e.to_string())?
+            }
+            _ => None, // repaired or removed meanwhile
         }
-        _ => Ok(()), // repaired or removed meanwhile
+    };
+    if let Some((target, why)) = set_aside {
+        notify_set_aside(store, &path, &target, &why);
     }
+    Ok(())
 }
 
-/// Moves `path` into the quarantine area, never deleting it.
+/// Moves `path` into the quarantine area, never deleting it, and reports it.
+/// The caller holds no lock.
 fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &str) -> Result<()> {
+    if let Some((target, why)) = move_aside(store, area, path, name, why)? {
+        notify_set_aside(store, path, &target, &why);
+    }
+    Ok(())
+}
+
+fn notify_set_aside(store: &FileStore, path: &Path, target: &Path, why: &str) {
+    tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
+    store.notifier.emit(|| {
+        Event::corrupt_set_aside(path.display(), why)
+            .field("quarantinedAs", target.display().to_string())
+    });
+}
+
+/// Moves `path` into the quarantine area; `None` if it was gone already.
+fn move_aside(
+    store: &FileStore,
+    area: &str,
+    path: &Path,
+    name: &OsString,
+    why: &str,
+) -> Result<Option<(PathBuf, String)>> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut target = OsString::from(format!(
         "{area}.{}.{}.{}.",
@@ -237,11 +267,8 @@ fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &
     target.push(name);
     let target = store.layout.quarantine.join(target);
     match store.fs.rename(path, &target) {
-        Ok(()) => {
-            tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(Some((target, why.to_owned()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("set aside", path, e)),
     }
 }
@@ -279,6 +306,8 @@ pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> 
             if store.remove_if_present(found.area, &id)? {
                 touched[found.area as usize] = true;
                 deleted += 1;
+                drop(guard);
+                store.notifier.task(TaskEventKind::Expired, &found.task);
             }
         } else if found.unmoved() {
             store.move_to_done(&id)?;

@@ -4,6 +4,7 @@ mod fanout;
 mod json_lines;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod notifier;
 mod tracing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,6 +15,8 @@ pub use json_lines::JsonLinesSink;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsSink;
 pub use tracing::TracingSink;
+
+pub(crate) use notifier::Notifier;
 
 use crate::breaker::CallOutcome;
 use crate::events::{Event, EventLog};
