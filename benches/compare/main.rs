@@ -8,6 +8,7 @@
 
 mod floor;
 mod peers;
+mod resilience;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -445,26 +446,31 @@ fn print_table() {
         return;
     }
     let mut out = String::new();
-    out.push_str("| workload | taskstore | sqlite | redb | floor | taskstore (processes) | ts / sqlite | ts / redb | ts / floor |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| workload | taskstore | against | its time | taskstore / it |\n");
+    out.push_str("|---|---|---|---|---|\n");
     for (workload, peers) in results.iter() {
-        let m = |p: &str| peers.get(p).map(|v| median(v));
-        let cell = |p: &str| m(p).map(human).unwrap_or_else(|| "–".into());
-        let ratio = |p: &str| match (m("taskstore"), m(p)) {
-            (Some(a), Some(b)) => format!("{:.2}", a / b),
-            _ => "–".into(),
+        let Some(ours) = peers.get("taskstore").map(|v| median(v)) else {
+            continue;
         };
-        out.push_str(&format!(
-            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            cell("taskstore"),
-            cell("sqlite"),
-            cell("redb"),
-            cell("floor"),
-            cell("taskstore-processes"),
-            ratio("sqlite"),
-            ratio("redb"),
-            ratio("floor"),
-        ));
+        let others: Vec<(&&str, f64)> = peers
+            .iter()
+            .filter(|(p, _)| **p != "taskstore")
+            .map(|(p, v)| (p, median(v)))
+            .collect();
+        for (i, (peer, theirs)) in others.iter().enumerate() {
+            let first = if i == 0 {
+                (workload.as_str(), human(ours))
+            } else {
+                ("", String::new())
+            };
+            out.push_str(&format!(
+                "| {} | {} | {peer} | {} | {:.2} |\n",
+                first.0,
+                first.1,
+                human(*theirs),
+                ours / theirs
+            ));
+        }
     }
     println!("\n{out}");
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -484,6 +490,8 @@ fn main() {
     reads(&mut c);
     list_active(&mut c);
     sweep(&mut c);
+    resilience::breakers(&mut c);
+    resilience::event_log(&mut c);
     c.final_summary();
     print_table();
 }

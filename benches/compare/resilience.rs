@@ -1,0 +1,274 @@
+//! Breakers against `failsafe`, `recloser` and `tower-resilience-circuitbreaker`;
+//! the event log against a `Mutex<VecDeque>` with a separate counter.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use failsafe::CircuitBreaker as _;
+use taskstore::{BreakerConfig, BreakerRegistry, Event, EventLog, Record};
+use time::OffsetDateTime;
+use tower::{Service, ServiceExt};
+
+use crate::{record, threads};
+
+fn taskstore_breaker() -> taskstore::Breaker {
+    BreakerRegistry::new(BreakerConfig::default())
+        .unwrap()
+        .breaker("upstream")
+        .unwrap()
+}
+
+fn failsafe_breaker() -> impl failsafe::CircuitBreaker + Send + Sync {
+    failsafe::Config::new().build()
+}
+
+fn recloser_breaker() -> recloser::Recloser {
+    recloser::Recloser::custom().build()
+}
+
+type Tower = tower_resilience_circuitbreaker::CircuitBreaker<
+    tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>>,
+    tower_resilience_circuitbreaker::DefaultClassifier,
+>;
+
+fn tower_breaker() -> Tower {
+    let layer = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .minimum_number_of_calls(10)
+        .build()
+        .unwrap();
+    let ok: fn(()) -> std::future::Ready<Result<(), ()>> = |_| std::future::ready(Ok(()));
+    tower::Layer::layer(&layer, tower::service_fn(ok))
+}
+
+fn failing() -> tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>> {
+    let f: fn(()) -> std::future::Ready<Result<(), ()>> = |_| std::future::ready(Err(()));
+    tower::service_fn(f)
+}
+
+/// Times `iters` calls of `op` on `writers` threads; records per-call time.
+fn timed(
+    workload: &str,
+    peer: &'static str,
+    writers: usize,
+    iters: u64,
+    op: &(dyn Fn() + Sync),
+) -> Duration {
+    let per = iters.div_ceil(writers as u64);
+    let elapsed = threads(writers, per, &|_, n| {
+        for _ in 0..n {
+            op();
+        }
+    });
+    record(workload, peer, elapsed, per * writers as u64);
+    elapsed.mul_f64(iters as f64 / (per * writers as u64) as f64)
+}
+
+pub fn breakers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for threads in [1usize, 2] {
+        let workload = format!("breaker_closed/{threads}t");
+        let mut group = c.benchmark_group(&workload);
+        let ours = taskstore_breaker();
+        group.bench_function("taskstore", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "taskstore", threads, iters, &|| {
+                    ours.try_acquire().unwrap().success();
+                })
+            })
+        });
+        let fs = failsafe_breaker();
+        group.bench_function("failsafe", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "failsafe", threads, iters, &|| {
+                    assert!(fs.call(|| Ok::<(), ()>(())).is_ok());
+                })
+            })
+        });
+        let rc = recloser_breaker();
+        group.bench_function("recloser", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "recloser", threads, iters, &|| {
+                    assert!(rc.call(|| Ok::<(), ()>(())).is_ok());
+                })
+            })
+        });
+        if threads == 1 {
+            // A tower `Service` is called through `&mut`: one caller at a time.
+            let mut tw = tower_breaker();
+            group.bench_function("tower-resilience", |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            tw.ready().await.unwrap().call(()).await.unwrap();
+                        }
+                    });
+                    let elapsed = start.elapsed();
+                    record(&workload, "tower-resilience", elapsed, iters);
+                    elapsed
+                })
+            });
+        }
+        group.finish();
+    }
+
+    let workload = "breaker_open_rejection";
+    let mut group = c.benchmark_group(workload);
+    let ours = taskstore_breaker();
+    ours.force_open();
+    assert!(ours.try_acquire().is_err());
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "taskstore", 1, iters, &|| {
+                black_box(ours.try_acquire().is_err());
+            })
+        })
+    });
+    let fs = failsafe_breaker();
+    while fs.is_call_permitted() {
+        let _ = fs.call(|| Err::<(), ()>(()));
+    }
+    group.bench_function("failsafe", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "failsafe", 1, iters, &|| {
+                assert!(matches!(
+                    fs.call(|| Ok::<(), ()>(())),
+                    Err(failsafe::Error::Rejected)
+                ));
+            })
+        })
+    });
+    let rc = recloser_breaker();
+    while !matches!(
+        rc.call(|| Err::<(), ()>(())),
+        Err(recloser::Error::Rejected)
+    ) {}
+    group.bench_function("recloser", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "recloser", 1, iters, &|| {
+                assert!(matches!(
+                    rc.call(|| Ok::<(), ()>(())),
+                    Err(recloser::Error::Rejected)
+                ));
+            })
+        })
+    });
+    let layer = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .minimum_number_of_calls(10)
+        .build()
+        .unwrap();
+    let mut tw = tower::Layer::layer(&layer, failing());
+    rt.block_on(async {
+        while !tw.is_open() {
+            let _ = tw.ready().await.unwrap().call(()).await;
+        }
+    });
+    group.bench_function("tower-resilience", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for _ in 0..iters {
+                    let rejected = match tw.ready().await {
+                        Ok(svc) => svc.call(()).await.is_err(),
+                        Err(_) => true,
+                    };
+                    assert!(rejected);
+                }
+            });
+            let elapsed = start.elapsed();
+            record(workload, "tower-resilience", elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+}
+
+/// The baseline: a `Mutex<VecDeque>` ring and a separate sequence counter,
+/// storing the same records.
+struct MutexRing {
+    records: Mutex<VecDeque<Record<Event>>>,
+    seq: AtomicU64,
+    capacity: usize,
+}
+
+impl MutexRing {
+    fn new(capacity: usize) -> MutexRing {
+        MutexRing {
+            records: Mutex::new(VecDeque::with_capacity(capacity)),
+            seq: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    fn push(&self, event: Event) -> u64 {
+        let at = OffsetDateTime::now_utc();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut records = self.records.lock().unwrap();
+        if records.len() == self.capacity {
+            records.pop_front();
+        }
+        records.push_back(Record { seq, at, event });
+        seq
+    }
+
+    fn snapshot(&self) -> Vec<Record<Event>> {
+        self.records.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+fn event() -> Event {
+    Event::new("task.updated").field("taskId", "0b8f3c1e-2d4a-4c55-9d1e-7f00c0ffee00")
+}
+
+pub fn event_log(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        let workload = format!("event_push/{threads}t");
+        let mut group = c.benchmark_group(&workload);
+        let log = EventLog::new();
+        group.bench_function("taskstore", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "taskstore", threads, iters, &|| {
+                    black_box(log.push(event()));
+                })
+            })
+        });
+        let ring = MutexRing::new(1_000);
+        group.bench_function("mutex-vecdeque", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "mutex-vecdeque", threads, iters, &|| {
+                    black_box(ring.push(event()));
+                })
+            })
+        });
+        group.finish();
+    }
+    let workload = "event_snapshot_1000";
+    let mut group = c.benchmark_group(workload);
+    let log = EventLog::new();
+    let ring = MutexRing::new(1_000);
+    for _ in 0..1_000 {
+        log.push(event());
+        ring.push(event());
+    }
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "taskstore", 1, iters, &|| {
+                assert_eq!(black_box(log.snapshot()).len(), 1_000);
+            })
+        })
+    });
+    group.bench_function("mutex-vecdeque", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "mutex-vecdeque", 1, iters, &|| {
+                assert_eq!(black_box(ring.snapshot()).len(), 1_000);
+            })
+        })
+    });
+    group.finish();
+}
