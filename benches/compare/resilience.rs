@@ -30,8 +30,11 @@ fn recloser_breaker() -> recloser::Recloser {
     recloser::Recloser::custom().build()
 }
 
+/// The wrapped service: answers at once.
+type Upstream = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>>;
+
 type Tower = tower_resilience_circuitbreaker::CircuitBreaker<
-    tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>>,
+    Upstream,
     tower_resilience_circuitbreaker::DefaultClassifier,
 >;
 
@@ -44,7 +47,7 @@ fn tower_breaker() -> Tower {
     tower::Layer::layer(&layer, tower::service_fn(ok))
 }
 
-fn failing() -> tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>> {
+fn failing() -> Upstream {
     let f: fn(()) -> std::future::Ready<Result<(), ()>> = |_| std::future::ready(Err(()));
     tower::service_fn(f)
 }
