@@ -6,6 +6,7 @@
 
 mod codec;
 mod fs;
+mod group;
 mod layout;
 mod lock;
 mod recovery;
@@ -33,6 +34,7 @@ pub use self::fs::FsOp;
 pub use self::fs::{Fault, FaultInjector};
 
 use self::fs::Fs;
+use self::group::DirSync;
 use self::layout::{Area, Layout, stripe};
 use self::lock::StripeLocks;
 
@@ -61,8 +63,8 @@ pub enum Durability {
 #[derive(Debug)]
 pub struct FileStore {
     layout: Layout,
-    active_dir: File,
-    done_dir: File,
+    active_dir: DirSync,
+    done_dir: DirSync,
     locks: StripeLocks,
     fs: Fs,
     clock: Arc<dyn Clock>,
@@ -168,8 +170,11 @@ impl FileStoreBuilder {
         let fs = Fs::default();
         let layout = Layout::new(&self.root);
         recovery::prepare_dirs(&fs, &layout, self.durability)?;
-        let open_dir =
-            |path: &Path| fs::open_read(path).map_err(|e| Error::io("open directory", path, e));
+        let open_dir = |path: &Path| {
+            fs::open_read(path)
+                .map(|dir| DirSync::new(dir, path))
+                .map_err(|e| Error::io("open directory", path, e))
+        };
         let store = FileStore {
             active_dir: open_dir(&layout.active)?,
             done_dir: open_dir(&layout.done)?,
@@ -346,16 +351,17 @@ impl FileStore {
         }
     }
 
+    /// Makes the caller's change to `area` durable (group commit: threads of
+    /// this handle share directory fsyncs).
     fn sync_area(&self, area: Area) -> Result<()> {
-        let (dir, path) = match area {
-            Area::Active => (&self.active_dir, &self.layout.active),
-            Area::Done => (&self.done_dir, &self.layout.done),
+        let dir = match area {
+            Area::Active => &self.active_dir,
+            Area::Done => &self.done_dir,
         };
         match self.durability {
-            Durability::Immediate => self
-                .fs
-                .sync_dir(dir, path)
-                .map_err(|e| Error::io("fsync directory", path, e)),
+            Durability::Immediate => dir
+                .sync(&self.fs)
+                .map_err(|e| Error::io("fsync directory", dir.path(), e)),
             Durability::Eventual => Ok(()),
         }
     }
