@@ -13,8 +13,8 @@ use crate::task::{NewTask, Outcome, Task, TaskStatus, TaskUpdate};
 ///
 /// Every backend keeps the invariants in the crate docs (atomic, first writer
 /// wins, no lost updates, TTL from creation, bounded) and passes the shared
-/// [`conformance`](crate) suite. The trait is object safe: hosts hold an
-/// `Arc<dyn TaskStore>`.
+/// conformance suite (`taskstore::conformance`, feature `conformance`). The
+/// trait is object safe: hosts hold an `Arc<dyn TaskStore>`.
 pub trait TaskStore: Send + Sync {
     /// Creates a `working` task and returns it.
     ///

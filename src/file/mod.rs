@@ -153,7 +153,7 @@ impl FileStoreBuilder {
         #[cfg(not(feature = "fault-injection"))]
         let fs = Fs::default();
         let layout = Layout::new(&self.root);
-        recovery::prepare_dirs(&fs, &layout)?;
+        recovery::prepare_dirs(&fs, &layout, self.durability)?;
         let open_dir =
             |path: &Path| fs::open_read(path).map_err(|e| Error::io("open directory", path, e));
         let store = FileStore {

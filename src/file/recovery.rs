@@ -14,8 +14,10 @@ use crate::file::{Durability, FileStore};
 use crate::id::TaskId;
 
 /// Creates the store directory and its areas (mode `0700`), refusing
-/// symlinks and files where a directory belongs.
-pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
+/// symlinks and files where a directory belongs. A newly created store
+/// directory is made durable in its parent under `Durability::Immediate`
+/// (the areas are, by the fsync that follows the marker's creation).
+pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout, durability: Durability) -> Result<()> {
     let root = &layout.root;
     match std::fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {}
@@ -26,6 +28,14 @@ pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout) -> Result<()> {
                     .map_err(|e| Error::io("create directory", parent, e))?;
             }
             create_dir(fs, root)?;
+            if durability == Durability::Immediate
+                && let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+            {
+                let dir =
+                    fs::open_read(parent).map_err(|e| Error::io("open directory", parent, e))?;
+                fs.sync_dir(&dir, parent)
+                    .map_err(|e| Error::io("fsync directory", parent, e))?;
+            }
         }
         Err(e) => return Err(Error::io("stat", root, e)),
     }
@@ -136,10 +146,10 @@ pub(super) fn recover(store: &FileStore) -> Result<()> {
         if store.layout.task(Area::Done, &id).exists() {
             // Under the lock: the task might be mid-move by a live writer, or
             // deleted and created anew since the names were read.
-            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? {
-                if store.layout.task(Area::Done, &id).exists() {
-                    store.remove_if_present(Area::Active, &id)?;
-                }
+            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))?
+                && store.layout.task(Area::Done, &id).exists()
+            {
+                store.remove_if_present(Area::Active, &id)?;
             }
         }
     }

@@ -1,0 +1,268 @@
+//! Bad input never panics and never spreads: invalid ids, and every kind of
+//! bad file where a task file should be.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use taskstore::{Error, FileStore, ListQuery, NewTask, TaskId, TaskStore};
+
+fn quarantined(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn tree(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.clone());
+            if path.is_dir() && !path.is_symlink() {
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn invalid_ids_are_rejected_before_touching_the_file_system() {
+    let long = "a".repeat(129);
+    let table: &[(&str, &str)] = &[
+        ("..", "parent directory"),
+        (".", "current directory"),
+        ("a/b", "path separator"),
+        ("../../etc/passwd", "traversal"),
+        ("a\\b", "backslash"),
+        ("a\0b", "NUL"),
+        ("", "empty"),
+        (&long, "129 characters"),
+        (".hidden", "leading dot"),
+        ("tâche", "non-ASCII"),
+        ("a b", "space"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let before = tree(dir.path());
+    for (id, what) in table {
+        match TaskId::parse(id) {
+            Err(Error::InvalidId { id: shown, reason }) => {
+                assert!(!reason.is_empty(), "{what}");
+                assert!(shown.len() <= 200, "{what}: the error stays bounded");
+            }
+            other => panic!("{what} ({id:?}) must be InvalidId, got {other:?}"),
+        }
+        assert!(id.parse::<TaskId>().is_err(), "{what}: FromStr agrees");
+        let as_json = serde_json::to_string(id).unwrap();
+        assert!(
+            serde_json::from_str::<TaskId>(&as_json).is_err(),
+            "{what}: serde validates"
+        );
+    }
+    assert!(TaskId::parse(&"a".repeat(128)).is_ok());
+    // Nothing was created, and a store works as before.
+    assert_eq!(tree(dir.path()), before);
+    store.create(NewTask::new()).unwrap();
+}
+
+/// Plants one kind of bad file as `active/<id>.json` (or `done/`).
+fn plant(root: &Path, area: &str, id: &str, kind: &str) -> PathBuf {
+    let path = root.join(area).join(format!("{id}.json"));
+    match kind {
+        "corrupt" => fs::write(&path, b"{\"format\":1,\"task\":{\"taskId\":").unwrap(),
+        "truncated" => {
+            let good = format!(
+                "{{\"format\":1,\"task\":{{\"taskId\":\"{id}\",\"status\":\"working\",\"createdAt\":\"2026-01-01T00:00:00Z\",\"lastUpdatedAt\":\"2026-01-01T00:00:00Z\",\"ttlMs\":null,\"revision\":1}}}}"
+            );
+            fs::write(&path, &good.as_bytes()[..good.len() - 9]).unwrap();
+        }
+        "empty" => fs::write(&path, b"").unwrap(),
+        "foreign" => fs::write(&path, b"{\"hello\":\"world\"}").unwrap(),
+        "binary" => fs::write(&path, [0xff, 0xfe, 0, 1, 2]).unwrap(),
+        "wrong-id" => {
+            let other = r#"{"format":1,"task":{"taskId":"someone-else","status":"working","createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttlMs":null,"revision":1}}"#;
+            fs::write(&path, other).unwrap();
+        }
+        "newer-format" => fs::write(&path, b"{\"format\":99,\"task\":{\"v99\":true}}").unwrap(),
+        "directory" => fs::create_dir(&path).unwrap(),
+        "symlink" => {
+            let target = root.join("outside.json");
+            fs::write(&target, b"secret").unwrap();
+            symlink(&target, &path).unwrap();
+        }
+        _ => unreachable!(),
+    }
+    path
+}
+
+const KINDS: &[&str] = &[
+    "corrupt",
+    "truncated",
+    "empty",
+    "foreign",
+    "binary",
+    "wrong-id",
+    "newer-format",
+    "directory",
+    "symlink",
+];
+
+#[test]
+fn every_kind_of_bad_file_is_reported_and_set_aside() {
+    for area in ["active", "done"] {
+        for kind in KINDS {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            let store = FileStore::open(&root).unwrap();
+            let good = store.create(NewTask::new()).unwrap();
+            let finished = store.create(NewTask::new()).unwrap();
+            let finished = store
+                .complete(&finished.id, json!("ok"))
+                .unwrap()
+                .into_task();
+            drop(store);
+
+            let id = TaskId::parse("bad-task").unwrap();
+            let path = plant(&root, area, id.as_str(), kind);
+            let what = format!("{kind} file in {area}/");
+
+            // Opening still works, and the good tasks are untouched.
+            let store =
+                FileStore::open(&root).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+            assert_eq!(store.get(&good.id).unwrap(), Some(good.clone()), "{what}");
+            assert_eq!(
+                store.get(&finished.id).unwrap(),
+                Some(finished.clone()),
+                "{what}"
+            );
+
+            // Reading that task is a typed error naming the file.
+            let err = store.get(&id).expect_err(&what);
+            match &err {
+                Error::Corrupt { path: p, .. } | Error::UnsupportedFormat { path: p, .. } => {
+                    assert_eq!(p, &path, "{what}")
+                }
+                other => panic!("{what}: expected Corrupt or UnsupportedFormat, got {other:?}"),
+            }
+            assert!(
+                err.to_string().contains(path.to_str().unwrap()),
+                "{what}: {err}"
+            );
+            // Mutations report it too and change nothing.
+            assert!(store.complete(&id, json!(1)).is_err(), "{what}");
+            assert!(
+                store.create(NewTask::new().id(id.clone())).is_err(),
+                "{what}"
+            );
+
+            // Listing skips it and sets it aside; the others are all there.
+            let listed = store.list(&ListQuery::all()).unwrap().tasks;
+            let mut ids: Vec<_> = listed.iter().map(|t| t.id.clone()).collect();
+            ids.sort();
+            let mut want = vec![good.id.clone(), finished.id.clone()];
+            want.sort();
+            assert_eq!(ids, want, "{what}");
+            let q = quarantined(&root);
+            assert_eq!(q.len(), 1, "{what}: set aside, not deleted: {q:?}");
+            assert!(
+                q[0].starts_with(area) && q[0].ends_with("bad-task.json"),
+                "{what}: {q:?}"
+            );
+            assert!(!path.exists() && !path.is_symlink(), "{what}");
+            if *kind == "symlink" {
+                assert_eq!(
+                    fs::read(root.join("outside.json")).unwrap(),
+                    b"secret",
+                    "the target is untouched"
+                );
+            }
+            // Afterwards the id is free and the store is whole.
+            assert_eq!(store.get(&id).unwrap(), None, "{what}");
+            store.create(NewTask::new().id(id.clone())).unwrap();
+            assert_eq!(store.sweep_expired().unwrap(), 0);
+        }
+    }
+}
+
+#[test]
+fn sweep_sets_bad_files_aside_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let good = store.create(NewTask::new()).unwrap();
+    plant(dir.path(), "done", "x1", "corrupt");
+    plant(dir.path(), "active", "x2", "empty");
+    fs::write(dir.path().join("active").join("README.txt"), b"not a task").unwrap();
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    assert_eq!(quarantined(dir.path()).len(), 3);
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks, vec![good]);
+}
+
+#[test]
+fn files_are_private_and_directories_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    store.create(NewTask::new()).unwrap();
+    let b = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&b.id, json!(1)).unwrap().is_applied());
+
+    for path in tree(&root) {
+        let mode = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+    assert_eq!(
+        fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn a_symlinked_store_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    FileStore::open(&root).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::remove_dir(root.join("done")).unwrap();
+    symlink(&elsewhere, root.join("done")).unwrap();
+    match FileStore::open(&root) {
+        Err(Error::InvalidStore { path, .. }) => assert_eq!(path, root.join("done")),
+        other => panic!("expected InvalidStore, got {other:?}"),
+    }
+    fs::remove_file(root.join("done")).unwrap();
+    fs::write(root.join("done"), b"").unwrap();
+    assert!(matches!(
+        FileStore::open(&root),
+        Err(Error::InvalidStore { .. })
+    ));
+}
+
+#[test]
+fn a_newer_store_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path()).unwrap();
+    let marker = dir.path().join("taskstore.json");
+    fs::write(&marker, b"{\"format\":2,\"kind\":\"taskstore\"}").unwrap();
+    match FileStore::open(dir.path()) {
+        Err(Error::UnsupportedFormat {
+            path,
+            found,
+            supported,
+        }) => {
+            assert_eq!((path, found, supported), (marker, 2, 1));
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+}
