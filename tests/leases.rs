@@ -282,6 +282,64 @@ fn writes_by_the_owner_renew_its_lease_and_others_do_not() {
     assert_eq!(a.get(&t.id).unwrap().as_ref(), Some(&reaped[0]));
 }
 
+#[test]
+fn owner_finishing_and_reaper_race_first_writer_wins() {
+    const N: usize = 200;
+    let clock = ManualClock::new(T0);
+    let (_dir, owner, reaper) = two_instances(&clock);
+    let tasks: Vec<Task> = (0..N)
+        .map(|_| owner.create(NewTask::new()).unwrap())
+        .collect();
+    // The owner stalled past its lease and now completes while b reaps.
+    clock.set(T0 + LEASE);
+    let barrier = std::sync::Barrier::new(2);
+    let (completed, reaped) = std::thread::scope(|scope| {
+        let finishing = scope.spawn(|| {
+            barrier.wait();
+            tasks
+                .iter()
+                .rev()
+                .filter_map(|t| match owner.complete(&t.id, json!("done")).unwrap() {
+                    Transition::Applied(t) => Some(t),
+                    Transition::AlreadyTerminal(_) => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        let reaping = scope.spawn(|| {
+            barrier.wait();
+            let mut reaped = Vec::new();
+            while reaped.len()
+                + owner
+                    .list(&ListQuery::all())
+                    .unwrap()
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Completed)
+                    .count()
+                < N
+            {
+                reaped.extend(reaper.reap_orphans().unwrap());
+            }
+            reaped
+        });
+        (finishing.join().unwrap(), reaping.join().unwrap())
+    });
+    assert_eq!(completed.len() + reaped.len(), N, "one transition per task");
+    for t in completed.iter().chain(&reaped) {
+        assert_eq!(
+            owner.get(&t.id).unwrap().as_ref(),
+            Some(t),
+            "{} changed after its first terminal write",
+            t.id
+        );
+    }
+    eprintln!(
+        "owner completed {}, reaper reaped {}",
+        completed.len(),
+        reaped.len()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Several processes, system clock, short leases.
 
