@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Rng, spawn, wait_until};
+use common::{Rng, spawn, wait_for};
 use serde_json::json;
 use taskstore::{
     Durability, FileStore, ListQuery, NewTask, Task, TaskId, TaskStatus, TaskStore, TaskUpdate,
@@ -76,9 +76,11 @@ fn sigkill_loop_keeps_every_acknowledged_operation() {
         if round % 4 != 3 {
             // Usually let it get going first; every fourth round may kill it
             // while it starts up, opens or recovers the store.
-            wait_until("the worker's first operation", || {
+            let mut worker = [child];
+            wait_for(&mut worker, "the worker's first operation", || {
                 fs::metadata(&ack_log).map(|m| m.len()).unwrap_or(0) > before
             });
+            [child] = worker;
         }
         std::thread::sleep(Duration::from_millis(rng.below(40)));
         if let Some(status) = child.child.try_wait().unwrap() {

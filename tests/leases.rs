@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{id, read_tasks, spawn, touch, wait_until, write_atomic, write_tasks};
+use common::{id, read_tasks, spawn, touch, wait_for, wait_until, write_atomic, write_tasks};
 use serde_json::json;
 use taskstore::{
     Durability, Error, FileStore, ListQuery, ManualClock, MemoryStore, NewTask, Task, TaskId,
@@ -426,7 +426,11 @@ fn killed_owner_is_reaped_by_another_process() {
         .collect();
 
     let owner = spawn(&work, test, "owner", &child_args(&store, &work, &[]));
-    wait_until("the owner's tasks", || work.join("ready").exists());
+    let mut owner = [owner];
+    wait_for(&mut owner, "the owner's tasks", || {
+        work.join("ready").exists()
+    });
+    let [owner] = owner;
     owner.kill();
     let finished: Vec<Task> = (0..5)
         .map(|i| bystander.get(&id("doomed-done", i)).unwrap().unwrap())
@@ -501,11 +505,17 @@ fn renewing_owner_is_never_reaped() {
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let test = "renewing_owner_is_never_reaped";
     let renewer = spawn(&work, test, "renewer", &child_args(&store, &work, &[]));
-    wait_until("the renewer's tasks", || {
+    let mut children = vec![renewer];
+    wait_for(&mut children, "the renewer's tasks", || {
         work.join("created.jsonl").exists()
     });
     let created = read_tasks(&work.join("created.jsonl"));
-    let reaper = spawn(&work, test, "reaper", &child_args(&store, &work, &[]));
+    children.push(spawn(
+        &work,
+        test,
+        "reaper",
+        &child_args(&store, &work, &[]),
+    ));
     // Run until every original lease has lapsed by a full lease more, so that
     // without renewals each task would have been reaped.
     let horizon = created
@@ -514,7 +524,7 @@ fn renewing_owner_is_never_reaped() {
         .max()
         .unwrap()
         + RENEWER_LEASE;
-    wait_until("the original leases to lapse", || {
+    wait_for(&mut children, "the original leases to lapse", || {
         OffsetDateTime::now_utc() > horizon
     });
     let passes = || -> u64 {
@@ -524,10 +534,11 @@ fn renewing_owner_is_never_reaped() {
             .unwrap_or(0)
     };
     let seen = passes();
-    wait_until("more reaper passes", || passes() >= seen + 3);
+    wait_for(&mut children, "more reaper passes", || passes() >= seen + 3);
     touch(&work.join("stop"));
-    renewer.finish();
-    reaper.finish();
+    for c in children {
+        c.finish();
+    }
 
     let s = open(&store, "checker", RENEWER_LEASE);
     for c in &created {
@@ -578,12 +589,12 @@ fn two_reapers_make_one_transition_per_task() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let test = "two_reapers_make_one_transition_per_task";
-    let reapers: Vec<_> = ["0", "1"]
+    let mut reapers: Vec<_> = ["0", "1"]
         .iter()
         .map(|k| spawn(&work, test, "reaper", &child_args(&store, &work, &[k])))
         .collect();
     spawn(&work, test, "owner", &child_args(&store, &work, &[])).finish();
-    wait_until("both reapers", || {
+    wait_for(&mut reapers, "both reapers", || {
         work.join("ready-0").exists() && work.join("ready-1").exists()
     });
     // The reapers start while the leases are still running out.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{Rng, id, read_tasks, spawn, touch, wait_until, write_atomic, write_tasks};
+use common::{Rng, id, read_tasks, spawn, touch, wait_for, wait_until, write_atomic, write_tasks};
 use serde_json::json;
 use taskstore::{
     Durability, Error, FileStore, ListQuery, NewTask, Task, TaskId, TaskStatus, TaskStore,
@@ -153,7 +153,7 @@ fn four_processes_race_terminal_transitions() {
         setup.create(NewTask::new().id(id("race", i))).unwrap();
     }
     drop(setup);
-    let children: Vec<_> = (0..RACERS)
+    let mut children: Vec<_> = (0..RACERS)
         .map(|k| {
             spawn(
                 &work,
@@ -163,7 +163,7 @@ fn four_processes_race_terminal_transitions() {
             )
         })
         .collect();
-    wait_until("every racer to be ready", || {
+    wait_for(&mut children, "every racer to be ready", || {
         (0..RACERS).all(|k| work.join(format!("ready-{k}")).exists())
     });
     touch(&work.join("go"));
@@ -284,7 +284,7 @@ fn no_lost_updates_across_four_processes() {
     let created = s
         .create(NewTask::new().id(TaskId::parse("counter").unwrap()))
         .unwrap();
-    let children: Vec<_> = (0..RACERS)
+    let mut children: Vec<_> = (0..RACERS)
         .map(|k| {
             spawn(
                 &work,
@@ -294,7 +294,7 @@ fn no_lost_updates_across_four_processes() {
             )
         })
         .collect();
-    wait_until("every updater to be ready", || {
+    wait_for(&mut children, "every updater to be ready", || {
         (0..RACERS).all(|k| work.join(format!("ready-{k}")).exists())
     });
     touch(&work.join("go"));
@@ -383,7 +383,7 @@ fn readers_never_see_torn_or_older_tasks() {
     }
     drop(setup);
     let test = "readers_never_see_torn_or_older_tasks";
-    let readers: Vec<_> = (0..2)
+    let mut readers: Vec<_> = (0..2)
         .map(|r| {
             spawn(
                 &work,
@@ -393,7 +393,7 @@ fn readers_never_see_torn_or_older_tasks() {
             )
         })
         .collect();
-    wait_until("both readers to have read once", || {
+    wait_for(&mut readers, "both readers to have read once", || {
         (0..2).all(|r| work.join(format!("ready-{r}")).exists())
     });
     let writers: Vec<_> = (0..2)

@@ -79,6 +79,20 @@ impl Running {
         }
     }
 
+    /// Panics with the child's stderr if it has already exited unsuccessfully
+    /// (so a parent waiting on it fails at once, with the reason).
+    pub fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("poll a child")
+            && !status.success()
+        {
+            let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            panic!(
+                "child {} failed with {status}; its stderr:\n{stderr}",
+                self.role
+            );
+        }
+    }
+
     /// Kills the child with `SIGKILL` (what `Child::kill` sends on Unix) and
     /// reaps it.
     pub fn kill(mut self) {
@@ -105,6 +119,15 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < HANG, "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// [`wait_until`], failing early with a child's stderr if one of `children`
+/// fails meanwhile.
+pub fn wait_for(children: &mut [Running], what: &str, mut cond: impl FnMut() -> bool) {
+    wait_until(what, || {
+        children.iter_mut().for_each(Running::check_alive);
+        cond()
+    });
 }
 
 /// Creates the file `path` (a flag other processes poll for).
