@@ -141,6 +141,32 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    /// A breaker config breaks one of the rules of
+    /// [`BreakerConfig`](crate::BreakerConfig); nothing was created.
+    #[error("invalid breaker config: {field} {reason}")]
+    InvalidBreakerConfig {
+        /// The offending field, for example `"failure_rate_threshold"`.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
+    /// Creating the breaker would exceed the registry's cap on breakers.
+    #[error("cannot create breaker {name:?}: {limit} breakers is the configured maximum")]
+    TooManyBreakers {
+        /// The breaker that was not created.
+        name: String,
+        /// The configured cap (`max_breakers`).
+        limit: usize,
+    },
+
+    /// A breaker of this name already exists with a different config.
+    #[error("breaker {name:?} already exists with a different config")]
+    BreakerConfigConflict {
+        /// The breaker's name.
+        name: String,
+    },
 }
 
 impl Error {

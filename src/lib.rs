@@ -3,20 +3,32 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod breaker;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod events;
 mod file;
 mod id;
 mod lease;
 mod limits;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod memory;
+mod sink;
 mod store;
 mod task;
 
+pub use crate::breaker::{
+    Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, BreakerState, CallError, CallOutcome,
+    DEFAULT_MAX_BREAKERS, Permit, RegistryHealth, Rejected,
+};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
+pub use crate::events::{
+    DEFAULT_EVENT_LOG_CAPACITY, Event, EventLog, Record, Since, TaskEventKind, kinds,
+};
 pub use crate::file::{Durability, FileStore, FileStoreBuilder, FsOp};
 #[cfg(feature = "fault-injection")]
 pub use crate::file::{Fault, FaultInjector};
@@ -24,5 +36,10 @@ pub use crate::id::{MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use crate::memory::MemoryStore;
+#[cfg(feature = "metrics")]
+pub use crate::sink::MetricsSink;
+pub use crate::sink::{
+    EventSink, FanOut, JsonLinesSink, TracingSink, breaker_call_contained, emit_contained,
+};
 pub use crate::store::{ListQuery, Page, TaskStore, Transition};
 pub use crate::task::{NewTask, Outcome, Task, TaskStatus, TaskUpdate};

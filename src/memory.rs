@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease::{self, Lease};
 use crate::limits::Limits;
+use crate::sink::{EventSink, Notifier};
 use crate::store::{ListQuery, Page, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
@@ -20,6 +22,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     limits: Limits,
     lease: Lease,
+    notifier: Notifier,
 }
 
 impl Default for MemoryStore {
@@ -41,6 +44,7 @@ impl MemoryStore {
             clock,
             limits: Limits::default(),
             lease: Lease::default(),
+            notifier: Notifier::default(),
         }
     }
 
@@ -66,6 +70,19 @@ impl MemoryStore {
     pub fn with_lease(mut self, lease: std::time::Duration) -> MemoryStore {
         self.lease.duration = lease;
         self
+    }
+
+    /// Sends every task event (created, updated, completed, failed,
+    /// cancelled, expired, deleted, reaped) to `sink`, outside the store's
+    /// lock; a panicking sink is contained and counted.
+    pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> MemoryStore {
+        self.notifier = Notifier::new(sink);
+        self
+    }
+
+    /// How many times the sink panicked (each time the event was dropped).
+    pub fn sink_panics(&self) -> u64 {
+        self.notifier.panics()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Task>> {
@@ -120,6 +137,8 @@ impl TaskStore for MemoryStore {
             });
         }
         tasks.insert(id, task.clone());
+        drop(tasks);
+        self.notifier.task(TaskEventKind::Created, &task);
         Ok(task)
     }
 
@@ -139,11 +158,15 @@ impl TaskStore for MemoryStore {
                 status,
             });
         }
-        self.mutate(id, |task, now| update.apply(task, now))
+        let transition = self.mutate(id, |task, now| update.apply(task, now))?;
+        self.notifier.transition(&transition);
+        Ok(transition)
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
-        self.mutate(id, |task, now| outcome.apply(task, now))
+        let transition = self.mutate(id, |task, now| outcome.apply(task, now))?;
+        self.notifier.transition(&transition);
+        Ok(transition)
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page> {
@@ -160,18 +183,27 @@ impl TaskStore for MemoryStore {
 
     fn delete(&self, id: &TaskId) -> Result<bool> {
         let now = self.clock.now();
-        Ok(self
-            .lock()
-            .remove(id)
-            .is_some_and(|t| !t.is_expired_at(now)))
+        let removed = self.lock().remove(id).filter(|t| !t.is_expired_at(now));
+        if let Some(task) = &removed {
+            self.notifier.task(TaskEventKind::Deleted, task);
+        }
+        Ok(removed.is_some())
     }
 
     fn sweep_expired(&self) -> Result<usize> {
         let now = self.clock.now();
         let mut tasks = self.lock();
-        let before = tasks.len();
-        tasks.retain(|_, t| !t.is_expired_at(now));
-        Ok(before - tasks.len())
+        let expired: Vec<TaskId> = tasks
+            .values()
+            .filter(|t| t.is_expired_at(now))
+            .map(|t| t.id.clone())
+            .collect();
+        let expired: Vec<Task> = expired.iter().filter_map(|id| tasks.remove(id)).collect();
+        drop(tasks);
+        for task in &expired {
+            self.notifier.task(TaskEventKind::Expired, task);
+        }
+        Ok(expired.len())
     }
 
     fn instance_id(&self) -> &str {
@@ -209,6 +241,9 @@ impl TaskStore for MemoryStore {
             Outcome::Failed(error).apply(task, now);
             self.lease.after_write(task, now);
             reaped.push(task.clone());
+        }
+        for task in &reaped {
+            self.notifier.task(TaskEventKind::Reaped, task);
         }
         Ok(reaped)
     }

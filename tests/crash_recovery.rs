@@ -2,7 +2,8 @@
 //! tasks, acknowledging each call after it returns; the parent kills it at a
 //! random moment, reopens the store and checks that every acknowledged
 //! operation is visible, nothing is torn, and the killed writer's leftovers
-//! are gone.
+//! are gone: temp files at the next open, unfinished terminal moves (a
+//! terminal task still in `active/`) at the next sweep.
 //!
 //! `TASKSTORE_CRASH_KILLS` sets the number of kills (default 50).
 
@@ -126,11 +127,17 @@ fn sigkill_loop_keeps_every_acknowledged_operation() {
             model.insert(tid, Expect::InFlight { before, op });
         }
 
-        // What the killed writer left behind.
+        // What the killed writer left behind: temp files, and terminal moves
+        // stopped between their two steps. Never a task in both areas.
         temp_leftovers += common::files_in(&store, "tmp").len();
-        half_moves += common::half_moved(&store).len();
+        half_moves += common::unmoved(&store).len();
+        assert_eq!(
+            common::half_moved(&store),
+            Vec::<String>::new(),
+            "round {round}: a task in both active/ and done/"
+        );
 
-        // The next open cleans up after it...
+        // The next open removes the temp files...
         let s = FileStore::builder(&store)
             .instance_id("verifier")
             .open()
@@ -139,11 +146,6 @@ fn sigkill_loop_keeps_every_acknowledged_operation() {
             common::files_in(&store, "tmp"),
             Vec::<String>::new(),
             "round {round}: temp files left"
-        );
-        assert_eq!(
-            common::half_moved(&store),
-            Vec::<String>::new(),
-            "round {round}: half-moved task left"
         );
         // ...every acknowledged operation is visible, nothing is torn...
         for (tid, expect) in model.iter_mut() {
@@ -173,12 +175,19 @@ fn sigkill_loop_keeps_every_acknowledged_operation() {
             Vec::<String>::new(),
             "round {round}: corrupt files"
         );
+        // ...and the next sweep finishes the interrupted terminal moves.
         assert_eq!(s.sweep_expired().unwrap(), 0);
+        assert_eq!(
+            common::unmoved(&store),
+            Vec::<String>::new(),
+            "round {round}: unfinished terminal moves after a sweep"
+        );
+        assert_eq!(common::half_moved(&store), Vec::<String>::new());
     }
     let line = format!(
         "{kills} kills in {:.1?}: {acked} acknowledged operations verified, {in_flight} \
-         killed mid-operation, {temp_leftovers} temp files and {half_moves} half-moved tasks \
-         cleaned up, {} tasks in the store",
+         killed mid-operation, {temp_leftovers} temp files and {half_moves} unfinished terminal \
+         moves cleaned up, {} tasks in the store",
         start.elapsed(),
         model.len()
     );

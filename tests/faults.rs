@@ -8,8 +8,8 @@
 //! - afterwards — faults off, store reopened — every task is entirely its old
 //!   version or entirely its new one (whole `Task` values compared), tasks the
 //!   operation does not touch are unchanged, and a success means the new state;
-//! - every invariant holds: nothing corrupt, no temp files or half-moved tasks
-//!   after the reopen, and sweeping works.
+//! - every invariant holds: nothing corrupt, no temp files after the reopen,
+//!   no unfinished terminal move after a sweep, never a task in both areas.
 //!
 //! The old and new states come from running the operation without faults on
 //! the same fixture under a `ManualClock`, so they are exact.
@@ -156,10 +156,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Leftovers of a crashed writer: a temp file and a half-finished terminal move.
+/// Leftovers of a crashed writer: a temp file, and a terminal move stopped
+/// between its two steps (the terminal task still in `active/`).
 fn plant_leftovers(store: &Path) {
     fs::write(store.join("tmp/target.999999.7.tmp"), b"{\"format\":1,\"ta").unwrap();
-    fs::copy(
+    fs::rename(
         store.join("done/other-done.json"),
         store.join("active/other-done.json"),
     )
@@ -324,6 +325,11 @@ fn check_invariants(store: &Path, sc: &Scenario, what: &str) {
         common::files_in(store, "tmp"),
         Vec::<String>::new(),
         "{what}: temp files after sweep"
+    );
+    assert_eq!(
+        common::unmoved(store),
+        Vec::<String>::new(),
+        "{what}: unfinished terminal moves after sweep"
     );
     assert_eq!(
         common::half_moved(store),

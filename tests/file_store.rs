@@ -102,40 +102,44 @@ fn open_and_list_active_never_read_history() {
 }
 
 #[test]
-fn a_half_finished_terminal_move_resolves_to_the_terminal_task() {
+fn an_interrupted_terminal_move_is_final_and_finished_later() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let task = store.create(NewTask::new()).unwrap();
     let active_file = dir.path().join("active").join(format!("{}.json", task.id));
-    let old = fs::read(&active_file).unwrap();
+    let done_file = dir.path().join("done").join(format!("{}.json", task.id));
     let done = store
         .complete(&task.id, json!("result"))
         .unwrap()
         .into_task();
-    // A writer killed between writing done/ and removing active/ leaves both.
-    fs::write(&active_file, &old).unwrap();
+    assert!(!active_file.exists() && done_file.exists());
+    // A writer killed between its two steps leaves the terminal task in active/.
+    let interrupt = || fs::rename(&done_file, &active_file).unwrap();
+    interrupt();
     assert_eq!(
         store.get(&task.id).unwrap(),
         Some(done.clone()),
-        "done/ wins"
+        "final at once"
     );
     assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
     assert_eq!(
         store.list(&ListQuery::all()).unwrap().tasks,
         vec![done.clone()]
     );
+    // Any write of the task finishes the move (and changes nothing else).
     assert_eq!(
         store.fail(&task.id, json!("late")).unwrap(),
         Transition::AlreadyTerminal(done.clone())
     );
-    // The next open (or sweep, or write) removes the leftover.
-    fs::write(&active_file, &old).unwrap();
+    assert!(!active_file.exists() && done_file.exists());
+    // So does a sweep.
+    interrupt();
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    assert!(!active_file.exists() && done_file.exists());
+    // And reopening reads it right all along.
+    interrupt();
     drop(store);
     let store = FileStore::open(dir.path()).unwrap();
-    assert!(!active_file.exists());
-    fs::write(&active_file, &old).unwrap();
-    assert_eq!(store.sweep_expired().unwrap(), 0);
-    assert!(!active_file.exists());
     assert_eq!(store.get(&task.id).unwrap(), Some(done));
 }
 

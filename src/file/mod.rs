@@ -20,9 +20,11 @@ use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease::{self, Lease};
 use crate::limits::Limits;
+use crate::sink::{EventSink, Notifier};
 use crate::store::{ListQuery, Page, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
@@ -67,6 +69,7 @@ pub struct FileStore {
     durability: Durability,
     limits: Limits,
     lease: Lease,
+    notifier: Notifier,
 }
 
 /// Configures and opens a [`FileStore`].
@@ -78,6 +81,7 @@ pub struct FileStoreBuilder {
     clock: Arc<dyn Clock>,
     limits: Limits,
     lease: Lease,
+    notifier: Notifier,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
 }
@@ -105,9 +109,10 @@ impl FileStoreBuilder {
         self
     }
 
-    /// The cap on one task's encoded JSON size, default 16 MiB.
+    /// The cap on one task's encoded JSON size, default 16 MiB, at most
+    /// 1 GiB (larger values are lowered to it).
     pub fn max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
-        self.limits.max_payload_bytes = max_payload_bytes;
+        self.limits.max_payload_bytes = max_payload_bytes.min(MAX_FILE_BYTES - 1024);
         self
     }
 
@@ -129,6 +134,15 @@ impl FileStoreBuilder {
         self
     }
 
+    /// Sends every task event (created, updated, completed, failed,
+    /// cancelled, expired, deleted, reaped, and corrupt files set aside) to
+    /// `sink`, after the store's locks are released; a panicking sink is
+    /// contained and counted ([`FileStore::sink_panics`]).
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.notifier = Notifier::new(sink);
+        self
+    }
+
     /// Routes the store's file-system calls through `faults` (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, faults: FaultInjector) -> Self {
@@ -138,9 +152,9 @@ impl FileStoreBuilder {
 
     /// Opens the store, creating its directory if needed.
     ///
-    /// Opening reads no task file: it checks the layout, removes temp files
-    /// left by crashed writers and finishes half-done terminal moves, at a
-    /// cost that follows the number of active tasks, never history.
+    /// Opening reads no task file: it checks the layout and the format
+    /// marker and removes temp files left by crashed writers, at a cost that
+    /// does not grow with the number of tasks.
     ///
     /// # Errors
     ///
@@ -166,6 +180,7 @@ impl FileStoreBuilder {
             durability: self.durability,
             limits: self.limits,
             lease: self.lease,
+            notifier: self.notifier,
         };
         recovery::ensure_marker(&store)?;
         recovery::recover(&store)?;
@@ -177,9 +192,14 @@ impl FileStoreBuilder {
 struct Found {
     task: Task,
     area: Area,
-    /// A terminal task whose old active file is still there (a crash between
-    /// the two steps of a terminal move).
-    leftover: bool,
+}
+
+impl Found {
+    /// A terminal task still in `active/`: its move to `done/` was
+    /// interrupted between its two steps. It is final all the same.
+    fn unmoved(&self) -> bool {
+        self.area == Area::Active && self.task.is_terminal()
+    }
 }
 
 impl FileStore {
@@ -196,6 +216,7 @@ impl FileStore {
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
             lease: Lease::default(),
+            notifier: Notifier::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -204,6 +225,12 @@ impl FileStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// How many times this handle's sink panicked (each time the event was
+    /// dropped; the operation went on).
+    pub fn sink_panics(&self) -> u64 {
+        self.notifier.panics()
     }
 
     /// The durability this handle writes with.
@@ -217,45 +244,49 @@ impl FileStore {
         read_task_file(&path, id)
     }
 
-    /// Finds a task, whatever its expiry. A terminal file wins over an active
-    /// one: the active file is then a leftover of an unfinished move.
+    /// Finds a task, whatever its expiry. `active/` is read first: a
+    /// terminal move renames the file from `active/` to `done/` in one step,
+    /// so a task missing from `active/` is in `done/` if it exists at all.
     fn find(&self, id: &TaskId) -> Result<Option<Found>> {
-        match self.read(Area::Active, id)? {
-            Some(active) => Ok(Some(match self.read(Area::Done, id)? {
-                Some(task) => Found {
-                    task,
-                    area: Area::Done,
-                    leftover: true,
-                },
-                None => Found {
-                    task: active,
-                    area: Area::Active,
-                    leftover: false,
-                },
-            })),
-            // Terminal moves write `done/` before they remove `active/`, so a
-            // task missing from `active/` is in `done/` if it exists at all.
-            None => Ok(self.read(Area::Done, id)?.map(|task| Found {
+        if let Some(task) = self.read(Area::Active, id)? {
+            return Ok(Some(Found {
                 task,
-                area: Area::Done,
-                leftover: false,
-            })),
+                area: Area::Active,
+            }));
         }
+        Ok(self.read(Area::Done, id)?.map(|task| Found {
+            task,
+            area: Area::Done,
+        }))
     }
 
-    /// Under the stripe lock of `id`: the live task, with any leftover of an
-    /// unfinished move removed.
+    /// Under the stripe lock of `id`: the live task, finishing an interrupted
+    /// terminal move on the way.
     fn find_locked(&self, id: &TaskId, now: OffsetDateTime) -> Result<Option<Task>> {
         let Some(found) = self.find(id)? else {
             return Ok(None);
         };
-        if found.leftover {
-            self.remove_if_present(Area::Active, id)?;
+        if found.unmoved() {
+            self.move_to_done(id)?;
         }
         if found.task.is_expired_at(now) {
             return Ok(None);
         }
         Ok(Some(found.task))
+    }
+
+    /// The second step of a terminal transition: `active/<id>.json` (already
+    /// holding the terminal task) is renamed into `done/`. The caller holds
+    /// the stripe lock.
+    fn move_to_done(&self, id: &TaskId) -> Result<()> {
+        let (from, to) = (
+            self.layout.task(Area::Active, id),
+            self.layout.task(Area::Done, id),
+        );
+        self.fs
+            .rename(&from, &to)
+            .map_err(|e| Error::io("move into", &to, e))?;
+        self.sync_area(Area::Done)
     }
 
     /// Writes `task` into `area` atomically: temp file, (fsync), rename, (fsync dir).
@@ -346,6 +377,16 @@ impl FileStore {
         id: &TaskId,
         change: impl FnOnce(&mut Task, OffsetDateTime),
     ) -> Result<Transition> {
+        let transition = self.mutate_locked(id, change)?;
+        self.notifier.transition(&transition);
+        Ok(transition)
+    }
+
+    fn mutate_locked(
+        &self,
+        id: &TaskId,
+        change: impl FnOnce(&mut Task, OffsetDateTime),
+    ) -> Result<Transition> {
         let _guard = self.locks.lock(&self.fs, stripe(id))?;
         let now = self.clock.now();
         let current = self
@@ -361,20 +402,19 @@ impl FileStore {
         Ok(Transition::Applied(next))
     }
 
-    /// Writes a changed task into the area its status belongs to; the caller
-    /// holds its stripe lock.
+    /// Writes a changed task; the caller holds its stripe lock.
+    ///
+    /// A terminal task is written over its active file (readers see it final
+    /// at once) and then renamed into `done/`, the directory fsynced: one
+    /// file fsync and one directory fsync, as for any write. A crash between
+    /// the two steps leaves a terminal task in `active/`, which readers take
+    /// as final and the next write, sweep or list moves on.
     fn commit(&self, next: &Task) -> Result<()> {
         if !next.is_terminal() {
             return self.write(Area::Active, next);
         }
-        self.write(Area::Done, next)?;
-        // The transition is durable now; the old active file is garbage that
-        // `find` already ignores, so failing to remove it is no reason to
-        // report the transition as failed.
-        if let Err(e) = self.remove_if_present(Area::Active, &next.id) {
-            tracing::warn!(task = %next.id, error = %e, "left an active file behind after a terminal move; the next open or sweep removes it");
-        }
-        Ok(())
+        self.write_file(Area::Active, next)?;
+        self.move_to_done(&next.id)
     }
 
     /// Counts the files in `active/` (no reads).
@@ -409,6 +449,10 @@ impl FileStore {
 
 /// Reads and decodes one task file. A missing file is `Ok(None)`; a symlink,
 /// directory, FIFO or undecodable file is [`Error::Corrupt`].
+///
+/// This is the hot path of `get`: open, read until end of file, close. The
+/// file's type needs no `fstat`: a directory fails the read, a FIFO reads
+/// empty, and nothing longer than any task file could be is read.
 fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
     let mut file = match fs::open_read(path) {
         Ok(f) => f,
@@ -418,20 +462,30 @@ fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
         }
         Err(e) => return Err(Error::io("open", path, e)),
     };
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    if !meta.is_file() {
-        let what = if meta.is_dir() {
-            "is a directory"
-        } else {
-            "is not a regular file"
-        };
-        return Err(Error::corrupt(path, what));
+    let mut bytes = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                return Err(Error::corrupt(path, "is a directory"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(Error::corrupt(path, "is not a regular file"));
+            }
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(Error::corrupt(path, "larger than any task file"));
+        }
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read", path, e))?;
     codec::unwrap(&bytes, path, id).map(Some)
 }
+
+/// Bigger than any task file this crate writes (a task is capped well below).
+const MAX_FILE_BYTES: usize = 1 << 30;
 
 impl TaskStore for FileStore {
     fn create(&self, new: NewTask) -> Result<Task> {
@@ -450,18 +504,18 @@ impl TaskStore for FileStore {
                 });
             }
         }
-        let _guard = self.locks.lock(&self.fs, stripe(&id))?;
-        if let Some(found) = self.find(&id)? {
-            if !found.task.is_expired_at(now) {
-                return Err(Error::AlreadyExists { id });
+        {
+            let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+            if let Some(found) = self.find(&id)? {
+                if !found.task.is_expired_at(now) {
+                    return Err(Error::AlreadyExists { id });
+                }
+                // An expired task is gone for every reader; its file makes way.
+                self.remove_if_present(found.area, &id)?;
             }
-            // An expired task is gone for every reader; its files make way.
-            self.remove_if_present(found.area, &id)?;
-            if found.leftover {
-                self.remove_if_present(Area::Active, &id)?;
-            }
+            self.write(Area::Active, &task)?;
         }
-        self.write(Area::Active, &task)?;
+        self.notifier.task(TaskEventKind::Created, &task);
         Ok(task)
     }
 
@@ -491,35 +545,36 @@ impl TaskStore for FileStore {
         query.cursor()?;
         let now = self.clock.now();
         let mut tasks = HashMap::new();
-        if query.wants_active() {
-            // A task read from `active/` may have moved to `done/` meanwhile;
-            // reading `done/` second lets its terminal version win.
+        if query.wants_active() || query.wants_terminal() {
+            // `active/` first: a task that moves to `done/` meanwhile is then
+            // found again there, and its terminal version wins. A terminal
+            // task still in `active/` (an interrupted move) is seen here too.
             self.scan(Area::Active, &mut tasks)?;
         }
         if query.wants_terminal() {
             self.scan(Area::Done, &mut tasks)?;
         }
-        let mut tasks: Vec<Task> = tasks.into_values().collect();
-        if !query.wants_terminal() {
-            // Skip leftovers of unfinished moves without reading history.
-            tasks.retain(|t| !self.layout.task(Area::Done, &t.id).exists());
-        }
-        query.page(tasks, now)
+        query.page(tasks.into_values().collect(), now)
     }
 
     fn delete(&self, id: &TaskId) -> Result<bool> {
-        let _guard = self.locks.lock(&self.fs, stripe(id))?;
-        let now = self.clock.now();
-        let Some(found) = self.find(id)? else {
-            return Ok(false);
-        };
-        let live = !found.task.is_expired_at(now);
-        for area in [Area::Done, Area::Active] {
-            if self.remove_if_present(area, id)? {
-                self.sync_area(area)?;
+        let deleted = {
+            let _guard = self.locks.lock(&self.fs, stripe(id))?;
+            let now = self.clock.now();
+            let Some(found) = self.find(id)? else {
+                return Ok(false);
+            };
+            for area in [Area::Done, Area::Active] {
+                if self.remove_if_present(area, id)? {
+                    self.sync_area(area)?;
+                }
             }
+            Some(found.task).filter(|t| !t.is_expired_at(now))
+        };
+        if let Some(task) = &deleted {
+            self.notifier.task(TaskEventKind::Deleted, task);
         }
-        Ok(live)
+        Ok(deleted.is_some())
     }
 
     fn sweep_expired(&self) -> Result<usize> {
@@ -565,19 +620,23 @@ impl TaskStore for FileStore {
                 continue;
             }
             // Re-check under the lock: the owner may have renewed or finished.
-            let _guard = self.locks.lock(&self.fs, stripe(&id))?;
-            let now = self.clock.now();
-            let Some(mut task) = self.find_locked(&id, now)? else {
-                continue;
+            let task = {
+                let _guard = self.locks.lock(&self.fs, stripe(&id))?;
+                let now = self.clock.now();
+                let Some(mut task) = self.find_locked(&id, now)? else {
+                    continue;
+                };
+                if !lease::is_orphan(&task, now) {
+                    continue;
+                }
+                let error = lease::orphan_error(&task, &self.lease.instance_id);
+                Outcome::Failed(error).apply(&mut task, now);
+                self.lease.after_write(&mut task, now);
+                self.commit(&task)?;
+                task
             };
-            if !lease::is_orphan(&task, now) {
-                continue;
-            }
-            let error = lease::orphan_error(&task, &self.lease.instance_id);
-            Outcome::Failed(error).apply(&mut task, now);
-            self.lease.after_write(&mut task, now);
-            self.commit(&task)?;
             tracing::info!(task = %id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+            self.notifier.task(TaskEventKind::Reaped, &task);
             reaped.push(task);
         }
         reaped.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));

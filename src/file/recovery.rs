@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::events::{Event, TaskEventKind};
 use crate::file::fs::{self, Fs};
 use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
 use crate::file::{Durability, FileStore};
@@ -137,22 +138,13 @@ fn check_format(path: &Path, found: u64) -> Result<()> {
     Ok(())
 }
 
-/// What `open` does after a crash: removes dead writers' temp files and
-/// finishes terminal moves that stopped between their two steps. Reads names
-/// in `active/` and `tmp/` only: its cost follows active tasks, not history.
+/// What `open` does after a crash: removes dead writers' temp files. It
+/// reads names in `tmp/` only, never a task file: its cost follows what
+/// crashed writers left, not history. (A terminal move interrupted by a crash
+/// needs no repair to be read right; the next write, list or sweep of that
+/// task finishes it.)
 pub(super) fn recover(store: &FileStore) -> Result<()> {
     clean_temp_files(store)?;
-    for (id, _) in names(store, Area::Active)? {
-        if store.layout.task(Area::Done, &id).exists() {
-            // Under the lock: the task might be mid-move by a live writer, or
-            // deleted and created anew since the names were read.
-            if let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))?
-                && store.layout.task(Area::Done, &id).exists()
-            {
-                store.remove_if_present(Area::Active, &id)?;
-            }
-        }
-    }
     Ok(())
 }
 
@@ -191,19 +183,6 @@ pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
     Ok(removed)
 }
 
-/// The task files in `area` by id, without reading them.
-fn names(store: &FileStore, area: Area) -> Result<Vec<(TaskId, PathBuf)>> {
-    let dir = store.layout.area(area);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        if let Some(id) = layout::task_file_id(&entry.file_name()) {
-            out.push((id, entry.path()));
-        }
-    }
-    Ok(out)
-}
-
 /// The task files in `area` by id; foreign names are set aside.
 pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, PathBuf)>> {
     let dir = store.layout.area(area);
@@ -236,19 +215,48 @@ pub(super) fn set_aside_task(store: &FileStore, area: Area, id: &TaskId, err: Er
         }
         other => return Err(other),
     }
-    let _guard = store.locks.lock(&store.fs, stripe(id))?;
     let path = store.layout.task(area, id);
-    match super::read_task_file(&path, id) {
-        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
-            let name = path.file_name().map(OsString::from).unwrap_or_default();
-            set_aside(store, area.name(), &path, &name, &e.to_string())
+    let set_aside = {
+        let _guard = store.locks.lock(&store.fs, stripe(id))?;
+        match super::read_task_file(&path, id) {
+            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
+                let name = path.file_name().map(OsString::from).unwrap_or_default();
+                move_aside(store, area.name(), &path, &name, &e.to_string())?
+            }
+            _ => None, // repaired or removed meanwhile
         }
-        _ => Ok(()), // repaired or removed meanwhile
+    };
+    if let Some((target, why)) = set_aside {
+        notify_set_aside(store, &path, &target, &why);
     }
+    Ok(())
 }
 
-/// Moves `path` into the quarantine area, never deleting it.
+/// Moves `path` into the quarantine area, never deleting it, and reports it.
+/// The caller holds no lock.
 fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &str) -> Result<()> {
+    if let Some((target, why)) = move_aside(store, area, path, name, why)? {
+        notify_set_aside(store, path, &target, &why);
+    }
+    Ok(())
+}
+
+fn notify_set_aside(store: &FileStore, path: &Path, target: &Path, why: &str) {
+    tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
+    store.notifier.emit(|| {
+        Event::corrupt_set_aside(path.display(), why)
+            .field("quarantinedAs", target.display().to_string())
+    });
+}
+
+/// Moves `path` into the quarantine area; `None` if it was gone already.
+fn move_aside(
+    store: &FileStore,
+    area: &str,
+    path: &Path,
+    name: &OsString,
+    why: &str,
+) -> Result<Option<(PathBuf, String)>> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut target = OsString::from(format!(
         "{area}.{}.{}.{}.",
@@ -259,25 +267,21 @@ fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &
     target.push(name);
     let target = store.layout.quarantine.join(target);
     match store.fs.rename(path, &target) {
-        Ok(()) => {
-            tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(Some((target, why.to_owned()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("set aside", path, e)),
     }
 }
 
-/// Deletes the expired tasks in `area` and the leftovers of unfinished
-/// terminal moves; sets corrupt files aside. Returns the tasks deleted.
+/// Deletes the expired tasks in `area`, finishes interrupted terminal
+/// moves and sets corrupt files aside. Returns the tasks deleted.
 pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> Result<usize> {
     let mut deleted = 0;
     let mut touched = [false; 2];
     for (id, path) in entries(store, area)? {
         let candidate = match super::read_task_file(&path, &id) {
             Ok(Some(task)) => {
-                task.is_expired_at(now)
-                    || (area == Area::Active && store.layout.task(Area::Done, &id).exists())
+                task.is_expired_at(now) || (area == Area::Active && task.is_terminal())
             }
             Ok(None) => false,
             Err(e) => {
@@ -288,25 +292,25 @@ pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> 
         if !candidate {
             continue;
         }
-        let _guard = store.locks.lock(&store.fs, stripe(&id))?;
+        let guard = store.locks.lock(&store.fs, stripe(&id))?;
         let found = match store.find(&id) {
             Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(e) => {
-                drop(_guard);
+                drop(guard);
                 set_aside_task(store, area, &id, e)?;
                 continue;
             }
         };
         if found.task.is_expired_at(now) {
-            for a in [Area::Done, Area::Active] {
-                if store.remove_if_present(a, &id)? {
-                    touched[a as usize] = true;
-                }
+            if store.remove_if_present(found.area, &id)? {
+                touched[found.area as usize] = true;
+                deleted += 1;
+                drop(guard);
+                store.notifier.task(TaskEventKind::Expired, &found.task);
             }
-            deleted += 1;
-        } else if found.leftover && store.remove_if_present(Area::Active, &id)? {
-            touched[Area::Active as usize] = true;
+        } else if found.unmoved() {
+            store.move_to_done(&id)?;
         }
     }
     for a in [Area::Active, Area::Done] {

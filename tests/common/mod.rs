@@ -225,7 +225,28 @@ pub fn files_in(store: &Path, dir: &str) -> Vec<String> {
     }
 }
 
-/// Ids with a file in both `active/` and `done/`: half-finished terminal moves.
+/// Terminal tasks still in `active/`: terminal moves interrupted between
+/// their two steps (write the terminal task in place, rename it into
+/// `done/`). The next sweep, or the next locked access, finishes them.
+/// Reads the files raw (FORMAT.md: `{"format":1,"task":{..}}`).
+pub fn unmoved(store: &Path) -> Vec<String> {
+    files_in(store, "active")
+        .into_iter()
+        .filter(|name| {
+            let Ok(bytes) = fs::read(store.join("active").join(name)) else {
+                return false; // moved or removed since it was listed
+            };
+            let file: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            matches!(
+                file["task"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+        .collect()
+}
+
+/// Ids with a file in both `active/` and `done/`: a state no writer leaves
+/// (a terminal move is one rename), checked as an invariant.
 pub fn half_moved(store: &Path) -> Vec<String> {
     let done = files_in(store, "done");
     files_in(store, "active")

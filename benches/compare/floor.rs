@@ -1,0 +1,50 @@
+//! The physical floor: the same bytes written with write + fsync + rename +
+//! directory fsync (or write + rename for `Eventual`), and nothing else.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Floor {
+    tmp: PathBuf,
+    dest: PathBuf,
+    dest_dir: File,
+    sync: bool,
+    seq: AtomicU64,
+}
+
+impl Floor {
+    pub fn new(dir: &Path, sync: bool) -> Floor {
+        let (tmp, dest) = (dir.join("tmp"), dir.join("dest"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&dest).unwrap();
+        Floor {
+            dest_dir: File::open(&dest).unwrap(),
+            tmp,
+            dest,
+            sync,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `bytes` as a new file named `name` in the destination.
+    pub fn write(&self, name: &str, bytes: &[u8]) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let temp = self.tmp.join(format!("{name}.{seq}.tmp"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+        if self.sync {
+            f.sync_all().unwrap();
+        }
+        drop(f);
+        std::fs::rename(&temp, self.dest.join(name)).unwrap();
+        if self.sync {
+            self.dest_dir.sync_all().unwrap();
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! `taskstore` against the peers a user would pick instead, side by side in
+//! one run, and against the physical floor. Prints a table of ratios at the
+//! end (also written to `target/compare-table.md`).
+//!
+//! ```text
+//! cargo bench --features compare --bench compare
+//! ```
+
+mod floor;
+mod peers;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode};
+use serde_json::json;
+use taskstore::{Durability, TaskId};
+
+use floor::Floor;
+use peers::{Peer, Redb, Sqlite, Taskstore, check};
+
+const CHILD: &str = "TASKSTORE_COMPARE_CHILD";
+
+/// Per-op times (ns) of every sample, by workload then peer.
+static RESULTS: Mutex<BTreeMap<String, BTreeMap<&'static str, Vec<f64>>>> =
+    Mutex::new(BTreeMap::new());
+
+fn record(workload: &str, peer: &'static str, elapsed: Duration, ops: u64) {
+    let per_op = elapsed.as_nanos() as f64 / ops.max(1) as f64;
+    RESULTS
+        .lock()
+        .unwrap()
+        .entry(workload.to_owned())
+        .or_default()
+        .entry(peer)
+        .or_default()
+        .push(per_op);
+}
+
+fn result_payload() -> serde_json::Value {
+    json!({"content": [{"type": "text", "text": "x".repeat(512)}], "isError": false})
+}
+
+fn peers(dir: &Path, durability: Durability) -> Vec<Arc<dyn Peer>> {
+    let make = |sub: &str| {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let peers: Vec<Arc<dyn Peer>> = vec![
+        Arc::new(Taskstore::open(&make("taskstore"), durability)),
+        Arc::new(Sqlite::open(&make("sqlite"), durability)),
+        Arc::new(Redb::open(&make("redb"), durability)),
+    ];
+    for p in &peers {
+        check(p.as_ref());
+    }
+    peers
+}
+
+/// Runs `per_writer(writer, ops)` on `writers` threads at once and returns
+/// the wall time.
+fn threads(writers: usize, ops: u64, per_writer: &(dyn Fn(usize, u64) + Sync)) -> Duration {
+    let barrier = Barrier::new(writers + 1);
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                per_writer(w, ops);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins every writer before returning.
+        start
+    })
+    .elapsed()
+}
+
+#[derive(Clone, Copy)]
+enum WriteOp {
+    Create,
+    Update,
+    Complete,
+}
+
+impl WriteOp {
+    fn name(self) -> &'static str {
+        match self {
+            WriteOp::Create => "create",
+            WriteOp::Update => "update",
+            WriteOp::Complete => "complete",
+        }
+    }
+}
+
+/// What one writer does: `ops` operations of `op` on `peer`. Tasks it needs
+/// (to update or complete) are made untimed by `prepare`.
+fn prepare(peer: &dyn Peer, op: WriteOp, ops: u64) -> Vec<TaskId> {
+    match op {
+        WriteOp::Create => Vec::new(),
+        WriteOp::Update => vec![peer.create(None)],
+        WriteOp::Complete => (0..ops).map(|_| peer.create(None)).collect(),
+    }
+}
+
+fn run_op(peer: &dyn Peer, op: WriteOp, ops: u64, tasks: &[TaskId]) -> Vec<TaskId> {
+    let mut made = Vec::new();
+    for i in 0..ops {
+        match op {
+            WriteOp::Create => made.push(peer.create(None)),
+            WriteOp::Update => {
+                peer.update(&tasks[0], "progress", i);
+            }
+            WriteOp::Complete => assert!(peer.complete(&tasks[i as usize], result_payload())),
+        }
+    }
+    made
+}
+
+fn writes(c: &mut Criterion) {
+    for (dname, durability) in [
+        ("immediate", Durability::Immediate),
+        ("eventual", Durability::Eventual),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let peers = peers(dir.path(), durability);
+        let floor = Floor::new(
+            &dir.path().join("floor"),
+            durability == Durability::Immediate,
+        );
+        let floor_bytes = floor_bytes();
+        for op in [WriteOp::Create, WriteOp::Update, WriteOp::Complete] {
+            for writers in [1usize, 2, 4] {
+                let workload = format!("{}/{dname}/{writers}w", op.name());
+                let mut group = c.benchmark_group(&workload);
+                group.sampling_mode(SamplingMode::Flat).sample_size(10);
+                for peer in &peers {
+                    let name = peer.name();
+                    group.bench_function(name, |b| {
+                        b.iter_custom(|iters| {
+                            let per = iters.div_ceil(writers as u64);
+                            let tasks: Vec<Vec<TaskId>> = (0..writers)
+                                .map(|_| prepare(peer.as_ref(), op, per))
+                                .collect();
+                            let made = Mutex::new(Vec::new());
+                            let elapsed = threads(writers, per, &|w, n| {
+                                let m = run_op(peer.as_ref(), op, n, &tasks[w]);
+                                made.lock().unwrap().extend(m);
+                            });
+                            // Untimed: finish what was created, so active sets stay small
+                            // and every peer grows the same history.
+                            for id in made.into_inner().unwrap() {
+                                peer.complete(&id, json!(null));
+                            }
+                            if let WriteOp::Update = op {
+                                for t in &tasks {
+                                    peer.complete(&t[0], json!(null));
+                                }
+                            }
+                            record(&workload, name, elapsed, per * writers as u64);
+                            elapsed.mul_f64(iters as f64 / (per * writers as u64) as f64)
+                        })
+                    });
+                }
+                if writers > 1 {
+                    let root = dir.path().join("taskstore");
+                    group.bench_function("taskstore-processes", |b| {
+                        b.iter_custom(|iters| {
+                            let per = iters.div_ceil(writers as u64);
+                            let elapsed = processes(&root, dname, op, writers, per);
+                            record(
+                                &workload,
+                                "taskstore-processes",
+                                elapsed,
+                                per * writers as u64,
+                            );
+                            elapsed.mul_f64(iters as f64 / (per * writers as u64) as f64)
+                        })
+                    });
+                }
+                let bytes = match op {
+                    WriteOp::Complete => &floor_bytes.1,
+                    _ => &floor_bytes.0,
+                };
+                group.bench_function("floor", |b| {
+                    b.iter_custom(|iters| {
+                        let per = iters.div_ceil(writers as u64);
+                        let elapsed = threads(writers, per, &|w, n| {
+                            for i in 0..n {
+                                let name = match op {
+                                    WriteOp::Update => format!("w{w}.json"),
+                                    _ => format!("w{w}-{i}-{}.json", TaskId::new()),
+                                };
+                                floor.write(&name, bytes);
+                            }
+                        });
+                        record(&workload, "floor", elapsed, per * writers as u64);
+                        elapsed.mul_f64(iters as f64 / (per * writers as u64) as f64)
+                    })
+                });
+                group.finish();
+            }
+        }
+    }
+}
+
+/// The bytes `taskstore` writes for a new task, and for a completed one.
+fn floor_bytes() -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Taskstore::open(dir.path(), Durability::Eventual);
+    let id = store.create(None);
+    let created = std::fs::read(dir.path().join("active").join(format!("{id}.json"))).unwrap();
+    store.complete(&id, result_payload());
+    let completed = std::fs::read(dir.path().join("done").join(format!("{id}.json"))).unwrap();
+    (created, completed)
+}
+
+/// `writers` processes, each doing `per` operations on the store at `root`;
+/// returns the wall time from their common start to the last one's end
+/// (process start-up is excluded: each child waits for a start file).
+fn processes(root: &Path, durability: &str, op: WriteOp, writers: usize, per: u64) -> Duration {
+    let go = root.with_extension(format!("go-{}", TaskId::new()));
+    let mut children: Vec<_> = (0..writers)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .env(
+                    CHILD,
+                    format!(
+                        "{}|{durability}|{per}|{}|{}",
+                        op.name(),
+                        root.display(),
+                        go.display()
+                    ),
+                )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Each child prints "ready" once its tasks are prepared.
+    for child in &mut children {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let start = Instant::now();
+    std::fs::write(&go, b"").unwrap();
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    let elapsed = start.elapsed();
+    std::fs::remove_file(&go).unwrap();
+    elapsed
+}
+
+fn child(spec: &str) {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let op = match parts[0] {
+        "create" => WriteOp::Create,
+        "update" => WriteOp::Update,
+        _ => WriteOp::Complete,
+    };
+    let durability = if parts[1] == "immediate" {
+        Durability::Immediate
+    } else {
+        Durability::Eventual
+    };
+    let per: u64 = parts[2].parse().unwrap();
+    let store = Taskstore::open(Path::new(parts[3]), durability);
+    let go = Path::new(parts[4]);
+    let tasks = prepare(&store, op, per);
+    println!("ready");
+    while !go.exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let made = run_op(&store, op, per, &tasks);
+    for id in made {
+        store.complete(&id, json!(null));
+    }
+}
+
+fn reads(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers(dir.path(), Durability::Immediate);
+    for readers in [1usize, 2] {
+        let workload = format!("get/{readers}r");
+        let mut group = c.benchmark_group(&workload);
+        for peer in &peers {
+            let ids: Vec<TaskId> = (0..readers)
+                .map(|_| {
+                    let id = peer.create(None);
+                    peer.update(&id, "progress", 1);
+                    id
+                })
+                .collect();
+            let name = peer.name();
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(readers as u64);
+                    let elapsed = threads(readers, per, &|w, n| {
+                        for _ in 0..n {
+                            std::hint::black_box(peer.get(&ids[w]).unwrap());
+                        }
+                    });
+                    record(&workload, name, elapsed, per * readers as u64);
+                    elapsed.mul_f64(iters as f64 / (per * readers as u64) as f64)
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// "List active" (10 running tasks) with 0, 20,000 and 200,000 finished ones.
+fn list_active(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let ts_root = dir.path().join("ts");
+    std::fs::create_dir_all(&ts_root).unwrap();
+    let ts = Taskstore::open(&ts_root, Durability::Eventual);
+    let sqlite_dir = dir.path().join("sqlite");
+    std::fs::create_dir_all(&sqlite_dir).unwrap();
+    let sqlite = Sqlite::open(&sqlite_dir, Durability::Eventual);
+    let redb_dir = dir.path().join("redb");
+    std::fs::create_dir_all(&redb_dir).unwrap();
+    let redb = Redb::open(&redb_dir, Durability::Eventual);
+    let all: [&dyn Peer; 3] = [&ts, &sqlite, &redb];
+    for p in all {
+        for _ in 0..10 {
+            p.create(None);
+        }
+    }
+    // taskstore's history: real finished task files hard-linked under fresh
+    // ids (creating 200,000 inodes takes minutes here; see BENCHMARKS.md).
+    let sample = || {
+        let id = ts.create(None);
+        ts.complete(&id, result_payload());
+        ts_root.join("done").join(format!("{id}.json"))
+    };
+    let mut link_to = sample();
+    let mut finished = 1;
+    for target in [0usize, 20_000, 200_000] {
+        while finished < target {
+            if finished % 50_000 == 0 {
+                link_to = sample();
+            } else {
+                let name = format!("{}.json", TaskId::new());
+                std::fs::hard_link(&link_to, ts_root.join("done").join(name)).unwrap();
+            }
+            finished += 1;
+        }
+        let workload = format!("list_active/{target}");
+        let mut group = c.benchmark_group(&workload);
+        for p in all {
+            let name = p.name();
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        assert_eq!(p.list_active().len(), 10);
+                    }
+                    let elapsed = start.elapsed();
+                    record(&workload, name, elapsed, iters);
+                    elapsed
+                })
+            });
+        }
+        group.finish();
+        // The peers' history for the next step, in one transaction each.
+        let next = match target {
+            0 => 20_000,
+            20_000 => 180_000,
+            _ => 0,
+        };
+        sqlite.insert_finished(next);
+        redb.insert_finished(next);
+    }
+}
+
+/// Deleting 10,000 expired tasks.
+fn sweep(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let workload = "sweep_10000";
+    let mut group = c.benchmark_group(workload);
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers(dir.path(), Durability::Immediate);
+    let setup_dir = dir.path().join("taskstore");
+    for peer in &peers {
+        let name = peer.name();
+        // Filling a store is not what is measured: taskstore's fixture is
+        // written through an `Eventual` handle on the same directory.
+        let filler: Arc<dyn Peer> = if name == "taskstore" {
+            Arc::new(Taskstore::open(&setup_dir, Durability::Eventual))
+        } else {
+            peer.clone()
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..N {
+                        filler.create(Some(Duration::from_millis(1)));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                    let start = Instant::now();
+                    assert_eq!(peer.sweep_expired(), N);
+                    let elapsed = start.elapsed();
+                    record(workload, name, elapsed, 1);
+                    total += elapsed;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn print_table() {
+    let results = RESULTS.lock().unwrap();
+    if results.is_empty() {
+        return;
+    }
+    let mut out = String::new();
+    out.push_str("| workload | taskstore | sqlite | redb | floor | taskstore (processes) | ts / sqlite | ts / redb | ts / floor |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for (workload, peers) in results.iter() {
+        let m = |p: &str| peers.get(p).map(|v| median(v));
+        let cell = |p: &str| m(p).map(human).unwrap_or_else(|| "–".into());
+        let ratio = |p: &str| match (m("taskstore"), m(p)) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "–".into(),
+        };
+        out.push_str(&format!(
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell("taskstore"),
+            cell("sqlite"),
+            cell("redb"),
+            cell("floor"),
+            cell("taskstore-processes"),
+            ratio("sqlite"),
+            ratio("redb"),
+            ratio("floor"),
+        ));
+    }
+    println!("\n{out}");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let _ = std::fs::write(Path::new(&target).join("compare-table.md"), &out);
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    writes(&mut c);
+    reads(&mut c);
+    list_active(&mut c);
+    sweep(&mut c);
+    c.final_summary();
+    print_table();
+}

@@ -1,0 +1,249 @@
+//! [`BreakerConfig`]: the rules one breaker follows.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The rules of one breaker.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `failure_rate_threshold` | `0.5` | trip when failures / calls in the window reach this (`0.0..=1.0`) |
+/// | `window` | 60 s | the sliding time window over which the rate is counted |
+/// | `window_buckets` | 10 | the window is kept as this many buckets of `window / window_buckets`: a call leaves the window when its bucket does (`1..=1000`) |
+/// | `minimum_calls` | 10 | the rate is not judged before the window holds this many calls (`>= 1`) |
+/// | `consecutive_failures` | off | also trip after this many failures in a row, whatever the rate (`>= 1`) |
+/// | `slow_call_threshold` | off | a call that takes longer than this counts as a failure (`> 0`) |
+/// | `open_duration` | 30 s | how long a tripped breaker stays open before probing (`> 0`) |
+/// | `open_duration_multiplier` | `1.0` | each trip in a row without closing multiplies the open duration by this (`>= 1.0`) |
+/// | `max_open_duration` | 5 min | the cap of the growing open duration (`>= open_duration`) |
+/// | `half_open_probes` | 1 | how many probe calls may be in flight at once while half-open (`>= 1`) |
+/// | `probe_successes_to_close` | 1 | how many probes must succeed (one after another is fine) to close (`>= 1`) |
+///
+/// Build one from the defaults with the setters, and check it with
+/// [`validate`](BreakerConfig::validate) (the registry does so too):
+///
+/// ```
+/// use std::time::Duration;
+/// use taskstore::BreakerConfig;
+///
+/// let config = BreakerConfig::default()
+///     .failure_rate_threshold(0.25)
+///     .minimum_calls(20)
+///     .consecutive_failures(5)
+///     .open_duration(Duration::from_secs(10))
+///     .open_duration_multiplier(2.0)
+///     .max_open_duration(Duration::from_secs(120));
+/// config.validate().unwrap();
+/// assert!(BreakerConfig::default().failure_rate_threshold(1.5).validate().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// Trip when the failure rate in the window reaches this.
+    pub failure_rate_threshold: f64,
+    /// The sliding window the rate is counted over.
+    pub window: Duration,
+    /// How many buckets the window is kept in (its granularity).
+    pub window_buckets: u32,
+    /// The fewest calls in the window before the rate is judged.
+    pub minimum_calls: u32,
+    /// Trip after this many failures in a row, if set.
+    pub consecutive_failures: Option<u32>,
+    /// Calls longer than this count as failures, if set.
+    pub slow_call_threshold: Option<Duration>,
+    /// How long the breaker stays open after its first trip.
+    pub open_duration: Duration,
+    /// Growth of the open duration per trip in a row.
+    pub open_duration_multiplier: f64,
+    /// The cap of the open duration.
+    pub max_open_duration: Duration,
+    /// Probes in flight at once while half-open.
+    pub half_open_probes: u32,
+    /// Probe successes needed to close.
+    pub probe_successes_to_close: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> BreakerConfig {
+        BreakerConfig {
+            failure_rate_threshold: 0.5,
+            window: Duration::from_secs(60),
+            window_buckets: 10,
+            minimum_calls: 10,
+            consecutive_failures: None,
+            slow_call_threshold: None,
+            open_duration: Duration::from_secs(30),
+            open_duration_multiplier: 1.0,
+            max_open_duration: Duration::from_secs(300),
+            half_open_probes: 1,
+            probe_successes_to_close: 1,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> BreakerConfig {
+            self.$name = value;
+            self
+        }
+    };
+}
+
+impl BreakerConfig {
+    setter!(
+        /// Sets the failure-rate threshold (`0.0..=1.0`).
+        failure_rate_threshold: f64
+    );
+    setter!(
+        /// Sets the sliding window.
+        window: Duration
+    );
+    setter!(
+        /// Sets the number of buckets the window is kept in.
+        window_buckets: u32
+    );
+    setter!(
+        /// Sets the fewest calls before the rate is judged.
+        minimum_calls: u32
+    );
+    setter!(
+        /// Sets the open duration of the first trip.
+        open_duration: Duration
+    );
+    setter!(
+        /// Sets the growth of the open duration per trip in a row (1.0: none).
+        open_duration_multiplier: f64
+    );
+    setter!(
+        /// Sets the cap of the growing open duration.
+        max_open_duration: Duration
+    );
+    setter!(
+        /// Sets how many probes may be in flight at once while half-open.
+        half_open_probes: u32
+    );
+    setter!(
+        /// Sets how many probe successes close the breaker.
+        probe_successes_to_close: u32
+    );
+
+    /// Also trips after `n` failures in a row.
+    #[must_use]
+    pub fn consecutive_failures(mut self, n: u32) -> BreakerConfig {
+        self.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Counts calls longer than `threshold` as failures.
+    #[must_use]
+    pub fn slow_call_threshold(mut self, threshold: Duration) -> BreakerConfig {
+        self.slow_call_threshold = Some(threshold);
+        self
+    }
+
+    /// Checks every field against the ranges in the table above.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidBreakerConfig`] naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |field: &'static str, reason: String| {
+            Err(Error::InvalidBreakerConfig { field, reason })
+        };
+        let rate = self.failure_rate_threshold;
+        if !(0.0..=1.0).contains(&rate) {
+            return fail(
+                "failure_rate_threshold",
+                format!("{rate} is outside 0.0..=1.0"),
+            );
+        }
+        if self.window.is_zero() {
+            return fail("window", "must be longer than zero".into());
+        }
+        if !(1..=1000).contains(&self.window_buckets) {
+            return fail(
+                "window_buckets",
+                format!("{} is outside 1..=1000", self.window_buckets),
+            );
+        }
+        if self.minimum_calls == 0 {
+            return fail("minimum_calls", "must be at least 1".into());
+        }
+        if self.consecutive_failures == Some(0) {
+            return fail("consecutive_failures", "must be at least 1 when set".into());
+        }
+        if self.slow_call_threshold.is_some_and(|t| t.is_zero()) {
+            return fail(
+                "slow_call_threshold",
+                "must be longer than zero when set".into(),
+            );
+        }
+        if self.open_duration.is_zero() {
+            return fail("open_duration", "must be longer than zero".into());
+        }
+        let multiplier = self.open_duration_multiplier;
+        if !multiplier.is_finite() || multiplier < 1.0 {
+            return fail(
+                "open_duration_multiplier",
+                format!("{multiplier} is not a finite number >= 1.0"),
+            );
+        }
+        if self.max_open_duration < self.open_duration {
+            return fail(
+                "max_open_duration",
+                format!(
+                    "{:?} is shorter than open_duration {:?}",
+                    self.max_open_duration, self.open_duration
+                ),
+            );
+        }
+        if self.half_open_probes == 0 {
+            return fail("half_open_probes", "must be at least 1".into());
+        }
+        if self.probe_successes_to_close == 0 {
+            return fail("probe_successes_to_close", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// How long the breaker stays open after `trips` trips in a row (the
+    /// first trip is 1): `open_duration * multiplier^(trips - 1)`, capped at
+    /// `max_open_duration`.
+    pub fn open_duration_after(&self, trips: u32) -> Duration {
+        let base = self.open_duration.as_nanos() as f64;
+        let cap = self.max_open_duration.as_nanos() as f64;
+        let exponent = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
+        let nanos = (base * self.open_duration_multiplier.powi(exponent)).min(cap);
+        // `nanos` is finite, non-negative and at most `max_open_duration`.
+        Duration::from_nanos(nanos as u64).min(self.max_open_duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BreakerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn open_duration_grows_to_its_cap() {
+        let c = BreakerConfig::default()
+            .open_duration(Duration::from_secs(10))
+            .open_duration_multiplier(2.0)
+            .max_open_duration(Duration::from_secs(60));
+        let got: Vec<_> = (1..=5)
+            .map(|t| c.open_duration_after(t).as_secs())
+            .collect();
+        assert_eq!(got, [10, 20, 40, 60, 60]);
+        assert_eq!(c.open_duration_after(u32::MAX), Duration::from_secs(60));
+    }
+}

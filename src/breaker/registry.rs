@@ -1,0 +1,205 @@
+//! [`BreakerRegistry`]: the named breakers of one process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::breaker::circuit::{Breaker, BreakerHealth, Env};
+use crate::breaker::config::BreakerConfig;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::sink::EventSink;
+
+/// The default cap on the number of breakers in a registry.
+pub const DEFAULT_MAX_BREAKERS: usize = 1_000;
+
+/// Hands out named [`Breaker`]s, one per upstream: asking twice for the same
+/// name gives the same breaker.
+///
+/// The registry is per process by design: each instance protects itself with
+/// its own failure window. Set the clock and the sink before asking for
+/// breakers; breakers keep the ones they were created with.
+///
+/// ```
+/// use taskstore::{BreakerConfig, BreakerRegistry};
+///
+/// let registry = BreakerRegistry::new(BreakerConfig::default())?.with_max_breakers(100);
+/// let db = registry.breaker("db")?;
+/// let answer: Result<u32, std::io::Error> = Ok(42);
+/// assert_eq!(db.call(|| answer).unwrap(), 42);
+/// assert_eq!(registry.snapshot().breakers[0].calls, 1);
+/// # Ok::<(), taskstore::Error>(())
+/// ```
+pub struct BreakerRegistry {
+    default_config: BreakerConfig,
+    env: Arc<Env>,
+    max_breakers: usize,
+    breakers: RwLock<BTreeMap<Arc<str>, Breaker>>,
+}
+
+/// The health of every breaker, for a health endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegistryHealth {
+    /// When the report was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Every breaker, by name.
+    pub breakers: Vec<BreakerHealth>,
+    /// How many times the registry's sink panicked (and was contained).
+    pub sink_panics: u64,
+}
+
+impl BreakerRegistry {
+    /// An empty registry whose breakers follow `default_config`, timed by the
+    /// [`SystemClock`], with no sink and at most [`DEFAULT_MAX_BREAKERS`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidBreakerConfig`] if `default_config` is invalid.
+    pub fn new(default_config: BreakerConfig) -> Result<BreakerRegistry> {
+        default_config.validate()?;
+        Ok(BreakerRegistry {
+            default_config,
+            env: Arc::new(Env {
+                clock: Arc::new(SystemClock),
+                sink: None,
+                sink_panics: AtomicU64::new(0),
+            }),
+            max_breakers: DEFAULT_MAX_BREAKERS,
+            breakers: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Reads time from `clock` (for example a [`ManualClock`](crate::ManualClock) in tests).
+    #[must_use]
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> BreakerRegistry {
+        let sink = self.env.sink.clone();
+        self.with_env(clock, sink)
+    }
+
+    /// Sends every transition and call verdict to `sink`.
+    #[must_use]
+    pub fn with_sink(self, sink: Arc<dyn EventSink>) -> BreakerRegistry {
+        let clock = self.env.clock.clone();
+        self.with_env(clock, Some(sink))
+    }
+
+    /// Caps the number of breakers.
+    #[must_use]
+    pub fn with_max_breakers(mut self, max: usize) -> BreakerRegistry {
+        self.max_breakers = max;
+        self
+    }
+
+    /// The breaker named `name`, created with the default config if new.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyBreakers`] if creating it would pass the cap.
+    pub fn breaker(&self, name: &str) -> Result<Breaker> {
+        if let Some(breaker) = self.read().get(name) {
+            return Ok(breaker.clone());
+        }
+        self.insert(name, &self.default_config)
+    }
+
+    /// The breaker named `name`, created with `config` if new.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidBreakerConfig`] if `config` is invalid,
+    /// [`Error::BreakerConfigConflict`] if the breaker exists with another
+    /// config, [`Error::TooManyBreakers`] if creating it would pass the cap.
+    pub fn breaker_with(&self, name: &str, config: BreakerConfig) -> Result<Breaker> {
+        config.validate()?;
+        if let Some(breaker) = self.read().get(name) {
+            return Self::same_config(breaker, &config);
+        }
+        self.insert(name, &config)
+    }
+
+    /// How many breakers it holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether it holds no breaker.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// How many times the sink panicked (and was contained).
+    pub fn sink_panics(&self) -> u64 {
+        self.env.sink_panics.load(Ordering::Relaxed)
+    }
+
+    /// The health of every breaker, sorted by name. Open breakers whose open
+    /// duration has passed become half-open first, as in [`Breaker::state`].
+    pub fn snapshot(&self) -> RegistryHealth {
+        let breakers: Vec<Breaker> = self.read().values().cloned().collect();
+        RegistryHealth {
+            at: self.env.clock.now(),
+            breakers: breakers.iter().map(Breaker::health).collect(),
+            sink_panics: self.sink_panics(),
+        }
+    }
+
+    fn insert(&self, name: &str, config: &BreakerConfig) -> Result<Breaker> {
+        let mut breakers = self.breakers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(breaker) = breakers.get(name) {
+            return Self::same_config(breaker, config);
+        }
+        if breakers.len() >= self.max_breakers {
+            return Err(Error::TooManyBreakers {
+                name: name.to_owned(),
+                limit: self.max_breakers,
+            });
+        }
+        let name: Arc<str> = Arc::from(name);
+        let breaker = Breaker::new(name.clone(), config.clone(), self.env.clone());
+        breakers.insert(name, breaker.clone());
+        Ok(breaker)
+    }
+
+    fn same_config(breaker: &Breaker, config: &BreakerConfig) -> Result<Breaker> {
+        if breaker.config() == config {
+            Ok(breaker.clone())
+        } else {
+            Err(Error::BreakerConfigConflict {
+                name: breaker.name().to_owned(),
+            })
+        }
+    }
+
+    fn with_env(self, clock: Arc<dyn Clock>, sink: Option<Arc<dyn EventSink>>) -> BreakerRegistry {
+        let sink_panics = AtomicU64::new(self.sink_panics());
+        BreakerRegistry {
+            env: Arc::new(Env {
+                clock,
+                sink,
+                sink_panics,
+            }),
+            ..self
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Arc<str>, Breaker>> {
+        // Inserting a breaker cannot leave the map half-changed.
+        self.breakers.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for BreakerRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerRegistry")
+            .field("default_config", &self.default_config)
+            .field("breakers", &self.len())
+            .field("max_breakers", &self.max_breakers)
+            .finish_non_exhaustive()
+    }
+}

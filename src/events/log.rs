@@ -1,0 +1,332 @@
+//! [`EventLog`]: a bounded, thread-safe ring buffer of recent events.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::events::Event;
+
+/// The capacity of [`EventLog::new`].
+pub const DEFAULT_EVENT_LOG_CAPACITY: usize = 1_000;
+
+/// A bounded ring buffer of the most recent events of this process.
+///
+/// Every [`push`](EventLog::push) gets the next sequence number (starting
+/// at 1) and a timestamp from the log's [`Clock`]; once the log holds
+/// [`capacity`](EventLog::capacity) records, each push evicts the oldest one.
+/// Readers take a [`snapshot`](EventLog::snapshot), or ask for everything
+/// [`since`](EventLog::since) a sequence number and learn exactly how many
+/// records they missed.
+///
+/// # Guarantees
+///
+/// - Sequence numbers are unique and gap-free across all threads.
+/// - The log never holds more than `capacity` records.
+/// - Pushers never wait for each other except in the rare case that two of
+///   them land on the same slot, and never wait for a reader longer than the
+///   reader takes to clone one record: the log is an array of slots, each
+///   behind its own lock, and the sequence counter is a single atomic.
+/// - Across successive `since` calls, each passing the previous
+///   [`Since::cursor`], every sequence number is either returned once or
+///   counted once in [`Since::missed`].
+///
+/// # Limitations
+///
+/// Timestamps are read before the sequence number is taken, so two pushes
+/// racing on different threads may carry timestamps slightly out of sequence
+/// order. The log is per process and lost on exit: durable observability goes
+/// through an [`EventSink`](crate::EventSink) such as
+/// [`JsonLinesSink`](crate::JsonLinesSink).
+///
+/// ```
+/// use taskstore::{Event, EventLog};
+///
+/// let log = EventLog::with_capacity(2);
+/// log.push(Event::new("a"));
+/// log.push(Event::new("b"));
+/// log.push(Event::new("c")); // evicts "a"
+///
+/// let since = log.since(0);
+/// assert_eq!(since.missed, 1);
+/// assert_eq!(since.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+/// assert_eq!(log.evicted(), 1);
+/// ```
+pub struct EventLog<T = Event> {
+    slots: Box<[Padded<Mutex<Slot<T>>>]>,
+    /// The next sequence number to hand out.
+    head: AtomicU64,
+    /// The oldest sequence number not removed by `clear`.
+    floor: AtomicU64,
+    evicted: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+/// One entry of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record<T = Event> {
+    /// Its sequence number (the first record of a log is 1).
+    pub seq: u64,
+    /// When it was pushed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What was pushed.
+    pub event: T,
+}
+
+/// The answer to [`EventLog::since`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Since<T = Event> {
+    /// The records after the requested sequence number, oldest first.
+    pub records: Vec<Record<T>>,
+    /// How many records after the requested sequence number (and up to
+    /// `cursor`) were evicted or cleared before this call could read them.
+    pub missed: u64,
+    /// The sequence number to pass to the next `since` call: every record up
+    /// to it was either returned or counted in `missed`.
+    pub cursor: u64,
+}
+
+/// One slot of the ring: the sequence number it last held (0 when never
+/// written) and its time and event, unless `clear` removed them. The time is
+/// kept as Unix nanoseconds and made an `OffsetDateTime` only when read.
+struct Slot<T> {
+    seq: u64,
+    record: Option<(i128, T)>,
+}
+
+/// Keeps neighbouring slots on separate cache lines, so two pushers writing
+/// consecutive slots do not slow each other down.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> EventLog<T> {
+    /// An empty log holding [`DEFAULT_EVENT_LOG_CAPACITY`] records, timed by
+    /// the [`SystemClock`].
+    pub fn new() -> EventLog<T> {
+        EventLog::with_capacity(DEFAULT_EVENT_LOG_CAPACITY)
+    }
+
+    /// An empty log holding at most `capacity` records (at least 1), timed by
+    /// the [`SystemClock`].
+    pub fn with_capacity(capacity: usize) -> EventLog<T> {
+        EventLog::with_clock(capacity, Arc::new(SystemClock))
+    }
+
+    /// An empty log holding at most `capacity` records (at least 1), timed by
+    /// `clock`.
+    pub fn with_clock(capacity: usize, clock: Arc<dyn Clock>) -> EventLog<T> {
+        let capacity = capacity.max(1);
+        let slots = (0..capacity)
+            .map(|_| {
+                Padded(Mutex::new(Slot {
+                    seq: 0,
+                    record: None,
+                }))
+            })
+            .collect();
+        EventLog {
+            slots,
+            head: AtomicU64::new(1),
+            floor: AtomicU64::new(1),
+            evicted: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    /// Appends `event`, evicting the oldest record if the log is full, and
+    /// returns its sequence number.
+    pub fn push(&self, event: T) -> u64 {
+        let at = self.clock.now_unix_nanos();
+        let seq = self.head.fetch_add(1, Ordering::AcqRel);
+        let record = (at, event);
+        let mut slot = self.lock(seq);
+        let gone = if slot.seq < seq {
+            slot.seq = seq;
+            slot.record.replace(record)
+        } else {
+            // `capacity` later pushes lapped this one before it got the slot:
+            // the record is already as good as evicted.
+            Some(record)
+        };
+        drop(slot);
+        if gone.is_some() {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        // `gone` (the evicted record) is dropped here, outside the lock.
+        seq
+    }
+
+    /// The most records the log holds.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// How many records the log holds now (never more than the capacity).
+    ///
+    /// Under concurrent pushes this is a moment's figure: it counts records
+    /// whose push has taken a sequence number.
+    pub fn len(&self) -> usize {
+        let head = self.head.load(Ordering::Acquire);
+        let floor = self.floor.load(Ordering::Acquire);
+        let held = head.saturating_sub(floor);
+        usize::try_from(held).map_or(self.capacity(), |held| held.min(self.capacity()))
+    }
+
+    /// Whether the log holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many records were evicted to make room, over the log's life.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number of the last push (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.head.load(Ordering::Acquire) - 1
+    }
+
+    /// Removes every record. Sequence numbers go on from where they were; a
+    /// later [`since`](EventLog::since) counts the removed records as missed.
+    pub fn clear(&self) {
+        let head = self.head.load(Ordering::Acquire);
+        self.floor.fetch_max(head, Ordering::AcqRel);
+        for slot in self.slots.iter() {
+            let mut slot = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let gone = if slot.seq < head {
+                slot.record.take()
+            } else {
+                None
+            };
+            drop(slot);
+            drop(gone);
+        }
+    }
+
+    fn lock(&self, seq: u64) -> MutexGuard<'_, Slot<T>> {
+        // The index is below `capacity`, which is a `usize`.
+        let index = (seq % self.slots.len() as u64) as usize;
+        // A panic while a slot is locked (a panicking `clone`) leaves the slot whole.
+        self.slots[index]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: Clone> EventLog<T> {
+    /// Every record the log holds, oldest first.
+    ///
+    /// Records whose push is still under way on another thread, and those
+    /// after them, are left for the next call.
+    pub fn snapshot(&self) -> Vec<Record<T>> {
+        self.since(0).records
+    }
+
+    /// The records after sequence number `seq`, oldest first and gap-free,
+    /// and how many records after `seq` the caller missed because they were
+    /// evicted or cleared (by pushes that lapped this very read too). Pass 0
+    /// for everything.
+    ///
+    /// Pass the answer's [`cursor`](Since::cursor) to the next call to read
+    /// on without losing count.
+    pub fn since(&self, seq: u64) -> Since<T> {
+        let head = self.head.load(Ordering::Acquire);
+        let floor = self.floor.load(Ordering::Acquire);
+        let first_wanted = seq.saturating_add(1);
+        let oldest_held = head.saturating_sub(self.capacity() as u64).max(floor);
+        let start = first_wanted.max(oldest_held);
+        let mut missed = start - first_wanted;
+        let mut cursor = start - 1;
+        let mut records =
+            Vec::with_capacity(usize::try_from(head.saturating_sub(start)).unwrap_or(0));
+        for s in start..head {
+            let slot = self.lock(s);
+            if slot.seq < s {
+                // The push of `s` took its number but has not stored it yet.
+                break;
+            }
+            match &slot.record {
+                Some((at, event)) if slot.seq == s => records.push(Record {
+                    seq: s,
+                    at: datetime(*at),
+                    event: event.clone(),
+                }),
+                // Evicted by a later push (which may lap a slow reader), or
+                // removed by `clear`. What was read before it is older still:
+                // it is dropped too, so the answer is one gap-free run.
+                _ => {
+                    missed += records.len() as u64 + 1;
+                    records.clear();
+                }
+            }
+            cursor = s;
+        }
+        Since {
+            records,
+            missed,
+            cursor,
+        }
+    }
+}
+
+fn datetime(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl<T> Default for EventLog<T> {
+    fn default() -> EventLog<T> {
+        EventLog::new()
+    }
+}
+
+impl<T> fmt::Debug for EventLog<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLog")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .field("last_seq", &self.last_seq())
+            .field("evicted", &self.evicted())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    #[test]
+    fn records_carry_the_clock_time() {
+        let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
+        let log = EventLog::with_clock(4, Arc::new(clock.clone()));
+        log.push(1);
+        clock.advance(Duration::from_secs(3));
+        log.push(2);
+        let snap = log.snapshot();
+        assert_eq!(snap[0].at, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(
+            snap[1].at,
+            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn zero_capacity_means_one() {
+        let log = EventLog::with_capacity(0);
+        log.push(1);
+        log.push(2);
+        assert_eq!(log.capacity(), 1);
+        assert_eq!(
+            log.snapshot().iter().map(|r| r.event).collect::<Vec<_>>(),
+            [2]
+        );
+    }
+}

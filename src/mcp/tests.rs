@@ -1,0 +1,429 @@
+//! The manager against real stores: two `FileStore` handles over one
+//! directory stand for two server instances.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, InputRequest, TaskPayload, TaskStatus};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
+
+/// Polls until `check` yields a value; the bound only guards against a hang.
+async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..3_000 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition never held");
+}
+
+fn fast() -> ManagerOptions {
+    ManagerOptions::new().watch_interval(Duration::from_millis(20))
+}
+
+fn text(s: &str) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(s.to_owned())])
+}
+
+fn instance(dir: &std::path::Path, name: &str) -> DurableTaskManager<FileStore> {
+    let store = FileStore::builder(dir).instance_id(name).open().unwrap();
+    DurableTaskManager::with_options(Arc::new(store), fast())
+}
+
+async fn settled<S: TaskStore>(m: &DurableTaskManager<S>, id: &str) -> rmcp::model::DetailedTask {
+    eventually(|| async {
+        let t = m.get_task(id).await.unwrap();
+        t.status().is_terminal().then_some(t)
+    })
+    .await
+}
+
+fn elicitation(message: &str) -> InputRequest {
+    serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {"message": message, "requestedSchema": {"type": "object", "properties": {}}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn spawned_task_is_durable_at_once_and_completes_with_the_result_inlined() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(dir.path(), "a");
+    let b = instance(dir.path(), "b");
+    let seed = a
+        .spawn(TaskOptions::new().with_poll_interval_ms(10), |_ctx| {
+            Box::pin(async { Ok(text("42")) })
+        })
+        .await
+        .unwrap();
+    assert_eq!(seed.status, TaskStatus::Working);
+    assert_eq!(seed.ttl_ms, Some(300_000));
+    // Another instance resolves it the moment spawn returns.
+    b.get_task(&seed.task_id).await.unwrap();
+    let done = settled(&b, &seed.task_id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(
+        Value::Object(result),
+        serde_json::to_value(text("42")).unwrap()
+    );
+    eventually(|| async { (a.running_task_count() == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
+    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
+    let failed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Err(TaskExit::Error(McpError::internal_error("boom", None))) })
+        })
+        .await
+        .unwrap();
+    let TaskPayload::Failed { error } = settled(&m, &failed.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(error["code"], -32603);
+    assert_eq!(error["message"], "boom");
+
+    let panicked = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { panic!("operation bug") })
+        })
+        .await
+        .unwrap();
+    let TaskPayload::Failed { error } = settled(&m, &panicked.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(error["message"], "task operation panicked");
+}
+
+#[tokio::test]
+async fn cancel_at_another_instance_reaches_the_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(dir.path(), "a");
+    let b = instance(dir.path(), "b");
+    let (saw_tx, saw_rx) = tokio::sync::oneshot::channel();
+    let seed = a
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                assert!(ctx.is_cancel_requested());
+                let _ = saw_tx.send(());
+                Err(TaskExit::Cancelled)
+            })
+        })
+        .await
+        .unwrap();
+    b.cancel_task(&seed.task_id).await.unwrap();
+    saw_rx.await.unwrap();
+    let from_a = settled(&a, &seed.task_id).await;
+    let from_b = settled(&b, &seed.task_id).await;
+    assert_eq!(from_a.status(), TaskStatus::Cancelled);
+    assert_eq!(from_a, from_b);
+    // Cancelling a terminal task is acknowledged and changes nothing.
+    b.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(a.get_task(&seed.task_id).await.unwrap(), from_a);
+}
+
+#[tokio::test]
+async fn cancel_is_cooperative_the_operation_may_finish_anyway() {
+    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
+    let seed = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                Ok(text("finished despite cancel"))
+            })
+        })
+        .await
+        .unwrap();
+    m.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&m, &seed.task_id).await.status(),
+        TaskStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn input_round_trip_in_the_same_instance_and_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(dir.path(), "a");
+    let b = instance(dir.path(), "b");
+    let seed = a
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let first = ctx.request_input("k1", elicitation("first?")).await?;
+                let second = ctx.request_input("k2", elicitation("second?")).await?;
+                Ok(text(&format!("{} {}", first["v"], second["v"])))
+            })
+        })
+        .await
+        .unwrap();
+    for (key, via) in [("k1", &a), ("k2", &b)] {
+        // Both instances see the outstanding request.
+        eventually(|| async {
+            match b.get_task(&seed.task_id).await.unwrap().payload {
+                TaskPayload::InputRequired { input_requests } => {
+                    input_requests.contains_key(key).then_some(())
+                }
+                _ => None,
+            }
+        })
+        .await;
+        via.update_task(
+            &seed.task_id,
+            [
+                (key.to_owned(), json!({"v": key})),
+                ("unknown".to_owned(), json!(0)),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    let TaskPayload::Completed { result } = settled(&b, &seed.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(result["content"][0]["text"], "\"k1\" \"k2\"");
+}
+
+#[tokio::test]
+async fn cancel_wakes_a_pending_input_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(dir.path(), "a");
+    let b = instance(dir.path(), "b");
+    let seed = a
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let err = ctx.request_input("k", elicitation("?")).await.unwrap_err();
+                assert!(matches!(err, TaskExit::Cancelled));
+                Err(err)
+            })
+        })
+        .await
+        .unwrap();
+    eventually(|| async {
+        (b.get_task(&seed.task_id).await.unwrap().status() == TaskStatus::InputRequired)
+            .then_some(())
+    })
+    .await;
+    b.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&a, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_ids_are_invalid_params() {
+    let m = DurableTaskManager::new(Arc::new(MemoryStore::new()));
+    for id in ["nope", "../etc/passwd", ""] {
+        for err in [
+            m.get_task(id).await.unwrap_err(),
+            m.cancel_task(id).await.unwrap_err(),
+            m.update_task(id, []).await.unwrap_err(),
+        ] {
+            assert_eq!(err.code, ErrorCode::INVALID_PARAMS, "{id:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_tasks_are_invalid_params() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let store = MemoryStore::with_clock(clock.clone() as Arc<dyn Clock>);
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let seed = m
+        .spawn(TaskOptions::new().with_ttl_ms(1_000), |_ctx| {
+            Box::pin(async { Ok(text("x")) })
+        })
+        .await
+        .unwrap();
+    settled(&m, &seed.task_id).await;
+    clock.advance(Duration::from_millis(1_000));
+    let err = m.get_task(&seed.task_id).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::INVALID_PARAMS);
+}
+
+#[tokio::test]
+async fn a_dead_owners_task_is_reported_orphaned_once_its_lease_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    // Manual time in the past: the lease looks lapsed by the wall clock, so
+    // the reaper's own check (by the store's clock) is what decides.
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2001-01-01 0:00 UTC),
+    ));
+    let open = |name: &str| {
+        FileStore::builder(dir.path())
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(Duration::from_secs(10))
+            .open()
+            .unwrap()
+    };
+    let dead = open("dead");
+    let task = dead.create(NewTask::new()).unwrap();
+    let live = DurableTaskManager::with_options(Arc::new(open("live")), fast());
+    let id = task.id.as_str();
+    assert_eq!(
+        live.get_task(id).await.unwrap().status(),
+        TaskStatus::Working
+    );
+    clock.advance(Duration::from_secs(10));
+    let TaskPayload::Failed { error } = live.get_task(id).await.unwrap().payload else {
+        panic!()
+    };
+    assert_eq!(error["code"], -32603);
+    assert_eq!(error["data"]["code"], "orphaned");
+    assert_eq!(error["data"]["owner"], "dead");
+}
+
+#[tokio::test]
+async fn running_tasks_keep_their_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .instance_id("a")
+        .lease(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async move {
+                let _ = go_rx.await;
+                Ok(text("done"))
+            })
+        })
+        .await
+        .unwrap();
+    let first = m
+        .store()
+        .get(&crate::TaskId::parse(&seed.task_id).unwrap())
+        .unwrap()
+        .unwrap();
+    // Renewed: the lease moves forward while the task runs.
+    eventually(|| async {
+        let now = m.store().get(&first.id).unwrap().unwrap();
+        (now.lease_expires_at > first.lease_expires_at).then_some(())
+    })
+    .await;
+    assert_eq!(m.running_task_count(), 1);
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        settled(&m, &seed.task_id).await.status(),
+        TaskStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn shutdown_fails_the_running_tasks() {
+    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+        .await
+        .unwrap();
+    assert_eq!(m.running_task_count(), 1);
+    m.shutdown().await;
+    assert_eq!(m.running_task_count(), 0);
+    let TaskPayload::Failed { error } = m.get_task(&seed.task_id).await.unwrap().payload else {
+        panic!()
+    };
+    assert_eq!(error["message"], "task operation was aborted");
+}
+
+/// A store whose every call fails with an I/O error.
+struct BrokenStore;
+
+impl TaskStore for BrokenStore {
+    fn create(&self, _: NewTask) -> crate::Result<crate::Task> {
+        Err(broken())
+    }
+    fn get(&self, _: &crate::TaskId) -> crate::Result<Option<crate::Task>> {
+        Err(broken())
+    }
+    fn update(&self, _: &crate::TaskId, _: crate::TaskUpdate) -> crate::Result<crate::Transition> {
+        Err(broken())
+    }
+    fn finish(&self, _: &crate::TaskId, _: crate::Outcome) -> crate::Result<crate::Transition> {
+        Err(broken())
+    }
+    fn list(&self, _: &crate::ListQuery) -> crate::Result<crate::Page> {
+        Err(broken())
+    }
+    fn delete(&self, _: &crate::TaskId) -> crate::Result<bool> {
+        Err(broken())
+    }
+    fn sweep_expired(&self) -> crate::Result<usize> {
+        Err(broken())
+    }
+    fn instance_id(&self) -> &str {
+        "broken"
+    }
+    fn renew_lease(&self, _: &crate::TaskId) -> crate::Result<crate::Transition> {
+        Err(broken())
+    }
+    fn reap_orphans(&self) -> crate::Result<Vec<crate::Task>> {
+        Err(broken())
+    }
+}
+
+fn broken() -> crate::Error {
+    crate::Error::Io {
+        op: "read",
+        path: "/broken".into(),
+        source: std::io::Error::other("disk on fire"),
+    }
+}
+
+#[tokio::test]
+async fn store_errors_are_internal_errors_with_the_cause() {
+    let m = DurableTaskManager::new(Arc::new(BrokenStore));
+    let errors = [
+        m.get_task("t").await.unwrap_err(),
+        m.cancel_task("t").await.unwrap_err(),
+        m.update_task("t", []).await.unwrap_err(),
+        m.spawn(TaskOptions::new(), |_ctx| Box::pin(async { Ok(text("x")) }))
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.code, ErrorCode::INTERNAL_ERROR);
+        assert!(err.message.contains("disk on fire"), "{err:?}");
+        assert!(
+            err.data.unwrap()["cause"]
+                .as_str()
+                .unwrap()
+                .contains("disk on fire")
+        );
+    }
+    assert_eq!(m.running_task_count(), 0);
+}
+
+#[test]
+fn the_readme_shows_the_doc_tested_snippet() {
+    let readme = include_str!("../../README.md");
+    let snippet = include_str!("../../docs/use_with_rmcp.rs");
+    let section = readme
+        .split("## Use with rmcp")
+        .nth(1)
+        .expect("README has a \"Use with rmcp\" section");
+    let block = section
+        .split("```rs\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the section has a rust block");
+    assert_eq!(block, snippet);
+}

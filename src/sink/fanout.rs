@@ -1,0 +1,93 @@
+//! [`FanOut`]: one sink that forwards to several.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::breaker::CallOutcome;
+use crate::events::Event;
+use crate::sink::{EventSink, breaker_call_contained, emit_contained};
+
+/// Forwards every event to each of its sinks in order. A sink that panics is
+/// contained and counted ([`panics`](FanOut::panics)); the others still get
+/// the event.
+///
+/// ```
+/// use std::sync::Arc;
+/// use taskstore::{Event, EventLog, EventSink, FanOut, TracingSink};
+///
+/// let log = Arc::new(EventLog::new());
+/// let sink = FanOut::new().with(log.clone()).with(TracingSink::new());
+/// sink.emit(&Event::new("hello"));
+/// assert_eq!(log.len(), 1);
+/// ```
+#[derive(Default)]
+pub struct FanOut {
+    sinks: Vec<Arc<dyn EventSink>>,
+    panics: AtomicU64,
+}
+
+impl FanOut {
+    /// A fan-out with no sinks yet.
+    pub fn new() -> FanOut {
+        FanOut::default()
+    }
+
+    /// Adds a sink.
+    #[must_use]
+    pub fn with(mut self, sink: impl EventSink + 'static) -> FanOut {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Adds a shared sink.
+    #[must_use]
+    pub fn with_shared(mut self, sink: Arc<dyn EventSink>) -> FanOut {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// How many sinks it forwards to.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Whether it forwards to no sink at all.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// How many times one of its sinks panicked.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, ok: bool) {
+        if !ok {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl EventSink for FanOut {
+    fn emit(&self, event: &Event) {
+        for sink in &self.sinks {
+            self.count(emit_contained(&**sink, event));
+        }
+    }
+
+    fn breaker_call(&self, breaker: &str, outcome: CallOutcome) {
+        for sink in &self.sinks {
+            self.count(breaker_call_contained(&**sink, breaker, outcome));
+        }
+    }
+}
+
+impl fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .field("panics", &self.panics())
+            .finish()
+    }
+}

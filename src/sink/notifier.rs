@@ -1,0 +1,68 @@
+//! How a store reaches its sink: after its locks are released, with panics
+//! contained and counted.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::events::{Event, TaskEventKind};
+use crate::sink::{EventSink, emit_contained};
+use crate::store::Transition;
+use crate::task::{Task, TaskStatus};
+
+/// A store's optional sink and its panic count. Cheap to clone; clones share
+/// the count. Callers must hold no lock when they call it.
+#[derive(Clone, Default)]
+pub(crate) struct Notifier {
+    sink: Option<Arc<dyn EventSink>>,
+    panics: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier")
+            .field("sink", &self.sink.is_some())
+            .field("panics", &self.panics())
+            .finish()
+    }
+}
+
+impl Notifier {
+    pub(crate) fn new(sink: Arc<dyn EventSink>) -> Notifier {
+        Notifier {
+            sink: Some(sink),
+            panics: Arc::default(),
+        }
+    }
+
+    /// How many times the sink panicked.
+    pub(crate) fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(sink) = &self.sink
+            && !emit_contained(sink.as_ref(), &event())
+        {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("an event sink panicked; the event was dropped");
+        }
+    }
+
+    pub(crate) fn task(&self, kind: TaskEventKind, task: &Task) {
+        self.emit(|| Event::task(kind, task));
+    }
+
+    /// The event of an applied write: updated, or the terminal status reached.
+    pub(crate) fn transition(&self, transition: &Transition) {
+        if let Transition::Applied(task) = transition {
+            let kind = match task.status {
+                TaskStatus::Completed => TaskEventKind::Completed,
+                TaskStatus::Failed => TaskEventKind::Failed,
+                TaskStatus::Cancelled => TaskEventKind::Cancelled,
+                TaskStatus::Working | TaskStatus::InputRequired => TaskEventKind::Updated,
+            };
+            self.task(kind, task);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The event log alone and under concurrent pushers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+
+use taskstore::{DEFAULT_EVENT_LOG_CAPACITY, Event, EventLog, ManualClock, Record};
+
+const PUSHERS: u64 = 4;
+const PER_PUSHER: u64 = 5_000;
+
+/// Runs `PUSHERS` threads pushing `(thread, i)`; returns every `seq -> value`.
+fn push_concurrently(
+    log: &Arc<EventLog<(u64, u64)>>,
+    during: impl FnOnce(),
+) -> HashMap<u64, (u64, u64)> {
+    let barrier = Arc::new(Barrier::new(PUSHERS as usize + 1));
+    let threads: Vec<_> = (0..PUSHERS)
+        .map(|t| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..PER_PUSHER)
+                    .map(|i| (log.push((t, i)), (t, i)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    barrier.wait();
+    during();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn concurrent_pushers_get_unique_gap_free_sequence_numbers() {
+    let log = Arc::new(EventLog::with_capacity(64));
+    let pushed = push_concurrently(&log, || {});
+    let total = PUSHERS * PER_PUSHER;
+    let mut seqs: Vec<u64> = pushed.keys().copied().collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    assert_eq!(log.len(), 64);
+    assert_eq!(log.evicted(), total - 64);
+    assert_eq!(log.last_seq(), total);
+    let snapshot = log.snapshot();
+    let kept: Vec<u64> = snapshot.iter().map(|r| r.seq).collect();
+    assert_eq!(kept, (total - 63..=total).collect::<Vec<_>>());
+    for record in &snapshot {
+        assert_eq!(
+            record.event, pushed[&record.seq],
+            "record {} holds another push",
+            record.seq
+        );
+    }
+}
+
+#[test]
+fn readers_never_see_more_than_the_capacity() {
+    let log = Arc::new(EventLog::with_capacity(32));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(Ordering::Relaxed) || reads == 0 {
+                assert!(log.len() <= 32);
+                let snapshot = log.snapshot();
+                assert!(
+                    snapshot.len() <= 32,
+                    "snapshot of {} records",
+                    snapshot.len()
+                );
+                assert!(
+                    snapshot.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
+                    "snapshot not in order"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    push_concurrently(&log, || {});
+    done.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(log.len(), 32);
+}
+
+#[test]
+fn since_counts_missed_records_exactly_under_concurrent_pushers() {
+    let log = Arc::new(EventLog::with_capacity(16));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut cursor, mut missed, mut seen): (u64, u64, Vec<Record<(u64, u64)>>) =
+                (0, 0, vec![]);
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let since = log.since(cursor);
+                assert!(since.cursor >= cursor);
+                if let Some(first) = since.records.first() {
+                    assert!(first.seq > cursor);
+                }
+                assert!(since.records.last().is_none_or(|r| r.seq <= since.cursor));
+                missed += since.missed;
+                seen.extend(since.records);
+                cursor = since.cursor;
+                if finished {
+                    return (cursor, missed, seen);
+                }
+            }
+        })
+    };
+    let pushed = push_concurrently(&log, || {});
+    done.store(true, Ordering::Release);
+    let (cursor, missed, seen) = reader.join().unwrap();
+
+    let total = PUSHERS * PER_PUSHER;
+    assert_eq!(cursor, total, "the last read reached the last push");
+    assert!(
+        seen.windows(2).all(|w| w[0].seq < w[1].seq),
+        "a record was returned twice or out of order"
+    );
+    assert_eq!(
+        seen.len() as u64 + missed,
+        total,
+        "returned + missed must account for every push"
+    );
+    for record in &seen {
+        assert_eq!(record.event, pushed[&record.seq]);
+    }
+}
+
+#[test]
+fn since_reports_what_was_evicted_and_where_to_go_on() {
+    let log = EventLog::with_capacity(3);
+    for i in 1..=5 {
+        assert_eq!(log.push(i), i);
+    }
+    let all = log.since(0);
+    assert_eq!((all.missed, all.cursor), (2, 5));
+    assert_eq!(
+        all.records.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+
+    let later = log.since(3);
+    assert_eq!((later.missed, later.records.len(), later.cursor), (0, 2, 5));
+    let none = log.since(5);
+    assert_eq!((none.missed, none.records.len(), none.cursor), (0, 0, 5));
+
+    for i in 6..=12 {
+        log.push(i);
+    }
+    let gap = log.since(5);
+    assert_eq!(gap.missed, 4, "6..=9 were evicted");
+    assert_eq!(
+        gap.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [10, 11, 12]
+    );
+    assert_eq!(log.evicted(), 9);
+}
+
+#[test]
+fn clear_empties_the_log_and_sequence_numbers_go_on() {
+    let log = EventLog::with_capacity(10);
+    for i in 0..4 {
+        log.push(i);
+    }
+    log.clear();
+    assert!(log.is_empty());
+    assert!(log.snapshot().is_empty());
+    assert_eq!(log.evicted(), 0, "clearing is not eviction");
+    assert_eq!(log.push(99), 5);
+    let since = log.since(2);
+    assert_eq!(
+        since.missed, 2,
+        "records 3 and 4 were cleared before being read"
+    );
+    assert_eq!(since.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [5]);
+    assert_eq!(log.len(), 1);
+}
+
+#[test]
+fn the_default_log_holds_a_thousand_records_oldest_first() {
+    let log: EventLog = EventLog::default();
+    assert_eq!(log.capacity(), DEFAULT_EVENT_LOG_CAPACITY);
+    for i in 0..1_500u64 {
+        log.push(Event::new("tick").field("i", i));
+    }
+    let snapshot = log.snapshot();
+    assert_eq!(snapshot.len(), 1_000);
+    assert_eq!(snapshot[0].seq, 501);
+    assert_eq!(snapshot[0].event.data["i"], 500);
+    assert_eq!(snapshot[999].seq, 1_500);
+}
+
+#[test]
+fn records_serialize_for_a_debugging_endpoint() {
+    let clock = ManualClock::new(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+    let log = EventLog::with_clock(4, Arc::new(clock));
+    log.push(
+        Event::new("task.created")
+            .to_layer("working")
+            .field("taskId", "t1"),
+    );
+    let since = log.since(0);
+    let json = serde_json::to_value(&since).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "records": [{
+                "seq": 1,
+                "at": "2026-01-02T03:04:05Z",
+                "event": {"kind": "task.created", "layer_to": "working", "data": {"taskId": "t1"}},
+            }],
+            "missed": 0,
+            "cursor": 1,
+        })
+    );
+    let back: taskstore::Since = serde_json::from_value(json).unwrap();
+    assert_eq!(back, since);
+    let _: Vec<Record> =
+        serde_json::from_str(&serde_json::to_string(&log.snapshot()).unwrap()).unwrap();
+}

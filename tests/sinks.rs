@@ -1,0 +1,147 @@
+//! The shipped sinks, and what happens when a sink misbehaves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use taskstore::{
+    BreakerConfig, BreakerRegistry, BreakerState, CallOutcome, Error, Event, EventLog, EventSink,
+    FanOut, JsonLinesSink, MemoryStore, NewTask, TaskEventKind, TaskStore, TracingSink,
+    emit_contained,
+};
+
+struct Panicking;
+
+impl EventSink for Panicking {
+    fn emit(&self, _: &Event) {
+        panic!("this sink always panics (expected in this test)");
+    }
+
+    fn breaker_call(&self, _: &str, _: CallOutcome) {
+        panic!("this sink always panics (expected in this test)");
+    }
+}
+
+#[derive(Default)]
+struct Counting {
+    events: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+impl EventSink for Counting {
+    fn emit(&self, _: &Event) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn breaker_call(&self, _: &str, _: CallOutcome) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_panicking_sink_in_a_fan_out_is_contained_and_counted() {
+    let log = Arc::new(EventLog::new());
+    let sink = FanOut::new()
+        .with(Panicking)
+        .with_shared(log.clone())
+        .with(TracingSink::new());
+    sink.emit(&Event::new("one"));
+    sink.emit(&Event::new("two"));
+    assert_eq!(sink.panics(), 2);
+    assert_eq!(
+        log.len(),
+        2,
+        "the sinks after the panicking one still got every event"
+    );
+    sink.breaker_call("db", CallOutcome::Success);
+    assert_eq!(sink.panics(), 3);
+    assert!(
+        emit_contained(&sink, &Event::new("x")),
+        "the fan-out itself never panics"
+    );
+    assert_eq!(sink.panics(), 4);
+}
+
+#[test]
+fn a_panicking_sink_never_breaks_a_breaker() {
+    let registry = BreakerRegistry::new(BreakerConfig::default().minimum_calls(1))
+        .unwrap()
+        .with_sink(Arc::new(Panicking));
+    let breaker = registry.breaker("db").unwrap();
+    breaker.try_acquire().unwrap().failure(); // one verdict, one transition
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert!(breaker.try_acquire().is_err()); // one rejection
+    assert_eq!(registry.sink_panics(), 3);
+    assert_eq!(registry.snapshot().sink_panics, 3);
+}
+
+#[test]
+fn a_breaker_reports_every_verdict_and_rejection_to_its_sink() {
+    let sink = Arc::new(Counting::default());
+    let registry = BreakerRegistry::new(BreakerConfig::default().minimum_calls(3))
+        .unwrap()
+        .with_sink(sink.clone());
+    let breaker = registry.breaker("db").unwrap();
+    breaker.try_acquire().unwrap().success();
+    breaker.try_acquire().unwrap().failure();
+    breaker.try_acquire().unwrap().failure();
+    let _ = breaker.try_acquire();
+    assert_eq!(sink.calls.load(Ordering::Relaxed), 4);
+    assert_eq!(sink.events.load(Ordering::Relaxed), 1, "closed -> open");
+}
+
+#[test]
+fn task_events_carry_the_task_id_status_and_revision() {
+    let store = MemoryStore::new();
+    let task = store.create(NewTask::new()).unwrap();
+    for kind in TaskEventKind::ALL {
+        let event = Event::task(kind, &task);
+        assert_eq!(event.kind, kind.as_str());
+        assert_eq!(event.data["taskId"], task.id.as_str());
+        assert_eq!(event.data["status"], "working");
+        assert_eq!(event.data["revision"], 1);
+    }
+    let aside = Event::corrupt_set_aside("/store/active/x.json", "truncated");
+    assert_eq!(aside.kind, "task.corrupt_set_aside");
+    assert_eq!(aside.data["reason"], "truncated");
+}
+
+#[test]
+fn the_json_lines_sink_refuses_an_unopenable_path_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    match JsonLinesSink::open(dir.path()) {
+        Err(Error::Io { op, path, .. }) => {
+            assert_eq!(op, "open for appending");
+            assert_eq!(path, dir.path());
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failing_write_is_counted_not_raised() {
+    // Every write to /dev/full fails with ENOSPC.
+    let sink = JsonLinesSink::open("/dev/full").unwrap();
+    sink.emit(&Event::new("lost"));
+    sink.emit(&Event::new("lost"));
+    assert_eq!((sink.written(), sink.errors()), (0, 2));
+}
+
+#[test]
+fn the_json_lines_sink_appends_after_existing_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    std::fs::write(&path, "{\"kind\":\"old\"}\n").unwrap();
+    let sink = JsonLinesSink::open(&path).unwrap();
+    sink.emit(&Event::new("new").from_layer("a").to_layer("b"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["kind"], "new");
+    assert_eq!(lines[1]["layer_from"], "a");
+    assert_eq!(lines[1]["pid"], std::process::id());
+    assert!(lines[1]["at"].as_str().unwrap().ends_with('Z'));
+}

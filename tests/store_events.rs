@@ -1,0 +1,170 @@
+//! Both stores emit every task event to their sink, after their locks are
+//! released, and survive a sink that panics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::{
+    Event, EventLog, EventSink, FileStore, ManualClock, MemoryStore, NewTask, TaskStore, TaskUpdate,
+};
+use time::OffsetDateTime;
+
+fn kinds(log: &EventLog) -> Vec<String> {
+    log.snapshot()
+        .into_iter()
+        .map(|r| r.event.kind.into_owned())
+        .collect()
+}
+
+/// The same lifecycle on any store; returns the kinds it should have emitted.
+fn lifecycle(store: &dyn TaskStore, clock: &ManualClock) -> Vec<&'static str> {
+    let a = store.create(NewTask::new()).unwrap();
+    let _ = store
+        .update(&a.id, TaskUpdate::new().metadata("k", 1))
+        .unwrap();
+    assert!(store.complete(&a.id, json!(1)).unwrap().is_applied());
+    // A lost race changes nothing and emits nothing.
+    assert!(!store.fail(&a.id, json!(2)).unwrap().is_applied());
+    let b = store.create(NewTask::new()).unwrap();
+    assert!(store.fail(&b.id, json!("boom")).unwrap().is_applied());
+    let c = store.create(NewTask::new()).unwrap();
+    assert!(store.cancel(&c.id, None).unwrap().is_applied());
+    assert!(store.delete(&c.id).unwrap());
+    let d = store
+        .create(NewTask::new().ttl(Duration::from_secs(5)))
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.sweep_expired().unwrap(), 1);
+    let _ = d;
+    let e = store.create(NewTask::new()).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(store.reap_orphans().unwrap().len(), 1);
+    let _ = e;
+    vec![
+        "task.created",
+        "task.updated",
+        "task.completed",
+        "task.created",
+        "task.failed",
+        "task.created",
+        "task.cancelled",
+        "task.deleted",
+        "task.created",
+        "task.expired",
+        "task.created",
+        "task.reaped",
+    ]
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap())
+}
+
+#[test]
+fn memory_store_emits_every_task_event() {
+    let (clock, log) = (clock(), Arc::new(EventLog::new()));
+    let store = MemoryStore::with_clock(Arc::new(clock.clone())).with_sink(log.clone());
+    let want = lifecycle(&store, &clock);
+    assert_eq!(kinds(&log), want);
+}
+
+#[test]
+fn file_store_emits_every_task_event_and_corrupt_files() {
+    let (clock, log) = (clock(), Arc::new(EventLog::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .sink(log.clone())
+        .open()
+        .unwrap();
+    let want = lifecycle(&store, &clock);
+    assert_eq!(kinds(&log), want);
+    let first = &log.snapshot()[0].event;
+    assert_eq!(first.data["status"], "working");
+    assert_eq!(first.data["revision"], 1);
+
+    std::fs::write(dir.path().join("active").join("broken.json"), b"{").unwrap();
+    store.list(&taskstore::ListQuery::all()).unwrap();
+    let last = log.snapshot().pop().unwrap().event;
+    assert_eq!(last.kind, "task.corrupt_set_aside");
+    assert!(
+        last.data["path"].as_str().unwrap().ends_with("broken.json"),
+        "{last:?}"
+    );
+}
+
+struct Panicking;
+
+impl EventSink for Panicking {
+    fn emit(&self, _: &Event) {
+        panic!("this sink always panics");
+    }
+}
+
+#[test]
+fn a_panicking_sink_never_breaks_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .sink(Arc::new(Panicking))
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    assert_eq!(
+        store.get(&task.id).unwrap().unwrap().status,
+        taskstore::TaskStatus::Completed
+    );
+    assert_eq!(store.sink_panics(), 2);
+    // The lock was released before the sink ran: another handle can write.
+    let other = FileStore::open(dir.path()).unwrap();
+    other
+        .create(NewTask::new().id(task.id.clone()))
+        .unwrap_err();
+    let t2 = other.create(NewTask::new()).unwrap();
+    assert!(store.cancel(&t2.id, None).unwrap().is_applied());
+
+    let memory = MemoryStore::new().with_sink(Arc::new(Panicking));
+    memory.create(NewTask::new()).unwrap();
+    assert_eq!(memory.sink_panics(), 1);
+}
+
+/// A sink that writes to the task it hears about, through its own store
+/// handle: if the store called it while holding the task's lock, this would
+/// deadlock.
+struct WritesBack(std::sync::OnceLock<Arc<dyn TaskStore>>);
+
+impl EventSink for WritesBack {
+    fn emit(&self, event: &Event) {
+        if event.kind == "task.created" {
+            let id = taskstore::TaskId::parse(event.data["taskId"].as_str().unwrap()).unwrap();
+            let store = self.0.get().unwrap();
+            let _ = store
+                .update(&id, TaskUpdate::new().metadata("seen", true))
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn sinks_run_outside_the_store_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(WritesBack(std::sync::OnceLock::new()));
+    let _ = sink.0.set(Arc::new(FileStore::open(dir.path()).unwrap()));
+    let store = FileStore::builder(dir.path())
+        .sink(sink.clone())
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    assert_eq!(store.get(&task.id).unwrap().unwrap().metadata["seen"], true);
+
+    // The memory store's sink may even call back into the same store.
+    let sink = Arc::new(WritesBack(std::sync::OnceLock::new()));
+    let memory = Arc::new(MemoryStore::new().with_sink(sink.clone()));
+    let _ = sink.0.set(memory.clone());
+    let task = memory.create(NewTask::new()).unwrap();
+    assert_eq!(
+        memory.get(&task.id).unwrap().unwrap().metadata["seen"],
+        true
+    );
+}
