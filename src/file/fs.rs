@@ -257,3 +257,13 @@ mod fault {
         }
     }
 }
+
+#[cfg(all(test, not(feature = "fault-injection")))]
+mod tests {
+    /// Without the feature the seam holds nothing: every call is the plain
+    /// call behind an inlined `Ok(())`.
+    #[test]
+    fn the_seam_is_zero_sized_without_fault_injection() {
+        assert_eq!(std::mem::size_of::<super::Fs>(), 0);
+    }
+}

@@ -1,0 +1,256 @@
+//! Helpers shared by the integration tests: child processes, polling, ids.
+//!
+//! Multi-process tests spawn this very test binary as their children, the way
+//! `sled`'s crash tests do: the child runs the same test function (`--exact`),
+//! which sees [`ROLE_VAR`] in its environment and plays the role it names
+//! instead of the parent's part.
+
+#![allow(dead_code)] // every test binary uses a different subset
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use taskstore::{Task, TaskId};
+
+/// The environment variable that turns a test run into a child's role.
+pub const ROLE_VAR: &str = "TASKSTORE_TEST_ROLE";
+/// The child's arguments, one per line.
+pub const ARGS_VAR: &str = "TASKSTORE_TEST_ARGS";
+
+/// How long a poll may wait before the test counts as hung. Generous on
+/// purpose: it only ever fails a test that would otherwise never end.
+pub const HANG: Duration = Duration::from_secs(180);
+
+/// The role this process plays, if it is a child: its name and arguments.
+pub fn role() -> Option<(String, Vec<String>)> {
+    let name = std::env::var(ROLE_VAR).ok()?;
+    let args = std::env::var(ARGS_VAR)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Some((name, args))
+}
+
+/// Starts this test binary as a child running only `test` in `role`.
+/// Its stderr goes to `<dir>/<role>-<n>.stderr` so a failing child's panic
+/// message can be shown by [`finish`].
+pub fn spawn(dir: &Path, test: &str, role: &str, args: &[String]) -> Running {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let stderr_path = unique_path(dir, &format!("{role}.stderr"));
+    let stderr = File::create(&stderr_path).expect("child stderr file");
+    let child = Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, role)
+        .env(ARGS_VAR, args.join("\n"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn a child test process");
+    Running {
+        child,
+        stderr_path,
+        role: role.to_owned(),
+    }
+}
+
+/// A child process and where its stderr goes.
+pub struct Running {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+    pub role: String,
+}
+
+impl Running {
+    /// Waits for the child and fails the test, with its stderr, unless it
+    /// exited successfully.
+    pub fn finish(mut self) {
+        let status = self.child.wait().expect("wait for a child");
+        if !status.success() {
+            let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            panic!(
+                "child {} failed with {status}; its stderr:\n{stderr}",
+                self.role
+            );
+        }
+    }
+
+    /// Panics with the child's stderr if it has already exited unsuccessfully
+    /// (so a parent waiting on it fails at once, with the reason).
+    pub fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("poll a child")
+            && !status.success()
+        {
+            let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            panic!(
+                "child {} failed with {status}; its stderr:\n{stderr}",
+                self.role
+            );
+        }
+    }
+
+    /// Kills the child with `SIGKILL` (what `Child::kill` sends on Unix) and
+    /// reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        self.child.wait().expect("reap a killed child");
+    }
+}
+
+fn unique_path(dir: &Path, name: &str) -> PathBuf {
+    for n in 0.. {
+        let p = dir.join(format!("{n}-{name}"));
+        if !p.exists() {
+            return p;
+        }
+    }
+    unreachable!()
+}
+
+/// Polls `cond` every few milliseconds until it holds. Panics only after
+/// [`HANG`], i.e. when the test would otherwise hang.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < HANG, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// [`wait_until`], failing early with a child's stderr if one of `children`
+/// fails meanwhile.
+pub fn wait_for(children: &mut [Running], what: &str, mut cond: impl FnMut() -> bool) {
+    wait_until(what, || {
+        children.iter_mut().for_each(Running::check_alive);
+        cond()
+    });
+}
+
+/// Creates the file `path` (a flag other processes poll for).
+pub fn touch(path: &Path) {
+    File::create(path).expect("create a flag file");
+}
+
+/// Writes `contents` to `path` atomically (temp file + rename), so that a
+/// process polling for `path` never reads it half-written.
+pub fn write_atomic(path: &Path, contents: &[u8]) {
+    let temp = path.with_extension("partial");
+    let mut f = File::create(&temp).expect("create a result file");
+    f.write_all(contents).expect("write a result file");
+    drop(f);
+    fs::rename(&temp, path).expect("publish a result file");
+}
+
+/// Writes tasks as JSON lines to `path`, atomically.
+pub fn write_tasks(path: &Path, tasks: &[Task]) {
+    let mut out = Vec::new();
+    for t in tasks {
+        serde_json::to_writer(&mut out, t).expect("encode a task");
+        out.push(b'\n');
+    }
+    write_atomic(path, &out);
+}
+
+/// Reads tasks written by [`write_tasks`].
+pub fn read_tasks(path: &Path) -> Vec<Task> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("decode a task line"))
+        .collect()
+}
+
+/// A task id from a prefix and a number (`race-0042`).
+pub fn id(prefix: &str, n: usize) -> TaskId {
+    TaskId::parse(&format!("{prefix}-{n:04}")).expect("a valid test id")
+}
+
+/// A small deterministic random number generator (xorshift64*), so that tests
+/// need no extra dependency and a failing seed can be replayed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A seed from the time and the process id, printed so it can be replayed.
+    pub fn from_entropy(what: &str) -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let seed = nanos ^ (u64::from(std::process::id()) << 32);
+        eprintln!("{what}: seed {seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// The files in one of the store's directories (empty if it is missing).
+pub fn files_in(store: &Path, dir: &str) -> Vec<String> {
+    match fs::read_dir(store.join(dir)) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .map(|e| e.expect("read a directory entry").file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Terminal tasks still in `active/`: terminal moves interrupted between
+/// their two steps (write the terminal task in place, rename it into
+/// `done/`). The next sweep, or the next locked access, finishes them.
+/// Reads the files raw (FORMAT.md: `{"format":1,"task":{..}}`).
+pub fn unmoved(store: &Path) -> Vec<String> {
+    files_in(store, "active")
+        .into_iter()
+        .filter(|name| {
+            let Ok(bytes) = fs::read(store.join("active").join(name)) else {
+                return false; // moved or removed since it was listed
+            };
+            let file: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            matches!(
+                file["task"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+        .collect()
+}
+
+/// Ids with a file in both `active/` and `done/`: a state no writer leaves
+/// (a terminal move is one rename), checked as an invariant.
+pub fn half_moved(store: &Path) -> Vec<String> {
+    let done = files_in(store, "done");
+    files_in(store, "active")
+        .into_iter()
+        .filter(|n| done.contains(n))
+        .collect()
+}

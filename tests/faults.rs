@@ -1,0 +1,558 @@
+//! I/O faults, the SQLite way: for every store operation, make the Nth call
+//! through the file-system seam fail (EIO and ENOSPC, once or for good), for
+//! every N until the operation gets through untouched. Each time:
+//!
+//! - the call fails with an [`Error::Io`] naming the operation and a path in
+//!   the store, or succeeds (some failures, like removing an already
+//!   superseded file, are not the caller's problem);
+//! - afterwards — faults off, store reopened — every task is entirely its old
+//!   version or entirely its new one (whole `Task` values compared), tasks the
+//!   operation does not touch are unchanged, and a success means the new state;
+//! - every invariant holds: nothing corrupt, no temp files after the reopen,
+//!   no unfinished terminal move after a sweep, never a task in both areas.
+//!
+//! The old and new states come from running the operation without faults on
+//! the same fixture under a `ManualClock`, so they are exact.
+//! `TASKSTORE_FAULT_EXTRA_TASKS=n` adds n running and n finished tasks to the
+//! fixture, which lengthens the sweeps of the whole-store operations.
+
+#![cfg(feature = "fault-injection")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::{
+    Durability, Error, Fault, FaultInjector, FileStore, ListQuery, ManualClock, NewTask, Task,
+    TaskId, TaskStatus, TaskStore, TaskUpdate,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+
+/// When the operations under test run: the dead owner's leases have lapsed,
+/// the `expiring-*` tasks have expired.
+fn now() -> OffsetDateTime {
+    T0 + Duration::from_secs(10)
+}
+
+/// Every task id the fixture and the operations use.
+const KNOWN: &[&str] = &[
+    "orphan-1",
+    "orphan-2",
+    "target",
+    "other-working",
+    "other-input",
+    "other-done",
+    "expiring-active",
+    "expiring-done",
+    "new-task",
+];
+
+fn tid(s: &str) -> TaskId {
+    TaskId::parse(s).unwrap()
+}
+
+fn extra_tasks() -> usize {
+    std::env::var("TASKSTORE_FAULT_EXTRA_TASKS")
+        .ok()
+        .map(|v| v.parse().expect("TASKSTORE_FAULT_EXTRA_TASKS is a number"))
+        .unwrap_or(0)
+}
+
+fn all_ids() -> Vec<TaskId> {
+    let mut ids: Vec<TaskId> = KNOWN.iter().map(|s| tid(s)).collect();
+    for i in 0..extra_tasks() {
+        ids.push(common::id("extra-working", i));
+        ids.push(common::id("extra-done", i));
+    }
+    ids
+}
+
+/// Temp directories on tmpfs when there is one: the seam still sees every
+/// fsync, but the sweep does not wait for a disk.
+fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("taskstore-faults")
+            .tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().unwrap()
+}
+
+fn build_fixture(store: &Path) {
+    let clock = ManualClock::new(T0);
+    let open = |instance: &str, lease: u64| {
+        FileStore::builder(store)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(Duration::from_secs(lease))
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap()
+    };
+    let dead = open("dead", 1);
+    for id in ["orphan-1", "orphan-2"] {
+        dead.create(NewTask::new().id(tid(id))).unwrap();
+    }
+    let owner = open("owner", 3600);
+    owner
+        .create(NewTask::new().id(tid("target")).metadata("a", 1))
+        .unwrap();
+    let _ = owner
+        .update(&tid("target"), TaskUpdate::new().status_message("started"))
+        .unwrap();
+    owner
+        .create(NewTask::new().id(tid("other-working")))
+        .unwrap();
+    owner.create(NewTask::new().id(tid("other-input"))).unwrap();
+    let _ = owner
+        .update(
+            &tid("other-input"),
+            TaskUpdate::new()
+                .status(TaskStatus::InputRequired)
+                .input_requests(json!({"q": "?"})),
+        )
+        .unwrap();
+    owner.create(NewTask::new().id(tid("other-done"))).unwrap();
+    let _ = owner.complete(&tid("other-done"), json!("ok")).unwrap();
+    let ttl = Duration::from_secs(5);
+    owner
+        .create(NewTask::new().id(tid("expiring-active")).ttl(ttl))
+        .unwrap();
+    owner
+        .create(NewTask::new().id(tid("expiring-done")).ttl(ttl))
+        .unwrap();
+    let _ = owner.cancel(&tid("expiring-done"), None).unwrap();
+    for i in 0..extra_tasks() {
+        owner
+            .create(NewTask::new().id(common::id("extra-working", i)))
+            .unwrap();
+        let done = common::id("extra-done", i);
+        owner.create(NewTask::new().id(done.clone())).unwrap();
+        let _ = owner.complete(&done, json!(i)).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Leftovers of a crashed writer: a temp file, and a terminal move stopped
+/// between its two steps (the terminal task still in `active/`).
+fn plant_leftovers(store: &Path) {
+    fs::write(store.join("tmp/target.999999.7.tmp"), b"{\"format\":1,\"ta").unwrap();
+    fs::rename(
+        store.join("done/other-done.json"),
+        store.join("active/other-done.json"),
+    )
+    .unwrap();
+}
+
+/// Two files that are not readable tasks, for `list` to set aside.
+const PLANTED_CORRUPT: usize = 2;
+fn plant_corrupt(store: &Path) {
+    fs::write(store.join("active/garbage.json"), b"{ not json").unwrap();
+    fs::write(store.join("done/empty.json"), b"").unwrap();
+}
+
+fn nothing(_: &Path) {}
+
+type Call = fn(&FileStore) -> taskstore::Result<String>;
+
+/// One store operation under test.
+struct Scenario {
+    /// The instance id of the handle that runs it.
+    instance: &'static str,
+    /// Whether the store starts as the fixture (or does not exist yet).
+    fixture: bool,
+    /// Puts extra files in place right before the operation runs.
+    plant: fn(&Path),
+    /// `None`: the operation is opening the store.
+    call: Option<Call>,
+    /// How many files `list` is expected to have set aside in the end.
+    quarantined: usize,
+}
+
+impl Scenario {
+    fn op(call: Call) -> Scenario {
+        Scenario {
+            instance: "owner",
+            fixture: true,
+            plant: nothing,
+            call: Some(call),
+            quarantined: 0,
+        }
+    }
+}
+
+/// What one run of a scenario did.
+struct Case {
+    dir: tempfile::TempDir,
+    result: taskstore::Result<String>,
+    fired: Vec<(taskstore::FsOp, PathBuf)>,
+    /// Each task as the faulted handle itself reads it, faults off, before reopening.
+    seen_by_handle: BTreeMap<TaskId, Option<Task>>,
+}
+
+impl Case {
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(now()))
+}
+
+fn run_case(sc: &Scenario, template: &Path, arm: Option<(u64, Fault, bool)>) -> Case {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    if sc.fixture {
+        copy_dir(template, &store);
+    }
+    let faults = FaultInjector::new();
+    let builder = || {
+        FileStore::builder(&store)
+            .clock(clock())
+            .instance_id(sc.instance)
+            .fault_injector(faults.clone())
+    };
+    let arm = || {
+        if let Some((n, fault, sticky)) = arm {
+            faults.fail_nth(n, fault, sticky);
+        }
+    };
+    let mut seen_by_handle = BTreeMap::new();
+    let result = match sc.call {
+        None => {
+            (sc.plant)(&store);
+            arm();
+            builder().open().map(|_| "opened".to_owned())
+        }
+        Some(call) => {
+            let s = builder().open().expect("open before faults are armed");
+            (sc.plant)(&store);
+            arm();
+            let result = call(&s);
+            faults.disarm();
+            for id in all_ids() {
+                let t = s
+                    .get(&id)
+                    .unwrap_or_else(|e| panic!("the faulted handle cannot read {id}: {e}"));
+                seen_by_handle.insert(id, t);
+            }
+            result
+        }
+    };
+    Case {
+        dir,
+        result,
+        fired: faults.fired(),
+        seen_by_handle,
+    }
+}
+
+/// Every known task, read through a freshly opened handle without faults.
+fn snapshot(store: &Path) -> BTreeMap<TaskId, Option<Task>> {
+    let s = FileStore::builder(store)
+        .clock(clock())
+        .instance_id("checker")
+        .open()
+        .unwrap_or_else(|e| panic!("the store does not reopen: {e}"));
+    all_ids()
+        .into_iter()
+        .map(|id| {
+            let t = s
+                .get(&id)
+                .unwrap_or_else(|e| panic!("{id} unreadable: {e}"));
+            (id, t)
+        })
+        .collect()
+}
+
+/// The invariants that hold after any failure, once the store is reopened.
+fn check_invariants(store: &Path, sc: &Scenario, what: &str) {
+    let s = FileStore::builder(store)
+        .clock(clock())
+        .instance_id("checker")
+        .open()
+        .unwrap_or_else(|e| panic!("{what}: the store does not reopen: {e}"));
+    assert_eq!(
+        common::files_in(store, "tmp"),
+        Vec::<String>::new(),
+        "{what}: temp files after reopen"
+    );
+    assert_eq!(
+        common::half_moved(store),
+        Vec::<String>::new(),
+        "{what}: half-moved tasks after reopen"
+    );
+    let listed = s
+        .list(&ListQuery::all())
+        .unwrap_or_else(|e| panic!("{what}: list: {e}"));
+    let known = all_ids();
+    for t in &listed.tasks {
+        assert!(known.contains(&t.id), "{what}: unknown task {}", t.id);
+        assert!(t.revision >= 1);
+    }
+    assert_eq!(
+        common::files_in(store, "quarantine").len(),
+        sc.quarantined,
+        "{what}: files set aside as corrupt"
+    );
+    s.sweep_expired()
+        .unwrap_or_else(|e| panic!("{what}: sweep: {e}"));
+    assert_eq!(
+        common::files_in(store, "tmp"),
+        Vec::<String>::new(),
+        "{what}: temp files after sweep"
+    );
+    assert_eq!(
+        common::unmoved(store),
+        Vec::<String>::new(),
+        "{what}: unfinished terminal moves after sweep"
+    );
+    assert_eq!(
+        common::half_moved(store),
+        Vec::<String>::new(),
+        "{what}: half-moved tasks after sweep"
+    );
+}
+
+fn errno(fault: Fault) -> i32 {
+    match fault {
+        Fault::Eio => libc::EIO,
+        Fault::Enospc => libc::ENOSPC,
+    }
+}
+
+/// An injected failure must surface as `Error::Io` with the operation, a path
+/// of the store (or its parent) and the injected errno, all in its message.
+fn check_error(e: &Error, fault: Fault, store: &Path, what: &str) {
+    let Error::Io { op, path, source } = e else {
+        panic!("{what}: expected Error::Io, got {e:?}");
+    };
+    assert!(!op.is_empty(), "{what}: no operation named");
+    assert_eq!(source.raw_os_error(), Some(errno(fault)), "{what}: {e}");
+    // A new store's directory is made durable by an fsync of its parent.
+    assert!(
+        path.starts_with(store) || Some(path.as_path()) == store.parent(),
+        "{what}: {e} names a path outside the store"
+    );
+    let message = e.to_string();
+    assert!(
+        message.contains(op),
+        "{what}: {message:?} does not name {op:?}"
+    );
+    assert!(
+        message.contains(&path.display().to_string()),
+        "{what}: {message:?} does not name its path"
+    );
+}
+
+fn sweep(name: &str, sc: Scenario) {
+    // The fixture, built once per operation and copied for every case.
+    let fixture = tempdir();
+    let template = fixture.path().join("store");
+    build_fixture(&template);
+    let old = if sc.fixture {
+        snapshot(&template)
+    } else {
+        all_ids().into_iter().map(|id| (id, None)).collect()
+    };
+    let baseline = run_case(&sc, &template, None);
+    assert!(baseline.fired.is_empty());
+    let expected = match &baseline.result {
+        Ok(out) => out.clone(),
+        Err(e) => panic!("{name} fails without faults: {e}"),
+    };
+    let new = snapshot(&baseline.store());
+    check_invariants(&baseline.store(), &sc, name);
+    let mut injected = 0;
+    for fault in [Fault::Eio, Fault::Enospc] {
+        for sticky in [false, true] {
+            for n in 1.. {
+                assert!(n < 10_000, "{name}: the operation never gets through");
+                let what = format!("{name} with {fault:?} at call {n} (sticky: {sticky})");
+                let case = run_case(&sc, &template, Some((n, fault, sticky)));
+                let store = case.store();
+                if case.fired.is_empty() {
+                    // Past the operation's last call: it ran untouched.
+                    assert_eq!(case.result.as_ref().ok(), Some(&expected), "{what}");
+                    assert_eq!(snapshot(&store), new, "{what}");
+                    break;
+                }
+                injected += 1;
+                match &case.result {
+                    Ok(out) => assert_eq!(out, &expected, "{what}: succeeded differently"),
+                    Err(e) => check_error(e, fault, &store, &what),
+                }
+                for (id, t) in &case.seen_by_handle {
+                    assert!(
+                        t == &old[id] || t == &new[id],
+                        "{what}: the handle reads {id} as {t:?}"
+                    );
+                }
+                let after = snapshot(&store);
+                for (id, t) in &after {
+                    assert!(
+                        t == &old[id] || t == &new[id],
+                        "{what}: after reopening, {id} is {t:?}; old {:?}, new {:?}",
+                        old[id],
+                        new[id]
+                    );
+                }
+                if case.result.is_ok() {
+                    assert_eq!(after, new, "{what}: succeeded, so the new state");
+                }
+                check_invariants(&store, &sc, &what);
+            }
+        }
+    }
+    eprintln!("{name}: {injected} injected failures checked");
+    assert!(injected >= 4, "{name}: the operation made no fallible call");
+}
+
+fn debug<T: std::fmt::Debug>(r: taskstore::Result<T>) -> taskstore::Result<String> {
+    r.map(|v| format!("{v:?}"))
+}
+
+#[test]
+fn faults_in_open_of_a_new_store() {
+    sweep(
+        "open (new store)",
+        Scenario {
+            fixture: false,
+            call: None,
+            ..Scenario::op(|_| unreachable!())
+        },
+    );
+}
+
+#[test]
+fn faults_in_open_with_crash_leftovers() {
+    sweep(
+        "open (leftovers)",
+        Scenario {
+            plant: plant_leftovers,
+            call: None,
+            ..Scenario::op(|_| unreachable!())
+        },
+    );
+}
+
+#[test]
+fn faults_in_create() {
+    sweep(
+        "create",
+        Scenario::op(|s| debug(s.create(NewTask::new().id(tid("new-task")).metadata("k", "v")))),
+    );
+}
+
+#[test]
+fn faults_in_update() {
+    sweep(
+        "update",
+        Scenario::op(|s| {
+            debug(s.update(
+                &tid("target"),
+                TaskUpdate::new().status_message("changed").metadata("b", 2),
+            ))
+        }),
+    );
+}
+
+#[test]
+fn faults_in_complete() {
+    sweep(
+        "complete",
+        Scenario::op(|s| debug(s.complete(&tid("target"), json!({"answer": 42})))),
+    );
+}
+
+#[test]
+fn faults_in_fail() {
+    sweep(
+        "fail",
+        Scenario::op(|s| debug(s.fail(&tid("target"), json!({"code": "x"})))),
+    );
+}
+
+#[test]
+fn faults_in_cancel() {
+    sweep(
+        "cancel",
+        Scenario::op(|s| debug(s.cancel(&tid("target"), Some("stop".into())))),
+    );
+}
+
+#[test]
+fn faults_in_delete() {
+    sweep("delete", Scenario::op(|s| debug(s.delete(&tid("target")))));
+    sweep(
+        "delete (done)",
+        Scenario::op(|s| debug(s.delete(&tid("other-done")))),
+    );
+}
+
+#[test]
+fn faults_in_sweep_expired() {
+    sweep(
+        "sweep_expired",
+        Scenario {
+            plant: plant_leftovers,
+            ..Scenario::op(|s| debug(s.sweep_expired()))
+        },
+    );
+}
+
+#[test]
+fn faults_in_renew_lease() {
+    sweep(
+        "renew_lease",
+        Scenario::op(|s| debug(s.renew_lease(&tid("target")))),
+    );
+    sweep("renew_leases", Scenario::op(|s| debug(s.renew_leases())));
+}
+
+#[test]
+fn faults_in_reap_orphans() {
+    sweep(
+        "reap_orphans",
+        Scenario {
+            instance: "reaper",
+            ..Scenario::op(|s| debug(s.reap_orphans()))
+        },
+    );
+}
+
+#[test]
+fn faults_in_list_with_quarantine() {
+    sweep(
+        "list (quarantine)",
+        Scenario {
+            plant: plant_corrupt,
+            quarantined: PLANTED_CORRUPT,
+            ..Scenario::op(|s| debug(s.list(&ListQuery::all()).map(|p| p.tasks)))
+        },
+    );
+}

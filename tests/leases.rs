@@ -1,0 +1,630 @@
+//! Leases and orphan reaping.
+//!
+//! In one process, under a `ManualClock`, both backends: the edges of a lease
+//! (just before and at its lapse), renewal, ownership, terminal tasks.
+//! Across processes, on the system clock with short leases: a killed owner's
+//! tasks are reaped by another process, exactly those; a live owner that
+//! renews is never reaped; two reapers at once make one transition per task.
+//! The cross-process tests never assert on timing: they wait for conditions
+//! by polling, with a bound that only fails a hung test.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{id, read_tasks, spawn, touch, wait_for, wait_until, write_atomic, write_tasks};
+use serde_json::json;
+use taskstore::{
+    Durability, Error, FileStore, ListQuery, ManualClock, MemoryStore, NewTask, Task, TaskId,
+    TaskStatus, TaskStore, TaskUpdate, Transition,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+const LEASE: Duration = Duration::from_secs(10);
+
+/// The same scenario on both backends, each owned by instance `owner` with a
+/// 10 s lease on `clock`. The temp dir keeps the file store's directory alive.
+fn backends(clock: &ManualClock) -> Vec<(Box<dyn TaskStore>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .instance_id("owner")
+        .lease(LEASE)
+        .open()
+        .unwrap();
+    let memory = MemoryStore::with_clock(Arc::new(clock.clone()))
+        .with_instance_id("owner")
+        .with_lease(LEASE);
+    vec![(Box::new(file), Some(dir)), (Box::new(memory), None)]
+}
+
+// ---------------------------------------------------------------------------
+// One process, manual clock.
+
+#[test]
+fn lease_lapses_exactly_at_its_expiry() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let t = s.create(NewTask::new()).unwrap();
+        assert_eq!(t.owner.as_deref(), Some("owner"));
+        assert_eq!(t.lease_expires_at, Some(T0 + LEASE));
+
+        clock.set(T0 + LEASE - time::Duration::nanoseconds(1));
+        assert_eq!(
+            s.reap_orphans().unwrap(),
+            vec![],
+            "reaped before the lease lapsed"
+        );
+        assert_eq!(s.get(&t.id).unwrap(), Some(t.clone()));
+
+        clock.set(T0 + LEASE);
+        let reaped = s.reap_orphans().unwrap();
+        assert_eq!(
+            reaped.len(),
+            1,
+            "not reaped at the instant its lease lapsed"
+        );
+        let r = &reaped[0];
+        assert_eq!(r.id, t.id);
+        assert_eq!(r.status, TaskStatus::Failed);
+        assert_eq!(r.revision, t.revision + 1);
+        assert_eq!(r.last_updated_at, T0 + LEASE);
+        assert_eq!(r.lease_expires_at, None, "a terminal task holds no lease");
+        assert_eq!(
+            r.owner.as_deref(),
+            Some("owner"),
+            "the lost owner stays on record"
+        );
+        let error = r.error.as_ref().unwrap();
+        assert_eq!(error["code"], "orphaned");
+        assert_eq!(error["owner"], "owner");
+        assert_eq!(error["reapedBy"], "owner");
+        assert_eq!(error["leaseExpiredAt"], "2030-01-01T00:00:10Z");
+        assert_eq!(s.get(&t.id).unwrap().as_ref(), Some(r));
+        assert_eq!(s.reap_orphans().unwrap(), vec![], "reaped twice");
+        assert_eq!(
+            s.renew_lease(&t.id).unwrap(),
+            Transition::AlreadyTerminal(r.clone()),
+            "a reaped task cannot be renewed back to life"
+        );
+    }
+}
+
+#[test]
+fn renewal_bumps_revision_but_not_last_updated_at() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let t = s.create(NewTask::new()).unwrap();
+        clock.set(T0 + Duration::from_secs(4));
+        let Transition::Applied(r) = s.renew_lease(&t.id).unwrap() else {
+            panic!("renewal not applied")
+        };
+        assert_eq!(r.revision, t.revision + 1);
+        assert_eq!(
+            r.last_updated_at, t.last_updated_at,
+            "a client sees no change"
+        );
+        assert_eq!(
+            r.lease_expires_at,
+            Some(T0 + Duration::from_secs(4) + LEASE)
+        );
+        assert_eq!(s.get(&t.id).unwrap(), Some(r.clone()));
+
+        // The old lapse time passes harmlessly; the new one counts.
+        clock.set(T0 + LEASE);
+        assert_eq!(s.reap_orphans().unwrap(), vec![]);
+        clock.set(T0 + Duration::from_secs(4) + LEASE);
+        assert_eq!(s.reap_orphans().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn renew_leases_renews_every_running_task_of_this_instance() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let a = s.create(NewTask::new()).unwrap();
+        let b = s.create(NewTask::new()).unwrap();
+        let done = s.create(NewTask::new()).unwrap();
+        let done = s.complete(&done.id, json!(1)).unwrap().into_task();
+        let _ = s
+            .update(&b.id, TaskUpdate::new().status(TaskStatus::InputRequired))
+            .unwrap();
+        clock.set(T0 + Duration::from_secs(9));
+        assert_eq!(s.renew_leases().unwrap(), 2);
+        clock.set(T0 + Duration::from_secs(15));
+        assert_eq!(
+            s.reap_orphans().unwrap(),
+            vec![],
+            "renewed tasks were reaped"
+        );
+        assert_eq!(
+            s.get(&done.id).unwrap(),
+            Some(done.clone()),
+            "a terminal task was touched"
+        );
+        for id in [&a.id, &b.id] {
+            let t = s.get(id).unwrap().unwrap();
+            assert_eq!(
+                t.lease_expires_at,
+                Some(T0 + Duration::from_secs(9) + LEASE)
+            );
+        }
+    }
+}
+
+#[test]
+fn terminal_tasks_hold_no_lease() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let finished = [
+            s.create(NewTask::new()).unwrap(),
+            s.create(NewTask::new()).unwrap(),
+            s.create(NewTask::new()).unwrap(),
+        ];
+        let finished = [
+            s.complete(&finished[0].id, json!("r")).unwrap(),
+            s.fail(&finished[1].id, json!("e")).unwrap(),
+            s.cancel(&finished[2].id, None).unwrap(),
+        ]
+        .map(Transition::into_task);
+        clock.set(T0 + LEASE * 100);
+        assert_eq!(s.reap_orphans().unwrap(), vec![]);
+        for t in &finished {
+            assert_eq!(t.lease_expires_at, None);
+            assert_eq!(
+                s.renew_lease(&t.id).unwrap(),
+                Transition::AlreadyTerminal(t.clone())
+            );
+            assert_eq!(s.get(&t.id).unwrap().as_ref(), Some(t));
+        }
+        assert_eq!(s.renew_leases().unwrap(), 0);
+    }
+}
+
+#[test]
+fn expired_tasks_are_not_reaped() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let t = s
+            .create(NewTask::new().ttl(Duration::from_secs(5)))
+            .unwrap();
+        clock.set(T0 + LEASE);
+        assert_eq!(s.reap_orphans().unwrap(), vec![]);
+        assert!(matches!(s.renew_lease(&t.id), Err(Error::NotFound { .. })));
+    }
+}
+
+/// Two handles on one store directory: instances `a` and `b`.
+fn two_instances(clock: &ManualClock) -> (tempfile::TempDir, FileStore, FileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |instance: &str| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(LEASE)
+            .open()
+            .unwrap()
+    };
+    let (a, b) = (open("a"), open("b"));
+    (dir, a, b)
+}
+
+#[test]
+fn only_the_owner_renews() {
+    let clock = ManualClock::new(T0);
+    let (_dir, a, b) = two_instances(&clock);
+    let t = a.create(NewTask::new()).unwrap();
+    clock.set(T0 + Duration::from_secs(3));
+    match b.renew_lease(&t.id) {
+        Err(Error::NotOwner { id, owner }) => {
+            assert_eq!(id, t.id);
+            assert_eq!(owner.as_deref(), Some("a"));
+        }
+        other => panic!("renewal by a non-owner: {other:?}"),
+    }
+    assert_eq!(b.renew_leases().unwrap(), 0, "b owns nothing");
+    assert_eq!(
+        a.get(&t.id).unwrap(),
+        Some(t.clone()),
+        "a refused renewal changed the task"
+    );
+    let missing = TaskId::parse("missing").unwrap();
+    assert!(matches!(
+        b.renew_lease(&missing),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        a.renew_lease(&missing),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn writes_by_the_owner_renew_its_lease_and_others_do_not() {
+    let clock = ManualClock::new(T0);
+    let (_dir, a, b) = two_instances(&clock);
+    let t = a.create(NewTask::new()).unwrap();
+    clock.set(T0 + Duration::from_secs(3));
+    let by_b = b
+        .update(&t.id, TaskUpdate::new().status_message("from b"))
+        .unwrap()
+        .into_task();
+    assert_eq!(by_b.owner.as_deref(), Some("a"));
+    assert_eq!(by_b.lease_expires_at, t.lease_expires_at);
+    clock.set(T0 + Duration::from_secs(6));
+    let by_a = a
+        .update(&t.id, TaskUpdate::new().status_message("from a"))
+        .unwrap()
+        .into_task();
+    assert_eq!(
+        by_a.lease_expires_at,
+        Some(T0 + Duration::from_secs(6) + LEASE)
+    );
+    // b reaps nothing while a's lease holds, and a's task once it lapses.
+    clock.set(T0 + Duration::from_secs(6) + LEASE - time::Duration::nanoseconds(1));
+    assert_eq!(b.reap_orphans().unwrap(), vec![]);
+    clock.set(T0 + Duration::from_secs(6) + LEASE);
+    let reaped = b.reap_orphans().unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].error.as_ref().unwrap()["owner"], "a");
+    assert_eq!(reaped[0].error.as_ref().unwrap()["reapedBy"], "b");
+    assert_eq!(a.get(&t.id).unwrap().as_ref(), Some(&reaped[0]));
+}
+
+#[test]
+fn owner_finishing_and_reaper_race_first_writer_wins() {
+    const N: usize = 200;
+    let clock = ManualClock::new(T0);
+    let (_dir, owner, reaper) = two_instances(&clock);
+    let tasks: Vec<Task> = (0..N)
+        .map(|_| owner.create(NewTask::new()).unwrap())
+        .collect();
+    // The owner stalled past its lease and now completes while b reaps.
+    clock.set(T0 + LEASE);
+    let barrier = std::sync::Barrier::new(2);
+    let (completed, reaped) = std::thread::scope(|scope| {
+        let finishing = scope.spawn(|| {
+            barrier.wait();
+            tasks
+                .iter()
+                .rev()
+                .filter_map(|t| match owner.complete(&t.id, json!("done")).unwrap() {
+                    Transition::Applied(t) => Some(t),
+                    Transition::AlreadyTerminal(_) => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        let reaping = scope.spawn(|| {
+            barrier.wait();
+            let mut reaped = Vec::new();
+            while reaped.len()
+                + owner
+                    .list(&ListQuery::all())
+                    .unwrap()
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Completed)
+                    .count()
+                < N
+            {
+                reaped.extend(reaper.reap_orphans().unwrap());
+            }
+            reaped
+        });
+        (finishing.join().unwrap(), reaping.join().unwrap())
+    });
+    assert_eq!(completed.len() + reaped.len(), N, "one transition per task");
+    for t in completed.iter().chain(&reaped) {
+        assert_eq!(
+            owner.get(&t.id).unwrap().as_ref(),
+            Some(t),
+            "{} changed after its first terminal write",
+            t.id
+        );
+    }
+    eprintln!(
+        "owner completed {}, reaper reaped {}",
+        completed.len(),
+        reaped.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Several processes, system clock, short leases.
+
+/// A lease short enough to lapse quickly in a test.
+const SHORT_LEASE: Duration = Duration::from_millis(300);
+
+fn open(store: &Path, instance: &str, lease: Duration) -> FileStore {
+    FileStore::builder(store)
+        .instance_id(instance)
+        .lease(lease)
+        .open()
+        .expect("open the store")
+}
+
+fn child_args(store: &Path, work: &Path, rest: &[&str]) -> Vec<String> {
+    let mut v = vec![store.display().to_string(), work.display().to_string()];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
+fn dirs(args: &[String]) -> (PathBuf, PathBuf) {
+    (PathBuf::from(&args[0]), PathBuf::from(&args[1]))
+}
+
+/// Whether none of `ids` is still running.
+fn none_running(s: &FileStore, ids: &[TaskId]) -> bool {
+    ids.iter().all(|id| {
+        s.get(id)
+            .unwrap()
+            .is_none_or(|t: Task| t.status.is_terminal())
+    })
+}
+
+const DOOMED: usize = 20;
+
+#[test]
+fn killed_owner_is_reaped_by_another_process() {
+    if let Some((role, args)) = common::role() {
+        let (store, work) = dirs(&args);
+        return match role.as_str() {
+            "owner" => {
+                let s = open(&store, "doomed", SHORT_LEASE);
+                for i in 0..DOOMED {
+                    s.create(NewTask::new().id(id("doomed", i))).unwrap();
+                }
+                for i in 0..5 {
+                    s.create(NewTask::new().id(id("doomed-done", i))).unwrap();
+                    let _ = s.complete(&id("doomed-done", i), json!(i)).unwrap();
+                }
+                touch(&work.join("ready"));
+                loop {
+                    // A live owner: renews until it is killed.
+                    assert_eq!(s.renew_leases().unwrap(), DOOMED);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            "reaper" => {
+                let s = open(&store, "reaper", SHORT_LEASE);
+                let doomed: Vec<TaskId> = (0..DOOMED).map(|i| id("doomed", i)).collect();
+                let mut reaped = Vec::new();
+                wait_until("the dead owner's tasks to be reaped", || {
+                    reaped.extend(s.reap_orphans().unwrap());
+                    none_running(&s, &doomed)
+                });
+                write_tasks(&work.join("reaped.jsonl"), &reaped);
+            }
+            other => panic!("unknown role {other}"),
+        };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let test = "killed_owner_is_reaped_by_another_process";
+    // Tasks of a live instance with the default (30 s) lease: never reaped here.
+    let bystander = FileStore::builder(&store)
+        .instance_id("bystander")
+        .open()
+        .unwrap();
+    let bystanders: Vec<Task> = (0..5)
+        .map(|i| {
+            bystander
+                .create(NewTask::new().id(id("bystander", i)))
+                .unwrap()
+        })
+        .collect();
+
+    let owner = spawn(&work, test, "owner", &child_args(&store, &work, &[]));
+    let mut owner = [owner];
+    wait_for(&mut owner, "the owner's tasks", || {
+        work.join("ready").exists()
+    });
+    let [owner] = owner;
+    owner.kill();
+    let finished: Vec<Task> = (0..5)
+        .map(|i| bystander.get(&id("doomed-done", i)).unwrap().unwrap())
+        .collect();
+
+    spawn(&work, test, "reaper", &child_args(&store, &work, &[])).finish();
+    let reaped = read_tasks(&work.join("reaped.jsonl"));
+    let ids: BTreeSet<TaskId> = reaped.iter().map(|t| t.id.clone()).collect();
+    let expected: BTreeSet<TaskId> = (0..DOOMED).map(|i| id("doomed", i)).collect();
+    assert_eq!(ids, expected, "exactly the dead owner's running tasks");
+    assert_eq!(reaped.len(), DOOMED, "each reaped once");
+    for t in &reaped {
+        assert_eq!(t.status, TaskStatus::Failed);
+        let e = t.error.as_ref().unwrap();
+        assert_eq!(
+            (&e["code"], &e["owner"], &e["reapedBy"]),
+            (&json!("orphaned"), &json!("doomed"), &json!("reaper"))
+        );
+        assert_eq!(t.lease_expires_at, None);
+        assert_eq!(bystander.get(&t.id).unwrap().as_ref(), Some(t));
+    }
+    for t in bystanders.iter().chain(&finished) {
+        assert_eq!(
+            bystander.get(&t.id).unwrap().as_ref(),
+            Some(t),
+            "{} was touched",
+            t.id
+        );
+    }
+}
+
+const RENEWED: usize = 20;
+/// Long enough that only a process frozen for seconds misses a renewal.
+const RENEWER_LEASE: Duration = Duration::from_secs(3);
+
+#[test]
+fn renewing_owner_is_never_reaped() {
+    if let Some((role, args)) = common::role() {
+        let (store, work) = dirs(&args);
+        let stop = work.join("stop");
+        return match role.as_str() {
+            "renewer" => {
+                let s = FileStore::builder(&store)
+                    .instance_id("alive")
+                    .lease(RENEWER_LEASE)
+                    .durability(Durability::Eventual)
+                    .open()
+                    .unwrap();
+                let created: Vec<Task> = (0..RENEWED)
+                    .map(|i| s.create(NewTask::new().id(id("alive", i))).unwrap())
+                    .collect();
+                write_tasks(&work.join("created.jsonl"), &created);
+                while !stop.exists() {
+                    assert_eq!(s.renew_leases().unwrap(), RENEWED, "a task was reaped");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            "reaper" => {
+                let s = open(&store, "reaper", RENEWER_LEASE);
+                let mut passes = 0u64;
+                while !stop.exists() {
+                    let reaped = s.reap_orphans().unwrap();
+                    assert_eq!(reaped, vec![], "reaped a live owner's tasks");
+                    passes += 1;
+                    write_atomic(&work.join("passes"), passes.to_string().as_bytes());
+                }
+            }
+            other => panic!("unknown role {other}"),
+        };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let test = "renewing_owner_is_never_reaped";
+    let renewer = spawn(&work, test, "renewer", &child_args(&store, &work, &[]));
+    let mut children = vec![renewer];
+    wait_for(&mut children, "the renewer's tasks", || {
+        work.join("created.jsonl").exists()
+    });
+    let created = read_tasks(&work.join("created.jsonl"));
+    children.push(spawn(
+        &work,
+        test,
+        "reaper",
+        &child_args(&store, &work, &[]),
+    ));
+    // Run until every original lease has lapsed by a full lease more, so that
+    // without renewals each task would have been reaped.
+    let horizon = created
+        .iter()
+        .filter_map(|t| t.lease_expires_at)
+        .max()
+        .unwrap()
+        + RENEWER_LEASE;
+    wait_for(&mut children, "the original leases to lapse", || {
+        OffsetDateTime::now_utc() > horizon
+    });
+    let passes = || -> u64 {
+        fs::read_to_string(work.join("passes"))
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    let seen = passes();
+    wait_for(&mut children, "more reaper passes", || passes() >= seen + 3);
+    touch(&work.join("stop"));
+    for c in children {
+        c.finish();
+    }
+
+    let s = open(&store, "checker", RENEWER_LEASE);
+    for c in &created {
+        let t = s.get(&c.id).unwrap().unwrap();
+        assert_eq!(t.status, TaskStatus::Working, "{} was reaped", t.id);
+        assert_eq!(t.owner.as_deref(), Some("alive"));
+        assert!(t.revision > c.revision, "{} was never renewed", t.id);
+        assert!(t.lease_expires_at > c.lease_expires_at);
+    }
+}
+
+const ORPHANS: usize = 200;
+
+#[test]
+fn two_reapers_make_one_transition_per_task() {
+    if let Some((role, args)) = common::role() {
+        let (store, work) = dirs(&args);
+        return match role.as_str() {
+            "owner" => {
+                let s = FileStore::builder(&store)
+                    .instance_id("gone")
+                    .lease(SHORT_LEASE)
+                    .durability(Durability::Eventual)
+                    .open()
+                    .unwrap();
+                for i in 0..ORPHANS {
+                    s.create(NewTask::new().id(id("orphan", i))).unwrap();
+                }
+                // Exits without renewing: every lease lapses on its own.
+            }
+            "reaper" => {
+                let k = &args[2];
+                let s = open(&store, &format!("reaper-{k}"), SHORT_LEASE);
+                let orphans: Vec<TaskId> = (0..ORPHANS).map(|i| id("orphan", i)).collect();
+                touch(&work.join(format!("ready-{k}")));
+                wait_until("go", || work.join("go").exists());
+                let mut reaped = Vec::new();
+                wait_until("every orphan to be reaped", || {
+                    reaped.extend(s.reap_orphans().unwrap());
+                    s.list(&ListQuery::active()).unwrap().tasks.is_empty()
+                        && none_running(&s, &orphans)
+                });
+                write_tasks(&work.join(format!("reaped-{k}.jsonl")), &reaped);
+            }
+            other => panic!("unknown role {other}"),
+        };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let test = "two_reapers_make_one_transition_per_task";
+    let mut reapers: Vec<_> = ["0", "1"]
+        .iter()
+        .map(|k| spawn(&work, test, "reaper", &child_args(&store, &work, &[k])))
+        .collect();
+    spawn(&work, test, "owner", &child_args(&store, &work, &[])).finish();
+    wait_for(&mut reapers, "both reapers", || {
+        work.join("ready-0").exists() && work.join("ready-1").exists()
+    });
+    // The reapers start while the leases are still running out.
+    touch(&work.join("go"));
+    for r in reapers {
+        r.finish();
+    }
+
+    let s = open(&store, "checker", SHORT_LEASE);
+    let mut by: BTreeMap<TaskId, String> = BTreeMap::new();
+    for k in ["0", "1"] {
+        for t in read_tasks(&work.join(format!("reaped-{k}.jsonl"))) {
+            assert_eq!(
+                s.get(&t.id).unwrap().as_ref(),
+                Some(&t),
+                "the reaped version is final"
+            );
+            assert_eq!(
+                t.error.as_ref().unwrap()["reapedBy"],
+                json!(format!("reaper-{k}"))
+            );
+            if let Some(other) = by.insert(t.id.clone(), k.to_owned()) {
+                panic!("{} reaped by reaper {other} and reaper {k}", t.id);
+            }
+        }
+    }
+    assert_eq!(by.len(), ORPHANS, "every orphan reaped exactly once");
+    eprintln!(
+        "reaper 0 took {}, reaper 1 took {}",
+        by.values().filter(|k| *k == "0").count(),
+        by.values().filter(|k| *k == "1").count()
+    );
+}

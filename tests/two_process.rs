@@ -1,0 +1,536 @@
+//! Several processes on one store directory, for real: each test spawns this
+//! test binary as its children (see `common::spawn`), and checks the
+//! cross-process invariants of DESIGN.md — first writer wins, no lost
+//! updates, no torn reads — on what the children report and on the store.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{Rng, id, read_tasks, spawn, touch, wait_for, wait_until, write_atomic, write_tasks};
+use serde_json::json;
+use taskstore::{
+    Durability, Error, FileStore, ListQuery, NewTask, Task, TaskId, TaskStatus, TaskStore,
+    TaskUpdate, Transition,
+};
+
+/// Tasks in the race and torn-read tests.
+const TASKS: usize = 1_000;
+/// Processes that race.
+const RACERS: usize = 4;
+/// Updates per process in the lost-update test.
+const UPDATES_PER_PROCESS: usize = 250;
+
+fn open(store: &Path, instance: &str) -> FileStore {
+    FileStore::builder(store)
+        .instance_id(instance)
+        .open()
+        .expect("open the store")
+}
+
+/// A handle that skips fsync: for bulk setup, and for tests whose subject
+/// (what other processes read) fsync cannot change.
+fn open_fast(store: &Path, instance: &str) -> FileStore {
+    FileStore::builder(store)
+        .instance_id(instance)
+        .durability(Durability::Eventual)
+        .open()
+        .expect("open the store")
+}
+
+/// `(store dir, work dir for flags and reports)` from a child's arguments.
+fn dirs(args: &[String]) -> (PathBuf, PathBuf) {
+    (PathBuf::from(&args[0]), PathBuf::from(&args[1]))
+}
+
+fn args(store: &Path, work: &Path, rest: &[String]) -> Vec<String> {
+    let mut v = vec![store.display().to_string(), work.display().to_string()];
+    v.extend_from_slice(rest);
+    v
+}
+
+// ---------------------------------------------------------------------------
+// A lifecycle split across instances.
+
+#[test]
+fn lifecycle_split_across_instances() {
+    if let Some((role, args)) = common::role() {
+        return lifecycle_child(&role, &args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let test = "lifecycle_split_across_instances";
+    for role in ["create_in_a", "update_in_b", "complete_in_a", "fail_in_b"] {
+        spawn(&work, test, role, &args(&store, &work, &[])).finish();
+    }
+    let completed = read_tasks(&work.join("completed.jsonl")).remove(0);
+    let s = open(&store, "parent");
+    assert_eq!(s.get(&completed.id).unwrap().as_ref(), Some(&completed));
+    assert_eq!(s.list(&ListQuery::all()).unwrap().tasks, vec![completed]);
+    assert!(s.list(&ListQuery::active()).unwrap().tasks.is_empty());
+}
+
+fn lifecycle_child(role: &str, args: &[String]) {
+    let (store, work) = dirs(args);
+    let life = TaskId::parse("life").unwrap();
+    match role {
+        "create_in_a" => {
+            let a = open(&store, "A");
+            let t = a
+                .create(NewTask::new().id(life).metadata("step", "created in A"))
+                .unwrap();
+            assert_eq!(t.owner.as_deref(), Some("A"));
+            write_tasks(&work.join("created.jsonl"), &[t]);
+        }
+        "update_in_b" => {
+            let created = read_tasks(&work.join("created.jsonl")).remove(0);
+            let b = open(&store, "B");
+            assert_eq!(b.get(&life).unwrap(), Some(created.clone()));
+            let t = b
+                .update(
+                    &life,
+                    TaskUpdate::new()
+                        .status_message("updated in B")
+                        .metadata("b", 1),
+                )
+                .unwrap();
+            let Transition::Applied(t) = t else {
+                panic!("update in B not applied: {t:?}")
+            };
+            assert_eq!(t.revision, created.revision + 1);
+            assert_eq!(
+                t.owner.as_deref(),
+                Some("A"),
+                "an update does not change the owner"
+            );
+            assert_eq!(t.metadata["step"], "created in A");
+            write_tasks(&work.join("updated.jsonl"), &[t]);
+        }
+        "complete_in_a" => {
+            let updated = read_tasks(&work.join("updated.jsonl")).remove(0);
+            let a = open(&store, "A");
+            assert_eq!(a.get(&life).unwrap(), Some(updated.clone()));
+            let t = a.complete(&life, json!({"answer": 42})).unwrap();
+            let Transition::Applied(t) = t else {
+                panic!("complete in A not applied: {t:?}")
+            };
+            assert_eq!(t.status, TaskStatus::Completed);
+            assert_eq!(t.revision, updated.revision + 1);
+            assert_eq!(t.lease_expires_at, None, "a terminal task holds no lease");
+            write_tasks(&work.join("completed.jsonl"), &[t]);
+        }
+        "fail_in_b" => {
+            let completed = read_tasks(&work.join("completed.jsonl")).remove(0);
+            let b = open(&store, "B");
+            assert_eq!(b.get(&life).unwrap(), Some(completed.clone()));
+            let t = b.fail(&life, json!({"code": "too late"})).unwrap();
+            assert_eq!(t, Transition::AlreadyTerminal(completed.clone()));
+            let t = b
+                .update(&life, TaskUpdate::new().status_message("too late"))
+                .unwrap();
+            assert_eq!(t, Transition::AlreadyTerminal(completed.clone()));
+            assert_eq!(b.get(&life).unwrap(), Some(completed));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Four processes race complete / fail / cancel on the same tasks.
+
+#[test]
+fn four_processes_race_terminal_transitions() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "racer");
+        return racer(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let setup = open_fast(&store, "parent");
+    for i in 0..TASKS {
+        setup.create(NewTask::new().id(id("race", i))).unwrap();
+    }
+    drop(setup);
+    let mut children: Vec<_> = (0..RACERS)
+        .map(|k| {
+            spawn(
+                &work,
+                "four_processes_race_terminal_transitions",
+                "racer",
+                &args(&store, &work, &[k.to_string()]),
+            )
+        })
+        .collect();
+    wait_for(&mut children, "every racer to be ready", || {
+        (0..RACERS).all(|k| work.join(format!("ready-{k}")).exists())
+    });
+    touch(&work.join("go"));
+    for c in children {
+        c.finish();
+    }
+
+    let s = open(&store, "parent");
+    let finals: BTreeMap<TaskId, Task> = (0..TASKS)
+        .map(|i| {
+            let t = s.get(&id("race", i)).unwrap().expect("raced task exists");
+            (t.id.clone(), t)
+        })
+        .collect();
+    let mut applied_by: BTreeMap<TaskId, usize> = BTreeMap::new();
+    for k in 0..RACERS {
+        for t in read_tasks(&work.join(format!("applied-{k}.jsonl"))) {
+            assert_eq!(
+                &t, &finals[&t.id],
+                "the applied transition is the final one"
+            );
+            assert_eq!(t.revision, 2, "one write after creation");
+            if let Some(other) = applied_by.insert(t.id.clone(), k) {
+                panic!("task {} applied by racers {other} and {k}", t.id);
+            }
+        }
+        for t in read_tasks(&work.join(format!("already-{k}.jsonl"))) {
+            assert_eq!(
+                &t, &finals[&t.id],
+                "AlreadyTerminal returns the winner untouched"
+            );
+        }
+        // Every process then reads the same status, payload and lastUpdatedAt.
+        let seen = read_tasks(&work.join(format!("final-{k}.jsonl")));
+        assert_eq!(seen.len(), TASKS);
+        for t in seen {
+            assert_eq!(&t, &finals[&t.id], "racer {k} reads what everyone reads");
+        }
+    }
+    assert_eq!(
+        applied_by.len(),
+        TASKS,
+        "exactly one applied transition per task"
+    );
+    for (id, t) in &finals {
+        let k = applied_by[id];
+        assert!(t.is_terminal());
+        let by = match t.status {
+            TaskStatus::Completed => &t.result.as_ref().unwrap()["by"],
+            TaskStatus::Failed => &t.error.as_ref().unwrap()["by"],
+            _ => &json!(
+                t.status_message
+                    .as_deref()
+                    .unwrap()
+                    .trim_start_matches("by ")
+            ),
+        };
+        assert_eq!(
+            by,
+            &json!(k.to_string()),
+            "task {id} carries its winner's payload"
+        );
+    }
+    assert!(s.list(&ListQuery::active()).unwrap().tasks.is_empty());
+}
+
+fn racer(args: &[String]) {
+    let (store, work) = dirs(args);
+    let k: usize = args[2].parse().unwrap();
+    let s = open(&store, &format!("racer-{k}"));
+    let mut order: Vec<usize> = (0..TASKS).collect();
+    let mut rng = Rng::from_entropy(&format!("racer {k}"));
+    // Half of the racers go in the same order as another, to collide often.
+    if k % 2 == 1 {
+        rng.shuffle(&mut order);
+    }
+    touch(&work.join(format!("ready-{k}")));
+    wait_until("go", || work.join("go").exists());
+    let (mut applied, mut already) = (Vec::new(), Vec::new());
+    for i in order {
+        let tid = id("race", i);
+        let by = k.to_string();
+        let t = match rng.below(3) {
+            0 => s.complete(&tid, json!({ "by": by })),
+            1 => s.fail(&tid, json!({ "by": by })),
+            _ => s.cancel(&tid, Some(format!("by {by}"))),
+        }
+        .unwrap();
+        match t {
+            Transition::Applied(t) => applied.push(t),
+            Transition::AlreadyTerminal(t) => already.push(t),
+        }
+    }
+    write_tasks(&work.join(format!("applied-{k}.jsonl")), &applied);
+    write_tasks(&work.join(format!("already-{k}.jsonl")), &already);
+    touch(&work.join(format!("raced-{k}")));
+    wait_until("every racer to finish", || {
+        (0..RACERS).all(|j| work.join(format!("raced-{j}")).exists())
+    });
+    let seen: Vec<Task> = (0..TASKS)
+        .map(|i| s.get(&id("race", i)).unwrap().expect("raced task exists"))
+        .collect();
+    write_tasks(&work.join(format!("final-{k}.jsonl")), &seen);
+}
+
+// ---------------------------------------------------------------------------
+// No lost updates: four processes update one task.
+
+#[test]
+fn no_lost_updates_across_four_processes() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "updater");
+        return updater(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let s = open(&store, "parent");
+    let created = s
+        .create(NewTask::new().id(TaskId::parse("counter").unwrap()))
+        .unwrap();
+    let mut children: Vec<_> = (0..RACERS)
+        .map(|k| {
+            spawn(
+                &work,
+                "no_lost_updates_across_four_processes",
+                "updater",
+                &args(&store, &work, &[k.to_string()]),
+            )
+        })
+        .collect();
+    wait_for(&mut children, "every updater to be ready", || {
+        (0..RACERS).all(|k| work.join(format!("ready-{k}")).exists())
+    });
+    touch(&work.join("go"));
+    for c in children {
+        c.finish();
+    }
+
+    let t = s.get(&created.id).unwrap().unwrap();
+    let total = (RACERS * UPDATES_PER_PROCESS) as u64;
+    assert_eq!(t.revision, created.revision + total);
+    assert_eq!(t.metadata.len(), RACERS * UPDATES_PER_PROCESS);
+    for k in 0..RACERS {
+        for n in 0..UPDATES_PER_PROCESS {
+            assert_eq!(
+                t.metadata[&format!("p{k}-{n:03}")],
+                json!(n),
+                "key p{k}-{n}"
+            );
+        }
+    }
+    // Every applied write got its own revision: together they are exactly
+    // created+1 ..= created+1000, each once.
+    let mut revisions = BTreeSet::new();
+    for k in 0..RACERS {
+        let text = fs::read_to_string(work.join(format!("revisions-{k}"))).unwrap();
+        for r in text.lines() {
+            assert!(
+                revisions.insert(r.parse::<u64>().unwrap()),
+                "revision {r} twice"
+            );
+        }
+    }
+    let expected: BTreeSet<u64> = (created.revision + 1..=created.revision + total).collect();
+    assert_eq!(revisions, expected);
+}
+
+fn updater(args: &[String]) {
+    let (store, work) = dirs(args);
+    let k: usize = args[2].parse().unwrap();
+    let s = open(&store, &format!("updater-{k}"));
+    let counter = TaskId::parse("counter").unwrap();
+    touch(&work.join(format!("ready-{k}")));
+    wait_until("go", || work.join("go").exists());
+    let mut revisions = Vec::new();
+    for n in 0..UPDATES_PER_PROCESS {
+        let t = s
+            .update(
+                &counter,
+                TaskUpdate::new().metadata(format!("p{k}-{n:03}"), n),
+            )
+            .unwrap();
+        let Transition::Applied(t) = t else {
+            panic!("update not applied: {t:?}")
+        };
+        assert!(
+            revisions.last().is_none_or(|&last| t.revision > last),
+            "revisions rise within one process"
+        );
+        // The task as written holds this process's earlier keys: none lost.
+        for m in 0..=n {
+            assert!(t.metadata.contains_key(&format!("p{k}-{m:03}")));
+        }
+        revisions.push(t.revision);
+    }
+    let text: String = revisions.iter().map(|r| format!("{r}\n")).collect();
+    write_atomic(&work.join(format!("revisions-{k}")), text.as_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Torn-read guard: readers loop while writers update and complete.
+
+#[test]
+fn readers_never_see_torn_or_older_tasks() {
+    if let Some((role, args)) = common::role() {
+        return match role.as_str() {
+            "reader" => reader(&args),
+            "writer" => writer(&args),
+            other => panic!("unknown role {other}"),
+        };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let setup = open_fast(&store, "parent");
+    for i in 0..TASKS {
+        setup.create(NewTask::new().id(id("torn", i))).unwrap();
+    }
+    drop(setup);
+    let test = "readers_never_see_torn_or_older_tasks";
+    let mut readers: Vec<_> = (0..2)
+        .map(|r| {
+            spawn(
+                &work,
+                test,
+                "reader",
+                &args(&store, &work, &[r.to_string()]),
+            )
+        })
+        .collect();
+    wait_for(&mut readers, "both readers to have read once", || {
+        (0..2).all(|r| work.join(format!("ready-{r}")).exists())
+    });
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            spawn(
+                &work,
+                test,
+                "writer",
+                &args(&store, &work, &[w.to_string()]),
+            )
+        })
+        .collect();
+    for w in writers {
+        w.finish();
+    }
+    touch(&work.join("writers-done"));
+    for r in readers {
+        r.finish();
+    }
+
+    let s = open(&store, "parent");
+    let all = s.list(&ListQuery::all()).unwrap().tasks;
+    assert_eq!(all.len(), TASKS);
+    assert!(all.iter().all(Task::is_terminal));
+    assert!(common::files_in(&store, "quarantine").is_empty());
+    for r in 0..2 {
+        let stats = fs::read_to_string(work.join(format!("reader-{r}"))).unwrap();
+        eprintln!("reader {r}: {stats}");
+    }
+}
+
+/// Reads every task in a loop, by `list` and by `get`, until the writers are
+/// done (and once more after): every read must succeed, decode and never go
+/// back in revision; a terminal task must never change again.
+fn reader(args: &[String]) {
+    let (store, work) = dirs(args);
+    let r: usize = args[2].parse().unwrap();
+    let s = open(&store, &format!("reader-{r}"));
+    let mut seen: BTreeMap<TaskId, Task> = BTreeMap::new();
+    let (mut passes, mut reads, mut changes) = (0u64, 0u64, 0u64);
+    let mut observe = |t: Task, seen: &mut BTreeMap<TaskId, Task>| {
+        if let Some(last) = seen.get(&t.id) {
+            assert!(
+                t.revision >= last.revision,
+                "task {} went back from revision {} to {}",
+                t.id,
+                last.revision,
+                t.revision
+            );
+            if last.is_terminal() {
+                assert_eq!(&t, last, "a terminal task changed");
+            }
+            if t.revision > last.revision {
+                changes += 1;
+            }
+        }
+        seen.insert(t.id.clone(), t);
+    };
+    loop {
+        let last_pass = work.join("writers-done").exists();
+        let listed = s
+            .list(&ListQuery::all())
+            .unwrap_or_else(|e| panic!("list failed: {e}"));
+        // A task moves `active/` -> `done/` by writing the new file first, so
+        // a listing never misses one. (This also needs `readdir` to return a
+        // name that a rename replaces during the listing: ext4 does, tmpfs on
+        // recent kernels does not; see CONSISTENCY.md.)
+        if listed.tasks.len() != TASKS {
+            let listed: BTreeSet<&TaskId> = listed.tasks.iter().map(|t| &t.id).collect();
+            let missed: Vec<String> = (0..TASKS)
+                .map(|i| id("torn", i))
+                .filter(|id| !listed.contains(id))
+                .map(|id| format!("{id}: now {:?}", s.get(&id).map(|t| t.map(|t| t.status))))
+                .collect();
+            panic!("list missed {} live tasks: {missed:?}", missed.len());
+        }
+        for t in listed.tasks {
+            observe(t, &mut seen);
+        }
+        for i in 0..TASKS {
+            let t = s
+                .get(&id("torn", i))
+                .unwrap_or_else(|e| panic!("get failed: {e}"))
+                .unwrap_or_else(|| panic!("task {i} missing"));
+            observe(t, &mut seen);
+        }
+        reads += 2 * TASKS as u64;
+        passes += 1;
+        if passes == 1 {
+            touch(&work.join(format!("ready-{r}")));
+        }
+        if last_pass {
+            break;
+        }
+    }
+    assert!(
+        common::files_in(&store, "quarantine").is_empty(),
+        "a reader set a file aside as corrupt"
+    );
+    let stats = format!("{passes} passes, {reads} reads, {changes} revision changes seen");
+    write_atomic(&work.join(format!("reader-{r}")), stats.as_bytes());
+}
+
+/// Updates every task twice, then completes half of them (the other writer
+/// the other half); the two writers go in opposite directions.
+fn writer(args: &[String]) {
+    let (store, _) = dirs(args);
+    let w: usize = args[2].parse().unwrap();
+    // No fsync: what another process reads does not depend on it.
+    let s = open_fast(&store, &format!("writer-{w}"));
+    let mut order: Vec<usize> = (0..TASKS).collect();
+    if w == 1 {
+        order.reverse();
+    }
+    for i in order {
+        let tid = id("torn", i);
+        for n in 0..2 {
+            let t = s
+                .update(
+                    &tid,
+                    TaskUpdate::new()
+                        .status_message(format!("writer {w} pass {n}"))
+                        .metadata(format!("w{w}-{n}"), "x".repeat(64 * (i % 32))),
+                )
+                .unwrap();
+            assert!(t.is_applied() || i % 2 != w, "{t:?}");
+        }
+        if i % 2 == w {
+            let t = s.complete(&tid, json!({ "writer": w })).unwrap();
+            assert!(t.is_applied(), "only this writer completes task {i}");
+        }
+    }
+    // Never a torn task for the writer either.
+    match s.get(&id("torn", 0)) {
+        Ok(Some(_)) => {}
+        Ok(None) => panic!("task vanished"),
+        Err(e @ Error::Corrupt { .. }) => panic!("{e}"),
+        Err(e) => panic!("{e}"),
+    }
+}
