@@ -188,7 +188,11 @@ impl FileStoreBuilder {
             notifier: self.notifier,
         };
         recovery::ensure_marker(&store)?;
-        recovery::recover(&store)?;
+        // Crash leftovers: dead writers' temp files. Only names in `tmp/` are
+        // read, never a task file. (An interrupted terminal move needs no
+        // repair to be read right; the next write, list or sweep of that
+        // task finishes it.)
+        recovery::clean_temp_files(&store)?;
         Ok(store)
     }
 }
@@ -303,19 +307,30 @@ impl FileStore {
     /// Writes `task` into `area` atomically, without the directory fsync:
     /// after a power loss the write may be undone, never torn.
     fn write_file(&self, area: Area, task: &Task) -> Result<()> {
-        let bytes = codec::wrap(&self.limits.encode(task)?);
-        let dest = self.layout.task(area, &task.id);
-        let (mut file, temp) = self.create_temp(&task.id)?;
+        self.write_encoded(area, &task.id, &self.limits.encode(task)?)
+    }
+
+    /// [`write_file`](Self::write_file) of a task already encoded (and so
+    /// already checked against the payload cap).
+    fn write_encoded(&self, area: Area, id: &TaskId, task_json: &[u8]) -> Result<()> {
+        self.replace(id, &self.layout.task(area, id), &codec::wrap(task_json))
+    }
+
+    /// Puts `bytes` at `dest` atomically: a temp file named for `id` (so
+    /// cleanup takes the stripe lock the caller holds), written, fsynced
+    /// under `Immediate`, renamed over `dest`. No directory fsync.
+    fn replace(&self, id: &TaskId, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let (mut file, temp) = self.create_temp(id)?;
         let written = self
             .fs
-            .write_all(&mut file, &temp, &bytes)
+            .write_all(&mut file, &temp, bytes)
             .map_err(|e| Error::io("write", &temp, e))
             .and_then(|()| self.sync_file(&file, &temp))
             .and_then(|()| {
                 drop(file);
                 self.fs
-                    .rename(&temp, &dest)
-                    .map_err(|e| Error::io("rename into", &dest, e))
+                    .rename(&temp, dest)
+                    .map_err(|e| Error::io("rename into", dest, e))
             });
         if let Err(e) = written {
             // The temp file is not the task; a failed removal is retried by
@@ -499,7 +514,9 @@ impl TaskStore for FileStore {
         let now = self.clock.now();
         let mut task = new.into_task(id.clone(), now);
         self.lease.claim(&mut task, now);
-        self.limits.encode(&task)?;
+        // Encoded once: the cap is checked before any I/O, and these bytes
+        // are what is written.
+        let json = self.limits.encode(&task)?;
         if self.count_active()? >= self.limits.max_active {
             // Expired tasks still have files; make room before refusing.
             recovery::sweep_area(self, Area::Active, now)?;
@@ -519,7 +536,8 @@ impl TaskStore for FileStore {
                 // An expired task is gone for every reader; its file makes way.
                 self.remove_if_present(found.area, &id)?;
             }
-            self.write(Area::Active, &task)?;
+            self.write_encoded(Area::Active, &id, &json)?;
+            self.sync_area(Area::Active)?;
         }
         self.notifier.task(TaskEventKind::Created, &task);
         Ok(task)

@@ -32,10 +32,7 @@ pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout, durability: Durability) -> 
             if durability == Durability::Immediate
                 && let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
             {
-                let dir =
-                    fs::open_read(parent).map_err(|e| Error::io("open directory", parent, e))?;
-                fs.sync_dir(&dir, parent)
-                    .map_err(|e| Error::io("fsync directory", parent, e))?;
+                sync_dir_at(fs, parent)?;
             }
         }
         Err(e) => return Err(Error::io("stat", root, e)),
@@ -89,31 +86,18 @@ pub(super) fn ensure_marker(store: &FileStore) -> Result<()> {
         return check_format(&path, format);
     }
     let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
-    let (mut file, temp) = store.create_temp(&id)?;
-    let written = store
-        .fs
-        .write_all(&mut file, &temp, bytes.as_bytes())
-        .map_err(|e| Error::io("write", &temp, e))
-        .and_then(|()| store.sync_file(&file, &temp))
-        .and_then(|()| {
-            store
-                .fs
-                .rename(&temp, &path)
-                .map_err(|e| Error::io("rename into", &path, e))
-        });
-    if let Err(e) = written {
-        let _ = store.fs.remove_file(&temp);
-        return Err(e);
-    }
+    store.replace(&id, &path, bytes.as_bytes())?;
     if store.durability == Durability::Immediate {
-        let root = fs::open_read(&store.layout.root)
-            .map_err(|e| Error::io("open directory", &store.layout.root, e))?;
-        store
-            .fs
-            .sync_dir(&root, &store.layout.root)
-            .map_err(|e| Error::io("fsync directory", &store.layout.root, e))?;
+        sync_dir_at(&store.fs, &store.layout.root)?;
     }
     Ok(())
+}
+
+/// Fsyncs the directory at `dir` (one not kept open by the store).
+fn sync_dir_at(fs: &Fs, dir: &Path) -> Result<()> {
+    let handle = fs::open_read(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    fs.sync_dir(&handle, dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 fn read_marker(path: &Path) -> Result<Option<u64>> {
@@ -135,16 +119,6 @@ fn check_format(path: &Path, found: u64) -> Result<()> {
             supported: FORMAT_VERSION,
         });
     }
-    Ok(())
-}
-
-/// What `open` does after a crash: removes dead writers' temp files. It
-/// reads names in `tmp/` only, never a task file: its cost follows what
-/// crashed writers left, not history. (A terminal move interrupted by a crash
-/// needs no repair to be read right; the next write, list or sweep of that
-/// task finishes it.)
-pub(super) fn recover(store: &FileStore) -> Result<()> {
-    clean_temp_files(store)?;
     Ok(())
 }
 
