@@ -242,6 +242,7 @@ impl TaskStore for MemoryStore {
             self.lease.after_write(task, now);
             reaped.push(task.clone());
         }
+        reaped.sort_by(Task::listing_order);
         for task in &reaped {
             self.notifier.task(TaskEventKind::Reaped, task);
         }

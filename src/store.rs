@@ -74,7 +74,8 @@ pub trait TaskStore: Send + Sync {
     /// Fails every running task whose lease has lapsed with a structured
     /// error (`{"code": "orphaned", "owner": ..}`) and returns those tasks.
     ///
-    /// Reads active tasks only. Safe at any moment, from any process, beside
+    /// Returned in listing order (`created_at`, then id). Reads active tasks
+    /// only. Safe at any moment, from any process, beside
     /// live traffic: each orphan is re-checked under its lock, and first
     /// writer wins decides every race with its owner.
     fn reap_orphans(&self) -> Result<Vec<Task>>;
@@ -274,7 +275,7 @@ impl ListQuery {
                 && !t.is_expired_at(now)
                 && cursor.as_ref().is_none_or(|c| c.is_before(t))
         });
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        tasks.sort_by(Task::listing_order);
         let next_cursor = match self.limit {
             Some(limit) if tasks.len() > limit => {
                 tasks.truncate(limit);

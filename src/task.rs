@@ -137,6 +137,11 @@ impl Task {
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()
     }
+
+    /// The order every listing uses: `created_at`, then id.
+    pub(crate) fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
+        (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
+    }
 }
 
 /// What to create: the builder passed to [`TaskStore::create`](crate::TaskStore::create).

@@ -663,7 +663,7 @@ impl TaskStore for FileStore {
             self.notifier.task(TaskEventKind::Reaped, &task);
             reaped.push(task);
         }
-        reaped.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        reaped.sort_by(Task::listing_order);
         Ok(reaped)
     }
 }

@@ -101,11 +101,18 @@ fn sync_dir_at(fs: &Fs, dir: &Path) -> Result<()> {
 }
 
 fn read_marker(path: &Path) -> Result<Option<u64>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut bytes = Vec::new();
+    match fs::open_read(path).and_then(|mut f| io::Read::read_to_end(&mut f, &mut bytes)) {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if fs::is_symlink_refusal(&e) => {
+            return Err(invalid(
+                path,
+                "the store marker is a symlink; the store follows none",
+            ));
+        }
         Err(e) => return Err(Error::io("read", path, e)),
-    };
+    }
     let marker: Marker = serde_json::from_slice(&bytes)
         .map_err(|e| invalid(path, &format!("unreadable store marker: {e}")))?;
     Ok(Some(marker.format))
