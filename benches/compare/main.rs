@@ -188,6 +188,7 @@ fn writes(c: &mut Criterion) {
                     WriteOp::Complete => &floor_bytes.1,
                     _ => &floor_bytes.0,
                 };
+
                 group.bench_function("floor", |b| {
                     b.iter_custom(|iters| {
                         let per = iters.div_ceil(writers as u64);
@@ -205,9 +206,77 @@ fn writes(c: &mut Criterion) {
                     })
                 });
                 group.finish();
+                if writers == 1 {
+                    paired(c, &peers[0], &floor, op, dname, bytes);
+                }
             }
         }
     }
+}
+
+/// One writer, `taskstore` and the floor taking turns operation by
+/// operation (which goes first alternates), so that the disk's drifting
+/// fsync latency weighs on both alike: the ratio to trust for the floor.
+fn paired(
+    c: &mut Criterion,
+    ts: &Arc<dyn Peer>,
+    floor: &Floor,
+    op: WriteOp,
+    dname: &str,
+    bytes: &[u8],
+) {
+    assert_eq!(ts.name(), "taskstore");
+    let workload = format!("{}/{dname}/1w-paired", op.name());
+    let mut group = c.benchmark_group(&workload);
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    group.bench_function("taskstore+floor", |b| {
+        b.iter_custom(|iters| {
+            let tasks = prepare(ts.as_ref(), op, iters);
+            let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
+            let mut made = Vec::new();
+            for i in 0..iters {
+                let ts_op = || {
+                    let start = Instant::now();
+                    let m = run_op(
+                        ts.as_ref(),
+                        op,
+                        1,
+                        &tasks[(i as usize).min(tasks.len().saturating_sub(1))..],
+                    );
+                    (start.elapsed(), m)
+                };
+                let floor_op = || {
+                    let name = match op {
+                        WriteOp::Update => "paired.json".to_owned(),
+                        _ => format!("p-{i}-{}.json", TaskId::new()),
+                    };
+                    let start = Instant::now();
+                    floor.write(&name, bytes);
+                    start.elapsed()
+                };
+                let ((t, m), f) = if i % 2 == 0 {
+                    let a = ts_op();
+                    (a, floor_op())
+                } else {
+                    let f = floor_op();
+                    (ts_op(), f)
+                };
+                ours += t;
+                theirs += f;
+                made.extend(m);
+            }
+            for id in made.iter().chain(match op {
+                WriteOp::Update => &tasks[..],
+                _ => &[],
+            }) {
+                ts.complete(id, json!(null));
+            }
+            record(&workload, "taskstore", ours, iters);
+            record(&workload, "floor", theirs, iters);
+            ours + theirs
+        })
+    });
+    group.finish();
 }
 
 /// The bytes `taskstore` writes for a new task, and for a completed one.
@@ -320,7 +389,10 @@ fn reads(c: &mut Criterion) {
     }
 }
 
-/// "List active" (10 running tasks) with 0, 20,000 and 200,000 finished ones.
+/// "List active" (10 running tasks) with 0, 20,000 and 200,000 finished ones;
+/// and, with no history, right after a write to one of them (taskstore's
+/// snapshot of `active/` is then not current as a whole, and the changed
+/// file is read again).
 fn list_active(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ts_root = dir.path().join("ts");
@@ -333,11 +405,10 @@ fn list_active(c: &mut Criterion) {
     std::fs::create_dir_all(&redb_dir).unwrap();
     let redb = Redb::open(&redb_dir, Durability::Eventual);
     let all: [&dyn Peer; 3] = [&ts, &sqlite, &redb];
-    for p in all {
-        for _ in 0..10 {
-            p.create(None);
-        }
-    }
+    let running: Vec<Vec<TaskId>> = all
+        .iter()
+        .map(|p| (0..10).map(|_| p.create(None)).collect())
+        .collect();
     // taskstore's history: real finished task files hard-linked under fresh
     // ids (creating 200,000 inodes takes minutes here; see BENCHMARKS.md).
     let sample = || {
@@ -374,6 +445,29 @@ fn list_active(c: &mut Criterion) {
             });
         }
         group.finish();
+        if target == 0 {
+            let workload = "list_active_after_write/0";
+            let mut group = c.benchmark_group(workload);
+            for (p, ids) in all.iter().zip(&running) {
+                let name = p.name();
+                group.bench_function(name, |b| {
+                    b.iter_custom(|iters| {
+                        let mut elapsed = Duration::ZERO;
+                        for i in 0..iters {
+                            // Untimed: one of the ten running tasks changes
+                            // (the same one; the other nine stand still).
+                            p.update(&ids[0], "progress", i);
+                            let start = Instant::now();
+                            assert_eq!(p.list_active().len(), 10);
+                            elapsed += start.elapsed();
+                        }
+                        record(workload, name, elapsed, iters);
+                        elapsed
+                    })
+                });
+            }
+            group.finish();
+        }
         // The peers' history for the next step, in one transaction each.
         let next = match target {
             0 => 20_000,

@@ -4,6 +4,7 @@
 //! `done/`; every mutation under a striped inter-process lock; every write a
 //! temp file, fsync, rename and directory fsync. FORMAT.md has the layout.
 
+mod active_cache;
 mod codec;
 mod fs;
 mod group;
@@ -33,6 +34,7 @@ pub use self::fs::FsOp;
 #[cfg(feature = "fault-injection")]
 pub use self::fs::{Fault, FaultInjector};
 
+use self::active_cache::{ActiveCache, Entry, Stamp};
 use self::fs::Fs;
 use self::group::DirSync;
 use self::layout::{Area, Layout, stripe};
@@ -72,6 +74,7 @@ pub struct FileStore {
     limits: Limits,
     lease: Lease,
     notifier: Notifier,
+    active_cache: ActiveCache,
 }
 
 /// Configures and opens a [`FileStore`].
@@ -186,6 +189,7 @@ impl FileStoreBuilder {
             limits: self.limits,
             lease: self.lease,
             notifier: self.notifier,
+            active_cache: ActiveCache::default(),
         };
         recovery::ensure_marker(&store)?;
         // Crash leftovers: dead writers' temp files. Only names in `tmp/` are
@@ -453,18 +457,90 @@ impl FileStore {
     /// Reads every task in `area` into `into`, setting corrupt and foreign
     /// files aside. Terminal versions replace active ones.
     fn scan(&self, area: Area, into: &mut HashMap<TaskId, Task>) -> Result<()> {
-        for (id, path) in recovery::entries(self, area)? {
-            match read_task_file(&path, &id) {
+        if area == Area::Active {
+            for entry in self.active_tasks()?.iter() {
+                into.entry(entry.task.id.clone())
+                    .or_insert_with(|| entry.task.clone());
+            }
+            return Ok(());
+        }
+        for (id, entry) in recovery::entries(self, area)? {
+            match read_task_file(&entry.path(), &id) {
                 Ok(Some(task)) => {
-                    if area == Area::Done || !into.contains_key(&id) {
-                        into.insert(id, task);
-                    }
+                    into.insert(id, task);
                 }
                 Ok(None) => {} // removed since the directory was read
                 Err(e) => recovery::set_aside_task(self, area, &id, e)?,
             }
         }
         Ok(())
+    }
+
+    /// Every task in `active/`, setting corrupt and foreign files aside.
+    ///
+    /// Served whole from this handle's snapshot while `active/` is provably
+    /// unchanged since it was taken; otherwise only the files that are not
+    /// provably unchanged are read (see `active_cache`).
+    fn active_tasks(&self) -> Result<Arc<[Entry]>> {
+        let before = ActiveCache::clock();
+        let dir = ActiveCache::observe(&self.layout.active, before)?;
+        if let Some(entries) = self.active_cache.get(dir) {
+            return Ok(entries);
+        }
+        let last = self.active_cache.last();
+        let known: HashMap<&TaskId, &Entry> = last
+            .iter()
+            .flat_map(|entries| entries.iter())
+            .map(|e| (&e.task.id, e))
+            .collect();
+        let (mut entries, mut whole) = (Vec::new(), true);
+        for (id, dir_entry) in recovery::entries(self, Area::Active)? {
+            // The file's status before any read: the bytes read are at
+            // least as new.
+            let stamp = match dir_entry.metadata() {
+                Ok(meta) => Stamp::settled(&meta, before),
+                // Removed since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // The read below reports it.
+                Err(_) => None,
+            };
+            if let Some(old) = known
+                .get(&id)
+                .filter(|e| stamp.is_some() && e.stamp == stamp)
+            {
+                self.active_cache.reuse();
+                entries.push((*old).clone());
+                continue;
+            }
+            let path = dir_entry.path();
+            let read = read_file(&path).and_then(|read| {
+                read.map(|bytes| {
+                    codec::unwrap(&bytes, &path, &id).map(|task| Entry {
+                        stamp,
+                        bytes: bytes.len(),
+                        task,
+                    })
+                })
+                .transpose()
+            });
+            match read {
+                Ok(Some(entry)) => entries.push(entry),
+                // Removed since the directory was read.
+                Ok(None) => {}
+                Err(e) => {
+                    whole = false;
+                    recovery::set_aside_task(self, Area::Active, &id, e)?;
+                }
+            }
+        }
+        let bytes = entries.iter().map(|e| e.bytes).sum();
+        let entries: Arc<[Entry]> = entries.into();
+        if whole {
+            self.active_cache.put(dir, entries.clone(), bytes);
+        } else {
+            self.active_cache.clear();
+        }
+        Ok(entries)
     }
 }
 
@@ -475,6 +551,14 @@ impl FileStore {
 /// file's type needs no `fstat`: a directory fails the read, a FIFO reads
 /// empty, and nothing longer than any task file could be is read.
 fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
+    read_file(path)?
+        .map(|bytes| codec::unwrap(&bytes, path, id))
+        .transpose()
+}
+
+/// The bytes of the task file at `path`, `Ok(None)` if there is none (see
+/// [`read_task_file`]).
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
     let mut file = match fs::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -502,7 +586,7 @@ fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
             return Err(Error::corrupt(path, "larger than any task file"));
         }
     }
-    codec::unwrap(&bytes, path, id).map(Some)
+    Ok(Some(bytes))
 }
 
 /// Bigger than any task file this crate writes (a task is capped well below).

@@ -1,6 +1,7 @@
 //! Opening, cleaning up after crashed writers, quarantine and sweeping.
 
 use std::ffi::OsString;
+use std::fs::DirEntry;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,14 +166,14 @@ pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
 }
 
 /// The task files in `area` by id; foreign names are set aside.
-pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, PathBuf)>> {
+pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, DirEntry)>> {
     let dir = store.layout.area(area);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name();
         match layout::task_file_id(&name) {
-            Some(id) => out.push((id, entry.path())),
+            Some(id) => out.push((id, entry)),
             None => set_aside(
                 store,
                 area.name(),
@@ -259,8 +260,8 @@ fn move_aside(
 pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> Result<usize> {
     let mut deleted = 0;
     let mut touched = [false; 2];
-    for (id, path) in entries(store, area)? {
-        let candidate = match super::read_task_file(&path, &id) {
+    for (id, entry) in entries(store, area)? {
+        let candidate = match super::read_task_file(&entry.path(), &id) {
             Ok(Some(task)) => {
                 task.is_expired_at(now) || (area == Area::Active && task.is_terminal())
             }
