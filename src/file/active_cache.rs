@@ -89,11 +89,13 @@ impl ActiveCache {
         SystemTime::now()
     }
 
-    /// `dir`'s status, if settled at `before` (a [`clock`](Self::clock)
-    /// reading taken before this call).
-    pub fn observe(dir: &Path, before: SystemTime) -> Result<Option<Stamp>> {
+    /// `dir`'s status, and the same if it had settled at `before` (a
+    /// [`clock`](Self::clock) reading taken before this call). Both `None`
+    /// where file change times are not available.
+    pub fn observe(dir: &Path, before: SystemTime) -> Result<(Option<Stamp>, Option<Stamp>)> {
         let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-        Ok(Stamp::settled(&meta, before))
+        let stamp = Stamp::of(&meta);
+        Ok((stamp, stamp.filter(|s| s.settled_at(before))))
     }
 
     /// The whole snapshot, if it was taken at the directory status `dir`.
@@ -152,26 +154,27 @@ impl ActiveCache {
 impl Stamp {
     /// The status in `meta`, if it had settled at `before` and is of a
     /// regular file or directory.
-    #[cfg(unix)]
     pub fn settled(meta: &std::fs::Metadata, before: SystemTime) -> Option<Stamp> {
+        Stamp::of(meta).filter(|s| s.settled_at(before))
+    }
+
+    /// The status in `meta`, if of a regular file or directory.
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        if !(meta.is_file() || meta.is_dir()) {
-            return None;
-        }
-        let stamp = Stamp {
+        (meta.is_file() || meta.is_dir()).then(|| Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             nlink: meta.nlink(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
-        stamp.settled_at(before).then_some(stamp)
+        })
     }
 
     /// No file change times to go by: nothing is trusted.
     #[cfg(not(unix))]
-    pub fn settled(_meta: &std::fs::Metadata, _before: SystemTime) -> Option<Stamp> {
+    fn of(_meta: &std::fs::Metadata) -> Option<Stamp> {
         None
     }
 
@@ -207,6 +210,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while ActiveCache::observe(&store.layout.active, ActiveCache::clock())
             .unwrap()
+            .1
             .is_none()
         {
             assert!(

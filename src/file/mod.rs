@@ -12,8 +12,8 @@ mod layout;
 mod lock;
 mod recovery;
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{HashMap, HashSet};
+use std::fs::{DirEntry, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -483,10 +483,11 @@ impl FileStore {
     /// provably unchanged are read (see `active_cache`).
     fn active_tasks(&self) -> Result<Arc<[Entry]>> {
         let before = ActiveCache::clock();
-        let dir = ActiveCache::observe(&self.layout.active, before)?;
+        let (status, dir) = ActiveCache::observe(&self.layout.active, before)?;
         if let Some(entries) = self.active_cache.get(dir) {
             return Ok(entries);
         }
+        let listed = self.list_active_files(status)?;
         let last = self.active_cache.last();
         let known: HashMap<&TaskId, &Entry> = last
             .iter()
@@ -494,7 +495,7 @@ impl FileStore {
             .map(|e| (&e.task.id, e))
             .collect();
         let (mut entries, mut whole) = (Vec::new(), true);
-        for (id, dir_entry) in recovery::entries(self, Area::Active)? {
+        for (id, dir_entry) in listed {
             // The file's status before any read: the bytes read are at
             // least as new.
             let stamp = match dir_entry.metadata() {
@@ -541,6 +542,37 @@ impl FileStore {
             self.active_cache.clear();
         }
         Ok(entries)
+    }
+}
+
+impl FileStore {
+    /// The task files in `active/` (foreign names set aside), given the
+    /// directory's status read before.
+    ///
+    /// A file renamed over while a `readdir` is under way may be missing
+    /// from it: tmpfs (Linux 6.6 and later) gives the new entry a new place
+    /// in the directory, behind the reader. So while the directory changed
+    /// during a pass, it is read again and the passes' names are joined (a
+    /// name gone by then reads as removed). Bounded: a task renamed over
+    /// during every pass can still be missed.
+    fn list_active_files(&self, mut status: Option<Stamp>) -> Result<Vec<(TaskId, DirEntry)>> {
+        const PASSES: usize = 4;
+        let dir = &self.layout.active;
+        let mut listed = recovery::entries(self, Area::Active)?;
+        for _ in 1..PASSES {
+            let (now, _) = ActiveCache::observe(dir, ActiveCache::clock())?;
+            if now.is_none() || now == status {
+                break;
+            }
+            status = now;
+            let mut seen: HashSet<TaskId> = listed.iter().map(|(id, _)| id.clone()).collect();
+            for (id, entry) in recovery::entries(self, Area::Active)? {
+                if seen.insert(id.clone()) {
+                    listed.push((id, entry));
+                }
+            }
+        }
+        Ok(listed)
     }
 }
 
