@@ -211,15 +211,26 @@ impl Env {
 /// Get one from a [`BreakerRegistry`](crate::BreakerRegistry). Before each
 /// call to the protected upstream, take a [`Permit`] with
 /// [`try_acquire`](Breaker::try_acquire) and give it a verdict, or let
-/// [`call`](Breaker::call) do both.
+/// [`call`](Breaker::call) do both. A `Permit` borrows its breaker, as a
+/// `MutexGuard` borrows its mutex; to move a permit into a spawned task, take
+/// an [`OwnedPermit`] with [`try_acquire_owned`](Breaker::try_acquire_owned).
 ///
 /// # Rules
 ///
 /// - **Closed**: every call goes through; each verdict is counted in the
-///   sliding window. The breaker trips open when the window holds at least
-///   `minimum_calls` calls and failures / calls `>= failure_rate_threshold`,
-///   or (if configured) after `consecutive_failures` failures in a row. A
-///   call longer than `slow_call_threshold` counts as a failure.
+///   sliding window: by default the calls of the last `window` of time (kept
+///   in `window_buckets` buckets), or with `window_calls` set the last that
+///   many calls, however old. The breaker trips open when the window holds
+///   at least `minimum_calls` calls and failures / calls
+///   `>= failure_rate_threshold`, or (if configured) after
+///   `consecutive_failures` failures in a row. A call longer than
+///   `slow_call_threshold` counts as a failure.
+/// - **Time**: every reading comes from the registry's [`Clock`]. With a
+///   count window and no slow-call threshold, the closed path (acquire and
+///   verdict) reads no time at all until a verdict trips the breaker; with
+///   the time window a verdict reads it once
+///   ([`Clock::now_unix_nanos`]); a slow-call threshold adds one reading at
+///   acquire.
 /// - **Open**: calls are rejected until the open duration has passed (it
 ///   grows by `open_duration_multiplier` per trip in a row, up to
 ///   `max_open_duration`). The first acquire or [`state`](Breaker::state)
@@ -227,7 +238,7 @@ impl Env {
 /// - **Half-open**: at most `half_open_probes` permits are held at once; a
 ///   permit dropped without a verdict gives its slot back. One failed probe
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
-///   the window.
+///   the window (of either kind).
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
@@ -243,6 +254,12 @@ struct Core {
     name: Arc<str>,
     config: BreakerConfig,
     env: Arc<Env>,
+    /// `slow_call_threshold` in nanoseconds.
+    slow_nanos: Option<i128>,
+    /// Whether a verdict needs the time before it takes the lock: with the
+    /// time window, or a slow-call threshold. Otherwise a verdict reads the
+    /// clock only if it trips the breaker.
+    timed_verdicts: bool,
     /// The generation while closed, `u64::MAX` otherwise: lets the closed
     /// path hand out permits without the lock.
     closed_generation: AtomicU64,
@@ -264,6 +281,8 @@ enum State {
     Open {
         opened_at: OffsetDateTime,
         until: OffsetDateTime,
+        /// `until` as Unix nanoseconds, to compare with the clock.
+        until_nanos: i128,
     },
     HalfOpen {
         opened_at: OffsetDateTime,
@@ -286,24 +305,61 @@ impl State {
     }
 }
 
-/// Permission to make one call. Give it a verdict with
-/// [`success`](Permit::success) or [`failure`](Permit::failure); dropping it
-/// without one counts nothing and, for a half-open probe, frees its slot.
+/// Permission to make one call, borrowed from its [`Breaker`]. Give it a
+/// verdict with [`success`](Permit::success) or [`failure`](Permit::failure);
+/// dropping it without one counts nothing and, for a half-open probe, frees
+/// its slot.
+///
+/// Taking and settling one touches no reference count; to hold a permit
+/// where the breaker cannot be borrowed (a spawned task), use
+/// [`OwnedPermit`].
 #[must_use = "a permit should get a verdict: success() or failure()"]
-pub struct Permit {
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    ticket: Ticket,
+}
+
+/// A [`Permit`] that owns a handle to its breaker (one reference-count
+/// increment when taken), so it can move into a spawned task: from
+/// [`Breaker::try_acquire_owned`]. The same rules apply.
+#[must_use = "a permit should get a verdict: success() or failure()"]
+pub struct OwnedPermit {
     breaker: Breaker,
+    ticket: Ticket,
+}
+
+/// What a permit of either kind remembers.
+struct Ticket {
     generation: u64,
     probe: bool,
-    started: Option<OffsetDateTime>,
+    /// Unix nanoseconds at acquire, with a slow-call threshold.
+    started: Option<i128>,
     settled: bool,
+}
+
+/// The time of one verdict: read at most once, and only if needed.
+struct Now<'a> {
+    clock: &'a dyn Clock,
+    at: Option<i128>,
+}
+
+impl Now<'_> {
+    fn get(&mut self) -> i128 {
+        *self.at.get_or_insert_with(|| self.clock.now_unix_nanos())
+    }
 }
 
 impl Breaker {
     pub(crate) fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> Breaker {
-        let window = Window::new(config.window, config.window_buckets);
+        let window = Window::new(&config);
+        let slow_nanos = config
+            .slow_call_threshold
+            .map(|t| i128::try_from(t.as_nanos()).unwrap_or(i128::MAX));
         Breaker {
             core: Arc::new(Core {
                 name,
+                timed_verdicts: window.needs_time() || slow_nanos.is_some(),
+                slow_nanos,
                 config,
                 env,
                 closed_generation: AtomicU64::new(0),
@@ -328,20 +384,44 @@ impl Breaker {
         &self.core.config
     }
 
-    /// Asks to make one call.
+    /// Asks to make one call. The permit borrows the breaker.
     ///
     /// # Errors
     ///
     /// [`Rejected`] while open (with the time to retry), forced open, or
     /// half-open with every probe slot taken.
-    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let ticket = self.acquire()?;
+        Ok(Permit {
+            breaker: self,
+            ticket,
+        })
+    }
+
+    /// Asks to make one call, like [`try_acquire`](Breaker::try_acquire), for
+    /// a permit that holds its own handle to the breaker and can be moved
+    /// into a spawned task.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Breaker::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        let ticket = self.acquire()?;
+        Ok(OwnedPermit {
+            breaker: self.clone(),
+            ticket,
+        })
+    }
+
+    fn acquire(&self) -> Result<Ticket, Rejected> {
         let core = &*self.core;
-        let slow = core.config.slow_call_threshold.is_some();
+        let slow = core.slow_nanos.is_some();
         let generation = core.closed_generation.load(Ordering::Acquire);
         if generation != u64::MAX {
-            return Ok(self.permit(generation, false, slow.then(|| core.env.clock.now())));
+            let started = slow.then(|| core.env.clock.now_unix_nanos());
+            return Ok(Ticket::new(generation, false, started));
         }
-        let now = core.env.clock.now();
+        let now = core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(core, now);
         let result = match &mut inner.state {
@@ -359,7 +439,7 @@ impl Breaker {
         drop(inner);
         core.env.emit(event);
         match result {
-            Ok(probe) => Ok(self.permit(generation, probe, slow.then_some(now))),
+            Ok(probe) => Ok(Ticket::new(generation, probe, slow.then_some(now))),
             Err(retry_at) => {
                 core.env.call(&core.name, CallOutcome::Rejected);
                 Err(Rejected {
@@ -395,7 +475,7 @@ impl Breaker {
     /// Its state now. An open breaker whose open duration has passed becomes
     /// half-open here (and says so to the sink), as on the next acquire.
     pub fn state(&self) -> BreakerState {
-        let now = self.core.env.clock.now();
+        let now = self.core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(&self.core, now);
         let state = inner.state.public();
@@ -406,13 +486,15 @@ impl Breaker {
 
     /// Its health now (moving it to half-open first if due, like [`state`](Breaker::state)).
     pub fn health(&self) -> BreakerHealth {
-        let now = self.core.env.clock.now();
+        let now = self.core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(&self.core, now);
-        let totals = inner.window.totals(now);
+        let totals = inner.window.totals(|| now);
         let (opened_at, next_probe_at, probes_in_flight, probe_successes) = match inner.state {
             State::Closed => (None, None, 0, 0),
-            State::Open { opened_at, until } => (Some(opened_at), Some(until), 0, 0),
+            State::Open {
+                opened_at, until, ..
+            } => (Some(opened_at), Some(until), 0, 0),
             State::HalfOpen {
                 opened_at,
                 in_flight,
@@ -469,34 +551,35 @@ impl Breaker {
         )));
     }
 
-    fn permit(&self, generation: u64, probe: bool, started: Option<OffsetDateTime>) -> Permit {
-        Permit {
-            breaker: self.clone(),
-            generation,
-            probe,
-            started,
-            settled: false,
-        }
-    }
-
-    fn settle(&self, permit: &Permit, ok: Option<bool>) {
+    /// Gives `ticket` its verdict (`None`: dropped without one). The one
+    /// settle path of both kinds of permit.
+    fn settle(&self, ticket: &mut Ticket, ok: Option<bool>) {
+        ticket.settled = true;
         let core = &*self.core;
         let Some(ok) = ok else {
             // Dropped without a verdict: only a probe slot needs giving back.
-            if permit.probe {
+            if ticket.probe {
                 let mut inner = self.lock();
                 let generation = inner.generation;
                 if let State::HalfOpen { in_flight, .. } = &mut inner.state
-                    && generation == permit.generation
+                    && generation == ticket.generation
                 {
                     *in_flight = in_flight.saturating_sub(1);
                 }
             }
             return;
         };
-        let now = core.env.clock.now();
-        let slow = match (permit.started, core.config.slow_call_threshold) {
-            (Some(started), Some(threshold)) => now - started > threshold,
+        // Read before the lock when the verdict needs it; otherwise only a
+        // trip reads it, under the lock.
+        let mut now = Now {
+            clock: &*core.env.clock,
+            at: None,
+        };
+        if core.timed_verdicts {
+            now.get();
+        }
+        let slow = match (ticket.started, core.slow_nanos) {
+            (Some(started), Some(threshold)) => now.get() - started > threshold,
             _ => false,
         };
         let failed = !ok || slow;
@@ -506,8 +589,8 @@ impl Breaker {
             (true, false) => CallOutcome::Success,
         };
         let mut inner = self.lock();
-        let event = if inner.generation == permit.generation {
-            inner.verdict(self, now, failed, slow)
+        let event = if inner.generation == ticket.generation {
+            inner.verdict(self, &mut now, failed, slow)
         } else {
             None
         };
@@ -544,12 +627,18 @@ impl Inner {
         core.closed_generation.store(closed, Ordering::Release);
     }
 
-    /// Open → half-open once the open duration has passed.
-    fn advance(&mut self, core: &Core, now: OffsetDateTime) -> Option<Event> {
-        let State::Open { opened_at, until } = self.state else {
+    /// Open → half-open once the open duration has passed (`now` in Unix
+    /// nanoseconds).
+    fn advance(&mut self, core: &Core, now: i128) -> Option<Event> {
+        let State::Open {
+            opened_at,
+            until,
+            until_nanos,
+        } = self.state
+        else {
             return None;
         };
-        if now < until {
+        if now < until_nanos {
             return None;
         }
         self.set_state(
@@ -576,7 +665,7 @@ impl Inner {
     fn verdict(
         &mut self,
         breaker: &Breaker,
-        now: OffsetDateTime,
+        now: &mut Now<'_>,
         failed: bool,
         slow: bool,
     ) -> Option<Event> {
@@ -584,21 +673,20 @@ impl Inner {
         let config = &core.config;
         match &mut self.state {
             State::Closed => {
-                self.window.record(now, failed, slow);
+                self.window.record(|| now.get(), failed, slow);
                 self.consecutive_failures = if failed {
                     self.consecutive_failures + 1
                 } else {
                     0
                 };
-                let totals = self.window.totals(now);
-                let rate = totals.failure_rate().unwrap_or(0.0);
+                let totals = self.window.totals(|| now.get());
                 let reason = if config
                     .consecutive_failures
                     .is_some_and(|n| self.consecutive_failures >= n)
                 {
                     "consecutive_failures"
                 } else if totals.calls >= u64::from(config.minimum_calls)
-                    && rate >= config.failure_rate_threshold
+                    && totals.failure_rate().unwrap_or(0.0) >= config.failure_rate_threshold
                 {
                     "failure_rate"
                 } else {
@@ -609,7 +697,7 @@ impl Inner {
                     BreakerState::Closed,
                     BreakerState::Open,
                 );
-                Some(self.trip(core, now, event, reason, totals))
+                Some(self.trip(core, now.get(), event, reason, totals))
             }
             State::HalfOpen {
                 in_flight,
@@ -630,7 +718,7 @@ impl Inner {
                     );
                     return Some(self.trip(
                         core,
-                        now,
+                        now.get(),
                         event,
                         if slow { "slow_probe" } else { "failed_probe" },
                         totals,
@@ -665,13 +753,14 @@ impl Inner {
     fn trip(
         &mut self,
         core: &Core,
-        now: OffsetDateTime,
+        now: i128,
         event: Event,
         reason: &str,
         totals: Totals,
     ) -> Event {
         self.trips = self.trips.saturating_add(1);
         let open_for = core.config.open_duration_after(self.trips);
+        let now = datetime(now);
         let until =
             now.saturating_add(time::Duration::try_from(open_for).unwrap_or(time::Duration::MAX));
         self.set_state(
@@ -679,6 +768,7 @@ impl Inner {
             State::Open {
                 opened_at: now,
                 until,
+                until_nanos: until.unix_timestamp_nanos(),
             },
         );
         event.with_data(json!({
@@ -698,23 +788,63 @@ impl Inner {
     }
 }
 
-impl Permit {
+impl Ticket {
+    fn new(generation: u64, probe: bool, started: Option<i128>) -> Ticket {
+        Ticket {
+            generation,
+            probe,
+            started,
+            settled: false,
+        }
+    }
+}
+
+impl<'a> Permit<'a> {
     /// The call succeeded (it counts as a failure if it was slower than the
     /// slow-call threshold).
     pub fn success(mut self) {
-        self.settled = true;
-        self.breaker.settle(&self, Some(true));
+        self.breaker.settle(&mut self.ticket, Some(true));
     }
 
     /// The call failed.
     pub fn failure(mut self) {
-        self.settled = true;
-        self.breaker.settle(&self, Some(false));
+        self.breaker.settle(&mut self.ticket, Some(false));
     }
 
     /// Whether this permit is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe
+    }
+
+    /// The breaker it was taken from.
+    pub fn breaker(&self) -> &'a Breaker {
+        self.breaker
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.ticket.settled {
+            self.breaker.settle(&mut self.ticket, None);
+        }
+    }
+}
+
+impl OwnedPermit {
+    /// The call succeeded (it counts as a failure if it was slower than the
+    /// slow-call threshold).
+    pub fn success(mut self) {
+        self.breaker.settle(&mut self.ticket, Some(true));
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.breaker.settle(&mut self.ticket, Some(false));
+    }
+
+    /// Whether this permit is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.probe
     }
 
     /// The breaker it was taken from.
@@ -723,10 +853,10 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for OwnedPermit {
     fn drop(&mut self) {
-        if !self.settled {
-            self.breaker.settle(self, None);
+        if !self.ticket.settled {
+            self.breaker.settle(&mut self.ticket, None);
         }
     }
 }
@@ -740,11 +870,20 @@ impl fmt::Debug for Breaker {
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.core.name)
-            .field("probe", &self.probe)
+            .field("probe", &self.ticket.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("breaker", &self.breaker.core.name)
+            .field("probe", &self.ticket.probe)
             .finish_non_exhaustive()
     }
 }
@@ -752,6 +891,18 @@ impl fmt::Debug for Permit {
 fn millis(d: impl TryInto<Duration>) -> u64 {
     d.try_into().ok().map_or(0, |d: Duration| {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// Unix nanoseconds as a date, clamped to the dates `time` can hold.
+fn datetime(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or_else(|_| {
+        let edge = if unix_nanos < 0 {
+            time::PrimitiveDateTime::MIN
+        } else {
+            time::PrimitiveDateTime::MAX
+        };
+        edge.assume_utc()
     })
 }
 
