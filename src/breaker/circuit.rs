@@ -189,14 +189,24 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// Sends a transition, if there was one, to the sink.
+    #[inline]
     fn emit(&self, event: Option<Event>) {
-        if let (Some(sink), Some(event)) = (&self.sink, event)
+        if let Some(event) = event {
+            self.emit_event(event);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_event(&self, event: Event) {
+        if let Some(sink) = &self.sink
             && !emit_contained(&**sink, &event)
         {
             self.sink_panics.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    #[inline]
     fn call(&self, breaker: &str, outcome: CallOutcome) {
         if let Some(sink) = &self.sink
             && !breaker_call_contained(&**sink, breaker, outcome)
@@ -260,6 +270,10 @@ struct Core {
     /// time window, or a slow-call threshold. Otherwise a verdict reads the
     /// clock only if it trips the breaker.
     timed_verdicts: bool,
+    /// With a count window of N calls: (N, the fewest failures among N calls
+    /// whose rate reaches the threshold), so that a full window is judged
+    /// without a division.
+    full_window: Option<(u64, u64)>,
     /// The generation while closed, `u64::MAX` otherwise: lets the closed
     /// path hand out permits without the lock.
     closed_generation: AtomicU64,
@@ -332,14 +346,38 @@ pub struct OwnedPermit {
 struct Ticket {
     generation: u64,
     probe: bool,
-    /// Unix nanoseconds at acquire, with a slow-call threshold.
-    started: Option<i128>,
+    /// When it was taken; read only with a slow-call threshold (the closed
+    /// path leaves it 0 without one).
+    started: Nanos,
     settled: bool,
+}
+
+/// Unix nanoseconds (an `i128`) kept as two 64-bit halves. With the 8-byte
+/// alignment of the halves a permit is small and copied with plain moves; an
+/// `i128` field (16-byte aligned) made the compiler copy permits with vector
+/// moves that stall on store forwarding, a quarter of the closed path.
+#[derive(Clone, Copy, Debug)]
+struct Nanos {
+    high: i64,
+    low: u64,
+}
+
+impl Nanos {
+    fn new(nanos: i128) -> Nanos {
+        Nanos {
+            high: (nanos >> 64) as i64,
+            low: nanos as u64,
+        }
+    }
+
+    fn get(self) -> i128 {
+        (i128::from(self.high) << 64) | i128::from(self.low)
+    }
 }
 
 /// The time of one verdict: read at most once, and only if needed.
 struct Now<'a> {
-    clock: &'a dyn Clock,
+    clock: &'a Arc<dyn Clock>,
     at: Option<i128>,
 }
 
@@ -359,6 +397,10 @@ impl Breaker {
             core: Arc::new(Core {
                 name,
                 timed_verdicts: window.needs_time() || slow_nanos.is_some(),
+                full_window: config.window_calls.map(|n| {
+                    let n = u64::from(n);
+                    (n, fewest_failures(n, config.failure_rate_threshold))
+                }),
                 slow_nanos,
                 config,
                 env,
@@ -390,6 +432,7 @@ impl Breaker {
     ///
     /// [`Rejected`] while open (with the time to retry), forced open, or
     /// half-open with every probe slot taken.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         let ticket = self.acquire()?;
         Ok(Permit {
@@ -413,14 +456,25 @@ impl Breaker {
         })
     }
 
+    /// The closed path, without the lock; the others in
+    /// [`acquire_not_closed`](Breaker::acquire_not_closed).
+    #[inline]
     fn acquire(&self) -> Result<Ticket, Rejected> {
         let core = &*self.core;
-        let slow = core.slow_nanos.is_some();
         let generation = core.closed_generation.load(Ordering::Acquire);
-        if generation != u64::MAX {
-            let started = slow.then(|| core.env.clock.now_unix_nanos());
-            return Ok(Ticket::new(generation, false, started));
+        if generation == u64::MAX {
+            return self.acquire_not_closed();
         }
+        let started = match core.slow_nanos {
+            Some(_) => Nanos::new(core.env.clock.now_unix_nanos()),
+            None => Nanos::new(0),
+        };
+        Ok(Ticket::new(generation, false, started))
+    }
+
+    #[inline(never)]
+    fn acquire_not_closed(&self) -> Result<Ticket, Rejected> {
+        let core = &*self.core;
         let now = core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(core, now);
@@ -439,7 +493,7 @@ impl Breaker {
         drop(inner);
         core.env.emit(event);
         match result {
-            Ok(probe) => Ok(Ticket::new(generation, probe, slow.then_some(now))),
+            Ok(probe) => Ok(Ticket::new(generation, probe, Nanos::new(now))),
             Err(retry_at) => {
                 core.env.call(&core.name, CallOutcome::Rejected);
                 Err(Rejected {
@@ -572,15 +626,15 @@ impl Breaker {
         // Read before the lock when the verdict needs it; otherwise only a
         // trip reads it, under the lock.
         let mut now = Now {
-            clock: &*core.env.clock,
+            clock: &core.env.clock,
             at: None,
         };
         if core.timed_verdicts {
             now.get();
         }
-        let slow = match (ticket.started, core.slow_nanos) {
-            (Some(started), Some(threshold)) => now.get() - started > threshold,
-            _ => false,
+        let slow = match core.slow_nanos {
+            Some(threshold) => now.get() - ticket.started.get() > threshold,
+            None => false,
         };
         let failed = !ok || slow;
         let outcome = match (ok, slow) {
@@ -613,6 +667,40 @@ impl Breaker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+impl Core {
+    /// Whether the window's failure rate trips the breaker: at least
+    /// `minimum_calls` calls and failures / calls `>= failure_rate_threshold`.
+    fn rate_trips(&self, totals: Totals) -> bool {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return false;
+        }
+        if totals.failures == 0 {
+            // The rate is 0.0, without a division.
+            return self.config.failure_rate_threshold <= 0.0;
+        }
+        match self.full_window {
+            Some((calls, failures)) if totals.calls == calls => totals.failures >= failures,
+            _ => totals.failure_rate().unwrap_or(0.0) >= self.config.failure_rate_threshold,
+        }
+    }
+}
+
+/// The fewest failures `f` among `calls` calls (`> 0`) with
+/// `f / calls >= threshold`, computed as [`Core::rate_trips`] does (`calls +
+/// 1` if none). The rate grows with `f`, so a binary search finds it.
+fn fewest_failures(calls: u64, threshold: f64) -> u64 {
+    let (mut low, mut high) = (0, calls + 1);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if mid as f64 / calls as f64 >= threshold {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
 }
 
 impl Inner {
@@ -673,21 +761,18 @@ impl Inner {
         let config = &core.config;
         match &mut self.state {
             State::Closed => {
-                self.window.record(|| now.get(), failed, slow);
+                let totals = self.window.record(|| now.get(), failed, slow);
                 self.consecutive_failures = if failed {
                     self.consecutive_failures + 1
                 } else {
                     0
                 };
-                let totals = self.window.totals(|| now.get());
                 let reason = if config
                     .consecutive_failures
                     .is_some_and(|n| self.consecutive_failures >= n)
                 {
                     "consecutive_failures"
-                } else if totals.calls >= u64::from(config.minimum_calls)
-                    && totals.failure_rate().unwrap_or(0.0) >= config.failure_rate_threshold
-                {
+                } else if core.rate_trips(totals) {
                     "failure_rate"
                 } else {
                     return None;
@@ -789,7 +874,7 @@ impl Inner {
 }
 
 impl Ticket {
-    fn new(generation: u64, probe: bool, started: Option<i128>) -> Ticket {
+    fn new(generation: u64, probe: bool, started: Nanos) -> Ticket {
         Ticket {
             generation,
             probe,
@@ -802,11 +887,13 @@ impl Ticket {
 impl<'a> Permit<'a> {
     /// The call succeeded (it counts as a failure if it was slower than the
     /// slow-call threshold).
+    #[inline]
     pub fn success(mut self) {
         self.breaker.settle(&mut self.ticket, Some(true));
     }
 
     /// The call failed.
+    #[inline]
     pub fn failure(mut self) {
         self.breaker.settle(&mut self.ticket, Some(false));
     }
@@ -909,4 +996,40 @@ fn datetime(unix_nanos: i128) -> OffsetDateTime {
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanos_keep_every_i128() {
+        for n in [
+            0,
+            1,
+            -1,
+            i128::MIN,
+            i128::MAX,
+            1_767_225_600_000_000_000,
+            -42 << 70,
+        ] {
+            assert_eq!(Nanos::new(n).get(), n);
+        }
+    }
+
+    #[test]
+    fn fewest_failures_agrees_with_dividing() {
+        for calls in [1u64, 2, 3, 7, 10, 99, 100, 101, 1_000, 100_000] {
+            for threshold in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.7, 0.75, 0.9, 0.999, 1.0] {
+                let divided = (0..=calls)
+                    .find(|&f| f as f64 / calls as f64 >= threshold)
+                    .unwrap_or(calls + 1);
+                assert_eq!(
+                    fewest_failures(calls, threshold),
+                    divided,
+                    "{calls} calls, threshold {threshold}"
+                );
+            }
+        }
+    }
 }

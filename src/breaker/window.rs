@@ -60,9 +60,10 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    /// Counts one call. `now` (Unix nanoseconds) is asked only by the time
-    /// window.
-    pub fn record(&mut self, now: impl FnOnce() -> i128, failed: bool, slow: bool) {
+    /// Counts one call and returns the calls in the window with it. `now`
+    /// (Unix nanoseconds) is asked only by the time window.
+    #[inline]
+    pub fn record(&mut self, now: impl FnOnce() -> i128, failed: bool, slow: bool) -> Totals {
         match self {
             Window::Time(w) => w.record(now(), failed, slow),
             Window::Count(w) => w.record(failed, slow),
@@ -100,6 +101,8 @@ pub(crate) struct TimeWindow {
     buckets: Box<[Totals]>,
     /// The newest bucket index seen (`i128::MIN` before the first call).
     latest: i128,
+    /// Where bucket `latest` is kept in `buckets`.
+    latest_slot: usize,
     /// The time range of bucket `latest`: `[start, end)`. A time before `end`
     /// is in the latest bucket, or goes backwards and stands still in it.
     end: i128,
@@ -115,17 +118,18 @@ impl TimeWindow {
             bucket_nanos: i128::try_from(bucket_nanos).unwrap_or(i128::MAX),
             buckets: vec![Totals::default(); buckets as usize].into_boxed_slice(),
             latest: i128::MIN,
+            latest_slot: 0,
             end: i128::MIN,
             sum: Totals::default(),
         }
     }
 
-    pub fn record(&mut self, now: i128, failed: bool, slow: bool) {
+    pub fn record(&mut self, now: i128, failed: bool, slow: bool) -> Totals {
         self.roll(now);
         let one = Totals::one(failed, slow);
-        let slot = self.slot(self.latest);
-        self.buckets[slot].add(one);
+        self.buckets[self.latest_slot].add(one);
         self.sum.add(one);
+        self.sum
     }
 
     pub fn totals(&mut self, now: i128) -> Totals {
@@ -158,6 +162,7 @@ impl TimeWindow {
             }
         }
         self.latest = index;
+        self.latest_slot = self.slot(index);
         // `index * bucket_nanos <= now`, so only the end can overflow.
         self.end = (index * self.bucket_nanos).saturating_add(self.bucket_nanos);
     }
@@ -176,10 +181,14 @@ impl TimeWindow {
 pub(crate) struct CountWindow {
     capacity: usize,
     /// One byte per call: bit 0 failed, bit 1 slow. Holds `min(calls,
-    /// capacity)` outcomes; once full, `next` is the oldest.
+    /// capacity)` outcomes (the calls in the window); once full, `next` is
+    /// the oldest.
     outcomes: Vec<u8>,
     next: usize,
-    sum: Totals,
+    /// Failed and slow calls among `outcomes`, kept as plain counters (not a
+    /// `Totals`, which the compiler copies through memory on the hot path).
+    failures: u64,
+    slow: u64,
 }
 
 const FAILED: u8 = 1;
@@ -191,34 +200,44 @@ impl CountWindow {
             capacity: (calls as usize).max(1),
             outcomes: Vec::new(),
             next: 0,
-            sum: Totals::default(),
+            failures: 0,
+            slow: 0,
         }
     }
 
-    pub fn record(&mut self, failed: bool, slow: bool) {
+    #[inline]
+    pub fn record(&mut self, failed: bool, slow: bool) -> Totals {
         let outcome = u8::from(failed) * FAILED | u8::from(slow) * SLOW;
         if self.outcomes.len() < self.capacity {
             self.outcomes.push(outcome);
         } else {
             let old = std::mem::replace(&mut self.outcomes[self.next], outcome);
-            self.sum
-                .sub(Totals::one(old & FAILED != 0, old & SLOW != 0));
+            self.failures -= u64::from(old & FAILED);
+            self.slow -= u64::from(old >> 1);
             self.next += 1;
             if self.next == self.capacity {
                 self.next = 0;
             }
         }
-        self.sum.add(Totals::one(failed, slow));
+        self.failures += u64::from(failed);
+        self.slow += u64::from(slow);
+        self.totals()
     }
 
+    #[inline]
     pub fn totals(&self) -> Totals {
-        self.sum
+        Totals {
+            calls: self.outcomes.len() as u64,
+            failures: self.failures,
+            slow: self.slow,
+        }
     }
 
     pub fn clear(&mut self) {
         self.outcomes.clear();
         self.next = 0;
-        self.sum = Totals::default();
+        self.failures = 0;
+        self.slow = 0;
     }
 }
 
