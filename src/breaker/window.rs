@@ -207,7 +207,7 @@ impl CountWindow {
 
     #[inline]
     pub fn record(&mut self, failed: bool, slow: bool) -> Totals {
-        let outcome = u8::from(failed) * FAILED | u8::from(slow) * SLOW;
+        let outcome = (u8::from(failed) * FAILED) | (u8::from(slow) * SLOW);
         if self.outcomes.len() < self.capacity {
             self.outcomes.push(outcome);
         } else {
