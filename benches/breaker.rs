@@ -1,4 +1,5 @@
-//! Breaker: acquire + success on the closed path, rejection on the open path.
+//! Breaker: acquire + success on the closed path (time window, count window,
+//! owned permit, slow-call threshold), rejection on the open path.
 
 use std::hint::black_box;
 
@@ -12,6 +13,20 @@ fn breaker(c: &mut Criterion) {
     let closed = registry.breaker("closed").unwrap();
     group.bench_function("closed/acquire_success", |b| {
         b.iter(|| closed.try_acquire().unwrap().success())
+    });
+
+    // The last 100 calls: no clock read on the closed path.
+    let counted = registry
+        .breaker_with(
+            "closed_count_window",
+            BreakerConfig::default().window_calls(100),
+        )
+        .unwrap();
+    group.bench_function("closed_count_window/acquire_success", |b| {
+        b.iter(|| counted.try_acquire().unwrap().success())
+    });
+    group.bench_function("closed_count_window/acquire_owned_success", |b| {
+        b.iter(|| counted.try_acquire_owned().unwrap().success())
     });
 
     let slow = registry

@@ -22,7 +22,7 @@ mod task;
 
 pub use crate::breaker::{
     Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, BreakerState, CallError, CallOutcome,
-    DEFAULT_MAX_BREAKERS, Permit, RegistryHealth, Rejected,
+    DEFAULT_MAX_BREAKERS, OwnedPermit, Permit, RegistryHealth, Rejected,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};

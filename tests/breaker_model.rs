@@ -1,5 +1,6 @@
 //! Property test: a breaker behaves like a plain reference model of the state
-//! machine over random sequences of calls, verdicts, drops and clock moves.
+//! machine over random sequences of calls, verdicts, drops and clock moves,
+//! with the time window and with the count window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,8 @@ struct Cfg {
     max_open_ms: u64,
     probes: u32,
     to_close: u32,
+    /// The count window, if set (the time window otherwise).
+    window_calls: Option<u32>,
 }
 
 fn cfg() -> impl Strategy<Value = Cfg> {
@@ -87,8 +90,19 @@ fn cfg() -> impl Strategy<Value = Cfg> {
                 max_open_ms: open_ms * cap,
                 probes,
                 to_close,
+                window_calls: None,
             },
         )
+}
+
+/// A config with a count window of 1 to 8 calls (and `minimum_calls` no
+/// more than it).
+fn count_cfg() -> impl Strategy<Value = Cfg> {
+    (cfg(), 1..9u32).prop_map(|(cfg, calls)| Cfg {
+        minimum_calls: cfg.minimum_calls.min(calls),
+        window_calls: Some(calls),
+        ..cfg
+    })
 }
 
 impl Cfg {
@@ -108,6 +122,9 @@ impl Cfg {
         }
         if let Some(ms) = self.slow_ms {
             c = c.slow_call_threshold(Duration::from_millis(ms));
+        }
+        if let Some(calls) = self.window_calls {
+            c = c.window_calls(calls);
         }
         c
     }
@@ -161,13 +178,22 @@ impl Model {
         self.generation += 1;
     }
 
-    /// (calls, failures) in the window: a call counts while its bucket is the
-    /// current one or one of the `buckets - 1` before it.
+    /// (calls, failures) in the window. With the time window a call counts
+    /// while its bucket is the current one or one of the `buckets - 1` before
+    /// it; with the count window, the last `window_calls` calls count.
     fn window(&self) -> (u64, u64) {
-        let bucket_ms = WINDOW_MS / u64::from(self.cfg.buckets);
-        let current = self.now / bucket_ms;
-        let oldest = (current + 1).saturating_sub(u64::from(self.cfg.buckets));
-        let counted = self.calls.iter().filter(|(t, _)| t / bucket_ms >= oldest);
+        let counted: Vec<&(u64, bool)> = match self.cfg.window_calls {
+            Some(n) => self.calls.iter().rev().take(n as usize).collect(),
+            None => {
+                let bucket_ms = WINDOW_MS / u64::from(self.cfg.buckets);
+                let current = self.now / bucket_ms;
+                let oldest = (current + 1).saturating_sub(u64::from(self.cfg.buckets));
+                self.calls
+                    .iter()
+                    .filter(|(t, _)| t / bucket_ms >= oldest)
+                    .collect()
+            }
+        };
         let (mut calls, mut failures) = (0, 0);
         for (_, failed) in counted {
             calls += 1;
@@ -297,80 +323,114 @@ fn ms_since_start(at: OffsetDateTime) -> u64 {
     u64::try_from((at - START).whole_milliseconds()).unwrap()
 }
 
+/// Runs `ops` on a breaker configured by `cfg` and on the model, comparing
+/// them after every step.
+fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(START);
+    let log = Arc::new(EventLog::new());
+    let registry = BreakerRegistry::new(cfg.config())
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()))
+        .with_sink(log.clone());
+    let breaker = registry.breaker("b").unwrap();
+    let mut model = Model::new(cfg);
+    // Declared after the breaker: the permits borrow it, and are dropped first.
+    let mut held: Vec<(Permit<'_>, MPermit)> = vec![];
+
+    for op in ops {
+        match op {
+            Op::Acquire => match (breaker.try_acquire(), model.acquire()) {
+                (Ok(permit), Ok(m)) => {
+                    prop_assert_eq!(permit.is_probe(), m.probe);
+                    held.push((permit, m));
+                }
+                (Err(rejected), Err(retry)) => {
+                    prop_assert_eq!(rejected.retry_at.map(ms_since_start), retry);
+                }
+                (real, model) => prop_assert!(
+                    false,
+                    "acquire: breaker {:?}, model {:?}",
+                    real.map(|_| ()),
+                    model
+                ),
+            },
+            Op::Success(i) | Op::Failure(i) | Op::Drop(i) if held.is_empty() => {
+                let _ = i;
+            }
+            Op::Success(i) => {
+                let (permit, m) = held.remove(i % held.len());
+                permit.success();
+                model.verdict(m, true);
+            }
+            Op::Failure(i) => {
+                let (permit, m) = held.remove(i % held.len());
+                permit.failure();
+                model.verdict(m, false);
+            }
+            Op::Drop(i) => {
+                let (permit, m) = held.remove(i % held.len());
+                drop(permit);
+                model.drop_permit(m);
+            }
+            Op::Advance(ms) => {
+                clock.advance(Duration::from_millis(ms));
+                model.now += ms;
+            }
+            Op::ForceOpen => {
+                breaker.force_open();
+                model.force_open();
+            }
+            Op::Reset => {
+                breaker.reset();
+                model.reset();
+            }
+        }
+        prop_assert_eq!(ms_since_start(clock.now()), model.now);
+        let health = breaker.health();
+        model.advance();
+        prop_assert_eq!(health.state, model.public());
+        if health.state == BreakerState::Closed {
+            let (calls, failures) = model.window();
+            prop_assert_eq!((health.calls, health.failures), (calls, failures));
+            prop_assert_eq!(health.consecutive_failures, model.consecutive);
+        }
+        prop_assert_eq!(health.trips, model.trips);
+        if let MState::HalfOpen {
+            in_flight,
+            successes,
+        } = model.state
+        {
+            prop_assert_eq!(
+                (health.probes_in_flight, health.probe_successes),
+                (in_flight, successes)
+            );
+        }
+        if let MState::Open { until } = model.state {
+            prop_assert_eq!(health.next_probe_at.map(ms_since_start), Some(until));
+        }
+        let kinds: Vec<String> = log
+            .snapshot()
+            .into_iter()
+            .map(|r| r.event.kind.into_owned())
+            .collect();
+        prop_assert_eq!(kinds, model.events.clone());
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn breaker_matches_the_reference_model(cfg in cfg(), ops in prop::collection::vec(op(), 1..80)) {
-        let clock = ManualClock::new(START);
-        let log = Arc::new(EventLog::new());
-        let registry = BreakerRegistry::new(cfg.config())
-            .unwrap()
-            .with_clock(Arc::new(clock.clone()))
-            .with_sink(log.clone());
-        let breaker = registry.breaker("b").unwrap();
-        let mut model = Model::new(cfg);
-        let mut held: Vec<(Permit, MPermit)> = vec![];
+        run(cfg, ops)?;
+    }
 
-        for op in ops {
-            match op {
-                Op::Acquire => match (breaker.try_acquire(), model.acquire()) {
-                    (Ok(permit), Ok(m)) => {
-                        prop_assert_eq!(permit.is_probe(), m.probe);
-                        held.push((permit, m));
-                    }
-                    (Err(rejected), Err(retry)) => {
-                        prop_assert_eq!(rejected.retry_at.map(ms_since_start), retry);
-                    }
-                    (real, model) => prop_assert!(false, "acquire: breaker {:?}, model {:?}", real.map(|_| ()), model),
-                },
-                Op::Success(i) | Op::Failure(i) | Op::Drop(i) if held.is_empty() => { let _ = i; }
-                Op::Success(i) => {
-                    let (permit, m) = held.remove(i % held.len());
-                    permit.success();
-                    model.verdict(m, true);
-                }
-                Op::Failure(i) => {
-                    let (permit, m) = held.remove(i % held.len());
-                    permit.failure();
-                    model.verdict(m, false);
-                }
-                Op::Drop(i) => {
-                    let (permit, m) = held.remove(i % held.len());
-                    drop(permit);
-                    model.drop_permit(m);
-                }
-                Op::Advance(ms) => {
-                    clock.advance(Duration::from_millis(ms));
-                    model.now += ms;
-                }
-                Op::ForceOpen => {
-                    breaker.force_open();
-                    model.force_open();
-                }
-                Op::Reset => {
-                    breaker.reset();
-                    model.reset();
-                }
-            }
-            prop_assert_eq!(ms_since_start(clock.now()), model.now);
-            let health = breaker.health();
-            model.advance();
-            prop_assert_eq!(health.state, model.public());
-            if health.state == BreakerState::Closed {
-                let (calls, failures) = model.window();
-                prop_assert_eq!((health.calls, health.failures), (calls, failures));
-                prop_assert_eq!(health.consecutive_failures, model.consecutive);
-            }
-            prop_assert_eq!(health.trips, model.trips);
-            if let MState::HalfOpen { in_flight, successes } = model.state {
-                prop_assert_eq!((health.probes_in_flight, health.probe_successes), (in_flight, successes));
-            }
-            if let MState::Open { until } = model.state {
-                prop_assert_eq!(health.next_probe_at.map(ms_since_start), Some(until));
-            }
-            let kinds: Vec<String> = log.snapshot().into_iter().map(|r| r.event.kind.into_owned()).collect();
-            prop_assert_eq!(kinds, model.events.clone());
-        }
+    #[test]
+    fn breaker_with_a_count_window_matches_the_reference_model(
+        cfg in count_cfg(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        run(cfg, ops)?;
     }
 }

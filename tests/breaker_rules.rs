@@ -1,6 +1,8 @@
 //! Every breaker rule, driven by a `ManualClock`: no test sleeps.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use taskstore::{
@@ -526,4 +528,356 @@ fn the_health_snapshot_serializes_every_breaker() {
     assert_eq!(json["breakers"][0]["failure_rate"], serde_json::Value::Null);
     let back: taskstore::RegistryHealth = serde_json::from_value(json).unwrap();
     assert_eq!(back, report);
+}
+
+// ---- the count window (`window_calls`) and reading the clock ----
+
+#[test]
+fn the_count_window_judges_exactly_the_last_n_calls_however_old() {
+    let rig = rig(BreakerConfig::default()
+        .window_calls(4)
+        .minimum_calls(4)
+        .failure_rate_threshold(0.75));
+    let b = rig.registry.breaker("upstream").unwrap();
+    fail(&b);
+    fail(&b);
+    succeed(&b);
+    succeed(&b); // [F F S S]: 0.5
+    assert_eq!(b.state(), BreakerState::Closed);
+
+    rig.clock.advance(secs(24 * 3600));
+    let health = b.health();
+    assert_eq!(
+        (health.calls, health.failures),
+        (4, 2),
+        "a day later the count window still holds the last four calls"
+    );
+
+    fail(&b); // [F S S F]: the first failure left
+    fail(&b); // [S S F F]: the second one left
+    assert_eq!(b.state(), BreakerState::Closed);
+    let health = b.health();
+    assert_eq!((health.calls, health.failures), (4, 2));
+    rig.clock.advance(secs(3 * 3600));
+    fail(&b); // [S F F F]: 0.75
+    assert_eq!(b.state(), BreakerState::Open);
+    let opened = rig.events().pop().unwrap();
+    assert_eq!(opened.data["reason"], "failure_rate");
+    assert_eq!(opened.data["calls"], 4);
+    assert_eq!(opened.data["failures"], 3);
+    assert_eq!(opened.data["failure_rate"], 0.75);
+    assert_eq!(
+        opened.data["retry_at"], "2026-01-02T03:00:30Z",
+        "the trip is stamped with the clock's time"
+    );
+}
+
+#[test]
+fn the_count_window_waits_for_minimum_calls() {
+    let rig = rig(BreakerConfig::default().window_calls(10).minimum_calls(5));
+    let b = rig.registry.breaker("upstream").unwrap();
+    for _ in 0..4 {
+        fail(&b);
+    }
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "four failures are below the minimum of five"
+    );
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(rig.events().pop().unwrap().data["calls"], 5);
+}
+
+#[test]
+fn the_count_window_reports_calls_failures_and_slow_calls() {
+    let rig = rig(BreakerConfig::default()
+        .window_calls(3)
+        .minimum_calls(3)
+        .failure_rate_threshold(1.0)
+        .slow_call_threshold(secs(1)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let slow = b.try_acquire().unwrap();
+    rig.clock.advance(secs(2));
+    slow.success();
+    fail(&b);
+    succeed(&b);
+    let health = b.health();
+    assert_eq!(
+        (health.calls, health.failures, health.slow_calls),
+        (3, 2, 1)
+    );
+    assert_eq!(health.failure_rate, Some(2.0 / 3.0));
+    succeed(&b); // the slow call leaves
+    let health = b.health();
+    assert_eq!(
+        (health.calls, health.failures, health.slow_calls),
+        (3, 1, 0)
+    );
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
+fn closing_and_reset_clear_the_count_window() {
+    let rig = rig(BreakerConfig::default().window_calls(10).minimum_calls(2));
+    let b = rig.registry.breaker("upstream").unwrap();
+    fail(&b);
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Open);
+    rig.clock.advance(secs(30));
+    succeed(&b); // the probe closes it
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.health().calls, 0, "closing cleared the window");
+    fail(&b);
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "the failures before the trip are gone"
+    );
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Open);
+
+    b.reset();
+    assert_eq!(b.health().calls, 0, "reset cleared the window");
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
+fn a_verdict_from_before_a_trip_does_not_count_in_the_count_window() {
+    let rig = rig(BreakerConfig::default().window_calls(5).minimum_calls(1));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let early = b.try_acquire().unwrap();
+    let earlier = b.try_acquire().unwrap();
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Open);
+    rig.clock.advance(secs(30));
+    succeed(&b); // the probe closes it: a new generation of closed
+    assert_eq!(b.state(), BreakerState::Closed);
+    early.failure(); // taken before the trip: must not count, nor trip it
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.health().calls, 0);
+    earlier.success();
+    assert_eq!(b.health().calls, 0);
+}
+
+#[test]
+fn an_owned_permit_moves_into_a_thread_and_follows_the_same_rules() {
+    let rig = rig(BreakerConfig::default().window_calls(5).minimum_calls(1));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let stale = b.try_acquire_owned().unwrap();
+    let permit = b.try_acquire_owned().unwrap();
+    assert!(!permit.is_probe());
+    std::thread::spawn(move || permit.failure()).join().unwrap();
+    assert_eq!(b.state(), BreakerState::Open);
+    rig.clock.advance(secs(30));
+    let probe = b.try_acquire_owned().unwrap();
+    assert!(probe.is_probe());
+    assert!(b.try_acquire_owned().is_err(), "one probe slot");
+    drop(probe);
+    assert_eq!(
+        b.health().probes_in_flight,
+        0,
+        "a dropped probe frees its slot"
+    );
+    stale.success(); // taken while closed: does not close the half-open breaker
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    let probe = b.try_acquire_owned().unwrap();
+    assert_eq!(probe.breaker().name(), "upstream");
+    probe.success();
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+/// A `ManualClock` that counts how often it is read.
+#[derive(Debug)]
+struct CountingClock {
+    inner: ManualClock,
+    now: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl CountingClock {
+    /// (reads of `now`, reads of `now_unix_nanos`).
+    fn reads(&self) -> (u64, u64) {
+        (self.now.load(SeqCst), self.nanos.load(SeqCst))
+    }
+}
+
+impl taskstore::Clock for CountingClock {
+    fn now(&self) -> OffsetDateTime {
+        self.now.fetch_add(1, SeqCst);
+        self.inner.now()
+    }
+
+    fn now_unix_nanos(&self) -> i128 {
+        self.nanos.fetch_add(1, SeqCst);
+        self.inner.now_unix_nanos()
+    }
+}
+
+fn counting_rig(config: BreakerConfig) -> (Rig, Arc<CountingClock>) {
+    let clock = ManualClock::new(START);
+    let counting = Arc::new(CountingClock {
+        inner: clock.clone(),
+        now: AtomicU64::new(0),
+        nanos: AtomicU64::new(0),
+    });
+    let log = Arc::new(EventLog::new());
+    let registry = BreakerRegistry::new(config)
+        .unwrap()
+        .with_clock(counting.clone())
+        .with_sink(log.clone());
+    (
+        Rig {
+            registry,
+            clock,
+            log,
+        },
+        counting,
+    )
+}
+
+#[test]
+fn the_closed_path_reads_no_clock_with_a_count_window() {
+    let (rig, clock) = counting_rig(
+        BreakerConfig::default()
+            .window_calls(100)
+            .minimum_calls(100)
+            .consecutive_failures(5),
+    );
+    let b = rig.registry.breaker("upstream").unwrap();
+    for i in 0..1_000 {
+        let permit = b.try_acquire().unwrap();
+        if i % 4 == 0 {
+            permit.failure();
+        } else {
+            permit.success();
+        }
+        drop(b.try_acquire().unwrap()); // no verdict
+        let _ = b.call(|| Ok::<_, ()>(i));
+    }
+    assert_eq!(
+        clock.reads(),
+        (0, 0),
+        "no acquire or verdict read the clock"
+    );
+    assert!(rig.events().is_empty());
+
+    for _ in 0..4 {
+        fail(&b);
+    }
+    assert_eq!(clock.reads(), (0, 0));
+    fail(&b); // the fifth failure in a row trips it
+    assert_eq!(
+        clock.reads(),
+        (0, 1),
+        "the trip read the time once, to stamp it"
+    );
+    let opened = rig.events().pop().unwrap();
+    assert_eq!(opened.data["reason"], "consecutive_failures");
+    assert_eq!(opened.data["retry_at"], "2026-01-01T00:00:30Z");
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_at,
+        Some(START + secs(30))
+    );
+}
+
+#[test]
+fn the_time_window_reads_the_clock_once_per_verdict() {
+    let (rig, clock) = counting_rig(BreakerConfig::default().minimum_calls(100));
+    let b = rig.registry.breaker("upstream").unwrap();
+    for _ in 0..50 {
+        succeed(&b);
+        drop(b.try_acquire().unwrap());
+    }
+    assert_eq!(
+        clock.reads(),
+        (0, 50),
+        "one reading per verdict, none per acquire"
+    );
+
+    let (rig, clock) = counting_rig(
+        BreakerConfig::default()
+            .window_calls(10)
+            .slow_call_threshold(secs(1)),
+    );
+    let b = rig.registry.breaker("upstream").unwrap();
+    for _ in 0..50 {
+        succeed(&b);
+    }
+    assert_eq!(
+        clock.reads(),
+        (0, 100),
+        "a slow-call threshold times each call: one reading at acquire, one at the verdict"
+    );
+}
+
+#[test]
+fn count_window_configs_are_checked() {
+    let cases = [
+        (BreakerConfig::default().window_calls(0), "window_calls"),
+        (
+            BreakerConfig::default().window_calls(100_001),
+            "window_calls",
+        ),
+        (
+            BreakerConfig::default().window_calls(5),
+            "minimum_calls", // the default 10 could never be reached
+        ),
+    ];
+    for (config, field) in cases {
+        match config.validate() {
+            Err(Error::InvalidBreakerConfig { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: expected InvalidBreakerConfig, got {other:?}"),
+        }
+        assert!(matches!(
+            BreakerRegistry::new(config),
+            Err(Error::InvalidBreakerConfig { .. })
+        ));
+    }
+    for config in [
+        BreakerConfig::default().window_calls(1).minimum_calls(1),
+        BreakerConfig::default().window_calls(10),
+        BreakerConfig::default().window_calls(100_000),
+    ] {
+        config.validate().unwrap();
+    }
+    // The count window is part of the config a breaker is compared by.
+    let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();
+    registry
+        .breaker_with("db", BreakerConfig::default().window_calls(100))
+        .unwrap();
+    assert!(matches!(
+        registry.breaker_with("db", BreakerConfig::default()),
+        Err(Error::BreakerConfigConflict { .. })
+    ));
+}
+
+#[test]
+fn a_config_serialized_before_the_count_window_still_deserializes() {
+    // `BreakerConfig::default()` as serialized before `window_calls` existed.
+    let old = r#"{
+        "failure_rate_threshold": 0.5,
+        "window": {"secs": 60, "nanos": 0},
+        "window_buckets": 10,
+        "minimum_calls": 10,
+        "consecutive_failures": null,
+        "slow_call_threshold": null,
+        "open_duration": {"secs": 30, "nanos": 0},
+        "open_duration_multiplier": 1.0,
+        "max_open_duration": {"secs": 300, "nanos": 0},
+        "half_open_probes": 1,
+        "probe_successes_to_close": 1
+    }"#;
+    let config: BreakerConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(config, BreakerConfig::default());
+    assert_eq!(config.window_calls, None, "the time window, as before");
+
+    let counted = BreakerConfig::default().window_calls(100);
+    let json = serde_json::to_value(&counted).unwrap();
+    assert_eq!(json["window_calls"], 100);
+    assert_eq!(
+        serde_json::from_value::<BreakerConfig>(json).unwrap(),
+        counted
+    );
 }

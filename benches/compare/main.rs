@@ -4,7 +4,15 @@
 //!
 //! ```text
 //! cargo bench --features compare --bench compare
+//! cargo bench --features compare --bench compare -- 'breaker_closed|event_push'
 //! ```
+//!
+//! A filter (criterion's regex, or `--exact`) also skips the setup of the
+//! workloads it leaves out (the history of `list_active` takes minutes).
+//!
+//! Peers named `taskstore-…` are other configurations of `taskstore` (for
+//! example `taskstore-processes`, `taskstore-time-window`): in the table each
+//! gets its own rows against the other peers, marked with its name.
 
 mod floor;
 mod peers;
@@ -534,6 +542,13 @@ fn human(ns: f64) -> String {
     }
 }
 
+/// Whether `peer` is `taskstore` or another configuration of it.
+fn is_ours(peer: &str) -> bool {
+    peer == "taskstore" || peer.starts_with("taskstore-")
+}
+
+/// One row per (configuration of ours, other peer): `taskstore` first, then
+/// each `taskstore-…` variant, whose rows name it beside the workload.
 fn print_table() {
     let results = RESULTS.lock().unwrap();
     if results.is_empty() {
@@ -543,32 +558,135 @@ fn print_table() {
     out.push_str("| workload | taskstore | against | its time | taskstore / it |\n");
     out.push_str("|---|---|---|---|---|\n");
     for (workload, peers) in results.iter() {
-        let Some(ours) = peers.get("taskstore").map(|v| median(v)) else {
+        if !peers.contains_key("taskstore") {
             continue;
-        };
-        let others: Vec<(&&str, f64)> = peers
+        }
+        let mut ours: Vec<(&str, f64)> = peers
             .iter()
-            .filter(|(p, _)| **p != "taskstore")
-            .map(|(p, v)| (p, median(v)))
+            .filter(|(p, _)| is_ours(p))
+            .map(|(p, v)| (*p, median(v)))
             .collect();
-        for (i, (peer, theirs)) in others.iter().enumerate() {
-            let first = if i == 0 {
-                (workload.as_str(), human(ours))
+        // `taskstore` first, then its variants by name.
+        ours.sort_by_key(|(p, _)| *p != "taskstore");
+        let others: Vec<(&str, f64)> = peers
+            .iter()
+            .filter(|(p, _)| !is_ours(p))
+            .map(|(p, v)| (*p, median(v)))
+            .collect();
+        for (name, time) in &ours {
+            let label = if *name == "taskstore" {
+                workload.clone()
             } else {
-                ("", String::new())
+                format!("{workload} [{name}]")
             };
-            out.push_str(&format!(
-                "| {} | {} | {peer} | {} | {:.2} |\n",
-                first.0,
-                first.1,
-                human(*theirs),
-                ours / theirs
-            ));
+            for (i, (peer, theirs)) in others.iter().enumerate() {
+                let first = if i == 0 {
+                    (label.as_str(), human(*time))
+                } else {
+                    ("", String::new())
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {peer} | {} | {:.2} |\n",
+                    first.0,
+                    first.1,
+                    human(*theirs),
+                    time / theirs
+                ));
+            }
         }
     }
     println!("\n{out}");
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(Path::new(&target).join("compare-table.md"), &out);
+}
+
+/// Every peer name the workloads record, for matching the filter against
+/// whole benchmark ids (`workload/peer`).
+const PEER_NAMES: &[&str] = &[
+    "taskstore",
+    "taskstore-processes",
+    "taskstore-time-window",
+    "sqlite",
+    "redb",
+    "floor",
+    "taskstore+floor",
+    "failsafe",
+    "recloser",
+    "tower-resilience",
+    "mutex-vecdeque",
+];
+
+/// Criterion's benchmark filter, read from the same arguments, so that a
+/// filtered run skips the setup of the workloads it would not time.
+enum Filter {
+    All,
+    Regex(regex::Regex),
+    Exact(String),
+    None,
+}
+
+impl Filter {
+    fn from_args() -> Filter {
+        // Criterion's options that take a value (see `configure_from_args`).
+        const WITH_VALUE: &[&str] = &[
+            "-c",
+            "--color",
+            "--colour",
+            "-s",
+            "--save-baseline",
+            "-b",
+            "--baseline",
+            "--baseline-lenient",
+            "--format",
+            "--profile-time",
+            "--load-baseline",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--plotting-backend",
+            "--output-format",
+        ];
+        let mut args = std::env::args().skip(1);
+        let (mut pattern, mut exact, mut ignored) = (None, false, false);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--exact" => exact = true,
+                "--ignored" => ignored = true,
+                a if WITH_VALUE.contains(&a) => {
+                    args.next();
+                }
+                a if a.starts_with('-') => {}
+                _ if pattern.is_none() => pattern = Some(arg),
+                _ => {}
+            }
+        }
+        match (pattern, exact, ignored) {
+            (_, _, true) => Filter::None,
+            (None, _, _) => Filter::All,
+            (Some(p), true, _) => Filter::Exact(p),
+            // An invalid regex: let criterion report it.
+            (Some(p), false, _) => regex::Regex::new(&p).map_or(Filter::All, Filter::Regex),
+        }
+    }
+
+    /// Whether any benchmark of these workloads is to run.
+    fn wants(&self, workloads: &[impl AsRef<str>]) -> bool {
+        workloads.iter().any(|w| {
+            PEER_NAMES.iter().any(|p| {
+                let id = format!("{}/{p}", w.as_ref());
+                match self {
+                    Filter::All => true,
+                    Filter::Regex(r) => r.is_match(&id),
+                    Filter::Exact(e) => *e == id,
+                    Filter::None => false,
+                }
+            })
+        })
+    }
 }
 
 fn main() {
@@ -580,12 +698,48 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
-    writes(&mut c);
-    reads(&mut c);
-    list_active(&mut c);
-    sweep(&mut c);
-    resilience::breakers(&mut c);
-    resilience::event_log(&mut c);
+    let filter = Filter::from_args();
+    let writes_workloads = [WriteOp::Create, WriteOp::Update, WriteOp::Complete]
+        .into_iter()
+        .flat_map(|op| {
+            ["immediate", "eventual"].into_iter().flat_map(move |d| {
+                ["1w", "2w", "4w", "1w-paired"].map(move |w| format!("{}/{d}/{w}", op.name()))
+            })
+        })
+        .collect::<Vec<_>>();
+    if filter.wants(&writes_workloads) {
+        writes(&mut c);
+    }
+    if filter.wants(&["get/1r", "get/2r"]) {
+        reads(&mut c);
+    }
+    if filter.wants(&[
+        "list_active/0",
+        "list_active/20000",
+        "list_active/200000",
+        "list_active_after_write/0",
+    ]) {
+        list_active(&mut c);
+    }
+    if filter.wants(&["sweep_10000"]) {
+        sweep(&mut c);
+    }
+    if filter.wants(&[
+        "breaker_closed/1t",
+        "breaker_closed/2t",
+        "breaker_open_rejection",
+    ]) {
+        resilience::breakers(&mut c);
+    }
+    if filter.wants(&[
+        "event_push/1t",
+        "event_push/2t",
+        "event_push_u64/1t",
+        "event_push_u64/2t",
+        "event_snapshot_1000",
+    ]) {
+        resilience::event_log(&mut c);
+    }
     c.final_summary();
     print_table();
 }

@@ -1,5 +1,10 @@
 //! Breakers against `failsafe`, `recloser` and `tower-resilience-circuitbreaker`;
 //! the event log against a `Mutex<VecDeque>` with a separate counter.
+//!
+//! On the closed path `taskstore` is our breaker with a count window of the
+//! last 100 calls, judged once all 100 are in: `recloser`'s default, with
+//! the same semantics. `taskstore-time-window` is our default breaker (a 60 s
+//! window of 10 buckets, which reads the clock on every verdict).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -9,17 +14,25 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use failsafe::CircuitBreaker as _;
-use taskstore::{BreakerConfig, BreakerRegistry, Event, EventLog, Record};
+use taskstore::{BreakerConfig, BreakerRegistry, Clock, Event, EventLog, Record, SystemClock};
 use time::OffsetDateTime;
 use tower::{Service, ServiceExt};
 
 use crate::{record, threads};
 
-fn taskstore_breaker() -> taskstore::Breaker {
-    BreakerRegistry::new(BreakerConfig::default())
+fn taskstore_breaker(config: BreakerConfig) -> taskstore::Breaker {
+    BreakerRegistry::new(config)
         .unwrap()
         .breaker("upstream")
         .unwrap()
+}
+
+/// `recloser`'s default: the failure rate over the last 100 calls, once
+/// there are 100.
+fn count_window() -> BreakerConfig {
+    BreakerConfig::default()
+        .window_calls(100)
+        .minimum_calls(100)
 }
 
 fn failsafe_breaker() -> impl failsafe::CircuitBreaker + Send + Sync {
@@ -77,11 +90,19 @@ pub fn breakers(c: &mut Criterion) {
     for threads in [1usize, 2] {
         let workload = format!("breaker_closed/{threads}t");
         let mut group = c.benchmark_group(&workload);
-        let ours = taskstore_breaker();
+        let ours = taskstore_breaker(count_window());
         group.bench_function("taskstore", |b| {
             b.iter_custom(|iters| {
                 timed(&workload, "taskstore", threads, iters, &|| {
                     ours.try_acquire().unwrap().success();
+                })
+            })
+        });
+        let ours_timed = taskstore_breaker(BreakerConfig::default());
+        group.bench_function("taskstore-time-window", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "taskstore-time-window", threads, iters, &|| {
+                    ours_timed.try_acquire().unwrap().success();
                 })
             })
         });
@@ -123,7 +144,7 @@ pub fn breakers(c: &mut Criterion) {
 
     let workload = "breaker_open_rejection";
     let mut group = c.benchmark_group(workload);
-    let ours = taskstore_breaker();
+    let ours = taskstore_breaker(BreakerConfig::default());
     ours.force_open();
     assert!(ours.try_acquire().is_err());
     group.bench_function("taskstore", |b| {
@@ -193,15 +214,17 @@ pub fn breakers(c: &mut Criterion) {
 }
 
 /// The baseline: a `Mutex<VecDeque>` ring and a separate sequence counter,
-/// storing the same records.
-struct MutexRing {
-    records: Mutex<VecDeque<Record<Event>>>,
+/// storing the same records. It takes its timestamps as the log does (Unix
+/// nanoseconds from the system clock, made dates when read), so the two
+/// differ in structure only.
+struct MutexRing<T> {
+    records: Mutex<VecDeque<(u64, i128, T)>>,
     seq: AtomicU64,
     capacity: usize,
 }
 
-impl MutexRing {
-    fn new(capacity: usize) -> MutexRing {
+impl<T: Clone> MutexRing<T> {
+    fn new(capacity: usize) -> MutexRing<T> {
         MutexRing {
             records: Mutex::new(VecDeque::with_capacity(capacity)),
             seq: AtomicU64::new(0),
@@ -209,19 +232,27 @@ impl MutexRing {
         }
     }
 
-    fn push(&self, event: Event) -> u64 {
-        let at = OffsetDateTime::now_utc();
+    fn push(&self, event: T) -> u64 {
+        let at = SystemClock.now_unix_nanos();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut records = self.records.lock().unwrap();
         if records.len() == self.capacity {
             records.pop_front();
         }
-        records.push_back(Record { seq, at, event });
+        records.push_back((seq, at, event));
         seq
     }
 
-    fn snapshot(&self) -> Vec<Record<Event>> {
-        self.records.lock().unwrap().iter().cloned().collect()
+    fn snapshot(&self) -> Vec<Record<T>> {
+        let records = self.records.lock().unwrap();
+        records
+            .iter()
+            .map(|(seq, at, event)| Record {
+                seq: *seq,
+                at: OffsetDateTime::from_unix_timestamp_nanos(*at).unwrap(),
+                event: event.clone(),
+            })
+            .collect()
     }
 }
 
@@ -246,6 +277,28 @@ pub fn event_log(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 timed(&workload, "mutex-vecdeque", threads, iters, &|| {
                     black_box(ring.push(event()));
+                })
+            })
+        });
+        group.finish();
+    }
+    // The structures alone: a `u64` payload, so no allocation on either side.
+    for threads in [1usize, 2] {
+        let workload = format!("event_push_u64/{threads}t");
+        let mut group = c.benchmark_group(&workload);
+        let log = EventLog::<u64>::new();
+        group.bench_function("taskstore", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "taskstore", threads, iters, &|| {
+                    black_box(log.push(black_box(7)));
+                })
+            })
+        });
+        let ring = MutexRing::<u64>::new(1_000);
+        group.bench_function("mutex-vecdeque", |b| {
+            b.iter_custom(|iters| {
+                timed(&workload, "mutex-vecdeque", threads, iters, &|| {
+                    black_box(ring.push(black_box(7)));
                 })
             })
         });

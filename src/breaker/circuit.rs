@@ -189,14 +189,24 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// Sends a transition, if there was one, to the sink.
+    #[inline]
     fn emit(&self, event: Option<Event>) {
-        if let (Some(sink), Some(event)) = (&self.sink, event)
+        if let Some(event) = event {
+            self.emit_event(event);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_event(&self, event: Event) {
+        if let Some(sink) = &self.sink
             && !emit_contained(&**sink, &event)
         {
             self.sink_panics.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    #[inline]
     fn call(&self, breaker: &str, outcome: CallOutcome) {
         if let Some(sink) = &self.sink
             && !breaker_call_contained(&**sink, breaker, outcome)
@@ -211,15 +221,26 @@ impl Env {
 /// Get one from a [`BreakerRegistry`](crate::BreakerRegistry). Before each
 /// call to the protected upstream, take a [`Permit`] with
 /// [`try_acquire`](Breaker::try_acquire) and give it a verdict, or let
-/// [`call`](Breaker::call) do both.
+/// [`call`](Breaker::call) do both. A `Permit` borrows its breaker, as a
+/// `MutexGuard` borrows its mutex; to move a permit into a spawned task, take
+/// an [`OwnedPermit`] with [`try_acquire_owned`](Breaker::try_acquire_owned).
 ///
 /// # Rules
 ///
 /// - **Closed**: every call goes through; each verdict is counted in the
-///   sliding window. The breaker trips open when the window holds at least
-///   `minimum_calls` calls and failures / calls `>= failure_rate_threshold`,
-///   or (if configured) after `consecutive_failures` failures in a row. A
-///   call longer than `slow_call_threshold` counts as a failure.
+///   sliding window: by default the calls of the last `window` of time (kept
+///   in `window_buckets` buckets), or with `window_calls` set the last that
+///   many calls, however old. The breaker trips open when the window holds
+///   at least `minimum_calls` calls and failures / calls
+///   `>= failure_rate_threshold`, or (if configured) after
+///   `consecutive_failures` failures in a row. A call longer than
+///   `slow_call_threshold` counts as a failure.
+/// - **Time**: every reading comes from the registry's [`Clock`]. With a
+///   count window and no slow-call threshold, the closed path (acquire and
+///   verdict) reads no time at all until a verdict trips the breaker; with
+///   the time window a verdict reads it once
+///   ([`Clock::now_unix_nanos`]); a slow-call threshold adds one reading at
+///   acquire.
 /// - **Open**: calls are rejected until the open duration has passed (it
 ///   grows by `open_duration_multiplier` per trip in a row, up to
 ///   `max_open_duration`). The first acquire or [`state`](Breaker::state)
@@ -227,7 +248,7 @@ impl Env {
 /// - **Half-open**: at most `half_open_probes` permits are held at once; a
 ///   permit dropped without a verdict gives its slot back. One failed probe
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
-///   the window.
+///   the window (of either kind).
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
@@ -243,6 +264,16 @@ struct Core {
     name: Arc<str>,
     config: BreakerConfig,
     env: Arc<Env>,
+    /// `slow_call_threshold` in nanoseconds.
+    slow_nanos: Option<i128>,
+    /// Whether a verdict needs the time before it takes the lock: with the
+    /// time window, or a slow-call threshold. Otherwise a verdict reads the
+    /// clock only if it trips the breaker.
+    timed_verdicts: bool,
+    /// With a count window of N calls: (N, the fewest failures among N calls
+    /// whose rate reaches the threshold), so that a full window is judged
+    /// without a division.
+    full_window: Option<(u64, u64)>,
     /// The generation while closed, `u64::MAX` otherwise: lets the closed
     /// path hand out permits without the lock.
     closed_generation: AtomicU64,
@@ -264,6 +295,8 @@ enum State {
     Open {
         opened_at: OffsetDateTime,
         until: OffsetDateTime,
+        /// `until` as Unix nanoseconds, to compare with the clock.
+        until_nanos: i128,
     },
     HalfOpen {
         opened_at: OffsetDateTime,
@@ -286,24 +319,89 @@ impl State {
     }
 }
 
-/// Permission to make one call. Give it a verdict with
-/// [`success`](Permit::success) or [`failure`](Permit::failure); dropping it
-/// without one counts nothing and, for a half-open probe, frees its slot.
+/// Permission to make one call, borrowed from its [`Breaker`]. Give it a
+/// verdict with [`success`](Permit::success) or [`failure`](Permit::failure);
+/// dropping it without one counts nothing and, for a half-open probe, frees
+/// its slot.
+///
+/// Taking and settling one touches no reference count; to hold a permit
+/// where the breaker cannot be borrowed (a spawned task), use
+/// [`OwnedPermit`].
 #[must_use = "a permit should get a verdict: success() or failure()"]
-pub struct Permit {
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    ticket: Ticket,
+}
+
+/// A [`Permit`] that owns a handle to its breaker (one reference-count
+/// increment when taken), so it can move into a spawned task: from
+/// [`Breaker::try_acquire_owned`]. The same rules apply.
+#[must_use = "a permit should get a verdict: success() or failure()"]
+pub struct OwnedPermit {
     breaker: Breaker,
+    ticket: Ticket,
+}
+
+/// What a permit of either kind remembers.
+struct Ticket {
     generation: u64,
     probe: bool,
-    started: Option<OffsetDateTime>,
+    /// When it was taken; read only with a slow-call threshold (the closed
+    /// path leaves it 0 without one).
+    started: Nanos,
     settled: bool,
+}
+
+/// Unix nanoseconds (an `i128`) kept as two 64-bit halves. With the 8-byte
+/// alignment of the halves a permit is small and copied with plain moves; an
+/// `i128` field (16-byte aligned) made the compiler copy permits with vector
+/// moves that stall on store forwarding, a quarter of the closed path.
+#[derive(Clone, Copy, Debug)]
+struct Nanos {
+    high: i64,
+    low: u64,
+}
+
+impl Nanos {
+    fn new(nanos: i128) -> Nanos {
+        Nanos {
+            high: (nanos >> 64) as i64,
+            low: nanos as u64,
+        }
+    }
+
+    fn get(self) -> i128 {
+        (i128::from(self.high) << 64) | i128::from(self.low)
+    }
+}
+
+/// The time of one verdict: read at most once, and only if needed.
+struct Now<'a> {
+    clock: &'a Arc<dyn Clock>,
+    at: Option<i128>,
+}
+
+impl Now<'_> {
+    fn get(&mut self) -> i128 {
+        *self.at.get_or_insert_with(|| self.clock.now_unix_nanos())
+    }
 }
 
 impl Breaker {
     pub(crate) fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> Breaker {
-        let window = Window::new(config.window, config.window_buckets);
+        let window = Window::new(&config);
+        let slow_nanos = config
+            .slow_call_threshold
+            .map(|t| i128::try_from(t.as_nanos()).unwrap_or(i128::MAX));
         Breaker {
             core: Arc::new(Core {
                 name,
+                timed_verdicts: window.needs_time() || slow_nanos.is_some(),
+                full_window: config.window_calls.map(|n| {
+                    let n = u64::from(n);
+                    (n, fewest_failures(n, config.failure_rate_threshold))
+                }),
+                slow_nanos,
                 config,
                 env,
                 closed_generation: AtomicU64::new(0),
@@ -328,20 +426,56 @@ impl Breaker {
         &self.core.config
     }
 
-    /// Asks to make one call.
+    /// Asks to make one call. The permit borrows the breaker.
     ///
     /// # Errors
     ///
     /// [`Rejected`] while open (with the time to retry), forced open, or
     /// half-open with every probe slot taken.
-    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let ticket = self.acquire()?;
+        Ok(Permit {
+            breaker: self,
+            ticket,
+        })
+    }
+
+    /// Asks to make one call, like [`try_acquire`](Breaker::try_acquire), for
+    /// a permit that holds its own handle to the breaker and can be moved
+    /// into a spawned task.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Breaker::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        let ticket = self.acquire()?;
+        Ok(OwnedPermit {
+            breaker: self.clone(),
+            ticket,
+        })
+    }
+
+    /// The closed path, without the lock; the others in
+    /// [`acquire_not_closed`](Breaker::acquire_not_closed).
+    #[inline]
+    fn acquire(&self) -> Result<Ticket, Rejected> {
         let core = &*self.core;
-        let slow = core.config.slow_call_threshold.is_some();
         let generation = core.closed_generation.load(Ordering::Acquire);
-        if generation != u64::MAX {
-            return Ok(self.permit(generation, false, slow.then(|| core.env.clock.now())));
+        if generation == u64::MAX {
+            return self.acquire_not_closed();
         }
-        let now = core.env.clock.now();
+        let started = match core.slow_nanos {
+            Some(_) => Nanos::new(core.env.clock.now_unix_nanos()),
+            None => Nanos::new(0),
+        };
+        Ok(Ticket::new(generation, false, started))
+    }
+
+    #[inline(never)]
+    fn acquire_not_closed(&self) -> Result<Ticket, Rejected> {
+        let core = &*self.core;
+        let now = core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(core, now);
         let result = match &mut inner.state {
@@ -359,7 +493,7 @@ impl Breaker {
         drop(inner);
         core.env.emit(event);
         match result {
-            Ok(probe) => Ok(self.permit(generation, probe, slow.then_some(now))),
+            Ok(probe) => Ok(Ticket::new(generation, probe, Nanos::new(now))),
             Err(retry_at) => {
                 core.env.call(&core.name, CallOutcome::Rejected);
                 Err(Rejected {
@@ -395,7 +529,7 @@ impl Breaker {
     /// Its state now. An open breaker whose open duration has passed becomes
     /// half-open here (and says so to the sink), as on the next acquire.
     pub fn state(&self) -> BreakerState {
-        let now = self.core.env.clock.now();
+        let now = self.core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(&self.core, now);
         let state = inner.state.public();
@@ -406,13 +540,15 @@ impl Breaker {
 
     /// Its health now (moving it to half-open first if due, like [`state`](Breaker::state)).
     pub fn health(&self) -> BreakerHealth {
-        let now = self.core.env.clock.now();
+        let now = self.core.env.clock.now_unix_nanos();
         let mut inner = self.lock();
         let event = inner.advance(&self.core, now);
-        let totals = inner.window.totals(now);
+        let totals = inner.window.totals(|| now);
         let (opened_at, next_probe_at, probes_in_flight, probe_successes) = match inner.state {
             State::Closed => (None, None, 0, 0),
-            State::Open { opened_at, until } => (Some(opened_at), Some(until), 0, 0),
+            State::Open {
+                opened_at, until, ..
+            } => (Some(opened_at), Some(until), 0, 0),
             State::HalfOpen {
                 opened_at,
                 in_flight,
@@ -469,35 +605,36 @@ impl Breaker {
         )));
     }
 
-    fn permit(&self, generation: u64, probe: bool, started: Option<OffsetDateTime>) -> Permit {
-        Permit {
-            breaker: self.clone(),
-            generation,
-            probe,
-            started,
-            settled: false,
-        }
-    }
-
-    fn settle(&self, permit: &Permit, ok: Option<bool>) {
+    /// Gives `ticket` its verdict (`None`: dropped without one). The one
+    /// settle path of both kinds of permit.
+    fn settle(&self, ticket: &mut Ticket, ok: Option<bool>) {
+        ticket.settled = true;
         let core = &*self.core;
         let Some(ok) = ok else {
             // Dropped without a verdict: only a probe slot needs giving back.
-            if permit.probe {
+            if ticket.probe {
                 let mut inner = self.lock();
                 let generation = inner.generation;
                 if let State::HalfOpen { in_flight, .. } = &mut inner.state
-                    && generation == permit.generation
+                    && generation == ticket.generation
                 {
                     *in_flight = in_flight.saturating_sub(1);
                 }
             }
             return;
         };
-        let now = core.env.clock.now();
-        let slow = match (permit.started, core.config.slow_call_threshold) {
-            (Some(started), Some(threshold)) => now - started > threshold,
-            _ => false,
+        // Read before the lock when the verdict needs it; otherwise only a
+        // trip reads it, under the lock.
+        let mut now = Now {
+            clock: &core.env.clock,
+            at: None,
+        };
+        if core.timed_verdicts {
+            now.get();
+        }
+        let slow = match core.slow_nanos {
+            Some(threshold) => now.get() - ticket.started.get() > threshold,
+            None => false,
         };
         let failed = !ok || slow;
         let outcome = match (ok, slow) {
@@ -506,8 +643,8 @@ impl Breaker {
             (true, false) => CallOutcome::Success,
         };
         let mut inner = self.lock();
-        let event = if inner.generation == permit.generation {
-            inner.verdict(self, now, failed, slow)
+        let event = if inner.generation == ticket.generation {
+            inner.verdict(self, &mut now, failed, slow)
         } else {
             None
         };
@@ -532,6 +669,40 @@ impl Breaker {
     }
 }
 
+impl Core {
+    /// Whether the window's failure rate trips the breaker: at least
+    /// `minimum_calls` calls and failures / calls `>= failure_rate_threshold`.
+    fn rate_trips(&self, totals: Totals) -> bool {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return false;
+        }
+        if totals.failures == 0 {
+            // The rate is 0.0, without a division.
+            return self.config.failure_rate_threshold <= 0.0;
+        }
+        match self.full_window {
+            Some((calls, failures)) if totals.calls == calls => totals.failures >= failures,
+            _ => totals.failure_rate().unwrap_or(0.0) >= self.config.failure_rate_threshold,
+        }
+    }
+}
+
+/// The fewest failures `f` among `calls` calls (`> 0`) with
+/// `f / calls >= threshold`, computed as [`Core::rate_trips`] does (`calls +
+/// 1` if none). The rate grows with `f`, so a binary search finds it.
+fn fewest_failures(calls: u64, threshold: f64) -> u64 {
+    let (mut low, mut high) = (0, calls + 1);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if mid as f64 / calls as f64 >= threshold {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
 impl Inner {
     fn set_state(&mut self, core: &Core, state: State) {
         self.state = state;
@@ -544,12 +715,18 @@ impl Inner {
         core.closed_generation.store(closed, Ordering::Release);
     }
 
-    /// Open → half-open once the open duration has passed.
-    fn advance(&mut self, core: &Core, now: OffsetDateTime) -> Option<Event> {
-        let State::Open { opened_at, until } = self.state else {
+    /// Open → half-open once the open duration has passed (`now` in Unix
+    /// nanoseconds).
+    fn advance(&mut self, core: &Core, now: i128) -> Option<Event> {
+        let State::Open {
+            opened_at,
+            until,
+            until_nanos,
+        } = self.state
+        else {
             return None;
         };
-        if now < until {
+        if now < until_nanos {
             return None;
         }
         self.set_state(
@@ -576,7 +753,7 @@ impl Inner {
     fn verdict(
         &mut self,
         breaker: &Breaker,
-        now: OffsetDateTime,
+        now: &mut Now<'_>,
         failed: bool,
         slow: bool,
     ) -> Option<Event> {
@@ -584,22 +761,18 @@ impl Inner {
         let config = &core.config;
         match &mut self.state {
             State::Closed => {
-                self.window.record(now, failed, slow);
+                let totals = self.window.record(|| now.get(), failed, slow);
                 self.consecutive_failures = if failed {
                     self.consecutive_failures + 1
                 } else {
                     0
                 };
-                let totals = self.window.totals(now);
-                let rate = totals.failure_rate().unwrap_or(0.0);
                 let reason = if config
                     .consecutive_failures
                     .is_some_and(|n| self.consecutive_failures >= n)
                 {
                     "consecutive_failures"
-                } else if totals.calls >= u64::from(config.minimum_calls)
-                    && rate >= config.failure_rate_threshold
-                {
+                } else if core.rate_trips(totals) {
                     "failure_rate"
                 } else {
                     return None;
@@ -609,7 +782,7 @@ impl Inner {
                     BreakerState::Closed,
                     BreakerState::Open,
                 );
-                Some(self.trip(core, now, event, reason, totals))
+                Some(self.trip(core, now.get(), event, reason, totals))
             }
             State::HalfOpen {
                 in_flight,
@@ -630,7 +803,7 @@ impl Inner {
                     );
                     return Some(self.trip(
                         core,
-                        now,
+                        now.get(),
                         event,
                         if slow { "slow_probe" } else { "failed_probe" },
                         totals,
@@ -665,13 +838,14 @@ impl Inner {
     fn trip(
         &mut self,
         core: &Core,
-        now: OffsetDateTime,
+        now: i128,
         event: Event,
         reason: &str,
         totals: Totals,
     ) -> Event {
         self.trips = self.trips.saturating_add(1);
         let open_for = core.config.open_duration_after(self.trips);
+        let now = datetime(now);
         let until =
             now.saturating_add(time::Duration::try_from(open_for).unwrap_or(time::Duration::MAX));
         self.set_state(
@@ -679,6 +853,7 @@ impl Inner {
             State::Open {
                 opened_at: now,
                 until,
+                until_nanos: until.unix_timestamp_nanos(),
             },
         );
         event.with_data(json!({
@@ -698,23 +873,65 @@ impl Inner {
     }
 }
 
-impl Permit {
+impl Ticket {
+    fn new(generation: u64, probe: bool, started: Nanos) -> Ticket {
+        Ticket {
+            generation,
+            probe,
+            started,
+            settled: false,
+        }
+    }
+}
+
+impl<'a> Permit<'a> {
     /// The call succeeded (it counts as a failure if it was slower than the
     /// slow-call threshold).
+    #[inline]
     pub fn success(mut self) {
-        self.settled = true;
-        self.breaker.settle(&self, Some(true));
+        self.breaker.settle(&mut self.ticket, Some(true));
     }
 
     /// The call failed.
+    #[inline]
     pub fn failure(mut self) {
-        self.settled = true;
-        self.breaker.settle(&self, Some(false));
+        self.breaker.settle(&mut self.ticket, Some(false));
     }
 
     /// Whether this permit is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe
+    }
+
+    /// The breaker it was taken from.
+    pub fn breaker(&self) -> &'a Breaker {
+        self.breaker
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.ticket.settled {
+            self.breaker.settle(&mut self.ticket, None);
+        }
+    }
+}
+
+impl OwnedPermit {
+    /// The call succeeded (it counts as a failure if it was slower than the
+    /// slow-call threshold).
+    pub fn success(mut self) {
+        self.breaker.settle(&mut self.ticket, Some(true));
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.breaker.settle(&mut self.ticket, Some(false));
+    }
+
+    /// Whether this permit is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.probe
     }
 
     /// The breaker it was taken from.
@@ -723,10 +940,10 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for OwnedPermit {
     fn drop(&mut self) {
-        if !self.settled {
-            self.breaker.settle(self, None);
+        if !self.ticket.settled {
+            self.breaker.settle(&mut self.ticket, None);
         }
     }
 }
@@ -740,11 +957,20 @@ impl fmt::Debug for Breaker {
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.core.name)
-            .field("probe", &self.probe)
+            .field("probe", &self.ticket.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("breaker", &self.breaker.core.name)
+            .field("probe", &self.ticket.probe)
             .finish_non_exhaustive()
     }
 }
@@ -755,7 +981,55 @@ fn millis(d: impl TryInto<Duration>) -> u64 {
     })
 }
 
+/// Unix nanoseconds as a date, clamped to the dates `time` can hold.
+fn datetime(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or_else(|_| {
+        let edge = if unix_nanos < 0 {
+            time::PrimitiveDateTime::MIN
+        } else {
+            time::PrimitiveDateTime::MAX
+        };
+        edge.assume_utc()
+    })
+}
+
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanos_keep_every_i128() {
+        for n in [
+            0,
+            1,
+            -1,
+            i128::MIN,
+            i128::MAX,
+            1_767_225_600_000_000_000,
+            -42 << 70,
+        ] {
+            assert_eq!(Nanos::new(n).get(), n);
+        }
+    }
+
+    #[test]
+    fn fewest_failures_agrees_with_dividing() {
+        for calls in [1u64, 2, 3, 7, 10, 99, 100, 101, 1_000, 100_000] {
+            for threshold in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.7, 0.75, 0.9, 0.999, 1.0] {
+                let divided = (0..=calls)
+                    .find(|&f| f as f64 / calls as f64 >= threshold)
+                    .unwrap_or(calls + 1);
+                assert_eq!(
+                    fewest_failures(calls, threshold),
+                    divided,
+                    "{calls} calls, threshold {threshold}"
+                );
+            }
+        }
+    }
 }

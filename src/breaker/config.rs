@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The largest count window (`window_calls`): one byte per call.
+const MAX_WINDOW_CALLS: u32 = 100_000;
+
 /// The rules of one breaker.
 ///
 /// | field | default | meaning |
@@ -13,7 +16,8 @@ use crate::error::{Error, Result};
 /// | `failure_rate_threshold` | `0.5` | trip when failures / calls in the window reach this (`0.0..=1.0`) |
 /// | `window` | 60 s | the sliding time window over which the rate is counted |
 /// | `window_buckets` | 10 | the window is kept as this many buckets of `window / window_buckets`: a call leaves the window when its bucket does (`1..=1000`) |
-/// | `minimum_calls` | 10 | the rate is not judged before the window holds this many calls (`>= 1`) |
+/// | `window_calls` | off | judge the failure rate over the last N calls instead of the time window; `window` and `window_buckets` are then unused (`1..=100_000`) |
+/// | `minimum_calls` | 10 | the rate is not judged before the window holds this many calls (`>= 1`, and `<= window_calls` when that is set) |
 /// | `consecutive_failures` | off | also trip after this many failures in a row, whatever the rate (`>= 1`) |
 /// | `slow_call_threshold` | off | a call that takes longer than this counts as a failure (`> 0`) |
 /// | `open_duration` | 30 s | how long a tripped breaker stays open before probing (`> 0`) |
@@ -48,6 +52,11 @@ pub struct BreakerConfig {
     pub window: Duration,
     /// How many buckets the window is kept in (its granularity).
     pub window_buckets: u32,
+    /// If set, the window is the last this many calls, whenever they were
+    /// made, instead of a span of time (`window` and `window_buckets` are
+    /// then unused). Absent in configs serialized before it existed.
+    #[serde(default)]
+    pub window_calls: Option<u32>,
     /// The fewest calls in the window before the rate is judged.
     pub minimum_calls: u32,
     /// Trip after this many failures in a row, if set.
@@ -72,6 +81,7 @@ impl Default for BreakerConfig {
             failure_rate_threshold: 0.5,
             window: Duration::from_secs(60),
             window_buckets: 10,
+            window_calls: None,
             minimum_calls: 10,
             consecutive_failures: None,
             slow_call_threshold: None,
@@ -140,6 +150,19 @@ impl BreakerConfig {
         self
     }
 
+    /// Judges the failure rate over the last `calls` calls instead of the
+    /// time window (a count-based window, as resilience4j's `COUNT_BASED`).
+    ///
+    /// It reads no clock: with it and no slow-call threshold, the closed
+    /// path reads the time only when the breaker trips. `minimum_calls` must
+    /// not be more than `calls` (the default 10 fits any window of 10 calls
+    /// or more).
+    #[must_use]
+    pub fn window_calls(mut self, calls: u32) -> BreakerConfig {
+        self.window_calls = Some(calls);
+        self
+    }
+
     /// Counts calls longer than `threshold` as failures.
     #[must_use]
     pub fn slow_call_threshold(mut self, threshold: Duration) -> BreakerConfig {
@@ -172,8 +195,27 @@ impl BreakerConfig {
                 format!("{} is outside 1..=1000", self.window_buckets),
             );
         }
+        if let Some(calls) = self.window_calls
+            && !(1..=MAX_WINDOW_CALLS).contains(&calls)
+        {
+            return fail(
+                "window_calls",
+                format!("{calls} is outside 1..={MAX_WINDOW_CALLS}"),
+            );
+        }
         if self.minimum_calls == 0 {
             return fail("minimum_calls", "must be at least 1".into());
+        }
+        if let Some(calls) = self.window_calls
+            && self.minimum_calls > calls
+        {
+            return fail(
+                "minimum_calls",
+                format!(
+                    "{} is more than window_calls {calls}: the failure rate would never be judged",
+                    self.minimum_calls
+                ),
+            );
         }
         if self.consecutive_failures == Some(0) {
             return fail("consecutive_failures", "must be at least 1 when set".into());

@@ -5,6 +5,8 @@ mod config;
 mod registry;
 mod window;
 
-pub use circuit::{Breaker, BreakerHealth, BreakerState, CallError, CallOutcome, Permit, Rejected};
+pub use circuit::{
+    Breaker, BreakerHealth, BreakerState, CallError, CallOutcome, OwnedPermit, Permit, Rejected,
+};
 pub use config::BreakerConfig;
 pub use registry::{BreakerRegistry, DEFAULT_MAX_BREAKERS, RegistryHealth};

@@ -29,7 +29,8 @@ pub const DEFAULT_EVENT_LOG_CAPACITY: usize = 1_000;
 /// - Pushers never wait for each other except in the rare case that two of
 ///   them land on the same slot, and never wait for a reader longer than the
 ///   reader takes to clone one record: the log is an array of slots, each
-///   behind its own lock, and the sequence counter is a single atomic.
+///   behind its own lock, and the sequence counter is a single atomic, the
+///   only shared word a push writes (evictions are derived from it).
 /// - Across successive `since` calls, each passing the previous
 ///   [`Since::cursor`], every sequence number is either returned once or
 ///   counted once in [`Since::missed`].
@@ -57,12 +58,25 @@ pub const DEFAULT_EVENT_LOG_CAPACITY: usize = 1_000;
 /// ```
 pub struct EventLog<T = Event> {
     slots: Box<[Padded<Mutex<Slot<T>>>]>,
-    /// The next sequence number to hand out.
-    head: AtomicU64,
+    /// The next sequence number to hand out: the one word every push
+    /// writes, on a cache line of its own so that the fields every push only
+    /// reads (the slots, the clock) stay shared between cores.
+    head: Padded<AtomicU64>,
     /// The oldest sequence number not removed by `clear`.
     floor: AtomicU64,
-    evicted: AtomicU64,
+    /// `floor` again, with the evictions counted before it: written by
+    /// `clear` and read by `evicted` together, so a push counts nothing.
+    cleared: Mutex<Cleared>,
     clock: Arc<dyn Clock>,
+}
+
+/// What [`EventLog::evicted`] derives the count of evictions from.
+#[derive(Clone, Copy, Debug)]
+struct Cleared {
+    /// The floor set by the last `clear` (1 before any).
+    floor: u64,
+    /// Evictions by the pushes before `floor`.
+    evicted: u64,
 }
 
 /// One entry of the log.
@@ -131,9 +145,12 @@ impl<T> EventLog<T> {
             .collect();
         EventLog {
             slots,
-            head: AtomicU64::new(1),
+            head: Padded(AtomicU64::new(1)),
             floor: AtomicU64::new(1),
-            evicted: AtomicU64::new(0),
+            cleared: Mutex::new(Cleared {
+                floor: 1,
+                evicted: 0,
+            }),
             clock,
         }
     }
@@ -142,7 +159,9 @@ impl<T> EventLog<T> {
     /// returns its sequence number.
     pub fn push(&self, event: T) -> u64 {
         let at = self.clock.now_unix_nanos();
-        let seq = self.head.fetch_add(1, Ordering::AcqRel);
+        // Only the number is needed here: the record itself is published to
+        // readers by the slot's lock.
+        let seq = self.head.0.fetch_add(1, Ordering::Relaxed);
         let record = (at, event);
         let mut slot = self.lock(seq);
         let gone = if slot.seq < seq {
@@ -154,10 +173,10 @@ impl<T> EventLog<T> {
             Some(record)
         };
         drop(slot);
-        if gone.is_some() {
-            self.evicted.fetch_add(1, Ordering::Relaxed);
-        }
         // `gone` (the evicted record) is dropped here, outside the lock.
+        // Evictions are not counted here but derived from the sequence
+        // numbers (see `evicted`): a push touches one shared counter only.
+        drop(gone);
         seq
     }
 
@@ -171,7 +190,7 @@ impl<T> EventLog<T> {
     /// Under concurrent pushes this is a moment's figure: it counts records
     /// whose push has taken a sequence number.
     pub fn len(&self) -> usize {
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Acquire);
         let floor = self.floor.load(Ordering::Acquire);
         let held = head.saturating_sub(floor);
         usize::try_from(held).map_or(self.capacity(), |held| held.min(self.capacity()))
@@ -183,20 +202,33 @@ impl<T> EventLog<T> {
     }
 
     /// How many records were evicted to make room, over the log's life.
+    ///
+    /// Records removed by [`clear`](EventLog::clear) are not evictions. Like
+    /// [`len`](EventLog::len), it counts from the sequence numbers handed out:
+    /// the push of `seq` evicts record `seq - capacity` unless that one was
+    /// cleared.
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        let cleared = *self.lock_cleared();
+        let head = self.head.0.load(Ordering::Acquire);
+        cleared.evicted + self.evicted_between(cleared.floor, head)
     }
 
     /// The sequence number of the last push (0 before the first).
     pub fn last_seq(&self) -> u64 {
-        self.head.load(Ordering::Acquire) - 1
+        self.head.0.load(Ordering::Acquire) - 1
     }
 
     /// Removes every record. Sequence numbers go on from where they were; a
     /// later [`since`](EventLog::since) counts the removed records as missed.
     pub fn clear(&self) {
-        let head = self.head.load(Ordering::Acquire);
+        let mut cleared = self.lock_cleared();
+        let head = self.head.0.load(Ordering::Acquire);
+        if head > cleared.floor {
+            cleared.evicted += self.evicted_between(cleared.floor, head);
+            cleared.floor = head;
+        }
         self.floor.fetch_max(head, Ordering::AcqRel);
+        drop(cleared);
         for slot in self.slots.iter() {
             let mut slot = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
             let gone = if slot.seq < head {
@@ -207,6 +239,17 @@ impl<T> EventLog<T> {
             drop(slot);
             drop(gone);
         }
+    }
+
+    /// Evictions by the pushes of `floor..head` when `floor` is the floor:
+    /// the push of `s` evicts `s - capacity` if that is at least `floor`.
+    fn evicted_between(&self, floor: u64, head: u64) -> u64 {
+        head.saturating_sub(floor.saturating_add(self.capacity() as u64))
+    }
+
+    fn lock_cleared(&self) -> MutexGuard<'_, Cleared> {
+        // Two plain integers, never left half-written.
+        self.cleared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self, seq: u64) -> MutexGuard<'_, Slot<T>> {
@@ -237,7 +280,7 @@ impl<T: Clone> EventLog<T> {
     /// Pass the answer's [`cursor`](Since::cursor) to the next call to read
     /// on without losing count.
     pub fn since(&self, seq: u64) -> Since<T> {
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Acquire);
         let floor = self.floor.load(Ordering::Acquire);
         let first_wanted = seq.saturating_add(1);
         let oldest_held = head.saturating_sub(self.capacity() as u64).max(floor);
@@ -315,6 +358,35 @@ mod tests {
         assert_eq!(
             snap[1].at,
             OffsetDateTime::UNIX_EPOCH + Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn evictions_are_derived_across_clears() {
+        let log = EventLog::with_capacity(3);
+        for i in 1..=5 {
+            log.push(i); // 4 and 5 evict 1 and 2
+        }
+        assert_eq!(log.evicted(), 2);
+        log.clear(); // removes 3, 4, 5: not evictions
+        log.clear();
+        assert_eq!(log.evicted(), 2);
+        for i in 6..=8 {
+            log.push(i); // into emptied slots
+        }
+        assert_eq!(log.evicted(), 2);
+        log.push(9); // evicts 6
+        assert_eq!(log.evicted(), 3);
+        log.clear(); // removes 7, 8, 9
+        log.push(10);
+        assert_eq!(log.evicted(), 3);
+        for i in 11..=14 {
+            log.push(i); // 13 and 14 evict 10 and 11
+        }
+        assert_eq!(log.evicted(), 5);
+        assert_eq!(
+            log.snapshot().iter().map(|r| r.event).collect::<Vec<_>>(),
+            [12, 13, 14]
         );
     }
 
