@@ -488,16 +488,7 @@ fn invalid_configs_are_typed_errors_naming_the_field() {
             "probe_successes_to_close",
         ),
     ];
-    for (config, field) in cases {
-        match config.validate() {
-            Err(Error::InvalidBreakerConfig { field: got, .. }) => assert_eq!(got, field),
-            other => panic!("{field}: expected InvalidBreakerConfig, got {other:?}"),
-        }
-        assert!(matches!(
-            BreakerRegistry::new(config),
-            Err(Error::InvalidBreakerConfig { .. })
-        ));
-    }
+    assert_refused(cases);
     BreakerConfig::default()
         .failure_rate_threshold(0.0)
         .validate()
@@ -825,16 +816,7 @@ fn count_window_configs_are_checked() {
             "minimum_calls", // the default 10 could never be reached
         ),
     ];
-    for (config, field) in cases {
-        match config.validate() {
-            Err(Error::InvalidBreakerConfig { field: got, .. }) => assert_eq!(got, field),
-            other => panic!("{field}: expected InvalidBreakerConfig, got {other:?}"),
-        }
-        assert!(matches!(
-            BreakerRegistry::new(config),
-            Err(Error::InvalidBreakerConfig { .. })
-        ));
-    }
+    assert_refused(cases);
     for config in [
         BreakerConfig::default().window_calls(1).minimum_calls(1),
         BreakerConfig::default().window_calls(10),
@@ -880,4 +862,18 @@ fn a_config_serialized_before_the_count_window_still_deserializes() {
         serde_json::from_value::<BreakerConfig>(json).unwrap(),
         counted
     );
+}
+
+/// Each config is refused, by `validate` and by the registry, naming `field`.
+fn assert_refused<const N: usize>(cases: [(BreakerConfig, &str); N]) {
+    for (config, field) in cases {
+        match config.validate() {
+            Err(Error::InvalidBreakerConfig { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: expected InvalidBreakerConfig, got {other:?}"),
+        }
+        assert!(matches!(
+            BreakerRegistry::new(config),
+            Err(Error::InvalidBreakerConfig { .. })
+        ));
+    }
 }

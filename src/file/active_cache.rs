@@ -221,6 +221,14 @@ mod tests {
         }
     }
 
+    /// A handle on the store at `dir` (two of them stand for two processes).
+    fn handle(dir: &Path) -> FileStore {
+        FileStore::builder(dir)
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap()
+    }
+
     fn active(store: &FileStore) -> Vec<(TaskId, u64)> {
         let mut tasks: Vec<_> = store
             .list(&ListQuery::active())
@@ -236,13 +244,7 @@ mod tests {
     #[test]
     fn a_quiet_store_lists_from_memory_and_sees_every_later_write() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            FileStore::builder(dir.path())
-                .durability(Durability::Eventual)
-                .open()
-                .unwrap()
-        };
-        let (reader, writer) = (open(), open());
+        let (reader, writer) = (handle(dir.path()), handle(dir.path()));
         let ids: Vec<_> = (0..3)
             .map(|_| writer.create(NewTask::new()).unwrap().id)
             .collect();
@@ -297,13 +299,7 @@ mod tests {
         // write lands right after one was taken; every listing that starts
         // after a write returned must show at least that revision.
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            FileStore::builder(dir.path())
-                .durability(Durability::Eventual)
-                .open()
-                .unwrap()
-        };
-        let (reader, writer) = (open(), open());
+        let (reader, writer) = (handle(dir.path()), handle(dir.path()));
         let id = writer.create(NewTask::new()).unwrap().id;
         let written = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
@@ -344,13 +340,7 @@ mod tests {
     /// is not provably unchanged, and sees every change.
     fn only_changed_files_are_read(n: usize) {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            FileStore::builder(dir.path())
-                .durability(Durability::Eventual)
-                .open()
-                .unwrap()
-        };
-        let (reader, writer) = (open(), open());
+        let (reader, writer) = (handle(dir.path()), handle(dir.path()));
         let ids: Vec<_> = (0..n)
             .map(|_| writer.create(NewTask::new()).unwrap().id)
             .collect();
