@@ -1,0 +1,178 @@
+//! `MetricsSink` against a real `metrics` recorder: the counters and gauges a
+//! host's exporter would see after store and breaker activity.
+
+#![cfg(feature = "metrics")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+    Unit,
+};
+use taskstore::{
+    BreakerConfig, BreakerRegistry, CallError, FileStore, MetricsSink, NewTask, TaskStore,
+};
+
+/// A recorder that keeps every counter and gauge by name and labels.
+#[derive(Default)]
+struct Recorded {
+    counters: Mutex<BTreeMap<String, Arc<Count>>>,
+    gauges: Mutex<BTreeMap<String, Arc<Level>>>,
+}
+
+#[derive(Default)]
+struct Count(AtomicU64);
+
+#[derive(Default)]
+struct Level(Mutex<f64>);
+
+impl CounterFn for Count {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+}
+
+impl GaugeFn for Level {
+    fn increment(&self, value: f64) {
+        *self.0.lock().unwrap() += value;
+    }
+
+    fn decrement(&self, value: f64) {
+        *self.0.lock().unwrap() -= value;
+    }
+
+    fn set(&self, value: f64) {
+        *self.0.lock().unwrap() = value;
+    }
+}
+
+/// `name{a=x,b=y}`, labels in the order given.
+fn render(key: &Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for Recorded {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut counters = self.counters.lock().unwrap();
+        Counter::from_arc(counters.entry(render(key)).or_default().clone())
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = self.gauges.lock().unwrap();
+        Gauge::from_arc(gauges.entry(render(key)).or_default().clone())
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+impl Recorded {
+    fn counter(&self, key: &str) -> u64 {
+        self.counters
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0, |c| c.0.load(Ordering::Relaxed))
+    }
+
+    fn gauge(&self, key: &str) -> Option<f64> {
+        self.gauges
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|g| *g.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn task_events_become_counters_by_kind() {
+    let recorded = Recorded::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .sink(Arc::new(MetricsSink::new()))
+        .open()
+        .unwrap();
+    metrics::with_local_recorder(&recorded, || {
+        let a = store.create(NewTask::new()).unwrap().id;
+        let b = store.create(NewTask::new()).unwrap().id;
+        let _ = store.complete(&a, serde_json::json!("ok")).unwrap();
+        // A second terminal transition changes nothing and emits nothing.
+        let _ = store.fail(&a, serde_json::json!("late")).unwrap();
+        let _ = store.cancel(&b, None).unwrap();
+        assert!(store.delete(&b).unwrap());
+    });
+    let count =
+        |kind: &str| recorded.counter(&format!("taskstore_task_events_total{{kind={kind}}}"));
+    assert_eq!(count("task.created"), 2);
+    assert_eq!(count("task.completed"), 1);
+    assert_eq!(count("task.failed"), 0);
+    assert_eq!(count("task.cancelled"), 1);
+    assert_eq!(count("task.deleted"), 1);
+}
+
+#[test]
+fn breaker_calls_transitions_and_state_become_counters_and_a_gauge() {
+    let recorded = Recorded::default();
+    let registry = BreakerRegistry::new(
+        BreakerConfig::default()
+            .minimum_calls(4)
+            .open_duration(Duration::from_secs(60)),
+    )
+    .unwrap()
+    .with_sink(Arc::new(MetricsSink::new()));
+    let breaker = registry.breaker("db").unwrap();
+    metrics::with_local_recorder(&recorded, || {
+        breaker.call(|| Ok::<_, ()>(())).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                breaker.call(|| Err::<(), _>("down")),
+                Err(CallError::Failed(_))
+            ));
+        }
+        // 3 failures in 4 calls: open; the next call is rejected.
+        assert_eq!(
+            recorded.gauge("taskstore_breaker_state{breaker=db}"),
+            Some(2.0)
+        );
+        assert!(matches!(
+            breaker.call(|| Ok::<_, ()>(())),
+            Err(CallError::Rejected(_))
+        ));
+        breaker.reset();
+    });
+    let calls = |outcome: &str| {
+        recorded.counter(&format!(
+            "taskstore_breaker_calls_total{{breaker=db,outcome={outcome}}}"
+        ))
+    };
+    assert_eq!(calls("success"), 1);
+    assert_eq!(calls("failure"), 3);
+    assert_eq!(calls("rejected"), 1);
+    let transitions = |kind: &str| {
+        recorded.counter(&format!(
+            "taskstore_breaker_transitions_total{{breaker=db,kind={kind}}}"
+        ))
+    };
+    assert_eq!(transitions("breaker.opened"), 1);
+    assert_eq!(transitions("breaker.reset"), 1);
+    assert_eq!(
+        recorded.gauge("taskstore_breaker_state{breaker=db}"),
+        Some(0.0)
+    );
+}
