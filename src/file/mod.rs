@@ -543,9 +543,7 @@ impl FileStore {
         }
         Ok(entries)
     }
-}
 
-impl FileStore {
     /// The task files in `active/` (foreign names set aside), given the
     /// directory's status read before.
     ///
