@@ -18,11 +18,45 @@ use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 /// between processes. For tests, and hosts that need no persistence.
 #[derive(Debug)]
 pub struct MemoryStore {
-    tasks: Mutex<HashMap<TaskId, Task>>,
+    tasks: Mutex<Tasks>,
     clock: Arc<dyn Clock>,
     limits: Limits,
     lease: Lease,
     notifier: Notifier,
+}
+
+/// The tasks, running and finished apart, as `FileStore` keeps them in
+/// `active/` and `done/`: creating (which counts running tasks against the
+/// cap), "list active" and reaping cost O(running tasks), not O(history).
+#[derive(Debug, Default)]
+struct Tasks {
+    active: HashMap<TaskId, Task>,
+    done: HashMap<TaskId, Task>,
+}
+
+impl Tasks {
+    fn get(&self, id: &TaskId) -> Option<&Task> {
+        self.active.get(id).or_else(|| self.done.get(id))
+    }
+
+    /// Stores `task` where its status says, replacing any earlier version.
+    fn put(&mut self, task: Task) {
+        let (into, other) = if task.is_terminal() {
+            (&mut self.done, &mut self.active)
+        } else {
+            (&mut self.active, &mut self.done)
+        };
+        other.remove(&task.id);
+        into.insert(task.id.clone(), task);
+    }
+
+    fn remove(&mut self, id: &TaskId) -> Option<Task> {
+        self.active.remove(id).or_else(|| self.done.remove(id))
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Task> {
+        self.active.values().chain(self.done.values())
+    }
 }
 
 impl Default for MemoryStore {
@@ -40,7 +74,7 @@ impl MemoryStore {
     /// An empty store reading time from `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> MemoryStore {
         MemoryStore {
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Tasks::default()),
             clock,
             limits: Limits::default(),
             lease: Lease::default(),
@@ -85,7 +119,7 @@ impl MemoryStore {
         self.notifier.panics()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Task>> {
+    fn lock(&self) -> MutexGuard<'_, Tasks> {
         // Every mutation below validates before it writes, so a panic cannot
         // leave a half-applied task behind the poisoned lock.
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
@@ -110,7 +144,7 @@ impl MemoryStore {
         change(&mut next, now);
         self.lease.after_write(&mut next, now);
         self.limits.check(&next)?;
-        tasks.insert(id.clone(), next.clone());
+        tasks.put(next.clone());
         Ok(Transition::Applied(next))
     }
 }
@@ -127,8 +161,9 @@ impl TaskStore for MemoryStore {
             return Err(Error::AlreadyExists { id });
         }
         let active = tasks
+            .active
             .values()
-            .filter(|t| !t.is_terminal() && !t.is_expired_at(now))
+            .filter(|t| !t.is_expired_at(now))
             .count();
         if active >= self.limits.max_active {
             return Err(Error::TooManyActive {
@@ -136,7 +171,7 @@ impl TaskStore for MemoryStore {
                 limit: self.limits.max_active,
             });
         }
-        tasks.insert(id, task.clone());
+        tasks.put(task.clone());
         drop(tasks);
         self.notifier.task(TaskEventKind::Created, &task);
         Ok(task)
@@ -172,9 +207,11 @@ impl TaskStore for MemoryStore {
     fn list(&self, query: &ListQuery) -> Result<Page> {
         query.cursor()?;
         let now = self.clock.now();
-        let tasks = self
-            .lock()
-            .values()
+        let tasks = self.lock();
+        let active = tasks.active.values();
+        let done = query.wants_terminal().then(|| tasks.done.values());
+        let tasks = active
+            .chain(done.into_iter().flatten())
             .filter(|t| query.wants(t.status))
             .cloned()
             .collect();
@@ -194,7 +231,7 @@ impl TaskStore for MemoryStore {
         let now = self.clock.now();
         let mut tasks = self.lock();
         let expired: Vec<TaskId> = tasks
-            .values()
+            .all()
             .filter(|t| t.is_expired_at(now))
             .map(|t| t.id.clone())
             .collect();
@@ -213,13 +250,13 @@ impl TaskStore for MemoryStore {
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
         let now = self.clock.now();
         let mut tasks = self.lock();
-        let task = match tasks.get_mut(id) {
+        if let Some(task) = tasks.done.get(id).filter(|t| !t.is_expired_at(now)) {
+            return Ok(Transition::AlreadyTerminal(task.clone()));
+        }
+        let task = match tasks.active.get_mut(id) {
             Some(t) if !t.is_expired_at(now) => t,
             _ => return Err(Error::NotFound { id: id.clone() }),
         };
-        if task.is_terminal() {
-            return Ok(Transition::AlreadyTerminal(task.clone()));
-        }
         if !self.lease.owns(task) {
             return Err(Error::NotOwner {
                 id: id.clone(),
@@ -233,15 +270,21 @@ impl TaskStore for MemoryStore {
     fn reap_orphans(&self) -> Result<Vec<Task>> {
         let now = self.clock.now();
         let mut reaped = Vec::new();
-        for task in self.lock().values_mut() {
+        let mut tasks = self.lock();
+        for task in tasks.active.values() {
             if task.is_expired_at(now) || !lease::is_orphan(task, now) {
                 continue;
             }
-            let error = lease::orphan_error(task, &self.lease.instance_id);
-            Outcome::Failed(error).apply(task, now);
-            self.lease.after_write(task, now);
-            reaped.push(task.clone());
+            let mut task = task.clone();
+            let error = lease::orphan_error(&task, &self.lease.instance_id);
+            Outcome::Failed(error).apply(&mut task, now);
+            self.lease.after_write(&mut task, now);
+            reaped.push(task);
         }
+        for task in &reaped {
+            tasks.put(task.clone());
+        }
+        drop(tasks);
         reaped.sort_by(Task::listing_order);
         for task in &reaped {
             self.notifier.task(TaskEventKind::Reaped, task);
