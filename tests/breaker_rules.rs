@@ -774,6 +774,40 @@ fn the_closed_path_reads_no_clock_with_a_count_window() {
 }
 
 #[test]
+fn only_an_open_breaker_reads_the_clock_to_reject_or_report() {
+    let (rig, clock) = counting_rig(BreakerConfig::default().window_calls(10).minimum_calls(10));
+    let b = rig.registry.breaker("upstream").unwrap();
+    // Closed with a count window: state and health need no time.
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.health().calls, 0);
+    assert_eq!(clock.reads(), (0, 0));
+    // Forced open: rejected until a reset, whatever the time.
+    b.force_open();
+    let reads = clock.reads();
+    for _ in 0..10 {
+        let rejected = b.try_acquire().unwrap_err();
+        assert_eq!(rejected.state, BreakerState::ForcedOpen);
+        assert_eq!(b.state(), BreakerState::ForcedOpen);
+    }
+    assert_eq!(
+        clock.reads(),
+        reads,
+        "a forced-open rejection reads no clock"
+    );
+    // Open after a trip: each rejection asks whether the open duration has
+    // passed, once; and when it has, the breaker half-opens.
+    b.reset();
+    for _ in 0..10 {
+        fail(&b);
+    }
+    let reads = clock.reads();
+    assert!(b.try_acquire().is_err());
+    assert_eq!(clock.reads(), (reads.0, reads.1 + 1));
+    rig.clock.advance(secs(30));
+    assert!(b.try_acquire().unwrap().is_probe());
+}
+
+#[test]
 fn the_time_window_reads_the_clock_once_per_verdict() {
     let (rig, clock) = counting_rig(BreakerConfig::default().minimum_calls(100));
     let b = rig.registry.breaker("upstream").unwrap();

@@ -475,9 +475,14 @@ impl Breaker {
     #[inline(never)]
     fn acquire_not_closed(&self) -> Result<Ticket, Rejected> {
         let core = &*self.core;
-        let now = core.env.clock.now_unix_nanos();
+        // Only an open breaker needs the time (has its open duration
+        // passed?), and a permit if calls are timed.
+        let mut now = Now {
+            clock: &core.env.clock,
+            at: None,
+        };
         let mut inner = self.lock();
-        let event = inner.advance(core, now);
+        let event = inner.advance(core, &mut now);
         let result = match &mut inner.state {
             State::Closed => Ok(false),
             State::HalfOpen { in_flight, .. } if *in_flight < core.config.half_open_probes => {
@@ -493,7 +498,13 @@ impl Breaker {
         drop(inner);
         core.env.emit(event);
         match result {
-            Ok(probe) => Ok(Ticket::new(generation, probe, Nanos::new(now))),
+            Ok(probe) => {
+                let started = match core.slow_nanos {
+                    Some(_) => now.get(),
+                    None => 0,
+                };
+                Ok(Ticket::new(generation, probe, Nanos::new(started)))
+            }
             Err(retry_at) => {
                 core.env.call(&core.name, CallOutcome::Rejected);
                 Err(Rejected {
@@ -529,9 +540,12 @@ impl Breaker {
     /// Its state now. An open breaker whose open duration has passed becomes
     /// half-open here (and says so to the sink), as on the next acquire.
     pub fn state(&self) -> BreakerState {
-        let now = self.core.env.clock.now_unix_nanos();
+        let mut now = Now {
+            clock: &self.core.env.clock,
+            at: None,
+        };
         let mut inner = self.lock();
-        let event = inner.advance(&self.core, now);
+        let event = inner.advance(&self.core, &mut now);
         let state = inner.state.public();
         drop(inner);
         self.core.env.emit(event);
@@ -540,10 +554,13 @@ impl Breaker {
 
     /// Its health now (moving it to half-open first if due, like [`state`](Breaker::state)).
     pub fn health(&self) -> BreakerHealth {
-        let now = self.core.env.clock.now_unix_nanos();
+        let mut now = Now {
+            clock: &self.core.env.clock,
+            at: None,
+        };
         let mut inner = self.lock();
-        let event = inner.advance(&self.core, now);
-        let totals = inner.window.totals(|| now);
+        let event = inner.advance(&self.core, &mut now);
+        let totals = inner.window.totals(|| now.get());
         let (opened_at, next_probe_at, probes_in_flight, probe_successes) = match inner.state {
             State::Closed => (None, None, 0, 0),
             State::Open {
@@ -717,7 +734,7 @@ impl Inner {
 
     /// Open → half-open once the open duration has passed (`now` in Unix
     /// nanoseconds).
-    fn advance(&mut self, core: &Core, now: i128) -> Option<Event> {
+    fn advance(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
         let State::Open {
             opened_at,
             until,
@@ -726,7 +743,7 @@ impl Inner {
         else {
             return None;
         };
-        if now < until_nanos {
+        if now.get() < until_nanos {
             return None;
         }
         self.set_state(
