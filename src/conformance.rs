@@ -293,13 +293,7 @@ fn ttl_counts_from_creation(store: &dyn TaskStore, setup: &Setup) {
     setup.clock.advance(Duration::from_millis(1));
     assert_eq!(store.get(&running.id).unwrap(), None);
     assert_eq!(store.get(&finished.id).unwrap(), None);
-    let listed: Vec<TaskId> = store
-        .list(&ListQuery::all())
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let listed = listed_ids(store, &ListQuery::all());
     assert_eq!(listed, vec![forever.id.clone()]);
     assert!(matches!(
         store.update(&running.id, TaskUpdate::new()),
@@ -365,25 +359,13 @@ fn list_orders_filters_and_pages(store: &dyn TaskStore, setup: &Setup) {
     expected.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let expected: Vec<TaskId> = expected.into_iter().map(|t| t.id.clone()).collect();
 
-    let all: Vec<TaskId> = store
-        .list(&ListQuery::all())
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let all = listed_ids(store, &ListQuery::all());
     assert_eq!(all, expected, "ordered by created_at, then id");
 
     let active = store.list(&ListQuery::active()).unwrap().tasks;
     assert_eq!(active.len(), 5);
     assert!(active.iter().all(|t| !t.is_terminal()));
-    let input: Vec<TaskId> = store
-        .list(&ListQuery::all().status(TaskStatus::InputRequired))
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let input = listed_ids(store, &ListQuery::all().status(TaskStatus::InputRequired));
     assert_eq!(input, vec![ids[5].id.clone()]);
     let completed = store
         .list(&ListQuery::all().status(TaskStatus::Completed))
@@ -570,4 +552,15 @@ fn leases_and_orphans(store: &dyn TaskStore, setup: &Setup) {
     ));
     // The owner's later completion loses to the reaper (first writer wins).
     assert!(!store.complete(&task.id, json!(1)).unwrap().is_applied());
+}
+
+/// The ids `store` lists for `query`, in listing order.
+fn listed_ids(store: &dyn TaskStore, query: &ListQuery) -> Vec<TaskId> {
+    store
+        .list(query)
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
 }
