@@ -1,63 +1,18 @@
 //! Event log: push (1 and 2 threads) against a `Mutex<VecDeque>` baseline,
 //! and a snapshot of a full log.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use taskstore::{Clock, Event, EventLog, Record, SystemClock};
-use time::OffsetDateTime;
+use mutex_ring::MutexRing;
+use taskstore::{Clock, Event, EventLog, SystemClock};
+
+#[path = "common/mutex_ring.rs"]
+mod mutex_ring;
 
 const CAPACITY: usize = 1_000;
-
-/// The obvious design: one mutex around a deque, a separate atomic counter.
-/// It takes its timestamps the same way as the log does (Unix nanoseconds,
-/// made `OffsetDateTime`s when read), so the comparison is of the structure.
-struct Baseline {
-    records: Mutex<VecDeque<(u64, i128, Event)>>,
-    seq: AtomicU64,
-    clock: Arc<dyn Clock>,
-}
-
-impl Baseline {
-    fn new() -> Baseline {
-        Baseline {
-            records: Mutex::new(VecDeque::with_capacity(CAPACITY)),
-            seq: AtomicU64::new(1),
-            clock: Arc::new(SystemClock),
-        }
-    }
-
-    fn push(&self, event: Event) -> u64 {
-        let at = self.clock.now_unix_nanos();
-        let seq = self.seq.fetch_add(1, Ordering::AcqRel);
-        let mut records = self.records.lock().unwrap();
-        let gone = if records.len() == CAPACITY {
-            records.pop_front()
-        } else {
-            None
-        };
-        records.push_back((seq, at, event));
-        drop(records);
-        drop(gone);
-        seq
-    }
-
-    fn snapshot(&self) -> Vec<Record<Event>> {
-        let records = self.records.lock().unwrap();
-        records
-            .iter()
-            .map(|(seq, at, event)| Record {
-                seq: *seq,
-                at: OffsetDateTime::from_unix_timestamp_nanos(*at).unwrap(),
-                event: event.clone(),
-            })
-            .collect()
-    }
-}
 
 fn event() -> Event {
     Event::new("bench.push")
@@ -89,7 +44,7 @@ fn push(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_log_push");
     let log = Arc::new(EventLog::<Event>::new());
     group.bench_function("ring/1_thread", |b| b.iter(|| black_box(log.push(event()))));
-    let baseline = Arc::new(Baseline::new());
+    let baseline = Arc::new(MutexRing::new(CAPACITY));
     group.bench_function("mutex_vecdeque/1_thread", |b| {
         b.iter(|| black_box(baseline.push(event())))
     });
@@ -108,7 +63,7 @@ fn push(c: &mut Criterion) {
             )
         })
     });
-    let baseline = Arc::new(Baseline::new());
+    let baseline = Arc::new(MutexRing::new(CAPACITY));
     group.bench_function("mutex_vecdeque/2_threads", |b| {
         let baseline = baseline.clone();
         b.iter_custom(|iters| {
@@ -135,7 +90,7 @@ fn push(c: &mut Criterion) {
 fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_log_snapshot_full_1000");
     let log = EventLog::<Event>::new();
-    let baseline = Baseline::new();
+    let baseline = MutexRing::new(CAPACITY);
     for i in 0..CAPACITY as u64 * 2 {
         let e = Event::new("bench.snapshot").field("i", i);
         log.push(e.clone());

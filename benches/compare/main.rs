@@ -15,6 +15,8 @@
 //! gets its own rows against the other peers, marked with its name.
 
 mod floor;
+#[path = "../common/mutex_ring.rs"]
+mod mutex_ring;
 mod peers;
 mod resilience;
 

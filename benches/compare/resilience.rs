@@ -6,17 +6,15 @@
 //! the same semantics. `taskstore-time-window` is our default breaker (a 60 s
 //! window of 10 buckets, which reads the clock on every verdict).
 
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use failsafe::CircuitBreaker as _;
-use taskstore::{BreakerConfig, BreakerRegistry, Clock, Event, EventLog, Record, SystemClock};
-use time::OffsetDateTime;
+use taskstore::{BreakerConfig, BreakerRegistry, Event, EventLog};
 use tower::{Service, ServiceExt};
+
+use crate::mutex_ring::MutexRing;
 
 use crate::{record, threads};
 
@@ -215,49 +213,6 @@ pub fn breakers(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// The baseline: a `Mutex<VecDeque>` ring and a separate sequence counter,
-/// storing the same records. It takes its timestamps as the log does (Unix
-/// nanoseconds from the system clock, made dates when read), so the two
-/// differ in structure only.
-struct MutexRing<T> {
-    records: Mutex<VecDeque<(u64, i128, T)>>,
-    seq: AtomicU64,
-    capacity: usize,
-}
-
-impl<T: Clone> MutexRing<T> {
-    fn new(capacity: usize) -> MutexRing<T> {
-        MutexRing {
-            records: Mutex::new(VecDeque::with_capacity(capacity)),
-            seq: AtomicU64::new(0),
-            capacity,
-        }
-    }
-
-    fn push(&self, event: T) -> u64 {
-        let at = SystemClock.now_unix_nanos();
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut records = self.records.lock().unwrap();
-        if records.len() == self.capacity {
-            records.pop_front();
-        }
-        records.push_back((seq, at, event));
-        seq
-    }
-
-    fn snapshot(&self) -> Vec<Record<T>> {
-        let records = self.records.lock().unwrap();
-        records
-            .iter()
-            .map(|(seq, at, event)| Record {
-                seq: *seq,
-                at: OffsetDateTime::from_unix_timestamp_nanos(*at).unwrap(),
-                event: event.clone(),
-            })
-            .collect()
-    }
 }
 
 fn event() -> Event {
