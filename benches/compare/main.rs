@@ -245,14 +245,16 @@ fn paired(
             let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
             let mut made = Vec::new();
             for i in 0..iters {
+                // The task this operation needs: none to create, the one
+                // task to update, the i-th to complete.
+                let task = match op {
+                    WriteOp::Create => &tasks[..],
+                    WriteOp::Update => &tasks[..1],
+                    WriteOp::Complete => &tasks[i as usize..],
+                };
                 let ts_op = || {
                     let start = Instant::now();
-                    let m = run_op(
-                        ts.as_ref(),
-                        op,
-                        1,
-                        &tasks[(i as usize).min(tasks.len().saturating_sub(1))..],
-                    );
+                    let m = run_op(ts.as_ref(), op, 1, task);
                     (start.elapsed(), m)
                 };
                 let floor_op = || {
