@@ -702,10 +702,9 @@ impl TaskStore for FileStore {
             let Some(found) = self.find(id)? else {
                 return Ok(false);
             };
-            for area in [Area::Done, Area::Active] {
-                if self.remove_if_present(area, id)? {
-                    self.sync_area(area)?;
-                }
+            // Under the lock the task's one file stays where it was found.
+            if self.remove_if_present(found.area, id)? {
+                self.sync_area(found.area)?;
             }
             Some(found.task).filter(|t| !t.is_expired_at(now))
         };
