@@ -22,6 +22,7 @@
 //! listed from memory.
 
 use std::path::Path;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -46,9 +47,12 @@ pub(crate) const MAX_CACHED_BYTES: usize = 32 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct ActiveCache {
     snapshot: Mutex<Option<Snapshot>>,
-    /// Listings served whole from the snapshot, over the handle's life.
+    /// Listings served whole from the snapshot, over the handle's life
+    /// (counted for the tests only).
+    #[cfg(test)]
     hits: AtomicU64,
     /// Task files whose decoded task was reused instead of read.
+    #[cfg(test)]
     reused: AtomicU64,
 }
 
@@ -106,6 +110,7 @@ impl ActiveCache {
             .as_ref()
             .filter(|s| s.dir == Some(dir))
             .map(|s| s.entries.clone());
+        #[cfg(test)]
         if entries.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -119,6 +124,7 @@ impl ActiveCache {
 
     /// Counts a task reused from the last snapshot.
     pub fn reuse(&self) {
+        #[cfg(test)]
         self.reused.fetch_add(1, Ordering::Relaxed);
     }
 
