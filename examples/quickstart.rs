@@ -9,7 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use serde_json::json;
-use taskstore::{FileStore, ListQuery, NewTask, TaskStatus, TaskStore, TaskUpdate, Transition};
+use taskstore::{
+    FileStore, ListQuery, NewTask, Task, TaskStatus, TaskStore, TaskUpdate, Transition,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
@@ -29,10 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .poll_interval(Duration::from_millis(500))
             .metadata("tool", "build-report"),
     )?;
-    println!(
-        "\ncreated  {}  status={} revision={}",
-        report.id, report.status, report.revision
-    );
+    println!();
+    show("created", &report);
     let report = store
         .update(
             &report.id,
@@ -41,10 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .input_requests(json!({"question": "which quarter?"})),
         )?
         .into_task();
-    println!(
-        "updated  {}  status={} revision={}",
-        report.id, report.status, report.revision
-    );
+    show("updated", &report);
     let report = store
         .update(
             &report.id,
@@ -53,10 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .metadata("quarter", "Q3"),
         )?
         .into_task();
-    println!(
-        "updated  {}  status={} revision={}",
-        report.id, report.status, report.revision
-    );
+    show("updated", &report);
 
     // 2. Two handles (as two processes would) race to finish the same task.
     let race = store.create(
@@ -140,4 +134,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nrun it again: the tasks above stay until their TTL runs out ({dir}/ on disk)");
     Ok(())
+}
+
+/// One line per step: what happened, to which task, and where it stands.
+fn show(what: &str, task: &Task) {
+    println!(
+        "{what:<8} {}  status={} revision={}",
+        task.id, task.status, task.revision
+    );
 }
