@@ -13,7 +13,7 @@ use crate::breaker::config::BreakerConfig;
 use crate::breaker::window::{Totals, Window};
 use crate::clock::Clock;
 use crate::events::{Event, kinds};
-use crate::sink::{EventSink, breaker_call_contained, emit_contained};
+use crate::sink::Notifier;
 
 /// Where a breaker is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl fmt::Display for BreakerState {
     }
 }
 
-/// The verdict on one call, as passed to [`EventSink::breaker_call`].
+/// The verdict on one call, as passed to [`EventSink::breaker_call`](crate::EventSink::breaker_call).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -180,12 +180,11 @@ pub struct BreakerHealth {
     pub probe_successes: u32,
 }
 
-/// What a breaker shares with its registry: the clock, the sink, and the
-/// count of sink panics.
+/// What a breaker shares with its registry: the clock, and the sink with its
+/// panic count.
 pub(crate) struct Env {
     pub clock: Arc<dyn Clock>,
-    pub sink: Option<Arc<dyn EventSink>>,
-    pub sink_panics: AtomicU64,
+    pub notifier: Notifier,
 }
 
 impl Env {
@@ -199,20 +198,12 @@ impl Env {
 
     #[inline(never)]
     fn emit_event(&self, event: Event) {
-        if let Some(sink) = &self.sink
-            && !emit_contained(&**sink, &event)
-        {
-            self.sink_panics.fetch_add(1, Ordering::Relaxed);
-        }
+        self.notifier.emit(|| event);
     }
 
     #[inline]
     fn call(&self, breaker: &str, outcome: CallOutcome) {
-        if let Some(sink) = &self.sink
-            && !breaker_call_contained(&**sink, breaker, outcome)
-        {
-            self.sink_panics.fetch_add(1, Ordering::Relaxed);
-        }
+        self.notifier.breaker_call(breaker, outcome);
     }
 }
 

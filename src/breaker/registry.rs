@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use crate::breaker::circuit::{Breaker, BreakerHealth, Env};
 use crate::breaker::config::BreakerConfig;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::sink::EventSink;
+use crate::sink::{EventSink, Notifier};
 
 /// The default cap on the number of breakers in a registry.
 pub const DEFAULT_MAX_BREAKERS: usize = 1_000;
@@ -67,8 +66,7 @@ impl BreakerRegistry {
             default_config,
             env: Arc::new(Env {
                 clock: Arc::new(SystemClock),
-                sink: None,
-                sink_panics: AtomicU64::new(0),
+                notifier: Notifier::default(),
             }),
             max_breakers: DEFAULT_MAX_BREAKERS,
             breakers: RwLock::new(BTreeMap::new()),
@@ -78,7 +76,7 @@ impl BreakerRegistry {
     /// Reads time from `clock` (for example a [`ManualClock`](crate::ManualClock) in tests).
     #[must_use]
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> BreakerRegistry {
-        let sink = self.env.sink.clone();
+        let sink = self.env.notifier.sink().cloned();
         self.with_env(clock, sink)
     }
 
@@ -135,7 +133,7 @@ impl BreakerRegistry {
 
     /// How many times the sink panicked (and was contained).
     pub fn sink_panics(&self) -> u64 {
-        self.env.sink_panics.load(Ordering::Relaxed)
+        self.env.notifier.panics()
     }
 
     /// The health of every breaker, sorted by name. Open breakers whose open
@@ -177,12 +175,10 @@ impl BreakerRegistry {
     }
 
     fn with_env(self, clock: Arc<dyn Clock>, sink: Option<Arc<dyn EventSink>>) -> BreakerRegistry {
-        let sink_panics = AtomicU64::new(self.sink_panics());
         BreakerRegistry {
             env: Arc::new(Env {
                 clock,
-                sink,
-                sink_panics,
+                notifier: self.env.notifier.replacing_sink(sink),
             }),
             ..self
         }

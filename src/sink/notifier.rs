@@ -1,12 +1,13 @@
-//! How a store reaches its sink: after its locks are released, with panics
-//! contained and counted.
+//! How a store or a breaker registry reaches its sink: after its locks are
+//! released, with panics contained and counted.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::breaker::CallOutcome;
 use crate::events::{Event, TaskEventKind};
-use crate::sink::{EventSink, emit_contained};
+use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 use crate::store::Transition;
 use crate::task::{Task, TaskStatus};
 
@@ -35,18 +36,46 @@ impl Notifier {
         }
     }
 
+    /// The same panic count with `sink` instead: a registry given a new sink
+    /// keeps counting where it was.
+    pub(crate) fn replacing_sink(&self, sink: Option<Arc<dyn EventSink>>) -> Notifier {
+        Notifier {
+            sink,
+            panics: self.panics.clone(),
+        }
+    }
+
+    pub(crate) fn sink(&self) -> Option<&Arc<dyn EventSink>> {
+        self.sink.as_ref()
+    }
+
     /// How many times the sink panicked.
     pub(crate) fn panics(&self) -> u64 {
         self.panics.load(Ordering::Relaxed)
+    }
+
+    /// One breaker call's verdict (on the breaker's hot path).
+    #[inline]
+    pub(crate) fn breaker_call(&self, breaker: &str, outcome: CallOutcome) {
+        if let Some(sink) = &self.sink
+            && !breaker_call_contained(sink.as_ref(), breaker, outcome)
+        {
+            self.panicked();
+        }
     }
 
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
         if let Some(sink) = &self.sink
             && !emit_contained(sink.as_ref(), &event())
         {
-            self.panics.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("an event sink panicked; the event was dropped");
+            self.panicked();
         }
+    }
+
+    #[cold]
+    fn panicked(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("an event sink panicked; the event was dropped");
     }
 
     pub(crate) fn task(&self, kind: TaskEventKind, task: &Task) {
