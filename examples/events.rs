@@ -37,7 +37,7 @@ fn main() -> Result<(), taskstore::Error> {
 
     // The store emits its own task events (created, completed, ...) to the
     // sink; the host pushes what it likes through the same sink.
-    let store = MemoryStore::new().with_sink(sink.clone());
+    let store = MemoryStore::builder().sink(sink.clone()).build()?;
     let task = store.create(NewTask::new())?;
     for step in 1..=3 {
         sink.emit(

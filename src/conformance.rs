@@ -1,34 +1,46 @@
-//! The shared backend test suite: every [`TaskStore`] runs it.
+//! The shared conformance suite: every store, over every backend, runs it.
 //!
-//! Like `object_store`'s `integration` module: a backend's tests call
-//! [`run`] with a factory that builds a fresh, empty store for a [`Setup`].
-//! Each check panics with a message naming what broke.
+//! Like `object_store`'s `integration` module, with one function per
+//! property, races included. A backend's tests call [`run`] with a factory
+//! of fresh, empty [`Storage`]s; the suite opens two handles on each (two
+//! instances, as two processes or hosts would be) and checks every rule
+//! through them, from one thread and from many. Each check panics with a
+//! message naming what broke.
 //!
 //! ```no_run
 //! # #[cfg(feature = "conformance")] {
 //! use std::sync::Arc;
-//! use taskstore::{MemoryStore, conformance};
+//! use taskstore::conformance::{self, Setup};
+//! use taskstore::{MemoryBackend, Store};
 //!
-//! conformance::run(|setup| {
-//!     MemoryStore::with_clock(Arc::new(setup.clock.clone()))
-//!         .with_max_active(setup.max_active)
-//!         .with_max_payload_bytes(setup.max_payload_bytes)
-//!         .with_lease(setup.lease)
+//! conformance::run(|| {
+//!     // One storage: every handle opened on it shares its tasks.
+//!     let backend = MemoryBackend::new();
+//!     move |setup: &Setup, instance_id: &str| {
+//!         setup
+//!             .configure(Store::with_backend(backend.clone()), instance_id)
+//!             .build()
+//!             .unwrap()
+//!     }
 //! });
 //! # }
 //! ```
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::{
-    Clock, Error, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStatus, TaskStore, TaskUpdate,
-    Transition,
+    Clock, Error, Event, EventLog, ListQuery, MAX_DEPTH, ManualClock, NewTask, StoreBuilder, Task,
+    TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 
-/// What a factory must configure on the store it builds.
+/// What a store under test must be configured with: the suite's clock,
+/// caps, lease and event sink. [`Setup::configure`] applies them all.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Setup {
@@ -40,6 +52,8 @@ pub struct Setup {
     pub max_payload_bytes: usize,
     /// The lease duration.
     pub lease: Duration,
+    /// Where every handle sends its events; the suite counts them.
+    pub events: Arc<EventLog<Event>>,
 }
 
 impl Setup {
@@ -52,49 +66,148 @@ impl Setup {
             max_active: 1_000,
             max_payload_bytes: 64 * 1024,
             lease: Duration::from_secs(30),
+            events: Arc::new(EventLog::with_capacity(100_000)),
         }
+    }
+
+    /// `builder` with every setting the suite needs, for the handle of
+    /// `instance_id`.
+    pub fn configure<O>(&self, builder: StoreBuilder<O>, instance_id: &str) -> StoreBuilder<O> {
+        builder
+            .clock(Arc::new(self.clock.clone()))
+            .max_active(self.max_active)
+            .max_payload_bytes(self.max_payload_bytes)
+            .lease(self.lease)
+            .instance_id(instance_id)
+            .sink(self.events.clone())
     }
 }
 
-/// One check of the suite.
-type Check = fn(&dyn TaskStore, &Setup);
+/// One fresh, empty storage (a directory, a database schema, a shared
+/// in-memory map): every handle it opens shares the same tasks.
+pub trait Storage {
+    /// The store a handle is.
+    type Store: TaskStore;
 
-/// Runs every check against fresh stores from `new_store`.
-pub fn run<S: TaskStore>(new_store: impl Fn(&Setup) -> S) {
+    /// Opens a handle with the suite's settings ([`Setup::configure`]) and
+    /// this instance id.
+    fn open(&self, setup: &Setup, instance_id: &str) -> Self::Store;
+}
+
+impl<S: TaskStore, F: Fn(&Setup, &str) -> S> Storage for F {
+    type Store = S;
+
+    fn open(&self, setup: &Setup, instance_id: &str) -> S {
+        self(setup, instance_id)
+    }
+}
+
+/// The instance ids of the two handles every check gets.
+pub const INSTANCES: [&str; 2] = ["instance-a", "instance-b"];
+
+/// One check of the suite: on one handle, or on two handles on one storage.
+#[derive(Clone, Copy)]
+enum Check {
+    One(fn(&dyn TaskStore, &Setup)),
+    Two(fn(&dyn TaskStore, &dyn TaskStore, &Setup)),
+}
+
+/// Runs every check, each against two handles on a fresh storage from
+/// `new_storage`.
+pub fn run<St: Storage>(new_storage: impl Fn() -> St) {
+    use Check::{One, Two};
     let checks: &[(&str, Check)] = &[
-        ("create_and_get", create_and_get),
-        ("host_chosen_ids", host_chosen_ids),
+        ("create_and_get", One(create_and_get)),
+        ("host_chosen_ids", One(host_chosen_ids)),
         (
             "update_merges_and_bumps_revision",
-            update_merges_and_bumps_revision,
+            One(update_merges_and_bumps_revision),
         ),
         (
             "terminal_status_in_update_is_an_error",
-            terminal_status_in_update_is_an_error,
+            One(terminal_status_in_update_is_an_error),
         ),
-        ("first_writer_wins", first_writer_wins),
-        ("missing_tasks_are_not_found", missing_tasks_are_not_found),
-        ("ttl_counts_from_creation", ttl_counts_from_creation),
-        ("sweep_deletes_expired_tasks", sweep_deletes_expired_tasks),
+        ("first_writer_wins", One(first_writer_wins)),
+        (
+            "missing_tasks_are_not_found",
+            One(missing_tasks_are_not_found),
+        ),
+        ("ttl_counts_from_creation", One(ttl_counts_from_creation)),
+        (
+            "sweep_deletes_expired_tasks",
+            One(sweep_deletes_expired_tasks),
+        ),
         (
             "list_orders_filters_and_pages",
-            list_orders_filters_and_pages,
+            One(list_orders_filters_and_pages),
         ),
         (
             "paging_is_stable_while_creating",
-            paging_is_stable_while_creating,
+            One(paging_is_stable_while_creating),
         ),
-        ("invalid_cursor_is_an_error", invalid_cursor_is_an_error),
-        ("delete_removes_the_task", delete_removes_the_task),
-        ("payload_cap_changes_nothing", payload_cap_changes_nothing),
-        ("active_cap_changes_nothing", active_cap_changes_nothing),
-        ("leases_and_orphans", leases_and_orphans),
+        (
+            "invalid_cursor_is_an_error",
+            One(invalid_cursor_is_an_error),
+        ),
+        ("a_zero_limit_is_an_error", One(a_zero_limit_is_an_error)),
+        ("delete_removes_the_task", One(delete_removes_the_task)),
+        (
+            "payload_cap_changes_nothing",
+            One(payload_cap_changes_nothing),
+        ),
+        (
+            "active_cap_changes_nothing",
+            One(active_cap_changes_nothing),
+        ),
+        ("leases_and_orphans", One(leases_and_orphans)),
+        (
+            "every_accepted_value_reads_back",
+            Two(every_accepted_value_reads_back),
+        ),
+        (
+            "too_deep_values_are_refused",
+            One(too_deep_values_are_refused),
+        ),
+        (
+            "two_handles_share_one_store",
+            Two(two_handles_share_one_store),
+        ),
+        (
+            "threads_race_terminal_transitions",
+            One(threads_race_terminal_transitions),
+        ),
+        ("threads_race_updates", One(threads_race_updates)),
+        (
+            "handles_race_terminal_transitions",
+            Two(handles_race_terminal_transitions),
+        ),
+        ("handles_race_updates", Two(handles_race_updates)),
+        (
+            "another_instance_renews_nothing_and_reaps",
+            Two(another_instance_renews_nothing_and_reaps),
+        ),
+        (
+            "a_near_cap_orphan_is_reaped",
+            One(a_near_cap_orphan_is_reaped),
+        ),
+        (
+            "every_orphan_is_reaped_in_one_pass",
+            One(every_orphan_is_reaped_in_one_pass),
+        ),
+        (
+            "events_once_per_applied_transition",
+            Two(events_once_per_applied_transition),
+        ),
     ];
     for (name, check) in checks {
         let setup = Setup::new();
-        let store = new_store(&setup);
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store, &setup)));
+        let storage = new_storage();
+        let a = storage.open(&setup, INSTANCES[0]);
+        let b = storage.open(&setup, INSTANCES[1]);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match check {
+            One(check) => check(&a, &setup),
+            Two(check) => check(&a, &b, &setup),
+        }));
         if let Err(panic) = outcome {
             eprintln!("conformance check `{name}` failed");
             std::panic::resume_unwind(panic);
@@ -563,4 +676,437 @@ fn listed_ids(store: &dyn TaskStore, query: &ListQuery) -> Vec<TaskId> {
         .into_iter()
         .map(|t| t.id)
         .collect()
+}
+
+fn a_zero_limit_is_an_error(store: &dyn TaskStore, _: &Setup) {
+    store.create(NewTask::new()).unwrap();
+    match store.list(&ListQuery::all().limit(0)) {
+        Err(Error::InvalidQuery { .. }) => {}
+        other => panic!("limit(0) must be InvalidQuery, got {other:?}"),
+    }
+}
+
+/// A value nested `levels` deep (arrays and objects in turn).
+fn nested(levels: usize) -> Value {
+    let mut v = json!("leaf");
+    for i in 0..levels {
+        v = if i % 2 == 0 {
+            json!([v])
+        } else {
+            json!({ "k": v })
+        };
+    }
+    v
+}
+
+/// Floats that need every digit to round-trip, from a fixed sequence.
+fn awkward_floats() -> Vec<Value> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut floats = vec![
+        json!(0.1),
+        json!(0.300_000_000_000_000_04),
+        json!(f64::MAX),
+        json!(f64::MIN_POSITIVE),
+        json!(5e-324),
+        json!(-1.797_693_134_862_315_7e308),
+        json!(123_456_789.123_456_78),
+    ];
+    while floats.len() < 200 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let f = f64::from_bits(state);
+        if f.is_finite() {
+            floats.push(json!(f));
+        }
+    }
+    floats
+}
+
+fn every_accepted_value_reads_back(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    let values = [
+        json!(null),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(""),
+        json!("\u{0}\u{1f}\"\\\u{2028}\u{fffd}\u{10ffff} é 字 🦀"),
+        json!({"": null, "\u{0}": [true, false, {}, []]}),
+        Value::Array(awkward_floats()),
+        nested(MAX_DEPTH),
+    ];
+    for value in values {
+        let task = a
+            .create(NewTask::new().metadata("v", value.clone()))
+            .unwrap();
+        let waiting = applied(
+            a.update(
+                &task.id,
+                TaskUpdate::new()
+                    .status(TaskStatus::InputRequired)
+                    .input_requests(value.clone())
+                    .status_message("\u{0}\n\u{7f}"),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            b.get(&task.id).unwrap(),
+            Some(waiting),
+            "input requests read back"
+        );
+        let done = applied(a.complete(&task.id, value.clone()).unwrap());
+        let read = b.get(&task.id).unwrap().expect("the task reads back");
+        assert_eq!(read, done, "an accepted value reads back exactly");
+        assert_eq!(read.result.as_ref(), Some(&value));
+        assert_eq!(read.metadata["v"], value);
+        let failed = a.create(NewTask::new()).unwrap();
+        let failed = applied(a.fail(&failed.id, value.clone()).unwrap());
+        assert_eq!(b.get(&failed.id).unwrap(), Some(failed));
+    }
+}
+
+fn too_deep_values_are_refused(store: &dyn TaskStore, _: &Setup) {
+    let deep = nested(MAX_DEPTH + 1);
+    let too_deep = |r: crate::Result<Transition>, id: &TaskId| match r {
+        Err(Error::TooDeep {
+            id: got,
+            depth,
+            limit,
+        }) => {
+            assert_eq!(&got, id);
+            assert_eq!((depth, limit), (MAX_DEPTH + 1, MAX_DEPTH));
+        }
+        other => panic!("expected TooDeep, got {other:?}"),
+    };
+    match store.create(NewTask::new().metadata("deep", deep.clone())) {
+        Err(Error::TooDeep { .. }) => {}
+        other => panic!("expected TooDeep, got {other:?}"),
+    }
+    let task = store.create(NewTask::new()).unwrap();
+    too_deep(store.complete(&task.id, deep.clone()), &task.id);
+    too_deep(store.fail(&task.id, deep.clone()), &task.id);
+    too_deep(
+        store.update(&task.id, TaskUpdate::new().input_requests(deep.clone())),
+        &task.id,
+    );
+    too_deep(
+        store.update(&task.id, TaskUpdate::new().metadata("deep", deep)),
+        &task.id,
+    );
+    assert_eq!(store.get(&task.id).unwrap(), Some(task), "nothing changed");
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 1);
+}
+
+fn two_handles_share_one_store(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    assert_ne!(a.instance_id(), b.instance_id());
+    let task = a.create(NewTask::new().metadata("from", "a")).unwrap();
+    assert_eq!(b.get(&task.id).unwrap(), Some(task.clone()));
+    setup.clock.advance(Duration::from_secs(1));
+    let updated = applied(
+        b.update(&task.id, TaskUpdate::new().metadata("from", "b"))
+            .unwrap(),
+    );
+    assert_eq!(updated.revision, 2);
+    assert_eq!(
+        updated.owner.as_deref(),
+        Some(a.instance_id()),
+        "another instance's write keeps the owner"
+    );
+    assert_eq!(
+        updated.lease_expires_at, task.lease_expires_at,
+        "another instance's write does not renew the owner's lease"
+    );
+    assert_eq!(a.get(&task.id).unwrap(), Some(updated));
+    let done = applied(a.complete(&task.id, json!("a")).unwrap());
+    assert_eq!(
+        b.fail(&task.id, json!("b")).unwrap(),
+        Transition::AlreadyTerminal(done.clone())
+    );
+    assert_eq!(listed_ids(b, &ListQuery::all()), vec![task.id.clone()]);
+    assert!(b.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    assert!(b.delete(&task.id).unwrap());
+    assert_eq!(a.get(&task.id).unwrap(), None);
+}
+
+/// Threads race `complete`, `fail` and `cancel` on 20 tasks, through the
+/// handles given (one each, in turn): exactly one applied transition per
+/// task, and every loser sees the winner untouched.
+fn race_terminal_transitions(handles: &[&dyn TaskStore]) {
+    const THREADS: usize = 6;
+    let ids: Vec<TaskId> = (0..20)
+        .map(|_| handles[0].create(NewTask::new()).unwrap().id)
+        .collect();
+    let results: Vec<Vec<(TaskId, Transition)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = handles[t % handles.len()];
+                let ids = &ids;
+                s.spawn(move || {
+                    ids.iter()
+                        .map(|id| {
+                            let outcome = match t % 3 {
+                                0 => store.complete(id, json!({ "thread": t })),
+                                1 => store.fail(id, json!({ "thread": t })),
+                                _ => store.cancel(id, Some(format!("thread {t}"))),
+                            };
+                            (id.clone(), outcome.unwrap())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut by_task: BTreeMap<TaskId, Vec<Transition>> = BTreeMap::new();
+    for (id, transition) in results.into_iter().flatten() {
+        by_task.entry(id).or_default().push(transition);
+    }
+    for (id, transitions) in by_task {
+        let winners: Vec<&Task> = transitions
+            .iter()
+            .filter(|t| t.is_applied())
+            .map(Transition::task)
+            .collect();
+        assert_eq!(winners.len(), 1, "task {id}: exactly one winner");
+        let winner = winners[0];
+        assert!(winner.is_terminal());
+        assert_eq!(winner.revision, 2);
+        for t in &transitions {
+            assert_eq!(t.task(), winner, "task {id}: every loser sees the winner");
+        }
+        for store in handles {
+            assert_eq!(store.get(&id).unwrap().as_ref(), Some(winner));
+        }
+    }
+}
+
+fn threads_race_terminal_transitions(store: &dyn TaskStore, _: &Setup) {
+    race_terminal_transitions(&[store]);
+}
+
+fn handles_race_terminal_transitions(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    race_terminal_transitions(&[a, b]);
+}
+
+/// Threads update one task 25 times each, through the handles given, each
+/// merging its own metadata key: none is lost, the revision rises by one
+/// per update, and each thread was handed distinct revisions.
+fn race_updates(handles: &[&dyn TaskStore]) {
+    const THREADS: usize = 4;
+    const EACH: u64 = 25;
+    let task = handles[0].create(NewTask::new()).unwrap();
+    let revisions: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = handles[t % handles.len()];
+                let id = &task.id;
+                s.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let update = TaskUpdate::new().metadata(format!("t{t}"), i);
+                            applied(store.update(id, update).unwrap()).revision
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let distinct: HashSet<u64> = revisions.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        revisions.len(),
+        "each revision handed out once"
+    );
+    let last = 1 + THREADS as u64 * EACH;
+    assert_eq!(distinct, (2..=last).collect(), "revision +1 per update");
+    for store in handles {
+        let read = store.get(&task.id).unwrap().unwrap();
+        assert_eq!(read.revision, last);
+        for t in 0..THREADS {
+            assert_eq!(read.metadata[&format!("t{t}")], EACH - 1, "no update lost");
+        }
+    }
+}
+
+fn threads_race_updates(store: &dyn TaskStore, _: &Setup) {
+    race_updates(&[store]);
+}
+
+fn handles_race_updates(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    race_updates(&[a, b]);
+}
+
+fn another_instance_renews_nothing_and_reaps(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let task = a.create(NewTask::new()).unwrap();
+    match b.renew_lease(&task.id) {
+        Err(Error::NotOwner { id, owner }) => {
+            assert_eq!(id, task.id);
+            assert_eq!(owner.as_deref(), Some(a.instance_id()));
+        }
+        other => panic!("another instance's renewal must be NotOwner, got {other:?}"),
+    }
+    assert_eq!(b.renew_leases().unwrap(), 0, "b owns nothing");
+    assert_eq!(
+        a.get(&task.id).unwrap(),
+        Some(task.clone()),
+        "nothing changed"
+    );
+    setup.clock.advance(setup.lease / 2);
+    let renewed = applied(a.renew_lease(&task.id).unwrap());
+    assert!(
+        b.reap().unwrap().tasks.is_empty(),
+        "a renewed lease is not lapsed"
+    );
+    setup.clock.set(renewed.lease_expires_at.unwrap());
+    let reaped = b.reap().unwrap();
+    assert!(reaped.missed.is_empty() && reaped.skipped.is_empty());
+    assert_eq!(reaped.tasks.len(), 1);
+    let orphan = &reaped.tasks[0];
+    assert_eq!(orphan.status, TaskStatus::Failed);
+    let error = orphan.error.as_ref().unwrap();
+    assert_eq!(error["owner"], a.instance_id());
+    assert_eq!(error["reapedBy"], b.instance_id());
+    assert_eq!(a.get(&task.id).unwrap().as_ref(), Some(orphan));
+    assert_eq!(
+        a.renew_lease(&task.id).unwrap(),
+        Transition::AlreadyTerminal(orphan.clone())
+    );
+    assert!(!a.complete(&task.id, json!(1)).unwrap().is_applied());
+}
+
+/// A task whose metadata leaves less room than an orphan error takes.
+fn near_cap(store: &dyn TaskStore, setup: &Setup) -> Task {
+    let probe = NewTask::new()
+        .metadata("blob", "")
+        .status_message("almost full");
+    let bare = store.create(probe).unwrap();
+    let size = serde_json::to_vec(&bare).unwrap().len();
+    assert!(store.delete(&bare.id).unwrap());
+    let blob = "x".repeat(setup.max_payload_bytes - size - 16);
+    let task = store
+        .create(
+            NewTask::new()
+                .metadata("blob", blob)
+                .status_message("almost full"),
+        )
+        .unwrap_or_else(|e| panic!("a task just under the cap is accepted: {e}"));
+    assert!(serde_json::to_vec(&task).unwrap().len() <= setup.max_payload_bytes);
+    task
+}
+
+fn a_near_cap_orphan_is_reaped(store: &dyn TaskStore, setup: &Setup) {
+    let task = near_cap(store, setup);
+    setup.clock.advance(setup.lease);
+    let reaped = store.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    assert_eq!(reaped.tasks.len(), 1);
+    let orphan = &reaped.tasks[0];
+    assert_eq!((&orphan.id, orphan.status), (&task.id, TaskStatus::Failed));
+    let error = orphan.error.as_ref().unwrap();
+    assert_eq!(error["code"], "orphaned");
+    assert_eq!(error["dropped"], json!(["metadata", "statusMessage"]));
+    assert!(orphan.metadata.is_empty() && orphan.status_message.is_none());
+    assert!(serde_json::to_vec(orphan).unwrap().len() <= setup.max_payload_bytes);
+    assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(orphan));
+}
+
+fn every_orphan_is_reaped_in_one_pass(store: &dyn TaskStore, setup: &Setup) {
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        setup.clock.advance(Duration::from_millis(1));
+        let task = if i == 2 {
+            near_cap(store, setup)
+        } else {
+            store.create(NewTask::new()).unwrap()
+        };
+        expected.push(task.id);
+    }
+    setup.clock.advance(setup.lease);
+    let reaped = store.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let ids: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(ids, expected, "every orphan, in listing order");
+    assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+}
+
+fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let count = |kind: &str, id: &TaskId| {
+        setup
+            .events
+            .snapshot()
+            .iter()
+            .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
+            .count()
+    };
+    let task = a
+        .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+        .unwrap();
+    assert_eq!(count("task.created", &task.id), 1);
+    applied(
+        b.update(&task.id, TaskUpdate::new().metadata("k", 1))
+            .unwrap(),
+    );
+    assert_eq!(count("task.updated", &task.id), 1);
+    let big = "x".repeat(setup.max_payload_bytes);
+    assert!(a.complete(&task.id, json!(big)).is_err());
+    assert_eq!(
+        count("task.completed", &task.id),
+        0,
+        "a refused write is no event"
+    );
+    applied(a.complete(&task.id, json!(1)).unwrap());
+    assert!(!b.cancel(&task.id, None).unwrap().is_applied());
+    assert!(!a.update(&task.id, TaskUpdate::new()).unwrap().is_applied());
+    assert_eq!(count("task.completed", &task.id), 1);
+    assert_eq!(count("task.cancelled", &task.id), 0);
+    assert_eq!(count("task.updated", &task.id), 1);
+    assert!(a.update(&TaskId::new(), TaskUpdate::new()).is_err());
+
+    // A race across both handles: one terminal event.
+    let raced = a.create(NewTask::new()).unwrap();
+    let terminal = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = [a, b][t % 2];
+            let (raced, terminal) = (&raced, &terminal);
+            s.spawn(move || {
+                let won = match t % 3 {
+                    0 => store.complete(&raced.id, json!(t)),
+                    1 => store.fail(&raced.id, json!(t)),
+                    _ => store.cancel(&raced.id, None),
+                };
+                if won.unwrap().is_applied() {
+                    terminal.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let events: usize = ["task.completed", "task.failed", "task.cancelled"]
+        .iter()
+        .map(|k| count(k, &raced.id))
+        .sum();
+    assert_eq!((terminal.into_inner(), events), (1, 1));
+
+    assert!(b.delete(&raced.id).unwrap());
+    assert!(!a.delete(&raced.id).unwrap());
+    assert_eq!(count("task.deleted", &raced.id), 1);
+
+    let orphan = a.create(NewTask::new()).unwrap();
+    setup.clock.advance(setup.lease);
+    assert_eq!(b.reap().unwrap().tasks.len(), 1);
+    assert!(a.reap().unwrap().tasks.is_empty());
+    assert_eq!(count("task.reaped", &orphan.id), 1);
+    assert_eq!(
+        count("task.failed", &orphan.id),
+        0,
+        "a reap is its own event"
+    );
+
+    setup.clock.advance(Duration::from_secs(3_600));
+    assert_eq!(a.sweep().unwrap().deleted, 1);
+    assert_eq!(b.sweep().unwrap().deleted, 0);
+    assert_eq!(count("task.expired", &task.id), 1);
 }

@@ -59,6 +59,14 @@ pub enum Error {
         status: TaskStatus,
     },
 
+    /// A [`ListQuery`](crate::ListQuery) that cannot be answered, such as a
+    /// page of zero tasks.
+    #[error("invalid list query: {reason}")]
+    InvalidQuery {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// A list cursor was not one this store handed out.
     #[error("invalid list cursor {cursor:?}")]
     InvalidCursor {
@@ -74,6 +82,18 @@ pub enum Error {
         /// Its encoded size in bytes.
         size: usize,
         /// The configured cap (`max_payload_bytes`).
+        limit: usize,
+    },
+
+    /// A JSON value in the task is nested deeper than the store reads back;
+    /// nothing was changed.
+    #[error("task {id} nests JSON {depth} levels deep, over the limit of {limit}")]
+    TooDeep {
+        /// The task being written.
+        id: TaskId,
+        /// How deep its deepest value nests (an array or object is one level).
+        depth: usize,
+        /// The limit ([`MAX_DEPTH`](crate::MAX_DEPTH)).
         limit: usize,
     },
 
@@ -132,6 +152,30 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A storage backend failed: its name, the operation, and its own error.
+    ///
+    /// Backends other than the file store (a database, or one written
+    /// outside this crate) report their failures with this variant.
+    #[error("{backend} backend failed to {op}: {source}")]
+    Backend {
+        /// The backend, for example `"postgres"`.
+        backend: &'static str,
+        /// What it was doing, for example `"replace task 1234"`.
+        op: String,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A store setting is out of range; nothing was opened.
+    #[error("invalid store setting: {field} {reason}")]
+    InvalidConfig {
+        /// The setting, for example `"instance_id"`.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
     /// A task could not be encoded as JSON (a payload that JSON cannot carry).
     #[error("unable to encode task {id}: {source}")]
     Encode {
@@ -170,6 +214,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// A backend's failure to do `op`, with its own error as the source.
+    pub fn backend(
+        backend: &'static str,
+        op: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            op: op.into(),
+            source: source.into(),
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod backend;
 mod breaker;
 mod clock;
 #[cfg(feature = "conformance")]
@@ -16,6 +17,8 @@ mod limits;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod memory;
+mod query;
+mod rules;
 mod sink;
 mod store;
 mod task;
@@ -29,17 +32,22 @@ pub use crate::error::{Error, Result};
 pub use crate::events::{
     DEFAULT_EVENT_LOG_CAPACITY, Event, EventLog, Record, Since, TaskEventKind, kinds,
 };
-pub use crate::file::{Durability, FileStore, FileStoreBuilder, FsOp};
+pub use crate::file::{Durability, FileBackend, FileOptions, FileStore, FileStoreBuilder, FsOp};
 #[cfg(feature = "fault-injection")]
 pub use crate::file::{Fault, FaultInjector};
 pub use crate::id::{MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
-pub use crate::limits::{DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES};
-pub use crate::memory::MemoryStore;
+pub use crate::limits::{
+    DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEPTH, MAX_MAX_PAYLOAD_BYTES,
+    MIN_MAX_PAYLOAD_BYTES,
+};
+pub use crate::memory::{MemoryBackend, MemoryStore};
+pub use crate::query::{ListQuery, Page};
+pub use crate::rules::{MAX_INSTANCE_ID_LEN, Store, StoreBuilder};
 #[cfg(feature = "metrics")]
 pub use crate::sink::MetricsSink;
 pub use crate::sink::{
     EventSink, FanOut, JsonLinesSink, TracingSink, breaker_call_contained, emit_contained,
 };
-pub use crate::store::{ListQuery, Page, TaskStore, Transition};
+pub use crate::store::{Missed, Reaped, Swept, TaskStore, Transition};
 pub use crate::task::{NewTask, Outcome, Task, TaskStatus, TaskUpdate};

@@ -1,7 +1,8 @@
-//! The bounds every backend enforces.
+//! The bounds the rules enforce on every backend.
 
-use std::io;
+use serde_json::Value;
 
+use crate::backend::Record;
 use crate::error::{Error, Result};
 use crate::task::Task;
 
@@ -9,8 +10,21 @@ use crate::task::Task;
 pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
 /// Default cap on one task's encoded size: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest payload cap a store accepts (smaller settings are raised to
+/// it): room for any task the store itself writes, such as a reaped orphan
+/// stripped to its error (see [`TaskStore::reap_orphans`](crate::TaskStore::reap_orphans)).
+pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
+/// The largest payload cap a store accepts (larger settings are lowered to it).
+pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
+/// How deep a JSON value in a task (a result, error, input request, or one
+/// metadata value) may nest: each array or object is one level.
+///
+/// Deeper values are refused with [`Error::TooDeep`] when written, because a
+/// task must always read back, and JSON decoders (this crate's included)
+/// stop at a recursion limit.
+pub const MAX_DEPTH: usize = 100;
 
-/// The caps a backend enforces; hitting one is a typed error that changes nothing.
+/// The caps the rules enforce; hitting one is a typed error that changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub max_active: usize,
@@ -27,48 +41,92 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Encodes `task` as JSON, refusing it if it is over the payload cap.
-    pub fn encode(&self, task: &Task) -> Result<Vec<u8>> {
-        let bytes = serde_json::to_vec(task).map_err(|source| Error::Encode {
+    /// Sets the payload cap, within [`MIN_MAX_PAYLOAD_BYTES`] and
+    /// [`MAX_MAX_PAYLOAD_BYTES`].
+    pub fn set_max_payload_bytes(&mut self, bytes: usize) {
+        self.max_payload_bytes = bytes.clamp(MIN_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES);
+    }
+
+    /// `task` as a backend stores it, if it is within the caps: no value
+    /// nested over [`MAX_DEPTH`], and its JSON no larger than the payload cap.
+    pub fn record(&self, task: Task) -> Result<Record> {
+        check_depth(&task)?;
+        let json = serde_json::to_vec(&task).map_err(|source| Error::Encode {
             id: task.id.clone(),
             source,
         })?;
-        self.check_size(task, bytes.len())?;
-        Ok(bytes)
-    }
-
-    /// Refuses `task` if its JSON would be over the payload cap, without
-    /// keeping the encoding.
-    pub fn check(&self, task: &Task) -> Result<()> {
-        let mut counter = Counter(0);
-        serde_json::to_writer(&mut counter, task).map_err(|source| Error::Encode {
-            id: task.id.clone(),
-            source,
-        })?;
-        self.check_size(task, counter.0)
-    }
-
-    fn check_size(&self, task: &Task, size: usize) -> Result<()> {
-        if size > self.max_payload_bytes {
+        if json.len() > self.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 id: task.id.clone(),
-                size,
+                size: json.len(),
                 limit: self.max_payload_bytes,
             });
         }
-        Ok(())
+        Ok(Record::new(task, json))
     }
 }
 
-struct Counter(usize);
+/// Refuses a task with a value nested deeper than [`MAX_DEPTH`].
+fn check_depth(task: &Task) -> Result<()> {
+    let values = [&task.result, &task.error, &task.input_requests]
+        .into_iter()
+        .flatten()
+        .chain(task.metadata.values());
+    for value in values {
+        let depth = depth(value);
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep {
+                id: task.id.clone(),
+                depth,
+                limit: MAX_DEPTH,
+            });
+        }
+    }
+    Ok(())
+}
 
-impl io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
+/// How deep `value` nests: 0 for a scalar, 1 for a flat array or object.
+/// Iterative, so a value of any depth is measured without recursion.
+pub(crate) fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, above)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        let level = above + 1;
+        deepest = deepest.max(level);
+        stack.extend(children.map(|child| (child, level)));
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for i in 0..levels {
+            v = if i % 2 == 0 {
+                json!([v])
+            } else {
+                json!({ "k": v })
+            };
+        }
+        v
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    #[test]
+    fn depth_counts_arrays_and_objects() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!([])), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(depth(&nested(7)), 7);
+        // Measured without recursion (building and dropping one recurse, so not deeper).
+        assert_eq!(depth(&nested(500)), 500);
     }
 }

@@ -92,13 +92,25 @@ pub struct Task {
     )]
     pub poll_interval: Option<Duration>,
     /// The result, once `completed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub result: Option<Value>,
     /// The error, once `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub error: Option<Value>,
     /// What the task waits for, while `input_required`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub input_requests: Option<Value>,
     /// Free-form host metadata.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -332,6 +344,13 @@ impl Outcome {
         task.last_updated_at = now;
         task.revision += 1;
     }
+}
+
+/// A payload field that is present is `Some`, even when it holds JSON
+/// `null`: `Some(Value::Null)` reads back as written (an absent field is
+/// `None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn truncate_to_millis(d: Duration) -> Duration {

@@ -6,6 +6,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use taskstore::backend::SkipAction;
 use taskstore::{Error, FileStore, ListQuery, NewTask, TaskId, TaskStore};
 
 fn quarantined(root: &Path) -> Vec<String> {
@@ -163,14 +164,38 @@ fn every_kind_of_bad_file_is_reported_and_set_aside() {
                 "{what}"
             );
 
-            // Listing skips it and sets it aside; the others are all there.
-            let listed = store.list(&ListQuery::all()).unwrap().tasks;
-            let mut ids: Vec<_> = listed.iter().map(|t| t.id.clone()).collect();
+            // Listing leaves it out and reports it; the others are all there.
+            let page = store.list(&ListQuery::all()).unwrap();
+            let mut ids: Vec<_> = page.tasks.iter().map(|t| t.id.clone()).collect();
             ids.sort();
             let mut want = vec![good.id.clone(), finished.id.clone()];
             want.sort();
             assert_eq!(ids, want, "{what}");
+            assert_eq!(
+                page.skipped.len(),
+                1,
+                "{what}: reported: {:?}",
+                page.skipped
+            );
+            assert_eq!(page.skipped[0].id.as_ref(), Some(&id), "{what}");
+            assert_eq!(page.skipped[0].location, path.display().to_string());
             let q = quarantined(&root);
+            if *kind == "newer-format" {
+                // A newer taskstore's task (a rolling upgrade): left where it
+                // is, never set aside, and never overwritten.
+                assert_eq!(page.skipped[0].action, SkipAction::LeftInPlace, "{what}");
+                assert!(q.is_empty(), "{what}: {q:?}");
+                assert!(path.exists(), "{what}");
+                assert!(matches!(
+                    store.get(&id),
+                    Err(Error::UnsupportedFormat { .. })
+                ));
+                assert!(store.create(NewTask::new().id(id.clone())).is_err());
+                assert_eq!(store.sweep_expired().unwrap(), 0);
+                assert!(path.exists(), "{what}: the sweep leaves it too");
+                continue;
+            }
+            assert_eq!(page.skipped[0].action, SkipAction::SetAside, "{what}");
             assert_eq!(q.len(), 1, "{what}: set aside, not deleted: {q:?}");
             assert!(
                 q[0].starts_with(area) && q[0].ends_with("bad-task.json"),

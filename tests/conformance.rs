@@ -1,36 +1,33 @@
-//! Every backend passes the shared suite.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! Every store passes the shared suite: over the in-memory backend, the file
+//! backend under both durabilities, and a backend written outside the crate
+//! (`tests/outside_backend.rs`).
 
 use taskstore::conformance::{self, Setup};
-use taskstore::{Durability, FileStore, MemoryStore};
+use taskstore::{Durability, FileStore, MemoryBackend, Store};
 
 #[test]
 fn memory_store() {
-    conformance::run(|setup: &Setup| {
-        MemoryStore::with_clock(Arc::new(setup.clock.clone()))
-            .with_max_active(setup.max_active)
-            .with_max_payload_bytes(setup.max_payload_bytes)
-            .with_lease(setup.lease)
+    conformance::run(|| {
+        let backend = MemoryBackend::new();
+        move |setup: &Setup, instance_id: &str| {
+            setup
+                .configure(Store::with_backend(backend.clone()), instance_id)
+                .build()
+                .unwrap()
+        }
     });
 }
 
 fn file_store(durability: Durability) {
-    let root = tempfile::tempdir().unwrap();
-    let n = AtomicUsize::new(0);
-    conformance::run(|setup: &Setup| {
-        let dir = root
-            .path()
-            .join(n.fetch_add(1, Ordering::Relaxed).to_string());
-        FileStore::builder(dir)
-            .durability(durability)
-            .clock(Arc::new(setup.clock.clone()))
-            .max_active(setup.max_active)
-            .max_payload_bytes(setup.max_payload_bytes)
-            .lease(setup.lease)
-            .open()
-            .unwrap()
+    conformance::run(|| {
+        let dir = tempfile::tempdir().unwrap();
+        move |setup: &Setup, instance_id: &str| {
+            setup
+                .configure(FileStore::builder(dir.path()), instance_id)
+                .durability(durability)
+                .open()
+                .unwrap()
+        }
     });
 }
 

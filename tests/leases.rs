@@ -38,9 +38,12 @@ fn backends(clock: &ManualClock) -> Vec<(Box<dyn TaskStore>, Option<tempfile::Te
         .lease(LEASE)
         .open()
         .unwrap();
-    let memory = MemoryStore::with_clock(Arc::new(clock.clone()))
-        .with_instance_id("owner")
-        .with_lease(LEASE);
+    let memory = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .instance_id("owner")
+        .lease(LEASE)
+        .build()
+        .unwrap();
     vec![(Box::new(file), Some(dir)), (Box::new(memory), None)]
 }
 

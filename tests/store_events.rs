@@ -64,7 +64,11 @@ fn clock() -> ManualClock {
 #[test]
 fn memory_store_emits_every_task_event() {
     let (clock, log) = (clock(), Arc::new(EventLog::new()));
-    let store = MemoryStore::with_clock(Arc::new(clock.clone())).with_sink(log.clone());
+    let store = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .sink(log.clone())
+        .build()
+        .unwrap();
     let want = lifecycle(&store, &clock);
     assert_eq!(kinds(&log), want);
 }
@@ -124,7 +128,10 @@ fn a_panicking_sink_never_breaks_the_store() {
     let t2 = other.create(NewTask::new()).unwrap();
     assert!(store.cancel(&t2.id, None).unwrap().is_applied());
 
-    let memory = MemoryStore::new().with_sink(Arc::new(Panicking));
+    let memory = MemoryStore::builder()
+        .sink(Arc::new(Panicking))
+        .build()
+        .unwrap();
     memory.create(NewTask::new()).unwrap();
     assert_eq!(memory.sink_panics(), 1);
 }
@@ -160,7 +167,7 @@ fn sinks_run_outside_the_store_locks() {
 
     // The memory store's sink may even call back into the same store.
     let sink = Arc::new(WritesBack(std::sync::OnceLock::new()));
-    let memory = Arc::new(MemoryStore::new().with_sink(sink.clone()));
+    let memory = Arc::new(MemoryStore::builder().sink(sink.clone()).build().unwrap());
     let _ = sink.0.set(memory.clone());
     let task = memory.create(NewTask::new()).unwrap();
     assert_eq!(

@@ -165,6 +165,18 @@ impl TaskEventKind {
         TaskEventKind::Reaped,
     ];
 
+    /// The event of an applied write that leaves a task in `status`:
+    /// updated, or the terminal status reached.
+    pub fn for_status(status: crate::task::TaskStatus) -> TaskEventKind {
+        use crate::task::TaskStatus;
+        match status {
+            TaskStatus::Completed => TaskEventKind::Completed,
+            TaskStatus::Failed => TaskEventKind::Failed,
+            TaskStatus::Cancelled => TaskEventKind::Cancelled,
+            TaskStatus::Working | TaskStatus::InputRequired => TaskEventKind::Updated,
+        }
+    }
+
     /// The event kind string (`"task.created"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -205,7 +205,8 @@ impl Stamp {
 mod tests {
     use super::*;
     use crate::file::FileStore;
-    use crate::store::{ListQuery, TaskStore};
+    use crate::query::ListQuery;
+    use crate::store::TaskStore;
     use crate::task::{NewTask, TaskUpdate};
     use crate::{Durability, TaskId};
     use std::sync::atomic::AtomicBool;
@@ -214,7 +215,7 @@ mod tests {
     /// for its status to be trusted.
     fn settle(store: &FileStore) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while ActiveCache::observe(&store.layout.active, ActiveCache::clock())
+        while ActiveCache::observe(&store.backend().layout.active, ActiveCache::clock())
             .unwrap()
             .1
             .is_none()
@@ -259,13 +260,13 @@ mod tests {
         let first = active(&reader);
         assert_eq!(first.len(), 3);
         assert_eq!(
-            reader.active_cache.hits(),
+            reader.backend().active_cache.hits(),
             0,
             "the first listing reads files"
         );
         assert_eq!(active(&reader), first);
         assert_eq!(
-            reader.active_cache.hits(),
+            reader.backend().active_cache.hits(),
             1,
             "an unchanged store is listed from memory"
         );
@@ -276,9 +277,9 @@ mod tests {
         let cached = |reader: &FileStore| {
             settle(reader);
             active(reader);
-            let hits = reader.active_cache.hits();
+            let hits = reader.backend().active_cache.hits();
             let listed = active(reader);
-            assert_eq!(reader.active_cache.hits(), hits + 1);
+            assert_eq!(reader.backend().active_cache.hits(), hits + 1);
             listed
         };
         cached(&reader);
@@ -337,7 +338,7 @@ mod tests {
             }
         });
         assert!(
-            reader.active_cache.hits() > 0,
+            reader.backend().active_cache.hits() > 0,
             "no listing was served from memory"
         );
     }
@@ -366,7 +367,7 @@ mod tests {
                 );
             }
             let last = last.unwrap();
-            let reused = reader.active_cache.reused();
+            let reused = reader.backend().active_cache.reused();
             let listed = active(&reader);
             assert!(listed.contains(&(last.id.clone(), last.revision)));
             assert_eq!(listed.len(), n);
@@ -375,7 +376,7 @@ mod tests {
             // read while its status had not settled.
             let expected = if round == 0 { n - 1 } else { n - 2 };
             assert_eq!(
-                reader.active_cache.reused(),
+                reader.backend().active_cache.reused(),
                 reused + expected as u64,
                 "round {round}"
             );
@@ -411,14 +412,18 @@ mod tests {
         let store = FileStore::open(dir.path()).unwrap();
         store.create(NewTask::new()).unwrap();
         let bad = TaskId::new();
-        std::fs::write(store.layout.task(crate::file::Area::Active, &bad), b"{").unwrap();
+        std::fs::write(
+            store.backend().layout.task(crate::file::Area::Active, &bad),
+            b"{",
+        )
+        .unwrap();
         settle(&store);
         assert_eq!(active(&store).len(), 1);
         assert!(store.path().join("quarantine").read_dir().unwrap().count() > 0);
         settle(&store);
         assert_eq!(active(&store).len(), 1);
         assert_eq!(active(&store).len(), 1);
-        assert!(store.active_cache.hits() > 0);
+        assert!(store.backend().active_cache.hits() > 0);
     }
 
     fn stamp(ctime: (i64, i64)) -> Stamp {

@@ -1,4 +1,4 @@
-//! Opening, cleaning up after crashed writers, quarantine and sweeping.
+//! Opening, cleaning up after crashed writers, and quarantine.
 
 use std::ffi::OsString;
 use std::fs::DirEntry;
@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
+use crate::backend::{SkipAction, Skipped};
 use crate::error::{Error, Result};
-use crate::events::{Event, TaskEventKind};
 use crate::file::fs::{self, Fs};
 use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
-use crate::file::{Durability, FileStore};
+use crate::file::read::read_task_file;
+use crate::file::{Durability, FileBackend};
 use crate::id::TaskId;
 
 /// Creates the store directory and its areas (mode `0700`), refusing
@@ -74,7 +75,7 @@ struct Marker {
 }
 
 /// Checks the store's format marker, writing it on first open.
-pub(super) fn ensure_marker(store: &FileStore) -> Result<()> {
+pub(super) fn ensure_marker(store: &FileBackend) -> Result<()> {
     let path = store.layout.marker();
     if let Some(format) = read_marker(&path)? {
         return check_format(&path, format);
@@ -87,7 +88,7 @@ pub(super) fn ensure_marker(store: &FileStore) -> Result<()> {
         return check_format(&path, format);
     }
     let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
-    store.replace(&id, &path, bytes.as_bytes())?;
+    store.replace_file(&id, &path, bytes.as_bytes())?;
     if store.durability == Durability::Immediate {
         sync_dir_at(&store.fs, &store.layout.root)?;
     }
@@ -133,7 +134,7 @@ fn check_format(path: &Path, found: u64) -> Result<()> {
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
 /// lock from creating its temp file until the rename, so a temp file whose
 /// stripe is free belongs to no one.
-pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
+pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     let dir = &store.layout.tmp;
     let mut removed = 0;
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
@@ -166,7 +167,7 @@ pub(super) fn clean_temp_files(store: &FileStore) -> Result<usize> {
 }
 
 /// The task files in `area` by id; foreign names are set aside.
-pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, DirEntry)>> {
+pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Vec<(TaskId, DirEntry)>> {
     let dir = store.layout.area(area);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
@@ -186,59 +187,80 @@ pub(super) fn entries(store: &FileStore, area: Area) -> Result<Vec<(TaskId, DirE
     Ok(out)
 }
 
-/// Sets aside a task file that failed to read as `err`, if it still fails
-/// under its lock. I/O errors are reported and skipped: they may pass.
-pub(super) fn set_aside_task(store: &FileStore, area: Area, id: &TaskId, err: Error) -> Result<()> {
+/// Reports a task file that failed to read as `err`, setting it aside in
+/// `quarantine/` if it is corrupt and still fails under its lock. A file
+/// that cannot be read for now (an I/O error) or is of a newer format is
+/// left in place: it may be readable later, or by a newer `taskstore`.
+pub(super) fn set_aside_task(
+    store: &FileBackend,
+    area: Area,
+    id: &TaskId,
+    err: Error,
+) -> Result<Skipped> {
+    let path = store.layout.task(area, id);
+    let left = |err: &Error| {
+        Skipped::new(
+            Some(id.clone()),
+            path.display().to_string(),
+            err.to_string(),
+            SkipAction::LeftInPlace,
+        )
+    };
     match err {
-        Error::Corrupt { .. } | Error::UnsupportedFormat { .. } => {}
-        Error::Io { .. } => {
-            tracing::warn!(task = %id, error = %err, "skipping a task file that cannot be read");
-            return Ok(());
-        }
+        Error::Corrupt { .. } => {}
+        Error::UnsupportedFormat { .. } | Error::Io { .. } => return Ok(left(&err)),
         other => return Err(other),
     }
-    let path = store.layout.task(area, id);
-    let set_aside = {
-        let _guard = store.locks.lock(&store.fs, stripe(id))?;
-        match super::read_task_file(&path, id) {
-            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
-                let name = path.file_name().map(OsString::from).unwrap_or_default();
-                move_aside(store, area.name(), &path, &name, &e.to_string())?
+    let _guard = store.locks.lock(&store.fs, stripe(id))?;
+    match read_task_file(&path, id) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let name = path.file_name().map(OsString::from).unwrap_or_default();
+            match move_aside(store, area.name(), &path, &name) {
+                Ok(Some(target)) => {
+                    tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = %e, "set aside a file that is not a readable task");
+                    Ok(Skipped::new(
+                        Some(id.clone()),
+                        path.display().to_string(),
+                        e.to_string(),
+                        SkipAction::SetAside,
+                    ))
+                }
+                Ok(None) => Ok(left(&e)),
+                // A read-only store, say: leave it, report it.
+                Err(move_error) => Ok(left(&Error::corrupt(
+                    &path,
+                    format!("{e}; not set aside: {move_error}"),
+                ))),
             }
-            _ => None, // repaired or removed meanwhile
         }
-    };
-    if let Some((target, why)) = set_aside {
-        notify_set_aside(store, &path, &target, &why);
+        Err(e) => Ok(left(&e)),
+        // Repaired or removed meanwhile: nothing to report.
+        Ok(_) => Ok(left(&err)),
     }
-    Ok(())
 }
 
 /// Moves `path` into the quarantine area, never deleting it, and reports it.
 /// The caller holds no lock.
-fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &str) -> Result<()> {
-    if let Some((target, why)) = move_aside(store, area, path, name, why)? {
-        notify_set_aside(store, path, &target, &why);
-    }
-    Ok(())
-}
-
-fn notify_set_aside(store: &FileStore, path: &Path, target: &Path, why: &str) {
-    tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
-    store.notifier.emit(|| {
-        Event::corrupt_set_aside(path.display(), why)
-            .field("quarantinedAs", target.display().to_string())
-    });
-}
-
-/// Moves `path` into the quarantine area; `None` if it was gone already.
-fn move_aside(
-    store: &FileStore,
+fn set_aside(
+    store: &FileBackend,
     area: &str,
     path: &Path,
     name: &OsString,
     why: &str,
-) -> Result<Option<(PathBuf, String)>> {
+) -> Result<()> {
+    if let Some(target) = move_aside(store, area, path, name)? {
+        tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
+    }
+    Ok(())
+}
+
+/// Moves `path` into the quarantine area; `None` if it was gone already.
+fn move_aside(
+    store: &FileBackend,
+    area: &str,
+    path: &Path,
+    name: &OsString,
+) -> Result<Option<PathBuf>> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut target = OsString::from(format!(
         "{area}.{}.{}.{}.",
@@ -249,56 +271,8 @@ fn move_aside(
     target.push(name);
     let target = store.layout.quarantine.join(target);
     match store.fs.rename(path, &target) {
-        Ok(()) => Ok(Some((target, why.to_owned()))),
+        Ok(()) => Ok(Some(target)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("set aside", path, e)),
     }
-}
-
-/// Deletes the expired tasks in `area`, finishes interrupted terminal
-/// moves and sets corrupt files aside. Returns the tasks deleted.
-pub(super) fn sweep_area(store: &FileStore, area: Area, now: OffsetDateTime) -> Result<usize> {
-    let mut deleted = 0;
-    let mut touched = [false; 2];
-    for (id, entry) in entries(store, area)? {
-        let candidate = match super::read_task_file(&entry.path(), &id) {
-            Ok(Some(task)) => {
-                task.is_expired_at(now) || (area == Area::Active && task.is_terminal())
-            }
-            Ok(None) => false,
-            Err(e) => {
-                set_aside_task(store, area, &id, e)?;
-                false
-            }
-        };
-        if !candidate {
-            continue;
-        }
-        let guard = store.locks.lock(&store.fs, stripe(&id))?;
-        let found = match store.find(&id) {
-            Ok(Some(found)) => found,
-            Ok(None) => continue,
-            Err(e) => {
-                drop(guard);
-                set_aside_task(store, area, &id, e)?;
-                continue;
-            }
-        };
-        if found.task.is_expired_at(now) {
-            if store.remove_if_present(found.area, &id)? {
-                touched[found.area as usize] = true;
-                deleted += 1;
-                drop(guard);
-                store.notifier.task(TaskEventKind::Expired, &found.task);
-            }
-        } else if found.unmoved() {
-            store.move_to_done(&id)?;
-        }
-    }
-    for a in [Area::Active, Area::Done] {
-        if touched[a as usize] {
-            store.sync_area(a)?;
-        }
-    }
-    Ok(deleted)
 }

@@ -243,7 +243,10 @@ async fn unknown_and_invalid_ids_are_invalid_params() {
 #[tokio::test]
 async fn expired_tasks_are_invalid_params() {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let store = MemoryStore::with_clock(clock.clone() as Arc<dyn Clock>);
+    let store = MemoryStore::builder()
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .build()
+        .unwrap();
     let m = DurableTaskManager::with_options(Arc::new(store), fast());
     let seed = m
         .spawn(TaskOptions::new().with_ttl_ms(1_000), |_ctx| {
@@ -344,38 +347,31 @@ async fn shutdown_fails_the_running_tasks() {
     assert_eq!(error["message"], "task operation was aborted");
 }
 
-/// A store whose every call fails with an I/O error.
-struct BrokenStore;
+/// A backend whose every call fails with an I/O error.
+struct Broken;
 
-impl TaskStore for BrokenStore {
-    fn create(&self, _: NewTask) -> crate::Result<crate::Task> {
+impl crate::backend::Backend for Broken {
+    fn load(&self, _: &crate::TaskId) -> crate::Result<Option<crate::Task>> {
         Err(broken())
     }
-    fn get(&self, _: &crate::TaskId) -> crate::Result<Option<crate::Task>> {
+    fn insert(
+        &self,
+        _: &crate::backend::Record,
+        _: usize,
+    ) -> crate::Result<crate::backend::Insert> {
         Err(broken())
     }
-    fn update(&self, _: &crate::TaskId, _: crate::TaskUpdate) -> crate::Result<crate::Transition> {
+    fn replace(
+        &self,
+        _: &crate::Task,
+        _: &crate::backend::Record,
+    ) -> crate::Result<crate::backend::Swap> {
         Err(broken())
     }
-    fn finish(&self, _: &crate::TaskId, _: crate::Outcome) -> crate::Result<crate::Transition> {
+    fn remove(&self, _: &crate::Task) -> crate::Result<crate::backend::Swap> {
         Err(broken())
     }
-    fn list(&self, _: &crate::ListQuery) -> crate::Result<crate::Page> {
-        Err(broken())
-    }
-    fn delete(&self, _: &crate::TaskId) -> crate::Result<bool> {
-        Err(broken())
-    }
-    fn sweep_expired(&self) -> crate::Result<usize> {
-        Err(broken())
-    }
-    fn instance_id(&self) -> &str {
-        "broken"
-    }
-    fn renew_lease(&self, _: &crate::TaskId) -> crate::Result<crate::Transition> {
-        Err(broken())
-    }
-    fn reap_orphans(&self) -> crate::Result<Vec<crate::Task>> {
+    fn scan(&self, _: &crate::backend::Scan) -> crate::Result<crate::backend::Scanned> {
         Err(broken())
     }
 }
@@ -390,7 +386,9 @@ fn broken() -> crate::Error {
 
 #[tokio::test]
 async fn store_errors_are_internal_errors_with_the_cause() {
-    let m = DurableTaskManager::new(Arc::new(BrokenStore));
+    let m = DurableTaskManager::new(Arc::new(
+        crate::Store::with_backend(Broken).build().unwrap(),
+    ));
     let errors = [
         m.get_task("t").await.unwrap_err(),
         m.cancel_task("t").await.unwrap_err(),

@@ -1,0 +1,423 @@
+//! The seam a storage engine implements: whole tasks in, whole tasks out.
+//!
+//! The store's rules — first writer wins, revisions, TTL, the caps, leases,
+//! reaping, events, paging — are written once, in [`Store`](crate::Store),
+//! over this trait. A backend stores and retrieves whole tasks atomically and
+//! knows nothing of leases or TTL beyond the fields it keeps: it is told
+//! *what* to store and *when a stored version still counts as current*, never
+//! *why*.
+//!
+//! Conditional writes make first writer wins portable, as `object_store`'s
+//! `PutMode::Update` does: [`Backend::replace`] and [`Backend::remove`] act
+//! only if the stored task is still the version the caller read (same
+//! `createdAt` and `revision`). A SQL backend implements each in one
+//! statement (`UPDATE … WHERE id = $1 AND created_at = $2 AND revision = $3`);
+//! a backend with a lock of its own may override [`Backend::modify`] to
+//! read, decide and write under it in one step.
+//!
+//! A backend written outside this crate passes the shared conformance suite
+//! (`taskstore::conformance`, feature `conformance`); `tests/outside_backend.rs`
+//! is one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::id::TaskId;
+use crate::task::{Task, TaskStatus};
+
+/// A storage engine for tasks: the five required methods are all a backend
+/// must write; the provided ones have correct defaults built on them.
+///
+/// Object safe, `Send + Sync`, usable as `dyn Backend`; implemented for
+/// `Arc<B>`, `Box<B>` and `&B`, forwarding every method.
+///
+/// # Contract
+///
+/// - Every call is atomic: a concurrent [`load`](Backend::load) or
+///   [`scan`](Backend::scan), in any process or host sharing the storage,
+///   sees a task's old version or its new one, never a mix.
+/// - "The stored task is still `current`" means: a task with `current.id` is
+///   stored and its `created_at` and `revision` equal `current`'s (the
+///   revision rises with every applied write, and `created_at` tells one
+///   incarnation of an id from the next).
+/// - A returned `Ok` is as durable as the backend promises (documented by
+///   each backend).
+/// - Where a stored task lives (for example running and finished tasks
+///   apart) may follow its [`status`](Task::status); nothing else about it is
+///   the backend's business.
+pub trait Backend: Send + Sync {
+    /// The stored version of task `id`, expired or not; `Ok(None)` if there
+    /// is none.
+    ///
+    /// # Errors
+    ///
+    /// The backend's own failures, naming the task.
+    fn load(&self, id: &TaskId) -> Result<Option<Task>>;
+
+    /// Stores `record` as a new task, unless a task with its id is stored
+    /// (then returns it, untouched) or `max_active` non-terminal tasks are
+    /// stored already.
+    ///
+    /// A backend documents how exactly it holds the active-task cap across
+    /// processes or hosts.
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert>;
+
+    /// Replaces `current` by `next` (same id), only if the stored task is
+    /// still `current`.
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap>;
+
+    /// Removes `current`, only if the stored task is still `current`.
+    fn remove(&self, current: &Task) -> Result<Swap>;
+
+    /// One batch of stored tasks, in listing order (`created_at`, then id),
+    /// strictly after [`Scan::after`]: at most [`Scan::limit`] of them, and
+    /// fewer only when no more match. Stored tasks that cannot be read are
+    /// not errors here: they are left out and reported in
+    /// [`Scanned::skipped`].
+    fn scan(&self, scan: &Scan) -> Result<Scanned>;
+
+    /// Reads task `id`, asks `decide` what to do with it, and does it,
+    /// atomically: no write to the task lands in between.
+    ///
+    /// `decide` may be called more than once (each time with a newer
+    /// version) and must not have side effects beyond its return value. It
+    /// is not called when there is no task.
+    ///
+    /// The default loads, then [`replace`](Backend::replace)s or
+    /// [`remove`](Backend::remove)s, and starts again from the version a
+    /// conflict returns. A backend with its own per-task lock may override it
+    /// to read, decide and write under that lock.
+    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
+        let mut current = self.load(id)?;
+        loop {
+            let Some(task) = current else {
+                return Ok(Modified::Missing);
+            };
+            let swap = match decide(&task)? {
+                Change::Keep => return Ok(Modified::Kept(task)),
+                Change::Replace(next) => match self.replace(&task, &next)? {
+                    Swap::Done => return Ok(Modified::Replaced(next.into_task())),
+                    swap => swap,
+                },
+                Change::Remove => match self.remove(&task)? {
+                    Swap::Done => return Ok(Modified::Removed(task)),
+                    swap => swap,
+                },
+            };
+            current = match swap {
+                Swap::Changed(now) => now,
+                Swap::Done => unreachable!("handled above"),
+            };
+        }
+    }
+
+    /// [`replace`](Backend::replace) for many tasks at once, each on its own:
+    /// one result per pair, in order. A backend that can (a SQL backend, in
+    /// one statement) overrides it; the default replaces one by one.
+    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        swaps
+            .iter()
+            .map(|(current, next)| self.replace(current, next))
+            .collect()
+    }
+
+    /// [`remove`](Backend::remove) for many tasks at once, each on its own:
+    /// one result per task, in order.
+    fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        tasks.iter().map(|task| self.remove(task)).collect()
+    }
+
+    /// Cleans up what crashed writers left behind (temp files, half-finished
+    /// moves); returns how many leftovers were cleaned. Called by every sweep.
+    /// The default has nothing to clean.
+    fn clean_up(&self) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// What [`Backend::modify`] asks of its decision.
+pub type Decide<'a> = dyn FnMut(&Task) -> Result<Change> + 'a;
+
+/// A task as the rules hand it to a backend: checked against the store's
+/// caps, with the JSON it is stored as.
+///
+/// Only the rules make one, so a backend cannot store an unchecked task.
+/// `json` is `serde_json`'s encoding of `task`: a backend that stores bytes
+/// stores these, and decoding them gives `task` back.
+#[derive(Clone, PartialEq)]
+pub struct Record {
+    task: Task,
+    json: Vec<u8>,
+}
+
+impl Record {
+    pub(crate) fn new(task: Task, json: Vec<u8>) -> Record {
+        Record { task, json }
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// The task's JSON encoding, as checked against the payload cap.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The task, by value.
+    pub fn into_task(self) -> Task {
+        self.task
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("task", &self.task.id)
+            .field("revision", &self.task.revision)
+            .field("json_bytes", &self.json.len())
+            .finish()
+    }
+}
+
+/// What [`Backend::insert`] did.
+#[derive(Clone, Debug, PartialEq)]
+// Returned once per call, beside I/O: a task moved by value costs nothing
+// next to it, and a box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
+pub enum Insert {
+    /// The task was stored.
+    Done,
+    /// A task with this id is stored (expired or not); nothing was changed.
+    Exists(Task),
+    /// `max_active` non-terminal tasks are stored; nothing was changed.
+    Full,
+}
+
+/// What a conditional [`Backend::replace`] or [`Backend::remove`] did.
+#[derive(Clone, Debug, PartialEq)]
+// Returned once per call, beside I/O: a task moved by value costs nothing
+// next to it, and a box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
+pub enum Swap {
+    /// The stored task was the expected version; the change was made.
+    Done,
+    /// The stored task is no longer the expected version (it is this one, or
+    /// `None` if there is none); nothing was changed.
+    Changed(Option<Task>),
+}
+
+/// What a decision passed to [`Backend::modify`] asks for.
+#[derive(Clone, Debug)]
+// Returned once per call, beside I/O: a task moved by value costs nothing
+// next to it, and a box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
+pub enum Change {
+    /// Leave the task as it is.
+    Keep,
+    /// Store this version instead.
+    Replace(Record),
+    /// Remove the task.
+    Remove,
+}
+
+/// What [`Backend::modify`] did.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Modified {
+    /// There is no task with this id.
+    Missing,
+    /// The decision kept the task: this is it.
+    Kept(Task),
+    /// The decision's version was stored: this is it.
+    Replaced(Task),
+    /// The task was removed: this is what it was.
+    Removed(Task),
+}
+
+/// Which stored tasks [`Backend::scan`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Scan {
+    /// Non-terminal tasks only, or all.
+    pub scope: Scope,
+    /// Only tasks with this status, if set.
+    pub status: Option<TaskStatus>,
+    /// Only tasks that have expired at this instant (`created_at + ttl` at
+    /// or before it), if set.
+    pub expired_at: Option<OffsetDateTime>,
+    /// Only tasks after this position in listing order, if set.
+    pub after: Option<Position>,
+    /// At most this many tasks (at least 1).
+    pub limit: usize,
+}
+
+impl Scan {
+    /// Tasks in `scope`, from the start, `limit` at a time.
+    pub fn new(scope: Scope, limit: usize) -> Scan {
+        Scan {
+            scope,
+            status: None,
+            expired_at: None,
+            after: None,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Whether `task` is one this scan asks for (position aside).
+    pub fn matches(&self, task: &Task) -> bool {
+        (self.scope == Scope::All || !task.is_terminal())
+            && self.status.is_none_or(|s| s == task.status)
+            && self.expired_at.is_none_or(|at| task.is_expired_at(at))
+    }
+
+    /// Whether `task` comes after this scan's position.
+    pub fn is_after(&self, task: &Task) -> bool {
+        self.after.as_ref().is_none_or(|p| p.is_before(task))
+    }
+}
+
+/// The stored tasks a [`Scan`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Non-terminal tasks only. Its cost must follow the number of such
+    /// tasks, never history.
+    Active,
+    /// Every stored task.
+    All,
+}
+
+/// A position in listing order: (`created_at`, id).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The task's creation time.
+    pub created_at: OffsetDateTime,
+    /// The task's id.
+    pub id: TaskId,
+}
+
+impl Position {
+    /// The position of `task`.
+    pub fn of(task: &Task) -> Position {
+        Position {
+            created_at: task.created_at,
+            id: task.id.clone(),
+        }
+    }
+
+    /// Whether `task` comes strictly after this position.
+    pub fn is_before(&self, task: &Task) -> bool {
+        (&self.created_at, &self.id) < (&task.created_at, &task.id)
+    }
+}
+
+/// One batch of a [`Backend::scan`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Scanned {
+    /// The tasks, in listing order.
+    pub tasks: Vec<Task>,
+    /// Stored entries that could not be read, left out of `tasks`.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Scanned {
+    /// A batch of `tasks` (in listing order) and `skipped` entries.
+    pub fn new(tasks: Vec<Task>, skipped: Vec<Skipped>) -> Scanned {
+        Scanned { tasks, skipped }
+    }
+}
+
+/// A stored entry a scan could not read: reported, never silently dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The task it belongs to, if its name says.
+    pub id: Option<TaskId>,
+    /// Where it is: a path, or a backend's key.
+    pub location: String,
+    /// What is wrong with it.
+    pub reason: String,
+    /// What the backend did with it.
+    pub action: SkipAction,
+}
+
+impl Skipped {
+    /// An entry at `location` that could not be read for `reason`.
+    pub fn new(
+        id: Option<TaskId>,
+        location: impl Into<String>,
+        reason: impl Into<String>,
+        action: SkipAction,
+    ) -> Skipped {
+        Skipped {
+            id,
+            location: location.into(),
+            reason: reason.into(),
+            action,
+        }
+    }
+}
+
+/// What a backend did with an entry it could not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipAction {
+    /// Left where it is (it may be readable later, or by a newer version).
+    LeftInPlace,
+    /// Moved aside, out of the store's way, for an operator to inspect.
+    SetAside,
+}
+
+macro_rules! forward_backend {
+    ($($ty:ty),*) => {$(
+        impl<B: Backend + ?Sized> Backend for $ty {
+            fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+                (**self).load(id)
+            }
+            fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+                (**self).insert(record, max_active)
+            }
+            fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+                (**self).replace(current, next)
+            }
+            fn remove(&self, current: &Task) -> Result<Swap> {
+                (**self).remove(current)
+            }
+            fn scan(&self, scan: &Scan) -> Result<Scanned> {
+                (**self).scan(scan)
+            }
+            fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
+                (**self).modify(id, decide)
+            }
+            fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+                (**self).replace_all(swaps)
+            }
+            fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+                (**self).remove_all(tasks)
+            }
+            fn clean_up(&self) -> Result<usize> {
+                (**self).clean_up()
+            }
+        }
+    )*};
+}
+
+forward_backend!(Arc<B>, Box<B>, &B);
+
+/// Whether `stored` is still the version `expected` of its task: the same
+/// incarnation (`created_at`) at the same revision. The test of
+/// [`Backend::replace`] and [`Backend::remove`].
+pub fn is_current(stored: &Task, expected: &Task) -> bool {
+    stored.id == expected.id
+        && stored.created_at == expected.created_at
+        && stored.revision == expected.revision
+}

@@ -1,0 +1,210 @@
+//! List queries, pages, cursors, and the one paging function every backend
+//! is listed through.
+
+use time::OffsetDateTime;
+
+use crate::backend::{Backend, Position, Scan, Scope, Skipped};
+use crate::error::{Error, Result};
+use crate::id::TaskId;
+use crate::task::{Task, TaskStatus};
+
+/// Which tasks [`TaskStore::list`](crate::TaskStore::list) returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct ListQuery {
+    active_only: bool,
+    status: Option<TaskStatus>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl ListQuery {
+    /// Every live task, terminal ones included (reads history).
+    pub fn all() -> ListQuery {
+        ListQuery {
+            active_only: false,
+            status: None,
+            limit: None,
+            after: None,
+        }
+    }
+
+    /// Non-terminal tasks only: its cost follows the number of active tasks,
+    /// never history.
+    pub fn active() -> ListQuery {
+        ListQuery {
+            active_only: true,
+            ..ListQuery::all()
+        }
+    }
+
+    /// Only tasks with this status.
+    pub fn status(mut self, status: TaskStatus) -> ListQuery {
+        self.status = Some(status);
+        self
+    }
+
+    /// At most `limit` tasks per page (unlimited by default). A limit of 0
+    /// is refused by `list` with [`Error::InvalidQuery`]: a page that can
+    /// hold nothing would be indistinguishable from the end.
+    pub fn limit(mut self, limit: usize) -> ListQuery {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Continues after a [`Page::next_cursor`].
+    pub fn after(mut self, cursor: &str) -> ListQuery {
+        self.after = Some(cursor.to_owned());
+        self
+    }
+
+    /// Whether the query can only match non-terminal tasks: then history is
+    /// never read.
+    fn scope(&self) -> Scope {
+        if self.active_only || self.status.is_some_and(|s| !s.is_terminal()) {
+            Scope::Active
+        } else {
+            Scope::All
+        }
+    }
+
+    /// The decoded cursor, checked before any work is done.
+    fn cursor(&self) -> Result<Option<Position>> {
+        self.after
+            .as_deref()
+            .map(|raw| Cursor::decode(raw).map(|c| c.0))
+            .transpose()
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Page {
+    /// The tasks, ordered by `created_at`, then id.
+    pub tasks: Vec<Task>,
+    /// Pass to [`ListQuery::after`] for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// Stored entries the listing could not read: left out of `tasks`,
+    /// reported here (and as events), never silently dropped.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Lists one page of `query` from `backend` at `now`: the only way any
+/// backend is listed. Expired tasks are left out here, so every backend pages
+/// identically.
+pub(crate) fn list<B: Backend + ?Sized>(
+    backend: &B,
+    query: &ListQuery,
+    now: OffsetDateTime,
+) -> Result<Page> {
+    if query.limit == Some(0) {
+        return Err(Error::InvalidQuery {
+            reason: "limit(0): a page holds at least one task",
+        });
+    }
+    let mut scan = Scan::new(query.scope(), query.limit.map_or(usize::MAX, |l| l + 1));
+    scan.status = query.status;
+    scan.after = query.cursor()?;
+    let mut page = Page {
+        tasks: Vec::new(),
+        next_cursor: None,
+        skipped: Vec::new(),
+    };
+    loop {
+        let batch = backend.scan(&scan)?;
+        let exhausted = batch.tasks.len() < scan.limit;
+        page.skipped.extend(batch.skipped);
+        if let Some(last) = batch.tasks.last() {
+            scan.after = Some(Position::of(last));
+        }
+        page.tasks.extend(
+            batch
+                .tasks
+                .into_iter()
+                .filter(|t| !t.is_expired_at(now) && scan.matches(t)),
+        );
+        if let Some(limit) = query.limit
+            && page.tasks.len() > limit
+        {
+            page.tasks.truncate(limit);
+            page.next_cursor = page.tasks.last().map(|t| Cursor(Position::of(t)).encode());
+            return Ok(page);
+        }
+        if exhausted {
+            return Ok(page);
+        }
+    }
+}
+
+/// A position in the (`created_at`, id) order, as handed out to callers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cursor(Position);
+
+impl Cursor {
+    const PREFIX: &'static str = "c1.";
+
+    fn encode(&self) -> String {
+        format!(
+            "{}{}.{}",
+            Cursor::PREFIX,
+            self.0.created_at.unix_timestamp_nanos(),
+            self.0.id
+        )
+    }
+
+    fn decode(raw: &str) -> Result<Cursor> {
+        let invalid = || Error::InvalidCursor {
+            cursor: raw.chars().take(200).collect(),
+        };
+        let rest = raw.strip_prefix(Cursor::PREFIX).ok_or_else(invalid)?;
+        let (nanos, id) = rest.split_once('.').ok_or_else(invalid)?;
+        let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+        let id = TaskId::parse(id).map_err(|_| invalid())?;
+        Ok(Cursor(Position { created_at, id }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor(Position {
+            created_at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+                .unwrap(),
+            id: TaskId::parse("a.b.c").unwrap(),
+        });
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in [
+            "",
+            "c1.",
+            "c1.12",
+            "c1.x.abc",
+            "c2.1.abc",
+            "c1.1./x",
+            "c1.99999999999999999999999999999.a",
+        ] {
+            assert!(
+                matches!(Cursor::decode(bad), Err(Error::InvalidCursor { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_scopes() {
+        assert_eq!(ListQuery::active().scope(), Scope::Active);
+        assert_eq!(ListQuery::all().scope(), Scope::All);
+        assert_eq!(
+            ListQuery::all().status(TaskStatus::Working).scope(),
+            Scope::Active
+        );
+        assert_eq!(
+            ListQuery::all().status(TaskStatus::Failed).scope(),
+            Scope::All
+        );
+    }
+}

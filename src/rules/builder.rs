@@ -1,0 +1,163 @@
+//! The settings every store has, whatever its backend, and the one builder
+//! that sets them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::limits::Limits;
+use crate::rules::Store;
+use crate::sink::{EventSink, Notifier};
+
+/// The longest instance id a store accepts, in bytes.
+pub const MAX_INSTANCE_ID_LEN: usize = 256;
+
+/// What the rules need besides the backend: time, caps, identity, events.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub lease: Lease,
+    pub notifier: Notifier,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            lease: Lease::default(),
+            notifier: Notifier::default(),
+        }
+    }
+}
+
+impl Settings {
+    fn validate(&self) -> Result<()> {
+        let id = &self.lease.instance_id;
+        if id.is_empty() || id.len() > MAX_INSTANCE_ID_LEN {
+            return Err(Error::InvalidConfig {
+                field: "instance_id",
+                reason: format!(
+                    "must be 1 to {MAX_INSTANCE_ID_LEN} bytes long, not {}",
+                    id.len()
+                ),
+            });
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::InvalidConfig {
+                field: "instance_id",
+                reason: "must not contain control characters".to_owned(),
+            });
+        }
+        if self.lease.duration.is_zero() {
+            return Err(Error::InvalidConfig {
+                field: "lease",
+                reason: "must be longer than zero".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Configures a store: the settings every backend shares, plus `O`, what
+/// one backend needs to open (a directory, a connection string), or the
+/// backend itself.
+///
+/// [`FileStoreBuilder`](crate::FileStoreBuilder) and the builders of the
+/// other stores are this type; a backend written outside this crate gets one
+/// from [`Store::with_backend`].
+#[derive(Debug)]
+#[must_use]
+pub struct StoreBuilder<O> {
+    pub(crate) settings: Settings,
+    pub(crate) options: O,
+}
+
+impl<O> StoreBuilder<O> {
+    pub(crate) fn with_options(options: O) -> StoreBuilder<O> {
+        StoreBuilder {
+            settings: Settings::default(),
+            options,
+        }
+    }
+
+    /// Where time comes from (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.settings.clock = clock;
+        self
+    }
+
+    /// The cap on active (non-terminal) tasks, default 10,000
+    /// ([`DEFAULT_MAX_ACTIVE`](crate::DEFAULT_MAX_ACTIVE)). How exactly it
+    /// holds across processes or hosts is up to the backend, which documents
+    /// it.
+    pub fn max_active(mut self, max_active: usize) -> Self {
+        self.settings.limits.max_active = max_active;
+        self
+    }
+
+    /// The cap on one task's encoded JSON size, default 16 MiB; kept within
+    /// [`MIN_MAX_PAYLOAD_BYTES`](crate::MIN_MAX_PAYLOAD_BYTES) (4 KiB) and
+    /// [`MAX_MAX_PAYLOAD_BYTES`](crate::MAX_MAX_PAYLOAD_BYTES) (1 GiB).
+    pub fn max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
+        self.settings
+            .limits
+            .set_max_payload_bytes(max_payload_bytes);
+        self
+    }
+
+    /// This handle's instance id, recorded as the owner of the tasks it
+    /// creates (default: a random UUID, new for every handle); 1 to 256
+    /// bytes, no control characters.
+    ///
+    /// Reuse an id across restarts only if the restarted process resumes the
+    /// tasks it owned: renewing their leases claims they are being worked on.
+    pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.settings.lease.instance_id = instance_id.into();
+        self
+    }
+
+    /// How long a lease lasts before its task counts as orphaned, default
+    /// 30 s ([`DEFAULT_LEASE`](crate::DEFAULT_LEASE)), measured on the
+    /// store's [`Clock`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease.duration = lease;
+        self
+    }
+
+    /// Sends every task event (created, updated, completed, failed,
+    /// cancelled, expired, deleted, reaped, and entries that could not be
+    /// read) to `sink`, after the store's locks are released; a panicking
+    /// sink is contained and counted ([`Store::sink_panics`]).
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.settings.notifier = Notifier::new(sink);
+        self
+    }
+
+    /// The store over `backend` with these settings, once they are checked.
+    pub(crate) fn finish<B: Backend>(self, backend: B) -> Result<Store<B>> {
+        self.settings.validate()?;
+        Ok(Store::from_parts(backend, self.settings))
+    }
+}
+
+impl<B: Backend> StoreBuilder<B> {
+    /// The store over this builder's backend.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an instance id that is empty, longer
+    /// than 256 bytes or holds control characters, or a zero lease.
+    pub fn build(self) -> Result<Store<B>> {
+        let StoreBuilder { settings, options } = self;
+        StoreBuilder {
+            settings,
+            options: (),
+        }
+        .finish(options)
+    }
+}

@@ -1,0 +1,190 @@
+//! The passes over many tasks: sweeping expired ones, reaping orphans,
+//! renewing this instance's leases. Each works in batches the backend may
+//! apply in one go, and one task's failure never stops a pass.
+
+use time::OffsetDateTime;
+
+use crate::backend::{Backend, Change, Modified, Position, Record, Scan, Scope, Swap};
+use crate::error::{Error, Result};
+use crate::events::TaskEventKind;
+use crate::id::TaskId;
+use crate::lease;
+use crate::rules::Store;
+use crate::store::{Missed, Reaped, Swept, TaskStore};
+use crate::task::{Outcome, Task};
+
+/// How many expired tasks a sweep deletes per batch.
+const SWEEP_BATCH: usize = 1_024;
+
+impl<B: Backend> Store<B> {
+    /// Deletes every task expired at `now`, batch by batch.
+    pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
+        let mut swept = Swept {
+            cleaned: self.backend.clean_up()?,
+            ..Swept::default()
+        };
+        let mut scan = Scan::new(Scope::All, SWEEP_BATCH);
+        scan.expired_at = Some(now);
+        loop {
+            let batch = self.backend.scan(&scan)?;
+            let exhausted = batch.tasks.len() < scan.limit;
+            self.notify_skipped(&batch.skipped);
+            swept.skipped.extend(batch.skipped);
+            let Some(last) = batch.tasks.last() else {
+                break;
+            };
+            scan.after = Some(Position::of(last));
+            let expired: Vec<Task> = batch
+                .tasks
+                .into_iter()
+                .filter(|t| t.is_expired_at(now))
+                .collect();
+            let results = self.backend.remove_all(&expired);
+            for (task, result) in expired.into_iter().zip(results) {
+                match result {
+                    Ok(Swap::Done) => {
+                        swept.deleted += 1;
+                        self.settings.notifier.task(TaskEventKind::Expired, &task);
+                    }
+                    // Changed since it was read: deleted by someone else, or
+                    // recreated under its id (then it is not this one).
+                    Ok(_) => {}
+                    Err(error) => swept.missed.push(Missed { id: task.id, error }),
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Deletes the active tasks expired at `now`: they hold a place under
+    /// the active-task cap until they are deleted.
+    pub(super) fn free_expired_active(&self, now: OffsetDateTime) -> Result<()> {
+        let mut scan = Scan::new(Scope::Active, usize::MAX);
+        scan.expired_at = Some(now);
+        let batch = self.backend.scan(&scan)?;
+        self.notify_skipped(&batch.skipped);
+        self.forget_expired(batch.tasks);
+        Ok(())
+    }
+
+    /// Fails every running task whose lease lapsed by `now`.
+    pub(super) fn reap_at(&self, now: OffsetDateTime) -> Result<Reaped> {
+        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        self.notify_skipped(&batch.skipped);
+        let mut reaped = Reaped {
+            skipped: batch.skipped,
+            ..Reaped::default()
+        };
+        let mut pairs = Vec::new();
+        for task in batch.tasks {
+            if task.is_expired_at(now) || !lease::is_orphan(&task, now) {
+                continue;
+            }
+            match self.orphan_failed(&task, now) {
+                Ok(next) => pairs.push((task, next)),
+                Err(error) => reaped.missed.push(Missed { id: task.id, error }),
+            }
+        }
+        let results = self.backend.replace_all(&pairs);
+        for ((current, next), result) in pairs.into_iter().zip(results) {
+            let id = current.id.clone();
+            let outcome = match result {
+                Ok(Swap::Done) => Ok(Some(next.into_task())),
+                // It changed since it was judged an orphan: judge it again,
+                // under the backend's atomic read-decide-write.
+                Ok(_) => self.reap_one(&id),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Some(task)) => {
+                    tracing::info!(task = %task.id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+                    self.settings.notifier.task(TaskEventKind::Reaped, &task);
+                    reaped.tasks.push(task);
+                }
+                Ok(None) => {}
+                Err(error) => reaped.missed.push(Missed { id, error }),
+            }
+        }
+        reaped.tasks.sort_by(Task::listing_order);
+        Ok(reaped)
+    }
+
+    /// Reaps task `id` if it is (still) an orphan.
+    fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) || !lease::is_orphan(current, now) {
+                return Ok(Change::Keep);
+            }
+            Ok(Change::Replace(self.orphan_failed(current, now)?))
+        })?;
+        Ok(match modified {
+            Modified::Replaced(task) => Some(task),
+            _ => None,
+        })
+    }
+
+    /// The failed version of an orphan, within the payload cap: whole if it
+    /// fits, else without its metadata and status message (the error says
+    /// what was dropped). The smallest payload cap leaves room for that.
+    fn orphan_failed(&self, current: &Task, now: OffsetDateTime) -> Result<Record> {
+        let error = lease::orphan_error(current, &self.settings.lease.instance_id);
+        let mut next = current.clone();
+        Outcome::Failed(error.clone()).apply(&mut next, now);
+        self.settings.lease.after_write(&mut next, now);
+        match self.settings.limits.record(next.clone()) {
+            Err(Error::PayloadTooLarge { .. } | Error::TooDeep { .. }) => {
+                let mut error = error;
+                error["dropped"] = serde_json::json!(["metadata", "statusMessage"]);
+                next.metadata.clear();
+                next.status_message = None;
+                next.error = Some(error);
+                self.settings.limits.record(next)
+            }
+            other => other,
+        }
+    }
+
+    /// Renews every lease this instance holds on a running task.
+    pub(super) fn renew_all(&self) -> Result<usize> {
+        let now = self.now();
+        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        self.notify_skipped(&batch.skipped);
+        let lease = &self.settings.lease;
+        let mut pairs = Vec::new();
+        for task in batch.tasks {
+            if task.is_expired_at(now) || !lease.owns(&task) {
+                continue;
+            }
+            let mut next = task.clone();
+            lease.renew(&mut next, now);
+            pairs.push((task, self.settings.limits.record(next)?));
+        }
+        let results = self.backend.replace_all(&pairs);
+        let (mut renewed, mut first_error) = (0, None);
+        for ((current, _), result) in pairs.iter().zip(results) {
+            let result = match result {
+                Ok(Swap::Done) => Ok(true),
+                // Written meanwhile (another instance's cancel request, say):
+                // renew what is there now.
+                Ok(_) => self.renew_lease(&current.id).map(|t| t.is_applied()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(true) => renewed += 1,
+                // Finished, deleted, expired or taken over since it was read.
+                Ok(false) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(renewed),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The store's rules, written once over any [`Backend`]: first writer wins,
+//! revisions, TTL from creation, the caps, leases and reaping, events, and
+//! paging.
+//!
+//! The rules know no files, no SQL and no locks: they read a task, decide,
+//! and ask the backend to store the decision only if the task is still the
+//! version they read. Backends know no leases or TTL beyond the fields they
+//! store.
+
+mod builder;
+mod maintenance;
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use time::OffsetDateTime;
+
+use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap};
+use crate::error::{Error, Result};
+use crate::events::TaskEventKind;
+use crate::id::TaskId;
+use crate::query::{self, ListQuery, Page};
+use crate::store::{Reaped, Swept, TaskStore, Transition};
+use crate::task::{NewTask, Outcome, Task, TaskUpdate};
+
+pub(crate) use self::builder::Settings;
+pub use self::builder::{MAX_INSTANCE_ID_LEN, StoreBuilder};
+
+/// A task store: the store's rules over the backend `B`.
+///
+/// [`FileStore`](crate::FileStore) and [`MemoryStore`](crate::MemoryStore)
+/// are stores over this crate's backends; [`Store::with_backend`] makes one
+/// over any other. Every store implements [`TaskStore`] the same way, so
+/// each rule holds on every backend alike.
+pub struct Store<B> {
+    backend: B,
+    settings: Settings,
+    /// The latest time this handle has read, in Unix nanoseconds: the time
+    /// the rules go by never goes back, even if the clock does.
+    high_water: AtomicI64,
+}
+
+impl<B: fmt::Debug> fmt::Debug for Store<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("instance_id", &self.settings.lease.instance_id)
+            .field("lease", &self.settings.lease.duration)
+            .field("limits", &self.settings.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// A builder for a store over `backend` (a backend written outside this
+    /// crate, for example).
+    pub fn with_backend(backend: B) -> StoreBuilder<B> {
+        StoreBuilder::with_options(backend)
+    }
+}
+
+impl<B> Store<B> {
+    pub(crate) fn from_parts(backend: B, settings: Settings) -> Store<B> {
+        Store {
+            backend,
+            settings,
+            high_water: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The backend under this store.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// How many times this handle's sink panicked (each time the event was
+    /// dropped; the operation went on).
+    pub fn sink_panics(&self) -> u64 {
+        self.settings.notifier.panics()
+    }
+
+    /// How long this handle's leases last.
+    pub fn lease_duration(&self) -> std::time::Duration {
+        self.settings.lease.duration
+    }
+
+    /// The time the rules go by: the clock's, but never earlier than a time
+    /// this handle has already read. An expired task stays expired for this
+    /// handle if the clock is stepped back.
+    fn now(&self) -> OffsetDateTime {
+        let now = self.settings.clock.now();
+        let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
+            return now;
+        };
+        let before = self.high_water.fetch_max(nanos, Ordering::AcqRel);
+        if before > nanos {
+            // Only an i64 this handle stored itself, from a valid time.
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(before)).unwrap_or(now)
+        } else {
+            now
+        }
+    }
+}
+
+/// Why a write was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    Expired,
+    Terminal,
+}
+
+impl<B: Backend> Store<B> {
+    /// Applies `change` to the live, non-terminal task `id`, atomically: the
+    /// one path of every write to an existing task.
+    fn write(
+        &self,
+        id: &TaskId,
+        mut change: impl FnMut(&mut Task, OffsetDateTime) -> Result<()>,
+    ) -> Result<Transition> {
+        let mut kept = None;
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) {
+                kept = Some(Kept::Expired);
+                return Ok(Change::Keep);
+            }
+            if current.is_terminal() {
+                kept = Some(Kept::Terminal);
+                return Ok(Change::Keep);
+            }
+            let mut next = current.clone();
+            change(&mut next, now)?;
+            self.settings.lease.after_write(&mut next, now);
+            Ok(Change::Replace(self.settings.limits.record(next)?))
+        })?;
+        let transition = match modified {
+            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
+                Transition::AlreadyTerminal(task)
+            }
+            Modified::Kept(task) => {
+                self.forget_expired(vec![task]);
+                return Err(Error::NotFound { id: id.clone() });
+            }
+            Modified::Replaced(task) => Transition::Applied(task),
+            Modified::Missing | Modified::Removed(_) => {
+                return Err(Error::NotFound { id: id.clone() });
+            }
+        };
+        self.notify_transition(&transition);
+        Ok(transition)
+    }
+
+    /// The event of an applied write: updated, or the terminal status reached.
+    fn notify_transition(&self, transition: &Transition) {
+        if let Transition::Applied(task) = transition {
+            self.settings
+                .notifier
+                .task(TaskEventKind::for_status(task.status), task);
+        }
+    }
+
+    /// Reports stored entries that could not be read.
+    fn notify_skipped(&self, skipped: &[Skipped]) {
+        for entry in skipped {
+            tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
+            self.settings.notifier.emit(|| {
+                crate::events::Event::corrupt_set_aside(&entry.location, &entry.reason)
+                    .field("action", format!("{:?}", entry.action))
+            });
+        }
+    }
+
+    /// Deletes tasks found expired, as the sweep would: once a handle has
+    /// seen a task expire, it is gone for good, even if a clock is later
+    /// stepped back. Best effort: a task that cannot be deleted now (a
+    /// read-only store) is gone for readers all the same, and the sweep
+    /// tries again.
+    fn forget_expired(&self, expired: Vec<Task>) {
+        if expired.is_empty() {
+            return;
+        }
+        for (task, result) in expired.iter().zip(self.backend.remove_all(&expired)) {
+            match result {
+                Ok(Swap::Done) => self.settings.notifier.task(TaskEventKind::Expired, task),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(task = %task.id, error = %e, "could not delete an expired task yet")
+                }
+            }
+        }
+    }
+}
+
+impl<B: Backend> TaskStore for Store<B> {
+    fn create(&self, new: NewTask) -> Result<Task> {
+        let id = new.id.clone().unwrap_or_else(TaskId::new);
+        let now = self.now();
+        let mut task = new.into_task(id.clone(), now);
+        self.settings.lease.claim(&mut task, now);
+        let record: Record = self.settings.limits.record(task)?;
+        let mut freed = false;
+        loop {
+            match self
+                .backend
+                .insert(&record, self.settings.limits.max_active)?
+            {
+                Insert::Done => break,
+                Insert::Exists(current) => {
+                    if !current.is_expired_at(now) {
+                        return Err(Error::AlreadyExists { id });
+                    }
+                    // An expired task is gone for every reader; its record
+                    // makes way (unless it changed meanwhile: then look again).
+                    if self.backend.remove(&current)? == Swap::Done {
+                        self.settings
+                            .notifier
+                            .task(TaskEventKind::Expired, &current);
+                    }
+                }
+                Insert::Full if !freed => {
+                    // Expired tasks still count until deleted: delete them
+                    // and try once more.
+                    freed = true;
+                    self.free_expired_active(now)?;
+                }
+                Insert::Full => {
+                    return Err(Error::TooManyActive {
+                        id,
+                        limit: self.settings.limits.max_active,
+                    });
+                }
+            }
+        }
+        let task = record.into_task();
+        self.settings.notifier.task(TaskEventKind::Created, &task);
+        Ok(task)
+    }
+
+    fn get(&self, id: &TaskId) -> Result<Option<Task>> {
+        let Some(task) = self.backend.load(id)? else {
+            return Ok(None);
+        };
+        if task.is_expired_at(self.now()) {
+            self.forget_expired(vec![task]);
+            return Ok(None);
+        }
+        Ok(Some(task))
+    }
+
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
+        if let Some(status) = update.terminal_status() {
+            return Err(Error::TerminalStatusInUpdate {
+                id: id.clone(),
+                status,
+            });
+        }
+        self.write(id, |task, now| {
+            update.clone().apply(task, now);
+            Ok(())
+        })
+    }
+
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
+        self.write(id, |task, now| {
+            outcome.clone().apply(task, now);
+            Ok(())
+        })
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page> {
+        let now = self.now();
+        let page = query::list(&self.backend, query, now)?;
+        self.notify_skipped(&page.skipped);
+        Ok(page)
+    }
+
+    fn delete(&self, id: &TaskId) -> Result<bool> {
+        let removed = self.backend.modify(id, &mut |_| Ok(Change::Remove))?;
+        let Modified::Removed(task) = removed else {
+            return Ok(false);
+        };
+        if task.is_expired_at(self.now()) {
+            self.settings.notifier.task(TaskEventKind::Expired, &task);
+            return Ok(false);
+        }
+        self.settings.notifier.task(TaskEventKind::Deleted, &task);
+        Ok(true)
+    }
+
+    fn sweep(&self) -> Result<Swept> {
+        self.sweep_at(self.now())
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.settings.lease.instance_id
+    }
+
+    fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
+        let lease = &self.settings.lease;
+        let mut kept = None;
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) {
+                kept = Some(Kept::Expired);
+                return Ok(Change::Keep);
+            }
+            if current.is_terminal() {
+                kept = Some(Kept::Terminal);
+                return Ok(Change::Keep);
+            }
+            if !lease.owns(current) {
+                return Err(Error::NotOwner {
+                    id: current.id.clone(),
+                    owner: current.owner.clone(),
+                });
+            }
+            let mut next = current.clone();
+            lease.renew(&mut next, now);
+            Ok(Change::Replace(self.settings.limits.record(next)?))
+        })?;
+        match modified {
+            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
+                Ok(Transition::AlreadyTerminal(task))
+            }
+            Modified::Replaced(task) => Ok(Transition::Applied(task)),
+            _ => Err(Error::NotFound { id: id.clone() }),
+        }
+    }
+
+    fn reap(&self) -> Result<Reaped> {
+        self.reap_at(self.now())
+    }
+
+    fn renew_leases(&self) -> Result<usize> {
+        self.renew_all()
+    }
+}

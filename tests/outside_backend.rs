@@ -1,0 +1,131 @@
+//! A backend written outside the crate, through the public API only: task
+//! JSON in a map behind a mutex, implementing just the five required methods
+//! (so the rules run on the default compare-and-swap `modify`). It passes
+//! the whole conformance suite, races included.
+
+#![cfg(feature = "conformance")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use taskstore::backend::{
+    Backend, Insert, Position, Record, Scan, Scanned, Scope, Swap, is_current,
+};
+use taskstore::conformance::{self, Setup};
+use taskstore::{Error, Result, Store, Task, TaskId};
+
+/// Tasks as the JSON the rules handed over, keyed in listing order.
+#[derive(Clone, Default)]
+struct JsonMap {
+    tasks: Arc<Mutex<BTreeMap<TaskId, Vec<u8>>>>,
+}
+
+fn decode(id: &TaskId, json: &[u8]) -> Result<Task> {
+    serde_json::from_slice(json).map_err(|e| Error::backend("json-map", format!("decode {id}"), e))
+}
+
+impl JsonMap {
+    fn stored(&self, id: &TaskId) -> Result<Option<Task>> {
+        let tasks = self.tasks.lock().unwrap();
+        tasks.get(id).map(|json| decode(id, json)).transpose()
+    }
+}
+
+impl Backend for JsonMap {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.stored(id)
+    }
+
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        let mut tasks = self.tasks.lock().unwrap();
+        let id = &record.task().id;
+        if let Some(json) = tasks.get(id) {
+            return Ok(Insert::Exists(decode(id, json)?));
+        }
+        let active = tasks
+            .iter()
+            .map(|(id, json)| decode(id, json))
+            .filter(|t| t.as_ref().map_or(true, |t| !t.is_terminal()))
+            .count();
+        if active >= max_active {
+            return Ok(Insert::Full);
+        }
+        tasks.insert(id.clone(), record.json().to_vec());
+        Ok(Insert::Done)
+    }
+
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        let mut tasks = self.tasks.lock().unwrap();
+        let stored = match tasks.get(&current.id) {
+            Some(json) => Some(decode(&current.id, json)?),
+            None => None,
+        };
+        match stored {
+            Some(stored) if is_current(&stored, current) => {
+                tasks.insert(current.id.clone(), next.json().to_vec());
+                Ok(Swap::Done)
+            }
+            stored => Ok(Swap::Changed(stored)),
+        }
+    }
+
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        let mut tasks = self.tasks.lock().unwrap();
+        let stored = match tasks.get(&current.id) {
+            Some(json) => Some(decode(&current.id, json)?),
+            None => None,
+        };
+        match stored {
+            Some(stored) if is_current(&stored, current) => {
+                tasks.remove(&current.id);
+                Ok(Swap::Done)
+            }
+            stored => Ok(Swap::Changed(stored)),
+        }
+    }
+
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        let tasks = self.tasks.lock().unwrap();
+        let mut found: Vec<Task> = tasks
+            .iter()
+            .map(|(id, json)| decode(id, json))
+            .collect::<Result<_>>()?;
+        found.retain(|t| {
+            (scan.scope == Scope::All || !t.is_terminal()) && scan.matches(t) && scan.is_after(t)
+        });
+        found.sort_by(|a, b| Position::of(a).cmp(&Position::of(b)));
+        found.truncate(scan.limit);
+        Ok(Scanned::new(found, Vec::new()))
+    }
+}
+
+#[test]
+fn a_backend_written_outside_the_crate_passes_the_suite() {
+    conformance::run(|| {
+        let backend = JsonMap::default();
+        move |setup: &Setup, instance_id: &str| {
+            setup
+                .configure(Store::with_backend(backend.clone()), instance_id)
+                .build()
+                .unwrap()
+        }
+    });
+}
+
+#[test]
+fn a_backend_error_names_the_backend_and_the_operation() {
+    let err = decode(&TaskId::parse("t1").unwrap(), b"{").unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Backend {
+            backend: "json-map",
+            ..
+        }
+    ));
+    let text = err.to_string();
+    assert!(
+        text.contains("json-map") && text.contains("decode t1"),
+        "{text}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
