@@ -32,7 +32,7 @@ use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
 pub use self::fs::FsOp;
 #[cfg(feature = "fault-injection")]
-pub use self::fs::{Fault, FaultInjector};
+pub use self::fs::{Fault, FaultInjector, FsEvent, Recorder};
 
 use self::active_cache::{ActiveCache, Entry, Stamp};
 use self::fs::Fs;
@@ -89,6 +89,8 @@ pub struct FileStoreBuilder {
     notifier: Notifier,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
+    #[cfg(feature = "fault-injection")]
+    recorder: Option<Recorder>,
 }
 
 impl FileStoreBuilder {
@@ -155,6 +157,14 @@ impl FileStoreBuilder {
         self
     }
 
+    /// Logs the store's file-system calls that change the disk to `recorder`
+    /// (tests only: the crash-state explorer replays them).
+    #[cfg(feature = "fault-injection")]
+    pub fn recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     /// Opens the store, creating its directory if needed.
     ///
     /// Opening reads no task file: it checks the layout and the format
@@ -168,7 +178,7 @@ impl FileStoreBuilder {
     /// [`Error::Io`] if the directory cannot be created or read.
     pub fn open(self) -> Result<FileStore> {
         #[cfg(feature = "fault-injection")]
-        let fs = Fs::with_faults(self.faults);
+        let fs = Fs::with_faults(self.faults).recording(self.recorder);
         #[cfg(not(feature = "fault-injection"))]
         let fs = Fs::default();
         let layout = Layout::new(&self.root);
@@ -232,6 +242,8 @@ impl FileStore {
             notifier: Notifier::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
+            #[cfg(feature = "fault-injection")]
+            recorder: None,
         }
     }
 
