@@ -61,6 +61,8 @@ pub struct Violation {
     pub step: usize,
     /// The crash point: after this many seam calls.
     pub crash: usize,
+    /// Whether the step was still in flight at the crash.
+    pub in_flight: bool,
     /// What happened just before the crash.
     pub last_call: String,
     pub state: String,
@@ -73,7 +75,7 @@ pub fn explore(run: &Run) -> Report {
     let started = Instant::now();
     let scratch = scratch_dir("taskstore-crash-states");
     let mut disk = Disk::new(&run.base);
-    let mut cache: HashMap<(u64, i128), Arc<Observation>> = HashMap::new();
+    let mut cache: HashMap<(u64, i128, BTreeSet<TaskId>), Arc<Observation>> = HashMap::new();
     let mut report = Report {
         run: run.name,
         durability: run.durability,
@@ -91,15 +93,20 @@ pub fn explore(run: &Run) -> Report {
         report.max_pending = report.max_pending.max(disk.pending_changes());
         let expect = Expectation::at(run, crash);
         let last_call = describe_call(&run.events[crash - 1], &run.base);
+        let terminal = expect.acked_terminal();
         for state in distinct(disk.crash_states()) {
             report.states += 1;
-            let key = (state.tree.digest(), expect.now.unix_timestamp_nanos());
+            let key = (
+                state.tree.digest(),
+                expect.now.unix_timestamp_nanos(),
+                terminal.clone(),
+            );
             let observation = cache
                 .entry(key)
                 .or_insert_with(|| {
                     report.opened += 1;
                     let at = scratch.path().join(report.opened.to_string());
-                    Arc::new(observe(&state.tree, &at, expect.now, &run.ids))
+                    Arc::new(observe(&state.tree, &at, expect.now, &run.ids, &terminal))
                 })
                 .clone();
             for (id, invariant, detail) in check(&observation, &expect, run.durability) {
@@ -110,9 +117,11 @@ pub fn explore(run: &Run) -> Report {
                 } else {
                     &mut report.violations
                 };
+                let step = expect.blame(id.as_ref());
                 into.push(Violation {
-                    step: expect.blame(id.as_ref()),
+                    step,
                     crash,
+                    in_flight: expect.in_flight == Some(step),
                     last_call: last_call.clone(),
                     state: state.label.clone(),
                     invariant,
@@ -199,11 +208,13 @@ impl Report {
             by_step.entry(v.step).or_default().push(v.clone());
         }
         for (step, vs) in &by_step {
+            let during: Vec<Violation> = vs.iter().filter(|v| v.in_flight).cloned().collect();
             let _ = writeln!(
                 out,
-                "  {:<40} {:>4} crash states ({})",
+                "  {:<40} {:>4} crash states, {:>3} of them in flight ({})",
                 self.steps[*step],
                 distinct_states(vs),
+                distinct_states(&during),
                 by_invariant(vs)
             );
         }
@@ -281,6 +292,7 @@ fn by_invariant(vs: &[Violation]) -> String {
 
 /// What the steps promised at one crash point.
 struct Expectation {
+    durability: Durability,
     /// The store clock at the crash.
     now: OffsetDateTime,
     /// The step in flight, or the last one that returned.
@@ -301,6 +313,7 @@ struct Expectation {
 impl Expectation {
     fn at(run: &Run, crash: usize) -> Expectation {
         let mut e = Expectation {
+            durability: run.durability,
             now: run.steps[0].now,
             current: 0,
             in_flight: None,
@@ -368,6 +381,19 @@ impl Expectation {
         }
     }
 
+    /// Under `Immediate`, the tasks every allowed version of which is
+    /// terminal (none under `Eventual`, which may lose any of them).
+    fn acked_terminal(&self) -> BTreeSet<TaskId> {
+        if self.durability != Durability::Immediate {
+            return BTreeSet::new();
+        }
+        self.allowed
+            .iter()
+            .filter(|(_, vs)| vs.iter().all(|v| v.as_ref().is_some_and(Task::is_terminal)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     fn allows(&self, id: &TaskId, got: &Option<Task>) -> bool {
         self.allowed[id].contains(got)
     }
@@ -385,14 +411,18 @@ impl Expectation {
 #[derive(Clone, Debug)]
 struct Failed {
     corrupt: bool,
+    not_found: bool,
     message: String,
 }
 
-impl From<Error> for Failed {
-    fn from(e: Error) -> Failed {
+impl Failed {
+    /// `e`, its message naming paths inside the state directory `at` as
+    /// `<state>/...` (so that reports are short and the same every run).
+    fn new(e: Error, at: &Path) -> Failed {
         Failed {
             corrupt: matches!(e, Error::Corrupt { .. }),
-            message: e.to_string(),
+            not_found: matches!(e, Error::NotFound { .. }),
+            message: e.to_string().replace(&at.display().to_string(), "<state>"),
         }
     }
 }
@@ -402,7 +432,7 @@ type Got<T> = Result<T, Failed>;
 /// What a store opened on one crash state showed, in this order: open, `get`
 /// of every task, `list` of all tasks, `list` of active ones, the files set
 /// aside meanwhile, `get` again, then `cancel` of every task that read
-/// terminal.
+/// terminal or whose terminal state was acknowledged.
 #[derive(Debug, Default)]
 struct Observation {
     panic: Option<String>,
@@ -415,12 +445,20 @@ struct Observation {
     cancels: BTreeMap<TaskId, Got<Transition>>,
 }
 
-/// Materializes `tree` at `at`, opens the store in it and looks.
-fn observe(tree: &Tree, at: &Path, now: OffsetDateTime, ids: &[TaskId]) -> Observation {
+/// Materializes `tree` at `at`, opens the store in it and looks; `terminal`
+/// are the tasks whose terminal state was acknowledged.
+fn observe(
+    tree: &Tree,
+    at: &Path,
+    now: OffsetDateTime,
+    ids: &[TaskId],
+    terminal: &BTreeSet<TaskId>,
+) -> Observation {
     fs::create_dir(at).expect("a fresh state directory");
     tree.materialize(at);
     let root = at.join(STORE);
     let mut obs = Observation::default();
+    let failed = |e: Error| Failed::new(e, at);
     let looked = catch_unwind(AssertUnwindSafe(|| {
         let store = match FileStore::builder(&root)
             .clock(Arc::new(ManualClock::new(now)))
@@ -432,42 +470,39 @@ fn observe(tree: &Tree, at: &Path, now: OffsetDateTime, ids: &[TaskId]) -> Obser
                 store
             }
             Err(e) => {
-                obs.opened = Some(Err(e.into()));
+                obs.opened = Some(Err(failed(e)));
                 return;
             }
         };
         for id in ids {
-            obs.first
-                .insert(id.clone(), store.get(id).map_err(Failed::from));
+            obs.first.insert(id.clone(), store.get(id).map_err(failed));
         }
         obs.listed = Some(
             store
                 .list(&ListQuery::all())
                 .map(|p| p.tasks.into_iter().map(|t| (t.id.clone(), t)).collect())
-                .map_err(Failed::from),
+                .map_err(failed),
         );
         obs.active = Some(
             store
                 .list(&ListQuery::active())
                 .map(|p| p.tasks.into_iter().map(|t| t.id).collect())
-                .map_err(Failed::from),
+                .map_err(failed),
         );
         obs.set_aside = fs::read_dir(root.join("quarantine"))
             .map(|d| d.count())
             .unwrap_or(0);
         for id in ids {
-            obs.second
-                .insert(id.clone(), store.get(id).map_err(Failed::from));
+            obs.second.insert(id.clone(), store.get(id).map_err(failed));
         }
-        // Only terminal tasks are cancelled: for them it must change
-        // nothing; a running task's cancel would apply, as `get` already says.
+        // Only tasks that read terminal, or whose terminal state was
+        // acknowledged, are cancelled: for them it must change nothing (a
+        // running task's cancel would apply, as `get` already says).
         for (id, got) in &obs.second {
-            if matches!(got, Ok(Some(t)) if t.is_terminal()) {
+            if terminal.contains(id) || matches!(got, Ok(Some(t)) if t.is_terminal()) {
                 obs.cancels.insert(
                     id.clone(),
-                    store
-                        .cancel(id, Some("checker".into()))
-                        .map_err(Failed::from),
+                    store.cancel(id, Some("checker".into())).map_err(failed),
                 );
             }
         }
@@ -490,6 +525,7 @@ type Found = (Option<TaskId>, &'static str, String);
 /// The promises `obs` breaks.
 fn check(obs: &Observation, e: &Expectation, durability: Durability) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
+    let terminal = e.acked_terminal();
     if let Some(panic) = &obs.panic {
         out.push((None, "no panic", panic.clone()));
     }
@@ -590,11 +626,7 @@ fn check(obs: &Observation, e: &Expectation, durability: Durability) -> Vec<Foun
         }
         // Under Immediate, once every version the task may have is
         // terminal, it must read terminal and stay so.
-        let acked_terminal = immediate
-            && e.allowed[id]
-                .iter()
-                .all(|v| v.as_ref().is_some_and(Task::is_terminal));
-        if acked_terminal {
+        if terminal.contains(id) {
             let cancel = obs.cancels.get(id);
             let cancel_final = matches!(cancel, Some(Ok(Transition::AlreadyTerminal(t))) if e.allows(id, &Some(t.clone())));
             if !got.as_ref().is_some_and(Task::is_terminal) || !cancel_final {
@@ -605,10 +637,7 @@ fn check(obs: &Observation, e: &Expectation, durability: Durability) -> Vec<Foun
                         "acknowledged {}; get: {}; cancel: {}",
                         show_all(&e.allowed[id]),
                         show(&got),
-                        cancel.map_or_else(
-                            || "would apply (not tried on a running task)".to_owned(),
-                            show_cancel
-                        )
+                        cancel.map_or_else(|| "not tried".to_owned(), show_cancel)
                     ),
                 ));
             }
@@ -616,6 +645,8 @@ fn check(obs: &Observation, e: &Expectation, durability: Durability) -> Vec<Foun
         let cancel_agrees = match (obs.cancels.get(id), &got) {
             (None, _) => true,
             (Some(Ok(Transition::AlreadyTerminal(t))), Some(g)) => g.is_terminal() && t == g,
+            (Some(Ok(Transition::Applied(_))), Some(g)) => !g.is_terminal(),
+            (Some(Err(f)), None) => f.not_found,
             _ => false,
         };
         if !cancel_agrees {

@@ -40,7 +40,8 @@
 //!    directory (on tmpfs when `/dev/shm` exists; lock files are left to the
 //!    store to recreate), and a store is opened on it with the workload's
 //!    clock at the crash. It must open, and then `get` every task, `list`
-//!    all and active tasks, `get` again and `cancel` every task. Under
+//!    all and active tasks, `get` again, and `cancel` every task that reads
+//!    terminal or whose terminal state was acknowledged. Under
 //!    `Durability::Immediate`:
 //!    - every acknowledged call (one that returned before the crash point)
 //!      is there exactly as returned: `get` gives the task it returned (or
@@ -56,12 +57,15 @@
 //!
 //!    Under `Durability::Eventual` only containment is checked: the store
 //!    opens, nothing panics, every task read is a version some call wrote
-//!    (or absent), a damaged file is set aside by the listing, and `list`,
-//!    `get` and `cancel` agree.
+//!    (or absent), and a damaged file is set aside by the listing. Reads
+//!    that disagree (`list` against `get`) are counted in the summary as
+//!    advisory, not failed.
 //!
-//! A failure lists, per operation, how many crash states break which
-//! invariant, and then (operation, crash point, state, invariant) lines,
-//! capped.
+//! A failure lists, per operation (the acknowledged call whose promise
+//! broke, or the call in flight), how many crash states break which
+//! invariant; per invariant, where it first broke; and then capped
+//! (operation, crash point, state, invariant) lines. A state is named by
+//! what differs from "none applied" or "all applied" of the pending changes.
 //!
 //! # What it cannot show
 //!
