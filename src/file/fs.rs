@@ -2,8 +2,10 @@
 //! and lock of the file backend goes through here.
 //!
 //! With the `fault-injection` feature a [`FaultInjector`] can make the Nth call
-//! fail, the way SQLite's test VFS does; without it every method is a plain
-//! call and the seam costs nothing.
+//! fail, the way SQLite's test VFS does, and a [`Recorder`] can log every
+//! call that changed the disk (for the crash-state explorer,
+//! `tests/crash_states/`); without the feature every method is a plain call
+//! and the seam costs nothing.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -11,6 +13,8 @@ use std::path::Path;
 
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultInjector};
+#[cfg(feature = "fault-injection")]
+pub use record::{FsEvent, Recorder};
 
 /// The kinds of call that go through the seam (named in fault logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,12 +43,31 @@ pub enum FsOp {
 pub(crate) struct Fs {
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
+    #[cfg(feature = "fault-injection")]
+    recorder: Option<Recorder>,
 }
 
 impl Fs {
     #[cfg(feature = "fault-injection")]
     pub fn with_faults(faults: Option<FaultInjector>) -> Fs {
-        Fs { faults }
+        Fs {
+            faults,
+            recorder: None,
+        }
+    }
+
+    /// This seam, logging every call that changed the disk to `recorder`.
+    #[cfg(feature = "fault-injection")]
+    pub fn recording(self, recorder: Option<Recorder>) -> Fs {
+        Fs { recorder, ..self }
+    }
+
+    /// Logs a call that succeeded (only with a recorder).
+    #[cfg(feature = "fault-injection")]
+    fn record(&self, event: impl FnOnce() -> FsEvent) {
+        if let Some(recorder) = &self.recorder {
+            recorder.push(event());
+        }
     }
 
     #[inline]
@@ -66,37 +89,76 @@ impl Fs {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
-        options.open(path)
+        let file = options.open(path)?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::Create {
+            path: path.to_owned(),
+        });
+        Ok(file)
     }
 
     /// Writes all of `bytes`. An injected fault writes half of them first, as
     /// a full disk would.
     pub fn write_all(&self, file: &mut File, path: &Path, bytes: &[u8]) -> io::Result<()> {
         if let Err(e) = self.check(FsOp::Write, path) {
-            let _ = file.write_all(&bytes[..bytes.len() / 2]);
+            let half = &bytes[..bytes.len() / 2];
+            if file.write_all(half).is_ok() {
+                #[cfg(feature = "fault-injection")]
+                self.record(|| FsEvent::Write {
+                    path: path.to_owned(),
+                    bytes: half.to_vec(),
+                });
+            }
             return Err(e);
         }
-        file.write_all(bytes)
+        file.write_all(bytes)?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::Write {
+            path: path.to_owned(),
+            bytes: bytes.to_vec(),
+        });
+        Ok(())
     }
 
     pub fn sync_file(&self, file: &File, path: &Path) -> io::Result<()> {
         self.check(FsOp::SyncFile, path)?;
-        file.sync_all()
+        file.sync_all()?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::SyncFile {
+            path: path.to_owned(),
+        });
+        Ok(())
     }
 
     pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(FsOp::Rename, to)?;
-        fs::rename(from, to)
+        fs::rename(from, to)?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        Ok(())
     }
 
     pub fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check(FsOp::Remove, path)?;
-        fs::remove_file(path)
+        fs::remove_file(path)?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::Remove {
+            path: path.to_owned(),
+        });
+        Ok(())
     }
 
     pub fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
         self.check(FsOp::SyncDir, path)?;
-        dir.sync_all()
+        dir.sync_all()?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::SyncDir {
+            path: path.to_owned(),
+        });
+        Ok(())
     }
 
     /// Creates one directory, mode `0700`.
@@ -108,7 +170,12 @@ impl Fs {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
-        builder.create(path)
+        builder.create(path)?;
+        #[cfg(feature = "fault-injection")]
+        self.record(|| FsEvent::CreateDir {
+            path: path.to_owned(),
+        });
+        Ok(())
     }
 
     /// Takes an exclusive `flock` on `file`, waiting for it.
@@ -255,6 +322,153 @@ mod fault {
         fn lock(&self) -> std::sync::MutexGuard<'_, State> {
             self.state.lock().unwrap_or_else(|e| e.into_inner())
         }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+mod record {
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+    /// One call through the seam that changed the disk or made a change
+    /// durable, logged by a [`Recorder`] after it succeeded.
+    ///
+    /// Paths are the ones the store passed: a file is written and fsynced
+    /// under the name it has at that moment (a temp file's, before its
+    /// rename). Locks are not logged: they change nothing on disk.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum FsEvent {
+        /// A new, empty file was created at `path`.
+        Create {
+            /// The new file.
+            path: PathBuf,
+        },
+        /// `bytes` were appended to the file open at `path`.
+        Write {
+            /// The file written.
+            path: PathBuf,
+            /// What was written (half of it, when an injected fault cut the write).
+            bytes: Vec<u8>,
+        },
+        /// The file at `path` was fsynced.
+        SyncFile {
+            /// The file fsynced.
+            path: PathBuf,
+        },
+        /// `from` was renamed to `to`, replacing whatever `to` named.
+        Rename {
+            /// The old name.
+            from: PathBuf,
+            /// The new name.
+            to: PathBuf,
+        },
+        /// The name `path` was unlinked.
+        Remove {
+            /// The name removed.
+            path: PathBuf,
+        },
+        /// The directory at `path` was fsynced.
+        SyncDir {
+            /// The directory fsynced.
+            path: PathBuf,
+        },
+        /// The directory `path` was created.
+        CreateDir {
+            /// The new directory.
+            path: PathBuf,
+        },
+    }
+
+    /// Logs every call a store makes through its file-system seam that
+    /// changed the disk, in the order they returned.
+    ///
+    /// Clones share one log: hand one clone to
+    /// [`FileStoreBuilder::recorder`](crate::FileStoreBuilder::recorder)
+    /// (several handles may share it) and read the log from another.
+    #[derive(Clone, Debug, Default)]
+    pub struct Recorder {
+        events: Arc<Mutex<Vec<FsEvent>>>,
+    }
+
+    impl Recorder {
+        /// An empty log.
+        pub fn new() -> Recorder {
+            Recorder::default()
+        }
+
+        /// How many calls are logged so far.
+        pub fn len(&self) -> usize {
+            self.lock().len()
+        }
+
+        /// Whether nothing is logged yet.
+        pub fn is_empty(&self) -> bool {
+            self.lock().is_empty()
+        }
+
+        /// The log so far, oldest first.
+        pub fn events(&self) -> Vec<FsEvent> {
+            self.lock().clone()
+        }
+
+        pub(crate) fn push(&self, event: FsEvent) {
+            self.lock().push(event);
+        }
+
+        fn lock(&self) -> MutexGuard<'_, Vec<FsEvent>> {
+            self.events.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod record_tests {
+    use super::*;
+
+    /// Every call that changes the disk is logged once it succeeded, with the
+    /// path it was made under; a failed call is not.
+    #[test]
+    fn the_recorder_logs_each_successful_call_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new();
+        let faults = FaultInjector::new();
+        let fs = Fs::with_faults(Some(faults.clone())).recording(Some(recorder.clone()));
+        let (sub, a, b) = (
+            dir.path().join("d"),
+            dir.path().join("d/a"),
+            dir.path().join("b"),
+        );
+        fs.create_dir(&sub).unwrap();
+        let mut file = fs.create_new(&a).unwrap();
+        fs.write_all(&mut file, &a, b"hello").unwrap();
+        fs.sync_file(&file, &a).unwrap();
+        fs.rename(&a, &b).unwrap();
+        let handle = open_read(dir.path()).unwrap();
+        fs.sync_dir(&handle, dir.path()).unwrap();
+        fs.remove_file(&b).unwrap();
+        faults.fail_nth(1, Fault::Eio, false);
+        assert!(fs.remove_file(&b).is_err());
+        assert_eq!(
+            recorder.events(),
+            [
+                FsEvent::CreateDir { path: sub },
+                FsEvent::Create { path: a.clone() },
+                FsEvent::Write {
+                    path: a.clone(),
+                    bytes: b"hello".to_vec()
+                },
+                FsEvent::SyncFile { path: a.clone() },
+                FsEvent::Rename {
+                    from: a,
+                    to: b.clone()
+                },
+                FsEvent::SyncDir {
+                    path: dir.path().to_owned()
+                },
+                FsEvent::Remove { path: b },
+            ]
+        );
     }
 }
 

@@ -30,7 +30,7 @@ use crate::task::Task;
 
 pub use self::fs::FsOp;
 #[cfg(feature = "fault-injection")]
-pub use self::fs::{Fault, FaultInjector};
+pub use self::fs::{Fault, FaultInjector, FsEvent, Recorder};
 
 use self::active_cache::ActiveCache;
 use self::fs::Fs;
@@ -74,6 +74,8 @@ pub struct FileOptions {
     durability: Durability,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
+    #[cfg(feature = "fault-injection")]
+    recorder: Option<Recorder>,
 }
 
 /// The storage of a [`FileStore`]: task files in one directory.
@@ -102,6 +104,14 @@ impl StoreBuilder<FileOptions> {
         self
     }
 
+    /// Logs the store's file-system calls that change the disk to `recorder`
+    /// (tests only: the crash-state explorer replays them).
+    #[cfg(feature = "fault-injection")]
+    pub fn recorder(mut self, recorder: Recorder) -> Self {
+        self.options.recorder = Some(recorder);
+        self
+    }
+
     /// Opens the store, creating its directory if needed.
     ///
     /// Opening reads no task file: it checks the layout and the format
@@ -117,7 +127,7 @@ impl StoreBuilder<FileOptions> {
     pub fn open(self) -> Result<FileStore> {
         let options = &self.options;
         #[cfg(feature = "fault-injection")]
-        let fs = Fs::with_faults(options.faults.clone());
+        let fs = Fs::with_faults(options.faults.clone()).recording(options.recorder.clone());
         #[cfg(not(feature = "fault-injection"))]
         let fs = Fs::default();
         let layout = Layout::new(&options.root);
@@ -157,6 +167,8 @@ impl Store<FileBackend> {
             durability: Durability::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
+            #[cfg(feature = "fault-injection")]
+            recorder: None,
         })
     }
 

@@ -1,0 +1,690 @@
+//! The persistence model: replays the seam calls a store made and says which
+//! on-disk states a power loss could leave behind at each point.
+//!
+//! What is on disk is a set of directories (known by path: the store never
+//! renames or removes one) holding names that point at inodes. Two copies of
+//! that namespace are kept: the *live* one (what the running process sees)
+//! and the *durable* one (what survives a power loss for sure). A change to a
+//! name (create, rename in, rename out, unlink, mkdir) goes to the live
+//! namespace at once and into the pending list; it reaches the durable
+//! namespace only when its own directory is fsynced after it. An inode's
+//! bytes likewise: every write goes to its live content, and only an fsync of
+//! the file makes that content durable (a never-fsynced file is durably
+//! empty). A rename is two changes, one per name, so across directories its
+//! halves become durable independently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use taskstore::FsEvent;
+
+/// All combinations are tried while there are at most this many; beyond it,
+/// the structured sample (see [`Disk::crash_states`]).
+const EXHAUSTIVE: usize = 256;
+
+type Ino = usize;
+
+/// What a name points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Node {
+    File(Ino),
+    Dir,
+}
+
+type Entries = BTreeMap<OsString, Node>;
+
+/// A change to one name, made in the live namespace, not yet durable.
+#[derive(Clone, Debug)]
+struct Change {
+    dir: PathBuf,
+    name: OsString,
+    to: Option<Node>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Inode {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+/// The modelled disk under one base directory.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    base: PathBuf,
+    live: BTreeMap<PathBuf, Entries>,
+    durable: BTreeMap<PathBuf, Entries>,
+    pending: Vec<Change>,
+    inodes: Vec<Inode>,
+}
+
+/// One thing a power loss decides: the value of one name, or the content of
+/// one inode. Choice 0 is "nothing since the last fsync survived".
+#[derive(Clone, Debug)]
+enum Item {
+    Entry {
+        dir: PathBuf,
+        name: OsString,
+        /// The durable value first, then each value a pending change gave
+        /// the name (deduplicated).
+        values: Vec<Option<Node>>,
+        /// The live value's index.
+        applied: usize,
+    },
+    Content {
+        ino: Ino,
+        /// Durable content, a prefix of the live content (if it is another
+        /// value), the live content.
+        values: Vec<Vec<u8>>,
+    },
+}
+
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Item::Entry { values, .. } => values.len(),
+            Item::Content { values, .. } => values.len(),
+        }
+    }
+
+    fn applied(&self) -> usize {
+        match self {
+            Item::Entry { applied, .. } => *applied,
+            Item::Content { values, .. } => values.len() - 1,
+        }
+    }
+}
+
+/// A directory tree as a power loss could leave it: paths relative to the
+/// base, in walk order; `None` is a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tree(Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl Tree {
+    /// A digest of the whole tree, names and bytes.
+    pub fn digest(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    /// Writes the tree under `at`, which must exist and be empty.
+    pub fn materialize(&self, at: &Path) {
+        for (rel, kind) in &self.0 {
+            let path = at.join(rel);
+            match kind {
+                None => fs::create_dir(&path),
+                Some(bytes) => fs::write(&path, bytes),
+            }
+            .unwrap_or_else(|e| panic!("materialize {}: {e}", path.display()));
+        }
+    }
+}
+
+/// One state a power loss could leave: the tree, and how it was chosen.
+#[derive(Clone, Debug)]
+pub struct CrashState {
+    pub tree: Tree,
+    pub label: String,
+}
+
+impl Disk {
+    /// An empty disk under `base` (which exists, durably, and is empty).
+    pub fn new(base: &Path) -> Disk {
+        let root: BTreeMap<PathBuf, Entries> = [(PathBuf::new(), Entries::new())].into();
+        Disk {
+            base: base.to_owned(),
+            live: root.clone(),
+            durable: root,
+            pending: Vec::new(),
+            inodes: Vec::new(),
+        }
+    }
+
+    /// Replays one recorded call.
+    pub fn apply(&mut self, event: &FsEvent) {
+        match event {
+            FsEvent::Create { path } => {
+                let (dir, name) = self.split(path);
+                assert!(
+                    !self.entries(&dir).contains_key(&name),
+                    "create of {} over an existing name",
+                    path.display()
+                );
+                self.inodes.push(Inode::default());
+                self.change(dir, name, Some(Node::File(self.inodes.len() - 1)));
+            }
+            FsEvent::Write { path, bytes } => {
+                let ino = self.file_at(path);
+                self.inodes[ino].live.extend_from_slice(bytes);
+            }
+            FsEvent::SyncFile { path } => {
+                let ino = self.file_at(path);
+                let inode = &mut self.inodes[ino];
+                inode.durable = inode.live.clone();
+            }
+            FsEvent::Rename { from, to } => {
+                let (from_dir, from_name) = self.split(from);
+                let node = *self
+                    .entries(&from_dir)
+                    .get(&from_name)
+                    .unwrap_or_else(|| panic!("rename of missing {}", from.display()));
+                assert!(
+                    node != Node::Dir,
+                    "the model renames files only: {}",
+                    from.display()
+                );
+                let (to_dir, to_name) = self.split(to);
+                self.change(to_dir, to_name, Some(node));
+                self.change(from_dir, from_name, None);
+            }
+            FsEvent::Remove { path } => {
+                let (dir, name) = self.split(path);
+                let node = self.entries(&dir).get(&name).copied();
+                assert!(
+                    matches!(node, Some(Node::File(_))),
+                    "unlink of {} which is {node:?}",
+                    path.display()
+                );
+                self.change(dir, name, None);
+            }
+            FsEvent::SyncDir { path } => {
+                let dir = self.rel(path);
+                let (now, later) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|c| c.dir == dir);
+                self.pending = later;
+                for c in now {
+                    apply_change(&mut self.durable, &c.dir, &c.name, c.to);
+                }
+            }
+            FsEvent::CreateDir { path } => {
+                let (dir, name) = self.split(path);
+                assert!(!self.entries(&dir).contains_key(&name));
+                let rel = self.rel(path);
+                self.live.insert(rel.clone(), Entries::new());
+                self.durable.insert(rel, Entries::new());
+                self.change(dir, name, Some(Node::Dir));
+            }
+            other => panic!("the model does not know the seam call {other:?}"),
+        }
+    }
+
+    /// How many changes to names are pending (not yet durable).
+    pub fn pending_changes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The states a power loss now could leave, deterministically ordered.
+    ///
+    /// The items a power loss decides are each pending name (its durable
+    /// value, or the value any one of its pending changes gave it: applying
+    /// a subset of changes in order leaves each name at the value of its
+    /// last applied change) and each inode whose content is not durable
+    /// (durable, a prefix, or all of it). While the combinations number at
+    /// most [`EXHAUSTIVE`], every one is tried; beyond, these: nothing
+    /// pending survived; everything did; everything with every pending
+    /// content lost, or cut to its prefix; and each item set to each of its
+    /// other values against both "nothing" and "everything".
+    pub fn crash_states(&self) -> Vec<CrashState> {
+        let items = self.items();
+        let dropped = vec![0; items.len()];
+        let applied: Vec<usize> = items.iter().map(Item::applied).collect();
+        // Each combination, with a name for the sample's special ones.
+        let mut combos: BTreeMap<Vec<usize>, Option<&'static str>> = BTreeMap::new();
+        let product = items
+            .iter()
+            .try_fold(1usize, |acc, i| acc.checked_mul(i.len()))
+            .unwrap_or(usize::MAX);
+        if product <= EXHAUSTIVE {
+            let mut c = dropped.clone();
+            loop {
+                combos.insert(c.clone(), None);
+                // Mixed-radix increment.
+                let mut i = 0;
+                while i < c.len() {
+                    c[i] += 1;
+                    if c[i] < items[i].len() {
+                        break;
+                    }
+                    c[i] = 0;
+                    i += 1;
+                }
+                if i == c.len() {
+                    break;
+                }
+            }
+        } else {
+            combos.insert(dropped.clone(), Some("none applied"));
+            combos.insert(applied.clone(), Some("all applied"));
+            for (content, name) in [
+                (0, "every name change applied, every pending content lost"),
+                (
+                    1,
+                    "every name change applied, every pending content cut to a prefix",
+                ),
+            ] {
+                let mut c = applied.clone();
+                for (i, item) in items.iter().enumerate() {
+                    if let Item::Content { .. } = item {
+                        c[i] = content.min(item.len() - 1);
+                    }
+                }
+                combos.entry(c).or_insert(Some(name));
+            }
+            for (i, item) in items.iter().enumerate() {
+                for v in 0..item.len() {
+                    for base in [&dropped, &applied] {
+                        let mut c = base.clone();
+                        c[i] = v;
+                        combos.entry(c).or_insert(None);
+                    }
+                }
+            }
+        }
+        combos
+            .into_iter()
+            .map(|(c, name)| CrashState {
+                tree: self.tree(&items, &c),
+                label: name
+                    .map_or_else(|| self.label(&items, &c, &dropped, &applied), str::to_owned),
+            })
+            .collect()
+    }
+
+    fn items(&self) -> Vec<Item> {
+        let mut names: BTreeMap<(PathBuf, OsString), Vec<Option<Node>>> = BTreeMap::new();
+        for c in &self.pending {
+            let values = names
+                .entry((c.dir.clone(), c.name.clone()))
+                .or_insert_with(|| {
+                    vec![
+                        self.durable
+                            .get(&c.dir)
+                            .and_then(|e| e.get(&c.name))
+                            .copied(),
+                    ]
+                });
+            if !values.contains(&c.to) {
+                values.push(c.to);
+            }
+        }
+        let mut items = Vec::new();
+        for ((dir, name), values) in names {
+            if values.len() < 2 {
+                continue;
+            }
+            let live = self.live.get(&dir).and_then(|e| e.get(&name)).copied();
+            let applied = values
+                .iter()
+                .position(|v| *v == live)
+                .expect("the live value is one of the values");
+            items.push(Item::Entry {
+                dir,
+                name,
+                values,
+                applied,
+            });
+        }
+        for (ino, inode) in self.inodes.iter().enumerate() {
+            if inode.live == inode.durable {
+                continue;
+            }
+            let mut values = vec![inode.durable.clone()];
+            let prefix = inode.live[..inode.live.len() / 2].to_vec();
+            if prefix != inode.durable {
+                values.push(prefix);
+            }
+            values.push(inode.live.clone());
+            items.push(Item::Content { ino, values });
+        }
+        items
+    }
+
+    fn tree(&self, items: &[Item], choice: &[usize]) -> Tree {
+        let mut dirs = self.durable.clone();
+        let mut contents: BTreeMap<Ino, &[u8]> = BTreeMap::new();
+        for (item, &c) in items.iter().zip(choice) {
+            match item {
+                Item::Entry {
+                    dir, name, values, ..
+                } => apply_change(&mut dirs, dir, name, values[c]),
+                Item::Content { ino, values } => {
+                    contents.insert(*ino, &values[c]);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(dir) = stack.pop() {
+            let Some(entries) = dirs.get(&dir) else {
+                continue;
+            };
+            for (name, node) in entries.iter().rev() {
+                let path = dir.join(name);
+                match *node {
+                    Node::Dir => {
+                        out.push((path.clone(), None));
+                        stack.push(path);
+                    }
+                    Node::File(ino) => {
+                        let bytes = contents
+                            .get(&ino)
+                            .copied()
+                            .unwrap_or(&self.inodes[ino].durable);
+                        out.push((path, Some(bytes.to_vec())));
+                    }
+                }
+            }
+        }
+        // Parents before children, whatever the walk order was.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Tree(out)
+    }
+
+    /// "applied" or "dropped" (whichever the state is nearer), and the
+    /// items that differ from it.
+    fn label(&self, items: &[Item], c: &[usize], dropped: &[usize], applied: &[usize]) -> String {
+        let diff = |base: &[usize]| {
+            (0..c.len())
+                .filter(|&i| c[i] != base[i])
+                .collect::<Vec<_>>()
+        };
+        let (d, a) = (diff(dropped), diff(applied));
+        let (name, diffs) = if a.len() <= d.len() {
+            ("all applied", a)
+        } else {
+            ("none applied", d)
+        };
+        if diffs.is_empty() {
+            return name.to_owned();
+        }
+        let parts: Vec<String> = diffs
+            .iter()
+            .map(|&i| match &items[i] {
+                Item::Entry {
+                    dir, name, values, ..
+                } => format!(
+                    "{}={}",
+                    dir.join(name).display(),
+                    self.describe(values[c[i]])
+                ),
+                Item::Content { ino, values } => {
+                    let what = match c[i] {
+                        0 if values[0].is_empty() => "lost".to_owned(),
+                        0 => "old".to_owned(),
+                        v if v + 1 == values.len() => "whole".to_owned(),
+                        _ => format!("cut to {} bytes", values[c[i]].len()),
+                    };
+                    format!("content of {}: {what}", self.name_of(*ino))
+                }
+            })
+            .collect();
+        format!("{name} except {}", parts.join(", "))
+    }
+
+    /// A node for a report: a file by the task it holds when it holds one.
+    fn describe(&self, node: Option<Node>) -> String {
+        match node {
+            None => "absent".to_owned(),
+            Some(Node::Dir) => "dir".to_owned(),
+            Some(Node::File(ino)) => format!("file({})", summarize(&self.inodes[ino].live)),
+        }
+    }
+
+    /// A live name of `ino` (the last one it had), for reports.
+    fn name_of(&self, ino: Ino) -> String {
+        let mut last = None;
+        for c in &self.pending {
+            if c.to == Some(Node::File(ino)) {
+                last = Some(c.dir.join(&c.name));
+            }
+        }
+        for (dir, entries) in &self.live {
+            for (name, node) in entries {
+                if *node == Node::File(ino) {
+                    last = Some(dir.join(name));
+                }
+            }
+        }
+        last.map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("inode {ino}"))
+    }
+
+    fn rel(&self, path: &Path) -> PathBuf {
+        path.strip_prefix(&self.base)
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} is outside the modelled base {}",
+                    path.display(),
+                    self.base.display()
+                )
+            })
+            .to_owned()
+    }
+
+    fn split(&self, path: &Path) -> (PathBuf, OsString) {
+        let rel = self.rel(path);
+        let name = rel.file_name().expect("a path with a name").to_owned();
+        let dir = rel.parent().unwrap_or(Path::new("")).to_owned();
+        (dir, name)
+    }
+
+    fn entries(&self, dir: &Path) -> &Entries {
+        self.live
+            .get(dir)
+            .unwrap_or_else(|| panic!("{} is not a known directory", dir.display()))
+    }
+
+    fn file_at(&self, path: &Path) -> Ino {
+        let (dir, name) = self.split(path);
+        match self.entries(&dir).get(&name) {
+            Some(Node::File(ino)) => *ino,
+            other => panic!("{} is {other:?}, not a file", path.display()),
+        }
+    }
+
+    fn change(&mut self, dir: PathBuf, name: OsString, to: Option<Node>) {
+        apply_change(&mut self.live, &dir, &name, to);
+        self.pending.push(Change { dir, name, to });
+    }
+}
+
+fn apply_change(
+    dirs: &mut BTreeMap<PathBuf, Entries>,
+    dir: &Path,
+    name: &OsString,
+    to: Option<Node>,
+) {
+    let entries = dirs.entry(dir.to_owned()).or_default();
+    match to {
+        Some(node) => {
+            entries.insert(name.clone(), node);
+        }
+        None => {
+            entries.remove(name);
+        }
+    }
+}
+
+/// A task file's bytes for a report: `working r2`, or what else they are.
+pub fn summarize(bytes: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return format!("{} bytes, not JSON", bytes.len());
+    };
+    match (v["task"]["status"].as_str(), v["task"]["revision"].as_u64()) {
+        (Some(status), Some(rev)) => format!("{status} r{rev}"),
+        _ => format!("{} bytes", bytes.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk() -> Disk {
+        Disk::new(Path::new("/b"))
+    }
+
+    fn p(s: &str) -> PathBuf {
+        Path::new("/b").join(s)
+    }
+
+    fn trees(d: &Disk) -> BTreeSet<Vec<(String, Option<String>)>> {
+        d.crash_states()
+            .into_iter()
+            .map(|s| {
+                s.tree
+                    .0
+                    .into_iter()
+                    .map(|(p, b)| {
+                        (
+                            p.display().to_string(),
+                            b.map(|b| String::from_utf8(b).unwrap()),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn entry(path: &str, bytes: Option<&str>) -> (String, Option<String>) {
+        (path.to_owned(), bytes.map(str::to_owned))
+    }
+
+    fn ev(events: &[FsEvent]) -> Disk {
+        let mut d = disk();
+        for e in events {
+            d.apply(e);
+        }
+        d
+    }
+
+    fn mkdir(s: &str) -> FsEvent {
+        FsEvent::CreateDir { path: p(s) }
+    }
+    fn sync_dir(s: &str) -> FsEvent {
+        FsEvent::SyncDir { path: p(s) }
+    }
+    fn create(s: &str) -> FsEvent {
+        FsEvent::Create { path: p(s) }
+    }
+    fn write(s: &str, b: &str) -> FsEvent {
+        FsEvent::Write {
+            path: p(s),
+            bytes: b.as_bytes().to_vec(),
+        }
+    }
+    fn sync_file(s: &str) -> FsEvent {
+        FsEvent::SyncFile { path: p(s) }
+    }
+    fn rename(a: &str, b: &str) -> FsEvent {
+        FsEvent::Rename {
+            from: p(a),
+            to: p(b),
+        }
+    }
+
+    /// Two directories, durable in the base.
+    fn two_dirs() -> Vec<FsEvent> {
+        vec![mkdir("a"), mkdir("b"), sync_dir("")]
+    }
+
+    #[test]
+    fn a_file_is_durable_only_after_its_fsync_and_its_directory_fsync() {
+        let mut events = two_dirs();
+        events.extend([create("a/f"), write("a/f", "abcd")]);
+        // Unsynced: the name may be missing, or name an empty, cut or whole file.
+        assert_eq!(
+            trees(&ev(&events)),
+            [
+                vec![entry("a", None), entry("b", None)],
+                vec![entry("a", None), entry("a/f", Some("")), entry("b", None)],
+                vec![entry("a", None), entry("a/f", Some("ab")), entry("b", None)],
+                vec![
+                    entry("a", None),
+                    entry("a/f", Some("abcd")),
+                    entry("b", None)
+                ],
+            ]
+            .into()
+        );
+        events.push(sync_file("a/f"));
+        assert_eq!(trees(&ev(&events)).len(), 2, "content durable, name not");
+        events.push(sync_dir("b"));
+        assert_eq!(trees(&ev(&events)).len(), 2, "another directory's fsync");
+        events.push(sync_dir("a"));
+        assert_eq!(
+            trees(&ev(&events)),
+            [vec![
+                entry("a", None),
+                entry("a/f", Some("abcd")),
+                entry("b", None)
+            ]]
+            .into()
+        );
+    }
+
+    #[test]
+    fn a_rename_across_directories_is_two_independent_halves() {
+        let mut events = two_dirs();
+        events.extend([
+            create("a/f"),
+            write("a/f", "x"),
+            sync_file("a/f"),
+            sync_dir("a"),
+            rename("a/f", "b/g"),
+        ]);
+        let f = entry("a/f", Some("x"));
+        let g = entry("b/g", Some("x"));
+        let (a, b) = (entry("a", None), entry("b", None));
+        let all = [
+            vec![a.clone(), f.clone(), b.clone()],
+            vec![a.clone(), f.clone(), b.clone(), g.clone()],
+            vec![a.clone(), b.clone()],
+            vec![a.clone(), b.clone(), g.clone()],
+        ];
+        assert_eq!(trees(&ev(&events)), all.clone().into());
+        // The target's fsync makes the new name durable, not the removal of
+        // the old one.
+        events.push(sync_dir("b"));
+        assert_eq!(trees(&ev(&events)), [all[1].clone(), all[3].clone()].into());
+        events.push(sync_dir("a"));
+        assert_eq!(trees(&ev(&events)), [all[3].clone()].into());
+    }
+
+    #[test]
+    fn a_directory_exists_after_a_crash_only_once_its_parent_is_fsynced() {
+        let events = vec![mkdir("a"), mkdir("a/c"), sync_dir("a")];
+        let states = trees(&ev(&events));
+        assert!(states.contains(&vec![]), "a itself may be lost");
+        assert!(states.contains(&vec![entry("a", None), entry("a/c", None)]));
+        assert_eq!(states.len(), 2, "a/c is durable in a once a is");
+    }
+
+    #[test]
+    fn a_replaced_name_keeps_its_old_inode_until_the_directory_fsync() {
+        let mut events = two_dirs();
+        for (temp, bytes) in [("b/t1", "old"), ("b/t2", "new")] {
+            events.extend([
+                create(temp),
+                write(temp, bytes),
+                sync_file(temp),
+                rename(temp, "a/x"),
+            ]);
+            if bytes == "old" {
+                events.push(sync_dir("a"));
+            }
+        }
+        let d = ev(&events);
+        let xs: BTreeSet<Option<String>> = trees(&d)
+            .into_iter()
+            .map(|t| t.into_iter().find(|(p, _)| p == "a/x").and_then(|e| e.1))
+            .collect();
+        assert_eq!(xs, [Some("old".to_owned()), Some("new".to_owned())].into());
+        // `b` was never fsynced: both temp files' creations and removals.
+        assert_eq!(d.pending_changes(), 5);
+    }
+}

@@ -1,0 +1,392 @@
+//! The workloads: a fixed sequence of store calls, each one a [`Step`] that
+//! knows which recorded seam calls it made and what it promised.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::{
+    Clock, Durability, FileStore, FsEvent, ManualClock, NewTask, Recorder, Task, TaskId,
+    TaskStatus, TaskStore, TaskUpdate, Transition,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
+/// The owner's lease: no task of the owner's lapses in a workload.
+const LONG_LEASE: Duration = Duration::from_secs(3600);
+/// The dead instance's lease, and the TTL of the tasks meant to expire: both
+/// lapse when the clock moves by [`LATER`].
+const SHORT: Duration = Duration::from_secs(5);
+const LATER: Duration = Duration::from_secs(10);
+
+/// What a store call promised once it returned `Ok`.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Nothing about any task (opening).
+    Nothing,
+    /// These versions are the tasks now.
+    Put(Vec<Task>),
+    /// A lease renewal: written without a directory fsync, by design (a
+    /// power loss may undo it; it then only matters to an owner the power
+    /// loss stopped too), so the version before it stays allowed.
+    Renewal(Box<Task>),
+    /// These tasks are gone.
+    Remove(Vec<TaskId>),
+}
+
+/// One store call of a workload.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub label: String,
+    /// Its seam calls are `events[start..end]`.
+    pub start: usize,
+    pub end: usize,
+    /// The store clock while it ran.
+    pub now: OffsetDateTime,
+    pub effect: Effect,
+}
+
+/// A workload that ran: its recorded seam calls and its steps.
+pub struct Run {
+    pub name: &'static str,
+    pub durability: Durability,
+    /// The directory the model's paths are relative to; the store is
+    /// [`STORE`] inside it.
+    pub base: PathBuf,
+    pub events: Vec<FsEvent>,
+    pub steps: Vec<Step>,
+    /// Every task id a step touched.
+    pub ids: Vec<TaskId>,
+    _dir: tempfile::TempDir,
+}
+
+/// The store's directory inside the base.
+pub const STORE: &str = "store";
+
+pub fn tid(s: &str) -> TaskId {
+    TaskId::parse(s).expect("a valid test id")
+}
+
+/// Every operation of the store, in the order that exercises its crash
+/// windows: open, create (random and host ids), update, complete, fail,
+/// cancel, delete, renew_lease, reap_orphans (a second instance's task whose
+/// lease lapsed), create reusing an expired (terminal) task's id,
+/// sweep_expired, and deleting a finished task.
+pub fn every_operation(durability: Durability) -> Run {
+    let mut d = Driver::new(durability);
+    let owner = d.open("open (first)", "owner", LONG_LEASE);
+    d.step(
+        "create (random id)",
+        || owner.create(NewTask::new()).unwrap(),
+        put,
+    );
+    for id in [
+        "t-update",
+        "t-complete",
+        "t-fail",
+        "t-cancel",
+        "t-delete",
+        "t-renew",
+    ] {
+        create(&mut d, &owner, NewTask::new().id(tid(id)));
+    }
+    d.act(
+        "update t-update",
+        || {
+            owner
+                .update(
+                    &tid("t-update"),
+                    TaskUpdate::new().status_message("half way"),
+                )
+                .unwrap()
+        },
+        applied,
+    );
+    d.act(
+        "complete t-complete",
+        || {
+            owner
+                .complete(&tid("t-complete"), json!({"answer": 42}))
+                .unwrap()
+        },
+        applied,
+    );
+    d.act(
+        "fail t-fail",
+        || owner.fail(&tid("t-fail"), json!({"code": "boom"})).unwrap(),
+        applied,
+    );
+    d.act(
+        "cancel t-cancel",
+        || {
+            owner
+                .cancel(&tid("t-cancel"), Some("no longer needed".into()))
+                .unwrap()
+        },
+        applied,
+    );
+    delete(&mut d, &owner, "t-delete", "delete t-delete");
+    d.act(
+        "renew_lease t-renew",
+        || owner.renew_lease(&tid("t-renew")).unwrap(),
+        renewed,
+    );
+    create(&mut d, &owner, NewTask::new().id(tid("t-reuse")).ttl(SHORT));
+    d.act(
+        "complete t-reuse",
+        || {
+            owner
+                .complete(&tid("t-reuse"), json!("first life"))
+                .unwrap()
+        },
+        applied,
+    );
+    create(&mut d, &owner, NewTask::new().id(tid("t-sweep")).ttl(SHORT));
+    let gone = d.open("open (second instance)", "gone", SHORT);
+    d.step(
+        "create t-orphan (second instance)",
+        || gone.create(NewTask::new().id(tid("t-orphan"))).unwrap(),
+        put,
+    );
+    drop(gone);
+    d.clock.advance(LATER);
+    d.step(
+        "reap_orphans",
+        || owner.reap_orphans().unwrap(),
+        |reaped: &Vec<Task>| {
+            let ids: Vec<&str> = reaped.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, ["t-orphan"], "the workload reaps exactly one task");
+            Effect::Put(reaped.clone())
+        },
+    );
+    d.step(
+        "create t-reuse (reusing an expired id)",
+        || owner.create(NewTask::new().id(tid("t-reuse"))).unwrap(),
+        put,
+    );
+    d.step(
+        "sweep_expired",
+        || owner.sweep_expired().unwrap(),
+        |n: &usize| {
+            assert_eq!(*n, 1, "the workload sweeps exactly t-sweep");
+            Effect::Remove(vec![tid("t-sweep")])
+        },
+    );
+    d.act(
+        "update t-update (input_required)",
+        || {
+            owner
+                .update(
+                    &tid("t-update"),
+                    TaskUpdate::new()
+                        .status(TaskStatus::InputRequired)
+                        .input_requests(json!({"confirm": "?"})),
+                )
+                .unwrap()
+        },
+        applied,
+    );
+    d.act(
+        "complete t-update",
+        || owner.complete(&tid("t-update"), json!("done")).unwrap(),
+        applied,
+    );
+    delete(&mut d, &owner, "t-update", "delete t-update (finished)");
+    drop(owner);
+    d.finish("every operation")
+}
+
+/// The positive control: only the write paths that make each of their
+/// changes durable in the directory they change (create, update, delete,
+/// sweep of running tasks, create over an expired running task) and
+/// renew_lease (whose possible undoing is allowed, see [`Effect::Renewal`]).
+/// Every crash state must pass.
+pub fn durable_paths() -> Run {
+    let mut d = Driver::new(Durability::Immediate);
+    let store = d.open("open (first)", "owner", LONG_LEASE);
+    let random = d.step(
+        "create (random id)",
+        || store.create(NewTask::new()).unwrap(),
+        put,
+    );
+    for id in ["t-a", "t-b"] {
+        create(&mut d, &store, NewTask::new().id(tid(id)));
+    }
+    for id in ["t-exp", "t-exp2"] {
+        create(&mut d, &store, NewTask::new().id(tid(id)).ttl(SHORT));
+    }
+    d.act(
+        "update t-a",
+        || {
+            store
+                .update(&tid("t-a"), TaskUpdate::new().metadata("k", 1))
+                .unwrap()
+        },
+        applied,
+    );
+    d.act(
+        "update t-a (input_required)",
+        || {
+            store
+                .update(
+                    &tid("t-a"),
+                    TaskUpdate::new()
+                        .status(TaskStatus::InputRequired)
+                        .input_requests(json!({"confirm": "?"})),
+                )
+                .unwrap()
+        },
+        applied,
+    );
+    delete(&mut d, &store, "t-b", "delete t-b");
+    d.act(
+        "renew_lease t-a",
+        || store.renew_lease(&tid("t-a")).unwrap(),
+        renewed,
+    );
+    d.clock.advance(LATER);
+    d.step(
+        "create t-exp (reusing an expired running task's id)",
+        || store.create(NewTask::new().id(tid("t-exp"))).unwrap(),
+        put,
+    );
+    d.step(
+        "sweep_expired",
+        || store.sweep_expired().unwrap(),
+        |n: &usize| {
+            assert_eq!(*n, 1, "the control sweeps exactly t-exp2");
+            Effect::Remove(vec![tid("t-exp2")])
+        },
+    );
+    let id = random.id.clone();
+    delete(&mut d, &store, id.as_str(), "delete (random id)");
+    drop(store);
+    d.finish("durable paths (positive control)")
+}
+
+fn put(task: &Task) -> Effect {
+    Effect::Put(vec![task.clone()])
+}
+
+fn applied(t: &Transition) -> Effect {
+    assert!(
+        t.is_applied(),
+        "the workload's transitions all apply: {t:?}"
+    );
+    Effect::Put(vec![t.task().clone()])
+}
+
+fn renewed(t: &Transition) -> Effect {
+    assert!(t.is_applied(), "the workload's renewals all apply: {t:?}");
+    Effect::Renewal(Box::new(t.task().clone()))
+}
+
+fn create(d: &mut Driver, store: &FileStore, new: NewTask) {
+    let task = d.step("create", || store.create(new).unwrap(), put);
+    d.steps.last_mut().expect("a step").label = format!("create {}", task.id);
+}
+
+fn delete(d: &mut Driver, store: &FileStore, id: &str, label: &str) {
+    let id = tid(id);
+    d.step(
+        label,
+        || assert!(store.delete(&id).unwrap(), "{id} was there to delete"),
+        |()| Effect::Remove(vec![id.clone()]),
+    );
+}
+
+/// Runs steps against one store directory, recording the seam calls.
+struct Driver {
+    recorder: Recorder,
+    clock: ManualClock,
+    durability: Durability,
+    dir: tempfile::TempDir,
+    steps: Vec<Step>,
+}
+
+impl Driver {
+    fn new(durability: Durability) -> Driver {
+        Driver {
+            recorder: Recorder::new(),
+            clock: ManualClock::new(T0),
+            durability,
+            dir: scratch_dir("taskstore-workload"),
+            steps: Vec::new(),
+        }
+    }
+
+    fn open(&mut self, label: &str, instance: &str, lease: Duration) -> FileStore {
+        let builder = FileStore::builder(self.dir.path().join(STORE))
+            .clock(Arc::new(self.clock.clone()))
+            .instance_id(instance)
+            .lease(lease)
+            .durability(self.durability)
+            .recorder(self.recorder.clone());
+        self.step(label, || builder.open().unwrap(), |_| Effect::Nothing)
+    }
+
+    /// A step whose result the workload does not need.
+    fn act<T>(&mut self, label: &str, call: impl FnOnce() -> T, effect: impl FnOnce(&T) -> Effect) {
+        let _ = self.step(label, call, effect);
+    }
+
+    fn step<T>(
+        &mut self,
+        label: &str,
+        call: impl FnOnce() -> T,
+        effect: impl FnOnce(&T) -> Effect,
+    ) -> T {
+        let (start, now) = (self.recorder.len(), self.clock.now());
+        let out = call();
+        let end = self.recorder.len();
+        self.steps.push(Step {
+            label: label.to_owned(),
+            start,
+            end,
+            now,
+            effect: effect(&out),
+        });
+        out
+    }
+
+    fn finish(self, name: &'static str) -> Run {
+        let mut ids = BTreeSet::new();
+        for step in &self.steps {
+            match &step.effect {
+                Effect::Nothing => {}
+                Effect::Put(tasks) => ids.extend(tasks.iter().map(|t| t.id.clone())),
+                Effect::Renewal(task) => {
+                    ids.insert(task.id.clone());
+                }
+                Effect::Remove(gone) => ids.extend(gone.iter().cloned()),
+            }
+        }
+        Run {
+            name,
+            durability: self.durability,
+            base: self.dir.path().to_owned(),
+            events: self.recorder.events(),
+            steps: self.steps,
+            ids: ids.into_iter().collect(),
+            _dir: self.dir,
+        }
+    }
+}
+
+/// A temporary directory on tmpfs when there is one: the materialized crash
+/// states are many and small, and no disk needs to be waited for.
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a temporary directory")
+}
