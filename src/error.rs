@@ -119,6 +119,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file in the store is larger than any task this handle may read
+    /// (its payload cap plus the file's envelope): it is refused before it
+    /// is read, and left where it is (a handle with a larger cap may have
+    /// written it).
+    #[error("task file {} is {size} bytes, over the {limit} bytes this handle reads", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The largest task file this handle reads.
+        limit: u64,
+    },
+
     /// A file or store was written by a newer format than this version reads.
     #[error("{} has format version {found}; this taskstore reads up to {supported}: upgrade taskstore", path.display())]
     UnsupportedFormat {

@@ -34,7 +34,7 @@ pub use crate::events::{
 };
 pub use crate::file::{Durability, FileBackend, FileOptions, FileStore, FileStoreBuilder, FsOp};
 #[cfg(feature = "fault-injection")]
-pub use crate::file::{Fault, FaultInjector, FsEvent, Recorder};
+pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use crate::id::{MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{

@@ -21,13 +21,13 @@
 //! constantly therefore re-reads only the files that changed; a quiet one is
 //! listed from memory.
 
-use std::path::Path;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::file::fs::{Dir, Fs, Kind, Status};
 use crate::task::Task;
 
 /// How long after its last change a file or directory must have stood still
@@ -96,9 +96,15 @@ impl ActiveCache {
     /// `dir`'s status, and the same if it had settled at `before` (a
     /// [`clock`](Self::clock) reading taken before this call). Both `None`
     /// where file change times are not available.
-    pub fn observe(dir: &Path, before: SystemTime) -> Result<(Option<Stamp>, Option<Stamp>)> {
-        let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-        let stamp = Stamp::of(&meta);
+    pub fn observe(
+        fs: &Fs,
+        dir: &Dir,
+        before: SystemTime,
+    ) -> Result<(Option<Stamp>, Option<Stamp>)> {
+        let status = fs
+            .stat_dir(dir)
+            .map_err(|e| Error::io("stat", dir.path(), e))?;
+        let stamp = Stamp::of(&status);
         Ok((stamp, stamp.filter(|s| s.settled_at(before))))
     }
 
@@ -158,30 +164,22 @@ impl ActiveCache {
 }
 
 impl Stamp {
-    /// The status in `meta`, if it had settled at `before` and is of a
-    /// regular file or directory.
-    pub fn settled(meta: &std::fs::Metadata, before: SystemTime) -> Option<Stamp> {
-        Stamp::of(meta).filter(|s| s.settled_at(before))
+    /// `status`, if it had settled at `before` and is of a regular file or
+    /// directory.
+    pub fn settled(status: &Status, before: SystemTime) -> Option<Stamp> {
+        Stamp::of(status).filter(|s| s.settled_at(before))
     }
 
-    /// The status in `meta`, if of a regular file or directory.
-    #[cfg(unix)]
-    fn of(meta: &std::fs::Metadata) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        (meta.is_file() || meta.is_dir()).then(|| Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            nlink: meta.nlink(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+    /// `status`, if of a regular file or directory.
+    fn of(status: &Status) -> Option<Stamp> {
+        matches!(status.kind, Kind::File | Kind::Dir).then_some(Stamp {
+            dev: status.dev,
+            ino: status.ino,
+            size: status.size,
+            nlink: status.nlink,
+            mtime: status.mtime,
+            ctime: status.ctime,
         })
-    }
-
-    /// No file change times to go by: nothing is trusted.
-    #[cfg(not(unix))]
-    fn of(_meta: &std::fs::Metadata) -> Option<Stamp> {
-        None
     }
 
     /// Whether a change made after `now` must get a later change time than
@@ -205,17 +203,20 @@ impl Stamp {
 mod tests {
     use super::*;
     use crate::file::FileStore;
+    use crate::file::layout::Area;
     use crate::query::ListQuery;
     use crate::store::TaskStore;
     use crate::task::{NewTask, TaskUpdate};
     use crate::{Durability, TaskId};
+    use std::path::Path;
     use std::sync::atomic::AtomicBool;
 
     /// Waits (polling, bounded) until `active/` has stood still long enough
     /// for its status to be trusted.
     fn settle(store: &FileStore) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while ActiveCache::observe(&store.backend().layout.active, ActiveCache::clock())
+        let backend = store.backend();
+        while ActiveCache::observe(&backend.fs, backend.dir(Area::Active), ActiveCache::clock())
             .unwrap()
             .1
             .is_none()
@@ -412,11 +413,7 @@ mod tests {
         let store = FileStore::open(dir.path()).unwrap();
         store.create(NewTask::new()).unwrap();
         let bad = TaskId::new();
-        std::fs::write(
-            store.backend().layout.task(crate::file::Area::Active, &bad),
-            b"{",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("active").join(format!("{bad}.json")), b"{").unwrap();
         settle(&store);
         assert_eq!(active(&store).len(), 1);
         assert!(store.path().join("quarantine").read_dir().unwrap().count() > 0);

@@ -13,6 +13,9 @@ use crate::task::Task;
 const PREFIX: &[u8] = b"{\"format\":1,\"task\":";
 const SUFFIX: &[u8] = b"}\n";
 
+/// How many bytes the envelope adds to a task's JSON.
+pub(crate) const OVERHEAD: usize = PREFIX.len() + SUFFIX.len();
+
 /// Wraps a task's JSON (as produced by `Limits::encode`) into a task file.
 pub(crate) fn wrap(task_json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(PREFIX.len() + task_json.len() + SUFFIX.len());

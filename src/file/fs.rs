@@ -1,26 +1,43 @@
-//! The file-system seam: every write, fsync, rename, unlink, directory fsync
-//! and lock of the file backend goes through here.
+//! The file-system seam: every call the file backend makes on the disk —
+//! opens, reads, directory listings and `stat`s as well as writes, fsyncs,
+//! renames, links, unlinks and locks — goes through here.
 //!
-//! With the `fault-injection` feature a [`FaultInjector`] can make the Nth call
-//! fail, the way SQLite's test VFS does, and a [`Recorder`] can log every
-//! call that changed the disk (for the crash-state explorer,
-//! `tests/crash_states/`); without the feature every method is a plain call
-//! and the seam costs nothing.
+//! Every name is resolved relative to an open [`Dir`] of the store and never
+//! through a symlink (`openat` and friends with `O_NOFOLLOW`): a directory
+//! of the store swapped for a symlink after it was opened is not followed.
+//!
+//! With the `fault-injection` feature a [`FaultInjector`](super::FaultInjector)
+//! can make the Nth call fail, the way SQLite's test VFS does, and a
+//! [`Recorder`](super::Recorder) can log every call that changed the disk
+//! (for the crash-state explorer, `tests/crash_states/`); without the
+//! feature every method is a plain call and the seam costs nothing.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::fault::FsEvent;
 #[cfg(feature = "fault-injection")]
-pub use fault::{Fault, FaultInjector};
-#[cfg(feature = "fault-injection")]
-pub use record::{FsEvent, Recorder};
+use super::fault::{FaultInjector, Recorder};
 
 /// The kinds of call that go through the seam (named in fault logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FsOp {
-    /// Creating a new file (temp files, the store marker).
+    /// Opening a file or directory to read it.
+    Open,
+    /// Reading a file's bytes.
+    Read,
+    /// Listing a directory.
+    ReadDir,
+    /// `stat` of a name.
+    Stat,
+    /// Creating a new file (temp files, the store marker, lock files).
     Create,
     /// Writing a file's bytes.
     Write,
@@ -28,6 +45,8 @@ pub enum FsOp {
     SyncFile,
     /// `rename`.
     Rename,
+    /// `link`: a second name for a file.
+    Link,
     /// `unlink`.
     Remove,
     /// `fsync` of a directory.
@@ -38,6 +57,72 @@ pub enum FsOp {
     Lock,
 }
 
+/// A directory of the store, open: names in it are resolved from this
+/// handle, never through a symlink. `path` names it in errors only.
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// The directory's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` in this directory, for messages.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+/// What `stat` says of a name, as the backend uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub kind: Kind,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub nlink: u64,
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// The kind of thing a name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Status {
+    // The field types of `struct stat` differ between architectures; on
+    // some of them these casts are no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(stat: &rustix::fs::Stat) -> Status {
+        let kind = match FileType::from_raw_mode(stat.st_mode as _) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        Status {
+            kind,
+            dev: stat.st_dev as u64,
+            ino: stat.st_ino as u64,
+            size: stat.st_size as u64,
+            nlink: stat.st_nlink as u64,
+            mode: stat.st_mode as u32 & 0o7777,
+            mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as i64),
+        }
+    }
+}
+
 /// The seam itself. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fs {
@@ -46,6 +131,11 @@ pub(crate) struct Fs {
     #[cfg(feature = "fault-injection")]
     recorder: Option<Recorder>,
 }
+
+const READ_DIR: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 impl Fs {
     #[cfg(feature = "fault-injection")]
@@ -62,48 +152,140 @@ impl Fs {
         Fs { recorder, ..self }
     }
 
-    /// Logs a call that succeeded (only with a recorder).
-    #[cfg(feature = "fault-injection")]
-    fn record(&self, event: impl FnOnce() -> FsEvent) {
+    /// Logs a call that succeeded (only with a recorder; without the
+    /// feature the event is never built).
+    #[inline]
+    fn record(&self, _event: impl FnOnce() -> FsEvent) {
+        #[cfg(feature = "fault-injection")]
         if let Some(recorder) = &self.recorder {
-            recorder.push(event());
+            recorder.push(_event());
         }
     }
 
     #[inline]
-    fn check(&self, _op: FsOp, _path: &Path) -> io::Result<()> {
+    fn check(&self, _op: FsOp, _path: impl FnOnce() -> PathBuf) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
         if let Some(faults) = &self.faults {
-            return faults.check(_op, _path);
+            return faults.check(_op, &_path());
         }
         Ok(())
     }
 
-    /// Creates `path`, which must not exist, mode `0600`, never following a symlink.
-    pub fn create_new(&self, path: &Path) -> io::Result<File> {
-        self.check(FsOp::Create, path)?;
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = options.open(path)?;
-        #[cfg(feature = "fault-injection")]
-        self.record(|| FsEvent::Create {
+    /// Opens the directory at `path` (the store's root, given by the host):
+    /// its last component must not be a symlink.
+    pub fn open_root(&self, path: &Path) -> io::Result<Dir> {
+        self.check(FsOp::Open, || path.to_owned())?;
+        let fd = rustix::fs::open(path, READ_DIR, Mode::empty())?;
+        Ok(Dir {
+            fd,
             path: path.to_owned(),
+        })
+    }
+
+    /// Opens the directory `name` in `dir`, never through a symlink.
+    pub fn open_dir(&self, dir: &Dir, name: &OsStr) -> io::Result<Dir> {
+        self.check(FsOp::Open, || dir.join(name))?;
+        let fd = rustix::fs::openat(&dir.fd, name, READ_DIR, Mode::empty())?;
+        Ok(Dir {
+            fd,
+            path: dir.join(name),
+        })
+    }
+
+    /// Opens the file `name` in `dir` to read it, never through a symlink
+    /// and without blocking on a FIFO.
+    pub fn open_read(&self, dir: &Dir, name: &OsStr) -> io::Result<File> {
+        self.check(FsOp::Open, || dir.join(name))?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads all of `file` (at `path`), refusing more than `limit` bytes:
+    /// its size is checked before anything is read.
+    pub fn read_to_end(&self, file: &mut File, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        self.check(FsOp::Read, || path.to_owned())?;
+        let status = Status::of(&rustix::fs::fstat(&*file)?);
+        match status.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(io::Error::from(io::ErrorKind::IsADirectory)),
+            _ => return Err(io::Error::other("not a regular file")),
+        }
+        if status.size > limit {
+            return Err(TooLarge {
+                size: status.size,
+                limit,
+            }
+            .into());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(status.size).unwrap_or(0) + 1);
+        // The file may grow after the `fstat`: read no further than the limit.
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    /// The names in `dir` (without `.` and `..`).
+    pub fn read_dir(&self, dir: &Dir) -> io::Result<Vec<OsString>> {
+        self.check(FsOp::ReadDir, || dir.path.clone())?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// What `name` in `dir` is, never following a symlink.
+    pub fn stat(&self, dir: &Dir, name: &OsStr) -> io::Result<Status> {
+        self.check(FsOp::Stat, || dir.join(name))?;
+        let stat = rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(Status::of(&stat))
+    }
+
+    /// What the open directory `dir` is.
+    pub fn stat_dir(&self, dir: &Dir) -> io::Result<Status> {
+        self.check(FsOp::Stat, || dir.path.clone())?;
+        Ok(Status::of(&rustix::fs::fstat(&dir.fd)?))
+    }
+
+    /// Creates `name` in `dir`, which must not exist, mode `0600`, never
+    /// following a symlink.
+    pub fn create_new(&self, dir: &Dir, name: &OsStr) -> io::Result<File> {
+        self.check(FsOp::Create, || dir.join(name))?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::from_raw_mode(0o600))?;
+        self.record(|| FsEvent::Create {
+            path: dir.join(name),
         });
-        Ok(file)
+        Ok(File::from(fd))
+    }
+
+    /// Opens (creating it if needed) the lock file `name` in `dir`, mode
+    /// `0600`, never following a symlink.
+    pub fn open_lock_file(&self, dir: &Dir, name: &OsStr) -> io::Result<File> {
+        self.check(FsOp::Create, || dir.join(name))?;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::from_raw_mode(0o600))?;
+        Ok(File::from(fd))
     }
 
     /// Writes all of `bytes`. An injected fault writes half of them first, as
     /// a full disk would.
     pub fn write_all(&self, file: &mut File, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if let Err(e) = self.check(FsOp::Write, path) {
+        if let Err(e) = self.check(FsOp::Write, || path.to_owned()) {
             let half = &bytes[..bytes.len() / 2];
             if file.write_all(half).is_ok() {
-                #[cfg(feature = "fault-injection")]
                 self.record(|| FsEvent::Write {
                     path: path.to_owned(),
                     bytes: half.to_vec(),
@@ -112,7 +294,6 @@ impl Fs {
             return Err(e);
         }
         file.write_all(bytes)?;
-        #[cfg(feature = "fault-injection")]
         self.record(|| FsEvent::Write {
             path: path.to_owned(),
             bytes: bytes.to_vec(),
@@ -121,57 +302,71 @@ impl Fs {
     }
 
     pub fn sync_file(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.check(FsOp::SyncFile, path)?;
+        self.check(FsOp::SyncFile, || path.to_owned())?;
         file.sync_all()?;
-        #[cfg(feature = "fault-injection")]
         self.record(|| FsEvent::SyncFile {
             path: path.to_owned(),
         });
         Ok(())
     }
 
-    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.check(FsOp::Rename, to)?;
-        fs::rename(from, to)?;
-        #[cfg(feature = "fault-injection")]
+    /// Renames `from` in `from_dir` to `to` in `to_dir`, replacing what `to` named.
+    pub fn rename(&self, from_dir: &Dir, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        self.check(FsOp::Rename, || to_dir.join(to))?;
+        rustix::fs::renameat(&from_dir.fd, from, &to_dir.fd, to)?;
         self.record(|| FsEvent::Rename {
-            from: from.to_owned(),
-            to: to.to_owned(),
+            from: from_dir.join(from),
+            to: to_dir.join(to),
         });
         Ok(())
     }
 
-    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.check(FsOp::Remove, path)?;
-        fs::remove_file(path)?;
-        #[cfg(feature = "fault-injection")]
+    /// Gives the file `from` in `from_dir` a second name, `to` in `to_dir`
+    /// (which must not exist).
+    pub fn link(&self, from_dir: &Dir, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        self.check(FsOp::Link, || to_dir.join(to))?;
+        rustix::fs::linkat(&from_dir.fd, from, &to_dir.fd, to, AtFlags::empty())?;
+        self.record(|| FsEvent::Link {
+            from: from_dir.join(from),
+            to: to_dir.join(to),
+        });
+        Ok(())
+    }
+
+    /// Unlinks the file `name` in `dir`.
+    pub fn remove(&self, dir: &Dir, name: &OsStr) -> io::Result<()> {
+        self.check(FsOp::Remove, || dir.join(name))?;
+        rustix::fs::unlinkat(&dir.fd, name, AtFlags::empty())?;
         self.record(|| FsEvent::Remove {
-            path: path.to_owned(),
+            path: dir.join(name),
         });
         Ok(())
     }
 
-    pub fn sync_dir(&self, dir: &File, path: &Path) -> io::Result<()> {
-        self.check(FsOp::SyncDir, path)?;
-        dir.sync_all()?;
-        #[cfg(feature = "fault-injection")]
+    /// Makes the changes to the entries of `dir` durable.
+    pub fn sync_dir(&self, dir: &Dir) -> io::Result<()> {
+        self.check(FsOp::SyncDir, || dir.path.clone())?;
+        rustix::fs::fsync(&dir.fd)?;
         self.record(|| FsEvent::SyncDir {
-            path: path.to_owned(),
+            path: dir.path.clone(),
         });
         Ok(())
     }
 
-    /// Creates one directory, mode `0700`.
-    pub fn create_dir(&self, path: &Path) -> io::Result<()> {
-        self.check(FsOp::CreateDir, path)?;
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(path)?;
-        #[cfg(feature = "fault-injection")]
+    /// Creates the directory `name` in `dir`, mode `0700`.
+    pub fn create_dir(&self, dir: &Dir, name: &OsStr) -> io::Result<()> {
+        self.check(FsOp::CreateDir, || dir.join(name))?;
+        rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(0o700))?;
+        self.record(|| FsEvent::CreateDir {
+            path: dir.join(name),
+        });
+        Ok(())
+    }
+
+    /// Creates the directory at `path` (the store's root), mode `0700`.
+    pub fn create_root(&self, path: &Path) -> io::Result<()> {
+        self.check(FsOp::CreateDir, || path.to_owned())?;
+        rustix::fs::mkdir(path, Mode::from_raw_mode(0o700))?;
         self.record(|| FsEvent::CreateDir {
             path: path.to_owned(),
         });
@@ -180,296 +375,56 @@ impl Fs {
 
     /// Takes an exclusive `flock` on `file`, waiting for it.
     pub fn lock(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.check(FsOp::Lock, path)?;
+        self.check(FsOp::Lock, || path.to_owned())?;
         file.lock()
     }
 
     /// Takes an exclusive `flock` on `file` if it is free.
     pub fn try_lock(&self, file: &File, path: &Path) -> io::Result<bool> {
-        self.check(FsOp::Lock, path)?;
+        self.check(FsOp::Lock, || path.to_owned())?;
         match file.try_lock() {
             Ok(()) => Ok(true),
-            Err(fs::TryLockError::WouldBlock) => Ok(false),
-            Err(fs::TryLockError::Error(e)) => Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
 }
 
-/// Opens a file for reading without following a symlink and without blocking
-/// on a FIFO. Reads are not part of the fault seam: they change nothing.
-pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+/// A file larger than the caller allows: refused before it is read.
+#[derive(Debug)]
+pub(crate) struct TooLarge {
+    pub size: u64,
+    pub limit: u64,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes, over the {} bytes any task file of this store can have",
+            self.size, self.limit
+        )
     }
-    options.open(path)
+}
+
+impl std::error::Error for TooLarge {}
+
+impl From<TooLarge> for io::Error {
+    fn from(e: TooLarge) -> io::Error {
+        io::Error::new(io::ErrorKind::FileTooLarge, e)
+    }
 }
 
 /// Whether `e` says a symlink was refused by `O_NOFOLLOW`.
 pub(crate) fn is_symlink_refusal(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        e.raw_os_error() == Some(libc::ELOOP)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = e;
-        false
-    }
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
-#[cfg(feature = "fault-injection")]
-mod fault {
-    use std::io;
-    use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
-
-    use super::FsOp;
-
-    /// Which error an injected fault returns.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Fault {
-        /// `EIO`: the device failed.
-        Eio,
-        /// `ENOSPC`: the disk is full.
-        Enospc,
-    }
-
-    impl Fault {
-        fn error(self) -> io::Error {
-            io::Error::from_raw_os_error(match self {
-                Fault::Eio => libc::EIO,
-                Fault::Enospc => libc::ENOSPC,
-            })
-        }
-    }
-
-    /// Makes the Nth call through a store's file-system seam fail.
-    ///
-    /// Clones share one state: hand one clone to
-    /// [`FileStoreBuilder::fault_injector`](crate::FileStoreBuilder::fault_injector)
-    /// and arm another.
-    #[derive(Clone, Debug, Default)]
-    pub struct FaultInjector {
-        state: Arc<Mutex<State>>,
-    }
-
-    #[derive(Debug, Default)]
-    struct State {
-        calls: u64,
-        countdown: Option<(u64, Fault, bool)>,
-        failing: Option<Fault>,
-        fired: Vec<(FsOp, PathBuf)>,
-    }
-
-    impl FaultInjector {
-        /// An injector that lets every call through until armed.
-        pub fn new() -> FaultInjector {
-            FaultInjector::default()
-        }
-
-        /// Fails the `n`th call from now (1 is the next call). With `sticky`,
-        /// every call after it fails too, like a device that has gone bad.
-        pub fn fail_nth(&self, n: u64, fault: Fault, sticky: bool) {
-            assert!(n >= 1, "calls are counted from 1");
-            let mut s = self.lock();
-            s.countdown = Some((n, fault, sticky));
-            s.failing = None;
-        }
-
-        /// Lets every call through again.
-        pub fn disarm(&self) {
-            let mut s = self.lock();
-            s.countdown = None;
-            s.failing = None;
-        }
-
-        /// Calls seen through the seam so far.
-        pub fn calls(&self) -> u64 {
-            self.lock().calls
-        }
-
-        /// The calls that were made to fail, in order.
-        pub fn fired(&self) -> Vec<(FsOp, PathBuf)> {
-            self.lock().fired.clone()
-        }
-
-        pub(crate) fn check(&self, op: FsOp, path: &Path) -> io::Result<()> {
-            let mut s = self.lock();
-            s.calls += 1;
-            if let Some(fault) = s.failing {
-                s.fired.push((op, path.to_owned()));
-                return Err(fault.error());
-            }
-            if let Some((n, fault, sticky)) = s.countdown {
-                if n > 1 {
-                    s.countdown = Some((n - 1, fault, sticky));
-                } else {
-                    s.countdown = None;
-                    if sticky {
-                        s.failing = Some(fault);
-                    }
-                    s.fired.push((op, path.to_owned()));
-                    return Err(fault.error());
-                }
-            }
-            Ok(())
-        }
-
-        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-            self.state.lock().unwrap_or_else(|e| e.into_inner())
-        }
-    }
-}
-
-#[cfg(feature = "fault-injection")]
-mod record {
-    use std::path::PathBuf;
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-    /// One call through the seam that changed the disk or made a change
-    /// durable, logged by a [`Recorder`] after it succeeded.
-    ///
-    /// Paths are the ones the store passed: a file is written and fsynced
-    /// under the name it has at that moment (a temp file's, before its
-    /// rename). Locks are not logged: they change nothing on disk.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    #[non_exhaustive]
-    pub enum FsEvent {
-        /// A new, empty file was created at `path`.
-        Create {
-            /// The new file.
-            path: PathBuf,
-        },
-        /// `bytes` were appended to the file open at `path`.
-        Write {
-            /// The file written.
-            path: PathBuf,
-            /// What was written (half of it, when an injected fault cut the write).
-            bytes: Vec<u8>,
-        },
-        /// The file at `path` was fsynced.
-        SyncFile {
-            /// The file fsynced.
-            path: PathBuf,
-        },
-        /// `from` was renamed to `to`, replacing whatever `to` named.
-        Rename {
-            /// The old name.
-            from: PathBuf,
-            /// The new name.
-            to: PathBuf,
-        },
-        /// The name `path` was unlinked.
-        Remove {
-            /// The name removed.
-            path: PathBuf,
-        },
-        /// The directory at `path` was fsynced.
-        SyncDir {
-            /// The directory fsynced.
-            path: PathBuf,
-        },
-        /// The directory `path` was created.
-        CreateDir {
-            /// The new directory.
-            path: PathBuf,
-        },
-    }
-
-    /// Logs every call a store makes through its file-system seam that
-    /// changed the disk, in the order they returned.
-    ///
-    /// Clones share one log: hand one clone to
-    /// [`FileStoreBuilder::recorder`](crate::FileStoreBuilder::recorder)
-    /// (several handles may share it) and read the log from another.
-    #[derive(Clone, Debug, Default)]
-    pub struct Recorder {
-        events: Arc<Mutex<Vec<FsEvent>>>,
-    }
-
-    impl Recorder {
-        /// An empty log.
-        pub fn new() -> Recorder {
-            Recorder::default()
-        }
-
-        /// How many calls are logged so far.
-        pub fn len(&self) -> usize {
-            self.lock().len()
-        }
-
-        /// Whether nothing is logged yet.
-        pub fn is_empty(&self) -> bool {
-            self.lock().is_empty()
-        }
-
-        /// The log so far, oldest first.
-        pub fn events(&self) -> Vec<FsEvent> {
-            self.lock().clone()
-        }
-
-        pub(crate) fn push(&self, event: FsEvent) {
-            self.lock().push(event);
-        }
-
-        fn lock(&self) -> MutexGuard<'_, Vec<FsEvent>> {
-            self.events.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
-}
-
-#[cfg(all(test, feature = "fault-injection"))]
-mod record_tests {
-    use super::*;
-
-    /// Every call that changes the disk is logged once it succeeded, with the
-    /// path it was made under; a failed call is not.
-    #[test]
-    fn the_recorder_logs_each_successful_call_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new();
-        let faults = FaultInjector::new();
-        let fs = Fs::with_faults(Some(faults.clone())).recording(Some(recorder.clone()));
-        let (sub, a, b) = (
-            dir.path().join("d"),
-            dir.path().join("d/a"),
-            dir.path().join("b"),
-        );
-        fs.create_dir(&sub).unwrap();
-        let mut file = fs.create_new(&a).unwrap();
-        fs.write_all(&mut file, &a, b"hello").unwrap();
-        fs.sync_file(&file, &a).unwrap();
-        fs.rename(&a, &b).unwrap();
-        let handle = open_read(dir.path()).unwrap();
-        fs.sync_dir(&handle, dir.path()).unwrap();
-        fs.remove_file(&b).unwrap();
-        faults.fail_nth(1, Fault::Eio, false);
-        assert!(fs.remove_file(&b).is_err());
-        assert_eq!(
-            recorder.events(),
-            [
-                FsEvent::CreateDir { path: sub },
-                FsEvent::Create { path: a.clone() },
-                FsEvent::Write {
-                    path: a.clone(),
-                    bytes: b"hello".to_vec()
-                },
-                FsEvent::SyncFile { path: a.clone() },
-                FsEvent::Rename {
-                    from: a,
-                    to: b.clone()
-                },
-                FsEvent::SyncDir {
-                    path: dir.path().to_owned()
-                },
-                FsEvent::Remove { path: b },
-            ]
-        );
-    }
+/// Whether `e` says the store cannot be written here (a read-only mount,
+/// or no permission): an error that no retry will mend, and that a pass
+/// over many tasks reports instead of stopping at.
+pub(crate) fn is_read_only(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ReadOnlyFilesystem || e.kind() == io::ErrorKind::PermissionDenied
 }
 
 #[cfg(all(test, not(feature = "fault-injection")))]

@@ -5,19 +5,16 @@
 //! writer whose change an fsync already in flight will not cover waits for
 //! it, then checks whether a later fsync covered it before it runs its own.
 
-use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::file::fs::Fs;
+use crate::file::fs::{Dir, Fs};
 
 /// One directory's fsync, shared by the threads of a handle.
 #[derive(Debug)]
 pub(crate) struct DirSync {
-    dir: File,
-    path: PathBuf,
+    dir: Dir,
     /// Tickets handed out, one per change, taken after the change is made.
     changes: AtomicU64,
     state: Mutex<Synced>,
@@ -34,17 +31,17 @@ struct Synced {
 }
 
 impl DirSync {
-    pub(crate) fn new(dir: File, path: &Path) -> DirSync {
+    pub(crate) fn new(dir: Dir) -> DirSync {
         DirSync {
             dir,
-            path: path.to_owned(),
             changes: AtomicU64::new(0),
             state: Mutex::new(Synced::default()),
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// Makes a change the caller just finished in this directory durable.
@@ -71,7 +68,7 @@ impl DirSync {
         }
         // Every ticket handed out by now belongs to a change already made.
         let target = self.changes.load(Ordering::SeqCst);
-        match fs.sync_dir(&self.dir, &self.path) {
+        match fs.sync_dir(&self.dir) {
             Ok(()) => {
                 state.through = target;
                 Ok(())
@@ -87,13 +84,16 @@ impl DirSync {
 #[cfg(all(test, feature = "fault-injection"))]
 mod tests {
     use super::*;
-    use crate::file::fs::{Fault, FaultInjector};
+    use crate::file::fault::{Fault, FaultInjector, FaultMode};
 
     fn dir_sync() -> (tempfile::TempDir, DirSync, Fs, FaultInjector) {
         let dir = tempfile::tempdir().unwrap();
         let faults = FaultInjector::new();
-        let sync = DirSync::new(File::open(dir.path()).unwrap(), dir.path());
-        (dir, sync, Fs::with_faults(Some(faults.clone())), faults)
+        let fs = Fs::with_faults(Some(faults.clone()));
+        let sync = DirSync::new(fs.open_root(dir.path()).unwrap());
+        let calls = faults.calls();
+        assert_eq!(calls, 1, "the open");
+        (dir, sync, fs, faults)
     }
 
     #[test]
@@ -101,28 +101,28 @@ mod tests {
         let (_dir, sync, fs, faults) = dir_sync();
         let (first, second) = (sync.ticket(), sync.ticket());
         sync.wait(&fs, second).unwrap();
-        assert_eq!(faults.calls(), 1);
+        assert_eq!(faults.calls(), 2);
         sync.wait(&fs, first).unwrap();
         assert_eq!(
             faults.calls(),
-            1,
+            2,
             "the first change was covered: no second fsync"
         );
         let third = sync.ticket();
         sync.wait(&fs, third).unwrap();
-        assert_eq!(faults.calls(), 2, "a later change needs a later fsync");
+        assert_eq!(faults.calls(), 3, "a later change needs a later fsync");
     }
 
     #[test]
     fn a_failed_fsync_fails_every_change_it_covered() {
         let (_dir, sync, fs, faults) = dir_sync();
         let (first, second) = (sync.ticket(), sync.ticket());
-        faults.fail_nth(1, Fault::Eio, false);
+        faults.fail_nth(1, Fault::Eio, FaultMode::Once);
         assert!(sync.wait(&fs, second).is_err());
         // The first change was covered by the failed fsync: it must not be
         // reported durable by a later fsync that happens to succeed.
         assert!(sync.wait(&fs, first).is_err());
-        assert_eq!(faults.calls(), 1);
+        assert_eq!(faults.calls(), 2);
         let third = sync.ticket();
         sync.wait(&fs, third).unwrap();
     }

@@ -1,7 +1,6 @@
 //! Where things live inside a store directory (see FORMAT.md).
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::id::TaskId;
@@ -32,72 +31,40 @@ impl Area {
             Area::Done => "done",
         }
     }
-}
 
-/// The paths of one store directory.
-#[derive(Clone, Debug)]
-pub(crate) struct Layout {
-    pub root: PathBuf,
-    pub active: PathBuf,
-    pub done: PathBuf,
-    pub tmp: PathBuf,
-    pub quarantine: PathBuf,
-    pub locks: PathBuf,
-}
-
-impl Layout {
-    pub fn new(root: &Path) -> Layout {
-        Layout {
-            root: root.to_owned(),
-            active: root.join("active"),
-            done: root.join("done"),
-            tmp: root.join("tmp"),
-            quarantine: root.join("quarantine"),
-            locks: root.join("locks"),
+    /// Where a task lives: running tasks in `active/`, finished ones in `done/`.
+    pub fn of(task: &crate::task::Task) -> Area {
+        if task.is_terminal() {
+            Area::Done
+        } else {
+            Area::Active
         }
     }
+}
 
-    pub fn dirs(&self) -> [&Path; 5] {
-        [
-            &self.active,
-            &self.done,
-            &self.tmp,
-            &self.quarantine,
-            &self.locks,
-        ]
-    }
+/// The directories of a store, by name, in the order they are made.
+pub(crate) const DIRS: [&str; 5] = ["active", "done", "tmp", "quarantine", "locks"];
 
-    pub fn area(&self, area: Area) -> &Path {
-        match area {
-            Area::Active => &self.active,
-            Area::Done => &self.done,
-        }
-    }
+/// The file name of task `id`'s file: `<id>.json`.
+pub(crate) fn task_name(id: &TaskId) -> OsString {
+    let mut name = String::with_capacity(id.as_str().len() + TASK_SUFFIX.len());
+    name.push_str(id.as_str());
+    name.push_str(TASK_SUFFIX);
+    name.into()
+}
 
-    pub fn task(&self, area: Area, id: &TaskId) -> PathBuf {
-        let mut name = String::with_capacity(id.as_str().len() + TASK_SUFFIX.len());
-        name.push_str(id.as_str());
-        name.push_str(TASK_SUFFIX);
-        self.area(area).join(name)
-    }
+/// A fresh temp-file name for a write of task `id`: `<id>.<pid>.<seq>.tmp`.
+/// Unique among live writers on the host; a collision with a dead writer's
+/// leftover is caught by `create_new` and retried by the caller.
+pub(crate) fn temp_name(id: &TaskId) -> OsString {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{id}.{}.{seq}{TEMP_SUFFIX}", std::process::id()).into()
+}
 
-    /// A fresh temp-file name for a write of task `id`: `<id>.<pid>.<seq>.tmp`.
-    /// Unique among live writers on the host; a collision with a dead writer's
-    /// leftover is caught by `create_new` and retried by the caller.
-    pub fn temp(&self, id: &TaskId) -> PathBuf {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.tmp
-            .join(format!("{id}.{}.{seq}{TEMP_SUFFIX}", std::process::id()))
-    }
-
-    pub fn lock_file(&self, stripe: usize) -> PathBuf {
-        self.locks.join(format!("{stripe:02}.lock"))
-    }
-
-    pub fn marker(&self) -> PathBuf {
-        self.root.join(MARKER)
-    }
+/// The file name of lock stripe `stripe`.
+pub(crate) fn lock_name(stripe: usize) -> OsString {
+    format!("{stripe:02}.lock").into()
 }
 
 /// The task id of a task file name (`<id>.json`), or `None` for a foreign name.
@@ -132,13 +99,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let layout = Layout::new(Path::new("/s"));
         let id = TaskId::parse("a.b-c_1").unwrap();
-        let task = layout.task(Area::Done, &id);
-        assert_eq!(task, Path::new("/s/done/a.b-c_1.json"));
-        assert_eq!(task_file_id(task.file_name().unwrap()), Some(id.clone()));
-        let temp = layout.temp(&id);
-        assert_eq!(temp_file_id(temp.file_name().unwrap()), Some(id));
+        let task = task_name(&id);
+        assert_eq!(task, OsStr::new("a.b-c_1.json"));
+        assert_eq!(task_file_id(&task), Some(id.clone()));
+        let temp = temp_name(&id);
+        assert_eq!(temp_file_id(&temp), Some(id));
         assert_eq!(task_file_id(OsStr::new(".x.json")), None);
         assert_eq!(task_file_id(OsStr::new("x.txt")), None);
         assert_eq!(temp_file_id(OsStr::new("x.1.tmp")), None);

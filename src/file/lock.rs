@@ -2,27 +2,31 @@
 //! in-process mutex per stripe (an `flock` belongs to the open file
 //! description, so it cannot exclude threads that share this handle's file).
 
-use std::fs::{File, OpenOptions};
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::file::fs::Fs;
-use crate::file::layout::{Layout, STRIPES};
+use crate::file::fs::{Dir, Fs};
+use crate::file::layout::{STRIPES, lock_name};
 
 pub(crate) struct StripeLocks {
+    dir: Dir,
     stripes: Vec<Stripe>,
 }
 
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StripeLocks")
+            .field("dir", &self.dir.path())
             .field("stripes", &self.stripes.len())
             .finish()
     }
 }
 
 struct Stripe {
+    name: OsString,
     path: PathBuf,
     mutex: Mutex<()>,
     file: OnceLock<File>,
@@ -43,15 +47,18 @@ impl Drop for StripeGuard<'_> {
 }
 
 impl StripeLocks {
-    pub fn new(layout: &Layout) -> StripeLocks {
+    /// The stripes whose lock files live in `dir` (`locks/`).
+    pub fn new(dir: Dir) -> StripeLocks {
         StripeLocks {
             stripes: (0..STRIPES)
                 .map(|i| Stripe {
-                    path: layout.lock_file(i),
+                    name: lock_name(i),
+                    path: dir.join(lock_name(i)),
                     mutex: Mutex::new(()),
                     file: OnceLock::new(),
                 })
                 .collect(),
+            dir,
         }
     }
 
@@ -59,7 +66,7 @@ impl StripeLocks {
     pub fn lock(&self, fs: &Fs, stripe: usize) -> Result<StripeGuard<'_>> {
         let s = &self.stripes[stripe];
         let mutex = s.mutex.lock().unwrap_or_else(|e| e.into_inner());
-        let file = s.file()?;
+        let file = self.file(fs, s)?;
         fs.lock(file, &s.path)
             .map_err(|e| Error::io("lock", &s.path, e))?;
         Ok(StripeGuard {
@@ -76,7 +83,7 @@ impl StripeLocks {
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
-        let file = s.file()?;
+        let file = self.file(fs, s)?;
         let locked = fs
             .try_lock(file, &s.path)
             .map_err(|e| Error::io("lock", &s.path, e))?;
@@ -85,24 +92,16 @@ impl StripeLocks {
             _mutex: mutex,
         }))
     }
-}
 
-impl Stripe {
-    fn file(&self) -> Result<&File> {
-        if let Some(f) = self.file.get() {
+    /// The stripe's lock file, opened once per handle. Only the holder of
+    /// the stripe's mutex gets here, so no other file can win the race.
+    fn file<'a>(&self, fs: &Fs, s: &'a Stripe) -> Result<&'a File> {
+        if let Some(f) = s.file.get() {
             return Ok(f);
         }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let f = options
-            .open(&self.path)
-            .map_err(|e| Error::io("open lock file", &self.path, e))?;
-        // Only the holder of `mutex` gets here, so no other file can win the race.
-        Ok(self.file.get_or_init(|| f))
+        let f = fs
+            .open_lock_file(&self.dir, &s.name)
+            .map_err(|e| Error::io("open lock file", &s.path, e))?;
+        Ok(s.file.get_or_init(|| f))
     }
 }

@@ -2,17 +2,20 @@
 //!
 //! One JSON file per task; non-terminal tasks in `active/`, terminal ones in
 //! `done/`; every change under a striped inter-process lock; every write a
-//! temp file, fsync, rename and directory fsync. FORMAT.md has the layout.
-//! The backend knows nothing of the store's rules: it stores what it is
-//! given, where its status says, if the task on disk is still the version
-//! the rules read.
+//! temp file, fsync, rename and directory fsync; every name resolved from an
+//! open directory, never through a symlink. FORMAT.md has the layout and the
+//! protocol. The backend knows nothing of the store's rules: it stores what
+//! it is given, where its status says, if the task on disk is still the
+//! version the rules read.
 
 mod active_cache;
 mod codec;
+mod fault;
 mod fs;
 mod group;
 mod layout;
 mod lock;
+mod open;
 mod read;
 mod recovery;
 mod scan;
@@ -23,20 +26,21 @@ use std::path::{Path, PathBuf};
 use crate::backend::{
     Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Swap, is_current,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
 use crate::task::Task;
 
-pub use self::fs::FsOp;
 #[cfg(feature = "fault-injection")]
-pub use self::fs::{Fault, FaultInjector, FsEvent, Recorder};
+pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
+pub use self::fs::FsOp;
 
 use self::active_cache::ActiveCache;
-use self::fs::Fs;
+use self::fs::{Dir, Fs};
 use self::group::DirSync;
-use self::layout::{Area, Layout, stripe};
+use self::layout::{Area, stripe};
 use self::lock::StripeLocks;
+use self::recovery::Quarantine;
 
 /// When a write counts as done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,12 +51,14 @@ pub enum Durability {
     /// `Ok`, the change survives a process kill **and a power loss**.
     #[default]
     Immediate,
-    /// No fsync at all. A returned change survives the process crashing
-    /// (the kernel has it), but **not a power loss or kernel crash**: recent
-    /// changes may then be lost, and on file systems that do not order data
-    /// before renames a recently written task file may come back empty or
-    /// damaged (it is then set aside like any corrupt file). Readers in other
-    /// processes still never see a torn task.
+    /// No fsync of task files or their directories. A returned change
+    /// survives the process crashing (the kernel has it), but **not a power
+    /// loss or kernel crash**: recent changes may then be lost, and on file
+    /// systems that do not order data before renames a recently written task
+    /// file may come back empty or damaged (it is then set aside like any
+    /// corrupt file). Readers in other processes still never see a torn
+    /// task. (The store's marker and directories are made durable either
+    /// way: they are written once.)
     Eventual,
 }
 
@@ -66,12 +72,13 @@ pub type FileStore = Store<FileBackend>;
 /// ([`StoreBuilder`]) and those of the file backend.
 pub type FileStoreBuilder = StoreBuilder<FileOptions>;
 
-/// What the file backend needs to open: a directory, and how durable writes
-/// are.
+/// What the file backend needs to open: a directory, how durable writes
+/// are, and whether a directory that is not a store may become one.
 #[derive(Debug)]
 pub struct FileOptions {
     root: PathBuf,
     durability: Durability,
+    adopt_non_empty: bool,
     #[cfg(feature = "fault-injection")]
     faults: Option<FaultInjector>,
     #[cfg(feature = "fault-injection")]
@@ -81,12 +88,18 @@ pub struct FileOptions {
 /// The storage of a [`FileStore`]: task files in one directory.
 #[derive(Debug)]
 pub struct FileBackend {
-    layout: Layout,
-    active_dir: DirSync,
-    done_dir: DirSync,
+    root: PathBuf,
+    root_dir: Dir,
+    active: DirSync,
+    done: DirSync,
+    tmp: Dir,
+    quarantine: Quarantine,
     locks: StripeLocks,
     fs: Fs,
     durability: Durability,
+    /// The largest task file this handle reads: its payload cap plus the
+    /// envelope.
+    max_file_bytes: u64,
     active_cache: ActiveCache,
 }
 
@@ -94,6 +107,15 @@ impl StoreBuilder<FileOptions> {
     /// How durable a returned write is (default [`Durability::Immediate`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.options.durability = durability;
+        self
+    }
+
+    /// Lets `open` make a store in a directory that holds other files and
+    /// is not a store yet (no `taskstore.json`). Off by default: opening,
+    /// say, a home directory by mistake is refused rather than filled with
+    /// the store's folders.
+    pub fn create_in_non_empty_dir(mut self, allow: bool) -> Self {
+        self.options.adopt_non_empty = allow;
         self
     }
 
@@ -112,44 +134,26 @@ impl StoreBuilder<FileOptions> {
         self
     }
 
-    /// Opens the store, creating its directory if needed.
+    /// Opens the store, creating it if its directory is missing or empty.
     ///
-    /// Opening reads no task file: it checks the layout and the format
-    /// marker and removes temp files left by crashed writers, at a cost that
-    /// does not grow with the number of tasks.
+    /// Opening reads no task file. It checks the layout and the format
+    /// marker, removes temp files left by crashed writers, and resolves the
+    /// copies a power loss may have left of a task in both `active/` and
+    /// `done/` (one `stat` per running task): its cost follows the number of
+    /// running tasks, never history.
     ///
     /// # Errors
     ///
-    /// [`Error::UnsupportedFormat`] for a store written by a newer format,
-    /// [`Error::InvalidStore`] if a store directory is a symlink or a file,
-    /// [`Error::Io`] if the directory cannot be created or read,
-    /// [`Error::InvalidConfig`] for invalid settings.
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
+    /// store written by a newer format, [`Error::InvalidStore`](crate::Error::InvalidStore)
+    /// if the directory holds other files and is not a store (see
+    /// [`create_in_non_empty_dir`](Self::create_in_non_empty_dir)), or if a
+    /// store directory is a symlink or a file, [`Error::Io`](crate::Error::Io)
+    /// if the directory cannot be created or read,
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for invalid
+    /// settings.
     pub fn open(self) -> Result<FileStore> {
-        let options = &self.options;
-        #[cfg(feature = "fault-injection")]
-        let fs = Fs::with_faults(options.faults.clone()).recording(options.recorder.clone());
-        #[cfg(not(feature = "fault-injection"))]
-        let fs = Fs::default();
-        let layout = Layout::new(&options.root);
-        recovery::prepare_dirs(&fs, &layout, options.durability)?;
-        let open_dir = |path: &Path| {
-            fs::open_read(path)
-                .map(|dir| DirSync::new(dir, path))
-                .map_err(|e| Error::io("open directory", path, e))
-        };
-        let backend = FileBackend {
-            active_dir: open_dir(&layout.active)?,
-            done_dir: open_dir(&layout.done)?,
-            locks: StripeLocks::new(&layout),
-            layout,
-            fs,
-            durability: options.durability,
-            active_cache: ActiveCache::default(),
-        };
-        recovery::ensure_marker(&backend)?;
-        // Crash leftovers: dead writers' temp files. Only names in `tmp/` are
-        // read, never a task file.
-        recovery::clean_temp_files(&backend)?;
+        let backend = open::open(&self.options, self.settings.limits.max_payload_bytes)?;
         self.finish(backend)
     }
 }
@@ -165,6 +169,7 @@ impl Store<FileBackend> {
         StoreBuilder::with_options(FileOptions {
             root: root.as_ref().to_owned(),
             durability: Durability::default(),
+            adopt_non_empty: false,
             #[cfg(feature = "fault-injection")]
             faults: None,
             #[cfg(feature = "fault-injection")]
@@ -174,7 +179,7 @@ impl Store<FileBackend> {
 
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.backend().layout.root
+        self.backend().path()
     }
 
     /// The durability this handle writes with.
@@ -186,7 +191,20 @@ impl Store<FileBackend> {
 impl FileBackend {
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.layout.root
+        &self.root
+    }
+
+    /// The open directory of `area`.
+    fn area(&self, area: Area) -> &DirSync {
+        match area {
+            Area::Active => &self.active,
+            Area::Done => &self.done,
+        }
+    }
+
+    /// The open directory of `area`, to resolve names in.
+    fn dir(&self, area: Area) -> &Dir {
+        self.area(area).dir()
     }
 }
 
@@ -195,9 +213,18 @@ impl FileBackend {
 struct Found {
     task: Task,
     area: Area,
-    /// An older copy of the same task in the other area, left by a power
-    /// loss in the middle of a terminal move: the caller removes it.
-    stale: Option<Area>,
+    /// Another copy of the task, in the other area, that the read rule
+    /// overrules: left by a power loss in the middle of a terminal move. The
+    /// next write of the task removes it (sets it aside if it is damaged).
+    stale: Option<Stale>,
+}
+
+/// A copy of a task that the read rule overrules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stale {
+    area: Area,
+    /// Whether it reads as a task (else it is set aside, not removed).
+    readable: bool,
 }
 
 impl Backend for FileBackend {
@@ -214,7 +241,7 @@ impl Backend for FileBackend {
         if let Some(found) = self.find(id)? {
             return Ok(Insert::Exists(found.task));
         }
-        self.write(area_of(record.task()), record)?;
+        self.write(Area::of(record.task()), record)?;
         Ok(Insert::Done)
     }
 
@@ -267,14 +294,5 @@ impl Backend for FileBackend {
 
     fn clean_up(&self) -> Result<usize> {
         Ok(recovery::clean_temp_files(self)? + self.finish_moves()?)
-    }
-}
-
-/// Where a task lives: running tasks in `active/`, finished ones in `done/`.
-fn area_of(task: &Task) -> Area {
-    if task.is_terminal() {
-        Area::Done
-    } else {
-        Area::Active
     }
 }

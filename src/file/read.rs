@@ -1,42 +1,102 @@
 //! Reading task files, and the read rule: which copy of a task is the task.
 
-use std::io::{self, Read};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::io;
 
 use crate::error::{Error, Result};
-use crate::file::layout::Area;
-use crate::file::{FileBackend, Found, codec, fs};
+use crate::file::fs::{Dir, is_symlink_refusal};
+use crate::file::layout::{Area, task_name};
+use crate::file::{FileBackend, Found, Stale, codec};
 use crate::id::TaskId;
 use crate::task::Task;
 
-/// Bigger than any task file this crate writes (a task is capped well below).
-pub(super) const MAX_FILE_BYTES: usize = 1 << 30;
-
 impl FileBackend {
-    /// Reads one task file: `Ok(None)` if there is none.
+    /// Reads task `id`'s file in `area`: `Ok(None)` if there is none.
     pub(super) fn read(&self, area: Area, id: &TaskId) -> Result<Option<Task>> {
-        let path = self.layout.task(area, id);
-        read_task_file(&path, id)
+        self.read_task(self.dir(area), &task_name(id), id)
+    }
+
+    /// Reads and decodes the task file `name` in `dir`, which must hold task
+    /// `id`. A missing file is `Ok(None)`; a symlink, directory, FIFO or
+    /// undecodable file is [`Error::Corrupt`]; a file larger than any task
+    /// this handle reads is [`Error::FileTooLarge`], refused before it is read.
+    pub(super) fn read_task(&self, dir: &Dir, name: &OsStr, id: &TaskId) -> Result<Option<Task>> {
+        self.read_bytes(dir, name)?
+            .map(|bytes| codec::unwrap(&bytes, &dir.join(name), id))
+            .transpose()
+    }
+
+    /// The bytes of the file `name` in `dir`, `Ok(None)` if there is none
+    /// (see [`read_task`](Self::read_task)).
+    ///
+    /// This is the hot path of `get`: open, `fstat`, read, close.
+    pub(super) fn read_bytes(&self, dir: &Dir, name: &OsStr) -> Result<Option<Vec<u8>>> {
+        let mut file = match self.fs.open_read(dir, name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_symlink_refusal(&e) => {
+                return Err(Error::corrupt(dir.join(name), "is a symlink"));
+            }
+            Err(e) => return Err(Error::io("open", dir.join(name), e)),
+        };
+        let path = dir.join(name);
+        match self.fs.read_to_end(&mut file, &path, self.max_file_bytes) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                Err(Error::corrupt(path, "is a directory"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                Err(Error::corrupt(path, "is not a regular file"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                let too_large = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<crate::file::fs::TooLarge>());
+                let (size, limit) =
+                    too_large.map_or((0, self.max_file_bytes), |t| (t.size, t.limit));
+                Err(Error::FileTooLarge { path, size, limit })
+            }
+            Err(e) => Err(Error::io("read", path, e)),
+        }
     }
 
     /// Finds a task, whatever its expiry, by the read rule.
     ///
-    /// `active/` is read first: a terminal move renames the file from
-    /// `active/` to `done/` in one step, so a task missing from `active/` is
-    /// in `done/` if it exists at all. A running task in `active/` is looked
-    /// for in `done/` too: a power loss in the middle of a terminal move can
-    /// leave the old running copy beside the terminal one, and a terminal
-    /// version anywhere is final ([`newer`]).
+    /// `active/` is read first: a terminal move gives the task its name in
+    /// `done/` before it takes the one in `active/` away, so a task missing
+    /// from `active/` is in `done/` if it exists at all. A running task in
+    /// `active/` is looked for in `done/` too: a power loss in the middle of
+    /// a terminal move can leave the old running copy (or a damaged one)
+    /// beside the terminal one, and a terminal version anywhere is final
+    /// ([`newer`]).
     pub(super) fn find(&self, id: &TaskId) -> Result<Option<Found>> {
-        let Some(active) = self.read(Area::Active, id)? else {
-            return Ok(self.read(Area::Done, id)?.map(|task| Found {
-                task,
-                area: Area::Done,
-                stale: None,
-            }));
+        let active = match self.read(Area::Active, id) {
+            Ok(Some(active)) => active,
+            Ok(None) => {
+                return Ok(self.read(Area::Done, id)?.map(|task| Found {
+                    task,
+                    area: Area::Done,
+                    stale: None,
+                }));
+            }
+            // A damaged running copy yields to a terminal one.
+            Err(e @ Error::Corrupt { .. }) => {
+                return match self.read(Area::Done, id)? {
+                    Some(task) => Ok(Some(Found {
+                        task,
+                        area: Area::Done,
+                        stale: Some(Stale {
+                            area: Area::Active,
+                            readable: false,
+                        }),
+                    })),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
         };
         if active.is_terminal() {
-            // An interrupted move: final all the same.
+            // An interrupted move (or one under way): final all the same.
             return Ok(Some(Found {
                 task: active,
                 area: Area::Active,
@@ -44,33 +104,50 @@ impl FileBackend {
             }));
         }
         let done = match self.read(Area::Done, id) {
-            Ok(done) => done,
-            // A damaged copy cannot outrank a readable one; the stale-copy
-            // check at open and `verify` report it.
-            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
-                tracing::warn!(task = %id, error = %e, "ignoring an unreadable second copy of a running task");
-                None
-            }
+            Ok(Some(done)) => Copy::Readable(done),
+            Ok(None) => Copy::Missing,
+            // A damaged copy cannot outrank a readable one.
+            Err(Error::Corrupt { .. }) => Copy::Damaged,
             Err(e) => return Err(e),
         };
-        Ok(Some(match done {
-            Some(done) if newer(&done, &active) => Found {
-                task: done,
-                area: Area::Done,
-                stale: Some(Area::Active),
-            },
-            Some(_) => Found {
-                task: active,
-                area: Area::Active,
-                stale: Some(Area::Done),
-            },
-            None => Found {
-                task: active,
-                area: Area::Active,
-                stale: None,
-            },
-        }))
+        let (task, area, stale) = match done {
+            Copy::Readable(done) if newer(&done, &active) => (
+                done,
+                Area::Done,
+                Some(Stale {
+                    area: Area::Active,
+                    readable: true,
+                }),
+            ),
+            Copy::Readable(_) => (
+                active,
+                Area::Active,
+                Some(Stale {
+                    area: Area::Done,
+                    readable: true,
+                }),
+            ),
+            Copy::Damaged => (
+                active,
+                Area::Active,
+                Some(Stale {
+                    area: Area::Done,
+                    readable: false,
+                }),
+            ),
+            Copy::Missing => (active, Area::Active, None),
+        };
+        Ok(Some(Found { task, area, stale }))
     }
+}
+
+/// The second copy of a task, as `find` met it (short-lived: a task by
+/// value costs nothing next to the read that made it).
+#[allow(clippy::large_enum_variant)]
+enum Copy {
+    Missing,
+    Readable(Task),
+    Damaged,
 }
 
 /// Whether copy `a` of a task outranks copy `b`: a later incarnation
@@ -78,49 +155,4 @@ impl FileBackend {
 /// higher revision.
 pub(super) fn newer(a: &Task, b: &Task) -> bool {
     (a.created_at, a.is_terminal(), a.revision) > (b.created_at, b.is_terminal(), b.revision)
-}
-
-/// Reads and decodes one task file. A missing file is `Ok(None)`; a symlink,
-/// directory, FIFO or undecodable file is [`Error::Corrupt`].
-///
-/// This is the hot path of `get`: open, read until end of file, close. The
-/// file's type needs no `fstat`: a directory fails the read, a FIFO reads
-/// empty, and nothing longer than any task file could be is read.
-pub(super) fn read_task_file(path: &Path, id: &TaskId) -> Result<Option<Task>> {
-    read_file(path)?
-        .map(|bytes| codec::unwrap(&bytes, path, id))
-        .transpose()
-}
-
-/// The bytes of the task file at `path`, `Ok(None)` if there is none (see
-/// [`read_task_file`]).
-pub(super) fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    let mut file = match fs::open_read(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if fs::is_symlink_refusal(&e) => {
-            return Err(Error::corrupt(path, "is a symlink"));
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let mut bytes = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                return Err(Error::corrupt(path, "is a directory"));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(Error::corrupt(path, "is not a regular file"));
-            }
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
-        if bytes.len() > MAX_FILE_BYTES {
-            return Err(Error::corrupt(path, "larger than any task file"));
-        }
-    }
-    Ok(Some(bytes))
 }

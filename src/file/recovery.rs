@@ -1,278 +1,241 @@
-//! Opening, cleaning up after crashed writers, and quarantine.
+//! Cleaning up after crashed writers, and setting unreadable files aside in
+//! a bounded quarantine.
 
-use std::ffi::OsString;
-use std::fs::DirEntry;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use time::OffsetDateTime;
 
 use crate::backend::{SkipAction, Skipped};
 use crate::error::{Error, Result};
-use crate::file::fs::{self, Fs};
-use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
-use crate::file::read::read_task_file;
-use crate::file::{Durability, FileBackend};
+use crate::file::FileBackend;
+use crate::file::fs::{Dir, Fs, is_read_only};
+use crate::file::layout::{self, Area, stripe, task_name};
 use crate::id::TaskId;
 
-/// Creates the store directory and its areas (mode `0700`), refusing
-/// symlinks and files where a directory belongs. A newly created store
-/// directory is made durable in its parent under `Durability::Immediate`
-/// (the areas are, by the fsync that follows the marker's creation).
-pub(super) fn prepare_dirs(fs: &Fs, layout: &Layout, durability: Durability) -> Result<()> {
-    let root = &layout.root;
-    match std::fs::metadata(root) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(invalid(root, "not a directory")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("create directory", parent, e))?;
-            }
-            create_dir(fs, root)?;
-            if durability == Durability::Immediate
-                && let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
-            {
-                sync_dir_at(fs, parent)?;
-            }
-        }
-        Err(e) => return Err(Error::io("stat", root, e)),
-    }
-    for dir in layout.dirs() {
-        match std::fs::symlink_metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(invalid(dir, "is a symlink; the store follows none"));
-            }
-            Ok(_) => return Err(invalid(dir, "not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir(fs, dir)?,
-            Err(e) => return Err(Error::io("stat", dir, e)),
+/// At most this many files are kept in `quarantine/`; once it is full,
+/// unreadable files are left where they are (and still reported).
+pub(crate) const MAX_QUARANTINED: usize = 1_000;
+
+/// The quarantine area, and how full this handle believes it is.
+#[derive(Debug)]
+pub(crate) struct Quarantine {
+    dir: Dir,
+    /// Files in `quarantine/`, counted at open and on every move in; other
+    /// processes may add some, so a full count is checked again on disk.
+    count: AtomicUsize,
+}
+
+/// What became of a file to be set aside.
+enum Moved {
+    Aside,
+    Gone,
+    Full,
+}
+
+impl Quarantine {
+    pub(crate) fn new(fs: &Fs, dir: Dir) -> Quarantine {
+        let count = fs.read_dir(&dir).map_or(0, |names| names.len());
+        Quarantine {
+            dir,
+            count: AtomicUsize::new(count),
         }
     }
-    Ok(())
-}
 
-fn create_dir(fs: &Fs, dir: &Path) -> Result<()> {
-    match fs.create_dir(dir) {
-        Ok(()) => Ok(()),
-        // Another process created it first.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(Error::io("create directory", dir, e)),
-    }
-}
-
-fn invalid(path: &Path, reason: &str) -> Error {
-    Error::InvalidStore {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct Marker {
-    format: u64,
-}
-
-/// Checks the store's format marker, writing it on first open.
-pub(super) fn ensure_marker(store: &FileBackend) -> Result<()> {
-    let path = store.layout.marker();
-    if let Some(format) = read_marker(&path)? {
-        return check_format(&path, format);
-    }
-    // The marker's temp file is named like a task's, for the id below, so
-    // the temp-file cleanup takes the same stripe lock this write holds.
-    let id = TaskId::parse(layout::MARKER).expect("the marker name is a valid id");
-    let _guard = store.locks.lock(&store.fs, stripe(&id))?;
-    if let Some(format) = read_marker(&path)? {
-        return check_format(&path, format);
-    }
-    let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
-    store.replace_file(&id, &path, bytes.as_bytes())?;
-    if store.durability == Durability::Immediate {
-        sync_dir_at(&store.fs, &store.layout.root)?;
-    }
-    Ok(())
-}
-
-/// Fsyncs the directory at `dir` (one not kept open by the store).
-fn sync_dir_at(fs: &Fs, dir: &Path) -> Result<()> {
-    let handle = fs::open_read(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    fs.sync_dir(&handle, dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
-
-fn read_marker(path: &Path) -> Result<Option<u64>> {
-    let mut bytes = Vec::new();
-    match fs::open_read(path).and_then(|mut f| io::Read::read_to_end(&mut f, &mut bytes)) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if fs::is_symlink_refusal(&e) => {
-            return Err(invalid(
-                path,
-                "the store marker is a symlink; the store follows none",
-            ));
+    /// Moves `name` from `from` into the quarantine, as
+    /// `<label>.<unix nanos>.<pid>.<seq>.<name>`, unless it is full.
+    fn move_in(&self, fs: &Fs, from: &Dir, name: &OsStr, label: &str) -> io::Result<Moved> {
+        if self.count.load(Ordering::Relaxed) >= MAX_QUARANTINED {
+            let on_disk = fs.read_dir(&self.dir)?.len();
+            self.count.store(on_disk, Ordering::Relaxed);
+            if on_disk >= MAX_QUARANTINED {
+                return Ok(Moved::Full);
+            }
         }
-        Err(e) => return Err(Error::io("read", path, e)),
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let mut target = OsString::from(format!(
+            "{label}.{}.{}.{}.",
+            OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        target.push(name);
+        match fs.rename(from, name, &self.dir, &target) {
+            Ok(()) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(Moved::Aside)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Gone),
+            Err(e) => Err(e),
+        }
     }
-    let marker: Marker = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(path, &format!("unreadable store marker: {e}")))?;
-    Ok(Some(marker.format))
-}
-
-fn check_format(path: &Path, found: u64) -> Result<()> {
-    if found > FORMAT_VERSION {
-        return Err(Error::UnsupportedFormat {
-            path: path.to_owned(),
-            found,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(())
 }
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
 /// lock from creating its temp file until the rename, so a temp file whose
-/// stripe is free belongs to no one.
+/// stripe is free belongs to no one. Anything else in `tmp/` is set aside.
+/// One entry that cannot be removed never stops the others.
 pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
-    let dir = &store.layout.tmp;
+    let dir = &store.tmp;
+    let names = store
+        .fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir.path(), e))?;
     let mut removed = 0;
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        let name = entry.file_name();
+    for name in names {
+        let path = dir.join(&name);
         let Some(id) = layout::temp_file_id(&name) else {
-            set_aside(
-                store,
-                "tmp",
-                &entry.path(),
-                &name,
-                "not a temp file of this store",
-            )?;
+            set_aside_name(store, dir, &name, "tmp", "not a temp file of this store");
             continue;
         };
-        let Some(_guard) = store.locks.try_lock(&store.fs, stripe(&id))? else {
-            continue;
+        let guard = match store.locks.try_lock(&store.fs, stripe(&id)) {
+            Ok(Some(guard)) => guard,
+            // Its writer is alive.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot lock a temp file's stripe; left for later");
+                continue;
+            }
         };
-        let path = entry.path();
-        match store.fs.remove_file(&path) {
+        match store.fs.remove(dir, &name) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &path, e)),
+            // A directory named like a temp file, say.
+            Err(e)
+                if e.kind() == io::ErrorKind::IsADirectory
+                    || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
+            {
+                drop(guard);
+                set_aside_name(store, dir, &name, "tmp", "not a temp file of this store");
+            }
+            Err(e) if is_read_only(&e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a temp file (read-only store)");
+                break;
+            }
+            Err(e) => return Err(Error::io("remove", path, e)),
         }
     }
     if removed > 0 {
-        tracing::info!(store = %store.layout.root.display(), removed, "removed temp files left by crashed writers");
+        tracing::info!(store = %store.root.display(), removed, "removed temp files left by crashed writers");
     }
     Ok(removed)
 }
 
-/// The task files in `area` by id; foreign names are set aside.
-pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Vec<(TaskId, DirEntry)>> {
-    let dir = store.layout.area(area);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        let name = entry.file_name();
+/// The task files of an area (id and file name), and what else was there.
+pub(super) type Entries = (Vec<(TaskId, OsString)>, Vec<Skipped>);
+
+/// The task files in `area` by id. Names that are not task file names are
+/// set aside and reported.
+pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Entries> {
+    let dir = store.dir(area);
+    let names = store
+        .fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir.path(), e))?;
+    let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
+    for name in names {
         match layout::task_file_id(&name) {
-            Some(id) => out.push((id, entry)),
-            None => set_aside(
-                store,
-                area.name(),
-                &entry.path(),
-                &name,
-                "not a task file name",
-            )?,
+            Some(id) => tasks.push((id, name)),
+            None => {
+                let action = set_aside_name(store, dir, &name, area.name(), "not a task file name");
+                skipped.push(Skipped::new(
+                    None,
+                    dir.join(&name).display().to_string(),
+                    "not a task file name",
+                    action,
+                ));
+            }
         }
     }
-    Ok(out)
+    Ok((tasks, skipped))
 }
 
-/// Reports a task file that failed to read as `err`, setting it aside in
-/// `quarantine/` if it is corrupt and still fails under its lock. A file
-/// that cannot be read for now (an I/O error) or is of a newer format is
-/// left in place: it may be readable later, or by a newer `taskstore`.
-pub(super) fn set_aside_task(
+/// Sets the foreign entry `name` in `dir` aside, if the quarantine has room
+/// and the store can be written; reports what became of it.
+fn set_aside_name(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    label: &str,
+    why: &str,
+) -> SkipAction {
+    let path = dir.join(name);
+    match store.quarantine.move_in(&store.fs, dir, name, label) {
+        Ok(Moved::Aside) => {
+            tracing::warn!(file = %path.display(), reason = why, "set aside a file that is not a readable task");
+            SkipAction::SetAside
+        }
+        Ok(Moved::Gone) => SkipAction::LeftInPlace,
+        Ok(Moved::Full) => {
+            tracing::warn!(file = %path.display(), reason = why, "quarantine full: left an unreadable file in place");
+            SkipAction::LeftInPlace
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), reason = why, error = %e, "could not set aside an unreadable file");
+            SkipAction::LeftInPlace
+        }
+    }
+}
+
+/// Reports task `id`'s file in `area`, which failed to read as `err`,
+/// setting it aside if it is corrupt and still is under its lock.
+///
+/// A file that cannot be read for now (an I/O error), is of a newer format,
+/// or is larger than this handle reads is left in place: it may be
+/// readable later, or by a newer `taskstore`, or by a handle with a larger
+/// cap. So is a corrupt file the store cannot move (read-only, or the
+/// quarantine is full). Never an error: one bad file never fails a pass.
+pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: Error) -> Skipped {
+    let path = store.dir(area).join(task_name(id));
+    let report = |reason: String, action| {
+        Skipped::new(Some(id.clone()), path.display().to_string(), reason, action)
+    };
+    if !matches!(err, Error::Corrupt { .. }) {
+        return report(err.to_string(), SkipAction::LeftInPlace);
+    }
+    let guard = match store.locks.lock(&store.fs, stripe(id)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            return report(
+                format!("{err}; not set aside: {e}"),
+                SkipAction::LeftInPlace,
+            );
+        }
+    };
+    let result = match store.read(area, id) {
+        Err(e @ Error::Corrupt { .. }) => match set_aside_locked(store, area, id, &e.to_string()) {
+            Ok(true) => report(e.to_string(), SkipAction::SetAside),
+            Ok(false) => report(e.to_string(), SkipAction::LeftInPlace),
+            Err(move_error) => report(
+                format!("{e}; not set aside: {move_error}"),
+                SkipAction::LeftInPlace,
+            ),
+        },
+        Err(e) => report(e.to_string(), SkipAction::LeftInPlace),
+        // Repaired or removed meanwhile.
+        Ok(_) => report(err.to_string(), SkipAction::LeftInPlace),
+    };
+    drop(guard);
+    result
+}
+
+/// Sets task `id`'s file in `area` aside; the caller holds its stripe lock.
+/// `Ok(false)` if it is gone, or the quarantine is full.
+pub(super) fn set_aside_locked(
     store: &FileBackend,
     area: Area,
     id: &TaskId,
-    err: Error,
-) -> Result<Skipped> {
-    let path = store.layout.task(area, id);
-    let left = |err: &Error| {
-        Skipped::new(
-            Some(id.clone()),
-            path.display().to_string(),
-            err.to_string(),
-            SkipAction::LeftInPlace,
-        )
-    };
-    match err {
-        Error::Corrupt { .. } => {}
-        Error::UnsupportedFormat { .. } | Error::Io { .. } => return Ok(left(&err)),
-        other => return Err(other),
-    }
-    let _guard = store.locks.lock(&store.fs, stripe(id))?;
-    match read_task_file(&path, id) {
-        Err(e @ Error::Corrupt { .. }) => {
-            let name = path.file_name().map(OsString::from).unwrap_or_default();
-            match move_aside(store, area.name(), &path, &name) {
-                Ok(Some(target)) => {
-                    tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = %e, "set aside a file that is not a readable task");
-                    Ok(Skipped::new(
-                        Some(id.clone()),
-                        path.display().to_string(),
-                        e.to_string(),
-                        SkipAction::SetAside,
-                    ))
-                }
-                Ok(None) => Ok(left(&e)),
-                // A read-only store, say: leave it, report it.
-                Err(move_error) => Ok(left(&Error::corrupt(
-                    &path,
-                    format!("{e}; not set aside: {move_error}"),
-                ))),
-            }
-        }
-        Err(e) => Ok(left(&e)),
-        // Repaired or removed meanwhile: nothing to report.
-        Ok(_) => Ok(left(&err)),
-    }
-}
-
-/// Moves `path` into the quarantine area, never deleting it, and reports it.
-/// The caller holds no lock.
-fn set_aside(
-    store: &FileBackend,
-    area: &str,
-    path: &Path,
-    name: &OsString,
     why: &str,
-) -> Result<()> {
-    if let Some(target) = move_aside(store, area, path, name)? {
-        tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
-    }
-    Ok(())
-}
-
-/// Moves `path` into the quarantine area; `None` if it was gone already.
-fn move_aside(
-    store: &FileBackend,
-    area: &str,
-    path: &Path,
-    name: &OsString,
-) -> Result<Option<PathBuf>> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut target = OsString::from(format!(
-        "{area}.{}.{}.{}.",
-        OffsetDateTime::now_utc().unix_timestamp_nanos(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    target.push(name);
-    let target = store.layout.quarantine.join(target);
-    match store.fs.rename(path, &target) {
-        Ok(()) => Ok(Some(target)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("set aside", path, e)),
+) -> Result<bool> {
+    let dir = store.dir(area);
+    let name = task_name(id);
+    match store.quarantine.move_in(&store.fs, dir, &name, area.name()) {
+        Ok(Moved::Aside) => {
+            tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
+            Ok(true)
+        }
+        Ok(Moved::Gone | Moved::Full) => Ok(false),
+        Err(e) => Err(Error::io("set aside", dir.join(&name), e)),
     }
 }

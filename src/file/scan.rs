@@ -2,7 +2,6 @@
 //! from `done/`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::DirEntry;
 use std::io;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use crate::backend::{Scan, Scanned, Scope, Skipped};
 use crate::error::Result;
 use crate::file::active_cache::{ActiveCache, Entry, Stamp};
 use crate::file::layout::Area;
-use crate::file::read::{newer, read_file, read_task_file};
+use crate::file::read::newer;
 use crate::file::{FileBackend, codec, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
@@ -23,13 +22,15 @@ impl FileBackend {
         let mut picked: Vec<&Task> = Vec::new();
         let mut history: HashMap<TaskId, Task> = HashMap::new();
         if scan.scope == Scope::All {
-            for (id, entry) in recovery::entries(self, Area::Done)? {
-                match read_task_file(&entry.path(), &id) {
+            let (names, foreign) = recovery::entries(self, Area::Done)?;
+            skipped.extend(foreign);
+            for (id, name) in names {
+                match self.read_task(self.dir(Area::Done), &name, &id) {
                     Ok(Some(task)) => {
                         history.insert(id, task);
                     }
                     Ok(None) => {} // removed since the directory was read
-                    Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)?),
+                    Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
                 }
             }
             // A task in both areas (a terminal move under way, or one a power
@@ -67,23 +68,24 @@ impl FileBackend {
     /// provably unchanged are read (see `active_cache`).
     pub(super) fn active_tasks(&self) -> Result<(Arc<[Entry]>, Vec<Skipped>)> {
         let before = ActiveCache::clock();
-        let (status, dir) = ActiveCache::observe(&self.layout.active, before)?;
+        let active = self.dir(Area::Active);
+        let (status, dir) = ActiveCache::observe(&self.fs, active, before)?;
         if let Some(entries) = self.active_cache.get(dir) {
             return Ok((entries, Vec::new()));
         }
-        let listed = self.list_active_files(status)?;
+        let (listed, mut skipped) = self.list_active_files(status)?;
         let last = self.active_cache.last();
         let known: HashMap<&TaskId, &Entry> = last
             .iter()
             .flat_map(|entries| entries.iter())
             .map(|e| (&e.task.id, e))
             .collect();
-        let (mut entries, mut skipped) = (Vec::new(), Vec::new());
-        for (id, dir_entry) in listed {
+        let mut entries = Vec::new();
+        for (id, name) in listed {
             // The file's status before any read: the bytes read are at
             // least as new.
-            let stamp = match dir_entry.metadata() {
-                Ok(meta) => Stamp::settled(&meta, before),
+            let stamp = match self.fs.stat(active, &name) {
+                Ok(status) => Stamp::settled(&status, before),
                 // Removed since the directory was read.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 // The read below reports it.
@@ -97,8 +99,8 @@ impl FileBackend {
                 entries.push((*old).clone());
                 continue;
             }
-            let path = dir_entry.path();
-            let read = read_file(&path).and_then(|read| {
+            let path = active.join(&name);
+            let read = self.read_bytes(active, &name).and_then(|read| {
                 read.map(|bytes| {
                     codec::unwrap(&bytes, &path, &id).map(|task| Entry {
                         stamp,
@@ -112,7 +114,7 @@ impl FileBackend {
                 Ok(Some(entry)) => entries.push(entry),
                 // Removed since the directory was read.
                 Ok(None) => {}
-                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Active, &id, e)?),
+                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Active, &id, e)),
             }
         }
         let bytes = entries.iter().map(|e| e.bytes).sum();
@@ -134,23 +136,25 @@ impl FileBackend {
     /// during a pass, it is read again and the passes' names are joined (a
     /// name gone by then reads as removed). Bounded: a task renamed over
     /// during every pass can still be missed.
-    fn list_active_files(&self, mut status: Option<Stamp>) -> Result<Vec<(TaskId, DirEntry)>> {
+    fn list_active_files(&self, mut status: Option<Stamp>) -> Result<recovery::Entries> {
         const PASSES: usize = 4;
-        let dir = &self.layout.active;
-        let mut listed = recovery::entries(self, Area::Active)?;
+        let dir = self.dir(Area::Active);
+        let (mut listed, mut skipped) = recovery::entries(self, Area::Active)?;
         for _ in 1..PASSES {
-            let (now, _) = ActiveCache::observe(dir, ActiveCache::clock())?;
+            let (now, _) = ActiveCache::observe(&self.fs, dir, ActiveCache::clock())?;
             if now.is_none() || now == status {
                 break;
             }
             status = now;
             let mut seen: HashSet<TaskId> = listed.iter().map(|(id, _)| id.clone()).collect();
-            for (id, entry) in recovery::entries(self, Area::Active)? {
+            let (more, foreign) = recovery::entries(self, Area::Active)?;
+            skipped.extend(foreign);
+            for (id, name) in more {
                 if seen.insert(id.clone()) {
-                    listed.push((id, entry));
+                    listed.push((id, name));
                 }
             }
         }
-        Ok(listed)
+        Ok((listed, skipped))
     }
 }

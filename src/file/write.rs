@@ -2,167 +2,193 @@
 //! moves; removals. Every function here is called with the task's stripe
 //! lock held.
 
-use std::fs::File;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::{Path, PathBuf};
 
 use crate::backend::Record;
 use crate::error::{Error, Result};
-use crate::file::layout::{Area, stripe};
-use crate::file::{Durability, FileBackend, Found, area_of, codec};
+use crate::file::fs::Dir;
+use crate::file::layout::{Area, stripe, task_name, temp_name};
+use crate::file::{Durability, FileBackend, Found, codec, recovery};
 use crate::id::TaskId;
 
 impl FileBackend {
     /// Writes `record` into `area` atomically and durably: temp file,
     /// (fsync), rename, (fsync directory).
     pub(super) fn write(&self, area: Area, record: &Record) -> Result<()> {
-        self.write_file(area, record)?;
-        self.sync_area(area)
+        self.put(area, record)?;
+        self.sync(area)
     }
 
-    /// Writes `record` into `area` atomically, without the directory fsync:
-    /// after a power loss the write may be undone, never torn.
-    pub(super) fn write_file(&self, area: Area, record: &Record) -> Result<()> {
+    /// Writes `record` into `area` atomically, without the directory fsync.
+    fn put(&self, area: Area, record: &Record) -> Result<()> {
         let id = &record.task().id;
-        self.replace_file(id, &self.layout.task(area, id), &codec::wrap(record.json()))
+        let bytes = codec::wrap(record.json());
+        self.replace_file(id, self.dir(area), &task_name(id), &bytes, self.durability)
     }
 
-    /// Puts `bytes` at `dest` atomically: a temp file named for `id` (so
-    /// cleanup takes the stripe lock the caller holds), written, fsynced
-    /// under `Immediate`, renamed over `dest`. No directory fsync.
-    pub(super) fn replace_file(&self, id: &TaskId, dest: &Path, bytes: &[u8]) -> Result<()> {
+    /// Puts `bytes` at `name` in `dir` atomically: a temp file named for
+    /// `id` (so cleanup takes the stripe lock the caller holds), written,
+    /// fsynced under `Immediate`, renamed over `name`. No directory fsync.
+    pub(super) fn replace_file(
+        &self,
+        id: &TaskId,
+        dir: &Dir,
+        name: &OsStr,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
         let (mut file, temp) = self.create_temp(id)?;
+        let temp_path = self.tmp.join(&temp);
         let written = self
             .fs
-            .write_all(&mut file, &temp, bytes)
-            .map_err(|e| Error::io("write", &temp, e))
-            .and_then(|()| self.sync_file(&file, &temp))
+            .write_all(&mut file, &temp_path, bytes)
+            .map_err(|e| Error::io("write", &temp_path, e))
+            .and_then(|()| match durability {
+                Durability::Immediate => self
+                    .fs
+                    .sync_file(&file, &temp_path)
+                    .map_err(|e| Error::io("fsync", &temp_path, e)),
+                Durability::Eventual => Ok(()),
+            })
             .and_then(|()| {
                 drop(file);
                 self.fs
-                    .rename(&temp, dest)
-                    .map_err(|e| Error::io("rename into", dest, e))
+                    .rename(&self.tmp, &temp, dir, name)
+                    .map_err(|e| Error::io("rename into", dir.join(name), e))
             });
         if let Err(e) = written {
             // The temp file is not the task; a failed removal is retried by
             // the next open or sweep.
-            let _ = self.fs.remove_file(&temp);
+            let _ = self.fs.remove(&self.tmp, &temp);
             return Err(e);
         }
         Ok(())
     }
 
-    fn create_temp(&self, id: &TaskId) -> Result<(File, PathBuf)> {
+    fn create_temp(&self, id: &TaskId) -> Result<(std::fs::File, OsString)> {
         let mut attempts = 0;
         loop {
-            let temp = self.layout.temp(id);
-            match self.fs.create_new(&temp) {
+            let temp = temp_name(id);
+            match self.fs.create_new(&self.tmp, &temp) {
                 Ok(file) => return Ok((file, temp)),
                 // A crashed writer's leftover with the same pid and sequence.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
                     attempts += 1;
                 }
-                Err(e) => return Err(Error::io("create temp file", &temp, e)),
+                Err(e) => return Err(Error::io("create temp file", self.tmp.join(&temp), e)),
             }
-        }
-    }
-
-    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
-        match self.durability {
-            Durability::Immediate => self
-                .fs
-                .sync_file(file, path)
-                .map_err(|e| Error::io("fsync", path, e)),
-            Durability::Eventual => Ok(()),
         }
     }
 
     /// Makes the caller's changes to `area` durable (group commit: threads of
     /// this handle share directory fsyncs).
-    pub(super) fn sync_area(&self, area: Area) -> Result<()> {
-        let dir = match area {
-            Area::Active => &self.active_dir,
-            Area::Done => &self.done_dir,
-        };
+    pub(super) fn sync(&self, area: Area) -> Result<()> {
+        let dir = self.area(area);
         match self.durability {
             Durability::Immediate => dir
                 .sync(&self.fs)
-                .map_err(|e| Error::io("fsync directory", dir.path(), e)),
+                .map_err(|e| Error::io("fsync directory", dir.dir().path(), e)),
             Durability::Eventual => Ok(()),
         }
     }
 
-    /// Removes a task file; `false` if there was none.
-    pub(super) fn remove_if_present(&self, area: Area, id: &TaskId) -> Result<bool> {
-        let path = self.layout.task(area, id);
-        match self.fs.remove_file(&path) {
+    /// Removes task `id`'s name in `area`; `false` if there was none.
+    pub(super) fn remove_name(&self, area: Area, id: &TaskId) -> Result<bool> {
+        let (dir, name) = (self.dir(area), task_name(id));
+        match self.fs.remove(dir, &name) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("remove", &path, e)),
+            Err(e) => Err(Error::io("remove", dir.join(&name), e)),
         }
     }
 
     /// Replaces the task `found` by `next`, durably in every directory it
-    /// changes.
+    /// changes, before returning.
     ///
-    /// A terminal version of a running task is written over its active file
-    /// (readers see it final at once, and the task has one file at every
-    /// moment) and then renamed into `done/`; both directories are fsynced
-    /// before this returns, `done/` first. A power loss before that can leave
-    /// the old running copy beside the terminal one: the read rule takes the
-    /// terminal copy, and the stale one is removed by the next write of the
-    /// task or at open.
+    /// A terminal version of a running task is written over its file in
+    /// `active/` (readers see it final at once, and at every moment the task
+    /// has one name that every reader finds first), then moved to `done/`
+    /// ([`move_to_done`](Self::move_to_done)).
     pub(super) fn commit(&self, found: &Found, next: &Record) -> Result<()> {
+        // A stale copy in the other area goes first: the move below gives
+        // the task its name there.
+        self.drop_stale(found)?;
         let id = &next.task().id;
-        let to = area_of(next.task());
-        match (found.area, to) {
+        match (found.area, Area::of(next.task())) {
             (Area::Active, Area::Done) => {
-                self.write_file(Area::Active, next)?;
-                self.move_to_done(id)?;
+                self.put(Area::Active, next)?;
+                self.move_to_done(id)
             }
-            (from, to) if from == to => self.write(to, next)?,
+            (from, to) if from == to => self.write(to, next),
             (from, to) => {
                 // A terminal task made running again: never done by the
                 // rules, but a backend stores what it is given.
                 self.write(to, next)?;
-                if self.remove_if_present(from, id)? {
-                    self.sync_area(from)?;
+                if self.remove_name(from, id)? {
+                    self.sync(from)?;
                 }
+                Ok(())
             }
         }
-        self.drop_stale(found)
     }
 
-    /// The second step of a terminal transition: `active/<id>.json` (already
-    /// holding the terminal task) is renamed into `done/`, and both
-    /// directories are made durable.
+    /// The second step of a terminal transition: `active/<id>.json`, already
+    /// holding the terminal task, gets its name in `done/` (a hard link, so
+    /// the task is never without a name), `done/` is made durable, then the
+    /// name in `active/` goes and `active/` is made durable.
+    ///
+    /// Under the strictest model of a power loss (each directory's changes
+    /// durable only by its own fsync, a rename across directories two
+    /// independent halves) every crash leaves the task in `active/`, in
+    /// `done/` or in both, never in neither; once this returns, the terminal
+    /// version is in `done/` and no longer in `active/`, durably.
     pub(super) fn move_to_done(&self, id: &TaskId) -> Result<()> {
-        let (from, to) = (
-            self.layout.task(Area::Active, id),
-            self.layout.task(Area::Done, id),
-        );
-        self.fs
-            .rename(&from, &to)
-            .map_err(|e| Error::io("move into", &to, e))?;
-        self.sync_area(Area::Done)?;
-        self.sync_area(Area::Active)
+        let name = task_name(id);
+        let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
+        let linked = match self.fs.link(active, &name, done, &name) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A stale copy the read rule already overruled.
+                self.remove_name(Area::Done, id)?;
+                self.fs.link(active, &name, done, &name)
+            }
+            other => other,
+        };
+        linked.map_err(|e| Error::io("link into", done.join(&name), e))?;
+        self.sync(Area::Done)?;
+        self.remove_name(Area::Active, id)?;
+        self.sync(Area::Active)
     }
 
     /// Removes the task `found`, and any stale copy of it.
     pub(super) fn remove_found(&self, found: &Found) -> Result<()> {
-        if self.remove_if_present(found.area, &found.task.id)? {
-            self.sync_area(found.area)?;
+        self.drop_stale(found)?;
+        if self.remove_name(found.area, &found.task.id)? {
+            self.sync(found.area)?;
         }
-        self.drop_stale(found)
+        Ok(())
     }
 
-    /// Removes the stale copy beside `found`, if there is one.
+    /// Removes the stale copy beside `found`, if there is one: unlinked if
+    /// it reads as a task, set aside if it is damaged.
     pub(super) fn drop_stale(&self, found: &Found) -> Result<()> {
-        if let Some(stale) = found.stale
-            && self.remove_if_present(stale, &found.task.id)?
-        {
-            tracing::info!(task = %found.task.id, area = stale.name(), "removed a stale copy left by an interrupted terminal move");
-            self.sync_area(stale)?;
+        let Some(stale) = found.stale else {
+            return Ok(());
+        };
+        let id = &found.task.id;
+        let gone = if stale.readable {
+            self.remove_name(stale.area, id)?
+        } else {
+            recovery::set_aside_locked(
+                self,
+                stale.area,
+                id,
+                "a damaged copy of a task whose other copy is readable",
+            )?
+        };
+        if gone {
+            tracing::info!(task = %id, area = stale.area.name(), "removed a stale copy left by an interrupted terminal move");
+            self.sync(stale.area)?;
         }
         Ok(())
     }
@@ -170,10 +196,11 @@ impl FileBackend {
     /// Leaves the task `found` as the protocol would have: an interrupted
     /// terminal move finished, a stale copy removed.
     pub(super) fn tidy(&self, found: &Found) -> Result<()> {
+        self.drop_stale(found)?;
         if found.area == Area::Active && found.task.is_terminal() {
             self.move_to_done(&found.task.id)?;
         }
-        self.drop_stale(found)
+        Ok(())
     }
 
     /// Finishes interrupted terminal moves: terminal tasks still in
@@ -195,15 +222,12 @@ impl FileBackend {
         Ok(moved)
     }
 
-    /// Counts the files in `active/` (no reads).
+    /// Counts the names in `active/` (no reads).
     pub(super) fn count_active(&self) -> Result<usize> {
-        let dir = &self.layout.active;
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-        let mut n = 0;
-        for entry in entries {
-            entry.map_err(|e| Error::io("read directory", dir, e))?;
-            n += 1;
-        }
-        Ok(n)
+        let dir = self.dir(Area::Active);
+        self.fs
+            .read_dir(dir)
+            .map(|names| names.len())
+            .map_err(|e| Error::io("read directory", dir.path(), e))
     }
 }

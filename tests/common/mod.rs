@@ -245,12 +245,31 @@ pub fn unmoved(store: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Ids with a file in both `active/` and `done/`: a state no writer leaves
-/// (a terminal move is one rename), checked as an invariant.
+/// Ids with a name in both `active/` and `done/`: a terminal move between
+/// its two steps (the task's file linked into `done/`, its name in
+/// `active/` not yet removed). The next open or write of the task resolves
+/// it.
 pub fn half_moved(store: &Path) -> Vec<String> {
     let done = files_in(store, "done");
     files_in(store, "active")
         .into_iter()
         .filter(|n| done.contains(n))
+        .collect()
+}
+
+/// Ids whose names in `active/` and `done/` are two different files: two
+/// versions of one task, a state no writer leaves (only a power loss can),
+/// checked as an invariant.
+pub fn two_versions(store: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    half_moved(store)
+        .into_iter()
+        .filter(|n| {
+            let ino = |area: &str| fs::metadata(store.join(area).join(n)).map(|m| m.ino()).ok();
+            match (ino("active"), ino("done")) {
+                (Some(a), Some(d)) => a != d,
+                _ => false, // moved on since it was listed
+            }
+        })
         .collect()
 }

@@ -708,6 +708,7 @@ fn describe_call(event: &FsEvent, base: &Path) -> String {
         FsEvent::Write { path, bytes } => format!("write {} ({} bytes)", p(path), bytes.len()),
         FsEvent::SyncFile { path } => format!("fsync {}", p(path)),
         FsEvent::Rename { from, to } => format!("rename {} -> {}", p(from), p(to)),
+        FsEvent::Link { from, to } => format!("link {} -> {}", p(from), p(to)),
         FsEvent::Remove { path } => format!("unlink {}", p(path)),
         FsEvent::SyncDir { path } => format!("fsync dir {}/", p(path)),
         FsEvent::CreateDir { path } => format!("mkdir {}", p(path)),

@@ -113,6 +113,7 @@ fn assert_covers_every_call(run: &Run) {
             FsEvent::Write { .. } => "write",
             FsEvent::SyncFile { .. } => "fsync",
             FsEvent::Rename { .. } => "rename",
+            FsEvent::Link { .. } => "link",
             FsEvent::Remove { .. } => "unlink",
             FsEvent::SyncDir { .. } => "fsync dir",
             FsEvent::CreateDir { .. } => "mkdir",

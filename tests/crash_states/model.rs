@@ -180,6 +180,27 @@ impl Disk {
                 self.change(to_dir, to_name, Some(node));
                 self.change(from_dir, from_name, None);
             }
+            FsEvent::Link { from, to } => {
+                let (from_dir, from_name) = self.split(from);
+                let node = *self
+                    .entries(&from_dir)
+                    .get(&from_name)
+                    .unwrap_or_else(|| panic!("link of missing {}", from.display()));
+                assert!(
+                    node != Node::Dir,
+                    "the model links files only: {}",
+                    from.display()
+                );
+                let (to_dir, to_name) = self.split(to);
+                assert!(
+                    !self.entries(&to_dir).contains_key(&to_name),
+                    "link over an existing name {}",
+                    to.display()
+                );
+                // A second name for the same inode: a change to the target
+                // directory only, durable when that directory is fsynced.
+                self.change(to_dir, to_name, Some(node));
+            }
             FsEvent::Remove { path } => {
                 let (dir, name) = self.split(path);
                 let node = self.entries(&dir).get(&name).copied();

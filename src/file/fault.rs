@@ -1,0 +1,294 @@
+//! What tests plug into the file-system seam: a [`FaultInjector`] that fails
+//! the Nth call, and a [`Recorder`] that logs every call that changed the
+//! disk. Both exist only with the `fault-injection` feature; the event
+//! vocabulary exists always (the seam builds events only for a recorder).
+
+#[cfg(feature = "fault-injection")]
+use std::io;
+#[cfg(feature = "fault-injection")]
+use std::path::Path;
+use std::path::PathBuf;
+#[cfg(feature = "fault-injection")]
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+#[cfg(feature = "fault-injection")]
+use super::fs::FsOp;
+
+/// One call through the seam that changed the disk or made a change
+/// durable, logged by a [`Recorder`] after it succeeded.
+///
+/// Paths are the ones the store used: a file is written and fsynced under
+/// the name it has at that moment (a temp file's, before its rename). Locks
+/// are not logged: they change nothing on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+pub enum FsEvent {
+    /// A new, empty file was created at `path`.
+    Create {
+        /// The new file.
+        path: PathBuf,
+    },
+    /// `bytes` were appended to the file open at `path`.
+    Write {
+        /// The file written.
+        path: PathBuf,
+        /// What was written (half of it, when an injected fault cut the write).
+        bytes: Vec<u8>,
+    },
+    /// The file at `path` was fsynced.
+    SyncFile {
+        /// The file fsynced.
+        path: PathBuf,
+    },
+    /// `from` was renamed to `to`, replacing whatever `to` named.
+    Rename {
+        /// The old name.
+        from: PathBuf,
+        /// The new name.
+        to: PathBuf,
+    },
+    /// The file named `from` got a second name, `to`.
+    Link {
+        /// The existing name.
+        from: PathBuf,
+        /// The new name.
+        to: PathBuf,
+    },
+    /// The name `path` was unlinked.
+    Remove {
+        /// The name removed.
+        path: PathBuf,
+    },
+    /// The directory at `path` was fsynced.
+    SyncDir {
+        /// The directory fsynced.
+        path: PathBuf,
+    },
+    /// The directory `path` was created.
+    CreateDir {
+        /// The new directory.
+        path: PathBuf,
+    },
+}
+
+/// Which error an injected fault returns.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// `EIO`: the device failed.
+    Eio,
+    /// `ENOSPC`: the disk is full.
+    Enospc,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Fault {
+    fn error(self) -> io::Error {
+        io::Error::from_raw_os_error(match self {
+            Fault::Eio => rustix::io::Errno::IO.raw_os_error(),
+            Fault::Enospc => rustix::io::Errno::NOSPC.raw_os_error(),
+        })
+    }
+}
+
+/// Whether an injected fault passes or stays.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultMode {
+    /// Only the one call fails.
+    Once,
+    /// That call and every one after it fail, like a device that has gone bad.
+    Sticky,
+}
+
+/// Makes the Nth call through a store's file-system seam fail.
+///
+/// Clones share one state: hand one clone to
+/// [`FileStoreBuilder::fault_injector`](crate::FileStoreBuilder::fault_injector)
+/// and arm another.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug, Default)]
+pub struct FaultInjector {
+    state: Arc<Mutex<State>>,
+}
+
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Default)]
+struct State {
+    calls: u64,
+    countdown: Option<(u64, Fault, FaultMode)>,
+    failing: Option<Fault>,
+    fired: Vec<(FsOp, PathBuf)>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl FaultInjector {
+    /// An injector that lets every call through until armed.
+    pub fn new() -> FaultInjector {
+        FaultInjector::default()
+    }
+
+    /// Fails the `n`th call from now (1 is the next call), and with
+    /// [`FaultMode::Sticky`] every call after it too.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0: calls are counted from 1.
+    pub fn fail_nth(&self, n: u64, fault: Fault, mode: FaultMode) {
+        assert!(n >= 1, "calls are counted from 1");
+        let mut s = self.lock();
+        s.countdown = Some((n, fault, mode));
+        s.failing = None;
+    }
+
+    /// Lets every call through again.
+    pub fn disarm(&self) {
+        let mut s = self.lock();
+        s.countdown = None;
+        s.failing = None;
+    }
+
+    /// Calls seen through the seam so far.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
+    /// The calls that were made to fail, in order.
+    pub fn fired(&self) -> Vec<(FsOp, PathBuf)> {
+        self.lock().fired.clone()
+    }
+
+    pub(crate) fn check(&self, op: FsOp, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.calls += 1;
+        if let Some(fault) = s.failing {
+            s.fired.push((op, path.to_owned()));
+            return Err(fault.error());
+        }
+        if let Some((n, fault, mode)) = s.countdown {
+            if n > 1 {
+                s.countdown = Some((n - 1, fault, mode));
+            } else {
+                s.countdown = None;
+                if mode == FaultMode::Sticky {
+                    s.failing = Some(fault);
+                }
+                s.fired.push((op, path.to_owned()));
+                return Err(fault.error());
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Logs every call a store makes through its file-system seam that changed
+/// the disk, in the order they returned.
+///
+/// Clones share one log: hand one clone to
+/// [`FileStoreBuilder::recorder`](crate::FileStoreBuilder::recorder)
+/// (several handles may share it) and read the log from another.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug, Default)]
+pub struct Recorder {
+    events: Arc<Mutex<Vec<FsEvent>>>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Recorder {
+    /// An empty log.
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// How many calls are logged so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is logged yet.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The log so far, oldest first.
+    pub fn events(&self) -> Vec<FsEvent> {
+        self.lock().clone()
+    }
+
+    pub(crate) fn push(&self, event: FsEvent) {
+        self.lock().push(event);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<FsEvent>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::file::fs::Fs;
+
+    /// Every call that changes the disk is logged once it succeeded, with the
+    /// path it was made under; a failed call is not.
+    #[test]
+    fn the_recorder_logs_each_successful_call_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new();
+        let faults = FaultInjector::new();
+        let fs = Fs::with_faults(Some(faults.clone())).recording(Some(recorder.clone()));
+        let root = fs.open_root(dir.path()).unwrap();
+        let name = |s: &'static str| OsStr::new(s);
+        fs.create_dir(&root, name("d")).unwrap();
+        let sub = fs.open_dir(&root, name("d")).unwrap();
+        let mut file = fs.create_new(&sub, name("a")).unwrap();
+        let (a, b, c) = (
+            dir.path().join("d/a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        fs.write_all(&mut file, &a, b"hello").unwrap();
+        fs.sync_file(&file, &a).unwrap();
+        fs.rename(&sub, name("a"), &root, name("b")).unwrap();
+        fs.link(&root, name("b"), &root, name("c")).unwrap();
+        fs.sync_dir(&root).unwrap();
+        fs.remove(&root, name("b")).unwrap();
+        faults.fail_nth(1, Fault::Eio, FaultMode::Once);
+        assert!(fs.remove(&root, name("c")).is_err());
+        assert_eq!(
+            recorder.events(),
+            [
+                FsEvent::CreateDir {
+                    path: dir.path().join("d")
+                },
+                FsEvent::Create { path: a.clone() },
+                FsEvent::Write {
+                    path: a.clone(),
+                    bytes: b"hello".to_vec()
+                },
+                FsEvent::SyncFile { path: a.clone() },
+                FsEvent::Rename {
+                    from: a,
+                    to: b.clone()
+                },
+                FsEvent::Link {
+                    from: b.clone(),
+                    to: c
+                },
+                FsEvent::SyncDir {
+                    path: dir.path().to_owned()
+                },
+                FsEvent::Remove { path: b },
+            ]
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Opening a store: its directories, its marker, and the recovery that
+//! opening owes to crashes and power losses.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::file::active_cache::ActiveCache;
+use crate::file::fs::{Dir, Fs, is_symlink_refusal};
+use crate::file::group::DirSync;
+use crate::file::layout::{self, Area, DIRS, FORMAT_VERSION, MARKER, stripe};
+use crate::file::lock::StripeLocks;
+use crate::file::recovery::{self, Quarantine};
+use crate::file::{Durability, FileBackend, FileOptions, codec};
+use crate::id::TaskId;
+
+/// The largest marker file read.
+const MAX_MARKER_BYTES: u64 = 4_096;
+
+/// Names a directory may hold and still count as empty for a new store: a
+/// fresh file system's `lost+found`.
+const HARMLESS: &[&str] = &["lost+found"];
+
+/// Opens (or creates) the store `options` name, for a handle whose payload
+/// cap is `max_payload_bytes`.
+pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<FileBackend> {
+    #[cfg(feature = "fault-injection")]
+    let fs = Fs::with_faults(options.faults.clone()).recording(options.recorder.clone());
+    #[cfg(not(feature = "fault-injection"))]
+    let fs = Fs::default();
+    let root = &options.root;
+    let root_dir = open_root(&fs, root)?;
+    let names = fs
+        .read_dir(&root_dir)
+        .map_err(|e| Error::io("read directory", root, e))?;
+    if !names.iter().any(|n| n == MARKER) {
+        check_adoptable(root, &names, options.adopt_non_empty)?;
+    }
+    let mut created = false;
+    for dir in DIRS {
+        created |= ensure_dir(&fs, &root_dir, OsStr::new(dir))?;
+    }
+    if created {
+        // New directories are part of the store's layout: durable whatever
+        // the durability of task writes (they are made once).
+        sync_dir(&fs, &root_dir)?;
+    }
+    let open_dir = |name: &str| {
+        fs.open_dir(&root_dir, OsStr::new(name))
+            .map_err(|e| dir_error(&root_dir, name, e))
+    };
+    let backend = FileBackend {
+        active: DirSync::new(open_dir("active")?),
+        done: DirSync::new(open_dir("done")?),
+        tmp: open_dir("tmp")?,
+        quarantine: Quarantine::new(&fs, open_dir("quarantine")?),
+        locks: StripeLocks::new(open_dir("locks")?),
+        root: root.clone(),
+        root_dir,
+        fs,
+        durability: options.durability,
+        max_file_bytes: (max_payload_bytes + codec::OVERHEAD) as u64,
+        active_cache: ActiveCache::default(),
+    };
+    ensure_marker(&backend)?;
+    // Crash leftovers: dead writers' temp files. Best effort: a store that
+    // cannot be written (read-only) still opens, and odd entries never
+    // block it.
+    if let Err(e) = recovery::clean_temp_files(&backend) {
+        tracing::warn!(store = %root.display(), error = %e, "could not clean up temp files at open");
+    }
+    resolve_stale_copies(&backend)?;
+    Ok(backend)
+}
+
+/// The store's root directory, created (with its parents) if missing. Its
+/// last component must not be a symlink.
+fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
+    match fs.open_root(root) {
+        Ok(dir) => return Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(root_error(root, e)),
+    }
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    match fs.create_root(root) {
+        Ok(()) => {}
+        // Another process created it first.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", root, e)),
+    }
+    let dir = fs.open_root(root).map_err(|e| root_error(root, e))?;
+    if let Some(parent) = parent {
+        let parent = fs
+            .open_root(parent)
+            .map_err(|e| Error::io("open directory", parent, e))?;
+        sync_dir(fs, &parent)?;
+    }
+    Ok(dir)
+}
+
+fn root_error(root: &Path, e: io::Error) -> Error {
+    if is_symlink_refusal(&e) {
+        invalid(root, "is a symlink; the store follows none")
+    } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
+        invalid(root, "not a directory")
+    } else {
+        Error::io("open directory", root, e)
+    }
+}
+
+fn dir_error(root: &Dir, name: &str, e: io::Error) -> Error {
+    let path = root.join(name);
+    if is_symlink_refusal(&e) {
+        invalid(&path, "is a symlink; the store follows none")
+    } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
+        invalid(&path, "not a directory")
+    } else {
+        Error::io("open directory", path, e)
+    }
+}
+
+/// Refuses to make a store in a directory that holds files of its own,
+/// unless told to: only an empty directory, or one a first open left half
+/// made (only the store's own directories), becomes a store unasked.
+fn check_adoptable(root: &Path, names: &[std::ffi::OsString], allowed: bool) -> Result<()> {
+    let foreign: Vec<_> = names
+        .iter()
+        .filter(|n| !DIRS.iter().chain(HARMLESS).any(|d| *n == OsStr::new(d)))
+        .collect();
+    if foreign.is_empty() || allowed {
+        return Ok(());
+    }
+    Err(invalid(
+        root,
+        &format!(
+            "holds {} other entries (such as {:?}) and no {MARKER}: not a store; \
+             open an empty or new directory, or allow it with \
+             FileStoreBuilder::create_in_non_empty_dir(true)",
+            foreign.len(),
+            foreign[0]
+        ),
+    ))
+}
+
+/// Creates the directory `name` in `root` if it is missing; `true` if it
+/// was created.
+fn ensure_dir(fs: &Fs, root: &Dir, name: &OsStr) -> Result<bool> {
+    match fs.create_dir(root, name) {
+        Ok(()) => Ok(true),
+        // There already (a symlink or a file there is refused when opened).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // A read-only store that has it already.
+        Err(e) if fs.stat(root, name).is_ok() => {
+            tracing::debug!(dir = %root.join(name).display(), error = %e, "not created: already there");
+            Ok(false)
+        }
+        Err(e) => Err(Error::io("create directory", root.join(name), e)),
+    }
+}
+
+fn sync_dir(fs: &Fs, dir: &Dir) -> Result<()> {
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir.path(), e))
+}
+
+fn invalid(path: &Path, reason: &str) -> Error {
+    Error::InvalidStore {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Marker {
+    format: u64,
+}
+
+/// Checks the store's format marker, writing it on first open (durably,
+/// whatever the durability of task writes: it is written once).
+fn ensure_marker(store: &FileBackend) -> Result<()> {
+    let name = OsStr::new(MARKER);
+    if let Some(format) = read_marker(store)? {
+        return check_format(store, format);
+    }
+    // The marker's temp file is named like a task's, for the id below, so
+    // the temp-file cleanup takes the same stripe lock this write holds.
+    let id = TaskId::parse(MARKER).expect("the marker name is a valid id");
+    let _guard = store.locks.lock(&store.fs, stripe(&id))?;
+    if let Some(format) = read_marker(store)? {
+        return check_format(store, format);
+    }
+    let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
+    store.replace_file(
+        &id,
+        &store.root_dir,
+        name,
+        bytes.as_bytes(),
+        Durability::Immediate,
+    )?;
+    sync_dir(&store.fs, &store.root_dir)
+}
+
+fn read_marker(store: &FileBackend) -> Result<Option<u64>> {
+    let name = OsStr::new(MARKER);
+    let path = store.root_dir.join(name);
+    let mut file = match store.fs.open_read(&store.root_dir, name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if is_symlink_refusal(&e) => {
+            return Err(invalid(
+                &path,
+                "the store marker is a symlink; the store follows none",
+            ));
+        }
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let bytes = store
+        .fs
+        .read_to_end(&mut file, &path, MAX_MARKER_BYTES)
+        .map_err(|e| Error::io("read", &path, e))?;
+    let marker: Marker = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(&path, &format!("unreadable store marker: {e}")))?;
+    Ok(Some(marker.format))
+}
+
+fn check_format(store: &FileBackend, found: u64) -> Result<()> {
+    if found > FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: store.root_dir.join(MARKER),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Resolves every task that has a copy in both `active/` and `done/` (a
+/// power loss in the middle of a terminal move), keeping the copy the read
+/// rule picks: one `stat` in `done/` per name in `active/`, no read unless
+/// there are two copies. Listings can then trust `active/` alone.
+///
+/// Best effort on a store that cannot be written: `get` and every write
+/// resolve the two copies by the same rule anyway.
+fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
+    let active = store.dir(Area::Active);
+    let done = store.dir(Area::Done);
+    let names = store
+        .fs
+        .read_dir(active)
+        .map_err(|e| Error::io("read directory", active.path(), e))?;
+    for name in names {
+        let Some(id) = layout::task_file_id(&name) else {
+            continue;
+        };
+        match store.fs.stat(done, &name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", done.join(&name), e)),
+            Ok(_) => {}
+        }
+        let resolved =
+            store
+                .locks
+                .lock(&store.fs, stripe(&id))
+                .and_then(|_guard| match store.find(&id)? {
+                    Some(found) => store.tidy(&found),
+                    None => Ok(()),
+                });
+        match resolved {
+            Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/")
+            }
+        }
+    }
+    Ok(())
+}
