@@ -1,0 +1,349 @@
+//! One bad file, one odd entry, one hostile swap never fails the whole store,
+//! is never silently skipped, and never loses a task: every case of the
+//! containment rules, on real files.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::backend::SkipAction;
+use taskstore::{Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore};
+use time::OffsetDateTime;
+
+fn count(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+fn task_path(root: &Path, area: &str, id: &TaskId) -> std::path::PathBuf {
+    root.join(area).join(format!("{id}.json"))
+}
+
+/// A tmpfs mounted at `dir`, remounted read-only on demand, unmounted on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl Tmpfs<'_> {
+    /// Mounts one, or says why it cannot (not root, no `mount`).
+    fn mount(dir: &Path) -> Result<Tmpfs<'_>, String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| format!("cannot run id: {e}"))?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not running as root".into());
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .status()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs failed: {status}"));
+        }
+        Ok(Tmpfs(dir))
+    }
+
+    fn read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount read-only");
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_store_opens_gets_and_lists_and_reports_what_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = match Tmpfs::mount(dir.path()) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("containment: read-only store test skipped: {why} (it mounts a tmpfs)");
+            if std::env::var_os("TASKSTORE_REQUIRE_ROOT_TESTS").is_some() {
+                panic!("TASKSTORE_REQUIRE_ROOT_TESTS is set: {why}");
+            }
+            return;
+        }
+    };
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let running = store.create(NewTask::new()).unwrap();
+    let done = store.create(NewTask::new()).unwrap();
+    let done = store.complete(&done.id, json!(1)).unwrap().into_task();
+    drop(store);
+    // A crashed writer's temp file, a corrupt task, a stray file.
+    fs::write(
+        root.join("tmp").join(format!("{}.999.1.tmp", running.id)),
+        b"{",
+    )
+    .unwrap();
+    let bad = TaskId::parse("bad").unwrap();
+    fs::write(task_path(&root, "active", &bad), b"{ not json").unwrap();
+    fs::write(root.join("done").join("notes.txt"), b"hello").unwrap();
+    mount.read_only();
+
+    let store = FileStore::open(&root).expect("a read-only store opens");
+    assert_eq!(store.get(&running.id).unwrap(), Some(running.clone()));
+    assert_eq!(store.get(&done.id).unwrap(), Some(done.clone()));
+    match store.get(&bad) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, task_path(&root, "active", &bad)),
+        other => panic!("expected Corrupt naming the file, got {other:?}"),
+    }
+    let page = store
+        .list(&ListQuery::all())
+        .expect("a read-only store lists");
+    assert_eq!(page.tasks, vec![running.clone(), done.clone()]);
+    let mut reported: Vec<_> = page
+        .skipped
+        .iter()
+        .map(|s| (s.location.clone(), s.action))
+        .collect();
+    reported.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reported,
+        vec![
+            (
+                root.join("active/bad.json").display().to_string(),
+                SkipAction::LeftInPlace
+            ),
+            (
+                root.join("done/notes.txt").display().to_string(),
+                SkipAction::LeftInPlace
+            ),
+        ],
+        "each bad entry reported, none moved"
+    );
+    let swept = store
+        .sweep()
+        .expect("a sweep of a read-only store reports, never fails");
+    assert_eq!(swept.deleted, 0);
+    assert!(!swept.skipped.is_empty());
+    let reaped = store
+        .reap()
+        .expect("a reap of a read-only store reports, never fails");
+    assert!(reaped.tasks.is_empty());
+    // A write is an error naming what failed.
+    match store.create(NewTask::new()) {
+        Err(Error::Io { path, .. }) => assert!(path.starts_with(&root), "{path:?}"),
+        other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+#[test]
+fn odd_entries_in_tmp_never_block_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    drop(store);
+    let tmp = root.join("tmp");
+    fs::create_dir(tmp.join(format!("{}.1234.5.tmp", task.id))).unwrap();
+    fs::create_dir(tmp.join("some-dir")).unwrap();
+    symlink("/etc/passwd", tmp.join(format!("{}.1234.6.tmp", task.id))).unwrap();
+    Command::new("mkfifo")
+        .arg(tmp.join("x.1.2.tmp"))
+        .status()
+        .unwrap();
+    let store = FileStore::open(&root).expect("odd entries in tmp/ never block open");
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+    assert_eq!(
+        count(&tmp),
+        0,
+        "tmp/ is clean: {:?}",
+        fs::read_dir(&tmp).unwrap().collect::<Vec<_>>()
+    );
+    assert!(
+        count(&root.join("quarantine")) >= 2,
+        "the directories were set aside"
+    );
+    assert!(
+        Path::new("/etc/passwd").exists(),
+        "a symlink's target is never touched"
+    );
+    store.sweep().unwrap();
+}
+
+#[test]
+fn a_file_larger_than_any_task_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .max_payload_bytes(64 * 1024)
+        .open()
+        .unwrap();
+    let good = store.create(NewTask::new()).unwrap();
+    let id = TaskId::parse("huge").unwrap();
+    let path = task_path(dir.path(), "active", &id);
+    // 2 GiB, sparse: reading it would take seconds and a gigabyte.
+    let file = fs::File::create(&path).unwrap();
+    file.set_len(2 << 30).unwrap();
+    drop(file);
+    match store.get(&id) {
+        Err(Error::FileTooLarge {
+            path: p,
+            size,
+            limit,
+        }) => {
+            assert_eq!(p, path);
+            assert_eq!(size, 2 << 30);
+            assert!(limit < 65 * 1024, "the cap plus the envelope: {limit}");
+        }
+        other => panic!("expected FileTooLarge, got {other:?}"),
+    }
+    let page = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(page.tasks, vec![good]);
+    assert_eq!(page.skipped.len(), 1);
+    assert_eq!(page.skipped[0].action, SkipAction::LeftInPlace);
+    assert!(
+        path.exists(),
+        "left in place: a handle with a larger cap may read it"
+    );
+}
+
+#[test]
+fn an_area_swapped_for_a_symlink_after_open_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let before = store
+        .create(NewTask::new().ttl(Duration::from_millis(1)))
+        .unwrap();
+    // Someone swaps active/ and done/ for symlinks to a directory of theirs.
+    let victim = dir.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join(format!("{}.json", before.id)), b"precious").unwrap();
+    fs::rename(root.join("active"), dir.path().join("moved-active")).unwrap();
+    fs::rename(root.join("done"), dir.path().join("moved-done")).unwrap();
+    symlink(&victim, root.join("active")).unwrap();
+    symlink(&victim, root.join("done")).unwrap();
+
+    let after = store.create(NewTask::new()).unwrap();
+    let _ = store.complete(&after.id, json!(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        store.sweep().unwrap().deleted,
+        1,
+        "the expired task, where it really is"
+    );
+    assert_eq!(
+        fs::read(victim.join(format!("{}.json", before.id))).unwrap(),
+        b"precious",
+        "the symlink's target is untouched"
+    );
+    assert_eq!(count(&victim), 1, "nothing was written through the symlink");
+    assert!(
+        dir.path()
+            .join("moved-done")
+            .join(format!("{}.json", after.id))
+            .exists()
+    );
+    // A new handle refuses the swapped store outright.
+    assert!(matches!(
+        FileStore::open(&root),
+        Err(Error::InvalidStore { .. })
+    ));
+}
+
+#[test]
+fn the_quarantine_is_bounded_and_what_it_cannot_take_is_left_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let quarantine = dir.path().join("quarantine");
+    for i in 0..995 {
+        fs::write(quarantine.join(format!("old-{i}")), b"x").unwrap();
+    }
+    let store = {
+        drop(store);
+        FileStore::open(dir.path()).unwrap()
+    };
+    for i in 0..8 {
+        fs::write(
+            dir.path().join("active").join(format!("bad-{i}.json")),
+            b"{",
+        )
+        .unwrap();
+    }
+    let page = store.list(&ListQuery::active()).unwrap();
+    let aside = page
+        .skipped
+        .iter()
+        .filter(|s| s.action == SkipAction::SetAside)
+        .count();
+    let left = page
+        .skipped
+        .iter()
+        .filter(|s| s.action == SkipAction::LeftInPlace)
+        .count();
+    assert_eq!((aside, left), (5, 3), "{:?}", page.skipped);
+    assert_eq!(count(&quarantine), 1_000);
+    assert_eq!(count(&dir.path().join("active")), 3, "left in place");
+    // Still reported on the next listing, never silently dropped.
+    assert_eq!(store.list(&ListQuery::active()).unwrap().skipped.len(), 3);
+}
+
+#[test]
+fn a_clock_stepped_back_never_brings_an_expired_task_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let clock = ManualClock::new(start);
+    let open = || {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let task = a
+        .create(NewTask::new().ttl(Duration::from_secs(10)))
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(a.get(&task.id).unwrap(), None, "expired");
+    // The clock is stepped back, before the expiry.
+    clock.set(start);
+    assert_eq!(
+        a.get(&task.id).unwrap(),
+        None,
+        "this handle's time never goes back"
+    );
+    assert_eq!(
+        b.get(&task.id).unwrap(),
+        None,
+        "another handle: it was deleted when seen expired"
+    );
+    assert_eq!(open().get(&task.id).unwrap(), None, "a new handle too");
+    assert!(a.list(&ListQuery::all()).unwrap().tasks.is_empty());
+}
+
+#[test]
+fn events_report_what_a_listing_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EventLog::new());
+    let store = FileStore::builder(dir.path())
+        .sink(log.clone())
+        .open()
+        .unwrap();
+    store.create(NewTask::new()).unwrap();
+    fs::write(dir.path().join("active").join("bad.json"), b"{").unwrap();
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(page.tasks.len(), 1);
+    assert_eq!(page.skipped.len(), 1);
+    let reported: Vec<_> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| {
+            r.event.data["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("bad.json"))
+        })
+        .collect();
+    assert_eq!(reported.len(), 1, "one event for the unreadable file");
+}
