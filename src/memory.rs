@@ -194,13 +194,19 @@ impl TaskStore for MemoryStore {
             });
         }
         let transition = self.mutate(id, |task, now| update.apply(task, now))?;
-        self.notifier.transition(&transition);
+        if let Transition::Applied(task) = &transition {
+            self.notifier
+                .task(TaskEventKind::for_status(task.status), task);
+        }
         Ok(transition)
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
         let transition = self.mutate(id, |task, now| outcome.apply(task, now))?;
-        self.notifier.transition(&transition);
+        if let Transition::Applied(task) = &transition {
+            self.notifier
+                .task(TaskEventKind::for_status(task.status), task);
+        }
         Ok(transition)
     }
 

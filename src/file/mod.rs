@@ -403,7 +403,10 @@ impl FileStore {
         change: impl FnOnce(&mut Task, OffsetDateTime),
     ) -> Result<Transition> {
         let transition = self.mutate_locked(id, change)?;
-        self.notifier.transition(&transition);
+        if let Transition::Applied(task) = &transition {
+            self.notifier
+                .task(TaskEventKind::for_status(task.status), task);
+        }
         Ok(transition)
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::events::{Event, TaskEventKind};
+use crate::events::{Event, TaskEventKind, UnreadableAction};
 use crate::file::fs::{self, Fs};
 use crate::file::layout::{self, Area, FORMAT_VERSION, Layout, stripe};
 use crate::file::{Durability, FileStore};
@@ -226,7 +226,7 @@ fn set_aside(store: &FileStore, area: &str, path: &Path, name: &OsString, why: &
 fn notify_set_aside(store: &FileStore, path: &Path, target: &Path, why: &str) {
     tracing::warn!(file = %path.display(), quarantined_as = %target.display(), reason = why, "set aside a file that is not a readable task");
     store.notifier.emit(|| {
-        Event::corrupt_set_aside(path.display(), why)
+        Event::unreadable(path.display(), why, UnreadableAction::SetAside)
             .field("quarantinedAs", target.display().to_string())
     });
 }

@@ -5,11 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::breaker::CallOutcome;
-use crate::events::{Event, TaskEventKind};
+use crate::events::{CallOutcome, Event, TaskEventKind};
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
-use crate::store::Transition;
-use crate::task::{Task, TaskStatus};
+use crate::task::Task;
 
 /// A store's optional sink and its panic count. Cheap to clone; clones share
 /// the count. Callers must hold no lock when they call it.
@@ -78,20 +76,9 @@ impl Notifier {
         tracing::warn!("an event sink panicked; the event was dropped");
     }
 
+    /// A task event (for an applied write, the kind is
+    /// [`TaskEventKind::for_status`] of the task as written).
     pub(crate) fn task(&self, kind: TaskEventKind, task: &Task) {
         self.emit(|| Event::task(kind, task));
-    }
-
-    /// The event of an applied write: updated, or the terminal status reached.
-    pub(crate) fn transition(&self, transition: &Transition) {
-        if let Transition::Applied(task) = transition {
-            let kind = match task.status {
-                TaskStatus::Completed => TaskEventKind::Completed,
-                TaskStatus::Failed => TaskEventKind::Failed,
-                TaskStatus::Cancelled => TaskEventKind::Cancelled,
-                TaskStatus::Working | TaskStatus::InputRequired => TaskEventKind::Updated,
-            };
-            self.task(kind, task);
-        }
     }
 }
