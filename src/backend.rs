@@ -25,6 +25,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::error::Result;
+pub use crate::events::UnreadableAction;
 use crate::id::TaskId;
 use crate::task::{Task, TaskStatus};
 
@@ -347,7 +348,9 @@ pub struct Skipped {
     /// What is wrong with it.
     pub reason: String,
     /// What the backend did with it.
-    pub action: SkipAction,
+    pub action: UnreadableAction,
+    /// Where it was moved, if it was set aside.
+    pub moved_to: Option<String>,
 }
 
 impl Skipped {
@@ -356,25 +359,22 @@ impl Skipped {
         id: Option<TaskId>,
         location: impl Into<String>,
         reason: impl Into<String>,
-        action: SkipAction,
+        action: UnreadableAction,
     ) -> Skipped {
         Skipped {
             id,
             location: location.into(),
             reason: reason.into(),
             action,
+            moved_to: None,
         }
     }
-}
 
-/// What a backend did with an entry it could not read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SkipAction {
-    /// Left where it is (it may be readable later, or by a newer version).
-    LeftInPlace,
-    /// Moved aside, out of the store's way, for an operator to inspect.
-    SetAside,
+    /// The same, set aside at `place`.
+    pub fn moved_to(mut self, place: impl Into<String>) -> Skipped {
+        self.moved_to = Some(place.into());
+        self
+    }
 }
 
 macro_rules! forward_backend {

@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 
 use crate::{
     Clock, Error, Event, EventLog, ListQuery, MAX_DEPTH, ManualClock, NewTask, StoreBuilder, Task,
-    TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
+    TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 
 /// What a store under test must be configured with: the suite's clock,
@@ -1033,7 +1033,7 @@ fn every_orphan_is_reaped_in_one_pass(store: &dyn TaskStore, setup: &Setup) {
 }
 
 fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
-    let count = |kind: &str, id: &TaskId| {
+    let count = |kind: TaskEventKind, id: &TaskId| {
         setup
             .events
             .snapshot()
@@ -1044,25 +1044,25 @@ fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setu
     let task = a
         .create(NewTask::new().ttl(Duration::from_secs(3_600)))
         .unwrap();
-    assert_eq!(count("task.created", &task.id), 1);
+    assert_eq!(count(TaskEventKind::Created, &task.id), 1);
     applied(
         b.update(&task.id, TaskUpdate::new().metadata("k", 1))
             .unwrap(),
     );
-    assert_eq!(count("task.updated", &task.id), 1);
+    assert_eq!(count(TaskEventKind::Updated, &task.id), 1);
     let big = "x".repeat(setup.max_payload_bytes);
     assert!(a.complete(&task.id, json!(big)).is_err());
     assert_eq!(
-        count("task.completed", &task.id),
+        count(TaskEventKind::Completed, &task.id),
         0,
         "a refused write is no event"
     );
     applied(a.complete(&task.id, json!(1)).unwrap());
     assert!(!b.cancel(&task.id, None).unwrap().is_applied());
     assert!(!a.update(&task.id, TaskUpdate::new()).unwrap().is_applied());
-    assert_eq!(count("task.completed", &task.id), 1);
-    assert_eq!(count("task.cancelled", &task.id), 0);
-    assert_eq!(count("task.updated", &task.id), 1);
+    assert_eq!(count(TaskEventKind::Completed, &task.id), 1);
+    assert_eq!(count(TaskEventKind::Cancelled, &task.id), 0);
+    assert_eq!(count(TaskEventKind::Updated, &task.id), 1);
     assert!(a.update(&TaskId::new(), TaskUpdate::new()).is_err());
 
     // A race across both handles: one terminal event.
@@ -1084,23 +1084,27 @@ fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setu
             });
         }
     });
-    let events: usize = ["task.completed", "task.failed", "task.cancelled"]
-        .iter()
-        .map(|k| count(k, &raced.id))
-        .sum();
+    let events: usize = [
+        TaskEventKind::Completed,
+        TaskEventKind::Failed,
+        TaskEventKind::Cancelled,
+    ]
+    .into_iter()
+    .map(|k| count(k, &raced.id))
+    .sum();
     assert_eq!((terminal.into_inner(), events), (1, 1));
 
     assert!(b.delete(&raced.id).unwrap());
     assert!(!a.delete(&raced.id).unwrap());
-    assert_eq!(count("task.deleted", &raced.id), 1);
+    assert_eq!(count(TaskEventKind::Deleted, &raced.id), 1);
 
     let orphan = a.create(NewTask::new()).unwrap();
     setup.clock.advance(setup.lease);
     assert_eq!(b.reap().unwrap().tasks.len(), 1);
     assert!(a.reap().unwrap().tasks.is_empty());
-    assert_eq!(count("task.reaped", &orphan.id), 1);
+    assert_eq!(count(TaskEventKind::Reaped, &orphan.id), 1);
     assert_eq!(
-        count("task.failed", &orphan.id),
+        count(TaskEventKind::Failed, &orphan.id),
         0,
         "a reap is its own event"
     );
@@ -1108,5 +1112,5 @@ fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setu
     setup.clock.advance(Duration::from_secs(3_600));
     assert_eq!(a.sweep().unwrap().deleted, 1);
     assert_eq!(b.sweep().unwrap().deleted, 0);
-    assert_eq!(count("task.expired", &task.id), 1);
+    assert_eq!(count(TaskEventKind::Expired, &task.id), 1);
 }

@@ -24,13 +24,14 @@ mod store;
 mod task;
 
 pub use crate::breaker::{
-    Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, BreakerState, CallError, CallOutcome,
-    DEFAULT_MAX_BREAKERS, OwnedPermit, Permit, RegistryHealth, Rejected,
+    Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, CallError, DEFAULT_MAX_BREAKERS,
+    OwnedPermit, Permit, RegistryHealth, Rejected,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::events::{
-    DEFAULT_EVENT_LOG_CAPACITY, Event, EventLog, Record, Since, TaskEventKind, kinds,
+    BreakerEventKind, BreakerState, CallOutcome, DEFAULT_EVENT_LOG_CAPACITY, Event, EventKind,
+    EventLog, HostKind, Record, Since, TaskEventKind, TripReason, UnreadableAction,
 };
 pub use crate::file::{Durability, FileBackend, FileOptions, FileStore, FileStoreBuilder, FsOp};
 #[cfg(feature = "fault-injection")]

@@ -6,7 +6,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use taskstore::backend::SkipAction;
+use taskstore::backend::UnreadableAction;
 use taskstore::{Error, FileStore, ListQuery, NewTask, TaskId, TaskStore};
 
 fn quarantined(root: &Path) -> Vec<String> {
@@ -183,7 +183,11 @@ fn every_kind_of_bad_file_is_reported_and_set_aside() {
             if *kind == "newer-format" {
                 // A newer taskstore's task (a rolling upgrade): left where it
                 // is, never set aside, and never overwritten.
-                assert_eq!(page.skipped[0].action, SkipAction::LeftInPlace, "{what}");
+                assert_eq!(
+                    page.skipped[0].action,
+                    UnreadableAction::LeftInPlace,
+                    "{what}"
+                );
                 assert!(q.is_empty(), "{what}: {q:?}");
                 assert!(path.exists(), "{what}");
                 assert!(matches!(
@@ -195,7 +199,7 @@ fn every_kind_of_bad_file_is_reported_and_set_aside() {
                 assert!(path.exists(), "{what}: the sweep leaves it too");
                 continue;
             }
-            assert_eq!(page.skipped[0].action, SkipAction::SetAside, "{what}");
+            assert_eq!(page.skipped[0].action, UnreadableAction::SetAside, "{what}");
             assert_eq!(q.len(), 1, "{what}: set aside, not deleted: {q:?}");
             assert!(
                 q[0].starts_with(area) && q[0].ends_with("bad-task.json"),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use taskstore::{
-    BreakerConfig, BreakerRegistry, BreakerState, Clock, EventLog, ManualClock, Permit, kinds,
+    BreakerConfig, BreakerEventKind, BreakerRegistry, BreakerState, Clock, EventKind, EventLog,
+    ManualClock, Permit,
 };
 use time::OffsetDateTime;
 
@@ -156,7 +157,7 @@ struct Model {
     calls: Vec<(u64, bool)>,
     consecutive: u32,
     trips: u32,
-    events: Vec<&'static str>,
+    events: Vec<BreakerEventKind>,
 }
 
 impl Model {
@@ -210,11 +211,11 @@ impl Model {
                 in_flight: 0,
                 successes: 0,
             });
-            self.events.push(kinds::BREAKER_HALF_OPENED);
+            self.events.push(BreakerEventKind::HalfOpened);
         }
     }
 
-    fn trip(&mut self, kind: &'static str) {
+    fn trip(&mut self, kind: BreakerEventKind) {
         self.trips += 1;
         let mut open = self.cfg.open_ms;
         for _ in 1..self.trips {
@@ -259,7 +260,7 @@ impl Model {
                 let by_rate = calls >= u64::from(self.cfg.minimum_calls)
                     && failures as f64 / calls as f64 >= self.cfg.threshold;
                 if by_streak || by_rate {
-                    self.trip(kinds::BREAKER_OPENED);
+                    self.trip(BreakerEventKind::Opened);
                 }
             }
             MState::HalfOpen {
@@ -267,13 +268,13 @@ impl Model {
                 successes,
             } => {
                 if failed {
-                    self.trip(kinds::BREAKER_REOPENED);
+                    self.trip(BreakerEventKind::Reopened);
                 } else if successes + 1 >= self.cfg.to_close {
                     self.calls.clear();
                     self.consecutive = 0;
                     self.trips = 0;
                     self.set(MState::Closed);
-                    self.events.push(kinds::BREAKER_CLOSED);
+                    self.events.push(BreakerEventKind::Closed);
                 } else {
                     self.state = MState::HalfOpen {
                         in_flight: in_flight - 1,
@@ -297,7 +298,7 @@ impl Model {
     fn force_open(&mut self) {
         if self.state != MState::Forced {
             self.set(MState::Forced);
-            self.events.push(kinds::BREAKER_FORCED_OPEN);
+            self.events.push(BreakerEventKind::ForcedOpen);
         }
     }
 
@@ -306,7 +307,7 @@ impl Model {
         self.consecutive = 0;
         self.trips = 0;
         self.set(MState::Closed);
-        self.events.push(kinds::BREAKER_RESET);
+        self.events.push(BreakerEventKind::Reset);
     }
 
     fn public(&self) -> BreakerState {
@@ -408,12 +409,9 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
         if let MState::Open { until } = model.state {
             prop_assert_eq!(health.next_probe_at.map(ms_since_start), Some(until));
         }
-        let kinds: Vec<String> = log
-            .snapshot()
-            .into_iter()
-            .map(|r| r.event.kind.into_owned())
-            .collect();
-        prop_assert_eq!(kinds, model.events.clone());
+        let kinds: Vec<EventKind> = log.snapshot().into_iter().map(|r| r.event.kind).collect();
+        let want: Vec<EventKind> = model.events.iter().map(|&k| k.into()).collect();
+        prop_assert_eq!(kinds, want);
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use taskstore::{
-    BreakerConfig, BreakerRegistry, BreakerState, CallError, Error, Event, EventLog, ManualClock,
-    Record, kinds,
+    BreakerConfig, BreakerEventKind, BreakerRegistry, BreakerState, CallError, CallOutcome, Error,
+    Event, EventKind, EventLog, EventSink, ManualClock, Record, TripReason,
 };
 use time::OffsetDateTime;
 
@@ -42,11 +42,8 @@ impl Rig {
             .collect()
     }
 
-    fn kinds(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .map(|e| e.kind.into_owned())
-            .collect()
+    fn kinds(&self) -> Vec<EventKind> {
+        self.events().into_iter().map(|e| e.kind).collect()
     }
 }
 
@@ -80,7 +77,7 @@ fn trips_on_failure_rate_once_minimum_calls_reached() {
     assert_eq!(b.state(), BreakerState::Open);
 
     let opened = rig.events().pop().unwrap();
-    assert_eq!(opened.kind, kinds::BREAKER_OPENED);
+    assert_eq!(opened.kind, BreakerEventKind::Opened);
     assert_eq!(opened.layer_from.as_deref(), Some("closed"));
     assert_eq!(opened.layer_to.as_deref(), Some("open"));
     assert_eq!(opened.data["breaker"], "upstream");
@@ -174,6 +171,75 @@ fn a_slow_success_counts_as_a_failure() {
     assert_eq!(opened.data["failures"], 2);
 }
 
+/// Keeps every event and call outcome it hears.
+#[derive(Default)]
+struct Heard {
+    events: std::sync::Mutex<Vec<Event>>,
+    outcomes: std::sync::Mutex<Vec<CallOutcome>>,
+}
+
+impl EventSink for Heard {
+    fn emit(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.clone());
+    }
+
+    fn breaker_call(&self, _: &str, outcome: CallOutcome) {
+        self.outcomes.lock().unwrap().push(outcome);
+    }
+}
+
+#[test]
+fn a_slow_failure_counts_as_slow_and_is_heard_as_a_failure() {
+    // The window counts a slow call as slow whatever it returned; the sink
+    // hears what the caller reported (or that a success was slow).
+    let heard = Arc::new(Heard::default());
+    let clock = ManualClock::new(START);
+    let registry = BreakerRegistry::new(
+        BreakerConfig::default()
+            .minimum_calls(3)
+            .failure_rate_threshold(1.0)
+            .slow_call_threshold(secs(1))
+            .open_duration(secs(10)),
+    )
+    .unwrap()
+    .with_clock(Arc::new(clock.clone()))
+    .with_sink(heard.clone());
+    let b = registry.breaker("upstream").unwrap();
+    let slow_failure = b.try_acquire().unwrap();
+    clock.advance(secs(2));
+    slow_failure.failure();
+    let slow_success = b.try_acquire().unwrap();
+    clock.advance(secs(2));
+    slow_success.success();
+    let health = b.health();
+    assert_eq!(
+        (health.calls, health.failures, health.slow_calls),
+        (2, 2, 2)
+    );
+    assert_eq!(
+        *heard.outcomes.lock().unwrap(),
+        [CallOutcome::Failure, CallOutcome::Slow]
+    );
+
+    // The third failure trips it; a probe that fails slowly reopens it as a
+    // slow probe.
+    fail(&b);
+    assert_eq!(b.state(), BreakerState::Open);
+    clock.advance(secs(10));
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    clock.advance(secs(2));
+    probe.failure();
+    let reopened = heard.events.lock().unwrap().pop().unwrap();
+    assert_eq!(reopened.kind, BreakerEventKind::Reopened);
+    assert_eq!(reopened.data["reason"], TripReason::SlowProbe.as_str());
+    assert_eq!(reopened.data["slow_calls"], 1);
+    assert_eq!(
+        heard.outcomes.lock().unwrap().last(),
+        Some(&CallOutcome::Failure)
+    );
+}
+
 #[test]
 fn open_rejects_until_the_cooldown_then_reports_half_open() {
     let rig = rig(BreakerConfig::default()
@@ -201,7 +267,7 @@ fn open_rejects_until_the_cooldown_then_reports_half_open() {
     assert_eq!(b.state(), BreakerState::HalfOpen);
     assert_eq!(
         rig.kinds(),
-        [kinds::BREAKER_OPENED, kinds::BREAKER_HALF_OPENED],
+        [BreakerEventKind::Opened, BreakerEventKind::HalfOpened],
         "open to half-open is emitted exactly once"
     );
     let half = rig.events().pop().unwrap();
@@ -255,7 +321,7 @@ fn probe_successes_close_the_breaker_and_clear_the_window() {
     let health = b.health();
     assert_eq!((health.calls, health.trips, health.opened_at), (0, 0, None));
     let closed = rig.events().pop().unwrap();
-    assert_eq!(closed.kind, kinds::BREAKER_CLOSED);
+    assert_eq!(closed.kind, BreakerEventKind::Closed);
     assert_eq!(closed.data["probe_successes"], 2);
     assert_eq!(closed.layer_from.as_deref(), Some("half_open"));
     // The old failures are gone: one new failure does not trip it.
@@ -282,7 +348,7 @@ fn a_failed_probe_reopens_with_a_growing_capped_cooldown() {
     }
     assert_eq!(cooldowns, [10, 20, 25]);
     let reopened = rig.events().pop().unwrap();
-    assert_eq!(reopened.kind, kinds::BREAKER_REOPENED);
+    assert_eq!(reopened.kind, BreakerEventKind::Reopened);
     assert_eq!(reopened.data["reason"], "failed_probe");
     assert_eq!(reopened.data["trips"], 4);
 
@@ -336,7 +402,7 @@ fn force_open_holds_until_reset() {
     succeed(&b);
     assert_eq!(
         rig.kinds(),
-        [kinds::BREAKER_FORCED_OPEN, kinds::BREAKER_RESET]
+        [BreakerEventKind::ForcedOpen, BreakerEventKind::Reset]
     );
     let events = rig.events();
     assert_eq!(events[0].layer_from.as_deref(), Some("closed"));

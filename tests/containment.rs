@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use taskstore::backend::SkipAction;
-use taskstore::{Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore};
+use taskstore::backend::UnreadableAction;
+use taskstore::{
+    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId, TaskStore,
+};
 use time::OffsetDateTime;
 
 fn count(dir: &Path) -> usize {
@@ -114,11 +116,11 @@ fn a_read_only_store_opens_gets_and_lists_and_reports_what_it_cannot_read() {
         vec![
             (
                 root.join("active/bad.json").display().to_string(),
-                SkipAction::LeftInPlace
+                UnreadableAction::LeftInPlace
             ),
             (
                 root.join("done/notes.txt").display().to_string(),
-                SkipAction::LeftInPlace
+                UnreadableAction::LeftInPlace
             ),
         ],
         "each bad entry reported, none moved"
@@ -202,7 +204,7 @@ fn a_file_larger_than_any_task_is_refused_before_it_is_read() {
     let page = store.list(&ListQuery::active()).unwrap();
     assert_eq!(page.tasks, vec![good]);
     assert_eq!(page.skipped.len(), 1);
-    assert_eq!(page.skipped[0].action, SkipAction::LeftInPlace);
+    assert_eq!(page.skipped[0].action, UnreadableAction::LeftInPlace);
     assert!(
         path.exists(),
         "left in place: a handle with a larger cap may read it"
@@ -276,12 +278,12 @@ fn the_quarantine_is_bounded_and_what_it_cannot_take_is_left_and_reported() {
     let aside = page
         .skipped
         .iter()
-        .filter(|s| s.action == SkipAction::SetAside)
+        .filter(|s| s.action == UnreadableAction::SetAside)
         .count();
     let left = page
         .skipped
         .iter()
-        .filter(|s| s.action == SkipAction::LeftInPlace)
+        .filter(|s| s.action == UnreadableAction::LeftInPlace)
         .count();
     assert_eq!((aside, left), (5, 3), "{:?}", page.skipped);
     assert_eq!(count(&quarantine), 1_000);
@@ -339,8 +341,9 @@ fn events_report_what_a_listing_could_not_read() {
     let reported: Vec<_> = log
         .snapshot()
         .into_iter()
+        .filter(|r| r.event.kind == TaskEventKind::Unreadable)
         .filter(|r| {
-            r.event.data["path"]
+            r.event.data["location"]
                 .as_str()
                 .is_some_and(|p| p.ends_with("bad.json"))
         })

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::{
     Durability, Error, EventLog, Fault, FaultInjector, FaultMode, FileStore, ListQuery,
-    ManualClock, NewTask, Task, TaskId, TaskStatus, TaskStore, TaskUpdate,
+    ManualClock, NewTask, Task, TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -285,7 +285,7 @@ fn unreadable_events(events: &EventLog) -> usize {
     events
         .snapshot()
         .iter()
-        .filter(|r| r.event.kind == "task.corrupt_set_aside")
+        .filter(|r| r.event.kind == TaskEventKind::Unreadable)
         .count()
 }
 

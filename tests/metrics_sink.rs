@@ -13,7 +13,8 @@ use metrics::{
     Unit,
 };
 use taskstore::{
-    BreakerConfig, BreakerRegistry, CallError, FileStore, MetricsSink, NewTask, TaskStore,
+    BreakerConfig, BreakerRegistry, CallError, Event, EventSink, FileStore, MetricsSink, NewTask,
+    TaskStore,
 };
 
 /// A recorder that keeps every counter and gauge by name and labels.
@@ -174,5 +175,34 @@ fn breaker_calls_transitions_and_state_become_counters_and_a_gauge() {
     assert_eq!(
         recorded.gauge("taskstore_breaker_state{breaker=db}"),
         Some(0.0)
+    );
+}
+
+#[test]
+fn host_events_named_like_ours_are_host_events() {
+    let recorded = Recorded::default();
+    let sink = MetricsSink::new();
+    metrics::with_local_recorder(&recorded, || {
+        sink.emit(&Event::new("task.foo"));
+        sink.emit(&Event::new(String::from("task.foo")));
+        sink.emit(
+            &Event::new("breaker.foo")
+                .to_layer("open")
+                .field("breaker", "db"),
+        );
+    });
+    assert_eq!(
+        recorded.counter("taskstore_task_events_total{kind=task.foo}"),
+        0
+    );
+    assert_eq!(recorded.counter("taskstore_events_total{kind=task.foo}"), 2);
+    assert_eq!(
+        recorded.counter("taskstore_breaker_transitions_total{breaker=db,kind=breaker.foo}"),
+        0
+    );
+    assert_eq!(recorded.gauge("taskstore_breaker_state{breaker=db}"), None);
+    assert_eq!(
+        recorded.counter("taskstore_events_total{kind=breaker.foo}"),
+        1
     );
 }

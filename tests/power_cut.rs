@@ -87,8 +87,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Durability, Event, EventSink, FileStore, ListQuery, ManualClock, NewTask, Task, TaskId,
-    TaskStatus, TaskStore, TaskUpdate, Transition, kinds,
+    Durability, Event, EventSink, FileStore, ListQuery, ManualClock, NewTask, Task, TaskEventKind,
+    TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -191,7 +191,7 @@ struct SetAside(Mutex<Vec<String>>);
 
 impl EventSink for SetAside {
     fn emit(&self, event: &Event) {
-        if event.kind == kinds::TASK_CORRUPT_SET_ASIDE {
+        if event.kind == TaskEventKind::Unreadable {
             let mut files = self.0.lock().unwrap_or_else(|e| e.into_inner());
             files.push(event.data.to_string());
         }

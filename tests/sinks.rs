@@ -1,12 +1,13 @@
 //! The shipped sinks, and what happens when a sink misbehaves.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use taskstore::{
     BreakerConfig, BreakerRegistry, BreakerState, CallOutcome, Error, Event, EventLog, EventSink,
     FanOut, JsonLinesSink, MemoryStore, NewTask, TaskEventKind, TaskStore, TracingSink,
-    emit_contained,
+    UnreadableAction, emit_contained,
 };
 
 struct Panicking;
@@ -93,16 +94,33 @@ fn a_breaker_reports_every_verdict_and_rejection_to_its_sink() {
 fn task_events_carry_the_task_id_status_and_revision() {
     let store = MemoryStore::new();
     let task = store.create(NewTask::new()).unwrap();
-    for kind in TaskEventKind::ALL {
+    for &kind in TaskEventKind::all() {
         let event = Event::task(kind, &task);
-        assert_eq!(event.kind, kind.as_str());
+        assert_eq!(event.kind, kind);
         assert_eq!(event.data["taskId"], task.id.as_str());
         assert_eq!(event.data["status"], "working");
         assert_eq!(event.data["revision"], 1);
     }
-    let aside = Event::corrupt_set_aside("/store/active/x.json", "truncated");
-    assert_eq!(aside.kind, "task.corrupt_set_aside");
-    assert_eq!(aside.data["reason"], "truncated");
+}
+
+#[test]
+fn an_unreadable_task_event_says_where_why_and_what_was_done() {
+    let aside = Event::unreadable(
+        "/store/active/x.json",
+        "truncated",
+        UnreadableAction::SetAside,
+    );
+    assert_eq!(aside.kind, TaskEventKind::Unreadable);
+    assert_eq!(
+        aside.data,
+        serde_json::json!({
+            "location": "/store/active/x.json",
+            "reason": "truncated",
+            "action": "setAside",
+        })
+    );
+    let left = Event::unreadable("tasks/42", "i/o error", UnreadableAction::LeftInPlace);
+    assert_eq!(left.data["action"], "leftInPlace");
 }
 
 #[test]
@@ -144,4 +162,82 @@ fn the_json_lines_sink_appends_after_existing_lines() {
     assert_eq!(lines[1]["layer_from"], "a");
     assert_eq!(lines[1]["pid"], std::process::id());
     assert!(lines[1]["at"].as_str().unwrap().ends_with('Z'));
+}
+
+/// A `tracing` subscriber that keeps the level and `kind` field of every
+/// event.
+#[derive(Default)]
+struct Captured(Mutex<Vec<(tracing::Level, String)>>);
+
+struct KindField(Option<String>);
+
+impl tracing::field::Visit for KindField {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "kind" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut kind = KindField(None);
+        event.record(&mut kind);
+        if let Some(kind) = kind.0 {
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), kind));
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn the_tracing_sink_tells_host_events_from_ours_by_type() {
+    let captured = Arc::new(Captured::default());
+    let registry = BreakerRegistry::new(BreakerConfig::default().minimum_calls(1))
+        .unwrap()
+        .with_sink(Arc::new(TracingSink::new()));
+    let breaker = registry.breaker("db").unwrap();
+    tracing::subscriber::with_default(captured.clone(), || {
+        let sink = TracingSink::new();
+        // Named like ours, with the layers of an opening breaker: a host's.
+        sink.emit(&Event::new("task.foo").to_layer("open"));
+        sink.emit(
+            &Event::new("breaker.foo")
+                .from_layer("closed")
+                .to_layer("open"),
+        );
+        breaker.try_acquire().unwrap().failure(); // opens: ours
+        breaker.force_open();
+        breaker.reset();
+    });
+    let seen = captured.0.lock().unwrap().clone();
+    use tracing::Level;
+    assert_eq!(
+        seen,
+        [
+            (Level::INFO, "task.foo".to_owned()),
+            (Level::INFO, "breaker.foo".to_owned()),
+            (Level::WARN, "breaker.opened".to_owned()),
+            (Level::WARN, "breaker.forced_open".to_owned()),
+            (Level::INFO, "breaker.reset".to_owned()),
+        ]
+    );
 }

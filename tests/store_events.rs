@@ -6,19 +6,17 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Event, EventLog, EventSink, FileStore, ManualClock, MemoryStore, NewTask, TaskStore, TaskUpdate,
+    Event, EventKind, EventLog, EventSink, FileStore, ManualClock, MemoryStore, NewTask,
+    TaskEventKind, TaskStore, TaskUpdate,
 };
 use time::OffsetDateTime;
 
-fn kinds(log: &EventLog) -> Vec<String> {
-    log.snapshot()
-        .into_iter()
-        .map(|r| r.event.kind.into_owned())
-        .collect()
+fn kinds(log: &EventLog) -> Vec<EventKind> {
+    log.snapshot().into_iter().map(|r| r.event.kind).collect()
 }
 
 /// The same lifecycle on any store; returns the kinds it should have emitted.
-fn lifecycle(store: &dyn TaskStore, clock: &ManualClock) -> Vec<&'static str> {
+fn lifecycle(store: &dyn TaskStore, clock: &ManualClock) -> Vec<TaskEventKind> {
     let a = store.create(NewTask::new()).unwrap();
     let _ = store
         .update(&a.id, TaskUpdate::new().metadata("k", 1))
@@ -41,19 +39,10 @@ fn lifecycle(store: &dyn TaskStore, clock: &ManualClock) -> Vec<&'static str> {
     clock.advance(Duration::from_secs(31));
     assert_eq!(store.reap_orphans().unwrap().len(), 1);
     let _ = e;
+    use TaskEventKind::*;
     vec![
-        "task.created",
-        "task.updated",
-        "task.completed",
-        "task.created",
-        "task.failed",
-        "task.created",
-        "task.cancelled",
-        "task.deleted",
-        "task.created",
-        "task.expired",
-        "task.created",
-        "task.reaped",
+        Created, Updated, Completed, Created, Failed, Created, Cancelled, Deleted, Created,
+        Expired, Created, Reaped,
     ]
 }
 
@@ -91,9 +80,20 @@ fn file_store_emits_every_task_event_and_corrupt_files() {
     std::fs::write(dir.path().join("active").join("broken.json"), b"{").unwrap();
     store.list(&taskstore::ListQuery::all()).unwrap();
     let last = log.snapshot().pop().unwrap().event;
-    assert_eq!(last.kind, "task.corrupt_set_aside");
+    assert_eq!(last.kind, TaskEventKind::Unreadable);
     assert!(
-        last.data["path"].as_str().unwrap().ends_with("broken.json"),
+        last.data["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.json"),
+        "{last:?}"
+    );
+    assert_eq!(last.data["action"], "setAside");
+    assert!(
+        last.data["movedTo"]
+            .as_str()
+            .unwrap()
+            .contains("quarantine"),
         "{last:?}"
     );
 }
@@ -143,7 +143,7 @@ struct WritesBack(std::sync::OnceLock<Arc<dyn TaskStore>>);
 
 impl EventSink for WritesBack {
     fn emit(&self, event: &Event) {
-        if event.kind == "task.created" {
+        if event.kind == TaskEventKind::Created {
             let id = taskstore::TaskId::parse(event.data["taskId"].as_str().unwrap()).unwrap();
             let store = self.0.get().unwrap();
             let _ = store

@@ -7,8 +7,10 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::breaker::circuit::{Breaker, BreakerHealth, Env};
+use crate::breaker::circuit::Breaker;
 use crate::breaker::config::BreakerConfig;
+use crate::breaker::health::BreakerHealth;
+use crate::breaker::machine::Env;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::sink::{EventSink, Notifier};

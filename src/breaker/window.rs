@@ -3,6 +3,28 @@
 
 use crate::breaker::config::BreakerConfig;
 
+/// What one call counts as in a window. Its value is the count window's
+/// encoding of it (bit 0 failed, bit 1 slow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Verdict {
+    /// Succeeded in time.
+    Success = 0,
+    /// Failed in time.
+    Failure = FAILED,
+    /// Took longer than the slow-call threshold, whatever it returned: a
+    /// failure, and counted as slow.
+    Slow = FAILED | SLOW,
+}
+
+impl Verdict {
+    /// Whether it counts as a failure.
+    #[inline]
+    pub fn failed(self) -> bool {
+        self != Verdict::Success
+    }
+}
+
 /// Calls counted in the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -29,11 +51,11 @@ impl Totals {
         self.slow -= other.slow;
     }
 
-    fn one(failed: bool, slow: bool) -> Totals {
+    fn one(verdict: Verdict) -> Totals {
         Totals {
             calls: 1,
-            failures: u64::from(failed),
-            slow: u64::from(slow),
+            failures: u64::from(verdict.failed()),
+            slow: u64::from(verdict == Verdict::Slow),
         }
     }
 }
@@ -63,10 +85,10 @@ impl Window {
     /// Counts one call and returns the calls in the window with it. `now`
     /// (Unix nanoseconds) is asked only by the time window.
     #[inline]
-    pub fn record(&mut self, now: impl FnOnce() -> i128, failed: bool, slow: bool) -> Totals {
+    pub fn record(&mut self, now: impl FnOnce() -> i128, verdict: Verdict) -> Totals {
         match self {
-            Window::Time(w) => w.record(now(), failed, slow),
-            Window::Count(w) => w.record(failed, slow),
+            Window::Time(w) => w.record(now(), verdict),
+            Window::Count(w) => w.record(verdict),
         }
     }
 
@@ -124,9 +146,9 @@ impl TimeWindow {
         }
     }
 
-    pub fn record(&mut self, now: i128, failed: bool, slow: bool) -> Totals {
+    pub fn record(&mut self, now: i128, verdict: Verdict) -> Totals {
         self.roll(now);
-        let one = Totals::one(failed, slow);
+        let one = Totals::one(verdict);
         self.buckets[self.latest_slot].add(one);
         self.sum.add(one);
         self.sum
@@ -180,7 +202,7 @@ impl TimeWindow {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     capacity: usize,
-    /// One byte per call: bit 0 failed, bit 1 slow. Holds `min(calls,
+    /// One [`Verdict`] byte per call: bit 0 failed, bit 1 slow. Holds `min(calls,
     /// capacity)` outcomes (the calls in the window); once full, `next` is
     /// the oldest.
     outcomes: Vec<u8>,
@@ -206,8 +228,8 @@ impl CountWindow {
     }
 
     #[inline]
-    pub fn record(&mut self, failed: bool, slow: bool) -> Totals {
-        let outcome = (u8::from(failed) * FAILED) | (u8::from(slow) * SLOW);
+    pub fn record(&mut self, verdict: Verdict) -> Totals {
+        let outcome = verdict as u8;
         if self.outcomes.len() < self.capacity {
             self.outcomes.push(outcome);
         } else {
@@ -219,8 +241,8 @@ impl CountWindow {
                 self.next = 0;
             }
         }
-        self.failures += u64::from(failed);
-        self.slow += u64::from(slow);
+        self.failures += u64::from(outcome & FAILED);
+        self.slow += u64::from(outcome >> 1);
         self.totals()
     }
 
@@ -244,6 +266,7 @@ impl CountWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::{Failure, Slow, Success};
 
     const SEC: i128 = 1_000_000_000;
 
@@ -254,11 +277,11 @@ mod tests {
     #[test]
     fn calls_leave_with_their_bucket() {
         let mut w = TimeWindow::new(std::time::Duration::from_secs(10), 10);
-        w.record(0, true, false);
-        w.record(5 * SEC + SEC / 2, false, true);
+        w.record(0, Failure);
+        w.record(5 * SEC + SEC / 2, Slow);
         assert_eq!(w.totals(10 * SEC - 1).calls, 2);
         // At 10 s the bucket [0 s, 1 s) has left the window.
-        assert_eq!(totals(w.totals(10 * SEC)), (1, 0, 1));
+        assert_eq!(totals(w.totals(10 * SEC)), (1, 1, 1));
         assert_eq!(w.totals(15 * SEC).calls, 0);
     }
 
@@ -266,8 +289,8 @@ mod tests {
     fn time_going_backwards_stands_still() {
         let t0 = 100 * SEC;
         let mut w = TimeWindow::new(std::time::Duration::from_secs(10), 10);
-        w.record(t0, true, false);
-        w.record(t0 - 50 * SEC, true, false);
+        w.record(t0, Failure);
+        w.record(t0 - 50 * SEC, Failure);
         assert_eq!(w.totals(t0 - 60 * SEC).failures, 2);
     }
 
@@ -280,7 +303,7 @@ mod tests {
         for i in 0..200i128 {
             let now = -30 * SEC + i * 300_000_000 + if i % 37 == 0 { 25 * SEC } else { 0 };
             let now = now.max(calls.last().copied().unwrap_or(i128::MIN));
-            w.record(now, i % 3 == 0, false);
+            w.record(now, if i % 3 == 0 { Failure } else { Success });
             calls.push(now);
             let current = now.div_euclid(SEC);
             let expected = calls
@@ -294,28 +317,28 @@ mod tests {
     #[test]
     fn negative_times_and_huge_jumps() {
         let mut w = TimeWindow::new(std::time::Duration::from_secs(10), 10);
-        w.record(-SEC / 2, true, false);
+        w.record(-SEC / 2, Failure);
         assert_eq!(w.totals(-1).calls, 1);
         assert_eq!(w.totals(9 * SEC - 1).calls, 1);
         assert_eq!(w.totals(9 * SEC + SEC / 2).calls, 0);
-        w.record(i128::MAX - 1, true, false);
+        w.record(i128::MAX - 1, Failure);
         assert_eq!(w.totals(i128::MAX).calls, 1);
     }
 
     #[test]
     fn the_count_window_holds_the_last_n_calls() {
         let mut w = CountWindow::new(3);
-        w.record(true, false);
-        w.record(true, true);
+        w.record(Failure);
+        w.record(Slow);
         assert_eq!(totals(w.totals()), (2, 2, 1));
-        w.record(false, false);
-        w.record(false, false); // the first failure leaves
+        w.record(Success);
+        w.record(Success); // the first failure leaves
         assert_eq!(totals(w.totals()), (3, 1, 1));
-        w.record(false, false); // the slow failure leaves
+        w.record(Success); // the slow failure leaves
         assert_eq!(totals(w.totals()), (3, 0, 0));
         w.clear();
         assert_eq!(totals(w.totals()), (0, 0, 0));
-        w.record(true, false);
+        w.record(Failure);
         assert_eq!(totals(w.totals()), (1, 1, 0));
     }
 }

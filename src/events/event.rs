@@ -1,35 +1,42 @@
-//! What happened: one [`Event`], and the names of the events the crate emits.
+//! What happened: one [`Event`], and its constructors for the crate's kinds.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::events::breaker::{BreakerEventKind, BreakerState};
+use crate::events::kind::EventKind;
+use crate::events::task::{TaskEventKind, UnreadableAction};
 use crate::task::Task;
+
+/// The data key of a breaker event that holds the breaker's name.
+const BREAKER: &str = "breaker";
 
 /// One thing that happened: a task transition, a breaker transition, or
 /// anything a host pushes.
 ///
 /// `layer_from` and `layer_to` name where a transition went from and to (a
-/// breaker's states, a task's statuses, or a host's own layers); `data` holds
-/// the structured details, usually a JSON object.
+/// breaker's states, a task's statuses, or a host's own layers), for people
+/// and log readers; `kind` says what happened, as a type; `data` holds the
+/// structured details, usually a JSON object.
 ///
 /// ```
-/// use taskstore::Event;
+/// use taskstore::{Event, EventKind};
 ///
 /// let event = Event::new("cache.miss")
 ///     .from_layer("memory")
 ///     .to_layer("disk")
 ///     .field("key", "user:42");
-/// assert_eq!(event.kind, "cache.miss");
+/// assert!(matches!(event.kind, EventKind::Host(_)));
 /// assert_eq!(event.data["key"], "user:42");
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
-    /// What happened, as a dotted name (`"task.completed"`, `"breaker.opened"`).
-    pub kind: Cow<'static, str>,
+    /// What happened; written as its name (`"task.completed"`,
+    /// `"breaker.opened"`, a host's `"cache.miss"`).
+    pub kind: EventKind,
     /// Where a transition came from, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_from: Option<String>,
@@ -44,8 +51,9 @@ pub struct Event {
 impl Event {
     /// An event of `kind` with no layers and no data.
     ///
-    /// A `&'static str` kind costs no allocation.
-    pub fn new(kind: impl Into<Cow<'static, str>>) -> Event {
+    /// A host's `&'static str` kind costs no allocation. A name of one of
+    /// the crate's kinds gives that kind (see [`EventKind`]).
+    pub fn new(kind: impl Into<EventKind>) -> Event {
         Event {
             kind: kind.into(),
             layer_from: None,
@@ -63,12 +71,12 @@ impl Event {
     /// # let store = MemoryStore::new();
     /// # let task = store.create(NewTask::new()).unwrap();
     /// let event = Event::task(TaskEventKind::Created, &task);
-    /// assert_eq!(event.kind, "task.created");
+    /// assert_eq!(event.kind, TaskEventKind::Created);
     /// assert_eq!(event.data["status"], "working");
     /// ```
     pub fn task(kind: TaskEventKind, task: &Task) -> Event {
         Event {
-            kind: Cow::Borrowed(kind.as_str()),
+            kind: EventKind::Task(kind),
             layer_from: None,
             layer_to: Some(task.status.as_str().to_owned()),
             data: json!({
@@ -79,11 +87,56 @@ impl Event {
         }
     }
 
-    /// The event for a corrupt or foreign file that a store set aside.
-    pub fn corrupt_set_aside(path: impl fmt::Display, reason: impl fmt::Display) -> Event {
-        Event::new(TaskEventKind::CorruptSetAside.as_str())
-            .field("path", path.to_string())
-            .field("reason", reason.to_string())
+    /// A stored task that a store could not read
+    /// ([`TaskEventKind::Unreadable`]): `data` carries its `location` (a
+    /// path, a key), the `reason` and the `action` taken. Backends add their
+    /// own details with [`field`](Event::field).
+    ///
+    /// ```
+    /// use taskstore::{Event, TaskEventKind, UnreadableAction};
+    ///
+    /// let event = Event::unreadable("/store/active/x.json", "truncated", UnreadableAction::SetAside);
+    /// assert_eq!(event.kind, TaskEventKind::Unreadable);
+    /// assert_eq!(event.data["action"], "setAside");
+    /// ```
+    pub fn unreadable(
+        location: impl fmt::Display,
+        reason: impl fmt::Display,
+        action: UnreadableAction,
+    ) -> Event {
+        Event::new(TaskEventKind::Unreadable).with_data(json!({
+            "location": location.to_string(),
+            "reason": reason.to_string(),
+            "action": action,
+        }))
+    }
+
+    /// A breaker transition of the breaker named `breaker` out of `from`:
+    /// `layer_from` is `from`, `layer_to` the state the transition ends in,
+    /// and `data` carries the breaker's name (see
+    /// [`breaker_name`](Event::breaker_name)).
+    ///
+    /// ```
+    /// use taskstore::{BreakerEventKind, BreakerState, Event};
+    ///
+    /// let event = Event::breaker(BreakerEventKind::Opened, "db", BreakerState::Closed);
+    /// assert_eq!(event.layer_to.as_deref(), Some("open"));
+    /// assert_eq!(event.breaker_name(), Some("db"));
+    /// ```
+    pub fn breaker(kind: BreakerEventKind, breaker: &str, from: BreakerState) -> Event {
+        Event::new(kind)
+            .from_layer(from.as_str())
+            .to_layer(kind.state_after().as_str())
+            .field(BREAKER, breaker)
+    }
+
+    /// The name of the breaker a breaker event is about; `None` for other
+    /// events (and for a breaker event made without one).
+    pub fn breaker_name(&self) -> Option<&str> {
+        match self.kind {
+            EventKind::Breaker(_) => self.data.get(BREAKER)?.as_str(),
+            _ => None,
+        }
     }
 
     /// Sets where the transition came from.
@@ -126,126 +179,10 @@ impl Event {
     }
 }
 
-/// The task events a store emits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum TaskEventKind {
-    /// A task was created.
-    Created,
-    /// A non-terminal update was applied.
-    Updated,
-    /// A task completed (terminal).
-    Completed,
-    /// A task failed (terminal).
-    Failed,
-    /// A task was cancelled (terminal).
-    Cancelled,
-    /// A task was found expired (its TTL from creation passed).
-    Expired,
-    /// A task was deleted.
-    Deleted,
-    /// A corrupt or foreign file was set aside.
-    CorruptSetAside,
-    /// An orphaned task (its owner's lease lapsed) was failed by the reaper.
-    Reaped,
-}
-
-impl TaskEventKind {
-    /// Every task event kind.
-    pub const ALL: [TaskEventKind; 9] = [
-        TaskEventKind::Created,
-        TaskEventKind::Updated,
-        TaskEventKind::Completed,
-        TaskEventKind::Failed,
-        TaskEventKind::Cancelled,
-        TaskEventKind::Expired,
-        TaskEventKind::Deleted,
-        TaskEventKind::CorruptSetAside,
-        TaskEventKind::Reaped,
-    ];
-
-    /// The event of an applied write that leaves a task in `status`:
-    /// updated, or the terminal status reached.
-    pub fn for_status(status: crate::task::TaskStatus) -> TaskEventKind {
-        use crate::task::TaskStatus;
-        match status {
-            TaskStatus::Completed => TaskEventKind::Completed,
-            TaskStatus::Failed => TaskEventKind::Failed,
-            TaskStatus::Cancelled => TaskEventKind::Cancelled,
-            TaskStatus::Working | TaskStatus::InputRequired => TaskEventKind::Updated,
-        }
-    }
-
-    /// The event kind string (`"task.created"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskEventKind::Created => kinds::TASK_CREATED,
-            TaskEventKind::Updated => kinds::TASK_UPDATED,
-            TaskEventKind::Completed => kinds::TASK_COMPLETED,
-            TaskEventKind::Failed => kinds::TASK_FAILED,
-            TaskEventKind::Cancelled => kinds::TASK_CANCELLED,
-            TaskEventKind::Expired => kinds::TASK_EXPIRED,
-            TaskEventKind::Deleted => kinds::TASK_DELETED,
-            TaskEventKind::CorruptSetAside => kinds::TASK_CORRUPT_SET_ASIDE,
-            TaskEventKind::Reaped => kinds::TASK_REAPED,
-        }
-    }
-}
-
-impl fmt::Display for TaskEventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The `kind` strings of every event the crate emits.
-pub mod kinds {
-    /// A task was created.
-    pub const TASK_CREATED: &str = "task.created";
-    /// A non-terminal update was applied to a task.
-    pub const TASK_UPDATED: &str = "task.updated";
-    /// A task completed.
-    pub const TASK_COMPLETED: &str = "task.completed";
-    /// A task failed.
-    pub const TASK_FAILED: &str = "task.failed";
-    /// A task was cancelled.
-    pub const TASK_CANCELLED: &str = "task.cancelled";
-    /// A task expired.
-    pub const TASK_EXPIRED: &str = "task.expired";
-    /// A task was deleted.
-    pub const TASK_DELETED: &str = "task.deleted";
-    /// A corrupt or foreign file was set aside.
-    pub const TASK_CORRUPT_SET_ASIDE: &str = "task.corrupt_set_aside";
-    /// An orphaned task was failed by the reaper.
-    pub const TASK_REAPED: &str = "task.reaped";
-    /// A closed breaker tripped open.
-    pub const BREAKER_OPENED: &str = "breaker.opened";
-    /// An open breaker's cooldown passed: it lets probes through.
-    pub const BREAKER_HALF_OPENED: &str = "breaker.half_opened";
-    /// Enough probes succeeded: the breaker closed.
-    pub const BREAKER_CLOSED: &str = "breaker.closed";
-    /// A probe failed: the half-open breaker opened again.
-    pub const BREAKER_REOPENED: &str = "breaker.reopened";
-    /// The breaker was forced open by the host.
-    pub const BREAKER_FORCED_OPEN: &str = "breaker.forced_open";
-    /// The breaker was reset (closed, window cleared) by the host.
-    pub const BREAKER_RESET: &str = "breaker.reset";
-
-    /// Whether `kind` is a task event.
-    pub fn is_task(kind: &str) -> bool {
-        kind.starts_with("task.")
-    }
-
-    /// Whether `kind` is a breaker transition.
-    pub fn is_breaker(kind: &str) -> bool {
-        kind.starts_with("breaker.")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::breaker::{CallOutcome, TripReason};
 
     #[test]
     fn field_turns_null_into_an_object() {
@@ -257,10 +194,8 @@ mod tests {
 
     #[test]
     fn event_round_trips_through_json() {
-        let e = Event::new("breaker.opened")
-            .from_layer("closed")
-            .to_layer("open")
-            .field("calls", 10);
+        let e =
+            Event::breaker(BreakerEventKind::Opened, "db", BreakerState::Closed).field("calls", 10);
         let text = serde_json::to_string(&e).unwrap();
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
@@ -268,12 +203,77 @@ mod tests {
         assert_eq!(bare, Event::new("k"));
     }
 
+    /// The names of every value of a vocabulary, checked to be distinct and
+    /// written alike by `Display` and serde, and read back by serde.
+    fn names<T>(all: &[T]) -> Vec<String>
+    where
+        T: Copy + fmt::Display + fmt::Debug + PartialEq + Serialize + for<'de> Deserialize<'de>,
+    {
+        let mut names = vec![];
+        for &value in all {
+            let name = value.to_string();
+            assert_eq!(serde_json::to_value(value).unwrap(), json!(name));
+            let back: T = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(back, value);
+            names.push(name);
+        }
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        names
+    }
+
     #[test]
-    fn task_kinds_have_distinct_names() {
-        let mut names: Vec<_> = TaskEventKind::ALL.iter().map(|k| k.as_str()).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), TaskEventKind::ALL.len());
-        assert!(names.iter().all(|n| kinds::is_task(n)));
+    fn display_and_serde_agree_on_every_name() {
+        for name in names(TaskEventKind::all()) {
+            assert!(matches!(EventKind::from(name), EventKind::Task(_)));
+        }
+        for name in names(BreakerEventKind::all()) {
+            assert!(matches!(EventKind::from(name), EventKind::Breaker(_)));
+        }
+        names(BreakerState::all());
+        names(CallOutcome::all());
+        names(TripReason::all());
+        names(UnreadableAction::all());
+        assert!(serde_json::from_value::<TaskEventKind>(json!("created")).is_err());
+    }
+
+    #[test]
+    fn a_name_has_one_kind() {
+        for &kind in TaskEventKind::all() {
+            let via_name = EventKind::from(kind.as_str());
+            assert_eq!(via_name, EventKind::Task(kind));
+            let back: EventKind = serde_json::from_value(json!(kind.as_str())).unwrap();
+            assert_eq!(back, via_name);
+        }
+        for name in [
+            "task.foo",
+            "task.",
+            "breaker.open",
+            "task.created ",
+            "cache.miss",
+            "",
+        ] {
+            let kind = EventKind::from(name);
+            assert!(matches!(kind, EventKind::Host(_)), "{name:?}");
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(EventKind::from(name.to_owned()), kind);
+        }
+    }
+
+    #[test]
+    fn breaker_events_end_where_their_kind_says() {
+        for &kind in BreakerEventKind::all() {
+            let e = Event::breaker(kind, "db", BreakerState::HalfOpen);
+            assert_eq!(e.layer_to.as_deref(), Some(kind.state_after().as_str()));
+            assert_eq!(e.breaker_name(), Some("db"));
+        }
+        assert_eq!(
+            Event::new("cache.miss")
+                .field("breaker", "db")
+                .breaker_name(),
+            None
+        );
     }
 }

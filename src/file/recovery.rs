@@ -3,11 +3,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use time::OffsetDateTime;
 
-use crate::backend::{SkipAction, Skipped};
+use crate::backend::{Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, is_read_only};
@@ -29,7 +30,7 @@ pub(crate) struct Quarantine {
 
 /// What became of a file to be set aside.
 enum Moved {
-    Aside,
+    Aside(PathBuf),
     Gone,
     Full,
 }
@@ -64,7 +65,7 @@ impl Quarantine {
         match fs.rename(from, name, &self.dir, &target) {
             Ok(()) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
-                Ok(Moved::Aside)
+                Ok(Moved::Aside(self.dir.join(&target)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Gone),
             Err(e) => Err(e),
@@ -86,7 +87,13 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     for name in names {
         let path = dir.join(&name);
         let Some(id) = layout::temp_file_id(&name) else {
-            set_aside_name(store, dir, &name, "tmp", "not a temp file of this store");
+            drop(set_aside_name(
+                store,
+                dir,
+                &name,
+                "tmp",
+                "not a temp file of this store",
+            ));
             continue;
         };
         let guard = match store.locks.try_lock(&store.fs, stripe(&id)) {
@@ -107,7 +114,13 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                     || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
                 drop(guard);
-                set_aside_name(store, dir, &name, "tmp", "not a temp file of this store");
+                drop(set_aside_name(
+                    store,
+                    dir,
+                    &name,
+                    "tmp",
+                    "not a temp file of this store",
+                ));
             }
             Err(e) if is_read_only(&e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove a temp file (read-only store)");
@@ -137,15 +150,13 @@ pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Entries> {
     for name in names {
         match layout::task_file_id(&name) {
             Some(id) => tasks.push((id, name)),
-            None => {
-                let action = set_aside_name(store, dir, &name, area.name(), "not a task file name");
-                skipped.push(Skipped::new(
-                    None,
-                    dir.join(&name).display().to_string(),
-                    "not a task file name",
-                    action,
-                ));
-            }
+            None => skipped.push(set_aside_name(
+                store,
+                dir,
+                &name,
+                area.name(),
+                "not a task file name",
+            )),
         }
     }
     Ok((tasks, skipped))
@@ -153,27 +164,22 @@ pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Entries> {
 
 /// Sets the foreign entry `name` in `dir` aside, if the quarantine has room
 /// and the store can be written; reports what became of it.
-fn set_aside_name(
-    store: &FileBackend,
-    dir: &Dir,
-    name: &OsStr,
-    label: &str,
-    why: &str,
-) -> SkipAction {
+fn set_aside_name(store: &FileBackend, dir: &Dir, name: &OsStr, label: &str, why: &str) -> Skipped {
     let path = dir.join(name);
+    let report = |action| Skipped::new(None, path.display().to_string(), why, action);
     match store.quarantine.move_in(&store.fs, dir, name, label) {
-        Ok(Moved::Aside) => {
+        Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %path.display(), reason = why, "set aside a file that is not a readable task");
-            SkipAction::SetAside
+            report(UnreadableAction::SetAside).moved_to(target.display().to_string())
         }
-        Ok(Moved::Gone) => SkipAction::LeftInPlace,
+        Ok(Moved::Gone) => report(UnreadableAction::LeftInPlace),
         Ok(Moved::Full) => {
             tracing::warn!(file = %path.display(), reason = why, "quarantine full: left an unreadable file in place");
-            SkipAction::LeftInPlace
+            report(UnreadableAction::LeftInPlace)
         }
         Err(e) => {
             tracing::warn!(file = %path.display(), reason = why, error = %e, "could not set aside an unreadable file");
-            SkipAction::LeftInPlace
+            report(UnreadableAction::LeftInPlace)
         }
     }
 }
@@ -192,50 +198,51 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
         Skipped::new(Some(id.clone()), path.display().to_string(), reason, action)
     };
     if !matches!(err, Error::Corrupt { .. }) {
-        return report(err.to_string(), SkipAction::LeftInPlace);
+        return report(err.to_string(), UnreadableAction::LeftInPlace);
     }
     let guard = match store.locks.lock(&store.fs, stripe(id)) {
         Ok(guard) => guard,
         Err(e) => {
             return report(
                 format!("{err}; not set aside: {e}"),
-                SkipAction::LeftInPlace,
+                UnreadableAction::LeftInPlace,
             );
         }
     };
     let result = match store.read(area, id) {
         Err(e @ Error::Corrupt { .. }) => match set_aside_locked(store, area, id, &e.to_string()) {
-            Ok(true) => report(e.to_string(), SkipAction::SetAside),
-            Ok(false) => report(e.to_string(), SkipAction::LeftInPlace),
+            Ok(Some(target)) => report(e.to_string(), UnreadableAction::SetAside)
+                .moved_to(target.display().to_string()),
+            Ok(None) => report(e.to_string(), UnreadableAction::LeftInPlace),
             Err(move_error) => report(
                 format!("{e}; not set aside: {move_error}"),
-                SkipAction::LeftInPlace,
+                UnreadableAction::LeftInPlace,
             ),
         },
-        Err(e) => report(e.to_string(), SkipAction::LeftInPlace),
+        Err(e) => report(e.to_string(), UnreadableAction::LeftInPlace),
         // Repaired or removed meanwhile.
-        Ok(_) => report(err.to_string(), SkipAction::LeftInPlace),
+        Ok(_) => report(err.to_string(), UnreadableAction::LeftInPlace),
     };
     drop(guard);
     result
 }
 
 /// Sets task `id`'s file in `area` aside; the caller holds its stripe lock.
-/// `Ok(false)` if it is gone, or the quarantine is full.
+/// Where it went, or `Ok(None)` if it is gone, or the quarantine is full.
 pub(super) fn set_aside_locked(
     store: &FileBackend,
     area: Area,
     id: &TaskId,
     why: &str,
-) -> Result<bool> {
+) -> Result<Option<PathBuf>> {
     let dir = store.dir(area);
     let name = task_name(id);
     match store.quarantine.move_in(&store.fs, dir, &name, area.name()) {
-        Ok(Moved::Aside) => {
+        Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
-            Ok(true)
+            Ok(Some(target))
         }
-        Ok(Moved::Gone | Moved::Full) => Ok(false),
+        Ok(Moved::Gone | Moved::Full) => Ok(None),
         Err(e) => Err(Error::io("set aside", dir.join(&name), e)),
     }
 }

@@ -185,6 +185,7 @@ impl FileBackend {
                 id,
                 "a damaged copy of a task whose other copy is readable",
             )?
+            .is_some()
         };
         if gone {
             tracing::info!(task = %id, area = stale.area.name(), "removed a stale copy left by an interrupted terminal move");

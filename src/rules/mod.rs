@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap};
 use crate::error::{Error, Result};
-use crate::events::TaskEventKind;
+use crate::events::{Event, TaskEventKind};
 use crate::id::TaskId;
 use crate::query::{self, ListQuery, Page};
 use crate::store::{Reaped, Swept, TaskStore, Transition};
@@ -164,8 +164,14 @@ impl<B: Backend> Store<B> {
         for entry in skipped {
             tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
             self.settings.notifier.emit(|| {
-                crate::events::Event::corrupt_set_aside(&entry.location, &entry.reason)
-                    .field("action", format!("{:?}", entry.action))
+                let mut event = Event::unreadable(&entry.location, &entry.reason, entry.action);
+                if let Some(id) = &entry.id {
+                    event = event.field("taskId", id.as_str());
+                }
+                if let Some(place) = &entry.moved_to {
+                    event = event.field("movedTo", place.as_str());
+                }
+                event
             });
         }
     }

@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::breaker::CallOutcome;
-use crate::events::Event;
+use crate::events::{CallOutcome, Event};
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 
 /// Forwards every event to each of its sinks in order. A sink that panics is

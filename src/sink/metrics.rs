@@ -1,7 +1,6 @@
 //! [`MetricsSink`]: events as `metrics` counters and gauges.
 
-use crate::breaker::{BreakerState, CallOutcome};
-use crate::events::{Event, kinds};
+use crate::events::{BreakerState, CallOutcome, Event, EventKind};
 use crate::sink::EventSink;
 
 /// Sends events to the [`metrics`] facade (whatever recorder the host
@@ -14,7 +13,10 @@ use crate::sink::EventSink;
 ///   `2` open, `3` forced open;
 /// - `taskstore_breaker_calls_total{breaker, outcome}`: a counter per call
 ///   verdict (`success`, `failure`, `slow`) and rejection (`rejected`);
-/// - `taskstore_events_total{kind}`: every other event.
+/// - `taskstore_events_total{kind}`: every host event.
+///
+/// Events are told apart by their [`EventKind`]: a host event named
+/// `"task.foo"` is a host event.
 ///
 /// Available with the `metrics` cargo feature.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,21 +29,38 @@ impl MetricsSink {
     }
 }
 
+/// The value of `taskstore_breaker_state`.
+fn gauge(state: BreakerState) -> f64 {
+    match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+        BreakerState::ForcedOpen => 3.0,
+    }
+}
+
 impl EventSink for MetricsSink {
     fn emit(&self, event: &Event) {
-        let kind = event.kind.to_string();
-        if kinds::is_task(&kind) {
-            metrics::counter!("taskstore_task_events_total", "kind" => kind).increment(1);
-        } else if kinds::is_breaker(&kind) {
-            let breaker = event.data["breaker"].as_str().unwrap_or("").to_owned();
-            if let Some(state) = event.layer_to.as_deref().and_then(BreakerState::parse) {
-                metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.clone())
-                    .set(f64::from(state.as_gauge()));
+        match &event.kind {
+            EventKind::Task(kind) => {
+                metrics::counter!("taskstore_task_events_total", "kind" => kind.as_str())
+                    .increment(1);
             }
-            metrics::counter!("taskstore_breaker_transitions_total", "breaker" => breaker, "kind" => kind)
+            EventKind::Breaker(kind) => {
+                let breaker = event.breaker_name().unwrap_or("").to_owned();
+                metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.clone())
+                    .set(gauge(kind.state_after()));
+                metrics::counter!(
+                    "taskstore_breaker_transitions_total",
+                    "breaker" => breaker,
+                    "kind" => kind.as_str()
+                )
                 .increment(1);
-        } else {
-            metrics::counter!("taskstore_events_total", "kind" => kind).increment(1);
+            }
+            EventKind::Host(kind) => {
+                metrics::counter!("taskstore_events_total", "kind" => kind.as_str().to_owned())
+                    .increment(1);
+            }
         }
     }
 

@@ -18,8 +18,7 @@ pub use tracing::TracingSink;
 
 pub(crate) use notifier::Notifier;
 
-use crate::breaker::CallOutcome;
-use crate::events::{Event, EventLog};
+use crate::events::{CallOutcome, Event, EventLog};
 
 /// Receives every event: task transitions, breaker transitions, and anything
 /// the host emits.

@@ -5,8 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::breaker::CallOutcome;
-use crate::events::{Event, TaskEventKind};
+use crate::events::{CallOutcome, Event, TaskEventKind};
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 use crate::task::Task;
 
@@ -77,6 +76,8 @@ impl Notifier {
         tracing::warn!("an event sink panicked; the event was dropped");
     }
 
+    /// A task event (for an applied write, the kind is
+    /// [`TaskEventKind::for_status`] of the task as written).
     pub(crate) fn task(&self, kind: TaskEventKind, task: &Task) {
         self.emit(|| Event::task(kind, task));
     }

@@ -1,13 +1,16 @@
 //! [`TracingSink`]: events as `tracing` events.
 
-use crate::events::Event;
+use crate::events::{BreakerState, Event, EventKind};
 use crate::sink::EventSink;
 
 /// Sends every event to `tracing` as an event with target
 /// `taskstore::events`, with the fields `kind`, `from`, `to` and `data`.
 ///
-/// Breaker transitions that open a breaker are logged at `WARN`, everything
-/// else at `INFO` (or at the level chosen with [`level`](TracingSink::level)).
+/// Breaker transitions that leave a breaker open or forced open are logged
+/// at `WARN`, everything else at `INFO` (or at the level chosen with
+/// [`level`](TracingSink::level)). Only the crate's breaker events count as
+/// such (the event's [`EventKind`]), not a host event of a similar name or
+/// with similar layers.
 #[derive(Clone, Copy, Debug)]
 pub struct TracingSink {
     level: Option<tracing::Level>,
@@ -27,14 +30,16 @@ impl TracingSink {
     }
 
     fn level_for(&self, event: &Event) -> tracing::Level {
-        self.level.unwrap_or_else(|| {
-            if event.layer_to.as_deref() == Some("open")
-                || event.layer_to.as_deref() == Some("forced_open")
+        self.level.unwrap_or_else(|| match &event.kind {
+            EventKind::Breaker(kind)
+                if matches!(
+                    kind.state_after(),
+                    BreakerState::Open | BreakerState::ForcedOpen
+                ) =>
             {
                 tracing::Level::WARN
-            } else {
-                tracing::Level::INFO
             }
+            _ => tracing::Level::INFO,
         })
     }
 }

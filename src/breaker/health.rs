@@ -1,0 +1,39 @@
+//! [`BreakerHealth`]: one breaker's state and numbers, for a health endpoint.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::events::BreakerState;
+
+/// A breaker's health, as reported by [`Breaker::health`](crate::Breaker::health) and
+/// [`BreakerRegistry::snapshot`](crate::BreakerRegistry::snapshot).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BreakerHealth {
+    /// The breaker's name.
+    pub name: String,
+    /// Its state.
+    pub state: BreakerState,
+    /// Failures / calls in the window; `None` with no calls.
+    pub failure_rate: Option<f64>,
+    /// Calls in the window.
+    pub calls: u64,
+    /// Failed calls in the window (slow calls included).
+    pub failures: u64,
+    /// Slow calls in the window.
+    pub slow_calls: u64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Trips in a row since it last closed.
+    pub trips: u32,
+    /// When it last opened, while open, half-open or forced open.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub opened_at: Option<OffsetDateTime>,
+    /// When it will let a probe through, while open.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_probe_at: Option<OffsetDateTime>,
+    /// Probe permits held now, while half-open.
+    pub probes_in_flight: u32,
+    /// Probes that succeeded, while half-open.
+    pub probe_successes: u32,
+}

@@ -1,0 +1,377 @@
+//! The state machine of one breaker: its shared core, its states, and the
+//! transitions a verdict or the passing of time causes. Everything here runs
+//! under the breaker's lock, except what the closed path reads atomically.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::breaker::config::BreakerConfig;
+use crate::breaker::window::{Totals, Verdict, Window};
+use crate::clock::Clock;
+use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event, TripReason};
+use crate::sink::Notifier;
+
+/// What a breaker shares with its registry: the clock, and the sink with its
+/// panic count.
+pub(crate) struct Env {
+    pub clock: Arc<dyn Clock>,
+    pub notifier: Notifier,
+}
+
+impl Env {
+    /// Sends a transition, if there was one, to the sink.
+    #[inline]
+    pub(super) fn emit(&self, event: Option<Event>) {
+        if let Some(event) = event {
+            self.emit_event(event);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_event(&self, event: Event) {
+        self.notifier.emit(|| event);
+    }
+
+    #[inline]
+    pub(super) fn call(&self, breaker: &str, outcome: CallOutcome) {
+        self.notifier.breaker_call(breaker, outcome);
+    }
+}
+
+/// What the handles of one breaker share.
+pub(super) struct Core {
+    pub name: Arc<str>,
+    pub config: BreakerConfig,
+    pub env: Arc<Env>,
+    /// `slow_call_threshold` in nanoseconds.
+    pub slow_nanos: Option<i128>,
+    /// Whether a verdict needs the time before it takes the lock: with the
+    /// time window, or a slow-call threshold. Otherwise a verdict reads the
+    /// clock only if it trips the breaker.
+    pub timed_verdicts: bool,
+    /// With a count window of N calls: (N, the fewest failures among N calls
+    /// whose rate reaches the threshold), so that a full window is judged
+    /// without a division.
+    full_window: Option<(u64, u64)>,
+    /// The generation while closed, `u64::MAX` otherwise: lets the closed
+    /// path hand out permits without the lock.
+    pub closed_generation: AtomicU64,
+    pub inner: Mutex<Inner>,
+}
+
+/// The part of a breaker behind its lock.
+pub(super) struct Inner {
+    pub state: State,
+    /// Goes up with every transition; permits of an older one are stale.
+    pub generation: u64,
+    pub window: Window,
+    pub consecutive_failures: u32,
+    pub trips: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum State {
+    Closed,
+    Open {
+        opened_at: OffsetDateTime,
+        until: OffsetDateTime,
+        /// `until` as Unix nanoseconds, to compare with the clock.
+        until_nanos: i128,
+    },
+    HalfOpen {
+        opened_at: OffsetDateTime,
+        in_flight: u32,
+        successes: u32,
+    },
+    ForcedOpen {
+        opened_at: OffsetDateTime,
+    },
+}
+
+impl State {
+    pub fn public(&self) -> BreakerState {
+        match self {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+            State::ForcedOpen { .. } => BreakerState::ForcedOpen,
+        }
+    }
+}
+
+/// The time of one operation: read at most once, and only if needed.
+pub(super) struct Now<'a> {
+    clock: &'a Arc<dyn Clock>,
+    at: Option<i128>,
+}
+
+impl<'a> Now<'a> {
+    /// Not read yet.
+    #[inline]
+    pub fn unread(clock: &'a Arc<dyn Clock>) -> Now<'a> {
+        Now { clock, at: None }
+    }
+
+    /// Unix nanoseconds.
+    #[inline]
+    pub fn get(&mut self) -> i128 {
+        *self.at.get_or_insert_with(|| self.clock.now_unix_nanos())
+    }
+}
+
+impl Core {
+    pub fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> Core {
+        let window = Window::new(&config);
+        let slow_nanos = config
+            .slow_call_threshold
+            .map(|t| i128::try_from(t.as_nanos()).unwrap_or(i128::MAX));
+        Core {
+            name,
+            timed_verdicts: window.needs_time() || slow_nanos.is_some(),
+            full_window: config.window_calls.map(|n| {
+                let n = u64::from(n);
+                (n, fewest_failures(n, config.failure_rate_threshold))
+            }),
+            slow_nanos,
+            config,
+            env,
+            closed_generation: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                generation: 0,
+                window,
+                consecutive_failures: 0,
+                trips: 0,
+            }),
+        }
+    }
+
+    /// A transition of this breaker out of `from`.
+    pub fn event(&self, kind: BreakerEventKind, from: BreakerState) -> Event {
+        Event::breaker(kind, &self.name, from)
+    }
+
+    /// Whether the window's failure rate trips the breaker: at least
+    /// `minimum_calls` calls and failures / calls `>= failure_rate_threshold`.
+    fn rate_trips(&self, totals: Totals) -> bool {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return false;
+        }
+        if totals.failures == 0 {
+            // The rate is 0.0, without a division.
+            return self.config.failure_rate_threshold <= 0.0;
+        }
+        match self.full_window {
+            Some((calls, failures)) if totals.calls == calls => totals.failures >= failures,
+            _ => totals.failure_rate().unwrap_or(0.0) >= self.config.failure_rate_threshold,
+        }
+    }
+}
+
+/// The fewest failures `f` among `calls` calls (`> 0`) with
+/// `f / calls >= threshold`, computed as [`Core::rate_trips`] does (`calls +
+/// 1` if none). The rate grows with `f`, so a binary search finds it.
+fn fewest_failures(calls: u64, threshold: f64) -> u64 {
+    let (mut low, mut high) = (0, calls + 1);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if mid as f64 / calls as f64 >= threshold {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
+impl Inner {
+    pub fn set_state(&mut self, core: &Core, state: State) {
+        self.state = state;
+        self.generation += 1;
+        let closed = if matches!(state, State::Closed) {
+            self.generation
+        } else {
+            u64::MAX
+        };
+        core.closed_generation.store(closed, Ordering::Release);
+    }
+
+    /// Open → half-open once the open duration has passed.
+    pub fn advance(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
+        let State::Open {
+            opened_at,
+            until,
+            until_nanos,
+        } = self.state
+        else {
+            return None;
+        };
+        if now.get() < until_nanos {
+            return None;
+        }
+        self.set_state(
+            core,
+            State::HalfOpen {
+                opened_at,
+                in_flight: 0,
+                successes: 0,
+            },
+        );
+        Some(
+            core.event(BreakerEventKind::HalfOpened, BreakerState::Open)
+                .field("opened_at", rfc3339(opened_at))
+                .field("open_for_ms", millis(until - opened_at))
+                .field("trips", self.trips)
+                .field("probes", core.config.half_open_probes),
+        )
+    }
+
+    /// Counts a verdict of the current generation; returns the transition it caused.
+    #[inline]
+    pub fn verdict(&mut self, core: &Core, now: &mut Now<'_>, verdict: Verdict) -> Option<Event> {
+        let config = &core.config;
+        match &mut self.state {
+            State::Closed => {
+                let totals = self.window.record(|| now.get(), verdict);
+                self.consecutive_failures = if verdict.failed() {
+                    self.consecutive_failures + 1
+                } else {
+                    0
+                };
+                let reason = if config
+                    .consecutive_failures
+                    .is_some_and(|n| self.consecutive_failures >= n)
+                {
+                    TripReason::ConsecutiveFailures
+                } else if core.rate_trips(totals) {
+                    TripReason::FailureRate
+                } else {
+                    return None;
+                };
+                let event = core.event(BreakerEventKind::Opened, BreakerState::Closed);
+                Some(self.trip(core, now.get(), event, reason, totals))
+            }
+            State::HalfOpen {
+                in_flight,
+                successes,
+                ..
+            } => {
+                *in_flight = in_flight.saturating_sub(1);
+                let reason = match verdict {
+                    Verdict::Success => None,
+                    Verdict::Failure => Some(TripReason::FailedProbe),
+                    Verdict::Slow => Some(TripReason::SlowProbe),
+                };
+                if let Some(reason) = reason {
+                    let totals = Totals {
+                        calls: u64::from(*successes) + 1,
+                        failures: 1,
+                        slow: u64::from(verdict == Verdict::Slow),
+                    };
+                    let event = core.event(BreakerEventKind::Reopened, BreakerState::HalfOpen);
+                    return Some(self.trip(core, now.get(), event, reason, totals));
+                }
+                *successes += 1;
+                if *successes < config.probe_successes_to_close {
+                    return None;
+                }
+                let successes = *successes;
+                let trips = self.trips;
+                self.window.clear();
+                self.consecutive_failures = 0;
+                self.trips = 0;
+                self.set_state(core, State::Closed);
+                Some(
+                    core.event(BreakerEventKind::Closed, BreakerState::HalfOpen)
+                        .field("probe_successes", successes)
+                        .field("trips", trips),
+                )
+            }
+            // Permits are never handed out while open.
+            State::Open { .. } | State::ForcedOpen { .. } => None,
+        }
+    }
+
+    /// Opens the breaker at `now` (Unix nanoseconds); `event` gets the numbers.
+    fn trip(
+        &mut self,
+        core: &Core,
+        now: i128,
+        event: Event,
+        reason: TripReason,
+        totals: Totals,
+    ) -> Event {
+        self.trips = self.trips.saturating_add(1);
+        let open_for = core.config.open_duration_after(self.trips);
+        let now = datetime(now);
+        let until =
+            now.saturating_add(time::Duration::try_from(open_for).unwrap_or(time::Duration::MAX));
+        self.set_state(
+            core,
+            State::Open {
+                opened_at: now,
+                until,
+                until_nanos: until.unix_timestamp_nanos(),
+            },
+        );
+        event
+            .field("reason", reason.as_str())
+            .field("calls", totals.calls)
+            .field("failures", totals.failures)
+            .field("slow_calls", totals.slow)
+            .field("failure_rate", totals.failure_rate())
+            .field("failure_rate_threshold", core.config.failure_rate_threshold)
+            .field("minimum_calls", core.config.minimum_calls)
+            .field("consecutive_failures", self.consecutive_failures)
+            .field("trips", self.trips)
+            .field("open_for_ms", millis(open_for))
+            .field("retry_at", rfc3339(until))
+    }
+}
+
+fn millis(d: impl TryInto<Duration>) -> u64 {
+    d.try_into().ok().map_or(0, |d: Duration| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// Unix nanoseconds as a date, clamped to the dates `time` can hold.
+fn datetime(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or_else(|_| {
+        let edge = if unix_nanos < 0 {
+            time::PrimitiveDateTime::MIN
+        } else {
+            time::PrimitiveDateTime::MAX
+        };
+        edge.assume_utc()
+    })
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fewest_failures_agrees_with_dividing() {
+        for calls in [1u64, 2, 3, 7, 10, 99, 100, 101, 1_000, 100_000] {
+            for threshold in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.7, 0.75, 0.9, 0.999, 1.0] {
+                let divided = (0..=calls)
+                    .find(|&f| f as f64 / calls as f64 >= threshold)
+                    .unwrap_or(calls + 1);
+                assert_eq!(
+                    fewest_failures(calls, threshold),
+                    divided,
+                    "{calls} calls, threshold {threshold}"
+                );
+            }
+        }
+    }
+}
