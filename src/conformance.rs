@@ -105,17 +105,25 @@ impl<S: TaskStore, F: Fn(&Setup, &str) -> S> Storage for F {
 /// The instance ids of the two handles every check gets.
 pub const INSTANCES: [&str; 2] = ["instance-a", "instance-b"];
 
-/// One check of the suite: on one handle, or on two handles on one storage.
+/// Opens one more handle on the storage of a check, with an instance id.
+type Reopen<'a> = &'a dyn Fn(&str) -> Box<dyn TaskStore>;
+
+/// One check of the suite: on one handle, on two handles on one storage, or
+/// on two with a way to open more.
 #[derive(Clone, Copy)]
 enum Check {
     One(fn(&dyn TaskStore, &Setup)),
     Two(fn(&dyn TaskStore, &dyn TaskStore, &Setup)),
+    More(fn(&dyn TaskStore, &dyn TaskStore, Reopen<'_>, &Setup)),
 }
 
 /// Runs every check, each against two handles on a fresh storage from
 /// `new_storage`.
-pub fn run<St: Storage>(new_storage: impl Fn() -> St) {
-    use Check::{One, Two};
+pub fn run<St: Storage>(new_storage: impl Fn() -> St)
+where
+    St::Store: 'static,
+{
+    use Check::{More, One, Two};
     let checks: &[(&str, Check)] = &[
         ("create_and_get", One(create_and_get)),
         ("host_chosen_ids", One(host_chosen_ids)),
@@ -198,15 +206,32 @@ pub fn run<St: Storage>(new_storage: impl Fn() -> St) {
             "events_once_per_applied_transition",
             Two(events_once_per_applied_transition),
         ),
+        (
+            "a_claim_moves_the_owner_and_fences_the_old_one",
+            Two(a_claim_moves_the_owner_and_fences_the_old_one),
+        ),
+        (
+            "a_reopened_instance_is_not_the_owner",
+            More(a_reopened_instance_is_not_the_owner),
+        ),
+        (
+            "resumable_orphans_wait_for_a_claim_then_are_reaped",
+            Two(resumable_orphans_wait_for_a_claim_then_are_reaped),
+        ),
+        ("claims_race", Two(claims_race)),
     ];
     for (name, check) in checks {
         let setup = Setup::new();
         let storage = new_storage();
         let a = storage.open(&setup, INSTANCES[0]);
         let b = storage.open(&setup, INSTANCES[1]);
+        let reopen = |instance_id: &str| -> Box<dyn TaskStore> {
+            Box::new(storage.open(&setup, instance_id))
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match check {
             One(check) => check(&a, &setup),
             Two(check) => check(&a, &b, &setup),
+            More(check) => check(&a, &b, &reopen, &setup),
         }));
         if let Err(panic) = outcome {
             eprintln!("conformance check `{name}` failed");
@@ -1113,4 +1138,234 @@ fn events_once_per_applied_transition(a: &dyn TaskStore, b: &dyn TaskStore, setu
     assert_eq!(a.sweep().unwrap().deleted, 1);
     assert_eq!(b.sweep().unwrap().deleted, 0);
     assert_eq!(count(TaskEventKind::Expired, &task.id), 1);
+}
+
+fn fenced(t: Transition) -> Task {
+    match t {
+        Transition::Fenced(task) => task,
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+}
+
+fn a_claim_moves_the_owner_and_fences_the_old_one(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("convert", json!({"file": "x.pdf"})))
+        .unwrap();
+    assert_eq!(task.epoch, 1);
+    let resume = task
+        .resume
+        .clone()
+        .expect("a resumable task keeps its resume state");
+    assert_eq!((resume.kind.as_str(), resume.attempts), ("convert", 1));
+    let saved = applied(
+        a.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 7})).fenced(1),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        saved.resume.as_ref().unwrap().checkpoint,
+        Some(json!({"page": 7}))
+    );
+    // Not an orphan yet: nothing to claim.
+    assert!(b.claim(&["convert"]).unwrap().tasks.is_empty());
+    setup.clock.advance(setup.lease);
+    assert!(
+        b.claim(&["other-kind"]).unwrap().tasks.is_empty(),
+        "only a handler for its kind claims it"
+    );
+    let claimed = b.claim(&["convert"]).unwrap();
+    assert!(claimed.missed.is_empty());
+    assert_eq!(claimed.tasks.len(), 1);
+    let taken = &claimed.tasks[0];
+    assert_eq!(taken.epoch, 2);
+    assert_eq!(taken.owner.as_deref(), Some(b.instance_id()));
+    assert_eq!(taken.status, TaskStatus::Working);
+    assert_eq!(taken.revision, saved.revision + 1);
+    let resume = taken.resume.as_ref().unwrap();
+    assert_eq!(resume.attempts, 2);
+    assert_eq!(resume.input, json!({"file": "x.pdf"}));
+    assert_eq!(
+        resume.checkpoint,
+        Some(json!({"page": 7})),
+        "resumed from its checkpoint"
+    );
+    assert_eq!(
+        taken.lease_expires_at,
+        Some(setup.clock.now() + setup.lease)
+    );
+    assert!(
+        a.claim(&["convert"]).unwrap().tasks.is_empty(),
+        "claimed once"
+    );
+    assert!(
+        b.reap().unwrap().tasks.is_empty(),
+        "a claimed task is not an orphan"
+    );
+
+    // Every write of the old epoch is refused and changes nothing.
+    let old = [
+        a.update(&task.id, TaskUpdate::new().status_message("late").fenced(1)),
+        a.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 1})).fenced(1),
+        ),
+        a.update(
+            &task.id,
+            TaskUpdate::new()
+                .status(TaskStatus::InputRequired)
+                .input_requests(json!({"q": 1}))
+                .fenced(1),
+        ),
+        a.finish_fenced(&task.id, crate::Outcome::Completed(json!("old")), 1),
+        a.finish_fenced(&task.id, crate::Outcome::Failed(json!("old")), 1),
+    ];
+    for write in old {
+        assert_eq!(&fenced(write.unwrap()), taken);
+    }
+    match a.renew_lease(&task.id) {
+        Err(Error::NotOwner { owner, .. }) => assert_eq!(owner.as_deref(), Some(b.instance_id())),
+        other => panic!("the old owner cannot renew, got {other:?}"),
+    }
+    assert_eq!(b.get(&task.id).unwrap().as_ref(), Some(taken));
+    // The new epoch works, and finishes the task once.
+    applied(b.renew_lease(&task.id).unwrap());
+    applied(
+        b.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 9})).fenced(2),
+        )
+        .unwrap(),
+    );
+    let done = applied(
+        b.finish_fenced(&task.id, crate::Outcome::Completed(json!("new")), 2)
+            .unwrap(),
+    );
+    assert_eq!(done.result, Some(json!("new")));
+    assert_eq!(done.resume, None, "a finished task keeps no resume state");
+    assert_eq!(
+        a.finish_fenced(&task.id, crate::Outcome::Completed(json!("old")), 1)
+            .unwrap(),
+        Transition::AlreadyTerminal(done)
+    );
+    let claimed_events = setup
+        .events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == TaskEventKind::Claimed)
+        .count();
+    assert_eq!(claimed_events, 1);
+}
+
+fn a_reopened_instance_is_not_the_owner(
+    a: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let task = a.create(NewTask::new()).unwrap();
+    // The same instance id, opened again (a restarted process).
+    let again = reopen(a.instance_id());
+    assert_eq!(again.instance_id(), a.instance_id());
+    assert!(
+        matches!(again.renew_lease(&task.id), Err(Error::NotOwner { .. })),
+        "a new open is not the owner"
+    );
+    assert_eq!(again.renew_leases().unwrap(), 0);
+    setup.clock.advance(setup.lease / 2);
+    let written = applied(
+        again
+            .update(&task.id, TaskUpdate::new().metadata("cancel", true))
+            .unwrap(),
+    );
+    assert_eq!(
+        written.lease_expires_at, task.lease_expires_at,
+        "its writes do not renew the lease"
+    );
+    setup.clock.advance(setup.lease / 2);
+    let reaped = again.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1, "the dead open's task is reaped");
+    assert_eq!(
+        applied_or_terminal(a.renew_lease(&task.id)),
+        TaskStatus::Failed
+    );
+}
+
+fn applied_or_terminal(t: crate::Result<Transition>) -> TaskStatus {
+    t.unwrap().task().status
+}
+
+fn resumable_orphans_wait_for_a_claim_then_are_reaped(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let waits = a.create(NewTask::new().resumable("k", json!(1))).unwrap();
+    let last = a
+        .create(NewTask::new().resumable("k", json!(2)).max_attempts(1))
+        .unwrap();
+    let plain = a.create(NewTask::new()).unwrap();
+    setup.clock.advance(setup.lease);
+    // At the lapse: the plain orphan and the one out of attempts are failed;
+    // the resumable one waits for a claim.
+    let reaped: Vec<TaskId> = b.reap().unwrap().tasks.into_iter().map(|t| t.id).collect();
+    assert_eq!(reaped.len(), 2);
+    assert!(reaped.contains(&last.id) && reaped.contains(&plain.id));
+    let out_of_attempts = a.get(&last.id).unwrap().unwrap();
+    assert_eq!(out_of_attempts.error.as_ref().unwrap()["attempts"], 1);
+    assert!(
+        b.claim(&["k"])
+            .unwrap()
+            .tasks
+            .iter()
+            .all(|t| t.id == waits.id)
+    );
+    // Claimed, it runs again; when that owner dies too and no one claims it
+    // within the grace (one lease), it is failed.
+    setup.clock.advance(setup.lease);
+    assert!(a.reap().unwrap().tasks.is_empty(), "within the grace");
+    setup.clock.advance(setup.lease);
+    let reaped = a.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1);
+    let failed = &reaped.tasks[0];
+    assert_eq!(failed.id, waits.id);
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["kind"].as_str()),
+        (Some("orphaned"), Some("k"))
+    );
+    assert_eq!(error["attempts"], 2);
+}
+
+fn claims_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let ids: Vec<TaskId> = (0..20)
+        .map(|i| {
+            a.create(NewTask::new().resumable("k", json!(i)).max_attempts(5))
+                .unwrap()
+                .id
+        })
+        .collect();
+    setup.clock.advance(setup.lease);
+    let claims: Vec<Vec<Task>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let store = [a, b][t % 2];
+                s.spawn(move || store.claim(&["k"]).unwrap().tasks)
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut claimed: Vec<&TaskId> = claims.iter().flatten().map(|t| &t.id).collect();
+    claimed.sort();
+    let mut want: Vec<&TaskId> = ids.iter().collect();
+    want.sort();
+    assert_eq!(claimed, want, "every orphan claimed exactly once");
+    for task in claims.iter().flatten() {
+        assert_eq!(task.epoch, 2);
+    }
 }

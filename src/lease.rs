@@ -1,10 +1,15 @@
 //! Ownership and leases: telling a task whose process died from one that runs.
 //!
-//! Every store handle has an instance id. A task is owned by the instance
-//! that created it and carries a lease; the owner renews it while it works
-//! (every write by the owner renews it too). A non-terminal task whose lease
-//! has lapsed is an orphan: [`TaskStore::reap_orphans`](crate::TaskStore::reap_orphans)
-//! fails it with a structured `"orphaned"` error.
+//! Every store handle has an identity: the instance id its host gave it and
+//! a token unique to this open of the store. A task is owned by the handle
+//! that created it (or last claimed it) and carries a lease; the owner
+//! renews it while it works (every write by the owner renews it too). A
+//! process restarted with the same instance id opens anew, gets a new token,
+//! and is not the owner: it can neither renew nor keep alive work it is not
+//! running. A non-terminal task whose lease has lapsed is an orphan:
+//! [`TaskStore::reap`](crate::TaskStore::reap) fails it with a structured
+//! `"orphaned"` error, unless it is resumable and an instance claims it
+//! ([`TaskStore::claim`](crate::TaskStore::claim)).
 
 use std::time::Duration;
 
@@ -20,6 +25,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub(crate) struct Lease {
     pub instance_id: String,
+    /// Unique to this open of the store.
+    pub token: String,
     pub duration: Duration,
 }
 
@@ -27,6 +34,7 @@ impl Default for Lease {
     fn default() -> Lease {
         Lease {
             instance_id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
             duration: DEFAULT_LEASE,
         }
     }
@@ -37,19 +45,33 @@ impl Lease {
         now.saturating_add(time::Duration::try_from(self.duration).unwrap_or(time::Duration::MAX))
     }
 
-    /// Makes a new task this instance's, with a fresh lease.
-    pub fn claim(&self, task: &mut Task, now: OffsetDateTime) {
+    /// Makes a new task this handle's, with a fresh lease.
+    pub fn own(&self, task: &mut Task, now: OffsetDateTime) {
         task.owner = Some(self.instance_id.clone());
+        task.owner_token = Some(self.token.clone());
         task.lease_expires_at = Some(self.until(now));
     }
 
-    /// Whether this instance owns `task`.
-    pub fn owns(&self, task: &Task) -> bool {
-        task.owner.as_deref() == Some(self.instance_id.as_str())
+    /// Makes an orphan this handle's, to resume it: a new owner epoch and
+    /// a fresh lease (bumps the revision, leaves `last_updated_at` alone).
+    pub fn take_over(&self, task: &mut Task, now: OffsetDateTime) {
+        self.own(task, now);
+        task.epoch += 1;
+        task.revision += 1;
+        if let Some(resume) = &mut task.resume {
+            resume.attempts += 1;
+        }
     }
 
-    /// After a write by this instance: a terminal task holds no lease; a
-    /// running one owned by this instance gets a fresh one.
+    /// Whether this handle owns `task`: the same instance id and the same
+    /// open of the store.
+    pub fn owns(&self, task: &Task) -> bool {
+        task.owner.as_deref() == Some(self.instance_id.as_str())
+            && task.owner_token.as_deref() == Some(self.token.as_str())
+    }
+
+    /// After a write by this handle: a terminal task holds no lease; a
+    /// running one owned by this handle gets a fresh one.
     pub fn after_write(&self, task: &mut Task, now: OffsetDateTime) {
         if task.is_terminal() {
             task.lease_expires_at = None;
@@ -71,13 +93,41 @@ pub(crate) fn is_orphan(task: &Task, now: OffsetDateTime) -> bool {
     !task.is_terminal() && task.lease_expires_at.is_some_and(|at| now >= at)
 }
 
+/// Whether the orphan `task` is to be failed at `now`, by a reaper whose
+/// claim grace is `grace`: at once if it cannot be resumed; a resumable one
+/// only once it has stayed unclaimed for `grace` after its lease lapsed (no
+/// instance with a handler for its kind came), or once it has had all its
+/// attempts.
+pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> bool {
+    if !is_orphan(task, now) {
+        return false;
+    }
+    let Some(resume) = &task.resume else {
+        return true;
+    };
+    let lapsed = task.lease_expires_at.unwrap_or(now);
+    resume.attempts >= resume.max_attempts
+        || now
+            >= lapsed.saturating_add(time::Duration::try_from(grace).unwrap_or(time::Duration::MAX))
+}
+
+/// Whether the orphan `task` may be claimed at `now` by an instance that
+/// resumes `kinds`.
+pub(crate) fn is_claimable(task: &Task, now: OffsetDateTime, kinds: &[&str]) -> bool {
+    is_orphan(task, now)
+        && task
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.attempts < r.max_attempts && kinds.iter().any(|k| *k == r.kind))
+}
+
 /// The error recorded on a reaped orphan.
 pub(crate) fn orphan_error(task: &Task, reaper: &str) -> Value {
     let lapsed = task.lease_expires_at.and_then(|at| {
         at.format(&time::format_description::well_known::Rfc3339)
             .ok()
     });
-    json!({
+    let mut error = json!({
         "code": "orphaned",
         "message": format!(
             "task {} was abandoned: its owner {} stopped renewing its lease",
@@ -87,5 +137,13 @@ pub(crate) fn orphan_error(task: &Task, reaper: &str) -> Value {
         "owner": task.owner,
         "leaseExpiredAt": lapsed,
         "reapedBy": reaper,
-    })
+    });
+    if let Some(resume) = &task.resume {
+        // A resumable task that no instance resumed, or that ran out of
+        // attempts.
+        error["kind"] = json!(resume.kind);
+        error["attempts"] = json!(resume.attempts);
+        error["maxAttempts"] = json!(resume.max_attempts);
+    }
+    error
 }

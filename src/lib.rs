@@ -50,5 +50,7 @@ pub use crate::sink::MetricsSink;
 pub use crate::sink::{
     EventSink, FanOut, JsonLinesSink, TracingSink, breaker_call_contained, emit_contained,
 };
-pub use crate::store::{Missed, Reaped, Swept, TaskStore, Transition};
-pub use crate::task::{NewTask, Outcome, Task, TaskStatus, TaskUpdate};
+pub use crate::store::{Claimed, Missed, Pass, Reaped, Swept, TaskStore, Transition};
+pub use crate::task::{
+    DEFAULT_MAX_ATTEMPTS, NewTask, Outcome, Resume, Task, TaskStatus, TaskUpdate,
+};

@@ -16,8 +16,9 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 /// The largest payload cap a store accepts (larger settings are lowered to it).
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
-/// How deep a JSON value in a task (a result, error, input request, or one
-/// metadata value) may nest: each array or object is one level.
+/// How deep a JSON value in a task (a result, error, input request, one
+/// metadata value, a resumable task's input or checkpoint) may nest: each
+/// array or object is one level.
 ///
 /// Deeper values are refused with [`Error::TooDeep`] when written, because a
 /// task must always read back, and JSON decoders (this crate's included)
@@ -68,9 +69,12 @@ impl Limits {
 
 /// Refuses a task with a value nested deeper than [`MAX_DEPTH`].
 fn check_depth(task: &Task) -> Result<()> {
+    let resume = task.resume.as_ref();
     let values = [&task.result, &task.error, &task.input_requests]
         .into_iter()
         .flatten()
+        .chain(resume.map(|r| &r.input))
+        .chain(resume.and_then(|r| r.checkpoint.as_ref()))
         .chain(task.metadata.values());
     for value in values {
         let depth = depth(value);

@@ -48,6 +48,15 @@ pub trait TaskStore: Send + Sync {
     /// [`Error::NotFound`] for a missing or expired task.
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition>;
 
+    /// [`finish`](TaskStore::finish), only while the task is still at owner
+    /// `epoch`: once another owner has claimed it, the outcome is refused as
+    /// [`Transition::Fenced`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing or expired task.
+    fn finish_fenced(&self, id: &TaskId, outcome: Outcome, epoch: u64) -> Result<Transition>;
+
     /// One page of tasks, ordered by `created_at`, then id. Stored entries
     /// that cannot be read are left out and reported in [`Page::skipped`].
     ///
@@ -92,6 +101,18 @@ pub trait TaskStore: Send + Sync {
     /// (`"dropped": ["metadata", "statusMessage"]`), so an orphan is always
     /// reaped.
     fn reap(&self) -> Result<Reaped>;
+
+    /// Claims every resumable orphan whose kind is in `kinds`, so that this
+    /// handle resumes it: a new owner epoch, this handle as owner, a fresh
+    /// lease. Returns the tasks claimed (in listing order), with what it
+    /// could not claim. Every write of an earlier epoch is refused from then
+    /// on, and only this handle renews the lease.
+    ///
+    /// Safe at any moment, from any process or host: each orphan is claimed
+    /// only if it is still the version judged an orphan, so exactly one
+    /// claimer wins it. A resumable orphan left unclaimed for the reaper's
+    /// claim grace, or out of attempts, is failed by [`reap`](TaskStore::reap).
+    fn claim(&self, kinds: &[&str]) -> Result<Claimed>;
 
     /// [`sweep`](TaskStore::sweep), counting the tasks deleted.
     fn sweep_expired(&self) -> Result<usize> {
@@ -152,6 +173,14 @@ macro_rules! forward_task_store {
             fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
                 (**self).finish(id, outcome)
             }
+            fn finish_fenced(
+                &self,
+                id: &TaskId,
+                outcome: Outcome,
+                epoch: u64,
+            ) -> Result<Transition> {
+                (**self).finish_fenced(id, outcome, epoch)
+            }
             fn list(&self, query: &ListQuery) -> Result<Page> {
                 (**self).list(query)
             }
@@ -172,6 +201,9 @@ macro_rules! forward_task_store {
             }
             fn reap(&self) -> Result<Reaped> {
                 (**self).reap()
+            }
+            fn claim(&self, kinds: &[&str]) -> Result<Claimed> {
+                (**self).claim(kinds)
             }
             fn reap_orphans(&self) -> Result<Vec<Task>> {
                 (**self).reap_orphans()
@@ -197,26 +229,31 @@ forward_task_store!(Arc<T>, Box<T>, &T);
 /// What a mutation did.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Transition {
     /// The change was applied; this is the task as written.
     Applied(Task),
     /// The task had already reached a terminal state (the first writer won
     /// earlier); nothing was changed. This is the task as it stands.
     AlreadyTerminal(Task),
+    /// The write was fenced to an owner epoch the task has left (another
+    /// owner claimed it to resume it); nothing was changed. This is the task
+    /// as it stands.
+    Fenced(Task),
 }
 
 impl Transition {
-    /// The task, either way.
+    /// The task, whatever the outcome.
     pub fn task(&self) -> &Task {
         match self {
-            Transition::Applied(t) | Transition::AlreadyTerminal(t) => t,
+            Transition::Applied(t) | Transition::AlreadyTerminal(t) | Transition::Fenced(t) => t,
         }
     }
 
-    /// The task, either way, by value.
+    /// The task, whatever the outcome, by value.
     pub fn into_task(self) -> Task {
         match self {
-            Transition::Applied(t) | Transition::AlreadyTerminal(t) => t,
+            Transition::Applied(t) | Transition::AlreadyTerminal(t) | Transition::Fenced(t) => t,
         }
     }
 
@@ -240,17 +277,25 @@ pub struct Swept {
     pub missed: Vec<Missed>,
 }
 
-/// What a [`TaskStore::reap`] did.
+/// What a pass over the running tasks did: the orphans a
+/// [`TaskStore::reap`] failed ([`Reaped`]) or a [`TaskStore::claim`]
+/// claimed ([`Claimed`]).
 #[derive(Debug, Default)]
 #[non_exhaustive]
-pub struct Reaped {
-    /// The orphans failed by this pass, in listing order.
+pub struct Pass {
+    /// The tasks as this pass left them, in listing order.
     pub tasks: Vec<Task>,
     /// Stored entries that could not be read (left out, reported).
     pub skipped: Vec<Skipped>,
-    /// Orphans that could not be failed, and why.
+    /// Tasks the pass could not handle, and why.
     pub missed: Vec<Missed>,
 }
+
+/// What a [`TaskStore::reap`] did: the orphans it failed.
+pub type Reaped = Pass;
+
+/// What a [`TaskStore::claim`] did: the orphans it claimed.
+pub type Claimed = Pass;
 
 /// A task a sweep or a reap could not handle; the pass went on without it.
 #[derive(Debug)]

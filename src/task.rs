@@ -127,7 +127,56 @@ pub struct Task {
         skip_serializing_if = "Option::is_none"
     )]
     pub lease_expires_at: Option<OffsetDateTime>,
+    /// The owner's open of the store: with [`owner`](Task::owner), the
+    /// identity that runs the task (a process restarted with the same
+    /// instance id opens anew, and is not the owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
+    /// The owner epoch: 1 at creation, +1 each time another owner claims the
+    /// task to resume it. A write fenced to an earlier epoch is refused.
+    #[serde(default = "first_epoch", skip_serializing_if = "is_first_epoch")]
+    pub epoch: u64,
+    /// What a new owner needs to resume the task, for a resumable task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
 }
+
+fn first_epoch() -> u64 {
+    1
+}
+
+fn is_first_epoch(epoch: &u64) -> bool {
+    *epoch == 1
+}
+
+/// What a resumable task keeps so that another owner can pick it up where
+/// it stopped: the kind of work (which resume handler runs it), its input,
+/// its last checkpoint, and how many owners have run it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Resume {
+    /// The kind of work, for example a tool's name: an instance resumes a
+    /// task only with a handler for its kind.
+    pub kind: String,
+    /// The work's input, as it was started.
+    #[serde(default)]
+    pub input: Value,
+    /// The last checkpoint the work saved, if any.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub checkpoint: Option<Value>,
+    /// How many owners have run it (1 for the first).
+    pub attempts: u32,
+    /// After this many attempts, a task whose owner died is failed.
+    pub max_attempts: u32,
+}
+
+/// The default number of attempts a resumable task gets.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 impl Task {
     /// When the task expires (`created_at + ttl`), or `None` if unlimited.
@@ -165,6 +214,7 @@ pub struct NewTask {
     pub(crate) poll_interval: Option<Duration>,
     pub(crate) status_message: Option<String>,
     pub(crate) metadata: Map<String, Value>,
+    pub(crate) resume: Option<Resume>,
 }
 
 impl NewTask {
@@ -204,6 +254,35 @@ impl NewTask {
         self
     }
 
+    /// Makes the task resumable: if its owner dies, an instance with a
+    /// resume handler for `kind` claims it and runs it again from its last
+    /// checkpoint, with `input` (stored with the task, counted against the
+    /// payload cap).
+    pub fn resumable(mut self, kind: impl Into<String>, input: Value) -> NewTask {
+        let max_attempts = self
+            .resume
+            .as_ref()
+            .map_or(DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts);
+        self.resume = Some(Resume {
+            kind: kind.into(),
+            input,
+            checkpoint: None,
+            attempts: 1,
+            max_attempts,
+        });
+        self
+    }
+
+    /// How many owners a resumable task may have in all (default 3, at
+    /// least 1); after the last one dies, the task is failed. No effect on a
+    /// task that is not [`resumable`](NewTask::resumable).
+    pub fn max_attempts(mut self, attempts: u32) -> NewTask {
+        if let Some(resume) = &mut self.resume {
+            resume.max_attempts = attempts.max(1);
+        }
+        self
+    }
+
     /// The task this builder describes, created at `now`.
     pub(crate) fn into_task(self, id: TaskId, now: OffsetDateTime) -> Task {
         Task {
@@ -221,6 +300,9 @@ impl NewTask {
             revision: 1,
             owner: None,
             lease_expires_at: None,
+            owner_token: None,
+            epoch: 1,
+            resume: self.resume,
         }
     }
 }
@@ -236,6 +318,8 @@ pub struct TaskUpdate {
     pub(crate) input_requests: Option<Value>,
     pub(crate) poll_interval: Option<Duration>,
     pub(crate) metadata: Map<String, Value>,
+    pub(crate) checkpoint: Option<Value>,
+    pub(crate) fence: Option<u64>,
 }
 
 impl TaskUpdate {
@@ -278,6 +362,26 @@ impl TaskUpdate {
         self
     }
 
+    /// Saves a checkpoint of a resumable task's work: the point a new owner
+    /// resumes from. Ignored by a task that is not resumable.
+    pub fn checkpoint(mut self, checkpoint: Value) -> TaskUpdate {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// Applies the update only while the task is still at owner `epoch`:
+    /// once another owner has claimed it, the update is refused as
+    /// [`Transition::Fenced`](crate::Transition::Fenced) and changes nothing.
+    pub fn fenced(mut self, epoch: u64) -> TaskUpdate {
+        self.fence = Some(epoch);
+        self
+    }
+
+    /// The epoch this update is fenced to, if any.
+    pub(crate) fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
     /// The terminal status this update wrongly asks for, if any.
     pub(crate) fn terminal_status(&self) -> Option<TaskStatus> {
         self.status.filter(|s| s.is_terminal())
@@ -299,6 +403,9 @@ impl TaskUpdate {
         }
         if let Some(interval) = self.poll_interval {
             task.poll_interval = Some(interval);
+        }
+        if let (Some(checkpoint), Some(resume)) = (self.checkpoint, &mut task.resume) {
+            resume.checkpoint = Some(checkpoint);
         }
         task.metadata.extend(self.metadata);
         task.last_updated_at = now;
@@ -329,9 +436,11 @@ impl Outcome {
     }
 
     /// Applies the outcome to a non-terminal task (checked by the caller).
+    /// A finished task keeps no resume state: nobody will resume it.
     pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) {
         task.status = self.status();
         task.input_requests = None;
+        task.resume = None;
         match self {
             Outcome::Completed(result) => task.result = Some(result),
             Outcome::Failed(error) => task.error = Some(error),

@@ -188,6 +188,9 @@ struct Scenario {
     fixture: bool,
     /// Puts extra files in place right before the operation runs.
     plant: fn(&Path),
+    /// Runs on the handle before faults are armed (a task of its own, say:
+    /// only the handle that created a task owns it).
+    prepare: fn(&FileStore),
     /// `None`: the operation is opening the store.
     call: Option<Call>,
     /// How many files `list` is expected to have set aside in the end.
@@ -200,6 +203,7 @@ impl Scenario {
             instance: "owner",
             fixture: true,
             plant: nothing,
+            prepare: |_| {},
             call: Some(call),
             quarantined: 0,
         }
@@ -215,6 +219,8 @@ struct Case {
     fired: Vec<(taskstore::FsOp, PathBuf)>,
     /// Each task as the faulted handle itself reads it, faults off, before reopening.
     seen_by_handle: BTreeMap<TaskId, Option<Task>>,
+    /// Each task right before the operation ran (after `prepare`).
+    before: BTreeMap<TaskId, Option<Task>>,
 }
 
 impl Case {
@@ -248,6 +254,7 @@ fn run_case(sc: &Scenario, template: &Path, arm: Option<(u64, Fault, FaultMode)>
         }
     };
     let mut seen_by_handle = BTreeMap::new();
+    let mut before = BTreeMap::new();
     let result = match sc.call {
         None => {
             (sc.plant)(&store);
@@ -256,18 +263,26 @@ fn run_case(sc: &Scenario, template: &Path, arm: Option<(u64, Fault, FaultMode)>
         }
         Some(call) => {
             let s = builder().open().expect("open before faults are armed");
+            (sc.prepare)(&s);
+            for id in all_ids() {
+                let t = s.get(&id).expect("read before faults are armed");
+                before.insert(id, t.map(anonymous));
+            }
             (sc.plant)(&store);
             arm();
             let reported_before = unreadable_events(&events);
             let result = call(&s).map(|(out, reported)| {
-                (out, reported + unreadable_events(&events) - reported_before)
+                (
+                    without_tokens(&out),
+                    reported + unreadable_events(&events) - reported_before,
+                )
             });
             faults.disarm();
             for id in all_ids() {
                 let t = s
                     .get(&id)
                     .unwrap_or_else(|e| panic!("the faulted handle cannot read {id}: {e}"));
-                seen_by_handle.insert(id, t);
+                seen_by_handle.insert(id, t.map(anonymous));
             }
             result
         }
@@ -277,7 +292,23 @@ fn run_case(sc: &Scenario, template: &Path, arm: Option<(u64, Fault, FaultMode)>
         result,
         fired: faults.fired(),
         seen_by_handle,
+        before,
     }
+}
+
+/// `task` without its owner's open token, which differs from one handle to
+/// the next (each run of a scenario opens its own).
+fn anonymous(mut task: Task) -> Task {
+    task.owner_token = None;
+    task
+}
+
+/// `debug` output without the owner tokens in it.
+fn without_tokens(out: &str) -> String {
+    regex::Regex::new(r#"owner_token: Some\("[0-9a-f]+"\)"#)
+        .unwrap()
+        .replace_all(out, "owner_token: _")
+        .into_owned()
 }
 
 /// How many entries the store reported it could not read, as events.
@@ -302,7 +333,7 @@ fn snapshot(store: &Path) -> BTreeMap<TaskId, Option<Task>> {
             let t = s
                 .get(&id)
                 .unwrap_or_else(|e| panic!("{id} unreadable: {e}"));
-            (id, t)
+            (id, t.map(anonymous))
         })
         .collect()
 }
@@ -393,12 +424,14 @@ fn sweep(name: &str, sc: Scenario) {
     let fixture = tempdir();
     let template = fixture.path().join("store");
     build_fixture(&template);
-    let old = if sc.fixture {
+    let baseline = run_case(&sc, &template, None);
+    let old = if sc.call.is_none() && !sc.fixture {
+        all_ids().into_iter().map(|id| (id, None)).collect()
+    } else if sc.call.is_none() {
         snapshot(&template)
     } else {
-        all_ids().into_iter().map(|id| (id, None)).collect()
+        baseline.before.clone()
     };
-    let baseline = run_case(&sc, &template, None);
     assert!(baseline.fired.is_empty());
     let expected = match &baseline.result {
         Ok(out) => out.clone(),
@@ -558,11 +591,25 @@ fn faults_in_sweep_expired() {
 
 #[test]
 fn faults_in_renew_lease() {
+    // Only the handle that created a task owns it: each case's handle
+    // creates the one it renews.
+    let own = |s: &FileStore| {
+        s.create(NewTask::new().id(tid("new-task"))).unwrap();
+    };
     sweep(
         "renew_lease",
-        Scenario::op(|s| debug(s.renew_lease(&tid("target")))),
+        Scenario {
+            prepare: own,
+            ..Scenario::op(|s| debug(s.renew_lease(&tid("new-task"))))
+        },
     );
-    sweep("renew_leases", Scenario::op(|s| debug(s.renew_leases())));
+    sweep(
+        "renew_leases",
+        Scenario {
+            prepare: own,
+            ..Scenario::op(|s| debug(s.renew_leases()))
+        },
+    );
 }
 
 #[test]

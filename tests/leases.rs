@@ -305,6 +305,7 @@ fn owner_finishing_and_reaper_race_first_writer_wins() {
                 .filter_map(|t| match owner.complete(&t.id, json!("done")).unwrap() {
                     Transition::Applied(t) => Some(t),
                     Transition::AlreadyTerminal(_) => None,
+                    other => panic!("unfenced, never {other:?}"),
                 })
                 .collect::<Vec<_>>()
         });

@@ -770,6 +770,7 @@ fn check(machine: &Machine, fs: FileSystem, image: &Image, scratch: &Path) -> Ch
                     describe(Some(want))
                 ),
             ),
+            Ok(other) => finding(Some(ack.op), format!("a later cancel of {id}: {other:?}")),
             Err(e) => finding(Some(ack.op), format!("a later cancel of {id} fails: {e}")),
         }
     }

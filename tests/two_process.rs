@@ -255,6 +255,7 @@ fn racer(args: &[String]) {
         match t {
             Transition::Applied(t) => applied.push(t),
             Transition::AlreadyTerminal(t) => already.push(t),
+            other => panic!("unfenced, never {other:?}"),
         }
     }
     write_tasks(&work.join(format!("applied-{k}.jsonl")), &applied);

@@ -28,6 +28,8 @@ pub enum TaskEventKind {
     Unreadable,
     /// An orphaned task (its owner's lease lapsed) was failed by the reaper.
     Reaped,
+    /// A resumable orphan was claimed by a new owner, to resume it.
+    Claimed,
 }
 
 named!(TaskEventKind {
@@ -40,6 +42,7 @@ named!(TaskEventKind {
     Deleted => "task.deleted",
     Unreadable => "task.unreadable",
     Reaped => "task.reaped",
+    Claimed => "task.claimed",
 });
 
 impl TaskEventKind {

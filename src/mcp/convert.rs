@@ -211,6 +211,9 @@ pub fn from_rmcp_task(task: &rmcp::model::Task) -> Result<Task, ConversionError>
         revision: 1,
         owner: None,
         lease_expires_at: None,
+        owner_token: None,
+        epoch: 1,
+        resume: None,
     })
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct Settings {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub lease: Lease,
+    /// How long a resumable orphan waits for a claim before this handle's
+    /// reaper fails it; `None`: one lease.
+    pub claim_grace: Option<Duration>,
     pub notifier: Notifier,
 }
 
@@ -30,8 +33,16 @@ impl Default for Settings {
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
             lease: Lease::default(),
+            claim_grace: None,
             notifier: Notifier::default(),
         }
+    }
+}
+
+impl Settings {
+    /// How long a resumable orphan waits for a claim before it is reaped.
+    pub fn claim_grace(&self) -> Duration {
+        self.claim_grace.unwrap_or(self.lease.duration)
     }
 }
 
@@ -126,6 +137,15 @@ impl<O> StoreBuilder<O> {
     /// store's [`Clock`].
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease.duration = lease;
+        self
+    }
+
+    /// How long a resumable task whose owner died waits for an instance to
+    /// claim it ([`TaskStore::claim`](crate::TaskStore::claim)) before this
+    /// handle's reaper fails it as orphaned: by default one lease. (No
+    /// instance with a resume handler for its kind may be running.)
+    pub fn claim_grace(mut self, grace: Duration) -> Self {
+        self.settings.claim_grace = Some(grace);
         self
     }
 

@@ -10,7 +10,7 @@ use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease;
 use crate::rules::Store;
-use crate::store::{Missed, Reaped, Swept, TaskStore};
+use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore};
 use crate::task::{Outcome, Task};
 
 /// How many expired tasks a sweep deletes per batch.
@@ -78,9 +78,10 @@ impl<B: Backend> Store<B> {
             skipped: batch.skipped,
             ..Reaped::default()
         };
+        let grace = self.settings.claim_grace();
         let mut pairs = Vec::new();
         for task in batch.tasks {
-            if task.is_expired_at(now) || !lease::is_orphan(&task, now) {
+            if task.is_expired_at(now) || !lease::is_reapable(&task, now, grace) {
                 continue;
             }
             match self.orphan_failed(&task, now) {
@@ -114,9 +115,10 @@ impl<B: Backend> Store<B> {
 
     /// Reaps task `id` if it is (still) an orphan.
     fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
+        let grace = self.settings.claim_grace();
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if current.is_expired_at(now) || !lease::is_orphan(current, now) {
+            if current.is_expired_at(now) || !lease::is_reapable(current, now, grace) {
                 return Ok(Change::Keep);
             }
             Ok(Change::Replace(self.orphan_failed(current, now)?))
@@ -146,6 +148,48 @@ impl<B: Backend> Store<B> {
             }
             other => other,
         }
+    }
+
+    /// Claims every resumable orphan of one of `kinds` at `now`.
+    pub(super) fn claim_at(&self, now: OffsetDateTime, kinds: &[&str]) -> Result<Claimed> {
+        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        self.notify_skipped(&batch.skipped);
+        let mut claimed = Claimed {
+            skipped: batch.skipped,
+            ..Claimed::default()
+        };
+        let mut pairs = Vec::new();
+        for task in batch.tasks {
+            if task.is_expired_at(now) || !lease::is_claimable(&task, now, kinds) {
+                continue;
+            }
+            let mut next = task.clone();
+            self.settings.lease.take_over(&mut next, now);
+            match self.settings.limits.record(next) {
+                Ok(next) => pairs.push((task, next)),
+                Err(error) => claimed.missed.push(Missed { id: task.id, error }),
+            }
+        }
+        let results = self.backend.replace_all(&pairs);
+        for ((current, next), result) in pairs.into_iter().zip(results) {
+            match result {
+                Ok(Swap::Done) => {
+                    let task = next.into_task();
+                    tracing::info!(task = %task.id, epoch = task.epoch, "claimed an orphaned task to resume it");
+                    self.settings.notifier.task(TaskEventKind::Claimed, &task);
+                    claimed.tasks.push(task);
+                }
+                // Changed since it was judged claimable: renewed by its
+                // owner, or claimed by another instance first.
+                Ok(_) => {}
+                Err(error) => claimed.missed.push(Missed {
+                    id: current.id,
+                    error,
+                }),
+            }
+        }
+        claimed.tasks.sort_by(Task::listing_order);
+        Ok(claimed)
     }
 
     /// Renews every lease this instance holds on a running task.

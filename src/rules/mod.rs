@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, TaskEventKind};
 use crate::id::TaskId;
 use crate::query::{self, ListQuery, Page};
-use crate::store::{Reaped, Swept, TaskStore, Transition};
+use crate::store::{Claimed, Reaped, Swept, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
 pub(crate) use self::builder::Settings;
@@ -107,14 +107,17 @@ impl<B> Store<B> {
 enum Kept {
     Expired,
     Terminal,
+    Fenced,
 }
 
 impl<B: Backend> Store<B> {
-    /// Applies `change` to the live, non-terminal task `id`, atomically: the
-    /// one path of every write to an existing task.
+    /// Applies `change` to the live, non-terminal task `id`, atomically, if
+    /// it is still at owner epoch `fence` (when given): the one path of every
+    /// write to an existing task.
     fn write(
         &self,
         id: &TaskId,
+        fence: Option<u64>,
         mut change: impl FnMut(&mut Task, OffsetDateTime) -> Result<()>,
     ) -> Result<Transition> {
         let mut kept = None;
@@ -128,6 +131,10 @@ impl<B: Backend> Store<B> {
                 kept = Some(Kept::Terminal);
                 return Ok(Change::Keep);
             }
+            if fence.is_some_and(|epoch| epoch != current.epoch) {
+                kept = Some(Kept::Fenced);
+                return Ok(Change::Keep);
+            }
             let mut next = current.clone();
             change(&mut next, now)?;
             self.settings.lease.after_write(&mut next, now);
@@ -137,6 +144,7 @@ impl<B: Backend> Store<B> {
             Modified::Kept(task) if kept == Some(Kept::Terminal) => {
                 Transition::AlreadyTerminal(task)
             }
+            Modified::Kept(task) if kept == Some(Kept::Fenced) => Transition::Fenced(task),
             Modified::Kept(task) => {
                 self.forget_expired(vec![task]);
                 return Err(Error::NotFound { id: id.clone() });
@@ -202,7 +210,7 @@ impl<B: Backend> TaskStore for Store<B> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
         let now = self.now();
         let mut task = new.into_task(id.clone(), now);
-        self.settings.lease.claim(&mut task, now);
+        self.settings.lease.own(&mut task, now);
         let record: Record = self.settings.limits.record(task)?;
         let mut freed = false;
         loop {
@@ -260,14 +268,21 @@ impl<B: Backend> TaskStore for Store<B> {
                 status,
             });
         }
-        self.write(id, |task, now| {
+        self.write(id, update.fence(), |task, now| {
             update.clone().apply(task, now);
             Ok(())
         })
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
-        self.write(id, |task, now| {
+        self.write(id, None, |task, now| {
+            outcome.clone().apply(task, now);
+            Ok(())
+        })
+    }
+
+    fn finish_fenced(&self, id: &TaskId, outcome: Outcome, epoch: u64) -> Result<Transition> {
+        self.write(id, Some(epoch), |task, now| {
             outcome.clone().apply(task, now);
             Ok(())
         })
@@ -335,6 +350,10 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn reap(&self) -> Result<Reaped> {
         self.reap_at(self.now())
+    }
+
+    fn claim(&self, kinds: &[&str]) -> Result<Claimed> {
+        self.claim_at(self.now(), kinds)
     }
 
     fn renew_leases(&self) -> Result<usize> {

@@ -687,6 +687,7 @@ fn show_cancel(result: &Got<Transition>) -> String {
     match result {
         Ok(Transition::Applied(t)) => format!("applied ({})", show_task(t)),
         Ok(Transition::AlreadyTerminal(t)) => format!("already terminal ({})", show_task(t)),
+        Ok(other) => format!("{other:?}"),
         Err(f) => f.message.clone(),
     }
 }
