@@ -222,3 +222,229 @@ fn the_active_cap_holds_exactly_across_handles() {
     assert!(handles[3].delete(&one.id).unwrap());
     assert_eq!(counter_and_active(&mut client, &schema), (24, 24));
 }
+
+// ---------------------------------------------------------------------------
+// Processes racing: each child is this test binary (`common::spawn`), with
+// the connection string and the schema as its arguments.
+
+/// Tasks in the race test.
+const TASKS: usize = 1_000;
+/// Processes that race.
+const RACERS: usize = 4;
+/// Updates per process in the lost-update test.
+const UPDATES_PER_PROCESS: usize = 250;
+
+fn child_args(cluster: &Cluster, schema: &str, work: &std::path::Path, rest: &[String]) -> Vec<String> {
+    let mut args = vec![
+        cluster.conninfo(),
+        schema.to_owned(),
+        work.display().to_string(),
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+fn child_open(args: &[String], instance: &str) -> PgStore {
+    PgStore::builder(&args[0])
+        .schema(&args[1])
+        .instance_id(instance)
+        .pool_size(2)
+        .open()
+        .expect("a child opens the store")
+}
+
+#[test]
+fn four_processes_race_terminal_transitions() {
+    let test = "four_processes_race_terminal_transitions";
+    if let Some((_, args)) = role() {
+        let racer: usize = args[3].parse().unwrap();
+        let store = child_open(&args, &format!("racer-{racer}"));
+        let mut rng = Rng::new(args[4].parse().unwrap());
+        let mut order: Vec<usize> = (0..TASKS).collect();
+        rng.shuffle(&mut order);
+        let mut won = Vec::new();
+        for n in order {
+            let id = common::id("race", n);
+            let transition = match rng.below(3) {
+                0 => store.complete(&id, json!({"by": racer})),
+                1 => store.fail(&id, json!({"by": racer})),
+                _ => store.cancel(&id, Some(format!("by {racer}"))),
+            }
+            .unwrap();
+            match transition {
+                Transition::Applied(t) => won.push(t),
+                Transition::AlreadyTerminal(t) => {
+                    // The winner's task, untouched: a terminal revision 2.
+                    assert!(t.is_terminal() && t.revision == 2, "{t:?}");
+                }
+            }
+        }
+        common::write_tasks(&std::path::Path::new(&args[2]).join(format!("won-{racer}")), &won);
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("race");
+    let store = open(cluster, &schema, "parent");
+    for n in 0..TASKS {
+        store
+            .create(NewTask::new().id(common::id("race", n)))
+            .unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let seed = Rng::from_entropy(test).next();
+    let children: Vec<_> = (0..RACERS)
+        .map(|r| {
+            let rest = [r.to_string(), (seed + r as u64).to_string()];
+            spawn(work.path(), test, "racer", &child_args(cluster, &schema, work.path(), &rest))
+        })
+        .collect();
+    children.into_iter().for_each(common::Running::finish);
+    let mut winners: HashMap<TaskId, taskstore::Task> = HashMap::new();
+    for r in 0..RACERS {
+        for t in common::read_tasks(&work.path().join(format!("won-{r}"))) {
+            let id = t.id.clone();
+            assert!(winners.insert(id.clone(), t).is_none(), "two winners for {id}");
+        }
+    }
+    assert_eq!(winners.len(), TASKS, "exactly one winner per task");
+    for (id, won) in &winners {
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(won), "the winner's write stands");
+    }
+    assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    assert_eq!(counter_and_active(&mut cluster.client(), &schema), (0, 0));
+}
+
+#[test]
+fn no_lost_updates_across_four_processes() {
+    let test = "no_lost_updates_across_four_processes";
+    let shared = TaskId::parse("shared").unwrap();
+    if let Some((_, args)) = role() {
+        let writer: usize = args[3].parse().unwrap();
+        let store = child_open(&args, &format!("writer-{writer}"));
+        let mut revisions = Vec::new();
+        for i in 0..UPDATES_PER_PROCESS {
+            let update = TaskUpdate::new().metadata(format!("w{writer}-{i}"), i);
+            match store.update(&shared, update).unwrap() {
+                Transition::Applied(t) => revisions.push(t.revision.to_string()),
+                other => panic!("update not applied: {other:?}"),
+            }
+        }
+        common::write_atomic(
+            &std::path::Path::new(&args[2]).join(format!("revisions-{writer}")),
+            revisions.join("\n").as_bytes(),
+        );
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("updates");
+    let store = open(cluster, &schema, "parent");
+    store.create(NewTask::new().id(shared.clone())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..RACERS)
+        .map(|w| {
+            spawn(work.path(), test, "writer", &child_args(cluster, &schema, work.path(), &[w.to_string()]))
+        })
+        .collect();
+    children.into_iter().for_each(common::Running::finish);
+    let total = RACERS * UPDATES_PER_PROCESS;
+    let task = store.get(&shared).unwrap().unwrap();
+    assert_eq!(task.revision, 1 + total as u64, "+1 per applied update");
+    assert_eq!(task.metadata.len(), total, "every update's key is there");
+    let mut seen: Vec<u64> = (0..RACERS)
+        .flat_map(|w| {
+            std::fs::read_to_string(work.path().join(format!("revisions-{w}")))
+                .unwrap()
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<u64> = (2..=1 + total as u64).collect();
+    assert_eq!(seen, expected, "each revision handed out exactly once");
+}
+
+// ---------------------------------------------------------------------------
+// A writer killed in the middle of its transaction.
+
+/// How many backends of `application` wait for a lock.
+fn waiting(client: &mut postgres::Client, application: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// How many backends of `application` are connected.
+fn connected(client: &mut postgres::Client, application: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
+    let test = "a_writer_killed_mid_transaction_leaves_nothing_partial";
+    if let Some((what, args)) = role() {
+        let store = PgStore::builder(format!("{} application_name=victim", args[0]))
+            .schema(&args[1])
+            .instance_id("victim")
+            .pool_size(1)
+            .open()
+            .unwrap();
+        let id = TaskId::parse(&args[3]).unwrap();
+        // Blocks on the counter row the parent holds, mid-statement; killed there.
+        match what.as_str() {
+            "create" => drop(store.create(NewTask::new().id(id))),
+            "complete" => drop(store.complete(&id, json!("victim"))),
+            other => panic!("unknown role {other}"),
+        }
+        panic!("the parent should have killed this child first");
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("killed");
+    let store = open(cluster, &schema, "parent");
+    let running = store.create(NewTask::new().id(TaskId::parse("running").unwrap())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut client = cluster.client();
+    for (what, id) in [("create", "never"), ("complete", "running")] {
+        let mut holder = cluster.client();
+        let mut tx = holder.transaction().unwrap();
+        tx.execute(&format!("SELECT active FROM {schema}.counters FOR UPDATE"), &[])
+            .unwrap();
+        let mut child = spawn(work.path(), test, what, &child_args(cluster, &schema, work.path(), &[id.to_owned()]));
+        wait_until("the child to block inside its transaction", || {
+            child.check_alive();
+            waiting(&mut client, "victim") == 1
+        });
+        child.kill();
+        tx.rollback().unwrap();
+        wait_until("the killed child's backend to end", || connected(&mut client, "victim") == 0);
+        let (counter, active) = counter_and_active(&mut client, &schema);
+        assert_eq!(counter, active, "the cap counter matches the active tasks after {what}");
+        match what {
+            // The insert's transaction never committed: no task, no count.
+            "create" => {
+                assert_eq!(store.get(&TaskId::parse(id).unwrap()).unwrap(), None);
+                assert_eq!(active, 1);
+            }
+            // One statement: either all of it (the task completed and
+            // uncounted, revision 2) or none of it.
+            _ => {
+                let now = store.get(&running.id).unwrap().unwrap();
+                assert!(
+                    now == running || (now.status == TaskStatus::Completed && now.revision == 2),
+                    "{now:?}"
+                );
+                assert_eq!(active, i64::from(!now.is_terminal()));
+            }
+        }
+    }
+}
