@@ -448,3 +448,243 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// A server restart in the middle of a workload.
+
+fn is_postgres_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Backend {
+            backend: "postgres",
+            ..
+        }
+    )
+}
+
+#[test]
+fn a_server_restart_loses_no_acknowledged_write_and_the_same_handles_recover() {
+    // A cluster of its own: the others' tests must not see the restart.
+    let Some(cluster) = pg_cluster::private() else {
+        return;
+    };
+    let schema = fresh_schema("restart");
+    let a = open(&cluster, &schema, "a");
+    let b = open(&cluster, &schema, "b");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, errors) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let (mut acked, mut errors) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = common::id("w", n);
+                n += 1;
+                match a.create(NewTask::new().id(id.clone()).metadata("n", n)) {
+                    Ok(t) => match a.complete(&t.id, json!(n)) {
+                        Ok(done) => acked.push(done.into_task()),
+                        Err(e) => {
+                            acked.push(t);
+                            errors.push(e);
+                        }
+                    },
+                    Err(e) => errors.push(e),
+                }
+            }
+            (acked, errors)
+        });
+        wait_until("a few acknowledged writes", || {
+            b.list(&ListQuery::all()).unwrap().tasks.len() >= 20
+        });
+        cluster.pg_ctl(&["restart", "-m", "fast", "-w"]).unwrap();
+        wait_until("writes after the restart", || {
+            b.list(&ListQuery::all()).is_ok_and(|p| p.tasks.len() >= 60)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    for e in &errors {
+        assert!(is_postgres_error(e), "every failure is a backend error: {e:?}");
+    }
+    // Every acknowledged write survived the restart, exactly as returned
+    // (a write whose answer was lost may or may not have landed).
+    for task in &acked {
+        let stored = b.get(&task.id).unwrap().expect("an acknowledged task survives");
+        if task.is_terminal() {
+            assert_eq!(&stored, task);
+        } else {
+            assert!(stored.revision >= task.revision, "{stored:?}");
+        }
+    }
+    // While the server is down every call is a backend error naming what failed.
+    let kept = acked.last().expect("writes were acknowledged").id.clone();
+    cluster.pg_ctl(&["stop", "-m", "fast", "-w"]).unwrap();
+    for (what, result) in [
+        ("get", a.get(&kept).map(drop)),
+        ("create", a.create(NewTask::new()).map(drop)),
+        ("update", b.update(&kept, TaskUpdate::new()).map(drop)),
+        ("list", b.list(&ListQuery::active()).map(drop)),
+        ("sweep", b.sweep().map(drop)),
+    ] {
+        match result {
+            Err(e) if is_postgres_error(&e) => {
+                if what == "get" || what == "update" {
+                    assert!(e.to_string().contains(kept.as_str()), "{e}");
+                }
+            }
+            other => panic!("{what} while the server is down: {other:?}"),
+        }
+    }
+    cluster.pg_ctl(&["start", "-w"]).unwrap();
+    // The same handles, not reopened: the first call after works.
+    assert_eq!(a.get(&kept).unwrap().unwrap().id, kept);
+    let fresh = b.create(NewTask::new()).unwrap();
+    assert!(a.complete(&fresh.id, json!("after")).unwrap().is_applied());
+    let (counter, active) = counter_and_active(&mut cluster.client(), &schema);
+    assert_eq!(counter, active, "the cap counter matches the active tasks");
+    eprintln!(
+        "restart: {} writes acknowledged, {} failed during the restart",
+        acked.len(),
+        errors.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Hosts whose clocks disagree.
+
+/// The system clock, offset: a host whose clock is wrong.
+#[derive(Debug)]
+struct OffsetClock(time::Duration);
+
+impl taskstore::Clock for OffsetClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.0
+    }
+}
+
+/// The server's time, in Unix nanoseconds.
+fn server_nanos(client: &mut postgres::Client) -> i128 {
+    let micros: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    i128::from(micros) * 1_000
+}
+
+/// A skewed host: its own task, renewed; reaps in a loop; polls the shared
+/// TTL task until it is gone, checking each answer against the server's
+/// time read around it.
+fn skewed_host(args: &[String]) {
+    let (name, offset_secs): (&str, i64) = (&args[3], args[4].parse().unwrap());
+    let expiring = TaskId::parse(&args[5]).unwrap();
+    let events = Arc::new(EventLog::with_capacity(10_000));
+    let store = PgStore::builder(&args[0])
+        .schema(&args[1])
+        .instance_id(name)
+        .lease(Duration::from_secs(2))
+        .clock(Arc::new(OffsetClock(time::Duration::seconds(offset_secs))))
+        .sink(events.clone())
+        .open()
+        .unwrap();
+    let server = store.server_time().expect("the store goes by the server's time");
+    let offset_error = (server.offset + time::Duration::seconds(offset_secs)).abs();
+    // Half the round trip, plus 1 ms for the local clock's drift over this
+    // test's few seconds, plus the server's microsecond rounding.
+    let bound = server.round_trip / 2 + Duration::from_millis(1);
+    assert!(
+        offset_error <= bound,
+        "measured offset {:?} is off by {offset_error} (bound {bound:?})",
+        server.offset
+    );
+    let bound_ns = bound.as_nanos() as i128;
+    let mine = store.create(NewTask::new().metadata("host", name)).unwrap();
+    let mut client = postgres::Client::connect(&args[0], postgres::NoTls).unwrap();
+    let expires = {
+        let t = store.get(&expiring).unwrap().expect("the parent created it");
+        t.expires_at().unwrap().unix_timestamp_nanos()
+    };
+    let mut reaped = Vec::new();
+    let mut rounds = 0;
+    let mut gone_at = None;
+    let renew_every = std::time::Instant::now();
+    let mut last_renew = renew_every;
+    // Until the TTL task is gone, and for at least 3 leases.
+    while gone_at.is_none() || renew_every.elapsed() < Duration::from_secs(6) {
+        rounds += 1;
+        if last_renew.elapsed() >= Duration::from_millis(300) {
+            assert_eq!(store.renew_leases().unwrap(), 1, "{name} renews its task");
+            last_renew = std::time::Instant::now();
+        }
+        reaped.extend(store.reap_orphans().unwrap());
+        if gone_at.is_none() {
+            let before = server_nanos(&mut client);
+            let seen = store.get(&expiring).unwrap();
+            let after = server_nanos(&mut client);
+            match seen {
+                Some(_) => assert!(
+                    before <= expires + bound_ns,
+                    "{name} still saw the task {} ns past its expiry, server time",
+                    before - expires
+                ),
+                None => {
+                    assert!(
+                        after >= expires - bound_ns,
+                        "{name} saw the task expire {} ns early, server time",
+                        expires - after
+                    );
+                    gone_at = Some(after);
+                }
+            }
+            let _ = store.sweep().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(reaped.is_empty(), "{name} reaped live tasks: {reaped:?}");
+    let mine = store.get(&mine.id).unwrap().unwrap();
+    assert_eq!(mine.status, TaskStatus::Working, "{name}'s task lives");
+    let expired = events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == "task.expired")
+        .count();
+    common::write_atomic(
+        &std::path::Path::new(&args[2]).join(format!("expired-{name}")),
+        format!("{expired} {rounds}").as_bytes(),
+    );
+}
+
+#[test]
+fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
+    let test = "hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry";
+    if let Some((_, args)) = role() {
+        return skewed_host(&args);
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("skew");
+    let store = open(cluster, &schema, "parent");
+    let expiring = store
+        .create(NewTask::new().ttl(Duration::from_secs(3)))
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let hosts: Vec<_> = [("ahead", 300), ("behind", -300)]
+        .into_iter()
+        .map(|(name, offset)| {
+            let rest = [name.to_owned(), offset.to_string(), expiring.id.to_string()];
+            spawn(work.path(), test, name, &child_args(cluster, &schema, work.path(), &rest))
+        })
+        .collect();
+    hosts.into_iter().for_each(common::Running::finish);
+    let expired: usize = ["ahead", "behind"]
+        .iter()
+        .map(|name| {
+            let report = std::fs::read_to_string(work.path().join(format!("expired-{name}"))).unwrap();
+            report.split(' ').next().unwrap().parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(expired, 1, "the task expired once, on one host");
+    let tasks = store.list(&ListQuery::all()).unwrap().tasks;
+    assert_eq!(tasks.len(), 2, "both hosts' tasks live, the TTL task is gone");
+    assert!(tasks.iter().all(|t| t.status == TaskStatus::Working));
+}
