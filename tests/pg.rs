@@ -688,3 +688,214 @@ fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
     assert_eq!(tasks.len(), 2, "both hosts' tasks live, the TTL task is gone");
     assert!(tasks.iter().all(|t| t.status == TaskStatus::Working));
 }
+
+// ---------------------------------------------------------------------------
+// Two `examples/mcp_server.rs` instances over one database, driven by
+// `rmcp`'s client (as `tests/mcp.rs` drives them over one directory).
+
+#[cfg(feature = "mcp")]
+mod mcp_servers {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        ClientConfig, CreateTaskResult, DetailedTask, ErrorCode, GetTaskParams, Implementation,
+        TaskPayload, TaskStatus,
+    };
+    use rmcp::service::RunningService;
+    use rmcp::transport::TokioChildProcess;
+    use rmcp::{RoleClient, ServiceError, ServiceExt};
+    use serde_json::{Value, json};
+
+    use super::{cluster, fresh_schema};
+
+    /// The example, built with this test binary's features (so nothing is
+    /// rebuilt under `--all-features`).
+    fn server_binary() -> &'static Path {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let features: Vec<&str> = [
+                ("compare", cfg!(feature = "compare")),
+                ("conformance", cfg!(feature = "conformance")),
+                ("fault-injection", cfg!(feature = "fault-injection")),
+                ("mcp", true),
+                ("metrics", cfg!(feature = "metrics")),
+                ("postgres", true),
+            ]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args(["build", "--quiet", "--example", "mcp_server", "--features"])
+                .arg(features.join(","))
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if let Some(target_dir) = profile_dir.parent() {
+                build.arg("--target-dir").arg(target_dir);
+            }
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            assert!(build.status().expect("run cargo build").success());
+            profile_dir.join("examples").join("mcp_server")
+        })
+    }
+
+    struct Server {
+        client: RunningService<RoleClient, ClientConfig>,
+        pid: u32,
+    }
+
+    async fn start(conninfo: &str, schema: &str, instance: &str) -> Server {
+        let mut command = tokio::process::Command::new(server_binary());
+        command
+            .env("TASKSTORE_MCP_PG", conninfo)
+            .env("TASKSTORE_MCP_PG_SCHEMA", schema)
+            .env("TASKSTORE_MCP_INSTANCE", instance)
+            .env("TASKSTORE_MCP_LEASE_MS", "1000");
+        let (transport, _) = TokioChildProcess::builder(command)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        let pid = transport.id().expect("a running child");
+        let capabilities = ClientCapabilities::builder().enable_tasks().build();
+        let client = ClientConfig::new(capabilities, Implementation::new("taskstore-pg-test", "0"))
+            .serve(transport)
+            .await
+            .expect("initialize");
+        Server { client, pid }
+    }
+
+    impl Server {
+        async fn call_as_task(&self, args: Value) -> CreateTaskResult {
+            let Value::Object(args) = args else { unreachable!() };
+            match self
+                .client
+                .call_tool_once(CallToolRequestParams::new("slow").with_arguments(args))
+                .await
+                .expect("tools/call")
+            {
+                CallToolResponse::Task(created) => created,
+                other => panic!("expected a task, got {other:?}"),
+            }
+        }
+
+        async fn get(&self, id: &str) -> DetailedTask {
+            match self.client.peer().get_task(GetTaskParams::new(id)).await {
+                Ok(result) => result.task,
+                Err(ServiceError::McpError(e)) => panic!("tasks/get {id}: {e:?}"),
+                Err(e) => panic!("tasks/get transport failure: {e}"),
+            }
+        }
+
+        /// Polls until the task is terminal; the bound only guards a hang.
+        async fn settled(&self, id: &str) -> DetailedTask {
+            for _ in 0..6_000 {
+                let task = self.get(id).await;
+                if task.status().is_terminal() {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("task {id} never settled");
+        }
+
+        fn kill(&self) {
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_over_one_database_answer_cancel_and_reap_for_each_other() {
+        let Some(cluster) = cluster() else { return };
+        let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
+        let a = start(&conninfo, &schema, "A").await;
+        let b = start(&conninfo, &schema, "B").await;
+        let cancelled = a.call_as_task(json!({"ms": 600_000})).await;
+        let orphaned = a.call_as_task(json!({"ms": 600_000})).await;
+        let (cancelled, orphaned) = (cancelled.task.task_id, orphaned.task.task_id);
+        // Created on A, answered by B at once.
+        assert_eq!(b.get(&cancelled).await.status(), TaskStatus::Working);
+        b.client
+            .peer()
+            .cancel_task(CancelTaskParams::new(&cancelled))
+            .await
+            .expect("tasks/cancel");
+        let from_b = b.settled(&cancelled).await;
+        assert_eq!(from_b.status(), TaskStatus::Cancelled);
+        // Only the operation writes `cancelled`: it saw the cancel, in A.
+        assert_eq!(
+            from_b.task.status_message.as_deref(),
+            Some("cancel observed by instance A")
+        );
+        assert_eq!(a.get(&cancelled).await, from_b);
+        // A dies; B reports its running task failed, orphaned, never unknown.
+        a.kill();
+        let orphan = b.settled(&orphaned).await;
+        let TaskPayload::Failed { error } = &orphan.payload else {
+            panic!("expected failed, got {orphan:?}")
+        };
+        assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
+        assert_eq!(error["data"]["code"], "orphaned");
+        assert_eq!(error["data"]["owner"], "A");
+        let _ = b.client.cancel().await;
+    }
+}
+
+#[test]
+fn the_change_feed_names_every_task_another_handle_writes() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("feed");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    // The first wait connects and listens.
+    assert_eq!(
+        feed.wait(Duration::from_millis(10)),
+        taskstore::Changes::Tasks(Vec::new())
+    );
+    let one = b.create(NewTask::new()).unwrap();
+    let two = b.create(NewTask::new()).unwrap();
+    b.complete(&one.id, json!(1)).unwrap();
+    let mut seen = Vec::new();
+    wait_until("the feed to name both tasks", || {
+        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+            seen.extend(ids);
+        }
+        seen.contains(&one.id) && seen.contains(&two.id)
+    });
+    let mut other = cluster.client();
+    other
+        .execute(
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()"),
+            &[],
+        )
+        .unwrap();
+    // A lost connection is reported as possibly missed changes, then the
+    // feed listens again.
+    let mut missed = false;
+    wait_until("the feed to report the gap", || {
+        missed |= feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed;
+        missed
+    });
+    wait_until("the feed to listen again", || {
+        matches!(feed.wait(Duration::from_millis(100)), taskstore::Changes::Tasks(_))
+    });
+    let three = b.create(NewTask::new()).unwrap();
+    let mut seen = Vec::new();
+    wait_until("the feed to name a task written after it reconnected", || {
+        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+            seen.extend(ids);
+        }
+        seen.contains(&three.id)
+    });
+}

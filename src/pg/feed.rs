@@ -61,7 +61,6 @@ impl Listener {
         if let Some(client) = self.client.take() {
             close_client(client);
         }
-        self.first = false;
     }
 }
 
