@@ -97,7 +97,10 @@ fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
         .get(0);
     assert_eq!(version, 1);
     client
-        .execute(&format!("UPDATE {schema}.schema_version SET version = 2"), &[])
+        .execute(
+            &format!("UPDATE {schema}.schema_version SET version = 2"),
+            &[],
+        )
         .unwrap();
     match PgStore::builder(cluster.conninfo()).schema(&schema).open() {
         Err(Error::UnsupportedFormat {
@@ -138,10 +141,12 @@ fn bad_settings_are_refused_before_anything_is_written() {
     // A database that does not exist: a backend error naming postgres.
     let missing = format!("{} dbname=no_such_db", cluster.conninfo());
     match PgStore::builder(missing).open() {
-        Err(e @ Error::Backend {
-            backend: "postgres",
-            ..
-        }) => assert!(e.to_string().contains("connect"), "{e}"),
+        Err(
+            e @ Error::Backend {
+                backend: "postgres",
+                ..
+            },
+        ) => assert!(e.to_string().contains("connect"), "{e}"),
         other => panic!("a missing database must be a backend error, got {other:?}"),
     }
 }
@@ -234,7 +239,12 @@ const RACERS: usize = 4;
 /// Updates per process in the lost-update test.
 const UPDATES_PER_PROCESS: usize = 250;
 
-fn child_args(cluster: &Cluster, schema: &str, work: &std::path::Path, rest: &[String]) -> Vec<String> {
+fn child_args(
+    cluster: &Cluster,
+    schema: &str,
+    work: &std::path::Path,
+    rest: &[String],
+) -> Vec<String> {
     let mut args = vec![
         cluster.conninfo(),
         schema.to_owned(),
@@ -279,7 +289,10 @@ fn four_processes_race_terminal_transitions() {
                 }
             }
         }
-        common::write_tasks(&std::path::Path::new(&args[2]).join(format!("won-{racer}")), &won);
+        common::write_tasks(
+            &std::path::Path::new(&args[2]).join(format!("won-{racer}")),
+            &won,
+        );
         return;
     }
     let Some(cluster) = cluster() else { return };
@@ -295,7 +308,12 @@ fn four_processes_race_terminal_transitions() {
     let children: Vec<_> = (0..RACERS)
         .map(|r| {
             let rest = [r.to_string(), (seed + r as u64).to_string()];
-            spawn(work.path(), test, "racer", &child_args(cluster, &schema, work.path(), &rest))
+            spawn(
+                work.path(),
+                test,
+                "racer",
+                &child_args(cluster, &schema, work.path(), &rest),
+            )
         })
         .collect();
     children.into_iter().for_each(common::Running::finish);
@@ -303,12 +321,19 @@ fn four_processes_race_terminal_transitions() {
     for r in 0..RACERS {
         for t in common::read_tasks(&work.path().join(format!("won-{r}"))) {
             let id = t.id.clone();
-            assert!(winners.insert(id.clone(), t).is_none(), "two winners for {id}");
+            assert!(
+                winners.insert(id.clone(), t).is_none(),
+                "two winners for {id}"
+            );
         }
     }
     assert_eq!(winners.len(), TASKS, "exactly one winner per task");
     for (id, won) in &winners {
-        assert_eq!(store.get(id).unwrap().as_ref(), Some(won), "the winner's write stands");
+        assert_eq!(
+            store.get(id).unwrap().as_ref(),
+            Some(won),
+            "the winner's write stands"
+        );
     }
     assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
     assert_eq!(counter_and_active(&mut cluster.client(), &schema), (0, 0));
@@ -342,7 +367,12 @@ fn no_lost_updates_across_four_processes() {
     let work = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..RACERS)
         .map(|w| {
-            spawn(work.path(), test, "writer", &child_args(cluster, &schema, work.path(), &[w.to_string()]))
+            spawn(
+                work.path(),
+                test,
+                "writer",
+                &child_args(cluster, &schema, work.path(), &[w.to_string()]),
+            )
         })
         .collect();
     children.into_iter().for_each(common::Running::finish);
@@ -411,24 +441,39 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("killed");
     let store = open(cluster, &schema, "parent");
-    let running = store.create(NewTask::new().id(TaskId::parse("running").unwrap())).unwrap();
+    let running = store
+        .create(NewTask::new().id(TaskId::parse("running").unwrap()))
+        .unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
     for (what, id) in [("create", "never"), ("complete", "running")] {
         let mut holder = cluster.client();
         let mut tx = holder.transaction().unwrap();
-        tx.execute(&format!("SELECT active FROM {schema}.counters FOR UPDATE"), &[])
-            .unwrap();
-        let mut child = spawn(work.path(), test, what, &child_args(cluster, &schema, work.path(), &[id.to_owned()]));
+        tx.execute(
+            &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+            &[],
+        )
+        .unwrap();
+        let mut child = spawn(
+            work.path(),
+            test,
+            what,
+            &child_args(cluster, &schema, work.path(), &[id.to_owned()]),
+        );
         wait_until("the child to block inside its transaction", || {
             child.check_alive();
             waiting(&mut client, "victim") == 1
         });
         child.kill();
         tx.rollback().unwrap();
-        wait_until("the killed child's backend to end", || connected(&mut client, "victim") == 0);
+        wait_until("the killed child's backend to end", || {
+            connected(&mut client, "victim") == 0
+        });
         let (counter, active) = counter_and_active(&mut client, &schema);
-        assert_eq!(counter, active, "the cap counter matches the active tasks after {what}");
+        assert_eq!(
+            counter, active,
+            "the cap counter matches the active tasks after {what}"
+        );
         match what {
             // The insert's transaction never committed: no task, no count.
             "create" => {
@@ -503,12 +548,18 @@ fn a_server_restart_loses_no_acknowledged_write_and_the_same_handles_recover() {
         writer.join().unwrap()
     });
     for e in &errors {
-        assert!(is_postgres_error(e), "every failure is a backend error: {e:?}");
+        assert!(
+            is_postgres_error(e),
+            "every failure is a backend error: {e:?}"
+        );
     }
     // Every acknowledged write survived the restart, exactly as returned
     // (a write whose answer was lost may or may not have landed).
     for task in &acked {
-        let stored = b.get(&task.id).unwrap().expect("an acknowledged task survives");
+        let stored = b
+            .get(&task.id)
+            .unwrap()
+            .expect("an acknowledged task survives");
         if task.is_terminal() {
             assert_eq!(&stored, task);
         } else {
@@ -588,7 +639,9 @@ fn skewed_host(args: &[String]) {
         .sink(events.clone())
         .open()
         .unwrap();
-    let server = store.server_time().expect("the store goes by the server's time");
+    let server = store
+        .server_time()
+        .expect("the store goes by the server's time");
     let offset_error = (server.offset + time::Duration::seconds(offset_secs)).abs();
     // Half the round trip, plus 1 ms for the local clock's drift over this
     // test's few seconds, plus the server's microsecond rounding.
@@ -602,7 +655,10 @@ fn skewed_host(args: &[String]) {
     let mine = store.create(NewTask::new().metadata("host", name)).unwrap();
     let mut client = postgres::Client::connect(&args[0], postgres::NoTls).unwrap();
     let expires = {
-        let t = store.get(&expiring).unwrap().expect("the parent created it");
+        let t = store
+            .get(&expiring)
+            .unwrap()
+            .expect("the parent created it");
         t.expires_at().unwrap().unix_timestamp_nanos()
     };
     let mut reaped = Vec::new();
@@ -672,20 +728,30 @@ fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
         .into_iter()
         .map(|(name, offset)| {
             let rest = [name.to_owned(), offset.to_string(), expiring.id.to_string()];
-            spawn(work.path(), test, name, &child_args(cluster, &schema, work.path(), &rest))
+            spawn(
+                work.path(),
+                test,
+                name,
+                &child_args(cluster, &schema, work.path(), &rest),
+            )
         })
         .collect();
     hosts.into_iter().for_each(common::Running::finish);
     let expired: usize = ["ahead", "behind"]
         .iter()
         .map(|name| {
-            let report = std::fs::read_to_string(work.path().join(format!("expired-{name}"))).unwrap();
+            let report =
+                std::fs::read_to_string(work.path().join(format!("expired-{name}"))).unwrap();
             report.split(' ').next().unwrap().parse::<usize>().unwrap()
         })
         .sum();
     assert_eq!(expired, 1, "the task expired once, on one host");
     let tasks = store.list(&ListQuery::all()).unwrap().tasks;
-    assert_eq!(tasks.len(), 2, "both hosts' tasks live, the TTL task is gone");
+    assert_eq!(
+        tasks.len(),
+        2,
+        "both hosts' tasks live, the TTL task is gone"
+    );
     assert!(tasks.iter().all(|t| t.status == TaskStatus::Working));
 }
 
@@ -718,7 +784,10 @@ mod mcp_servers {
         static BINARY: OnceLock<PathBuf> = OnceLock::new();
         BINARY.get_or_init(|| {
             let exe = std::env::current_exe().expect("test binary path");
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
             let features: Vec<&str> = [
                 ("compare", cfg!(feature = "compare")),
                 ("conformance", cfg!(feature = "conformance")),
@@ -774,7 +843,9 @@ mod mcp_servers {
 
     impl Server {
         async fn call_as_task(&self, args: Value) -> CreateTaskResult {
-            let Value::Object(args) = args else { unreachable!() };
+            let Value::Object(args) = args else {
+                unreachable!()
+            };
             match self
                 .client
                 .call_tool_once(CallToolRequestParams::new("slow").with_arguments(args))
@@ -888,14 +959,20 @@ fn the_change_feed_names_every_task_another_handle_writes() {
         missed
     });
     wait_until("the feed to listen again", || {
-        matches!(feed.wait(Duration::from_millis(100)), taskstore::Changes::Tasks(_))
+        matches!(
+            feed.wait(Duration::from_millis(100)),
+            taskstore::Changes::Tasks(_)
+        )
     });
     let three = b.create(NewTask::new()).unwrap();
     let mut seen = Vec::new();
-    wait_until("the feed to name a task written after it reconnected", || {
-        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
-            seen.extend(ids);
-        }
-        seen.contains(&three.id)
-    });
+    wait_until(
+        "the feed to name a task written after it reconnected",
+        || {
+            if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+                seen.extend(ids);
+            }
+            seen.contains(&three.id)
+        },
+    );
 }

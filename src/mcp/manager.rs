@@ -787,7 +787,9 @@ impl Shared {
     async fn watch_changed(&self, ids: Vec<TaskId>) {
         let ours: Vec<TaskId> = {
             let local = lock(&self.local);
-            ids.into_iter().filter(|id| local.contains_key(id)).collect()
+            ids.into_iter()
+                .filter(|id| local.contains_key(id))
+                .collect()
         };
         for id in ours {
             let store = Arc::clone(&self.store);

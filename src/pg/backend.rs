@@ -166,7 +166,11 @@ impl PgBackend {
 
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
-        let rows = self.query(&|| format!("{op} task {id}"), &self.sql.load, &[&id.as_str()])?;
+        let rows = self.query(
+            &|| format!("{op} task {id}"),
+            &self.sql.load,
+            &[&id.as_str()],
+        )?;
         rows.first()
             .map(|row| {
                 decode(id.as_str(), row.get(0))
@@ -319,7 +323,9 @@ impl Backend for PgBackend {
         let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
         let (inserted, counted) = {
             let mut conn = self.connection(op)?;
-            let statement = conn.prepared(&self.sql.insert).map_err(|e| failed(op(), e))?;
+            let statement = conn
+                .prepared(&self.sql.insert)
+                .map_err(|e| failed(op(), e))?;
             let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
             let row = tx
                 .query_one(

@@ -106,7 +106,11 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str) -> Result<()>
     let steps = migrations(schema);
     for (index, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
         tx.batch_execute(step).map_err(|e| {
-            Error::backend("postgres", format!("migrate schema {schema} to version {}", index + 1), e)
+            Error::backend(
+                "postgres",
+                format!("migrate schema {schema} to version {}", index + 1),
+                e,
+            )
         })?;
     }
     tx.execute(
@@ -164,7 +168,13 @@ mod tests {
             &"a".repeat(MAX_SCHEMA_LEN + 1),
         ] {
             assert!(
-                matches!(check_name(bad), Err(Error::InvalidConfig { field: "schema", .. })),
+                matches!(
+                    check_name(bad),
+                    Err(Error::InvalidConfig {
+                        field: "schema",
+                        ..
+                    })
+                ),
                 "{bad}"
             );
         }

@@ -166,7 +166,16 @@ impl Cluster {
             .command(&self.bin.join("initdb"))
             .arg("-D")
             .arg(self.data())
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
             .map_err(|e| format!("run initdb: {e}"))?;
         if !output.status.success() {
