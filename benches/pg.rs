@@ -301,6 +301,8 @@ fn threads(writers: usize, work: &(dyn Fn(usize) + Sync)) -> Duration {
 }
 
 /// Per-operation times (ns): floor, PgStore, FileStore.
+// One loop counts operations for both kinds; only `complete` indexes.
+#[allow(clippy::needless_range_loop)]
 fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 3] {
     let schema = pg_cluster::fresh_schema("bench");
     let store = PgStore::builder(cluster.conninfo())

@@ -936,7 +936,7 @@ fn the_change_feed_names_every_task_another_handle_writes() {
     );
     let one = b.create(NewTask::new()).unwrap();
     let two = b.create(NewTask::new()).unwrap();
-    b.complete(&one.id, json!(1)).unwrap();
+    assert!(b.complete(&one.id, json!(1)).unwrap().is_applied());
     let mut seen = Vec::new();
     wait_until("the feed to name both tasks", || {
         if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
@@ -947,7 +947,7 @@ fn the_change_feed_names_every_task_another_handle_writes() {
     let mut other = cluster.client();
     other
         .execute(
-            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()"),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()",
             &[],
         )
         .unwrap();

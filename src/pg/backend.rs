@@ -417,10 +417,10 @@ impl Backend for PgBackend {
         // Past the column's range every stored expiry is at or before it;
         // the rows are checked exactly below.
         let expired_at = scan.expired_at.map(saturating_nanos);
-        let after = match &scan.after {
-            Some(p) => Some((saturating_nanos(p.created_at), p.id.as_str())),
-            None => None,
-        };
+        let after = scan
+            .after
+            .as_ref()
+            .map(|p| (saturating_nanos(p.created_at), p.id.as_str()));
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
         if let Some(status) = &status {
             params.push(status);
