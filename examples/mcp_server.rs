@@ -14,7 +14,11 @@
 //! - `TASKSTORE_MCP_DIR`: the store directory, if no argument is given;
 //! - `TASKSTORE_MCP_LEASE_MS`: the lease of running tasks (default 30 s);
 //! - `TASKSTORE_MCP_INSTANCE`: this instance's id (default: random); the
-//!   tool reports it in its results and status messages.
+//!   tool reports it in its results and status messages;
+//! - `TASKSTORE_MCP_PG`: a PostgreSQL connection string (built with the
+//!   `postgres` feature): tasks live in a `PgStore` there instead, shared by
+//!   instances on every host that connects to it;
+//!   `TASKSTORE_MCP_PG_SCHEMA` names its schema (default `taskstore`).
 //!
 //! The tool `slow` takes `{"ms": 2000, "text": "hi", "ttl_ms": 300000}` (all
 //! optional): it waits `ms`, then answers `"slow: <text>"`. A client that
@@ -35,11 +39,14 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskExit, TaskOptions};
-use taskstore::{FileStore, TaskStore};
+use taskstore::{FileStore, StoreBuilder, TaskStore};
+
+/// The store: a `FileStore`, or a `PgStore` with `TASKSTORE_MCP_PG`.
+type AnyStore = Box<dyn TaskStore>;
 
 #[derive(Clone)]
 struct Server {
-    tasks: DurableTaskManager<FileStore>,
+    tasks: DurableTaskManager<AnyStore>,
     instance: String,
 }
 
@@ -177,28 +184,60 @@ impl ServerHandler for Server {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
-        .unwrap_or_else(|| "./mcp-tasks".to_owned());
-    let mut builder = FileStore::builder(&dir);
+/// The settings every store shares, from the environment.
+fn configure<O>(
+    mut builder: StoreBuilder<O>,
+    options: &mut ManagerOptions,
+) -> Result<StoreBuilder<O>, Box<dyn std::error::Error>> {
     if let Ok(instance) = std::env::var("TASKSTORE_MCP_INSTANCE") {
         builder = builder.instance_id(instance);
     }
-    let mut options = ManagerOptions::new();
     if let Ok(ms) = std::env::var("TASKSTORE_MCP_LEASE_MS") {
         let lease = Duration::from_millis(ms.parse()?);
         builder = builder.lease(lease);
         // Report orphans within about one more lease.
         let reap = lease.min(options.reap_interval);
-        options = options.reap_interval(reap);
+        *options = options.clone().reap_interval(reap);
     }
-    let store = Arc::new(builder.open()?);
+    Ok(builder)
+}
+
+/// Opens the store the environment names.
+fn open_store(
+    options: &mut ManagerOptions,
+) -> Result<(AnyStore, String), Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if let Ok(conninfo) = std::env::var("TASKSTORE_MCP_PG") {
+        let mut builder = configure(taskstore::PgStore::builder(conninfo), options)?;
+        if let Ok(schema) = std::env::var("TASKSTORE_MCP_PG_SCHEMA") {
+            builder = builder.schema(schema);
+        }
+        let store = builder.open()?;
+        let place = format!("postgres schema {}", store.schema());
+        return Ok((Box::new(store), place));
+    }
+    let dir = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
+        .unwrap_or_else(|| "./mcp-tasks".to_owned());
+    let store = configure(FileStore::builder(&dir), options)?.open()?;
+    Ok((Box::new(store), dir))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut options = ManagerOptions::new();
+    // Opening may block on the network (PostgreSQL): off the async workers.
+    let (store, place, options) = tokio::task::spawn_blocking(move || {
+        open_store(&mut options)
+            .map(|(store, place)| (store, place, options))
+            .map_err(|e| e.to_string())
+    })
+    .await??;
+    let store = Arc::new(store);
     let instance = store.instance_id().to_owned();
     let tasks = DurableTaskManager::with_options(store, options);
-    eprintln!("mcp_server: instance {instance}, tasks in {dir}");
+    eprintln!("mcp_server: instance {instance}, tasks in {place}");
     let server = Server {
         tasks: tasks.clone(),
         instance,

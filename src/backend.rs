@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::changes::ChangeFeed;
 use crate::error::Result;
 pub use crate::events::UnreadableAction;
 use crate::id::TaskId;
@@ -136,6 +137,13 @@ pub trait Backend: Send + Sync {
     /// The default has nothing to clean.
     fn clean_up(&self) -> Result<usize> {
         Ok(0)
+    }
+
+    /// A new subscription to the changes every writer makes to this
+    /// storage, if the backend can tell (a database's notifications); the
+    /// default has none, and hosts poll.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
     }
 }
 
@@ -406,6 +414,9 @@ macro_rules! forward_backend {
             }
             fn clean_up(&self) -> Result<usize> {
                 (**self).clean_up()
+            }
+            fn changes(&self) -> Option<ChangeFeed> {
+                (**self).changes()
             }
         }
     )*};

@@ -5,6 +5,7 @@
 
 pub mod backend;
 mod breaker;
+mod changes;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -17,6 +18,8 @@ mod limits;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod memory;
+#[cfg(feature = "postgres")]
+mod pg;
 mod query;
 mod rules;
 mod sink;
@@ -27,6 +30,7 @@ pub use crate::breaker::{
     Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, CallError, DEFAULT_MAX_BREAKERS,
     OwnedPermit, Permit, RegistryHealth, Rejected,
 };
+pub use crate::changes::{ChangeFeed, ChangeSource, Changes};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::events::{
@@ -43,6 +47,11 @@ pub use crate::limits::{
     MIN_MAX_PAYLOAD_BYTES,
 };
 pub use crate::memory::{MemoryBackend, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use crate::pg::{
+    DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PgBackend, PgOptions, PgStore, PgStoreBuilder, ServerTime,
+    TimeSource,
+};
 pub use crate::query::{ListQuery, Page};
 pub use crate::rules::{MAX_INSTANCE_ID_LEN, Store, StoreBuilder};
 #[cfg(feature = "metrics")]

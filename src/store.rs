@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::backend::Skipped;
+use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
 use crate::id::TaskId;
 use crate::query::{ListQuery, Page};
@@ -142,6 +143,14 @@ pub trait TaskStore: Send + Sync {
         Ok(renewed)
     }
 
+    /// A new subscription to the changes any writer makes to this store,
+    /// from any process or host, if its backend can tell
+    /// ([`Backend::changes`](crate::backend::Backend::changes)); `None`
+    /// means: poll.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
+    }
+
     /// Completes the task with `result` (first writer wins).
     fn complete(&self, id: &TaskId, result: Value) -> Result<Transition> {
         self.finish(id, Outcome::Completed(result))
@@ -210,6 +219,9 @@ macro_rules! forward_task_store {
             }
             fn renew_leases(&self) -> Result<usize> {
                 (**self).renew_leases()
+            }
+            fn changes(&self) -> Option<ChangeFeed> {
+                (**self).changes()
             }
             fn complete(&self, id: &TaskId, result: Value) -> Result<Transition> {
                 (**self).complete(id, result)

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::convert::{jsonrpc_error, to_detailed, to_rmcp_task};
+use crate::changes::Changes;
 use crate::error::Error;
 use crate::id::TaskId;
 use crate::store::TaskStore;
@@ -176,6 +177,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         });
         let handle = tokio::spawn(background(Arc::downgrade(&shared), shared.stop.subscribe()));
         *lock(&shared.background) = Some(handle);
+        follow_changes(&shared);
         DurableTaskManager { store, shared }
     }
 
@@ -738,6 +740,63 @@ async fn background(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// If the store has a change feed, a thread of its own waits on it and each
+/// change to a task this instance runs triggers an immediate watch of that
+/// task (a `tasks/cancel` sent to another instance is seen at once, not on
+/// the next tick); polling goes on beside it as the fallback. The thread
+/// stops with the manager.
+fn follow_changes(shared: &Arc<Shared>) {
+    let Some(mut feed) = shared.store.changes() else {
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Changes>();
+    let stop = shared.stop.subscribe();
+    let spawned = std::thread::Builder::new()
+        .name("taskstore-changes".to_owned())
+        .spawn(move || {
+            while !*stop.borrow() && !tx.is_closed() {
+                let changes = feed.wait(Duration::from_millis(500));
+                if changes != Changes::Tasks(Vec::new()) && tx.send(changes).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not follow the store's changes; polling only");
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while let Some(changes) = rx.recv().await {
+            let Some(this) = weak.upgrade() else { return };
+            match changes {
+                Changes::Tasks(ids) => this.watch_changed(ids).await,
+                _ => this.watch().await,
+            }
+        }
+    });
+}
+
+impl Shared {
+    /// Reads the tasks among `ids` this instance runs and acts on them, as a
+    /// watch tick would (without renewing).
+    async fn watch_changed(&self, ids: Vec<TaskId>) {
+        let ours: Vec<TaskId> = {
+            let local = lock(&self.local);
+            ids.into_iter()
+                .filter(|id| local.contains_key(id))
+                .collect()
+        };
+        for id in ours {
+            let store = Arc::clone(&self.store);
+            let target = id.clone();
+            if let Ok(Some(task)) = blocking(move || store.get(&target)).await {
+                self.observe(&id, &task).await;
+            }
         }
     }
 }

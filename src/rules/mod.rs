@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use time::OffsetDateTime;
 
 use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap};
+use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
 use crate::events::{Event, TaskEventKind};
 use crate::id::TaskId;
@@ -358,5 +359,9 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn renew_leases(&self) -> Result<usize> {
         self.renew_all()
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        self.backend.changes()
     }
 }

@@ -1,0 +1,573 @@
+//! `PgStore` against the floor — the same SQL statements issued directly
+//! through `postgres`, no library around them — and against `FileStore`,
+//! side by side in one run, at 1, 4 and 16 writer threads; then the time
+//! from a `tasks/cancel` on one `DurableTaskManager` to the operation
+//! seeing it on another, with the PostgreSQL change feed and with polling
+//! only.
+//!
+//! ```text
+//! cargo bench --features compare,postgres,mcp --bench pg
+//! ```
+//!
+//! Starts its own throwaway cluster, as the tests do
+//! (`tests/common/pg.rs`), with the server's defaults: `fsync = on`,
+//! `synchronous_commit = on` (printed with the results). `FileStore` runs
+//! with `Durability::Immediate` (fsync of file and directory). Each figure
+//! is the median over rounds of the mean time per operation; peers take
+//! turns within each round.
+
+#[path = "../tests/common/pg.rs"]
+mod pg_cluster;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls, Statement};
+use serde_json::json;
+use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskExit, TaskOptions};
+use taskstore::{
+    FileStore, ListQuery, NewTask, Outcome, PgStore, Task, TaskId, TaskStore, TaskUpdate,
+    Transition,
+};
+
+const ROUNDS: usize = 5;
+const WRITES_PER_ROUND: usize = 320;
+const READS_PER_ROUND: usize = 2_000;
+const LISTS_PER_ROUND: usize = 500;
+const CANCEL_SAMPLES: usize = 20;
+
+fn main() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return;
+    };
+    let mut settings = cluster.client();
+    let show = |c: &mut Client, name: &str| -> String {
+        c.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0)
+    };
+    println!(
+        "server: fsync = {}, synchronous_commit = {}, {}",
+        show(&mut settings, "fsync"),
+        show(&mut settings, "synchronous_commit"),
+        show(&mut settings, "server_version")
+    );
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut table = Vec::new();
+    for writers in [1usize, 4, 16] {
+        for op in [Op::Create, Op::Complete] {
+            let name = format!("{}/{writers}w", op.name());
+            if wanted(&name) {
+                table.push((name, write_rows(cluster, op, writers)));
+            }
+        }
+    }
+    if wanted("get") {
+        table.push(("get/1w".to_owned(), read_rows(cluster, Read::Get)));
+    }
+    if wanted("list_active") {
+        table.push((
+            "list_active/1w".to_owned(),
+            read_rows(cluster, Read::ListActive),
+        ));
+    }
+    println!("\n| workload | direct SQL (floor) | PgStore | ratio | FileStore (Immediate) |");
+    println!("|---|---|---|---|---|");
+    for (name, [floor, store, file]) in &table {
+        println!(
+            "| {name} | {} | {} | {:.2}x | {} |",
+            show_time(*floor),
+            show_time(*store),
+            store / floor,
+            show_time(*file)
+        );
+    }
+    if wanted("cancel") {
+        cancel_latency(cluster);
+    }
+}
+
+fn show_time(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.1} µs", ns / 1e3)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Create,
+    Complete,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Complete => "complete",
+        }
+    }
+}
+
+/// The statements `PgStore` issues for these operations, written out.
+struct Direct {
+    insert: String,
+    replace: String,
+    load: String,
+    list_active: String,
+    channel: String,
+}
+
+impl Direct {
+    fn new(s: &str) -> Direct {
+        Direct {
+            insert: format!(
+                "WITH i AS (
+                     INSERT INTO {s}.tasks (id, created_at_ns, revision, status, active, expires_at_ns, task)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id, pg_notify($9, id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + 1
+                     WHERE singleton AND $5 AND EXISTS (SELECT FROM i) AND active < $8
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)"
+            ),
+            replace: format!(
+                "WITH u AS (
+                     UPDATE {s}.tasks
+                     SET created_at_ns = $4, revision = $5, status = $6, active = $7,
+                         expires_at_ns = $8, task = $9
+                     WHERE id = $1 AND created_at_ns = $2 AND revision = $3
+                     RETURNING id, pg_notify($11, id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + $10::int8
+                     WHERE singleton AND $10::int8 <> 0 AND EXISTS (SELECT FROM u)
+                     RETURNING 1)
+                 SELECT count(*) FROM u"
+            ),
+            load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
+            list_active: format!(
+                "SELECT id, task FROM {s}.tasks WHERE active ORDER BY created_at_ns, id LIMIT $1"
+            ),
+            channel: format!("taskstore:{s}"),
+        }
+    }
+}
+
+/// One thread's connection and its prepared statements.
+struct DirectConn {
+    client: Client,
+    insert: Statement,
+    replace: Statement,
+    load: Statement,
+    list_active: Statement,
+}
+
+impl DirectConn {
+    fn new(conninfo: &str, sql: &Direct) -> DirectConn {
+        let mut client = Client::connect(conninfo, NoTls).unwrap();
+        DirectConn {
+            insert: client.prepare(&sql.insert).unwrap(),
+            replace: client.prepare(&sql.replace).unwrap(),
+            load: client.prepare(&sql.load).unwrap(),
+            list_active: client.prepare(&sql.list_active).unwrap(),
+            client,
+        }
+    }
+
+    /// The row values of a new task, as `PgStore` stores them.
+    fn create(&mut self, channel: &str, n: usize) -> Task {
+        let task = new_task(n);
+        let json = serde_json::to_string(&task).unwrap();
+        let created = task.created_at.unix_timestamp_nanos() as i64;
+        let mut tx = self.client.transaction().unwrap();
+        let row = tx
+            .query_one(
+                &self.insert,
+                &[
+                    &task.id.as_str(),
+                    &created,
+                    &1i64,
+                    &"working",
+                    &true,
+                    &None::<i64>,
+                    &json,
+                    &1_000_000i64,
+                    &channel,
+                ],
+            )
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
+        tx.commit().unwrap();
+        task
+    }
+
+    fn complete(&mut self, channel: &str, task: &Task) {
+        let mut next = task.clone();
+        Outcome::Completed(result_payload()).apply_for_bench(&mut next);
+        let json = serde_json::to_string(&next).unwrap();
+        let created = task.created_at.unix_timestamp_nanos() as i64;
+        let row = self
+            .client
+            .query_one(
+                &self.replace,
+                &[
+                    &task.id.as_str(),
+                    &created,
+                    &(task.revision as i64),
+                    &created,
+                    &(next.revision as i64),
+                    &"completed",
+                    &false,
+                    &None::<i64>,
+                    &json,
+                    &-1i64,
+                    &channel,
+                ],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 1);
+    }
+}
+
+fn result_payload() -> serde_json::Value {
+    json!({"content": [{"type": "text", "text": "x".repeat(512)}], "isError": false})
+}
+
+fn new_task(n: usize) -> Task {
+    let id = TaskId::parse(&format!("d-{}-{n}", uuid_like())).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    serde_json::from_value(json!({
+        "taskId": id, "status": "working", "createdAt": rfc3339(now), "lastUpdatedAt": rfc3339(now),
+        "ttlMs": null, "revision": 1, "owner": "direct", "leaseExpiresAt": rfc3339(now + Duration::from_secs(30)),
+    }))
+    .unwrap()
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What `complete` does to a task, for the floor (the store's rules do it
+/// for `PgStore`).
+trait ApplyForBench {
+    fn apply_for_bench(self, task: &mut Task);
+}
+
+impl ApplyForBench for Outcome {
+    fn apply_for_bench(self, task: &mut Task) {
+        if let Outcome::Completed(result) = self {
+            task.status = taskstore::TaskStatus::Completed;
+            task.result = Some(result);
+        }
+        task.revision += 1;
+        task.last_updated_at = time::OffsetDateTime::now_utc();
+        task.lease_expires_at = None;
+    }
+}
+
+/// Runs `work(writer)` on `writers` threads at once; the wall time.
+fn threads(writers: usize, work: &(dyn Fn(usize) + Sync)) -> Duration {
+    let barrier = Barrier::new(writers + 1);
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                work(w);
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    })
+    .elapsed()
+}
+
+/// Per-operation times (ns): floor, PgStore, FileStore.
+// One loop counts operations for both kinds; only `complete` indexes.
+#[allow(clippy::needless_range_loop)]
+fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 3] {
+    let schema = pg_cluster::fresh_schema("bench");
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .pool_size(writers)
+        .max_active(1_000_000)
+        .open()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .max_active(1_000_000)
+        .open()
+        .unwrap();
+    let sql = Direct::new(&schema);
+    let direct: Vec<std::sync::Mutex<DirectConn>> = (0..writers)
+        .map(|_| std::sync::Mutex::new(DirectConn::new(&cluster.conninfo(), &sql)))
+        .collect();
+    let per = WRITES_PER_ROUND / writers;
+    let ops = (per * writers) as f64;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        // The floor.
+        let prepared: Vec<Vec<Task>> = match op {
+            Op::Create => vec![Vec::new(); writers],
+            Op::Complete => (0..writers)
+                .map(|w| {
+                    let mut c = direct[w].lock().unwrap();
+                    (0..per).map(|n| c.create(&sql.channel, n)).collect()
+                })
+                .collect(),
+        };
+        let elapsed = threads(writers, &|w| {
+            let mut c = direct[w].lock().unwrap();
+            for n in 0..per {
+                match op {
+                    Op::Create => drop(c.create(&sql.channel, n)),
+                    Op::Complete => c.complete(&sql.channel, &prepared[w][n]),
+                }
+            }
+        });
+        times[0].push(elapsed.as_nanos() as f64 / ops);
+        // The stores.
+        for (slot, s) in [(1, &store as &dyn TaskStore), (2, &file as &dyn TaskStore)] {
+            let prepared: Vec<Vec<TaskId>> = match op {
+                Op::Create => vec![Vec::new(); writers],
+                Op::Complete => (0..writers)
+                    .map(|_| {
+                        (0..per)
+                            .map(|_| s.create(NewTask::new()).unwrap().id)
+                            .collect()
+                    })
+                    .collect(),
+            };
+            let elapsed = threads(writers, &|w| {
+                for n in 0..per {
+                    match op {
+                        Op::Create => drop(s.create(NewTask::new()).unwrap()),
+                        Op::Complete => {
+                            let t = s.complete(&prepared[w][n], result_payload()).unwrap();
+                            assert!(matches!(t, Transition::Applied(_)));
+                        }
+                    }
+                }
+            });
+            times[slot].push(elapsed.as_nanos() as f64 / ops);
+        }
+    }
+    times.map(median)
+}
+
+#[derive(Clone, Copy)]
+enum Read {
+    Get,
+    ListActive,
+}
+
+/// Per-operation times (ns) of one reader: floor, PgStore, FileStore; over
+/// 10 running and 1,000 finished tasks.
+fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
+    let schema = pg_cluster::fresh_schema("bench");
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .open()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::open(dir.path()).unwrap();
+    let mut running = Vec::new();
+    for s in [&store as &dyn TaskStore, &file as &dyn TaskStore] {
+        for n in 0..1_010 {
+            let t = s.create(NewTask::new().metadata("n", n)).unwrap();
+            if n < 1_000 {
+                let _ = s.complete(&t.id, result_payload()).unwrap();
+            } else {
+                let _ = s
+                    .update(&t.id, TaskUpdate::new().status_message("running"))
+                    .unwrap();
+                running.push(t.id);
+            }
+        }
+    }
+    let sql = Direct::new(&schema);
+    let mut direct = DirectConn::new(&cluster.conninfo(), &sql);
+    let (pg_task, file_task) = (running[0].clone(), running[10].clone());
+    let count = match read {
+        Read::Get => READS_PER_ROUND,
+        Read::ListActive => LISTS_PER_ROUND,
+    };
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        for _ in 0..count {
+            match read {
+                Read::Get => {
+                    let row = direct
+                        .client
+                        .query_one(&direct.load, &[&pg_task.as_str()])
+                        .unwrap();
+                    std::hint::black_box(row.get::<_, &str>(0));
+                }
+                Read::ListActive => {
+                    let rows = direct
+                        .client
+                        .query(&direct.list_active, &[&1_000i64])
+                        .unwrap();
+                    assert_eq!(rows.len(), 10);
+                    std::hint::black_box(
+                        rows.iter()
+                            .map(|r| r.get::<_, &str>(1).len())
+                            .sum::<usize>(),
+                    );
+                }
+            }
+        }
+        times[0].push(started.elapsed().as_nanos() as f64 / count as f64);
+        for (slot, s, id) in [
+            (1, &store as &dyn TaskStore, &pg_task),
+            (2, &file as &dyn TaskStore, &file_task),
+        ] {
+            let started = Instant::now();
+            for _ in 0..count {
+                match read {
+                    Read::Get => drop(std::hint::black_box(s.get(id).unwrap())),
+                    Read::ListActive => {
+                        let page = s.list(&ListQuery::active().limit(1_000)).unwrap();
+                        assert_eq!(page.tasks.len(), 10);
+                    }
+                }
+            }
+            times[slot].push(started.elapsed().as_nanos() as f64 / count as f64);
+        }
+    }
+    times.map(median)
+}
+
+/// A `PgStore` without its change feed: the manager polls.
+struct Polling(PgStore);
+
+impl TaskStore for Polling {
+    fn create(&self, new: NewTask) -> taskstore::Result<Task> {
+        self.0.create(new)
+    }
+    fn get(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
+        self.0.get(id)
+    }
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> taskstore::Result<Transition> {
+        self.0.update(id, update)
+    }
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> taskstore::Result<Transition> {
+        self.0.finish(id, outcome)
+    }
+    fn list(&self, query: &ListQuery) -> taskstore::Result<taskstore::Page> {
+        self.0.list(query)
+    }
+    fn delete(&self, id: &TaskId) -> taskstore::Result<bool> {
+        self.0.delete(id)
+    }
+    fn sweep(&self) -> taskstore::Result<taskstore::Swept> {
+        self.0.sweep()
+    }
+    fn instance_id(&self) -> &str {
+        self.0.instance_id()
+    }
+    fn renew_lease(&self, id: &TaskId) -> taskstore::Result<Transition> {
+        self.0.renew_lease(id)
+    }
+    fn reap(&self) -> taskstore::Result<taskstore::Reaped> {
+        self.0.reap()
+    }
+    fn finish_fenced(
+        &self,
+        id: &TaskId,
+        outcome: Outcome,
+        epoch: u64,
+    ) -> taskstore::Result<Transition> {
+        self.0.finish_fenced(id, outcome, epoch)
+    }
+    fn claim(&self, kinds: &[&str]) -> taskstore::Result<taskstore::Claimed> {
+        self.0.claim(kinds)
+    }
+}
+
+/// From `tasks/cancel` on manager B to the operation seeing it on manager A.
+fn cancel_latency(cluster: &pg_cluster::Cluster) {
+    let schema = pg_cluster::fresh_schema("cancel");
+    let open = |instance: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance)
+            .open()
+            .unwrap()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("\n| cancel on B, seen by the operation on A | median | p95 | max |");
+    println!("|---|---|---|---|");
+    let (fa, fb) = (Arc::new(open("feed-a")), Arc::new(open("feed-b")));
+    let (pa, pb) = (
+        Arc::new(Polling(open("poll-a"))),
+        Arc::new(Polling(open("poll-b"))),
+    );
+    let watch = ManagerOptions::default().watch_interval;
+    let feed = runtime.block_on(samples(fa, fb));
+    let polling = runtime.block_on(samples(pa, pb));
+    for (name, mut v) in [
+        ("PostgreSQL NOTIFY (change feed)".to_owned(), feed),
+        (format!("polling only (watch every {watch:?})"), polling),
+    ] {
+        v.sort();
+        let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+        println!(
+            "| {name} | {:?} | {:?} | {:?} |",
+            p(0.5),
+            p(0.95),
+            v[v.len() - 1]
+        );
+    }
+}
+
+async fn samples<S: TaskStore + 'static>(a: Arc<S>, b: Arc<S>) -> Vec<Duration> {
+    let a = DurableTaskManager::new(a);
+    let b = DurableTaskManager::new(b);
+    let mut out = Vec::new();
+    for _ in 0..CANCEL_SAMPLES {
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let task = a
+            .spawn(TaskOptions::new(), move |ctx| {
+                Box::pin(async move {
+                    ctx.cancelled().await;
+                    let _ = seen_tx.send(Instant::now());
+                    Err(TaskExit::Cancelled)
+                })
+            })
+            .await
+            .unwrap();
+        // Let the watch loop's phase fall where it may.
+        tokio::time::sleep(Duration::from_millis(37)).await;
+        let sent = Instant::now();
+        b.cancel_task(&task.task_id).await.unwrap();
+        let seen = seen_rx.await.unwrap();
+        out.push(seen - sent);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    out
+}

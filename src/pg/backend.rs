@@ -1,0 +1,478 @@
+//! [`PgBackend`]: whole tasks in one table, each write one statement.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use postgres::types::ToSql;
+use time::OffsetDateTime;
+
+use crate::backend::{Backend, Insert, Record, Scan, Scanned, Skipped, Swap, UnreadableAction};
+use crate::changes::ChangeFeed;
+use crate::error::{Error, Result};
+use crate::id::TaskId;
+use crate::task::Task;
+
+use super::clock::{ServerClock, ServerTime};
+use super::feed::Listener;
+use super::pool::{Lease, Pool};
+use super::sql::Sql;
+
+/// The storage of a [`PgStore`](crate::PgStore): one table in a PostgreSQL
+/// schema, shared by every handle on every host that connects to it.
+///
+/// Each write is one statement, committed before it returns (PostgreSQL's
+/// durability: with `synchronous_commit = on`, the default, a returned write
+/// is in the server's flushed WAL). Replacing and removing match the
+/// version read (`id`, `created_at_ns`, `revision`) in the statement's
+/// `WHERE`: the row lock decides races between hosts, and nothing is held
+/// between statements.
+///
+/// The active-task cap is exact across hosts: a counter row, raised only
+/// while below the cap in the same transaction as the insert, lowered in the
+/// same statement as the terminal write or the removal of an active task.
+pub struct PgBackend {
+    pool: Arc<Pool>,
+    sql: Arc<Sql>,
+    clock: Option<Arc<ServerClock>>,
+}
+
+impl fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("schema", &self.sql.schema)
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name every error of this backend carries.
+pub(crate) const BACKEND: &str = "postgres";
+
+pub(crate) fn failed(op: impl Into<String>, source: postgres::Error) -> Error {
+    Error::backend(BACKEND, op, source)
+}
+
+/// The columns a task is stored with beside its JSON.
+struct Columns<'a> {
+    id: &'a str,
+    created_at_ns: i64,
+    revision: i64,
+    status: &'static str,
+    active: bool,
+    expires_at_ns: Option<i64>,
+    json: &'a str,
+}
+
+impl<'a> Columns<'a> {
+    fn of(record: &'a Record, op: &str) -> Result<Columns<'a>> {
+        let task = record.task();
+        let json = std::str::from_utf8(record.json())
+            .map_err(|e| Error::backend(BACKEND, format!("{op} task {}", task.id), e))?;
+        Ok(Columns {
+            id: task.id.as_str(),
+            created_at_ns: nanos(task.created_at, op, &task.id)?,
+            revision: revision(task, op)?,
+            status: task.status.as_str(),
+            active: !task.is_terminal(),
+            expires_at_ns: task.expires_at().map(saturating_nanos),
+            json,
+        })
+    }
+}
+
+/// `at` in Unix nanoseconds, the column type of every instant: exact to
+/// the nanosecond (a `timestamptz` keeps microseconds only), from 1677 to
+/// 2262.
+fn nanos(at: OffsetDateTime, op: &str, id: &TaskId) -> Result<i64> {
+    i64::try_from(at.unix_timestamp_nanos()).map_err(|_| {
+        Error::backend(
+            BACKEND,
+            format!("{op} task {id}"),
+            format!("its time {at} is outside the years 1677 to 2262 this backend stores"),
+        )
+    })
+}
+
+/// `at` in Unix nanoseconds, clamped to the column's range.
+pub(crate) fn saturating_nanos(at: OffsetDateTime) -> i64 {
+    let nanos = at.unix_timestamp_nanos();
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn revision(task: &Task, op: &str) -> Result<i64> {
+    i64::try_from(task.revision).map_err(|_| {
+        Error::backend(
+            BACKEND,
+            format!("{op} task {}", task.id),
+            format!("revision {} is over the column's range", task.revision),
+        )
+    })
+}
+
+fn decode(id: &str, json: &str) -> std::result::Result<Task, String> {
+    let task: Task = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    if task.id.as_str() != id {
+        return Err(format!("the row holds task {}", task.id));
+    }
+    Ok(task)
+}
+
+impl PgBackend {
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        sql: Arc<Sql>,
+        clock: Option<Arc<ServerClock>>,
+    ) -> PgBackend {
+        PgBackend { pool, sql, clock }
+    }
+
+    /// The offset to the server's clock as last measured, if the store goes
+    /// by it ([`TimeSource::Server`](crate::TimeSource::Server)).
+    pub fn server_time(&self) -> Option<ServerTime> {
+        self.clock.as_ref().map(|c| c.server_time())
+    }
+
+    /// The schema this backend's table lives in.
+    pub fn schema(&self) -> &str {
+        &self.sql.schema
+    }
+
+    /// The notification channel every write of this schema notifies
+    /// (`taskstore:<schema>`, the task id as payload).
+    pub fn channel(&self) -> &str {
+        &self.sql.channel
+    }
+
+    fn connection(&self, op: impl FnOnce() -> String) -> Result<Lease<'_>> {
+        self.pool
+            .get()
+            .map_err(|e| failed(format!("connect to {}", op()), e))
+    }
+
+    /// Runs `sql` with `params` on a pooled connection.
+    fn query(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        let mut conn = self.connection(op)?;
+        let statement = conn.prepared(sql).map_err(|e| failed(op(), e))?;
+        conn.client
+            .query(&statement, params)
+            .map_err(|e| failed(op(), e))
+    }
+
+    /// The stored version of `id`, read after a conditional write missed.
+    fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
+        let rows = self.query(
+            &|| format!("{op} task {id}"),
+            &self.sql.load,
+            &[&id.as_str()],
+        )?;
+        rows.first()
+            .map(|row| {
+                decode(id.as_str(), row.get(0))
+                    .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e))
+            })
+            .transpose()
+    }
+
+    fn delta(current: &Task, next: &Task) -> i64 {
+        i64::from(!next.is_terminal()) - i64::from(!current.is_terminal())
+    }
+
+    /// The stored versions of `ids`, by id, read after a batch missed them.
+    fn current_all(&self, ids: &[&str], op: &str) -> Result<HashMap<String, Result<Task>>> {
+        let rows = self.query(
+            &|| format!("{op} {} tasks", ids.len()),
+            &self.sql.load_all,
+            &[&ids],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let task = decode(&id, row.get(1))
+                    .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e));
+                (id, task)
+            })
+            .collect())
+    }
+
+    /// The outcome of one task of a batch: done, or what is stored now.
+    fn settle(
+        id: &TaskId,
+        done: &HashSet<String>,
+        now: &mut HashMap<String, Result<Task>>,
+    ) -> Result<Swap> {
+        if done.contains(id.as_str()) {
+            return Ok(Swap::Done);
+        }
+        match now.remove(id.as_str()) {
+            Some(Ok(task)) => Ok(Swap::Changed(Some(task))),
+            Some(Err(e)) => Err(e),
+            None => Ok(Swap::Changed(None)),
+        }
+    }
+
+    fn try_replace_all(&self, swaps: &[(Task, Record)]) -> Result<Vec<Result<Swap>>> {
+        let op = "replace";
+        let mut ids = Vec::new();
+        let mut created = Vec::new();
+        let mut revisions = Vec::new();
+        let mut was_active = Vec::new();
+        let mut next_created = Vec::new();
+        let mut next_revisions = Vec::new();
+        let mut statuses = Vec::new();
+        let mut active = Vec::new();
+        let mut expires = Vec::new();
+        let mut json = Vec::new();
+        for (current, next) in swaps {
+            let columns = Columns::of(next, op)?;
+            ids.push(current.id.as_str());
+            created.push(nanos(current.created_at, op, &current.id)?);
+            revisions.push(revision(current, op)?);
+            was_active.push(!current.is_terminal());
+            next_created.push(columns.created_at_ns);
+            next_revisions.push(columns.revision);
+            statuses.push(columns.status);
+            active.push(columns.active);
+            expires.push(columns.expires_at_ns);
+            json.push(columns.json);
+        }
+        let rows = self.query(
+            &|| format!("{op} {} tasks in one statement", swaps.len()),
+            &self.sql.replace_all,
+            &[
+                &ids,
+                &created,
+                &revisions,
+                &was_active,
+                &next_created,
+                &next_revisions,
+                &statuses,
+                &active,
+                &expires,
+                &json,
+                &self.sql.channel,
+            ],
+        )?;
+        self.batch_outcome(op, &ids, rows, swaps.iter().map(|(current, _)| &current.id))
+    }
+
+    fn try_remove_all(&self, tasks: &[Task]) -> Result<Vec<Result<Swap>>> {
+        let op = "remove";
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        let created = tasks
+            .iter()
+            .map(|t| nanos(t.created_at, op, &t.id))
+            .collect::<Result<Vec<_>>>()?;
+        let revisions = tasks
+            .iter()
+            .map(|t| revision(t, op))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = self.query(
+            &|| format!("{op} {} tasks in one statement", tasks.len()),
+            &self.sql.remove_all,
+            &[&ids, &created, &revisions, &self.sql.channel],
+        )?;
+        self.batch_outcome(op, &ids, rows, tasks.iter().map(|t| &t.id))
+    }
+
+    /// One result per task of a batch, from the ids the statement wrote.
+    fn batch_outcome<'a>(
+        &self,
+        op: &str,
+        ids: &[&str],
+        rows: Vec<postgres::Row>,
+        order: impl Iterator<Item = &'a TaskId>,
+    ) -> Result<Vec<Result<Swap>>> {
+        let done: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+        let missed: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !done.contains(*id))
+            .collect();
+        let mut now = if missed.is_empty() {
+            HashMap::new()
+        } else {
+            self.current_all(&missed, op)?
+        };
+        Ok(order.map(|id| Self::settle(id, &done, &mut now)).collect())
+    }
+}
+
+/// Whether a batch names one task twice (then it goes one by one: one
+/// statement cannot write a row twice).
+fn has_duplicates<'a>(mut ids: impl Iterator<Item = &'a TaskId>) -> bool {
+    let mut seen = HashSet::new();
+    ids.any(|id| !seen.insert(id))
+}
+
+impl Backend for PgBackend {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.current(id, "load")
+    }
+
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        let task = record.task();
+        let op = || format!("insert task {}", task.id);
+        let columns = Columns::of(record, "insert")?;
+        let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
+        let (inserted, counted) = {
+            let mut conn = self.connection(op)?;
+            let statement = conn
+                .prepared(&self.sql.insert)
+                .map_err(|e| failed(op(), e))?;
+            let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
+            let row = tx
+                .query_one(
+                    &statement,
+                    &[
+                        &columns.id,
+                        &columns.created_at_ns,
+                        &columns.revision,
+                        &columns.status,
+                        &columns.active,
+                        &columns.expires_at_ns,
+                        &columns.json,
+                        &cap,
+                        &self.sql.channel,
+                    ],
+                )
+                .map_err(|e| failed(op(), e))?;
+            let (inserted, counted): (i64, i64) = (row.get(0), row.get(1));
+            if inserted == 1 && (counted == 1 || !columns.active) {
+                tx.commit().map_err(|e| failed(op(), e))?;
+            } else {
+                tx.rollback().map_err(|e| failed(op(), e))?;
+            }
+            (inserted, counted)
+        };
+        if inserted == 0 {
+            return match self.current(&task.id, "insert")? {
+                Some(existing) => Ok(Insert::Exists(existing)),
+                // Removed since: try again.
+                None => self.insert(record, max_active),
+            };
+        }
+        if columns.active && counted == 0 {
+            return Ok(Insert::Full);
+        }
+        Ok(Insert::Done)
+    }
+
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        let op = || format!("replace task {}", current.id);
+        let columns = Columns::of(next, "replace")?;
+        let rows = self.query(
+            &op,
+            &self.sql.replace,
+            &[
+                &current.id.as_str(),
+                &nanos(current.created_at, "replace", &current.id)?,
+                &revision(current, "replace")?,
+                &columns.created_at_ns,
+                &columns.revision,
+                &columns.status,
+                &columns.active,
+                &columns.expires_at_ns,
+                &columns.json,
+                &Self::delta(current, next.task()),
+                &self.sql.channel,
+            ],
+        )?;
+        let written: i64 = rows.first().map_or(0, |row| row.get(0));
+        if written == 1 {
+            return Ok(Swap::Done);
+        }
+        Ok(Swap::Changed(self.current(&current.id, "replace")?))
+    }
+
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        let op = || format!("remove task {}", current.id);
+        let rows = self.query(
+            &op,
+            &self.sql.remove,
+            &[
+                &current.id.as_str(),
+                &nanos(current.created_at, "remove", &current.id)?,
+                &revision(current, "remove")?,
+                &self.sql.channel,
+            ],
+        )?;
+        let removed: i64 = rows.first().map_or(0, |row| row.get(0));
+        if removed == 1 {
+            return Ok(Swap::Done);
+        }
+        Ok(Swap::Changed(self.current(&current.id, "remove")?))
+    }
+
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        let op = || format!("scan schema {}", self.sql.schema);
+        let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
+        let status = scan.status.map(|s| s.as_str());
+        // Past the column's range every stored expiry is at or before it;
+        // the rows are checked exactly below.
+        let expired_at = scan.expired_at.map(saturating_nanos);
+        let after = scan
+            .after
+            .as_ref()
+            .map(|p| (saturating_nanos(p.created_at), p.id.as_str()));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
+        if let Some(status) = &status {
+            params.push(status);
+        }
+        if let Some(at) = &expired_at {
+            params.push(at);
+        }
+        if let Some((at, id)) = &after {
+            params.push(at);
+            params.push(id);
+        }
+        let rows = self.query(&op, &self.sql.scan(scan), &params)?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        let mut skipped = Vec::new();
+        for row in &rows {
+            let id: &str = row.get(0);
+            match decode(id, row.get(1)) {
+                Ok(task) if scan.matches(&task) => tasks.push(task),
+                Ok(_) => {}
+                Err(reason) => skipped.push(Skipped::new(
+                    TaskId::parse(id).ok(),
+                    format!("{}.tasks row {id:?}", self.sql.schema),
+                    reason,
+                    UnreadableAction::LeftInPlace,
+                )),
+            }
+        }
+        Ok(Scanned::new(tasks, skipped))
+    }
+
+    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
+            return swaps.iter().map(|(c, n)| self.replace(c, n)).collect();
+        }
+        // A failed batch (a deadlock with another host's batch, a task
+        // out of range) changed nothing: each task goes on its own.
+        self.try_replace_all(swaps)
+            .unwrap_or_else(|_| swaps.iter().map(|(c, n)| self.replace(c, n)).collect())
+    }
+
+    fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        if tasks.len() < 2 || has_duplicates(tasks.iter().map(|t| &t.id)) {
+            return tasks.iter().map(|t| self.remove(t)).collect();
+        }
+        self.try_remove_all(tasks)
+            .unwrap_or_else(|_| tasks.iter().map(|t| self.remove(t)).collect())
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        Some(ChangeFeed::new(Listener::new(
+            self.pool.config().clone(),
+            self.sql.channel.clone(),
+        )))
+    }
+}

@@ -1,0 +1,220 @@
+//! The PostgreSQL backend: several hosts, one store.
+//!
+//! Tasks live in one table of a schema (FORMAT.md, "PostgreSQL schema"),
+//! as the JSON the rules handed over (`text`, never `jsonb`, which would
+//! refuse `\u0000` and renormalize numbers) beside the columns the
+//! statements filter and order by. Every write is one conditional
+//! statement; time comes from the database server's clock
+//! ([`TimeSource::Server`]), so hosts whose clocks disagree still agree on
+//! TTLs and leases.
+
+mod backend;
+mod clock;
+mod feed;
+mod pool;
+mod schema;
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::rules::{Store, StoreBuilder};
+
+pub use self::backend::PgBackend;
+pub use self::clock::ServerTime;
+
+use self::backend::failed;
+use self::clock::ServerClock;
+use self::pool::Pool;
+use self::sql::Sql;
+
+/// A task store in a PostgreSQL schema, shared by every handle on every host
+/// that connects to it: the store's rules over a [`PgBackend`].
+///
+/// ```no_run
+/// # fn main() -> taskstore::Result<()> {
+/// let store = taskstore::PgStore::connect("host=/var/run/postgresql user=app dbname=app")?;
+/// # Ok(())
+/// # }
+/// ```
+pub type PgStore = Store<PgBackend>;
+
+/// Configures and opens a [`PgStore`]: the settings of every store
+/// ([`StoreBuilder`]) and those of the PostgreSQL backend.
+pub type PgStoreBuilder = StoreBuilder<PgOptions>;
+
+/// The default schema.
+pub const DEFAULT_SCHEMA: &str = "taskstore";
+/// The default number of connections a handle holds at most.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+/// How long opening a connection may take, unless the connection string
+/// says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the PostgreSQL backend needs to open: where, which schema, how many
+/// connections, and where time comes from.
+#[derive(Debug)]
+pub struct PgOptions {
+    conninfo: String,
+    schema: String,
+    pool_size: usize,
+    time: TimeSource,
+}
+
+/// Where a [`PgStore`] takes the time its rules go by (TTLs, leases,
+/// `createdAt`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeSource {
+    /// The default: the configured [`Clock`](crate::Clock) corrected to the
+    /// database server's `clock_timestamp()`, measured at open and every
+    /// 30 s. Every host then goes by the server's time, within half a round
+    /// trip plus the local clock's drift over 30 s.
+    #[default]
+    Server,
+    /// The configured clock as it is. For tests that drive a
+    /// [`ManualClock`](crate::ManualClock); hosts must then agree on the
+    /// time by themselves.
+    Clock,
+}
+
+impl StoreBuilder<PgOptions> {
+    /// The schema the store's tables live in (default `taskstore`): 1 to 48
+    /// bytes of lowercase letters, digits and `_`, not starting with a digit
+    /// or `pg_`. Created on first use.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.options.schema = schema.into();
+        self
+    }
+
+    /// How many connections this handle holds at most (default 8); calls
+    /// beyond it wait for one.
+    pub fn pool_size(mut self, pool_size: usize) -> Self {
+        self.options.pool_size = pool_size;
+        self
+    }
+
+    /// Where the rules take the time (default [`TimeSource::Server`]).
+    pub fn time_source(mut self, time: TimeSource) -> Self {
+        self.options.time = time;
+        self
+    }
+
+    /// Connects, creates or migrates the schema, measures the server's
+    /// clock, and opens the store.
+    ///
+    /// Concurrent opens (on any host) serialize their migrations on an
+    /// advisory lock; an open that finds the schema current runs no DDL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a connection string that does not parse,
+    /// a bad schema name, a zero pool size or invalid common settings;
+    /// [`Error::UnsupportedFormat`] for a schema written by a newer version;
+    /// [`Error::Backend`] (backend `"postgres"`) if the server cannot be
+    /// reached, refuses, or its database is not UTF-8.
+    pub fn open(mut self) -> Result<PgStore> {
+        let options = &self.options;
+        schema::check_name(&options.schema)?;
+        if options.pool_size == 0 {
+            return Err(Error::InvalidConfig {
+                field: "pool_size",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let mut config: postgres::Config =
+            options
+                .conninfo
+                .parse()
+                .map_err(|e: postgres::Error| Error::InvalidConfig {
+                    field: "conninfo",
+                    reason: e.to_string(),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("taskstore");
+        }
+        let schema = options.schema.clone();
+        let op = |what: &str| format!("{what} (opening schema {schema})");
+        let pool = Arc::new(Pool::new(config, options.pool_size));
+        let clock = {
+            let mut conn = pool.get().map_err(|e| failed(op("connect"), e))?;
+            check_encoding(&mut conn.client).map_err(|e| match e {
+                Encoding::Query(e) => failed(op("read the server encoding"), e),
+                Encoding::Not(found) => Error::backend(
+                    backend::BACKEND,
+                    op("check the server encoding"),
+                    format!("the database encoding is {found}; the store needs UTF8"),
+                ),
+            })?;
+            schema::prepare(&mut conn.client, &schema)?;
+            match options.time {
+                TimeSource::Server => Some(Arc::new(
+                    ServerClock::start(self.settings.clock.clone(), pool.clone(), &mut conn)
+                        .map_err(|e| failed(op("read the server's clock"), e))?,
+                )),
+                TimeSource::Clock => None,
+            }
+        };
+        if let Some(clock) = &clock {
+            self.settings.clock = clock.clone();
+        }
+        let backend = PgBackend::new(pool, Arc::new(Sql::new(&schema)), clock);
+        self.finish(backend)
+    }
+}
+
+enum Encoding {
+    Query(postgres::Error),
+    Not(String),
+}
+
+fn check_encoding(client: &mut postgres::Client) -> std::result::Result<(), Encoding> {
+    let row = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .map_err(Encoding::Query)?;
+    let found: String = row.get(0);
+    if found.eq_ignore_ascii_case("UTF8") {
+        Ok(())
+    } else {
+        Err(Encoding::Not(found))
+    }
+}
+
+impl Store<PgBackend> {
+    /// Opens (creating or migrating its schema) the store in the default
+    /// schema of the database `conninfo` names, a libpq-style connection
+    /// string (`host=/var/run/postgresql user=app dbname=app`) or URL
+    /// (`postgresql://app@db/app`), with the defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreBuilder::<PgOptions>::open`](PgStoreBuilder::open).
+    pub fn connect(conninfo: impl Into<String>) -> Result<PgStore> {
+        PgStore::builder(conninfo).open()
+    }
+
+    /// A builder for the store of the database `conninfo` names.
+    pub fn builder(conninfo: impl Into<String>) -> PgStoreBuilder {
+        StoreBuilder::with_options(PgOptions {
+            conninfo: conninfo.into(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            time: TimeSource::default(),
+        })
+    }
+
+    /// The schema the store lives in.
+    pub fn schema(&self) -> &str {
+        self.backend().schema()
+    }
+
+    /// The offset to the server's clock as last measured, if this handle
+    /// goes by it ([`TimeSource::Server`]).
+    pub fn server_time(&self) -> Option<ServerTime> {
+        self.backend().server_time()
+    }
+}

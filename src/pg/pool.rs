@@ -1,0 +1,221 @@
+//! A small pool of connections: at most `size` open at once, broken ones
+//! replaced, never a blocking connect while a healthy idle one waits.
+//!
+//! Why not `r2d2`: this pool is a mutex, a condition variable and a vector,
+//! and it fails fast while the server is down (a checkout that must connect
+//! and cannot returns the connection error at once, instead of retrying
+//! until a timeout), which is what the store's callers want: an
+//! `Error::Backend` now, and the same handle working again once the server
+//! is back.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Config, NoTls, Statement};
+
+/// A connection and the statements prepared on it.
+pub(crate) struct Connection {
+    pub client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Connection {
+    /// `sql`, prepared on this connection once and reused after.
+    pub fn prepared(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Whether the connection can still be used. Polls it without blocking
+    /// first, so that a termination the server sent while the connection sat
+    /// idle (a restart, an administrator's `pg_terminate_backend`) is seen
+    /// here, not by the next statement.
+    fn is_usable(&mut self) -> bool {
+        if self.client.is_closed() {
+            return false;
+        }
+        let polled = self.client.notifications().iter().next().is_ok();
+        polled && !self.client.is_closed()
+    }
+}
+
+pub(crate) struct Pool {
+    config: Config,
+    size: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+struct State {
+    idle: Vec<Connection>,
+    /// Connections open or being opened, idle ones included.
+    open: usize,
+}
+
+/// A connection checked out of the pool; back in the pool when dropped,
+/// unless it broke.
+pub(crate) struct Lease<'a> {
+    pool: &'a Pool,
+    connection: Option<Connection>,
+}
+
+impl Pool {
+    pub fn new(config: Config, size: usize) -> Pool {
+        Pool {
+            config,
+            size: size.max(1),
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding this lock; recover regardless.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection: an idle one that still works, else a new one while
+    /// fewer than `size` are open, else the next one given back.
+    pub fn get(&self) -> Result<Lease<'_>, postgres::Error> {
+        let mut state = self.lock();
+        loop {
+            if let Some(connection) = self.take_idle(&mut state) {
+                return Ok(self.lease(connection));
+            }
+            if state.open < self.size {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(connection) => Ok(self.lease(connection)),
+                    Err(e) => {
+                        self.lock().open -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// An idle connection that still works, if there is one now; never
+    /// connects and never waits.
+    pub fn try_get(&self) -> Option<Lease<'_>> {
+        let mut state = self.lock();
+        let connection = self.take_idle(&mut state)?;
+        Some(self.lease(connection))
+    }
+
+    fn take_idle(&self, state: &mut State) -> Option<Connection> {
+        while let Some(mut connection) = state.idle.pop() {
+            if connection.is_usable() {
+                return Some(connection);
+            }
+            state.open -= 1;
+            close(connection);
+        }
+        None
+    }
+
+    fn lease(&self, connection: Connection) -> Lease<'_> {
+        Lease {
+            pool: self,
+            connection: Some(connection),
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection {
+            client: self.config.connect(NoTls)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn give_back(&self, connection: Connection) {
+        let mut state = self.lock();
+        if connection.client.is_closed() {
+            state.open -= 1;
+            drop(state);
+            close(connection);
+        } else {
+            state.idle.push(connection);
+            drop(state);
+        }
+        self.freed.notify_one();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        close_all(idle);
+    }
+}
+
+/// Closes a connection. Each synchronous client runs a small runtime of its
+/// own, which must not be dropped on a thread that drives an async runtime
+/// (a handle dropped inside a Tokio task): the closing is done on a thread
+/// of its own.
+fn close(connection: Connection) {
+    close_client(connection.client);
+}
+
+fn close_all(connections: Vec<Connection>) {
+    if connections.is_empty() {
+        return;
+    }
+    close_off_thread(Box::new(connections));
+}
+
+/// Closes `client` on a thread of its own (see [`close`]).
+pub(crate) fn close_client(client: Client) {
+    close_off_thread(Box::new(client));
+}
+
+fn close_off_thread(closing: Box<dyn Send>) {
+    let spawned = std::thread::Builder::new()
+        .name("taskstore-pg-close".to_owned())
+        .spawn(move || drop(closing));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a thread to close connections; leaking them");
+    }
+}
+
+impl Deref for Lease<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.connection.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.pool.give_back(connection);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The schema in the database: its name, its tables and indexes, and the
+//! versioned migrations that create them (FORMAT.md, "PostgreSQL schema").
+
+use std::path::PathBuf;
+
+use postgres::GenericClient;
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// The longest schema name accepted, so that the notification channel
+/// (`taskstore:<schema>`) stays within PostgreSQL's 63-byte identifiers.
+pub(crate) const MAX_SCHEMA_LEN: usize = 48;
+
+/// The first key of the advisory lock that serializes migrations (the
+/// bytes of "task"); the second is the schema's `hashtext`.
+const MIGRATION_LOCK: i32 = 0x7461_736b;
+
+/// A checked schema name: `[a-z_][a-z0-9_]*`, at most 48 bytes, so it
+/// needs no quoting and can never inject SQL.
+pub(crate) fn check_name(schema: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::InvalidConfig {
+        field: "schema",
+        reason: format!("{schema:?} {reason}"),
+    };
+    let mut chars = schema.chars();
+    match chars.next() {
+        None => return Err(invalid("is empty")),
+        Some(c) if !(c.is_ascii_lowercase() || c == '_') => {
+            return Err(invalid("must start with a lowercase letter or `_`"));
+        }
+        Some(_) => {}
+    }
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(invalid("may hold only lowercase letters, digits and `_`"));
+    }
+    if schema.len() > MAX_SCHEMA_LEN {
+        return Err(invalid(&format!("is longer than {MAX_SCHEMA_LEN} bytes")));
+    }
+    if schema.starts_with("pg_") {
+        return Err(invalid("is reserved by PostgreSQL (`pg_`)"));
+    }
+    Ok(())
+}
+
+/// The migration that brings a schema from version `n - 1` to `n`, for
+/// `n` = 1.. (index 0 makes version 1).
+fn migrations(s: &str) -> [String; 1] {
+    [format!(
+        r#"
+CREATE TABLE {s}.tasks (
+    id            text COLLATE "C" PRIMARY KEY,
+    created_at_ns bigint  NOT NULL,
+    revision      bigint  NOT NULL,
+    status        text    NOT NULL,
+    active        boolean NOT NULL,
+    expires_at_ns bigint,
+    task          text    NOT NULL,
+    CHECK (active = (status IN ('working', 'input_required')))
+);
+CREATE INDEX tasks_active_order ON {s}.tasks (created_at_ns, id) WHERE active;
+CREATE INDEX tasks_order ON {s}.tasks (created_at_ns, id);
+CREATE INDEX tasks_expiry ON {s}.tasks (expires_at_ns) WHERE expires_at_ns IS NOT NULL;
+CREATE TABLE {s}.counters (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    active    bigint  NOT NULL CHECK (active >= 0)
+);
+INSERT INTO {s}.counters (active) SELECT count(*) FROM {s}.tasks WHERE active;
+"#
+    )]
+}
+
+/// Creates the schema or migrates it to [`SCHEMA_VERSION`]; refuses a newer
+/// one. Opens that find the schema current take no lock and run no DDL;
+/// the others serialize on an advisory lock, in one transaction each.
+pub(crate) fn prepare(client: &mut postgres::Client, schema: &str) -> Result<()> {
+    let op = |what: &str| format!("{what} schema {schema}");
+    let db = |what: &'static str| move |e| Error::backend("postgres", op(what), e);
+    match read_version(client, schema).map_err(db("read the version of"))? {
+        Some(SCHEMA_VERSION) => return Ok(()),
+        Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
+        _ => {}
+    }
+    let mut tx = client.transaction().map_err(db("migrate"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&MIGRATION_LOCK, &schema],
+    )
+    .map_err(db("lock for migrating"))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+             version   integer NOT NULL
+         );"
+    ))
+    .map_err(db("create"))?;
+    let found = read_version(&mut tx, schema)
+        .map_err(db("read the version of"))?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(newer(schema, found));
+    }
+    let steps = migrations(schema);
+    for (index, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
+        tx.batch_execute(step).map_err(|e| {
+            Error::backend(
+                "postgres",
+                format!("migrate schema {schema} to version {}", index + 1),
+                e,
+            )
+        })?;
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.schema_version (version) VALUES ($1)
+             ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version"
+        ),
+        &[&SCHEMA_VERSION],
+    )
+    .map_err(db("record the version of"))?;
+    tx.commit().map_err(db("commit the migration of"))
+}
+
+/// The schema's version, `None` if it has none yet; refuses a newer one.
+fn read_version(
+    client: &mut impl GenericClient,
+    schema: &str,
+) -> Result<Option<i32>, postgres::Error> {
+    let table = format!("{schema}.schema_version");
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client.query_opt(&format!("SELECT version FROM {table}"), &[])?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+fn newer(schema: &str, found: i32) -> Error {
+    Error::UnsupportedFormat {
+        path: PathBuf::from(format!("postgres schema {schema}")),
+        found: u64::try_from(found).unwrap_or(0),
+        supported: SCHEMA_VERSION as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["taskstore", "_x", "a1_b2", &"a".repeat(MAX_SCHEMA_LEN)] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Taskstore",
+            "1abc",
+            "a-b",
+            "a;drop",
+            "a\"b",
+            "pg_catalog",
+            &"a".repeat(MAX_SCHEMA_LEN + 1),
+        ] {
+            assert!(
+                matches!(
+                    check_name(bad),
+                    Err(Error::InvalidConfig {
+                        field: "schema",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

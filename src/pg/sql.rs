@@ -1,0 +1,162 @@
+//! The SQL of every statement, written out once per schema.
+//!
+//! Every write is one statement: the task row's change, the active-task
+//! counter's (only when the number of active tasks changes) and the
+//! notification (`pg_notify` in the `RETURNING` list, so it fires once per
+//! row written and is delivered at commit), joined by data-modifying `WITH`
+//! clauses. Conditional writes match `id`, `created_at_ns` and `revision`:
+//! the row lock and PostgreSQL's re-check of the `WHERE` clause after
+//! waiting for it decide every race between hosts.
+
+use crate::backend::{Scan, Scope};
+
+/// The statements over one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub schema: String,
+    /// The notification channel: `taskstore:<schema>`.
+    pub channel: String,
+    pub load: String,
+    pub insert: String,
+    pub replace: String,
+    pub remove: String,
+    pub replace_all: String,
+    pub remove_all: String,
+    pub load_all: String,
+}
+
+impl Sql {
+    pub fn new(schema: &str) -> Sql {
+        let s = schema;
+        Sql {
+            schema: s.to_owned(),
+            channel: format!("taskstore:{s}"),
+            load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
+            // $1 id, $2 created_at_ns, $3 revision, $4 status, $5 active,
+            // $6 expires_at_ns, $7 task, $8 the cap, $9 the channel.
+            insert: format!(
+                "WITH i AS (
+                     INSERT INTO {s}.tasks (id, created_at_ns, revision, status, active, expires_at_ns, task)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id, pg_notify($9, id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + 1
+                     WHERE singleton AND $5 AND EXISTS (SELECT FROM i) AND active < $8
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)"
+            ),
+            // $1 id, $2 created_at_ns, $3 revision (the version read);
+            // $4 created_at_ns, $5 revision, $6 status, $7 active,
+            // $8 expires_at_ns, $9 task (the next version); $10 the change
+            // in active tasks; $11 the channel.
+            replace: format!(
+                "WITH u AS (
+                     UPDATE {s}.tasks
+                     SET created_at_ns = $4, revision = $5, status = $6, active = $7,
+                         expires_at_ns = $8, task = $9
+                     WHERE id = $1 AND created_at_ns = $2 AND revision = $3
+                     RETURNING id, pg_notify($11, id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + $10::int8
+                     WHERE singleton AND $10::int8 <> 0 AND EXISTS (SELECT FROM u)
+                     RETURNING 1)
+                 SELECT count(*) FROM u"
+            ),
+            // $1 id, $2 created_at_ns, $3 revision; $4 the channel.
+            remove: format!(
+                "WITH d AS (
+                     DELETE FROM {s}.tasks
+                     WHERE id = $1 AND created_at_ns = $2 AND revision = $3
+                     RETURNING id, active, pg_notify($4, id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active - 1
+                     WHERE singleton AND EXISTS (SELECT FROM d WHERE d.active)
+                     RETURNING 1)
+                 SELECT count(*) FROM d"
+            ),
+            // Arrays, one element per task: $1 id, $2 created_at_ns,
+            // $3 revision, $4 was active (the version read); $5
+            // created_at_ns, $6 revision, $7 status, $8 active,
+            // $9 expires_at_ns, $10 task (the next version); $11 the channel.
+            replace_all: format!(
+                "WITH n AS (
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bool[],
+                                          $5::int8[], $6::int8[], $7::text[], $8::bool[],
+                                          $9::int8[], $10::text[])
+                         AS n(id, created_at_ns, revision, was_active,
+                              next_created_at_ns, next_revision, status, active,
+                              expires_at_ns, task)),
+                 u AS (
+                     UPDATE {s}.tasks t
+                     SET created_at_ns = n.next_created_at_ns, revision = n.next_revision,
+                         status = n.status, active = n.active,
+                         expires_at_ns = n.expires_at_ns, task = n.task
+                     FROM n
+                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
+                       AND t.revision = n.revision
+                     RETURNING t.id, n.active::int - n.was_active::int AS delta,
+                               pg_notify($11, t.id)),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + (SELECT sum(delta) FROM u)
+                     WHERE singleton AND (SELECT coalesce(sum(delta), 0) FROM u) <> 0
+                     RETURNING 1)
+                 SELECT id FROM u"
+            ),
+            // Arrays: $1 id, $2 created_at_ns, $3 revision; $4 the channel.
+            remove_all: format!(
+                "WITH n AS (
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
+                         AS n(id, created_at_ns, revision)),
+                 d AS (
+                     DELETE FROM {s}.tasks t USING n
+                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
+                       AND t.revision = n.revision
+                     RETURNING t.id, t.active, pg_notify($4, t.id)),
+                 c AS (
+                     UPDATE {s}.counters
+                     SET active = active - (SELECT count(*) FROM d WHERE d.active)
+                     WHERE singleton AND EXISTS (SELECT FROM d WHERE d.active)
+                     RETURNING 1)
+                 SELECT id FROM d"
+            ),
+            load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
+        }
+    }
+
+    /// The scan for `scan`'s filters: `$1` the limit, then its filters'
+    /// values in the order scope, status, expiry, position. Each
+    /// combination has its own text, so each is planned for its own index
+    /// (the partial index of active tasks, the listing index, or the expiry
+    /// index).
+    pub fn scan(&self, scan: &Scan) -> String {
+        let mut conditions = Vec::new();
+        let mut n = 1;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if scan.scope == Scope::Active {
+            conditions.push("active".to_owned());
+        }
+        if scan.status.is_some() {
+            conditions.push(format!("status = {}", param()));
+        }
+        if scan.expired_at.is_some() {
+            conditions.push(format!("expires_at_ns <= {}", param()));
+        }
+        if scan.after.is_some() {
+            let (at, id) = (param(), param());
+            conditions.push(format!("(created_at_ns, id) > ({at}, {id})"));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        format!(
+            "SELECT id, task FROM {}.tasks {filter} ORDER BY created_at_ns, id LIMIT $1",
+            self.schema
+        )
+    }
+}

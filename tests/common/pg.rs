@@ -1,0 +1,265 @@
+//! A throwaway PostgreSQL cluster for the tests and the benchmarks, started
+//! from the system's binaries (`initdb`, `pg_ctl`) in a temp dir, reached
+//! over a Unix socket in that dir only.
+//!
+//! As root (initdb refuses root) the cluster runs as `nobody`. A guard
+//! process holds the read end of a pipe whose write end only this process
+//! holds: when this process exits, however it exits (a panic, `SIGKILL`),
+//! the pipe closes and the guard stops the cluster (`pg_ctl stop -m
+//! immediate`) and removes its dir. A private cluster is also stopped when
+//! dropped.
+//!
+//! Without PostgreSQL the tests print one line saying they were skipped;
+//! `TASKSTORE_REQUIRE_PG=1` makes that an error (CI sets it).
+
+#![allow(dead_code)] // the tests and the benchmarks use different parts
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Set to `1` to fail, not skip, when PostgreSQL is missing.
+pub const REQUIRE_VAR: &str = "TASKSTORE_REQUIRE_PG";
+
+/// A running cluster.
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    /// `runuser -u nobody --` when running as root.
+    as_user: Option<String>,
+    guard: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+/// The cluster every test of this binary shares (started on first use), or
+/// `None` if PostgreSQL is not installed (then one line says so).
+pub fn shared() -> Option<&'static Cluster> {
+    static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| match binaries() {
+            Some(bin) => Some(Cluster::start_in(bin).unwrap_or_else(|e| panic!("{e}"))),
+            None => {
+                skipped();
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// A cluster of its own (for a test that restarts it), or `None` if
+/// PostgreSQL is not installed.
+pub fn private() -> Option<Cluster> {
+    let Some(bin) = binaries() else {
+        skipped();
+        return None;
+    };
+    Some(Cluster::start_in(bin).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A fresh, unique schema name starting with `prefix`.
+pub fn fresh_schema(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{n}", std::process::id())
+}
+
+fn skipped() {
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!(
+            "{REQUIRE_VAR}=1 but no PostgreSQL binaries (initdb, pg_ctl) were found in PATH or /usr/lib/postgresql/*/bin"
+        );
+    }
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // Straight to stderr, past the test harness's capture: one line.
+        let _ = writeln!(
+            std::io::stderr(),
+            "PostgreSQL tests SKIPPED: no initdb/pg_ctl in PATH or /usr/lib/postgresql/*/bin; install PostgreSQL (apt-get install postgresql) to run them; {REQUIRE_VAR}=1 makes this an error"
+        );
+    });
+}
+
+/// The directory of `initdb` and `pg_ctl`: from PATH, else the newest
+/// `/usr/lib/postgresql/<version>/bin`.
+fn binaries() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_both(&dir) {
+                return Some(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_both(bin))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// Whether this process runs as root: a file it creates is owned by uid 0.
+fn is_root(dir: &Path) -> bool {
+    let probe = dir.join(".owner-probe");
+    std::fs::write(&probe, b"").expect("write a probe file");
+    let uid = std::fs::metadata(&probe).expect("stat a probe file").uid();
+    let _ = std::fs::remove_file(&probe);
+    uid == 0
+}
+
+impl Cluster {
+    fn start_in(bin: PathBuf) -> Result<Cluster, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "taskstore-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let as_user = if is_root(&dir) {
+            let status = Command::new("chown")
+                .args(["nobody:", dir.to_str().expect("a UTF-8 temp dir")])
+                .status()
+                .map_err(|e| format!("run chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("chown nobody {} failed", dir.display()));
+            }
+            Some("nobody".to_owned())
+        } else {
+            None
+        };
+        let mut cluster = Cluster {
+            dir,
+            bin,
+            as_user,
+            guard: Mutex::new(None),
+        };
+        cluster.init()?;
+        cluster.arm_guard()?;
+        cluster.pg_ctl(&["start", "-w", "-t", "60"])?;
+        Ok(cluster)
+    }
+
+    /// A command run as the cluster's user.
+    fn command(&self, program: &Path) -> Command {
+        match &self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn init(&mut self) -> Result<(), String> {
+        let output = self
+            .command(&self.bin.join("initdb"))
+            .arg("-D")
+            .arg(self.data())
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|e| format!("run initdb: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guard that stops the cluster and removes its dir once this
+    /// process is gone (or the cluster dropped).
+    fn arm_guard(&mut self) -> Result<(), String> {
+        let script = format!(
+            "read _ignored; '{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data().display(),
+            dir = self.dir.display(),
+        );
+        let mut guard = self
+            .command(Path::new("/bin/sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the cluster guard: {e}"))?;
+        let stdin = guard.stdin.take().expect("a piped stdin");
+        *self.guard.lock().unwrap() = Some((guard, stdin));
+        Ok(())
+    }
+
+    /// Runs `pg_ctl <args>` on this cluster.
+    pub fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let options = format!(
+            "-k {} -c listen_addresses= -c max_connections=300",
+            self.dir.display()
+        );
+        let output = self
+            .command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-o", &options])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run pg_ctl: {e}"))?;
+        if !output.status.success() {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            return Err(format!(
+                "pg_ctl {args:?} failed: {}{}\nserver log:\n{log}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connection string of database `postgres`.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port=5432 user=postgres dbname=postgres",
+            self.dir.display()
+        )
+    }
+
+    /// A plain client, for what the tests check behind the store's back.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.conninfo(), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test cluster: {e}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some((mut guard, stdin)) = self.guard.lock().unwrap().take() {
+            drop(stdin);
+            let _ = guard.wait();
+        }
+    }
+}

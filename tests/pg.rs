@@ -1,0 +1,979 @@
+//! `PgStore` against a real PostgreSQL: a throwaway cluster started from the
+//! system's binaries (`tests/common/pg.rs`), a fresh schema per test. The
+//! store's rules through the shared conformance suite, then what only
+//! several processes and a real server show: races between processes, a
+//! writer killed mid-transaction, a server restart, clocks that disagree.
+
+#![cfg(all(feature = "postgres", feature = "conformance", unix))]
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg_cluster;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::conformance::{self, Setup};
+use taskstore::{
+    Error, EventLog, ListQuery, NewTask, PgStore, TaskEventKind, TaskId, TaskStatus, TaskStore,
+    TaskUpdate, TimeSource, Transition,
+};
+
+use common::{Rng, role, spawn, wait_until};
+use pg_cluster::{Cluster, fresh_schema};
+
+/// The shared cluster, or `None` (the test is skipped, said once).
+fn cluster() -> Option<&'static Cluster> {
+    pg_cluster::shared()
+}
+
+/// A handle on `schema` with the defaults and `instance`.
+fn open(cluster: &Cluster, schema: &str, instance: &str) -> PgStore {
+    PgStore::builder(cluster.conninfo())
+        .schema(schema)
+        .instance_id(instance)
+        .open()
+        .unwrap_or_else(|e| panic!("open schema {schema}: {e}"))
+}
+
+/// `SELECT active FROM counters` and the number of active rows, behind the
+/// store's back.
+fn counter_and_active(client: &mut postgres::Client, schema: &str) -> (i64, i64) {
+    let counter: i64 = client
+        .query_one(&format!("SELECT active FROM {schema}.counters"), &[])
+        .unwrap()
+        .get(0);
+    let active: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.tasks WHERE active"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (counter, active)
+}
+
+#[test]
+fn conformance_suite_with_two_handles_per_schema() {
+    let Some(cluster) = cluster() else { return };
+    conformance::run(|| {
+        let schema = fresh_schema("conformance");
+        move |setup: &Setup, instance_id: &str| {
+            setup
+                .configure(PgStore::builder(cluster.conninfo()), instance_id)
+                .schema(&schema)
+                // The suite drives a `ManualClock`: no correction to the server's.
+                .time_source(TimeSource::Clock)
+                .open()
+                .unwrap()
+        }
+    });
+}
+
+#[test]
+fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("versions");
+    // Eight opens at once on an absent schema: one migration, eight handles.
+    let handles: Vec<PgStore> = std::thread::scope(|s| {
+        let opens: Vec<_> = (0..8)
+            .map(|i| {
+                let schema = &schema;
+                s.spawn(move || open(cluster, schema, &format!("opener-{i}")))
+            })
+            .collect();
+        opens.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let task = handles[0].create(NewTask::new()).unwrap();
+    for h in &handles {
+        assert_eq!(h.get(&task.id).unwrap(), Some(task.clone()));
+    }
+    let mut client = cluster.client();
+    let version: i32 = client
+        .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+    client
+        .execute(
+            &format!("UPDATE {schema}.schema_version SET version = 2"),
+            &[],
+        )
+        .unwrap();
+    match PgStore::builder(cluster.conninfo()).schema(&schema).open() {
+        Err(Error::UnsupportedFormat {
+            path,
+            found,
+            supported,
+        }) => {
+            assert_eq!((found, supported), (2, 1));
+            assert!(path.to_string_lossy().contains(&schema), "{path:?}");
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_is_written() {
+    let Some(cluster) = cluster() else { return };
+    for schema in ["", "Upper", "a;drop table x", "pg_x", &"s".repeat(49)] {
+        match PgStore::builder(cluster.conninfo()).schema(schema).open() {
+            Err(Error::InvalidConfig {
+                field: "schema", ..
+            }) => {}
+            other => panic!("schema {schema:?} must be refused, got {other:?}"),
+        }
+    }
+    match PgStore::builder("host=/tmp port=notaport").open() {
+        Err(Error::InvalidConfig {
+            field: "conninfo", ..
+        }) => {}
+        other => panic!("a bad connection string must be refused, got {other:?}"),
+    }
+    match PgStore::builder(cluster.conninfo()).pool_size(0).open() {
+        Err(Error::InvalidConfig {
+            field: "pool_size", ..
+        }) => {}
+        other => panic!("pool_size(0) must be refused, got {other:?}"),
+    }
+    // A database that does not exist: a backend error naming postgres.
+    let missing = format!("{} dbname=no_such_db", cluster.conninfo());
+    match PgStore::builder(missing).open() {
+        Err(
+            e @ Error::Backend {
+                backend: "postgres",
+                ..
+            },
+        ) => assert!(e.to_string().contains("connect"), "{e}"),
+        other => panic!("a missing database must be a backend error, got {other:?}"),
+    }
+}
+
+#[test]
+fn json_is_stored_exactly_as_the_rules_encoded_it() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("exact");
+    let store = open(cluster, &schema, "exact");
+    let value = json!({"nul": "\u{0}", "big": u64::MAX, "float": 0.300_000_000_000_000_04, "order": {"z": 1, "a": 2}});
+    let task = store
+        .create(NewTask::new().metadata("v", value.clone()))
+        .unwrap();
+    let stored: String = cluster
+        .client()
+        .query_one(
+            &format!("SELECT task FROM {schema}.tasks WHERE id = $1"),
+            &[&task.id.as_str()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, serde_json::to_string(&task).unwrap());
+    assert_eq!(store.get(&task.id).unwrap().unwrap().metadata["v"], value);
+}
+
+#[test]
+fn the_active_cap_holds_exactly_across_handles() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("cap");
+    let cap = 25;
+    let handles: Vec<PgStore> = (0..4)
+        .map(|i| {
+            PgStore::builder(cluster.conninfo())
+                .schema(&schema)
+                .instance_id(format!("cap-{i}"))
+                .max_active(cap)
+                .open()
+                .unwrap()
+        })
+        .collect();
+    // 4 handles × 4 threads × 10 creates race for 25 places.
+    let created: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = handles
+            .iter()
+            .flat_map(|h| (0..4).map(move |_| h))
+            .map(|h| {
+                s.spawn(move || {
+                    (0..10)
+                        .filter(|_| match h.create(NewTask::new()) {
+                            Ok(_) => true,
+                            Err(Error::TooManyActive { limit, .. }) => {
+                                assert_eq!(limit, cap);
+                                false
+                            }
+                            Err(e) => panic!("create: {e}"),
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(created, cap, "exactly the cap, never more");
+    let mut client = cluster.client();
+    assert_eq!(counter_and_active(&mut client, &schema), (25, 25));
+    // Finishing one frees one place, for any handle.
+    let one = handles[0].list(&ListQuery::active()).unwrap().tasks[0].clone();
+    assert!(handles[1].complete(&one.id, json!(1)).unwrap().is_applied());
+    assert_eq!(counter_and_active(&mut client, &schema), (24, 24));
+    handles[2].create(NewTask::new()).unwrap();
+    assert!(matches!(
+        handles[3].create(NewTask::new()),
+        Err(Error::TooManyActive { .. })
+    ));
+    // Deleting a running task frees its place; deleting a finished one does not count.
+    let two = handles[0].list(&ListQuery::active()).unwrap().tasks[0].clone();
+    assert!(handles[3].delete(&two.id).unwrap());
+    assert!(handles[3].delete(&one.id).unwrap());
+    assert_eq!(counter_and_active(&mut client, &schema), (24, 24));
+}
+
+// ---------------------------------------------------------------------------
+// Processes racing: each child is this test binary (`common::spawn`), with
+// the connection string and the schema as its arguments.
+
+/// Tasks in the race test.
+const TASKS: usize = 1_000;
+/// Processes that race.
+const RACERS: usize = 4;
+/// Updates per process in the lost-update test.
+const UPDATES_PER_PROCESS: usize = 250;
+
+fn child_args(
+    cluster: &Cluster,
+    schema: &str,
+    work: &std::path::Path,
+    rest: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        cluster.conninfo(),
+        schema.to_owned(),
+        work.display().to_string(),
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+fn child_open(args: &[String], instance: &str) -> PgStore {
+    PgStore::builder(&args[0])
+        .schema(&args[1])
+        .instance_id(instance)
+        .pool_size(2)
+        .open()
+        .expect("a child opens the store")
+}
+
+#[test]
+fn four_processes_race_terminal_transitions() {
+    let test = "four_processes_race_terminal_transitions";
+    if let Some((_, args)) = role() {
+        let racer: usize = args[3].parse().unwrap();
+        let store = child_open(&args, &format!("racer-{racer}"));
+        let mut rng = Rng::new(args[4].parse().unwrap());
+        let mut order: Vec<usize> = (0..TASKS).collect();
+        rng.shuffle(&mut order);
+        let mut won = Vec::new();
+        for n in order {
+            let id = common::id("race", n);
+            let transition = match rng.below(3) {
+                0 => store.complete(&id, json!({"by": racer})),
+                1 => store.fail(&id, json!({"by": racer})),
+                _ => store.cancel(&id, Some(format!("by {racer}"))),
+            }
+            .unwrap();
+            match transition {
+                Transition::Applied(t) => won.push(t),
+                Transition::AlreadyTerminal(t) => {
+                    // The winner's task, untouched: a terminal revision 2.
+                    assert!(t.is_terminal() && t.revision == 2, "{t:?}");
+                }
+                other => panic!("unfenced, never {other:?}"),
+            }
+        }
+        common::write_tasks(
+            &std::path::Path::new(&args[2]).join(format!("won-{racer}")),
+            &won,
+        );
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("race");
+    let store = open(cluster, &schema, "parent");
+    for n in 0..TASKS {
+        store
+            .create(NewTask::new().id(common::id("race", n)))
+            .unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let seed = Rng::from_entropy(test).next();
+    let children: Vec<_> = (0..RACERS)
+        .map(|r| {
+            let rest = [r.to_string(), (seed + r as u64).to_string()];
+            spawn(
+                work.path(),
+                test,
+                "racer",
+                &child_args(cluster, &schema, work.path(), &rest),
+            )
+        })
+        .collect();
+    children.into_iter().for_each(common::Running::finish);
+    let mut winners: HashMap<TaskId, taskstore::Task> = HashMap::new();
+    for r in 0..RACERS {
+        for t in common::read_tasks(&work.path().join(format!("won-{r}"))) {
+            let id = t.id.clone();
+            assert!(
+                winners.insert(id.clone(), t).is_none(),
+                "two winners for {id}"
+            );
+        }
+    }
+    assert_eq!(winners.len(), TASKS, "exactly one winner per task");
+    for (id, won) in &winners {
+        assert_eq!(
+            store.get(id).unwrap().as_ref(),
+            Some(won),
+            "the winner's write stands"
+        );
+    }
+    assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    assert_eq!(counter_and_active(&mut cluster.client(), &schema), (0, 0));
+}
+
+#[test]
+fn no_lost_updates_across_four_processes() {
+    let test = "no_lost_updates_across_four_processes";
+    let shared = TaskId::parse("shared").unwrap();
+    if let Some((_, args)) = role() {
+        let writer: usize = args[3].parse().unwrap();
+        let store = child_open(&args, &format!("writer-{writer}"));
+        let mut revisions = Vec::new();
+        for i in 0..UPDATES_PER_PROCESS {
+            let update = TaskUpdate::new().metadata(format!("w{writer}-{i}"), i);
+            match store.update(&shared, update).unwrap() {
+                Transition::Applied(t) => revisions.push(t.revision.to_string()),
+                other => panic!("update not applied: {other:?}"),
+            }
+        }
+        common::write_atomic(
+            &std::path::Path::new(&args[2]).join(format!("revisions-{writer}")),
+            revisions.join("\n").as_bytes(),
+        );
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("updates");
+    let store = open(cluster, &schema, "parent");
+    store.create(NewTask::new().id(shared.clone())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..RACERS)
+        .map(|w| {
+            spawn(
+                work.path(),
+                test,
+                "writer",
+                &child_args(cluster, &schema, work.path(), &[w.to_string()]),
+            )
+        })
+        .collect();
+    children.into_iter().for_each(common::Running::finish);
+    let total = RACERS * UPDATES_PER_PROCESS;
+    let task = store.get(&shared).unwrap().unwrap();
+    assert_eq!(task.revision, 1 + total as u64, "+1 per applied update");
+    assert_eq!(task.metadata.len(), total, "every update's key is there");
+    let mut seen: Vec<u64> = (0..RACERS)
+        .flat_map(|w| {
+            std::fs::read_to_string(work.path().join(format!("revisions-{w}")))
+                .unwrap()
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<u64> = (2..=1 + total as u64).collect();
+    assert_eq!(seen, expected, "each revision handed out exactly once");
+}
+
+// ---------------------------------------------------------------------------
+// A writer killed in the middle of its transaction.
+
+/// How many backends of `application` wait for a lock.
+fn waiting(client: &mut postgres::Client, application: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// How many backends of `application` are connected.
+fn connected(client: &mut postgres::Client, application: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
+    let test = "a_writer_killed_mid_transaction_leaves_nothing_partial";
+    if let Some((what, args)) = role() {
+        let store = PgStore::builder(format!("{} application_name=victim", args[0]))
+            .schema(&args[1])
+            .instance_id("victim")
+            .pool_size(1)
+            .open()
+            .unwrap();
+        let id = TaskId::parse(&args[3]).unwrap();
+        // Blocks on the counter row the parent holds, mid-statement; killed there.
+        match what.as_str() {
+            "create" => drop(store.create(NewTask::new().id(id))),
+            "complete" => drop(store.complete(&id, json!("victim"))),
+            other => panic!("unknown role {other}"),
+        }
+        panic!("the parent should have killed this child first");
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("killed");
+    let store = open(cluster, &schema, "parent");
+    let running = store
+        .create(NewTask::new().id(TaskId::parse("running").unwrap()))
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut client = cluster.client();
+    for (what, id) in [("create", "never"), ("complete", "running")] {
+        let mut holder = cluster.client();
+        let mut tx = holder.transaction().unwrap();
+        tx.execute(
+            &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+            &[],
+        )
+        .unwrap();
+        let mut child = spawn(
+            work.path(),
+            test,
+            what,
+            &child_args(cluster, &schema, work.path(), &[id.to_owned()]),
+        );
+        wait_until("the child to block inside its transaction", || {
+            child.check_alive();
+            waiting(&mut client, "victim") == 1
+        });
+        child.kill();
+        tx.rollback().unwrap();
+        wait_until("the killed child's backend to end", || {
+            connected(&mut client, "victim") == 0
+        });
+        let (counter, active) = counter_and_active(&mut client, &schema);
+        assert_eq!(
+            counter, active,
+            "the cap counter matches the active tasks after {what}"
+        );
+        match what {
+            // The insert's transaction never committed: no task, no count.
+            "create" => {
+                assert_eq!(store.get(&TaskId::parse(id).unwrap()).unwrap(), None);
+                assert_eq!(active, 1);
+            }
+            // One statement: either all of it (the task completed and
+            // uncounted, revision 2) or none of it.
+            _ => {
+                let now = store.get(&running.id).unwrap().unwrap();
+                assert!(
+                    now == running || (now.status == TaskStatus::Completed && now.revision == 2),
+                    "{now:?}"
+                );
+                assert_eq!(active, i64::from(!now.is_terminal()));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A server restart in the middle of a workload.
+
+fn is_postgres_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Backend {
+            backend: "postgres",
+            ..
+        }
+    )
+}
+
+#[test]
+fn a_server_restart_loses_no_acknowledged_write_and_the_same_handles_recover() {
+    // A cluster of its own: the others' tests must not see the restart.
+    let Some(cluster) = pg_cluster::private() else {
+        return;
+    };
+    let schema = fresh_schema("restart");
+    let a = open(&cluster, &schema, "a");
+    let b = open(&cluster, &schema, "b");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, errors) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let (mut acked, mut errors) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = common::id("w", n);
+                n += 1;
+                match a.create(NewTask::new().id(id.clone()).metadata("n", n)) {
+                    Ok(t) => match a.complete(&t.id, json!(n)) {
+                        Ok(done) => acked.push(done.into_task()),
+                        Err(e) => {
+                            acked.push(t);
+                            errors.push(e);
+                        }
+                    },
+                    Err(e) => errors.push(e),
+                }
+            }
+            (acked, errors)
+        });
+        wait_until("a few acknowledged writes", || {
+            b.list(&ListQuery::all()).unwrap().tasks.len() >= 20
+        });
+        cluster.pg_ctl(&["restart", "-m", "fast", "-w"]).unwrap();
+        wait_until("writes after the restart", || {
+            b.list(&ListQuery::all()).is_ok_and(|p| p.tasks.len() >= 60)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    for e in &errors {
+        assert!(
+            is_postgres_error(e),
+            "every failure is a backend error: {e:?}"
+        );
+    }
+    // Every acknowledged write survived the restart, exactly as returned
+    // (a write whose answer was lost may or may not have landed).
+    for task in &acked {
+        let stored = b
+            .get(&task.id)
+            .unwrap()
+            .expect("an acknowledged task survives");
+        if task.is_terminal() {
+            assert_eq!(&stored, task);
+        } else {
+            assert!(stored.revision >= task.revision, "{stored:?}");
+        }
+    }
+    // While the server is down every call is a backend error naming what failed.
+    let kept = acked.last().expect("writes were acknowledged").id.clone();
+    cluster.pg_ctl(&["stop", "-m", "fast", "-w"]).unwrap();
+    for (what, result) in [
+        ("get", a.get(&kept).map(drop)),
+        ("create", a.create(NewTask::new()).map(drop)),
+        ("update", b.update(&kept, TaskUpdate::new()).map(drop)),
+        ("list", b.list(&ListQuery::active()).map(drop)),
+        ("sweep", b.sweep().map(drop)),
+    ] {
+        match result {
+            Err(e) if is_postgres_error(&e) => {
+                if what == "get" || what == "update" {
+                    assert!(e.to_string().contains(kept.as_str()), "{e}");
+                }
+            }
+            other => panic!("{what} while the server is down: {other:?}"),
+        }
+    }
+    cluster.pg_ctl(&["start", "-w"]).unwrap();
+    // The same handles, not reopened: the first call after works.
+    assert_eq!(a.get(&kept).unwrap().unwrap().id, kept);
+    let fresh = b.create(NewTask::new()).unwrap();
+    assert!(a.complete(&fresh.id, json!("after")).unwrap().is_applied());
+    let (counter, active) = counter_and_active(&mut cluster.client(), &schema);
+    assert_eq!(counter, active, "the cap counter matches the active tasks");
+    eprintln!(
+        "restart: {} writes acknowledged, {} failed during the restart",
+        acked.len(),
+        errors.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Hosts whose clocks disagree.
+
+/// The system clock, offset: a host whose clock is wrong.
+#[derive(Debug)]
+struct OffsetClock(time::Duration);
+
+impl taskstore::Clock for OffsetClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.0
+    }
+}
+
+/// The server's time, in Unix nanoseconds.
+fn server_nanos(client: &mut postgres::Client) -> i128 {
+    let micros: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    i128::from(micros) * 1_000
+}
+
+/// A skewed host: its own task, renewed; reaps in a loop; polls the shared
+/// TTL task until it is gone, checking each answer against the server's
+/// time read around it.
+fn skewed_host(args: &[String]) {
+    let (name, offset_secs): (&str, i64) = (&args[3], args[4].parse().unwrap());
+    let expiring = TaskId::parse(&args[5]).unwrap();
+    let events = Arc::new(EventLog::with_capacity(10_000));
+    let store = PgStore::builder(&args[0])
+        .schema(&args[1])
+        .instance_id(name)
+        .lease(Duration::from_secs(2))
+        .clock(Arc::new(OffsetClock(time::Duration::seconds(offset_secs))))
+        .sink(events.clone())
+        .open()
+        .unwrap();
+    let server = store
+        .server_time()
+        .expect("the store goes by the server's time");
+    let offset_error = (server.offset + time::Duration::seconds(offset_secs)).abs();
+    // Half the round trip, plus 1 ms for the local clock's drift over this
+    // test's few seconds, plus the server's microsecond rounding.
+    let bound = server.round_trip / 2 + Duration::from_millis(1);
+    assert!(
+        offset_error <= bound,
+        "measured offset {:?} is off by {offset_error} (bound {bound:?})",
+        server.offset
+    );
+    let bound_ns = bound.as_nanos() as i128;
+    let mine = store.create(NewTask::new().metadata("host", name)).unwrap();
+    let mut client = postgres::Client::connect(&args[0], postgres::NoTls).unwrap();
+    let expires = {
+        let t = store
+            .get(&expiring)
+            .unwrap()
+            .expect("the parent created it");
+        t.expires_at().unwrap().unix_timestamp_nanos()
+    };
+    let mut reaped = Vec::new();
+    let mut rounds = 0;
+    let mut gone_at = None;
+    let renew_every = std::time::Instant::now();
+    let mut last_renew = renew_every;
+    // Until the TTL task is gone, and for at least 3 leases.
+    while gone_at.is_none() || renew_every.elapsed() < Duration::from_secs(6) {
+        rounds += 1;
+        if last_renew.elapsed() >= Duration::from_millis(300) {
+            assert_eq!(store.renew_leases().unwrap(), 1, "{name} renews its task");
+            last_renew = std::time::Instant::now();
+        }
+        reaped.extend(store.reap_orphans().unwrap());
+        if gone_at.is_none() {
+            let before = server_nanos(&mut client);
+            let seen = store.get(&expiring).unwrap();
+            let after = server_nanos(&mut client);
+            match seen {
+                Some(_) => assert!(
+                    before <= expires + bound_ns,
+                    "{name} still saw the task {} ns past its expiry, server time",
+                    before - expires
+                ),
+                None => {
+                    assert!(
+                        after >= expires - bound_ns,
+                        "{name} saw the task expire {} ns early, server time",
+                        expires - after
+                    );
+                    gone_at = Some(after);
+                }
+            }
+            let _ = store.sweep().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(reaped.is_empty(), "{name} reaped live tasks: {reaped:?}");
+    let mine = store.get(&mine.id).unwrap().unwrap();
+    assert_eq!(mine.status, TaskStatus::Working, "{name}'s task lives");
+    let expired = events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == TaskEventKind::Expired)
+        .count();
+    common::write_atomic(
+        &std::path::Path::new(&args[2]).join(format!("expired-{name}")),
+        format!("{expired} {rounds}").as_bytes(),
+    );
+}
+
+#[test]
+fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
+    let test = "hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry";
+    if let Some((_, args)) = role() {
+        return skewed_host(&args);
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("skew");
+    let store = open(cluster, &schema, "parent");
+    let expiring = store
+        .create(NewTask::new().ttl(Duration::from_secs(3)))
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let hosts: Vec<_> = [("ahead", 300), ("behind", -300)]
+        .into_iter()
+        .map(|(name, offset)| {
+            let rest = [name.to_owned(), offset.to_string(), expiring.id.to_string()];
+            spawn(
+                work.path(),
+                test,
+                name,
+                &child_args(cluster, &schema, work.path(), &rest),
+            )
+        })
+        .collect();
+    hosts.into_iter().for_each(common::Running::finish);
+    let expired: usize = ["ahead", "behind"]
+        .iter()
+        .map(|name| {
+            let report =
+                std::fs::read_to_string(work.path().join(format!("expired-{name}"))).unwrap();
+            report.split(' ').next().unwrap().parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(expired, 1, "the task expired once, on one host");
+    let tasks = store.list(&ListQuery::all()).unwrap().tasks;
+    assert_eq!(
+        tasks.len(),
+        2,
+        "both hosts' tasks live, the TTL task is gone"
+    );
+    assert!(tasks.iter().all(|t| t.status == TaskStatus::Working));
+}
+
+// ---------------------------------------------------------------------------
+// Two `examples/mcp_server.rs` instances over one database, driven by
+// `rmcp`'s client (as `tests/mcp.rs` drives them over one directory).
+
+#[cfg(feature = "mcp")]
+mod mcp_servers {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        ClientConfig, CreateTaskResult, DetailedTask, ErrorCode, GetTaskParams, Implementation,
+        TaskPayload, TaskStatus,
+    };
+    use rmcp::service::RunningService;
+    use rmcp::transport::TokioChildProcess;
+    use rmcp::{RoleClient, ServiceError, ServiceExt};
+    use serde_json::{Value, json};
+
+    use super::{cluster, fresh_schema};
+
+    /// The example, built with this test binary's features (so nothing is
+    /// rebuilt under `--all-features`).
+    fn server_binary() -> &'static Path {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let features: Vec<&str> = [
+                ("compare", cfg!(feature = "compare")),
+                ("conformance", cfg!(feature = "conformance")),
+                ("fault-injection", cfg!(feature = "fault-injection")),
+                ("mcp", true),
+                ("metrics", cfg!(feature = "metrics")),
+                ("postgres", true),
+            ]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args(["build", "--quiet", "--example", "mcp_server", "--features"])
+                .arg(features.join(","))
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if let Some(target_dir) = profile_dir.parent() {
+                build.arg("--target-dir").arg(target_dir);
+            }
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            assert!(build.status().expect("run cargo build").success());
+            profile_dir.join("examples").join("mcp_server")
+        })
+    }
+
+    struct Server {
+        client: RunningService<RoleClient, ClientConfig>,
+        pid: u32,
+    }
+
+    async fn start(conninfo: &str, schema: &str, instance: &str) -> Server {
+        let mut command = tokio::process::Command::new(server_binary());
+        command
+            .env("TASKSTORE_MCP_PG", conninfo)
+            .env("TASKSTORE_MCP_PG_SCHEMA", schema)
+            .env("TASKSTORE_MCP_INSTANCE", instance)
+            .env("TASKSTORE_MCP_LEASE_MS", "1000");
+        let (transport, _) = TokioChildProcess::builder(command)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        let pid = transport.id().expect("a running child");
+        let capabilities = ClientCapabilities::builder().enable_tasks().build();
+        let client = ClientConfig::new(capabilities, Implementation::new("taskstore-pg-test", "0"))
+            .serve(transport)
+            .await
+            .expect("initialize");
+        Server { client, pid }
+    }
+
+    impl Server {
+        async fn call_as_task(&self, args: Value) -> CreateTaskResult {
+            let Value::Object(args) = args else {
+                unreachable!()
+            };
+            match self
+                .client
+                .call_tool_once(CallToolRequestParams::new("slow").with_arguments(args))
+                .await
+                .expect("tools/call")
+            {
+                CallToolResponse::Task(created) => created,
+                other => panic!("expected a task, got {other:?}"),
+            }
+        }
+
+        async fn get(&self, id: &str) -> DetailedTask {
+            match self.client.peer().get_task(GetTaskParams::new(id)).await {
+                Ok(result) => result.task,
+                Err(ServiceError::McpError(e)) => panic!("tasks/get {id}: {e:?}"),
+                Err(e) => panic!("tasks/get transport failure: {e}"),
+            }
+        }
+
+        /// Polls until the task is terminal; the bound only guards a hang.
+        async fn settled(&self, id: &str) -> DetailedTask {
+            for _ in 0..6_000 {
+                let task = self.get(id).await;
+                if task.status().is_terminal() {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("task {id} never settled");
+        }
+
+        fn kill(&self) {
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_over_one_database_answer_cancel_and_reap_for_each_other() {
+        let Some(cluster) = cluster() else { return };
+        let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
+        let a = start(&conninfo, &schema, "A").await;
+        let b = start(&conninfo, &schema, "B").await;
+        let cancelled = a.call_as_task(json!({"ms": 600_000})).await;
+        let orphaned = a.call_as_task(json!({"ms": 600_000})).await;
+        let (cancelled, orphaned) = (cancelled.task.task_id, orphaned.task.task_id);
+        // Created on A, answered by B at once.
+        assert_eq!(b.get(&cancelled).await.status(), TaskStatus::Working);
+        b.client
+            .peer()
+            .cancel_task(CancelTaskParams::new(&cancelled))
+            .await
+            .expect("tasks/cancel");
+        let from_b = b.settled(&cancelled).await;
+        assert_eq!(from_b.status(), TaskStatus::Cancelled);
+        // Only the operation writes `cancelled`: it saw the cancel, in A.
+        assert_eq!(
+            from_b.task.status_message.as_deref(),
+            Some("cancel observed by instance A")
+        );
+        assert_eq!(a.get(&cancelled).await, from_b);
+        // A dies; B reports its running task failed, orphaned, never unknown.
+        a.kill();
+        let orphan = b.settled(&orphaned).await;
+        let TaskPayload::Failed { error } = &orphan.payload else {
+            panic!("expected failed, got {orphan:?}")
+        };
+        assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
+        assert_eq!(error["data"]["code"], "orphaned");
+        assert_eq!(error["data"]["owner"], "A");
+        let _ = b.client.cancel().await;
+    }
+}
+
+#[test]
+fn the_change_feed_names_every_task_another_handle_writes() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("feed");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    // The first wait connects and listens.
+    assert_eq!(
+        feed.wait(Duration::from_millis(10)),
+        taskstore::Changes::Tasks(Vec::new())
+    );
+    let one = b.create(NewTask::new()).unwrap();
+    let two = b.create(NewTask::new()).unwrap();
+    assert!(b.complete(&one.id, json!(1)).unwrap().is_applied());
+    let mut seen = Vec::new();
+    wait_until("the feed to name both tasks", || {
+        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+            seen.extend(ids);
+        }
+        seen.contains(&one.id) && seen.contains(&two.id)
+    });
+    let mut other = cluster.client();
+    other
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    // A lost connection is reported as possibly missed changes, then the
+    // feed listens again.
+    let mut missed = false;
+    wait_until("the feed to report the gap", || {
+        missed |= feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed;
+        missed
+    });
+    wait_until("the feed to listen again", || {
+        matches!(
+            feed.wait(Duration::from_millis(100)),
+            taskstore::Changes::Tasks(_)
+        )
+    });
+    let three = b.create(NewTask::new()).unwrap();
+    let mut seen = Vec::new();
+    wait_until(
+        "the feed to name a task written after it reconnected",
+        || {
+            if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+                seen.extend(ids);
+            }
+            seen.contains(&three.id)
+        },
+    );
+}
