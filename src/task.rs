@@ -181,11 +181,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 impl Task {
     /// When the task expires (`created_at + ttl`), or `None` if unlimited.
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
-        let ttl = self.ttl?;
-        Some(
-            self.created_at
-                .saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)),
-        )
+        expiry(self.created_at, self.ttl)
     }
 
     /// Whether the task has expired at `now` (expiry is inclusive: a task is
@@ -203,6 +199,13 @@ impl Task {
     pub(crate) fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
         (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
     }
+}
+
+/// When a task created at `created_at` with lifetime `ttl` expires: the one
+/// definition of expiry (inclusive: the task is gone at that very instant).
+pub(crate) fn expiry(created_at: OffsetDateTime, ttl: Option<Duration>) -> Option<OffsetDateTime> {
+    let ttl = ttl?;
+    Some(created_at.saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)))
 }
 
 /// What to create: the builder passed to [`TaskStore::create`](crate::TaskStore::create).

@@ -222,16 +222,27 @@ fn every_kind_of_bad_file_is_reported_and_set_aside() {
 }
 
 #[test]
-fn sweep_sets_bad_files_aside_too() {
+fn sweep_sets_bad_running_files_aside_and_a_full_listing_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let good = store.create(NewTask::new()).unwrap();
     plant(dir.path(), "done", "x1", "corrupt");
     plant(dir.path(), "active", "x2", "empty");
     fs::write(dir.path().join("active").join("README.txt"), b"not a task").unwrap();
-    assert_eq!(store.sweep_expired().unwrap(), 0);
+    // The sweep reads running tasks and the expiry index, never history.
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, 0);
+    assert_eq!(swept.skipped.len(), 2, "{:?}", swept.skipped);
+    assert_eq!(quarantined(dir.path()).len(), 2);
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(page.tasks, vec![good]);
+    assert_eq!(
+        page.skipped.len(),
+        1,
+        "the finished one: {:?}",
+        page.skipped
+    );
     assert_eq!(quarantined(dir.path()).len(), 3);
-    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks, vec![good]);
 }
 
 #[test]
@@ -283,14 +294,14 @@ fn a_newer_store_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     FileStore::open(dir.path()).unwrap();
     let marker = dir.path().join("taskstore.json");
-    fs::write(&marker, b"{\"format\":2,\"kind\":\"taskstore\"}").unwrap();
+    fs::write(&marker, b"{\"format\":3,\"kind\":\"taskstore\"}").unwrap();
     match FileStore::open(dir.path()) {
         Err(Error::UnsupportedFormat {
             path,
             found,
             supported,
         }) => {
-            assert_eq!((path, found, supported), (marker, 2, 1));
+            assert_eq!((path, found, supported), (marker, 3, 2));
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }

@@ -6,9 +6,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
-use crate::file::layout::FORMAT_VERSION;
+use crate::file::layout::TASK_FORMAT;
 use crate::id::TaskId;
-use crate::task::Task;
+use crate::task::{Task, TaskStatus, expiry};
+use time::OffsetDateTime;
 
 const PREFIX: &[u8] = b"{\"format\":1,\"task\":";
 const SUFFIX: &[u8] = b"}\n";
@@ -35,27 +36,7 @@ struct Envelope<'a> {
 /// Reads a task file's bytes, checking the format and that the task inside
 /// is the one the file is named for.
 pub(crate) fn unwrap(bytes: &[u8], path: &Path, expected: &TaskId) -> Result<Task> {
-    if bytes.is_empty() {
-        return Err(Error::corrupt(path, "empty file"));
-    }
-    let envelope: Envelope<'_> = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(path, format!("not a task file: {e}")))?;
-    let format = envelope
-        .format
-        .ok_or_else(|| Error::corrupt(path, "no format version"))?;
-    if format > FORMAT_VERSION {
-        return Err(Error::UnsupportedFormat {
-            path: path.to_owned(),
-            found: format,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if format == 0 {
-        return Err(Error::corrupt(path, "format version 0"));
-    }
-    let raw = envelope
-        .task
-        .ok_or_else(|| Error::corrupt(path, "no task"))?;
+    let raw = envelope(bytes, path)?;
     let task: Task = serde_json::from_str(raw.get())
         .map_err(|e| Error::corrupt(path, format!("invalid task: {e}")))?;
     if &task.id != expected {
@@ -65,6 +46,77 @@ pub(crate) fn unwrap(bytes: &[u8], path: &Path, expected: &TaskId) -> Result<Tas
         ));
     }
     Ok(task)
+}
+
+/// What a listing needs of a task to order, count and filter it, without
+/// decoding the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Keys {
+    pub created_at: OffsetDateTime,
+    pub status: TaskStatus,
+    pub revision: u64,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFields {
+    #[serde(rename = "taskId")]
+    id: TaskId,
+    status: TaskStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+    revision: u64,
+}
+
+/// The [`Keys`] of a task file's bytes, checking the format and the id as
+/// [`unwrap`] does, but decoding only the fields a listing orders and
+/// filters by (the JSON is still checked whole).
+pub(crate) fn keys(bytes: &[u8], path: &Path, expected: &TaskId) -> Result<Keys> {
+    let raw = envelope(bytes, path)?;
+    let fields: KeyFields = serde_json::from_str(raw.get())
+        .map_err(|e| Error::corrupt(path, format!("invalid task: {e}")))?;
+    if &fields.id != expected {
+        return Err(Error::corrupt(
+            path,
+            format!("holds task {} instead of {expected}", fields.id),
+        ));
+    }
+    let expires_at = expiry(
+        fields.created_at,
+        fields.ttl_ms.map(std::time::Duration::from_millis),
+    );
+    Ok(Keys {
+        created_at: fields.created_at,
+        status: fields.status,
+        revision: fields.revision,
+        expires_at,
+    })
+}
+
+/// The task inside a task file's envelope, once the format is checked.
+fn envelope<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a RawValue> {
+    if bytes.is_empty() {
+        return Err(Error::corrupt(path, "empty file"));
+    }
+    let envelope: Envelope<'a> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(path, format!("not a task file: {e}")))?;
+    let format = envelope
+        .format
+        .ok_or_else(|| Error::corrupt(path, "no format version"))?;
+    if format > TASK_FORMAT {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_owned(),
+            found: format,
+            supported: TASK_FORMAT,
+        });
+    }
+    if format == 0 {
+        return Err(Error::corrupt(path, "format version 0"));
+    }
+    envelope.task.ok_or_else(|| Error::corrupt(path, "no task"))
 }
 
 #[cfg(test)]
@@ -79,6 +131,11 @@ mod tests {
         let bytes = wrap(&serde_json::to_vec(&task).unwrap());
         let p = Path::new("x");
         assert_eq!(unwrap(&bytes, p, &id).unwrap(), task);
+        let keys = keys(&bytes, p, &id).unwrap();
+        assert_eq!(
+            (keys.created_at, keys.status, keys.expires_at),
+            (task.created_at, task.status, task.expires_at())
+        );
         let other = TaskId::parse("u").unwrap();
         assert!(matches!(
             unwrap(&bytes, p, &other),

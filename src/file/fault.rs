@@ -55,7 +55,14 @@ pub enum FsEvent {
         /// The new name.
         to: PathBuf,
     },
-    /// The name `path` was unlinked.
+    /// The entries `a` and `b` (of one directory) were swapped.
+    Exchange {
+        /// One entry.
+        a: PathBuf,
+        /// The other.
+        b: PathBuf,
+    },
+    /// The name `path` was unlinked (a file, or an empty directory).
     Remove {
         /// The name removed.
         path: PathBuf,

@@ -71,6 +71,12 @@ impl Dir {
         &self.path
     }
 
+    /// The open directory itself.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// The path of `name` in this directory, for messages.
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.path.join(name)
@@ -333,6 +339,27 @@ impl Fs {
         Ok(())
     }
 
+    /// Swaps the entries `a` and `b` of `dir` atomically (both must exist).
+    pub fn exchange(&self, dir: &Dir, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        self.check(FsOp::Rename, || dir.join(a))?;
+        rustix::fs::renameat_with(&dir.fd, a, &dir.fd, b, rustix::fs::RenameFlags::EXCHANGE)?;
+        self.record(|| FsEvent::Exchange {
+            a: dir.join(a),
+            b: dir.join(b),
+        });
+        Ok(())
+    }
+
+    /// Removes the empty directory `name` in `dir`.
+    pub fn remove_dir(&self, dir: &Dir, name: &OsStr) -> io::Result<()> {
+        self.check(FsOp::Remove, || dir.join(name))?;
+        rustix::fs::unlinkat(&dir.fd, name, AtFlags::REMOVEDIR)?;
+        self.record(|| FsEvent::Remove {
+            path: dir.join(name),
+        });
+        Ok(())
+    }
+
     /// Unlinks the file `name` in `dir`.
     pub fn remove(&self, dir: &Dir, name: &OsStr) -> io::Result<()> {
         self.check(FsOp::Remove, || dir.join(name))?;
@@ -371,6 +398,12 @@ impl Fs {
             path: path.to_owned(),
         });
         Ok(())
+    }
+
+    /// Takes a shared `flock` on `file`, waiting for it.
+    pub fn lock_shared(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.check(FsOp::Lock, || path.to_owned())?;
+        file.lock_shared()
     }
 
     /// Takes an exclusive `flock` on `file`, waiting for it.

@@ -5,10 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::id::TaskId;
 
-/// The store's format version, written in the marker file and every task file.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The store's format version, written in its marker: the layout and the
+/// protocol (FORMAT.md). Version 2 added `expiring/`.
+pub(crate) const STORE_FORMAT: u64 = 2;
+/// The task-file format version, written in every task file's envelope.
+pub(crate) const TASK_FORMAT: u64 = 1;
 /// The marker file at the store's root.
 pub(crate) const MARKER: &str = "taskstore.json";
+/// The lock every handle holds shared for its life, in `locks/`.
+pub(crate) const HANDLES_LOCK: &str = "handles.lock";
 /// How many lock files the task ids are striped over.
 pub(crate) const STRIPES: usize = 64;
 
@@ -43,7 +48,19 @@ impl Area {
 }
 
 /// The directories of a store, by name, in the order they are made.
-pub(crate) const DIRS: [&str; 5] = ["active", "done", "tmp", "quarantine", "locks"];
+pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", "expiring"];
+
+/// The name in `expiring/` of a finished task that expires at `expires_at`
+/// (a hard link to its file in `done/`): `<unix nanos>.<id>`.
+pub(crate) fn expiring_name(id: &TaskId, expires_at: time::OffsetDateTime) -> OsString {
+    format!("{}.{id}", expires_at.unix_timestamp_nanos()).into()
+}
+
+/// When an `expiring/` entry is due, and its task, or `None` for a foreign name.
+pub(crate) fn expiring_entry(name: &OsStr) -> Option<(i128, TaskId)> {
+    let (due, id) = name.to_str()?.split_once('.')?;
+    Some((due.parse().ok()?, TaskId::parse(id).ok()?))
+}
 
 /// The file name of task `id`'s file: `<id>.json`.
 pub(crate) fn task_name(id: &TaskId) -> OsString {

@@ -8,17 +8,23 @@
 //! it is given, where its status says, if the task on disk is still the
 //! version the rules read.
 
-mod active_cache;
 mod codec;
 mod fault;
 mod fs;
 mod group;
 mod layout;
 mod lock;
+mod maintenance;
 mod open;
+mod proof;
 mod read;
 mod recovery;
 mod scan;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
+mod stamp;
+mod watch;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -35,12 +41,13 @@ use crate::task::Task;
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use self::fs::FsOp;
 
-use self::active_cache::ActiveCache;
 use self::fs::{Dir, Fs};
 use self::group::DirSync;
 use self::layout::{Area, stripe};
 use self::lock::StripeLocks;
+use self::proof::Proofs;
 use self::recovery::Quarantine;
+use self::snapshot::ActiveSnapshot;
 
 /// When a write counts as done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +100,7 @@ pub struct FileBackend {
     active: DirSync,
     done: DirSync,
     tmp: Dir,
+    expiring: Dir,
     quarantine: Quarantine,
     locks: StripeLocks,
     fs: Fs,
@@ -100,7 +108,12 @@ pub struct FileBackend {
     /// The largest task file this handle reads: its payload cap plus the
     /// envelope.
     max_file_bytes: u64,
-    active_cache: ActiveCache,
+    snapshot: ActiveSnapshot,
+    proofs: Proofs,
+    /// The handles lock, held shared for the handle's life: an open that
+    /// gets it exclusive knows no other handle has the store open (see
+    /// `open`). `None` on a read-only store that has none.
+    handles: Option<(std::fs::File, PathBuf)>,
 }
 
 impl StoreBuilder<FileOptions> {
@@ -258,6 +271,9 @@ impl Backend for FileBackend {
 
     fn remove(&self, current: &Task) -> Result<Swap> {
         let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
+        if self.remove_proven(current)? {
+            return Ok(Swap::Done);
+        }
         match self.find(&current.id)? {
             Some(found) if is_current(&found.task, current) => {
                 self.remove_found(&found)?;

@@ -6,13 +6,14 @@ use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::file::active_cache::ActiveCache;
-use crate::file::fs::{Dir, Fs, is_symlink_refusal};
+use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, FORMAT_VERSION, MARKER, stripe};
+use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, stripe};
 use crate::file::lock::StripeLocks;
+use crate::file::proof::Proofs;
 use crate::file::recovery::{self, Quarantine};
-use crate::file::{Durability, FileBackend, FileOptions, codec};
+use crate::file::snapshot::ActiveSnapshot;
+use crate::file::{Durability, FileBackend, FileOptions, codec, maintenance};
 use crate::id::TaskId;
 
 /// The largest marker file read.
@@ -24,6 +25,12 @@ const HARMLESS: &[&str] = &["lost+found"];
 
 /// Opens (or creates) the store `options` name, for a handle whose payload
 /// cap is `max_payload_bytes`.
+///
+/// Every handle holds `locks/handles.lock` shared for its life. An open
+/// that can take it exclusive knows no other handle has the store open,
+/// and does what no other handle may see half done: moves a store of an
+/// older format to this one, and compacts directories that grew large and
+/// emptied (ext4 directories never shrink by themselves).
 pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<FileBackend> {
     #[cfg(feature = "fault-injection")]
     let fs = Fs::with_faults(options.faults.clone()).recording(options.recorder.clone());
@@ -50,19 +57,60 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         fs.open_dir(&root_dir, OsStr::new(name))
             .map_err(|e| dir_error(&root_dir, name, e))
     };
+    let locks = open_dir("locks")?;
+    let handles = handles_lock(&fs, &locks)?;
+    let format = read_marker(&fs, &root_dir)?;
+    if let Some(found) = format.filter(|f| *f > STORE_FORMAT) {
+        return Err(Error::UnsupportedFormat {
+            path: root_dir.join(MARKER),
+            found,
+            supported: STORE_FORMAT,
+        });
+    }
+    let stale_format = format.is_some_and(|f| f < STORE_FORMAT);
+    let alone = match &handles {
+        // An older store is moved to this format before anyone uses it:
+        // wait until no other handle has it open.
+        Some((file, path)) if stale_format => {
+            fs.lock(file, path)
+                .map_err(|e| Error::io("lock", path, e))?;
+            true
+        }
+        Some((file, path)) => fs
+            .try_lock(file, path)
+            .map_err(|e| Error::io("lock", path, e))?,
+        None => false,
+    };
+    if alone {
+        // Before the areas are opened: a compacted area is a new directory.
+        maintenance::compact(&fs, &root_dir)?;
+    }
     let backend = FileBackend {
         active: DirSync::new(open_dir("active")?),
         done: DirSync::new(open_dir("done")?),
         tmp: open_dir("tmp")?,
+        expiring: open_dir("expiring")?,
         quarantine: Quarantine::new(&fs, open_dir("quarantine")?),
-        locks: StripeLocks::new(open_dir("locks")?),
+        locks: StripeLocks::new(locks),
         root: root.clone(),
         root_dir,
         fs,
         durability: options.durability,
         max_file_bytes: (max_payload_bytes + codec::OVERHEAD) as u64,
-        active_cache: ActiveCache::default(),
+        snapshot: ActiveSnapshot::default(),
+        proofs: Proofs::default(),
+        handles,
     };
+    if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
+        maintenance::migrate(&backend, from)?;
+    }
+    if let Some((file, path)) = &backend.handles {
+        // Shared from now on (an exclusive hold is converted).
+        backend
+            .fs
+            .lock_shared(file, path)
+            .map_err(|e| Error::io("lock", path, e))?;
+    }
     ensure_marker(&backend)?;
     // Crash leftovers: dead writers' temp files. Best effort: a store that
     // cannot be written (read-only) still opens, and odd entries never
@@ -72,6 +120,22 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     }
     resolve_stale_copies(&backend)?;
     Ok(backend)
+}
+
+/// The handles lock, opened (created if missing); `None` on a store that
+/// cannot be written where it is missing.
+fn handles_lock(fs: &Fs, locks: &Dir) -> Result<Option<(std::fs::File, std::path::PathBuf)>> {
+    let name = OsStr::new(HANDLES_LOCK);
+    let path = locks.join(name);
+    match fs.open_lock_file(locks, name) {
+        Ok(file) => Ok(Some((file, path))),
+        Err(e) if is_read_only(&e) => match fs.open_read(locks, name) {
+            Ok(file) => Ok(Some((file, path))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open lock file", path, e)),
+        },
+        Err(e) => Err(Error::io("open lock file", path, e)),
+    }
 }
 
 /// The store's root directory, created (with its parents) if missing. Its
@@ -182,32 +246,36 @@ struct Marker {
 /// Checks the store's format marker, writing it on first open (durably,
 /// whatever the durability of task writes: it is written once).
 fn ensure_marker(store: &FileBackend) -> Result<()> {
-    let name = OsStr::new(MARKER);
-    if let Some(format) = read_marker(store)? {
+    if let Some(format) = read_marker(&store.fs, &store.root_dir)? {
         return check_format(store, format);
     }
     // The marker's temp file is named like a task's, for the id below, so
     // the temp-file cleanup takes the same stripe lock this write holds.
     let id = TaskId::parse(MARKER).expect("the marker name is a valid id");
     let _guard = store.locks.lock(&store.fs, stripe(&id))?;
-    if let Some(format) = read_marker(store)? {
+    if let Some(format) = read_marker(&store.fs, &store.root_dir)? {
         return check_format(store, format);
     }
-    let bytes = format!("{{\"format\":{FORMAT_VERSION},\"kind\":\"taskstore\"}}\n");
+    write_marker(store, &id)
+}
+
+/// Writes the marker of this format, durably.
+pub(super) fn write_marker(store: &FileBackend, id: &TaskId) -> Result<()> {
+    let bytes = format!("{{\"format\":{STORE_FORMAT},\"kind\":\"taskstore\"}}\n");
     store.replace_file(
-        &id,
+        id,
         &store.root_dir,
-        name,
+        OsStr::new(MARKER),
         bytes.as_bytes(),
         Durability::Immediate,
     )?;
     sync_dir(&store.fs, &store.root_dir)
 }
 
-fn read_marker(store: &FileBackend) -> Result<Option<u64>> {
+pub(super) fn read_marker(fs: &Fs, root: &Dir) -> Result<Option<u64>> {
     let name = OsStr::new(MARKER);
-    let path = store.root_dir.join(name);
-    let mut file = match store.fs.open_read(&store.root_dir, name) {
+    let path = root.join(name);
+    let mut file = match fs.open_read(root, name) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if is_symlink_refusal(&e) => {
@@ -218,8 +286,7 @@ fn read_marker(store: &FileBackend) -> Result<Option<u64>> {
         }
         Err(e) => return Err(Error::io("open", &path, e)),
     };
-    let bytes = store
-        .fs
+    let bytes = fs
         .read_to_end(&mut file, &path, MAX_MARKER_BYTES)
         .map_err(|e| Error::io("read", &path, e))?;
     let marker: Marker = serde_json::from_slice(&bytes)
@@ -228,12 +295,19 @@ fn read_marker(store: &FileBackend) -> Result<Option<u64>> {
 }
 
 fn check_format(store: &FileBackend, found: u64) -> Result<()> {
-    if found > FORMAT_VERSION {
+    if found > STORE_FORMAT {
         return Err(Error::UnsupportedFormat {
             path: store.root_dir.join(MARKER),
             found,
-            supported: FORMAT_VERSION,
+            supported: STORE_FORMAT,
         });
+    }
+    if found < STORE_FORMAT {
+        // An older store this handle could not move (it was not alone).
+        return Err(invalid(
+            &store.root_dir.join(MARKER),
+            &format!("format {found} was not moved to format {STORE_FORMAT}"),
+        ));
     }
     Ok(())
 }

@@ -162,6 +162,22 @@ pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Entries> {
     Ok((tasks, skipped))
 }
 
+/// Sets the entry `name` of `area`, which is not a task file name, aside
+/// and reports it; `None` if it is gone.
+pub(super) fn set_aside_foreign(store: &FileBackend, area: Area, name: &OsStr) -> Option<Skipped> {
+    let dir = store.dir(area);
+    match store.fs.stat(dir, name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        _ => Some(set_aside_name(
+            store,
+            dir,
+            name,
+            area.name(),
+            "not a task file name",
+        )),
+    }
+}
+
 /// Sets the foreign entry `name` in `dir` aside, if the quarantine has room
 /// and the store can be written; reports what became of it.
 fn set_aside_name(store: &FileBackend, dir: &Dir, name: &OsStr, label: &str, why: &str) -> Skipped {

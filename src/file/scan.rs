@@ -1,160 +1,403 @@
-//! Scans: the running tasks from a handle's snapshot of `active/`, history
-//! from `done/`.
+//! Scans: the running tasks from a handle's snapshot of `active/`, kept
+//! current; history from `done/`; expired history from the `expiring/`
+//! index.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::sync::Arc;
 
-use crate::backend::{Scan, Scanned, Scope, Skipped};
-use crate::error::Result;
-use crate::file::active_cache::{ActiveCache, Entry, Stamp};
-use crate::file::layout::Area;
+use crate::backend::{Scan, Scanned, Scope, Skipped, UnreadableAction};
+use crate::error::{Error, Result};
+use crate::file::layout::{self, Area, task_name};
 use crate::file::read::newer;
+use crate::file::snapshot::State;
+use crate::file::stamp::{self, Stamp};
+use crate::file::watch::{Changes, Watch};
 use crate::file::{FileBackend, codec, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
 
+/// How a file of `active/` read.
+enum Read {
+    Gone,
+    Task { keys: codec::Keys, bytes: Vec<u8> },
+    Bad(Error),
+}
+
 impl FileBackend {
     /// One batch of a scan: the running tasks from the snapshot of
-    /// `active/`; with [`Scope::All`], the finished ones read from `done/`.
+    /// `active/`; with [`Scope::All`], the finished ones from `done/`
+    /// (expired ones from the `expiring/` index when that is all the scan
+    /// asks for).
     pub(super) fn scan_tasks(&self, scan: &Scan) -> Result<Scanned> {
-        let (entries, mut skipped) = self.active_tasks()?;
-        let mut picked: Vec<&Task> = Vec::new();
-        let mut history: HashMap<TaskId, Task> = HashMap::new();
+        let (mut tasks, mut skipped) = self.scan_active(scan)?;
         if scan.scope == Scope::All {
-            let (names, foreign) = recovery::entries(self, Area::Done)?;
-            skipped.extend(foreign);
-            for (id, name) in names {
-                match self.read_task(self.dir(Area::Done), &name, &id) {
-                    Ok(Some(task)) => {
-                        history.insert(id, task);
+            let (history, reports) = match scan.expired_at {
+                Some(at) => self.expired_history(at)?,
+                None => self.history()?,
+            };
+            skipped.extend(reports);
+            // A task in both areas (a terminal move under way) is listed
+            // once, by the read rule.
+            let mut by_id: HashMap<TaskId, Task> =
+                tasks.drain(..).map(|t| (t.id.clone(), t)).collect();
+            for task in history {
+                match by_id.get(&task.id) {
+                    Some(active) if !newer(&task, active) => {}
+                    _ => {
+                        by_id.insert(task.id.clone(), task);
                     }
-                    Ok(None) => {} // removed since the directory was read
-                    Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
                 }
             }
-            // A task in both areas (a terminal move under way, or one a power
-            // loss interrupted) is listed once, by the read rule.
-            for entry in entries.iter() {
-                match history.get(&entry.task.id) {
-                    Some(done) if newer(done, &entry.task) => {}
-                    _ => picked.push(&entry.task),
-                }
-            }
-            let active: HashSet<&TaskId> = picked.iter().map(|t| &t.id).collect();
-            let shadowed: Vec<TaskId> = history
-                .keys()
-                .filter(|id| active.contains(id))
-                .cloned()
+            tasks = by_id
+                .into_values()
+                .filter(|t| scan.matches(t) && scan.is_after(t))
                 .collect();
-            for id in shadowed {
-                history.remove(&id);
-            }
-            picked.extend(history.values());
-        } else {
-            picked.extend(entries.iter().map(|e| &e.task));
+            tasks.sort_unstable_by(Task::listing_order);
+            tasks.truncate(scan.limit);
         }
-        picked.retain(|t| scan.matches(t) && scan.is_after(t));
-        picked.sort_unstable_by(|a, b| Task::listing_order(a, b));
-        picked.truncate(scan.limit);
-        let tasks = picked.into_iter().cloned().collect();
         Ok(Scanned::new(tasks, skipped))
     }
 
-    /// Every task in `active/`, and the files that could not be read.
-    ///
-    /// Served whole from this handle's snapshot while `active/` is provably
-    /// unchanged since it was taken; otherwise only the files that are not
-    /// provably unchanged are read (see `active_cache`).
-    pub(super) fn active_tasks(&self) -> Result<(Arc<[Entry]>, Vec<Skipped>)> {
-        let before = ActiveCache::clock();
-        let active = self.dir(Area::Active);
-        let (status, dir) = ActiveCache::observe(&self.fs, active, before)?;
-        if let Some(entries) = self.active_cache.get(dir) {
-            return Ok((entries, Vec::new()));
-        }
-        let (listed, mut skipped) = self.list_active_files(status)?;
-        let last = self.active_cache.last();
-        let known: HashMap<&TaskId, &Entry> = last
-            .iter()
-            .flat_map(|entries| entries.iter())
-            .map(|e| (&e.task.id, e))
-            .collect();
-        let mut entries = Vec::new();
-        for (id, name) in listed {
-            // The file's status before any read: the bytes read are at
-            // least as new.
-            let stamp = match self.fs.stat(active, &name) {
-                Ok(status) => Stamp::settled(&status, before),
-                // Removed since the directory was read.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                // The read below reports it.
-                Err(_) => None,
-            };
-            if let Some(old) = known
-                .get(&id)
-                .filter(|e| stamp.is_some() && e.stamp == stamp)
-            {
-                self.active_cache.reuse();
-                entries.push((*old).clone());
-                continue;
-            }
-            let path = active.join(&name);
-            let read = self.read_bytes(active, &name).and_then(|read| {
-                read.map(|bytes| {
-                    codec::unwrap(&bytes, &path, &id).map(|task| Entry {
-                        stamp,
-                        bytes: bytes.len(),
-                        task,
-                    })
+    /// The running tasks (and interrupted moves, for [`Scope::All`]) the
+    /// scan asks for, from the snapshot, decoded; and every file of
+    /// `active/` that could not be read.
+    fn scan_active(&self, scan: &Scan) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        // Set aside what the last refreshes found unreadable. Outside the
+        // snapshot's lock: setting aside takes a stripe lock, and writers
+        // take the snapshot's lock under theirs.
+        let untried: Vec<(TaskId, Error)> = {
+            let mut state = self.snapshot.lock();
+            self.refresh(&mut state)?;
+            state
+                .bad
+                .iter_mut()
+                .filter(|(_, bad)| !bad.tried)
+                .map(|(id, bad)| {
+                    bad.tried = true;
+                    (
+                        id.clone(),
+                        Error::corrupt(&bad.report.location, &bad.report.reason),
+                    )
                 })
-                .transpose()
-            });
-            match read {
-                Ok(Some(entry)) => entries.push(entry),
-                // Removed since the directory was read.
-                Ok(None) => {}
-                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Active, &id, e)),
-            }
+                .collect()
+        };
+        let mut set_aside = HashMap::new();
+        for (id, err) in untried {
+            let report = recovery::set_aside_task(self, Area::Active, &id, err);
+            set_aside.insert(id, report);
         }
-        let bytes = entries.iter().map(|e| e.bytes).sum();
-        let entries: Arc<[Entry]> = entries.into();
-        if skipped.is_empty() {
-            self.active_cache.put(dir, entries.clone(), bytes);
-        } else {
-            self.active_cache.clear();
-        }
-        Ok((entries, skipped))
-    }
-
-    /// The task files in `active/` (foreign names set aside), given the
-    /// directory's status read before.
-    ///
-    /// A file renamed over while a `readdir` is under way may be missing
-    /// from it: tmpfs (Linux 6.6 and later) gives the new entry a new place
-    /// in the directory, behind the reader. So while the directory changed
-    /// during a pass, it is read again and the passes' names are joined (a
-    /// name gone by then reads as removed). Bounded: a task renamed over
-    /// during every pass can still be missed.
-    fn list_active_files(&self, mut status: Option<Stamp>) -> Result<recovery::Entries> {
-        const PASSES: usize = 4;
-        let dir = self.dir(Area::Active);
-        let (mut listed, mut skipped) = recovery::entries(self, Area::Active)?;
-        for _ in 1..PASSES {
-            let (now, _) = ActiveCache::observe(&self.fs, dir, ActiveCache::clock())?;
-            if now.is_none() || now == status {
-                break;
-            }
-            status = now;
-            let mut seen: HashSet<TaskId> = listed.iter().map(|(id, _)| id.clone()).collect();
-            let (more, foreign) = recovery::entries(self, Area::Active)?;
-            skipped.extend(foreign);
-            for (id, name) in more {
-                if seen.insert(id.clone()) {
-                    listed.push((id, name));
+        let mut state = self.snapshot.lock();
+        for (id, report) in set_aside {
+            match report.action {
+                UnreadableAction::SetAside => {
+                    // Gone from `active/`: reported this once.
+                    state.bad.remove(&id);
+                    state.reported.push(report);
+                }
+                _ => {
+                    if let Some(bad) = state.bad.get_mut(&id) {
+                        bad.report = report;
+                    }
                 }
             }
         }
-        Ok((listed, skipped))
+        let mut skipped: Vec<Skipped> = std::mem::take(&mut state.reported);
+        skipped.extend(state.bad.values().map(|b| b.report.clone()));
+        let mut tasks = Vec::new();
+        let mut undecodable = Vec::new();
+        for (position, entry) in state.select(scan) {
+            if tasks.len() >= scan.limit {
+                break;
+            }
+            let path = self.dir(Area::Active).join(task_name(&position.id));
+            let task = match &entry.bytes {
+                Some(bytes) => codec::unwrap(bytes, &path, &position.id).map(Some),
+                None => self.read(Area::Active, &position.id),
+            };
+            match task {
+                Ok(Some(task)) => tasks.push(task),
+                Ok(None) => {} // gone since: the next refresh sees it
+                Err(e) => undecodable.push((position.id.clone(), e, entry.stamp)),
+            }
+        }
+        for (id, e, stamp) in undecodable {
+            let report = Skipped::new(
+                Some(id.clone()),
+                self.dir(Area::Active)
+                    .join(task_name(&id))
+                    .display()
+                    .to_string(),
+                e.to_string(),
+                UnreadableAction::LeftInPlace,
+            );
+            skipped.push(report.clone());
+            state.mark_bad(&id, report, stamp);
+        }
+        #[cfg(test)]
+        {
+            state.hits += 1;
+        }
+        Ok((tasks, skipped))
+    }
+
+    /// Brings the snapshot up to date: from the change notices if it has a
+    /// live watch, else by the file-status proof; a full pass when neither
+    /// holds.
+    pub(super) fn refresh(&self, state: &mut State) -> Result<()> {
+        if state.complete {
+            match &state.watch {
+                Some(watch) => match watch.drain() {
+                    Changes::Names(names) => {
+                        for name in names {
+                            self.revise(state, &name);
+                        }
+                        return Ok(());
+                    }
+                    Changes::Lost => {
+                        state.watch = None;
+                        state.complete = false;
+                    }
+                },
+                None => {
+                    let (_, settled) = self.observe_active(stamp::clock())?;
+                    if settled.is_some() && settled == state.dir {
+                        return Ok(());
+                    }
+                    state.complete = false;
+                }
+            }
+        }
+        let active = self.dir(Area::Active);
+        if self
+            .snapshot
+            .watch
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && state.watch.is_none()
+        {
+            // The watch first: every change after it is noticed, every one
+            // before it is seen by the pass below.
+            state.watch = Watch::new(active);
+        }
+        let before = stamp::clock();
+        let (status, settled) = self.observe_active(before)?;
+        self.full_pass(state, status, before)?;
+        if let Some(watch) = &state.watch {
+            match watch.drain() {
+                Changes::Names(names) => {
+                    for name in names {
+                        self.revise(state, &name);
+                    }
+                }
+                Changes::Lost => state.watch = None,
+            }
+        }
+        state.dir = settled;
+        state.complete = true;
+        Ok(())
+    }
+
+    /// `active/`'s status, and the same if it had settled at `before`.
+    fn observe_active(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<(Option<Stamp>, Option<Stamp>)> {
+        let dir = self.dir(Area::Active);
+        let status = self
+            .fs
+            .stat_dir(dir)
+            .map_err(|e| Error::io("stat", dir.path(), e))?;
+        Ok((Stamp::of(&status), Stamp::settled(&status, before)))
+    }
+
+    /// Reads `active/` whole, reusing each entry whose file's settled status
+    /// is unchanged.
+    ///
+    /// Without a watch, a file renamed over while a `readdir` is under way
+    /// may be missing from it (tmpfs gives the new entry a new place, behind
+    /// the reader): while the directory changed during a pass, it is read
+    /// again and the passes' names joined (at most four passes). With a
+    /// watch, the names it reports after the pass are read instead.
+    fn full_pass(
+        &self,
+        state: &mut State,
+        mut status: Option<Stamp>,
+        before: std::time::SystemTime,
+    ) -> Result<()> {
+        const PASSES: usize = 4;
+        let (mut names, foreign) = recovery::entries(self, Area::Active)?;
+        state.reported.extend(foreign);
+        if state.watch.is_none() {
+            for _ in 1..PASSES {
+                let (now, _) = self.observe_active(stamp::clock())?;
+                if now.is_none() || now == status {
+                    break;
+                }
+                status = now;
+                let seen: HashSet<TaskId> = names.iter().map(|(id, _)| id.clone()).collect();
+                let (more, foreign) = recovery::entries(self, Area::Active)?;
+                state.reported.extend(foreign);
+                names.extend(more.into_iter().filter(|(id, _)| !seen.contains(id)));
+            }
+        }
+        let present: HashSet<TaskId> = names.iter().map(|(id, _)| id.clone()).collect();
+        let gone: Vec<TaskId> = state
+            .ids()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            state.remove(&id);
+            state.bad.remove(&id);
+        }
+        for (id, name) in names {
+            self.reread(state, &id, &name, before);
+        }
+        Ok(())
+    }
+
+    /// Revises the entry of the file `name` in `active/` after a notice.
+    fn revise(&self, state: &mut State, name: &OsStr) {
+        match layout::task_file_id(name) {
+            Some(id) => self.reread(state, &id, name, stamp::clock()),
+            // A stray file, if it is still there: set aside and reported.
+            None => {
+                if let Some(report) = recovery::set_aside_foreign(self, Area::Active, name) {
+                    state.reported.push(report);
+                }
+            }
+        }
+    }
+
+    /// Reads task `id`'s file `name` in `active/` into the snapshot, unless
+    /// its settled status proves the entry current.
+    fn reread(&self, state: &mut State, id: &TaskId, name: &OsStr, before: std::time::SystemTime) {
+        let active = self.dir(Area::Active);
+        let stamp = match self.fs.stat(active, name) {
+            Ok(status) => Stamp::settled(&status, before),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                state.remove(id);
+                state.bad.remove(id);
+                return;
+            }
+            // The read below reports it.
+            Err(_) => None,
+        };
+        if stamp.is_some() {
+            let known = state
+                .get(id)
+                .map(|(_, e)| e.stamp)
+                .or_else(|| state.bad.get(id).map(|b| b.stamp));
+            if known == Some(stamp) {
+                #[cfg(test)]
+                {
+                    state.reused += 1;
+                }
+                return;
+            }
+        }
+        #[cfg(test)]
+        {
+            state.reads += 1;
+        }
+        match self.read_entry(name, id) {
+            Read::Gone => {
+                state.remove(id);
+                state.bad.remove(id);
+            }
+            Read::Task { keys, bytes } => state.put(id, &keys, bytes, stamp),
+            Read::Bad(e) => {
+                let report = Skipped::new(
+                    Some(id.clone()),
+                    active.join(name).display().to_string(),
+                    e.to_string(),
+                    UnreadableAction::LeftInPlace,
+                );
+                let corrupt = matches!(e, Error::Corrupt { .. });
+                state.mark_bad(id, report, stamp);
+                if !corrupt {
+                    // Never set aside: may be readable later.
+                    if let Some(bad) = state.bad.get_mut(id) {
+                        bad.tried = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the file `name` of `active/` for the snapshot: its keys and
+    /// revision (the task is not decoded), and its bytes.
+    fn read_entry(&self, name: &OsStr, id: &TaskId) -> Read {
+        let active = self.dir(Area::Active);
+        let bytes = match self.read_bytes(active, name) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Read::Gone,
+            Err(e) => return Read::Bad(e),
+        };
+        let path = active.join(name);
+        match codec::keys(&bytes, &path, id) {
+            Ok(keys) => Read::Task { keys, bytes },
+            Err(e) => Read::Bad(e),
+        }
+    }
+
+    /// Every task in `done/`, and the entries that could not be read.
+    fn history(&self) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let (names, mut skipped) = recovery::entries(self, Area::Done)?;
+        let mut tasks = Vec::with_capacity(names.len());
+        for (id, name) in names {
+            match self.read_task(self.dir(Area::Done), &name, &id) {
+                Ok(Some(task)) => tasks.push(task),
+                Ok(None) => {} // removed since the directory was read
+                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
+            }
+        }
+        Ok((tasks, skipped))
+    }
+
+    /// The tasks in `done/` expired at `at`, found from the `expiring/`
+    /// index: no other finished task is read.
+    fn expired_history(&self, at: time::OffsetDateTime) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let mut tasks = Vec::new();
+        let mut skipped = Vec::new();
+        for (id, name) in self.expiring_by(at)? {
+            let done = self.dir(Area::Done);
+            let file = task_name(&id);
+            // The index entry and the task file are one file (a hard link):
+            // an index entry that is not is stale, and not this task's.
+            let (index, task) = (
+                self.fs.stat(&self.expiring, &name),
+                self.fs.stat(done, &file),
+            );
+            match (index, task) {
+                (Ok(index), Ok(task)) if (index.dev, index.ino) == (task.dev, task.ino) => {}
+                _ => continue,
+            }
+            match self.read_task(done, &file, &id) {
+                Ok(Some(task)) => {
+                    self.proofs.remember(&task, &name);
+                    tasks.push(task);
+                }
+                Ok(None) => {}
+                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
+            }
+        }
+        Ok((tasks, skipped))
+    }
+
+    /// Task ids in `expiring/` due at or before `at`, with their index names.
+    fn expiring_by(&self, at: time::OffsetDateTime) -> Result<Vec<(TaskId, OsString)>> {
+        let names = self
+            .fs
+            .read_dir(&self.expiring)
+            .map_err(|e| Error::io("read directory", self.expiring.path(), e))?;
+        let at = at.unix_timestamp_nanos();
+        Ok(names
+            .into_iter()
+            .filter_map(|name| {
+                let (due, id) = layout::expiring_entry(&name)?;
+                (due <= at).then_some((id, name))
+            })
+            .collect())
     }
 }

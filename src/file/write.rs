@@ -5,12 +5,16 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 
+use time::OffsetDateTime;
+
 use crate::backend::Record;
 use crate::error::{Error, Result};
 use crate::file::fs::Dir;
-use crate::file::layout::{Area, stripe, task_name, temp_name};
+use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
+use crate::file::stamp::{self, Stamp};
 use crate::file::{Durability, FileBackend, Found, codec, recovery};
 use crate::id::TaskId;
+use crate::task::Task;
 
 impl FileBackend {
     /// Writes `record` into `area` atomically and durably: temp file,
@@ -118,7 +122,7 @@ impl FileBackend {
         match (found.area, Area::of(next.task())) {
             (Area::Active, Area::Done) => {
                 self.put(Area::Active, next)?;
-                self.move_to_done(id)
+                self.move_to_done(id, next.task().expires_at())
             }
             (from, to) if from == to => self.write(to, next),
             (from, to) => {
@@ -134,39 +138,152 @@ impl FileBackend {
     }
 
     /// The second step of a terminal transition: `active/<id>.json`, already
-    /// holding the terminal task, gets its name in `done/` (a hard link, so
-    /// the task is never without a name), `done/` is made durable, then the
-    /// name in `active/` goes and `active/` is made durable.
+    /// holding the terminal task, gets its names in `expiring/` (if it has a
+    /// TTL: the sweep's index) and in `done/` (hard links, so the task is
+    /// never without a name), those are made durable, then the name in
+    /// `active/` goes and `active/` is made durable.
     ///
     /// Under the strictest model of a power loss (each directory's changes
     /// durable only by its own fsync, a rename across directories two
     /// independent halves) every crash leaves the task in `active/`, in
-    /// `done/` or in both, never in neither; once this returns, the terminal
-    /// version is in `done/` and no longer in `active/`, durably.
-    pub(super) fn move_to_done(&self, id: &TaskId) -> Result<()> {
+    /// `done/` or in both, never in neither, and never in `done/` without its
+    /// index entry; once this returns, the terminal version is in `done/`
+    /// and no longer in `active/`, durably.
+    pub(super) fn move_to_done(
+        &self,
+        id: &TaskId,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<()> {
         let name = task_name(id);
         let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
-        let linked = match self.fs.link(active, &name, done, &name) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A stale copy the read rule already overruled.
-                self.remove_name(Area::Done, id)?;
-                self.fs.link(active, &name, done, &name)
-            }
-            other => other,
-        };
-        linked.map_err(|e| Error::io("link into", done.join(&name), e))?;
+        let index = expires_at.map(|at| expiring_name(id, at));
+        if let Some(index) = &index {
+            self.link_over(active, &name, &self.expiring, index)?;
+        }
+        self.link_over(active, &name, done, &name)?;
+        if index.is_some() && self.durability == Durability::Immediate {
+            self.fs
+                .sync_dir(&self.expiring)
+                .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
+        }
         self.sync(Area::Done)?;
         self.remove_name(Area::Active, id)?;
         self.sync(Area::Active)
     }
 
-    /// Removes the task `found`, and any stale copy of it.
+    /// Gives the file `from` in `from_dir` the name `to` in `to_dir`,
+    /// replacing a stale file there (one the read rule already overruled,
+    /// or an index entry of an earlier move of the same file).
+    pub(super) fn link_over(
+        &self,
+        from_dir: &Dir,
+        from: &OsStr,
+        to_dir: &Dir,
+        to: &OsStr,
+    ) -> Result<()> {
+        let linked = match self.fs.link(from_dir, from, to_dir, to) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match self.fs.remove(to_dir, to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", to_dir.join(to), e)),
+                }
+                self.fs.link(from_dir, from, to_dir, to)
+            }
+            other => other,
+        };
+        linked.map_err(|e| Error::io("link into", to_dir.join(to), e))
+    }
+
+    /// Removes the `expiring/` entry of the finished `task`, if it has one.
+    pub(super) fn remove_index(&self, task: &Task) -> Result<()> {
+        let Some(at) = task.expires_at() else {
+            return Ok(());
+        };
+        let name = expiring_name(&task.id, at);
+        match self.fs.remove(&self.expiring, &name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("remove", self.expiring.join(&name), e)),
+        }
+        if self.durability == Durability::Immediate {
+            self.fs
+                .sync_dir(&self.expiring)
+                .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the task `found`, and any stale copy of it, and its index
+    /// entry (after the file: an entry left behind is stale, harmless).
     pub(super) fn remove_found(&self, found: &Found) -> Result<()> {
         self.drop_stale(found)?;
         if self.remove_name(found.area, &found.task.id)? {
             self.sync(found.area)?;
         }
+        if found.area == Area::Done || found.task.is_terminal() {
+            self.remove_index(&found.task)?;
+        }
         Ok(())
+    }
+
+    /// Removes `current` without reading it again, if a scan proved it
+    /// unchanged: a finished task through its `expiring/` entry (still the
+    /// same inode as its file), a running one through the snapshot (still
+    /// that version, and the change notices or the file's settled status
+    /// say its file has not changed). `Ok(false)`: no proof, read it.
+    pub(super) fn remove_proven(&self, current: &Task) -> Result<bool> {
+        let name = task_name(&current.id);
+        if let Some(index) = self.proofs.take(current) {
+            let done = self.dir(Area::Done);
+            let same = match (
+                self.fs.stat(&self.expiring, &index),
+                self.fs.stat(done, &name),
+            ) {
+                (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+                _ => false,
+            };
+            if !same || self.fs.stat(self.dir(Area::Active), &name).is_ok() {
+                return Ok(false);
+            }
+            self.remove_name(Area::Done, &current.id)?;
+            self.sync(Area::Done)?;
+            self.remove_index(current)?;
+            return Ok(true);
+        }
+        if current.is_terminal() {
+            return Ok(false);
+        }
+        let proven = {
+            let mut state = self.snapshot.lock();
+            let watching = state.complete && state.watch.is_some();
+            if watching {
+                self.refresh(&mut state)?;
+            }
+            match state.get(&current.id) {
+                Some((position, entry))
+                    if position.created_at == current.created_at
+                        && entry.revision == current.revision =>
+                {
+                    watching
+                        || entry.stamp.is_some_and(|stamp| {
+                            self.fs
+                                .stat(self.dir(Area::Active), &name)
+                                .ok()
+                                .and_then(|s| Stamp::settled(&s, stamp::clock()))
+                                == Some(stamp)
+                        })
+                }
+                _ => false,
+            }
+        };
+        if !proven || self.fs.stat(self.dir(Area::Done), &name).is_ok() {
+            return Ok(false);
+        }
+        if self.remove_name(Area::Active, &current.id)? {
+            self.sync(Area::Active)?;
+        }
+        Ok(true)
     }
 
     /// Removes the stale copy beside `found`, if there is one: unlinked if
@@ -199,7 +316,7 @@ impl FileBackend {
     pub(super) fn tidy(&self, found: &Found) -> Result<()> {
         self.drop_stale(found)?;
         if found.area == Area::Active && found.task.is_terminal() {
-            self.move_to_done(&found.task.id)?;
+            self.move_to_done(&found.task.id, found.task.expires_at())?;
         }
         Ok(())
     }
@@ -207,10 +324,13 @@ impl FileBackend {
     /// Finishes interrupted terminal moves: terminal tasks still in
     /// `active/`. Returns how many were moved.
     pub(super) fn finish_moves(&self) -> Result<usize> {
-        let (entries, _) = self.active_tasks()?;
+        let unmoved = {
+            let mut state = self.snapshot.lock();
+            self.refresh(&mut state)?;
+            state.unmoved()
+        };
         let mut moved = 0;
-        for entry in entries.iter().filter(|e| e.task.is_terminal()) {
-            let id = &entry.task.id;
+        for id in &unmoved {
             let _guard = self.locks.lock(&self.fs, stripe(id))?;
             if let Some(found) = self.find(id)?
                 && found.area == Area::Active
@@ -223,12 +343,11 @@ impl FileBackend {
         Ok(moved)
     }
 
-    /// Counts the names in `active/` (no reads).
+    /// How many running tasks `active/` holds, from the snapshot brought up
+    /// to date (with a watch: the names changed since, no more).
     pub(super) fn count_active(&self) -> Result<usize> {
-        let dir = self.dir(Area::Active);
-        self.fs
-            .read_dir(dir)
-            .map(|names| names.len())
-            .map_err(|e| Error::io("read directory", dir.path(), e))
+        let mut state = self.snapshot.lock();
+        self.refresh(&mut state)?;
+        Ok(state.active())
     }
 }

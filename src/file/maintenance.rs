@@ -1,0 +1,143 @@
+//! What an open does when it holds the handles lock exclusive, so that no
+//! other handle can see it half done: compacting directories, and moving a
+//! store of an older format to this one.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+
+use crate::error::{Error, Result};
+use crate::file::fs::{Dir, Fs};
+use crate::file::layout::{self, Area, MARKER};
+use crate::file::{FileBackend, open};
+use crate::id::TaskId;
+
+/// The directories that are compacted when they grew large and emptied out.
+const COMPACTED: [&str; 2] = ["active", "expiring"];
+
+/// Compacts every directory of [`COMPACTED`] that holds far fewer entries
+/// than its size once held: ext4 directories never shrink, and listing one
+/// reads every block it ever had.
+///
+/// The new directory gets every entry as a hard link, is made durable, and
+/// is swapped with the old one in one `rename(RENAME_EXCHANGE)`; only then
+/// are the old links removed. A crash at any point leaves a whole directory
+/// under the area's name (old or new) and a leftover `<area>.compact` that
+/// holds only second names of the same files, which the next compaction
+/// removes.
+pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
+    for name in COMPACTED {
+        let leftover = OsString::from(format!("{name}.compact"));
+        remove_tree(fs, root, &leftover)?;
+        let dir = fs
+            .open_dir(root, OsStr::new(name))
+            .map_err(|e| Error::io("open directory", root.join(name), e))?;
+        let size = fs
+            .stat_dir(&dir)
+            .map_err(|e| Error::io("stat", dir.path(), e))?
+            .size;
+        let names = fs
+            .read_dir(&dir)
+            .map_err(|e| Error::io("read directory", dir.path(), e))?;
+        if !bloated(size, names.len()) {
+            continue;
+        }
+        fs.create_dir(root, &leftover)
+            .map_err(|e| Error::io("create directory", root.join(&leftover), e))?;
+        let new = fs
+            .open_dir(root, &leftover)
+            .map_err(|e| Error::io("open directory", root.join(&leftover), e))?;
+        for entry in &names {
+            if let Err(e) = fs.link(&dir, entry, &new, entry) {
+                // A directory where a file belongs, say: leave it be.
+                tracing::warn!(dir = %dir.path().display(), entry = ?entry, error = %e, "not compacting a directory");
+                drop(new);
+                remove_tree(fs, root, &leftover)?;
+                return Ok(());
+            }
+        }
+        fs.sync_dir(&new)
+            .map_err(|e| Error::io("fsync directory", new.path(), e))?;
+        fs.exchange(root, OsStr::new(name), &leftover)
+            .map_err(|e| Error::io("swap in", root.join(name), e))?;
+        sync(fs, root)?;
+        remove_tree(fs, root, &leftover)?;
+        sync(fs, root)?;
+        tracing::info!(dir = %root.join(name).display(), bytes_before = size, entries = names.len(), "compacted a directory that had grown and emptied");
+    }
+    Ok(())
+}
+
+/// Whether a directory of `size` bytes holding `entries` names is worth
+/// compacting: at least 64 KiB, and eight times what its names need.
+fn bloated(size: u64, entries: usize) -> bool {
+    size >= 64 * 1024 && size > 8 * (entries as u64 * 64 + 4096)
+}
+
+/// Removes the directory `name` in `root` and the names in it (second
+/// names of files that live on elsewhere), if it exists.
+fn remove_tree(fs: &Fs, root: &Dir, name: &OsStr) -> Result<()> {
+    let dir = match fs.open_dir(root, name) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open directory", root.join(name), e)),
+    };
+    let names = fs
+        .read_dir(&dir)
+        .map_err(|e| Error::io("read directory", dir.path(), e))?;
+    for entry in names {
+        match fs.remove(&dir, &entry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", dir.join(&entry), e)),
+        }
+    }
+    drop(dir);
+    fs.remove_dir(root, name)
+        .map_err(|e| Error::io("remove directory", root.join(name), e))
+}
+
+fn sync(fs: &Fs, dir: &Dir) -> Result<()> {
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir.path(), e))
+}
+
+/// Moves a store of format 1 to this format: every finished task with a TTL
+/// gets its entry in `expiring/` (read once, here, so the sweep never needs
+/// to read a task that has not expired), then the marker says format 2.
+/// The caller holds the handles lock exclusive.
+pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
+    let done = store.dir(Area::Done);
+    let names = store
+        .fs
+        .read_dir(done)
+        .map_err(|e| Error::io("read directory", done.path(), e))?;
+    let mut indexed = 0;
+    for name in names {
+        let Some(id) = layout::task_file_id(&name) else {
+            continue;
+        };
+        let task = match store.read_task(done, &name, &id) {
+            Ok(Some(task)) => task,
+            Ok(None) => continue,
+            // Reported by the listings that meet it.
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "not indexed while moving the store to the new format");
+                continue;
+            }
+        };
+        if let Some(at) = task.expires_at() {
+            store.link_over(
+                done,
+                &name,
+                &store.expiring,
+                &layout::expiring_name(&id, at),
+            )?;
+            indexed += 1;
+        }
+    }
+    sync(&store.fs, &store.expiring)?;
+    let marker = TaskId::parse(MARKER).expect("the marker name is a valid id");
+    open::write_marker(store, &marker)?;
+    tracing::info!(store = %store.root.display(), from, indexed, "moved the store to the current format");
+    Ok(())
+}

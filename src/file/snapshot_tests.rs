@@ -1,0 +1,270 @@
+//! The snapshot of `active/`, in both its modes: kept current by change
+//! notices, and proven current by file status. Every write another handle
+//! finished must show in the next listing; what did not change must not be
+//! read again.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::TaskId;
+use crate::file::layout::Area;
+use crate::file::stamp::{self, SETTLE, Stamp};
+use crate::file::{Durability, FileStore};
+use crate::query::ListQuery;
+use crate::store::TaskStore;
+use crate::task::{NewTask, TaskUpdate};
+
+/// How a snapshot proves itself current.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Watch,
+    Status,
+}
+
+/// A handle on the store at `dir` (two of them stand for two processes).
+fn handle(dir: &Path, mode: Mode) -> FileStore {
+    let store = FileStore::builder(dir)
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    store
+        .backend()
+        .snapshot
+        .watch
+        .store(matches!(mode, Mode::Watch), Ordering::Relaxed);
+    store
+}
+
+fn active(store: &FileStore) -> Vec<(TaskId, u64)> {
+    let mut tasks: Vec<_> = store
+        .list(&ListQuery::active())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| (t.id, t.revision))
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+/// Files read into `store`'s snapshot so far.
+fn reads(store: &FileStore) -> u64 {
+    store.backend().snapshot.lock().reads
+}
+
+/// Waits (polling, bounded) until `active/` has stood still long enough for
+/// its status to be trusted.
+fn settle(store: &FileStore) {
+    let backend = store.backend();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = backend.fs.stat_dir(backend.dir(Area::Active)).unwrap();
+        if Stamp::settled(&status, stamp::clock()).is_some() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "active/ never settled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_quiet_store_lists_from_memory_and_sees_every_later_write(mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let ids: Vec<_> = (0..3)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    settle(&reader);
+    let first = active(&reader);
+    assert_eq!(first.len(), 3);
+    let read = reads(&reader);
+    assert_eq!(active(&reader), first);
+    assert_eq!(
+        reads(&reader),
+        read,
+        "{mode:?}: an unchanged store is listed from memory"
+    );
+
+    // Another handle's update, completion, creation and deletion are each
+    // seen by the very next listing, reading only what changed.
+    let updated = writer
+        .update(&ids[0], TaskUpdate::new().status_message("moved on"))
+        .unwrap()
+        .into_task();
+    assert!(active(&reader).contains(&(updated.id.clone(), updated.revision)));
+    let _ = writer.complete(&ids[1], serde_json::json!("done")).unwrap();
+    assert_eq!(active(&reader).len(), 2, "{mode:?}");
+    let created = writer.create(NewTask::new()).unwrap().id;
+    assert!(active(&reader).iter().any(|(id, _)| *id == created));
+    assert!(writer.delete(&ids[2]).unwrap());
+    assert!(!active(&reader).iter().any(|(id, _)| *id == ids[2]));
+    if matches!(mode, Mode::Watch) {
+        assert_eq!(
+            reads(&reader),
+            read + 2,
+            "only the updated and the created files were read"
+        );
+    }
+}
+
+#[test]
+fn with_change_notices_a_quiet_store_lists_from_memory_and_sees_every_later_write() {
+    a_quiet_store_lists_from_memory_and_sees_every_later_write(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_quiet_store_lists_from_memory_and_sees_every_later_write() {
+    a_quiet_store_lists_from_memory_and_sees_every_later_write(Mode::Status);
+}
+
+/// A writer bumps one task's revision, pausing now and then past the
+/// settle margin so that the reader keeps snapshots and the next write
+/// lands right after one was taken; every listing that starts after a write
+/// returned must show at least that revision.
+fn a_listing_started_after_a_write_returned_sees_it(mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let id = writer.create(NewTask::new()).unwrap().id;
+    let written = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 0..12u32 {
+                std::thread::sleep(SETTLE + Duration::from_millis(20 + u64::from(round % 4) * 7));
+                for _ in 0..(1 + round % 3) {
+                    let task = writer
+                        .update(&id, TaskUpdate::new().metadata("round", round))
+                        .unwrap()
+                        .into_task();
+                    written.store(task.revision, Ordering::SeqCst);
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        while !stop.load(Ordering::SeqCst) {
+            let at_least = written.load(Ordering::SeqCst);
+            let listed = active(&reader);
+            assert_eq!(listed.len(), 1);
+            assert!(
+                listed[0].1 >= at_least,
+                "{mode:?}: listed revision {} after revision {at_least} was written",
+                listed[0].1
+            );
+        }
+    });
+}
+
+#[test]
+fn with_change_notices_a_listing_started_after_a_write_returned_sees_it() {
+    a_listing_started_after_a_write_returned_sees_it(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_listing_started_after_a_write_returned_sees_it() {
+    a_listing_started_after_a_write_returned_sees_it(Mode::Status);
+}
+
+/// With `n` running tasks: each listing after a write reads only what is
+/// not provably unchanged, and sees every change.
+fn only_changed_files_are_read(n: usize, mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let ids: Vec<_> = (0..n)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    settle(&reader);
+    active(&reader);
+    for round in 0..10u32 {
+        // Replaced twice in a row: the second file may get the first's
+        // freed inode number back, and must be read all the same.
+        let id = &ids[round as usize * 7 % n];
+        let mut last = None;
+        for step in 0..2u32 {
+            last = Some(
+                writer
+                    .update(id, TaskUpdate::new().metadata("step", round * 2 + step))
+                    .unwrap()
+                    .into_task(),
+            );
+        }
+        let last = last.unwrap();
+        let before = reads(&reader);
+        let listed = active(&reader);
+        assert!(
+            listed.contains(&(last.id.clone(), last.revision)),
+            "{mode:?}"
+        );
+        assert_eq!(listed.len(), n);
+        let read = reads(&reader) - before;
+        match mode {
+            // One notice per write, one read per name.
+            Mode::Watch => assert_eq!(read, 1, "round {round}"),
+            // The file just written, and (after round 0) the one written in
+            // the round before: that was read while its status had not
+            // settled.
+            Mode::Status => {
+                let expected = if round == 0 { 1 } else { 2 };
+                assert_eq!(read, expected, "round {round}");
+            }
+        }
+        settle(&reader);
+    }
+}
+
+#[test]
+fn after_a_write_only_the_files_that_changed_are_read() {
+    for mode in [Mode::Watch, Mode::Status] {
+        only_changed_files_are_read(5, mode);
+        only_changed_files_are_read(40, mode);
+    }
+}
+
+#[test]
+fn a_corrupt_file_is_set_aside_and_never_cached() {
+    for mode in [Mode::Watch, Mode::Status] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = handle(dir.path(), mode);
+        store.create(NewTask::new()).unwrap();
+        assert_eq!(active(&store).len(), 1);
+        let bad = TaskId::new();
+        std::fs::write(dir.path().join("active").join(format!("{bad}.json")), b"{").unwrap();
+        settle(&store);
+        let page = store.list(&ListQuery::active()).unwrap();
+        assert_eq!(page.tasks.len(), 1);
+        assert_eq!(page.skipped.len(), 1, "{mode:?}");
+        assert!(dir.path().join("quarantine").read_dir().unwrap().count() > 0);
+        let page = store.list(&ListQuery::active()).unwrap();
+        assert_eq!(
+            (page.tasks.len(), page.skipped.len()),
+            (1, 0),
+            "reported once, then gone"
+        );
+    }
+}
+
+#[test]
+fn the_snapshot_counts_running_tasks_and_keeps_about_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = handle(dir.path(), Mode::Watch);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(store.create(NewTask::new().metadata("i", i)).unwrap().id);
+    }
+    for id in &ids[..50] {
+        let _ = store.complete(id, serde_json::json!("done")).unwrap();
+    }
+    assert_eq!(store.backend().count_active().unwrap(), 150);
+    let files: usize = std::fs::read_dir(dir.path().join("active"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum();
+    let (cached, entries) = store.backend().snapshot.lock().size();
+    assert_eq!(entries, 150);
+    assert_eq!(
+        cached, files,
+        "the snapshot keeps the files' bytes, no more"
+    );
+}

@@ -1,0 +1,123 @@
+//! The file-status proof: when a `stat` tells that a file (or a
+//! directory's entries) has not changed since it was read.
+//!
+//! Task files are never changed in place: every write renames a new file
+//! over `active/<id>.json`, a terminal move takes the name away, a delete
+//! or sweep unlinks it, a set-aside moves it away. So
+//!
+//! - a directory whose status is unchanged since it was read has the same
+//!   entries, naming the same files;
+//! - a file whose status is unchanged is the same file, with the same bytes.
+//!
+//! "Unchanged status" needs care: change times come from a clock with a
+//! granularity (a kernel tick on most file systems, a second or two on some),
+//! so a change made in the same tick as the status was read could leave it
+//! looking the same, and a new file could reuse a freed inode number. A
+//! status is trusted only if the clock had already moved past its change
+//! time by more than the granularity when it was read (git's "racily clean"
+//! rule): any later change then gets a later change time.
+
+use std::time::{Duration, SystemTime};
+
+use crate::file::fs::{Kind, Status};
+
+/// How long after its last change a file or directory must have stood still
+/// before its status is trusted, on file systems with sub-second timestamps.
+/// Far above a kernel tick (at most 10 ms), the granularity of the coarse
+/// clock file times are taken from.
+pub(crate) const SETTLE: Duration = Duration::from_millis(100);
+
+/// The same, when the times have no sub-second part (a file system with one-
+/// or two-second timestamps).
+const SETTLE_COARSE: Duration = Duration::from_millis(2_500);
+
+/// The clock reading taken before any status is read.
+pub(crate) fn clock() -> SystemTime {
+    SystemTime::now()
+}
+
+/// What `stat` says of a file or directory: equal settled stamps mean the
+/// same file, unchanged (for a directory: the same entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    nlink: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// `status`, if it had settled at `before` and is of a regular file or
+    /// directory.
+    pub fn settled(status: &Status, before: SystemTime) -> Option<Stamp> {
+        Stamp::of(status).filter(|s| s.settled_at(before))
+    }
+
+    /// `status`, if of a regular file or directory.
+    pub fn of(status: &Status) -> Option<Stamp> {
+        matches!(status.kind, Kind::File | Kind::Dir).then_some(Stamp {
+            dev: status.dev,
+            ino: status.ino,
+            size: status.size,
+            nlink: status.nlink,
+            mtime: status.mtime,
+            ctime: status.ctime,
+        })
+    }
+
+    /// Whether a change made after `now` must get a later change time than
+    /// this stamp's.
+    fn settled_at(&self, now: SystemTime) -> bool {
+        let coarse = self.ctime.1 == 0 && self.mtime.1 == 0;
+        let settle = if coarse { SETTLE_COARSE } else { SETTLE };
+        // A change time before 1970, or a clock before it: trust nothing.
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1))
+        else {
+            return false;
+        };
+        let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        now.saturating_sub(Duration::new(secs, nanos)) > settle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(ctime: (i64, i64)) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino: 2,
+            size: 4096,
+            nlink: 2,
+            mtime: ctime,
+            ctime,
+        }
+    }
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn a_stamp_settles_after_the_granularity_margin() {
+        let s = stamp((1_000, 500_000_000));
+        assert!(!s.settled_at(at(1_000, 500)));
+        assert!(!s.settled_at(at(1_000, 600)));
+        assert!(s.settled_at(at(1_000, 601)));
+        // A clock behind the change time (stepped back): not settled.
+        assert!(!s.settled_at(at(999, 0)));
+    }
+
+    #[test]
+    fn whole_second_times_need_the_coarse_margin() {
+        let s = stamp((1_000, 0));
+        assert!(!s.settled_at(at(1_001, 0)));
+        assert!(!s.settled_at(at(1_002, 500)));
+        assert!(s.settled_at(at(1_002, 501)));
+    }
+}
