@@ -3,7 +3,9 @@
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::backend::Position;
 use crate::id::TaskId;
+use crate::task::{Task, expiry};
 
 /// The store's format version, written in its marker: the layout and the
 /// protocol (FORMAT.md). Version 2 added `expiring/`.
@@ -50,16 +52,34 @@ impl Area {
 /// The directories of a store, by name, in the order they are made.
 pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", "expiring"];
 
-/// The name in `expiring/` of a finished task that expires at `expires_at`
-/// (a hard link to its file in `done/`): `<unix nanos>.<id>`.
-pub(crate) fn expiring_name(id: &TaskId, expires_at: time::OffsetDateTime) -> OsString {
-    format!("{}.{id}", expires_at.unix_timestamp_nanos()).into()
+/// The name in `expiring/` of a finished task with a TTL (a hard link to
+/// its file in `done/`): `<createdAt, unix nanos>.<ttl ms>.<id>`, so that
+/// the sweep knows when it expires and where it lists without reading it.
+pub(crate) fn expiring_name(task: &Task) -> Option<OsString> {
+    let ttl = task.ttl?;
+    Some(
+        format!(
+            "{}.{}.{}",
+            task.created_at.unix_timestamp_nanos(),
+            ttl.as_millis(),
+            task.id
+        )
+        .into(),
+    )
 }
 
-/// When an `expiring/` entry is due, and its task, or `None` for a foreign name.
-pub(crate) fn expiring_entry(name: &OsStr) -> Option<(i128, TaskId)> {
-    let (due, id) = name.to_str()?.split_once('.')?;
-    Some((due.parse().ok()?, TaskId::parse(id).ok()?))
+/// What an `expiring/` entry names: the task's position and when it
+/// expires; `None` for a foreign name.
+pub(crate) fn expiring_entry(name: &OsStr) -> Option<(Position, Option<time::OffsetDateTime>)> {
+    let mut parts = name.to_str()?.splitn(3, '.');
+    let created: i128 = parts.next()?.parse().ok()?;
+    let ttl: u64 = parts.next()?.parse().ok()?;
+    let id = TaskId::parse(parts.next()?).ok()?;
+    let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(created).ok()?;
+    Some((
+        Position { created_at, id },
+        expiry(created_at, Some(std::time::Duration::from_millis(ttl))),
+    ))
 }
 
 /// The file name of task `id`'s file: `<id>.json`.

@@ -125,13 +125,8 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
                 continue;
             }
         };
-        if let Some(at) = task.expires_at() {
-            store.link_over(
-                done,
-                &name,
-                &store.expiring,
-                &layout::expiring_name(&id, at),
-            )?;
+        if let Some(index) = layout::expiring_name(&task) {
+            store.link_over(done, &name, &store.expiring, &index)?;
             indexed += 1;
         }
     }

@@ -270,17 +270,13 @@ impl Backend for FileBackend {
     }
 
     fn remove(&self, current: &Task) -> Result<Swap> {
-        let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
-        if self.remove_proven(current)? {
-            return Ok(Swap::Done);
-        }
-        match self.find(&current.id)? {
-            Some(found) if is_current(&found.task, current) => {
-                self.remove_found(&found)?;
-                Ok(Swap::Done)
-            }
-            found => Ok(Swap::Changed(found.map(|f| f.task))),
-        }
+        self.remove_batch(std::slice::from_ref(current))
+            .pop()
+            .expect("one result per task")
+    }
+
+    fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        self.remove_batch(tasks)
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
@@ -302,7 +298,9 @@ impl Backend for FileBackend {
                 Ok(Modified::Replaced(next.into_task()))
             }
             Change::Remove => {
-                self.remove_found(&found)?;
+                let mut touched = write::Touched::default();
+                self.remove_found(&found, &mut touched)?;
+                self.sync_touched(&touched)?;
                 Ok(Modified::Removed(found.task))
             }
         }

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 
-use crate::backend::{Scan, Scanned, Scope, Skipped, UnreadableAction};
+use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
-use crate::file::layout::{self, Area, task_name};
+use crate::file::layout::{self, Area, stripe, task_name};
 use crate::file::read::newer;
 use crate::file::snapshot::State;
 use crate::file::stamp::{self, Stamp};
@@ -33,7 +33,7 @@ impl FileBackend {
         let (mut tasks, mut skipped) = self.scan_active(scan)?;
         if scan.scope == Scope::All {
             let (history, reports) = match scan.expired_at {
-                Some(at) => self.expired_history(at)?,
+                Some(at) => self.expired_history(scan, at)?,
                 None => self.history()?,
             };
             skipped.extend(reports);
@@ -355,27 +355,53 @@ impl FileBackend {
         Ok((tasks, skipped))
     }
 
-    /// The tasks in `done/` expired at `at`, found from the `expiring/`
-    /// index: no other finished task is read.
-    fn expired_history(&self, at: time::OffsetDateTime) -> Result<(Vec<Task>, Vec<Skipped>)> {
-        let mut tasks = Vec::new();
-        let mut skipped = Vec::new();
-        for (id, name) in self.expiring_by(at)? {
-            let done = self.dir(Area::Done);
+    /// The tasks in `done/` expired at `at` that `scan` asks for, found from
+    /// the `expiring/` index: the entries' names say where each lists and
+    /// when it expires, so only the tasks returned are read. Entries that
+    /// are no longer their task's file (a crash between a move's steps) are
+    /// removed.
+    fn expired_history(
+        &self,
+        scan: &Scan,
+        at: time::OffsetDateTime,
+    ) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let names = self
+            .fs
+            .read_dir(&self.expiring)
+            .map_err(|e| Error::io("read directory", self.expiring.path(), e))?;
+        let mut due: Vec<(Position, OsString)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let (position, expires) = layout::expiring_entry(&name)?;
+                let after = scan.after.as_ref().is_none_or(|a| *a < position);
+                (after && expires.is_some_and(|x| x <= at)).then_some((position, name))
+            })
+            .collect();
+        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
+        let done = self.dir(Area::Done);
+        for (position, index) in due {
+            if tasks.len() >= scan.limit {
+                break;
+            }
+            let id = position.id;
             let file = task_name(&id);
-            // The index entry and the task file are one file (a hard link):
-            // an index entry that is not is stale, and not this task's.
-            let (index, task) = (
-                self.fs.stat(&self.expiring, &name),
+            // The index entry and the task file are one file (a hard link),
+            // or the entry is stale.
+            let same = match (
+                self.fs.stat(&self.expiring, &index),
                 self.fs.stat(done, &file),
-            );
-            match (index, task) {
-                (Ok(index), Ok(task)) if (index.dev, index.ino) == (task.dev, task.ino) => {}
-                _ => continue,
+            ) {
+                (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+                _ => false,
+            };
+            if !same {
+                self.drop_stale_index(&id, &index)?;
+                continue;
             }
             match self.read_task(done, &file, &id) {
                 Ok(Some(task)) => {
-                    self.proofs.remember(&task, &name);
+                    self.proofs.remember(&task, &index);
                     tasks.push(task);
                 }
                 Ok(None) => {}
@@ -385,19 +411,26 @@ impl FileBackend {
         Ok((tasks, skipped))
     }
 
-    /// Task ids in `expiring/` due at or before `at`, with their index names.
-    fn expiring_by(&self, at: time::OffsetDateTime) -> Result<Vec<(TaskId, OsString)>> {
-        let names = self
-            .fs
-            .read_dir(&self.expiring)
-            .map_err(|e| Error::io("read directory", self.expiring.path(), e))?;
-        let at = at.unix_timestamp_nanos();
-        Ok(names
-            .into_iter()
-            .filter_map(|name| {
-                let (due, id) = layout::expiring_entry(&name)?;
-                (due <= at).then_some((id, name))
-            })
-            .collect())
+    /// Removes the `expiring/` entry `index` of task `id`, under its lock, if
+    /// it is still not the file of the task in `done/` (nor of one in
+    /// `active/` on its way there).
+    fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
+        let _guard = self.locks.lock(&self.fs, stripe(id))?;
+        let file = task_name(id);
+        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+            return Ok(());
+        };
+        for area in [Area::Done, Area::Active] {
+            if let Ok(task) = self.fs.stat(self.dir(area), &file)
+                && (task.dev, task.ino) == (entry.dev, entry.ino)
+            {
+                return Ok(());
+            }
+        }
+        match self.fs.remove(&self.expiring, index) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", self.expiring.join(index), e)),
+        }
     }
 }

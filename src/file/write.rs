@@ -5,9 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 
-use time::OffsetDateTime;
-
-use crate::backend::Record;
+use crate::backend::{Record, Swap, is_current};
 use crate::error::{Error, Result};
 use crate::file::fs::Dir;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
@@ -122,7 +120,7 @@ impl FileBackend {
         match (found.area, Area::of(next.task())) {
             (Area::Active, Area::Done) => {
                 self.put(Area::Active, next)?;
-                self.move_to_done(id, next.task().expires_at())
+                self.move_to_done(next.task())
             }
             (from, to) if from == to => self.write(to, next),
             (from, to) => {
@@ -149,14 +147,11 @@ impl FileBackend {
     /// `done/` or in both, never in neither, and never in `done/` without its
     /// index entry; once this returns, the terminal version is in `done/`
     /// and no longer in `active/`, durably.
-    pub(super) fn move_to_done(
-        &self,
-        id: &TaskId,
-        expires_at: Option<OffsetDateTime>,
-    ) -> Result<()> {
+    pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
+        let id = &task.id;
         let name = task_name(id);
         let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
-        let index = expires_at.map(|at| expiring_name(id, at));
+        let index = expiring_name(task);
         if let Some(index) = &index {
             self.link_over(active, &name, &self.expiring, index)?;
         }
@@ -196,17 +191,27 @@ impl FileBackend {
     }
 
     /// Removes the `expiring/` entry of the finished `task`, if it has one.
-    pub(super) fn remove_index(&self, task: &Task) -> Result<()> {
-        let Some(at) = task.expires_at() else {
+    fn remove_index(&self, task: &Task, touched: &mut Touched) -> Result<()> {
+        let Some(name) = expiring_name(task) else {
             return Ok(());
         };
-        let name = expiring_name(&task.id, at);
         match self.fs.remove(&self.expiring, &name) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Ok(()) => touched.expiring = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", self.expiring.join(&name), e)),
         }
-        if self.durability == Durability::Immediate {
+        Ok(())
+    }
+
+    /// Makes the removals recorded in `touched` durable: one fsync per
+    /// directory, however many names went.
+    pub(super) fn sync_touched(&self, touched: &Touched) -> Result<()> {
+        for (touched, area) in [(touched.done, Area::Done), (touched.active, Area::Active)] {
+            if touched {
+                self.sync(area)?;
+            }
+        }
+        if touched.expiring && self.durability == Durability::Immediate {
             self.fs
                 .sync_dir(&self.expiring)
                 .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
@@ -216,13 +221,14 @@ impl FileBackend {
 
     /// Removes the task `found`, and any stale copy of it, and its index
     /// entry (after the file: an entry left behind is stale, harmless).
-    pub(super) fn remove_found(&self, found: &Found) -> Result<()> {
+    /// The caller makes `touched` durable.
+    pub(super) fn remove_found(&self, found: &Found, touched: &mut Touched) -> Result<()> {
         self.drop_stale(found)?;
         if self.remove_name(found.area, &found.task.id)? {
-            self.sync(found.area)?;
+            touched.mark(found.area);
         }
         if found.area == Area::Done || found.task.is_terminal() {
-            self.remove_index(&found.task)?;
+            self.remove_index(&found.task, touched)?;
         }
         Ok(())
     }
@@ -231,8 +237,9 @@ impl FileBackend {
     /// unchanged: a finished task through its `expiring/` entry (still the
     /// same inode as its file), a running one through the snapshot (still
     /// that version, and the change notices or the file's settled status
-    /// say its file has not changed). `Ok(false)`: no proof, read it.
-    pub(super) fn remove_proven(&self, current: &Task) -> Result<bool> {
+    /// say its file has not changed). `Ok(false)`: no proof, read it. The
+    /// caller holds the task's lock and makes `touched` durable.
+    pub(super) fn remove_proven(&self, current: &Task, touched: &mut Touched) -> Result<bool> {
         let name = task_name(&current.id);
         if let Some(index) = self.proofs.take(current) {
             let done = self.dir(Area::Done);
@@ -246,9 +253,10 @@ impl FileBackend {
             if !same || self.fs.stat(self.dir(Area::Active), &name).is_ok() {
                 return Ok(false);
             }
-            self.remove_name(Area::Done, &current.id)?;
-            self.sync(Area::Done)?;
-            self.remove_index(current)?;
+            if self.remove_name(Area::Done, &current.id)? {
+                touched.mark(Area::Done);
+            }
+            self.remove_index(current, touched)?;
             return Ok(true);
         }
         if current.is_terminal() {
@@ -281,9 +289,46 @@ impl FileBackend {
             return Ok(false);
         }
         if self.remove_name(Area::Active, &current.id)? {
-            self.sync(Area::Active)?;
+            touched.mark(Area::Active);
         }
         Ok(true)
+    }
+
+    /// Removes each of `tasks` that is still the version given, under its
+    /// lock, then makes every removal durable at once: one fsync per
+    /// directory for the batch. If those fsyncs fail, every removal they
+    /// covered reports it.
+    pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        let mut touched = Touched::default();
+        let mut results: Vec<Result<Swap>> = tasks
+            .iter()
+            .map(|current| {
+                let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
+                if self.remove_proven(current, &mut touched)? {
+                    return Ok(Swap::Done);
+                }
+                match self.find(&current.id)? {
+                    Some(found) if is_current(&found.task, current) => {
+                        self.remove_found(&found, &mut touched)?;
+                        Ok(Swap::Done)
+                    }
+                    found => Ok(Swap::Changed(found.map(|f| f.task))),
+                }
+            })
+            .collect();
+        if let Err(e) = self.sync_touched(&touched) {
+            let message = e.to_string();
+            for result in &mut results {
+                if matches!(result, Ok(Swap::Done)) {
+                    *result = Err(Error::io(
+                        "make durable the removal of",
+                        self.root.clone(),
+                        io::Error::other(message.clone()),
+                    ));
+                }
+            }
+        }
+        results
     }
 
     /// Removes the stale copy beside `found`, if there is one: unlinked if
@@ -316,7 +361,7 @@ impl FileBackend {
     pub(super) fn tidy(&self, found: &Found) -> Result<()> {
         self.drop_stale(found)?;
         if found.area == Area::Active && found.task.is_terminal() {
-            self.move_to_done(&found.task.id, found.task.expires_at())?;
+            self.move_to_done(&found.task)?;
         }
         Ok(())
     }
@@ -349,5 +394,22 @@ impl FileBackend {
         let mut state = self.snapshot.lock();
         self.refresh(&mut state)?;
         Ok(state.active())
+    }
+}
+
+/// The directories a batch of removals changed, to make durable once.
+#[derive(Debug, Default)]
+pub(super) struct Touched {
+    active: bool,
+    done: bool,
+    expiring: bool,
+}
+
+impl Touched {
+    fn mark(&mut self, area: Area) {
+        match area {
+            Area::Active => self.active = true,
+            Area::Done => self.done = true,
+        }
     }
 }

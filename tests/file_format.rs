@@ -1,0 +1,202 @@
+//! The on-disk format's moving parts: the `expiring/` index the sweep reads
+//! instead of history, moving a store of format 1 to format 2, and the
+//! compaction of directories that grew and emptied.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use taskstore::{FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore};
+use time::OffsetDateTime;
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap())
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> FileStore {
+    FileStore::builder(dir)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap()
+}
+
+#[test]
+fn a_finished_task_with_a_ttl_is_indexed_and_swept_without_reading_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let short = store
+        .create(NewTask::new().ttl(Duration::from_secs(10)))
+        .unwrap();
+    let long = store
+        .create(NewTask::new().ttl(Duration::from_secs(100)))
+        .unwrap();
+    let forever = store.create(NewTask::new()).unwrap();
+    for t in [&short, &long, &forever] {
+        assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
+    }
+    let index = dir.path().join("expiring");
+    let entries = names(&index);
+    assert_eq!(
+        entries.len(),
+        2,
+        "one entry per finished task with a TTL: {entries:?}"
+    );
+    for (task, entry) in [(&short, &entries[0]), (&long, &entries[1])] {
+        assert!(entry.ends_with(task.id.as_str()), "{entry}");
+        let linked = fs::metadata(index.join(entry)).unwrap();
+        let file = fs::metadata(dir.path().join("done").join(format!("{}.json", task.id))).unwrap();
+        assert_eq!(linked.ino(), file.ino(), "the entry is the task's file");
+    }
+    // A file in done/ that the sweep must never read: it is not indexed.
+    fs::write(dir.path().join("done/never-read.json"), b"{ not json").unwrap();
+    clock.advance(Duration::from_secs(10));
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, 1);
+    assert!(
+        swept.skipped.is_empty(),
+        "history was not read: {:?}",
+        swept.skipped
+    );
+    assert_eq!(names(&index).len(), 1);
+    assert!(
+        !dir.path()
+            .join("done")
+            .join(format!("{}.json", short.id))
+            .exists()
+    );
+    assert!(dir.path().join("done/never-read.json").exists());
+    // A delete removes the entry too.
+    assert!(store.delete(&long.id).unwrap());
+    assert!(names(&index).is_empty());
+}
+
+#[test]
+fn a_stale_index_entry_is_removed_and_never_deletes_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let task = store
+        .create(
+            NewTask::new()
+                .id(TaskId::parse("t").unwrap())
+                .ttl(Duration::from_secs(5)),
+        )
+        .unwrap();
+    let _ = store.complete(&task.id, json!(1)).unwrap();
+    let index = dir.path().join("expiring");
+    let entry = names(&index).pop().unwrap();
+    // The entry no longer the task's file (a crash between a move's steps
+    // can leave that): a copy instead of a link.
+    fs::remove_file(index.join(&entry)).unwrap();
+    fs::write(index.join(&entry), b"x").unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.sweep().unwrap().deleted, 0);
+    assert!(names(&index).is_empty(), "the stale entry is gone");
+    assert!(
+        dir.path().join("done/t.json").exists(),
+        "the task is not the sweep's to delete"
+    );
+}
+
+#[test]
+fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let ttl_ids: Vec<TaskId> = {
+        let store = open(dir.path(), &clock);
+        (0..5)
+            .map(|i| {
+                let t = store
+                    .create(NewTask::new().ttl(Duration::from_secs(10 + i)))
+                    .unwrap();
+                let _ = store.complete(&t.id, json!(i)).unwrap();
+                t.id
+            })
+            .collect()
+    };
+    // Make it what format 1 was: no expiring/ index, marker 1.
+    fs::remove_dir_all(dir.path().join("expiring")).unwrap();
+    fs::write(
+        dir.path().join("taskstore.json"),
+        b"{\"format\":1,\"kind\":\"taskstore\"}\n",
+    )
+    .unwrap();
+    let store = open(dir.path(), &clock);
+    let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
+    assert!(marker.contains("\"format\":2"), "{marker}");
+    assert_eq!(names(&dir.path().join("expiring")).len(), ttl_ids.len());
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(store.sweep().unwrap().deleted, ttl_ids.len());
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+}
+
+#[test]
+fn a_directory_that_grew_and_emptied_is_compacted_when_no_one_else_has_the_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let ids: Vec<TaskId> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    let keep = store.create(NewTask::new().metadata("keep", true)).unwrap();
+    for id in &ids {
+        assert!(store.delete(id).unwrap());
+    }
+    let active = dir.path().join("active");
+    let grown = fs::metadata(&active).unwrap().size();
+    // On file systems whose directories shrink by themselves there is
+    // nothing to show.
+    if grown < 64 * 1024 {
+        eprintln!(
+            "file_format: this file system shrinks directories ({grown} bytes); nothing to compact"
+        );
+        return;
+    }
+    // Another handle has it open: no compaction.
+    let other = FileStore::open(dir.path()).unwrap();
+    assert_eq!(fs::metadata(&active).unwrap().size(), grown);
+    drop(other);
+    drop(store);
+    // Alone: compacted, every task still there.
+    let store = FileStore::open(dir.path()).unwrap();
+    let compacted = fs::metadata(dir.path().join("active")).unwrap().size();
+    assert!(compacted * 8 < grown, "{grown} -> {compacted} bytes");
+    assert_eq!(store.get(&keep.id).unwrap(), Some(keep.clone()));
+    assert_eq!(store.list(&ListQuery::active()).unwrap().tasks, vec![keep]);
+    assert!(!dir.path().join("active.compact").exists());
+    assert_eq!(common::files_in(dir.path(), "active").len(), 1);
+}
+
+#[test]
+fn a_leftover_of_an_interrupted_compaction_is_removed_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    drop(store);
+    // A compaction that stopped after linking: second names of the same files.
+    let leftover = dir.path().join("active.compact");
+    fs::create_dir(&leftover).unwrap();
+    let file = format!("{}.json", task.id);
+    fs::hard_link(dir.path().join("active").join(&file), leftover.join(&file)).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert!(!leftover.exists());
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+}
