@@ -15,8 +15,8 @@
 //! - a task that decodes encodes and decodes to the same task;
 //! - a listing never fails on a bad file: it returns the task, or nothing
 //!   and the file is set aside in `quarantine/`;
-//! - a handle whose clock stands at the end of time sees exactly the tasks
-//!   with no TTL;
+//! - a handle whose clock stands at the end of time sees every task without
+//!   a TTL and none whose `createdAt + ttl` lies before that instant;
 //! - an `update` fails as `get` did, or applies to the task as read: the
 //!   revision up by one, the rest unchanged (a terminal task is returned
 //!   untouched, an expired one is not found), and what it wrote reads back.
