@@ -97,6 +97,15 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The task is at the highest revision there is: no further write can
+    /// be counted. Only a file another program wrote can get there; nothing
+    /// was changed.
+    #[error("task {id} is at the highest revision; no further write can be applied")]
+    RevisionOverflow {
+        /// The task.
+        id: TaskId,
+    },
+
     /// Creating the task would exceed the cap on active (non-terminal) tasks.
     #[error("cannot create task {id}: {limit} active tasks is the configured maximum")]
     TooManyActive {

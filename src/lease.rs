@@ -54,13 +54,14 @@ impl Lease {
 
     /// Makes an orphan this handle's, to resume it: a new owner epoch and
     /// a fresh lease (bumps the revision, leaves `last_updated_at` alone).
-    pub fn take_over(&self, task: &mut Task, now: OffsetDateTime) {
+    pub fn take_over(&self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
+        task.next_revision()?;
         self.own(task, now);
-        task.epoch += 1;
-        task.revision += 1;
+        task.epoch = task.epoch.saturating_add(1);
         if let Some(resume) = &mut task.resume {
-            resume.attempts += 1;
+            resume.attempts = resume.attempts.saturating_add(1);
         }
+        Ok(())
     }
 
     /// Whether this handle owns `task`: the same instance id and the same
@@ -82,9 +83,10 @@ impl Lease {
 
     /// Renews the lease of a task this instance owns (bumps the revision,
     /// leaves `last_updated_at` alone: nothing a client sees has changed).
-    pub fn renew(&self, task: &mut Task, now: OffsetDateTime) {
+    pub fn renew(&self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
+        task.next_revision()?;
         task.lease_expires_at = Some(self.until(now));
-        task.revision += 1;
+        Ok(())
     }
 }
 

@@ -16,6 +16,12 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 /// The largest payload cap a store accepts (larger settings are lowered to it).
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
+/// How far past the payload cap the store's own changes to a task it
+/// accepted may take it: a renewed lease's longer timestamp, a new owner's
+/// identity, an orphan's error. A host's writes never get this room, so a
+/// task the store accepted can always be renewed, claimed and reaped.
+pub const OWN_HEADROOM: usize = 2 * 1024;
+
 /// How deep a JSON value in a task (a result, error, input request, one
 /// metadata value, a resumable task's input or checkpoint) may nest: each
 /// array or object is one level.
@@ -51,12 +57,22 @@ impl Limits {
     /// `task` as a backend stores it, if it is within the caps: no value
     /// nested over [`MAX_DEPTH`], and its JSON no larger than the payload cap.
     pub fn record(&self, task: Task) -> Result<Record> {
+        self.record_within(task, self.max_payload_bytes)
+    }
+
+    /// `task` as a backend stores it, after a change the store made itself
+    /// (see [`OWN_HEADROOM`]).
+    pub fn record_own(&self, task: Task) -> Result<Record> {
+        self.record_within(task, self.max_payload_bytes + OWN_HEADROOM)
+    }
+
+    fn record_within(&self, task: Task, limit: usize) -> Result<Record> {
         check_depth(&task)?;
         let json = serde_json::to_vec(&task).map_err(|source| Error::Encode {
             id: task.id.clone(),
             source,
         })?;
-        if json.len() > self.max_payload_bytes {
+        if json.len() > limit {
             return Err(Error::PayloadTooLarge {
                 id: task.id.clone(),
                 size: json.len(),

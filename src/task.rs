@@ -195,6 +195,22 @@ impl Task {
         self.status.is_terminal()
     }
 
+    /// Moves the revision on by one, for an applied write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RevisionOverflow`](crate::Error::RevisionOverflow) at the
+    /// highest revision (only a file another program wrote can be there).
+    pub(crate) fn next_revision(&mut self) -> crate::Result<()> {
+        self.revision =
+            self.revision
+                .checked_add(1)
+                .ok_or_else(|| crate::Error::RevisionOverflow {
+                    id: self.id.clone(),
+                })?;
+        Ok(())
+    }
+
     /// The order every listing uses: `created_at`, then id.
     pub(crate) fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
         (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
@@ -391,7 +407,7 @@ impl TaskUpdate {
     }
 
     /// Applies the update to a non-terminal task (checked by the caller).
-    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) {
+    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
         if let Some(status) = self.status {
             if status == TaskStatus::Working && self.input_requests.is_none() {
                 task.input_requests = None;
@@ -412,7 +428,7 @@ impl TaskUpdate {
         }
         task.metadata.extend(self.metadata);
         task.last_updated_at = now;
-        task.revision += 1;
+        task.next_revision()
     }
 }
 
@@ -440,7 +456,7 @@ impl Outcome {
 
     /// Applies the outcome to a non-terminal task (checked by the caller).
     /// A finished task keeps no resume state: nobody will resume it.
-    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) {
+    pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
         task.status = self.status();
         task.input_requests = None;
         task.resume = None;
@@ -454,7 +470,7 @@ impl Outcome {
             }
         }
         task.last_updated_at = now;
-        task.revision += 1;
+        task.next_revision()
     }
 }
 
@@ -539,11 +555,13 @@ mod tests {
         TaskUpdate::new()
             .status(TaskStatus::InputRequired)
             .input_requests(json!({"q": 1}))
-            .apply(&mut task, now);
+            .apply(&mut task, now)
+            .unwrap();
         assert_eq!(task.input_requests, Some(json!({"q": 1})));
         TaskUpdate::new()
             .status(TaskStatus::Working)
-            .apply(&mut task, now);
+            .apply(&mut task, now)
+            .unwrap();
         assert_eq!(task.input_requests, None);
         assert_eq!(task.revision, 3);
     }

@@ -274,20 +274,34 @@ fn capped_store(dir: &Path, clock: &ManualClock, cap: usize) -> FileStore {
 /// it alive. (`MemoryStore` checks neither, so the backends disagree.)
 #[test]
 fn a_task_near_the_payload_cap_can_renew_its_lease() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap());
-    let roomy = capped_store(dir.path(), &clock, 1 << 20);
-    let task = roomy
-        .create(NewTask::new().metadata("pad", "x".repeat(500)))
-        .unwrap();
-    // The cap is exactly the size the store accepted.
-    let cap = serde_json::to_vec(&task).unwrap().len();
+    let new = || {
+        NewTask::new()
+            .id(TaskId::parse("near-cap").unwrap())
+            .metadata("pad", "x".repeat(5_000))
+    };
+    // The size of exactly this task, measured in a store of its own.
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = capped_store(probe_dir.path(), &clock, 1 << 20);
+    let cap = serde_json::to_vec(&probe.create(new()).unwrap())
+        .unwrap()
+        .len();
+    // The owner's store, whose cap is exactly the size it accepted.
+    let dir = tempfile::tempdir().unwrap();
     let store = capped_store(dir.path(), &clock, cap);
+    let task = store.create(new()).unwrap();
+    assert_eq!(serde_json::to_vec(&task).unwrap().len(), cap);
     clock.advance(Duration::from_millis(1));
     let renewed = store.renew_lease(&task.id);
     assert!(
         matches!(renewed, Ok(Transition::Applied(_))),
         "renewal of a task the store accepted at {cap} bytes: {renewed:?}"
+    );
+    // And what it renewed reads back, from another handle too.
+    let fresh = capped_store(dir.path(), &clock, cap);
+    assert_eq!(
+        fresh.get(&task.id).unwrap().as_ref(),
+        Some(renewed.unwrap().task())
     );
 }
 

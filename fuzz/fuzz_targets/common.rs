@@ -51,11 +51,14 @@ pub fn file_store(dir: &Path, config: &StoreConfig) -> Result<FileStore> {
 
 /// A new `MemoryStore`. The only place a target builds one.
 pub fn memory_store(config: &StoreConfig) -> MemoryStore {
-    MemoryStore::with_clock(Arc::new(config.clock.clone()))
-        .with_instance_id(config.instance_id.clone())
-        .with_lease(config.lease)
-        .with_max_active(config.max_active)
-        .with_max_payload_bytes(config.max_payload_bytes)
+    MemoryStore::builder()
+        .clock(Arc::new(config.clock.clone()))
+        .instance_id(config.instance_id.clone())
+        .lease(config.lease)
+        .max_active(config.max_active)
+        .max_payload_bytes(config.max_payload_bytes)
+        .build()
+        .expect("the fuzz targets' settings are valid")
 }
 
 /// A new, empty scratch directory for this process: under

@@ -101,6 +101,10 @@ fn envelope<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a RawValue> {
     if bytes.is_empty() {
         return Err(Error::corrupt(path, "empty file"));
     }
+    // An object, not whatever else `serde` reads a struct from (an array).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::corrupt(path, "not a task file: not a JSON object"));
+    }
     let envelope: Envelope<'a> = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, format!("not a task file: {e}")))?;
     let format = envelope

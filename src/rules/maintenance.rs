@@ -135,16 +135,16 @@ impl<B: Backend> Store<B> {
     fn orphan_failed(&self, current: &Task, now: OffsetDateTime) -> Result<Record> {
         let error = lease::orphan_error(current, &self.settings.lease.instance_id);
         let mut next = current.clone();
-        Outcome::Failed(error.clone()).apply(&mut next, now);
+        Outcome::Failed(error.clone()).apply(&mut next, now)?;
         self.settings.lease.after_write(&mut next, now);
-        match self.settings.limits.record(next.clone()) {
+        match self.settings.limits.record_own(next.clone()) {
             Err(Error::PayloadTooLarge { .. } | Error::TooDeep { .. }) => {
                 let mut error = error;
                 error["dropped"] = serde_json::json!(["metadata", "statusMessage"]);
                 next.metadata.clear();
                 next.status_message = None;
                 next.error = Some(error);
-                self.settings.limits.record(next)
+                self.settings.limits.record_own(next)
             }
             other => other,
         }
@@ -164,8 +164,12 @@ impl<B: Backend> Store<B> {
                 continue;
             }
             let mut next = task.clone();
-            self.settings.lease.take_over(&mut next, now);
-            match self.settings.limits.record(next) {
+            let taken = self
+                .settings
+                .lease
+                .take_over(&mut next, now)
+                .and_then(|()| self.settings.limits.record_own(next));
+            match taken {
                 Ok(next) => pairs.push((task, next)),
                 Err(error) => claimed.missed.push(Missed { id: task.id, error }),
             }
@@ -204,8 +208,8 @@ impl<B: Backend> Store<B> {
                 continue;
             }
             let mut next = task.clone();
-            lease.renew(&mut next, now);
-            pairs.push((task, self.settings.limits.record(next)?));
+            lease.renew(&mut next, now)?;
+            pairs.push((task, self.settings.limits.record_own(next)?));
         }
         let results = self.backend.replace_all(&pairs);
         let (mut renewed, mut first_error) = (0, None);

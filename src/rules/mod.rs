@@ -270,22 +270,17 @@ impl<B: Backend> TaskStore for Store<B> {
             });
         }
         self.write(id, update.fence(), |task, now| {
-            update.clone().apply(task, now);
-            Ok(())
+            update.clone().apply(task, now)
         })
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
-        self.write(id, None, |task, now| {
-            outcome.clone().apply(task, now);
-            Ok(())
-        })
+        self.write(id, None, |task, now| outcome.clone().apply(task, now))
     }
 
     fn finish_fenced(&self, id: &TaskId, outcome: Outcome, epoch: u64) -> Result<Transition> {
         self.write(id, Some(epoch), |task, now| {
-            outcome.clone().apply(task, now);
-            Ok(())
+            outcome.clone().apply(task, now)
         })
     }
 
@@ -337,8 +332,8 @@ impl<B: Backend> TaskStore for Store<B> {
                 });
             }
             let mut next = current.clone();
-            lease.renew(&mut next, now);
-            Ok(Change::Replace(self.settings.limits.record(next)?))
+            lease.renew(&mut next, now)?;
+            Ok(Change::Replace(self.settings.limits.record_own(next)?))
         })?;
         match modified {
             Modified::Kept(task) if kept == Some(Kept::Terminal) => {
