@@ -1,7 +1,5 @@
 //! What the fuzz targets (`fuzz/`) found, each as a plain test through the
-//! public API. These tests fail until the bug they pin is fixed; the fuzz
-//! targets steer around them only with `TASKSTORE_FUZZ_AVOID_KNOWN=1`
-//! (`fuzz/fuzz_targets/common.rs`, module `known`).
+//! public API, so that none of it comes back.
 
 use std::fs;
 use std::path::Path;

@@ -2,27 +2,41 @@
 //! `FileStore` (tmpfs, `Durability::Eventual`) and on a `MemoryStore`.
 //!
 //! The input decodes (with `arbitrary`) into a clock start and a list of
-//! operations: create (host-chosen or random id, TTL, poll interval,
-//! message, metadata), update (status, message, input requests, poll
-//! interval, metadata), complete/fail/cancel with JSON payloads (nested
-//! arrays and objects, odd strings and numbers, long strings), delete, get,
-//! list (status filter, page size, following cursors, or a made-up cursor),
-//! sweep, advance the `ManualClock`, renew a lease, reap orphans, and drop
-//! and reopen the file store (as the same instance or a new one).
+//! operations, each made by one of three handles on the same store: the
+//! main one, a second instance (`claimer`) and a third with a larger
+//! payload cap (`big`, whose tasks are over the others' cap). Operations:
+//! create (host-chosen or random id, TTL, poll interval, message, metadata,
+//! resumable with a kind, input and attempts), update (status, message,
+//! input requests, poll interval, metadata, checkpoint, fence),
+//! complete/fail/cancel with JSON payloads (nested arrays and objects, odd
+//! strings and numbers, long strings), `finish_fenced` and fenced
+//! checkpoints at the current, an older or a later epoch, delete, get, list
+//! (status filter, page size, `limit(0)`, following cursors, or a made-up
+//! cursor), sweep, advance the `ManualClock` or set it back, renew one
+//! lease or all, reap orphans, claim resumable orphans (also after moving
+//! the clock past a lease, by the second instance), and drop and reopen
+//! the main handle (as the same instance id or a new one).
 //!
 //! Properties, for both stores:
-//! - every `Ok` result is exactly the model's task (all fields, payloads
-//!   included); the revision rises by exactly one per applied write; a
-//!   terminal task never changes (`AlreadyTerminal` returns it untouched);
+//! - every result is exactly the model's: every task returned (all fields,
+//!   payloads, owner, token, epoch and resume state included), every
+//!   transition (`Applied`, `AlreadyTerminal`, `Fenced`), every count of a
+//!   sweep or of renewals, every page and whether it has a next one, every
+//!   task a reap or a claim returns and every one it missed;
 //! - every `Err` is the documented typed error the model predicts for that
 //!   call (`NotFound`, `AlreadyExists`, `TooManyActive`, `PayloadTooLarge`
-//!   with the exact size, `TerminalStatusInUpdate`, `NotOwner`,
-//!   `InvalidCursor`), naming the task;
-//! - listings page through exactly the model's live tasks in
-//!   (`createdAt`, id) order;
-//! - file store: every write it acknowledged reads back equal from another
-//!   handle at once and from a reopened one; nothing is ever set aside as
-//!   corrupt and no temp file is left behind.
+//!   with the exact size, `TooDeep` with the depth, `TerminalStatusInUpdate`,
+//!   `NotOwner`, `InvalidQuery`, `InvalidCursor`), naming the task;
+//! - a handle's identity is its instance id and its open: a reopened handle
+//!   owns none of the tasks the earlier one created;
+//! - the time a handle goes by never goes back, even when the clock does,
+//!   and a handle that meets an expired task deletes it;
+//! - every write reads back equal from another handle at once, and from a
+//!   reopened one;
+//! - nothing is ever reported unreadable or set aside; file store: the
+//!   files in `active/`, `done/` and `expiring/` are exactly the model's
+//!   running tasks, finished tasks and finished tasks with a TTL, and no
+//!   temp file is left behind.
 
 #![no_main]
 
@@ -30,6 +44,7 @@ mod common;
 mod ops_input;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -37,16 +52,16 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use taskstore::{
-    Clock, Error, FileStore, ListQuery, ManualClock, NewTask, Outcome, Task, TaskId, TaskStatus,
+    Clock, DEFAULT_MAX_ATTEMPTS, Error, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES, ManualClock,
+    MemoryBackend, Missed, NewTask, OWN_HEADROOM, Outcome, Resume, Task, TaskId, TaskStatus,
     TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use common::known::{self, Bug};
-use common::{StoreConfig, count_entries, empty_dir, file_store, memory_store};
+use common::{StoreConfig, count_entries, depth, empty_dir, file_store, memory_store_on};
 use ops_input::{
-    Create, Input, ListWithCursor, MAX_PAYLOAD_BYTES, Op, Status, Text, Update, metadata, payload,
+    Create, Finish, Input, Kind, ListWithCursor, Op, Status, Text, Update, Who, metadata, payload,
     whole_millis,
 };
 
@@ -56,6 +71,25 @@ const MAX_ACTIVE: usize = 6;
 const LEASE: Duration = Duration::from_secs(20);
 /// Host-chosen ids come from a few slots, so operations meet.
 const SLOTS: u8 = 8;
+/// The payload cap of every handle but `big`: the smallest a store takes,
+/// so that the fuzzer reaches it.
+const CAP: usize = MIN_MAX_PAYLOAD_BYTES;
+/// The payload cap of `big`: its tasks can be as large as the store's own
+/// changes may make the others' (a file any handle still reads).
+const BIG_CAP: usize = CAP + OWN_HEADROOM;
+
+/// The handles, by index into `Run::handles`.
+const MAIN: usize = 0;
+const CLAIMER: usize = 1;
+const BIG: usize = 2;
+/// Reads every write back; makes no other call.
+const READER: usize = 3;
+
+/// What a token looks like until the handle's first task shows it: the
+/// length of the real one (a simple UUID), for the sizes of its tasks.
+const TOKEN_PLACEHOLDER: &str = "00000000000000000000000000000000";
+/// What a store-chosen id looks like until the store chooses it.
+const ID_PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 
 // Typed input: `cargo fuzz fmt ops <file>` prints the operations.
 fuzz_target!(|input: Input| {
@@ -77,78 +111,128 @@ fn store_dir() -> &'static PathBuf {
     DIR.get_or_init(|| common::scratch_dir("ops").join("store"))
 }
 
-/// Whose content a write adds (see `Run::written`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cap {
-    Host,
-    Store,
+/// One handle on the store under test, and what the model knows of it.
+struct Handle {
+    instance_id: String,
+    cap: usize,
+    /// The token of this open, once a task it owns has shown it.
+    token: Option<String>,
+    /// The latest time this handle has read: the time it goes by never
+    /// goes back.
+    high_water: Option<OffsetDateTime>,
+    store: Box<dyn TaskStore>,
 }
 
-/// The stores under test.
-#[allow(clippy::large_enum_variant)] // one per run
-enum Stores {
-    File {
-        store: FileStore,
-        /// Another handle on the same directory: reads back every write.
-        reader: FileStore,
-    },
-    Memory(taskstore::MemoryStore),
+/// Why the model says a call fails: the error's kind and what it carries
+/// besides the task id (which every one of them but the query errors names).
+#[derive(Clone, Debug, PartialEq)]
+enum Refusal {
+    NotFound,
+    AlreadyExists,
+    TooManyActive,
+    PayloadTooLarge { size: usize, limit: usize },
+    TooDeep { depth: usize },
+    NotOwner { owner: Option<String> },
+    TerminalStatusInUpdate { status: TaskStatus },
+    InvalidQuery,
+    InvalidCursor { shown: String },
+}
+
+type Want<T> = Result<T, Refusal>;
+
+/// The refusal an error is, and the task it names (checking what the
+/// model does not predict: the limits every error carries).
+fn observed(error: Error) -> (Refusal, Option<TaskId>) {
+    match error {
+        Error::NotFound { id } => (Refusal::NotFound, Some(id)),
+        Error::AlreadyExists { id } => (Refusal::AlreadyExists, Some(id)),
+        Error::TooManyActive { id, limit } => {
+            assert_eq!(limit, MAX_ACTIVE, "TooManyActive names the cap");
+            (Refusal::TooManyActive, Some(id))
+        }
+        Error::PayloadTooLarge { id, size, limit } => {
+            (Refusal::PayloadTooLarge { size, limit }, Some(id))
+        }
+        Error::TooDeep { id, depth, limit } => {
+            assert_eq!(limit, MAX_DEPTH, "TooDeep names the limit");
+            (Refusal::TooDeep { depth }, Some(id))
+        }
+        Error::NotOwner { id, owner } => (Refusal::NotOwner { owner }, Some(id)),
+        Error::TerminalStatusInUpdate { id, status } => {
+            (Refusal::TerminalStatusInUpdate { status }, Some(id))
+        }
+        Error::InvalidQuery { reason } => {
+            assert!(!reason.is_empty(), "InvalidQuery says why");
+            (Refusal::InvalidQuery, None)
+        }
+        Error::InvalidCursor { cursor } => (Refusal::InvalidCursor { shown: cursor }, None),
+        other => panic!("an error the model never predicts: {other:?}"),
+    }
+}
+
+/// Checks a call's result against the model's; an error must name `id`.
+fn check<T: PartialEq + Debug>(
+    what: &str,
+    id: Option<&TaskId>,
+    got: taskstore::Result<T>,
+    want: &Want<T>,
+) {
+    match (got, want) {
+        (Ok(got), Ok(want)) => assert_eq!(&got, want, "{what}"),
+        (Err(error), Err(want)) => {
+            let (refusal, named) = observed(error);
+            assert_eq!(&refusal, want, "{what}");
+            if named.is_some() {
+                assert_eq!(named.as_ref(), id, "{what}: the error names the task");
+            }
+        }
+        (got, want) => panic!("{what}: got {got:?}, the model says {want:?}"),
+    }
 }
 
 struct Run {
     backend: Backend,
     clock: ManualClock,
-    config: StoreConfig,
-    stores: Stores,
-    instances: u32,
-    /// Every task the store holds, expired ones included (until swept).
+    /// The memory store's tasks, shared by its handles.
+    memory: MemoryBackend,
+    handles: Vec<Handle>,
+    /// How many instance ids the main handle has had.
+    main_instances: u32,
+    /// Every task the store holds, expired ones included (until deleted).
     tasks: BTreeMap<TaskId, Task>,
-    /// Expired tasks that a create at the active cap may have swept.
-    maybe_swept: BTreeSet<TaskId>,
+    /// Every token a handle has shown: each open has its own.
+    tokens: BTreeSet<String>,
 }
 
 fn run(backend: Backend, start: OffsetDateTime, ops: &[Op]) {
-    let clock = ManualClock::new(start);
-    let mut config = StoreConfig::new(&clock, "instance-0");
-    config.lease = LEASE;
-    config.max_active = MAX_ACTIVE;
-    config.max_payload_bytes = MAX_PAYLOAD_BYTES;
-    let stores = match backend {
-        Backend::File => {
-            let dir = store_dir();
-            for area in ["active", "done", "tmp", "quarantine"] {
-                empty_dir(&dir.join(area));
-            }
-            Stores::File {
-                store: file_store(dir, &config).expect("open the store"),
-                reader: open_reader(&config),
-            }
-        }
-        Backend::Memory => Stores::Memory(memory_store(&config)),
-    };
+    if backend == Backend::File {
+        // A new store for every input.
+        empty_dir(store_dir());
+    }
     let mut run = Run {
         backend,
-        clock,
-        config,
-        stores,
-        instances: 0,
+        clock: ManualClock::new(start),
+        memory: MemoryBackend::new(),
+        handles: Vec::new(),
+        main_instances: 0,
         tasks: BTreeMap::new(),
-        maybe_swept: BTreeSet::new(),
+        tokens: BTreeSet::new(),
     };
+    for (instance_id, cap) in [
+        ("instance-0", CAP),
+        ("claimer", CAP),
+        ("big", BIG_CAP),
+        ("reader", CAP),
+    ] {
+        let handle = run.open(instance_id, cap);
+        run.handles.push(handle);
+    }
     for op in ops {
         run.apply(op);
+        run.files_agree();
     }
-    if backend == Backend::File {
-        run.reopen(false);
-        let dir = store_dir();
-        assert_eq!(count_entries(&dir.join("tmp")), 0, "temp files left behind");
-    }
-}
-
-fn open_reader(config: &StoreConfig) -> FileStore {
-    let mut reader = config.clone();
-    reader.instance_id = "reader".into();
-    file_store(store_dir(), &reader).expect("open the reader")
+    run.reopen(false);
+    run.files_agree();
 }
 
 /// `createdAt + ttl <= now`, in plain nanoseconds (expiry is inclusive).
@@ -159,8 +243,17 @@ fn expired(task: &Task, now: OffsetDateTime) -> bool {
     })
 }
 
+/// When a lease taken at `now` lapses.
+fn lease_until(now: OffsetDateTime) -> OffsetDateTime {
+    now + LEASE
+}
+
 fn encoded_size(task: &Task) -> usize {
     serde_json::to_vec(task).expect("a task encodes").len()
+}
+
+fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
+    (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
 }
 
 fn slot_id(slot: u8) -> TaskId {
@@ -179,16 +272,217 @@ fn is_generated_id(id: &TaskId) -> bool {
         })
 }
 
+/// A token: as long as the placeholder, lowercase hex.
+fn is_token(token: &str) -> bool {
+    token.len() == TOKEN_PLACEHOLDER.len()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `task` is an orphan at `now`: running, its lease lapsed.
+fn orphan(task: &Task, now: OffsetDateTime) -> bool {
+    !task.is_terminal() && task.lease_expires_at.is_some_and(|at| now >= at)
+}
+
+/// Whether a reap at `now` fails the orphan `task`: at once if it cannot
+/// be resumed; a resumable one once it is out of attempts, or has waited
+/// one lease (the default claim grace) for a claim.
+fn reapable(task: &Task, now: OffsetDateTime) -> bool {
+    orphan(task, now)
+        && task.resume.as_ref().is_none_or(|resume| {
+            let lapsed = task.lease_expires_at.expect("an orphan had a lease");
+            resume.attempts >= resume.max_attempts || now >= lapsed + LEASE
+        })
+}
+
+/// Whether a claim of `kinds` at `now` takes the orphan `task`.
+fn claimable(task: &Task, now: OffsetDateTime, kinds: &[String]) -> bool {
+    orphan(task, now)
+        && task.resume.as_ref().is_some_and(|resume| {
+            resume.attempts < resume.max_attempts && kinds.contains(&resume.kind)
+        })
+}
+
+/// The error a reaper records on an orphan.
+fn orphan_error(task: &Task, reaper: &str) -> Value {
+    let owner = task.owner.as_deref().expect("every task has an owner here");
+    let lapsed = task
+        .lease_expires_at
+        .expect("an orphan had a lease")
+        .format(&Rfc3339)
+        .expect("formats");
+    let mut error = json!({
+        "code": "orphaned",
+        "message": format!(
+            "task {} was abandoned: its owner {owner} stopped renewing its lease",
+            task.id
+        ),
+        "owner": owner,
+        "leaseExpiredAt": lapsed,
+        "reapedBy": reaper,
+    });
+    if let Some(resume) = &task.resume {
+        error["kind"] = json!(resume.kind);
+        error["attempts"] = json!(resume.attempts);
+        error["maxAttempts"] = json!(resume.max_attempts);
+    }
+    error
+}
+
+/// What `complete`, `fail` and `cancel` make of a running task (the
+/// revision and lease are the caller's).
+fn finish(task: &mut Task, now: OffsetDateTime, outcome: Outcome) {
+    task.status = outcome.status();
+    task.input_requests = None;
+    task.resume = None;
+    match outcome {
+        Outcome::Completed(result) => task.result = Some(result),
+        Outcome::Failed(error) => task.error = Some(error),
+        Outcome::Cancelled(message) => {
+            if message.is_some() {
+                task.status_message = message;
+            }
+        }
+        _ => unreachable!("no other outcome"),
+    }
+    task.last_updated_at = now;
+}
+
+/// A cursor as the store hands them out, `c1.<createdAt nanos>.<id>`,
+/// read back into the listing position it stands for.
+fn decode_cursor(raw: &str) -> Want<(OffsetDateTime, TaskId)> {
+    let invalid = || Refusal::InvalidCursor {
+        shown: raw.chars().take(200).collect(),
+    };
+    let rest = raw.strip_prefix("c1.").ok_or_else(invalid)?;
+    let (nanos, id) = rest.split_once('.').ok_or_else(invalid)?;
+    let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+    let id = TaskId::parse(id).map_err(|_| invalid())?;
+    Ok((at, id))
+}
+
 impl Run {
-    fn store(&self) -> &dyn TaskStore {
-        match &self.stores {
-            Stores::File { store, .. } => store,
-            Stores::Memory(store) => store,
+    fn open(&self, instance_id: &str, cap: usize) -> Handle {
+        let mut config = StoreConfig::new(&self.clock, instance_id);
+        config.lease = LEASE;
+        config.max_active = MAX_ACTIVE;
+        config.max_payload_bytes = cap;
+        let store: Box<dyn TaskStore> = match self.backend {
+            Backend::File => Box::new(file_store(store_dir(), &config).expect("open the store")),
+            Backend::Memory => Box::new(memory_store_on(&self.memory, &config)),
+        };
+        assert_eq!(store.instance_id(), instance_id);
+        Handle {
+            instance_id: instance_id.to_owned(),
+            cap,
+            token: None,
+            high_water: None,
+            store,
         }
     }
 
-    fn now(&self) -> OffsetDateTime {
-        self.clock.now()
+    fn store(&self, h: usize) -> &dyn TaskStore {
+        &*self.handles[h].store
+    }
+
+    /// The handle `who` names. `big` makes host writes only: its own
+    /// changes (renewals, claims, reaps) may take a task to its cap plus
+    /// `OWN_HEADROOM`, a file the other handles would refuse to read
+    /// (`FileTooLarge`), which this model leaves out.
+    fn who(who: Who, host_write: bool) -> usize {
+        match who {
+            Who::Main => MAIN,
+            Who::Claimer => CLAIMER,
+            Who::Big if host_write => BIG,
+            Who::Big => MAIN,
+        }
+    }
+
+    /// The time handle `h` goes by, read as the store reads it: the clock,
+    /// never earlier than a time the handle has read before.
+    fn now(&mut self, h: usize) -> OffsetDateTime {
+        let clock = self.clock.now();
+        let handle = &mut self.handles[h];
+        let now = handle.high_water.map_or(clock, |seen| seen.max(clock));
+        handle.high_water = Some(now);
+        now
+    }
+
+    /// Handle `h`'s token, or a placeholder as long as one.
+    fn token(&self, h: usize) -> String {
+        self.handles[h]
+            .token
+            .clone()
+            .unwrap_or_else(|| TOKEN_PLACEHOLDER.to_owned())
+    }
+
+    /// Learns handle `h`'s token from a task it owns; returns it.
+    fn learn_token(&mut self, h: usize, task: &Task) -> String {
+        let got = task.owner_token.clone().expect("an owned task has a token");
+        if let Some(token) = &self.handles[h].token {
+            assert_eq!(&got, token, "a handle keeps its token");
+            return got;
+        }
+        assert!(is_token(&got), "token {got:?}");
+        assert!(
+            self.tokens.insert(got.clone()),
+            "two opens share token {got}"
+        );
+        self.handles[h].token = Some(got.clone());
+        got
+    }
+
+    /// Whether handle `h` owns `task`: its instance id and its open.
+    fn owns(&self, h: usize, task: &Task) -> bool {
+        let handle = &self.handles[h];
+        task.owner.as_deref() == Some(handle.instance_id.as_str())
+            && handle.token.is_some()
+            && task.owner_token == handle.token
+    }
+
+    /// What a write by handle `h` does to the lease: a terminal task holds
+    /// none; the owner's writes renew it; anyone else's leave it.
+    fn after_write(&self, h: usize, task: &mut Task, now: OffsetDateTime) {
+        if task.is_terminal() {
+            task.lease_expires_at = None;
+        } else if self.owns(h, task) {
+            task.lease_expires_at = Some(lease_until(now));
+        }
+    }
+
+    /// Whether handle `h` may write `task`: no value deeper than
+    /// `MAX_DEPTH` (the error names the deepest), and within its payload
+    /// cap, or past it by `OWN_HEADROOM` for the store's `own` changes.
+    fn recorded(&self, h: usize, task: &Task, own: bool) -> Want<()> {
+        let resume = task.resume.as_ref();
+        let deepest = [&task.result, &task.error, &task.input_requests]
+            .into_iter()
+            .flatten()
+            .chain(resume.map(|r| &r.input))
+            .chain(resume.and_then(|r| r.checkpoint.as_ref()))
+            .chain(task.metadata.values())
+            .map(depth)
+            .max()
+            .unwrap_or(0);
+        if deepest > MAX_DEPTH {
+            return Err(Refusal::TooDeep { depth: deepest });
+        }
+        let cap = self.handles[h].cap;
+        let size = encoded_size(task);
+        let limit = if own { cap + OWN_HEADROOM } else { cap };
+        if size > limit {
+            return Err(Refusal::PayloadTooLarge { size, limit: cap });
+        }
+        Ok(())
+    }
+
+    /// The model's tasks in listing order (`createdAt`, then id).
+    fn in_order(&self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.tasks.values().cloned().collect();
+        tasks.sort_by(listing_order);
+        tasks
     }
 
     /// The task a slot names: one of the fixed slots, or (for high slot
@@ -201,113 +495,164 @@ impl Run {
         slot_id(slot)
     }
 
-    fn live(&self, id: &TaskId) -> Option<&Task> {
-        let now = self.now();
-        self.tasks.get(id).filter(|t| !expired(t, now))
-    }
-
-    fn live_active(&self) -> usize {
-        let now = self.now();
-        self.tasks
-            .values()
-            .filter(|t| !expired(t, now) && !t.is_terminal())
-            .count()
-    }
-
-    fn lease_until(&self, now: OffsetDateTime) -> OffsetDateTime {
-        now + LEASE
-    }
-
-    /// Another handle reads `id` back as the model has it.
-    fn reads_back(&self, id: &TaskId) {
-        if let Stores::File { reader, .. } = &self.stores {
-            let got = reader
-                .get(id)
-                .unwrap_or_else(|e| panic!("read back {id}: {e}"));
-            assert_eq!(
-                got.as_ref(),
-                self.live(id),
-                "another handle reads {id} back"
-            );
-        }
+    /// The epoch the model has for `id` (1, the first, for a task it does
+    /// not know).
+    fn epoch(&self, id: &TaskId) -> u64 {
+        self.tasks.get(id).map_or(1, |t| t.epoch)
     }
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Create(op) => self.create(op),
-            Op::Update(op) => self.update(op),
-            Op::Complete { slot, result } => {
+            Op::Create { by, create } => self.create(Run::who(*by, true), create),
+            Op::Update { by, update } => self.update(Run::who(*by, true), update),
+            Op::Complete { by, slot, result } => {
+                let h = Run::who(*by, true);
                 let id = self.target(*slot);
                 let result = payload(result);
-                let got = self.store().complete(&id, result.clone());
-                self.mutation(&id, got, |task, now| {
-                    finish(task, now, Outcome::Completed(result));
-                });
+                let got = self.store(h).complete(&id, result.clone());
+                self.written(h, &id, None, got, Outcome::Completed(result));
             }
-            Op::Fail { slot, error } => {
+            Op::Fail { by, slot, error } => {
+                let h = Run::who(*by, true);
                 let id = self.target(*slot);
                 let error = payload(error);
-                let got = self.store().fail(&id, error.clone());
-                self.mutation(&id, got, |task, now| {
-                    finish(task, now, Outcome::Failed(error));
-                });
+                let got = self.store(h).fail(&id, error.clone());
+                self.written(h, &id, None, got, Outcome::Failed(error));
             }
-            Op::Cancel { slot, message } => {
+            Op::Cancel { by, slot, message } => {
+                let h = Run::who(*by, true);
                 let id = self.target(*slot);
                 let message = message.as_ref().map(Text::string);
-                let got = self.store().cancel(&id, message.clone());
-                self.mutation(&id, got, |task, now| {
-                    finish(task, now, Outcome::Cancelled(message));
-                });
+                let got = self.store(h).cancel(&id, message.clone());
+                self.written(h, &id, None, got, Outcome::Cancelled(message));
             }
-            Op::Delete { slot } => {
+            Op::FinishFenced {
+                by,
+                slot,
+                outcome,
+                epoch,
+            } => {
+                let h = Run::who(*by, true);
                 let id = self.target(*slot);
-                let live = self.live(&id).is_some();
-                let got = self.store().delete(&id);
-                assert_eq!(got.expect("delete"), live, "delete {id}");
-                self.tasks.remove(&id);
-                self.maybe_swept.remove(&id);
+                let epoch = epoch.resolve(self.epoch(&id));
+                let outcome = match outcome {
+                    Finish::Completed(result) => Outcome::Completed(payload(result)),
+                    Finish::Failed(error) => Outcome::Failed(payload(error)),
+                    Finish::Cancelled(message) => {
+                        Outcome::Cancelled(message.as_ref().map(Text::string))
+                    }
+                };
+                let got = self.store(h).finish_fenced(&id, outcome.clone(), epoch);
+                self.written(h, &id, Some(epoch), got, outcome);
+            }
+            Op::Checkpoint {
+                by,
+                slot,
+                checkpoint,
+                epoch,
+            } => {
+                let h = Run::who(*by, true);
+                let id = self.target(*slot);
+                let checkpoint = payload(checkpoint);
+                let fence = epoch.map(|e| e.resolve(self.epoch(&id)));
+                let mut update = TaskUpdate::new().checkpoint(checkpoint.clone());
+                if let Some(fence) = fence {
+                    update = update.fenced(fence);
+                }
+                let got = self.store(h).update(&id, update);
+                let want = self.model_write(h, &id, fence, |task, now| {
+                    if let Some(resume) = &mut task.resume {
+                        resume.checkpoint = Some(checkpoint);
+                    }
+                    task.last_updated_at = now;
+                });
+                check(
+                    &format!("checkpoint {id} at {fence:?}"),
+                    Some(&id),
+                    got,
+                    &want,
+                );
                 self.reads_back(&id);
             }
-            Op::Get { slot } => {
+            Op::Delete { by, slot } => {
+                let h = Run::who(*by, true);
                 let id = self.target(*slot);
-                let got = self.store().get(&id).expect("get");
-                assert_eq!(got.as_ref(), self.live(&id), "get {id}");
+                let got = self.store(h).delete(&id);
+                let want = match self.tasks.remove(&id) {
+                    None => false,
+                    Some(task) => !expired(&task, self.now(h)),
+                };
+                check(&format!("delete {id}"), Some(&id), got, &Ok(want));
+                self.reads_back(&id);
+            }
+            Op::Get { by, slot } => {
+                let h = Run::who(*by, true);
+                let id = self.target(*slot);
+                let got = self.store(h).get(&id);
+                let want = self.model_get(h, &id);
+                check(&format!("get {id}"), Some(&id), got, &Ok(want));
             }
             Op::List {
+                by,
                 active,
                 status,
                 limit,
             } => {
-                let mut query = if *active {
-                    ListQuery::active()
-                } else {
-                    ListQuery::all()
-                };
-                if let Some(status) = status {
-                    query = query.status(status.to_status());
-                }
-                let limit = (*limit != 0).then_some(usize::from(*limit % 8) + 1);
-                let got = self.list_all(&query, limit);
-                let want = self.listing(*active, status.map(Status::to_status));
-                assert_eq!(got, want, "list {query:?} by {limit:?}");
-                self.nothing_set_aside();
+                let limit = limit.map(|l| usize::from(l % 9));
+                self.list_all(
+                    Run::who(*by, true),
+                    *active,
+                    status.map(Status::to_status),
+                    limit,
+                );
             }
             Op::ListWithCursor(op) => self.list_with_cursor(op),
-            Op::Sweep => self.sweep(),
+            Op::Sweep { by } => self.sweep(Run::who(*by, true)),
             Op::Advance { ms } => self.clock.advance(Duration::from_millis((*ms).into())),
             Op::AdvanceLong { s } => self.clock.advance(Duration::from_secs((*s).into())),
-            Op::RenewLease { slot } => self.renew(*slot),
-            Op::ReapOrphans => self.reap(),
-            Op::Reopen { new_instance } => {
-                if self.backend == Backend::File {
-                    self.reopen(*new_instance);
-                }
+            Op::StepBack { ms } => {
+                let back = self.clock.now() - Duration::from_millis((*ms).into());
+                self.clock.set(back);
             }
+            Op::RenewLease { by, slot } => {
+                let id = self.target(*slot);
+                self.renew(Run::who(*by, false), &id);
+            }
+            Op::RenewLeases { by } => self.renew_all(Run::who(*by, false)),
+            Op::ReapOrphans { by } => self.reap(Run::who(*by, false)),
+            Op::Claim { by, kinds } => self.claim(Run::who(*by, false), kinds),
+            Op::ClaimAfterLease { kinds } => {
+                // Past every lease granted so far, as any handle saw the time.
+                let latest = self
+                    .handles
+                    .iter()
+                    .filter_map(|h| h.high_water)
+                    .fold(self.clock.now(), OffsetDateTime::max);
+                self.clock.set(latest + LEASE + Duration::from_millis(1));
+                self.claim(CLAIMER, kinds);
+            }
+            Op::Reopen { new_instance } => self.reopen(*new_instance),
         }
     }
 
-    fn create(&mut self, op: &Create) {
+    /// What `get` by handle `h` finds: an expired task it meets, it deletes.
+    fn model_get(&mut self, h: usize, id: &TaskId) -> Option<Task> {
+        let task = self.tasks.get(id)?.clone();
+        if expired(&task, self.now(h)) {
+            self.tasks.remove(id);
+            return None;
+        }
+        Some(task)
+    }
+
+    /// The reader handle reads `id` back as the model has it.
+    fn reads_back(&mut self, id: &TaskId) {
+        let got = self.store(READER).get(id);
+        let want = self.model_get(READER, id);
+        check(&format!("read back {id}"), Some(id), got, &Ok(want));
+    }
+
+    fn create(&mut self, h: usize, op: &Create) {
         let Create {
             random_id,
             slot,
@@ -315,29 +660,56 @@ impl Run {
             poll,
             message,
             metadata: entries,
+            resumable,
             below_cap,
         } = op;
         let host_id = (!random_id).then(|| slot_id(*slot));
-        let now = self.now();
-        let placeholder = TaskId::parse("00000000-0000-4000-8000-000000000000").unwrap();
+        let mut entries = metadata(entries);
+        let mut input = resumable.as_ref().map(|r| payload(&r.input));
+        one_too_deep(entries.values_mut().chain(input.as_mut()));
+        // The store reads the time first thing, whatever comes of the call.
+        let now = self.now(h);
         let mut want = new_task(
-            host_id.clone().unwrap_or(placeholder),
+            host_id
+                .clone()
+                .unwrap_or_else(|| TaskId::parse(ID_PLACEHOLDER).expect("a valid id")),
             now,
             ttl.map(|t| whole_millis(t.duration())),
             poll.map(|p| whole_millis(p.duration())),
             message.as_ref().map(Text::string),
-            metadata(entries),
-            &self.config.instance_id,
-            self.lease_until(now),
+            entries,
+            &self.handles[h].instance_id,
+            &self.token(h),
         );
+        let mut new = NewTask::new();
+        if let (Some(resumable), Some(input)) = (resumable, input) {
+            let kind = resumable.kind.string();
+            assert_eq!(DEFAULT_MAX_ATTEMPTS, 3);
+            let mut max_attempts = DEFAULT_MAX_ATTEMPTS;
+            match resumable.max_attempts {
+                // Before `resumable`, there is nothing to set.
+                Some(n) if resumable.max_attempts_first => {
+                    new = new
+                        .max_attempts(n.into())
+                        .resumable(kind.clone(), input.clone());
+                }
+                Some(n) => {
+                    new = new
+                        .resumable(kind.clone(), input.clone())
+                        .max_attempts(n.into());
+                    max_attempts = u32::from(n).max(1);
+                }
+                None => new = new.resumable(kind.clone(), input.clone()),
+            }
+            want.resume = Some(resume(kind, input, max_attempts));
+        }
         if let Some(below) = below_cap {
             want.metadata.insert("~pad".into(), Value::from(""));
-            let room = MAX_PAYLOAD_BYTES.saturating_sub(usize::from(*below));
+            let room = self.handles[h].cap.saturating_sub(usize::from(*below));
             let pad = room.saturating_sub(encoded_size(&want));
             want.metadata
                 .insert("~pad".into(), Value::from("x".repeat(pad)));
         }
-        let mut new = NewTask::new();
         if let Some(id) = &host_id {
             new = new.id(id.clone());
         }
@@ -353,27 +725,10 @@ impl Run {
         for (k, v) in &want.metadata {
             new = new.metadata(k.clone(), v.clone());
         }
-        let size = encoded_size(&want);
-        let too_large = size > MAX_PAYLOAD_BYTES;
-        let taken = host_id.as_ref().is_some_and(|id| self.live(id).is_some());
-        let full = self.live_active() >= MAX_ACTIVE;
-        if !too_large && self.backend == Backend::File {
-            // A create at the cap sweeps expired active files first.
-            let files = self.tasks.values().filter(|t| !t.is_terminal()).count();
-            if files >= MAX_ACTIVE {
-                let expired_active: Vec<TaskId> = self
-                    .tasks
-                    .values()
-                    .filter(|t| !t.is_terminal() && expired(t, now))
-                    .map(|t| t.id.clone())
-                    .collect();
-                self.maybe_swept.extend(expired_active);
-            }
-        }
-        let got = self.store().create(new);
-        match got {
-            Ok(task) => {
-                assert!(!too_large && !taken && !full, "create: {task:?}");
+        let got = self.store(h).create(new);
+        let model = self.model_create(h, &want, host_id.as_ref(), now);
+        match (got, model) {
+            (Ok(task), Ok(())) => {
                 match &host_id {
                     Some(id) => assert_eq!(&task.id, id),
                     None => {
@@ -382,38 +737,76 @@ impl Run {
                         want.id = task.id.clone();
                     }
                 }
+                want.owner_token = Some(self.learn_token(h, &task));
                 assert_eq!(task, want, "create");
-                self.maybe_swept.remove(&task.id);
                 self.tasks.insert(task.id.clone(), task.clone());
                 self.reads_back(&task.id);
             }
-            Err(Error::PayloadTooLarge {
-                id,
-                size: got_size,
-                limit,
-            }) => {
-                assert!(too_large, "create refused as too large at {got_size}");
-                assert_eq!((got_size, limit), (size, MAX_PAYLOAD_BYTES));
-                if let Some(host) = &host_id {
-                    assert_eq!(&id, host);
+            (Err(error), Err(refusal)) => {
+                let (got, named) = observed(error);
+                assert_eq!(got, refusal, "create {host_id:?}");
+                let named = named.expect("a refused create names the task");
+                match &host_id {
+                    Some(id) => assert_eq!(&named, id),
+                    None => assert!(is_generated_id(&named), "generated id {named}"),
+                }
+                if let Some(id) = &host_id {
+                    self.reads_back(id);
                 }
             }
-            Err(Error::AlreadyExists { id }) => {
-                assert!(!too_large && taken, "create: AlreadyExists {id}");
-                assert_eq!(Some(id), host_id);
-            }
-            Err(Error::TooManyActive { id, limit }) => {
-                assert!(!too_large && full, "create: TooManyActive");
-                assert_eq!(limit, MAX_ACTIVE);
-                if let Some(host) = &host_id {
-                    assert_eq!(&id, host);
-                }
-            }
-            Err(other) => panic!("create: unexpected {other:?}"),
+            (got, model) => panic!("create {host_id:?}: got {got:?}, the model says {model:?}"),
         }
     }
 
-    fn update(&mut self, op: &Update) {
+    /// What a create of `want` by handle `h` at `now` does to the model.
+    ///
+    /// The two backends check a taken id and the active-task cap in
+    /// opposite orders (the trait documents both errors, not which comes
+    /// first): the file backend counts first, the memory backend looks for
+    /// the id first. So at the cap a create with a taken, live id is
+    /// `AlreadyExists` on a `MemoryStore`, and on a `FileStore` only once
+    /// deleting the expired running tasks made room (else
+    /// `TooManyActive`).
+    fn model_create(
+        &mut self,
+        h: usize,
+        want: &Task,
+        host_id: Option<&TaskId>,
+        now: OffsetDateTime,
+    ) -> Want<()> {
+        self.recorded(h, want, false)?;
+        let mut freed = false;
+        loop {
+            let running = self.tasks.values().filter(|t| !t.is_terminal()).count();
+            let full = running >= MAX_ACTIVE;
+            let existing = host_id.and_then(|id| self.tasks.get(id)).cloned();
+            let existing = match self.backend {
+                Backend::File if full => None,
+                _ => existing,
+            };
+            if let Some(existing) = existing {
+                if !expired(&existing, now) {
+                    return Err(Refusal::AlreadyExists);
+                }
+                // An expired task makes way.
+                self.tasks.remove(&existing.id);
+                continue;
+            }
+            if !full {
+                return Ok(());
+            }
+            if freed {
+                return Err(Refusal::TooManyActive);
+            }
+            // Expired running tasks still count until deleted: they are
+            // deleted, and the create tried once more.
+            freed = true;
+            self.tasks
+                .retain(|_, t| t.is_terminal() || !expired(t, now));
+        }
+    }
+
+    fn update(&mut self, h: usize, op: &Update) {
         let Update {
             slot,
             status,
@@ -421,6 +814,8 @@ impl Run {
             input,
             poll,
             metadata: entries,
+            checkpoint,
+            fence,
         } = op;
         let id = self.target(*slot);
         let mut update = TaskUpdate::new();
@@ -432,7 +827,16 @@ impl Run {
         if let Some(message) = &message {
             update = update.status_message(message.clone());
         }
-        let input = input.as_ref().map(payload);
+        let mut input = input.as_ref().map(payload);
+        let mut metadata = metadata(entries);
+        let mut checkpoint = checkpoint.as_ref().map(payload);
+        one_too_deep(
+            input
+                .as_mut()
+                .into_iter()
+                .chain(checkpoint.as_mut())
+                .chain(metadata.values_mut()),
+        );
         if let Some(input) = &input {
             update = update.input_requests(input.clone());
         }
@@ -440,47 +844,195 @@ impl Run {
         if let Some(poll) = poll {
             update = update.poll_interval(poll);
         }
-        let metadata = metadata(entries);
         for (k, v) in &metadata {
             update = update.metadata(k.clone(), v.clone());
         }
-        let got = self.store().update(&id, update);
-        if let Some(terminal) = status.filter(|s| s.is_terminal()) {
-            match got {
-                Err(Error::TerminalStatusInUpdate { id: got_id, status }) => {
-                    assert_eq!((got_id, status), (id, terminal));
-                }
-                other => panic!("update to {terminal}: {other:?}"),
-            }
-            return;
+        if let Some(checkpoint) = &checkpoint {
+            update = update.checkpoint(checkpoint.clone());
         }
-        self.mutation(&id, got, |task, now| {
-            if let Some(status) = status {
-                if status == TaskStatus::Working && input.is_none() {
-                    task.input_requests = None;
+        let fence = fence.map(|e| e.resolve(self.epoch(&id)));
+        if let Some(fence) = fence {
+            update = update.fenced(fence);
+        }
+        let got = self.store(h).update(&id, update);
+        let want = match status.filter(|s| s.is_terminal()) {
+            // Refused before the task is read.
+            Some(terminal) => Err(Refusal::TerminalStatusInUpdate { status: terminal }),
+            None => self.model_write(h, &id, fence, |task, now| {
+                if let Some(status) = status {
+                    if status == TaskStatus::Working && input.is_none() {
+                        task.input_requests = None;
+                    }
+                    task.status = status;
                 }
-                task.status = status;
+                if let Some(message) = message {
+                    task.status_message = Some(message);
+                }
+                if let Some(input) = input {
+                    task.input_requests = Some(input);
+                }
+                if let Some(poll) = poll {
+                    task.poll_interval = Some(whole_millis(poll));
+                }
+                if let (Some(checkpoint), Some(resume)) = (checkpoint, &mut task.resume) {
+                    resume.checkpoint = Some(checkpoint);
+                }
+                task.metadata.extend(metadata);
+                task.last_updated_at = now;
+            }),
+        };
+        check(&format!("update {id}"), Some(&id), got, &want);
+        self.reads_back(&id);
+    }
+
+    /// Checks a `complete`, `fail`, `cancel` or `finish_fenced` by handle `h`.
+    fn written(
+        &mut self,
+        h: usize,
+        id: &TaskId,
+        fence: Option<u64>,
+        got: taskstore::Result<Transition>,
+        outcome: Outcome,
+    ) {
+        let what = format!("{:?} {id} at {fence:?}", outcome.status());
+        let want = self.model_write(h, id, fence, |task, now| finish(task, now, outcome));
+        check(&what, Some(id), got, &want);
+        self.reads_back(id);
+    }
+
+    /// What a write by handle `h` of task `id` (fenced to an epoch, or
+    /// not) does: `change` is what it asks for.
+    fn model_write(
+        &mut self,
+        h: usize,
+        id: &TaskId,
+        fence: Option<u64>,
+        change: impl FnOnce(&mut Task, OffsetDateTime),
+    ) -> Want<Transition> {
+        let Some(current) = self.tasks.get(id).cloned() else {
+            return Err(Refusal::NotFound);
+        };
+        let now = self.now(h);
+        if expired(&current, now) {
+            // The handle met an expired task: it deletes it.
+            self.tasks.remove(id);
+            return Err(Refusal::NotFound);
+        }
+        if current.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(current));
+        }
+        if fence.is_some_and(|epoch| epoch != current.epoch) {
+            return Ok(Transition::Fenced(current));
+        }
+        let mut next = current;
+        change(&mut next, now);
+        next.revision += 1;
+        self.after_write(h, &mut next, now);
+        self.recorded(h, &next, false)?;
+        self.tasks.insert(id.clone(), next.clone());
+        Ok(Transition::Applied(next))
+    }
+
+    /// Every page of a listing by handle `h`, `limit` tasks at a time,
+    /// following the cursors.
+    fn list_all(
+        &mut self,
+        h: usize,
+        active: bool,
+        status: Option<TaskStatus>,
+        limit: Option<usize>,
+    ) {
+        let mut query = if active {
+            ListQuery::active()
+        } else {
+            ListQuery::all()
+        };
+        if let Some(status) = status {
+            query = query.status(status);
+        }
+        if let Some(limit) = limit {
+            query = query.limit(limit);
+        }
+        let mut q = query.clone();
+        let mut after = None;
+        for _ in 0..=self.tasks.len() + 1 {
+            let got = self.store(h).list(&q);
+            let want = self.model_list(h, active, status, limit, Ok(after.clone()));
+            let what = format!("list {q:?}");
+            match (got, want) {
+                (Ok(page), Ok((tasks, more))) => {
+                    assert_eq!(page.tasks, tasks, "{what}");
+                    assert!(
+                        page.skipped.is_empty(),
+                        "{what}: skipped {:?}",
+                        page.skipped
+                    );
+                    assert_eq!(page.next_cursor.is_some(), more, "{what}: a next page");
+                    let Some(cursor) = page.next_cursor else {
+                        self.nothing_set_aside();
+                        return;
+                    };
+                    let last = tasks.last().expect("a page with a cursor has tasks");
+                    after = Some((last.created_at, last.id.clone()));
+                    q = query.clone().after(&cursor);
+                }
+                (got, want) => {
+                    check(
+                        &what,
+                        None,
+                        got.map(|p| (p.tasks, p.next_cursor.is_some())),
+                        &want,
+                    );
+                    return;
+                }
             }
-            if let Some(message) = message {
-                task.status_message = Some(message);
-            }
-            if let Some(input) = input {
-                task.input_requests = Some(input);
-            }
-            if let Some(poll) = poll {
-                task.poll_interval = Some(whole_millis(poll));
-            }
-            task.metadata.extend(metadata);
-            task.last_updated_at = now;
-        });
+        }
+        panic!("the listing never ended");
+    }
+
+    /// One page of a listing by handle `h` of the live tasks after
+    /// position `after` (or the refusal of its cursor): the tasks, and
+    /// whether more follow.
+    fn model_list(
+        &mut self,
+        h: usize,
+        active: bool,
+        status: Option<TaskStatus>,
+        limit: Option<usize>,
+        after: Want<Option<(OffsetDateTime, TaskId)>>,
+    ) -> Want<(Vec<Task>, bool)> {
+        let now = self.now(h);
+        if limit == Some(0) {
+            return Err(Refusal::InvalidQuery);
+        }
+        let after = after?;
+        let mut tasks: Vec<Task> = self
+            .in_order()
+            .into_iter()
+            .filter(|t| !expired(t, now))
+            .filter(|t| !active || !t.is_terminal())
+            .filter(|t| status.is_none_or(|s| s == t.status))
+            .filter(|t| {
+                after
+                    .as_ref()
+                    .is_none_or(|(at, id)| (&t.created_at, &t.id) > (at, id))
+            })
+            .collect();
+        let more = limit.is_some_and(|limit| tasks.len() > limit);
+        if let Some(limit) = limit {
+            tasks.truncate(limit);
+        }
+        Ok((tasks, more))
     }
 
     fn list_with_cursor(&mut self, op: &ListWithCursor) {
         let ListWithCursor {
+            by,
             active,
             cursor,
             limit,
         } = op;
+        let h = Run::who(*by, true);
         let cursor = cursor.string();
         let mut query = if *active {
             ListQuery::active()
@@ -488,291 +1040,200 @@ impl Run {
             ListQuery::all()
         };
         query = query.after(&cursor);
-        let query_limit = (*limit != 0).then_some(usize::from(*limit));
-        if let Some(limit) = query_limit {
+        let limit = limit.map(|l| usize::from(l % 9));
+        if let Some(limit) = limit {
             query = query.limit(limit);
         }
-        match self.store().list(&query) {
-            Err(Error::InvalidCursor { cursor: shown }) => {
-                let kept: String = cursor.chars().take(200).collect();
-                assert_eq!(shown, kept, "InvalidCursor shows the cursor");
-            }
-            Ok(page) => {
-                // Only a cursor of the store's own shape is taken;
-                // the page is then a run of the listing.
-                assert!(cursor.starts_with("c1."), "cursor {cursor:?} taken");
-                let all = self.listing(*active, None);
-                let run = match page.tasks.first() {
-                    None => 0..0,
-                    Some(first) => {
-                        let at = all.iter().position(|t| t == first).expect("listed");
-                        at..at + page.tasks.len()
-                    }
-                };
-                assert_eq!(page.tasks, all[run.clone()], "a run of the listing");
-                match &page.next_cursor {
-                    None if !page.tasks.is_empty() => {
-                        assert_eq!(run.end, all.len(), "a last page reaches the end");
-                    }
-                    None => {}
-                    Some(_) => {
-                        assert_eq!(Some(page.tasks.len()), query_limit, "a full page");
-                        assert!(run.end < all.len(), "a cursor with nothing after it");
-                    }
-                }
-            }
-            Err(other) => panic!("list after {cursor:?}: {other:?}"),
-        }
+        let got = self.store(h).list(&query).map(|page| {
+            assert!(page.skipped.is_empty(), "skipped {:?}", page.skipped);
+            (page.tasks, page.next_cursor.is_some())
+        });
+        let want = self.model_list(h, *active, None, limit, decode_cursor(&cursor).map(Some));
+        check(&format!("list {query:?}"), None, got, &want);
     }
 
-    fn sweep(&mut self) {
-        let now = self.now();
-        let expired_ids: Vec<TaskId> = self
-            .tasks
-            .values()
-            .filter(|t| expired(t, now))
-            .map(|t| t.id.clone())
-            .collect();
-        let maybe = expired_ids
-            .iter()
-            .filter(|id| self.maybe_swept.contains(id))
-            .count();
-        let certain = expired_ids.len() - maybe;
-        let got = self.store().sweep_expired().expect("sweep");
-        assert!(
-            (certain..=certain + maybe).contains(&got),
-            "sweep deleted {got}, expected {certain} (+{maybe} maybe)"
-        );
-        for id in expired_ids {
-            self.tasks.remove(&id);
-        }
-        self.maybe_swept.clear();
+    fn sweep(&mut self, h: usize) {
+        let got = self.store(h).sweep().expect("sweep");
+        let now = self.now(h);
+        let before = self.tasks.len();
+        self.tasks.retain(|_, t| !expired(t, now));
+        assert_eq!(got.deleted, before - self.tasks.len(), "sweep: deleted");
+        assert_eq!(got.cleaned, 0, "sweep: nothing to clean up");
+        assert!(got.skipped.is_empty(), "sweep: skipped {:?}", got.skipped);
+        assert!(got.missed.is_empty(), "sweep: missed {:?}", got.missed);
         self.nothing_set_aside();
     }
 
-    fn renew(&mut self, slot: u8) {
-        let id = self.target(slot);
-        let got = self.store().renew_lease(&id);
-        let now = self.now();
-        let Some(task) = self.live(&id).cloned() else {
-            match got {
-                Err(Error::NotFound { id: got_id }) => assert_eq!(got_id, id),
-                other => panic!("renew {id}, not live: {other:?}"),
-            }
-            return;
-        };
-        if task.is_terminal() {
-            assert_eq!(got.expect("renew"), Transition::AlreadyTerminal(task));
-            return;
-        }
-        if task.owner.as_deref() != Some(&self.config.instance_id) {
-            match got {
-                Err(Error::NotOwner { id: got_id, owner }) => {
-                    assert_eq!((got_id, owner), (id, task.owner));
-                }
-                other => panic!("renew {id} by a non-owner: {other:?}"),
-            }
-            return;
-        }
-        let mut want = task;
-        want.lease_expires_at = Some(self.lease_until(now));
-        want.revision += 1;
-        self.written(&id, got, want, Cap::Store);
-    }
-
-    /// Checks a non-terminal write of `id` (update, complete, fail, cancel)
-    /// against the model, which `change` brings along.
-    fn mutation(
-        &mut self,
-        id: &TaskId,
-        got: taskstore::Result<Transition>,
-        change: impl FnOnce(&mut Task, OffsetDateTime),
-    ) {
-        let now = self.now();
-        let Some(task) = self.live(id).cloned() else {
-            match got {
-                Err(Error::NotFound { id: got_id }) => assert_eq!(&got_id, id),
-                other => panic!("write of {id}, not live: {other:?}"),
-            }
-            return;
-        };
-        if task.is_terminal() {
-            match got {
-                Ok(Transition::AlreadyTerminal(t)) => assert_eq!(t, task, "terminal {id}"),
-                other => panic!("write of terminal {id}: {other:?}"),
-            }
-            self.reads_back(id);
-            return;
-        }
-        let mut want = task;
-        change(&mut want, now);
-        want.revision += 1;
-        if want.is_terminal() {
-            want.lease_expires_at = None;
-        } else if want.owner.as_deref() == Some(&self.config.instance_id) {
-            want.lease_expires_at = Some(self.lease_until(now));
-        }
-        self.written(id, got, want, Cap::Host);
-    }
-
-    /// Checks an applied write (or its refusal as too large). `Cap::Host`:
-    /// the write adds the host's content, which the payload cap bounds;
-    /// `Cap::Store`: only the store's own (a lease renewal), which may not
-    /// fail for it (`renew_lease` documents no `PayloadTooLarge`).
-    fn written(&mut self, id: &TaskId, got: taskstore::Result<Transition>, want: Task, cap: Cap) {
-        let size = encoded_size(&want);
-        let refusable = match cap {
-            Cap::Host => size > MAX_PAYLOAD_BYTES,
-            Cap::Store => known::avoid(Bug::CapOnStoreWrites) && size > MAX_PAYLOAD_BYTES,
-        };
-        match got {
-            Ok(Transition::Applied(t)) => {
-                assert!(
-                    cap == Cap::Store || size <= MAX_PAYLOAD_BYTES,
-                    "{size} bytes accepted: {t:?}"
-                );
-                assert_eq!(t, want, "write of {id}");
-                self.tasks.insert(id.clone(), t);
-            }
-            Err(Error::PayloadTooLarge {
-                id: got_id,
-                size: got_size,
-                limit,
-            }) => {
-                assert!(refusable, "refused as too large: {got_size}");
-                assert_eq!((&got_id, got_size, limit), (id, size, MAX_PAYLOAD_BYTES));
-            }
-            other => panic!("write of {id}: {other:?}, expected {want:?}"),
-        }
+    fn renew(&mut self, h: usize, id: &TaskId) {
+        let got = self.store(h).renew_lease(id);
+        let want = self.model_renew(h, id);
+        check(&format!("renew {id} by {h}"), Some(id), got, &want);
         self.reads_back(id);
     }
 
-    fn reap(&mut self) {
-        let now = self.now();
-        let candidates: Vec<Task> = self
-            .tasks
-            .values()
-            .filter(|t| {
-                !expired(t, now)
-                    && !t.is_terminal()
-                    && t.lease_expires_at.is_some_and(|at| at <= now)
-            })
-            .cloned()
-            .collect();
-        let got = self.store().reap_orphans();
-        let reaped = match got {
-            Ok(reaped) => reaped,
-            Err(Error::PayloadTooLarge { id, size, limit })
-                if known::avoid(Bug::CapOnStoreWrites) =>
-            {
-                // A task near the cap, with the orphan error added. Some
-                // candidates may have been reaped before: read them back.
-                assert_eq!(limit, MAX_PAYLOAD_BYTES);
-                assert!(size > limit);
-                assert!(candidates.iter().any(|t| t.id == id), "{id} was no orphan");
-                let mut reaped = Vec::new();
-                for candidate in &candidates {
-                    let now_task = self
-                        .store()
-                        .get(&candidate.id)
-                        .expect("get")
-                        .expect("a candidate is live");
-                    if &now_task != candidate {
-                        reaped.push(now_task);
-                    }
-                }
-                reaped.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-                assert!(reaped.iter().all(|t| t.id != id));
-                self.check_reaped(&candidates, &reaped, now, true);
-                return;
-            }
-            Err(other) => panic!("reap: {other:?}"),
+    fn model_renew(&mut self, h: usize, id: &TaskId) -> Want<Transition> {
+        let Some(task) = self.tasks.get(id).cloned() else {
+            return Err(Refusal::NotFound);
         };
-        self.check_reaped(&candidates, &reaped, now, false);
+        let now = self.now(h);
+        if expired(&task, now) {
+            // Not deleted by a renewal.
+            return Err(Refusal::NotFound);
+        }
+        if task.is_terminal() {
+            return Ok(Transition::AlreadyTerminal(task));
+        }
+        if !self.owns(h, &task) {
+            return Err(Refusal::NotOwner { owner: task.owner });
+        }
+        let mut next = task;
+        next.revision += 1;
+        next.lease_expires_at = Some(lease_until(now));
+        self.recorded(h, &next, true)?;
+        self.tasks.insert(id.clone(), next.clone());
+        Ok(Transition::Applied(next))
     }
 
-    fn check_reaped(
-        &mut self,
-        candidates: &[Task],
-        reaped: &[Task],
-        now: OffsetDateTime,
-        some: bool,
-    ) {
-        let mut order: Vec<&Task> = candidates.iter().collect();
-        order.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let ids: Vec<&TaskId> = reaped.iter().map(|t| &t.id).collect();
-        let want_ids: Vec<&TaskId> = order.iter().map(|t| &t.id).collect();
-        if some {
-            assert!(ids.iter().all(|id| want_ids.contains(id)), "reaped {ids:?}");
-        } else {
-            assert_eq!(
-                ids, want_ids,
-                "reaped exactly the orphans, in listing order"
+    /// `renew_leases`: every running task handle `h` owns, or the first
+    /// refusal (then none).
+    fn renew_all(&mut self, h: usize) {
+        let got = self.store(h).renew_leases();
+        let now = self.now(h);
+        let mut renewed = Vec::new();
+        let mut refused = None;
+        for task in self.in_order() {
+            if task.is_terminal() || expired(&task, now) || !self.owns(h, &task) {
+                continue;
+            }
+            let mut next = task;
+            next.revision += 1;
+            next.lease_expires_at = Some(lease_until(now));
+            if let Err(refusal) = self.recorded(h, &next, true) {
+                refused = Some((next.id, refusal));
+                break;
+            }
+            renewed.push(next);
+        }
+        match refused {
+            Some((id, refusal)) => check("renew_leases", Some(&id), got, &Err(refusal)),
+            None => {
+                check("renew_leases", None, got, &Ok(renewed.len()));
+                for task in renewed {
+                    let id = task.id.clone();
+                    self.tasks.insert(id.clone(), task);
+                    self.reads_back(&id);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self, h: usize) {
+        let got = self.store(h).reap().expect("reap");
+        let now = self.now(h);
+        let mut reaped = Vec::new();
+        let mut missed = Vec::new();
+        for task in self.in_order() {
+            if expired(&task, now) || !reapable(&task, now) {
+                continue;
+            }
+            match self.orphan_failed(h, &task, now) {
+                Ok(next) => reaped.push(next),
+                Err(refusal) => missed.push((task.id, refusal)),
+            }
+        }
+        assert!(got.skipped.is_empty(), "reap: skipped {:?}", got.skipped);
+        assert_eq!(got.tasks, reaped, "reap at {now}");
+        check_missed("reap", got.missed, &missed);
+        for task in reaped {
+            let id = task.id.clone();
+            self.tasks.insert(id.clone(), task);
+            self.reads_back(&id);
+        }
+    }
+
+    /// The failed version of an orphan a reap by handle `h` writes: always
+    /// whole (the store's own headroom holds any orphan error).
+    fn orphan_failed(&self, h: usize, task: &Task, now: OffsetDateTime) -> Want<Task> {
+        let error = orphan_error(task, &self.handles[h].instance_id);
+        let mut next = task.clone();
+        finish(&mut next, now, Outcome::Failed(error));
+        next.revision += 1;
+        next.lease_expires_at = None;
+        self.recorded(h, &next, true).map(|()| next)
+    }
+
+    fn claim(&mut self, h: usize, kinds: &[Kind]) {
+        let kinds: Vec<String> = kinds.iter().take(4).map(Kind::string).collect();
+        let refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        let got = self.store(h).claim(&refs).expect("claim");
+        let now = self.now(h);
+        let token = self.token(h);
+        let mut claimed = Vec::new();
+        let mut missed = Vec::new();
+        for task in self.in_order() {
+            if expired(&task, now) || !claimable(&task, now, &kinds) {
+                continue;
+            }
+            let mut next = task;
+            next.revision += 1;
+            next.owner = Some(self.handles[h].instance_id.clone());
+            next.owner_token = Some(token.clone());
+            next.lease_expires_at = Some(lease_until(now));
+            next.epoch += 1;
+            let resume = next.resume.as_mut().expect("a claimable task is resumable");
+            resume.attempts += 1;
+            match self.recorded(h, &next, true) {
+                Ok(()) => claimed.push(next),
+                Err(refusal) => missed.push((next.id, refusal)),
+            }
+        }
+        assert!(got.skipped.is_empty(), "claim: skipped {:?}", got.skipped);
+        if let (Some(first), false) = (got.tasks.first(), claimed.is_empty()) {
+            let token = self.learn_token(h, first);
+            for task in &mut claimed {
+                task.owner_token = Some(token.clone());
+            }
+        }
+        assert_eq!(got.tasks, claimed, "claim {kinds:?} by {h} at {now}");
+        check_missed("claim", got.missed, &missed);
+        for task in claimed {
+            let id = task.id.clone();
+            self.tasks.insert(id.clone(), task);
+            self.reads_back(&id);
+        }
+    }
+
+    /// Drops the main handle and opens it again; the new handle holds
+    /// exactly the model's tasks and owns none of them.
+    fn reopen(&mut self, new_instance: bool) {
+        if new_instance {
+            self.main_instances += 1;
+        }
+        let handle = self.open(&format!("instance-{}", self.main_instances), CAP);
+        drop(std::mem::replace(&mut self.handles[MAIN], handle));
+        self.list_all(MAIN, false, None, None);
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        for id in &ids {
+            let got = self.store(MAIN).get(id);
+            let want = self.model_get(MAIN, id);
+            check(
+                &format!("get {id} after reopening"),
+                Some(id),
+                got,
+                &Ok(want),
             );
         }
-        for t in reaped {
-            let before = &self.tasks[&t.id];
-            let error = t.error.clone().expect("a reaped task has an error");
-            assert_eq!(error["code"], "orphaned");
-            assert_eq!(error["owner"], json!(before.owner));
-            assert_eq!(error["reapedBy"], json!(self.config.instance_id));
-            let lapsed = before
-                .lease_expires_at
-                .expect("an orphan had a lease")
-                .format(&Rfc3339)
-                .expect("formats");
-            assert_eq!(error["leaseExpiredAt"], json!(lapsed));
-            let mut want = before.clone();
-            finish(&mut want, now, Outcome::Failed(error));
-            want.revision += 1;
-            want.lease_expires_at = None;
-            assert_eq!(t, &want, "reaped {}", t.id);
-            self.tasks.insert(t.id.clone(), t.clone());
-            self.reads_back(&t.id);
+        // A new open owns nothing, whatever its instance id.
+        for id in &ids {
+            let got = self.store(MAIN).renew_lease(id);
+            assert!(
+                !got.as_ref().is_ok_and(Transition::is_applied),
+                "a reopened handle renewed {id}"
+            );
+            let want = self.model_renew(MAIN, id);
+            check(&format!("renew {id} after reopening"), Some(id), got, &want);
         }
-    }
-
-    /// Every page of `query`, `limit` tasks at a time, following cursors.
-    fn list_all(&self, query: &ListQuery, limit: Option<usize>) -> Vec<Task> {
-        let mut tasks = Vec::new();
-        let mut q = query.clone();
-        if let Some(limit) = limit {
-            q = q.limit(limit);
-        }
-        for _ in 0..=self.tasks.len() + 1 {
-            let page = self.store().list(&q).expect("list");
-            if let Some(limit) = limit {
-                assert!(page.tasks.len() <= limit);
-            }
-            let last = page.tasks.is_empty();
-            tasks.extend(page.tasks);
-            match page.next_cursor {
-                Some(cursor) => {
-                    assert!(!last, "an empty page with a cursor");
-                    q = query.clone().after(&cursor);
-                    if let Some(limit) = limit {
-                        q = q.limit(limit);
-                    }
-                }
-                None => return tasks,
-            }
-        }
-        panic!("the listing never ended");
-    }
-
-    /// The model's live tasks a listing shows, in listing order.
-    fn listing(&self, active: bool, status: Option<TaskStatus>) -> Vec<Task> {
-        let now = self.now();
-        let mut want: Vec<Task> = self
-            .tasks
-            .values()
-            .filter(|t| !expired(t, now))
-            .filter(|t| !active || !t.is_terminal())
-            .filter(|t| status.is_none_or(|s| s == t.status))
-            .cloned()
-            .collect();
-        want.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        want
+        self.nothing_set_aside();
     }
 
     /// The file store never sets aside a file it wrote itself.
@@ -787,44 +1248,84 @@ impl Run {
         }
     }
 
-    /// Drops the file store and opens it again; it holds exactly the
-    /// model's live tasks.
-    fn reopen(&mut self, new_instance: bool) {
-        if new_instance {
-            self.instances += 1;
-            self.config.instance_id = format!("instance-{}", self.instances);
-        }
-        let Stores::File { store, .. } = &mut self.stores else {
+    /// File store: running tasks are the files in `active/`, finished ones
+    /// those in `done/`, finished ones with a TTL also have a name in
+    /// `expiring/`; no temp file is left and nothing is set aside.
+    fn files_agree(&self) {
+        if self.backend != Backend::File {
             return;
-        };
-        let reopened = file_store(store_dir(), &self.config).expect("reopen the store");
-        drop(std::mem::replace(store, reopened));
-        let all = self.list_all(&ListQuery::all(), None);
-        assert_eq!(all, self.listing(false, None), "the reopened store");
-        for id in self.tasks.keys() {
-            let got = self.store().get(id).expect("get after reopen");
-            assert_eq!(got.as_ref(), self.live(id), "{id} after reopen");
         }
+        let dir = store_dir();
+        let running = self.tasks.values().filter(|t| !t.is_terminal()).count();
+        let finished = self.tasks.len() - running;
+        let expiring = self
+            .tasks
+            .values()
+            .filter(|t| t.is_terminal() && t.ttl.is_some())
+            .count();
+        assert_eq!(
+            count_entries(&dir.join("active")),
+            running,
+            "files in active/"
+        );
+        assert_eq!(count_entries(&dir.join("done")), finished, "files in done/");
+        assert_eq!(
+            count_entries(&dir.join("expiring")),
+            expiring,
+            "entries in expiring/"
+        );
+        assert_eq!(count_entries(&dir.join("tmp")), 0, "temp files left behind");
         self.nothing_set_aside();
     }
 }
 
-/// What `complete`, `fail` and `cancel` make of a running task (the
-/// revision and lease are the caller's).
-fn finish(task: &mut Task, now: OffsetDateTime, outcome: Outcome) {
-    task.status = outcome.status();
-    task.input_requests = None;
-    match outcome {
-        Outcome::Completed(result) => task.result = Some(result),
-        Outcome::Failed(error) => task.error = Some(error),
-        Outcome::Cancelled(message) => {
-            if message.is_some() {
-                task.status_message = message;
+/// Leaves at most one of the values a call writes deeper than `MAX_DEPTH`
+/// (the later ones become `null`).
+///
+/// Narrowed input, for the finding `too-deep-names-the-first` in
+/// `fuzz/regressions.md`: `Error::TooDeep` names the depth of the first
+/// value over the limit, not of the deepest as documented. With one such
+/// value, the two are the same. Remove once that is fixed.
+fn one_too_deep<'a>(values: impl IntoIterator<Item = &'a mut Value>) {
+    let mut seen = false;
+    for value in values {
+        if depth(value) > MAX_DEPTH {
+            if seen {
+                *value = Value::Null;
             }
+            seen = true;
         }
-        _ => unreachable!("no other outcome"),
     }
-    task.last_updated_at = now;
+}
+
+/// A reap's or a claim's `missed` against the model's.
+fn check_missed(what: &str, got: Vec<Missed>, want: &[(TaskId, Refusal)]) {
+    let got: Vec<(TaskId, Refusal)> = got
+        .into_iter()
+        .map(|missed| {
+            let (refusal, named) = observed(missed.error);
+            assert_eq!(
+                named.as_ref(),
+                Some(&missed.id),
+                "{what}: the error names the task"
+            );
+            (missed.id, refusal)
+        })
+        .collect();
+    assert_eq!(got, want, "{what}: missed");
+}
+
+/// A resumable task's state at creation.
+fn resume(kind: String, input: Value, max_attempts: u32) -> Resume {
+    let mut resume: Resume = serde_json::from_value(json!({
+        "kind": kind,
+        "attempts": 1,
+        "maxAttempts": max_attempts,
+    }))
+    .expect("resume state from its JSON form");
+    // Set directly: kept exactly, at any depth.
+    resume.input = input;
+    resume
 }
 
 /// The task a create should make, built from its documented JSON form.
@@ -837,7 +1338,7 @@ fn new_task(
     message: Option<String>,
     metadata: Map<String, Value>,
     owner: &str,
-    lease_until: OffsetDateTime,
+    token: &str,
 ) -> Task {
     let at = |t: OffsetDateTime| t.format(&Rfc3339).expect("formats");
     let mut task = json!({
@@ -849,7 +1350,8 @@ fn new_task(
         "metadata": {},
         "revision": 1,
         "owner": owner,
-        "leaseExpiresAt": at(lease_until),
+        "ownerToken": token,
+        "leaseExpiresAt": at(lease_until(now)),
     });
     if let Some(poll) = poll {
         task["pollIntervalMs"] = json!(poll.as_millis() as u64);
@@ -858,7 +1360,8 @@ fn new_task(
         task["statusMessage"] = json!(message);
     }
     let mut task: Task = serde_json::from_value(task).expect("a task from its JSON form");
-    // Set directly: values are kept exactly, without a text round trip.
+    assert_eq!(task.epoch, 1, "a new task is at the first epoch");
+    // Set directly: values are kept exactly, at any depth.
     task.metadata = metadata;
     task
 }

@@ -5,13 +5,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use serde_json::{Map, Value, json};
-use taskstore::TaskStatus;
-
-use crate::common::known::{self, Bug};
-
-/// The payload cap of the stores under test: small, so that the fuzzer
-/// reaches it.
-pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024;
+use taskstore::{MAX_DEPTH, TaskStatus};
 
 #[derive(Arbitrary, Debug)]
 pub struct Input {
@@ -19,45 +13,106 @@ pub struct Input {
     pub ops: Vec<Op>,
 }
 
+/// Which handle makes a call: the main handle (the one `Reopen` replaces),
+/// a second instance (the one that claims orphans), or a third instance
+/// with a larger payload cap (whose tasks are over the other handles' cap).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    Main,
+    Claimer,
+    Big,
+}
+
 #[derive(Arbitrary, Debug)]
 pub enum Op {
-    Create(Create),
-    Update(Update),
+    Create {
+        by: Who,
+        create: Create,
+    },
+    Update {
+        by: Who,
+        update: Update,
+    },
     Complete {
+        by: Who,
         slot: u8,
         result: Json,
     },
     Fail {
+        by: Who,
         slot: u8,
         error: Json,
     },
     Cancel {
+        by: Who,
         slot: u8,
         message: Option<Text>,
     },
+    /// `finish_fenced`: an outcome only while the task is at `epoch`.
+    FinishFenced {
+        by: Who,
+        slot: u8,
+        outcome: Finish,
+        epoch: Epoch,
+    },
+    /// An update that saves a checkpoint, fenced to `epoch` (or not).
+    Checkpoint {
+        by: Who,
+        slot: u8,
+        checkpoint: Json,
+        epoch: Option<Epoch>,
+    },
     Delete {
+        by: Who,
         slot: u8,
     },
     Get {
+        by: Who,
         slot: u8,
     },
+    /// Every page of a listing (`limit` of them at a time, `Some(0)`
+    /// included), following the cursors.
     List {
+        by: Who,
         active: bool,
         status: Option<Status>,
-        limit: u8,
+        limit: Option<u8>,
     },
     ListWithCursor(ListWithCursor),
-    Sweep,
+    Sweep {
+        by: Who,
+    },
     Advance {
         ms: u16,
     },
     AdvanceLong {
         s: u16,
     },
+    /// Sets the clock back: the handles' time must not follow it.
+    StepBack {
+        ms: u32,
+    },
     RenewLease {
+        by: Who,
         slot: u8,
     },
-    ReapOrphans,
+    /// `renew_leases`: every lease the handle holds.
+    RenewLeases {
+        by: Who,
+    },
+    ReapOrphans {
+        by: Who,
+    },
+    Claim {
+        by: Who,
+        kinds: Vec<Kind>,
+    },
+    /// Moves the clock past one lease, then the second instance claims.
+    ClaimAfterLease {
+        kinds: Vec<Kind>,
+    },
+    /// Drops the main handle and opens it again: as the same instance id
+    /// (which then owns none of the earlier handle's tasks) or a new one.
     Reopen {
         new_instance: bool,
     },
@@ -71,9 +126,20 @@ pub struct Create {
     pub poll: Option<Millis>,
     pub message: Option<Text>,
     pub metadata: Vec<(Text, Json)>,
+    pub resumable: Option<Resumable>,
     /// Pads the metadata so the task is this many bytes under the
-    /// payload cap: the edge no random payload finds.
+    /// creating handle's payload cap: the edge no random payload finds.
     pub below_cap: Option<u8>,
+}
+
+/// `NewTask::resumable(kind, input)`, with `max_attempts(n)` called after
+/// it, or before it (where it has no effect).
+#[derive(Arbitrary, Debug)]
+pub struct Resumable {
+    pub kind: Kind,
+    pub input: Json,
+    pub max_attempts: Option<u8>,
+    pub max_attempts_first: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -84,13 +150,64 @@ pub struct Update {
     pub input: Option<Json>,
     pub poll: Option<Millis>,
     pub metadata: Vec<(Text, Json)>,
+    pub checkpoint: Option<Json>,
+    pub fence: Option<Epoch>,
 }
 
 #[derive(Arbitrary, Debug)]
 pub struct ListWithCursor {
+    pub by: Who,
     pub active: bool,
     pub cursor: Cursor,
-    pub limit: u8,
+    pub limit: Option<u8>,
+}
+
+/// The outcome of a `finish_fenced`.
+#[derive(Arbitrary, Debug)]
+pub enum Finish {
+    Completed(Json),
+    Failed(Json),
+    Cancelled(Option<Text>),
+}
+
+/// The epoch a fenced write names, relative to the task's as the model
+/// has it: the current one, an older one (the epoch before a claim), a
+/// later one, or any.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum Epoch {
+    Current,
+    Previous,
+    Next,
+    Raw(u64),
+}
+
+impl Epoch {
+    pub fn resolve(self, current: u64) -> u64 {
+        match self {
+            Epoch::Current => current,
+            Epoch::Previous => current.saturating_sub(1),
+            Epoch::Next => current.saturating_add(1),
+            Epoch::Raw(epoch) => epoch,
+        }
+    }
+}
+
+/// The kind of a resumable task, and what a claim resumes.
+#[derive(Arbitrary, Clone, Debug)]
+pub enum Kind {
+    Alpha,
+    Beta,
+    Other(Text),
+}
+
+impl Kind {
+    pub fn string(&self) -> String {
+        match self {
+            Kind::Alpha => "alpha".to_owned(),
+            Kind::Beta => "beta".to_owned(),
+            Kind::Other(text) => text.string(),
+        }
+    }
 }
 
 #[derive(Arbitrary, Clone, Copy, Debug)]
@@ -174,6 +291,7 @@ const ODD_STRINGS: &[&str] = &[
     "../../etc/passwd",
     "-0",
     "1e999",
+    "alpha",
 ];
 
 impl Text {
@@ -240,11 +358,16 @@ pub enum Json {
 /// for a payload, one for all the metadata of a call.
 const NODE_BUDGET: usize = 512;
 
+/// How deep a generated value may nest: a little past what the store
+/// accepts (`MAX_DEPTH`), so that both sides of the limit are reached.
+/// Bounded all the same: the harness and serde_json recurse over payloads.
+pub const GENERATED_DEPTH: usize = MAX_DEPTH + 8;
+
 impl Json {
-    /// The value, at most `max_depth` deep (a scalar is 0 deep).
-    pub fn value(&self, max_depth: usize) -> Value {
+    /// The value, at most `GENERATED_DEPTH` deep (a scalar is 0 deep).
+    pub fn value(&self) -> Value {
         let mut budget = NODE_BUDGET;
-        self.build(max_depth, &mut budget)
+        self.build(GENERATED_DEPTH, &mut budget)
     }
 
     fn build(&self, max_depth: usize, budget: &mut usize) -> Value {
@@ -257,12 +380,8 @@ impl Json {
             Json::Bool(b) => Value::Bool(*b),
             Json::I64(n) => Value::from(*n),
             Json::U64(n) => Value::from(*n),
-            // Not finite: `Value::Null`.
-            Json::F64(x) => Value::from(if known::avoid(Bug::FloatDrift) {
-                known::stable_float(*x)
-            } else {
-                *x
-            }),
+            // Not finite: `Value::from` makes it null.
+            Json::F64(x) => Value::from(*x),
             Json::Str(s) => {
                 let s = s.string();
                 let cost = s.len() / 16;
@@ -295,7 +414,12 @@ impl Json {
                 objects,
                 leaf,
             } => {
-                let depth = usize::from(*depth).min(max_depth).min(*budget);
+                // Spread over 0..=GENERATED_DEPTH, so that most nested
+                // values are accepted and some are one or a few levels
+                // too deep.
+                let depth = (usize::from(*depth) % (GENERATED_DEPTH + 1))
+                    .min(max_depth)
+                    .min(*budget);
                 *budget -= depth;
                 let mut value = leaf.build(max_depth - depth, budget);
                 for _ in 0..depth {
@@ -319,30 +443,10 @@ impl Json {
     }
 }
 
-/// How deep a payload may be: past the depth the store reads back, unless
-/// steering around that known bug. Bounded all the same: the harness and
-/// serde_json recurse over payloads, and a caller that builds a payload
-/// deep enough to overflow a stack overflows its own.
-pub fn payload_depth() -> usize {
-    if known::avoid(Bug::DeepPayload) {
-        known::READABLE_PAYLOAD_DEPTH
-    } else {
-        512
-    }
-}
-
-/// A `result`, `error` or `inputRequests` payload.
+/// A `result`, `error`, `inputRequests`, resumable input or checkpoint
+/// payload (JSON `null` included: it reads back as `Some(Null)`).
 pub fn payload(json: &Json) -> Value {
-    let value = json.value(payload_depth());
-    if known::avoid(Bug::NullPayload) && value.is_null() {
-        return json!({});
-    }
-    value
-}
-
-/// A metadata value sits one level deeper than a payload.
-pub fn metadata_depth() -> usize {
-    payload_depth().saturating_sub(1)
+    json.value()
 }
 
 /// Host metadata: the first few entries (a later one with an earlier key
@@ -351,7 +455,7 @@ pub fn metadata(entries: &[(Text, Json)]) -> Map<String, Value> {
     let mut budget = NODE_BUDGET;
     let mut map = Map::new();
     for (k, v) in entries.iter().take(8) {
-        map.insert(k.string(), v.build(metadata_depth(), &mut budget));
+        map.insert(k.string(), v.build(GENERATED_DEPTH, &mut budget));
     }
     map
 }
