@@ -86,6 +86,14 @@ impl Lease {
         task.lease_expires_at = Some(self.until(now));
         task.revision += 1;
     }
+
+    /// Gives up the lease of a task this instance owns: it lapses at `now`,
+    /// so the task is an orphan at once and another instance may claim it
+    /// (bumps the revision, leaves `last_updated_at` alone).
+    pub fn release(&self, task: &mut Task, now: OffsetDateTime) {
+        task.lease_expires_at = Some(now);
+        task.revision += 1;
+    }
 }
 
 /// Whether `task` is an orphan at `now`: running, and its lease has lapsed.

@@ -87,6 +87,23 @@ pub trait TaskStore: Send + Sync {
     /// if another instance owns it.
     fn renew_lease(&self, id: &TaskId) -> Result<Transition>;
 
+    /// Gives up this handle's lease on a running task it owns at owner
+    /// `epoch`, so that another instance may claim it at once
+    /// ([`claim`](TaskStore::claim)) instead of after the lease: the lease
+    /// lapses now (the revision goes up; `lastUpdatedAt` stays). For a host
+    /// that stops gracefully with resumable work under way. A task that is
+    /// not resumable is reaped as orphaned by the next reap.
+    ///
+    /// Fenced like every owner write: once the task has left `epoch` it is
+    /// refused as [`Transition::Fenced`]; a terminal task is returned
+    /// untouched as [`Transition::AlreadyTerminal`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing or expired task, [`Error::NotOwner`]
+    /// if this handle does not own it.
+    fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition>;
+
     /// Fails every running task whose lease has lapsed with a structured
     /// error (`{"code": "orphaned", "owner": ..}`) and returns those tasks,
     /// in listing order (`created_at`, then id), with what it could not reap.
@@ -207,6 +224,9 @@ macro_rules! forward_task_store {
             }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)
+            }
+            fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
+                (**self).release(id, epoch)
             }
             fn reap(&self) -> Result<Reaped> {
                 (**self).reap()
