@@ -89,17 +89,28 @@
 //! - A task's input requests must be MCP input requests (elicitation,
 //!   sampling, roots), as in `rmcp`.
 
+mod calls;
+mod context;
 mod convert;
 mod manager;
+mod options;
+mod protocol;
+mod requests;
+mod run;
+mod worker;
 
+pub use self::context::TaskContext;
 pub use self::convert::{
     ConversionError, from_detailed, from_rmcp_task, status_from_rmcp, status_to_rmcp, to_detailed,
     to_rmcp_task,
 };
-pub use self::manager::{
-    CANCEL_REQUESTED_KEY, DurableTaskManager, INPUT_RESPONSE_KEY_PREFIX, ManagerOptions,
-    TaskContext,
+pub use self::manager::DurableTaskManager;
+pub use self::options::{
+    DEFAULT_SHUTDOWN_GRACE, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS, ManagerOptions, Reads,
 };
+pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
+pub use self::requests::invalid_task_request;
+pub use self::run::ShutdownReport;
 pub use rmcp::task_manager::{TaskExit, TaskFuture, TaskOptions};
 
 #[cfg(test)]
