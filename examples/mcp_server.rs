@@ -25,6 +25,9 @@
 //! - `TASKSTORE_MCP_CLAIM_GRACE_MS`: how long a resumable orphan waits for a
 //!   claim before it is failed (default one lease);
 //! - `TASKSTORE_MCP_SHUTDOWN_GRACE_MS`: the shutdown grace (default 5 s);
+//! - `TASKSTORE_MCP_WATCH_MS`: how often the instance looks at its running
+//!   tasks and renews their leases (default 250 ms; a lease shorter than
+//!   three of these lapses under a live owner);
 //! - `TASKSTORE_MCP_RESUME=0`: register no resume handlers (this instance
 //!   resumes nothing; it still answers for every task);
 //! - `TASKSTORE_MCP_INSTANCE`: this instance's id (default: random); the
@@ -430,6 +433,9 @@ fn configure<O>(
     }
     if let Some(grace) = env_ms("TASKSTORE_MCP_CLAIM_GRACE_MS")? {
         builder = builder.claim_grace(grace);
+    }
+    if let Some(every) = env_ms("TASKSTORE_MCP_WATCH_MS")? {
+        *options = options.clone().watch_interval(every);
     }
     if let Some(grace) = env_ms("TASKSTORE_MCP_SHUTDOWN_GRACE_MS")? {
         *options = options.clone().shutdown_grace(grace);

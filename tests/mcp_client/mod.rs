@@ -260,6 +260,13 @@ impl Server {
         self.signal("KILL");
     }
 
+    /// `SIGKILL`, and waits until the process is gone: no write of it can
+    /// land after this returns.
+    pub async fn kill_and_wait(mut self) {
+        self.kill();
+        self.exited().await;
+    }
+
     /// Waits for the process to exit (bounded only against a hang).
     pub async fn exited(&mut self) -> ExitStatus {
         tokio::time::timeout(HANG, self.child.wait())
