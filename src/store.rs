@@ -78,6 +78,12 @@ pub trait TaskStore: Send + Sync {
     /// This handle's instance id: the owner recorded on the tasks it creates.
     fn instance_id(&self) -> &str;
 
+    /// How long this handle's leases last, if the store says (the stores of
+    /// this crate do; the default is `None`). A host renews well within it.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Renews this instance's lease on one running task. A terminal task is
     /// returned untouched as [`Transition::AlreadyTerminal`].
     ///
@@ -221,6 +227,9 @@ macro_rules! forward_task_store {
             }
             fn instance_id(&self) -> &str {
                 (**self).instance_id()
+            }
+            fn lease(&self) -> Option<std::time::Duration> {
+                (**self).lease()
             }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)

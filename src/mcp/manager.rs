@@ -203,7 +203,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             .await
             .map_err(|e| e.into_mcp(None))?;
         let seed = to_rmcp_task(&task);
-        shared.launch(Run::of(&task), make_future);
+        shared.launch(Run::of(&task, shared.store.lease()), make_future);
         Ok(seed)
     }
 

@@ -35,8 +35,14 @@ impl Shared {
                 .lease_expires_at
                 .is_some_and(|at| time::OffsetDateTime::now_utc() >= at);
         if lapsed && self.run_of(&id).is_none() {
-            // The reaper re-checks every lease under the task's lock (and
-            // leaves a resumable orphan to be claimed).
+            if task.resume.is_some() {
+                // A resumable orphan waits to be claimed (here, if this
+                // instance resumes its kind) or, after the claim grace,
+                // reaped: both on the background loop, not per poll.
+                self.claim_now.notify_one();
+                return to_wire(&task);
+            }
+            // The reaper re-checks every lease under the task's lock.
             let store = Arc::clone(&self.store);
             blocking(move || store.reap_orphans())
                 .await

@@ -105,11 +105,17 @@ pub(super) struct RunState {
 }
 
 impl Run {
-    /// A run of `task` as stored (just created, or just claimed).
-    pub fn of(task: &Task) -> Arc<Run> {
-        let lease = task
-            .lease_expires_at
-            .and_then(|until| Duration::try_from(until - task.last_updated_at).ok())
+    /// A run of `task` as stored (just created, or just claimed), by a
+    /// store whose leases last `lease` (if it says).
+    pub fn of(task: &Task, lease: Option<Duration>) -> Arc<Run> {
+        // A new task's lease starts at its creation; a claimed one's does
+        // not (a claim leaves `lastUpdatedAt` alone), so only the store can
+        // say how long it is.
+        let lease = lease
+            .or_else(|| {
+                let granted = task.lease_expires_at? - task.last_updated_at;
+                (task.epoch == 1).then(|| Duration::try_from(granted).ok())?
+            })
             .filter(|lease| !lease.is_zero());
         Arc::new(Run {
             id: task.id.clone(),

@@ -364,6 +364,10 @@ impl<B: Backend> TaskStore for Store<B> {
         &self.settings.lease.instance_id
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        Some(self.settings.lease.duration)
+    }
+
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
         self.lease_write(id, None, |lease, task, now| lease.renew(task, now))
     }

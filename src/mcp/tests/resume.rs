@@ -336,3 +336,64 @@ async fn a_resumed_run_replays_answers_and_refuses_a_different_request_under_a_u
     b.cancel_task(&id).await.unwrap();
     assert_eq!(settled(&b, &id).await.status(), TaskStatus::Cancelled);
 }
+
+#[tokio::test]
+async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(1);
+    let open = |name: &str| {
+        Arc::new(
+            FileStore::builder(dir.path())
+                .instance_id(name)
+                .lease(lease)
+                .open()
+                .unwrap(),
+        )
+    };
+    let hour = Duration::from_secs(3_600);
+    let a = DurableTaskManager::with_options(
+        open("a"),
+        ManagerOptions::new()
+            .watch_interval(hour)
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    let seed = a
+        .spawn_resumable("k", json!(null), crate::mcp::TaskOptions::new(), |_ctx| {
+            Box::pin(std::future::pending())
+        })
+        .await
+        .unwrap();
+    // Unclaimed for several leases: its `lastUpdatedAt` is old by the
+    // time it is claimed, and says nothing of the new lease.
+    tokio::time::sleep(lease * 4).await;
+    let b = DurableTaskManager::with_options(
+        open("b"),
+        fast().reap_interval(Duration::from_millis(20)),
+    );
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    b.register_resume("k", move |ctx| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let load = || runs.load(std::sync::atomic::Ordering::SeqCst);
+    eventually(|| async { (load() == 1).then_some(()) }).await;
+    // Over several leases, B keeps the lease it was granted: the task never
+    // lapses into an orphan that B (or anyone) claims again.
+    tokio::time::sleep(lease * 4).await;
+    assert_eq!(
+        load(),
+        1,
+        "claimed again: the new owner let its lease lapse"
+    );
+    assert_eq!(stored(&b, &seed.task_id).epoch, 2);
+    b.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&b, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
+}
