@@ -206,6 +206,53 @@ impl<B: Backend> Store<B> {
     }
 }
 
+impl<B: Backend> Store<B> {
+    /// A write of this handle's lease on the live, running task `id` (at
+    /// owner epoch `fence`, when given): the one path of renewing and
+    /// releasing. Only the owner (the same instance id and open) may.
+    fn lease_write(
+        &self,
+        id: &TaskId,
+        fence: Option<u64>,
+        apply: impl Fn(&crate::lease::Lease, &mut Task, OffsetDateTime) -> Result<()>,
+    ) -> Result<Transition> {
+        let lease = &self.settings.lease;
+        let mut kept = None;
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) {
+                kept = Some(Kept::Expired);
+                return Ok(Change::Keep);
+            }
+            if current.is_terminal() {
+                kept = Some(Kept::Terminal);
+                return Ok(Change::Keep);
+            }
+            if fence.is_some_and(|epoch| epoch != current.epoch) {
+                kept = Some(Kept::Fenced);
+                return Ok(Change::Keep);
+            }
+            if !lease.owns(current) {
+                return Err(Error::NotOwner {
+                    id: current.id.clone(),
+                    owner: current.owner.clone(),
+                });
+            }
+            let mut next = current.clone();
+            apply(lease, &mut next, now)?;
+            Ok(Change::Replace(self.settings.limits.record_own(next)?))
+        })?;
+        match modified {
+            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
+                Ok(Transition::AlreadyTerminal(task))
+            }
+            Modified::Kept(task) if kept == Some(Kept::Fenced) => Ok(Transition::Fenced(task)),
+            Modified::Replaced(task) => Ok(Transition::Applied(task)),
+            _ => Err(Error::NotFound { id: id.clone() }),
+        }
+    }
+}
+
 impl<B: Backend> TaskStore for Store<B> {
     fn create(&self, new: NewTask) -> Result<Task> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
@@ -312,36 +359,22 @@ impl<B: Backend> TaskStore for Store<B> {
         &self.settings.lease.instance_id
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        Some(self.settings.lease.duration)
+    }
+
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
-        let lease = &self.settings.lease;
-        let mut kept = None;
-        let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
-            if current.is_expired_at(now) {
-                kept = Some(Kept::Expired);
-                return Ok(Change::Keep);
-            }
-            if current.is_terminal() {
-                kept = Some(Kept::Terminal);
-                return Ok(Change::Keep);
-            }
-            if !lease.owns(current) {
-                return Err(Error::NotOwner {
-                    id: current.id.clone(),
-                    owner: current.owner.clone(),
-                });
-            }
-            let mut next = current.clone();
-            lease.renew(&mut next, now)?;
-            Ok(Change::Replace(self.settings.limits.record_own(next)?))
+        self.lease_write(id, None, |lease, task, now| lease.renew(task, now))
+    }
+
+    fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
+        let released = self.lease_write(id, Some(epoch), |lease, task, now| {
+            lease.release(task, now)
         })?;
-        match modified {
-            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
-                Ok(Transition::AlreadyTerminal(task))
-            }
-            Modified::Replaced(task) => Ok(Transition::Applied(task)),
-            _ => Err(Error::NotFound { id: id.clone() }),
+        if let Transition::Applied(task) = &released {
+            tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
         }
+        Ok(released)
     }
 
     fn reap(&self) -> Result<Reaped> {
