@@ -55,6 +55,8 @@ pub enum FsOp {
     CreateDir,
     /// Taking an inter-process lock.
     Lock,
+    /// Setting a file's or directory's permission bits.
+    SetMode,
 }
 
 /// A directory of the store, open: names in it are resolved from this
@@ -370,6 +372,27 @@ impl Fs {
         self.record(|| FsEvent::CreateDir {
             path: path.to_owned(),
         });
+        Ok(())
+    }
+
+    /// Sets the permission bits of `name` in `dir` (of `dir` itself for
+    /// `None`), never following a symlink: the file is opened without
+    /// following one (so it must be readable by its owner) and changed
+    /// through its descriptor. Not recorded: no workload replayed by the
+    /// crash-state explorer changes a mode.
+    pub fn set_mode(&self, dir: &Dir, name: Option<&OsStr>, mode: u32) -> io::Result<()> {
+        self.check(FsOp::SetMode, || {
+            name.map_or_else(|| dir.path.clone(), |n| dir.join(n))
+        })?;
+        let mode = Mode::from_raw_mode(mode);
+        match name {
+            None => rustix::fs::fchmod(&dir.fd, mode)?,
+            Some(name) => {
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+                rustix::fs::fchmod(&fd, mode)?;
+            }
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! version the rules read.
 
 mod active_cache;
+mod census;
 mod codec;
 mod fault;
 mod fs;
@@ -18,7 +19,9 @@ mod lock;
 mod open;
 mod read;
 mod recovery;
+mod repair;
 mod scan;
+mod verify;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -31,9 +34,12 @@ use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
 use crate::task::Task;
 
+pub use self::census::{Census, Usage};
 #[cfg(feature = "fault-injection")]
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use self::fs::FsOp;
+pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
+pub use self::verify::{FileCheck, Problem, ProblemKind, Report};
 
 use self::active_cache::ActiveCache;
 use self::fs::{Dir, Fs};
