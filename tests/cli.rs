@@ -1257,6 +1257,70 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
 }
 
 #[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg_cluster;
+
+/// The commands over a `PgStore`, checked against its API.
+#[cfg(feature = "postgres")]
+#[test]
+fn commands_work_over_postgres() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let schema = pg_cluster::fresh_schema("cli");
+    let conninfo = cluster.conninfo();
+    let store = taskstore::PgStore::builder(conninfo.clone())
+        .schema(schema.clone())
+        .open()
+        .unwrap();
+    let running = store.create(NewTask::new()).unwrap();
+    let done = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&done.id, json!(1)).unwrap().is_applied());
+    let failed = store.create(NewTask::new()).unwrap();
+    assert!(store.fail(&failed.id, json!("x")).unwrap().is_applied());
+    let pg = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--pg".into(),
+            conninfo.clone(),
+            "--pg-schema".into(),
+            schema.clone(),
+        ]);
+        all
+    };
+    let run_pg = |args: &[&str], code: i32| {
+        let args = pg(args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_expect(None, &refs, code)
+    };
+    let listed: Vec<Task> = json_lines(&run_pg(&["list", "--json"], 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["tasks"], 3);
+    assert_eq!(stats["active"], 1);
+    assert_eq!(stats["successRate"], json!(0.5));
+    assert_eq!(stats["disk"], Value::Null);
+    let shown: Task =
+        serde_json::from_str(&stdout(&run_pg(&["show", running.id.as_str()], 0))).unwrap();
+    assert_eq!(shown, store.get(&running.id).unwrap().unwrap());
+    run_pg(&["sweep", "--dry-run"], 0);
+    run_pg(&["reap", "--dry-run"], 0);
+    let out = run_pg(&["cancel", running.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "applied");
+    assert_eq!(
+        store.get(&running.id).unwrap().unwrap().status,
+        TaskStatus::Cancelled
+    );
+    let out = run_pg(&["cancel", done.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "already_terminal");
+    assert_eq!(json_lines(&out)[0]["status"], "completed");
+}
+
+#[cfg(feature = "postgres")]
 #[test]
 fn verify_and_repair_say_they_are_for_file_stores() {
     for command in ["verify", "repair"] {
