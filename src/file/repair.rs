@@ -204,10 +204,12 @@ impl FileCheck {
                 let Some((dir, name)) = self.locate(&problem.place) else {
                     return Ok(Some("its directory is not open".to_owned()));
                 };
-                self.fs()
-                    .set_mode(dir, name, *mode)
-                    .map(|()| None)
-                    .map_err(|e| Error::io("set the mode of", &problem.path, e))
+                match self.fs().set_mode(dir, name, *mode) {
+                    Ok(()) => Ok(None),
+                    // Set aside by an earlier repair, or removed meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),
+                    Err(e) => Err(Error::io("set the mode of", &problem.path, e)),
+                }
             }
             RepairAction::Leave { .. } => Ok(Some("left alone".to_owned())),
         }
