@@ -164,6 +164,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
                     .into_encoded_bytes()
             } else if d.ends_with("locks") && meta.len() == 0 && mode & 0o777 == 0o600 {
                 continue;
+            } else if meta.len() > 1 << 20 {
+                // A sparse giant: its size and times stand for its bytes.
+                format!(
+                    "{} bytes, modified {:?}",
+                    meta.len(),
+                    meta.modified().unwrap()
+                )
+                .into_bytes()
             } else {
                 fs::read(entry.path()).unwrap()
             };
@@ -321,14 +329,6 @@ const DAMAGE: &[Damage] = &[
         problem: "mode",
     },
     Damage {
-        name: "a store root readable by others",
-        plant: |dir, _| {
-            chmod(dir, 0o755);
-            dir.to_owned()
-        },
-        problem: "mode",
-    },
-    Damage {
         name: "a marker readable by others",
         plant: |dir, _| {
             let path = dir.join("taskstore.json");
@@ -426,6 +426,28 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "misplaced",
+    },
+    Damage {
+        name: "a task file larger than any store writes",
+        plant: |dir, _| {
+            // Sparse: 1 GiB and 1 MiB of nothing, refused before it is read.
+            let path = dir.join("done").join("huge.json");
+            let file = fs::File::create(&path).unwrap();
+            file.set_len((1 << 30) + (1 << 20)).unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "too_large",
+    },
+    Damage {
+        name: "a file for one of the store's directories",
+        plant: |dir, _| {
+            let path = dir.join("tmp");
+            fs::remove_dir(&path).unwrap();
+            fs::write(&path, b"").unwrap();
+            path
+        },
+        problem: "not_a_directory",
     },
     Damage {
         name: "a directory for a task file",
@@ -537,7 +559,6 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
         "a foreign file in tmp/",
         "a task file readable by others",
         "a directory readable by others",
-        "a store root readable by others",
         "a marker readable by others",
         "a symlink for a task file",
         "a symlink for a lock file",
@@ -596,6 +617,7 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
 fn repair_leaves_alone_what_only_a_person_can_decide() {
     for name in [
         "a task file of a newer format",
+        "a task file larger than any store writes",
         "a running task in done/",
         "a foreign file at the root",
     ] {

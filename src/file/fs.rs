@@ -375,24 +375,16 @@ impl Fs {
         Ok(())
     }
 
-    /// Sets the permission bits of `name` in `dir` (of `dir` itself for
-    /// `None`), never following a symlink: the file is opened without
-    /// following one (so it must be readable by its owner) and changed
-    /// through its descriptor. Not recorded: no workload replayed by the
-    /// crash-state explorer changes a mode.
-    pub fn set_mode(&self, dir: &Dir, name: Option<&OsStr>, mode: u32) -> io::Result<()> {
-        self.check(FsOp::SetMode, || {
-            name.map_or_else(|| dir.path.clone(), |n| dir.join(n))
-        })?;
-        let mode = Mode::from_raw_mode(mode);
-        match name {
-            None => rustix::fs::fchmod(&dir.fd, mode)?,
-            Some(name) => {
-                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
-                rustix::fs::fchmod(&fd, mode)?;
-            }
-        }
+    /// Sets the permission bits of `name` in `dir`, never following a
+    /// symlink: the file or directory is opened without following one (so
+    /// it must be readable by its owner) and changed through its
+    /// descriptor. Not recorded: no workload replayed by the crash-state
+    /// explorer changes a mode.
+    pub fn set_mode(&self, dir: &Dir, name: &OsStr, mode: u32) -> io::Result<()> {
+        self.check(FsOp::SetMode, || dir.join(name))?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         Ok(())
     }
 

@@ -261,7 +261,7 @@ impl FileCheck {
 
 /// What to do about `problem`.
 fn plan(problem: &Problem) -> RepairAction {
-    let dir = matches!(problem.place, Place::Root) || is_store_dir(&problem.place);
+    let dir = is_store_dir(&problem.place);
     match (&problem.kind, &problem.place) {
         (ProblemKind::InterruptedMove, _) => RepairAction::FinishMove,
         (ProblemKind::StaleCopy { readable: true }, _) => RepairAction::RemoveStaleCopy,
