@@ -49,8 +49,10 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 /// Opening creates nothing and recovers nothing: unlike
 /// [`FileStore::open`](crate::FileStore::open), it leaves dead writers' temp
 /// files and the copies an interrupted terminal move left in place, so that
-/// `verify` can report them. Checking changes nothing; it takes a task's
-/// stripe lock to confirm a problem of that task, and tries (without
+/// `verify` can report them. Checking changes nothing (but for the empty
+/// file of a lock stripe, which any handle makes when it first takes the
+/// stripe); it takes a task's stripe lock to confirm a problem of that
+/// task, and tries (without
 /// waiting) a temp file's stripe lock to tell a dead writer's leftover from
 /// a live writer's file. So it is safe beside live writers in other
 /// processes, and reports none of their work in progress as a problem.
