@@ -17,6 +17,7 @@ mod group;
 mod layout;
 mod lock;
 mod open;
+mod problem;
 mod read;
 mod recovery;
 mod repair;
@@ -38,8 +39,9 @@ pub use self::census::{Census, Usage};
 #[cfg(feature = "fault-injection")]
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use self::fs::FsOp;
+pub use self::problem::{Problem, ProblemKind, Report};
 pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
-pub use self::verify::{FileCheck, Problem, ProblemKind, Report};
+pub use self::verify::FileCheck;
 
 use self::active_cache::ActiveCache;
 use self::fs::{Dir, Fs};

@@ -14,10 +14,9 @@ use crate::error::{Error, Result};
 use crate::events::UnreadableAction;
 use crate::file::FileBackend;
 use crate::file::layout::{Area, stripe};
+use crate::file::problem::{DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Sub};
 use crate::file::recovery;
-use crate::file::verify::{
-    DIR_MODE, FILE_MODE, FileCheck, FileState, Place, Problem, ProblemKind, Sub, judge_file,
-};
+use crate::file::verify::{FileCheck, FileState, judge_file};
 
 /// What [`FileCheck::repair`] did, or would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

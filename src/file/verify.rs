@@ -1,6 +1,6 @@
 //! Checking a store as `fsck` does: [`FileCheck`] opens a store directory
 //! without creating or recovering anything, and [`FileCheck::verify`]
-//! reports every problem with its path.
+//! reports every problem with its path (`problem.rs` has their vocabulary).
 //!
 //! Each rule it checks is the store's own: names from `layout`, task files
 //! decoded by `read_task` (the envelope, the format, the id inside against
@@ -13,7 +13,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -28,16 +27,15 @@ use crate::file::layout::{
 };
 use crate::file::lock::StripeLocks;
 use crate::file::open::{HARMLESS, root_error};
+use crate::file::problem::{
+    DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
+    unreadable_lock,
+};
 use crate::file::recovery::Quarantine;
 use crate::file::{Durability, FileBackend, codec};
 use crate::id::TaskId;
 use crate::limits::MAX_MAX_PAYLOAD_BYTES;
 use crate::task::Task;
-
-/// The mode of every file of a store.
-pub(crate) const FILE_MODE: u32 = 0o600;
-/// The mode of every directory of a store.
-pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// The largest marker file read.
 const MAX_MARKER_BYTES: u64 = 4_096;
@@ -52,10 +50,10 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 /// `verify` can report them. Checking changes nothing (but for the empty
 /// file of a lock stripe, which any handle makes when it first takes the
 /// stripe); it takes a task's stripe lock to confirm a problem of that
-/// task, and tries (without
-/// waiting) a temp file's stripe lock to tell a dead writer's leftover from
-/// a live writer's file. So it is safe beside live writers in other
-/// processes, and reports none of their work in progress as a problem.
+/// task, and tries (without waiting) a temp file's stripe lock to tell a
+/// dead writer's leftover from a live writer's file. So it is safe beside
+/// live writers in other processes, and reports none of their work in
+/// progress as a problem.
 ///
 /// ```
 /// # fn main() -> taskstore::Result<()> {
@@ -86,210 +84,6 @@ enum Opened {
         quarantine: Dir,
     },
     Broken(Dir),
-}
-
-/// What [`FileCheck::verify`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Report {
-    /// Every problem, ordered by path.
-    pub problems: Vec<Problem>,
-    /// How many entries of the store's directories were checked.
-    pub checked: usize,
-}
-
-impl Report {
-    /// Whether no problem was found.
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-/// One problem: where, and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Problem {
-    /// The file or directory.
-    pub path: PathBuf,
-    /// The task it belongs to, if its name says.
-    pub id: Option<TaskId>,
-    /// What is wrong with it.
-    pub kind: ProblemKind,
-    pub(crate) place: Place,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.kind)
-    }
-}
-
-/// What is wrong with a file or directory of a store.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProblemKind {
-    /// Its permission bits are not the store's (`0600` files, `0700`
-    /// directories).
-    Mode {
-        /// The mode found.
-        found: u32,
-        /// The mode it should have.
-        expected: u32,
-    },
-    /// A symlink, where the store has none.
-    Symlink,
-    /// Something other than a regular file where a file belongs.
-    NotAFile,
-    /// Something other than a directory where one of the store's
-    /// directories belongs.
-    NotADirectory,
-    /// A name the store does not use, in one of its directories.
-    Foreign,
-    /// One of the store's directories, or its marker, is missing.
-    Missing,
-    /// The marker (`taskstore.json`) cannot be read as one.
-    BadMarker {
-        /// Why.
-        reason: String,
-    },
-    /// The marker or a task file has a newer format than this `taskstore`
-    /// reads.
-    NewerFormat {
-        /// The format found.
-        found: u64,
-        /// The newest format this build reads.
-        supported: u64,
-    },
-    /// A task file that does not decode as one.
-    Corrupt {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A task file that holds another task than its name says.
-    WrongId {
-        /// The id inside.
-        found: String,
-    },
-    /// A task file larger than any task a store writes.
-    TooLarge {
-        /// Its size.
-        size: u64,
-        /// The largest task file a store can write.
-        limit: u64,
-    },
-    /// A running task in `done/` (and none in `active/`): no writer puts
-    /// one there.
-    Misplaced,
-    /// A terminal task still in `active/`: a terminal move interrupted
-    /// between its two steps. Final for every reader all the same.
-    InterruptedMove,
-    /// A copy of a task that the read rule overrules, beside the copy that
-    /// is the task (left by a terminal move that a power loss interrupted).
-    StaleCopy {
-        /// Whether it reads as a task (else it is damaged).
-        readable: bool,
-    },
-    /// A temp file whose writer is gone (its stripe lock is free).
-    DeadTemp,
-    /// It could not be checked.
-    Unreadable {
-        /// The error.
-        error: String,
-    },
-}
-
-impl ProblemKind {
-    /// A short machine name: `mode`, `symlink`, `not_a_file`,
-    /// `not_a_directory`, `foreign`, `missing`, `bad_marker`,
-    /// `newer_format`, `corrupt`, `wrong_id`, `too_large`, `misplaced`,
-    /// `interrupted_move`, `stale_copy`, `dead_temp`, `unreadable`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ProblemKind::Mode { .. } => "mode",
-            ProblemKind::Symlink => "symlink",
-            ProblemKind::NotAFile => "not_a_file",
-            ProblemKind::NotADirectory => "not_a_directory",
-            ProblemKind::Foreign => "foreign",
-            ProblemKind::Missing => "missing",
-            ProblemKind::BadMarker { .. } => "bad_marker",
-            ProblemKind::NewerFormat { .. } => "newer_format",
-            ProblemKind::Corrupt { .. } => "corrupt",
-            ProblemKind::WrongId { .. } => "wrong_id",
-            ProblemKind::TooLarge { .. } => "too_large",
-            ProblemKind::Misplaced => "misplaced",
-            ProblemKind::InterruptedMove => "interrupted_move",
-            ProblemKind::StaleCopy { .. } => "stale_copy",
-            ProblemKind::DeadTemp => "dead_temp",
-            ProblemKind::Unreadable { .. } => "unreadable",
-        }
-    }
-}
-
-impl fmt::Display for ProblemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProblemKind::Mode { found, expected } => {
-                write!(f, "mode {found:04o}, expected {expected:04o}")
-            }
-            ProblemKind::Symlink => f.write_str("a symlink, where the store has none"),
-            ProblemKind::NotAFile => f.write_str("not a regular file"),
-            ProblemKind::NotADirectory => f.write_str("not a directory"),
-            ProblemKind::Foreign => f.write_str("not a name this store uses"),
-            ProblemKind::Missing => f.write_str("missing"),
-            ProblemKind::BadMarker { reason } => write!(f, "unreadable store marker: {reason}"),
-            ProblemKind::NewerFormat { found, supported } => write!(
-                f,
-                "format {found}, newer than the {supported} this taskstore reads"
-            ),
-            ProblemKind::Corrupt { reason } => write!(f, "corrupt task file: {reason}"),
-            ProblemKind::WrongId { found } => {
-                write!(f, "holds task {found}, not the task its name says")
-            }
-            ProblemKind::TooLarge { size, limit } => write!(
-                f,
-                "{size} bytes, over the {limit} bytes of the largest task file a store writes"
-            ),
-            ProblemKind::Misplaced => f.write_str("a running task in done/"),
-            ProblemKind::InterruptedMove => {
-                f.write_str("a terminal task still in active/ (an interrupted move)")
-            }
-            ProblemKind::StaleCopy { readable: true } => {
-                f.write_str("a stale copy: the task's other copy overrules it")
-            }
-            ProblemKind::StaleCopy { readable: false } => f.write_str(
-                "a damaged stale copy: the task's other copy is readable and overrules it",
-            ),
-            ProblemKind::DeadTemp => f.write_str("a temp file of a writer that is gone"),
-            ProblemKind::Unreadable { error } => write!(f, "cannot be checked: {error}"),
-        }
-    }
-}
-
-/// Where a problem is, as the repair finds it again: an entry of the root,
-/// or an entry of one of the store's directories.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Place {
-    Top(OsString),
-    In(Sub, OsString),
-}
-
-/// The directories whose entries are checked (or counted) one by one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Sub {
-    Active,
-    Done,
-    Tmp,
-    Locks,
-    Quarantine,
-}
-
-impl Sub {
-    fn area(area: Area) -> Sub {
-        match area {
-            Area::Active => Sub::Active,
-            Area::Done => Sub::Done,
-        }
-    }
 }
 
 /// What one task file is (short-lived: a task by value costs nothing next
@@ -905,30 +699,5 @@ fn classify_corrupt(
     match other {
         Some(found) => ProblemKind::WrongId { found },
         None => ProblemKind::Corrupt { reason },
-    }
-}
-
-fn problem(path: PathBuf, id: Option<TaskId>, kind: ProblemKind, place: Place) -> Problem {
-    Problem {
-        path,
-        id,
-        kind,
-        place,
-    }
-}
-
-fn mode(found: u32, expected: u32) -> ProblemKind {
-    ProblemKind::Mode { found, expected }
-}
-
-fn unreadable_lock(e: &Error) -> ProblemKind {
-    ProblemKind::Unreadable {
-        error: format!("its stripe lock cannot be taken: {e}"),
-    }
-}
-
-fn unreadable(e: io::Error) -> ProblemKind {
-    ProblemKind::Unreadable {
-        error: e.to_string(),
     }
 }
