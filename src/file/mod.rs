@@ -8,6 +8,7 @@
 //! it is given, where its status says, if the task on disk is still the
 //! version the rules read.
 
+mod census;
 mod codec;
 mod fault;
 mod fs;
@@ -16,15 +17,18 @@ mod layout;
 mod lock;
 mod maintenance;
 mod open;
+mod problem;
 mod proof;
 mod read;
 mod recovery;
+mod repair;
 mod scan;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
 mod stamp;
 mod watch;
+mod verify;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -37,9 +41,13 @@ use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
 use crate::task::Task;
 
+pub use self::census::{Census, Usage};
 #[cfg(feature = "fault-injection")]
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use self::fs::FsOp;
+pub use self::problem::{Problem, ProblemKind, Report};
+pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
+pub use self::verify::FileCheck;
 
 use self::fs::{Dir, Fs};
 use self::group::DirSync;

@@ -21,7 +21,7 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 
 /// Names a directory may hold and still count as empty for a new store: a
 /// fresh file system's `lost+found`.
-const HARMLESS: &[&str] = &["lost+found"];
+pub(super) const HARMLESS: &[&str] = &["lost+found"];
 
 /// Opens (or creates) the store `options` name, for a handle whose payload
 /// cap is `max_payload_bytes`.
@@ -166,7 +166,7 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
     Ok(dir)
 }
 
-fn root_error(root: &Path, e: io::Error) -> Error {
+pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
     if is_symlink_refusal(&e) {
         invalid(root, "is a symlink; the store follows none")
     } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {

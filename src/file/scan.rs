@@ -8,7 +8,7 @@ use std::io;
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
-use crate::file::layout::{self, Area, stripe, task_name};
+use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
 use crate::file::snapshot::State;
 use crate::file::stamp::{self, Stamp};
@@ -414,23 +414,46 @@ impl FileBackend {
     /// Removes the `expiring/` entry `index` of task `id`, under its lock, if
     /// it is still not the file of the task in `done/` (nor of one in
     /// `active/` on its way there).
-    fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
+    pub(super) fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         let _guard = self.locks.lock(&self.fs, stripe(id))?;
-        let file = task_name(id);
-        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+        if !self.index_is_stale(id, index) {
             return Ok(());
-        };
-        for area in [Area::Done, Area::Active] {
-            if let Ok(task) = self.fs.stat(self.dir(area), &file)
-                && (task.dev, task.ino) == (entry.dev, entry.ino)
-            {
-                return Ok(());
-            }
         }
         match self.fs.remove(&self.expiring, index) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", self.expiring.join(index), e)),
+        }
+    }
+
+    /// Whether the `expiring/` entry `index` of task `id` is there and is
+    /// not the file of the task in `done/`, nor of one in `active/` on its
+    /// way there (final only under the task's lock).
+    pub(super) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
+        let file = task_name(id);
+        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+            return false;
+        };
+        ![Area::Done, Area::Active].into_iter().any(|area| {
+            self.fs
+                .stat(self.dir(area), &file)
+                .is_ok_and(|task| (task.dev, task.ino) == (entry.dev, entry.ino))
+        })
+    }
+
+    /// Whether the finished `task`, whose file is `done/<id>.json`, has a
+    /// TTL and lacks its `expiring/` entry (so no sweep would find it).
+    /// Final only under the task's lock.
+    pub(super) fn index_is_missing(&self, task: &Task) -> bool {
+        let Some(index) = expiring_name(task) else {
+            return false;
+        };
+        let file = self.fs.stat(self.dir(Area::Done), &task_name(&task.id));
+        let entry = self.fs.stat(&self.expiring, &index);
+        match (file, entry) {
+            (Ok(file), Ok(entry)) => (file.dev, file.ino) != (entry.dev, entry.ino),
+            (Ok(_), Err(_)) => true,
+            (Err(_), _) => false,
         }
     }
 }

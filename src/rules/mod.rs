@@ -9,6 +9,7 @@
 
 mod builder;
 mod maintenance;
+mod preview;
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,6 +27,7 @@ use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
 pub(crate) use self::builder::Settings;
 pub use self::builder::{MAX_INSTANCE_ID_LEN, StoreBuilder};
+pub use self::preview::{Orphan, OrphanFate};
 
 /// A task store: the store's rules over the backend `B`.
 ///
@@ -88,7 +90,7 @@ impl<B> Store<B> {
     /// The time the rules go by: the clock's, but never earlier than a time
     /// this handle has already read. An expired task stays expired for this
     /// handle if the clock is stepped back.
-    fn now(&self) -> OffsetDateTime {
+    pub fn now(&self) -> OffsetDateTime {
         let now = self.settings.clock.now();
         let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
             return now;
