@@ -258,6 +258,24 @@ impl Error {
         }
     }
 
+    /// This error again, for each of several operations one failure ended
+    /// (a batch whose shared fsync failed): an I/O error keeps its
+    /// operation, path, kind and OS error code; any other becomes an
+    /// [`Error::Io`] of `op` on `path` carrying its message.
+    pub(crate) fn for_each_of(&self, op: &'static str, path: &std::path::Path) -> Self {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            other => Error::io(op, path, io::Error::other(other.to_string())),
+        }
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.into(),

@@ -11,8 +11,7 @@ pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
 /// Default cap on one task's encoded size: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 /// The smallest payload cap a store accepts (smaller settings are raised to
-/// it): room for any task the store itself writes, such as a reaped orphan
-/// stripped to its error (see [`TaskStore::reap_orphans`](crate::TaskStore::reap_orphans)).
+/// it).
 pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 /// The largest payload cap a store accepts (larger settings are lowered to it).
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
@@ -20,7 +19,12 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// accepted may take it: a renewed lease's longer timestamp, a new owner's
 /// identity, an orphan's error. A host's writes never get this room, so a
 /// task the store accepted can always be renewed, claimed and reaped.
-pub const OWN_HEADROOM: usize = 2 * 1024;
+///
+/// The largest of these, an orphan error naming a 128-character task id and
+/// two 256-byte instance ids made of characters JSON escapes, is under
+/// 2 KiB; `tests/leases.rs` (`a_reaped_orphan_at_the_cap_keeps_everything`)
+/// builds it.
+pub const OWN_HEADROOM: usize = 4 * 1024;
 
 /// How deep a JSON value in a task (a result, error, input request, one
 /// metadata value, a resumable task's input or checkpoint) may nest: each

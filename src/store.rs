@@ -119,11 +119,11 @@ pub trait TaskStore: Send + Sync {
     /// that was judged an orphan, and first writer wins decides every race
     /// with its owner. One orphan's failure never stops the pass.
     ///
-    /// An orphan's failed version keeps everything it held, unless that
-    /// would be over the payload cap: then its `metadata` and
-    /// `statusMessage` are dropped and the error says so
-    /// (`"dropped": ["metadata", "statusMessage"]`), so an orphan is always
-    /// reaped.
+    /// An orphan's failed version keeps everything it held (its resume
+    /// state and input requests give way to the error), even at the payload
+    /// cap: the store's own writes may go [`OWN_HEADROOM`](crate::OWN_HEADROOM)
+    /// past it, and an orphan error always fits there. So an orphan is
+    /// always reaped.
     fn reap(&self) -> Result<Reaped>;
 
     /// Claims every resumable orphan whose kind is in `kinds`, so that this

@@ -208,6 +208,84 @@ fn expired_tasks_are_not_reaped() {
     }
 }
 
+/// The largest orphan error there can be: a 128-character task id, owner
+/// and reaper instance ids of 256 bytes that JSON escapes to 512, a
+/// resumable task's attempt counts at their maximum, timestamps with every
+/// digit. A task at the payload cap with all of that is still reaped whole,
+/// within the cap plus `OWN_HEADROOM`, on both backends.
+#[test]
+fn a_reaped_orphan_at_the_cap_keeps_everything() {
+    let owner = "\"".repeat(taskstore::MAX_INSTANCE_ID_LEN);
+    let reaper = "\\".repeat(taskstore::MAX_INSTANCE_ID_LEN);
+    let start = T0 + Duration::from_nanos(123_456_789);
+    let clock = ManualClock::new(start);
+    let cap = taskstore::MIN_MAX_PAYLOAD_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |instance: &str| -> Box<dyn TaskStore> {
+        Box::new(
+            FileStore::builder(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .instance_id(instance)
+                .lease(LEASE)
+                .max_payload_bytes(cap)
+                .open()
+                .unwrap(),
+        )
+    };
+    let shared = taskstore::MemoryBackend::new();
+    let memory = |instance: &str| -> Box<dyn TaskStore> {
+        Box::new(
+            taskstore::Store::with_backend(shared.clone())
+                .clock(Arc::new(clock.clone()))
+                .instance_id(instance)
+                .lease(LEASE)
+                .max_payload_bytes(cap)
+                .build()
+                .unwrap(),
+        )
+    };
+    let pairs = [
+        (file(&owner), file(&reaper)),
+        (memory(&owner), memory(&reaper)),
+    ];
+    for (n, (a, b)) in pairs.iter().enumerate() {
+        clock.set(start);
+        let new = || {
+            let tag = format!("{n}-");
+            NewTask::new()
+                .id(TaskId::parse(&format!("{tag}{}", "x".repeat(128 - tag.len()))).unwrap())
+                .resumable("k", json!(null))
+                .max_attempts(u32::MAX)
+                .status_message("s")
+        };
+        // Fill the metadata to the byte where one more is refused.
+        let probe = a.create(new().metadata("m", "")).unwrap();
+        let room = cap - serde_json::to_vec(&probe).unwrap().len();
+        assert!(a.delete(&probe.id).unwrap());
+        let task = a.create(new().metadata("m", "y".repeat(room))).unwrap();
+        assert_eq!(serde_json::to_vec(&task).unwrap().len(), cap);
+
+        // Past the lease and the claim grace: nobody resumed it.
+        clock.set(start + LEASE * 3);
+        let reaped = b.reap().unwrap();
+        assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+        assert_eq!(reaped.tasks.len(), 1);
+        let orphan = &reaped.tasks[0];
+        assert_eq!(orphan.status, TaskStatus::Failed);
+        assert_eq!(orphan.metadata, task.metadata);
+        assert_eq!(orphan.status_message, task.status_message);
+        let error = orphan.error.as_ref().unwrap();
+        assert_eq!(error["owner"], owner.as_str());
+        assert_eq!(error["reapedBy"], reaper.as_str());
+        assert_eq!(error["maxAttempts"], u32::MAX);
+        let error_size = serde_json::to_vec(error).unwrap().len();
+        assert!(error_size < 2048, "the orphan error is {error_size} bytes");
+        let size = serde_json::to_vec(orphan).unwrap().len();
+        assert!(size <= cap + taskstore::OWN_HEADROOM, "{size} bytes");
+        assert_eq!(a.get(&task.id).unwrap().as_ref(), Some(orphan));
+    }
+}
+
 /// Two handles on one store directory: instances `a` and `b`.
 fn two_instances(clock: &ManualClock) -> (tempfile::TempDir, FileStore, FileStore) {
     let dir = tempfile::tempdir().unwrap();

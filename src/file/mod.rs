@@ -33,9 +33,7 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{
-    Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Swap, is_current,
-};
+use crate::backend::{Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Swap};
 use crate::error::Result;
 use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
@@ -267,14 +265,13 @@ impl Backend for FileBackend {
     }
 
     fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
-        let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
-        match self.find(&current.id)? {
-            Some(found) if is_current(&found.task, current) => {
-                self.commit(&found, next)?;
-                Ok(Swap::Done)
-            }
-            found => Ok(Swap::Changed(found.map(|f| f.task))),
-        }
+        self.replace_batch(&[(current.clone(), next.clone())])
+            .pop()
+            .expect("one result per pair")
+    }
+
+    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        self.replace_batch(swaps)
     }
 
     fn remove(&self, current: &Task) -> Result<Swap> {

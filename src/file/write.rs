@@ -106,64 +106,157 @@ impl FileBackend {
     }
 
     /// Replaces the task `found` by `next`, durably in every directory it
-    /// changes, before returning.
-    ///
-    /// A terminal version of a running task is written over its file in
-    /// `active/` (readers see it final at once, and at every moment the task
-    /// has one name that every reader finds first), then moved to `done/`
-    /// ([`move_to_done`](Self::move_to_done)).
+    /// changes, before returning. The caller holds the task's lock.
     pub(super) fn commit(&self, found: &Found, next: &Record) -> Result<()> {
+        let mut touched = Touched::default();
+        let staged = self.stage(found, next, &mut touched)?;
+        self.settle(&[staged], touched, Locking::Held)
+    }
+
+    /// Replaces each `current` by its `next`, if it is still that version,
+    /// with one fsync per directory for the whole batch: the staged writes
+    /// of every task first, then the fsyncs the terminal moves need before
+    /// their names in `active/` go, then those names, then `active/`'s
+    /// fsync. If an fsync fails, every write it covered reports it.
+    pub(super) fn replace_batch(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        let mut touched = Touched::default();
+        let mut staged = Vec::new();
+        let mut results: Vec<Result<Swap>> = swaps
+            .iter()
+            .map(|(current, next)| {
+                let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
+                match self.find(&current.id)? {
+                    Some(found) if is_current(&found.task, current) => {
+                        staged.push(self.stage(&found, next, &mut touched)?);
+                        Ok(Swap::Done)
+                    }
+                    found => Ok(Swap::Changed(found.map(|f| f.task))),
+                }
+            })
+            .collect();
+        if let Err(e) = self.settle(&staged, touched, Locking::Take) {
+            for result in &mut results {
+                if matches!(result, Ok(Swap::Done)) {
+                    *result = Err(e.for_each_of("make durable the write of", &self.root));
+                }
+            }
+        }
+        results
+    }
+
+    /// The first half of a write of `next` over `found` (its lock held):
+    /// the new version in place, readers see it at once. A running task is
+    /// written over its file in `active/`. A terminal version of a running
+    /// task is written over its file in `active/` too, then given its names
+    /// in `expiring/` (if it has a TTL) and `done/` (hard links, so it
+    /// never lacks a name); [`settle`](Self::settle) removes the name in
+    /// `active/` once those are durable.
+    fn stage(&self, found: &Found, next: &Record, touched: &mut Touched) -> Result<Staged> {
         // A stale copy in the other area goes first: the move below gives
         // the task its name there.
         self.drop_stale(found)?;
-        let id = &next.task().id;
-        match (found.area, Area::of(next.task())) {
+        let task = next.task();
+        match (found.area, Area::of(task)) {
             (Area::Active, Area::Done) => {
                 self.put(Area::Active, next)?;
-                self.move_to_done(next.task())
+                self.link_into_done(task, touched)
             }
-            (from, to) if from == to => self.write(to, next),
+            (from, to) if from == to => {
+                self.put(to, next)?;
+                touched.mark(to);
+                Ok(Staged::Written)
+            }
             (from, to) => {
                 // A terminal task made running again: never done by the
                 // rules, but a backend stores what it is given.
-                self.write(to, next)?;
-                if self.remove_name(from, id)? {
-                    self.sync(from)?;
+                self.put(to, next)?;
+                touched.mark(to);
+                if self.remove_name(from, &task.id)? {
+                    touched.mark(from);
                 }
-                Ok(())
+                Ok(Staged::Written)
             }
         }
     }
 
-    /// The second step of a terminal transition: `active/<id>.json`, already
-    /// holding the terminal task, gets its names in `expiring/` (if it has a
-    /// TTL: the sweep's index) and in `done/` (hard links, so the task is
-    /// never without a name), those are made durable, then the name in
-    /// `active/` goes and `active/` is made durable.
+    /// Gives the terminal `task`, whose file is `active/<id>.json`, its
+    /// names in `expiring/` (with a TTL) and `done/`.
+    fn link_into_done(&self, task: &Task, touched: &mut Touched) -> Result<Staged> {
+        let name = task_name(&task.id);
+        let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
+        if let Some(index) = expiring_name(task) {
+            self.link_over(active, &name, &self.expiring, &index)?;
+            touched.expiring = true;
+        }
+        self.link_over(active, &name, done, &name)?;
+        touched.done = true;
+        let file = self
+            .fs
+            .stat(done, &name)
+            .map_err(|e| Error::io("stat", done.join(&name), e))?;
+        Ok(Staged::Moving {
+            id: task.id.clone(),
+            ino: (file.dev, file.ino),
+        })
+    }
+
+    /// The second half of the staged writes: `expiring/` and `done/` made
+    /// durable, then each moved task's name in `active/` removed (if it is
+    /// still that file), then `active/` made durable.
     ///
     /// Under the strictest model of a power loss (each directory's changes
     /// durable only by its own fsync, a rename across directories two
-    /// independent halves) every crash leaves the task in `active/`, in
+    /// independent halves) every crash leaves a moving task in `active/`, in
     /// `done/` or in both, never in neither, and never in `done/` without its
-    /// index entry; once this returns, the terminal version is in `done/`
-    /// and no longer in `active/`, durably.
-    pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
-        let id = &task.id;
-        let name = task_name(id);
-        let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
-        let index = expiring_name(task);
-        if let Some(index) = &index {
-            self.link_over(active, &name, &self.expiring, index)?;
+    /// index entry; once this returns, the terminal version is durably in
+    /// `done/` and no longer in `active/`.
+    fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
+        self.sync_links(&touched)?;
+        for staged in staged {
+            let Staged::Moving { id, ino } = staged else {
+                continue;
+            };
+            let _guard = match locking {
+                Locking::Take => Some(self.locks.lock(&self.fs, stripe(id))?),
+                Locking::Held => None,
+            };
+            let name = task_name(id);
+            // Only while it is still the file being moved (not finished by
+            // another handle meanwhile, nor a new task of the same id).
+            let same = self
+                .fs
+                .stat(self.dir(Area::Active), &name)
+                .is_ok_and(|file| (file.dev, file.ino) == *ino);
+            if same && self.remove_name(Area::Active, id)? {
+                touched.active = true;
+            }
         }
-        self.link_over(active, &name, done, &name)?;
-        if index.is_some() && self.durability == Durability::Immediate {
+        if touched.active {
+            self.sync(Area::Active)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the names given in `expiring/` and `done/` durable (first
+    /// `expiring/`: a task in `done/` is never without its index entry).
+    fn sync_links(&self, touched: &Touched) -> Result<()> {
+        if touched.expiring && self.durability == Durability::Immediate {
             self.fs
                 .sync_dir(&self.expiring)
                 .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
         }
-        self.sync(Area::Done)?;
-        self.remove_name(Area::Active, id)?;
-        self.sync(Area::Active)
+        if touched.done {
+            self.sync(Area::Done)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the terminal move of `task`, whose file is still in
+    /// `active/` (the caller holds its lock).
+    pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
+        let mut touched = Touched::default();
+        let staged = self.link_into_done(task, &mut touched)?;
+        self.settle(&[staged], touched, Locking::Held)
     }
 
     /// Gives the file `from` in `from_dir` the name `to` in `to_dir`,
@@ -221,15 +314,9 @@ impl FileBackend {
     /// Makes the removals recorded in `touched` durable: one fsync per
     /// directory, however many names went.
     pub(super) fn sync_touched(&self, touched: &Touched) -> Result<()> {
-        for (touched, area) in [(touched.done, Area::Done), (touched.active, Area::Active)] {
-            if touched {
-                self.sync(area)?;
-            }
-        }
-        if touched.expiring && self.durability == Durability::Immediate {
-            self.fs
-                .sync_dir(&self.expiring)
-                .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
+        self.sync_links(touched)?;
+        if touched.active {
+            self.sync(Area::Active)?;
         }
         Ok(())
     }
@@ -332,14 +419,9 @@ impl FileBackend {
             })
             .collect();
         if let Err(e) = self.sync_touched(&touched) {
-            let message = e.to_string();
             for result in &mut results {
                 if matches!(result, Ok(Swap::Done)) {
-                    *result = Err(Error::io(
-                        "make durable the removal of",
-                        self.root.clone(),
-                        io::Error::other(message.clone()),
-                    ));
+                    *result = Err(e.for_each_of("make durable the removal of", &self.root));
                 }
             }
         }
@@ -412,7 +494,21 @@ impl FileBackend {
     }
 }
 
-/// The directories a batch of removals changed, to make durable once.
+/// A write done in place, or a terminal move still to finish.
+#[derive(Debug)]
+enum Staged {
+    Written,
+    Moving { id: TaskId, ino: (u64, u64) },
+}
+
+/// Whether `settle` takes each moving task's lock, or its caller holds it.
+#[derive(Clone, Copy, Debug)]
+enum Locking {
+    Take,
+    Held,
+}
+
+/// The directories a batch of writes changed, to make durable once.
 #[derive(Debug, Default)]
 pub(super) struct Touched {
     active: bool,

@@ -129,25 +129,17 @@ impl<B: Backend> Store<B> {
         })
     }
 
-    /// The failed version of an orphan, within the payload cap: whole if it
-    /// fits, else without its metadata and status message (the error says
-    /// what was dropped). The smallest payload cap leaves room for that.
+    /// The failed version of an orphan: all it held, with the orphan error
+    /// in place of its resume state and input requests. It fits the payload
+    /// cap plus [`OWN_HEADROOM`](crate::OWN_HEADROOM): the error's fields
+    /// are bounded (ids and instance ids by their caps) except a resumable
+    /// task's kind, which moves from the resume state the failed task drops.
     fn orphan_failed(&self, current: &Task, now: OffsetDateTime) -> Result<Record> {
         let error = lease::orphan_error(current, &self.settings.lease.instance_id);
         let mut next = current.clone();
-        Outcome::Failed(error.clone()).apply(&mut next, now)?;
+        Outcome::Failed(error).apply(&mut next, now)?;
         self.settings.lease.after_write(&mut next, now);
-        match self.settings.limits.record_own(next.clone()) {
-            Err(Error::PayloadTooLarge { .. } | Error::TooDeep { .. }) => {
-                let mut error = error;
-                error["dropped"] = serde_json::json!(["metadata", "statusMessage"]);
-                next.metadata.clear();
-                next.status_message = None;
-                next.error = Some(error);
-                self.settings.limits.record_own(next)
-            }
-            other => other,
-        }
+        self.settings.limits.record_own(next)
     }
 
     /// Claims every resumable orphan of one of `kinds` at `now`.
