@@ -274,6 +274,38 @@ const DAMAGE: &[Damage] = &[
         problem: "stale_copy",
     },
     Damage {
+        name: "a stale index entry",
+        plant: |dir, tasks| {
+            // An expiring/ entry that is no task's file (a crash between a
+            // delete's steps leaves one).
+            let t = first(tasks, TaskStatus::Working);
+            let name = format!("{}.60000.{}", t.created_at.unix_timestamp_nanos(), t.id);
+            let path = dir.join("expiring").join(name);
+            fs::write(&path, b"{}").unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "stale_index_entry",
+    },
+    Damage {
+        name: "a missing index entry",
+        plant: |dir, _| {
+            let store = open(dir);
+            let t = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
+            let index = fs::read_dir(dir.join("expiring"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_str().unwrap().ends_with(&format!(".{}", t.id)))
+                .expect("the finished task's index entry");
+            fs::remove_file(index).unwrap();
+            task_path(dir, "done", &t.id)
+        },
+        problem: "missing_index_entry",
+    },
+    Damage {
         name: "a dead writer's temp file",
         plant: |dir, tasks| {
             let id = first(tasks, TaskStatus::Working).id;
@@ -548,13 +580,16 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let tasks = store_with_tasks(&dir);
-    // Every kind of damage that repair fixes, at once.
+    // Every kind of damage that repair fixes, at once (those planted through
+    // an open store first: opening a store resolves some damage itself).
     let fixable = [
+        "a missing index entry",
         "a corrupt task file",
         "an interrupted move",
         "a stale running copy beside the terminal one",
         "a damaged stale copy",
         "a dead writer's temp file",
+        "a stale index entry",
         "a foreign file among the tasks",
         "a foreign file in tmp/",
         "a task file readable by others",

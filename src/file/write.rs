@@ -292,7 +292,7 @@ impl FileBackend {
         };
         let name = task_name(&task.id);
         self.link_over(self.dir(Area::Done), &name, &self.expiring, &index)?;
-        self.sync_touched(&Touched {
+        self.sync_links(&Touched {
             expiring: true,
             ..Touched::default()
         })
