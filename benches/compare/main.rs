@@ -21,6 +21,7 @@
 //! a create made) is made and removed around it, untimed (`harness.rs`).
 
 mod active;
+mod counted;
 mod floor;
 mod harness;
 mod memory;
@@ -177,6 +178,10 @@ fn main() {
         memory::child(&spec);
         return;
     }
+    if let Ok(calls) = std::env::var(counted::COUNT) {
+        counted::run(calls.parse().expect("a number of calls"));
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -197,6 +202,7 @@ fn main() {
     if filter.wants(&[
         "breaker_closed/1t",
         "breaker_closed/2t",
+        "breaker_closed_1pct_failures/1t",
         "breaker_open_rejection",
     ]) {
         resilience::breakers(&mut c);
