@@ -27,8 +27,8 @@ mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
 mod stamp;
-mod watch;
 mod verify;
+mod watch;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -120,6 +120,10 @@ pub struct FileBackend {
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.
     handles: Option<(std::fs::File, PathBuf)>,
+    /// Whether `open` left no task with copies in both `active/` and
+    /// `done/` (it may not, on a store it cannot write): only then may a
+    /// `get` trust the snapshot of `active/` alone.
+    copies_resolved: std::sync::atomic::AtomicBool,
 }
 
 impl StoreBuilder<FileOptions> {
@@ -248,6 +252,9 @@ struct Stale {
 
 impl Backend for FileBackend {
     fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        if let Some(task) = self.load_running(id)? {
+            return Ok(Some(task));
+        }
         Ok(self.find(id)?.map(|found| found.task))
     }
 

@@ -100,6 +100,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         handles,
+        copies_resolved: Default::default(),
     };
     if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
         maintenance::migrate(&backend, from)?;
@@ -318,8 +319,10 @@ fn check_format(store: &FileBackend, found: u64) -> Result<()> {
 /// there are two copies. Listings can then trust `active/` alone.
 ///
 /// Best effort on a store that cannot be written: `get` and every write
-/// resolve the two copies by the same rule anyway.
+/// resolve the two copies by the same rule anyway (a `get` reads the files
+/// then, not the snapshot: see `copies_resolved`).
 fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
+    let mut all = true;
     let active = store.dir(Area::Active);
     let done = store.dir(Area::Done);
     let names = store
@@ -346,9 +349,13 @@ fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
         match resolved {
             Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
             Err(e) => {
+                all = false;
                 tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/")
             }
         }
     }
+    store
+        .copies_resolved
+        .store(all, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

@@ -141,6 +141,47 @@ impl FileBackend {
         Ok((tasks, skipped))
     }
 
+    /// Running task `id` as the snapshot holds it, if the snapshot is kept
+    /// current by change notices and holds the task's bytes: a `get` that
+    /// opens no file. The notices of every write that returned before this
+    /// call are queued by then (the kernel queues them inside the write's
+    /// own system call), so this sees each such write as a file read would.
+    /// `None` means: read the files (the task is terminal, elsewhere, or
+    /// the snapshot cannot vouch for it, or `open` could not resolve every
+    /// task left in both areas).
+    pub(super) fn load_running(&self, id: &TaskId) -> Result<Option<Task>> {
+        if !self
+            .copies_resolved
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let bytes = {
+            let mut state = self.snapshot.lock();
+            if !state.complete || state.watch.is_none() {
+                return Ok(None);
+            }
+            self.refresh(&mut state)?;
+            if state.watch.is_none() {
+                return Ok(None);
+            }
+            match state.get(id) {
+                Some((_, entry)) if !entry.status.is_terminal() => match &entry.bytes {
+                    Some(bytes) => bytes.clone(),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            }
+        };
+        let path = self.dir(Area::Active).join(task_name(id));
+        let task = codec::unwrap(&bytes, &path, id).ok();
+        #[cfg(test)]
+        if task.is_some() {
+            self.snapshot.lock().gets += 1;
+        }
+        Ok(task)
+    }
+
     /// Brings the snapshot up to date: from the change notices if it has a
     /// live watch, else by the file-status proof; a full pass when neither
     /// holds.

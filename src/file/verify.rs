@@ -22,8 +22,7 @@ use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
 use crate::file::layout::{
-    self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, STRIPES, lock_name,
-    stripe, task_name,
+    self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, STRIPES, lock_name, stripe, task_name,
 };
 use crate::file::lock::StripeLocks;
 use crate::file::open::{HARMLESS, root_error};
@@ -181,6 +180,7 @@ impl FileCheck {
                     // A check is no handle: it never holds the handles lock,
                     // so it never keeps an exclusive open from compacting.
                     handles: None,
+                    copies_resolved: Default::default(),
                 };
                 Opened::Whole {
                     backend: Box::new(backend),
@@ -738,7 +738,11 @@ impl Listing {
     }
 
     fn total(&self) -> usize {
-        self.active.len() + self.done.len() + self.tmp.len() + self.expiring.len() + self.locks.len()
+        self.active.len()
+            + self.done.len()
+            + self.tmp.len()
+            + self.expiring.len()
+            + self.locks.len()
     }
 
     fn area(&mut self, area: Area) -> &mut Vec<OsString> {

@@ -115,8 +115,9 @@ enum Kept {
 
 impl<B: Backend> Store<B> {
     /// Applies `change` to the live, non-terminal task `id`, atomically, if
-    /// it is still at owner epoch `fence` (when given): the one path of every
-    /// write to an existing task.
+    /// it is still at owner epoch `fence` (when given): the path of every
+    /// host write to an existing task (the lease writes go through
+    /// `lease_write`, deletes and the maintenance passes their own ways).
     fn write(
         &self,
         id: &TaskId,
@@ -370,9 +371,8 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
-        let released = self.lease_write(id, Some(epoch), |lease, task, now| {
-            lease.release(task, now)
-        })?;
+        let released =
+            self.lease_write(id, Some(epoch), |lease, task, now| lease.release(task, now))?;
         if let Transition::Applied(task) = &released {
             tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
         }
