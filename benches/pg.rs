@@ -502,6 +502,9 @@ impl TaskStore for Polling {
     fn claim(&self, kinds: &[&str]) -> taskstore::Result<taskstore::Claimed> {
         self.0.claim(kinds)
     }
+    fn release(&self, id: &TaskId, epoch: u64) -> taskstore::Result<Transition> {
+        self.0.release(id, epoch)
+    }
 }
 
 /// From `tasks/cancel` on manager B to the operation seeing it on manager A.

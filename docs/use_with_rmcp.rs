@@ -1,42 +1,51 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::*;
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+use serde_json::json;
 use taskstore::FileStore;
-use taskstore::mcp::{DurableTaskManager, TaskExit, TaskOptions};
+use taskstore::mcp::{DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions};
 
 #[derive(Clone)]
 struct Server {
     tasks: DurableTaskManager<FileStore>,
 }
 
-async fn slow_work() -> CallToolResult {
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    CallToolResult::success(vec![ContentBlock::text("done")])
+/// Ten slow steps; after each one a checkpoint, the point another instance
+/// resumes from if this one dies.
+fn convert(ctx: TaskContext) -> TaskFuture {
+    Box::pin(async move {
+        let mut step = ctx.last_checkpoint().and_then(|c| c["step"].as_u64()).unwrap_or(0);
+        while step < 10 {
+            tokio::select! {
+                // A `tasks/cancel` sent to any instance lands here.
+                _ = ctx.cancelled() => return Err(TaskExit::Cancelled),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            step += 1;
+            ctx.checkpoint(json!({ "step": step })).await?;
+        }
+        let file = ctx.input()["file"].as_str().unwrap_or_default().to_owned();
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("converted {file}"))]))
+    })
 }
 
 impl ServerHandler for Server {
     async fn call_tool(
         &self,
-        _request: CallToolRequestParams,
+        request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         // Only a client that declared the tasks extension may get a task.
         if !context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
-            return Ok(slow_work().await.into());
+            return Err(McpError::invalid_params("this tool runs as a task", None));
         }
+        let input = json!({ "file": request.arguments.unwrap_or_default().get("file") });
         let task = self
             .tasks
-            .spawn(TaskOptions::new(), |ctx| {
-                Box::pin(async move {
-                    tokio::select! {
-                        // A `tasks/cancel` sent to any instance lands here.
-                        _ = ctx.cancelled() => Err(TaskExit::Cancelled),
-                        result = slow_work() => Ok(result),
-                    }
-                })
-            })
+            .spawn_resumable("convert", input, TaskOptions::new(), convert)
             .await?; // durably stored before the handle goes out
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
@@ -79,11 +88,24 @@ impl ServerHandler for Server {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
     // Every instance (and every restart) over this directory shares the tasks.
     let store = Arc::new(FileStore::open("./mcp-tasks")?);
     let tasks = DurableTaskManager::new(store);
+    // This instance resumes "convert" tasks whose server died.
+    tasks.register_resume("convert", convert);
     let server = Server { tasks: tasks.clone() };
-    server.serve(rmcp::transport::stdio()).await?.waiting().await?;
+    let service = server.serve(rmcp::transport::stdio()).await?;
+    let stop_serving = service.cancellation_token();
+    tokio::select! {
+        _ = service.waiting() => {}          // the client closed stdin
+        _ = sigterm.recv() => {}
+    }
+    // No new task; running ones get 5 s; then resumable ones are released
+    // to another instance at once, and the others fail as "shutdown".
     tasks.shutdown().await;
-    Ok(())
+    stop_serving.cancel();
+    // Tokio's stdin read cannot be cancelled: exit rather than wait for it.
+    std::process::exit(0)
 }

@@ -1,4 +1,4 @@
-//! A stdio MCP server whose slow tool runs as a durable task.
+//! A stdio MCP server whose tools run as durable, resumable tasks.
 //!
 //! ```text
 //! cargo run --example mcp_server --features mcp -- [STORE_DIR]
@@ -7,38 +7,66 @@
 //! Tasks live in a `FileStore` in `STORE_DIR`, or `$TASKSTORE_MCP_DIR`, or
 //! `./mcp-tasks`. Restart it, or run several instances over one directory:
 //! every instance answers `tasks/get`, `tasks/update` and `tasks/cancel` for
-//! every task, and a task whose instance died is reported `failed`
-//! (orphaned) once its lease lapses.
+//! every task; a resumable task whose instance died is resumed by another
+//! instance (or the restarted one) from its last checkpoint; any other task
+//! whose instance died is reported `failed` (orphaned) once its lease
+//! lapses.
+//!
+//! On SIGTERM, SIGINT or the end of stdin it shuts down gracefully: no new
+//! task; running ones get the grace period (the server still answers while
+//! they do, unless stdin ended); then resumable tasks are released for
+//! another instance to claim at once, and the others fail with
+//! `{"code": "shutdown"}`.
 //!
 //! Environment:
 //! - `TASKSTORE_MCP_DIR`: the store directory, if no argument is given;
 //! - `TASKSTORE_MCP_LEASE_MS`: the lease of running tasks (default 30 s);
+//!   orphans are claimed and reaped every lease (at most every 5 s);
+//! - `TASKSTORE_MCP_CLAIM_GRACE_MS`: how long a resumable orphan waits for a
+//!   claim before it is failed (default one lease);
+//! - `TASKSTORE_MCP_SHUTDOWN_GRACE_MS`: the shutdown grace (default 5 s);
+//! - `TASKSTORE_MCP_WATCH_MS`: how often the instance looks at its running
+//!   tasks and renews their leases (default 250 ms; a lease shorter than
+//!   three of these lapses under a live owner);
+//! - `TASKSTORE_MCP_RESUME=0`: register no resume handlers (this instance
+//!   resumes nothing; it still answers for every task);
 //! - `TASKSTORE_MCP_INSTANCE`: this instance's id (default: random); the
-//!   tool reports it in its results and status messages;
+//!   tools report it in their status messages;
 //! - `TASKSTORE_MCP_PG`: a PostgreSQL connection string (built with the
 //!   `postgres` feature): tasks live in a `PgStore` there instead, shared by
 //!   instances on every host that connects to it;
 //!   `TASKSTORE_MCP_PG_SCHEMA` names its schema (default `taskstore`).
 //!
-//! The tool `slow` takes `{"ms": 2000, "text": "hi", "ttl_ms": 300000}` (all
-//! optional): it waits `ms`, then answers `"slow: <text>"`. A client that
-//! declared the tasks extension gets a task (`ttl_ms` is its TTL); any other
-//! client waits for the result. A `tasks/cancel`, sent to any instance, stops
-//! the wait: the task ends `cancelled`, with a status message that names the
-//! instance that ran it.
+//! Tools (a client that declared the tasks extension gets a task; `ttl_ms`
+//! is its TTL):
+//! - `slow` `{"ms": 2000, "text": "hi", "ttl_ms": 300000, "resumable": false,
+//!   "step_ms": 100}`: waits `ms` in steps of `step_ms`, then answers
+//!   `"slow: <text>"`. A resumable one saves `{"elapsedMs": n}` after each
+//!   step but the last and resumes from there; its answer also names the
+//!   instance that finished it and the attempt. A `tasks/cancel`, sent to any instance,
+//!   stops it: the task ends `cancelled`, with a status message that names
+//!   the instance that ran it. A client without tasks waits for the result.
+//! - `ask` `{"question": "…", "resumable": false, "ttl_ms": 300000}`: asks the
+//!   client (an elicitation under the key `answer`, answered by
+//!   `tasks/update` at any instance) and answers `"ask: <response>"`. Tasks
+//!   only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    CreateTaskResult, GetTaskParams, GetTaskResult, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool, UpdateTaskParams,
+    CreateTaskResult, CustomRequest, CustomResult, ErrorCode, GetTaskParams, GetTaskResult,
+    InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
-use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskExit, TaskOptions};
+use taskstore::mcp::{
+    DurableTaskManager, ManagerOptions, Reads, TaskContext, TaskExit, TaskFuture, TaskOptions,
+    invalid_task_request,
+};
 use taskstore::{FileStore, StoreBuilder, TaskStore};
 
 /// The store: a `FileStore`, or a `PgStore` with `TASKSTORE_MCP_PG`.
@@ -50,36 +78,146 @@ struct Server {
     instance: String,
 }
 
-/// The tool's arguments.
-struct Slow {
-    ms: u64,
-    text: String,
-    ttl_ms: Option<u64>,
+/// What a client passed: the arguments of one tool, as an object.
+type Args = serde_json::Map<String, Value>;
+
+fn int(args: &Args, key: &str) -> Result<Option<u64>, McpError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            McpError::invalid_params(format!("`{key}` must be a non-negative integer"), None)
+        }),
+    }
 }
 
-impl Slow {
-    fn parse(request: &CallToolRequestParams) -> Result<Slow, McpError> {
-        let args = request.arguments.clone().unwrap_or_default();
-        let int = |key: &str| match args.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                McpError::invalid_params(format!("`{key}` must be a non-negative integer"), None)
-            }),
-        };
-        Ok(Slow {
-            ms: int("ms")?.unwrap_or(2_000),
-            text: match args.get("text") {
-                None => "hi".to_owned(),
-                Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err(McpError::invalid_params("`text` must be a string", None)),
-            },
-            ttl_ms: int("ttl_ms")?,
-        })
+fn string(args: &Args, key: &str, default: &str) -> Result<String, McpError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(McpError::invalid_params(
+            format!("`{key}` must be a string"),
+            None,
+        )),
     }
+}
 
-    async fn run(&self) -> CallToolResult {
-        tokio::time::sleep(Duration::from_millis(self.ms)).await;
-        CallToolResult::success(vec![ContentBlock::text(format!("slow: {}", self.text))])
+fn flag(args: &Args, key: &str) -> Result<bool, McpError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(McpError::invalid_params(
+            format!("`{key}` must be a boolean"),
+            None,
+        )),
+    }
+}
+
+fn text(s: String) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(s)])
+}
+
+/// The `slow` tool's work, for `input` `{"ms", "text", "step_ms"}`; a
+/// resumable one resumes from its checkpoint `{"elapsedMs"}`.
+async fn run_slow(
+    ctx: TaskContext,
+    instance: String,
+    input: Value,
+) -> Result<CallToolResult, TaskExit> {
+    let ms = input["ms"].as_u64().unwrap_or(2_000);
+    let step_ms = input["step_ms"].as_u64().unwrap_or(100).max(1);
+    let mut at = ctx
+        .last_checkpoint()
+        .and_then(|c| c["elapsedMs"].as_u64())
+        .unwrap_or(0);
+    if ctx.is_resumed() {
+        eprintln!(
+            "mcp_server: instance {instance} resumed task {} at {at} ms (attempt {})",
+            ctx.task_id(),
+            ctx.attempt()
+        );
+        ctx.set_status_message(format!(
+            "resumed by instance {instance} at {at} ms (attempt {})",
+            ctx.attempt()
+        ))
+        .await?;
+    }
+    while at < ms {
+        let step = step_ms.min(ms - at);
+        tokio::select! {
+            _ = ctx.cancelled() => {
+                ctx.set_status_message(format!("cancel observed by instance {instance}")).await?;
+                return Err(TaskExit::Cancelled);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(step)) => {}
+        }
+        at += step;
+        if at == ms {
+            break;
+        }
+        // Does nothing for a task that is not resumable.
+        if let Err(e) = ctx.checkpoint(json!({ "elapsedMs": at })).await {
+            eprintln!(
+                "mcp_server: instance {instance}: checkpoint of task {} refused: {}",
+                ctx.task_id(),
+                e.message
+            );
+            return Err(e.into());
+        }
+    }
+    let done = format!("slow: {}", input["text"].as_str().unwrap_or("hi"));
+    if ctx.kind().is_none() {
+        return Ok(text(done));
+    }
+    Ok(text(format!(
+        "{done} (finished by instance {instance}, attempt {})",
+        ctx.attempt()
+    )))
+}
+
+/// The `ask` tool's work, for `input` `{"question"}`.
+async fn run_ask(
+    ctx: TaskContext,
+    instance: String,
+    input: Value,
+) -> Result<CallToolResult, TaskExit> {
+    let question = input["question"].as_str().unwrap_or("What is your name?");
+    if ctx.is_resumed() {
+        eprintln!(
+            "mcp_server: instance {instance} resumed task {} (attempt {})",
+            ctx.task_id(),
+            ctx.attempt()
+        );
+    }
+    let request: InputRequest = serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {
+            "message": question,
+            "requestedSchema": {"type": "object", "properties": {}}
+        }
+    }))
+    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+    // A resumed run asks under the same key and with the same request: it
+    // gets the answer given meanwhile, or waits on for it.
+    let answer = ctx.request_input("answer", request).await?;
+    Ok(text(format!("ask: {answer}")))
+}
+
+/// The work of `tool` for `input`.
+fn work(tool: &str, ctx: TaskContext, instance: String, input: Value) -> TaskFuture {
+    match tool {
+        "slow" => Box::pin(run_slow(ctx, instance, input)),
+        _ => Box::pin(run_ask(ctx, instance, input)),
+    }
+}
+
+/// The resume handler of `tool`: the same work, with the stored input.
+fn resume(
+    tool: &'static str,
+    instance: String,
+) -> impl Fn(TaskContext) -> TaskFuture + Send + Sync + 'static {
+    move |ctx| {
+        let input = ctx.input().clone();
+        work(tool, ctx, instance.clone(), input)
     }
 }
 
@@ -89,22 +227,38 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let schema = json!({
-            "type": "object",
-            "properties": {
-                "ms": {"type": "integer", "minimum": 0},
-                "text": {"type": "string"},
-                "ttl_ms": {"type": "integer", "minimum": 0}
-            }
-        });
-        let Value::Object(schema) = schema else {
-            unreachable!("a JSON object literal")
+        let schema = |value: Value| match value {
+            Value::Object(map) => map,
+            _ => unreachable!("a JSON object literal"),
         };
-        Ok(ListToolsResult::with_all_items(vec![Tool::new(
-            "slow",
-            "Waits `ms` milliseconds, then echoes `text`; runs as a task for clients that support tasks",
-            schema,
-        )]))
+        Ok(ListToolsResult::with_all_items(vec![
+            Tool::new(
+                "slow",
+                "Waits `ms` milliseconds, then echoes `text`; runs as a (resumable) task for clients that support tasks",
+                schema(json!({
+                    "type": "object",
+                    "properties": {
+                        "ms": {"type": "integer", "minimum": 0},
+                        "text": {"type": "string"},
+                        "ttl_ms": {"type": "integer", "minimum": 0},
+                        "resumable": {"type": "boolean"},
+                        "step_ms": {"type": "integer", "minimum": 1}
+                    }
+                })),
+            ),
+            Tool::new(
+                "ask",
+                "Asks the client `question` and echoes the answer; tasks only",
+                schema(json!({
+                    "type": "object",
+                    "properties": {
+                        "question": {"type": "string"},
+                        "ttl_ms": {"type": "integer", "minimum": 0},
+                        "resumable": {"type": "boolean"}
+                    }
+                })),
+            ),
+        ]))
     }
 
     async fn call_tool(
@@ -112,37 +266,58 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if request.name != "slow" {
-            return Err(McpError::invalid_params(
-                format!("unknown tool: {}", request.name),
-                None,
-            ));
-        }
-        let slow = Slow::parse(&request)?;
-        if !context
+        let args = request.arguments.clone().unwrap_or_default();
+        let tasks = context
             .client_capabilities()
-            .is_some_and(|c| c.supports_tasks())
-        {
-            return Ok(slow.run().await.into());
-        }
+            .is_some_and(|c| c.supports_tasks());
+        let (tool, input) = match request.name.as_ref() {
+            "slow" => {
+                let input = json!({
+                    "ms": int(&args, "ms")?.unwrap_or(2_000),
+                    "text": string(&args, "text", "hi")?,
+                    "step_ms": int(&args, "step_ms")?.unwrap_or(100),
+                });
+                if !tasks {
+                    let ms = input["ms"].as_u64().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let done = format!("slow: {}", input["text"].as_str().unwrap_or(""));
+                    return Ok(text(done).into());
+                }
+                ("slow", input)
+            }
+            "ask" if tasks => (
+                "ask",
+                json!({ "question": string(&args, "question", "What is your name?")? }),
+            ),
+            "ask" => {
+                return Err(McpError::invalid_params(
+                    "`ask` needs a client that declared the tasks extension",
+                    None,
+                ));
+            }
+            other => {
+                return Err(McpError::invalid_params(
+                    format!("unknown tool: {other}"),
+                    None,
+                ));
+            }
+        };
         let options = TaskOptions::new()
-            .with_ttl_ms(slow.ttl_ms.unwrap_or(300_000))
+            .with_ttl_ms(int(&args, "ttl_ms")?.unwrap_or(300_000))
             .with_poll_interval_ms(50);
         let instance = self.instance.clone();
-        let task = self
-            .tasks
-            .spawn(options, move |ctx| {
-                Box::pin(async move {
-                    tokio::select! {
-                        _ = ctx.cancelled() => {
-                            ctx.set_status_message(format!("cancel observed by instance {instance}")).await?;
-                            Err(TaskExit::Cancelled)
-                        }
-                        result = slow.run() => Ok(result),
-                    }
+        let task = if flag(&args, "resumable")? {
+            let run_input = input.clone();
+            self.tasks
+                .spawn_resumable(tool, input, options, move |ctx| {
+                    work(tool, ctx, instance, run_input)
                 })
-            })
-            .await?;
+                .await?
+        } else {
+            self.tasks
+                .spawn(options, move |ctx| work(tool, ctx, instance, input))
+                .await?
+        };
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
@@ -174,6 +349,22 @@ impl ServerHandler for Server {
         self.tasks.cancel_task(&request.task_id).await
     }
 
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        // rmcp routes a tasks/* request whose params do not parse here.
+        if let Some(error) = invalid_task_request(&request) {
+            return Err(error);
+        }
+        Err(McpError::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            request.method,
+            None,
+        ))
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -181,6 +372,48 @@ impl ServerHandler for Server {
                 .enable_tasks()
                 .build(),
         )
+    }
+}
+
+/// Prints the store's and the manager's log lines (info and above) to
+/// stderr: a stand-in for `tracing-subscriber`, to keep the example's
+/// dependencies few.
+struct Stderr;
+
+impl tracing::Subscriber for Stderr {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO && metadata.target().starts_with("taskstore")
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Line(String);
+        impl tracing::field::Visit for Line {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = match field.name() {
+                    "message" => write!(self.0, " {value:?}"),
+                    name => write!(self.0, " {name}={value:?}"),
+                };
+            }
+        }
+        let mut line = Line(String::new());
+        event.record(&mut line);
+        eprintln!("mcp_server: {}{}", event.metadata().level(), line.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn env_ms(name: &str) -> Result<Option<Duration>, Box<dyn std::error::Error>> {
+    match std::env::var(name) {
+        Ok(ms) => Ok(Some(Duration::from_millis(ms.parse().map_err(|e| {
+            format!("{name}={ms:?} is not a number of milliseconds: {e}")
+        })?))),
+        Err(_) => Ok(None),
     }
 }
 
@@ -192,12 +425,20 @@ fn configure<O>(
     if let Ok(instance) = std::env::var("TASKSTORE_MCP_INSTANCE") {
         builder = builder.instance_id(instance);
     }
-    if let Ok(ms) = std::env::var("TASKSTORE_MCP_LEASE_MS") {
-        let lease = Duration::from_millis(ms.parse()?);
+    if let Some(lease) = env_ms("TASKSTORE_MCP_LEASE_MS")? {
         builder = builder.lease(lease);
-        // Report orphans within about one more lease.
+        // Claim and report orphans within about one more lease.
         let reap = lease.min(options.reap_interval);
         *options = options.clone().reap_interval(reap);
+    }
+    if let Some(grace) = env_ms("TASKSTORE_MCP_CLAIM_GRACE_MS")? {
+        builder = builder.claim_grace(grace);
+    }
+    if let Some(every) = env_ms("TASKSTORE_MCP_WATCH_MS")? {
+        *options = options.clone().watch_interval(every);
+    }
+    if let Some(grace) = env_ms("TASKSTORE_MCP_SHUTDOWN_GRACE_MS")? {
+        *options = options.clone().shutdown_grace(grace);
     }
     Ok(builder)
 }
@@ -221,11 +462,17 @@ fn open_store(
         .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
         .unwrap_or_else(|| "./mcp-tasks".to_owned());
     let store = configure(FileStore::builder(&dir), options)?.open()?;
+    // A local file read is quick: answer tasks/get without a thread hop.
+    *options = options.clone().reads(Reads::Inline);
     Ok((Box::new(store), dir))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _ = tracing::subscriber::set_global_default(Stderr);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let mut options = ManagerOptions::new();
     // Opening may block on the network (PostgreSQL): off the async workers.
     let (store, place, options) = tokio::task::spawn_blocking(move || {
@@ -237,16 +484,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(store);
     let instance = store.instance_id().to_owned();
     let tasks = DurableTaskManager::with_options(store, options);
+    if std::env::var("TASKSTORE_MCP_RESUME").as_deref() != Ok("0") {
+        tasks.register_resume("slow", resume("slow", instance.clone()));
+        tasks.register_resume("ask", resume("ask", instance.clone()));
+    }
     eprintln!("mcp_server: instance {instance}, tasks in {place}");
     let server = Server {
         tasks: tasks.clone(),
-        instance,
+        instance: instance.clone(),
     };
-    server
-        .serve(rmcp::transport::stdio())
-        .await?
-        .waiting()
-        .await?;
-    tasks.shutdown().await;
-    Ok(())
+    let service = server.serve(rmcp::transport::stdio()).await?;
+    let stop_serving = service.cancellation_token();
+    let mut serving = tokio::spawn(service.waiting());
+    let why = tokio::select! {
+        _ = &mut serving => "stdin closed",
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    eprintln!("mcp_server: instance {instance}: {why}, shutting down");
+    // After a signal the server still answers while the tasks finish.
+    let report = tasks.shutdown().await;
+    eprintln!(
+        "mcp_server: instance {instance} shut down ({why}): {} running, {} released, {} failed",
+        report.running, report.released, report.failed
+    );
+    stop_serving.cancel();
+    // Tokio's stdin is a blocking read that cannot be cancelled: leave
+    // without waiting for it.
+    std::process::exit(0)
 }

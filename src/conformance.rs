@@ -219,6 +219,10 @@ where
             Two(resumable_orphans_wait_for_a_claim_then_are_reaped),
         ),
         ("claims_race", Two(claims_race)),
+        (
+            "a_release_hands_the_task_over_at_once",
+            Two(a_release_hands_the_task_over_at_once),
+        ),
     ];
     for (name, check) in checks {
         let setup = Setup::new();
@@ -1374,4 +1378,64 @@ fn claims_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
     for task in claims.iter().flatten() {
         assert_eq!(task.epoch, 2);
     }
+}
+
+fn a_release_hands_the_task_over_at_once(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let task = a
+        .create(NewTask::new().resumable("k", json!({"n": 1})))
+        .unwrap();
+    let plain = a.create(NewTask::new()).unwrap();
+    // Only the owner, at the task's epoch, may release it.
+    assert_eq!(&fenced(a.release(&task.id, 2).unwrap()), &task);
+    match b.release(&task.id, 1) {
+        Err(Error::NotOwner { owner, .. }) => assert_eq!(owner.as_deref(), Some(a.instance_id())),
+        other => panic!("another instance cannot release it, got {other:?}"),
+    }
+    assert!(matches!(
+        a.release(&TaskId::parse("missing").unwrap(), 1),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        a.get(&task.id).unwrap().as_ref(),
+        Some(&task),
+        "nothing changed"
+    );
+
+    setup.clock.advance(setup.lease / 4);
+    let released = applied(a.release(&task.id, 1).unwrap());
+    assert_eq!(released.lease_expires_at, Some(setup.clock.now()));
+    assert_eq!(released.revision, task.revision + 1);
+    assert_eq!(released.last_updated_at, task.last_updated_at);
+    assert_eq!((released.epoch, released.status), (1, TaskStatus::Working));
+    // Claimable at once, with no time passing: the new owner's epoch fences
+    // the old one's writes and releases.
+    let claimed = b.claim(&["k"]).unwrap();
+    assert_eq!(claimed.tasks.len(), 1, "claimed at once");
+    let taken = &claimed.tasks[0];
+    assert_eq!(
+        (taken.epoch, taken.owner.as_deref()),
+        (2, Some(b.instance_id()))
+    );
+    assert_eq!(&fenced(a.release(&task.id, 1).unwrap()), taken);
+    assert!(matches!(
+        a.release(&task.id, 2),
+        Err(Error::NotOwner { .. })
+    ));
+    assert!(b.reap().unwrap().tasks.is_empty(), "the claimed task runs");
+
+    // A released task that is not resumable is reaped at once.
+    applied(a.release(&plain.id, 1).unwrap());
+    let reaped = b.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1);
+    assert_eq!(reaped.tasks[0].id, plain.id);
+    assert_eq!(reaped.tasks[0].error.as_ref().unwrap()["code"], "orphaned");
+    // A terminal task is left as it is.
+    let done = applied(
+        b.finish_fenced(&task.id, crate::Outcome::Completed(json!(1)), 2)
+            .unwrap(),
+    );
+    assert_eq!(
+        b.release(&task.id, 2).unwrap(),
+        Transition::AlreadyTerminal(done)
+    );
 }

@@ -71,7 +71,7 @@ fn validate(id: &str) -> Result<(), &'static str> {
 }
 
 /// Keeps error messages bounded when the rejected input is huge.
-fn shorten(id: &str) -> String {
+pub(crate) fn shorten(id: &str) -> String {
     const KEEP: usize = 160;
     if id.len() <= KEEP {
         return id.to_owned();

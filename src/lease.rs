@@ -88,6 +88,15 @@ impl Lease {
         task.lease_expires_at = Some(self.until(now));
         Ok(())
     }
+
+    /// Gives up the lease of a task this instance owns: it lapses at `now`,
+    /// so the task is an orphan at once and another instance may claim it
+    /// (bumps the revision, leaves `last_updated_at` alone).
+    pub fn release(&self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
+        task.next_revision()?;
+        task.lease_expires_at = Some(now);
+        Ok(())
+    }
 }
 
 /// Whether `task` is an orphan at `now`: running, and its lease has lapsed.

@@ -37,7 +37,10 @@ pub use crate::events::{
     BreakerEventKind, BreakerState, CallOutcome, DEFAULT_EVENT_LOG_CAPACITY, Event, EventKind,
     EventLog, HostKind, Record, Since, TaskEventKind, TripReason, UnreadableAction,
 };
-pub use crate::file::{Durability, FileBackend, FileOptions, FileStore, FileStoreBuilder, FsOp};
+pub use crate::file::{
+    Census, Durability, FileBackend, FileCheck, FileOptions, FileStore, FileStoreBuilder, FsOp,
+    Problem, ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Usage,
+};
 #[cfg(feature = "fault-injection")]
 pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use crate::id::{MAX_ID_LEN, TaskId};
@@ -53,7 +56,7 @@ pub use crate::pg::{
     TimeSource,
 };
 pub use crate::query::{ListQuery, Page};
-pub use crate::rules::{MAX_INSTANCE_ID_LEN, Store, StoreBuilder};
+pub use crate::rules::{MAX_INSTANCE_ID_LEN, Orphan, OrphanFate, Store, StoreBuilder};
 #[cfg(feature = "metrics")]
 pub use crate::sink::MetricsSink;
 pub use crate::sink::{

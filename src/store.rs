@@ -78,6 +78,12 @@ pub trait TaskStore: Send + Sync {
     /// This handle's instance id: the owner recorded on the tasks it creates.
     fn instance_id(&self) -> &str;
 
+    /// How long this handle's leases last, if the store says (the stores of
+    /// this crate do; the default is `None`). A host renews well within it.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Renews this instance's lease on one running task. A terminal task is
     /// returned untouched as [`Transition::AlreadyTerminal`].
     ///
@@ -86,6 +92,23 @@ pub trait TaskStore: Send + Sync {
     /// [`Error::NotFound`] for a missing or expired task, [`Error::NotOwner`]
     /// if another instance owns it.
     fn renew_lease(&self, id: &TaskId) -> Result<Transition>;
+
+    /// Gives up this handle's lease on a running task it owns at owner
+    /// `epoch`, so that another instance may claim it at once
+    /// ([`claim`](TaskStore::claim)) instead of after the lease: the lease
+    /// lapses now (the revision goes up; `lastUpdatedAt` stays). For a host
+    /// that stops gracefully with resumable work under way. A task that is
+    /// not resumable is reaped as orphaned by the next reap.
+    ///
+    /// Fenced like every owner write: once the task has left `epoch` it is
+    /// refused as [`Transition::Fenced`]; a terminal task is returned
+    /// untouched as [`Transition::AlreadyTerminal`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing or expired task, [`Error::NotOwner`]
+    /// if this handle does not own it.
+    fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition>;
 
     /// Fails every running task whose lease has lapsed with a structured
     /// error (`{"code": "orphaned", "owner": ..}`) and returns those tasks,
@@ -205,8 +228,14 @@ macro_rules! forward_task_store {
             fn instance_id(&self) -> &str {
                 (**self).instance_id()
             }
+            fn lease(&self) -> Option<std::time::Duration> {
+                (**self).lease()
+            }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)
+            }
+            fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
+                (**self).release(id, epoch)
             }
             fn reap(&self) -> Result<Reaped> {
                 (**self).reap()

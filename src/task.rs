@@ -190,6 +190,13 @@ impl Task {
         self.expires_at().is_some_and(|at| now >= at)
     }
 
+    /// Whether the task is an orphan at `now`: running, and its owner's
+    /// lease has lapsed (what [`TaskStore::reap`](crate::TaskStore::reap)
+    /// fails, or [`TaskStore::claim`](crate::TaskStore::claim) takes over).
+    pub fn is_orphan_at(&self, now: OffsetDateTime) -> bool {
+        crate::lease::is_orphan(self, now)
+    }
+
     /// Whether the task is in a terminal state.
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()

@@ -1,6 +1,9 @@
 //! The documents speak of the repository as it is: every test that
-//! CONSISTENCY.md (or ARCHITECTURE.md) cites exists, and no document sends
-//! the reader to a document outside the repository.
+//! CONSISTENCY.md (or ARCHITECTURE.md) cites exists, no document sends the
+//! reader to a document outside the repository, and the README reads as
+//! plain Markdown while its examples compile (each `rust` block is a doc
+//! test with no hidden lines; a `rust,ignore` block is an example program
+//! under `examples/`, word for word).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -156,4 +159,43 @@ fn no_document_sends_the_reader_outside_the_repository() {
         "references outside the repository:\n{}",
         found.join("\n")
     );
+}
+
+/// The README's code blocks of `lang`, in order.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let readme = fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("```{lang}") {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            blocks.push(body.join("\n") + "\n");
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_reads_as_plain_markdown_and_its_examples_compile() {
+    let doc_tests = readme_blocks("rust");
+    assert!(!doc_tests.is_empty(), "the README has doc-tested examples");
+    for block in &doc_tests {
+        for line in block.lines() {
+            assert!(
+                !(line == "#" || line.starts_with("# ")),
+                "a rustdoc-hidden line shows in the README: {line:?}"
+            );
+        }
+    }
+    let ignored = readme_blocks("rust,ignore");
+    let examples: Vec<String> = sources(&Path::new(ROOT).join("examples"))
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    for block in ignored {
+        assert!(
+            examples.contains(&block),
+            "a README block the doc tests skip is no example program under examples/:\n{block}"
+        );
+    }
 }

@@ -202,3 +202,139 @@ fn expiry_is_shared_by_every_handle_and_sweep_deletes_files() {
     assert_eq!(count(&dir.path().join("active")), 0);
     assert_eq!(count(&dir.path().join("done")), 0);
 }
+
+/// Every name under `dir`, recursively, with its kind: what a test compares
+/// to tell that an open created nothing.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let is_dir = entry.file_type().unwrap().is_dir();
+            names.push(format!(
+                "{}{}",
+                path.strip_prefix(dir).unwrap().display(),
+                if is_dir { "/" } else { "" }
+            ));
+            if is_dir {
+                stack.push(path);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A project directory with a user's own files in it.
+fn user_directory() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Cargo.toml"), "[package]\n").unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(dir.path().join("src").join("main.rs"), "fn main() {}\n").unwrap();
+    dir
+}
+
+#[test]
+fn open_refuses_a_directory_of_user_files_and_creates_nothing() {
+    let dir = user_directory();
+    let before = tree(dir.path());
+    match FileStore::open(dir.path()) {
+        Err(taskstore::Error::InvalidStore { path, reason }) => {
+            assert_eq!(path, dir.path());
+            assert!(reason.contains("not a store"), "{reason}");
+        }
+        other => panic!("expected InvalidStore, got {other:?}"),
+    }
+    assert_eq!(tree(dir.path()), before, "nothing was created");
+
+    // `open(".")` from inside the project, as a mistaken command line does.
+    let cwd = std::env::current_dir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    let relative = FileStore::open(".");
+    std::env::set_current_dir(cwd).unwrap();
+    assert!(
+        matches!(relative, Err(taskstore::Error::InvalidStore { .. })),
+        "{relative:?}"
+    );
+    assert_eq!(tree(dir.path()), before, "nothing was created");
+
+    // Asked for explicitly, it becomes a store beside the user's files.
+    let store = FileStore::builder(dir.path())
+        .create_in_non_empty_dir(true)
+        .open()
+        .unwrap();
+    store.create(NewTask::new()).unwrap();
+    assert!(dir.path().join("taskstore.json").is_file());
+    assert!(dir.path().join("src").join("main.rs").is_file());
+}
+
+#[test]
+fn an_existing_store_opens_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = FileStore::open(dir.path())
+        .unwrap()
+        .create(NewTask::new())
+        .unwrap();
+    let before = tree(dir.path());
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+    assert_eq!(tree(dir.path()), before);
+}
+
+#[test]
+fn an_empty_directory_becomes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    // (Writing the marker took a lock stripe: `locks/` holds its file.)
+    let top: Vec<String> = tree(dir.path())
+        .into_iter()
+        .filter(|n| !n.starts_with("locks/") || n == "locks/")
+        .collect();
+    assert_eq!(
+        top,
+        [
+            "active/",
+            "done/",
+            "locks/",
+            "quarantine/",
+            "taskstore.json",
+            "tmp/"
+        ]
+    );
+    store.create(NewTask::new()).unwrap();
+}
+
+#[test]
+fn a_half_made_store_opens() {
+    // A first open that stopped after making some of the store's
+    // directories (a crash, a full disk) left only the store's own names.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["active", "done", "tmp"] {
+        fs::create_dir(dir.path().join(name)).unwrap();
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    assert!(dir.path().join("taskstore.json").is_file());
+    assert!(dir.path().join("quarantine").is_dir());
+    store.create(NewTask::new()).unwrap();
+}
+
+#[test]
+fn lost_and_found_alone_is_an_empty_directory() {
+    // The root of a fresh file system holds `lost+found`.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("lost+found")).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store.create(NewTask::new()).unwrap();
+    assert!(dir.path().join("lost+found").is_dir());
+    // With anything else beside it, it is not.
+    let other = tempfile::tempdir().unwrap();
+    fs::create_dir(other.path().join("lost+found")).unwrap();
+    fs::write(other.path().join("notes.txt"), "mine").unwrap();
+    assert!(matches!(
+        FileStore::open(other.path()),
+        Err(taskstore::Error::InvalidStore { .. })
+    ));
+    assert!(!other.path().join("taskstore.json").exists());
+}

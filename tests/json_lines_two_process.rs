@@ -5,7 +5,7 @@
 //! tests do.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use taskstore::{Event, EventSink, JsonLinesSink};
 
@@ -50,16 +50,29 @@ fn two_processes_append_whole_lines() {
     let children: Vec<_> = ["a", "b"]
         .into_iter()
         .map(|writer| {
+            // The child's own harness output ("running 1 test", "test
+            // result") stays out of the parent's, so that the lines of a
+            // `cargo test` run count the tests once; its stderr is kept to
+            // explain a failure.
             Command::new(&exe)
                 .args([TEST_NAME, "--exact", "--test-threads=1"])
                 .env(CHILD_PATH, &path)
                 .env(CHILD_WRITER, writer)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a writer process failed");
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a writer process failed with {}; its stderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let text = std::fs::read_to_string(&path).unwrap();

@@ -3,160 +3,40 @@
 //! over one store directory that answer for each other.
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
+#[path = "mcp_client/mod.rs"]
+mod mcp_client;
+
 use std::time::Duration;
 
+use mcp_client::{Launch, result_json, store_dir};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ClientConfig, CreateTaskResult, DetailedTask, ErrorCode, GetTaskParams, Implementation,
-    TaskPayload, TaskStatus,
+    CallToolResponse, CallToolResult, ClientRequest, CustomRequest, ErrorCode, TaskPayload,
+    TaskStatus,
 };
-use rmcp::service::RunningService;
-use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceError, ServiceExt};
+use rmcp::{ServerHandler, ServiceError, ServiceExt};
 use serde_json::{Value, json};
 
-/// The compiled example server. `cargo test` builds examples before it runs
-/// tests; a focused run (`--test mcp`) builds it here, with the same profile
-/// and target directory.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/mcp-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let binary = profile_dir.join("examples").join("mcp_server");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "mcp_server",
-                "--features",
-                "mcp",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if let Some(target_dir) = profile_dir.parent() {
-            build.arg("--target-dir").arg(target_dir);
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building examples/mcp_server.rs failed");
-        assert!(binary.exists(), "no server binary at {}", binary.display());
-        binary
-    })
-}
-
-type Client = RunningService<RoleClient, ClientConfig>;
-
-struct Server {
-    client: Client,
-    pid: u32,
-}
-
-/// Starts one server instance over `dir` and connects a client to it; the
-/// client declares the tasks extension unless `tasks` is false.
-async fn start(dir: &Path, instance: &str, lease_ms: Option<u64>, tasks: bool) -> Server {
-    let mut command = tokio::process::Command::new(server_binary());
-    command.arg(dir).env("TASKSTORE_MCP_INSTANCE", instance);
+async fn start(
+    dir: &std::path::Path,
+    instance: &str,
+    lease_ms: Option<u64>,
+    tasks: bool,
+) -> mcp_client::Server {
+    let mut launch = Launch::new(dir, instance);
     if let Some(ms) = lease_ms {
-        command.env("TASKSTORE_MCP_LEASE_MS", ms.to_string());
+        launch = launch.lease_ms(ms);
     }
-    let (transport, _) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the server");
-    let pid = transport.id().expect("a running child");
-    let capabilities = if tasks {
-        ClientCapabilities::builder().enable_tasks().build()
-    } else {
-        ClientCapabilities::default()
-    };
-    let client = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"))
-        .serve(transport)
-        .await
-        .expect("initialize");
-    Server { client, pid }
-}
-
-impl Server {
-    async fn call(&self, args: Value) -> CallToolResponse {
-        let Value::Object(args) = args else {
-            panic!("arguments must be an object")
-        };
-        self.client
-            .call_tool_once(CallToolRequestParams::new("slow").with_arguments(args))
-            .await
-            .expect("tools/call")
+    if !tasks {
+        launch = launch.without_tasks();
     }
-
-    async fn call_as_task(&self, args: Value) -> CreateTaskResult {
-        match self.call(args).await {
-            CallToolResponse::Task(created) => created,
-            other => panic!("expected a task, got {other:?}"),
-        }
-    }
-
-    async fn get(&self, id: &str) -> Result<DetailedTask, rmcp::ErrorData> {
-        match self.client.peer().get_task(GetTaskParams::new(id)).await {
-            Ok(result) => Ok(result.task),
-            Err(ServiceError::McpError(e)) => Err(e),
-            Err(e) => panic!("tasks/get transport failure: {e}"),
-        }
-    }
-
-    /// Polls `tasks/get` until `done` holds; every answer must be a task
-    /// (never `-32602`). The bound only guards against a hang.
-    async fn poll_until(&self, id: &str, done: impl Fn(&DetailedTask) -> bool) -> DetailedTask {
-        for _ in 0..3_000 {
-            let task = self.get(id).await.expect("tasks/get answers");
-            if done(&task) {
-                return task;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("task {id} never reached the expected state");
-    }
-
-    async fn settled(&self, id: &str) -> DetailedTask {
-        self.poll_until(id, |t| t.status().is_terminal()).await
-    }
-
-    fn kill(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    async fn stop(self) {
-        let _ = self.client.cancel().await;
-    }
-}
-
-/// A `CallToolResult` as JSON, without the protocol's `resultType` marker
-/// (present or not depending on the response path, not on the result).
-fn result_json(result: &CallToolResult) -> Value {
-    let mut value = serde_json::to_value(result).unwrap();
-    value.as_object_mut().unwrap().remove("resultType");
-    value
+    launch.start().await
 }
 
 #[tokio::test]
 async fn tool_call_as_a_task_completes_with_the_same_result_as_a_plain_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let with_tasks = start(dir.path(), "a", None, true).await;
-    let plain = start(dir.path(), "b", None, false).await;
+    let (_root, dir) = store_dir();
+    let with_tasks = start(&dir, "a", None, true).await;
+    let plain = start(&dir, "b", None, false).await;
     let args = json!({"ms": 100, "text": "same either way"});
 
     let created = with_tasks.call_as_task(args.clone()).await;
@@ -182,9 +62,9 @@ async fn tool_call_as_a_task_completes_with_the_same_result_as_a_plain_call() {
 
 #[tokio::test]
 async fn restart_keeps_finished_tasks_and_reports_interrupted_ones_orphaned() {
-    let dir = tempfile::tempdir().unwrap();
+    let (_root, dir) = store_dir();
     let lease = Some(1_000);
-    let first = start(dir.path(), "first", lease, true).await;
+    let first = start(&dir, "first", lease, true).await;
     let finished = first.call_as_task(json!({"ms": 0, "text": "kept"})).await;
     let finished_before = first.settled(&finished.task.task_id).await;
     assert_eq!(finished_before.status(), TaskStatus::Completed);
@@ -196,7 +76,7 @@ async fn restart_keeps_finished_tasks_and_reports_interrupted_ones_orphaned() {
     first.kill();
     drop(first);
 
-    let second = start(dir.path(), "second", lease, true).await;
+    let second = start(&dir, "second", lease, true).await;
     // The finished task comes back whole.
     assert_eq!(
         second.get(&finished.task.task_id).await.unwrap(),
@@ -216,19 +96,15 @@ async fn restart_keeps_finished_tasks_and_reports_interrupted_ones_orphaned() {
 
 #[tokio::test]
 async fn two_instances_answer_for_each_other_and_cancel_crosses_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), "A", None, true).await;
-    let b = start(dir.path(), "B", None, true).await;
+    let (_root, dir) = store_dir();
+    let a = start(&dir, "A", None, true).await;
+    let b = start(&dir, "B", None, true).await;
     let created = a.call_as_task(json!({"ms": 600_000})).await;
     let id = created.task.task_id.as_str();
     // Created through A, answered by B at once.
     assert_eq!(b.get(id).await.unwrap().status(), TaskStatus::Working);
 
-    b.client
-        .peer()
-        .cancel_task(CancelTaskParams::new(id))
-        .await
-        .expect("tasks/cancel");
+    b.cancel(id).await.expect("tasks/cancel");
     let from_b = b.settled(id).await;
     let from_a = a.get(id).await.unwrap();
     assert_eq!(from_b.status(), TaskStatus::Cancelled);
@@ -244,8 +120,8 @@ async fn two_instances_answer_for_each_other_and_cancel_crosses_them() {
 
 #[tokio::test]
 async fn a_task_is_gone_after_its_ttl() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), "ttl", None, true).await;
+    let (_root, dir) = store_dir();
+    let server = start(&dir, "ttl", None, true).await;
     let created = server.call_as_task(json!({"ms": 0, "ttl_ms": 1_500})).await;
     assert_eq!(created.task.ttl_ms, Some(1_500));
     let id = created.task.task_id.as_str();
@@ -262,5 +138,135 @@ async fn a_task_is_gone_after_its_ttl() {
     }
     let err = gone.expect("the task never expired");
     assert_eq!(err.code, ErrorCode::INVALID_PARAMS, "{err:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_task_id_is_refused_with_a_short_message() {
+    let (_root, dir) = store_dir();
+    let server = start(&dir, "huge", None, true).await;
+    let huge = "x".repeat(1_000_000);
+    for err in [
+        server.get(&huge).await.unwrap_err(),
+        server.cancel(&huge).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code, ErrorCode::INVALID_PARAMS);
+        assert!(err.message.len() < 300, "{} characters", err.message.len());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_bounds_hold_on_the_wire() {
+    let (_root, dir) = store_dir();
+    let server = start(&dir, "ttl-bounds", None, true).await;
+    // 0 is raised to the minimum, and the next tasks/get finds the task.
+    let created = server.call_as_task(json!({"ms": 0, "ttl_ms": 0})).await;
+    assert_eq!(created.task.ttl_ms, Some(1_000));
+    server
+        .get(&created.task.task_id)
+        .await
+        .expect("tasks/get finds it");
+    // 2^53 - 1 is the largest a JavaScript client holds; 2^64 - 1 is refused.
+    let created = server
+        .call_as_task(json!({"ms": 0, "ttl_ms": (1u64 << 53) - 1}))
+        .await;
+    assert_eq!(created.task.ttl_ms, Some((1u64 << 53) - 1));
+    match server
+        .call_tool("slow", json!({"ms": 0, "ttl_ms": u64::MAX}))
+        .await
+    {
+        Err(ServiceError::McpError(e)) => {
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
+            assert!(e.message.contains("ttl_ms"), "{e:?}");
+        }
+        other => panic!("expected -32602, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// Sends `method` with raw `params`, as a client whose `taskId` is of the
+/// wrong type would.
+async fn raw(client: &mcp_client::Client, method: &str, params: Value) -> rmcp::ErrorData {
+    let params = (!params.is_null()).then_some(params);
+    match client
+        .peer()
+        .send_request(ClientRequest::CustomRequest(CustomRequest::new(
+            method, params,
+        )))
+        .await
+    {
+        Err(ServiceError::McpError(e)) => e,
+        other => panic!("{method}: expected an error, got {other:?}"),
+    }
+}
+
+const MALFORMED: [(&str, &str); 4] = [
+    ("tasks/get", r#"{"taskId": 5}"#),
+    ("tasks/get", r#"{"taskId": null}"#),
+    ("tasks/cancel", "{}"),
+    ("tasks/update", r#"{"taskId": ["a"], "inputResponses": {}}"#),
+];
+
+/// A server with nothing but rmcp's defaults (and tasks enabled).
+#[derive(Clone)]
+struct Plain;
+
+impl ServerHandler for Plain {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tasks()
+                .build(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn wrongly_typed_task_params_what_rmcp_answers_and_what_the_example_answers() {
+    // rmcp alone: the params do not parse, so the request is handed to
+    // `on_custom_request`, whose default is -32601 with the method name.
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let running = Plain.serve(server_io).await.expect("serve");
+        running.waiting().await
+    });
+    let client = rmcp::model::ClientConfig::new(
+        rmcp::model::ClientCapabilities::builder()
+            .enable_tasks()
+            .build(),
+        rmcp::model::Implementation::new("taskstore-test", "0"),
+    )
+    .serve(client_io)
+    .await
+    .expect("initialize");
+    for (method, params) in MALFORMED {
+        let err = raw(&client, method, serde_json::from_str(params).unwrap()).await;
+        assert_eq!(
+            (err.code, err.message.as_ref()),
+            (ErrorCode::METHOD_NOT_FOUND, method),
+            "{method} {params}"
+        );
+    }
+    let _ = client.cancel().await;
+    let _ = server.await;
+
+    // The example calls `invalid_task_request` there: -32602.
+    let (_root, dir) = store_dir();
+    let server = start(&dir, "malformed", None, true).await;
+    for (method, params) in MALFORMED {
+        let err = raw(
+            server.client(),
+            method,
+            serde_json::from_str(params).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            err.code,
+            ErrorCode::INVALID_PARAMS,
+            "{method} {params}: {err:?}"
+        );
+        assert!(err.message.contains(method), "{err:?}");
+    }
     server.stop().await;
 }

@@ -5,7 +5,21 @@
 use std::path::{Path, PathBuf};
 
 /// The top-level modules that `events` and `sink` must not name.
-const ABOVE: [&str; 5] = ["breaker", "store", "file", "memory", "mcp"];
+const ABOVE: [&str; 13] = [
+    "breaker",
+    "store",
+    "file",
+    "memory",
+    "mcp",
+    "rules",
+    "pg",
+    "backend",
+    "query",
+    "lease",
+    "limits",
+    "changes",
+    "conformance",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -1,6 +1,6 @@
 //! Several processes on one store directory, for real: each test spawns this
 //! test binary as its children (see `common::spawn`), and checks the
-//! cross-process invariants of DESIGN.md — first writer wins, no lost
+//! cross-process invariants (CONSISTENCY.md) — first writer wins, no lost
 //! updates, no torn reads — on what the children report and on the store.
 
 mod common;
@@ -401,6 +401,12 @@ fn a_listing_sees_every_write_another_process_finished_first() {
         assert!(
             seen >= at_least,
             "listed revision {seen} after the writer had finished revision {at_least}"
+        );
+        // A get of the running task, served from the same snapshot.
+        let got = reader.get(&watched).unwrap().unwrap().revision;
+        assert!(
+            got >= at_least,
+            "got revision {got} after the writer had finished revision {at_least}"
         );
         seen
     };

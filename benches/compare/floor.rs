@@ -47,4 +47,18 @@ impl Floor {
             self.dest_dir.sync_all().unwrap();
         }
     }
+
+    /// Removes the file `write` made as `name` (teardown, untimed).
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dest.join(name)).unwrap();
+    }
+
+    /// Fixture, untimed: `n` more files of `bytes` in the destination,
+    /// written without fsync.
+    pub fn fill(&self, n: usize, bytes: &[u8]) {
+        for _ in 0..n {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            std::fs::write(self.dest.join(format!("fill-{seq}.json")), bytes).unwrap();
+        }
+    }
 }

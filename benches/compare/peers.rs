@@ -2,6 +2,7 @@
 //! user would write them, behind one small trait so every workload runs the
 //! same calls on each. Each peer passes `check` before it is timed.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use time::OffsetDateTime;
 
 /// The operations every peer implements, with `taskstore`'s semantics:
 /// first writer wins on terminal transitions, updates merge one metadata key
-/// and bump the revision, TTL from creation, list active in creation order.
+/// and bump the revision, TTL from creation, list active in creation order
+/// (`created_at`, then id).
 pub trait Peer: Send + Sync {
     fn name(&self) -> &'static str;
     fn create(&self, ttl: Option<Duration>) -> TaskId;
@@ -24,8 +26,42 @@ pub trait Peer: Send + Sync {
     fn update(&self, id: &TaskId, key: &str, value: u64) -> Task;
     /// `true` if this call's completion applied (first writer wins).
     fn complete(&self, id: &TaskId, result: Value) -> bool;
+    /// `true` if a live task was deleted.
+    fn delete(&self, id: &TaskId) -> bool;
     fn list_active(&self) -> Vec<Task>;
+    /// One page of at most `limit` active tasks in listing order, after the
+    /// cursor of the previous page: a keyset on (`created_at`, id).
+    fn page(&self, limit: usize, after: Option<&str>) -> Page;
     fn sweep_expired(&self) -> usize;
+    /// Fixture, untimed: `n` more active tasks (without a TTL), or with
+    /// `ttl`, each peer's fastest honest way.
+    fn fill(&self, n: usize, ttl: Option<Duration>);
+}
+
+/// A page of active tasks and the cursor of the next one.
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub next: Option<String>,
+}
+
+/// The keyset cursor of the SQLite and redb peers: `<created_at nanos>.<id>`.
+fn keyset(task: &Task) -> String {
+    format!("{}.{}", task.created_at.unix_timestamp_nanos(), task.id)
+}
+
+fn parse_keyset(cursor: &str) -> (i128, &str) {
+    let (nanos, id) = cursor.split_once('.').unwrap();
+    (nanos.parse().unwrap(), id)
+}
+
+/// The first `limit` of `rows` (read with one more, to know whether a next
+/// page exists), and that next page's cursor.
+fn paged(mut tasks: Vec<Task>, limit: usize) -> Page {
+    let next = (tasks.len() > limit).then(|| {
+        tasks.truncate(limit);
+        keyset(tasks.last().unwrap())
+    });
+    Page { tasks, next }
 }
 
 /// A new task as every peer encodes it: `taskstore`'s own JSON.
@@ -62,13 +98,13 @@ fn live(task: Task) -> Option<Task> {
     (!task.is_expired_at(OffsetDateTime::now_utc())).then_some(task)
 }
 
-fn expires_ms(task: &Task) -> Option<i64> {
-    task.expires_at()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+/// Times as SQLite keeps them: Unix nanoseconds in an `INTEGER` (good until 2262).
+fn nanos(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp_nanos() as i64
 }
 
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+fn expires_nanos(task: &Task) -> Option<i64> {
+    task.expires_at().map(nanos)
 }
 
 // ---------------------------------------------------------------- taskstore
@@ -110,11 +146,33 @@ impl Peer for Taskstore {
     fn complete(&self, id: &TaskId, result: Value) -> bool {
         self.0.complete(id, result).unwrap().is_applied()
     }
+    fn delete(&self, id: &TaskId) -> bool {
+        self.0.delete(id).unwrap()
+    }
     fn list_active(&self) -> Vec<Task> {
         self.0.list(&ListQuery::active()).unwrap().tasks
     }
+    fn page(&self, limit: usize, after: Option<&str>) -> Page {
+        let mut query = ListQuery::active().limit(limit);
+        if let Some(cursor) = after {
+            query = query.after(cursor);
+        }
+        let page = self.0.list(&query).unwrap();
+        Page {
+            tasks: page.tasks,
+            next: page.next_cursor,
+        }
+    }
     fn sweep_expired(&self) -> usize {
         self.0.sweep_expired().unwrap()
+    }
+    /// Through the store, by a second handle without fsync (a fixture is
+    /// not what is measured).
+    fn fill(&self, n: usize, ttl: Option<Duration>) {
+        let filler = Taskstore::open(self.0.path(), Durability::Eventual);
+        for _ in 0..n {
+            filler.create(ttl);
+        }
     }
 }
 
@@ -131,15 +189,9 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
+    /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Sqlite {
-        let sqlite = Sqlite {
-            path: dir.join("tasks.sqlite"),
-            synchronous: match durability {
-                Durability::Eventual => "NORMAL",
-                _ => "FULL",
-            },
-            pool: std::sync::Mutex::new(Vec::new()),
-        };
+        let sqlite = Sqlite::connect(dir, durability);
         sqlite.with(|c| {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS tasks (
@@ -157,6 +209,19 @@ impl Sqlite {
             .unwrap()
         });
         sqlite
+    }
+
+    /// The database in `dir`, as it is: a connection is opened (and set up)
+    /// on first use.
+    pub fn connect(dir: &Path, durability: Durability) -> Sqlite {
+        Sqlite {
+            path: dir.join("tasks.sqlite"),
+            synchronous: match durability {
+                Durability::Eventual => "NORMAL",
+                _ => "FULL",
+            },
+            pool: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
@@ -204,19 +269,37 @@ impl Sqlite {
 
     /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
+        self.insert((0..n).map(|_| {
+            let mut task = new_task(None);
+            apply_complete(&mut task, json!("done"));
+            task
+        }));
+    }
+
+    /// Inserts `tasks` in one transaction (fixtures).
+    fn insert(&self, tasks: impl Iterator<Item = Task>) {
         self.with(|c| {
             let tx = c.transaction().unwrap();
-            for _ in 0..n {
-                let mut task = new_task(None);
-                apply_complete(&mut task, json!("done"));
-                tx.execute(
-                    "INSERT INTO tasks (id, status, created_at, expires_at, body) VALUES (?1, ?2, ?3, NULL, ?4)",
-                    params![task.id.as_str(), task.status.as_str(), now_ms(), serde_json::to_string(&task).unwrap()],
-                )
-                .unwrap();
+            for task in tasks {
+                Sqlite::insert_one(&tx, &task);
             }
             tx.commit().unwrap();
         })
+    }
+
+    fn insert_one(c: &Connection, task: &Task) {
+        c.prepare_cached(
+            "INSERT INTO tasks (id, status, created_at, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .unwrap()
+        .execute(params![
+            task.id.as_str(),
+            task.status.as_str(),
+            nanos(task.created_at),
+            expires_nanos(task),
+            serde_json::to_string(task).unwrap()
+        ])
+        .unwrap();
     }
 }
 
@@ -226,19 +309,7 @@ impl Peer for Sqlite {
     }
     fn create(&self, ttl: Option<Duration>) -> TaskId {
         let task = new_task(ttl);
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO tasks (id, status, created_at, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    task.id.as_str(),
-                    task.status.as_str(),
-                    (task.created_at.unix_timestamp_nanos() / 1000) as i64,
-                    expires_ms(&task),
-                    serde_json::to_string(&task).unwrap()
-                ],
-            )
-            .unwrap()
-        });
+        self.with(|c| Sqlite::insert_one(c, &task));
         task.id
     }
     fn get(&self, id: &TaskId) -> Option<Task> {
@@ -259,6 +330,18 @@ impl Peer for Sqlite {
         self.modify(id, |t| apply_complete(t, result), true)
             .is_some()
     }
+    fn delete(&self, id: &TaskId) -> bool {
+        // Removed whatever its expiry; `true` only if it was live (as
+        // taskstore answers).
+        let expires: Option<Option<i64>> = self.with(|c| {
+            c.prepare_cached("DELETE FROM tasks WHERE id = ?1 RETURNING expires_at")
+                .unwrap()
+                .query_row([id.as_str()], |r| r.get(0))
+                .optional()
+                .unwrap()
+        });
+        expires.is_some_and(|e| e.is_none_or(|e| e > nanos(OffsetDateTime::now_utc())))
+    }
     fn list_active(&self) -> Vec<Task> {
         self.with(|c| {
             let mut stmt = c
@@ -270,14 +353,54 @@ impl Peer for Sqlite {
             rows.filter_map(|b| live(serde_json::from_str(&b.unwrap()).unwrap())).collect()
         })
     }
+    fn page(&self, limit: usize, after: Option<&str>) -> Page {
+        // One more than the page, to know whether there is a next one (as
+        // taskstore does).
+        let tasks = self.with(|c| {
+            let decode = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+            let bodies: Vec<String> = match after {
+                None => c
+                    .prepare_cached(
+                        "SELECT body FROM tasks WHERE status IN ('working', 'input_required')
+                         ORDER BY created_at, id LIMIT ?1",
+                    )
+                    .unwrap()
+                    .query_map([limit as i64 + 1], decode)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                Some(cursor) => {
+                    let (created, id) = parse_keyset(cursor);
+                    c.prepare_cached(
+                        "SELECT body FROM tasks WHERE status IN ('working', 'input_required')
+                         AND (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3",
+                    )
+                    .unwrap()
+                    .query_map(params![created as i64, id, limit as i64 + 1], decode)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+                }
+            };
+            bodies
+                .iter()
+                .filter_map(|b| live(serde_json::from_str(b).unwrap()))
+                .collect()
+        });
+        paged(tasks, limit)
+    }
     fn sweep_expired(&self) -> usize {
         self.with(|c| {
             c.execute(
                 "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                [now_ms()],
+                [nanos(OffsetDateTime::now_utc())],
             )
             .unwrap()
         })
+    }
+    /// One transaction.
+    fn fill(&self, n: usize, ttl: Option<Duration>) {
+        self.insert((0..n).map(|_| new_task(ttl)));
     }
 }
 
@@ -287,37 +410,65 @@ const TASKS: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new
 /// (created_at nanos as big-endian bytes ++ id) of active tasks: "list active"
 /// reads this table, not history.
 const ACTIVE: redb::TableDefinition<'_, &[u8], &str> = redb::TableDefinition::new("active");
+/// (expiry nanos as big-endian bytes ++ id) of tasks with a TTL, to the
+/// task's key in `ACTIVE`: the sweep deletes a range of it (the equivalent of
+/// SQLite's `DELETE ... WHERE expires_at <= ?` on its index).
+const EXPIRY: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new("expiry");
 
 /// redb with one durable commit per operation (`Durability::None` for
-/// `Eventual`), a table of tasks and an index table of active ones.
+/// `Eventual`), a table of tasks and index tables of active tasks and of
+/// expiry times.
 pub struct Redb {
     db: Arc<redb::Database>,
     durability: redb::Durability,
 }
 
-fn active_key(task: &Task) -> Vec<u8> {
-    let mut k = task
-        .created_at
-        .unix_timestamp_nanos()
-        .to_be_bytes()
-        .to_vec();
-    k.extend_from_slice(task.id.as_str().as_bytes());
+fn time_key(at: OffsetDateTime, id: &TaskId) -> Vec<u8> {
+    let mut k = at.unix_timestamp_nanos().to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_str().as_bytes());
     k
 }
 
+fn active_key(task: &Task) -> Vec<u8> {
+    time_key(task.created_at, &task.id)
+}
+
+fn redb_durability(durability: Durability) -> redb::Durability {
+    match durability {
+        Durability::Eventual => redb::Durability::None,
+        _ => redb::Durability::Immediate,
+    }
+}
+
 impl Redb {
+    /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Redb {
         let db = redb::Database::create(dir.join("tasks.redb")).unwrap();
         let w = db.begin_write().unwrap();
         w.open_table(TASKS).unwrap();
         w.open_table(ACTIVE).unwrap();
+        w.open_table(EXPIRY).unwrap();
         w.commit().unwrap();
         Redb {
             db: Arc::new(db),
-            durability: match durability {
-                Durability::Eventual => redb::Durability::None,
-                _ => redb::Durability::Immediate,
-            },
+            durability: redb_durability(durability),
+        }
+    }
+
+    /// The existing database in `dir`, as it is (redb lets one handle per
+    /// process hold it).
+    pub fn open_existing(dir: &Path, durability: Durability) -> Redb {
+        Redb {
+            db: Arc::new(redb::Database::open(dir.join("tasks.redb")).unwrap()),
+            durability: redb_durability(durability),
+        }
+    }
+
+    /// Another handle on the same database, committing with `durability`.
+    pub fn with_durability(&self, durability: Durability) -> Redb {
+        Redb {
+            db: self.db.clone(),
+            durability: redb_durability(durability),
         }
     }
 
@@ -351,22 +502,39 @@ impl Redb {
         })
     }
 
+    /// Inserts `task` with its index entries.
+    fn insert(w: &redb::WriteTransaction, task: &Task) {
+        w.open_table(TASKS)
+            .unwrap()
+            .insert(
+                task.id.as_str(),
+                serde_json::to_vec(task).unwrap().as_slice(),
+            )
+            .unwrap();
+        let active = active_key(task);
+        if !task.status.is_terminal() {
+            w.open_table(ACTIVE)
+                .unwrap()
+                .insert(active.as_slice(), task.id.as_str())
+                .unwrap();
+        }
+        if let Some(at) = task.expires_at() {
+            w.open_table(EXPIRY)
+                .unwrap()
+                .insert(time_key(at, &task.id).as_slice(), active.as_slice())
+                .unwrap();
+        }
+    }
+
+    /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
-        let w = self.db.begin_write().unwrap();
-        {
-            let mut tasks = w.open_table(TASKS).unwrap();
+        self.write(|w| {
             for _ in 0..n {
                 let mut task = new_task(None);
                 apply_complete(&mut task, json!("done"));
-                tasks
-                    .insert(
-                        task.id.as_str(),
-                        serde_json::to_vec(&task).unwrap().as_slice(),
-                    )
-                    .unwrap();
+                Redb::insert(w, &task);
             }
-        }
-        w.commit().unwrap();
+        })
     }
 }
 
@@ -376,19 +544,7 @@ impl Peer for Redb {
     }
     fn create(&self, ttl: Option<Duration>) -> TaskId {
         let task = new_task(ttl);
-        self.write(|w| {
-            w.open_table(TASKS)
-                .unwrap()
-                .insert(
-                    task.id.as_str(),
-                    serde_json::to_vec(&task).unwrap().as_slice(),
-                )
-                .unwrap();
-            w.open_table(ACTIVE)
-                .unwrap()
-                .insert(active_key(&task).as_slice(), task.id.as_str())
-                .unwrap();
-        });
+        self.write(|w| Redb::insert(w, &task));
         task.id
     }
     fn get(&self, id: &TaskId) -> Option<Task> {
@@ -403,36 +559,86 @@ impl Peer for Redb {
     fn complete(&self, id: &TaskId, result: Value) -> bool {
         self.modify(id, |t| apply_complete(t, result)).is_some()
     }
+    fn delete(&self, id: &TaskId) -> bool {
+        self.write(|w| {
+            let mut tasks = w.open_table(TASKS).unwrap();
+            let Some(bytes) = tasks.remove(id.as_str()).unwrap() else {
+                return false;
+            };
+            let task: Task = serde_json::from_slice(bytes.value()).unwrap();
+            drop(bytes);
+            drop(tasks);
+            w.open_table(ACTIVE)
+                .unwrap()
+                .remove(active_key(&task).as_slice())
+                .unwrap();
+            if let Some(at) = task.expires_at() {
+                w.open_table(EXPIRY)
+                    .unwrap()
+                    .remove(time_key(at, &task.id).as_slice())
+                    .unwrap();
+            }
+            live(task).is_some()
+        })
+    }
     fn list_active(&self) -> Vec<Task> {
+        self.page(usize::MAX - 1, None).tasks
+    }
+    fn page(&self, limit: usize, after: Option<&str>) -> Page {
         let r = self.db.begin_read().unwrap();
         let active = r.open_table(ACTIVE).unwrap();
         let tasks = r.open_table(TASKS).unwrap();
-        active
-            .iter()
+        let from = after.map(|cursor| {
+            let (created, id) = parse_keyset(cursor);
+            let mut k = created.to_be_bytes().to_vec();
+            k.extend_from_slice(id.as_bytes());
+            k
+        });
+        let range = match &from {
+            Some(k) => active.range::<&[u8]>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
+            None => active.range::<&[u8]>(..),
+        };
+        let found = range
             .unwrap()
             .filter_map(|e| {
                 let (_, id) = e.unwrap();
                 let bytes = tasks.get(id.value()).unwrap()?;
                 live(serde_json::from_slice(bytes.value()).unwrap())
             })
-            .collect()
+            .take(limit.saturating_add(1))
+            .collect();
+        paged(found, limit)
     }
     fn sweep_expired(&self) -> usize {
-        let now = OffsetDateTime::now_utc();
+        // Every expiry key up to now: those before the next nanosecond.
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let upper = (now + 1).to_be_bytes();
         self.write(|w| {
-            let mut tasks = w.open_table(TASKS).unwrap();
-            let expired: Vec<Task> = tasks
-                .iter()
+            let mut expiry = w.open_table(EXPIRY).unwrap();
+            let gone: Vec<(Vec<u8>, Vec<u8>)> = expiry
+                .extract_from_if::<&[u8], _>(..upper.as_slice(), |_, _| true)
                 .unwrap()
-                .map(|e| serde_json::from_slice::<Task>(e.unwrap().1.value()).unwrap())
-                .filter(|t| t.is_expired_at(now))
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
                 .collect();
+            let mut tasks = w.open_table(TASKS).unwrap();
             let mut active = w.open_table(ACTIVE).unwrap();
-            for t in &expired {
-                tasks.remove(t.id.as_str()).unwrap();
-                active.remove(active_key(t).as_slice()).unwrap();
+            for (key, active_key) in &gone {
+                let id = std::str::from_utf8(&key[16..]).unwrap();
+                tasks.remove(id).unwrap();
+                active.remove(active_key.as_slice()).unwrap();
             }
-            expired.len()
+            gone.len()
+        })
+    }
+    /// One transaction.
+    fn fill(&self, n: usize, ttl: Option<Duration>) {
+        self.write(|w| {
+            for _ in 0..n {
+                Redb::insert(w, &new_task(ttl));
+            }
         })
     }
 }
@@ -472,6 +678,27 @@ pub fn check(peer: &dyn Peer) {
         !peer.list_active().iter().any(|t| t.id == id),
         "{name}: finished tasks are not active"
     );
+    // Paging: three new tasks, pages of 2 in listing order, equal to the
+    // whole listing; then deleted.
+    let made: Vec<TaskId> = (0..3).map(|_| peer.create(None)).collect();
+    let listed: Vec<TaskId> = peer.list_active().into_iter().map(|t| t.id).collect();
+    let (mut paged, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = peer.page(2, cursor.as_deref());
+        assert!(page.tasks.len() <= 2, "{name}: page size");
+        paged.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, listed, "{name}: pages follow the listing order");
+    assert!(made.iter().all(|id| listed.contains(id)), "{name}: listed");
+    for id in &made {
+        assert!(peer.delete(id), "{name}: delete");
+        assert!(!peer.delete(id), "{name}: deleted once");
+        assert!(peer.get(id).is_none(), "{name}: deleted task gone");
+    }
     let short = peer.create(Some(Duration::from_millis(1)));
     let _unseen = peer.create(Some(Duration::from_millis(1)));
     std::thread::sleep(Duration::from_millis(5));

@@ -18,7 +18,7 @@ use crate::mutex_ring::MutexRing;
 
 use crate::{record, threads};
 
-fn taskstore_breaker(config: BreakerConfig) -> taskstore::Breaker {
+pub fn taskstore_breaker(config: BreakerConfig) -> taskstore::Breaker {
     BreakerRegistry::new(config)
         .unwrap()
         .breaker("upstream")
@@ -27,17 +27,17 @@ fn taskstore_breaker(config: BreakerConfig) -> taskstore::Breaker {
 
 /// `recloser`'s default: the failure rate over the last 100 calls, once
 /// there are 100.
-fn count_window() -> BreakerConfig {
+pub fn count_window() -> BreakerConfig {
     BreakerConfig::default()
         .window_calls(100)
         .minimum_calls(100)
 }
 
-fn failsafe_breaker() -> impl failsafe::CircuitBreaker + Send + Sync {
+pub fn failsafe_breaker() -> impl failsafe::CircuitBreaker + Send + Sync {
     failsafe::Config::new().build()
 }
 
-fn recloser_breaker() -> recloser::Recloser {
+pub fn recloser_breaker() -> recloser::Recloser {
     recloser::Recloser::custom().build()
 }
 
@@ -140,6 +140,46 @@ pub fn breakers(c: &mut Criterion) {
         group.finish();
     }
 
+    // Every 100th call fails: the count window is never full of successes
+    // (a failure stays in it for the next 100 calls), so every verdict takes
+    // the breaker's lock. Far below any peer's threshold: none trips.
+    let workload = "breaker_closed_1pct_failures/1t";
+    let mut group = c.benchmark_group(workload);
+    let ours = taskstore_breaker(count_window());
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "taskstore", 1, iters, &|| {
+                let permit = ours.try_acquire().unwrap();
+                if every_100th() {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+            })
+        })
+    });
+    let fs = failsafe_breaker();
+    group.bench_function("failsafe", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "failsafe", 1, iters, &|| {
+                let fail = every_100th();
+                let r = fs.call(|| if fail { Err(()) } else { Ok(()) });
+                assert!(!matches!(r, Err(failsafe::Error::Rejected)));
+            })
+        })
+    });
+    let rc = recloser_breaker();
+    group.bench_function("recloser", |b| {
+        b.iter_custom(|iters| {
+            timed(workload, "recloser", 1, iters, &|| {
+                let fail = every_100th();
+                let r = rc.call(|| if fail { Err(()) } else { Ok(()) });
+                assert!(!matches!(r, Err(recloser::Error::Rejected)));
+            })
+        })
+    });
+    group.finish();
+
     let workload = "breaker_open_rejection";
     let mut group = c.benchmark_group(workload);
     // Tripped by failures, as the peers below are (not forced open): a
@@ -213,6 +253,15 @@ pub fn breakers(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// `true` on every 100th call of this thread.
+fn every_100th() -> bool {
+    thread_local!(static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    CALLS.with(|calls| {
+        calls.set(calls.get() + 1);
+        calls.get() % 100 == 0
+    })
 }
 
 fn event() -> Event {

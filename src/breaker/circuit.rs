@@ -294,6 +294,16 @@ impl Breaker {
             (true, false) => (Verdict::Failure, CallOutcome::Failure),
             (true, true) => (Verdict::Slow, CallOutcome::Failure),
         };
+        // A success of a quiet generation changes nothing: it is settled
+        // without the lock. The load is where it counts (in its generation,
+        // as the rules ask); a verdict that changes a count, under the lock,
+        // ends the quiet before the lock is let go.
+        if verdict == Verdict::Success
+            && core.quiet_generation.load(Ordering::Acquire) == ticket.generation
+        {
+            core.env.call(&core.name, outcome);
+            return;
+        }
         let mut inner = self.lock();
         let event = if inner.generation == ticket.generation {
             inner.verdict(core, &mut now, verdict)

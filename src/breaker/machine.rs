@@ -59,6 +59,11 @@ pub(super) struct Core {
     /// The generation while closed, `u64::MAX` otherwise: lets the closed
     /// path hand out permits without the lock.
     pub closed_generation: AtomicU64,
+    /// The generation while closed with a full count window of successes
+    /// only, which one more success would not trip (see
+    /// [`Inner::quiet`]); `u64::MAX` otherwise. A success of that
+    /// generation then changes nothing, and is settled without the lock.
+    pub quiet_generation: AtomicU64,
     pub inner: Mutex<Inner>,
 }
 
@@ -70,6 +75,11 @@ pub(super) struct Inner {
     pub window: Window,
     pub consecutive_failures: u32,
     pub trips: u32,
+    /// Whether `quiet_generation` holds `generation`: closed, the count
+    /// window full of successes, and a success would leave every count as
+    /// it is. Kept here so that the shared word is written only when this
+    /// changes.
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,12 +149,14 @@ impl Core {
             config,
             env,
             closed_generation: AtomicU64::new(0),
+            quiet_generation: AtomicU64::new(u64::MAX),
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 generation: 0,
                 window,
                 consecutive_failures: 0,
                 trips: 0,
+                quiet: false,
             }),
         }
     }
@@ -189,6 +201,9 @@ fn fewest_failures(calls: u64, threshold: f64) -> u64 {
 
 impl Inner {
     pub fn set_state(&mut self, core: &Core, state: State) {
+        // Before the generation moves on: a success settled without the lock
+        // from now on is of a generation no longer quiet.
+        self.set_quiet(core, false);
         self.state = state;
         self.generation += 1;
         let closed = if matches!(state, State::Closed) {
@@ -197,6 +212,32 @@ impl Inner {
             u64::MAX
         };
         core.closed_generation.store(closed, Ordering::Release);
+    }
+
+    /// Publishes whether a success of the current generation changes
+    /// nothing, if that changed.
+    #[inline]
+    fn set_quiet(&mut self, core: &Core, quiet: bool) {
+        if self.quiet != quiet {
+            self.quiet = quiet;
+            let generation = if quiet { self.generation } else { u64::MAX };
+            core.quiet_generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// Whether one more success, counted now, would change nothing: closed,
+    /// a count window full of successes (the success replaces the oldest,
+    /// itself a success), no failure streak, and a window that does not trip
+    /// the breaker as it is (the totals stay as they are). Then counting it
+    /// can be skipped without anyone being able to tell, which
+    /// `Breaker::settle` does without taking the lock. Any verdict that
+    /// would change a count still takes the lock.
+    #[inline]
+    fn quiet(&self, core: &Core, totals: Totals) -> bool {
+        matches!(&self.window, Window::Count(w) if w.full_of_successes())
+            && matches!(self.state, State::Closed)
+            && self.consecutive_failures == 0
+            && !core.rate_trips(totals)
     }
 
     /// Open → half-open once the open duration has passed.
@@ -249,6 +290,9 @@ impl Inner {
                 } else if core.rate_trips(totals) {
                     TripReason::FailureRate
                 } else {
+                    // A failure never leaves the window full of successes.
+                    let quiet = verdict == Verdict::Success && self.quiet(core, totals);
+                    self.set_quiet(core, quiet);
                     return None;
                 };
                 let event = core.event(BreakerEventKind::Opened, BreakerState::Closed);

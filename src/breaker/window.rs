@@ -246,6 +246,12 @@ impl CountWindow {
         self.totals()
     }
 
+    /// Whether it holds `capacity` calls, every one a success.
+    #[inline]
+    pub fn full_of_successes(&self) -> bool {
+        self.outcomes.len() == self.capacity && self.failures == 0 && self.slow == 0
+    }
+
     #[inline]
     pub fn totals(&self) -> Totals {
         Totals {

@@ -55,6 +55,8 @@ pub enum FsOp {
     CreateDir,
     /// Taking an inter-process lock.
     Lock,
+    /// Setting a file's or directory's permission bits.
+    SetMode,
 }
 
 /// A directory of the store, open: names in it are resolved from this
@@ -404,6 +406,19 @@ impl Fs {
     pub fn lock_shared(&self, file: &File, path: &Path) -> io::Result<()> {
         self.check(FsOp::Lock, || path.to_owned())?;
         file.lock_shared()
+    }
+
+    /// Sets the permission bits of `name` in `dir`, never following a
+    /// symlink: the file or directory is opened without following one (so
+    /// it must be readable by its owner) and changed through its
+    /// descriptor. Not recorded: no workload replayed by the crash-state
+    /// explorer changes a mode.
+    pub fn set_mode(&self, dir: &Dir, name: &OsStr, mode: u32) -> io::Result<()> {
+        self.check(FsOp::SetMode, || dir.join(name))?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        Ok(())
     }
 
     /// Takes an exclusive `flock` on `file`, waiting for it.

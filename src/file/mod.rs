@@ -8,6 +8,7 @@
 //! it is given, where its status says, if the task on disk is still the
 //! version the rules read.
 
+mod census;
 mod codec;
 mod fault;
 mod fs;
@@ -16,14 +17,17 @@ mod layout;
 mod lock;
 mod maintenance;
 mod open;
+mod problem;
 mod proof;
 mod read;
 mod recovery;
+mod repair;
 mod scan;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
 mod stamp;
+mod verify;
 mod watch;
 mod write;
 
@@ -35,9 +39,13 @@ use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
 use crate::task::Task;
 
+pub use self::census::{Census, Usage};
 #[cfg(feature = "fault-injection")]
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
 pub use self::fs::FsOp;
+pub use self::problem::{Problem, ProblemKind, Report};
+pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
+pub use self::verify::FileCheck;
 
 use self::fs::{Dir, Fs};
 use self::group::DirSync;
@@ -112,6 +120,10 @@ pub struct FileBackend {
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.
     handles: Option<(std::fs::File, PathBuf)>,
+    /// Whether `open` left no task with copies in both `active/` and
+    /// `done/` (it may not, on a store it cannot write): only then may a
+    /// `get` trust the snapshot of `active/` alone.
+    copies_resolved: std::sync::atomic::AtomicBool,
 }
 
 impl StoreBuilder<FileOptions> {
@@ -240,6 +252,9 @@ struct Stale {
 
 impl Backend for FileBackend {
     fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        if let Some(task) = self.load_running(id)? {
+            return Ok(Some(task));
+        }
         Ok(self.find(id)?.map(|found| found.task))
     }
 

@@ -21,7 +21,7 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 
 /// Names a directory may hold and still count as empty for a new store: a
 /// fresh file system's `lost+found`.
-const HARMLESS: &[&str] = &["lost+found"];
+pub(super) const HARMLESS: &[&str] = &["lost+found"];
 
 /// Opens (or creates) the store `options` name, for a handle whose payload
 /// cap is `max_payload_bytes`.
@@ -100,6 +100,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         handles,
+        copies_resolved: Default::default(),
     };
     if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
         maintenance::migrate(&backend, from)?;
@@ -166,7 +167,7 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
     Ok(dir)
 }
 
-fn root_error(root: &Path, e: io::Error) -> Error {
+pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
     if is_symlink_refusal(&e) {
         invalid(root, "is a symlink; the store follows none")
     } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
@@ -318,8 +319,10 @@ fn check_format(store: &FileBackend, found: u64) -> Result<()> {
 /// there are two copies. Listings can then trust `active/` alone.
 ///
 /// Best effort on a store that cannot be written: `get` and every write
-/// resolve the two copies by the same rule anyway.
+/// resolve the two copies by the same rule anyway (a `get` reads the files
+/// then, not the snapshot: see `copies_resolved`).
 fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
+    let mut all = true;
     let active = store.dir(Area::Active);
     let done = store.dir(Area::Done);
     let names = store
@@ -346,9 +349,13 @@ fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
         match resolved {
             Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
             Err(e) => {
+                all = false;
                 tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/")
             }
         }
     }
+    store
+        .copies_resolved
+        .store(all, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

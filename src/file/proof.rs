@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 use crate::id::TaskId;
 use crate::task::Task;
 
-/// At most this many proofs are kept; past it, the oldest pass's are dropped
-/// (a removal without its proof reads the file again: correct, slower).
+/// At most this many proofs are kept; past it, all are dropped and the
+/// count starts again (a removal without its proof reads the file again:
+/// correct, slower).
 const MAX_PROOFS: usize = 65_536;
 
 /// The finished tasks a scan read through the `expiring/` index, by id: the

@@ -180,7 +180,13 @@ pub(super) fn set_aside_foreign(store: &FileBackend, area: Area, name: &OsStr) -
 
 /// Sets the foreign entry `name` in `dir` aside, if the quarantine has room
 /// and the store can be written; reports what became of it.
-fn set_aside_name(store: &FileBackend, dir: &Dir, name: &OsStr, label: &str, why: &str) -> Skipped {
+pub(super) fn set_aside_name(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    label: &str,
+    why: &str,
+) -> Skipped {
     let path = dir.join(name);
     let report = |action| Skipped::new(None, path.display().to_string(), why, action);
     match store.quarantine.move_in(&store.fs, dir, name, label) {

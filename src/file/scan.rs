@@ -8,7 +8,7 @@ use std::io;
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
-use crate::file::layout::{self, Area, stripe, task_name};
+use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
 use crate::file::snapshot::State;
 use crate::file::stamp::{self, Stamp};
@@ -139,6 +139,47 @@ impl FileBackend {
             state.hits += 1;
         }
         Ok((tasks, skipped))
+    }
+
+    /// Running task `id` as the snapshot holds it, if the snapshot is kept
+    /// current by change notices and holds the task's bytes: a `get` that
+    /// opens no file. The notices of every write that returned before this
+    /// call are queued by then (the kernel queues them inside the write's
+    /// own system call), so this sees each such write as a file read would.
+    /// `None` means: read the files (the task is terminal, elsewhere, or
+    /// the snapshot cannot vouch for it, or `open` could not resolve every
+    /// task left in both areas).
+    pub(super) fn load_running(&self, id: &TaskId) -> Result<Option<Task>> {
+        if !self
+            .copies_resolved
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let bytes = {
+            let mut state = self.snapshot.lock();
+            if !state.complete || state.watch.is_none() {
+                return Ok(None);
+            }
+            self.refresh(&mut state)?;
+            if state.watch.is_none() {
+                return Ok(None);
+            }
+            match state.get(id) {
+                Some((_, entry)) if !entry.status.is_terminal() => match &entry.bytes {
+                    Some(bytes) => bytes.clone(),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            }
+        };
+        let path = self.dir(Area::Active).join(task_name(id));
+        let task = codec::unwrap(&bytes, &path, id).ok();
+        #[cfg(test)]
+        if task.is_some() {
+            self.snapshot.lock().gets += 1;
+        }
+        Ok(task)
     }
 
     /// Brings the snapshot up to date: from the change notices if it has a
@@ -414,23 +455,46 @@ impl FileBackend {
     /// Removes the `expiring/` entry `index` of task `id`, under its lock, if
     /// it is still not the file of the task in `done/` (nor of one in
     /// `active/` on its way there).
-    fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
+    pub(super) fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         let _guard = self.locks.lock(&self.fs, stripe(id))?;
-        let file = task_name(id);
-        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+        if !self.index_is_stale(id, index) {
             return Ok(());
-        };
-        for area in [Area::Done, Area::Active] {
-            if let Ok(task) = self.fs.stat(self.dir(area), &file)
-                && (task.dev, task.ino) == (entry.dev, entry.ino)
-            {
-                return Ok(());
-            }
         }
         match self.fs.remove(&self.expiring, index) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", self.expiring.join(index), e)),
+        }
+    }
+
+    /// Whether the `expiring/` entry `index` of task `id` is there and is
+    /// not the file of the task in `done/`, nor of one in `active/` on its
+    /// way there (final only under the task's lock).
+    pub(super) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
+        let file = task_name(id);
+        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+            return false;
+        };
+        ![Area::Done, Area::Active].into_iter().any(|area| {
+            self.fs
+                .stat(self.dir(area), &file)
+                .is_ok_and(|task| (task.dev, task.ino) == (entry.dev, entry.ino))
+        })
+    }
+
+    /// Whether the finished `task`, whose file is `done/<id>.json`, has a
+    /// TTL and lacks its `expiring/` entry (so no sweep would find it).
+    /// Final only under the task's lock.
+    pub(super) fn index_is_missing(&self, task: &Task) -> bool {
+        let Some(index) = expiring_name(task) else {
+            return false;
+        };
+        let file = self.fs.stat(self.dir(Area::Done), &task_name(&task.id));
+        let entry = self.fs.stat(&self.expiring, &index);
+        match (file, entry) {
+            (Ok(file), Ok(entry)) => (file.dev, file.ino) != (entry.dev, entry.ino),
+            (Ok(_), Err(_)) => true,
+            (Err(_), _) => false,
         }
     }
 }

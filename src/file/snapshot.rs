@@ -77,6 +77,9 @@ pub(crate) struct State {
     /// Listings served without reading a file (for the tests).
     #[cfg(test)]
     pub hits: u64,
+    /// Gets served from the snapshot (for the tests).
+    #[cfg(test)]
+    pub gets: u64,
     /// Files not read because their entry was provably current (for the tests).
     #[cfg(test)]
     pub reused: u64,

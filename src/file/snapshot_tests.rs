@@ -203,11 +203,12 @@ fn only_changed_files_are_read(n: usize, mode: Mode) {
             // One notice per write, one read per name.
             Mode::Watch => assert_eq!(read, 1, "round {round}"),
             // The file just written, and (after round 0) the one written in
-            // the round before: that was read while its status had not
-            // settled.
+            // the round before if it was read while its status had not
+            // settled (on a busy machine that listing may come late enough
+            // to find it settled already).
             Mode::Status => {
-                let expected = if round == 0 { 1 } else { 2 };
-                assert_eq!(read, expected, "round {round}");
+                let most = if round == 0 { 1 } else { 2 };
+                assert!((1..=most).contains(&read), "round {round}: {read} read");
             }
         }
         settle(&reader);
@@ -267,4 +268,45 @@ fn the_snapshot_counts_running_tasks_and_keeps_about_their_bytes() {
         cached, files,
         "the snapshot keeps the files' bytes, no more"
     );
+}
+
+/// A `get` of a running task on a handle whose snapshot is current by its
+/// change notices opens no file, and still sees every write another handle
+/// finished before it started: updates, a terminal transition (read from
+/// the files), a delete, and a new task of the same id.
+#[test]
+fn with_change_notices_a_get_of_a_running_task_opens_no_file_and_sees_every_earlier_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = (
+        handle(dir.path(), Mode::Watch),
+        handle(dir.path(), Mode::Watch),
+    );
+    let task = writer.create(NewTask::new()).unwrap();
+    let other = writer.create(NewTask::new()).unwrap();
+    assert_eq!(active(&reader).len(), 2, "the snapshot is complete");
+    let gets = |store: &FileStore| store.backend().snapshot.lock().gets;
+
+    let before = reads(&reader);
+    for round in 1..=20u64 {
+        let updated = writer
+            .update(&task.id, TaskUpdate::new().metadata("round", round))
+            .unwrap()
+            .into_task();
+        let got = reader.get(&task.id).unwrap().unwrap();
+        assert_eq!(got, updated, "round {round}: the write that returned");
+    }
+    assert_eq!(gets(&reader), 20, "every get served from the snapshot");
+    assert_eq!(reads(&reader) - before, 20, "one file read per change");
+    assert_eq!(reader.get(&other.id).unwrap(), Some(other.clone()));
+    assert_eq!(reads(&reader) - before, 20, "an unchanged task is not read");
+
+    let done = writer
+        .complete(&task.id, serde_json::json!(1))
+        .unwrap()
+        .into_task();
+    assert_eq!(reader.get(&task.id).unwrap(), Some(done));
+    assert!(writer.delete(&task.id).unwrap());
+    assert_eq!(reader.get(&task.id).unwrap(), None);
+    let again = writer.create(NewTask::new().id(task.id.clone())).unwrap();
+    assert_eq!(reader.get(&task.id).unwrap(), Some(again));
 }

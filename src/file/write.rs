@@ -283,6 +283,21 @@ impl FileBackend {
         linked.map_err(|e| Error::io("link into", to_dir.join(to), e))
     }
 
+    /// Gives the finished `task`, whose file is `done/<id>.json`, its
+    /// `expiring/` entry again, durably (the caller holds its lock and has
+    /// seen it missing).
+    pub(super) fn restore_index(&self, task: &Task) -> Result<()> {
+        let Some(index) = expiring_name(task) else {
+            return Ok(());
+        };
+        let name = task_name(&task.id);
+        self.link_over(self.dir(Area::Done), &name, &self.expiring, &index)?;
+        self.sync_links(&Touched {
+            expiring: true,
+            ..Touched::default()
+        })
+    }
+
     /// Removes the `expiring/` entry of the finished `task`, if it has one.
     fn remove_index(&self, task: &Task, touched: &mut Touched) -> Result<()> {
         let Some(name) = expiring_name(task) else {

@@ -25,16 +25,45 @@
 //!
 //! Where nothing is said, it is `rmcp`'s.
 //!
+//! - **Not quite a drop-in.** The shape is `rmcp`'s, but `spawn` (and every
+//!   method that touches the store) is `async` and fallible, the manager
+//!   needs a Tokio runtime (it runs a background loop), and
+//!   [`TaskContext::set_status_message`] is `async` and fallible too.
 //! - **Durable before the handle.** [`DurableTaskManager::spawn`] returns
 //!   once the task is in the store (fsynced, under the default
 //!   [`Durability`](crate::Durability)), so `tasks/get` at any instance
-//!   resolves it at once. It is `async` and fallible: store errors answer
-//!   `-32603`.
+//!   resolves it at once. Store errors answer `-32603`.
 //! - **First writer wins.** The operation's `Ok` is recorded `completed`
 //!   with the `CallToolResult` inlined, [`TaskExit::Error`] `failed` with the
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
 //!   panicking or aborted operation `failed`. The first terminal state is
 //!   final across processes.
+//! - **Resumable tasks.** [`DurableTaskManager::spawn_resumable`] stores the
+//!   task's kind and input with it; the operation saves checkpoints with
+//!   [`TaskContext::checkpoint`] (durable when it returns). When its owner
+//!   dies, an instance that registered a handler for the kind
+//!   ([`DurableTaskManager::register_resume`]) claims it — at start, at
+//!   once on registration, then every [`ManagerOptions::reap_interval`] —
+//!   and runs the handler with the stored input and last checkpoint
+//!   ([`TaskContext::input`], [`TaskContext::last_checkpoint`],
+//!   [`TaskContext::attempt`]). Resumption is at least once: the work
+//!   between the last checkpoint and the owner's death runs again. At most
+//!   [`ManagerOptions::max_attempts`] owners run a task in all; after the
+//!   last one, or when no instance claims it within the store's claim
+//!   grace (one lease by default; `StoreBuilder::claim_grace`), it is failed
+//!   as orphaned with `{"code": "orphaned", "kind", "attempts",
+//!   "maxAttempts", ..}`. A task that is not resumable is failed as
+//!   orphaned once its owner's lease lapses, as before.
+//! - **Fenced owners.** Each claim starts a new owner epoch, and every
+//!   write the manager makes for a running operation (status, status
+//!   message, checkpoint, input requests, outcome) is fenced to the epoch it
+//!   runs at. An owner that was stopped or cut off and wakes after its task
+//!   was claimed elsewhere has its writes refused: it stops the operation
+//!   (its context is cancelled and the operation aborted) and records
+//!   nothing more; [`TaskContext`] writes return `-32603` with
+//!   `data.code = "fenced"`. A process restarted with the same instance id
+//!   is a new owner: it cannot renew, and its writes (a retried
+//!   `tasks/cancel`, say) never keep a dead task alive.
 //! - **Cancel is persisted and cooperative.** `tasks/cancel` writes
 //!   [`CANCEL_REQUESTED_KEY`]` = true` into the task's metadata (an
 //!   `input_required` task goes back to `working`) and acknowledges. It
@@ -48,16 +77,20 @@
 //!   [`TaskContext::is_cancel_requested`], just as `rmcp`'s `TaskContext`
 //!   delivers it; a pending [`TaskContext::request_input`] returns
 //!   [`TaskExit::Cancelled`]. A cancelled task whose owner is dead is
-//!   reported by the reaper (below).
-//! - **Input across instances.** `tasks/update` responses reach an operation
-//!   of the same instance at once. At another instance they are persisted
-//!   in the task's metadata ([`INPUT_RESPONSE_KEY_PREFIX`] + key), for keys
-//!   the stored task is waiting for, and the owner delivers them on its next
-//!   watch tick. So a load balancer may route `tasks/update` anywhere.
+//!   reported by the reaper, or cancelled by the operation that resumes it.
+//! - **Input across instances and restarts.** `tasks/update` may reach any
+//!   instance. The owner records a response (in [`INPUT_KEYS_KEY`]) before
+//!   the operation gets it; another instance persists it in the task's
+//!   metadata ([`INPUT_RESPONSE_KEY_PREFIX`] + key) for a key the stored
+//!   task is waiting for, and the owner — or the instance that resumes the
+//!   task after its owner died — accepts it on its next watch tick. Either
+//!   way a response is durable before `tasks/update` is acknowledged.
 //!   Responses for keys the task is not waiting for are ignored, as in
-//!   `rmcp`. Delivered responses stay in the metadata until the task
-//!   expires (keys are unique over a task's lifetime, so none is delivered
-//!   twice).
+//!   `rmcp`; so is a second response to a key once one was accepted. A key
+//!   names one request for the task's whole life: a resumed operation that
+//!   asks again under a key an earlier run used, with the same request,
+//!   gets the recorded answer (or waits on for it); a different request
+//!   under a used key is an error.
 //! - **Leases and orphans.** The background loop renews the lease of every
 //!   task this instance runs (after a third of the lease the store granted,
 //!   or [`ManagerOptions::renew_interval`]) and reaps lapsed leases every
@@ -65,41 +98,79 @@
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
 //!   lapsed reaps at once. Starting a manager never waits for a scan: the
-//!   first reap runs in the background.
+//!   first claim and reap run in the background.
+//! - **Graceful shutdown.** [`DurableTaskManager::shutdown`] takes no new
+//!   task and claims nothing from the call on, gives running operations
+//!   [`ManagerOptions::shutdown_grace`] (default 5 s) to finish, then stops
+//!   the rest: a resumable task is *released* (`TaskStore::release`: its
+//!   lease lapses at once, and another instance claims it without waiting a
+//!   lease), any other is `failed` with `{"code": "shutdown", "message",
+//!   "instance", "graceMs"}`. It returns within the grace plus one store
+//!   write per stopped task. `examples/mcp_server.rs` calls it on SIGTERM,
+//!   SIGINT and the end of stdin.
 //! - **TTL from creation.** A task is gone for every reader at `createdAt +
 //!   ttlMs` and answers `-32602`, whatever its status; its operation is
 //!   aborted. (`rmcp` fails a running task at the TTL and keeps terminal
 //!   ones one TTL longer; the store keeps the TTL it advertises.)
+//! - **Bounds.** A `ttl_ms` below [`MIN_TTL_MS`] (1 s; `0` included) is
+//!   raised to it, a `poll_interval_ms` below [`MIN_POLL_INTERVAL_MS`]
+//!   (10 ms) likewise; the handle `spawn` returns says what was granted.
+//!   Either one over [`MAX_WIRE_MS`] (2^53 − 1, the largest integer a
+//!   JavaScript client holds) is refused with `-32602`. `ttl_ms: None` is
+//!   an unlimited TTL.
 //! - **Errors.** Unknown, invalid and expired ids answer `-32602` (invalid
-//!   params); store errors `-32603` with the cause in the message and in
+//!   params), with the id shortened to 160 bytes as the store shortens it;
+//!   store errors `-32603` with the cause in the message and in
 //!   `data.cause`.
-//! - **Never blocks the runtime.** Every store call runs on Tokio's blocking
-//!   pool (`spawn_blocking`).
-//! - **Counting and shutdown.** [`DurableTaskManager::running_task_count`]
-//!   counts this instance's running operations.
-//!   [`DurableTaskManager::shutdown`] aborts them and records them `failed`
-//!   before it returns, instead of leaving them to the reaper.
+//! - **Wrongly typed params.** A `tasks/get`, `tasks/update` or
+//!   `tasks/cancel` whose `taskId` is a number, `null` or missing never
+//!   reaches the manager: `rmcp` 3.11 fails to parse its params and hands
+//!   the request to `ServerHandler::on_custom_request`, whose default
+//!   answers `-32601` (method not found) with the method name as the
+//!   message (`tests/mcp.rs` shows it with `rmcp`'s client and server). A
+//!   server that wants `-32602` calls [`invalid_task_request`] from its
+//!   `on_custom_request`, as `examples/mcp_server.rs` does.
+//! - **Where store calls run.** Writes run on Tokio's blocking pool
+//!   (`spawn_blocking`). Reads (`tasks/get`, and the read behind
+//!   `tasks/update` and `tasks/cancel`) run there too by default, or on the
+//!   calling worker with [`Reads::Inline`], for a store whose `get` is
+//!   quick and local (`BENCHMARKS.md` has the figures).
+//! - **Counting.** [`DurableTaskManager::running_task_count`] counts this
+//!   instance's running operations.
 //!
 //! # Limitations
 //!
 //! - The operation does not run inside `rmcp`'s originating-request scope
 //!   (SEP-2260 request association): `rmcp` keeps that task-local private.
-//! - [`TaskContext::set_status_message`] is `async` and fallible (it writes
-//!   the store); `rmcp`'s is not.
 //! - A task's input requests must be MCP input requests (elicitation,
 //!   sampling, roots), as in `rmcp`.
+//! - A release on shutdown counts as an owner: a resumable task handed over
+//!   at every restart of a rolling deploy uses one attempt each time.
+//! - An instance claims every resumable orphan of its kinds it finds: there
+//!   is no cap on how many it takes at once.
 
+mod calls;
+mod context;
 mod convert;
 mod manager;
+mod options;
+mod protocol;
+mod requests;
+mod run;
+mod worker;
 
+pub use self::context::TaskContext;
 pub use self::convert::{
     ConversionError, from_detailed, from_rmcp_task, status_from_rmcp, status_to_rmcp, to_detailed,
     to_rmcp_task,
 };
-pub use self::manager::{
-    CANCEL_REQUESTED_KEY, DurableTaskManager, INPUT_RESPONSE_KEY_PREFIX, ManagerOptions,
-    TaskContext,
+pub use self::manager::DurableTaskManager;
+pub use self::options::{
+    DEFAULT_SHUTDOWN_GRACE, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS, ManagerOptions, Reads,
 };
+pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
+pub use self::requests::invalid_task_request;
+pub use self::run::ShutdownReport;
 pub use rmcp::task_manager::{TaskExit, TaskFuture, TaskOptions};
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod builder;
 mod maintenance;
+mod preview;
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,6 +27,7 @@ use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
 pub(crate) use self::builder::Settings;
 pub use self::builder::{MAX_INSTANCE_ID_LEN, StoreBuilder};
+pub use self::preview::{Orphan, OrphanFate};
 
 /// A task store: the store's rules over the backend `B`.
 ///
@@ -88,7 +90,7 @@ impl<B> Store<B> {
     /// The time the rules go by: the clock's, but never earlier than a time
     /// this handle has already read. An expired task stays expired for this
     /// handle if the clock is stepped back.
-    fn now(&self) -> OffsetDateTime {
+    pub fn now(&self) -> OffsetDateTime {
         let now = self.settings.clock.now();
         let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
             return now;
@@ -113,8 +115,9 @@ enum Kept {
 
 impl<B: Backend> Store<B> {
     /// Applies `change` to the live, non-terminal task `id`, atomically, if
-    /// it is still at owner epoch `fence` (when given): the one path of every
-    /// write to an existing task.
+    /// it is still at owner epoch `fence` (when given): the path of every
+    /// host write to an existing task (the lease writes go through
+    /// `lease_write`, deletes and the maintenance passes their own ways).
     fn write(
         &self,
         id: &TaskId,
@@ -202,6 +205,53 @@ impl<B: Backend> Store<B> {
                     tracing::debug!(task = %task.id, error = %e, "could not delete an expired task yet")
                 }
             }
+        }
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// A write of this handle's lease on the live, running task `id` (at
+    /// owner epoch `fence`, when given): the one path of renewing and
+    /// releasing. Only the owner (the same instance id and open) may.
+    fn lease_write(
+        &self,
+        id: &TaskId,
+        fence: Option<u64>,
+        apply: impl Fn(&crate::lease::Lease, &mut Task, OffsetDateTime) -> Result<()>,
+    ) -> Result<Transition> {
+        let lease = &self.settings.lease;
+        let mut kept = None;
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) {
+                kept = Some(Kept::Expired);
+                return Ok(Change::Keep);
+            }
+            if current.is_terminal() {
+                kept = Some(Kept::Terminal);
+                return Ok(Change::Keep);
+            }
+            if fence.is_some_and(|epoch| epoch != current.epoch) {
+                kept = Some(Kept::Fenced);
+                return Ok(Change::Keep);
+            }
+            if !lease.owns(current) {
+                return Err(Error::NotOwner {
+                    id: current.id.clone(),
+                    owner: current.owner.clone(),
+                });
+            }
+            let mut next = current.clone();
+            apply(lease, &mut next, now)?;
+            Ok(Change::Replace(self.settings.limits.record_own(next)?))
+        })?;
+        match modified {
+            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
+                Ok(Transition::AlreadyTerminal(task))
+            }
+            Modified::Kept(task) if kept == Some(Kept::Fenced) => Ok(Transition::Fenced(task)),
+            Modified::Replaced(task) => Ok(Transition::Applied(task)),
+            _ => Err(Error::NotFound { id: id.clone() }),
         }
     }
 }
@@ -312,36 +362,21 @@ impl<B: Backend> TaskStore for Store<B> {
         &self.settings.lease.instance_id
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        Some(self.settings.lease.duration)
+    }
+
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
-        let lease = &self.settings.lease;
-        let mut kept = None;
-        let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
-            if current.is_expired_at(now) {
-                kept = Some(Kept::Expired);
-                return Ok(Change::Keep);
-            }
-            if current.is_terminal() {
-                kept = Some(Kept::Terminal);
-                return Ok(Change::Keep);
-            }
-            if !lease.owns(current) {
-                return Err(Error::NotOwner {
-                    id: current.id.clone(),
-                    owner: current.owner.clone(),
-                });
-            }
-            let mut next = current.clone();
-            lease.renew(&mut next, now)?;
-            Ok(Change::Replace(self.settings.limits.record_own(next)?))
-        })?;
-        match modified {
-            Modified::Kept(task) if kept == Some(Kept::Terminal) => {
-                Ok(Transition::AlreadyTerminal(task))
-            }
-            Modified::Replaced(task) => Ok(Transition::Applied(task)),
-            _ => Err(Error::NotFound { id: id.clone() }),
+        self.lease_write(id, None, |lease, task, now| lease.renew(task, now))
+    }
+
+    fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
+        let released =
+            self.lease_write(id, Some(epoch), |lease, task, now| lease.release(task, now))?;
+        if let Transition::Applied(task) = &released {
+            tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
         }
+        Ok(released)
     }
 
     fn reap(&self) -> Result<Reaped> {

@@ -13,8 +13,12 @@ use time::OffsetDateTime;
 use super::*;
 use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
 
+mod boundary;
+mod resume;
+mod shutdown;
+
 /// Polls until `check` yields a value; the bound only guards against a hang.
-async fn eventually<T, F, Fut>(mut check: F) -> T
+pub(super) async fn eventually<T, F, Fut>(mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -28,20 +32,23 @@ where
     panic!("condition never held");
 }
 
-fn fast() -> ManagerOptions {
+pub(super) fn fast() -> ManagerOptions {
     ManagerOptions::new().watch_interval(Duration::from_millis(20))
 }
 
-fn text(s: &str) -> CallToolResult {
+pub(super) fn text(s: &str) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(s.to_owned())])
 }
 
-fn instance(dir: &std::path::Path, name: &str) -> DurableTaskManager<FileStore> {
+pub(super) fn instance(dir: &std::path::Path, name: &str) -> DurableTaskManager<FileStore> {
     let store = FileStore::builder(dir).instance_id(name).open().unwrap();
     DurableTaskManager::with_options(Arc::new(store), fast())
 }
 
-async fn settled<S: TaskStore>(m: &DurableTaskManager<S>, id: &str) -> rmcp::model::DetailedTask {
+pub(super) async fn settled<S: TaskStore>(
+    m: &DurableTaskManager<S>,
+    id: &str,
+) -> rmcp::model::DetailedTask {
     eventually(|| async {
         let t = m.get_task(id).await.unwrap();
         t.status().is_terminal().then_some(t)
@@ -49,7 +56,7 @@ async fn settled<S: TaskStore>(m: &DurableTaskManager<S>, id: &str) -> rmcp::mod
     .await
 }
 
-fn elicitation(message: &str) -> InputRequest {
+pub(super) fn elicitation(message: &str) -> InputRequest {
     serde_json::from_value(json!({
         "method": "elicitation/create",
         "params": {"message": message, "requestedSchema": {"type": "object", "properties": {}}}
@@ -331,22 +338,6 @@ async fn running_tasks_keep_their_lease() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_fails_the_running_tasks() {
-    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
-    let seed = m
-        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
-        .await
-        .unwrap();
-    assert_eq!(m.running_task_count(), 1);
-    m.shutdown().await;
-    assert_eq!(m.running_task_count(), 0);
-    let TaskPayload::Failed { error } = m.get_task(&seed.task_id).await.unwrap().payload else {
-        panic!()
-    };
-    assert_eq!(error["message"], "task operation was aborted");
-}
-
 /// A backend whose every call fails with an I/O error.
 struct Broken;
 
@@ -412,8 +403,8 @@ async fn store_errors_are_internal_errors_with_the_cause() {
 
 #[test]
 fn the_readme_shows_the_doc_tested_snippet() {
-    let readme = include_str!("../../README.md");
-    let snippet = include_str!("../../docs/use_with_rmcp.rs");
+    let readme = include_str!("../../../README.md");
+    let snippet = include_str!("../../../docs/use_with_rmcp.rs");
     let section = readme
         .split("## Use with rmcp")
         .nth(1)

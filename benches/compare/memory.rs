@@ -1,0 +1,94 @@
+//! Resident memory of a handle that has listed many active tasks, measured
+//! in a child process (the bench binary re-executing itself), so that
+//! criterion's own allocations and the parent's fixtures do not count.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use taskstore::Durability;
+
+use crate::peers::{Peer, Redb, Sqlite, Taskstore};
+
+/// The environment variable that makes the bench binary a memory child.
+pub const RSS_CHILD: &str = "TASKSTORE_COMPARE_RSS";
+
+/// What a memory child saw, in KiB (`VmRSS`, and `VmHWM` for the peak).
+#[derive(Clone, Copy, Debug)]
+pub struct Rss {
+    pub start: u64,
+    pub opened: u64,
+    pub after_page: u64,
+    pub after_all: u64,
+    pub peak: u64,
+}
+
+/// (workload, peer, figures), in the order measured.
+pub static MEMORY: Mutex<Vec<(String, &'static str, Rss)>> = Mutex::new(Vec::new());
+
+/// Measures `peer` ("taskstore", "sqlite" or "redb") over the store in
+/// `dir` holding `active` active tasks, in a child, and keeps the figures
+/// for the table.
+pub fn measure(workload: &str, peer: &'static str, dir: &Path, active: usize) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(RSS_CHILD, format!("{peer}|{active}|{}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "memory child for {peer} failed");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let n: Vec<u64> = line
+        .trim()
+        .strip_prefix("rss ")
+        .unwrap_or_else(|| panic!("the memory child printed {line:?}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let rss = Rss {
+        start: n[0],
+        opened: n[1],
+        after_page: n[2],
+        after_all: n[3],
+        peak: n[4],
+    };
+    MEMORY
+        .lock()
+        .unwrap()
+        .push((workload.to_owned(), peer, rss));
+}
+
+/// `VmRSS` and `VmHWM` of this process, in KiB.
+fn status() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The memory child: opens the store, lists a page of 100 and then every
+/// active task (each answer dropped at once), and prints `VmRSS` at each
+/// step, then `VmHWM`.
+pub fn child(spec: &str) {
+    let [peer, active, dir] = spec.splitn(3, '|').collect::<Vec<_>>()[..] else {
+        panic!("bad memory spec {spec:?}");
+    };
+    let (active, dir): (usize, &Path) = (active.parse().unwrap(), Path::new(dir));
+    let (start, _) = status();
+    let handle: Box<dyn Peer> = match peer {
+        "taskstore" => Box::new(Taskstore::open(dir, Durability::Eventual)),
+        "sqlite" => Box::new(Sqlite::connect(dir, Durability::Eventual)),
+        "redb" => Box::new(Redb::open_existing(dir, Durability::Eventual)),
+        other => panic!("no memory peer {other:?}"),
+    };
+    let (opened, _) = status();
+    assert_eq!(handle.page(100, None).tasks.len(), 100.min(active));
+    let (after_page, _) = status();
+    assert_eq!(handle.list_active().len(), active);
+    let (after_all, peak) = status();
+    println!("rss {start} {opened} {after_page} {after_all} {peak}");
+}

@@ -1,0 +1,261 @@
+//! `taskstore`: see, check and repair a live store without writing code.
+//!
+//! Every command opens the store as any process of the service would (its
+//! locks, its atomic writes), so it is safe beside live writers in other
+//! processes. `verify` and `repair` look at a file store's files with
+//! [`taskstore::FileCheck`]; everything else goes through the store's own
+//! API.
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod maintain;
+mod stats;
+mod tail;
+mod tasks;
+mod text;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use taskstore::backend::Backend;
+use taskstore::{FileStore, Orphan, Store, StoreBuilder, Task, TaskStore};
+use time::OffsetDateTime;
+
+/// See, check and repair a taskstore store.
+///
+/// The store is a directory (`--store DIR`, or TASKSTORE_STORE), or with
+/// PostgreSQL support a database (`--pg CONNINFO`, or TASKSTORE_PG). Every
+/// command works beside the service's own processes: it takes the store's
+/// locks and writes as they do.
+///
+/// Exit status: 0 success; 1 a failure, or problems found (verify); 2 a
+/// usage error. Errors go to stderr and name the path or task.
+#[derive(Debug, Parser)]
+#[command(name = "taskstore", version, about, long_about)]
+struct Cli {
+    /// The store's directory (it must be a store already: nothing is
+    /// created).
+    #[arg(long, global = true, env = "TASKSTORE_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// A PostgreSQL store: a libpq-style connection string or a
+    /// postgresql:// URL.
+    #[cfg(feature = "postgres")]
+    #[arg(long, global = true, env = "TASKSTORE_PG", value_name = "CONNINFO")]
+    pg: Option<String>,
+
+    /// The PostgreSQL schema of the store (with --pg).
+    #[cfg(feature = "postgres")]
+    #[arg(
+        long,
+        global = true,
+        env = "TASKSTORE_PG_SCHEMA",
+        value_name = "SCHEMA"
+    )]
+    pg_schema: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lists tasks, oldest first: a table, or one JSON object per line with
+    /// --json (the table is printed whether or not stdout is a terminal;
+    /// scripts pass --json). The next page's cursor, if there is one, goes
+    /// to stderr.
+    List(tasks::ListArgs),
+    /// Prints one task as JSON.
+    Show(tasks::ShowArgs),
+    /// Counts tasks by status, active tasks and orphans now, the oldest
+    /// active task's age, how long finished tasks took (createdAt to
+    /// lastUpdatedAt), the success rate and, for a file store, its files.
+    /// Changes nothing.
+    Stats(stats::StatsArgs),
+    /// Checks a file store's files as fsck does; changes nothing. Prints
+    /// each problem with its path; exits 1 if there are any.
+    Verify(check::VerifyArgs),
+    /// Repairs what verify finds that can be repaired safely. Prints what
+    /// it would do unless --apply is given.
+    Repair(check::RepairArgs),
+    /// Deletes expired tasks (and crashed writers' leftovers); --dry-run
+    /// lists what would go.
+    Sweep(maintain::SweepArgs),
+    /// Fails orphans: running tasks whose owner stopped renewing its lease;
+    /// --dry-run lists them and what would happen to each.
+    Reap(maintain::ReapArgs),
+    /// Cancels a task; the first writer wins, and the output says whether
+    /// this cancel did or the task had already finished.
+    Cancel(tasks::CancelArgs),
+    /// Prints the events of a JSON-lines event file (written by
+    /// JsonLinesSink); --follow keeps reading as it grows.
+    Tail(tail::TailArgs),
+}
+
+/// The store a command works on.
+enum Target {
+    File(PathBuf),
+    #[cfg(feature = "postgres")]
+    Pg {
+        conninfo: String,
+        schema: Option<String>,
+    },
+}
+
+/// What the commands ask of a store, whatever its backend: the trait hosts
+/// hold, and the store's clock and dry runs.
+trait Handle: TaskStore {
+    /// [`Store::now`].
+    fn time(&self) -> OffsetDateTime;
+    /// [`Store::orphans`].
+    fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>>;
+    /// [`Store::expired`].
+    fn expired_list(&self) -> taskstore::Result<Vec<Task>>;
+}
+
+impl<B: Backend> Handle for Store<B> {
+    fn time(&self) -> OffsetDateTime {
+        self.now()
+    }
+    fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>> {
+        self.orphans()
+    }
+    fn expired_list(&self) -> taskstore::Result<Vec<Task>> {
+        self.expired()
+    }
+}
+
+/// A command's failure: its message goes to stderr.
+type Failure = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Tail(args) => tail::run(args),
+        command => target(&cli).and_then(|target| run(command, &target)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("taskstore: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: &Command, target: &Target) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
+        Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
+        Command::Stats(args) => stats::run(args, target),
+        Command::Reap(args) => maintain::reap(args, &*open(target, args.claim_grace)?),
+        command => {
+            let store = open(target, None)?;
+            match command {
+                Command::List(args) => tasks::list(args, &*store),
+                Command::Show(args) => tasks::show(args, &*store),
+                Command::Cancel(args) => tasks::cancel(args, &*store),
+                Command::Sweep(args) => maintain::sweep(args, &*store),
+                _ => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// The store named on the command line or in the environment; a usage
+/// error (exit 2) if there is none, or two.
+fn target(cli: &Cli) -> Result<Target, Failure> {
+    #[cfg(feature = "postgres")]
+    match (&cli.store, &cli.pg) {
+        (Some(_), Some(_)) => usage("give --store DIR or --pg CONNINFO, not both"),
+        (None, Some(conninfo)) => {
+            return Ok(Target::Pg {
+                conninfo: conninfo.clone(),
+                schema: cli.pg_schema.clone(),
+            });
+        }
+        _ => {}
+    }
+    match &cli.store {
+        Some(dir) => Ok(Target::File(dir.clone())),
+        #[cfg(feature = "postgres")]
+        None => usage("no store: give --store DIR (or TASKSTORE_STORE), or --pg CONNINFO"),
+        #[cfg(not(feature = "postgres"))]
+        None => usage("no store: give --store DIR (or TASKSTORE_STORE)"),
+    }
+}
+
+/// Exits with clap's usage error (status 2).
+fn usage(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+        .exit()
+}
+
+/// The directory of a file store, for commands that only a file store has.
+fn file_only<'a>(target: &'a Target, command: &str) -> Result<&'a Path, Failure> {
+    let _ = command; // named only in the PostgreSQL case
+    match target {
+        Target::File(dir) => Ok(dir),
+        #[cfg(feature = "postgres")]
+        Target::Pg { .. } => usage(&format!(
+            "{command} checks a file store's files; a PostgreSQL store has none \
+             (the database checks its own): use --store DIR"
+        )),
+    }
+}
+
+/// The instance id of the CLI's handles, recorded by what they write
+/// (`reapedBy` of a reaped task, say).
+fn instance_id() -> String {
+    format!("taskstore-cli-{}", std::process::id())
+}
+
+/// Opens the store as a normal handle (with this claim grace, if given). A
+/// file store must exist already: a mistyped path is an error, never a new
+/// store.
+fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle>, Failure> {
+    fn configure<O>(builder: StoreBuilder<O>, claim_grace: Option<Duration>) -> StoreBuilder<O> {
+        let builder = builder.instance_id(instance_id());
+        match claim_grace {
+            Some(grace) => builder.claim_grace(grace),
+            None => builder,
+        }
+    }
+    match target {
+        Target::File(dir) => {
+            is_store(dir)?;
+            Ok(Box::new(
+                configure(FileStore::builder(dir), claim_grace).open()?,
+            ))
+        }
+        #[cfg(feature = "postgres")]
+        Target::Pg { conninfo, schema } => {
+            let mut builder = configure(taskstore::PgStore::builder(conninfo.clone()), claim_grace);
+            if let Some(schema) = schema {
+                builder = builder.schema(schema.clone());
+            }
+            Ok(Box::new(builder.open()?))
+        }
+    }
+}
+
+/// Refuses a directory that is not a store (FORMAT.md: a store holds
+/// `taskstore.json`), so that no command makes one by mistake.
+fn is_store(dir: &Path) -> Result<(), Failure> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) => Err(format!("no store at {}: {e}", dir.display()).into()),
+        Ok(meta) if !meta.is_dir() => {
+            Err(format!("no store at {}: not a directory", dir.display()).into())
+        }
+        Ok(_) if std::fs::symlink_metadata(dir.join("taskstore.json")).is_err() => Err(format!(
+            "{} is not a store (it holds no taskstore.json)",
+            dir.display()
+        )
+        .into()),
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,142 @@
+//! `sweep` and `reap`: the store's passes over many tasks, or their dry
+//! runs, judged by the store's own rules ([`Store::expired`],
+//! [`Store::orphans`]).
+//!
+//! [`Store::expired`]: taskstore::Store::expired
+//! [`Store::orphans`]: taskstore::Store::orphans
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use taskstore::backend::Skipped;
+use taskstore::{Missed, OrphanFate};
+
+use crate::text::{self, out};
+use crate::{Failure, Handle};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Lists the expired tasks a sweep would delete, and deletes nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Lists the orphans and what a reap would do with each, and changes
+    /// nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// How long a resumable orphan may wait for an instance to claim it
+    /// before it is reaped, after its lease lapsed (default: one lease,
+    /// 30s). Give your service's setting.
+    #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
+    pub claim_grace: Option<Duration>,
+}
+
+fn report_skipped(skipped: &[Skipped]) {
+    for s in skipped {
+        eprintln!(
+            "taskstore: skipped {}: {} ({})",
+            s.location, s.reason, s.action
+        );
+    }
+}
+
+fn report_missed(missed: &[Missed], what: &str) {
+    for m in missed {
+        eprintln!(
+            "taskstore: error: could not {what} task {}: {}",
+            m.id, m.error
+        );
+    }
+}
+
+pub fn sweep(args: &SweepArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
+    if args.dry_run {
+        let now = store.time();
+        let expired = store.expired_list()?;
+        for task in &expired {
+            let at = task.expires_at().unwrap_or(now);
+            out(format!(
+                "would delete {}  {}  expired {} ago",
+                task.id,
+                task.status,
+                text::duration(text::since(now, at))
+            ));
+        }
+        eprintln!(
+            "dry run: {} expired task(s) would be deleted; nothing was changed",
+            expired.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let swept = store.sweep()?;
+    report_skipped(&swept.skipped);
+    report_missed(&swept.missed, "delete");
+    out(format!(
+        "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
+        swept.deleted, swept.cleaned
+    ));
+    Ok(if swept.missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn reap(args: &ReapArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
+    if args.dry_run {
+        let now = store.time();
+        let orphans = store.orphan_list()?;
+        let mut waiting = 0;
+        for orphan in &orphans {
+            let task = &orphan.task;
+            let owner = task.owner.as_deref().unwrap_or("(none)");
+            let lapsed = task
+                .lease_expires_at
+                .map_or("?".to_owned(), |at| text::duration(text::since(now, at)));
+            match orphan.fate {
+                OrphanFate::Reap => out(format!(
+                    "would reap {}  owner {owner}, lease lapsed {lapsed} ago",
+                    task.id
+                )),
+                OrphanFate::AwaitingClaim { grace } => {
+                    waiting += 1;
+                    let kind = task.resume.as_ref().map_or("?", |r| r.kind.as_str());
+                    out(format!(
+                        "would not reap {}  resumable (kind {kind}), within its claim grace: \
+                         lease lapsed {lapsed} ago, an instance may claim it for {} after that; \
+                         owner {owner}",
+                        task.id,
+                        text::duration(grace)
+                    ));
+                }
+                other => out(format!("{}: {other:?}", task.id)),
+            }
+        }
+        eprintln!(
+            "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; nothing was changed",
+            orphans.len(),
+            orphans.len() - waiting
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reaped = store.reap()?;
+    report_skipped(&reaped.skipped);
+    report_missed(&reaped.missed, "reap");
+    for task in &reaped.tasks {
+        out(format!(
+            "reaped {}  owner {}",
+            task.id,
+            task.owner.as_deref().unwrap_or("(none)")
+        ));
+    }
+    eprintln!("reaped {} orphan(s)", reaped.tasks.len());
+    Ok(if reaped.missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,197 @@
+//! One task or a page of them: `list`, `show`, `cancel`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use taskstore::{ListQuery, Page, Task, TaskId, TaskStatus, Transition};
+
+use crate::text::{self, out};
+use crate::{Failure, Handle};
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks with this status: working, input_required, completed,
+    /// failed or cancelled.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<TaskStatus>,
+    /// Only running tasks (working, input_required); reads no history.
+    #[arg(long)]
+    active: bool,
+    /// Only tasks owned by this instance id.
+    #[arg(long, value_name = "INSTANCE")]
+    owner: Option<String>,
+    /// Only tasks created at least this long ago ("10m", "2h", "1d").
+    #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
+    older_than: Option<Duration>,
+    /// At most this many tasks; the cursor of the next page goes to stderr.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Continues after a cursor printed by an earlier `list --limit`.
+    #[arg(long, value_name = "CURSOR")]
+    after: Option<String>,
+    /// One JSON object per line (each task as `show` prints it, on one line).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The task's id.
+    #[arg(value_parser = parse_id)]
+    id: TaskId,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The task's id.
+    #[arg(value_parser = parse_id)]
+    id: TaskId,
+    /// The status message the cancelled task gets.
+    #[arg(long)]
+    message: Option<String>,
+    /// One JSON object: {"taskId", "transition": "applied" or
+    /// "already_terminal", "status"}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn parse_status(text: &str) -> Result<TaskStatus, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        format!("unknown status {text:?}: working, input_required, completed, failed or cancelled")
+    })
+}
+
+pub fn parse_id(text: &str) -> Result<TaskId, String> {
+    TaskId::parse(text).map_err(|e| e.to_string())
+}
+
+/// Lists page after page until `--limit` tasks matched or the store has no
+/// more. `--owner` filters each page, so pages are asked for as many tasks
+/// as are still wanted, and the cursor printed is the store's own, after the
+/// last task looked at. `--older-than` stops at the first task too young:
+/// listings are ordered by creation time.
+pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
+    let now = store.time();
+    let born_before = args.older_than.map(|age| now - age);
+    let mut query = if args.active {
+        ListQuery::active()
+    } else {
+        ListQuery::all()
+    };
+    if let Some(status) = args.status {
+        query = query.status(status);
+    }
+    let mut cursor = args.after.clone();
+    let mut shown: Vec<Task> = Vec::new();
+    let mut rows = Vec::new();
+    loop {
+        let mut page_query = query.clone();
+        if let Some(limit) = args.limit {
+            page_query = page_query.limit((limit as usize) - shown.len());
+        }
+        if let Some(after) = &cursor {
+            page_query = page_query.after(after);
+        }
+        let page: Page = store.list(&page_query)?;
+        for skipped in &page.skipped {
+            eprintln!(
+                "taskstore: skipped {}: {} ({})",
+                skipped.location, skipped.reason, skipped.action
+            );
+        }
+        cursor = page.next_cursor;
+        let mut young = false;
+        for task in page.tasks {
+            if born_before.is_some_and(|before| task.created_at > before) {
+                young = true;
+                break;
+            }
+            if args
+                .owner
+                .as_deref()
+                .is_some_and(|owner| task.owner.as_deref() != Some(owner))
+            {
+                continue;
+            }
+            if args.json {
+                out(serde_json::to_string(&task)?);
+            } else {
+                rows.push(row(&task, now));
+            }
+            shown.push(task);
+        }
+        if young {
+            cursor = None;
+        }
+        let full = args.limit.is_some_and(|l| shown.len() as u64 >= l);
+        if cursor.is_none() || full {
+            break;
+        }
+    }
+    if !args.json {
+        text::table(
+            &["ID", "STATUS", "AGE", "UPDATED", "OWNER", "MESSAGE"],
+            &rows,
+        );
+    }
+    if let Some(cursor) = cursor {
+        eprintln!("next cursor: {cursor}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(task: &Task, now: time::OffsetDateTime) -> Vec<String> {
+    vec![
+        task.id.to_string(),
+        task.status.to_string(),
+        text::duration(text::since(now, task.created_at)),
+        format!(
+            "{} ago",
+            text::duration(text::since(now, task.last_updated_at))
+        ),
+        task.owner
+            .as_deref()
+            .map_or("-".to_owned(), |o| text::cut(o, 24)),
+        text::cut(task.status_message.as_deref().unwrap_or(""), 48),
+    ]
+}
+
+pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
+    match store.get(&args.id)? {
+        Some(task) => {
+            out(serde_json::to_string_pretty(&task)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(format!("task {} not found (missing or expired)", args.id).into()),
+    }
+}
+
+pub fn cancel(args: &CancelArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
+    let transition = store.cancel(&args.id, args.message.clone())?;
+    let (name, task) = match &transition {
+        Transition::Applied(task) => ("applied", task),
+        Transition::AlreadyTerminal(task) => ("already_terminal", task),
+        Transition::Fenced(task) => ("fenced", task),
+        other => ("unknown", other.task()),
+    };
+    if args.json {
+        out(serde_json::json!({
+            "taskId": task.id,
+            "transition": name,
+            "status": task.status,
+        })
+        .to_string());
+    } else if transition.is_applied() {
+        out(format!(
+            "applied: task {} is cancelled (this cancel was the first writer)",
+            task.id
+        ));
+    } else {
+        out(format!(
+            "already terminal: task {} is {}; the cancel changed nothing (an earlier writer won)",
+            task.id, task.status
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

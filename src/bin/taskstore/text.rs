@@ -1,0 +1,229 @@
+//! What the commands print: lines on stdout (a closed pipe ends the command
+//! quietly), durations read and written the short way ("10m", "2h13m"),
+//! tables, sizes, and progress on a terminal.
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+/// Prints one line on stdout. A reader that went away (`taskstore list |
+/// head`) ends the command with success; any other write error fails it.
+pub fn out(line: impl AsRef<str>) {
+    let mut stdout = io::stdout().lock();
+    let written = stdout
+        .write_all(line.as_ref().as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("taskstore: error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Reads a duration written the short way: one or more `<number><unit>`
+/// with units `ms`, `s`, `m`, `h`, `d`, `w` (`"10m"`, `"2h"`, `"1h30m"`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        |why: &str| format!("invalid duration {text:?}: {why} (for example 30s, 10m, 2h, 1d)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad("expected a number"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| bad("number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3_600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            "" => return Err(bad("a number needs a unit")),
+            _ => return Err(bad("unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(|| bad("too long"))?;
+        total = total.checked_add(part).ok_or_else(|| bad("too long"))?;
+    }
+    Ok(total)
+}
+
+/// A duration the short way, to two units: `850ms`, `42s`, `3m12s`,
+/// `2h13m`, `4d2h`.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let first = units.iter().position(|(size, _)| s >= *size).unwrap_or(3);
+    let (size, name) = units[first];
+    let mut out = format!("{}{name}", s / size);
+    if let Some((next, next_name)) = units.get(first + 1) {
+        let rest = (s % size) / next;
+        if rest > 0 {
+            let _ = write!(out, "{rest}{next_name}");
+        }
+    }
+    out
+}
+
+/// How long before `now` the instant `at` was (zero if it is later).
+pub fn since(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
+    Duration::try_from(now - at).unwrap_or(Duration::ZERO)
+}
+
+/// RFC 3339, as the tasks carry it.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// A size in bytes, the short way: `512 B`, `1.2 KiB`, `3.4 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1_024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1_024.0;
+    for unit in UNITS {
+        if value < 1_024.0 || unit == "TiB" {
+            return format!("{value:.1} {unit}");
+        }
+        value /= 1_024.0;
+    }
+    unreachable!("the last unit returns")
+}
+
+/// A table: a header and rows, each column as wide as its widest cell; the
+/// last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ");
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    out(line(&mut header.iter().copied()));
+    for row in rows {
+        out(line(&mut row.iter().map(String::as_str)));
+    }
+}
+
+/// Cuts `text` to `max` characters, marking the cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// `"\r N/M"` on stderr while long work goes on, only when stderr is a
+/// terminal; quiet when it is piped.
+pub struct Progress {
+    on: bool,
+    shown: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            on: io::stderr().is_terminal(),
+            shown: false,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// `done` of `total` entries.
+    pub fn update(&mut self, done: usize, total: usize) {
+        if !self.on || (done < total && self.last.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        eprint!("\r {done}/{total}");
+    }
+
+    /// Clears the progress line, if one was shown.
+    pub fn finish(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_and_write_the_short_way() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1w1d"), Ok(Duration::from_secs(8 * 86_400)));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "1h 5m",
+            "-1s",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_secs(42)), "42s");
+        assert_eq!(duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(duration(Duration::from_secs(7_980)), "2h13m");
+        assert_eq!(duration(Duration::from_secs(7_200)), "2h");
+        assert_eq!(duration(Duration::from_secs(86_400 * 4 + 7_200)), "4d2h");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1_536), "1.5 KiB");
+    }
+}

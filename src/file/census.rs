@@ -1,0 +1,176 @@
+//! The census of a store: every task as a reader gets it, and what the
+//! store's files take on disk, read without changing anything (no file set
+//! aside, no leftover cleaned, no lock taken).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::file::fs::{Dir, Kind};
+use crate::file::layout::{self, Area};
+use crate::file::problem::Sub;
+use crate::file::read::newer;
+use crate::file::verify::FileCheck;
+use crate::file::{FileBackend, codec};
+use crate::id::TaskId;
+use crate::task::Task;
+
+/// Every task of a store and its files' sizes: what
+/// [`FileCheck::census`] read.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Census {
+    /// Every stored task, one per id (the copy the read rule gives a
+    /// reader), expired ones included, in listing order (`createdAt`, then
+    /// id).
+    pub tasks: Vec<Task>,
+    /// Task files that could not be read (left where they are; `verify`
+    /// says why).
+    pub unreadable: Vec<PathBuf>,
+    /// What the store's files take.
+    pub usage: Usage,
+}
+
+/// What a store's files take on disk (apparent sizes, as `ls -l` shows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Bytes in every file of the store.
+    pub bytes: u64,
+    /// Task files (`active/` and `done/`).
+    pub task_files: usize,
+    /// Bytes in task files.
+    pub task_bytes: u64,
+    /// Files in `tmp/`.
+    pub temp_files: usize,
+    /// Files in `quarantine/`.
+    pub quarantined: usize,
+    /// Bytes in `quarantine/`.
+    pub quarantined_bytes: u64,
+}
+
+impl FileCheck {
+    /// Reads every task; see [`census_with`](FileCheck::census_with).
+    pub fn census(&self) -> Result<Census> {
+        self.census_with(&mut |_, _| {})
+    }
+
+    /// Reads every task of the store as a reader gets it, and the sizes of
+    /// its files, calling `progress(done, total)` as it goes. Changes
+    /// nothing and takes no lock.
+    ///
+    /// `active/` is read before `done/` (and `done/` listed after), as the
+    /// store's listings do: a task that finishes during the census is met
+    /// at least once, and two copies of a task count once, by the read
+    /// rule. Beside live writers it is a snapshot of a moving store: a task
+    /// created or deleted meanwhile may be in it or not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidStore`] if the store's layout is broken (`verify`
+    /// says how), [`Error::Io`] if a directory cannot be read.
+    pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
+        let store = self.backend()?;
+        let mut census = Census::default();
+        let active = read_dir(store, store.dir(Area::Active))?;
+        let done_before = read_dir(store, store.dir(Area::Done))?.len();
+        let mut total = active.len() + done_before;
+        let mut seen = 0;
+        let mut tasks: HashMap<TaskId, Task> = HashMap::new();
+        for name in active {
+            seen += 1;
+            progress(seen, total.max(seen));
+            if let Some(task) = read(store, Area::Active, &name, &mut census)? {
+                tasks.insert(task.id.clone(), task);
+            }
+        }
+        // Listed again after `active/` was read: a task moved meanwhile is
+        // in this listing.
+        let done = read_dir(store, store.dir(Area::Done))?;
+        total = seen + done.len();
+        for name in done {
+            seen += 1;
+            progress(seen, total);
+            if let Some(task) = read(store, Area::Done, &name, &mut census)? {
+                match tasks.get(&task.id) {
+                    Some(running) if !newer(&task, running) => {}
+                    _ => {
+                        tasks.insert(task.id.clone(), task);
+                    }
+                }
+            }
+        }
+        for (sub, quarantine) in [(Sub::Tmp, false), (Sub::Quarantine, true)] {
+            let Some(dir) = self.sub_dir(sub) else {
+                continue;
+            };
+            for name in read_dir(store, dir)? {
+                let Ok(status) = store.fs.stat(dir, &name) else {
+                    continue;
+                };
+                census.usage.bytes += status.size;
+                if quarantine {
+                    census.usage.quarantined += 1;
+                    census.usage.quarantined_bytes += status.size;
+                } else {
+                    census.usage.temp_files += 1;
+                }
+            }
+        }
+        if let Ok(status) = store.fs.stat(&store.root_dir, layout::MARKER.as_ref()) {
+            census.usage.bytes += status.size;
+        }
+        census.tasks = tasks.into_values().collect();
+        census.tasks.sort_by(Task::listing_order);
+        Ok(census)
+    }
+}
+
+fn read_dir(store: &FileBackend, dir: &Dir) -> Result<Vec<OsString>> {
+    store
+        .fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir.path(), e))
+}
+
+/// Reads the entry `name` of `area` into the census: its size, and the task
+/// it holds (`None` if it is gone, foreign or unreadable).
+fn read(
+    store: &FileBackend,
+    area: Area,
+    name: &OsString,
+    census: &mut Census,
+) -> Result<Option<Task>> {
+    let dir = store.dir(area);
+    let path = dir.join(name);
+    match store.fs.stat(dir, name) {
+        Ok(status) if status.kind == Kind::File => {
+            census.usage.bytes += status.size;
+            census.usage.task_files += 1;
+            census.usage.task_bytes += status.size;
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => {}
+    }
+    let Some(id) = layout::task_file_id(name) else {
+        census.unreadable.push(path);
+        return Ok(None);
+    };
+    match store.read_bytes(dir, name) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => match codec::unwrap(&bytes, &path, &id) {
+            Ok(task) => Ok(Some(task)),
+            Err(_) => {
+                census.unreadable.push(path);
+                Ok(None)
+            }
+        },
+        Err(_) => {
+            census.unreadable.push(path);
+            Ok(None)
+        }
+    }
+}

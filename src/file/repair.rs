@@ -1,0 +1,406 @@
+//! Repairing what [`FileCheck::verify`] finds, with the store's own
+//! operations and under its locks: interrupted moves finished and stale
+//! copies removed (`tidy`, as any write of the task would), dead writers'
+//! temp files removed (under their free stripe lock, as `open` would),
+//! unreadable files and foreign names set aside into `quarantine/` (as a
+//! listing would), modes set. What only a person can decide is left alone,
+//! and said so.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::events::UnreadableAction;
+use crate::file::FileBackend;
+use crate::file::layout::{Area, stripe};
+use crate::file::problem::{DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Sub};
+use crate::file::recovery;
+use crate::file::verify::{FileCheck, FileState, judge_file};
+
+/// What [`FileCheck::repair`] did, or would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Repairs {
+    /// Whether this was a dry run (nothing was changed).
+    pub dry_run: bool,
+    /// One per problem found, in the order they were (or would be) acted on.
+    pub repairs: Vec<Repair>,
+}
+
+impl Repairs {
+    /// How many problems were (or, in a dry run, would be) fixed.
+    pub fn fixed(&self) -> usize {
+        self.repairs
+            .iter()
+            .filter(|r| matches!(r.outcome, RepairOutcome::Done | RepairOutcome::Planned))
+            .count()
+    }
+}
+
+/// One problem and what the repair does with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Repair {
+    /// The problem, as verify found it.
+    pub problem: Problem,
+    /// What the repair does with it.
+    pub action: RepairAction,
+    /// How it went.
+    pub outcome: RepairOutcome,
+}
+
+impl fmt::Display for Repair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.problem, self.action)?;
+        match &self.outcome {
+            RepairOutcome::Planned | RepairOutcome::Done => Ok(()),
+            RepairOutcome::Skipped { reason } => write!(f, " (skipped: {reason})"),
+            RepairOutcome::Failed { error } => write!(f, " (failed: {error})"),
+        }
+    }
+}
+
+/// What a repair does with one problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepairAction {
+    /// Finishes an interrupted terminal move into `done/`.
+    FinishMove,
+    /// Removes a readable copy that the read rule overrules.
+    RemoveStaleCopy,
+    /// Removes a dead writer's temp file.
+    RemoveTemp,
+    /// Removes an `expiring/` entry that is not its task's file.
+    RemoveStaleIndexEntry,
+    /// Gives a finished task its missing `expiring/` entry.
+    RestoreIndexEntry,
+    /// Moves the entry into `quarantine/`, where a person can look at it.
+    SetAside,
+    /// Sets the permission bits.
+    SetMode {
+        /// The mode set.
+        mode: u32,
+    },
+    /// Leaves it alone: no repair is safe without a person.
+    Leave {
+        /// Why, and what a person may do.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for RepairAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepairAction::FinishMove => f.write_str("finish the move into done/"),
+            RepairAction::RemoveStaleCopy => f.write_str("remove the stale copy"),
+            RepairAction::RemoveTemp => f.write_str("remove the temp file"),
+            RepairAction::RemoveStaleIndexEntry => f.write_str("remove the stale index entry"),
+            RepairAction::RestoreIndexEntry => f.write_str("link the task into expiring/"),
+            RepairAction::SetAside => f.write_str("set it aside into quarantine/"),
+            RepairAction::SetMode { mode } => write!(f, "set mode {mode:04o}"),
+            RepairAction::Leave { reason } => write!(f, "left alone: {reason}"),
+        }
+    }
+}
+
+/// How the repair of one problem went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepairOutcome {
+    /// A dry run: this is what an applied repair would do.
+    Planned,
+    /// Done.
+    Done,
+    /// Not done: nothing to do any more (a writer resolved it meanwhile),
+    /// or the action is to leave it.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// It failed; the other repairs went on.
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+impl FileCheck {
+    /// Repairs what [`verify`](FileCheck::verify) finds that can be
+    /// repaired safely; with `dry_run`, changes nothing and says what it
+    /// would do. See [`repair_with`](FileCheck::repair_with).
+    pub fn repair(&self, dry_run: bool) -> Result<Repairs> {
+        self.repair_with(dry_run, &mut |_, _| {})
+    }
+
+    /// Verifies the store (calling `progress(done, total)` as
+    /// [`verify_with`](FileCheck::verify_with) does), then repairs each
+    /// problem that can be repaired safely, with the store's own operations
+    /// and under its locks:
+    ///
+    /// - an interrupted terminal move is finished, a stale copy removed (a
+    ///   damaged one set aside), under the task's stripe lock, as any write
+    ///   of the task would;
+    /// - a dead writer's temp file is removed under its stripe lock, taken
+    ///   only if it is free;
+    /// - an unreadable task file (corrupt, of another task, a symlink, not
+    ///   a file) is set aside into `quarantine/` under its lock, if it is
+    ///   still unreadable there; a foreign name in `active/`, `done/`,
+    ///   `tmp/` or `locks/` is set aside;
+    /// - a mode is set to `0600` (files) or `0700` (directories).
+    ///
+    /// A newer-format or oversized task file, a running task in `done/`, a
+    /// missing or unreadable marker or directory, and foreign names at the
+    /// store's root are left alone (see [`RepairAction::Leave`]). Each
+    /// problem is judged again when it is acted on: one resolved meanwhile
+    /// is skipped. One repair failing never stops the others.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`verify_with`](FileCheck::verify_with).
+    pub fn repair_with(
+        &self,
+        dry_run: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Repairs> {
+        let report = self.verify_with(progress)?;
+        let mut repairs: Vec<Repair> = report
+            .problems
+            .into_iter()
+            .map(|problem| {
+                let action = plan(&problem);
+                Repair {
+                    problem,
+                    action,
+                    outcome: RepairOutcome::Planned,
+                }
+            })
+            .collect();
+        // Unreadable copies go first: finishing a move would remove a
+        // damaged copy in done/ instead of setting it aside.
+        repairs.sort_by_key(|r| order(&r.action));
+        for repair in &mut repairs {
+            repair.outcome = match (&repair.action, dry_run) {
+                (RepairAction::Leave { .. }, _) => RepairOutcome::Skipped {
+                    reason: "left alone".to_owned(),
+                },
+                (_, true) => RepairOutcome::Planned,
+                (action, false) => match self.apply(&repair.problem, action) {
+                    Ok(None) => RepairOutcome::Done,
+                    Ok(Some(reason)) => RepairOutcome::Skipped { reason },
+                    Err(e) => RepairOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                },
+            };
+        }
+        Ok(Repairs { dry_run, repairs })
+    }
+
+    /// Does `action` about `problem`; `Ok(Some(why))` if there was nothing
+    /// to do any more.
+    fn apply(&self, problem: &Problem, action: &RepairAction) -> Result<Option<String>> {
+        let store = self.backend()?;
+        match action {
+            RepairAction::FinishMove | RepairAction::RemoveStaleCopy => tidy(store, problem),
+            RepairAction::RemoveTemp => remove_temp(store, problem),
+            RepairAction::RemoveStaleIndexEntry => remove_stale_index(store, problem),
+            RepairAction::RestoreIndexEntry => restore_index(store, problem),
+            RepairAction::SetAside => self.set_aside(store, problem),
+            RepairAction::SetMode { mode } => {
+                let Some((dir, name)) = self.locate(&problem.place) else {
+                    return Ok(Some("its directory is not open".to_owned()));
+                };
+                match self.fs().set_mode(dir, name, *mode) {
+                    Ok(()) => Ok(None),
+                    // Set aside by an earlier repair, or removed meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),
+                    Err(e) => Err(Error::io("set the mode of", &problem.path, e)),
+                }
+            }
+            RepairAction::Leave { .. } => Ok(Some("left alone".to_owned())),
+        }
+    }
+
+    fn set_aside(&self, store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
+        let Place::In(sub, name) = &problem.place else {
+            return Ok(Some("not an entry of the store's directories".to_owned()));
+        };
+        let Some(dir) = self.sub_dir(*sub) else {
+            return Ok(Some("its directory is not open".to_owned()));
+        };
+        let area = match sub {
+            Sub::Active => Some(Area::Active),
+            Sub::Done => Some(Area::Done),
+            Sub::Tmp | Sub::Expiring | Sub::Locks | Sub::Quarantine => None,
+        };
+        if let (Some(area), Some(id)) = (area, &problem.id) {
+            // A task file: set aside only if it is still unreadable under
+            // its lock.
+            let _guard = store.locks.lock(&store.fs, stripe(id))?;
+            return match judge_file(store, area, id) {
+                FileState::Missing => Ok(Some("gone".to_owned())),
+                FileState::Task(_) => Ok(Some("readable now".to_owned())),
+                FileState::Bad(kind) => {
+                    match recovery::set_aside_locked(store, area, id, &kind.to_string())? {
+                        Some(_) => Ok(None),
+                        None => Ok(Some("gone, or the quarantine is full".to_owned())),
+                    }
+                }
+            };
+        }
+        let label = match sub {
+            Sub::Active => "active",
+            Sub::Done => "done",
+            Sub::Tmp => "tmp",
+            Sub::Expiring => "expiring",
+            Sub::Locks => "locks",
+            Sub::Quarantine => return Ok(Some("already in quarantine/".to_owned())),
+        };
+        let skipped = recovery::set_aside_name(store, dir, name, label, &problem.kind.to_string());
+        Ok(match skipped.action {
+            UnreadableAction::SetAside => None,
+            _ => Some(
+                "not moved: gone, the quarantine is full, or the store is read-only".to_owned(),
+            ),
+        })
+    }
+}
+
+/// What to do about `problem`.
+fn plan(problem: &Problem) -> RepairAction {
+    let dir = is_store_dir(&problem.place);
+    match (&problem.kind, &problem.place) {
+        (ProblemKind::InterruptedMove, _) => RepairAction::FinishMove,
+        (ProblemKind::StaleCopy { readable: true }, _) => RepairAction::RemoveStaleCopy,
+        (ProblemKind::StaleCopy { readable: false }, _) => RepairAction::SetAside,
+        (ProblemKind::DeadTemp, _) => RepairAction::RemoveTemp,
+        (ProblemKind::StaleIndexEntry, _) => RepairAction::RemoveStaleIndexEntry,
+        (ProblemKind::MissingIndexEntry, _) => RepairAction::RestoreIndexEntry,
+        (ProblemKind::Mode { .. }, _) => RepairAction::SetMode {
+            mode: if dir { DIR_MODE } else { FILE_MODE },
+        },
+        (
+            ProblemKind::Corrupt { .. }
+            | ProblemKind::WrongId { .. }
+            | ProblemKind::Symlink
+            | ProblemKind::NotAFile
+            | ProblemKind::Foreign,
+            Place::In(..),
+        ) => RepairAction::SetAside,
+        (ProblemKind::NewerFormat { .. }, Place::In(..)) => RepairAction::Leave {
+            reason: "written by a newer taskstore, which reads it",
+        },
+        (ProblemKind::TooLarge { .. }, _) => RepairAction::Leave {
+            reason: "larger than any task a store writes; inspect it, and move it into quarantine/ by hand",
+        },
+        (ProblemKind::Misplaced, _) => RepairAction::Leave {
+            reason: "no writer puts a running task in done/; inspect it",
+        },
+        (ProblemKind::Foreign, _) => RepairAction::Leave {
+            reason: "not the store's file; move it out of the store by hand",
+        },
+        (ProblemKind::Missing, _) => RepairAction::Leave {
+            reason: "opening the store (any command but verify and repair) makes a missing \
+                     directory or marker; tasks that were in a missing directory are lost",
+        },
+        (ProblemKind::Unreadable { .. }, _) => RepairAction::Leave {
+            reason: "could not be checked; check it again",
+        },
+        _ => RepairAction::Leave {
+            reason: "the store's layout itself is wrong; fix it by hand",
+        },
+    }
+}
+
+/// Whether `place` is one of the store's directories.
+fn is_store_dir(place: &Place) -> bool {
+    matches!(place, Place::Top(name) if crate::file::layout::DIRS.iter().any(|d| name == d))
+}
+
+/// The order repairs are applied in.
+fn order(action: &RepairAction) -> u8 {
+    match action {
+        RepairAction::SetAside => 0,
+        RepairAction::RemoveTemp => 1,
+        RepairAction::FinishMove | RepairAction::RemoveStaleCopy => 2,
+        RepairAction::RemoveStaleIndexEntry | RepairAction::RestoreIndexEntry => 2,
+        RepairAction::SetMode { .. } => 3,
+        RepairAction::Leave { .. } => 4,
+    }
+}
+
+/// Finishes an interrupted move or removes a stale copy, under the task's
+/// lock, with the backend's own `tidy` (what any write of the task does).
+fn tidy(store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
+    let Some(id) = &problem.id else {
+        return Ok(Some("no task id".to_owned()));
+    };
+    let _guard = store.locks.lock(&store.fs, stripe(id))?;
+    let Some(found) = store.find(id)? else {
+        return Ok(Some("the task is gone".to_owned()));
+    };
+    let unmoved = found.area == Area::Active && found.task.is_terminal();
+    if found.stale.is_none() && !unmoved {
+        return Ok(Some("resolved meanwhile".to_owned()));
+    }
+    store.tidy(&found)?;
+    Ok(None)
+}
+
+/// Removes an `expiring/` entry that is not its task's file, under the
+/// task's lock (as a sweep does).
+fn remove_stale_index(store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
+    let (Some(id), Place::In(Sub::Expiring, name)) = (&problem.id, &problem.place) else {
+        return Ok(Some("not an index entry".to_owned()));
+    };
+    if !store.index_is_stale(id, name) {
+        return Ok(Some("resolved meanwhile".to_owned()));
+    }
+    store.drop_stale_index(id, name)?;
+    Ok(None)
+}
+
+/// Gives a finished task its missing `expiring/` entry, under its lock.
+fn restore_index(store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
+    let Some(id) = &problem.id else {
+        return Ok(Some("no task id".to_owned()));
+    };
+    let _guard = store.locks.lock(&store.fs, stripe(id))?;
+    match store.find(id)? {
+        Some(found) if found.area == Area::Done && store.index_is_missing(&found.task) => {
+            store.restore_index(&found.task)?;
+            Ok(None)
+        }
+        _ => Ok(Some("resolved meanwhile".to_owned())),
+    }
+}
+
+/// Removes a dead writer's temp file, under its stripe lock, only if the
+/// lock is free (else its writer is alive: it is not dead after all).
+fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
+    let (Some(id), Place::In(Sub::Tmp, name)) = (&problem.id, &problem.place) else {
+        return Ok(Some("not a temp file".to_owned()));
+    };
+    let Some(_guard) = store.locks.try_lock(&store.fs, stripe(id))? else {
+        return Ok(Some("its writer is alive".to_owned()));
+    };
+    match store.fs.remove(&store.tmp, name) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),
+        Err(e)
+            if e.kind() == io::ErrorKind::IsADirectory
+                || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
+        {
+            let skipped = recovery::set_aside_name(
+                store,
+                &store.tmp,
+                name,
+                "tmp",
+                "not a temp file of this store",
+            );
+            Ok((skipped.action != UnreadableAction::SetAside).then(|| "not moved".to_owned()))
+        }
+        Err(e) => Err(Error::io("remove", PathBuf::from(&problem.path), e)),
+    }
+}

@@ -1,0 +1,806 @@
+//! Checking a store as `fsck` does: [`FileCheck`] opens a store directory
+//! without creating or recovering anything, and [`FileCheck::verify`]
+//! reports every problem with its path (`problem.rs` has their vocabulary).
+//!
+//! Each rule it checks is the store's own: names from `layout`, task files
+//! decoded by `read_task` (the envelope, the format, the id inside against
+//! the file name), two copies of a task judged by `find` (the read rule),
+//! a temp file's writer told alive by its stripe lock. What it adds is only
+//! the judging: what is a problem, and which problems are confirmed under
+//! the task's lock before they are reported, so that a check beside live
+//! writers in other processes reports none that a writer is about to
+//! resolve.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
+use crate::file::group::DirSync;
+use crate::file::layout::{
+    self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, STRIPES, lock_name, stripe, task_name,
+};
+use crate::file::lock::StripeLocks;
+use crate::file::open::{HARMLESS, root_error};
+use crate::file::problem::{
+    DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
+    unreadable_lock,
+};
+use crate::file::recovery::Quarantine;
+use crate::file::{Durability, FileBackend, codec};
+use crate::id::TaskId;
+use crate::limits::MAX_MAX_PAYLOAD_BYTES;
+use crate::task::Task;
+
+/// The largest marker file read.
+const MAX_MARKER_BYTES: u64 = 4_096;
+
+/// A store directory opened to check it ([`verify`](FileCheck::verify)),
+/// repair it ([`repair`](FileCheck::repair)) and count it
+/// ([`census`](FileCheck::census)), as `fsck` does.
+///
+/// Opening creates nothing and recovers nothing: unlike
+/// [`FileStore::open`](crate::FileStore::open), it leaves dead writers' temp
+/// files and the copies an interrupted terminal move left in place, so that
+/// `verify` can report them. Checking changes nothing (but for the empty
+/// file of a lock stripe, which any handle makes when it first takes the
+/// stripe); it takes a task's stripe lock to confirm a problem of that
+/// task, and tries (without waiting) a temp file's stripe lock to tell a
+/// dead writer's leftover from a live writer's file. So it is safe beside
+/// live writers in other processes, and reports none of their work in
+/// progress as a problem.
+///
+/// ```
+/// # fn main() -> taskstore::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use taskstore::{FileCheck, FileStore, NewTask, TaskStore};
+///
+/// FileStore::open(dir.path())?.create(NewTask::new())?;
+/// let check = FileCheck::open(dir.path())?;
+/// let report = check.verify()?;
+/// assert!(report.is_clean(), "{:?}", report.problems);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FileCheck {
+    root: PathBuf,
+    fs: Fs,
+    store: Opened,
+}
+
+/// A store whose directories all opened, or one whose layout is broken
+/// (only its root is open: `verify` reports what is wrong with it).
+#[derive(Debug)]
+enum Opened {
+    Whole {
+        backend: Box<FileBackend>,
+        locks: Dir,
+        quarantine: Dir,
+    },
+    Broken(Dir),
+}
+
+/// What one task file is (short-lived: a task by value costs nothing next
+/// to the read that made it).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum FileState {
+    Missing,
+    Task(Task),
+    Bad(ProblemKind),
+}
+
+#[derive(Deserialize)]
+struct Marker {
+    format: Option<u64>,
+    kind: Option<String>,
+}
+
+/// Only the id inside a task file: to tell a file that holds another task
+/// from one that does not decode (`read_task` refuses both).
+#[derive(Deserialize)]
+struct Peek {
+    task: PeekTask,
+}
+
+#[derive(Deserialize)]
+struct PeekTask {
+    #[serde(rename = "taskId")]
+    id: String,
+}
+
+impl FileCheck {
+    /// Opens the store at `root` to check it, creating nothing and changing
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidStore`] if `root` is not a directory, is a symlink,
+    /// or holds neither the store's marker nor any of its directories (it
+    /// is not a store); [`Error::Io`] if it cannot be opened or read.
+    pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
+        let root = root.as_ref().to_owned();
+        let fs = Fs::default();
+        let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
+        let names = fs
+            .read_dir(&root_dir)
+            .map_err(|e| Error::io("read directory", &root, e))?;
+        let known = |n: &OsString| n == MARKER || DIRS.iter().any(|d| n == d);
+        if !names.iter().any(known) {
+            return Err(Error::InvalidStore {
+                path: root,
+                reason: format!(
+                    "holds no {MARKER} and none of the store's directories: not a store"
+                ),
+            });
+        }
+        let open = |name: &str| fs.open_dir(&root_dir, OsStr::new(name)).ok();
+        let dirs = (
+            open("active"),
+            open("done"),
+            open("tmp"),
+            open("expiring"),
+            open("quarantine"),
+            open("locks"),
+            open("locks"),
+            open("quarantine"),
+        );
+        let store = match dirs {
+            (
+                Some(active),
+                Some(done),
+                Some(tmp),
+                Some(expiring),
+                Some(quarantine),
+                Some(locks),
+                Some(own_locks),
+                Some(own_quarantine),
+            ) => {
+                let backend = FileBackend {
+                    root: root.clone(),
+                    root_dir,
+                    active: DirSync::new(active),
+                    done: DirSync::new(done),
+                    tmp,
+                    expiring,
+                    quarantine: Quarantine::new(&fs, quarantine),
+                    locks: StripeLocks::new(locks),
+                    fs: fs.clone(),
+                    durability: Durability::Immediate,
+                    // Any file a handle with the largest payload cap wrote.
+                    max_file_bytes: (MAX_MAX_PAYLOAD_BYTES
+                        + crate::limits::OWN_HEADROOM
+                        + codec::OVERHEAD) as u64,
+                    snapshot: Default::default(),
+                    proofs: Default::default(),
+                    // A check is no handle: it never holds the handles lock,
+                    // so it never keeps an exclusive open from compacting.
+                    handles: None,
+                    copies_resolved: Default::default(),
+                };
+                Opened::Whole {
+                    backend: Box::new(backend),
+                    locks: own_locks,
+                    quarantine: own_quarantine,
+                }
+            }
+            _ => Opened::Broken(root_dir),
+        };
+        Ok(FileCheck { root, fs, store })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks the whole store; see [`verify_with`](FileCheck::verify_with).
+    pub fn verify(&self) -> Result<Report> {
+        self.verify_with(&mut |_, _| {})
+    }
+
+    /// Checks the whole store, calling `progress(done, total)` as it goes
+    /// through the entries of its directories. Changes nothing.
+    ///
+    /// Checks the layout (the marker and its format, the directories, no
+    /// symlink, no foreign name, the modes: `0600` files, `0700`
+    /// directories, the root's own mode aside, which is the host's), every
+    /// task file (it decodes, holds the task its name
+    /// says, is not of a newer format, is not larger than any task file a
+    /// store writes), every task's copies (no terminal task left in
+    /// `active/`, no copy beside the one the read rule picks, no running
+    /// task in `done/`), `tmp/` (no temp file of a dead writer) and the lock
+    /// files. A problem of a task is reported only if it holds under the
+    /// task's stripe lock; a temp file whose stripe lock is held belongs to
+    /// a live writer and is not a problem.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a directory of the store cannot be read, or a lock
+    /// cannot be taken; problems with single entries are reported, not
+    /// errors.
+    pub fn verify_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
+        let mut problems = Vec::new();
+        self.check_root(&mut problems)?;
+        let mut checked = 0;
+        if let Opened::Whole { backend, locks, .. } = &self.store {
+            let mut listing = Listing::read(backend, locks)?;
+            let total = listing.total();
+            let mut tick = || {
+                checked += 1;
+                progress(checked, total);
+            };
+            self.check_tmp(backend, &listing.tmp, &mut problems, &mut tick)?;
+            // A task in both areas, and every task found wanting below, is
+            // judged again under its lock.
+            let in_done: BTreeSet<&OsString> = listing.done.iter().collect();
+            let mut suspects: BTreeSet<TaskId> = listing
+                .active
+                .iter()
+                .filter(|n| in_done.contains(n))
+                .filter_map(|n| layout::task_file_id(n))
+                .collect();
+            drop(in_done);
+            for area in [Area::Active, Area::Done] {
+                let names = std::mem::take(listing.area(area));
+                self.check_area(
+                    backend,
+                    area,
+                    names,
+                    &mut suspects,
+                    &mut problems,
+                    &mut tick,
+                );
+            }
+            let mut stale = Vec::new();
+            self.check_expiring(
+                backend,
+                &listing.expiring,
+                &mut stale,
+                &mut problems,
+                &mut tick,
+            );
+            for id in suspects {
+                self.check_task(backend, &id, &mut problems)?;
+            }
+            for (id, name) in stale {
+                self.check_index(backend, &id, &name, &mut problems)?;
+            }
+            self.check_locks(locks, &listing.locks, &mut problems, &mut tick);
+        }
+        problems.sort_by(|a, b| (&a.path, a.kind.code()).cmp(&(&b.path, b.kind.code())));
+        problems.dedup();
+        Ok(Report { problems, checked })
+    }
+
+    /// The root directory, open.
+    fn root_dir(&self) -> &Dir {
+        match &self.store {
+            Opened::Whole { backend, .. } => &backend.root_dir,
+            Opened::Broken(dir) => dir,
+        }
+    }
+
+    /// The backend over this store, if its layout let it open.
+    pub(crate) fn backend(&self) -> Result<&FileBackend> {
+        match &self.store {
+            Opened::Whole { backend, .. } => Ok(backend),
+            Opened::Broken(_) => Err(Error::InvalidStore {
+                path: self.root.clone(),
+                reason: "one of the store's directories is missing or not a directory: \
+                         run verify"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// The open directory of `sub` (only for a whole store).
+    pub(crate) fn sub_dir(&self, sub: Sub) -> Option<&Dir> {
+        let Opened::Whole {
+            backend,
+            locks,
+            quarantine,
+        } = &self.store
+        else {
+            return None;
+        };
+        Some(match sub {
+            Sub::Active => backend.dir(Area::Active),
+            Sub::Done => backend.dir(Area::Done),
+            Sub::Tmp => &backend.tmp,
+            Sub::Expiring => &backend.expiring,
+            Sub::Locks => locks,
+            Sub::Quarantine => quarantine,
+        })
+    }
+
+    /// The directory and name of `place`, to act on it.
+    pub(crate) fn locate<'a>(&'a self, place: &'a Place) -> Option<(&'a Dir, &'a OsStr)> {
+        match place {
+            Place::Top(name) => Some((self.root_dir(), name)),
+            Place::In(sub, name) => Some((self.sub_dir(*sub)?, name)),
+        }
+    }
+
+    pub(crate) fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
+    /// The root's entries and the marker. (The root's own mode is the
+    /// host's: a store may be made in a directory the host created. Nothing
+    /// inside can be read through it: every entry has the store's modes.)
+    fn check_root(&self, problems: &mut Vec<Problem>) -> Result<()> {
+        let root = self.root_dir();
+        let names = self
+            .fs
+            .read_dir(root)
+            .map_err(|e| Error::io("read directory", root.path(), e))?;
+        for wanted in DIRS.iter().chain([&MARKER]) {
+            if !names.iter().any(|n| n == wanted) {
+                let name = OsString::from(wanted);
+                problems.push(problem(
+                    root.join(&name),
+                    None,
+                    ProblemKind::Missing,
+                    Place::Top(name),
+                ));
+            }
+        }
+        for name in names {
+            let path = root.join(&name);
+            let place = Place::Top(name.clone());
+            if name == MARKER {
+                if let Some(kind) = self.check_marker(root, &name) {
+                    problems.push(problem(path, None, kind, place));
+                }
+                continue;
+            }
+            if !DIRS.iter().any(|d| name == *d) {
+                if !HARMLESS.iter().any(|h| name == *h) {
+                    problems.push(problem(path, None, ProblemKind::Foreign, place));
+                }
+                continue;
+            }
+            let kind = match self.fs.stat(root, &name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(ProblemKind::Missing),
+                Err(e) => Some(unreadable(e)),
+                Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
+                Ok(s) if s.kind != Kind::Dir => Some(ProblemKind::NotADirectory),
+                Ok(s) if s.mode != DIR_MODE => Some(mode(s.mode, DIR_MODE)),
+                Ok(_) => None,
+            };
+            if let Some(kind) = kind {
+                problems.push(problem(path, None, kind, place));
+            }
+        }
+        Ok(())
+    }
+
+    /// What is wrong with the marker `name` in `root`, if anything.
+    fn check_marker(&self, root: &Dir, name: &OsStr) -> Option<ProblemKind> {
+        let path = root.join(name);
+        let status = match self.fs.stat(root, name) {
+            Ok(status) => status,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(ProblemKind::Missing),
+            Err(e) => return Some(unreadable(e)),
+        };
+        match status.kind {
+            Kind::Symlink => return Some(ProblemKind::Symlink),
+            Kind::File => {}
+            _ => return Some(ProblemKind::NotAFile),
+        }
+        let bytes = self
+            .fs
+            .open_read(root, name)
+            .and_then(|mut file| self.fs.read_to_end(&mut file, &path, MAX_MARKER_BYTES));
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(e) if is_symlink_refusal(&e) => return Some(ProblemKind::Symlink),
+            Err(e) => return Some(unreadable(e)),
+        };
+        let bad = |reason: &str| {
+            Some(ProblemKind::BadMarker {
+                reason: reason.to_owned(),
+            })
+        };
+        let marker: Marker = match serde_json::from_slice(&bytes) {
+            Ok(marker) => marker,
+            Err(e) => return bad(&format!("not a store marker: {e}")),
+        };
+        match marker.format {
+            None | Some(0) => return bad("no format version"),
+            Some(found) if found > STORE_FORMAT => {
+                return Some(ProblemKind::NewerFormat {
+                    found,
+                    supported: STORE_FORMAT,
+                });
+            }
+            Some(_) => {}
+        }
+        if marker.kind.as_deref() != Some("taskstore") {
+            return bad("its kind is not \"taskstore\"");
+        }
+        (status.mode != FILE_MODE).then(|| mode(status.mode, FILE_MODE))
+    }
+
+    /// `tmp/`: foreign names, and temp files whose writer is gone (their
+    /// stripe lock is free, and they are still there under it).
+    fn check_tmp(
+        &self,
+        store: &FileBackend,
+        names: &[OsString],
+        problems: &mut Vec<Problem>,
+        tick: &mut dyn FnMut(),
+    ) -> Result<()> {
+        let dir = &store.tmp;
+        for name in names {
+            tick();
+            let place = Place::In(Sub::Tmp, name.clone());
+            let Some(id) = layout::temp_file_id(name) else {
+                problems.push(problem(dir.join(name), None, ProblemKind::Foreign, place));
+                continue;
+            };
+            let _guard = match store.locks.try_lock(&store.fs, stripe(&id)) {
+                Ok(Some(guard)) => guard,
+                Ok(None) => continue, // its writer is alive
+                Err(e) => {
+                    // Its lock file is itself a problem, reported with it.
+                    problems.push(problem(
+                        dir.join(name),
+                        Some(id),
+                        unreadable_lock(&e),
+                        place,
+                    ));
+                    continue;
+                }
+            };
+            match self.fs.stat(dir, name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // renamed into place
+                Err(e) => problems.push(problem(dir.join(name), Some(id), unreadable(e), place)),
+                Ok(_) => problems.push(problem(
+                    dir.join(name),
+                    Some(id),
+                    ProblemKind::DeadTemp,
+                    place,
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of `area`, read without locks: problems of a file alone
+    /// (foreign names, modes, newer formats) are reported; what may be a
+    /// writer's work in progress (an unreadable file, a terminal task in
+    /// `active/`, a running one in `done/`, a task in both areas) makes the
+    /// task a suspect, judged again under its lock.
+    fn check_area(
+        &self,
+        store: &FileBackend,
+        area: Area,
+        names: Vec<OsString>,
+        suspects: &mut BTreeSet<TaskId>,
+        problems: &mut Vec<Problem>,
+        tick: &mut dyn FnMut(),
+    ) {
+        let dir = store.dir(area);
+        let sub = Sub::area(area);
+        for name in names {
+            tick();
+            let path = dir.join(&name);
+            let place = Place::In(sub, name.clone());
+            let Some(id) = layout::task_file_id(&name) else {
+                problems.push(problem(path, None, ProblemKind::Foreign, place));
+                continue;
+            };
+            match self.fs.stat(dir, &name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    problems.push(problem(path, Some(id), unreadable(e), place));
+                    continue;
+                }
+                Ok(status) if status.kind != Kind::File => {
+                    suspects.insert(id);
+                    continue;
+                }
+                Ok(status) if status.mode != FILE_MODE => problems.push(problem(
+                    path.clone(),
+                    Some(id.clone()),
+                    mode(status.mode, FILE_MODE),
+                    place.clone(),
+                )),
+                Ok(_) => {}
+            }
+            match judge_file(store, area, &id) {
+                FileState::Missing => {}
+                // In its place (and, finished with a TTL, in the index).
+                FileState::Task(task) if task.is_terminal() == (area == Area::Done) => {
+                    if area == Area::Done && store.index_is_missing(&task) {
+                        suspects.insert(id);
+                    }
+                }
+                FileState::Task(_) => {
+                    suspects.insert(id);
+                }
+                FileState::Bad(
+                    kind @ (ProblemKind::NewerFormat { .. } | ProblemKind::TooLarge { .. }),
+                ) => {
+                    problems.push(problem(path, Some(id), kind, place));
+                }
+                FileState::Bad(_) => {
+                    suspects.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Judges task `id` under its stripe lock: each copy's own problems, and
+    /// the copies together by the read rule (`find`).
+    fn check_task(
+        &self,
+        store: &FileBackend,
+        id: &TaskId,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let _guard = match store.locks.lock(&store.fs, stripe(id)) {
+            Ok(guard) => guard,
+            Err(e) => {
+                // Its lock file is itself a problem, reported with it.
+                let name = task_name(id);
+                problems.push(problem(
+                    store.dir(Area::Active).join(&name),
+                    Some(id.clone()),
+                    unreadable_lock(&e),
+                    Place::In(Sub::Active, name),
+                ));
+                return Ok(());
+            }
+        };
+        let found = store.find(id).ok().flatten();
+        let stale = found.as_ref().and_then(|f| f.stale);
+        for area in [Area::Active, Area::Done] {
+            let name = task_name(id);
+            let path = store.dir(area).join(&name);
+            let place = Place::In(Sub::area(area), name);
+            match judge_file(store, area, id) {
+                FileState::Bad(_) if stale.is_some_and(|s| s.area == area) => {
+                    problems.push(problem(
+                        path,
+                        Some(id.clone()),
+                        ProblemKind::StaleCopy { readable: false },
+                        place,
+                    ))
+                }
+                FileState::Bad(kind) => problems.push(problem(path, Some(id.clone()), kind, place)),
+                FileState::Task(_) if stale.is_some_and(|s| s.area == area) => {
+                    problems.push(problem(
+                        path,
+                        Some(id.clone()),
+                        ProblemKind::StaleCopy { readable: true },
+                        place,
+                    ))
+                }
+                FileState::Task(_) | FileState::Missing => {}
+            }
+        }
+        if let Some(found) = found {
+            let kind = match (found.area, found.task.is_terminal()) {
+                (Area::Active, true) => Some(ProblemKind::InterruptedMove),
+                (Area::Done, false) => Some(ProblemKind::Misplaced),
+                (Area::Done, true) if store.index_is_missing(&found.task) => {
+                    Some(ProblemKind::MissingIndexEntry)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let name = task_name(id);
+                problems.push(problem(
+                    store.dir(found.area).join(&name),
+                    Some(id.clone()),
+                    kind,
+                    Place::In(Sub::area(found.area), name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `expiring/`: names the index uses, regular files of mode `0600`;
+    /// an entry that is not its task's file is a suspect, judged again
+    /// under the task's lock.
+    fn check_expiring(
+        &self,
+        store: &FileBackend,
+        names: &[OsString],
+        stale: &mut Vec<(TaskId, OsString)>,
+        problems: &mut Vec<Problem>,
+        tick: &mut dyn FnMut(),
+    ) {
+        let dir = &store.expiring;
+        for name in names {
+            tick();
+            let path = dir.join(name);
+            let place = Place::In(Sub::Expiring, name.clone());
+            let Some((position, _)) = layout::expiring_entry(name) else {
+                problems.push(problem(path, None, ProblemKind::Foreign, place));
+                continue;
+            };
+            let id = position.id;
+            let kind = match self.fs.stat(dir, name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => Some(unreadable(e)),
+                Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
+                Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
+                Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
+                Ok(_) => None,
+            };
+            if let Some(kind) = kind {
+                problems.push(problem(path, Some(id), kind, place));
+                continue;
+            }
+            if store.index_is_stale(&id, name) {
+                stale.push((id, name.clone()));
+            }
+        }
+    }
+
+    /// Judges the `expiring/` entry `name` of task `id` under the task's
+    /// lock: stale if it is still not the task's file.
+    fn check_index(
+        &self,
+        store: &FileBackend,
+        id: &TaskId,
+        name: &OsStr,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let path = store.expiring.join(name);
+        let place = Place::In(Sub::Expiring, name.to_owned());
+        let _guard = match store.locks.lock(&store.fs, stripe(id)) {
+            Ok(guard) => guard,
+            Err(e) => {
+                problems.push(problem(path, Some(id.clone()), unreadable_lock(&e), place));
+                return Ok(());
+            }
+        };
+        if store.index_is_stale(id, name) {
+            problems.push(problem(
+                path,
+                Some(id.clone()),
+                ProblemKind::StaleIndexEntry,
+                place,
+            ));
+        }
+        Ok(())
+    }
+
+    /// `locks/`: only `NN.lock` files and `handles.lock`, regular, mode
+    /// `0600`.
+    fn check_locks(
+        &self,
+        dir: &Dir,
+        names: &[OsString],
+        problems: &mut Vec<Problem>,
+        tick: &mut dyn FnMut(),
+    ) {
+        for name in names {
+            tick();
+            let path = dir.join(name);
+            let place = Place::In(Sub::Locks, name.clone());
+            if !(0..STRIPES).any(|i| lock_name(i) == *name) && name != HANDLES_LOCK {
+                problems.push(problem(path, None, ProblemKind::Foreign, place));
+                continue;
+            }
+            let kind = match self.fs.stat(dir, name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => Some(unreadable(e)),
+                Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
+                Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
+                Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
+                Ok(_) => None,
+            };
+            if let Some(kind) = kind {
+                problems.push(problem(path, None, kind, place));
+            }
+        }
+    }
+}
+
+/// The names in the store's directories, read once at the start.
+struct Listing {
+    active: Vec<OsString>,
+    done: Vec<OsString>,
+    tmp: Vec<OsString>,
+    expiring: Vec<OsString>,
+    locks: Vec<OsString>,
+}
+
+impl Listing {
+    fn read(store: &FileBackend, locks: &Dir) -> Result<Listing> {
+        let read = |dir: &Dir| {
+            store
+                .fs
+                .read_dir(dir)
+                .map_err(|e| Error::io("read directory", dir.path(), e))
+        };
+        // tmp/ first: a writer's temp file is renamed into an area, so one
+        // read after the areas could miss it in both.
+        let tmp = read(&store.tmp)?;
+        Ok(Listing {
+            tmp,
+            active: read(store.dir(Area::Active))?,
+            done: read(store.dir(Area::Done))?,
+            expiring: read(&store.expiring)?,
+            locks: read(locks)?,
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.active.len()
+            + self.done.len()
+            + self.tmp.len()
+            + self.expiring.len()
+            + self.locks.len()
+    }
+
+    fn area(&mut self, area: Area) -> &mut Vec<OsString> {
+        match area {
+            Area::Active => &mut self.active,
+            Area::Done => &mut self.done,
+        }
+    }
+}
+
+/// What task `id`'s file in `area` is: missing, a task, or a problem.
+pub(crate) fn judge_file(store: &FileBackend, area: Area, id: &TaskId) -> FileState {
+    let dir = store.dir(area);
+    let name = task_name(id);
+    match store.fs.stat(dir, &name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return FileState::Missing,
+        Err(e) => return FileState::Bad(unreadable(e)),
+        Ok(s) if s.kind == Kind::Symlink => return FileState::Bad(ProblemKind::Symlink),
+        Ok(s) if s.kind != Kind::File => return FileState::Bad(ProblemKind::NotAFile),
+        Ok(_) => {}
+    }
+    match store.read_task(dir, &name, id) {
+        Ok(None) => FileState::Missing,
+        Ok(Some(task)) => FileState::Task(task),
+        Err(Error::Corrupt { reason, .. }) => {
+            FileState::Bad(classify_corrupt(store, dir, &name, id, reason))
+        }
+        Err(Error::UnsupportedFormat {
+            found, supported, ..
+        }) => FileState::Bad(ProblemKind::NewerFormat { found, supported }),
+        Err(Error::FileTooLarge { size, limit, .. }) => {
+            FileState::Bad(ProblemKind::TooLarge { size, limit })
+        }
+        Err(e) => FileState::Bad(ProblemKind::Unreadable {
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// A file `read_task` found corrupt: [`ProblemKind::WrongId`] if it is a
+/// task file of another task (the rule that refused it is the codec's),
+/// else [`ProblemKind::Corrupt`].
+fn classify_corrupt(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    id: &TaskId,
+    reason: String,
+) -> ProblemKind {
+    let other = store
+        .read_bytes(dir, name)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<Peek>(&bytes).ok())
+        .map(|peek| peek.task.id)
+        .filter(|found| found != id.as_str());
+    match other {
+        Some(found) => ProblemKind::WrongId { found },
+        None => ProblemKind::Corrupt { reason },
+    }
+}

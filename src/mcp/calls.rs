@@ -1,0 +1,114 @@
+//! Store calls from async code, and how their failures reach the wire.
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{DetailedTask, TaskPayload};
+use serde_json::{Map, Value, json};
+
+use super::convert::{jsonrpc_error, to_detailed};
+use super::options::Reads;
+use crate::error::Error;
+use crate::id::{TaskId, shorten};
+use crate::task::Task;
+
+/// A store call's failure, before it becomes a JSON-RPC error.
+pub(super) enum StoreCall {
+    Store(Error),
+    Join(tokio::task::JoinError),
+}
+
+impl StoreCall {
+    /// `-32602` for a task that does not exist (or an id that cannot name
+    /// one), `-32603` with the cause for everything else.
+    pub(super) fn into_mcp(self, id: Option<&TaskId>) -> McpError {
+        match self {
+            StoreCall::Store(Error::NotFound { id }) => unknown_task(id.as_str()),
+            StoreCall::Store(e @ Error::InvalidId { .. }) => invalid_id(&e),
+            StoreCall::Store(e) => McpError::internal_error(
+                format!("task store error: {e}"),
+                Some(json!({ "taskId": id.map(TaskId::as_str), "cause": e.to_string() })),
+            ),
+            StoreCall::Join(e) => McpError::internal_error(
+                format!("task store call did not finish: {e}"),
+                Some(json!({ "taskId": id.map(TaskId::as_str) })),
+            ),
+        }
+    }
+}
+
+impl From<Error> for StoreCall {
+    fn from(e: Error) -> StoreCall {
+        StoreCall::Store(e)
+    }
+}
+
+/// Runs a store call on Tokio's blocking pool, off the async workers.
+pub(super) async fn blocking<T, F>(call: F) -> Result<T, StoreCall>
+where
+    T: Send + 'static,
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(StoreCall::Store),
+        Err(e) => Err(StoreCall::Join(e)),
+    }
+}
+
+/// Runs a store read where [`Reads`] says: on the blocking pool, or on the
+/// calling worker.
+pub(super) async fn read<T, F>(reads: Reads, call: F) -> Result<T, StoreCall>
+where
+    T: Send + 'static,
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+{
+    match reads {
+        Reads::Blocking => blocking(call).await,
+        Reads::Inline => call().map_err(StoreCall::Store),
+    }
+}
+
+/// A stored task in the wire's shape; a stored error that is not a
+/// JSON-RPC error object is inlined as `-32603` with it as `data`.
+pub(super) fn to_wire(task: &Task) -> Result<DetailedTask, McpError> {
+    let mut detailed = to_detailed(task).map_err(|e| {
+        McpError::internal_error(
+            format!("task store holds a task MCP cannot carry: {e}"),
+            Some(json!({ "taskId": task.id.as_str(), "cause": e.to_string() })),
+        )
+    })?;
+    if let TaskPayload::Failed { error } = &mut detailed.payload {
+        *error = jsonrpc_error(std::mem::take(error));
+    }
+    Ok(detailed)
+}
+
+/// `-32602` for a task that does not exist; the id is shortened as the
+/// store shortens ids in its own errors.
+pub(super) fn unknown_task(task_id: &str) -> McpError {
+    McpError::invalid_params(format!("unknown task: {}", shorten(task_id)), None)
+}
+
+/// `-32602` for an id that cannot name a task (the store's error, which
+/// shortens it).
+pub(super) fn invalid_id(error: &Error) -> McpError {
+    McpError::invalid_params(format!("unknown task: {error}"), None)
+}
+
+/// A task id from the wire: `-32602` if it cannot name a task.
+pub(super) fn parse_id(task_id: &str) -> Result<TaskId, McpError> {
+    TaskId::parse(task_id).map_err(|e| invalid_id(&e))
+}
+
+/// `value` as a JSON object (an empty one if it is not one).
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    match serde_json::to_value(value) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::Object(Map::new()),
+    }
+}
+
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // No code path panics while holding these locks; recover regardless.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

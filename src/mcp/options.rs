@@ -1,0 +1,208 @@
+//! How a manager runs, and the bounds it holds tasks' options to.
+
+use std::time::Duration;
+
+use rmcp::ErrorData as McpError;
+use rmcp::task_manager::TaskOptions;
+use serde_json::json;
+
+use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask};
+
+/// The shortest TTL a task gets, in milliseconds: a shorter `ttl_ms`
+/// (`0` included) is raised to it, and the handle `spawn` returns says so
+/// (SEP-2663 lets the receiver choose the TTL). A task that is gone before
+/// the client's first `tasks/get` is of no use to anyone.
+pub const MIN_TTL_MS: u64 = 1_000;
+
+/// The shortest poll interval suggested to clients, in milliseconds: a
+/// shorter `poll_interval_ms` (`0` included) is raised to it.
+pub const MIN_POLL_INTERVAL_MS: u64 = 10;
+
+/// The longest `ttl_ms` or `poll_interval_ms` accepted: 2^53 − 1 ms, the
+/// largest integer a JavaScript client holds exactly. A longer one is
+/// refused with `-32602` (use `ttl_ms: None` for an unlimited TTL).
+pub const MAX_WIRE_MS: u64 = (1 << 53) - 1;
+
+/// The default time running operations get to finish at
+/// [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the manager runs the store reads behind `tasks/get`,
+/// `tasks/update` and `tasks/cancel` (writes always run on Tokio's blocking
+/// pool).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reads {
+    /// On Tokio's blocking pool (`spawn_blocking`): an async worker never
+    /// waits for the store, at the cost of a hop between threads (tens of
+    /// microseconds; `BENCHMARKS.md`). The default, and the right choice for
+    /// a store that may wait on a network (`PgStore`).
+    #[default]
+    Blocking,
+    /// On the calling async worker, with no hop: for a store whose `get`
+    /// is quick and never waits on a network — a `MemoryStore`, or a
+    /// `FileStore` on a local disk (one file read, from the page cache once
+    /// warm; a cold read blocks the worker for one disk read).
+    Inline,
+}
+
+/// Timing and policy of a [`DurableTaskManager`](super::DurableTaskManager).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ManagerOptions {
+    /// How often the owner looks at its running tasks in the store, to see a
+    /// `tasks/cancel` or `tasks/update` that arrived at another instance, or
+    /// that another instance took a task over (default 250 ms). Leases are
+    /// renewed on these ticks too.
+    pub watch_interval: Duration,
+    /// How often a running task's lease is renewed; `None` (the default)
+    /// renews after a third of the lease the store granted.
+    pub renew_interval: Option<Duration>,
+    /// How often resumable orphans are claimed (for the kinds this manager
+    /// has resume handlers for) and lapsed leases reaped (default 5 s; both
+    /// also run just after start, in the background, and a claim at once
+    /// when a handler is registered). Keep it below the store's claim grace
+    /// (one lease by default), or orphans are failed before a claim.
+    pub reap_interval: Duration,
+    /// How often expired tasks are deleted from the store (default 5 min).
+    pub sweep_interval: Duration,
+    /// How long [`shutdown`](super::DurableTaskManager::shutdown) lets
+    /// running operations finish before it stops them (default 5 s).
+    pub shutdown_grace: Duration,
+    /// How many owners a resumable task may have in all, the first included
+    /// (default 3): once the last one dies, it is failed as orphaned.
+    pub max_attempts: u32,
+    /// Where store reads run (default [`Reads::Blocking`]).
+    pub reads: Reads,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> ManagerOptions {
+        ManagerOptions {
+            watch_interval: Duration::from_millis(250),
+            renew_interval: None,
+            reap_interval: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(300),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            reads: Reads::Blocking,
+        }
+    }
+}
+
+impl ManagerOptions {
+    /// The default timing.
+    pub fn new() -> ManagerOptions {
+        ManagerOptions::default()
+    }
+
+    /// Sets [`ManagerOptions::watch_interval`].
+    pub fn watch_interval(mut self, interval: Duration) -> ManagerOptions {
+        self.watch_interval = interval;
+        self
+    }
+
+    /// Sets [`ManagerOptions::renew_interval`].
+    pub fn renew_interval(mut self, interval: Duration) -> ManagerOptions {
+        self.renew_interval = Some(interval);
+        self
+    }
+
+    /// Sets [`ManagerOptions::reap_interval`].
+    pub fn reap_interval(mut self, interval: Duration) -> ManagerOptions {
+        self.reap_interval = interval;
+        self
+    }
+
+    /// Sets [`ManagerOptions::sweep_interval`].
+    pub fn sweep_interval(mut self, interval: Duration) -> ManagerOptions {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Sets [`ManagerOptions::shutdown_grace`].
+    pub fn shutdown_grace(mut self, grace: Duration) -> ManagerOptions {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ManagerOptions::max_attempts`] (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> ManagerOptions {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`ManagerOptions::reads`].
+    pub fn reads(mut self, reads: Reads) -> ManagerOptions {
+        self.reads = reads;
+        self
+    }
+}
+
+/// The task `options` describe, within the bounds: a TTL or poll interval
+/// below its minimum is raised to it, one over [`MAX_WIRE_MS`] is refused.
+///
+/// # Errors
+///
+/// `-32602` naming the option for a value over [`MAX_WIRE_MS`].
+pub(super) fn new_task(options: &TaskOptions) -> Result<NewTask, McpError> {
+    let mut new = NewTask::new();
+    if let Some(ttl) = options.ttl_ms {
+        new = new.ttl(Duration::from_millis(bounded("ttl_ms", ttl, MIN_TTL_MS)?));
+    }
+    if let Some(interval) = options.poll_interval_ms {
+        new = new.poll_interval(Duration::from_millis(bounded(
+            "poll_interval_ms",
+            interval,
+            MIN_POLL_INTERVAL_MS,
+        )?));
+    }
+    if let Some(message) = &options.status_message {
+        new = new.status_message(message.clone());
+    }
+    Ok(new)
+}
+
+fn bounded(name: &str, ms: u64, min: u64) -> Result<u64, McpError> {
+    if ms > MAX_WIRE_MS {
+        return Err(McpError::invalid_params(
+            format!("{name} {ms} is over the largest accepted, {MAX_WIRE_MS} (2^53 - 1) ms"),
+            Some(json!({ "option": name, "max": MAX_WIRE_MS })),
+        ));
+    }
+    Ok(ms.max(min))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_raise_short_values_and_refuse_long_ones() {
+        let task = |ttl, poll| {
+            new_task(
+                &TaskOptions::new()
+                    .with_ttl_ms(ttl)
+                    .with_poll_interval_ms(poll),
+            )
+        };
+        let new = task(Some(0), 0).unwrap();
+        assert_eq!(new.ttl, Some(Duration::from_millis(MIN_TTL_MS)));
+        assert_eq!(
+            new.poll_interval,
+            Some(Duration::from_millis(MIN_POLL_INTERVAL_MS))
+        );
+        let new = task(Some(MAX_WIRE_MS), MAX_WIRE_MS).unwrap();
+        assert_eq!(new.ttl, Some(Duration::from_millis(MAX_WIRE_MS)));
+        assert_eq!(task(None, 1_000).unwrap().ttl, None, "unlimited stays");
+        for (ttl, poll, name) in [
+            (Some(MAX_WIRE_MS + 1), 1_000, "ttl_ms"),
+            (Some(u64::MAX), 1_000, "ttl_ms"),
+            (Some(1_000), u64::MAX, "poll_interval_ms"),
+        ] {
+            let err = task(ttl, poll).unwrap_err();
+            assert_eq!(err.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+            assert!(err.message.starts_with(name), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The cross-instance protocol: what instances tell each other through a
+//! task's stored fields and metadata keys, and who may write what.
+//!
+//! Instances share nothing but the store. The *owner* of a running task is
+//! the store handle that created it or last claimed it
+//! ([`TaskStore::claim`](crate::TaskStore::claim)); the manager over that
+//! handle runs its operation, as one *run* at the task's owner *epoch*.
+//! Every other instance is a *peer*: it answers clients' `tasks/get`,
+//! `tasks/update` and `tasks/cancel` for the task.
+//!
+//! | field or key | written by | holds |
+//! |---|---|---|
+//! | `status`, `statusMessage`, `inputRequests`, `result`/`error`, the resume checkpoint | the owner, fenced | the run's state |
+//! | [`INPUT_KEYS_KEY`] | the owner, fenced | every input-request key ever issued, with its request's fingerprint and, once accepted, its response |
+//! | [`CANCEL_REQUESTED_KEY`] | any instance | `true` once `tasks/cancel` arrived |
+//! | [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` | a peer | a client's response to an outstanding request, for the owner to accept |
+//!
+//! # Invariants
+//!
+//! **Invariant:** every write an instance makes for a run — status, status
+//! message, checkpoint, input state, outcome, release — is fenced to the
+//! run's epoch (`TaskUpdate::fenced`, `TaskStore::finish_fenced`,
+//! `TaskStore::release`). A write refused as `Transition::Fenced` (or a
+//! renewal refused as `Error::NotOwner`, or a read that shows another
+//! epoch) means another instance claimed the task: the run is *lost*, its
+//! operation is stopped, and nothing more of it is written.
+//! **Rationale:** exactly one epoch can change a task's state; a stopped or
+//! partitioned owner that wakes up cannot overwrite its successor's work.
+//!
+//! **Invariant:** a peer's writes are unfenced, never renew the lease (the
+//! store's rule: only the owner's writes do), and only ever add a request
+//! for the owner: [`CANCEL_REQUESTED_KEY`] (with `input_required` moved
+//! back to `working`) and [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` for a key
+//! outstanding in the stored `inputRequests` when the peer read it.
+//! **Rationale:** a peer, or a restarted process reusing the owner's
+//! instance id, cannot keep a dead owner's task alive by retrying requests.
+//!
+//! **Invariant:** an input-request key names one request for the task's
+//! whole life (SEP-2663): [`INPUT_KEYS_KEY`] only grows, and is written in
+//! the same fenced write as the `inputRequests` it explains. A run that
+//! asks with a recorded key and the same request (a resumed operation
+//! replaying from its checkpoint) gets the recorded response, or waits
+//! again for the outstanding request; a different request under a recorded
+//! key is refused.
+//! **Rationale:** a client never sees one key asked twice, and a resumed
+//! operation never asks the client again what it already answered.
+//!
+//! **Invariant:** the owner accepts a response only for a key outstanding
+//! in its run, records it in [`INPUT_KEYS_KEY`] in the same fenced write
+//! that withdraws the request from `inputRequests`, and delivers it to the
+//! operation (and acknowledges a `tasks/update` it received itself) only
+//! once that write is applied. Responses for a key no longer outstanding
+//! are ignored.
+//! **Rationale:** the first accepted response is the only one any run ever
+//! sees, and it survives the owner: a resumed run gets the same answer.
+//!
+//! **Invariant:** a run starts from the stored task: its outstanding
+//! requests, recorded keys and responses, the cancel request, the resume
+//! input and checkpoint. A response a peer persisted while no instance ran
+//! the task is accepted by the run that resumes it.
+//! **Rationale:** `input_required` survives a restart; the answer reaches
+//! whichever instance resumes the work.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::task::{Task, TaskStatus, TaskUpdate};
+
+/// Metadata key under which `tasks/cancel` persists the cancellation request.
+pub const CANCEL_REQUESTED_KEY: &str = "mcp.cancelRequested";
+
+/// Metadata key prefix under which `tasks/update` persists an input response
+/// that arrived at an instance other than the task's owner; the key of the
+/// input request follows the prefix.
+pub const INPUT_RESPONSE_KEY_PREFIX: &str = "mcp.inputResponse.";
+
+/// Metadata key under which the owner records every input-request key the
+/// task has used: `{"<key>": {"fingerprint": "fnv1a64:…", "response": …}}`
+/// (`response` once one was accepted).
+pub const INPUT_KEYS_KEY: &str = "mcp.inputKeys";
+
+/// One used input-request key, as recorded under [`INPUT_KEYS_KEY`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct KeyRecord {
+    /// [`fingerprint`] of the request asked under the key.
+    pub fingerprint: String,
+    /// The response accepted for it, once one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+}
+
+/// The input state the owner persists: what [`INPUT_KEYS_KEY`] and
+/// `inputRequests` hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Book {
+    /// Every key used over the task's life.
+    pub keys: BTreeMap<String, KeyRecord>,
+    /// The requests outstanding (the stored `inputRequests`): key → request.
+    pub outstanding: BTreeMap<String, Value>,
+}
+
+impl Book {
+    /// The input state stored with `task`.
+    pub fn of(task: &Task) -> Book {
+        let keys = task
+            .metadata
+            .get(INPUT_KEYS_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let outstanding: BTreeMap<String, Value> = match &task.input_requests {
+            Some(Value::Object(requests)) if task.status == TaskStatus::InputRequired => requests
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Book { keys, outstanding }
+    }
+
+    /// The write that stores this state (the caller fences it).
+    pub fn update(&self) -> TaskUpdate {
+        let keys = serde_json::to_value(&self.keys).unwrap_or(Value::Object(Map::new()));
+        let update = TaskUpdate::new().metadata(INPUT_KEYS_KEY, keys);
+        if self.outstanding.is_empty() {
+            update.status(TaskStatus::Working)
+        } else {
+            let requests: Map<String, Value> = self
+                .outstanding
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            update
+                .status(TaskStatus::InputRequired)
+                .input_requests(Value::Object(requests))
+        }
+    }
+
+    /// Accepts `responses` for outstanding keys: records each and withdraws
+    /// its request. Returns the ones accepted (others are ignored).
+    pub fn accept(&mut self, responses: Vec<(String, Value)>) -> Vec<(String, Value)> {
+        let mut accepted = Vec::new();
+        for (key, value) in responses {
+            let Some(request) = self.outstanding.remove(&key) else {
+                continue;
+            };
+            let record = self.keys.entry(key.clone()).or_insert_with(|| KeyRecord {
+                fingerprint: fingerprint(&request),
+                response: None,
+            });
+            record.response = Some(value.clone());
+            accepted.push((key, value));
+        }
+        accepted
+    }
+}
+
+/// What a run asking under a key should do, by the recorded state.
+#[derive(Debug, PartialEq)]
+pub(super) enum Ask {
+    /// A new key: record it and ask.
+    New,
+    /// The same request was asked under this key before and is still
+    /// outstanding: wait for it again.
+    Rejoin,
+    /// Asked before and withdrawn (a cancel) without an answer: ask again.
+    Again,
+    /// Answered before: this is the response.
+    Answered(Value),
+    /// The key was used for a different request.
+    Conflict,
+}
+
+impl Book {
+    /// How a run asking `request` (with fingerprint `print`) under `key`
+    /// proceeds.
+    pub fn ask(&self, key: &str, print: &str) -> Ask {
+        match self.keys.get(key) {
+            None => Ask::New,
+            Some(record) if record.fingerprint != print => Ask::Conflict,
+            Some(KeyRecord {
+                response: Some(response),
+                ..
+            }) => Ask::Answered(response.clone()),
+            Some(_) if self.outstanding.contains_key(key) => Ask::Rejoin,
+            Some(_) => Ask::Again,
+        }
+    }
+}
+
+/// A run's input state: the persisted [`Book`], and who waits in this run.
+#[derive(Debug, Default)]
+pub(super) struct Inputs {
+    pub book: Book,
+    /// Keys this run has asked under (each once).
+    pub asked: HashSet<String>,
+    /// The run's operations waiting for a response, by key.
+    pub waiters: HashMap<String, oneshot::Sender<Value>>,
+}
+
+/// Responses peers persisted for the keys outstanding in `book`.
+pub(super) fn stored_responses(task: &Task, book: &Book) -> Vec<(String, Value)> {
+    book.outstanding
+        .keys()
+        .filter_map(|key| {
+            task.metadata
+                .get(&format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"))
+                .map(|value| (key.clone(), value.clone()))
+        })
+        .collect()
+}
+
+/// Whether `tasks/cancel` was received for `task`, at any instance.
+pub(super) fn cancel_requested(task: &Task) -> bool {
+    task.metadata.get(CANCEL_REQUESTED_KEY) == Some(&Value::Bool(true))
+}
+
+/// The update a peer makes for `tasks/cancel`.
+pub(super) fn cancel_update(task: &Task) -> TaskUpdate {
+    let update = TaskUpdate::new().metadata(CANCEL_REQUESTED_KEY, true);
+    if task.status == TaskStatus::InputRequired {
+        update.status(TaskStatus::Working)
+    } else {
+        update
+    }
+}
+
+/// The update a peer makes for `tasks/update`: the responses for keys
+/// outstanding in the stored task, or `None` if there are none.
+pub(super) fn responses_update(task: &Task, responses: Vec<(String, Value)>) -> Option<TaskUpdate> {
+    let outstanding = match (&task.input_requests, task.status) {
+        (Some(Value::Object(o)), TaskStatus::InputRequired) => o,
+        _ => return None,
+    };
+    let mut update = TaskUpdate::new();
+    let mut any = false;
+    for (key, value) in responses {
+        if outstanding.contains_key(&key) {
+            update = update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), value);
+            any = true;
+        }
+    }
+    any.then_some(update)
+}
+
+/// A stable fingerprint of an input request: FNV-1a (64 bits) of its JSON
+/// (object keys sorted). It tells one request from another under a reused
+/// key; it is not a security measure.
+pub(super) fn fingerprint(request: &Value) -> String {
+    let bytes = serde_json::to_vec(request).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::id::TaskId;
+    use crate::task::NewTask;
+
+    #[test]
+    fn a_book_survives_the_store_and_a_key_names_one_request() {
+        let q1 = json!({"method": "elicitation/create", "params": {"message": "1?"}});
+        let q2 = json!({"method": "elicitation/create", "params": {"message": "2?"}});
+        let mut book = Book::default();
+        assert_eq!(book.ask("a", &fingerprint(&q1)), Ask::New);
+        book.keys.insert(
+            "a".into(),
+            KeyRecord {
+                fingerprint: fingerprint(&q1),
+                response: None,
+            },
+        );
+        book.outstanding.insert("a".into(), q1.clone());
+
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
+        book.update().apply(&mut task, now);
+        assert_eq!(task.status, TaskStatus::InputRequired);
+        let read = Book::of(&task);
+        assert_eq!(read, book);
+        assert_eq!(read.ask("a", &fingerprint(&q1)), Ask::Rejoin);
+        assert_eq!(read.ask("a", &fingerprint(&q2)), Ask::Conflict);
+
+        // A peer's response for an outstanding key is accepted once.
+        responses_update(&task, vec![("a".into(), json!(1)), ("zz".into(), json!(0))])
+            .unwrap()
+            .apply(&mut task, now);
+        let mut book = Book::of(&task);
+        let stored = stored_responses(&task, &book);
+        assert_eq!(stored, vec![("a".to_owned(), json!(1))]);
+        assert_eq!(book.accept(stored.clone()), stored);
+        assert!(book.accept(vec![("a".into(), json!(2))]).is_empty());
+        assert_eq!(book.ask("a", &fingerprint(&q1)), Ask::Answered(json!(1)));
+        book.update().apply(&mut task, now);
+        assert_eq!(task.status, TaskStatus::Working);
+        assert_eq!(task.input_requests, None);
+        assert_eq!(Book::of(&task), book);
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_ignore_key_order() {
+        let a = json!({"x": 1, "y": [1, 2]});
+        let b: Value = serde_json::from_str(r#"{"y": [1, 2], "x": 1}"#).unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&json!({"x": 2, "y": [1, 2]})));
+    }
+}

@@ -1,0 +1,148 @@
+//! The peer's side of the protocol: answering `tasks/get`, `tasks/update`
+//! and `tasks/cancel` for any task in the store, and what `rmcp` answers
+//! before a request reaches the manager.
+
+use std::sync::Arc;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CustomRequest, DetailedTask};
+use serde_json::{Value, json};
+
+use super::calls::{blocking, parse_id, read, to_wire, unknown_task};
+use super::protocol::{cancel_update, responses_update};
+use super::run::Shared;
+use crate::id::{TaskId, shorten};
+use crate::task::Task;
+
+impl Shared {
+    /// The task, from the store: `-32602` if it is missing or expired, or
+    /// the id cannot name one.
+    pub async fn read(&self, task_id: &str) -> Result<(TaskId, Task), McpError> {
+        let id = parse_id(task_id)?;
+        let store = Arc::clone(&self.store);
+        let lookup = id.clone();
+        let task = read(self.options.reads, move || store.get(&lookup))
+            .await
+            .map_err(|e| e.into_mcp(Some(&id)))?
+            .ok_or_else(|| unknown_task(task_id))?;
+        Ok((id, task))
+    }
+
+    pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {
+        let (id, mut task) = self.read(task_id).await?;
+        let lapsed = !task.is_terminal()
+            && task
+                .lease_expires_at
+                .is_some_and(|at| time::OffsetDateTime::now_utc() >= at);
+        if lapsed && self.run_of(&id).is_none() {
+            if task.resume.is_some() {
+                // A resumable orphan waits to be claimed (here, if this
+                // instance resumes its kind) or, after the claim grace,
+                // reaped: both on the background loop, not per poll.
+                self.claim_now.notify_one();
+                return to_wire(&task);
+            }
+            // The reaper re-checks every lease under the task's lock.
+            let store = Arc::clone(&self.store);
+            blocking(move || store.reap_orphans())
+                .await
+                .map_err(|e| e.into_mcp(Some(&id)))?;
+            task = self.read(task_id).await?.1;
+        }
+        to_wire(&task)
+    }
+
+    pub async fn update_task(
+        self: &Arc<Self>,
+        task_id: &str,
+        responses: Vec<(String, Value)>,
+    ) -> Result<(), McpError> {
+        let id = parse_id(task_id)?;
+        if let Some(run) = self.run_of(&id) {
+            // The owner: accept and deliver; a response is durable before
+            // the operation or the client hears of it.
+            if self
+                .accept(&run, responses.clone())
+                .await
+                .map_err(|e| e.into_mcp(Some(&id)))?
+            {
+                return Ok(());
+            }
+            // Nothing outstanding here, or the run was just lost: answer
+            // as a peer.
+        }
+        let (id, task) = self.read(task_id).await?;
+        if task.is_terminal() {
+            return Ok(());
+        }
+        let Some(update) = responses_update(&task, responses) else {
+            return Ok(());
+        };
+        let store = Arc::clone(&self.store);
+        let target = id.clone();
+        blocking(move || store.update(&target, update))
+            .await
+            .map(drop)
+            .map_err(|e| e.into_mcp(Some(&id)))?;
+        // A run of this instance that just started may wait for it.
+        if let Some(run) = self.run_of(&id) {
+            self.look(&run).await;
+        }
+        Ok(())
+    }
+
+    pub async fn cancel_task(&self, task_id: &str) -> Result<(), McpError> {
+        let (id, task) = self.read(task_id).await?;
+        if task.is_terminal() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        let target = id.clone();
+        let update = cancel_update(&task);
+        blocking(move || store.update(&target, update))
+            .await
+            .map(drop)
+            .map_err(|e| e.into_mcp(Some(&id)))?;
+        if let Some(run) = self.run_of(&id) {
+            self.signal_cancel(&run, true).await;
+        }
+        Ok(())
+    }
+}
+
+/// What `rmcp` does with a `tasks/get`, `tasks/update` or `tasks/cancel`
+/// whose params do not parse (a `taskId` that is a number, `null` or
+/// missing): it hands the request to `ServerHandler::on_custom_request`,
+/// whose default answers `-32601` (method not found) with the method as the
+/// message. A server that calls this from its `on_custom_request` answers
+/// `-32602` (invalid params) instead, naming the method and what is wrong;
+/// for any other method it returns `None`.
+///
+/// ```no_run
+/// # use rmcp::model::{CustomRequest, CustomResult, ErrorCode};
+/// # use rmcp::ErrorData as McpError;
+/// # fn on_custom_request(request: CustomRequest) -> Result<CustomResult, McpError> {
+/// if let Some(error) = taskstore::mcp::invalid_task_request(&request) {
+///     return Err(error);
+/// }
+/// Err(McpError::new(ErrorCode::METHOD_NOT_FOUND, request.method, None))
+/// # }
+/// ```
+pub fn invalid_task_request(request: &CustomRequest) -> Option<McpError> {
+    let method = request.method.as_str();
+    if !matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel") {
+        return None;
+    }
+    let why = match request.params.as_ref().and_then(|p| p.get("taskId")) {
+        None => "`taskId` is missing".to_owned(),
+        Some(Value::String(_)) => "the params do not match the method's schema".to_owned(),
+        Some(other) => format!(
+            "`taskId` must be a string, not {}",
+            shorten(&other.to_string())
+        ),
+    };
+    Some(McpError::invalid_params(
+        format!("invalid {method} params: {why}"),
+        Some(json!({ "method": method })),
+    ))
+}

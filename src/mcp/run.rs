@@ -1,0 +1,355 @@
+//! The state a manager shares with its operations and background loop, and
+//! one *run*: an operation this instance runs for a task, at one owner
+//! epoch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rmcp::ErrorData as McpError;
+use rmcp::task_manager::{TaskExit, TaskFuture};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::calls::{StoreCall, blocking, lock, to_json};
+use super::context::TaskContext;
+use super::options::ManagerOptions;
+use super::protocol::{Book, Inputs};
+use crate::id::TaskId;
+use crate::store::{TaskStore, Transition};
+use crate::task::{Outcome, Resume, Task, TaskUpdate};
+
+/// A resume handler: makes the operation that resumes a claimed task.
+pub(super) type Handler = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
+
+/// What a manager's clones, its operations and its background loop share.
+pub(super) struct Shared {
+    pub store: Arc<dyn TaskStore>,
+    pub options: ManagerOptions,
+    /// The runs of this instance, by task.
+    pub local: Mutex<HashMap<TaskId, Arc<Run>>>,
+    /// Resume handlers, by kind.
+    pub handlers: RwLock<HashMap<String, Handler>>,
+    /// Set once shutdown begins: no new task, no claim.
+    pub closing: AtomicBool,
+    /// `spawn` calls between their check of `closing` and their run's start.
+    pub starting: AtomicUsize,
+    /// Told whenever a run ends or a start finishes (shutdown waits on it).
+    pub drained: Notify,
+    /// Wakes the background loop to claim at once.
+    pub claim_now: Notify,
+    /// `true` once shutdown begins (operations may watch it).
+    pub shutting_down: watch::Sender<bool>,
+    /// `true` once the background loop is to stop.
+    pub stop: watch::Sender<bool>,
+    pub background: Mutex<Option<JoinHandle<()>>>,
+    /// What shutdown did to the runs it stopped.
+    pub stopped: Mutex<Stopped>,
+}
+
+/// What [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown)
+/// did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Operations that were running when shutdown began.
+    pub running: usize,
+    /// Resumable tasks whose lease was released for another instance to
+    /// claim at once.
+    pub released: usize,
+    /// Tasks failed with `{"code": "shutdown", ..}`.
+    pub failed: usize,
+}
+
+/// Counts of what shutdown did to stopped runs.
+#[derive(Debug, Default)]
+pub(super) struct Stopped {
+    pub released: usize,
+    pub failed: usize,
+}
+
+/// How a run is ending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Running; its outcome will be recorded.
+    Running,
+    /// Another instance claimed the task: nothing of this run is recorded.
+    Lost,
+    /// Stopped by shutdown: released (resumable) or failed (`shutdown`).
+    Shutdown,
+}
+
+/// One operation this instance runs for a task, at one owner epoch.
+pub(super) struct Run {
+    pub id: TaskId,
+    /// The owner epoch every write of this run is fenced to.
+    pub epoch: u64,
+    /// The resume state the run started from, for a resumable task.
+    pub resume: Option<Resume>,
+    /// `true` once cancellation was requested (or the run was lost).
+    pub cancel: watch::Sender<bool>,
+    /// The input state; its lock serializes the run's input writes.
+    pub inputs: tokio::sync::Mutex<Inputs>,
+    /// The lease the store granted, if any.
+    pub lease: Option<Duration>,
+    pub state: Mutex<RunState>,
+}
+
+pub(super) struct RunState {
+    pub ending: Ending,
+    pub renewed_at: Instant,
+    pub abort: Option<AbortHandle>,
+    pub supervisor: Option<JoinHandle<()>>,
+}
+
+impl Run {
+    /// A run of `task` as stored (just created, or just claimed), by a
+    /// store whose leases last `lease` (if it says).
+    pub fn of(task: &Task, lease: Option<Duration>) -> Arc<Run> {
+        // A new task's lease starts at its creation; a claimed one's does
+        // not (a claim leaves `lastUpdatedAt` alone), so only the store can
+        // say how long it is.
+        let lease = lease
+            .or_else(|| {
+                let granted = task.lease_expires_at? - task.last_updated_at;
+                (task.epoch == 1).then(|| Duration::try_from(granted).ok())?
+            })
+            .filter(|lease| !lease.is_zero());
+        Arc::new(Run {
+            id: task.id.clone(),
+            epoch: task.epoch,
+            resume: task.resume.clone(),
+            cancel: watch::channel(false).0,
+            inputs: tokio::sync::Mutex::new(Inputs {
+                book: Book::of(task),
+                ..Inputs::default()
+            }),
+            lease,
+            state: Mutex::new(RunState {
+                ending: Ending::Running,
+                renewed_at: Instant::now(),
+                abort: None,
+                supervisor: None,
+            }),
+        })
+    }
+
+    pub fn ending(&self) -> Ending {
+        lock(&self.state).ending
+    }
+}
+
+/// What a fenced write of a run did.
+pub(super) enum RunWrite {
+    /// Applied.
+    Applied,
+    /// The task is terminal: nothing was written.
+    Terminal,
+    /// Another instance claimed the task: the run is lost.
+    Lost(Box<Task>),
+}
+
+impl Shared {
+    /// Starts `make_future` as run `run`, with a supervisor that records
+    /// its outcome.
+    pub fn launch<F>(self: &Arc<Self>, run: Arc<Run>, make_future: F)
+    where
+        F: FnOnce(TaskContext) -> TaskFuture,
+    {
+        let replaced = lock(&self.local).insert(run.id.clone(), Arc::clone(&run));
+        if let Some(old) = replaced {
+            // This handle claimed back a task whose earlier run it had not
+            // yet seen lost.
+            self.lose(&old, None);
+        }
+        let context = TaskContext::new(Arc::clone(self), Arc::clone(&run));
+        let operation = tokio::spawn(make_future(context));
+        let abort = operation.abort_handle();
+        let supervisor = tokio::spawn(supervise(Arc::clone(self), Arc::clone(&run), operation));
+        let mut state = lock(&run.state);
+        state.abort = Some(abort.clone());
+        state.supervisor = Some(supervisor);
+        if self.closing.load(Ordering::SeqCst) && state.ending == Ending::Running {
+            // Started while shutting down (a spawn that raced it).
+            state.ending = Ending::Shutdown;
+        }
+        if state.ending != Ending::Running {
+            abort.abort();
+        }
+    }
+
+    /// Marks `run` lost to another instance (now at `now`, if known):
+    /// cancels its context, stops its operation, and forgets it. Nothing of
+    /// it is recorded from here on.
+    pub fn lose(&self, run: &Arc<Run>, now: Option<&Task>) {
+        let first = {
+            let mut state = lock(&run.state);
+            let first = state.ending != Ending::Lost;
+            state.ending = Ending::Lost;
+            if let Some(abort) = &state.abort {
+                abort.abort();
+            }
+            first
+        };
+        run.cancel.send_replace(true);
+        if first {
+            tracing::warn!(
+                task = %run.id,
+                epoch = run.epoch,
+                now_epoch = now.map(|t| t.epoch),
+                owner = now.and_then(|t| t.owner.as_deref()),
+                "another instance took the task over: its operation here is stopped and nothing more of it is recorded"
+            );
+        }
+        self.forget(run);
+    }
+
+    /// Removes `run` from the local runs (if it is still the task's run).
+    pub fn forget(&self, run: &Arc<Run>) {
+        let mut local = lock(&self.local);
+        if local.get(&run.id).is_some_and(|r| Arc::ptr_eq(r, run)) {
+            local.remove(&run.id);
+        }
+        drop(local);
+        self.drained.notify_waiters();
+    }
+
+    /// The run of task `id` here, if any.
+    pub fn run_of(&self, id: &TaskId) -> Option<Arc<Run>> {
+        lock(&self.local).get(id).cloned()
+    }
+
+    /// Writes `update` for `run`, fenced to its epoch; a fenced write loses
+    /// the run.
+    pub async fn write(&self, run: &Arc<Run>, update: TaskUpdate) -> Result<RunWrite, StoreCall> {
+        let store = Arc::clone(&self.store);
+        let id = run.id.clone();
+        let update = update.fenced(run.epoch);
+        let written = blocking(move || store.update(&id, update)).await?;
+        Ok(self.judge(run, written))
+    }
+
+    /// What a fenced write's transition means for `run`.
+    fn judge(&self, run: &Arc<Run>, written: Transition) -> RunWrite {
+        match written {
+            Transition::Applied(_) => RunWrite::Applied,
+            Transition::AlreadyTerminal(_) => RunWrite::Terminal,
+            Transition::Fenced(task) => {
+                self.lose(run, Some(&task));
+                RunWrite::Lost(Box::new(task))
+            }
+        }
+    }
+
+    /// The error an operation gets for a write of a lost run.
+    pub fn lost_error(run: &Run, now: &Task) -> McpError {
+        McpError::internal_error(
+            format!(
+                "task {} was taken over by instance {} (epoch {}): this run (epoch {}) may no longer write it",
+                run.id,
+                now.owner.as_deref().unwrap_or("(unknown)"),
+                now.epoch,
+                run.epoch
+            ),
+            Some(
+                json!({ "taskId": run.id.as_str(), "code": "fenced", "epoch": run.epoch, "taskEpoch": now.epoch }),
+            ),
+        )
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the operation to its end and records what it came to, fenced to
+/// the run's epoch: its outcome; for a run stopped by shutdown, a release
+/// (resumable) or a `shutdown` failure; for a lost run, nothing.
+async fn supervise(
+    shared: Arc<Shared>,
+    run: Arc<Run>,
+    operation: JoinHandle<Result<rmcp::model::CallToolResult, TaskExit>>,
+) {
+    let joined = operation.await;
+    let ending = run.ending();
+    let record = match (joined, ending) {
+        (_, Ending::Lost) => None,
+        (Ok(Ok(result)), _) => Some(Record::Finish(Outcome::Completed(to_json(&result)))),
+        (Ok(Err(TaskExit::Cancelled)), _) => Some(Record::Finish(Outcome::Cancelled(None))),
+        (Ok(Err(TaskExit::Error(error))), _) => {
+            Some(Record::Finish(Outcome::Failed(to_json(&error))))
+        }
+        (Err(join), Ending::Shutdown) if join.is_cancelled() => Some(if run.resume.is_some() {
+            Record::Release
+        } else {
+            Record::Finish(Outcome::Failed(shutdown_error(&shared, &run)))
+        }),
+        (Err(join), _) => {
+            let why = if join.is_panic() {
+                "task operation panicked"
+            } else {
+                "task operation was aborted"
+            };
+            Some(Record::Finish(Outcome::Failed(to_json(
+                &McpError::internal_error(why, None),
+            ))))
+        }
+    };
+    if let Some(record) = record {
+        shared.record(&run, record, ending).await;
+    }
+    shared.forget(&run);
+}
+
+enum Record {
+    Finish(Outcome),
+    Release,
+}
+
+impl Shared {
+    async fn record(&self, run: &Arc<Run>, record: Record, ending: Ending) {
+        let store = Arc::clone(&self.store);
+        let (id, epoch) = (run.id.clone(), run.epoch);
+        let (released, shutdown_failure) = (
+            matches!(record, Record::Release),
+            matches!(&record, Record::Finish(Outcome::Failed(e)) if e["code"] == "shutdown"),
+        );
+        let written = blocking(move || match record {
+            Record::Finish(outcome) => store.finish_fenced(&id, outcome, epoch),
+            Record::Release => store.release(&id, epoch),
+        })
+        .await;
+        match written {
+            Ok(Transition::Applied(_)) => {
+                if ending == Ending::Shutdown {
+                    let mut stopped = lock(&self.stopped);
+                    stopped.released += usize::from(released);
+                    stopped.failed += usize::from(shutdown_failure);
+                }
+            }
+            Ok(Transition::Fenced(task)) => self.lose(run, Some(&task)),
+            Ok(Transition::AlreadyTerminal(_))
+            | Err(StoreCall::Store(crate::Error::NotFound { .. })) => {}
+            Err(e) => {
+                tracing::error!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "could not record the task's outcome")
+            }
+        }
+    }
+}
+
+/// The error of a task that was still running when its instance shut down.
+fn shutdown_error(shared: &Shared, run: &Run) -> Value {
+    let instance = shared.store.instance_id();
+    json!({
+        "code": "shutdown",
+        "message": format!(
+            "task {} was stopped: instance {instance} shut down before it finished",
+            run.id
+        ),
+        "instance": instance,
+        "graceMs": u64::try_from(shared.options.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+    })
+}

@@ -1,0 +1,399 @@
+//! Resumable tasks: claims, checkpoints, fencing, and input across owners.
+//! Two `FileStore` handles over one directory, on one `ManualClock`, stand
+//! for two instances; the first one's background loop is too slow to
+//! notice anything, as if it were stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{elicitation, eventually, fast, settled, text};
+use crate::mcp::{DurableTaskManager, INPUT_KEYS_KEY, ManagerOptions, TaskContext, TaskExit};
+use crate::{Clock, FileStore, ManualClock, TaskId, TaskStore};
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn open(dir: &Path, clock: &Arc<ManualClock>, name: &str) -> Arc<FileStore> {
+    Arc::new(
+        FileStore::builder(dir)
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(LEASE)
+            .open()
+            .unwrap(),
+    )
+}
+
+/// An instance whose loop never comes round: it neither renews nor
+/// watches, as if its process were stopped.
+fn frozen(dir: &Path, clock: &Arc<ManualClock>, name: &str) -> DurableTaskManager<FileStore> {
+    let hour = Duration::from_secs(3_600);
+    DurableTaskManager::with_options(
+        open(dir, clock, name),
+        ManagerOptions::new()
+            .watch_interval(hour)
+            .renew_interval(hour)
+            .reap_interval(hour),
+    )
+}
+
+fn live(dir: &Path, clock: &Arc<ManualClock>, name: &str) -> DurableTaskManager<FileStore> {
+    DurableTaskManager::with_options(
+        open(dir, clock, name),
+        fast().reap_interval(Duration::from_millis(20)),
+    )
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(OffsetDateTime::now_utc()))
+}
+
+fn stored<S: TaskStore>(m: &DurableTaskManager<S>, id: &str) -> crate::Task {
+    m.store().get(&TaskId::parse(id).unwrap()).unwrap().unwrap()
+}
+
+/// What a resumed run saw: its epoch, attempt, input and checkpoint.
+fn seen(ctx: &TaskContext) -> Value {
+    json!({
+        "epoch": ctx.epoch(),
+        "attempt": ctx.attempt(),
+        "resumed": ctx.is_resumed(),
+        "kind": ctx.kind(),
+        "input": ctx.input(),
+        "checkpoint": ctx.last_checkpoint(),
+    })
+}
+
+#[tokio::test]
+async fn a_dead_owners_task_is_claimed_and_resumed_from_its_checkpoint_and_the_old_owner_is_fenced()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let (saved_tx, saved_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (late_tx, mut late_rx) = mpsc::unbounded_channel();
+    let seed = a
+        .spawn_resumable(
+            "count",
+            json!({"to": 5}),
+            crate::mcp::TaskOptions::new(),
+            move |ctx| {
+                Box::pin(async move {
+                    assert_eq!(seen(&ctx)["attempt"], 1);
+                    ctx.checkpoint(json!({"at": 2})).await?;
+                    let _ = saved_tx.send(());
+                    let _ = go_rx.await;
+                    // Woken after another instance took the task over: this
+                    // write is refused, and the outcome too.
+                    let _ = late_tx.send(ctx.checkpoint(json!({"at": 99})).await);
+                    Ok(text("from a"))
+                })
+            },
+        )
+        .await
+        .unwrap();
+    saved_rx.await.unwrap();
+    assert_eq!(stored(&a, &seed.task_id).epoch, 1);
+
+    let b = live(dir.path(), &clock, "b");
+    let (resumed_tx, mut resumed_rx) = mpsc::unbounded_channel();
+    let (finish_tx, finish_rx) = oneshot::channel::<()>();
+    let finish_rx = Arc::new(tokio::sync::Mutex::new(Some(finish_rx)));
+    b.register_resume("count", move |ctx| {
+        let resumed_tx = resumed_tx.clone();
+        let finish_rx = Arc::clone(&finish_rx);
+        Box::pin(async move {
+            let _ = resumed_tx.send(seen(&ctx));
+            if let Some(rx) = finish_rx.lock().await.take() {
+                let _ = rx.await;
+            }
+            Ok(text(&format!(
+                "from b at {}",
+                ctx.last_checkpoint().unwrap()["at"]
+            )))
+        })
+    });
+    clock.advance(LEASE);
+    let resumed = resumed_rx.recv().await.unwrap();
+    assert_eq!(
+        resumed,
+        json!({"epoch": 2, "attempt": 2, "resumed": true, "kind": "count",
+               "input": {"to": 5}, "checkpoint": {"at": 2}})
+    );
+    let claimed = stored(&b, &seed.task_id);
+    assert_eq!((claimed.epoch, claimed.owner.as_deref()), (2, Some("b")));
+    assert_eq!(b.running_task_count(), 1);
+
+    // The old owner wakes: its checkpoint and its outcome are refused, its
+    // run is dropped without a trace.
+    go_tx.send(()).unwrap();
+    let late = late_rx.recv().await.unwrap().unwrap_err();
+    assert_eq!(late.code, ErrorCode::INTERNAL_ERROR);
+    assert_eq!(late.data.as_ref().unwrap()["code"], "fenced");
+    eventually(|| async { (a.running_task_count() == 0).then_some(()) }).await;
+    let now = stored(&b, &seed.task_id);
+    assert_eq!(now.status, crate::TaskStatus::Working);
+    assert_eq!(
+        now.revision, claimed.revision,
+        "nothing of the old run landed"
+    );
+    assert_eq!(
+        now.resume.as_ref().unwrap().checkpoint,
+        Some(json!({"at": 2}))
+    );
+
+    finish_tx.send(()).unwrap();
+    let done = settled(&b, &seed.task_id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(result["content"][0]["text"], "from b at 2");
+    assert_eq!(
+        a.get_task(&seed.task_id).await.unwrap().payload,
+        TaskPayload::Completed { result }
+    );
+}
+
+#[tokio::test]
+async fn an_old_owner_that_finishes_after_the_claim_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let seed = a
+        .spawn_resumable(
+            "k",
+            json!(null),
+            crate::mcp::TaskOptions::new(),
+            move |_ctx| {
+                Box::pin(async move {
+                    let _ = go_rx.await;
+                    Ok(text("from a"))
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let b = live(dir.path(), &clock, "b");
+    let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel();
+    b.register_resume("k", move |ctx| {
+        let claimed_tx = claimed_tx.clone();
+        Box::pin(async move {
+            let _ = claimed_tx.send(());
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    clock.advance(LEASE);
+    claimed_rx.recv().await.unwrap();
+    // The old owner's operation ends with a result: its fenced outcome is
+    // refused, so the task keeps running under its new owner.
+    go_tx.send(()).unwrap();
+    eventually(|| async { (a.running_task_count() == 0).then_some(()) }).await;
+    let task = stored(&b, &seed.task_id);
+    assert_eq!((task.status, task.epoch), (crate::TaskStatus::Working, 2));
+    assert_eq!(task.result, None);
+    // The new owner decides the outcome.
+    a.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&b, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn input_required_survives_its_owner_and_the_answer_reaches_the_resumed_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let ask = |ctx: TaskContext| -> crate::mcp::TaskFuture {
+        Box::pin(async move {
+            let name = ctx.request_input("name", elicitation("Your name?")).await?;
+            // Asking again in the same run is a misuse, as in rmcp.
+            assert!(
+                ctx.request_input("name", elicitation("Your name?"))
+                    .await
+                    .is_err()
+            );
+            Ok(text(&format!(
+                "hello {} (attempt {})",
+                name["v"],
+                ctx.attempt()
+            )))
+        })
+    };
+    let seed = a
+        .spawn_resumable("ask", json!({}), crate::mcp::TaskOptions::new(), ask)
+        .await
+        .unwrap();
+    let id = seed.task_id.clone();
+    eventually(|| async {
+        (stored(&a, &id).status == crate::TaskStatus::InputRequired).then_some(())
+    })
+    .await;
+    clock.advance(LEASE);
+    // No instance runs it now; a peer without a handler takes the answer.
+    let peer = live(dir.path(), &clock, "peer");
+    match peer.get_task(&id).await.unwrap().payload {
+        TaskPayload::InputRequired { input_requests } => {
+            assert_eq!(input_requests.keys().collect::<Vec<_>>(), ["name"]);
+        }
+        other => panic!("still waiting for input, got {other:?}"),
+    }
+    peer.update_task(&id, [("name".to_owned(), json!({"v": "Ada"}))])
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&peer, &id).metadata["mcp.inputResponse.name"],
+        json!({"v": "Ada"})
+    );
+
+    // Resumed elsewhere, the work asks again under the same key and gets
+    // the answer given while no one ran it; the client is never asked twice.
+    let b = live(dir.path(), &clock, "b");
+    b.register_resume("ask", ask);
+    let done = settled(&b, &id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(result["content"][0]["text"], "hello \"Ada\" (attempt 2)");
+    let task = stored(&b, &id);
+    assert_eq!(
+        task.metadata[INPUT_KEYS_KEY]["name"]["response"],
+        json!({"v": "Ada"}),
+        "the accepted answer is recorded with its key"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_replays_answers_and_refuses_a_different_request_under_a_used_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let seed = a
+        .spawn_resumable("two", json!({}), crate::mcp::TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.request_input("first", elicitation("1?")).await?;
+                ctx.request_input("second", elicitation("2?")).await?;
+                Ok(text("unreachable: the owner dies before"))
+            })
+        })
+        .await
+        .unwrap();
+    let id = seed.task_id.clone();
+    let waits_for = |key: &'static str| {
+        let a = a.clone();
+        let id = id.clone();
+        async move {
+            eventually(|| async {
+                let t = stored(&a, &id);
+                t.input_requests
+                    .as_ref()
+                    .is_some_and(|r| r.get(key).is_some())
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    waits_for("first").await;
+    // Answered at the owner: recorded before the operation gets it.
+    a.update_task(&id, [("first".to_owned(), json!({"v": 1}))])
+        .await
+        .unwrap();
+    waits_for("second").await;
+    clock.advance(LEASE);
+
+    let b = live(dir.path(), &clock, "b");
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    b.register_resume("two", move |ctx| {
+        let out_tx = out_tx.clone();
+        Box::pin(async move {
+            // Replayed from the record, at once: not asked again.
+            let first = ctx.request_input("first", elicitation("1?")).await?;
+            let conflict = ctx
+                .request_input("second", elicitation("something else?"))
+                .await;
+            let _ = out_tx.send((first, conflict.is_err()));
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let (first, conflict) = out_rx.recv().await.unwrap();
+    assert_eq!(first, json!({"v": 1}));
+    assert!(conflict, "a used key cannot name a different request");
+    // The outstanding request stays as it was asked.
+    let task = stored(&b, &id);
+    assert_eq!(
+        task.input_requests.as_ref().unwrap()["second"]["params"]["message"],
+        "2?"
+    );
+    b.cancel_task(&id).await.unwrap();
+    assert_eq!(settled(&b, &id).await.status(), TaskStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(1);
+    let open = |name: &str| {
+        Arc::new(
+            FileStore::builder(dir.path())
+                .instance_id(name)
+                .lease(lease)
+                .open()
+                .unwrap(),
+        )
+    };
+    let hour = Duration::from_secs(3_600);
+    let a = DurableTaskManager::with_options(
+        open("a"),
+        ManagerOptions::new()
+            .watch_interval(hour)
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    let seed = a
+        .spawn_resumable("k", json!(null), crate::mcp::TaskOptions::new(), |_ctx| {
+            Box::pin(std::future::pending())
+        })
+        .await
+        .unwrap();
+    // Unclaimed for several leases: its `lastUpdatedAt` is old by the
+    // time it is claimed, and says nothing of the new lease.
+    tokio::time::sleep(lease * 4).await;
+    let b = DurableTaskManager::with_options(
+        open("b"),
+        fast().reap_interval(Duration::from_millis(20)),
+    );
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    b.register_resume("k", move |ctx| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let load = || runs.load(std::sync::atomic::Ordering::SeqCst);
+    eventually(|| async { (load() == 1).then_some(()) }).await;
+    // Over several leases, B keeps the lease it was granted: the task never
+    // lapses into an orphan that B (or anyone) claims again.
+    tokio::time::sleep(lease * 4).await;
+    assert_eq!(
+        load(),
+        1,
+        "claimed again: the new owner let its lease lapse"
+    );
+    assert_eq!(stored(&b, &seed.task_id).epoch, 2);
+    b.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&b, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
+}

@@ -1,0 +1,364 @@
+//! The owner's side of the protocol: the background loop that renews
+//! leases, watches the runs' tasks for what peers persisted, claims
+//! resumable orphans, reaps and sweeps; and the steps of shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::calls::{StoreCall, blocking, lock, read};
+use super::protocol::{cancel_requested, stored_responses};
+use super::run::{Ending, Run, RunWrite, Shared, ShutdownReport};
+use crate::changes::Changes;
+use crate::error::Error;
+use crate::id::TaskId;
+use crate::task::Task;
+
+impl Shared {
+    /// One watch tick: reads (or renews) the task of every run and acts on
+    /// what it finds.
+    pub async fn watch(self: &Arc<Self>) {
+        let now = Instant::now();
+        let renew_every = self.options.renew_interval;
+        let probes: Vec<(Arc<Run>, bool)> = lock(&self.local)
+            .values()
+            .map(|run| {
+                let every = renew_every.or(run.lease.map(|l| l / 3));
+                let renewed_at = lock(&run.state).renewed_at;
+                let renew = every.is_some_and(|every| now.duration_since(renewed_at) >= every);
+                (Arc::clone(run), renew)
+            })
+            .collect();
+        if probes.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let ids: Vec<(TaskId, bool)> = probes
+            .iter()
+            .map(|(run, renew)| (run.id.clone(), *renew))
+            .collect();
+        let Ok(seen) = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|(id, renew)| {
+                    if renew {
+                        store.renew_lease(&id).map(|t| Some(t.into_task()))
+                    } else {
+                        store.get(&id)
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        else {
+            return;
+        };
+        for ((run, renewed), seen) in probes.into_iter().zip(seen) {
+            match seen {
+                Ok(Some(task)) => {
+                    if renewed {
+                        lock(&run.state).renewed_at = now;
+                    }
+                    self.observe(&run, &task).await;
+                }
+                Ok(None) | Err(Error::NotFound { .. }) => {
+                    // Expired (TTL) or deleted: nobody can see an outcome any
+                    // more, so stop the operation, as rmcp does at TTL.
+                    if let Some(abort) = &lock(&run.state).abort {
+                        abort.abort();
+                    }
+                }
+                // Only another open owns it now: it claimed the task.
+                Err(Error::NotOwner { .. }) => self.lose(&run, None),
+                Err(e) => tracing::warn!(task = %run.id, error = %e, "task store watch failed"),
+            }
+        }
+    }
+
+    /// Reads the task of `run` and acts on it, as a watch tick would
+    /// (without renewing).
+    pub async fn look(self: &Arc<Self>, run: &Arc<Run>) {
+        let store = Arc::clone(&self.store);
+        let id = run.id.clone();
+        if let Ok(Some(task)) = read(self.options.reads, move || store.get(&id)).await {
+            self.observe(run, &task).await;
+        }
+    }
+
+    /// Acts on the stored state of a run's task: another epoch means the
+    /// run is lost; a terminal task or a cancel request cancels the
+    /// operation; peers' responses to outstanding requests are accepted.
+    pub async fn observe(self: &Arc<Self>, run: &Arc<Run>, task: &Task) {
+        if task.epoch != run.epoch {
+            self.lose(run, Some(task));
+            return;
+        }
+        if task.is_terminal() || cancel_requested(task) {
+            // Ended elsewhere (reaped, finished through the store) or asked
+            // to cancel: let the operation stop; its outcome, if any, loses.
+            self.signal_cancel(run, !task.is_terminal()).await;
+            return;
+        }
+        let responses = stored_responses(task, &run.inputs.lock().await.book);
+        if !responses.is_empty()
+            && let Err(e) = self.accept(run, responses).await
+        {
+            tracing::warn!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "could not accept input responses");
+        }
+    }
+
+    /// Accepts `responses` for keys outstanding in `run`: records them
+    /// (fenced) and, once that write applied, delivers them to the
+    /// operation. Returns whether any was accepted; `Ok(false)` also when
+    /// the run was lost or the task ended.
+    pub async fn accept(
+        &self,
+        run: &Arc<Run>,
+        responses: Vec<(String, Value)>,
+    ) -> Result<bool, StoreCall> {
+        let mut inputs = run.inputs.lock().await;
+        let mut next = inputs.book.clone();
+        let accepted = next.accept(responses);
+        if accepted.is_empty() {
+            return Ok(false);
+        }
+        match self.write(run, next.update()).await? {
+            RunWrite::Applied => {
+                inputs.book = next;
+                for (key, value) in accepted {
+                    if let Some(waiter) = inputs.waiters.remove(&key) {
+                        // The receiver is gone if the operation moved on.
+                        let _ = waiter.send(value);
+                    }
+                }
+                Ok(true)
+            }
+            RunWrite::Terminal | RunWrite::Lost(_) => Ok(false),
+        }
+    }
+
+    /// Tells a run's operation that cancellation was requested and wakes
+    /// its pending input requests; with `withdraw`, also withdraws its
+    /// outstanding requests in the store (the task is `working` again).
+    pub async fn signal_cancel(&self, run: &Arc<Run>, withdraw: bool) {
+        run.cancel.send_replace(true);
+        let mut inputs = run.inputs.lock().await;
+        inputs.waiters.clear();
+        if !withdraw || inputs.book.outstanding.is_empty() {
+            return;
+        }
+        let mut next = inputs.book.clone();
+        next.outstanding.clear();
+        if let Ok(RunWrite::Applied) = self.write(run, next.update()).await {
+            inputs.book = next;
+        }
+    }
+
+    /// Claims the resumable orphans of the kinds this manager resumes, and
+    /// resumes each.
+    pub async fn claim(self: &Arc<Self>) {
+        if self.is_closing() {
+            return;
+        }
+        let kinds: Vec<String> = match self.handlers.read() {
+            Ok(handlers) => handlers.keys().cloned().collect(),
+            Err(poisoned) => poisoned.get_ref().keys().cloned().collect(),
+        };
+        if kinds.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let claimed = blocking(move || {
+            let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+            store.claim(&kinds)
+        })
+        .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e.into_mcp(None), "claiming orphaned tasks failed");
+                return;
+            }
+        };
+        for missed in &claimed.missed {
+            tracing::warn!(task = %missed.id, error = %missed.error, "could not claim an orphaned task");
+        }
+        for task in claimed.tasks {
+            self.resume(task).await;
+        }
+    }
+
+    /// Runs the handler for a task this instance just claimed.
+    async fn resume(self: &Arc<Self>, task: Task) {
+        let kind = task.resume.as_ref().map(|r| r.kind.clone());
+        let handler = kind.as_ref().and_then(|kind| match self.handlers.read() {
+            Ok(handlers) => handlers.get(kind).cloned(),
+            Err(poisoned) => poisoned.get_ref().get(kind).cloned(),
+        });
+        let Some(handler) = handler else {
+            // Claimed only for kinds with a handler; none is ever removed.
+            return;
+        };
+        tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
+        let run = Run::of(&task, self.store.lease());
+        self.launch(Arc::clone(&run), move |ctx| handler(ctx));
+        // A cancel request, or responses persisted while no one ran it.
+        self.observe(&run, &task).await;
+    }
+
+    /// Fails the orphans no one will resume.
+    pub async fn reap(&self) {
+        let store = Arc::clone(&self.store);
+        match blocking(move || store.reap_orphans()).await {
+            Ok(reaped) => {
+                for task in reaped {
+                    tracing::info!(task = %task.id, owner = ?task.owner, "reaped orphaned task");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e.into_mcp(None), "reaping orphans failed"),
+        }
+    }
+
+    /// Deletes expired tasks.
+    pub async fn sweep(&self) {
+        let store = Arc::clone(&self.store);
+        if let Err(e) = blocking(move || store.sweep_expired()).await {
+            tracing::warn!(error = %e.into_mcp(None), "sweeping expired tasks failed");
+        }
+    }
+
+    /// Reads the tasks among `ids` this instance runs and acts on them, as a
+    /// watch tick would (without renewing).
+    async fn watch_changed(self: &Arc<Self>, ids: Vec<TaskId>) {
+        let runs: Vec<Arc<Run>> = {
+            let local = lock(&self.local);
+            ids.iter().filter_map(|id| local.get(id).cloned()).collect()
+        };
+        for run in runs {
+            self.look(&run).await;
+        }
+    }
+
+    /// Shuts down: no new task and no claim from now on; running operations
+    /// get the grace period; then each is stopped and its task released
+    /// (resumable) or failed with `{"code": "shutdown"}`; then the
+    /// background loop stops.
+    pub async fn shutdown(self: &Arc<Self>) -> ShutdownReport {
+        self.closing.store(true, Ordering::SeqCst);
+        self.shutting_down.send_replace(true);
+        let running = lock(&self.local).len();
+        let grace = self.options.shutdown_grace;
+        let _ = tokio::time::timeout(grace, self.drain()).await;
+        let runs: Vec<Arc<Run>> = lock(&self.local).values().cloned().collect();
+        for run in runs {
+            let mut state = lock(&run.state);
+            if state.ending == Ending::Running {
+                state.ending = Ending::Shutdown;
+            }
+            if let Some(abort) = &state.abort {
+                abort.abort();
+            }
+        }
+        // Each supervisor makes one store write (release or fail).
+        self.drain().await;
+        let _ = self.stop.send(true);
+        let background = lock(&self.background).take();
+        if let Some(handle) = background {
+            handle.abort();
+            let _ = handle.await;
+        }
+        let stopped = lock(&self.stopped);
+        ShutdownReport {
+            running,
+            released: stopped.released,
+            failed: stopped.failed,
+        }
+    }
+
+    /// Waits until no run is left and no spawn is starting one.
+    async fn drain(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.local).is_empty() && self.starting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            // Bounded wait: a run that ends between the check and the
+            // registration is seen on the next pass.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+/// The background loop: watch ticks, claims, reaps and sweeps, until stopped
+/// or until nothing refers to the manager any more.
+pub(super) async fn background(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut next_reap = Instant::now();
+    let mut next_sweep = Instant::now();
+    let mut claim_now = false;
+    loop {
+        let Some(this) = shared.upgrade() else { return };
+        let now = Instant::now();
+        this.watch().await;
+        if now >= next_reap || claim_now {
+            // Claim before reaping: a resumable orphan is claimed, not failed.
+            this.claim().await;
+        }
+        if now >= next_reap {
+            this.reap().await;
+            next_reap = now + this.options.reap_interval;
+        }
+        if now >= next_sweep {
+            this.sweep().await;
+            next_sweep = now + this.options.sweep_interval;
+        }
+        let pause = this.options.watch_interval;
+        let wake = Arc::clone(&this);
+        drop(this);
+        claim_now = tokio::select! {
+            _ = tokio::time::sleep(pause) => false,
+            _ = wake.claim_now.notified() => true,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+    }
+}
+
+/// If the store has a change feed, a thread of its own waits on it and each
+/// change to a task this instance runs triggers an immediate look at that
+/// task (a `tasks/cancel` sent to another instance is seen at once, not on
+/// the next tick); polling goes on beside it as the fallback. The thread
+/// stops with the manager.
+pub(super) fn follow_changes(shared: &Arc<Shared>) {
+    let Some(mut feed) = shared.store.changes() else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Changes>();
+    let stop = shared.stop.subscribe();
+    let spawned = std::thread::Builder::new()
+        .name("taskstore-changes".to_owned())
+        .spawn(move || {
+            while !*stop.borrow() && !tx.is_closed() {
+                let changes = feed.wait(Duration::from_millis(500));
+                if changes != Changes::Tasks(Vec::new()) && tx.send(changes).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not follow the store's changes; polling only");
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while let Some(changes) = rx.recv().await {
+            let Some(this) = weak.upgrade() else { return };
+            match changes {
+                Changes::Tasks(ids) => this.watch_changed(ids).await,
+                _ => this.watch().await,
+            }
+        }
+    });
+}

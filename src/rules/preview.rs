@@ -1,0 +1,95 @@
+//! The dry runs of the passes over many tasks: what a sweep would delete and
+//! what a reap would do, now, judged by the same rules, without doing it.
+
+use std::time::Duration;
+
+use crate::backend::{Backend, Position, Scan, Scope};
+use crate::error::Result;
+use crate::lease;
+use crate::rules::Store;
+use crate::task::Task;
+
+/// How many tasks one scan of [`Store::expired`] reads.
+const BATCH: usize = 1_024;
+
+/// A running task whose owner's lease has lapsed, and what
+/// [`TaskStore::reap`](crate::TaskStore::reap) would do with it now.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Orphan {
+    /// The task as stored.
+    pub task: Task,
+    /// What a reap by this handle would do with it now.
+    pub fate: OrphanFate,
+}
+
+/// What a reap would do with an [`Orphan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OrphanFate {
+    /// Fail it as orphaned.
+    Reap,
+    /// Leave it: it is resumable, and within its claim grace (this long
+    /// after its lease lapsed) an instance with a resume handler for its
+    /// kind may still claim it ([`TaskStore::claim`](crate::TaskStore::claim)).
+    AwaitingClaim {
+        /// The claim grace of this handle.
+        grace: Duration,
+    },
+}
+
+impl<B: Backend> Store<B> {
+    /// The tasks a [`sweep`](crate::TaskStore::sweep) would delete now:
+    /// every stored task expired at [`now`](Store::now), in listing order.
+    ///
+    /// Changes no task. It reads what a sweep reads (history included);
+    /// entries that cannot be read are reported as events and left out, and
+    /// a backend may set them aside as any scan does.
+    pub fn expired(&self) -> Result<Vec<Task>> {
+        let now = self.now();
+        let mut scan = Scan::new(Scope::All, BATCH);
+        scan.expired_at = Some(now);
+        let mut expired = Vec::new();
+        loop {
+            let batch = self.backend.scan(&scan)?;
+            let exhausted = batch.tasks.len() < scan.limit;
+            self.notify_skipped(&batch.skipped);
+            let Some(last) = batch.tasks.last() else {
+                break;
+            };
+            scan.after = Some(Position::of(last));
+            expired.extend(batch.tasks.into_iter().filter(|t| t.is_expired_at(now)));
+            if exhausted {
+                break;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Every live running task whose lease has lapsed at [`now`](Store::now),
+    /// in listing order, each with what [`reap`](crate::TaskStore::reap)
+    /// would do with it (by this handle's claim grace).
+    ///
+    /// Changes no task; reads active tasks only, as a reap does.
+    pub fn orphans(&self) -> Result<Vec<Orphan>> {
+        let now = self.now();
+        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        self.notify_skipped(&batch.skipped);
+        let grace = self.settings.claim_grace();
+        let mut orphans: Vec<Orphan> = batch
+            .tasks
+            .into_iter()
+            .filter(|t| !t.is_expired_at(now) && lease::is_orphan(t, now))
+            .map(|task| {
+                let fate = if lease::is_reapable(&task, now, grace) {
+                    OrphanFate::Reap
+                } else {
+                    OrphanFate::AwaitingClaim { grace }
+                };
+                Orphan { task, fate }
+            })
+            .collect();
+        orphans.sort_by(|a, b| Task::listing_order(&a.task, &b.task));
+        Ok(orphans)
+    }
+}

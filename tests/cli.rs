@@ -1,0 +1,1394 @@
+//! The `taskstore` command, run as a user runs it: the built binary
+//! (`CARGO_BIN_EXE_taskstore`) on real stores, checked against what the
+//! library's API says, beside writer processes (this test binary re-run as
+//! its children, see `common::spawn`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Rng, spawn, touch, wait_for, wait_until};
+use serde_json::{Value, json};
+use taskstore::{
+    FileStore, JsonLinesSink, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStatus, TaskStore,
+    TaskUpdate,
+};
+use time::OffsetDateTime;
+
+// ---------------------------------------------------------------------------
+// Running the command.
+
+/// Runs `taskstore args...` with no store in its environment but `store`.
+fn run(store: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
+    command
+        .args(args)
+        .env_remove("TASKSTORE_STORE")
+        .env_remove("TASKSTORE_PG")
+        .env_remove("TASKSTORE_PG_SCHEMA")
+        .stdin(Stdio::null());
+    if let Some(store) = store {
+        command.env("TASKSTORE_STORE", store);
+    }
+    command.output().expect("run the taskstore binary")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("utf-8 stderr")
+}
+
+/// Runs the command and fails the test, with its output, unless it exits
+/// with `code`.
+fn run_expect(store: Option<&Path>, args: &[&str], code: i32) -> Output {
+    let out = run(store, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "taskstore {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// The JSON objects of a `--json` output, one per line.
+fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Stores to run it on.
+
+fn open(store: &Path) -> FileStore {
+    FileStore::open(store).expect("open the store")
+}
+
+/// A store with a task in every status; returns them.
+fn store_with_tasks(dir: &Path) -> Vec<Task> {
+    let store = open(dir);
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push(
+            store
+                .create(NewTask::new().status_message(format!("running {i}")))
+                .unwrap(),
+        );
+    }
+    let waiting = store.create(NewTask::new()).unwrap();
+    let waiting = store
+        .update(
+            &waiting.id,
+            TaskUpdate::new()
+                .status(TaskStatus::InputRequired)
+                .input_requests(json!({"q": "?"})),
+        )
+        .unwrap()
+        .into_task();
+    tasks.push(waiting);
+    for (i, outcome) in ["complete", "fail", "cancel"].into_iter().enumerate() {
+        let t = store.create(NewTask::new().metadata("n", i)).unwrap();
+        let t = match outcome {
+            "complete" => store.complete(&t.id, json!({"ok": i})),
+            "fail" => store.fail(&t.id, json!({"err": i})),
+            _ => store.cancel(&t.id, Some("stop".into())),
+        }
+        .unwrap()
+        .into_task();
+        tasks.push(t);
+    }
+    tasks
+}
+
+fn task_path(store: &Path, area: &str, id: &TaskId) -> PathBuf {
+    store.join(area).join(format!("{id}.json"))
+}
+
+fn first(tasks: &[Task], status: TaskStatus) -> Task {
+    tasks
+        .iter()
+        .find(|t| t.status == status)
+        .expect("a task in that status")
+        .clone()
+}
+
+/// The lock stripe of an id (FORMAT.md: FNV-1a-64 of its bytes, mod 64).
+fn stripe(id: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % 64) as usize
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every file under `dir` with its bytes (a symlink's target) and mode,
+/// but the lock stripes' empty files (any handle, and a check, makes one
+/// when it first takes its stripe): what a test compares to tell that
+/// nothing changed.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    files.insert(
+        dir.to_owned(),
+        (Vec::new(), fs::metadata(dir).unwrap().permissions().mode()),
+    );
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            let mode = meta.permissions().mode();
+            let content = if meta.is_dir() {
+                stack.push(entry.path());
+                Vec::new()
+            } else if meta.is_symlink() {
+                fs::read_link(entry.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if d.ends_with("locks") && meta.len() == 0 && mode & 0o777 == 0o600 {
+                continue;
+            } else if meta.len() > 1 << 20 {
+                // A sparse giant: its size and times stand for its bytes.
+                format!(
+                    "{} bytes, modified {:?}",
+                    meta.len(),
+                    meta.modified().unwrap()
+                )
+                .into_bytes()
+            } else {
+                fs::read(entry.path()).unwrap()
+            };
+            files.insert(entry.path(), (content, mode));
+        }
+    }
+    files
+}
+
+/// Fails with the paths that differ, unless nothing did.
+fn assert_unchanged(
+    before: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    after: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    what: &str,
+) {
+    let differ: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(differ.is_empty(), "{what}: changed {differ:?}");
+}
+
+// ---------------------------------------------------------------------------
+// verify
+
+#[test]
+fn verify_finds_nothing_in_a_clean_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_with_tasks(&dir);
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("clean"), "{}", stderr(&out));
+    assert_unchanged(&before, &snapshot(&dir), "verify changes nothing");
+}
+
+/// One kind of damage: how to plant it, and what verify must report.
+struct Damage {
+    name: &'static str,
+    plant: fn(&Path, &[Task]) -> PathBuf,
+    problem: &'static str,
+}
+
+/// Every kind of damage verify detects, each planted in a fresh store.
+const DAMAGE: &[Damage] = &[
+    Damage {
+        name: "a corrupt task file",
+        plant: |dir, tasks| {
+            let path = task_path(dir, "done", &first(tasks, TaskStatus::Completed).id);
+            fs::write(&path, b"{\"format\":1,\"task\":{\"taskId\":").unwrap();
+            path
+        },
+        problem: "corrupt",
+    },
+    Damage {
+        name: "a file that holds another task",
+        plant: |dir, tasks| {
+            let done = first(tasks, TaskStatus::Completed);
+            let failed = first(tasks, TaskStatus::Failed);
+            let path = task_path(dir, "done", &failed.id);
+            fs::copy(task_path(dir, "done", &done.id), &path).unwrap();
+            path
+        },
+        problem: "wrong_id",
+    },
+    Damage {
+        name: "an interrupted move",
+        plant: |dir, tasks| {
+            let id = first(tasks, TaskStatus::Cancelled).id;
+            let path = task_path(dir, "active", &id);
+            fs::rename(task_path(dir, "done", &id), &path).unwrap();
+            path
+        },
+        problem: "interrupted_move",
+    },
+    Damage {
+        name: "a stale running copy beside the terminal one",
+        plant: |dir, _| {
+            let store = open(dir);
+            let task = store.create(NewTask::new()).unwrap();
+            let running = fs::read(task_path(dir, "active", &task.id)).unwrap();
+            assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+            let path = task_path(dir, "active", &task.id);
+            fs::write(&path, running).unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "stale_copy",
+    },
+    Damage {
+        name: "a damaged stale copy",
+        plant: |dir, tasks| {
+            let path = task_path(dir, "active", &first(tasks, TaskStatus::Failed).id);
+            fs::write(&path, b"garbage").unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "stale_copy",
+    },
+    Damage {
+        name: "a stale index entry",
+        plant: |dir, tasks| {
+            // An expiring/ entry that is no task's file (a crash between a
+            // delete's steps leaves one).
+            let t = first(tasks, TaskStatus::Working);
+            let name = format!("{}.60000.{}", t.created_at.unix_timestamp_nanos(), t.id);
+            let path = dir.join("expiring").join(name);
+            fs::write(&path, b"{}").unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "stale_index_entry",
+    },
+    Damage {
+        name: "a missing index entry",
+        plant: |dir, _| {
+            let store = open(dir);
+            let t = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
+            let index = fs::read_dir(dir.join("expiring"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_str().unwrap().ends_with(&format!(".{}", t.id)))
+                .expect("the finished task's index entry");
+            fs::remove_file(index).unwrap();
+            task_path(dir, "done", &t.id)
+        },
+        problem: "missing_index_entry",
+    },
+    Damage {
+        name: "a dead writer's temp file",
+        plant: |dir, tasks| {
+            let id = first(tasks, TaskStatus::Working).id;
+            let path = dir.join("tmp").join(format!("{id}.999999.3.tmp"));
+            fs::write(&path, b"{\"format\":1,\"ta").unwrap();
+            path
+        },
+        problem: "dead_temp",
+    },
+    Damage {
+        name: "a foreign file among the tasks",
+        plant: |dir, _| {
+            let path = dir.join("active").join("notes.txt");
+            fs::write(&path, b"mine").unwrap();
+            path
+        },
+        problem: "foreign",
+    },
+    Damage {
+        name: "a foreign file in tmp/",
+        plant: |dir, _| {
+            let path = dir.join("tmp").join("scratch");
+            fs::write(&path, b"mine").unwrap();
+            path
+        },
+        problem: "foreign",
+    },
+    Damage {
+        name: "a foreign file at the root",
+        plant: |dir, _| {
+            let path = dir.join("README.txt");
+            fs::write(&path, b"mine").unwrap();
+            path
+        },
+        problem: "foreign",
+    },
+    Damage {
+        name: "a task file readable by others",
+        plant: |dir, tasks| {
+            let path = task_path(dir, "active", &first(tasks, TaskStatus::Working).id);
+            chmod(&path, 0o644);
+            path
+        },
+        problem: "mode",
+    },
+    Damage {
+        name: "a directory readable by others",
+        plant: |dir, _| {
+            let path = dir.join("done");
+            chmod(&path, 0o755);
+            path
+        },
+        problem: "mode",
+    },
+    Damage {
+        name: "a marker readable by others",
+        plant: |dir, _| {
+            let path = dir.join("taskstore.json");
+            chmod(&path, 0o644);
+            path
+        },
+        problem: "mode",
+    },
+    Damage {
+        name: "a symlink for a task file",
+        plant: |dir, tasks| {
+            let path = task_path(dir, "active", &first(tasks, TaskStatus::InputRequired).id);
+            fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+            path
+        },
+        problem: "symlink",
+    },
+    Damage {
+        name: "a symlink for a lock file",
+        plant: |dir, _| {
+            let path = dir.join("locks").join("07.lock");
+            let _ = fs::remove_file(&path);
+            std::os::unix::fs::symlink("/tmp", &path).unwrap();
+            path
+        },
+        problem: "symlink",
+    },
+    Damage {
+        name: "a symlink for one of the store's directories",
+        plant: |dir, _| {
+            let path = dir.join("quarantine");
+            fs::remove_dir(&path).unwrap();
+            std::os::unix::fs::symlink("/tmp", &path).unwrap();
+            path
+        },
+        problem: "symlink",
+    },
+    Damage {
+        name: "a missing directory",
+        plant: |dir, _| {
+            let path = dir.join("quarantine");
+            fs::remove_dir(&path).unwrap();
+            path
+        },
+        problem: "missing",
+    },
+    Damage {
+        name: "a missing marker",
+        plant: |dir, _| {
+            let path = dir.join("taskstore.json");
+            fs::remove_file(&path).unwrap();
+            path
+        },
+        problem: "missing",
+    },
+    Damage {
+        name: "an unreadable marker",
+        plant: |dir, _| {
+            let path = dir.join("taskstore.json");
+            fs::write(&path, b"{\"format\":").unwrap();
+            path
+        },
+        problem: "bad_marker",
+    },
+    Damage {
+        name: "a marker of a newer format",
+        plant: |dir, _| {
+            let path = dir.join("taskstore.json");
+            fs::write(&path, b"{\"format\":9,\"kind\":\"taskstore\"}\n").unwrap();
+            path
+        },
+        problem: "newer_format",
+    },
+    Damage {
+        name: "a task file of a newer format",
+        plant: |dir, tasks| {
+            let path = task_path(dir, "done", &first(tasks, TaskStatus::Completed).id);
+            let bytes = fs::read(&path).unwrap();
+            let newer =
+                String::from_utf8(bytes)
+                    .unwrap()
+                    .replacen("{\"format\":1,", "{\"format\":2,", 1);
+            fs::write(&path, newer).unwrap();
+            path
+        },
+        problem: "newer_format",
+    },
+    Damage {
+        name: "a running task in done/",
+        plant: |dir, tasks| {
+            let id = first(tasks, TaskStatus::Working).id;
+            let path = task_path(dir, "done", &id);
+            fs::rename(task_path(dir, "active", &id), &path).unwrap();
+            path
+        },
+        problem: "misplaced",
+    },
+    Damage {
+        name: "a task file larger than any store writes",
+        plant: |dir, _| {
+            // Sparse: 1 GiB and 1 MiB of nothing, refused before it is read.
+            let path = dir.join("done").join("huge.json");
+            let file = fs::File::create(&path).unwrap();
+            file.set_len((1 << 30) + (1 << 20)).unwrap();
+            chmod(&path, 0o600);
+            path
+        },
+        problem: "too_large",
+    },
+    Damage {
+        name: "a file for one of the store's directories",
+        plant: |dir, _| {
+            let path = dir.join("tmp");
+            fs::remove_dir(&path).unwrap();
+            fs::write(&path, b"").unwrap();
+            path
+        },
+        problem: "not_a_directory",
+    },
+    Damage {
+        name: "a directory for a task file",
+        plant: |dir, _| {
+            let path = dir.join("done").join("a-directory.json");
+            fs::create_dir(&path).unwrap();
+            path
+        },
+        problem: "not_a_file",
+    },
+];
+
+#[test]
+fn verify_reports_every_kind_of_damage_with_its_path() {
+    for damage in DAMAGE {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let tasks = store_with_tasks(&dir);
+        let path = (damage.plant)(&dir, &tasks);
+        let before = snapshot(&dir);
+        let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+        let problems = json_lines(&out);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["problem"] == damage.problem && p["path"] == path.to_str().unwrap()),
+            "{}: expected {} at {}, got {problems:#?}",
+            damage.name,
+            damage.problem,
+            path.display()
+        );
+        // The text form names the path too.
+        let text = run_expect(Some(&dir), &["verify"], 1);
+        assert!(
+            stdout(&text).contains(&format!("{}: ", path.display())),
+            "{}: {}",
+            damage.name,
+            stdout(&text)
+        );
+        assert_unchanged(&before, &snapshot(&dir), damage.name);
+    }
+}
+
+#[test]
+fn verify_leaves_a_live_writers_temp_file_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let tasks = store_with_tasks(&dir);
+    let id = first(&tasks, TaskStatus::Working).id;
+    let temp = dir.join("tmp").join(format!("{id}.4242.1.tmp"));
+    fs::write(&temp, b"{\"format\":1,\"task\":{").unwrap();
+    // A writer holds its task's stripe from creating its temp file until the
+    // rename: this process plays that writer (the command runs in another
+    // process, so this flock excludes it).
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(
+            dir.join("locks")
+                .join(format!("{:02}.lock", stripe(id.as_str()))),
+        )
+        .or_else(|_| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(
+                    dir.join("locks")
+                        .join(format!("{:02}.lock", stripe(id.as_str()))),
+                )
+        })
+        .unwrap();
+    chmod(
+        &dir.join("locks")
+            .join(format!("{:02}.lock", stripe(id.as_str()))),
+        0o600,
+    );
+    lock.lock().unwrap();
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "", "a live writer's temp file is no problem");
+    let out = run_expect(Some(&dir), &["repair", "--apply"], 0);
+    assert!(
+        temp.exists(),
+        "repair leaves a live writer's temp file: {}",
+        stdout(&out)
+    );
+    lock.unlock().unwrap();
+    let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+    assert_eq!(json_lines(&out)[0]["problem"], "dead_temp");
+}
+
+// ---------------------------------------------------------------------------
+// repair
+
+#[test]
+fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let tasks = store_with_tasks(&dir);
+    // Every kind of damage that repair fixes, at once (those planted through
+    // an open store first: opening a store resolves some damage itself).
+    let fixable = [
+        "a missing index entry",
+        "a corrupt task file",
+        "an interrupted move",
+        "a stale running copy beside the terminal one",
+        "a damaged stale copy",
+        "a dead writer's temp file",
+        "a stale index entry",
+        "a foreign file among the tasks",
+        "a foreign file in tmp/",
+        "a task file readable by others",
+        "a directory readable by others",
+        "a marker readable by others",
+        "a symlink for a task file",
+        "a symlink for a lock file",
+        "a directory for a task file",
+    ];
+    for name in fixable {
+        let damage = DAMAGE.iter().find(|d| d.name == name).unwrap();
+        (damage.plant)(&dir, &tasks);
+    }
+    let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+    let problems = json_lines(&out);
+    assert!(
+        problems.len() >= fixable.len(),
+        "{problems:#?}\n{}",
+        stderr(&out)
+    );
+
+    let before = snapshot(&dir);
+    for args in [&["repair"][..], &["repair", "--dry-run"]] {
+        let out = run_expect(Some(&dir), args, 0);
+        assert!(stdout(&out).contains(": would "), "{}", stdout(&out));
+        assert!(!stdout(&out).contains("left alone"), "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains("nothing was changed"),
+            "{}",
+            stderr(&out)
+        );
+        assert_unchanged(&before, &snapshot(&dir), "a dry run changes nothing");
+    }
+
+    let out = run_expect(Some(&dir), &["repair", "--apply"], 0);
+    assert!(!stdout(&out).contains("FAILED"), "{}", stdout(&out));
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
+
+    // What readers saw is what they see: the repairs changed no readable
+    // task (the corrupt, damaged and symlinked files are set aside).
+    let store = open(&dir);
+    let cancelled = first(&tasks, TaskStatus::Cancelled);
+    assert_eq!(store.get(&cancelled.id).unwrap(), Some(cancelled.clone()));
+    assert!(task_path(&dir, "done", &cancelled.id).exists());
+    let failed = first(&tasks, TaskStatus::Failed);
+    assert_eq!(store.get(&failed.id).unwrap(), Some(failed));
+    assert_eq!(
+        store.list(&ListQuery::active()).unwrap().tasks.len(),
+        3,
+        "the running tasks but the symlinked one"
+    );
+    assert!(
+        fs::read_dir(dir.join("quarantine")).unwrap().count() >= 5,
+        "unreadable and foreign files are set aside, not deleted"
+    );
+}
+
+#[test]
+fn repair_leaves_alone_what_only_a_person_can_decide() {
+    for name in [
+        "a task file of a newer format",
+        "a task file larger than any store writes",
+        "a running task in done/",
+        "a foreign file at the root",
+    ] {
+        let damage = DAMAGE.iter().find(|d| d.name == name).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let tasks = store_with_tasks(&dir);
+        let path = (damage.plant)(&dir, &tasks);
+        let before = snapshot(&dir);
+        let out = run_expect(Some(&dir), &["repair", "--apply"], 0);
+        assert!(
+            stdout(&out).contains(&format!("{}: ", path.display()))
+                && stdout(&out).contains("left alone"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        assert_unchanged(&before, &snapshot(&dir), name);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// stats, list, show: against the API
+
+/// A store with a known history: finished tasks that took 1 s to 10 s, one
+/// expired task, one orphan (its lease lapsed an hour ago), owners A and B.
+fn store_with_history(dir: &Path) -> ManualClock {
+    let start = OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let clock = ManualClock::new(start);
+    let handle = |owner: &str| {
+        FileStore::builder(dir)
+            .instance_id(owner)
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap()
+    };
+    let (a, b) = (handle("A"), handle("B"));
+    for i in 1..=10u64 {
+        let store = if i.is_multiple_of(2) { &a } else { &b };
+        let t = store.create(NewTask::new()).unwrap();
+        clock.advance(Duration::from_secs(i));
+        let finished = if i.is_multiple_of(4) {
+            store.fail(&t.id, json!("no"))
+        } else {
+            store.complete(&t.id, json!(i))
+        };
+        assert!(finished.unwrap().is_applied());
+    }
+    // Expired by now (1 min TTL, two hours ago).
+    a.create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    // An orphan: its 30 s lease lapsed long ago.
+    b.create(NewTask::new().status_message("abandoned"))
+        .unwrap();
+    clock.advance(Duration::from_secs(30 * 60));
+    a.create(NewTask::new().status_message("older")).unwrap();
+    clock
+}
+
+#[test]
+fn stats_agree_with_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_with_history(&dir);
+    // A live handle keeps renewing one task: running, not an orphan.
+    let live = open(&dir);
+    let fresh = live.create(NewTask::new()).unwrap();
+
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["stats", "--json"], 0);
+    assert_unchanged(&before, &snapshot(&dir), "stats changes nothing");
+    let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+
+    let api = open(&dir);
+    let all = api.list(&ListQuery::all()).unwrap().tasks;
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(stats["tasks"], all.len());
+    for status in [
+        "working",
+        "input_required",
+        "completed",
+        "failed",
+        "cancelled",
+    ] {
+        let n = all
+            .iter()
+            .filter(|t| t.status.to_string() == status)
+            .count();
+        assert_eq!(stats["byStatus"][status], n, "{status}");
+    }
+    assert_eq!(stats["expiredUnswept"], 1);
+    assert_eq!(
+        stats["active"],
+        api.list(&ListQuery::active()).unwrap().tasks.len()
+    );
+    let orphans: Vec<&Task> = all.iter().filter(|t| t.is_orphan_at(now)).collect();
+    assert_eq!(orphans.len(), 2, "the abandoned task and the older one");
+    assert_eq!(stats["orphans"], orphans.len());
+    let oldest = all
+        .iter()
+        .filter(|t| !t.is_terminal())
+        .min_by_key(|t| t.created_at)
+        .unwrap();
+    assert_eq!(stats["oldestActive"]["taskId"], oldest.id.as_str());
+    // Finished tasks took 1 s .. 10 s: nearest-rank p50 is 5 s, p95 10 s.
+    assert_eq!(stats["finished"], 10);
+    assert_eq!(
+        stats["finishMs"],
+        json!({"p50": 5_000, "p95": 10_000, "max": 10_000})
+    );
+    assert_eq!(stats["successRate"], json!(0.8));
+    let files = fs::read_dir(dir.join("active")).unwrap().count()
+        + fs::read_dir(dir.join("done")).unwrap().count();
+    assert_eq!(stats["disk"]["taskFiles"], files);
+    assert_eq!(stats["disk"]["quarantined"], 0);
+    assert!(stats["disk"]["bytes"].as_u64().unwrap() > 0);
+    drop(fresh);
+
+    let text = run_expect(Some(&dir), &["stats"], 0);
+    assert!(
+        stdout(&text).contains("success rate    80.0%"),
+        "{}",
+        stdout(&text)
+    );
+}
+
+#[test]
+fn list_json_is_the_api_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_with_history(&dir);
+    let api = open(&dir);
+    let parse = |out: &Output| -> Vec<Task> {
+        json_lines(out)
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect()
+    };
+    let all = api.list(&ListQuery::all()).unwrap().tasks;
+    assert_eq!(parse(&run_expect(Some(&dir), &["list", "--json"], 0)), all);
+    assert_eq!(
+        parse(&run_expect(Some(&dir), &["list", "--json", "--active"], 0)),
+        api.list(&ListQuery::active()).unwrap().tasks
+    );
+    assert_eq!(
+        parse(&run_expect(
+            Some(&dir),
+            &["list", "--json", "--status", "failed"],
+            0
+        )),
+        api.list(&ListQuery::all().status(TaskStatus::Failed))
+            .unwrap()
+            .tasks
+    );
+    let owned_by_a: Vec<Task> = all
+        .iter()
+        .filter(|t| t.owner.as_deref() == Some("A"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        parse(&run_expect(
+            Some(&dir),
+            &["list", "--json", "--owner", "A"],
+            0
+        )),
+        owned_by_a
+    );
+    let old: Vec<Task> = all
+        .iter()
+        .filter(|t| OffsetDateTime::now_utc() - t.created_at >= time::Duration::minutes(100))
+        .cloned()
+        .collect();
+    assert_eq!(
+        parse(&run_expect(
+            Some(&dir),
+            &["list", "--json", "--older-than", "100m"],
+            0
+        )),
+        old
+    );
+    assert!(old.len() < all.len(), "the youngest task is younger");
+
+    // Pages: the cursor goes to stderr, and the pages join up.
+    for filter in [&[][..], &["--owner", "B"]] {
+        let mut joined = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut args = vec!["list", "--json", "--limit", "3"];
+            args.extend_from_slice(filter);
+            if let Some(a) = &after {
+                args.extend_from_slice(&["--after", a]);
+            }
+            let out = run_expect(Some(&dir), &args, 0);
+            let page = parse(&out);
+            assert!(page.len() <= 3);
+            joined.extend(page);
+            after = stderr(&out)
+                .lines()
+                .find_map(|l| l.strip_prefix("next cursor: "))
+                .map(str::to_owned);
+            if after.is_none() {
+                break;
+            }
+        }
+        let expected: Vec<Task> = all
+            .iter()
+            .filter(|t| filter.is_empty() || t.owner.as_deref() == Some("B"))
+            .cloned()
+            .collect();
+        assert_eq!(joined, expected, "{filter:?}");
+    }
+
+    // The table has a header and a row per task.
+    let table = stdout(&run_expect(Some(&dir), &["list"], 0));
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), all.len() + 1);
+
+    // show: the task as JSON.
+    let task = &all[0];
+    let shown: Task = serde_json::from_str(&stdout(&run_expect(
+        Some(&dir),
+        &["show", task.id.as_str()],
+        0,
+    )))
+    .unwrap();
+    assert_eq!(&shown, task);
+    let missing = run_expect(Some(&dir), &["show", "no-such-task"], 1);
+    assert!(
+        stderr(&missing).contains("no-such-task"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// sweep, reap
+
+#[test]
+fn sweep_and_reap_dry_runs_list_what_would_happen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let old = FileStore::builder(&dir)
+        .instance_id("gone")
+        .clock(Arc::new(ManualClock::new(past)))
+        .open()
+        .unwrap();
+    let expired = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    let resumable = old
+        .create(NewTask::new().resumable("report", json!({"q": 3})))
+        .unwrap();
+    drop(old);
+    let live = open(&dir).create(NewTask::new()).unwrap();
+
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains(expired.id.as_str()));
+    // The resumable orphan's lease lapsed an hour ago, but a service may
+    // give it a longer claim grace: with 2 h it waits for a claim.
+    let out = run_expect(Some(&dir), &["reap", "--dry-run", "--claim-grace", "2h"], 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("would reap {}", orphan.id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("would not reap {}", resumable.id)) && text.contains("claim grace"),
+        "{text}"
+    );
+    assert!(!text.contains(live.id.as_str()), "{text}");
+    assert_unchanged(&before, &snapshot(&dir), "dry runs change nothing");
+
+    let out = run_expect(Some(&dir), &["reap", "--claim-grace", "2h"], 0);
+    assert!(
+        stdout(&out).contains(orphan.id.as_str()),
+        "{}",
+        stdout(&out)
+    );
+    let api = open(&dir);
+    assert_eq!(
+        api.get(&orphan.id).unwrap().unwrap().status,
+        TaskStatus::Failed
+    );
+    assert_eq!(
+        api.get(&resumable.id).unwrap().unwrap().status,
+        TaskStatus::Working
+    );
+    // With the default grace (one lease, 30 s) it is reaped too.
+    run_expect(Some(&dir), &["reap"], 0);
+    assert_eq!(
+        api.get(&resumable.id).unwrap().unwrap().status,
+        TaskStatus::Failed
+    );
+    assert_eq!(
+        api.get(&live.id).unwrap().unwrap().status,
+        TaskStatus::Working
+    );
+
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stdout(&out).contains("deleted 1 expired task(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!task_path(&dir, "active", &expired.id).exists());
+}
+
+// ---------------------------------------------------------------------------
+// cancel, racing a writer process
+
+#[test]
+fn cancel_races_a_writer_process_and_says_who_won() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "completer");
+        return completer(&args);
+    }
+    const ROUNDS: usize = 16;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let work = tmp.path().to_owned();
+    let store = open(&dir);
+    let mut rng = Rng::from_entropy("cancel race");
+    let (mut cli_won, mut writer_won) = (0, 0);
+    for round in 0..ROUNDS {
+        let task = store.create(NewTask::new()).unwrap();
+        let go = work.join(format!("go-{round}"));
+        let report = work.join(format!("completer-{round}"));
+        let delay_us = rng.below(20_000);
+        let mut child = spawn(
+            &work,
+            "cancel_races_a_writer_process_and_says_who_won",
+            "completer",
+            &[
+                dir.display().to_string(),
+                task.id.to_string(),
+                go.display().to_string(),
+                report.display().to_string(),
+                delay_us.to_string(),
+            ],
+        );
+        wait_for(
+            std::slice::from_mut(&mut child),
+            "the completer to be ready",
+            || work.join(format!("go-{round}.ready")).exists(),
+        );
+        touch(&go);
+        let out = run_expect(Some(&dir), &["cancel", task.id.as_str(), "--json"], 0);
+        child.finish();
+        let cli: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let writer_applied = fs::read_to_string(&report).unwrap() == "applied";
+        let final_status = store.get(&task.id).unwrap().unwrap().status;
+        match cli["transition"].as_str() {
+            Some("applied") => {
+                assert!(!writer_applied, "round {round}: both won");
+                assert_eq!(final_status, TaskStatus::Cancelled);
+                assert_eq!(cli["status"], "cancelled");
+                cli_won += 1;
+            }
+            Some("already_terminal") => {
+                assert!(writer_applied, "round {round}: neither won");
+                assert_eq!(final_status, TaskStatus::Completed);
+                assert_eq!(cli["status"], "completed", "the CLI says who won");
+                writer_won += 1;
+            }
+            other => panic!("round {round}: unexpected transition {other:?}"),
+        }
+    }
+    eprintln!(
+        "cancel race: the command won {cli_won}, the writer process {writer_won} of {ROUNDS}"
+    );
+    assert_eq!(cli_won + writer_won, ROUNDS);
+
+    // The text form says it too.
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    let out = run_expect(Some(&dir), &["cancel", task.id.as_str()], 0);
+    assert!(
+        stdout(&out).starts_with("already terminal:") && stdout(&out).contains("completed"),
+        "{}",
+        stdout(&out)
+    );
+    let task = store.create(NewTask::new()).unwrap();
+    let out = run_expect(Some(&dir), &["cancel", task.id.as_str()], 0);
+    assert!(stdout(&out).starts_with("applied:"), "{}", stdout(&out));
+}
+
+/// Completes one task once the go file appears (after a random delay, so
+/// that either side may win), and reports whether it won.
+fn completer(args: &[String]) {
+    let (dir, id) = (Path::new(&args[0]), TaskId::parse(&args[1]).unwrap());
+    let (go, report) = (Path::new(&args[2]), Path::new(&args[3]));
+    let delay = Duration::from_micros(args[4].parse().unwrap());
+    let store = open(dir);
+    touch(&PathBuf::from(format!("{}.ready", go.display())));
+    wait_until("the go file", || go.exists());
+    std::thread::sleep(delay);
+    let won = store.complete(&id, json!("done")).unwrap().is_applied();
+    common::write_atomic(report, if won { b"applied" } else { b"lost" });
+}
+
+// ---------------------------------------------------------------------------
+// Beside a writer process
+
+#[test]
+fn commands_run_beside_a_writer_process() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "writer");
+        return writer(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let work = tmp.path().to_owned();
+    store_with_tasks(&dir);
+    let stop = work.join("stop");
+    let mut child = spawn(
+        &work,
+        "commands_run_beside_a_writer_process",
+        "writer",
+        &[dir.display().to_string(), stop.display().to_string()],
+    );
+    let rounds = |work: &Path| -> u64 {
+        fs::read_to_string(work.join("stop.progress"))
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for(
+        std::slice::from_mut(&mut child),
+        "the writer's first rounds",
+        || rounds(&work) > 0,
+    );
+    // Until the writer has made many rounds beside them, and each command
+    // ran several times.
+    let mut passes = 0;
+    while passes < 8 || rounds(&work) < 200 {
+        child.check_alive();
+        assert!(passes < 10_000, "the writer makes no progress");
+        for args in [
+            &["list", "--json"][..],
+            &["list", "--active"],
+            &["stats", "--json"],
+            &["verify"],
+            &["repair"],
+        ] {
+            let out = run_expect(Some(&dir), args, 0);
+            assert!(
+                !stderr(&out).contains("error") && !stderr(&out).contains("skipped"),
+                "pass {passes}, {args:?}: {}",
+                stderr(&out)
+            );
+            if args[0] == "verify" || args[0] == "repair" {
+                assert_eq!(stdout(&out), "", "pass {passes}: a false problem");
+            }
+        }
+        passes += 1;
+    }
+    touch(&stop);
+    child.finish();
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
+    eprintln!(
+        "the writer made {} rounds beside {passes} passes of the commands",
+        rounds(&work)
+    );
+}
+
+/// Creates, updates, completes, cancels and deletes tasks until the stop
+/// file appears, reporting its rounds as it goes. Every other round skips
+/// fsync: what other processes see is the same, and it makes more rounds;
+/// the rounds with fsync keep their temp files (and their locks) longer.
+fn writer(args: &[String]) {
+    let (dir, stop) = (Path::new(&args[0]), Path::new(&args[1]));
+    let progress = PathBuf::from(format!("{}.progress", stop.display()));
+    let fast = FileStore::builder(dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let durable = open(dir);
+    let mut rounds = 0u64;
+    while !stop.exists() {
+        let store = if rounds.is_multiple_of(2) {
+            &durable
+        } else {
+            &fast
+        };
+        let t = store
+            .create(NewTask::new().metadata("round", rounds))
+            .unwrap();
+        let updated = store.update(&t.id, TaskUpdate::new().status_message("halfway"));
+        assert!(updated.unwrap().is_applied());
+        let t2 = store.create(NewTask::new()).unwrap();
+        let finished = if rounds.is_multiple_of(4) {
+            store.complete(&t.id, json!(rounds))
+        } else {
+            store.cancel(&t.id, None)
+        };
+        assert!(finished.unwrap().is_applied());
+        assert!(store.fail(&t2.id, json!("x")).unwrap().is_applied());
+        if rounds.is_multiple_of(5) {
+            assert!(store.delete(&t.id).unwrap());
+        }
+        rounds += 1;
+        if rounds % 10 == 1 {
+            common::write_atomic(&progress, rounds.to_string().as_bytes());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tail
+
+#[test]
+fn tail_reads_filters_and_follows_a_file_through_truncation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let events = tmp.path().join("events.jsonl");
+    let sink = Arc::new(JsonLinesSink::open(&events).unwrap());
+    let store = FileStore::builder(&dir).sink(sink.clone()).open().unwrap();
+    let a = store.create(NewTask::new()).unwrap();
+    let b = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&a.id, json!(1)).unwrap().is_applied());
+    assert!(store.cancel(&b.id, None).unwrap().is_applied());
+
+    let all = stdout(&run_expect(None, &["tail", events.to_str().unwrap()], 0));
+    assert_eq!(all.lines().count(), 4, "{all}");
+    let completed = stdout(&run_expect(
+        None,
+        &["tail", events.to_str().unwrap(), "--kind", "task.completed"],
+        0,
+    ));
+    assert_eq!(completed.lines().count(), 1, "{completed}");
+    assert!(completed.contains(a.id.as_str()) && completed.contains("task.completed"));
+    let about_b = run_expect(
+        None,
+        &[
+            "tail",
+            events.to_str().unwrap(),
+            "--task",
+            b.id.as_str(),
+            "--json",
+        ],
+        0,
+    );
+    let lines = json_lines(&about_b);
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["data"]["taskId"] == b.id.as_str()));
+    assert_eq!(lines[1]["kind"], "task.cancelled");
+
+    // A line that is not an event is reported with its place, and the rest
+    // is still read.
+    let damaged = tmp.path().join("damaged.jsonl");
+    fs::write(
+        &damaged,
+        format!("{}not json\n", fs::read_to_string(&events).unwrap()),
+    )
+    .unwrap();
+    let out = run_expect(None, &["tail", damaged.to_str().unwrap()], 1);
+    assert_eq!(stdout(&out).lines().count(), 4);
+    assert!(
+        stderr(&out).contains(&format!("{}:5:", damaged.display())),
+        "{}",
+        stderr(&out)
+    );
+
+    // --follow: new lines as they come, and the file again from its start
+    // once it is truncated.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["tail", "--follow", "--json", events.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout_pipe = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout_pipe).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        lines_rx
+            .recv_timeout(common::HANG)
+            .expect("tail --follow printed nothing more")
+    };
+    let existing: Vec<String> = (0..4).map(|_| next()).collect();
+    assert!(existing[0].contains("task.created"));
+    let c = store.create(NewTask::new()).unwrap();
+    let line: Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(line["data"]["taskId"], c.id.as_str());
+    // Truncated, as log rotation with copytruncate does; the sink appends
+    // after the cut.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&events)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let d = store.create(NewTask::new()).unwrap();
+    let line: Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(line["data"]["taskId"], d.id.as_str());
+    follower.kill().unwrap();
+    let out = follower.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(sink);
+}
+
+// ---------------------------------------------------------------------------
+// Usage
+
+#[test]
+fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_expect(None, &["list"], 2);
+    assert!(stderr(&out).contains("--store"), "{}", stderr(&out));
+    run_expect(None, &["frobnicate"], 2);
+    let dir = tmp.path().join("store");
+    store_with_tasks(&dir);
+    let out = run_expect(Some(&dir), &["list", "--older-than", "10"], 2);
+    assert!(stderr(&out).contains("unit"), "{}", stderr(&out));
+    run_expect(Some(&dir), &["list", "--status", "done"], 2);
+    run_expect(Some(&dir), &["list", "--limit", "0"], 2);
+    run_expect(Some(&dir), &["repair", "--apply", "--dry-run"], 2);
+    run_expect(Some(&dir), &["show", "../etc"], 2);
+
+    // A mistyped directory is an error naming it, never a new store.
+    let typo = tmp.path().join("stroe");
+    let out = run_expect(Some(&typo), &["list"], 1);
+    assert!(
+        stderr(&out).contains(typo.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!typo.exists());
+    // Nor is a directory of other files.
+    let mine = tmp.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    fs::write(mine.join("notes.txt"), "mine").unwrap();
+    for args in [&["list"][..], &["verify"], &["stats"], &["sweep"]] {
+        let out = run_expect(Some(&mine), args, 1);
+        assert!(
+            stderr(&out).contains(mine.to_str().unwrap()),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(fs::read_dir(&mine).unwrap().count(), 1);
+    // --store beats nothing: given on the command line it is used.
+    let out = Command::new(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["--store", dir.to_str().unwrap(), "list", "--json"])
+        .env_remove("TASKSTORE_STORE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), 7);
+}
+
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg_cluster;
+
+/// The commands over a `PgStore`, checked against its API.
+#[cfg(feature = "postgres")]
+#[test]
+fn commands_work_over_postgres() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let schema = pg_cluster::fresh_schema("cli");
+    let conninfo = cluster.conninfo();
+    let store = taskstore::PgStore::builder(conninfo.clone())
+        .schema(schema.clone())
+        .open()
+        .unwrap();
+    let running = store.create(NewTask::new()).unwrap();
+    let done = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&done.id, json!(1)).unwrap().is_applied());
+    let failed = store.create(NewTask::new()).unwrap();
+    assert!(store.fail(&failed.id, json!("x")).unwrap().is_applied());
+    let pg = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--pg".into(),
+            conninfo.clone(),
+            "--pg-schema".into(),
+            schema.clone(),
+        ]);
+        all
+    };
+    let run_pg = |args: &[&str], code: i32| {
+        let args = pg(args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_expect(None, &refs, code)
+    };
+    let listed: Vec<Task> = json_lines(&run_pg(&["list", "--json"], 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["tasks"], 3);
+    assert_eq!(stats["active"], 1);
+    assert_eq!(stats["successRate"], json!(0.5));
+    assert_eq!(stats["disk"], Value::Null);
+    let shown: Task =
+        serde_json::from_str(&stdout(&run_pg(&["show", running.id.as_str()], 0))).unwrap();
+    assert_eq!(shown, store.get(&running.id).unwrap().unwrap());
+    run_pg(&["sweep", "--dry-run"], 0);
+    run_pg(&["reap", "--dry-run"], 0);
+    let out = run_pg(&["cancel", running.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "applied");
+    assert_eq!(
+        store.get(&running.id).unwrap().unwrap().status,
+        TaskStatus::Cancelled
+    );
+    let out = run_pg(&["cancel", done.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "already_terminal");
+    assert_eq!(json_lines(&out)[0]["status"], "completed");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn verify_and_repair_say_they_are_for_file_stores() {
+    for command in ["verify", "repair"] {
+        let out = run_expect(None, &[command, "--pg", "host=/nonexistent"], 2);
+        assert!(stderr(&out).contains("file store"), "{}", stderr(&out));
+    }
+}

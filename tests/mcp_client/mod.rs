@@ -1,0 +1,366 @@
+//! Drives `examples/mcp_server.rs` as child processes over stdio with
+//! `rmcp`'s own client, and reads the store it writes, raw (FORMAT.md:
+//! `{"format":1,"task":{..}}` in `active/` or `done/`), without opening a
+//! handle of its own.
+
+#![allow(dead_code)] // every test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ClientConfig, CreateTaskResult, DetailedTask, GetTaskParams, Implementation, TaskPayload,
+    UpdateTaskParams,
+};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceError, ServiceExt};
+use serde_json::Value;
+
+/// How long a poll may wait before the test counts as hung: it only ever
+/// fails a test that would otherwise never end.
+pub const HANG: Duration = Duration::from_secs(180);
+
+/// The compiled example server. `cargo test` builds examples before it runs
+/// tests; a focused run (`--test mcp`) builds it here, with the same profile
+/// and target directory.
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/mcp-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let binary = profile_dir.join("examples").join("mcp_server");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "mcp_server",
+                "--features",
+                "mcp",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if let Some(target_dir) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target_dir);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building examples/mcp_server.rs failed");
+        assert!(binary.exists(), "no server binary at {}", binary.display());
+        binary
+    })
+}
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+/// How to start one server instance.
+pub struct Launch<'a> {
+    dir: &'a Path,
+    instance: String,
+    lease_ms: Option<u64>,
+    tasks: bool,
+    env: Vec<(String, String)>,
+}
+
+/// One server process and the client connected to it.
+pub struct Server {
+    pub client: Option<Client>,
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub instance: String,
+    pub stderr_path: PathBuf,
+}
+
+impl<'a> Launch<'a> {
+    /// An instance over the store in `dir`, whose client declares the tasks
+    /// extension.
+    pub fn new(dir: &'a Path, instance: &str) -> Launch<'a> {
+        Launch {
+            dir,
+            instance: instance.to_owned(),
+            lease_ms: None,
+            tasks: true,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn lease_ms(mut self, ms: u64) -> Self {
+        self.lease_ms = Some(ms);
+        self
+    }
+
+    /// A client without the tasks extension.
+    pub fn without_tasks(mut self) -> Self {
+        self.tasks = false;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Starts the server and connects a client to it; the server's stderr
+    /// goes to a file beside the store (`../logs/<instance>-<n>.stderr`).
+    pub async fn start(self) -> Server {
+        let logs = self
+            .dir
+            .parent()
+            .expect("the store in a directory of the test's")
+            .join("logs");
+        std::fs::create_dir_all(&logs).expect("a log directory");
+        let stderr_path = (0..)
+            .map(|n| logs.join(format!("{}-{n}.stderr", self.instance)))
+            .find(|p| !p.exists())
+            .expect("a free log name");
+        let stderr = std::fs::File::create(&stderr_path).expect("a stderr file");
+        let mut command = tokio::process::Command::new(server_binary());
+        command
+            .arg(self.dir)
+            .env("TASKSTORE_MCP_INSTANCE", &self.instance)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        if let Some(ms) = self.lease_ms {
+            command.env("TASKSTORE_MCP_LEASE_MS", ms.to_string());
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn the server");
+        let pid = child.id().expect("a running child");
+        let transport = (
+            child.stdout.take().expect("piped stdout"),
+            child.stdin.take().expect("piped stdin"),
+        );
+        let capabilities = if self.tasks {
+            ClientCapabilities::builder().enable_tasks().build()
+        } else {
+            ClientCapabilities::default()
+        };
+        let client = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"))
+            .serve(transport)
+            .await
+            .expect("initialize");
+        Server {
+            client: Some(client),
+            child,
+            pid,
+            instance: self.instance,
+            stderr_path,
+        }
+    }
+}
+
+impl Server {
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("a connected client")
+    }
+
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        args: Value,
+    ) -> Result<CallToolResponse, ServiceError> {
+        let Value::Object(args) = args else {
+            panic!("arguments must be an object")
+        };
+        self.client()
+            .call_tool_once(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+    }
+
+    pub async fn call(&self, args: Value) -> CallToolResponse {
+        self.call_tool("slow", args).await.expect("tools/call")
+    }
+
+    pub async fn task(&self, tool: &str, args: Value) -> CreateTaskResult {
+        match self.call_tool(tool, args).await.expect("tools/call") {
+            CallToolResponse::Task(created) => created,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    pub async fn call_as_task(&self, args: Value) -> CreateTaskResult {
+        self.task("slow", args).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<DetailedTask, rmcp::ErrorData> {
+        match self.client().peer().get_task(GetTaskParams::new(id)).await {
+            Ok(result) => Ok(result.task),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => panic!("tasks/get transport failure: {e}"),
+        }
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<(), rmcp::ErrorData> {
+        match self
+            .client()
+            .peer()
+            .cancel_task(CancelTaskParams::new(id))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => panic!("tasks/cancel transport failure: {e}"),
+        }
+    }
+
+    pub async fn answer(&self, id: &str, key: &str, value: Value) {
+        let params = UpdateTaskParams::new(id, [(key.to_owned(), value)].into_iter().collect());
+        self.client()
+            .peer()
+            .update_task(params)
+            .await
+            .expect("tasks/update");
+    }
+
+    /// Polls `tasks/get` until `done` holds; every answer must be a task
+    /// (never `-32602`). The bound only guards against a hang.
+    pub async fn poll_until(&self, id: &str, done: impl Fn(&DetailedTask) -> bool) -> DetailedTask {
+        let start = std::time::Instant::now();
+        loop {
+            let task = self.get(id).await.expect("tasks/get answers");
+            if done(&task) {
+                return task;
+            }
+            assert!(
+                start.elapsed() < HANG,
+                "task {id} never reached the expected state: {task:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn settled(&self, id: &str) -> DetailedTask {
+        self.poll_until(id, |t| t.status().is_terminal()).await
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`, `INT`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid);
+    }
+
+    pub fn kill(&self) {
+        self.signal("KILL");
+    }
+
+    /// `SIGKILL`, and waits until the process is gone: no write of it can
+    /// land after this returns.
+    pub async fn kill_and_wait(mut self) {
+        self.kill();
+        self.exited().await;
+    }
+
+    /// Waits for the process to exit (bounded only against a hang).
+    pub async fn exited(&mut self) -> ExitStatus {
+        tokio::time::timeout(HANG, self.child.wait())
+            .await
+            .expect("the server never exited")
+            .expect("wait for the server")
+    }
+
+    /// Closes the client's side: the server reads the end of stdin.
+    pub async fn close_stdin(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.cancel().await;
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Polls the server's stderr until it holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < HANG,
+                "{} never logged {needle:?}:\n{log}",
+                self.instance
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.close_stdin().await;
+    }
+}
+
+/// A fresh directory for a test: the store goes in `store/`, the servers'
+/// logs in `logs/`.
+pub fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let store = root.path().join("store");
+    (root, store)
+}
+
+/// A task as stored in `dir`, read raw: `None` if it is in neither area.
+pub fn stored(dir: &Path, id: &str) -> Option<Value> {
+    for area in ["done", "active"] {
+        if let Ok(bytes) = std::fs::read(dir.join(area).join(format!("{id}.json"))) {
+            let file: Value = serde_json::from_slice(&bytes).expect("a task file");
+            return Some(file["task"].clone());
+        }
+    }
+    None
+}
+
+/// Polls the stored task until `check` holds for it.
+pub async fn stored_until(dir: &Path, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(task) = stored(dir, id)
+            && check(&task)
+        {
+            return task;
+        }
+        assert!(
+            start.elapsed() < HANG,
+            "stored task {id} never matched: {:?}",
+            stored(dir, id)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The text of a completed task's first content block.
+pub fn result_text(task: &DetailedTask) -> String {
+    let TaskPayload::Completed { result } = &task.payload else {
+        panic!("expected completed, got {task:?}")
+    };
+    result["content"][0]["text"]
+        .as_str()
+        .expect("a text result")
+        .to_owned()
+}
+
+/// A `CallToolResult` as JSON, without the protocol's `resultType` marker
+/// (present or not depending on the response path, not on the result).
+pub fn result_json(result: &CallToolResult) -> Value {
+    let mut value = serde_json::to_value(result).unwrap();
+    value.as_object_mut().unwrap().remove("resultType");
+    value
+}

@@ -1,0 +1,251 @@
+//! Resumable tasks across real server processes (`examples/mcp_server.rs`,
+//! driven by `rmcp`'s client): a `SIGKILL`ed server's task resumed from its
+//! checkpoint, once; a `SIGSTOP`ped owner that wakes after a claim; a
+//! restarted server reusing the dead one's instance id; `input_required`
+//! answered after a restart. Short leases (1 s), bounded polls, no timed
+//! assertion.
+#![cfg(unix)]
+
+#[path = "mcp_client/mod.rs"]
+mod mcp_client;
+
+use mcp_client::{Launch, result_text, store_dir, stored, stored_until};
+use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
+use serde_json::{Value, json};
+
+const LEASE_MS: u64 = 1_000;
+
+fn checkpoint(task: &Value) -> Option<u64> {
+    task["resume"]["checkpoint"]["elapsedMs"].as_u64()
+}
+
+#[tokio::test]
+async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
+    let (_root, dir) = store_dir();
+    let a = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
+    let created = a
+        .call_as_task(json!({"ms": 3_000, "step_ms": 100, "text": "kept", "resumable": true}))
+        .await;
+    let id = created.task.task_id.clone();
+    stored_until(&dir, &id, |t| checkpoint(t).is_some_and(|at| at >= 500)).await;
+    a.kill_and_wait().await;
+    let at_kill = checkpoint(&stored(&dir, &id).unwrap()).unwrap();
+
+    // The same instance id restarted, and another instance: both resume
+    // "slow", exactly one of them claims the task.
+    let again = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
+    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    let done = b.settled(&id).await;
+    let text = result_text(&done);
+    let by = if text.contains("instance A,") {
+        "A"
+    } else {
+        "B"
+    };
+    assert_eq!(
+        text,
+        format!("slow: kept (finished by instance {by}, attempt 2)")
+    );
+    assert_eq!(
+        done.task.status_message.as_deref(),
+        Some(format!("resumed by instance {by} at {at_kill} ms (attempt 2)").as_str()),
+        "resumed from the last checkpoint"
+    );
+    let resumed = |log: String| log.matches(&format!("resumed task {id}")).count();
+    assert_eq!(
+        resumed(again.stderr()) + resumed(b.stderr()),
+        1,
+        "claimed and resumed once"
+    );
+    let task = stored(&dir, &id).unwrap();
+    assert_eq!(
+        (task["epoch"].as_u64(), task["status"].as_str()),
+        (Some(2), Some("completed"))
+    );
+    assert_eq!(again.get(&id).await.unwrap(), done);
+    again.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_owner_that_wakes_after_its_task_was_claimed_changes_nothing() {
+    let (_root, dir) = store_dir();
+    let a = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
+    // One step: when A wakes, its next move is to finish the task.
+    let created = a
+        .call_as_task(json!({"ms": 1_500, "step_ms": 1_500, "text": "once", "resumable": true}))
+        .await;
+    let id = created.task.task_id.clone();
+    a.signal("STOP");
+    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    stored_until(&dir, &id, |t| t["epoch"] == 2 && t["owner"] == "B").await;
+    a.signal("CONT");
+    // A sees it lost the task (its renewal or its outcome is refused) and
+    // stops its operation; B finishes it.
+    a.wait_for_log("another instance took the task over").await;
+    let done = b.settled(&id).await;
+    assert_eq!(
+        result_text(&done),
+        "slow: once (finished by instance B, attempt 2)"
+    );
+    // A is alive and reports B's outcome; nothing of A's run landed.
+    assert_eq!(a.get(&id).await.unwrap(), done);
+    let task = stored(&dir, &id).unwrap();
+    assert_eq!(
+        (task["epoch"].as_u64(), task["owner"].as_str()),
+        (Some(2), Some("B"))
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_owner_that_wakes_to_finish_a_claimed_task_has_its_outcome_refused() {
+    let (_root, dir) = store_dir();
+    // A looks at its tasks only once a minute: when it wakes, the first
+    // thing it does is finish the task (no renewal comes first), and it
+    // cannot renew the lease it loses while stopped.
+    let a = Launch::new(&dir, "A")
+        .lease_ms(LEASE_MS)
+        .env("TASKSTORE_MCP_WATCH_MS", 60_000)
+        .start()
+        .await;
+    let ms = 1_500;
+    let created_at = std::time::Instant::now();
+    let created = a
+        .call_as_task(json!({"ms": ms, "step_ms": ms, "text": "once", "resumable": true}))
+        .await;
+    let id = created.task.task_id.clone();
+    a.signal("STOP");
+    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    stored_until(&dir, &id, |t| t["epoch"] == 2 && t["owner"] == "B").await;
+    // Let A's operation be due the moment it wakes.
+    tokio::time::sleep(std::time::Duration::from_millis(ms).saturating_sub(created_at.elapsed()))
+        .await;
+    a.signal("CONT");
+    let done = b.settled(&id).await;
+    assert_eq!(
+        result_text(&done),
+        "slow: once (finished by instance B, attempt 2)"
+    );
+    // A's outcome, written for epoch 1, was refused: the store showed
+    // epoch 2, and A dropped its run.
+    a.wait_for_log("now_epoch=2").await;
+    assert_eq!(a.get(&id).await.unwrap(), done);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_with_the_same_instance_id_cannot_keep_a_dead_task_alive() {
+    let (_root, dir) = store_dir();
+    let first = Launch::new(&dir, "same").lease_ms(LEASE_MS).start().await;
+    let plain = first
+        .call_as_task(json!({"ms": 600_000}))
+        .await
+        .task
+        .task_id;
+    let resumable = first
+        .call_as_task(json!({"ms": 1_000, "text": "back", "resumable": true}))
+        .await
+        .task
+        .task_id;
+    first.get(&plain).await.unwrap();
+    first.kill_and_wait().await;
+    let lapses_at = stored(&dir, &plain).unwrap()["leaseExpiresAt"].clone();
+
+    let again = Launch::new(&dir, "same").lease_ms(LEASE_MS).start().await;
+    // Cancels retried while the task is dead: each is written, none renews
+    // the lease (the restarted process is a new owner, not the old one).
+    let failed = loop {
+        again.cancel(&plain).await.expect("tasks/cancel");
+        let now = stored(&dir, &plain).unwrap();
+        if now["status"] == "working" {
+            assert_eq!(
+                now["leaseExpiresAt"], lapses_at,
+                "a cancel renewed the lease"
+            );
+        }
+        let task = again.get(&plain).await.expect("tasks/get");
+        if task.status().is_terminal() {
+            break task;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let TaskPayload::Failed { error } = &failed.payload else {
+        panic!("expected failed, got {failed:?}")
+    };
+    assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
+    assert_eq!(error["data"]["code"], "orphaned");
+    assert_eq!(error["data"]["owner"], "same");
+    assert_eq!(
+        error["data"]["leaseExpiredAt"], lapses_at,
+        "the dead owner's lease never moved"
+    );
+    assert!(
+        stored(&dir, &plain).unwrap()["metadata"]["mcp.cancelRequested"] == true,
+        "the cancels were written"
+    );
+
+    // The resumable one is claimed by the restarted process, as a new owner.
+    let done = again.settled(&resumable).await;
+    assert_eq!(
+        result_text(&done),
+        "slow: back (finished by instance same, attempt 2)"
+    );
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn an_input_required_task_is_answered_after_its_server_died() {
+    let (_root, dir) = store_dir();
+    let a = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
+    let id = a
+        .task("ask", json!({"question": "Your name?", "resumable": true}))
+        .await
+        .task
+        .task_id;
+    a.poll_until(&id, |t| t.status() == TaskStatus::InputRequired)
+        .await;
+    a.kill_and_wait().await;
+
+    // No instance runs it: B resumes nothing, and the claim grace keeps the
+    // task waiting for one that does.
+    let b = Launch::new(&dir, "B")
+        .lease_ms(LEASE_MS)
+        .env("TASKSTORE_MCP_RESUME", 0)
+        .env("TASKSTORE_MCP_CLAIM_GRACE_MS", 600_000)
+        .start()
+        .await;
+    let waiting = b.get(&id).await.unwrap();
+    let TaskPayload::InputRequired { input_requests } = &waiting.payload else {
+        panic!("expected input_required, got {waiting:?}")
+    };
+    assert_eq!(input_requests.keys().collect::<Vec<_>>(), ["answer"]);
+    let answer = json!({"action": "accept", "content": {"name": "Ada"}});
+    b.answer(&id, "answer", answer.clone()).await;
+    let task = stored(&dir, &id).unwrap();
+    assert_eq!(task["metadata"]["mcp.inputResponse.answer"], answer);
+    assert_eq!(
+        (task["status"].as_str(), task["owner"].as_str()),
+        (Some("input_required"), Some("A"))
+    );
+
+    // C resumes it: the work asks again under the same key and gets the
+    // answer given while no one ran it.
+    let c = Launch::new(&dir, "C")
+        .lease_ms(LEASE_MS)
+        .env("TASKSTORE_MCP_CLAIM_GRACE_MS", 600_000)
+        .start()
+        .await;
+    let done = b.settled(&id).await;
+    assert_eq!(result_text(&done), format!("ask: {answer}"));
+    assert!(c.stderr().contains(&format!("resumed task {id}")));
+    let task = stored(&dir, &id).unwrap();
+    assert_eq!(
+        task["metadata"]["mcp.inputKeys"]["answer"]["response"],
+        answer
+    );
+    b.stop().await;
+    c.stop().await;
+}
