@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use taskstore::{
     DEFAULT_LEASE, Error, FileStore, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStatus,
-    TaskStore, TaskUpdate, Transition,
+    TaskStore, TaskUpdate, Transition, UnreadableAction,
 };
 use time::OffsetDateTime;
 
@@ -337,5 +337,35 @@ fn an_orphan_near_the_payload_cap_does_not_stop_the_reaper() {
         "not reaped: {failed:?}; first reap: {:?}; second reap: {:?}",
         first.map(|r| r.len()),
         second.map(|r| r.len())
+    );
+}
+
+/// A file in `active/` whose listing keys read but whose task does not
+/// decode (its result nests past the decoder's limit) was reported by the
+/// listing that met it as left in place, and set aside only by the next
+/// one. It is set aside by the listing that meets it, as a file that does
+/// not read at all is.
+#[test]
+fn a_task_whose_keys_read_but_whose_body_does_not_is_set_aside_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let good = store.create(NewTask::new()).unwrap();
+    let body = format!(
+        r#"{{"format":1,"task":{{"taskId":"deep","status":"completed","createdAt":"2026-05-01T09:00:00Z","lastUpdatedAt":"2026-05-01T09:00:00Z","ttlMs":null,"revision":1,"result":{}}}}}"#,
+        nested(200)
+    );
+    let path = dir.path().join("active").join("deep.json");
+    fs::write(&path, body).unwrap();
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(page.tasks, vec![good]);
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    assert_eq!(page.skipped[0].action, UnreadableAction::SetAside);
+    assert!(!path.exists(), "set aside by this listing");
+    assert_eq!(quarantined(dir.path()), 1);
+    let again = store.list(&ListQuery::all()).unwrap();
+    assert!(
+        again.skipped.is_empty(),
+        "reported once: {:?}",
+        again.skipped
     );
 }

@@ -63,9 +63,7 @@ impl FileBackend {
     /// scan asks for, from the snapshot, decoded; and every file of
     /// `active/` that could not be read.
     fn scan_active(&self, scan: &Scan) -> Result<(Vec<Task>, Vec<Skipped>)> {
-        // Set aside what the last refreshes found unreadable. Outside the
-        // snapshot's lock: setting aside takes a stripe lock, and writers
-        // take the snapshot's lock under theirs.
+        // Set aside what the last refreshes found unreadable.
         let untried: Vec<(TaskId, Error)> = {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
@@ -82,26 +80,8 @@ impl FileBackend {
                 })
                 .collect()
         };
-        let mut set_aside = HashMap::new();
-        for (id, err) in untried {
-            let report = recovery::set_aside_task(self, Area::Active, &id, err);
-            set_aside.insert(id, report);
-        }
+        self.set_aside_bad(untried);
         let mut state = self.snapshot.lock();
-        for (id, report) in set_aside {
-            match report.action {
-                UnreadableAction::SetAside => {
-                    // Gone from `active/`: reported this once.
-                    state.bad.remove(&id);
-                    state.reported.push(report);
-                }
-                _ => {
-                    if let Some(bad) = state.bad.get_mut(&id) {
-                        bad.report = report;
-                    }
-                }
-            }
-        }
         let mut skipped: Vec<Skipped> = std::mem::take(&mut state.reported);
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
@@ -121,6 +101,17 @@ impl FileBackend {
                 Err(e) => undecodable.push((position.id.clone(), e, entry.stamp)),
             }
         }
+        #[cfg(test)]
+        {
+            state.hits += 1;
+        }
+        if undecodable.is_empty() {
+            return Ok((tasks, skipped));
+        }
+        // Files whose keys read but whose task does not decode: set aside
+        // now, as a file that does not read at all would have been.
+        let ids: Vec<TaskId> = undecodable.iter().map(|(id, ..)| id.clone()).collect();
+        let mut untried = Vec::new();
         for (id, e, stamp) in undecodable {
             let report = Skipped::new(
                 Some(id.clone()),
@@ -131,14 +122,50 @@ impl FileBackend {
                 e.to_string(),
                 UnreadableAction::LeftInPlace,
             );
-            skipped.push(report.clone());
             state.mark_bad(&id, report, stamp);
+            if let Some(bad) = state.bad.get_mut(&id) {
+                bad.tried = true;
+            }
+            untried.push((id, e));
         }
-        #[cfg(test)]
-        {
-            state.hits += 1;
-        }
+        drop(state);
+        self.set_aside_bad(untried);
+        let mut state = self.snapshot.lock();
+        skipped.append(&mut state.reported);
+        skipped.extend(
+            ids.iter()
+                .filter_map(|id| Some(state.bad.get(id)?.report.clone())),
+        );
         Ok((tasks, skipped))
+    }
+
+    /// Sets aside each unreadable file of `active/` in `bad`, and notes in
+    /// the snapshot what became of it: gone (reported by the next listing,
+    /// once) or still there (reported by every listing until it changes).
+    /// Outside the snapshot's lock: setting aside takes a stripe lock, and
+    /// writers take the snapshot's lock under theirs.
+    fn set_aside_bad(&self, bad: Vec<(TaskId, Error)>) {
+        let reports: Vec<(TaskId, Skipped)> = bad
+            .into_iter()
+            .map(|(id, err)| {
+                let report = recovery::set_aside_task(self, Area::Active, &id, err);
+                (id, report)
+            })
+            .collect();
+        let mut state = self.snapshot.lock();
+        for (id, report) in reports {
+            match report.action {
+                UnreadableAction::SetAside => {
+                    state.bad.remove(&id);
+                    state.reported.push(report);
+                }
+                _ => {
+                    if let Some(bad) = state.bad.get_mut(&id) {
+                        bad.report = report;
+                    }
+                }
+            }
+        }
     }
 
     /// Running task `id` as the snapshot holds it, if the snapshot is kept
