@@ -297,6 +297,7 @@ fn an_empty_directory_becomes_a_store() {
         [
             "active/",
             "done/",
+            "expiring/",
             "locks/",
             "quarantine/",
             "taskstore.json",

@@ -400,19 +400,3 @@ async fn store_errors_are_internal_errors_with_the_cause() {
     }
     assert_eq!(m.running_task_count(), 0);
 }
-
-#[test]
-fn the_readme_shows_the_doc_tested_snippet() {
-    let readme = include_str!("../../../README.md");
-    let snippet = include_str!("../../../docs/use_with_rmcp.rs");
-    let section = readme
-        .split("## Use with rmcp")
-        .nth(1)
-        .expect("README has a \"Use with rmcp\" section");
-    let block = section
-        .split("```rs\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("the section has a rust block");
-    assert_eq!(block, snippet);
-}
