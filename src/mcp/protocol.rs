@@ -283,7 +283,7 @@ mod tests {
 
         let now = time::OffsetDateTime::now_utc();
         let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
-        book.update().apply(&mut task, now);
+        book.update().apply(&mut task, now).unwrap();
         assert_eq!(task.status, TaskStatus::InputRequired);
         let read = Book::of(&task);
         assert_eq!(read, book);
@@ -293,14 +293,15 @@ mod tests {
         // A peer's response for an outstanding key is accepted once.
         responses_update(&task, vec![("a".into(), json!(1)), ("zz".into(), json!(0))])
             .unwrap()
-            .apply(&mut task, now);
+            .apply(&mut task, now)
+            .unwrap();
         let mut book = Book::of(&task);
         let stored = stored_responses(&task, &book);
         assert_eq!(stored, vec![("a".to_owned(), json!(1))]);
         assert_eq!(book.accept(stored.clone()), stored);
         assert!(book.accept(vec![("a".into(), json!(2))]).is_empty());
         assert_eq!(book.ask("a", &fingerprint(&q1)), Ask::Answered(json!(1)));
-        book.update().apply(&mut task, now);
+        book.update().apply(&mut task, now).unwrap();
         assert_eq!(task.status, TaskStatus::Working);
         assert_eq!(task.input_requests, None);
         assert_eq!(Book::of(&task), book);
