@@ -1,6 +1,8 @@
-//! Store operations under each durability, and the O(active) claim: opening
+//! Store operations under each durability, the O(active) claim (opening
 //! the store and listing active tasks with 0, 20,000 and 200,000 finished
-//! tasks in it.
+//! tasks in it), and directories that shrink: the same calls on a fresh
+//! store, on one whose `active/` held 20,000 tasks that came and went, and
+//! on that one once an exclusive open compacted it.
 //!
 //! `cargo bench --bench store`
 
@@ -137,9 +139,84 @@ fn open_and_list_active(c: &mut Criterion) {
     group.finish();
 }
 
+/// A store whose `active/` once held 20,000 tasks, all gone, against a
+/// fresh one and against the same store compacted (by an exclusive open:
+/// while the `keep` handle is open, no open is exclusive, so nothing is
+/// compacted). Each row opens a handle and lists the 10 running tasks, or
+/// creates a task (deleted after, untimed) through a handle opened once.
+fn emptied_directories(c: &mut Criterion) {
+    let mut group = c.benchmark_group("emptied");
+    group.sample_size(20);
+    // A store with 10 running tasks, after 20,000 came and went if
+    // `grown`; with the handle that made it, still open.
+    let make = |grown: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Eventual);
+        if grown {
+            let ids: Vec<TaskId> = (0..20_000)
+                .map(|_| store.create(NewTask::new()).unwrap().id)
+                .collect();
+            delete_all(&store, &ids);
+        }
+        for _ in 0..10 {
+            store.create(NewTask::new()).unwrap();
+        }
+        (dir, store)
+    };
+    let (fresh, _) = make(false);
+    // Its maker stays open for the whole group: every open of `emptied` is
+    // shared, so none compacts it.
+    let (emptied, _keep) = make(true);
+    let (compacted, maker) = make(true);
+    drop(maker);
+    // The exclusive open that compacts (nothing else has the store open).
+    drop(open(compacted.path(), Durability::Eventual));
+    let size = |dir: &Path| std::fs::metadata(dir.join("active")).unwrap().len();
+    eprintln!(
+        "emptied: active/ is {} bytes fresh, {} emptied, {} compacted",
+        size(fresh.path()),
+        size(emptied.path()),
+        size(compacted.path())
+    );
+    for (name, dir) in [
+        ("fresh", &fresh),
+        ("emptied", &emptied),
+        ("compacted", &compacted),
+    ] {
+        group.bench_function(BenchmarkId::new("open_list", name), |b| {
+            b.iter(|| {
+                let store = open(dir.path(), Durability::Eventual);
+                let active = store.list(&ListQuery::active()).unwrap();
+                assert_eq!(active.tasks.len(), 10);
+                active
+            })
+        });
+    }
+    for (name, dir) in [
+        ("fresh", &fresh),
+        ("emptied", &emptied),
+        ("compacted", &compacted),
+    ] {
+        let store = open(dir.path(), Durability::Immediate);
+        group.bench_function(BenchmarkId::new("create", name), |b| {
+            b.iter_custom(|iters| {
+                let mut ids = Vec::with_capacity(iters as usize);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    ids.push(store.create(NewTask::new()).unwrap().id);
+                }
+                let elapsed = start.elapsed();
+                delete_all(&store, &ids);
+                elapsed
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = operations, open_and_list_active
+    targets = operations, open_and_list_active, emptied_directories
 }
 criterion_main!(benches);

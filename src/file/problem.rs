@@ -16,7 +16,7 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 /// The mode of every directory of a store.
 pub(crate) const DIR_MODE: u32 = 0o700;
 
-/// What [`FileCheck::verify`] found.
+/// What [`FileCheck::verify`](crate::FileCheck::verify) found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
