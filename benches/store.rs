@@ -151,7 +151,11 @@ fn emptied_directories(c: &mut Criterion) {
     // `grown`; with the handle that made it, still open.
     let make = |grown: bool| {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), Durability::Eventual);
+        let store = FileStore::builder(dir.path())
+            .durability(Durability::Eventual)
+            .max_active(100_000)
+            .open()
+            .unwrap();
         if grown {
             let ids: Vec<TaskId> = (0..20_000)
                 .map(|_| store.create(NewTask::new()).unwrap().id)

@@ -262,6 +262,10 @@ pub struct Scan {
     /// Only tasks that have expired at this instant (`created_at + ttl` at
     /// or before it), if set.
     pub expired_at: Option<OffsetDateTime>,
+    /// Only tasks whose lease has lapsed at this instant (a
+    /// `lease_expires_at` at or before it), if set: the candidates of a reap
+    /// or a claim, which judge each one again.
+    pub lapsed_at: Option<OffsetDateTime>,
     /// Only tasks after this position in listing order, if set.
     pub after: Option<Position>,
     /// At most this many tasks (at least 1).
@@ -275,6 +279,7 @@ impl Scan {
             scope,
             status: None,
             expired_at: None,
+            lapsed_at: None,
             after: None,
             limit: limit.max(1),
         }
@@ -285,6 +290,9 @@ impl Scan {
         (self.scope == Scope::All || !task.is_terminal())
             && self.status.is_none_or(|s| s == task.status)
             && self.expired_at.is_none_or(|at| task.is_expired_at(at))
+            && self
+                .lapsed_at
+                .is_none_or(|at| task.lease_expires_at.is_some_and(|x| x <= at))
     }
 
     /// Whether `task` comes after this scan's position.

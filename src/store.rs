@@ -84,6 +84,14 @@ pub trait TaskStore: Send + Sync {
         None
     }
 
+    /// The time this handle's leases and TTLs go by (the stores of this
+    /// crate: their clock, a database server's for `PgStore`; the default
+    /// is the system clock). A host that judges a lease itself, to decide
+    /// whether to ask for a reap, compares against this.
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
     /// Renews this instance's lease on one running task. A terminal task is
     /// returned untouched as [`Transition::AlreadyTerminal`].
     ///
@@ -230,6 +238,9 @@ macro_rules! forward_task_store {
             }
             fn lease(&self) -> Option<std::time::Duration> {
                 (**self).lease()
+            }
+            fn now(&self) -> time::OffsetDateTime {
+                (**self).now()
             }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)

@@ -48,6 +48,21 @@ impl Tmpfs<'_> {
         Ok(Tmpfs(dir))
     }
 
+    /// [`mount`](Self::mount), or `None` after saying why the test skips
+    /// (a failure instead with `TASKSTORE_REQUIRE_ROOT_TESTS` set).
+    fn mount_or_skip(dir: &Path) -> Option<Tmpfs<'_>> {
+        match Tmpfs::mount(dir) {
+            Ok(mount) => Some(mount),
+            Err(why) => {
+                eprintln!("containment: read-only store test skipped: {why} (it mounts a tmpfs)");
+                if std::env::var_os("TASKSTORE_REQUIRE_ROOT_TESTS").is_some() {
+                    panic!("TASKSTORE_REQUIRE_ROOT_TESTS is set: {why}");
+                }
+                None
+            }
+        }
+    }
+
     fn read_only(&self) {
         let status = Command::new("mount")
             .args(["-o", "remount,ro"])
@@ -72,15 +87,8 @@ impl Drop for Tmpfs<'_> {
 #[test]
 fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = match Tmpfs::mount(dir.path()) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!("containment: read-only store test skipped: {why} (it mounts a tmpfs)");
-            if std::env::var_os("TASKSTORE_REQUIRE_ROOT_TESTS").is_some() {
-                panic!("TASKSTORE_REQUIRE_ROOT_TESTS is set: {why}");
-            }
-            return;
-        }
+    let Some(mount) = Tmpfs::mount_or_skip(dir.path()) else {
+        return;
     };
     let root = dir.path().join("store");
     let store = FileStore::open(&root).unwrap();
@@ -101,15 +109,8 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
 #[test]
 fn a_read_only_store_opens_gets_and_lists_and_reports_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = match Tmpfs::mount(dir.path()) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!("containment: read-only store test skipped: {why} (it mounts a tmpfs)");
-            if std::env::var_os("TASKSTORE_REQUIRE_ROOT_TESTS").is_some() {
-                panic!("TASKSTORE_REQUIRE_ROOT_TESTS is set: {why}");
-            }
-            return;
-        }
+    let Some(mount) = Tmpfs::mount_or_skip(dir.path()) else {
+        return;
     };
     let root = dir.path().join("store");
     let store = FileStore::open(&root).unwrap();

@@ -56,6 +56,7 @@ pub(crate) struct Keys {
     pub status: TaskStatus,
     pub revision: u64,
     pub expires_at: Option<OffsetDateTime>,
+    pub lease_expires_at: Option<OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +70,8 @@ struct KeyFields {
     #[serde(default)]
     ttl_ms: Option<u64>,
     revision: u64,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    lease_expires_at: Option<OffsetDateTime>,
 }
 
 /// The [`Keys`] of a task file's bytes, checking the format and the id as
@@ -93,6 +96,7 @@ pub(crate) fn keys(bytes: &[u8], path: &Path, expected: &TaskId) -> Result<Keys>
         status: fields.status,
         revision: fields.revision,
         expires_at,
+        lease_expires_at: fields.lease_expires_at,
     })
 }
 

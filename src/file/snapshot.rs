@@ -94,6 +94,7 @@ pub(crate) struct Entry {
     pub status: TaskStatus,
     pub revision: u64,
     pub expires_at: Option<OffsetDateTime>,
+    pub lease_expires_at: Option<OffsetDateTime>,
     /// The file's bytes, unless the snapshot is full.
     pub bytes: Option<Box<[u8]>>,
     /// The file's status, if settled when read (the proof without a watch).
@@ -141,6 +142,7 @@ impl State {
                 status: keys.status,
                 revision: keys.revision,
                 expires_at: keys.expires_at,
+                lease_expires_at: keys.lease_expires_at,
                 bytes: keep.then(|| bytes.into_boxed_slice()),
                 stamp,
             },
@@ -210,6 +212,9 @@ impl State {
                     && scan
                         .expired_at
                         .is_none_or(|at| e.expires_at.is_some_and(|x| x <= at))
+                    && scan
+                        .lapsed_at
+                        .is_none_or(|at| e.lease_expires_at.is_some_and(|x| x <= at))
             })
     }
 

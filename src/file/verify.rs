@@ -629,17 +629,13 @@ impl FileCheck {
                 continue;
             };
             let id = position.id;
-            let kind = match self.fs.stat(dir, name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => Some(unreadable(e)),
-                Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
-                Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
-                Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
-                Ok(_) => None,
-            };
-            if let Some(kind) = kind {
-                problems.push(problem(path, Some(id), kind, place));
-                continue;
+            match self.plain_file(dir, name) {
+                Ok(None) => {}
+                Ok(Some(kind)) => {
+                    problems.push(problem(path, Some(id), kind, place));
+                    continue;
+                }
+                Err(Gone) => continue,
             }
             if store.index_is_stale(&id, name) {
                 stale.push((id, name.clone()));
@@ -693,20 +689,33 @@ impl FileCheck {
                 problems.push(problem(path, None, ProblemKind::Foreign, place));
                 continue;
             }
-            let kind = match self.fs.stat(dir, name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => Some(unreadable(e)),
-                Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
-                Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
-                Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
-                Ok(_) => None,
-            };
-            if let Some(kind) = kind {
+            if let Ok(Some(kind)) = self.plain_file(dir, name) {
                 problems.push(problem(path, None, kind, place));
             }
         }
     }
+
+    /// What is wrong with `name` in `dir`, which should be a regular file
+    /// of mode `0600` (a lock file, an index entry); `Err(Gone)` if it is
+    /// gone.
+    fn plain_file(
+        &self,
+        dir: &Dir,
+        name: &OsStr,
+    ) -> std::result::Result<Option<ProblemKind>, Gone> {
+        Ok(match self.fs.stat(dir, name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Gone),
+            Err(e) => Some(unreadable(e)),
+            Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
+            Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
+            Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
+            Ok(_) => None,
+        })
+    }
 }
+
+/// An entry that went while it was being checked (a writer removed it).
+struct Gone;
 
 /// The names in the store's directories, read once at the start.
 struct Listing {

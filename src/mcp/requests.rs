@@ -33,7 +33,7 @@ impl Shared {
         let lapsed = !task.is_terminal()
             && task
                 .lease_expires_at
-                .is_some_and(|at| time::OffsetDateTime::now_utc() >= at);
+                .is_some_and(|at| self.store.now() >= at);
         if lapsed && self.run_of(&id).is_none() {
             if task.resume.is_some() {
                 // A resumable orphan waits to be claimed (here, if this

@@ -72,7 +72,7 @@ impl<B: Backend> Store<B> {
 
     /// Fails every running task whose lease lapsed by `now`.
     pub(super) fn reap_at(&self, now: OffsetDateTime) -> Result<Reaped> {
-        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        let batch = self.backend.scan(&lapsed(now))?;
         self.notify_skipped(&batch.skipped);
         let mut reaped = Reaped {
             skipped: batch.skipped,
@@ -144,7 +144,7 @@ impl<B: Backend> Store<B> {
 
     /// Claims every resumable orphan of one of `kinds` at `now`.
     pub(super) fn claim_at(&self, now: OffsetDateTime, kinds: &[&str]) -> Result<Claimed> {
-        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        let batch = self.backend.scan(&lapsed(now))?;
         self.notify_skipped(&batch.skipped);
         let mut claimed = Claimed {
             skipped: batch.skipped,
@@ -227,4 +227,13 @@ impl<B: Backend> Store<B> {
             None => Ok(renewed),
         }
     }
+}
+
+/// The running tasks whose lease has lapsed at `now`: every candidate of a
+/// reap or a claim (each is judged again), and no other, so that a backend
+/// can leave the others undecoded.
+pub(super) fn lapsed(now: OffsetDateTime) -> Scan {
+    let mut scan = Scan::new(Scope::Active, usize::MAX);
+    scan.lapsed_at = Some(now);
+    scan
 }

@@ -127,16 +127,8 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if current.is_expired_at(now) {
-                kept = Some(Kept::Expired);
-                return Ok(Change::Keep);
-            }
-            if current.is_terminal() {
-                kept = Some(Kept::Terminal);
-                return Ok(Change::Keep);
-            }
-            if fence.is_some_and(|epoch| epoch != current.epoch) {
-                kept = Some(Kept::Fenced);
+            if let Some(why) = unwritable(current, now, fence) {
+                kept = Some(why);
                 return Ok(Change::Keep);
             }
             let mut next = current.clone();
@@ -209,6 +201,23 @@ impl<B: Backend> Store<B> {
     }
 }
 
+/// Why a write to `current` at `now`, fenced to owner epoch `fence` (when
+/// given), is not made, if it is not: the task has expired, is terminal
+/// (first writer wins), or has moved on to another owner epoch. The rule
+/// every write to an existing task obeys, host writes and lease writes
+/// alike.
+fn unwritable(current: &Task, now: OffsetDateTime, fence: Option<u64>) -> Option<Kept> {
+    if current.is_expired_at(now) {
+        Some(Kept::Expired)
+    } else if current.is_terminal() {
+        Some(Kept::Terminal)
+    } else if fence.is_some_and(|epoch| epoch != current.epoch) {
+        Some(Kept::Fenced)
+    } else {
+        None
+    }
+}
+
 impl<B: Backend> Store<B> {
     /// A write of this handle's lease on the live, running task `id` (at
     /// owner epoch `fence`, when given): the one path of renewing and
@@ -223,16 +232,8 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if current.is_expired_at(now) {
-                kept = Some(Kept::Expired);
-                return Ok(Change::Keep);
-            }
-            if current.is_terminal() {
-                kept = Some(Kept::Terminal);
-                return Ok(Change::Keep);
-            }
-            if fence.is_some_and(|epoch| epoch != current.epoch) {
-                kept = Some(Kept::Fenced);
+            if let Some(why) = unwritable(current, now, fence) {
+                kept = Some(why);
                 return Ok(Change::Keep);
             }
             if !lease.owns(current) {
@@ -360,6 +361,10 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn instance_id(&self) -> &str {
         &self.settings.lease.instance_id
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        Store::<B>::now(self)
     }
 
     fn lease(&self) -> Option<std::time::Duration> {

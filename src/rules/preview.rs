@@ -73,7 +73,7 @@ impl<B: Backend> Store<B> {
     /// Changes no task; reads active tasks only, as a reap does.
     pub fn orphans(&self) -> Result<Vec<Orphan>> {
         let now = self.now();
-        let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
+        let batch = self.backend.scan(&super::maintenance::lapsed(now))?;
         self.notify_skipped(&batch.skipped);
         let grace = self.settings.claim_grace();
         let mut orphans: Vec<Orphan> = batch
