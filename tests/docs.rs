@@ -63,7 +63,7 @@ fn cited(text: &str) -> Vec<String> {
 fn files_for(first: &str) -> Option<Vec<PathBuf>> {
     let root = Path::new(ROOT);
     if first == "conformance" {
-        return Some(vec![root.join("src/conformance.rs")]);
+        return Some(sources(&root.join("src/conformance")));
     }
     let file = root.join("tests").join(format!("{first}.rs"));
     let dir = root.join("tests").join(first);

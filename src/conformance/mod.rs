@@ -1,0 +1,258 @@
+//! The shared conformance suite: every store, over every backend, runs it.
+//!
+//! Like `object_store`'s `integration` module, with one function per
+//! property, races included. A backend's tests call [`run`] with a factory
+//! of fresh, empty [`Storage`]s; the suite opens two handles on each (two
+//! instances, as two processes or hosts would be) and checks every rule
+//! through them, from one thread and from many. Each check panics with a
+//! message naming what broke.
+//!
+//! ```no_run
+//! # #[cfg(feature = "conformance")] {
+//! use std::sync::Arc;
+//! use taskstore::conformance::{self, Setup};
+//! use taskstore::{MemoryBackend, Store};
+//!
+//! conformance::run(|| {
+//!     // One storage: every handle opened on it shares its tasks.
+//!     let backend = MemoryBackend::new();
+//!     move |setup: &Setup, instance_id: &str| {
+//!         setup
+//!             .configure(Store::with_backend(backend.clone()), instance_id)
+//!             .build()
+//!             .unwrap()
+//!     }
+//! });
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::{
+    Clock, Error, Event, EventLog, ListQuery, MAX_DEPTH, ManualClock, NewTask, StoreBuilder, Task,
+    TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
+};
+
+mod owners;
+mod shared;
+mod single;
+
+use self::owners::*;
+use self::shared::*;
+use self::single::*;
+
+/// What a store under test must be configured with: the suite's clock,
+/// caps, lease and event sink. [`Setup::configure`] applies them all.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Setup {
+    /// The store's clock; the suite advances it.
+    pub clock: ManualClock,
+    /// The cap on active tasks.
+    pub max_active: usize,
+    /// The cap on one task's encoded size.
+    pub max_payload_bytes: usize,
+    /// The lease duration.
+    pub lease: Duration,
+    /// Where every handle sends its events; the suite counts them.
+    pub events: Arc<EventLog<Event>>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            // A fixed start, so failures reproduce.
+            clock: ManualClock::new(
+                OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a valid timestamp"),
+            ),
+            max_active: 1_000,
+            max_payload_bytes: 64 * 1024,
+            lease: Duration::from_secs(30),
+            events: Arc::new(EventLog::with_capacity(100_000)),
+        }
+    }
+
+    /// `builder` with every setting the suite needs, for the handle of
+    /// `instance_id`.
+    pub fn configure<O>(&self, builder: StoreBuilder<O>, instance_id: &str) -> StoreBuilder<O> {
+        builder
+            .clock(Arc::new(self.clock.clone()))
+            .max_active(self.max_active)
+            .max_payload_bytes(self.max_payload_bytes)
+            .lease(self.lease)
+            .instance_id(instance_id)
+            .sink(self.events.clone())
+    }
+}
+
+/// One fresh, empty storage (a directory, a database schema, a shared
+/// in-memory map): every handle it opens shares the same tasks.
+pub trait Storage {
+    /// The store a handle is.
+    type Store: TaskStore;
+
+    /// Opens a handle with the suite's settings ([`Setup::configure`]) and
+    /// this instance id.
+    fn open(&self, setup: &Setup, instance_id: &str) -> Self::Store;
+}
+
+impl<S: TaskStore, F: Fn(&Setup, &str) -> S> Storage for F {
+    type Store = S;
+
+    fn open(&self, setup: &Setup, instance_id: &str) -> S {
+        self(setup, instance_id)
+    }
+}
+
+/// The instance ids of the two handles every check gets.
+pub const INSTANCES: [&str; 2] = ["instance-a", "instance-b"];
+
+/// Opens one more handle on the storage of a check, with an instance id.
+type Reopen<'a> = &'a dyn Fn(&str) -> Box<dyn TaskStore>;
+
+/// One check of the suite: on one handle, on two handles on one storage, or
+/// on two with a way to open more.
+#[derive(Clone, Copy)]
+enum Check {
+    One(fn(&dyn TaskStore, &Setup)),
+    Two(fn(&dyn TaskStore, &dyn TaskStore, &Setup)),
+    More(fn(&dyn TaskStore, &dyn TaskStore, Reopen<'_>, &Setup)),
+}
+
+/// Runs every check, each against two handles on a fresh storage from
+/// `new_storage`.
+pub fn run<St: Storage>(new_storage: impl Fn() -> St)
+where
+    St::Store: 'static,
+{
+    use Check::{More, One, Two};
+    let checks: &[(&str, Check)] = &[
+        ("create_and_get", One(create_and_get)),
+        ("host_chosen_ids", One(host_chosen_ids)),
+        (
+            "update_merges_and_bumps_revision",
+            One(update_merges_and_bumps_revision),
+        ),
+        (
+            "terminal_status_in_update_is_an_error",
+            One(terminal_status_in_update_is_an_error),
+        ),
+        ("first_writer_wins", One(first_writer_wins)),
+        (
+            "missing_tasks_are_not_found",
+            One(missing_tasks_are_not_found),
+        ),
+        ("ttl_counts_from_creation", One(ttl_counts_from_creation)),
+        (
+            "sweep_deletes_expired_tasks",
+            One(sweep_deletes_expired_tasks),
+        ),
+        (
+            "list_orders_filters_and_pages",
+            One(list_orders_filters_and_pages),
+        ),
+        (
+            "paging_is_stable_while_creating",
+            One(paging_is_stable_while_creating),
+        ),
+        (
+            "invalid_cursor_is_an_error",
+            One(invalid_cursor_is_an_error),
+        ),
+        ("a_zero_limit_is_an_error", One(a_zero_limit_is_an_error)),
+        ("delete_removes_the_task", One(delete_removes_the_task)),
+        (
+            "payload_cap_changes_nothing",
+            One(payload_cap_changes_nothing),
+        ),
+        (
+            "active_cap_changes_nothing",
+            One(active_cap_changes_nothing),
+        ),
+        ("leases_and_orphans", One(leases_and_orphans)),
+        (
+            "every_accepted_value_reads_back",
+            Two(every_accepted_value_reads_back),
+        ),
+        (
+            "too_deep_values_are_refused",
+            One(too_deep_values_are_refused),
+        ),
+        (
+            "two_handles_share_one_store",
+            Two(two_handles_share_one_store),
+        ),
+        (
+            "threads_race_terminal_transitions",
+            One(threads_race_terminal_transitions),
+        ),
+        ("threads_race_updates", One(threads_race_updates)),
+        (
+            "handles_race_terminal_transitions",
+            Two(handles_race_terminal_transitions),
+        ),
+        ("handles_race_updates", Two(handles_race_updates)),
+        (
+            "another_instance_renews_nothing_and_reaps",
+            Two(another_instance_renews_nothing_and_reaps),
+        ),
+        (
+            "a_near_cap_orphan_is_reaped",
+            One(a_near_cap_orphan_is_reaped),
+        ),
+        (
+            "every_orphan_is_reaped_in_one_pass",
+            One(every_orphan_is_reaped_in_one_pass),
+        ),
+        (
+            "events_once_per_applied_transition",
+            Two(events_once_per_applied_transition),
+        ),
+        (
+            "a_claim_moves_the_owner_and_fences_the_old_one",
+            Two(a_claim_moves_the_owner_and_fences_the_old_one),
+        ),
+        (
+            "a_reopened_instance_is_not_the_owner",
+            More(a_reopened_instance_is_not_the_owner),
+        ),
+        (
+            "resumable_orphans_wait_for_a_claim_then_are_reaped",
+            Two(resumable_orphans_wait_for_a_claim_then_are_reaped),
+        ),
+        ("claims_race", Two(claims_race)),
+        (
+            "a_release_hands_the_task_over_at_once",
+            Two(a_release_hands_the_task_over_at_once),
+        ),
+    ];
+    for (name, check) in checks {
+        let setup = Setup::new();
+        let storage = new_storage();
+        let a = storage.open(&setup, INSTANCES[0]);
+        let b = storage.open(&setup, INSTANCES[1]);
+        let reopen = |instance_id: &str| -> Box<dyn TaskStore> {
+            Box::new(storage.open(&setup, instance_id))
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match check {
+            One(check) => check(&a, &setup),
+            Two(check) => check(&a, &b, &setup),
+            More(check) => check(&a, &b, &reopen, &setup),
+        }));
+        if let Err(panic) = outcome {
+            eprintln!("conformance check `{name}` failed");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn applied(t: Transition) -> Task {
+    assert!(t.is_applied(), "expected Applied, got {t:?}");
+    t.into_task()
+}

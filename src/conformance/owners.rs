@@ -1,0 +1,384 @@
+//! Checks of events, claims, epochs, fences and releases across handles.
+
+use super::*;
+
+pub(super) fn events_once_per_applied_transition(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let count = |kind: TaskEventKind, id: &TaskId| {
+        setup
+            .events
+            .snapshot()
+            .iter()
+            .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
+            .count()
+    };
+    let task = a
+        .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+        .unwrap();
+    assert_eq!(count(TaskEventKind::Created, &task.id), 1);
+    applied(
+        b.update(&task.id, TaskUpdate::new().metadata("k", 1))
+            .unwrap(),
+    );
+    assert_eq!(count(TaskEventKind::Updated, &task.id), 1);
+    let big = "x".repeat(setup.max_payload_bytes);
+    assert!(a.complete(&task.id, json!(big)).is_err());
+    assert_eq!(
+        count(TaskEventKind::Completed, &task.id),
+        0,
+        "a refused write is no event"
+    );
+    applied(a.complete(&task.id, json!(1)).unwrap());
+    assert!(!b.cancel(&task.id, None).unwrap().is_applied());
+    assert!(!a.update(&task.id, TaskUpdate::new()).unwrap().is_applied());
+    assert_eq!(count(TaskEventKind::Completed, &task.id), 1);
+    assert_eq!(count(TaskEventKind::Cancelled, &task.id), 0);
+    assert_eq!(count(TaskEventKind::Updated, &task.id), 1);
+    assert!(a.update(&TaskId::new(), TaskUpdate::new()).is_err());
+
+    // A race across both handles: one terminal event.
+    let raced = a.create(NewTask::new()).unwrap();
+    let terminal = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = [a, b][t % 2];
+            let (raced, terminal) = (&raced, &terminal);
+            s.spawn(move || {
+                let won = match t % 3 {
+                    0 => store.complete(&raced.id, json!(t)),
+                    1 => store.fail(&raced.id, json!(t)),
+                    _ => store.cancel(&raced.id, None),
+                };
+                if won.unwrap().is_applied() {
+                    terminal.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let events: usize = [
+        TaskEventKind::Completed,
+        TaskEventKind::Failed,
+        TaskEventKind::Cancelled,
+    ]
+    .into_iter()
+    .map(|k| count(k, &raced.id))
+    .sum();
+    assert_eq!((terminal.into_inner(), events), (1, 1));
+
+    assert!(b.delete(&raced.id).unwrap());
+    assert!(!a.delete(&raced.id).unwrap());
+    assert_eq!(count(TaskEventKind::Deleted, &raced.id), 1);
+
+    let orphan = a.create(NewTask::new()).unwrap();
+    setup.clock.advance(setup.lease);
+    assert_eq!(b.reap().unwrap().tasks.len(), 1);
+    assert!(a.reap().unwrap().tasks.is_empty());
+    assert_eq!(count(TaskEventKind::Reaped, &orphan.id), 1);
+    assert_eq!(
+        count(TaskEventKind::Failed, &orphan.id),
+        0,
+        "a reap is its own event"
+    );
+
+    setup.clock.advance(Duration::from_secs(3_600));
+    assert_eq!(a.sweep().unwrap().deleted, 1);
+    assert_eq!(b.sweep().unwrap().deleted, 0);
+    assert_eq!(count(TaskEventKind::Expired, &task.id), 1);
+}
+
+pub(super) fn fenced(t: Transition) -> Task {
+    match t {
+        Transition::Fenced(task) => task,
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+}
+
+pub(super) fn a_claim_moves_the_owner_and_fences_the_old_one(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("convert", json!({"file": "x.pdf"})))
+        .unwrap();
+    assert_eq!(task.epoch, 1);
+    let resume = task
+        .resume
+        .clone()
+        .expect("a resumable task keeps its resume state");
+    assert_eq!((resume.kind.as_str(), resume.attempts), ("convert", 1));
+    let saved = applied(
+        a.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 7})).fenced(1),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        saved.resume.as_ref().unwrap().checkpoint,
+        Some(json!({"page": 7}))
+    );
+    // Not an orphan yet: nothing to claim.
+    assert!(b.claim(&["convert"]).unwrap().tasks.is_empty());
+    setup.clock.advance(setup.lease);
+    assert!(
+        b.claim(&["other-kind"]).unwrap().tasks.is_empty(),
+        "only a handler for its kind claims it"
+    );
+    let claimed = b.claim(&["convert"]).unwrap();
+    assert!(claimed.missed.is_empty());
+    assert_eq!(claimed.tasks.len(), 1);
+    let taken = &claimed.tasks[0];
+    assert_eq!(taken.epoch, 2);
+    assert_eq!(taken.owner.as_deref(), Some(b.instance_id()));
+    assert_eq!(taken.status, TaskStatus::Working);
+    assert_eq!(taken.revision, saved.revision + 1);
+    let resume = taken.resume.as_ref().unwrap();
+    assert_eq!(resume.attempts, 2);
+    assert_eq!(resume.input, json!({"file": "x.pdf"}));
+    assert_eq!(
+        resume.checkpoint,
+        Some(json!({"page": 7})),
+        "resumed from its checkpoint"
+    );
+    assert_eq!(
+        taken.lease_expires_at,
+        Some(setup.clock.now() + setup.lease)
+    );
+    assert!(
+        a.claim(&["convert"]).unwrap().tasks.is_empty(),
+        "claimed once"
+    );
+    assert!(
+        b.reap().unwrap().tasks.is_empty(),
+        "a claimed task is not an orphan"
+    );
+
+    // Every write of the old epoch is refused and changes nothing.
+    let old = [
+        a.update(&task.id, TaskUpdate::new().status_message("late").fenced(1)),
+        a.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 1})).fenced(1),
+        ),
+        a.update(
+            &task.id,
+            TaskUpdate::new()
+                .status(TaskStatus::InputRequired)
+                .input_requests(json!({"q": 1}))
+                .fenced(1),
+        ),
+        a.finish_fenced(&task.id, crate::Outcome::Completed(json!("old")), 1),
+        a.finish_fenced(&task.id, crate::Outcome::Failed(json!("old")), 1),
+    ];
+    for write in old {
+        assert_eq!(&fenced(write.unwrap()), taken);
+    }
+    match a.renew_lease(&task.id) {
+        Err(Error::NotOwner { owner, .. }) => assert_eq!(owner.as_deref(), Some(b.instance_id())),
+        other => panic!("the old owner cannot renew, got {other:?}"),
+    }
+    assert_eq!(b.get(&task.id).unwrap().as_ref(), Some(taken));
+    // The new epoch works, and finishes the task once.
+    applied(b.renew_lease(&task.id).unwrap());
+    applied(
+        b.update(
+            &task.id,
+            TaskUpdate::new().checkpoint(json!({"page": 9})).fenced(2),
+        )
+        .unwrap(),
+    );
+    let done = applied(
+        b.finish_fenced(&task.id, crate::Outcome::Completed(json!("new")), 2)
+            .unwrap(),
+    );
+    assert_eq!(done.result, Some(json!("new")));
+    assert_eq!(done.resume, None, "a finished task keeps no resume state");
+    assert_eq!(
+        a.finish_fenced(&task.id, crate::Outcome::Completed(json!("old")), 1)
+            .unwrap(),
+        Transition::AlreadyTerminal(done)
+    );
+    let claimed_events = setup
+        .events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == TaskEventKind::Claimed)
+        .count();
+    assert_eq!(claimed_events, 1);
+}
+
+pub(super) fn a_reopened_instance_is_not_the_owner(
+    a: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let task = a.create(NewTask::new()).unwrap();
+    // The same instance id, opened again (a restarted process).
+    let again = reopen(a.instance_id());
+    assert_eq!(again.instance_id(), a.instance_id());
+    assert!(
+        matches!(again.renew_lease(&task.id), Err(Error::NotOwner { .. })),
+        "a new open is not the owner"
+    );
+    assert_eq!(again.renew_leases().unwrap(), 0);
+    setup.clock.advance(setup.lease / 2);
+    let written = applied(
+        again
+            .update(&task.id, TaskUpdate::new().metadata("cancel", true))
+            .unwrap(),
+    );
+    assert_eq!(
+        written.lease_expires_at, task.lease_expires_at,
+        "its writes do not renew the lease"
+    );
+    setup.clock.advance(setup.lease / 2);
+    let reaped = again.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1, "the dead open's task is reaped");
+    assert_eq!(
+        applied_or_terminal(a.renew_lease(&task.id)),
+        TaskStatus::Failed
+    );
+}
+
+pub(super) fn applied_or_terminal(t: crate::Result<Transition>) -> TaskStatus {
+    t.unwrap().task().status
+}
+
+pub(super) fn resumable_orphans_wait_for_a_claim_then_are_reaped(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let waits = a.create(NewTask::new().resumable("k", json!(1))).unwrap();
+    let last = a
+        .create(NewTask::new().resumable("k", json!(2)).max_attempts(1))
+        .unwrap();
+    let plain = a.create(NewTask::new()).unwrap();
+    setup.clock.advance(setup.lease);
+    // At the lapse: the plain orphan and the one out of attempts are failed;
+    // the resumable one waits for a claim.
+    let reaped: Vec<TaskId> = b.reap().unwrap().tasks.into_iter().map(|t| t.id).collect();
+    assert_eq!(reaped.len(), 2);
+    assert!(reaped.contains(&last.id) && reaped.contains(&plain.id));
+    let out_of_attempts = a.get(&last.id).unwrap().unwrap();
+    assert_eq!(out_of_attempts.error.as_ref().unwrap()["attempts"], 1);
+    assert!(
+        b.claim(&["k"])
+            .unwrap()
+            .tasks
+            .iter()
+            .all(|t| t.id == waits.id)
+    );
+    // Claimed, it runs again; when that owner dies too and no one claims it
+    // within the grace (one lease), it is failed.
+    setup.clock.advance(setup.lease);
+    assert!(a.reap().unwrap().tasks.is_empty(), "within the grace");
+    setup.clock.advance(setup.lease);
+    let reaped = a.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1);
+    let failed = &reaped.tasks[0];
+    assert_eq!(failed.id, waits.id);
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["kind"].as_str()),
+        (Some("orphaned"), Some("k"))
+    );
+    assert_eq!(error["attempts"], 2);
+}
+
+pub(super) fn claims_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let ids: Vec<TaskId> = (0..20)
+        .map(|i| {
+            a.create(NewTask::new().resumable("k", json!(i)).max_attempts(5))
+                .unwrap()
+                .id
+        })
+        .collect();
+    setup.clock.advance(setup.lease);
+    let claims: Vec<Vec<Task>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let store = [a, b][t % 2];
+                s.spawn(move || store.claim(&["k"]).unwrap().tasks)
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut claimed: Vec<&TaskId> = claims.iter().flatten().map(|t| &t.id).collect();
+    claimed.sort();
+    let mut want: Vec<&TaskId> = ids.iter().collect();
+    want.sort();
+    assert_eq!(claimed, want, "every orphan claimed exactly once");
+    for task in claims.iter().flatten() {
+        assert_eq!(task.epoch, 2);
+    }
+}
+
+pub(super) fn a_release_hands_the_task_over_at_once(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("k", json!({"n": 1})))
+        .unwrap();
+    let plain = a.create(NewTask::new()).unwrap();
+    // Only the owner, at the task's epoch, may release it.
+    assert_eq!(&fenced(a.release(&task.id, 2).unwrap()), &task);
+    match b.release(&task.id, 1) {
+        Err(Error::NotOwner { owner, .. }) => assert_eq!(owner.as_deref(), Some(a.instance_id())),
+        other => panic!("another instance cannot release it, got {other:?}"),
+    }
+    assert!(matches!(
+        a.release(&TaskId::parse("missing").unwrap(), 1),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        a.get(&task.id).unwrap().as_ref(),
+        Some(&task),
+        "nothing changed"
+    );
+
+    setup.clock.advance(setup.lease / 4);
+    let released = applied(a.release(&task.id, 1).unwrap());
+    assert_eq!(released.lease_expires_at, Some(setup.clock.now()));
+    assert_eq!(released.revision, task.revision + 1);
+    assert_eq!(released.last_updated_at, task.last_updated_at);
+    assert_eq!((released.epoch, released.status), (1, TaskStatus::Working));
+    // Claimable at once, with no time passing: the new owner's epoch fences
+    // the old one's writes and releases.
+    let claimed = b.claim(&["k"]).unwrap();
+    assert_eq!(claimed.tasks.len(), 1, "claimed at once");
+    let taken = &claimed.tasks[0];
+    assert_eq!(
+        (taken.epoch, taken.owner.as_deref()),
+        (2, Some(b.instance_id()))
+    );
+    assert_eq!(&fenced(a.release(&task.id, 1).unwrap()), taken);
+    assert!(matches!(
+        a.release(&task.id, 2),
+        Err(Error::NotOwner { .. })
+    ));
+    assert!(b.reap().unwrap().tasks.is_empty(), "the claimed task runs");
+
+    // A released task that is not resumable is reaped at once.
+    applied(a.release(&plain.id, 1).unwrap());
+    let reaped = b.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 1);
+    assert_eq!(reaped.tasks[0].id, plain.id);
+    assert_eq!(reaped.tasks[0].error.as_ref().unwrap()["code"], "orphaned");
+    // A terminal task is left as it is.
+    let done = applied(
+        b.finish_fenced(&task.id, crate::Outcome::Completed(json!(1)), 2)
+            .unwrap(),
+    );
+    assert_eq!(
+        b.release(&task.id, 2).unwrap(),
+        Transition::AlreadyTerminal(done)
+    );
+}

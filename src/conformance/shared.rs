@@ -1,0 +1,250 @@
+//! Checks on two handles on one storage, and threads racing through one:
+//! first writer wins, no lost update, renewal and reaping across instances.
+
+use super::*;
+
+pub(super) fn two_handles_share_one_store(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    assert_ne!(a.instance_id(), b.instance_id());
+    let task = a.create(NewTask::new().metadata("from", "a")).unwrap();
+    assert_eq!(b.get(&task.id).unwrap(), Some(task.clone()));
+    setup.clock.advance(Duration::from_secs(1));
+    let updated = applied(
+        b.update(&task.id, TaskUpdate::new().metadata("from", "b"))
+            .unwrap(),
+    );
+    assert_eq!(updated.revision, 2);
+    assert_eq!(
+        updated.owner.as_deref(),
+        Some(a.instance_id()),
+        "another instance's write keeps the owner"
+    );
+    assert_eq!(
+        updated.lease_expires_at, task.lease_expires_at,
+        "another instance's write does not renew the owner's lease"
+    );
+    assert_eq!(a.get(&task.id).unwrap(), Some(updated));
+    let done = applied(a.complete(&task.id, json!("a")).unwrap());
+    assert_eq!(
+        b.fail(&task.id, json!("b")).unwrap(),
+        Transition::AlreadyTerminal(done.clone())
+    );
+    assert_eq!(listed_ids(b, &ListQuery::all()), vec![task.id.clone()]);
+    assert!(b.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    assert!(b.delete(&task.id).unwrap());
+    assert_eq!(a.get(&task.id).unwrap(), None);
+}
+
+/// Threads race `complete`, `fail` and `cancel` on 20 tasks, through the
+/// handles given (one each, in turn): exactly one applied transition per
+/// task, and every loser sees the winner untouched.
+pub(super) fn race_terminal_transitions(handles: &[&dyn TaskStore]) {
+    const THREADS: usize = 6;
+    let ids: Vec<TaskId> = (0..20)
+        .map(|_| handles[0].create(NewTask::new()).unwrap().id)
+        .collect();
+    let results: Vec<Vec<(TaskId, Transition)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = handles[t % handles.len()];
+                let ids = &ids;
+                s.spawn(move || {
+                    ids.iter()
+                        .map(|id| {
+                            let outcome = match t % 3 {
+                                0 => store.complete(id, json!({ "thread": t })),
+                                1 => store.fail(id, json!({ "thread": t })),
+                                _ => store.cancel(id, Some(format!("thread {t}"))),
+                            };
+                            (id.clone(), outcome.unwrap())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut by_task: BTreeMap<TaskId, Vec<Transition>> = BTreeMap::new();
+    for (id, transition) in results.into_iter().flatten() {
+        by_task.entry(id).or_default().push(transition);
+    }
+    for (id, transitions) in by_task {
+        let winners: Vec<&Task> = transitions
+            .iter()
+            .filter(|t| t.is_applied())
+            .map(Transition::task)
+            .collect();
+        assert_eq!(winners.len(), 1, "task {id}: exactly one winner");
+        let winner = winners[0];
+        assert!(winner.is_terminal());
+        assert_eq!(winner.revision, 2);
+        for t in &transitions {
+            assert_eq!(t.task(), winner, "task {id}: every loser sees the winner");
+        }
+        for store in handles {
+            assert_eq!(store.get(&id).unwrap().as_ref(), Some(winner));
+        }
+    }
+}
+
+pub(super) fn threads_race_terminal_transitions(store: &dyn TaskStore, _: &Setup) {
+    race_terminal_transitions(&[store]);
+}
+
+pub(super) fn handles_race_terminal_transitions(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    race_terminal_transitions(&[a, b]);
+}
+
+/// Threads update one task 25 times each, through the handles given, each
+/// merging its own metadata key: none is lost, the revision rises by one
+/// per update, and each thread was handed distinct revisions.
+pub(super) fn race_updates(handles: &[&dyn TaskStore]) {
+    const THREADS: usize = 4;
+    const EACH: u64 = 25;
+    let task = handles[0].create(NewTask::new()).unwrap();
+    let revisions: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = handles[t % handles.len()];
+                let id = &task.id;
+                s.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let update = TaskUpdate::new().metadata(format!("t{t}"), i);
+                            applied(store.update(id, update).unwrap()).revision
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let distinct: HashSet<u64> = revisions.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        revisions.len(),
+        "each revision handed out once"
+    );
+    let last = 1 + THREADS as u64 * EACH;
+    assert_eq!(distinct, (2..=last).collect(), "revision +1 per update");
+    for store in handles {
+        let read = store.get(&task.id).unwrap().unwrap();
+        assert_eq!(read.revision, last);
+        for t in 0..THREADS {
+            assert_eq!(read.metadata[&format!("t{t}")], EACH - 1, "no update lost");
+        }
+    }
+}
+
+pub(super) fn threads_race_updates(store: &dyn TaskStore, _: &Setup) {
+    race_updates(&[store]);
+}
+
+pub(super) fn handles_race_updates(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    race_updates(&[a, b]);
+}
+
+pub(super) fn another_instance_renews_nothing_and_reaps(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a.create(NewTask::new()).unwrap();
+    match b.renew_lease(&task.id) {
+        Err(Error::NotOwner { id, owner }) => {
+            assert_eq!(id, task.id);
+            assert_eq!(owner.as_deref(), Some(a.instance_id()));
+        }
+        other => panic!("another instance's renewal must be NotOwner, got {other:?}"),
+    }
+    assert_eq!(b.renew_leases().unwrap(), 0, "b owns nothing");
+    assert_eq!(
+        a.get(&task.id).unwrap(),
+        Some(task.clone()),
+        "nothing changed"
+    );
+    setup.clock.advance(setup.lease / 2);
+    let renewed = applied(a.renew_lease(&task.id).unwrap());
+    assert!(
+        b.reap().unwrap().tasks.is_empty(),
+        "a renewed lease is not lapsed"
+    );
+    setup.clock.set(renewed.lease_expires_at.unwrap());
+    let reaped = b.reap().unwrap();
+    assert!(reaped.missed.is_empty() && reaped.skipped.is_empty());
+    assert_eq!(reaped.tasks.len(), 1);
+    let orphan = &reaped.tasks[0];
+    assert_eq!(orphan.status, TaskStatus::Failed);
+    let error = orphan.error.as_ref().unwrap();
+    assert_eq!(error["owner"], a.instance_id());
+    assert_eq!(error["reapedBy"], b.instance_id());
+    assert_eq!(a.get(&task.id).unwrap().as_ref(), Some(orphan));
+    assert_eq!(
+        a.renew_lease(&task.id).unwrap(),
+        Transition::AlreadyTerminal(orphan.clone())
+    );
+    assert!(!a.complete(&task.id, json!(1)).unwrap().is_applied());
+}
+
+/// A task whose metadata leaves less room than an orphan error takes.
+pub(super) fn near_cap(store: &dyn TaskStore, setup: &Setup) -> Task {
+    let probe = NewTask::new()
+        .metadata("blob", "")
+        .status_message("almost full");
+    let bare = store.create(probe).unwrap();
+    let size = serde_json::to_vec(&bare).unwrap().len();
+    assert!(store.delete(&bare.id).unwrap());
+    let blob = "x".repeat(setup.max_payload_bytes - size - 16);
+    let task = store
+        .create(
+            NewTask::new()
+                .metadata("blob", blob)
+                .status_message("almost full"),
+        )
+        .unwrap_or_else(|e| panic!("a task just under the cap is accepted: {e}"));
+    assert!(serde_json::to_vec(&task).unwrap().len() <= setup.max_payload_bytes);
+    task
+}
+
+pub(super) fn a_near_cap_orphan_is_reaped(store: &dyn TaskStore, setup: &Setup) {
+    let task = near_cap(store, setup);
+    setup.clock.advance(setup.lease);
+    let reaped = store.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    assert_eq!(reaped.tasks.len(), 1);
+    let orphan = &reaped.tasks[0];
+    assert_eq!((&orphan.id, orphan.status), (&task.id, TaskStatus::Failed));
+    assert_eq!(orphan.error.as_ref().unwrap()["code"], "orphaned");
+    // The orphan keeps all it had: the store's own write may go past the
+    // payload cap by its headroom, which an orphan error always fits.
+    assert_eq!(orphan.metadata, task.metadata);
+    assert_eq!(orphan.status_message, task.status_message);
+    let size = serde_json::to_vec(orphan).unwrap().len();
+    assert!(size > setup.max_payload_bytes, "{size}: past the cap");
+    assert!(
+        size <= setup.max_payload_bytes + crate::OWN_HEADROOM,
+        "{size}"
+    );
+    assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(orphan));
+}
+
+pub(super) fn every_orphan_is_reaped_in_one_pass(store: &dyn TaskStore, setup: &Setup) {
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        setup.clock.advance(Duration::from_millis(1));
+        let task = if i == 2 {
+            near_cap(store, setup)
+        } else {
+            store.create(NewTask::new()).unwrap()
+        };
+        expected.push(task.id);
+    }
+    setup.clock.advance(setup.lease);
+    let reaped = store.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let ids: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(ids, expected, "every orphan, in listing order");
+    assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+}

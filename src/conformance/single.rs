@@ -1,0 +1,580 @@
+//! Checks on one handle: the task model, the caps, paging, TTLs, leases,
+//! the values a store must read back.
+
+use super::*;
+
+pub(super) fn create_and_get(store: &dyn TaskStore, setup: &Setup) {
+    let now = setup.clock.now();
+    let task = store
+        .create(
+            NewTask::new()
+                .ttl(Duration::from_secs(60))
+                .poll_interval(Duration::from_millis(500))
+                .status_message("starting")
+                .metadata("tool", "slow"),
+        )
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Working);
+    assert_eq!(task.created_at, now);
+    assert_eq!(task.last_updated_at, now);
+    assert_eq!(task.revision, 1);
+    assert_eq!(task.ttl, Some(Duration::from_secs(60)));
+    assert_eq!(task.poll_interval, Some(Duration::from_millis(500)));
+    assert_eq!(task.status_message.as_deref(), Some("starting"));
+    assert_eq!(task.metadata["tool"], "slow");
+    assert_eq!(task.owner.as_deref(), Some(store.instance_id()));
+    assert_eq!(store.get(&task.id).unwrap(), Some(task.clone()));
+    uuid_v4(&task.id);
+}
+
+pub(super) fn uuid_v4(id: &TaskId) {
+    assert_eq!(
+        id.as_str().len(),
+        36,
+        "generated ids are hyphenated UUIDs: {id}"
+    );
+    assert_eq!(
+        id.as_str().as_bytes()[14],
+        b'4',
+        "generated ids are UUID v4: {id}"
+    );
+}
+
+pub(super) fn host_chosen_ids(store: &dyn TaskStore, _: &Setup) {
+    let id = TaskId::parse("job-1.a_b").unwrap();
+    let task = store.create(NewTask::new().id(id.clone())).unwrap();
+    assert_eq!(task.id, id);
+    match store.create(NewTask::new().id(id.clone())) {
+        Err(Error::AlreadyExists { id: taken }) => assert_eq!(taken, id),
+        other => panic!("a taken id must be AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(store.get(&id).unwrap(), Some(task));
+}
+
+pub(super) fn update_merges_and_bumps_revision(store: &dyn TaskStore, setup: &Setup) {
+    let task = store.create(NewTask::new().metadata("a", 1)).unwrap();
+    setup.clock.advance(Duration::from_secs(1));
+    let t = applied(
+        store
+            .update(
+                &task.id,
+                TaskUpdate::new()
+                    .status(TaskStatus::InputRequired)
+                    .input_requests(json!({"question": "which?"}))
+                    .status_message("waiting")
+                    .metadata("b", 2),
+            )
+            .unwrap(),
+    );
+    assert_eq!(t.status, TaskStatus::InputRequired);
+    assert_eq!(t.revision, 2);
+    assert_eq!(t.created_at, task.created_at);
+    assert_eq!(t.last_updated_at, setup.clock.now());
+    assert_eq!(t.metadata["a"], 1, "other metadata keys stay");
+    assert_eq!(t.metadata["b"], 2);
+    assert_eq!(t.input_requests, Some(json!({"question": "which?"})));
+    let t = applied(
+        store
+            .update(
+                &task.id,
+                TaskUpdate::new()
+                    .status(TaskStatus::Working)
+                    .metadata("a", 3),
+            )
+            .unwrap(),
+    );
+    assert_eq!(t.revision, 3);
+    assert_eq!(t.metadata["a"], 3);
+    assert_eq!(
+        t.input_requests, None,
+        "back to working clears input requests"
+    );
+    assert_eq!(t.status_message.as_deref(), Some("waiting"));
+    assert_eq!(store.get(&task.id).unwrap(), Some(t));
+}
+
+pub(super) fn terminal_status_in_update_is_an_error(store: &dyn TaskStore, _: &Setup) {
+    let task = store.create(NewTask::new()).unwrap();
+    for status in [
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        match store.update(&task.id, TaskUpdate::new().status(status)) {
+            Err(Error::TerminalStatusInUpdate { id, status: s }) => {
+                assert_eq!(id, task.id);
+                assert_eq!(s, status);
+            }
+            other => panic!("terminal status in update must be an error, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get(&task.id).unwrap(), Some(task), "nothing changed");
+}
+
+pub(super) fn first_writer_wins(store: &dyn TaskStore, setup: &Setup) {
+    let task = store.create(NewTask::new()).unwrap();
+    setup.clock.advance(Duration::from_secs(1));
+    let done = applied(store.complete(&task.id, json!({"answer": 42})).unwrap());
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.result, Some(json!({"answer": 42})));
+    assert_eq!(done.revision, 2);
+    assert_eq!(done.lease_expires_at, None, "terminal tasks hold no lease");
+    setup.clock.advance(Duration::from_secs(1));
+    let later = [
+        store.fail(&task.id, json!("late")).unwrap(),
+        store.cancel(&task.id, Some("late".into())).unwrap(),
+        store.complete(&task.id, json!("again")).unwrap(),
+        store
+            .update(&task.id, TaskUpdate::new().status_message("late"))
+            .unwrap(),
+    ];
+    for t in later {
+        assert_eq!(
+            t,
+            Transition::AlreadyTerminal(done.clone()),
+            "a later writer changes nothing"
+        );
+    }
+    assert_eq!(store.get(&task.id).unwrap(), Some(done));
+
+    let failed = store.create(NewTask::new()).unwrap();
+    let f = applied(store.fail(&failed.id, json!({"code": -1})).unwrap());
+    assert_eq!(
+        (f.status, f.error),
+        (TaskStatus::Failed, Some(json!({"code": -1})))
+    );
+    let cancelled = store.create(NewTask::new().status_message("x")).unwrap();
+    let c = applied(
+        store
+            .cancel(&cancelled.id, Some("user asked".into()))
+            .unwrap(),
+    );
+    assert_eq!(c.status, TaskStatus::Cancelled);
+    assert_eq!(c.status_message.as_deref(), Some("user asked"));
+}
+
+pub(super) fn missing_tasks_are_not_found(store: &dyn TaskStore, _: &Setup) {
+    let id = TaskId::new();
+    assert_eq!(store.get(&id).unwrap(), None);
+    let not_found = |r: crate::Result<Transition>| match r {
+        Err(Error::NotFound { id: missing }) => assert_eq!(missing, id),
+        other => panic!("expected NotFound, got {other:?}"),
+    };
+    not_found(store.update(&id, TaskUpdate::new()));
+    not_found(store.complete(&id, json!(1)));
+    not_found(store.fail(&id, json!(1)));
+    not_found(store.cancel(&id, None));
+    not_found(store.renew_lease(&id));
+    assert!(!store.delete(&id).unwrap());
+}
+
+pub(super) fn ttl_counts_from_creation(store: &dyn TaskStore, setup: &Setup) {
+    let ttl = Duration::from_secs(10);
+    let running = store.create(NewTask::new().ttl(ttl)).unwrap();
+    let finished = store.create(NewTask::new().ttl(ttl)).unwrap();
+    let forever = store.create(NewTask::new()).unwrap();
+    assert_eq!(running.expires_at(), Some(running.created_at + ttl));
+    setup.clock.advance(Duration::from_secs(9));
+    let finished = applied(store.complete(&finished.id, json!("ok")).unwrap());
+    applied(
+        store
+            .update(&running.id, TaskUpdate::new().status_message("busy"))
+            .unwrap(),
+    );
+    // Just before expiry: still there.
+    setup.clock.advance(Duration::from_millis(999));
+    assert!(store.get(&running.id).unwrap().is_some());
+    assert_eq!(store.get(&finished.id).unwrap(), Some(finished.clone()));
+    // At expiry: gone for every reader, whatever the status; completion did not reset the TTL.
+    setup.clock.advance(Duration::from_millis(1));
+    assert_eq!(store.get(&running.id).unwrap(), None);
+    assert_eq!(store.get(&finished.id).unwrap(), None);
+    let listed = listed_ids(store, &ListQuery::all());
+    assert_eq!(listed, vec![forever.id.clone()]);
+    assert!(matches!(
+        store.update(&running.id, TaskUpdate::new()),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.complete(&running.id, json!(1)),
+        Err(Error::NotFound { .. })
+    ));
+    // After expiry: still gone; an unlimited task never expires.
+    setup.clock.advance(Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(store.get(&running.id).unwrap(), None);
+    assert!(store.get(&forever.id).unwrap().is_some());
+    // An expired id can be created again.
+    let again = store.create(NewTask::new().id(running.id.clone())).unwrap();
+    assert_eq!(again.revision, 1);
+}
+
+pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) {
+    let short = store
+        .create(NewTask::new().ttl(Duration::from_secs(5)))
+        .unwrap();
+    let done = store
+        .create(NewTask::new().ttl(Duration::from_secs(5)))
+        .unwrap();
+    applied(store.complete(&done.id, json!(1)).unwrap());
+    let long = store
+        .create(NewTask::new().ttl(Duration::from_secs(50)))
+        .unwrap();
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    setup.clock.advance(Duration::from_secs(5));
+    assert_eq!(store.sweep_expired().unwrap(), 2);
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    assert_eq!(store.get(&short.id).unwrap(), None);
+    assert!(store.get(&long.id).unwrap().is_some());
+    assert!(!store.delete(&short.id).unwrap());
+}
+
+pub(super) fn list_orders_filters_and_pages(store: &dyn TaskStore, setup: &Setup) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        // Two tasks per instant: the id breaks the tie.
+        if i % 2 == 0 {
+            setup.clock.advance(Duration::from_millis(10));
+        }
+        ids.push(
+            store
+                .create(NewTask::new().id(TaskId::parse(&format!("t{}", 7 - i)).unwrap()))
+                .unwrap(),
+        );
+    }
+    applied(store.complete(&ids[1].id, json!(1)).unwrap());
+    applied(store.cancel(&ids[4].id, None).unwrap());
+    applied(
+        store
+            .update(
+                &ids[5].id,
+                TaskUpdate::new().status(TaskStatus::InputRequired),
+            )
+            .unwrap(),
+    );
+    let mut expected: Vec<&Task> = ids.iter().collect();
+    expected.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let expected: Vec<TaskId> = expected.into_iter().map(|t| t.id.clone()).collect();
+
+    let all = listed_ids(store, &ListQuery::all());
+    assert_eq!(all, expected, "ordered by created_at, then id");
+
+    let active = store.list(&ListQuery::active()).unwrap().tasks;
+    assert_eq!(active.len(), 5);
+    assert!(active.iter().all(|t| !t.is_terminal()));
+    let input = listed_ids(store, &ListQuery::all().status(TaskStatus::InputRequired));
+    assert_eq!(input, vec![ids[5].id.clone()]);
+    let completed = store
+        .list(&ListQuery::all().status(TaskStatus::Completed))
+        .unwrap()
+        .tasks;
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].result, Some(json!(1)));
+    assert!(
+        store
+            .list(&ListQuery::active().status(TaskStatus::Completed))
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+
+    let mut paged = Vec::new();
+    let mut query = ListQuery::all().limit(3);
+    loop {
+        let page = store.list(&query).unwrap();
+        assert!(page.tasks.len() <= 3);
+        paged.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => query = ListQuery::all().limit(3).after(&c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected, "pages concatenate to the full listing");
+    let exact = store.list(&ListQuery::all().limit(7)).unwrap();
+    assert_eq!(exact.next_cursor, None, "no cursor when nothing is left");
+}
+
+pub(super) fn paging_is_stable_while_creating(store: &dyn TaskStore, setup: &Setup) {
+    let mut before = Vec::new();
+    for _ in 0..10 {
+        setup.clock.advance(Duration::from_millis(1));
+        before.push(store.create(NewTask::new()).unwrap().id);
+    }
+    let mut seen = Vec::new();
+    let mut query = ListQuery::active().limit(4);
+    loop {
+        let page = store.list(&query).unwrap();
+        seen.extend(page.tasks.into_iter().map(|t| t.id));
+        // Tasks created between pages come after every task already listed.
+        setup.clock.advance(Duration::from_millis(1));
+        store.create(NewTask::new()).unwrap();
+        match page.next_cursor {
+            Some(c) => query = ListQuery::active().limit(4).after(&c),
+            None => break,
+        }
+    }
+    let mut deduped = seen.clone();
+    deduped.dedup();
+    assert_eq!(deduped.len(), seen.len(), "no task listed twice");
+    assert_eq!(
+        &seen[..10],
+        &before[..],
+        "every earlier task listed once, in order"
+    );
+}
+
+pub(super) fn invalid_cursor_is_an_error(store: &dyn TaskStore, _: &Setup) {
+    for cursor in ["", "garbage", "c1.notanumber.x", "c1.1.../..", "c9.1.a"] {
+        match store.list(&ListQuery::all().after(cursor)) {
+            Err(Error::InvalidCursor { .. }) => {}
+            other => panic!("cursor {cursor:?} must be InvalidCursor, got {other:?}"),
+        }
+    }
+}
+
+pub(super) fn delete_removes_the_task(store: &dyn TaskStore, _: &Setup) {
+    let a = store.create(NewTask::new()).unwrap();
+    let b = store.create(NewTask::new()).unwrap();
+    applied(store.complete(&b.id, json!(1)).unwrap());
+    assert!(store.delete(&a.id).unwrap());
+    assert!(store.delete(&b.id).unwrap());
+    assert!(!store.delete(&a.id).unwrap());
+    assert_eq!(store.get(&a.id).unwrap(), None);
+    assert_eq!(store.get(&b.id).unwrap(), None);
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    // A deleted id can be used again.
+    store.create(NewTask::new().id(a.id.clone())).unwrap();
+}
+
+pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
+    let big = "x".repeat(setup.max_payload_bytes);
+    let task = store.create(NewTask::new()).unwrap();
+    let too_large = |r: crate::Result<Transition>| match r {
+        Err(Error::PayloadTooLarge { id, size, limit }) => {
+            assert_eq!(id, task.id);
+            assert!(size > limit);
+            assert_eq!(limit, setup.max_payload_bytes);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    };
+    too_large(store.complete(&task.id, json!(big)));
+    too_large(store.fail(&task.id, json!(big)));
+    too_large(store.update(&task.id, TaskUpdate::new().metadata("k", big.clone())));
+    assert_eq!(
+        store.get(&task.id).unwrap(),
+        Some(task.clone()),
+        "nothing changed"
+    );
+    match store.create(NewTask::new().metadata("k", big)) {
+        Err(Error::PayloadTooLarge { .. }) => {}
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        store.list(&ListQuery::all()).unwrap().tasks.len(),
+        1,
+        "nothing created"
+    );
+    // The limit is on the task as a whole, not an approximation.
+    let room = setup.max_payload_bytes - serde_json::to_vec(&task).unwrap().len() - 30;
+    applied(store.complete(&task.id, json!("y".repeat(room))).unwrap());
+}
+
+pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
+    let mut tasks = Vec::new();
+    for _ in 0..setup.max_active {
+        tasks.push(
+            store
+                .create(NewTask::new().ttl(Duration::from_secs(100)))
+                .unwrap(),
+        );
+    }
+    match store.create(NewTask::new()) {
+        Err(Error::TooManyActive { limit, .. }) => assert_eq!(limit, setup.max_active),
+        other => panic!("expected TooManyActive, got {other:?}"),
+    }
+    assert_eq!(
+        store.list(&ListQuery::active()).unwrap().tasks.len(),
+        setup.max_active
+    );
+    // A finished task frees its slot; an expired one does too.
+    applied(store.complete(&tasks[0].id, json!(1)).unwrap());
+    store.create(NewTask::new()).unwrap();
+    setup.clock.advance(Duration::from_secs(100));
+    store.create(NewTask::new()).unwrap();
+}
+
+pub(super) fn leases_and_orphans(store: &dyn TaskStore, setup: &Setup) {
+    let task = store.create(NewTask::new()).unwrap();
+    let first_lease = task.lease_expires_at.expect("a new task has a lease");
+    assert_eq!(first_lease, task.created_at + setup.lease);
+    // Renewal moves the lease, bumps the revision, leaves lastUpdatedAt alone.
+    setup.clock.advance(setup.lease / 2);
+    let renewed = applied(store.renew_lease(&task.id).unwrap());
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(setup.clock.now() + setup.lease)
+    );
+    assert_eq!(renewed.revision, task.revision + 1);
+    assert_eq!(renewed.last_updated_at, task.last_updated_at);
+    assert_eq!(store.renew_leases().unwrap(), 1);
+    // Just before the lease lapses: not an orphan.
+    let lapses = store
+        .get(&task.id)
+        .unwrap()
+        .unwrap()
+        .lease_expires_at
+        .unwrap();
+    setup.clock.set(lapses - time::Duration::nanoseconds(1));
+    assert!(store.reap_orphans().unwrap().is_empty());
+    // At the lapse: reaped, once.
+    let other_done = store.create(NewTask::new()).unwrap();
+    applied(store.complete(&other_done.id, json!(1)).unwrap());
+    setup.clock.set(lapses);
+    let reaped = store.reap_orphans().unwrap();
+    assert_eq!(reaped.len(), 1);
+    let orphan = &reaped[0];
+    assert_eq!(orphan.id, task.id);
+    assert_eq!(orphan.status, TaskStatus::Failed);
+    let error = orphan.error.as_ref().unwrap();
+    assert_eq!(error["code"], "orphaned");
+    assert_eq!(error["owner"], store.instance_id());
+    assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(orphan));
+    assert!(
+        store.reap_orphans().unwrap().is_empty(),
+        "reaping twice changes nothing"
+    );
+    assert!(matches!(
+        store.renew_lease(&task.id).unwrap(),
+        Transition::AlreadyTerminal(_)
+    ));
+    // The owner's later completion loses to the reaper (first writer wins).
+    assert!(!store.complete(&task.id, json!(1)).unwrap().is_applied());
+}
+
+/// The ids `store` lists for `query`, in listing order.
+pub(super) fn listed_ids(store: &dyn TaskStore, query: &ListQuery) -> Vec<TaskId> {
+    store
+        .list(query)
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+pub(super) fn a_zero_limit_is_an_error(store: &dyn TaskStore, _: &Setup) {
+    store.create(NewTask::new()).unwrap();
+    match store.list(&ListQuery::all().limit(0)) {
+        Err(Error::InvalidQuery { .. }) => {}
+        other => panic!("limit(0) must be InvalidQuery, got {other:?}"),
+    }
+}
+
+/// A value nested `levels` deep (arrays and objects in turn).
+pub(super) fn nested(levels: usize) -> Value {
+    let mut v = json!("leaf");
+    for i in 0..levels {
+        v = if i % 2 == 0 {
+            json!([v])
+        } else {
+            json!({ "k": v })
+        };
+    }
+    v
+}
+
+/// Floats that need every digit to round-trip, from a fixed sequence.
+pub(super) fn awkward_floats() -> Vec<Value> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut floats = vec![
+        json!(0.1),
+        json!(0.300_000_000_000_000_04),
+        json!(f64::MAX),
+        json!(f64::MIN_POSITIVE),
+        json!(5e-324),
+        json!(-1.797_693_134_862_315_7e308),
+        json!(123_456_789.123_456_78),
+    ];
+    while floats.len() < 200 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let f = f64::from_bits(state);
+        if f.is_finite() {
+            floats.push(json!(f));
+        }
+    }
+    floats
+}
+
+pub(super) fn every_accepted_value_reads_back(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    let values = [
+        json!(null),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(""),
+        json!("\u{0}\u{1f}\"\\\u{2028}\u{fffd}\u{10ffff} é 字 🦀"),
+        json!({"": null, "\u{0}": [true, false, {}, []]}),
+        Value::Array(awkward_floats()),
+        nested(MAX_DEPTH),
+    ];
+    for value in values {
+        let task = a
+            .create(NewTask::new().metadata("v", value.clone()))
+            .unwrap();
+        let waiting = applied(
+            a.update(
+                &task.id,
+                TaskUpdate::new()
+                    .status(TaskStatus::InputRequired)
+                    .input_requests(value.clone())
+                    .status_message("\u{0}\n\u{7f}"),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            b.get(&task.id).unwrap(),
+            Some(waiting),
+            "input requests read back"
+        );
+        let done = applied(a.complete(&task.id, value.clone()).unwrap());
+        let read = b.get(&task.id).unwrap().expect("the task reads back");
+        assert_eq!(read, done, "an accepted value reads back exactly");
+        assert_eq!(read.result.as_ref(), Some(&value));
+        assert_eq!(read.metadata["v"], value);
+        let failed = a.create(NewTask::new()).unwrap();
+        let failed = applied(a.fail(&failed.id, value.clone()).unwrap());
+        assert_eq!(b.get(&failed.id).unwrap(), Some(failed));
+    }
+}
+
+pub(super) fn too_deep_values_are_refused(store: &dyn TaskStore, _: &Setup) {
+    let deep = nested(MAX_DEPTH + 1);
+    let too_deep = |r: crate::Result<Transition>, id: &TaskId| match r {
+        Err(Error::TooDeep {
+            id: got,
+            depth,
+            limit,
+        }) => {
+            assert_eq!(&got, id);
+            assert_eq!((depth, limit), (MAX_DEPTH + 1, MAX_DEPTH));
+        }
+        other => panic!("expected TooDeep, got {other:?}"),
+    };
+    match store.create(NewTask::new().metadata("deep", deep.clone())) {
+        Err(Error::TooDeep { .. }) => {}
+        other => panic!("expected TooDeep, got {other:?}"),
+    }
+    let task = store.create(NewTask::new()).unwrap();
+    too_deep(store.complete(&task.id, deep.clone()), &task.id);
+    too_deep(store.fail(&task.id, deep.clone()), &task.id);
+    too_deep(
+        store.update(&task.id, TaskUpdate::new().input_requests(deep.clone())),
+        &task.id,
+    );
+    too_deep(
+        store.update(&task.id, TaskUpdate::new().metadata("deep", deep)),
+        &task.id,
+    );
+    assert_eq!(store.get(&task.id).unwrap(), Some(task), "nothing changed");
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 1);
+}
