@@ -210,6 +210,39 @@ fn verify_finds_nothing_in_a_clean_store() {
     assert_unchanged(&before, &snapshot(&dir), "verify changes nothing");
 }
 
+/// The lock stripe of task `id`, as FORMAT.md defines it:
+/// FNV-1a-64 of the id's bytes, mod 64.
+fn stripe_of(id: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash % 64
+}
+
+/// A stripe that no task in the store at `dir` (a file in any of its
+/// directories, a temp file's task, an index entry's task) maps to, nor
+/// the ids other damage plants by name.
+fn unused_stripe(dir: &Path) -> u64 {
+    let mut used: Vec<u64> = ["a-directory", "huge", "notes", "deep"]
+        .iter()
+        .map(|id| stripe_of(id))
+        .collect();
+    for sub in ["active", "done", "tmp", "expiring"] {
+        for entry in fs::read_dir(dir.join(sub)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let id = match sub {
+                "tmp" => name.split('.').next().unwrap().to_owned(),
+                "expiring" => name.splitn(3, '.').nth(2).unwrap_or("").to_owned(),
+                _ => name.trim_end_matches(".json").to_owned(),
+            };
+            used.push(stripe_of(&id));
+        }
+    }
+    (0..64).find(|s| !used.contains(s)).expect("a free stripe")
+}
+
 /// One kind of damage: how to plant it, and what verify must report.
 struct Damage {
     name: &'static str,
@@ -382,7 +415,12 @@ const DAMAGE: &[Damage] = &[
     Damage {
         name: "a symlink for a lock file",
         plant: |dir, _| {
-            let path = dir.join("locks").join("07.lock");
+            // A stripe no task planted so far or later uses: a task whose
+            // lock cannot be taken cannot be checked, which is not what
+            // this damage is about.
+            let path = dir
+                .join("locks")
+                .join(format!("{:02}.lock", unused_stripe(dir)));
             let _ = fs::remove_file(&path);
             std::os::unix::fs::symlink("/tmp", &path).unwrap();
             path
