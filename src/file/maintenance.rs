@@ -35,6 +35,11 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
             .stat_dir(&dir)
             .map_err(|e| Error::io("stat", dir.path(), e))?
             .size;
+        // A small directory is never worth compacting: its names are read
+        // only when its size says it may be.
+        if size < MIN_COMPACTED {
+            continue;
+        }
         let names = fs
             .read_dir(&dir)
             .map_err(|e| Error::io("read directory", dir.path(), e))?;
@@ -70,8 +75,11 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
 /// Whether a directory of `size` bytes holding `entries` names is worth
 /// compacting: at least 64 KiB, and eight times what its names need.
 fn bloated(size: u64, entries: usize) -> bool {
-    size >= 64 * 1024 && size > 8 * (entries as u64 * 64 + 4096)
+    size >= MIN_COMPACTED && size > 8 * (entries as u64 * 64 + 4096)
 }
+
+/// The smallest directory worth compacting.
+const MIN_COMPACTED: u64 = 64 * 1024;
 
 /// Removes the directory `name` in `root` and the names in it (second
 /// names of files that live on elsewhere), if it exists.
