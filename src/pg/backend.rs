@@ -164,6 +164,16 @@ impl PgBackend {
             .map_err(|e| failed(op(), e))
     }
 
+    /// What a conditional write of `current` did, from the one-row count
+    /// it returned: done, or missed (then the stored version, read again).
+    fn swapped(&self, rows: &[postgres::Row], current: &Task, op: &str) -> Result<Swap> {
+        let written: i64 = rows.first().map_or(0, |row| row.get(0));
+        if written == 1 {
+            return Ok(Swap::Done);
+        }
+        Ok(Swap::Changed(self.current(&current.id, op)?))
+    }
+
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
         let rows = self.query(
@@ -384,11 +394,7 @@ impl Backend for PgBackend {
                 &self.sql.channel,
             ],
         )?;
-        let written: i64 = rows.first().map_or(0, |row| row.get(0));
-        if written == 1 {
-            return Ok(Swap::Done);
-        }
-        Ok(Swap::Changed(self.current(&current.id, "replace")?))
+        self.swapped(&rows, current, "replace")
     }
 
     fn remove(&self, current: &Task) -> Result<Swap> {
@@ -403,11 +409,7 @@ impl Backend for PgBackend {
                 &self.sql.channel,
             ],
         )?;
-        let removed: i64 = rows.first().map_or(0, |row| row.get(0));
-        if removed == 1 {
-            return Ok(Swap::Done);
-        }
-        Ok(Swap::Changed(self.current(&current.id, "remove")?))
+        self.swapped(&rows, current, "remove")
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
