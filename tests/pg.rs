@@ -761,10 +761,12 @@ fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
 // `rmcp`'s client (as `tests/mcp.rs` drives them over one directory).
 
 #[cfg(feature = "mcp")]
+#[path = "common/example.rs"]
+mod example;
+
+#[cfg(feature = "mcp")]
 mod mcp_servers {
-    use std::path::{Path, PathBuf};
     use std::process::Stdio;
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     use rmcp::model::{
@@ -779,43 +781,7 @@ mod mcp_servers {
 
     use super::{cluster, fresh_schema};
 
-    /// The example, built with this test binary's features (so nothing is
-    /// rebuilt under `--all-features`).
-    fn server_binary() -> &'static Path {
-        static BINARY: OnceLock<PathBuf> = OnceLock::new();
-        BINARY.get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            let features: Vec<&str> = [
-                ("compare", cfg!(feature = "compare")),
-                ("conformance", cfg!(feature = "conformance")),
-                ("fault-injection", cfg!(feature = "fault-injection")),
-                ("mcp", true),
-                ("metrics", cfg!(feature = "metrics")),
-                ("postgres", true),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = std::process::Command::new(cargo);
-            build
-                .args(["build", "--quiet", "--example", "mcp_server", "--features"])
-                .arg(features.join(","))
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if let Some(target_dir) = profile_dir.parent() {
-                build.arg("--target-dir").arg(target_dir);
-            }
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            assert!(build.status().expect("run cargo build").success());
-            profile_dir.join("examples").join("mcp_server")
-        })
-    }
+    use super::example::mcp_server as server_binary;
 
     struct Server {
         client: RunningService<RoleClient, ClientConfig>,

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use rmcp::model::{
@@ -23,42 +22,12 @@ use serde_json::Value;
 /// fails a test that would otherwise never end.
 pub const HANG: Duration = Duration::from_secs(180);
 
-/// The compiled example server. `cargo test` builds examples before it runs
-/// tests; a focused run (`--test mcp`) builds it here, with the same profile
-/// and target directory.
+#[path = "../common/example.rs"]
+mod example;
+
+/// The compiled example server (see `tests/common/example.rs`).
 pub fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/mcp-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let binary = profile_dir.join("examples").join("mcp_server");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "mcp_server",
-                "--features",
-                "mcp",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if let Some(target_dir) = profile_dir.parent() {
-            build.arg("--target-dir").arg(target_dir);
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building examples/mcp_server.rs failed");
-        assert!(binary.exists(), "no server binary at {}", binary.display());
-        binary
-    })
+    example::mcp_server()
 }
 
 pub type Client = RunningService<RoleClient, ClientConfig>;
