@@ -10,7 +10,7 @@ use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
-use crate::file::snapshot::State;
+use crate::file::snapshot::{Staged, State};
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Changes, Watch};
 use crate::file::{FileBackend, codec, recovery};
@@ -86,19 +86,20 @@ impl FileBackend {
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
-        for (position, entry) in state.select(scan) {
+        for (slot, entry) in state.select(scan) {
             if tasks.len() >= scan.limit {
                 break;
             }
-            let path = self.dir(Area::Active).join(task_name(&position.id));
-            let task = match &entry.bytes {
-                Some(bytes) => codec::unwrap(bytes, &path, &position.id).map(Some),
-                None => self.read(Area::Active, &position.id),
+            let id = slot.id();
+            let path = self.dir(Area::Active).join(task_name(&id));
+            let task = match slot.bytes() {
+                Some(bytes) => codec::unwrap(bytes, &path, &id).map(Some),
+                None => self.read(Area::Active, &id),
             };
             match task {
                 Ok(Some(task)) => tasks.push(task),
                 Ok(None) => {} // gone since: the next refresh sees it
-                Err(e) => undecodable.push((position.id.clone(), e, entry.stamp)),
+                Err(e) => undecodable.push((id, e, entry.stamp())),
             }
         }
         #[cfg(test)]
@@ -193,8 +194,8 @@ impl FileBackend {
                 return Ok(None);
             }
             match state.get(id) {
-                Some((_, entry)) if !entry.status.is_terminal() => match &entry.bytes {
-                    Some(bytes) => bytes.clone(),
+                Some((slot, entry)) if !entry.status.is_terminal() => match slot.bytes() {
+                    Some(bytes) => bytes.to_vec(),
                     None => return Ok(None),
                 },
                 _ => return Ok(None),
@@ -308,26 +309,25 @@ impl FileBackend {
                 names.extend(more.into_iter().filter(|(id, _)| !seen.contains(id)));
             }
         }
-        let present: HashSet<TaskId> = names.iter().map(|(id, _)| id.clone()).collect();
-        let gone: Vec<TaskId> = state
-            .ids()
-            .filter(|id| !present.contains(*id))
-            .cloned()
-            .collect();
+        let present: HashSet<&TaskId> = names.iter().map(|(id, _)| id).collect();
+        let gone: Vec<TaskId> = state.ids().filter(|id| !present.contains(id)).collect();
         for id in gone {
             state.remove(&id);
             state.bad.remove(&id);
         }
+        drop(present);
+        let mut fresh = Vec::new();
         for (id, name) in names {
-            self.reread(state, &id, &name, before);
+            self.reread(state, &id, &name, before, Some(&mut fresh));
         }
+        state.put_all(fresh);
         Ok(())
     }
 
     /// Revises the entry of the file `name` in `active/` after a notice.
     fn revise(&self, state: &mut State, name: &OsStr) {
         match layout::task_file_id(name) {
-            Some(id) => self.reread(state, &id, name, stamp::clock()),
+            Some(id) => self.reread(state, &id, name, stamp::clock(), None),
             // A stray file, if it is still there: set aside and reported.
             None => {
                 if let Some(report) = recovery::set_aside_foreign(self, Area::Active, name) {
@@ -338,8 +338,16 @@ impl FileBackend {
     }
 
     /// Reads task `id`'s file `name` in `active/` into the snapshot, unless
-    /// its settled status proves the entry current.
-    fn reread(&self, state: &mut State, id: &TaskId, name: &OsStr, before: std::time::SystemTime) {
+    /// its settled status proves the entry current; a task read is put in
+    /// `fresh` if given (a full pass puts them all in at once).
+    fn reread(
+        &self,
+        state: &mut State,
+        id: &TaskId,
+        name: &OsStr,
+        before: std::time::SystemTime,
+        fresh: Option<&mut Vec<Staged>>,
+    ) {
         let active = self.dir(Area::Active);
         let stamp = match self.fs.stat(active, name) {
             Ok(status) => Stamp::settled(&status, before),
@@ -354,7 +362,7 @@ impl FileBackend {
         if stamp.is_some() {
             let known = state
                 .get(id)
-                .map(|(_, e)| e.stamp)
+                .map(|(_, e)| e.stamp())
                 .or_else(|| state.bad.get(id).map(|b| b.stamp));
             if known == Some(stamp) {
                 #[cfg(test)]
@@ -373,7 +381,10 @@ impl FileBackend {
                 state.remove(id);
                 state.bad.remove(id);
             }
-            Read::Task { keys, bytes } => state.put(id, &keys, bytes, stamp),
+            Read::Task { keys, bytes } => match fresh {
+                Some(fresh) => fresh.push(state.stage(id, &keys, bytes, stamp)),
+                None => state.put(id, &keys, bytes, stamp),
+            },
             Read::Bad(e) => {
                 let report = Skipped::new(
                     Some(id.clone()),

@@ -8,14 +8,16 @@
 //! the size of the files: tasks are kept as their bytes and decoded only
 //! when returned.
 
+use std::collections::hash_map::{self, RandomState};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use time::OffsetDateTime;
 
-use crate::backend::{Position, Scan, Scope, Skipped};
+use crate::backend::{Scan, Scope, Skipped};
 use crate::file::codec::Keys;
 use crate::file::stamp::Stamp;
 use crate::file::watch::Watch;
@@ -53,11 +55,25 @@ impl ActiveSnapshot {
 }
 
 /// The snapshot itself.
+///
+/// Memory is the point of its shape (a handle may hold many thousands of
+/// running tasks): each task is one entry of one ordered map, whose key
+/// holds the task's file bytes and finds its id inside them (an id needs no
+/// escaping in JSON, so the file holds it verbatim), and a task's place is
+/// found from its id through a map of id hashes, not a second copy of the
+/// id. A file-status stamp is kept only where it is the proof, without a
+/// watch. A full pass builds the map packed.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    entries: BTreeMap<Position, Entry>,
-    /// Where each task is in `entries`.
-    created: HashMap<TaskId, OffsetDateTime>,
+    entries: BTreeMap<Slot, Entry>,
+    /// Where each task is in `entries`, by the hash of its id; an id whose
+    /// hash another id already holds is in `collided`.
+    created: HashMap<u64, OffsetDateTime>,
+    collided: HashMap<TaskId, OffsetDateTime>,
+    hasher: RandomState,
+    /// Every id hashes alike (for the tests of the collision path).
+    #[cfg(test)]
+    pub collide: bool,
     /// Files that could not be read: reported by every listing until they
     /// change or go.
     pub bad: BTreeMap<TaskId, Bad>,
@@ -65,7 +81,7 @@ pub(crate) struct State {
     pub reported: Vec<Skipped>,
     /// Non-terminal entries.
     active: usize,
-    /// Bytes kept in `entries`.
+    /// File bytes kept in `entries`.
     cached: usize,
     /// The change notices, live since the last full pass.
     pub watch: Option<Watch>,
@@ -88,17 +104,136 @@ pub(crate) struct State {
     pub reads: u64,
 }
 
-/// A task file as the snapshot keeps it.
+/// A task's place in listing order (creation time, then id), holding its
+/// file's bytes, or its id alone once the snapshot's byte budget is spent.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    created_at: OffsetDateTime,
+    /// The file's bytes, which hold the id at `id_at`; or, for a file that
+    /// spells its id otherwise (escaped), the id followed by the bytes; or
+    /// the id alone.
+    blob: Box<[u8]>,
+    id_at: u32,
+    id_len: u8,
+    /// Where the file's bytes start in `blob`, if it holds them.
+    bytes_at: Option<u8>,
+}
+
+impl Slot {
+    /// The slot of task `id` created at `created_at`, keeping `bytes` if
+    /// given.
+    fn new(created_at: OffsetDateTime, id: &TaskId, bytes: Option<Vec<u8>>) -> Slot {
+        let id = id.as_str().as_bytes();
+        let id_len = u8::try_from(id.len()).expect("ids are at most 128 bytes");
+        let Some(bytes) = bytes else {
+            return Slot {
+                created_at,
+                blob: id.into(),
+                id_at: 0,
+                id_len,
+                bytes_at: None,
+            };
+        };
+        let found = bytes
+            .windows(id.len())
+            .position(|w| w == id)
+            .and_then(|at| u32::try_from(at).ok());
+        match found {
+            Some(id_at) => Slot {
+                created_at,
+                blob: bytes.into_boxed_slice(),
+                id_at,
+                id_len,
+                bytes_at: Some(0),
+            },
+            None => {
+                let mut blob = Vec::with_capacity(id.len() + bytes.len());
+                blob.extend_from_slice(id);
+                blob.extend_from_slice(&bytes);
+                Slot {
+                    created_at,
+                    blob: blob.into_boxed_slice(),
+                    id_at: 0,
+                    id_len,
+                    bytes_at: Some(id_len),
+                }
+            }
+        }
+    }
+
+    /// The id's bytes.
+    fn id_bytes(&self) -> &[u8] {
+        let at = self.id_at as usize;
+        &self.blob[at..at + usize::from(self.id_len)]
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        let id = std::str::from_utf8(self.id_bytes()).expect("ids are ASCII");
+        TaskId::parse(id).expect("the snapshot keeps valid ids only")
+    }
+
+    /// The task's creation time.
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// The file's bytes, if kept.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.bytes_at.map(|at| &self.blob[usize::from(at)..])
+    }
+
+    /// The bytes kept of the file.
+    fn cached(&self) -> usize {
+        self.bytes().map_or(0, <[u8]>::len)
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        self.created_at == other.created_at && self.id_bytes() == other.id_bytes()
+    }
+}
+
+impl Eq for Slot {}
+
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Slot) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// [`Position`](crate::backend::Position)'s order: creation time, then id (compared as bytes, as
+/// `TaskId`'s `str` compares).
+impl Ord for Slot {
+    fn cmp(&self, other: &Slot) -> std::cmp::Ordering {
+        self.created_at
+            .cmp(&other.created_at)
+            .then_with(|| self.id_bytes().cmp(other.id_bytes()))
+    }
+}
+
+/// An entry [`State::stage`] made ready, for [`State::put_all`].
+#[derive(Debug)]
+pub(crate) struct Staged((Slot, Entry));
+
+/// A task file's listing keys, as the snapshot keeps them.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub status: TaskStatus,
     pub revision: u64,
     pub expires_at: Option<OffsetDateTime>,
     pub lease_expires_at: Option<OffsetDateTime>,
-    /// The file's bytes, unless the snapshot is full.
-    pub bytes: Option<Box<[u8]>>,
-    /// The file's status, if settled when read (the proof without a watch).
-    pub stamp: Option<Stamp>,
+    /// The file's status, if settled when read, and only without a watch
+    /// (where it is the proof that the entry is current).
+    stamp: Option<Box<Stamp>>,
+}
+
+impl Entry {
+    /// The file's status when read, if kept.
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.stamp.as_deref().copied()
+    }
 }
 
 /// An unreadable file, and whether setting it aside was tried yet.
@@ -110,19 +245,66 @@ pub(crate) struct Bad {
 }
 
 impl State {
-    /// The entry of task `id`, with its position.
-    pub fn get(&self, id: &TaskId) -> Option<(Position, &Entry)> {
-        let created_at = *self.created.get(id)?;
-        let position = Position {
-            created_at,
-            id: id.clone(),
+    /// The hash `created` knows task `id` by.
+    fn hash(&self, id: &TaskId) -> u64 {
+        #[cfg(test)]
+        if self.collide {
+            return 0;
+        }
+        self.hasher.hash_one(id)
+    }
+
+    /// The entry of task `id`, with its slot.
+    pub fn get(&self, id: &TaskId) -> Option<(&Slot, &Entry)> {
+        let created_at = match self.collided.get(id) {
+            Some(at) => *at,
+            None => *self.created.get(&self.hash(id))?,
         };
-        let entry = self.entries.get(&position)?;
-        Some((position, entry))
+        self.entries.get_key_value(&Slot::new(created_at, id, None))
     }
 
     /// Puts task `id`'s entry in, replacing any other.
     pub fn put(&mut self, id: &TaskId, keys: &Keys, bytes: Vec<u8>, stamp: Option<Stamp>) {
+        let (slot, entry) = self.prepare(id, keys, bytes, stamp);
+        self.entries.insert(slot, entry);
+    }
+
+    /// Task `id`'s entry, made ready for [`put_all`](Self::put_all): every
+    /// count and index is revised already, the map is not. A full pass
+    /// stages each task it reads and then puts them all in at once, so that
+    /// the map is built packed (entries put one at a time leave its nodes
+    /// about two thirds full).
+    pub fn stage(
+        &mut self,
+        id: &TaskId,
+        keys: &Keys,
+        bytes: Vec<u8>,
+        stamp: Option<Stamp>,
+    ) -> Staged {
+        Staged(self.prepare(id, keys, bytes, stamp))
+    }
+
+    /// Puts the entries staged since the map last changed in.
+    pub fn put_all(&mut self, staged: Vec<Staged>) {
+        // A vector's iterator, sorted, builds the map from the bottom up
+        // (`FromIterator` and `append` both fill each node whole).
+        let mut fresh: BTreeMap<Slot, Entry> = staged.into_iter().map(|s| s.0).collect();
+        if self.entries.is_empty() {
+            self.entries = fresh;
+        } else {
+            self.entries.append(&mut fresh);
+        }
+    }
+
+    /// Task `id`'s slot and entry, with every count and index but the map
+    /// itself already revised: the caller puts them in.
+    fn prepare(
+        &mut self,
+        id: &TaskId,
+        keys: &Keys,
+        bytes: Vec<u8>,
+        stamp: Option<Stamp>,
+    ) -> (Slot, Entry) {
         self.remove(id);
         self.bad.remove(id);
         let keep = self.cached + bytes.len() <= MAX_CACHED_BYTES;
@@ -132,39 +314,47 @@ impl State {
         if !keys.status.is_terminal() {
             self.active += 1;
         }
-        self.created.insert(id.clone(), keys.created_at);
-        self.entries.insert(
-            Position {
-                created_at: keys.created_at,
-                id: id.clone(),
-            },
-            Entry {
-                status: keys.status,
-                revision: keys.revision,
-                expires_at: keys.expires_at,
-                lease_expires_at: keys.lease_expires_at,
-                bytes: keep.then(|| bytes.into_boxed_slice()),
-                stamp,
-            },
-        );
+        match self.created.entry(self.hash(id)) {
+            hash_map::Entry::Vacant(place) => {
+                place.insert(keys.created_at);
+            }
+            // Another id's (this one's was removed above).
+            hash_map::Entry::Occupied(_) => {
+                self.collided.insert(id.clone(), keys.created_at);
+            }
+        }
+        let slot = Slot::new(keys.created_at, id, keep.then_some(bytes));
+        let entry = Entry {
+            status: keys.status,
+            revision: keys.revision,
+            expires_at: keys.expires_at,
+            lease_expires_at: keys.lease_expires_at,
+            stamp: stamp.filter(|_| self.watch.is_none()).map(Box::new),
+        };
+        (slot, entry)
     }
 
     /// Takes task `id`'s entry out.
     pub fn remove(&mut self, id: &TaskId) {
-        let Some(created_at) = self.created.remove(id) else {
-            return;
+        let created_at = match self.collided.remove(id) {
+            Some(at) => at,
+            None => {
+                let hash = self.hash(id);
+                let Some(&at) = self.created.get(&hash) else {
+                    return;
+                };
+                if !self.entries.contains_key(&Slot::new(at, id, None)) {
+                    return; // the hash is another id's
+                }
+                self.created.remove(&hash);
+                at
+            }
         };
-        let position = Position {
-            created_at,
-            id: id.clone(),
-        };
-        if let Some(entry) = self.entries.remove(&position) {
+        if let Some((slot, entry)) = self.entries.remove_entry(&Slot::new(created_at, id, None)) {
             if !entry.status.is_terminal() {
                 self.active -= 1;
             }
-            if let Some(bytes) = &entry.bytes {
-                self.cached -= bytes.len();
-            }
+            self.cached -= slot.cached();
         }
     }
 
@@ -182,8 +372,11 @@ impl State {
     }
 
     /// Every id the snapshot knows, readable or not.
-    pub fn ids(&self) -> impl Iterator<Item = &TaskId> {
-        self.created.keys().chain(self.bad.keys())
+    pub fn ids(&self) -> impl Iterator<Item = TaskId> {
+        self.entries
+            .keys()
+            .map(Slot::id)
+            .chain(self.bad.keys().cloned())
     }
 
     /// How many entries are non-terminal: the running tasks.
@@ -199,9 +392,9 @@ impl State {
 
     /// The entries `scan` asks for (position and filters; expiry by the keys
     /// kept), in listing order, at most `scan.limit`.
-    pub fn select<'a>(&'a self, scan: &'a Scan) -> impl Iterator<Item = (&'a Position, &'a Entry)> {
+    pub fn select<'a>(&'a self, scan: &'a Scan) -> impl Iterator<Item = (&'a Slot, &'a Entry)> {
         let from = match &scan.after {
-            Some(after) => Bound::Excluded(after.clone()),
+            Some(after) => Bound::Excluded(Slot::new(after.created_at, &after.id, None)),
             None => Bound::Unbounded,
         };
         self.entries
@@ -223,7 +416,145 @@ impl State {
         self.entries
             .iter()
             .filter(|(_, e)| e.status.is_terminal())
-            .map(|(p, _)| p.id.clone())
+            .map(|(slot, _)| slot.id())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use time::OffsetDateTime;
+
+    use super::{MAX_CACHED_BYTES, State};
+    use crate::backend::{Position, Scan, Scope};
+    use crate::file::codec::Keys;
+    use crate::id::TaskId;
+    use crate::task::TaskStatus;
+
+    fn keys(created: i64, revision: u64) -> Keys {
+        Keys {
+            // Many tasks share a creation time: the id orders them.
+            created_at: OffsetDateTime::from_unix_timestamp(created).unwrap(),
+            status: TaskStatus::Working,
+            revision,
+            expires_at: None,
+            lease_expires_at: None,
+        }
+    }
+
+    /// The file bytes of task `id` (as the codec writes them, the id
+    /// verbatim; or with its first letter escaped).
+    fn file(id: &TaskId, escaped: bool) -> Vec<u8> {
+        let id = id.as_str();
+        let spelled = if escaped {
+            format!("\\u{:04x}{}", u32::from(id.as_bytes()[0]), &id[1..])
+        } else {
+            id.to_owned()
+        };
+        format!("{{\"format\":1,\"task\":{{\"taskId\":\"{spelled}\"}}}}").into_bytes()
+    }
+
+    /// Puts, replaces and removes tasks in a random order, checking every
+    /// lookup, the listing order and the counts against a plain map: with
+    /// real hashes, and with every id hashing alike.
+    #[test]
+    fn the_snapshot_finds_orders_and_counts_like_a_plain_map() {
+        for collide in [false, true] {
+            let mut state = State {
+                collide,
+                ..State::default()
+            };
+            let mut model: BTreeMap<TaskId, (i64, u64, Vec<u8>)> = BTreeMap::new();
+            let ids: Vec<TaskId> = (0..40)
+                .map(|i| TaskId::parse(&format!("t{:02}", (i * 17) % 40)).unwrap())
+                .collect();
+            let mut seed = 7u64;
+            let mut next = |n: u64| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) % n
+            };
+            for step in 0..2_000u64 {
+                let id = &ids[next(40) as usize];
+                match next(4) {
+                    0 => {
+                        state.remove(id);
+                        model.remove(id);
+                    }
+                    _ => {
+                        let created = next(5) as i64;
+                        let bytes = file(id, next(3) == 0);
+                        state.put(id, &keys(created, step), bytes.clone(), None);
+                        model.insert(id.clone(), (created, step, bytes));
+                    }
+                }
+                if step % 50 == 0 {
+                    // A full pass's batch, over what is there.
+                    let batch: Vec<_> = model
+                        .iter()
+                        .filter(|_| next(2) == 0)
+                        .map(|(id, (created, revision, bytes))| {
+                            state.stage(id, &keys(*created, *revision), bytes.clone(), None)
+                        })
+                        .collect();
+                    state.put_all(batch);
+                }
+                for id in &ids {
+                    let found = state.get(id).map(|(slot, entry)| {
+                        (
+                            slot.created_at().unix_timestamp(),
+                            entry.revision,
+                            slot.bytes().unwrap().to_vec(),
+                        )
+                    });
+                    assert_eq!(found.as_ref(), model.get(id), "{id} at step {step}");
+                }
+                assert_eq!(state.active(), model.len());
+                let bytes: usize = model.values().map(|(.., b)| b.len()).sum();
+                assert_eq!(state.size(), (bytes, model.len()));
+            }
+            let mut order: Vec<Position> = model
+                .iter()
+                .map(|(id, (created, ..))| Position {
+                    created_at: OffsetDateTime::from_unix_timestamp(*created).unwrap(),
+                    id: id.clone(),
+                })
+                .collect();
+            order.sort();
+            let scan = Scan::new(Scope::Active, usize::MAX);
+            let listed: Vec<TaskId> = state.select(&scan).map(|(slot, _)| slot.id()).collect();
+            let expected: Vec<TaskId> = order.iter().map(|p| p.id.clone()).collect();
+            assert_eq!(listed, expected);
+            let after = Scan {
+                after: Some(order[order.len() / 2].clone()),
+                ..Scan::new(Scope::Active, usize::MAX)
+            };
+            let rest: Vec<TaskId> = state.select(&after).map(|(slot, _)| slot.id()).collect();
+            assert_eq!(rest, expected[order.len() / 2 + 1..]);
+            let mut known: Vec<TaskId> = state.ids().collect();
+            known.sort();
+            assert_eq!(known, model.keys().cloned().collect::<Vec<_>>());
+        }
+    }
+
+    /// Past the byte budget an entry keeps its id alone, and is still found.
+    #[test]
+    fn past_the_byte_budget_an_entry_keeps_its_id_alone() {
+        let mut state = State::default();
+        let big = TaskId::parse("big").unwrap();
+        let mut bytes = file(&big, false);
+        bytes.resize(MAX_CACHED_BYTES, b' ');
+        state.put(&big, &keys(1, 1), bytes, None);
+        let small = TaskId::parse("small").unwrap();
+        state.put(&small, &keys(2, 1), file(&small, false), None);
+        let (slot, _) = state.get(&small).unwrap();
+        assert_eq!(slot.bytes(), None);
+        assert_eq!(slot.id(), small);
+        assert_eq!(state.size(), (MAX_CACHED_BYTES, 2));
+        state.remove(&big);
+        assert_eq!(state.size(), (0, 1));
     }
 }

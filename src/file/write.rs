@@ -371,12 +371,12 @@ impl FileBackend {
                 self.refresh(&mut state)?;
             }
             match state.get(&current.id) {
-                Some((position, entry))
-                    if position.created_at == current.created_at
+                Some((slot, entry))
+                    if slot.created_at() == current.created_at
                         && entry.revision == current.revision =>
                 {
                     watching
-                        || entry.stamp.is_some_and(|stamp| {
+                        || entry.stamp().is_some_and(|stamp| {
                             self.fs
                                 .stat(self.dir(Area::Active), &name)
                                 .ok()

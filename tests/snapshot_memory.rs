@@ -1,0 +1,116 @@
+//! What a `FileStore` handle holds for the running tasks it has listed:
+//! at most 1.5 times the bytes of their files, counted by a global
+//! allocator that tracks every live heap byte of this test binary (it holds
+//! this one test, so nothing else allocates beside it).
+//!
+//! Heap bytes asked for, not resident memory: the allocator's own overhead
+//! per allocation is not counted here (`benches/compare/memory.rs` measures
+//! resident memory, with it, side by side with SQLite and redb).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only the counter
+// is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Running tasks, as many as a 2-core machine writes quickly.
+const TASKS: usize = 3_000;
+
+#[test]
+fn a_handle_holds_at_most_one_and_a_half_times_the_files_it_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let writer = FileStore::builder(dir.path())
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap();
+        for i in 0..TASKS {
+            writer
+                .create(NewTask::new().metadata("n", i as u64))
+                .unwrap();
+        }
+    }
+    let files: usize = std::fs::read_dir(dir.path().join("active"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum();
+
+    let before = live();
+    let reader = FileStore::builder(dir.path())
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let page = reader.list(&ListQuery::active().limit(100)).unwrap();
+    assert_eq!(page.tasks.len(), 100);
+    drop(page);
+    let after_page = live() - before;
+
+    let all = reader.list(&ListQuery::active()).unwrap();
+    assert_eq!(all.tasks.len(), TASKS);
+    drop(all);
+    let after_all = live() - before;
+
+    let ratio = |held: isize| held as f64 / files as f64;
+    eprintln!(
+        "{TASKS} running tasks, {files} bytes of files: the handle holds {after_page} bytes \
+         after a page ({:.2}x), {after_all} after listing all ({:.2}x)",
+        ratio(after_page),
+        ratio(after_all)
+    );
+    assert!(
+        ratio(after_page) <= 1.5,
+        "after a page of 100 the handle holds {after_page} bytes for {files} bytes of files"
+    );
+    assert!(
+        after_all <= after_page + (after_page / 100),
+        "a listing's answer, once dropped, must leave nothing behind: \
+         {after_all} bytes held against {after_page}"
+    );
+    drop(reader);
+    assert!(
+        live() - before < (files / 100) as isize,
+        "a dropped handle leaves {} bytes behind",
+        live() - before
+    );
+}
