@@ -61,4 +61,24 @@ impl Floor {
             std::fs::write(self.dest.join(format!("fill-{seq}.json")), bytes).unwrap();
         }
     }
+
+    /// Removes every file in the destination (`fill`'s and `write`'s), with
+    /// one fsync of the directory after them when durable: what deleting
+    /// that many files costs the file system, the names already known.
+    pub fn remove_all(&self, names: &[PathBuf]) {
+        for name in names {
+            std::fs::remove_file(name).unwrap();
+        }
+        if self.sync {
+            self.dest_dir.sync_all().unwrap();
+        }
+    }
+
+    /// The paths of every file in the destination (untimed).
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dest)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
 }

@@ -1,12 +1,15 @@
 //! The sweep row: deleting 10,000 expired tasks (and nothing else), against
-//! SQLite's `DELETE ... WHERE expires_at <= ?` on its expiry index and
-//! redb's range removal from its expiry table.
+//! SQLite's `DELETE ... WHERE expires_at <= ?` on its expiry index, redb's
+//! range removal from its expiry table, and the floor: the file system
+//! deleting 10,000 files of a task's size.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
 use taskstore::Durability;
 
+use crate::floor::Floor;
+use crate::peers::{Peer, Taskstore};
 use crate::{peers, record};
 
 /// The workload of [`sweep`].
@@ -40,5 +43,32 @@ pub fn sweep(c: &mut Criterion) {
             })
         });
     }
+    // The floor: the file system deleting as many files of a task's size
+    // (its names known), with one fsync of the directory.
+    let floor = Floor::new(&dir.path().join("floor"), true);
+    let bytes = task_bytes();
+    group.bench_function("floor", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                floor.fill(N, &bytes);
+                let files = floor.files();
+                let start = Instant::now();
+                floor.remove_all(&files);
+                let elapsed = start.elapsed();
+                record(WORKLOAD, "floor", elapsed, 1);
+                total += elapsed;
+            }
+            total
+        })
+    });
     group.finish();
+}
+
+/// The bytes of a running task's file with a TTL, as the store writes it.
+fn task_bytes() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Taskstore::open(dir.path(), Durability::Eventual);
+    let id = store.create(Some(Duration::from_secs(60)));
+    std::fs::read(dir.path().join("active").join(format!("{id}.json"))).unwrap()
 }

@@ -226,9 +226,25 @@ impl Fs {
             }
             .into());
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(status.size).unwrap_or(0) + 1);
-        // The file may grow after the `fstat`: read no further than the limit.
-        file.take(limit + 1).read_to_end(&mut bytes)?;
+        // One read of the size `fstat` gave and a byte more: a regular
+        // file's read returns less than asked only at its end, so a short
+        // read is the whole file, without a second read to find the end.
+        // The file may grow after the `fstat`: read on, no further than the
+        // limit.
+        let mut reader = file.take(limit + 1);
+        let mut bytes = vec![0; usize::try_from(status.size).unwrap_or(0) + 1];
+        let first = loop {
+            match reader.read(&mut bytes) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let whole = first < bytes.len();
+        bytes.truncate(first);
+        if !whole {
+            reader.read_to_end(&mut bytes)?;
+        }
         if bytes.len() as u64 > limit {
             return Err(TooLarge {
                 size: bytes.len() as u64,

@@ -12,7 +12,7 @@ use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
 use crate::file::snapshot::{Staged, State};
 use crate::file::stamp::{self, Stamp};
-use crate::file::watch::{Changes, Watch};
+use crate::file::watch::{Change, Changes, Watch};
 use crate::file::{FileBackend, codec, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
@@ -218,8 +218,8 @@ impl FileBackend {
             match &state.watch {
                 Some(watch) => match watch.drain() {
                     Changes::Names(names) => {
-                        for name in names {
-                            self.revise(state, &name);
+                        for (name, change) in names {
+                            self.revise(state, &name, change);
                         }
                         return Ok(());
                     }
@@ -254,8 +254,8 @@ impl FileBackend {
         if let Some(watch) = &state.watch {
             match watch.drain() {
                 Changes::Names(names) => {
-                    for name in names {
-                        self.revise(state, &name);
+                    for (name, change) in names {
+                        self.revise(state, &name, change);
                     }
                 }
                 Changes::Lost => state.watch = None,
@@ -325,11 +325,17 @@ impl FileBackend {
     }
 
     /// Revises the entry of the file `name` in `active/` after a notice.
-    fn revise(&self, state: &mut State, name: &OsStr) {
-        match layout::task_file_id(name) {
-            Some(id) => self.reread(state, &id, name, stamp::clock(), None),
+    fn revise(&self, state: &mut State, name: &OsStr, change: Change) {
+        match (layout::task_file_id(name), change) {
+            // Gone as of its last notice: nothing to look at.
+            (Some(id), Change::Gone) => {
+                state.remove(&id);
+                state.bad.remove(&id);
+            }
+            (None, Change::Gone) => {}
+            (Some(id), Change::Changed) => self.reread(state, &id, name, stamp::clock(), None),
             // A stray file, if it is still there: set aside and reported.
-            None => {
+            (None, Change::Changed) => {
                 if let Some(report) = recovery::set_aside_foreign(self, Area::Active, name) {
                     state.reported.push(report);
                 }
@@ -349,15 +355,21 @@ impl FileBackend {
         fresh: Option<&mut Vec<Staged>>,
     ) {
         let active = self.dir(Area::Active);
-        let stamp = match self.fs.stat(active, name) {
-            Ok(status) => Stamp::settled(&status, before),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                state.remove(id);
-                state.bad.remove(id);
-                return;
+        // With a watch, its notices prove entries current: no stamp is kept
+        // (`State::put`), so none is taken.
+        let stamp = if state.watch.is_some() {
+            None
+        } else {
+            match self.fs.stat(active, name) {
+                Ok(status) => Stamp::settled(&status, before),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    state.remove(id);
+                    state.bad.remove(id);
+                    return;
+                }
+                // The read below reports it.
+                Err(_) => None,
             }
-            // The read below reports it.
-            Err(_) => None,
         };
         if stamp.is_some() {
             let known = state

@@ -310,3 +310,69 @@ fn with_change_notices_a_get_of_a_running_task_opens_no_file_and_sees_every_earl
     let again = writer.create(NewTask::new().id(task.id.clone())).unwrap();
     assert_eq!(reader.get(&task.id).unwrap(), Some(again));
 }
+
+/// A sweep removes what it read only if it is still that version: a task
+/// another handle recreated under the same id between the sweep's scan and
+/// its removal is left alone, whether the sweeping handle proves versions by
+/// its change notices (drained once per stripe, after the stripe's lock) or
+/// by file status; the other expired tasks of the batch, in the same stripes
+/// or not, are removed.
+#[test]
+fn a_sweep_leaves_a_task_recreated_after_its_scan() {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use crate::backend::{Backend, Scan, Scope, Swap};
+    use crate::clock::ManualClock;
+
+    for mode in [Mode::Watch, Mode::Status] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let open = || {
+            let store = FileStore::builder(dir.path())
+                .durability(Durability::Eventual)
+                .clock(clock.clone())
+                .open()
+                .unwrap();
+            store
+                .backend()
+                .snapshot
+                .watch
+                .store(matches!(mode, Mode::Watch), Ordering::Relaxed);
+            store
+        };
+        let (sweeper, other) = (open(), open());
+        let ids: Vec<TaskId> = (0..200)
+            .map(|_| {
+                sweeper
+                    .create(NewTask::new().ttl(Duration::from_secs(1)))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        clock.advance(Duration::from_secs(2));
+        settle(&sweeper);
+        let mut scan = Scan::new(Scope::All, usize::MAX);
+        scan.expired_at = Some(crate::clock::Clock::now(&*clock));
+        let expired = sweeper.backend().scan(&scan).unwrap().tasks;
+        assert_eq!(expired.len(), ids.len());
+        // Recreated under its id by another handle (creating over an expired
+        // task of the same id replaces it).
+        let again = other.create(NewTask::new().id(ids[7].clone())).unwrap();
+        let results = sweeper.backend().remove_batch(&expired);
+        for (task, result) in expired.iter().zip(&results) {
+            match result {
+                Ok(Swap::Done) => assert_ne!(task.id, again.id, "{mode:?}"),
+                Ok(Swap::Changed(Some(now))) => assert_eq!(now, &again, "{mode:?}"),
+                other => panic!("{mode:?}: {} gave {other:?}", task.id),
+            }
+        }
+        assert_eq!(
+            other.get(&again.id).unwrap(),
+            Some(again.clone()),
+            "{mode:?}"
+        );
+        assert_eq!(active(&sweeper), vec![(again.id.clone(), again.revision)]);
+    }
+}

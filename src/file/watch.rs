@@ -13,31 +13,47 @@
 //! moved or deleted directory ends the watch the same way: the next listing
 //! starts over.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
+
+/// How a name changed, over every event a drain found for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Removed or renamed away, and nothing else: the name is gone, as of
+    /// its last event (a later change comes with the next drain).
+    Gone,
+    /// Written, renamed in or changed (perhaps removed too): look.
+    Changed,
+}
 
 /// What a drained watch says.
 #[derive(Debug)]
 pub(crate) enum Changes {
-    /// These names changed (were written, renamed in or out, removed).
-    Names(HashSet<OsString>),
+    /// These names changed.
+    Names(HashMap<OsString, Change>),
     /// Events were lost, or the directory itself moved: trust nothing.
     Lost,
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::ffi::OsStr;
     use std::mem::MaybeUninit;
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
 
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
     use rustix::io::Errno;
 
-    use super::Changes;
+    use super::{Change, Changes};
     use crate::file::fs::Dir;
+
+    /// An event's fixed part: `struct inotify_event` without its name.
+    const HEADER: usize = 16;
+    /// The largest event: the fixed part and a name of `NAME_MAX` bytes
+    /// with its NUL.
+    const LARGEST: usize = HEADER + 256;
 
     /// An inotify instance watching one directory.
     #[derive(Debug)]
@@ -66,32 +82,113 @@ mod imp {
         }
 
         /// Every event queued so far, without waiting.
+        ///
+        /// One `read` returns every event queued when it was made, as many
+        /// as fit: a read that left room for the largest event found them
+        /// all, and no second read (to see it would block) is needed.
         pub(crate) fn drain(&self) -> Changes {
-            let mut names = HashSet::new();
+            let mut names = HashMap::new();
             let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
-            let mut reader = inotify::Reader::new(self.fd.as_fd(), &mut buf);
             loop {
-                let event = match reader.next() {
-                    Ok(event) => event,
+                let filled = match rustix::io::read(&self.fd, &mut buf) {
+                    Ok((filled, _)) => filled,
                     Err(Errno::WOULDBLOCK) => return Changes::Names(names),
                     Err(Errno::INTR) => continue,
                     Err(_) => return Changes::Lost,
                 };
-                let flags = event.events();
-                if flags.intersects(
-                    ReadFlags::QUEUE_OVERFLOW
-                        | ReadFlags::IGNORED
-                        | ReadFlags::DELETE_SELF
-                        | ReadFlags::MOVE_SELF
-                        | ReadFlags::UNMOUNT,
-                ) {
-                    return Changes::Lost;
+                let mut rest: &[u8] = filled;
+                while rest.len() >= HEADER {
+                    let field = |at: usize| {
+                        u32::from_ne_bytes(rest[at..at + 4].try_into().expect("four bytes"))
+                    };
+                    let (mask, len) = (field(4), field(12) as usize);
+                    let Some(name) = rest.get(HEADER..HEADER + len) else {
+                        return Changes::Lost; // never: the kernel writes whole events
+                    };
+                    rest = &rest[HEADER + len..];
+                    let flags = ReadFlags::from_bits_retain(mask);
+                    if flags.intersects(
+                        ReadFlags::QUEUE_OVERFLOW
+                            | ReadFlags::IGNORED
+                            | ReadFlags::DELETE_SELF
+                            | ReadFlags::MOVE_SELF
+                            | ReadFlags::UNMOUNT,
+                    ) {
+                        return Changes::Lost;
+                    }
+                    // The name is NUL-padded.
+                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+                    if name.is_empty() {
+                        continue;
+                    }
+                    // The last event says where the name stands: one that
+                    // was written and then went is gone, one that went and
+                    // came back changed.
+                    let change = if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
+                        Change::Gone
+                    } else {
+                        Change::Changed
+                    };
+                    names.insert(OsStr::from_bytes(name).to_owned(), change);
                 }
-                if let Some(name) = event.file_name() {
-                    names.insert(OsStr::from_bytes(name.to_bytes()).to_owned());
+                if filled.len() + LARGEST <= buf.len() {
+                    return Changes::Names(names);
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    use super::{Change, Changes, Watch};
+    use crate::file::fs::Fs;
+
+    fn drain(watch: &Watch) -> HashMap<OsString, Change> {
+        match watch.drain() {
+            Changes::Names(names) => names,
+            Changes::Lost => panic!("the watch was lost"),
+        }
+    }
+
+    /// Each name's last event says where it stands; a drain finds every
+    /// event queued before it, however many buffers they fill; a quiet
+    /// drain finds nothing.
+    #[test]
+    fn a_drain_finds_every_name_and_where_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        let watch = Watch::new(&Fs::default().open_root(path).unwrap()).unwrap();
+        assert!(drain(&watch).is_empty());
+
+        std::fs::write(path.join("written"), b"x").unwrap();
+        std::fs::write(path.join("gone"), b"x").unwrap();
+        std::fs::remove_file(path.join("gone")).unwrap();
+        std::fs::write(path.join("back"), b"x").unwrap();
+        std::fs::remove_file(path.join("back")).unwrap();
+        std::fs::write(path.join("back"), b"y").unwrap();
+        std::fs::rename(path.join("written"), path.join("moved")).unwrap();
+        let names = drain(&watch);
+        let change = |name: &str| names.get(&OsString::from(name)).copied();
+        assert_eq!(change("gone"), Some(Change::Gone));
+        assert_eq!(change("back"), Some(Change::Changed));
+        assert_eq!(change("written"), Some(Change::Gone));
+        assert_eq!(change("moved"), Some(Change::Changed));
+        assert_eq!(names.len(), 4);
+        assert!(drain(&watch).is_empty());
+
+        // Names of 200 bytes: about 40 events fill the 8 KiB buffer.
+        let long = |i: usize| format!("{i:0>200}");
+        for i in 0..1_000 {
+            std::fs::write(path.join(long(i)), b"x").unwrap();
+        }
+        let names = drain(&watch);
+        assert_eq!(names.len(), 1_000);
+        assert!((0..1_000).all(|i| names.get(&OsString::from(long(i))) == Some(&Change::Changed)));
+        assert!(drain(&watch).is_empty());
     }
 }
 

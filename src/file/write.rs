@@ -340,8 +340,15 @@ impl FileBackend {
     /// same inode as its file), a running one through the snapshot (still
     /// that version, and the change notices or the file's settled status
     /// say its file has not changed). `Ok(false)`: no proof, read it. The
-    /// caller holds the task's lock and makes `touched` durable.
-    pub(super) fn remove_proven(&self, current: &Task, touched: &mut Touched) -> Result<bool> {
+    /// caller holds the task's lock and makes `touched` durable; `drained`
+    /// says whether the change notices were drained since it took the lock
+    /// (once is enough: no other writer changes a task of a locked stripe).
+    pub(super) fn remove_proven(
+        &self,
+        current: &Task,
+        touched: &mut Touched,
+        drained: &mut bool,
+    ) -> Result<bool> {
         let name = task_name(&current.id);
         if let Some(index) = self.proofs.take(current) {
             let done = self.dir(Area::Done);
@@ -367,9 +374,12 @@ impl FileBackend {
         let proven = {
             let mut state = self.snapshot.lock();
             let watching = state.complete && state.watch.is_some();
-            if watching {
+            if watching && !*drained {
                 self.refresh(&mut state)?;
+                *drained = true;
             }
+            // A drain may have found the watch lost.
+            let watching = state.complete && state.watch.is_some();
             match state.get(&current.id) {
                 Some((slot, entry))
                     if slot.created_at() == current.created_at
@@ -402,21 +412,32 @@ impl FileBackend {
     /// covered reports it.
     pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         let mut touched = Touched::default();
-        let mut results: Vec<Result<Swap>> = tasks
+        // Each stripe's lock is taken once for all of its tasks: the batch
+        // in stripe order (a failed lock is tried again per task, so that
+        // each reports its own error).
+        let mut order: Vec<(usize, usize)> = tasks
             .iter()
-            .map(|current| {
-                let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
-                if self.remove_proven(current, &mut touched)? {
-                    return Ok(Swap::Done);
-                }
-                match self.find(&current.id)? {
-                    Some(found) if is_current(&found.task, current) => {
-                        self.remove_found(&found, &mut touched)?;
-                        Ok(Swap::Done)
-                    }
-                    found => Ok(Swap::Changed(found.map(|f| f.task))),
-                }
-            })
+            .enumerate()
+            .map(|(at, task)| (stripe(&task.id), at))
+            .collect();
+        order.sort_unstable();
+        let mut results: Vec<Option<Result<Swap>>> = tasks.iter().map(|_| None).collect();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let guard = self.locks.lock(&self.fs, group[0].0);
+            let mut drained = false;
+            for &(stripe, at) in group {
+                let result = match &guard {
+                    Ok(_) => self.remove_locked(&tasks[at], &mut touched, &mut drained),
+                    Err(_) => self.locks.lock(&self.fs, stripe).and_then(|_guard| {
+                        self.remove_locked(&tasks[at], &mut touched, &mut false)
+                    }),
+                };
+                results[at] = Some(result);
+            }
+        }
+        let mut results: Vec<Result<Swap>> = results
+            .into_iter()
+            .map(|result| result.expect("every task is in one stripe's group"))
             .collect();
         if let Err(e) = self.sync_touched(&touched) {
             for result in &mut results {
@@ -426,6 +447,26 @@ impl FileBackend {
             }
         }
         results
+    }
+
+    /// Removes `current` if it is still that version; the caller holds its
+    /// lock and makes `touched` durable (`drained`: as `remove_proven`).
+    fn remove_locked(
+        &self,
+        current: &Task,
+        touched: &mut Touched,
+        drained: &mut bool,
+    ) -> Result<Swap> {
+        if self.remove_proven(current, touched, drained)? {
+            return Ok(Swap::Done);
+        }
+        match self.find(&current.id)? {
+            Some(found) if is_current(&found.task, current) => {
+                self.remove_found(&found, touched)?;
+                Ok(Swap::Done)
+            }
+            found => Ok(Swap::Changed(found.map(|f| f.task))),
+        }
     }
 
     /// Removes the stale copy beside `found`, if there is one: unlinked if
