@@ -1,6 +1,8 @@
 //! `PgStore` against the floor — the same SQL statements issued directly
 //! through `postgres`, no library around them — and against `FileStore`,
-//! side by side in one run, at 1, 4 and 16 writer threads; then the time
+//! side by side in one run, at 1, 4 and 16 writers, as threads (`/4w`: one
+//! handle, a connection each) and as processes (`/4p`: this binary re-run,
+//! a handle and a connection each, timing only the operations); then the time
 //! from a `tasks/cancel` on one `DurableTaskManager` to the operation
 //! seeing it on another, with the PostgreSQL change feed and with polling
 //! only.
@@ -30,13 +32,20 @@ use taskstore::{
     Transition,
 };
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const WRITES_PER_ROUND: usize = 320;
 const READS_PER_ROUND: usize = 2_000;
 const LISTS_PER_ROUND: usize = 500;
 const CANCEL_SAMPLES: usize = 20;
 
+/// The environment variable that makes this binary a writer process.
+const CHILD: &str = "TASKSTORE_PG_BENCH_CHILD";
+
 fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+        return;
+    }
     let Some(cluster) = pg_cluster::shared() else {
         return;
     };
@@ -55,9 +64,11 @@ fn main() {
     let mut table = Vec::new();
     for writers in [1usize, 4, 16] {
         for op in [Op::Create, Op::Complete] {
-            let name = format!("{}/{writers}w", op.name());
-            if wanted(&name) {
-                table.push((name, write_rows(cluster, op, writers)));
+            for (suffix, writing) in [("w", Writers::Threads), ("p", Writers::Processes)] {
+                let name = format!("{}/{writers}{suffix}", op.name());
+                if wanted(&name) {
+                    table.push((name, write_rows(cluster, op, writers, writing)));
+                }
             }
         }
     }
@@ -300,10 +311,20 @@ fn threads(writers: usize, work: &(dyn Fn(usize) + Sync)) -> Duration {
     .elapsed()
 }
 
+/// How the writers of a row run.
+#[derive(Clone, Copy, PartialEq)]
+enum Writers {
+    Threads,
+    Processes,
+}
+
 /// Per-operation times (ns): floor, PgStore, FileStore.
 // One loop counts operations for both kinds; only `complete` indexes.
 #[allow(clippy::needless_range_loop)]
-fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 3] {
+fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize, how: Writers) -> [f64; 3] {
+    if how == Writers::Processes {
+        return process_rows(cluster, op, writers);
+    }
     let schema = pg_cluster::fresh_schema("bench");
     let store = PgStore::builder(cluster.conninfo())
         .schema(&schema)
@@ -373,6 +394,162 @@ fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 3]
     times.map(median)
 }
 
+/// Per-operation times (ns) with `writers` processes: floor, PgStore,
+/// FileStore. Each process opens its own handle (or connection), prepares
+/// its tasks, says "ready", and on "go" runs its share, timing only that;
+/// the figure is the slowest process's time over all operations.
+fn process_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 3] {
+    let schema = pg_cluster::fresh_schema("bench");
+    // The schema, made once before the children race to open it.
+    drop(
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .open()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let per = WRITES_PER_ROUND / writers;
+    let ops = (per * writers) as f64;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (slot, kind, place) in [
+            (0, "floor", schema.clone()),
+            (1, "pg", schema.clone()),
+            (2, "file", dir.path().display().to_string()),
+        ] {
+            let spec = format!("{kind}|{}|{per}|{}|{place}", op.name(), cluster.conninfo());
+            times[slot].push(run_children(&spec, writers).as_nanos() as f64 / ops);
+        }
+    }
+    times.map(median)
+}
+
+/// Starts `writers` children on `spec`, releases them at once, and returns
+/// the slowest one's timed total.
+fn run_children(spec: &str, writers: usize) -> Duration {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let mut children: Vec<_> = (0..writers)
+        .map(|_| {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env(CHILD, spec)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            (child, out)
+        })
+        .collect();
+    let line = |out: &mut BufReader<_>| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    };
+    for (_, out) in &mut children {
+        assert_eq!(line(out), "ready");
+    }
+    for (child, _) in &mut children {
+        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let slowest = children
+        .iter_mut()
+        .map(|(_, out)| {
+            let reported = line(out);
+            let nanos = reported
+                .strip_prefix("timed ")
+                .unwrap_or_else(|| panic!("a writer reported {reported:?}"));
+            Duration::from_nanos(nanos.parse().unwrap())
+        })
+        .max()
+        .unwrap_or_default();
+    for (child, _) in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    slowest
+}
+
+/// A writer process: `kind|op|per|conninfo|schema or dir`.
+// One loop counts operations for both kinds; only `complete` indexes.
+#[allow(clippy::needless_range_loop)]
+fn child(spec: &str) {
+    use std::io::Write;
+
+    let parts: Vec<&str> = spec.splitn(5, '|').collect();
+    let [kind, op, per, conninfo, place] = parts[..] else {
+        panic!("bad writer spec {spec:?}");
+    };
+    let op = match op {
+        "create" => Op::Create,
+        _ => Op::Complete,
+    };
+    let per: usize = per.parse().unwrap();
+    let ready = || {
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        assert_eq!(go.trim(), "go");
+    };
+    let timed = match kind {
+        "floor" => {
+            let sql = Direct::new(place);
+            let mut c = DirectConn::new(conninfo, &sql);
+            let prepared: Vec<Task> = match op {
+                Op::Create => Vec::new(),
+                Op::Complete => (0..per).map(|n| c.create(&sql.channel, n)).collect(),
+            };
+            ready();
+            let started = Instant::now();
+            for n in 0..per {
+                match op {
+                    Op::Create => drop(c.create(&sql.channel, n)),
+                    Op::Complete => c.complete(&sql.channel, &prepared[n]),
+                }
+            }
+            started.elapsed()
+        }
+        kind => {
+            let store: Box<dyn TaskStore> = match kind {
+                "pg" => Box::new(
+                    PgStore::builder(conninfo)
+                        .schema(place)
+                        .pool_size(1)
+                        .max_active(1_000_000)
+                        .open()
+                        .unwrap(),
+                ),
+                _ => Box::new(
+                    FileStore::builder(place)
+                        .max_active(1_000_000)
+                        .open()
+                        .unwrap(),
+                ),
+            };
+            let prepared: Vec<TaskId> = match op {
+                Op::Create => Vec::new(),
+                Op::Complete => (0..per)
+                    .map(|_| store.create(NewTask::new()).unwrap().id)
+                    .collect(),
+            };
+            ready();
+            let started = Instant::now();
+            for n in 0..per {
+                match op {
+                    Op::Create => drop(store.create(NewTask::new()).unwrap()),
+                    Op::Complete => {
+                        let t = store.complete(&prepared[n], result_payload()).unwrap();
+                        assert!(matches!(t, Transition::Applied(_)));
+                    }
+                }
+            }
+            started.elapsed()
+        }
+    };
+    println!("timed {}", timed.as_nanos());
+}
+
 #[derive(Clone, Copy)]
 enum Read {
     Get,
@@ -420,7 +597,9 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
                         .client
                         .query_one(&direct.load, &[&pg_task.as_str()])
                         .unwrap();
-                    std::hint::black_box(row.get::<_, &str>(0));
+                    // Decoded, as any caller must to use the task.
+                    let task: Task = serde_json::from_str(row.get(0)).unwrap();
+                    std::hint::black_box(task);
                 }
                 Read::ListActive => {
                     let rows = direct
@@ -428,11 +607,11 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
                         .query(&direct.list_active, &[&1_000i64])
                         .unwrap();
                     assert_eq!(rows.len(), 10);
-                    std::hint::black_box(
-                        rows.iter()
-                            .map(|r| r.get::<_, &str>(1).len())
-                            .sum::<usize>(),
-                    );
+                    let tasks: Vec<Task> = rows
+                        .iter()
+                        .map(|r| serde_json::from_str(r.get(1)).unwrap())
+                        .collect();
+                    std::hint::black_box(tasks);
                 }
             }
         }

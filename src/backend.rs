@@ -93,27 +93,7 @@ pub trait Backend: Send + Sync {
     /// conflict returns. A backend with its own per-task lock may override it
     /// to read, decide and write under that lock.
     fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
-        let mut current = self.load(id)?;
-        loop {
-            let Some(task) = current else {
-                return Ok(Modified::Missing);
-            };
-            let swap = match decide(&task)? {
-                Change::Keep => return Ok(Modified::Kept(task)),
-                Change::Replace(next) => match self.replace(&task, &next)? {
-                    Swap::Done => return Ok(Modified::Replaced(next.into_task())),
-                    swap => swap,
-                },
-                Change::Remove => match self.remove(&task)? {
-                    Swap::Done => return Ok(Modified::Removed(task)),
-                    swap => swap,
-                },
-            };
-            current = match swap {
-                Swap::Changed(now) => now,
-                Swap::Done => unreachable!("handled above"),
-            };
-        }
+        modify_from(self, self.load(id)?, decide)
     }
 
     /// [`replace`](Backend::replace) for many tasks at once, each on its own:
@@ -149,6 +129,36 @@ pub trait Backend: Send + Sync {
 
 /// What [`Backend::modify`] asks of its decision.
 pub type Decide<'a> = dyn FnMut(&Task) -> Result<Change> + 'a;
+
+/// [`Backend::modify`]'s loop from `current`, a version read: decides,
+/// replaces or removes it only if unchanged, and starts again from the
+/// version a conflict returns.
+pub(crate) fn modify_from<B: Backend + ?Sized>(
+    backend: &B,
+    mut current: Option<Task>,
+    decide: &mut Decide<'_>,
+) -> Result<Modified> {
+    loop {
+        let Some(task) = current else {
+            return Ok(Modified::Missing);
+        };
+        let swap = match decide(&task)? {
+            Change::Keep => return Ok(Modified::Kept(task)),
+            Change::Replace(next) => match backend.replace(&task, &next)? {
+                Swap::Done => return Ok(Modified::Replaced(next.into_task())),
+                swap => swap,
+            },
+            Change::Remove => match backend.remove(&task)? {
+                Swap::Done => return Ok(Modified::Removed(task)),
+                swap => swap,
+            },
+        };
+        current = match swap {
+            Swap::Changed(now) => now,
+            Swap::Done => unreachable!("handled above"),
+        };
+    }
+}
 
 /// A task as the rules hand it to a backend: checked against the store's
 /// caps, with the JSON it is stored as.

@@ -72,6 +72,62 @@ fn conformance_suite_with_two_handles_per_schema() {
     });
 }
 
+/// A handle decides a change on the version it last wrote and writes only
+/// if that is still the one stored (`pg::recent`): whatever another handle
+/// did since (an update, a terminal transition, a delete, a new task under
+/// the same id) is what the change is decided on.
+#[test]
+fn a_handle_decides_on_what_another_handle_wrote_since_its_own_last_write() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("guesses");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+
+    // Updated by b since a created it: a's update lands on b's version.
+    let t = a.create(NewTask::new()).unwrap();
+    let _ = b
+        .update(&t.id, TaskUpdate::new().metadata("by", "b"))
+        .unwrap();
+    let mine = a
+        .update(&t.id, TaskUpdate::new().metadata("also", "a"))
+        .unwrap()
+        .into_task();
+    assert_eq!(mine.revision, 3);
+    assert_eq!(
+        (mine.metadata["by"].clone(), mine.metadata["also"].clone()),
+        (json!("b"), json!("a"))
+    );
+    // Finished by b: a's cancel finds it finished.
+    let done = b.complete(&t.id, json!("b won")).unwrap().into_task();
+    match a.cancel(&t.id, None).unwrap() {
+        Transition::AlreadyTerminal(now) => assert_eq!(now, done),
+        other => panic!("a cancel after b's complete: {other:?}"),
+    }
+
+    // a's last write finished the task; b deletes it and creates another
+    // under its id: a's cancel is decided on the new one, not on what a
+    // last wrote (which would keep it as finished).
+    let u = a.create(NewTask::new()).unwrap();
+    let _ = a.complete(&u.id, json!(1)).unwrap();
+    assert!(b.delete(&u.id).unwrap());
+    let again = b.create(NewTask::new().id(u.id.clone())).unwrap();
+    match a.cancel(&u.id, None).unwrap() {
+        Transition::Applied(cancelled) => {
+            assert_eq!(cancelled.status, TaskStatus::Cancelled);
+            assert_eq!(cancelled.created_at, again.created_at);
+        }
+        other => panic!("a cancel of the new task: {other:?}"),
+    }
+
+    // Deleted by b: a's update finds nothing.
+    let v = a.create(NewTask::new()).unwrap();
+    assert!(b.delete(&v.id).unwrap());
+    assert!(matches!(
+        a.update(&v.id, TaskUpdate::new().metadata("k", 1)),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(a.get(&v.id).unwrap(), None);
+}
+
 #[test]
 fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
     let Some(cluster) = cluster() else { return };

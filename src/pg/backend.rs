@@ -7,7 +7,10 @@ use std::sync::Arc;
 use postgres::types::ToSql;
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Insert, Record, Scan, Scanned, Skipped, Swap, UnreadableAction};
+use crate::backend::{
+    Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Skipped, Swap,
+    UnreadableAction, modify_from,
+};
 use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
 use crate::id::TaskId;
@@ -16,6 +19,7 @@ use crate::task::Task;
 use super::clock::{ServerClock, ServerTime};
 use super::feed::Listener;
 use super::pool::{Lease, Pool};
+use super::recent::Recent;
 use super::sql::Sql;
 
 /// The storage of a [`PgStore`](crate::PgStore): one table in a PostgreSQL
@@ -35,6 +39,9 @@ pub struct PgBackend {
     pool: Arc<Pool>,
     sql: Arc<Sql>,
     clock: Option<Arc<ServerClock>>,
+    /// The versions this handle last wrote: `modify` decides on them and
+    /// writes conditionally, without loading first.
+    recent: Recent,
 }
 
 impl fmt::Debug for PgBackend {
@@ -124,7 +131,12 @@ impl PgBackend {
         sql: Arc<Sql>,
         clock: Option<Arc<ServerClock>>,
     ) -> PgBackend {
-        PgBackend { pool, sql, clock }
+        PgBackend {
+            pool,
+            sql,
+            clock,
+            recent: Recent::default(),
+        }
     }
 
     /// The offset to the server's clock as last measured, if the store goes
@@ -371,6 +383,7 @@ impl Backend for PgBackend {
         if columns.active && counted == 0 {
             return Ok(Insert::Full);
         }
+        self.recent.remember(task, record.json().len());
         Ok(Insert::Done)
     }
 
@@ -394,7 +407,12 @@ impl Backend for PgBackend {
                 &self.sql.channel,
             ],
         )?;
-        self.swapped(&rows, current, "replace")
+        let swap = self.swapped(&rows, current, "replace")?;
+        match &swap {
+            Swap::Done => self.recent.remember(next.task(), next.json().len()),
+            Swap::Changed(_) => self.recent.forget(&current.id),
+        }
+        Ok(swap)
     }
 
     fn remove(&self, current: &Task) -> Result<Swap> {
@@ -409,7 +427,31 @@ impl Backend for PgBackend {
                 &self.sql.channel,
             ],
         )?;
+        // Removed, or changed since: no guess either way.
+        self.recent.forget(&current.id);
         self.swapped(&rows, current, "remove")
+    }
+
+    /// Decides on the version this handle last wrote, if it kept it, and
+    /// writes only if that is still the stored version (one round trip);
+    /// otherwise, or to keep the task or refuse the change, as the default:
+    /// on the version loaded (see `pg::recent`).
+    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
+        let Some(guess) = self.recent.get(id) else {
+            return modify_from(self, self.load(id)?, decide);
+        };
+        let stored = match decide(&guess) {
+            Ok(Change::Replace(next)) => match self.replace(&guess, &next)? {
+                Swap::Done => return Ok(Modified::Replaced(next.into_task())),
+                Swap::Changed(now) => now,
+            },
+            Ok(Change::Remove) => match self.remove(&guess)? {
+                Swap::Done => return Ok(Modified::Removed(Arc::unwrap_or_clone(guess))),
+                Swap::Changed(now) => now,
+            },
+            Ok(Change::Keep) | Err(_) => self.load(id)?,
+        };
+        modify_from(self, stored, decide)
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
@@ -454,6 +496,10 @@ impl Backend for PgBackend {
     }
 
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        // A batch keeps no guesses.
+        for (current, _) in swaps {
+            self.recent.forget(&current.id);
+        }
         if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
             return swaps.iter().map(|(c, n)| self.replace(c, n)).collect();
         }
@@ -464,6 +510,9 @@ impl Backend for PgBackend {
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        for task in tasks {
+            self.recent.forget(&task.id);
+        }
         if tasks.len() < 2 || has_duplicates(tasks.iter().map(|t| &t.id)) {
             return tasks.iter().map(|t| self.remove(t)).collect();
         }

@@ -12,6 +12,7 @@ mod backend;
 mod clock;
 mod feed;
 mod pool;
+mod recent;
 mod schema;
 mod sql;
 
