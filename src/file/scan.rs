@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::sync::Arc;
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
-use crate::file::snapshot::{Staged, State};
+use crate::file::snapshot::{MAX_DECODED, Staged, State};
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
 use crate::file::{FileBackend, codec, recovery};
@@ -86,9 +87,17 @@ impl FileBackend {
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
+        let few = state.active() <= MAX_DECODED;
+        let mut decoded = Vec::new();
+        #[cfg(test)]
+        let mut decodes = 0;
         for (slot, entry) in state.select(scan) {
             if tasks.len() >= scan.limit {
                 break;
+            }
+            if let Some(task) = &entry.decoded {
+                tasks.push(Task::clone(task));
+                continue;
             }
             let id = slot.id();
             let path = self.dir(Area::Active).join(task_name(&id));
@@ -96,11 +105,27 @@ impl FileBackend {
                 Some(bytes) => codec::unwrap(bytes, &path, &id).map(Some),
                 None => self.read(Area::Active, &id),
             };
+            #[cfg(test)]
+            {
+                decodes += 1;
+            }
             match task {
-                Ok(Some(task)) => tasks.push(task),
+                Ok(Some(task)) => {
+                    if few {
+                        decoded.push((slot.created_at(), Arc::new(task.clone())));
+                    }
+                    tasks.push(task);
+                }
                 Ok(None) => {} // gone since: the next refresh sees it
                 Err(e) => undecodable.push((id, e, entry.stamp())),
             }
+        }
+        for (created_at, task) in &decoded {
+            state.keep_decoded(*created_at, task);
+        }
+        #[cfg(test)]
+        {
+            state.decodes += decodes;
         }
         #[cfg(test)]
         {
@@ -184,7 +209,7 @@ impl FileBackend {
         {
             return Ok(None);
         }
-        let bytes = {
+        let bytes = 'read: {
             let mut state = self.snapshot.lock();
             if !state.complete || state.watch.is_none() {
                 return Ok(None);
@@ -193,13 +218,21 @@ impl FileBackend {
             if state.watch.is_none() {
                 return Ok(None);
             }
-            match state.get(id) {
-                Some((slot, entry)) if !entry.status.is_terminal() => match slot.bytes() {
-                    Some(bytes) => bytes.to_vec(),
-                    None => return Ok(None),
-                },
+            let decoded = match state.get(id) {
+                Some((slot, entry)) if !entry.status.is_terminal() => {
+                    match (&entry.decoded, slot.bytes()) {
+                        (Some(task), _) => Task::clone(task),
+                        (None, Some(bytes)) => break 'read bytes.to_vec(),
+                        (None, None) => return Ok(None),
+                    }
+                }
                 _ => return Ok(None),
+            };
+            #[cfg(test)]
+            {
+                state.gets += 1;
             }
+            return Ok(Some(decoded));
         };
         let path = self.dir(Area::Active).join(task_name(id));
         let task = codec::unwrap(&bytes, &path, id).ok();

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use time::OffsetDateTime;
 
@@ -22,11 +22,17 @@ use crate::file::codec::Keys;
 use crate::file::stamp::Stamp;
 use crate::file::watch::Watch;
 use crate::id::TaskId;
-use crate::task::TaskStatus;
+use crate::task::{Task, TaskStatus};
 
 /// The file bytes a snapshot keeps in all; past it, entries keep their keys
 /// only and their files are read again when returned.
 pub(crate) const MAX_CACHED_BYTES: usize = 64 << 20;
+
+/// While the snapshot holds at most this many running tasks, it keeps each
+/// one it returned decoded too, so a listing of a few running tasks (what a
+/// server asks most often) copies them instead of decoding them again. The
+/// decoded copies stay bounded: no entry gains one while more tasks run.
+pub(crate) const MAX_DECODED: usize = 64;
 
 /// One handle's snapshot, behind its lock.
 #[derive(Debug)]
@@ -102,6 +108,9 @@ pub(crate) struct State {
     /// Task files read into the snapshot (for the tests).
     #[cfg(test)]
     pub reads: u64,
+    /// Tasks decoded from kept bytes by listings (for the tests).
+    #[cfg(test)]
+    pub decodes: u64,
 }
 
 /// A task's place in listing order (creation time, then id), holding its
@@ -227,6 +236,8 @@ pub(crate) struct Entry {
     /// The file's status, if settled when read, and only without a watch
     /// (where it is the proof that the entry is current).
     stamp: Option<Box<Stamp>>,
+    /// The task, decoded (see [`MAX_DECODED`]).
+    pub decoded: Option<Arc<Task>>,
 }
 
 impl Entry {
@@ -330,6 +341,7 @@ impl State {
             expires_at: keys.expires_at,
             lease_expires_at: keys.lease_expires_at,
             stamp: stamp.filter(|_| self.watch.is_none()).map(Box::new),
+            decoded: None,
         };
         (slot, entry)
     }
@@ -355,6 +367,22 @@ impl State {
                 self.active -= 1;
             }
             self.cached -= slot.cached();
+        }
+    }
+
+    /// Keeps `task`, decoded from its entry (created at `created_at`),
+    /// beside it, if the snapshot holds few enough running tasks and the
+    /// entry is still the version decoded.
+    pub fn keep_decoded(&mut self, created_at: OffsetDateTime, task: &Arc<Task>) {
+        if self.active > MAX_DECODED {
+            return;
+        }
+        if let Some(entry) = self
+            .entries
+            .get_mut(&Slot::new(created_at, &task.id, None))
+            .filter(|e| e.revision == task.revision)
+        {
+            entry.decoded = Some(task.clone());
         }
     }
 

@@ -376,3 +376,46 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
         assert_eq!(active(&sweeper), vec![(again.id.clone(), again.revision)]);
     }
 }
+
+/// While a handle holds few running tasks (`MAX_DECODED`), a listing decodes
+/// each version once and copies it after; a change another handle made is
+/// decoded afresh; with more running tasks nothing is kept decoded.
+#[test]
+fn few_running_tasks_are_decoded_once_per_version() {
+    use crate::file::snapshot::MAX_DECODED;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = (
+        handle(dir.path(), Mode::Watch),
+        handle(dir.path(), Mode::Watch),
+    );
+    let decodes = |store: &FileStore| store.backend().snapshot.lock().decodes;
+    let ids: Vec<TaskId> = (0..10)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    assert_eq!(active(&reader).len(), 10);
+    assert_eq!(decodes(&reader), 10);
+    for _ in 0..3 {
+        assert_eq!(active(&reader).len(), 10);
+    }
+    assert_eq!(decodes(&reader), 10, "copies, not decodes");
+    let updated = writer
+        .update(&ids[3], TaskUpdate::new().metadata("k", 1))
+        .unwrap()
+        .into_task();
+    assert!(active(&reader).contains(&(updated.id.clone(), updated.revision)));
+    assert_eq!(decodes(&reader), 11, "the changed task, decoded afresh");
+    assert_eq!(reader.get(&ids[3]).unwrap(), Some(updated));
+
+    for _ in 10..=MAX_DECODED {
+        writer.create(NewTask::new()).unwrap();
+    }
+    let before = decodes(&reader);
+    assert_eq!(active(&reader).len(), MAX_DECODED + 1);
+    assert_eq!(active(&reader).len(), MAX_DECODED + 1);
+    assert_eq!(
+        decodes(&reader) - before,
+        2 * (MAX_DECODED as u64 + 1 - 10),
+        "past MAX_DECODED, only the copies kept before are reused"
+    );
+}
