@@ -18,6 +18,8 @@
 //! is the median over rounds of the mean time per operation; peers take
 //! turns within each round.
 
+#[path = "common/children.rs"]
+mod children;
 #[path = "../tests/common/pg.rs"]
 mod pg_cluster;
 
@@ -427,55 +429,16 @@ fn process_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize) -> [f64; 
 /// Starts `writers` children on `spec`, releases them at once, and returns
 /// the slowest one's timed total.
 fn run_children(spec: &str, writers: usize) -> Duration {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
-
-    let mut children: Vec<_> = (0..writers)
-        .map(|_| {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .env(CHILD, spec)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            (child, out)
-        })
-        .collect();
-    let line = |out: &mut BufReader<_>| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    };
-    for (_, out) in &mut children {
-        assert_eq!(line(out), "ready");
-    }
-    for (child, _) in &mut children {
-        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
-    }
-    let slowest = children
-        .iter_mut()
-        .map(|(_, out)| {
-            let reported = line(out);
-            let nanos = reported
-                .strip_prefix("timed ")
-                .unwrap_or_else(|| panic!("a writer reported {reported:?}"));
-            Duration::from_nanos(nanos.parse().unwrap())
-        })
+    children::run(CHILD, spec, writers)
+        .into_iter()
         .max()
-        .unwrap_or_default();
-    for (child, _) in &mut children {
-        assert!(child.wait().unwrap().success());
-    }
-    slowest
+        .unwrap_or_default()
 }
 
 /// A writer process: `kind|op|per|conninfo|schema or dir`.
 // One loop counts operations for both kinds; only `complete` indexes.
 #[allow(clippy::needless_range_loop)]
 fn child(spec: &str) {
-    use std::io::Write;
-
     let parts: Vec<&str> = spec.splitn(5, '|').collect();
     let [kind, op, per, conninfo, place] = parts[..] else {
         panic!("bad writer spec {spec:?}");
@@ -485,13 +448,7 @@ fn child(spec: &str) {
         _ => Op::Complete,
     };
     let per: usize = per.parse().unwrap();
-    let ready = || {
-        println!("ready");
-        std::io::stdout().flush().unwrap();
-        let mut go = String::new();
-        std::io::stdin().read_line(&mut go).unwrap();
-        assert_eq!(go.trim(), "go");
-    };
+    let ready = children::ready;
     let timed = match kind {
         "floor" => {
             let sql = Direct::new(place);
@@ -547,7 +504,7 @@ fn child(spec: &str) {
             started.elapsed()
         }
     };
-    println!("timed {}", timed.as_nanos());
+    children::report(timed);
 }
 
 #[derive(Clone, Copy)]

@@ -4,15 +4,14 @@
 //! and what it leaves (a task it created) are made and removed around it,
 //! untimed, so that the store's directories keep their size all along.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use taskstore::{Durability, TaskId};
 
+use crate::children;
 use crate::peers::{Peer, Sqlite, Taskstore};
 
 /// The environment variable that makes the bench binary a writer process.
@@ -167,43 +166,7 @@ pub fn writer_processes(
         durability_name(durability),
         root.display()
     );
-    let mut children: Vec<_> = (0..writers)
-        .map(|_| {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .env(CHILD, &spec)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            (child, out)
-        })
-        .collect();
-    let line = |out: &mut BufReader<_>| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        line.trim().to_owned()
-    };
-    for (_, out) in &mut children {
-        assert_eq!(line(out), "ready");
-    }
-    for (child, _) in &mut children {
-        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
-    }
-    let timed = children
-        .iter_mut()
-        .map(|(_, out)| {
-            let reported = line(out);
-            let nanos = reported
-                .strip_prefix("timed ")
-                .unwrap_or_else(|| panic!("a writer reported {reported:?}"));
-            Duration::from_nanos(nanos.parse().unwrap())
-        })
-        .collect();
-    for (child, _) in &mut children {
-        assert!(child.wait().unwrap().success());
-    }
-    timed
+    children::run(CHILD, &spec, writers)
 }
 
 /// A writer process (see [`writer_processes`]): opens its handle, says
@@ -223,12 +186,6 @@ pub fn child(spec: &str) {
     };
     // Opens the connection (SQLite opens it on first use).
     assert!(peer.get(&TaskId::new()).is_none());
-    let timed = writer(peer.as_ref(), op, per, || {
-        println!("ready");
-        std::io::stdout().flush().unwrap();
-        let mut go = String::new();
-        std::io::stdin().read_line(&mut go).unwrap();
-        assert_eq!(go.trim(), "go");
-    });
-    println!("timed {}", timed.as_nanos());
+    let timed = writer(peer.as_ref(), op, per, children::ready);
+    children::report(timed);
 }

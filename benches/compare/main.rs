@@ -21,6 +21,8 @@
 //! a create made) is made and removed around it, untimed (`harness.rs`).
 
 mod active;
+#[path = "../common/children.rs"]
+mod children;
 mod counted;
 mod floor;
 mod harness;

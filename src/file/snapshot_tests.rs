@@ -24,10 +24,13 @@ enum Mode {
 
 /// A handle on the store at `dir` (two of them stand for two processes).
 fn handle(dir: &Path, mode: Mode) -> FileStore {
-    let store = FileStore::builder(dir)
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
+    handle_on(FileStore::builder(dir), mode)
+}
+
+/// The handle `builder` opens, without fsync, proving its snapshot current
+/// as `mode` says.
+fn handle_on(builder: crate::file::FileStoreBuilder, mode: Mode) -> FileStore {
+    let store = builder.durability(Durability::Eventual).open().unwrap();
     store
         .backend()
         .snapshot
@@ -329,19 +332,7 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
     for mode in [Mode::Watch, Mode::Status] {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-        let open = || {
-            let store = FileStore::builder(dir.path())
-                .durability(Durability::Eventual)
-                .clock(clock.clone())
-                .open()
-                .unwrap();
-            store
-                .backend()
-                .snapshot
-                .watch
-                .store(matches!(mode, Mode::Watch), Ordering::Relaxed);
-            store
-        };
+        let open = || handle_on(FileStore::builder(dir.path()).clock(clock.clone()), mode);
         let (sweeper, other) = (open(), open());
         let ids: Vec<TaskId> = (0..200)
             .map(|_| {
