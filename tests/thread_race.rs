@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use serde_json::json;
-use taskstore::{FileStore, NewTask, TaskStatus, TaskStore, TaskUpdate, Transition};
+use taskstore::{FileStore, ListQuery, NewTask, TaskStatus, TaskStore, TaskUpdate, Transition};
 
 const THREADS: usize = 8;
 const TASKS: usize = 500;
@@ -78,4 +78,47 @@ fn eight_handles_race_on_five_hundred_tasks() {
     }
     let total: usize = results.iter().map(|(_, won)| won.len()).sum();
     assert_eq!(total, TASKS);
+}
+
+/// The file store's active-task cap is approximate, as `FileBackend`'s docs
+/// say: eight handles (standing for eight processes) create until refused,
+/// all at once; the store ends holding at least the cap and at most the cap
+/// plus the eight racing creators, and every refusal is `TooManyActive`.
+#[test]
+fn racing_creators_overshoot_the_cap_by_at_most_their_number() {
+    const CAP: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let created: Vec<usize> = (0..THREADS)
+        .map(|_| {
+            let (barrier, root) = (barrier.clone(), dir.path().to_owned());
+            std::thread::spawn(move || {
+                let store = FileStore::builder(root)
+                    .max_active(CAP)
+                    .durability(taskstore::Durability::Eventual)
+                    .open()
+                    .unwrap();
+                barrier.wait();
+                let mut created = 0;
+                loop {
+                    match store.create(NewTask::new()) {
+                        Ok(_) => created += 1,
+                        Err(taskstore::Error::TooManyActive { .. }) => return created,
+                        Err(e) => panic!("create: {e}"),
+                    }
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let total: usize = created.iter().sum();
+    let store = FileStore::open(dir.path()).unwrap();
+    let running = store.list(&ListQuery::active()).unwrap().tasks.len();
+    assert_eq!(running, total);
+    assert!(
+        (CAP..=CAP + THREADS).contains(&running),
+        "{running} running tasks under a cap of {CAP} with {THREADS} creators ({created:?})"
+    );
 }

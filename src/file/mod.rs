@@ -99,6 +99,13 @@ pub struct FileOptions {
 }
 
 /// The storage of a [`FileStore`]: task files in one directory.
+///
+/// The active-task cap is approximate: a create counts the running tasks
+/// (every create that returned before it, in any process, included) before
+/// it takes its task's lock, so creates that run at the same time, in
+/// threads or processes, can each pass the count; the store then holds at
+/// most the cap plus the number of creators racing. A create that finds the
+/// store full is refused without writing.
 #[derive(Debug)]
 pub struct FileBackend {
     root: PathBuf,
