@@ -27,6 +27,12 @@ fn handle(dir: &Path, mode: Mode) -> FileStore {
     handle_on(FileStore::builder(dir), mode)
 }
 
+/// Two handles on the store at `dir`, a reader and a writer, as two
+/// processes would hold them.
+fn pair(dir: &Path, mode: Mode) -> (FileStore, FileStore) {
+    (handle(dir, mode), handle(dir, mode))
+}
+
 /// The handle `builder` opens, without fsync, proving its snapshot current
 /// as `mode` says.
 fn handle_on(builder: crate::file::FileStoreBuilder, mode: Mode) -> FileStore {
@@ -76,7 +82,7 @@ fn settle(store: &FileStore) {
 
 fn a_quiet_store_lists_from_memory_and_sees_every_later_write(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let (reader, writer) = pair(dir.path(), mode);
     let ids: Vec<_> = (0..3)
         .map(|_| writer.create(NewTask::new()).unwrap().id)
         .collect();
@@ -129,7 +135,7 @@ fn by_file_status_a_quiet_store_lists_from_memory_and_sees_every_later_write() {
 /// returned must show at least that revision.
 fn a_listing_started_after_a_write_returned_sees_it(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let (reader, writer) = pair(dir.path(), mode);
     let id = writer.create(NewTask::new()).unwrap().id;
     let written = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -174,7 +180,7 @@ fn by_file_status_a_listing_started_after_a_write_returned_sees_it() {
 /// not provably unchanged, and sees every change.
 fn only_changed_files_are_read(n: usize, mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = (handle(dir.path(), mode), handle(dir.path(), mode));
+    let (reader, writer) = pair(dir.path(), mode);
     let ids: Vec<_> = (0..n)
         .map(|_| writer.create(NewTask::new()).unwrap().id)
         .collect();
@@ -280,10 +286,7 @@ fn the_snapshot_counts_running_tasks_and_keeps_about_their_bytes() {
 #[test]
 fn with_change_notices_a_get_of_a_running_task_opens_no_file_and_sees_every_earlier_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = (
-        handle(dir.path(), Mode::Watch),
-        handle(dir.path(), Mode::Watch),
-    );
+    let (reader, writer) = pair(dir.path(), Mode::Watch);
     let task = writer.create(NewTask::new()).unwrap();
     let other = writer.create(NewTask::new()).unwrap();
     assert_eq!(active(&reader).len(), 2, "the snapshot is complete");
@@ -376,10 +379,7 @@ fn few_running_tasks_are_decoded_once_per_version() {
     use crate::file::snapshot::MAX_DECODED;
 
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = (
-        handle(dir.path(), Mode::Watch),
-        handle(dir.path(), Mode::Watch),
-    );
+    let (reader, writer) = pair(dir.path(), Mode::Watch);
     let decodes = |store: &FileStore| store.backend().snapshot.lock().decodes;
     let ids: Vec<TaskId> = (0..10)
         .map(|_| writer.create(NewTask::new()).unwrap().id)
