@@ -3,8 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::id::TaskId;
-use crate::task::TaskStatus;
+use crate::id::{InvalidId, TaskId};
+use crate::status::TaskStatus;
 
 /// A specialised `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -234,6 +234,15 @@ pub enum Error {
         /// The breaker's name.
         name: String,
     },
+}
+
+impl From<InvalidId> for Error {
+    fn from(invalid: InvalidId) -> Error {
+        Error::InvalidId {
+            id: invalid.id,
+            reason: invalid.reason,
+        }
+    }
 }
 
 impl Error {

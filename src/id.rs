@@ -5,8 +5,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
-
 /// The longest id accepted, in bytes (every accepted character is ASCII).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -35,10 +33,12 @@ impl TaskId {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidId`] for an empty or over-long id, a leading `.`, or any
-    /// character outside `[A-Za-z0-9_.-]`.
-    pub fn parse(id: &str) -> Result<TaskId> {
-        validate(id).map_err(|reason| Error::InvalidId {
+    /// [`InvalidId`] for an empty or over-long id, a leading `.`, or any
+    /// character outside `[A-Za-z0-9_.-]`. It converts into
+    /// [`Error::InvalidId`](crate::Error::InvalidId), so `?` in a function
+    /// returning the crate's [`Result`](crate::Result) passes it on.
+    pub fn parse(id: &str) -> Result<TaskId, InvalidId> {
+        validate(id).map_err(|reason| InvalidId {
             id: shorten(id),
             reason,
         })?;
@@ -49,6 +49,19 @@ impl TaskId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A host-chosen id that [`TaskId::parse`] rejected. Its own type (not the
+/// crate's [`Error`](crate::Error), which it converts into) so that ids sit
+/// below the error type that names them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task id {id:?}: {reason}")]
+#[non_exhaustive]
+pub struct InvalidId {
+    /// The rejected input (truncated to 160 bytes and `...` if longer).
+    pub id: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
 }
 
 fn validate(id: &str) -> Result<(), &'static str> {
@@ -96,9 +109,9 @@ impl fmt::Debug for TaskId {
 }
 
 impl FromStr for TaskId {
-    type Err = Error;
+    type Err = InvalidId;
 
-    fn from_str(s: &str) -> Result<TaskId> {
+    fn from_str(s: &str) -> Result<TaskId, InvalidId> {
         TaskId::parse(s)
     }
 }
@@ -143,7 +156,7 @@ mod tests {
             "", "..", ".", ".hidden", "a/b", "a\\b", "a\0b", "ü", "a b", "a:b", &long,
         ] {
             match TaskId::parse(bad) {
-                Err(Error::InvalidId { .. }) => {}
+                Err(InvalidId { .. }) => {}
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }

@@ -99,18 +99,13 @@ impl Lease {
     }
 }
 
-/// Whether `task` is an orphan at `now`: running, and its lease has lapsed.
-pub(crate) fn is_orphan(task: &Task, now: OffsetDateTime) -> bool {
-    !task.is_terminal() && task.lease_expires_at.is_some_and(|at| now >= at)
-}
-
 /// Whether the orphan `task` is to be failed at `now`, by a reaper whose
 /// claim grace is `grace`: at once if it cannot be resumed; a resumable one
 /// only once it has stayed unclaimed for `grace` after its lease lapsed (no
 /// instance with a handler for its kind came), or once it has had all its
 /// attempts.
 pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> bool {
-    if !is_orphan(task, now) {
+    if !task.is_orphan_at(now) {
         return false;
     }
     let Some(resume) = &task.resume else {
@@ -125,7 +120,7 @@ pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> 
 /// Whether the orphan `task` may be claimed at `now` by an instance that
 /// resumes `kinds`.
 pub(crate) fn is_claimable(task: &Task, now: OffsetDateTime, kinds: &[&str]) -> bool {
-    is_orphan(task, now)
+    task.is_orphan_at(now)
         && task
             .resume
             .as_ref()

@@ -23,6 +23,7 @@ mod pg;
 mod query;
 mod rules;
 mod sink;
+mod status;
 mod store;
 mod task;
 
@@ -38,12 +39,12 @@ pub use crate::events::{
     EventLog, HostKind, Record, Since, TaskEventKind, TripReason, UnreadableAction,
 };
 pub use crate::file::{
-    Census, Durability, FileBackend, FileCheck, FileOptions, FileStore, FileStoreBuilder, FsOp,
-    Problem, ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Usage,
+    Census, Durability, FileBackend, FileCheck, FileOptions, FileStore, FileStoreBuilder, Problem,
+    ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Usage,
 };
 #[cfg(feature = "fault-injection")]
-pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
-pub use crate::id::{MAX_ID_LEN, TaskId};
+pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Recorder};
+pub use crate::id::{InvalidId, MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{
     DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEPTH, MAX_MAX_PAYLOAD_BYTES,
@@ -62,7 +63,6 @@ pub use crate::sink::MetricsSink;
 pub use crate::sink::{
     EventSink, FanOut, JsonLinesSink, TracingSink, breaker_call_contained, emit_contained,
 };
+pub use crate::status::TaskStatus;
 pub use crate::store::{Claimed, Missed, Pass, Reaped, Swept, TaskStore, Transition};
-pub use crate::task::{
-    DEFAULT_MAX_ATTEMPTS, NewTask, Outcome, Resume, Task, TaskStatus, TaskUpdate,
-};
+pub use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask, Outcome, Resume, Task, TaskUpdate};

@@ -1,6 +1,5 @@
 //! The task model: wire-compatible with the MCP `DetailedTask` shape.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -8,52 +7,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::id::TaskId;
-
-/// Where a task is in its life.
-///
-/// `Completed`, `Failed` and `Cancelled` are terminal: the first terminal
-/// transition of a task is final.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Running.
-    Working,
-    /// Waiting for input from the client (see [`Task::input_requests`]).
-    InputRequired,
-    /// Finished with a result (terminal).
-    Completed,
-    /// Finished with an error (terminal).
-    Failed,
-    /// Cancelled (terminal).
-    Cancelled,
-}
-
-impl TaskStatus {
-    /// Whether this status is final.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
-        )
-    }
-
-    /// The wire name (`"working"`, `"input_required"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Working => "working",
-            TaskStatus::InputRequired => "input_required",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::status::TaskStatus;
 
 /// A task as stored and returned.
 ///
@@ -194,7 +148,7 @@ impl Task {
     /// lease has lapsed (what [`TaskStore::reap`](crate::TaskStore::reap)
     /// fails, or [`TaskStore::claim`](crate::TaskStore::claim) takes over).
     pub fn is_orphan_at(&self, now: OffsetDateTime) -> bool {
-        crate::lease::is_orphan(self, now)
+        !self.is_terminal() && self.lease_expires_at.is_some_and(|at| now >= at)
     }
 
     /// Whether the task is in a terminal state.

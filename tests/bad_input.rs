@@ -54,10 +54,14 @@ fn invalid_ids_are_rejected_before_touching_the_file_system() {
     let store = FileStore::open(dir.path()).unwrap();
     let before = tree(dir.path());
     for (id, what) in table {
-        match TaskId::parse(id) {
-            Err(Error::InvalidId { id: shown, reason }) => {
+        let invalid = TaskId::parse(id).expect_err(what);
+        // The store's error carries it unchanged, bounded and with a reason.
+        let message = invalid.to_string();
+        match Error::from(invalid) {
+            Error::InvalidId { id: shown, reason } => {
                 assert!(!reason.is_empty(), "{what}");
                 assert!(shown.len() <= 200, "{what}: the error stays bounded");
+                assert_eq!(Error::InvalidId { id: shown, reason }.to_string(), message);
             }
             other => panic!("{what} ({id:?}) must be InvalidId, got {other:?}"),
         }

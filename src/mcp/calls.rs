@@ -89,7 +89,7 @@ pub(super) fn unknown_task(task_id: &str) -> McpError {
 
 /// `-32602` for an id that cannot name a task (the store's error, which
 /// shortens it).
-pub(super) fn invalid_id(error: &Error) -> McpError {
+pub(super) fn invalid_id(error: &impl std::fmt::Display) -> McpError {
     McpError::invalid_params(format!("unknown task: {error}"), None)
 }
 

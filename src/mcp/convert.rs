@@ -183,7 +183,7 @@ pub fn from_detailed(detailed: &DetailedTask) -> Result<Task, ConversionError> {
 pub fn from_rmcp_task(task: &rmcp::model::Task) -> Result<Task, ConversionError> {
     let id = TaskId::parse(&task.task_id).map_err(|source| ConversionError::InvalidId {
         id: task.task_id.clone(),
-        source,
+        source: source.into(),
     })?;
     let status = status_from_rmcp(task.status).ok_or_else(|| ConversionError::UnknownStatus {
         id: task.task_id.clone(),

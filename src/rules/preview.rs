@@ -79,7 +79,7 @@ impl<B: Backend> Store<B> {
         let mut orphans: Vec<Orphan> = batch
             .tasks
             .into_iter()
-            .filter(|t| !t.is_expired_at(now) && lease::is_orphan(t, now))
+            .filter(|t| !t.is_expired_at(now) && t.is_orphan_at(now))
             .map(|task| {
                 let fate = if lease::is_reapable(&task, now, grace) {
                     OrphanFate::Reap

@@ -10,13 +10,19 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
-use taskstore::Event;
+use taskstore::{Event, EventKind};
 
 use crate::Failure;
 use crate::text::out;
 
 /// How often `--follow` looks at the file again.
 const POLL: Duration = Duration::from_millis(200);
+
+/// The kind a `--kind` names: one of the crate's own if the name is one of
+/// theirs, else a host's own (so events are compared as kinds, not names).
+fn kind_named(name: &str) -> Result<EventKind, std::convert::Infallible> {
+    Ok(EventKind::from(name.to_owned()))
+}
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -28,8 +34,8 @@ pub struct TailArgs {
     follow: bool,
     /// Only events of this kind, by its exact name ("task.completed",
     /// "breaker.opened", or a host's own).
-    #[arg(long)]
-    kind: Option<String>,
+    #[arg(long, value_parser = kind_named)]
+    kind: Option<EventKind>,
     /// Only events about this task (their data's taskId).
     #[arg(long, value_name = "ID")]
     task: Option<String>,
@@ -180,8 +186,8 @@ impl Reader<'_> {
         if self
             .args
             .kind
-            .as_deref()
-            .is_some_and(|kind| event.kind.as_str() != kind)
+            .as_ref()
+            .is_some_and(|kind| event.kind != *kind)
         {
             return;
         }
