@@ -124,6 +124,58 @@ fn every_test_the_documents_cite_exists() {
     );
 }
 
+/// The `path/to/file.rs::function` names in backticks in `text`: a test
+/// cited by its file (the unit tests under `src/`).
+fn cited_in_files(text: &str) -> Vec<(String, String)> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|s| {
+            let (file, name) = s.split_once(".rs::")?;
+            let plain = |t: &str, extra: &[char]| {
+                !t.is_empty()
+                    && t.chars().all(|c| {
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || c == '_'
+                            || extra.contains(&c)
+                    })
+            };
+            (plain(file, &['/', '-']) && plain(name, &[]))
+                .then(|| (format!("{file}.rs"), name.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_test_the_documents_cite_by_file_exists() {
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for doc in ["CONSISTENCY.md", "ARCHITECTURE.md", "FORMAT.md"] {
+        let text = fs::read_to_string(Path::new(ROOT).join(doc)).unwrap();
+        for (file, name) in cited_in_files(&text) {
+            if name == "function" {
+                // The naming scheme itself, explained.
+                continue;
+            }
+            checked += 1;
+            let path = Path::new(ROOT).join(&file);
+            if !defines(&[path], &name) {
+                missing.push(format!("{doc}: {file}::{name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "cited tests that do not exist:\n{}",
+        missing.join("\n")
+    );
+    assert!(
+        checked > 5,
+        "only {checked} tests cited by file: is the parser right?"
+    );
+}
+
 #[test]
 fn no_document_sends_the_reader_outside_the_repository() {
     let mut found = Vec::new();
