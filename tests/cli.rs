@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -339,6 +339,23 @@ const DAMAGE: &[Damage] = &[
         problem: "missing_index_entry",
     },
     Damage {
+        name: "a corrupt finished task with a TTL",
+        plant: |dir, _| {
+            // Damaged in place: its expiring/ entry is a hard link to it
+            // (FORMAT.md), so the entry holds the same damaged bytes.
+            let store = open(dir);
+            let t = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
+            let path = task_path(dir, "done", &t.id);
+            fs::write(&path, b"{\"format\":1,\"task\":{\"taskId\":").unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().nlink(), 2, "linked from expiring/");
+            path
+        },
+        problem: "corrupt",
+    },
+    Damage {
         name: "a dead writer's temp file",
         plant: |dir, tasks| {
             let id = first(tasks, TaskStatus::Working).id;
@@ -622,6 +639,7 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
     // an open store first: opening a store resolves some damage itself).
     let fixable = [
         "a missing index entry",
+        "a corrupt finished task with a TTL",
         "a corrupt task file",
         "an interrupted move",
         "a stale running copy beside the terminal one",
@@ -709,6 +727,32 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
         );
         assert_unchanged(&before, &snapshot(&dir), name);
     }
+}
+
+/// Setting a task file aside is one rule, whoever does it: a listing that
+/// meets a corrupt finished task (the store's own quarantine) takes its
+/// `expiring/` entry with it, as `repair` does, and `verify` then finds the
+/// store clean.
+#[test]
+fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let tasks = store_with_tasks(&dir);
+    let damage = DAMAGE
+        .iter()
+        .find(|d| d.name == "a corrupt finished task with a TTL")
+        .unwrap();
+    let path = (damage.plant)(&dir, &tasks);
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    assert!(
+        stderr(&out).contains(&format!("skipped {}: ", path.display()))
+            && stderr(&out).contains("(setAside)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!path.exists(), "set aside by the listing");
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
 }
 
 // ---------------------------------------------------------------------------
