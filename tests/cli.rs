@@ -350,7 +350,11 @@ const DAMAGE: &[Damage] = &[
             assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
             let path = task_path(dir, "done", &t.id);
             fs::write(&path, b"{\"format\":1,\"task\":{\"taskId\":").unwrap();
-            assert_eq!(fs::metadata(&path).unwrap().nlink(), 2, "linked from expiring/");
+            assert_eq!(
+                fs::metadata(&path).unwrap().nlink(),
+                2,
+                "linked from expiring/"
+            );
             path
         },
         problem: "corrupt",
@@ -758,8 +762,9 @@ fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
 // ---------------------------------------------------------------------------
 // stats, list, show: against the API
 
-/// A store with a known history: finished tasks that took 1 s to 10 s, one
-/// expired task, one orphan (its lease lapsed an hour ago), owners A and B.
+/// A store with a known history: finished tasks that took 1 s to 10 s (a
+/// third of them with a day's TTL, so linked into `expiring/`), one expired
+/// task, one orphan (its lease lapsed an hour ago), owners A and B.
 fn store_with_history(dir: &Path) -> ManualClock {
     let start = OffsetDateTime::now_utc() - time::Duration::hours(2);
     let clock = ManualClock::new(start);
@@ -773,7 +778,12 @@ fn store_with_history(dir: &Path) -> ManualClock {
     let (a, b) = (handle("A"), handle("B"));
     for i in 1..=10u64 {
         let store = if i.is_multiple_of(2) { &a } else { &b };
-        let t = store.create(NewTask::new()).unwrap();
+        let new = if i.is_multiple_of(3) {
+            NewTask::new().ttl(Duration::from_secs(86_400))
+        } else {
+            NewTask::new()
+        };
+        let t = store.create(new).unwrap();
         clock.advance(Duration::from_secs(i));
         let finished = if i.is_multiple_of(4) {
             store.fail(&t.id, json!("no"))
@@ -849,12 +859,45 @@ fn stats_agree_with_the_api() {
         + fs::read_dir(dir.join("done")).unwrap().count();
     assert_eq!(stats["disk"]["taskFiles"], files);
     assert_eq!(stats["disk"]["quarantined"], 0);
-    assert!(stats["disk"]["bytes"].as_u64().unwrap() > 0);
+    // On disk: the blocks allocated, each inode once, as du counts them
+    // (the expiring/ entries are other names of task files)...
+    let du = Command::new("du")
+        .args(["-s", "--block-size=1"])
+        .arg(&dir)
+        .output()
+        .expect("run du");
+    assert!(du.status.success(), "{}", stderr(&du));
+    let du: u64 = stdout(&du)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du's first field");
+    assert_eq!(fs::read_dir(dir.join("expiring")).unwrap().count(), 3);
+    assert_eq!(stats["disk"]["allocatedBytes"], du, "{stats:#}");
+    // ... and the files' sizes, which for small tasks are far less.
+    let mut sizes = fs::metadata(dir.join("taskstore.json")).unwrap().len();
+    for sub in ["active", "done", "tmp", "quarantine"] {
+        for entry in fs::read_dir(dir.join(sub)).unwrap() {
+            sizes += entry.unwrap().metadata().unwrap().len();
+        }
+    }
+    assert_eq!(stats["disk"]["fileBytes"], sizes, "{stats:#}");
+    assert!(du > sizes, "du {du}, sizes {sizes}");
     drop(fresh);
 
     let text = run_expect(Some(&dir), &["stats"], 0);
     assert!(
         stdout(&text).contains("success rate    80.0%"),
+        "{}",
+        stdout(&text)
+    );
+    let on_disk = stdout(&text)
+        .lines()
+        .find(|l| l.starts_with("on disk"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        on_disk.contains(" allocated (") && on_disk.contains(" in files: "),
         "{}",
         stdout(&text)
     );
