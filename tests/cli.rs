@@ -370,6 +370,26 @@ const DAMAGE: &[Damage] = &[
         problem: "dead_temp",
     },
     Damage {
+        name: "a temp file whose stripe lock cannot be opened",
+        plant: |dir, tasks| {
+            // A directory where the stripe's lock file belongs: the lock
+            // cannot be taken, so whether the temp file's writer is alive
+            // cannot be told (the directory itself is a not_a_file).
+            let id = first(tasks, TaskStatus::Working).id;
+            let path = dir.join("tmp").join(format!("{id}.999999.5.tmp"));
+            fs::write(&path, b"{\"format\":1,\"ta").unwrap();
+            chmod(&path, 0o600);
+            let lock = dir
+                .join("locks")
+                .join(format!("{:02}.lock", stripe(id.as_str())));
+            let _ = fs::remove_file(&lock);
+            fs::create_dir(&lock).unwrap();
+            chmod(&lock, 0o700);
+            path
+        },
+        problem: "unreadable",
+    },
+    Damage {
         name: "a foreign file among the tasks",
         plant: |dir, _| {
             let path = dir.join("active").join("notes.txt");
@@ -551,8 +571,36 @@ const DAMAGE: &[Damage] = &[
     },
 ];
 
+/// Every code `ProblemKind::code` gives.
+const PROBLEM_CODES: [&str; 18] = [
+    "mode",
+    "symlink",
+    "not_a_file",
+    "not_a_directory",
+    "foreign",
+    "missing",
+    "bad_marker",
+    "newer_format",
+    "corrupt",
+    "wrong_id",
+    "too_large",
+    "misplaced",
+    "interrupted_move",
+    "stale_copy",
+    "dead_temp",
+    "stale_index_entry",
+    "missing_index_entry",
+    "unreadable",
+];
+
 #[test]
 fn verify_reports_every_kind_of_damage_with_its_path() {
+    let planted: std::collections::BTreeSet<&str> = DAMAGE.iter().map(|d| d.problem).collect();
+    let unplanted: Vec<&str> = PROBLEM_CODES
+        .into_iter()
+        .filter(|code| !planted.contains(code))
+        .collect();
+    assert!(unplanted.is_empty(), "no damage plants {unplanted:?}");
     for damage in DAMAGE {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
