@@ -196,6 +196,14 @@ fn usage(message: &str) -> ! {
         .exit()
 }
 
+/// Exits with clap's usage error (status 2) for a value that only the store
+/// could judge (a list cursor, say).
+fn invalid_value(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::InvalidValue, message)
+        .exit()
+}
+
 /// The directory of a file store, for commands that only a file store has.
 fn file_only<'a>(target: &'a Target, command: &str) -> Result<&'a Path, Failure> {
     let _ = command; // named only in the PostgreSQL case

@@ -93,7 +93,16 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         if let Some(after) = &cursor {
             page_query = page_query.after(after);
         }
-        let page: Page = store.list(&page_query)?;
+        let page: Page = match store.list(&page_query) {
+            Ok(page) => page,
+            // Only the cursor given can be one: the others are the store's.
+            Err(taskstore::Error::InvalidCursor { .. }) => crate::invalid_value(&format!(
+                "invalid value {:?} for '--after <CURSOR>': not a list cursor \
+                 (`list --limit` prints the next page's on stderr)",
+                args.after.as_deref().unwrap_or_default()
+            )),
+            Err(e) => return Err(e.into()),
+        };
         for skipped in &page.skipped {
             eprintln!(
                 "taskstore: skipped {}: {} ({})",
