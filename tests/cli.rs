@@ -1549,6 +1549,53 @@ fn commands_work_over_postgres() {
         .map(|v| serde_json::from_value(v).unwrap())
         .collect();
     assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    // TASKSTORE_PG and TASKSTORE_PG_SCHEMA name the store as --pg and
+    // --pg-schema do (the schema is this test's own: the default one holds
+    // other tests' tasks, or none).
+    let run_env = |args: &[&str], env: &[(&str, &str)], code: i32| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
+        command
+            .args(args)
+            .env_remove("TASKSTORE_STORE")
+            .env_remove("TASKSTORE_PG")
+            .env_remove("TASKSTORE_PG_SCHEMA")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        let out = command.output().expect("run the taskstore binary");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "taskstore {args:?} with {env:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    };
+    let pg_env = [
+        ("TASKSTORE_PG", conninfo.as_str()),
+        ("TASKSTORE_PG_SCHEMA", schema.as_str()),
+    ];
+    let listed: Vec<Task> = json_lines(&run_env(&["list", "--json"], &pg_env, 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    let stats: Value =
+        serde_json::from_str(&stdout(&run_env(&["stats", "--json"], &pg_env, 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["store"]["schema"], schema.as_str());
+    assert_eq!(stats["tasks"], 3);
+    // A file store named too is a usage error: which one was meant?
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_with_tasks(&dir);
+    let both = [
+        pg_env[0],
+        pg_env[1],
+        ("TASKSTORE_STORE", dir.to_str().unwrap()),
+    ];
+    let out = run_env(&["list"], &both, 2);
+    assert!(stderr(&out).contains("not both"), "{}", stderr(&out));
     let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
     assert_eq!(stats["store"]["backend"], "postgres");
     assert_eq!(stats["tasks"], 3);
