@@ -1444,6 +1444,97 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
 }
 
 // ---------------------------------------------------------------------------
+// Progress on a terminal
+
+/// Runs `taskstore args...` on `store` under a pseudo-terminal, with
+/// `script` (util-linux): its exit status, and what it wrote to the
+/// terminal (stdout and stderr both).
+fn run_on_terminal(store: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_taskstore"))
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command"])
+        .arg(line.join(" "))
+        .arg("/dev/null")
+        .env("TASKSTORE_STORE", store)
+        .env_remove("TASKSTORE_PG")
+        .env_remove("TASKSTORE_PG_SCHEMA")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("run script (util-linux), which this test needs: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The progress lines drawn (`"\r N/M"`), as (where, N, M).
+fn progress_drawn(terminal: &str) -> Vec<(usize, usize, usize)> {
+    terminal
+        .match_indices('\r')
+        .filter_map(|(at, _)| {
+            let rest = terminal[at + 1..].strip_prefix(' ')?;
+            let done: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let rest = rest[done.len()..].strip_prefix('/')?;
+            let total: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((at, done.parse().ok()?, total.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn long_commands_draw_progress_on_a_terminal_and_none_when_piped() {
+    const TASKS: usize = 600;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStore::builder(&dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    for i in 0..TASKS {
+        let t = store.create(NewTask::new()).unwrap();
+        if i % 2 == 0 {
+            assert!(store.complete(&t.id, json!(i)).unwrap().is_applied());
+        }
+    }
+    drop(store);
+    for (args, last_words) in [
+        (&["verify"][..], "clean ("),
+        (&["stats"], "success rate"),
+        (&["repair"], "clean, nothing to repair"),
+    ] {
+        let (code, terminal) = run_on_terminal(&dir, args);
+        assert_eq!(code, Some(0), "{args:?}: {terminal:?}");
+        let drawn = progress_drawn(&terminal);
+        let Some(&(last, done, total)) = drawn.last() else {
+            panic!("{args:?}: no progress drawn on the terminal: {terminal:?}");
+        };
+        assert!(
+            done == total && total >= TASKS,
+            "{args:?}: the last progress drawn is {done}/{total}: {terminal:?}"
+        );
+        // Cleared once done, before the command's last words.
+        let cleared = terminal.rfind("\r\x1b[K");
+        assert!(
+            cleared.is_some_and(|at| at > last && terminal[at..].contains(last_words)),
+            "{args:?}: the progress line is not cleared: {terminal:?}"
+        );
+
+        let piped = run_expect(Some(&dir), args, 0);
+        for (name, text) in [("stdout", stdout(&piped)), ("stderr", stderr(&piped))] {
+            assert!(
+                !text.contains('\r') && !text.contains('\x1b') && progress_drawn(&text).is_empty(),
+                "{args:?}: progress on a piped {name}: {text:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Usage
 
 #[test]
