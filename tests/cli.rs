@@ -1232,6 +1232,12 @@ fn completer(args: &[String]) {
 // ---------------------------------------------------------------------------
 // Beside a writer process
 
+/// The commands, each run many times while a writer process creates,
+/// updates, finishes and deletes tasks, some with TTLs that lapse during the
+/// test (the sweeps delete them) and some abandoned (the reaps fail them):
+/// none reports a false problem, and no task the writer acknowledged is lost
+/// or changed, which the end checks through the API against the writer's
+/// journal.
 #[test]
 fn commands_run_beside_a_writer_process() {
     if let Some((role, args)) = common::role() {
@@ -1243,11 +1249,16 @@ fn commands_run_beside_a_writer_process() {
     let work = tmp.path().to_owned();
     store_with_tasks(&dir);
     let stop = work.join("stop");
+    let journal = work.join("journal");
     let mut child = spawn(
         &work,
         "commands_run_beside_a_writer_process",
         "writer",
-        &[dir.display().to_string(), stop.display().to_string()],
+        &[
+            dir.display().to_string(),
+            stop.display().to_string(),
+            journal.display().to_string(),
+        ],
     );
     let rounds = |work: &Path| -> u64 {
         fs::read_to_string(work.join("stop.progress"))
@@ -1260,18 +1271,30 @@ fn commands_run_beside_a_writer_process() {
         "the writer's first rounds",
         || rounds(&work) > 0,
     );
-    // Until the writer has made many rounds beside them, and each command
-    // ran several times.
-    let mut passes = 0;
-    while passes < 8 || rounds(&work) < 200 {
+    // The writer's long-running tasks: running until it stops.
+    let running: Vec<String> = fs::read_to_string(work.join("stop.running"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!running.is_empty());
+    // Until the writer has made many rounds beside them, each command ran
+    // several times, and the sweeps and reaps had something to do.
+    let (mut passes, mut swept, mut reaped) = (0, 0, 0);
+    while passes < 8 || rounds(&work) < 200 || swept == 0 || reaped == 0 {
         child.check_alive();
         assert!(passes < 10_000, "the writer makes no progress");
+        let shown = running[passes % running.len()].as_str();
         for args in [
             &["list", "--json"][..],
             &["list", "--active"],
+            &["show", shown],
             &["stats", "--json"],
             &["verify"],
             &["repair"],
+            &["repair", "--apply"],
+            &["sweep"],
+            &["reap"],
         ] {
             let out = run_expect(Some(&dir), args, 0);
             assert!(
@@ -1279,8 +1302,38 @@ fn commands_run_beside_a_writer_process() {
                 "pass {passes}, {args:?}: {}",
                 stderr(&out)
             );
-            if args[0] == "verify" || args[0] == "repair" {
-                assert_eq!(stdout(&out), "", "pass {passes}: a false problem");
+            let text = stdout(&out);
+            match args[0] {
+                "verify" | "repair" => assert_eq!(text, "", "pass {passes}: a false problem"),
+                "show" => {
+                    let task: Task = serde_json::from_str(&text).unwrap();
+                    assert_eq!(task.id.as_str(), shown);
+                    assert_eq!(task.status, TaskStatus::Working, "pass {passes}");
+                }
+                "sweep" => {
+                    // A live writer's temp files and moves are not a
+                    // crashed writer's leftovers.
+                    let deleted: usize = text
+                        .strip_prefix("deleted ")
+                        .and_then(|t| t.split(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("pass {passes}: {text}"));
+                    assert!(
+                        text.contains("; cleaned 0 leftover"),
+                        "pass {passes}: {text}"
+                    );
+                    swept += deleted;
+                }
+                "reap" => {
+                    for line in text.lines() {
+                        let owner = line.rsplit("owner ").next().unwrap_or_default();
+                        assert_ne!(owner, "writer", "pass {passes}: reaped a live task: {line}");
+                        if owner == "abandoned" {
+                            reaped += 1;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         passes += 1;
@@ -1289,25 +1342,116 @@ fn commands_run_beside_a_writer_process() {
     child.finish();
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "");
+
+    // Every task the writer acknowledged is as it left it: but those it
+    // deleted, those whose TTL lapsed (gone for every reader), and the
+    // abandoned ones, which a reap may have failed.
+    let api = open(&dir);
+    let (mut kept, mut expired, mut deleted, mut orphans) = (0, 0, 0, 0);
+    for line in fs::read_to_string(&journal).unwrap().lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        let id = TaskId::parse(entry["id"].as_str().unwrap()).unwrap();
+        if entry["task"].is_null() {
+            assert_eq!(api.get(&id).unwrap(), None, "{id}: deleted by the writer");
+            deleted += 1;
+            continue;
+        }
+        let written: Task = serde_json::from_value(entry["task"].clone()).unwrap();
+        let before = api.now();
+        let got = api.get(&id).unwrap();
+        let after = api.now();
+        match written.expires_at() {
+            Some(at) if at <= before => {
+                assert_eq!(got, None, "{id}: expired");
+                expired += 1;
+            }
+            // Expired while it was read: either is right.
+            Some(at) if at <= after => {
+                assert!(got.is_none() || got.as_ref() == Some(&written), "{id}")
+            }
+            _ if entry["orphan"] == true => {
+                let got = got.unwrap_or_else(|| panic!("{id}: an abandoned task lost"));
+                if got != written {
+                    assert_eq!(got.status, TaskStatus::Failed, "{id}: {got:?}");
+                    assert_eq!(got.error.as_ref().unwrap()["code"], "orphaned", "{id}");
+                    assert_eq!(got.created_at, written.created_at, "{id}");
+                }
+                orphans += 1;
+            }
+            _ => {
+                assert_eq!(got.as_ref(), Some(&written), "{id}: as the writer left it");
+                kept += 1;
+            }
+        }
+    }
+    assert!(kept > 0 && expired > 0 && deleted > 0 && orphans > 0);
     eprintln!(
-        "the writer made {} rounds beside {passes} passes of the commands",
+        "the writer made {} rounds beside {passes} passes of the commands, which swept \
+         {swept} expired tasks and reaped {reaped} abandoned ones; of the tasks it \
+         acknowledged, {kept} are as it left them, {expired} expired, {deleted} it \
+         deleted, {orphans} abandoned",
         rounds(&work)
     );
 }
 
-/// Creates, updates, completes, cancels and deletes tasks until the stop
-/// file appears, reporting its rounds as it goes. Every other round skips
-/// fsync: what other processes see is the same, and it makes more rounds;
-/// the rounds with fsync keep their temp files (and their locks) longer.
+/// Until the stop file appears, round after round: creates, updates,
+/// completes, cancels, fails and deletes tasks; finishes tasks with a short
+/// TTL (they expire during the test) and with a long one; leaves running
+/// tasks with a short TTL to expire; abandons a task now and then (a handle
+/// with a 1 ms lease that never writes it again); keeps its long-running
+/// tasks' leases by updating them. Every write it makes must apply: a
+/// command that swept, reaped or set aside a task of its too early would
+/// fail it. Reports its rounds as it goes, and at the end journals every
+/// task as it last acknowledged it (`null` once deleted). Every other round
+/// skips fsync: what other processes see is the same, and it makes more
+/// rounds; the rounds with fsync keep their temp files (and their locks)
+/// longer.
 fn writer(args: &[String]) {
     let (dir, stop) = (Path::new(&args[0]), Path::new(&args[1]));
+    let journal = Path::new(&args[2]);
     let progress = PathBuf::from(format!("{}.progress", stop.display()));
     let fast = FileStore::builder(dir)
+        .instance_id("writer")
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();
-    let durable = open(dir);
+    let durable = FileStore::builder(dir)
+        .instance_id("writer")
+        .open()
+        .unwrap();
+    let abandoner = FileStore::builder(dir)
+        .instance_id("abandoned")
+        .lease(Duration::from_millis(1))
+        .open()
+        .unwrap();
+    // id -> (the task as last acknowledged, or null once deleted; abandoned)
+    let mut acknowledged: BTreeMap<TaskId, (Value, bool)> = BTreeMap::new();
+    let mut deleted = Vec::new();
+    let mut ack = |task: &Task| {
+        acknowledged.insert(
+            task.id.clone(),
+            (serde_json::to_value(task).unwrap(), false),
+        );
+    };
+    let applied = |t: taskstore::Result<taskstore::Transition>| -> Task {
+        let t = t.unwrap();
+        assert!(t.is_applied(), "{t:?}");
+        t.into_task()
+    };
+    let running: Vec<Task> = (0..3)
+        .map(|i| {
+            durable
+                .create(NewTask::new().status_message(format!("long-running {i}")))
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = running.iter().map(|t| t.id.to_string()).collect();
+    common::write_atomic(
+        &PathBuf::from(format!("{}.running", stop.display())),
+        ids.join("\n").as_bytes(),
+    );
     let mut rounds = 0u64;
+    let mut abandoned = Vec::new();
     while !stop.exists() {
         let store = if rounds.is_multiple_of(2) {
             &durable
@@ -1317,24 +1461,83 @@ fn writer(args: &[String]) {
         let t = store
             .create(NewTask::new().metadata("round", rounds))
             .unwrap();
-        let updated = store.update(&t.id, TaskUpdate::new().status_message("halfway"));
-        assert!(updated.unwrap().is_applied());
+        let t = applied(store.update(&t.id, TaskUpdate::new().status_message("halfway")));
+        ack(&t);
         let t2 = store.create(NewTask::new()).unwrap();
-        let finished = if rounds.is_multiple_of(4) {
-            store.complete(&t.id, json!(rounds))
+        ack(&t2);
+        let t = if rounds.is_multiple_of(4) {
+            applied(store.complete(&t.id, json!(rounds)))
         } else {
-            store.cancel(&t.id, None)
+            applied(store.cancel(&t.id, None))
         };
-        assert!(finished.unwrap().is_applied());
-        assert!(store.fail(&t2.id, json!("x")).unwrap().is_applied());
+        ack(&t);
+        ack(&applied(store.fail(&t2.id, json!("x"))));
         if rounds.is_multiple_of(5) {
             assert!(store.delete(&t.id).unwrap());
+            deleted.push(t.id.clone());
+        }
+        // Finished with a TTL that lapses within the test: linked into
+        // expiring/, then swept. (One that lapsed before it could be
+        // completed, on a busy machine, is gone as created.)
+        let ttl = Duration::from_millis(200 + 100 * (rounds % 4));
+        let short = store.create(NewTask::new().ttl(ttl)).unwrap();
+        ack(&short);
+        match store.complete(&short.id, json!("soon gone")) {
+            Ok(t) => {
+                assert!(t.is_applied(), "{t:?}");
+                ack(t.task());
+            }
+            Err(taskstore::Error::NotFound { .. })
+                if short.expires_at().is_some_and(|at| at <= store.now()) => {}
+            Err(e) => panic!("complete {}: {e}", short.id),
+        }
+        // Running when its TTL lapses: gone, and swept from active/.
+        if rounds.is_multiple_of(2) {
+            ack(&store
+                .create(NewTask::new().ttl(Duration::from_millis(300)))
+                .unwrap());
+        }
+        // Finished with a TTL that outlives the test: kept, and indexed.
+        if rounds.is_multiple_of(3) {
+            let long = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            ack(&applied(store.cancel(&long.id, Some("enough".into()))));
+        }
+        // Abandoned: its 1 ms lease lapses at once, and a reap fails it.
+        if rounds.is_multiple_of(7) {
+            abandoned.push(abandoner.create(NewTask::new()).unwrap());
+        }
+        // The long-running tasks' leases, renewed by their owner's writes.
+        for task in &running {
+            let message = format!("round {rounds}");
+            ack(&applied(durable.update(
+                &task.id,
+                TaskUpdate::new().status_message(message),
+            )));
         }
         rounds += 1;
         if rounds % 10 == 1 {
             common::write_atomic(&progress, rounds.to_string().as_bytes());
         }
     }
+    for task in &running {
+        ack(&applied(durable.complete(&task.id, json!("finished"))));
+    }
+    for id in deleted {
+        acknowledged.insert(id, (Value::Null, false));
+    }
+    for task in abandoned {
+        acknowledged.insert(
+            task.id.clone(),
+            (serde_json::to_value(&task).unwrap(), true),
+        );
+    }
+    let lines: Vec<String> = acknowledged
+        .into_iter()
+        .map(|(id, (task, orphan))| json!({"id": id, "task": task, "orphan": orphan}).to_string())
+        .collect();
+    common::write_atomic(journal, lines.join("\n").as_bytes());
 }
 
 // ---------------------------------------------------------------------------
