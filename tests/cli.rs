@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -339,6 +339,27 @@ const DAMAGE: &[Damage] = &[
         problem: "missing_index_entry",
     },
     Damage {
+        name: "a corrupt finished task with a TTL",
+        plant: |dir, _| {
+            // Damaged in place: its expiring/ entry is a hard link to it
+            // (FORMAT.md), so the entry holds the same damaged bytes.
+            let store = open(dir);
+            let t = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            assert!(store.complete(&t.id, json!(1)).unwrap().is_applied());
+            let path = task_path(dir, "done", &t.id);
+            fs::write(&path, b"{\"format\":1,\"task\":{\"taskId\":").unwrap();
+            assert_eq!(
+                fs::metadata(&path).unwrap().nlink(),
+                2,
+                "linked from expiring/"
+            );
+            path
+        },
+        problem: "corrupt",
+    },
+    Damage {
         name: "a dead writer's temp file",
         plant: |dir, tasks| {
             let id = first(tasks, TaskStatus::Working).id;
@@ -347,6 +368,26 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "dead_temp",
+    },
+    Damage {
+        name: "a temp file whose stripe lock cannot be opened",
+        plant: |dir, tasks| {
+            // A directory where the stripe's lock file belongs: the lock
+            // cannot be taken, so whether the temp file's writer is alive
+            // cannot be told (the directory itself is a not_a_file).
+            let id = first(tasks, TaskStatus::Working).id;
+            let path = dir.join("tmp").join(format!("{id}.999999.5.tmp"));
+            fs::write(&path, b"{\"format\":1,\"ta").unwrap();
+            chmod(&path, 0o600);
+            let lock = dir
+                .join("locks")
+                .join(format!("{:02}.lock", stripe(id.as_str())));
+            let _ = fs::remove_file(&lock);
+            fs::create_dir(&lock).unwrap();
+            chmod(&lock, 0o700);
+            path
+        },
+        problem: "unreadable",
     },
     Damage {
         name: "a foreign file among the tasks",
@@ -530,8 +571,36 @@ const DAMAGE: &[Damage] = &[
     },
 ];
 
+/// Every code `ProblemKind::code` gives.
+const PROBLEM_CODES: [&str; 18] = [
+    "mode",
+    "symlink",
+    "not_a_file",
+    "not_a_directory",
+    "foreign",
+    "missing",
+    "bad_marker",
+    "newer_format",
+    "corrupt",
+    "wrong_id",
+    "too_large",
+    "misplaced",
+    "interrupted_move",
+    "stale_copy",
+    "dead_temp",
+    "stale_index_entry",
+    "missing_index_entry",
+    "unreadable",
+];
+
 #[test]
 fn verify_reports_every_kind_of_damage_with_its_path() {
+    let planted: std::collections::BTreeSet<&str> = DAMAGE.iter().map(|d| d.problem).collect();
+    let unplanted: Vec<&str> = PROBLEM_CODES
+        .into_iter()
+        .filter(|code| !planted.contains(code))
+        .collect();
+    assert!(unplanted.is_empty(), "no damage plants {unplanted:?}");
     for damage in DAMAGE {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
@@ -622,6 +691,7 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
     // an open store first: opening a store resolves some damage itself).
     let fixable = [
         "a missing index entry",
+        "a corrupt finished task with a TTL",
         "a corrupt task file",
         "an interrupted move",
         "a stale running copy beside the terminal one",
@@ -711,11 +781,38 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
     }
 }
 
+/// Setting a task file aside is one rule, whoever does it: a listing that
+/// meets a corrupt finished task (the store's own quarantine) takes its
+/// `expiring/` entry with it, as `repair` does, and `verify` then finds the
+/// store clean.
+#[test]
+fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let tasks = store_with_tasks(&dir);
+    let damage = DAMAGE
+        .iter()
+        .find(|d| d.name == "a corrupt finished task with a TTL")
+        .unwrap();
+    let path = (damage.plant)(&dir, &tasks);
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    assert!(
+        stderr(&out).contains(&format!("skipped {}: ", path.display()))
+            && stderr(&out).contains("(setAside)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!path.exists(), "set aside by the listing");
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
+}
+
 // ---------------------------------------------------------------------------
 // stats, list, show: against the API
 
-/// A store with a known history: finished tasks that took 1 s to 10 s, one
-/// expired task, one orphan (its lease lapsed an hour ago), owners A and B.
+/// A store with a known history: finished tasks that took 1 s to 10 s (a
+/// third of them with a day's TTL, so linked into `expiring/`), one expired
+/// task, one orphan (its lease lapsed an hour ago), owners A and B.
 fn store_with_history(dir: &Path) -> ManualClock {
     let start = OffsetDateTime::now_utc() - time::Duration::hours(2);
     let clock = ManualClock::new(start);
@@ -729,7 +826,12 @@ fn store_with_history(dir: &Path) -> ManualClock {
     let (a, b) = (handle("A"), handle("B"));
     for i in 1..=10u64 {
         let store = if i.is_multiple_of(2) { &a } else { &b };
-        let t = store.create(NewTask::new()).unwrap();
+        let new = if i.is_multiple_of(3) {
+            NewTask::new().ttl(Duration::from_secs(86_400))
+        } else {
+            NewTask::new()
+        };
+        let t = store.create(new).unwrap();
         clock.advance(Duration::from_secs(i));
         let finished = if i.is_multiple_of(4) {
             store.fail(&t.id, json!("no"))
@@ -805,12 +907,45 @@ fn stats_agree_with_the_api() {
         + fs::read_dir(dir.join("done")).unwrap().count();
     assert_eq!(stats["disk"]["taskFiles"], files);
     assert_eq!(stats["disk"]["quarantined"], 0);
-    assert!(stats["disk"]["bytes"].as_u64().unwrap() > 0);
+    // On disk: the blocks allocated, each inode once, as du counts them
+    // (the expiring/ entries are other names of task files)...
+    let du = Command::new("du")
+        .args(["-s", "--block-size=1"])
+        .arg(&dir)
+        .output()
+        .expect("run du");
+    assert!(du.status.success(), "{}", stderr(&du));
+    let du: u64 = stdout(&du)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du's first field");
+    assert_eq!(fs::read_dir(dir.join("expiring")).unwrap().count(), 3);
+    assert_eq!(stats["disk"]["allocatedBytes"], du, "{stats:#}");
+    // ... and the files' sizes, which for small tasks are far less.
+    let mut sizes = fs::metadata(dir.join("taskstore.json")).unwrap().len();
+    for sub in ["active", "done", "tmp", "quarantine"] {
+        for entry in fs::read_dir(dir.join(sub)).unwrap() {
+            sizes += entry.unwrap().metadata().unwrap().len();
+        }
+    }
+    assert_eq!(stats["disk"]["fileBytes"], sizes, "{stats:#}");
+    assert!(du > sizes, "du {du}, sizes {sizes}");
     drop(fresh);
 
     let text = run_expect(Some(&dir), &["stats"], 0);
     assert!(
         stdout(&text).contains("success rate    80.0%"),
+        "{}",
+        stdout(&text)
+    );
+    let on_disk = stdout(&text)
+        .lines()
+        .find(|l| l.starts_with("on disk"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        on_disk.contains(" allocated (") && on_disk.contains(" in files: "),
         "{}",
         stdout(&text)
     );
@@ -1097,6 +1232,12 @@ fn completer(args: &[String]) {
 // ---------------------------------------------------------------------------
 // Beside a writer process
 
+/// The commands, each run many times while a writer process creates,
+/// updates, finishes and deletes tasks, some with TTLs that lapse during the
+/// test (the sweeps delete them) and some abandoned (the reaps fail them):
+/// none reports a false problem, and no task the writer acknowledged is lost
+/// or changed, which the end checks through the API against the writer's
+/// journal.
 #[test]
 fn commands_run_beside_a_writer_process() {
     if let Some((role, args)) = common::role() {
@@ -1108,11 +1249,16 @@ fn commands_run_beside_a_writer_process() {
     let work = tmp.path().to_owned();
     store_with_tasks(&dir);
     let stop = work.join("stop");
+    let journal = work.join("journal");
     let mut child = spawn(
         &work,
         "commands_run_beside_a_writer_process",
         "writer",
-        &[dir.display().to_string(), stop.display().to_string()],
+        &[
+            dir.display().to_string(),
+            stop.display().to_string(),
+            journal.display().to_string(),
+        ],
     );
     let rounds = |work: &Path| -> u64 {
         fs::read_to_string(work.join("stop.progress"))
@@ -1125,18 +1271,30 @@ fn commands_run_beside_a_writer_process() {
         "the writer's first rounds",
         || rounds(&work) > 0,
     );
-    // Until the writer has made many rounds beside them, and each command
-    // ran several times.
-    let mut passes = 0;
-    while passes < 8 || rounds(&work) < 200 {
+    // The writer's long-running tasks: running until it stops.
+    let running: Vec<String> = fs::read_to_string(work.join("stop.running"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!running.is_empty());
+    // Until the writer has made many rounds beside them, each command ran
+    // several times, and the sweeps and reaps had something to do.
+    let (mut passes, mut swept, mut reaped) = (0, 0, 0);
+    while passes < 8 || rounds(&work) < 200 || swept == 0 || reaped == 0 {
         child.check_alive();
         assert!(passes < 10_000, "the writer makes no progress");
+        let shown = running[passes % running.len()].as_str();
         for args in [
             &["list", "--json"][..],
             &["list", "--active"],
+            &["show", shown],
             &["stats", "--json"],
             &["verify"],
             &["repair"],
+            &["repair", "--apply"],
+            &["sweep"],
+            &["reap"],
         ] {
             let out = run_expect(Some(&dir), args, 0);
             assert!(
@@ -1144,8 +1302,38 @@ fn commands_run_beside_a_writer_process() {
                 "pass {passes}, {args:?}: {}",
                 stderr(&out)
             );
-            if args[0] == "verify" || args[0] == "repair" {
-                assert_eq!(stdout(&out), "", "pass {passes}: a false problem");
+            let text = stdout(&out);
+            match args[0] {
+                "verify" | "repair" => assert_eq!(text, "", "pass {passes}: a false problem"),
+                "show" => {
+                    let task: Task = serde_json::from_str(&text).unwrap();
+                    assert_eq!(task.id.as_str(), shown);
+                    assert_eq!(task.status, TaskStatus::Working, "pass {passes}");
+                }
+                "sweep" => {
+                    // A live writer's temp files and moves are not a
+                    // crashed writer's leftovers.
+                    let deleted: usize = text
+                        .strip_prefix("deleted ")
+                        .and_then(|t| t.split(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("pass {passes}: {text}"));
+                    assert!(
+                        text.contains("; cleaned 0 leftover"),
+                        "pass {passes}: {text}"
+                    );
+                    swept += deleted;
+                }
+                "reap" => {
+                    for line in text.lines() {
+                        let owner = line.rsplit("owner ").next().unwrap_or_default();
+                        assert_ne!(owner, "writer", "pass {passes}: reaped a live task: {line}");
+                        if owner == "abandoned" {
+                            reaped += 1;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         passes += 1;
@@ -1154,25 +1342,116 @@ fn commands_run_beside_a_writer_process() {
     child.finish();
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "");
+
+    // Every task the writer acknowledged is as it left it: but those it
+    // deleted, those whose TTL lapsed (gone for every reader), and the
+    // abandoned ones, which a reap may have failed.
+    let api = open(&dir);
+    let (mut kept, mut expired, mut deleted, mut orphans) = (0, 0, 0, 0);
+    for line in fs::read_to_string(&journal).unwrap().lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        let id = TaskId::parse(entry["id"].as_str().unwrap()).unwrap();
+        if entry["task"].is_null() {
+            assert_eq!(api.get(&id).unwrap(), None, "{id}: deleted by the writer");
+            deleted += 1;
+            continue;
+        }
+        let written: Task = serde_json::from_value(entry["task"].clone()).unwrap();
+        let before = api.now();
+        let got = api.get(&id).unwrap();
+        let after = api.now();
+        match written.expires_at() {
+            Some(at) if at <= before => {
+                assert_eq!(got, None, "{id}: expired");
+                expired += 1;
+            }
+            // Expired while it was read: either is right.
+            Some(at) if at <= after => {
+                assert!(got.is_none() || got.as_ref() == Some(&written), "{id}")
+            }
+            _ if entry["orphan"] == true => {
+                let got = got.unwrap_or_else(|| panic!("{id}: an abandoned task lost"));
+                if got != written {
+                    assert_eq!(got.status, TaskStatus::Failed, "{id}: {got:?}");
+                    assert_eq!(got.error.as_ref().unwrap()["code"], "orphaned", "{id}");
+                    assert_eq!(got.created_at, written.created_at, "{id}");
+                }
+                orphans += 1;
+            }
+            _ => {
+                assert_eq!(got.as_ref(), Some(&written), "{id}: as the writer left it");
+                kept += 1;
+            }
+        }
+    }
+    assert!(kept > 0 && expired > 0 && deleted > 0 && orphans > 0);
     eprintln!(
-        "the writer made {} rounds beside {passes} passes of the commands",
+        "the writer made {} rounds beside {passes} passes of the commands, which swept \
+         {swept} expired tasks and reaped {reaped} abandoned ones; of the tasks it \
+         acknowledged, {kept} are as it left them, {expired} expired, {deleted} it \
+         deleted, {orphans} abandoned",
         rounds(&work)
     );
 }
 
-/// Creates, updates, completes, cancels and deletes tasks until the stop
-/// file appears, reporting its rounds as it goes. Every other round skips
-/// fsync: what other processes see is the same, and it makes more rounds;
-/// the rounds with fsync keep their temp files (and their locks) longer.
+/// Until the stop file appears, round after round: creates, updates,
+/// completes, cancels, fails and deletes tasks; finishes tasks with a short
+/// TTL (they expire during the test) and with a long one; leaves running
+/// tasks with a short TTL to expire; abandons a task now and then (a handle
+/// with a 1 ms lease that never writes it again); keeps its long-running
+/// tasks' leases by updating them. Every write it makes must apply: a
+/// command that swept, reaped or set aside a task of its too early would
+/// fail it. Reports its rounds as it goes, and at the end journals every
+/// task as it last acknowledged it (`null` once deleted). Every other round
+/// skips fsync: what other processes see is the same, and it makes more
+/// rounds; the rounds with fsync keep their temp files (and their locks)
+/// longer.
 fn writer(args: &[String]) {
     let (dir, stop) = (Path::new(&args[0]), Path::new(&args[1]));
+    let journal = Path::new(&args[2]);
     let progress = PathBuf::from(format!("{}.progress", stop.display()));
     let fast = FileStore::builder(dir)
+        .instance_id("writer")
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();
-    let durable = open(dir);
+    let durable = FileStore::builder(dir)
+        .instance_id("writer")
+        .open()
+        .unwrap();
+    let abandoner = FileStore::builder(dir)
+        .instance_id("abandoned")
+        .lease(Duration::from_millis(1))
+        .open()
+        .unwrap();
+    // id -> (the task as last acknowledged, or null once deleted; abandoned)
+    let mut acknowledged: BTreeMap<TaskId, (Value, bool)> = BTreeMap::new();
+    let mut deleted = Vec::new();
+    let mut ack = |task: &Task| {
+        acknowledged.insert(
+            task.id.clone(),
+            (serde_json::to_value(task).unwrap(), false),
+        );
+    };
+    let applied = |t: taskstore::Result<taskstore::Transition>| -> Task {
+        let t = t.unwrap();
+        assert!(t.is_applied(), "{t:?}");
+        t.into_task()
+    };
+    let running: Vec<Task> = (0..3)
+        .map(|i| {
+            durable
+                .create(NewTask::new().status_message(format!("long-running {i}")))
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = running.iter().map(|t| t.id.to_string()).collect();
+    common::write_atomic(
+        &PathBuf::from(format!("{}.running", stop.display())),
+        ids.join("\n").as_bytes(),
+    );
     let mut rounds = 0u64;
+    let mut abandoned = Vec::new();
     while !stop.exists() {
         let store = if rounds.is_multiple_of(2) {
             &durable
@@ -1182,24 +1461,83 @@ fn writer(args: &[String]) {
         let t = store
             .create(NewTask::new().metadata("round", rounds))
             .unwrap();
-        let updated = store.update(&t.id, TaskUpdate::new().status_message("halfway"));
-        assert!(updated.unwrap().is_applied());
+        let t = applied(store.update(&t.id, TaskUpdate::new().status_message("halfway")));
+        ack(&t);
         let t2 = store.create(NewTask::new()).unwrap();
-        let finished = if rounds.is_multiple_of(4) {
-            store.complete(&t.id, json!(rounds))
+        ack(&t2);
+        let t = if rounds.is_multiple_of(4) {
+            applied(store.complete(&t.id, json!(rounds)))
         } else {
-            store.cancel(&t.id, None)
+            applied(store.cancel(&t.id, None))
         };
-        assert!(finished.unwrap().is_applied());
-        assert!(store.fail(&t2.id, json!("x")).unwrap().is_applied());
+        ack(&t);
+        ack(&applied(store.fail(&t2.id, json!("x"))));
         if rounds.is_multiple_of(5) {
             assert!(store.delete(&t.id).unwrap());
+            deleted.push(t.id.clone());
+        }
+        // Finished with a TTL that lapses within the test: linked into
+        // expiring/, then swept. (One that lapsed before it could be
+        // completed, on a busy machine, is gone as created.)
+        let ttl = Duration::from_millis(200 + 100 * (rounds % 4));
+        let short = store.create(NewTask::new().ttl(ttl)).unwrap();
+        ack(&short);
+        match store.complete(&short.id, json!("soon gone")) {
+            Ok(t) => {
+                assert!(t.is_applied(), "{t:?}");
+                ack(t.task());
+            }
+            Err(taskstore::Error::NotFound { .. })
+                if short.expires_at().is_some_and(|at| at <= store.now()) => {}
+            Err(e) => panic!("complete {}: {e}", short.id),
+        }
+        // Running when its TTL lapses: gone, and swept from active/.
+        if rounds.is_multiple_of(2) {
+            ack(&store
+                .create(NewTask::new().ttl(Duration::from_millis(300)))
+                .unwrap());
+        }
+        // Finished with a TTL that outlives the test: kept, and indexed.
+        if rounds.is_multiple_of(3) {
+            let long = store
+                .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+                .unwrap();
+            ack(&applied(store.cancel(&long.id, Some("enough".into()))));
+        }
+        // Abandoned: its 1 ms lease lapses at once, and a reap fails it.
+        if rounds.is_multiple_of(7) {
+            abandoned.push(abandoner.create(NewTask::new()).unwrap());
+        }
+        // The long-running tasks' leases, renewed by their owner's writes.
+        for task in &running {
+            let message = format!("round {rounds}");
+            ack(&applied(durable.update(
+                &task.id,
+                TaskUpdate::new().status_message(message),
+            )));
         }
         rounds += 1;
         if rounds % 10 == 1 {
             common::write_atomic(&progress, rounds.to_string().as_bytes());
         }
     }
+    for task in &running {
+        ack(&applied(durable.complete(&task.id, json!("finished"))));
+    }
+    for id in deleted {
+        acknowledged.insert(id, (Value::Null, false));
+    }
+    for task in abandoned {
+        acknowledged.insert(
+            task.id.clone(),
+            (serde_json::to_value(&task).unwrap(), true),
+        );
+    }
+    let lines: Vec<String> = acknowledged
+        .into_iter()
+        .map(|(id, (task, orphan))| json!({"id": id, "task": task, "orphan": orphan}).to_string())
+        .collect();
+    common::write_atomic(journal, lines.join("\n").as_bytes());
 }
 
 // ---------------------------------------------------------------------------
@@ -1309,6 +1647,97 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
 }
 
 // ---------------------------------------------------------------------------
+// Progress on a terminal
+
+/// Runs `taskstore args...` on `store` under a pseudo-terminal, with
+/// `script` (util-linux): its exit status, and what it wrote to the
+/// terminal (stdout and stderr both).
+fn run_on_terminal(store: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_taskstore"))
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command"])
+        .arg(line.join(" "))
+        .arg("/dev/null")
+        .env("TASKSTORE_STORE", store)
+        .env_remove("TASKSTORE_PG")
+        .env_remove("TASKSTORE_PG_SCHEMA")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("run script (util-linux), which this test needs: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The progress lines drawn (`"\r N/M"`), as (where, N, M).
+fn progress_drawn(terminal: &str) -> Vec<(usize, usize, usize)> {
+    terminal
+        .match_indices('\r')
+        .filter_map(|(at, _)| {
+            let rest = terminal[at + 1..].strip_prefix(' ')?;
+            let done: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let rest = rest[done.len()..].strip_prefix('/')?;
+            let total: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((at, done.parse().ok()?, total.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn long_commands_draw_progress_on_a_terminal_and_none_when_piped() {
+    const TASKS: usize = 600;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStore::builder(&dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    for i in 0..TASKS {
+        let t = store.create(NewTask::new()).unwrap();
+        if i % 2 == 0 {
+            assert!(store.complete(&t.id, json!(i)).unwrap().is_applied());
+        }
+    }
+    drop(store);
+    for (args, last_words) in [
+        (&["verify"][..], "clean ("),
+        (&["stats"], "success rate"),
+        (&["repair"], "clean, nothing to repair"),
+    ] {
+        let (code, terminal) = run_on_terminal(&dir, args);
+        assert_eq!(code, Some(0), "{args:?}: {terminal:?}");
+        let drawn = progress_drawn(&terminal);
+        let Some(&(last, done, total)) = drawn.last() else {
+            panic!("{args:?}: no progress drawn on the terminal: {terminal:?}");
+        };
+        assert!(
+            done == total && total >= TASKS,
+            "{args:?}: the last progress drawn is {done}/{total}: {terminal:?}"
+        );
+        // Cleared once done, before the command's last words.
+        let cleared = terminal.rfind("\r\x1b[K");
+        assert!(
+            cleared.is_some_and(|at| at > last && terminal[at..].contains(last_words)),
+            "{args:?}: the progress line is not cleared: {terminal:?}"
+        );
+
+        let piped = run_expect(Some(&dir), args, 0);
+        for (name, text) in [("stdout", stdout(&piped)), ("stderr", stderr(&piped))] {
+            assert!(
+                !text.contains('\r') && !text.contains('\x1b') && progress_drawn(&text).is_empty(),
+                "{args:?}: progress on a piped {name}: {text:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Usage
 
 #[test]
@@ -1325,6 +1754,20 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     run_expect(Some(&dir), &["list", "--limit", "0"], 2);
     run_expect(Some(&dir), &["repair", "--apply", "--dry-run"], 2);
     run_expect(Some(&dir), &["show", "../etc"], 2);
+    // A cursor only the store can judge is a usage error all the same,
+    // naming the cursor.
+    for args in [
+        &["list", "--after", "bogus"][..],
+        &["list", "--json", "--limit", "2", "--after", "bogus"],
+    ] {
+        let out = run_expect(Some(&dir), args, 2);
+        assert!(
+            stderr(&out).contains("\"bogus\"") && stderr(&out).contains("--after"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out), "", "{args:?}");
+    }
 
     // A mistyped directory is an error naming it, never a new store.
     let typo = tmp.path().join("stroe");
@@ -1400,6 +1843,53 @@ fn commands_work_over_postgres() {
         .map(|v| serde_json::from_value(v).unwrap())
         .collect();
     assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    // TASKSTORE_PG and TASKSTORE_PG_SCHEMA name the store as --pg and
+    // --pg-schema do (the schema is this test's own: the default one holds
+    // other tests' tasks, or none).
+    let run_env = |args: &[&str], env: &[(&str, &str)], code: i32| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
+        command
+            .args(args)
+            .env_remove("TASKSTORE_STORE")
+            .env_remove("TASKSTORE_PG")
+            .env_remove("TASKSTORE_PG_SCHEMA")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        let out = command.output().expect("run the taskstore binary");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "taskstore {args:?} with {env:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    };
+    let pg_env = [
+        ("TASKSTORE_PG", conninfo.as_str()),
+        ("TASKSTORE_PG_SCHEMA", schema.as_str()),
+    ];
+    let listed: Vec<Task> = json_lines(&run_env(&["list", "--json"], &pg_env, 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    let stats: Value =
+        serde_json::from_str(&stdout(&run_env(&["stats", "--json"], &pg_env, 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["store"]["schema"], schema.as_str());
+    assert_eq!(stats["tasks"], 3);
+    // A file store named too is a usage error: which one was meant?
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_with_tasks(&dir);
+    let both = [
+        pg_env[0],
+        pg_env[1],
+        ("TASKSTORE_STORE", dir.to_str().unwrap()),
+    ];
+    let out = run_env(&["list"], &both, 2);
+    assert!(stderr(&out).contains("not both"), "{}", stderr(&out));
     let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
     assert_eq!(stats["store"]["backend"], "postgres");
     assert_eq!(stats["tasks"], 3);

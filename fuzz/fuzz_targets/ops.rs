@@ -1282,10 +1282,11 @@ impl Run {
 /// Leaves at most one of the values a call writes deeper than `MAX_DEPTH`
 /// (the later ones become `null`).
 ///
-/// Narrowed input, for the finding `too-deep-names-the-first` in
-/// `fuzz/regressions.md`: `Error::TooDeep` names the depth of the first
-/// value over the limit, not of the deepest as documented. With one such
-/// value, the two are the same. Remove once that is fixed.
+/// Narrowed input, for a finding not fixed yet: `Error::TooDeep` names the
+/// depth of the first value over the limit, not of the deepest as
+/// documented. With one such value, the two are the same. Once it is
+/// fixed, keep the finding as a test in `tests/fuzz_regressions.rs`, where
+/// every fixed finding is, and remove this.
 fn one_too_deep<'a>(values: impl IntoIterator<Item = &'a mut Value>) {
     let mut seen = false;
     for value in values {

@@ -1,14 +1,15 @@
 //! The census of a store: every task as a reader gets it, and what the
-//! store's files take on disk, read without changing anything (no file set
-//! aside, no leftover cleaned, no lock taken).
+//! store's files take (their blocks on disk, and their sizes), read without
+//! changing anything (no file set aside, no leftover cleaned, no lock
+//! taken).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::file::fs::{Dir, Kind};
+use crate::file::fs::{Dir, Kind, Status};
 use crate::file::layout::{self, Area};
 use crate::file::problem::Sub;
 use crate::file::read::newer;
@@ -17,7 +18,7 @@ use crate::file::{FileBackend, codec};
 use crate::id::TaskId;
 use crate::task::Task;
 
-/// Every task of a store and its files' sizes: what
+/// Every task of a store and what its files take: what
 /// [`FileCheck::census`] read.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -33,22 +34,48 @@ pub struct Census {
     pub usage: Usage,
 }
 
-/// What a store's files take on disk (apparent sizes, as `ls -l` shows).
+/// What a store's files take: the blocks allocated to them on disk, and
+/// their sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Usage {
-    /// Bytes in every file of the store.
-    pub bytes: u64,
+    /// Bytes allocated on disk to the store's directories and files: their
+    /// blocks (`st_blocks` × 512), each inode once (an `expiring/` entry is
+    /// another name of its task file), as `du` counts them. The store's own
+    /// names: the root, its marker and directories, and each directory's
+    /// entries (one level deep: a directory set aside in `quarantine/`
+    /// counts its own blocks, not what it holds).
+    pub allocated_bytes: u64,
+    /// Bytes in the store's files: the sizes of its marker, task files,
+    /// temp files and quarantined files, as `ls -l` shows them. Far below
+    /// `allocated_bytes` for small tasks: a file of a few hundred bytes
+    /// takes a whole block.
+    pub file_bytes: u64,
     /// Task files (`active/` and `done/`).
     pub task_files: usize,
-    /// Bytes in task files.
+    /// Bytes in task files (their sizes).
     pub task_bytes: u64,
     /// Files in `tmp/`.
     pub temp_files: usize,
     /// Files in `quarantine/`.
     pub quarantined: usize,
-    /// Bytes in `quarantine/`.
+    /// Bytes in `quarantine/` (the sizes of its files).
     pub quarantined_bytes: u64,
+}
+
+/// The blocks of the inodes met so far, each counted once.
+#[derive(Default)]
+struct Blocks {
+    seen: HashSet<(u64, u64)>,
+    bytes: u64,
+}
+
+impl Blocks {
+    fn add(&mut self, status: &Status) {
+        if self.seen.insert((status.dev, status.ino)) {
+            self.bytes += status.blocks * 512;
+        }
+    }
 }
 
 impl FileCheck {
@@ -57,9 +84,9 @@ impl FileCheck {
         self.census_with(&mut |_, _| {})
     }
 
-    /// Reads every task of the store as a reader gets it, and the sizes of
-    /// its files, calling `progress(done, total)` as it goes. Changes
-    /// nothing and takes no lock.
+    /// Reads every task of the store as a reader gets it, and what its
+    /// files take ([`Usage`]), calling `progress(done, total)` as it goes.
+    /// Changes nothing and takes no lock.
     ///
     /// `active/` is read before `done/` (and `done/` listed after), as the
     /// store's listings do: a task that finishes during the census is met
@@ -74,6 +101,7 @@ impl FileCheck {
     pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
         let store = self.backend()?;
         let mut census = Census::default();
+        let mut blocks = Blocks::default();
         let active = read_dir(store, store.dir(Area::Active))?;
         let done_before = read_dir(store, store.dir(Area::Done))?.len();
         let mut total = active.len() + done_before;
@@ -82,7 +110,7 @@ impl FileCheck {
         for name in active {
             seen += 1;
             progress(seen, total.max(seen));
-            if let Some(task) = read(store, Area::Active, &name, &mut census)? {
+            if let Some(task) = read(store, Area::Active, &name, &mut census, &mut blocks)? {
                 tasks.insert(task.id.clone(), task);
             }
         }
@@ -93,7 +121,7 @@ impl FileCheck {
         for name in done {
             seen += 1;
             progress(seen, total);
-            if let Some(task) = read(store, Area::Done, &name, &mut census)? {
+            if let Some(task) = read(store, Area::Done, &name, &mut census, &mut blocks)? {
                 match tasks.get(&task.id) {
                     Some(running) if !newer(&task, running) => {}
                     _ => {
@@ -102,7 +130,7 @@ impl FileCheck {
                 }
             }
         }
-        for (sub, quarantine) in [(Sub::Tmp, false), (Sub::Quarantine, true)] {
+        for sub in [Sub::Tmp, Sub::Quarantine, Sub::Expiring, Sub::Locks] {
             let Some(dir) = self.sub_dir(sub) else {
                 continue;
             };
@@ -110,18 +138,42 @@ impl FileCheck {
                 let Ok(status) = store.fs.stat(dir, &name) else {
                     continue;
                 };
-                census.usage.bytes += status.size;
-                if quarantine {
-                    census.usage.quarantined += 1;
-                    census.usage.quarantined_bytes += status.size;
-                } else {
-                    census.usage.temp_files += 1;
+                blocks.add(&status);
+                match sub {
+                    Sub::Tmp => {
+                        census.usage.temp_files += 1;
+                        census.usage.file_bytes += status.size;
+                    }
+                    Sub::Quarantine => {
+                        census.usage.quarantined += 1;
+                        census.usage.quarantined_bytes += status.size;
+                        census.usage.file_bytes += status.size;
+                    }
+                    // Other names of task files, and empty lock files.
+                    _ => {}
                 }
             }
         }
         if let Ok(status) = store.fs.stat(&store.root_dir, layout::MARKER.as_ref()) {
-            census.usage.bytes += status.size;
+            blocks.add(&status);
+            census.usage.file_bytes += status.size;
         }
+        let dirs = [
+            Sub::Active,
+            Sub::Done,
+            Sub::Tmp,
+            Sub::Expiring,
+            Sub::Locks,
+            Sub::Quarantine,
+        ];
+        for dir in
+            std::iter::once(&store.root_dir).chain(dirs.iter().filter_map(|s| self.sub_dir(*s)))
+        {
+            if let Ok(status) = store.fs.stat_dir(dir) {
+                blocks.add(&status);
+            }
+        }
+        census.usage.allocated_bytes = blocks.bytes;
         census.tasks = tasks.into_values().collect();
         census.tasks.sort_by(Task::listing_order);
         Ok(census)
@@ -142,16 +194,18 @@ fn read(
     area: Area,
     name: &OsString,
     census: &mut Census,
+    blocks: &mut Blocks,
 ) -> Result<Option<Task>> {
     let dir = store.dir(area);
     let path = dir.join(name);
     match store.fs.stat(dir, name) {
         Ok(status) if status.kind == Kind::File => {
-            census.usage.bytes += status.size;
+            blocks.add(&status);
+            census.usage.file_bytes += status.size;
             census.usage.task_files += 1;
             census.usage.task_bytes += status.size;
         }
-        Ok(_) => {}
+        Ok(status) => blocks.add(&status),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(_) => {}
     }

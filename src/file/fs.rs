@@ -92,6 +92,8 @@ pub(crate) struct Status {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
+    /// 512-byte blocks allocated to it (`st_blocks`).
+    pub blocks: u64,
     pub nlink: u64,
     pub mode: u32,
     pub mtime: (i64, i64),
@@ -123,6 +125,7 @@ impl Status {
             dev: stat.st_dev as u64,
             ino: stat.st_ino as u64,
             size: stat.st_size as u64,
+            blocks: stat.st_blocks as u64,
             nlink: stat.st_nlink as u64,
             mode: stat.st_mode as u32 & 0o7777,
             mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as i64),

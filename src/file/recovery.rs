@@ -236,10 +236,19 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
             Ok(Some(target)) => report(e.to_string(), UnreadableAction::SetAside)
                 .moved_to(target.display().to_string()),
             Ok(None) => report(e.to_string(), UnreadableAction::LeftInPlace),
-            Err(move_error) => report(
-                format!("{e}; not set aside: {move_error}"),
-                UnreadableAction::LeftInPlace,
-            ),
+            // Not moved, or moved but an index entry of it not removed.
+            Err(move_error) => {
+                let moved = matches!(
+                    store.fs.stat(store.dir(area), &task_name(id)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound
+                );
+                let action = if moved {
+                    UnreadableAction::SetAside
+                } else {
+                    UnreadableAction::LeftInPlace
+                };
+                report(format!("{e}; {move_error}"), action)
+            }
         },
         Err(e) => report(e.to_string(), UnreadableAction::LeftInPlace),
         // Repaired or removed meanwhile.
@@ -251,6 +260,15 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
 
 /// Sets task `id`'s file in `area` aside; the caller holds its stripe lock.
 /// Where it went, or `Ok(None)` if it is gone, or the quarantine is full.
+///
+/// Every set-aside of a task file goes through here (a listing's, a sweep's,
+/// a write's of a damaged copy, `repair`'s), and it takes the task out of
+/// the store as a delete does: the file goes into `quarantine/`, and the
+/// `expiring/` entries that were other names of it (a finished task with a
+/// TTL is linked there, FORMAT.md) and are now no task's file are removed
+/// with it. Neither step is fsynced: after a power loss the file is back
+/// (and set aside again when met), or an entry is left stale (removed by
+/// the sweep or `repair` that meets it).
 pub(super) fn set_aside_locked(
     store: &FileBackend,
     area: Area,
@@ -259,12 +277,60 @@ pub(super) fn set_aside_locked(
 ) -> Result<Option<PathBuf>> {
     let dir = store.dir(area);
     let name = task_name(id);
+    // Its other names, found before it moves; only a file with more than
+    // one name has any, so expiring/ is read only for those.
+    let links = match store.fs.stat(dir, &name) {
+        Ok(file) if file.nlink > 1 => index_links(store, id, (file.dev, file.ino))?,
+        _ => Vec::new(),
+    };
     match store.quarantine.move_in(&store.fs, dir, &name, area.name()) {
         Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
+            drop_index_links(store, id, &links)?;
             Ok(Some(target))
         }
         Ok(Moved::Gone | Moved::Full) => Ok(None),
         Err(e) => Err(Error::io("set aside", dir.join(&name), e)),
     }
+}
+
+/// The `expiring/` entries of task `id` that are the file `(dev, ino)`.
+fn index_links(store: &FileBackend, id: &TaskId, file: (u64, u64)) -> Result<Vec<OsString>> {
+    let names = store
+        .fs
+        .read_dir(&store.expiring)
+        .map_err(|e| Error::io("read directory", store.expiring.path(), e))?;
+    Ok(names
+        .into_iter()
+        .filter(|name| layout::expiring_entry(name).is_some_and(|(at, _)| at.id == *id))
+        .filter(|name| {
+            store
+                .fs
+                .stat(&store.expiring, name)
+                .is_ok_and(|entry| (entry.dev, entry.ino) == file)
+        })
+        .collect())
+}
+
+/// Removes those of `links` (entries of task `id` in `expiring/`) that are
+/// no task's file now (the task's lock is held): the other copy of an
+/// interrupted move may still be theirs.
+fn drop_index_links(store: &FileBackend, id: &TaskId, links: &[OsString]) -> Result<()> {
+    for name in links {
+        if !store.index_is_stale(id, name) {
+            continue;
+        }
+        match store.fs.remove(&store.expiring, name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    "remove the index entry of a task file set aside,",
+                    store.expiring.join(name),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -145,8 +145,10 @@ impl FileCheck {
     ///   only if it is free;
     /// - an unreadable task file (corrupt, of another task, a symlink, not
     ///   a file) is set aside into `quarantine/` under its lock, if it is
-    ///   still unreadable there; a foreign name in `active/`, `done/`,
-    ///   `tmp/` or `locks/` is set aside;
+    ///   still unreadable there, with its `expiring/` entries (as the
+    ///   store's own listings set one aside), so that none is left stale; a
+    ///   foreign name in `active/`, `done/`, `tmp/` or `locks/` is set
+    ///   aside;
     /// - a mode is set to `0600` (files) or `0700` (directories).
     ///
     /// A newer-format or oversized task file, a running task in `done/`, a

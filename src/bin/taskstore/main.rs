@@ -72,8 +72,9 @@ enum Command {
     Show(tasks::ShowArgs),
     /// Counts tasks by status, active tasks and orphans now, the oldest
     /// active task's age, how long finished tasks took (createdAt to
-    /// lastUpdatedAt), the success rate and, for a file store, its files.
-    /// Changes nothing.
+    /// lastUpdatedAt), the success rate and, for a file store, what its
+    /// files take on disk (allocated blocks, as du counts them; and their
+    /// sizes) and the files in quarantine. Changes nothing.
     Stats(stats::StatsArgs),
     /// Checks a file store's files as fsck does; changes nothing. Prints
     /// each problem with its path; exits 1 if there are any.
@@ -192,6 +193,14 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
 fn usage(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+        .exit()
+}
+
+/// Exits with clap's usage error (status 2) for a value that only the store
+/// could judge (a list cursor, say).
+fn invalid_value(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::InvalidValue, message)
         .exit()
 }
 

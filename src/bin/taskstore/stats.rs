@@ -176,7 +176,8 @@ fn as_json(stats: &Stats, store: Value) -> Value {
         })),
         "successRate": stats.success_rate(),
         "disk": stats.usage.map(|u| json!({
-            "bytes": u.bytes,
+            "allocatedBytes": u.allocated_bytes,
+            "fileBytes": u.file_bytes,
             "taskFiles": u.task_files,
             "taskBytes": u.task_bytes,
             "tempFiles": u.temp_files,
@@ -243,8 +244,9 @@ fn print_text(stats: &Stats, store: &Value) {
     }
     if let Some(u) = stats.usage {
         out(format!(
-            "on disk         {} ({} task files, {}; {} temp files)",
-            text::bytes(u.bytes),
+            "on disk         {} allocated ({} in files: {} task files, {}; {} temp files)",
+            text::bytes(u.allocated_bytes),
+            text::bytes(u.file_bytes),
             u.task_files,
             text::bytes(u.task_bytes),
             u.temp_files

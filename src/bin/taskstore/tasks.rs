@@ -50,8 +50,8 @@ pub struct CancelArgs {
     /// The status message the cancelled task gets.
     #[arg(long)]
     message: Option<String>,
-    /// One JSON object: {"taskId", "transition": "applied" or
-    /// "already_terminal", "status"}.
+    /// One JSON object: {"taskId", "transition": "applied",
+    /// "already_terminal" or "fenced", "status"}.
     #[arg(long)]
     json: bool,
 }
@@ -93,7 +93,16 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         if let Some(after) = &cursor {
             page_query = page_query.after(after);
         }
-        let page: Page = store.list(&page_query)?;
+        let page: Page = match store.list(&page_query) {
+            Ok(page) => page,
+            // Only the cursor given can be one: the others are the store's.
+            Err(taskstore::Error::InvalidCursor { .. }) => crate::invalid_value(&format!(
+                "invalid value {:?} for '--after <CURSOR>': not a list cursor \
+                 (`list --limit` prints the next page's on stderr)",
+                args.after.as_deref().unwrap_or_default()
+            )),
+            Err(e) => return Err(e.into()),
+        };
         for skipped in &page.skipped {
             eprintln!(
                 "taskstore: skipped {}: {} ({})",
@@ -169,12 +178,8 @@ pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
 
 pub fn cancel(args: &CancelArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     let transition = store.cancel(&args.id, args.message.clone())?;
-    let (name, task) = match &transition {
-        Transition::Applied(task) => ("applied", task),
-        Transition::AlreadyTerminal(task) => ("already_terminal", task),
-        Transition::Fenced(task) => ("fenced", task),
-        other => ("unknown", other.task()),
-    };
+    let (name, line) = outcome(&transition);
+    let task = transition.task();
     if args.json {
         out(serde_json::json!({
             "taskId": task.id,
@@ -182,16 +187,90 @@ pub fn cancel(args: &CancelArgs, store: &dyn Handle) -> Result<ExitCode, Failure
             "status": task.status,
         })
         .to_string());
-    } else if transition.is_applied() {
-        out(format!(
-            "applied: task {} is cancelled (this cancel was the first writer)",
-            task.id
-        ));
     } else {
-        out(format!(
-            "already terminal: task {} is {}; the cancel changed nothing (an earlier writer won)",
-            task.id, task.status
-        ));
+        out(line);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a cancel's transition says: its name (`--json`) and the line
+/// printed, each saying what happened.
+fn outcome(transition: &Transition) -> (&'static str, String) {
+    match transition {
+        Transition::Applied(task) => (
+            "applied",
+            format!(
+                "applied: task {} is cancelled (this cancel was the first writer)",
+                task.id
+            ),
+        ),
+        Transition::AlreadyTerminal(task) => (
+            "already_terminal",
+            format!(
+                "already terminal: task {} is {}; the cancel changed nothing (an earlier writer won)",
+                task.id, task.status
+            ),
+        ),
+        // Only a write fenced to an owner epoch is refused so; a cancel
+        // from here is not, but the line says it all the same.
+        Transition::Fenced(task) => (
+            "fenced",
+            format!(
+                "fenced: task {} has moved on to owner epoch {} (another instance claimed it) \
+                 and is {}; the cancel changed nothing",
+                task.id, task.epoch, task.status
+            ),
+        ),
+        other => {
+            let task = other.task();
+            (
+                "not_applied",
+                format!(
+                    "not applied: task {} is {}; the cancel changed nothing ({other:?})",
+                    task.id, task.status
+                ),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(status: &str, epoch: u64) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "taskId": "t-1",
+            "status": status,
+            "createdAt": "2026-05-01T09:00:00Z",
+            "lastUpdatedAt": "2026-05-01T09:00:00Z",
+            "ttlMs": null,
+            "revision": 1,
+            "epoch": epoch,
+        }))
+        .unwrap()
+    }
+
+    /// Each transition is printed as what happened: a fenced cancel is not
+    /// called terminal (its task is still running under another owner).
+    #[test]
+    fn a_cancel_says_what_happened() {
+        let (name, line) = outcome(&Transition::Applied(task("cancelled", 1)));
+        assert_eq!(name, "applied");
+        assert!(line.starts_with("applied: task t-1 is cancelled"), "{line}");
+        let (name, line) = outcome(&Transition::AlreadyTerminal(task("completed", 1)));
+        assert_eq!(name, "already_terminal");
+        assert!(
+            line.starts_with("already terminal: task t-1 is completed"),
+            "{line}"
+        );
+        let (name, line) = outcome(&Transition::Fenced(task("working", 3)));
+        assert_eq!(name, "fenced");
+        assert!(
+            line.starts_with("fenced: task t-1 has moved on to owner epoch 3")
+                && line.contains("is working")
+                && !line.contains("terminal"),
+            "{line}"
+        );
+    }
 }
