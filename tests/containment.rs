@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,12 +24,27 @@ fn task_path(root: &Path, area: &str, id: &TaskId) -> std::path::PathBuf {
     root.join(area).join(format!("{id}.json"))
 }
 
-/// A tmpfs mounted at `dir`, remounted read-only on demand, unmounted on drop.
-struct Tmpfs<'a>(&'a Path);
+/// Held by a test while it has a tmpfs mounted, and by every other process
+/// spawn of this binary: a remount read-only fails ("mount point is busy")
+/// while any process holds a file of it open for writing, and a child
+/// another test forks holds copies of this process's descriptors until it
+/// execs.
+static SPAWNS: Mutex<()> = Mutex::new(());
+
+fn spawns() -> MutexGuard<'static, ()> {
+    SPAWNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A tmpfs mounted at `dir`, remounted read-only on demand, unmounted on
+/// drop; no other test of this binary spawns a process meanwhile.
+struct Tmpfs<'a>(&'a Path, MutexGuard<'static, ()>);
 
 impl Tmpfs<'_> {
     /// Mounts one, or says why it cannot (not root, no `mount`).
     fn mount(dir: &Path) -> Result<Tmpfs<'_>, String> {
+        let alone = spawns();
         let uid = Command::new("id")
             .arg("-u")
             .output()
@@ -45,7 +60,7 @@ impl Tmpfs<'_> {
         if !status.success() {
             return Err(format!("mount -t tmpfs failed: {status}"));
         }
-        Ok(Tmpfs(dir))
+        Ok(Tmpfs(dir, alone))
     }
 
     /// [`mount`](Self::mount), or `None` after saying why the test skips
@@ -187,10 +202,12 @@ fn odd_entries_in_tmp_never_block_open() {
     fs::create_dir(tmp.join(format!("{}.1234.5.tmp", task.id))).unwrap();
     fs::create_dir(tmp.join("some-dir")).unwrap();
     symlink("/etc/passwd", tmp.join(format!("{}.1234.6.tmp", task.id))).unwrap();
+    let alone = spawns();
     Command::new("mkfifo")
         .arg(tmp.join("x.1.2.tmp"))
         .status()
         .unwrap();
+    drop(alone);
     let store = FileStore::open(&root).expect("odd entries in tmp/ never block open");
     assert_eq!(store.get(&task.id).unwrap(), Some(task));
     assert_eq!(
