@@ -163,6 +163,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// There is no store where one was to be opened, and the open was told
+    /// not to create one; nothing was created.
+    #[error("no store in {store} (and this open creates none)")]
+    NoStore {
+        /// Where the store was looked for.
+        store: String,
+    },
+
     /// An I/O operation failed.
     #[error("unable to {op} {}: {source}", path.display())]
     Io {

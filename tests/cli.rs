@@ -1910,6 +1910,27 @@ fn commands_work_over_postgres() {
     let out = run_pg(&["cancel", done.id.as_str(), "--json"], 0);
     assert_eq!(json_lines(&out)[0]["transition"], "already_terminal");
     assert_eq!(json_lines(&out)[0]["status"], "completed");
+    // A mistyped schema is an error naming it, and makes no store there.
+    let typo = format!("{schema}_typo");
+    for command in ["list", "stats"] {
+        let out = run_expect(None, &[command, "--pg", &conninfo, "--pg-schema", &typo], 1);
+        assert!(
+            stderr(&out).contains(&format!("no store in PostgreSQL schema {typo}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    match taskstore::PgStore::builder(conninfo.clone())
+        .schema(typo.clone())
+        .create_if_missing(false)
+        .open()
+    {
+        Err(taskstore::Error::NoStore { store }) => assert!(store.contains(&typo)),
+        other => panic!(
+            "the mistyped schema {typo} was created: {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 #[cfg(feature = "postgres")]

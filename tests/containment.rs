@@ -39,7 +39,10 @@ fn spawns() -> MutexGuard<'static, ()> {
 
 /// A tmpfs mounted at `dir`, remounted read-only on demand, unmounted on
 /// drop; no other test of this binary spawns a process meanwhile.
-struct Tmpfs<'a>(&'a Path, MutexGuard<'static, ()>);
+struct Tmpfs<'a> {
+    dir: &'a Path,
+    _alone: MutexGuard<'static, ()>,
+}
 
 impl Tmpfs<'_> {
     /// Mounts one, or says why it cannot (not root, no `mount`).
@@ -60,7 +63,7 @@ impl Tmpfs<'_> {
         if !status.success() {
             return Err(format!("mount -t tmpfs failed: {status}"));
         }
-        Ok(Tmpfs(dir, alone))
+        Ok(Tmpfs { dir, _alone: alone })
     }
 
     /// [`mount`](Self::mount), or `None` after saying why the test skips
@@ -81,7 +84,7 @@ impl Tmpfs<'_> {
     fn read_only(&self) {
         let status = Command::new("mount")
             .args(["-o", "remount,ro"])
-            .arg(self.0)
+            .arg(self.dir)
             .status()
             .unwrap();
         assert!(status.success(), "remount read-only");
@@ -90,7 +93,7 @@ impl Tmpfs<'_> {
 
 impl Drop for Tmpfs<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
+        let _ = Command::new("umount").arg(self.dir).status();
     }
 }
 

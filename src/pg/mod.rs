@@ -61,6 +61,7 @@ pub struct PgOptions {
     schema: String,
     pool_size: usize,
     time: TimeSource,
+    create: bool,
 }
 
 /// Where a [`PgStore`] takes the time its rules go by (TTLs, leases,
@@ -102,6 +103,15 @@ impl StoreBuilder<PgOptions> {
         self
     }
 
+    /// Whether [`open`](Self::open) may create the schema when it holds no
+    /// store (default `true`). With `false`, a schema without a store (say,
+    /// a mistyped name) is an error and nothing is created: what a tool
+    /// that inspects stores wants.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.options.create = create;
+        self
+    }
+
     /// Connects, creates or migrates the schema, measures the server's
     /// clock, and opens the store.
     ///
@@ -113,6 +123,8 @@ impl StoreBuilder<PgOptions> {
     /// [`Error::InvalidConfig`] for a connection string that does not parse,
     /// a bad schema name, a zero pool size or invalid common settings;
     /// [`Error::UnsupportedFormat`] for a schema written by a newer version;
+    /// [`Error::NoStore`] for a schema that holds no store, with
+    /// [`create_if_missing(false)`](Self::create_if_missing);
     /// [`Error::Backend`] (backend `"postgres"`) if the server cannot be
     /// reached, refuses, or its database is not UTF-8.
     pub fn open(mut self) -> Result<PgStore> {
@@ -151,7 +163,7 @@ impl StoreBuilder<PgOptions> {
                     format!("the database encoding is {found}; the store needs UTF8"),
                 ),
             })?;
-            schema::prepare(&mut conn.client, &schema)?;
+            schema::prepare(&mut conn.client, &schema, options.create)?;
             match options.time {
                 TimeSource::Server => Some(Arc::new(
                     ServerClock::start(self.settings.clock.clone(), pool.clone(), &mut conn)
@@ -205,6 +217,7 @@ impl Store<PgBackend> {
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             time: TimeSource::default(),
+            create: true,
         })
     }
 

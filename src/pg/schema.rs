@@ -72,15 +72,21 @@ INSERT INTO {s}.counters (active) SELECT count(*) FROM {s}.tasks WHERE active;
     )]
 }
 
-/// Creates the schema or migrates it to [`SCHEMA_VERSION`]; refuses a newer
-/// one. Opens that find the schema current take no lock and run no DDL;
-/// the others serialize on an advisory lock, in one transaction each.
-pub(crate) fn prepare(client: &mut postgres::Client, schema: &str) -> Result<()> {
+/// Creates the schema (if `create`) or migrates it to [`SCHEMA_VERSION`];
+/// refuses a newer one. Opens that find the schema current take no lock and
+/// run no DDL; the others serialize on an advisory lock, in one transaction
+/// each.
+pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool) -> Result<()> {
     let op = |what: &str| format!("{what} schema {schema}");
     let db = |what: &'static str| move |e| Error::backend("postgres", op(what), e);
     match read_version(client, schema).map_err(db("read the version of"))? {
         Some(SCHEMA_VERSION) => return Ok(()),
         Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
+        None if !create => {
+            return Err(Error::NoStore {
+                store: format!("PostgreSQL schema {schema}"),
+            });
+        }
         _ => {}
     }
     let mut tx = client.transaction().map_err(db("migrate"))?;

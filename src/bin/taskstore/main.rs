@@ -224,8 +224,8 @@ fn instance_id() -> String {
 }
 
 /// Opens the store as a normal handle (with this claim grace, if given). A
-/// file store must exist already: a mistyped path is an error, never a new
-/// store.
+/// store must exist already: a mistyped path or schema is an error, never a
+/// new store.
 fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle>, Failure> {
     fn configure<O>(builder: StoreBuilder<O>, claim_grace: Option<Duration>) -> StoreBuilder<O> {
         let builder = builder.instance_id(instance_id());
@@ -243,7 +243,8 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
         }
         #[cfg(feature = "postgres")]
         Target::Pg { conninfo, schema } => {
-            let mut builder = configure(taskstore::PgStore::builder(conninfo.clone()), claim_grace);
+            let mut builder = configure(taskstore::PgStore::builder(conninfo.clone()), claim_grace)
+                .create_if_missing(false);
             if let Some(schema) = schema {
                 builder = builder.schema(schema.clone());
             }
