@@ -96,15 +96,14 @@ fn check_depth(task: &Task) -> Result<()> {
         .chain(resume.map(|r| &r.input))
         .chain(resume.and_then(|r| r.checkpoint.as_ref()))
         .chain(task.metadata.values());
-    for value in values {
-        let depth = depth(value);
-        if depth > MAX_DEPTH {
-            return Err(Error::TooDeep {
-                id: task.id.clone(),
-                depth,
-                limit: MAX_DEPTH,
-            });
-        }
+    // The deepest of them all, as the error says (not the first too deep).
+    let deepest = values.map(depth).max().unwrap_or(0);
+    if deepest > MAX_DEPTH {
+        return Err(Error::TooDeep {
+            id: task.id.clone(),
+            depth: deepest,
+            limit: MAX_DEPTH,
+        });
     }
     Ok(())
 }
@@ -152,5 +151,24 @@ mod tests {
         assert_eq!(depth(&nested(7)), 7);
         // Measured without recursion (building and dropping one recurse, so not deeper).
         assert_eq!(depth(&nested(500)), 500);
+    }
+
+    #[test]
+    fn too_deep_names_the_deepest_value_not_the_first() {
+        let mut task: Task = serde_json::from_value(json!({
+            "taskId": "deep", "status": "working",
+            "createdAt": "2026-01-01T00:00:00Z", "lastUpdatedAt": "2026-01-01T00:00:00Z",
+            "ttlMs": null, "revision": 1,
+        }))
+        .unwrap();
+        task.metadata.insert("a".into(), nested(MAX_DEPTH + 1));
+        task.metadata.insert("b".into(), nested(MAX_DEPTH + 9));
+        task.result = Some(nested(MAX_DEPTH + 3));
+        match check_depth(&task) {
+            Err(Error::TooDeep { depth, limit, .. }) => {
+                assert_eq!((depth, limit), (MAX_DEPTH + 9, MAX_DEPTH));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -71,6 +71,29 @@ fn a_deeply_nested_payload_that_was_accepted_reads_back() {
     assert_eq!(quarantined(dir.path()), 0);
 }
 
+/// A task with several values too deep is refused with the depth of the
+/// deepest, as `Error::TooDeep` says (it gave the first one's), and nothing
+/// is written.
+#[test]
+fn too_deep_names_the_deepest_of_several_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let limit = taskstore::MAX_DEPTH;
+    let new = NewTask::new()
+        .id(TaskId::parse("deep").unwrap())
+        .metadata("a", nested(limit + 1))
+        .metadata("b", nested(limit + 7))
+        .metadata("c", nested(limit + 2));
+    match store.create(new) {
+        Err(Error::TooDeep { id, depth, .. }) => {
+            assert_eq!(id.as_str(), "deep");
+            assert_eq!(depth, limit + 7);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get(&TaskId::parse("deep").unwrap()).unwrap(), None);
+}
+
 /// The same through `update` (input requests) and `create` (metadata): every
 /// payload the store takes, it reads back.
 #[test]
