@@ -68,6 +68,7 @@ impl FileBackend {
         let untried: Vec<(TaskId, Error)> = {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
+            self.retry_unreadable(&mut state);
             state
                 .bad
                 .iter_mut()
@@ -163,6 +164,23 @@ impl FileBackend {
                 .filter_map(|id| Some(state.bad.get(id)?.report.clone())),
         );
         Ok((tasks, skipped))
+    }
+
+    /// Reads again each file of `active/` that last failed to read for a
+    /// reason that may pass (an I/O error): a file left in place is met
+    /// again by the next listing, though it has not changed since.
+    fn retry_unreadable(&self, state: &mut State) {
+        let again: Vec<TaskId> = state
+            .bad
+            .iter()
+            .filter(|(_, bad)| bad.retry)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in again {
+            // Forgotten first: its unchanged status must not excuse a read.
+            state.bad.remove(&id);
+            self.reread(state, &id, &task_name(&id), stamp::clock(), None);
+        }
     }
 
     /// Sets aside each unreadable file of `active/` in `bad`, and notes in
@@ -438,11 +456,13 @@ impl FileBackend {
                     UnreadableAction::LeftInPlace,
                 );
                 let corrupt = matches!(e, Error::Corrupt { .. });
+                let passing = matches!(e, Error::Io { .. });
                 state.mark_bad(id, report, stamp);
                 if !corrupt {
                     // Never set aside: may be readable later.
                     if let Some(bad) = state.bad.get_mut(id) {
                         bad.tried = true;
+                        bad.retry = passing;
                     }
                 }
             }
