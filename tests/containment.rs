@@ -348,6 +348,36 @@ fn the_quarantine_is_bounded_and_what_it_cannot_take_is_left_and_reported() {
     assert_eq!(count(&dir.path().join("active")), 3, "left in place");
     // Still reported on the next listing, never silently dropped.
     assert_eq!(store.list(&ListQuery::active()).unwrap().skipped.len(), 3);
+    // Finished tasks' files are read by every full listing: left while the
+    // quarantine is full, set aside once an operator makes room.
+    for i in 0..3 {
+        fs::write(dir.path().join("done").join(format!("bad-{i}.json")), b"{").unwrap();
+    }
+    let set_aside = |page: &taskstore::Page| {
+        page.skipped
+            .iter()
+            .filter(|s| s.action == UnreadableAction::SetAside)
+            .count()
+    };
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(
+        (page.skipped.len(), set_aside(&page)),
+        (6, 0),
+        "{:?}",
+        page.skipped
+    );
+    for i in 0..2 {
+        fs::remove_file(quarantine.join(format!("old-{i}"))).unwrap();
+    }
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(
+        (page.skipped.len(), set_aside(&page)),
+        (6, 2),
+        "{:?}",
+        page.skipped
+    );
+    assert_eq!(count(&quarantine), 1_000);
+    assert_eq!(count(&dir.path().join("done")), 1, "left in place");
 }
 
 #[test]
