@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::backend::UnreadableAction;
 use taskstore::{
-    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId, TaskStore,
+    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId, TaskStatus,
+    TaskStore,
 };
 use time::OffsetDateTime;
 
@@ -99,9 +100,11 @@ impl Drop for Tmpfs<'_> {
 
 /// A power loss left a finished task's running copy in `active/` beside its
 /// terminal one, and the store is read-only, so `open` cannot resolve the
-/// two: `get` still answers with the terminal version, even once the
-/// handle's snapshot of `active/` is complete (a `get` of a running task
-/// may be served from it, but not on such a store).
+/// two: every read answers with the terminal version. `get` does, even
+/// once the handle's snapshot of `active/` is complete (a `get` of a
+/// running task may be served from it, but not of this task); `list` of
+/// the active tasks leaves it out, and `list` of all shows it once,
+/// terminal; other running tasks are listed and got as ever.
 #[test]
 fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,6 +114,7 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     let root = dir.path().join("store");
     let store = FileStore::open(&root).unwrap();
     let task = store.create(NewTask::new()).unwrap();
+    let other = store.create(NewTask::new()).unwrap();
     let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
     let done = store.complete(&task.id, json!(1)).unwrap().into_task();
     drop(store);
@@ -118,9 +122,26 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     mount.read_only();
 
     let store = FileStore::open(&root).expect("a read-only store opens");
-    store.list(&ListQuery::active()).unwrap();
+    assert!(
+        task_path(&root, "active", &task.id).exists(),
+        "unresolved: the store cannot be written"
+    );
     for _ in 0..3 {
+        let active = store.list(&ListQuery::active()).unwrap();
+        assert_eq!(
+            active.tasks,
+            vec![other.clone()],
+            "the stale running copy is not listed as running"
+        );
+        assert!(active.skipped.is_empty(), "{:?}", active.skipped);
+        let all = store.list(&ListQuery::all()).unwrap();
+        assert_eq!(all.tasks, vec![done.clone(), other.clone()]);
+        let working = store
+            .list(&ListQuery::all().status(TaskStatus::Working))
+            .unwrap();
+        assert_eq!(working.tasks, vec![other.clone()]);
         assert_eq!(store.get(&task.id).unwrap(), Some(done.clone()));
+        assert_eq!(store.get(&other.id).unwrap(), Some(other.clone()));
     }
 }
 
@@ -347,6 +368,36 @@ fn the_quarantine_is_bounded_and_what_it_cannot_take_is_left_and_reported() {
     assert_eq!(count(&dir.path().join("active")), 3, "left in place");
     // Still reported on the next listing, never silently dropped.
     assert_eq!(store.list(&ListQuery::active()).unwrap().skipped.len(), 3);
+    // Finished tasks' files are read by every full listing: left while the
+    // quarantine is full, set aside once an operator makes room.
+    for i in 0..3 {
+        fs::write(dir.path().join("done").join(format!("bad-{i}.json")), b"{").unwrap();
+    }
+    let set_aside = |page: &taskstore::Page| {
+        page.skipped
+            .iter()
+            .filter(|s| s.action == UnreadableAction::SetAside)
+            .count()
+    };
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(
+        (page.skipped.len(), set_aside(&page)),
+        (6, 0),
+        "{:?}",
+        page.skipped
+    );
+    for i in 0..2 {
+        fs::remove_file(quarantine.join(format!("old-{i}"))).unwrap();
+    }
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(
+        (page.skipped.len(), set_aside(&page)),
+        (6, 2),
+        "{:?}",
+        page.skipped
+    );
+    assert_eq!(count(&quarantine), 1_000);
+    assert_eq!(count(&dir.path().join("done")), 1, "left in place");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The documents speak of the repository as it is: every test that
-//! CONSISTENCY.md (or ARCHITECTURE.md) cites exists, no document sends the
+//! CONSISTENCY.md, ARCHITECTURE.md, FORMAT.md or CHANGELOG.md cites exists, no document sends the
 //! reader to a document outside the repository, and the README reads as
 //! plain Markdown while its examples compile (each `rust` block is a doc
 //! test with no hidden lines; an `rs` block, which rustdoc does not test,
@@ -90,7 +90,12 @@ fn files_for(first: &str) -> Option<Vec<PathBuf>> {
 fn every_test_the_documents_cite_exists() {
     let mut missing = Vec::new();
     let mut checked = 0;
-    for doc in ["CONSISTENCY.md", "ARCHITECTURE.md"] {
+    for doc in [
+        "CONSISTENCY.md",
+        "ARCHITECTURE.md",
+        "FORMAT.md",
+        "CHANGELOG.md",
+    ] {
         let text = fs::read_to_string(Path::new(ROOT).join(doc)).unwrap();
         for name in cited(&text) {
             let parts: Vec<&str> = name.split("::").collect();

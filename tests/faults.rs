@@ -640,3 +640,197 @@ fn faults_in_list_with_quarantine() {
         },
     );
 }
+
+/// The entries a pass reported, as (path, action), sorted.
+fn reported(
+    skipped: &[taskstore::backend::Skipped],
+) -> Vec<(String, taskstore::backend::UnreadableAction)> {
+    let mut out: Vec<_> = skipped
+        .iter()
+        .map(|s| (s.location.clone(), s.action))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup();
+    out
+}
+
+/// The `task.unreadable` events since the log's sequence number `from`,
+/// as (location, action), sorted.
+fn unreadable_since(log: &EventLog, from: u64) -> Vec<(String, String)> {
+    let mut out: Vec<_> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Unreadable)
+        .map(|r| {
+            (
+                r.event.data["location"].as_str().unwrap_or("").to_owned(),
+                r.event.data["action"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A task file the device can no longer read (every read of it fails with
+/// EIO, through the seam) is never a reason to fail a pass, never set
+/// aside, never silently left out: `list`, `sweep` and `reap` return `Ok`,
+/// do the rest of their work, leave the file where it is and report it (in
+/// their result and as a `task.unreadable` event); `get` of it is an error
+/// naming the file. Once the device reads it again, the same handle lists
+/// and gets the task.
+#[test]
+fn an_unreadable_task_file_is_reported_and_left_and_never_fails_a_pass() {
+    use taskstore::FsOp;
+    use taskstore::backend::UnreadableAction::LeftInPlace;
+
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let log = Arc::new(EventLog::new());
+    let open = |instance: &str, lease: u64| {
+        FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(Duration::from_secs(lease))
+            .fault_injector(faults.clone())
+            .sink(log.clone())
+            .open()
+            .unwrap()
+    };
+    let ttl = Duration::from_secs(5);
+    let dead = open("dead", 1);
+    let orphan = dead.create(NewTask::new().id(tid("orphan"))).unwrap();
+    drop(dead);
+    let store = open("owner", 3600);
+    let good = store.create(NewTask::new().id(tid("good"))).unwrap();
+    let unreadable = store.create(NewTask::new().id(tid("unreadable"))).unwrap();
+    for id in ["old", "expired"] {
+        store.create(NewTask::new().id(tid(id)).ttl(ttl)).unwrap();
+        let _ = store.complete(&tid(id), json!(id)).unwrap();
+    }
+    store.create(NewTask::new().id(tid("moving"))).unwrap();
+    let moving = store
+        .complete(&tid("moving"), json!("moved"))
+        .unwrap()
+        .into_task();
+    // A terminal move stopped between its steps: the finished task still
+    // in `active/` (final for readers, moved on by the next sweep).
+    let moving_file = root.join("active/moving.json");
+    std::fs::rename(root.join("done/moving.json"), &moving_file).unwrap();
+    // Listed once while readable: the handle's snapshot holds every file.
+    assert_eq!(store.list(&ListQuery::active()).unwrap().tasks.len(), 3);
+    clock.advance(Duration::from_secs(10));
+
+    let active_file = root.join("active/unreadable.json");
+    let done_file = root.join("done/old.json");
+    for file in [&active_file, &moving_file, &done_file] {
+        faults.fail_at(FsOp::Read, file, Fault::Eio);
+    }
+    // A change the listing must look at: the running task's file is
+    // replaced, so it has to be read again (its last good version is not
+    // the task any more).
+    for file in [&active_file, &moving_file] {
+        std::fs::write(root.join("tmp/x"), std::fs::read(file).unwrap()).unwrap();
+        std::fs::rename(root.join("tmp/x"), file).unwrap();
+    }
+    // Sorted by path, as `reported` gives them.
+    let all = vec![
+        (moving_file.display().to_string(), LeftInPlace),
+        (active_file.display().to_string(), LeftInPlace),
+        (done_file.display().to_string(), LeftInPlace),
+    ];
+    let running = all[..2].to_vec();
+    let events = |from: u64| unreadable_since(&log, from);
+    let as_events = |r: &[(String, taskstore::backend::UnreadableAction)]| {
+        r.iter()
+            .map(|(p, _)| (p.clone(), "leftInPlace".to_owned()))
+            .collect::<Vec<_>>()
+    };
+
+    let from = log.last_seq() + 1;
+    let page = store
+        .list(&ListQuery::all())
+        .expect("list goes on past a file it cannot read");
+    let ids: Vec<&str> = page.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["good", "orphan"],
+        "every readable live task, in order"
+    );
+    assert_eq!(reported(&page.skipped), all, "{:?}", page.skipped);
+    for s in &page.skipped {
+        assert!(
+            s.reason.contains(&s.location),
+            "the reason names the file: {s:?}"
+        );
+    }
+    assert_eq!(events(from), as_events(&all), "one event per file");
+
+    for (id, file) in [
+        ("unreadable", &active_file),
+        ("moving", &moving_file),
+        ("old", &done_file),
+    ] {
+        match store.get(&tid(id)) {
+            Err(Error::Io { path, source, .. }) => {
+                assert_eq!(&path, file);
+                assert_eq!(source.raw_os_error(), Some(libc::EIO));
+            }
+            other => panic!("get {id}: expected Error::Io naming {file:?}, got {other:?}"),
+        }
+        let message = store.get(&tid(id)).unwrap_err().to_string();
+        assert!(message.contains(&file.display().to_string()), "{message}");
+    }
+
+    let from = log.last_seq() + 1;
+    let swept = store
+        .sweep()
+        .expect("a sweep goes on past a file it cannot read");
+    assert_eq!(swept.deleted, 1, "the readable expired task is swept");
+    assert!(swept.missed.is_empty(), "{:?}", swept.missed);
+    assert_eq!(reported(&swept.skipped), all, "{:?}", swept.skipped);
+    assert_eq!(events(from), as_events(&all));
+
+    let from = log.last_seq() + 1;
+    let reaped = store
+        .reap()
+        .expect("a reap goes on past a file it cannot read");
+    let ids: Vec<&str> = reaped.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["orphan"], "the readable orphan is reaped");
+    assert_eq!(
+        reported(&reaped.skipped),
+        running,
+        "a reap reads `active/` only: {:?}",
+        reaped.skipped
+    );
+    assert_eq!(events(from), as_events(&running));
+
+    assert!(
+        active_file.exists() && moving_file.exists() && done_file.exists(),
+        "left in place"
+    );
+    assert_eq!(common::files_in(&root, "quarantine"), Vec::<String>::new());
+    assert_eq!(store.get(&tid("expired")).unwrap(), None);
+
+    // The device reads them again: nothing was lost.
+    faults.disarm();
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+    assert!(
+        page.tasks.iter().any(|t| t.id == unreadable.id),
+        "listed again once readable: {:?}",
+        page.tasks
+    );
+    assert_eq!(store.get(&unreadable.id).unwrap(), Some(unreadable));
+    assert_eq!(store.get(&moving.id).unwrap(), Some(moving));
+    assert_eq!(store.sweep().unwrap().cleaned, 1, "the move finished");
+    assert!(!moving_file.exists());
+    assert_eq!(store.get(&good.id).unwrap(), Some(good));
+    assert_eq!(
+        store.get(&orphan.id).unwrap().unwrap().status,
+        TaskStatus::Failed
+    );
+}

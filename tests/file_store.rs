@@ -143,6 +143,70 @@ fn an_interrupted_terminal_move_is_final_and_finished_later() {
     assert_eq!(store.get(&task.id).unwrap(), Some(done));
 }
 
+/// A power loss in the middle of a terminal move can leave a task in both
+/// areas: its running copy in `active/`, its terminal one in `done/`. The
+/// next `open` keeps the copy the read rule picks and removes the other
+/// (sets it aside if it is damaged), so a listing of `active/` alone is
+/// right: a terminal copy is final; of two incarnations (the id reused
+/// after expiry), the later one wins.
+#[test]
+fn a_task_left_in_both_areas_is_resolved_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        |area: &str, id: &taskstore::TaskId| dir.path().join(area).join(format!("{id}.json"));
+    let store = FileStore::open(dir.path()).unwrap();
+    // A finished task whose running copy came back.
+    let finished = store.create(NewTask::new()).unwrap();
+    let running_copy = fs::read(path("active", &finished.id)).unwrap();
+    let finished = store.complete(&finished.id, json!(1)).unwrap().into_task();
+    fs::write(path("active", &finished.id), running_copy).unwrap();
+    // A finished task whose running copy came back damaged.
+    let damaged = store.create(NewTask::new()).unwrap();
+    let damaged = store.cancel(&damaged.id, None).unwrap().into_task();
+    fs::write(path("active", &damaged.id), b"{\"format\":1,\"ta").unwrap();
+    // A running task beside an earlier incarnation's terminal copy.
+    let reused = store.create(NewTask::new()).unwrap();
+    let old = store
+        .complete(&reused.id, json!("old"))
+        .unwrap()
+        .into_task();
+    let old_file = fs::read(path("done", &reused.id)).unwrap();
+    assert!(store.delete(&reused.id).unwrap());
+    std::thread::sleep(Duration::from_millis(2));
+    let reused = store.create(NewTask::new().id(reused.id.clone())).unwrap();
+    assert!(reused.created_at > old.created_at);
+    fs::write(path("done", &reused.id), old_file).unwrap();
+    drop(store);
+
+    let store = FileStore::open(dir.path()).unwrap();
+    for (task, gone, kept) in [
+        (&finished, "active", "done"),
+        (&damaged, "active", "done"),
+        (&reused, "done", "active"),
+    ] {
+        assert!(
+            !path(gone, &task.id).exists() && path(kept, &task.id).exists(),
+            "{}: one copy left, in {kept}/",
+            task.id
+        );
+        assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(task));
+    }
+    assert_eq!(
+        store.list(&ListQuery::active()).unwrap().tasks,
+        vec![reused.clone()]
+    );
+    let mut all = store.list(&ListQuery::all()).unwrap().tasks;
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut want = vec![finished, damaged, reused];
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(all, want);
+    assert_eq!(
+        count(&dir.path().join("quarantine")),
+        1,
+        "the damaged copy set aside, not deleted"
+    );
+}
+
 #[test]
 fn temp_files_of_dead_writers_are_removed_at_open_and_sweep() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,11 @@
 //! file (in `/dev/shm` if it has room), attached to a loop device and
 //! mounted, and a `FileStore` is opened on it. A fixed script runs the first
 //! open and then every kind of mutating call — create, update, complete,
-//! fail, cancel, delete, renew_lease, reap_orphans (a second handle's short
-//! lease, lapsed on a `ManualClock`), sweep_expired — twice: once in quick
+//! complete of a task with a TTL (which links it into `expiring/` too),
+//! fail, cancel, delete, renew_lease, renew_leases, claim (a second
+//! handle's resumable task, its short lease lapsed on a `ManualClock`),
+//! release, reap_orphans (that handle's plain task), sweep_expired (a
+//! running task and a finished one, both expired) — twice: once in quick
 //! succession, once with the file system synced before each call (tasks
 //! whose last write was long committed, the common case, and a different
 //! one: btrfs logs a rename out of a directory only if that directory was
@@ -33,10 +36,15 @@
 //!   wins survives the cut);
 //! - `get` and `list(ListQuery::all())` agree, and list no other task;
 //! - nothing is torn: no file is set aside as corrupt;
-//! - the first open's directories and files are all there.
+//! - the first open's directories and files are all there;
+//! - `verify` finds the reopened store whole (an `expiring/` entry whose
+//!   task is gone aside, which the next sweep removes): above all, every
+//!   finished task with a TTL still has its `expiring/` entry, without
+//!   which no sweep would delete it.
 //!
-//! A lease renewal is held to the same promise as every other write: it
-//! follows the whole protocol (FORMAT.md), so the renewed lease survives.
+//! Lease renewals, claims and releases are held to the same promise as
+//! every other write: they follow the whole protocol (FORMAT.md), so the
+//! renewed, claimed or released lease survives.
 //!
 //! The failure message lists every broken acknowledgement, by file system
 //! and cut, not just the first; a summary line per file system counts, for
@@ -84,8 +92,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Durability, Event, EventSink, FileStore, ListQuery, ManualClock, NewTask, Task, TaskEventKind,
-    TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
+    Durability, Event, EventSink, FileCheck, FileStore, ListQuery, ManualClock, NewTask,
+    ProblemKind, Task, TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -99,7 +107,7 @@ const OWNER_LEASE: Duration = Duration::from_secs(24 * 3600);
 /// The second handle's lease: lapses when the clock moves on, so its task
 /// can be reaped.
 const GHOST_LEASE: Duration = Duration::from_secs(10);
-/// The TTL of the task that `sweep_expired` removes.
+/// The TTL of the tasks that `sweep_expired` removes.
 const SWEPT_TTL: Duration = Duration::from_secs(60);
 
 #[test]
@@ -204,10 +212,15 @@ enum Op {
     Create,
     Update,
     Complete,
+    /// A complete of a task with a TTL: a second name in `expiring/`.
+    CompleteWithTtl,
     Fail,
     Cancel,
     Delete,
     RenewLease,
+    RenewLeases,
+    Claim,
+    Release,
     ReapOrphans,
     SweepExpired,
 }
@@ -219,10 +232,14 @@ impl Op {
             Op::Create => "create",
             Op::Update => "update",
             Op::Complete => "complete",
+            Op::CompleteWithTtl => "complete (ttl)",
             Op::Fail => "fail",
             Op::Cancel => "cancel",
             Op::Delete => "delete",
             Op::RenewLease => "renew_lease",
+            Op::RenewLeases => "renew_leases",
+            Op::Claim => "claim",
+            Op::Release => "release",
             Op::ReapOrphans => "reap_orphans",
             Op::SweepExpired => "sweep_expired",
         }
@@ -304,11 +321,38 @@ impl Recorder<'_> {
         });
     }
 
-    /// [`cut`](Self::cut) after a call that removed a task.
-    fn cut_gone(&mut self, op: Op, id: &TaskId) {
-        let (id, target) = (id.clone(), id.to_string());
+    /// [`cut`](Self::cut) after a call that returned these tasks.
+    fn cut_tasks(&mut self, op: Op, tasks: &[Task]) {
+        let target = tasks
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         self.cut(op, &target, |acks| {
-            acks.insert(id, Ack { op, task: None });
+            for task in tasks {
+                let task = task.clone();
+                acks.insert(
+                    task.id.clone(),
+                    Ack {
+                        op,
+                        task: Some(task),
+                    },
+                );
+            }
+        });
+    }
+
+    /// [`cut`](Self::cut) after a call that removed these tasks.
+    fn cut_gone(&mut self, op: Op, ids: &[TaskId]) {
+        let target = ids
+            .iter()
+            .map(TaskId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.cut(op, &target, |acks| {
+            for id in ids {
+                acks.insert(id.clone(), Ack { op, task: None });
+            }
         });
     }
 }
@@ -428,6 +472,9 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
     let settle = || pace.settle(machine);
     let id = |task: &str| tid(&format!("{name}-{task}"));
     let new = |task: &str| NewTask::new().id(id(task)).metadata("round", name);
+    // The kind of work of the round's resumable task: a claim of this
+    // round's kind never takes an earlier round's task.
+    let kind = format!("convert-{name}");
     for (store, task) in [
         (h.main, new("a").status_message("queued")),
         (h.main, new("b")),
@@ -436,7 +483,9 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
         (h.main, new("e")),
         (h.main, new("f")),
         (h.main, new("x").ttl(SWEPT_TTL)),
+        (h.main, new("y").ttl(SWEPT_TTL)),
         (h.ghost, new("g")),
+        (h.ghost, new("r").resumable(&kind, json!({"file": "x.pdf"}))),
     ] {
         settle();
         let task = store.create(task).expect("create on the live file system");
@@ -458,6 +507,11 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
     rec.cut_task(Op::Complete, &task);
 
     settle();
+    let done = json!({"answer": "short-lived"});
+    let task = applied(Op::CompleteWithTtl, h.main.complete(&id("y"), done));
+    rec.cut_task(Op::CompleteWithTtl, &task);
+
+    settle();
     let task = applied(Op::Fail, h.main.fail(&id("c"), json!({"code": "boom"})));
     rec.cut_task(Op::Fail, &task);
 
@@ -471,7 +525,7 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
         h.main.delete(&id("d")).expect("delete"),
         "delete found its task"
     );
-    rec.cut_gone(Op::Delete, &id("d"));
+    rec.cut_gone(Op::Delete, &[id("d")]);
 
     // Two renewals in a row, then the reaper: each may reuse the inode the
     // call before it freed. ext4 without a journal reuses a freed inode only
@@ -487,7 +541,39 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
         rec.cut_task(Op::RenewLease, &task);
     }
 
+    // Every running task of the main handle: this round's and what is
+    // left of the rounds before.
+    h.clock.advance(Duration::from_secs(1));
+    settle();
+    let renewed = h.main.renew_leases().expect("renew_leases");
+    let running: Vec<Task> = h
+        .main
+        .list(&ListQuery::active())
+        .expect("list on the live file system")
+        .tasks
+        .into_iter()
+        .filter(|t| t.owner.as_deref() == Some(h.main.instance_id()))
+        .collect();
+    assert_eq!(renewed, running.len(), "renew_leases renewed {running:?}");
+    rec.cut_tasks(Op::RenewLeases, &running);
+
+    // The ghost's leases lapse: its resumable task is claimed (within the
+    // claim grace, the main handle's lease, so no reap fails it), then
+    // released (its lease lapses at once; still within the grace), and its
+    // plain task is reaped.
     h.clock.advance(GHOST_LEASE * 2);
+    settle();
+    let claimed = h.main.claim(&[kind.as_str()]).expect("claim").tasks;
+    let [task] = claimed.as_slice() else {
+        panic!("claim claimed exactly {}, not {claimed:?}", id("r"));
+    };
+    assert_eq!(task.id, id("r"));
+    rec.cut_tasks(Op::Claim, &claimed);
+
+    settle();
+    let task = applied(Op::Release, h.main.release(&id("r"), claimed[0].epoch));
+    rec.cut_task(Op::Release, &task);
+
     settle();
     let reaped = h.main.reap_orphans().expect("reap_orphans");
     let [task] = reaped.as_slice() else {
@@ -498,8 +584,9 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
 
     h.clock.advance(SWEPT_TTL);
     settle();
-    assert_eq!(h.main.sweep_expired().expect("sweep_expired"), 1, "swept x");
-    rec.cut_gone(Op::SweepExpired, &id("x"));
+    let swept = h.main.sweep_expired().expect("sweep_expired");
+    assert_eq!(swept, 2, "swept x (running) and y (finished)");
+    rec.cut_gone(Op::SweepExpired, &[id("x"), id("y")]);
 }
 
 /// Sleeps until just after the wall clock's next whole second.
@@ -753,6 +840,27 @@ fn check(machine: &Machine, fs: FileSystem, image: &Image, scratch: &Path) -> Ch
             Ok(other) => finding(Some(ack.op), format!("a later cancel of {id}: {other:?}")),
             Err(e) => finding(Some(ack.op), format!("a later cancel of {id} fails: {e}")),
         }
+    }
+
+    // What a reopened store leaves is a store `verify` finds whole: above
+    // all, no finished task with a TTL lacks its `expiring/` entry (no
+    // sweep would ever delete it). An entry whose task is gone is harmless
+    // by design (the sweep that meets it removes it).
+    match FileCheck::open(&dir).and_then(|check| check.verify()) {
+        Ok(report) => {
+            for problem in report.problems {
+                if problem.kind == ProblemKind::StaleIndexEntry {
+                    continue;
+                }
+                let op = problem
+                    .id
+                    .as_ref()
+                    .and_then(|id| image.acks.get(id))
+                    .map(|ack| ack.op);
+                finding(op, format!("verify after reopening: {problem}"));
+            }
+        }
+        Err(e) => finding(None, format!("verify fails: {e}")),
     }
     drop(store);
     drop(mount);

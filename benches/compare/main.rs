@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --features compare --bench compare
 //! cargo bench --features compare --bench compare -- 'breaker_closed|event_push'
+//! cargo bench --features compare --bench compare -- 'complete/immediate/1w-paired|reap/immediate/1w-paired'
 //! ```
 //!
 //! A filter (criterion's regex, or `--exact`) also skips the setup of the
@@ -31,6 +32,7 @@ mod memory;
 mod mutex_ring;
 mod peers;
 mod reads;
+mod reap;
 mod resilience;
 mod sweep;
 mod table;
@@ -191,6 +193,9 @@ fn main() {
     let filter = Filter::from_args();
     if filter.wants(&writes::workloads()) {
         writes::writes(&mut c);
+    }
+    if filter.wants(&reap::workloads()) {
+        reap::reap(&mut c);
     }
     if filter.wants(&["get/1r", "get/2r"]) {
         reads::reads(&mut c);

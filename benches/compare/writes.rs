@@ -168,29 +168,17 @@ fn paired(
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     group.bench_function("taskstore+floor", |b| {
         b.iter_custom(|iters| {
-            let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
             // The one task an update updates, made untimed.
             let target = matches!(op, WriteOp::Update).then(|| ts.create(None));
-            for i in 0..iters {
-                let ts_op = || match &target {
-                    Some(id) => {
-                        let start = Instant::now();
-                        ts.update(id, "progress", i);
-                        start.elapsed()
-                    }
-                    None => writer(ts.as_ref(), op, 1, || {}),
-                };
-                let floor_op = || floor_op(floor, op, "paired", bytes);
-                let (t, f) = if i % 2 == 0 {
-                    let t = ts_op();
-                    (t, floor_op())
-                } else {
-                    let f = floor_op();
-                    (ts_op(), f)
-                };
-                ours += t;
-                theirs += f;
-            }
+            let ts_op = |i| match &target {
+                Some(id) => {
+                    let start = Instant::now();
+                    ts.update(id, "progress", i);
+                    start.elapsed()
+                }
+                None => writer(ts.as_ref(), op, 1, || {}),
+            };
+            let (ours, theirs) = take_turns(iters, ts_op, || floor_op(floor, op, "paired", bytes));
             if let Some(id) = target {
                 assert!(ts.delete(&id));
             }
@@ -200,6 +188,28 @@ fn paired(
         })
     });
     group.finish();
+}
+
+/// `iters` rounds of `ours(i)` and `floor()` taking turns (which goes
+/// first alternates), each timing one operation: their totals.
+pub fn take_turns(
+    iters: u64,
+    mut ours: impl FnMut(u64) -> Duration,
+    mut floor: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
+    let (mut ours_total, mut floor_total) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..iters {
+        let (t, f) = if i % 2 == 0 {
+            let t = ours(i);
+            (t, floor())
+        } else {
+            let f = floor();
+            (ours(i), f)
+        };
+        ours_total += t;
+        floor_total += f;
+    }
+    (ours_total, floor_total)
 }
 
 /// The bytes `taskstore` writes for a new task, and for a completed one.
@@ -215,7 +225,7 @@ pub fn floor_bytes() -> (Vec<u8>, Vec<u8>) {
 
 /// The bytes of the one file under `root` whose name holds `id` (wherever
 /// the store's layout puts it).
-fn task_file(root: &std::path::Path, id: &TaskId) -> Vec<u8> {
+pub fn task_file(root: &std::path::Path, id: &TaskId) -> Vec<u8> {
     let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {

@@ -128,6 +128,8 @@ struct State {
     calls: u64,
     countdown: Option<(u64, Fault, FaultMode)>,
     failing: Option<Fault>,
+    /// Calls that fail whatever the count: (kind, path, error).
+    targeted: Vec<(FsOp, PathBuf, Fault)>,
     fired: Vec<(FsOp, PathBuf)>,
 }
 
@@ -151,11 +153,20 @@ impl FaultInjector {
         s.failing = None;
     }
 
+    /// Fails every `op` call on `path` (as the store names it: a task's
+    /// file is `<store>/active/<id>.json`), until disarmed, whatever the
+    /// count: one file the device can no longer read, say, while the rest
+    /// of the store reads fine. Adds to what is armed already.
+    pub fn fail_at(&self, op: FsOp, path: impl Into<PathBuf>, fault: Fault) {
+        self.lock().targeted.push((op, path.into(), fault));
+    }
+
     /// Lets every call through again.
     pub fn disarm(&self) {
         let mut s = self.lock();
         s.countdown = None;
         s.failing = None;
+        s.targeted.clear();
     }
 
     /// Calls seen through the seam so far.
@@ -172,6 +183,15 @@ impl FaultInjector {
         let mut s = self.lock();
         s.calls += 1;
         if let Some(fault) = s.failing {
+            s.fired.push((op, path.to_owned()));
+            return Err(fault.error());
+        }
+        let targeted = s
+            .targeted
+            .iter()
+            .find(|(o, p, _)| *o == op && p == path)
+            .map(|t| t.2);
+        if let Some(fault) = targeted {
             s.fired.push((op, path.to_owned()));
             return Err(fault.error());
         }

@@ -128,10 +128,10 @@ pub struct FileBackend {
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.
     handles: Option<(std::fs::File, PathBuf)>,
-    /// Whether `open` left no task with copies in both `active/` and
-    /// `done/` (it may not, on a store it cannot write): only then may a
-    /// `get` trust the snapshot of `active/` alone.
-    copies_resolved: std::sync::atomic::AtomicBool,
+    /// The tasks `open` left with copies in both `active/` and `done/` (it
+    /// may, on a store it cannot write): every read of one of them, `get`
+    /// and listings alike, applies the read rule to both areas.
+    unresolved: read::Unresolved,
 }
 
 impl StoreBuilder<FileOptions> {

@@ -1,6 +1,7 @@
 //! Opening a store: its directories, its marker, and the recovery that
 //! opening owes to crashes and power losses.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
@@ -11,6 +12,7 @@ use crate::file::group::DirSync;
 use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, stripe};
 use crate::file::lock::StripeLocks;
 use crate::file::proof::Proofs;
+use crate::file::read::Unresolved;
 use crate::file::recovery::{self, Quarantine};
 use crate::file::snapshot::ActiveSnapshot;
 use crate::file::{Durability, FileBackend, FileOptions, codec, maintenance};
@@ -85,7 +87,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         // Before the areas are opened: a compacted area is a new directory.
         maintenance::compact(&fs, &root_dir)?;
     }
-    let backend = FileBackend {
+    let mut backend = FileBackend {
         active: DirSync::new(open_dir("active")?),
         done: DirSync::new(open_dir("done")?),
         tmp: open_dir("tmp")?,
@@ -100,7 +102,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         handles,
-        copies_resolved: Default::default(),
+        unresolved: Default::default(),
     };
     if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
         maintenance::migrate(&backend, from)?;
@@ -119,7 +121,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     if let Err(e) = recovery::clean_temp_files(&backend) {
         tracing::warn!(store = %root.display(), error = %e, "could not clean up temp files at open");
     }
-    resolve_stale_copies(&backend)?;
+    backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend)?);
     Ok(backend)
 }
 
@@ -318,11 +320,11 @@ fn check_format(store: &FileBackend, found: u64) -> Result<()> {
 /// rule picks: one `stat` in `done/` per name in `active/`, no read unless
 /// there are two copies. Listings can then trust `active/` alone.
 ///
-/// Best effort on a store that cannot be written: `get` and every write
-/// resolve the two copies by the same rule anyway (a `get` reads the files
-/// then, not the snapshot: see `copies_resolved`).
-fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
-    let mut all = true;
+/// Best effort on a store that cannot be written: returns the tasks it
+/// could not resolve, which every read, `get` and listings alike, then
+/// resolves by the same rule (see `FileBackend::unresolved`).
+fn resolve_stale_copies(store: &FileBackend) -> Result<BTreeSet<TaskId>> {
+    let mut unresolved = BTreeSet::new();
     let active = store.dir(Area::Active);
     let done = store.dir(Area::Done);
     let names = store
@@ -349,13 +351,10 @@ fn resolve_stale_copies(store: &FileBackend) -> Result<()> {
         match resolved {
             Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
             Err(e) => {
-                all = false;
-                tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/")
+                tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/");
+                unresolved.insert(id);
             }
         }
     }
-    store
-        .copies_resolved
-        .store(all, std::sync::atomic::Ordering::Relaxed);
-    Ok(())
+    Ok(unresolved)
 }

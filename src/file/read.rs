@@ -1,5 +1,6 @@
 //! Reading task files, and the read rule: which copy of a task is the task.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
 
@@ -138,6 +139,36 @@ impl FileBackend {
             Copy::Missing => (active, Area::Active, None),
         };
         Ok(Some(Found { task, area, stale }))
+    }
+}
+
+/// Which tasks may still have a copy in both `active/` and `done/` (a power
+/// loss in the middle of a terminal move) that `open` did not resolve: a
+/// read of one of them looks in both areas, even where a reading of
+/// `active/` alone would do for any other task.
+#[derive(Debug, Default)]
+pub(super) enum Unresolved {
+    /// Not looked for (a check of a store, not a handle): any task may.
+    #[default]
+    Unknown,
+    /// These, which `open` found and could not resolve (on a store it
+    /// cannot write); none on a store it could.
+    Only(BTreeSet<TaskId>),
+}
+
+impl Unresolved {
+    /// Whether no task may have two copies: reads of `active/` alone
+    /// are the tasks (the case of every store `open` could write).
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Unresolved::Only(ids) if ids.is_empty())
+    }
+
+    /// Whether task `id` may have a copy in both areas.
+    pub(super) fn may_have_two(&self, id: &TaskId) -> bool {
+        match self {
+            Unresolved::Unknown => true,
+            Unresolved::Only(ids) => !ids.is_empty() && ids.contains(id),
+        }
     }
 }
 

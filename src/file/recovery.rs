@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
@@ -26,7 +27,16 @@ pub(crate) struct Quarantine {
     /// Files in `quarantine/`, counted at open and on every move in; other
     /// processes may add some, so a full count is checked again on disk.
     count: AtomicUsize,
+    /// The directory's modification and change times when it was last
+    /// counted full: while they stay the same, nothing was added or removed
+    /// (an operator may empty it), and it is full without counting again.
+    /// So a pass over many files that cannot be set aside pays one `fstat`
+    /// each, not a listing of the quarantine each.
+    full: Mutex<Option<Times>>,
 }
+
+/// A directory's modification and change times, (seconds, nanoseconds) each.
+type Times = ((i64, i64), (i64, i64));
 
 /// What became of a file to be set aside.
 enum Moved {
@@ -41,6 +51,7 @@ impl Quarantine {
         Quarantine {
             dir,
             count: AtomicUsize::new(count),
+            full: Mutex::new(None),
         }
     }
 
@@ -48,11 +59,21 @@ impl Quarantine {
     /// `<label>.<unix nanos>.<pid>.<seq>.<name>`, unless it is full.
     fn move_in(&self, fs: &Fs, from: &Dir, name: &OsStr, label: &str) -> io::Result<Moved> {
         if self.count.load(Ordering::Relaxed) >= MAX_QUARANTINED {
+            let status = fs.stat_dir(&self.dir)?;
+            let times = Some((status.mtime, status.ctime));
+            let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+            if *full == times {
+                return Ok(Moved::Full);
+            }
+            // Counted after the times were taken: a change in between makes
+            // the next look count again.
             let on_disk = fs.read_dir(&self.dir)?.len();
             self.count.store(on_disk, Ordering::Relaxed);
             if on_disk >= MAX_QUARANTINED {
+                *full = times;
                 return Ok(Moved::Full);
             }
+            *full = None;
         }
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let mut target = OsString::from(format!(

@@ -68,6 +68,7 @@ impl FileBackend {
         let untried: Vec<(TaskId, Error)> = {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
+            self.retry_unreadable(&mut state);
             state
                 .bad
                 .iter_mut()
@@ -88,6 +89,9 @@ impl FileBackend {
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
         let few = state.active() <= MAX_DECODED;
+        // Only on a store `open` could not write: a running copy in
+        // `active/` may have a terminal one in `done/`.
+        let two_copies = !self.unresolved.is_empty();
         let mut decoded = Vec::new();
         #[cfg(test)]
         let mut decodes = 0;
@@ -96,7 +100,11 @@ impl FileBackend {
                 break;
             }
             if let Some(task) = &entry.decoded {
-                tasks.push(Task::clone(task));
+                if two_copies {
+                    tasks.extend(self.by_read_rule(Task::clone(task), scan, &mut skipped));
+                } else {
+                    tasks.push(Task::clone(task));
+                }
                 continue;
             }
             let id = slot.id();
@@ -114,7 +122,11 @@ impl FileBackend {
                     if few {
                         decoded.push((slot.created_at(), Arc::new(task.clone())));
                     }
-                    tasks.push(task);
+                    if two_copies {
+                        tasks.extend(self.by_read_rule(task, scan, &mut skipped));
+                    } else {
+                        tasks.push(task);
+                    }
                 }
                 Ok(None) => {} // gone since: the next refresh sees it
                 Err(e) => undecodable.push((id, e, entry.stamp())),
@@ -165,6 +177,51 @@ impl FileBackend {
         Ok((tasks, skipped))
     }
 
+    /// The task `scan` lists for `task`, read from `active/`, by the read
+    /// rule: on a store whose `open` could not resolve every task left in
+    /// both areas, a running copy may have a terminal one in `done/` that
+    /// overrules it (so `list` shows what `get` answers). `None`: the task
+    /// the rule picks is not one the scan asks for, or is gone, or its
+    /// other copy could not be read (then reported in `skipped`).
+    fn by_read_rule(&self, task: Task, scan: &Scan, skipped: &mut Vec<Skipped>) -> Option<Task> {
+        if !self.unresolved.may_have_two(&task.id) {
+            return Some(task);
+        }
+        match self.find(&task.id) {
+            Ok(Some(found)) => {
+                (scan.matches(&found.task) && scan.is_after(&found.task)).then_some(found.task)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                let location = self.dir(Area::Done).join(task_name(&task.id));
+                skipped.push(Skipped::new(
+                    Some(task.id),
+                    location.display().to_string(),
+                    e.to_string(),
+                    UnreadableAction::LeftInPlace,
+                ));
+                None
+            }
+        }
+    }
+
+    /// Reads again each file of `active/` that last failed to read for a
+    /// reason that may pass (an I/O error): a file left in place is met
+    /// again by the next listing, though it has not changed since.
+    fn retry_unreadable(&self, state: &mut State) {
+        let again: Vec<TaskId> = state
+            .bad
+            .iter()
+            .filter(|(_, bad)| bad.retry)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in again {
+            // Forgotten first: its unchanged status must not excuse a read.
+            state.bad.remove(&id);
+            self.reread(state, &id, &task_name(&id), stamp::clock(), None);
+        }
+    }
+
     /// Sets aside each unreadable file of `active/` in `bad`, and notes in
     /// the snapshot what became of it: gone (reported by the next listing,
     /// once) or still there (reported by every listing until it changes).
@@ -200,13 +257,10 @@ impl FileBackend {
     /// call are queued by then (the kernel queues them inside the write's
     /// own system call), so this sees each such write as a file read would.
     /// `None` means: read the files (the task is terminal, elsewhere, or
-    /// the snapshot cannot vouch for it, or `open` could not resolve every
-    /// task left in both areas).
+    /// the snapshot cannot vouch for it, or `open` could not resolve its
+    /// copies in both areas).
     pub(super) fn load_running(&self, id: &TaskId) -> Result<Option<Task>> {
-        if !self
-            .copies_resolved
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.unresolved.may_have_two(id) {
             return Ok(None);
         }
         let bytes = 'read: {
@@ -438,11 +492,13 @@ impl FileBackend {
                     UnreadableAction::LeftInPlace,
                 );
                 let corrupt = matches!(e, Error::Corrupt { .. });
+                let passing = matches!(e, Error::Io { .. });
                 state.mark_bad(id, report, stamp);
                 if !corrupt {
                     // Never set aside: may be readable later.
                     if let Some(bad) = state.bad.get_mut(id) {
                         bad.tried = true;
+                        bad.retry = passing;
                     }
                 }
             }

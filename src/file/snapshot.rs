@@ -253,6 +253,9 @@ pub(crate) struct Bad {
     pub report: Skipped,
     pub stamp: Option<Stamp>,
     pub tried: bool,
+    /// Whether it failed to read for a reason that may pass (an I/O
+    /// error): read again by every listing, not only once it changes.
+    pub retry: bool,
 }
 
 impl State {
@@ -395,6 +398,7 @@ impl State {
                 report,
                 stamp,
                 tried: false,
+                retry: false,
             },
         );
     }

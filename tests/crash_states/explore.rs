@@ -332,9 +332,9 @@ impl Expectation {
             if !acked {
                 e.in_flight = Some(i);
             }
-            let mut touch = |id: &TaskId, version: Option<&Task>, keep_old: bool| {
+            let mut touch = |id: &TaskId, version: Option<&Task>| {
                 let allowed = e.allowed.get_mut(id).expect("a known id");
-                if acked && !keep_old {
+                if acked {
                     allowed.clear();
                 }
                 allowed.push(version.cloned());
@@ -349,9 +349,8 @@ impl Expectation {
             };
             match &step.effect {
                 Effect::Nothing => {}
-                Effect::Put(tasks) => tasks.iter().for_each(|t| touch(&t.id, Some(t), false)),
-                Effect::Renewal(t) => touch(&t.id, Some(t), true),
-                Effect::Remove(ids) => ids.iter().for_each(|id| touch(id, None, false)),
+                Effect::Put(tasks) => tasks.iter().for_each(|t| touch(&t.id, Some(t))),
+                Effect::Remove(ids) => ids.iter().for_each(|id| touch(id, None)),
             }
         }
         let now = e.now;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Clock, Durability, FileStore, FsEvent, ManualClock, NewTask, Recorder, Task, TaskId,
+    Clock, Durability, FileStore, FsEvent, ListQuery, ManualClock, NewTask, Recorder, Task, TaskId,
     TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
@@ -21,18 +21,19 @@ const LONG_LEASE: Duration = Duration::from_secs(3600);
 /// lapse when the clock moves by [`LATER`].
 const SHORT: Duration = Duration::from_secs(5);
 const LATER: Duration = Duration::from_secs(10);
+/// A step of the clock that lapses nothing: a renewal then writes a new
+/// lease.
+const TICK: Duration = Duration::from_secs(1);
 
 /// What a store call promised once it returned `Ok`.
 #[derive(Clone, Debug)]
 pub enum Effect {
     /// Nothing about any task (opening).
     Nothing,
-    /// These versions are the tasks now.
+    /// These versions are the tasks now (lease renewals, claims and
+    /// releases included: they follow the whole write protocol, and a
+    /// power loss may not undo them either).
     Put(Vec<Task>),
-    /// A lease renewal: written without a directory fsync, by design (a
-    /// power loss may undo it; it then only matters to an owner the power
-    /// loss stopped too), so the version before it stays allowed.
-    Renewal(Box<Task>),
     /// These tasks are gone.
     Remove(Vec<TaskId>),
 }
@@ -72,9 +73,12 @@ pub fn tid(s: &str) -> TaskId {
 
 /// Every operation of the store, in the order that exercises its crash
 /// windows: open, create (random and host ids), update, complete, fail,
-/// cancel, delete, renew_lease, reap_orphans (a second instance's task whose
-/// lease lapsed), create reusing an expired (terminal) task's id,
-/// sweep_expired, and deleting a finished task.
+/// cancel, delete, renew_lease, renew_leases, complete of a task with a
+/// TTL (its `expiring/` link), claim (a second instance's resumable task
+/// whose lease lapsed) and release, reap_orphans (that instance's plain
+/// task), create reusing an expired (terminal) task's id, sweep_expired (an
+/// expired running task, and an expired finished one through its
+/// `expiring/` link), and deleting a finished task.
 pub fn every_operation(durability: Durability) -> Run {
     let mut d = Driver::new(durability);
     let owner = d.open("open (first)", "owner", LONG_LEASE);
@@ -132,7 +136,18 @@ pub fn every_operation(durability: Durability) -> Run {
     d.act(
         "renew_lease t-renew",
         || owner.renew_lease(&tid("t-renew")).unwrap(),
-        renewed,
+        applied,
+    );
+    d.clock.advance(TICK);
+    d.step(
+        "renew_leases",
+        || {
+            let renewed = owner.renew_leases().unwrap();
+            let running = owner.list(&ListQuery::active()).unwrap().tasks;
+            assert_eq!(renewed, running.len(), "every running task is the owner's");
+            running
+        },
+        |running: &Vec<Task>| Effect::Put(running.clone()),
     );
     create(&mut d, &owner, NewTask::new().id(tid("t-reuse")).ttl(SHORT));
     d.act(
@@ -145,14 +160,52 @@ pub fn every_operation(durability: Durability) -> Run {
         applied,
     );
     create(&mut d, &owner, NewTask::new().id(tid("t-sweep")).ttl(SHORT));
+    create(&mut d, &owner, NewTask::new().id(tid("t-swept")).ttl(SHORT));
+    d.act(
+        "complete t-swept (a TTL: linked into expiring/)",
+        || {
+            owner
+                .complete(&tid("t-swept"), json!("short-lived"))
+                .unwrap()
+        },
+        applied,
+    );
     let gone = d.open("open (second instance)", "gone", SHORT);
     d.step(
         "create t-orphan (second instance)",
         || gone.create(NewTask::new().id(tid("t-orphan"))).unwrap(),
         put,
     );
+    d.step(
+        "create t-claim (second instance, resumable)",
+        || {
+            gone.create(
+                NewTask::new()
+                    .id(tid("t-claim"))
+                    .resumable("convert", json!({"file": "x.pdf"})),
+            )
+            .unwrap()
+        },
+        put,
+    );
     drop(gone);
     d.clock.advance(LATER);
+    // Within the claim grace (the owner's long lease): claimed, not reaped.
+    let claimed = d.step(
+        "claim t-claim",
+        || owner.claim(&["convert"]).unwrap().tasks,
+        |claimed: &Vec<Task>| {
+            let ids: Vec<&str> = claimed.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, ["t-claim"], "the workload claims exactly one task");
+            Effect::Put(claimed.clone())
+        },
+    );
+    let epoch = claimed[0].epoch;
+    d.act(
+        "release t-claim",
+        || owner.release(&tid("t-claim"), epoch).unwrap(),
+        applied,
+    );
     d.step(
         "reap_orphans",
         || owner.reap_orphans().unwrap(),
@@ -171,8 +224,8 @@ pub fn every_operation(durability: Durability) -> Run {
         "sweep_expired",
         || owner.sweep_expired().unwrap(),
         |n: &usize| {
-            assert_eq!(*n, 1, "the workload sweeps exactly t-sweep");
-            Effect::Remove(vec![tid("t-sweep")])
+            assert_eq!(*n, 2, "the workload sweeps exactly t-sweep and t-swept");
+            Effect::Remove(vec![tid("t-sweep"), tid("t-swept")])
         },
     );
     d.act(
@@ -199,11 +252,10 @@ pub fn every_operation(durability: Durability) -> Run {
     d.finish("every operation")
 }
 
-/// The positive control: only the write paths that make each of their
-/// changes durable in the directory they change (create, update, delete,
-/// sweep of running tasks, create over an expired running task) and
-/// renew_lease (whose possible undoing is allowed, see [`Effect::Renewal`]).
-/// Every crash state must pass.
+/// The positive control: only the write paths that change one directory,
+/// `active/`, and make that change durable there (create, update,
+/// renew_lease, delete, sweep of running tasks, create over an expired
+/// running task). Every crash state must pass.
 pub fn durable_paths() -> Run {
     let mut d = Driver::new(Durability::Immediate);
     let store = d.open("open (first)", "owner", LONG_LEASE);
@@ -245,7 +297,7 @@ pub fn durable_paths() -> Run {
     d.act(
         "renew_lease t-a",
         || store.renew_lease(&tid("t-a")).unwrap(),
-        renewed,
+        applied,
     );
     d.clock.advance(LATER);
     d.step(
@@ -277,11 +329,6 @@ fn applied(t: &Transition) -> Effect {
         "the workload's transitions all apply: {t:?}"
     );
     Effect::Put(vec![t.task().clone()])
-}
-
-fn renewed(t: &Transition) -> Effect {
-    assert!(t.is_applied(), "the workload's renewals all apply: {t:?}");
-    Effect::Renewal(Box::new(t.task().clone()))
 }
 
 fn create(d: &mut Driver, store: &FileStore, new: NewTask) {
@@ -358,9 +405,6 @@ impl Driver {
             match &step.effect {
                 Effect::Nothing => {}
                 Effect::Put(tasks) => ids.extend(tasks.iter().map(|t| t.id.clone())),
-                Effect::Renewal(task) => {
-                    ids.insert(task.id.clone());
-                }
                 Effect::Remove(gone) => ids.extend(gone.iter().cloned()),
             }
         }

@@ -182,7 +182,8 @@ impl FileCheck {
                     // A check is no handle: it never holds the handles lock,
                     // so it never keeps an exclusive open from compacting.
                     handles: None,
-                    copies_resolved: Default::default(),
+                    // A check resolves no copies: any task may have two.
+                    unresolved: Default::default(),
                 };
                 Opened::Whole {
                     backend: Box::new(backend),
