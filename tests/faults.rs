@@ -834,3 +834,87 @@ fn an_unreadable_task_file_is_reported_and_left_and_never_fails_a_pass() {
         TaskStatus::Failed
     );
 }
+
+/// Where in a recorded run the first event `is` holds is, after `from`.
+fn first(
+    events: &[taskstore::FsEvent],
+    from: usize,
+    is: impl Fn(&taskstore::FsEvent) -> bool,
+) -> usize {
+    from + events[from..]
+        .iter()
+        .position(is)
+        .unwrap_or_else(|| panic!("no such call after {from}: {:#?}", &events[from..]))
+}
+
+/// Whether `path`'s directory is the store's `area`.
+fn in_area(path: &Path, area: &str) -> bool {
+    path.parent().and_then(Path::file_name) == Some(area.as_ref())
+}
+
+/// A finished task with a TTL is never, after a power loss, in `done/`
+/// without its `expiring/` entry (no sweep would ever find it): a terminal
+/// move makes the entry durable before it gives the task its name in
+/// `done/`, and a delete or a sweep makes the task's removal durable before
+/// it removes the entry. Shown on the calls the store makes, in order.
+#[test]
+fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    for finish in ["delete", "sweep"] {
+        let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+        let from = recorder.len();
+        assert!(store.complete(&task.id, json!(finish)).unwrap().is_applied());
+        let events = recorder.events();
+        let index_durable = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("expiring")),
+        );
+        let named_in_done = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::Link { to, .. } if in_area(to, "done")),
+        );
+        assert!(
+            index_durable < named_in_done,
+            "complete: the entry is durable (call {index_durable}) before the task is named in done/ (call {named_in_done})"
+        );
+        let from = recorder.len();
+        match finish {
+            "delete" => assert!(store.delete(&task.id).unwrap()),
+            _ => {
+                clock.advance(ttl * 2);
+                assert_eq!(store.sweep_expired().unwrap(), 1);
+            }
+        }
+        let events = recorder.events();
+        let gone_durable = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
+        );
+        let entry_removed = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
+        );
+        assert!(
+            gone_durable < entry_removed,
+            "{finish}: the task's removal is durable (call {gone_durable}) before its entry goes (call {entry_removed})"
+        );
+        assert_eq!(store.get(&task.id).unwrap(), None);
+        assert_eq!(
+            fs::read_dir(dir.path().join("expiring")).unwrap().count(),
+            0
+        );
+    }
+}

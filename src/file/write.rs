@@ -180,23 +180,32 @@ impl FileBackend {
     }
 
     /// Gives the terminal `task`, whose file is `active/<id>.json`, its
-    /// names in `expiring/` (with a TTL) and `done/`.
+    /// names in `expiring/` (with a TTL) and `done/`. Under `Immediate`, the
+    /// name in `done/` of a task with an `expiring/` entry is left to
+    /// [`settle`](Self::settle), which gives it once the entry is durable:
+    /// a power loss never leaves a finished task without the entry that
+    /// gets it swept.
     fn link_into_done(&self, task: &Task, touched: &mut Touched) -> Result<Staged> {
         let name = task_name(&task.id);
         let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
+        let file = self
+            .fs
+            .stat(active, &name)
+            .map_err(|e| Error::io("stat", active.join(&name), e))?;
+        let mut linked = true;
         if let Some(index) = expiring_name(task) {
             self.link_over(active, &name, &self.expiring, &index)?;
             touched.expiring = true;
+            linked = self.durability != Durability::Immediate;
         }
-        self.link_over(active, &name, done, &name)?;
-        touched.done = true;
-        let file = self
-            .fs
-            .stat(done, &name)
-            .map_err(|e| Error::io("stat", done.join(&name), e))?;
+        if linked {
+            self.link_over(active, &name, done, &name)?;
+            touched.done = true;
+        }
         Ok(Staged::Moving {
             id: task.id.clone(),
             ino: (file.dev, file.ino),
+            linked,
         })
     }
 
@@ -211,23 +220,53 @@ impl FileBackend {
     /// index entry; once this returns, the terminal version is durably in
     /// `done/` and no longer in `active/`.
     fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
-        self.sync_links(&touched)?;
-        for staged in staged {
-            let Staged::Moving { id, ino } = staged else {
-                continue;
-            };
-            let _guard = match locking {
+        let lock = |id: &TaskId| -> Result<_> {
+            Ok(match locking {
                 Locking::Take => Some(self.locks.lock(&self.fs, stripe(id))?),
                 Locking::Held => None,
+            })
+        };
+        // Only while `active/<id>.json` is still the file being moved (not
+        // finished by another handle meanwhile, nor a new task of the id).
+        let still = |id: &TaskId, ino: (u64, u64)| {
+            self.fs
+                .stat(self.dir(Area::Active), &task_name(id))
+                .is_ok_and(|file| (file.dev, file.ino) == ino)
+        };
+        let unlinked = staged
+            .iter()
+            .any(|s| matches!(s, Staged::Moving { linked: false, .. }));
+        if unlinked {
+            // The `expiring/` entries first, then the names in `done/`.
+            self.sync_links(&Touched {
+                expiring: touched.expiring,
+                ..Touched::default()
+            })?;
+            touched.expiring = false;
+            for staged in staged {
+                let Staged::Moving {
+                    id,
+                    ino,
+                    linked: false,
+                } = staged
+                else {
+                    continue;
+                };
+                let _guard = lock(id)?;
+                if still(id, *ino) {
+                    let name = task_name(id);
+                    self.link_over(self.dir(Area::Active), &name, self.dir(Area::Done), &name)?;
+                    touched.done = true;
+                }
+            }
+        }
+        self.sync_links(&touched)?;
+        for staged in staged {
+            let Staged::Moving { id, ino, .. } = staged else {
+                continue;
             };
-            let name = task_name(id);
-            // Only while it is still the file being moved (not finished by
-            // another handle meanwhile, nor a new task of the same id).
-            let same = self
-                .fs
-                .stat(self.dir(Area::Active), &name)
-                .is_ok_and(|file| (file.dev, file.ino) == *ino);
-            if same && self.remove_name(Area::Active, id)? {
+            let _guard = lock(id)?;
+            if still(id, *ino) && self.remove_name(Area::Active, id)? {
                 touched.active = true;
             }
         }
@@ -298,27 +337,46 @@ impl FileBackend {
         })
     }
 
-    /// Removes the `expiring/` entry of the finished `task`, if it has one.
-    fn remove_index(&self, task: &Task, touched: &mut Touched) -> Result<()> {
-        let Some(name) = expiring_name(task) else {
-            return Ok(());
-        };
-        match self.fs.remove(&self.expiring, &name) {
-            Ok(()) => touched.expiring = true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", self.expiring.join(&name), e)),
+    /// Notes the `expiring/` entry of the finished `task`, if it has one, for
+    /// [`sync_touched`](Self::sync_touched) to remove once the task's own
+    /// removal is durable. (The entry's name is its incarnation's alone, so
+    /// it may go after the task's lock is released.)
+    fn remove_index(&self, task: &Task, touched: &mut Touched) {
+        if let Some(name) = expiring_name(task) {
+            touched.unindex.push(name);
         }
-        Ok(())
     }
 
     /// Makes the removals recorded in `touched` durable: one fsync per
-    /// directory, however many names went.
+    /// directory, however many names went. The tasks' names first, then
+    /// their `expiring/` entries: a power loss may leave an entry whose task
+    /// is gone (stale: the next sweep removes it), never a finished task
+    /// without its entry (which no sweep would find).
     pub(super) fn sync_touched(&self, touched: &Touched) -> Result<()> {
-        self.sync_links(touched)?;
+        if touched.done {
+            self.sync(Area::Done)?;
+        }
         if touched.active {
             self.sync(Area::Active)?;
         }
-        Ok(())
+        let mut removed = false;
+        for name in &touched.unindex {
+            match self.fs.remove(&self.expiring, name) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // The task is durably gone; its entry is stale, and the
+                // next sweep removes it.
+                Err(e) => tracing::warn!(
+                    entry = %self.expiring.join(name).display(),
+                    error = %e,
+                    "cannot remove the index entry of a removed task; the next sweep will"
+                ),
+            }
+        }
+        self.sync_links(&Touched {
+            expiring: removed || touched.expiring,
+            ..Touched::default()
+        })
     }
 
     /// Removes the task `found`, and any stale copy of it, and its index
@@ -330,7 +388,7 @@ impl FileBackend {
             touched.mark(found.area);
         }
         if found.area == Area::Done || found.task.is_terminal() {
-            self.remove_index(&found.task, touched)?;
+            self.remove_index(&found.task, touched);
         }
         Ok(())
     }
@@ -365,7 +423,7 @@ impl FileBackend {
             if self.remove_name(Area::Done, &current.id)? {
                 touched.mark(Area::Done);
             }
-            self.remove_index(current, touched)?;
+            self.remove_index(current, touched);
             return Ok(true);
         }
         if current.is_terminal() {
@@ -535,11 +593,16 @@ impl FileBackend {
     }
 }
 
-/// A write done in place, or a terminal move still to finish.
+/// A write done in place, or a terminal move still to finish (`linked`:
+/// whether its file has its name in `done/` yet).
 #[derive(Debug)]
 enum Staged {
     Written,
-    Moving { id: TaskId, ino: (u64, u64) },
+    Moving {
+        id: TaskId,
+        ino: (u64, u64),
+        linked: bool,
+    },
 }
 
 /// Whether `settle` takes each moving task's lock, or its caller holds it.
@@ -555,6 +618,8 @@ pub(super) struct Touched {
     active: bool,
     done: bool,
     expiring: bool,
+    /// `expiring/` entries to remove once the removals are durable.
+    unindex: Vec<OsString>,
 }
 
 impl Touched {
