@@ -90,11 +90,15 @@ impl Lease {
     }
 
     /// Gives up the lease of a task this instance owns: it lapses at `now`,
-    /// so the task is an orphan at once and another instance may claim it
-    /// (bumps the revision, leaves `last_updated_at` alone).
+    /// so the task is an orphan at once and another instance may claim it,
+    /// and it is no longer this handle's (its open's token goes; the
+    /// instance id stays, to say who ran it): no renewal of this handle's
+    /// leases brings it back. Bumps the revision, leaves `last_updated_at`
+    /// alone.
     pub fn release(&self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
         task.next_revision()?;
         task.lease_expires_at = Some(now);
+        task.owner_token = None;
         Ok(())
     }
 }

@@ -350,6 +350,14 @@ pub(super) fn a_release_hands_the_task_over_at_once(
     assert_eq!(released.revision, task.revision + 1);
     assert_eq!(released.last_updated_at, task.last_updated_at);
     assert_eq!((released.epoch, released.status), (1, TaskStatus::Working));
+    // Given up for good: the handle's renewals pass it by, and it cannot
+    // renew it one by one either.
+    a.renew_leases().unwrap();
+    assert_eq!(a.get(&task.id).unwrap().as_ref(), Some(&released));
+    assert!(matches!(
+        a.renew_lease(&task.id),
+        Err(Error::NotOwner { .. })
+    ));
     // Claimable at once, with no time passing: the new owner's epoch fences
     // the old one's writes and releases.
     let claimed = b.claim(&["k"]).unwrap();
