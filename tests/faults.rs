@@ -872,7 +872,12 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
     for finish in ["delete", "sweep"] {
         let task = store.create(NewTask::new().ttl(ttl)).unwrap();
         let from = recorder.len();
-        assert!(store.complete(&task.id, json!(finish)).unwrap().is_applied());
+        assert!(
+            store
+                .complete(&task.id, json!(finish))
+                .unwrap()
+                .is_applied()
+        );
         let events = recorder.events();
         let index_durable = first(
             &events,
@@ -916,5 +921,48 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
             fs::read_dir(dir.path().join("expiring")).unwrap().count(),
             0
         );
+    }
+}
+
+/// A half-moved finished task (still in `active/`) whose file turns
+/// unreadable after the handle read it never fails a sweep: the sweep
+/// finishes the other moves and leaves this one for later, and `get` names
+/// the file.
+#[test]
+fn a_sweep_goes_on_past_an_interrupted_move_it_cannot_read() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    for id in ["stuck", "movable"] {
+        store.create(NewTask::new().id(tid(id))).unwrap();
+        assert!(store.complete(&tid(id), json!(id)).unwrap().is_applied());
+        // A terminal move stopped between its steps.
+        fs::rename(
+            root.join(format!("done/{id}.json")),
+            root.join(format!("active/{id}.json")),
+        )
+        .unwrap();
+    }
+    // Read once while readable: the handle knows both moves are unfinished.
+    assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    let stuck = root.join("active/stuck.json");
+    faults.fail_at(FsOp::Read, &stuck, Fault::Eio);
+    store
+        .sweep()
+        .expect("a sweep goes on past a move it cannot finish");
+    assert!(
+        root.join("done/movable.json").exists(),
+        "the other move is finished"
+    );
+    assert!(!root.join("active/movable.json").exists());
+    assert!(stuck.exists(), "left in place");
+    match store.get(&tid("stuck")) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, stuck),
+        other => panic!("get must name the file it cannot read, got {other:?}"),
     }
 }

@@ -573,12 +573,20 @@ impl FileBackend {
         let mut moved = 0;
         for id in &unmoved {
             let _guard = self.locks.lock(&self.fs, stripe(id))?;
-            if let Some(found) = self.find(id)?
-                && found.area == Area::Active
-                && found.task.is_terminal()
-            {
-                self.tidy(&found)?;
-                moved += 1;
+            // One task that cannot be read or moved now never stops the
+            // others: it stays as it is, and the pass's scan reports it.
+            let finished = self.find(id).and_then(|found| match found {
+                Some(found) if found.area == Area::Active && found.task.is_terminal() => {
+                    self.tidy(&found).map(|()| true)
+                }
+                _ => Ok(false),
+            });
+            match finished {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "cannot finish an interrupted terminal move; left for later");
+                }
             }
         }
         Ok(moved)
