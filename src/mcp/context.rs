@@ -156,7 +156,10 @@ impl TaskContext {
     /// # Errors
     ///
     /// [`TaskExit::Cancelled`] when the task is (or gets) cancelled or taken
-    /// over by another instance; [`TaskExit::Error`] for a key this run
+    /// over by another instance (a resumed run knows of a cancel requested
+    /// before it started from its first step), or when `key` was asked
+    /// before and withdrawn unanswered by a cancel; [`TaskExit::Error`] for
+    /// a key this run
     /// already asked under, a key used before for a different request, or
     /// a store error.
     pub async fn request_input(
@@ -187,8 +190,11 @@ impl TaskContext {
                         "was used for a different request earlier in this task's life",
                     ));
                 }
+                // Withdrawn by a cancel: the client saw this key once and
+                // will not see it again.
+                Ask::Withdrawn => return Err(TaskExit::Cancelled),
                 Ask::Rejoin => {}
-                Ask::New | Ask::Again => {
+                Ask::New => {
                     next.keys.insert(
                         key.clone(),
                         KeyRecord {

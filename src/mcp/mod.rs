@@ -77,7 +77,8 @@
 //!   [`TaskContext::is_cancel_requested`], just as `rmcp`'s `TaskContext`
 //!   delivers it; a pending [`TaskContext::request_input`] returns
 //!   [`TaskExit::Cancelled`]. A cancelled task whose owner is dead is
-//!   reported by the reaper, or cancelled by the operation that resumes it.
+//!   reported by the reaper, or cancelled by the operation that resumes it,
+//!   which sees the request from its first step.
 //! - **Input across instances and restarts.** `tasks/update` may reach any
 //!   instance. The owner records a response (in [`INPUT_KEYS_KEY`]) before
 //!   the operation gets it; another instance persists it in the task's
@@ -90,7 +91,8 @@
 //!   names one request for the task's whole life: a resumed operation that
 //!   asks again under a key an earlier run used, with the same request,
 //!   gets the recorded answer (or waits on for it); a different request
-//!   under a used key is an error.
+//!   under a used key is an error; a key whose request a cancel withdrew
+//!   unanswered is never asked again ([`TaskExit::Cancelled`]).
 //! - **Leases and orphans.** The background loop renews the lease of every
 //!   task this instance runs (after a third of the lease the store granted,
 //!   or [`ManagerOptions::renew_interval`]) and reaps lapsed leases every

@@ -16,7 +16,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use super::calls::{StoreCall, blocking, lock, to_json};
 use super::context::TaskContext;
 use super::options::ManagerOptions;
-use super::protocol::{Book, Inputs};
+use super::protocol::{Book, Inputs, cancel_requested};
 use crate::id::TaskId;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
@@ -121,7 +121,9 @@ impl Run {
             id: task.id.clone(),
             epoch: task.epoch,
             resume: task.resume.clone(),
-            cancel: watch::channel(false).0,
+            // A cancel requested before this run started (while no one ran
+            // the task): the operation knows from its first step.
+            cancel: watch::channel(cancel_requested(task)).0,
             inputs: tokio::sync::Mutex::new(Inputs {
                 book: Book::of(task),
                 ..Inputs::default()
