@@ -20,6 +20,8 @@ use crate::task::TaskUpdate;
 /// Every write through it is fenced to the owner epoch the operation runs
 /// at: once another instance has claimed the task, writes are refused
 /// (`-32603` with `data.code = "fenced"`) and the operation is stopped.
+/// Once shutdown has stopped the run and recorded its task (released or
+/// failed), writes are refused too (`data.code = "shutdown"`).
 #[derive(Clone)]
 pub struct TaskContext {
     shared: Arc<Shared>,
@@ -85,9 +87,10 @@ impl TaskContext {
     ///
     /// # Errors
     ///
-    /// `-32603` for a store error, over the payload cap, or once another
+    /// `-32603` for a store error, over the payload cap, once another
     /// instance has claimed the task (`data.code = "fenced"`; the operation
-    /// is being stopped).
+    /// is being stopped), or once shutdown stopped the run (`data.code =
+    /// "shutdown"`).
     pub async fn checkpoint(&self, checkpoint: Value) -> Result<(), McpError> {
         if self.run.resume.is_none() {
             return Ok(());
@@ -99,9 +102,9 @@ impl TaskContext {
     ///
     /// # Errors
     ///
-    /// `-32603` with the cause for a store error, or once another instance
-    /// has claimed the task (a terminal task is left as it is, without
-    /// error).
+    /// `-32603` with the cause for a store error, once another instance
+    /// has claimed the task, or once shutdown stopped the run (a terminal
+    /// task is left as it is, without error).
     pub async fn set_status_message(&self, message: impl Into<String>) -> Result<(), McpError> {
         self.write(TaskUpdate::new().status_message(message)).await
     }
@@ -110,6 +113,7 @@ impl TaskContext {
         match self.shared.write(&self.run, update).await {
             Ok(RunWrite::Applied | RunWrite::Terminal) => Ok(()),
             Ok(RunWrite::Lost(now)) => Err(Shared::lost_error(&self.run, &now)),
+            Ok(RunWrite::Stopped) => Err(self.shared.stopped_error(&self.run)),
             Err(e) => Err(e.into_mcp(Some(&self.run.id))),
         }
     }
@@ -209,7 +213,7 @@ impl TaskContext {
             if next != inputs.book {
                 match self.shared.write(&self.run, next.update()).await {
                     Ok(RunWrite::Applied) => inputs.book = next,
-                    Ok(RunWrite::Terminal | RunWrite::Lost(_)) => {
+                    Ok(RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped) => {
                         inputs.waiters.remove(&key);
                         return Err(TaskExit::Cancelled);
                     }

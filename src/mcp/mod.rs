@@ -107,9 +107,15 @@
 //!   the rest: a resumable task is *released* (`TaskStore::release`: its
 //!   lease lapses at once, and another instance claims it without waiting a
 //!   lease), any other is `failed` with `{"code": "shutdown", "message",
-//!   "instance", "graceMs"}`. It returns within the grace plus one store
-//!   write per stopped task. `examples/mcp_server.rs` calls it on SIGTERM,
-//!   SIGINT and the end of stdin.
+//!   "instance", "graceMs"}`, whether or not its operation stops (one that
+//!   never yields cannot be aborted; nothing it does afterwards is
+//!   recorded). It returns within the grace plus
+//!   [`ManagerOptions::shutdown_writes`] (2 s by default) for those final
+//!   store writes, whatever the operations and the store do; a write or a
+//!   `spawn` still under way then is reported
+//!   ([`ShutdownReport::unrecorded`]) and its task is claimed or reaped
+//!   once its lease lapses. `examples/mcp_server.rs` calls it on SIGTERM,
+//!   SIGINT and the end of stdin, and exits at once on a second signal.
 //! - **TTL from creation.** A task is gone for every reader at `createdAt +
 //!   ttlMs` and answers `-32602`, whatever its status; its operation is
 //!   aborted. (`rmcp` fails a running task at the TTL and keeps terminal
@@ -168,7 +174,8 @@ pub use self::convert::{
 };
 pub use self::manager::DurableTaskManager;
 pub use self::options::{
-    DEFAULT_SHUTDOWN_GRACE, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS, ManagerOptions, Reads,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS,
+    ManagerOptions, Reads,
 };
 pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
 pub use self::requests::invalid_task_request;

@@ -27,6 +27,11 @@ pub const MAX_WIRE_MS: u64 = (1 << 53) - 1;
 /// [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The default time [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown)
+/// gives, after the grace, to the store writes that record the tasks it
+/// stopped (and to operations to stop once aborted).
+pub const DEFAULT_SHUTDOWN_WRITES: Duration = Duration::from_secs(2);
+
 /// Where the manager runs the store reads behind `tasks/get`,
 /// `tasks/update` and `tasks/cancel` (writes always run on Tokio's blocking
 /// pool).
@@ -69,6 +74,13 @@ pub struct ManagerOptions {
     /// How long [`shutdown`](super::DurableTaskManager::shutdown) lets
     /// running operations finish before it stops them (default 5 s).
     pub shutdown_grace: Duration,
+    /// How long [`shutdown`](super::DurableTaskManager::shutdown) waits,
+    /// once the grace is over, for the store writes that record what it
+    /// stopped (a release or a `shutdown` failure per task) and for aborted
+    /// operations to end (default 2 s). Shutdown returns by
+    /// `shutdown_grace + shutdown_writes` whatever the store or the
+    /// operations do.
+    pub shutdown_writes: Duration,
     /// How many owners a resumable task may have in all, the first included
     /// (default 3): once the last one dies, it is failed as orphaned.
     pub max_attempts: u32,
@@ -84,6 +96,7 @@ impl Default for ManagerOptions {
             reap_interval: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_writes: DEFAULT_SHUTDOWN_WRITES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             reads: Reads::Blocking,
         }
@@ -123,6 +136,12 @@ impl ManagerOptions {
     /// Sets [`ManagerOptions::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> ManagerOptions {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ManagerOptions::shutdown_writes`].
+    pub fn shutdown_writes(mut self, allowance: Duration) -> ManagerOptions {
+        self.shutdown_writes = allowance;
         self
     }
 
