@@ -76,7 +76,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{
-    DurableTaskManager, ManagerOptions, Reads, TaskContext, TaskExit, TaskFuture, TaskOptions,
+    DurableTaskManager, ManagerOptions, TaskContext, TaskExit, TaskFuture, TaskOptions,
     invalid_task_request,
 };
 use taskstore::{FileStore, StoreBuilder, TaskStore};
@@ -524,8 +524,6 @@ fn open_store(
         .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
         .unwrap_or_else(|| "./mcp-tasks".to_owned());
     let store = configure(FileStore::builder(&dir), options)?.open()?;
-    // A local file read is quick: answer tasks/get without a thread hop.
-    *options = options.clone().reads(Reads::Inline);
     Ok((Box::new(store), dir))
 }
 

@@ -139,10 +139,15 @@
 //!   server that wants `-32602` calls [`invalid_task_request`] from its
 //!   `on_custom_request`, as `examples/mcp_server.rs` does.
 //! - **Where store calls run.** Writes run on Tokio's blocking pool
-//!   (`spawn_blocking`). Reads (`tasks/get`, and the read behind
-//!   `tasks/update` and `tasks/cancel`) run there too by default, or on the
-//!   calling worker with [`Reads::Inline`], for a store whose `get` is
-//!   quick and local (`BENCHMARKS.md` has the figures).
+//!   (`spawn_blocking`). A read (`tasks/get`, and the read behind
+//!   `tasks/update` and `tasks/cancel`) runs on the calling worker when the
+//!   store can answer it without waiting ([`Reads::Auto`], the default:
+//!   [`TaskStore::try_get`](crate::TaskStore::try_get) answers for every
+//!   `MemoryStore` task and for a running `FileStore` task its snapshot
+//!   holds, with no change pending), and on the blocking pool otherwise;
+//!   [`Reads::Blocking`] always hops, [`Reads::Inline`] never does. The
+//!   answer is the same either way, as fresh (`BENCHMARKS.md` has the
+//!   figures).
 //! - **Counting.** [`DurableTaskManager::running_task_count`] counts this
 //!   instance's running operations.
 //!

@@ -34,20 +34,30 @@ pub const DEFAULT_SHUTDOWN_WRITES: Duration = Duration::from_secs(2);
 
 /// Where the manager runs the store reads behind `tasks/get`,
 /// `tasks/update` and `tasks/cancel` (writes always run on Tokio's blocking
-/// pool).
+/// pool). Every choice reads the same store through the same `get`, with
+/// the same freshness: only the thread differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reads {
-    /// On Tokio's blocking pool (`spawn_blocking`): an async worker never
-    /// waits for the store, at the cost of a hop between threads (tens of
-    /// microseconds; `BENCHMARKS.md`). The default, and the right choice for
-    /// a store that may wait on a network (`PgStore`).
+    /// On the calling async worker when the store can answer without
+    /// waiting ([`TaskStore::try_get`](crate::TaskStore::try_get): any read
+    /// of a `MemoryStore`; a `FileStore` read of a running task its
+    /// snapshot holds, with no change notice pending — no file opened, no
+    /// lock waited for), else on the blocking pool (a finished task's file,
+    /// a change to read first, a `PgStore`). The default: a polled running
+    /// task costs no hop between threads, and an async worker never waits
+    /// for a disk or a network.
     #[default]
+    Auto,
+    /// Always on Tokio's blocking pool (`spawn_blocking`): a hop between
+    /// threads on every read (tens of microseconds; `BENCHMARKS.md`).
     Blocking,
-    /// On the calling async worker, with no hop: for a store whose `get`
-    /// is quick and never waits on a network — a `MemoryStore`, or a
-    /// `FileStore` on a local disk (one file read, from the page cache once
-    /// warm; a cold read blocks the worker for one disk read).
+    /// Always on the calling async worker, with no hop: for a store whose
+    /// `get` is quick and never waits on a network — a `MemoryStore`, or a
+    /// `FileStore` on a local disk, whose reads of a finished task (one file
+    /// read, from the page cache once warm; a cold read blocks the worker
+    /// for one disk read) or of a task that changed then run on the worker
+    /// too.
     Inline,
 }
 
@@ -84,7 +94,7 @@ pub struct ManagerOptions {
     /// How many owners a resumable task may have in all, the first included
     /// (default 3): once the last one dies, it is failed as orphaned.
     pub max_attempts: u32,
-    /// Where store reads run (default [`Reads::Blocking`]).
+    /// Where store reads run (default [`Reads::Auto`]).
     pub reads: Reads,
 }
 
@@ -98,7 +108,7 @@ impl Default for ManagerOptions {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             shutdown_writes: DEFAULT_SHUTDOWN_WRITES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            reads: Reads::Blocking,
+            reads: Reads::Auto,
         }
     }
 }

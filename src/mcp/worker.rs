@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::calls::{StoreCall, blocking, lock, read};
+use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{cancel_requested, stored_responses};
 use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport};
 use crate::changes::Changes;
@@ -83,9 +83,7 @@ impl Shared {
     /// Reads the task of `run` and acts on it, as a watch tick would
     /// (without renewing).
     pub async fn look(self: &Arc<Self>, run: &Arc<Run>) {
-        let store = Arc::clone(&self.store);
-        let id = run.id.clone();
-        if let Ok(Some(task)) = read(self.options.reads, move || store.get(&id)).await {
+        if let Ok(Some(task)) = get(self.options.reads, &self.store, &run.id).await {
             self.observe(run, &task).await;
         }
     }
