@@ -11,10 +11,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{cancel_requested, stored_responses};
-use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport};
+use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop};
 use crate::changes::Changes;
 use crate::error::Error;
 use crate::id::TaskId;
+use crate::store::Transition;
 use crate::task::Task;
 
 impl Shared {
@@ -289,22 +290,29 @@ impl Shared {
             });
         }
         let mut unrecorded = 0;
+        let mut settle = |joined: Result<StopWrite, tokio::task::JoinError>| {
+            let recorded = match joined {
+                Ok((run, stop, written)) => {
+                    self.recorded(&run, stop, written.map_err(StoreCall::Store))
+                }
+                // A write that panicked recorded nothing.
+                Err(_) => false,
+            };
+            unrecorded += usize::from(!recorded);
+        };
         let _ = tokio::time::timeout_at(deadline, async {
             while let Some(joined) = writes.join_next().await {
-                let recorded = match joined {
-                    Ok((run, stop, written)) => {
-                        self.recorded(&run, stop, written.map_err(StoreCall::Store))
-                    }
-                    // A write that panicked recorded nothing.
-                    Err(_) => false,
-                };
-                unrecorded += usize::from(!recorded);
+                settle(joined);
             }
             // Operations ending (a stopped one records nothing), outcomes of
             // operations that ended in the grace, spawns still creating.
             self.drain().await;
         })
         .await;
+        // Writes that returned just as the allowance ran out count as made.
+        while let Some(joined) = writes.try_join_next() {
+            settle(joined);
+        }
         unrecorded += writes.len();
         writes.detach_all();
         let not_stopped = stopped
@@ -355,6 +363,10 @@ impl Shared {
         }
     }
 }
+
+/// A stop shutdown wrote for a run: the run, what it was, and what the
+/// store made of it.
+type StopWrite = (Arc<Run>, Option<Stop>, crate::Result<Transition>);
 
 /// The background loop: watch ticks, claims, reaps and sweeps, until stopped
 /// or until nothing refers to the manager any more.
