@@ -131,7 +131,7 @@ async fn a_tool_that_cannot_be_stopped_does_not_keep_the_server_from_exiting() {
     let mut a = Launch::new(&dir, "A")
         .lease_ms(LEASE_MS)
         .env("TASKSTORE_MCP_SHUTDOWN_GRACE_MS", 200)
-        .env("TASKSTORE_MCP_SHUTDOWN_WRITES_MS", 1_000)
+        .env("TASKSTORE_MCP_SHUTDOWN_WRITES_MS", 2_000)
         .start()
         .await;
     // Blocks its thread for ten minutes, longer than the test may take, and

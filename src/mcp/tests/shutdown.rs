@@ -160,9 +160,11 @@ async fn operations_that_cannot_be_stopped_do_not_hold_shutdown_up_and_their_tas
     };
     let a = DurableTaskManager::with_options(
         open("a"),
+        // The operations never stop, so shutdown always takes all of its
+        // allowance: long enough for two writes on a busy machine.
         fast()
             .shutdown_grace(Duration::from_millis(100))
-            .shutdown_writes(Duration::from_millis(500)),
+            .shutdown_writes(Duration::from_secs(2)),
     );
     let (blocked_tx, mut blocked_rx) = mpsc::unbounded_channel();
     let (plain_go, plain_gate) = std::sync::mpsc::channel::<()>();
