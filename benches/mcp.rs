@@ -1,10 +1,11 @@
 //! `tasks/get` latency: `rmcp`'s in-memory `TaskManager` against
 //! `taskstore::mcp::DurableTaskManager` over a `MemoryStore` and over a
-//! `FileStore`, with its store reads on Tokio's blocking pool
-//! (`Reads::Blocking`, the default) and on the calling worker
-//! (`Reads::Inline`), in one run; for a running task (the case a polling
-//! client hits) and a completed one; plus the `FileStore` read alone, to
-//! split the cost.
+//! `FileStore`, with its store reads where each `Reads` puts them (`Auto`,
+//! the default: on the calling worker when the store answers without
+//! waiting, else on the blocking pool; `Blocking`: always on Tokio's
+//! blocking pool; `Inline`: always on the calling worker), in one run; for
+//! a running task (the case a polling client hits) and a completed one;
+//! plus the `FileStore` read alone, to split the cost.
 //!
 //! Every `tasks/get` is one `block_on` from the bench thread, as a request
 //! handler's future would be; `rmcp_task_manager_block_on` is the same
@@ -123,7 +124,11 @@ fn tasks_get(c: &mut Criterion) {
             })
         });
 
-        for (reads, how) in [(Reads::Blocking, "blocking"), (Reads::Inline, "inline")] {
+        for (reads, how) in [
+            (Reads::Auto, "auto"),
+            (Reads::Blocking, "blocking"),
+            (Reads::Inline, "inline"),
+        ] {
             let (memory, id) = durable_task(&rt, MemoryStore::new(), reads, state);
             group.bench_function(format!("durable_memory_store_{how}"), |b| {
                 b.iter(|| {
@@ -149,6 +154,11 @@ fn tasks_get(c: &mut Criterion) {
                 let store = Arc::clone(file.store());
                 group.bench_function("file_store_get_only", |b| {
                     b.iter(|| black_box(store.get(black_box(&task_id)).expect("get")))
+                });
+                // What `Reads::Auto` tries first: an answer without a wait,
+                // or none (a finished task).
+                group.bench_function("file_store_try_get_only", |b| {
+                    b.iter(|| black_box(store.try_get(black_box(&task_id))))
                 });
                 group.bench_function("file_store_get_block_on_inline", |b| {
                     b.iter(|| rt.block_on(async { black_box(store.get(&task_id).expect("get")) }))

@@ -16,7 +16,10 @@
 //! task; running ones get the grace period (the server still answers while
 //! they do, unless stdin ended); then resumable tasks are released for
 //! another instance to claim at once, and the others fail with
-//! `{"code": "shutdown"}`.
+//! `{"code": "shutdown"}`; it exits within the grace plus the allowance for
+//! those final writes, even while a tool that cannot be stopped runs. A
+//! second SIGTERM or SIGINT during the shutdown exits at once (status 128 +
+//! the signal's number), recording nothing more.
 //!
 //! Environment:
 //! - `TASKSTORE_MCP_DIR`: the store directory, if no argument is given;
@@ -25,6 +28,8 @@
 //! - `TASKSTORE_MCP_CLAIM_GRACE_MS`: how long a resumable orphan waits for a
 //!   claim before it is failed (default one lease);
 //! - `TASKSTORE_MCP_SHUTDOWN_GRACE_MS`: the shutdown grace (default 5 s);
+//! - `TASKSTORE_MCP_SHUTDOWN_WRITES_MS`: how long shutdown then waits for
+//!   the writes that record the stopped tasks (default 2 s);
 //! - `TASKSTORE_MCP_WATCH_MS`: how often the instance looks at its running
 //!   tasks and renews their leases (default 250 ms; a lease shorter than
 //!   three of these lapses under a live owner);
@@ -50,6 +55,13 @@
 //!   client (an elicitation under the key `answer`, answered by
 //!   `tasks/update` at any instance) and answers `"ask: <response>"`. Tasks
 //!   only.
+//! - `compute` `{"ms": 2000, "resumable": false, "ttl_ms": 300000}`: a
+//!   careless tool, to show what shutdown does with one: it computes for
+//!   `ms` on its thread (blocking, in `block_in_place`) and checks for
+//!   nothing, so it ignores `tasks/cancel` and, never yielding, cannot be
+//!   aborted. A shutdown does not wait for it past its bound: its task is
+//!   failed (or released, if resumable) while it still runs, and what it
+//!   returns afterwards is not recorded; then the process exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +76,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{
-    DurableTaskManager, ManagerOptions, Reads, TaskContext, TaskExit, TaskFuture, TaskOptions,
+    DurableTaskManager, ManagerOptions, TaskContext, TaskExit, TaskFuture, TaskOptions,
     invalid_task_request,
 };
 use taskstore::{FileStore, StoreBuilder, TaskStore};
@@ -202,10 +214,36 @@ async fn run_ask(
     Ok(text(format!("ask: {answer}")))
 }
 
+/// Computes for `ms` milliseconds, blocking the thread (a stand-in for a
+/// long CPU-bound or blocking library call).
+fn compute(ms: u64) {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// The `compute` tool's work, for `input` `{"ms"}`: says so in its status
+/// message, then computes blocking, in `block_in_place` (so the runtime
+/// moves its other tasks off this thread), and checks for nothing: it
+/// ignores `tasks/cancel` and cannot be aborted while it computes.
+async fn run_compute(
+    ctx: TaskContext,
+    instance: String,
+    input: Value,
+) -> Result<CallToolResult, TaskExit> {
+    let ms = input["ms"].as_u64().unwrap_or(2_000);
+    ctx.set_status_message(format!("computing for {ms} ms on instance {instance}"))
+        .await?;
+    tokio::task::block_in_place(|| compute(ms));
+    Ok(text(format!("compute: {ms} ms")))
+}
+
 /// The work of `tool` for `input`.
 fn work(tool: &str, ctx: TaskContext, instance: String, input: Value) -> TaskFuture {
     match tool {
         "slow" => Box::pin(run_slow(ctx, instance, input)),
+        "compute" => Box::pin(run_compute(ctx, instance, input)),
         _ => Box::pin(run_ask(ctx, instance, input)),
     }
 }
@@ -247,6 +285,18 @@ impl ServerHandler for Server {
                 })),
             ),
             Tool::new(
+                "compute",
+                "Computes for `ms` milliseconds, blocking its thread; ignores cancellation (a demo of a tool shutdown cannot stop)",
+                schema(json!({
+                    "type": "object",
+                    "properties": {
+                        "ms": {"type": "integer", "minimum": 0},
+                        "ttl_ms": {"type": "integer", "minimum": 0},
+                        "resumable": {"type": "boolean"}
+                    }
+                })),
+            ),
+            Tool::new(
                 "ask",
                 "Asks the client `question` and echoes the answer; tasks only",
                 schema(json!({
@@ -284,6 +334,15 @@ impl ServerHandler for Server {
                     return Ok(text(done).into());
                 }
                 ("slow", input)
+            }
+            "compute" => {
+                let input = json!({ "ms": int(&args, "ms")?.unwrap_or(2_000) });
+                if !tasks {
+                    let ms = input["ms"].as_u64().unwrap_or(0);
+                    tokio::task::block_in_place(|| compute(ms));
+                    return Ok(text(format!("compute: {ms} ms")).into());
+                }
+                ("compute", input)
             }
             "ask" if tasks => (
                 "ask",
@@ -440,6 +499,9 @@ fn configure<O>(
     if let Some(grace) = env_ms("TASKSTORE_MCP_SHUTDOWN_GRACE_MS")? {
         *options = options.clone().shutdown_grace(grace);
     }
+    if let Some(allowance) = env_ms("TASKSTORE_MCP_SHUTDOWN_WRITES_MS")? {
+        *options = options.clone().shutdown_writes(allowance);
+    }
     Ok(builder)
 }
 
@@ -462,9 +524,15 @@ fn open_store(
         .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
         .unwrap_or_else(|| "./mcp-tasks".to_owned());
     let store = configure(FileStore::builder(&dir), options)?.open()?;
-    // A local file read is quick: answer tasks/get without a thread hop.
-    *options = options.clone().reads(Reads::Inline);
     Ok((Box::new(store), dir))
+}
+
+/// Exits at once on a signal received while shutting down: what is not
+/// recorded yet stays as the store has it (claimed or reaped once its
+/// lease lapses).
+fn at_once(instance: &str, signal: &str, number: i32) -> ! {
+    eprintln!("mcp_server: instance {instance}: {signal} while shutting down, exiting at once");
+    std::process::exit(128 + number)
 }
 
 #[tokio::main]
@@ -487,6 +555,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("TASKSTORE_MCP_RESUME").as_deref() != Ok("0") {
         tasks.register_resume("slow", resume("slow", instance.clone()));
         tasks.register_resume("ask", resume("ask", instance.clone()));
+        tasks.register_resume("compute", resume("compute", instance.clone()));
     }
     eprintln!("mcp_server: instance {instance}, tasks in {place}");
     let server = Server {
@@ -502,11 +571,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = sigint.recv() => "SIGINT",
     };
     eprintln!("mcp_server: instance {instance}: {why}, shutting down");
-    // After a signal the server still answers while the tasks finish.
-    let report = tasks.shutdown().await;
+    // After a signal the server still answers while the tasks finish; a
+    // (second) signal meanwhile ends it at once.
+    let report = tokio::select! {
+        report = tasks.shutdown() => report,
+        _ = sigterm.recv() => at_once(&instance, "SIGTERM", 15),
+        _ = sigint.recv() => at_once(&instance, "SIGINT", 2),
+    };
     eprintln!(
-        "mcp_server: instance {instance} shut down ({why}): {} running, {} released, {} failed",
-        report.running, report.released, report.failed
+        "mcp_server: instance {instance} shut down ({why}): {} running, {} released, {} failed, {} not stopped, {} unrecorded",
+        report.running, report.released, report.failed, report.not_stopped, report.unrecorded
     );
     stop_serving.cancel();
     // Tokio's stdin is a blocking read that cannot be cancelled: leave

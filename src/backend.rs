@@ -125,6 +125,16 @@ pub trait Backend: Send + Sync {
     fn changes(&self) -> Option<ChangeFeed> {
         None
     }
+
+    /// [`load`](Backend::load), if the backend can answer without waiting
+    /// on a disk, a network or a lock held across either: `None` when it
+    /// cannot (then [`load`](Backend::load) answers), `Some(None)` for no
+    /// stored task. An answer is what `load` would return at this instant,
+    /// as fresh. The default cannot.
+    fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
+        let _ = id;
+        None
+    }
 }
 
 /// What [`Backend::modify`] asks of its decision.
@@ -435,6 +445,9 @@ macro_rules! forward_backend {
             }
             fn changes(&self) -> Option<ChangeFeed> {
                 (**self).changes()
+            }
+            fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
+                (**self).try_load(id)
             }
         }
     )*};

@@ -128,6 +128,11 @@ impl Backend for MemoryBackend {
         Ok(self.lock().by_id.get(id).cloned())
     }
 
+    /// Always: a load waits at most for another thread's change in memory.
+    fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
+        Some(self.lock().by_id.get(id).cloned())
+    }
+
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         let mut tasks = self.lock();
         let task = record.task();

@@ -32,6 +32,19 @@ pub trait TaskStore: Send + Sync {
     /// The task, or `Ok(None)` if it is missing or expired.
     fn get(&self, id: &TaskId) -> Result<Option<Task>>;
 
+    /// [`get`](TaskStore::get), if this store can answer without waiting on
+    /// a disk, a network or a lock held across either: `None` when it
+    /// cannot (then call `get`), `Some(None)` for a missing or expired
+    /// task. An answer is what `get` would return at this instant, with
+    /// every freshness guarantee of `get`. A `MemoryStore` always answers; a
+    /// `FileStore` answers for a running task its snapshot holds while no
+    /// change notice is pending (a `get` that opens no file); a `PgStore`
+    /// never does. The default never does.
+    fn try_get(&self, id: &TaskId) -> Option<Option<Task>> {
+        let _ = id;
+        None
+    }
+
     /// Applies a non-terminal update. A terminal task is returned untouched as
     /// [`Transition::AlreadyTerminal`].
     ///
@@ -206,6 +219,9 @@ macro_rules! forward_task_store {
             }
             fn get(&self, id: &TaskId) -> Result<Option<Task>> {
                 (**self).get(id)
+            }
+            fn try_get(&self, id: &TaskId) -> Option<Option<Task>> {
+                (**self).try_get(id)
             }
             fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
                 (**self).update(id, update)

@@ -3,7 +3,8 @@
 //! task answered in it completes), then a resumable task is released —
 //! another instance claims it at once although its lease would hold for
 //! ten minutes — and the others fail with `{"code": "shutdown"}`; the
-//! process exits 0.
+//! process exits 0, even while a tool that cannot be stopped runs; a
+//! second signal ends the shutdown at once.
 #![cfg(unix)]
 
 #[path = "mcp_client/mod.rs"]
@@ -71,7 +72,7 @@ async fn shuts_down_gracefully(stop: Stop) {
     let log = a.stderr();
     assert!(
         log.contains(&format!(
-            "instance A shut down ({why}): 3 running, 1 released, {failed} failed"
+            "instance A shut down ({why}): 3 running, 1 released, {failed} failed, 0 not stopped, 0 unrecorded"
         )),
         "{log}"
     );
@@ -122,4 +123,72 @@ async fn sigint_shuts_down_gracefully() {
 #[tokio::test]
 async fn the_end_of_stdin_shuts_down_gracefully() {
     shuts_down_gracefully(Stop::StdinClosed).await;
+}
+
+#[tokio::test]
+async fn a_tool_that_cannot_be_stopped_does_not_keep_the_server_from_exiting() {
+    let (_root, dir) = store_dir();
+    let mut a = Launch::new(&dir, "A")
+        .lease_ms(LEASE_MS)
+        .env("TASKSTORE_MCP_SHUTDOWN_GRACE_MS", 200)
+        .env("TASKSTORE_MCP_SHUTDOWN_WRITES_MS", 2_000)
+        .start()
+        .await;
+    // Blocks its thread for ten minutes, longer than the test may take, and
+    // checks for nothing: neither a cancel nor an abort stops it.
+    let id = a.task("compute", json!({"ms": 600_000})).await.task.task_id;
+    a.poll_until(&id, |t| t.task.status_message.is_some()).await;
+    a.cancel(&id).await.expect("tasks/cancel");
+    a.signal("TERM");
+    let status = a.exited().await;
+    assert!(status.success(), "exited with {status}");
+    let log = a.stderr();
+    assert!(
+        log.contains(
+            "instance A shut down (SIGTERM): 1 running, 0 released, 1 failed, 1 not stopped, 0 unrecorded"
+        ),
+        "{log}"
+    );
+    // Recorded while it still computed.
+    let task = stored(&dir, &id).unwrap();
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["error"]["code"], "shutdown");
+    assert_eq!(task["error"]["instance"], "A");
+}
+
+/// A second signal while the server waits out a long grace.
+async fn a_second_signal_exits_at_once(second: &str, code: i32) {
+    let (_root, dir) = store_dir();
+    // Longer than any test: only the second signal can end it in time.
+    let mut a = Launch::new(&dir, "A")
+        .lease_ms(LEASE_MS)
+        .env("TASKSTORE_MCP_SHUTDOWN_GRACE_MS", 600_000)
+        .start()
+        .await;
+    let id = a.call_as_task(json!({"ms": 600_000})).await.task.task_id;
+    a.signal("TERM");
+    a.wait_for_log("SIGTERM, shutting down").await;
+    a.signal(second);
+    let status = a.exited().await;
+    assert_eq!(status.code(), Some(code), "exited with {status}");
+    let log = a.stderr();
+    assert!(
+        log.contains(&format!(
+            "instance A: SIG{second} while shutting down, exiting at once"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("shut down ("), "{log}");
+    // Nothing more was recorded: the task is as it was, for the reaper.
+    assert_eq!(stored(&dir, &id).unwrap()["status"], "working");
+}
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once() {
+    a_second_signal_exits_at_once("TERM", 128 + 15).await;
+}
+
+#[tokio::test]
+async fn a_sigint_during_shutdown_exits_at_once() {
+    a_second_signal_exits_at_once("INT", 128 + 2).await;
 }

@@ -2,7 +2,9 @@
 //! system's binaries (`tests/common/pg.rs`), a fresh schema per test. The
 //! store's rules through the shared conformance suite, then what only
 //! several processes and a real server show: races between processes, a
-//! writer killed mid-transaction, a server restart, clocks that disagree.
+//! writer killed mid-transaction, a server restart, clocks that disagree,
+//! and MCP servers (`examples/mcp_server.rs`) answering for, and resuming,
+//! each other's tasks.
 
 #![cfg(all(feature = "postgres", feature = "conformance", unix))]
 
@@ -813,118 +815,62 @@ fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
 }
 
 // ---------------------------------------------------------------------------
-// Two `examples/mcp_server.rs` instances over one database, driven by
-// `rmcp`'s client (as `tests/mcp.rs` drives them over one directory).
+// `examples/mcp_server.rs` instances over one database, driven by `rmcp`'s
+// client through the helpers `tests/mcp.rs` and `tests/mcp_resume.rs` use
+// over one directory (`tests/mcp_client/`).
 
 #[cfg(feature = "mcp")]
-#[path = "common/example.rs"]
-mod example;
+#[path = "mcp_client/mod.rs"]
+mod mcp_client;
 
 #[cfg(feature = "mcp")]
 mod mcp_servers {
-    use std::process::Stdio;
-    use std::time::Duration;
-
-    use rmcp::model::{
-        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
-        ClientConfig, CreateTaskResult, DetailedTask, ErrorCode, GetTaskParams, Implementation,
-        TaskPayload, TaskStatus,
-    };
-    use rmcp::service::RunningService;
-    use rmcp::transport::TokioChildProcess;
-    use rmcp::{RoleClient, ServiceError, ServiceExt};
+    use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
     use serde_json::{Value, json};
+    use taskstore::{PgStore, TaskId, TaskStore};
 
-    use super::{cluster, fresh_schema};
+    use super::mcp_client::{Launch, poll, result_text, store_dir};
+    use super::{cluster, fresh_schema, open};
 
-    use super::example::mcp_server as server_binary;
+    const LEASE_MS: u64 = 1_000;
 
-    struct Server {
-        client: RunningService<RoleClient, ClientConfig>,
-        pid: u32,
+    /// The task as stored, read through a handle of the test's own (it
+    /// owns no task), in the JSON shape of a task file's `task`. (A
+    /// `PgStore` call blocks: off the async worker.)
+    fn stored(observer: &PgStore, id: &str) -> Option<Value> {
+        let task = tokio::task::block_in_place(|| {
+            observer
+                .get(&TaskId::parse(id).expect("a task id"))
+                .expect("read the task")
+        });
+        task.map(|task| serde_json::to_value(task).expect("a task as JSON"))
     }
 
-    async fn start(conninfo: &str, schema: &str, instance: &str) -> Server {
-        let mut command = tokio::process::Command::new(server_binary());
-        command
-            .env("TASKSTORE_MCP_PG", conninfo)
-            .env("TASKSTORE_MCP_PG_SCHEMA", schema)
-            .env("TASKSTORE_MCP_INSTANCE", instance)
-            .env("TASKSTORE_MCP_LEASE_MS", "1000");
-        let (transport, _) = TokioChildProcess::builder(command)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the server");
-        let pid = transport.id().expect("a running child");
-        let capabilities = ClientCapabilities::builder().enable_tasks().build();
-        let client = ClientConfig::new(capabilities, Implementation::new("taskstore-pg-test", "0"))
-            .serve(transport)
-            .await
-            .expect("initialize");
-        Server { client, pid }
-    }
-
-    impl Server {
-        async fn call_as_task(&self, args: Value) -> CreateTaskResult {
-            let Value::Object(args) = args else {
-                unreachable!()
-            };
-            match self
-                .client
-                .call_tool_once(CallToolRequestParams::new("slow").with_arguments(args))
-                .await
-                .expect("tools/call")
-            {
-                CallToolResponse::Task(created) => created,
-                other => panic!("expected a task, got {other:?}"),
-            }
-        }
-
-        async fn get(&self, id: &str) -> DetailedTask {
-            match self.client.peer().get_task(GetTaskParams::new(id)).await {
-                Ok(result) => result.task,
-                Err(ServiceError::McpError(e)) => panic!("tasks/get {id}: {e:?}"),
-                Err(e) => panic!("tasks/get transport failure: {e}"),
-            }
-        }
-
-        /// Polls until the task is terminal; the bound only guards a hang.
-        async fn settled(&self, id: &str) -> DetailedTask {
-            for _ in 0..6_000 {
-                let task = self.get(id).await;
-                if task.status().is_terminal() {
-                    return task;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("task {id} never settled");
-        }
-
-        fn kill(&self) {
-            let status = std::process::Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status()
-                .expect("run kill");
-            assert!(status.success());
-        }
+    fn checkpoint(task: &Value) -> Option<u64> {
+        task["resume"]["checkpoint"]["elapsedMs"].as_u64()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_over_one_database_answer_cancel_and_reap_for_each_other() {
         let Some(cluster) = cluster() else { return };
         let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
-        let a = start(&conninfo, &schema, "A").await;
-        let b = start(&conninfo, &schema, "B").await;
+        let (_root, dir) = store_dir();
+        let launch = |name: &str| {
+            Launch::new(&dir, name)
+                .lease_ms(LEASE_MS)
+                .pg(&conninfo, &schema)
+        };
+        let a = launch("A").start().await;
+        let b = launch("B").start().await;
         let cancelled = a.call_as_task(json!({"ms": 600_000})).await;
         let orphaned = a.call_as_task(json!({"ms": 600_000})).await;
         let (cancelled, orphaned) = (cancelled.task.task_id, orphaned.task.task_id);
         // Created on A, answered by B at once.
-        assert_eq!(b.get(&cancelled).await.status(), TaskStatus::Working);
-        b.client
-            .peer()
-            .cancel_task(CancelTaskParams::new(&cancelled))
-            .await
-            .expect("tasks/cancel");
+        assert_eq!(
+            b.get(&cancelled).await.unwrap().status(),
+            TaskStatus::Working
+        );
+        b.cancel(&cancelled).await.expect("tasks/cancel");
         let from_b = b.settled(&cancelled).await;
         assert_eq!(from_b.status(), TaskStatus::Cancelled);
         // Only the operation writes `cancelled`: it saw the cancel, in A.
@@ -932,9 +878,9 @@ mod mcp_servers {
             from_b.task.status_message.as_deref(),
             Some("cancel observed by instance A")
         );
-        assert_eq!(a.get(&cancelled).await, from_b);
+        assert_eq!(a.get(&cancelled).await.unwrap(), from_b);
         // A dies; B reports its running task failed, orphaned, never unknown.
-        a.kill();
+        a.kill_and_wait().await;
         let orphan = b.settled(&orphaned).await;
         let TaskPayload::Failed { error } = &orphan.payload else {
             panic!("expected failed, got {orphan:?}")
@@ -942,7 +888,71 @@ mod mcp_servers {
         assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
         assert_eq!(error["data"]["code"], "orphaned");
         assert_eq!(error["data"]["owner"], "A");
-        let _ = b.client.cancel().await;
+        b.stop().await;
+    }
+
+    /// `mcp_resume::a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once`,
+    /// over PostgreSQL: every server is a process of its own with its own
+    /// connections, as hosts would be.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
+        let Some(cluster) = cluster() else { return };
+        let (conninfo, schema) = (cluster.conninfo(), fresh_schema("resume"));
+        let (_root, dir) = store_dir();
+        let launch = |name: &str| {
+            Launch::new(&dir, name)
+                .lease_ms(LEASE_MS)
+                .pg(&conninfo, &schema)
+        };
+        let a = launch("A").start().await;
+        let observer = tokio::task::block_in_place(|| open(cluster, &schema, "observer"));
+        let created = a
+            .call_as_task(json!({"ms": 3_000, "step_ms": 100, "text": "kept", "resumable": true}))
+            .await;
+        let id = created.task.task_id.clone();
+        poll("a checkpoint at 500 ms or more", || {
+            stored(&observer, &id)
+                .and_then(|t| checkpoint(&t))
+                .filter(|at| *at >= 500)
+        })
+        .await;
+        a.kill_and_wait().await;
+        let at_kill = checkpoint(&stored(&observer, &id).unwrap()).unwrap();
+
+        // The same instance id restarted, and another instance: both resume
+        // "slow", exactly one of them claims the task.
+        let again = launch("A").start().await;
+        let b = launch("B").start().await;
+        let done = b.settled(&id).await;
+        let text = result_text(&done);
+        let by = if text.contains("instance A,") {
+            "A"
+        } else {
+            "B"
+        };
+        assert_eq!(
+            text,
+            format!("slow: kept (finished by instance {by}, attempt 2)")
+        );
+        assert_eq!(
+            done.task.status_message.as_deref(),
+            Some(format!("resumed by instance {by} at {at_kill} ms (attempt 2)").as_str()),
+            "resumed from the last checkpoint"
+        );
+        let resumed = |log: String| log.matches(&format!("resumed task {id}")).count();
+        assert_eq!(
+            resumed(again.stderr()) + resumed(b.stderr()),
+            1,
+            "claimed and resumed once"
+        );
+        let task = stored(&observer, &id).unwrap();
+        assert_eq!(
+            (task["epoch"].as_u64(), task["status"].as_str()),
+            (Some(2), Some("completed"))
+        );
+        assert_eq!(again.get(&id).await.unwrap(), done);
+        again.stop().await;
+        b.stop().await;
     }
 }
 

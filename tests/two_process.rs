@@ -394,7 +394,18 @@ fn a_listing_sees_every_write_another_process_finished_first() {
         fs::read_to_string(work.join("written"))
             .map_or(0, |s| s.trim().parse::<u64>().expect("a revision"))
     };
+    let answered = std::cell::Cell::new(0u64);
     let list = |at_least: u64| {
+        // First a get that waits for nothing (no notice drained since the
+        // last listing): it answers as fresh as a listing, or not at all.
+        if let Some(answer) = reader.try_get(&watched) {
+            answered.set(answered.get() + 1);
+            let at_once = answer.expect("a running task").revision;
+            assert!(
+                at_once >= at_least,
+                "try_get answered revision {at_once} after the writer had finished revision {at_least}"
+            );
+        }
         let tasks = reader.list(&ListQuery::active()).unwrap().tasks;
         assert_eq!(tasks.len(), 3);
         let seen = tasks.iter().find(|t| t.id == watched).unwrap().revision;
@@ -439,7 +450,11 @@ fn a_listing_sees_every_write_another_process_finished_first() {
     let [writer] = writer;
     writer.finish();
     assert_eq!(handshakes, 6);
-    eprintln!("{listings} listings, {handshakes} after a settled burst");
+    assert!(answered.get() > 0, "try_get never answered");
+    eprintln!(
+        "{listings} listings, {handshakes} after a settled burst, {} answered by try_get",
+        answered.get()
+    );
 }
 
 /// Updates one task in bursts, pausing past the listing snapshot's settle

@@ -189,6 +189,10 @@ where
             Two(two_handles_share_one_store),
         ),
         (
+            "try_get_answers_as_get_does",
+            Two(try_get_answers_as_get_does),
+        ),
+        (
             "threads_race_terminal_transitions",
             One(threads_race_terminal_transitions),
         ),

@@ -3,6 +3,63 @@
 
 use super::*;
 
+/// `try_get` (a `get` that waits for nothing) answers what `get` answers,
+/// or nothing: never an older version, never an expired or deleted task,
+/// whichever handle wrote last.
+pub(super) fn try_get_answers_as_get_does(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let same = |latest: Option<&Task>, id: &TaskId, after: &str| {
+        for (name, store) in [("a", a), ("b", b)] {
+            if let Some(answer) = store.try_get(id) {
+                assert_eq!(
+                    answer.as_ref(),
+                    latest,
+                    "handle {name}: try_get after {after} answered other than the last write"
+                );
+            }
+            assert_eq!(
+                store.get(id).unwrap().as_ref(),
+                latest,
+                "handle {name}: get after {after}"
+            );
+            // Once `get` has taken every write in, an answer is still the same.
+            if let Some(answer) = store.try_get(id) {
+                assert_eq!(
+                    answer.as_ref(),
+                    latest,
+                    "handle {name}: try_get after get, after {after}"
+                );
+            }
+        }
+    };
+    let task = a
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    same(Some(&task), &task.id, "create");
+    for round in 0..10u64 {
+        let writer = if round % 2 == 0 { b } else { a };
+        let latest = applied(
+            writer
+                .update(&task.id, TaskUpdate::new().metadata("round", round))
+                .unwrap(),
+        );
+        same(Some(&latest), &task.id, &format!("update {round}"));
+    }
+    let done = applied(b.complete(&task.id, json!(1)).unwrap());
+    same(Some(&done), &task.id, "complete");
+    assert!(a.delete(&task.id).unwrap());
+    same(None, &task.id, "delete");
+    let again = b.create(NewTask::new().id(task.id.clone())).unwrap();
+    same(Some(&again), &task.id, "create again under the id");
+    let short = a
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    same(Some(&short), &short.id, "create with a short TTL");
+    setup.clock.advance(Duration::from_secs(1));
+    same(None, &short.id, "expiry");
+    let missing = TaskId::parse("never-created").unwrap();
+    same(None, &missing, "nothing");
+}
+
 pub(super) fn two_handles_share_one_store(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
     assert_ne!(a.instance_id(), b.instance_id());
     let task = a.create(NewTask::new().metadata("from", "a")).unwrap();

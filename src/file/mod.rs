@@ -266,6 +266,14 @@ impl Backend for FileBackend {
         Ok(self.find(id)?.map(|found| found.task))
     }
 
+    /// A running task the snapshot holds, while no change notice is
+    /// pending and no other thread holds the snapshot: no file is opened
+    /// and nothing waits. Anything else (a finished task, a change to read,
+    /// a snapshot in use, no change notices) is left to `load`.
+    fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
+        self.load_running_at_once(id).map(Some)
+    }
+
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         let id = &record.task().id;
         if !record.task().is_terminal() && self.count_active()? >= max_active {

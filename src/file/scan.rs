@@ -263,7 +263,7 @@ impl FileBackend {
         if self.unresolved.may_have_two(id) {
             return Ok(None);
         }
-        let bytes = 'read: {
+        let held = {
             let mut state = self.snapshot.lock();
             if !state.complete || state.watch.is_none() {
                 return Ok(None);
@@ -272,29 +272,48 @@ impl FileBackend {
             if state.watch.is_none() {
                 return Ok(None);
             }
-            let decoded = match state.get(id) {
-                Some((slot, entry)) if !entry.status.is_terminal() => {
-                    match (&entry.decoded, slot.bytes()) {
-                        (Some(task), _) => Task::clone(task),
-                        (None, Some(bytes)) => break 'read bytes.to_vec(),
-                        (None, None) => return Ok(None),
-                    }
-                }
-                _ => return Ok(None),
-            };
-            #[cfg(test)]
-            {
-                state.gets += 1;
+            match held(&state, id) {
+                Some(held) => held,
+                None => return Ok(None),
             }
-            return Ok(Some(decoded));
         };
-        let path = self.dir(Area::Active).join(task_name(id));
-        let task = codec::unwrap(&bytes, &path, id).ok();
+        Ok(self.decode_held(id, held))
+    }
+
+    /// [`load_running`](FileBackend::load_running), only if it needs no
+    /// file read and no wait: the snapshot is free (no other thread is
+    /// listing or refreshing it), kept current by change notices, and no
+    /// notice is pending (so nothing was written since it was last brought
+    /// up to date: the same proof a drain that finds nothing gives).
+    /// `None` means: call `load_running` (or read the files).
+    pub(super) fn load_running_at_once(&self, id: &TaskId) -> Option<Task> {
+        if self.unresolved.may_have_two(id) {
+            return None;
+        }
+        let held = {
+            let state = self.snapshot.try_lock()?;
+            if !state.complete || !state.watch.as_ref()?.is_quiet() {
+                return None;
+            }
+            held(&state, id)?
+        };
+        self.decode_held(id, held)
+    }
+
+    /// A task the snapshot held, decoded.
+    fn decode_held(&self, id: &TaskId, held: Held) -> Option<Task> {
+        let task = match held {
+            Held::Decoded(task) => Some(task),
+            Held::Bytes(bytes) => {
+                let path = self.dir(Area::Active).join(task_name(id));
+                codec::unwrap(&bytes, &path, id).ok()
+            }
+        };
         #[cfg(test)]
         if task.is_some() {
             self.snapshot.lock().gets += 1;
         }
-        Ok(task)
+        task
     }
 
     /// Brings the snapshot up to date: from the change notices if it has a
@@ -635,5 +654,30 @@ impl FileBackend {
             (Ok(_), Err(_)) => true,
             (Err(_), _) => false,
         }
+    }
+}
+
+/// What the snapshot holds of a running task.
+// Made once per `get` and taken apart at once: a box would add an
+// allocation to the path it exists to keep short.
+#[allow(clippy::large_enum_variant)]
+enum Held {
+    /// Decoded already.
+    Decoded(Task),
+    /// Its file's bytes.
+    Bytes(Vec<u8>),
+}
+
+/// Running task `id` as `state` holds it, if it holds it whole.
+fn held(state: &State, id: &TaskId) -> Option<Held> {
+    match state.get(id) {
+        Some((slot, entry)) if !entry.status.is_terminal() => {
+            match (&entry.decoded, slot.bytes()) {
+                (Some(task), _) => Some(Held::Decoded(Task::clone(task))),
+                (None, Some(bytes)) => Some(Held::Bytes(bytes.to_vec())),
+                (None, None) => None,
+            }
+        }
+        _ => None,
     }
 }

@@ -317,6 +317,90 @@ fn with_change_notices_a_get_of_a_running_task_opens_no_file_and_sees_every_earl
     assert_eq!(reader.get(&task.id).unwrap(), Some(again));
 }
 
+/// `try_get` (a `get` that waits for nothing) answers only what `get`
+/// would answer at that instant, from the snapshot, opening no file: after
+/// another handle's write returned it answers nothing (the write's notice
+/// is pending) until a `get` has taken the write in, then the new version;
+/// never the old one. It answers nothing while another thread holds the
+/// snapshot, for a finished task, for an expired one (`get` deletes it),
+/// or without change notices.
+#[test]
+fn try_get_answers_only_what_get_would_and_never_an_older_version() {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use crate::clock::ManualClock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let open = |mode| handle_on(FileStore::builder(dir.path()).clock(clock.clone()), mode);
+    let (reader, writer) = (open(Mode::Watch), open(Mode::Watch));
+    let task = writer.create(NewTask::new()).unwrap();
+    assert_eq!(active(&reader).len(), 1, "the snapshot is complete");
+    assert_eq!(reader.try_get(&task.id), Some(Some(task.clone())));
+
+    let before = reads(&reader);
+    for round in 1..=20u64 {
+        let updated = writer
+            .update(&task.id, TaskUpdate::new().metadata("round", round))
+            .unwrap()
+            .into_task();
+        assert_eq!(
+            reader.try_get(&task.id),
+            None,
+            "round {round}: a write's notice is pending"
+        );
+        assert_eq!(reader.get(&task.id).unwrap().as_ref(), Some(&updated));
+        assert_eq!(
+            reader.try_get(&task.id),
+            Some(Some(updated)),
+            "round {round}: the write that returned"
+        );
+    }
+    assert_eq!(
+        reads(&reader) - before,
+        20,
+        "one file read per change, by get"
+    );
+
+    // Another thread holds the snapshot (as a listing does, across file
+    // reads): no wait, no answer.
+    {
+        let _listing = reader.backend().snapshot.lock();
+        std::thread::scope(|s| {
+            let answer = s.spawn(|| reader.try_get(&task.id)).join().unwrap();
+            assert_eq!(answer, None);
+        });
+    }
+
+    // A task with a TTL, past it: left to `get`, which deletes it.
+    let short = writer
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(reader.get(&short.id).unwrap().as_ref(), Some(&short));
+    assert_eq!(reader.try_get(&short.id), Some(Some(short.clone())));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(reader.try_get(&short.id), None);
+    assert_eq!(reader.get(&short.id).unwrap(), None);
+
+    // A finished task lives in `done/`: left to `get`.
+    let done = writer
+        .complete(&task.id, serde_json::json!(1))
+        .unwrap()
+        .into_task();
+    assert_eq!(reader.get(&task.id).unwrap(), Some(done));
+    assert_eq!(reader.try_get(&task.id), None);
+
+    // Without change notices the snapshot proves itself by file status,
+    // which takes a system call: never.
+    let by_status = open(Mode::Status);
+    let running = writer.create(NewTask::new()).unwrap();
+    assert_eq!(active(&by_status).len(), 1);
+    assert_eq!(by_status.try_get(&running.id), None);
+    assert_eq!(by_status.get(&running.id).unwrap(), Some(running));
+}
+
 /// A sweep removes what it read only if it is still that version: a task
 /// another handle recreated under the same id between the sweep's scan and
 /// its removal is left alone, whether the sweeping handle proves versions by

@@ -81,6 +81,13 @@ mod imp {
             Some(Watch { fd })
         }
 
+        /// Whether no event is queued: nothing changed in the directory
+        /// since the last drain (the kernel queues a change's event inside
+        /// the system call that made it). `false` when it cannot tell.
+        pub(crate) fn is_quiet(&self) -> bool {
+            rustix::io::ioctl_fionread(&self.fd).is_ok_and(|queued| queued == 0)
+        }
+
         /// Every event queued so far, without waiting.
         ///
         /// One `read` returns every event queued when it was made, as many
@@ -208,6 +215,10 @@ mod imp {
 
         pub(crate) fn drain(&self) -> Changes {
             Changes::Lost
+        }
+
+        pub(crate) fn is_quiet(&self) -> bool {
+            false
         }
     }
 }

@@ -4,10 +4,13 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{DetailedTask, TaskPayload};
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+
 use super::convert::{jsonrpc_error, to_detailed};
 use super::options::Reads;
 use crate::error::Error;
 use crate::id::{TaskId, shorten};
+use crate::store::TaskStore;
 use crate::task::Task;
 
 /// A store call's failure, before it becomes a JSON-RPC error.
@@ -53,17 +56,25 @@ where
     }
 }
 
-/// Runs a store read where [`Reads`] says: on the blocking pool, or on the
-/// calling worker.
-pub(super) async fn read<T, F>(reads: Reads, call: F) -> Result<T, StoreCall>
-where
-    T: Send + 'static,
-    F: FnOnce() -> crate::Result<T> + Send + 'static,
-{
+/// A store `get` of task `id`, where [`Reads`] says: on the calling worker
+/// (always, or when the store answers without waiting), or on the blocking
+/// pool.
+pub(super) async fn get(
+    reads: Reads,
+    store: &Arc<dyn TaskStore>,
+    id: &TaskId,
+) -> Result<Option<Task>, StoreCall> {
     match reads {
-        Reads::Blocking => blocking(call).await,
-        Reads::Inline => call().map_err(StoreCall::Store),
+        Reads::Inline => return store.get(id).map_err(StoreCall::Store),
+        Reads::Auto => {
+            if let Some(found) = store.try_get(id) {
+                return Ok(found);
+            }
+        }
+        Reads::Blocking => {}
     }
+    let (store, id) = (Arc::clone(store), id.clone());
+    blocking(move || store.get(&id)).await
 }
 
 /// A stored task in the wire's shape; a stored error that is not a

@@ -20,6 +20,8 @@ use crate::task::TaskUpdate;
 /// Every write through it is fenced to the owner epoch the operation runs
 /// at: once another instance has claimed the task, writes are refused
 /// (`-32603` with `data.code = "fenced"`) and the operation is stopped.
+/// Once shutdown has stopped the run and recorded its task (released or
+/// failed), writes are refused too (`data.code = "shutdown"`).
 #[derive(Clone)]
 pub struct TaskContext {
     shared: Arc<Shared>,
@@ -85,9 +87,10 @@ impl TaskContext {
     ///
     /// # Errors
     ///
-    /// `-32603` for a store error, over the payload cap, or once another
+    /// `-32603` for a store error, over the payload cap, once another
     /// instance has claimed the task (`data.code = "fenced"`; the operation
-    /// is being stopped).
+    /// is being stopped), or once shutdown stopped the run (`data.code =
+    /// "shutdown"`).
     pub async fn checkpoint(&self, checkpoint: Value) -> Result<(), McpError> {
         if self.run.resume.is_none() {
             return Ok(());
@@ -99,9 +102,9 @@ impl TaskContext {
     ///
     /// # Errors
     ///
-    /// `-32603` with the cause for a store error, or once another instance
-    /// has claimed the task (a terminal task is left as it is, without
-    /// error).
+    /// `-32603` with the cause for a store error, once another instance
+    /// has claimed the task, or once shutdown stopped the run (a terminal
+    /// task is left as it is, without error).
     pub async fn set_status_message(&self, message: impl Into<String>) -> Result<(), McpError> {
         self.write(TaskUpdate::new().status_message(message)).await
     }
@@ -110,6 +113,7 @@ impl TaskContext {
         match self.shared.write(&self.run, update).await {
             Ok(RunWrite::Applied | RunWrite::Terminal) => Ok(()),
             Ok(RunWrite::Lost(now)) => Err(Shared::lost_error(&self.run, &now)),
+            Ok(RunWrite::Stopped) => Err(self.shared.stopped_error(&self.run)),
             Err(e) => Err(e.into_mcp(Some(&self.run.id))),
         }
     }
@@ -156,7 +160,10 @@ impl TaskContext {
     /// # Errors
     ///
     /// [`TaskExit::Cancelled`] when the task is (or gets) cancelled or taken
-    /// over by another instance; [`TaskExit::Error`] for a key this run
+    /// over by another instance (a resumed run knows of a cancel requested
+    /// before it started from its first step), or when `key` was asked
+    /// before and withdrawn unanswered by a cancel; [`TaskExit::Error`] for
+    /// a key this run
     /// already asked under, a key used before for a different request, or
     /// a store error.
     pub async fn request_input(
@@ -187,8 +194,11 @@ impl TaskContext {
                         "was used for a different request earlier in this task's life",
                     ));
                 }
+                // Withdrawn by a cancel: the client saw this key once and
+                // will not see it again.
+                Ask::Withdrawn => return Err(TaskExit::Cancelled),
                 Ask::Rejoin => {}
-                Ask::New | Ask::Again => {
+                Ask::New => {
                     next.keys.insert(
                         key.clone(),
                         KeyRecord {
@@ -203,7 +213,7 @@ impl TaskContext {
             if next != inputs.book {
                 match self.shared.write(&self.run, next.update()).await {
                     Ok(RunWrite::Applied) => inputs.book = next,
-                    Ok(RunWrite::Terminal | RunWrite::Lost(_)) => {
+                    Ok(RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped) => {
                         inputs.waiters.remove(&key);
                         return Err(TaskExit::Cancelled);
                     }

@@ -281,11 +281,20 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// [`ManagerOptions::shutdown_grace`] to finish (their outcomes are
     /// recorded as usual, leases renewed, cancels delivered;
     /// [`TaskContext::shutting_down`] tells them); then each one left is
-    /// stopped, and its task is *released* if it is resumable (its lease
-    /// lapses at once: another instance claims it without waiting a lease)
-    /// or `failed` with `{"code": "shutdown", "message", "instance",
-    /// "graceMs"}` (inlined on the wire as `-32603` with that as `data`).
-    /// Returns after the grace plus one store write per stopped task, with
+    /// stopped (aborted), and shutdown records its task *released* if it is
+    /// resumable (its lease lapses at once: another instance claims it
+    /// without waiting a lease) or `failed` with `{"code": "shutdown",
+    /// "message", "instance", "graceMs"}` (inlined on the wire as `-32603`
+    /// with that as `data`) — whether or not the operation stops: one that
+    /// never yields (it blocks its thread) cannot be aborted, and nothing
+    /// it does afterwards is recorded.
+    ///
+    /// Returns by [`ManagerOptions::shutdown_grace`] plus
+    /// [`ManagerOptions::shutdown_writes`] (the time the final store writes
+    /// get, 2 s by default), whatever the operations and the store do: a
+    /// write or a `spawn`'s create that has not returned by then is counted
+    /// in [`ShutdownReport::unrecorded`] and left to land (or not); its
+    /// task is claimed or reaped once its lease lapses. The report says
     /// what it did. Tasks of other instances are untouched.
     pub async fn shutdown(&self) -> ShutdownReport {
         self.shared.shutdown().await

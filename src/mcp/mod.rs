@@ -77,7 +77,8 @@
 //!   [`TaskContext::is_cancel_requested`], just as `rmcp`'s `TaskContext`
 //!   delivers it; a pending [`TaskContext::request_input`] returns
 //!   [`TaskExit::Cancelled`]. A cancelled task whose owner is dead is
-//!   reported by the reaper, or cancelled by the operation that resumes it.
+//!   reported by the reaper, or cancelled by the operation that resumes it,
+//!   which sees the request from its first step.
 //! - **Input across instances and restarts.** `tasks/update` may reach any
 //!   instance. The owner records a response (in [`INPUT_KEYS_KEY`]) before
 //!   the operation gets it; another instance persists it in the task's
@@ -90,7 +91,8 @@
 //!   names one request for the task's whole life: a resumed operation that
 //!   asks again under a key an earlier run used, with the same request,
 //!   gets the recorded answer (or waits on for it); a different request
-//!   under a used key is an error.
+//!   under a used key is an error; a key whose request a cancel withdrew
+//!   unanswered is never asked again ([`TaskExit::Cancelled`]).
 //! - **Leases and orphans.** The background loop renews the lease of every
 //!   task this instance runs (after a third of the lease the store granted,
 //!   or [`ManagerOptions::renew_interval`]) and reaps lapsed leases every
@@ -105,9 +107,15 @@
 //!   the rest: a resumable task is *released* (`TaskStore::release`: its
 //!   lease lapses at once, and another instance claims it without waiting a
 //!   lease), any other is `failed` with `{"code": "shutdown", "message",
-//!   "instance", "graceMs"}`. It returns within the grace plus one store
-//!   write per stopped task. `examples/mcp_server.rs` calls it on SIGTERM,
-//!   SIGINT and the end of stdin.
+//!   "instance", "graceMs"}`, whether or not its operation stops (one that
+//!   never yields cannot be aborted; nothing it does afterwards is
+//!   recorded). It returns within the grace plus
+//!   [`ManagerOptions::shutdown_writes`] (2 s by default) for those final
+//!   store writes, whatever the operations and the store do; a write or a
+//!   `spawn` still under way then is reported
+//!   ([`ShutdownReport::unrecorded`]) and its task is claimed or reaped
+//!   once its lease lapses. `examples/mcp_server.rs` calls it on SIGTERM,
+//!   SIGINT and the end of stdin, and exits at once on a second signal.
 //! - **TTL from creation.** A task is gone for every reader at `createdAt +
 //!   ttlMs` and answers `-32602`, whatever its status; its operation is
 //!   aborted. (`rmcp` fails a running task at the TTL and keeps terminal
@@ -131,10 +139,15 @@
 //!   server that wants `-32602` calls [`invalid_task_request`] from its
 //!   `on_custom_request`, as `examples/mcp_server.rs` does.
 //! - **Where store calls run.** Writes run on Tokio's blocking pool
-//!   (`spawn_blocking`). Reads (`tasks/get`, and the read behind
-//!   `tasks/update` and `tasks/cancel`) run there too by default, or on the
-//!   calling worker with [`Reads::Inline`], for a store whose `get` is
-//!   quick and local (`BENCHMARKS.md` has the figures).
+//!   (`spawn_blocking`). A read (`tasks/get`, and the read behind
+//!   `tasks/update` and `tasks/cancel`) runs on the calling worker when the
+//!   store can answer it without waiting ([`Reads::Auto`], the default:
+//!   [`TaskStore::try_get`](crate::TaskStore::try_get) answers for every
+//!   `MemoryStore` task and for a running `FileStore` task its snapshot
+//!   holds, with no change pending), and on the blocking pool otherwise;
+//!   [`Reads::Blocking`] always hops, [`Reads::Inline`] never does. The
+//!   answer is the same either way, as fresh (`BENCHMARKS.md` has the
+//!   figures).
 //! - **Counting.** [`DurableTaskManager::running_task_count`] counts this
 //!   instance's running operations.
 //!
@@ -166,7 +179,8 @@ pub use self::convert::{
 };
 pub use self::manager::DurableTaskManager;
 pub use self::options::{
-    DEFAULT_SHUTDOWN_GRACE, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS, ManagerOptions, Reads,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS,
+    ManagerOptions, Reads,
 };
 pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
 pub use self::requests::invalid_task_request;

@@ -27,22 +27,37 @@ pub const MAX_WIRE_MS: u64 = (1 << 53) - 1;
 /// [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The default time [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown)
+/// gives, after the grace, to the store writes that record the tasks it
+/// stopped (and to operations to stop once aborted).
+pub const DEFAULT_SHUTDOWN_WRITES: Duration = Duration::from_secs(2);
+
 /// Where the manager runs the store reads behind `tasks/get`,
 /// `tasks/update` and `tasks/cancel` (writes always run on Tokio's blocking
-/// pool).
+/// pool). Every choice reads the same store through the same `get`, with
+/// the same freshness: only the thread differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reads {
-    /// On Tokio's blocking pool (`spawn_blocking`): an async worker never
-    /// waits for the store, at the cost of a hop between threads (tens of
-    /// microseconds; `BENCHMARKS.md`). The default, and the right choice for
-    /// a store that may wait on a network (`PgStore`).
+    /// On the calling async worker when the store can answer without
+    /// waiting ([`TaskStore::try_get`](crate::TaskStore::try_get): any read
+    /// of a `MemoryStore`; a `FileStore` read of a running task its
+    /// snapshot holds, with no change notice pending — no file opened, no
+    /// lock waited for), else on the blocking pool (a finished task's file,
+    /// a change to read first, a `PgStore`). The default: a polled running
+    /// task costs no hop between threads, and an async worker never waits
+    /// for a disk or a network.
     #[default]
+    Auto,
+    /// Always on Tokio's blocking pool (`spawn_blocking`): a hop between
+    /// threads on every read (tens of microseconds; `BENCHMARKS.md`).
     Blocking,
-    /// On the calling async worker, with no hop: for a store whose `get`
-    /// is quick and never waits on a network — a `MemoryStore`, or a
-    /// `FileStore` on a local disk (one file read, from the page cache once
-    /// warm; a cold read blocks the worker for one disk read).
+    /// Always on the calling async worker, with no hop: for a store whose
+    /// `get` is quick and never waits on a network — a `MemoryStore`, or a
+    /// `FileStore` on a local disk, whose reads of a finished task (one file
+    /// read, from the page cache once warm; a cold read blocks the worker
+    /// for one disk read) or of a task that changed then run on the worker
+    /// too.
     Inline,
 }
 
@@ -69,10 +84,17 @@ pub struct ManagerOptions {
     /// How long [`shutdown`](super::DurableTaskManager::shutdown) lets
     /// running operations finish before it stops them (default 5 s).
     pub shutdown_grace: Duration,
+    /// How long [`shutdown`](super::DurableTaskManager::shutdown) waits,
+    /// once the grace is over, for the store writes that record what it
+    /// stopped (a release or a `shutdown` failure per task) and for aborted
+    /// operations to end (default 2 s). Shutdown returns by
+    /// `shutdown_grace + shutdown_writes` whatever the store or the
+    /// operations do.
+    pub shutdown_writes: Duration,
     /// How many owners a resumable task may have in all, the first included
     /// (default 3): once the last one dies, it is failed as orphaned.
     pub max_attempts: u32,
-    /// Where store reads run (default [`Reads::Blocking`]).
+    /// Where store reads run (default [`Reads::Auto`]).
     pub reads: Reads,
 }
 
@@ -84,8 +106,9 @@ impl Default for ManagerOptions {
             reap_interval: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_writes: DEFAULT_SHUTDOWN_WRITES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            reads: Reads::Blocking,
+            reads: Reads::Auto,
         }
     }
 }
@@ -123,6 +146,12 @@ impl ManagerOptions {
     /// Sets [`ManagerOptions::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> ManagerOptions {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ManagerOptions::shutdown_writes`].
+    pub fn shutdown_writes(mut self, allowance: Duration) -> ManagerOptions {
+        self.shutdown_writes = allowance;
         self
     }
 

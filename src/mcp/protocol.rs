@@ -41,7 +41,8 @@
 //! asks with a recorded key and the same request (a resumed operation
 //! replaying from its checkpoint) gets the recorded response, or waits
 //! again for the outstanding request; a different request under a recorded
-//! key is refused.
+//! key is refused; a recorded key that was withdrawn unanswered (a cancel)
+//! is never put back into `inputRequests`: the run is cancelled.
 //! **Rationale:** a client never sees one key asked twice, and a resumed
 //! operation never asks the client again what it already answered.
 //!
@@ -56,8 +57,10 @@
 //!
 //! **Invariant:** a run starts from the stored task: its outstanding
 //! requests, recorded keys and responses, the cancel request, the resume
-//! input and checkpoint. A response a peer persisted while no instance ran
-//! the task is accepted by the run that resumes it.
+//! input and checkpoint. Its operation sees a stored cancel request from
+//! its first step, before the manager looks at the task again. A response
+//! a peer persisted while no instance ran the task is accepted by the run
+//! that resumes it.
 //! **Rationale:** `input_required` survives a restart; the answer reaches
 //! whichever instance resumes the work.
 
@@ -165,8 +168,10 @@ pub(super) enum Ask {
     /// The same request was asked under this key before and is still
     /// outstanding: wait for it again.
     Rejoin,
-    /// Asked before and withdrawn (a cancel) without an answer: ask again.
-    Again,
+    /// Asked before and withdrawn without an answer (only a cancel
+    /// withdraws a request): never asked again, since the client already
+    /// saw the key once; the run is cancelled.
+    Withdrawn,
     /// Answered before: this is the response.
     Answered(Value),
     /// The key was used for a different request.
@@ -185,7 +190,7 @@ impl Book {
                 ..
             }) => Ask::Answered(response.clone()),
             Some(_) if self.outstanding.contains_key(key) => Ask::Rejoin,
-            Some(_) => Ask::Again,
+            Some(_) => Ask::Withdrawn,
         }
     }
 }
@@ -305,6 +310,30 @@ mod tests {
         assert_eq!(task.status, TaskStatus::Working);
         assert_eq!(task.input_requests, None);
         assert_eq!(Book::of(&task), book);
+    }
+
+    #[test]
+    fn a_key_a_cancel_withdrew_is_never_asked_again() {
+        let q = json!({"method": "elicitation/create", "params": {"message": "go?"}});
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
+        let mut book = Book::default();
+        book.keys.insert(
+            "go".into(),
+            KeyRecord {
+                fingerprint: fingerprint(&q),
+                response: None,
+            },
+        );
+        book.outstanding.insert("go".into(), q.clone());
+        book.update().apply(&mut task, now).unwrap();
+        // A peer's cancel: the task is `working` again, the key recorded
+        // without an answer.
+        cancel_update(&task).apply(&mut task, now).unwrap();
+        assert!(cancel_requested(&task));
+        let book = Book::of(&task);
+        assert!(book.outstanding.is_empty());
+        assert_eq!(book.ask("go", &fingerprint(&q)), Ask::Withdrawn);
     }
 
     #[test]

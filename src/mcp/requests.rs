@@ -8,7 +8,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CustomRequest, DetailedTask};
 use serde_json::{Value, json};
 
-use super::calls::{blocking, parse_id, read, to_wire, unknown_task};
+use super::calls::{blocking, get, parse_id, to_wire, unknown_task};
 use super::protocol::{cancel_update, responses_update};
 use super::run::Shared;
 use crate::id::{TaskId, shorten};
@@ -19,9 +19,7 @@ impl Shared {
     /// the id cannot name one.
     pub async fn read(&self, task_id: &str) -> Result<(TaskId, Task), McpError> {
         let id = parse_id(task_id)?;
-        let store = Arc::clone(&self.store);
-        let lookup = id.clone();
-        let task = read(self.options.reads, move || store.get(&lookup))
+        let task = get(self.options.reads, &self.store, &id)
             .await
             .map_err(|e| e.into_mcp(Some(&id)))?
             .ok_or_else(|| unknown_task(task_id))?;

@@ -16,7 +16,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use super::calls::{StoreCall, blocking, lock, to_json};
 use super::context::TaskContext;
 use super::options::ManagerOptions;
-use super::protocol::{Book, Inputs};
+use super::protocol::{Book, Inputs, cancel_requested};
 use crate::id::TaskId;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
@@ -61,6 +61,19 @@ pub struct ShutdownReport {
     pub released: usize,
     /// Tasks failed with `{"code": "shutdown", ..}`.
     pub failed: usize,
+    /// Operations that had not ended when shutdown returned although they
+    /// were aborted (one that never yields, blocking its thread, cannot be
+    /// aborted). Their tasks were released or failed all the same (unless
+    /// counted in `unrecorded`); nothing an operation does afterwards is
+    /// recorded.
+    pub not_stopped: usize,
+    /// Tasks whose end shutdown could not see recorded within its bound: a
+    /// store write (the release or `shutdown` failure, or the outcome of an
+    /// operation that ended in the grace) that had not returned or failed,
+    /// or a `spawn` whose create had not returned. Each stays as the store
+    /// has it; a write still under way may land later; once its lease
+    /// lapses the task is claimed (resumable) or reaped as orphaned.
+    pub unrecorded: usize,
 }
 
 /// Counts of what shutdown did to stopped runs.
@@ -75,10 +88,18 @@ pub(super) struct Stopped {
 pub(super) enum Ending {
     /// Running; its outcome will be recorded.
     Running,
+    /// The operation ended; its supervisor is recording its outcome.
+    Recording,
     /// Another instance claimed the task: nothing of this run is recorded.
     Lost,
-    /// Stopped by shutdown: released (resumable) or failed (`shutdown`).
+    /// Started while shutting down (a spawn or claim that raced it): its
+    /// operation is aborted at once and its supervisor records the release
+    /// (resumable) or the `shutdown` failure.
     Shutdown,
+    /// Still running when the grace ran out: shutdown aborted it and
+    /// records the release or the `shutdown` failure itself, whether or not
+    /// the operation stops. Nothing else of the run is written.
+    Stopped,
 }
 
 /// One operation this instance runs for a task, at one owner epoch.
@@ -121,7 +142,9 @@ impl Run {
             id: task.id.clone(),
             epoch: task.epoch,
             resume: task.resume.clone(),
-            cancel: watch::channel(false).0,
+            // A cancel requested before this run started (while no one ran
+            // the task): the operation knows from its first step.
+            cancel: watch::channel(cancel_requested(task)).0,
             inputs: tokio::sync::Mutex::new(Inputs {
                 book: Book::of(task),
                 ..Inputs::default()
@@ -149,6 +172,8 @@ pub(super) enum RunWrite {
     Terminal,
     /// Another instance claimed the task: the run is lost.
     Lost(Box<Task>),
+    /// Shutdown stopped the run and recorded its task: nothing was written.
+    Stopped,
 }
 
 impl Shared {
@@ -224,6 +249,11 @@ impl Shared {
     /// Writes `update` for `run`, fenced to its epoch; a fenced write loses
     /// the run.
     pub async fn write(&self, run: &Arc<Run>, update: TaskUpdate) -> Result<RunWrite, StoreCall> {
+        if run.ending() == Ending::Stopped {
+            // Released or failed by shutdown: an owner's write would renew
+            // the lease a release gave up.
+            return Ok(RunWrite::Stopped);
+        }
         let store = Arc::clone(&self.store);
         let id = run.id.clone();
         let update = update.fenced(run.epoch);
@@ -241,6 +271,19 @@ impl Shared {
                 RunWrite::Lost(Box::new(task))
             }
         }
+    }
+
+    /// The error an operation gets for a write after shutdown stopped its
+    /// run.
+    pub fn stopped_error(&self, run: &Run) -> McpError {
+        McpError::internal_error(
+            format!(
+                "task {} was stopped: instance {} shut down and recorded it; this run may no longer write it",
+                run.id,
+                self.store.instance_id()
+            ),
+            Some(json!({ "taskId": run.id.as_str(), "code": "shutdown" })),
+        )
     }
 
     /// The error an operation gets for a write of a lost run.
@@ -274,19 +317,22 @@ async fn supervise(
     operation: JoinHandle<Result<rmcp::model::CallToolResult, TaskExit>>,
 ) {
     let joined = operation.await;
-    let ending = run.ending();
+    let ending = {
+        let mut state = lock(&run.state);
+        if state.ending == Ending::Running {
+            state.ending = Ending::Recording;
+        }
+        state.ending
+    };
     let record = match (joined, ending) {
-        (_, Ending::Lost) => None,
+        // Shutdown recorded it (or another instance runs it now).
+        (_, Ending::Lost | Ending::Stopped) => None,
         (Ok(Ok(result)), _) => Some(Record::Finish(Outcome::Completed(to_json(&result)))),
         (Ok(Err(TaskExit::Cancelled)), _) => Some(Record::Finish(Outcome::Cancelled(None))),
         (Ok(Err(TaskExit::Error(error))), _) => {
             Some(Record::Finish(Outcome::Failed(to_json(&error))))
         }
-        (Err(join), Ending::Shutdown) if join.is_cancelled() => Some(if run.resume.is_some() {
-            Record::Release
-        } else {
-            Record::Finish(Outcome::Failed(shutdown_error(&shared, &run)))
-        }),
+        (Err(join), Ending::Shutdown) if join.is_cancelled() => Some(Record::stop(&shared, &run)),
         (Err(join), _) => {
             let why = if join.is_panic() {
                 "task operation panicked"
@@ -304,37 +350,86 @@ async fn supervise(
     shared.forget(&run);
 }
 
-enum Record {
+/// What is recorded for a run.
+pub(super) enum Record {
     Finish(Outcome),
     Release,
+}
+
+impl Record {
+    /// What shutdown records for a run it stops: a release for a resumable
+    /// task, the `shutdown` failure for any other.
+    pub fn stop(shared: &Shared, run: &Run) -> Record {
+        if run.resume.is_some() {
+            Record::Release
+        } else {
+            Record::Finish(Outcome::Failed(shutdown_error(shared, run)))
+        }
+    }
+
+    /// Writes it for `run`, fenced to the run's epoch (a blocking call).
+    pub fn write(self, store: &dyn TaskStore, run: &Run) -> crate::Result<Transition> {
+        match self {
+            Record::Finish(outcome) => store.finish_fenced(&run.id, outcome, run.epoch),
+            Record::Release => store.release(&run.id, run.epoch),
+        }
+    }
+
+    /// Whether it stops the run for shutdown (a release or the `shutdown`
+    /// failure), and which.
+    pub fn stops(&self) -> Option<Stop> {
+        match self {
+            Record::Release => Some(Stop::Released),
+            Record::Finish(Outcome::Failed(e)) if e["code"] == "shutdown" => Some(Stop::Failed),
+            Record::Finish(_) => None,
+        }
+    }
+}
+
+/// How shutdown stopped a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    Released,
+    Failed,
 }
 
 impl Shared {
     async fn record(&self, run: &Arc<Run>, record: Record, ending: Ending) {
         let store = Arc::clone(&self.store);
-        let (id, epoch) = (run.id.clone(), run.epoch);
-        let (released, shutdown_failure) = (
-            matches!(record, Record::Release),
-            matches!(&record, Record::Finish(Outcome::Failed(e)) if e["code"] == "shutdown"),
-        );
-        let written = blocking(move || match record {
-            Record::Finish(outcome) => store.finish_fenced(&id, outcome, epoch),
-            Record::Release => store.release(&id, epoch),
-        })
-        .await;
+        let stop = record.stops().filter(|_| ending == Ending::Shutdown);
+        let target = Arc::clone(run);
+        let written = blocking(move || record.write(&*store, &target)).await;
+        self.recorded(run, stop, written);
+    }
+
+    /// Acts on what a recording write of `run` came to, and counts a
+    /// shutdown `stop` that applied; `false` if the write failed (the
+    /// error is logged).
+    pub fn recorded(
+        &self,
+        run: &Arc<Run>,
+        stop: Option<Stop>,
+        written: Result<Transition, StoreCall>,
+    ) -> bool {
         match written {
             Ok(Transition::Applied(_)) => {
-                if ending == Ending::Shutdown {
-                    let mut stopped = lock(&self.stopped);
-                    stopped.released += usize::from(released);
-                    stopped.failed += usize::from(shutdown_failure);
+                let mut stopped = lock(&self.stopped);
+                match stop {
+                    Some(Stop::Released) => stopped.released += 1,
+                    Some(Stop::Failed) => stopped.failed += 1,
+                    None => {}
                 }
+                true
             }
-            Ok(Transition::Fenced(task)) => self.lose(run, Some(&task)),
+            Ok(Transition::Fenced(task)) => {
+                self.lose(run, Some(&task));
+                true
+            }
             Ok(Transition::AlreadyTerminal(_))
-            | Err(StoreCall::Store(crate::Error::NotFound { .. })) => {}
+            | Err(StoreCall::Store(crate::Error::NotFound { .. })) => true,
             Err(e) => {
-                tracing::error!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "could not record the task's outcome")
+                tracing::error!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "a store write recording the task failed");
+                false
             }
         }
     }

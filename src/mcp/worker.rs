@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::calls::{StoreCall, blocking, lock, read};
+use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{cancel_requested, stored_responses};
-use super::run::{Ending, Run, RunWrite, Shared, ShutdownReport};
+use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop};
 use crate::changes::Changes;
 use crate::error::Error;
 use crate::id::TaskId;
+use crate::store::Transition;
 use crate::task::Task;
 
 impl Shared {
@@ -25,6 +26,9 @@ impl Shared {
         let renew_every = self.options.renew_interval;
         let probes: Vec<(Arc<Run>, bool)> = lock(&self.local)
             .values()
+            // Only running operations: a run shutdown stopped must not renew
+            // the lease its release gave up.
+            .filter(|run| run.ending() == Ending::Running)
             .map(|run| {
                 let every = renew_every.or(run.lease.map(|l| l / 3));
                 let renewed_at = lock(&run.state).renewed_at;
@@ -80,9 +84,7 @@ impl Shared {
     /// Reads the task of `run` and acts on it, as a watch tick would
     /// (without renewing).
     pub async fn look(self: &Arc<Self>, run: &Arc<Run>) {
-        let store = Arc::clone(&self.store);
-        let id = run.id.clone();
-        if let Ok(Some(task)) = read(self.options.reads, move || store.get(&id)).await {
+        if let Ok(Some(task)) = get(self.options.reads, &self.store, &run.id).await {
             self.observe(run, &task).await;
         }
     }
@@ -91,6 +93,10 @@ impl Shared {
     /// run is lost; a terminal task or a cancel request cancels the
     /// operation; peers' responses to outstanding requests are accepted.
     pub async fn observe(self: &Arc<Self>, run: &Arc<Run>, task: &Task) {
+        if run.ending() == Ending::Stopped {
+            // Shutdown recorded it: nothing more of it is written.
+            return;
+        }
         if task.epoch != run.epoch {
             self.lose(run, Some(task));
             return;
@@ -135,7 +141,7 @@ impl Shared {
                 }
                 Ok(true)
             }
-            RunWrite::Terminal | RunWrite::Lost(_) => Ok(false),
+            RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => Ok(false),
         }
     }
 
@@ -242,27 +248,90 @@ impl Shared {
     }
 
     /// Shuts down: no new task and no claim from now on; running operations
-    /// get the grace period; then each is stopped and its task released
-    /// (resumable) or failed with `{"code": "shutdown"}`; then the
-    /// background loop stops.
+    /// get the grace period; then every run still running is stopped
+    /// (aborted) and shutdown itself records its task released (resumable)
+    /// or failed with `{"code": "shutdown"}`, whether or not its operation
+    /// stops; then the background loop stops. Returns by the grace plus
+    /// `shutdown_writes`, whatever the operations and the store do.
     pub async fn shutdown(self: &Arc<Self>) -> ShutdownReport {
         self.closing.store(true, Ordering::SeqCst);
         self.shutting_down.send_replace(true);
         let running = lock(&self.local).len();
-        let grace = self.options.shutdown_grace;
-        let _ = tokio::time::timeout(grace, self.drain()).await;
+        let _ = tokio::time::timeout(self.options.shutdown_grace, self.drain()).await;
+        // From here the final writes, and the aborted operations' ends, get
+        // one allowance together.
+        let deadline = tokio::time::Instant::now() + self.options.shutdown_writes;
         let runs: Vec<Arc<Run>> = lock(&self.local).values().cloned().collect();
+        let mut stopped = Vec::new();
+        let mut writes = tokio::task::JoinSet::new();
         for run in runs {
-            let mut state = lock(&run.state);
-            if state.ending == Ending::Running {
-                state.ending = Ending::Shutdown;
+            {
+                let mut state = lock(&run.state);
+                if state.ending != Ending::Running {
+                    // Lost, or ended and recording its outcome (waited for
+                    // below), or started while closing (its supervisor
+                    // records its stop).
+                    continue;
+                }
+                state.ending = Ending::Stopped;
+                if let Some(abort) = &state.abort {
+                    abort.abort();
+                }
             }
-            if let Some(abort) = &state.abort {
-                abort.abort();
-            }
+            // An operation that never yields cannot be aborted: its task is
+            // recorded now, not when (if ever) it ends.
+            let record = Record::stop(self, &run);
+            let stop = record.stops();
+            let store = Arc::clone(&self.store);
+            stopped.push(Arc::clone(&run));
+            writes.spawn_blocking(move || {
+                let written = record.write(&*store, &run);
+                (run, stop, written)
+            });
         }
-        // Each supervisor makes one store write (release or fail).
-        self.drain().await;
+        let mut unrecorded = 0;
+        let mut settle = |joined: Result<StopWrite, tokio::task::JoinError>| {
+            let recorded = match joined {
+                Ok((run, stop, written)) => {
+                    self.recorded(&run, stop, written.map_err(StoreCall::Store))
+                }
+                // A write that panicked recorded nothing.
+                Err(_) => false,
+            };
+            unrecorded += usize::from(!recorded);
+        };
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = writes.join_next().await {
+                settle(joined);
+            }
+            // Operations ending (a stopped one records nothing), outcomes of
+            // operations that ended in the grace, spawns still creating.
+            self.drain().await;
+        })
+        .await;
+        // Writes that returned just as the allowance ran out count as made.
+        while let Some(joined) = writes.try_join_next() {
+            settle(joined);
+        }
+        unrecorded += writes.len();
+        writes.detach_all();
+        let not_stopped = stopped
+            .iter()
+            .filter(|run| {
+                lock(&run.state)
+                    .abort
+                    .as_ref()
+                    .is_some_and(|abort| !abort.is_finished())
+            })
+            .count();
+        // What is left is handed over: operations that did not stop (their
+        // tasks are recorded), and writes or creates still under way.
+        let left: Vec<Arc<Run>> = lock(&self.local).drain().map(|(_, run)| run).collect();
+        unrecorded += left
+            .iter()
+            .filter(|run| !matches!(run.ending(), Ending::Stopped | Ending::Lost))
+            .count();
+        unrecorded += self.starting.load(Ordering::SeqCst);
         let _ = self.stop.send(true);
         let background = lock(&self.background).take();
         if let Some(handle) = background {
@@ -274,6 +343,8 @@ impl Shared {
             running,
             released: stopped.released,
             failed: stopped.failed,
+            not_stopped,
+            unrecorded,
         }
     }
 
@@ -292,6 +363,10 @@ impl Shared {
         }
     }
 }
+
+/// A stop shutdown wrote for a run: the run, what it was, and what the
+/// store made of it.
+type StopWrite = (Arc<Run>, Option<Stop>, crate::Result<Transition>);
 
 /// The background loop: watch ticks, claims, reaps and sweeps, until stopped
 /// or until nothing refers to the manager any more.

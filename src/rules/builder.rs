@@ -122,11 +122,18 @@ impl<O> StoreBuilder<O> {
     }
 
     /// This handle's instance id, recorded as the owner of the tasks it
-    /// creates (default: a random UUID, new for every handle); 1 to 256
-    /// bytes, no control characters.
+    /// creates or claims (default: a random UUID, new for every handle); 1
+    /// to 256 bytes, no control characters.
     ///
-    /// Reuse an id across restarts only if the restarted process resumes the
-    /// tasks it owned: renewing their leases claims they are being worked on.
+    /// The id names the instance; it does not make it the owner. A task is
+    /// owned by the handle that created or last claimed it: its instance id
+    /// and a token unique to that open of the store. A process restarted
+    /// with the same id is a new owner, not the old one: it cannot renew the
+    /// leases of the tasks its predecessor left, and its writes to them
+    /// (a cancel, say) do not renew them, so they lapse on time and are
+    /// reaped, or claimed if resumable (by the restarted process too, under
+    /// a new owner epoch). Reusing an id across restarts is therefore safe;
+    /// it keeps `owner` fields and logs readable.
     pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
         self.settings.lease.instance_id = instance_id.into();
         self

@@ -313,6 +313,14 @@ impl<B: Backend> TaskStore for Store<B> {
         Ok(Some(task))
     }
 
+    fn try_get(&self, id: &TaskId) -> Option<Option<Task>> {
+        match self.backend.try_load(id)? {
+            // `get` deletes an expired task it meets: a write, left to it.
+            Some(task) if task.is_expired_at(self.now()) => None,
+            found => Some(found),
+        }
+    }
+
     fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
         if let Some(status) = update.terminal_status() {
             return Err(Error::TerminalStatusInUpdate {

@@ -79,6 +79,14 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Over the `PgStore` in `schema` of the database at `conninfo`
+    /// (`TASKSTORE_MCP_PG`) instead of a file store: the directory then
+    /// holds only the servers' logs.
+    pub fn pg(self, conninfo: &str, schema: &str) -> Self {
+        self.env("TASKSTORE_MCP_PG", conninfo)
+            .env("TASKSTORE_MCP_PG_SCHEMA", schema)
+    }
+
     /// Starts the server and connects a client to it; the server's stderr
     /// goes to a file beside the store (`../logs/<instance>-<n>.stderr`).
     pub async fn start(self) -> Server {
@@ -295,6 +303,19 @@ pub fn stored(dir: &Path, id: &str) -> Option<Value> {
         }
     }
     None
+}
+
+/// Polls `check` until it yields a value; fails, naming `what`, only
+/// after [`HANG`].
+pub async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < HANG, "{what}: never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls the stored task until `check` holds for it.

@@ -397,3 +397,87 @@ async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() 
         TaskStatus::Cancelled
     );
 }
+
+/// What a resumed operation's first `request_input` came to, run before
+/// the manager looked at the claimed task again.
+#[derive(Debug, PartialEq)]
+enum FirstAsk {
+    /// It returned (with this error, if any).
+    Returned(Result<Value, String>),
+    /// It put its key back into the stored `inputRequests`.
+    AskedAgain,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_knows_a_stored_cancel_at_once_and_never_asks_a_withdrawn_key_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let seed = a
+        .spawn_resumable("ask", json!({}), crate::mcp::TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.request_input("go", elicitation("Proceed?")).await?;
+                Ok(text("unreachable: the owner dies first"))
+            })
+        })
+        .await
+        .unwrap();
+    let id = seed.task_id.clone();
+    eventually(|| async {
+        (stored(&a, &id).status == crate::TaskStatus::InputRequired).then_some(())
+    })
+    .await;
+
+    // A peer cancels the task while its owner is gone: the request is
+    // withdrawn (the task is `working` again), its key stays recorded
+    // without an answer.
+    let b = live(dir.path(), &clock, "b");
+    b.cancel_task(&id).await.unwrap();
+    let withdrawn = stored(&b, &id);
+    assert_eq!(withdrawn.status, crate::TaskStatus::Working);
+    assert!(withdrawn.metadata[INPUT_KEYS_KEY].get("go").is_some());
+    clock.advance(LEASE);
+
+    // B resumes it. The handler runs the operation's first step at once,
+    // before the manager looks at the claimed task again (on a busy
+    // multi-threaded runtime the operation may well run first): it must
+    // already know of the cancel, and must not put "go" back before the
+    // client, which already saw it asked once.
+    let (first_tx, mut first_rx) = mpsc::unbounded_channel();
+    let store = Arc::clone(b.store());
+    let task_id = TaskId::parse(&id).unwrap();
+    b.register_resume("ask", move |ctx| {
+        let knew = ctx.is_cancel_requested();
+        let (store, task_id) = (Arc::clone(&store), task_id.clone());
+        let first = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::select! {
+                    asked = ctx.request_input("go", elicitation("Proceed?")) => {
+                        FirstAsk::Returned(asked.map_err(|e| format!("{e:?}")))
+                    }
+                    () = eventually(|| async {
+                        let now = store.get(&task_id).unwrap().unwrap();
+                        (now.status == crate::TaskStatus::InputRequired).then_some(())
+                    }) => FirstAsk::AskedAgain,
+                }
+            })
+        });
+        let _ = first_tx.send((knew, first));
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let (knew, first) = first_rx.recv().await.unwrap();
+    assert_eq!(
+        first,
+        FirstAsk::Returned(Err("Cancelled".to_owned())),
+        "a withdrawn key was asked again"
+    );
+    assert!(knew, "the resumed run started without the stored cancel");
+    let done = settled(&b, &id).await;
+    assert_eq!(done.status(), TaskStatus::Cancelled);
+    let task = stored(&b, &id);
+    assert_eq!(task.input_requests, None);
+    assert_eq!(task.epoch, 2);
+}

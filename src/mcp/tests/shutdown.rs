@@ -1,15 +1,29 @@
 //! Graceful shutdown: the grace period, then a release for resumable tasks
-//! and a `shutdown` failure for the others.
+//! and a `shutdown` failure for the others, within a bound that neither an
+//! operation that cannot be stopped nor a store call that hangs stretches.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{ErrorCode, TaskPayload};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::{eventually, fast, settled, text};
+use crate::backend::{Backend, Insert, Record, Scan, Scanned, Swap};
 use crate::mcp::{DurableTaskManager, ShutdownReport, TaskExit, TaskOptions};
-use crate::{FileStore, TaskId, TaskStatus, TaskStore};
+use crate::{FileStore, MemoryBackend, Task, TaskId, TaskStatus, TaskStore};
+
+/// How long `shutdown` may take before the test counts as hung: it only
+/// ever fails a test that would otherwise never end.
+const HANG: Duration = Duration::from_secs(180);
+
+async fn shut_down<S: TaskStore>(m: &DurableTaskManager<S>) -> ShutdownReport {
+    tokio::time::timeout(HANG, m.shutdown())
+        .await
+        .expect("shutdown never returned")
+}
 
 #[tokio::test]
 async fn shutdown_lets_tasks_finish_within_the_grace_then_releases_or_fails_the_rest() {
@@ -67,11 +81,13 @@ async fn shutdown_lets_tasks_finish_within_the_grace_then_releases_or_fails_the_
     .await;
     assert_eq!(a.running_task_count(), 3);
 
-    let report = a.shutdown().await;
+    let report = shut_down(&a).await;
     let want = ShutdownReport {
         running: 3,
         released: 1,
         failed: 1,
+        not_stopped: 0,
+        unrecorded: 0,
     };
     assert_eq!(report, want);
     assert_eq!(a.running_task_count(), 0);
@@ -118,4 +134,236 @@ async fn shutdown_lets_tasks_finish_within_the_grace_then_releases_or_fails_the_
         panic!("{done:?}")
     };
     assert_eq!(result["content"][0]["text"], "resumed at {\"step\":1}");
+}
+
+/// Blocks its thread until `gate` opens (or its sender is gone), after
+/// saying so on `blocked`: checks for nothing and never yields, so it can
+/// be neither cancelled nor aborted.
+fn stuck(gate: std::sync::mpsc::Receiver<()>, blocked: mpsc::UnboundedSender<()>) {
+    tokio::task::block_in_place(|| {
+        let _ = blocked.send(());
+        let _ = gate.recv();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_that_cannot_be_stopped_do_not_hold_shutdown_up_and_their_tasks_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        Arc::new(
+            FileStore::builder(dir.path())
+                .instance_id(name)
+                .lease(Duration::from_secs(3_600))
+                .open()
+                .unwrap(),
+        )
+    };
+    let a = DurableTaskManager::with_options(
+        open("a"),
+        // The operations never stop, so shutdown always takes all of its
+        // allowance: long enough for two writes on a busy machine.
+        fast()
+            .shutdown_grace(Duration::from_millis(100))
+            .shutdown_writes(Duration::from_secs(2)),
+    );
+    let (blocked_tx, mut blocked_rx) = mpsc::unbounded_channel();
+    let (plain_go, plain_gate) = std::sync::mpsc::channel::<()>();
+    let blocked = blocked_tx.clone();
+    let plain = a
+        .spawn(TaskOptions::new(), move |_ctx| {
+            Box::pin(async move {
+                stuck(plain_gate, blocked);
+                Ok(text("finished after shutdown"))
+            })
+        })
+        .await
+        .unwrap();
+    let (resumable_go, resumable_gate) = std::sync::mpsc::channel::<()>();
+    let (late_tx, mut late_rx) = mpsc::unbounded_channel();
+    let resumable = a
+        .spawn_resumable("stuck", json!({}), TaskOptions::new(), move |ctx| {
+            Box::pin(async move {
+                ctx.checkpoint(json!({"step": 1})).await?;
+                stuck(resumable_gate, blocked_tx);
+                // Let go after shutdown: refused, and renews nothing.
+                let _ = late_tx.send(ctx.checkpoint(json!({"step": 2})).await);
+                Ok(text("finished after shutdown"))
+            })
+        })
+        .await
+        .unwrap();
+    blocked_rx.recv().await.unwrap();
+    blocked_rx.recv().await.unwrap();
+
+    let report = shut_down(&a).await;
+    assert_eq!(
+        report,
+        ShutdownReport {
+            running: 2,
+            released: 1,
+            failed: 1,
+            not_stopped: 2,
+            unrecorded: 0,
+        }
+    );
+    assert_eq!(a.running_task_count(), 0);
+    let TaskPayload::Failed { error } = a.get_task(&plain.task_id).await.unwrap().payload else {
+        panic!("the plain task is failed")
+    };
+    assert_eq!(error["data"]["code"], "shutdown");
+    let resumable_id = TaskId::parse(&resumable.task_id).unwrap();
+    let released = a.store().get(&resumable_id).unwrap().unwrap();
+    assert_eq!((released.status, released.epoch), (TaskStatus::Working, 1));
+    assert!(released.lease_expires_at.unwrap() <= time::OffsetDateTime::now_utc());
+
+    // Let the operations go: nothing they do now is written.
+    plain_go.send(()).unwrap();
+    resumable_go.send(()).unwrap();
+    let late = late_rx.recv().await.unwrap().unwrap_err();
+    assert_eq!(late.code, ErrorCode::INTERNAL_ERROR);
+    assert_eq!(late.data.unwrap()["code"], "shutdown");
+
+    // Another instance claims the released task at once (its lease would
+    // have held an hour) and resumes it from the checkpoint saved before.
+    let b = DurableTaskManager::with_options(open("b"), fast());
+    b.register_resume("stuck", |ctx| {
+        Box::pin(async move {
+            let at = ctx.last_checkpoint().cloned().unwrap_or_default();
+            Ok(text(&format!("resumed at {at}, attempt {}", ctx.attempt())))
+        })
+    });
+    let done = settled(&b, &resumable.task_id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(
+        result["content"][0]["text"],
+        "resumed at {\"step\":1}, attempt 2"
+    );
+    let TaskPayload::Failed { error } = b.get_task(&plain.task_id).await.unwrap().payload else {
+        panic!("the plain task stays failed")
+    };
+    assert_eq!(error["data"]["code"], "shutdown");
+}
+
+/// Lets writes through while open; while shut, every write waits, as on a
+/// store whose disk or network hangs.
+#[derive(Default)]
+struct Gate {
+    shut: Mutex<bool>,
+    opened: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Gate {
+    fn set(&self, shut: bool) {
+        *self.shut.lock().unwrap() = shut;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut shut = self.shut.lock().unwrap();
+        if *shut {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *shut {
+                shut = self.opened.wait(shut).unwrap();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Opens the gate when dropped: a failing test does not leave a blocking
+/// thread waiting forever (the runtime waits for it as it shuts down).
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// A `MemoryBackend` behind a [`Gate`].
+struct Gated {
+    inner: MemoryBackend,
+    gate: Arc<Gate>,
+}
+
+impl Backend for Gated {
+    fn load(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> crate::Result<Insert> {
+        self.gate.pass();
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
+        self.gate.pass();
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> crate::Result<Swap> {
+        self.gate.pass();
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> crate::Result<Scanned> {
+        self.inner.scan(scan)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_calls_that_hang_do_not_hold_shutdown_up() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let store = crate::Store::with_backend(Gated {
+        inner: MemoryBackend::new(),
+        gate: Arc::clone(&gate),
+    })
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast()
+            .shutdown_grace(Duration::from_millis(100))
+            .shutdown_writes(Duration::from_millis(300)),
+    );
+    let running = m
+        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+        .await
+        .unwrap();
+    // From now on the store hangs: a spawn waits in its create, and the
+    // `shutdown` failure of the running task will wait in its write.
+    gate.set(true);
+    let late = tokio::spawn({
+        let m = m.clone();
+        async move {
+            m.spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+                .await
+        }
+    });
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+
+    let report = shut_down(&m).await;
+    assert_eq!(
+        report,
+        ShutdownReport {
+            running: 1,
+            released: 0,
+            failed: 0,
+            not_stopped: 0,
+            unrecorded: 2,
+        },
+        "the failure of the running task and the spawn's create never returned"
+    );
+    assert_eq!(m.running_task_count(), 0);
+
+    // The store comes back: the write under way lands, and the task the
+    // late spawn created is stopped at once.
+    gate.set(false);
+    let late = late.await.unwrap().unwrap();
+    for id in [&running.task_id, &late.task_id] {
+        let TaskPayload::Failed { error } = settled(&m, id).await.payload else {
+            panic!("task {id} is failed")
+        };
+        assert_eq!(error["data"]["code"], "shutdown", "{id}");
+    }
 }
