@@ -9,15 +9,13 @@
 #[path = "mcp_client/mod.rs"]
 mod mcp_client;
 
-use mcp_client::{Launch, result_text, store_dir, stored, stored_until};
+use mcp_client::{
+    Launch, assert_resumed_once, checkpoint, result_text, store_dir, stored, stored_until,
+};
 use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const LEASE_MS: u64 = 1_000;
-
-fn checkpoint(task: &Value) -> Option<u64> {
-    task["resume"]["checkpoint"]["elapsedMs"].as_u64()
-}
 
 #[tokio::test]
 async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
@@ -35,36 +33,7 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
     // "slow", exactly one of them claims the task.
     let again = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
     let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
-    let done = b.settled(&id).await;
-    let text = result_text(&done);
-    let by = if text.contains("instance A,") {
-        "A"
-    } else {
-        "B"
-    };
-    assert_eq!(
-        text,
-        format!("slow: kept (finished by instance {by}, attempt 2)")
-    );
-    assert_eq!(
-        done.task.status_message.as_deref(),
-        Some(format!("resumed by instance {by} at {at_kill} ms (attempt 2)").as_str()),
-        "resumed from the last checkpoint"
-    );
-    let resumed = |log: String| log.matches(&format!("resumed task {id}")).count();
-    assert_eq!(
-        resumed(again.stderr()) + resumed(b.stderr()),
-        1,
-        "claimed and resumed once"
-    );
-    let task = stored(&dir, &id).unwrap();
-    assert_eq!(
-        (task["epoch"].as_u64(), task["status"].as_str()),
-        (Some(2), Some("completed"))
-    );
-    assert_eq!(again.get(&id).await.unwrap(), done);
-    again.stop().await;
-    b.stop().await;
+    assert_resumed_once(again, b, &id, at_kill, || stored(&dir, &id).unwrap()).await;
 }
 
 #[tokio::test]

@@ -829,7 +829,7 @@ mod mcp_servers {
     use serde_json::{Value, json};
     use taskstore::{PgStore, TaskId, TaskStore};
 
-    use super::mcp_client::{Launch, poll, result_text, store_dir};
+    use super::mcp_client::{Launch, assert_resumed_once, checkpoint, poll, store_dir};
     use super::{cluster, fresh_schema, open};
 
     const LEASE_MS: u64 = 1_000;
@@ -844,10 +844,6 @@ mod mcp_servers {
                 .expect("read the task")
         });
         task.map(|task| serde_json::to_value(task).expect("a task as JSON"))
-    }
-
-    fn checkpoint(task: &Value) -> Option<u64> {
-        task["resume"]["checkpoint"]["elapsedMs"].as_u64()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,36 +919,7 @@ mod mcp_servers {
         // "slow", exactly one of them claims the task.
         let again = launch("A").start().await;
         let b = launch("B").start().await;
-        let done = b.settled(&id).await;
-        let text = result_text(&done);
-        let by = if text.contains("instance A,") {
-            "A"
-        } else {
-            "B"
-        };
-        assert_eq!(
-            text,
-            format!("slow: kept (finished by instance {by}, attempt 2)")
-        );
-        assert_eq!(
-            done.task.status_message.as_deref(),
-            Some(format!("resumed by instance {by} at {at_kill} ms (attempt 2)").as_str()),
-            "resumed from the last checkpoint"
-        );
-        let resumed = |log: String| log.matches(&format!("resumed task {id}")).count();
-        assert_eq!(
-            resumed(again.stderr()) + resumed(b.stderr()),
-            1,
-            "claimed and resumed once"
-        );
-        let task = stored(&observer, &id).unwrap();
-        assert_eq!(
-            (task["epoch"].as_u64(), task["status"].as_str()),
-            (Some(2), Some("completed"))
-        );
-        assert_eq!(again.get(&id).await.unwrap(), done);
-        again.stop().await;
-        b.stop().await;
+        assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
     }
 }
 

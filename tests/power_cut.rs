@@ -552,7 +552,9 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
         .expect("list on the live file system")
         .tasks
         .into_iter()
-        .filter(|t| t.owner.as_deref() == Some(h.main.instance_id()))
+        // This handle's: its instance id and its open's token (a task it
+        // released keeps the id, not the token, and is not renewed).
+        .filter(|t| t.owner.as_deref() == Some(h.main.instance_id()) && t.owner_token.is_some())
         .collect();
     assert_eq!(renewed, running.len(), "renew_leases renewed {running:?}");
     rec.cut_tasks(Op::RenewLeases, &running);

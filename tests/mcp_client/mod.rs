@@ -336,6 +336,56 @@ pub async fn stored_until(dir: &Path, id: &str, check: impl Fn(&Value) -> bool) 
     }
 }
 
+/// The `elapsedMs` of the example's `slow` tool's last checkpoint, in a
+/// task as stored.
+pub fn checkpoint(task: &Value) -> Option<u64> {
+    task["resume"]["checkpoint"]["elapsedMs"].as_u64()
+}
+
+/// After the server running the resumable `slow` task `id` was killed at
+/// checkpoint `at_kill`: `again` (instance A, restarted) and `b` (instance
+/// B) both resume `slow`, and exactly one of them claims the task, resumes
+/// it from that checkpoint and completes it, at epoch 2. `stored` reads the
+/// task as stored. Stops both servers.
+pub async fn assert_resumed_once(
+    again: Server,
+    b: Server,
+    id: &str,
+    at_kill: u64,
+    stored: impl Fn() -> Value,
+) {
+    let done = b.settled(id).await;
+    let text = result_text(&done);
+    let by = if text.contains("instance A,") {
+        "A"
+    } else {
+        "B"
+    };
+    assert_eq!(
+        text,
+        format!("slow: kept (finished by instance {by}, attempt 2)")
+    );
+    assert_eq!(
+        done.task.status_message.as_deref(),
+        Some(format!("resumed by instance {by} at {at_kill} ms (attempt 2)").as_str()),
+        "resumed from the last checkpoint"
+    );
+    let resumed = |log: String| log.matches(&format!("resumed task {id}")).count();
+    assert_eq!(
+        resumed(again.stderr()) + resumed(b.stderr()),
+        1,
+        "claimed and resumed once"
+    );
+    let task = stored();
+    assert_eq!(
+        (task["epoch"].as_u64(), task["status"].as_str()),
+        (Some(2), Some("completed"))
+    );
+    assert_eq!(again.get(id).await.unwrap(), done);
+    again.stop().await;
+    b.stop().await;
+}
+
 /// The text of a completed task's first content block.
 pub fn result_text(task: &DetailedTask) -> String {
     let TaskPayload::Completed { result } = &task.payload else {
