@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum TaskStatus {
     /// Running.
     Working,
-    /// Waiting for input from the client (see [`Task::input_requests`]).
+    /// Waiting for input from the client (see
+    /// [`Task::input_requests`](crate::Task::input_requests)).
     InputRequired,
     /// Finished with a result (terminal).
     Completed,
