@@ -44,7 +44,9 @@ fuzz_target!(|data: &[u8]| {
             let parsed: TaskId = input.parse().expect("FromStr agrees with parse");
             assert_eq!(parsed, id);
         }
-        Err(InvalidId { id: shown, reason, .. }) => {
+        Err(InvalidId {
+            id: shown, reason, ..
+        }) => {
             assert!(
                 !is_valid_id(input),
                 "rejected a valid id {input:?}: {reason}"
