@@ -337,21 +337,7 @@ fn index_links(store: &FileBackend, id: &TaskId, file: (u64, u64)) -> Result<Vec
 /// no task's file now (the task's lock is held): the other copy of an
 /// interrupted move may still be theirs.
 fn drop_index_links(store: &FileBackend, id: &TaskId, links: &[OsString]) -> Result<()> {
-    for name in links {
-        if !store.index_is_stale(id, name) {
-            continue;
-        }
-        match store.fs.remove(&store.expiring, name) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::io(
-                    "remove the index entry of a task file set aside,",
-                    store.expiring.join(name),
-                    e,
-                ));
-            }
-        }
-    }
-    Ok(())
+    links
+        .iter()
+        .try_for_each(|name| store.drop_stale_index_locked(id, name))
 }

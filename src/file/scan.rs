@@ -615,6 +615,12 @@ impl FileBackend {
     /// `active/` on its way there).
     pub(super) fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         let _guard = self.locks.lock(&self.fs, stripe(id))?;
+        self.drop_stale_index_locked(id, index)
+    }
+
+    /// [`drop_stale_index`](Self::drop_stale_index), the caller holding the
+    /// task's lock.
+    pub(super) fn drop_stale_index_locked(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         if !self.index_is_stale(id, index) {
             return Ok(());
         }
