@@ -310,3 +310,73 @@ fn a_newer_store_format_is_refused() {
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
 }
+
+/// A handle that meets hundreds of new files at once reads them side by
+/// side (from change notices, or a fresh handle's first pass): every task
+/// is listed, and every bad file among them is reported and set aside or
+/// left, as when they come one by one.
+#[test]
+fn hundreds_of_new_files_at_once_are_all_read_and_bad_ones_among_them_reported() {
+    const TASKS: usize = 700;
+    let dir = tempfile::tempdir().unwrap();
+    let watching = FileStore::open(dir.path()).unwrap();
+    assert!(
+        watching
+            .list(&ListQuery::active())
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    let writer = FileStore::builder(dir.path())
+        .durability(taskstore::Durability::Eventual)
+        .max_active(usize::MAX)
+        .open()
+        .unwrap();
+    let mut written: Vec<TaskId> = (0..TASKS)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    written.sort();
+    plant(dir.path(), "active", "bad-corrupt", "corrupt");
+    plant(dir.path(), "active", "bad-newer", "newer-format");
+    for (name, handle) in [
+        ("the watching handle", &watching),
+        ("a fresh handle", &FileStore::open(dir.path()).unwrap()),
+    ] {
+        let page = handle.list(&ListQuery::active()).unwrap();
+        let mut listed: Vec<TaskId> = page.tasks.into_iter().map(|t| t.id).collect();
+        listed.sort();
+        assert_eq!(listed.len(), TASKS, "{name}");
+        assert!(listed == written, "{name}: other tasks listed");
+        let mut reported: Vec<(String, String)> = page
+            .skipped
+            .iter()
+            .map(|s| {
+                (
+                    s.id.as_ref().unwrap().to_string(),
+                    format!("{:?}", s.action),
+                )
+            })
+            .collect();
+        reported.sort();
+        let expected = if name == "the watching handle" {
+            vec![
+                (
+                    "bad-corrupt".to_owned(),
+                    format!("{:?}", UnreadableAction::SetAside),
+                ),
+                (
+                    "bad-newer".to_owned(),
+                    format!("{:?}", UnreadableAction::LeftInPlace),
+                ),
+            ]
+        } else {
+            // Set aside by the first listing: only the newer file is left.
+            vec![(
+                "bad-newer".to_owned(),
+                format!("{:?}", UnreadableAction::LeftInPlace),
+            )]
+        };
+        assert_eq!(reported, expected, "{name}");
+    }
+    assert_eq!(quarantined(dir.path()).len(), 1);
+}

@@ -674,3 +674,161 @@ fn writer(args: &[String]) {
         Err(e) => panic!("{e}"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// A large sweep (every stripe's lock at once, its deletions spread over the
+// cores) beside writers in other processes.
+
+/// Expired tasks the sweep deletes: several batches of it.
+const EXPIRED: usize = 2_500;
+/// Running tasks without a TTL that the writers update during the sweep.
+const LIVE: usize = 200;
+/// Writer processes.
+const SWEEP_WRITERS: usize = 2;
+
+#[test]
+fn a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "sweep-writer");
+        return sweep_writer(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let sweeper = open(&store, "sweeper");
+    let fast = open_fast(&store, "setup");
+    let expired: BTreeSet<TaskId> = (0..EXPIRED)
+        .map(|_| {
+            fast.create(NewTask::new().ttl(std::time::Duration::from_millis(1)))
+                .unwrap()
+                .id
+        })
+        .collect();
+    for n in 0..LIVE {
+        fast.create(NewTask::new().id(id("live", n))).unwrap();
+    }
+    drop(fast);
+    // The writers also create tasks under expired tasks' ids (the last
+    // first, which the sweep reaches last): those must survive it.
+    let names: String = expired.iter().map(|t| format!("{t}\n")).collect();
+    write_atomic(&work.join("expired"), names.as_bytes());
+    let mut children: Vec<_> = (0..SWEEP_WRITERS)
+        .map(|k| {
+            spawn(
+                &work,
+                "a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired",
+                "sweep-writer",
+                &args(&store, &work, &[k.to_string()]),
+            )
+        })
+        .collect();
+    wait_for(&mut children, "every writer to be ready", || {
+        (0..SWEEP_WRITERS).all(|k| work.join(format!("ready-{k}")).exists())
+    });
+    touch(&work.join("go"));
+    // Each writer has written before the sweep starts, and writes on
+    // through it.
+    wait_for(&mut children, "every writer to write", || {
+        (0..SWEEP_WRITERS).all(|k| work.join(format!("writing-{k}")).exists())
+    });
+    let swept = sweeper.sweep().unwrap();
+    touch(&work.join("stop"));
+    for c in children {
+        c.finish();
+    }
+    assert!(
+        swept.missed.is_empty() && swept.skipped.is_empty(),
+        "{swept:?}"
+    );
+
+    // Every write of the writers stands: each live task's revision counts
+    // every update, and every task they created is there, under an expired
+    // task's id too; every other expired task is gone.
+    let reader = open(&store, "reader");
+    let mut updates = BTreeMap::<TaskId, u64>::new();
+    let mut created = BTreeSet::new();
+    for k in 0..SWEEP_WRITERS {
+        let report = fs::read_to_string(work.join(format!("report-{k}"))).unwrap();
+        for line in report.lines() {
+            match line.split_once(' ') {
+                Some(("updated", task)) => *updates.entry(parse(task)).or_default() += 1,
+                Some(("created", task)) => assert!(created.insert(parse(task))),
+                _ => panic!("a report line: {line}"),
+            }
+        }
+    }
+    assert!(!updates.is_empty() && !created.is_empty());
+    let recreated = created.intersection(&expired).count();
+    assert!(recreated > 0);
+    assert!(
+        swept.deleted <= EXPIRED && swept.deleted >= EXPIRED - recreated,
+        "{} deleted, {recreated} recreated",
+        swept.deleted
+    );
+    for task in expired.difference(&created) {
+        assert_eq!(reader.get(task).unwrap(), None, "{task}");
+        assert!(!store.join("active").join(format!("{task}.json")).exists());
+    }
+    let listed: BTreeMap<TaskId, Task> = reader
+        .list(&ListQuery::active())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
+    assert_eq!(listed.len(), LIVE + created.len());
+    for n in 0..LIVE {
+        let task = &listed[&id("live", n)];
+        assert_eq!(
+            task.revision,
+            1 + updates.get(&task.id).copied().unwrap_or(0)
+        );
+    }
+    for task in &created {
+        assert_eq!(listed[task].revision, 1);
+    }
+}
+
+/// Updates the live tasks and creates tasks until told to stop, and reports
+/// every write applied.
+fn sweep_writer(args: &[String]) {
+    let (store, work) = dirs(args);
+    let k: usize = args[2].parse().unwrap();
+    let s = open(&store, &format!("sweep-writer-{k}"));
+    touch(&work.join(format!("ready-{k}")));
+    wait_until("go", || work.join("go").exists());
+    let mut report = String::new();
+    let mut rng = Rng::new(k as u64 + 1);
+    let expired = fs::read_to_string(work.join("expired")).unwrap();
+    let mut mine: Vec<TaskId> = expired
+        .lines()
+        .skip(k)
+        .step_by(SWEEP_WRITERS)
+        .map(parse)
+        .collect();
+    let mut n = 0;
+    while !work.join("stop").exists() || n < 20 {
+        let live = id("live", (rng.next() % LIVE as u64) as usize);
+        let updated = s
+            .update(&live, TaskUpdate::new().metadata(format!("w{k}"), n))
+            .unwrap();
+        assert!(updated.is_applied(), "{updated:?}");
+        report.push_str(&format!("updated {live}\n"));
+        let new = s
+            .create(NewTask::new().id(parse(&format!("new-{k}-{n:05}"))))
+            .unwrap();
+        report.push_str(&format!("created {}\n", new.id));
+        if let Some(old) = mine.pop() {
+            let again = s.create(NewTask::new().id(old)).unwrap();
+            report.push_str(&format!("created {}\n", again.id));
+        }
+        n += 1;
+        if n == 10 {
+            touch(&work.join(format!("writing-{k}")));
+        }
+    }
+    write_atomic(&work.join(format!("report-{k}")), report.as_bytes());
+}
+
+fn parse(task: &str) -> TaskId {
+    TaskId::parse(task).expect("a valid test id")
+}

@@ -75,6 +75,14 @@ impl StripeLocks {
         })
     }
 
+    /// Waits for every stripe, in stripe order (no one else holds more than
+    /// one stripe at a time, so this order cannot deadlock).
+    pub fn lock_all(&self, fs: &Fs) -> Result<Vec<StripeGuard<'_>>> {
+        (0..self.stripes.len())
+            .map(|stripe| self.lock(fs, stripe))
+            .collect()
+    }
+
     /// Takes the stripe only if no one holds it.
     pub fn try_lock(&self, fs: &Fs, stripe: usize) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];

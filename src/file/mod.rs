@@ -17,6 +17,7 @@ mod layout;
 mod lock;
 mod maintenance;
 mod open;
+mod parallel;
 mod problem;
 mod proof;
 mod read;

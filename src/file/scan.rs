@@ -11,12 +11,28 @@ use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
-use crate::file::snapshot::{MAX_DECODED, Staged, State};
+use crate::file::snapshot::{MAX_DECODED, Slot, Staged, State};
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
-use crate::file::{FileBackend, codec, recovery};
+use crate::file::{FileBackend, codec, parallel, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
+
+/// What looking at a file of `active/` found: its entry provably current,
+/// or what reading it gave (and its settled status, without a watch).
+enum Look {
+    Current,
+    /// Gone before it was read.
+    Vanished,
+    Read(Read, Option<Stamp>),
+}
+
+/// An entry of the snapshot a listing returns: its task decoded already,
+/// or its file's bytes (or, if not kept, its file) to decode.
+enum Listed<'a> {
+    Decoded(Arc<Task>),
+    Encoded(&'a Slot, Option<Stamp>),
+}
 
 /// How a file of `active/` read.
 enum Read {
@@ -38,6 +54,12 @@ impl FileBackend {
                 None => self.history()?,
             };
             skipped.extend(reports);
+            if history.is_empty() && self.unresolved.is_empty() {
+                // The snapshot's tasks alone, in its listing order (a sweep
+                // of running tasks, say): nothing to merge or sort.
+                tasks.retain(|t| scan.matches(t) && scan.is_after(t));
+                return Ok(Scanned::new(tasks, skipped));
+            }
             // A task in both areas (a terminal move under way) is listed
             // once, by the read rule.
             let mut by_id: HashMap<TaskId, Task> =
@@ -89,29 +111,42 @@ impl FileBackend {
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
         let few = state.active() <= MAX_DECODED;
-        // Only on a store `open` could not write: a running copy in
-        // `active/` may have a terminal one in `done/`.
-        let two_copies = !self.unresolved.is_empty();
+        // The page's entries first (a task decoded already is taken as it
+        // is), then the others decoded, side by side when there are many.
+        let mut page: Vec<Listed<'_>> = Vec::new();
+        for (slot, entry) in state.select(scan) {
+            if page.len() >= scan.limit {
+                break;
+            }
+            page.push(match &entry.decoded {
+                Some(task) => Listed::Decoded(Arc::clone(task)),
+                None => Listed::Encoded(slot, entry.stamp()),
+            });
+        }
+        let read: Vec<Option<Result<Option<Task>>>> = parallel::map(&page, |listed| match listed {
+            Listed::Decoded(_) => None,
+            Listed::Encoded(slot, _) => {
+                let id = slot.id();
+                Some(match slot.bytes() {
+                    Some(bytes) => {
+                        let path = self.dir(Area::Active).join(task_name(&id));
+                        codec::unwrap(bytes, &path, &id).map(Some)
+                    }
+                    None => self.read(Area::Active, &id),
+                })
+            }
+        });
         let mut decoded = Vec::new();
         #[cfg(test)]
         let mut decodes = 0;
-        for (slot, entry) in state.select(scan) {
-            if tasks.len() >= scan.limit {
-                break;
-            }
-            if let Some(task) = &entry.decoded {
-                if two_copies {
-                    tasks.extend(self.by_read_rule(Task::clone(task), scan, &mut skipped));
-                } else {
-                    tasks.push(Task::clone(task));
+        for (listed, read) in page.into_iter().zip(read) {
+            let (slot, stamp, task) = match (listed, read) {
+                (Listed::Decoded(task), _) => {
+                    tasks.extend(self.by_read_rule(Task::clone(&task), scan, &mut skipped));
+                    continue;
                 }
-                continue;
-            }
-            let id = slot.id();
-            let path = self.dir(Area::Active).join(task_name(&id));
-            let task = match slot.bytes() {
-                Some(bytes) => codec::unwrap(bytes, &path, &id).map(Some),
-                None => self.read(Area::Active, &id),
+                (Listed::Encoded(slot, stamp), Some(task)) => (slot, stamp, task),
+                (Listed::Encoded(..), None) => unreachable!("every encoded entry is decoded"),
             };
             #[cfg(test)]
             {
@@ -122,14 +157,10 @@ impl FileBackend {
                     if few {
                         decoded.push((slot.created_at(), Arc::new(task.clone())));
                     }
-                    if two_copies {
-                        tasks.extend(self.by_read_rule(task, scan, &mut skipped));
-                    } else {
-                        tasks.push(task);
-                    }
+                    tasks.extend(self.by_read_rule(task, scan, &mut skipped));
                 }
                 Ok(None) => {} // gone since: the next refresh sees it
-                Err(e) => undecodable.push((id, e, entry.stamp())),
+                Err(e) => undecodable.push((slot.id(), e, stamp)),
             }
         }
         for (created_at, task) in &decoded {
@@ -215,11 +246,16 @@ impl FileBackend {
             .filter(|(_, bad)| bad.retry)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in again {
-            // Forgotten first: its unchanged status must not excuse a read.
-            state.bad.remove(&id);
-            self.reread(state, &id, &task_name(&id), stamp::clock(), None);
-        }
+        // Forgotten first: its unchanged status must not excuse a read.
+        let again: Vec<(TaskId, OsString)> = again
+            .into_iter()
+            .map(|id| {
+                state.bad.remove(&id);
+                let name = task_name(&id);
+                (id, name)
+            })
+            .collect();
+        self.reread_all(state, &again, stamp::clock(), None);
     }
 
     /// Sets aside each unreadable file of `active/` in `bad`, and notes in
@@ -324,9 +360,7 @@ impl FileBackend {
             match &state.watch {
                 Some(watch) => match watch.drain() {
                     Changes::Names(names) => {
-                        for (name, change) in names {
-                            self.revise(state, &name, change);
-                        }
+                        self.revise(state, names);
                         return Ok(());
                     }
                     Changes::Lost => {
@@ -359,11 +393,7 @@ impl FileBackend {
         self.full_pass(state, status, before)?;
         if let Some(watch) = &state.watch {
             match watch.drain() {
-                Changes::Names(names) => {
-                    for (name, change) in names {
-                        self.revise(state, &name, change);
-                    }
-                }
+                Changes::Names(names) => self.revise(state, names),
                 Changes::Lost => state.watch = None,
             }
         }
@@ -423,56 +453,73 @@ impl FileBackend {
         }
         drop(present);
         let mut fresh = Vec::new();
-        for (id, name) in names {
-            self.reread(state, &id, &name, before, Some(&mut fresh));
-        }
+        self.reread_all(state, &names, before, Some(&mut fresh));
         state.put_all(fresh);
         Ok(())
     }
 
-    /// Revises the entry of the file `name` in `active/` after a notice.
-    fn revise(&self, state: &mut State, name: &OsStr, change: Change) {
-        match (layout::task_file_id(name), change) {
-            // Gone as of its last notice: nothing to look at.
-            (Some(id), Change::Gone) => {
-                state.remove(&id);
-                state.bad.remove(&id);
-            }
-            (None, Change::Gone) => {}
-            (Some(id), Change::Changed) => self.reread(state, &id, name, stamp::clock(), None),
-            // A stray file, if it is still there: set aside and reported.
-            (None, Change::Changed) => {
-                if let Some(report) = recovery::set_aside_foreign(self, Area::Active, name) {
-                    state.reported.push(report);
+    /// Revises the entries of the files of `active/` named in notices.
+    fn revise(&self, state: &mut State, names: HashMap<OsString, Change>) {
+        let mut changed = Vec::new();
+        for (name, change) in names {
+            match (layout::task_file_id(&name), change) {
+                // Gone as of its last notice: nothing to look at.
+                (Some(id), Change::Gone) => {
+                    state.remove(&id);
+                    state.bad.remove(&id);
+                }
+                (None, Change::Gone) => {}
+                (Some(id), Change::Changed) => changed.push((id, name)),
+                // A stray file, if it is still there: set aside and reported.
+                (None, Change::Changed) => {
+                    if let Some(report) = recovery::set_aside_foreign(self, Area::Active, &name) {
+                        state.reported.push(report);
+                    }
                 }
             }
         }
+        self.reread_all(state, &changed, stamp::clock(), None);
     }
 
-    /// Reads task `id`'s file `name` in `active/` into the snapshot, unless
-    /// its settled status proves the entry current; a task read is put in
-    /// `fresh` if given (a full pass puts them all in at once).
-    fn reread(
+    /// Reads each task's file of `names` in `active/` into the snapshot,
+    /// unless its settled status proves the entry current; the tasks read
+    /// are put in `fresh` if given (a full pass puts them all in at once).
+    /// The files are read side by side when there are many (a handle that
+    /// meets thousands of new tasks at once), then put in one by one.
+    fn reread_all(
         &self,
         state: &mut State,
+        names: &[(TaskId, OsString)],
+        before: std::time::SystemTime,
+        mut fresh: Option<&mut Vec<Staged>>,
+    ) {
+        let looked = {
+            let state = &*state;
+            parallel::map(names, |(id, name)| self.look(state, id, name, before))
+        };
+        for ((id, name), look) in names.iter().zip(looked) {
+            self.put_looked(state, id, name, look, fresh.as_deref_mut());
+        }
+    }
+
+    /// What task `id`'s file `name` in `active/` holds now, as far as the
+    /// snapshot needs to know: read only if its settled status does not
+    /// prove the entry current.
+    fn look(
+        &self,
+        state: &State,
         id: &TaskId,
         name: &OsStr,
         before: std::time::SystemTime,
-        fresh: Option<&mut Vec<Staged>>,
-    ) {
-        let active = self.dir(Area::Active);
+    ) -> Look {
         // With a watch, its notices prove entries current: no stamp is kept
         // (`State::put`), so none is taken.
         let stamp = if state.watch.is_some() {
             None
         } else {
-            match self.fs.stat(active, name) {
+            match self.fs.stat(self.dir(Area::Active), name) {
                 Ok(status) => Stamp::settled(&status, before),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    state.remove(id);
-                    state.bad.remove(id);
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Look::Vanished,
                 // The read below reports it.
                 Err(_) => None,
             }
@@ -483,18 +530,39 @@ impl FileBackend {
                 .map(|(_, e)| e.stamp())
                 .or_else(|| state.bad.get(id).map(|b| b.stamp));
             if known == Some(stamp) {
+                return Look::Current;
+            }
+        }
+        Look::Read(self.read_entry(name, id), stamp)
+    }
+
+    /// Puts in the snapshot what [`look`](Self::look) found of task `id`.
+    fn put_looked(
+        &self,
+        state: &mut State,
+        id: &TaskId,
+        name: &OsStr,
+        look: Look,
+        fresh: Option<&mut Vec<Staged>>,
+    ) {
+        let (read, stamp) = match look {
+            Look::Current => {
                 #[cfg(test)]
                 {
                     state.reused += 1;
                 }
                 return;
             }
-        }
-        #[cfg(test)]
-        {
-            state.reads += 1;
-        }
-        match self.read_entry(name, id) {
+            Look::Vanished => (Read::Gone, None),
+            Look::Read(read, stamp) => {
+                #[cfg(test)]
+                {
+                    state.reads += 1;
+                }
+                (read, stamp)
+            }
+        };
+        match read {
             Read::Gone => {
                 state.remove(id);
                 state.bad.remove(id);
@@ -506,7 +574,7 @@ impl FileBackend {
             Read::Bad(e) => {
                 let report = Skipped::new(
                     Some(id.clone()),
-                    active.join(name).display().to_string(),
+                    self.dir(Area::Active).join(name).display().to_string(),
                     e.to_string(),
                     UnreadableAction::LeftInPlace,
                 );
