@@ -308,20 +308,31 @@ pub enum Transition {
     /// owner claimed it to resume it); nothing was changed. This is the task
     /// as it stands.
     Fenced(Task),
+    /// The update asked for a revision
+    /// ([`TaskUpdate::if_revision`](crate::TaskUpdate::if_revision)) the
+    /// task has left: another write landed first; nothing was changed.
+    /// This is the task as it stands.
+    Changed(Task),
 }
 
 impl Transition {
     /// The task, whatever the outcome.
     pub fn task(&self) -> &Task {
         match self {
-            Transition::Applied(t) | Transition::AlreadyTerminal(t) | Transition::Fenced(t) => t,
+            Transition::Applied(t)
+            | Transition::AlreadyTerminal(t)
+            | Transition::Fenced(t)
+            | Transition::Changed(t) => t,
         }
     }
 
     /// The task, whatever the outcome, by value.
     pub fn into_task(self) -> Task {
         match self {
-            Transition::Applied(t) | Transition::AlreadyTerminal(t) | Transition::Fenced(t) => t,
+            Transition::Applied(t)
+            | Transition::AlreadyTerminal(t)
+            | Transition::Fenced(t)
+            | Transition::Changed(t) => t,
         }
     }
 

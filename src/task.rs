@@ -300,6 +300,7 @@ pub struct TaskUpdate {
     pub(crate) metadata: Map<String, Value>,
     pub(crate) checkpoint: Option<Value>,
     pub(crate) fence: Option<u64>,
+    pub(crate) revision: Option<u64>,
 }
 
 impl TaskUpdate {
@@ -357,9 +358,25 @@ impl TaskUpdate {
         self
     }
 
+    /// Applies the update only while the task is still at `revision`: if
+    /// any write landed since it was read, the update is refused as
+    /// [`Transition::Changed`](crate::Transition::Changed) and changes
+    /// nothing, so that a caller who computed it from that version can
+    /// read the task again and decide anew. (An expired, terminal or
+    /// fenced task is reported as such first.)
+    pub fn if_revision(mut self, revision: u64) -> TaskUpdate {
+        self.revision = Some(revision);
+        self
+    }
+
     /// The epoch this update is fenced to, if any.
     pub(crate) fn fence(&self) -> Option<u64> {
         self.fence
+    }
+
+    /// The revision this update expects, if any.
+    pub(crate) fn expected_revision(&self) -> Option<u64> {
+        self.revision
     }
 
     /// The terminal status this update wrongly asks for, if any.

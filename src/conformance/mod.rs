@@ -193,6 +193,10 @@ where
             Two(try_get_answers_as_get_does),
         ),
         (
+            "a_conditional_update_applies_only_at_its_revision",
+            Two(a_conditional_update_applies_only_at_its_revision),
+        ),
+        (
             "threads_race_terminal_transitions",
             One(threads_race_terminal_transitions),
         ),

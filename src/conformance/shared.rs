@@ -305,3 +305,48 @@ pub(super) fn every_orphan_is_reaped_in_one_pass(store: &dyn TaskStore, setup: &
     assert_eq!(ids, expected, "every orphan, in listing order");
     assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
 }
+
+/// An update on condition of a revision ([`TaskUpdate::if_revision`]) is
+/// applied only while the task is still at it: after another handle's write
+/// it is refused as [`Transition::Changed`] with the task as it stands, and
+/// writes nothing; a terminal task is reported as such first.
+pub(super) fn a_conditional_update_applies_only_at_its_revision(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    _setup: &Setup,
+) {
+    let task = a.create(NewTask::new()).unwrap();
+    let read = a.get(&task.id).unwrap().unwrap();
+    let landed = b
+        .update(&task.id, TaskUpdate::new().metadata("peer", true))
+        .unwrap()
+        .into_task();
+    let refused = a
+        .update(
+            &task.id,
+            TaskUpdate::new()
+                .metadata("stale", true)
+                .if_revision(read.revision),
+        )
+        .unwrap();
+    assert_eq!(refused, Transition::Changed(landed.clone()));
+    assert_eq!(a.get(&task.id).unwrap().unwrap(), landed, "nothing written");
+    let applied = a
+        .update(
+            &task.id,
+            TaskUpdate::new()
+                .metadata("fresh", true)
+                .if_revision(landed.revision),
+        )
+        .unwrap();
+    assert!(applied.is_applied(), "{applied:?}");
+    assert_eq!(applied.task().revision, landed.revision + 1);
+    assert_eq!(applied.task().metadata["peer"], json!(true));
+    let done = b
+        .finish(&task.id, crate::Outcome::Completed(json!(1)))
+        .unwrap();
+    assert!(matches!(
+        a.update(&task.id, TaskUpdate::new().if_revision(0)).unwrap(),
+        Transition::AlreadyTerminal(t) if t == *done.task()
+    ));
+}

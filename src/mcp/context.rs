@@ -9,7 +9,7 @@ use rmcp::task_manager::TaskExit;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use super::protocol::{Ask, KeyRecord, fingerprint};
+use super::protocol::{Ask, KeyRecord, cancel_requested, fingerprint};
 use super::run::{Run, RunWrite, Shared};
 use crate::task::TaskUpdate;
 
@@ -111,9 +111,14 @@ impl TaskContext {
 
     async fn write(&self, update: TaskUpdate) -> Result<(), McpError> {
         match self.shared.write(&self.run, update).await {
-            Ok(RunWrite::Applied | RunWrite::Terminal) => Ok(()),
+            Ok(RunWrite::Applied(_) | RunWrite::Terminal) => Ok(()),
             Ok(RunWrite::Lost(now)) => Err(Shared::lost_error(&self.run, &now)),
             Ok(RunWrite::Stopped) => Err(self.shared.stopped_error(&self.run)),
+            // Only the input state's writes ask for a revision.
+            Ok(RunWrite::Changed(_)) => Err(McpError::internal_error(
+                "a write was refused for a revision it did not ask for",
+                None,
+            )),
             Err(e) => Err(e.into_mcp(Some(&self.run.id))),
         }
     }
@@ -185,45 +190,53 @@ impl TaskContext {
             if !inputs.asked.insert(key.clone()) {
                 return Err(reused(&key, "was already used for this task"));
             }
-            let mut next = inputs.book.clone();
-            match next.ask(&key, &print) {
-                Ask::Answered(response) => return Ok(response),
-                Ask::Conflict => {
-                    return Err(reused(
-                        &key,
-                        "was used for a different request earlier in this task's life",
-                    ));
+            // Decided from the input state as stored; decided again if
+            // another write lands before this one.
+            loop {
+                let mut next = inputs.book.clone();
+                match next.ask(&key, &print) {
+                    Ask::Answered(response) => return Ok(response),
+                    Ask::Conflict => {
+                        return Err(reused(
+                            &key,
+                            "was used for a different request earlier in this task's life",
+                        ));
+                    }
+                    // Withdrawn by a cancel: the client saw this key once and
+                    // will not see it again.
+                    Ask::Withdrawn => return Err(TaskExit::Cancelled),
+                    Ask::Rejoin => {}
+                    Ask::New => {
+                        next.keys.insert(
+                            key.clone(),
+                            KeyRecord {
+                                fingerprint: print.clone(),
+                                response: None,
+                            },
+                        );
+                        next.outstanding.insert(key.clone(), request.clone());
+                    }
                 }
-                // Withdrawn by a cancel: the client saw this key once and
-                // will not see it again.
-                Ask::Withdrawn => return Err(TaskExit::Cancelled),
-                Ask::Rejoin => {}
-                Ask::New => {
-                    next.keys.insert(
-                        key.clone(),
-                        KeyRecord {
-                            fingerprint: print,
-                            response: None,
-                        },
-                    );
-                    next.outstanding.insert(key.clone(), request);
+                if next == inputs.book {
+                    break;
                 }
-            }
-            inputs.waiters.insert(key.clone(), tx);
-            if next != inputs.book {
-                match self.shared.write(&self.run, next.update()).await {
-                    Ok(RunWrite::Applied) => inputs.book = next,
+                match self.shared.write_book(&self.run, &mut inputs, next).await {
+                    Ok(RunWrite::Applied(_)) => break,
+                    // A cancel landed first: its withdrawal stands.
+                    Ok(RunWrite::Changed(now)) if cancel_requested(&now) => {
+                        return Err(TaskExit::Cancelled);
+                    }
+                    Ok(RunWrite::Changed(_)) => {}
                     Ok(RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped) => {
-                        inputs.waiters.remove(&key);
                         return Err(TaskExit::Cancelled);
                     }
                     Err(e) => {
-                        inputs.waiters.remove(&key);
                         inputs.asked.remove(&key);
                         return Err(TaskExit::Error(e.into_mcp(Some(&self.run.id))));
                     }
                 }
             }
+            inputs.waiters.insert(key.clone(), tx);
         }
         // A response may wait in the store already: persisted by a peer
         // while no one ran the task, or since.

@@ -37,7 +37,10 @@
 //!
 //! **Invariant:** an input-request key names one request for the task's
 //! whole life (SEP-2663): [`INPUT_KEYS_KEY`] only grows, and is written in
-//! the same fenced write as the `inputRequests` it explains. A run that
+//! the same fenced write as the `inputRequests` it explains, on condition
+//! of the revision it was computed from: a write that landed first (a
+//! peer's cancel withdrawing the requests) makes the run decide again
+//! from the task as it stands, and is never undone. A run that
 //! asks with a recorded key and the same request (a resumed operation
 //! replaying from its checkpoint) gets the recorded response, or waits
 //! again for the outstanding request; a different request under a recorded
@@ -199,6 +202,11 @@ impl Book {
 #[derive(Debug, Default)]
 pub(super) struct Inputs {
     pub book: Book,
+    /// The revision of the stored task `book` was read from or written as:
+    /// every write of the book asks for it
+    /// ([`TaskUpdate::if_revision`]), so that a peer's write landing in
+    /// between (a cancel withdrawing the requests) is never undone.
+    pub revision: u64,
     /// Keys this run has asked under (each once).
     pub asked: HashSet<String>,
     /// The run's operations waiting for a response, by key.

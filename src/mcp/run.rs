@@ -147,6 +147,7 @@ impl Run {
             cancel: watch::channel(cancel_requested(task)).0,
             inputs: tokio::sync::Mutex::new(Inputs {
                 book: Book::of(task),
+                revision: task.revision,
                 ..Inputs::default()
             }),
             lease,
@@ -166,8 +167,11 @@ impl Run {
 
 /// What a fenced write of a run did.
 pub(super) enum RunWrite {
-    /// Applied.
-    Applied,
+    /// Applied: the task's revision now.
+    Applied(u64),
+    /// Asked for a revision the task has left: nothing was written. The
+    /// task as it stands.
+    Changed(Box<Task>),
     /// The task is terminal: nothing was written.
     Terminal,
     /// Another instance claimed the task: the run is lost.
@@ -261,10 +265,40 @@ impl Shared {
         Ok(self.judge(run, written))
     }
 
+    /// Writes `next` as `run`'s input state, on the condition that the
+    /// stored task is still the revision `inputs` was read from or last
+    /// written as. Applied: `inputs` holds `next` and the new revision.
+    /// Refused because another write landed first (`Changed`): `inputs`
+    /// holds the state as stored now, for the caller to decide again from
+    /// (a cancel among what landed means the run is to stop).
+    pub async fn write_book(
+        &self,
+        run: &Arc<Run>,
+        inputs: &mut Inputs,
+        next: Book,
+    ) -> Result<RunWrite, StoreCall> {
+        let written = self
+            .write(run, next.update().if_revision(inputs.revision))
+            .await?;
+        match &written {
+            RunWrite::Applied(revision) => {
+                inputs.book = next;
+                inputs.revision = *revision;
+            }
+            RunWrite::Changed(now) => {
+                inputs.book = Book::of(now);
+                inputs.revision = now.revision;
+            }
+            RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => {}
+        }
+        Ok(written)
+    }
+
     /// What a fenced write's transition means for `run`.
     fn judge(&self, run: &Arc<Run>, written: Transition) -> RunWrite {
         match written {
-            Transition::Applied(_) => RunWrite::Applied,
+            Transition::Applied(task) => RunWrite::Applied(task.revision),
+            Transition::Changed(task) => RunWrite::Changed(Box::new(task)),
             Transition::AlreadyTerminal(_) => RunWrite::Terminal,
             Transition::Fenced(task) => {
                 self.lose(run, Some(&task));
@@ -427,6 +461,11 @@ impl Shared {
             }
             Ok(Transition::AlreadyTerminal(_))
             | Err(StoreCall::Store(crate::Error::NotFound { .. })) => true,
+            // Recording writes ask for no revision.
+            Ok(Transition::Changed(_)) => {
+                tracing::error!(task = %run.id, "a recording write was refused for a revision it did not ask for");
+                false
+            }
             Err(e) => {
                 tracing::error!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "a store write recording the task failed");
                 false

@@ -125,23 +125,29 @@ impl Shared {
         responses: Vec<(String, Value)>,
     ) -> Result<bool, StoreCall> {
         let mut inputs = run.inputs.lock().await;
-        let mut next = inputs.book.clone();
-        let accepted = next.accept(responses);
-        if accepted.is_empty() {
-            return Ok(false);
-        }
-        match self.write(run, next.update()).await? {
-            RunWrite::Applied => {
-                inputs.book = next;
-                for (key, value) in accepted {
-                    if let Some(waiter) = inputs.waiters.remove(&key) {
-                        // The receiver is gone if the operation moved on.
-                        let _ = waiter.send(value);
-                    }
-                }
-                Ok(true)
+        loop {
+            let mut next = inputs.book.clone();
+            let accepted = next.accept(responses.clone());
+            if accepted.is_empty() {
+                return Ok(false);
             }
-            RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => Ok(false),
+            match self.write_book(run, &mut inputs, next).await? {
+                RunWrite::Applied(_) => {
+                    for (key, value) in accepted {
+                        if let Some(waiter) = inputs.waiters.remove(&key) {
+                            // The receiver is gone if the operation moved on.
+                            let _ = waiter.send(value);
+                        }
+                    }
+                    return Ok(true);
+                }
+                // A cancel landed first: the run stops (the next look at
+                // the task tells it); the responses stay stored.
+                RunWrite::Changed(now) if cancel_requested(&now) => return Ok(false),
+                // Another write landed first: decide again from it.
+                RunWrite::Changed(_) => {}
+                RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => return Ok(false),
+            }
         }
     }
 
@@ -152,13 +158,21 @@ impl Shared {
         run.cancel.send_replace(true);
         let mut inputs = run.inputs.lock().await;
         inputs.waiters.clear();
-        if !withdraw || inputs.book.outstanding.is_empty() {
-            return;
-        }
-        let mut next = inputs.book.clone();
-        next.outstanding.clear();
-        if let Ok(RunWrite::Applied) = self.write(run, next.update()).await {
-            inputs.book = next;
+        while withdraw && !inputs.book.outstanding.is_empty() {
+            let mut next = inputs.book.clone();
+            next.outstanding.clear();
+            match self.write_book(run, &mut inputs, next).await {
+                // Written, or not to be written by this run.
+                Ok(
+                    RunWrite::Applied(_)
+                    | RunWrite::Terminal
+                    | RunWrite::Lost(_)
+                    | RunWrite::Stopped,
+                )
+                | Err(_) => return,
+                // Decide again from what landed first.
+                Ok(RunWrite::Changed(_)) => {}
+            }
         }
     }
 

@@ -111,17 +111,20 @@ enum Kept {
     Expired,
     Terminal,
     Fenced,
+    Changed,
 }
 
 impl<B: Backend> Store<B> {
     /// Applies `change` to the live, non-terminal task `id`, atomically, if
-    /// it is still at owner epoch `fence` (when given): the path of every
+    /// it is still at owner epoch `fence` and at `revision` (each when
+    /// given): the path of every
     /// host write to an existing task (the lease writes go through
     /// `lease_write`, deletes and the maintenance passes their own ways).
     fn write(
         &self,
         id: &TaskId,
         fence: Option<u64>,
+        revision: Option<u64>,
         mut change: impl FnMut(&mut Task, OffsetDateTime) -> Result<()>,
     ) -> Result<Transition> {
         let mut kept = None;
@@ -129,6 +132,10 @@ impl<B: Backend> Store<B> {
             let now = self.now();
             if let Some(why) = unwritable(current, now, fence) {
                 kept = Some(why);
+                return Ok(Change::Keep);
+            }
+            if revision.is_some_and(|r| r != current.revision) {
+                kept = Some(Kept::Changed);
                 return Ok(Change::Keep);
             }
             let mut next = current.clone();
@@ -141,6 +148,7 @@ impl<B: Backend> Store<B> {
                 Transition::AlreadyTerminal(task)
             }
             Modified::Kept(task) if kept == Some(Kept::Fenced) => Transition::Fenced(task),
+            Modified::Kept(task) if kept == Some(Kept::Changed) => Transition::Changed(task),
             Modified::Kept(task) => {
                 self.forget_expired(vec![task]);
                 return Err(Error::NotFound { id: id.clone() });
@@ -328,17 +336,20 @@ impl<B: Backend> TaskStore for Store<B> {
                 status,
             });
         }
-        self.write(id, update.fence(), |task, now| {
-            update.clone().apply(task, now)
-        })
+        self.write(
+            id,
+            update.fence(),
+            update.expected_revision(),
+            |task, now| update.clone().apply(task, now),
+        )
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
-        self.write(id, None, |task, now| outcome.clone().apply(task, now))
+        self.write(id, None, None, |task, now| outcome.clone().apply(task, now))
     }
 
     fn finish_fenced(&self, id: &TaskId, outcome: Outcome, epoch: u64) -> Result<Transition> {
-        self.write(id, Some(epoch), |task, now| {
+        self.write(id, Some(epoch), None, |task, now| {
             outcome.clone().apply(task, now)
         })
     }

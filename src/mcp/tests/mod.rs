@@ -14,6 +14,7 @@ use super::*;
 use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
 
 mod boundary;
+mod races;
 mod resume;
 mod shutdown;
 
