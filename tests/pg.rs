@@ -889,7 +889,7 @@ mod mcp_servers {
 
     /// `mcp_resume::a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once`,
     /// over PostgreSQL: every server is a process of its own with its own
-    /// connections, as hosts would be.
+    /// connections to the database (all on this one host).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
         let Some(cluster) = cluster() else { return };
