@@ -380,3 +380,34 @@ fn hundreds_of_new_files_at_once_are_all_read_and_bad_ones_among_them_reported()
     }
     assert_eq!(quarantined(dir.path()).len(), 1);
 }
+
+/// A running file whose listing keys read but whose task does not decode
+/// takes no place in a page: the page is filled from the entries after it,
+/// so no listing or sweep stops short of the tasks behind it.
+#[test]
+fn a_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    // Older than every task below: first in listing order.
+    fs::write(
+        dir.path().join("active").join("half.json"),
+        br#"{"format":1,"task":{"taskId":"half","status":"working","createdAt":"2020-01-01T00:00:00Z","lastUpdatedAt":"2020-01-01T00:00:00Z","ttlMs":null,"revision":1,"statusMessage":5}}"#,
+    )
+    .unwrap();
+    let mut created: Vec<TaskId> = (0..6)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    created.sort();
+    let mut listed = Vec::new();
+    let mut query = ListQuery::active().limit(4);
+    loop {
+        let page = store.list(&query).unwrap();
+        listed.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(cursor) => query = ListQuery::active().limit(4).after(&cursor),
+            None => break,
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, created, "every task behind the bad file is listed");
+}

@@ -111,58 +111,67 @@ impl FileBackend {
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
         let few = state.active() <= MAX_DECODED;
-        // The page's entries first (a task decoded already is taken as it
-        // is), then the others decoded, side by side when there are many.
-        let mut page: Vec<Listed<'_>> = Vec::new();
-        for (slot, entry) in state.select(scan) {
-            if page.len() >= scan.limit {
-                break;
-            }
-            page.push(match &entry.decoded {
-                Some(task) => Listed::Decoded(Arc::clone(task)),
-                None => Listed::Encoded(slot, entry.stamp()),
-            });
-        }
-        let read: Vec<Option<Result<Option<Task>>>> = parallel::map(&page, |listed| match listed {
-            Listed::Decoded(_) => None,
-            Listed::Encoded(slot, _) => {
-                let id = slot.id();
-                Some(match slot.bytes() {
-                    Some(bytes) => {
-                        let path = self.dir(Area::Active).join(task_name(&id));
-                        codec::unwrap(bytes, &path, &id).map(Some)
-                    }
-                    None => self.read(Area::Active, &id),
-                })
-            }
-        });
+        // Entries are taken as many as the page still needs (a task decoded
+        // already as it is), the others decoded side by side when there
+        // are many; an entry that yields no task (undecodable, gone, or
+        // overruled by the read rule) leaves room that more entries fill.
         let mut decoded = Vec::new();
         #[cfg(test)]
         let mut decodes = 0;
-        for (listed, read) in page.into_iter().zip(read) {
-            let (slot, stamp, task) = match (listed, read) {
-                (Listed::Decoded(task), _) => {
-                    tasks.extend(self.by_read_rule(Task::clone(&task), scan, &mut skipped));
-                    continue;
-                }
-                (Listed::Encoded(slot, stamp), Some(task)) => (slot, stamp, task),
-                (Listed::Encoded(..), None) => unreachable!("every encoded entry is decoded"),
-            };
-            #[cfg(test)]
-            {
-                decodes += 1;
+        let mut entries = state.select(scan);
+        loop {
+            let want = scan.limit.saturating_sub(tasks.len());
+            let page: Vec<Listed<'_>> = entries
+                .by_ref()
+                .take(want)
+                .map(|(slot, entry)| match &entry.decoded {
+                    Some(task) => Listed::Decoded(Arc::clone(task)),
+                    None => Listed::Encoded(slot, entry.stamp()),
+                })
+                .collect();
+            if page.is_empty() {
+                break;
             }
-            match task {
-                Ok(Some(task)) => {
-                    if few {
-                        decoded.push((slot.created_at(), Arc::new(task.clone())));
+            let read: Vec<Option<Result<Option<Task>>>> =
+                parallel::map(&page, |listed| match listed {
+                    Listed::Decoded(_) => None,
+                    Listed::Encoded(slot, _) => {
+                        let id = slot.id();
+                        Some(match slot.bytes() {
+                            Some(bytes) => {
+                                let path = self.dir(Area::Active).join(task_name(&id));
+                                codec::unwrap(bytes, &path, &id).map(Some)
+                            }
+                            None => self.read(Area::Active, &id),
+                        })
                     }
-                    tasks.extend(self.by_read_rule(task, scan, &mut skipped));
+                });
+            for (listed, read) in page.into_iter().zip(read) {
+                let (slot, stamp, task) = match (listed, read) {
+                    (Listed::Decoded(task), _) => {
+                        tasks.extend(self.by_read_rule(Task::clone(&task), scan, &mut skipped));
+                        continue;
+                    }
+                    (Listed::Encoded(slot, stamp), Some(task)) => (slot, stamp, task),
+                    (Listed::Encoded(..), None) => unreachable!("every encoded entry is decoded"),
+                };
+                #[cfg(test)]
+                {
+                    decodes += 1;
                 }
-                Ok(None) => {} // gone since: the next refresh sees it
-                Err(e) => undecodable.push((slot.id(), e, stamp)),
+                match task {
+                    Ok(Some(task)) => {
+                        if few {
+                            decoded.push((slot.created_at(), Arc::new(task.clone())));
+                        }
+                        tasks.extend(self.by_read_rule(task, scan, &mut skipped));
+                    }
+                    Ok(None) => {} // gone since: the next refresh sees it
+                    Err(e) => undecodable.push((slot.id(), e, stamp)),
+                }
             }
         }
+        drop(entries);
         for (created_at, task) in &decoded {
             state.keep_decoded(*created_at, task);
         }
