@@ -636,7 +636,7 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
     let dir = tmp.path().join("store");
     let tasks = store_with_tasks(&dir);
     let id = first(&tasks, TaskStatus::Working).id;
-    let temp = dir.join("tmp").join(format!("{id}.4242.1.tmp"));
+    let temp = dir.join("tmp").join(format!("{id}.999999.1.tmp"));
     fs::write(&temp, b"{\"format\":1,\"task\":{").unwrap();
     // A writer holds its task's stripe from creating its temp file until the
     // rename: this process plays that writer (the command runs in another

@@ -924,6 +924,139 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
     }
 }
 
+/// A write over a running task's file first gives that file a second name
+/// in `tmp/` (its park), and removes the park only once the new version is
+/// durable: after the fsync of `active/` for an update, of `done/` for a
+/// terminal transition (which returns without an fsync of `active/`). A
+/// later removal of the finished task's file from `done/` comes after an
+/// fsync of `active/`. Shown on the calls the store makes, in order (the
+/// crash-state explorer shows what each order guards against).
+#[test]
+fn a_replaced_file_is_parked_until_its_replacement_is_durable() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(dir.path())
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let name = format!("{}.json", task.id);
+    let is_park_of = |path: &Path| {
+        in_area(path, "tmp")
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{}.", task.id)))
+    };
+    for (call, durable_in) in [("update", "active"), ("complete", "done")] {
+        let from = recorder.len();
+        let applied = match call {
+            "update" => store
+                .update(&task.id, TaskUpdate::new().metadata("k", json!(1)))
+                .unwrap(),
+            _ => store.complete(&task.id, json!("done")).unwrap(),
+        };
+        assert!(applied.is_applied());
+        let events = recorder.events();
+        let parked = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::Link { from, to } if in_area(from, "active") && is_park_of(to)),
+        );
+        let park = match &events[parked] {
+            FsEvent::Link { to, .. } => to.clone(),
+            _ => unreachable!(),
+        };
+        let replaced = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::Rename { to, .. } if in_area(to, "active") && to.ends_with(&name)),
+        );
+        let durable = first(
+            &events,
+            replaced,
+            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with(durable_in)),
+        );
+        let unparked = first(
+            &events,
+            from,
+            |e| matches!(e, FsEvent::Remove { path } if *path == park),
+        );
+        assert!(
+            parked < replaced && durable < unparked,
+            "{call}: parked at call {parked}, replaced at {replaced}, durable in {durable_in}/ at {durable}, unparked at {unparked}"
+        );
+        if call == "complete" {
+            assert!(
+                !events[from..]
+                    .iter()
+                    .any(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active"))),
+                "a terminal transition returns without an fsync of active/"
+            );
+        }
+    }
+    assert_eq!(
+        fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0,
+        "every park is gone"
+    );
+    let from = recorder.len();
+    assert!(store.delete(&task.id).unwrap());
+    let events = recorder.events();
+    let settled = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")),
+    );
+    let removed = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "done")),
+    );
+    assert!(
+        settled < removed,
+        "delete: active/ is durable (call {settled}) before the file in done/ goes (call {removed})"
+    );
+}
+
+/// A temp file whose writer is gone may be a park guarding a rename into
+/// `active/` whose fsync has not run yet: `open` and a sweep remove it only
+/// after an fsync of `active/` of their own.
+#[test]
+fn dead_writers_temp_files_go_only_after_an_fsync_of_active() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    drop(FileStore::open(dir.path()).unwrap());
+    for (when, name) in [("open", "t-open.1.1.tmp"), ("sweep", "t-sweep.1.2.tmp")] {
+        let recorder = taskstore::Recorder::new();
+        if when == "open" {
+            fs::write(dir.path().join("tmp").join(name), b"left").unwrap();
+        }
+        let store = FileStore::builder(dir.path())
+            .recorder(recorder.clone())
+            .open()
+            .unwrap();
+        if when == "sweep" {
+            fs::write(dir.path().join("tmp").join(name), b"left").unwrap();
+            store.sweep_expired().unwrap();
+        }
+        let events = recorder.events();
+        let removed = first(
+            &events,
+            0,
+            |e| matches!(e, FsEvent::Remove { path } if path.ends_with(name)),
+        );
+        let settled = events[..removed]
+            .iter()
+            .rposition(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")));
+        assert!(
+            settled.is_some(),
+            "{when}: the temp file went (call {removed}) with no fsync of active/ before it: {events:#?}"
+        );
+    }
+}
+
 /// A half-moved finished task (still in `active/`) whose file turns
 /// unreadable after the handle read it never fails a sweep: the sweep
 /// finishes the other moves and leaves this one for later, and `get` names

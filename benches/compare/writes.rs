@@ -224,7 +224,8 @@ pub fn floor_bytes() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The bytes of the one file under `root` whose name holds `id` (wherever
-/// the store's layout puts it).
+/// the store's layout puts it; a store's `tmp/` holds only temp files and
+/// parks, which a handle may still be removing).
 pub fn task_file(root: &std::path::Path, id: &TaskId) -> Vec<u8> {
     let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -232,7 +233,9 @@ pub fn task_file(root: &std::path::Path, id: &TaskId) -> Vec<u8> {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             if entry.file_type().unwrap().is_dir() {
-                dirs.push(entry.path());
+                if entry.file_name() != "tmp" {
+                    dirs.push(entry.path());
+                }
             } else if entry.file_name().to_string_lossy().contains(id.as_str()) {
                 found.push(entry.path());
             }

@@ -163,6 +163,16 @@ impl Fs {
         Fs { recorder, ..self }
     }
 
+    /// Whether calls are being recorded or failed on purpose: then the
+    /// store keeps every call on the calling thread, in call order.
+    pub fn is_instrumented(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.faults.is_some() || self.recorder.is_some() {
+            return true;
+        }
+        false
+    }
+
     /// Logs a call that succeeded (only with a recorder; without the
     /// feature the event is never built).
     #[inline]

@@ -112,11 +112,17 @@ pub(crate) fn task_file_id(name: &OsStr) -> Option<TaskId> {
 
 /// The task id a temp file was written for, or `None` for a foreign name.
 pub(crate) fn temp_file_id(name: &OsStr) -> Option<TaskId> {
+    temp_file_writer(name).map(|(id, _)| id)
+}
+
+/// The task id a temp file was written for and the process id of its
+/// writer, or `None` for a foreign name.
+pub(crate) fn temp_file_writer(name: &OsStr) -> Option<(TaskId, u32)> {
     let stem = name.to_str()?.strip_suffix(TEMP_SUFFIX)?;
     let mut parts = stem.rsplitn(3, '.');
     let _seq: u64 = parts.next()?.parse().ok()?;
-    let _pid: u32 = parts.next()?.parse().ok()?;
-    TaskId::parse(parts.next()?).ok()
+    let pid: u32 = parts.next()?.parse().ok()?;
+    Some((TaskId::parse(parts.next()?).ok()?, pid))
 }
 
 /// The lock stripe of a task id: FNV-1a (64-bit) of its bytes, modulo
@@ -141,7 +147,8 @@ mod tests {
         assert_eq!(task, OsStr::new("a.b-c_1.json"));
         assert_eq!(task_file_id(&task), Some(id.clone()));
         let temp = temp_name(&id);
-        assert_eq!(temp_file_id(&temp), Some(id));
+        assert_eq!(temp_file_id(&temp), Some(id.clone()));
+        assert_eq!(temp_file_writer(&temp), Some((id, std::process::id())));
         assert_eq!(task_file_id(OsStr::new(".x.json")), None);
         assert_eq!(task_file_id(OsStr::new("x.txt")), None);
         assert_eq!(temp_file_id(OsStr::new("x.1.tmp")), None);

@@ -18,6 +18,7 @@ mod lock;
 mod maintenance;
 mod open;
 mod parallel;
+mod park;
 mod problem;
 mod proof;
 mod read;
@@ -108,13 +109,19 @@ pub struct FileOptions {
 /// threads or processes, can each pass the count; the store then holds at
 /// most the cap plus the number of creators racing. A create that finds the
 /// store full is refused without writing.
+///
+/// Under [`Durability::Immediate`] a handle runs one thread of its own,
+/// started by its first write over a running task: it frees the files that
+/// writes replaced, once their replacements are durable, off the writers'
+/// path. Dropping the handle waits for it to finish.
 #[derive(Debug)]
 pub struct FileBackend {
     root: PathBuf,
     root_dir: Dir,
     active: DirSync,
     done: DirSync,
-    tmp: Dir,
+    /// Shared with the reclaiming thread (see `park`).
+    tmp: std::sync::Arc<Dir>,
     expiring: Dir,
     quarantine: Quarantine,
     locks: StripeLocks,
@@ -125,6 +132,8 @@ pub struct FileBackend {
     max_file_bytes: u64,
     snapshot: ActiveSnapshot,
     proofs: Proofs,
+    /// Frees the files that writes replaced (see `park`).
+    reclaimer: park::Reclaimer,
     /// The handles lock, held shared for the handle's life: an open that
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.

@@ -90,7 +90,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     let mut backend = FileBackend {
         active: DirSync::new(open_dir("active")?),
         done: DirSync::new(open_dir("done")?),
-        tmp: open_dir("tmp")?,
+        tmp: std::sync::Arc::new(open_dir("tmp")?),
         expiring: open_dir("expiring")?,
         quarantine: Quarantine::new(&fs, open_dir("quarantine")?),
         locks: StripeLocks::new(locks),
@@ -101,6 +101,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         max_file_bytes: (max_payload_bytes + crate::limits::OWN_HEADROOM + codec::OVERHEAD) as u64,
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
+        reclaimer: Default::default(),
         handles,
         unresolved: Default::default(),
     };

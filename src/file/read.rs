@@ -66,10 +66,10 @@ impl FileBackend {
     /// `active/` is read first: a terminal move gives the task its name in
     /// `done/` before it takes the one in `active/` away, so a task missing
     /// from `active/` is in `done/` if it exists at all. A running task in
-    /// `active/` is looked for in `done/` too: a power loss in the middle of
-    /// a terminal move can leave the old running copy (or a damaged one)
-    /// beside the terminal one, and a terminal version anywhere is final
-    /// ([`newer`]).
+    /// `active/` is looked for in `done/` too if `open` may have left it
+    /// there: a power loss in the middle of a terminal move can leave the
+    /// old running copy (or a damaged one) beside the terminal one, and a
+    /// terminal version anywhere is final ([`newer`]).
     pub(super) fn find(&self, id: &TaskId) -> Result<Option<Found>> {
         let active = match self.read(Area::Active, id) {
             Ok(Some(active)) => active,
@@ -96,8 +96,12 @@ impl FileBackend {
             }
             Err(e) => return Err(e),
         };
-        if active.is_terminal() {
-            // An interrupted move (or one under way): final all the same.
+        // A terminal one is an interrupted move (or one under way): final
+        // all the same. A running one has no second copy unless `open` left
+        // one: only a power loss leaves a running copy beside a terminal
+        // one (a move renames the terminal version into `active/` first),
+        // and `open` resolves every pair it can.
+        if active.is_terminal() || !self.unresolved.may_have_two(id) {
             return Ok(Some(Found {
                 task: active,
                 area: Area::Active,

@@ -96,15 +96,18 @@ impl Quarantine {
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
 /// lock from creating its temp file until the rename, so a temp file whose
-/// stripe is free belongs to no one. Anything else in `tmp/` is set aside.
-/// One entry that cannot be removed never stops the others.
+/// stripe is free belongs to no one. Some are parks (`park`): a previous
+/// version of a task kept from being freed until the change to `active/`
+/// that replaced it is durable; so they go only after an fsync of `active/`
+/// made once their locks were seen free. Anything else in `tmp/` is set
+/// aside. One entry that cannot be removed never stops the others.
 pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     let dir = &store.tmp;
     let names = store
         .fs
         .read_dir(dir)
         .map_err(|e| Error::io("read directory", dir.path(), e))?;
-    let mut removed = 0;
+    let mut dead = Vec::new();
     for name in names {
         let path = dir.join(&name);
         let Some(id) = layout::temp_file_id(&name) else {
@@ -117,15 +120,24 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
             ));
             continue;
         };
-        let guard = match store.locks.try_lock(&store.fs, stripe(&id)) {
-            Ok(Some(guard)) => guard,
+        match store.locks.try_lock(&store.fs, stripe(&id)) {
+            Ok(Some(_free)) => dead.push(name),
             // Its writer is alive.
-            Ok(None) => continue,
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot lock a temp file's stripe; left for later");
-                continue;
             }
-        };
+        }
+    }
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    if let Err(e) = store.settle_active() {
+        tracing::warn!(error = %e, "cannot fsync active/ before removing dead writers' temp files; left for later");
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for name in dead {
         match store.fs.remove(dir, &name) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -134,7 +146,6 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                 if e.kind() == io::ErrorKind::IsADirectory
                     || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
-                drop(guard);
                 drop(set_aside_name(
                     store,
                     dir,
@@ -144,10 +155,10 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                 ));
             }
             Err(e) if is_read_only(&e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove a temp file (read-only store)");
+                tracing::warn!(file = %dir.join(&name).display(), error = %e, "cannot remove a temp file (read-only store)");
                 break;
             }
-            Err(e) => return Err(Error::io("remove", path, e)),
+            Err(e) => return Err(Error::io("remove", dir.join(&name), e)),
         }
     }
     if removed > 0 {

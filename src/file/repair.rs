@@ -387,6 +387,8 @@ fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>>
     let Some(_guard) = store.locks.try_lock(&store.fs, stripe(id))? else {
         return Ok(Some("its writer is alive".to_owned()));
     };
+    // It may be a park (`park`): removed only once `active/` is durable.
+    store.settle_active()?;
     match store.fs.remove(&store.tmp, name) {
         Ok(()) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),

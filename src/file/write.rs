@@ -69,16 +69,27 @@ impl FileBackend {
     }
 
     fn create_temp(&self, id: &TaskId) -> Result<(std::fs::File, OsString)> {
+        self.with_temp_name(id, |temp| self.fs.create_new(&self.tmp, temp))
+            .map_err(|(e, temp)| Error::io("create temp file", self.tmp.join(temp), e))
+    }
+
+    /// Runs `make` with a fresh temp name for task `id` until the name is
+    /// not taken (a crashed writer's leftover with the same pid and
+    /// sequence): the result and the name, or the error and the name.
+    pub(super) fn with_temp_name<T>(
+        &self,
+        id: &TaskId,
+        mut make: impl FnMut(&OsStr) -> io::Result<T>,
+    ) -> std::result::Result<(T, OsString), (io::Error, OsString)> {
         let mut attempts = 0;
         loop {
             let temp = temp_name(id);
-            match self.fs.create_new(&self.tmp, &temp) {
-                Ok(file) => return Ok((file, temp)),
-                // A crashed writer's leftover with the same pid and sequence.
+            match make(&temp) {
+                Ok(made) => return Ok((made, temp)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
                     attempts += 1;
                 }
-                Err(e) => return Err(Error::io("create temp file", self.tmp.join(&temp), e)),
+                Err(e) => return Err((e, temp)),
             }
         }
     }
@@ -109,7 +120,7 @@ impl FileBackend {
     /// changes, before returning. The caller holds the task's lock.
     pub(super) fn commit(&self, found: &Found, next: &Record) -> Result<()> {
         let mut touched = Touched::default();
-        let staged = self.stage(found, next, &mut touched)?;
+        let staged = self.stage(found, next, Locking::Held, &mut touched)?;
         self.settle(&[staged], touched, Locking::Held)
     }
 
@@ -118,7 +129,12 @@ impl FileBackend {
     /// of every task first, then the fsyncs the terminal moves need before
     /// their names in `active/` go, then those names, then `active/`'s
     /// fsync. If an fsync fails, every write it covered reports it.
+    ///
+    /// A batch of one holds the task's lock throughout, as a `modify` does.
     pub(super) fn replace_batch(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        if let [(current, next)] = swaps {
+            return vec![self.replace_one(current, next)];
+        }
         let mut touched = Touched::default();
         let mut staged = Vec::new();
         let mut results: Vec<Result<Swap>> = swaps
@@ -127,7 +143,7 @@ impl FileBackend {
                 let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
                 match self.find(&current.id)? {
                     Some(found) if is_current(&found.task, current) => {
-                        staged.push(self.stage(&found, next, &mut touched)?);
+                        staged.push(self.stage(&found, next, Locking::Take, &mut touched)?);
                         Ok(Swap::Done)
                     }
                     found => Ok(Swap::Changed(found.map(|f| f.task))),
@@ -144,6 +160,19 @@ impl FileBackend {
         results
     }
 
+    /// Replaces `current` by `next` if it is still that version, under its
+    /// lock from the read to the last fsync.
+    fn replace_one(&self, current: &Task, next: &Record) -> Result<Swap> {
+        let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
+        match self.find(&current.id)? {
+            Some(found) if is_current(&found.task, current) => {
+                self.commit(&found, next)?;
+                Ok(Swap::Done)
+            }
+            found => Ok(Swap::Changed(found.map(|f| f.task))),
+        }
+    }
+
     /// The first half of a write of `next` over `found` (its lock held):
     /// the new version in place, readers see it at once. A running task is
     /// written over its file in `active/`. A terminal version of a running
@@ -151,20 +180,31 @@ impl FileBackend {
     /// in `expiring/` (if it has a TTL) and `done/` (hard links, so it
     /// never lacks a name); [`settle`](Self::settle) removes the name in
     /// `active/` once those are durable.
-    fn stage(&self, found: &Found, next: &Record, touched: &mut Touched) -> Result<Staged> {
+    fn stage(
+        &self,
+        found: &Found,
+        next: &Record,
+        locking: Locking,
+        touched: &mut Touched,
+    ) -> Result<Staged> {
         // A stale copy in the other area goes first: the move below gives
         // the task its name there.
         self.drop_stale(found)?;
         let task = next.task();
         match (found.area, Area::of(task)) {
             (Area::Active, Area::Done) => {
-                self.put(Area::Active, next)?;
-                self.link_into_done(task, touched)
+                let park = self.put_parked(next)?;
+                self.link_into_done(task, park, locking, touched)
+            }
+            (Area::Active, Area::Active) => {
+                let park = self.put_parked(next)?;
+                touched.active = true;
+                Ok(Staged::Written { park })
             }
             (from, to) if from == to => {
                 self.put(to, next)?;
                 touched.mark(to);
-                Ok(Staged::Written)
+                Ok(Staged::Written { park: None })
             }
             (from, to) => {
                 // A terminal task made running again: never done by the
@@ -174,7 +214,25 @@ impl FileBackend {
                 if self.remove_name(from, &task.id)? {
                     touched.mark(from);
                 }
-                Ok(Staged::Written)
+                Ok(Staged::Written { park: None })
+            }
+        }
+    }
+
+    /// Writes `next` over its task's file in `active/`, which is parked
+    /// first (see `park`): until the new version is durable, a power loss
+    /// leaves the old file or the new one under the name, never a freed
+    /// one. The caller unparks it once the new version is durable.
+    fn put_parked(&self, next: &Record) -> Result<Option<OsString>> {
+        let park = self.park(&next.task().id)?;
+        match self.put(Area::Active, next) {
+            Ok(()) => Ok(park),
+            Err(e) => {
+                // The old file keeps its name: nothing to guard.
+                if let Some(park) = park {
+                    self.unpark(park);
+                }
+                Err(e)
             }
         }
     }
@@ -185,13 +243,27 @@ impl FileBackend {
     /// [`settle`](Self::settle), which gives it once the entry is durable:
     /// a power loss never leaves a finished task without the entry that
     /// gets it swept.
-    fn link_into_done(&self, task: &Task, touched: &mut Touched) -> Result<Staged> {
+    fn link_into_done(
+        &self,
+        task: &Task,
+        park: Option<OsString>,
+        locking: Locking,
+        touched: &mut Touched,
+    ) -> Result<Staged> {
         let name = task_name(&task.id);
         let (active, done) = (self.dir(Area::Active), self.dir(Area::Done));
-        let file = self
-            .fs
-            .stat(active, &name)
-            .map_err(|e| Error::io("stat", active.join(&name), e))?;
+        // Which file is being moved, for `settle` to see it still is after
+        // taking the lock again (holding it, nothing else can move it).
+        let ino = match locking {
+            Locking::Take => {
+                let file = self
+                    .fs
+                    .stat(active, &name)
+                    .map_err(|e| Error::io("stat", active.join(&name), e))?;
+                Some((file.dev, file.ino))
+            }
+            Locking::Held => None,
+        };
         let mut linked = true;
         if let Some(index) = expiring_name(task) {
             self.link_over(active, &name, &self.expiring, &index)?;
@@ -204,21 +276,23 @@ impl FileBackend {
         }
         Ok(Staged::Moving {
             id: task.id.clone(),
-            ino: (file.dev, file.ino),
+            ino,
             linked,
+            park,
         })
     }
 
     /// The second half of the staged writes: `expiring/` and `done/` made
     /// durable, then each moved task's name in `active/` removed (if it is
-    /// still that file), then `active/` made durable.
+    /// still that file), then `active/` made durable if a running task was
+    /// written there.
     ///
     /// Under the strictest model of a power loss (each directory's changes
     /// durable only by its own fsync, a rename across directories two
-    /// independent halves) every crash leaves a moving task in `active/`, in
-    /// `done/` or in both, never in neither, and never in `done/` without its
-    /// index entry; once this returns, the terminal version is durably in
-    /// `done/` and no longer in `active/`.
+    /// independent halves, a file freed before the removal of its last name
+    /// is durable) every crash leaves a moving task in `active/`, in `done/`
+    /// or in both, never in neither, and never in `done/` without its index
+    /// entry; once this returns, the terminal version is durably in `done/`.
     fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
         let lock = |id: &TaskId| -> Result<_> {
             Ok(match locking {
@@ -228,10 +302,12 @@ impl FileBackend {
         };
         // Only while `active/<id>.json` is still the file being moved (not
         // finished by another handle meanwhile, nor a new task of the id).
-        let still = |id: &TaskId, ino: (u64, u64)| {
-            self.fs
-                .stat(self.dir(Area::Active), &task_name(id))
-                .is_ok_and(|file| (file.dev, file.ino) == ino)
+        let still = |id: &TaskId, ino: Option<(u64, u64)>| {
+            ino.is_none_or(|ino| {
+                self.fs
+                    .stat(self.dir(Area::Active), &task_name(id))
+                    .is_ok_and(|file| (file.dev, file.ino) == ino)
+            })
         };
         let unlinked = staged
             .iter()
@@ -248,6 +324,7 @@ impl FileBackend {
                     id,
                     ino,
                     linked: false,
+                    ..
                 } = staged
                 else {
                     continue;
@@ -262,16 +339,31 @@ impl FileBackend {
         }
         self.sync_links(&touched)?;
         for staged in staged {
-            let Staged::Moving { id, ino, .. } = staged else {
+            let Staged::Moving { id, ino, park, .. } = staged else {
                 continue;
             };
+            if let Some(park) = park {
+                self.unpark(park.clone());
+            }
             let _guard = lock(id)?;
-            if still(id, *ino) && self.remove_name(Area::Active, id)? {
-                touched.active = true;
+            if still(id, *ino) {
+                self.remove_name(Area::Active, id)?;
             }
         }
+        // The running tasks written need `active/` durable. A moved task's
+        // removal from `active/` does not: if a power loss undoes it, the
+        // task is in `active/` (its terminal version, or its previous one,
+        // or nothing if that was freed) and durably in `done/`, and a
+        // terminal version anywhere is final (the read rule). It becomes
+        // durable with the next fsync of `active/`, which comes before its
+        // file in `done/` is ever removed (`settle_moves`).
         if touched.active {
             self.sync(Area::Active)?;
+            for staged in staged {
+                if let Staged::Written { park: Some(park) } = staged {
+                    self.unpark(park.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -294,7 +386,7 @@ impl FileBackend {
     /// `active/` (the caller holds its lock).
     pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
         let mut touched = Touched::default();
-        let staged = self.link_into_done(task, &mut touched)?;
+        let staged = self.link_into_done(task, None, Locking::Held, &mut touched)?;
         self.settle(&[staged], touched, Locking::Held)
     }
 
@@ -387,6 +479,9 @@ impl FileBackend {
     /// The caller makes `touched` durable.
     pub(super) fn remove_found(&self, found: &Found, touched: &mut Touched) -> Result<()> {
         self.drop_stale(found)?;
+        if found.area == Area::Done {
+            self.settle_moves(touched)?;
+        }
         if self.remove_name(found.area, &found.task.id)? {
             touched.mark(found.area);
         }
@@ -423,6 +518,7 @@ impl FileBackend {
             if !same || self.fs.stat(self.dir(Area::Active), &name).is_ok() {
                 return Ok(false);
             }
+            self.settle_moves(touched)?;
             if self.remove_name(Area::Done, &current.id)? {
                 touched.mark(Area::Done);
             }
@@ -471,6 +567,44 @@ impl FileBackend {
         Ok(true)
     }
 
+    /// Makes `active/` durable before the first removal of a finished
+    /// task's file from `done/` in this batch (`Durability::Immediate`).
+    /// A terminal move leaves its removal from `active/` to a later fsync;
+    /// were the file in `done/` durably gone first, a power loss could leave
+    /// the task in `active/` alone, running again. The caller holds the
+    /// task's lock, or waited for it after it read the task
+    /// ([`settle_moves_of`](Self::settle_moves_of)): every move of the
+    /// task it removes is over.
+    fn settle_moves(&self, touched: &mut Touched) -> Result<()> {
+        if !touched.moves_settled && self.durability == Durability::Immediate {
+            self.settle_active()?;
+            touched.moves_settled = true;
+        }
+        Ok(())
+    }
+
+    /// [`settle_moves`](Self::settle_moves) once for a batch that may remove
+    /// finished tasks, before the first: with `wait`, after taking and
+    /// letting go each of their stripes' locks (in stripe order), so that
+    /// every move of them that was under way when they were read is over.
+    fn settle_moves_of(&self, tasks: &[Task], wait: bool) -> Result<Touched> {
+        let mut touched = Touched::default();
+        let terminal: std::collections::BTreeSet<usize> = tasks
+            .iter()
+            .filter(|task| task.is_terminal())
+            .map(|task| stripe(&task.id))
+            .collect();
+        if !terminal.is_empty() {
+            if wait {
+                for stripe in terminal {
+                    drop(self.locks.lock(&self.fs, stripe)?);
+                }
+            }
+            self.settle_moves(&mut touched)?;
+        }
+        Ok(touched)
+    }
+
     /// Removes each of `tasks` that is still the version given, under its
     /// lock, then makes every removal durable at once: one fsync per
     /// directory for the batch. If those fsyncs fail, every removal they
@@ -487,13 +621,26 @@ impl FileBackend {
         } else {
             None
         };
+        let settled = match self.settle_moves_of(tasks, all.is_none()) {
+            Ok(touched) => touched.moves_settled,
+            Err(e) => {
+                return tasks
+                    .iter()
+                    .map(|_| Err(e.for_each_of("remove", &self.root)))
+                    .collect();
+            }
+        };
         let (results, touched) = match all {
             Some(_guards) => {
                 let shares = parallel::shares(
                     tasks,
                     |_, _| false,
                     |share| {
-                        let (mut touched, mut drained) = (Touched::default(), false);
+                        let mut touched = Touched {
+                            moves_settled: settled,
+                            ..Touched::default()
+                        };
+                        let mut drained = false;
                         let results: Vec<Result<Swap>> = share
                             .iter()
                             .map(|task| self.remove_locked(task, &mut touched, &mut drained))
@@ -509,7 +656,7 @@ impl FileBackend {
                 }
                 (results, touched)
             }
-            None => self.remove_by_stripe(tasks),
+            None => self.remove_by_stripe(tasks, settled),
         };
         self.settle_removals(results, &touched)
     }
@@ -518,8 +665,11 @@ impl FileBackend {
     /// in stripe order, each stripe's lock taken once for all of its tasks
     /// (a failed lock is tried again per task, so that each reports its own
     /// error).
-    fn remove_by_stripe(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
-        let mut touched = Touched::default();
+    fn remove_by_stripe(&self, tasks: &[Task], settled: bool) -> (Vec<Result<Swap>>, Touched) {
+        let mut touched = Touched {
+            moves_settled: settled,
+            ..Touched::default()
+        };
         let mut order: Vec<(usize, usize)> = tasks
             .iter()
             .enumerate()
@@ -662,11 +812,17 @@ impl FileBackend {
 /// whether its file has its name in `done/` yet).
 #[derive(Debug)]
 enum Staged {
-    Written,
+    Written {
+        /// The previous version, parked until `active/` is durable.
+        park: Option<OsString>,
+    },
     Moving {
         id: TaskId,
-        ino: (u64, u64),
+        /// The file moved, when the lock is let go in between.
+        ino: Option<(u64, u64)>,
         linked: bool,
+        /// The previous version, parked until `done/` is durable.
+        park: Option<OsString>,
     },
 }
 
@@ -685,6 +841,9 @@ pub(super) struct Touched {
     expiring: bool,
     /// `expiring/` entries to remove once the removals are durable.
     unindex: Vec<OsString>,
+    /// `active/` was made durable before this batch's first removal from
+    /// `done/` (see `settle_moves`).
+    moves_settled: bool,
 }
 
 impl Touched {

@@ -26,7 +26,12 @@
 //!      across directories is two halves, the new name in the target
 //!      directory and the removal of the old one in the source;
 //!    - a directory's contents exist after a crash only if its own entry in
-//!      its parent survived.
+//!      its parent survived;
+//!    - a file whose last live name went (an unlink, or a rename over it)
+//!      is freed, and a file system without a journal may write the freeing
+//!      before the directory change: a repair then clears every name still
+//!      pointing at it, so a durable or pending name of a freed file may
+//!      come back cleared (reuse of the freed inode is not modelled).
 //! 3. **Crash states.** After every recorded call (a crash point), the
 //!    states a power loss could leave are the durable namespace plus any
 //!    subset of the pending changes (each name ends at the value of its

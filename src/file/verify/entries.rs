@@ -18,7 +18,9 @@ use super::{FileCheck, FileState, Peek};
 
 impl FileCheck {
     /// `tmp/`: foreign names, and temp files whose writer is gone (their
-    /// stripe lock is free, and they are still there under it).
+    /// stripe lock is free, they are still there under it, and the process
+    /// that wrote them is not running: a live handle removes its parks
+    /// after letting the lock go, see `park`).
     pub(super) fn check_tmp(
         &self,
         store: &FileBackend,
@@ -30,7 +32,7 @@ impl FileCheck {
         for name in names {
             tick();
             let place = Place::In(Sub::Tmp, name.clone());
-            let Some(id) = layout::temp_file_id(name) else {
+            let Some((id, pid)) = layout::temp_file_writer(name) else {
                 problems.push(problem(dir.join(name), None, ProblemKind::Foreign, place));
                 continue;
             };
@@ -51,6 +53,8 @@ impl FileCheck {
             match self.fs.stat(dir, name) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {} // renamed into place
                 Err(e) => problems.push(problem(dir.join(name), Some(id), unreadable(e), place)),
+                // A park its live writer has not removed yet.
+                Ok(_) if process_is_running(pid) => {}
                 Ok(_) => problems.push(problem(
                     dir.join(name),
                     Some(id),
@@ -401,5 +405,23 @@ fn classify_corrupt(
     match other {
         Some(found) => ProblemKind::WrongId { found },
         None => ProblemKind::Corrupt { reason },
+    }
+}
+
+/// Whether a process `pid` is running on this host (a signal 0 reaches it,
+/// or is refused for want of permission).
+fn process_is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
     }
 }

@@ -167,7 +167,7 @@ impl FileCheck {
                     root_dir,
                     active: DirSync::new(active),
                     done: DirSync::new(done),
-                    tmp,
+                    tmp: std::sync::Arc::new(tmp),
                     expiring,
                     quarantine: Quarantine::new(&fs, quarantine),
                     locks: StripeLocks::new(locks),
@@ -179,6 +179,7 @@ impl FileCheck {
                         + codec::OVERHEAD) as u64,
                     snapshot: Default::default(),
                     proofs: Default::default(),
+                    reclaimer: Default::default(),
                     // A check is no handle: it never holds the handles lock,
                     // so it never keeps an exclusive open from compacting.
                     handles: None,

@@ -1,0 +1,149 @@
+//! Parked files: a task file that a write in `active/` replaces keeps a
+//! second name in `tmp/` until the new version is durable.
+//!
+//! A file system without a journal (ext2, ext4 without one) may write the
+//! freeing of a file whose last name went before the directory change that
+//! removed the name; its repair after a power loss then clears the name. So
+//! a write whose new version was not durable yet could lose both versions
+//! of the task: the new name not durable, the old file freed under the old
+//! one. A file with a second name is never freed. Under
+//! `Durability::Immediate` a write over a task's file in `active/` first
+//! links that file into `tmp/` under a fresh temp name (its *park*), then
+//! renames the new version over it; the park goes once the new version is
+//! durable: after the fsync of `active/` for a running task, after the
+//! fsync of `done/` for a terminal one. Removing it frees the old version,
+//! which costs the file system about what a write does (ext4 returning the
+//! file's block), so a thread of the handle's own does it, off the
+//! writer's path ([`Reclaimer`]); a handle whose calls are being recorded
+//! or failed on purpose (feature `fault-injection`) removes its parks
+//! itself, in call order. A park a crash (or a failed fsync)
+//! leaves behind is a temp file whose stripe lock is free: `open` and every
+//! sweep remove it, after an fsync of `active/` of their own
+//! (`recovery::clean_temp_files`), since a batch lets go of a task's lock
+//! between its write and that fsync.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::file::fs::{Dir, Fs};
+use crate::file::layout::{Area, task_name};
+use crate::file::{Durability, FileBackend};
+use crate::id::TaskId;
+
+impl FileBackend {
+    /// Gives the file `active/<id>.json`, if there is one, a second name in
+    /// `tmp/` before a write replaces it (`Durability::Immediate` only: an
+    /// `Eventual` write promises nothing across a power loss, and makes no
+    /// fsync to wait for). The caller holds the task's lock and
+    /// [`unpark`](Self::unpark)s it once the new version is durable.
+    pub(super) fn park(&self, id: &TaskId) -> Result<Option<OsString>> {
+        if self.durability != Durability::Immediate {
+            return Ok(None);
+        }
+        let (active, name) = (self.dir(Area::Active), task_name(id));
+        match self.with_temp_name(id, |park| self.fs.link(active, &name, &self.tmp, park)) {
+            Ok(((), park)) => Ok(Some(park)),
+            Err((e, _)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err((e, park)) => Err(Error::io("link into", self.tmp.join(park), e)),
+        }
+    }
+
+    /// Makes every change to `active/` durable, whatever this handle's
+    /// durability: before a temp file whose writer is gone is removed (it
+    /// may be a park) and before a finished task's name in `done/` goes
+    /// (its move's removal of its name in `active/` may not be durable).
+    pub(super) fn settle_active(&self) -> Result<()> {
+        let active = self.area(Area::Active);
+        active
+            .sync(&self.fs)
+            .map_err(|e| Error::io("fsync directory", active.dir().path(), e))
+    }
+
+    /// Removes a park once the version that replaced its file is durable:
+    /// on the handle's reclaiming thread, or here when the calls are being
+    /// recorded or failed on purpose, or when no thread can be had.
+    pub(super) fn unpark(&self, park: OsString) {
+        if self.fs.is_instrumented() {
+            remove_park(&self.fs, &self.tmp, &park);
+        } else if let Err(park) = self.reclaimer.send(&self.fs, &self.tmp, park) {
+            remove_park(&self.fs, &self.tmp, &park);
+        }
+    }
+}
+
+/// Removes the park `name` from `tmp/`. A failure is logged: the park is a
+/// temp file like any other, and the next `open` or sweep removes it.
+fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
+    match fs.remove(tmp, name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(file = %tmp.join(name).display(), error = %e, "cannot remove a parked file; the next open or sweep will");
+        }
+    }
+}
+
+/// A handle's reclaiming thread: removes the parks it is handed, in order,
+/// started on the first one. Dropping the handle waits for it to finish
+/// them.
+#[derive(Debug, Default)]
+pub(super) struct Reclaimer {
+    worker: Mutex<Option<Worker>>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    parks: mpsc::Sender<OsString>,
+    thread: JoinHandle<()>,
+}
+
+impl Reclaimer {
+    /// Hands `park` to the thread; `Err(park)` if no thread can be had.
+    fn send(&self, fs: &Fs, tmp: &Arc<Dir>, park: OsString) -> Result<(), OsString> {
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        if worker.is_none() {
+            let (parks, handed) = mpsc::channel::<OsString>();
+            let (fs, tmp) = (fs.clone(), Arc::clone(tmp));
+            let spawned = std::thread::Builder::new()
+                .name("taskstore-reclaim".to_owned())
+                .spawn(move || {
+                    for park in handed {
+                        remove_park(&fs, &tmp, &park);
+                    }
+                });
+            match spawned {
+                Ok(thread) => *worker = Some(Worker { parks, thread }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the thread that frees replaced task files; writers free them");
+                    return Err(park);
+                }
+            }
+        }
+        let worker = worker.as_ref().expect("started above");
+        worker.parks.send(park).map_err(|e| e.0)
+    }
+
+    /// Waits until every park handed over is removed, and the thread ends.
+    pub(super) fn finish(&self) {
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(Worker { parks, thread }) = worker {
+            drop(parks);
+            if thread.join().is_err() {
+                tracing::warn!("the thread that frees replaced task files panicked");
+            }
+        }
+    }
+}
+
+impl Drop for FileBackend {
+    fn drop(&mut self) {
+        self.reclaimer.finish();
+    }
+}
