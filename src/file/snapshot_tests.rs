@@ -455,6 +455,51 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
     }
 }
 
+/// A single write over a running task is not refused for want of a read:
+/// the snapshot spares it reading the file again only when it proves the
+/// file unchanged. A version another handle replaced after this one listed
+/// it is refused (`Swap::Changed`, with the stored version), whether the
+/// handle proves versions by its change notices or by file status; the
+/// stored version is replaced.
+#[test]
+fn a_write_over_a_version_another_handle_replaced_is_refused() {
+    use crate::backend::{Backend, Record, Swap};
+
+    for mode in [Mode::Watch, Mode::Status] {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, other) = pair(dir.path(), mode);
+        let task = writer.create(NewTask::new()).unwrap();
+        assert_eq!(active(&writer), vec![(task.id.clone(), task.revision)]);
+        settle(&writer);
+        let newer = other
+            .update(
+                &task.id,
+                TaskUpdate::new().metadata("by", serde_json::json!("other")),
+            )
+            .unwrap()
+            .into_task();
+        let write_over = |current: &crate::Task| {
+            let mut next = current.clone();
+            next.revision += 1;
+            let json = serde_json::to_vec(&next).unwrap();
+            writer.backend().replace(current, &Record::new(next, json))
+        };
+        match write_over(&task) {
+            Ok(Swap::Changed(Some(stored))) => assert_eq!(stored, newer, "{mode:?}"),
+            other => panic!("{mode:?}: a write over a replaced version gave {other:?}"),
+        }
+        assert!(
+            matches!(write_over(&newer), Ok(Swap::Done)),
+            "{mode:?}: the stored version is replaced"
+        );
+        assert_eq!(
+            active(&other),
+            vec![(task.id.clone(), newer.revision + 1)],
+            "{mode:?}"
+        );
+    }
+}
+
 /// While a handle holds few running tasks (`MAX_DECODED`), a listing decodes
 /// each version once and copies it after; a change another handle made is
 /// decoded afresh; with more running tasks nothing is kept decoded.

@@ -162,9 +162,25 @@ impl FileBackend {
 
     /// Replaces `current` by `next` if it is still that version, under its
     /// lock from the read to the last fsync.
+    ///
+    /// A running task the snapshot proves unchanged is not read again (see
+    /// [`proven_running`](Self::proven_running); no copy in `done/` to look
+    /// for unless `open` left one).
     fn replace_one(&self, current: &Task, next: &Record) -> Result<Swap> {
         let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
-        match self.find(&current.id)? {
+        let proven = !current.is_terminal()
+            && !self.unresolved.may_have_two(&current.id)
+            && self.proven_running(current, &mut false)?;
+        let found = if proven {
+            Some(Found {
+                task: current.clone(),
+                area: Area::Active,
+                stale: None,
+            })
+        } else {
+            self.find(&current.id)?
+        };
+        match found {
             Some(found) if is_current(&found.task, current) => {
                 self.commit(&found, next)?;
                 Ok(Swap::Done)
@@ -525,46 +541,49 @@ impl FileBackend {
             self.remove_index(current, touched);
             return Ok(true);
         }
-        if current.is_terminal() {
-            return Ok(false);
-        }
-        let proven = {
-            let mut state = self.snapshot.lock();
-            let watching = state.complete && state.watch.is_some();
-            if watching && !*drained {
-                self.refresh(&mut state)?;
-                *drained = true;
-            }
-            // A drain may have found the watch lost.
-            let watching = state.complete && state.watch.is_some();
-            match state.get(&current.id) {
-                Some((slot, entry))
-                    if slot.created_at() == current.created_at
-                        && entry.revision == current.revision =>
-                {
-                    watching
-                        || entry.stamp().is_some_and(|stamp| {
-                            self.fs
-                                .stat(self.dir(Area::Active), &name)
-                                .ok()
-                                .and_then(|s| Stamp::settled(&s, stamp::clock()))
-                                == Some(stamp)
-                        })
-                }
-                _ => false,
-            }
-        };
         // No `done/` copy needs looking for: `open` resolved every pair it
         // found (a sweep needs a store it can write), a terminal move of
         // this task changes `active/` first (and so the proof), and a
         // create under an expired task's id removes the old one first.
-        if !proven {
+        if current.is_terminal() || !self.proven_running(current, drained)? {
             return Ok(false);
         }
         if self.remove_name(Area::Active, &current.id)? {
             touched.mark(Area::Active);
         }
         Ok(true)
+    }
+
+    /// Whether the running task `current` is proven still the version in
+    /// `active/` without reading its file: the snapshot holds that version,
+    /// and the change notices (drained under the lock, once: `drained`) or
+    /// the file's settled status say its file has not changed since. The
+    /// caller holds the task's lock.
+    fn proven_running(&self, current: &Task, drained: &mut bool) -> Result<bool> {
+        let mut state = self.snapshot.lock();
+        let watching = state.complete && state.watch.is_some();
+        if watching && !*drained {
+            self.refresh(&mut state)?;
+            *drained = true;
+        }
+        // A drain may have found the watch lost.
+        let watching = state.complete && state.watch.is_some();
+        Ok(match state.get(&current.id) {
+            Some((slot, entry))
+                if slot.created_at() == current.created_at
+                    && entry.revision == current.revision =>
+            {
+                watching
+                    || entry.stamp().is_some_and(|stamp| {
+                        self.fs
+                            .stat(self.dir(Area::Active), &task_name(&current.id))
+                            .ok()
+                            .and_then(|s| Stamp::settled(&s, stamp::clock()))
+                            == Some(stamp)
+                    })
+            }
+            _ => false,
+        })
     }
 
     /// Makes `active/` durable before the first removal of a finished
