@@ -455,21 +455,29 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
     }
 }
 
-/// A single write over a running task is not refused for want of a read:
-/// the snapshot spares it reading the file again only when it proves the
-/// file unchanged. A version another handle replaced after this one listed
-/// it is refused (`Swap::Changed`, with the stored version), whether the
-/// handle proves versions by its change notices or by file status; the
-/// stored version is replaced.
+/// A write over a running task alone reads its file again under the lock
+/// only when the snapshot cannot prove it unchanged (a batch reads every
+/// task again). Alone or in a batch, a version another handle replaced
+/// after this one listed it is refused
+/// (`Swap::Changed`, with the stored version), whether the handle proves
+/// versions by its change notices or by file status; the stored version is
+/// replaced.
 #[test]
 fn a_write_over_a_version_another_handle_replaced_is_refused() {
     use crate::backend::{Backend, Record, Swap};
 
-    for mode in [Mode::Watch, Mode::Status] {
+    for (mode, batch) in [
+        (Mode::Watch, false),
+        (Mode::Status, false),
+        (Mode::Watch, true),
+        (Mode::Status, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (writer, other) = pair(dir.path(), mode);
         let task = writer.create(NewTask::new()).unwrap();
-        assert_eq!(active(&writer), vec![(task.id.clone(), task.revision)]);
+        // In a batch, beside a task nobody else writes.
+        let beside = writer.create(NewTask::new()).unwrap();
+        assert_eq!(active(&writer).len(), 2);
         settle(&writer);
         let newer = other
             .update(
@@ -478,24 +486,42 @@ fn a_write_over_a_version_another_handle_replaced_is_refused() {
             )
             .unwrap()
             .into_task();
-        let write_over = |current: &crate::Task| {
-            let mut next = current.clone();
+        let next = |task: &crate::Task| {
+            let mut next = task.clone();
             next.revision += 1;
             let json = serde_json::to_vec(&next).unwrap();
-            writer.backend().replace(current, &Record::new(next, json))
+            (task.clone(), Record::new(next, json))
+        };
+        let mut beside_written = false;
+        let mut write_over = |current: &crate::Task| {
+            if !batch {
+                let (current, next) = next(current);
+                return writer.backend().replace(&current, &next);
+            }
+            let mut results = writer
+                .backend()
+                .replace_all(&[next(current), next(&beside)]);
+            if !beside_written {
+                assert!(
+                    matches!(results[1], Ok(Swap::Done)),
+                    "{mode:?}: {results:?}"
+                );
+                beside_written = true;
+            }
+            results.swap_remove(0)
         };
         match write_over(&task) {
-            Ok(Swap::Changed(Some(stored))) => assert_eq!(stored, newer, "{mode:?}"),
-            other => panic!("{mode:?}: a write over a replaced version gave {other:?}"),
+            Ok(Swap::Changed(Some(stored))) => assert_eq!(stored, newer, "{mode:?} {batch}"),
+            other => panic!("{mode:?} {batch}: a write over a replaced version gave {other:?}"),
         }
         assert!(
             matches!(write_over(&newer), Ok(Swap::Done)),
-            "{mode:?}: the stored version is replaced"
+            "{mode:?} {batch}: the stored version is replaced"
         );
         assert_eq!(
-            active(&other),
-            vec![(task.id.clone(), newer.revision + 1)],
-            "{mode:?}"
+            other.get(&task.id).unwrap().map(|t| t.revision),
+            Some(newer.revision + 1),
+            "{mode:?} {batch}"
         );
     }
 }
