@@ -12,8 +12,8 @@
 //! renames the new version over it; the park goes once the new version is
 //! durable: after the fsync of `active/` for a running task, after the
 //! fsync of `done/` for a terminal one. Removing it frees the old version,
-//! which costs the file system about what a write does (ext4 returning the
-//! file's block), so a thread of the handle's own does it, off the
+//! which can cost a third of a durable write (ext4 returning the file's
+//! block: BENCHMARKS.md), so a thread of the handle's own does it, off the
 //! writer's path ([`Reclaimer`]); a handle whose calls are being recorded
 //! or failed on purpose (feature `fault-injection`) removes its parks
 //! itself, in call order. A park a crash (or a failed fsync)
