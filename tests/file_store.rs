@@ -403,3 +403,39 @@ fn lost_and_found_alone_is_an_empty_directory() {
     ));
     assert!(!other.path().join("taskstore.json").exists());
 }
+
+/// A durable handle (no seam instrumentation: the reclaiming thread, not
+/// the inline path the call-order tests see) frees the files its writes
+/// replaced: no park is left in `tmp/` once the handle is gone, and every
+/// write stands. (The drop joins the thread; this test fails when the
+/// thread removes nothing, not when the drop forgets to wait for a thread
+/// that keeps up.)
+#[test]
+fn a_dropped_handle_leaves_no_parked_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    for i in 0..50 {
+        assert!(
+            store
+                .update(&task.id, TaskUpdate::new().metadata("i", json!(i)))
+                .unwrap()
+                .is_applied()
+        );
+    }
+    assert!(
+        store
+            .complete(&task.id, json!("done"))
+            .unwrap()
+            .is_applied()
+    );
+    drop(store);
+    assert_eq!(
+        count(&dir.path().join("tmp")),
+        0,
+        "parks left after the drop"
+    );
+    let store = FileStore::open(dir.path()).unwrap();
+    let got = store.get(&task.id).unwrap().unwrap();
+    assert_eq!((got.status, got.revision), (TaskStatus::Completed, 52));
+}
