@@ -70,11 +70,16 @@ impl Floor {
             std::fs::remove_file(name).unwrap();
         }
         if self.sync {
-            self.dest_dir.sync_all().unwrap();
+            self.sync_dest();
         }
     }
 
-    /// The paths of every file in the destination (untimed).
+    /// Fsyncs the destination directory.
+    pub fn sync_dest(&self) {
+        self.dest_dir.sync_all().unwrap();
+    }
+
+    /// The paths of every file in the destination, as `readdir` gives them.
     pub fn files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.dest)
             .unwrap()

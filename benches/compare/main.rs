@@ -93,6 +93,7 @@ const PEER_NAMES: &[&str] = &[
     "sqlite-processes",
     "redb",
     "floor",
+    "bound",
     "taskstore+floor",
     "failsafe",
     "recloser",

@@ -1,7 +1,8 @@
 //! The sweep row: deleting 10,000 expired tasks (and nothing else), against
 //! SQLite's `DELETE ... WHERE expires_at <= ?` on its expiry index, redb's
-//! range removal from its expiry table, and the floor: the file system
-//! deleting 10,000 files of a task's size.
+//! range removal from its expiry table, the floor (the file system deleting
+//! 10,000 files of a task's size) and the bound (what any sweep storing one
+//! file per task must do when it meets the tasks at the sweep).
 
 use std::time::{Duration, Instant};
 
@@ -80,7 +81,63 @@ fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
             total
         })
     });
+    // The bound: a sweep that meets the files at the sweep, one file per
+    // task, with nothing of the store's own: list the directory, then on as
+    // many threads as the store's passes use, read and decode each file
+    // (its status and revision are what the `task.expired` event reports)
+    // and unlink it; one fsync of the directory.
+    let bound = Floor::new(&dir.path().join("bound"), true);
+    group.bench_function("bound", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                bound.fill(N, &bytes);
+                let start = Instant::now();
+                assert_eq!(read_and_remove_all(&bound), N);
+                let elapsed = start.elapsed();
+                record(WORKLOAD, "bound", elapsed, 1);
+                total += elapsed;
+            }
+            total
+        })
+    });
     group.finish();
+}
+
+/// A task file's envelope, for the bound's decoding.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    task: taskstore::Task,
+}
+
+/// Lists `floor`'s destination, reads, decodes and unlinks every file in
+/// it on up to four threads (as the store's parallel passes), and fsyncs the
+/// directory once; returns how many files it removed.
+fn read_and_remove_all(floor: &Floor) -> usize {
+    let files = floor.files();
+    let workers = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let removed: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(files.len().div_ceil(workers).max(1))
+            .map(|share| {
+                scope.spawn(move || {
+                    for path in share {
+                        let bytes = std::fs::read(path).unwrap();
+                        let envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+                        std::hint::black_box((envelope.task.status, envelope.task.revision));
+                        std::fs::remove_file(path).unwrap();
+                    }
+                    share.len()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    floor.sync_dest();
+    removed
 }
 
 /// The bytes of a running task's file with a TTL, as the store writes it.
