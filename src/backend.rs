@@ -112,6 +112,22 @@ pub trait Backend: Send + Sync {
         tasks.iter().map(|task| self.remove(task)).collect()
     }
 
+    /// [`remove_all`](Backend::remove_all) for tasks that have expired,
+    /// which no reader sees whatever the storage still holds: their removals
+    /// need not be durable when it returns, only once
+    /// [`settle_expired`](Backend::settle_expired) has returned. A sweep
+    /// removes batch after batch this way and settles once, at its end. The
+    /// caller passes only expired tasks. The default is `remove_all`.
+    fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        self.remove_all(tasks)
+    }
+
+    /// Makes durable every removal [`remove_expired`](Backend::remove_expired)
+    /// has made on this handle. The default has nothing to settle.
+    fn settle_expired(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Cleans up what crashed writers left behind (temp files, half-finished
     /// moves); returns how many leftovers were cleaned. Called by every sweep.
     /// The default has nothing to clean.
@@ -439,6 +455,12 @@ macro_rules! forward_backend {
             }
             fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
                 (**self).remove_all(tasks)
+            }
+            fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+                (**self).remove_expired(tasks)
+            }
+            fn settle_expired(&self) -> Result<()> {
+                (**self).settle_expired()
             }
             fn clean_up(&self) -> Result<usize> {
                 (**self).clean_up()

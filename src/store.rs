@@ -86,6 +86,16 @@ pub trait TaskStore: Send + Sync {
     /// Deletes every expired task, active and terminal alike, and cleans up
     /// what crashed writers left behind. A task that cannot be deleted, or
     /// an entry that cannot be read, is reported and the sweep goes on.
+    ///
+    /// The deletions are durable when it returns `Ok`, made so once for the
+    /// whole pass: a power loss before that may bring back tasks already
+    /// reported deleted (and their `task.expired` events sent), still
+    /// expired, so seen by no reader; the next sweep deletes them again.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error of the pass as a whole (listing, or making its
+    /// deletions durable; the next sweep makes them durable then).
     fn sweep(&self) -> Result<Swept>;
 
     /// This handle's instance id: the owner recorded on the tasks it creates.

@@ -924,6 +924,136 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
     }
 }
 
+/// A sweep makes its removals durable once, after the last of them: one
+/// fsync of `active/` and one of `done/` for a pass of three batches, not
+/// one per batch (a reader sees none of the expired tasks before the fsync
+/// either way), and the sweep returns only after them; the `expiring/`
+/// entries of the finished tasks go after the fsync of `done/`.
+#[test]
+fn a_sweep_makes_its_removals_durable_once_after_the_last() {
+    use taskstore::FsEvent;
+    const RUNNING: usize = 2_500;
+    const FINISHED: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let ttl = Duration::from_secs(60);
+    {
+        let filler = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap();
+        // The finished tasks first, so that they list in the first batch:
+        // its removals from `done/` then follow an fsync of `active/` made
+        // before any removal (see `settle_moves`), not one between batches.
+        for at in 0..FINISHED {
+            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
+        }
+        clock.advance(Duration::from_millis(1));
+        for _ in 0..RUNNING {
+            filler.create(NewTask::new().ttl(ttl)).unwrap();
+        }
+    }
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    clock.advance(ttl * 2);
+    let from = recorder.len();
+    assert_eq!(store.sweep_expired().unwrap(), RUNNING + FINISHED);
+    let events = recorder.events();
+    let at = |is: &dyn Fn(&FsEvent) -> bool| -> Vec<usize> {
+        (from..events.len()).filter(|&i| is(&events[i])).collect()
+    };
+    let removed = |area: &'static str| {
+        at(&move |e| matches!(e, FsEvent::Remove { path } if in_area(path, area)))
+    };
+    let synced = |area: &'static str| {
+        at(&move |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with(area)))
+    };
+    for (area, count) in [("active", RUNNING), ("done", FINISHED)] {
+        let removals = removed(area);
+        assert_eq!(
+            removals.len(),
+            count,
+            "{area}: every expired task's file is removed"
+        );
+        let (first, last) = (removals[0], removals[count - 1]);
+        let after_first: Vec<usize> = synced(area).into_iter().filter(|&i| i > first).collect();
+        assert_eq!(
+            after_first.len(),
+            1,
+            "{area}: one fsync once the removals began, for the whole pass (calls {after_first:?})"
+        );
+        assert!(
+            after_first[0] > last,
+            "{area}: the fsync (call {}) comes after the last removal (call {last})",
+            after_first[0]
+        );
+    }
+    let done_durable = synced("done").into_iter().max().unwrap();
+    let unindexed = removed("expiring");
+    assert_eq!(unindexed.len(), FINISHED);
+    assert!(
+        unindexed.iter().all(|&i| i > done_durable),
+        "the finished tasks' entries go after their removal is durable (call {done_durable}): {unindexed:?}"
+    );
+    assert_eq!(fs::read_dir(dir.path().join("active")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(dir.path().join("done")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(dir.path().join("expiring")).unwrap().count(),
+        0
+    );
+}
+
+/// A sweep whose closing fsync of `active/` fails returns that error, naming
+/// the directory, and loses nothing: its removals stay pending on the handle,
+/// and the next sweep makes them durable (an fsync of `active/` even with
+/// nothing left to remove).
+#[test]
+fn a_sweep_whose_closing_fsync_fails_says_so_and_the_next_makes_it_durable() {
+    use taskstore::{FsEvent, FsOp};
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    for _ in 0..3 {
+        store.create(NewTask::new().ttl(ttl)).unwrap();
+    }
+    clock.advance(ttl * 2);
+    let active = root.join("active");
+    faults.fail_at(FsOp::SyncDir, &active, Fault::Eio);
+    let error = store.sweep_expired().unwrap_err();
+    let said = error.to_string();
+    assert!(
+        said.contains("fsync") && said.contains(&active.display().to_string()),
+        "the error names the call and the directory: {said}"
+    );
+    assert_eq!(fs::read_dir(&active).unwrap().count(), 0);
+    faults.disarm();
+    let from = recorder.len();
+    assert_eq!(store.sweep_expired().unwrap(), 0);
+    let events = recorder.events();
+    assert!(
+        events[from..]
+            .iter()
+            .any(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active"))),
+        "the next sweep makes the pending removals durable: {:?}",
+        &events[from..]
+    );
+}
+
 /// A write over a running task's file first gives that file a second name
 /// in `tmp/` (its park), and removes the park only once the new version is
 /// durable: after the fsync of `active/` for an update, of `done/` for a

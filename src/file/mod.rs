@@ -134,6 +134,9 @@ pub struct FileBackend {
     proofs: Proofs,
     /// Frees the files that writes replaced (see `park`).
     reclaimer: park::Reclaimer,
+    /// What the removals of expired tasks changed, to make durable at the
+    /// end of their sweep (`Backend::settle_expired`).
+    pending_removals: std::sync::Mutex<write::Touched>,
     /// The handles lock, held shared for the handle's life: an open that
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.
@@ -315,6 +318,14 @@ impl Backend for FileBackend {
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         self.remove_batch(tasks)
+    }
+
+    fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        self.remove_expired_batch(tasks)
+    }
+
+    fn settle_expired(&self) -> Result<()> {
+        self.settle_expired_removals()
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {

@@ -102,6 +102,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         reclaimer: Default::default(),
+        pending_removals: Default::default(),
         handles,
         unresolved: Default::default(),
     };

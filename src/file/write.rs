@@ -635,6 +635,40 @@ impl FileBackend {
     /// ext4 frees them faster than in any other), spread over the cores.
     /// Writers wait for the batch.
     pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        let (results, touched) = self.remove_unsettled(tasks);
+        self.settle_removals(results, &touched)
+    }
+
+    /// [`remove_batch`](Self::remove_batch) for expired tasks: what the
+    /// removals changed is made durable by
+    /// [`settle_expired_removals`](Self::settle_expired_removals), once for
+    /// a whole sweep.
+    pub(super) fn remove_expired_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        let (results, touched) = self.remove_unsettled(tasks);
+        self.pending_removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .absorb(touched);
+        results
+    }
+
+    /// Makes durable every removal of expired tasks this handle has made.
+    /// The pending changes are held while they are made durable (a second
+    /// caller waits rather than return before they are), and kept if that
+    /// fails, for the next call.
+    pub(super) fn settle_expired_removals(&self) -> Result<()> {
+        let mut pending = self
+            .pending_removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sync_touched(&pending)?;
+        *pending = Touched::default();
+        Ok(())
+    }
+
+    /// [`remove_batch`](Self::remove_batch) but for making its removals
+    /// durable: the results, and what the removals changed.
+    fn remove_unsettled(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
         let all = if tasks.len() >= parallel::MIN_SHARED {
             self.locks.lock_all(&self.fs).ok()
         } else {
@@ -643,10 +677,11 @@ impl FileBackend {
         let settled = match self.settle_moves_of(tasks, all.is_none()) {
             Ok(touched) => touched.moves_settled,
             Err(e) => {
-                return tasks
+                let results = tasks
                     .iter()
                     .map(|_| Err(e.for_each_of("remove", &self.root)))
                     .collect();
+                return (results, Touched::default());
             }
         };
         let (results, touched) = match all {
@@ -677,7 +712,7 @@ impl FileBackend {
             }
             None => self.remove_by_stripe(tasks, settled),
         };
-        self.settle_removals(results, &touched)
+        (results, touched)
     }
 
     /// [`remove_batch`](Self::remove_batch) one stripe at a time: the batch

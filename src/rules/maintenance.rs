@@ -17,12 +17,23 @@ use crate::task::{Outcome, Task};
 const SWEEP_BATCH: usize = 1_024;
 
 impl<B: Backend> Store<B> {
-    /// Deletes every task expired at `now`, batch by batch.
+    /// Deletes every task expired at `now`, batch by batch, with one
+    /// durable barrier for the whole pass: until it, a power loss can bring
+    /// back tasks reported deleted, still expired (so seen by no reader),
+    /// for the next sweep to delete again. The barrier is raised even when
+    /// a batch fails.
     pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
         let mut swept = Swept {
             cleaned: self.backend.clean_up()?,
             ..Swept::default()
         };
+        let swept_all = self.sweep_batches(now, &mut swept);
+        let settled = self.backend.settle_expired();
+        swept_all.and(settled).map(|()| swept)
+    }
+
+    /// The batches of [`sweep_at`](Self::sweep_at), counted into `swept`.
+    fn sweep_batches(&self, now: OffsetDateTime, swept: &mut Swept) -> Result<()> {
         let mut scan = Scan::new(Scope::All, SWEEP_BATCH);
         scan.expired_at = Some(now);
         loop {
@@ -31,7 +42,7 @@ impl<B: Backend> Store<B> {
             self.notify_skipped(&batch.skipped);
             swept.skipped.extend(batch.skipped);
             let Some(last) = batch.tasks.last() else {
-                break;
+                return Ok(());
             };
             scan.after = Some(Position::of(last));
             let expired: Vec<Task> = batch
@@ -39,7 +50,7 @@ impl<B: Backend> Store<B> {
                 .into_iter()
                 .filter(|t| t.is_expired_at(now))
                 .collect();
-            let results = self.backend.remove_all(&expired);
+            let results = self.backend.remove_expired(&expired);
             for (task, result) in expired.into_iter().zip(results) {
                 match result {
                     Ok(Swap::Done) => {
@@ -53,10 +64,9 @@ impl<B: Backend> Store<B> {
                 }
             }
             if exhausted {
-                break;
+                return Ok(());
             }
         }
-        Ok(swept)
     }
 
     /// Deletes the active tasks expired at `now`: they hold a place under

@@ -180,6 +180,7 @@ impl FileCheck {
                     snapshot: Default::default(),
                     proofs: Default::default(),
                     reclaimer: Default::default(),
+                    pending_removals: Default::default(),
                     // A check is no handle: it never holds the handles lock,
                     // so it never keeps an exclusive open from compacting.
                     handles: None,
