@@ -90,7 +90,8 @@ pub trait TaskStore: Send + Sync {
     /// The deletions are durable when it returns `Ok`, made so once for the
     /// whole pass: a power loss before that may bring back tasks already
     /// reported deleted (and their `task.expired` events sent), still
-    /// expired, so seen by no reader; the next sweep deletes them again.
+    /// expired (unless the clock is then set back before their expiry), so
+    /// seen by no reader; the next sweep deletes them again.
     ///
     /// # Errors
     ///
