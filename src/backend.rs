@@ -123,9 +123,24 @@ pub trait Backend: Send + Sync {
     }
 
     /// Makes durable every removal [`remove_expired`](Backend::remove_expired)
-    /// has made on this handle. The default has nothing to settle.
+    /// or [`remove_unread`](Backend::remove_unread) has made on this handle.
+    /// The default has nothing to settle.
     fn settle_expired(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Removes the running tasks `doomed` picks among those this handle has
+    /// not read yet, reading each once (a handle that meets thousands of
+    /// new tasks at a sweep), and hands each task removed to `removed`;
+    /// their removals are durable once
+    /// [`settle_expired`](Backend::settle_expired) returns. Best effort:
+    /// what it leaves, the sweep's scan finds. The default removes nothing.
+    fn remove_unread(
+        &self,
+        doomed: &(dyn Fn(&Task) -> bool + Sync),
+        removed: &mut dyn FnMut(Task),
+    ) {
+        let _ = (doomed, removed);
     }
 
     /// Cleans up what crashed writers left behind (temp files, half-finished
@@ -461,6 +476,13 @@ macro_rules! forward_backend {
             }
             fn settle_expired(&self) -> Result<()> {
                 (**self).settle_expired()
+            }
+            fn remove_unread(
+                &self,
+                doomed: &(dyn Fn(&Task) -> bool + Sync),
+                removed: &mut dyn FnMut(Task),
+            ) {
+                (**self).remove_unread(doomed, removed)
             }
             fn clean_up(&self) -> Result<usize> {
                 (**self).clean_up()

@@ -692,9 +692,36 @@ fn a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired()
         assert_eq!(role, "sweep-writer");
         return sweep_writer(&args);
     }
+    large_sweep_beside_writers(
+        "a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired",
+        false,
+    );
+}
+
+/// The same, by a sweeper whose snapshot is complete before the tasks are
+/// made: it meets them as new files, which the sweep reads once each under
+/// its lock and removes at once if expired (`src/file/unread.rs`).
+#[test]
+fn a_large_sweep_of_files_the_sweeper_has_not_read_deletes_exactly_the_expired() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "sweep-writer");
+        return sweep_writer(&args);
+    }
+    large_sweep_beside_writers(
+        "a_large_sweep_of_files_the_sweeper_has_not_read_deletes_exactly_the_expired",
+        true,
+    );
+}
+
+/// The body of the large-sweep tests, run as test `test`; with
+/// `listed_first`, the sweeper lists the store (empty) before it is filled.
+fn large_sweep_beside_writers(test: &str, listed_first: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let sweeper = open(&store, "sweeper");
+    if listed_first {
+        assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    }
     let fast = open_fast(&store, "setup");
     let expired: BTreeSet<TaskId> = (0..EXPIRED)
         .map(|_| {
@@ -715,7 +742,7 @@ fn a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired()
         .map(|k| {
             spawn(
                 &work,
-                "a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired",
+                test,
                 "sweep-writer",
                 &args(&store, &work, &[k.to_string()]),
             )

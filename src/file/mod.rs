@@ -29,6 +29,7 @@ mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
 mod stamp;
+mod unread;
 mod verify;
 mod watch;
 mod write;
@@ -326,6 +327,14 @@ impl Backend for FileBackend {
 
     fn settle_expired(&self) -> Result<()> {
         self.settle_expired_removals()
+    }
+
+    fn remove_unread(
+        &self,
+        doomed: &(dyn Fn(&Task) -> bool + Sync),
+        removed: &mut dyn FnMut(Task),
+    ) {
+        FileBackend::remove_unread(self, doomed, removed);
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {

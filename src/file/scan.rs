@@ -368,7 +368,11 @@ impl FileBackend {
         if state.complete {
             match &state.watch {
                 Some(watch) => match watch.drain() {
-                    Changes::Names(names) => {
+                    Changes::Names(mut names) => {
+                        // A later notice of a name a sweep took says more.
+                        for (name, change) in std::mem::take(&mut state.unread) {
+                            names.entry(name).or_insert(change);
+                        }
                         self.revise(state, names);
                         return Ok(());
                     }
@@ -399,6 +403,8 @@ impl FileBackend {
         }
         let before = stamp::clock();
         let (status, settled) = self.observe_active(before)?;
+        // The pass reads every name a sweep took, too.
+        state.unread.clear();
         self.full_pass(state, status, before)?;
         if let Some(watch) = &state.watch {
             match watch.drain() {
@@ -468,7 +474,7 @@ impl FileBackend {
     }
 
     /// Revises the entries of the files of `active/` named in notices.
-    fn revise(&self, state: &mut State, names: HashMap<OsString, Change>) {
+    pub(super) fn revise(&self, state: &mut State, names: HashMap<OsString, Change>) {
         let mut changed = Vec::new();
         for (name, change) in names {
             match (layout::task_file_id(&name), change) {

@@ -565,3 +565,131 @@ fn few_running_tasks_are_decoded_once_per_version() {
         "past MAX_DECODED, only the copies kept before are reused"
     );
 }
+
+/// A sweep by a handle that meets hundreds of new files removes the expired
+/// running tasks among them reading each file once, under its lock, never
+/// into the snapshot (`unread`), and reports each with the version it read;
+/// what it leaves (running tasks without a TTL, a file that does not
+/// decode) goes into the snapshot as any new file does, and is listed and
+/// reported. With a few new files, or a snapshot that is not complete, the
+/// sweep reads them into the snapshot first, as before.
+#[test]
+fn a_sweep_removes_expired_files_it_has_not_read_reading_each_once() {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use crate::clock::ManualClock;
+    use crate::events::{EventLog, TaskEventKind};
+
+    const EXPIRED: usize = 300;
+    const UPDATED: usize = 10;
+    const LIVE: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let log = Arc::new(EventLog::with_capacity(4 * EXPIRED));
+    let sweeper = handle_on(
+        FileStore::builder(dir.path())
+            .clock(clock.clone())
+            .sink(log.clone()),
+        Mode::Watch,
+    );
+    let writer = handle_on(
+        FileStore::builder(dir.path()).clock(clock.clone()),
+        Mode::Watch,
+    );
+    assert!(active(&sweeper).is_empty(), "the snapshot is complete");
+    let ttl = Duration::from_secs(60);
+    let mut revisions = std::collections::BTreeMap::new();
+    for n in 0..EXPIRED {
+        let task = writer.create(NewTask::new().ttl(ttl)).unwrap();
+        let task = if n < UPDATED {
+            writer
+                .update(&task.id, TaskUpdate::new().metadata("n", n))
+                .unwrap()
+                .into_task()
+        } else {
+            task
+        };
+        revisions.insert(task.id, task.revision);
+    }
+    let live: Vec<TaskId> = (0..LIVE)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    let junk = dir.path().join("active").join("junk.json");
+    std::fs::write(&junk, b"{not a task").unwrap();
+    clock.advance(ttl * 2);
+
+    let (reads_before, from) = (reads(&sweeper), log.last_seq() + 1);
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!(swept.deleted, EXPIRED, "{swept:?}");
+    assert!(swept.missed.is_empty(), "{swept:?}");
+    assert_eq!(
+        swept
+            .skipped
+            .iter()
+            .map(|s| s.location.as_str())
+            .collect::<Vec<_>>(),
+        [junk.display().to_string()],
+        "the file that does not decode is reported"
+    );
+    assert_eq!(
+        reads(&sweeper) - reads_before,
+        (LIVE + 1) as u64,
+        "only the files the sweep left were read into the snapshot"
+    );
+    let expired: std::collections::BTreeMap<TaskId, u64> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
+        .map(|r| {
+            (
+                TaskId::parse(r.event.data["taskId"].as_str().unwrap()).unwrap(),
+                r.event.data["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expired, revisions,
+        "each expired task reported once, as it was read"
+    );
+    let mut live = live;
+    live.sort();
+    let listed = |store: &FileStore| {
+        active(store)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&sweeper), live);
+    assert_eq!(listed(&handle(dir.path(), Mode::Watch)), live);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("active"))
+            .unwrap()
+            .count(),
+        LIVE,
+        "the expired files are gone, the junk set aside"
+    );
+}
+
+/// The names of new files a sweep has taken from the change notices, to
+/// read the files itself, are not lost to a listing in the meantime: it
+/// reads them as changed names (`State::unread`).
+#[test]
+fn a_listing_reads_the_new_files_a_sweep_has_taken() {
+    const NEW: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let (sweeper, writer) = pair(dir.path(), Mode::Watch);
+    assert!(active(&sweeper).is_empty(), "the snapshot is complete");
+    for _ in 0..NEW {
+        writer.create(NewTask::new()).unwrap();
+    }
+    let taken = sweeper.backend().take_unread();
+    assert_eq!(taken.len(), NEW, "the sweep takes every new name");
+    assert_eq!(
+        active(&sweeper).len(),
+        NEW,
+        "a listing meanwhile reads them"
+    );
+    assert!(sweeper.backend().snapshot.lock().unread.is_empty());
+}

@@ -902,14 +902,14 @@ pub(super) struct Touched {
 
 impl Touched {
     /// Adds what another share of the batch touched.
-    fn absorb(&mut self, other: Touched) {
+    pub(super) fn absorb(&mut self, other: Touched) {
         self.active |= other.active;
         self.done |= other.done;
         self.expiring |= other.expiring;
         self.unindex.extend(other.unindex);
     }
 
-    fn mark(&mut self, area: Area) {
+    pub(super) fn mark(&mut self, area: Area) {
         match area {
             Area::Active => self.active = true,
             Area::Done => self.done = true,

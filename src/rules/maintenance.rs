@@ -23,11 +23,18 @@ impl<B: Backend> Store<B> {
     /// for the next sweep to delete again. The barrier is raised even when
     /// a batch fails.
     pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
-        let mut swept = Swept {
-            cleaned: self.backend.clean_up()?,
-            ..Swept::default()
-        };
-        let swept_all = self.sweep_batches(now, &mut swept);
+        let mut swept = Swept::default();
+        // First the tasks the backend can remove as it meets them (before
+        // the clean-up, which may read every new task into a snapshot).
+        self.backend
+            .remove_unread(&|task| task.is_expired_at(now), &mut |task| {
+                swept.deleted += 1;
+                self.settings.notifier.task(TaskEventKind::Expired, &task);
+            });
+        let swept_all = self.backend.clean_up().and_then(|cleaned| {
+            swept.cleaned = cleaned;
+            self.sweep_batches(now, &mut swept)
+        });
         let settled = self.backend.settle_expired();
         swept_all.and(settled).map(|()| swept)
     }
