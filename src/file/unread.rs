@@ -64,10 +64,7 @@ impl FileBackend {
                     removed(task);
                 }
             }
-            self.pending_removals
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .absorb(touched);
+            self.defer_removals(touched);
         }
         // The rest back to the snapshot, read now; the names removed are
         // gone (their notices say so again at the next drain).

@@ -645,11 +645,17 @@ impl FileBackend {
     /// a whole sweep.
     pub(super) fn remove_expired_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         let (results, touched) = self.remove_unsettled(tasks);
+        self.defer_removals(touched);
+        results
+    }
+
+    /// Leaves what removals of expired tasks touched to be made durable by
+    /// [`settle_expired_removals`](Self::settle_expired_removals).
+    pub(super) fn defer_removals(&self, touched: Touched) {
         self.pending_removals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .absorb(touched);
-        results
     }
 
     /// Makes durable every removal of expired tasks this handle has made.
