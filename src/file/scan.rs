@@ -370,8 +370,8 @@ impl FileBackend {
                 Some(watch) => match watch.drain() {
                     Changes::Names(mut names) => {
                         // A later notice of a name a sweep took says more.
-                        for (name, change) in std::mem::take(&mut state.unread) {
-                            names.entry(name).or_insert(change);
+                        for name in std::mem::take(&mut state.unread) {
+                            names.entry(name).or_insert(Change::Changed);
                         }
                         self.revise(state, names);
                         return Ok(());

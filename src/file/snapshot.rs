@@ -9,7 +9,7 @@
 //! when returned.
 
 use std::collections::hash_map::{self, RandomState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::backend::{Scan, Scope, Skipped};
 use crate::file::codec::Keys;
 use crate::file::stamp::Stamp;
-use crate::file::watch::{Change, Watch};
+use crate::file::watch::Watch;
 use crate::id::TaskId;
 use crate::task::{Task, TaskStatus};
 
@@ -105,7 +105,7 @@ pub(crate) struct State {
     /// Names whose notices a sweep took to read the files itself (see
     /// `unread`), not read into the snapshot yet: every refresh reads them
     /// as changed names, and the sweep puts back what it leaves.
-    pub unread: HashMap<OsString, Change>,
+    pub unread: HashSet<OsString>,
     /// Whether the snapshot covers every change: a full pass was made and
     /// the watch (or, without one, `dir`) has held since.
     pub complete: bool,

@@ -73,6 +73,10 @@ impl FileBackend {
         for name in &gone {
             back.remove(name);
         }
+        let back = back
+            .into_iter()
+            .map(|name| (name, Change::Changed))
+            .collect();
         self.revise(&mut state, back);
     }
 
@@ -94,7 +98,10 @@ impl FileBackend {
             }
             None => return Vec::new(),
         };
-        let mut rest: HashMap<OsString, Change> = std::mem::take(&mut state.unread);
+        let mut rest: HashMap<OsString, Change> = std::mem::take(&mut state.unread)
+            .into_iter()
+            .map(|name| (name, Change::Changed))
+            .collect();
         let mut unread = Vec::new();
         for (name, change) in names {
             match (change, layout::task_file_id(&name)) {
@@ -115,11 +122,9 @@ impl FileBackend {
             rest.extend(unread.drain(..).map(|(_, name)| (name, Change::Changed)));
         }
         self.revise(&mut state, rest);
-        state.unread.extend(
-            unread
-                .iter()
-                .map(|(_, name)| (name.clone(), Change::Changed)),
-        );
+        state
+            .unread
+            .extend(unread.iter().map(|(_, name)| name.clone()));
         unread
     }
 
