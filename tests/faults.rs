@@ -928,85 +928,101 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
 /// fsync of `active/` and one of `done/` for a pass of three batches, not
 /// one per batch (a reader sees none of the expired tasks before the fsync
 /// either way), and the sweep returns only after them; the `expiring/`
-/// entries of the finished tasks go after the fsync of `done/`.
+/// entries of the finished tasks go after the fsync of `done/`. The same
+/// for a sweeper that listed the store before it was filled, which reads
+/// the new files itself (`src/file/unread.rs`; running tasks alone, so that
+/// no fsync before a removal from `done/` makes its removals durable).
 #[test]
 fn a_sweep_makes_its_removals_durable_once_after_the_last() {
     use taskstore::FsEvent;
     const RUNNING: usize = 2_500;
-    const FINISHED: usize = 5;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let ttl = Duration::from_secs(60);
-    {
-        let filler = FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .durability(Durability::Eventual)
-            .open()
-            .unwrap();
-        // The finished tasks first, so that they list in the first batch:
-        // its removals from `done/` then follow an fsync of `active/` made
-        // before any removal (see `settle_moves`), not one between batches.
-        for at in 0..FINISHED {
-            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
+    for (listed_first, finished) in [(false, 5), (true, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let ttl = Duration::from_secs(60);
+        let recorder = taskstore::Recorder::new();
+        let open = || {
+            FileStore::builder(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .recorder(recorder.clone())
+                .open()
+                .unwrap()
+        };
+        let early = listed_first.then(|| {
+            let store = open();
+            assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
+            store
+        });
+        {
+            let filler = FileStore::builder(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .durability(Durability::Eventual)
+                .open()
+                .unwrap();
+            // The finished tasks first, so that they list in the first
+            // batch: its removals from `done/` then follow an fsync of
+            // `active/` made before any removal (see `settle_moves`), not
+            // one between batches.
+            for at in 0..finished {
+                let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
+                assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
+            }
+            clock.advance(Duration::from_millis(1));
+            for _ in 0..RUNNING {
+                filler.create(NewTask::new().ttl(ttl)).unwrap();
+            }
         }
-        clock.advance(Duration::from_millis(1));
-        for _ in 0..RUNNING {
-            filler.create(NewTask::new().ttl(ttl)).unwrap();
+        let store = early.unwrap_or_else(open);
+        clock.advance(ttl * 2);
+        let from = recorder.len();
+        assert_eq!(store.sweep_expired().unwrap(), RUNNING + finished);
+        let events = recorder.events();
+        let at = |is: &dyn Fn(&FsEvent) -> bool| -> Vec<usize> {
+            (from..events.len()).filter(|&i| is(&events[i])).collect()
+        };
+        let removed = |area: &'static str| {
+            at(&move |e| matches!(e, FsEvent::Remove { path } if in_area(path, area)))
+        };
+        let synced = |area: &'static str| {
+            at(&move |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with(area)))
+        };
+        for (area, count) in [("active", RUNNING), ("done", finished)] {
+            let removals = removed(area);
+            assert_eq!(
+                removals.len(),
+                count,
+                "listed first {listed_first}, {area}: every expired task's file is removed"
+            );
+            let Some((&first, &last)) = removals.first().zip(removals.last()) else {
+                continue;
+            };
+            let after_first: Vec<usize> = synced(area).into_iter().filter(|&i| i > first).collect();
+            assert_eq!(
+                after_first.len(),
+                1,
+                "listed first {listed_first}, {area}: one fsync once the removals began, for the whole pass (calls {after_first:?})"
+            );
+            assert!(
+                after_first[0] > last,
+                "listed first {listed_first}, {area}: the fsync (call {}) comes after the last removal (call {last})",
+                after_first[0]
+            );
         }
-    }
-    let recorder = taskstore::Recorder::new();
-    let store = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .recorder(recorder.clone())
-        .open()
-        .unwrap();
-    clock.advance(ttl * 2);
-    let from = recorder.len();
-    assert_eq!(store.sweep_expired().unwrap(), RUNNING + FINISHED);
-    let events = recorder.events();
-    let at = |is: &dyn Fn(&FsEvent) -> bool| -> Vec<usize> {
-        (from..events.len()).filter(|&i| is(&events[i])).collect()
-    };
-    let removed = |area: &'static str| {
-        at(&move |e| matches!(e, FsEvent::Remove { path } if in_area(path, area)))
-    };
-    let synced = |area: &'static str| {
-        at(&move |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with(area)))
-    };
-    for (area, count) in [("active", RUNNING), ("done", FINISHED)] {
-        let removals = removed(area);
+        let unindexed = removed("expiring");
+        assert_eq!(unindexed.len(), finished);
+        if let Some(done_durable) = synced("done").into_iter().max() {
+            assert!(
+                unindexed.iter().all(|&i| i > done_durable),
+                "the finished tasks' entries go after their removal is durable (call {done_durable}): {unindexed:?}"
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path().join("active")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("done")).unwrap().count(), 0);
         assert_eq!(
-            removals.len(),
-            count,
-            "{area}: every expired task's file is removed"
-        );
-        let (first, last) = (removals[0], removals[count - 1]);
-        let after_first: Vec<usize> = synced(area).into_iter().filter(|&i| i > first).collect();
-        assert_eq!(
-            after_first.len(),
-            1,
-            "{area}: one fsync once the removals began, for the whole pass (calls {after_first:?})"
-        );
-        assert!(
-            after_first[0] > last,
-            "{area}: the fsync (call {}) comes after the last removal (call {last})",
-            after_first[0]
+            fs::read_dir(dir.path().join("expiring")).unwrap().count(),
+            0
         );
     }
-    let done_durable = synced("done").into_iter().max().unwrap();
-    let unindexed = removed("expiring");
-    assert_eq!(unindexed.len(), FINISHED);
-    assert!(
-        unindexed.iter().all(|&i| i > done_durable),
-        "the finished tasks' entries go after their removal is durable (call {done_durable}): {unindexed:?}"
-    );
-    assert_eq!(fs::read_dir(dir.path().join("active")).unwrap().count(), 0);
-    assert_eq!(fs::read_dir(dir.path().join("done")).unwrap().count(), 0);
-    assert_eq!(
-        fs::read_dir(dir.path().join("expiring")).unwrap().count(),
-        0
-    );
 }
 
 /// A sweep whose closing fsync of `active/` fails returns that error, naming
