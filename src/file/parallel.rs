@@ -10,6 +10,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The fewest items worth a second worker: below it, starting a thread
 /// costs more than it saves.
@@ -17,6 +18,9 @@ pub(super) const MIN_SHARED: usize = 256;
 
 /// The most workers a pass uses.
 const MAX_WORKERS: usize = 4;
+
+/// How many items a worker of [`map`] takes at a time.
+const BLOCK: usize = 16;
 
 /// How many workers a pass of `items` items uses.
 fn workers(items: usize) -> usize {
@@ -82,19 +86,52 @@ where
 
 /// `work` applied to each of `items`, spread over the workers; the results
 /// in the order of `items`.
+///
+/// Each worker takes the next [`BLOCK`] items as it finishes the last, so
+/// the workers end together even when some items cost far more than others
+/// (a file whose inode is cold, an unlink that waits on the directory's
+/// lock): fixed halves left one worker idle for up to a tenth of each
+/// chunk of a sweep.
 pub(super) fn map<T, R>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R>
 where
     T: Sync,
     R: Send,
 {
-    shares(
-        items,
-        |_, _| false,
-        |share| share.iter().map(&work).collect::<Vec<R>>(),
-    )
-    .into_iter()
-    .flatten()
-    .collect()
+    let workers = workers(items.len());
+    if workers == 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let pull = || {
+        let mut blocks = Vec::new();
+        loop {
+            let start = next.fetch_add(BLOCK, Ordering::Relaxed);
+            if start >= items.len() {
+                return blocks;
+            }
+            let end = (start + BLOCK).min(items.len());
+            blocks.push((
+                start,
+                items[start..end].iter().map(&work).collect::<Vec<R>>(),
+            ));
+        }
+    };
+    let mut blocks = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(pull)).collect();
+        let mut blocks = pull();
+        for handle in handles {
+            match handle.join() {
+                Ok(more) => blocks.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        blocks
+    });
+    blocks.sort_unstable_by_key(|&(start, _)| start);
+    blocks
+        .into_iter()
+        .flat_map(|(_, results)| results)
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,5 +161,41 @@ mod tests {
         }
         let mapped = map(&items, |i| i * 2);
         assert_eq!(mapped, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    /// A worker held up by one item never holds up the rest: the others
+    /// take every item outside its block meanwhile (fixed halves would
+    /// leave the held worker's half waiting).
+    #[test]
+    fn a_slow_item_never_holds_up_the_others() {
+        use std::sync::{Condvar, Mutex};
+        use std::time::Duration;
+
+        let items: Vec<usize> = (0..2_000).collect();
+        if workers(items.len()) < 2 {
+            return; // one core: nothing to spread
+        }
+        let done = Mutex::new(0usize);
+        let more = Condvar::new();
+        let others_done_first = map(&items, |&i| {
+            let mut done = done.lock().unwrap();
+            if i != 0 {
+                *done += 1;
+                more.notify_all();
+                return true;
+            }
+            // Waits for every item outside its block (the timeout only
+            // turns a hang into a failure).
+            let others = items.len() - BLOCK;
+            let (done, _) = more
+                .wait_timeout_while(done, Duration::from_secs(60), |done| *done < others)
+                .unwrap();
+            *done >= others
+        });
+        assert!(
+            others_done_first[0],
+            "the other items waited for the held worker"
+        );
+        assert_eq!(others_done_first.len(), items.len());
     }
 }

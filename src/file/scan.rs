@@ -370,8 +370,8 @@ impl FileBackend {
                 Some(watch) => match watch.drain() {
                     Changes::Names(mut names) => {
                         // A later notice of a name a sweep took says more.
-                        for name in std::mem::take(&mut state.unread) {
-                            names.entry(name).or_insert(Change::Changed);
+                        for (_, name) in state.unread.take().iter().flat_map(|t| t.iter()) {
+                            names.entry(name.clone()).or_insert(Change::Changed);
                         }
                         self.revise(state, names);
                         return Ok(());
@@ -404,7 +404,7 @@ impl FileBackend {
         let before = stamp::clock();
         let (status, settled) = self.observe_active(before)?;
         // The pass reads every name a sweep took, too.
-        state.unread.clear();
+        state.unread = None;
         self.full_pass(state, status, before)?;
         if let Some(watch) = &state.watch {
             match watch.drain() {

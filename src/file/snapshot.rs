@@ -9,8 +9,7 @@
 //! when returned.
 
 use std::collections::hash_map::{self, RandomState};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
@@ -105,7 +104,7 @@ pub(crate) struct State {
     /// Names whose notices a sweep took to read the files itself (see
     /// `unread`), not read into the snapshot yet: every refresh reads them
     /// as changed names, and the sweep puts back what it leaves.
-    pub unread: HashSet<OsString>,
+    pub unread: Option<crate::file::unread::Taken>,
     /// Whether the snapshot covers every change: a full pass was made and
     /// the watch (or, without one, `dir`) has held since.
     pub complete: bool,

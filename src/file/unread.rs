@@ -18,17 +18,23 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::sync::Arc;
 
-use crate::file::layout::{self, task_name};
+use crate::file::layout;
 use crate::file::watch::{Change, Changes};
 use crate::file::write::Touched;
 use crate::file::{Area, FileBackend, codec, parallel};
 use crate::id::TaskId;
 use crate::task::Task;
 
-/// How many files a share of the pass reads and removes under one taking of
-/// every stripe: writers wait for one chunk at most.
+/// How many files the pass reads and removes under one taking of every
+/// stripe: writers wait for one chunk at most.
 const CHUNK: usize = 1_024;
+
+/// The names of new task files a sweep took from the change notices, shared
+/// by the sweep and the snapshot (`State::unread`) while the sweep reads
+/// them.
+pub(super) type Taken = Arc<Vec<(TaskId, OsString)>>;
 
 impl FileBackend {
     /// Removes the running tasks `doomed` picks among the files of
@@ -41,41 +47,44 @@ impl FileBackend {
         doomed: &(dyn Fn(&Task) -> bool + Sync),
         removed: &mut dyn FnMut(Task),
     ) {
-        let unread = self.take_unread();
-        if unread.is_empty() {
+        let Some(taken) = self.take_unread() else {
             return;
-        }
-        let mut gone: Vec<OsString> = Vec::new();
-        for chunk in unread.chunks(CHUNK) {
+        };
+        // Whether each name's file was removed, in the order of `taken`.
+        let mut gone = Vec::with_capacity(taken.len());
+        for chunk in taken.chunks(CHUNK) {
             let Ok(_all) = self.locks.lock_all(&self.fs) else {
                 break;
             };
-            let shares = parallel::shares(
-                chunk,
-                |_, _| false,
-                |share| self.remove_share(share, doomed),
-            );
+            let tasks = parallel::map(chunk, |(id, name)| self.remove_one(id, name, doomed));
             drop(_all);
             let mut touched = Touched::default();
-            for (tasks, share_touched) in shares {
-                touched.absorb(share_touched);
-                for task in tasks {
-                    gone.push(task_name(&task.id));
+            for task in tasks {
+                gone.push(task.is_some());
+                if let Some(task) = task {
+                    touched.mark(Area::Active);
                     removed(task);
                 }
             }
             self.defer_removals(touched);
         }
-        // The rest back to the snapshot, read now; the names removed are
-        // gone (their notices say so again at the next drain).
+        // The rest back to the snapshot, read now, unless a refresh has
+        // read them meanwhile; the names removed are gone (their notices
+        // say so again at the next drain).
         let mut state = self.snapshot.lock();
-        let mut back = std::mem::take(&mut state.unread);
-        for name in &gone {
-            back.remove(name);
+        if !state
+            .unread
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &taken))
+        {
+            return;
         }
-        let back = back
-            .into_iter()
-            .map(|name| (name, Change::Changed))
+        state.unread = None;
+        let back = taken
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !gone.get(i).copied().unwrap_or(false))
+            .map(|(_, (_, name))| (name.clone(), Change::Changed))
             .collect();
         self.revise(&mut state, back);
     }
@@ -83,10 +92,10 @@ impl FileBackend {
     /// The names of new task files the change notices give, if there are
     /// enough to read here, kept in `State::unread` meanwhile; the other
     /// notices are applied to the snapshot as a refresh would.
-    pub(super) fn take_unread(&self) -> Vec<(TaskId, OsString)> {
+    pub(super) fn take_unread(&self) -> Option<Taken> {
         let mut state = self.snapshot.lock();
         if !state.complete {
-            return Vec::new();
+            return None;
         }
         let names = match state.watch.as_ref().map(|watch| watch.drain()) {
             Some(Changes::Names(names)) => names,
@@ -94,14 +103,21 @@ impl FileBackend {
                 // As a refresh: the next one makes a full pass.
                 state.watch = None;
                 state.complete = false;
-                return Vec::new();
+                return None;
             }
-            None => return Vec::new(),
+            None => return None,
         };
-        let mut rest: HashMap<OsString, Change> = std::mem::take(&mut state.unread)
-            .into_iter()
-            .map(|name| (name, Change::Changed))
-            .collect();
+        // Names another sweep took and has not put back: read now.
+        let mut rest: HashMap<OsString, Change> = state
+            .unread
+            .take()
+            .map(|taken| {
+                taken
+                    .iter()
+                    .map(|(_, name)| (name.clone(), Change::Changed))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut unread = Vec::new();
         for (name, change) in names {
             match (change, layout::task_file_id(&name)) {
@@ -122,44 +138,35 @@ impl FileBackend {
             rest.extend(unread.drain(..).map(|(_, name)| (name, Change::Changed)));
         }
         self.revise(&mut state, rest);
-        state
-            .unread
-            .extend(unread.iter().map(|(_, name)| name.clone()));
-        unread
+        if unread.is_empty() {
+            return None;
+        }
+        let taken = Arc::new(unread);
+        state.unread = Some(Arc::clone(&taken));
+        Some(taken)
     }
 
-    /// Reads each file of `share`, the caller holding every stripe, and
-    /// removes the running tasks `doomed` picks: the tasks removed, and what
-    /// their removal touched.
-    fn remove_share(
+    /// Reads task `id`'s file `name` in `active/`, the caller holding every
+    /// stripe, and removes it if it holds a running task `doomed` picks:
+    /// the task removed.
+    fn remove_one(
         &self,
-        share: &[(TaskId, OsString)],
+        id: &TaskId,
+        name: &OsString,
         doomed: &(dyn Fn(&Task) -> bool + Sync),
-    ) -> (Vec<Task>, Touched) {
+    ) -> Option<Task> {
         let active = self.dir(Area::Active);
-        let mut touched = Touched::default();
-        let mut tasks = Vec::new();
-        for (id, name) in share {
-            let Ok(Some(bytes)) = self.read_bytes(active, name) else {
-                continue;
-            };
-            let Ok(task) = codec::unwrap(&bytes, &active.join(name), id) else {
-                continue;
-            };
-            if task.is_terminal() || !doomed(&task) {
-                continue;
-            }
-            match self.remove_name(Area::Active, id) {
-                Ok(true) => {
-                    touched.mark(Area::Active);
-                    tasks.push(task);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(task = %id, error = %e, "cannot remove an expired task yet; left to the sweep's batches");
-                }
+        let bytes = self.read_bytes(active, name).ok()??;
+        let task = codec::unwrap(&bytes, &active.join(name), id).ok()?;
+        if task.is_terminal() || !doomed(&task) {
+            return None;
+        }
+        match self.remove_name(Area::Active, id) {
+            Ok(removed) => removed.then_some(task),
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "cannot remove an expired task yet; left to the sweep's batches");
+                None
             }
         }
-        (tasks, touched)
     }
 }
