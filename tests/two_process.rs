@@ -683,6 +683,9 @@ fn writer(args: &[String]) {
 const EXPIRED: usize = 2_500;
 /// Running tasks without a TTL that the writers update during the sweep.
 const LIVE: usize = 200;
+/// Running tasks the sweeper knows before the sweep, which the writers
+/// delete during it.
+const DOOMED: usize = 100;
 /// Writer processes.
 const SWEEP_WRITERS: usize = 2;
 
@@ -698,9 +701,10 @@ fn a_large_sweep_beside_writers_in_other_processes_deletes_exactly_the_expired()
     );
 }
 
-/// The same, by a sweeper whose snapshot is complete before the tasks are
-/// made: it meets them as new files, which the sweep reads once each under
-/// its lock and removes at once if expired (`src/file/unread.rs`).
+/// The same, by a sweeper whose snapshot is complete before the expired
+/// tasks are made: it meets them as new files, which the sweep reads once
+/// each under its lock and removes at once if expired
+/// (`src/file/unread.rs`).
 #[test]
 fn a_large_sweep_of_files_the_sweeper_has_not_read_deletes_exactly_the_expired() {
     if let Some((role, args)) = common::role() {
@@ -714,15 +718,23 @@ fn a_large_sweep_of_files_the_sweeper_has_not_read_deletes_exactly_the_expired()
 }
 
 /// The body of the large-sweep tests, run as test `test`; with
-/// `listed_first`, the sweeper lists the store (empty) before it is filled.
+/// `listed_first`, the sweeper lists the store (its live and doomed tasks)
+/// before the expired ones are made.
 fn large_sweep_beside_writers(test: &str, listed_first: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let sweeper = open(&store, "sweeper");
-    if listed_first {
-        assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
-    }
     let fast = open_fast(&store, "setup");
+    for n in 0..LIVE {
+        fast.create(NewTask::new().id(id("live", n))).unwrap();
+    }
+    for n in 0..DOOMED {
+        fast.create(NewTask::new().id(id("doomed", n))).unwrap();
+    }
+    if listed_first {
+        let known = sweeper.list(&ListQuery::active()).unwrap().tasks;
+        assert_eq!(known.len(), LIVE + DOOMED);
+    }
     let expired: BTreeSet<TaskId> = (0..EXPIRED)
         .map(|_| {
             fast.create(NewTask::new().ttl(std::time::Duration::from_millis(1)))
@@ -730,9 +742,6 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
                 .id
         })
         .collect();
-    for n in 0..LIVE {
-        fast.create(NewTask::new().id(id("live", n))).unwrap();
-    }
     drop(fast);
     // The writers also create tasks under expired tasks' ids (the last
     // first, which the sweep reaches last): those must survive it.
@@ -772,18 +781,22 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
     // task's id too; every other expired task is gone.
     let reader = open(&store, "reader");
     let mut updates = BTreeMap::<TaskId, u64>::new();
-    let mut created = BTreeSet::new();
+    let (mut created, mut deleted) = (BTreeSet::new(), BTreeSet::new());
     for k in 0..SWEEP_WRITERS {
         let report = fs::read_to_string(work.join(format!("report-{k}"))).unwrap();
         for line in report.lines() {
             match line.split_once(' ') {
                 Some(("updated", task)) => *updates.entry(parse(task)).or_default() += 1,
                 Some(("created", task)) => assert!(created.insert(parse(task))),
+                Some(("deleted", task)) => assert!(deleted.insert(parse(task))),
                 _ => panic!("a report line: {line}"),
             }
         }
     }
-    assert!(!updates.is_empty() && !created.is_empty());
+    assert!(!updates.is_empty() && !created.is_empty() && !deleted.is_empty());
+    for task in &deleted {
+        assert_eq!(reader.get(task).unwrap(), None, "{task} was deleted");
+    }
     let recreated = created.intersection(&expired).count();
     assert!(recreated > 0);
     assert!(
@@ -802,7 +815,7 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
         .into_iter()
         .map(|t| (t.id.clone(), t))
         .collect();
-    assert_eq!(listed.len(), LIVE + created.len());
+    assert_eq!(listed.len(), LIVE + DOOMED - deleted.len() + created.len());
     for n in 0..LIVE {
         let task = &listed[&id("live", n)];
         assert_eq!(
@@ -813,9 +826,31 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
     for task in &created {
         assert_eq!(listed[task].revision, 1);
     }
+    // The sweeper's own snapshot, kept by its change notices through the
+    // sweep (which stops noticing its own unlinks while it holds every
+    // stripe), agrees with the fresh handle's: every write and unlink of
+    // the writers seen, no removed file kept.
+    let seen: BTreeMap<TaskId, u64> = sweeper
+        .list(&ListQuery::active())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| (t.id, t.revision))
+        .collect();
+    let want: BTreeMap<TaskId, u64> = listed
+        .iter()
+        .map(|(id, t)| (id.clone(), t.revision))
+        .collect();
+    assert!(
+        seen == want,
+        "the sweeper's listing differs from a fresh handle's: {} tasks against {}",
+        seen.len(),
+        want.len()
+    );
 }
 
-/// Updates the live tasks and creates tasks until told to stop, and reports
+/// Updates the live tasks, creates tasks and deletes its share of the
+/// doomed ones until told to stop, and reports
 /// every write applied.
 fn sweep_writer(args: &[String]) {
     let (store, work) = dirs(args);
@@ -844,6 +879,12 @@ fn sweep_writer(args: &[String]) {
             .create(NewTask::new().id(parse(&format!("new-{k}-{n:05}"))))
             .unwrap();
         report.push_str(&format!("created {}\n", new.id));
+        // An unlink from `active/` of a task the sweeper knew before.
+        let doomed = k + n * SWEEP_WRITERS;
+        if doomed < DOOMED {
+            assert!(s.delete(&id("doomed", doomed)).unwrap());
+            report.push_str(&format!("deleted {}\n", id("doomed", doomed)));
+        }
         if let Some(old) = mine.pop() {
             let again = s.create(NewTask::new().id(old)).unwrap();
             report.push_str(&format!("created {}\n", again.id));

@@ -693,3 +693,94 @@ fn a_listing_reads_the_new_files_a_sweep_has_taken() {
     );
     assert!(sweeper.backend().snapshot.lock().unread.is_none());
 }
+
+/// A sweep's own unlinks of the files it has not read queue no change
+/// notices (the sweeper's watch stops noticing unlinks only while the sweep
+/// holds every stripe, so no one else can make one), yet the sweeper sees
+/// another handle's unlink right after; and a refresh that read the files
+/// while the sweep was removing them keeps no entry of a removed file.
+#[test]
+fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() {
+    use std::sync::{Arc, Once};
+
+    use time::macros::datetime;
+
+    use crate::clock::{Clock, ManualClock};
+
+    const EXPIRED: usize = 300;
+    const LIVE: usize = 5;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let ttl = Duration::from_secs(60);
+    // Each round: a refresh in the middle of the pass, or none.
+    for refresh_meanwhile in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            handle_on(
+                FileStore::builder(dir.path()).clock(clock.clone()),
+                Mode::Watch,
+            )
+        };
+        let (sweeper, writer) = (open(), open());
+        assert!(active(&sweeper).is_empty(), "the snapshot is complete");
+        let expired: Vec<TaskId> = (0..EXPIRED)
+            .map(|_| writer.create(NewTask::new().ttl(ttl)).unwrap().id)
+            .collect();
+        let live: Vec<TaskId> = (0..LIVE)
+            .map(|_| writer.create(NewTask::new()).unwrap().id)
+            .collect();
+        clock.advance(ttl * 2);
+
+        let backend = sweeper.backend();
+        let now = clock.now();
+        let refreshed = Once::new();
+        let mut removed = Vec::new();
+        backend.remove_unread(
+            &|task| {
+                if refresh_meanwhile {
+                    refreshed.call_once(|| {
+                        let mut state = backend.snapshot.lock();
+                        backend.refresh(&mut state).unwrap();
+                    });
+                }
+                task.is_expired_at(now)
+            },
+            &mut |task| removed.push(task.id),
+        );
+        removed.sort();
+        let mut want = expired.clone();
+        want.sort();
+        assert_eq!(removed, want, "refresh meanwhile: {refresh_meanwhile}");
+        {
+            let state = backend.snapshot.lock();
+            let watch = state.watch.as_ref().expect("the watch lives on");
+            assert!(
+                watch.is_quiet(),
+                "the sweep's own unlinks queued notices (refresh meanwhile: {refresh_meanwhile})"
+            );
+            let kept: Vec<&TaskId> = expired
+                .iter()
+                .filter(|id| state.get(id).is_some())
+                .collect();
+            assert!(
+                kept.is_empty(),
+                "entries of removed files kept (refresh meanwhile: {refresh_meanwhile}): {}",
+                kept.len()
+            );
+        }
+        let mut live = live;
+        live.sort();
+        let listed = |store: &FileStore| {
+            active(store)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(&sweeper), live);
+        assert!(writer.delete(&live[0]).unwrap());
+        assert_eq!(
+            listed(&sweeper),
+            live[1..],
+            "another handle's unlink after the sweep is seen (refresh meanwhile: {refresh_meanwhile})"
+        );
+    }
+}

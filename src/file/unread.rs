@@ -56,7 +56,16 @@ impl FileBackend {
             let Ok(_all) = self.locks.lock_all(&self.fs) else {
                 break;
             };
+            // Every unlink from `active/` holds its task's stripe, so while
+            // this pass holds them all, the only names unlinked there are
+            // its own: the watch need not queue them (their entries are
+            // dealt with below), and notices unlinks again before anyone
+            // else can make one.
+            let unnoticed = self.notice_unlinks(false);
             let tasks = parallel::map(chunk, |(id, name)| self.remove_one(id, name, doomed));
+            if unnoticed {
+                self.notice_unlinks(true);
+            }
             drop(_all);
             let mut touched = Touched::default();
             for task in tasks {
@@ -69,24 +78,48 @@ impl FileBackend {
             self.defer_removals(touched);
         }
         // The rest back to the snapshot, read now, unless a refresh has
-        // read them meanwhile; the names removed are gone (their notices
-        // say so again at the next drain).
+        // read them meanwhile. A name removed unnoticed was never put in
+        // the snapshot, unless a refresh read it meanwhile: then it is
+        // looked at again (gone, or someone's since).
         let mut state = self.snapshot.lock();
-        if !state
+        let ours = state
             .unread
             .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t, &taken))
-        {
-            return;
+            .is_some_and(|t| Arc::ptr_eq(t, &taken));
+        if ours {
+            state.unread = None;
         }
-        state.unread = None;
         let back = taken
             .iter()
-            .enumerate()
-            .filter(|&(i, _)| !gone.get(i).copied().unwrap_or(false))
-            .map(|(_, (_, name))| (name.clone(), Change::Changed))
+            .zip(gone.iter().copied().chain(std::iter::repeat(false)))
+            .filter(|((id, _), removed)| {
+                if *removed {
+                    state.get(id).is_some()
+                } else {
+                    ours
+                }
+            })
+            .map(|((_, name), _)| (name.clone(), Change::Changed))
             .collect();
         self.revise(&mut state, back);
+    }
+
+    /// Stops (`false`) or resumes (`true`) the watch's noticing of unlinks
+    /// from `active/`: whether it stopped. A watch that cannot resume is
+    /// ended (the next refresh makes a full pass).
+    fn notice_unlinks(&self, notice: bool) -> bool {
+        let mut state = self.snapshot.lock();
+        let Some(watch) = &state.watch else {
+            return false;
+        };
+        if watch.notice_unlinks(self.dir(Area::Active), notice) {
+            return true;
+        }
+        if notice {
+            state.watch = None;
+            state.complete = false;
+        }
+        false
     }
 
     /// The names of new task files the change notices give, if there are

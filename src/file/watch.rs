@@ -49,6 +49,19 @@ mod imp {
     use super::{Change, Changes};
     use crate::file::fs::Dir;
 
+    /// What a watch notices: every way a name in the directory can change,
+    /// and the directory itself going.
+    const FLAGS: WatchFlags = WatchFlags::CREATE
+        .union(WatchFlags::DELETE)
+        .union(WatchFlags::MOVED_FROM)
+        .union(WatchFlags::MOVED_TO)
+        .union(WatchFlags::MODIFY)
+        .union(WatchFlags::CLOSE_WRITE)
+        .union(WatchFlags::ATTRIB)
+        .union(WatchFlags::DELETE_SELF)
+        .union(WatchFlags::MOVE_SELF)
+        .union(WatchFlags::ONLYDIR);
+
     /// An event's fixed part: `struct inotify_event` without its name.
     const HEADER: usize = 16;
     /// The largest event: the fixed part and a name of `NAME_MAX` bytes
@@ -66,19 +79,28 @@ mod imp {
         /// names now: the watch is added through `/proc/self/fd`).
         pub(crate) fn new(dir: &Dir) -> Option<Watch> {
             let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
+            let watch = Watch { fd };
+            watch.set(dir, FLAGS).then_some(watch)
+        }
+
+        /// Stops (`false`) or resumes (`true`) noticing names unlinked from
+        /// `dir`, the directory this watches: whether it did. Only its
+        /// removals go unnoticed meanwhile; every other change still
+        /// queues an event.
+        pub(crate) fn notice_unlinks(&self, dir: &Dir, notice: bool) -> bool {
+            let flags = if notice {
+                FLAGS
+            } else {
+                FLAGS.difference(WatchFlags::DELETE)
+            };
+            self.set(dir, flags)
+        }
+
+        /// Watches `dir` for `flags` (an existing watch of it takes them
+        /// instead of its own).
+        fn set(&self, dir: &Dir, flags: WatchFlags) -> bool {
             let path = format!("/proc/self/fd/{}", dir.fd().as_raw_fd());
-            let flags = WatchFlags::CREATE
-                | WatchFlags::DELETE
-                | WatchFlags::MOVED_FROM
-                | WatchFlags::MOVED_TO
-                | WatchFlags::MODIFY
-                | WatchFlags::CLOSE_WRITE
-                | WatchFlags::ATTRIB
-                | WatchFlags::DELETE_SELF
-                | WatchFlags::MOVE_SELF
-                | WatchFlags::ONLYDIR;
-            inotify::add_watch(&fd, path.as_str(), flags).ok()?;
-            Some(Watch { fd })
+            inotify::add_watch(&self.fd, path.as_str(), flags).is_ok()
         }
 
         /// Whether no event is queued: nothing changed in the directory
@@ -218,6 +240,10 @@ mod imp {
         }
 
         pub(crate) fn is_quiet(&self) -> bool {
+            false
+        }
+
+        pub(crate) fn notice_unlinks(&self, _dir: &Dir, _notice: bool) -> bool {
             false
         }
     }
