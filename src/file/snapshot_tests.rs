@@ -784,3 +784,29 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
         );
     }
 }
+
+/// A pass that panics while the sweep's watch skips unlinks leaves it
+/// noticing them again: another handle's delete is seen after it.
+#[test]
+fn a_sweep_that_panics_leaves_its_watch_noticing_unlinks() {
+    const NEW: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let (sweeper, writer) = pair(dir.path(), Mode::Watch);
+    let known = writer.create(NewTask::new()).unwrap().id;
+    assert_eq!(active(&sweeper).len(), 1, "the snapshot is complete");
+    for _ in 0..NEW {
+        writer.create(NewTask::new()).unwrap();
+    }
+    let backend = sweeper.backend();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        backend.remove_unread(&|_| panic!("a doomed check that fails"), &mut |_| {});
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(active(&sweeper).len(), NEW + 1);
+    assert!(writer.delete(&known).unwrap());
+    assert_eq!(
+        active(&sweeper).len(),
+        NEW,
+        "the delete after the panic was noticed"
+    );
+}

@@ -61,11 +61,9 @@ impl FileBackend {
             // its own: the watch need not queue them (their entries are
             // dealt with below), and notices unlinks again before anyone
             // else can make one.
-            let unnoticed = self.notice_unlinks(false);
+            let unnoticed = Unnoticed::start(self);
             let tasks = parallel::map(chunk, |(id, name)| self.remove_one(id, name, doomed));
-            if unnoticed {
-                self.notice_unlinks(true);
-            }
+            drop(unnoticed);
             drop(_all);
             let mut touched = Touched::default();
             for task in tasks {
@@ -105,8 +103,8 @@ impl FileBackend {
     }
 
     /// Stops (`false`) or resumes (`true`) the watch's noticing of unlinks
-    /// from `active/`: whether it stopped. A watch that cannot resume is
-    /// ended (the next refresh makes a full pass).
+    /// from `active/`: whether it did. A watch that cannot resume is ended
+    /// (the next refresh makes a full pass).
     fn notice_unlinks(&self, notice: bool) -> bool {
         let mut state = self.snapshot.lock();
         let Some(watch) = &state.watch else {
@@ -200,6 +198,25 @@ impl FileBackend {
                 tracing::debug!(task = %id, error = %e, "cannot remove an expired task yet; left to the sweep's batches");
                 None
             }
+        }
+    }
+}
+
+/// The handle's watch not noticing unlinks from `active/`, until dropped
+/// (also when a worker of the pass panics): the caller holds every stripe
+/// from before it starts until after it is dropped.
+struct Unnoticed<'a>(Option<&'a FileBackend>);
+
+impl<'a> Unnoticed<'a> {
+    fn start(backend: &'a FileBackend) -> Unnoticed<'a> {
+        Unnoticed(backend.notice_unlinks(false).then_some(backend))
+    }
+}
+
+impl Drop for Unnoticed<'_> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0 {
+            backend.notice_unlinks(true);
         }
     }
 }
