@@ -227,6 +227,36 @@ fn temp_files_of_dead_writers_are_removed_at_open_and_sweep() {
     assert_eq!(store.get(&task.id).unwrap(), Some(task));
 }
 
+/// A sweep counts among the leftovers of crashed writers only the temp
+/// files whose writer is not running: a live writer's park that its
+/// reclaiming thread has not removed yet goes too (after the sweep's fsync
+/// of `active/`), but is no crashed writer's.
+#[test]
+fn a_sweep_counts_only_dead_writers_temp_files_as_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let tmp = dir.path().join("tmp");
+    // No process has the largest pid; this one is running.
+    let dead = tmp.join(format!("{}.{}.1.tmp", task.id, u32::MAX));
+    let live = tmp.join(format!("{}.{}.2.tmp", task.id, std::process::id()));
+    for park in [&dead, &live] {
+        fs::hard_link(
+            dir.path().join("active").join(format!("{}.json", task.id)),
+            park,
+        )
+        .unwrap();
+    }
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.cleaned, 1, "{swept:?}");
+    assert_eq!(
+        count(&tmp),
+        0,
+        "both parks are needless once active/ is durable"
+    );
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+}
+
 #[test]
 fn expiry_is_shared_by_every_handle_and_sweep_deletes_files() {
     let dir = tempfile::tempdir().unwrap();

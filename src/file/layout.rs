@@ -110,11 +110,6 @@ pub(crate) fn task_file_id(name: &OsStr) -> Option<TaskId> {
     TaskId::parse(id).ok()
 }
 
-/// The task id a temp file was written for, or `None` for a foreign name.
-pub(crate) fn temp_file_id(name: &OsStr) -> Option<TaskId> {
-    temp_file_writer(name).map(|(id, _)| id)
-}
-
 /// The task id a temp file was written for and the process id of its
 /// writer, or `None` for a foreign name.
 pub(crate) fn temp_file_writer(name: &OsStr) -> Option<(TaskId, u32)> {
@@ -147,11 +142,10 @@ mod tests {
         assert_eq!(task, OsStr::new("a.b-c_1.json"));
         assert_eq!(task_file_id(&task), Some(id.clone()));
         let temp = temp_name(&id);
-        assert_eq!(temp_file_id(&temp), Some(id.clone()));
         assert_eq!(temp_file_writer(&temp), Some((id, std::process::id())));
         assert_eq!(task_file_id(OsStr::new(".x.json")), None);
         assert_eq!(task_file_id(OsStr::new("x.txt")), None);
-        assert_eq!(temp_file_id(OsStr::new("x.1.tmp")), None);
+        assert_eq!(temp_file_writer(OsStr::new("x.1.tmp")), None);
     }
 
     #[test]

@@ -147,3 +147,26 @@ impl Drop for FileBackend {
         self.reclaimer.finish();
     }
 }
+
+/// Whether the writer whose process id a temp file's name gives
+/// (`layout::temp_file_writer`) is running on this host: a signal 0 reaches
+/// it, or is refused for want of permission. A park whose stripe is free
+/// but whose writer runs is that writer's, waiting for its reclaiming
+/// thread, not a crashed writer's leftover. (A process in another pid
+/// namespace, or a dead writer's pid taken by another process, is
+/// misjudged; nothing is lost either way.)
+pub(super) fn writer_is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}

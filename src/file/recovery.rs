@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, is_read_only};
 use crate::file::layout::{self, Area, stripe, task_name};
+use crate::file::park::writer_is_running;
 use crate::id::TaskId;
 
 /// At most this many files are kept in `quarantine/`; once it is full,
@@ -101,6 +102,10 @@ impl Quarantine {
 /// that replaced it is durable; so they go only after an fsync of `active/`
 /// made once their locks were seen free. Anything else in `tmp/` is set
 /// aside. One entry that cannot be removed never stops the others.
+///
+/// Returns how many it removed of writers no longer running: a live
+/// writer's park whose reclaiming thread has not got to it yet goes too
+/// (the fsync made it needless), but is no crashed writer's leftover.
 pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     let dir = &store.tmp;
     let names = store
@@ -110,7 +115,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     let mut dead = Vec::new();
     for name in names {
         let path = dir.join(&name);
-        let Some(id) = layout::temp_file_id(&name) else {
+        let Some((id, pid)) = layout::temp_file_writer(&name) else {
             drop(set_aside_name(
                 store,
                 dir,
@@ -121,7 +126,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
             continue;
         };
         match store.locks.try_lock(&store.fs, stripe(&id)) {
-            Ok(Some(_free)) => dead.push(name),
+            Ok(Some(_free)) => dead.push((name, pid)),
             // Its writer is alive.
             Ok(None) => {}
             Err(e) => {
@@ -137,8 +142,9 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
         return Ok(0);
     }
     let mut removed = 0;
-    for name in dead {
+    for (name, pid) in dead {
         match store.fs.remove(dir, &name) {
+            Ok(()) if writer_is_running(pid) => {}
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // A directory named like a temp file, say.

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Kind};
 use crate::file::layout::{self, Area, HANDLES_LOCK, STRIPES, lock_name, stripe, task_name};
+use crate::file::park::writer_is_running;
 use crate::file::problem::{
     FILE_MODE, Place, Problem, ProblemKind, Sub, mode, problem, unreadable, unreadable_lock,
 };
@@ -54,7 +55,7 @@ impl FileCheck {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {} // renamed into place
                 Err(e) => problems.push(problem(dir.join(name), Some(id), unreadable(e), place)),
                 // A park its live writer has not removed yet.
-                Ok(_) if process_is_running(pid) => {}
+                Ok(_) if writer_is_running(pid) => {}
                 Ok(_) => problems.push(problem(
                     dir.join(name),
                     Some(id),
@@ -405,23 +406,5 @@ fn classify_corrupt(
     match other {
         Some(found) => ProblemKind::WrongId { found },
         None => ProblemKind::Corrupt { reason },
-    }
-}
-
-/// Whether a process `pid` is running on this host (a signal 0 reaches it,
-/// or is refused for want of permission).
-fn process_is_running(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
     }
 }
