@@ -57,6 +57,11 @@ fn active(store: &FileStore) -> Vec<(TaskId, u64)> {
     tasks
 }
 
+/// The ids [`active`] lists, in order.
+fn active_ids(store: &FileStore) -> Vec<TaskId> {
+    active(store).into_iter().map(|(id, _)| id).collect()
+}
+
 /// Files read into `store`'s snapshot so far.
 fn reads(store: &FileStore) -> u64 {
     store.backend().snapshot.lock().reads
@@ -655,14 +660,8 @@ fn a_sweep_removes_expired_files_it_has_not_read_reading_each_once() {
     );
     let mut live = live;
     live.sort();
-    let listed = |store: &FileStore| {
-        active(store)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(listed(&sweeper), live);
-    assert_eq!(listed(&handle(dir.path(), Mode::Watch)), live);
+    assert_eq!(active_ids(&sweeper), live);
+    assert_eq!(active_ids(&handle(dir.path(), Mode::Watch)), live);
     assert_eq!(
         std::fs::read_dir(dir.path().join("active"))
             .unwrap()
@@ -769,16 +768,10 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
         }
         let mut live = live;
         live.sort();
-        let listed = |store: &FileStore| {
-            active(store)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(listed(&sweeper), live);
+        assert_eq!(active_ids(&sweeper), live);
         assert!(writer.delete(&live[0]).unwrap());
         assert_eq!(
-            listed(&sweeper),
+            active_ids(&sweeper),
             live[1..],
             "another handle's unlink after the sweep is seen (refresh meanwhile: {refresh_meanwhile})"
         );
