@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::file::layout;
 use crate::file::watch::{Change, Changes};
 use crate::file::write::Touched;
-use crate::file::{Area, FileBackend, codec, parallel};
+use crate::file::{Area, FileBackend, parallel};
 use crate::id::TaskId;
 use crate::task::Task;
 
@@ -186,9 +186,7 @@ impl FileBackend {
         name: &OsString,
         doomed: &(dyn Fn(&Task) -> bool + Sync),
     ) -> Option<Task> {
-        let active = self.dir(Area::Active);
-        let bytes = self.read_bytes(active, name).ok()??;
-        let task = codec::unwrap(&bytes, &active.join(name), id).ok()?;
+        let task = self.read_task(self.dir(Area::Active), name, id).ok()??;
         if task.is_terminal() || !doomed(&task) {
             return None;
         }

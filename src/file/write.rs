@@ -908,7 +908,7 @@ pub(super) struct Touched {
 
 impl Touched {
     /// Adds what another share of the batch touched.
-    pub(super) fn absorb(&mut self, other: Touched) {
+    fn absorb(&mut self, other: Touched) {
         self.active |= other.active;
         self.done |= other.done;
         self.expiring |= other.expiring;
