@@ -131,7 +131,8 @@ pub trait Backend: Send + Sync {
 
     /// Removes the running tasks `doomed` picks among those this handle has
     /// not read yet, reading each once (a handle that meets thousands of
-    /// new tasks at a sweep), and hands each task removed to `removed`;
+    /// new tasks at a sweep), and hands each task removed to `removed`
+    /// (whole, or without its payloads, as [`Scan::payloads`] allows);
     /// their removals are durable once
     /// [`settle_expired`](Backend::settle_expired) returns. Best effort:
     /// what it leaves, the sweep's scan finds. The default removes nothing.
@@ -321,6 +322,13 @@ pub struct Scan {
     pub after: Option<Position>,
     /// At most this many tasks (at least 1).
     pub limit: usize,
+    /// Whether the tasks come whole (the default). `false` asks for them
+    /// without what they carry for their host (status message, result,
+    /// error, input requests, metadata, resume state), as
+    /// [`shaped`](Scan::shaped) gives them: a pass that needs only which
+    /// task at which version (a sweep) then holds a batch whose memory does
+    /// not grow with the payloads. A backend may return them whole anyway.
+    pub payloads: bool,
 }
 
 impl Scan {
@@ -333,6 +341,26 @@ impl Scan {
             lapsed_at: None,
             after: None,
             limit: limit.max(1),
+            payloads: true,
+        }
+    }
+
+    /// `task` as this scan asks for it: whole, or without its payloads
+    /// (see [`payloads`](Scan::payloads)).
+    pub fn shaped(&self, task: &Task) -> Task {
+        if self.payloads {
+            task.clone()
+        } else {
+            task.without_payloads()
+        }
+    }
+
+    /// [`shaped`](Scan::shaped), for a task the caller owns.
+    pub fn shape(&self, task: Task) -> Task {
+        if self.payloads {
+            task
+        } else {
+            task.without_payloads()
         }
     }
 

@@ -183,7 +183,7 @@ impl Backend for MemoryBackend {
             .filter_map(|position| tasks.by_id.get(&position.id))
             .filter(|task| scan.matches(task))
             .take(scan.limit)
-            .cloned()
+            .map(|task| scan.shaped(task))
             .collect();
         Ok(Scanned::new(found, Vec::new()))
     }

@@ -156,6 +156,54 @@ impl Task {
         self.status.is_terminal()
     }
 
+    /// The task without what it carries for its host (status message,
+    /// result, error, input requests, metadata and resume state): which
+    /// task, at which version, in which state, and when it expires. What a
+    /// pass that needs no more asks for (a sweep: see
+    /// [`Scan::payloads`](crate::backend::Scan::payloads)); its memory does
+    /// not grow with the payloads.
+    pub(crate) fn without_payloads(&self) -> Task {
+        // Every field by name, so that a new one is placed here on purpose.
+        let Task {
+            id,
+            status,
+            status_message: _,
+            created_at,
+            last_updated_at,
+            ttl,
+            poll_interval,
+            result: _,
+            error: _,
+            input_requests: _,
+            metadata: _,
+            revision,
+            owner,
+            lease_expires_at,
+            owner_token,
+            epoch,
+            resume: _,
+        } = self;
+        Task {
+            id: id.clone(),
+            status: *status,
+            status_message: None,
+            created_at: *created_at,
+            last_updated_at: *last_updated_at,
+            ttl: *ttl,
+            poll_interval: *poll_interval,
+            result: None,
+            error: None,
+            input_requests: None,
+            metadata: Map::new(),
+            revision: *revision,
+            owner: owner.clone(),
+            lease_expires_at: *lease_expires_at,
+            owner_token: owner_token.clone(),
+            epoch: *epoch,
+            resume: None,
+        }
+    }
+
     /// Moves the revision on by one, for an applied write.
     ///
     /// # Errors
@@ -493,6 +541,45 @@ mod tests {
             .poll_interval(Duration::from_millis(250))
             .metadata("tool", "slow")
             .into_task(TaskId::parse("t1").unwrap(), at)
+    }
+
+    #[test]
+    fn a_task_without_payloads_keeps_its_version_state_and_expiry() {
+        let at = time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC);
+        let mut task = NewTask::new()
+            .ttl(Duration::from_secs(60))
+            .poll_interval(Duration::from_millis(250))
+            .status_message("waiting")
+            .metadata("tool", "slow")
+            .resumable("render", json!({"page": 3}))
+            .into_task(TaskId::parse("t1").unwrap(), at);
+        task.status = TaskStatus::Completed;
+        task.result = Some(json!({"content": "x".repeat(1000)}));
+        task.error = Some(json!("no"));
+        task.input_requests = Some(json!({"q": 1}));
+        task.revision = 7;
+        task.epoch = 2;
+        task.owner = Some("a".into());
+        task.owner_token = Some("b".into());
+        task.lease_expires_at = Some(at);
+        let head = task.without_payloads();
+        let mut expected = task.clone();
+        expected.status_message = None;
+        expected.result = None;
+        expected.error = None;
+        expected.input_requests = None;
+        expected.metadata.clear();
+        expected.resume = None;
+        assert_eq!(head, expected);
+        assert!(crate::backend::is_current(&head, &task));
+        assert_eq!(head.expires_at(), task.expires_at());
+        // A scan shapes by what it asks for.
+        let mut scan = crate::backend::Scan::new(crate::backend::Scope::All, 1);
+        assert_eq!(scan.shaped(&task), task);
+        assert_eq!(scan.shape(task.clone()), task);
+        scan.payloads = false;
+        assert_eq!(scan.shaped(&task), expected);
+        assert_eq!(scan.shape(task), expected);
     }
 
     #[test]

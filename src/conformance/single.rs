@@ -209,23 +209,70 @@ pub(super) fn ttl_counts_from_creation(store: &dyn TaskStore, setup: &Setup) {
 }
 
 pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) {
+    // With every kind of payload: a sweep reads its tasks without them.
     let short = store
+        .create(
+            NewTask::new()
+                .ttl(Duration::from_secs(5))
+                .metadata("tool", "slow")
+                .status_message("starting"),
+        )
+        .unwrap();
+    let asking = store
         .create(NewTask::new().ttl(Duration::from_secs(5)))
         .unwrap();
+    let asking = applied(
+        store
+            .update(
+                &asking.id,
+                TaskUpdate::new()
+                    .status(TaskStatus::InputRequired)
+                    .input_requests(json!({"confirm": {"message": "go on?"}})),
+            )
+            .unwrap(),
+    );
     let done = store
         .create(NewTask::new().ttl(Duration::from_secs(5)))
         .unwrap();
-    applied(store.complete(&done.id, json!(1)).unwrap());
+    let done = applied(
+        store
+            .complete(
+                &done.id,
+                json!({"content": [{"type": "text", "text": "done"}]}),
+            )
+            .unwrap(),
+    );
     let long = store
         .create(NewTask::new().ttl(Duration::from_secs(50)))
         .unwrap();
     assert_eq!(store.sweep_expired().unwrap(), 0);
     setup.clock.advance(Duration::from_secs(5));
-    assert_eq!(store.sweep_expired().unwrap(), 2);
+    assert_eq!(store.sweep_expired().unwrap(), 3);
     assert_eq!(store.sweep_expired().unwrap(), 0);
     assert_eq!(store.get(&short.id).unwrap(), None);
     assert!(store.get(&long.id).unwrap().is_some());
     assert!(!store.delete(&short.id).unwrap());
+    // Each reported once, with the status and revision it was swept at.
+    let events = setup.events.snapshot();
+    for task in [&short, &asking, &done] {
+        let expired: Vec<&Value> = events
+            .iter()
+            .filter(|r| {
+                r.event.kind == TaskEventKind::Expired && r.event.data["taskId"] == task.id.as_str()
+            })
+            .map(|r| &r.event.data)
+            .collect();
+        assert_eq!(
+            expired,
+            [&json!({
+                "taskId": task.id.as_str(),
+                "status": task.status.as_str(),
+                "revision": task.revision,
+            })],
+            "the task.expired event of {}",
+            task.id
+        );
+    }
 }
 
 pub(super) fn list_orders_filters_and_pages(store: &dyn TaskStore, setup: &Setup) {

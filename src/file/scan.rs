@@ -51,7 +51,7 @@ impl FileBackend {
         if scan.scope == Scope::All {
             let (history, reports) = match scan.expired_at {
                 Some(at) => self.expired_history(scan, at)?,
-                None => self.history()?,
+                None => self.history(scan)?,
             };
             skipped.extend(reports);
             if history.is_empty() && self.unresolved.is_empty() {
@@ -137,19 +137,23 @@ impl FileBackend {
                     Listed::Decoded(_) => None,
                     Listed::Encoded(slot, _) => {
                         let id = slot.id();
-                        Some(match slot.bytes() {
+                        let task = match slot.bytes() {
                             Some(bytes) => {
                                 let path = self.dir(Area::Active).join(task_name(&id));
                                 codec::unwrap(bytes, &path, &id).map(Some)
                             }
                             None => self.read(Area::Active, &id),
-                        })
+                        };
+                        // Shaped as decoded, so that the page never holds
+                        // what the scan does not ask for; whole where the
+                        // snapshot keeps it decoded (shaped below).
+                        Some(task.map(|t| t.map(|t| if few { t } else { scan.shape(t) })))
                     }
                 });
             for (listed, read) in page.into_iter().zip(read) {
                 let (slot, stamp, task) = match (listed, read) {
                     (Listed::Decoded(task), _) => {
-                        tasks.extend(self.by_read_rule(Task::clone(&task), scan, &mut skipped));
+                        tasks.extend(self.by_read_rule(scan.shaped(&task), scan, &mut skipped));
                         continue;
                     }
                     (Listed::Encoded(slot, stamp), Some(task)) => (slot, stamp, task),
@@ -160,9 +164,10 @@ impl FileBackend {
                     decodes += 1;
                 }
                 match task {
-                    Ok(Some(task)) => {
+                    Ok(Some(mut task)) => {
                         if few {
                             decoded.push((slot.created_at(), Arc::new(task.clone())));
+                            task = scan.shape(task);
                         }
                         tasks.extend(self.by_read_rule(task, scan, &mut skipped));
                     }
@@ -222,15 +227,16 @@ impl FileBackend {
     /// both areas, a running copy may have a terminal one in `done/` that
     /// overrules it (so `list` shows what `get` answers). `None`: the task
     /// the rule picks is not one the scan asks for, or is gone, or its
-    /// other copy could not be read (then reported in `skipped`).
+    /// other copy could not be read (then reported in `skipped`). `task`
+    /// comes shaped for the scan already; a copy from `done/` is shaped
+    /// here.
     fn by_read_rule(&self, task: Task, scan: &Scan, skipped: &mut Vec<Skipped>) -> Option<Task> {
         if !self.unresolved.may_have_two(&task.id) {
             return Some(task);
         }
         match self.find(&task.id) {
-            Ok(Some(found)) => {
-                (scan.matches(&found.task) && scan.is_after(&found.task)).then_some(found.task)
-            }
+            Ok(Some(found)) => (scan.matches(&found.task) && scan.is_after(&found.task))
+                .then(|| scan.shape(found.task)),
             Ok(None) => None,
             Err(e) => {
                 let location = self.dir(Area::Done).join(task_name(&task.id));
@@ -623,13 +629,14 @@ impl FileBackend {
         }
     }
 
-    /// Every task in `done/`, and the entries that could not be read.
-    fn history(&self) -> Result<(Vec<Task>, Vec<Skipped>)> {
+    /// Every task in `done/`, shaped for `scan`, and the entries that could
+    /// not be read.
+    fn history(&self, scan: &Scan) -> Result<(Vec<Task>, Vec<Skipped>)> {
         let (names, mut skipped) = recovery::entries(self, Area::Done)?;
         let mut tasks = Vec::with_capacity(names.len());
         for (id, name) in names {
             match self.read_task(self.dir(Area::Done), &name, &id) {
-                Ok(Some(task)) => tasks.push(task),
+                Ok(Some(task)) => tasks.push(scan.shape(task)),
                 Ok(None) => {} // removed since the directory was read
                 Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
             }
@@ -684,7 +691,7 @@ impl FileBackend {
             match self.read_task(done, &file, &id) {
                 Ok(Some(task)) => {
                     self.proofs.remember(&task, &index);
-                    tasks.push(task);
+                    tasks.push(scan.shape(task));
                 }
                 Ok(None) => {}
                 Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),

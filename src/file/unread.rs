@@ -179,7 +179,7 @@ impl FileBackend {
 
     /// Reads task `id`'s file `name` in `active/`, the caller holding every
     /// stripe, and removes it if it holds a running task `doomed` picks:
-    /// the task removed.
+    /// the task removed, without its payloads.
     fn remove_one(
         &self,
         id: &TaskId,
@@ -191,7 +191,9 @@ impl FileBackend {
             return None;
         }
         match self.remove_name(Area::Active, id) {
-            Ok(removed) => removed.then_some(task),
+            // Held until the chunk is done: without what the sweep does
+            // not need, as its scans ask for it.
+            Ok(removed) => removed.then(|| task.without_payloads()),
             Err(e) => {
                 tracing::debug!(task = %id, error = %e, "cannot remove an expired task yet; left to the sweep's batches");
                 None

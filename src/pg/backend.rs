@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use time::OffsetDateTime;
 
@@ -476,13 +477,23 @@ impl Backend for PgBackend {
             params.push(at);
             params.push(id);
         }
-        let rows = self.query(&op, &self.sql.scan(scan), &params)?;
-        let mut tasks = Vec::with_capacity(rows.len());
+        // Row by row as the server sends them (the client reads no further
+        // ahead than the row taken), each shaped before the next: a scan
+        // without payloads holds one whole row at a time, not the batch.
+        let mut conn = self.connection(op)?;
+        let statement = conn
+            .prepared(&self.sql.scan(scan))
+            .map_err(|e| failed(op(), e))?;
+        let mut rows = conn
+            .client
+            .query_raw(&statement, params.iter().copied())
+            .map_err(|e| failed(op(), e))?;
+        let mut tasks = Vec::new();
         let mut skipped = Vec::new();
-        for row in &rows {
+        while let Some(row) = rows.next().map_err(|e| failed(op(), e))? {
             let id: &str = row.get(0);
             match decode(id, row.get(1)) {
-                Ok(task) if scan.matches(&task) => tasks.push(task),
+                Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
                 Ok(_) => {}
                 Err(reason) => skipped.push(Skipped::new(
                     TaskId::parse(id).ok(),

@@ -43,6 +43,10 @@ impl<B: Backend> Store<B> {
     fn sweep_batches(&self, now: OffsetDateTime, swept: &mut Swept) -> Result<()> {
         let mut scan = Scan::new(Scope::All, SWEEP_BATCH);
         scan.expired_at = Some(now);
+        // A batch's tasks are removed and reported by id, version and
+        // status: their payloads (results of up to the payload cap each)
+        // need not be held.
+        scan.payloads = false;
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
@@ -81,6 +85,7 @@ impl<B: Backend> Store<B> {
     pub(super) fn free_expired_active(&self, now: OffsetDateTime) -> Result<()> {
         let mut scan = Scan::new(Scope::Active, usize::MAX);
         scan.expired_at = Some(now);
+        scan.payloads = false;
         let batch = self.backend.scan(&scan)?;
         self.notify_skipped(&batch.skipped);
         self.forget_expired(batch.tasks);
