@@ -778,6 +778,69 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
     }
 }
 
+/// The same for a sweep's batch of tasks its handle knows (listed before
+/// the sweep): its own unlinks queue no notices, the removed tasks' entries
+/// go, and another handle's unlink right after is seen.
+#[test]
+fn a_sweep_batchs_own_unlinks_queue_no_notices_and_their_entries_go() {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use crate::backend::{Backend, Scan, Scope, Swap};
+    use crate::clock::{Clock, ManualClock};
+
+    const EXPIRED: usize = 300;
+    const LIVE: usize = 5;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let ttl = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        handle_on(
+            FileStore::builder(dir.path()).clock(clock.clone()),
+            Mode::Watch,
+        )
+    };
+    let (sweeper, writer) = (open(), open());
+    let expired: Vec<TaskId> = (0..EXPIRED)
+        .map(|_| writer.create(NewTask::new().ttl(ttl)).unwrap().id)
+        .collect();
+    let mut live: Vec<TaskId> = (0..LIVE)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    live.sort();
+    assert_eq!(
+        active(&sweeper).len(),
+        EXPIRED + LIVE,
+        "the sweeper knows them"
+    );
+    clock.advance(ttl * 2);
+
+    let backend = sweeper.backend();
+    let mut scan = Scan::new(Scope::All, EXPIRED + LIVE);
+    scan.expired_at = Some(clock.now());
+    scan.payloads = false;
+    let doomed = backend.scan(&scan).unwrap().tasks;
+    assert_eq!(doomed.len(), EXPIRED);
+    let results = backend.remove_expired(&doomed);
+    assert!(results.iter().all(|r| matches!(r, Ok(Swap::Done))));
+    {
+        let state = backend.snapshot.lock();
+        let watch = state.watch.as_ref().expect("the watch lives on");
+        assert!(watch.is_quiet(), "the batch's own unlinks queued notices");
+        let kept = expired.iter().filter(|id| state.get(id).is_some()).count();
+        assert_eq!(kept, 0, "entries of removed files kept");
+        assert!(state.complete, "the snapshot is still complete");
+    }
+    assert_eq!(active_ids(&sweeper), live);
+    assert!(writer.delete(&live[0]).unwrap());
+    assert_eq!(
+        active_ids(&sweeper),
+        live[1..],
+        "another handle's unlink after the batch is seen"
+    );
+}
+
 /// A pass that panics while the sweep's watch skips unlinks leaves it
 /// noticing them again: another handle's delete is seen after it.
 #[test]

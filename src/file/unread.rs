@@ -204,11 +204,13 @@ impl FileBackend {
 
 /// The handle's watch not noticing unlinks from `active/`, until dropped
 /// (also when a worker of the pass panics): the caller holds every stripe
-/// from before it starts until after it is dropped.
-struct Unnoticed<'a>(Option<&'a FileBackend>);
+/// from before it starts until after it is dropped, so the only unlinks
+/// there meanwhile are its own, and it deals with their entries itself
+/// (`remove_unread` here, a large removal batch in `write.rs`).
+pub(super) struct Unnoticed<'a>(Option<&'a FileBackend>);
 
 impl<'a> Unnoticed<'a> {
-    fn start(backend: &'a FileBackend) -> Unnoticed<'a> {
+    pub(super) fn start(backend: &'a FileBackend) -> Unnoticed<'a> {
         Unnoticed(backend.notice_unlinks(false).then_some(backend))
     }
 }
@@ -217,6 +219,11 @@ impl Drop for Unnoticed<'_> {
     fn drop(&mut self) {
         if let Some(backend) = self.0 {
             backend.notice_unlinks(true);
+            if std::thread::panicking() {
+                // The pass did not deal with the entries of all it
+                // removed: the next listing makes a full pass.
+                backend.snapshot.lock().complete = false;
+            }
         }
     }
 }

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::file::fs::Dir;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
 use crate::file::stamp::{self, Stamp};
+use crate::file::unread::Unnoticed;
+use crate::file::watch::Change;
 use crate::file::{Durability, FileBackend, Found, codec, parallel, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
@@ -692,6 +694,11 @@ impl FileBackend {
         };
         let (results, touched) = match all {
             Some(_guards) => {
+                // While this batch holds every stripe, the only unlinks in
+                // `active/` are its own (as in `remove_unread`): the watch
+                // need not queue them, and the removed tasks' entries go
+                // below.
+                let unnoticed = Unnoticed::start(self);
                 let shares = parallel::shares(
                     tasks,
                     |_, _| false,
@@ -714,6 +721,17 @@ impl FileBackend {
                     touched.absorb(share_touched);
                     results.extend(share);
                 }
+                // A task removed is gone from every area, and no one can
+                // write it again before the stripes go: its entry goes now,
+                // with no notice to come.
+                let gone = tasks
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, result)| matches!(result, Ok(Swap::Done)))
+                    .map(|(task, _)| (task_name(&task.id), Change::Gone))
+                    .collect();
+                self.revise(&mut self.snapshot.lock(), gone);
+                drop(unnoticed);
                 (results, touched)
             }
             None => self.remove_by_stripe(tasks, settled),
