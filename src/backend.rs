@@ -366,12 +366,26 @@ impl Scan {
 
     /// Whether `task` is one this scan asks for (position aside).
     pub fn matches(&self, task: &Task) -> bool {
-        (self.scope == Scope::All || !task.is_terminal())
-            && self.status.is_none_or(|s| s == task.status)
-            && self.expired_at.is_none_or(|at| task.is_expired_at(at))
+        self.matches_keys(task.status, task.expires_at(), task.lease_expires_at)
+    }
+
+    /// [`matches`](Scan::matches) for a task known by its status, expiry
+    /// ([`Task::expires_at`]) and lease expiry alone: for a backend that
+    /// filters before it decodes a task whole.
+    pub fn matches_keys(
+        &self,
+        status: TaskStatus,
+        expires_at: Option<OffsetDateTime>,
+        lease_expires_at: Option<OffsetDateTime>,
+    ) -> bool {
+        (self.scope == Scope::All || !status.is_terminal())
+            && self.status.is_none_or(|s| s == status)
+            && self
+                .expired_at
+                .is_none_or(|at| expires_at.is_some_and(|x| x <= at))
             && self
                 .lapsed_at
-                .is_none_or(|at| task.lease_expires_at.is_some_and(|x| x <= at))
+                .is_none_or(|at| lease_expires_at.is_some_and(|x| x <= at))
     }
 
     /// Whether `task` comes after this scan's position.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use time::OffsetDateTime;
 
-use crate::backend::{Scan, Scope, Skipped};
+use crate::backend::{Scan, Skipped};
 use crate::file::codec::Keys;
 use crate::file::stamp::Stamp;
 use crate::file::watch::Watch;
@@ -445,16 +445,7 @@ impl State {
         };
         self.entries
             .range((from, Bound::Unbounded))
-            .filter(|(_, e)| {
-                (scan.scope == Scope::All || !e.status.is_terminal())
-                    && scan.status.is_none_or(|s| s == e.status)
-                    && scan
-                        .expired_at
-                        .is_none_or(|at| e.expires_at.is_some_and(|x| x <= at))
-                    && scan
-                        .lapsed_at
-                        .is_none_or(|at| e.lease_expires_at.is_some_and(|x| x <= at))
-            })
+            .filter(|(_, e)| scan.matches_keys(e.status, e.expires_at, e.lease_expires_at))
     }
 
     /// The terminal tasks still in `active/` (interrupted moves).

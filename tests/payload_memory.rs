@@ -1,9 +1,9 @@
-//! What a sweep holds while it deletes tasks with large payloads: not the
-//! payloads of a whole batch (up to 1,024 tasks, each up to the payload
-//! cap), but a few tasks' worth at a time. Counted by a global allocator
-//! that tracks every live heap byte of this test binary and the highest
-//! count reached; its tests take turns, so nothing else allocates beside
-//! the one measured.
+//! What a sweep, or a page of history, holds of tasks with large payloads:
+//! not the payloads of a whole batch (a sweep's is up to 1,024 tasks, each
+//! up to the payload cap) or of all history, but a few tasks' worth at a
+//! time, or the page's. Counted by a global allocator that tracks every
+//! live heap byte of this test binary and the highest count reached; its
+//! tests take turns, so nothing else allocates beside the one measured.
 //!
 //! Heap bytes asked for, not resident memory (as `tests/snapshot_memory.rs`).
 
@@ -118,16 +118,7 @@ fn a_sweep_of_finished_tasks_holds_a_few_results_at_a_time() {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
-    {
-        let writer = file_store(dir.path(), &clock);
-        for n in 0..TASKS {
-            let task = writer
-                .create(NewTask::new().ttl(Duration::from_secs(1)))
-                .unwrap();
-            let done = writer.complete(&task.id, json!({ "text": payload(n) }));
-            assert!(done.unwrap().is_applied());
-        }
-    }
+    finished_files(dir.path(), &clock);
     clock.advance(Duration::from_secs(1));
     let sweeper = file_store(dir.path(), &clock);
     let (held, deleted) = peak_of(|| sweeper.sweep_expired().unwrap());
@@ -202,7 +193,7 @@ fn a_sweep_of_postgres_holds_a_few_rows_at_a_time() {
     };
     let clock = clock();
     let store = taskstore::PgStore::builder(cluster.conninfo())
-        .schema(pg_cluster::fresh_schema("sweep_memory"))
+        .schema(pg_cluster::fresh_schema("payload_memory"))
         .clock(Arc::new(clock.clone()))
         // The test drives a `ManualClock`: no correction to the server's.
         .time_source(taskstore::TimeSource::Clock)
@@ -218,4 +209,56 @@ fn a_sweep_of_postgres_holds_a_few_rows_at_a_time() {
     clock.advance(Duration::from_secs(1));
     let (held, deleted) = peak_of(|| store.sweep_expired().unwrap());
     check("PostgreSQL, finished tasks", held, deleted);
+}
+
+/// Finished tasks in a new `FileStore` in `dir` (written without fsync), each with a
+/// result of [`PAYLOAD`] bytes, expiring after a second of `clock`.
+fn finished_files(dir: &std::path::Path, clock: &ManualClock) {
+    let writer = file_store(dir, clock);
+    for n in 0..TASKS {
+        let task = writer
+            .create(NewTask::new().ttl(Duration::from_secs(1)))
+            .unwrap();
+        let done = writer.complete(&task.id, json!({ "text": payload(n) }));
+        assert!(done.unwrap().is_applied());
+    }
+}
+
+#[test]
+fn a_page_of_history_holds_the_page() {
+    const PAGE: usize = 10;
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    finished_files(dir.path(), &clock);
+    let reader = file_store(dir.path(), &clock);
+    let mut query = ListQuery::all().limit(PAGE);
+    let mut listed = 0;
+    let mut peak = 0;
+    loop {
+        let (held, page) = {
+            let mut page = None;
+            let (held, _) = peak_of(|| {
+                page = Some(reader.list(&query).unwrap());
+                0
+            });
+            (held, page.unwrap())
+        };
+        peak = peak.max(held);
+        listed += page.tasks.len();
+        match page.next_cursor {
+            Some(cursor) => query = ListQuery::all().limit(PAGE).after(&cursor),
+            None => break,
+        }
+    }
+    assert_eq!(listed, TASKS);
+    // The page's tasks whole (decoded, about twice their files), a file
+    // being read, and the names of history.
+    let budget = (4 * PAGE * PAYLOAD + 1024 * 1024) as isize;
+    eprintln!("pages of {PAGE} of {TASKS} finished tasks: at most {peak} bytes held by a page");
+    assert!(
+        peak <= budget,
+        "a page of {PAGE} held {peak} bytes at its peak (budget {budget}, history {} bytes)",
+        TASKS * PAYLOAD
+    );
 }
