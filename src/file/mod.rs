@@ -133,6 +133,8 @@ pub struct FileBackend {
     max_file_bytes: u64,
     snapshot: ActiveSnapshot,
     proofs: Proofs,
+    /// The `expiring/` entries a pass over expired history goes through.
+    due: scan::DueEntries,
     /// Frees the files that writes replaced (see `park`).
     reclaimer: park::Reclaimer,
     /// What the removals of expired tasks changed, to make durable at the
@@ -326,6 +328,7 @@ impl Backend for FileBackend {
     }
 
     fn settle_expired(&self) -> Result<()> {
+        self.due.end();
         self.settle_expired_removals()
     }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
@@ -738,56 +738,55 @@ impl FileBackend {
 
     /// The tasks in `done/` expired at `at` that `scan` asks for, found from
     /// the `expiring/` index: the entries' names say where each lists and
-    /// when it expires, so only the tasks returned are read. Entries that
-    /// are no longer their task's file (a crash between a move's steps) are
+    /// when it expires, so only the tasks returned are read, and the
+    /// directory is read once per pass ([`DueEntries`]). Entries that are no
+    /// longer their task's file (a crash between a move's steps) are
     /// removed.
     fn expired_history(
         &self,
         scan: &Scan,
         at: time::OffsetDateTime,
     ) -> Result<(Vec<Task>, Vec<Skipped>)> {
-        let names = self
-            .fs
-            .read_dir(&self.expiring)
-            .map_err(|e| Error::io("read directory", self.expiring.path(), e))?;
-        let mut due: Vec<(Position, OsString)> = names
-            .into_iter()
-            .filter_map(|name| {
-                let (position, expires) = layout::expiring_entry(&name)?;
-                let after = scan.after.as_ref().is_none_or(|a| *a < position);
-                (after && expires.is_some_and(|x| x <= at)).then_some((position, name))
-            })
-            .collect();
-        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let due = self.due.entries(self, scan, at)?;
+        let start = scan.after.as_ref().map_or(0, |after| {
+            due.partition_point(|(position, _)| position <= after)
+        });
         let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
         let done = self.dir(Area::Done);
-        for (position, index) in due {
+        let mut looked = start;
+        for (position, index) in &due[start..] {
             if tasks.len() >= scan.limit {
                 break;
             }
-            let id = position.id;
+            looked += 1;
+            let id = position.id.clone();
+            let index = index.as_os_str();
             let file = task_name(&id);
             // The index entry and the task file are one file (a hard link),
             // or the entry is stale.
             let same = match (
-                self.fs.stat(&self.expiring, &index),
+                self.fs.stat(&self.expiring, index),
                 self.fs.stat(done, &file),
             ) {
                 (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
                 _ => false,
             };
             if !same {
-                self.drop_stale_index(&id, &index)?;
+                self.drop_stale_index(&id, index)?;
                 continue;
             }
             match self.read_task(done, &file, &id) {
                 Ok(Some(task)) => {
-                    self.proofs.remember(&task, &index);
+                    self.proofs.remember(&task, index);
                     tasks.push(scan.shape(task));
                 }
                 Ok(None) => {}
                 Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
             }
+        }
+        if looked == due.len() {
+            // The pass is through: nothing to keep for its next batch.
+            self.due.end();
         }
         Ok((tasks, skipped))
     }
@@ -867,5 +866,75 @@ fn held(state: &State, id: &TaskId) -> Option<Held> {
             }
         }
         _ => None,
+    }
+}
+
+/// The `expiring/` entries due at an instant, in listing order, kept from a
+/// pass's first batch for the batches that go on from it: a sweep of
+/// finished tasks reads the directory once, not once per batch of 1,024
+/// (which made a sweep of many finished tasks grow with their square).
+///
+/// A scan from the start (no position: a pass's first batch) reads the
+/// directory; one that goes on from a position at the same instant uses
+/// what the last read kept. An entry a batch removed lists before the next
+/// batch's position; one made since the pass began (a task that finished
+/// meanwhile, already expired) is left to the next pass, as a task created
+/// behind a pass's position is. Freed when a pass is through, or when the
+/// sweep settles.
+#[derive(Debug, Default)]
+pub(super) struct DueEntries {
+    kept: Mutex<Option<Due>>,
+    /// How many times the directory was read.
+    #[cfg(test)]
+    pub(super) reads: std::sync::atomic::AtomicUsize,
+}
+
+/// The entries [`DueEntries`] keeps, and the instant they are due at.
+#[derive(Debug)]
+struct Due {
+    at: time::OffsetDateTime,
+    entries: Arc<Vec<(Position, OsString)>>,
+}
+
+impl DueEntries {
+    /// The entries of `expiring/` due at `at`, in listing order, for `scan`.
+    fn entries(
+        &self,
+        backend: &FileBackend,
+        scan: &Scan,
+        at: time::OffsetDateTime,
+    ) -> Result<Arc<Vec<(Position, OsString)>>> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if scan.after.is_some()
+            && let Some(due) = kept.as_ref().filter(|due| due.at == at)
+        {
+            return Ok(Arc::clone(&due.entries));
+        }
+        let names = backend
+            .fs
+            .read_dir(&backend.expiring)
+            .map_err(|e| Error::io("read directory", backend.expiring.path(), e))?;
+        #[cfg(test)]
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries: Vec<(Position, OsString)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let (position, expires) = layout::expiring_entry(&name)?;
+                expires.is_some_and(|x| x <= at).then_some((position, name))
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let entries = Arc::new(entries);
+        *kept = Some(Due {
+            at,
+            entries: Arc::clone(&entries),
+        });
+        Ok(entries)
+    }
+
+    /// Frees what is kept: the pass is through.
+    pub(super) fn end(&self) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }

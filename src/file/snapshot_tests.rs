@@ -866,3 +866,72 @@ fn a_sweep_that_panics_leaves_its_watch_noticing_unlinks() {
         "the delete after the panic was noticed"
     );
 }
+
+/// A sweep of finished tasks reads the `expiring/` index once, however many
+/// batches it takes (not once per batch of 1,024), and a second sweep at
+/// the same instant reads it again: a task that finished since the first is
+/// found.
+#[test]
+fn a_sweep_reads_the_expiry_index_once_per_pass() {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, Scan, Scope};
+    use std::sync::atomic::Ordering;
+
+    use time::macros::datetime;
+
+    use crate::clock::ManualClock;
+
+    const FINISHED: usize = 2_500; // three batches
+    let ttl = Duration::from_secs(60);
+    let start = datetime!(2026-01-01 0:00 UTC);
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().unwrap();
+    let sweeper = handle_on(
+        FileStore::builder(dir.path()).clock(clock.clone()),
+        Mode::Watch,
+    );
+    // A writer whose clock stays at the start: what it makes is expired at
+    // the sweeper's instant from the moment it is made.
+    let writer = handle_on(
+        FileStore::builder(dir.path()).clock(Arc::new(ManualClock::new(start))),
+        Mode::Watch,
+    );
+    let finish = |n: usize| {
+        for _ in 0..n {
+            let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
+            assert!(
+                writer
+                    .complete(&id, serde_json::json!(1))
+                    .unwrap()
+                    .is_applied()
+            );
+        }
+    };
+    finish(FINISHED);
+    clock.advance(ttl * 2);
+    let reads = || sweeper.backend().due.reads.load(Ordering::Relaxed);
+    assert_eq!(sweeper.sweep().unwrap().deleted, FINISHED);
+    assert_eq!(reads(), 1, "one pass, one read of the index");
+    finish(3);
+    assert_eq!(
+        sweeper.sweep().unwrap().deleted,
+        3,
+        "the tasks that finished since, at the same instant"
+    );
+    assert_eq!(reads(), 2);
+    // A pass left unfinished keeps its entries for its next batch; a new
+    // pass from the start reads the index again.
+    let backend = sweeper.backend();
+    finish(5);
+    let mut first = Scan::new(Scope::All, 2);
+    first.expired_at = Some(crate::clock::Clock::now(&*clock));
+    assert_eq!(backend.scan(&first).unwrap().tasks.len(), 2);
+    finish(1);
+    let again = Scan {
+        limit: 100,
+        ..first.clone()
+    };
+    assert_eq!(backend.scan(&again).unwrap().tasks.len(), 6);
+    assert_eq!(reads(), 4);
+}
