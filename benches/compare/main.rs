@@ -204,7 +204,7 @@ fn main() {
     // These two build their fixtures only up to what the filter asks for.
     reads::list_active(&mut c, &filter);
     active::active(&mut c, &filter);
-    if filter.wants(&[sweep::WORKLOAD, sweep::WARM]) {
+    if filter.wants(&sweep::workloads()) {
         sweep::sweep(&mut c);
     }
     if filter.wants(&[

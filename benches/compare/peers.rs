@@ -36,6 +36,8 @@ pub trait Peer: Send + Sync {
     /// Fixture, untimed: `n` more active tasks (without a TTL), or with
     /// `ttl`, each peer's fastest honest way.
     fn fill(&self, n: usize, ttl: Option<Duration>);
+    /// [`fill`](Peer::fill) with finished (completed) tasks.
+    fn fill_finished(&self, n: usize, ttl: Option<Duration>);
 }
 
 /// A page of active tasks and the cursor of the next one.
@@ -79,6 +81,13 @@ fn new_task(ttl: Option<Duration>) -> Task {
         "revision": 1,
     }))
     .unwrap()
+}
+
+/// A finished task as every peer encodes it.
+fn finished_task(ttl: Option<Duration>) -> Task {
+    let mut task = new_task(ttl);
+    apply_complete(&mut task, json!("done"));
+    task
 }
 
 fn apply_update(task: &mut Task, key: &str, value: u64) {
@@ -172,6 +181,13 @@ impl Peer for Taskstore {
         let filler = Taskstore::open(self.0.path(), Durability::Eventual);
         for _ in 0..n {
             filler.create(ttl);
+        }
+    }
+    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
+        let filler = Taskstore::open(self.0.path(), Durability::Eventual);
+        for _ in 0..n {
+            let id = filler.create(ttl);
+            assert!(filler.complete(&id, json!("done")));
         }
     }
 }
@@ -269,11 +285,7 @@ impl Sqlite {
 
     /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
-        self.insert((0..n).map(|_| {
-            let mut task = new_task(None);
-            apply_complete(&mut task, json!("done"));
-            task
-        }));
+        self.fill_finished(n, None);
     }
 
     /// Inserts `tasks` in one transaction (fixtures).
@@ -402,6 +414,10 @@ impl Peer for Sqlite {
     fn fill(&self, n: usize, ttl: Option<Duration>) {
         self.insert((0..n).map(|_| new_task(ttl)));
     }
+    /// One transaction.
+    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
+        self.insert((0..n).map(|_| finished_task(ttl)));
+    }
 }
 
 // --------------------------------------------------------------------- redb
@@ -528,13 +544,7 @@ impl Redb {
 
     /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
-        self.write(|w| {
-            for _ in 0..n {
-                let mut task = new_task(None);
-                apply_complete(&mut task, json!("done"));
-                Redb::insert(w, &task);
-            }
-        })
+        self.fill_finished(n, None);
     }
 }
 
@@ -638,6 +648,14 @@ impl Peer for Redb {
         self.write(|w| {
             for _ in 0..n {
                 Redb::insert(w, &new_task(ttl));
+            }
+        })
+    }
+    /// One transaction.
+    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
+        self.write(|w| {
+            for _ in 0..n {
+                Redb::insert(w, &finished_task(ttl));
             }
         })
     }

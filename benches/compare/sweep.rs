@@ -17,22 +17,57 @@ use crate::{peers, record};
 pub const WORKLOAD: &str = "sweep_10000";
 /// The same, by a sweeping handle that already knows the tasks.
 pub const WARM: &str = "sweep_10000_warm";
+/// The same, of finished tasks (each completed after it was made).
+pub const FINISHED: &str = "sweep_10000_finished";
+/// The same, with every store's files written back before the sweep.
+pub const WRITTEN_BACK: &str = "sweep_10000_written_back";
+
+/// The sweep rows' workloads.
+pub fn workloads() -> [&'static str; 4] {
+    [WORKLOAD, WARM, FINISHED, WRITTEN_BACK]
+}
+
+/// How a sweep row's tasks are made and met.
+#[derive(Clone, Copy)]
+struct Row {
+    workload: &'static str,
+    /// The sweeping handle lists a page after the fill (untimed), so that
+    /// it knows the tasks before the sweep, as a long-lived server's handle
+    /// would: the row times the deletions, not the learning of 10,000 new
+    /// files (SQLite and redb run the same sweep).
+    warm: bool,
+    /// Each task is completed after it is made (untimed): the sweep deletes
+    /// finished tasks (the file store's from `done/`, through its expiry
+    /// index).
+    finished: bool,
+    /// Every dirty page of the machine is written back after the fill
+    /// (`sync`, untimed), as it is when tasks expire minutes after they were
+    /// written: a file the sweep unlinks then frees its disk blocks, where a
+    /// file not yet written back (ext4's delayed allocation) has none.
+    written_back: bool,
+}
 
 /// Deleting 10,000 expired tasks: each sample fills every store with them
 /// (untimed; `taskstore` through a handle without fsync, SQLite and redb in
 /// one transaction each), waits for them to expire, and times one sweep by a
-/// durable handle.
+/// durable handle. The rows vary what is swept and how it is met (see
+/// [`Row`]).
 pub fn sweep(c: &mut Criterion) {
-    sweep_by(c, WORKLOAD, false);
-    sweep_by(c, WARM, true);
+    let row = |workload, warm, finished, written_back| Row {
+        workload,
+        warm,
+        finished,
+        written_back,
+    };
+    sweep_by(c, row(WORKLOAD, false, false, false));
+    sweep_by(c, row(WARM, true, false, false));
+    sweep_by(c, row(FINISHED, false, true, false));
+    sweep_by(c, row(WRITTEN_BACK, false, false, true));
 }
 
-/// [`sweep`], and with `warm` the sweeping handle lists a page after the
-/// fill (untimed), so that it knows the tasks before the sweep, as a
-/// long-lived server's handle would: the row times the deletions, not the
-/// learning of 10,000 new files (SQLite and redb run the same sweep).
-fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
+fn sweep_by(c: &mut Criterion, row: Row) {
     const N: usize = 10_000;
+    let workload = row.workload;
     let mut group = c.benchmark_group(workload);
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     let dir = tempfile::tempdir().unwrap();
@@ -43,9 +78,16 @@ fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    peer.fill(N, Some(Duration::from_millis(1)));
-                    if warm {
+                    if row.finished {
+                        peer.fill_finished(N, Some(Duration::from_millis(1)));
+                    } else {
+                        peer.fill(N, Some(Duration::from_millis(1)));
+                    }
+                    if row.warm {
                         peer.page(1, None);
+                    }
+                    if row.written_back {
+                        write_back();
                     }
                     std::thread::sleep(Duration::from_millis(2));
                     let start = Instant::now();
@@ -58,7 +100,7 @@ fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
             })
         });
     }
-    if warm {
+    if workload != WORKLOAD {
         group.finish();
         return;
     }
@@ -102,6 +144,12 @@ fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
         })
     });
     group.finish();
+}
+
+/// Writes back every dirty page of the machine (`sync(2)`).
+fn write_back() {
+    // SAFETY: `sync` takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// A task file's envelope, for the bound's decoding.
