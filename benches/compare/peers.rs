@@ -36,8 +36,9 @@ pub trait Peer: Send + Sync {
     /// Fixture, untimed: `n` more active tasks (without a TTL), or with
     /// `ttl`, each peer's fastest honest way.
     fn fill(&self, n: usize, ttl: Option<Duration>);
-    /// [`fill`](Peer::fill) with finished (completed) tasks.
-    fn fill_finished(&self, n: usize, ttl: Option<Duration>);
+    /// Fixture, untimed: `n` more finished (completed) tasks with `ttl`,
+    /// made `ttl` and a second ago: expired when it returns.
+    fn fill_finished(&self, n: usize, ttl: Duration);
 }
 
 /// A page of active tasks and the cursor of the next one.
@@ -83,11 +84,27 @@ fn new_task(ttl: Option<Duration>) -> Task {
     .unwrap()
 }
 
-/// A finished task as every peer encodes it.
-fn finished_task(ttl: Option<Duration>) -> Task {
+/// A finished task as every peer encodes it, made `age` ago.
+fn finished_task(ttl: Option<Duration>, age: Duration) -> Task {
     let mut task = new_task(ttl);
+    task.created_at -= age;
     apply_complete(&mut task, json!("done"));
     task
+}
+
+/// How long ago [`Peer::fill_finished`] makes tasks with `ttl`.
+fn expired_age(ttl: Duration) -> Duration {
+    ttl + Duration::from_secs(1)
+}
+
+/// The system clock, `behind` it: a filler that makes tasks in the past.
+#[derive(Debug)]
+struct Behind(Duration);
+
+impl taskstore::Clock for Behind {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() - self.0
+    }
 }
 
 fn apply_update(task: &mut Task, key: &str, value: u64) {
@@ -183,10 +200,19 @@ impl Peer for Taskstore {
             filler.create(ttl);
         }
     }
-    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
-        let filler = Taskstore::open(self.0.path(), Durability::Eventual);
+    /// Through a filler whose clock is behind: it completes each task
+    /// before the task expires by its own clock.
+    fn fill_finished(&self, n: usize, ttl: Duration) {
+        let filler = Taskstore(
+            FileStore::builder(self.0.path())
+                .durability(Durability::Eventual)
+                .max_active(usize::MAX)
+                .clock(Arc::new(Behind(expired_age(ttl))))
+                .open()
+                .unwrap(),
+        );
         for _ in 0..n {
-            let id = filler.create(ttl);
+            let id = filler.create(Some(ttl));
             assert!(filler.complete(&id, json!("done")));
         }
     }
@@ -285,7 +311,7 @@ impl Sqlite {
 
     /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
-        self.fill_finished(n, None);
+        self.insert((0..n).map(|_| finished_task(None, Duration::ZERO)));
     }
 
     /// Inserts `tasks` in one transaction (fixtures).
@@ -415,8 +441,8 @@ impl Peer for Sqlite {
         self.insert((0..n).map(|_| new_task(ttl)));
     }
     /// One transaction.
-    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
-        self.insert((0..n).map(|_| finished_task(ttl)));
+    fn fill_finished(&self, n: usize, ttl: Duration) {
+        self.insert((0..n).map(|_| finished_task(Some(ttl), expired_age(ttl))));
     }
 }
 
@@ -544,7 +570,11 @@ impl Redb {
 
     /// Inserts finished tasks in one transaction (fixtures).
     pub fn insert_finished(&self, n: usize) {
-        self.fill_finished(n, None);
+        self.write(|w| {
+            for _ in 0..n {
+                Redb::insert(w, &finished_task(None, Duration::ZERO));
+            }
+        })
     }
 }
 
@@ -652,10 +682,10 @@ impl Peer for Redb {
         })
     }
     /// One transaction.
-    fn fill_finished(&self, n: usize, ttl: Option<Duration>) {
+    fn fill_finished(&self, n: usize, ttl: Duration) {
         self.write(|w| {
             for _ in 0..n {
-                Redb::insert(w, &finished_task(ttl));
+                Redb::insert(w, &finished_task(Some(ttl), expired_age(ttl)));
             }
         })
     }

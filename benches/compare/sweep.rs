@@ -79,7 +79,9 @@ fn sweep_by(c: &mut Criterion, row: Row) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     if row.finished {
-                        peer.fill_finished(N, Some(Duration::from_millis(1)));
+                        // Long enough for the filler to complete each task
+                        // before it expires; made in the past, so expired.
+                        peer.fill_finished(N, Duration::from_secs(1));
                     } else {
                         peer.fill(N, Some(Duration::from_millis(1)));
                     }
