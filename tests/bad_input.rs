@@ -403,18 +403,26 @@ fn a_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the_next() {
         .map(|_| store.create(NewTask::new()).unwrap().id)
         .collect();
     created.sort();
-    let mut listed = Vec::new();
-    let mut query = ListQuery::active().limit(4);
+    let (listed, _) = pages_of_four(&store, ListQuery::active);
+    assert_eq!(listed, created, "every task behind the bad file is listed");
+}
+
+/// Every page of four of `query()` in turn: the ids listed (sorted), and
+/// those of the entries reported unreadable.
+fn pages_of_four(store: &FileStore, query: fn() -> ListQuery) -> (Vec<TaskId>, Vec<TaskId>) {
+    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
+    let mut page_query = query().limit(4);
     loop {
-        let page = store.list(&query).unwrap();
+        let page = store.list(&page_query).unwrap();
         listed.extend(page.tasks.into_iter().map(|t| t.id));
+        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
         match page.next_cursor {
-            Some(cursor) => query = ListQuery::active().limit(4).after(&cursor),
+            Some(cursor) => page_query = query().limit(4).after(&cursor),
             None => break,
         }
     }
     listed.sort();
-    assert_eq!(listed, created, "every task behind the bad file is listed");
+    (listed, skipped)
 }
 
 /// The same in history: a page of finished tasks decodes only the files it
@@ -438,18 +446,7 @@ fn a_finished_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the
         })
         .collect();
     created.sort();
-    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
-    let mut query = ListQuery::all().limit(4);
-    loop {
-        let page = store.list(&query).unwrap();
-        listed.extend(page.tasks.into_iter().map(|t| t.id));
-        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
-        match page.next_cursor {
-            Some(cursor) => query = ListQuery::all().limit(4).after(&cursor),
-            None => break,
-        }
-    }
-    listed.sort();
+    let (listed, skipped) = pages_of_four(&store, ListQuery::all);
     assert_eq!(listed, created, "every task behind the bad file is listed");
     assert_eq!(
         skipped,

@@ -7,8 +7,6 @@
 //!
 //! Heap bytes asked for, not resident memory (as `tests/snapshot_memory.rs`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,50 +16,12 @@ use taskstore::{
 };
 use time::OffsetDateTime;
 
+#[path = "common/counting.rs"]
+mod counting;
+
 #[cfg(all(feature = "postgres", unix))]
 #[path = "common/pg.rs"]
 mod pg_cluster;
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn add(bytes: isize) {
-    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only the counters
-// are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, forwarded.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            add(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract, forwarded.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            add(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The tests take turns: the counters are the process's.
 static TURN: Mutex<()> = Mutex::new(());
@@ -88,10 +48,10 @@ fn payload(n: usize) -> String {
 /// The most heap `sweep` held beyond what was held when it started, and
 /// how many tasks it deleted.
 fn peak_of(sweep: impl FnOnce() -> usize) -> (isize, usize) {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = counting::live();
+    counting::reset_peak();
     let deleted = sweep();
-    (PEAK.load(Ordering::Relaxed) - before, deleted)
+    (counting::peak() - before, deleted)
 }
 
 fn file_store(dir: &std::path::Path, clock: &ManualClock) -> FileStore {
@@ -118,11 +78,9 @@ fn a_sweep_of_finished_tasks_holds_a_few_results_at_a_time() {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
-    finished_files(dir.path(), &clock);
-    clock.advance(Duration::from_secs(1));
+    fill_finished(&file_store(dir.path(), &clock));
     let sweeper = file_store(dir.path(), &clock);
-    let (held, deleted) = peak_of(|| sweeper.sweep_expired().unwrap());
-    check("file store, finished tasks", held, deleted);
+    sweep_finished("file store, finished tasks", &sweeper, &clock);
 }
 
 #[test]
@@ -172,16 +130,8 @@ fn a_sweep_of_the_memory_store_copies_no_payloads() {
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
-    for n in 0..TASKS {
-        let task = store
-            .create(NewTask::new().ttl(Duration::from_secs(1)))
-            .unwrap();
-        let done = store.complete(&task.id, json!({ "text": payload(n) }));
-        assert!(done.unwrap().is_applied());
-    }
-    clock.advance(Duration::from_secs(1));
-    let (held, deleted) = peak_of(|| store.sweep_expired().unwrap());
-    check("memory store, finished tasks", held, deleted);
+    fill_finished(&store);
+    sweep_finished("memory store, finished tasks", &store, &clock);
 }
 
 #[cfg(all(feature = "postgres", unix))]
@@ -199,6 +149,13 @@ fn a_sweep_of_postgres_holds_a_few_rows_at_a_time() {
         .time_source(taskstore::TimeSource::Clock)
         .open()
         .unwrap();
+    fill_finished(&store);
+    sweep_finished("PostgreSQL, finished tasks", &store, &clock);
+}
+
+/// [`TASKS`] finished tasks in `store`, each with a result of [`PAYLOAD`]
+/// bytes, expiring a second after they were made.
+fn fill_finished(store: &dyn TaskStore) {
     for n in 0..TASKS {
         let task = store
             .create(NewTask::new().ttl(Duration::from_secs(1)))
@@ -206,22 +163,14 @@ fn a_sweep_of_postgres_holds_a_few_rows_at_a_time() {
         let done = store.complete(&task.id, json!({ "text": payload(n) }));
         assert!(done.unwrap().is_applied());
     }
-    clock.advance(Duration::from_secs(1));
-    let (held, deleted) = peak_of(|| store.sweep_expired().unwrap());
-    check("PostgreSQL, finished tasks", held, deleted);
 }
 
-/// Finished tasks in a new `FileStore` in `dir` (written without fsync), each with a
-/// result of [`PAYLOAD`] bytes, expiring after a second of `clock`.
-fn finished_files(dir: &std::path::Path, clock: &ManualClock) {
-    let writer = file_store(dir, clock);
-    for n in 0..TASKS {
-        let task = writer
-            .create(NewTask::new().ttl(Duration::from_secs(1)))
-            .unwrap();
-        let done = writer.complete(&task.id, json!({ "text": payload(n) }));
-        assert!(done.unwrap().is_applied());
-    }
+/// Sweeps `store`'s tasks once `clock` has passed their expiry, and checks
+/// what the sweep held.
+fn sweep_finished(what: &str, store: &dyn TaskStore, clock: &ManualClock) {
+    clock.advance(Duration::from_secs(1));
+    let (held, deleted) = peak_of(|| store.sweep_expired().unwrap());
+    check(what, held, deleted);
 }
 
 #[test]
@@ -230,7 +179,7 @@ fn a_page_of_history_holds_the_page() {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
-    finished_files(dir.path(), &clock);
+    fill_finished(&file_store(dir.path(), &clock));
     let reader = file_store(dir.path(), &clock);
     let mut query = ListQuery::all().limit(PAGE);
     let mut listed = 0;

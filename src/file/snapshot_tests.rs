@@ -693,6 +693,41 @@ fn a_listing_reads_the_new_files_a_sweep_has_taken() {
     assert!(sweeper.backend().snapshot.lock().unread.is_none());
 }
 
+/// A sweeper and a writer, both watching, on a new store in `dir`, and the
+/// clock they share.
+fn sweeper_and_writer(
+    dir: &Path,
+) -> (
+    std::sync::Arc<crate::clock::ManualClock>,
+    FileStore,
+    FileStore,
+) {
+    let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
+        time::macros::datetime!(2026-01-01 0:00 UTC),
+    ));
+    let open = || handle_on(FileStore::builder(dir).clock(clock.clone()), Mode::Watch);
+    let (sweeper, writer) = (open(), open());
+    (clock, sweeper, writer)
+}
+
+/// 300 tasks `writer` makes with a TTL and 5 without, then the `clock` past
+/// the expiry: the expired ids and the live ones (sorted).
+fn expired_and_live(
+    writer: &FileStore,
+    clock: &crate::clock::ManualClock,
+) -> (Vec<TaskId>, Vec<TaskId>) {
+    let ttl = Duration::from_secs(60);
+    let expired = (0..300)
+        .map(|_| writer.create(NewTask::new().ttl(ttl)).unwrap().id)
+        .collect();
+    let mut live: Vec<TaskId> = (0..5)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    live.sort();
+    clock.advance(ttl * 2);
+    (expired, live)
+}
+
 /// A sweep's own unlinks of the files it has not read queue no change
 /// notices (the sweeper's watch stops noticing unlinks only while the sweep
 /// holds every stripe, so no one else can make one), yet the sweeper sees
@@ -700,34 +735,16 @@ fn a_listing_reads_the_new_files_a_sweep_has_taken() {
 /// while the sweep was removing them keeps no entry of a removed file.
 #[test]
 fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() {
-    use std::sync::{Arc, Once};
+    use std::sync::Once;
 
-    use time::macros::datetime;
+    use crate::clock::Clock;
 
-    use crate::clock::{Clock, ManualClock};
-
-    const EXPIRED: usize = 300;
-    const LIVE: usize = 5;
-    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-    let ttl = Duration::from_secs(60);
     // Each round: a refresh in the middle of the pass, or none.
     for refresh_meanwhile in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            handle_on(
-                FileStore::builder(dir.path()).clock(clock.clone()),
-                Mode::Watch,
-            )
-        };
-        let (sweeper, writer) = (open(), open());
+        let (clock, sweeper, writer) = sweeper_and_writer(dir.path());
         assert!(active(&sweeper).is_empty(), "the snapshot is complete");
-        let expired: Vec<TaskId> = (0..EXPIRED)
-            .map(|_| writer.create(NewTask::new().ttl(ttl)).unwrap().id)
-            .collect();
-        let live: Vec<TaskId> = (0..LIVE)
-            .map(|_| writer.create(NewTask::new()).unwrap().id)
-            .collect();
-        clock.advance(ttl * 2);
+        let (expired, live) = expired_and_live(&writer, &clock);
 
         let backend = sweeper.backend();
         let now = clock.now();
@@ -766,8 +783,6 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
                 kept.len()
             );
         }
-        let mut live = live;
-        live.sort();
         assert_eq!(active_ids(&sweeper), live);
         assert!(writer.delete(&live[0]).unwrap());
         assert_eq!(
@@ -783,45 +798,21 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
 /// go, and another handle's unlink right after is seen.
 #[test]
 fn a_sweep_batchs_own_unlinks_queue_no_notices_and_their_entries_go() {
-    use std::sync::Arc;
-
-    use time::macros::datetime;
-
     use crate::backend::{Backend, Scan, Scope, Swap};
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::Clock;
 
-    const EXPIRED: usize = 300;
-    const LIVE: usize = 5;
-    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-    let ttl = Duration::from_secs(60);
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        handle_on(
-            FileStore::builder(dir.path()).clock(clock.clone()),
-            Mode::Watch,
-        )
-    };
-    let (sweeper, writer) = (open(), open());
-    let expired: Vec<TaskId> = (0..EXPIRED)
-        .map(|_| writer.create(NewTask::new().ttl(ttl)).unwrap().id)
-        .collect();
-    let mut live: Vec<TaskId> = (0..LIVE)
-        .map(|_| writer.create(NewTask::new()).unwrap().id)
-        .collect();
-    live.sort();
-    assert_eq!(
-        active(&sweeper).len(),
-        EXPIRED + LIVE,
-        "the sweeper knows them"
-    );
-    clock.advance(ttl * 2);
+    let (clock, sweeper, writer) = sweeper_and_writer(dir.path());
+    let (expired, live) = expired_and_live(&writer, &clock);
+    // Listed after the fill: the sweeper knows every task.
+    assert_eq!(active_ids(&sweeper), live);
 
     let backend = sweeper.backend();
-    let mut scan = Scan::new(Scope::All, EXPIRED + LIVE);
+    let mut scan = Scan::new(Scope::All, expired.len() + live.len());
     scan.expired_at = Some(clock.now());
     scan.payloads = false;
     let doomed = backend.scan(&scan).unwrap().tasks;
-    assert_eq!(doomed.len(), EXPIRED);
+    assert_eq!(doomed.len(), expired.len());
     let results = backend.remove_expired(&doomed);
     assert!(results.iter().all(|r| matches!(r, Ok(Swap::Done))));
     {
