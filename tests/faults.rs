@@ -1025,6 +1025,68 @@ fn a_sweep_makes_its_removals_durable_once_after_the_last() {
     }
 }
 
+/// A sweep's batch of finished tasks makes `active/` durable before its
+/// removals from `done/` (a terminal move's last unlink there is not made
+/// durable by the move), but not again while nothing has changed in
+/// `active/` since (the sweeping handle's watch would have noticed the
+/// unlink that ends any move): the first sweep fsyncs `active/` once, a
+/// second with no move since not at all, a third after more tasks finished
+/// once again.
+#[test]
+fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_something_moved() {
+    use taskstore::FsEvent;
+    const EACH: usize = 300; // a batch that takes every stripe
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    let sweeper = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
+    let filler = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let finish = |ttl: Duration| {
+        for at in 0..EACH {
+            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
+        }
+    };
+    // Two sets, the second expiring a minute after the first.
+    finish(Duration::from_secs(60));
+    finish(Duration::from_secs(120));
+    let sweep = |after: Duration| {
+        clock.advance(after);
+        let from = recorder.len();
+        assert_eq!(sweeper.sweep_expired().unwrap(), EACH);
+        let events = recorder.events();
+        let first_removal = (from..events.len())
+            .find(|&i| matches!(&events[i], FsEvent::Remove { path } if in_area(path, "done")))
+            .expect("the sweep removes from done/");
+        (from..first_removal)
+            .filter(
+                |&i| matches!(&events[i], FsEvent::SyncDir { path } if path.ends_with("active")),
+            )
+            .count()
+    };
+    assert_eq!(sweep(Duration::from_secs(61)), 1, "the first sweep");
+    assert_eq!(
+        sweep(Duration::from_secs(60)),
+        0,
+        "a sweep with no move in active/ since the last"
+    );
+    finish(Duration::from_secs(1));
+    assert_eq!(
+        sweep(Duration::from_secs(2)),
+        1,
+        "a sweep after tasks finished since"
+    );
+}
+
 /// A sweep whose closing fsync of `active/` fails returns that error, naming
 /// the directory, and loses nothing: its removals stay pending on the handle,
 /// and the next sweep makes them durable (an fsync of `active/` even with

@@ -137,6 +137,10 @@ pub struct FileBackend {
     due: scan::DueEntries,
     /// Frees the files that writes replaced (see `park`).
     reclaimer: park::Reclaimer,
+    /// The watch's mark (`Watch::mark`) when `active/` was last made
+    /// durable under every stripe before removals from `done/`
+    /// (`settle_moves_once`).
+    moves_settled_at: std::sync::Mutex<Option<(u64, u64)>>,
     /// What the removals of expired tasks changed, to make durable at the
     /// end of their sweep (`Backend::settle_expired`).
     pending_removals: std::sync::Mutex<write::Touched>,

@@ -104,6 +104,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         due: Default::default(),
         reclaimer: Default::default(),
         pending_removals: Default::default(),
+        moves_settled_at: Default::default(),
         handles,
         unresolved: Default::default(),
     };

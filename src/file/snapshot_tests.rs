@@ -926,3 +926,71 @@ fn a_sweep_reads_the_expiry_index_once_per_pass() {
     assert_eq!(backend.scan(&again).unwrap().tasks.len(), 6);
     assert_eq!(reads(), 4);
 }
+
+/// A removal batch under every stripe makes `active/` durable before its
+/// removals from `done/` unless nothing changed there since it last did:
+/// a task that finished between two batches (its move's last unlink is in
+/// `active/`) makes the next batch do it again, though the sweep's notices
+/// were drained before the move (the batch drains them itself).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_batch_after_a_move_makes_active_durable_again() {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, Scan, Scope};
+    use crate::clock::{Clock, ManualClock};
+    use crate::file::{FsEvent, Recorder};
+
+    const EACH: usize = 300; // a batch that takes every stripe
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-01-01 0:00 UTC),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new();
+    let sweeper = FileStore::builder(dir.path())
+        .clock(clock.clone())
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    assert!(active(&sweeper).is_empty(), "the snapshot is complete");
+    let filler = handle_on(
+        FileStore::builder(dir.path()).clock(clock.clone()),
+        Mode::Watch,
+    );
+    let finish = |n: usize, ttl: Duration| {
+        for at in 0..n {
+            let id = filler.create(NewTask::new().ttl(ttl)).unwrap().id;
+            let done = filler.complete(&id, serde_json::json!(at)).unwrap();
+            assert!(done.is_applied());
+        }
+    };
+    finish(3 * EACH, Duration::from_secs(60));
+    clock.advance(Duration::from_secs(61));
+    let backend = sweeper.backend();
+    let mut scan = Scan::new(Scope::All, 3 * EACH);
+    scan.expired_at = Some(clock.now());
+    scan.payloads = false;
+    let tasks = backend.scan(&scan).unwrap().tasks;
+    assert_eq!(tasks.len(), 3 * EACH);
+    let fsyncs_of_active = |batch: &[crate::task::Task]| {
+        let from = recorder.len();
+        backend.remove_expired(batch);
+        recorder.events()[from..]
+            .iter()
+            .filter(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")))
+            .count()
+    };
+    assert_eq!(fsyncs_of_active(&tasks[..EACH]), 1, "the first batch");
+    assert_eq!(
+        fsyncs_of_active(&tasks[EACH..2 * EACH]),
+        0,
+        "nothing moved since"
+    );
+    finish(1, Duration::from_secs(3_600));
+    assert_eq!(
+        fsyncs_of_active(&tasks[2 * EACH..]),
+        1,
+        "a task finished since the last batch"
+    );
+    backend.settle_expired().unwrap();
+}

@@ -42,6 +42,7 @@ mod imp {
     use std::mem::MaybeUninit;
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
     use rustix::io::Errno;
@@ -72,14 +73,25 @@ mod imp {
     #[derive(Debug)]
     pub(crate) struct Watch {
         fd: OwnedFd,
+        /// This watch among every one the process made.
+        id: u64,
+        /// How many events its drains have read.
+        events: AtomicU64,
     }
+
+    /// The last watch's id.
+    static WATCHES: AtomicU64 = AtomicU64::new(0);
 
     impl Watch {
         /// Watches the directory `dir` refers to (not whatever its path
         /// names now: the watch is added through `/proc/self/fd`).
         pub(crate) fn new(dir: &Dir) -> Option<Watch> {
             let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
-            let watch = Watch { fd };
+            let watch = Watch {
+                fd,
+                id: WATCHES.fetch_add(1, Ordering::Relaxed) + 1,
+                events: AtomicU64::new(0),
+            };
             watch.set(dir, FLAGS).then_some(watch)
         }
 
@@ -110,6 +122,13 @@ mod imp {
             rustix::io::ioctl_fionread(&self.fd).is_ok_and(|queued| queued == 0)
         }
 
+        /// Which watch this is, and how many events its drains have read:
+        /// the same mark twice, with a drain just before each, means
+        /// nothing it watches for happened in between.
+        pub(crate) fn mark(&self) -> (u64, u64) {
+            (self.id, self.events.load(Ordering::Relaxed))
+        }
+
         /// Every event queued so far, without waiting.
         ///
         /// One `read` returns every event queued when it was made, as many
@@ -135,6 +154,7 @@ mod imp {
                         return Changes::Lost; // never: the kernel writes whole events
                     };
                     rest = &rest[HEADER + len..];
+                    self.events.fetch_add(1, Ordering::Relaxed);
                     let flags = ReadFlags::from_bits_retain(mask);
                     if flags.intersects(
                         ReadFlags::QUEUE_OVERFLOW
@@ -241,6 +261,10 @@ mod imp {
 
         pub(crate) fn is_quiet(&self) -> bool {
             false
+        }
+
+        pub(crate) fn mark(&self) -> (u64, u64) {
+            (0, 0)
         }
 
         pub(crate) fn notice_unlinks(&self, _dir: &Dir, _notice: bool) -> bool {

@@ -620,10 +620,49 @@ impl FileBackend {
                 for stripe in terminal {
                     drop(self.locks.lock(&self.fs, stripe)?);
                 }
+                self.settle_moves(&mut touched)?;
+            } else {
+                self.settle_moves_once(&mut touched)?;
             }
-            self.settle_moves(&mut touched)?;
         }
         Ok(touched)
+    }
+
+    /// [`settle_moves`](Self::settle_moves), the caller holding every
+    /// stripe, unless no name changed in `active/` since the last time this
+    /// handle made it durable so: every terminal move ends with an unlink
+    /// there, which the handle's watch notices (no one else can unlink
+    /// there while every stripe is held, so none goes unnoticed), and a
+    /// move under way then was over (its stripe was held). The notices are
+    /// drained first; with no complete snapshot kept by a live watch,
+    /// `active/` is made durable. So a sweep's batches of finished tasks
+    /// make it durable once, not once per batch, while nothing moves.
+    fn settle_moves_once(&self, touched: &mut Touched) -> Result<()> {
+        if touched.moves_settled || self.durability != Durability::Immediate {
+            return Ok(());
+        }
+        let mark = {
+            let mut state = self.snapshot.lock();
+            if state.complete && state.watch.is_some() {
+                self.refresh(&mut state)?;
+            }
+            state
+                .watch
+                .as_ref()
+                .filter(|_| state.complete)
+                .map(|watch| watch.mark())
+        };
+        let mut settled = self
+            .moves_settled_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if mark.is_some() && *settled == mark {
+            touched.moves_settled = true;
+            return Ok(());
+        }
+        self.settle_moves(touched)?;
+        *settled = mark;
+        Ok(())
     }
 
     /// Removes each of `tasks` that is still the version given, under its

@@ -182,6 +182,7 @@ impl FileCheck {
                     due: Default::default(),
                     reclaimer: Default::default(),
                     pending_removals: Default::default(),
+                    moves_settled_at: Default::default(),
                     // A check is no handle: it never holds the handles lock,
                     // so it never keeps an exclusive open from compacting.
                     handles: None,
