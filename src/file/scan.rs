@@ -41,7 +41,7 @@ enum Kept {
     Decoded(Box<Task>),
 }
 
-/// How a file of `active/` read.
+/// How a task file read for a listing.
 enum Read {
     Gone,
     Task { keys: codec::Keys, bytes: Vec<u8> },
@@ -564,7 +564,7 @@ impl FileBackend {
                 return Look::Current;
             }
         }
-        Look::Read(self.read_entry(name, id), stamp)
+        Look::Read(self.read_entry(Area::Active, name, id), stamp)
     }
 
     /// Puts in the snapshot what [`look`](Self::look) found of task `id`.
@@ -623,16 +623,16 @@ impl FileBackend {
         }
     }
 
-    /// Reads the file `name` of `active/` for the snapshot: its keys and
+    /// Reads the file `name` of `area` for a listing: its keys and
     /// revision (the task is not decoded), and its bytes.
-    fn read_entry(&self, name: &OsStr, id: &TaskId) -> Read {
-        let active = self.dir(Area::Active);
-        let bytes = match self.read_bytes(active, name) {
+    fn read_entry(&self, area: Area, name: &OsStr, id: &TaskId) -> Read {
+        let dir = self.dir(area);
+        let bytes = match self.read_bytes(dir, name) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Read::Gone,
             Err(e) => return Read::Bad(e),
         };
-        let path = active.join(name);
+        let path = dir.join(name);
         match codec::keys(&bytes, &path, id) {
             Ok(keys) => Read::Task { keys, bytes },
             Err(e) => Read::Bad(e),
@@ -666,23 +666,26 @@ impl FileBackend {
                     continue;
                 }
                 // Its keys, and the file's bytes (or, `eager`, its task).
-                let read = self.read_bytes(done, name).and_then(|bytes| {
-                    let Some(bytes) = bytes else {
-                        return Ok(None); // removed since the directory was read
-                    };
-                    let path = done.join(name);
-                    if eager {
-                        let task = codec::unwrap(&bytes, &path, id)?;
-                        let keys = (task.status, task.expires_at(), task.lease_expires_at);
-                        return Ok(Some((task.created_at, keys, Kept::Decoded(Box::new(task)))));
+                let read = if eager {
+                    self.read_task(done, name, id).map(|task| {
+                        task.map(|task| {
+                            let keys = (task.status, task.expires_at(), task.lease_expires_at);
+                            (task.created_at, keys, Kept::Decoded(Box::new(task)))
+                        })
+                    })
+                } else {
+                    match self.read_entry(Area::Done, name, id) {
+                        Read::Task { keys: k, bytes } => {
+                            let keys = (k.status, k.expires_at, k.lease_expires_at);
+                            Ok(Some((k.created_at, keys, Kept::Bytes(bytes))))
+                        }
+                        Read::Gone => Ok(None),
+                        Read::Bad(e) => Err(e),
                     }
-                    let k = codec::keys(&bytes, &path, id)?;
-                    let keys = (k.status, k.expires_at, k.lease_expires_at);
-                    Ok(Some((k.created_at, keys, Kept::Bytes(bytes))))
-                });
+                };
                 let (created_at, (status, expires_at, lease_expires_at), kept) = match read {
                     Ok(Some(read)) => read,
-                    Ok(None) => continue,
+                    Ok(None) => continue, // removed since the directory was read
                     Err(e) => {
                         failed.insert(id.clone());
                         skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
