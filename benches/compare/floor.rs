@@ -79,6 +79,11 @@ impl Floor {
         self.dest_dir.sync_all().unwrap();
     }
 
+    /// The destination directory.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     /// The paths of every file in the destination, as `readdir` gives them.
     pub fn files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.dest)

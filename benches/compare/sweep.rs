@@ -1,9 +1,12 @@
 //! The sweep row: deleting 10,000 expired tasks (and nothing else), against
 //! SQLite's `DELETE ... WHERE expires_at <= ?` on its expiry index, redb's
 //! range removal from its expiry table, the floor (the file system deleting
-//! 10,000 files of a task's size) and the bound (what any sweep storing one
-//! file per task must do when it meets the tasks at the sweep).
+//! 10,000 files of a task's size) and the bounds (what any sweep storing one
+//! file per task must do when it meets the tasks at the sweep, and when
+//! their files are on disk, with an expiry index for finished ones).
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
@@ -102,6 +105,38 @@ fn sweep_by(c: &mut Criterion, row: Row) {
             })
         });
     }
+    if row.written_back || row.finished {
+        // Their bound: what any sweep storing one file per task must do
+        // with files on disk, and, for finished tasks, with each file also
+        // named in an expiry index, as this store keeps them (a task found
+        // by its id and the expired ones without reading the rest).
+        let finished = row.finished;
+        let bytes = task_bytes(finished);
+        let bound = Floor::new(&dir.path().join("bound"), true);
+        let index = finished.then(|| Index::new(&dir.path().join("bound-index")));
+        group.bench_function("bound", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    bound.fill(N, &bytes);
+                    if let Some(index) = &index {
+                        index.link_all(&bound.files());
+                    }
+                    write_back();
+                    let start = Instant::now();
+                    let removed = match &index {
+                        Some(index) => index.read_and_remove_all(&bound),
+                        None => read_and_remove_all(&bound),
+                    };
+                    assert_eq!(removed, N);
+                    let elapsed = start.elapsed();
+                    record(workload, "bound", elapsed, 1);
+                    total += elapsed;
+                }
+                total
+            })
+        });
+    }
     if workload != WORKLOAD {
         group.finish();
         return;
@@ -109,7 +144,7 @@ fn sweep_by(c: &mut Criterion, row: Row) {
     // The floor: the file system deleting as many files of a task's size
     // (its names known), with one fsync of the directory.
     let floor = Floor::new(&dir.path().join("floor"), true);
-    let bytes = task_bytes();
+    let bytes = task_bytes(false);
     group.bench_function("floor", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -164,36 +199,101 @@ struct Envelope {
 /// it on up to four threads (as the store's parallel passes), and fsyncs the
 /// directory once; returns how many files it removed.
 fn read_and_remove_all(floor: &Floor) -> usize {
-    let files = floor.files();
-    let workers = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let removed: usize = std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(files.len().div_ceil(workers).max(1))
-            .map(|share| {
-                scope.spawn(move || {
-                    for path in share {
-                        let bytes = std::fs::read(path).unwrap();
-                        let envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
-                        std::hint::black_box((envelope.task.status, envelope.task.revision));
-                        std::fs::remove_file(path).unwrap();
-                    }
-                    share.len()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    let removed = on_workers(&floor.files(), |path| {
+        read_and_decode(path);
+        std::fs::remove_file(path).unwrap();
     });
     floor.sync_dest();
     removed
 }
 
-/// The bytes of a running task's file with a TTL, as the store writes it.
-fn task_bytes() -> Vec<u8> {
+/// Reads and decodes the task file at `path`: its status and revision are
+/// what the `task.expired` event reports.
+fn read_and_decode(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+    std::hint::black_box((envelope.task.status, envelope.task.revision));
+}
+
+/// Runs `each` on every item of `items` on up to four threads (as the
+/// store's parallel passes); returns how many it ran on.
+fn on_workers<T: Sync>(items: &[T], each: impl Fn(&T) + Sync) -> usize {
+    let workers = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let each = &each;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(workers).max(1))
+            .map(|share| {
+                scope.spawn(move || {
+                    share.iter().for_each(each);
+                    share.len()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+/// The finished rows' expiry index, for their bound: a second name (a hard
+/// link) of each file, in a directory of its own, named by the file's name.
+struct Index {
+    dir: PathBuf,
+    handle: File,
+}
+
+impl Index {
+    fn new(dir: &Path) -> Index {
+        std::fs::create_dir_all(dir).unwrap();
+        Index {
+            dir: dir.to_owned(),
+            handle: File::open(dir).unwrap(),
+        }
+    }
+
+    /// Fixture, untimed: names each of `files` in the index too.
+    fn link_all(&self, files: &[PathBuf]) {
+        for file in files {
+            std::fs::hard_link(file, self.dir.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+
+    /// Lists the index; reads, decodes and unlinks each file through its
+    /// name in `floor`'s destination; fsyncs that directory; then unlinks
+    /// the index names (which frees the files) and fsyncs the index: what
+    /// removing a file with two names durably costs at the least (the index
+    /// entry of a file still named elsewhere is never left to point at
+    /// nothing). Returns how many files it removed.
+    fn read_and_remove_all(&self, floor: &Floor) -> usize {
+        let entries: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let removed = on_workers(&entries, |entry| {
+            let file = floor.dest().join(entry.file_name().unwrap());
+            read_and_decode(&file);
+            std::fs::remove_file(&file).unwrap();
+        });
+        floor.sync_dest();
+        on_workers(&entries, |entry| std::fs::remove_file(entry).unwrap());
+        self.handle.sync_all().unwrap();
+        removed
+    }
+}
+
+/// The bytes of a task's file with a TTL, as the store writes it: a running
+/// one, or one completed as the finished rows' tasks are.
+fn task_bytes(finished: bool) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let store = Taskstore::open(dir.path(), Durability::Eventual);
     let id = store.create(Some(Duration::from_secs(60)));
-    std::fs::read(dir.path().join("active").join(format!("{id}.json"))).unwrap()
+    let area = if finished {
+        assert!(store.complete(&id, serde_json::json!("done")));
+        "done"
+    } else {
+        "active"
+    };
+    std::fs::read(dir.path().join(area).join(format!("{id}.json"))).unwrap()
 }
