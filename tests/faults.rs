@@ -924,6 +924,69 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
     }
 }
 
+/// An `expiring/` entry whose task is gone from `done/` is removed only
+/// after an fsync of `done/`: the removal of the task's file may not be
+/// durable yet (here another handle's sweep failed its closing fsync, and
+/// keeps its removals pending), and a power loss must never bring back a
+/// finished task without its entry, which no sweep would find (or, where a
+/// file is freed before the removal of its last name is durable, its name
+/// pointing at a freed file).
+#[test]
+fn a_stale_index_entry_goes_only_after_its_tasks_removal_is_durable() {
+    use taskstore::{FsEvent, FsOp};
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let recorder = taskstore::Recorder::new();
+    let open = |faults: Option<&FaultInjector>| {
+        let builder = FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .recorder(recorder.clone());
+        match faults {
+            Some(faults) => builder.fault_injector(faults.clone()),
+            None => builder,
+        }
+        .open()
+        .unwrap()
+    };
+    let (failing, other) = (open(Some(&faults)), open(None));
+    let ttl = Duration::from_secs(60);
+    for i in 0..3 {
+        let task = failing.create(NewTask::new().ttl(ttl)).unwrap();
+        assert!(failing.complete(&task.id, json!(i)).unwrap().is_applied());
+    }
+    clock.advance(ttl * 2);
+    let done = root.join("done");
+    faults.fail_at(FsOp::SyncDir, &done, Fault::Eio);
+    failing.sweep_expired().unwrap_err();
+    assert_eq!(
+        fs::read_dir(&done).unwrap().count(),
+        0,
+        "unlinked, not durably"
+    );
+    assert_eq!(fs::read_dir(root.join("expiring")).unwrap().count(), 3);
+
+    let from = recorder.len();
+    assert_eq!(other.sweep_expired().unwrap(), 0, "nothing left to delete");
+    let events = recorder.events();
+    let entry_removed = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
+    );
+    let done_durable = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
+    );
+    assert!(
+        done_durable < entry_removed,
+        "the removals from done/ are durable (call {done_durable}) before a stale entry goes (call {entry_removed})"
+    );
+    assert_eq!(fs::read_dir(root.join("expiring")).unwrap().count(), 0);
+}
+
 /// A sweep makes its removals durable once, after the last of them: one
 /// fsync of `active/` and one of `done/` for a pass of three batches, not
 /// one per batch (a reader sees none of the expired tasks before the fsync

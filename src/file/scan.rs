@@ -754,7 +754,7 @@ impl FileBackend {
         let start = scan.after.as_ref().map_or(0, |after| {
             due.partition_point(|(position, _)| position <= after)
         });
-        let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
+        let (mut tasks, mut skipped, mut stale) = (Vec::new(), Vec::new(), Vec::new());
         let done = self.dir(Area::Done);
         let mut looked = start;
         for (position, index) in &due[start..] {
@@ -775,7 +775,7 @@ impl FileBackend {
                 _ => false,
             };
             if !same {
-                self.drop_stale_index(&id, index)?;
+                stale.push((id, index.to_owned()));
                 continue;
             }
             match self.read_task(done, &file, &id) {
@@ -787,6 +787,7 @@ impl FileBackend {
                 Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
             }
         }
+        self.drop_stale_indexes(&stale)?;
         if looked == due.len() {
             // The pass is through: nothing to keep for its next batch.
             self.due.end();
@@ -794,16 +795,34 @@ impl FileBackend {
         Ok((tasks, skipped))
     }
 
-    /// Removes the `expiring/` entry `index` of task `id`, under its lock, if
-    /// it is still not the file of the task in `done/` (nor of one in
-    /// `active/` on its way there).
-    pub(super) fn drop_stale_index(&self, id: &TaskId, index: &OsStr) -> Result<()> {
-        let _guard = self.locks.lock(&self.fs, stripe(id))?;
-        self.drop_stale_index_locked(id, index)
+    /// Removes each `expiring/` entry `(id, index)`, under its task's lock,
+    /// that is still not the file of its task in `done/` (nor of one in
+    /// `active/` on its way there), after an fsync of `done/`: an entry is
+    /// stale once its task's file is gone from `done/`, which may be before
+    /// that removal is durable (another handle's sweep settles its removals
+    /// at its end, or failed to), and a power loss must not bring the file
+    /// back without its entry.
+    pub(super) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.sync(Area::Done)?;
+        for (id, index) in entries {
+            let _guard = self.locks.lock(&self.fs, stripe(id))?;
+            self.drop_stale_index_locked(id, index)?;
+        }
+        Ok(())
     }
 
-    /// [`drop_stale_index`](Self::drop_stale_index), the caller holding the
-    /// task's lock.
+    /// Removes the `expiring/` entry `index` of task `id` if it is still
+    /// not the file of the task in `done/` (nor of one in `active/`); the
+    /// caller holds the task's lock, and has made durable any removal of
+    /// the task's file from `done/` (see
+    /// [`drop_stale_indexes`](Self::drop_stale_indexes)), or removed it
+    /// itself (a set-aside, which makes neither step durable: under a file
+    /// system that orders nothing between directories, a power loss could
+    /// bring the damaged file back without its entry, for a listing of
+    /// history to meet, not a sweep).
     pub(super) fn drop_stale_index_locked(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         if !self.index_is_stale(id, index) {
             return Ok(());
