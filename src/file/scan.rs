@@ -755,36 +755,29 @@ impl FileBackend {
             due.partition_point(|(position, _)| position <= after)
         });
         let (mut tasks, mut skipped, mut stale) = (Vec::new(), Vec::new(), Vec::new());
-        let done = self.dir(Area::Done);
         let mut looked = start;
-        for (position, index) in &due[start..] {
-            if tasks.len() >= scan.limit {
-                break;
-            }
-            looked += 1;
-            let id = position.id.clone();
-            let index = index.as_os_str();
-            let file = task_name(&id);
-            // The index entry and the task file are one file (a hard link),
-            // or the entry is stale.
-            let same = match (
-                self.fs.stat(&self.expiring, index),
-                self.fs.stat(done, &file),
-            ) {
-                (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
-                _ => false,
-            };
-            if !same {
-                stale.push((id, index.to_owned()));
-                continue;
-            }
-            match self.read_task(done, &file, &id) {
-                Ok(Some(task)) => {
-                    self.proofs.remember(&task, index);
-                    tasks.push(scan.shape(task));
+        while tasks.len() < scan.limit && looked < due.len() {
+            // As many entries as the page still needs, read on every worker
+            // (an entry found stale or unreadable leaves its place to the
+            // next window), then taken in listing order.
+            let window = &due[looked..due.len().min(looked + scan.limit - tasks.len())];
+            looked += window.len();
+            let met = parallel::map(window, |(position, index)| {
+                self.meet_indexed(&position.id, index, scan)
+            });
+            for ((position, index), met) in window.iter().zip(met) {
+                let id = &position.id;
+                match met {
+                    Indexed::Task(task) => {
+                        self.proofs.remember(&task, index);
+                        tasks.push(task);
+                    }
+                    Indexed::Stale => stale.push((id.clone(), index.clone())),
+                    Indexed::Gone => {}
+                    Indexed::Unreadable(e) => {
+                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => skipped.push(recovery::set_aside_task(self, Area::Done, &id, e)),
             }
         }
         self.drop_stale_indexes(&stale)?;
@@ -793,6 +786,27 @@ impl FileBackend {
             self.due.end();
         }
         Ok((tasks, skipped))
+    }
+
+    /// The task in `done/` whose `expiring/` entry is `index`, read if the
+    /// entry is still its file (a hard link), shaped as `scan` asks.
+    fn meet_indexed(&self, id: &TaskId, index: &OsStr, scan: &Scan) -> Indexed {
+        let (done, file) = (self.dir(Area::Done), task_name(id));
+        let same = match (
+            self.fs.stat(&self.expiring, index),
+            self.fs.stat(done, &file),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+            _ => false,
+        };
+        if !same {
+            return Indexed::Stale;
+        }
+        match self.read_task(done, &file, id) {
+            Ok(Some(task)) => Indexed::Task(scan.shape(task)),
+            Ok(None) => Indexed::Gone,
+            Err(e) => Indexed::Unreadable(e),
+        }
     }
 
     /// Removes each `expiring/` entry `(id, index)`, under its task's lock,
@@ -864,6 +878,21 @@ impl FileBackend {
             (Err(_), _) => false,
         }
     }
+}
+
+/// What a sweep's scan met at an `expiring/` entry.
+// One per entry of a window, taken apart in order at once: a box would add
+// an allocation per task read.
+#[allow(clippy::large_enum_variant)]
+enum Indexed {
+    /// The task, its file still the entry's.
+    Task(Task),
+    /// The entry is no longer its task's file.
+    Stale,
+    /// The file went between the entry's check and the read.
+    Gone,
+    /// The file does not read as a task.
+    Unreadable(Error),
 }
 
 /// What the snapshot holds of a running task.

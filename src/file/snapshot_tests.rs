@@ -933,6 +933,99 @@ fn a_sweep_reads_the_expiry_index_once_per_pass() {
     assert_eq!(reads(), 4);
 }
 
+/// A scan of expired finished tasks reads its entries on every worker and
+/// still returns them in listing order, `limit` at a time: an entry whose
+/// task's file is gone (stale) or does not read leaves its place in the
+/// page to the next, the stale one removed, the unreadable file set aside
+/// and reported where the page met it.
+#[test]
+fn an_expired_page_of_finished_tasks_fills_past_stale_and_unreadable_entries_in_order() {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, Position, Scan, Scope};
+    use crate::clock::{Clock, ManualClock};
+
+    const FINISHED: usize = 700;
+    const PAGE: usize = 300; // read on every worker
+    let ttl = Duration::from_secs(60);
+    let start = time::macros::datetime!(2026-01-01 0:00 UTC);
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().unwrap();
+    let writer = FileStore::builder(dir.path())
+        .clock(Arc::new(ManualClock::new(start)))
+        .open()
+        .unwrap();
+    let mut tasks: Vec<_> = (0..FINISHED)
+        .map(|i| {
+            let task = writer.create(NewTask::new().ttl(ttl)).unwrap();
+            let completed = writer.complete(&task.id, serde_json::json!(i));
+            assert!(completed.unwrap().is_applied());
+            task
+        })
+        .collect();
+    tasks.sort_by_key(Position::of);
+    let done = dir.path().join("done");
+    let file = |id: &TaskId| done.join(format!("{id}.json"));
+    let (mut stale, mut unreadable) = (Vec::new(), Vec::new());
+    for (at, task) in tasks.iter().enumerate() {
+        match at % 10 {
+            3 => {
+                std::fs::remove_file(file(&task.id)).unwrap();
+                stale.push(task.id.clone());
+            }
+            // Rewritten in place: still the entry's file, not a task.
+            7 => {
+                std::fs::write(file(&task.id), b"{\"format\":1,\"ta").unwrap();
+                unreadable.push(task.id.clone());
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<TaskId> = tasks
+        .iter()
+        .map(|task| task.id.clone())
+        .filter(|id| !stale.contains(id) && !unreadable.contains(id))
+        .collect();
+
+    clock.advance(ttl * 2);
+    let sweeper = FileStore::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let mut scan = Scan::new(Scope::All, PAGE);
+    scan.expired_at = Some(clock.now());
+    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
+    loop {
+        let page = sweeper.backend().scan(&scan).unwrap();
+        assert!(page.tasks.len() <= PAGE);
+        skipped.extend(page.skipped.iter().filter_map(|s| s.id.clone()));
+        let Some(last) = page.tasks.last() else {
+            break;
+        };
+        scan.after = Some(Position::of(last));
+        let full = page.tasks.len() == PAGE;
+        listed.extend(page.tasks.into_iter().map(|task| task.id));
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(listed.len(), expected.len());
+    assert!(listed == expected, "every readable task, in listing order");
+    assert_eq!(skipped, unreadable, "reported as the pages met them");
+    let left: usize = std::fs::read_dir(dir.path().join("expiring"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        left,
+        expected.len(),
+        "the stale entries removed, and the set-aside files' with them; the others left to the sweep"
+    );
+    assert!(
+        unreadable.iter().all(|id| !file(id).exists()),
+        "the unreadable files set aside"
+    );
+}
+
 /// A removal batch under every stripe makes `active/` durable before its
 /// removals from `done/` unless nothing changed there since it last did:
 /// a task that finished between two batches (its move's last unlink is in
