@@ -12,7 +12,9 @@
 //! fail, cancel, delete, renew_lease, renew_leases, claim (a second
 //! handle's resumable task, its short lease lapsed on a `ManualClock`),
 //! release, reap_orphans (that handle's plain task), sweep_expired (a
-//! running task and a finished one, both expired) — twice: once in quick
+//! running task and a finished one, both expired), then 300 completions of
+//! tasks with a TTL and a sweep of them (a batch under every stripe) —
+//! twice: once in quick
 //! succession, once with the file system synced before each call (tasks
 //! whose last write was long committed, the common case, and a different
 //! one: btrfs logs a rename out of a directory only if that directory was
@@ -109,6 +111,9 @@ const OWNER_LEASE: Duration = Duration::from_secs(24 * 3600);
 const GHOST_LEASE: Duration = Duration::from_secs(10);
 /// The TTL of the tasks that `sweep_expired` removes.
 const SWEPT_TTL: Duration = Duration::from_secs(60);
+/// How many finished tasks the round's last sweep removes: a batch that
+/// takes every stripe.
+const BATCH: usize = 300;
 
 #[test]
 fn acknowledged_calls_survive_a_power_cut() {
@@ -223,6 +228,8 @@ enum Op {
     Release,
     ReapOrphans,
     SweepExpired,
+    /// A sweep of a batch that takes every stripe (at least 256 tasks).
+    SweepBatch,
 }
 
 impl Op {
@@ -242,6 +249,7 @@ impl Op {
             Op::Release => "release",
             Op::ReapOrphans => "reap_orphans",
             Op::SweepExpired => "sweep_expired",
+            Op::SweepBatch => "sweep_expired (batch)",
         }
     }
 }
@@ -589,6 +597,26 @@ fn round(rec: &mut Recorder<'_>, h: &Handles<'_>, pace: Pace<'_>) {
     let swept = h.main.sweep_expired().expect("sweep_expired");
     assert_eq!(swept, 2, "swept x (running) and y (finished)");
     rec.cut_gone(Op::SweepExpired, &[id("x"), id("y")]);
+
+    // A batch that takes every stripe: tasks that finished a moment before
+    // (in the fresh round, their moves' last unlinks in `active/` not yet
+    // durable: the batch must make `active/` durable before it removes
+    // their files from `done/`, or a cut brings them back), one cut after
+    // their completions, one after the sweep.
+    let bulk: Vec<Task> = (0..BATCH)
+        .map(|i| {
+            let task = new(&format!("bulk-{i}")).ttl(SWEPT_TTL);
+            let task = h.main.create(task).expect("create on the live file system");
+            applied(Op::CompleteWithTtl, h.main.complete(&task.id, json!(i)))
+        })
+        .collect();
+    rec.cut_tasks(Op::CompleteWithTtl, &bulk);
+    h.clock.advance(SWEPT_TTL);
+    settle();
+    let swept = h.main.sweep_expired().expect("sweep_expired");
+    assert_eq!(swept, BATCH, "swept the batch");
+    let ids: Vec<TaskId> = bulk.into_iter().map(|task| task.id).collect();
+    rec.cut_gone(Op::SweepBatch, &ids);
 }
 
 /// Sleeps until just after the wall clock's next whole second.
