@@ -897,6 +897,136 @@ fn sweep_writer(args: &[String]) {
     write_atomic(&work.join(format!("report-{k}")), report.as_bytes());
 }
 
+// ---------------------------------------------------------------------------
+// Two large sweeps at once.
+
+/// Expired tasks of each kind (running, finished) two sweepers race for.
+const RACED: usize = 1_200;
+/// Tasks that are not expired: running, and finished without a TTL.
+const KEPT: usize = 100;
+/// Sweeping processes.
+const SWEEPERS: usize = 2;
+
+/// Two processes sweep one store at once, each in batches that take every
+/// stripe, both meeting the expired tasks as new files (each listed the
+/// store before they were made, as a server's handle has): every expired task,
+/// running or finished, is deleted exactly once between them (one
+/// `task.expired` event, in one process), nothing else is touched, neither
+/// misses or skips anything, and the store they leave is whole: no
+/// `expiring/` entry left behind (an entry one sweeper's removal made stale
+/// goes, after an fsync of `done/`, in whichever meets it), nothing for
+/// `verify` to report.
+#[test]
+fn two_large_sweeps_in_two_processes_delete_each_expired_task_once() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "racing-sweeper");
+        return racing_sweeper(&args);
+    }
+    let test = "two_large_sweeps_in_two_processes_delete_each_expired_task_once";
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let fast = open_fast(&store, "setup");
+    for n in 0..KEPT {
+        fast.create(NewTask::new().id(id("running", n))).unwrap();
+        let kept = fast.create(NewTask::new().id(id("finished", n))).unwrap();
+        assert!(fast.complete(&kept.id, json!(n)).unwrap().is_applied());
+    }
+    let mut children: Vec<_> = (0..SWEEPERS)
+        .map(|k| {
+            let k = k.to_string();
+            spawn(&work, test, "racing-sweeper", &args(&store, &work, &[k]))
+        })
+        .collect();
+    wait_for(&mut children, "every sweeper to be ready", || {
+        (0..SWEEPERS).all(|k| work.join(format!("ready-{k}")).exists())
+    });
+    // Made after the sweepers listed the store: expired once their TTL is
+    // past.
+    let ttl = std::time::Duration::from_secs(1);
+    let mut expired = BTreeSet::new();
+    for n in 0..RACED {
+        expired.insert(fast.create(NewTask::new().ttl(ttl)).unwrap().id);
+        let done = fast.create(NewTask::new().ttl(ttl)).unwrap();
+        assert!(fast.complete(&done.id, json!(n)).unwrap().is_applied());
+        expired.insert(done.id);
+    }
+    drop(fast);
+    std::thread::sleep(ttl + std::time::Duration::from_millis(50));
+    touch(&work.join("go"));
+    for child in children {
+        child.finish();
+    }
+
+    let mut deleted = BTreeMap::<TaskId, usize>::new();
+    let mut counted = 0;
+    for k in 0..SWEEPERS {
+        let report = fs::read_to_string(work.join(format!("report-{k}"))).unwrap();
+        let mut lines = report.lines();
+        let head = lines.next().unwrap();
+        assert_eq!(head, "missed 0 skipped 0", "sweeper {k}");
+        counted += lines
+            .next()
+            .and_then(|line| line.strip_prefix("deleted "))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+        for task in lines {
+            *deleted.entry(parse(task)).or_default() += 1;
+        }
+    }
+    assert_eq!(counted, expired.len(), "the sweeps' counts add up");
+    let twice: Vec<_> = deleted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "deleted more than once: {twice:?}");
+    let keys: BTreeSet<TaskId> = deleted.into_keys().collect();
+    assert!(keys == expired, "every expired task deleted, nothing else");
+
+    let reader = open(&store, "reader");
+    let all = reader.list(&ListQuery::all()).unwrap();
+    assert!(all.skipped.is_empty(), "{:?}", all.skipped);
+    assert_eq!(all.tasks.len(), 2 * KEPT, "the kept tasks, all of them");
+    assert!(all.tasks.iter().all(|t| !expired.contains(&t.id)));
+    assert_eq!(fs::read_dir(store.join("expiring")).unwrap().count(), 0);
+    let report = taskstore::FileCheck::open(&store)
+        .and_then(|check| check.verify())
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Opens a durable handle with an event log, lists the store, says it is
+/// ready, sweeps on `go`, and reports what its
+/// sweep missed and skipped, how many it deleted, and the id of each
+/// `task.expired` event.
+fn racing_sweeper(args: &[String]) {
+    use std::sync::Arc;
+    use taskstore::{EventLog, TaskEventKind};
+
+    let (store, work) = dirs(args);
+    let k: usize = args[2].parse().unwrap();
+    let events = Arc::new(EventLog::with_capacity(4 * RACED));
+    let s = FileStore::builder(&store)
+        .instance_id(format!("sweeper-{k}"))
+        .sink(events.clone())
+        .open()
+        .expect("open the store");
+    let known = s.list(&ListQuery::active()).unwrap().tasks;
+    assert_eq!(known.len(), KEPT);
+    touch(&work.join(format!("ready-{k}")));
+    wait_until("go", || work.join("go").exists());
+    let swept = s.sweep().unwrap();
+    let mut report = format!(
+        "missed {} skipped {}\ndeleted {}\n",
+        swept.missed.len(),
+        swept.skipped.len(),
+        swept.deleted
+    );
+    for record in events.snapshot() {
+        if record.event.kind == TaskEventKind::Expired {
+            let task = record.event.data["taskId"].as_str().unwrap();
+            report.push_str(&format!("{task}\n"));
+        }
+    }
+    write_atomic(&work.join(format!("report-{k}")), report.as_bytes());
+}
+
 fn parse(task: &str) -> TaskId {
     TaskId::parse(task).expect("a valid test id")
 }
