@@ -170,11 +170,32 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
+        let mut rows = Vec::new();
+        self.query_each(op, sql, params, |row| rows.push(row))?;
+        Ok(rows)
+    }
+
+    /// [`query`](Self::query), handing each row to `each` as the server
+    /// sends it: the client reads no further ahead than the row taken, so a
+    /// caller that keeps less than each row holds one row at a time, not
+    /// the result.
+    fn query_each(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut each: impl FnMut(postgres::Row),
+    ) -> Result<()> {
         let mut conn = self.connection(op)?;
         let statement = conn.prepared(sql).map_err(|e| failed(op(), e))?;
-        conn.client
-            .query(&statement, params)
-            .map_err(|e| failed(op(), e))
+        let mut rows = conn
+            .client
+            .query_raw(&statement, params.iter().copied())
+            .map_err(|e| failed(op(), e))?;
+        while let Some(row) = rows.next().map_err(|e| failed(op(), e))? {
+            each(row);
+        }
+        Ok(())
     }
 
     /// What a conditional write of `current` did, from the one-row count
@@ -477,20 +498,10 @@ impl Backend for PgBackend {
             params.push(at);
             params.push(id);
         }
-        // Row by row as the server sends them (the client reads no further
-        // ahead than the row taken), each shaped before the next: a scan
-        // without payloads holds one whole row at a time, not the batch.
-        let mut conn = self.connection(op)?;
-        let statement = conn
-            .prepared(&self.sql.scan(scan))
-            .map_err(|e| failed(op(), e))?;
-        let mut rows = conn
-            .client
-            .query_raw(&statement, params.iter().copied())
-            .map_err(|e| failed(op(), e))?;
-        let mut tasks = Vec::new();
-        let mut skipped = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| failed(op(), e))? {
+        // Each row shaped before the next is taken: a scan without payloads
+        // holds one whole row at a time, not the batch.
+        let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
+        self.query_each(&op, &self.sql.scan(scan), &params, |row| {
             let id: &str = row.get(0);
             match decode(id, row.get(1)) {
                 Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
@@ -502,7 +513,7 @@ impl Backend for PgBackend {
                     UnreadableAction::LeftInPlace,
                 )),
             }
-        }
+        })?;
         Ok(Scanned::new(tasks, skipped))
     }
 
