@@ -791,21 +791,28 @@ impl FileBackend {
     /// The task in `done/` whose `expiring/` entry is `index`, read if the
     /// entry is still its file (a hard link), shaped as `scan` asks.
     fn meet_indexed(&self, id: &TaskId, index: &OsStr, scan: &Scan) -> Indexed {
-        let (done, file) = (self.dir(Area::Done), task_name(id));
-        let same = match (
-            self.fs.stat(&self.expiring, index),
-            self.fs.stat(done, &file),
-        ) {
-            (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
-            _ => false,
-        };
-        if !same {
+        if !self.entry_is_file(index, id) {
             return Indexed::Stale;
         }
-        match self.read_task(done, &file, id) {
+        match self.read_task(self.dir(Area::Done), &task_name(id), id) {
             Ok(Some(task)) => Indexed::Task(scan.shape(task)),
             Ok(None) => Indexed::Gone,
             Err(e) => Indexed::Unreadable(e),
+        }
+    }
+
+    /// Whether the `expiring/` entry `index` is still the file
+    /// `done/<id>.json`: one inode under both names. Then it is the file
+    /// the entry was linked from, unchanged since (task files never change
+    /// in place, and a linked inode cannot be reused); else the entry is
+    /// stale, or the file gone.
+    pub(super) fn entry_is_file(&self, index: &OsStr, id: &TaskId) -> bool {
+        match (
+            self.fs.stat(&self.expiring, index),
+            self.fs.stat(self.dir(Area::Done), &task_name(id)),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+            _ => false,
         }
     }
 

@@ -525,15 +525,9 @@ impl FileBackend {
     ) -> Result<bool> {
         let name = task_name(&current.id);
         if let Some(index) = self.proofs.take(current) {
-            let done = self.dir(Area::Done);
-            let same = match (
-                self.fs.stat(&self.expiring, &index),
-                self.fs.stat(done, &name),
-            ) {
-                (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
-                _ => false,
-            };
-            if !same || self.fs.stat(self.dir(Area::Active), &name).is_ok() {
+            if !self.entry_is_file(&index, &current.id)
+                || self.fs.stat(self.dir(Area::Active), &name).is_ok()
+            {
                 return Ok(false);
             }
             self.settle_moves(touched)?;
