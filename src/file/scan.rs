@@ -828,9 +828,17 @@ impl FileBackend {
             return Ok(());
         }
         self.sync(Area::Done)?;
-        for (id, index) in entries {
-            let _guard = self.locks.lock(&self.fs, stripe(id))?;
-            self.drop_stale_index_locked(id, index)?;
+        // Each stripe's lock taken once for all of its entries.
+        let mut by_stripe: Vec<(usize, &TaskId, &OsStr)> = entries
+            .iter()
+            .map(|(id, index)| (stripe(id), id, index.as_os_str()))
+            .collect();
+        by_stripe.sort_unstable_by_key(|&(stripe, ..)| stripe);
+        for group in by_stripe.chunk_by(|a, b| a.0 == b.0) {
+            let _guard = self.locks.lock(&self.fs, group[0].0)?;
+            for &(_, id, index) in group {
+                self.drop_stale_index_locked(id, index)?;
+            }
         }
         Ok(())
     }
