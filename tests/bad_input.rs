@@ -393,18 +393,24 @@ fn hundreds_of_new_files_at_once_are_all_read_and_bad_ones_among_them_reported()
 fn a_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
-    // Older than every task below: first in listing order.
-    fs::write(
-        dir.path().join("active").join("half.json"),
-        br#"{"format":1,"task":{"taskId":"half","status":"working","createdAt":"2020-01-01T00:00:00Z","lastUpdatedAt":"2020-01-01T00:00:00Z","ttlMs":null,"revision":1,"statusMessage":5}}"#,
-    )
-    .unwrap();
+    plant_half(dir.path(), "active", "working");
     let mut created: Vec<TaskId> = (0..6)
         .map(|_| store.create(NewTask::new()).unwrap().id)
         .collect();
     created.sort();
     let (listed, _) = pages_of_four(&store, ListQuery::active);
     assert_eq!(listed, created, "every task behind the bad file is listed");
+}
+
+/// Plants task `half` in `area` of the store at `root`, with `status`: its
+/// listing keys decode, the task does not (a status message that is a
+/// number), and it is older than any task made after it (first in listing
+/// order).
+fn plant_half(root: &Path, area: &str, status: &str) {
+    let task = format!(
+        r#"{{"format":1,"task":{{"taskId":"half","status":"{status}","createdAt":"2020-01-01T00:00:00Z","lastUpdatedAt":"2020-01-01T00:00:00Z","ttlMs":null,"revision":2,"statusMessage":5}}}}"#
+    );
+    fs::write(root.join(area).join("half.json"), task).unwrap();
 }
 
 /// Every page of four of `query()` in turn: the ids listed (sorted), and
@@ -432,12 +438,7 @@ fn pages_of_four(store: &FileStore, query: fn() -> ListQuery) -> (Vec<TaskId>, V
 fn a_finished_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
-    // Older than every task below: first in listing order.
-    fs::write(
-        dir.path().join("done").join("half.json"),
-        br#"{"format":1,"task":{"taskId":"half","status":"completed","createdAt":"2020-01-01T00:00:00Z","lastUpdatedAt":"2020-01-01T00:00:00Z","ttlMs":null,"revision":2,"statusMessage":5}}"#,
-    )
-    .unwrap();
+    plant_half(dir.path(), "done", "completed");
     let mut created: Vec<TaskId> = (0..6)
         .map(|_| {
             let id = store.create(NewTask::new()).unwrap().id;

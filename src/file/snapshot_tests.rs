@@ -766,31 +766,40 @@ fn a_sweeps_own_unlinks_queue_no_notices_and_every_other_unlink_is_still_seen() 
         let mut want = expired.clone();
         want.sort();
         assert_eq!(removed, want, "refresh meanwhile: {refresh_meanwhile}");
-        {
-            let state = backend.snapshot.lock();
-            let watch = state.watch.as_ref().expect("the watch lives on");
-            assert!(
-                watch.is_quiet(),
-                "the sweep's own unlinks queued notices (refresh meanwhile: {refresh_meanwhile})"
-            );
-            let kept: Vec<&TaskId> = expired
-                .iter()
-                .filter(|id| state.get(id).is_some())
-                .collect();
-            assert!(
-                kept.is_empty(),
-                "entries of removed files kept (refresh meanwhile: {refresh_meanwhile}): {}",
-                kept.len()
-            );
-        }
-        assert_eq!(active_ids(&sweeper), live);
-        assert!(writer.delete(&live[0]).unwrap());
-        assert_eq!(
-            active_ids(&sweeper),
-            live[1..],
-            "another handle's unlink after the sweep is seen (refresh meanwhile: {refresh_meanwhile})"
-        );
+        let context = format!("the sweep, refresh meanwhile: {refresh_meanwhile}");
+        own_unlinks_unnoticed_others_seen(&sweeper, &writer, &expired, &live, &context);
     }
+}
+
+/// After `sweeper` removed the `expired` tasks holding every stripe: its
+/// watch queued no notice of those unlinks, its snapshot keeps no entry of
+/// them and lists the `live` ones, and an unlink by `writer` right after is
+/// seen (`context` names the pass in the messages).
+fn own_unlinks_unnoticed_others_seen(
+    sweeper: &FileStore,
+    writer: &FileStore,
+    expired: &[TaskId],
+    live: &[TaskId],
+    context: &str,
+) {
+    {
+        let state = sweeper.backend().snapshot.lock();
+        let watch = state.watch.as_ref().expect("the watch lives on");
+        assert!(
+            watch.is_quiet(),
+            "{context}: its own unlinks queued notices"
+        );
+        let kept = expired.iter().filter(|id| state.get(id).is_some()).count();
+        assert_eq!(kept, 0, "{context}: entries of removed files kept");
+        assert!(state.complete, "{context}: the snapshot is still complete");
+    }
+    assert_eq!(active_ids(sweeper), live);
+    assert!(writer.delete(&live[0]).unwrap());
+    assert_eq!(
+        active_ids(sweeper),
+        live[1..],
+        "{context}: another handle's unlink after it is seen"
+    );
 }
 
 /// The same for a sweep's batch of tasks its handle knows (listed before
@@ -815,21 +824,7 @@ fn a_sweep_batchs_own_unlinks_queue_no_notices_and_their_entries_go() {
     assert_eq!(doomed.len(), expired.len());
     let results = backend.remove_expired(&doomed);
     assert!(results.iter().all(|r| matches!(r, Ok(Swap::Done))));
-    {
-        let state = backend.snapshot.lock();
-        let watch = state.watch.as_ref().expect("the watch lives on");
-        assert!(watch.is_quiet(), "the batch's own unlinks queued notices");
-        let kept = expired.iter().filter(|id| state.get(id).is_some()).count();
-        assert_eq!(kept, 0, "entries of removed files kept");
-        assert!(state.complete, "the snapshot is still complete");
-    }
-    assert_eq!(active_ids(&sweeper), live);
-    assert!(writer.delete(&live[0]).unwrap());
-    assert_eq!(
-        active_ids(&sweeper),
-        live[1..],
-        "another handle's unlink after the batch is seen"
-    );
+    own_unlinks_unnoticed_others_seen(&sweeper, &writer, &expired, &live, "the batch");
 }
 
 /// A pass that panics while the sweep's watch skips unlinks leaves it
