@@ -75,8 +75,8 @@ mod imp {
         fd: OwnedFd,
         /// This watch among every one the process made.
         id: u64,
-        /// How many events its drains have read.
-        events: AtomicU64,
+        /// How many reads of its drains found events.
+        reads: AtomicU64,
     }
 
     /// The last watch's id.
@@ -90,7 +90,7 @@ mod imp {
             let watch = Watch {
                 fd,
                 id: WATCHES.fetch_add(1, Ordering::Relaxed) + 1,
-                events: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
             };
             watch.set(dir, FLAGS).then_some(watch)
         }
@@ -122,11 +122,11 @@ mod imp {
             rustix::io::ioctl_fionread(&self.fd).is_ok_and(|queued| queued == 0)
         }
 
-        /// Which watch this is, and how many events its drains have read:
-        /// the same mark twice, with a drain just before each, means
-        /// nothing it watches for happened in between.
+        /// Which watch this is, and how many reads of its drains found
+        /// events: the same mark twice, with a drain just before each,
+        /// means nothing it watches for happened in between.
         pub(crate) fn mark(&self) -> (u64, u64) {
-            (self.id, self.events.load(Ordering::Relaxed))
+            (self.id, self.reads.load(Ordering::Relaxed))
         }
 
         /// Every event queued so far, without waiting.
@@ -144,6 +144,9 @@ mod imp {
                     Err(Errno::INTR) => continue,
                     Err(_) => return Changes::Lost,
                 };
+                if !filled.is_empty() {
+                    self.reads.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut rest: &[u8] = filled;
                 while rest.len() >= HEADER {
                     let field = |at: usize| {
@@ -154,7 +157,6 @@ mod imp {
                         return Changes::Lost; // never: the kernel writes whole events
                     };
                     rest = &rest[HEADER + len..];
-                    self.events.fetch_add(1, Ordering::Relaxed);
                     let flags = ReadFlags::from_bits_retain(mask);
                     if flags.intersects(
                         ReadFlags::QUEUE_OVERFLOW
