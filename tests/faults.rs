@@ -30,6 +30,7 @@ use serde_json::json;
 use taskstore::{
     Durability, Error, EventLog, Fault, FaultInjector, FaultMode, FileStore, ListQuery,
     ManualClock, NewTask, Task, TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate,
+    UnreadableAction,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -985,6 +986,66 @@ fn a_stale_index_entry_goes_only_after_its_tasks_removal_is_durable() {
         "the removals from done/ are durable (call {done_durable}) before a stale entry goes (call {entry_removed})"
     );
     assert_eq!(fs::read_dir(root.join("expiring")).unwrap().count(), 0);
+}
+
+/// A corrupt finished task set aside takes its `expiring/` entry with it
+/// only once its move is durable: first `quarantine/`, then `done/`, then
+/// the entry. Else, under a file system that orders nothing between
+/// directories, a power loss could bring the file back without its entry
+/// (no sweep would find it), or lose it from both directories.
+#[test]
+fn a_set_aside_finished_task_loses_its_entry_only_after_its_move_is_durable() {
+    use taskstore::FsEvent;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(ManualClock::new(T0)))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let task = store
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    // Damaged in place: the same inode, so the entry is still its name.
+    let file = root.join("done").join(format!("{}.json", task.id));
+    fs::write(&file, b"{\"format\":1,\"task\":").unwrap();
+
+    let from = recorder.len();
+    let page = store.list(&ListQuery::all()).unwrap();
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    assert_eq!(page.skipped[0].action, UnreadableAction::SetAside);
+    assert!(!file.exists());
+    assert_eq!(fs::read_dir(root.join("expiring")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(root.join("quarantine")).unwrap().count(), 1);
+
+    let events = recorder.events();
+    let moved = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::Rename { to, .. } if in_area(to, "quarantine")),
+    );
+    let quarantine_durable = first(
+        &events,
+        moved,
+        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("quarantine")),
+    );
+    let done_durable = first(
+        &events,
+        quarantine_durable,
+        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
+    );
+    let entry_removed = first(
+        &events,
+        from,
+        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
+    );
+    assert!(
+        done_durable < entry_removed,
+        "moved (call {moved}), durable in quarantine/ (call {quarantine_durable}) and \
+         gone from done/ (call {done_durable}) before the entry goes (call {entry_removed})"
+    );
 }
 
 /// A sweep makes its removals durable once, after the last of them: one

@@ -9,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
+use crate::Durability;
 use crate::backend::{Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
@@ -54,6 +55,18 @@ impl Quarantine {
             count: AtomicUsize::new(count),
             full: Mutex::new(None),
         }
+    }
+
+    /// Makes the files moved into the quarantine so far durable there
+    /// (under `Durability::Immediate`).
+    fn sync(&self, store: &FileBackend) -> Result<()> {
+        if store.durability != Durability::Immediate {
+            return Ok(());
+        }
+        store
+            .fs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))
     }
 
     /// Moves `name` from `from` into the quarantine, as
@@ -304,9 +317,13 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
 /// the store as a delete does: the file goes into `quarantine/`, and the
 /// `expiring/` entries that were other names of it (a finished task with a
 /// TTL is linked there, FORMAT.md) and are now no task's file are removed
-/// with it. Neither step is fsynced: after a power loss the file is back
-/// (and set aside again when met), or an entry is left stale (removed by
-/// the sweep or `repair` that meets it).
+/// with it. A file with such entries is moved durably first (`quarantine/`,
+/// then its own directory, fsynced under `Durability::Immediate`), as every
+/// stale entry goes only after its file's removal is (see
+/// [`FileBackend::drop_stale_indexes`]): a power loss must not bring the
+/// file back without its entry, or lose it from both directories. A file
+/// without entries is moved without an fsync: after a power loss it is
+/// back, and set aside again when met.
 pub(super) fn set_aside_locked(
     store: &FileBackend,
     area: Area,
@@ -324,6 +341,10 @@ pub(super) fn set_aside_locked(
     match store.quarantine.move_in(&store.fs, dir, &name, area.name()) {
         Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
+            if !links.is_empty() {
+                store.quarantine.sync(store)?;
+                store.sync(area)?;
+            }
             drop_index_links(store, id, &links)?;
             Ok(Some(target))
         }

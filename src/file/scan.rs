@@ -847,11 +847,8 @@ impl FileBackend {
     /// not the file of the task in `done/` (nor of one in `active/`); the
     /// caller holds the task's lock, and has made durable any removal of
     /// the task's file from `done/` (see
-    /// [`drop_stale_indexes`](Self::drop_stale_indexes)), or removed it
-    /// itself (a set-aside, which makes neither step durable: under a file
-    /// system that orders nothing between directories, a power loss could
-    /// bring the damaged file back without its entry, for a listing of
-    /// history to meet, not a sweep).
+    /// [`drop_stale_indexes`](Self::drop_stale_indexes)), or moved it into
+    /// `quarantine/` and made that durable (a set-aside).
     pub(super) fn drop_stale_index_locked(&self, id: &TaskId, index: &OsStr) -> Result<()> {
         if !self.index_is_stale(id, index) {
             return Ok(());
