@@ -1,7 +1,8 @@
-//! What a `FileStore` handle holds for the running tasks it has listed:
-//! at most 1.5 times the bytes of their files, counted by a global
-//! allocator that tracks every live heap byte of this test binary (it holds
-//! this one test, so nothing else allocates beside it).
+//! What a `FileStore` handle holds for the running tasks it has listed, and
+//! for the history it has paged: at most 1.5 times the bytes of their files,
+//! counted by a global allocator that tracks every live heap byte of this
+//! test binary (its tests take turns, so nothing else allocates beside the
+//! one measured).
 //!
 //! Heap bytes asked for, not resident memory: the allocator's own overhead
 //! per allocation is not counted here (`benches/compare/memory.rs` measures
@@ -10,14 +11,20 @@
 #[path = "common/counting.rs"]
 mod counting;
 
+use std::sync::{Mutex, PoisonError};
+
 use counting::live;
 use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
+
+/// The tests take turns: the counters are the process's.
+static TURN: Mutex<()> = Mutex::new(());
 
 /// Running tasks, as many as a 2-core machine writes quickly.
 const TASKS: usize = 3_000;
 
 #[test]
 fn a_handle_holds_at_most_one_and_a_half_times_the_files_it_listed() {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     {
         let writer = FileStore::builder(dir.path())
@@ -65,6 +72,65 @@ fn a_handle_holds_at_most_one_and_a_half_times_the_files_it_listed() {
         after_all <= after_page + (after_page / 100),
         "a listing's answer, once dropped, must leave nothing behind: \
          {after_all} bytes held against {after_page}"
+    );
+    drop(reader);
+    assert!(
+        live() - before < (files / 100) as isize,
+        "a dropped handle leaves {} bytes behind",
+        live() - before
+    );
+}
+
+/// The listing keys of history a handle keeps once it has paged it: at
+/// most 1.5 times the bytes of the finished tasks' files (each a task with
+/// a small result), nothing of the pages once dropped, nothing once the
+/// handle is.
+#[test]
+fn a_handle_that_paged_history_holds_at_most_one_and_a_half_times_its_files() {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let writer = FileStore::builder(dir.path())
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap();
+        for i in 0..TASKS {
+            let task = writer.create(NewTask::new()).unwrap();
+            let done = writer.complete(&task.id, serde_json::json!(i)).unwrap();
+            assert!(done.is_applied());
+        }
+    }
+    let files: usize = std::fs::read_dir(dir.path().join("done"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum();
+
+    let before = live();
+    let reader = FileStore::builder(dir.path())
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let mut query = ListQuery::all().limit(100);
+    let mut listed = 0;
+    loop {
+        let page = reader.list(&query).unwrap();
+        listed += page.tasks.len();
+        match page.next_cursor {
+            Some(cursor) => query = ListQuery::all().limit(100).after(&cursor),
+            None => break,
+        }
+    }
+    assert_eq!(listed, TASKS);
+    let held = live() - before;
+    eprintln!(
+        "{TASKS} finished tasks, {files} bytes of files: the handle holds {held} bytes after \
+         paging them ({:.2}x, {} bytes a task)",
+        held as f64 / files as f64,
+        held / TASKS as isize
+    );
+    assert!(
+        held as f64 <= 1.5 * files as f64,
+        "after paging history the handle holds {held} bytes for {files} bytes of files"
     );
     drop(reader);
     assert!(

@@ -27,6 +27,7 @@ mod children;
 mod counted;
 mod floor;
 mod harness;
+mod history;
 mod memory;
 #[path = "../common/mutex_ring.rs"]
 mod mutex_ring;
@@ -206,6 +207,9 @@ fn main() {
     active::active(&mut c, &filter);
     if filter.wants(&sweep::workloads()) {
         sweep::sweep(&mut c);
+    }
+    if filter.wants(&history::workloads()) {
+        history::history(&mut c);
     }
     if filter.wants(&[
         "breaker_closed/1t",

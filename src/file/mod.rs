@@ -13,6 +13,9 @@ mod codec;
 mod fault;
 mod fs;
 mod group;
+mod history;
+#[cfg(test)]
+mod history_tests;
 mod layout;
 mod lock;
 mod maintenance;
@@ -133,6 +136,8 @@ pub struct FileBackend {
     max_file_bytes: u64,
     snapshot: ActiveSnapshot,
     proofs: Proofs,
+    /// The keys of the finished tasks in `done/`, for paging history.
+    history_keys: history::HistoryKeys,
     /// The `expiring/` entries a pass over expired history goes through.
     due: scan::DueEntries,
     /// Frees the files that writes replaced (see `park`).

@@ -101,6 +101,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         max_file_bytes: (max_payload_bytes + crate::limits::OWN_HEADROOM + codec::OVERHEAD) as u64,
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
+        history_keys: Default::default(),
         due: Default::default(),
         reclaimer: Default::default(),
         pending_removals: Default::default(),

@@ -2,7 +2,7 @@
 //! current; history from `done/`; expired history from the `expiring/`
 //! index.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,15 +34,8 @@ enum Listed<'a> {
     Encoded(&'a Slot, Option<Stamp>),
 }
 
-/// A file of `done/` a page of history may return: its bytes, or (when
-/// every file may be returned) its task, decoded as it was read.
-enum Kept {
-    Bytes(Vec<u8>),
-    Decoded(Box<Task>),
-}
-
 /// How a task file read for a listing.
-enum Read {
+pub(super) enum Read {
     Gone,
     Task { keys: codec::Keys, bytes: Vec<u8> },
     Bad(Error),
@@ -625,7 +618,7 @@ impl FileBackend {
 
     /// Reads the file `name` of `area` for a listing: its keys and
     /// revision (the task is not decoded), and its bytes.
-    fn read_entry(&self, area: Area, name: &OsStr, id: &TaskId) -> Read {
+    pub(super) fn read_entry(&self, area: Area, name: &OsStr, id: &TaskId) -> Read {
         let dir = self.dir(area);
         let bytes = match self.read_bytes(dir, name) {
             Ok(Some(bytes)) => bytes,
@@ -636,106 +629,6 @@ impl FileBackend {
         match codec::keys(&bytes, &path, id) {
             Ok(keys) => Read::Task { keys, bytes },
             Err(e) => Read::Bad(e),
-        }
-    }
-
-    /// The tasks in `done/` that `scan` asks for, shaped: the first
-    /// `scan.limit` in listing order after its position, and any whose id
-    /// is in `beside` (found in `active/` too: the read rule picks between
-    /// the copies); and the entries that could not be read. Every file is
-    /// read (history has no index but the expiry one), but decoded only for
-    /// its keys unless it is returned: a page of history holds the page's
-    /// files, not history. A file that does not read, or whose task does not
-    /// decode, is set aside and reported, and the next takes its place.
-    fn history(&self, scan: &Scan, beside: &HashSet<&TaskId>) -> Result<(Vec<Task>, Vec<Skipped>)> {
-        let (names, mut skipped) = recovery::entries(self, Area::Done)?;
-        let done = self.dir(Area::Done);
-        // A scan that may return every file decodes each as it reads it:
-        // there is no page to keep the others out of.
-        let eager = scan.limit >= names.len();
-        // Files set aside in this call: the next pass goes on without them.
-        let mut failed: HashSet<TaskId> = HashSet::new();
-        loop {
-            // The first `limit` files in listing order so far, by position,
-            // their bytes kept for the decoding (or decoded, `eager`); and
-            // those `beside`.
-            let mut first: BTreeMap<Position, Kept> = BTreeMap::new();
-            let mut both = Vec::new();
-            for (id, name) in &names {
-                if failed.contains(id) {
-                    continue;
-                }
-                // Its keys, and the file's bytes (or, `eager`, its task).
-                let read = if eager {
-                    self.read_task(done, name, id).map(|task| {
-                        task.map(|task| {
-                            let keys = (task.status, task.expires_at(), task.lease_expires_at);
-                            (task.created_at, keys, Kept::Decoded(Box::new(task)))
-                        })
-                    })
-                } else {
-                    match self.read_entry(Area::Done, name, id) {
-                        Read::Task { keys: k, bytes } => {
-                            let keys = (k.status, k.expires_at, k.lease_expires_at);
-                            Ok(Some((k.created_at, keys, Kept::Bytes(bytes))))
-                        }
-                        Read::Gone => Ok(None),
-                        Read::Bad(e) => Err(e),
-                    }
-                };
-                let (created_at, (status, expires_at, lease_expires_at), kept) = match read {
-                    Ok(Some(read)) => read,
-                    Ok(None) => continue, // removed since the directory was read
-                    Err(e) => {
-                        failed.insert(id.clone());
-                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
-                        continue;
-                    }
-                };
-                if !scan.matches_keys(status, expires_at, lease_expires_at) {
-                    continue;
-                }
-                let position = Position {
-                    created_at,
-                    id: id.clone(),
-                };
-                if beside.contains(id) {
-                    both.push((position, kept));
-                } else if scan.after.as_ref().is_none_or(|after| *after < position)
-                    && (first.len() < scan.limit
-                        || first
-                            .last_key_value()
-                            .is_some_and(|(last, _)| position < *last))
-                {
-                    first.insert(position, kept);
-                    if first.len() > scan.limit {
-                        first.pop_last();
-                    }
-                }
-            }
-            let full = first.len() == scan.limit;
-            let mut tasks = Vec::with_capacity(first.len() + both.len());
-            let mut undecodable = false;
-            for (position, held) in first.into_iter().chain(both) {
-                let id = position.id;
-                let task = match held {
-                    Kept::Bytes(bytes) => codec::unwrap(&bytes, &done.join(task_name(&id)), &id),
-                    Kept::Decoded(task) => Ok(*task),
-                };
-                match task {
-                    Ok(task) => tasks.push(scan.shape(task)),
-                    Err(e) => {
-                        skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
-                        failed.insert(id);
-                        undecodable = true;
-                    }
-                }
-            }
-            // A task that did not decode left its place in a full page to
-            // the next file: look again without it.
-            if !(undecodable && full) {
-                return Ok((tasks, skipped));
-            }
         }
     }
 

@@ -17,7 +17,7 @@ use crate::task::{NewTask, TaskUpdate};
 
 /// How a snapshot proves itself current.
 #[derive(Clone, Copy, Debug)]
-enum Mode {
+pub(super) enum Mode {
     Watch,
     Status,
 }
@@ -29,13 +29,13 @@ fn handle(dir: &Path, mode: Mode) -> FileStore {
 
 /// Two handles on the store at `dir`, a reader and a writer, as two
 /// processes would hold them.
-fn pair(dir: &Path, mode: Mode) -> (FileStore, FileStore) {
+pub(super) fn pair(dir: &Path, mode: Mode) -> (FileStore, FileStore) {
     (handle(dir, mode), handle(dir, mode))
 }
 
 /// The handle `builder` opens, without fsync, proving its snapshot current
 /// as `mode` says.
-fn handle_on(builder: crate::file::FileStoreBuilder, mode: Mode) -> FileStore {
+pub(super) fn handle_on(builder: crate::file::FileStoreBuilder, mode: Mode) -> FileStore {
     let store = builder.durability(Durability::Eventual).open().unwrap();
     store
         .backend()
@@ -70,16 +70,22 @@ fn reads(store: &FileStore) -> u64 {
 /// Waits (polling, bounded) until `active/` has stood still long enough for
 /// its status to be trusted.
 fn settle(store: &FileStore) {
+    settle_area(store, Area::Active);
+}
+
+/// The same for `area`.
+pub(super) fn settle_area(store: &FileStore, area: Area) {
     let backend = store.backend();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = backend.fs.stat_dir(backend.dir(Area::Active)).unwrap();
+        let status = backend.fs.stat_dir(backend.dir(area)).unwrap();
         if Stamp::settled(&status, stamp::clock()).is_some() {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "active/ never settled"
+            "{} never settled",
+            area.name()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -179,6 +179,7 @@ impl FileCheck {
                         + codec::OVERHEAD) as u64,
                     snapshot: Default::default(),
                     proofs: Default::default(),
+                    history_keys: Default::default(),
                     due: Default::default(),
                     reclaimer: Default::default(),
                     pending_removals: Default::default(),

@@ -1,0 +1,170 @@
+//! Pages of history: the first page of 100 of every task
+//! (`ListQuery::all().limit(100)`) beside 20,000 finished tasks and 10
+//! running ones, against SQLite's keyset page on an index of every task by
+//! (`created_at`, id) (in a database of its own: the other rows' SQLite
+//! indexes only running tasks, and pays for no more). redb is left out: its
+//! fixture here would need an index table of every task the other rows'
+//! redb does not keep.
+//!
+//! - `history_page/quiet`: a handle that has listed history before, nothing
+//!   changed since;
+//! - `history_page/after_complete`: right after another handle (SQLite: a
+//!   transaction) finished one more task, untimed;
+//! - `history_page/fresh`: a handle opened for the page (SQLite: a new
+//!   connection), its first listing.
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use serde_json::json;
+use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
+
+use crate::peers::{Peer, Sqlite};
+use crate::record;
+
+/// Finished tasks beside the page.
+const FINISHED: usize = 20_000;
+/// Tasks in a page.
+const PAGE: usize = 100;
+
+const QUIET: &str = "history_page/quiet";
+const AFTER_COMPLETE: &str = "history_page/after_complete";
+const FRESH: &str = "history_page/fresh";
+
+/// The history rows' workloads.
+pub fn workloads() -> [&'static str; 3] {
+    [QUIET, AFTER_COMPLETE, FRESH]
+}
+
+/// One finished task more, through `store`.
+fn finish(store: &FileStore) {
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(
+        store
+            .complete(&task.id, json!("done"))
+            .unwrap()
+            .is_applied()
+    );
+}
+
+/// The first page, checked.
+fn first_page(store: &FileStore) {
+    let page = store.list(&ListQuery::all().limit(PAGE)).unwrap();
+    assert_eq!(page.tasks.len(), PAGE);
+    std::hint::black_box(page);
+}
+
+pub fn history(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let ts_root = dir.path().join("taskstore");
+    // The fixture, through a handle without fsync (untimed).
+    let writer = FileStore::builder(&ts_root)
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    for _ in 0..FINISHED {
+        finish(&writer);
+    }
+    for _ in 0..10 {
+        writer.create(NewTask::new()).unwrap();
+    }
+    let reader = FileStore::open(&ts_root).unwrap();
+    let sqlite_dir = dir.path().join("sqlite");
+    std::fs::create_dir_all(&sqlite_dir).unwrap();
+    let sqlite = Sqlite::open(&sqlite_dir, Durability::Immediate);
+    sqlite.index_history();
+    sqlite.insert_finished(FINISHED);
+    sqlite.fill(10, None);
+    let sqlite_page = |sqlite: &Sqlite| {
+        let page = sqlite.history_page(PAGE, None);
+        assert_eq!(page.tasks.len(), PAGE);
+        std::hint::black_box(page);
+    };
+
+    let mut group = c.benchmark_group(QUIET);
+    first_page(&reader);
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                first_page(&reader);
+            }
+            let elapsed = start.elapsed();
+            record(QUIET, "taskstore", elapsed, iters);
+            elapsed
+        })
+    });
+    group.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                sqlite_page(&sqlite);
+            }
+            let elapsed = start.elapsed();
+            record(QUIET, "sqlite", elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(AFTER_COMPLETE);
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                finish(&writer);
+                let start = Instant::now();
+                first_page(&reader);
+                elapsed += start.elapsed();
+            }
+            record(AFTER_COMPLETE, "taskstore", elapsed, iters);
+            elapsed
+        })
+    });
+    group.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                sqlite.insert_finished(1);
+                let start = Instant::now();
+                sqlite_page(&sqlite);
+                elapsed += start.elapsed();
+            }
+            record(AFTER_COMPLETE, "sqlite", elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(FRESH);
+    group.sample_size(10);
+    group.bench_function("taskstore", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let fresh = FileStore::open(&ts_root).unwrap();
+                first_page(&fresh);
+                elapsed += start.elapsed();
+                drop(fresh);
+            }
+            record(FRESH, "taskstore", elapsed, iters);
+            elapsed
+        })
+    });
+    group.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let fresh = Sqlite::connect(&sqlite_dir, Durability::Immediate);
+                sqlite_page(&fresh);
+                elapsed += start.elapsed();
+                drop(fresh);
+            }
+            record(FRESH, "sqlite", elapsed, iters);
+            elapsed
+        })
+    });
+    group.finish();
+}

@@ -1,0 +1,429 @@
+//! History: pages of the finished tasks in `done/`, in listing order.
+//!
+//! `done/` has no index but the expiry one, so a page must know where every
+//! finished task lists (its creation time and id) and what a scan filters
+//! it by (status, expiry, lease) before it can pick its tasks. Reading every
+//! file for that, page after page, made a page cost all of history. A
+//! finished task's file never changes (a terminal task is final, and task
+//! files are never modified in place: FORMAT.md), so a handle keeps those
+//! keys ([`HistoryKeys`], about 240 bytes a task) from its first listing of
+//! history on, and keeps them current as the snapshot of `active/` is kept:
+//! from the change notices of a watch of `done/` (`watch`), or, without
+//! one, by file status (`stamp`): `done/`'s own settled status unchanged
+//! proves every entry, else each file's does, and only a file whose status
+//! changed is read again. A page then reads only its own files.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+
+use crate::backend::{Scan, Skipped};
+use crate::error::{Error, Result};
+use crate::file::layout::{self, Area, task_name};
+use crate::file::scan::Read;
+use crate::file::stamp::{self, Stamp};
+use crate::file::watch::{Change, Changes, Watch};
+use crate::file::{FileBackend, codec, parallel, recovery};
+use crate::id::TaskId;
+use crate::status::TaskStatus;
+use crate::task::Task;
+
+/// What a handle knows of `done/` for paging history.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryKeys {
+    known: Mutex<Known>,
+    /// Files of `done/` read by listings of history (tests only).
+    #[cfg(test)]
+    pub(super) reads: std::sync::atomic::AtomicU64,
+}
+
+impl HistoryKeys {
+    #[cfg(test)]
+    fn read_one(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    /// Each finished task's keys, and its file's status when they were
+    /// read, if it had settled: a file whose status is the same is the
+    /// same file.
+    files: HashMap<TaskId, (Option<Stamp>, Keys)>,
+    /// `files` is `done/` as it was when `watch` was last drained, or
+    /// (without a watch) when `dir` was taken; and nothing in `done/` was
+    /// left unreadable then (every listing reports it again).
+    complete: bool,
+    /// Change notices of `done/`, from the first listing of history on
+    /// (where there is inotify).
+    watch: Option<Watch>,
+    /// Without a watch: `done/`'s settled status, taken before it was last
+    /// listed, when every entry was a task whose file had settled. While
+    /// it is unchanged, so are the entries, naming the same files.
+    dir: Option<Stamp>,
+}
+
+/// Where a finished task lists, and what a scan filters it by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Keys {
+    created_at: OffsetDateTime,
+    status: TaskStatus,
+    expires_at: Option<OffsetDateTime>,
+    lease_expires_at: Option<OffsetDateTime>,
+}
+
+impl Keys {
+    fn read(keys: &codec::Keys) -> Keys {
+        Keys {
+            created_at: keys.created_at,
+            status: keys.status,
+            expires_at: keys.expires_at,
+            lease_expires_at: keys.lease_expires_at,
+        }
+    }
+
+    fn of(task: &Task) -> Keys {
+        Keys {
+            created_at: task.created_at,
+            status: task.status,
+            expires_at: task.expires_at(),
+            lease_expires_at: task.lease_expires_at,
+        }
+    }
+
+    fn matches(&self, scan: &Scan) -> bool {
+        scan.matches_keys(self.status, self.expires_at, self.lease_expires_at)
+    }
+}
+
+/// A finished task a page may return: its keys, and its file's bytes when
+/// they were kept from the listing (a scan that may return every file).
+struct Entry<'a> {
+    id: &'a TaskId,
+    keys: Keys,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The bytes of files read while listing `done/`, kept for a page.
+type Kept = HashMap<TaskId, Vec<u8>>;
+
+/// What looking at a file of `done/` found.
+enum Looked {
+    /// Its settled status is the one its keys were read with.
+    Known(Stamp, Keys),
+    /// Read: its keys, its settled status taken before (none if it had not
+    /// settled), and its bytes if the scan may return it.
+    Read {
+        keys: Keys,
+        stamp: Option<Stamp>,
+        bytes: Option<Vec<u8>>,
+    },
+    Gone,
+    Bad(Error),
+}
+
+impl FileBackend {
+    /// The tasks in `done/` that `scan` asks for, shaped: the first
+    /// `scan.limit` in listing order after its position, and any whose id
+    /// is in `beside` (found in `active/` too: the read rule picks between
+    /// the copies); and the entries that could not be read. Only the files
+    /// of the page are decoded, and only they and the files this handle
+    /// does not know yet are read (see the module docs). A file that does
+    /// not read, or whose task does not decode, is set aside and reported,
+    /// and the next takes its place.
+    pub(super) fn history(
+        &self,
+        scan: &Scan,
+        beside: &HashSet<&TaskId>,
+    ) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let mut known = self
+            .history_keys
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mut kept, mut skipped) = self.list_done(&mut known, scan)?;
+        let mut entries: Vec<Entry<'_>> = known
+            .files
+            .iter()
+            .map(|(id, &(_, keys))| Entry {
+                id,
+                keys,
+                bytes: if kept.is_empty() {
+                    None
+                } else {
+                    kept.remove(id)
+                },
+            })
+            .collect();
+        let after = scan.after.as_ref().map(|a| (a.created_at, &a.id));
+        let done = self.dir(Area::Done);
+        // Known no longer: their files are gone, or another task's.
+        let mut forget = Vec::new();
+        let tasks = loop {
+            // The first `limit` entries in listing order, by position; and
+            // those `beside`.
+            let mut first: BTreeMap<(OffsetDateTime, &TaskId), usize> = BTreeMap::new();
+            let mut both = Vec::new();
+            for (at, entry) in entries.iter().enumerate() {
+                if !entry.keys.matches(scan) {
+                    continue;
+                }
+                let position = (entry.keys.created_at, entry.id);
+                if beside.contains(entry.id) {
+                    both.push(at);
+                } else if after.is_none_or(|after| after < position)
+                    && (first.len() < scan.limit
+                        || first
+                            .last_key_value()
+                            .is_some_and(|(last, _)| position < *last))
+                {
+                    first.insert(position, at);
+                    if first.len() > scan.limit {
+                        first.pop_last();
+                    }
+                }
+            }
+            let full = first.len() == scan.limit;
+            let chosen: Vec<usize> = first.into_values().chain(both).collect();
+            let read = parallel::map(&chosen, |&at| {
+                let Entry { id, bytes, .. } = &entries[at];
+                let name = task_name(id);
+                match bytes {
+                    Some(bytes) => codec::unwrap(bytes, &done.join(&name), id).map(Some),
+                    None => {
+                        #[cfg(test)]
+                        self.history_keys.read_one();
+                        self.read_task(done, &name, id)
+                    }
+                }
+            });
+            let mut tasks = Vec::with_capacity(chosen.len());
+            // Entries whose file is gone or was set aside, and entries whose
+            // file is another task now (removed and made again, finished,
+            // since it was looked at): their places change.
+            let (mut dropped, mut moved) = (Vec::new(), false);
+            for (&at, read) in chosen.iter().zip(read) {
+                let entry = &mut entries[at];
+                match read {
+                    Ok(Some(task)) if Keys::of(&task) == entry.keys => {
+                        tasks.push(scan.shape(task));
+                        continue;
+                    }
+                    Ok(Some(task)) => {
+                        (entry.keys, entry.bytes, moved) = (Keys::of(&task), None, true);
+                    }
+                    Ok(None) => dropped.push(at),
+                    Err(e) => {
+                        skipped.push(recovery::set_aside_task(self, Area::Done, entry.id, e));
+                        dropped.push(at);
+                    }
+                }
+                forget.push(entry.id.clone());
+            }
+            // A page is final unless an entry moved, or one left its place
+            // in a full page to the next file.
+            if !moved && (dropped.is_empty() || !full) {
+                break tasks;
+            }
+            dropped.sort_unstable();
+            for at in dropped.into_iter().rev() {
+                entries.swap_remove(at);
+            }
+        };
+        drop(entries);
+        if !forget.is_empty() {
+            // The next listing looks at them again.
+            for id in &forget {
+                known.files.remove(id);
+            }
+            known.complete = false;
+        }
+        Ok((tasks, skipped))
+    }
+
+    /// Brings `known` up to date with `done/`: its keys are kept while they
+    /// are proven current (by change notices, or by `done/`'s own settled
+    /// status, or each by its file's), else read. Returns the bytes kept
+    /// of the tasks `scan` may return, when it may return every file. Files that do not read are set aside (if
+    /// corrupt) and reported.
+    fn list_done(&self, known: &mut Known, scan: &Scan) -> Result<(Kept, Vec<Skipped>)> {
+        let done = self.dir(Area::Done);
+        if known.complete {
+            match &known.watch {
+                Some(watch) => match watch.drain() {
+                    Changes::Names(names) => {
+                        let skipped = self.revise_done(known, names, stamp::clock());
+                        // A file left unreadable is reported by every
+                        // listing: the next one looks at everything.
+                        known.complete = skipped.is_empty();
+                        return Ok((HashMap::new(), skipped));
+                    }
+                    Changes::Lost => known.watch = None,
+                },
+                None => {
+                    let before = stamp::clock();
+                    let dir = self.fs.stat_dir(done).ok();
+                    let dir = dir.and_then(|status| Stamp::settled(&status, before));
+                    if dir.is_some() && dir == known.dir {
+                        return Ok((HashMap::new(), Vec::new()));
+                    }
+                }
+            }
+            known.complete = false;
+        }
+        if known.watch.is_none() && self.snapshot.watch.load(Ordering::Relaxed) {
+            // The watch first: every change after it is noticed, every one
+            // before it is seen by the pass below.
+            known.watch = Watch::new(done);
+        }
+        let before = stamp::clock();
+        let dir = self
+            .fs
+            .stat_dir(done)
+            .ok()
+            .and_then(|status| Stamp::settled(&status, before));
+        let (names, mut skipped) = recovery::entries(self, Area::Done)?;
+        // A scan that may return every file keeps the bytes of those it
+        // returns as it reads them: there is no page to keep the others out
+        // of, and they are read once.
+        let keep = scan.limit >= names.len();
+        let looked = {
+            let known = &*known;
+            parallel::map(&names, |(id, name)| {
+                self.look_done(known, id, name, before, keep.then_some(scan))
+            })
+        };
+        let mut settled = true;
+        let mut files = HashMap::with_capacity(names.len());
+        let mut kept = HashMap::new();
+        for ((id, _), looked) in names.into_iter().zip(looked) {
+            match looked {
+                Looked::Known(stamp, keys) => {
+                    files.insert(id, (Some(stamp), keys));
+                }
+                Looked::Read { keys, stamp, bytes } => {
+                    settled &= stamp.is_some();
+                    if let Some(bytes) = bytes {
+                        kept.insert(id.clone(), bytes);
+                    }
+                    files.insert(id, (stamp, keys));
+                }
+                // Removed since the directory was read.
+                Looked::Gone => settled = false,
+                Looked::Bad(e) => {
+                    skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                }
+            }
+        }
+        known.files = files;
+        if let Some(watch) = &known.watch {
+            match watch.drain() {
+                Changes::Names(names) => {
+                    for name in names.keys() {
+                        if let Some(id) = layout::task_file_id(name) {
+                            kept.remove(&id);
+                        }
+                    }
+                    skipped.extend(self.revise_done(known, names, stamp::clock()));
+                }
+                Changes::Lost => known.watch = None,
+            }
+        }
+        // Without a watch, `done/`'s status proves the entries only if each
+        // was a task whose file had settled.
+        known.dir = dir.filter(|_| settled && known.watch.is_none());
+        known.complete = skipped.is_empty() && (known.watch.is_some() || known.dir.is_some());
+        Ok((kept, skipped))
+    }
+
+    /// Revises what `known` holds of the files of `done/` named in
+    /// notices; reports those that do not read.
+    fn revise_done(
+        &self,
+        known: &mut Known,
+        names: HashMap<OsString, Change>,
+        before: SystemTime,
+    ) -> Vec<Skipped> {
+        let mut skipped = Vec::new();
+        let mut changed = Vec::new();
+        for (name, change) in names {
+            match (layout::task_file_id(&name), change) {
+                (Some(id), Change::Gone) => {
+                    known.files.remove(&id);
+                }
+                (None, Change::Gone) => {}
+                (Some(id), Change::Changed) => changed.push((id, name)),
+                // A stray file, if it is still there: set aside and reported.
+                (None, Change::Changed) => {
+                    skipped.extend(recovery::set_aside_foreign(self, Area::Done, &name));
+                }
+            }
+        }
+        let looked = {
+            let known = &*known;
+            parallel::map(&changed, |(id, name)| {
+                self.look_done(known, id, name, before, None)
+            })
+        };
+        for ((id, _), looked) in changed.into_iter().zip(looked) {
+            match looked {
+                Looked::Known(stamp, keys) => {
+                    known.files.insert(id, (Some(stamp), keys));
+                }
+                Looked::Read { keys, stamp, .. } => {
+                    known.files.insert(id, (stamp, keys));
+                }
+                Looked::Gone => {
+                    known.files.remove(&id);
+                }
+                Looked::Bad(e) => {
+                    known.files.remove(&id);
+                    skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                }
+            }
+        }
+        skipped
+    }
+
+    /// What task `id`'s file `name` in `done/` holds, as far as a listing
+    /// needs to know: read only if its settled status is not the one its
+    /// keys in `known` were read with; its bytes kept if `keep` (a scan)
+    /// may return it.
+    fn look_done(
+        &self,
+        known: &Known,
+        id: &TaskId,
+        name: &OsStr,
+        before: SystemTime,
+        keep: Option<&Scan>,
+    ) -> Looked {
+        let stamp = match self.fs.stat(self.dir(Area::Done), name) {
+            Ok(status) => Stamp::settled(&status, before),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Looked::Gone,
+            // The read below reports it.
+            Err(_) => None,
+        };
+        if let Some(stamp) = stamp
+            && let Some(&(Some(was), keys)) = known.files.get(id)
+            && was == stamp
+        {
+            return Looked::Known(stamp, keys);
+        }
+        #[cfg(test)]
+        self.history_keys.read_one();
+        match self.read_entry(Area::Done, name, id) {
+            Read::Task { keys, bytes } => {
+                let keys = Keys::read(&keys);
+                let bytes = keep.is_some_and(|scan| keys.matches(scan)).then_some(bytes);
+                Looked::Read { keys, stamp, bytes }
+            }
+            Read::Gone => Looked::Gone,
+            Read::Bad(e) => Looked::Bad(e),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Pages of history from a handle's keys of `done/`, in both of its modes:
+//! kept current by change notices, and proven current by file status. Every
+//! change another handle made must show in the next page; a page of a
+//! history the handle knows reads only its own files.
+
+use serde_json::json;
+
+use crate::TaskId;
+use crate::file::FileStore;
+use crate::file::layout::Area;
+use crate::file::snapshot_tests::{Mode, handle_on, pair, settle_area};
+use crate::query::ListQuery;
+use crate::status::TaskStatus;
+use crate::store::TaskStore;
+use crate::task::{NewTask, Task};
+
+const PAGE: usize = 100;
+
+/// Files of `done/` `store` read for listings of history so far.
+fn reads(store: &FileStore) -> u64 {
+    store
+        .backend()
+        .history_keys
+        .reads
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Every task `store` lists, page by page, and how many files of `done/`
+/// each page read.
+fn pages(store: &FileStore) -> (Vec<Task>, Vec<u64>) {
+    pages_of(store, ListQuery::all())
+}
+
+/// The same for `query`.
+fn pages_of(store: &FileStore, query: ListQuery) -> (Vec<Task>, Vec<u64>) {
+    let (mut tasks, mut read) = (Vec::new(), Vec::new());
+    let first = query.limit(PAGE);
+    let mut query = first.clone();
+    loop {
+        let before = reads(store);
+        let page = store.list(&query).unwrap();
+        assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+        read.push(reads(store) - before);
+        tasks.extend(page.tasks);
+        match page.next_cursor {
+            Some(cursor) => query = first.clone().after(&cursor),
+            None => return (tasks, read),
+        }
+    }
+}
+
+/// What a handle that never listed before lists: the reference.
+fn fresh_pages(dir: &std::path::Path, query: &ListQuery) -> Vec<Task> {
+    let (fresh, _) = pair(dir, Mode::Status);
+    pages_of(&fresh, query.clone()).0
+}
+
+/// `n` finished tasks, made by `writer`.
+fn finish(writer: &FileStore, n: usize) -> Vec<TaskId> {
+    (0..n)
+        .map(|i| {
+            let task = writer.create(NewTask::new()).unwrap();
+            assert!(writer.complete(&task.id, json!(i)).unwrap().is_applied());
+            task.id
+        })
+        .collect()
+}
+
+fn a_page_of_known_history_reads_only_its_own_files(mode: Mode) {
+    const FINISHED: usize = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = pair(dir.path(), mode);
+    finish(&writer, FINISHED);
+    settle_area(&reader, Area::Done);
+    // A page reads its tasks and the one after (to know there is a next
+    // page), except the last.
+    let page = |at: usize| (PAGE + usize::from(at + 1 < FINISHED / PAGE)) as u64;
+    // The first listing learns history: each file read once for its keys.
+    let (first, read) = pages(&reader);
+    assert_eq!(first.len(), FINISHED);
+    assert_eq!(read[0], FINISHED as u64 + page(0), "{mode:?}: {read:?}");
+    assert!(
+        read.iter()
+            .enumerate()
+            .skip(1)
+            .all(|(at, &r)| r == page(at)),
+        "{mode:?}: {read:?}"
+    );
+    let (again, read) = pages(&reader);
+    assert_eq!(again, first);
+    assert!(
+        read.iter().enumerate().all(|(at, &r)| r == page(at)),
+        "{mode:?}: a known history reads each page's files alone: {read:?}"
+    );
+    assert_eq!(again, fresh_pages(dir.path(), &ListQuery::all()));
+
+    // One more finished task: the next page reads it and its own files
+    // (without notices, every other file's settled status proves it).
+    finish(&writer, 1);
+    settle_area(&reader, Area::Done);
+    let before = reads(&reader);
+    let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
+    assert_eq!(page.tasks.len(), PAGE);
+    assert_eq!(reads(&reader) - before, 1 + PAGE as u64 + 1, "{mode:?}");
+}
+
+#[test]
+fn with_change_notices_a_page_of_known_history_reads_only_its_own_files() {
+    a_page_of_known_history_reads_only_its_own_files(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_page_of_known_history_reads_only_its_own_files() {
+    a_page_of_known_history_reads_only_its_own_files(Mode::Status);
+}
+
+/// Another handle's completions, deletions, sweeps and a finished task
+/// deleted and made again under its id (a new place in listing order) are
+/// each seen by the reader's very next pages, which list exactly what a
+/// handle that never listed before lists.
+fn every_change_to_history_shows_in_the_next_page(mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = pair(dir.path(), mode);
+    let ids = finish(&writer, 250);
+    let running = writer.create(NewTask::new()).unwrap();
+    // What a status picks out of history (first: a listing of all of it
+    // reads each task it returns, and would correct a stale place), and
+    // the whole of it.
+    let check = |what: &str| {
+        for query in [
+            ListQuery::all().status(TaskStatus::Failed),
+            ListQuery::all(),
+        ] {
+            let (listed, _) = pages_of(&reader, query.clone());
+            let want = fresh_pages(dir.path(), &query);
+            assert_eq!(listed, want, "{mode:?}: after {what}: {query:?}");
+        }
+    };
+    check("the first completions");
+    settle_area(&reader, Area::Done);
+    check("nothing");
+
+    finish(&writer, 3);
+    check("three more completions");
+    assert!(writer.delete(&ids[0]).unwrap());
+    assert!(writer.delete(&ids[120]).unwrap());
+    check("two deletions");
+    // Made again: the same name in done/ (perhaps its inode number too),
+    // a later creation time and another status; the reader knew the old
+    // file as settled.
+    settle_area(&reader, Area::Done);
+    check("the store standing still");
+    assert!(writer.delete(&ids[5]).unwrap());
+    let again = writer.create(NewTask::new().id(ids[5].clone())).unwrap();
+    assert!(writer.fail(&again.id, json!("again")).unwrap().is_applied());
+    // Seen as settled too: only its status tells the new file from the old.
+    settle_area(&reader, Area::Done);
+    check("a task deleted and made again under its id");
+    assert!(
+        writer
+            .complete(&running.id, json!("late"))
+            .unwrap()
+            .is_applied()
+    );
+    // A sweep, by a handle whose clock is past the task's expiry.
+    let clock = crate::ManualClock::new(time::OffsetDateTime::now_utc());
+    let sweeper = handle_on(
+        FileStore::builder(dir.path()).clock(std::sync::Arc::new(clock.clone())),
+        mode,
+    );
+    let ttl = std::time::Duration::from_secs(60);
+    let expiring = sweeper.create(NewTask::new().ttl(ttl)).unwrap();
+    assert!(
+        sweeper
+            .complete(&expiring.id, json!(1))
+            .unwrap()
+            .is_applied()
+    );
+    check("a finished task with a TTL");
+    clock.advance(ttl * 2);
+    assert_eq!(sweeper.sweep_expired().unwrap(), 1);
+    check("a completion and a sweep");
+    let (listed, _) = pages(&reader);
+    assert_eq!(listed.len(), 250 + 3 - 2 + 1);
+}
+
+#[test]
+fn with_change_notices_every_change_to_history_shows_in_the_next_page() {
+    every_change_to_history_shows_in_the_next_page(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_every_change_to_history_shows_in_the_next_page() {
+    every_change_to_history_shows_in_the_next_page(Mode::Status);
+}
