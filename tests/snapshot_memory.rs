@@ -19,6 +19,14 @@ use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
 /// The tests take turns: the counters are the process's.
 static TURN: Mutex<()> = Mutex::new(());
 
+/// A handle on the store at `dir`, without fsync.
+fn handle(dir: &std::path::Path) -> FileStore {
+    FileStore::builder(dir)
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap()
+}
+
 /// Running tasks, as many as a 2-core machine writes quickly.
 const TASKS: usize = 3_000;
 
@@ -27,10 +35,7 @@ fn a_handle_holds_at_most_one_and_a_half_times_the_files_it_listed() {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     {
-        let writer = FileStore::builder(dir.path())
-            .durability(Durability::Eventual)
-            .open()
-            .unwrap();
+        let writer = handle(dir.path());
         for i in 0..TASKS {
             writer
                 .create(NewTask::new().metadata("n", i as u64))
@@ -43,10 +48,7 @@ fn a_handle_holds_at_most_one_and_a_half_times_the_files_it_listed() {
         .sum();
 
     let before = live();
-    let reader = FileStore::builder(dir.path())
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
+    let reader = handle(dir.path());
     let page = reader.list(&ListQuery::active().limit(100)).unwrap();
     assert_eq!(page.tasks.len(), 100);
     drop(page);
@@ -90,10 +92,7 @@ fn a_handle_that_paged_history_holds_at_most_one_and_a_half_times_its_files() {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     {
-        let writer = FileStore::builder(dir.path())
-            .durability(Durability::Eventual)
-            .open()
-            .unwrap();
+        let writer = handle(dir.path());
         for i in 0..TASKS {
             let task = writer.create(NewTask::new()).unwrap();
             let done = writer.complete(&task.id, serde_json::json!(i)).unwrap();
@@ -106,10 +105,7 @@ fn a_handle_that_paged_history_holds_at_most_one_and_a_half_times_its_files() {
         .sum();
 
     let before = live();
-    let reader = FileStore::builder(dir.path())
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
+    let reader = handle(dir.path());
     let mut query = ListQuery::all().limit(100);
     let mut listed = 0;
     loop {

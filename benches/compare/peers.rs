@@ -322,11 +322,21 @@ impl Sqlite {
     /// One page of at most `limit` tasks of any status in listing order,
     /// after the cursor of the previous page (with [`Sqlite::index_history`]).
     pub fn history_page(&self, limit: usize, after: Option<&str>) -> Page {
+        self.keyset_page("1", limit, after)
+    }
+
+    /// One page of at most `limit` of the tasks `filter` (an SQL condition)
+    /// picks, in listing order, after the cursor of the previous page: a
+    /// keyset on (`created_at`, id). One more than the page is read, to
+    /// know whether there is a next one (as taskstore does).
+    fn keyset_page(&self, filter: &str, limit: usize, after: Option<&str>) -> Page {
         let tasks = self.with(|c| {
             let decode = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
             let bodies: Vec<String> = match after {
                 None => c
-                    .prepare_cached("SELECT body FROM tasks ORDER BY created_at, id LIMIT ?1")
+                    .prepare_cached(&format!(
+                        "SELECT body FROM tasks WHERE {filter} ORDER BY created_at, id LIMIT ?1"
+                    ))
                     .unwrap()
                     .query_map([limit as i64 + 1], decode)
                     .unwrap()
@@ -334,10 +344,10 @@ impl Sqlite {
                     .collect(),
                 Some(cursor) => {
                     let (created, id) = parse_keyset(cursor);
-                    c.prepare_cached(
-                        "SELECT body FROM tasks WHERE (created_at, id) > (?1, ?2)
-                         ORDER BY created_at, id LIMIT ?3",
-                    )
+                    c.prepare_cached(&format!(
+                        "SELECT body FROM tasks WHERE {filter} AND (created_at, id) > (?1, ?2)
+                         ORDER BY created_at, id LIMIT ?3"
+                    ))
                     .unwrap()
                     .query_map(params![created as i64, id, limit as i64 + 1], decode)
                     .unwrap()
@@ -347,7 +357,7 @@ impl Sqlite {
             };
             bodies
                 .iter()
-                .map(|b| serde_json::from_str::<Task>(b).unwrap())
+                .filter_map(|b| live(serde_json::from_str(b).unwrap()))
                 .collect()
         });
         paged(tasks, limit)
@@ -436,40 +446,7 @@ impl Peer for Sqlite {
         })
     }
     fn page(&self, limit: usize, after: Option<&str>) -> Page {
-        // One more than the page, to know whether there is a next one (as
-        // taskstore does).
-        let tasks = self.with(|c| {
-            let decode = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
-            let bodies: Vec<String> = match after {
-                None => c
-                    .prepare_cached(
-                        "SELECT body FROM tasks WHERE status IN ('working', 'input_required')
-                         ORDER BY created_at, id LIMIT ?1",
-                    )
-                    .unwrap()
-                    .query_map([limit as i64 + 1], decode)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect(),
-                Some(cursor) => {
-                    let (created, id) = parse_keyset(cursor);
-                    c.prepare_cached(
-                        "SELECT body FROM tasks WHERE status IN ('working', 'input_required')
-                         AND (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3",
-                    )
-                    .unwrap()
-                    .query_map(params![created as i64, id, limit as i64 + 1], decode)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect()
-                }
-            };
-            bodies
-                .iter()
-                .filter_map(|b| live(serde_json::from_str(b).unwrap()))
-                .collect()
-        });
-        paged(tasks, limit)
+        self.keyset_page("status IN ('working', 'input_required')", limit, after)
     }
     fn sweep_expired(&self) -> usize {
         self.with(|c| {
