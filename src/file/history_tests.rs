@@ -193,3 +193,49 @@ fn with_change_notices_every_change_to_history_shows_in_the_next_page() {
 fn by_file_status_every_change_to_history_shows_in_the_next_page() {
     every_change_to_history_shows_in_the_next_page(Mode::Status);
 }
+
+/// A file of `done/` left unreadable (a newer format) is reported by every
+/// page, however well the handle knows the rest; a corrupt one is set aside
+/// by the first page that meets it, and the pages go on without it.
+fn a_file_left_unreadable_is_reported_by_every_page(mode: Mode) {
+    use crate::backend::UnreadableAction;
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = pair(dir.path(), mode);
+    finish(&writer, 150);
+    assert_eq!(pages(&reader).0.len(), 150);
+    settle_area(&reader, Area::Done);
+    let done = dir.path().join("done");
+    std::fs::write(done.join("newer.json"), b"{\"format\":99,\"task\":{}}").unwrap();
+    std::fs::write(done.join("broken.json"), b"{\"format\":1,\"task\":").unwrap();
+    let reported = |expect_broken: bool| {
+        let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
+        assert_eq!(page.tasks.len(), PAGE, "{mode:?}");
+        let mut skipped: Vec<(String, UnreadableAction)> = page
+            .skipped
+            .iter()
+            .map(|s| (s.id.as_ref().unwrap().to_string(), s.action))
+            .collect();
+        skipped.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want = vec![("newer".to_owned(), UnreadableAction::LeftInPlace)];
+        if expect_broken {
+            want.insert(0, ("broken".to_owned(), UnreadableAction::SetAside));
+        }
+        assert_eq!(skipped, want, "{mode:?}");
+    };
+    reported(true);
+    for _ in 0..2 {
+        settle_area(&reader, Area::Done);
+        reported(false);
+    }
+    assert!(!done.join("broken.json").exists());
+}
+
+#[test]
+fn with_change_notices_a_file_left_unreadable_is_reported_by_every_page() {
+    a_file_left_unreadable_is_reported_by_every_page(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_file_left_unreadable_is_reported_by_every_page() {
+    a_file_left_unreadable_is_reported_by_every_page(Mode::Status);
+}
