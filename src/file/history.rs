@@ -71,6 +71,9 @@ struct Known {
 /// Where a finished task lists, and what a scan filters it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keys {
+    /// `created_at` in nanoseconds since the epoch: the same order, cheaper
+    /// to compare in a pass over every task.
+    at: i128,
     created_at: OffsetDateTime,
     status: TaskStatus,
     expires_at: Option<OffsetDateTime>,
@@ -80,6 +83,7 @@ struct Keys {
 impl Keys {
     fn read(keys: &codec::Keys) -> Keys {
         Keys {
+            at: keys.created_at.unix_timestamp_nanos(),
             created_at: keys.created_at,
             status: keys.status,
             expires_at: keys.expires_at,
@@ -89,6 +93,7 @@ impl Keys {
 
     fn of(task: &Task) -> Keys {
         Keys {
+            at: task.created_at.unix_timestamp_nanos(),
             created_at: task.created_at,
             status: task.status,
             expires_at: task.expires_at(),
@@ -99,14 +104,6 @@ impl Keys {
     fn matches(&self, scan: &Scan) -> bool {
         scan.matches_keys(self.status, self.expires_at, self.lease_expires_at)
     }
-}
-
-/// A finished task a page may return: its keys, and its file's bytes when
-/// they were kept from the listing (a scan that may return every file).
-struct Entry<'a> {
-    id: &'a TaskId,
-    keys: Keys,
-    bytes: Option<Vec<u8>>,
 }
 
 /// The bytes of files read while listing `done/`, kept for a page.
@@ -147,51 +144,61 @@ impl FileBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (mut kept, mut skipped) = self.list_done(&mut known, scan)?;
-        let mut entries: Vec<Entry<'_>> = known
-            .files
-            .iter()
-            .map(|(id, &(_, keys))| Entry {
-                id,
-                keys,
-                bytes: if kept.is_empty() {
-                    None
-                } else {
-                    kept.remove(id)
-                },
-            })
-            .collect();
-        let after = scan.after.as_ref().map(|a| (a.created_at, &a.id));
+        let after = scan
+            .after
+            .as_ref()
+            .map(|a| (a.created_at.unix_timestamp_nanos(), &a.id));
         let done = self.dir(Area::Done);
-        // Known no longer: their files are gone, or another task's.
-        let mut forget = Vec::new();
+        // What a page found of its entries: gone (`None`), or another task
+        // now, with its keys (deleted and made again under its id, finished,
+        // since it was looked at).
+        let mut changed: HashMap<TaskId, Option<Keys>> = HashMap::new();
         let tasks = loop {
-            // The first `limit` entries in listing order, by position; and
-            // those `beside`.
-            let mut first: BTreeMap<(OffsetDateTime, &TaskId), usize> = BTreeMap::new();
-            let mut both = Vec::new();
-            for (at, entry) in entries.iter().enumerate() {
-                if !entry.keys.matches(scan) {
-                    continue;
+            let keys_of = |id: &TaskId, keys: Keys| {
+                if changed.is_empty() {
+                    Some(keys)
+                } else {
+                    changed.get(id).copied().unwrap_or(Some(keys))
                 }
-                let position = (entry.keys.created_at, entry.id);
-                if beside.contains(entry.id) {
-                    both.push(at);
-                } else if after.is_none_or(|after| after < position)
-                    && (first.len() < scan.limit
-                        || first
-                            .last_key_value()
-                            .is_some_and(|(last, _)| position < *last))
+            };
+            // The first `limit` entries in listing order after the scan's
+            // position (those `beside` apart: looked up one by one, not
+            // looked for in every entry).
+            let mut first: BTreeMap<(i128, &TaskId), Keys> = BTreeMap::new();
+            // The last of `first` once it is full: only an earlier one gets in.
+            let mut last: Option<(i128, &TaskId)> = None;
+            for (id, &(_, keys)) in &known.files {
+                let Some(keys) = keys_of(id, keys).filter(|keys| keys.matches(scan)) else {
+                    continue;
+                };
+                let position = (keys.at, id);
+                if after.is_none_or(|after| after < position)
+                    && last.is_none_or(|last| position < last)
+                    && !beside.contains(id)
                 {
-                    first.insert(position, at);
+                    first.insert(position, keys);
                     if first.len() > scan.limit {
                         first.pop_last();
+                    }
+                    if first.len() == scan.limit {
+                        last = first.last_key_value().map(|(&position, _)| position);
                     }
                 }
             }
             let full = first.len() == scan.limit;
-            let chosen: Vec<usize> = first.into_values().chain(both).collect();
-            let read = parallel::map(&chosen, |&at| {
-                let Entry { id, bytes, .. } = &entries[at];
+            let both = beside.iter().filter_map(|&id| {
+                let (_, keys) = known.files.get(id)?;
+                keys_of(id, *keys)
+                    .filter(|keys| keys.matches(scan))
+                    .map(|keys| (id, keys))
+            });
+            let chosen: Vec<(&TaskId, Keys, Option<Vec<u8>>)> = first
+                .into_iter()
+                .map(|((_, id), keys)| (id, keys))
+                .chain(both)
+                .map(|(id, keys)| (id, keys, kept.remove(id)))
+                .collect();
+            let read = parallel::map(&chosen, |(id, _, bytes)| {
                 let name = task_name(id);
                 match bytes {
                     Some(bytes) => codec::unwrap(bytes, &done.join(&name), id).map(Some),
@@ -203,42 +210,38 @@ impl FileBackend {
                 }
             });
             let mut tasks = Vec::with_capacity(chosen.len());
-            // Entries whose file is gone or was set aside, and entries whose
-            // file is another task now (removed and made again, finished,
-            // since it was looked at): their places change.
-            let (mut dropped, mut moved) = (Vec::new(), false);
-            for (&at, read) in chosen.iter().zip(read) {
-                let entry = &mut entries[at];
-                match read {
-                    Ok(Some(task)) if Keys::of(&task) == entry.keys => {
+            let (mut dropped, mut moved) = (false, false);
+            for ((id, keys, _), read) in chosen.into_iter().zip(read) {
+                let now = match read {
+                    Ok(Some(task)) if Keys::of(&task) == keys => {
                         tasks.push(scan.shape(task));
                         continue;
                     }
                     Ok(Some(task)) => {
-                        (entry.keys, entry.bytes, moved) = (Keys::of(&task), None, true);
+                        moved = true;
+                        Some(Keys::of(&task))
                     }
-                    Ok(None) => dropped.push(at),
+                    Ok(None) => {
+                        dropped = true;
+                        None
+                    }
                     Err(e) => {
-                        skipped.push(recovery::set_aside_task(self, Area::Done, entry.id, e));
-                        dropped.push(at);
+                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
+                        dropped = true;
+                        None
                     }
-                }
-                forget.push(entry.id.clone());
+                };
+                changed.insert(id.clone(), now);
             }
             // A page is final unless an entry moved, or one left its place
             // in a full page to the next file.
-            if !moved && (dropped.is_empty() || !full) {
+            if !moved && (!dropped || !full) {
                 break tasks;
             }
-            dropped.sort_unstable();
-            for at in dropped.into_iter().rev() {
-                entries.swap_remove(at);
-            }
         };
-        drop(entries);
-        if !forget.is_empty() {
-            // The next listing looks at them again.
-            for id in &forget {
+        if !changed.is_empty() {
+            // Known no longer: the next listing looks at them again.
+            for id in changed.keys() {
                 known.files.remove(id);
             }
             known.complete = false;
