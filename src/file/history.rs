@@ -6,16 +6,17 @@
 //! file for that, page after page, made a page cost all of history. A
 //! finished task's file never changes (a terminal task is final, and task
 //! files are never modified in place: FORMAT.md), so a handle keeps those
-//! keys ([`HistoryKeys`], about 240 bytes a task) from its first listing of
+//! keys ([`HistoryKeys`], about 350 bytes a task) from its first listing of
 //! history on, and keeps them current as the snapshot of `active/` is kept:
 //! from the change notices of a watch of `done/` (`watch`), or, without
 //! one, by file status (`stamp`): `done/`'s own settled status unchanged
 //! proves every entry, else each file's does, and only a file whose status
 //! changed is read again. A page then reads only its own files.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
@@ -42,10 +43,22 @@ pub(crate) struct HistoryKeys {
     pub(super) reads: std::sync::atomic::AtomicU64,
 }
 
+#[cfg(test)]
 impl HistoryKeys {
-    #[cfg(test)]
     fn read_one(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics unless the tasks known in listing order are exactly those
+    /// known by id, each at its place.
+    pub(super) fn check(&self) {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let by_id: BTreeSet<(i128, TaskId)> = known
+            .files
+            .iter()
+            .map(|(id, (_, keys))| (keys.at, id.clone()))
+            .collect();
+        assert_eq!(known.order, by_id, "the listing order of history drifted");
     }
 }
 
@@ -55,6 +68,9 @@ struct Known {
     /// read, if it had settled: a file whose status is the same is the
     /// same file.
     files: HashMap<TaskId, (Option<Stamp>, Keys)>,
+    /// The same tasks in listing order (creation time, id): a page is a
+    /// range of it.
+    order: BTreeSet<(i128, TaskId)>,
     /// `files` is `done/` as it was when `watch` was last drained, or
     /// (without a watch) when `dir` was taken; and nothing in `done/` was
     /// left unreadable then (every listing reports it again).
@@ -66,6 +82,33 @@ struct Known {
     /// listed, when every entry was a task whose file had settled. While
     /// it is unchanged, so are the entries, naming the same files.
     dir: Option<Stamp>,
+}
+
+impl Known {
+    /// Knows task `id` by `keys`, read from a file of this status.
+    fn insert(&mut self, id: TaskId, stamp: Option<Stamp>, keys: Keys) {
+        if let Some((_, was)) = self.files.get(&id) {
+            self.order.remove(&(was.at, id.clone()));
+        }
+        self.order.insert((keys.at, id.clone()));
+        self.files.insert(id, (stamp, keys));
+    }
+
+    /// Knows task `id` no longer.
+    fn remove(&mut self, id: &TaskId) {
+        if let Some((_, was)) = self.files.remove(id) {
+            self.order.remove(&(was.at, id.clone()));
+        }
+    }
+
+    /// Knows `files`, and nothing else.
+    fn replace(&mut self, files: HashMap<TaskId, (Option<Stamp>, Keys)>) {
+        self.order = files
+            .iter()
+            .map(|(id, (_, keys))| (keys.at, id.clone()))
+            .collect();
+        self.files = files;
+    }
 }
 
 /// Where a finished task lists, and what a scan filters it by.
@@ -144,60 +187,38 @@ impl FileBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (mut kept, mut skipped) = self.list_done(&mut known, scan)?;
-        let after = scan
-            .after
-            .as_ref()
-            .map(|a| (a.created_at.unix_timestamp_nanos(), &a.id));
+        let start = match &scan.after {
+            Some(after) => {
+                Bound::Excluded((after.created_at.unix_timestamp_nanos(), after.id.clone()))
+            }
+            None => Bound::Unbounded,
+        };
         let done = self.dir(Area::Done);
-        // What a page found of its entries: gone (`None`), or another task
-        // now, with its keys (deleted and made again under its id, finished,
-        // since it was looked at).
-        let mut changed: HashMap<TaskId, Option<Keys>> = HashMap::new();
         let tasks = loop {
-            let keys_of = |id: &TaskId, keys: Keys| {
-                if changed.is_empty() {
-                    Some(keys)
-                } else {
-                    changed.get(id).copied().unwrap_or(Some(keys))
-                }
-            };
             // The first `limit` entries in listing order after the scan's
-            // position (those `beside` apart: looked up one by one, not
-            // looked for in every entry).
-            let mut first: BTreeMap<(i128, &TaskId), Keys> = BTreeMap::new();
-            // The last of `first` once it is full: only an earlier one gets in.
-            let mut last: Option<(i128, &TaskId)> = None;
-            for (id, &(_, keys)) in &known.files {
-                let Some(keys) = keys_of(id, keys).filter(|keys| keys.matches(scan)) else {
+            // position that it asks for (those `beside` apart), and those.
+            let mut chosen: Vec<(&TaskId, Keys, Option<Vec<u8>>)> = Vec::new();
+            for (_, id) in known.order.range((start.clone(), Bound::Unbounded)) {
+                if chosen.len() == scan.limit {
+                    break;
+                }
+                let Some(&(_, keys)) = known.files.get(id) else {
                     continue;
                 };
-                let position = (keys.at, id);
-                if after.is_none_or(|after| after < position)
-                    && last.is_none_or(|last| position < last)
-                    && !beside.contains(id)
-                {
-                    first.insert(position, keys);
-                    if first.len() > scan.limit {
-                        first.pop_last();
-                    }
-                    if first.len() == scan.limit {
-                        last = first.last_key_value().map(|(&position, _)| position);
-                    }
+                if keys.matches(scan) && !beside.contains(id) {
+                    chosen.push((id, keys, None));
                 }
             }
-            let full = first.len() == scan.limit;
-            let both = beside.iter().filter_map(|&id| {
-                let (_, keys) = known.files.get(id)?;
-                keys_of(id, *keys)
-                    .filter(|keys| keys.matches(scan))
-                    .map(|keys| (id, keys))
-            });
-            let chosen: Vec<(&TaskId, Keys, Option<Vec<u8>>)> = first
-                .into_iter()
-                .map(|((_, id), keys)| (id, keys))
-                .chain(both)
-                .map(|(id, keys)| (id, keys, kept.remove(id)))
-                .collect();
+            let full = chosen.len() == scan.limit;
+            chosen.extend(beside.iter().filter_map(|&id| {
+                let &(_, keys) = known.files.get(id)?;
+                keys.matches(scan).then_some((id, keys, None))
+            }));
+            if !kept.is_empty() {
+                for (id, _, bytes) in &mut chosen {
+                    *bytes = kept.remove(*id);
+                }
+            }
             let read = parallel::map(&chosen, |(id, _, bytes)| {
                 let name = task_name(id);
                 match bytes {
@@ -210,6 +231,10 @@ impl FileBackend {
                 }
             });
             let mut tasks = Vec::with_capacity(chosen.len());
+            // What the page found of its entries: gone (`None`), or another
+            // task now, with its keys (deleted and made again under its id,
+            // finished, since it was looked at).
+            let mut changed: Vec<(TaskId, Option<Keys>)> = Vec::new();
             let (mut dropped, mut moved) = (false, false);
             for ((id, keys, _), read) in chosen.into_iter().zip(read) {
                 let now = match read {
@@ -231,7 +256,19 @@ impl FileBackend {
                         None
                     }
                 };
-                changed.insert(id.clone(), now);
+                changed.push((id.clone(), now));
+            }
+            // Known no longer as they were: a moved entry takes its new place
+            // without a status (the next listing reads it again), a gone one
+            // leaves; and the next listing looks at `done/` again.
+            if !changed.is_empty() {
+                known.complete = false;
+            }
+            for (id, now) in changed {
+                match now {
+                    Some(keys) => known.insert(id, None, keys),
+                    None => known.remove(&id),
+                }
             }
             // A page is final unless an entry moved, or one left its place
             // in a full page to the next file.
@@ -239,13 +276,6 @@ impl FileBackend {
                 break tasks;
             }
         };
-        if !changed.is_empty() {
-            // Known no longer: the next listing looks at them again.
-            for id in changed.keys() {
-                known.files.remove(id);
-            }
-            known.complete = false;
-        }
         Ok((tasks, skipped))
     }
 
@@ -323,7 +353,7 @@ impl FileBackend {
                 }
             }
         }
-        known.files = files;
+        known.replace(files);
         if let Some(watch) = &known.watch {
             match watch.drain() {
                 Changes::Names(names) => {
@@ -356,9 +386,7 @@ impl FileBackend {
         let mut changed = Vec::new();
         for (name, change) in names {
             match (layout::task_file_id(&name), change) {
-                (Some(id), Change::Gone) => {
-                    known.files.remove(&id);
-                }
+                (Some(id), Change::Gone) => known.remove(&id),
                 (None, Change::Gone) => {}
                 (Some(id), Change::Changed) => changed.push((id, name)),
                 // A stray file, if it is still there: set aside and reported.
@@ -375,17 +403,11 @@ impl FileBackend {
         };
         for ((id, _), looked) in changed.into_iter().zip(looked) {
             match looked {
-                Looked::Known(stamp, keys) => {
-                    known.files.insert(id, (Some(stamp), keys));
-                }
-                Looked::Read { keys, stamp, .. } => {
-                    known.files.insert(id, (stamp, keys));
-                }
-                Looked::Gone => {
-                    known.files.remove(&id);
-                }
+                Looked::Known(stamp, keys) => known.insert(id, Some(stamp), keys),
+                Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
+                Looked::Gone => known.remove(&id),
                 Looked::Bad(e) => {
-                    known.files.remove(&id);
+                    known.remove(&id);
                     skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
                 }
             }

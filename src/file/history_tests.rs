@@ -39,6 +39,7 @@ fn pages_of(store: &FileStore, query: ListQuery) -> (Vec<Task>, Vec<u64>) {
     loop {
         let before = reads(store);
         let page = store.list(&query).unwrap();
+        store.backend().history_keys.check();
         assert!(page.skipped.is_empty(), "{:?}", page.skipped);
         read.push(reads(store) - before);
         tasks.extend(page.tasks);
