@@ -848,6 +848,16 @@ fn first(
         .unwrap_or_else(|| panic!("no such call after {from}: {:#?}", &events[from..]))
 }
 
+/// Whether a recorded call is an fsync of the store's `area`.
+fn synced(area: &str) -> impl Fn(&taskstore::FsEvent) -> bool + '_ {
+    move |e| matches!(e, taskstore::FsEvent::SyncDir { path } if path.ends_with(area))
+}
+
+/// Whether a recorded call is an unlink in the store's `area`.
+fn removed_from(area: &str) -> impl Fn(&taskstore::FsEvent) -> bool + '_ {
+    move |e| matches!(e, taskstore::FsEvent::Remove { path } if in_area(path, area))
+}
+
 /// Whether `path`'s directory is the store's `area`.
 fn in_area(path: &Path, area: &str) -> bool {
     path.parent().and_then(Path::file_name) == Some(area.as_ref())
@@ -880,11 +890,7 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
                 .is_applied()
         );
         let events = recorder.events();
-        let index_durable = first(
-            &events,
-            from,
-            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("expiring")),
-        );
+        let index_durable = first(&events, from, synced("expiring"));
         let named_in_done = first(
             &events,
             from,
@@ -903,16 +909,8 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
             }
         }
         let events = recorder.events();
-        let gone_durable = first(
-            &events,
-            from,
-            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
-        );
-        let entry_removed = first(
-            &events,
-            from,
-            |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
-        );
+        let gone_durable = first(&events, from, synced("done"));
+        let entry_removed = first(&events, from, removed_from("expiring"));
         assert!(
             gone_durable < entry_removed,
             "{finish}: the task's removal is durable (call {gone_durable}) before its entry goes (call {entry_removed})"
@@ -934,7 +932,7 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
 /// pointing at a freed file).
 #[test]
 fn a_stale_index_entry_goes_only_after_its_tasks_removal_is_durable() {
-    use taskstore::{FsEvent, FsOp};
+    use taskstore::FsOp;
     let dir = tempdir();
     let root = dir.path().join("store");
     let clock = ManualClock::new(T0);
@@ -971,16 +969,8 @@ fn a_stale_index_entry_goes_only_after_its_tasks_removal_is_durable() {
     let from = recorder.len();
     assert_eq!(other.sweep_expired().unwrap(), 0, "nothing left to delete");
     let events = recorder.events();
-    let entry_removed = first(
-        &events,
-        from,
-        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
-    );
-    let done_durable = first(
-        &events,
-        from,
-        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
-    );
+    let entry_removed = first(&events, from, removed_from("expiring"));
+    let done_durable = first(&events, from, synced("done"));
     assert!(
         done_durable < entry_removed,
         "the removals from done/ are durable (call {done_durable}) before a stale entry goes (call {entry_removed})"
@@ -1026,21 +1016,9 @@ fn a_set_aside_finished_task_loses_its_entry_only_after_its_move_is_durable() {
         from,
         |e| matches!(e, FsEvent::Rename { to, .. } if in_area(to, "quarantine")),
     );
-    let quarantine_durable = first(
-        &events,
-        moved,
-        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("quarantine")),
-    );
-    let done_durable = first(
-        &events,
-        quarantine_durable,
-        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("done")),
-    );
-    let entry_removed = first(
-        &events,
-        from,
-        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "expiring")),
-    );
+    let quarantine_durable = first(&events, moved, synced("quarantine"));
+    let done_durable = first(&events, quarantine_durable, synced("done"));
+    let entry_removed = first(&events, from, removed_from("expiring"));
     assert!(
         done_durable < entry_removed,
         "moved (call {moved}), durable in quarantine/ (call {quarantine_durable}) and \
@@ -1217,7 +1195,7 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
 /// nothing left to remove).
 #[test]
 fn a_sweep_whose_closing_fsync_fails_says_so_and_the_next_makes_it_durable() {
-    use taskstore::{FsEvent, FsOp};
+    use taskstore::FsOp;
     let dir = tempdir();
     let root = dir.path().join("store");
     let clock = ManualClock::new(T0);
@@ -1248,9 +1226,7 @@ fn a_sweep_whose_closing_fsync_fails_says_so_and_the_next_makes_it_durable() {
     assert_eq!(store.sweep_expired().unwrap(), 0);
     let events = recorder.events();
     assert!(
-        events[from..]
-            .iter()
-            .any(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active"))),
+        events[from..].iter().any(synced("active")),
         "the next sweep makes the pending removals durable: {:?}",
         &events[from..]
     );
@@ -1305,11 +1281,7 @@ fn a_replaced_file_is_parked_until_its_replacement_is_durable() {
             from,
             |e| matches!(e, FsEvent::Rename { to, .. } if in_area(to, "active") && to.ends_with(&name)),
         );
-        let durable = first(
-            &events,
-            replaced,
-            |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with(durable_in)),
-        );
+        let durable = first(&events, replaced, synced(durable_in));
         let unparked = first(
             &events,
             from,
@@ -1321,9 +1293,7 @@ fn a_replaced_file_is_parked_until_its_replacement_is_durable() {
         );
         if call == "complete" {
             assert!(
-                !events[from..]
-                    .iter()
-                    .any(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active"))),
+                !events[from..].iter().any(synced("active")),
                 "a terminal transition returns without an fsync of active/"
             );
         }
@@ -1336,16 +1306,8 @@ fn a_replaced_file_is_parked_until_its_replacement_is_durable() {
     let from = recorder.len();
     assert!(store.delete(&task.id).unwrap());
     let events = recorder.events();
-    let settled = first(
-        &events,
-        from,
-        |e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")),
-    );
-    let removed = first(
-        &events,
-        from,
-        |e| matches!(e, FsEvent::Remove { path } if in_area(path, "done")),
-    );
+    let settled = first(&events, from, synced("active"));
+    let removed = first(&events, from, removed_from("done"));
     assert!(
         settled < removed,
         "delete: active/ is durable (call {settled}) before the file in done/ goes (call {removed})"
@@ -1379,9 +1341,7 @@ fn dead_writers_temp_files_go_only_after_an_fsync_of_active() {
             0,
             |e| matches!(e, FsEvent::Remove { path } if path.ends_with(name)),
         );
-        let settled = events[..removed]
-            .iter()
-            .rposition(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")));
+        let settled = events[..removed].iter().rposition(synced("active"));
         assert!(
             settled.is_some(),
             "{when}: the temp file went (call {removed}) with no fsync of active/ before it: {events:#?}"

@@ -15,7 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use serde_json::json;
 use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
 
@@ -83,88 +84,75 @@ pub fn history(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(QUIET);
     first_page(&reader);
-    group.bench_function("taskstore", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                first_page(&reader);
-            }
-            let elapsed = start.elapsed();
-            record(QUIET, "taskstore", elapsed, iters);
-            elapsed
-        })
-    });
-    group.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                sqlite_page(&sqlite);
-            }
-            let elapsed = start.elapsed();
-            record(QUIET, "sqlite", elapsed, iters);
-            elapsed
-        })
-    });
+    row(
+        &mut group,
+        QUIET,
+        "taskstore",
+        || {},
+        || first_page(&reader),
+    );
+    row(&mut group, QUIET, "sqlite", || {}, || sqlite_page(&sqlite));
     group.finish();
 
     let mut group = c.benchmark_group(AFTER_COMPLETE);
-    group.bench_function("taskstore", |b| {
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                finish(&writer);
-                let start = Instant::now();
-                first_page(&reader);
-                elapsed += start.elapsed();
-            }
-            record(AFTER_COMPLETE, "taskstore", elapsed, iters);
-            elapsed
-        })
+    let (wrote, inserted) = (|| finish(&writer), || sqlite.insert_finished(1));
+    row(&mut group, AFTER_COMPLETE, "taskstore", wrote, || {
+        first_page(&reader)
     });
-    group.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                sqlite.insert_finished(1);
-                let start = Instant::now();
-                sqlite_page(&sqlite);
-                elapsed += start.elapsed();
-            }
-            record(AFTER_COMPLETE, "sqlite", elapsed, iters);
-            elapsed
-        })
+    row(&mut group, AFTER_COMPLETE, "sqlite", inserted, || {
+        sqlite_page(&sqlite)
     });
     group.finish();
 
     let mut group = c.benchmark_group(FRESH);
     group.sample_size(10);
-    group.bench_function("taskstore", |b| {
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let fresh = FileStore::open(&ts_root).unwrap();
-                first_page(&fresh);
-                elapsed += start.elapsed();
-                drop(fresh);
-            }
-            record(FRESH, "taskstore", elapsed, iters);
-            elapsed
-        })
-    });
-    group.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let fresh = Sqlite::connect(&sqlite_dir, Durability::Immediate);
-                sqlite_page(&fresh);
-                elapsed += start.elapsed();
-                drop(fresh);
-            }
-            record(FRESH, "sqlite", elapsed, iters);
-            elapsed
-        })
-    });
+    // Each handle (connection) is dropped after the timer stops.
+    row(
+        &mut group,
+        FRESH,
+        "taskstore",
+        || {},
+        || {
+            let fresh = FileStore::open(&ts_root).unwrap();
+            first_page(&fresh);
+            fresh
+        },
+    );
+    row(
+        &mut group,
+        FRESH,
+        "sqlite",
+        || {},
+        || {
+            let fresh = Sqlite::connect(&sqlite_dir, Durability::Immediate);
+            sqlite_page(&fresh);
+            fresh
+        },
+    );
     group.finish();
+}
+
+/// A row of `workload` for `peer`: each iteration runs `before` untimed,
+/// then times `page`, dropping what it returns after the timer stops.
+fn row<T>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    workload: &'static str,
+    peer: &'static str,
+    before: impl Fn(),
+    page: impl Fn() -> T,
+) {
+    group.bench_function(peer, |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                before();
+                let start = Instant::now();
+                let held = page();
+                elapsed += start.elapsed();
+                drop(held);
+            }
+            record(workload, peer, elapsed, iters);
+            elapsed
+        })
+    });
 }

@@ -1,6 +1,6 @@
 //! Scans: the running tasks from a handle's snapshot of `active/`, kept
-//! current; history from `done/`; expired history from the `expiring/`
-//! index.
+//! current; history from `done/` (`history`); expired history from the
+//! `expiring/` index.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};

@@ -38,8 +38,8 @@ pub(crate) const MAX_DECODED: usize = 64;
 #[derive(Debug)]
 pub(crate) struct ActiveSnapshot {
     state: Mutex<State>,
-    /// Whether to use change notices (tests turn them off to exercise the
-    /// file-status proof).
+    /// Whether to use change notices, of `active/` and of `done/` (tests
+    /// turn them off to exercise the file-status proof).
     pub watch: AtomicBool,
 }
 
