@@ -6,7 +6,7 @@
 //! file for that, page after page, made a page cost all of history. A
 //! finished task's file never changes (a terminal task is final, and task
 //! files are never modified in place: FORMAT.md), so a handle keeps those
-//! keys ([`HistoryKeys`], about 350 bytes a task) from its first listing of
+//! keys ([`HistoryKeys`], about 330 bytes a task) from its first listing of
 //! history on, and keeps them current as the snapshot of `active/` is kept:
 //! from the change notices of a watch of `done/` (`watch`), or, without
 //! one, by file status (`stamp`): `done/`'s own settled status unchanged
@@ -114,10 +114,9 @@ impl Known {
 /// Where a finished task lists, and what a scan filters it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keys {
-    /// `created_at` in nanoseconds since the epoch: the same order, cheaper
-    /// to compare in a pass over every task.
+    /// The task's creation time in nanoseconds since the epoch: its place
+    /// in listing order (with its id).
     at: i128,
-    created_at: OffsetDateTime,
     status: TaskStatus,
     expires_at: Option<OffsetDateTime>,
     lease_expires_at: Option<OffsetDateTime>,
@@ -127,7 +126,6 @@ impl Keys {
     fn read(keys: &codec::Keys) -> Keys {
         Keys {
             at: keys.created_at.unix_timestamp_nanos(),
-            created_at: keys.created_at,
             status: keys.status,
             expires_at: keys.expires_at,
             lease_expires_at: keys.lease_expires_at,
@@ -137,7 +135,6 @@ impl Keys {
     fn of(task: &Task) -> Keys {
         Keys {
             at: task.created_at.unix_timestamp_nanos(),
-            created_at: task.created_at,
             status: task.status,
             expires_at: task.expires_at(),
             lease_expires_at: task.lease_expires_at,
