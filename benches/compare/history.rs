@@ -11,7 +11,11 @@
 //! - `history_page/after_complete`: right after another handle (SQLite: a
 //!   transaction) finished one more task, untimed;
 //! - `history_page/fresh`: a handle opened for the page (SQLite: a new
-//!   connection), its first listing.
+//!   connection), its first listing;
+//! - `history_page/fresh_ttl`: the same, the finished tasks made with a TTL
+//!   (a day), so each has an `expiring/` entry that places it without a
+//!   read (taskstore: a store of its own; SQLite: the same database as
+//!   `fresh`, whose page reads the same index with or without a TTL).
 
 use std::time::{Duration, Instant};
 
@@ -31,15 +35,21 @@ const PAGE: usize = 100;
 const QUIET: &str = "history_page/quiet";
 const AFTER_COMPLETE: &str = "history_page/after_complete";
 const FRESH: &str = "history_page/fresh";
+const FRESH_TTL: &str = "history_page/fresh_ttl";
 
 /// The history rows' workloads.
-pub fn workloads() -> [&'static str; 3] {
-    [QUIET, AFTER_COMPLETE, FRESH]
+pub fn workloads() -> [&'static str; 4] {
+    [QUIET, AFTER_COMPLETE, FRESH, FRESH_TTL]
 }
 
 /// One finished task more, through `store`.
 fn finish(store: &FileStore) {
-    let task = store.create(NewTask::new()).unwrap();
+    finish_as(store, NewTask::new());
+}
+
+/// One finished task more, made as `new`, through `store`.
+fn finish_as(store: &FileStore, new: NewTask) {
+    let task = store.create(new).unwrap();
     assert!(
         store
             .complete(&task.id, json!("done"))
@@ -70,6 +80,17 @@ pub fn history(c: &mut Criterion) {
         writer.create(NewTask::new()).unwrap();
     }
     let reader = FileStore::open(&ts_root).unwrap();
+    let ttl_root = dir.path().join("taskstore-ttl");
+    let ttl_writer = FileStore::builder(&ttl_root)
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    for _ in 0..FINISHED {
+        finish_as(&ttl_writer, NewTask::new().ttl(Duration::from_secs(86_400)));
+    }
+    for _ in 0..10 {
+        ttl_writer.create(NewTask::new()).unwrap();
+    }
     let sqlite_dir = dir.path().join("sqlite");
     std::fs::create_dir_all(&sqlite_dir).unwrap();
     let sqlite = Sqlite::open(&sqlite_dir, Durability::Immediate);
@@ -118,17 +139,28 @@ pub fn history(c: &mut Criterion) {
             fresh
         },
     );
+    let sqlite_fresh = || {
+        let fresh = Sqlite::connect(&sqlite_dir, Durability::Immediate);
+        sqlite_page(&fresh);
+        fresh
+    };
+    row(&mut group, FRESH, "sqlite", || {}, sqlite_fresh);
+    group.finish();
+
+    let mut group = c.benchmark_group(FRESH_TTL);
+    group.sample_size(10);
     row(
         &mut group,
-        FRESH,
-        "sqlite",
+        FRESH_TTL,
+        "taskstore",
         || {},
         || {
-            let fresh = Sqlite::connect(&sqlite_dir, Durability::Immediate);
-            sqlite_page(&fresh);
+            let fresh = FileStore::open(&ttl_root).unwrap();
+            first_page(&fresh);
             fresh
         },
     );
+    row(&mut group, FRESH_TTL, "sqlite", || {}, sqlite_fresh);
     group.finish();
 }
 

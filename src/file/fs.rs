@@ -270,16 +270,29 @@ impl Fs {
 
     /// The names in `dir` (without `.` and `..`).
     pub fn read_dir(&self, dir: &Dir) -> io::Result<Vec<OsString>> {
-        self.check(FsOp::ReadDir, || dir.path.clone())?;
         let mut names = Vec::new();
+        self.each_entry(dir, |name, _| names.push(name))?;
+        Ok(names)
+    }
+
+    /// The names in `dir` (without `.` and `..`), each with the inode
+    /// number the directory holds for it.
+    pub fn read_dir_inodes(&self, dir: &Dir) -> io::Result<Vec<(OsString, u64)>> {
+        let mut entries = Vec::new();
+        self.each_entry(dir, |name, ino| entries.push((name, ino)))?;
+        Ok(entries)
+    }
+
+    fn each_entry(&self, dir: &Dir, mut each: impl FnMut(OsString, u64)) -> io::Result<()> {
+        self.check(FsOp::ReadDir, || dir.path.clone())?;
         for entry in rustix::fs::Dir::read_from(&dir.fd)? {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_owned());
+                each(OsStr::from_bytes(name).to_owned(), entry.ino());
             }
         }
-        Ok(names)
+        Ok(())
     }
 
     /// What `name` in `dir` is, never following a symlink.

@@ -12,6 +12,15 @@
 //! one, by file status (`stamp`): `done/`'s own settled status unchanged
 //! proves every entry, else each file's does, and only a file whose status
 //! changed is read again. A page then reads only its own files.
+//!
+//! A handle that knows nothing yet need not read every file either: a
+//! finished task with a TTL has a second name in `expiring/` that carries
+//! its creation time, TTL and id. Where that entry is the same inode as the
+//! task's file in `done/` (by the inode number `expiring/` holds for the
+//! entry, and `done/`'s listing or the file's status for the file), it says
+//! where the task lists and when it expires, and only its status is
+//! unknown until its file is read: by the page that returns it, or, for a
+//! scan that asks for a status, before the page is picked.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -25,6 +34,7 @@ use time::OffsetDateTime;
 
 use crate::backend::{Scan, Skipped};
 use crate::error::{Error, Result};
+use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
 use crate::file::scan::Read;
 use crate::file::stamp::{self, Stamp};
@@ -117,7 +127,9 @@ struct Keys {
     /// The task's creation time in nanoseconds since the epoch: its place
     /// in listing order (with its id).
     at: i128,
-    status: TaskStatus,
+    /// `None` while the task is known by its `expiring/` entry alone (some
+    /// terminal status): learned when its file is read.
+    status: Option<TaskStatus>,
     expires_at: Option<OffsetDateTime>,
     lease_expires_at: Option<OffsetDateTime>,
 }
@@ -126,7 +138,7 @@ impl Keys {
     fn read(keys: &codec::Keys) -> Keys {
         Keys {
             at: keys.created_at.unix_timestamp_nanos(),
-            status: keys.status,
+            status: Some(keys.status),
             expires_at: keys.expires_at,
             lease_expires_at: keys.lease_expires_at,
         }
@@ -135,14 +147,54 @@ impl Keys {
     fn of(task: &Task) -> Keys {
         Keys {
             at: task.created_at.unix_timestamp_nanos(),
-            status: task.status,
+            status: Some(task.status),
             expires_at: task.expires_at(),
             lease_expires_at: task.lease_expires_at,
         }
     }
 
+    /// The keys of a finished task whose `expiring/` entry says it was
+    /// created at `at` (nanoseconds) and expires at `expires_at`: a
+    /// terminal task holds no lease.
+    fn indexed(at: i128, expires_at: Option<OffsetDateTime>) -> Keys {
+        Keys {
+            at,
+            status: None,
+            expires_at,
+            lease_expires_at: None,
+        }
+    }
+
     fn matches(&self, scan: &Scan) -> bool {
-        scan.matches_keys(self.status, self.expires_at, self.lease_expires_at)
+        match self.status {
+            Some(status) => scan.matches_keys(status, self.expires_at, self.lease_expires_at),
+            // Some terminal status: it is what a scan that asks for none
+            // asks of a finished task (a scan that asks for one learns the
+            // status first: `learn_statuses`).
+            None => {
+                scan.status.is_none()
+                    && scan.matches_keys(
+                        TaskStatus::Completed,
+                        self.expires_at,
+                        self.lease_expires_at,
+                    )
+            }
+        }
+    }
+
+    /// Whether `read`, the keys of the task read from its file, are these,
+    /// as far as these know it.
+    fn fits(&self, read: &Keys) -> bool {
+        match self.status {
+            Some(_) => self == read,
+            None => {
+                *self
+                    == Keys {
+                        status: None,
+                        ..*read
+                    }
+            }
+        }
     }
 }
 
@@ -159,6 +211,12 @@ enum Looked {
         keys: Keys,
         stamp: Option<Stamp>,
         bytes: Option<Vec<u8>>,
+    },
+    /// Its settled status (if it had settled) and inode number (if it
+    /// could be taken) say nothing yet of what it holds.
+    Unproven {
+        stamp: Option<Stamp>,
+        ino: Option<u64>,
     },
     Gone,
     Bad(Error),
@@ -184,6 +242,9 @@ impl FileBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (mut kept, mut skipped) = self.list_done(&mut known, scan)?;
+        if scan.status.is_some() {
+            skipped.extend(self.learn_statuses(&mut known));
+        }
         let start = match &scan.after {
             Some(after) => {
                 Bound::Excluded((after.created_at.unix_timestamp_nanos(), after.id.clone()))
@@ -232,10 +293,15 @@ impl FileBackend {
             // task now, with its keys (deleted and made again under its id,
             // finished, since it was looked at).
             let mut changed: Vec<(TaskId, Option<Keys>)> = Vec::new();
+            // Entries known by their index entry alone, and their status.
+            let mut learned: Vec<(TaskId, TaskStatus)> = Vec::new();
             let (mut dropped, mut moved) = (false, false);
             for ((id, keys, _), read) in chosen.into_iter().zip(read) {
                 let now = match read {
-                    Ok(Some(task)) if Keys::of(&task) == keys => {
+                    Ok(Some(task)) if keys.fits(&Keys::of(&task)) => {
+                        if keys.status.is_none() {
+                            learned.push((id.clone(), task.status));
+                        }
                         tasks.push(scan.shape(task));
                         continue;
                     }
@@ -265,6 +331,11 @@ impl FileBackend {
                 match now {
                     Some(keys) => known.insert(id, None, keys),
                     None => known.remove(&id),
+                }
+            }
+            for (id, status) in learned {
+                if let Some((_, keys)) = known.files.get_mut(&id) {
+                    keys.status = Some(status);
                 }
             }
             // A page is final unless an entry moved, or one left its place
@@ -317,17 +388,73 @@ impl FileBackend {
             .stat_dir(done)
             .ok()
             .and_then(|status| Stamp::settled(&status, before));
-        let (names, mut skipped) = recovery::entries(self, Area::Done)?;
+        let (entries, mut skipped) = recovery::entries_with_inodes(self, Area::Done)?;
+        let (names, inodes): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .map(|(id, name, ino)| ((id, name), ino))
+            .unzip();
         // A scan that may return every file keeps the bytes of those it
         // returns as it reads them: there is no page to keep the others out
         // of, and they are read once.
         let keep = scan.limit >= names.len();
-        let looked = {
+        // Each file's status first: the keys known of it hold while it is
+        // the file they were read from. A handle that knows nothing yet and
+        // follows `done/` by its notices keeps no status (the notices say
+        // what changed): the inode numbers of the listing serve.
+        let mut looked = if known.files.is_empty() && known.watch.is_some() {
+            inodes
+                .iter()
+                .map(|&ino| Looked::Unproven {
+                    stamp: None,
+                    ino: Some(ino),
+                })
+                .collect()
+        } else {
             let known = &*known;
-            parallel::map(&names, |(id, name)| {
-                self.look_done(known, id, name, before, keep.then_some(scan))
-            })
+            parallel::map(&names, |(id, name)| self.stat_done(known, id, name, before))
         };
+        // The others are placed by their index entry, when the scan does
+        // not read them all anyway (it returns every file, or asks for a
+        // status). The index is read after every file's inode number was
+        // taken: an entry that names inode `n` then, and a file that was
+        // inode `n` before, are one file (its inode cannot have been
+        // freed and reused in between while the file kept its name; a file
+        // that lost it is seen by the watch, or by its status next time).
+        if !keep
+            && scan.status.is_none()
+            && looked.iter().any(|l| matches!(l, Looked::Unproven { .. }))
+        {
+            let index = self.history_index();
+            for ((id, _), looked) in names.iter().zip(&mut looked) {
+                if let Looked::Unproven {
+                    stamp,
+                    ino: Some(ino),
+                } = *looked
+                    && let Some(Some(entry)) = index.get(&ino)
+                    && let Some((created_at, expires_at)) = layout::expiring_entry_of(entry, id)
+                {
+                    let keys = Keys::indexed(created_at.unix_timestamp_nanos(), expires_at);
+                    *looked = Looked::Read {
+                        keys,
+                        stamp,
+                        bytes: None,
+                    };
+                }
+            }
+        }
+        let unproven: Vec<usize> = (0..names.len())
+            .filter(|&at| matches!(looked[at], Looked::Unproven { .. }))
+            .collect();
+        let read = parallel::map(&unproven, |&at| {
+            let (id, name) = &names[at];
+            let Looked::Unproven { stamp, .. } = looked[at] else {
+                unreachable!("picked as unproven")
+            };
+            self.read_done(id, name, stamp, keep.then_some(scan))
+        });
+        for (at, read) in unproven.into_iter().zip(read) {
+            looked[at] = read;
+        }
         let mut settled = true;
         let mut files = HashMap::with_capacity(names.len());
         let mut kept = HashMap::new();
@@ -348,6 +475,7 @@ impl FileBackend {
                 Looked::Bad(e) => {
                     skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
                 }
+                Looked::Unproven { .. } => unreachable!("every unproven file was read"),
             }
         }
         known.replace(files);
@@ -407,9 +535,66 @@ impl FileBackend {
                     known.remove(&id);
                     skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
                 }
+                Looked::Unproven { .. } => unreachable!("look_done reads an unproven file"),
             }
         }
         skipped
+    }
+
+    /// Reads the files of the tasks `known` places by their index entry
+    /// alone, for their status (a scan asks for one); reports those that
+    /// do not read. A file that is another task now takes its place.
+    fn learn_statuses(&self, known: &mut Known) -> Vec<Skipped> {
+        let unread: Vec<(TaskId, Option<Stamp>, Keys)> = known
+            .files
+            .iter()
+            .filter(|(_, (_, keys))| keys.status.is_none())
+            .map(|(id, &(stamp, keys))| (id.clone(), stamp, keys))
+            .collect();
+        let read = parallel::map(&unread, |(id, stamp, _)| {
+            self.read_done(id, &task_name(id), *stamp, None)
+        });
+        let mut skipped = Vec::new();
+        for ((id, stamp, keys), read) in unread.into_iter().zip(read) {
+            match read {
+                Looked::Read { keys: now, .. } if keys.fits(&now) => known.insert(id, stamp, now),
+                looked => {
+                    // Known no longer as it was: the next listing looks at
+                    // `done/` again.
+                    known.complete = false;
+                    match looked {
+                        Looked::Read { keys: now, .. } => known.insert(id, None, now),
+                        Looked::Bad(e) => {
+                            known.remove(&id);
+                            skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                        }
+                        _ => known.remove(&id),
+                    }
+                }
+            }
+        }
+        skipped
+    }
+
+    /// The names of the `expiring/` index by inode number (`None` for an
+    /// inode with more than one name: it places nothing). Empty if the
+    /// index cannot be read: each file is read instead.
+    fn history_index(&self) -> HashMap<u64, Option<OsString>> {
+        let entries = match self.fs.read_dir_inodes(&self.expiring) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read expiring/; reading the files of done/ instead");
+                return HashMap::new();
+            }
+        };
+        let mut index = HashMap::with_capacity(entries.len());
+        for (name, ino) in entries {
+            index
+                .entry(ino)
+                .and_modify(|twice: &mut Option<OsString>| *twice = None)
+                .or_insert(Some(name));
+        }
+        index
     }
 
     /// What task `id`'s file `name` in `done/` holds, as far as a listing
@@ -424,18 +609,52 @@ impl FileBackend {
         before: SystemTime,
         keep: Option<&Scan>,
     ) -> Looked {
-        let stamp = match self.fs.stat(self.dir(Area::Done), name) {
-            Ok(status) => Stamp::settled(&status, before),
+        match self.stat_done(known, id, name, before) {
+            Looked::Unproven { stamp, .. } => self.read_done(id, name, stamp, keep),
+            looked => looked,
+        }
+    }
+
+    /// What the status of task `id`'s file `name` in `done/` (settled
+    /// since `before`) proves: the keys `known` holds of it, if it is the
+    /// file they were read from; else nothing yet.
+    fn stat_done(&self, known: &Known, id: &TaskId, name: &OsStr, before: SystemTime) -> Looked {
+        let status = match self.fs.stat(self.dir(Area::Done), name) {
+            Ok(status) => status,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Looked::Gone,
-            // The read below reports it.
-            Err(_) => None,
+            // Its read reports it.
+            Err(_) => {
+                return Looked::Unproven {
+                    stamp: None,
+                    ino: None,
+                };
+            }
         };
+        let stamp = Stamp::settled(&status, before);
         if let Some(stamp) = stamp
             && let Some(&(Some(was), keys)) = known.files.get(id)
             && was == stamp
         {
             return Looked::Known(stamp, keys);
         }
+        Looked::Unproven {
+            stamp,
+            // Only a regular file is a task's file (and the inode of an
+            // index entry).
+            ino: (status.kind == Kind::File).then_some(status.ino),
+        }
+    }
+
+    /// Task `id`'s file `name` in `done/`, read for its keys (`stamp`: its
+    /// settled status, taken before); its bytes kept if `keep` (a scan)
+    /// may return it.
+    fn read_done(
+        &self,
+        id: &TaskId,
+        name: &OsStr,
+        stamp: Option<Stamp>,
+        keep: Option<&Scan>,
+    ) -> Looked {
         #[cfg(test)]
         self.history_keys.read_one();
         match self.read_entry(Area::Done, name, id) {

@@ -50,22 +50,39 @@ fn pages_of(store: &FileStore, query: ListQuery) -> (Vec<Task>, Vec<u64>) {
     }
 }
 
-/// What a handle that never listed before lists: the reference.
+/// What a handle that never listed before lists: the reference. Its
+/// listing of everything at once reads every file; and its pages (which
+/// place tasks by their index entries) list the same.
 fn fresh_pages(dir: &std::path::Path, query: &ListQuery) -> Vec<Task> {
-    let (fresh, _) = pair(dir, Mode::Status);
-    pages_of(&fresh, query.clone()).0
+    let (fresh, paging) = pair(dir, Mode::Status);
+    let all = fresh.list(query).unwrap();
+    assert!(all.skipped.is_empty(), "{:?}", all.skipped);
+    let ids = |tasks: &[Task]| tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let paged = pages_of(&paging, query.clone()).0;
+    assert_eq!(ids(&paged), ids(&all.tasks), "{query:?}");
+    assert_eq!(paged, all.tasks, "{query:?}");
+    all.tasks
 }
 
 /// `n` finished tasks, made by `writer`.
 fn finish(writer: &FileStore, n: usize) -> Vec<TaskId> {
+    finish_as(writer, n, NewTask::new)
+}
+
+/// `n` finished tasks, made by `writer` from `new()`.
+fn finish_as(writer: &FileStore, n: usize, new: impl Fn() -> NewTask) -> Vec<TaskId> {
     (0..n)
         .map(|i| {
-            let task = writer.create(NewTask::new()).unwrap();
+            let task = writer.create(new()).unwrap();
             assert!(writer.complete(&task.id, json!(i)).unwrap().is_applied());
             task.id
         })
         .collect()
 }
+
+/// A TTL none of the tests outlives: finished tasks with it have an
+/// `expiring/` entry.
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 fn a_page_of_known_history_reads_only_its_own_files(mode: Mode) {
     const FINISHED: usize = 1_000;
@@ -115,33 +132,147 @@ fn by_file_status_a_page_of_known_history_reads_only_its_own_files() {
     a_page_of_known_history_reads_only_its_own_files(Mode::Status);
 }
 
+/// A handle that never listed history places each finished task with a
+/// TTL by its `expiring/` entry: its first page reads the files of the
+/// tasks without one, and its own; a listing by status reads the files
+/// whose status it does not know yet.
+fn a_fresh_handle_reads_the_files_its_index_does_not_place(mode: Mode) {
+    const FINISHED: usize = 1_000;
+    const UNINDEXED: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = pair(dir.path(), mode).1;
+    finish_as(&writer, FINISHED, || NewTask::new().ttl(HOUR));
+    finish(&writer, UNINDEXED);
+    let failed = finish_as(&writer, 5, || NewTask::new().ttl(HOUR));
+    for id in &failed {
+        assert!(writer.delete(id).unwrap());
+        writer
+            .create(NewTask::new().id(id.clone()).ttl(HOUR))
+            .unwrap();
+        assert!(writer.fail(id, json!("no")).unwrap().is_applied());
+    }
+    let total = FINISHED + UNINDEXED + failed.len();
+    // A page reads its tasks and the one after, except the last.
+    let last = total.div_ceil(PAGE) - 1;
+    let page = |at: usize| match at < last {
+        true => PAGE as u64 + 1,
+        false => (total - last * PAGE) as u64,
+    };
+
+    let (reader, filtering) = pair(dir.path(), mode);
+    settle_area(&reader, Area::Done);
+    let (listed, read) = pages(&reader);
+    assert_eq!(listed, fresh_pages(dir.path(), &ListQuery::all()));
+    assert_eq!(read[0], (UNINDEXED as u64) + page(0), "{mode:?}: {read:?}");
+    assert!(
+        read.iter()
+            .enumerate()
+            .skip(1)
+            .all(|(at, &r)| r == page(at)),
+        "{mode:?}: {read:?}"
+    );
+
+    // A fresh handle's first page by status: every file read once for it.
+    let query = ListQuery::all().status(TaskStatus::Failed);
+    let before = reads(&filtering);
+    let page = filtering.list(&query.clone().limit(PAGE)).unwrap();
+    let want = fresh_pages(dir.path(), &query);
+    assert_eq!(page.tasks, want);
+    assert_eq!(want.len(), failed.len());
+    assert_eq!(reads(&filtering) - before, (total + failed.len()) as u64);
+    // A handle that placed history by the index learns the statuses it
+    // lacks, and lists the same.
+    let reader = pair(dir.path(), mode).0;
+    let first = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
+    assert_eq!(first.tasks.len(), PAGE);
+    assert_eq!(pages_of(&reader, query).0, want);
+}
+
+#[test]
+fn with_change_notices_a_fresh_handle_reads_the_files_its_index_does_not_place() {
+    a_fresh_handle_reads_the_files_its_index_does_not_place(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_fresh_handle_reads_the_files_its_index_does_not_place() {
+    a_fresh_handle_reads_the_files_its_index_does_not_place(Mode::Status);
+}
+
+/// An `expiring/` entry that is no longer its task's file (the file was
+/// replaced, here by one that lists earlier) places nothing: the task
+/// lists where its file says, on the first page.
+#[test]
+fn an_index_entry_that_is_not_the_tasks_file_places_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = pair(dir.path(), Mode::Status).1;
+    let ids = finish_as(&writer, 3 * PAGE, || NewTask::new().ttl(HOUR));
+    let moved = &ids[2 * PAGE];
+    let name = format!("{moved}.json");
+    let file = dir.path().join("done").join(&name);
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // Made half an hour earlier than it was: not expired, but first.
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    let created = value["task"]["createdAt"].as_str().unwrap();
+    let earlier = time::OffsetDateTime::parse(created, &rfc3339).unwrap() - HOUR / 2;
+    value["task"]["createdAt"] = json!(earlier.format(&rfc3339).unwrap());
+    let replacement = dir.path().join("tmp").join(&name);
+    std::fs::write(&replacement, format!("{value}\n")).unwrap();
+    std::fs::rename(&replacement, &file).unwrap();
+    let entries = std::fs::read_dir(dir.path().join("expiring"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, ids.len(), "the old entry stays");
+
+    // A handle that follows `done/` by its notices places by the inode
+    // numbers of its listing of `done/`, one without them by each file's
+    // status (`fresh_pages`).
+    let reader = pair(dir.path(), Mode::Watch).0;
+    let listed: Vec<TaskId> = pages(&reader).0.into_iter().map(|t| t.id).collect();
+    assert_eq!(&listed[0], moved);
+    let want = fresh_pages(dir.path(), &ListQuery::all());
+    assert_eq!(listed, want.into_iter().map(|t| t.id).collect::<Vec<_>>());
+    assert_eq!(listed.len(), ids.len());
+}
+
 /// Another handle's completions, deletions, sweeps and a finished task
 /// deleted and made again under its id (a new place in listing order) are
 /// each seen by the reader's very next pages, which list exactly what a
-/// handle that never listed before lists.
-fn every_change_to_history_shows_in_the_next_page(mode: Mode) {
+/// handle that never listed before lists. The tasks have no TTL, or (`ttl`)
+/// one that gives each finished task an `expiring/` entry.
+fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool) {
+    let new = || match ttl {
+        true => NewTask::new().ttl(HOUR),
+        false => NewTask::new(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let (reader, writer) = pair(dir.path(), mode);
-    let ids = finish(&writer, 250);
-    let running = writer.create(NewTask::new()).unwrap();
-    // What a status picks out of history (first: a listing of all of it
-    // reads each task it returns, and would correct a stale place), and
-    // the whole of it.
+    let ids = finish_as(&writer, 250, new);
+    let running = writer.create(new()).unwrap();
+    // What a status picks out of history, and the whole of it. Without a
+    // TTL the first is by status: a listing of all of history reads each
+    // task it returns, and would correct a stale place. With one the first
+    // is of all: it places by the index what it does not know, and the
+    // listing by status learns their status.
+    let mut queries = [
+        ListQuery::all().status(TaskStatus::Failed),
+        ListQuery::all(),
+    ];
+    if ttl {
+        queries.reverse();
+    }
     let check = |what: &str| {
-        for query in [
-            ListQuery::all().status(TaskStatus::Failed),
-            ListQuery::all(),
-        ] {
+        for query in queries.clone() {
             let (listed, _) = pages_of(&reader, query.clone());
             let want = fresh_pages(dir.path(), &query);
-            assert_eq!(listed, want, "{mode:?}: after {what}: {query:?}");
+            assert_eq!(listed, want, "{mode:?}, ttl {ttl}: after {what}: {query:?}");
         }
     };
     check("the first completions");
     settle_area(&reader, Area::Done);
     check("nothing");
 
-    finish(&writer, 3);
+    finish_as(&writer, 3, new);
     check("three more completions");
     assert!(writer.delete(&ids[0]).unwrap());
     assert!(writer.delete(&ids[120]).unwrap());
@@ -152,7 +283,7 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode) {
     settle_area(&reader, Area::Done);
     check("the store standing still");
     assert!(writer.delete(&ids[5]).unwrap());
-    let again = writer.create(NewTask::new().id(ids[5].clone())).unwrap();
+    let again = writer.create(new().id(ids[5].clone())).unwrap();
     assert!(writer.fail(&again.id, json!("again")).unwrap().is_applied());
     // Seen as settled too: only its status tells the new file from the old.
     settle_area(&reader, Area::Done);
@@ -187,12 +318,22 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode) {
 
 #[test]
 fn with_change_notices_every_change_to_history_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Watch);
+    every_change_to_history_shows_in_the_next_page(Mode::Watch, false);
 }
 
 #[test]
 fn by_file_status_every_change_to_history_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Status);
+    every_change_to_history_shows_in_the_next_page(Mode::Status, false);
+}
+
+#[test]
+fn with_change_notices_every_change_to_history_of_tasks_with_a_ttl_shows_in_the_next_page() {
+    every_change_to_history_shows_in_the_next_page(Mode::Watch, true);
+}
+
+#[test]
+fn by_file_status_every_change_to_history_of_tasks_with_a_ttl_shows_in_the_next_page() {
+    every_change_to_history_shows_in_the_next_page(Mode::Status, true);
 }
 
 /// A file of `done/` left unreadable (a newer format) is reported by every

@@ -71,15 +71,33 @@ pub(crate) fn expiring_name(task: &Task) -> Option<OsString> {
 /// What an `expiring/` entry names: the task's position and when it
 /// expires; `None` for a foreign name.
 pub(crate) fn expiring_entry(name: &OsStr) -> Option<(Position, Option<time::OffsetDateTime>)> {
+    let (created_at, expires_at, id) = expiring_parts(name)?;
+    let id = TaskId::parse(id).ok()?;
+    Some((Position { created_at, id }, expires_at))
+}
+
+/// What an `expiring/` entry names, if it names task `id`: when the task
+/// was created and when it expires (without making an id of the name).
+pub(crate) fn expiring_entry_of(
+    name: &OsStr,
+    id: &TaskId,
+) -> Option<(time::OffsetDateTime, Option<time::OffsetDateTime>)> {
+    let (created_at, expires_at, named) = expiring_parts(name)?;
+    (named == id.as_str()).then_some((created_at, expires_at))
+}
+
+/// The parts of an `expiring/` entry's name: creation time, expiry and
+/// the id as written.
+fn expiring_parts(
+    name: &OsStr,
+) -> Option<(time::OffsetDateTime, Option<time::OffsetDateTime>, &str)> {
     let mut parts = name.to_str()?.splitn(3, '.');
     let created: i128 = parts.next()?.parse().ok()?;
     let ttl: u64 = parts.next()?.parse().ok()?;
-    let id = TaskId::parse(parts.next()?).ok()?;
+    let id = parts.next()?;
     let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(created).ok()?;
-    Some((
-        Position { created_at, id },
-        expiry(created_at, Some(std::time::Duration::from_millis(ttl))),
-    ))
+    let expires_at = expiry(created_at, Some(std::time::Duration::from_millis(ttl)));
+    Some((created_at, expires_at, id))
 }
 
 /// The file name of task `id`'s file: `<id>.json`.

@@ -189,18 +189,29 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
 /// The task files of an area (id and file name), and what else was there.
 pub(super) type Entries = (Vec<(TaskId, OsString)>, Vec<Skipped>);
 
+/// [`Entries`], each with its inode number.
+pub(super) type EntriesWithInodes = (Vec<(TaskId, OsString, u64)>, Vec<Skipped>);
+
 /// The task files in `area` by id. Names that are not task file names are
 /// set aside and reported.
 pub(super) fn entries(store: &FileBackend, area: Area) -> Result<Entries> {
+    let (tasks, skipped) = entries_with_inodes(store, area)?;
+    let tasks = tasks.into_iter().map(|(id, name, _)| (id, name)).collect();
+    Ok((tasks, skipped))
+}
+
+/// [`entries`], each task file with the inode number its directory holds
+/// for it.
+pub(super) fn entries_with_inodes(store: &FileBackend, area: Area) -> Result<EntriesWithInodes> {
     let dir = store.dir(area);
     let names = store
         .fs
-        .read_dir(dir)
+        .read_dir_inodes(dir)
         .map_err(|e| Error::io("read directory", dir.path(), e))?;
     let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
-    for name in names {
+    for (name, ino) in names {
         match layout::task_file_id(&name) {
-            Some(id) => tasks.push((id, name)),
+            Some(id) => tasks.push((id, name, ino)),
             None => skipped.push(set_aside_name(
                 store,
                 dir,
