@@ -32,7 +32,7 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use crate::backend::{Scan, Skipped};
+use crate::backend::{Scan, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
@@ -51,6 +51,9 @@ pub(crate) struct HistoryKeys {
     /// Files of `done/` read by listings of history (tests only).
     #[cfg(test)]
     pub(super) reads: std::sync::atomic::AtomicU64,
+    /// Files of `done/` whose status listings of history took (tests only).
+    #[cfg(test)]
+    pub(super) stats: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]
@@ -81,10 +84,14 @@ struct Known {
     /// The same tasks in listing order (creation time, id): a page is a
     /// range of it.
     order: BTreeSet<(i128, TaskId)>,
-    /// `files` is `done/` as it was when `watch` was last drained, or
-    /// (without a watch) when `dir` was taken; and nothing in `done/` was
-    /// left unreadable then (every listing reports it again).
+    /// `files` and `unreadable` are `done/` as it was when `watch` was
+    /// last drained, or (without a watch) when `dir` was taken; and no
+    /// entry of `done/` that is no task file's name was left there then.
     complete: bool,
+    /// Tasks whose file in `done/` was left where it is unreadable (a newer
+    /// format, an I/O error, a corrupt file the store could not move): each
+    /// listing looks at them again, and reports them.
+    unreadable: BTreeSet<TaskId>,
     /// Change notices of `done/`, from the first listing of history on
     /// (where there is inotify).
     watch: Option<Watch>,
@@ -97,6 +104,7 @@ struct Known {
 impl Known {
     /// Knows task `id` by `keys`, read from a file of this status.
     fn insert(&mut self, id: TaskId, stamp: Option<Stamp>, keys: Keys) {
+        self.unreadable.remove(&id);
         if let Some((_, was)) = self.files.get(&id) {
             self.order.remove(&(was.at, id.clone()));
         }
@@ -106,8 +114,19 @@ impl Known {
 
     /// Knows task `id` no longer.
     fn remove(&mut self, id: &TaskId) {
+        self.unreadable.remove(id);
         if let Some((_, was)) = self.files.remove(id) {
             self.order.remove(&(was.at, id.clone()));
+        }
+    }
+
+    /// Knows task `id` as its file's failure to read was reported with
+    /// `action`: left where it is (looked at again by every listing), or
+    /// gone.
+    fn unread(&mut self, id: &TaskId, action: UnreadableAction) {
+        self.remove(id);
+        if action == UnreadableAction::LeftInPlace {
+            self.unreadable.insert(id.clone());
         }
     }
 
@@ -295,6 +314,8 @@ impl FileBackend {
             let mut changed: Vec<(TaskId, Option<Keys>)> = Vec::new();
             // Entries known by their index entry alone, and their status.
             let mut learned: Vec<(TaskId, TaskStatus)> = Vec::new();
+            // Entries whose file did not read, and what became of it.
+            let mut unread: Vec<(TaskId, UnreadableAction)> = Vec::new();
             let (mut dropped, mut moved) = (false, false);
             for ((id, keys, _), read) in chosen.into_iter().zip(read) {
                 let now = match read {
@@ -314,9 +335,13 @@ impl FileBackend {
                         None
                     }
                     Err(e) => {
-                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
+                        // Left where it is and looked at by every listing,
+                        // or gone (a watch, or `done/`'s status, sees it).
+                        let reported = recovery::set_aside_task(self, Area::Done, id, e);
+                        unread.push((id.clone(), reported.action));
+                        skipped.push(reported);
                         dropped = true;
-                        None
+                        continue;
                     }
                 };
                 changed.push((id.clone(), now));
@@ -332,6 +357,9 @@ impl FileBackend {
                     Some(keys) => known.insert(id, None, keys),
                     None => known.remove(&id),
                 }
+            }
+            for (id, action) in unread {
+                known.unread(&id, action);
             }
             for (id, status) in learned {
                 if let Some((_, keys)) = known.files.get_mut(&id) {
@@ -355,25 +383,27 @@ impl FileBackend {
     fn list_done(&self, known: &mut Known, scan: &Scan) -> Result<(Kept, Vec<Skipped>)> {
         let done = self.dir(Area::Done);
         if known.complete {
-            match &known.watch {
+            let revised = match &known.watch {
                 Some(watch) => match watch.drain() {
-                    Changes::Names(names) => {
-                        let skipped = self.revise_done(known, names, stamp::clock());
-                        // A file left unreadable is reported by every
-                        // listing: the next one looks at everything.
-                        known.complete = skipped.is_empty();
-                        return Ok((HashMap::new(), skipped));
+                    Changes::Names(names) => Some(self.revise_done(known, names, stamp::clock())),
+                    Changes::Lost => {
+                        known.watch = None;
+                        None
                     }
-                    Changes::Lost => known.watch = None,
                 },
                 None => {
                     let before = stamp::clock();
                     let dir = self.fs.stat_dir(done).ok();
                     let dir = dir.and_then(|status| Stamp::settled(&status, before));
-                    if dir.is_some() && dir == known.dir {
-                        return Ok((HashMap::new(), Vec::new()));
-                    }
+                    (dir.is_some() && dir == known.dir).then(Vec::new)
                 }
+            };
+            if let Some(mut skipped) = revised {
+                self.look_again_at_unreadable(known, &mut skipped);
+                // A stray name left in `done/` is reported by every
+                // listing: the next one looks at everything.
+                known.complete = skipped.iter().all(|s| s.id.is_some());
+                return Ok((HashMap::new(), skipped));
             }
             known.complete = false;
         }
@@ -457,6 +487,7 @@ impl FileBackend {
         }
         let mut settled = true;
         let mut files = HashMap::with_capacity(names.len());
+        let mut unreadable = BTreeSet::new();
         let mut kept = HashMap::new();
         for ((id, _), looked) in names.into_iter().zip(looked) {
             match looked {
@@ -473,12 +504,17 @@ impl FileBackend {
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
                 Looked::Bad(e) => {
-                    skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
+                    if reported.action == UnreadableAction::LeftInPlace {
+                        unreadable.insert(id);
+                    }
+                    skipped.push(reported);
                 }
                 Looked::Unproven { .. } => unreachable!("every unproven file was read"),
             }
         }
         known.replace(files);
+        known.unreadable = unreadable;
         if let Some(watch) = &known.watch {
             match watch.drain() {
                 Changes::Names(names) => {
@@ -495,7 +531,8 @@ impl FileBackend {
         // Without a watch, `done/`'s status proves the entries only if each
         // was a task whose file had settled.
         known.dir = dir.filter(|_| settled && known.watch.is_none());
-        known.complete = skipped.is_empty() && (known.watch.is_some() || known.dir.is_some());
+        known.complete = skipped.iter().all(|s| s.id.is_some())
+            && (known.watch.is_some() || known.dir.is_some());
         Ok((kept, skipped))
     }
 
@@ -532,13 +569,45 @@ impl FileBackend {
                 Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
                 Looked::Gone => known.remove(&id),
                 Looked::Bad(e) => {
-                    known.remove(&id);
-                    skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
+                    known.unread(&id, reported.action);
+                    skipped.push(reported);
                 }
                 Looked::Unproven { .. } => unreachable!("look_done reads an unproven file"),
             }
         }
         skipped
+    }
+
+    /// Looks again at each file `known` holds as left unreadable, but those
+    /// `skipped` reports already: a file that reads now is known by its
+    /// keys, one gone is forgotten, and one that still does not read is
+    /// reported again.
+    fn look_again_at_unreadable(&self, known: &mut Known, skipped: &mut Vec<Skipped>) {
+        if known.unreadable.is_empty() {
+            return;
+        }
+        let reported: HashSet<&TaskId> = skipped.iter().filter_map(|s| s.id.as_ref()).collect();
+        let again: Vec<TaskId> = known
+            .unreadable
+            .iter()
+            .filter(|id| !reported.contains(id))
+            .cloned()
+            .collect();
+        let before = stamp::clock();
+        for id in again {
+            match self.look_done(known, &id, &task_name(&id), before, None) {
+                Looked::Known(stamp, keys) => known.insert(id, Some(stamp), keys),
+                Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
+                Looked::Gone => known.remove(&id),
+                Looked::Bad(e) => {
+                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
+                    known.unread(&id, reported.action);
+                    skipped.push(reported);
+                }
+                Looked::Unproven { .. } => unreachable!("look_done reads an unproven file"),
+            }
+        }
     }
 
     /// Reads the files of the tasks `known` places by their index entry
@@ -565,8 +634,9 @@ impl FileBackend {
                     match looked {
                         Looked::Read { keys: now, .. } => known.insert(id, None, now),
                         Looked::Bad(e) => {
-                            known.remove(&id);
-                            skipped.push(recovery::set_aside_task(self, Area::Done, &id, e));
+                            let reported = recovery::set_aside_task(self, Area::Done, &id, e);
+                            known.unread(&id, reported.action);
+                            skipped.push(reported);
                         }
                         _ => known.remove(&id),
                     }
@@ -619,6 +689,8 @@ impl FileBackend {
     /// since `before`) proves: the keys `known` holds of it, if it is the
     /// file they were read from; else nothing yet.
     fn stat_done(&self, known: &Known, id: &TaskId, name: &OsStr, before: SystemTime) -> Looked {
+        #[cfg(test)]
+        self.history_keys.stats.fetch_add(1, Ordering::Relaxed);
         let status = match self.fs.stat(self.dir(Area::Done), name) {
             Ok(status) => status,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Looked::Gone,
