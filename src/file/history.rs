@@ -580,34 +580,21 @@ impl FileBackend {
     }
 
     /// Looks again at each file `known` holds as left unreadable, but those
-    /// `skipped` reports already: a file that reads now is known by its
-    /// keys, one gone is forgotten, and one that still does not read is
-    /// reported again.
+    /// `skipped` reports already, as at a change notice: a file that reads
+    /// now is known by its keys, one gone is forgotten, and one that still
+    /// does not read is reported again.
     fn look_again_at_unreadable(&self, known: &mut Known, skipped: &mut Vec<Skipped>) {
         if known.unreadable.is_empty() {
             return;
         }
         let reported: HashSet<&TaskId> = skipped.iter().filter_map(|s| s.id.as_ref()).collect();
-        let again: Vec<TaskId> = known
+        let again: HashMap<OsString, Change> = known
             .unreadable
             .iter()
             .filter(|id| !reported.contains(id))
-            .cloned()
+            .map(|id| (task_name(id), Change::Changed))
             .collect();
-        let before = stamp::clock();
-        for id in again {
-            match self.look_done(known, &id, &task_name(&id), before, None) {
-                Looked::Known(stamp, keys) => known.insert(id, Some(stamp), keys),
-                Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
-                Looked::Gone => known.remove(&id),
-                Looked::Bad(e) => {
-                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
-                    known.unread(&id, reported.action);
-                    skipped.push(reported);
-                }
-                Looked::Unproven { .. } => unreachable!("look_done reads an unproven file"),
-            }
-        }
+        skipped.extend(self.revise_done(known, again, stamp::clock()));
     }
 
     /// Reads the files of the tasks `known` places by their index entry
