@@ -185,6 +185,70 @@ fn a_directory_that_grew_and_emptied_is_compacted_when_no_one_else_has_the_store
     assert_eq!(common::files_in(dir.path(), "active").len(), 1);
 }
 
+/// A store whose `active/` grew to 6,000 tasks and then kept `kept(size)`
+/// of them (`size`: the directory's size once grown), opened again alone:
+/// whether `active/` was compacted; every kept task is still there either
+/// way. `None` where directories shrink by themselves.
+fn compacted_keeping(kept: impl Fn(u64) -> usize) -> Option<bool> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let mut ids: Vec<TaskId> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    let active = dir.path().join("active");
+    let grown = fs::metadata(&active).unwrap().size();
+    if grown < 64 * 1024 {
+        return None;
+    }
+    let keep = ids.split_off(ids.len() - kept(grown));
+    for id in &ids {
+        assert!(store.delete(id).unwrap());
+    }
+    drop(store);
+    let store = FileStore::open(dir.path()).unwrap();
+    let mut listed: Vec<TaskId> = store
+        .list(&ListQuery::active())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let mut want = keep;
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want);
+    Some(fs::metadata(&active).unwrap().size() < grown)
+}
+
+/// An open reads a large directory only as far as it takes to see it is
+/// not bloated (it holds at least an eighth of what its size could): at
+/// that many entries it is left as it is, one fewer and it is compacted,
+/// whole.
+#[test]
+fn a_directory_is_compacted_exactly_when_it_holds_less_than_an_eighth_of_its_size() {
+    // The fewest entries that keep a directory of `size` bytes: its
+    // entries need 64 bytes each and 4 KiB more, and it may be eight
+    // times that.
+    let fewest = |size: u64| (size - 8 * 4096).div_ceil(8 * 64) as usize;
+    let Some(at_fewest) = compacted_keeping(fewest) else {
+        eprintln!("file_format: this file system shrinks directories; nothing to compact");
+        return;
+    };
+    assert!(
+        !at_fewest,
+        "a directory holding enough entries was compacted"
+    );
+    assert_eq!(
+        compacted_keeping(|size| fewest(size) - 1),
+        Some(true),
+        "a directory one entry short of enough was not compacted"
+    );
+}
+
 #[test]
 fn a_leftover_of_an_interrupted_compaction_is_removed_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -270,8 +270,20 @@ impl Fs {
 
     /// The names in `dir` (without `.` and `..`).
     pub fn read_dir(&self, dir: &Dir) -> io::Result<Vec<OsString>> {
+        self.read_dir_at_most(dir, usize::MAX)
+    }
+
+    /// The first `limit` names in `dir` (without `.` and `..`), in the
+    /// order the directory gives them: the directory is read no further.
+    pub fn read_dir_at_most(&self, dir: &Dir, limit: usize) -> io::Result<Vec<OsString>> {
         let mut names = Vec::new();
-        self.each_entry(dir, |name, _| names.push(name))?;
+        if limit == 0 {
+            return Ok(names);
+        }
+        self.each_entry(dir, |name, _| {
+            names.push(name);
+            names.len() < limit
+        })?;
         Ok(names)
     }
 
@@ -279,17 +291,25 @@ impl Fs {
     /// number the directory holds for it.
     pub fn read_dir_inodes(&self, dir: &Dir) -> io::Result<Vec<(OsString, u64)>> {
         let mut entries = Vec::new();
-        self.each_entry(dir, |name, ino| entries.push((name, ino)))?;
+        self.each_entry(dir, |name, ino| {
+            entries.push((name, ino));
+            true
+        })?;
         Ok(entries)
     }
 
-    fn each_entry(&self, dir: &Dir, mut each: impl FnMut(OsString, u64)) -> io::Result<()> {
+    /// Hands `each` the entries of `dir` (name and inode number) while it
+    /// asks for more.
+    fn each_entry(&self, dir: &Dir, mut each: impl FnMut(OsString, u64) -> bool) -> io::Result<()> {
         self.check(FsOp::ReadDir, || dir.path.clone())?;
         for entry in rustix::fs::Dir::read_from(&dir.fd)? {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                each(OsStr::from_bytes(name).to_owned(), entry.ino());
+            if name != b"."
+                && name != b".."
+                && !each(OsStr::from_bytes(name).to_owned(), entry.ino())
+            {
+                break;
             }
         }
         Ok(())

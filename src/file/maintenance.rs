@@ -40,10 +40,14 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
         if size < MIN_COMPACTED {
             continue;
         }
+        // Read only as far as it takes to see it is not bloated: a large
+        // directory that is full (`expiring/` of a long history) costs an
+        // open a tenth of its names, not all of them.
+        let enough = fewest_kept(size);
         let names = fs
-            .read_dir(&dir)
+            .read_dir_at_most(&dir, enough)
             .map_err(|e| Error::io("read directory", dir.path(), e))?;
-        if !bloated(size, names.len()) {
+        if names.len() == enough || !bloated(size, names.len()) {
             continue;
         }
         fs.create_dir(root, &leftover)
@@ -76,6 +80,12 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
 /// compacting: at least 64 KiB, and eight times what its names need.
 fn bloated(size: u64, entries: usize) -> bool {
     size >= MIN_COMPACTED && size > 8 * (entries as u64 * 64 + 4096)
+}
+
+/// The fewest entries that make a directory of `size` bytes not
+/// [`bloated`]: it holds them, or all it has is fewer (and then it is).
+fn fewest_kept(size: u64) -> usize {
+    usize::try_from(size.saturating_sub(8 * 4096).div_ceil(8 * 64)).unwrap_or(usize::MAX)
 }
 
 /// The smallest directory worth compacting.
@@ -143,4 +153,25 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
     open::write_marker(store, &marker)?;
     tracing::info!(store = %store.root.display(), from, indexed, "moved the store to the current format");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIN_COMPACTED, bloated, fewest_kept};
+
+    #[test]
+    fn a_directory_holding_the_fewest_kept_entries_is_not_bloated_and_one_fewer_is() {
+        for size in [
+            MIN_COMPACTED,
+            MIN_COMPACTED + 1,
+            100_000,
+            1 << 20,
+            1 << 20 | 511,
+            1 << 30,
+        ] {
+            let kept = fewest_kept(size);
+            assert!(!bloated(size, kept), "{size}: {kept}");
+            assert!(bloated(size, kept - 1), "{size}: {kept}");
+        }
+    }
 }
