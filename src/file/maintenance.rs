@@ -42,7 +42,8 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
         }
         // Read only as far as it takes to see it is not bloated: a large
         // directory that is full (`expiring/` of a long history) costs an
-        // open a tenth of its names, not all of them.
+        // open an eighth of the names its size could hold (about a sixth
+        // of a full `expiring/`'s), not all of them.
         let enough = fewest_kept(size);
         let names = fs
             .read_dir_at_most(&dir, enough)
