@@ -54,6 +54,9 @@ pub(crate) struct HistoryKeys {
     /// Files of `done/` whose status listings of history took (tests only).
     #[cfg(test)]
     pub(super) stats: std::sync::atomic::AtomicU64,
+    /// Reads of `expiring/` by listings of history (tests only).
+    #[cfg(test)]
+    pub(super) index_reads: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]
@@ -450,10 +453,14 @@ impl FileBackend {
         // inode `n` before, are one file (its inode cannot have been
         // freed and reused in between while the file kept its name; a file
         // that lost it is seen by the watch, or by its status next time).
-        if !keep
-            && scan.status.is_none()
-            && looked.iter().any(|l| matches!(l, Looked::Unproven { .. }))
-        {
+        // The index is read whole: worth it where a good part of `done/` is
+        // unknown (a fresh handle), not for the few files that changed
+        // since the last listing (reading them costs less).
+        let unproven = looked
+            .iter()
+            .filter(|l| matches!(l, Looked::Unproven { .. }))
+            .count();
+        if !keep && scan.status.is_none() && unproven > 0 && unproven * 4 >= names.len() {
             let index = self.history_index();
             for ((id, _), looked) in names.iter().zip(&mut looked) {
                 if let Looked::Unproven {
@@ -637,6 +644,10 @@ impl FileBackend {
     /// inode with more than one name: it places nothing). Empty if the
     /// index cannot be read: each file is read instead.
     fn history_index(&self) -> HashMap<u64, Option<OsString>> {
+        #[cfg(test)]
+        self.history_keys
+            .index_reads
+            .fetch_add(1, Ordering::Relaxed);
         let entries = match self.fs.read_dir_inodes(&self.expiring) {
             Ok(entries) => entries,
             Err(e) => {

@@ -182,10 +182,26 @@ fn a_fresh_handle_reads_the_files_its_index_does_not_place(mode: Mode) {
     assert_eq!(reads(&filtering) - before, (total + failed.len()) as u64);
     // A handle that placed history by the index learns the statuses it
     // lacks, and lists the same.
-    let reader = pair(dir.path(), mode).0;
+    let placing = pair(dir.path(), mode).0;
+    let first = placing.list(&ListQuery::all().limit(PAGE)).unwrap();
+    assert_eq!(first.tasks.len(), PAGE);
+    assert_eq!(pages_of(&placing, query).0, want);
+
+    // The index was read once, by the first listing; one more finished
+    // task is read alone by the next page (without notices, after a full
+    // look at `done/`'s status), not placed by reading the whole index.
+    let index_reads = |store: &FileStore| {
+        let keys = &store.backend().history_keys;
+        keys.index_reads.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(index_reads(&reader), 1, "{mode:?}");
+    finish_as(&writer, 1, || NewTask::new().ttl(HOUR));
+    settle_area(&reader, Area::Done);
+    let before = reads(&reader);
     let first = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
     assert_eq!(first.tasks.len(), PAGE);
-    assert_eq!(pages_of(&reader, query).0, want);
+    assert_eq!(reads(&reader) - before, 1 + PAGE as u64 + 1, "{mode:?}");
+    assert_eq!(index_reads(&reader), 1, "{mode:?}");
 }
 
 #[test]
@@ -233,6 +249,91 @@ fn an_index_entry_that_is_not_the_tasks_file_places_nothing() {
     let want = fresh_pages(dir.path(), &ListQuery::all());
     assert_eq!(listed, want.into_iter().map(|t| t.id).collect::<Vec<_>>());
     assert_eq!(listed.len(), ids.len());
+}
+
+/// A task file with two `expiring/` entries (another name linked to it
+/// that says it was made later) is placed by neither: it lists where its
+/// file says, whichever entry the directory gives first.
+#[test]
+fn a_file_with_two_index_entries_is_placed_by_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = pair(dir.path(), Mode::Status).1;
+    let ids = finish_as(&writer, 3 * PAGE, || NewTask::new().ttl(HOUR));
+    let expiring = dir.path().join("expiring");
+    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(&expiring)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Ten early tasks each get a second entry half an hour later (not
+    // expired, but on the last page).
+    for id in &ids[..10] {
+        let own = entries
+            .iter()
+            .find(|path| path.to_str().unwrap().ends_with(id.as_str()))
+            .unwrap();
+        let name = own.file_name().unwrap().to_str().unwrap();
+        let (created, rest) = name.split_once('.').unwrap();
+        let later = created.parse::<i128>().unwrap() + (HOUR / 2).as_nanos() as i128;
+        std::fs::hard_link(own, expiring.join(format!("{later}.{rest}"))).unwrap();
+    }
+    let want = fresh_pages(dir.path(), &ListQuery::all());
+    assert_eq!(want.len(), ids.len());
+    let reader = pair(dir.path(), Mode::Watch).0;
+    let listed: Vec<TaskId> = pages(&reader).0.into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, want.into_iter().map(|t| t.id).collect::<Vec<_>>());
+    assert_eq!(&listed[..10], &ids[..10]);
+}
+
+/// A file placed by its index entry that does not read (rewritten in place
+/// in a newer format) is reported by the page that reaches it and by every
+/// listing after, and the pages go on without it.
+fn a_placed_file_that_does_not_read_is_reported_by_every_listing_after(mode: Mode) {
+    use crate::backend::UnreadableAction;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = pair(dir.path(), mode).1;
+    let ids = finish_as(&writer, 150, || NewTask::new().ttl(HOUR));
+    // The same inode, so its entry still places it.
+    let newer = dir.path().join("done").join(format!("{}.json", ids[0]));
+    std::fs::write(&newer, b"{\"format\":99,\"task\":{}}").unwrap();
+    let reader = pair(dir.path(), mode).0;
+    settle_area(&reader, Area::Done);
+    let stats = || {
+        let keys = &reader.backend().history_keys;
+        keys.stats.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for round in 0..3 {
+        let (read, stat) = (reads(&reader), stats());
+        let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
+        // After the first: the page's files and the unreadable one, and
+        // the status of that one alone.
+        if round > 0 {
+            assert_eq!(reads(&reader) - read, PAGE as u64 + 1 + 1, "{mode:?}");
+            assert!(stats() - stat <= 1, "{mode:?}: {}", stats() - stat);
+        }
+        assert_eq!(page.tasks.len(), PAGE, "{mode:?}");
+        assert_eq!(page.tasks[0].id, ids[1], "{mode:?}");
+        let skipped: Vec<(Option<TaskId>, UnreadableAction)> = page
+            .skipped
+            .iter()
+            .map(|s| (s.id.clone(), s.action))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![(Some(ids[0].clone()), UnreadableAction::LeftInPlace)],
+            "{mode:?}: round {round}"
+        );
+        settle_area(&reader, Area::Done);
+    }
+}
+
+#[test]
+fn with_change_notices_a_placed_file_that_does_not_read_is_reported_by_every_listing_after() {
+    a_placed_file_that_does_not_read_is_reported_by_every_listing_after(Mode::Watch);
+}
+
+#[test]
+fn by_file_status_a_placed_file_that_does_not_read_is_reported_by_every_listing_after() {
+    a_placed_file_that_does_not_read_is_reported_by_every_listing_after(Mode::Status);
 }
 
 /// Another handle's completions, deletions, sweeps and a finished task
