@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use taskstore::{FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore};
+use taskstore::{FileStore, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStore};
 use time::OffsetDateTime;
 
 fn names(dir: &Path) -> Vec<String> {
@@ -145,83 +145,55 @@ fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
 }
 
-#[test]
-fn a_directory_that_grew_and_emptied_is_compacted_when_no_one_else_has_the_store_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::builder(dir.path())
-        .durability(taskstore::Durability::Eventual)
-        .max_active(100_000)
-        .open()
-        .unwrap();
-    let ids: Vec<TaskId> = (0..6_000)
-        .map(|_| store.create(NewTask::new()).unwrap().id)
-        .collect();
-    let keep = store.create(NewTask::new().metadata("keep", true)).unwrap();
-    for id in &ids {
-        assert!(store.delete(id).unwrap());
-    }
-    let active = dir.path().join("active");
-    let grown = fs::metadata(&active).unwrap().size();
-    // On file systems whose directories shrink by themselves there is
-    // nothing to show.
-    if grown < 64 * 1024 {
-        eprintln!(
-            "file_format: this file system shrinks directories ({grown} bytes); nothing to compact"
-        );
-        return;
-    }
-    // Another handle has it open: no compaction.
-    let other = FileStore::open(dir.path()).unwrap();
-    assert_eq!(fs::metadata(&active).unwrap().size(), grown);
-    drop(other);
-    drop(store);
-    // Alone: compacted, every task still there.
-    let store = FileStore::open(dir.path()).unwrap();
-    let compacted = fs::metadata(dir.path().join("active")).unwrap().size();
-    assert!(compacted * 8 < grown, "{grown} -> {compacted} bytes");
-    assert_eq!(store.get(&keep.id).unwrap(), Some(keep.clone()));
-    assert_eq!(store.list(&ListQuery::active()).unwrap().tasks, vec![keep]);
-    assert!(!dir.path().join("active.compact").exists());
-    assert_eq!(common::files_in(dir.path(), "active").len(), 1);
-}
-
 /// A store whose `active/` grew to 6,000 tasks and then kept `kept(size)`
-/// of them (`size`: the directory's size once grown), opened again alone:
-/// whether `active/` was compacted; every kept task is still there either
-/// way. `None` where directories shrink by themselves.
-fn compacted_keeping(kept: impl Fn(u64) -> usize) -> Option<bool> {
+/// of them (`size`: the directory's size once grown), opened again while
+/// another handle has it open (never compacted), then alone: `active/`'s
+/// size once grown and after that open; every kept task is still there,
+/// whole, either way. `None` where directories shrink by themselves.
+fn compaction_keeping(kept: impl Fn(u64) -> usize) -> Option<(u64, u64)> {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::builder(dir.path())
         .durability(taskstore::Durability::Eventual)
         .max_active(100_000)
         .open()
         .unwrap();
-    let mut ids: Vec<TaskId> = (0..6_000)
-        .map(|_| store.create(NewTask::new()).unwrap().id)
+    let mut tasks: Vec<Task> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap())
         .collect();
     let active = dir.path().join("active");
     let grown = fs::metadata(&active).unwrap().size();
     if grown < 64 * 1024 {
         return None;
     }
-    let keep = ids.split_off(ids.len() - kept(grown));
-    for id in &ids {
-        assert!(store.delete(id).unwrap());
+    let mut keep = tasks.split_off(tasks.len() - kept(grown));
+    for task in &tasks {
+        assert!(store.delete(&task.id).unwrap());
     }
+    // Another handle has it open: no compaction.
+    let other = FileStore::open(dir.path()).unwrap();
+    assert_eq!(fs::metadata(&active).unwrap().size(), grown);
+    drop(other);
     drop(store);
     let store = FileStore::open(dir.path()).unwrap();
-    let mut listed: Vec<TaskId> = store
-        .list(&ListQuery::active())
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    let mut want = keep;
-    listed.sort();
-    want.sort();
-    assert_eq!(listed, want);
-    Some(fs::metadata(&active).unwrap().size() < grown)
+    let mut listed = store.list(&ListQuery::active()).unwrap().tasks;
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    keep.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, keep);
+    for task in &keep {
+        assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(task));
+    }
+    assert!(!dir.path().join("active.compact").exists());
+    assert_eq!(common::files_in(dir.path(), "active").len(), keep.len());
+    Some((grown, fs::metadata(&active).unwrap().size()))
+}
+
+#[test]
+fn a_directory_that_grew_and_emptied_is_compacted_when_no_one_else_has_the_store_open() {
+    let Some((grown, compacted)) = compaction_keeping(|_| 1) else {
+        eprintln!("file_format: this file system shrinks directories; nothing to compact");
+        return;
+    };
+    assert!(compacted * 8 < grown, "{grown} -> {compacted} bytes");
 }
 
 /// An open reads a large directory only as far as it takes to see it is
@@ -234,17 +206,17 @@ fn a_directory_is_compacted_exactly_when_it_holds_less_than_an_eighth_of_its_siz
     // entries need 64 bytes each and 4 KiB more, and it may be eight
     // times that.
     let fewest = |size: u64| (size - 8 * 4096).div_ceil(8 * 64) as usize;
-    let Some(at_fewest) = compacted_keeping(fewest) else {
+    let Some((grown, after)) = compaction_keeping(fewest) else {
         eprintln!("file_format: this file system shrinks directories; nothing to compact");
         return;
     };
-    assert!(
-        !at_fewest,
+    assert_eq!(
+        after, grown,
         "a directory holding enough entries was compacted"
     );
-    assert_eq!(
-        compacted_keeping(|size| fewest(size) - 1),
-        Some(true),
+    let (grown, after) = compaction_keeping(|size| fewest(size) - 1).unwrap();
+    assert!(
+        after < grown,
         "a directory one entry short of enough was not compacted"
     );
 }
