@@ -58,6 +58,23 @@ fn finish_as(store: &FileStore, new: NewTask) {
     );
 }
 
+/// A store at `root` holding `FINISHED` tasks made as `new()` and
+/// finished, and 10 running ones; and the handle (without fsync) that made
+/// them (untimed).
+fn fixture(root: &std::path::Path, new: impl Fn() -> NewTask) -> FileStore {
+    let writer = FileStore::builder(root)
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    for _ in 0..FINISHED {
+        finish_as(&writer, new());
+    }
+    for _ in 0..10 {
+        writer.create(NewTask::new()).unwrap();
+    }
+    writer
+}
+
 /// The first page, checked.
 fn first_page(store: &FileStore) {
     let page = store.list(&ListQuery::all().limit(PAGE)).unwrap();
@@ -68,29 +85,13 @@ fn first_page(store: &FileStore) {
 pub fn history(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ts_root = dir.path().join("taskstore");
-    // The fixture, through a handle without fsync (untimed).
-    let writer = FileStore::builder(&ts_root)
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
-    for _ in 0..FINISHED {
-        finish(&writer);
-    }
-    for _ in 0..10 {
-        writer.create(NewTask::new()).unwrap();
-    }
+    let writer = fixture(&ts_root, NewTask::new);
     let reader = FileStore::open(&ts_root).unwrap();
     let ttl_root = dir.path().join("taskstore-ttl");
-    let ttl_writer = FileStore::builder(&ttl_root)
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
-    for _ in 0..FINISHED {
-        finish_as(&ttl_writer, NewTask::new().ttl(Duration::from_secs(86_400)));
-    }
-    for _ in 0..10 {
-        ttl_writer.create(NewTask::new()).unwrap();
-    }
+    // Held open, as `writer` is: the fresh handles' opens are not alone.
+    let _ttl_writer = fixture(&ttl_root, || {
+        NewTask::new().ttl(Duration::from_secs(86_400))
+    });
     let sqlite_dir = dir.path().join("sqlite");
     std::fs::create_dir_all(&sqlite_dir).unwrap();
     let sqlite = Sqlite::open(&sqlite_dir, Durability::Immediate);
