@@ -1,5 +1,12 @@
-//! Model-based test: random operation sequences (including dropping and
-//! reopening the store and advancing the clock) against a plain model.
+//! Model-based test: random operation sequences against a plain model,
+//! through several handles on one store (as several processes hold them):
+//! two kept open, one following the store by change notices and one by file
+//! status alone (with the `fault-injection` feature, which lets a test turn
+//! the notices off), and fresh ones opened for a single operation and
+//! dropped after it (a process that just started). Operations include
+//! dropping and reopening a handle, advancing the clock, letting the files
+//! settle (what the file-status proofs wait for), and listing pages of
+//! everything, of the running tasks, or of one status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,51 +20,130 @@ use taskstore::{
 };
 use time::OffsetDateTime;
 
+/// The handle an operation goes through.
+#[derive(Clone, Copy, Debug)]
+enum By {
+    /// Kept open, following the store by change notices.
+    Notices,
+    /// Kept open, following the store by file status (with change notices
+    /// without the `fault-injection` feature).
+    Status,
+    /// Opened for the operation and dropped after it, by change notices or
+    /// not.
+    Fresh { notices: bool },
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Create {
+        by: By,
         slot: u8,
         ttl_s: Option<u8>,
     },
     Update {
+        by: By,
         slot: u8,
         key: u8,
         value: i64,
         input: bool,
     },
     Finish {
+        by: By,
         slot: u8,
         how: u8,
     },
     Delete {
+        by: By,
         slot: u8,
     },
     Get {
+        by: By,
         slot: u8,
     },
     List {
+        by: By,
         active: bool,
+        /// Only tasks of this status (of every area).
+        status: Option<TaskStatus>,
         limit: u8,
+        /// Stops after this many pages (a client that reads the first
+        /// ones), or reads them all (`None`).
+        pages: Option<u8>,
     },
-    Sweep,
+    Sweep {
+        by: By,
+    },
     Advance {
         ms: u32,
     },
-    Reopen,
+    /// Waits until every file written so far has settled: its status then
+    /// proves it unchanged to a handle without change notices.
+    Settle,
+    /// Drops the handle and opens it again (a fresh handle has nothing to
+    /// reopen: nothing happens), and lists a first page of everything of
+    /// this size, as a restarted server answers its first listing.
+    Reopen {
+        by: By,
+        first_page: Option<u8>,
+    },
+}
+
+impl Op {
+    /// The handle the operation goes through, if it goes through one.
+    fn by(&self) -> Option<By> {
+        match *self {
+            Op::Create { by, .. }
+            | Op::Update { by, .. }
+            | Op::Finish { by, .. }
+            | Op::Delete { by, .. }
+            | Op::Get { by, .. }
+            | Op::List { by, .. }
+            | Op::Sweep { by }
+            | Op::Reopen { by, .. } => Some(by),
+            Op::Advance { .. } | Op::Settle => None,
+        }
+    }
+}
+
+/// How many task ids the operations share: enough for pages of history
+/// longer than a page, few enough that ids are deleted and made again.
+const SLOTS: u8 = 10;
+
+fn by() -> impl Strategy<Value = By> {
+    prop_oneof![
+        3 => Just(By::Notices),
+        3 => Just(By::Status),
+        1 => any::<bool>().prop_map(|notices| By::Fresh { notices }),
+    ]
+}
+
+fn status() -> impl Strategy<Value = Option<TaskStatus>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => proptest::sample::select(vec![
+            TaskStatus::Working,
+            TaskStatus::InputRequired,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ])
+        .prop_map(Some),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let slot = 0u8..6;
+    let slot = 0u8..SLOTS;
     prop_oneof![
-        3 => (slot.clone(), proptest::option::of(1u8..20)).prop_map(|(slot, ttl_s)| Op::Create { slot, ttl_s }),
-        3 => (slot.clone(), 0u8..4, any::<i64>(), any::<bool>()).prop_map(|(slot, key, value, input)| Op::Update { slot, key, value, input }),
-        2 => (slot.clone(), 0u8..3).prop_map(|(slot, how)| Op::Finish { slot, how }),
-        1 => slot.clone().prop_map(|slot| Op::Delete { slot }),
-        2 => slot.prop_map(|slot| Op::Get { slot }),
-        1 => (any::<bool>(), 1u8..5).prop_map(|(active, limit)| Op::List { active, limit }),
-        1 => Just(Op::Sweep),
-        2 => (0u32..8_000).prop_map(|ms| Op::Advance { ms }),
-        1 => Just(Op::Reopen),
+        4 => (by(), slot.clone(), proptest::option::of(1u8..60)).prop_map(|(by, slot, ttl_s)| Op::Create { by, slot, ttl_s }),
+        3 => (by(), slot.clone(), 0u8..4, any::<i64>(), any::<bool>()).prop_map(|(by, slot, key, value, input)| Op::Update { by, slot, key, value, input }),
+        3 => (by(), slot.clone(), 0u8..3).prop_map(|(by, slot, how)| Op::Finish { by, slot, how }),
+        1 => (by(), slot.clone()).prop_map(|(by, slot)| Op::Delete { by, slot }),
+        2 => (by(), slot).prop_map(|(by, slot)| Op::Get { by, slot }),
+        4 => (by(), any::<bool>(), status(), 1u8..5, proptest::option::of(1u8..3)).prop_map(|(by, active, status, limit, pages)| Op::List { by, active, status, limit, pages }),
+        1 => by().prop_map(|by| Op::Sweep { by }),
+        2 => (0u32..5_000).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::Settle),
+        2 => (by(), proptest::option::of(1u8..4)).prop_map(|(by, first_page)| Op::Reopen { by, first_page }),
     ]
 }
 
@@ -104,29 +190,48 @@ fn same(m: &M, t: &taskstore::Task) {
     assert_eq!(payload, m.payload);
 }
 
+/// How long a file's status takes to prove it unchanged, past its last
+/// change (`src/file/stamp.rs`: 100 ms on a file system with fine
+/// timestamps), with a margin.
+const SETTLE: Duration = Duration::from_millis(120);
+
 fn run(ops: Vec<Op>, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = || {
-        FileStore::builder(dir.path())
+    let open = |notices: bool| {
+        let builder = FileStore::builder(dir.path())
             .durability(durability)
-            .clock(Arc::new(clock.clone()))
-            .open()
-            .unwrap()
+            .clock(Arc::new(clock.clone()));
+        #[cfg(feature = "fault-injection")]
+        let builder = builder.change_notices(notices);
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = notices;
+        builder.open().unwrap()
     };
-    let mut store = open();
+    // The two handles kept open: by change notices, and by file status.
+    let mut kept = [open(true), open(false)];
     let mut model: BTreeMap<TaskId, M> = BTreeMap::new();
     for op in ops {
         let now = taskstore::Clock::now(&clock);
         // Expired tasks are gone for every reader: the model forgets them lazily too.
         model.retain(|_, m| m.live(now));
+        // The handle the operation goes through.
+        let fresh = match op.by() {
+            Some(By::Fresh { notices }) => Some(open(notices)),
+            _ => None,
+        };
+        let through = |by: By| match by {
+            By::Notices => &kept[0],
+            By::Status => &kept[1],
+            By::Fresh { .. } => fresh.as_ref().expect("opened for the operation"),
+        };
         match op {
-            Op::Create { slot, ttl_s } => {
+            Op::Create { by, slot, ttl_s } => {
                 let mut new = NewTask::new().id(id(slot));
                 if let Some(s) = ttl_s {
                     new = new.ttl(Duration::from_secs(s.into()));
                 }
-                let got = store.create(new);
+                let got = through(by).create(new);
                 if let std::collections::btree_map::Entry::Vacant(slot_entry) =
                     model.entry(id(slot))
                 {
@@ -146,6 +251,7 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 }
             }
             Op::Update {
+                by,
                 slot,
                 key,
                 value,
@@ -159,7 +265,7 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 } else {
                     update.status(TaskStatus::Working)
                 };
-                let got = store.update(&id(slot), update);
+                let got = through(by).update(&id(slot), update);
                 check_mutation(&mut model, slot, got, now, |m| {
                     m.metadata.insert(format!("k{key}"), value);
                     m.status = if input {
@@ -170,8 +276,9 @@ fn run(ops: Vec<Op>, durability: Durability) {
                     m.payload = input.then(|| json!({"ask": value}));
                 });
             }
-            Op::Finish { slot, how } => {
+            Op::Finish { by, slot, how } => {
                 let payload = json!({"how": how, "at": now.unix_timestamp()});
+                let store = through(by);
                 let got = match how {
                     0 => store.complete(&id(slot), payload.clone()),
                     1 => store.fail(&id(slot), payload.clone()),
@@ -186,57 +293,47 @@ fn run(ops: Vec<Op>, durability: Durability) {
                     m.payload = (how < 2).then_some(payload);
                 });
             }
-            Op::Delete { slot } => {
+            Op::Delete { by, slot } => {
                 assert_eq!(
-                    store.delete(&id(slot)).unwrap(),
+                    through(by).delete(&id(slot)).unwrap(),
                     model.remove(&id(slot)).is_some()
                 );
             }
-            Op::Get { slot } => match (store.get(&id(slot)).unwrap(), model.get(&id(slot))) {
-                (Some(t), Some(m)) => same(m, &t),
-                (None, None) => {}
-                (got, want) => panic!("get {slot}: store {got:?}, model {want:?}"),
-            },
-            Op::List { active, limit } => {
-                let query = if active {
-                    ListQuery::active()
-                } else {
-                    ListQuery::all()
-                };
-                let mut got = Vec::new();
-                let mut q = query.clone().limit(limit.into());
-                loop {
-                    let page = store.list(&q).unwrap();
-                    got.extend(page.tasks);
-                    match page.next_cursor {
-                        Some(c) => q = query.clone().limit(limit.into()).after(&c),
-                        None => break,
-                    }
-                }
-                let mut want: Vec<(&TaskId, &M)> = model
-                    .iter()
-                    .filter(|(_, m)| !active || !m.status.is_terminal())
-                    .collect();
-                want.sort_by_key(|(id, m)| (m.created, (*id).clone()));
-                assert_eq!(got.len(), want.len());
-                for (t, (id, m)) in got.iter().zip(want) {
-                    assert_eq!(&t.id, id);
-                    same(m, t);
+            Op::Get { by, slot } => {
+                match (through(by).get(&id(slot)).unwrap(), model.get(&id(slot))) {
+                    (Some(t), Some(m)) => same(m, &t),
+                    (None, None) => {}
+                    (got, want) => panic!("get {slot} by {by:?}: store {got:?}, model {want:?}"),
                 }
             }
-            Op::Sweep => {
-                store.sweep_expired().unwrap();
+            Op::List {
+                by,
+                active,
+                status,
+                limit,
+                pages,
+            } => check_pages(through(by), &model, (active, status), limit, pages),
+            Op::Sweep { by } => {
+                through(by).sweep_expired().unwrap();
             }
             Op::Advance { ms } => clock.advance(Duration::from_millis(ms.into())),
-            Op::Reopen => {
-                drop(store);
-                store = open();
+            Op::Settle => std::thread::sleep(SETTLE),
+            Op::Reopen { by, first_page } => {
+                let at = match by {
+                    By::Notices => 0,
+                    By::Status => 1,
+                    By::Fresh { .. } => continue,
+                };
+                kept[at] = open(at == 0);
+                if let Some(limit) = first_page {
+                    check_pages(&kept[at], &model, (false, None), limit, Some(1));
+                }
             }
         }
     }
     // Whatever happened, a reopened store agrees with the model.
-    drop(store);
-    let store = open();
+    drop(kept);
+    let store = open(true);
     let now = taskstore::Clock::now(&clock);
     model.retain(|_, m| m.live(now));
     let all = store.list(&ListQuery::all()).unwrap().tasks;
@@ -246,6 +343,56 @@ fn run(ops: Vec<Op>, durability: Durability) {
     }
     let tmp = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
     assert_eq!(tmp, 0, "no temp files left behind");
+}
+
+/// Checks the first `pages` pages of `limit` tasks that `store` lists
+/// (every page if `None`) against `model`: the same tasks, in listing
+/// order. `filter`: the running tasks alone or not, and one status or any.
+fn check_pages(
+    store: &FileStore,
+    model: &BTreeMap<TaskId, M>,
+    filter: (bool, Option<TaskStatus>),
+    limit: u8,
+    pages: Option<u8>,
+) {
+    let (active, status) = filter;
+    let mut query = if active {
+        ListQuery::active()
+    } else {
+        ListQuery::all()
+    };
+    if let Some(status) = status {
+        query = query.status(status);
+    }
+    let mut got = Vec::new();
+    let mut q = query.clone().limit(limit.into());
+    for _ in 0..pages.map_or(usize::MAX, usize::from) {
+        let page = store.list(&q).unwrap();
+        assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+        got.extend(page.tasks);
+        match page.next_cursor {
+            Some(c) => q = query.clone().limit(limit.into()).after(&c),
+            None => break,
+        }
+    }
+    let mut want: Vec<(&TaskId, &M)> = model
+        .iter()
+        .filter(|(_, m)| !active || !m.status.is_terminal())
+        .filter(|(_, m)| status.is_none_or(|s| m.status == s))
+        .collect();
+    want.sort_by_key(|(id, m)| (m.created, (*id).clone()));
+    if let Some(pages) = pages {
+        want.truncate(usize::from(pages) * usize::from(limit));
+    }
+    let ids = |tasks: Vec<&TaskId>| tasks.into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        ids(got.iter().map(|t| &t.id).collect()),
+        ids(want.iter().map(|(id, _)| *id).collect()),
+        "{query:?}, {pages:?} pages of {limit}"
+    );
+    for (t, (_, m)) in got.iter().zip(want) {
+        same(m, t);
+    }
 }
 
 fn check_mutation(
@@ -279,5 +426,43 @@ proptest! {
     #[test]
     fn file_store_matches_the_model(ops in proptest::collection::vec(op(), 1..60), immediate in any::<bool>()) {
         run(ops, if immediate { Durability::Immediate } else { Durability::Eventual });
+    }
+}
+
+/// The sequence a random one rarely makes whole: finished tasks with a TTL
+/// (each with its `expiring/` entry), a restarted handle's first page
+/// (which places them by those entries, their status unknown), then a
+/// listing of one status by the same handle, in both modes.
+#[test]
+fn a_restarted_handle_lists_by_status_the_history_its_first_page_placed() {
+    for by in [By::Notices, By::Status] {
+        let mut ops = Vec::new();
+        for slot in 0..4 {
+            ops.push(Op::Create {
+                by,
+                slot,
+                ttl_s: Some(50),
+            });
+            ops.push(Op::Finish {
+                by,
+                slot,
+                how: slot % 2,
+            });
+        }
+        ops.push(Op::Settle);
+        ops.push(Op::Reopen {
+            by,
+            first_page: Some(1),
+        });
+        for status in [TaskStatus::Completed, TaskStatus::Failed] {
+            ops.push(Op::List {
+                by,
+                active: false,
+                status: Some(status),
+                limit: 4,
+                pages: None,
+            });
+        }
+        run(ops, Durability::Eventual);
     }
 }

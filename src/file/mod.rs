@@ -103,6 +103,8 @@ pub struct FileOptions {
     faults: Option<FaultInjector>,
     #[cfg(feature = "fault-injection")]
     recorder: Option<Recorder>,
+    #[cfg(feature = "fault-injection")]
+    change_notices: bool,
 }
 
 /// The storage of a [`FileStore`]: task files in one directory.
@@ -190,6 +192,16 @@ impl StoreBuilder<FileOptions> {
         self
     }
 
+    /// Whether the handle follows the store by inotify change notices
+    /// where it can (`true`, the default), or by file status alone, as it
+    /// does where inotify is missing or its per-user limit of instances is
+    /// reached (tests only: both ways must list the same).
+    #[cfg(feature = "fault-injection")]
+    pub fn change_notices(mut self, on: bool) -> Self {
+        self.options.change_notices = on;
+        self
+    }
+
     /// Opens the store, creating it if its directory is missing or empty.
     ///
     /// Opening reads no task file. It checks the layout and the format
@@ -230,6 +242,8 @@ impl Store<FileBackend> {
             faults: None,
             #[cfg(feature = "fault-injection")]
             recorder: None,
+            #[cfg(feature = "fault-injection")]
+            change_notices: true,
         })
     }
 

@@ -109,6 +109,11 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         handles,
         unresolved: Default::default(),
     };
+    #[cfg(feature = "fault-injection")]
+    backend
+        .snapshot
+        .watch
+        .store(options.change_notices, std::sync::atomic::Ordering::Relaxed);
     if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
         maintenance::migrate(&backend, from)?;
     }
