@@ -122,8 +122,9 @@ pub trait Backend: Send + Sync {
         self.remove_all(tasks)
     }
 
-    /// Makes durable every removal [`remove_expired`](Backend::remove_expired)
-    /// or [`remove_unread`](Backend::remove_unread) has made on this handle.
+    /// Makes durable every removal [`remove_expired`](Backend::remove_expired),
+    /// [`remove_unread`](Backend::remove_unread) or
+    /// [`remove_due`](Backend::remove_due) has made on this handle.
     /// The default has nothing to settle.
     fn settle_expired(&self) -> Result<()> {
         Ok(())
@@ -142,6 +143,17 @@ pub trait Backend: Send + Sync {
         removed: &mut dyn FnMut(Task),
     ) {
         let _ = (doomed, removed);
+    }
+
+    /// Removes the finished tasks expired at `now` that the storage's own
+    /// index of expiry names, reading each once, under its lock, for the
+    /// task it hands to `removed` (without its payloads); their removals
+    /// are durable once [`settle_expired`](Backend::settle_expired)
+    /// returns. Called by a sweep after
+    /// [`remove_unread`](Backend::remove_unread). Best effort: what it
+    /// leaves, the sweep's scan finds. The default removes nothing.
+    fn remove_due(&self, now: OffsetDateTime, removed: &mut dyn FnMut(Task)) {
+        let _ = (now, removed);
     }
 
     /// Cleans up what crashed writers left behind (temp files, half-finished
@@ -525,6 +537,9 @@ macro_rules! forward_backend {
                 removed: &mut dyn FnMut(Task),
             ) {
                 (**self).remove_unread(doomed, removed)
+            }
+            fn remove_due(&self, now: OffsetDateTime, removed: &mut dyn FnMut(Task)) {
+                (**self).remove_due(now, removed)
             }
             fn clean_up(&self) -> Result<usize> {
                 (**self).clean_up()

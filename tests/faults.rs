@@ -1391,3 +1391,107 @@ fn a_sweep_goes_on_past_an_interrupted_move_it_cannot_read() {
         other => panic!("get must name the file it cannot read, got {other:?}"),
     }
 }
+
+/// A sweep of hundreds of finished tasks (read and removed as it meets
+/// them, under every stripe) past files that fail: one whose unlink fails
+/// every time, one that cannot be read, one whose `active/` name cannot be
+/// looked at. Nothing is lost and nothing reported twice: the sweep reports
+/// the first as missed (its error naming the operation and the file) and
+/// the second as skipped, removes every other task once, and once the
+/// device is well again the next sweep removes the two.
+#[test]
+fn a_sweep_of_many_finished_tasks_past_failing_files_reports_each_once_and_loses_nothing() {
+    use taskstore::FsOp;
+
+    const FINISHED: usize = 300; // read and removed as the sweep meets them
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let log = Arc::new(EventLog::with_capacity(4 * FINISHED));
+    let sweeper = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .sink(log.clone())
+        .open()
+        .unwrap();
+    let writer = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<TaskId> = (0..FINISHED)
+        .map(|n| {
+            let task = writer.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(writer.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect();
+    let file = |area: &str, id: &TaskId| dir.path().join(area).join(format!("{id}.json"));
+    let (unlinks, reads, looks) = (&ids[10], &ids[20], &ids[30]);
+    faults.fail_at(FsOp::Remove, file("done", unlinks), Fault::Eio);
+    faults.fail_at(FsOp::Open, file("done", reads), Fault::Eio);
+    faults.fail_at(FsOp::Stat, file("active", looks), Fault::Eio);
+    clock.advance(ttl * 2);
+
+    let reported = |from: u64| -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = log
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
+            .map(|r| tid(r.event.data["taskId"].as_str().unwrap()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let from = log.last_seq() + 1;
+    let swept = sweeper.sweep().unwrap();
+    let first = reported(from);
+    assert_eq!(swept.deleted, FINISHED - 2, "{swept:?}");
+    assert_eq!(
+        first.len(),
+        FINISHED - 2,
+        "each task removed is reported once"
+    );
+    assert_eq!(
+        swept.missed.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        [unlinks],
+        "{swept:?}"
+    );
+    let message = swept.missed[0].error.to_string();
+    assert!(
+        message.contains("remove")
+            && message.contains(&file("done", unlinks).display().to_string()),
+        "the error names the operation and the file: {message}"
+    );
+    assert_eq!(
+        swept
+            .skipped
+            .iter()
+            .map(|s| s.id.as_ref())
+            .collect::<Vec<_>>(),
+        [Some(reads)],
+        "{swept:?}"
+    );
+
+    faults.disarm();
+    let from = log.last_seq() + 1;
+    let again = sweeper.sweep().unwrap();
+    let mut second = reported(from);
+    assert_eq!(again.deleted, 2, "{again:?}");
+    let mut left = vec![unlinks.clone(), reads.clone()];
+    left.sort();
+    assert_eq!(second, left);
+    second.extend(first);
+    second.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(second, all, "every task reported once over the two sweeps");
+    for area in ["active", "done", "expiring"] {
+        assert_eq!(
+            fs::read_dir(dir.path().join(area)).unwrap().count(),
+            0,
+            "{area}/ is empty"
+        );
+    }
+}

@@ -363,6 +363,10 @@ impl Backend for FileBackend {
         FileBackend::remove_unread(self, doomed, removed);
     }
 
+    fn remove_due(&self, now: time::OffsetDateTime, removed: &mut dyn FnMut(Task)) {
+        FileBackend::remove_due(self, now, removed);
+    }
+
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
         self.scan_tasks(scan)
     }

@@ -835,8 +835,12 @@ fn held(state: &State, id: &TaskId) -> Option<Held> {
 /// what the last read kept. An entry a batch removed lists before the next
 /// batch's position; one made since the pass began (a task that finished
 /// meanwhile, already expired) is left to the next pass, as a task created
-/// behind a pass's position is. Freed when a pass is through, or when the
+/// behind a pass's position is. A sweep's [`remove_due`] reads the
+/// directory before its first batch and keeps the entries it left: that
+/// first batch starts from them. Freed when a pass is through, or when the
 /// sweep settles.
+///
+/// [`remove_due`]: FileBackend::remove_due
 #[derive(Debug, Default)]
 pub(super) struct DueEntries {
     kept: Mutex<Option<Due>>,
@@ -850,7 +854,13 @@ pub(super) struct DueEntries {
 struct Due {
     at: time::OffsetDateTime,
     entries: Arc<Vec<(Position, OsString)>>,
+    /// What a sweep's `remove_due` left, for its first batch.
+    left: bool,
 }
+
+/// The `expiring/` entries due at an instant, in listing order: where each
+/// task lists, and the entry's name.
+pub(super) type DueList = Vec<(Position, OsString)>;
 
 impl DueEntries {
     /// The entries of `expiring/` due at `at`, in listing order, for `scan`.
@@ -859,13 +869,26 @@ impl DueEntries {
         backend: &FileBackend,
         scan: &Scan,
         at: time::OffsetDateTime,
-    ) -> Result<Arc<Vec<(Position, OsString)>>> {
+    ) -> Result<Arc<DueList>> {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if scan.after.is_some()
-            && let Some(due) = kept.as_ref().filter(|due| due.at == at)
+        if let Some(due) = kept
+            .as_mut()
+            .filter(|due| due.at == at && (scan.after.is_some() || due.left))
         {
+            due.left = false;
             return Ok(Arc::clone(&due.entries));
         }
+        let entries = Arc::new(self.read(backend, at)?);
+        *kept = Some(Due {
+            at,
+            entries: Arc::clone(&entries),
+            left: false,
+        });
+        Ok(entries)
+    }
+
+    /// Reads the entries of `expiring/` due at `at`, in listing order.
+    pub(super) fn read(&self, backend: &FileBackend, at: time::OffsetDateTime) -> Result<DueList> {
         let names = backend
             .fs
             .read_dir(&backend.expiring)
@@ -873,7 +896,7 @@ impl DueEntries {
         #[cfg(test)]
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut entries: Vec<(Position, OsString)> = names
+        let mut entries: DueList = names
             .into_iter()
             .filter_map(|name| {
                 let (position, expires) = layout::expiring_entry(&name)?;
@@ -881,12 +904,16 @@ impl DueEntries {
             })
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let entries = Arc::new(entries);
-        *kept = Some(Due {
-            at,
-            entries: Arc::clone(&entries),
-        });
         Ok(entries)
+    }
+
+    /// Keeps `entries`, due at `at`, for the next pass's first batch.
+    pub(super) fn keep_left(&self, at: time::OffsetDateTime, entries: DueList) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(Due {
+            at,
+            entries: Arc::new(entries),
+            left: true,
+        });
     }
 
     /// Frees what is kept: the pass is through.

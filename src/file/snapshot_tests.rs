@@ -865,6 +865,145 @@ fn a_sweep_that_panics_leaves_its_watch_noticing_unlinks() {
     );
 }
 
+/// A sweep of hundreds of finished tasks due by their `expiring/` entries
+/// reads each file once, under every stripe, and unlinks it at once
+/// (`remove_due`); what it leaves, its scan meets as before: an entry that
+/// is not its task's (removed as stale), a file that does not decode (set
+/// aside and reported), a task with a copy in `active/` (a terminal move
+/// a crash cut short: both go). Each task is reported once, with the
+/// version it read.
+#[test]
+fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_odd_ones() {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use crate::clock::ManualClock;
+    use crate::events::{EventLog, TaskEventKind};
+
+    const FINISHED: usize = 300; // one chunk, read on every worker
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let log = Arc::new(EventLog::with_capacity(4 * FINISHED));
+    let sweeper = handle_on(
+        FileStore::builder(dir.path())
+            .clock(clock.clone())
+            .sink(log.clone()),
+        Mode::Watch,
+    );
+    let writer = handle_on(
+        FileStore::builder(dir.path()).clock(clock.clone()),
+        Mode::Watch,
+    );
+    let ttl = Duration::from_secs(60);
+    let (area, index) = (
+        |area: &str| dir.path().join(area),
+        dir.path().join("expiring"),
+    );
+    let mut revisions = std::collections::BTreeMap::new();
+    let mut moving = None;
+    let mut made = Vec::new();
+    for n in 0..FINISHED {
+        let task = writer.create(NewTask::new().ttl(ttl)).unwrap();
+        let done = writer
+            .complete(&task.id, serde_json::json!(n))
+            .unwrap()
+            .into_task();
+        if n == 1 {
+            // A terminal move cut short by a crash: the terminal version
+            // still in `active/` too (a move renames it there first).
+            let name = format!("{}.json", task.id);
+            std::fs::copy(area("done").join(&name), area("active").join(&name)).unwrap();
+            moving = Some(task.id.clone());
+        }
+        revisions.insert(done.id.clone(), done.revision);
+        made.push(done.id);
+        clock.advance(Duration::from_millis(1));
+    }
+    let ids = made;
+    // A second entry, earlier, for one task: not its task's own.
+    let stale = std::ffi::OsString::from(format!("1.60000.{}", ids[2]));
+    std::fs::hard_link(
+        area("done").join(format!("{}.json", ids[2])),
+        index.join(&stale),
+    )
+    .unwrap();
+    // A file that does not decode, its entry still its file.
+    let corrupt = area("done").join(format!("{}.json", ids[3]));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&corrupt)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    revisions.remove(&ids[3]);
+    clock.advance(ttl * 2);
+
+    let from = log.last_seq() + 1;
+    let swept = sweeper.sweep().unwrap();
+    assert!(swept.missed.is_empty(), "{swept:?}");
+    assert_eq!(
+        swept
+            .skipped
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        [Some(ids[3].clone())],
+        "the file that does not decode is reported, once"
+    );
+    let expired: std::collections::BTreeMap<TaskId, u64> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
+        .map(|r| {
+            (
+                TaskId::parse(r.event.data["taskId"].as_str().unwrap()).unwrap(),
+                r.event.data["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let differ: Vec<_> = made_order(&ids, &expired, &revisions);
+    assert!(
+        differ.is_empty(),
+        "reported otherwise than once, at their version: {differ:?}; {} {:?}",
+        swept.deleted,
+        swept.cleaned
+    );
+    assert_eq!(swept.deleted, FINISHED - 1, "{swept:?}");
+    assert_eq!(
+        log.snapshot()
+            .iter()
+            .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
+            .count(),
+        FINISHED - 1,
+        "no task reported twice"
+    );
+    for name in ["active", "done", "expiring"] {
+        let left: Vec<_> = std::fs::read_dir(area(name))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{name}/ still holds {left:?}");
+    }
+    let moving = moving.unwrap();
+    assert_eq!(sweeper.get(&moving).unwrap(), None);
+    assert_eq!(writer.get(&moving).unwrap(), None);
+}
+
+/// The tasks of `made` (by their place in it) whose report in `expired`
+/// is not their version in `want`.
+fn made_order(
+    made: &[TaskId],
+    expired: &std::collections::BTreeMap<TaskId, u64>,
+    want: &std::collections::BTreeMap<TaskId, u64>,
+) -> Vec<(usize, Option<u64>, Option<u64>)> {
+    made.iter()
+        .enumerate()
+        .filter(|(_, id)| expired.get(*id) != want.get(*id))
+        .map(|(at, id)| (at, expired.get(id).copied(), want.get(id).copied()))
+        .collect()
+}
+
 /// A sweep of finished tasks reads the `expiring/` index once, however many
 /// batches it takes (not once per batch of 1,024), and a second sweep at
 /// the same instant reads it again: a task that finished since the first is

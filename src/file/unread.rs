@@ -1,5 +1,6 @@
-//! A sweep's removal of the expired running tasks whose files the handle
-//! has not read yet.
+//! A sweep's removals of the expired tasks it reads once, under their lock:
+//! the running tasks whose files the handle has not read yet, and the
+//! finished tasks the `expiring/` index says are due.
 //!
 //! A handle that meets thousands of new files at a sweep would otherwise
 //! read each into its snapshot, decode it again for the sweep's batch,
@@ -15,12 +16,25 @@
 //! Only with a complete snapshot kept by a live watch, and only from
 //! `parallel::MIN_SHARED` new files up: fewer are read into the snapshot as
 //! usual.
+//!
+//! The finished tasks due by their `expiring/` entries are read the same
+//! way ([`remove_due`](FileBackend::remove_due)): each once, under every
+//! stripe, and unlinked from `done/` at once, its entry left to the sweep's
+//! settling (after `done/` is durable), where the scan's batches would read
+//! each file, prove it unchanged under its lock with its entry and its
+//! file's status, then unlink it. What it leaves (an entry that is not its
+//! task's, a file that does not read, a task with a copy in `active/`) its
+//! sweep's scan meets, and reports or resolves.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::io;
 use std::sync::Arc;
 
-use crate::file::layout;
+use time::OffsetDateTime;
+
+use crate::file::layout::{self, task_name};
+use crate::file::scan::DueList;
 use crate::file::watch::{Change, Changes};
 use crate::file::write::Touched;
 use crate::file::{Area, FileBackend, parallel};
@@ -100,6 +114,100 @@ impl FileBackend {
             .map(|((_, name), _)| (name.clone(), Change::Changed))
             .collect();
         self.revise(&mut state, back);
+    }
+
+    /// Removes the finished tasks the `expiring/` index says are due at
+    /// `now`, reading each file once under every stripe (1,024 entries at a
+    /// time, on every worker), and hands each to `removed` (durable once
+    /// the sweep settles). Best effort: what it leaves, and every entry of
+    /// a pass of fewer than `parallel::MIN_SHARED`, is kept for the first
+    /// batch of the sweep's scan (`DueEntries`), which reads the index no
+    /// more.
+    pub(super) fn remove_due(&self, now: OffsetDateTime, removed: &mut dyn FnMut(Task)) {
+        let Ok(due) = self.due.read(self, now) else {
+            // The scan reads it again, and reports what failed.
+            return;
+        };
+        if due.len() < parallel::MIN_SHARED {
+            self.due.keep_left(now, due);
+            return;
+        }
+        // A snapshot kept by a live watch lets each chunk after the first
+        // skip the fsync of `active/` while nothing moved
+        // (`settle_moves_once`); a watch whose queue overflowed is set
+        // again by this refresh, which the scan's first batch would make
+        // anyway.
+        {
+            let mut state = self.snapshot.lock();
+            if !state.complete {
+                // Best effort: a refresh that fails leaves each chunk to
+                // make `active/` durable.
+                let _ = self.refresh(&mut state);
+            }
+        }
+        let mut left: DueList = Vec::new();
+        let mut touched = Touched::default();
+        let mut chunks = due.chunks(CHUNK);
+        for chunk in chunks.by_ref() {
+            let Ok(_all) = self.locks.lock_all(&self.fs) else {
+                left.extend_from_slice(chunk);
+                break;
+            };
+            // A finished task's file leaves `done/` only once `active/` is
+            // durable (FORMAT.md, "Writing protocol"): skipped while
+            // nothing moved since this handle last made it so.
+            if self.settle_moves_once(&mut Touched::default()).is_err() {
+                left.extend_from_slice(chunk);
+                break;
+            }
+            let met = parallel::map(chunk, |(position, entry)| {
+                self.remove_due_one(&position.id, entry, now)
+            });
+            drop(_all);
+            for (due, task) in chunk.iter().zip(met) {
+                match task {
+                    Some(task) => {
+                        touched.unindexed(due.1.clone());
+                        removed(task);
+                    }
+                    None => left.push(due.clone()),
+                }
+            }
+        }
+        for chunk in chunks {
+            left.extend_from_slice(chunk);
+        }
+        self.defer_removals(touched);
+        self.due.keep_left(now, left);
+    }
+
+    /// Reads finished task `id`'s file in `done/`, the caller holding every
+    /// stripe, and unlinks it if it holds the task its `expiring/` entry
+    /// `entry` names (the same creation time and TTL), finished and expired
+    /// at `now`, with no copy in `active/`: the task removed, without its
+    /// payloads. Anything else is left to the scan: a stale entry, a file
+    /// that does not read (set aside and reported there), a copy in
+    /// `active/` (a terminal move cut short: the read rule picks).
+    fn remove_due_one(&self, id: &TaskId, entry: &OsStr, now: OffsetDateTime) -> Option<Task> {
+        let name = task_name(id);
+        let task = self.read_task(self.dir(Area::Done), &name, id).ok()??;
+        if !task.is_terminal()
+            || !task.is_expired_at(now)
+            || layout::expiring_name(&task).as_deref() != Some(entry)
+        {
+            return None;
+        }
+        match self.fs.stat(self.dir(Area::Active), &name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            _ => return None,
+        }
+        match self.remove_name(Area::Done, id) {
+            Ok(removed) => removed.then(|| task.without_payloads()),
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "cannot remove an expired task yet; left to the sweep's batches");
+                None
+            }
+        }
     }
 
     /// Stops (`false`) or resumes (`true`) the watch's noticing of unlinks

@@ -631,7 +631,7 @@ impl FileBackend {
     /// drained first; with no complete snapshot kept by a live watch,
     /// `active/` is made durable. So a sweep's batches of finished tasks
     /// make it durable once, not once per batch, while nothing moves.
-    fn settle_moves_once(&self, touched: &mut Touched) -> Result<()> {
+    pub(super) fn settle_moves_once(&self, touched: &mut Touched) -> Result<()> {
         if touched.moves_settled || self.durability != Durability::Immediate {
             return Ok(());
         }
@@ -964,6 +964,13 @@ impl Touched {
         self.done |= other.done;
         self.expiring |= other.expiring;
         self.unindex.extend(other.unindex);
+    }
+
+    /// A finished task's file removed from `done/`: its `expiring/` entry
+    /// `entry` goes once that is durable.
+    pub(super) fn unindexed(&mut self, entry: OsString) {
+        self.done = true;
+        self.unindex.push(entry);
     }
 
     pub(super) fn mark(&mut self, area: Area) {

@@ -25,12 +25,18 @@ impl<B: Backend> Store<B> {
     pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
         let mut swept = Swept::default();
         // First the tasks the backend can remove as it meets them (before
-        // the clean-up, which may read every new task into a snapshot).
-        self.backend
-            .remove_unread(&|task| task.is_expired_at(now), &mut |task| {
+        // the clean-up, which may read every new task into a snapshot):
+        // running ones it has not read yet, finished ones its index says
+        // are due.
+        {
+            let mut report = |task: Task| {
                 swept.deleted += 1;
                 self.settings.notifier.task(TaskEventKind::Expired, &task);
-            });
+            };
+            self.backend
+                .remove_unread(&|task| task.is_expired_at(now), &mut report);
+            self.backend.remove_due(now, &mut report);
+        }
         let swept_all = self.backend.clean_up().and_then(|cleaned| {
             swept.cleaned = cleaned;
             self.sweep_batches(now, &mut swept)
