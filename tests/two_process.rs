@@ -717,10 +717,34 @@ fn a_large_sweep_of_files_the_sweeper_has_not_read_deletes_exactly_the_expired()
     );
 }
 
+/// The same with the expired tasks finished (each with its `expiring/`
+/// entry), which the sweep reads once each under every stripe and removes
+/// as it meets them (`Backend::remove_due`) while the writers make new
+/// tasks under their ids.
+#[test]
+fn a_large_sweep_of_finished_tasks_beside_writers_in_other_processes_deletes_exactly_the_expired() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "sweep-writer");
+        return sweep_writer(&args);
+    }
+    large_sweep_of(
+        "a_large_sweep_of_finished_tasks_beside_writers_in_other_processes_deletes_exactly_the_expired",
+        false,
+        true,
+    );
+}
+
+/// The body of the large-sweep tests of running tasks (see
+/// [`large_sweep_of`]).
+fn large_sweep_beside_writers(test: &str, listed_first: bool) {
+    large_sweep_of(test, listed_first, false);
+}
+
 /// The body of the large-sweep tests, run as test `test`; with
 /// `listed_first`, the sweeper lists the store (its live and doomed tasks)
-/// before the expired ones are made.
-fn large_sweep_beside_writers(test: &str, listed_first: bool) {
+/// before the expired ones are made; with `finished`, each expired task is
+/// completed before it expires.
+fn large_sweep_of(test: &str, listed_first: bool, finished: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let sweeper = open(&store, "sweeper");
@@ -735,13 +759,32 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
         let known = sweeper.list(&ListQuery::active()).unwrap().tasks;
         assert_eq!(known.len(), LIVE + DOOMED);
     }
+    // Finished tasks are made an hour in the past with a minute's TTL,
+    // by a handle whose clock stays there: expired for everyone else.
+    let past = FileStore::builder(&store)
+        .instance_id("setup-past")
+        .durability(Durability::Eventual)
+        .clock(std::sync::Arc::new(taskstore::ManualClock::new(
+            time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(3_600),
+        )))
+        .open()
+        .unwrap();
     let expired: BTreeSet<TaskId> = (0..EXPIRED)
-        .map(|_| {
-            fast.create(NewTask::new().ttl(std::time::Duration::from_millis(1)))
-                .unwrap()
-                .id
+        .map(|n| {
+            if finished {
+                let task = past
+                    .create(NewTask::new().ttl(std::time::Duration::from_secs(60)))
+                    .unwrap();
+                assert!(past.complete(&task.id, json!(n)).unwrap().is_applied());
+                task.id
+            } else {
+                fast.create(NewTask::new().ttl(std::time::Duration::from_millis(1)))
+                    .unwrap()
+                    .id
+            }
         })
         .collect();
+    drop(past);
     drop(fast);
     // The writers also create tasks under expired tasks' ids (the last
     // first, which the sweep reaches last): those must survive it.
@@ -806,8 +849,14 @@ fn large_sweep_beside_writers(test: &str, listed_first: bool) {
     );
     for task in expired.difference(&created) {
         assert_eq!(reader.get(task).unwrap(), None, "{task}");
-        assert!(!store.join("active").join(format!("{task}.json")).exists());
+        for area in ["active", "done"] {
+            assert!(!store.join(area).join(format!("{task}.json")).exists());
+        }
     }
+    assert!(
+        common::files_in(&store, "expiring").is_empty(),
+        "no entry of a swept task is left"
+    );
     let listed: BTreeMap<TaskId, Task> = reader
         .list(&ListQuery::active())
         .unwrap()
