@@ -591,7 +591,7 @@ fn a_sweep_removes_expired_files_it_has_not_read_reading_each_once() {
     use time::macros::datetime;
 
     use crate::clock::ManualClock;
-    use crate::events::{EventLog, TaskEventKind};
+    use crate::events::EventLog;
 
     const EXPIRED: usize = 300;
     const UPDATED: usize = 10;
@@ -649,17 +649,8 @@ fn a_sweep_removes_expired_files_it_has_not_read_reading_each_once() {
         (LIVE + 1) as u64,
         "only the files the sweep left were read into the snapshot"
     );
-    let expired: std::collections::BTreeMap<TaskId, u64> = log
-        .snapshot()
-        .into_iter()
-        .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
-        .map(|r| {
-            (
-                TaskId::parse(r.event.data["taskId"].as_str().unwrap()).unwrap(),
-                r.event.data["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let expired: std::collections::BTreeMap<TaskId, u64> =
+        expired_since(&log, from).into_iter().collect();
     assert_eq!(
         expired, revisions,
         "each expired task reported once, as it was read"
@@ -879,7 +870,7 @@ fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_o
     use time::macros::datetime;
 
     use crate::clock::ManualClock;
-    use crate::events::{EventLog, TaskEventKind};
+    use crate::events::EventLog;
 
     const FINISHED: usize = 300; // one chunk, read on every worker
     let dir = tempfile::tempdir().unwrap();
@@ -951,33 +942,15 @@ fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_o
         [Some(ids[3].clone())],
         "the file that does not decode is reported, once"
     );
-    let expired: std::collections::BTreeMap<TaskId, u64> = log
-        .snapshot()
-        .into_iter()
-        .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
-        .map(|r| {
-            (
-                TaskId::parse(r.event.data["taskId"].as_str().unwrap()).unwrap(),
-                r.event.data["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let differ: Vec<_> = made_order(&ids, &expired, &revisions);
+    let reports = expired_since(&log, from);
+    assert_eq!(reports.len(), FINISHED - 1, "no task reported twice");
+    let expired = reports.into_iter().collect();
+    let differ = made_order(&ids, &expired, &revisions);
     assert!(
         differ.is_empty(),
-        "reported otherwise than once, at their version: {differ:?}; {} {:?}",
-        swept.deleted,
-        swept.cleaned
+        "(place, reported, made) of the tasks not reported once at their version: {differ:?}"
     );
     assert_eq!(swept.deleted, FINISHED - 1, "{swept:?}");
-    assert_eq!(
-        log.snapshot()
-            .iter()
-            .filter(|r| r.seq >= from && r.event.kind == TaskEventKind::Expired)
-            .count(),
-        FINISHED - 1,
-        "no task reported twice"
-    );
     for name in ["active", "done", "expiring"] {
         let left: Vec<_> = std::fs::read_dir(area(name))
             .unwrap()
@@ -988,6 +961,21 @@ fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_o
     let moving = moving.unwrap();
     assert_eq!(sweeper.get(&moving).unwrap(), None);
     assert_eq!(writer.get(&moving).unwrap(), None);
+}
+
+/// The `task.expired` events `log` holds from sequence number `from` on:
+/// each task's id and the revision reported, in order.
+fn expired_since(log: &crate::events::EventLog, from: u64) -> Vec<(TaskId, u64)> {
+    log.snapshot()
+        .into_iter()
+        .filter(|r| r.seq >= from && r.event.kind == crate::events::TaskEventKind::Expired)
+        .map(|r| {
+            (
+                TaskId::parse(r.event.data["taskId"].as_str().unwrap()).unwrap(),
+                r.event.data["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// The tasks of `made` (by their place in it) whose report in `expired`
