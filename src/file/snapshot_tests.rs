@@ -416,8 +416,10 @@ fn try_get_answers_only_what_get_would_and_never_an_older_version() {
 /// another handle recreated under the same id between the sweep's scan and
 /// its removal is left alone, whether the sweeping handle proves versions by
 /// its change notices (drained once per stripe, after the stripe's lock) or
-/// by file status; the other expired tasks of the batch, in the same stripes
-/// or not, are removed.
+/// by file status, and whether the tasks were running or finished (then
+/// proven by their `expiring/` entries: the recreated task finished too,
+/// with no entry); the other expired tasks of the batch, in the same
+/// stripes or not, are removed.
 #[test]
 fn a_sweep_leaves_a_task_recreated_after_its_scan() {
     use std::sync::Arc;
@@ -427,17 +429,31 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
     use crate::backend::{Backend, Scan, Scope, Swap};
     use crate::clock::ManualClock;
 
-    for mode in [Mode::Watch, Mode::Status] {
+    for (mode, finished) in [
+        (Mode::Watch, false),
+        (Mode::Status, false),
+        (Mode::Watch, true),
+        (Mode::Status, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
         let open = || handle_on(FileStore::builder(dir.path()).clock(clock.clone()), mode);
         let (sweeper, other) = (open(), open());
         let ids: Vec<TaskId> = (0..200)
-            .map(|_| {
-                sweeper
+            .map(|n| {
+                let id = sweeper
                     .create(NewTask::new().ttl(Duration::from_secs(1)))
                     .unwrap()
-                    .id
+                    .id;
+                if finished {
+                    assert!(
+                        sweeper
+                            .complete(&id, serde_json::json!(n))
+                            .unwrap()
+                            .is_applied()
+                    );
+                }
+                id
             })
             .collect();
         clock.advance(Duration::from_secs(2));
@@ -447,12 +463,18 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
         let expired = sweeper.backend().scan(&scan).unwrap().tasks;
         assert_eq!(expired.len(), ids.len());
         // Recreated under its id by another handle (creating over an expired
-        // task of the same id replaces it).
-        let again = other.create(NewTask::new().id(ids[7].clone())).unwrap();
+        // task of the same id replaces it), and finished like the others.
+        let mut again = other.create(NewTask::new().id(ids[7].clone())).unwrap();
+        if finished {
+            again = other
+                .complete(&again.id, serde_json::json!("again"))
+                .unwrap()
+                .into_task();
+        }
         let results = sweeper.backend().remove_batch(&expired);
         for (task, result) in expired.iter().zip(&results) {
             match result {
-                Ok(Swap::Done) => assert_ne!(task.id, again.id, "{mode:?}"),
+                Ok(Swap::Done) => assert_ne!(task.id, again.id, "{mode:?}, finished: {finished}"),
                 Ok(Swap::Changed(Some(now))) => assert_eq!(now, &again, "{mode:?}"),
                 other => panic!("{mode:?}: {} gave {other:?}", task.id),
             }
@@ -460,9 +482,10 @@ fn a_sweep_leaves_a_task_recreated_after_its_scan() {
         assert_eq!(
             other.get(&again.id).unwrap(),
             Some(again.clone()),
-            "{mode:?}"
+            "{mode:?}, finished: {finished}"
         );
-        assert_eq!(active(&sweeper), vec![(again.id.clone(), again.revision)]);
+        let running = (!finished).then(|| (again.id.clone(), again.revision));
+        assert_eq!(active(&sweeper), Vec::from_iter(running));
     }
 }
 
