@@ -761,23 +761,26 @@ fn large_sweep_of(test: &str, listed_first: bool, finished: bool) {
     }
     // Finished tasks are made an hour in the past with a minute's TTL,
     // by a handle whose clock stays there: expired for everyone else.
-    let past = FileStore::builder(&store)
-        .instance_id("setup-past")
-        .durability(Durability::Eventual)
-        .clock(std::sync::Arc::new(taskstore::ManualClock::new(
-            time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(3_600),
-        )))
-        .open()
-        .unwrap();
+    let past = finished.then(|| {
+        FileStore::builder(&store)
+            .instance_id("setup-past")
+            .durability(Durability::Eventual)
+            .clock(std::sync::Arc::new(taskstore::ManualClock::new(
+                time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(3_600),
+            )))
+            .open()
+            .unwrap()
+    });
     let expired: BTreeSet<TaskId> = (0..EXPIRED)
-        .map(|n| {
-            if finished {
+        .map(|n| match &past {
+            Some(past) => {
                 let task = past
                     .create(NewTask::new().ttl(std::time::Duration::from_secs(60)))
                     .unwrap();
                 assert!(past.complete(&task.id, json!(n)).unwrap().is_applied());
                 task.id
-            } else {
+            }
+            None => {
                 fast.create(NewTask::new().ttl(std::time::Duration::from_millis(1)))
                     .unwrap()
                     .id

@@ -853,7 +853,7 @@ pub(super) struct DueEntries {
 #[derive(Debug)]
 struct Due {
     at: time::OffsetDateTime,
-    entries: Arc<Vec<(Position, OsString)>>,
+    entries: Arc<DueList>,
     /// What a sweep's `remove_due` left, for its first batch.
     left: bool,
 }

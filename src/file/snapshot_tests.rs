@@ -609,29 +609,11 @@ fn few_running_tasks_are_decoded_once_per_version() {
 /// sweep reads them into the snapshot first, as before.
 #[test]
 fn a_sweep_removes_expired_files_it_has_not_read_reading_each_once() {
-    use std::sync::Arc;
-
-    use time::macros::datetime;
-
-    use crate::clock::ManualClock;
-    use crate::events::EventLog;
-
     const EXPIRED: usize = 300;
     const UPDATED: usize = 10;
     const LIVE: usize = 40;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-    let log = Arc::new(EventLog::with_capacity(4 * EXPIRED));
-    let sweeper = handle_on(
-        FileStore::builder(dir.path())
-            .clock(clock.clone())
-            .sink(log.clone()),
-        Mode::Watch,
-    );
-    let writer = handle_on(
-        FileStore::builder(dir.path()).clock(clock.clone()),
-        Mode::Watch,
-    );
+    let (clock, log, sweeper, writer) = logged_sweeper_and_writer(dir.path(), EXPIRED);
     assert!(active(&sweeper).is_empty(), "the snapshot is complete");
     let ttl = Duration::from_secs(60);
     let mut revisions = std::collections::BTreeMap::new();
@@ -722,11 +704,7 @@ fn sweeper_and_writer(
     FileStore,
     FileStore,
 ) {
-    let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
-        time::macros::datetime!(2026-01-01 0:00 UTC),
-    ));
-    let open = || handle_on(FileStore::builder(dir).clock(clock.clone()), Mode::Watch);
-    let (sweeper, writer) = (open(), open());
+    let (clock, _, sweeper, writer) = logged_sweeper_and_writer(dir, 1);
     (clock, sweeper, writer)
 }
 
@@ -888,27 +866,9 @@ fn a_sweep_that_panics_leaves_its_watch_noticing_unlinks() {
 /// version it read.
 #[test]
 fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_odd_ones() {
-    use std::sync::Arc;
-
-    use time::macros::datetime;
-
-    use crate::clock::ManualClock;
-    use crate::events::EventLog;
-
     const FINISHED: usize = 300; // one chunk, read on every worker
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
-    let log = Arc::new(EventLog::with_capacity(4 * FINISHED));
-    let sweeper = handle_on(
-        FileStore::builder(dir.path())
-            .clock(clock.clone())
-            .sink(log.clone()),
-        Mode::Watch,
-    );
-    let writer = handle_on(
-        FileStore::builder(dir.path()).clock(clock.clone()),
-        Mode::Watch,
-    );
+    let (clock, log, sweeper, writer) = logged_sweeper_and_writer(dir.path(), FINISHED);
     let ttl = Duration::from_secs(60);
     let (area, index) = (
         |area: &str| dir.path().join(area),
@@ -984,6 +944,30 @@ fn a_sweep_removes_due_finished_tasks_as_it_reads_them_and_leaves_its_scan_the_o
     let moving = moving.unwrap();
     assert_eq!(sweeper.get(&moving).unwrap(), None);
     assert_eq!(writer.get(&moving).unwrap(), None);
+}
+
+/// A sweeper and a writer, both watching, on a new store in `dir`, the
+/// clock they share, and the event log the sweeper sends to (room for the
+/// events of a sweep of `tasks` tasks).
+fn logged_sweeper_and_writer(
+    dir: &Path,
+    tasks: usize,
+) -> (
+    std::sync::Arc<crate::clock::ManualClock>,
+    std::sync::Arc<crate::events::EventLog>,
+    FileStore,
+    FileStore,
+) {
+    let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
+        time::macros::datetime!(2026-01-01 0:00 UTC),
+    ));
+    let log = std::sync::Arc::new(crate::events::EventLog::with_capacity(4 * tasks));
+    let open = |builder: crate::file::FileStoreBuilder| {
+        handle_on(builder.clock(clock.clone()), Mode::Watch)
+    };
+    let sweeper = open(FileStore::builder(dir).sink(log.clone()));
+    let writer = open(FileStore::builder(dir));
+    (clock, log, sweeper, writer)
 }
 
 /// The `task.expired` events `log` holds from sequence number `from` on:

@@ -167,7 +167,8 @@ impl FileBackend {
             for (due, task) in chunk.iter().zip(met) {
                 match task {
                     Some(task) => {
-                        touched.unindexed(due.1.clone());
+                        touched.mark(Area::Done);
+                        self.remove_index(&task, &mut touched);
                         removed(task);
                     }
                     None => left.push(due.clone()),

@@ -451,7 +451,7 @@ impl FileBackend {
     /// [`sync_touched`](Self::sync_touched) to remove once the task's own
     /// removal is durable. (The entry's name is its incarnation's alone, so
     /// it may go after the task's lock is released.)
-    fn remove_index(&self, task: &Task, touched: &mut Touched) {
+    pub(super) fn remove_index(&self, task: &Task, touched: &mut Touched) {
         if let Some(name) = expiring_name(task) {
             touched.unindex.push(name);
         }
@@ -964,13 +964,6 @@ impl Touched {
         self.done |= other.done;
         self.expiring |= other.expiring;
         self.unindex.extend(other.unindex);
-    }
-
-    /// A finished task's file removed from `done/`: its `expiring/` entry
-    /// `entry` goes once that is durable.
-    pub(super) fn unindexed(&mut self, entry: OsString) {
-        self.done = true;
-        self.unindex.push(entry);
     }
 
     pub(super) fn mark(&mut self, area: Area) {

@@ -29,10 +29,7 @@ impl<B: Backend> Store<B> {
         // running ones it has not read yet, finished ones its index says
         // are due.
         {
-            let mut report = |task: Task| {
-                swept.deleted += 1;
-                self.settings.notifier.task(TaskEventKind::Expired, &task);
-            };
+            let mut report = |task: Task| self.report_expired(&mut swept, &task);
             self.backend
                 .remove_unread(&|task| task.is_expired_at(now), &mut report);
             self.backend.remove_due(now, &mut report);
@@ -43,6 +40,13 @@ impl<B: Backend> Store<B> {
         });
         let settled = self.backend.settle_expired();
         swept_all.and(settled).map(|()| swept)
+    }
+
+    /// Counts the expired `task` a sweep deleted into `swept`, and sends
+    /// its event.
+    fn report_expired(&self, swept: &mut Swept, task: &Task) {
+        swept.deleted += 1;
+        self.settings.notifier.task(TaskEventKind::Expired, task);
     }
 
     /// The batches of [`sweep_at`](Self::sweep_at), counted into `swept`.
@@ -70,10 +74,7 @@ impl<B: Backend> Store<B> {
             let results = self.backend.remove_expired(&expired);
             for (task, result) in expired.into_iter().zip(results) {
                 match result {
-                    Ok(Swap::Done) => {
-                        swept.deleted += 1;
-                        self.settings.notifier.task(TaskEventKind::Expired, &task);
-                    }
+                    Ok(Swap::Done) => self.report_expired(swept, &task),
                     // Changed since it was read: deleted by someone else, or
                     // recreated under its id (then it is not this one).
                     Ok(_) => {}
