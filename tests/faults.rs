@@ -1495,3 +1495,48 @@ fn a_sweep_of_many_finished_tasks_past_failing_files_reports_each_once_and_loses
         );
     }
 }
+
+/// A sweep of finished tasks in several chunks of 1,024, by a handle that
+/// had not listed the store (no complete snapshot, so no watch's mark to
+/// prove nothing moved), makes `active/` durable once: it brings the
+/// snapshot up to date first, and the chunks after the first see nothing
+/// moved since.
+#[test]
+fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
+    use taskstore::FsEvent;
+    const FINISHED: usize = 2_100; // three chunks
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let ttl = Duration::from_secs(60);
+    {
+        let filler = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap();
+        for n in 0..FINISHED {
+            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(filler.complete(&task.id, json!(n)).unwrap().is_applied());
+        }
+    }
+    let recorder = taskstore::Recorder::new();
+    let sweeper = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    clock.advance(ttl * 2);
+    let from = recorder.len();
+    assert_eq!(sweeper.sweep_expired().unwrap(), FINISHED);
+    let events = recorder.events();
+    let synced_active = events[from..]
+        .iter()
+        .filter(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")))
+        .count();
+    assert_eq!(synced_active, 1, "one fsync of active/ for the whole sweep");
+    let removed = events[from..]
+        .iter()
+        .filter(|e| matches!(e, FsEvent::Remove { path } if in_area(path, "done")))
+        .count();
+    assert_eq!(removed, FINISHED);
+}
