@@ -43,7 +43,7 @@ pub use crate::file::{
     ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Usage,
 };
 #[cfg(feature = "fault-injection")]
-pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Recorder};
+pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Pause, Recorder};
 pub use crate::id::{InvalidId, MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{

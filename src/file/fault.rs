@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 use std::path::PathBuf;
 #[cfg(feature = "fault-injection")]
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 #[cfg(feature = "fault-injection")]
 use super::fs::FsOp;
@@ -130,7 +130,77 @@ struct State {
     failing: Option<Fault>,
     /// Calls that fail whatever the count: (kind, path, error).
     targeted: Vec<(FsOp, PathBuf, Fault)>,
+    /// Calls that wait, once each, until their [`Pause`] lets them on.
+    paused: Vec<(FsOp, PathBuf, Arc<Gate>)>,
     fired: Vec<(FsOp, PathBuf)>,
+}
+
+/// Where a paused call stands: reached, and let on.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until `done` holds of the state.
+    fn wait(&self, done: impl Fn(&(bool, bool)) -> bool) {
+        let mut state = self.lock();
+        while !done(&state) {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn set(&self, change: impl FnOnce(&mut (bool, bool))) {
+        change(&mut self.lock());
+        self.changed.notify_all();
+    }
+}
+
+/// One call held at the seam by [`FaultInjector::pause_at`]: the thread
+/// that makes it waits, before the call reaches the file system, until
+/// [`resume`](Pause::resume) (or the drop of this value) lets it on. For
+/// races made on purpose: what the store holds at that point (its locks)
+/// it holds while the test acts from another thread or handle.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug)]
+#[must_use = "a dropped pause lets its call on at once"]
+pub struct Pause {
+    gate: Arc<Gate>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Pause {
+    /// Waits until the call is made (and held).
+    pub fn wait_reached(&self) {
+        self.gate.wait(|&(reached, _)| reached);
+    }
+
+    /// Whether the call has been made (and is held, unless resumed).
+    pub fn reached(&self) -> bool {
+        self.gate.lock().0
+    }
+
+    /// Lets the call on (or lets it through at once if it is made later).
+    pub fn resume(&self) {
+        self.gate.set(|state| state.1 = true);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Drop for Pause {
+    fn drop(&mut self) {
+        self.resume();
+    }
 }
 
 #[cfg(feature = "fault-injection")]
@@ -161,12 +231,27 @@ impl FaultInjector {
         self.lock().targeted.push((op, path.into(), fault));
     }
 
-    /// Lets every call through again.
+    /// Holds the next `op` call on `path` (named as for
+    /// [`fail_at`](Self::fail_at)) before it reaches the file system, until
+    /// the returned [`Pause`] lets it on; the call then goes on as any other
+    /// (a fault armed for it still fires). Once: the call after it is not
+    /// held.
+    pub fn pause_at(&self, op: FsOp, path: impl Into<PathBuf>) -> Pause {
+        let gate = Arc::new(Gate::default());
+        self.lock()
+            .paused
+            .push((op, path.into(), Arc::clone(&gate)));
+        Pause { gate }
+    }
+
+    /// Lets every call through again (a call held by a
+    /// [`pause_at`](Self::pause_at) not yet made is not held either).
     pub fn disarm(&self) {
         let mut s = self.lock();
         s.countdown = None;
         s.failing = None;
         s.targeted.clear();
+        s.paused.clear();
     }
 
     /// Calls seen through the seam so far.
@@ -180,6 +265,15 @@ impl FaultInjector {
     }
 
     pub(crate) fn check(&self, op: FsOp, path: &Path) -> io::Result<()> {
+        let held = {
+            let mut s = self.lock();
+            let at = s.paused.iter().position(|(o, p, _)| *o == op && p == path);
+            at.map(|at| s.paused.remove(at).2)
+        };
+        if let Some(gate) = held {
+            gate.set(|state| state.0 = true);
+            gate.wait(|&(_, resumed)| resumed);
+        }
         let mut s = self.lock();
         s.calls += 1;
         if let Some(fault) = s.failing {
@@ -317,5 +411,47 @@ mod tests {
                 FsEvent::Remove { path: b },
             ]
         );
+    }
+
+    /// A paused call waits before it reaches the file system until its
+    /// pause lets it on, then goes on as armed; only the first such call is
+    /// held, and a pause dropped or disarmed holds nothing.
+    #[test]
+    fn a_paused_call_waits_until_resumed_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultInjector::new();
+        let fs = Fs::with_faults(Some(faults.clone()));
+        let root = fs.open_root(dir.path()).unwrap();
+        let name = OsStr::new("a");
+        drop(fs.create_new(&root, name).unwrap());
+        let path = dir.path().join("a");
+        let held = faults.pause_at(FsOp::Remove, &path);
+        faults.fail_at(FsOp::Remove, &path, Fault::Eio);
+        std::thread::scope(|s| {
+            let remove = s.spawn(|| fs.remove(&root, name));
+            held.wait_reached();
+            assert!(held.reached());
+            // Held before the file system: the name is still there.
+            assert!(path.exists());
+            held.resume();
+            let failed = remove.join().unwrap().unwrap_err();
+            assert_eq!(
+                failed.raw_os_error(),
+                Some(rustix::io::Errno::IO.raw_os_error())
+            );
+        });
+        faults.disarm();
+        // Not held again: the call goes through on this thread.
+        fs.remove(&root, name).unwrap();
+        assert!(!path.exists());
+        // A dropped pause lets its call through at once.
+        drop(fs.create_new(&root, OsStr::new("c")).unwrap());
+        drop(faults.pause_at(FsOp::Remove, dir.path().join("c")));
+        fs.remove(&root, OsStr::new("c")).unwrap();
+        let again = dir.path().join("b");
+        let pause = faults.pause_at(FsOp::Create, &again);
+        faults.disarm();
+        drop(fs.create_new(&root, OsStr::new("b")).unwrap());
+        assert!(!pause.reached());
     }
 }

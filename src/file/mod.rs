@@ -47,7 +47,7 @@ use crate::task::Task;
 
 pub use self::census::{Census, Usage};
 #[cfg(feature = "fault-injection")]
-pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Recorder};
+pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Pause, Recorder};
 #[cfg(feature = "fault-injection")]
 pub use self::fs::FsOp;
 pub use self::problem::{Problem, ProblemKind, Report};
