@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Task, TaskStatus, TaskStore,
+    FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Pause, Task, TaskId,
+    TaskStatus, TaskStore,
 };
 use time::macros::datetime;
 
@@ -25,6 +26,19 @@ const EXPIRED: usize = 300;
 /// a writer that waits for the sweep's locks (as it must) is still
 /// waiting then; one that does not has long finished.
 const RACE: Duration = Duration::from_millis(500);
+
+/// Waits until the call `held` holds is made by `worker`'s thread, which
+/// must not end first (a call the store no longer makes would hang the
+/// test instead).
+fn reached<T>(held: &Pause, worker: &std::thread::ScopedJoinHandle<'_, T>, what: &str) {
+    while !held.reached() {
+        assert!(
+            !worker.is_finished() || held.reached(),
+            "{what}: the held call was never made"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 fn open(dir: &Path, clock: &ManualClock, faults: Option<&FaultInjector>) -> FileStore {
     let mut builder = FileStore::builder(dir).clock(Arc::new(clock.clone()));
@@ -75,8 +89,11 @@ fn a_sweep_about_to_unlink_an_expired_file_holds_off_a_writer_recreating_its_tas
         let file = dir.path().join(area).join(format!("{raced}.json"));
         let held = faults.pause_at(FsOp::Remove, &file);
         let swept = std::thread::scope(|s| {
+            // Owned here, so that a failed assertion lets the held call
+            // on as it unwinds, and the scope's threads end.
+            let held = held;
             let sweep = s.spawn(|| sweeper.sweep().unwrap());
-            held.wait_reached();
+            reached(&held, &sweep, "the sweep");
             let (done, finished_writing) = mpsc::channel();
             let (writer, raced) = (&writer, &raced);
             let write = s.spawn(move || {
@@ -145,5 +162,144 @@ fn a_sweep_about_to_unlink_an_expired_file_holds_off_a_writer_recreating_its_tas
             .unwrap()
             .count();
         assert_eq!(entries, usize::from(finished), "{what}");
+    }
+}
+
+/// How a reading handle follows the store.
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    /// Opened before the move, first listing while it is held.
+    Fresh,
+    /// Listed the store before the move, follows it by change notices.
+    Notices,
+    /// Listed the store before the move, follows it by file status alone.
+    Status,
+}
+
+/// The ids a listing gives, in order.
+fn ids_of(store: &FileStore, query: &ListQuery) -> Vec<TaskId> {
+    store
+        .list(query)
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// A terminal transition moves a task's file from `active/` to `done/` in
+/// steps (FORMAT.md, "Writing protocol"): the final version over
+/// `active/<id>.json`, its `expiring/` name, its `done/` name, then the
+/// unlink from `active/`. Held before its `done/` name (the final version
+/// in `active/` alone) and before the unlink (in both), every reader sees
+/// the task final, and once: a handle opened then, and handles that listed
+/// the store before (following it by change notices, or by file status):
+/// `get` gives the final version, a listing of running tasks leaves it out,
+/// a listing of all tasks and one of its status hold it once, beside the
+/// tasks the move does not touch. Another handle's cancel waits for the
+/// move and changes nothing (the first terminal transition wins); once the
+/// move is over, every reader sees the same.
+#[test]
+fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
+    let ttl = Duration::from_secs(3_600);
+    for (op, area) in [(FsOp::Link, "done"), (FsOp::Remove, "active")] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let mover = open(dir.path(), &clock, Some(&faults));
+        let moved = mover.create(NewTask::new().ttl(ttl)).unwrap().id;
+        let running = mover.create(NewTask::new().ttl(ttl)).unwrap().id;
+        let finished = mover.create(NewTask::new().ttl(ttl)).unwrap().id;
+        assert!(mover.complete(&finished, json!(0)).unwrap().is_applied());
+        let status_only = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .change_notices(false)
+            .open()
+            .unwrap();
+        let notices = open(dir.path(), &clock, None);
+        let kept = [(Reader::Notices, &notices), (Reader::Status, &status_only)];
+        for (_, reader) in kept {
+            assert_eq!(ids_of(reader, &ListQuery::all()).len(), 3);
+            assert_eq!(ids_of(reader, &ListQuery::active()).len(), 2);
+        }
+        // Listing order: creation time (the clock stood still), then id.
+        let all: Vec<TaskId> = {
+            let mut tasks: Vec<Task> = [&moved, &running, &finished]
+                .into_iter()
+                .map(|id| mover.get(id).unwrap().unwrap())
+                .collect();
+            tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            tasks.into_iter().map(|t| t.id).collect()
+        };
+        let completed: Vec<TaskId> = all.iter().filter(|id| **id != running).cloned().collect();
+
+        let check = |reader: &FileStore, how: Reader, when: &str| {
+            let what = format!("{how:?} reader, {when}");
+            let got = reader.get(&moved).unwrap().expect(&what);
+            assert_eq!(got.status, TaskStatus::Completed, "{what}");
+            assert_eq!(got.result, Some(json!("final")), "{what}");
+            assert_eq!(got.revision, 2, "{what}");
+            assert_eq!(
+                ids_of(reader, &ListQuery::active()),
+                std::slice::from_ref(&running),
+                "{what}"
+            );
+            assert_eq!(ids_of(reader, &ListQuery::all()), all, "{what}");
+            assert_eq!(
+                ids_of(reader, &ListQuery::all().status(TaskStatus::Completed)),
+                completed,
+                "{what}"
+            );
+            assert_eq!(
+                ids_of(reader, &ListQuery::all().status(TaskStatus::Working)),
+                std::slice::from_ref(&running),
+                "{what}"
+            );
+            got
+        };
+
+        let file = dir.path().join(area).join(format!("{moved}.json"));
+        // Opened before: an open while the task has a name in both areas
+        // waits for the move to end (it resolves such pairs under the
+        // task's lock).
+        let fresh = open(dir.path(), &clock, None);
+        let canceller = open(dir.path(), &clock, None);
+        let held = faults.pause_at(op, &file);
+        let when = format!("held before the {op:?} of {area}/");
+        let (applied, cancelled) = std::thread::scope(|s| {
+            let held = held; // as above
+            let (mover, moved) = (&mover, &moved);
+            let complete = s.spawn(move || mover.complete(moved, json!("final")).unwrap());
+            reached(&held, &complete, &when);
+            let mut seen = Vec::new();
+            for (how, reader) in [(Reader::Fresh, &fresh), kept[0], kept[1]] {
+                seen.push(check(reader, how, &when));
+            }
+            assert!(seen.windows(2).all(|w| w[0] == w[1]), "{when}: {seen:?}");
+            let (done, cancelled) = mpsc::channel();
+            let canceller = &canceller;
+            let cancel = s.spawn(move || {
+                let got = canceller.cancel(moved, Some("late".into())).unwrap();
+                done.send(()).unwrap();
+                got
+            });
+            let _ = cancelled.recv_timeout(RACE);
+            held.resume();
+            (complete.join().unwrap(), cancel.join().unwrap())
+        });
+        assert!(applied.is_applied(), "{when}: {applied:?}");
+        let want = applied.into_task();
+        assert!(!cancelled.is_applied(), "{when}: {cancelled:?}");
+        assert_eq!(cancelled.into_task(), want, "{when}");
+        let after = open(dir.path(), &clock, None);
+        for (how, reader) in [(Reader::Fresh, &after), kept[0], kept[1]] {
+            assert_eq!(check(reader, how, "after the move"), want);
+        }
+        assert!(
+            !dir.path()
+                .join("active")
+                .join(format!("{moved}.json"))
+                .exists()
+        );
     }
 }
