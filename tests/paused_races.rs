@@ -303,3 +303,118 @@ fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
         );
     }
 }
+
+/// What races a reap or claim held just before it writes its orphan.
+#[derive(Clone, Copy, Debug)]
+enum Racer {
+    /// The owner, renewing its lease (its clock says the lease is live).
+    Renew,
+    /// The owner, completing the task.
+    Complete,
+    /// A second instance, claiming the same orphan.
+    Claim,
+}
+
+/// A reap (or claim) writes an orphan only if it is still the version it
+/// judged lapsed, and decides that under the task's lock: held just before
+/// it writes, its owner's renewal or completion, or a second claimer,
+/// waits, and then finds the task reaped (or claimed) and changes nothing:
+/// the renewal and the completion are refused as the task is terminal, the
+/// second claim claims nothing, and the owner's renewal after a claim is
+/// refused as no longer its own. No one is told a write of theirs stood
+/// that the store does not hold.
+#[test]
+fn an_orphan_held_mid_reap_or_claim_holds_off_its_owner_and_a_second_claimer() {
+    let t0 = datetime!(2030-01-01 0:00 UTC);
+    for racer in [Racer::Renew, Racer::Complete, Racer::Claim] {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |clock: &ManualClock, instance: &str, faults: Option<&FaultInjector>| {
+            let mut builder = FileStore::builder(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .instance_id(instance)
+                .lease(Duration::from_secs(30));
+            if let Some(faults) = faults {
+                builder = builder.fault_injector(faults.clone());
+            }
+            builder.open().unwrap()
+        };
+        // The owner's clock stands still: its lease is live to it. The
+        // others' is an hour on: lapsed, and past any claim grace.
+        let (owner_clock, later) = (ManualClock::new(t0), ManualClock::new(t0));
+        later.advance(Duration::from_secs(3_600));
+        let owner = at(&owner_clock, "owner", None);
+        let task = match racer {
+            Racer::Claim => NewTask::new().resumable("job", json!({"n": 1})),
+            _ => NewTask::new(),
+        };
+        let orphan = owner.create(task).unwrap();
+        assert_eq!(orphan.owner.as_deref(), Some("owner"));
+        let faults = FaultInjector::new();
+        let first = at(&later, "first", Some(&faults));
+        let second = at(&later, "second", None);
+
+        let file = dir
+            .path()
+            .join("active")
+            .join(format!("{}.json", orphan.id));
+        let held = faults.pause_at(FsOp::Rename, &file);
+        let what = format!("{racer:?}");
+        let (pass, raced) = std::thread::scope(|s| {
+            let held = held; // owned here: see the sweep test
+            let (first, second, owner, id) = (&first, &second, &owner, &orphan.id);
+            let pass = s.spawn(move || match racer {
+                Racer::Claim => first.claim(&["job"]).unwrap(),
+                _ => first.reap().unwrap(),
+            });
+            reached(&held, &pass, &what);
+            let (done, raced) = mpsc::channel();
+            let race = s.spawn(move || {
+                let got = match racer {
+                    Racer::Renew => Ok(owner.renew_lease(id).unwrap()),
+                    Racer::Complete => Ok(owner.complete(id, json!("mine")).unwrap()),
+                    Racer::Claim => Err(second.claim(&["job"]).unwrap()),
+                };
+                done.send(()).unwrap();
+                got
+            });
+            let _ = raced.recv_timeout(RACE);
+            held.resume();
+            (pass.join().unwrap(), race.join().unwrap())
+        });
+        assert!(
+            pass.missed.is_empty() && pass.skipped.is_empty(),
+            "{what}: {pass:?}"
+        );
+        assert_eq!(pass.tasks.len(), 1, "{what}: {pass:?}");
+        let want = pass.tasks[0].clone();
+        assert_eq!(want.id, orphan.id);
+        assert_eq!(want.revision, orphan.revision + 1, "{what}");
+        match raced {
+            Ok(transition) => {
+                assert!(!transition.is_applied(), "{what}: {transition:?}");
+                assert_eq!(transition.into_task(), want, "{what}");
+                assert_eq!(want.status, TaskStatus::Failed, "{what}");
+                assert_eq!(want.error.as_ref().unwrap()["code"], "orphaned", "{what}");
+            }
+            Err(claimed) => {
+                assert!(claimed.tasks.is_empty(), "{what}: {claimed:?}");
+                assert_eq!(want.owner.as_deref(), Some("first"), "{what}");
+                assert_eq!(want.epoch, orphan.epoch + 1, "{what}");
+                // The owner it was taken from may no longer write it.
+                assert!(
+                    owner
+                        .renew_lease(&orphan.id)
+                        .is_err_and(|e| matches!(e, taskstore::Error::NotOwner { .. })),
+                    "{what}"
+                );
+            }
+        }
+        for reader in [&owner, &first, &second] {
+            assert_eq!(
+                reader.get(&orphan.id).unwrap().as_ref(),
+                Some(&want),
+                "{what}"
+            );
+        }
+    }
+}
