@@ -105,6 +105,9 @@ pub struct FileOptions {
     recorder: Option<Recorder>,
     #[cfg(feature = "fault-injection")]
     change_notices: bool,
+    /// See [`FileBackend::large_pass`].
+    #[cfg(feature = "fault-injection")]
+    large_pass: usize,
 }
 
 /// The storage of a [`FileStore`]: task files in one directory.
@@ -159,6 +162,12 @@ pub struct FileBackend {
     /// may, on a store it cannot write): every read of one of them, `get`
     /// and listings alike, applies the read rule to both areas.
     unresolved: read::Unresolved,
+    /// The fewest tasks a pass takes the paths of large passes for (every
+    /// stripe at once, the sweep's reading and removing in one go):
+    /// `parallel::MIN_SHARED`, but for tests that set it lower
+    /// (`FileStoreBuilder::large_passes_from`), so that short random
+    /// sequences go through those paths too.
+    large_pass: usize,
 }
 
 impl StoreBuilder<FileOptions> {
@@ -199,6 +208,18 @@ impl StoreBuilder<FileOptions> {
     #[cfg(feature = "fault-injection")]
     pub fn change_notices(mut self, on: bool) -> Self {
         self.options.change_notices = on;
+        self
+    }
+
+    /// Makes a pass of `tasks` tasks or more (256 by default) take the paths
+    /// of large ones: a sweep reading each expired file once under every
+    /// stripe and removing it at once, a removal batch under every stripe
+    /// (tests only: a random sequence of a few dozen operations then goes
+    /// through them too). At least 1. Work is still spread over the cores
+    /// only from 256 items.
+    #[cfg(feature = "fault-injection")]
+    pub fn large_passes_from(mut self, tasks: usize) -> Self {
+        self.options.large_pass = tasks.max(1);
         self
     }
 
@@ -244,6 +265,8 @@ impl Store<FileBackend> {
             recorder: None,
             #[cfg(feature = "fault-injection")]
             change_notices: true,
+            #[cfg(feature = "fault-injection")]
+            large_pass: parallel::MIN_SHARED,
         })
     }
 

@@ -14,8 +14,8 @@
 //! with the names a sweep has taken meanwhile (`State::unread`).
 //!
 //! Only with a complete snapshot kept by a live watch, and only from
-//! `parallel::MIN_SHARED` new files up: fewer are read into the snapshot as
-//! usual.
+//! `parallel::MIN_SHARED` new files up (`FileBackend::large_pass`): fewer
+//! are read into the snapshot as usual.
 //!
 //! The finished tasks due by their `expiring/` entries are read the same
 //! way ([`remove_due`](FileBackend::remove_due)): each once, under every
@@ -120,15 +120,15 @@ impl FileBackend {
     /// `now`, reading each file once under every stripe (1,024 entries at a
     /// time, on every worker), and hands each to `removed` (durable once
     /// the sweep settles). Best effort: what it leaves, and every entry of
-    /// a pass of fewer than `parallel::MIN_SHARED`, is kept for the first
-    /// batch of the sweep's scan (`DueEntries`), which reads the index no
-    /// more.
+    /// a pass of fewer than `parallel::MIN_SHARED` (`large_pass`), is kept
+    /// for the first batch of the sweep's scan (`DueEntries`), which reads
+    /// the index no more.
     pub(super) fn remove_due(&self, now: OffsetDateTime, removed: &mut dyn FnMut(Task)) {
         let Ok(due) = self.due.read(self, now) else {
             // The scan reads it again, and reports what failed.
             return;
         };
-        if due.len() < parallel::MIN_SHARED {
+        if due.len() < self.large_pass {
             self.due.keep_left(now, due);
             return;
         }
@@ -274,7 +274,7 @@ impl FileBackend {
                 }
             }
         }
-        if unread.len() < parallel::MIN_SHARED {
+        if unread.len() < self.large_pass {
             rest.extend(unread.drain(..).map(|(_, name)| (name, Change::Changed)));
         }
         self.revise(&mut state, rest);

@@ -710,7 +710,7 @@ impl FileBackend {
     /// [`remove_batch`](Self::remove_batch) but for making its removals
     /// durable: the results, and what the removals changed.
     fn remove_unsettled(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
-        let all = if tasks.len() >= parallel::MIN_SHARED {
+        let all = if tasks.len() >= self.large_pass {
             self.locks.lock_all(&self.fs).ok()
         } else {
             None

@@ -189,6 +189,7 @@ impl FileCheck {
                     handles: None,
                     // A check resolves no copies: any task may have two.
                     unresolved: Default::default(),
+                    large_pass: crate::file::parallel::MIN_SHARED,
                 };
                 Opened::Whole {
                     backend: Box::new(backend),
