@@ -20,6 +20,8 @@ pub struct StoreConfig {
     pub lease: Duration,
     pub max_active: usize,
     pub max_payload_bytes: usize,
+    /// Where a file store's large passes start (`None`: its own 256).
+    pub large_pass: Option<usize>,
 }
 
 impl StoreConfig {
@@ -31,6 +33,7 @@ impl StoreConfig {
             lease: DEFAULT_LEASE,
             max_active: DEFAULT_MAX_ACTIVE,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            large_pass: None,
         }
     }
 }
@@ -38,7 +41,12 @@ impl StoreConfig {
 /// Opens a `FileStore` at `dir` (`Durability::Eventual`: no fsync, for
 /// speed; the fuzzers never cut power). The only place a target builds one.
 pub fn file_store(dir: &Path, config: &StoreConfig) -> Result<FileStore> {
-    FileStore::builder(dir)
+    let builder = FileStore::builder(dir);
+    let builder = match config.large_pass {
+        Some(tasks) => builder.large_passes_from(tasks),
+        None => builder,
+    };
+    builder
         .durability(Durability::Eventual)
         .clock(Arc::new(config.clock.clone()))
         .instance_id(config.instance_id.clone())

@@ -95,8 +95,15 @@ const ID_PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 fuzz_target!(|input: Input| {
     let start = OffsetDateTime::from_unix_timestamp(1_780_000_000).expect("a valid time")
         + Duration::from_millis(input.start_ms.into());
-    run(Backend::Memory, start, &input.ops);
-    run(Backend::File, start, &input.ops);
+    // A file store's large passes (every stripe at once, a sweep reading
+    // and removing in one go) start at 256 tasks, which these sequences
+    // never hold: three inputs in four start them at one to three.
+    let large_pass = match input.start_ms % 4 {
+        0 => None,
+        tasks => Some(tasks as usize),
+    };
+    run(Backend::Memory, start, large_pass, &input.ops);
+    run(Backend::File, start, large_pass, &input.ops);
 });
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,9 +209,11 @@ struct Run {
     tasks: BTreeMap<TaskId, Task>,
     /// Every token a handle has shown: each open has its own.
     tokens: BTreeSet<String>,
+    /// Where a file store's large passes start.
+    large_pass: Option<usize>,
 }
 
-fn run(backend: Backend, start: OffsetDateTime, ops: &[Op]) {
+fn run(backend: Backend, start: OffsetDateTime, large_pass: Option<usize>, ops: &[Op]) {
     if backend == Backend::File {
         // A new store for every input.
         empty_dir(store_dir());
@@ -217,6 +226,7 @@ fn run(backend: Backend, start: OffsetDateTime, ops: &[Op]) {
         main_instances: 0,
         tasks: BTreeMap::new(),
         tokens: BTreeSet::new(),
+        large_pass,
     };
     for (instance_id, cap) in [
         ("instance-0", CAP),
@@ -369,6 +379,7 @@ impl Run {
         config.lease = LEASE;
         config.max_active = MAX_ACTIVE;
         config.max_payload_bytes = cap;
+        config.large_pass = self.large_pass;
         let store: Box<dyn TaskStore> = match self.backend {
             Backend::File => Box::new(file_store(store_dir(), &config).expect("open the store")),
             Backend::Memory => Box::new(memory_store_on(&self.memory, &config)),
