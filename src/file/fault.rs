@@ -135,22 +135,31 @@ struct State {
     fired: Vec<(FsOp, PathBuf)>,
 }
 
-/// Where a paused call stands: reached, and let on.
+/// Where a paused call stands.
 #[cfg(feature = "fault-injection")]
 #[derive(Debug, Default)]
 struct Gate {
-    state: Mutex<(bool, bool)>,
+    state: Mutex<Held>,
     changed: Condvar,
 }
 
 #[cfg(feature = "fault-injection")]
+#[derive(Debug, Default)]
+struct Held {
+    /// The call was made (and waits, unless `resumed`).
+    reached: bool,
+    /// The call may go on.
+    resumed: bool,
+}
+
+#[cfg(feature = "fault-injection")]
 impl Gate {
-    fn lock(&self) -> MutexGuard<'_, (bool, bool)> {
+    fn lock(&self) -> MutexGuard<'_, Held> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until `done` holds of the state.
-    fn wait(&self, done: impl Fn(&(bool, bool)) -> bool) {
+    fn wait(&self, done: impl Fn(&Held) -> bool) {
         let mut state = self.lock();
         while !done(&state) {
             state = self
@@ -160,7 +169,7 @@ impl Gate {
         }
     }
 
-    fn set(&self, change: impl FnOnce(&mut (bool, bool))) {
+    fn set(&self, change: impl FnOnce(&mut Held)) {
         change(&mut self.lock());
         self.changed.notify_all();
     }
@@ -182,17 +191,17 @@ pub struct Pause {
 impl Pause {
     /// Waits until the call is made (and held).
     pub fn wait_reached(&self) {
-        self.gate.wait(|&(reached, _)| reached);
+        self.gate.wait(|held| held.reached);
     }
 
     /// Whether the call has been made (and is held, unless resumed).
     pub fn reached(&self) -> bool {
-        self.gate.lock().0
+        self.gate.lock().reached
     }
 
     /// Lets the call on (or lets it through at once if it is made later).
     pub fn resume(&self) {
-        self.gate.set(|state| state.1 = true);
+        self.gate.set(|held| held.resumed = true);
     }
 }
 
@@ -271,8 +280,8 @@ impl FaultInjector {
             at.map(|at| s.paused.remove(at).2)
         };
         if let Some(gate) = held {
-            gate.set(|state| state.0 = true);
-            gate.wait(|&(_, resumed)| resumed);
+            gate.set(|held| held.reached = true);
+            gate.wait(|held| held.resumed);
         }
         let mut s = self.lock();
         s.calls += 1;
