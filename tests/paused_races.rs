@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Pause, Task, TaskId,
-    TaskStatus, TaskStore,
+    FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStatus,
+    TaskStore,
 };
 use time::macros::datetime;
 
@@ -26,19 +26,6 @@ const EXPIRED: usize = 300;
 /// a writer that waits for the sweep's locks (as it must) is still
 /// waiting then; one that does not has long finished.
 const RACE: Duration = Duration::from_millis(500);
-
-/// Waits until the call `held` holds is made by `worker`'s thread, which
-/// must not end first (a call the store no longer makes would hang the
-/// test instead).
-fn reached<T>(held: &Pause, worker: &std::thread::ScopedJoinHandle<'_, T>, what: &str) {
-    while !held.reached() {
-        assert!(
-            !worker.is_finished() || held.reached(),
-            "{what}: the held call was never made"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn open(dir: &Path, clock: &ManualClock, faults: Option<&FaultInjector>) -> FileStore {
     let mut builder = FileStore::builder(dir).clock(Arc::new(clock.clone()));
@@ -93,7 +80,10 @@ fn a_sweep_about_to_unlink_an_expired_file_holds_off_a_writer_recreating_its_tas
             // on as it unwinds, and the scope's threads end.
             let held = held;
             let sweep = s.spawn(|| sweeper.sweep().unwrap());
-            reached(&held, &sweep, "the sweep");
+            assert!(
+                held.wait_reached(|| !sweep.is_finished()),
+                "the sweep never made the held call"
+            );
             let (done, finished_writing) = mpsc::channel();
             let (writer, raced) = (&writer, &raced);
             let write = s.spawn(move || {
@@ -270,7 +260,10 @@ fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
             let held = held; // as above
             let (mover, moved) = (&mover, &moved);
             let complete = s.spawn(move || mover.complete(moved, json!("final")).unwrap());
-            reached(&held, &complete, &when);
+            assert!(
+                held.wait_reached(|| !complete.is_finished()),
+                "{when}: the move never made the held call"
+            );
             let mut seen = Vec::new();
             for (how, reader) in [(Reader::Fresh, &fresh), kept[0], kept[1]] {
                 seen.push(check(reader, how, &when));
@@ -366,7 +359,10 @@ fn an_orphan_held_mid_reap_or_claim_holds_off_its_owner_and_a_second_claimer() {
                 Racer::Claim => first.claim(&["job"]).unwrap(),
                 _ => first.reap().unwrap(),
             });
-            reached(&held, &pass, &what);
+            assert!(
+                held.wait_reached(|| !pass.is_finished()),
+                "{what}: the pass never made the held call"
+            );
             let (done, raced) = mpsc::channel();
             let race = s.spawn(move || {
                 let got = match racer {

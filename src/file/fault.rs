@@ -189,9 +189,24 @@ pub struct Pause {
 
 #[cfg(feature = "fault-injection")]
 impl Pause {
-    /// Waits until the call is made (and held).
-    pub fn wait_reached(&self) {
-        self.gate.wait(|held| held.reached);
+    /// Waits until the call is made (and held): `true`; or until `going`
+    /// says the thread that would make it is gone without making it
+    /// (asked every millisecond while waiting): `false`, where waiting on
+    /// would never end.
+    pub fn wait_reached(&self, going: impl Fn() -> bool) -> bool {
+        let mut held = self.gate.lock();
+        while !held.reached {
+            if !going() {
+                return false;
+            }
+            held = self
+                .gate
+                .changed
+                .wait_timeout(held, std::time::Duration::from_millis(1))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     /// Whether the call has been made (and is held, unless resumed).
@@ -274,16 +289,15 @@ impl FaultInjector {
     }
 
     pub(crate) fn check(&self, op: FsOp, path: &Path) -> io::Result<()> {
-        let held = {
-            let mut s = self.lock();
-            let at = s.paused.iter().position(|(o, p, _)| *o == op && p == path);
-            at.map(|at| s.paused.remove(at).2)
-        };
-        if let Some(gate) = held {
+        let mut s = self.lock();
+        if let Some(at) = s.paused.iter().position(|(o, p, _)| *o == op && p == path) {
+            let gate = s.paused.remove(at).2;
+            // Not held while the call waits: other calls go on.
+            drop(s);
             gate.set(|held| held.reached = true);
             gate.wait(|held| held.resumed);
+            s = self.lock();
         }
-        let mut s = self.lock();
         s.calls += 1;
         if let Some(fault) = s.failing {
             s.fired.push((op, path.to_owned()));
@@ -438,9 +452,13 @@ mod tests {
         faults.fail_at(FsOp::Remove, &path, Fault::Eio);
         std::thread::scope(|s| {
             let remove = s.spawn(|| fs.remove(&root, name));
-            held.wait_reached();
+            assert!(held.wait_reached(|| !remove.is_finished()));
             assert!(held.reached());
-            // Held before the file system: the name is still there.
+            // Held: the call does not return however long it is given (the
+            // wait only gives a call that was not held time to return), and
+            // it has not reached the file system.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!remove.is_finished());
             assert!(path.exists());
             held.resume();
             let failed = remove.join().unwrap().unwrap_err();

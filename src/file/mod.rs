@@ -105,8 +105,7 @@ pub struct FileOptions {
     recorder: Option<Recorder>,
     #[cfg(feature = "fault-injection")]
     change_notices: bool,
-    /// See [`FileBackend::large_pass`].
-    #[cfg(feature = "fault-injection")]
+    /// See [`FileBackend::large_pass`]; set only by tests.
     large_pass: usize,
 }
 
@@ -265,7 +264,6 @@ impl Store<FileBackend> {
             recorder: None,
             #[cfg(feature = "fault-injection")]
             change_notices: true,
-            #[cfg(feature = "fault-injection")]
             large_pass: parallel::MIN_SHARED,
         })
     }

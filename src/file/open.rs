@@ -108,10 +108,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         moves_settled_at: Default::default(),
         handles,
         unresolved: Default::default(),
-        #[cfg(feature = "fault-injection")]
         large_pass: options.large_pass,
-        #[cfg(not(feature = "fault-injection"))]
-        large_pass: super::parallel::MIN_SHARED,
     };
     #[cfg(feature = "fault-injection")]
     backend
