@@ -863,6 +863,28 @@ fn in_area(path: &Path, area: &str) -> bool {
     path.parent().and_then(Path::file_name) == Some(area.as_ref())
 }
 
+/// A handle on the store in `dir` that writes without fsyncs at `clock`'s
+/// time: a test's filler.
+fn filler(dir: &Path, clock: &ManualClock) -> FileStore {
+    FileStore::builder(dir)
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap()
+}
+
+/// Makes `count` tasks with `ttl` through `store` and completes each (its
+/// result: its number): their ids.
+fn finished_tasks(store: &FileStore, count: usize, ttl: Duration) -> Vec<TaskId> {
+    (0..count)
+        .map(|n| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect()
+}
+
 /// A finished task with a TTL is never, after a power loss, in `done/`
 /// without its `expiring/` entry (no sweep would ever find it): a terminal
 /// move makes the entry durable before it gives the task its name in
@@ -1056,19 +1078,12 @@ fn a_sweep_makes_its_removals_durable_once_after_the_last() {
             store
         });
         {
-            let filler = FileStore::builder(dir.path())
-                .clock(Arc::new(clock.clone()))
-                .durability(Durability::Eventual)
-                .open()
-                .unwrap();
+            let filler = filler(dir.path(), &clock);
             // The finished tasks first, so that they list in the first
             // batch: its removals from `done/` then follow an fsync of
             // `active/` made before any removal (see `settle_moves`), not
             // one between batches.
-            for at in 0..finished {
-                let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
-                assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
-            }
+            finished_tasks(&filler, finished, ttl);
             clock.advance(Duration::from_millis(1));
             for _ in 0..RUNNING {
                 filler.create(NewTask::new().ttl(ttl)).unwrap();
@@ -1136,7 +1151,6 @@ fn a_sweep_makes_its_removals_durable_once_after_the_last() {
 /// once again.
 #[test]
 fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_something_moved() {
-    use taskstore::FsEvent;
     const EACH: usize = 300; // a batch that takes every stripe
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
@@ -1147,32 +1161,19 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
         .open()
         .unwrap();
     assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
-    let filler = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
-    let finish = |ttl: Duration| {
-        for at in 0..EACH {
-            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(filler.complete(&task.id, json!(at)).unwrap().is_applied());
-        }
-    };
+    let filler = filler(dir.path(), &clock);
     // Two sets, the second expiring a minute after the first.
-    finish(Duration::from_secs(60));
-    finish(Duration::from_secs(120));
+    finished_tasks(&filler, EACH, Duration::from_secs(60));
+    finished_tasks(&filler, EACH, Duration::from_secs(120));
     let sweep = |after: Duration| {
         clock.advance(after);
         let from = recorder.len();
         assert_eq!(sweeper.sweep_expired().unwrap(), EACH);
         let events = recorder.events();
-        let first_removal = (from..events.len())
-            .find(|&i| matches!(&events[i], FsEvent::Remove { path } if in_area(path, "done")))
-            .expect("the sweep removes from done/");
-        (from..first_removal)
-            .filter(
-                |&i| matches!(&events[i], FsEvent::SyncDir { path } if path.ends_with("active")),
-            )
+        let first_removal = first(&events, from, removed_from("done"));
+        events[from..first_removal]
+            .iter()
+            .filter(|e| synced("active")(e))
             .count()
     };
     assert_eq!(sweep(Duration::from_secs(61)), 1, "the first sweep");
@@ -1181,7 +1182,7 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
         0,
         "a sweep with no move in active/ since the last"
     );
-    finish(Duration::from_secs(1));
+    finished_tasks(&filler, EACH, Duration::from_secs(1));
     assert_eq!(
         sweep(Duration::from_secs(2)),
         1,
@@ -1414,19 +1415,9 @@ fn a_sweep_of_many_finished_tasks_past_failing_files_reports_each_once_and_loses
         .sink(log.clone())
         .open()
         .unwrap();
-    let writer = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Eventual)
-        .open()
-        .unwrap();
+    let writer = filler(dir.path(), &clock);
     let ttl = Duration::from_secs(60);
-    let ids: Vec<TaskId> = (0..FINISHED)
-        .map(|n| {
-            let task = writer.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(writer.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect();
+    let ids = finished_tasks(&writer, FINISHED, ttl);
     let file = |area: &str, id: &TaskId| dir.path().join(area).join(format!("{id}.json"));
     let (unlinks, reads, looks) = (&ids[10], &ids[20], &ids[30]);
     faults.fail_at(FsOp::Remove, file("done", unlinks), Fault::Eio);
@@ -1503,22 +1494,11 @@ fn a_sweep_of_many_finished_tasks_past_failing_files_reports_each_once_and_loses
 /// moved since.
 #[test]
 fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
-    use taskstore::FsEvent;
     const FINISHED: usize = 2_100; // three chunks
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let ttl = Duration::from_secs(60);
-    {
-        let filler = FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .durability(Durability::Eventual)
-            .open()
-            .unwrap();
-        for n in 0..FINISHED {
-            let task = filler.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(filler.complete(&task.id, json!(n)).unwrap().is_applied());
-        }
-    }
+    finished_tasks(&filler(dir.path(), &clock), FINISHED, ttl);
     let recorder = taskstore::Recorder::new();
     let sweeper = FileStore::builder(dir.path())
         .clock(Arc::new(clock.clone()))
@@ -1528,15 +1508,12 @@ fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
     clock.advance(ttl * 2);
     let from = recorder.len();
     assert_eq!(sweeper.sweep_expired().unwrap(), FINISHED);
-    let events = recorder.events();
-    let synced_active = events[from..]
-        .iter()
-        .filter(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")))
-        .count();
-    assert_eq!(synced_active, 1, "one fsync of active/ for the whole sweep");
-    let removed = events[from..]
-        .iter()
-        .filter(|e| matches!(e, FsEvent::Remove { path } if in_area(path, "done")))
-        .count();
-    assert_eq!(removed, FINISHED);
+    let events = &recorder.events()[from..];
+    let count = |is: &dyn Fn(&taskstore::FsEvent) -> bool| events.iter().filter(|e| is(e)).count();
+    assert_eq!(
+        count(&synced("active")),
+        1,
+        "one fsync of active/ for the whole sweep"
+    );
+    assert_eq!(count(&removed_from("done")), FINISHED);
 }
