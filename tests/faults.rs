@@ -873,6 +873,16 @@ fn filler(dir: &Path, clock: &ManualClock) -> FileStore {
         .unwrap()
 }
 
+/// A handle on the store in `dir` at `clock`'s time whose calls that
+/// change the disk `recorder` logs.
+fn recorded(dir: &Path, clock: &ManualClock, recorder: &taskstore::Recorder) -> FileStore {
+    FileStore::builder(dir)
+        .clock(Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+        .open()
+        .unwrap()
+}
+
 /// Makes `count` tasks with `ttl` through `store` and completes each (its
 /// result: its number): their ids.
 fn finished_tasks(store: &FileStore, count: usize, ttl: Duration) -> Vec<TaskId> {
@@ -896,11 +906,7 @@ fn a_finished_tasks_index_entry_is_durable_first_and_removed_last() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let recorder = taskstore::Recorder::new();
-    let store = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .recorder(recorder.clone())
-        .open()
-        .unwrap();
+    let store = recorded(dir.path(), &clock, &recorder);
     let ttl = Duration::from_secs(60);
     for finish in ["delete", "sweep"] {
         let task = store.create(NewTask::new().ttl(ttl)).unwrap();
@@ -1065,13 +1071,7 @@ fn a_sweep_makes_its_removals_durable_once_after_the_last() {
         let clock = ManualClock::new(T0);
         let ttl = Duration::from_secs(60);
         let recorder = taskstore::Recorder::new();
-        let open = || {
-            FileStore::builder(dir.path())
-                .clock(Arc::new(clock.clone()))
-                .recorder(recorder.clone())
-                .open()
-                .unwrap()
-        };
+        let open = || recorded(dir.path(), &clock, &recorder);
         let early = listed_first.then(|| {
             let store = open();
             assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
@@ -1155,11 +1155,7 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let recorder = taskstore::Recorder::new();
-    let sweeper = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .recorder(recorder.clone())
-        .open()
-        .unwrap();
+    let sweeper = recorded(dir.path(), &clock, &recorder);
     assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
     let filler = filler(dir.path(), &clock);
     // Two sets, the second expiring a minute after the first.
@@ -1500,11 +1496,7 @@ fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
     let ttl = Duration::from_secs(60);
     finished_tasks(&filler(dir.path(), &clock), FINISHED, ttl);
     let recorder = taskstore::Recorder::new();
-    let sweeper = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .recorder(recorder.clone())
-        .open()
-        .unwrap();
+    let sweeper = recorded(dir.path(), &clock, &recorder);
     clock.advance(ttl * 2);
     let from = recorder.len();
     assert_eq!(sweeper.sweep_expired().unwrap(), FINISHED);
