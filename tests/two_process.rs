@@ -488,6 +488,77 @@ fn fresh_writer(args: &[String]) {
 }
 
 // ---------------------------------------------------------------------------
+// A process forked from one that dropped a handle.
+
+/// A process forked after a handle was dropped, and the process it was
+/// forked from, each open a handle and list: a task the forked child then
+/// makes shows in the parent's next listing. A dropped handle's inotify
+/// instance is kept for the process's next watch, and a forked child has a
+/// copy of its descriptor: were both processes to watch through it, the
+/// child's listing would read, and so take away, the change notice the
+/// parent's handle looks for, and the parent would list from memory without
+/// the task. The forking runs in a child process of its own, where no other
+/// test's thread can hold a lock at the fork.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_forked_after_a_handle_was_dropped_watches_on_its_own() {
+    const TEST: &str = "a_process_forked_after_a_handle_was_dropped_watches_on_its_own";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "forker");
+        return forker(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    drop(open(&store, "setup"));
+    spawn(&work, TEST, "forker", &args(&store, &work, &[])).finish();
+}
+
+#[cfg(target_os = "linux")]
+fn forker(args: &[String]) {
+    use std::io::{Read, Write};
+
+    let (store, _) = dirs(args);
+    let listed = |s: &FileStore| s.list(&ListQuery::active()).unwrap().tasks;
+    assert!(listed(&open(&store, "dropped")).is_empty());
+    let (mut go_read, mut go_write) = std::io::pipe().unwrap();
+    // SAFETY: this process runs this test alone; the forked child uses the
+    // store and ends with `_exit`.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        drop(go_write);
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            go_read.read_exact(&mut [0]).unwrap();
+            let s = open(&store, "forked");
+            assert!(listed(&s).is_empty());
+            s.create(NewTask::new().id(id("forked", 0))).unwrap();
+            assert_eq!(listed(&s).len(), 1);
+            s
+        }));
+        // SAFETY: ends the forked child without running the parent's exit,
+        // its handle still open (a handle dropped would end its watch).
+        unsafe { libc::_exit(i32::from(made.is_err())) }
+    }
+    drop(go_read);
+    let s = open(&store, "parent");
+    assert!(listed(&s).is_empty());
+    go_write.write_all(b"!").unwrap();
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child failed"
+    );
+    let tasks = listed(&s);
+    assert_eq!(
+        tasks.iter().map(|task| &task.id).collect::<Vec<_>>(),
+        [&id("forked", 0)],
+        "the parent's listing after the forked child made a task"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Torn-read guard: readers loop while writers update and complete.
 
 #[test]
