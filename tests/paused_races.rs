@@ -6,6 +6,8 @@
 
 #![cfg(feature = "fault-injection")]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -413,4 +415,78 @@ fn an_orphan_held_mid_reap_or_claim_holds_off_its_owner_and_a_second_claimer() {
             );
         }
     }
+}
+
+/// A handle used in a process forked from the one that opened it (after
+/// it had locked the task's stripe, so the stripe's lock file was open
+/// before the fork) is still excluded by the process it was forked from: an
+/// update held under the task's stripe in the parent holds off the child's
+/// completion through its copy of the handle, which then completes the
+/// updated task. An `flock` belongs to the open file description, which a
+/// forked process shares: locking through its copy of the descriptor would
+/// share the parent's lock instead of waiting for it, and the completion
+/// would land under the update, which would then write the task back as it
+/// was, running. The forking runs in a child process of its own (this test
+/// binary run again for it alone), where no other test's thread can hold a
+/// lock at the fork.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_handle_used_in_a_forked_process_is_still_held_off_by_its_parent() {
+    const TEST: &str = "a_handle_used_in_a_forked_process_is_still_held_off_by_its_parent";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "forker");
+        return forker(Path::new(&args[0]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::spawn(dir.path(), TEST, "forker", &[store.display().to_string()]).finish();
+}
+
+#[cfg(target_os = "linux")]
+fn forker(store: &Path) {
+    use taskstore::TaskUpdate;
+
+    let faults = FaultInjector::new();
+    let handle = FileStore::builder(store)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let task = handle.create(NewTask::new()).unwrap();
+    // A write, so that the task's stripe lock file is open before the fork.
+    let before = handle.update(&task.id, TaskUpdate::new().metadata("before", true));
+    assert!(before.unwrap().is_applied());
+    let mut child = common::fork(|| {
+        let completed = handle.complete(&task.id, json!("child")).unwrap();
+        completed.is_applied()
+    });
+    let file = store.join("active").join(format!("{}.json", task.id));
+    let held = faults.pause_at(FsOp::Rename, &file);
+    std::thread::scope(|s| {
+        // Owned here, so that a failed assertion lets the held call on as it
+        // unwinds, and the scope's threads end.
+        let held = held;
+        let update =
+            s.spawn(|| handle.update(&task.id, TaskUpdate::new().metadata("parent", true)));
+        assert!(
+            held.wait_reached(|| !update.is_finished()),
+            "the update never made the held call"
+        );
+        child.go();
+        // Not an assertion: a child that waits is still waiting then, one
+        // that does not has long completed the task.
+        std::thread::sleep(RACE);
+        held.resume();
+        let updated = update.join().unwrap().unwrap();
+        assert!(updated.is_applied(), "{updated:?}");
+    });
+    // Its completion applied.
+    child.finish();
+    let done = handle.get(&task.id).unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
+    assert_eq!(
+        done.metadata.get("parent"),
+        Some(&json!(true)),
+        "the update was lost: {done:?}"
+    );
+    assert_eq!(done.revision, task.revision + 3, "{done:?}");
 }

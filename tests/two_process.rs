@@ -488,73 +488,74 @@ fn fresh_writer(args: &[String]) {
 }
 
 // ---------------------------------------------------------------------------
-// A process forked from one that dropped a handle.
+// Processes forked from one that had handles.
 
-/// A process forked after a handle was dropped, and the process it was
-/// forked from, each open a handle and list: a task the forked child then
-/// makes shows in the parent's next listing. A dropped handle's inotify
-/// instance is kept for the process's next watch, and a forked child has a
-/// copy of its descriptor: were both processes to watch through it, the
-/// child's listing would read, and so take away, the change notice the
-/// parent's handle looks for, and the parent would list from memory without
-/// the task. The forking runs in a child process of its own, where no other
-/// test's thread can hold a lock at the fork.
+/// A process forked from one that had a handle on the store, and the
+/// process it was forked from, each list through a handle; then the forked
+/// child makes a task and lists again: the parent's next listing has the
+/// task. Twice: with a handle each opened after the fork, the parent's
+/// first one dropped before it (its inotify instance is kept for the next
+/// watch, and the child has a copy of its descriptor); and with the one
+/// handle opened before the fork, used in both (the child has a copy of
+/// its watch's descriptor). Were both processes to watch through one
+/// instance, the child's listing would read, and so take away, the change
+/// notice the parent's handle looks for, and the parent would list from
+/// memory without the task. The forking runs in a child process of its own
+/// (this test binary run again for it alone), where no other test's thread
+/// can hold a lock at the fork.
 #[cfg(target_os = "linux")]
 #[test]
-fn a_process_forked_after_a_handle_was_dropped_watches_on_its_own() {
-    const TEST: &str = "a_process_forked_after_a_handle_was_dropped_watches_on_its_own";
+fn a_forked_process_takes_none_of_its_parents_change_notices() {
+    const TEST: &str = "a_forked_process_takes_none_of_its_parents_change_notices";
     if let Some((role, args)) = common::role() {
-        assert_eq!(role, "forker");
-        return forker(&args);
+        return forker(&role, &args);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
-    drop(open(&store, "setup"));
-    spawn(&work, TEST, "forker", &args(&store, &work, &[])).finish();
+    let work = tmp.path().to_owned();
+    for role in ["handles-after-a-drop", "one-handle-for-both"] {
+        let store = work.join(role);
+        drop(open(&store, "setup"));
+        spawn(&work, TEST, role, &args(&store, &work, &[])).finish();
+    }
 }
 
 #[cfg(target_os = "linux")]
-fn forker(args: &[String]) {
-    use std::io::{Read, Write};
-
+fn forker(role: &str, args: &[String]) {
     let (store, _) = dirs(args);
     let listed = |s: &FileStore| s.list(&ListQuery::active()).unwrap().tasks;
-    assert!(listed(&open(&store, "dropped")).is_empty());
-    let (mut go_read, mut go_write) = std::io::pipe().unwrap();
-    // SAFETY: this process runs this test alone; the forked child uses the
-    // store and ends with `_exit`.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
-    if child == 0 {
-        drop(go_write);
-        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            go_read.read_exact(&mut [0]).unwrap();
-            let s = open(&store, "forked");
-            assert!(listed(&s).is_empty());
-            s.create(NewTask::new().id(id("forked", 0))).unwrap();
-            assert_eq!(listed(&s).len(), 1);
-            s
-        }));
-        // SAFETY: ends the forked child without running the parent's exit,
-        // its handle still open (a handle dropped would end its watch).
-        unsafe { libc::_exit(i32::from(made.is_err())) }
-    }
-    drop(go_read);
-    let s = open(&store, "parent");
-    assert!(listed(&s).is_empty());
-    go_write.write_all(b"!").unwrap();
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the forked child failed"
-    );
-    let tasks = listed(&s);
+    let before = open(&store, "before");
+    assert!(listed(&before).is_empty());
+    let shared = match role {
+        "handles-after-a-drop" => {
+            drop(before);
+            None
+        }
+        "one-handle-for-both" => Some(before),
+        _ => panic!("unknown role {role}"),
+    };
+    // The handle each process lists through: the shared one, or one of
+    // its own.
+    let own = || shared.is_none().then(|| open(&store, "own"));
+    let mut child = common::fork(|| {
+        let own = own();
+        let s = own.as_ref().or(shared.as_ref()).unwrap();
+        assert!(listed(s).is_empty());
+        s.create(NewTask::new().id(id("forked", 0))).unwrap();
+        assert_eq!(listed(s).len(), 1);
+        // Kept open until the child ends, as in a process still running.
+        std::mem::forget(own);
+        true
+    });
+    let own = own();
+    let s = own.as_ref().or(shared.as_ref()).unwrap();
+    assert!(listed(s).is_empty());
+    child.go();
+    child.finish();
+    let tasks = listed(s);
     assert_eq!(
         tasks.iter().map(|task| &task.id).collect::<Vec<_>>(),
         [&id("forked", 0)],
-        "the parent's listing after the forked child made a task"
+        "{role}: the parent's listing after the forked child made a task"
     );
 }
 

@@ -82,6 +82,11 @@ mod imp {
         /// The watch's descriptor in it: events of another (one the
         /// instance had before) are not this watch's.
         wd: i32,
+        /// The process that made it. A process forked from that one has a
+        /// copy of `fd`, for the same instance: reading it would take the
+        /// events away from the process they are for, so there the watch
+        /// is lost from the start.
+        pid: u32,
         /// This watch among every one the process made.
         id: u64,
         /// How many reads of its drains found events.
@@ -153,6 +158,7 @@ mod imp {
             Some(Watch {
                 fd: Some(fd),
                 wd,
+                pid: std::process::id(),
                 id: WATCHES.fetch_add(1, Ordering::Relaxed) + 1,
                 reads: AtomicU64::new(0),
             })
@@ -179,6 +185,11 @@ mod imp {
             }
         }
 
+        /// Whether this process made the watch (see `pid`).
+        fn ours(&self) -> bool {
+            self.pid == std::process::id()
+        }
+
         pub(super) fn fd(&self) -> &OwnedFd {
             self.fd.as_ref().expect("only a drop ends a watch")
         }
@@ -193,14 +204,14 @@ mod imp {
             } else {
                 FLAGS.difference(WatchFlags::DELETE)
             };
-            add(self.fd(), dir, flags) == Some(self.wd)
+            self.ours() && add(self.fd(), dir, flags) == Some(self.wd)
         }
 
         /// Whether no event is queued: nothing changed in the directory
         /// since the last drain (the kernel queues a change's event inside
         /// the system call that made it). `false` when it cannot tell.
         pub(crate) fn is_quiet(&self) -> bool {
-            rustix::io::ioctl_fionread(self.fd()).is_ok_and(|queued| queued == 0)
+            self.ours() && rustix::io::ioctl_fionread(self.fd()).is_ok_and(|queued| queued == 0)
         }
 
         /// Which watch this is, and how many reads of its drains found
@@ -216,6 +227,9 @@ mod imp {
         /// as fit: a read that left room for the largest event found them
         /// all, and no second read (to see it would block) is needed.
         pub(crate) fn drain(&self) -> Changes {
+            if !self.ours() {
+                return Changes::Lost;
+            }
             let mut names = HashMap::new();
             let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
             loop {
@@ -277,8 +291,16 @@ mod imp {
 
     impl Drop for Watch {
         /// Ends the watch and keeps its instance idle for the next watch,
-        /// unless `IDLE_AT_MOST` are idle already (then it is closed here).
+        /// unless `IDLE_AT_MOST` are idle already (then it is closed here);
+        /// in a process forked from the one that made it, closes this
+        /// process's copy alone.
         fn drop(&mut self) {
+            if !self.ours() {
+                // The copy goes (closing it waits for nothing: the process
+                // that made the watch still has the instance); the watch
+                // stays, the other process's.
+                return;
+            }
             let Some(fd) = self.end() else {
                 return;
             };

@@ -111,6 +111,70 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
     unreachable!()
 }
 
+/// A process forked from this one, waiting to run a closure (see [`fork`]).
+#[cfg(target_os = "linux")]
+pub struct Forked {
+    pid: libc::pid_t,
+    /// The pipe the child waits on: a byte lets it run, its closing ends
+    /// it.
+    go: Option<std::io::PipeWriter>,
+}
+
+/// Forks this process. The child waits until [`Forked::go`] (or
+/// [`Forked::finish`]), runs `child`, and ends with `_exit`: status 0 if it
+/// returned `true`, 1 if it returned `false` or panicked, or if this
+/// process let go of it without `go`. It runs nothing else of this
+/// process's. Call it only from a process that runs one test alone (a child
+/// [`spawn`] started): a lock another thread held at the fork would stay
+/// held in the child for ever.
+#[cfg(target_os = "linux")]
+pub fn fork(child: impl FnOnce() -> bool) -> Forked {
+    use std::io::Read;
+
+    let (mut go_read, go_write) = std::io::pipe().expect("a pipe");
+    // SAFETY: the child runs `child` and `_exit`s; see above for the locks.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        drop(go_write);
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            go_read.read_exact(&mut [0]).is_ok() && child()
+        }));
+        // SAFETY: ends the child without running this process's exit (its
+        // atexit handlers, its destructors).
+        unsafe { libc::_exit(i32::from(ok.ok() != Some(true))) }
+    }
+    Forked {
+        pid,
+        go: Some(go_write),
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Forked {
+    /// Lets the child run its closure (once).
+    pub fn go(&mut self) {
+        use std::io::Write;
+
+        if let Some(mut go) = self.go.take() {
+            go.write_all(b"!").expect("tell the forked child to go");
+        }
+    }
+
+    /// Lets the child run if it has not yet, waits for it, and fails the
+    /// test unless its closure returned `true`.
+    pub fn finish(mut self) {
+        self.go();
+        let mut status = 0;
+        // SAFETY: waits for the child this process forked.
+        assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the forked child failed (wait status {status})"
+        );
+    }
+}
+
 /// Polls `cond` every few milliseconds until it holds. Panics only after
 /// [`HANG`], i.e. when the test would otherwise hang.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
