@@ -103,7 +103,6 @@ pub struct FileOptions {
     faults: Option<FaultInjector>,
     #[cfg(feature = "fault-injection")]
     recorder: Option<Recorder>,
-    #[cfg(feature = "fault-injection")]
     change_notices: bool,
     /// See [`FileBackend::large_pass`]; set only by tests.
     large_pass: usize,
@@ -203,8 +202,13 @@ impl StoreBuilder<FileOptions> {
     /// Whether the handle follows the store by inotify change notices
     /// where it can (`true`, the default), or by file status alone, as it
     /// does where inotify is missing or its per-user limit of instances is
-    /// reached (tests only: both ways must list the same).
-    #[cfg(feature = "fault-injection")]
+    /// reached. Both ways list the same (`CONSISTENCY.md` says what file
+    /// status cannot see).
+    ///
+    /// `false` suits a process that lists once and exits, such as a
+    /// command-line tool: change notices pay off from a handle's second
+    /// listing on, and a process that made an inotify instance waits, as
+    /// it exits, for the kernel to free its watch (about 7 ms here).
     pub fn change_notices(mut self, on: bool) -> Self {
         self.options.change_notices = on;
         self
@@ -262,7 +266,6 @@ impl Store<FileBackend> {
             faults: None,
             #[cfg(feature = "fault-injection")]
             recorder: None,
-            #[cfg(feature = "fault-injection")]
             change_notices: true,
             large_pass: parallel::MIN_SHARED,
         })

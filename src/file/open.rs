@@ -110,7 +110,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         unresolved: Default::default(),
         large_pass: options.large_pass,
     };
-    #[cfg(feature = "fault-injection")]
     backend
         .snapshot
         .watch

@@ -238,7 +238,11 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
         Target::File(dir) => {
             is_store(dir)?;
             Ok(Box::new(
-                configure(FileStore::builder(dir), claim_grace).open()?,
+                // One command, one listing at most: no inotify instance,
+                // which the exit would wait for the kernel to free.
+                configure(FileStore::builder(dir), claim_grace)
+                    .change_notices(false)
+                    .open()?,
             ))
         }
         #[cfg(feature = "postgres")]
