@@ -208,7 +208,7 @@ impl StoreBuilder<FileOptions> {
     /// `false` suits a process that lists once and exits, such as a
     /// command-line tool: change notices pay off from a handle's second
     /// listing on, and a process that made an inotify instance waits, as
-    /// it exits, for the kernel to free its watch (about 7 ms here).
+    /// it exits, for the kernel to free its watch (5 to 7 ms here).
     pub fn change_notices(mut self, on: bool) -> Self {
         self.options.change_notices = on;
         self

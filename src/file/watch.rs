@@ -104,9 +104,9 @@ mod imp {
     /// Instances whose watch ended (they watch nothing, and nothing is
     /// queued in them), and the process that keeps them.
     ///
-    /// Closing an instance waits for the kernel to free the watches that
-    /// instances had (an RCU grace period: 0.1 to 30 ms measured here, 7 ms
-    /// typical), where ending a watch does not wait. So a dropped watch
+    /// Closing an instance waits until the kernel has freed every watch
+    /// ended so far, by any instance (an RCU grace period: 0.1 to 30 ms
+    /// measured here, 7 ms typical), where ending a watch does not wait. So a dropped watch
     /// leaves its instance here, and the next watch takes it: a handle's
     /// drop, and a listing that replaces a lost watch, do not wait for the
     /// kernel.
@@ -226,6 +226,8 @@ mod imp {
         /// One `read` returns every event queued when it was made, as many
         /// as fit: a read that left room for the largest event found them
         /// all, and no second read (to see it would block) is needed.
+        /// `Lost` in a process other than the one that made the watch (see
+        /// `pid`).
         pub(crate) fn drain(&self) -> Changes {
             if !self.ours() {
                 return Changes::Lost;
