@@ -106,10 +106,10 @@ mod imp {
     ///
     /// Closing an instance waits until the kernel has freed every watch
     /// ended so far, by any instance (an RCU grace period: 0.1 to 30 ms
-    /// measured here, 7 ms typical), where ending a watch does not wait. So a dropped watch
-    /// leaves its instance here, and the next watch takes it: a handle's
-    /// drop, and a listing that replaces a lost watch, do not wait for the
-    /// kernel.
+    /// measured here, 7 ms typical), where ending a watch does not wait.
+    /// So a dropped watch leaves its instance here, and the next watch
+    /// takes it: a handle's drop, and a listing that replaces a lost watch,
+    /// do not wait for the kernel.
     ///
     /// A process forked from this one has copies of these descriptors, for
     /// the same instances: it must not take them, or two processes would
@@ -419,9 +419,10 @@ mod tests {
     /// How many watches the inotify instance `fd` has, as the kernel lists
     /// them.
     fn watches(fd: &OwnedFd) -> usize {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
-        let info = info.unwrap();
-        info.lines()
+        let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
             .filter(|line| line.starts_with("inotify wd:"))
             .count()
     }
