@@ -1,12 +1,11 @@
 //! Model-based test: random operation sequences against a plain model,
 //! through several handles on one store (as several processes hold them):
 //! two kept open, one following the store by change notices and one by file
-//! status alone (with the `fault-injection` feature, which lets a test turn
-//! the notices off), and fresh ones opened for a single operation and
-//! dropped after it (a process that just started). Operations include
-//! dropping and reopening a handle, advancing the clock, letting the files
-//! settle (what the file-status proofs wait for), and listing pages of
-//! everything, of the running tasks, or of one status.
+//! status alone (`change_notices(false)`), and fresh ones opened for a
+//! single operation and dropped after it (a process that just started).
+//! Operations include dropping and reopening a handle, advancing the clock,
+//! letting the files settle (what the file-status proofs wait for), and
+//! listing pages of everything, of the running tasks, or of one status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +24,7 @@ use time::OffsetDateTime;
 enum By {
     /// Kept open, following the store by change notices.
     Notices,
-    /// Kept open, following the store by file status (with change notices
-    /// without the `fault-injection` feature).
+    /// Kept open, following the store by file status.
     Status,
     /// Opened for the operation and dropped after it, by change notices or
     /// not.
@@ -253,15 +251,15 @@ fn run(ops: Vec<Op>, durability: Durability, large_pass: Option<usize>) {
     let open = |notices: bool| {
         let builder = FileStore::builder(dir.path())
             .durability(durability)
-            .clock(Arc::new(clock.clone()));
+            .clock(Arc::new(clock.clone()))
+            .change_notices(notices);
         #[cfg(feature = "fault-injection")]
         let builder = match large_pass {
             Some(tasks) => builder.large_passes_from(tasks),
             None => builder,
-        }
-        .change_notices(notices);
+        };
         #[cfg(not(feature = "fault-injection"))]
-        let _ = (notices, large_pass);
+        let _ = large_pass;
         builder.open().unwrap()
     };
     // The two handles kept open: by change notices, and by file status.
