@@ -439,6 +439,7 @@ mod tests {
     /// Set in the child process the next test runs itself as.
     const CHILD: &str = "TASKSTORE_WATCH_INSTANCES_CHILD";
 
+    /// A handle built with `change_notices(false)` makes no instance.
     /// Dropped watches leave at most `IDLE_AT_MOST` instances open, and the
     /// next watches take those before they make new ones. It counts the
     /// process's instances, so it runs in a child process (the test binary
@@ -455,13 +456,25 @@ mod tests {
                 .output()
                 .unwrap();
             let said = String::from_utf8_lossy(&output.stdout);
-            assert!(output.status.success(), "the child failed:\n{said}");
+            let why = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "the child failed:\n{said}{why}");
             assert!(said.contains("1 passed"), "the child ran no test:\n{said}");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
         let root = Fs::default().open_root(dir.path()).unwrap();
         let before = instances();
+        // A handle without change notices makes none, whatever it lists.
+        use crate::TaskStore;
+        let store = crate::FileStore::builder(dir.path().join("store"))
+            .change_notices(false)
+            .open()
+            .unwrap();
+        for query in [crate::ListQuery::active(), crate::ListQuery::all()] {
+            assert!(store.list(&query).unwrap().tasks.is_empty());
+        }
+        assert_eq!(instances(), before, "a handle without change notices");
+        drop(store);
         const WATCHES: usize = 32;
         for round in 0..3 {
             let watches: Vec<Watch> = (0..WATCHES).map(|_| Watch::new(&root).unwrap()).collect();
