@@ -1509,3 +1509,110 @@ fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
     );
     assert_eq!(count(&removed_from("done")), FINISHED);
 }
+
+/// When the kernel refuses a handle a change-notice watch (inotify's
+/// per-user limits: `EMFILE` at the instances', `ENOSPC` at the watches';
+/// here `ENOSPC`, injected at the seam), the handle lists by file status:
+/// every listing still has every other handle's writes, and the handle
+/// says so once, naming the directory and the error, however many
+/// listings try again.
+#[test]
+fn a_refused_change_notice_watch_is_said_once_and_listings_still_have_every_write() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let faults = FaultInjector::new();
+    let reader = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let writer = FileStore::open(&root).unwrap();
+    let (active, done) = (root.join("active"), root.join("done"));
+    faults.fail_at(FsOp::Watch, &active, Fault::Enospc);
+    faults.fail_at(FsOp::Watch, &done, Fault::Enospc);
+    let listed = |query: &ListQuery| -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = reader
+            .list(query)
+            .unwrap()
+            .tasks
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let warnings = Warnings::default();
+    tracing::subscriber::with_default(warnings.clone(), || {
+        let (mut running, mut finished) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            running.push(writer.create(NewTask::new()).unwrap().id);
+            running.sort();
+            assert_eq!(listed(&ListQuery::active()), running);
+            let id = running.remove(0);
+            let done = writer.complete(&id, json!({"done": true})).unwrap();
+            assert!(matches!(done, taskstore::Transition::Applied(_)));
+            finished.push(id);
+            finished.sort();
+            assert_eq!(listed(&ListQuery::active()), running);
+            assert_eq!(
+                listed(&ListQuery::all().status(TaskStatus::Completed)),
+                finished
+            );
+        }
+    });
+    let tried = |dir: &Path| {
+        faults
+            .fired()
+            .iter()
+            .filter(|(op, path)| *op == FsOp::Watch && path == dir)
+            .count()
+    };
+    assert!(
+        tried(&active) >= 4 && tried(&done) >= 2,
+        "listings try again: {:?}",
+        faults.fired()
+    );
+    let said = warnings.0.lock().unwrap().clone();
+    assert_eq!(said.len(), 1, "said once: {said:?}");
+    assert!(
+        said[0].contains(&active.display().to_string()) && said[0].contains("No space left"),
+        "the warning names the directory and the error: {}",
+        said[0]
+    );
+}
+
+/// The warnings logged through `tracing`, each as its fields' text.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={value:?} ", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() == tracing::Level::WARN
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}

@@ -24,6 +24,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use super::fault::FsEvent;
 #[cfg(feature = "fault-injection")]
 use super::fault::{FaultInjector, Recorder};
+use super::watch::Watch;
 
 /// The kinds of call that go through the seam (named in fault logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,8 @@ pub enum FsOp {
     Lock,
     /// Setting a file's or directory's permission bits.
     SetMode,
+    /// Starting to follow a directory's change notices (an inotify watch).
+    Watch,
 }
 
 /// A directory of the store, open: names in it are resolved from this
@@ -201,6 +204,13 @@ impl Fs {
             fd,
             path: path.to_owned(),
         })
+    }
+
+    /// Starts following the changes in `dir` (see `watch`): the kernel's
+    /// error when it cannot, `Unsupported` where there are no change notices.
+    pub fn watch(&self, dir: &Dir) -> io::Result<Watch> {
+        self.check(FsOp::Watch, || dir.path.clone())?;
+        Watch::new(dir)
     }
 
     /// Opens the directory `name` in `dir`, never through a symlink.

@@ -413,7 +413,7 @@ impl FileBackend {
         if known.watch.is_none() && self.snapshot.watch.load(Ordering::Relaxed) {
             // The watch first: every change after it is noticed, every one
             // before it is seen by the pass below.
-            known.watch = Watch::new(done);
+            known.watch = self.watch(done);
         }
         let before = stamp::clock();
         let dir = self

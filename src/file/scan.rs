@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
+use crate::file::fs::Dir;
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::read::newer;
 use crate::file::snapshot::{MAX_DECODED, Slot, Staged, State};
@@ -42,6 +43,32 @@ pub(super) enum Read {
 }
 
 impl FileBackend {
+    /// A watch on `dir` (`active/` or `done/`) for this handle's listings:
+    /// `None` without one, and a warning the first time the kernel refuses
+    /// this handle (its listings then fall back on file status; another OS,
+    /// which has no change notices, is not told).
+    pub(super) fn watch(&self, dir: &Dir) -> Option<Watch> {
+        match self.fs.watch(dir) {
+            Ok(watch) => Some(watch),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
+            Err(e) => {
+                if !self
+                    .snapshot
+                    .watch_refused
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        dir = %dir.path().display(),
+                        error = %e,
+                        "cannot follow the store's change notices (inotify); this handle lists by file status instead, \
+                         which is slower with many tasks (raise fs.inotify.max_user_instances or max_user_watches)"
+                    );
+                }
+                None
+            }
+        }
+    }
+
     /// One batch of a scan: the running tasks from the snapshot of
     /// `active/`; with [`Scope::All`], the finished ones from `done/`
     /// (expired ones from the `expiring/` index when that is all the scan
@@ -408,7 +435,7 @@ impl FileBackend {
         {
             // The watch first: every change after it is noticed, every one
             // before it is seen by the pass below.
-            state.watch = Watch::new(active);
+            state.watch = self.watch(active);
         }
         let before = stamp::clock();
         let (status, settled) = self.observe_active(before)?;

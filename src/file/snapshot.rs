@@ -41,6 +41,8 @@ pub(crate) struct ActiveSnapshot {
     /// Whether to use change notices, of `active/` and of `done/` (tests
     /// turn them off to exercise the file-status proof).
     pub watch: AtomicBool,
+    /// Whether the kernel has refused this handle a watch (it says so once).
+    pub watch_refused: AtomicBool,
 }
 
 impl Default for ActiveSnapshot {
@@ -48,6 +50,7 @@ impl Default for ActiveSnapshot {
         ActiveSnapshot {
             state: Mutex::default(),
             watch: AtomicBool::new(true),
+            watch_refused: AtomicBool::new(false),
         }
     }
 }

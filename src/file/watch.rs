@@ -9,7 +9,8 @@
 //!
 //! Where there is no inotify (another OS, the per-user limit on instances
 //! reached, `/proc` not mounted), there is no watch and the listing falls
-//! back on the file-status proof. A lost event (the queue overflowed) or a
+//! back on the file-status proof (a handle the kernel refuses a watch says
+//! so once: `FileBackend::watch`). A lost event (the queue overflowed) or a
 //! moved or deleted directory ends the watch the same way: the next listing
 //! starts over.
 //!
@@ -43,6 +44,7 @@ pub(crate) enum Changes {
 mod imp {
     use std::collections::HashMap;
     use std::ffi::OsStr;
+    use std::io;
     use std::mem::MaybeUninit;
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
@@ -139,12 +141,14 @@ mod imp {
     impl Watch {
         /// Watches the directory `dir` refers to (not whatever its path
         /// names now: the watch is added through `/proc/self/fd`), with an
-        /// idle instance if there is one.
-        pub(crate) fn new(dir: &Dir) -> Option<Watch> {
+        /// idle instance if there is one. The error is the kernel's: `MFILE`
+        /// at the per-user (or per-process) limit of instances, `NOSPC` at
+        /// the per-user limit of watches.
+        pub(crate) fn new(dir: &Dir) -> io::Result<Watch> {
             let idle = idle().fds.pop();
             let fd = match idle {
                 Some(fd) => fd,
-                None => inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?,
+                None => inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?,
             };
             Watch::on(fd, dir)
         }
@@ -153,9 +157,9 @@ mod imp {
         /// idle one's last watch may still come (the kernel was queueing
         /// one as the watch ended): they are not this watch's (see
         /// `drain`).
-        pub(super) fn on(fd: OwnedFd, dir: &Dir) -> Option<Watch> {
+        pub(super) fn on(fd: OwnedFd, dir: &Dir) -> io::Result<Watch> {
             let wd = add(&fd, dir, FLAGS)?;
-            Some(Watch {
+            Ok(Watch {
                 fd: Some(fd),
                 wd,
                 pid: std::process::id(),
@@ -204,7 +208,7 @@ mod imp {
             } else {
                 FLAGS.difference(WatchFlags::DELETE)
             };
-            self.ours() && add(self.fd(), dir, flags) == Some(self.wd)
+            self.ours() && add(self.fd(), dir, flags) == Ok(self.wd)
         }
 
         /// Whether no event is queued: nothing changed in the directory
@@ -318,9 +322,9 @@ mod imp {
 
     /// Watches `dir` for `flags` with the instance `fd` (an existing watch
     /// of it takes them instead of its own): the watch's descriptor.
-    fn add(fd: &OwnedFd, dir: &Dir, flags: WatchFlags) -> Option<i32> {
+    fn add(fd: &OwnedFd, dir: &Dir, flags: WatchFlags) -> Result<i32, Errno> {
         let path = format!("/proc/self/fd/{}", dir.fd().as_raw_fd());
-        inotify::add_watch(fd, path.as_str(), flags).ok()
+        inotify::add_watch(fd, path.as_str(), flags)
     }
 }
 
@@ -503,8 +507,8 @@ mod imp {
     pub(crate) struct Watch;
 
     impl Watch {
-        pub(crate) fn new(_dir: &Dir) -> Option<Watch> {
-            None
+        pub(crate) fn new(_dir: &Dir) -> std::io::Result<Watch> {
+            Err(std::io::ErrorKind::Unsupported.into())
         }
 
         pub(crate) fn drain(&self) -> Changes {
