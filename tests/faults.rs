@@ -1541,8 +1541,8 @@ fn a_refused_change_notice_watch_is_said_once_and_listings_still_have_every_writ
         ids.sort();
         ids
     };
-    let warnings = Warnings::default();
-    tracing::subscriber::with_default(warnings.clone(), || {
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
         let (mut running, mut finished) = (Vec::new(), Vec::new());
         for _ in 0..4 {
             running.push(writer.create(NewTask::new()).unwrap().id);
@@ -1572,47 +1572,14 @@ fn a_refused_change_notice_watch_is_said_once_and_listings_still_have_every_writ
         "listings try again: {:?}",
         faults.fired()
     );
-    let said = warnings.0.lock().unwrap().clone();
+    let said = logged.warnings();
     assert_eq!(said.len(), 1, "said once: {said:?}");
     assert!(
-        said[0].contains(&active.display().to_string()) && said[0].contains("No space left"),
-        "the warning names the directory and the error: {}",
+        said[0].field("dir") == Some(&*active.display().to_string())
+            && said[0]
+                .field("error")
+                .is_some_and(|e| e.contains("No space left")),
+        "the warning names the directory and the error: {:?}",
         said[0]
     );
-}
-
-/// The warnings logged through `tracing`, each as its fields' text.
-#[derive(Clone, Default)]
-struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={value:?} ", field.name()));
-    }
-}
-
-impl tracing::Subscriber for Warnings {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        *metadata.level() == tracing::Level::WARN
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -1,7 +1,8 @@
 //! The shipped sinks, and what happens when a sink misbehaves.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use taskstore::{
@@ -164,58 +165,14 @@ fn the_json_lines_sink_appends_after_existing_lines() {
     assert!(lines[1]["at"].as_str().unwrap().ends_with('Z'));
 }
 
-/// A `tracing` subscriber that keeps the level and `kind` field of every
-/// event.
-#[derive(Default)]
-struct Captured(Mutex<Vec<(tracing::Level, String)>>);
-
-struct KindField(Option<String>);
-
-impl tracing::field::Visit for KindField {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "kind" {
-            self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
-impl tracing::Subscriber for Captured {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut kind = KindField(None);
-        event.record(&mut kind);
-        if let Some(kind) = kind.0 {
-            self.0
-                .lock()
-                .unwrap()
-                .push((*event.metadata().level(), kind));
-        }
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn the_tracing_sink_tells_host_events_from_ours_by_type() {
-    let captured = Arc::new(Captured::default());
+    let logged = common::Logged::default();
     let registry = BreakerRegistry::new(BreakerConfig::default().minimum_calls(1))
         .unwrap()
         .with_sink(Arc::new(TracingSink::new()));
     let breaker = registry.breaker("db").unwrap();
-    tracing::subscriber::with_default(captured.clone(), || {
+    tracing::subscriber::with_default(logged.clone(), || {
         let sink = TracingSink::new();
         // Named like ours, with the layers of an opening breaker: a host's.
         sink.emit(&Event::new("task.foo").to_layer("open"));
@@ -228,7 +185,11 @@ fn the_tracing_sink_tells_host_events_from_ours_by_type() {
         breaker.force_open();
         breaker.reset();
     });
-    let seen = captured.0.lock().unwrap().clone();
+    let seen: Vec<_> = logged
+        .events()
+        .iter()
+        .filter_map(|e| Some((e.level, e.field("kind")?.to_owned())))
+        .collect();
     use tracing::Level;
     assert_eq!(
         seen,
