@@ -30,8 +30,8 @@ use postgres::{Client, NoTls, Statement};
 use serde_json::json;
 use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskExit, TaskOptions};
 use taskstore::{
-    FileStore, ListQuery, NewTask, Outcome, PgStore, Task, TaskId, TaskStore, TaskUpdate,
-    Transition,
+    FileStore, ListQuery, NewTask, Outcome, PgStatements, PgStore, Task, TaskId, TaskStore,
+    TaskUpdate, Transition, pg_statements,
 };
 
 const ROUNDS: usize = 9;
@@ -127,52 +127,6 @@ impl Op {
     }
 }
 
-/// The statements `PgStore` issues for these operations, written out.
-struct Direct {
-    insert: String,
-    replace: String,
-    load: String,
-    list_active: String,
-    channel: String,
-}
-
-impl Direct {
-    fn new(s: &str) -> Direct {
-        Direct {
-            insert: format!(
-                "WITH i AS (
-                     INSERT INTO {s}.tasks (id, created_at_ns, revision, status, active, expires_at_ns, task)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING id, pg_notify($9, id)),
-                 c AS (
-                     UPDATE {s}.counters SET active = active + 1
-                     WHERE singleton AND $5 AND EXISTS (SELECT FROM i) AND active < $8
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)"
-            ),
-            replace: format!(
-                "WITH u AS (
-                     UPDATE {s}.tasks
-                     SET created_at_ns = $4, revision = $5, status = $6, active = $7,
-                         expires_at_ns = $8, task = $9
-                     WHERE id = $1 AND created_at_ns = $2 AND revision = $3
-                     RETURNING id, pg_notify($11, id)),
-                 c AS (
-                     UPDATE {s}.counters SET active = active + $10::int8
-                     WHERE singleton AND $10::int8 <> 0 AND EXISTS (SELECT FROM u)
-                     RETURNING 1)
-                 SELECT count(*) FROM u"
-            ),
-            load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
-            list_active: format!(
-                "SELECT id, task FROM {s}.tasks WHERE active ORDER BY created_at_ns, id LIMIT $1"
-            ),
-            channel: format!("taskstore:{s}"),
-        }
-    }
-}
-
 /// One thread's connection and its prepared statements.
 struct DirectConn {
     client: Client,
@@ -183,7 +137,7 @@ struct DirectConn {
 }
 
 impl DirectConn {
-    fn new(conninfo: &str, sql: &Direct) -> DirectConn {
+    fn new(conninfo: &str, sql: &PgStatements) -> DirectConn {
         let mut client = Client::connect(conninfo, NoTls).unwrap();
         DirectConn {
             insert: client.prepare(&sql.insert).unwrap(),
@@ -339,7 +293,7 @@ fn write_rows(cluster: &pg_cluster::Cluster, op: Op, writers: usize, how: Writer
         .max_active(1_000_000)
         .open()
         .unwrap();
-    let sql = Direct::new(&schema);
+    let sql = pg_statements(&schema);
     let direct: Vec<std::sync::Mutex<DirectConn>> = (0..writers)
         .map(|_| std::sync::Mutex::new(DirectConn::new(&cluster.conninfo(), &sql)))
         .collect();
@@ -451,7 +405,7 @@ fn child(spec: &str) {
     let ready = children::ready;
     let timed = match kind {
         "floor" => {
-            let sql = Direct::new(place);
+            let sql = pg_statements(place);
             let mut c = DirectConn::new(conninfo, &sql);
             let prepared: Vec<Task> = match op {
                 Op::Create => Vec::new(),
@@ -537,7 +491,7 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
             }
         }
     }
-    let sql = Direct::new(&schema);
+    let sql = pg_statements(&schema);
     let mut direct = DirectConn::new(&cluster.conninfo(), &sql);
     let (pg_task, file_task) = (running[0].clone(), running[10].clone());
     let count = match read {

@@ -56,6 +56,9 @@ pub use crate::pg::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PgBackend, PgOptions, PgStore, PgStoreBuilder, ServerTime,
     TimeSource,
 };
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub use crate::pg::{PgStatements, pg_statements};
 pub use crate::query::{ListQuery, Page};
 pub use crate::rules::{MAX_INSTANCE_ID_LEN, Orphan, OrphanFate, Store, StoreBuilder};
 #[cfg(feature = "metrics")]

@@ -25,6 +25,34 @@ use crate::rules::{Store, StoreBuilder};
 pub use self::backend::PgBackend;
 pub use self::clock::ServerTime;
 
+/// The SQL `PgStore` issues over `schema` for a create, a conditional
+/// write, a load and a page of active tasks, and its notification channel:
+/// for `benches/pg.rs`, whose floor runs the same statements without the
+/// store around them. Not part of the API; it changes with the store.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PgStatements {
+    pub insert: String,
+    pub replace: String,
+    pub load: String,
+    pub list_active: String,
+    pub channel: String,
+}
+
+/// [`PgStatements`] over `schema`.
+#[doc(hidden)]
+pub fn pg_statements(schema: &str) -> PgStatements {
+    let sql = sql::Sql::new(schema);
+    let list_active = sql.scan(&crate::backend::Scan::new(crate::backend::Scope::Active, 1));
+    PgStatements {
+        list_active,
+        insert: sql.insert,
+        replace: sql.replace,
+        load: sql.load,
+        channel: sql.channel,
+    }
+}
+
 use self::backend::failed;
 use self::clock::ServerClock;
 use self::pool::Pool;
