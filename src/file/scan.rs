@@ -61,7 +61,8 @@ impl FileBackend {
                         dir = %dir.path().display(),
                         error = %e,
                         "cannot follow the store's change notices (inotify); this handle lists by file status instead, \
-                         which is slower with many tasks (raise fs.inotify.max_user_instances or max_user_watches)"
+                         which is slower with many tasks (the limits: sysctl fs.inotify.max_user_instances and \
+                         max_user_watches, and the process's open files)"
                     );
                 }
                 None
