@@ -124,16 +124,6 @@ fn first(tasks: &[Task], status: TaskStatus) -> Task {
         .clone()
 }
 
-/// The lock stripe of an id (FORMAT.md: FNV-1a-64 of its bytes, mod 64).
-fn stripe(id: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % 64) as usize
-}
-
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -210,24 +200,13 @@ fn verify_finds_nothing_in_a_clean_store() {
     assert_unchanged(&before, &snapshot(&dir), "verify changes nothing");
 }
 
-/// The lock stripe of task `id`, as FORMAT.md defines it:
-/// FNV-1a-64 of the id's bytes, mod 64.
-fn stripe_of(id: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash % 64
-}
-
 /// A stripe that no task in the store at `dir` (a file in any of its
 /// directories, a temp file's task, an index entry's task) maps to, nor
 /// the ids other damage plants by name.
-fn unused_stripe(dir: &Path) -> u64 {
-    let mut used: Vec<u64> = ["a-directory", "huge", "notes", "deep"]
+fn unused_stripe(dir: &Path) -> usize {
+    let mut used: Vec<usize> = ["a-directory", "huge", "notes", "deep"]
         .iter()
-        .map(|id| stripe_of(id))
+        .map(|id| common::stripe(id))
         .collect();
     for sub in ["active", "done", "tmp", "expiring"] {
         for entry in fs::read_dir(dir.join(sub)).unwrap() {
@@ -237,7 +216,7 @@ fn unused_stripe(dir: &Path) -> u64 {
                 "expiring" => name.splitn(3, '.').nth(2).unwrap_or("").to_owned(),
                 _ => name.trim_end_matches(".json").to_owned(),
             };
-            used.push(stripe_of(&id));
+            used.push(common::stripe(&id));
         }
     }
     (0..64).find(|s| !used.contains(s)).expect("a free stripe")
@@ -381,7 +360,7 @@ const DAMAGE: &[Damage] = &[
             chmod(&path, 0o600);
             let lock = dir
                 .join("locks")
-                .join(format!("{:02}.lock", stripe(id.as_str())));
+                .join(format!("{:02}.lock", common::stripe(id.as_str())));
             let _ = fs::remove_file(&lock);
             fs::create_dir(&lock).unwrap();
             chmod(&lock, 0o700);
@@ -646,7 +625,7 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
         .write(true)
         .open(
             dir.join("locks")
-                .join(format!("{:02}.lock", stripe(id.as_str()))),
+                .join(format!("{:02}.lock", common::stripe(id.as_str()))),
         )
         .or_else(|_| {
             fs::OpenOptions::new()
@@ -656,13 +635,13 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
                 .truncate(false)
                 .open(
                     dir.join("locks")
-                        .join(format!("{:02}.lock", stripe(id.as_str()))),
+                        .join(format!("{:02}.lock", common::stripe(id.as_str()))),
                 )
         })
         .unwrap();
     chmod(
         &dir.join("locks")
-            .join(format!("{:02}.lock", stripe(id.as_str()))),
+            .join(format!("{:02}.lock", common::stripe(id.as_str()))),
         0o600,
     );
     lock.lock().unwrap();

@@ -117,7 +117,7 @@ const BATCH: usize = 300;
 
 #[test]
 fn acknowledged_calls_survive_a_power_cut() {
-    let mut skips = Skips::from_env();
+    let mut skips = Skips::from_env("power_cut");
     let scratch = machine::scratch_dir();
     let machine = match Machine::probe(scratch.path()) {
         Ok(m) => m,

@@ -407,3 +407,14 @@ impl tracing::Subscriber for Logged {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// The lock stripe of task `id`, as FORMAT.md defines it (written from the
+/// format, not taken from the store): FNV-1a-64 of the id's bytes, mod 64.
+pub fn stripe(id: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % 64) as usize
+}

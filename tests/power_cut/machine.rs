@@ -1,6 +1,7 @@
-//! The machine side of the power-cut test: file systems on loop devices,
-//! device images, repair, and the kernel's background writeback. Knows
-//! nothing of the store.
+//! The machine side of the tests on real file systems (`tests/power_cut.rs`,
+//! `tests/full_disk.rs`): file systems on loop devices, device images,
+//! repair, and the kernel's background writeback. Knows nothing of the
+//! store.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -14,13 +15,16 @@ pub const REQUIRE_VAR: &str = "TASKSTORE_REQUIRE_POWER_CUT";
 /// What was skipped and why; printed as it happens, a failure at the end
 /// when [`REQUIRE_VAR`] is set.
 pub struct Skips {
+    test: &'static str,
     required: bool,
     skipped: Vec<String>,
 }
 
 impl Skips {
-    pub fn from_env() -> Skips {
+    /// The skips of `test` (its file's name, for the messages).
+    pub fn from_env(test: &'static str) -> Skips {
         Skips {
+            test,
             required: std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1"),
             skipped: Vec::new(),
         }
@@ -29,7 +33,7 @@ impl Skips {
     /// Prints one line saying what was skipped and why (straight to stderr,
     /// so it shows even when the test passes and its output is captured).
     pub fn skip(&mut self, what: &str, why: &str) {
-        let line = format!("power_cut: skipped {what}: {why}");
+        let line = format!("{}: skipped {what}: {why}", self.test);
         let consequence = if self.required {
             format!("an error, as {REQUIRE_VAR}=1")
         } else {
@@ -44,7 +48,8 @@ impl Skips {
     pub fn failure(&self) -> Option<String> {
         (self.required && !self.skipped.is_empty()).then(|| {
             format!(
-                "{REQUIRE_VAR}=1 but the power-cut test skipped:\n{}",
+                "{REQUIRE_VAR}=1 but {} skipped:\n{}",
+                self.test,
                 self.skipped.join("\n")
             )
         })
@@ -277,8 +282,14 @@ impl FileSystem {
     /// Makes a fresh file system in the image file `image` of
     /// [`size_bytes`](Self::size_bytes) (sparse).
     pub fn make(self, image: &Path) -> Result<(), String> {
+        self.make_sized(image, self.size_bytes(), &[])
+    }
+
+    /// [`make`](Self::make) of `bytes`, with `extra` arguments for `mkfs`
+    /// (ext4's `-N` to make it with few inodes, say).
+    pub fn make_sized(self, image: &Path, bytes: u64, extra: &[&str]) -> Result<(), String> {
         File::create(image)
-            .and_then(|f| f.set_len(self.size_bytes()))
+            .and_then(|f| f.set_len(bytes))
             .map_err(|e| format!("create {}: {e}", image.display()))?;
         // ext2 and ext4: inode tables and journal written now, not by a
         // kernel thread after mounting that would write to the device while
@@ -316,6 +327,7 @@ impl FileSystem {
                 }
             }
         };
+        args.extend(extra);
         run(Command::new(tool_path(tool)).args(&args).arg(image)).map(drop)
     }
 
