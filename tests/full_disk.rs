@@ -174,10 +174,7 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
     );
 
     // A refused create leaves nothing behind, not even its temp file
-    // (each would hold room the disk does not have). (A refused write over
-    // a running task also drops the second name it gave the task's file,
-    // its park, but on the handle's reclaiming thread: not checked until
-    // the handle is dropped, which waits for that thread.)
+    // (each would hold room the disk does not have).
     let temp_files = || -> Vec<_> {
         fs::read_dir(root.join("tmp"))
             .unwrap()
@@ -221,6 +218,10 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
     settle(&store, &mut made[0], updated, &case, "update");
     let completed = store.complete(&made[1].id, json!({"answer": 42}));
     settle(&store, &mut made[1], completed, &case, "complete");
+    // A refused write over a running task leaves nothing either: neither
+    // its temp file nor the second name it gave the task's file first (its
+    // park).
+    assert!(temp_files().is_empty(), "{case}: {:?}", temp_files());
     let running: Vec<Task> = made.iter().filter(|t| !t.is_terminal()).cloned().collect();
     let finished: Vec<Task> = made.iter().filter(|t| t.is_terminal()).cloned().collect();
     reads_back(&store, &running);

@@ -14,7 +14,9 @@
 //! fsync of `done/` for a terminal one. Removing it frees the old version,
 //! which can cost a third of a durable write (ext4 returning the file's
 //! block: BENCHMARKS.md), so a thread of the handle's own does it, off the
-//! writer's path ([`Reclaimer`]); a handle whose calls are being recorded
+//! writer's path ([`Reclaimer`]); a write refused before its new version
+//! took the name removes its park itself, before it returns (the old file
+//! keeps its name, so that frees nothing); a handle whose calls are being recorded
 //! or failed on purpose (feature `fault-injection`) removes its parks
 //! itself, in call order. A park a crash (or a failed fsync)
 //! leaves behind is a temp file whose stripe lock is free: `open` and every
@@ -76,7 +78,7 @@ impl FileBackend {
 
 /// Removes the park `name` from `tmp/`. A failure is logged: the park is a
 /// temp file like any other, and the next `open` or sweep removes it.
-fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
+pub(super) fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
     match fs.remove(tmp, name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -246,9 +246,11 @@ impl FileBackend {
         match self.put(Area::Active, next) {
             Ok(()) => Ok(park),
             Err(e) => {
-                // The old file keeps its name: nothing to guard.
+                // The old file keeps its name: nothing to guard, and
+                // removing its second name frees nothing, so it goes now,
+                // before the refused write returns.
                 if let Some(park) = park {
-                    self.unpark(park);
+                    super::park::remove_park(&self.fs, &self.tmp, &park);
                 }
                 Err(e)
             }
