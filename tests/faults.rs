@@ -1531,13 +1531,7 @@ fn a_refused_change_notice_watch_is_said_once_and_listings_still_have_every_writ
     faults.fail_at(FsOp::Watch, &active, Fault::Enospc);
     faults.fail_at(FsOp::Watch, &done, Fault::Enospc);
     let listed = |query: &ListQuery| -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = reader
-            .list(query)
-            .unwrap()
-            .tasks
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
+        let mut ids = common::ids_of(&reader, query);
         ids.sort();
         ids
     };

@@ -193,13 +193,7 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
                 task.id
             );
         }
-        let mut listed: Vec<TaskId> = store
-            .list(&ListQuery::active())
-            .unwrap()
-            .tasks
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
+        let mut listed = common::ids_of(store, &ListQuery::active());
         listed.sort();
         let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
         ids.sort();

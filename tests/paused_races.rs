@@ -168,17 +168,6 @@ enum Reader {
     Status,
 }
 
-/// The ids a listing gives, in order.
-fn ids_of(store: &FileStore, query: &ListQuery) -> Vec<TaskId> {
-    store
-        .list(query)
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect()
-}
-
 /// A terminal transition moves a task's file from `active/` to `done/` in
 /// steps (FORMAT.md, "Writing protocol"): the final version over
 /// `active/<id>.json`, its `expiring/` name, its `done/` name, then the
@@ -211,8 +200,8 @@ fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
         let notices = open(dir.path(), &clock, None);
         let kept = [(Reader::Notices, &notices), (Reader::Status, &status_only)];
         for (_, reader) in kept {
-            assert_eq!(ids_of(reader, &ListQuery::all()).len(), 3);
-            assert_eq!(ids_of(reader, &ListQuery::active()).len(), 2);
+            assert_eq!(common::ids_of(reader, &ListQuery::all()).len(), 3);
+            assert_eq!(common::ids_of(reader, &ListQuery::active()).len(), 2);
         }
         // Listing order: creation time (the clock stood still), then id.
         let all: Vec<TaskId> = {
@@ -232,18 +221,18 @@ fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
             assert_eq!(got.result, Some(json!("final")), "{what}");
             assert_eq!(got.revision, 2, "{what}");
             assert_eq!(
-                ids_of(reader, &ListQuery::active()),
+                common::ids_of(reader, &ListQuery::active()),
                 std::slice::from_ref(&running),
                 "{what}"
             );
-            assert_eq!(ids_of(reader, &ListQuery::all()), all, "{what}");
+            assert_eq!(common::ids_of(reader, &ListQuery::all()), all, "{what}");
             assert_eq!(
-                ids_of(reader, &ListQuery::all().status(TaskStatus::Completed)),
+                common::ids_of(reader, &ListQuery::all().status(TaskStatus::Completed)),
                 completed,
                 "{what}"
             );
             assert_eq!(
-                ids_of(reader, &ListQuery::all().status(TaskStatus::Working)),
+                common::ids_of(reader, &ListQuery::all().status(TaskStatus::Working)),
                 std::slice::from_ref(&running),
                 "{what}"
             );

@@ -418,3 +418,14 @@ pub fn stripe(id: &str) -> usize {
     }
     (hash % 64) as usize
 }
+
+/// The ids a listing of `store` gives, in listing order.
+pub fn ids_of(store: &impl taskstore::TaskStore, query: &taskstore::ListQuery) -> Vec<TaskId> {
+    store
+        .list(query)
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
