@@ -122,33 +122,37 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
     // A payload that takes a block of its own per task file.
     let new = || NewTask::new().ttl(TTL).metadata("note", "x".repeat(600));
     let mut made: Vec<Task> = Vec::new();
+    // Tasks made until the disk refuses one (at most 2,000), with the ids
+    // `ids` gives: the refusal.
+    let until_refused = |made: &mut Vec<Task>, ids: &mut dyn Iterator<Item = String>| {
+        for id in ids.take(2_000) {
+            match store.create(new().id(TaskId::parse(&id).unwrap())) {
+                Ok(task) => made.push(task),
+                Err(e) => return e,
+            }
+        }
+        panic!("{case}: the disk never ran out of room")
+    };
+    let mut ids = (0..).map(|n| format!("task-{n}"));
     let refused = match full {
         Full::Blocks => {
-            for _ in 0..300 {
-                made.push(store.create(new()).unwrap());
+            for id in ids.by_ref().take(300) {
+                made.push(store.create(new().id(TaskId::parse(&id).unwrap())).unwrap());
             }
             take_the_rest(disk, full, "filler");
-            store
-                .create(new())
-                .expect_err("a create on a disk without a free block")
+            // A create can still find a block after the filler was refused
+            // one (it did in a CI run; ext4 sets blocks aside for small
+            // files, per CPU): tasks take what is left.
+            until_refused(&mut made, &mut ids)
         }
         Full::Inodes => {
-            let ids = (0..)
-                .map(|n| format!("task-{n}"))
-                .filter(|id| common::stripe(id) != UNUSED);
-            let mut refused = None;
-            for id in ids.take(2_000) {
-                match store.create(new().id(TaskId::parse(&id).unwrap())) {
-                    Ok(task) => made.push(task),
-                    Err(e) => {
-                        refused = Some(e);
-                        break;
-                    }
-                }
-            }
+            let refused = until_refused(
+                &mut made,
+                &mut ids.filter(|id| common::stripe(id) != UNUSED),
+            );
             let lock = root.join("locks").join(format!("{UNUSED:02}.lock"));
             assert!(!lock.exists(), "{case}: {} exists", lock.display());
-            refused.unwrap_or_else(|| panic!("{case}: the inodes never ran out"))
+            refused
         }
     };
     let said = refused.to_string();
@@ -209,13 +213,16 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
         &made[0].id,
         TaskUpdate::new().metadata("more", "y".repeat(600)),
     );
-    settle(&store, &mut made[0], updated, &case, "update");
+    let refused = settle(&store, &mut made[0], updated, &case, "update");
     let completed = store.complete(&made[1].id, json!({"answer": 42}));
-    settle(&store, &mut made[1], completed, &case, "complete");
+    let refused = refused & settle(&store, &mut made[1], completed, &case, "complete");
     // A refused write over a running task leaves nothing either: neither
     // its temp file nor the second name it gave the task's file first (its
-    // park).
-    assert!(temp_files().is_empty(), "{case}: {:?}", temp_files());
+    // park). (A write that went through hands its park to the handle's
+    // reclaiming thread, which may not have removed it yet.)
+    if refused {
+        assert!(temp_files().is_empty(), "{case}: {:?}", temp_files());
+    }
     let running: Vec<Task> = made.iter().filter(|t| !t.is_terminal()).cloned().collect();
     let finished: Vec<Task> = made.iter().filter(|t| t.is_terminal()).cloned().collect();
     reads_back(&store, &running);
@@ -275,28 +282,30 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
 
 /// Checks a write that may need more room than the disk has: refused with
 /// the disk's error and the task unchanged, or applied and reading back;
-/// `task` becomes what the store now holds.
+/// `task` becomes what the store now holds. Whether it was refused.
 fn settle(
     store: &FileStore,
     task: &mut Task,
     result: taskstore::Result<Transition>,
     case: &str,
     what: &str,
-) {
-    match result {
+) -> bool {
+    let refused = match result {
         Ok(Transition::Applied(now)) => {
             assert_ne!(now.revision, task.revision, "{case}: {what} applied");
             *task = now;
+            false
         }
         Ok(other) => panic!("{case}: {what} of a running task: {other:?}"),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::StorageFull => {}
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::StorageFull => true,
         Err(e) => panic!("{case}: {what} failed, but not for want of room: {e}"),
-    }
+    };
     assert_eq!(
         store.get(&task.id).unwrap().as_ref(),
         Some(&*task),
         "{case}: after the {what}, the task is its old version or its new one"
     );
+    refused
 }
 
 /// Takes what room is left on `disk`, of the kind `full` runs out of, with
@@ -319,7 +328,9 @@ fn take_the_rest(disk: &Path, full: Full, name: &str) {
 }
 
 /// Writes on at the end of the file at `path` (made if need be) until the
-/// disk refuses another block, and makes it durable.
+/// disk refuses another byte, even after the file is durable (ext4 reserves
+/// room for what it has yet to allocate, delayed allocation, and may give
+/// some back once it has written the file).
 fn fill_blocks(path: &Path) {
     let mut file = fs::OpenOptions::new()
         .create(true)
@@ -328,14 +339,24 @@ fn fill_blocks(path: &Path) {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let block = vec![0xa5u8; 4096];
     loop {
-        match file.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("fill {}: {e}", path.display()),
+        let mut written = 0;
+        for size in [block.len(), 512, 1] {
+            loop {
+                match file.write(&block[..size]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::StorageFull => break,
+                    Err(e) => panic!("fill {}: {e}", path.display()),
+                }
+            }
+        }
+        match file.sync_all() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
+            Err(e) => panic!("fsync {}: {e}", path.display()),
+        }
+        if written == 0 {
+            break;
         }
     }
-    // What delayed allocation reserved is allocated now, or the last
-    // write's blocks are given back.
-    let _ = file.sync_all();
 }
