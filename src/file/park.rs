@@ -14,11 +14,11 @@
 //! fsync of `done/` for a terminal one. Removing it frees the old version,
 //! which can cost a third of a durable write (ext4 returning the file's
 //! block: BENCHMARKS.md), so a thread of the handle's own does it, off the
-//! writer's path ([`Reclaimer`]); a write refused before its new version
+//! writer's path ([`Reclaimer`]). A write refused before its new version
 //! took the name removes its park itself, before it returns (the old file
-//! keeps its name, so that frees nothing); a handle whose calls are being recorded
-//! or failed on purpose (feature `fault-injection`) removes its parks
-//! itself, in call order. A park a crash (or a failed fsync)
+//! keeps its name, so that frees nothing); a handle whose calls are being
+//! recorded or failed on purpose (feature `fault-injection`) removes its
+//! parks itself, in call order. A park a crash (or a failed fsync)
 //! leaves behind is a temp file whose stripe lock is free: `open` and every
 //! sweep remove it, after an fsync of `active/` of their own
 //! (`recovery::clean_temp_files`), since a batch lets go of a task's lock
