@@ -26,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Bound;
+#[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
@@ -410,7 +411,7 @@ impl FileBackend {
             }
             known.complete = false;
         }
-        if known.watch.is_none() && self.snapshot.watch.load(Ordering::Relaxed) {
+        if known.watch.is_none() {
             // The watch first: every change after it is noticed, every one
             // before it is seen by the pass below.
             known.watch = self.watch(done);

@@ -64,6 +64,13 @@ impl FileBackend {
             .map_err(|e| Error::io("fsync directory", active.dir().path(), e))
     }
 
+    /// Removes the park of a write refused before its new version took
+    /// the name: the old file keeps its name, so removing its second name
+    /// frees nothing, and it goes here, before the refused write returns.
+    pub(super) fn unpark_refused(&self, park: OsString) {
+        remove_park(&self.fs, &self.tmp, &park);
+    }
+
     /// Removes a park once the version that replaced its file is durable:
     /// on the handle's reclaiming thread, or here when the calls are being
     /// recorded or failed on purpose, or when no thread can be had.
@@ -78,7 +85,7 @@ impl FileBackend {
 
 /// Removes the park `name` from `tmp/`. A failure is logged: the park is a
 /// temp file like any other, and the next `open` or sweep removes it.
-pub(super) fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
+fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
     match fs.remove(tmp, name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

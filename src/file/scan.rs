@@ -44,19 +44,20 @@ pub(super) enum Read {
 
 impl FileBackend {
     /// A watch on `dir` (`active/` or `done/`) for this handle's listings:
-    /// `None` without one, and a warning the first time the kernel refuses
-    /// this handle (its listings then fall back on file status; another OS,
-    /// which has no change notices, is not told).
+    /// `None` for a handle built without change notices, or without a
+    /// watch, and a warning the first time the kernel refuses this handle
+    /// one (its listings then fall back on file status; another OS, which
+    /// has no change notices, is not told).
     pub(super) fn watch(&self, dir: &Dir) -> Option<Watch> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.snapshot.watch.load(Relaxed) {
+            return None;
+        }
         match self.fs.watch(dir) {
             Ok(watch) => Some(watch),
             Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
             Err(e) => {
-                if !self
-                    .snapshot
-                    .watch_refused
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                if !self.snapshot.watch_refused.swap(true, Relaxed) {
                     tracing::warn!(
                         dir = %dir.path().display(),
                         error = %e,
@@ -428,12 +429,7 @@ impl FileBackend {
             }
         }
         let active = self.dir(Area::Active);
-        if self
-            .snapshot
-            .watch
-            .load(std::sync::atomic::Ordering::Relaxed)
-            && state.watch.is_none()
-        {
+        if state.watch.is_none() {
             // The watch first: every change after it is noticed, every one
             // before it is seen by the pass below.
             state.watch = self.watch(active);

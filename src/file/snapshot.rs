@@ -38,8 +38,8 @@ pub(crate) const MAX_DECODED: usize = 64;
 #[derive(Debug)]
 pub(crate) struct ActiveSnapshot {
     state: Mutex<State>,
-    /// Whether to use change notices, of `active/` and of `done/` (tests
-    /// turn them off to exercise the file-status proof).
+    /// Whether to use change notices, of `active/` and of `done/`
+    /// (`FileStoreBuilder::change_notices`; read by `FileBackend::watch`).
     pub watch: AtomicBool,
     /// Whether the kernel has refused this handle a watch (it says so once).
     pub watch_refused: AtomicBool,

@@ -246,11 +246,9 @@ impl FileBackend {
         match self.put(Area::Active, next) {
             Ok(()) => Ok(park),
             Err(e) => {
-                // The old file keeps its name: nothing to guard, and
-                // removing its second name frees nothing, so it goes now,
-                // before the refused write returns.
+                // The old file keeps its name: nothing to guard.
                 if let Some(park) = park {
-                    super::park::remove_park(&self.fs, &self.tmp, &park);
+                    self.unpark_refused(park);
                 }
                 Err(e)
             }
