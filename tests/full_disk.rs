@@ -29,7 +29,7 @@ use taskstore::{
 };
 use time::macros::datetime;
 
-use machine::{FileSystem, Machine, Skips};
+use machine::{FileSystem, Skips};
 
 /// The TTL of every task made: the sweep at the end removes them all.
 const TTL: Duration = Duration::from_secs(60);
@@ -40,8 +40,8 @@ const UNUSED: usize = 7;
 /// What runs out.
 #[derive(Clone, Copy, Debug)]
 enum Full {
-    /// Data blocks: the tasks made, then a file written until the disk
-    /// refuses another block.
+    /// Data blocks: 300 tasks made, then a file written until the disk
+    /// refuses another block, then tasks until one is refused.
     Blocks,
     /// Inodes: tasks made until the disk refuses another file, none of
     /// them in stripe [`UNUSED`], whose lock file so never exists: the
@@ -53,15 +53,8 @@ enum Full {
 fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
     let mut skips = Skips::from_env("full_disk");
     let scratch = machine::scratch_dir();
-    let machine = match Machine::probe(scratch.path()) {
-        Ok(machine) => machine,
-        Err(why) => {
-            skips.skip("the full-disk test", &why);
-            if let Some(failure) = skips.failure() {
-                panic!("{failure}");
-            }
-            return;
-        }
+    let Some(machine) = skips.machine(scratch.path(), "the full-disk test") else {
+        return;
     };
     // ext4 16 MiB (out of blocks; made with 512 inodes, out of inodes);
     // xfs and btrfs at the least size their tools make, out of blocks.
@@ -97,7 +90,7 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
         let mount = machine
             .mount(&device, system, "", &scratch.path().join(&name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        on_a_full_disk(mount.dir(), system, full);
+        on_a_full_disk(mount.dir(), system, full, &name);
         drop(mount);
         drop(device);
         let _ = fs::remove_file(&image);
@@ -107,8 +100,9 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
     }
 }
 
-fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
-    let case = format!("{}-{full:?}", system.name());
+/// The test on the file system `system` mounted at `disk`, which runs out
+/// of `full`; `case` names the two in messages.
+fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
     let root = disk.join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let open = || {
@@ -213,9 +207,9 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full) {
         &made[0].id,
         TaskUpdate::new().metadata("more", "y".repeat(600)),
     );
-    let refused = settle(&store, &mut made[0], updated, &case, "update");
+    let refused = settle(&store, &mut made[0], updated, case, "update");
     let completed = store.complete(&made[1].id, json!({"answer": 42}));
-    let refused = refused & settle(&store, &mut made[1], completed, &case, "complete");
+    let refused = refused & settle(&store, &mut made[1], completed, case, "complete");
     // A refused write over a running task leaves nothing either: neither
     // its temp file nor the second name it gave the task's file first (its
     // park). (A write that went through hands its park to the handle's
@@ -308,8 +302,8 @@ fn settle(
     refused
 }
 
-/// Takes what room is left on `disk`, of the kind `full` runs out of, with
-/// files named after `name`.
+/// Takes what room is left on `disk`, of the kind `full` runs out of: blocks
+/// in the file `filler`, inodes in empty files named after `name`.
 fn take_the_rest(disk: &Path, full: Full, name: &str) {
     match full {
         // One file, written on: a new one may need room the disk no
@@ -328,35 +322,27 @@ fn take_the_rest(disk: &Path, full: Full, name: &str) {
 }
 
 /// Writes on at the end of the file at `path` (made if need be) until the
-/// disk refuses another byte, even after the file is durable (ext4 reserves
-/// room for what it has yet to allocate, delayed allocation, and may give
-/// some back once it has written the file).
+/// disk refuses another block, and makes it durable. (The file system may
+/// still find room for a small file afterwards: the tests make tasks until
+/// one is refused.)
 fn fill_blocks(path: &Path) {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let block = vec![0xa5u8; 4096];
+    let block = [0xa5u8; 4096];
     loop {
-        let mut written = 0;
-        for size in [block.len(), 512, 1] {
-            loop {
-                match file.write(&block[..size]) {
-                    Ok(0) => break,
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::StorageFull => break,
-                    Err(e) => panic!("fill {}: {e}", path.display()),
-                }
-            }
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("fill {}: {e}", path.display()),
         }
-        match file.sync_all() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
-            Err(e) => panic!("fsync {}: {e}", path.display()),
-        }
-        if written == 0 {
-            break;
-        }
+    }
+    match file.sync_all() {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
+        Err(e) => panic!("fsync {}: {e}", path.display()),
     }
 }

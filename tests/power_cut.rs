@@ -119,15 +119,8 @@ const BATCH: usize = 300;
 fn acknowledged_calls_survive_a_power_cut() {
     let mut skips = Skips::from_env("power_cut");
     let scratch = machine::scratch_dir();
-    let machine = match Machine::probe(scratch.path()) {
-        Ok(m) => m,
-        Err(why) => {
-            skips.skip("the power-cut test", &why);
-            if let Some(failure) = skips.failure() {
-                panic!("{failure}");
-            }
-            return;
-        }
+    let Some(machine) = skips.machine(scratch.path(), "the power-cut test") else {
+        return;
     };
     let _one_run = machine::one_run_at_a_time();
     let _writeback = WritebackPaused::start();

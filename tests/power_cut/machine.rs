@@ -43,6 +43,22 @@ impl Skips {
         self.skipped.push(line);
     }
 
+    /// The machine if the test can run here (see [`Machine::probe`]); else
+    /// the whole test is skipped (`what`): `None`, or a panic when skips are
+    /// errors.
+    pub fn machine(&mut self, scratch: &Path, what: &str) -> Option<Machine> {
+        match Machine::probe(scratch) {
+            Ok(machine) => Some(machine),
+            Err(why) => {
+                self.skip(what, &why);
+                if let Some(failure) = self.failure() {
+                    panic!("{failure}");
+                }
+                None
+            }
+        }
+    }
+
     /// Why the test fails for what it skipped: `Some` if anything was
     /// skipped while skips are errors.
     pub fn failure(&self) -> Option<String> {
