@@ -3,8 +3,12 @@
 //! one must refuse what needs room with an I/O error that names the call
 //! and the path (`ENOSPC`), lose nothing it acknowledged, leave no
 //! half-written task, and still delete and sweep: a store that could not
-//! free itself once full would stay full. Once there is room again, it takes
-//! new tasks, and a reopened store is whole.
+//! free itself once full would stay full. What it acknowledged is on the
+//! disk, not only in memory: unmounted and mounted again, the full disk
+//! opens as a store that reads it all back. Once there is room again, it
+//! takes new tasks, and a reopened store is whole. Each case runs with both
+//! durabilities: an `Eventual` write is not made durable by the call, but
+//! must have had its room when it was acknowledged.
 //!
 //! It needs root, loop devices and the file systems' tools; without them it
 //! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_POWER_CUT=1`
@@ -24,12 +28,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Error, FileCheck, FileStore, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStore,
-    TaskUpdate, Transition,
+    Durability, Error, FileCheck, FileStore, ListQuery, ManualClock, NewTask, Task, TaskId,
+    TaskStore, TaskUpdate, Transition,
 };
 use time::macros::datetime;
 
-use machine::{FileSystem, Skips};
+use machine::{FileSystem, LoopDevice, Machine, Mount, Skips};
 
 /// The TTL of every task made: the sweep at the end removes them all.
 const TTL: Duration = Duration::from_secs(60);
@@ -79,38 +83,84 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
             skips.skip(system.name(), &why);
             continue;
         }
-        let name = format!("{}-{full:?}", system.name());
-        let image = scratch.path().join(format!("{name}.img"));
-        system
-            .make_sized(&image, bytes, extra)
-            .unwrap_or_else(|e| panic!("{name}: mkfs: {e}"));
-        let device = machine
-            .attach(&image)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mount = machine
-            .mount(&device, system, "", &scratch.path().join(&name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        on_a_full_disk(mount.dir(), system, full, &name);
-        drop(mount);
-        drop(device);
-        let _ = fs::remove_file(&image);
+        for durability in [Durability::Immediate, Durability::Eventual] {
+            let name = format!("{}-{full:?}-{durability:?}", system.name());
+            let image = scratch.path().join(format!("{name}.img"));
+            system
+                .make_sized(&image, bytes, extra)
+                .unwrap_or_else(|e| panic!("{name}: mkfs: {e}"));
+            let device = machine
+                .attach(&image)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut disk = Disk::mount(&machine, &device, system, scratch.path().join(&name));
+            on_a_full_disk(&mut disk, full, durability, &name);
+            drop(disk);
+            drop(device);
+            let _ = fs::remove_file(&image);
+        }
     }
     if let Some(failure) = skips.failure() {
         panic!("{failure}");
     }
 }
 
-/// The test on the file system `system` mounted at `disk`, which runs out
-/// of `full`; `case` names the two in messages.
-fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
-    let root = disk.join("store");
+/// A file system under test on its loop device, mounted, and mounted again
+/// on demand.
+struct Disk<'a> {
+    machine: &'a Machine,
+    device: &'a LoopDevice<'a>,
+    system: FileSystem,
+    dir: std::path::PathBuf,
+    mounted: Option<Mount<'a>>,
+}
+
+impl<'a> Disk<'a> {
+    fn mount(
+        machine: &'a Machine,
+        device: &'a LoopDevice<'a>,
+        system: FileSystem,
+        dir: std::path::PathBuf,
+    ) -> Disk<'a> {
+        let mut disk = Disk {
+            machine,
+            device,
+            system,
+            dir,
+            mounted: None,
+        };
+        disk.remount();
+        disk
+    }
+
+    /// Unmounts the file system (writing back all it holds in memory, and
+    /// dropping its cached pages) if it is mounted, and mounts it again.
+    fn remount(&mut self) {
+        if let Some(mounted) = self.mounted.take() {
+            mounted
+                .unmount()
+                .unwrap_or_else(|e| panic!("unmount {}: {e}", self.dir.display()));
+        }
+        let mounted = self
+            .machine
+            .mount(self.device, self.system, "", &self.dir)
+            .unwrap_or_else(|e| panic!("mount {}: {e}", self.dir.display()));
+        self.mounted = Some(mounted);
+    }
+}
+
+/// The test on `disk`, which runs out of `full`, the store writing with
+/// `durability`; `case` names the three in messages.
+fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &str) {
+    let system = disk.system;
+    let root = disk.dir.join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let open = || {
         FileStore::builder(&root)
             .clock(Arc::new(clock.clone()))
+            .durability(durability)
             .max_active(usize::MAX)
             .open()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{case}: open: {e}"))
     };
     let store = open();
     // A payload that takes a block of its own per task file.
@@ -133,7 +183,7 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
             for id in ids.by_ref().take(300) {
                 made.push(store.create(new().id(TaskId::parse(&id).unwrap())).unwrap());
             }
-            take_the_rest(disk, full, "filler");
+            take_the_rest(&disk.dir, full, "filler");
             // A create can still find a block after the filler was refused
             // one (it did in a CI run; ext4 sets blocks aside for small
             // files, per CPU): tasks take what is left.
@@ -217,6 +267,14 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
     if refused {
         assert!(temp_files().is_empty(), "{case}: {:?}", temp_files());
     }
+
+    // What was acknowledged is on the disk: unmounted (all written back)
+    // and mounted again, the still full disk opens as a store that reads it
+    // all back. (An `Eventual` write acknowledged without its room would
+    // fail its writeback, and be lost, here.)
+    drop(store);
+    disk.remount();
+    let store = open();
     let running: Vec<Task> = made.iter().filter(|t| !t.is_terminal()).cloned().collect();
     let finished: Vec<Task> = made.iter().filter(|t| t.is_terminal()).cloned().collect();
     reads_back(&store, &running);
@@ -232,7 +290,7 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
     );
     assert_eq!(store.get(&deleted.id).unwrap(), None);
     // What the delete freed is taken again: the sweep runs on a full disk.
-    take_the_rest(disk, full, "after-delete");
+    take_the_rest(&disk.dir, full, "after-delete");
     clock.advance(TTL * 2);
     assert_eq!(
         store.sweep_expired().unwrap(),
@@ -249,7 +307,7 @@ fn on_a_full_disk(disk: &Path, system: FileSystem, full: Full, case: &str) {
     // removing it frees none of the data space the filler took: there the
     // filler goes first.
     if system == FileSystem::Btrfs {
-        for entry in fs::read_dir(disk).unwrap() {
+        for entry in fs::read_dir(&disk.dir).unwrap() {
             let path = entry.unwrap().path();
             if path != root {
                 fs::remove_file(&path).unwrap();

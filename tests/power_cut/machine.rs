@@ -151,6 +151,7 @@ impl Machine {
         Ok(Mount {
             machine: self,
             dir: dir.to_owned(),
+            mounted: true,
         })
     }
 
@@ -200,16 +201,29 @@ impl Drop for LoopDevice<'_> {
 pub struct Mount<'a> {
     machine: &'a Machine,
     dir: PathBuf,
+    mounted: bool,
 }
 
 impl Mount<'_> {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Unmounts the file system now, an error if it is busy: all it held in
+    /// memory is written back and its cached pages dropped.
+    #[allow(dead_code)] // `tests/full_disk.rs` uses it
+    pub fn unmount(mut self) -> Result<(), String> {
+        run(Command::new(&self.machine.umount).arg(&self.dir))?;
+        self.mounted = false;
+        Ok(())
+    }
 }
 
 impl Drop for Mount<'_> {
     fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
         if run(Command::new(&self.machine.umount).arg(&self.dir)).is_ok() {
             return;
         }
