@@ -262,10 +262,18 @@ fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &st
     let refused = refused & settle(&store, &mut made[1], completed, case, "complete");
     // A refused write over a running task leaves nothing either: neither
     // its temp file nor the second name it gave the task's file first (its
-    // park). (A write that went through hands its park to the handle's
-    // reclaiming thread, which may not have removed it yet.)
+    // park), which it removes itself. (A write that went through hands its
+    // park to the handle's reclaiming thread, which may not have removed it
+    // yet.) Nothing before them parked (creates replace no file), so that
+    // thread, started by the first park handed to it, is not running: a
+    // park handed to it would be found by the look at `tmp/` only if the
+    // thread had not removed it yet.
     if refused {
         assert!(temp_files().is_empty(), "{case}: {:?}", temp_files());
+        assert!(
+            !common::thread_named("taskstore-reclaim"),
+            "{case}: a refused write handed its park to the reclaiming thread"
+        );
     }
 
     // What was acknowledged is on the disk: unmounted (all written back)

@@ -429,3 +429,13 @@ pub fn ids_of(store: &impl taskstore::TaskStore, query: &taskstore::ListQuery) -
         .map(|t| t.id)
         .collect()
 }
+
+/// Whether a thread of this process is named `name` (its `comm`, which the
+/// kernel cuts to 15 bytes).
+pub fn thread_named(name: &str) -> bool {
+    let name = &name[..name.len().min(15)];
+    fs::read_dir("/proc/self/task")
+        .expect("list /proc/self/task")
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .any(|comm| comm.trim_end() == name)
+}
