@@ -11,9 +11,9 @@
 //! must have had its room when it was acknowledged.
 //!
 //! It needs root, loop devices and the file systems' tools; without them it
-//! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_POWER_CUT=1`
-//! (as CI sets: the variable of `tests/power_cut.rs`, whose machinery this
-//! shares), which makes a skip a failure.
+//! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_ROOT_TESTS=1`
+//! (as CI sets), which makes a skip a failure. It shares the machinery of
+//! `tests/power_cut.rs`.
 
 mod common;
 #[path = "power_cut/machine.rs"]
@@ -33,7 +33,8 @@ use taskstore::{
 };
 use time::macros::datetime;
 
-use machine::{FileSystem, LoopDevice, Machine, Mount, Skips};
+use common::Skips;
+use machine::{FileSystem, LoopDevice, Machine, Mount};
 
 /// The TTL of every task made: the sweep at the end removes them all.
 const TTL: Duration = Duration::from_secs(60);

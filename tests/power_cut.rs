@@ -79,9 +79,10 @@
 //! over a file in memory has no such cache, and its flushes are no-ops).
 //! Nor does it cut in the middle of a call: the copies fall between calls.
 //! It needs root, loop devices and the file systems' tools; without them it
-//! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_POWER_CUT=1`
+//! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_ROOT_TESTS=1`
 //! (as CI sets), which makes any skip a failure.
 
+mod common;
 #[path = "power_cut/machine.rs"]
 mod machine;
 
@@ -100,7 +101,8 @@ use taskstore::{
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use machine::{FileSystem, Machine, Skips, WritebackPaused, say};
+use common::Skips;
+use machine::{FileSystem, Machine, WritebackPaused, say};
 
 /// Where the shared clock stands when the script starts.
 const T0: OffsetDateTime = datetime!(2030-01-01 00:00 UTC);

@@ -439,3 +439,61 @@ pub fn thread_named(name: &str) -> bool {
         .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .any(|comm| comm.trim_end() == name)
 }
+
+/// Set to `1` to make every skip of a test that needs root (the power-cut,
+/// full-disk and read-only-store tests: loop devices, mounts) a failure:
+/// CI sets it, so a machine that cannot run them is noticed.
+pub const REQUIRE_ROOT_VAR: &str = "TASKSTORE_REQUIRE_ROOT_TESTS";
+
+/// What a test that needs root skipped and why; printed as it happens, a
+/// failure when [`REQUIRE_ROOT_VAR`] is set.
+pub struct Skips {
+    test: &'static str,
+    required: bool,
+    skipped: Vec<String>,
+}
+
+impl Skips {
+    /// The skips of `test` (its file's name, for the messages).
+    pub fn from_env(test: &'static str) -> Skips {
+        Skips {
+            test,
+            required: std::env::var(REQUIRE_ROOT_VAR).is_ok_and(|v| v == "1"),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Prints one line saying what was skipped and why (straight to stderr,
+    /// so it shows even when the test passes and its output is captured).
+    pub fn skip(&mut self, what: &str, why: &str) {
+        let line = format!("{}: skipped {what}: {why}", self.test);
+        let consequence = if self.required {
+            format!("an error, as {REQUIRE_ROOT_VAR}=1")
+        } else {
+            format!("set {REQUIRE_ROOT_VAR}=1 to make this an error")
+        };
+        let _ = writeln!(std::io::stderr(), "{line} ({consequence})");
+        self.skipped.push(line);
+    }
+
+    /// Skips the whole test (`what`, for `why`): a panic at once when skips
+    /// are errors.
+    pub fn skip_all(&mut self, what: &str, why: &str) {
+        self.skip(what, why);
+        if let Some(failure) = self.failure() {
+            panic!("{failure}");
+        }
+    }
+
+    /// Why the test fails for what it skipped: `Some` if anything was
+    /// skipped while skips are errors.
+    pub fn failure(&self) -> Option<String> {
+        (self.required && !self.skipped.is_empty()).then(|| {
+            format!(
+                "{REQUIRE_ROOT_VAR}=1 but {} skipped:\n{}",
+                self.test,
+                self.skipped.join("\n")
+            )
+        })
+    }
+}

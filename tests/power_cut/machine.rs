@@ -8,41 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Set to `1` to make every skip (of the whole test or of one file system)
-/// a failure: CI sets it, so a machine that cannot run the test is noticed.
-pub const REQUIRE_VAR: &str = "TASKSTORE_REQUIRE_POWER_CUT";
+use crate::common::Skips;
 
-/// What was skipped and why; printed as it happens, a failure at the end
-/// when [`REQUIRE_VAR`] is set.
-pub struct Skips {
-    test: &'static str,
-    required: bool,
-    skipped: Vec<String>,
-}
-
+/// The machine side of [`Skips`].
 impl Skips {
-    /// The skips of `test` (its file's name, for the messages).
-    pub fn from_env(test: &'static str) -> Skips {
-        Skips {
-            test,
-            required: std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1"),
-            skipped: Vec::new(),
-        }
-    }
-
-    /// Prints one line saying what was skipped and why (straight to stderr,
-    /// so it shows even when the test passes and its output is captured).
-    pub fn skip(&mut self, what: &str, why: &str) {
-        let line = format!("{}: skipped {what}: {why}", self.test);
-        let consequence = if self.required {
-            format!("an error, as {REQUIRE_VAR}=1")
-        } else {
-            format!("set {REQUIRE_VAR}=1 to make this an error")
-        };
-        let _ = writeln!(std::io::stderr(), "{line} ({consequence})");
-        self.skipped.push(line);
-    }
-
     /// The machine if the test can run here (see [`Machine::probe`]); else
     /// the whole test is skipped (`what`): `None`, or a panic when skips are
     /// errors.
@@ -50,25 +19,10 @@ impl Skips {
         match Machine::probe(scratch) {
             Ok(machine) => Some(machine),
             Err(why) => {
-                self.skip(what, &why);
-                if let Some(failure) = self.failure() {
-                    panic!("{failure}");
-                }
+                self.skip_all(what, &why);
                 None
             }
         }
-    }
-
-    /// Why the test fails for what it skipped: `Some` if anything was
-    /// skipped while skips are errors.
-    pub fn failure(&self) -> Option<String> {
-        (self.required && !self.skipped.is_empty()).then(|| {
-            format!(
-                "{REQUIRE_VAR}=1 but {} skipped:\n{}",
-                self.test,
-                self.skipped.join("\n")
-            )
-        })
     }
 }
 
