@@ -358,9 +358,7 @@ const DAMAGE: &[Damage] = &[
             let path = dir.join("tmp").join(format!("{id}.999999.5.tmp"));
             fs::write(&path, b"{\"format\":1,\"ta").unwrap();
             chmod(&path, 0o600);
-            let lock = dir
-                .join("locks")
-                .join(format!("{:02}.lock", common::stripe(id.as_str())));
+            let lock = common::stripe_lock(dir, id.as_str());
             let _ = fs::remove_file(&lock);
             fs::create_dir(&lock).unwrap();
             chmod(&lock, 0o700);
@@ -620,30 +618,21 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
     // A writer holds its task's stripe from creating its temp file until the
     // rename: this process plays that writer (the command runs in another
     // process, so this flock excludes it).
+    let path = common::stripe_lock(&dir, id.as_str());
     let lock = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(
-            dir.join("locks")
-                .join(format!("{:02}.lock", common::stripe(id.as_str()))),
-        )
+        .open(&path)
         .or_else(|_| {
             fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(
-                    dir.join("locks")
-                        .join(format!("{:02}.lock", common::stripe(id.as_str()))),
-                )
+                .open(&path)
         })
         .unwrap();
-    chmod(
-        &dir.join("locks")
-            .join(format!("{:02}.lock", common::stripe(id.as_str()))),
-        0o600,
-    );
+    chmod(&path, 0o600);
     lock.lock().unwrap();
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "", "a live writer's temp file is no problem");

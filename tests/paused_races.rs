@@ -1,8 +1,9 @@
 //! Races made on purpose: one handle's call held at the file-system seam
 //! ([`FaultInjector::pause_at`]) at the point a race would hurt, while
 //! another handle acts. What each test checks is the state both leave, not
-//! how long anything took; the wait before letting the held call on only
-//! gives a writer that does not wait (a broken store) time to act.
+//! how long anything took. The held call is let on once the racer is seen
+//! blocked on the task's stripe lock (`/proc/locks`), or has finished: a
+//! racer that does not wait (a broken store) has then acted.
 
 #![cfg(feature = "fault-injection")]
 
@@ -23,11 +24,6 @@ use time::macros::datetime;
 /// Expired tasks in the sweep: enough that it reads and removes them as it
 /// meets them, under every stripe, in one chunk.
 const EXPIRED: usize = 300;
-
-/// How long the held sweep waits for the racing writer before it goes on:
-/// a writer that waits for the sweep's locks (as it must) is still
-/// waiting then; one that does not has long finished.
-const RACE: Duration = Duration::from_millis(500);
 
 fn open(dir: &Path, clock: &ManualClock, faults: Option<&FaultInjector>) -> FileStore {
     let mut builder = FileStore::builder(dir).clock(Arc::new(clock.clone()));
@@ -103,9 +99,13 @@ fn a_sweep_about_to_unlink_an_expired_file_holds_off_a_writer_recreating_its_tas
                 done.send(()).unwrap();
                 again
             });
-            // Not an assertion: either way the sweep goes on, and what the
-            // two leave is checked below.
-            let _ = finished_writing.recv_timeout(RACE);
+            // Either way the sweep goes on, and what the two leave is
+            // checked below.
+            common::wait_for_lock_waiter(
+                &common::stripe_lock(dir.path(), raced.as_str()),
+                "the writer to wait for the sweep, or finish",
+                || finished_writing.try_recv().is_ok(),
+            );
             held.resume();
             let again = write.join().unwrap();
             (sweep.join().unwrap(), again)
@@ -267,7 +267,11 @@ fn readers_in_the_middle_of_a_terminal_move_see_the_task_final_and_once() {
                 done.send(()).unwrap();
                 got
             });
-            let _ = cancelled.recv_timeout(RACE);
+            common::wait_for_lock_waiter(
+                &common::stripe_lock(dir.path(), moved.as_str()),
+                "the cancel to wait for the move, or finish",
+                || cancelled.try_recv().is_ok(),
+            );
             held.resume();
             (complete.join().unwrap(), cancel.join().unwrap())
         });
@@ -364,7 +368,11 @@ fn an_orphan_held_mid_reap_or_claim_holds_off_its_owner_and_a_second_claimer() {
                 done.send(()).unwrap();
                 got
             });
-            let _ = raced.recv_timeout(RACE);
+            common::wait_for_lock_waiter(
+                &common::stripe_lock(dir.path(), id.as_str()),
+                &format!("{what}: the racer to wait for the pass, or finish"),
+                || raced.try_recv().is_ok(),
+            );
             held.resume();
             (pass.join().unwrap(), race.join().unwrap())
         });
@@ -461,9 +469,13 @@ fn forker(store: &Path) {
             "the update never made the held call"
         );
         child.go();
-        // Not an assertion: a child that waits is still waiting then, one
-        // that does not has long completed the task.
-        std::thread::sleep(RACE);
+        // A child that waits is seen waiting; one that does not has
+        // completed the task by then.
+        common::wait_for_lock_waiter(
+            &common::stripe_lock(store, task.id.as_str()),
+            "the child to wait for the update, or finish",
+            || child.has_ended(),
+        );
         held.resume();
         let updated = update.join().unwrap().unwrap();
         assert!(updated.is_applied(), "{updated:?}");

@@ -161,6 +161,15 @@ impl Forked {
         }
     }
 
+    /// Whether the child has ended (it stays a zombie until
+    /// [`finish`](Self::finish) reaps it).
+    pub fn has_ended(&self) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // The state follows the command name, in parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    }
+
     /// Lets the child run if it has not yet, waits for it, and fails the
     /// test unless its closure returned `true`.
     pub fn finish(mut self) {
@@ -496,4 +505,34 @@ impl Skips {
             )
         })
     }
+}
+
+/// Waits until a thread or process is blocked taking the `flock` of the
+/// file at `lock` (a `->` line of `/proc/locks` for its inode), or until
+/// `done()`. A racer that must wait for a lock held elsewhere is then known
+/// to be waiting for it, and one that does not (a broken store) has
+/// finished; either way the test goes on and checks what the two leave.
+/// Only when the racer waits for something else instead does this give up,
+/// after [`HANG`].
+pub fn wait_for_lock_waiter(lock: &Path, what: &str, mut done: impl FnMut() -> bool) {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = fs::metadata(lock).unwrap_or_else(|e| panic!("stat {}: {e}", lock.display()));
+    let (dev, ino) = (meta.dev(), meta.ino());
+    // The kernel's split of a device number, as `/proc/locks` prints it.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let file = format!(" {major:02x}:{minor:02x}:{ino} ");
+    wait_until(what, || {
+        done()
+            || fs::read_to_string("/proc/locks")
+                .expect("read /proc/locks")
+                .lines()
+                .any(|line| line.contains(" -> ") && line.contains(&file))
+    });
+}
+
+/// The lock file of task `id`'s stripe in the store at `store`.
+pub fn stripe_lock(store: &Path, id: &str) -> PathBuf {
+    store.join("locks").join(format!("{:02}.lock", stripe(id)))
 }
