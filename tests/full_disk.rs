@@ -22,7 +22,7 @@ mod machine;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +111,7 @@ struct Disk<'a> {
     machine: &'a Machine,
     device: &'a LoopDevice<'a>,
     system: FileSystem,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     mounted: Option<Mount<'a>>,
 }
 
@@ -120,7 +120,7 @@ impl<'a> Disk<'a> {
         machine: &'a Machine,
         device: &'a LoopDevice<'a>,
         system: FileSystem,
-        dir: std::path::PathBuf,
+        dir: PathBuf,
     ) -> Disk<'a> {
         let mut disk = Disk {
             machine,
