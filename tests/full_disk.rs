@@ -1,5 +1,6 @@
 //! A full disk, for real: file systems on loop devices, filled to the last
-//! data block (ext4, xfs, btrfs), or to the last inode (ext4). A store on
+//! data block (ext4 with and without a journal, ext2, xfs, btrfs), or to
+//! the last inode (ext4). A store on
 //! one must refuse what needs room with an I/O error that names the call
 //! and the path (`ENOSPC`), lose nothing it acknowledged, leave no
 //! half-written task, and still delete and sweep: a store that could not
@@ -61,11 +62,14 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
     let Some(machine) = skips.machine(scratch.path(), "the full-disk test") else {
         return;
     };
-    // ext4 16 MiB (out of blocks; made with 512 inodes, out of inodes);
-    // xfs and btrfs at the least size their tools make, out of blocks.
-    let cases: [(FileSystem, Full, u64, &[&str]); 4] = [
+    // ext4 16 MiB (out of blocks; made with 512 inodes, out of inodes),
+    // ext4 without a journal and ext2 16 MiB (out of blocks); xfs and
+    // btrfs at the least size their tools make, out of blocks.
+    let cases: [(FileSystem, Full, u64, &[&str]); 6] = [
         (FileSystem::Ext4, Full::Blocks, 16 << 20, &[]),
         (FileSystem::Ext4, Full::Inodes, 16 << 20, &["-N", "512"]),
+        (FileSystem::Ext4NoJournal, Full::Blocks, 16 << 20, &[]),
+        (FileSystem::Ext2, Full::Blocks, 16 << 20, &[]),
         (
             FileSystem::Xfs,
             Full::Blocks,
