@@ -400,8 +400,17 @@ fn record(machine: &Machine, fs: FileSystem, scratch: &Path) -> Result<Vec<Image
             images: Vec::new(),
         };
         script(&mut rec, mount.dir());
+        // The stores are closed: nothing of theirs may keep the file
+        // system busy (a descriptor kept past a handle's drop would). A
+        // failure of the store's, not of the machine: no skip.
+        if let Err(e) = mount.unmount() {
+            panic!(
+                "{}: busy after the script closed its stores: {e}",
+                fs.name()
+            );
+        }
         rec.images
-        // The stores are closed; `mount`, then `device`, are let go here.
+        // `device` is let go here.
     };
     let _ = fs::remove_file(&device_file);
     Ok(images)

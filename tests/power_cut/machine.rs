@@ -165,7 +165,6 @@ impl Mount<'_> {
 
     /// Unmounts the file system now, an error if it is busy: all it held in
     /// memory is written back and its cached pages dropped.
-    #[allow(dead_code)] // `tests/full_disk.rs` uses it
     pub fn unmount(mut self) -> Result<(), String> {
         run(Command::new(&self.machine.umount).arg(&self.dir))?;
         self.mounted = false;
