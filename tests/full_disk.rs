@@ -34,7 +34,6 @@ use taskstore::{
 };
 use time::macros::datetime;
 
-use common::Skips;
 use machine::{FileSystem, LoopDevice, Machine, Mount};
 
 /// The TTL of every task made: the sweep at the end removes them all.
@@ -57,9 +56,8 @@ enum Full {
 
 #[test]
 fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
-    let mut skips = Skips::from_env("full_disk");
-    let scratch = machine::scratch_dir();
-    let Some(machine) = skips.machine(scratch.path(), "the full-disk test") else {
+    let Some((mut skips, scratch, machine)) = machine::start("full_disk", "the full-disk test")
+    else {
         return;
     };
     // ext4 16 MiB (out of blocks; made with 512 inodes, out of inodes),

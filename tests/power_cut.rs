@@ -101,7 +101,6 @@ use taskstore::{
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use common::Skips;
 use machine::{FileSystem, Machine, WritebackPaused, say};
 
 /// Where the shared clock stands when the script starts.
@@ -119,9 +118,8 @@ const BATCH: usize = 300;
 
 #[test]
 fn acknowledged_calls_survive_a_power_cut() {
-    let mut skips = Skips::from_env("power_cut");
-    let scratch = machine::scratch_dir();
-    let Some(machine) = skips.machine(scratch.path(), "the power-cut test") else {
+    let Some((mut skips, scratch, machine)) = machine::start("power_cut", "the power-cut test")
+    else {
         return;
     };
     let _one_run = machine::one_run_at_a_time();

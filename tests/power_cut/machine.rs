@@ -10,18 +10,18 @@ use std::process::Command;
 
 use crate::common::Skips;
 
-/// The machine side of [`Skips`].
-impl Skips {
-    /// The machine if the test can run here (see [`Machine::probe`]); else
-    /// the whole test is skipped (`what`): `None`, or a panic when skips are
-    /// errors.
-    pub fn machine(&mut self, scratch: &Path, what: &str) -> Option<Machine> {
-        match Machine::probe(scratch) {
-            Ok(machine) => Some(machine),
-            Err(why) => {
-                self.skip_all(what, &why);
-                None
-            }
+/// How a test on real file systems starts: its skips (`test` names it in
+/// them), a scratch directory and the machine, if the test can run here
+/// (see [`Machine::probe`]); else the whole test (`what`) is skipped:
+/// `None`, or a panic when skips are errors.
+pub fn start(test: &'static str, what: &str) -> Option<(Skips, tempfile::TempDir, Machine)> {
+    let mut skips = Skips::from_env(test);
+    let scratch = scratch_dir();
+    match Machine::probe(scratch.path()) {
+        Ok(machine) => Some((skips, scratch, machine)),
+        Err(why) => {
+            skips.skip_all(what, &why);
+            None
         }
     }
 }
