@@ -561,18 +561,17 @@ mod tests {
 mod read_tests {
     use std::fs::{self, File};
     use std::io;
-    use std::os::unix::fs::OpenOptionsExt;
     use std::path::Path;
 
     use super::{Fs, TooLarge};
 
-    /// `Fs::read_to_end` of the file at `path`, with `limit`.
+    /// The file at `path` opened and read as the store reads a task file
+    /// (`Fs::open_read`, then `Fs::read_to_end` with `limit`).
     fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(path)?;
-        Fs::default().read_to_end(&mut file, path, limit)
+        let fs = Fs::default();
+        let dir = fs.open_root(path.parent().expect("a file in a directory"))?;
+        let mut file = fs.open_read(&dir, path.file_name().expect("a file name"))?;
+        fs.read_to_end(&mut file, path, limit)
     }
 
     /// Files of every size around a page, and far past one, read back
@@ -616,9 +615,7 @@ mod read_tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("sub");
         fs::create_dir(&sub).unwrap();
-        let e = File::open(&sub)
-            .and_then(|mut f| Fs::default().read_to_end(&mut f, &sub, 1 << 20))
-            .unwrap_err();
+        let e = read(&sub, 1 << 20).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::IsADirectory);
         let fifo = dir.path().join("fifo");
         rustix::fs::mknodat(
