@@ -520,9 +520,8 @@ pub fn wait_for_lock_waiter(lock: &Path, what: &str, mut done: impl FnMut() -> b
 
     let meta = fs::metadata(lock).unwrap_or_else(|e| panic!("stat {}: {e}", lock.display()));
     let (dev, ino) = (meta.dev(), meta.ino());
-    // The kernel's split of a device number, as `/proc/locks` prints it.
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    // As `/proc/locks` prints the device: major and minor, in hex.
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     let file = format!(" {major:02x}:{minor:02x}:{ino} ");
     wait_until(what, || {
         done()
