@@ -437,9 +437,9 @@ fn lost_and_found_alone_is_an_empty_directory() {
 /// A durable handle (no seam instrumentation: the reclaiming thread, not
 /// the inline path the call-order tests see) frees the files its writes
 /// replaced: no park is left in `tmp/` once the handle is gone, and every
-/// write stands. (The drop joins the thread; this test fails when the
-/// thread removes nothing, not when the drop forgets to wait for a thread
-/// that keeps up.)
+/// write stands. (This test fails when the thread removes nothing; that
+/// the drop waits for a thread whose removal is held is
+/// `file::park::tests::finishing_waits_until_every_park_handed_over_is_removed`.)
 #[test]
 fn a_dropped_handle_leaves_no_parked_file_behind() {
     let dir = tempfile::tempdir().unwrap();

@@ -179,3 +179,68 @@ pub(super) fn writer_is_running(pid: u32) -> bool {
         Err(e) => e == rustix::io::Errno::PERM,
     }
 }
+
+#[cfg(all(test, feature = "fault-injection", target_os = "linux"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Reclaimer;
+    use crate::file::fs::{Fs, FsOp};
+    use crate::file::{FaultInjector, Pause};
+
+    /// Dropping a handle (`Reclaimer::finish`) returns only once every park
+    /// handed to its thread is removed: with the removal held, `finish`
+    /// waits in the join, and the park is gone when it returns.
+    ///
+    /// The held removal is let on only once the finishing thread has
+    /// returned or is asleep (`/proc/thread-self`'s state `S`: waiting in
+    /// the join). A `finish` that does not wait returns while the park is
+    /// still held, and sees it; one that waits is let on and sees it gone.
+    #[test]
+    fn finishing_waits_until_every_park_handed_over_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let park = dir.path().join("park");
+        std::fs::write(&park, "a replaced version").unwrap();
+        let faults = FaultInjector::new();
+        let fs = Fs::with_faults(Some(faults.clone()));
+        let tmp = Arc::new(fs.open_root(dir.path()).unwrap());
+        let held: Pause = faults.pause_at(FsOp::Remove, &park);
+        let reclaimer = Reclaimer::default();
+        reclaimer.send(&fs, &tmp, "park".into()).unwrap();
+        assert!(held.wait_reached(|| true));
+
+        let left = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (reclaimer, park) = (&reclaimer, &park);
+            let finisher = s.spawn(move || {
+                tx.send(std::fs::read_link("/proc/thread-self").unwrap())
+                    .unwrap();
+                reclaimer.finish();
+                park.exists()
+            });
+            let stat = std::path::Path::new("/proc")
+                .join(rx.recv().unwrap())
+                .join("stat");
+            while !finisher.is_finished() && !asleep(&stat) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            held.resume();
+            finisher.join().unwrap()
+        });
+        assert!(
+            !left,
+            "finish returned before the park it was handed was removed"
+        );
+    }
+
+    /// Whether the thread whose `/proc/<pid>/task/<tid>/stat` is `stat` is
+    /// asleep (state `S`), or gone.
+    fn asleep(stat: &std::path::Path) -> bool {
+        let Ok(line) = std::fs::read_to_string(stat) else {
+            return true;
+        };
+        let state = line.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        state.is_some_and(|s| s.starts_with('S'))
+    }
+}
