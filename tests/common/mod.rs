@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use taskstore::{Task, TaskId};
 
+mod skip;
+
 /// The environment variable that turns a test run into a child's role.
 pub const ROLE_VAR: &str = "TASKSTORE_TEST_ROLE";
 /// The child's arguments, one per line.
@@ -455,7 +457,7 @@ pub fn thread_named(name: &str) -> bool {
 pub const REQUIRE_ROOT_VAR: &str = "TASKSTORE_REQUIRE_ROOT_TESTS";
 
 /// What a test that needs root skipped and why; printed as it happens, a
-/// failure when [`REQUIRE_ROOT_VAR`] is set.
+/// failure when [`REQUIRE_ROOT_VAR`] is set (the rule of `skip.rs`).
 pub struct Skips {
     test: &'static str,
     required: bool,
@@ -467,7 +469,7 @@ impl Skips {
     pub fn from_env(test: &'static str) -> Skips {
         Skips {
             test,
-            required: std::env::var(REQUIRE_ROOT_VAR).is_ok_and(|v| v == "1"),
+            required: skip::is_failure(REQUIRE_ROOT_VAR),
             skipped: Vec::new(),
         }
     }
@@ -476,12 +478,7 @@ impl Skips {
     /// so it shows even when the test passes and its output is captured).
     pub fn skip(&mut self, what: &str, why: &str) {
         let line = format!("{}: skipped {what}: {why}", self.test);
-        let consequence = if self.required {
-            format!("an error, as {REQUIRE_ROOT_VAR}=1")
-        } else {
-            format!("set {REQUIRE_ROOT_VAR}=1 to make this an error")
-        };
-        let _ = writeln!(std::io::stderr(), "{line} ({consequence})");
+        skip::say(&line, REQUIRE_ROOT_VAR);
         self.skipped.push(line);
     }
 

@@ -10,16 +10,22 @@
 //! dropped.
 //!
 //! Without PostgreSQL the tests print one line saying they were skipped;
-//! `TASKSTORE_REQUIRE_PG=1` makes that an error (CI sets it).
+//! `TASKSTORE_REQUIRE_PG=1` makes that an error (CI sets it): the rule of
+//! `skip.rs`, which the root-only tests follow too.
 
 #![allow(dead_code)] // the tests and the benchmarks use different parts
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+// A test crate that has `tests/common` too loads this file twice; the
+// benchmarks include this file alone, without `tests/common`.
+#[allow(clippy::duplicate_mod)]
+#[path = "skip.rs"]
+mod skip;
 
 /// Set to `1` to fail, not skip, when PostgreSQL is missing.
 pub const REQUIRE_VAR: &str = "TASKSTORE_REQUIRE_PG";
@@ -66,17 +72,16 @@ pub fn fresh_schema(prefix: &str) -> String {
 }
 
 fn skipped() {
-    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-        panic!(
-            "{REQUIRE_VAR}=1 but no PostgreSQL binaries (initdb, pg_ctl) were found in PATH or /usr/lib/postgresql/*/bin"
-        );
+    const WHAT: &str =
+        "no PostgreSQL binaries (initdb, pg_ctl) in PATH or /usr/lib/postgresql/*/bin";
+    if skip::is_failure(REQUIRE_VAR) {
+        panic!("{REQUIRE_VAR}=1 but {WHAT}");
     }
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        // Straight to stderr, past the test harness's capture: one line.
-        let _ = writeln!(
-            std::io::stderr(),
-            "PostgreSQL tests SKIPPED: no initdb/pg_ctl in PATH or /usr/lib/postgresql/*/bin; install PostgreSQL (apt-get install postgresql) to run them; {REQUIRE_VAR}=1 makes this an error"
+        skip::say(
+            &format!("PostgreSQL tests SKIPPED: {WHAT}; install PostgreSQL (apt-get install postgresql) to run them"),
+            REQUIRE_VAR,
         );
     });
 }
