@@ -5,8 +5,13 @@
 //! - `list_page/after_write/N`: the same page right after the same handle
 //!   updated one task (the first of the page; the update untimed);
 //! - `list_page/fresh/N`: opening a handle and reading the first page;
-//! - `create_at_active/{immediate,eventual}/N` (100 and 10,000): one create,
-//!   timed, the task deleted right after, untimed;
+//! - `create_at_active/{immediate,eventual}/10000-vs-100`: one create,
+//!   timed, the task deleted right after, untimed, in a store holding
+//!   10,000 active tasks and in a second store of the same peer holding
+//!   100, taking turns (which goes first alternates), so that the disk's
+//!   drifting fsync latency weighs on both alike; recorded as the rows
+//!   `create_at_active/{immediate,eventual}/{100,10000}` (two groups run
+//!   minutes apart once gave ratios from 0.6 to 1.9 for the same build);
 //! - `rss/10000`: the resident memory of a handle that has listed them
 //!   (see `memory.rs`).
 //!
@@ -22,15 +27,16 @@ use criterion::{Criterion, SamplingMode};
 use taskstore::{Durability, TaskId};
 
 use crate::floor::Floor;
-use crate::harness::{WriteOp, durability_name, per_op, writer};
+use crate::harness::{WriteOp, durability_name, writer};
 use crate::memory;
 use crate::peers::{Peer, Redb, Sqlite, Taskstore, check};
-use crate::writes::{floor_bytes, floor_op};
+use crate::writes::{floor_bytes, floor_op, take_turns};
 use crate::{Filter, record};
 
 /// The numbers of active tasks the rows run at.
 const ACTIVE: [usize; 3] = [100, 1_000, 10_000];
-/// Those the create rows run at.
+/// The two numbers the create rows compare, taking turns: the second
+/// store, held at the smaller, and the fixture once grown to the larger.
 const CREATE_AT: [usize; 2] = [100, 10_000];
 /// The one the memory figure is taken at.
 const RSS_AT: usize = 10_000;
@@ -45,9 +51,9 @@ fn workloads_at(n: usize) -> Vec<String> {
         .iter()
         .map(|kind| format!("list_page/{kind}/{n}"))
         .collect();
-    if CREATE_AT.contains(&n) {
+    if n == CREATE_AT[1] {
         for d in DURABILITIES {
-            names.push(format!("create_at_active/{}/{n}", durability_name(d)));
+            names.push(create_group(d));
         }
     }
     if n == RSS_AT {
@@ -171,6 +177,30 @@ pub fn active(c: &mut Criterion, filter: &Filter) {
             f.handle().delete(&task.id);
         }
     }
+    // The create rows' second stores, held at the smaller number.
+    let creates = largest >= CREATE_AT[1] && filter.wants(&workloads_at(CREATE_AT[1]));
+    let (small, small_floors) = if creates {
+        let at = root.path().join("small");
+        let small: Vec<Fixture> = fixtures
+            .iter()
+            .map(|f| Fixture::create(f.name, &at))
+            .collect();
+        for f in &small {
+            for task in f.handle().list_active() {
+                f.handle().delete(&task.id);
+            }
+            f.handle().fill(CREATE_AT[0], None);
+            assert_eq!(f.handle().list_active().len(), CREATE_AT[0], "{}", f.name);
+        }
+        let floors: Vec<Floor> = DURABILITIES
+            .iter()
+            .map(|d| Floor::new(&at.join("floor"), *d == Durability::Immediate))
+            .collect();
+        floors[0].fill(CREATE_AT[0], &bytes);
+        (small, floors)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let mut held = 0;
     for n in ACTIVE.into_iter().filter(|&n| n <= largest) {
         for f in &mut fixtures {
@@ -184,8 +214,8 @@ pub fn active(c: &mut Criterion, filter: &Filter) {
             continue;
         }
         list_rows(c, &mut fixtures, n);
-        if CREATE_AT.contains(&n) {
-            create_rows(c, &fixtures, &floors, &bytes, n);
+        if creates && n == CREATE_AT[1] {
+            create_rows(c, &fixtures, &small, &floors, &small_floors, &bytes);
         }
         if n == RSS_AT && filter.wants(&[format!("rss/{n}")]) {
             let workload = format!("rss/{n}");
@@ -264,30 +294,63 @@ fn list_rows(c: &mut Criterion, fixtures: &mut [Fixture], n: usize) {
     group.finish();
 }
 
-fn create_rows(c: &mut Criterion, fixtures: &[Fixture], floors: &[Floor], bytes: &[u8], n: usize) {
-    for (durability, floor) in DURABILITIES.into_iter().zip(floors) {
-        let workload = format!("create_at_active/{}/{n}", durability_name(durability));
-        let mut group = c.benchmark_group(&workload);
+/// The criterion group of the create rows with `durability`.
+fn create_group(durability: Durability) -> String {
+    format!(
+        "create_at_active/{}/{}-vs-{}",
+        durability_name(durability),
+        CREATE_AT[1],
+        CREATE_AT[0]
+    )
+}
+
+/// The create rows: each peer's `large` store (at `CREATE_AT[1]`) and its
+/// `small` one (at `CREATE_AT[0]`) taking turns, and the floor's two
+/// directories the same way: `floors` (one directory, a handle per
+/// durability) hold the larger number of files, `small_floors` the
+/// smaller.
+fn create_rows(
+    c: &mut Criterion,
+    large: &[Fixture],
+    small: &[Fixture],
+    floors: &[Floor],
+    small_floors: &[Floor],
+    bytes: &[u8],
+) {
+    let [few, many] = CREATE_AT;
+    for ((durability, floor), small_floor) in DURABILITIES.into_iter().zip(floors).zip(small_floors)
+    {
+        let dname = durability_name(durability);
+        let (at_few, at_many) = (
+            format!("create_at_active/{dname}/{few}"),
+            format!("create_at_active/{dname}/{many}"),
+        );
+        let mut group = c.benchmark_group(create_group(durability));
         group.sampling_mode(SamplingMode::Flat).sample_size(10);
-        for f in fixtures {
-            let handle = f.writer(durability);
-            let name = f.name;
+        for (l, s) in large.iter().zip(small) {
+            assert_eq!(l.name, s.name);
+            let (lw, sw) = (l.writer(durability), s.writer(durability));
+            let name = l.name;
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
-                    let timed = writer(handle.peer(), WriteOp::Create, iters, || {});
-                    let per = per_op(&[timed], iters);
-                    record(&workload, name, per, 1);
-                    timed
+                    let create = |h: &Handle| writer(h.peer(), WriteOp::Create, 1, || {});
+                    let (many_t, few_t) = take_turns(iters, |_| create(&lw), || create(&sw));
+                    record(&at_many, name, many_t, iters);
+                    record(&at_few, name, few_t, iters);
+                    many_t + few_t
                 })
             });
         }
         group.bench_function("floor", |b| {
             b.iter_custom(|iters| {
-                let timed: Duration = (0..iters)
-                    .map(|_| floor_op(floor, WriteOp::Create, "c", bytes))
-                    .sum();
-                record(&workload, "floor", timed, iters);
-                timed
+                let (many_t, few_t) = take_turns(
+                    iters,
+                    |_| floor_op(floor, WriteOp::Create, "c", bytes),
+                    || floor_op(small_floor, WriteOp::Create, "c", bytes),
+                );
+                record(&at_many, "floor", many_t, iters);
+                record(&at_few, "floor", few_t, iters);
+                many_t + few_t
             })
         });
         group.finish();
