@@ -178,7 +178,9 @@ pub fn active(c: &mut Criterion, filter: &Filter) {
         }
     }
     // The create rows' second stores, held at the smaller number.
-    let creates = largest >= CREATE_AT[1] && filter.wants(&workloads_at(CREATE_AT[1]));
+    // Only when a create row is wanted (a filter for the pages alone
+    // builds none of it).
+    let creates = largest >= CREATE_AT[1] && filter.wants(&DURABILITIES.map(create_group));
     let (small, small_floors) = if creates {
         let at = root.path().join("small");
         let small: Vec<Fixture> = fixtures
