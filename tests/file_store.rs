@@ -392,6 +392,7 @@ fn an_empty_directory_becomes_a_store() {
             "active/",
             "done/",
             "expiring/",
+            "hints.log",
             "locks/",
             "quarantine/",
             "taskstore.json",
