@@ -392,7 +392,6 @@ fn an_empty_directory_becomes_a_store() {
             "active/",
             "done/",
             "expiring/",
-            "hints.log",
             "locks/",
             "quarantine/",
             "taskstore.json",

@@ -42,12 +42,12 @@ pub struct Usage {
     /// Bytes allocated on disk to the store's directories and files: their
     /// blocks (`st_blocks` × 512), each inode once (an `expiring/` entry is
     /// another name of its task file), as `du` counts them. The store's own
-    /// names: the root, its marker, hints file and directories, and each
-    /// directory's entries (one level deep: a directory set aside in
-    /// `quarantine/` counts its own blocks, not what it holds).
+    /// names: the root, its marker and directories, and each directory's
+    /// entries (one level deep: a directory set aside in `quarantine/`
+    /// counts its own blocks, not what it holds).
     pub allocated_bytes: u64,
-    /// Bytes in the store's files: the sizes of its marker, hints file,
-    /// task files, temp files and quarantined files, as `ls -l` shows them. Far below
+    /// Bytes in the store's files: the sizes of its marker, task files,
+    /// temp files and quarantined files, as `ls -l` shows them. Far below
     /// `allocated_bytes` for small tasks: a file of a few hundred bytes
     /// takes a whole block.
     pub file_bytes: u64,
@@ -154,11 +154,9 @@ impl FileCheck {
                 }
             }
         }
-        for name in [layout::MARKER, layout::HINTS] {
-            if let Ok(status) = store.fs.stat(&store.root_dir, name.as_ref()) {
-                blocks.add(&status);
-                census.usage.file_bytes += status.size;
-            }
+        if let Ok(status) = store.fs.stat(&store.root_dir, layout::MARKER.as_ref()) {
+            blocks.add(&status);
+            census.usage.file_bytes += status.size;
         }
         let dirs = [
             Sub::Active,

@@ -60,8 +60,6 @@ pub enum FsOp {
     SetMode,
     /// Starting to follow a directory's change notices (an inotify watch).
     Watch,
-    /// Setting a file's modification time.
-    SetTimes,
 }
 
 /// A directory of the store, open: names in it are resolved from this
@@ -360,66 +358,6 @@ impl Fs {
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::from_raw_mode(0o600))?;
         Ok(File::from(fd))
-    }
-
-    /// Opens (creating it if needed) the file `name` in `dir` to append to
-    /// it, mode `0600`, never following a symlink.
-    pub fn open_append(&self, dir: &Dir, name: &OsStr) -> io::Result<File> {
-        self.check(FsOp::Create, || dir.join(name))?;
-        let flags = OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::from_raw_mode(0o600))?;
-        if Status::of(&rustix::fs::fstat(&fd)?).kind != Kind::File {
-            return Err(io::Error::other("not a regular file"));
-        }
-        Ok(File::from(fd))
-    }
-
-    /// Appends `bytes` to `file` (opened by [`open_append`](Self::open_append))
-    /// in one call. Not recorded: only the hints file is written this way,
-    /// and a store needs none of it (`hints`). An injected fault writes half
-    /// of them first, as a full disk would.
-    pub fn append(&self, file: &File, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = file;
-        if let Err(e) = self.check(FsOp::Write, || path.to_owned()) {
-            let _ = file.write_all(&bytes[..bytes.len() / 2]);
-            return Err(e);
-        }
-        file.write_all(bytes)
-    }
-
-    /// Cuts `file` to `len` bytes (not recorded: as [`append`](Self::append)).
-    pub fn truncate(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
-        self.check(FsOp::Write, || path.to_owned())?;
-        file.set_len(len)
-    }
-
-    /// What the open `file` is.
-    pub fn stat_file(&self, file: &File, path: &Path) -> io::Result<Status> {
-        self.check(FsOp::Stat, || path.to_owned())?;
-        Ok(Status::of(&rustix::fs::fstat(file)?))
-    }
-
-    /// Sets the open `file`'s modification time to `mtime` (seconds and
-    /// nanoseconds since the epoch), leaving its access time.
-    pub fn set_mtime(&self, file: &File, path: &Path, mtime: (i64, i64)) -> io::Result<()> {
-        self.check(FsOp::SetTimes, || path.to_owned())?;
-        let times = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: mtime.0,
-                tv_nsec: mtime.1 as _,
-            },
-        };
-        rustix::fs::futimens(file, &times)?;
-        Ok(())
     }
 
     /// Writes all of `bytes`. An injected fault writes half of them first, as

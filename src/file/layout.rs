@@ -14,8 +14,6 @@ pub(crate) const STORE_FORMAT: u64 = 2;
 pub(crate) const TASK_FORMAT: u64 = 1;
 /// The marker file at the store's root.
 pub(crate) const MARKER: &str = "taskstore.json";
-/// The hints file at the store's root (see `hints`).
-pub(crate) const HINTS: &str = "hints.log";
 /// The lock every handle holds shared for its life, in `locks/`.
 pub(crate) const HANDLES_LOCK: &str = "handles.lock";
 /// How many lock files the task ids are striped over.

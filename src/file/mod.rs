@@ -13,7 +13,6 @@ mod codec;
 mod fault;
 mod fs;
 mod group;
-mod hints;
 mod history;
 #[cfg(test)]
 mod history_tests;
@@ -146,9 +145,6 @@ pub struct FileBackend {
     due: scan::DueEntries,
     /// Frees the files that writes replaced (see `park`).
     reclaimer: park::Reclaimer,
-    /// The hints file, appended to by writes of running tasks with a TTL
-    /// and read by sweeps (see `hints`).
-    hints: hints::Hints,
     /// The watch's mark (`Watch::mark`) when `active/` was last made
     /// durable under every stripe before removals from `done/`
     /// (`settle_moves_once`).

@@ -9,7 +9,6 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::hints::Hints;
 use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, stripe};
 use crate::file::lock::StripeLocks;
 use crate::file::proof::Proofs;
@@ -105,7 +104,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         history_keys: Default::default(),
         due: Default::default(),
         reclaimer: Default::default(),
-        hints: Default::default(),
         pending_removals: Default::default(),
         moves_settled_at: Default::default(),
         handles,
@@ -127,11 +125,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
             .map_err(|e| Error::io("lock", path, e))?;
     }
     ensure_marker(&backend)?;
-    backend.hints = Hints::open(&backend.fs, &backend.root_dir);
-    if alone {
-        // A store whose handles never swept grew its hints unchecked.
-        backend.hints.compact_if_large(&backend);
-    }
     // Crash leftovers: dead writers' temp files. Best effort: a store that
     // cannot be written (read-only) still opens, and odd entries never
     // block it.
@@ -288,7 +281,6 @@ pub(super) fn write_marker(store: &FileBackend, id: &TaskId) -> Result<()> {
         OsStr::new(MARKER),
         bytes.as_bytes(),
         Durability::Immediate,
-        None,
     )?;
     sync_dir(&store.fs, &store.root_dir)
 }

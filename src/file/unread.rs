@@ -33,7 +33,6 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::file::hints::Loaded;
 use crate::file::layout::{self, task_name};
 use crate::file::scan::DueList;
 use crate::file::watch::{Change, Changes};
@@ -65,10 +64,6 @@ impl FileBackend {
         let Some(taken) = self.take_unread() else {
             return;
         };
-        // What the writes of these tasks noted: a file whose status still
-        // matches its hint is not read (see `hints`).
-        let hints = self.hints.load(self);
-        let mut hinted_gone = Vec::new();
         // Whether each name's file was removed, in the order of `taken`.
         let mut gone = Vec::with_capacity(taken.len());
         for chunk in taken.chunks(CHUNK) {
@@ -81,26 +76,18 @@ impl FileBackend {
             // dealt with below), and notices unlinks again before anyone
             // else can make one.
             let unnoticed = Unnoticed::start(self);
-            let tasks = parallel::map(chunk, |(id, name)| {
-                self.remove_one(id, name, hints.as_ref(), doomed)
-            });
+            let tasks = parallel::map(chunk, |(id, name)| self.remove_one(id, name, doomed));
             drop(unnoticed);
             drop(_all);
             let mut touched = Touched::default();
-            for (task, (id, _)) in tasks.into_iter().zip(chunk) {
+            for task in tasks {
                 gone.push(task.is_some());
                 if let Some(task) = task {
-                    if hints.as_ref().is_some_and(|hints| hints.has(id)) {
-                        hinted_gone.push(id.clone());
-                    }
                     touched.mark(Area::Active);
                     removed(task);
                 }
             }
             self.defer_removals(touched);
-        }
-        if let Some(hints) = &hints {
-            self.hints.compact_after(self, hints, &hinted_gone);
         }
         // The rest back to the snapshot, read now, unless a refresh has
         // read them meanwhile. A name removed unnoticed was never put in
@@ -301,19 +288,14 @@ impl FileBackend {
 
     /// Reads task `id`'s file `name` in `active/`, the caller holding every
     /// stripe, and removes it if it holds a running task `doomed` picks:
-    /// the task removed, without its payloads. A file its hint proves
-    /// (`Loaded::proven`) is not read: the hint gives the task.
+    /// the task removed, without its payloads.
     fn remove_one(
         &self,
         id: &TaskId,
         name: &OsString,
-        hints: Option<&Loaded>,
         doomed: &(dyn Fn(&Task) -> bool + Sync),
     ) -> Option<Task> {
-        let task = match hints.and_then(|hints| hints.proven(self, id, name)) {
-            Some(task) => task,
-            None => self.read_task(self.dir(Area::Active), name, id).ok()??,
-        };
+        let task = self.read_task(self.dir(Area::Active), name, id).ok()??;
         if task.is_terminal() || !doomed(&task) {
             return None;
         }

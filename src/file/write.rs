@@ -26,25 +26,14 @@ impl FileBackend {
 
     /// Writes `record` into `area` atomically, without the directory fsync.
     fn put(&self, area: Area, record: &Record) -> Result<()> {
-        let task = record.task();
+        let id = &record.task().id;
         let bytes = codec::wrap(record.json());
-        let hint =
-            (area == Area::Active && !task.is_terminal() && task.ttl.is_some()).then_some(task);
-        self.replace_file(
-            &task.id,
-            self.dir(area),
-            &task_name(&task.id),
-            &bytes,
-            self.durability,
-            hint,
-        )
+        self.replace_file(id, self.dir(area), &task_name(id), &bytes, self.durability)
     }
 
     /// Puts `bytes` at `name` in `dir` atomically: a temp file named for
     /// `id` (so cleanup takes the stripe lock the caller holds), written,
     /// fsynced under `Immediate`, renamed over `name`. No directory fsync.
-    /// With `hint` (the running task with a TTL that `bytes` hold), its
-    /// hint is noted before the fsync and the rename (see `hints`).
     pub(super) fn replace_file(
         &self,
         id: &TaskId,
@@ -52,7 +41,6 @@ impl FileBackend {
         name: &OsStr,
         bytes: &[u8],
         durability: Durability,
-        hint: Option<&Task>,
     ) -> Result<()> {
         let (mut file, temp) = self.create_temp(id)?;
         let temp_path = self.tmp.join(&temp);
@@ -60,18 +48,12 @@ impl FileBackend {
             .fs
             .write_all(&mut file, &temp_path, bytes)
             .map_err(|e| Error::io("write", &temp_path, e))
-            .and_then(|()| {
-                // Before the fsync, which then covers the file's new time.
-                if let Some(task) = hint {
-                    self.hints.note(&self.fs, &file, &temp_path, task);
-                }
-                match durability {
-                    Durability::Immediate => self
-                        .fs
-                        .sync_file(&file, &temp_path)
-                        .map_err(|e| Error::io("fsync", &temp_path, e)),
-                    Durability::Eventual => Ok(()),
-                }
+            .and_then(|()| match durability {
+                Durability::Immediate => self
+                    .fs
+                    .sync_file(&file, &temp_path)
+                    .map_err(|e| Error::io("fsync", &temp_path, e)),
+                Durability::Eventual => Ok(()),
             })
             .and_then(|()| {
                 drop(file);
@@ -716,17 +698,12 @@ impl FileBackend {
     /// caller waits rather than return before they are), and kept if that
     /// fails, for the next call.
     pub(super) fn settle_expired_removals(&self) -> Result<()> {
-        {
-            let mut pending = self
-                .pending_removals
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.sync_touched(&pending)?;
-            *pending = Touched::default();
-        }
-        // Once per sweep, after its removals: the hints of the tasks it
-        // removed are what a compaction drops.
-        self.hints.compact_if_large(self);
+        let mut pending = self
+            .pending_removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sync_touched(&pending)?;
+        *pending = Touched::default();
         Ok(())
     }
 

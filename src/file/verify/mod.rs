@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, HINTS, MARKER, STORE_FORMAT};
+use crate::file::layout::{self, Area, DIRS, MARKER, STORE_FORMAT};
 use crate::file::lock::StripeLocks;
 use crate::file::open::{HARMLESS, root_error};
 use crate::file::problem::{
@@ -131,7 +131,7 @@ impl FileCheck {
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
-        let known = |n: &OsString| n == MARKER || n == HINTS || DIRS.iter().any(|d| n == d);
+        let known = |n: &OsString| n == MARKER || DIRS.iter().any(|d| n == d);
         if !names.iter().any(known) {
             return Err(Error::InvalidStore {
                 path: root,
@@ -182,9 +182,6 @@ impl FileCheck {
                     history_keys: Default::default(),
                     due: Default::default(),
                     reclaimer: Default::default(),
-                    // A repair's writes leave no hints: a sweep reads the
-                    // tasks they write (their files match no older hint).
-                    hints: Default::default(),
                     pending_removals: Default::default(),
                     moves_settled_at: Default::default(),
                     // A check is no handle: it never holds the handles lock,
@@ -367,22 +364,6 @@ impl FileCheck {
             let place = Place::Top(name.clone());
             if name == MARKER {
                 if let Some(kind) = self.check_marker(root, &name) {
-                    problems.push(problem(path, None, kind, place));
-                }
-                continue;
-            }
-            if name == HINTS {
-                // Only a hint for the sweeps (`hints`): its lines are
-                // proved or ignored, so only what it is matters here.
-                let kind = match self.fs.stat(root, &name) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => Some(unreadable(e)),
-                    Ok(s) if s.kind == Kind::Symlink => Some(ProblemKind::Symlink),
-                    Ok(s) if s.kind != Kind::File => Some(ProblemKind::NotAFile),
-                    Ok(s) if s.mode != FILE_MODE => Some(mode(s.mode, FILE_MODE)),
-                    Ok(_) => None,
-                };
-                if let Some(kind) = kind {
                     problems.push(problem(path, None, kind, place));
                 }
                 continue;
