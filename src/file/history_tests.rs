@@ -80,6 +80,15 @@ fn finish_as(writer: &FileStore, n: usize, new: impl Fn() -> NewTask) -> Vec<Tas
         .collect()
 }
 
+/// Waits until `done/` and every file in it have settled. A finished
+/// task's file changes last at the end of its move, when its name in
+/// `active/` is unlinked (after the fsync of `done/`), so `done/` can
+/// settle a moment before its newest file does: `active/` settles with it.
+fn settle_history(store: &FileStore) {
+    settle_area(store, Area::Done);
+    settle_area(store, Area::Active);
+}
+
 /// A TTL none of the tests outlives: finished tasks with it have an
 /// `expiring/` entry.
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3_600);
@@ -89,7 +98,7 @@ fn a_page_of_known_history_reads_only_its_own_files(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let (reader, writer) = pair(dir.path(), mode);
     finish(&writer, FINISHED);
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     // A page reads its tasks and the one after (to know there is a next
     // page), except the last.
     let page = |at: usize| (PAGE + usize::from(at + 1 < FINISHED / PAGE)) as u64;
@@ -115,7 +124,7 @@ fn a_page_of_known_history_reads_only_its_own_files(mode: Mode) {
     // One more finished task: the next page reads it and its own files
     // (without notices, every other file's settled status proves it).
     finish(&writer, 1);
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let before = reads(&reader);
     let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
     assert_eq!(page.tasks.len(), PAGE);
@@ -160,7 +169,7 @@ fn a_fresh_handle_reads_the_files_its_index_does_not_place(mode: Mode) {
     };
 
     let (reader, filtering) = pair(dir.path(), mode);
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let (listed, read) = pages(&reader);
     assert_eq!(listed, fresh_pages(dir.path(), &ListQuery::all()));
     assert_eq!(read[0], (UNINDEXED as u64) + page(0), "{mode:?}: {read:?}");
@@ -196,7 +205,7 @@ fn a_fresh_handle_reads_the_files_its_index_does_not_place(mode: Mode) {
     };
     assert_eq!(index_reads(&reader), 1, "{mode:?}");
     finish_as(&writer, 1, || NewTask::new().ttl(HOUR));
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let before = reads(&reader);
     let first = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
     assert_eq!(first.tasks.len(), PAGE);
@@ -296,7 +305,7 @@ fn a_placed_file_that_does_not_read_is_reported_by_every_listing_after(mode: Mod
     let newer = dir.path().join("done").join(format!("{}.json", ids[0]));
     std::fs::write(&newer, b"{\"format\":99,\"task\":{}}").unwrap();
     let reader = pair(dir.path(), mode).0;
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let stats = || {
         let keys = &reader.backend().history_keys;
         keys.stats.load(std::sync::atomic::Ordering::Relaxed)
@@ -322,7 +331,7 @@ fn a_placed_file_that_does_not_read_is_reported_by_every_listing_after(mode: Mod
             vec![(Some(ids[0].clone()), UnreadableAction::LeftInPlace)],
             "{mode:?}: round {round}"
         );
-        settle_area(&reader, Area::Done);
+        settle_history(&reader);
     }
 }
 
@@ -370,7 +379,7 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool) {
         }
     };
     check("the first completions");
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     check("nothing");
 
     finish_as(&writer, 3, new);
@@ -381,13 +390,13 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool) {
     // Made again: the same name in done/ (perhaps its inode number too),
     // a later creation time and another status; the reader knew the old
     // file as settled.
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     check("the store standing still");
     assert!(writer.delete(&ids[5]).unwrap());
     let again = writer.create(new().id(ids[5].clone())).unwrap();
     assert!(writer.fail(&again.id, json!("again")).unwrap().is_applied());
     // Seen as settled too: only its status tells the new file from the old.
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     check("a task deleted and made again under its id");
     assert!(
         writer
@@ -447,7 +456,7 @@ fn a_file_left_unreadable_is_reported_by_every_page(mode: Mode) {
     let (reader, writer) = pair(dir.path(), mode);
     finish(&writer, 150);
     assert_eq!(pages(&reader).0.len(), 150);
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let done = dir.path().join("done");
     std::fs::write(done.join("newer.json"), b"{\"format\":99,\"task\":{}}").unwrap();
     std::fs::write(done.join("broken.json"), b"{\"format\":1,\"task\":").unwrap();
@@ -472,7 +481,7 @@ fn a_file_left_unreadable_is_reported_by_every_page(mode: Mode) {
         keys.stats.load(std::sync::atomic::Ordering::Relaxed)
     };
     for round in 0..3 {
-        settle_area(&reader, Area::Done);
+        settle_history(&reader);
         let (read, stat) = (reads(&reader), stats());
         reported(false);
         // The first round may look at every file once more: the set-aside
@@ -485,7 +494,7 @@ fn a_file_left_unreadable_is_reported_by_every_page(mode: Mode) {
     assert!(!done.join("broken.json").exists());
     // Gone (upgraded and finished with, say): reported no more.
     std::fs::remove_file(done.join("newer.json")).unwrap();
-    settle_area(&reader, Area::Done);
+    settle_history(&reader);
     let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
     assert_eq!(page.tasks.len(), PAGE);
     assert!(page.skipped.is_empty(), "{mode:?}: {:?}", page.skipped);
