@@ -96,6 +96,7 @@ const PEER_NAMES: &[&str] = &[
     "floor",
     "bound",
     "taskstore+floor",
+    "in-turns",
     "failsafe",
     "recloser",
     "tower-resilience",

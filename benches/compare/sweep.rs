@@ -3,10 +3,13 @@
 //! range removal from its expiry table, the floor (the file system deleting
 //! 10,000 files of a task's size) and the bounds (what any sweep storing one
 //! file per task must do when it meets the tasks at the sweep, and when
-//! their files are on disk, with an expiry index for finished ones).
+//! their files are on disk, with an expiry index for finished ones). The
+//! goal's row runs a second time with all of them taking turns
+//! (`sweep_10000_in_turns`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
@@ -24,10 +27,13 @@ pub const WARM: &str = "sweep_10000_warm";
 pub const FINISHED: &str = "sweep_10000_finished";
 /// The same, with every store's files written back before the sweep.
 pub const WRITTEN_BACK: &str = "sweep_10000_written_back";
+/// The goal's row (`sweep_10000`) with every store, the floor and the bound
+/// taking turns sample by sample.
+pub const IN_TURNS: &str = "sweep_10000_in_turns";
 
 /// The sweep rows' workloads.
-pub fn workloads() -> [&'static str; 4] {
-    [WORKLOAD, WARM, FINISHED, WRITTEN_BACK]
+pub fn workloads() -> [&'static str; 5] {
+    [WORKLOAD, WARM, FINISHED, WRITTEN_BACK, IN_TURNS]
 }
 
 /// How a sweep row's tasks are made and met.
@@ -66,6 +72,108 @@ pub fn sweep(c: &mut Criterion) {
     sweep_by(c, row(WARM, true, false, false));
     sweep_by(c, row(FINISHED, false, true, false));
     sweep_by(c, row(WRITTEN_BACK, false, false, true));
+    in_turns(c);
+}
+
+/// The goal's row, every store, the floor and the bound taking turns: each
+/// sample fills all of them with 10,000 expired tasks (the floor and the
+/// bound with as many files of a task's bytes; untimed, as in `sweep_by`),
+/// then times each one's sweep, one after the other, in the order they were
+/// filled; which goes first moves on by one each sample. In `sweep_by` each
+/// one's samples run as a group of their own, a minute or more apart, and
+/// this VM's speed drifts between them by more than the goal's margin; here
+/// the drift weighs on all of them alike.
+fn in_turns(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let mut group = c.benchmark_group(IN_TURNS);
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = task_bytes(false);
+    let mut parties: Vec<Party> = peers(dir.path(), Durability::Immediate)
+        .into_iter()
+        .map(Party::Peer)
+        .collect();
+    parties.push(Party::Floor(Floor::new(&dir.path().join("floor"), true)));
+    parties.push(Party::Bound(Floor::new(&dir.path().join("bound"), true)));
+    // The party that goes first in the next sample (criterion runs one
+    // sweep a sample here, so `iters` is 1 and cannot say).
+    let mut first = 0;
+    group.bench_function("in-turns", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let order: Vec<&Party> = (0..parties.len())
+                    .map(|k| &parties[(first + k) % parties.len()])
+                    .collect();
+                first = (first + 1) % parties.len();
+                let known: Vec<Vec<PathBuf>> =
+                    order.iter().map(|party| party.fill(N, &bytes)).collect();
+                std::thread::sleep(Duration::from_millis(2));
+                for (party, known) in order.iter().zip(&known) {
+                    let start = Instant::now();
+                    assert_eq!(party.sweep(known), N);
+                    let elapsed = start.elapsed();
+                    record(IN_TURNS, party.name(), elapsed, 1);
+                    total += elapsed;
+                }
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// One of the row [`in_turns`] times.
+enum Party {
+    Peer(Arc<dyn Peer>),
+    /// Unlinking the files, their names known, on one thread, and one
+    /// fsync of the directory (`Floor::remove_all`).
+    Floor(Floor),
+    /// Listing, reading, decoding and unlinking the files on the store's
+    /// workers, and one fsync (`read_and_remove_all`).
+    Bound(Floor),
+}
+
+impl Party {
+    fn name(&self) -> &'static str {
+        match self {
+            Party::Peer(peer) => peer.name(),
+            Party::Floor(_) => "floor",
+            Party::Bound(_) => "bound",
+        }
+    }
+
+    /// Fixture, untimed: `n` expired tasks, or files of `bytes`; the
+    /// files' paths for the floor (its names known), none for the rest.
+    fn fill(&self, n: usize, bytes: &[u8]) -> Vec<PathBuf> {
+        match self {
+            Party::Peer(peer) => {
+                peer.fill(n, Some(Duration::from_millis(1)));
+                Vec::new()
+            }
+            Party::Floor(floor) => {
+                floor.fill(n, bytes);
+                floor.files()
+            }
+            Party::Bound(bound) => {
+                bound.fill(n, bytes);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The timed sweep (the floor's of `known`, what `fill` gave): how many
+    /// tasks or files it removed.
+    fn sweep(&self, known: &[PathBuf]) -> usize {
+        match self {
+            Party::Peer(peer) => peer.sweep_expired(),
+            Party::Floor(floor) => {
+                floor.remove_all(known);
+                known.len()
+            }
+            Party::Bound(bound) => read_and_remove_all(bound),
+        }
+    }
 }
 
 fn sweep_by(c: &mut Criterion, row: Row) {
