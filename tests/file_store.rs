@@ -432,6 +432,29 @@ fn lost_and_found_alone_is_an_empty_directory() {
         Err(taskstore::Error::InvalidStore { .. })
     ));
     assert!(!other.path().join("taskstore.json").exists());
+    // `verify` follows the same rule: `lost+found` is no problem, a file
+    // of anyone's beside it is foreign.
+    drop(store);
+    let report = taskstore::FileCheck::open(dir.path())
+        .and_then(|check| check.verify())
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let report = taskstore::FileCheck::open(dir.path())
+        .and_then(|check| check.verify())
+        .unwrap();
+    let foreign: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.path.clone(), p.kind.to_string()))
+        .collect();
+    assert_eq!(
+        foreign,
+        [(
+            dir.path().join("notes.txt"),
+            "not a name this store uses".to_owned()
+        )]
+    );
 }
 
 /// A durable handle (no seam instrumentation: the reclaiming thread, not

@@ -52,6 +52,40 @@ impl Area {
 /// The directories of a store, by name, in the order they are made.
 pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", "expiring"];
 
+/// Names a store's root may hold that are not the store's own and harm
+/// nothing: a fresh file system's `lost+found`.
+const HARMLESS: &[&str] = &["lost+found"];
+
+/// What a name at a store's root is to the store: the one rule that
+/// opening (which directories may become a store) and `verify` (which
+/// entries are foreign) both follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RootName {
+    /// The marker, [`MARKER`].
+    Marker,
+    /// One of the store's directories, [`DIRS`].
+    Dir,
+    /// Not the store's, and harmless there.
+    Harmless,
+    /// Anything else.
+    Foreign,
+}
+
+impl RootName {
+    /// What `name` at a store's root is.
+    pub(crate) fn of(name: &OsStr) -> RootName {
+        if name == MARKER {
+            RootName::Marker
+        } else if DIRS.iter().any(|d| name == *d) {
+            RootName::Dir
+        } else if HARMLESS.iter().any(|h| name == *h) {
+            RootName::Harmless
+        } else {
+            RootName::Foreign
+        }
+    }
+}
+
 /// The name in `expiring/` of a finished task with a TTL (a hard link to
 /// its file in `done/`): `<createdAt, unix nanos>.<ttl ms>.<id>`, so that
 /// the sweep knows when it expires and where it lists without reading it.

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, STORE_FORMAT, stripe};
+use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, RootName, STORE_FORMAT, stripe};
 use crate::file::lock::StripeLocks;
 use crate::file::proof::Proofs;
 use crate::file::read::Unresolved;
@@ -20,10 +20,6 @@ use crate::id::TaskId;
 
 /// The largest marker file read.
 const MAX_MARKER_BYTES: u64 = 4_096;
-
-/// Names a directory may hold and still count as empty for a new store: a
-/// fresh file system's `lost+found`.
-pub(super) const HARMLESS: &[&str] = &["lost+found"];
 
 /// Opens (or creates) the store `options` name, for a handle whose payload
 /// cap is `max_payload_bytes`.
@@ -206,7 +202,7 @@ fn dir_error(root: &Dir, name: &str, e: io::Error) -> Error {
 fn check_adoptable(root: &Path, names: &[std::ffi::OsString], allowed: bool) -> Result<()> {
     let foreign: Vec<_> = names
         .iter()
-        .filter(|n| !DIRS.iter().chain(HARMLESS).any(|d| *n == OsStr::new(d)))
+        .filter(|n| !matches!(RootName::of(n), RootName::Dir | RootName::Harmless))
         .collect();
     if foreign.is_empty() || allowed {
         return Ok(());

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::events::UnreadableAction;
 use crate::file::FileBackend;
-use crate::file::layout::{Area, stripe};
+use crate::file::layout::{Area, RootName, stripe};
 use crate::file::problem::{DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Sub};
 use crate::file::recovery;
 use crate::file::verify::{FileCheck, FileState, judge_file};
@@ -317,7 +317,7 @@ fn plan(problem: &Problem) -> RepairAction {
 
 /// Whether `place` is one of the store's directories.
 fn is_store_dir(place: &Place) -> bool {
-    matches!(place, Place::Top(name) if crate::file::layout::DIRS.iter().any(|d| name == d))
+    matches!(place, Place::Top(name) if RootName::of(name) == RootName::Dir)
 }
 
 /// The order repairs are applied in.

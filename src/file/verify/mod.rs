@@ -26,9 +26,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, MARKER, STORE_FORMAT};
+use crate::file::layout::{self, Area, DIRS, MARKER, RootName, STORE_FORMAT};
 use crate::file::lock::StripeLocks;
-use crate::file::open::{HARMLESS, root_error};
+use crate::file::open::root_error;
 use crate::file::problem::{
     DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
 };
@@ -131,7 +131,7 @@ impl FileCheck {
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
-        let known = |n: &OsString| n == MARKER || DIRS.iter().any(|d| n == d);
+        let known = |n: &OsString| matches!(RootName::of(n), RootName::Marker | RootName::Dir);
         if !names.iter().any(known) {
             return Err(Error::InvalidStore {
                 path: root,
@@ -362,17 +362,19 @@ impl FileCheck {
         for name in names {
             let path = root.join(&name);
             let place = Place::Top(name.clone());
-            if name == MARKER {
-                if let Some(kind) = self.check_marker(root, &name) {
-                    problems.push(problem(path, None, kind, place));
+            match RootName::of(&name) {
+                RootName::Marker => {
+                    if let Some(kind) = self.check_marker(root, &name) {
+                        problems.push(problem(path, None, kind, place));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if !DIRS.iter().any(|d| name == *d) {
-                if !HARMLESS.iter().any(|h| name == *h) {
+                RootName::Harmless => continue,
+                RootName::Foreign => {
                     problems.push(problem(path, None, ProblemKind::Foreign, place));
+                    continue;
                 }
-                continue;
+                RootName::Dir => {}
             }
             let kind = match self.fs.stat(root, &name) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Some(ProblemKind::Missing),
