@@ -57,8 +57,9 @@ pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "lock
 const HARMLESS: &[&str] = &["lost+found"];
 
 /// What a name at a store's root is to the store: the one rule that
-/// opening (which directories may become a store) and `verify` (which
-/// entries are foreign) both follow.
+/// opening (which directories may become a store), `verify` (which
+/// entries are foreign) and repair (which entries are the store's
+/// directories) follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RootName {
     /// The marker, [`MARKER`].
