@@ -90,6 +90,7 @@ const PEER_NAMES: &[&str] = &[
     "taskstore",
     "taskstore-processes",
     "taskstore-time-window",
+    "taskstore-warm",
     "sqlite",
     "sqlite-processes",
     "redb",

@@ -28,7 +28,7 @@ pub const FINISHED: &str = "sweep_10000_finished";
 /// The same, with every store's files written back before the sweep.
 pub const WRITTEN_BACK: &str = "sweep_10000_written_back";
 /// The goal's row (`sweep_10000`) with every store, the floor and the bound
-/// taking turns sample by sample.
+/// taking turns sample by sample, and the warm row's `taskstore` with them.
 pub const IN_TURNS: &str = "sweep_10000_in_turns";
 
 /// The sweep rows' workloads.
@@ -75,14 +75,15 @@ pub fn sweep(c: &mut Criterion) {
     in_turns(c);
 }
 
-/// The goal's row, every store, the floor and the bound taking turns: each
-/// sample fills all of them with 10,000 expired tasks (the floor and the
-/// bound with as many files of a task's bytes; untimed, as in `sweep_by`),
-/// then times each one's sweep, one after the other, in the order they were
-/// filled; which goes first moves on by one each sample. In `sweep_by` each
-/// one's samples run as a group of their own, a minute or more apart, and
-/// this VM's speed drifts between them by more than the goal's margin; here
-/// the drift weighs on all of them alike.
+/// The goal's row, every store, the floor and the bound taking turns, and
+/// `taskstore` with a sweeping handle that knows the tasks (the warm row's,
+/// as `taskstore-warm`): each sample fills all of them with 10,000 expired
+/// tasks (the floor and the bound with as many files of a task's bytes;
+/// untimed, as in `sweep_by`), then times each one's sweep, one after the
+/// other, in the order they were filled; which goes first moves on by one
+/// each sample. In `sweep_by` each one's samples run as a group of their
+/// own, a minute or more apart, and this VM's speed drifts between them by
+/// more than the goal's margin; here the drift weighs on all of them alike.
 fn in_turns(c: &mut Criterion) {
     const N: usize = 10_000;
     let mut group = c.benchmark_group(IN_TURNS);
@@ -93,6 +94,12 @@ fn in_turns(c: &mut Criterion) {
         .into_iter()
         .map(Party::Peer)
         .collect();
+    let warm = dir.path().join("taskstore-warm");
+    std::fs::create_dir_all(&warm).unwrap();
+    parties.push(Party::Warm(Arc::new(Taskstore::open(
+        &warm,
+        Durability::Immediate,
+    ))));
     parties.push(Party::Floor(Floor::new(&dir.path().join("floor"), true)));
     parties.push(Party::Bound(Floor::new(&dir.path().join("bound"), true)));
     // The party that goes first in the next sample (criterion runs one
@@ -126,6 +133,10 @@ fn in_turns(c: &mut Criterion) {
 /// One of the row [`in_turns`] times.
 enum Party {
     Peer(Arc<dyn Peer>),
+    /// `taskstore` whose sweeping handle lists a page after each fill
+    /// (untimed), so that it knows the tasks before the sweep, as a
+    /// server's long-lived handle would (`sweep_10000_warm`'s handle).
+    Warm(Arc<dyn Peer>),
     /// Unlinking the files, their names known, on one thread, and one
     /// fsync of the directory (`Floor::remove_all`).
     Floor(Floor),
@@ -138,6 +149,7 @@ impl Party {
     fn name(&self) -> &'static str {
         match self {
             Party::Peer(peer) => peer.name(),
+            Party::Warm(_) => "taskstore-warm",
             Party::Floor(_) => "floor",
             Party::Bound(_) => "bound",
         }
@@ -149,6 +161,11 @@ impl Party {
         match self {
             Party::Peer(peer) => {
                 peer.fill(n, Some(Duration::from_millis(1)));
+                Vec::new()
+            }
+            Party::Warm(peer) => {
+                peer.fill(n, Some(Duration::from_millis(1)));
+                peer.page(1, None);
                 Vec::new()
             }
             Party::Floor(floor) => {
@@ -166,7 +183,7 @@ impl Party {
     /// tasks or files it removed.
     fn sweep(&self, known: &[PathBuf]) -> usize {
         match self {
-            Party::Peer(peer) => peer.sweep_expired(),
+            Party::Peer(peer) | Party::Warm(peer) => peer.sweep_expired(),
             Party::Floor(floor) => {
                 floor.remove_all(known);
                 known.len()
