@@ -130,7 +130,8 @@ fn in_turns(c: &mut Criterion) {
     group.finish();
 }
 
-/// One of the row [`in_turns`] times.
+/// One of the parties a sweep row times (every one in [`in_turns`]; the
+/// floor and the bound in `sweep_by` too).
 enum Party {
     Peer(Arc<dyn Peer>),
     /// `taskstore` whose sweeping handle lists a page after each fill
@@ -266,45 +267,31 @@ fn sweep_by(c: &mut Criterion, row: Row) {
         group.finish();
         return;
     }
-    // The floor: the file system deleting as many files of a task's size
-    // (its names known), with one fsync of the directory.
-    let floor = Floor::new(&dir.path().join("floor"), true);
+    // The floor (the file system deleting as many files of a task's size,
+    // its names known) and the bound (a sweep that meets the files at the
+    // sweep, one file per task, with nothing of the store's own), each
+    // timed as in `in_turns`, but as a group of its own.
     let bytes = task_bytes(false);
-    group.bench_function("floor", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                floor.fill(N, &bytes);
-                let files = floor.files();
-                let start = Instant::now();
-                floor.remove_all(&files);
-                let elapsed = start.elapsed();
-                record(WORKLOAD, "floor", elapsed, 1);
-                total += elapsed;
-            }
-            total
-        })
-    });
-    // The bound: a sweep that meets the files at the sweep, one file per
-    // task, with nothing of the store's own: list the directory, then on as
-    // many threads as the store's passes use, read and decode each file
-    // (its status and revision are what the `task.expired` event reports)
-    // and unlink it; one fsync of the directory.
-    let bound = Floor::new(&dir.path().join("bound"), true);
-    group.bench_function("bound", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                bound.fill(N, &bytes);
-                let start = Instant::now();
-                assert_eq!(read_and_remove_all(&bound), N);
-                let elapsed = start.elapsed();
-                record(WORKLOAD, "bound", elapsed, 1);
-                total += elapsed;
-            }
-            total
-        })
-    });
+    for party in [
+        Party::Floor(Floor::new(&dir.path().join("floor"), true)),
+        Party::Bound(Floor::new(&dir.path().join("bound"), true)),
+    ] {
+        let name = party.name();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let known = party.fill(N, &bytes);
+                    let start = Instant::now();
+                    assert_eq!(party.sweep(&known), N);
+                    let elapsed = start.elapsed();
+                    record(WORKLOAD, name, elapsed, 1);
+                    total += elapsed;
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 
