@@ -1,4 +1,5 @@
-//! Rows at a number of active tasks (100, 1,000, 10,000; no history):
+//! Rows at a number of active tasks (100, 1,000, 10,000; no history), each
+//! peer holding one store at each number:
 //!
 //! - `list_page/quiet/N`: the first page of 100 active tasks in listing
 //!   order, over and over, by a handle nothing else writes through;
@@ -6,19 +7,23 @@
 //!   updated one task (the first of the page; the update untimed);
 //! - `list_page/fresh/N`: opening a handle and reading the first page;
 //! - `create_at_active/{immediate,eventual}/10000-vs-100`: one create,
-//!   timed, the task deleted right after, untimed, in a store holding
-//!   10,000 active tasks and in a second store of the same peer holding
-//!   100, taking turns (which goes first alternates), so that the disk's
-//!   drifting fsync latency weighs on both alike; recorded as the rows
-//!   `create_at_active/{immediate,eventual}/{100,10000}` (two groups run
-//!   minutes apart once gave ratios from 0.6 to 1.9 for the same build);
+//!   timed, the task deleted right after, untimed, in the store holding
+//!   10,000 active tasks and in the one holding 100, recorded as the rows
+//!   `create_at_active/{immediate,eventual}/{100,10000}`;
 //! - `rss/10000`: the resident memory of a handle that has listed them
 //!   (see `memory.rs`).
 //!
-//! Every peer holds the same number of active tasks, made the cheapest
-//! honest way (`taskstore` through a handle without fsync, SQLite and redb
-//! in one transaction); a filtered run builds them only up to the largest
-//! number it needs.
+//! The rows that compare numbers of tasks take turns: a peer's stores at
+//! each number time one operation each, one after the other, and which
+//! goes first moves on every round (the criterion group
+//! `list_page/{kind}/100-vs-1000-vs-10000` records the three rows of its
+//! kind), so that the disk's and the VM's drift weighs on all of them
+//! alike. Two groups run minutes apart once gave ratios from 0.6 to 1.9
+//! for the same build.
+//!
+//! Every peer's stores hold their tasks made the cheapest honest way
+//! (`taskstore` through a handle without fsync, SQLite and redb in one
+//! transaction); a filtered run builds only the stores it needs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,39 +35,25 @@ use crate::floor::Floor;
 use crate::harness::{WriteOp, durability_name, writer};
 use crate::memory;
 use crate::peers::{Peer, Redb, Sqlite, Taskstore, check};
-use crate::writes::{floor_bytes, floor_op, take_turns};
+use crate::writes::{floor_bytes, floor_op, rounds, take_turns};
 use crate::{Filter, record};
 
 /// The numbers of active tasks the rows run at.
 const ACTIVE: [usize; 3] = [100, 1_000, 10_000];
-/// The two numbers the create rows compare, taking turns: the second
-/// store, held at the smaller, and the fixture once grown to the larger.
+/// The two numbers the create rows compare, taking turns.
 const CREATE_AT: [usize; 2] = [100, 10_000];
 /// The one the memory figure is taken at.
 const RSS_AT: usize = 10_000;
 /// Tasks per page.
 const PAGE: usize = 100;
+/// The peers, each with a store at every number.
+const PEERS: [&str; 3] = ["taskstore", "sqlite", "redb"];
+/// The list rows' kinds.
+const LIST_KINDS: [&str; 3] = ["quiet", "after_write", "fresh"];
 
 const DURABILITIES: [Durability; 2] = [Durability::Immediate, Durability::Eventual];
 
-/// The workloads run at `n` active tasks, by name.
-fn workloads_at(n: usize) -> Vec<String> {
-    let mut names: Vec<String> = ["quiet", "after_write", "fresh"]
-        .iter()
-        .map(|kind| format!("list_page/{kind}/{n}"))
-        .collect();
-    if n == CREATE_AT[1] {
-        for d in DURABILITIES {
-            names.push(create_group(d));
-        }
-    }
-    if n == RSS_AT {
-        names.push(format!("rss/{n}"));
-    }
-    names
-}
-
-/// One peer's store, grown to the current number of active tasks.
+/// One peer's store, holding a number of active tasks.
 struct Fixture {
     name: &'static str,
     dir: PathBuf,
@@ -115,6 +106,19 @@ impl Fixture {
         }
     }
 
+    /// `name`'s store in `root`, holding exactly `n` active tasks (what
+    /// `check` left is removed first).
+    fn at(name: &'static str, root: &Path, n: usize) -> Fixture {
+        let mut f = Fixture::create(name, root);
+        for task in f.handle().list_active() {
+            f.handle().delete(&task.id);
+        }
+        f.handle().fill(n, None);
+        f.first = Some(f.handle().page(1, None).tasks[0].id.clone());
+        assert_eq!(f.handle().list_active().len(), n, "{name}");
+        f
+    }
+
     fn handle(&self) -> &dyn Peer {
         self.handle.as_ref().unwrap().peer()
     }
@@ -141,159 +145,191 @@ impl Fixture {
     /// Closes the handle if it is redb's (one handle may hold its file),
     /// runs `f`, and opens it again.
     fn closed<R>(&mut self, f: impl FnOnce(&Fixture) -> R) -> R {
-        let redb = matches!(self.handle, Some(Handle::Redb(_)));
-        if redb {
-            self.handle = None;
-        }
-        let r = f(self);
-        if redb {
-            self.handle = Some(Handle::open(self.name, &self.dir, Durability::Eventual));
+        Fixture::all_closed(std::slice::from_mut(self), |all| f(&all[0]))
+    }
+
+    /// [`closed`](Self::closed) for all of `fixtures` at once.
+    fn all_closed<R>(fixtures: &mut [Fixture], f: impl FnOnce(&[Fixture]) -> R) -> R {
+        let closed: Vec<bool> = fixtures
+            .iter_mut()
+            .map(|fx| {
+                let redb = matches!(fx.handle, Some(Handle::Redb(_)));
+                if redb {
+                    fx.handle = None;
+                }
+                redb
+            })
+            .collect();
+        let r = f(fixtures);
+        for (fx, closed) in fixtures.iter_mut().zip(closed) {
+            if closed {
+                fx.handle = Some(Handle::open(fx.name, &fx.dir, Durability::Eventual));
+            }
         }
         r
     }
 }
 
 pub fn active(c: &mut Criterion, filter: &Filter) {
-    let Some(largest) = ACTIVE
+    let lists = filter.wants(&LIST_KINDS.map(list_group));
+    let creates = filter.wants(&DURABILITIES.map(create_group));
+    let rss = filter.wants(&[rss_workload()]);
+    // Only the stores a wanted row needs are built (a filter for the
+    // create rows alone builds none at 1,000).
+    let mut sizes: Vec<usize> = ACTIVE
         .into_iter()
-        .filter(|&n| filter.wants(&workloads_at(n)))
-        .max()
-    else {
+        .filter(|n| lists || (creates && CREATE_AT.contains(n)) || (rss && *n == RSS_AT))
+        .collect();
+    sizes.sort_unstable();
+    if sizes.is_empty() {
         return;
-    };
-    let root = tempfile::tempdir().unwrap();
-    let mut fixtures: Vec<Fixture> = ["taskstore", "sqlite", "redb"]
-        .into_iter()
-        .map(|name| Fixture::create(name, root.path()))
-        .collect();
-    let floors: Vec<Floor> = DURABILITIES
-        .iter()
-        .map(|d| Floor::new(&root.path().join("floor"), *d == Durability::Immediate))
-        .collect();
-    let bytes = floor_bytes().0;
-    // What `check` left: removed, so each store holds exactly `n`.
-    for f in &fixtures {
-        for task in f.handle().list_active() {
-            f.handle().delete(&task.id);
-        }
     }
-    // The create rows' second stores, held at the smaller number.
-    // Only when a create row is wanted (a filter for the pages alone
-    // builds none of it).
-    let creates = largest >= CREATE_AT[1] && filter.wants(&DURABILITIES.map(create_group));
-    let (small, small_floors) = if creates {
-        let at = root.path().join("small");
-        let small: Vec<Fixture> = fixtures
+    let root = tempfile::tempdir().unwrap();
+    // By peer, then by size: each peer holds one store at each size.
+    let mut stores: Vec<Vec<Fixture>> = PEERS
+        .into_iter()
+        .map(|name| {
+            sizes
+                .iter()
+                .map(|&n| Fixture::at(name, &root.path().join(n.to_string()), n))
+                .collect()
+        })
+        .collect();
+    let at = |n: usize| sizes.iter().position(|&m| m == n).unwrap();
+    if lists {
+        list_rows(c, &mut stores, &ACTIVE.map(at));
+    }
+    if creates {
+        let bytes = floor_bytes().0;
+        // One directory per size, a handle per durability on each.
+        let floors: Vec<Vec<Floor>> = CREATE_AT
             .iter()
-            .map(|f| Fixture::create(f.name, &at))
+            .map(|&n| {
+                let dir = root.path().join(n.to_string()).join("floor");
+                let floors: Vec<Floor> = DURABILITIES
+                    .iter()
+                    .map(|d| Floor::new(&dir, *d == Durability::Immediate))
+                    .collect();
+                floors[0].fill(n, &bytes);
+                floors
+            })
             .collect();
-        for f in &small {
-            for task in f.handle().list_active() {
-                f.handle().delete(&task.id);
-            }
-            f.handle().fill(CREATE_AT[0], None);
-            assert_eq!(f.handle().list_active().len(), CREATE_AT[0], "{}", f.name);
-        }
-        let floors: Vec<Floor> = DURABILITIES
-            .iter()
-            .map(|d| Floor::new(&at.join("floor"), *d == Durability::Immediate))
-            .collect();
-        floors[0].fill(CREATE_AT[0], &bytes);
-        (small, floors)
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut held = 0;
-    for n in ACTIVE.into_iter().filter(|&n| n <= largest) {
-        for f in &mut fixtures {
-            f.handle().fill(n - held, None);
-            f.first = Some(f.handle().page(1, None).tasks[0].id.clone());
-            assert_eq!(f.handle().list_active().len(), n, "{}", f.name);
-        }
-        floors[0].fill(n - held, &bytes);
-        held = n;
-        if !filter.wants(&workloads_at(n)) {
-            continue;
-        }
-        list_rows(c, &mut fixtures, n);
-        if creates && n == CREATE_AT[1] {
-            create_rows(c, &fixtures, &small, &floors, &small_floors, &bytes);
-        }
-        if n == RSS_AT && filter.wants(&[format!("rss/{n}")]) {
-            let workload = format!("rss/{n}");
-            for f in &mut fixtures {
-                let name = f.name;
-                f.closed(|f| memory::measure(&workload, name, &f.dir, n));
-            }
+        let (few, many) = (at(CREATE_AT[0]), at(CREATE_AT[1]));
+        let large: Vec<&Fixture> = stores.iter().map(|s| &s[many]).collect();
+        let small: Vec<&Fixture> = stores.iter().map(|s| &s[few]).collect();
+        create_rows(c, &large, &small, &floors[1], &floors[0], &bytes);
+    }
+    if rss {
+        let workload = rss_workload();
+        for peer in &mut stores {
+            let f = &mut peer[at(RSS_AT)];
+            let name = f.name;
+            f.closed(|f| memory::measure(&workload, name, &f.dir, RSS_AT));
         }
     }
 }
 
-fn list_rows(c: &mut Criterion, fixtures: &mut [Fixture], n: usize) {
-    let workload = format!("list_page/quiet/{n}");
-    let mut group = c.benchmark_group(&workload);
+/// The list rows: for each kind, each peer's stores at every number of
+/// [`ACTIVE`] (`stores[peer][at[k]]` holds `ACTIVE[k]`) taking turns, page
+/// by page (which goes first moves on by one each round), recorded as the
+/// rows `list_page/{kind}/{n}`.
+fn list_rows(c: &mut Criterion, stores: &mut [Vec<Fixture>], at: &[usize]) {
+    let rows = |kind: &str| -> Vec<String> {
+        ACTIVE
+            .iter()
+            .map(|n| format!("list_page/{kind}/{n}"))
+            .collect()
+    };
+    // Records each size's total under its row: the group's own time is
+    // their sum.
+    let record_all = |rows: &[String], name: &'static str, totals: Vec<Duration>, iters: u64| {
+        for (row, total) in rows.iter().zip(&totals) {
+            record(row, name, *total, iters);
+        }
+        totals.into_iter().sum::<Duration>()
+    };
+
+    let (kind, quiet) = ("quiet", rows("quiet"));
+    let mut group = c.benchmark_group(list_group(kind));
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    for f in fixtures.iter() {
-        group.bench_function(f.name, |b| {
+    for peer in stores.iter() {
+        let fixtures: Vec<&Fixture> = at.iter().map(|&k| &peer[k]).collect();
+        let name = fixtures[0].name;
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    assert_eq!(f.handle().page(PAGE, None).tasks.len(), PAGE);
-                }
-                let elapsed = start.elapsed();
-                record(&workload, f.name, elapsed, iters);
-                elapsed
+                let totals = rounds(iters, fixtures.len(), |k, _| {
+                    let start = Instant::now();
+                    let len = fixtures[k].handle().page(PAGE, None).tasks.len();
+                    let elapsed = start.elapsed();
+                    assert_eq!(len, PAGE);
+                    elapsed
+                });
+                record_all(&quiet, name, totals, iters)
             })
         });
     }
     group.finish();
 
-    let workload = format!("list_page/after_write/{n}");
-    let mut group = c.benchmark_group(&workload);
+    let (kind, after_write) = ("after_write", rows("after_write"));
+    let mut group = c.benchmark_group(list_group(kind));
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    for f in fixtures.iter() {
-        let first = f.first.clone().unwrap();
-        group.bench_function(f.name, |b| {
+    for peer in stores.iter() {
+        let fixtures: Vec<&Fixture> = at.iter().map(|&k| &peer[k]).collect();
+        let name = fixtures[0].name;
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for i in 0..iters {
+                let totals = rounds(iters, fixtures.len(), |k, i| {
+                    let f = fixtures[k];
                     // Untimed: the first task of the page changes, through
                     // the same handle.
-                    f.handle().update(&first, "progress", i);
+                    f.handle().update(f.first.as_ref().unwrap(), "progress", i);
                     let start = Instant::now();
                     let page = f.handle().page(PAGE, None);
-                    elapsed += start.elapsed();
+                    let elapsed = start.elapsed();
                     assert_eq!(page.tasks[0].metadata["progress"], i);
-                }
-                record(&workload, f.name, elapsed, iters);
-                elapsed
+                    elapsed
+                });
+                record_all(&after_write, name, totals, iters)
             })
         });
     }
     group.finish();
 
-    let workload = format!("list_page/fresh/{n}");
-    let mut group = c.benchmark_group(&workload);
+    let (kind, fresh) = ("fresh", rows("fresh"));
+    let mut group = c.benchmark_group(list_group(kind));
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    for f in fixtures.iter_mut() {
-        let name = f.name;
-        f.closed(|f| {
+    for peer in stores.iter_mut() {
+        let name = peer[0].name;
+        Fixture::all_closed(peer, |peer| {
+            let fixtures: Vec<&Fixture> = at.iter().map(|&k| &peer[k]).collect();
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        // The handle is closed inside the loop: its drop is
-                        // timed too (small next to the open).
-                        assert_eq!(f.fresh_page(), PAGE);
-                    }
-                    let elapsed = start.elapsed();
-                    record(&workload, name, elapsed, iters);
-                    elapsed
+                    let totals = rounds(iters, fixtures.len(), |k, _| {
+                        // The handle is closed inside the timing: its drop
+                        // is timed too (small next to the open).
+                        let start = Instant::now();
+                        let len = fixtures[k].fresh_page();
+                        let elapsed = start.elapsed();
+                        assert_eq!(len, PAGE);
+                        elapsed
+                    });
+                    record_all(&fresh, name, totals, iters)
                 })
             });
         });
     }
     group.finish();
+}
+
+/// The criterion group of the list rows of `kind`.
+fn list_group(kind: &str) -> String {
+    let sizes: Vec<String> = ACTIVE.iter().map(|n| n.to_string()).collect();
+    format!("list_page/{kind}/{}", sizes.join("-vs-"))
+}
+
+/// The memory row's workload.
+fn rss_workload() -> String {
+    format!("rss/{RSS_AT}")
 }
 
 /// The criterion group of the create rows with `durability`.
@@ -313,8 +349,8 @@ fn create_group(durability: Durability) -> String {
 /// smaller.
 fn create_rows(
     c: &mut Criterion,
-    large: &[Fixture],
-    small: &[Fixture],
+    large: &[&Fixture],
+    small: &[&Fixture],
     floors: &[Floor],
     small_floors: &[Floor],
     bytes: &[u8],

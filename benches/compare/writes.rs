@@ -197,19 +197,30 @@ pub fn take_turns(
     mut ours: impl FnMut(u64) -> Duration,
     mut floor: impl FnMut() -> Duration,
 ) -> (Duration, Duration) {
-    let (mut ours_total, mut floor_total) = (Duration::ZERO, Duration::ZERO);
+    let totals = rounds(iters, 2, |party, i| match party {
+        0 => ours(i),
+        _ => floor(),
+    });
+    (totals[0], totals[1])
+}
+
+/// `iters` rounds in which each of `parties` parties times one operation
+/// (`op(party, round)`), one after the other; which goes first moves on by
+/// one each round, so that the machine's drift weighs on all of them
+/// alike: each party's total.
+pub fn rounds(
+    iters: u64,
+    parties: usize,
+    mut op: impl FnMut(usize, u64) -> Duration,
+) -> Vec<Duration> {
+    let mut totals = vec![Duration::ZERO; parties];
     for i in 0..iters {
-        let (t, f) = if i % 2 == 0 {
-            let t = ours(i);
-            (t, floor())
-        } else {
-            let f = floor();
-            (ours(i), f)
-        };
-        ours_total += t;
-        floor_total += f;
+        for k in 0..parties {
+            let party = (i as usize + k) % parties;
+            totals[party] += op(party, i);
+        }
     }
-    (ours_total, floor_total)
+    totals
 }
 
 /// The bytes `taskstore` writes for a new task, and for a completed one.
