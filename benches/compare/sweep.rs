@@ -5,7 +5,8 @@
 //! file per task must do when it meets the tasks at the sweep, and when
 //! their files are on disk, with an expiry index for finished ones). The
 //! goal's row runs a second time with all of them taking turns
-//! (`sweep_10000_in_turns`).
+//! (`sweep_10000_in_turns`); the rows of finished tasks and of tasks
+//! written back run in turns only.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -36,15 +37,10 @@ pub fn workloads() -> [&'static str; 5] {
     [WORKLOAD, WARM, FINISHED, WRITTEN_BACK, IN_TURNS]
 }
 
-/// How a sweep row's tasks are made and met.
+/// What a sweep row's tasks are, as the rows that take turns make them.
 #[derive(Clone, Copy)]
 struct Row {
     workload: &'static str,
-    /// The sweeping handle lists a page after the fill (untimed), so that
-    /// it knows the tasks before the sweep, as a long-lived server's handle
-    /// would: the row times the deletions, not the learning of 10,000 new
-    /// files (SQLite and redb run the same sweep).
-    warm: bool,
     /// Each task is completed after it is made (untimed): the sweep deletes
     /// finished tasks (the file store's from `done/`, through its expiry
     /// index).
@@ -59,49 +55,64 @@ struct Row {
 /// Deleting 10,000 expired tasks: each sample fills every store with them
 /// (untimed; `taskstore` through a handle without fsync, SQLite and redb in
 /// one transaction each), waits for them to expire, and times one sweep by a
-/// durable handle. The rows vary what is swept and how it is met (see
-/// [`Row`]).
+/// durable handle. The goal's row (`sweep_10000`) and the warm row (its
+/// sweeping handle knows the tasks: see `sweep_by`) run each store as a
+/// group of its own, and the goal's row runs again with every store, the
+/// floor and the bound taking turns (`sweep_10000_in_turns`); the rows of
+/// finished tasks and of tasks written back take turns only.
 pub fn sweep(c: &mut Criterion) {
-    let row = |workload, warm, finished, written_back| Row {
+    sweep_by(c, WORKLOAD, false);
+    sweep_by(c, WARM, true);
+    let row = |workload, finished, written_back| Row {
         workload,
-        warm,
         finished,
         written_back,
     };
-    sweep_by(c, row(WORKLOAD, false, false, false));
-    sweep_by(c, row(WARM, true, false, false));
-    sweep_by(c, row(FINISHED, false, true, false));
-    sweep_by(c, row(WRITTEN_BACK, false, false, true));
-    in_turns(c);
+    in_turns(c, row(FINISHED, true, false));
+    in_turns(c, row(WRITTEN_BACK, false, true));
+    in_turns(c, row(IN_TURNS, false, false));
 }
 
-/// The goal's row, every store, the floor and the bound taking turns, and
+/// A row with every store and its bound taking turns: each sample fills
+/// all of them with 10,000 expired tasks (the bound with as many files of a
+/// task's bytes; untimed, as in `sweep_by`), writes every one's files back
+/// if the row asks (one `sync` for all), then times each one's sweep, one
+/// after the other, in the order they were filled; which goes first moves
+/// on by one each sample. Run as groups of their own, a minute or more
+/// apart, this VM's speed drifts between them by more than the goal's
+/// margin; here the drift weighs on all of them alike.
+///
+/// The goal's row in turns (`sweep_10000_in_turns`) also has the floor and
 /// `taskstore` with a sweeping handle that knows the tasks (the warm row's,
-/// as `taskstore-warm`): each sample fills all of them with 10,000 expired
-/// tasks (the floor and the bound with as many files of a task's bytes;
-/// untimed, as in `sweep_by`), then times each one's sweep, one after the
-/// other, in the order they were filled; which goes first moves on by one
-/// each sample. In `sweep_by` each one's samples run as a group of their
-/// own, a minute or more apart, and this VM's speed drifts between them by
-/// more than the goal's margin; here the drift weighs on all of them alike.
-fn in_turns(c: &mut Criterion) {
+/// as `taskstore-warm`). The finished row's bound names each file in an
+/// expiry index too, as this store does.
+fn in_turns(c: &mut Criterion, row: Row) {
     const N: usize = 10_000;
-    let mut group = c.benchmark_group(IN_TURNS);
+    let workload = row.workload;
+    let mut group = c.benchmark_group(workload);
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     let dir = tempfile::tempdir().unwrap();
-    let bytes = task_bytes(false);
+    let bytes = task_bytes(row.finished);
     let mut parties: Vec<Party> = peers(dir.path(), Durability::Immediate)
         .into_iter()
         .map(Party::Peer)
         .collect();
-    let warm = dir.path().join("taskstore-warm");
-    std::fs::create_dir_all(&warm).unwrap();
-    parties.push(Party::Warm(Arc::new(Taskstore::open(
-        &warm,
-        Durability::Immediate,
-    ))));
-    parties.push(Party::Floor(Floor::new(&dir.path().join("floor"), true)));
-    parties.push(Party::Bound(Floor::new(&dir.path().join("bound"), true)));
+    if workload == IN_TURNS {
+        let warm = dir.path().join("taskstore-warm");
+        std::fs::create_dir_all(&warm).unwrap();
+        parties.push(Party::Warm(Arc::new(Taskstore::open(
+            &warm,
+            Durability::Immediate,
+        ))));
+        parties.push(Party::Floor(Floor::new(&dir.path().join("floor"), true)));
+    }
+    let index = row
+        .finished
+        .then(|| Index::new(&dir.path().join("bound-index")));
+    parties.push(Party::Bound(
+        Floor::new(&dir.path().join("bound"), true),
+        index,
+    ));
     // The party that goes first in the next sample (criterion runs one
     // sweep a sample here, so `iters` is 1 and cannot say).
     let mut first = 0;
@@ -113,14 +124,19 @@ fn in_turns(c: &mut Criterion) {
                     .map(|k| &parties[(first + k) % parties.len()])
                     .collect();
                 first = (first + 1) % parties.len();
-                let known: Vec<Vec<PathBuf>> =
-                    order.iter().map(|party| party.fill(N, &bytes)).collect();
+                let known: Vec<Vec<PathBuf>> = order
+                    .iter()
+                    .map(|party| party.fill(N, &bytes, row.finished))
+                    .collect();
+                if row.written_back || row.finished {
+                    write_back();
+                }
                 std::thread::sleep(Duration::from_millis(2));
                 for (party, known) in order.iter().zip(&known) {
                     let start = Instant::now();
                     assert_eq!(party.sweep(known), N);
                     let elapsed = start.elapsed();
-                    record(IN_TURNS, party.name(), elapsed, 1);
+                    record(workload, party.name(), elapsed, 1);
                     total += elapsed;
                 }
             }
@@ -142,8 +158,9 @@ enum Party {
     /// fsync of the directory (`Floor::remove_all`).
     Floor(Floor),
     /// Listing, reading, decoding and unlinking the files on the store's
-    /// workers, and one fsync (`read_and_remove_all`).
-    Bound(Floor),
+    /// workers, and one fsync (`read_and_remove_all`); with an expiry
+    /// index, through it (`Index::read_and_remove_all`).
+    Bound(Floor, Option<Index>),
 }
 
 impl Party {
@@ -152,14 +169,21 @@ impl Party {
             Party::Peer(peer) => peer.name(),
             Party::Warm(_) => "taskstore-warm",
             Party::Floor(_) => "floor",
-            Party::Bound(_) => "bound",
+            Party::Bound(..) => "bound",
         }
     }
 
-    /// Fixture, untimed: `n` expired tasks, or files of `bytes`; the
-    /// files' paths for the floor (its names known), none for the rest.
-    fn fill(&self, n: usize, bytes: &[u8]) -> Vec<PathBuf> {
+    /// Fixture, untimed: `n` expired tasks (`finished` ones if asked), or
+    /// files of `bytes`; the files' paths for the floor (its names known),
+    /// none for the rest.
+    fn fill(&self, n: usize, bytes: &[u8], finished: bool) -> Vec<PathBuf> {
         match self {
+            // Long enough for the filler to complete each task before it
+            // expires; made in the past, so expired.
+            Party::Peer(peer) if finished => {
+                peer.fill_finished(n, Duration::from_secs(1));
+                Vec::new()
+            }
             Party::Peer(peer) => {
                 peer.fill(n, Some(Duration::from_millis(1)));
                 Vec::new()
@@ -173,8 +197,11 @@ impl Party {
                 floor.fill(n, bytes);
                 floor.files()
             }
-            Party::Bound(bound) => {
+            Party::Bound(bound, index) => {
                 bound.fill(n, bytes);
+                if let Some(index) = index {
+                    index.link_all(&bound.files());
+                }
                 Vec::new()
             }
         }
@@ -189,14 +216,17 @@ impl Party {
                 floor.remove_all(known);
                 known.len()
             }
-            Party::Bound(bound) => read_and_remove_all(bound),
+            Party::Bound(bound, None) => read_and_remove_all(bound),
+            Party::Bound(bound, Some(index)) => index.read_and_remove_all(bound),
         }
     }
 }
 
-fn sweep_by(c: &mut Criterion, row: Row) {
+/// The goal's row (`warm` false) or the warm row, each store's samples as
+/// a group of its own; the goal's row also times the floor and the bound
+/// that way.
+fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
     const N: usize = 10_000;
-    let workload = row.workload;
     let mut group = c.benchmark_group(workload);
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     let dir = tempfile::tempdir().unwrap();
@@ -207,56 +237,15 @@ fn sweep_by(c: &mut Criterion, row: Row) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    if row.finished {
-                        // Long enough for the filler to complete each task
-                        // before it expires; made in the past, so expired.
-                        peer.fill_finished(N, Duration::from_secs(1));
-                    } else {
-                        peer.fill(N, Some(Duration::from_millis(1)));
-                    }
-                    if row.warm {
+                    peer.fill(N, Some(Duration::from_millis(1)));
+                    if warm {
                         peer.page(1, None);
-                    }
-                    if row.written_back {
-                        write_back();
                     }
                     std::thread::sleep(Duration::from_millis(2));
                     let start = Instant::now();
                     assert_eq!(peer.sweep_expired(), N);
                     let elapsed = start.elapsed();
                     record(workload, name, elapsed, 1);
-                    total += elapsed;
-                }
-                total
-            })
-        });
-    }
-    if row.written_back || row.finished {
-        // Their bound: what any sweep storing one file per task must do
-        // with files on disk, and, for finished tasks, with each file also
-        // named in an expiry index, as this store keeps them (a task found
-        // by its id and the expired ones without reading the rest).
-        let finished = row.finished;
-        let bytes = task_bytes(finished);
-        let bound = Floor::new(&dir.path().join("bound"), true);
-        let index = finished.then(|| Index::new(&dir.path().join("bound-index")));
-        group.bench_function("bound", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    bound.fill(N, &bytes);
-                    if let Some(index) = &index {
-                        index.link_all(&bound.files());
-                    }
-                    write_back();
-                    let start = Instant::now();
-                    let removed = match &index {
-                        Some(index) => index.read_and_remove_all(&bound),
-                        None => read_and_remove_all(&bound),
-                    };
-                    assert_eq!(removed, N);
-                    let elapsed = start.elapsed();
-                    record(workload, "bound", elapsed, 1);
                     total += elapsed;
                 }
                 total
@@ -274,14 +263,14 @@ fn sweep_by(c: &mut Criterion, row: Row) {
     let bytes = task_bytes(false);
     for party in [
         Party::Floor(Floor::new(&dir.path().join("floor"), true)),
-        Party::Bound(Floor::new(&dir.path().join("bound"), true)),
+        Party::Bound(Floor::new(&dir.path().join("bound"), true), None),
     ] {
         let name = party.name();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let known = party.fill(N, &bytes);
+                    let known = party.fill(N, &bytes, false);
                     let start = Instant::now();
                     assert_eq!(party.sweep(&known), N);
                     let elapsed = start.elapsed();
