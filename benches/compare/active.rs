@@ -176,11 +176,10 @@ pub fn active(c: &mut Criterion, filter: &Filter) {
     let rss = filter.wants(&[rss_workload()]);
     // Only the stores a wanted row needs are built (a filter for the
     // create rows alone builds none at 1,000).
-    let mut sizes: Vec<usize> = ACTIVE
+    let sizes: Vec<usize> = ACTIVE
         .into_iter()
         .filter(|n| lists || (creates && CREATE_AT.contains(n)) || (rss && *n == RSS_AT))
         .collect();
-    sizes.sort_unstable();
     if sizes.is_empty() {
         return;
     }
