@@ -249,6 +249,33 @@ fn sweep_sets_bad_running_files_aside_and_a_full_listing_the_rest() {
     assert_eq!(quarantined(dir.path()).len(), 3);
 }
 
+/// A name in `active/` that is no task file's, there before the handle
+/// opened: the handle's first listing (a full pass over `active/`, not a
+/// change notice) sets it aside and reports it, once.
+#[test]
+fn a_stray_name_in_active_before_the_open_is_set_aside_by_the_first_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = FileStore::open(dir.path())
+        .unwrap()
+        .create(NewTask::new())
+        .unwrap();
+    fs::write(dir.path().join("active").join("README.txt"), b"not a task").unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let page = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(page.tasks, vec![good.clone()]);
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    assert!(
+        page.skipped[0].location.ends_with("README.txt"),
+        "{:?}",
+        page.skipped[0]
+    );
+    assert_eq!(page.skipped[0].action, UnreadableAction::SetAside);
+    assert_eq!(quarantined(dir.path()).len(), 1);
+    assert!(!dir.path().join("active").join("README.txt").exists());
+    let again = store.list(&ListQuery::active()).unwrap();
+    assert_eq!((again.tasks, again.skipped.len()), (vec![good], 0));
+}
+
 #[test]
 fn files_are_private_and_directories_too() {
     let dir = tempfile::tempdir().unwrap();

@@ -310,7 +310,11 @@ impl Fs {
 
     /// Hands `each` the entries of `dir` (name and inode number) while it
     /// asks for more.
-    fn each_entry(&self, dir: &Dir, mut each: impl FnMut(OsString, u64) -> bool) -> io::Result<()> {
+    pub fn each_entry(
+        &self,
+        dir: &Dir,
+        mut each: impl FnMut(OsString, u64) -> bool,
+    ) -> io::Result<()> {
         self.check(FsOp::ReadDir, || dir.path.clone())?;
         for entry in rustix::fs::Dir::read_from(&dir.fd)? {
             let entry = entry?;

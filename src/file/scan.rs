@@ -294,15 +294,10 @@ impl FileBackend {
             .map(|(id, _)| id.clone())
             .collect();
         // Forgotten first: its unchanged status must not excuse a read.
-        let again: Vec<(TaskId, OsString)> = again
-            .into_iter()
-            .map(|id| {
-                state.bad.remove(&id);
-                let name = task_name(&id);
-                (id, name)
-            })
-            .collect();
-        self.reread_all(state, &again, stamp::clock(), None);
+        for id in &again {
+            state.bad.remove(id);
+        }
+        self.reread_all(state, &again, TaskId::clone, stamp::clock(), None);
     }
 
     /// Sets aside each unreadable file of `active/` in `bad`, and notes in
@@ -478,7 +473,7 @@ impl FileBackend {
         before: std::time::SystemTime,
     ) -> Result<()> {
         const PASSES: usize = 4;
-        let (mut names, foreign) = recovery::entries(self, Area::Active)?;
+        let (mut ids, foreign) = recovery::task_ids(self, Area::Active)?;
         state.reported.extend(foreign);
         if state.watch.is_none() {
             for _ in 1..PASSES {
@@ -487,21 +482,24 @@ impl FileBackend {
                     break;
                 }
                 status = now;
-                let seen: HashSet<TaskId> = names.iter().map(|(id, _)| id.clone()).collect();
-                let (more, foreign) = recovery::entries(self, Area::Active)?;
+                let (more, foreign) = recovery::task_ids(self, Area::Active)?;
                 state.reported.extend(foreign);
-                names.extend(more.into_iter().filter(|(id, _)| !seen.contains(id)));
+                ids.join(&more);
             }
         }
-        let present: HashSet<&TaskId> = names.iter().map(|(id, _)| id).collect();
-        let gone: Vec<TaskId> = state.ids().filter(|id| !present.contains(id)).collect();
+        let present: HashSet<&str> = ids.iter().collect();
+        let gone: Vec<TaskId> = state
+            .ids()
+            .filter(|id| !present.contains(id.as_str()))
+            .collect();
         for id in gone {
             state.remove(&id);
             state.bad.remove(&id);
         }
         drop(present);
         let mut fresh = Vec::new();
-        self.reread_all(state, &names, before, Some(&mut fresh));
+        let id_at = |&span: &(usize, usize)| TaskId::trusted(ids.at(span));
+        self.reread_all(state, ids.spans(), id_at, before, Some(&mut fresh));
         state.put_all(fresh);
         Ok(())
     }
@@ -517,7 +515,7 @@ impl FileBackend {
                     state.bad.remove(&id);
                 }
                 (None, Change::Gone) => {}
-                (Some(id), Change::Changed) => changed.push((id, name)),
+                (Some(id), Change::Changed) => changed.push(id),
                 // A stray file, if it is still there: set aside and reported.
                 (None, Change::Changed) => {
                     if let Some(report) = recovery::set_aside_foreign(self, Area::Active, &name) {
@@ -526,27 +524,40 @@ impl FileBackend {
                 }
             }
         }
-        self.reread_all(state, &changed, stamp::clock(), None);
+        self.reread_all(state, &changed, TaskId::clone, stamp::clock(), None);
     }
 
-    /// Reads each task's file of `names` in `active/` into the snapshot,
-    /// unless its settled status proves the entry current; the tasks read
-    /// are put in `fresh` if given (a full pass puts them all in at once).
-    /// The files are read side by side when there are many (a handle that
-    /// meets thousands of new tasks at once), then put in one by one.
-    fn reread_all(
+    /// Reads the file of each task of `items` (its id made by `id_of`) in
+    /// `active/` into the snapshot, unless its settled status proves the
+    /// entry current; the tasks read are put in `fresh` if given (a full
+    /// pass puts them all in at once). The files are read side by side when
+    /// there are many (a handle that meets thousands of new tasks at once),
+    /// then put in one by one. Each task's id and file name are made where
+    /// they are used and dropped at once, so that nothing of them is left
+    /// between the bytes the snapshot keeps.
+    fn reread_all<T: Sync>(
         &self,
         state: &mut State,
-        names: &[(TaskId, OsString)],
+        items: &[T],
+        id_of: impl Fn(&T) -> TaskId + Sync,
         before: std::time::SystemTime,
         mut fresh: Option<&mut Vec<Staged>>,
     ) {
+        let named = |item: &T| {
+            let id = id_of(item);
+            let name = task_name(&id);
+            (id, name)
+        };
         let looked = {
             let state = &*state;
-            parallel::map(names, |(id, name)| self.look(state, id, name, before))
+            parallel::map(items, |item| {
+                let (id, name) = named(item);
+                self.look(state, &id, &name, before)
+            })
         };
-        for ((id, name), look) in names.iter().zip(looked) {
-            self.put_looked(state, id, name, look, fresh.as_deref_mut());
+        for (item, look) in items.iter().zip(looked) {
+            let (id, name) = named(item);
+            self.put_looked(state, &id, &name, look, fresh.as_deref_mut());
         }
     }
 
