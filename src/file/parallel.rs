@@ -107,7 +107,7 @@ where
     // snapshot) are allocated one after the other, with no short-lived
     // vector between them to leave a hole in the heap once freed (blocks
     // gathered in vectors of their own cost a handle at 10,000 running
-    // tasks 1.6 MB of resident memory).
+    // tasks 1.6 MiB of resident memory).
     let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let pull = || {

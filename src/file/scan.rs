@@ -532,8 +532,8 @@ impl FileBackend {
     /// entry current; the tasks read are put in `fresh` if given (a full
     /// pass puts them all in at once). The files are read side by side when
     /// there are many (a handle that meets thousands of new tasks at once),
-    /// then put in one by one. Each task's id and file name are made where
-    /// they are used and dropped at once, so that nothing of them is left
+    /// then put in one by one. Each task's id (and file name) is made where
+    /// it is used and dropped at once, so that nothing of them is left
     /// between the bytes the snapshot keeps.
     fn reread_all<T: Sync>(
         &self,
@@ -543,34 +543,20 @@ impl FileBackend {
         before: std::time::SystemTime,
         mut fresh: Option<&mut Vec<Staged>>,
     ) {
-        let named = |item: &T| {
-            let id = id_of(item);
-            let name = task_name(&id);
-            (id, name)
-        };
         let looked = {
             let state = &*state;
-            parallel::map(items, |item| {
-                let (id, name) = named(item);
-                self.look(state, &id, &name, before)
-            })
+            parallel::map(items, |item| self.look(state, &id_of(item), before))
         };
         for (item, look) in items.iter().zip(looked) {
-            let (id, name) = named(item);
-            self.put_looked(state, &id, &name, look, fresh.as_deref_mut());
+            self.put_looked(state, &id_of(item), look, fresh.as_deref_mut());
         }
     }
 
-    /// What task `id`'s file `name` in `active/` holds now, as far as the
-    /// snapshot needs to know: read only if its settled status does not
-    /// prove the entry current.
-    fn look(
-        &self,
-        state: &State,
-        id: &TaskId,
-        name: &OsStr,
-        before: std::time::SystemTime,
-    ) -> Look {
+    /// What task `id`'s file in `active/` holds now, as far as the snapshot
+    /// needs to know: read only if its settled status does not prove the
+    /// entry current.
+    fn look(&self, state: &State, id: &TaskId, before: std::time::SystemTime) -> Look {
+        let name = &task_name(id);
         // With a watch, its notices prove entries current: no stamp is kept
         // (`State::put`), so none is taken.
         let stamp = if state.watch.is_some() {
@@ -600,7 +586,6 @@ impl FileBackend {
         &self,
         state: &mut State,
         id: &TaskId,
-        name: &OsStr,
         look: Look,
         fresh: Option<&mut Vec<Staged>>,
     ) {
@@ -633,7 +618,10 @@ impl FileBackend {
             Read::Bad(e) => {
                 let report = Skipped::new(
                     Some(id.clone()),
-                    self.dir(Area::Active).join(name).display().to_string(),
+                    self.dir(Area::Active)
+                        .join(task_name(id))
+                        .display()
+                        .to_string(),
                     e.to_string(),
                     UnreadableAction::LeftInPlace,
                 );
