@@ -61,7 +61,7 @@ struct Fixture {
     /// but for the one untimed update); `None` while closed.
     handle: Option<Handle>,
     /// The first task in listing order: the one `after_write` updates.
-    first: Option<TaskId>,
+    first: TaskId,
 }
 
 enum Handle {
@@ -89,7 +89,9 @@ impl Handle {
 }
 
 impl Fixture {
-    fn create(name: &'static str, root: &Path) -> Fixture {
+    /// `name`'s store in `root`, checked, then holding exactly `n` active
+    /// tasks (what `check` left is removed first).
+    fn at(name: &'static str, root: &Path, n: usize) -> Fixture {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let handle = match name {
@@ -97,26 +99,20 @@ impl Fixture {
             "sqlite" => Handle::Sqlite(Sqlite::open(&dir, Durability::Eventual)),
             _ => Handle::Redb(Redb::open(&dir, Durability::Eventual)),
         };
-        check(handle.peer());
+        let peer = handle.peer();
+        check(peer);
+        for task in peer.list_active() {
+            peer.delete(&task.id);
+        }
+        peer.fill(n, None);
+        assert_eq!(peer.list_active().len(), n, "{name}");
+        let first = peer.page(1, None).tasks[0].id.clone();
         Fixture {
             name,
             dir,
             handle: Some(handle),
-            first: None,
+            first,
         }
-    }
-
-    /// `name`'s store in `root`, holding exactly `n` active tasks (what
-    /// `check` left is removed first).
-    fn at(name: &'static str, root: &Path, n: usize) -> Fixture {
-        let mut f = Fixture::create(name, root);
-        for task in f.handle().list_active() {
-            f.handle().delete(&task.id);
-        }
-        f.handle().fill(n, None);
-        f.first = Some(f.handle().page(1, None).tasks[0].id.clone());
-        assert_eq!(f.handle().list_active().len(), n, "{name}");
-        f
     }
 
     fn handle(&self) -> &dyn Peer {
@@ -281,7 +277,7 @@ fn list_rows(c: &mut Criterion, stores: &mut [Vec<Fixture>], at: &[usize]) {
                     let f = fixtures[k];
                     // Untimed: the first task of the page changes, through
                     // the same handle.
-                    f.handle().update(f.first.as_ref().unwrap(), "progress", i);
+                    f.handle().update(&f.first, "progress", i);
                     let start = Instant::now();
                     let page = f.handle().page(PAGE, None);
                     let elapsed = start.elapsed();
