@@ -383,21 +383,23 @@ impl Scan {
 
     /// [`matches`](Scan::matches) for a task known by its status, expiry
     /// ([`Task::expires_at`]) and lease expiry alone: for a backend that
-    /// filters before it decodes a task whole.
-    pub fn matches_keys(
+    /// filters before it decodes a task whole. The times may be kept in any
+    /// type an `OffsetDateTime` converts into that orders as the instants
+    /// do (a backend may keep them smaller).
+    pub fn matches_keys<T: From<OffsetDateTime> + PartialOrd>(
         &self,
         status: TaskStatus,
-        expires_at: Option<OffsetDateTime>,
-        lease_expires_at: Option<OffsetDateTime>,
+        expires_at: Option<T>,
+        lease_expires_at: Option<T>,
     ) -> bool {
         (self.scope == Scope::All || !status.is_terminal())
             && self.status.is_none_or(|s| s == status)
             && self
                 .expired_at
-                .is_none_or(|at| expires_at.is_some_and(|x| x <= at))
+                .is_none_or(|at| expires_at.is_some_and(|x| x <= T::from(at)))
             && self
                 .lapsed_at
-                .is_none_or(|at| lease_expires_at.is_some_and(|x| x <= at))
+                .is_none_or(|at| lease_expires_at.is_some_and(|x| x <= T::from(at)))
     }
 
     /// Whether `task` comes after this scan's position.

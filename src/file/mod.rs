@@ -19,6 +19,7 @@ mod history_tests;
 mod layout;
 mod lock;
 mod maintenance;
+mod moment;
 mod open;
 mod parallel;
 mod park;

@@ -15,10 +15,9 @@ use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use time::OffsetDateTime;
-
 use crate::backend::{Scan, Skipped};
 use crate::file::codec::Keys;
+use crate::file::moment::Moment;
 use crate::file::stamp::Stamp;
 use crate::file::watch::Watch;
 use crate::id::TaskId;
@@ -85,10 +84,11 @@ impl ActiveSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     entries: BTreeMap<Slot, Entry>,
-    /// Where each task is in `entries`, by the hash of its id; an id whose
-    /// hash another id already holds is in `collided`.
-    created: HashMap<u64, OffsetDateTime>,
-    collided: HashMap<TaskId, OffsetDateTime>,
+    /// Where each task is in `entries`, by the hash of its id (its low 32
+    /// bits, which makes each slot 16 bytes, not 24); an id whose hash
+    /// another id already holds is in `collided`.
+    created: HashMap<u32, Moment>,
+    collided: HashMap<TaskId, Moment>,
     hasher: RandomState,
     /// Every id hashes alike (for the tests of the collision path).
     #[cfg(test)]
@@ -132,23 +132,37 @@ pub(crate) struct State {
 
 /// A task's place in listing order (creation time, then id), holding its
 /// file's bytes, or its id alone once the snapshot's byte budget is spent.
+///
+/// It takes 32 bytes (`Moment`, a `u16` and two `u8`s beside the blob's
+/// pointer and length), where the id's place as a `u32` and the bytes'
+/// as an `Option<u8>` took 40.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    created_at: OffsetDateTime,
+    created_at: Moment,
     /// The file's bytes, which hold the id at `id_at`; or, for a file that
-    /// spells its id otherwise (escaped), the id followed by the bytes; or
-    /// the id alone.
+    /// spells its id otherwise (escaped) or past `u16::MAX` bytes in, the id
+    /// followed by the bytes; or the id alone.
     blob: Box<[u8]>,
-    id_at: u32,
+    id_at: u16,
     id_len: u8,
-    /// Where the file's bytes start in `blob`, if it holds them.
-    bytes_at: Option<u8>,
+    holds: Holds,
+}
+
+/// What a [`Slot`]'s blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    /// The id alone (past the byte budget).
+    Id,
+    /// The file's bytes, with the id inside them.
+    Bytes,
+    /// The id, then the file's bytes.
+    IdThenBytes,
 }
 
 impl Slot {
     /// The slot of task `id` created at `created_at`, keeping `bytes` if
     /// given.
-    fn new(created_at: OffsetDateTime, id: &TaskId, bytes: Option<Vec<u8>>) -> Slot {
+    fn new(created_at: Moment, id: &TaskId, bytes: Option<Vec<u8>>) -> Slot {
         let id = id.as_str().as_bytes();
         let id_len = u8::try_from(id.len()).expect("ids are at most 128 bytes");
         let Some(bytes) = bytes else {
@@ -157,20 +171,20 @@ impl Slot {
                 blob: id.into(),
                 id_at: 0,
                 id_len,
-                bytes_at: None,
+                holds: Holds::Id,
             };
         };
         let found = bytes
             .windows(id.len())
             .position(|w| w == id)
-            .and_then(|at| u32::try_from(at).ok());
+            .and_then(|at| u16::try_from(at).ok());
         match found {
             Some(id_at) => Slot {
                 created_at,
                 blob: bytes.into_boxed_slice(),
                 id_at,
                 id_len,
-                bytes_at: Some(0),
+                holds: Holds::Bytes,
             },
             None => {
                 let mut blob = Vec::with_capacity(id.len() + bytes.len());
@@ -181,7 +195,7 @@ impl Slot {
                     blob: blob.into_boxed_slice(),
                     id_at: 0,
                     id_len,
-                    bytes_at: Some(id_len),
+                    holds: Holds::IdThenBytes,
                 }
             }
         }
@@ -189,7 +203,7 @@ impl Slot {
 
     /// The id's bytes.
     fn id_bytes(&self) -> &[u8] {
-        let at = self.id_at as usize;
+        let at = usize::from(self.id_at);
         &self.blob[at..at + usize::from(self.id_len)]
     }
 
@@ -200,13 +214,17 @@ impl Slot {
     }
 
     /// The task's creation time.
-    pub fn created_at(&self) -> OffsetDateTime {
+    pub fn created_at(&self) -> Moment {
         self.created_at
     }
 
     /// The file's bytes, if kept.
     pub fn bytes(&self) -> Option<&[u8]> {
-        self.bytes_at.map(|at| &self.blob[usize::from(at)..])
+        match self.holds {
+            Holds::Id => None,
+            Holds::Bytes => Some(&self.blob),
+            Holds::IdThenBytes => Some(&self.blob[usize::from(self.id_len)..]),
+        }
     }
 
     /// The bytes kept of the file.
@@ -243,24 +261,36 @@ impl Ord for Slot {
 #[derive(Debug)]
 pub(crate) struct Staged((Slot, Entry));
 
-/// A task file's listing keys, as the snapshot keeps them.
+/// A task file's listing keys, as the snapshot keeps them: 48 bytes, what
+/// few entries have kept apart.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub status: TaskStatus,
     pub revision: u64,
-    pub expires_at: Option<OffsetDateTime>,
-    pub lease_expires_at: Option<OffsetDateTime>,
+    pub expires_at: Option<Moment>,
+    pub lease_expires_at: Option<Moment>,
+    extra: Option<Box<Extra>>,
+}
+
+/// What few entries keep.
+#[derive(Debug, Clone, Default)]
+struct Extra {
     /// The file's status, if settled when read, and only without a watch
     /// (where it is the proof that the entry is current).
-    stamp: Option<Box<Stamp>>,
+    stamp: Option<Stamp>,
     /// The task, decoded (see [`MAX_DECODED`]).
-    pub decoded: Option<Arc<Task>>,
+    decoded: Option<Arc<Task>>,
 }
 
 impl Entry {
     /// The file's status when read, if kept.
     pub fn stamp(&self) -> Option<Stamp> {
-        self.stamp.as_deref().copied()
+        self.extra.as_ref().and_then(|x| x.stamp)
+    }
+
+    /// The task, if kept decoded.
+    pub fn decoded(&self) -> Option<&Arc<Task>> {
+        self.extra.as_ref().and_then(|x| x.decoded.as_ref())
     }
 }
 
@@ -277,12 +307,14 @@ pub(crate) struct Bad {
 
 impl State {
     /// The hash `created` knows task `id` by.
-    fn hash(&self, id: &TaskId) -> u64 {
+    fn hash(&self, id: &TaskId) -> u32 {
         #[cfg(test)]
         if self.collide {
             return 0;
         }
-        self.hasher.hash_one(id)
+        // Truncated: a collision costs an entry in `collided`, which at
+        // 10,000 running tasks has about one chance in 90 to hold one.
+        self.hasher.hash_one(id) as u32
     }
 
     /// The entry of task `id`, with its slot.
@@ -345,23 +377,29 @@ impl State {
         if !keys.status.is_terminal() {
             self.active += 1;
         }
+        let created_at = Moment::from(keys.created_at);
         match self.created.entry(self.hash(id)) {
             hash_map::Entry::Vacant(place) => {
-                place.insert(keys.created_at);
+                place.insert(created_at);
             }
             // Another id's (this one's was removed above).
             hash_map::Entry::Occupied(_) => {
-                self.collided.insert(id.clone(), keys.created_at);
+                self.collided.insert(id.clone(), created_at);
             }
         }
-        let slot = Slot::new(keys.created_at, id, keep.then_some(bytes));
+        let slot = Slot::new(created_at, id, keep.then_some(bytes));
+        let stamp = stamp.filter(|_| self.watch.is_none());
         let entry = Entry {
             status: keys.status,
             revision: keys.revision,
-            expires_at: keys.expires_at,
-            lease_expires_at: keys.lease_expires_at,
-            stamp: stamp.filter(|_| self.watch.is_none()).map(Box::new),
-            decoded: None,
+            expires_at: keys.expires_at.map(Moment::from),
+            lease_expires_at: keys.lease_expires_at.map(Moment::from),
+            extra: stamp.map(|stamp| {
+                Box::new(Extra {
+                    stamp: Some(stamp),
+                    decoded: None,
+                })
+            }),
         };
         (slot, entry)
     }
@@ -393,7 +431,7 @@ impl State {
     /// Keeps `task`, decoded from its entry (created at `created_at`),
     /// beside it, if the snapshot holds few enough running tasks and the
     /// entry is still the version decoded.
-    pub fn keep_decoded(&mut self, created_at: OffsetDateTime, task: &Arc<Task>) {
+    pub fn keep_decoded(&mut self, created_at: Moment, task: &Arc<Task>) {
         if self.active > MAX_DECODED {
             return;
         }
@@ -402,7 +440,7 @@ impl State {
             .get_mut(&Slot::new(created_at, &task.id, None))
             .filter(|e| e.revision == task.revision)
         {
-            entry.decoded = Some(task.clone());
+            entry.extra.get_or_insert_default().decoded = Some(task.clone());
         }
     }
 
@@ -443,7 +481,7 @@ impl State {
     /// kept), in listing order, at most `scan.limit`.
     pub fn select<'a>(&'a self, scan: &'a Scan) -> impl Iterator<Item = (&'a Slot, &'a Entry)> {
         let from = match &scan.after {
-            Some(after) => Bound::Excluded(Slot::new(after.created_at, &after.id, None)),
+            Some(after) => Bound::Excluded(Slot::new(after.created_at.into(), &after.id, None)),
             None => Bound::Unbounded,
         };
         self.entries
@@ -470,6 +508,7 @@ mod tests {
     use super::{MAX_CACHED_BYTES, State};
     use crate::backend::{Position, Scan, Scope};
     use crate::file::codec::Keys;
+    use crate::file::moment::Moment;
     use crate::id::TaskId;
     use crate::task::TaskStatus;
 
@@ -482,6 +521,10 @@ mod tests {
             expires_at: None,
             lease_expires_at: None,
         }
+    }
+
+    fn moment(created: i64) -> Moment {
+        OffsetDateTime::from_unix_timestamp(created).unwrap().into()
     }
 
     /// The file bytes of task `id` (as the codec writes them, the id
@@ -545,12 +588,15 @@ mod tests {
                 for id in &ids {
                     let found = state.get(id).map(|(slot, entry)| {
                         (
-                            slot.created_at().unix_timestamp(),
+                            slot.created_at(),
                             entry.revision,
                             slot.bytes().unwrap().to_vec(),
                         )
                     });
-                    assert_eq!(found.as_ref(), model.get(id), "{id} at step {step}");
+                    let expected = model.get(id).map(|(created, revision, bytes)| {
+                        (moment(*created), *revision, bytes.clone())
+                    });
+                    assert_eq!(found, expected, "{id} at step {step}");
                 }
                 assert_eq!(state.active(), model.len());
                 let bytes: usize = model.values().map(|(.., b)| b.len()).sum();
@@ -578,6 +624,29 @@ mod tests {
             known.sort();
             assert_eq!(known, model.keys().cloned().collect::<Vec<_>>());
         }
+    }
+
+    /// The sizes the snapshot's memory is reckoned with (a slot and an
+    /// entry per task in the ordered map; BENCHMARKS.md's memory rows).
+    #[test]
+    fn a_slot_takes_32_bytes_and_an_entry_48() {
+        assert_eq!(size_of::<super::Slot>(), 32);
+        assert_eq!(size_of::<super::Entry>(), 48);
+    }
+
+    /// A file whose id is first written more than `u16::MAX` bytes in (a
+    /// hand-made file, say) is kept whole, with its id before it, and found.
+    #[test]
+    fn an_id_far_into_its_file_is_kept_before_the_bytes() {
+        let mut state = State::default();
+        let far = TaskId::parse("far").unwrap();
+        let mut bytes = vec![b' '; 70_000];
+        bytes.extend(file(&far, false));
+        state.put(&far, &keys(1, 1), bytes.clone(), None);
+        let (slot, _) = state.get(&far).unwrap();
+        assert_eq!(slot.id(), far);
+        assert_eq!(slot.bytes(), Some(&bytes[..]));
+        assert_eq!(state.size(), (bytes.len(), 1));
     }
 
     /// Past the byte budget an entry keeps its id alone, and is still found.

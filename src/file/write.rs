@@ -566,7 +566,7 @@ impl FileBackend {
         let watching = state.complete && state.watch.is_some();
         Ok(match state.get(&current.id) {
             Some((slot, entry))
-                if slot.created_at() == current.created_at
+                if slot.created_at() == current.created_at.into()
                     && entry.revision == current.revision =>
             {
                 watching
