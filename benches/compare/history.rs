@@ -16,6 +16,8 @@
 //!   (a day), so each has an `expiring/` entry that places it without a
 //!   read (taskstore: a store of its own; SQLite: the same database as
 //!   `fresh`, whose page reads the same index with or without a TTL).
+//! - `rss/history/20010`: the resident memory of a handle that reads the
+//!   first page of every task, then lists them all (`memory.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use serde_json::json;
 use taskstore::{Durability, FileStore, ListQuery, NewTask, TaskStore};
 
 use crate::peers::{Peer, Sqlite};
-use crate::record;
+use crate::{Filter, memory, record};
 
 /// Finished tasks beside the page.
 const FINISHED: usize = 20_000;
@@ -37,9 +39,13 @@ const AFTER_COMPLETE: &str = "history_page/after_complete";
 const FRESH: &str = "history_page/fresh";
 const FRESH_TTL: &str = "history_page/fresh_ttl";
 
+/// The resident memory of a handle that lists the store's history: its
+/// first page, then every task (`benches/compare/memory.rs`).
+const RSS: &str = "rss/history/20010";
+
 /// The history rows' workloads.
-pub fn workloads() -> [&'static str; 4] {
-    [QUIET, AFTER_COMPLETE, FRESH, FRESH_TTL]
+pub fn workloads() -> [&'static str; 5] {
+    [QUIET, AFTER_COMPLETE, FRESH, FRESH_TTL, RSS]
 }
 
 /// One finished task more, through `store`.
@@ -82,10 +88,16 @@ fn first_page(store: &FileStore) {
     std::hint::black_box(page);
 }
 
-pub fn history(c: &mut Criterion) {
+pub fn history(c: &mut Criterion, filter: &Filter) {
     let dir = tempfile::tempdir().unwrap();
     let ts_root = dir.path().join("taskstore");
     let writer = fixture(&ts_root, NewTask::new);
+    if filter.wants(&[RSS]) {
+        memory::measure_history(RSS, &ts_root, FINISHED + 10);
+    }
+    if !filter.wants(&[QUIET, AFTER_COMPLETE, FRESH, FRESH_TTL]) {
+        return;
+    }
     let reader = FileStore::open(&ts_root).unwrap();
     let ttl_root = dir.path().join("taskstore-ttl");
     // Held open, as `writer` is: the fresh handles' opens are not alone.

@@ -211,7 +211,7 @@ fn main() {
         sweep::sweep(&mut c);
     }
     if filter.wants(&history::workloads()) {
-        history::history(&mut c);
+        history::history(&mut c, &filter);
     }
     if filter.wants(&[
         "breaker_closed/1t",

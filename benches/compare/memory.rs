@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use taskstore::Durability;
+use taskstore::{Durability, FileStore, ListQuery, TaskStore};
 
 use crate::peers::{Peer, Redb, Sqlite, Taskstore};
 
@@ -26,12 +26,37 @@ pub struct Rss {
 /// (workload, peer, figures), in the order measured.
 pub static MEMORY: Mutex<Vec<(String, &'static str, Rss)>> = Mutex::new(Vec::new());
 
+/// The memory child's name for `taskstore` listing every task, history
+/// too (`ListQuery::all()`), not only the running ones.
+const HISTORY: &str = "taskstore-history";
+
 /// Measures `peer` ("taskstore", "sqlite" or "redb") over the store in
 /// `dir` holding `active` active tasks, in a child, and keeps the figures
 /// for the table.
 pub fn measure(workload: &str, peer: &'static str, dir: &Path, active: usize) {
+    let rss = run_child(peer, dir, active);
+    MEMORY
+        .lock()
+        .unwrap()
+        .push((workload.to_owned(), peer, rss));
+}
+
+/// Measures `taskstore` over the store in `dir` holding `tasks` tasks in
+/// all, listing history too (its first page, then every task), in a child,
+/// and keeps the figures for the table.
+pub fn measure_history(workload: &str, dir: &Path, tasks: usize) {
+    let rss = run_child(HISTORY, dir, tasks);
+    MEMORY
+        .lock()
+        .unwrap()
+        .push((workload.to_owned(), "taskstore", rss));
+}
+
+/// What the memory child `peer` saw over the store in `dir` holding
+/// `count` tasks it lists.
+fn run_child(peer: &str, dir: &Path, count: usize) -> Rss {
     let out = Command::new(std::env::current_exe().unwrap())
-        .env(RSS_CHILD, format!("{peer}|{active}|{}", dir.display()))
+        .env(RSS_CHILD, format!("{peer}|{count}|{}", dir.display()))
         .output()
         .unwrap();
     assert!(out.status.success(), "memory child for {peer} failed");
@@ -43,17 +68,13 @@ pub fn measure(workload: &str, peer: &'static str, dir: &Path, active: usize) {
         .split(' ')
         .map(|n| n.parse().unwrap())
         .collect();
-    let rss = Rss {
+    Rss {
         start: n[0],
         opened: n[1],
         after_page: n[2],
         after_all: n[3],
         peak: n[4],
-    };
-    MEMORY
-        .lock()
-        .unwrap()
-        .push((workload.to_owned(), peer, rss));
+    }
 }
 
 /// `VmRSS` and `VmHWM` of this process, in KiB.
@@ -78,6 +99,9 @@ pub fn child(spec: &str) {
         panic!("bad memory spec {spec:?}");
     };
     let (active, dir): (usize, &Path) = (active.parse().unwrap(), Path::new(dir));
+    if peer == HISTORY {
+        return history_child(active, dir);
+    }
     let (start, _) = status();
     let handle: Box<dyn Peer> = match peer {
         "taskstore" => Box::new(Taskstore::open(dir, Durability::Eventual)),
@@ -89,6 +113,27 @@ pub fn child(spec: &str) {
     assert_eq!(handle.page(100, None).tasks.len(), 100.min(active));
     let (after_page, _) = status();
     assert_eq!(handle.list_active().len(), active);
+    let (after_all, peak) = status();
+    println!("rss {start} {opened} {after_page} {after_all} {peak}");
+}
+
+/// The history memory child: as [`child`], with the first page of every
+/// task (`ListQuery::all()`, history first, as it is older) and then a
+/// listing of all `tasks`.
+fn history_child(tasks: usize, dir: &Path) {
+    let (start, _) = status();
+    let store = FileStore::builder(dir)
+        .durability(Durability::Eventual)
+        .max_active(usize::MAX)
+        .open()
+        .unwrap();
+    let (opened, _) = status();
+    let page = store.list(&ListQuery::all().limit(100)).unwrap();
+    assert_eq!(page.tasks.len(), 100.min(tasks));
+    assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+    drop(page);
+    let (after_page, _) = status();
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), tasks);
     let (after_all, peak) = status();
     println!("rss {start} {opened} {after_page} {after_all} {peak}");
 }

@@ -37,6 +37,7 @@ use crate::backend::{Scan, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
+use crate::file::moment::Moment;
 use crate::file::scan::Read;
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
@@ -70,7 +71,7 @@ impl HistoryKeys {
     /// known by id, each at its place.
     pub(super) fn check(&self) {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        let by_id: BTreeSet<(i128, TaskId)> = known
+        let by_id: BTreeSet<(Moment, TaskId)> = known
             .files
             .iter()
             .map(|(id, (_, keys))| (keys.at, id.clone()))
@@ -84,10 +85,10 @@ struct Known {
     /// Each finished task's keys, and its file's status when they were
     /// read, if it had settled: a file whose status is the same is the
     /// same file.
-    files: HashMap<TaskId, (Option<Stamp>, Keys)>,
+    files: HashMap<TaskId, Held>,
     /// The same tasks in listing order (creation time, id): a page is a
     /// range of it.
-    order: BTreeSet<(i128, TaskId)>,
+    order: BTreeSet<(Moment, TaskId)>,
     /// `files` and `unreadable` are `done/` as it was when `watch` was
     /// last drained, or (without a watch) when `dir` was taken; and no
     /// entry of `done/` that is no task file's name was left there then.
@@ -113,7 +114,7 @@ impl Known {
             self.order.remove(&(was.at, id.clone()));
         }
         self.order.insert((keys.at, id.clone()));
-        self.files.insert(id, (stamp, keys));
+        self.files.insert(id, (stamp.map(Box::new), keys));
     }
 
     /// Knows task `id` no longer.
@@ -135,7 +136,7 @@ impl Known {
     }
 
     /// Knows `files`, and nothing else.
-    fn replace(&mut self, files: HashMap<TaskId, (Option<Stamp>, Keys)>) {
+    fn replace(&mut self, files: HashMap<TaskId, Held>) {
         self.order = files
             .iter()
             .map(|(id, (_, keys))| (keys.at, id.clone()))
@@ -144,46 +145,51 @@ impl Known {
     }
 }
 
-/// Where a finished task lists, and what a scan filters it by.
+/// A finished task's keys as [`Known`] holds them, with its file's status
+/// (boxed: kept only without a watch, and four times the keys' size).
+type Held = (Option<Box<Stamp>>, Keys);
+
+/// Where a finished task lists, and what a scan filters it by: 40 bytes,
+/// its times `Moment`s (an `OffsetDateTime` and an `i128` of nanoseconds
+/// take 16 bytes each and align to 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keys {
-    /// The task's creation time in nanoseconds since the epoch: its place
-    /// in listing order (with its id).
-    at: i128,
+    /// The task's creation time: its place in listing order (with its id).
+    at: Moment,
     /// `None` while the task is known by its `expiring/` entry alone (some
     /// terminal status): learned when its file is read.
     status: Option<TaskStatus>,
-    expires_at: Option<OffsetDateTime>,
-    lease_expires_at: Option<OffsetDateTime>,
+    expires_at: Option<Moment>,
+    lease_expires_at: Option<Moment>,
 }
 
 impl Keys {
     fn read(keys: &codec::Keys) -> Keys {
         Keys {
-            at: keys.created_at.unix_timestamp_nanos(),
+            at: keys.created_at.into(),
             status: Some(keys.status),
-            expires_at: keys.expires_at,
-            lease_expires_at: keys.lease_expires_at,
+            expires_at: keys.expires_at.map(Moment::from),
+            lease_expires_at: keys.lease_expires_at.map(Moment::from),
         }
     }
 
     fn of(task: &Task) -> Keys {
         Keys {
-            at: task.created_at.unix_timestamp_nanos(),
+            at: task.created_at.into(),
             status: Some(task.status),
-            expires_at: task.expires_at(),
-            lease_expires_at: task.lease_expires_at,
+            expires_at: task.expires_at().map(Moment::from),
+            lease_expires_at: task.lease_expires_at.map(Moment::from),
         }
     }
 
     /// The keys of a finished task whose `expiring/` entry says it was
-    /// created at `at` (nanoseconds) and expires at `expires_at`: a
-    /// terminal task holds no lease.
-    fn indexed(at: i128, expires_at: Option<OffsetDateTime>) -> Keys {
+    /// created at `at` and expires at `expires_at`: a terminal task holds
+    /// no lease.
+    fn indexed(at: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> Keys {
         Keys {
-            at,
+            at: at.into(),
             status: None,
-            expires_at,
+            expires_at: expires_at.map(Moment::from),
             lease_expires_at: None,
         }
     }
@@ -269,9 +275,7 @@ impl FileBackend {
             skipped.extend(self.learn_statuses(&mut known));
         }
         let start = match &scan.after {
-            Some(after) => {
-                Bound::Excluded((after.created_at.unix_timestamp_nanos(), after.id.clone()))
-            }
+            Some(after) => Bound::Excluded((after.created_at.into(), after.id.clone())),
             None => Bound::Unbounded,
         };
         let done = self.dir(Area::Done);
@@ -471,7 +475,7 @@ impl FileBackend {
                     && let Some(Some(entry)) = index.get(&ino)
                     && let Some((created_at, expires_at)) = layout::expiring_entry_of(entry, id)
                 {
-                    let keys = Keys::indexed(created_at.unix_timestamp_nanos(), expires_at);
+                    let keys = Keys::indexed(created_at, expires_at);
                     *looked = Looked::Read {
                         keys,
                         stamp,
@@ -500,14 +504,14 @@ impl FileBackend {
         for ((id, _), looked) in names.into_iter().zip(looked) {
             match looked {
                 Looked::Known(stamp, keys) => {
-                    files.insert(id, (Some(stamp), keys));
+                    files.insert(id, (Some(Box::new(stamp)), keys));
                 }
                 Looked::Read { keys, stamp, bytes } => {
                     settled &= stamp.is_some();
                     if let Some(bytes) = bytes {
                         kept.insert(id.clone(), bytes);
                     }
-                    files.insert(id, (stamp, keys));
+                    files.insert(id, (stamp.map(Box::new), keys));
                 }
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
@@ -613,7 +617,7 @@ impl FileBackend {
             .files
             .iter()
             .filter(|(_, (_, keys))| keys.status.is_none())
-            .map(|(id, &(stamp, keys))| (id.clone(), stamp, keys))
+            .map(|(id, (stamp, keys))| (id.clone(), stamp.as_deref().copied(), *keys))
             .collect();
         let read = parallel::map(&unread, |(id, stamp, _)| {
             self.read_done(id, &task_name(id), *stamp, None)
@@ -703,10 +707,10 @@ impl FileBackend {
         };
         let stamp = Stamp::settled(&status, before);
         if let Some(stamp) = stamp
-            && let Some(&(Some(was), keys)) = known.files.get(id)
-            && was == stamp
+            && let Some((Some(was), keys)) = known.files.get(id)
+            && **was == stamp
         {
-            return Looked::Known(stamp, keys);
+            return Looked::Known(stamp, *keys);
         }
         Looked::Unproven {
             stamp,
@@ -737,5 +741,17 @@ impl FileBackend {
             Read::Gone => Looked::Gone,
             Read::Bad(e) => Looked::Bad(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The sizes history's memory is reckoned with (a finished task's keys
+    /// and file status, beside its id, in a map slot; BENCHMARKS.md's
+    /// `rss/history` row).
+    #[test]
+    fn a_finished_tasks_keys_take_40_bytes_and_with_their_status_48() {
+        assert_eq!(size_of::<super::Keys>(), 40);
+        assert_eq!(size_of::<super::Held>(), 48);
     }
 }
