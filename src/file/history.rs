@@ -150,8 +150,8 @@ impl Known {
 type Held = (Option<Box<Stamp>>, Keys);
 
 /// Where a finished task lists, and what a scan filters it by: 40 bytes,
-/// its times `Moment`s (an `OffsetDateTime` and an `i128` of nanoseconds
-/// take 16 bytes each and align to 16).
+/// its times `Moment`s (an `i128` of nanoseconds and two `OffsetDateTime`s
+/// made them 64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keys {
     /// The task's creation time: its place in listing order (with its id).

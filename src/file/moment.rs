@@ -1,5 +1,5 @@
-//! An instant as the snapshot keeps it: exact, and smaller than
-//! `OffsetDateTime`.
+//! An instant as a handle's keys of its tasks keep it: exact, and smaller
+//! than `OffsetDateTime`.
 
 use std::num::NonZeroU32;
 
@@ -7,12 +7,12 @@ use time::OffsetDateTime;
 
 /// An instant, to the nanosecond over all of `OffsetDateTime`'s range, in
 /// 12 bytes where `OffsetDateTime` takes 16; an `Option` of one takes 12
-/// too. The snapshot keeps three of them per task (its creation, expiry and
-/// lease expiry), so at 10,000 running tasks this is most of what keeps its
-/// memory near the files' size (see `snapshot`).
+/// too. The snapshot of `active/` and the keys of history keep three per
+/// task (its creation, expiry and lease expiry), for every task a handle
+/// has listed (`snapshot`, `history`).
 ///
 /// It orders as the instants do. Only the instant is kept, not the offset it
-/// was written with: the snapshot compares times, it never returns them.
+/// was written with: those keys compare times, they never return them.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(C, packed(4))]
 pub(crate) struct Moment {
