@@ -13,12 +13,15 @@ use crate::peers::{Peer, Redb, Sqlite, Taskstore};
 /// The environment variable that makes the bench binary a memory child.
 pub const RSS_CHILD: &str = "TASKSTORE_COMPARE_RSS";
 
-/// What a memory child saw, in KiB (`VmRSS`, and `VmHWM` for the peak).
+/// What a memory child saw, in KiB (`VmRSS`, and `VmHWM` for the peaks).
 #[derive(Clone, Copy, Debug)]
 pub struct Rss {
     pub start: u64,
     pub opened: u64,
     pub after_page: u64,
+    /// The peak by the end of the first page (its first pass's passing
+    /// vectors included).
+    pub page_peak: u64,
     pub after_all: u64,
     pub peak: u64,
 }
@@ -72,8 +75,9 @@ fn run_child(peer: &str, dir: &Path, count: usize) -> Rss {
         start: n[0],
         opened: n[1],
         after_page: n[2],
-        after_all: n[3],
-        peak: n[4],
+        page_peak: n[3],
+        after_all: n[4],
+        peak: n[5],
     }
 }
 
@@ -93,7 +97,7 @@ fn status() -> (u64, u64) {
 
 /// The memory child: opens the store, lists a page of 100 and then every
 /// active task (each answer dropped at once), and prints `VmRSS` at each
-/// step, then `VmHWM`.
+/// step, with `VmHWM` after the page and at the end.
 pub fn child(spec: &str) {
     let [peer, active, dir] = spec.splitn(3, '|').collect::<Vec<_>>()[..] else {
         panic!("bad memory spec {spec:?}");
@@ -111,10 +115,10 @@ pub fn child(spec: &str) {
     };
     let (opened, _) = status();
     assert_eq!(handle.page(100, None).tasks.len(), 100.min(active));
-    let (after_page, _) = status();
+    let (after_page, page_peak) = status();
     assert_eq!(handle.list_active().len(), active);
     let (after_all, peak) = status();
-    println!("rss {start} {opened} {after_page} {after_all} {peak}");
+    println!("rss {start} {opened} {after_page} {page_peak} {after_all} {peak}");
 }
 
 /// The history memory child: as [`child`], with the first page of every
@@ -132,8 +136,8 @@ fn history_child(tasks: usize, dir: &Path) {
     assert_eq!(page.tasks.len(), 100.min(tasks));
     assert!(page.skipped.is_empty(), "{:?}", page.skipped);
     drop(page);
-    let (after_page, _) = status();
+    let (after_page, page_peak) = status();
     assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), tasks);
     let (after_all, peak) = status();
-    println!("rss {start} {opened} {after_page} {after_all} {peak}");
+    println!("rss {start} {opened} {after_page} {page_peak} {after_all} {peak}");
 }

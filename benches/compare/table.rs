@@ -173,16 +173,17 @@ fn memory(out: &mut String) {
     }
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     out.push_str(
-        "\n| workload | peer | RSS at start | after open | after a page of 100 | after listing all | all - start | peak (VmHWM) |\n",
+        "\n| workload | peer | RSS at start | after open | after a page of 100 | peak by then (VmHWM) | after listing all | all - start | peak (VmHWM) |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for (workload, peer, r) in memory.iter() {
         let _ = writeln!(
             out,
-            "| {workload} | {peer} | {} | {} | {} | {} | {} | {} |",
+            "| {workload} | {peer} | {} | {} | {} | {} | {} | {} | {} |",
             mib(r.start),
             mib(r.opened),
             mib(r.after_page),
+            mib(r.page_peak),
             mib(r.after_all),
             mib(r.after_all.saturating_sub(r.start)),
             mib(r.peak)
