@@ -228,16 +228,7 @@ impl FileBackend {
         let ids: Vec<TaskId> = undecodable.iter().map(|(id, ..)| id.clone()).collect();
         let mut untried = Vec::new();
         for (id, e, stamp) in undecodable {
-            let report = Skipped::new(
-                Some(id.clone()),
-                self.dir(Area::Active)
-                    .join(task_name(&id))
-                    .display()
-                    .to_string(),
-                e.to_string(),
-                UnreadableAction::LeftInPlace,
-            );
-            state.mark_bad(&id, report, stamp);
+            self.mark_unreadable(&mut state, &id, &e, stamp);
             if let Some(bad) = state.bad.get_mut(&id) {
                 bad.tried = true;
             }
@@ -616,18 +607,9 @@ impl FileBackend {
                 None => state.put(id, &keys, bytes, stamp),
             },
             Read::Bad(e) => {
-                let report = Skipped::new(
-                    Some(id.clone()),
-                    self.dir(Area::Active)
-                        .join(task_name(id))
-                        .display()
-                        .to_string(),
-                    e.to_string(),
-                    UnreadableAction::LeftInPlace,
-                );
                 let corrupt = matches!(e, Error::Corrupt { .. });
                 let passing = matches!(e, Error::Io { .. });
-                state.mark_bad(id, report, stamp);
+                self.mark_unreadable(state, id, &e, stamp);
                 if !corrupt {
                     // Never set aside: may be readable later.
                     if let Some(bad) = state.bad.get_mut(id) {
@@ -637,6 +619,20 @@ impl FileBackend {
                 }
             }
         }
+    }
+
+    /// Marks running task `id`'s file unreadable in `state` (`e`, and the
+    /// status it was read at), reported as left where it is: what every
+    /// listing reports until a listing sets it aside, or it changes.
+    fn mark_unreadable(&self, state: &mut State, id: &TaskId, e: &Error, stamp: Option<Stamp>) {
+        let location = self.dir(Area::Active).join(task_name(id));
+        let report = Skipped::new(
+            Some(id.clone()),
+            location.display().to_string(),
+            e.to_string(),
+            UnreadableAction::LeftInPlace,
+        );
+        state.mark_bad(id, report, stamp);
     }
 
     /// Reads the file `name` of `area` for a listing: its keys and
