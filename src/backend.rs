@@ -392,14 +392,26 @@ impl Scan {
         expires_at: Option<T>,
         lease_expires_at: Option<T>,
     ) -> bool {
-        (self.scope == Scope::All || !status.is_terminal())
-            && self.status.is_none_or(|s| s == status)
-            && self
-                .expired_at
-                .is_none_or(|at| expires_at.is_some_and(|x| x <= T::from(at)))
-            && self
-                .lapsed_at
-                .is_none_or(|at| lease_expires_at.is_some_and(|x| x <= T::from(at)))
+        self.keys_matcher()(status, expires_at, lease_expires_at)
+    }
+
+    /// [`matches_keys`](Scan::matches_keys), with the scan's times
+    /// converted once, for a backend that filters many tasks.
+    pub(crate) fn keys_matcher<'a, T: From<OffsetDateTime> + PartialOrd + 'a>(
+        &'a self,
+    ) -> impl Fn(TaskStatus, Option<T>, Option<T>) -> bool + 'a {
+        let expired_at = self.expired_at.map(T::from);
+        let lapsed_at = self.lapsed_at.map(T::from);
+        move |status, expires_at, lease_expires_at| {
+            (self.scope == Scope::All || !status.is_terminal())
+                && self.status.is_none_or(|s| s == status)
+                && expired_at
+                    .as_ref()
+                    .is_none_or(|at| expires_at.as_ref().is_some_and(|x| x <= at))
+                && lapsed_at
+                    .as_ref()
+                    .is_none_or(|at| lease_expires_at.as_ref().is_some_and(|x| x <= at))
+        }
     }
 
     /// Whether `task` comes after this scan's position.

@@ -483,9 +483,10 @@ impl State {
             Some(after) => Bound::Excluded(Slot::new(after.created_at.into(), &after.id, None)),
             None => Bound::Unbounded,
         };
+        let matches = scan.keys_matcher::<Moment>();
         self.entries
             .range((from, Bound::Unbounded))
-            .filter(|(_, e)| scan.matches_keys(e.status, e.expires_at, e.lease_expires_at))
+            .filter(move |(_, e)| matches(e.status, e.expires_at, e.lease_expires_at))
     }
 
     /// The terminal tasks still in `active/` (interrupted moves).
