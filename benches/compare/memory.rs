@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use taskstore::{Durability, FileStore, ListQuery, TaskStore};
+use taskstore::{Durability, ListQuery, TaskStore};
 
 use crate::peers::{Peer, Redb, Sqlite, Taskstore};
 
@@ -37,22 +37,22 @@ const HISTORY: &str = "taskstore-history";
 /// `dir` holding `active` active tasks, in a child, and keeps the figures
 /// for the table.
 pub fn measure(workload: &str, peer: &'static str, dir: &Path, active: usize) {
-    let rss = run_child(peer, dir, active);
-    MEMORY
-        .lock()
-        .unwrap()
-        .push((workload.to_owned(), peer, rss));
+    keep(workload, peer, run_child(peer, dir, active));
 }
 
 /// Measures `taskstore` over the store in `dir` holding `tasks` tasks in
 /// all, listing history too (its first page, then every task), in a child,
 /// and keeps the figures for the table.
 pub fn measure_history(workload: &str, dir: &Path, tasks: usize) {
-    let rss = run_child(HISTORY, dir, tasks);
+    keep(workload, "taskstore", run_child(HISTORY, dir, tasks));
+}
+
+/// Keeps `peer`'s figures for `workload` for the table.
+fn keep(workload: &str, peer: &'static str, rss: Rss) {
     MEMORY
         .lock()
         .unwrap()
-        .push((workload.to_owned(), "taskstore", rss));
+        .push((workload.to_owned(), peer, rss));
 }
 
 /// What the memory child `peer` saw over the store in `dir` holding
@@ -96,48 +96,50 @@ fn status() -> (u64, u64) {
 }
 
 /// The memory child: opens the store, lists a page of 100 and then every
-/// active task (each answer dropped at once), and prints `VmRSS` at each
-/// step, with `VmHWM` after the page and at the end.
+/// active task (for `HISTORY`, every task), each answer dropped at once,
+/// and prints `VmRSS` at each step, with `VmHWM` after the page and at the
+/// end.
 pub fn child(spec: &str) {
-    let [peer, active, dir] = spec.splitn(3, '|').collect::<Vec<_>>()[..] else {
+    let [peer, count, dir] = spec.splitn(3, '|').collect::<Vec<_>>()[..] else {
         panic!("bad memory spec {spec:?}");
     };
-    let (active, dir): (usize, &Path) = (active.parse().unwrap(), Path::new(dir));
+    let (count, dir): (usize, &Path) = (count.parse().unwrap(), Path::new(dir));
     if peer == HISTORY {
-        return history_child(active, dir);
+        // History first, as it is older.
+        return steps(
+            || Taskstore::open(dir, Durability::Eventual).0,
+            |store| {
+                let page = store.list(&ListQuery::all().limit(100)).unwrap();
+                assert_eq!(page.tasks.len(), 100.min(count));
+                assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+            },
+            |store| assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), count),
+        );
     }
-    let (start, _) = status();
-    let handle: Box<dyn Peer> = match peer {
-        "taskstore" => Box::new(Taskstore::open(dir, Durability::Eventual)),
-        "sqlite" => Box::new(Sqlite::connect(dir, Durability::Eventual)),
-        "redb" => Box::new(Redb::open_existing(dir, Durability::Eventual)),
-        other => panic!("no memory peer {other:?}"),
-    };
-    let (opened, _) = status();
-    assert_eq!(handle.page(100, None).tasks.len(), 100.min(active));
-    let (after_page, page_peak) = status();
-    assert_eq!(handle.list_active().len(), active);
-    let (after_all, peak) = status();
-    println!("rss {start} {opened} {after_page} {page_peak} {after_all} {peak}");
+    steps(
+        || -> Box<dyn Peer> {
+            match peer {
+                "taskstore" => Box::new(Taskstore::open(dir, Durability::Eventual)),
+                "sqlite" => Box::new(Sqlite::connect(dir, Durability::Eventual)),
+                "redb" => Box::new(Redb::open_existing(dir, Durability::Eventual)),
+                other => panic!("no memory peer {other:?}"),
+            }
+        },
+        |handle| assert_eq!(handle.page(100, None).tasks.len(), 100.min(count)),
+        |handle| assert_eq!(handle.list_active().len(), count),
+    );
 }
 
-/// The history memory child: as [`child`], with the first page of every
-/// task (`ListQuery::all()`, history first, as it is older) and then a
-/// listing of all `tasks`.
-fn history_child(tasks: usize, dir: &Path) {
+/// Opens a handle, reads a first page, then lists everything, printing
+/// `VmRSS` before and after each step, and `VmHWM` after the page and at
+/// the end.
+fn steps<H>(open: impl FnOnce() -> H, page: impl FnOnce(&H), all: impl FnOnce(&H)) {
     let (start, _) = status();
-    let store = FileStore::builder(dir)
-        .durability(Durability::Eventual)
-        .max_active(usize::MAX)
-        .open()
-        .unwrap();
+    let handle = open();
     let (opened, _) = status();
-    let page = store.list(&ListQuery::all().limit(100)).unwrap();
-    assert_eq!(page.tasks.len(), 100.min(tasks));
-    assert!(page.skipped.is_empty(), "{:?}", page.skipped);
-    drop(page);
+    page(&handle);
     let (after_page, page_peak) = status();
-    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), tasks);
+    all(&handle);
     let (after_all, peak) = status();
     println!("rss {start} {opened} {after_page} {page_peak} {after_all} {peak}");
 }
