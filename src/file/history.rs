@@ -6,7 +6,7 @@
 //! file for that, page after page, made a page cost all of history. A
 //! finished task's file never changes (a terminal task is final, and task
 //! files are never modified in place: FORMAT.md), so a handle keeps those
-//! keys ([`HistoryKeys`], about 330 bytes a task) from its first listing of
+//! keys ([`HistoryKeys`], about 145 bytes a task) from its first listing of
 //! history on, and keeps them current as the snapshot of `active/` is kept:
 //! from the change notices of a watch of `done/` (`watch`), or, without
 //! one, by file status (`stamp`): `done/`'s own settled status unchanged
@@ -22,7 +22,7 @@
 //! unknown until its file is read: by the page that returns it, or, for a
 //! scan that asks for a status, before the page is picked.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Bound;
@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
 use crate::file::moment::Moment;
+use crate::file::places::Places;
 use crate::file::scan::Read;
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
@@ -67,28 +68,31 @@ impl HistoryKeys {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Panics unless the tasks known in listing order are exactly those
-    /// known by id, each at its place.
+    /// Panics unless every task known in listing order is found by its
+    /// id, at its place, and no other is.
     pub(super) fn check(&self) {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        let by_id: BTreeSet<(Moment, TaskId)> = known
-            .files
-            .iter()
-            .map(|(id, (_, keys))| (keys.at, id.clone()))
-            .collect();
-        assert_eq!(known.order, by_id, "the listing order of history drifted");
+        for ((at, id), (_, keys)) in &known.files {
+            assert_eq!(keys.at, *at, "task {id} is out of its place");
+            assert_eq!(known.places.get(id), Some(*at), "task {id} is not found");
+        }
+        assert_eq!(
+            known.places.len(),
+            known.files.len(),
+            "history places tasks it does not know"
+        );
     }
 }
 
 #[derive(Debug, Default)]
 struct Known {
     /// Each finished task's keys, and its file's status when they were
-    /// read, if it had settled: a file whose status is the same is the
-    /// same file.
-    files: HashMap<TaskId, Held>,
-    /// The same tasks in listing order (creation time, id): a page is a
+    /// read, if it had settled (a file whose status is the same is the
+    /// same file), in listing order (creation time, id): a page is a
     /// range of it.
-    order: BTreeSet<(Moment, TaskId)>,
+    files: BTreeMap<(Moment, TaskId), Held>,
+    /// Where each task is in `files`, by its id.
+    places: Places,
     /// `files` and `unreadable` are `done/` as it was when `watch` was
     /// last drained, or (without a watch) when `dir` was taken; and no
     /// entry of `done/` that is no task file's name was left there then.
@@ -107,21 +111,40 @@ struct Known {
 }
 
 impl Known {
+    /// What is known of task `id`.
+    fn get(&self, id: &TaskId) -> Option<&Held> {
+        let at = self.places.get(id)?;
+        self.files.get(&(at, id.clone()))
+    }
+
+    /// Knows task `id`'s status, read from the file its keys were read
+    /// from (placed by its index entry, it was known without one).
+    fn learn(&mut self, id: &TaskId, status: TaskStatus) {
+        let Some(at) = self.places.get(id) else {
+            return;
+        };
+        if let Some((_, keys)) = self.files.get_mut(&(at, id.clone())) {
+            keys.status = Some(status);
+        }
+    }
+
     /// Knows task `id` by `keys`, read from a file of this status.
     fn insert(&mut self, id: TaskId, stamp: Option<Stamp>, keys: Keys) {
-        self.unreadable.remove(&id);
-        if let Some((_, was)) = self.files.get(&id) {
-            self.order.remove(&(was.at, id.clone()));
-        }
-        self.order.insert((keys.at, id.clone()));
-        self.files.insert(id, (stamp.map(Box::new), keys));
+        self.remove(&id);
+        self.places.insert(&id, keys.at);
+        self.files
+            .insert((keys.at, id), (stamp.map(Box::new), keys));
     }
 
     /// Knows task `id` no longer.
     fn remove(&mut self, id: &TaskId) {
         self.unreadable.remove(id);
-        if let Some((_, was)) = self.files.remove(id) {
-            self.order.remove(&(was.at, id.clone()));
+        let files = &self.files;
+        if let Some(at) = self
+            .places
+            .remove(id, |at| files.contains_key(&(at, id.clone())))
+        {
+            self.files.remove(&(at, id.clone()));
         }
     }
 
@@ -135,13 +158,18 @@ impl Known {
         }
     }
 
-    /// Knows `files`, and nothing else.
-    fn replace(&mut self, files: HashMap<TaskId, Held>) {
-        self.order = files
-            .iter()
-            .map(|(id, (_, keys))| (keys.at, id.clone()))
+    /// Knows `files` (each task once), and nothing else. The map is built
+    /// packed: a sorted run fills each node whole, where entries put in
+    /// one at a time leave them about two thirds full.
+    fn replace(&mut self, files: Vec<(TaskId, Held)>) {
+        self.places = Places::default();
+        for (id, (_, keys)) in &files {
+            self.places.insert(id, keys.at);
+        }
+        self.files = files
+            .into_iter()
+            .map(|(id, held)| ((held.1.at, id), held))
             .collect();
-        self.files = files;
     }
 }
 
@@ -283,20 +311,17 @@ impl FileBackend {
             // The first `limit` entries in listing order after the scan's
             // position that it asks for (those `beside` apart), and those.
             let mut chosen: Vec<(&TaskId, Keys, Option<Vec<u8>>)> = Vec::new();
-            for (_, id) in known.order.range((start.clone(), Bound::Unbounded)) {
+            for ((_, id), &(_, keys)) in known.files.range((start.clone(), Bound::Unbounded)) {
                 if chosen.len() == scan.limit {
                     break;
                 }
-                let Some(&(_, keys)) = known.files.get(id) else {
-                    continue;
-                };
                 if keys.matches(scan) && !beside.contains(id) {
                     chosen.push((id, keys, None));
                 }
             }
             let full = chosen.len() == scan.limit;
             chosen.extend(beside.iter().filter_map(|&id| {
-                let &(_, keys) = known.files.get(id)?;
+                let &(_, keys) = known.get(id)?;
                 keys.matches(scan).then_some((id, keys, None))
             }));
             if !kept.is_empty() {
@@ -370,9 +395,7 @@ impl FileBackend {
                 known.unread(&id, action);
             }
             for (id, status) in learned {
-                if let Some((_, keys)) = known.files.get_mut(&id) {
-                    keys.status = Some(status);
-                }
+                known.learn(&id, status);
             }
             // A page is final unless an entry moved, or one left its place
             // in a full page to the next file.
@@ -498,20 +521,20 @@ impl FileBackend {
             looked[at] = read;
         }
         let mut settled = true;
-        let mut files = HashMap::with_capacity(names.len());
+        let mut files = Vec::with_capacity(names.len());
         let mut unreadable = BTreeSet::new();
         let mut kept = HashMap::new();
         for ((id, _), looked) in names.into_iter().zip(looked) {
             match looked {
                 Looked::Known(stamp, keys) => {
-                    files.insert(id, (Some(Box::new(stamp)), keys));
+                    files.push((id, (Some(Box::new(stamp)), keys)));
                 }
                 Looked::Read { keys, stamp, bytes } => {
                     settled &= stamp.is_some();
                     if let Some(bytes) = bytes {
                         kept.insert(id.clone(), bytes);
                     }
-                    files.insert(id, (stamp.map(Box::new), keys));
+                    files.push((id, (stamp.map(Box::new), keys)));
                 }
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
@@ -617,7 +640,7 @@ impl FileBackend {
             .files
             .iter()
             .filter(|(_, (_, keys))| keys.status.is_none())
-            .map(|(id, (stamp, keys))| (id.clone(), stamp.as_deref().copied(), *keys))
+            .map(|((_, id), (stamp, keys))| (id.clone(), stamp.as_deref().copied(), *keys))
             .collect();
         let read = parallel::map(&unread, |(id, stamp, _)| {
             self.read_done(id, &task_name(id), *stamp, None)
@@ -707,7 +730,7 @@ impl FileBackend {
         };
         let stamp = Stamp::settled(&status, before);
         if let Some(stamp) = stamp
-            && let Some((Some(was), keys)) = known.files.get(id)
+            && let Some((Some(was), keys)) = known.get(id)
             && **was == stamp
         {
             return Looked::Known(stamp, *keys);

@@ -23,6 +23,7 @@ mod moment;
 mod open;
 mod parallel;
 mod park;
+mod places;
 mod problem;
 mod proof;
 mod read;

@@ -8,9 +8,7 @@
 //! the size of the files: tasks are kept as their bytes and decoded only
 //! when returned.
 
-use std::collections::hash_map::{self, RandomState};
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -18,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use crate::backend::{Scan, Skipped};
 use crate::file::codec::Keys;
 use crate::file::moment::Moment;
+use crate::file::places::Places;
 use crate::file::stamp::Stamp;
 use crate::file::watch::Watch;
 use crate::id::TaskId;
@@ -84,15 +83,8 @@ impl ActiveSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     entries: BTreeMap<Slot, Entry>,
-    /// Where each task is in `entries`, by the hash of its id (its low 32
-    /// bits, which makes each slot 16 bytes, not 24); an id whose hash
-    /// another id already holds is in `collided`.
-    created: HashMap<u32, Moment>,
-    collided: HashMap<TaskId, Moment>,
-    hasher: RandomState,
-    /// Every id hashes alike (for the tests of the collision path).
-    #[cfg(test)]
-    pub collide: bool,
+    /// Where each task is in `entries`, by its id.
+    places: Places,
     /// Files that could not be read: reported by every listing until they
     /// change or go.
     pub bad: BTreeMap<TaskId, Bad>,
@@ -305,23 +297,9 @@ pub(crate) struct Bad {
 }
 
 impl State {
-    /// The hash `created` knows task `id` by.
-    fn hash(&self, id: &TaskId) -> u32 {
-        #[cfg(test)]
-        if self.collide {
-            return 0;
-        }
-        // Truncated: a collision costs an entry in `collided`, which at
-        // 10,000 running tasks has about one chance in 90 to hold one.
-        self.hasher.hash_one(id) as u32
-    }
-
     /// The entry of task `id`, with its slot.
     pub fn get(&self, id: &TaskId) -> Option<(&Slot, &Entry)> {
-        let created_at = match self.collided.get(id) {
-            Some(at) => *at,
-            None => *self.created.get(&self.hash(id))?,
-        };
+        let created_at = self.places.get(id)?;
         self.entries.get_key_value(&Slot::new(created_at, id, None))
     }
 
@@ -377,15 +355,7 @@ impl State {
             self.active += 1;
         }
         let created_at = Moment::from(keys.created_at);
-        match self.created.entry(self.hash(id)) {
-            hash_map::Entry::Vacant(place) => {
-                place.insert(created_at);
-            }
-            // Another id's (this one's was removed above).
-            hash_map::Entry::Occupied(_) => {
-                self.collided.insert(id.clone(), created_at);
-            }
-        }
+        self.places.insert(id, created_at);
         let slot = Slot::new(created_at, id, keep.then_some(bytes));
         let stamp = stamp.filter(|_| self.watch.is_none());
         let entry = Entry {
@@ -405,19 +375,12 @@ impl State {
 
     /// Takes task `id`'s entry out.
     pub fn remove(&mut self, id: &TaskId) {
-        let created_at = match self.collided.remove(id) {
-            Some(at) => at,
-            None => {
-                let hash = self.hash(id);
-                let Some(&at) = self.created.get(&hash) else {
-                    return;
-                };
-                if !self.entries.contains_key(&Slot::new(at, id, None)) {
-                    return; // the hash is another id's
-                }
-                self.created.remove(&hash);
-                at
-            }
+        let entries = &self.entries;
+        let Some(created_at) = self
+            .places
+            .remove(id, |at| entries.contains_key(&Slot::new(at, id, None)))
+        else {
+            return;
         };
         if let Some((slot, entry)) = self.entries.remove_entry(&Slot::new(created_at, id, None)) {
             if !entry.status.is_terminal() {
@@ -509,6 +472,7 @@ mod tests {
     use crate::backend::{Position, Scan, Scope};
     use crate::file::codec::Keys;
     use crate::file::moment::Moment;
+    use crate::file::places::Places;
     use crate::id::TaskId;
     use crate::task::TaskStatus;
 
@@ -546,7 +510,7 @@ mod tests {
     fn the_snapshot_finds_orders_and_counts_like_a_plain_map() {
         for collide in [false, true] {
             let mut state = State {
-                collide,
+                places: Places::colliding(collide),
                 ..State::default()
             };
             let mut model: BTreeMap<TaskId, (i64, u64, Vec<u8>)> = BTreeMap::new();
