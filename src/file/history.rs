@@ -68,6 +68,14 @@ impl HistoryKeys {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Makes every id's hash alike, from a handle's first listing of
+    /// history on (for the tests of the collision path).
+    pub(super) fn collide_all(&self) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(known.files.is_empty(), "history is known already");
+        known.places = Places::colliding(true);
+    }
+
     /// Panics unless every task known in listing order is found by its
     /// id, at its place, and no other is.
     pub(super) fn check(&self) {
@@ -162,7 +170,7 @@ impl Known {
     /// packed: a sorted run fills each node whole, where entries put in
     /// one at a time leave them about two thirds full.
     fn replace(&mut self, files: Vec<(TaskId, Held)>) {
-        self.places = Places::default();
+        self.places.clear();
         for (id, (_, keys)) in &files {
             self.places.insert(id, keys.at);
         }

@@ -349,14 +349,19 @@ fn by_file_status_a_placed_file_that_does_not_read_is_reported_by_every_listing_
 /// deleted and made again under its id (a new place in listing order) are
 /// each seen by the reader's very next pages, which list exactly what a
 /// handle that never listed before lists. The tasks have no TTL, or (`ttl`)
-/// one that gives each finished task an `expiring/` entry.
-fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool) {
+/// one that gives each finished task an `expiring/` entry. With `collide`,
+/// every id the reader knows hashes alike, so that it finds each task by
+/// its id in full (`file::places`).
+fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool, collide: bool) {
     let new = || match ttl {
         true => NewTask::new().ttl(HOUR),
         false => NewTask::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let (reader, writer) = pair(dir.path(), mode);
+    if collide {
+        reader.backend().history_keys.collide_all();
+    }
     let ids = finish_as(&writer, 250, new);
     let running = writer.create(new()).unwrap();
     // What a status picks out of history, and the whole of it. Without a
@@ -428,22 +433,28 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool) {
 
 #[test]
 fn with_change_notices_every_change_to_history_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Watch, false);
+    every_change_to_history_shows_in_the_next_page(Mode::Watch, false, false);
 }
 
 #[test]
 fn by_file_status_every_change_to_history_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Status, false);
+    every_change_to_history_shows_in_the_next_page(Mode::Status, false, false);
 }
 
 #[test]
 fn with_change_notices_every_change_to_history_of_tasks_with_a_ttl_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Watch, true);
+    every_change_to_history_shows_in_the_next_page(Mode::Watch, true, false);
 }
 
 #[test]
 fn by_file_status_every_change_to_history_of_tasks_with_a_ttl_shows_in_the_next_page() {
-    every_change_to_history_shows_in_the_next_page(Mode::Status, true);
+    every_change_to_history_shows_in_the_next_page(Mode::Status, true, false);
+}
+
+#[test]
+fn with_every_id_hashing_alike_every_change_to_history_shows_in_the_next_page() {
+    every_change_to_history_shows_in_the_next_page(Mode::Watch, true, true);
+    every_change_to_history_shows_in_the_next_page(Mode::Status, false, true);
 }
 
 /// A file of `done/` left unreadable (a newer format) is reported by every

@@ -81,6 +81,12 @@ impl Places {
         Some(at)
     }
 
+    /// Forgets every place (the hashing kept).
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+        self.collided.clear();
+    }
+
     /// Places where every id hashes alike (`collide`), or not.
     #[cfg(test)]
     pub fn colliding(collide: bool) -> Places {
