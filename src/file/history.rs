@@ -457,15 +457,16 @@ impl FileBackend {
             .stat_dir(done)
             .ok()
             .and_then(|status| Stamp::settled(&status, before));
-        let (entries, mut skipped) = recovery::entries_with_inodes(self, Area::Done)?;
-        let (names, inodes): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .map(|(id, name, ino)| ((id, name), ino))
-            .unzip();
+        // The ids in one buffer, each id made where it is used: an id and a
+        // name per file, kept through the pass and freed after it, would
+        // leave holes between what the handle keeps.
+        let (ids, inodes, mut skipped) = recovery::task_ids_with_inodes(self, Area::Done)?;
+        let spans = ids.spans();
+        let id_at = |at: usize| TaskId::trusted(ids.at(spans[at]));
         // A scan that may return every file keeps the bytes of those it
         // returns as it reads them: there is no page to keep the others out
         // of, and they are read once.
-        let keep = scan.limit >= names.len();
+        let keep = scan.limit >= spans.len();
         // Each file's status first: the keys known of it hold while it is
         // the file they were read from. A handle that knows nothing yet and
         // follows `done/` by its notices keeps no status (the notices say
@@ -480,7 +481,10 @@ impl FileBackend {
                 .collect()
         } else {
             let known = &*known;
-            parallel::map(&names, |(id, name)| self.stat_done(known, id, name, before))
+            parallel::map(spans, |&span| {
+                let id = TaskId::trusted(ids.at(span));
+                self.stat_done(known, &id, &task_name(&id), before)
+            })
         };
         // The others are placed by their index entry, when the scan does
         // not read them all anyway (it returns every file, or asks for a
@@ -496,15 +500,16 @@ impl FileBackend {
             .iter()
             .filter(|l| matches!(l, Looked::Unproven { .. }))
             .count();
-        if !keep && scan.status.is_none() && unproven > 0 && unproven * 4 >= names.len() {
+        if !keep && scan.status.is_none() && unproven > 0 && unproven * 4 >= spans.len() {
             let index = self.history_index();
-            for ((id, _), looked) in names.iter().zip(&mut looked) {
+            for (at, looked) in looked.iter_mut().enumerate() {
                 if let Looked::Unproven {
                     stamp,
                     ino: Some(ino),
                 } = *looked
                     && let Some(Some(entry)) = index.get(&ino)
-                    && let Some((created_at, expires_at)) = layout::expiring_entry_of(entry, id)
+                    && let Some((created_at, expires_at)) =
+                        layout::expiring_entry_of(entry, &id_at(at))
                 {
                     let keys = Keys::indexed(created_at, expires_at);
                     *looked = Looked::Read {
@@ -515,24 +520,25 @@ impl FileBackend {
                 }
             }
         }
-        let unproven: Vec<usize> = (0..names.len())
+        let unproven: Vec<usize> = (0..spans.len())
             .filter(|&at| matches!(looked[at], Looked::Unproven { .. }))
             .collect();
         let read = parallel::map(&unproven, |&at| {
-            let (id, name) = &names[at];
+            let id = id_at(at);
             let Looked::Unproven { stamp, .. } = looked[at] else {
                 unreachable!("picked as unproven")
             };
-            self.read_done(id, name, stamp, keep.then_some(scan))
+            self.read_done(&id, &task_name(&id), stamp, keep.then_some(scan))
         });
         for (at, read) in unproven.into_iter().zip(read) {
             looked[at] = read;
         }
         let mut settled = true;
-        let mut files = Vec::with_capacity(names.len());
+        let mut files = Vec::with_capacity(spans.len());
         let mut unreadable = BTreeSet::new();
         let mut kept = HashMap::new();
-        for ((id, _), looked) in names.into_iter().zip(looked) {
+        for (at, looked) in looked.into_iter().enumerate() {
+            let id = id_at(at);
             match looked {
                 Looked::Known(stamp, keys) => {
                     files.push((id, (Some(Box::new(stamp)), keys)));
