@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 /// 12 bytes where `OffsetDateTime` takes 16; an `Option` of one takes 12
 /// too. The snapshot of `active/` and the keys of history keep three per
 /// task (its creation, expiry and lease expiry), for every task a handle
-/// has listed (`snapshot`, `history`).
+/// has listed (`snapshot`, `history`); a file-status stamp keeps a file's
+/// two times as `Moment`s (`stamp`).
 ///
 /// It orders as the instants do. Only the instant is kept, not the offset it
 /// was written with: those keys compare times, they never return them.
@@ -31,6 +32,28 @@ impl From<OffsetDateTime> for Moment {
             seconds: at.unix_timestamp(),
             nanos: NonZeroU32::MIN.saturating_add(at.nanosecond()),
         }
+    }
+}
+
+impl Moment {
+    /// The instant `seconds` and `nanos` past the Unix epoch, as `stat`
+    /// gives a file's times; `None` unless `nanos` is under a second.
+    pub fn from_unix(seconds: i64, nanos: i64) -> Option<Moment> {
+        let nanos = u32::try_from(nanos).ok().filter(|&n| n < 1_000_000_000)?;
+        Some(Moment {
+            seconds,
+            nanos: NonZeroU32::MIN.saturating_add(nanos),
+        })
+    }
+
+    /// Whole seconds since the Unix epoch, rounded down.
+    pub fn seconds(self) -> i64 {
+        self.seconds
+    }
+
+    /// The nanoseconds past [`seconds`](Self::seconds).
+    pub fn subsec_nanos(self) -> u32 {
+        self.nanos.get() - 1
     }
 }
 

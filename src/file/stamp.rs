@@ -20,6 +20,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::file::fs::{Kind, Status};
+use crate::file::moment::Moment;
 
 /// How long after its last change a file or directory must have stood still
 /// before its status is trusted, on file systems with sub-second timestamps.
@@ -38,14 +39,22 @@ pub(crate) fn clock() -> SystemTime {
 
 /// What `stat` says of a file or directory: equal settled stamps mean the
 /// same file, unchanged (for a directory: the same entries).
+///
+/// 52 bytes, and an `Option` of one 52 too: a handle without change
+/// notices keeps one per task it knows. The times are `Moment`s and the
+/// link count 32 bits, packed to 4-byte alignment; a status that does not
+/// fit them exactly (a time's nanoseconds past a second, more than
+/// `u32::MAX` links) makes no stamp, so two statuses that differ never
+/// make equal stamps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
-    nlink: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    mtime: Moment,
+    ctime: Moment,
+    nlink: u32,
 }
 
 impl Stamp {
@@ -55,26 +64,29 @@ impl Stamp {
         Stamp::of(status).filter(|s| s.settled_at(before))
     }
 
-    /// `status`, if of a regular file or directory.
+    /// `status`, if of a regular file or directory (and it fits a stamp).
     pub fn of(status: &Status) -> Option<Stamp> {
-        matches!(status.kind, Kind::File | Kind::Dir).then_some(Stamp {
+        if !matches!(status.kind, Kind::File | Kind::Dir) {
+            return None;
+        }
+        Some(Stamp {
             dev: status.dev,
             ino: status.ino,
             size: status.size,
-            nlink: status.nlink,
-            mtime: status.mtime,
-            ctime: status.ctime,
+            mtime: Moment::from_unix(status.mtime.0, status.mtime.1)?,
+            ctime: Moment::from_unix(status.ctime.0, status.ctime.1)?,
+            nlink: u32::try_from(status.nlink).ok()?,
         })
     }
 
     /// Whether a change made after `now` must get a later change time than
     /// this stamp's.
     fn settled_at(&self, now: SystemTime) -> bool {
-        let coarse = self.ctime.1 == 0 && self.mtime.1 == 0;
+        let (ctime, mtime) = (self.ctime, self.mtime);
+        let coarse = ctime.subsec_nanos() == 0 && mtime.subsec_nanos() == 0;
         let settle = if coarse { SETTLE_COARSE } else { SETTLE };
         // A change time before 1970, or a clock before it: trust nothing.
-        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1))
-        else {
+        let (Ok(secs), nanos) = (u64::try_from(ctime.seconds()), ctime.subsec_nanos()) else {
             return false;
         };
         let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
@@ -88,7 +100,8 @@ impl Stamp {
 mod tests {
     use super::*;
 
-    fn stamp(ctime: (i64, i64)) -> Stamp {
+    fn stamp((secs, nanos): (i64, i64)) -> Stamp {
+        let ctime = Moment::from_unix(secs, nanos).unwrap();
         Stamp {
             dev: 1,
             ino: 2,
@@ -97,6 +110,38 @@ mod tests {
             mtime: ctime,
             ctime,
         }
+    }
+
+    /// The size a handle without change notices keeps per task.
+    #[test]
+    fn a_stamp_and_an_optional_one_take_52_bytes() {
+        assert_eq!(size_of::<Stamp>(), 52);
+        assert_eq!(size_of::<Option<Stamp>>(), 52);
+    }
+
+    /// A status whose times or link count do not fit a stamp exactly makes
+    /// none (else two statuses that differ there could make equal stamps).
+    #[test]
+    fn a_status_that_does_not_fit_makes_no_stamp() {
+        let status = |mtime: (i64, i64), nlink: u64| Status {
+            kind: Kind::File,
+            dev: 1,
+            ino: 2,
+            size: 300,
+            blocks: 8,
+            nlink,
+            mode: 0o644,
+            mtime,
+            ctime: (1_000, 5),
+        };
+        assert!(Stamp::of(&status((1_000, 999_999_999), 1)).is_some());
+        assert!(Stamp::of(&status((1_000, 1_000_000_000), 1)).is_none());
+        assert!(Stamp::of(&status((1_000, -1), 1)).is_none());
+        assert!(Stamp::of(&status((1_000, 0), u64::from(u32::MAX) + 1)).is_none());
+        assert_ne!(
+            Stamp::of(&status((1_000, 1), 1)),
+            Stamp::of(&status((1_000, 2), 1))
+        );
     }
 
     fn at(secs: u64, millis: u64) -> SystemTime {
