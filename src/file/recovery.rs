@@ -235,7 +235,7 @@ impl Ids {
 /// are set aside and reported.
 pub(super) fn task_ids(store: &FileBackend, area: Area) -> Result<(Ids, Vec<Skipped>)> {
     let mut ids = Ids::default();
-    let skipped = each_task_file(store, area, |id, _, _| ids.push(id.as_str()))?;
+    let skipped = each_task_file(store, area, |id, _| ids.push(id.as_str()))?;
     Ok((ids, skipped))
 }
 
@@ -247,20 +247,20 @@ pub(super) fn task_ids_with_inodes(
     area: Area,
 ) -> Result<(Ids, Vec<u64>, Vec<Skipped>)> {
     let (mut ids, mut inodes) = (Ids::default(), Vec::new());
-    let skipped = each_task_file(store, area, |id, _, ino| {
+    let skipped = each_task_file(store, area, |id, ino| {
         ids.push(id.as_str());
         inodes.push(ino);
     })?;
     Ok((ids, inodes, skipped))
 }
 
-/// Hands `each` every task file of `area` (its id, name and inode number)
-/// as the directory gives them, name by name. Names that are not task file
+/// Hands `each` every task file of `area` (its id and inode number) as
+/// the directory gives them, name by name. Names that are not task file
 /// names are set aside once the directory is read, and reported.
 fn each_task_file(
     store: &FileBackend,
     area: Area,
-    mut each: impl FnMut(TaskId, OsString, u64),
+    mut each: impl FnMut(TaskId, u64),
 ) -> Result<Vec<Skipped>> {
     let dir = store.dir(area);
     let mut foreign = Vec::new();
@@ -268,7 +268,7 @@ fn each_task_file(
         .fs
         .each_entry(dir, |name, ino| {
             match layout::task_file_id(&name) {
-                Some(id) => each(id, name, ino),
+                Some(id) => each(id, ino),
                 None => foreign.push(name),
             }
             true
