@@ -137,11 +137,10 @@ impl Known {
     }
 
     /// Knows task `id` by `keys`, read from a file of this status.
-    fn insert(&mut self, id: TaskId, stamp: Option<Stamp>, keys: Keys) {
+    fn insert(&mut self, id: TaskId, stamp: Option<Box<Stamp>>, keys: Keys) {
         self.remove(&id);
         self.places.insert(&id, keys.at);
-        self.files
-            .insert((keys.at, id), (stamp.map(Box::new), keys));
+        self.files.insert((keys.at, id), (stamp, keys));
     }
 
     /// Knows task `id` no longer.
@@ -266,21 +265,24 @@ impl Keys {
 /// The bytes of files read while listing `done/`, kept for a page.
 type Kept = HashMap<TaskId, Vec<u8>>;
 
-/// What looking at a file of `done/` found.
+/// What looking at a file of `done/` found. A first pass holds one per
+/// file, so its stamps are boxed (as `Known` keeps them): 72 bytes, where a
+/// stamp inline made it 120, and the pass's vectors of them, freed after
+/// it, raised glibc's threshold for giving memory back.
 enum Looked {
     /// Its settled status is the one its keys were read with.
-    Known(Stamp, Keys),
+    Known(Box<Stamp>, Keys),
     /// Read: its keys, its settled status taken before (none if it had not
     /// settled), and its bytes if the scan may return it.
     Read {
         keys: Keys,
-        stamp: Option<Stamp>,
+        stamp: Option<Box<Stamp>>,
         bytes: Option<Vec<u8>>,
     },
     /// Its settled status (if it had settled) and inode number (if it
     /// could be taken) say nothing yet of what it holds.
     Unproven {
-        stamp: Option<Stamp>,
+        stamp: Option<Box<Stamp>>,
         ino: Option<u64>,
     },
     Gone,
@@ -504,7 +506,7 @@ impl FileBackend {
             let index = self.history_index();
             for (at, looked) in looked.iter_mut().enumerate() {
                 if let Looked::Unproven {
-                    stamp,
+                    ref mut stamp,
                     ino: Some(ino),
                 } = *looked
                     && let Some(Some(entry)) = index.get(&ino)
@@ -512,6 +514,7 @@ impl FileBackend {
                         layout::expiring_entry_of(entry, &id_at(at))
                 {
                     let keys = Keys::indexed(created_at, expires_at);
+                    let stamp = stamp.take();
                     *looked = Looked::Read {
                         keys,
                         stamp,
@@ -525,10 +528,10 @@ impl FileBackend {
             .collect();
         let read = parallel::map(&unproven, |&at| {
             let id = id_at(at);
-            let Looked::Unproven { stamp, .. } = looked[at] else {
+            let Looked::Unproven { stamp, .. } = &looked[at] else {
                 unreachable!("picked as unproven")
             };
-            self.read_done(&id, &task_name(&id), stamp, keep.then_some(scan))
+            self.read_done(&id, &task_name(&id), stamp.clone(), keep.then_some(scan))
         });
         for (at, read) in unproven.into_iter().zip(read) {
             looked[at] = read;
@@ -541,14 +544,14 @@ impl FileBackend {
             let id = id_at(at);
             match looked {
                 Looked::Known(stamp, keys) => {
-                    files.push((id, (Some(Box::new(stamp)), keys)));
+                    files.push((id, (Some(stamp), keys)));
                 }
                 Looked::Read { keys, stamp, bytes } => {
                     settled &= stamp.is_some();
                     if let Some(bytes) = bytes {
                         kept.insert(id.clone(), bytes);
                     }
-                    files.push((id, (stamp.map(Box::new), keys)));
+                    files.push((id, (stamp, keys)));
                 }
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
@@ -650,14 +653,14 @@ impl FileBackend {
     /// alone, for their status (a scan asks for one); reports those that
     /// do not read. A file that is another task now takes its place.
     fn learn_statuses(&self, known: &mut Known) -> Vec<Skipped> {
-        let unread: Vec<(TaskId, Option<Stamp>, Keys)> = known
+        let unread: Vec<(TaskId, Option<Box<Stamp>>, Keys)> = known
             .files
             .iter()
             .filter(|(_, (_, keys))| keys.status.is_none())
-            .map(|((_, id), (stamp, keys))| (id.clone(), stamp.as_deref().copied(), *keys))
+            .map(|((_, id), (stamp, keys))| (id.clone(), stamp.clone(), *keys))
             .collect();
         let read = parallel::map(&unread, |(id, stamp, _)| {
-            self.read_done(id, &task_name(id), *stamp, None)
+            self.read_done(id, &task_name(id), stamp.clone(), None)
         });
         let mut skipped = Vec::new();
         for ((id, stamp, keys), read) in unread.into_iter().zip(read) {
@@ -747,10 +750,10 @@ impl FileBackend {
             && let Some((Some(was), keys)) = known.get(id)
             && **was == stamp
         {
-            return Looked::Known(stamp, *keys);
+            return Looked::Known(Box::new(stamp), *keys);
         }
         Looked::Unproven {
-            stamp,
+            stamp: stamp.map(Box::new),
             // Only a regular file is a task's file (and the inode of an
             // index entry).
             ino: (status.kind == Kind::File).then_some(status.ino),
@@ -764,7 +767,7 @@ impl FileBackend {
         &self,
         id: &TaskId,
         name: &OsStr,
-        stamp: Option<Stamp>,
+        stamp: Option<Box<Stamp>>,
         keep: Option<&Scan>,
     ) -> Looked {
         #[cfg(test)]
@@ -784,11 +787,12 @@ impl FileBackend {
 #[cfg(test)]
 mod tests {
     /// The sizes history's memory is reckoned with (a finished task's keys
-    /// and file status, beside its id, in a map slot; BENCHMARKS.md's
-    /// `rss/history` row).
+    /// and file status, beside its id, in a map slot; and what a first pass
+    /// holds per file while it runs; BENCHMARKS.md's `rss/history` row).
     #[test]
     fn a_finished_tasks_keys_take_40_bytes_and_with_their_status_48() {
         assert_eq!(size_of::<super::Keys>(), 40);
         assert_eq!(size_of::<super::Held>(), 48);
+        assert_eq!(size_of::<super::Looked>(), 72);
     }
 }
