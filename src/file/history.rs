@@ -76,6 +76,19 @@ impl HistoryKeys {
         known.places = Places::colliding(true);
     }
 
+    /// Panics unless at most one known task is found by its hash, the rest
+    /// by their id in full (after [`collide_all`](Self::collide_all): the
+    /// path a collision takes is the one taken).
+    pub(super) fn check_collided(&self) {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let (placed, collided) = (known.places.len(), known.places.collided());
+        assert!(placed > 1, "too few tasks to collide");
+        assert!(
+            placed - collided <= 1,
+            "the ids did not collide: {collided} of {placed} found in full"
+        );
+    }
+
     /// Panics unless every task known in listing order is found by its
     /// id, at its place, and no other is.
     pub(super) fn check(&self) {

@@ -382,6 +382,9 @@ fn every_change_to_history_shows_in_the_next_page(mode: Mode, ttl: bool, collide
             let want = fresh_pages(dir.path(), &query);
             assert_eq!(listed, want, "{mode:?}, ttl {ttl}: after {what}: {query:?}");
         }
+        if collide {
+            reader.backend().history_keys.check_collided();
+        }
     };
     check("the first completions");
     settle_history(&reader);

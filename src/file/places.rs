@@ -101,6 +101,12 @@ impl Places {
     pub fn len(&self) -> usize {
         self.by_hash.len() + self.collided.len()
     }
+
+    /// How many tasks are placed by their id in full (their hash another's).
+    #[cfg(test)]
+    pub fn collided(&self) -> usize {
+        self.collided.len()
+    }
 }
 
 #[cfg(test)]
