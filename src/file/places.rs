@@ -109,6 +109,19 @@ impl Places {
     }
 }
 
+/// A repeatable stream of numbers below the `n` each call asks for, from
+/// `seed` (a linear congruential generator): the random order of the model
+/// tests of `Places` and of the snapshot.
+#[cfg(test)]
+pub(crate) fn pseudo_random(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -131,13 +144,7 @@ mod tests {
             let ids: Vec<TaskId> = (0..30)
                 .map(|i| TaskId::parse(&format!("t{i:02}")).unwrap())
                 .collect();
-            let mut seed = 11u64;
-            let mut next = |n: u64| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) % n
-            };
+            let mut next = super::pseudo_random(11);
             for _ in 0..3_000 {
                 let id = &ids[next(ids.len() as u64) as usize];
                 if next(3) == 0 {

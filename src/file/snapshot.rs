@@ -517,13 +517,7 @@ mod tests {
             let ids: Vec<TaskId> = (0..40)
                 .map(|i| TaskId::parse(&format!("t{:02}", (i * 17) % 40)).unwrap())
                 .collect();
-            let mut seed = 7u64;
-            let mut next = |n: u64| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) % n
-            };
+            let mut next = crate::file::places::pseudo_random(7);
             for step in 0..2_000u64 {
                 let id = &ids[next(40) as usize];
                 match next(4) {
