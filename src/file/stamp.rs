@@ -86,13 +86,13 @@ impl Stamp {
         let coarse = ctime.subsec_nanos() == 0 && mtime.subsec_nanos() == 0;
         let settle = if coarse { SETTLE_COARSE } else { SETTLE };
         // A change time before 1970, or a clock before it: trust nothing.
-        let (Ok(secs), nanos) = (u64::try_from(ctime.seconds()), ctime.subsec_nanos()) else {
+        let Ok(secs) = u64::try_from(ctime.seconds()) else {
             return false;
         };
         let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
             return false;
         };
-        now.saturating_sub(Duration::new(secs, nanos)) > settle
+        now.saturating_sub(Duration::new(secs, ctime.subsec_nanos())) > settle
     }
 }
 
