@@ -156,7 +156,7 @@ impl FileBackend {
             let page: Vec<Listed<'_>> = entries
                 .by_ref()
                 .take(want)
-                .map(|(slot, entry)| match entry.decoded() {
+                .map(|(slot, entry)| match state.decoded(slot, entry) {
                     Some(task) => Listed::Decoded(Arc::clone(task)),
                     None => Listed::Encoded(slot, entry.stamp()),
                 })
@@ -834,7 +834,7 @@ enum Held {
 fn held(state: &State, id: &TaskId) -> Option<Held> {
     match state.get(id) {
         Some((slot, entry)) if !entry.status.is_terminal() => {
-            match (entry.decoded(), slot.bytes()) {
+            match (state.decoded(slot, entry), slot.bytes()) {
                 (Some(task), _) => Some(Held::Decoded(Task::clone(task))),
                 (None, Some(bytes)) => Some(Held::Bytes(bytes.to_vec())),
                 (None, None) => None,

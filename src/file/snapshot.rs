@@ -8,7 +8,7 @@
 //! the size of the files: tasks are kept as their bytes and decoded only
 //! when returned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -85,6 +85,9 @@ pub(crate) struct State {
     entries: BTreeMap<Slot, Entry>,
     /// Where each task is in `entries`, by its id.
     places: Places,
+    /// The running tasks kept decoded too, by id (see [`MAX_DECODED`]):
+    /// apart from `entries`, so that an entry pays nothing for them.
+    decoded: HashMap<Box<[u8]>, Arc<Task>>,
     /// Files that could not be read: reported by every listing until they
     /// change or go.
     pub bad: BTreeMap<TaskId, Bad>,
@@ -252,36 +255,23 @@ impl Ord for Slot {
 #[derive(Debug)]
 pub(crate) struct Staged((Slot, Entry));
 
-/// A task file's listing keys, as the snapshot keeps them: 48 bytes, what
-/// few entries have kept apart.
+/// A task file's listing keys, as the snapshot keeps them: 48 bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub status: TaskStatus,
     pub revision: u64,
     pub expires_at: Option<Moment>,
     pub lease_expires_at: Option<Moment>,
-    extra: Option<Box<Extra>>,
-}
-
-/// What few entries keep.
-#[derive(Debug, Clone, Default)]
-struct Extra {
     /// The file's status, if settled when read, and only without a watch
-    /// (where it is the proof that the entry is current).
-    stamp: Option<Stamp>,
-    /// The task, decoded (see [`MAX_DECODED`]).
-    decoded: Option<Arc<Task>>,
+    /// (where it is the proof that the entry is current): boxed, a 64-byte
+    /// block, so that an entry with a watch pays a pointer for it.
+    stamp: Option<Box<Stamp>>,
 }
 
 impl Entry {
     /// The file's status when read, if kept.
     pub fn stamp(&self) -> Option<Stamp> {
-        self.extra.as_ref().and_then(|x| x.stamp)
-    }
-
-    /// The task, if kept decoded.
-    pub fn decoded(&self) -> Option<&Arc<Task>> {
-        self.extra.as_ref().and_then(|x| x.decoded.as_ref())
+        self.stamp.as_deref().copied()
     }
 }
 
@@ -363,12 +353,7 @@ impl State {
             revision: keys.revision,
             expires_at: keys.expires_at.map(Moment::from),
             lease_expires_at: keys.lease_expires_at.map(Moment::from),
-            extra: stamp.map(|stamp| {
-                Box::new(Extra {
-                    stamp: Some(stamp),
-                    decoded: None,
-                })
-            }),
+            stamp: stamp.map(Box::new),
         };
         (slot, entry)
     }
@@ -388,6 +373,19 @@ impl State {
             }
             self.cached -= slot.cached();
         }
+        if !self.decoded.is_empty() {
+            self.decoded.remove(id.as_str().as_bytes());
+        }
+    }
+
+    /// The task of `slot`'s entry, if kept decoded as that entry's version.
+    pub fn decoded(&self, slot: &Slot, entry: &Entry) -> Option<&Arc<Task>> {
+        if self.decoded.is_empty() {
+            return None;
+        }
+        self.decoded
+            .get(slot.id_bytes())
+            .filter(|task| task.revision == entry.revision)
     }
 
     /// Keeps `task`, decoded from its entry (created at `created_at`),
@@ -397,12 +395,13 @@ impl State {
         if self.active > MAX_DECODED {
             return;
         }
-        if let Some(entry) = self
+        let current = self
             .entries
-            .get_mut(&Slot::new(created_at, &task.id, None))
-            .filter(|e| e.revision == task.revision)
-        {
-            entry.extra.get_or_insert_default().decoded = Some(task.clone());
+            .get(&Slot::new(created_at, &task.id, None))
+            .is_some_and(|e| e.revision == task.revision);
+        if current {
+            let id: Box<[u8]> = task.id.as_str().as_bytes().into();
+            self.decoded.insert(id, Arc::clone(task));
         }
     }
 
@@ -465,6 +464,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use time::OffsetDateTime;
 
@@ -474,7 +474,7 @@ mod tests {
     use crate::file::moment::Moment;
     use crate::file::places::Places;
     use crate::id::TaskId;
-    use crate::task::TaskStatus;
+    use crate::task::{NewTask, TaskStatus};
 
     fn keys(created: i64, revision: u64) -> Keys {
         Keys {
@@ -530,6 +530,13 @@ mod tests {
                         let bytes = file(id, next(3) == 0);
                         state.put(id, &keys(created, step), bytes.clone(), None);
                         model.insert(id.clone(), (created, step, bytes));
+                        if next(2) == 0 {
+                            // A listing decoded it: kept beside its entry.
+                            let mut task =
+                                NewTask::new().into_task(id.clone(), OffsetDateTime::UNIX_EPOCH);
+                            task.revision = step;
+                            state.keep_decoded(moment(created), &Arc::new(task));
+                        }
                     }
                 }
                 if step % 50 == 0 {
@@ -555,6 +562,14 @@ mod tests {
                         (moment(*created), *revision, bytes.clone())
                     });
                     assert_eq!(found, expected, "{id} at step {step}");
+                }
+                // A decoded copy is kept only beside its entry's version,
+                // and goes with it.
+                for (id, task) in &state.decoded {
+                    let id = TaskId::parse(std::str::from_utf8(id).unwrap()).unwrap();
+                    assert_eq!(model.get(&id).map(|m| m.1), Some(task.revision), "{id}");
+                    let (slot, entry) = state.get(&id).unwrap();
+                    assert!(state.decoded(slot, entry).is_some(), "{id}");
                 }
                 assert_eq!(state.active(), model.len());
                 let bytes: usize = model.values().map(|(.., b)| b.len()).sum();
