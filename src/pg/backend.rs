@@ -478,43 +478,57 @@ impl Backend for PgBackend {
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
         let op = || format!("scan schema {}", self.sql.schema);
-        let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
         let status = scan.status.map(|s| s.as_str());
         // Past the column's range every stored expiry is at or before it;
         // the rows are checked exactly below.
         let expired_at = scan.expired_at.map(saturating_nanos);
-        let after = scan
+        // The position rows are taken after: the scan's, then the last row
+        // taken, as stored (an unreadable row has no position of its own).
+        let mut after: Option<(i64, String)> = scan
             .after
             .as_ref()
-            .map(|p| (saturating_nanos(p.created_at), p.id.as_str()));
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
-        if let Some(status) = &status {
-            params.push(status);
-        }
-        if let Some(at) = &expired_at {
-            params.push(at);
-        }
-        if let Some((at, id)) = &after {
-            params.push(at);
-            params.push(id);
-        }
-        // Each row shaped before the next is taken: a scan without payloads
-        // holds one whole row at a time, not the batch.
+            .map(|p| (saturating_nanos(p.created_at), p.id.as_str().to_owned()));
         let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
-        self.query_each(&op, &self.sql.scan(scan), &params, |row| {
-            let id: &str = row.get(0);
-            match decode(id, row.get(1)) {
-                Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
-                Ok(_) => {}
-                Err(reason) => skipped.push(Skipped::new(
-                    TaskId::parse(id).ok(),
-                    format!("{}.tasks row {id:?}", self.sql.schema),
-                    reason,
-                    UnreadableAction::LeftInPlace,
-                )),
+        // `LIMIT` counts rows, and a row may be left out (unreadable, or
+        // outside the scan by its exact keys): a batch is short only where
+        // the rows end, so the rows left out are made up by more.
+        loop {
+            let want = scan.limit - tasks.len();
+            let limit = i64::try_from(want).unwrap_or(i64::MAX);
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
+            if let Some(status) = &status {
+                params.push(status);
             }
-        })?;
-        Ok(Scanned::new(tasks, skipped))
+            if let Some(at) = &expired_at {
+                params.push(at);
+            }
+            if let Some((at, id)) = &after {
+                params.push(at);
+                params.push(id);
+            }
+            let (mut rows, mut last) = (0, None);
+            // Each row shaped before the next is taken: a scan without
+            // payloads holds one whole row at a time, not the batch.
+            self.query_each(&op, &self.sql.scan(scan, after.is_some()), &params, |row| {
+                rows += 1;
+                let id: &str = row.get(0);
+                match decode(id, row.get(1)) {
+                    Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
+                    Ok(_) => {}
+                    Err(reason) => skipped.push(Skipped::new(
+                        TaskId::parse(id).ok(),
+                        format!("{}.tasks row {id:?}", self.sql.schema),
+                        reason,
+                        UnreadableAction::LeftInPlace,
+                    )),
+                }
+                last = Some((row.get(2), id.to_owned()));
+            })?;
+            if rows < want || tasks.len() == scan.limit {
+                return Ok(Scanned::new(tasks, skipped));
+            }
+            after = last;
+        }
     }
 
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {

@@ -43,7 +43,10 @@ pub struct PgStatements {
 #[doc(hidden)]
 pub fn pg_statements(schema: &str) -> PgStatements {
     let sql = sql::Sql::new(schema);
-    let list_active = sql.scan(&crate::backend::Scan::new(crate::backend::Scope::Active, 1));
+    let list_active = sql.scan(
+        &crate::backend::Scan::new(crate::backend::Scope::Active, 1),
+        false,
+    );
     PgStatements {
         list_active,
         insert: sql.insert,

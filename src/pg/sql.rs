@@ -125,11 +125,13 @@ impl Sql {
     }
 
     /// The scan for `scan`'s filters: `$1` the limit, then its filters'
-    /// values in the order scope, status, expiry, position. Each
+    /// values in the order scope, status, expiry, and, if `after`, the
+    /// position rows are taken after (`created_at_ns`, then id). It selects
+    /// id, task and `created_at_ns`, the position as stored. Each
     /// combination has its own text, so each is planned for its own index
     /// (the partial index of active tasks, the listing index, or the expiry
     /// index).
-    pub fn scan(&self, scan: &Scan) -> String {
+    pub fn scan(&self, scan: &Scan, after: bool) -> String {
         let mut conditions = Vec::new();
         let mut n = 1;
         let mut param = || {
@@ -145,7 +147,7 @@ impl Sql {
         if scan.expired_at.is_some() {
             conditions.push(format!("expires_at_ns <= {}", param()));
         }
-        if scan.after.is_some() {
+        if after {
             let (at, id) = (param(), param());
             conditions.push(format!("(created_at_ns, id) > ({at}, {id})"));
         }
@@ -155,7 +157,8 @@ impl Sql {
             format!("WHERE {}", conditions.join(" AND "))
         };
         format!(
-            "SELECT id, task FROM {}.tasks {filter} ORDER BY created_at_ns, id LIMIT $1",
+            "SELECT id, task, created_at_ns FROM {}.tasks {filter} \
+             ORDER BY created_at_ns, id LIMIT $1",
             self.schema
         )
     }
