@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::conformance::{self, Setup};
 use taskstore::{
-    Error, EventLog, ListQuery, NewTask, PgStore, TaskEventKind, TaskId, TaskStatus, TaskStore,
-    TaskUpdate, TimeSource, Transition,
+    Clock, Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, TaskEventKind, TaskId,
+    TaskStatus, TaskStore, TaskUpdate, TimeSource, Transition,
 };
 
 use common::{Rng, role, spawn, wait_until};
@@ -196,6 +196,17 @@ fn bad_settings_are_refused_before_anything_is_written() {
         }) => {}
         other => panic!("pool_size(0) must be refused, got {other:?}"),
     }
+    let every = Duration::from_micros(999);
+    match PgStore::builder(cluster.conninfo())
+        .server_clock_refresh(every)
+        .open()
+    {
+        Err(Error::InvalidConfig {
+            field: "server_clock_refresh",
+            ..
+        }) => {}
+        other => panic!("a refresh under 1 ms must be refused, got {other:?}"),
+    }
     // A database that does not exist: a backend error naming postgres.
     let missing = format!("{} dbname=no_such_db", cluster.conninfo());
     match PgStore::builder(missing).open() {
@@ -319,6 +330,41 @@ fn a_sweep_goes_on_past_an_unreadable_row() {
         .unwrap()
         .get(0);
     assert_eq!(left, 1);
+}
+
+/// Reading a handle's time does no I/O, even once the server's clock is
+/// due to be measured again: an async server (the MCP task manager) reads
+/// it on its runtime's threads, where the synchronous client may not run
+/// its own runtime (it panicked there, and dropping the connection while
+/// unwinding aborted the process). The next operation measures instead,
+/// and sees a step of the local clock.
+#[test]
+fn reading_the_time_does_no_io_and_the_next_operation_measures_the_clock_again() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("clock_refresh");
+    let local = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .clock(local.clone())
+        .server_clock_refresh(Duration::from_millis(1))
+        .open()
+        .unwrap();
+    let measured = store.server_time().unwrap().offset;
+    local.advance(Duration::from_secs(600));
+    std::thread::sleep(Duration::from_millis(5));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let now = runtime.block_on(async { store.now() });
+    assert_eq!(store.server_time().unwrap().offset, measured);
+    assert_eq!(now, local.now() + measured);
+    store.get(&TaskId::new()).unwrap();
+    let stepped = store.server_time().unwrap().offset;
+    let off = (stepped - (measured - time::Duration::seconds(600))).abs();
+    assert!(
+        off < time::Duration::seconds(5),
+        "{measured} then {stepped}"
+    );
 }
 
 #[test]

@@ -158,6 +158,9 @@ impl PgBackend {
     }
 
     fn connection(&self, op: impl FnOnce() -> String) -> Result<Lease<'_>> {
+        if let Some(clock) = &self.clock {
+            clock.refresh_if_due();
+        }
         self.pool
             .get()
             .map_err(|e| failed(format!("connect to {}", op()), e))

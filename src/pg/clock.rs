@@ -3,8 +3,11 @@
 //!
 //! [`ServerClock`] reads the configured clock and adds its offset to the
 //! server's `clock_timestamp()`, measured at open and again every
-//! [`REFRESH`] (on use, by the first caller past the deadline, on an idle
-//! pooled connection, one round trip; never by waiting for a connection).
+//! [`REFRESH`] (or the period the builder sets): by the first operation past
+//! the deadline, before it takes its own connection, on an idle pooled one,
+//! one round trip; never by waiting for a connection. Reading the time does
+//! no I/O: an async server reads it on its runtime's threads, where the
+//! synchronous client may not run (its own runtime would panic there).
 //!
 //! **Bound.** A measurement reads the local clock before and after one
 //! round trip and takes the server's reading to be at the midpoint, so its
@@ -47,6 +50,8 @@ pub(crate) struct ServerClock {
     local: Arc<dyn Clock>,
     pool: Arc<Pool>,
     base: Instant,
+    /// How often to measure again.
+    refresh: Duration,
     offset_nanos: AtomicI64,
     round_trip_nanos: AtomicU64,
     /// When to measure again, in milliseconds since `base`.
@@ -67,6 +72,7 @@ impl ServerClock {
     /// A clock over `local`, measured once now on `conn`.
     pub fn start(
         local: Arc<dyn Clock>,
+        refresh: Duration,
         pool: Arc<Pool>,
         conn: &mut Connection,
     ) -> Result<ServerClock, postgres::Error> {
@@ -75,12 +81,13 @@ impl ServerClock {
             local,
             pool,
             base: Instant::now(),
+            refresh,
             offset_nanos: AtomicI64::new(offset),
             round_trip_nanos: AtomicU64::new(round_trip),
             next_ms: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
         };
-        clock.schedule(REFRESH);
+        clock.schedule(refresh);
         Ok(clock)
     }
 
@@ -104,7 +111,8 @@ impl ServerClock {
     }
 
     /// Measures again if it is time, on an idle connection, if one is idle.
-    fn refresh_if_due(&self) {
+    /// Blocking I/O: called by operations, never by [`Clock::now`].
+    pub fn refresh_if_due(&self) {
         if self.elapsed_ms() < self.next_ms.load(Ordering::Relaxed)
             || self.measuring.swap(true, Ordering::Acquire)
         {
@@ -118,7 +126,7 @@ impl ServerClock {
             Some(Ok((offset, round_trip))) => {
                 self.offset_nanos.store(offset, Ordering::Relaxed);
                 self.round_trip_nanos.store(round_trip, Ordering::Relaxed);
-                self.schedule(REFRESH);
+                self.schedule(self.refresh);
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "could not measure the server's clock; keeping the last offset");
@@ -133,7 +141,6 @@ impl ServerClock {
 
 impl Clock for ServerClock {
     fn now(&self) -> OffsetDateTime {
-        self.refresh_if_due();
         let offset = time::Duration::nanoseconds(self.offset_nanos.load(Ordering::Relaxed));
         self.local.now().saturating_add(offset)
     }

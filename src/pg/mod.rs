@@ -92,6 +92,7 @@ pub struct PgOptions {
     schema: String,
     pool_size: usize,
     time: TimeSource,
+    clock_refresh: Duration,
     create: bool,
 }
 
@@ -102,8 +103,9 @@ pub struct PgOptions {
 pub enum TimeSource {
     /// The default: the configured [`Clock`](crate::Clock) corrected to the
     /// database server's `clock_timestamp()`, measured at open and every
-    /// 30 s. Every host then goes by the server's time, within half a round
-    /// trip plus the local clock's drift over 30 s.
+    /// 30 s ([`server_clock_refresh`](StoreBuilder::server_clock_refresh)).
+    /// Every host then goes by the server's time, within half a round trip
+    /// plus the local clock's drift over the period.
     #[default]
     Server,
     /// The configured clock as it is. For tests that drive a
@@ -134,6 +136,16 @@ impl StoreBuilder<PgOptions> {
         self
     }
 
+    /// How often, with [`TimeSource::Server`], the offset to the server's
+    /// clock is measured again (default 30 s; at least 1 ms): by the first
+    /// operation past it, before it takes its connection. A shorter period
+    /// bounds how long a step of the local clock (by NTP or by hand) goes
+    /// uncorrected, at one round trip each time.
+    pub fn server_clock_refresh(mut self, every: Duration) -> Self {
+        self.options.clock_refresh = every;
+        self
+    }
+
     /// Whether [`open`](Self::open) may create the schema when it holds no
     /// store (default `true`). With `false`, a schema without a store (say,
     /// a mistyped name) is an error and nothing is created: what a tool
@@ -161,6 +173,12 @@ impl StoreBuilder<PgOptions> {
     pub fn open(mut self) -> Result<PgStore> {
         let options = &self.options;
         schema::check_name(&options.schema)?;
+        if options.clock_refresh < Duration::from_millis(1) {
+            return Err(Error::InvalidConfig {
+                field: "server_clock_refresh",
+                reason: format!("{:?} is under the least, 1 ms", options.clock_refresh),
+            });
+        }
         if options.pool_size == 0 {
             return Err(Error::InvalidConfig {
                 field: "pool_size",
@@ -197,8 +215,13 @@ impl StoreBuilder<PgOptions> {
             schema::prepare(&mut conn.client, &schema, options.create)?;
             match options.time {
                 TimeSource::Server => Some(Arc::new(
-                    ServerClock::start(self.settings.clock.clone(), pool.clone(), &mut conn)
-                        .map_err(|e| failed(op("read the server's clock"), e))?,
+                    ServerClock::start(
+                        self.settings.clock.clone(),
+                        options.clock_refresh,
+                        pool.clone(),
+                        &mut conn,
+                    )
+                    .map_err(|e| failed(op("read the server's clock"), e))?,
                 )),
                 TimeSource::Clock => None,
             }
@@ -248,6 +271,7 @@ impl Store<PgBackend> {
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             time: TimeSource::default(),
+            clock_refresh: clock::REFRESH,
             create: true,
         })
     }
