@@ -143,6 +143,39 @@ fn an_interrupted_terminal_move_is_final_and_finished_later() {
     assert_eq!(store.get(&task.id).unwrap(), Some(done));
 }
 
+/// A terminal move caught between its halves (a writer killed after linking
+/// the file into `done/`, or a reaper's batch, which lets go of each task's
+/// lock between them) leaves the task's file under both names. Deleting the
+/// task then removes both, and its `expiring/` entry: it does not come back
+/// from `done/` (it did: only the name in `active/` went, and `get` found
+/// the task again, finished, and a create of its id was refused).
+#[test]
+fn deleting_a_task_caught_mid_move_removes_it_from_both_areas() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let mut new = NewTask::new();
+        if let Some(ttl) = ttl {
+            new = new.ttl(ttl);
+        }
+        let task = store.create(new).unwrap();
+        assert!(store.complete(&task.id, json!("result")).unwrap().is_applied());
+        let name = format!("{}.json", task.id);
+        let (active, done) = (dir.path().join("active"), dir.path().join("done"));
+        fs::hard_link(done.join(&name), active.join(&name)).unwrap();
+        assert!(store.delete(&task.id).unwrap(), "{ttl:?}");
+        assert_eq!(store.get(&task.id).unwrap(), None, "{ttl:?}");
+        assert!(!active.join(&name).exists() && !done.join(&name).exists());
+        assert_eq!(count(&dir.path().join("expiring")), 0, "{ttl:?}");
+        assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    }
+    drop(store);
+    let report = taskstore::FileCheck::open(dir.path())
+        .and_then(|check| check.verify())
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
 /// A power loss in the middle of a terminal move can leave a task in both
 /// areas: its running copy in `active/`, its terminal one in `done/`. The
 /// next `open` keeps the copy the read rule picks and removes the other

@@ -497,13 +497,26 @@ impl FileBackend {
     /// The caller makes `touched` durable.
     pub(super) fn remove_found(&self, found: &Found, touched: &mut Touched) -> Result<()> {
         self.drop_stale(found)?;
-        if found.area == Area::Done {
+        // A terminal task still in `active/` is a move interrupted, or one
+        // between its halves (a batch lets go of each task's lock between
+        // them): its file may have its name in `done/` too. The move is
+        // finished first, as a write would ([`tidy`](Self::tidy)), and the
+        // task removed from `done/`, once its own removal from `active/` is
+        // durable too (the move left that to a later fsync).
+        let area = if found.area == Area::Active && found.task.is_terminal() {
+            self.move_to_done(&found.task)?;
+            touched.moves_settled = false;
+            Area::Done
+        } else {
+            found.area
+        };
+        if area == Area::Done {
             self.settle_moves(touched)?;
         }
-        if self.remove_name(found.area, &found.task.id)? {
-            touched.mark(found.area);
+        if self.remove_name(area, &found.task.id)? {
+            touched.mark(area);
         }
-        if found.area == Area::Done || found.task.is_terminal() {
+        if area == Area::Done {
             self.remove_index(&found.task, touched);
         }
         Ok(())
