@@ -385,6 +385,7 @@ async fn supervise(
 }
 
 /// What is recorded for a run.
+#[derive(Clone)]
 pub(super) enum Record {
     Finish(Outcome),
     Release,
@@ -428,12 +429,47 @@ pub(super) enum Stop {
 }
 
 impl Shared {
-    async fn record(&self, run: &Arc<Run>, record: Record, ending: Ending) {
-        let store = Arc::clone(&self.store);
+    /// Records `record` for `run`. An outcome the store refuses as a value
+    /// (over the payload cap, nested too deep, not encodable) can never be
+    /// stored: the task is failed instead, with why
+    /// (`{"code": "outcome_refused", ..}`), not left running until its
+    /// lease lapses and then reported orphaned (or, resumable, run again to
+    /// the same end). A write that failed for a cause that may pass (I/O,
+    /// the database) is tried again, [`RECORD_TRIES`] times in all, its
+    /// waits doubling from [`RECORD_RETRY`], while the run's lease is still
+    /// renewed and until shutdown begins.
+    async fn record(&self, run: &Arc<Run>, mut record: Record, ending: Ending) {
         let stop = record.stops().filter(|_| ending == Ending::Shutdown);
-        let target = Arc::clone(run);
-        let written = blocking(move || record.write(&*store, &target)).await;
-        self.recorded(run, stop, written);
+        let (mut wait, mut tries, mut refused) = (RECORD_RETRY, 1, false);
+        loop {
+            let store = Arc::clone(&self.store);
+            let target = Arc::clone(run);
+            let attempt = record.clone();
+            let written = blocking(move || attempt.write(&*store, &target)).await;
+            match written {
+                Err(StoreCall::Store(
+                    e @ (crate::Error::PayloadTooLarge { .. }
+                    | crate::Error::TooDeep { .. }
+                    | crate::Error::Encode { .. }),
+                )) if !refused => {
+                    tracing::warn!(task = %run.id, error = %e, "the store refused the task's outcome; recording its failure instead");
+                    record = Record::Finish(Outcome::Failed(refused_error(run, &e)));
+                    refused = true;
+                }
+                Err(StoreCall::Store(
+                    ref e @ (crate::Error::Io { .. } | crate::Error::Backend { .. }),
+                )) if tries < RECORD_TRIES && !self.is_closing() => {
+                    tracing::warn!(task = %run.id, error = %e, attempt = tries, "a store write recording the task failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    tries += 1;
+                }
+                written => {
+                    self.recorded(run, stop, written);
+                    return;
+                }
+            }
+        }
     }
 
     /// Acts on what a recording write of `run` came to, and counts a
@@ -472,6 +508,21 @@ impl Shared {
             }
         }
     }
+}
+
+/// How many times in all a recording write that failed for a cause that
+/// may pass is made.
+const RECORD_TRIES: u32 = 6;
+/// The first wait before a recording write is tried again (then doubling:
+/// 3.1 s in all over [`RECORD_TRIES`]).
+const RECORD_RETRY: Duration = Duration::from_millis(100);
+
+/// The error of a task whose outcome the store refused as a value.
+fn refused_error(run: &Run, refused: &crate::Error) -> Value {
+    json!({
+        "code": "outcome_refused",
+        "message": format!("task {} ended, but the store refused its outcome: {refused}", run.id),
+    })
 }
 
 /// The error of a task that was still running when its instance shut down.

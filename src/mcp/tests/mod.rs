@@ -91,6 +91,112 @@ async fn spawned_task_is_durable_at_once_and_completes_with_the_result_inlined()
     eventually(|| async { (a.running_task_count() == 0).then_some(()) }).await;
 }
 
+/// An outcome the store refuses as a value (a result or an error over the
+/// payload cap) fails the task at once, with why and the task's id. (It
+/// was logged and dropped: the task stayed `working` until its lease
+/// lapsed, then read as orphaned.)
+#[tokio::test]
+async fn an_outcome_the_store_refuses_fails_the_task_with_why() {
+    let store = MemoryStore::builder()
+        .max_payload_bytes(4_096)
+        .build()
+        .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let big = "x".repeat(10_000);
+    let result = big.clone();
+    let too_big_result = m
+        .spawn(TaskOptions::new(), move |_ctx| {
+            Box::pin(async move { Ok(text(&result)) })
+        })
+        .await
+        .unwrap();
+    let too_big_error = m
+        .spawn(TaskOptions::new(), move |_ctx| {
+            Box::pin(async move { Err(TaskExit::Error(McpError::internal_error(big, None))) })
+        })
+        .await
+        .unwrap();
+    for seed in [too_big_result, too_big_error] {
+        let TaskPayload::Failed { error } = settled(&m, &seed.task_id).await.payload else {
+            panic!()
+        };
+        assert_eq!(error["code"], -32603);
+        assert_eq!(error["data"]["code"], "outcome_refused");
+        let message = error["data"]["message"].as_str().unwrap();
+        assert!(message.contains(seed.task_id.as_str()), "{message}");
+        assert!(message.contains("payload limit of 4096 bytes"), "{message}");
+    }
+}
+
+/// A `MemoryBackend` whose first `failures` terminal writes fail, as on a
+/// disk or a database that is briefly away.
+struct Flaky {
+    inner: crate::MemoryBackend,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::backend::Backend for Flaky {
+    fn load(&self, id: &crate::TaskId) -> crate::Result<Option<crate::Task>> {
+        self.inner.load(id)
+    }
+    fn insert(
+        &self,
+        record: &crate::backend::Record,
+        max_active: usize,
+    ) -> crate::Result<crate::backend::Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(
+        &self,
+        current: &crate::Task,
+        next: &crate::backend::Record,
+    ) -> crate::Result<crate::backend::Swap> {
+        use std::sync::atomic::Ordering;
+        let fail = next.task().is_terminal()
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            let op = format!("replace task {}", current.id);
+            return Err(crate::Error::backend("flaky", op, "away for a moment"));
+        }
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &crate::Task) -> crate::Result<crate::backend::Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &crate::backend::Scan) -> crate::Result<crate::backend::Scanned> {
+        self.inner.scan(scan)
+    }
+}
+
+/// A recording write that fails for a cause that may pass is tried again:
+/// the outcome lands. (It was logged and dropped.)
+#[tokio::test]
+async fn an_outcome_whose_write_fails_for_a_moment_is_recorded_on_a_later_try() {
+    let store = crate::Store::with_backend(Flaky {
+        inner: crate::MemoryBackend::new(),
+        failures: std::sync::atomic::AtomicUsize::new(3),
+    })
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("42")) })
+        })
+        .await
+        .unwrap();
+    let TaskPayload::Completed { result } = settled(&m, &seed.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(
+        Value::Object(result),
+        serde_json::to_value(text("42")).unwrap()
+    );
+}
+
 #[tokio::test]
 async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
     let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
