@@ -159,7 +159,12 @@ fn deleting_a_task_caught_mid_move_removes_it_from_both_areas() {
             new = new.ttl(ttl);
         }
         let task = store.create(new).unwrap();
-        assert!(store.complete(&task.id, json!("result")).unwrap().is_applied());
+        assert!(
+            store
+                .complete(&task.id, json!("result"))
+                .unwrap()
+                .is_applied()
+        );
         let name = format!("{}.json", task.id);
         let (active, done) = (dir.path().join("active"), dir.path().join("done"));
         fs::hard_link(done.join(&name), active.join(&name)).unwrap();

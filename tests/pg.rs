@@ -367,6 +367,67 @@ fn reading_the_time_does_no_io_and_the_next_operation_measures_the_clock_again()
     );
 }
 
+/// A role whose transactions default to `level`, allowed to log in and to
+/// create schemas; named `role`.
+fn role_defaulting_to(cluster: &Cluster, role: &str, level: &str) {
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; \
+             GRANT CREATE ON DATABASE postgres TO {role}; \
+             ALTER ROLE {role} SET default_transaction_isolation = '{level}'"
+        ))
+        .unwrap();
+}
+
+/// The store's writes are written for READ COMMITTED: a write that waited
+/// on a row lock checks its condition again on the row as committed, so
+/// the second of two racing writers wins or loses by the rules, never by a
+/// serialization failure. A database or role that defaults to another
+/// level does not change that. (Under `serializable` the waiting write
+/// failed: "could not serialize access due to concurrent update".)
+#[test]
+fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
+    let Some(cluster) = cluster() else { return };
+    for level in ["serializable", "repeatable read"] {
+        let role = format!("ts_{}", level.replace(' ', "_"));
+        role_defaulting_to(cluster, &role, level);
+        let schema = fresh_schema("isolation");
+        let application = format!("isolation_{}", role);
+        let store = PgStore::builder(format!(
+            "{} user={role} application_name={application}",
+            cluster.conninfo()
+        ))
+        .schema(&schema)
+        .open()
+        .unwrap();
+        let task = store.create(NewTask::new()).unwrap();
+        // Another writer holds the row, and changes it (a new version of
+        // it, the same task) while the store's write waits.
+        let mut other = cluster.client();
+        let mut holding = other.transaction().unwrap();
+        holding
+            .execute(
+                &format!("UPDATE {schema}.tasks SET task = task WHERE id = $1"),
+                &[&task.id.as_str()],
+            )
+            .unwrap();
+        std::thread::scope(|scope| {
+            let completing = scope.spawn(|| store.complete(&task.id, json!("done")));
+            let mut watcher = cluster.client();
+            wait_until("the complete to wait on the row", || {
+                waiting(&mut watcher, &application) == 1
+            });
+            holding.commit().unwrap();
+            let transition = completing.join().unwrap();
+            assert!(
+                matches!(transition, Ok(Transition::Applied(_))),
+                "{level}: {transition:?}"
+            );
+        });
+    }
+}
+
 #[test]
 fn the_active_cap_holds_exactly_across_handles() {
     let Some(cluster) = cluster() else { return };

@@ -15,6 +15,14 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls, Statement};
 
+/// Set on every connection as it is made. The store's statements are
+/// written for READ COMMITTED: a write that waited on a row lock checks its
+/// condition again on the row as committed (first writer wins; a migration
+/// sees the version its advisory lock guards). A database or role may
+/// default to another level, under which the waiting write would fail with
+/// a serialization error instead.
+const SESSION: &str = "SET default_transaction_isolation = 'read committed'";
+
 /// A connection and the statements prepared on it.
 pub(crate) struct Connection {
     pub client: Client,
@@ -142,8 +150,13 @@ impl Pool {
     }
 
     fn connect(&self) -> Result<Connection, postgres::Error> {
+        let mut client = self.config.connect(NoTls)?;
+        if let Err(e) = client.batch_execute(SESSION) {
+            close_client(client);
+            return Err(e);
+        }
         Ok(Connection {
-            client: self.config.connect(NoTls)?,
+            client,
             statements: HashMap::new(),
         })
     }
