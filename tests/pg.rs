@@ -215,7 +215,12 @@ fn bad_settings_are_refused_before_anything_is_written() {
                 backend: "postgres",
                 ..
             },
-        ) => assert!(e.to_string().contains("connect"), "{e}"),
+        ) => {
+            // What the server said, not the client's "db error" alone.
+            let said = e.to_string();
+            assert!(said.contains("connect"), "{said}");
+            assert!(said.contains("\"no_such_db\" does not exist"), "{said}");
+        }
         other => panic!("a missing database must be a backend error, got {other:?}"),
     }
 }
@@ -377,6 +382,38 @@ fn role_defaulting_to(cluster: &Cluster, role: &str, level: &str) {
              GRANT CREATE ON DATABASE postgres TO {role}; \
              ALTER ROLE {role} SET default_transaction_isolation = '{level}'"
         ))
+        .unwrap();
+}
+
+/// A schema an administrator made for the store's role, which may not
+/// create schemas itself, opens: the store creates its tables in it.
+/// (`CREATE SCHEMA IF NOT EXISTS` asks for the right to create schemas
+/// before it looks whether the schema exists: "permission denied for
+/// database".)
+#[test]
+fn a_role_that_may_not_create_schemas_opens_a_schema_made_for_it() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("made_for");
+    let role = format!("{schema}_role");
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; \
+             REVOKE CREATE ON DATABASE postgres FROM PUBLIC; \
+             CREATE SCHEMA {schema} AUTHORIZATION {role}"
+        ))
+        .unwrap();
+    let store = PgStore::builder(format!("{} user={role}", cluster.conninfo()))
+        .schema(&schema)
+        .open()
+        .unwrap_or_else(|e| panic!("open schema {schema} as {role}: {e}"));
+    let task = store.create(NewTask::new()).unwrap();
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+    // A second open finds it current.
+    drop(store);
+    PgStore::builder(format!("{} user={role}", cluster.conninfo()))
+        .schema(&schema)
+        .open()
         .unwrap();
 }
 

@@ -58,7 +58,43 @@ impl fmt::Debug for PgBackend {
 pub(crate) const BACKEND: &str = "postgres";
 
 pub(crate) fn failed(op: impl Into<String>, source: postgres::Error) -> Error {
-    Error::backend(BACKEND, op, source)
+    Error::backend(BACKEND, op, Described(source))
+}
+
+/// A client error that says what the server said: `postgres::Error` alone
+/// displays as "db error" and leaves the server's message to its source.
+/// Its own source is the client's error.
+#[derive(Debug)]
+struct Described(postgres::Error);
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(
+                    f,
+                    "{} {}: {}",
+                    db.severity(),
+                    db.code().code(),
+                    db.message()
+                )?;
+                if let Some(detail) = db.detail() {
+                    write!(f, " ({detail})")?;
+                }
+                Ok(())
+            }
+            None => match std::error::Error::source(&self.0) {
+                Some(cause) => write!(f, "{}: {cause}", self.0),
+                None => write!(f, "{}", self.0),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Described {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// The columns a task is stored with beside its JSON.

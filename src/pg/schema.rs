@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use postgres::GenericClient;
 
+use super::backend::failed;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads.
@@ -78,7 +79,7 @@ INSERT INTO {s}.counters (active) SELECT count(*) FROM {s}.tasks WHERE active;
 /// each.
 pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool) -> Result<()> {
     let op = |what: &str| format!("{what} schema {schema}");
-    let db = |what: &'static str| move |e| Error::backend("postgres", op(what), e);
+    let db = |what: &'static str| move |e| failed(op(what), e);
     match read_version(client, schema).map_err(db("read the version of"))? {
         Some(SCHEMA_VERSION) => return Ok(()),
         Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
@@ -95,9 +96,19 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
         &[&MIGRATION_LOCK, &schema],
     )
     .map_err(db("lock for migrating"))?;
+    // A schema made for the store (by a role that may create schemas, for
+    // one that may not) is used as it is: `CREATE SCHEMA IF NOT EXISTS`
+    // asks for the right to create schemas before it looks.
+    let exists: bool = tx
+        .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&schema])
+        .map_err(db("look for"))?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .map_err(db("create"))?;
+    }
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+        "CREATE TABLE IF NOT EXISTS {schema}.schema_version (
              singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
              version   integer NOT NULL
          );"
@@ -112,8 +123,7 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
     let steps = migrations(schema);
     for (index, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
         tx.batch_execute(step).map_err(|e| {
-            Error::backend(
-                "postgres",
+            failed(
                 format!("migrate schema {schema} to version {}", index + 1),
                 e,
             )
