@@ -98,6 +98,14 @@ fn plant(root: &Path, area: &str, id: &str, kind: &str) -> PathBuf {
         }
         "newer-format" => fs::write(&path, b"{\"format\":99,\"task\":{\"v99\":true}}").unwrap(),
         "directory" => fs::create_dir(&path).unwrap(),
+        "fifo" => rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap(),
         "symlink" => {
             let target = root.join("outside.json");
             fs::write(&target, b"secret").unwrap();
@@ -117,6 +125,7 @@ const KINDS: &[&str] = &[
     "wrong-id",
     "newer-format",
     "directory",
+    "fifo",
     "symlink",
 ];
 

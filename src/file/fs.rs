@@ -240,7 +240,14 @@ impl Fs {
         match status.kind {
             Kind::File => {}
             Kind::Dir => return Err(io::Error::from(io::ErrorKind::IsADirectory)),
-            _ => return Err(io::Error::other("not a regular file")),
+            // `InvalidInput`: what the store's readers take for "not a
+            // task file" (a FIFO, a socket, a device), a corrupt one.
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                ));
+            }
         }
         if status.size > limit {
             return Err(TooLarge {
@@ -631,6 +638,7 @@ mod read_tests {
         )
         .unwrap();
         let e = read(&fifo, 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(e.to_string(), "not a regular file");
     }
 }
