@@ -194,7 +194,14 @@ impl Shared {
             self.lose(&old, None);
         }
         let context = TaskContext::new(Arc::clone(self), Arc::clone(&run));
-        let operation = tokio::spawn(make_future(context));
+        // A handler that panics building its future (before its first
+        // step) fails the task as a panicking operation does, on the
+        // supervisor: not through the caller (a spawn, or the background
+        // loop resuming a claim), and not leaving a run with no supervisor.
+        let future =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_future(context)))
+                .unwrap_or_else(|panic| Box::pin(async move { std::panic::resume_unwind(panic) }));
+        let operation = tokio::spawn(future);
         let abort = operation.abort_handle();
         let supervisor = tokio::spawn(supervise(Arc::clone(self), Arc::clone(&run), operation));
         let mut state = lock(&run.state);

@@ -128,6 +128,39 @@ async fn an_outcome_the_store_refuses_fails_the_task_with_why() {
     }
 }
 
+/// A handler that panics while it builds its future (before any `await`:
+/// an argument it cannot parse, say) fails its task as a panicking
+/// operation does, and the caller goes on: the spawn returns its task, and
+/// the manager keeps running others. (The panic went through the caller:
+/// the spawn's, or the background loop's resuming a claim, which then
+/// renewed, claimed and reaped nothing more; and the task, left among the
+/// runs with no supervisor, stayed `working` for ever.)
+#[tokio::test]
+async fn a_handler_that_panics_building_its_future_fails_its_task_and_nothing_else() {
+    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
+    let spawned = m
+        .spawn(TaskOptions::new(), |_ctx| -> crate::mcp::TaskFuture {
+            panic!("cannot parse the arguments")
+        })
+        .await
+        .unwrap();
+    let TaskPayload::Failed { error } = settled(&m, &spawned.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(error["message"], "task operation panicked");
+    eventually(|| async { (m.running_task_count() == 0).then_some(()) }).await;
+    let next = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("ok")) })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        settled(&m, &next.task_id).await.payload,
+        TaskPayload::Completed { .. }
+    ));
+}
+
 /// A `MemoryBackend` whose first `failures` terminal writes fail, as on a
 /// disk or a database that is briefly away.
 struct Flaky {

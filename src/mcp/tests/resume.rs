@@ -481,3 +481,41 @@ async fn a_resumed_run_knows_a_stored_cancel_at_once_and_never_asks_a_withdrawn_
     assert_eq!(task.input_requests, None);
     assert_eq!(task.epoch, 2);
 }
+
+/// A resume handler that panics while it builds its future fails the
+/// claimed task as a panicking operation does, and the background loop that
+/// resumed it goes on: it claims and runs the next orphan. (The panic went
+/// through the loop, which then renewed, claimed and reaped nothing more.)
+#[tokio::test]
+async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the_loop_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let a = frozen(dir.path(), &clock, "a");
+    let pending =
+        |_ctx: TaskContext| -> crate::mcp::TaskFuture { Box::pin(std::future::pending()) };
+    let options = crate::mcp::TaskOptions::new;
+    let poison = a
+        .spawn_resumable("poison", json!({}), options(), pending)
+        .await
+        .unwrap();
+    let b = live(dir.path(), &clock, "b");
+    b.register_resume("poison", |_ctx| -> crate::mcp::TaskFuture {
+        panic!("cannot parse the input")
+    });
+    b.register_resume("fine", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    clock.advance(LEASE);
+    let TaskPayload::Failed { error } = settled(&b, &poison.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(error["message"], "task operation panicked");
+    // The loop is alive: the next orphan is claimed and run.
+    let fine = a
+        .spawn_resumable("fine", json!({}), options(), pending)
+        .await
+        .unwrap();
+    clock.advance(LEASE);
+    let TaskPayload::Completed { result } = settled(&b, &fine.task_id).await.payload else {
+        panic!()
+    };
+    assert_eq!(result["content"][0]["text"], "resumed");
+}
