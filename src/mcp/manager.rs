@@ -50,6 +50,12 @@ impl<S: TaskStore + 'static> Clone for DurableTaskManager<S> {
 }
 
 impl<S: TaskStore + 'static> DurableTaskManager<S> {
+    /// The state its runs share (for the tests).
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A manager over `store`, with the default [`ManagerOptions`].
     ///
     /// # Panics

@@ -222,8 +222,13 @@ impl Shared {
     pub fn lose(&self, run: &Arc<Run>, now: Option<&Task>) {
         let first = {
             let mut state = lock(&run.state);
-            let first = state.ending != Ending::Lost;
-            state.ending = Ending::Lost;
+            // A run shutdown stopped stays stopped (its task recorded by
+            // shutdown, nothing more of it written): a tick that read it
+            // before then may find it lost after.
+            let first = !matches!(state.ending, Ending::Lost | Ending::Stopped);
+            if state.ending != Ending::Stopped {
+                state.ending = Ending::Lost;
+            }
             if let Some(abort) = &state.abort {
                 abort.abort();
             }

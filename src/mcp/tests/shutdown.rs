@@ -367,3 +367,32 @@ async fn store_calls_that_hang_do_not_hold_shutdown_up() {
         assert_eq!(error["data"]["code"], "shutdown", "{id}");
     }
 }
+
+/// A run shutdown stopped stays stopped when a watch tick that read it
+/// before then finds it lost: nothing more of it is written (its writes
+/// answer "stopped" without reaching the store), and no takeover is
+/// claimed for it. (The tick relabelled it lost, and its later writes went
+/// to the store.)
+#[tokio::test]
+async fn a_stopped_run_found_lost_afterwards_stays_stopped() {
+    let m =
+        DurableTaskManager::with_options(std::sync::Arc::new(crate::MemoryStore::new()), fast());
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+        .await
+        .unwrap();
+    let id = TaskId::parse(&seed.task_id).unwrap();
+    let run = m.shared().run_of(&id).unwrap();
+    // Shutdown's mark, then the tick's finding.
+    crate::mcp::calls::lock(&run.state).ending = crate::mcp::run::Ending::Stopped;
+    m.shared().lose(&run, None);
+    assert_eq!(run.ending(), crate::mcp::run::Ending::Stopped);
+    let written = m
+        .shared()
+        .write(&run, crate::TaskUpdate::new().status_message("late"))
+        .await
+        .ok()
+        .unwrap();
+    assert!(matches!(written, crate::mcp::run::RunWrite::Stopped));
+    assert_eq!(m.store().get(&id).unwrap().unwrap().status_message, None);
+}
