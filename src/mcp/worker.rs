@@ -314,12 +314,22 @@ impl Shared {
             };
             unrecorded += usize::from(!recorded);
         };
+        let mut background = lock(&self.background).take();
         let _ = tokio::time::timeout_at(deadline, async {
             while let Some(joined) = writes.join_next().await {
                 settle(joined);
             }
+            // The background loop ends the step it is in and stops: a claim
+            // under way lands in the store whatever becomes of the loop,
+            // and its tasks, started now, are stopped and released (below).
+            let _ = self.stop.send(true);
+            if let Some(handle) = background.as_mut() {
+                let _ = handle.await;
+                background = None;
+            }
             // Operations ending (a stopped one records nothing), outcomes of
-            // operations that ended in the grace, spawns still creating.
+            // operations that ended in the grace, runs a claim started
+            // while closing, spawns still creating.
             self.drain().await;
         })
         .await;
@@ -347,8 +357,8 @@ impl Shared {
             .count();
         unrecorded += self.starting.load(Ordering::SeqCst);
         let _ = self.stop.send(true);
-        let background = lock(&self.background).take();
         if let Some(handle) = background {
+            // Still in a step at the deadline (a store call that hangs).
             handle.abort();
             let _ = handle.await;
         }

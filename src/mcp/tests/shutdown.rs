@@ -283,9 +283,9 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// A `MemoryBackend` behind a [`Gate`].
+/// A `MemoryBackend` (which other handles may share) behind a [`Gate`].
 struct Gated {
-    inner: MemoryBackend,
+    inner: Arc<MemoryBackend>,
     gate: Arc<Gate>,
 }
 
@@ -315,7 +315,7 @@ async fn store_calls_that_hang_do_not_hold_shutdown_up() {
     let gate = Arc::new(Gate::default());
     let _open = OpenOnDrop(Arc::clone(&gate));
     let store = crate::Store::with_backend(Gated {
-        inner: MemoryBackend::new(),
+        inner: Arc::new(MemoryBackend::new()),
         gate: Arc::clone(&gate),
     })
     .build()
@@ -395,4 +395,60 @@ async fn a_stopped_run_found_lost_afterwards_stays_stopped() {
         .unwrap();
     assert!(matches!(written, crate::mcp::run::RunWrite::Stopped));
     assert_eq!(m.store().get(&id).unwrap().unwrap().status_message, None);
+}
+
+/// A claim under way when shutdown begins is seen through: the tasks it
+/// claimed are released (their runs stopped as they start), not left owned
+/// by this instance with a fresh lease and no run until the lease lapses
+/// (an attempt spent for nothing). The background loop used to be aborted
+/// in the middle of the claim, whose write landed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_under_way_at_shutdown_releases_what_it_claimed() {
+    let clock = Arc::new(crate::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let lease = Duration::from_secs(10);
+    let shared = Arc::new(MemoryBackend::new());
+    let handle = |name: &str, gate: &Arc<Gate>| {
+        crate::Store::with_backend(Gated {
+            inner: Arc::clone(&shared),
+            gate: Arc::clone(gate),
+        })
+        .instance_id(name)
+        .clock(clock.clone() as Arc<dyn crate::Clock>)
+        .lease(lease)
+        .build()
+        .unwrap()
+    };
+    // A dead instance's resumable task.
+    let a = handle("a", &Arc::new(Gate::default()));
+    let orphan = a
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    clock.advance(lease);
+    // Instance b's claim of it waits in its write while shutdown begins.
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    gate.set(true);
+    let b = DurableTaskManager::with_options(
+        Arc::new(handle("b", &gate)),
+        fast()
+            .reap_interval(Duration::from_millis(20))
+            .shutdown_grace(Duration::from_millis(50))
+            .shutdown_writes(Duration::from_secs(60)),
+    );
+    b.register_resume("job", |_ctx| Box::pin(std::future::pending()));
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+    let mut stopping = b.shared().stop.subscribe();
+    let shutdown = tokio::spawn({
+        let b = b.clone();
+        async move { shut_down(&b).await }
+    });
+    // The store answers once the loop is told to stop.
+    stopping.wait_for(|stop| *stop).await.unwrap();
+    gate.set(false);
+    let report = shutdown.await.unwrap();
+    assert_eq!((report.released, report.unrecorded), (1, 0), "{report:?}");
+    // Released: its lease lapsed now, for any instance to claim at once.
+    let task = a.get(&orphan.id).unwrap().unwrap();
+    let now = crate::Clock::now(&*clock);
+    assert!(task.lease_expires_at.unwrap() <= now, "{task:?}");
 }
