@@ -103,7 +103,9 @@ pub(crate) fn list<B: Backend + ?Sized>(
             reason: "limit(0): a page holds at least one task",
         });
     }
-    let mut scan = Scan::new(query.scope(), query.limit.map_or(usize::MAX, |l| l + 1));
+    // One more than the page, to know whether a next page exists.
+    let more = query.limit.map_or(usize::MAX, |l| l.saturating_add(1));
+    let mut scan = Scan::new(query.scope(), more);
     scan.status = query.status;
     scan.after = query.cursor()?;
     let mut page = Page {

@@ -338,6 +338,11 @@ pub(super) fn list_orders_filters_and_pages(store: &dyn TaskStore, setup: &Setup
     assert_eq!(paged, expected, "pages concatenate to the full listing");
     let exact = store.list(&ListQuery::all().limit(7)).unwrap();
     assert_eq!(exact.next_cursor, None, "no cursor when nothing is left");
+    // The largest limit there is: everything, once (the scan asks for one
+    // more than the limit, which overflowed).
+    let most = store.list(&ListQuery::all().limit(usize::MAX)).unwrap();
+    let most: Vec<TaskId> = most.tasks.into_iter().map(|t| t.id).collect();
+    assert_eq!(most, expected, "limit(usize::MAX) lists everything");
 }
 
 pub(super) fn paging_is_stable_while_creating(store: &dyn TaskStore, setup: &Setup) {
