@@ -223,17 +223,27 @@ impl<B: Backend> Store<B> {
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
         self.notify_skipped(&batch.skipped);
         let lease = &self.settings.lease;
+        let (mut renewed, mut first_error) = (0, None);
         let mut pairs = Vec::new();
         for task in batch.tasks {
             if task.is_expired_at(now) || !lease.owns(&task) {
                 continue;
             }
+            // A task that cannot be renewed (a peer with a larger payload
+            // cap wrote it past this handle's, say) keeps no other from
+            // being renewed: the pass reports it after the rest.
             let mut next = task.clone();
-            lease.renew(&mut next, now)?;
-            pairs.push((task, self.settings.limits.record_own(next)?));
+            let record = lease
+                .renew(&mut next, now)
+                .and_then(|()| self.settings.limits.record_own(next));
+            match record {
+                Ok(record) => pairs.push((task, record)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         let results = self.backend.replace_all(&pairs);
-        let (mut renewed, mut first_error) = (0, None);
         for ((current, _), result) in pairs.iter().zip(results) {
             let result = match result {
                 Ok(Swap::Done) => Ok(true),
