@@ -372,15 +372,17 @@ fn reading_the_time_does_no_io_and_the_next_operation_measures_the_clock_again()
     );
 }
 
-/// A role whose transactions default to `level`, allowed to log in and to
-/// create schemas; named `role`.
-fn role_defaulting_to(cluster: &Cluster, role: &str, level: &str) {
+/// A role named `role` (a fresh name: the cluster may outlive a run) whose
+/// transactions default to `level`, and `schema`, made for it. (No right
+/// on the database is granted: tests running beside it would race on its
+/// row, "tuple concurrently updated".)
+fn role_defaulting_to(cluster: &Cluster, role: &str, level: &str, schema: &str) {
     cluster
         .client()
         .batch_execute(&format!(
-            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; \
-             GRANT CREATE ON DATABASE postgres TO {role}; \
-             ALTER ROLE {role} SET default_transaction_isolation = '{level}'"
+            "CREATE ROLE {role} LOGIN; \
+             ALTER ROLE {role} SET default_transaction_isolation = '{level}'; \
+             CREATE SCHEMA {schema} AUTHORIZATION {role}"
         ))
         .unwrap();
 }
@@ -399,7 +401,6 @@ fn a_role_that_may_not_create_schemas_opens_a_schema_made_for_it() {
         .client()
         .batch_execute(&format!(
             "CREATE ROLE {role} LOGIN; \
-             REVOKE CREATE ON DATABASE postgres FROM PUBLIC; \
              CREATE SCHEMA {schema} AUTHORIZATION {role}"
         ))
         .unwrap();
@@ -427,9 +428,9 @@ fn a_role_that_may_not_create_schemas_opens_a_schema_made_for_it() {
 fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
     let Some(cluster) = cluster() else { return };
     for level in ["serializable", "repeatable read"] {
-        let role = format!("ts_{}", level.replace(' ', "_"));
-        role_defaulting_to(cluster, &role, level);
         let schema = fresh_schema("isolation");
+        let role = format!("{schema}_role");
+        role_defaulting_to(cluster, &role, level, &schema);
         let application = format!("isolation_{}", role);
         let store = PgStore::builder(format!(
             "{} user={role} application_name={application}",
@@ -786,6 +787,99 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
             }
         }
     }
+}
+
+/// A writer frozen in the middle of its create's transaction (stopped by a
+/// debugger, a paused VM, a network that went silent), after the statement
+/// that counts the new task and before its commit, holds the row of the
+/// active-task counter, which every create, terminal transition and reap
+/// of every host writes. The server ends such a session after
+/// the store's idle-in-transaction timeout (10 s): the others wait that long, not until TCP gives
+/// up on the frozen peer (hours). The store sets the timeout on its
+/// connections unless the server or the role already has one.
+#[test]
+fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
+    let test = "a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while";
+    if let Some((_, args)) = role() {
+        let store = PgStore::builder(format!("{} application_name=frozen", args[0]))
+            .schema(&args[1])
+            .instance_id("frozen")
+            .pool_size(1)
+            .open()
+            .unwrap();
+        // Blocks on the counter row the parent holds; stopped there, and
+        // then killed.
+        let _ = store.create(NewTask::new().id(TaskId::parse(&args[3]).unwrap()));
+        panic!("the parent should have killed this child first");
+    }
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("frozen");
+    let store = open(cluster, &schema, "parent");
+    let running = store.create(NewTask::new()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut client = cluster.client();
+    let mut holder = cluster.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.execute(
+        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+        &[],
+    )
+    .unwrap();
+    let mut child = spawn(
+        work.path(),
+        test,
+        "frozen",
+        &child_args(cluster, &schema, work.path(), &["never".to_owned()]),
+    );
+    wait_until("the child to block inside its transaction", || {
+        child.check_alive();
+        waiting(&mut client, "frozen") == 1
+    });
+    let pid = child.child.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    // The child's statement goes through; its commit never comes.
+    tx.rollback().unwrap();
+    wait_until("the frozen child to sit idle in its transaction", || {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'frozen' AND state = 'idle in transaction'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    // A terminal transition needs the counter: it waits for the server to
+    // end the frozen session, then lands.
+    let store = Arc::new(store);
+    let completing = std::thread::spawn({
+        let (store, id) = (Arc::clone(&store), running.id.clone());
+        move || store.complete(&id, json!("done"))
+    });
+    let waited = std::time::Instant::now();
+    while !completing.is_finished() && waited.elapsed() < common::HANG {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let landed = completing.is_finished();
+    // Killed either way: a failing run ends here too, not in a hang.
+    child.kill();
+    let done = completing.join().unwrap();
+    assert!(
+        landed,
+        "the complete waited until the frozen writer was killed"
+    );
+    assert!(matches!(done, Ok(Transition::Applied(_))), "{done:?}");
+    let (counter, active) = counter_and_active(&mut client, &schema);
+    assert_eq!(
+        (counter, active),
+        (0, 0),
+        "the frozen create counted nothing"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -15,13 +15,33 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls, Statement};
 
-/// Set on every connection as it is made. The store's statements are
-/// written for READ COMMITTED: a write that waited on a row lock checks its
-/// condition again on the row as committed (first writer wins; a migration
-/// sees the version its advisory lock guards). A database or role may
-/// default to another level, under which the waiting write would fail with
-/// a serialization error instead.
-const SESSION: &str = "SET default_transaction_isolation = 'read committed'";
+/// How long the server lets one of the store's sessions sit in a
+/// transaction without a word (see [`session`]).
+const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What is set on every connection as it is made.
+///
+/// The store's statements are written for READ COMMITTED: a write that
+/// waited on a row lock checks its condition again on the row as committed
+/// (first writer wins; a migration sees the version its advisory lock
+/// guards). A database or role may default to another level, under which
+/// the waiting write would fail with a serialization error instead.
+///
+/// A create's transaction holds the row of the active-task counter, which
+/// every create, terminal transition and reap of every host writes, from
+/// its statement to its commit. A process frozen between the two (stopped,
+/// a paused VM, a network gone silent) would hold it until TCP gave up on
+/// it, hours later; the server ends such a session after
+/// [`IDLE_IN_TRANSACTION`] instead, unless the server or the role set a
+/// timeout of their own.
+fn session() -> String {
+    format!(
+        "SET default_transaction_isolation = 'read committed'; \
+         SELECT set_config('idle_in_transaction_session_timeout', '{}ms', false) \
+         WHERE current_setting('idle_in_transaction_session_timeout') = '0'",
+        IDLE_IN_TRANSACTION.as_millis()
+    )
+}
 
 /// A connection and the statements prepared on it.
 pub(crate) struct Connection {
@@ -151,7 +171,7 @@ impl Pool {
 
     fn connect(&self) -> Result<Connection, postgres::Error> {
         let mut client = self.config.connect(NoTls)?;
-        if let Err(e) = client.batch_execute(SESSION) {
+        if let Err(e) = client.batch_execute(&session()) {
             close_client(client);
             return Err(e);
         }
