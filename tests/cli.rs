@@ -1030,6 +1030,113 @@ fn list_json_is_the_api_listing() {
 // ---------------------------------------------------------------------------
 // sweep, reap
 
+/// A dry run changes nothing even where opening a handle would: a crashed
+/// writer's temp file stays (a handle's open removes it), and so does an
+/// unreadable task file (a listing sets it aside); the dry run reports it.
+/// (Dry runs opened a handle and listed, and said "nothing was changed".)
+#[test]
+fn dry_runs_leave_what_a_handle_would_tidy_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let old = FileStore::builder(&dir)
+        .instance_id("gone")
+        .clock(Arc::new(ManualClock::new(past)))
+        .open()
+        .unwrap();
+    let expired = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    drop(old);
+    let name = format!("{}.json", orphan.id);
+    fs::copy(
+        dir.join("active").join(&name),
+        dir.join("tmp")
+            .join(format!("{}.99999999.1.tmp", orphan.id)),
+    )
+    .unwrap();
+    fs::write(dir.join("active").join("bad.json"), b"{\"format\":1,").unwrap();
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(
+        stdout(&out).contains(expired.id.as_str()),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+    let out = run_expect(Some(&dir), &["reap", "--dry-run"], 0);
+    assert!(
+        stdout(&out).contains(&format!("would reap {}", orphan.id)),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+    assert_unchanged(&before, &snapshot(&dir), "dry runs change nothing");
+}
+
+/// Task data reaches a terminal as text: a status message or an owner
+/// holding escape sequences, a bell, DEL, a C1 control or a newline is
+/// printed with them escaped (`\u001b`), in the table and in JSON, which
+/// still reads back the same value; a newline cannot forge a row. (They
+/// were printed raw.)
+#[test]
+fn task_data_never_reaches_the_terminal_as_control_characters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let message = "hi \u{1b}]0;pwned\u{7}\u{1b}[31mred\u{7f}\u{9b}2J\nforged row";
+    let task = open(&dir)
+        .create(NewTask::new().status_message(message))
+        .unwrap();
+    let clean = |out: &Output| {
+        let bytes = &out.stdout;
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        text
+    };
+    let table = clean(&run_expect(Some(&dir), &["list"], 0));
+    assert_eq!(table.lines().count(), 2, "a header and one row: {table}");
+    assert!(table.contains("\\u001b]0;pwned"), "{table}");
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    clean(&out);
+    assert_eq!(json_lines(&out)[0]["statusMessage"], message);
+    let out = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
+    let shown: Value = serde_json::from_str(&clean(&out)).unwrap();
+    assert_eq!(shown["statusMessage"], message);
+}
+
+/// A file name or a store path that is not UTF-8 is reported, lossily, as
+/// JSON text must be: `verify --json` lists the problem and exits 1, and
+/// `stats` works on such a store. (Both panicked: exit 101.)
+#[test]
+fn paths_that_are_not_utf8_are_reported_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"store-\xff"));
+    open(&dir).create(NewTask::new()).unwrap();
+    let stray = dir
+        .join("active")
+        .join(std::ffi::OsStr::from_bytes(b"\xff.json"));
+    fs::write(&stray, b"{}").unwrap();
+    let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+    let problems = json_lines(&out);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("\u{fffd}.json"),
+        "{problems:?}"
+    );
+    fs::remove_file(&stray).unwrap();
+    for args in [&["stats"][..], &["stats", "--json"][..]] {
+        run_expect(Some(&dir), args, 0);
+    }
+}
+
 #[test]
 fn sweep_and_reap_dry_runs_list_what_would_happen() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1604,6 +1711,27 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
     let d = store.create(NewTask::new()).unwrap();
     let line: Value = serde_json::from_str(&next()).unwrap();
     assert_eq!(line["data"]["taskId"], d.id.as_str());
+    // Rotated by renaming, as logrotate does by default: the sink keeps
+    // appending to the old file until it reopens, and a new file starts.
+    // Every line of both is printed (those the old file got after the
+    // rename were lost).
+    fs::rename(&events, events.with_extension("jsonl.1")).unwrap();
+    let e = store.create(NewTask::new()).unwrap();
+    let first_line = fs::read_to_string(events.with_extension("jsonl.1"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    fs::write(&events, format!("{first_line}\n")).unwrap();
+    let line: Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(
+        line["data"]["taskId"],
+        e.id.as_str(),
+        "the old file's last line"
+    );
+    let line: Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(line, serde_json::from_str::<Value>(&first_line).unwrap());
     follower.kill().unwrap();
     let out = follower.wait_with_output().unwrap();
     assert!(

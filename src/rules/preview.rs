@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
+
 use crate::backend::{Backend, Position, Scan, Scope};
 use crate::error::Result;
 use crate::lease;
@@ -36,6 +38,25 @@ pub enum OrphanFate {
         /// The claim grace of this handle.
         grace: Duration,
     },
+}
+
+impl Orphan {
+    /// `task` as an orphan at `now`, with what a reap by a claim grace of
+    /// `grace` would do with it; `None` unless it is a live running task
+    /// whose lease has lapsed. The rule [`Store::orphans`] and a reap go
+    /// by, for a caller that holds the tasks already (the `taskstore`
+    /// command's dry run, from a census that changes nothing).
+    pub fn judge(task: Task, now: OffsetDateTime, grace: Duration) -> Option<Orphan> {
+        if task.is_expired_at(now) || !task.is_orphan_at(now) {
+            return None;
+        }
+        let fate = if lease::is_reapable(&task, now, grace) {
+            OrphanFate::Reap
+        } else {
+            OrphanFate::AwaitingClaim { grace }
+        };
+        Some(Orphan { task, fate })
+    }
 }
 
 impl<B: Backend> Store<B> {
@@ -79,15 +100,7 @@ impl<B: Backend> Store<B> {
         let mut orphans: Vec<Orphan> = batch
             .tasks
             .into_iter()
-            .filter(|t| !t.is_expired_at(now) && t.is_orphan_at(now))
-            .map(|task| {
-                let fate = if lease::is_reapable(&task, now, grace) {
-                    OrphanFate::Reap
-                } else {
-                    OrphanFate::AwaitingClaim { grace }
-                };
-                Orphan { task, fate }
-            })
+            .filter_map(|task| Orphan::judge(task, now, grace))
             .collect();
         orphans.sort_by(|a, b| Task::listing_order(&a.task, &b.task));
         Ok(orphans)

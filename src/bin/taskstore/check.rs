@@ -9,7 +9,7 @@ use serde_json::json;
 use taskstore::{FileCheck, Problem, RepairAction, RepairOutcome};
 
 use crate::Failure;
-use crate::text::{Progress, out};
+use crate::text::{self, Progress, out};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -31,7 +31,8 @@ pub struct RepairArgs {
 
 fn problem_json(problem: &Problem) -> serde_json::Value {
     json!({
-        "path": problem.path,
+        // Lossy: a path need not be UTF-8, and JSON text must be.
+        "path": problem.path.to_string_lossy(),
         "problem": problem.kind.code(),
         "taskId": problem.id,
         "message": problem.kind.to_string(),
@@ -51,19 +52,19 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
         }
     }
     if report.is_clean() {
-        eprintln!(
+        text::err(format!(
             "{}: clean ({} entries checked)",
             dir.display(),
             report.checked
-        );
+        ));
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        text::err(format!(
             "{}: {} problem(s) in {} entries checked; `taskstore repair` says what it can fix",
             dir.display(),
             report.problems.len(),
             report.checked
-        );
+        ));
         Ok(ExitCode::FAILURE)
     }
 }
@@ -99,14 +100,16 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     let total = repairs.repairs.len();
     let fixed = repairs.fixed();
     if total == 0 {
-        eprintln!("{}: clean, nothing to repair", dir.display());
+        text::err(format!("{}: clean, nothing to repair", dir.display()));
     } else if dry_run {
-        eprintln!(
+        text::err(format!(
             "dry run: {fixed} of {total} problem(s) would be repaired, {left} left alone; \
              nothing was changed (run with --apply)"
-        );
+        ));
     } else {
-        eprintln!("repaired {fixed} of {total} problem(s); {left} left alone, {failed} failed");
+        text::err(format!(
+            "repaired {fixed} of {total} problem(s); {left} left alone, {failed} failed"
+        ));
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE

@@ -20,8 +20,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
+#[cfg(feature = "postgres")]
+use taskstore::Task;
 use taskstore::backend::Backend;
-use taskstore::{FileStore, Orphan, Store, StoreBuilder, Task, TaskStore};
+use taskstore::{FileStore, Orphan, Store, StoreBuilder, TaskStore};
 use time::OffsetDateTime;
 
 /// See, check and repair a taskstore store.
@@ -111,9 +113,11 @@ enum Target {
 trait Handle: TaskStore {
     /// [`Store::now`].
     fn time(&self) -> OffsetDateTime;
-    /// [`Store::orphans`].
+    /// [`Store::orphans`] (a dry run over PostgreSQL).
+    #[cfg(feature = "postgres")]
     fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>>;
-    /// [`Store::expired`].
+    /// [`Store::expired`] (a dry run over PostgreSQL).
+    #[cfg(feature = "postgres")]
     fn expired_list(&self) -> taskstore::Result<Vec<Task>>;
 }
 
@@ -121,9 +125,11 @@ impl<B: Backend> Handle for Store<B> {
     fn time(&self) -> OffsetDateTime {
         self.now()
     }
+    #[cfg(feature = "postgres")]
     fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>> {
         self.orphans()
     }
+    #[cfg(feature = "postgres")]
     fn expired_list(&self) -> taskstore::Result<Vec<Task>> {
         self.expired()
     }
@@ -141,7 +147,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("taskstore: error: {e}");
+            text::err(format!("taskstore: error: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -152,14 +158,18 @@ fn run(command: &Command, target: &Target) -> Result<ExitCode, Failure> {
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
         Command::Stats(args) => stats::run(args, target),
-        Command::Reap(args) => maintain::reap(args, &*open(target, args.claim_grace)?),
+        Command::Reap(args) if args.dry_run => {
+            maintain::reap_preview(&preview(target, args.claim_grace)?)
+        }
+        Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
+        Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace)?),
         command => {
             let store = open(target, None)?;
             match command {
                 Command::List(args) => tasks::list(args, &*store),
                 Command::Show(args) => tasks::show(args, &*store),
                 Command::Cancel(args) => tasks::cancel(args, &*store),
-                Command::Sweep(args) => maintain::sweep(args, &*store),
+                Command::Sweep(_) => maintain::sweep(&*store),
                 _ => unreachable!("handled above"),
             }
         }
@@ -253,6 +263,56 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
                 builder = builder.schema(schema.clone());
             }
             Ok(Box::new(builder.open()?))
+        }
+    }
+}
+
+/// What a dry run judges, read without changing anything. A file store is
+/// read with a census ([`FileCheck::census`]), which takes no lock and
+/// changes nothing: opening a handle would finish crashed writers' work and
+/// a listing set unreadable files aside. Over PostgreSQL a handle's
+/// previews change nothing.
+///
+/// [`FileCheck::census`]: taskstore::FileCheck::census
+fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::Preview, Failure> {
+    match target {
+        Target::File(dir) => {
+            is_store(dir)?;
+            let census = taskstore::FileCheck::open(dir)?.census()?;
+            let now = OffsetDateTime::now_utc();
+            let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
+            let expired = census
+                .tasks
+                .iter()
+                .filter(|t| t.is_expired_at(now))
+                .cloned()
+                .collect();
+            let orphans = census
+                .tasks
+                .into_iter()
+                .filter_map(|task| Orphan::judge(task, now, grace))
+                .collect();
+            let unreadable = census
+                .unreadable
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            Ok(maintain::Preview {
+                now,
+                expired,
+                orphans,
+                unreadable,
+            })
+        }
+        #[cfg(feature = "postgres")]
+        Target::Pg { .. } => {
+            let store = open(target, claim_grace)?;
+            Ok(maintain::Preview {
+                now: store.time(),
+                expired: store.expired_list()?,
+                orphans: store.orphan_list()?,
+                unreadable: Vec::new(),
+            })
         }
     }
 }

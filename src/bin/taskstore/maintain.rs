@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Args;
 use taskstore::backend::Skipped;
-use taskstore::{Missed, OrphanFate};
+use taskstore::{Missed, Orphan, OrphanFate, Task};
+use time::OffsetDateTime;
 
 use crate::text::{self, out};
 use crate::{Failure, Handle};
@@ -19,7 +20,7 @@ use crate::{Failure, Handle};
 pub struct SweepArgs {
     /// Lists the expired tasks a sweep would delete, and deletes nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -27,7 +28,7 @@ pub struct ReapArgs {
     /// Lists the orphans and what a reap would do with each, and changes
     /// nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// How long a resumable orphan may wait for an instance to claim it
     /// before it is reaped, after its lease lapsed (default: one lease,
     /// 30s). Give your service's setting.
@@ -37,41 +38,65 @@ pub struct ReapArgs {
 
 fn report_skipped(skipped: &[Skipped]) {
     for s in skipped {
-        eprintln!(
+        text::err(format!(
             "taskstore: skipped {}: {} ({})",
             s.location, s.reason, s.action
-        );
+        ));
     }
 }
 
 fn report_missed(missed: &[Missed], what: &str) {
     for m in missed {
-        eprintln!(
+        text::err(format!(
             "taskstore: error: could not {what} task {}: {}",
             m.id, m.error
-        );
+        ));
     }
 }
 
-pub fn sweep(args: &SweepArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
-    if args.dry_run {
-        let now = store.time();
-        let expired = store.expired_list()?;
-        for task in &expired {
-            let at = task.expires_at().unwrap_or(now);
-            out(format!(
-                "would delete {}  {}  expired {} ago",
-                task.id,
-                task.status,
-                text::duration(text::since(now, at))
+/// What a dry run judges: the store's tasks as they stand, read without
+/// changing anything.
+pub struct Preview {
+    pub now: OffsetDateTime,
+    /// What a sweep would delete, in listing order.
+    pub expired: Vec<Task>,
+    /// What a reap would judge, in listing order.
+    pub orphans: Vec<Orphan>,
+    /// Entries that could not be read (left as they are).
+    pub unreadable: Vec<String>,
+}
+
+impl Preview {
+    fn report_unreadable(&self) {
+        for place in &self.unreadable {
+            text::err(format!(
+                "taskstore: skipped {place}: cannot be read (left in place; `taskstore verify` says why)"
             ));
         }
-        eprintln!(
-            "dry run: {} expired task(s) would be deleted; nothing was changed",
-            expired.len()
-        );
-        return Ok(ExitCode::SUCCESS);
     }
+}
+
+/// `sweep --dry-run`.
+pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
+    preview.report_unreadable();
+    let now = preview.now;
+    for task in &preview.expired {
+        let at = task.expires_at().unwrap_or(now);
+        out(format!(
+            "would delete {}  {}  expired {} ago",
+            task.id,
+            task.status,
+            text::duration(text::since(now, at))
+        ));
+    }
+    text::err(format!(
+        "dry run: {} expired task(s) would be deleted; nothing was changed",
+        preview.expired.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let swept = store.sweep()?;
     report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
@@ -86,43 +111,46 @@ pub fn sweep(args: &SweepArgs, store: &dyn Handle) -> Result<ExitCode, Failure> 
     })
 }
 
-pub fn reap(args: &ReapArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
-    if args.dry_run {
-        let now = store.time();
-        let orphans = store.orphan_list()?;
-        let mut waiting = 0;
-        for orphan in &orphans {
-            let task = &orphan.task;
-            let owner = task.owner.as_deref().unwrap_or("(none)");
-            let lapsed = task
-                .lease_expires_at
-                .map_or("?".to_owned(), |at| text::duration(text::since(now, at)));
-            match orphan.fate {
-                OrphanFate::Reap => out(format!(
-                    "would reap {}  owner {owner}, lease lapsed {lapsed} ago",
-                    task.id
-                )),
-                OrphanFate::AwaitingClaim { grace } => {
-                    waiting += 1;
-                    let kind = task.resume.as_ref().map_or("?", |r| r.kind.as_str());
-                    out(format!(
-                        "would not reap {}  resumable (kind {kind}), within its claim grace: \
-                         lease lapsed {lapsed} ago, an instance may claim it for {} after that; \
-                         owner {owner}",
-                        task.id,
-                        text::duration(grace)
-                    ));
-                }
-                other => out(format!("{}: {other:?}", task.id)),
+/// `reap --dry-run`.
+pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
+    preview.report_unreadable();
+    let now = preview.now;
+    let orphans = &preview.orphans;
+    let mut waiting = 0;
+    for orphan in orphans {
+        let task = &orphan.task;
+        let owner = task.owner.as_deref().unwrap_or("(none)");
+        let lapsed = task
+            .lease_expires_at
+            .map_or("?".to_owned(), |at| text::duration(text::since(now, at)));
+        match orphan.fate {
+            OrphanFate::Reap => out(format!(
+                "would reap {}  owner {owner}, lease lapsed {lapsed} ago",
+                task.id
+            )),
+            OrphanFate::AwaitingClaim { grace } => {
+                waiting += 1;
+                let kind = task.resume.as_ref().map_or("?", |r| r.kind.as_str());
+                out(format!(
+                    "would not reap {}  resumable (kind {kind}), within its claim grace: \
+                     lease lapsed {lapsed} ago, an instance may claim it for {} after that; \
+                     owner {owner}",
+                    task.id,
+                    text::duration(grace)
+                ));
             }
+            other => out(format!("{}: {other:?}", task.id)),
         }
-        eprintln!(
-            "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; nothing was changed",
-            orphans.len(),
-            orphans.len() - waiting
-        );
-        return Ok(ExitCode::SUCCESS);
     }
+    text::err(format!(
+        "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; nothing was changed",
+        orphans.len(),
+        orphans.len() - waiting
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let reaped = store.reap()?;
     report_skipped(&reaped.skipped);
     report_missed(&reaped.missed, "reap");
@@ -133,7 +161,7 @@ pub fn reap(args: &ReapArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             task.owner.as_deref().unwrap_or("(none)")
         ));
     }
-    eprintln!("reaped {} orphan(s)", reaped.tasks.len());
+    text::err(format!("reaped {} orphan(s)", reaped.tasks.len()));
     Ok(if reaped.missed.is_empty() {
         ExitCode::SUCCESS
     } else {

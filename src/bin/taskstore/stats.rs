@@ -127,7 +127,11 @@ pub fn run(args: &StatsArgs, target: &Target) -> Result<ExitCode, Failure> {
             let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
             stats.usage = Some(census.usage);
             stats.unreadable = census.unreadable.len();
-            (stats, json!({"backend": "file", "path": dir}))
+            // Lossy: a path need not be UTF-8, and JSON text must be.
+            (
+                stats,
+                json!({"backend": "file", "path": dir.to_string_lossy()}),
+            )
         }
         #[cfg(feature = "postgres")]
         Target::Pg { schema, .. } => {

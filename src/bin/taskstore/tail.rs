@@ -13,7 +13,7 @@ use serde::Deserialize;
 use taskstore::{Event, EventKind};
 
 use crate::Failure;
-use crate::text::out;
+use crate::text::{self, out};
 
 /// How often `--follow` looks at the file again.
 const POLL: Duration = Duration::from_millis(200);
@@ -130,24 +130,32 @@ impl Reader<'_> {
     }
 
     /// With `--follow`: starts again from the top of a truncated file, and
-    /// reads a replaced or recreated one from its start.
+    /// reads a replaced or recreated one from its start, once what was
+    /// written to the old one (a rotation renames it, and writers holding
+    /// it open append to it until they reopen) is read to its end.
     fn check_file(&mut self) -> Result<(), Failure> {
         let path = &self.args.file;
         match fs::metadata(path) {
             Ok(meta) if meta.ino() != self.ino => {
-                eprintln!(
+                self.read_new()?;
+                if !self.pending.is_empty() {
+                    // The old file's last line, never ended.
+                    let rest = std::mem::take(&mut self.pending);
+                    self.handle(&rest);
+                }
+                text::err(format!(
                     "taskstore: {} was replaced; reading the new file from its start",
                     path.display()
-                );
+                ));
                 self.file = open(path)?;
                 self.ino = meta.ino();
                 self.restart();
             }
             Ok(meta) if meta.len() < self.pos => {
-                eprintln!(
+                text::err(format!(
                     "taskstore: {} was truncated; reading it from its start",
                     path.display()
-                );
+                ));
                 self.restart();
             }
             Ok(_) => {}
@@ -174,11 +182,11 @@ impl Reader<'_> {
             Ok(line) => line,
             Err(e) => {
                 self.bad += 1;
-                eprintln!(
+                text::err(format!(
                     "taskstore: {}:{}: not an event: {e}",
                     self.args.file.display(),
                     self.line
-                );
+                ));
                 return;
             }
         };
@@ -210,9 +218,10 @@ impl Reader<'_> {
             (None, None) => "-".to_owned(),
         };
         let pid = line.pid.map_or("-".to_owned(), |p| p.to_string());
-        out(format!(
+        let readable = format!(
             "{}  {pid}  {}  {layers}  {}",
             line.at, event.kind, event.data
-        ));
+        );
+        out(text::plain(&readable, text::Newlines::Escape));
     }
 }

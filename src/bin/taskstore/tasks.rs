@@ -104,10 +104,10 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             Err(e) => return Err(e.into()),
         };
         for skipped in &page.skipped {
-            eprintln!(
+            text::err(format!(
                 "taskstore: skipped {}: {} ({})",
                 skipped.location, skipped.reason, skipped.action
-            );
+            ));
         }
         cursor = page.next_cursor;
         let mut young = false;
@@ -145,7 +145,7 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         );
     }
     if let Some(cursor) = cursor {
-        eprintln!("next cursor: {cursor}");
+        text::err(format!("next cursor: {cursor}"));
     }
     Ok(ExitCode::SUCCESS)
 }

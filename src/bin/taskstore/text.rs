@@ -2,18 +2,22 @@
 //! quietly), durations read and written the short way ("10m", "2h13m"),
 //! tables, sizes, and progress on a terminal.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-/// Prints one line on stdout. A reader that went away (`taskstore list |
-/// head`) ends the command with success; any other write error fails it.
+/// Prints text on stdout (a line, or the lines of pretty JSON), every
+/// control character but the newline escaped ([`plain`]). A reader that
+/// went away (`taskstore list | head`) ends the command with success; any
+/// other write error fails it.
 pub fn out(line: impl AsRef<str>) {
+    let line = plain(line.as_ref(), Newlines::Keep);
     let mut stdout = io::stdout().lock();
     let written = stdout
-        .write_all(line.as_ref().as_bytes())
+        .write_all(line.as_bytes())
         .and_then(|()| stdout.write_all(b"\n"));
     match written {
         Ok(()) => {}
@@ -23,6 +27,41 @@ pub fn out(line: impl AsRef<str>) {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints one line on stderr, every control character escaped.
+pub fn err(line: impl AsRef<str>) {
+    eprintln!("{}", plain(line.as_ref(), Newlines::Escape));
+}
+
+/// Whether [`plain`] keeps newlines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Newlines {
+    /// Kept: text of several lines (pretty JSON).
+    Keep,
+    /// Escaped: what must stay one line (a table's cell, an event's line).
+    Escape,
+}
+
+/// `text` with its control characters (ESC, DEL, the C1 set; and the
+/// newline, unless kept) written as `\u00XX`: task data, file names and
+/// event lines reach a terminal as text, never as commands to it, nor as a
+/// line that forges another. Inside a JSON string the escape means the
+/// same character, so a JSON line stays the same value.
+pub fn plain(text: &str, newlines: Newlines) -> Cow<'_, str> {
+    let escape = |c: char| c.is_control() && !(c == '\n' && newlines == Newlines::Keep);
+    if !text.chars().any(escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escape(c) {
+            let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 /// Reads a duration written the short way: one or more `<number><unit>`
@@ -118,10 +157,14 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// A table: a header and rows, each column as wide as its widest cell; the
-/// last column is not padded.
+/// last column is not padded. Each cell is one line ([`plain`]).
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| plain(c, Newlines::Escape)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -138,8 +181,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         text.trim_end().to_owned()
     };
     out(line(&mut header.iter().copied()));
-    for row in rows {
-        out(line(&mut row.iter().map(String::as_str)));
+    for row in &rows {
+        out(line(&mut row.iter().map(|c| c.as_ref())));
     }
 }
 
