@@ -146,6 +146,57 @@ fn a_failing_write_is_counted_not_raised() {
     assert_eq!((sink.written(), sink.errors()), (0, 2));
 }
 
+/// A line cut short (the file-size limit, a disk that filled) leaves a
+/// fragment in the file; the next line, once there is room, starts on a
+/// line of its own, whole: only the lost event is lost. (It was appended
+/// to the fragment, and both read as one broken line.) The child sets its
+/// own file-size limit so that only the fragment fits.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_line_cut_short_leaves_the_next_line_whole() {
+    let test = "a_line_cut_short_leaves_the_next_line_whole";
+    if let Some((_, args)) = common::role() {
+        let path = std::path::PathBuf::from(&args[0]);
+        let sink = JsonLinesSink::open(&path).unwrap();
+        sink.emit(&Event::new("first"));
+        let len = std::fs::metadata(&path).unwrap().len();
+        // Past the limit a write fails with EFBIG instead of killing the
+        // process; below it, one that crosses it is cut short there.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let limit = |soft: u64| {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            assert_eq!(
+                unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut current) },
+                0
+            );
+            current.rlim_cur = soft;
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &current) }, 0);
+        };
+        limit(len + 40);
+        sink.emit(&Event::new("cut").field("pad", "x".repeat(200)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 40);
+        limit(libc::RLIM_INFINITY);
+        sink.emit(&Event::new("next"));
+        assert_eq!((sink.written(), sink.errors()), (2, 1));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let args = [path.display().to_string()];
+    common::spawn(dir.path(), test, "writer", &args).finish();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let kind =
+        |line: &str| serde_json::from_str::<serde_json::Value>(line).map(|v| v["kind"].clone());
+    assert_eq!(kind(lines[0]).unwrap(), "first");
+    assert!(kind(lines[1]).is_err(), "the fragment: {}", lines[1]);
+    assert_eq!(kind(lines[2]).unwrap(), "next", "{text}");
+}
+
 #[test]
 fn the_json_lines_sink_appends_after_existing_lines() {
     let dir = tempfile::tempdir().unwrap();

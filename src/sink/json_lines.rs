@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -29,6 +29,10 @@ use crate::sink::EventSink;
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
 ///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped.
 ///   A write interrupted before it wrote anything is retried.
+/// - A line cut short (a full disk, the file-size limit) leaves a fragment;
+///   it is ended with a newline at once, or, if that cannot be written
+///   either, the next line written starts with one: the lines after it stay
+///   whole, and a reader meets one broken line, the lost event's.
 ///
 /// # Limitations
 ///
@@ -41,6 +45,9 @@ pub struct JsonLinesSink {
     pid: u32,
     written: AtomicU64,
     errors: AtomicU64,
+    /// Whether this sink's last write left a fragment of a line it could
+    /// not end: the next line starts with a newline.
+    torn: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -76,6 +83,7 @@ impl JsonLinesSink {
             pid: std::process::id(),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            torn: AtomicBool::new(false),
         })
     }
 
@@ -100,14 +108,32 @@ impl JsonLinesSink {
             pid: self.pid,
             event,
         };
-        let mut buf = serde_json::to_vec(&line)?;
+        let torn = self.torn.load(Ordering::Acquire);
+        let mut buf = Vec::with_capacity(256);
+        if torn {
+            buf.push(b'\n');
+        }
+        serde_json::to_writer(&mut buf, &line)?;
         buf.push(b'\n');
         loop {
             // One write call for the whole line: a second call could let
             // another process's line in between.
             match (&self.file).write(&buf) {
-                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) if n == buf.len() => {
+                    if torn {
+                        self.torn.store(false, Ordering::Release);
+                    }
+                    return Ok(());
+                }
                 Ok(n) => {
+                    // A fragment (its first byte ended any earlier one):
+                    // ended now if there is room for a newline, else by
+                    // the next line's first byte. Nothing written leaves
+                    // things as they were.
+                    if n > 0 {
+                        let ended = matches!((&self.file).write(b"\n"), Ok(1));
+                        self.torn.store(!ended, Ordering::Release);
+                    }
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write: {n} of {} bytes", buf.len()),
