@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[cfg(feature = "postgres")]
 use taskstore::Task;
 use taskstore::backend::Backend;
@@ -58,6 +58,13 @@ struct Cli {
         value_name = "SCHEMA"
     )]
     pg_schema: Option<String>,
+
+    /// Whether `store` and `pg` came from their environment variables (set
+    /// after parsing): a flag given names the store over the other's
+    /// variable.
+    #[cfg(feature = "postgres")]
+    #[arg(skip)]
+    from_env: (bool, bool),
 
     #[command(subcommand)]
     command: Command,
@@ -139,7 +146,16 @@ impl<B: Backend> Handle for Store<B> {
 type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    #[cfg(feature = "postgres")]
+    let cli = {
+        let env = |id| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        Cli {
+            from_env: (env("store"), env("pg")),
+            ..cli
+        }
+    };
     let result = match &cli.command {
         Command::Tail(args) => tail::run(args),
         command => target(&cli).and_then(|target| run(command, &target)),
@@ -181,7 +197,18 @@ fn run(command: &Command, target: &Target) -> Result<ExitCode, Failure> {
 fn target(cli: &Cli) -> Result<Target, Failure> {
     #[cfg(feature = "postgres")]
     match (&cli.store, &cli.pg) {
-        (Some(_), Some(_)) => usage("give --store DIR or --pg CONNINFO, not both"),
+        // `--store` over TASKSTORE_PG: the file store, below.
+        (Some(_), Some(_)) if cli.from_env == (false, true) => {}
+        (Some(_), Some(conninfo)) if cli.from_env == (true, false) => {
+            return Ok(Target::Pg {
+                conninfo: conninfo.clone(),
+                schema: cli.pg_schema.clone(),
+            });
+        }
+        (Some(_), Some(_)) => usage(
+            "give --store DIR or --pg CONNINFO, not both \
+             (TASKSTORE_STORE and TASKSTORE_PG name them too)",
+        ),
         (None, Some(conninfo)) => {
             return Ok(Target::Pg {
                 conninfo: conninfo.clone(),
