@@ -392,16 +392,40 @@ impl Shared {
 /// store made of it.
 type StopWrite = (Arc<Run>, Option<Stop>, crate::Result<Transition>);
 
-/// The background loop: watch ticks, claims, reaps and sweeps, until stopped
-/// or until nothing refers to the manager any more.
-pub(super) async fn background(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
+/// The background work, until stopped or until nothing refers to the
+/// manager any more: watch ticks (renewals among them) on a loop of their
+/// own, and claims, reaps and sweeps on another, so that a long pass (a
+/// sweep of a backlog of expired tasks after an outage, a store call that
+/// hangs) never holds a lease renewal up past the lease.
+pub(super) async fn background(shared: Weak<Shared>, stop: watch::Receiver<bool>) {
+    tokio::join!(
+        watching(Weak::clone(&shared), stop.clone()),
+        maintaining(shared, stop)
+    );
+}
+
+/// Watch ticks: renewals, and looks at what peers persisted.
+async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Some(this) = shared.upgrade() else { return };
+        this.watch().await;
+        let pause = this.options.watch_interval;
+        drop(this);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Claims, reaps and sweeps.
+async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     let mut next_reap = Instant::now();
     let mut next_sweep = Instant::now();
     let mut claim_now = false;
     loop {
         let Some(this) = shared.upgrade() else { return };
         let now = Instant::now();
-        this.watch().await;
         if now >= next_reap || claim_now {
             // Claim before reaping: a resumable orphan is claimed, not failed.
             this.claim().await;

@@ -283,10 +283,28 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// A `MemoryBackend` (which other handles may share) behind a [`Gate`].
+/// A `MemoryBackend` (which other handles may share) behind a [`Gate`]:
+/// its writes, or (`sweeps`) the scans of a sweep alone.
 struct Gated {
     inner: Arc<MemoryBackend>,
     gate: Arc<Gate>,
+    sweeps: bool,
+}
+
+impl Gated {
+    fn writes(inner: Arc<MemoryBackend>, gate: &Arc<Gate>) -> Gated {
+        Gated {
+            inner,
+            gate: Arc::clone(gate),
+            sweeps: false,
+        }
+    }
+
+    fn write(&self) {
+        if !self.sweeps {
+            self.gate.pass();
+        }
+    }
 }
 
 impl Backend for Gated {
@@ -294,18 +312,21 @@ impl Backend for Gated {
         self.inner.load(id)
     }
     fn insert(&self, record: &Record, max_active: usize) -> crate::Result<Insert> {
-        self.gate.pass();
+        self.write();
         self.inner.insert(record, max_active)
     }
     fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
-        self.gate.pass();
+        self.write();
         self.inner.replace(current, next)
     }
     fn remove(&self, current: &Task) -> crate::Result<Swap> {
-        self.gate.pass();
+        self.write();
         self.inner.remove(current)
     }
     fn scan(&self, scan: &Scan) -> crate::Result<Scanned> {
+        if self.sweeps && scan.expired_at.is_some() {
+            self.gate.pass();
+        }
         self.inner.scan(scan)
     }
 }
@@ -314,12 +335,9 @@ impl Backend for Gated {
 async fn store_calls_that_hang_do_not_hold_shutdown_up() {
     let gate = Arc::new(Gate::default());
     let _open = OpenOnDrop(Arc::clone(&gate));
-    let store = crate::Store::with_backend(Gated {
-        inner: Arc::new(MemoryBackend::new()),
-        gate: Arc::clone(&gate),
-    })
-    .build()
-    .unwrap();
+    let store = crate::Store::with_backend(Gated::writes(Arc::new(MemoryBackend::new()), &gate))
+        .build()
+        .unwrap();
     let m = DurableTaskManager::with_options(
         Arc::new(store),
         fast()
@@ -408,15 +426,12 @@ async fn a_claim_under_way_at_shutdown_releases_what_it_claimed() {
     let lease = Duration::from_secs(10);
     let shared = Arc::new(MemoryBackend::new());
     let handle = |name: &str, gate: &Arc<Gate>| {
-        crate::Store::with_backend(Gated {
-            inner: Arc::clone(&shared),
-            gate: Arc::clone(gate),
-        })
-        .instance_id(name)
-        .clock(clock.clone() as Arc<dyn crate::Clock>)
-        .lease(lease)
-        .build()
-        .unwrap()
+        crate::Store::with_backend(Gated::writes(Arc::clone(&shared), gate))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn crate::Clock>)
+            .lease(lease)
+            .build()
+            .unwrap()
     };
     // A dead instance's resumable task.
     let a = handle("a", &Arc::new(Gate::default()));
@@ -451,4 +466,57 @@ async fn a_claim_under_way_at_shutdown_releases_what_it_claimed() {
     let task = a.get(&orphan.id).unwrap().unwrap();
     let now = crate::Clock::now(&*clock);
     assert!(task.lease_expires_at.unwrap() <= now, "{task:?}");
+}
+
+/// A sweep that takes long (a backlog of expired tasks after an outage, a
+/// store call that hangs) holds no lease renewal up: running tasks keep
+/// their leases while it goes on. (Renewals waited behind it on one loop,
+/// and a peer could reap a task still running, or claim and run it twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_takes_long_holds_no_renewal_up() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    gate.set(true);
+    let store = crate::Store::with_backend(Gated {
+        inner: Arc::new(MemoryBackend::new()),
+        gate: Arc::clone(&gate),
+        sweeps: true,
+    })
+    .lease(Duration::from_millis(300))
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    // The first pass's sweep waits in its scan from now on.
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+        .await
+        .unwrap();
+    let id = TaskId::parse(&seed.task_id).unwrap();
+    let first = m
+        .store()
+        .get(&id)
+        .unwrap()
+        .unwrap()
+        .lease_expires_at
+        .unwrap();
+    // Renewed (every third of the lease) while the sweep still waits.
+    eventually(|| async {
+        let now = m
+            .store()
+            .get(&id)
+            .unwrap()
+            .unwrap()
+            .lease_expires_at
+            .unwrap();
+        (now > first).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gate.waiting.load(Ordering::SeqCst),
+        1,
+        "the sweep still waits"
+    );
+    gate.set(false);
+    shut_down(&m).await;
 }
