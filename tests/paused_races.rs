@@ -491,3 +491,63 @@ fn forker(store: &Path) {
     );
     assert_eq!(done.revision, task.revision + 3, "{done:?}");
 }
+
+/// An open beside another handle takes its share of the store before it
+/// opens the areas: an open alone meanwhile (another handle gone between)
+/// cannot compact a directory into a new one under it. (It took it after:
+/// held between its areas while the other handle closed and a third opened
+/// alone and compacted `active/`, it went on with the old, removed
+/// directory, and found no running task, nor could create one.)
+#[test]
+fn an_open_beside_another_handle_is_never_left_with_a_compacted_away_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let first = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    // `active/` grows past what an open alone compacts, then empties.
+    let tasks: Vec<Task> = (0..6_000)
+        .map(|_| first.create(NewTask::new()).unwrap())
+        .collect();
+    let (kept, gone) = tasks.split_last().unwrap();
+    for task in gone {
+        assert!(first.delete(&task.id).unwrap());
+    }
+    let active = root.join("active");
+    if std::fs::metadata(&active)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.size()
+        })
+        .unwrap()
+        < 64 * 1024
+    {
+        eprintln!("paused_races: this file system shrinks directories; nothing to compact");
+        return;
+    }
+    let faults = FaultInjector::new();
+    let held = faults.pause_at(FsOp::Open, root.join("tmp"));
+    let opened = std::thread::scope(|s| {
+        let held = held;
+        let opening = s.spawn(|| open(root, &clock, Some(&faults)));
+        assert!(
+            held.wait_reached(|| !opening.is_finished()),
+            "the open never reached tmp/"
+        );
+        // The first handle goes, and another opens, alone if it can.
+        drop(first);
+        let third = open(root, &clock, None);
+        held.resume();
+        let opened = opening.join().unwrap();
+        assert_eq!(third.get(&kept.id).unwrap().as_ref(), Some(kept));
+        opened
+    });
+    assert_eq!(opened.get(&kept.id).unwrap().as_ref(), Some(kept));
+    let listed = opened.list(&ListQuery::active()).unwrap().tasks;
+    assert_eq!(listed, std::slice::from_ref(kept));
+    opened.create(NewTask::new()).unwrap();
+}

@@ -74,9 +74,19 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
                 .map_err(|e| Error::io("lock", path, e))?;
             true
         }
-        Some((file, path)) => fs
-            .try_lock(file, path)
-            .map_err(|e| Error::io("lock", path, e))?,
+        Some((file, path)) => {
+            let alone = fs
+                .try_lock(file, path)
+                .map_err(|e| Error::io("lock", path, e))?;
+            if !alone {
+                // Shared before the areas are opened: an open alone (one
+                // that compacts an area into a new directory) cannot come
+                // between, once the handles open now are gone.
+                fs.lock_shared(file, path)
+                    .map_err(|e| Error::io("lock", path, e))?;
+            }
+            alone
+        }
         None => false,
     };
     if alone {
@@ -113,8 +123,8 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     if alone && let Some(from) = format.filter(|f| *f < STORE_FORMAT) {
         maintenance::migrate(&backend, from)?;
     }
-    if let Some((file, path)) = &backend.handles {
-        // Shared from now on (an exclusive hold is converted).
+    if alone && let Some((file, path)) = &backend.handles {
+        // Shared from now on (the exclusive hold converted).
         backend
             .fs
             .lock_shared(file, path)
