@@ -1030,6 +1030,17 @@ fn list_json_is_the_api_listing() {
 // ---------------------------------------------------------------------------
 // sweep, reap
 
+/// A handle on `dir` of an instance whose clock reads an hour ago: the
+/// tasks it makes, with a short TTL or lease, are expired or orphaned now.
+fn gone_an_hour_ago(dir: &Path) -> FileStore {
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    FileStore::builder(dir)
+        .instance_id("gone")
+        .clock(Arc::new(ManualClock::new(past)))
+        .open()
+        .unwrap()
+}
+
 /// A dry run changes nothing even where opening a handle would: a crashed
 /// writer's temp file stays (a handle's open removes it), and so does an
 /// unreadable task file (a listing sets it aside); the dry run reports it.
@@ -1038,12 +1049,7 @@ fn list_json_is_the_api_listing() {
 fn dry_runs_leave_what_a_handle_would_tidy_as_it_is() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let old = FileStore::builder(&dir)
-        .instance_id("gone")
-        .clock(Arc::new(ManualClock::new(past)))
-        .open()
-        .unwrap();
+    let old = gone_an_hour_ago(&dir);
     let expired = old
         .create(NewTask::new().ttl(Duration::from_secs(60)))
         .unwrap();
@@ -1141,12 +1147,7 @@ fn paths_that_are_not_utf8_are_reported_not_a_panic() {
 fn sweep_and_reap_dry_runs_list_what_would_happen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let old = FileStore::builder(&dir)
-        .instance_id("gone")
-        .clock(Arc::new(ManualClock::new(past)))
-        .open()
-        .unwrap();
+    let old = gone_an_hour_ago(&dir);
     let expired = old
         .create(NewTask::new().ttl(Duration::from_secs(60)))
         .unwrap();

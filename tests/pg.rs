@@ -714,16 +714,48 @@ fn connected(client: &mut postgres::Client, application: &str) -> i64 {
         .get(0)
 }
 
+/// A child's handle on the parent's schema with one connection, named
+/// `name` in `pg_stat_activity`.
+fn victim(args: &[String], name: &str) -> PgStore {
+    PgStore::builder(format!("{} application_name={name}", args[0]))
+        .schema(&args[1])
+        .instance_id(name)
+        .pool_size(1)
+        .open()
+        .unwrap()
+}
+
+/// A client holding the row of `schema`'s active-task counter in a
+/// transaction, and the child `(test, role, args)`, seen blocked on that
+/// row inside a transaction of its own (as `application`). The caller ends
+/// the holder's transaction (`ROLLBACK`).
+fn blocked_on_the_counter(
+    cluster: &Cluster,
+    schema: &str,
+    work: &std::path::Path,
+    (test, role, args): (&str, &str, &[String]),
+    application: &str,
+) -> (postgres::Client, common::Running) {
+    let mut holder = cluster.client();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
+        ))
+        .unwrap();
+    let mut child = spawn(work, test, role, args);
+    let mut client = cluster.client();
+    wait_until("the child to block inside its transaction", || {
+        child.check_alive();
+        waiting(&mut client, application) == 1
+    });
+    (holder, child)
+}
+
 #[test]
 fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
     let test = "a_writer_killed_mid_transaction_leaves_nothing_partial";
     if let Some((what, args)) = role() {
-        let store = PgStore::builder(format!("{} application_name=victim", args[0]))
-            .schema(&args[1])
-            .instance_id("victim")
-            .pool_size(1)
-            .open()
-            .unwrap();
+        let store = victim(&args, "victim");
         let id = TaskId::parse(&args[3]).unwrap();
         // Blocks on the counter row the parent holds, mid-statement; killed there.
         match what.as_str() {
@@ -742,25 +774,11 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
     let work = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
     for (what, id) in [("create", "never"), ("complete", "running")] {
-        let mut holder = cluster.client();
-        let mut tx = holder.transaction().unwrap();
-        tx.execute(
-            &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
-            &[],
-        )
-        .unwrap();
-        let mut child = spawn(
-            work.path(),
-            test,
-            what,
-            &child_args(cluster, &schema, work.path(), &[id.to_owned()]),
-        );
-        wait_until("the child to block inside its transaction", || {
-            child.check_alive();
-            waiting(&mut client, "victim") == 1
-        });
+        let args = child_args(cluster, &schema, work.path(), &[id.to_owned()]);
+        let (mut holder, child) =
+            blocked_on_the_counter(cluster, &schema, work.path(), (test, what, &args), "victim");
         child.kill();
-        tx.rollback().unwrap();
+        holder.batch_execute("ROLLBACK").unwrap();
         wait_until("the killed child's backend to end", || {
             connected(&mut client, "victim") == 0
         });
@@ -794,19 +812,15 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
 /// that counts the new task and before its commit, holds the row of the
 /// active-task counter, which every create, terminal transition and reap
 /// of every host writes. The server ends such a session after
-/// the store's idle-in-transaction timeout (10 s): the others wait that long, not until TCP gives
-/// up on the frozen peer (hours). The store sets the timeout on its
-/// connections unless the server or the role already has one.
+/// the store's idle-in-transaction timeout (10 s): the others wait that
+/// long, not until TCP gives up on the frozen peer (hours). The store sets
+/// the timeout on its connections unless the server or the role already
+/// has one.
 #[test]
 fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
     let test = "a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while";
     if let Some((_, args)) = role() {
-        let store = PgStore::builder(format!("{} application_name=frozen", args[0]))
-            .schema(&args[1])
-            .instance_id("frozen")
-            .pool_size(1)
-            .open()
-            .unwrap();
+        let store = victim(&args, "frozen");
         // Blocks on the counter row the parent holds; stopped there, and
         // then killed.
         let _ = store.create(NewTask::new().id(TaskId::parse(&args[3]).unwrap()));
@@ -818,23 +832,14 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
     let running = store.create(NewTask::new()).unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
-    let mut holder = cluster.client();
-    let mut tx = holder.transaction().unwrap();
-    tx.execute(
-        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
-        &[],
-    )
-    .unwrap();
-    let mut child = spawn(
+    let args = child_args(cluster, &schema, work.path(), &["never".to_owned()]);
+    let (mut holder, child) = blocked_on_the_counter(
+        cluster,
+        &schema,
         work.path(),
-        test,
+        (test, "frozen", &args),
         "frozen",
-        &child_args(cluster, &schema, work.path(), &["never".to_owned()]),
     );
-    wait_until("the child to block inside its transaction", || {
-        child.check_alive();
-        waiting(&mut client, "frozen") == 1
-    });
     let pid = child.child.id().to_string();
     let stopped = std::process::Command::new("kill")
         .args(["-STOP", &pid])
@@ -842,7 +847,7 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         .unwrap();
     assert!(stopped.success());
     // The child's statement goes through; its commit never comes.
-    tx.rollback().unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
     wait_until("the frozen child to sit idle in its transaction", || {
         client
             .query_one(

@@ -493,25 +493,10 @@ async fn a_sweep_that_takes_long_holds_no_renewal_up() {
         .await
         .unwrap();
     let id = TaskId::parse(&seed.task_id).unwrap();
-    let first = m
-        .store()
-        .get(&id)
-        .unwrap()
-        .unwrap()
-        .lease_expires_at
-        .unwrap();
+    let lease = || m.store().get(&id).unwrap().unwrap().lease_expires_at;
+    let first = lease().unwrap();
     // Renewed (every third of the lease) while the sweep still waits.
-    eventually(|| async {
-        let now = m
-            .store()
-            .get(&id)
-            .unwrap()
-            .unwrap()
-            .lease_expires_at
-            .unwrap();
-        (now > first).then_some(())
-    })
-    .await;
+    eventually(|| async { (lease().unwrap() > first).then_some(()) }).await;
     assert_eq!(
         gate.waiting.load(Ordering::SeqCst),
         1,
