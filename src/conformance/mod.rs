@@ -231,6 +231,10 @@ where
             More(a_reopened_instance_is_not_the_owner),
         ),
         (
+            "a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner",
+            Two(a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner),
+        ),
+        (
             "resumable_orphans_wait_for_a_claim_then_are_reaped",
             Two(resumable_orphans_wait_for_a_claim_then_are_reaped),
         ),

@@ -211,6 +211,43 @@ pub(super) fn a_claim_moves_the_owner_and_fences_the_old_one(
     assert_eq!(claimed_events, 1);
 }
 
+/// A task deleted and made again under its id (a host's own id) by another
+/// instance is a new task at epoch 1, owned by that instance: the old
+/// owner's fenced writes at epoch 1 are refused, not applied to it. (The
+/// fence compared epochs alone, and the old run's stale outcome finished
+/// the new task.)
+pub(super) fn a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let id = crate::TaskId::parse("made-again").unwrap();
+    let old = a.create(NewTask::new().id(id.clone())).unwrap();
+    assert_eq!(old.epoch, 1);
+    assert!(b.delete(&id).unwrap());
+    // Made a moment later: a version is known by its id, creation time and
+    // revision, and one made at the same instant is the same version to a
+    // backend's conditional write.
+    setup.clock.advance(Duration::from_millis(1));
+    let again = b.create(NewTask::new().id(id.clone())).unwrap();
+    assert_eq!(
+        (again.epoch, again.owner.as_deref()),
+        (1, Some(b.instance_id()))
+    );
+    let stale = [
+        a.update(&id, TaskUpdate::new().status_message("late").fenced(1)),
+        a.finish_fenced(&id, crate::Outcome::Completed(json!("stale")), 1),
+    ];
+    for write in stale {
+        assert_eq!(fenced(write.unwrap()), again);
+    }
+    assert_eq!(b.get(&id).unwrap(), Some(again.clone()));
+    applied(
+        b.finish_fenced(&id, crate::Outcome::Completed(json!("new")), 1)
+            .unwrap(),
+    );
+}
+
 pub(super) fn a_reopened_instance_is_not_the_owner(
     a: &dyn TaskStore,
     _: &dyn TaskStore,

@@ -130,7 +130,7 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if let Some(why) = unwritable(current, now, fence) {
+            if let Some(why) = unwritable(current, now, fence, Some(self.instance_id())) {
                 kept = Some(why);
                 return Ok(Change::Keep);
             }
@@ -211,15 +211,26 @@ impl<B: Backend> Store<B> {
 
 /// Why a write to `current` at `now`, fenced to owner epoch `fence` (when
 /// given), is not made, if it is not: the task has expired, is terminal
-/// (first writer wins), or has moved on to another owner epoch. The rule
-/// every write to an existing task obeys, host writes and lease writes
-/// alike.
-fn unwritable(current: &Task, now: OffsetDateTime, fence: Option<u64>) -> Option<Kept> {
+/// (first writer wins), or is another owner's: at another epoch, or, for a
+/// host's write fenced as instance `owner`, owned by another instance (a
+/// task deleted and made again under its id starts at epoch 1 too; a lease
+/// write, which checks its owner itself and says `NotOwner`, gives none).
+/// The rule every write to an existing task obeys, host writes and lease
+/// writes alike.
+fn unwritable(
+    current: &Task,
+    now: OffsetDateTime,
+    fence: Option<u64>,
+    owner: Option<&str>,
+) -> Option<Kept> {
+    let another = |epoch: u64| {
+        epoch != current.epoch || owner.is_some_and(|owner| current.owner.as_deref() != Some(owner))
+    };
     if current.is_expired_at(now) {
         Some(Kept::Expired)
     } else if current.is_terminal() {
         Some(Kept::Terminal)
-    } else if fence.is_some_and(|epoch| epoch != current.epoch) {
+    } else if fence.is_some_and(another) {
         Some(Kept::Fenced)
     } else {
         None
@@ -240,7 +251,7 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if let Some(why) = unwritable(current, now, fence) {
+            if let Some(why) = unwritable(current, now, fence, None) {
                 kept = Some(why);
                 return Ok(Change::Keep);
             }
