@@ -551,3 +551,88 @@ fn an_open_beside_another_handle_is_never_left_with_a_compacted_away_area() {
     assert_eq!(listed, std::slice::from_ref(kept));
     opened.create(NewTask::new()).unwrap();
 }
+
+/// A page reads the file of a running task whose bytes the snapshot does
+/// not keep (past its 64 MiB budget). If the task was deleted and made
+/// again under its id meanwhile, the file is another task, later in the
+/// listing order: the page leaves it for its place, and paging goes on
+/// from where it was. (The page returned it where the old one stood, and
+/// the cursor after it skipped every task between.)
+#[test]
+fn a_page_never_jumps_to_a_task_made_again_while_it_reads_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let open = |faults: Option<&FaultInjector>| {
+        let mut builder = FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .durability(taskstore::Durability::Eventual)
+            .max_payload_bytes(40 << 20);
+        if let Some(faults) = faults {
+            builder = builder.fault_injector(faults.clone());
+        }
+        builder.open().unwrap()
+    };
+    let writer = open(None);
+    let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
+    // Two tasks whose files take the snapshot's whole budget, but 100 bytes.
+    let probe = writer
+        .create(NewTask::new().metadata("pad", json!("x")))
+        .unwrap();
+    let overhead = std::fs::metadata(file(&probe.id)).unwrap().len() as usize - 1;
+    assert!(writer.delete(&probe.id).unwrap());
+    let pad = "x".repeat((32 << 20) - 50 - overhead);
+    let tick = || clock.advance(Duration::from_millis(1));
+    for _ in 0..2 {
+        tick();
+        let big = NewTask::new().metadata("pad", json!(pad.clone()));
+        writer.create(big).unwrap();
+    }
+    let reader = open(Some(&faults));
+    assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 2);
+    // Read in later, past the budget; more than 64 running tasks, so none
+    // is kept decoded either.
+    let later: Vec<TaskId> = (0..66)
+        .map(|_| {
+            tick();
+            writer.create(NewTask::new()).unwrap().id
+        })
+        .collect();
+    assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 68);
+    let first = reader.list(&ListQuery::active().limit(2)).unwrap();
+    let cursor = first.next_cursor.unwrap();
+    let raced = &later[0];
+    let held = faults.pause_at(FsOp::Open, file(raced));
+    let (page, again) = std::thread::scope(|s| {
+        let held = held;
+        let paging = s.spawn(|| {
+            reader
+                .list(&ListQuery::active().limit(1).after(&cursor))
+                .unwrap()
+        });
+        assert!(
+            held.wait_reached(|| !paging.is_finished()),
+            "the page never read the task's file"
+        );
+        assert!(writer.delete(raced).unwrap());
+        tick();
+        let again = writer.create(NewTask::new().id(raced.clone())).unwrap();
+        held.resume();
+        (paging.join().unwrap(), again)
+    });
+    let mut listed: Vec<Task> = page.tasks;
+    let mut next = page.next_cursor;
+    while let Some(after) = next {
+        let page = reader
+            .list(&ListQuery::active().limit(7).after(&after))
+            .unwrap();
+        listed.extend(page.tasks);
+        next = page.next_cursor;
+    }
+    let ids: Vec<&TaskId> = listed.iter().map(|t| &t.id).collect();
+    let mut want: Vec<&TaskId> = later[1..].iter().collect();
+    want.push(&again.id);
+    assert_eq!(ids, want, "every task once, in order");
+    assert_eq!(listed.last(), Some(&again));
+}

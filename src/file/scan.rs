@@ -11,6 +11,7 @@ use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::fs::Dir;
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
+use crate::file::moment::Moment;
 use crate::file::read::newer;
 use crate::file::snapshot::{MAX_DECODED, Slot, Staged, State};
 use crate::file::stamp::{self, Stamp};
@@ -174,7 +175,13 @@ impl FileBackend {
                                 let path = self.dir(Area::Active).join(task_name(&id));
                                 codec::unwrap(bytes, &path, &id).map(Some)
                             }
-                            None => self.read(Area::Active, &id),
+                            // Read now: a task deleted and made again under
+                            // its id since is another task, in another place
+                            // of the order (the next refresh puts it there),
+                            // not this slot's.
+                            None => self.read(Area::Active, &id).map(|task| {
+                                task.filter(|t| Moment::from(t.created_at) == slot.created_at())
+                            }),
                         };
                         // Shaped as decoded, so that the page never holds
                         // what the scan does not ask for; whole where the
@@ -607,14 +614,11 @@ impl FileBackend {
                 None => state.put(id, &keys, bytes, stamp),
             },
             Read::Bad(e) => {
-                let corrupt = matches!(e, Error::Corrupt { .. });
-                let passing = matches!(e, Error::Io { .. });
                 self.mark_unreadable(state, id, &e, stamp);
-                if !corrupt {
+                if !matches!(e, Error::Corrupt { .. }) {
                     // Never set aside: may be readable later.
                     if let Some(bad) = state.bad.get_mut(id) {
                         bad.tried = true;
-                        bad.retry = passing;
                     }
                 }
             }
@@ -623,7 +627,11 @@ impl FileBackend {
 
     /// Marks running task `id`'s file unreadable in `state` (`e`, and the
     /// status it was read at), reported as left where it is: what every
-    /// listing reports until a listing sets it aside, or it changes.
+    /// listing reports until a listing sets it aside, or it changes. One
+    /// that failed for a reason that may pass (an I/O error) is read again
+    /// by every listing ([`retry_unreadable`](Self::retry_unreadable)),
+    /// whichever read met it: a refresh's, or a page's of a task whose
+    /// bytes the snapshot does not keep.
     fn mark_unreadable(&self, state: &mut State, id: &TaskId, e: &Error, stamp: Option<Stamp>) {
         let location = self.dir(Area::Active).join(task_name(id));
         let report = Skipped::new(
@@ -633,6 +641,9 @@ impl FileBackend {
             UnreadableAction::LeftInPlace,
         );
         state.mark_bad(id, report, stamp);
+        if let Some(bad) = state.bad.get_mut(id) {
+            bad.retry = matches!(e, Error::Io { .. });
+        }
     }
 
     /// Reads the file `name` of `area` for a listing: its keys and
