@@ -1598,19 +1598,8 @@ fn a_task_past_the_snapshots_budget_is_read_again_after_a_passing_io_error() {
         builder.open().unwrap()
     };
     let writer = open(None);
-    // Two tasks whose files take the snapshot's whole budget, but 100 bytes.
-    let probe = writer
-        .create(NewTask::new().metadata("pad", json!("x")))
-        .unwrap();
     let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
-    let overhead = fs::metadata(file(&probe.id)).unwrap().len() as usize - 1;
-    assert!(writer.delete(&probe.id).unwrap());
-    let pad = "x".repeat((32 << 20) - 50 - overhead);
-    for _ in 0..2 {
-        writer
-            .create(NewTask::new().metadata("pad", json!(pad.clone())))
-            .unwrap();
-    }
+    common::fill_the_snapshot_budget(&writer, root, || {});
     let reader = open(Some(&faults));
     assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 2);
     // Made after: read into the snapshot by a later listing, past the

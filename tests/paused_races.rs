@@ -576,19 +576,8 @@ fn a_page_never_jumps_to_a_task_made_again_while_it_reads_the_old_one() {
     };
     let writer = open(None);
     let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
-    // Two tasks whose files take the snapshot's whole budget, but 100 bytes.
-    let probe = writer
-        .create(NewTask::new().metadata("pad", json!("x")))
-        .unwrap();
-    let overhead = std::fs::metadata(file(&probe.id)).unwrap().len() as usize - 1;
-    assert!(writer.delete(&probe.id).unwrap());
-    let pad = "x".repeat((32 << 20) - 50 - overhead);
     let tick = || clock.advance(Duration::from_millis(1));
-    for _ in 0..2 {
-        tick();
-        let big = NewTask::new().metadata("pad", json!(pad.clone()));
-        writer.create(big).unwrap();
-    }
+    common::fill_the_snapshot_budget(&writer, root, tick);
     let reader = open(Some(&faults));
     assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 2);
     // Read in later, past the budget; more than 64 running tasks, so none

@@ -544,3 +544,29 @@ pub fn wait_for_lock_waiter(_lock: &Path, _what: &str, mut done: impl FnMut() ->
 pub fn stripe_lock(store: &Path, id: &str) -> PathBuf {
     store.join("locks").join(format!("{:02}.lock", stripe(id)))
 }
+
+/// Makes, through `store` (at `root`, with a payload cap of 40 MiB or more),
+/// two running tasks whose files take a handle's whole snapshot budget
+/// (64 MiB) but 100 bytes, calling `before_each` before each create: a
+/// handle that lists them in a full pass keeps the bytes of no task it
+/// reads in after them.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn fill_the_snapshot_budget(
+    store: &dyn taskstore::TaskStore,
+    root: &Path,
+    before_each: impl Fn(),
+) {
+    use taskstore::NewTask;
+    let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
+    let probe = store
+        .create(NewTask::new().metadata("pad", serde_json::json!("x")))
+        .unwrap();
+    let overhead = fs::metadata(file(&probe.id)).unwrap().len() as usize - 1;
+    assert!(store.delete(&probe.id).unwrap());
+    let pad = "x".repeat((32 << 20) - 50 - overhead);
+    for _ in 0..2 {
+        before_each();
+        let big = NewTask::new().metadata("pad", serde_json::json!(pad.clone()));
+        store.create(big).unwrap();
+    }
+}
