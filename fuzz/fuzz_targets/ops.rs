@@ -10,7 +10,8 @@
 //! input requests, poll interval, metadata, checkpoint, fence),
 //! complete/fail/cancel with JSON payloads (nested arrays and objects, odd
 //! strings and numbers, long strings), `finish_fenced` and fenced
-//! checkpoints at the current, an older or a later epoch, delete, get, list
+//! checkpoints at the current, an older or a later epoch (by the owner's
+//! instance, or another, which is refused as `Fenced`), delete, get, list
 //! (status filter, page size, `limit(0)`, following cursors, or a made-up
 //! cursor), sweep, advance the `ManualClock` or set it back, renew one
 //! lease or all, reap orphans, claim resumable orphans (also after moving
@@ -924,7 +925,11 @@ impl Run {
         if current.is_terminal() {
             return Ok(Transition::AlreadyTerminal(current));
         }
-        if fence.is_some_and(|epoch| epoch != current.epoch) {
+        // A fenced write is the owner's: at its epoch, and by its instance.
+        let owner = self.handles[h].instance_id.as_str();
+        if fence
+            .is_some_and(|epoch| epoch != current.epoch || current.owner.as_deref() != Some(owner))
+        {
             return Ok(Transition::Fenced(current));
         }
         let mut next = current;
