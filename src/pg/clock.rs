@@ -1,21 +1,23 @@
 //! Time from the database server, so that hosts whose clocks disagree agree
 //! on TTLs and leases.
 //!
-//! [`ServerClock`] reads the configured clock and adds its offset to the
-//! server's `clock_timestamp()`, measured at open and again every
+//! [`ServerClock`] gives the server's `clock_timestamp()`, carried on by the
+//! monotonic clock between measurements, made at open and again every
 //! [`REFRESH`] (or the period the builder sets): by the first operation past
 //! the deadline, before it takes its own connection, on an idle pooled one,
 //! one round trip; never by waiting for a connection. Reading the time does
 //! no I/O: an async server reads it on its runtime's threads, where the
 //! synchronous client may not run (its own runtime would panic there).
 //!
-//! **Bound.** A measurement reads the local clock before and after one
-//! round trip and takes the server's reading to be at the midpoint, so its
-//! error is at most half the round trip (plus the server's microsecond
-//! rounding). Between measurements the local clock may drift from the
-//! server's: at most `drift × REFRESH` more (a few milliseconds for a clock
-//! off by 100 ppm). A local clock *stepped* (by NTP or by hand) is off by
-//! the step until the next measurement, at most [`REFRESH`] later.
+//! **Bound.** A measurement takes the server's reading to be at the
+//! midpoint of one round trip, so its error is at most half the round trip
+//! (plus the server's microsecond rounding). Between measurements the
+//! monotonic clock may drift from the server's: at most `drift × REFRESH`
+//! more (a few milliseconds for a clock off by 100 ppm). A step of the
+//! configured wall clock (by NTP or by hand) changes nothing: it is not
+//! what the time is carried on by. (It was, and a forward step stuck for
+//! its whole size: a handle's time never goes back.) The configured clock
+//! is read only for the offset [`ServerTime`] reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -38,21 +40,28 @@ const NOW_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000):
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerTime {
-    /// What is added to the configured clock: the server's time minus the
-    /// local time.
+    /// The server's time minus the configured clock's, at the last
+    /// measurement (what a host's clock is off by; the time itself is
+    /// carried on by the monotonic clock).
     pub offset: time::Duration,
     /// The round trip of the measurement; half of it bounds its error.
     pub round_trip: Duration,
 }
 
-/// The configured clock, corrected to the server's.
+/// The server's clock, as last measured, carried on by the monotonic clock.
 pub(crate) struct ServerClock {
     local: Arc<dyn Clock>,
     pool: Arc<Pool>,
     base: Instant,
     /// How often to measure again.
     refresh: Duration,
+    /// The server's time minus the configured clock's, as last measured
+    /// (reported by [`server_time`](Self::server_time)).
     offset_nanos: AtomicI64,
+    /// The server's time, in nanoseconds since the epoch, minus the
+    /// nanoseconds since `base`, as last measured: what [`Clock::now`]
+    /// adds to the monotonic clock.
+    since_base_nanos: AtomicI64,
     round_trip_nanos: AtomicU64,
     /// When to measure again, in milliseconds since `base`.
     next_ms: AtomicU64,
@@ -76,14 +85,16 @@ impl ServerClock {
         pool: Arc<Pool>,
         conn: &mut Connection,
     ) -> Result<ServerClock, postgres::Error> {
-        let (offset, round_trip) = measure(conn, local.as_ref())?;
+        let base = Instant::now();
+        let measured = measure(conn, local.as_ref(), base)?;
         let clock = ServerClock {
             local,
             pool,
-            base: Instant::now(),
+            base,
             refresh,
-            offset_nanos: AtomicI64::new(offset),
-            round_trip_nanos: AtomicU64::new(round_trip),
+            offset_nanos: AtomicI64::new(measured.offset),
+            since_base_nanos: AtomicI64::new(measured.since_base),
+            round_trip_nanos: AtomicU64::new(measured.round_trip),
             next_ms: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
         };
@@ -121,11 +132,14 @@ impl ServerClock {
         let measured = self
             .pool
             .try_get()
-            .map(|mut conn| measure(&mut conn, self.local.as_ref()));
+            .map(|mut conn| measure(&mut conn, self.local.as_ref(), self.base));
         match measured {
-            Some(Ok((offset, round_trip))) => {
-                self.offset_nanos.store(offset, Ordering::Relaxed);
-                self.round_trip_nanos.store(round_trip, Ordering::Relaxed);
+            Some(Ok(measured)) => {
+                self.offset_nanos.store(measured.offset, Ordering::Relaxed);
+                self.since_base_nanos
+                    .store(measured.since_base, Ordering::Relaxed);
+                self.round_trip_nanos
+                    .store(measured.round_trip, Ordering::Relaxed);
                 self.schedule(self.refresh);
             }
             Some(Err(e)) => {
@@ -140,27 +154,49 @@ impl ServerClock {
 }
 
 impl Clock for ServerClock {
+    /// The server's time as last measured, carried on by the monotonic
+    /// clock: a step of the configured clock (by NTP, by hand) changes
+    /// nothing until it is measured again, and then only the reported
+    /// offset.
     fn now(&self) -> OffsetDateTime {
-        let offset = time::Duration::nanoseconds(self.offset_nanos.load(Ordering::Relaxed));
-        self.local.now().saturating_add(offset)
+        let since_base = i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let nanos = since_base.saturating_add(self.since_base_nanos.load(Ordering::Relaxed));
+        OffsetDateTime::UNIX_EPOCH.saturating_add(time::Duration::nanoseconds(nanos))
     }
 }
 
-/// The server's clock minus `local`'s, in nanoseconds, and the round trip
-/// it was measured over, in nanoseconds.
-fn measure(conn: &mut Connection, local: &dyn Clock) -> Result<(i64, u64), postgres::Error> {
+/// One measurement of the server's clock.
+struct Measured {
+    /// The server's clock minus the configured one, in nanoseconds.
+    offset: i64,
+    /// The server's time in nanoseconds since the epoch minus the
+    /// nanoseconds since `base`, both at the round trip's midpoint.
+    since_base: i64,
+    /// The round trip it was measured over, in nanoseconds.
+    round_trip: u64,
+}
+
+/// Measures the server's clock against `local` and the monotonic clock
+/// (from `base`), over one round trip on `conn`.
+fn measure(
+    conn: &mut Connection,
+    local: &dyn Clock,
+    base: Instant,
+) -> Result<Measured, postgres::Error> {
     let statement = conn.prepared(NOW_SQL)?;
     let before = local.now_unix_nanos();
     let started = Instant::now();
     let row = conn.client.query_one(&statement, &[])?;
     let round_trip = started.elapsed();
     let after = local.now_unix_nanos();
-    let server_micros: i64 = row.get(0);
+    let server = i128::from(row.get::<_, i64>(0)) * 1_000;
     let midpoint = before + (after - before) / 2;
-    let offset = i128::from(server_micros) * 1_000 - midpoint;
-    let offset = i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
-    Ok((
-        offset,
-        u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX),
-    ))
+    let mono_midpoint = (started + round_trip / 2).duration_since(base).as_nanos();
+    let mono_midpoint = i128::try_from(mono_midpoint).unwrap_or(i128::MAX);
+    let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
+    Ok(Measured {
+        offset: clamp(server - midpoint),
+        since_base: clamp(server - mono_midpoint),
+        round_trip: u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX),
+    })
 }

@@ -101,11 +101,13 @@ pub struct PgOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TimeSource {
-    /// The default: the configured [`Clock`](crate::Clock) corrected to the
-    /// database server's `clock_timestamp()`, measured at open and every
-    /// 30 s ([`server_clock_refresh`](StoreBuilder::server_clock_refresh)).
-    /// Every host then goes by the server's time, within half a round trip
-    /// plus the local clock's drift over the period.
+    /// The default: the database server's `clock_timestamp()`, measured at
+    /// open and every 30 s
+    /// ([`server_clock_refresh`](StoreBuilder::server_clock_refresh)) and
+    /// carried on between measurements by the monotonic clock. Every host
+    /// then goes by the server's time, within half a round trip plus the
+    /// monotonic clock's drift over the period; a step of a host's wall
+    /// clock changes nothing.
     #[default]
     Server,
     /// The configured clock as it is. For tests that drive a
@@ -136,11 +138,11 @@ impl StoreBuilder<PgOptions> {
         self
     }
 
-    /// How often, with [`TimeSource::Server`], the offset to the server's
-    /// clock is measured again (default 30 s; at least 1 ms): by the first
+    /// How often, with [`TimeSource::Server`], the server's clock is
+    /// measured again (default 30 s; at least 1 ms): by the first
     /// operation past it, before it takes its connection. A shorter period
-    /// bounds how long a step of the local clock (by NTP or by hand) goes
-    /// uncorrected, at one round trip each time.
+    /// bounds the monotonic clock's drift from the server's, at one round
+    /// trip each time.
     pub fn server_clock_refresh(mut self, every: Duration) -> Self {
         self.options.clock_refresh = every;
         self
