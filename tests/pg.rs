@@ -359,18 +359,9 @@ fn reading_the_time_does_no_io_and_the_next_operation_measures_the_clock_again()
         .unwrap();
     let measured = store.server_time().unwrap().offset;
     let mut client = cluster.client();
-    let server = |client: &mut postgres::Client| {
-        let micros: i64 = client
-            .query_one(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        time::OffsetDateTime::UNIX_EPOCH + time::Duration::microseconds(micros)
-    };
     let near_the_server = |now: time::OffsetDateTime, client: &mut postgres::Client| {
-        let off = (now - server(client)).abs();
+        let off = (now.unix_timestamp_nanos() - server_nanos(client)).abs();
+        let off = time::Duration::nanoseconds(off as i64);
         assert!(
             off < time::Duration::seconds(5),
             "{now} is {off} off the server"
