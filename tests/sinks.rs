@@ -148,7 +148,8 @@ fn a_failing_write_is_counted_not_raised() {
 
 /// A line cut short (the file-size limit, a disk that filled) leaves a
 /// fragment in the file; the next line, once there is room, starts on a
-/// line of its own, whole: only the lost event is lost. (It was appended
+/// line of its own, whole, and the lines after it as usual (no blank line
+/// between): only the lost event is lost. (It was appended
 /// to the fragment, and both read as one broken line.) The child sets its
 /// own file-size limit so that only the fragment fits.
 #[cfg(target_os = "linux")]
@@ -180,7 +181,9 @@ fn a_line_cut_short_leaves_the_next_line_whole() {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 40);
         limit(libc::RLIM_INFINITY);
         sink.emit(&Event::new("next"));
-        assert_eq!((sink.written(), sink.errors()), (2, 1));
+        // The fragment is ended once: the lines after it start as usual.
+        sink.emit(&Event::new("after"));
+        assert_eq!((sink.written(), sink.errors()), (3, 1));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -189,12 +192,13 @@ fn a_line_cut_short_leaves_the_next_line_whole() {
     common::spawn(dir.path(), test, "writer", &args).finish();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     let kind =
         |line: &str| serde_json::from_str::<serde_json::Value>(line).map(|v| v["kind"].clone());
     assert_eq!(kind(lines[0]).unwrap(), "first");
     assert!(kind(lines[1]).is_err(), "the fragment: {}", lines[1]);
     assert_eq!(kind(lines[2]).unwrap(), "next", "{text}");
+    assert_eq!(kind(lines[3]).unwrap(), "after", "{text}");
 }
 
 #[test]
