@@ -157,7 +157,7 @@ impl FileBackend {
             let page: Vec<Listed<'_>> = entries
                 .by_ref()
                 .take(want)
-                .map(|(slot, entry)| match state.decoded(slot, entry) {
+                .map(|(slot, entry)| match state.decoded(slot) {
                     Some(task) => Listed::Decoded(Arc::clone(task)),
                     None => Listed::Encoded(slot, entry.stamp()),
                 })
@@ -845,7 +845,7 @@ enum Held {
 fn held(state: &State, id: &TaskId) -> Option<Held> {
     match state.get(id) {
         Some((slot, entry)) if !entry.status.is_terminal() => {
-            match (state.decoded(slot, entry), slot.bytes()) {
+            match (state.decoded(slot), slot.bytes()) {
                 (Some(task), _) => Some(Held::Decoded(Task::clone(task))),
                 (None, Some(bytes)) => Some(Held::Bytes(bytes.to_vec())),
                 (None, None) => None,

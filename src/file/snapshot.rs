@@ -378,14 +378,15 @@ impl State {
         }
     }
 
-    /// The task of `slot`'s entry, if kept decoded as that entry's version.
-    pub fn decoded(&self, slot: &Slot, entry: &Entry) -> Option<&Arc<Task>> {
+    /// The task of `slot`'s entry, if kept decoded. It is that entry's
+    /// version: a copy is kept only of the version the entry holds
+    /// ([`keep_decoded`](Self::keep_decoded)), and goes with the entry
+    /// ([`remove`](Self::remove), which every put makes first).
+    pub fn decoded(&self, slot: &Slot) -> Option<&Arc<Task>> {
         if self.decoded.is_empty() {
             return None;
         }
-        self.decoded
-            .get(slot.id_bytes())
-            .filter(|task| task.revision == entry.revision)
+        self.decoded.get(slot.id_bytes())
     }
 
     /// Keeps `task`, decoded from its entry (created at `created_at`),
@@ -569,7 +570,8 @@ mod tests {
                     let id = TaskId::parse(std::str::from_utf8(id).unwrap()).unwrap();
                     assert_eq!(model.get(&id).map(|m| m.1), Some(task.revision), "{id}");
                     let (slot, entry) = state.get(&id).unwrap();
-                    assert!(state.decoded(slot, entry).is_some(), "{id}");
+                    assert_eq!(entry.revision, task.revision, "{id}");
+                    assert!(state.decoded(slot).is_some(), "{id}");
                 }
                 assert_eq!(state.active(), model.len());
                 let bytes: usize = model.values().map(|(.., b)| b.len()).sum();
