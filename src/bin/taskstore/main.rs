@@ -308,17 +308,15 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
             let census = taskstore::FileCheck::open(dir)?.census()?;
             let now = OffsetDateTime::now_utc();
             let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
-            let expired = census
-                .tasks
-                .iter()
-                .filter(|t| t.is_expired_at(now))
-                .cloned()
-                .collect();
-            let orphans = census
-                .tasks
-                .into_iter()
-                .filter_map(|task| Orphan::judge(task, now, grace))
-                .collect();
+            // One pass, each task moved once: an expired task is no orphan.
+            let (mut expired, mut orphans) = (Vec::new(), Vec::new());
+            for task in census.tasks {
+                if task.is_expired_at(now) {
+                    expired.push(task);
+                } else if let Some(orphan) = Orphan::judge(task, now, grace) {
+                    orphans.push(orphan);
+                }
+            }
             let unreadable = census
                 .unreadable
                 .iter()
