@@ -226,3 +226,53 @@ fn records_serialize_for_a_debugging_endpoint() {
     let _: Vec<Record> =
         serde_json::from_str(&serde_json::to_string(&log.snapshot()).unwrap()).unwrap();
 }
+
+#[test]
+fn a_cursor_past_the_last_push_starts_over_and_says_so() {
+    // A reader that kept its cursor across a restart of the process (or
+    // read another process's log) holds a number this log has not reached:
+    // reading on from it would skip that many new events without a word.
+    let log = EventLog::with_capacity(4);
+    for i in 1..=3 {
+        log.push(i);
+    }
+    let foreign = log.since(10);
+    assert!(
+        foreign.restarted,
+        "a cursor past the last push is not this log's"
+    );
+    assert_eq!(foreign.missed, 0);
+    assert_eq!(
+        foreign.records.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "it reads from the start, as since(0) does"
+    );
+    assert_eq!(foreign.cursor, 3);
+
+    // Read on from the answer's cursor: nothing new is skipped.
+    log.push(4);
+    let next = log.since(foreign.cursor);
+    assert!(!next.restarted);
+    assert_eq!(
+        next.records.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [4]
+    );
+
+    // The last push itself is a cursor of this log, not a foreign one.
+    let caught_up = log.since(4);
+    assert!(!caught_up.restarted);
+    assert!(caught_up.records.is_empty());
+
+    // A cursor past the end of a log that lapped its capacity starts over
+    // with what it holds, and counts what it lost as missed.
+    for i in 5..=7 {
+        log.push(i);
+    }
+    let lapped = log.since(100);
+    assert!(lapped.restarted);
+    assert_eq!(lapped.missed, 3, "1, 2 and 3 were evicted");
+    assert_eq!(
+        lapped.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7]
+    );
+}

@@ -34,6 +34,8 @@ pub const DEFAULT_EVENT_LOG_CAPACITY: usize = 1_000;
 /// - Across successive `since` calls, each passing the previous
 ///   [`Since::cursor`], every sequence number is either returned once or
 ///   counted once in [`Since::missed`].
+/// - A cursor past the last push is none of this log's: `since` reads from
+///   the start and sets [`Since::restarted`].
 ///
 /// # Limitations
 ///
@@ -103,6 +105,13 @@ pub struct Since<T = Event> {
     /// The sequence number to pass to the next `since` call: every record up
     /// to it was either returned or counted in `missed`.
     pub cursor: u64,
+    /// Whether the sequence number asked for was past the log's last push:
+    /// a cursor this log never handed out (kept from before the process
+    /// restarted, or taken from another process's log). The answer then
+    /// reads from the log's start, as `since(0)` does, rather than skip
+    /// that many events still to come.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
 }
 
 /// One slot of the ring: the sequence number it last held (0 when never
@@ -278,9 +287,14 @@ impl<T: Clone> EventLog<T> {
     /// for everything.
     ///
     /// Pass the answer's [`cursor`](Since::cursor) to the next call to read
-    /// on without losing count.
+    /// on without losing count. A `seq` past the last push is no cursor of
+    /// this log (one kept from before a restart, say): the answer reads from
+    /// the start and says so in [`restarted`](Since::restarted).
     pub fn since(&self, seq: u64) -> Since<T> {
         let head = self.head.0.load(Ordering::Acquire);
+        // Every cursor this log hands out is below `head`, which only grows.
+        let restarted = seq >= head;
+        let seq = if restarted { 0 } else { seq };
         let floor = self.floor.load(Ordering::Acquire);
         let first_wanted = seq.saturating_add(1);
         let oldest_held = head.saturating_sub(self.capacity() as u64).max(floor);
@@ -315,6 +329,7 @@ impl<T: Clone> EventLog<T> {
             records,
             missed,
             cursor,
+            restarted,
         }
     }
 }
