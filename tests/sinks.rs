@@ -220,6 +220,92 @@ fn the_json_lines_sink_appends_after_existing_lines() {
     assert!(lines[1]["at"].as_str().unwrap().ends_with('Z'));
 }
 
+/// The kinds of the events in a JSON-lines file, in order.
+fn kinds_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            line["kind"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_json_lines_sink_follows_its_path_through_a_rotation() {
+    // logrotate's default: the file is renamed, and a new one is made (or
+    // not) at the path. A sink that kept writing to the renamed file would
+    // fill it until the process restarted, and the path would stay empty.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let rotated = dir.path().join("events.jsonl.1");
+    let sink = JsonLinesSink::open(&path)
+        .unwrap()
+        .check_path_every(std::time::Duration::ZERO);
+    sink.emit(&Event::new("before"));
+    std::fs::rename(&path, &rotated).unwrap();
+    sink.emit(&Event::new("after-rename"));
+    // A rotation that makes the new file itself: the sink appends to it.
+    std::fs::rename(&path, dir.path().join("events.jsonl.2")).unwrap();
+    std::fs::write(&path, "{\"kind\":\"made-by-the-rotation\"}\n").unwrap();
+    sink.emit(&Event::new("after-create"));
+    assert_eq!(kinds_in(&rotated), ["before"]);
+    assert_eq!(
+        kinds_in(&dir.path().join("events.jsonl.2")),
+        ["after-rename"]
+    );
+    assert_eq!(kinds_in(&path), ["made-by-the-rotation", "after-create"]);
+    assert_eq!((sink.written(), sink.errors()), (3, 0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("events.jsonl.2"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "a file the sink makes again is its own"
+        );
+    }
+}
+
+#[test]
+fn between_checks_the_sink_keeps_its_file_and_reopen_moves_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let rotated = dir.path().join("events.jsonl.1");
+    // Checks an hour apart: the first was made when it opened.
+    let sink = JsonLinesSink::open(&path)
+        .unwrap()
+        .check_path_every(std::time::Duration::from_secs(3600));
+    std::fs::rename(&path, &rotated).unwrap();
+    sink.emit(&Event::new("kept"));
+    assert_eq!(kinds_in(&rotated), ["kept"], "no check was due");
+    assert!(!path.exists());
+    // A host that rotates on a signal says so.
+    sink.reopen().unwrap();
+    sink.emit(&Event::new("moved"));
+    assert_eq!(kinds_in(&path), ["moved"]);
+    assert_eq!(kinds_in(&rotated), ["kept"]);
+    // A path that can no longer be opened is an error naming it, and the
+    // sink goes on with the file it has.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir(&blocked).unwrap();
+    let inside = blocked.join("events.jsonl");
+    let sink = JsonLinesSink::open(&inside).unwrap();
+    std::fs::remove_file(&inside).unwrap();
+    std::fs::create_dir(&inside).unwrap();
+    match sink.reopen() {
+        Err(Error::Io { path, .. }) => assert_eq!(path, inside),
+        other => panic!("expected an I/O error naming the path, got {other:?}"),
+    }
+    sink.emit(&Event::new("still-written"));
+    assert_eq!((sink.written(), sink.errors()), (1, 0));
+}
+
 #[test]
 fn the_tracing_sink_tells_host_events_from_ours_by_type() {
     let logged = common::Logged::default();

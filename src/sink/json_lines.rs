@@ -5,6 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -33,6 +35,14 @@ use crate::sink::EventSink;
 ///   it is ended with a newline at once, or, if that cannot be written
 ///   either, the next line written starts with one: the lines after it stay
 ///   whole, and a reader meets one broken line, the lost event's.
+/// - It follows its path through a rotation: at most once a second (see
+///   [`check_path_every`](JsonLinesSink::check_path_every)) a write first
+///   looks at the path, and if the file there is no longer the one it has
+///   open (renamed away, or removed), it opens the path again, making the
+///   file if none is there. Lines from the moment of the rotation to the
+///   next check go to the renamed file, none is lost. A host that rotates
+///   on a signal calls [`reopen`](JsonLinesSink::reopen). A `copytruncate`
+///   rotation needs neither: appends go to the end of the truncated file.
 ///
 /// # Limitations
 ///
@@ -40,8 +50,16 @@ use crate::sink::EventSink;
 /// loss. On network file systems appends are not atomic.
 #[derive(Debug)]
 pub struct JsonLinesSink {
-    file: File,
+    /// The file lines go to, swapped by a reopen. Writers share it: each
+    /// line is one appending `write`, whoever else writes.
+    file: RwLock<Arc<File>>,
     path: PathBuf,
+    /// How often a write looks at the path for a rotation.
+    check_every: Duration,
+    /// When this sink was opened: the origin of `next_check`.
+    opened: Instant,
+    /// Nanoseconds after `opened` at which the next write looks at the path.
+    next_check: AtomicU64,
     pid: u32,
     written: AtomicU64,
     errors: AtomicU64,
@@ -67,24 +85,76 @@ impl JsonLinesSink {
     /// [`Error::Io`] if the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> Result<JsonLinesSink> {
         let path = path.as_ref();
-        let mut options = OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options
-            .open(path)
-            .map_err(|e| Error::io("open for appending", path, e))?;
+        let file = open_appending(path)?;
+        let check_every = DEFAULT_CHECK_EVERY;
         Ok(JsonLinesSink {
-            file,
+            file: RwLock::new(Arc::new(file)),
             path: path.to_owned(),
+            check_every,
+            opened: Instant::now(),
+            next_check: AtomicU64::new(nanos(check_every)),
             pid: std::process::id(),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             torn: AtomicBool::new(false),
         })
+    }
+
+    /// Sets how often a write looks at the path for a rotation (every
+    /// second unless set; `Duration::ZERO` looks before every line, at the
+    /// cost of a `stat` each; `Duration::MAX` never looks).
+    #[must_use]
+    pub fn check_path_every(mut self, every: Duration) -> JsonLinesSink {
+        self.check_every = every;
+        let since_open = nanos(self.opened.elapsed());
+        self.next_check
+            .store(since_open.saturating_add(nanos(every)), Ordering::Relaxed);
+        self
+    }
+
+    /// Opens the path again at once (making the file if none is there), and
+    /// writes every later line there: for a host that rotates the file and
+    /// then signals the process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if it cannot be opened; the sink then
+    /// goes on writing to the file it had.
+    pub fn reopen(&self) -> Result<()> {
+        let file = open_appending(&self.path)?;
+        let mut current = self.file.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(file);
+        // A fragment left in the old file is that file's.
+        self.torn.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// The file to write the next line to: the open one, unless a look at
+    /// the path is due and finds another file there (or none).
+    fn current(&self) -> Arc<File> {
+        let file = Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner));
+        let due = self.next_check.load(Ordering::Relaxed);
+        let now = nanos(self.opened.elapsed());
+        if now < due
+            || self
+                .next_check
+                .compare_exchange(
+                    due,
+                    now.saturating_add(nanos(self.check_every)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            // Not due, or another writer is looking.
+            return file;
+        }
+        if still_at(&file, &self.path) || self.reopen().is_err() {
+            // A path that cannot be opened now is looked at again at the
+            // next check; until then lines go where they went.
+            return file;
+        }
+        Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The file it appends to.
@@ -108,6 +178,7 @@ impl JsonLinesSink {
             pid: self.pid,
             event,
         };
+        let file = self.current();
         let torn = self.torn.load(Ordering::Acquire);
         let mut buf = Vec::with_capacity(256);
         if torn {
@@ -118,7 +189,7 @@ impl JsonLinesSink {
         loop {
             // One write call for the whole line: a second call could let
             // another process's line in between.
-            match (&self.file).write(&buf) {
+            match (&*file).write(&buf) {
                 Ok(n) if n == buf.len() => {
                     if torn {
                         self.torn.store(false, Ordering::Release);
@@ -131,7 +202,7 @@ impl JsonLinesSink {
                     // the next line's first byte. Nothing written leaves
                     // things as they were.
                     if n > 0 {
-                        let ended = matches!((&self.file).write(b"\n"), Ok(1));
+                        let ended = matches!((&*file).write(b"\n"), Ok(1));
                         self.torn.store(!ended, Ordering::Release);
                     }
                     return Err(io::Error::new(
@@ -144,6 +215,50 @@ impl JsonLinesSink {
             }
         }
     }
+}
+
+/// How often a write looks at the path unless set.
+const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+fn open_appending(path: &Path) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .map_err(|e| Error::io("open for appending", path, e))
+}
+
+/// Whether the file at `path` is `file` (or cannot be told: a failed look
+/// that is not "not found" keeps the file it has).
+fn still_at(file: &File, path: &Path) -> bool {
+    let there = match std::fs::metadata(path) {
+        Ok(there) => there,
+        Err(e) => return e.kind() != io::ErrorKind::NotFound,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match file.metadata() {
+            Ok(open) => open.dev() == there.dev() && open.ino() == there.ino(),
+            Err(_) => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // No stable file identity: only a removed file is seen.
+        let _ = (file, there);
+        true
+    }
+}
+
+/// `d` in nanoseconds, saturating (`Duration::MAX` is "never").
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl EventSink for JsonLinesSink {
