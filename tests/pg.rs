@@ -1271,15 +1271,36 @@ mod mcp_servers {
 }
 
 #[test]
+fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
+    // The feed connects on its first wait (never on the subscriber's
+    // thread, which may drive an async runtime): a write made before that
+    // is named by no notice, so that wait must say changes may be missed.
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("feed_first");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    let early = b.create(NewTask::new()).unwrap();
+    match feed.wait(Duration::from_millis(100)) {
+        taskstore::Changes::Missed => {}
+        taskstore::Changes::Tasks(ids) => assert!(
+            ids.contains(&early.id),
+            "the first wait named {ids:?}, not the task written before it"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
 fn the_change_feed_names_every_task_another_handle_writes() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("feed");
     let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
     let mut feed = a.changes().expect("a PgStore has a change feed");
-    // The first wait connects and listens.
+    // The first wait connects and listens, and cannot know what was written
+    // before it did.
     assert_eq!(
         feed.wait(Duration::from_millis(10)),
-        taskstore::Changes::Tasks(Vec::new())
+        taskstore::Changes::Missed
     );
     let one = b.create(NewTask::new()).unwrap();
     let two = b.create(NewTask::new()).unwrap();

@@ -5,6 +5,9 @@
 //! transaction (so a notice arrives only for a committed write, after it).
 //! A lost connection is reopened on the next wait, and the wait that
 //! reopens it reports [`Changes::Missed`]: notices sent meanwhile are gone.
+//! The first connection is made on the first wait too, and reports the
+//! same: writes between [`changes`](crate::TaskStore::changes) and that
+//! wait sent notices to no one.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -24,12 +27,10 @@ pub(crate) struct Listener {
     config: Config,
     channel: String,
     client: Option<Client>,
-    /// Whether notices may have been missed since the last wait: true until
-    /// the first `LISTEN` and after every lost connection.
+    /// Whether notices may have been missed since the last wait: set by
+    /// every `LISTEN`, the first included (notices sent before it reached
+    /// no one), and by every lost connection.
     missed: bool,
-    /// Whether the first connection is still to be made: the first `LISTEN`
-    /// starts the feed, it does not report a gap.
-    first: bool,
 }
 
 impl Listener {
@@ -41,7 +42,6 @@ impl Listener {
             channel,
             client: None,
             missed: false,
-            first: true,
         }
     }
 
@@ -50,10 +50,7 @@ impl Listener {
         let quoted = self.channel.replace('"', "\"\"");
         client.batch_execute(&format!("LISTEN \"{quoted}\""))?;
         self.client = Some(client);
-        if !self.first {
-            self.missed = true;
-        }
-        self.first = false;
+        self.missed = true;
         Ok(())
     }
 
