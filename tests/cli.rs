@@ -1849,6 +1849,19 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     assert!(stderr(&out).contains("unit"), "{}", stderr(&out));
     run_expect(Some(&dir), &["list", "--status", "done"], 2);
     run_expect(Some(&dir), &["list", "--limit", "0"], 2);
+    // Running tasks never have a terminal status: an empty table would
+    // read as "none", where the question has no answer.
+    for status in ["completed", "failed", "cancelled"] {
+        // Said before any store is looked for.
+        let nowhere = tmp.path().join("nowhere");
+        let out = run_expect(Some(&nowhere), &["list", "--active", "--status", status], 2);
+        assert!(
+            stderr(&out).contains("--active") && stderr(&out).contains(status),
+            "{status}: {}",
+            stderr(&out)
+        );
+    }
+    run_expect(Some(&dir), &["list", "--active", "--status", "working"], 0);
     run_expect(Some(&dir), &["repair", "--apply", "--dry-run"], 2);
     run_expect(Some(&dir), &["show", "../etc"], 2);
     // A cursor only the store can judge is a usage error all the same,

@@ -156,6 +156,9 @@ fn main() -> ExitCode {
             ..cli
         }
     };
+    if let Command::List(args) = &cli.command {
+        args.check();
+    }
     let result = match &cli.command {
         Command::Tail(args) => tail::run(args),
         command => target(&cli).and_then(|target| run(command, &target)),

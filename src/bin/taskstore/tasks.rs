@@ -35,6 +35,22 @@ pub struct ListArgs {
     json: bool,
 }
 
+impl ListArgs {
+    /// Exits with a usage error for flags that ask what has no answer,
+    /// before any store is opened.
+    pub fn check(&self) {
+        if let Some(status) = self.status.filter(|s| s.is_terminal())
+            && self.active
+        {
+            crate::usage(&format!(
+                "--active lists running tasks, which are never {}: drop --active \
+                 to list finished ones",
+                status.as_str()
+            ));
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The task's id.
