@@ -206,3 +206,80 @@ fn host_events_named_like_ours_are_host_events() {
         1
     );
 }
+
+/// Passes events on to a `MetricsSink` under `recorded` (on any thread),
+/// holding up the first `breaker.opened` until told to go on.
+struct HoldsUpTheOpening {
+    inner: MetricsSink,
+    recorded: Arc<Recorded>,
+    /// Set by the held-up emit once it is waiting; then `go` lets it on.
+    held: Mutex<bool>,
+    wake: std::sync::Condvar,
+    go: Mutex<bool>,
+}
+
+impl EventSink for HoldsUpTheOpening {
+    fn emit(&self, event: &Event) {
+        if event.kind.as_str() == "breaker.opened" {
+            *self.held.lock().unwrap() = true;
+            self.wake.notify_all();
+            let mut go = self.go.lock().unwrap();
+            while !*go {
+                go = self.wake.wait(go).unwrap();
+            }
+        }
+        metrics::with_local_recorder(&*self.recorded, || self.inner.emit(event));
+    }
+}
+
+#[test]
+fn the_state_gauge_follows_the_breakers_last_transition_whatever_order_events_arrive_in() {
+    // Transitions are made under the breaker's lock and told to the sink
+    // after it, so two threads' transitions can reach the sink in the
+    // other order: here the opening arrives after the reset that followed
+    // it. The gauge must still say closed.
+    let recorded = Arc::new(Recorded::default());
+    let sink = Arc::new(HoldsUpTheOpening {
+        inner: MetricsSink::new(),
+        recorded: Arc::clone(&recorded),
+        held: Mutex::new(false),
+        wake: std::sync::Condvar::new(),
+        go: Mutex::new(false),
+    });
+    let registry = BreakerRegistry::new(BreakerConfig::default().consecutive_failures(1))
+        .unwrap()
+        .with_sink(sink.clone());
+    let breaker = registry.breaker("db").unwrap();
+    let tripping = {
+        let breaker = breaker.clone();
+        std::thread::spawn(move || {
+            let _ = breaker.call(|| Err::<(), _>("down"));
+        })
+    };
+    let mut held = sink.held.lock().unwrap();
+    while !*held {
+        held = sink.wake.wait(held).unwrap();
+    }
+    drop(held);
+    // The breaker is open; its event is on its way. Reset it meanwhile.
+    breaker.reset();
+    *sink.go.lock().unwrap() = true;
+    sink.wake.notify_all();
+    tripping.join().unwrap();
+    assert_eq!(breaker.state(), taskstore::BreakerState::Closed);
+    assert_eq!(
+        recorded.gauge("taskstore_breaker_state{breaker=db}"),
+        Some(0.0),
+        "the gauge must show the breaker closed, as it is"
+    );
+    // Both transitions are still counted.
+    let transitions = |kind: &str| {
+        recorded.counter(&format!(
+            "taskstore_breaker_transitions_total{{breaker=db,kind={kind}}}"
+        ))
+    };
+    assert_eq!(
+        (transitions("breaker.opened"), transitions("breaker.reset")),
+        (1, 1)
+    );
+}

@@ -231,10 +231,15 @@ impl Breaker {
         let mut inner = self.lock();
         let from = inner.state.public();
         let event = (from != BreakerState::ForcedOpen).then(|| {
-            inner.set_state(&self.core, State::ForcedOpen { opened_at: now });
-            self.core
-                .event(BreakerEventKind::ForcedOpen, from)
-                .field("trips", inner.trips)
+            let trips = inner.trips;
+            inner
+                .set_state(
+                    &self.core,
+                    State::ForcedOpen { opened_at: now },
+                    BreakerEventKind::ForcedOpen,
+                    from,
+                )
+                .field("trips", trips)
         });
         drop(inner);
         self.core.env.emit(event);
@@ -247,11 +252,9 @@ impl Breaker {
         inner.window.clear();
         inner.consecutive_failures = 0;
         inner.trips = 0;
-        inner.set_state(&self.core, State::Closed);
+        let event = inner.set_state(&self.core, State::Closed, BreakerEventKind::Reset, from);
         drop(inner);
-        self.core
-            .env
-            .emit(Some(self.core.event(BreakerEventKind::Reset, from)));
+        self.core.env.emit(Some(event));
     }
 
     /// Ends `ticket` as `settlement` says. The one settle path of both

@@ -14,6 +14,11 @@ use crate::clock::Clock;
 use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event, TripReason};
 use crate::sink::Notifier;
 
+/// Every breaker transition of this process, numbered: a breaker's
+/// generations are taken from it, so they only go up, for one breaker and
+/// across breakers that share a name.
+static TRANSITIONS: AtomicU64 = AtomicU64::new(0);
+
 /// What a breaker shares with its registry: the clock, and the sink with its
 /// panic count.
 pub(crate) struct Env {
@@ -71,6 +76,8 @@ pub(super) struct Core {
 pub(super) struct Inner {
     pub state: State,
     /// Goes up with every transition; permits of an older one are stale.
+    /// Drawn from [`TRANSITIONS`], so that it also orders this breaker's
+    /// events after those of any breaker of the same name made before it.
     pub generation: u64,
     pub window: Window,
     pub consecutive_failures: u32,
@@ -161,11 +168,6 @@ impl Core {
         }
     }
 
-    /// A transition of this breaker out of `from`.
-    pub fn event(&self, kind: BreakerEventKind, from: BreakerState) -> Event {
-        Event::breaker(kind, &self.name, from)
-    }
-
     /// Whether the window's failure rate trips the breaker: at least
     /// `minimum_calls` calls and failures / calls `>= failure_rate_threshold`.
     fn rate_trips(&self, totals: Totals) -> bool {
@@ -200,18 +202,29 @@ fn fewest_failures(calls: u64, threshold: f64) -> u64 {
 }
 
 impl Inner {
-    pub fn set_state(&mut self, core: &Core, state: State) {
+    /// Makes the transition `kind` into `state`, and returns its event,
+    /// stamped with the new generation (sinks that keep only the latest
+    /// state order one breaker's events by it: they are told outside the
+    /// lock, and may arrive in another order).
+    pub fn set_state(
+        &mut self,
+        core: &Core,
+        state: State,
+        kind: BreakerEventKind,
+        from: BreakerState,
+    ) -> Event {
         // Before the generation moves on: a success settled without the lock
         // from now on is of a generation no longer quiet.
         self.set_quiet(core, false);
         self.state = state;
-        self.generation += 1;
+        self.generation = TRANSITIONS.fetch_add(1, Ordering::Relaxed) + 1;
         let closed = if matches!(state, State::Closed) {
             self.generation
         } else {
             u64::MAX
         };
         core.closed_generation.store(closed, Ordering::Release);
+        Event::breaker(kind, &core.name, from).with_breaker_generation(self.generation)
     }
 
     /// Publishes whether a success of the current generation changes
@@ -253,16 +266,18 @@ impl Inner {
         if now.get() < until_nanos {
             return None;
         }
-        self.set_state(
+        let event = self.set_state(
             core,
             State::HalfOpen {
                 opened_at,
                 in_flight: 0,
                 successes: 0,
             },
+            BreakerEventKind::HalfOpened,
+            BreakerState::Open,
         );
         Some(
-            core.event(BreakerEventKind::HalfOpened, BreakerState::Open)
+            event
                 .field("opened_at", rfc3339(opened_at))
                 .field("open_for_ms", millis(until - opened_at))
                 .field("trips", self.trips)
@@ -295,8 +310,8 @@ impl Inner {
                     self.set_quiet(core, quiet);
                     return None;
                 };
-                let event = core.event(BreakerEventKind::Opened, BreakerState::Closed);
-                Some(self.trip(core, now.get(), event, reason, totals))
+                let opened = (BreakerEventKind::Opened, BreakerState::Closed);
+                Some(self.trip(core, now.get(), opened, reason, totals))
             }
             State::HalfOpen {
                 in_flight,
@@ -315,8 +330,8 @@ impl Inner {
                         failures: 1,
                         slow: u64::from(verdict == Verdict::Slow),
                     };
-                    let event = core.event(BreakerEventKind::Reopened, BreakerState::HalfOpen);
-                    return Some(self.trip(core, now.get(), event, reason, totals));
+                    let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
+                    return Some(self.trip(core, now.get(), reopened, reason, totals));
                 }
                 *successes += 1;
                 if *successes < config.probe_successes_to_close {
@@ -327,9 +342,14 @@ impl Inner {
                 self.window.clear();
                 self.consecutive_failures = 0;
                 self.trips = 0;
-                self.set_state(core, State::Closed);
+                let event = self.set_state(
+                    core,
+                    State::Closed,
+                    BreakerEventKind::Closed,
+                    BreakerState::HalfOpen,
+                );
                 Some(
-                    core.event(BreakerEventKind::Closed, BreakerState::HalfOpen)
+                    event
                         .field("probe_successes", successes)
                         .field("trips", trips),
                 )
@@ -339,12 +359,13 @@ impl Inner {
         }
     }
 
-    /// Opens the breaker at `now` (Unix nanoseconds); `event` gets the numbers.
+    /// Opens the breaker at `now` (Unix nanoseconds) by the transition
+    /// `(kind, from)`; its event gets the numbers.
     fn trip(
         &mut self,
         core: &Core,
         now: i128,
-        event: Event,
+        (kind, from): (BreakerEventKind, BreakerState),
         reason: TripReason,
         totals: Totals,
     ) -> Event {
@@ -360,19 +381,20 @@ impl Inner {
                 until,
                 until_nanos: until.unix_timestamp_nanos(),
             },
-        );
-        event
-            .field("reason", reason.as_str())
-            .field("calls", totals.calls)
-            .field("failures", totals.failures)
-            .field("slow_calls", totals.slow)
-            .field("failure_rate", totals.failure_rate())
-            .field("failure_rate_threshold", core.config.failure_rate_threshold)
-            .field("minimum_calls", core.config.minimum_calls)
-            .field("consecutive_failures", self.consecutive_failures)
-            .field("trips", self.trips)
-            .field("open_for_ms", millis(open_for))
-            .field("retry_at", rfc3339(until))
+            kind,
+            from,
+        )
+        .field("reason", reason.as_str())
+        .field("calls", totals.calls)
+        .field("failures", totals.failures)
+        .field("slow_calls", totals.slow)
+        .field("failure_rate", totals.failure_rate())
+        .field("failure_rate_threshold", core.config.failure_rate_threshold)
+        .field("minimum_calls", core.config.minimum_calls)
+        .field("consecutive_failures", self.consecutive_failures)
+        .field("trips", self.trips)
+        .field("open_for_ms", millis(open_for))
+        .field("retry_at", rfc3339(until))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::task::Task;
 
 /// The data key of a breaker event that holds the breaker's name.
 const BREAKER: &str = "breaker";
+const GENERATION: &str = "generation";
 
 /// One thing that happened: a task transition, a breaker transition, or
 /// anything a host pushes.
@@ -137,6 +138,26 @@ impl Event {
             EventKind::Breaker(_) => self.data.get(BREAKER)?.as_str(),
             _ => None,
         }
+    }
+
+    /// The generation a breaker's transition put it in; `None` for other
+    /// events (and for breaker events made without one, by a host).
+    ///
+    /// A breaker's generations only go up, also across breakers of the same
+    /// name in one process. Breakers tell their sinks outside their lock,
+    /// so two threads' transitions can arrive in the other order: a sink
+    /// that keeps a breaker's latest state keeps the event of the highest
+    /// generation, as [`MetricsSink`](crate::MetricsSink) does.
+    pub fn breaker_generation(&self) -> Option<u64> {
+        match self.kind {
+            EventKind::Breaker(_) => self.data.get(GENERATION)?.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// Stamps a breaker event with the generation of its transition.
+    pub(crate) fn with_breaker_generation(self, generation: u64) -> Event {
+        self.field(GENERATION, generation)
     }
 
     /// Sets where the transition came from.

@@ -1,5 +1,8 @@
 //! [`MetricsSink`]: events as `metrics` counters and gauges.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::events::{BreakerState, CallOutcome, Event, EventKind};
 use crate::sink::EventSink;
 
@@ -10,7 +13,9 @@ use crate::sink::EventSink;
 /// - `taskstore_breaker_transitions_total{breaker, kind}`: a counter per
 ///   breaker transition;
 /// - `taskstore_breaker_state{breaker}`: a gauge, `0` closed, `1` half-open,
-///   `2` open, `3` forced open;
+///   `2` open, `3` forced open: the state of the breaker's latest transition
+///   by [generation](Event::breaker_generation), whatever order two
+///   threads' transitions reach the sink in;
 /// - `taskstore_breaker_calls_total{breaker, outcome}`: a counter per call
 ///   verdict (`success`, `failure`, `slow`) and rejection (`rejected`);
 /// - `taskstore_events_total{kind}`: every host event.
@@ -19,13 +24,37 @@ use crate::sink::EventSink;
 /// `"task.foo"` is a host event.
 ///
 /// Available with the `metrics` cargo feature.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MetricsSink;
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSink {
+    /// The highest generation whose state the gauge shows, per breaker.
+    /// Clones share it, as they share the gauges.
+    shown: Arc<Mutex<HashMap<String, u64>>>,
+}
 
 impl MetricsSink {
     /// A metrics sink.
     pub fn new() -> MetricsSink {
-        MetricsSink
+        MetricsSink::default()
+    }
+
+    /// Sets the state gauge of `breaker` to `state`, unless it already
+    /// shows a later transition's.
+    fn show(&self, breaker: &str, generation: Option<u64>, state: BreakerState) {
+        // Two numbers per breaker, never left half-written.
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(generation) = generation {
+            match shown.get_mut(breaker) {
+                Some(latest) if *latest >= generation => return,
+                Some(latest) => *latest = generation,
+                None => {
+                    shown.insert(breaker.to_owned(), generation);
+                }
+            }
+        }
+        // Set under the lock: a later transition's value is never
+        // overwritten by this one's.
+        metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.to_owned())
+            .set(gauge(state));
     }
 }
 
@@ -48,8 +77,7 @@ impl EventSink for MetricsSink {
             }
             EventKind::Breaker(kind) => {
                 let breaker = event.breaker_name().unwrap_or("").to_owned();
-                metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.clone())
-                    .set(gauge(kind.state_after()));
+                self.show(&breaker, event.breaker_generation(), kind.state_after());
                 metrics::counter!(
                     "taskstore_breaker_transitions_total",
                     "breaker" => breaker,
