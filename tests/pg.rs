@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::conformance::{self, Setup};
 use taskstore::{
-    Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, TaskEventKind, TaskId, TaskStatus,
-    TaskStore, TaskUpdate, TimeSource, Transition,
+    Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, Task, TaskEventKind, TaskId,
+    TaskStatus, TaskStore, TaskUpdate, TimeSource, Transition,
 };
 
 use common::{Rng, role, spawn, wait_until};
@@ -1267,6 +1267,62 @@ mod mcp_servers {
         let again = launch("A").start().await;
         let b = launch("B").start().await;
         assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
+    }
+}
+
+#[test]
+fn a_claim_whose_reply_is_lost_after_the_commit_reports_what_it_claimed() {
+    // A batch whose connection drops after the server committed it: the
+    // per-task writes tried after it find every task moved on (by the
+    // batch itself). Taken for "changed by another", the claim reported
+    // nothing, and the tasks stayed owned by this handle with no run.
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_reply");
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let tasks: Vec<Task> = (0..3)
+        .map(|i| {
+            dead.create(NewTask::new().resumable("k", json!(i)))
+                .unwrap()
+        })
+        .collect();
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let heir = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("heir")
+        .open()
+        .unwrap();
+    let lapsed = tasks
+        .iter()
+        .filter_map(|t| t.lease_expires_at)
+        .max()
+        .unwrap();
+    wait_until("the dead owner's leases to lapse", || heir.now() > lapsed);
+    // The batch is the one statement that names two of the tasks.
+    proxy.arm(&[tasks[0].id.as_str(), tasks[1].id.as_str()]);
+    let claimed = heir.claim(&["k"]).unwrap();
+    assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
+    let mut ids: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    ids.sort();
+    let mut want: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "every task the batch claimed is reported claimed"
+    );
+    for task in &tasks {
+        let stored = dead.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.owner.as_deref(), stored.epoch),
+            (Some("heir"), 2),
+            "{}",
+            task.id
+        );
     }
 }
 

@@ -578,10 +578,23 @@ impl Backend for PgBackend {
         if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
             return swaps.iter().map(|(c, n)| self.replace(c, n)).collect();
         }
-        // A failed batch (a deadlock with another host's batch, a task
-        // out of range) changed nothing: each task goes on its own.
-        self.try_replace_all(swaps)
-            .unwrap_or_else(|_| swaps.iter().map(|(c, n)| self.replace(c, n)).collect())
+        // A batch the server refused (a deadlock with another host's batch,
+        // a task out of range) changed nothing: each task goes on its own.
+        // One whose connection was lost may have committed before the reply
+        // was: a task then found stored as the batch was to write it was
+        // written by the batch, and is done.
+        self.try_replace_all(swaps).unwrap_or_else(|_| {
+            swaps
+                .iter()
+                .map(|(current, next)| match self.replace(current, next) {
+                    Ok(Swap::Changed(Some(stored))) if stored == *next.task() => {
+                        self.recent.remember(next.task(), next.json().len());
+                        Ok(Swap::Done)
+                    }
+                    other => other,
+                })
+                .collect()
+        })
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {

@@ -268,3 +268,148 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A proxy on a Unix socket of its own in front of a cluster, that loses one
+/// reply after the server committed: once [armed](LosesAReply::arm), the
+/// first statement whose bytes name every marker goes through to the server,
+/// the server's whole answer to it (up to its `ReadyForQuery`, sent after
+/// the commit) is swallowed, and that connection is cut. Every other byte
+/// goes through as it came.
+pub struct LosesAReply {
+    dir: tempfile::TempDir,
+    /// The markers a statement must name to be the one, and which arming
+    /// this is (a connection matches bytes sent since the latest only).
+    armed: std::sync::Arc<Mutex<Armed>>,
+    cuts: std::sync::Arc<AtomicUsize>,
+}
+
+/// Which arming this is, and the markers the statement must name (none
+/// once it was met).
+type Armed = (u64, Option<Vec<Vec<u8>>>);
+
+impl LosesAReply {
+    /// Listens in a fresh directory, passing connections on to `cluster`.
+    pub fn start(cluster: &Cluster) -> LosesAReply {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join(".s.PGSQL.5432")).unwrap();
+        let upstream = cluster.dir.join(".s.PGSQL.5432");
+        let proxy = LosesAReply {
+            dir,
+            armed: Default::default(),
+            cuts: Default::default(),
+        };
+        let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
+        std::thread::spawn(move || {
+            // Ends with the test process.
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::os::unix::net::UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                relay(client, server, armed.clone(), cuts.clone());
+            }
+        });
+        proxy
+    }
+
+    /// A connection string through the proxy.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port=5432 user=postgres dbname=postgres",
+            self.dir.path().display()
+        )
+    }
+
+    /// Loses the reply to the next statement that names every one of
+    /// `markers` (on any connection).
+    pub fn arm(&self, markers: &[&str]) {
+        let mut armed = self.armed.lock().unwrap();
+        armed.0 += 1;
+        armed.1 = Some(markers.iter().map(|m| m.as_bytes().to_vec()).collect());
+    }
+
+    /// How many replies it lost.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Relays one connection both ways on two threads.
+fn relay(
+    mut client: std::os::unix::net::UnixStream,
+    mut server: std::os::unix::net::UnixStream,
+    armed: std::sync::Arc<Mutex<Armed>>,
+    cuts: std::sync::Arc<AtomicUsize>,
+) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::sync::atomic::AtomicBool;
+    let doomed = std::sync::Arc::new(AtomicBool::new(false));
+    let (mut to_server, mut from_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let doomed_up = doomed.clone();
+    std::thread::spawn(move || {
+        // The bytes this connection sent since the arming it last saw.
+        let (mut seen, mut window) = (0, Vec::new());
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match from_client.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to_server.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => n,
+            };
+            {
+                let mut armed = armed.lock().unwrap();
+                if armed.0 != seen {
+                    (seen, window) = (armed.0, Vec::new());
+                }
+                if let Some(markers) = &armed.1 {
+                    window.extend_from_slice(&buf[..n]);
+                    if markers.iter().all(|m| contains(&window, m)) {
+                        armed.1 = None;
+                        doomed_up.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            if to_server.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut swallowed = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match server.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = client.shutdown(Shutdown::Both);
+                    return;
+                }
+                Ok(n) => n,
+            };
+            if doomed.load(Ordering::SeqCst) {
+                // ReadyForQuery: type 'Z', length 5. The statement is
+                // committed by now; its answer never reaches the client.
+                swallowed.extend_from_slice(&buf[..n]);
+                if contains(&swallowed, b"Z\0\0\0\x05") {
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                continue;
+            }
+            if client.write_all(&buf[..n]).is_err() {
+                let _ = server.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    });
+}
