@@ -236,3 +236,64 @@ fn a_leftover_of_an_interrupted_compaction_is_removed_and_loses_nothing() {
     assert!(!leftover.exists());
     assert_eq!(store.get(&task.id).unwrap(), Some(task));
 }
+
+#[test]
+fn a_repair_applies_to_the_directories_a_compaction_made_meanwhile() {
+    // A check opens the store's directories without being a handle. An open
+    // alone may then compact `active/` into a new directory: a repair
+    // applied through the old one would act on names that are gone, and
+    // leave the problem where it is now.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let tasks: Vec<Task> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap())
+        .collect();
+    let active = dir.path().join("active");
+    let grown = fs::metadata(&active).unwrap().size();
+    if grown < 64 * 1024 {
+        eprintln!("file_format: this file system shrinks directories; nothing to compact");
+        return;
+    }
+    for task in &tasks[1..] {
+        assert!(store.delete(&task.id).unwrap());
+    }
+    drop(store);
+    let bad = TaskId::new();
+    fs::write(active.join(format!("{bad}.json")), b"not a task").unwrap();
+
+    let check = taskstore::FileCheck::open(dir.path()).unwrap();
+    // An open while the check lives is not alone: it compacts nothing.
+    drop(FileStore::open(dir.path()).unwrap());
+    let repairs = check.repair(false).unwrap();
+    let set_aside: Vec<_> = repairs
+        .repairs
+        .iter()
+        .filter(|r| r.problem.id.as_ref() == Some(&bad))
+        .filter(|r| !matches!(r.action, taskstore::RepairAction::SetMode { .. }))
+        .map(|r| (r.action.clone(), r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        set_aside,
+        [(
+            taskstore::RepairAction::SetAside,
+            taskstore::RepairOutcome::Done
+        )],
+        "{repairs:?}"
+    );
+    assert!(
+        !active.join(format!("{bad}.json")).exists(),
+        "the unreadable file is no longer in active/"
+    );
+    // Once the check is gone, an open alone compacts as before.
+    drop(check);
+    let store = FileStore::open(dir.path()).unwrap();
+    assert!(
+        fs::metadata(&active).unwrap().size() * 8 < grown,
+        "an open alone compacts active/ once no check holds it"
+    );
+    assert_eq!(store.get(&tasks[0].id).unwrap().as_ref(), Some(&tasks[0]));
+}

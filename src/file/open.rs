@@ -143,7 +143,10 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
 
 /// The handles lock, opened (created if missing); `None` on a store that
 /// cannot be written where it is missing.
-fn handles_lock(fs: &Fs, locks: &Dir) -> Result<Option<(std::fs::File, std::path::PathBuf)>> {
+pub(super) fn handles_lock(
+    fs: &Fs,
+    locks: &Dir,
+) -> Result<Option<(std::fs::File, std::path::PathBuf)>> {
     let name = OsStr::new(HANDLES_LOCK);
     let path = locks.join(name);
     match fs.open_lock_file(locks, name) {

@@ -28,7 +28,7 @@ use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
 use crate::file::layout::{self, Area, DIRS, MARKER, RootName, STORE_FORMAT};
 use crate::file::lock::StripeLocks;
-use crate::file::open::root_error;
+use crate::file::open::{handles_lock, root_error};
 use crate::file::problem::{
     DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
 };
@@ -116,8 +116,13 @@ struct PeekTask {
 }
 
 impl FileCheck {
-    /// Opens the store at `root` to check it, creating nothing and changing
-    /// nothing.
+    /// Opens the store at `root` to check it, changing nothing.
+    ///
+    /// Like a handle, it holds `locks/handles.lock` shared for its life
+    /// (making the lock file if missing and the store can be written), taken
+    /// before it opens the store's directories: an open meanwhile is not
+    /// alone, so it compacts no directory the check has open, and one that
+    /// moves a store of an older format waits until the check is dropped.
     ///
     /// # Errors
     ///
@@ -139,6 +144,18 @@ impl FileCheck {
                     "holds no {MARKER} and none of the store's directories: not a store"
                 ),
             });
+        }
+        // Shared, as a handle holds it, before the areas are opened: an
+        // open alone (which compacts an area into a new directory) cannot
+        // come between, and the areas opened are the ones in use for as
+        // long as the check lives.
+        let handles = match fs.open_dir(&root_dir, OsStr::new("locks")) {
+            Ok(locks) => handles_lock(&fs, &locks)?,
+            Err(_) => None,
+        };
+        if let Some((file, path)) = &handles {
+            fs.lock_shared(file, path)
+                .map_err(|e| Error::io("lock", path, e))?;
         }
         let open = |name: &str| fs.open_dir(&root_dir, OsStr::new(name)).ok();
         let dirs = (
@@ -184,9 +201,7 @@ impl FileCheck {
                     reclaimer: Default::default(),
                     pending_removals: Default::default(),
                     moves_settled_at: Default::default(),
-                    // A check is no handle: it never holds the handles lock,
-                    // so it never keeps an exclusive open from compacting.
-                    handles: None,
+                    handles,
                     // A check resolves no copies: any task may have two.
                     unresolved: Default::default(),
                     large_pass: crate::file::parallel::MIN_SHARED,
