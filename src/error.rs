@@ -26,6 +26,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A new task was refused before anything was written: what it asked
+    /// for cannot be kept (a TTL under a millisecond, which would have it
+    /// expired the instant it was made).
+    #[error("task {id} refused: {reason}")]
+    InvalidTask {
+        /// The id it would have had.
+        id: TaskId,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// The task does not exist, or has expired.
     #[error("task {id} not found (missing or expired)")]
     NotFound {

@@ -26,7 +26,9 @@ pub trait TaskStore: Send + Sync {
     ///
     /// [`Error::AlreadyExists`] for a taken host-chosen id,
     /// [`Error::TooManyActive`] at the active-task cap,
-    /// [`Error::PayloadTooLarge`] over the payload cap; nothing is changed.
+    /// [`Error::PayloadTooLarge`] over the payload cap,
+    /// [`Error::InvalidTask`] for a TTL under a millisecond; nothing is
+    /// changed.
     fn create(&self, new: NewTask) -> Result<Task>;
 
     /// The task, or `Ok(None)` if it is missing or expired.

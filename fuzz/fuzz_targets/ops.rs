@@ -144,6 +144,7 @@ enum Refusal {
     TerminalStatusInUpdate { status: TaskStatus },
     InvalidQuery,
     InvalidCursor { shown: String },
+    InvalidTask,
 }
 
 type Want<T> = Result<T, Refusal>;
@@ -174,6 +175,10 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
             (Refusal::InvalidQuery, None)
         }
         Error::InvalidCursor { cursor } => (Refusal::InvalidCursor { shown: cursor }, None),
+        Error::InvalidTask { id, reason } => {
+            assert!(reason.contains("ttl"), "InvalidTask says why: {reason}");
+            (Refusal::InvalidTask, Some(id))
+        }
         other => panic!("an error the model never predicts: {other:?}"),
     }
 }
@@ -785,6 +790,11 @@ impl Run {
         host_id: Option<&TaskId>,
         now: OffsetDateTime,
     ) -> Want<()> {
+        // A TTL under a millisecond (kept as zero) would have the task
+        // expired when made: refused before anything else is looked at.
+        if want.ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(Refusal::InvalidTask);
+        }
         self.recorded(h, want, false)?;
         let mut freed = false;
         loop {

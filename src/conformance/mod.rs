@@ -150,6 +150,10 @@ where
         ),
         ("ttl_counts_from_creation", One(ttl_counts_from_creation)),
         (
+            "a_ttl_under_a_millisecond_is_refused",
+            One(a_ttl_under_a_millisecond_is_refused),
+        ),
+        (
             "sweep_deletes_expired_tasks",
             One(sweep_deletes_expired_tasks),
         ),

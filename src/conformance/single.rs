@@ -208,6 +208,27 @@ pub(super) fn ttl_counts_from_creation(store: &dyn TaskStore, setup: &Setup) {
     assert_eq!(again.revision, 1);
 }
 
+pub(super) fn a_ttl_under_a_millisecond_is_refused(store: &dyn TaskStore, _: &Setup) {
+    // It would be expired the instant it was made: accepted, and never
+    // read back.
+    for ttl in [Duration::ZERO, Duration::from_micros(999)] {
+        let id = TaskId::new();
+        match store.create(NewTask::new().id(id.clone()).ttl(ttl)) {
+            Err(Error::InvalidTask { id: named, reason }) => {
+                assert_eq!(named, id);
+                assert!(reason.contains("ttl"), "{reason}");
+            }
+            other => panic!("a TTL of {ttl:?}: expected InvalidTask, got {other:?}"),
+        }
+        assert_eq!(store.get(&id).unwrap(), None, "nothing was made");
+    }
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    let short = store
+        .create(NewTask::new().ttl(Duration::from_millis(1)))
+        .unwrap();
+    assert_eq!(store.get(&short.id).unwrap(), Some(short));
+}
+
 pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) {
     // With every kind of payload: a sweep reads its tasks without them.
     let short = store

@@ -1,7 +1,8 @@
 //! The census of a store: every task as a reader gets it, and what the
 //! store's files take (their blocks on disk, and their sizes), read without
-//! changing anything (no file set aside, no leftover cleaned, no lock
-//! taken).
+//! changing anything (no file set aside, no leftover cleaned, no stripe
+//! lock taken; the check holds the handles lock shared, as a handle
+//! does).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -86,7 +87,7 @@ impl FileCheck {
 
     /// Reads every task of the store as a reader gets it, and what its
     /// files take ([`Usage`]), calling `progress(done, total)` as it goes.
-    /// Changes nothing and takes no lock.
+    /// Changes nothing and takes no stripe lock.
     ///
     /// `active/` is read before `done/` (and `done/` listed after), as the
     /// store's listings do: a task that finishes during the census is met

@@ -13,6 +13,7 @@ mod preview;
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
@@ -279,7 +280,16 @@ impl<B: Backend> Store<B> {
 impl<B: Backend> TaskStore for Store<B> {
     fn create(&self, new: NewTask) -> Result<Task> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
+        // The time first, whatever comes of the call: a handle's time never
+        // goes back, and every call moves it on alike.
         let now = self.now();
+        if new.ttl.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
+            return Err(Error::InvalidTask {
+                id,
+                reason: "a ttl under 1 ms would have it expired the instant it was made: \
+                         give at least 1 ms, or none for no limit",
+            });
+        }
         let mut task = new.into_task(id.clone(), now);
         self.settings.lease.own(&mut task, now);
         let record: Record = self.settings.limits.record(task)?;

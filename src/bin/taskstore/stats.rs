@@ -1,7 +1,8 @@
 //! `stats`: what a store holds, now.
 //!
 //! A file store is read with [`FileCheck::census`]: every task file read
-//! once, nothing changed, no lock taken (a listing through the store would
+//! once, nothing changed (the check holds the handles lock shared, as a
+//! handle does, and takes no other) (a listing through the store would
 //! set unreadable files aside, and opening it would clean up after crashed
 //! writers). A PostgreSQL store is listed through its API, which changes
 //! nothing there.

@@ -45,7 +45,8 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 /// repair it ([`repair`](FileCheck::repair)) and count it
 /// ([`census`](FileCheck::census)), as `fsck` does.
 ///
-/// Opening creates nothing and recovers nothing: unlike
+/// Opening creates nothing (but the handles lock's file, if missing, which
+/// every open makes) and recovers nothing: unlike
 /// [`FileStore::open`](crate::FileStore::open), it leaves dead writers' temp
 /// files and the copies an interrupted terminal move left in place, so that
 /// `verify` can report them. Checking changes nothing (but for the empty
