@@ -1,6 +1,8 @@
 //! Bad input never panics and never spreads: invalid ids, and every kind of
 //! bad file where a task file should be.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use serde_json::json;
 use taskstore::backend::UnreadableAction;
 use taskstore::{Error, FileStore, ListQuery, NewTask, TaskId, TaskStore};
 
+use common::tree;
+
 fn quarantined(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(root.join("quarantine"))
         .unwrap()
@@ -16,22 +20,6 @@ fn quarantined(root: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn tree(root: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            out.push(path.clone());
-            if path.is_dir() && !path.is_symlink() {
-                walk(&path, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out);
-    out.sort();
-    out
 }
 
 #[test]

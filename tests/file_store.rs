@@ -1,6 +1,8 @@
 //! `FileStore` specifics: persistence across reopen, several handles as one
 //! store, history never read by open or "list active", crash leftovers.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -529,4 +531,45 @@ fn a_dropped_handle_leaves_no_parked_file_behind() {
     let store = FileStore::open(dir.path()).unwrap();
     let got = store.get(&task.id).unwrap().unwrap();
     assert_eq!((got.status, got.revision), (TaskStatus::Completed, 52));
+}
+
+#[test]
+fn repair_changes_nothing_in_a_store_of_a_newer_format() {
+    // `open` refuses a newer format rather than misread it; a repair must
+    // not apply this version's rules to its files either (a newer version's
+    // own files would be set aside as foreign, its temp files removed).
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let kept = store.create(NewTask::new()).unwrap();
+    drop(store);
+    let marker = dir.path().join("taskstore.json");
+    let text = fs::read_to_string(&marker).unwrap();
+    fs::write(&marker, text.replace("\"format\":2", "\"format\":3")).unwrap();
+    fs::write(dir.path().join("locks/leases.lock"), b"").unwrap();
+    fs::write(dir.path().join("active/index.v3"), b"{}").unwrap();
+    let before = common::tree_of(dir.path());
+
+    let check = taskstore::FileCheck::open(dir.path()).unwrap();
+    for dry_run in [true, false] {
+        let repairs = check.repair(dry_run).unwrap();
+        assert!(!repairs.repairs.is_empty(), "verify still reports");
+        for repair in &repairs.repairs {
+            assert!(
+                matches!(repair.action, taskstore::RepairAction::Leave { .. }),
+                "dry run {dry_run}: {repair}"
+            );
+        }
+        let marker_repair = repairs
+            .repairs
+            .iter()
+            .find(|r| r.problem.path == marker)
+            .expect("the marker is reported");
+        assert!(
+            marker_repair.to_string().contains("newer"),
+            "{marker_repair}"
+        );
+    }
+    drop(check);
+    assert_eq!(common::tree_of(dir.path()), before, "nothing changed");
+    let _ = kept;
 }

@@ -153,7 +153,9 @@ impl FileCheck {
     ///
     /// A newer-format or oversized task file, a running task in `done/`, a
     /// missing or unreadable marker or directory, and foreign names at the
-    /// store's root are left alone (see [`RepairAction::Leave`]). Each
+    /// store's root are left alone (see [`RepairAction::Leave`]); so is
+    /// every problem of a store whose marker names a newer format, which
+    /// this version does not open either. Each
     /// problem is judged again when it is acted on: one resolved meanwhile
     /// is skipped. One repair failing never stops the others.
     ///
@@ -166,11 +168,24 @@ impl FileCheck {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Repairs> {
         let report = self.verify_with(progress)?;
+        // A store of a newer format is read by this version's rules no
+        // more than `open` reads it: its files may all be right for it.
+        let newer = report
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::NewerFormat { .. }) && is_marker(&p.place));
         let mut repairs: Vec<Repair> = report
             .problems
             .into_iter()
             .map(|problem| {
-                let action = plan(&problem);
+                let action = if newer {
+                    RepairAction::Leave {
+                        reason: "the store is of a newer format (its marker says so): \
+                                 repair it with the taskstore that wrote it",
+                    }
+                } else {
+                    plan(&problem)
+                };
                 Repair {
                     problem,
                     action,
@@ -313,6 +328,11 @@ fn plan(problem: &Problem) -> RepairAction {
             reason: "the store's layout itself is wrong; fix it by hand",
         },
     }
+}
+
+/// Whether `place` is the store's marker.
+fn is_marker(place: &Place) -> bool {
+    matches!(place, Place::Top(name) if RootName::of(name) == RootName::Marker)
 }
 
 /// Whether `place` is one of the store's directories.

@@ -285,6 +285,34 @@ impl Rng {
     }
 }
 
+/// Every path under `root` (symlinks not followed), sorted.
+pub fn tree(root: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.clone());
+            if path.is_dir() && !path.is_symlink() {
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
+/// [`tree`] with each file's bytes (`None` for a directory or symlink).
+pub fn tree_of(root: &Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+    tree(root)
+        .into_iter()
+        .map(|path| {
+            let bytes = (path.is_file() && !path.is_symlink()).then(|| fs::read(&path).unwrap());
+            (path, bytes)
+        })
+        .collect()
+}
+
 /// The files in one of the store's directories (empty if it is missing).
 pub fn files_in(store: &Path, dir: &str) -> Vec<String> {
     match fs::read_dir(store.join(dir)) {
