@@ -92,11 +92,12 @@ pub struct Page {
 
 /// Lists one page of `query` from `backend` at `now`: the only way any
 /// backend is listed. Expired tasks are left out here, so every backend pages
-/// identically.
+/// identically; those it met go to `expired`, for the caller to delete.
 pub(crate) fn list<B: Backend + ?Sized>(
     backend: &B,
     query: &ListQuery,
     now: OffsetDateTime,
+    expired: &mut Vec<Task>,
 ) -> Result<Page> {
     if query.limit == Some(0) {
         return Err(Error::InvalidQuery {
@@ -120,12 +121,13 @@ pub(crate) fn list<B: Backend + ?Sized>(
         if let Some(last) = batch.tasks.last() {
             scan.after = Some(Position::of(last));
         }
-        page.tasks.extend(
-            batch
-                .tasks
-                .into_iter()
-                .filter(|t| !t.is_expired_at(now) && scan.matches(t)),
-        );
+        for task in batch.tasks {
+            if task.is_expired_at(now) {
+                expired.push(task);
+            } else if scan.matches(&task) {
+                page.tasks.push(task);
+            }
+        }
         if let Some(limit) = query.limit
             && page.tasks.len() > limit
         {

@@ -39,6 +39,13 @@ pub trait Peer: Send + Sync {
     /// Fixture, untimed: `n` more finished (completed) tasks with `ttl`,
     /// made `ttl` and a second ago: expired when it returns.
     fn fill_finished(&self, n: usize, ttl: Duration);
+    /// Fixture, untimed: this handle learns the tasks a fill made, as a
+    /// server's long-lived handle knows them from listing while they ran,
+    /// without meeting them expired (a listing deletes what it meets
+    /// expired). One page, unless a peer needs more.
+    fn learn_tasks(&self) {
+        self.page(1, None);
+    }
 }
 
 /// A page of active tasks and the cursor of the next one.
@@ -101,6 +108,18 @@ fn expired_age(ttl: Duration) -> Duration {
 #[derive(Debug)]
 struct Behind(Duration);
 
+/// The system clock, set back by as many nanoseconds as it holds (none but
+/// while a handle learns tasks it will find expired at its sweep).
+#[derive(Debug, Default)]
+pub struct Shifted(std::sync::atomic::AtomicU64);
+
+impl taskstore::Clock for Shifted {
+    fn now(&self) -> OffsetDateTime {
+        let back = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        OffsetDateTime::now_utc() - Duration::from_nanos(back)
+    }
+}
+
 impl taskstore::Clock for Behind {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc() - self.0
@@ -135,16 +154,20 @@ fn expires_nanos(task: &Task) -> Option<i64> {
 
 // ---------------------------------------------------------------- taskstore
 
-pub struct Taskstore(pub FileStore);
+/// A handle on a file store, and its clock (the system's unless shifted).
+pub struct Taskstore(pub FileStore, Arc<Shifted>);
 
 impl Taskstore {
     pub fn open(dir: &Path, durability: Durability) -> Taskstore {
+        let clock = Arc::new(Shifted::default());
         Taskstore(
             FileStore::builder(dir)
                 .durability(durability)
                 .max_active(usize::MAX)
+                .clock(clock.clone())
                 .open()
                 .unwrap(),
+            clock,
         )
     }
 }
@@ -192,6 +215,15 @@ impl Peer for Taskstore {
     fn sweep_expired(&self) -> usize {
         self.0.sweep_expired().unwrap()
     }
+    /// A page read an hour back: every task of the fill is live then (a
+    /// handle's time never goes back, but it is not ahead of them either,
+    /// its last call being before the fill).
+    fn learn_tasks(&self) {
+        use std::sync::atomic::Ordering;
+        self.1.0.store(3_600_000_000_000, Ordering::Relaxed);
+        assert!(!self.page(1, None).tasks.is_empty(), "the tasks were live");
+        self.1.0.store(0, Ordering::Relaxed);
+    }
     /// Through the store, by a second handle without fsync (a fixture is
     /// not what is measured).
     fn fill(&self, n: usize, ttl: Option<Duration>) {
@@ -210,6 +242,7 @@ impl Peer for Taskstore {
                 .clock(Arc::new(Behind(expired_age(ttl))))
                 .open()
                 .unwrap(),
+            Arc::new(Shifted::default()),
         );
         for _ in 0..n {
             let id = filler.create(Some(ttl));

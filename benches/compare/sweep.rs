@@ -151,8 +151,9 @@ fn in_turns(c: &mut Criterion, row: Row) {
 enum Party {
     Peer(Arc<dyn Peer>),
     /// `taskstore` whose sweeping handle lists a page after each fill
-    /// (untimed), so that it knows the tasks before the sweep, as a
-    /// server's long-lived handle would (`sweep_10000_warm`'s handle).
+    /// (untimed, `Peer::learn_tasks`: while the tasks are live by its
+    /// clock), so that it knows the tasks before the sweep, as a server's
+    /// long-lived handle would (`sweep_10000_warm`'s handle).
     Warm(Arc<dyn Peer>),
     /// Unlinking the files, their names known, on one thread, and one
     /// fsync of the directory (`Floor::remove_all`).
@@ -190,7 +191,7 @@ impl Party {
             }
             Party::Warm(peer) => {
                 peer.fill(n, Some(Duration::from_millis(1)));
-                peer.page(1, None);
+                peer.learn_tasks();
                 Vec::new()
             }
             Party::Floor(floor) => {
@@ -239,7 +240,7 @@ fn sweep_by(c: &mut Criterion, workload: &'static str, warm: bool) {
                 for _ in 0..iters {
                     peer.fill(N, Some(Duration::from_millis(1)));
                     if warm {
-                        peer.page(1, None);
+                        peer.learn_tasks();
                     }
                     std::thread::sleep(Duration::from_millis(2));
                     let start = Instant::now();

@@ -27,11 +27,13 @@
 //! - every `Err` is the documented typed error the model predicts for that
 //!   call (`NotFound`, `AlreadyExists`, `TooManyActive`, `PayloadTooLarge`
 //!   with the exact size, `TooDeep` with the depth, `TerminalStatusInUpdate`,
-//!   `NotOwner`, `InvalidQuery`, `InvalidCursor`), naming the task;
+//!   `NotOwner`, `InvalidQuery`, `InvalidCursor`, `InvalidTask`), naming
+//!   the task;
 //! - a handle's identity is its instance id and its open: a reopened handle
 //!   owns none of the tasks the earlier one created;
 //! - the time a handle goes by never goes back, even when the clock does,
-//!   and a handle that meets an expired task deletes it;
+//!   and a handle that meets an expired task deletes it (a `get`, a write,
+//!   a lease renewal, a listing, a reap, a claim, `renew_leases`);
 //! - every write reads back equal from another handle at once, and from a
 //!   reopened one;
 //! - nothing is ever reported unreadable or set aside; file store: the
@@ -1024,10 +1026,9 @@ impl Run {
             return Err(Refusal::InvalidQuery);
         }
         let after = after?;
-        let mut tasks: Vec<Task> = self
+        let candidates: Vec<Task> = self
             .in_order()
             .into_iter()
-            .filter(|t| !expired(t, now))
             .filter(|t| !active || !t.is_terminal())
             .filter(|t| status.is_none_or(|s| s == t.status))
             .filter(|t| {
@@ -1036,6 +1037,23 @@ impl Run {
                     .is_none_or(|(at, id)| (&t.created_at, &t.id) > (at, id))
             })
             .collect();
+        // The listing reads batches of one more than the page until the
+        // page is full or the tasks run out; every expired task it meets
+        // on the way, it deletes.
+        let batch = limit.map_or(usize::MAX, |l| l + 1);
+        let mut tasks = Vec::new();
+        for chunk in candidates.chunks(batch) {
+            for task in chunk {
+                if expired(task, now) {
+                    self.tasks.remove(&task.id);
+                } else {
+                    tasks.push(task.clone());
+                }
+            }
+            if limit.is_some_and(|limit| tasks.len() > limit) || chunk.len() < batch {
+                break;
+            }
+        }
         let more = limit.is_some_and(|limit| tasks.len() > limit);
         if let Some(limit) = limit {
             tasks.truncate(limit);
@@ -1095,7 +1113,8 @@ impl Run {
         };
         let now = self.now(h);
         if expired(&task, now) {
-            // Not deleted by a renewal.
+            // The handle met an expired task: it deletes it.
+            self.tasks.remove(id);
             return Err(Refusal::NotFound);
         }
         if task.is_terminal() {
@@ -1117,6 +1136,10 @@ impl Run {
     fn renew_all(&mut self, h: usize) {
         let got = self.store(h).renew_leases();
         let now = self.now(h);
+        // Every expired running task the pass meets, it deletes, whatever
+        // comes of the renewals.
+        self.tasks
+            .retain(|_, t| t.is_terminal() || !expired(t, now));
         let mut renewed = Vec::new();
         let mut refused = None;
         for task in self.in_order() {
@@ -1148,6 +1171,7 @@ impl Run {
     fn reap(&mut self, h: usize) {
         let got = self.store(h).reap().expect("reap");
         let now = self.now(h);
+        self.forget_lapsed_and_expired(now);
         let mut reaped = Vec::new();
         let mut missed = Vec::new();
         for task in self.in_order() {
@@ -1169,6 +1193,15 @@ impl Run {
         }
     }
 
+    /// What a reap or a claim at `now` deletes: the expired tasks among
+    /// those it looks at, the running ones whose lease has lapsed.
+    fn forget_lapsed_and_expired(&mut self, now: OffsetDateTime) {
+        self.tasks.retain(|_, t| {
+            let lapsed = !t.is_terminal() && t.lease_expires_at.is_some_and(|at| at <= now);
+            !(lapsed && expired(t, now))
+        });
+    }
+
     /// The failed version of an orphan a reap by handle `h` writes: always
     /// whole (the store's own headroom holds any orphan error).
     fn orphan_failed(&self, h: usize, task: &Task, now: OffsetDateTime) -> Want<Task> {
@@ -1185,6 +1218,7 @@ impl Run {
         let refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
         let got = self.store(h).claim(&refs).expect("claim");
         let now = self.now(h);
+        self.forget_lapsed_and_expired(now);
         let token = self.token(h);
         let mut claimed = Vec::new();
         let mut missed = Vec::new();

@@ -235,6 +235,10 @@ where
             More(a_reopened_instance_is_not_the_owner),
         ),
         (
+            "a_task_seen_expired_stays_gone_for_every_handle",
+            More(a_task_seen_expired_stays_gone_for_every_handle),
+        ),
+        (
             "a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner",
             Two(a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner),
         ),

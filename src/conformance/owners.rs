@@ -427,3 +427,67 @@ pub(super) fn a_release_hands_the_task_over_at_once(
         Transition::AlreadyTerminal(done)
     );
 }
+
+/// Every call that meets a task expired deletes it (as `get` does), so that
+/// no handle sees it again when a clock is stepped back: the handle that
+/// met it keeps its time, but another, or one opened later, does not.
+pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
+    a: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    type Meets = fn(&dyn TaskStore, &Task);
+    let cases: [(&str, Meets); 7] = [
+        ("list", |s, _| {
+            assert!(s.list(&ListQuery::all()).unwrap().tasks.is_empty());
+        }),
+        ("list active", |s, _| {
+            assert!(s.list(&ListQuery::active()).unwrap().tasks.is_empty());
+        }),
+        ("renew_lease", |s, t| {
+            assert!(matches!(s.renew_lease(&t.id), Err(Error::NotFound { .. })));
+        }),
+        ("release", |s, t| {
+            assert!(matches!(
+                s.release(&t.id, t.epoch),
+                Err(Error::NotFound { .. })
+            ));
+        }),
+        ("reap", |s, _| assert!(s.reap().unwrap().tasks.is_empty())),
+        ("claim", |s, _| {
+            assert!(s.claim(&["k"]).unwrap().tasks.is_empty())
+        }),
+        ("renew_leases", |s, _| {
+            assert_eq!(s.renew_leases().unwrap(), 0)
+        }),
+    ];
+    let _ = a;
+    for (call, meets) in cases {
+        let start = setup.clock.now();
+        // A handle of its own for each case: its time is its own.
+        let seer = reopen(a.instance_id());
+        let task = seer
+            .create(
+                NewTask::new()
+                    .ttl(Duration::from_secs(10))
+                    .resumable("k", json!(1)),
+            )
+            .unwrap();
+        // Past its expiry, and its lease (the passes skip a live one).
+        setup.clock.advance(setup.lease + Duration::from_secs(10));
+        meets(&*seer, &task);
+        // The clock stepped back, before the expiry.
+        setup.clock.set(start);
+        let other = reopen("another-instance");
+        assert_eq!(
+            other.get(&task.id).unwrap(),
+            None,
+            "{call}: a task one handle saw expired is gone for every handle"
+        );
+        // Time moves on past the step for the next case.
+        setup
+            .clock
+            .set(start + setup.lease + Duration::from_secs(10));
+    }
+}

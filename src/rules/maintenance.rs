@@ -109,8 +109,13 @@ impl<B: Backend> Store<B> {
         };
         let grace = self.settings.claim_grace();
         let mut pairs = Vec::new();
+        let mut expired = Vec::new();
         for task in batch.tasks {
-            if task.is_expired_at(now) || !lease::is_reapable(&task, now, grace) {
+            if task.is_expired_at(now) {
+                expired.push(task);
+                continue;
+            }
+            if !lease::is_reapable(&task, now, grace) {
                 continue;
             }
             match self.orphan_failed(&task, now) {
@@ -118,6 +123,7 @@ impl<B: Backend> Store<B> {
                 Err(error) => reaped.missed.push(Missed { id: task.id, error }),
             }
         }
+        self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let id = current.id.clone();
@@ -180,8 +186,13 @@ impl<B: Backend> Store<B> {
             ..Claimed::default()
         };
         let mut pairs = Vec::new();
+        let mut expired = Vec::new();
         for task in batch.tasks {
-            if task.is_expired_at(now) || !lease::is_claimable(&task, now, kinds) {
+            if task.is_expired_at(now) {
+                expired.push(task);
+                continue;
+            }
+            if !lease::is_claimable(&task, now, kinds) {
                 continue;
             }
             let mut next = task.clone();
@@ -195,6 +206,7 @@ impl<B: Backend> Store<B> {
                 Err(error) => claimed.missed.push(Missed { id: task.id, error }),
             }
         }
+        self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             match result {
@@ -225,8 +237,13 @@ impl<B: Backend> Store<B> {
         let lease = &self.settings.lease;
         let (mut renewed, mut first_error) = (0, None);
         let mut pairs = Vec::new();
+        let mut expired = Vec::new();
         for task in batch.tasks {
-            if task.is_expired_at(now) || !lease.owns(&task) {
+            if task.is_expired_at(now) {
+                expired.push(task);
+                continue;
+            }
+            if !lease.owns(&task) {
                 continue;
             }
             // A task that cannot be renewed (a peer with a larger payload
@@ -243,6 +260,7 @@ impl<B: Backend> Store<B> {
                 }
             }
         }
+        self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, _), result) in pairs.iter().zip(results) {
             let result = match result {

@@ -271,8 +271,12 @@ impl<B: Backend> Store<B> {
                 Ok(Transition::AlreadyTerminal(task))
             }
             Modified::Kept(task) if kept == Some(Kept::Fenced) => Ok(Transition::Fenced(task)),
+            Modified::Kept(task) => {
+                self.forget_expired(vec![task]);
+                Err(Error::NotFound { id: id.clone() })
+            }
             Modified::Replaced(task) => Ok(Transition::Applied(task)),
-            _ => Err(Error::NotFound { id: id.clone() }),
+            Modified::Missing | Modified::Removed(_) => Err(Error::NotFound { id: id.clone() }),
         }
     }
 }
@@ -377,8 +381,10 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn list(&self, query: &ListQuery) -> Result<Page> {
         let now = self.now();
-        let page = query::list(&self.backend, query, now)?;
+        let mut expired = Vec::new();
+        let page = query::list(&self.backend, query, now, &mut expired)?;
         self.notify_skipped(&page.skipped);
+        self.forget_expired(expired);
         Ok(page)
     }
 
