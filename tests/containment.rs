@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::backend::UnreadableAction;
 use taskstore::{
-    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId, TaskStatus,
-    TaskStore,
+    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, Task, TaskEventKind, TaskId,
+    TaskStatus, TaskStore,
 };
 use time::OffsetDateTime;
 
@@ -40,16 +40,19 @@ fn spawns() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A tmpfs mounted at `dir`, remounted read-only on demand, unmounted on
+/// A file system mounted at `dir` (a tmpfs, or `dir` bound onto itself, on
+/// the file system it is on), remounted read-only on demand, unmounted on
 /// drop; no other test of this binary spawns a process meanwhile.
-struct Tmpfs<'a> {
+struct Mounted<'a> {
     dir: &'a Path,
+    /// Bound onto itself, rather than a tmpfs.
+    bind: bool,
     _alone: MutexGuard<'static, ()>,
 }
 
-impl Tmpfs<'_> {
+impl Mounted<'_> {
     /// Mounts one, or says why it cannot (not root, no `mount`).
-    fn mount(dir: &Path) -> Result<Tmpfs<'_>, String> {
+    fn mount(dir: &Path, bind: bool) -> Result<Mounted<'_>, String> {
         let alone = spawns();
         let uid = Command::new("id")
             .arg("-u")
@@ -58,33 +61,47 @@ impl Tmpfs<'_> {
         if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
             return Err("not running as root".into());
         }
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+        let mut mount = Command::new("mount");
+        if bind {
+            mount.arg("--bind").arg(dir);
+        } else {
+            mount.args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"]);
+        }
+        let status = mount
             .arg(dir)
             .status()
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !status.success() {
-            return Err(format!("mount -t tmpfs failed: {status}"));
+            return Err(format!("mount failed: {status}"));
         }
-        Ok(Tmpfs { dir, _alone: alone })
+        Ok(Mounted {
+            dir,
+            bind,
+            _alone: alone,
+        })
     }
 
     /// [`mount`](Self::mount), or `None` after saying why the test skips
     /// (a failure instead with `TASKSTORE_REQUIRE_ROOT_TESTS=1`).
-    fn mount_or_skip(dir: &Path) -> Option<Tmpfs<'_>> {
-        match Tmpfs::mount(dir) {
+    fn mount_or_skip(dir: &Path, bind: bool) -> Option<Mounted<'_>> {
+        match Mounted::mount(dir, bind) {
             Ok(mount) => Some(mount),
             Err(why) => {
                 common::Skips::from_env("containment")
-                    .skip_all("a read-only store test (it mounts a tmpfs)", &why);
+                    .skip_all("a read-only store test (it mounts a file system)", &why);
                 None
             }
         }
     }
 
     fn read_only(&self) {
+        let options = if self.bind {
+            "remount,bind,ro"
+        } else {
+            "remount,ro"
+        };
         let status = Command::new("mount")
-            .args(["-o", "remount,ro"])
+            .args(["-o", options])
             .arg(self.dir)
             .status()
             .unwrap();
@@ -92,10 +109,53 @@ impl Tmpfs<'_> {
     }
 }
 
-impl Drop for Tmpfs<'_> {
+impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir).status();
     }
+}
+
+/// A store whose `active/` grew large and emptied (ext4 directories never
+/// shrink), with a leftover of an interrupted compaction, on a file system
+/// mounted read-only: an open alone would compact it, but nothing can be
+/// written, so it opens as it is.
+#[test]
+fn a_read_only_store_whose_directory_grew_and_emptied_still_opens() {
+    // On the file system of the temp dir (ext4 here), where directories
+    // keep their size.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), true) else {
+        return;
+    };
+    let root = dir.path().join("store");
+    let store = FileStore::builder(&root)
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let mut tasks: Vec<Task> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap())
+        .collect();
+    let kept = tasks.pop().unwrap();
+    for task in &tasks {
+        assert!(store.delete(&task.id).unwrap());
+    }
+    drop(store);
+    if fs::metadata(root.join("active")).unwrap().len() < 64 * 1024 {
+        eprintln!("containment: this file system shrinks directories; nothing to compact");
+        return;
+    }
+    fs::create_dir(root.join("active.compact")).unwrap();
+    fs::write(root.join("active.compact").join("x.json"), b"{}").unwrap();
+    mount.read_only();
+
+    let store = FileStore::open(&root).expect("a read-only store opens");
+    assert_eq!(store.get(&kept.id).unwrap(), Some(kept.clone()));
+    assert_eq!(
+        store.list(&ListQuery::active()).unwrap().tasks,
+        vec![kept.clone()]
+    );
+    assert!(root.join("active.compact").exists(), "nothing was written");
 }
 
 /// A power loss left a finished task's running copy in `active/` beside its
@@ -108,7 +168,7 @@ impl Drop for Tmpfs<'_> {
 #[test]
 fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount_or_skip(dir.path()) else {
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
         return;
     };
     let root = dir.path().join("store");
@@ -148,7 +208,7 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
 #[test]
 fn a_read_only_store_opens_gets_and_lists_and_reports_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount_or_skip(dir.path()) else {
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
         return;
     };
     let root = dir.path().join("store");

@@ -56,7 +56,10 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
             .map_err(|e| dir_error(&root_dir, name, e))
     };
     let locks = open_dir("locks")?;
-    let handles = handles_lock(&fs, &locks)?;
+    let (handles, writable) = match handles_lock_of(&fs, &locks)? {
+        Some((file, path, writable)) => (Some((file, path)), writable),
+        None => (None, false),
+    };
     let format = read_marker(&fs, &root_dir)?;
     if let Some(found) = format.filter(|f| *f > STORE_FORMAT) {
         return Err(Error::UnsupportedFormat {
@@ -89,8 +92,9 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         }
         None => false,
     };
-    if alone {
+    if alone && writable {
         // Before the areas are opened: a compacted area is a new directory.
+        // A store that cannot be written opens as it is.
         maintenance::compact(&fs, &root_dir)?;
     }
     let mut backend = FileBackend {
@@ -147,12 +151,21 @@ pub(super) fn handles_lock(
     fs: &Fs,
     locks: &Dir,
 ) -> Result<Option<(std::fs::File, std::path::PathBuf)>> {
+    Ok(handles_lock_of(fs, locks)?.map(|(file, path, _)| (file, path)))
+}
+
+/// [`handles_lock`], and whether the store can be written (the lock file
+/// opened for writing).
+fn handles_lock_of(
+    fs: &Fs,
+    locks: &Dir,
+) -> Result<Option<(std::fs::File, std::path::PathBuf, bool)>> {
     let name = OsStr::new(HANDLES_LOCK);
     let path = locks.join(name);
     match fs.open_lock_file(locks, name) {
-        Ok(file) => Ok(Some((file, path))),
+        Ok(file) => Ok(Some((file, path, true))),
         Err(e) if is_read_only(&e) => match fs.open_read(locks, name) {
-            Ok(file) => Ok(Some((file, path))),
+            Ok(file) => Ok(Some((file, path, false))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("open lock file", path, e)),
         },
