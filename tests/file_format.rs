@@ -129,13 +129,7 @@ fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
             })
             .collect()
     };
-    // Make it what format 1 was: no expiring/ index, marker 1.
-    fs::remove_dir_all(dir.path().join("expiring")).unwrap();
-    fs::write(
-        dir.path().join("taskstore.json"),
-        b"{\"format\":1,\"kind\":\"taskstore\"}\n",
-    )
-    .unwrap();
+    common::make_format_1(dir.path());
     let store = open(dir.path(), &clock);
     let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
     assert!(marker.contains("\"format\":2"), "{marker}");

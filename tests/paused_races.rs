@@ -625,3 +625,44 @@ fn a_page_never_jumps_to_a_task_made_again_while_it_reads_the_old_one() {
     assert_eq!(ids, want, "every task once, in order");
     assert_eq!(listed.last(), Some(&again));
 }
+
+/// Two processes of this version open a store of format 1 at once (a
+/// rolling upgrade): the second reads format 1 and waits to move it, while
+/// the first moves it and keeps the store open. The second must then open
+/// beside the first, not wait for it to close (it waited for the lock
+/// exclusive, which the first holds shared for its life), and must not
+/// move the store a second time.
+#[test]
+fn an_open_waiting_to_move_an_older_store_opens_once_another_has_moved_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let task = {
+        let store = open(root, &clock, None);
+        let task = store.create(NewTask::new()).unwrap();
+        store.complete(&task.id, json!(1)).unwrap().into_task()
+    };
+    common::make_format_1(root);
+    let faults = FaultInjector::new();
+    // After it has read the marker (format 1), before it takes the lock.
+    let held = faults.pause_at(FsOp::Lock, root.join("locks").join("handles.lock"));
+    std::thread::scope(|s| {
+        let held = held;
+        let second = s.spawn(|| open(root, &clock, Some(&faults)));
+        assert!(
+            held.wait_reached(|| !second.is_finished()),
+            "the second open never reached the lock"
+        );
+        let first = open(root, &clock, None);
+        let marker = std::fs::read_to_string(root.join("taskstore.json")).unwrap();
+        assert!(marker.contains("\"format\":2"), "{marker}");
+        held.resume();
+        // While the first is open.
+        common::wait_until("the second open, beside the first", || second.is_finished());
+        let second = second.join().unwrap();
+        assert_eq!(second.get(&task.id).unwrap(), Some(task.clone()));
+        assert_eq!(first.get(&task.id).unwrap(), Some(task.clone()));
+        second.create(NewTask::new()).unwrap();
+        assert_eq!(first.list(&ListQuery::all()).unwrap().tasks.len(), 2);
+    });
+}

@@ -60,22 +60,18 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         Some((file, path, writable)) => (Some((file, path)), writable),
         None => (None, false),
     };
-    let format = read_marker(&fs, &root_dir)?;
-    if let Some(found) = format.filter(|f| *f > STORE_FORMAT) {
-        return Err(Error::UnsupportedFormat {
-            path: root_dir.join(MARKER),
-            found,
-            supported: STORE_FORMAT,
-        });
-    }
+    let mut format = read_marker(&fs, &root_dir)?;
+    refuse_newer(&root_dir, format)?;
     let stale_format = format.is_some_and(|f| f < STORE_FORMAT);
     let alone = match &handles {
         // An older store is moved to this format before anyone uses it:
-        // wait until no other handle has it open.
+        // wait until no other handle has it open, or another open has
+        // moved it; then see which.
         Some((file, path)) if stale_format => {
-            fs.lock(file, path)
-                .map_err(|e| Error::io("lock", path, e))?;
-            true
+            let alone = wait_to_move(&fs, &root_dir, file, path)?;
+            format = read_marker(&fs, &root_dir)?;
+            refuse_newer(&root_dir, format)?;
+            alone
         }
         Some((file, path)) => {
             let alone = fs
@@ -143,6 +139,45 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     }
     backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend)?);
     Ok(backend)
+}
+
+/// How long an open waiting to move a store of an older format waits
+/// between looks.
+const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Waits until this open may move a store of an older format to this one,
+/// no other handle having it open (`true`: the handles lock is held
+/// exclusive), or until another open has moved it (`false`: held shared).
+/// That open holds the lock shared for its life: waiting for it exclusive
+/// would wait for it to close.
+fn wait_to_move(fs: &Fs, root: &Dir, file: &std::fs::File, path: &Path) -> Result<bool> {
+    loop {
+        if fs
+            .try_lock(file, path)
+            .map_err(|e| Error::io("lock", path, e))?
+        {
+            return Ok(true);
+        }
+        if read_marker(fs, root)?.is_none_or(|f| f >= STORE_FORMAT) {
+            // Waits while the open that moved it holds it exclusive.
+            fs.lock_shared(file, path)
+                .map_err(|e| Error::io("lock", path, e))?;
+            return Ok(false);
+        }
+        std::thread::sleep(MOVE_POLL);
+    }
+}
+
+/// Refuses a store whose marker names a format newer than this one.
+fn refuse_newer(root: &Dir, format: Option<u64>) -> Result<()> {
+    match format.filter(|f| *f > STORE_FORMAT) {
+        Some(found) => Err(Error::UnsupportedFormat {
+            path: root.join(MARKER),
+            found,
+            supported: STORE_FORMAT,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The handles lock, opened (created if missing); `None` on a store that

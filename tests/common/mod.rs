@@ -285,6 +285,17 @@ impl Rng {
     }
 }
 
+/// Makes the (closed) store at `root` what a store of format 1 was: no
+/// `expiring/` index, marker 1.
+pub fn make_format_1(root: &Path) {
+    fs::remove_dir_all(root.join("expiring")).unwrap();
+    fs::write(
+        root.join("taskstore.json"),
+        b"{\"format\":1,\"kind\":\"taskstore\"}\n",
+    )
+    .unwrap();
+}
+
 /// Every path under `root` (symlinks not followed), sorted.
 pub fn tree(root: &Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
