@@ -769,6 +769,13 @@ fn an_unreadable_task_file_is_reported_and_left_and_never_fails_a_pass() {
         );
     }
     assert_eq!(events(from), as_events(&all), "one event per file");
+    // The listing deleted the readable expired task it met (a handle that
+    // meets one deletes it); one that expires after it is the sweep's.
+    assert_eq!(store.get(&tid("expired")).unwrap(), None);
+    store
+        .create(NewTask::new().id(tid("late")).ttl(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
 
     for (id, file) in [
         ("unreadable", &active_file),

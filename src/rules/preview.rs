@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::backend::{Backend, Position, Scan, Scope};
 use crate::error::Result;
 use crate::lease;
+use crate::query::Page;
 use crate::rules::Store;
 use crate::task::Task;
 
@@ -70,21 +71,42 @@ impl<B: Backend> Store<B> {
         let now = self.now();
         let mut scan = Scan::new(Scope::All, BATCH);
         scan.expired_at = Some(now);
-        let mut expired = Vec::new();
+        Ok(self.scan_through(scan, |t| t.is_expired_at(now))?.tasks)
+    }
+
+    /// Every stored task, expired ones included (a listing leaves those out
+    /// and deletes them), in listing order, with the entries that could not
+    /// be read: what the command's `stats` counts over a database.
+    ///
+    /// Changes no task. Entries that cannot be read are reported as events
+    /// too, and a backend may set them aside as any scan does.
+    pub fn stored(&self) -> Result<Page> {
+        self.scan_through(Scan::new(Scope::All, BATCH), |_| true)
+    }
+
+    /// Every task `scan` finds, from its start, that `keep` keeps, in
+    /// listing order, and the entries it could not read (reported).
+    fn scan_through(&self, mut scan: Scan, keep: impl Fn(&Task) -> bool) -> Result<Page> {
+        let mut page = Page {
+            tasks: Vec::new(),
+            next_cursor: None,
+            skipped: Vec::new(),
+        };
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
             self.notify_skipped(&batch.skipped);
+            page.skipped.extend(batch.skipped);
             let Some(last) = batch.tasks.last() else {
                 break;
             };
             scan.after = Some(Position::of(last));
-            expired.extend(batch.tasks.into_iter().filter(|t| t.is_expired_at(now)));
+            page.tasks.extend(batch.tasks.into_iter().filter(&keep));
             if exhausted {
                 break;
             }
         }
-        Ok(expired)
+        Ok(page)
     }
 
     /// Every live running task whose lease has lapsed at [`now`](Store::now),

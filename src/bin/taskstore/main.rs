@@ -126,6 +126,10 @@ trait Handle: TaskStore {
     /// [`Store::expired`] (a dry run over PostgreSQL).
     #[cfg(feature = "postgres")]
     fn expired_list(&self) -> taskstore::Result<Vec<Task>>;
+    /// [`Store::stored`] (`stats` over PostgreSQL: a listing would delete
+    /// the expired tasks it meets).
+    #[cfg(feature = "postgres")]
+    fn stored_list(&self) -> taskstore::Result<taskstore::Page>;
 }
 
 impl<B: Backend> Handle for Store<B> {
@@ -139,6 +143,10 @@ impl<B: Backend> Handle for Store<B> {
     #[cfg(feature = "postgres")]
     fn expired_list(&self) -> taskstore::Result<Vec<Task>> {
         self.expired()
+    }
+    #[cfg(feature = "postgres")]
+    fn stored_list(&self) -> taskstore::Result<taskstore::Page> {
+        self.stored()
     }
 }
 

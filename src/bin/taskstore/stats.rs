@@ -4,16 +4,15 @@
 //! once, nothing changed (the check holds the handles lock shared, as a
 //! handle does, and takes no other) (a listing through the store would
 //! set unreadable files aside, and opening it would clean up after crashed
-//! writers). A PostgreSQL store is listed through its API, which changes
-//! nothing there.
+//! writers). A PostgreSQL store is read through its API with
+//! `Store::stored`, which changes nothing (a listing would delete the
+//! expired tasks it meets).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
-#[cfg(feature = "postgres")]
-use taskstore::ListQuery;
 use taskstore::{FileCheck, Task, TaskStatus, Usage};
 use time::OffsetDateTime;
 
@@ -138,9 +137,9 @@ pub fn run(args: &StatsArgs, target: &Target) -> Result<ExitCode, Failure> {
         Target::Pg { schema, .. } => {
             let store = crate::open(target, None)?;
             let now = store.time();
-            let mut page = store.list(&ListQuery::all())?;
-            // A listing leaves expired tasks out; a sweep's preview has them.
-            page.tasks.extend(store.expired_list()?);
+            // Every stored task, expired ones too, changing nothing (a
+            // listing leaves them out, and deletes them).
+            let page = store.stored_list()?;
             let mut stats = Stats::of(&page.tasks, now);
             stats.unreadable = page.skipped.len();
             (
