@@ -666,3 +666,79 @@ fn an_open_waiting_to_move_an_older_store_opens_once_another_has_moved_it() {
         assert_eq!(first.list(&ListQuery::all()).unwrap().tasks.len(), 2);
     });
 }
+
+/// A batch's terminal moves (a reap failing two orphans) let go of each
+/// task's lock between staging a move and settling it. If another handle
+/// deletes one of the tasks and makes it again under its id meanwhile, the
+/// new file may get the old one's inode number (ext4 hands it back): the
+/// settle must still tell it from the file it moved, and leave it. (It
+/// removed it from `active/`: a create the store had acknowledged, lost.)
+#[test]
+fn a_batch_move_never_removes_a_task_made_again_under_its_id_meanwhile() {
+    use std::os::unix::fs::MetadataExt;
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let reaper = open(root, &clock, Some(&faults));
+        let owner = open(root, &clock, None);
+        let new = |id: &str| {
+            let new = NewTask::new().id(TaskId::parse(id).unwrap());
+            match ttl {
+                Some(ttl) => new.ttl(ttl),
+                None => new,
+            }
+        };
+        let x = owner.create(new("x")).unwrap().id;
+        owner.create(new("y")).unwrap();
+        // Past both leases: both are orphans, failed in one batch.
+        clock.advance(Duration::from_secs(90));
+        let held = faults.pause_at(FsOp::SyncDir, root.join("done"));
+        let file = root.join("active").join("x.json");
+        let (reused, again) = std::thread::scope(|s| {
+            let held = held;
+            let reaping = s.spawn(|| reaper.reap().unwrap());
+            assert!(
+                held.wait_reached(|| !reaping.is_finished()),
+                "the reap never reached its fsync of done/"
+            );
+            let old = std::fs::metadata(&file).unwrap().ino();
+            // Made again until its file has the moved file's inode number.
+            // A new file takes the lowest free number of its group (ext4):
+            // filler tasks take the lower ones the deletes free.
+            assert!(owner.delete(&x).unwrap());
+            let mut again = owner.create(new("x")).unwrap();
+            for filler in 0..500 {
+                if std::fs::metadata(&file).unwrap().ino() == old {
+                    break;
+                }
+                assert!(owner.delete(&x).unwrap());
+                owner
+                    .create(NewTask::new().id(TaskId::parse(&format!("f{filler}")).unwrap()))
+                    .unwrap();
+                again = owner.create(new("x")).unwrap();
+            }
+            let reused = std::fs::metadata(&file).unwrap().ino() == old;
+            held.resume();
+            reaping.join().unwrap();
+            (reused, again)
+        });
+        if !reused {
+            eprintln!(
+                "paused_races: the file system gave the new file another inode \
+                 number; the race this test guards did not arise (ttl {ttl:?})"
+            );
+        }
+        assert_eq!(
+            owner.get(&x).unwrap(),
+            Some(again.clone()),
+            "the task made again is there (ttl {ttl:?})"
+        );
+        assert_eq!(
+            open(root, &clock, None).get(&x).unwrap(),
+            Some(again),
+            "for a new handle too (ttl {ttl:?})"
+        );
+    }
+}

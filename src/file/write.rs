@@ -283,8 +283,9 @@ impl FileBackend {
             Locking::Held => None,
         };
         let mut linked = true;
-        if let Some(index) = expiring_name(task) {
-            self.link_over(active, &name, &self.expiring, &index)?;
+        let index = expiring_name(task);
+        if let Some(index) = &index {
+            self.link_over(active, &name, &self.expiring, index)?;
             touched.expiring = true;
             linked = self.durability != Durability::Immediate;
         }
@@ -296,6 +297,7 @@ impl FileBackend {
             id: task.id.clone(),
             ino,
             linked,
+            index,
             park,
         })
     }
@@ -320,12 +322,32 @@ impl FileBackend {
         };
         // Only while `active/<id>.json` is still the file being moved (not
         // finished by another handle meanwhile, nor a new task of the id).
-        let still = |id: &TaskId, ino: Option<(u64, u64)>| {
-            ino.is_none_or(|ino| {
-                self.fs
-                    .stat(self.dir(Area::Active), &task_name(id))
-                    .is_ok_and(|file| (file.dev, file.ino) == ino)
-            })
+        // Its inode number alone cannot tell: deleted meanwhile (which
+        // removes the second name the move gave it), the file is freed, and
+        // a new task of the id may get the number back. The second name
+        // holds the file: while it is there, no other file has the number.
+        let same = |dir: &Dir, name: &OsStr, ino: (u64, u64)| {
+            self.fs
+                .stat(dir, name)
+                .is_ok_and(|file| (file.dev, file.ino) == ino)
+        };
+        let still = |staged: &Staged| {
+            let Staged::Moving {
+                id,
+                ino: Some(ino),
+                linked,
+                index,
+                ..
+            } = staged
+            else {
+                return true;
+            };
+            let name = task_name(id);
+            let second = match (linked, index) {
+                (false, Some(index)) => same(&self.expiring, index, *ino),
+                _ => same(self.dir(Area::Done), &name, *ino),
+            };
+            second && same(self.dir(Area::Active), &name, *ino)
         };
         let unlinked = staged
             .iter()
@@ -339,16 +361,13 @@ impl FileBackend {
             touched.expiring = false;
             for staged in staged {
                 let Staged::Moving {
-                    id,
-                    ino,
-                    linked: false,
-                    ..
+                    id, linked: false, ..
                 } = staged
                 else {
                     continue;
                 };
                 let _guard = lock(id)?;
-                if still(id, *ino) {
+                if still(staged) {
                     let name = task_name(id);
                     self.link_over(self.dir(Area::Active), &name, self.dir(Area::Done), &name)?;
                     touched.done = true;
@@ -357,14 +376,14 @@ impl FileBackend {
         }
         self.sync_links(&touched)?;
         for staged in staged {
-            let Staged::Moving { id, ino, park, .. } = staged else {
+            let Staged::Moving { id, park, .. } = staged else {
                 continue;
             };
             if let Some(park) = park {
                 self.unpark(park.clone());
             }
             let _guard = lock(id)?;
-            if still(id, *ino) {
+            if still(staged) {
                 self.remove_name(Area::Active, id)?;
             }
         }
@@ -945,6 +964,8 @@ enum Staged {
         /// The file moved, when the lock is let go in between.
         ino: Option<(u64, u64)>,
         linked: bool,
+        /// Its name in `expiring/`, if it has one.
+        index: Option<OsString>,
         /// The previous version, parked until `done/` is durable.
         park: Option<OsString>,
     },
