@@ -213,6 +213,23 @@ pub(super) struct Inputs {
     pub waiters: HashMap<String, oneshot::Sender<Value>>,
 }
 
+impl Inputs {
+    /// Hands each waiting operation the response `stored` records for its
+    /// key. The write that recorded it may have landed without its caller
+    /// hearing of it (a `tasks/update` whose future was dropped midway, an
+    /// error after the commit), so every look at the stored state delivers.
+    pub fn deliver_recorded(&mut self, stored: &Book) {
+        for (key, record) in &stored.keys {
+            if let Some(response) = &record.response
+                && let Some(waiter) = self.waiters.remove(key)
+            {
+                // The receiver is gone if the operation moved on.
+                let _ = waiter.send(response.clone());
+            }
+        }
+    }
+}
+
 /// Responses peers persisted for the keys outstanding in `book`.
 pub(super) fn stored_responses(task: &Task, book: &Book) -> Vec<(String, Value)> {
     book.outstanding

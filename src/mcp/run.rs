@@ -298,7 +298,9 @@ impl Shared {
                 inputs.revision = *revision;
             }
             RunWrite::Changed(now) => {
-                inputs.book = Book::of(now);
+                let stored = Book::of(now);
+                inputs.deliver_recorded(&stored);
+                inputs.book = stored;
                 inputs.revision = now.revision;
             }
             RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => {}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::calls::{StoreCall, blocking, get, lock};
-use super::protocol::{cancel_requested, stored_responses};
+use super::protocol::{Book, cancel_requested, stored_responses};
 use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop};
 use crate::changes::Changes;
 use crate::error::Error;
@@ -107,7 +107,11 @@ impl Shared {
             self.signal_cancel(run, !task.is_terminal()).await;
             return;
         }
-        let responses = stored_responses(task, &run.inputs.lock().await.book);
+        let responses = {
+            let mut inputs = run.inputs.lock().await;
+            inputs.deliver_recorded(&Book::of(task));
+            stored_responses(task, &inputs.book)
+        };
         if !responses.is_empty()
             && let Err(e) = self.accept(run, responses).await
         {

@@ -113,3 +113,107 @@ async fn a_cancel_landing_as_a_run_asks_again_is_never_undone() {
         );
     }
 }
+
+/// A `MemoryBackend` whose first write recording an input response waits,
+/// once it has begun, until the test lets it go on.
+struct HeldAnswer {
+    inner: MemoryBackend,
+    /// Told when the held write has begun.
+    begun: tokio::sync::Notify,
+    /// Set by the test to let the held write go on.
+    go: Mutex<bool>,
+    wake: std::sync::Condvar,
+    held: AtomicBool,
+}
+
+impl Backend for HeldAnswer {
+    fn load(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> crate::Result<Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
+        let answers = next
+            .task()
+            .metadata
+            .get(crate::mcp::INPUT_KEYS_KEY)
+            .and_then(Value::as_object)
+            .is_some_and(|keys| keys.values().any(|k| k.get("response").is_some()));
+        if answers && !self.held.swap(true, Ordering::SeqCst) {
+            self.begun.notify_one();
+            let mut go = self.go.lock().unwrap();
+            while !*go {
+                go = self.wake.wait(go).unwrap();
+            }
+        }
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> crate::Result<Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> crate::Result<Scanned> {
+        self.inner.scan(scan)
+    }
+}
+
+/// A `tasks/update` at the owner whose future is dropped (a client's
+/// timeout) while its write of the answer is under way: the write lands,
+/// and the waiting operation must still get the answer, from a retried
+/// update or the next look at the task. (The answer stayed recorded and
+/// undelivered, and the task `working` for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_recorded_by_an_update_dropped_midway_still_reaches_the_operation() {
+    let backend = Arc::new(HeldAnswer {
+        inner: MemoryBackend::new(),
+        begun: tokio::sync::Notify::new(),
+        go: Mutex::new(false),
+        wake: std::sync::Condvar::new(),
+        held: AtomicBool::new(false),
+    });
+    let store = Store::with_backend(Arc::clone(&backend)).build().unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let seed = m
+        .spawn(TaskOptions::new().with_ttl_ms(None), |ctx| {
+            Box::pin(async move {
+                let answer = ctx.request_input("k", elicitation("q?")).await?;
+                Ok(super::text(&answer["v"].to_string()))
+            })
+        })
+        .await
+        .unwrap();
+    let id = seed.task_id.clone();
+    super::eventually(|| async {
+        (m.get_task(&id).await.unwrap().status() == rmcp::model::TaskStatus::InputRequired)
+            .then_some(())
+    })
+    .await;
+    let answer = serde_json::json!({"v": 7});
+    tokio::select! {
+        _ = m.update_task(&id, [("k".to_owned(), answer.clone())]) => {
+            panic!("the update finished while its write was held")
+        }
+        () = backend.begun.notified() => {}
+    }
+    // The update's future is gone; its write goes on and lands.
+    *backend.go.lock().unwrap() = true;
+    backend.wake.notify_all();
+    super::eventually(|| async {
+        let task = m
+            .store()
+            .get(&TaskId::parse(&id).unwrap())
+            .unwrap()
+            .unwrap();
+        let keys = &task.metadata[crate::mcp::INPUT_KEYS_KEY];
+        keys["k"].get("response").map(|_| ())
+    })
+    .await;
+    // The client tries again, as it would after its timeout.
+    m.update_task(&id, [("k".to_owned(), answer)])
+        .await
+        .unwrap();
+    let rmcp::model::TaskPayload::Completed { result } = settled(&m, &id).await.payload else {
+        panic!("not completed")
+    };
+    assert_eq!(result["content"][0]["text"], "7");
+}
