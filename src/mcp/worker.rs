@@ -26,14 +26,19 @@ impl Shared {
         let renew_every = self.options.renew_interval;
         let probes: Vec<(Arc<Run>, bool)> = lock(&self.local)
             .values()
-            // Only running operations: a run shutdown stopped must not renew
-            // the lease its release gave up.
-            .filter(|run| run.ending() == Ending::Running)
-            .map(|run| {
+            // Running operations, and runs recording their outcome (whose
+            // write may be tried again for seconds: the task must not look
+            // orphaned meanwhile), renewed alone. A run shutdown stopped
+            // must not renew the lease its release gave up.
+            .filter_map(|run| {
                 let every = renew_every.or(run.lease.map(|l| l / 3));
                 let renewed_at = lock(&run.state).renewed_at;
                 let renew = every.is_some_and(|every| now.duration_since(renewed_at) >= every);
-                (Arc::clone(run), renew)
+                match run.ending() {
+                    Ending::Running => Some((Arc::clone(run), renew)),
+                    Ending::Recording if renew => Some((Arc::clone(run), true)),
+                    _ => None,
+                }
             })
             .collect();
         if probes.is_empty() {
@@ -65,7 +70,10 @@ impl Shared {
                     if renewed {
                         lock(&run.state).renewed_at = now;
                     }
-                    self.observe(&run, &task).await;
+                    // A recording run's operation is over: nothing to act on.
+                    if run.ending() == Ending::Running {
+                        self.observe(&run, &task).await;
+                    }
                 }
                 Ok(None) | Err(Error::NotFound { .. }) => {
                     // Expired (TTL) or deleted: nobody can see an outcome any

@@ -185,7 +185,14 @@ impl crate::backend::Backend for Flaky {
         next: &crate::backend::Record,
     ) -> crate::Result<crate::backend::Swap> {
         use std::sync::atomic::Ordering;
-        let fail = next.task().is_terminal()
+        // The run's own outcome only: a reaper's `orphaned` failure lands.
+        let own = next.task().is_terminal()
+            && next
+                .task()
+                .error
+                .as_ref()
+                .is_none_or(|e| e["code"] != "orphaned");
+        let fail = own
             && self
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -202,6 +209,40 @@ impl crate::backend::Backend for Flaky {
     fn scan(&self, scan: &crate::backend::Scan) -> crate::Result<crate::backend::Scanned> {
         self.inner.scan(scan)
     }
+}
+
+/// While a run's outcome write is tried again, its lease is renewed: the
+/// tries outlast the lease, and the manager's own reaper must not fail the
+/// task as orphaned meanwhile. (Only running operations were renewed: the
+/// completed outcome was lost, the task failed `orphaned`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
+    // Five failed tries wait 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: past a 1 s lease.
+    let store = crate::Store::with_backend(Flaky {
+        inner: crate::MemoryBackend::new(),
+        failures: std::sync::atomic::AtomicUsize::new(5),
+    })
+    .lease(Duration::from_secs(1))
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast().reap_interval(Duration::from_millis(50)),
+    );
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("42")) })
+        })
+        .await
+        .unwrap();
+    let settled = settled(&m, &seed.task_id).await;
+    let TaskPayload::Completed { result } = settled.payload else {
+        panic!("not completed: {:?}", settled.payload)
+    };
+    assert_eq!(
+        Value::Object(result),
+        serde_json::to_value(text("42")).unwrap()
+    );
 }
 
 /// A recording write that fails for a cause that may pass is tried again:
