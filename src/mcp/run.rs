@@ -76,11 +76,15 @@ pub struct ShutdownReport {
     pub unrecorded: usize,
 }
 
-/// Counts of what shutdown did to stopped runs.
+/// Counts of what shutdown did to stopped runs, and of the ends written
+/// while it was closing that never landed.
 #[derive(Debug, Default)]
 pub(super) struct Stopped {
     pub released: usize,
     pub failed: usize,
+    /// Recording writes of runs' ends (an outcome, a stop) that failed for
+    /// good while closing: their runs are gone from the local set.
+    pub unrecorded: usize,
 }
 
 /// How a run is ending.
@@ -451,7 +455,9 @@ impl Shared {
     /// the same end). A write that failed for a cause that may pass (I/O,
     /// the database) is tried again, [`RECORD_TRIES`] times in all, its
     /// waits doubling from [`RECORD_RETRY`], while the run's lease is still
-    /// renewed and until shutdown begins.
+    /// renewed, during shutdown too (which returns by its bound whatever
+    /// the tries; one that fails for good then is counted in its report's
+    /// `unrecorded`).
     async fn record(&self, run: &Arc<Run>, mut record: Record, ending: Ending) {
         let stop = record.stops().filter(|_| ending == Ending::Shutdown);
         let (mut wait, mut tries, mut refused) = (RECORD_RETRY, 1, false);
@@ -472,14 +478,16 @@ impl Shared {
                 }
                 Err(StoreCall::Store(
                     ref e @ (crate::Error::Io { .. } | crate::Error::Backend { .. }),
-                )) if tries < RECORD_TRIES && !self.is_closing() => {
+                )) if tries < RECORD_TRIES => {
                     tracing::warn!(task = %run.id, error = %e, attempt = tries, "a store write recording the task failed; trying again");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                     tries += 1;
                 }
                 written => {
-                    self.recorded(run, stop, written);
+                    if !self.recorded(run, stop, written) && self.is_closing() {
+                        lock(&self.stopped).unrecorded += 1;
+                    }
                     return;
                 }
             }

@@ -380,7 +380,7 @@ impl Shared {
             released: stopped.released,
             failed: stopped.failed,
             not_stopped,
-            unrecorded,
+            unrecorded: unrecorded + stopped.unrecorded,
         }
     }
 

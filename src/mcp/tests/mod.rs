@@ -163,9 +163,9 @@ async fn a_handler_that_panics_building_its_future_fails_its_task_and_nothing_el
 
 /// A `MemoryBackend` whose first `failures` terminal writes fail, as on a
 /// disk or a database that is briefly away.
-struct Flaky {
-    inner: crate::MemoryBackend,
-    failures: std::sync::atomic::AtomicUsize,
+pub(super) struct Flaky {
+    pub(super) inner: crate::MemoryBackend,
+    pub(super) failures: std::sync::atomic::AtomicUsize,
 }
 
 impl crate::backend::Backend for Flaky {

@@ -505,3 +505,42 @@ async fn a_sweep_that_takes_long_holds_no_renewal_up() {
     gate.set(false);
     shut_down(&m).await;
 }
+
+/// An operation that ends in the grace has its outcome tried again when
+/// the write fails for a moment, as before shutdown; one whose every write
+/// fails is counted as unrecorded. (Once shutdown had begun, a failed
+/// outcome write was not tried again, and the report counted nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_ending_in_the_grace_is_tried_again_and_counted_if_never_recorded() {
+    for (failures, recorded) in [(1, true), (usize::MAX, false)] {
+        let store = crate::Store::with_backend(super::Flaky {
+            inner: MemoryBackend::new(),
+            failures: AtomicUsize::new(failures),
+        })
+        .build()
+        .unwrap();
+        let m = DurableTaskManager::with_options(
+            Arc::new(store),
+            fast().shutdown_grace(Duration::from_secs(30)),
+        );
+        let seed = m
+            .spawn(TaskOptions::new(), |ctx| {
+                Box::pin(async move {
+                    ctx.shutting_down().await;
+                    Ok(text("finished in the grace"))
+                })
+            })
+            .await
+            .unwrap();
+        let report = shut_down(&m).await;
+        let id = TaskId::parse(&seed.task_id).unwrap();
+        let task = m.store().get(&id).unwrap().unwrap();
+        if recorded {
+            assert_eq!(task.status, TaskStatus::Completed, "{report:?}");
+            assert_eq!(report.unrecorded, 0, "{report:?}");
+        } else {
+            assert_eq!(task.status, TaskStatus::Working, "{report:?}");
+            assert_eq!(report.unrecorded, 1, "{report:?}");
+        }
+    }
+}
