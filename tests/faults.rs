@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    Durability, Error, EventLog, Fault, FaultInjector, FaultMode, FileStore, ListQuery,
+    Durability, Error, EventLog, Fault, FaultInjector, FaultMode, FileStore, FsOp, ListQuery,
     ManualClock, NewTask, Task, TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate,
     UnreadableAction,
 };
@@ -1630,4 +1630,48 @@ fn a_task_past_the_snapshots_budget_is_read_again_after_a_passing_io_error() {
         "the task is listed again"
     );
     assert_eq!(reader.get(&late.id).unwrap().as_ref(), Some(&late));
+}
+
+/// A stale `expiring/` entry (its task's file gone from `done/` by a crash
+/// between the two removals) whose removal fails every time: the sweep
+/// still deletes every other expired task, and says what it could not do
+/// in its log, not as a failed sweep. (Every sweep failed, and left every
+/// expired task of that page.)
+#[test]
+fn a_stale_index_entry_that_cannot_be_removed_never_stops_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<TaskId> = (0..5)
+        .map(|n| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect();
+    fs::remove_file(root.join("done").join(format!("{}.json", ids[0]))).unwrap();
+    let entry = fs::read_dir(root.join("expiring"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(ids[0].as_str()))
+        .unwrap();
+    faults.fail_at(FsOp::Remove, &entry, Fault::Eio);
+    clock.advance(ttl * 2);
+    let swept = store
+        .sweep()
+        .expect("a stale entry it cannot remove stops no sweep");
+    assert_eq!(swept.deleted, 4, "{swept:?}");
+    assert_eq!(common::files_in(&root, "done"), Vec::<String>::new());
+    assert!(entry.exists(), "the entry it could not remove is left");
+    // Once the device answers, the next sweep removes it.
+    faults.disarm();
+    assert_eq!(store.sweep().unwrap().deleted, 0);
+    assert!(!entry.exists());
 }

@@ -703,7 +703,11 @@ impl FileBackend {
                 }
             }
         }
-        self.drop_stale_indexes(&stale)?;
+        if let Err(e) = self.drop_stale_indexes(&stale) {
+            // Housekeeping: the entries stay for the next pass to try
+            // again, and the tasks found are the pass's all the same.
+            tracing::warn!(store = %self.root.display(), error = %e, "could not remove stale expiring/ entries");
+        }
         if looked == due.len() {
             // The pass is through: nothing to keep for its next batch.
             self.due.end();
@@ -757,13 +761,18 @@ impl FileBackend {
             .map(|(id, index)| (stripe(id), id, index.as_os_str()))
             .collect();
         by_stripe.sort_unstable_by_key(|&(stripe, ..)| stripe);
+        // One entry that cannot go keeps no other from going: the first
+        // error is returned once all were tried.
+        let mut first = None;
         for group in by_stripe.chunk_by(|a, b| a.0 == b.0) {
             let _guard = self.locks.lock(&self.fs, group[0].0)?;
             for &(_, id, index) in group {
-                self.drop_stale_index_locked(id, index)?;
+                if let Err(e) = self.drop_stale_index_locked(id, index) {
+                    first.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Removes the `expiring/` entry `index` of task `id` if it is still
