@@ -518,3 +518,39 @@ fn events_report_what_a_listing_could_not_read() {
         .collect();
     assert_eq!(reported.len(), 1, "one event for the unreadable file");
 }
+
+/// A foreign name left in `active/` (the quarantine is full) is reported
+/// once per listing, however many passes over `active/` a handle made
+/// before it: without change notices, every create after a change makes
+/// one. (Each pass added a report, kept until a listing took them all: a
+/// handle that only created grew without bound, and its next listing
+/// repeated the same name hundreds of times.)
+#[test]
+fn a_name_left_in_place_is_reported_once_a_listing_however_many_passes_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    drop(FileStore::open(root).unwrap());
+    for i in 0..1_000 {
+        fs::write(root.join("quarantine").join(format!("old-{i}")), b"x").unwrap();
+    }
+    fs::write(root.join("active").join("stray.txt"), b"x").unwrap();
+    let store = FileStore::builder(root)
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let stray = root.join("active").join("stray.txt").display().to_string();
+    let reports =
+        |page: &taskstore::Page| page.skipped.iter().filter(|s| s.location == stray).count();
+    assert_eq!(reports(&store.list(&ListQuery::active()).unwrap()), 1);
+    for _ in 0..50 {
+        store.create(NewTask::new()).unwrap();
+    }
+    assert_eq!(
+        reports(&store.list(&ListQuery::active().limit(1)).unwrap()),
+        1
+    );
+    assert_eq!(
+        reports(&store.list(&ListQuery::active().limit(1)).unwrap()),
+        1
+    );
+}

@@ -316,7 +316,7 @@ impl FileBackend {
             match report.action {
                 UnreadableAction::SetAside => {
                     state.bad.remove(&id);
-                    state.reported.push(report);
+                    state.report(report);
                 }
                 _ => {
                     if let Some(bad) = state.bad.get_mut(&id) {
@@ -472,7 +472,7 @@ impl FileBackend {
     ) -> Result<()> {
         const PASSES: usize = 4;
         let (mut ids, foreign) = recovery::task_ids(self, Area::Active)?;
-        state.reported.extend(foreign);
+        foreign.into_iter().for_each(|r| state.report(r));
         if state.watch.is_none() {
             for _ in 1..PASSES {
                 let (now, _) = self.observe_active(stamp::clock())?;
@@ -481,7 +481,7 @@ impl FileBackend {
                 }
                 status = now;
                 let (more, foreign) = recovery::task_ids(self, Area::Active)?;
-                state.reported.extend(foreign);
+                foreign.into_iter().for_each(|r| state.report(r));
                 ids.join(&more);
             }
         }
@@ -517,7 +517,7 @@ impl FileBackend {
                 // A stray file, if it is still there: set aside and reported.
                 (None, Change::Changed) => {
                     if let Some(report) = recovery::set_aside_foreign(self, Area::Active, &name) {
-                        state.reported.push(report);
+                        state.report(report);
                     }
                 }
             }

@@ -91,7 +91,8 @@ pub(crate) struct State {
     /// Files that could not be read: reported by every listing until they
     /// change or go.
     pub bad: BTreeMap<TaskId, Bad>,
-    /// What the next listing reports once (files set aside, foreign names).
+    /// What the next listing reports once (files set aside, foreign names),
+    /// one report per location: see [`report`](State::report).
     pub reported: Vec<Skipped>,
     /// Non-terminal entries.
     active: usize,
@@ -287,6 +288,22 @@ pub(crate) struct Bad {
 }
 
 impl State {
+    /// Keeps `report` for the next listing, unless one of the same
+    /// location waits already (then the newer one replaces it): passes
+    /// over `active/` between two listings (without change notices, every
+    /// create after a change makes one) meet a name left in place again
+    /// and again, and the listing reports it once.
+    pub fn report(&mut self, report: Skipped) {
+        match self
+            .reported
+            .iter_mut()
+            .find(|r| r.location == report.location)
+        {
+            Some(kept) => *kept = report,
+            None => self.reported.push(report),
+        }
+    }
+
     /// The entry of task `id`, with its slot.
     pub fn get(&self, id: &TaskId) -> Option<(&Slot, &Entry)> {
         let created_at = self.places.get(id)?;
