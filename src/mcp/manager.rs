@@ -209,7 +209,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             .await
             .map_err(|e| e.into_mcp(None))?;
         let seed = to_rmcp_task(&task);
-        shared.launch(Run::of(&task, shared.store.lease()), make_future);
+        shared.launch(
+            Run::of(&task, shared.store.lease(), shared.store.now()),
+            make_future,
+        );
         Ok(seed)
     }
 

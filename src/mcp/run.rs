@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rmcp::ErrorData as McpError;
 use rmcp::task_manager::{TaskExit, TaskFuture};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -130,16 +131,21 @@ pub(super) struct RunState {
 }
 
 impl Run {
-    /// A run of `task` as stored (just created, or just claimed), by a
-    /// store whose leases last `lease` (if it says).
-    pub fn of(task: &Task, lease: Option<Duration>) -> Arc<Run> {
-        // A new task's lease starts at its creation; a claimed one's does
-        // not (a claim leaves `lastUpdatedAt` alone), so only the store can
-        // say how long it is.
+    /// A run of `task` as stored (just created, or just claimed at `now`,
+    /// the store's time), by a store whose leases last `lease` (if it
+    /// says).
+    pub fn of(task: &Task, lease: Option<Duration>, now: OffsetDateTime) -> Arc<Run> {
+        // A store that does not say: a new task's lease runs from its
+        // creation; a claimed one's from the claim, just made (a claim
+        // leaves `lastUpdatedAt` alone).
         let lease = lease
             .or_else(|| {
-                let granted = task.lease_expires_at? - task.last_updated_at;
-                (task.epoch == 1).then(|| Duration::try_from(granted).ok())?
+                let from = if task.epoch == 1 {
+                    task.last_updated_at
+                } else {
+                    now
+                };
+                Duration::try_from(task.lease_expires_at? - from).ok()
             })
             .filter(|lease| !lease.is_zero());
         Arc::new(Run {

@@ -234,7 +234,7 @@ impl Shared {
             return;
         };
         tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
-        let run = Run::of(&task, self.store.lease());
+        let run = Run::of(&task, self.store.lease(), self.store.now());
         self.launch(Arc::clone(&run), move |ctx| handler(ctx));
         // A cancel request, or responses persisted while no one ran it.
         self.observe(&run, &task).await;

@@ -519,3 +519,99 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
     };
     assert_eq!(result["content"][0]["text"], "resumed");
 }
+
+/// A host's wrapper over a store that forwards every call but `lease`,
+/// whose default says nothing.
+struct Unsaid<S>(S);
+
+impl<S: TaskStore> TaskStore for Unsaid<S> {
+    fn create(&self, new: crate::NewTask) -> crate::Result<crate::Task> {
+        self.0.create(new)
+    }
+    fn get(&self, id: &TaskId) -> crate::Result<Option<crate::Task>> {
+        self.0.get(id)
+    }
+    fn update(&self, id: &TaskId, update: crate::TaskUpdate) -> crate::Result<crate::Transition> {
+        self.0.update(id, update)
+    }
+    fn finish(&self, id: &TaskId, outcome: crate::Outcome) -> crate::Result<crate::Transition> {
+        self.0.finish(id, outcome)
+    }
+    fn finish_fenced(
+        &self,
+        id: &TaskId,
+        outcome: crate::Outcome,
+        epoch: u64,
+    ) -> crate::Result<crate::Transition> {
+        self.0.finish_fenced(id, outcome, epoch)
+    }
+    fn list(&self, query: &crate::ListQuery) -> crate::Result<crate::Page> {
+        self.0.list(query)
+    }
+    fn delete(&self, id: &TaskId) -> crate::Result<bool> {
+        self.0.delete(id)
+    }
+    fn sweep(&self) -> crate::Result<crate::Swept> {
+        self.0.sweep()
+    }
+    fn instance_id(&self) -> &str {
+        self.0.instance_id()
+    }
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
+    fn renew_lease(&self, id: &TaskId) -> crate::Result<crate::Transition> {
+        self.0.renew_lease(id)
+    }
+    fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<crate::Transition> {
+        self.0.release(id, epoch)
+    }
+    fn reap(&self) -> crate::Result<crate::Reaped> {
+        self.0.reap()
+    }
+    fn claim(&self, kinds: &[&str]) -> crate::Result<crate::Claimed> {
+        self.0.claim(kinds)
+    }
+}
+
+/// A task claimed through a store that does not say how long its leases
+/// last is renewed all the same, by the lease the claim gave it: its run
+/// goes on to its end, once. (Only a new task's lease could be worked out:
+/// the claimed run was never renewed, the task was claimed again and
+/// again, each run stopped as lost, until it failed `orphaned`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() {
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .lease(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    let dead = open("dead");
+    let task = dead
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Unsaid(open("live"))),
+        fast().reap_interval(Duration::from_millis(50)),
+    );
+    let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&starts);
+    m.register_resume("job", move |_ctx| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            // Longer than two leases.
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            Ok(text("done"))
+        })
+    });
+    let settled = settled(&m, task.id.as_str()).await;
+    let TaskPayload::Completed { result } = settled.payload else {
+        panic!("not completed: {:?}", settled.payload)
+    };
+    assert_eq!(result["content"][0]["text"], "done");
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
