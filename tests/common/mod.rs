@@ -285,6 +285,33 @@ impl Rng {
     }
 }
 
+/// A store at `root` whose `active/` grew to 6,000 running tasks and then
+/// kept only the last one (made through a handle gone since): that task,
+/// and `active/`'s size once grown; `None` where directories shrink by
+/// themselves (under 64 KiB grown: nothing for an open to compact).
+pub fn grown_and_emptied(root: &Path) -> Option<(taskstore::Task, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    use taskstore::{FileStore, NewTask, TaskStore};
+    let store = FileStore::builder(root)
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let mut tasks: Vec<taskstore::Task> = (0..6_000)
+        .map(|_| store.create(NewTask::new()).unwrap())
+        .collect();
+    let grown = fs::metadata(root.join("active")).unwrap().size();
+    let kept = tasks.pop().unwrap();
+    for task in &tasks {
+        assert!(store.delete(&task.id).unwrap());
+    }
+    if grown < 64 * 1024 {
+        eprintln!("this file system shrinks directories: nothing to compact");
+        return None;
+    }
+    Some((kept, grown))
+}
+
 /// Makes the (closed) store at `root` what a store of format 1 was: no
 /// `expiring/` index, marker 1.
 pub fn make_format_1(root: &Path) {
