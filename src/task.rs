@@ -349,6 +349,7 @@ pub struct TaskUpdate {
     pub(crate) checkpoint: Option<Value>,
     pub(crate) fence: Option<u64>,
     pub(crate) revision: Option<u64>,
+    pub(crate) leave_lease: bool,
 }
 
 impl TaskUpdate {
@@ -414,6 +415,16 @@ impl TaskUpdate {
     /// fenced task is reported as such first.)
     pub fn if_revision(mut self, revision: u64) -> TaskUpdate {
         self.revision = Some(revision);
+        self
+    }
+
+    /// Leaves the task's lease as it is. A write by the handle that owns a
+    /// running task renews its lease by default; a write made on someone
+    /// else's behalf (a client's cancel request or answer, passed on by the
+    /// owner's process) says nothing about whether the owner's work is
+    /// alive, and must not keep a dead run's task from being reaped.
+    pub fn leave_lease(mut self) -> TaskUpdate {
+        self.leave_lease = true;
         self
     }
 

@@ -235,6 +235,10 @@ where
             More(a_reopened_instance_is_not_the_owner),
         ),
         (
+            "an_update_may_leave_the_lease_as_it_is",
+            One(an_update_may_leave_the_lease_as_it_is),
+        ),
+        (
             "a_task_seen_expired_stays_gone_for_every_handle",
             More(a_task_seen_expired_stays_gone_for_every_handle),
         ),

@@ -491,3 +491,32 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
             .set(start + setup.lease + Duration::from_secs(10));
     }
 }
+
+/// A write by the owning handle renews a running task's lease, unless it
+/// asks to leave it (`TaskUpdate::leave_lease`: a write on someone else's
+/// behalf).
+pub(super) fn an_update_may_leave_the_lease_as_it_is(store: &dyn TaskStore, setup: &Setup) {
+    let task = store.create(NewTask::new()).unwrap();
+    setup.clock.advance(Duration::from_secs(5));
+    let left = applied(
+        store
+            .update(&task.id, TaskUpdate::new().metadata("k", 1).leave_lease())
+            .unwrap(),
+    );
+    assert_eq!(
+        left.lease_expires_at, task.lease_expires_at,
+        "left as it was"
+    );
+    assert_eq!(left.metadata["k"], json!(1), "the rest applied");
+    setup.clock.advance(Duration::from_secs(5));
+    let renewed = applied(
+        store
+            .update(&task.id, TaskUpdate::new().metadata("k", 2))
+            .unwrap(),
+    );
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(setup.clock.now() + setup.lease),
+        "a plain write by the owner renews"
+    );
+}

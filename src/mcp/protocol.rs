@@ -249,7 +249,11 @@ pub(super) fn cancel_requested(task: &Task) -> bool {
 
 /// The update a peer makes for `tasks/cancel`.
 pub(super) fn cancel_update(task: &Task) -> TaskUpdate {
-    let update = TaskUpdate::new().metadata(CANCEL_REQUESTED_KEY, true);
+    // On a client's behalf, at whichever instance: never a renewal, even
+    // through the owner's handle (a task it no longer runs must lapse).
+    let update = TaskUpdate::new()
+        .metadata(CANCEL_REQUESTED_KEY, true)
+        .leave_lease();
     if task.status == TaskStatus::InputRequired {
         update.status(TaskStatus::Working)
     } else {
@@ -264,7 +268,8 @@ pub(super) fn responses_update(task: &Task, responses: Vec<(String, Value)>) -> 
         (Some(Value::Object(o)), TaskStatus::InputRequired) => o,
         _ => return None,
     };
-    let mut update = TaskUpdate::new();
+    // On a client's behalf: never a renewal (see `cancel_update`).
+    let mut update = TaskUpdate::new().leave_lease();
     let mut any = false;
     for (key, value) in responses {
         if outstanding.contains_key(&key) {

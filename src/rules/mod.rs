@@ -126,6 +126,7 @@ impl<B: Backend> Store<B> {
         id: &TaskId,
         fence: Option<u64>,
         revision: Option<u64>,
+        renews: bool,
         mut change: impl FnMut(&mut Task, OffsetDateTime) -> Result<()>,
     ) -> Result<Transition> {
         let mut kept = None;
@@ -141,7 +142,9 @@ impl<B: Backend> Store<B> {
             }
             let mut next = current.clone();
             change(&mut next, now)?;
-            self.settings.lease.after_write(&mut next, now);
+            if renews || next.is_terminal() {
+                self.settings.lease.after_write(&mut next, now);
+            }
             Ok(Change::Replace(self.settings.limits.record(next)?))
         })?;
         let transition = match modified {
@@ -365,16 +368,19 @@ impl<B: Backend> TaskStore for Store<B> {
             id,
             update.fence(),
             update.expected_revision(),
+            !update.leave_lease,
             |task, now| update.clone().apply(task, now),
         )
     }
 
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition> {
-        self.write(id, None, None, |task, now| outcome.clone().apply(task, now))
+        self.write(id, None, None, true, |task, now| {
+            outcome.clone().apply(task, now)
+        })
     }
 
     fn finish_fenced(&self, id: &TaskId, outcome: Outcome, epoch: u64) -> Result<Transition> {
-        self.write(id, Some(epoch), None, |task, now| {
+        self.write(id, Some(epoch), None, true, |task, now| {
             outcome.clone().apply(task, now)
         })
     }

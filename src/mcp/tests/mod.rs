@@ -581,3 +581,60 @@ async fn store_errors_are_internal_errors_with_the_cause() {
     }
     assert_eq!(m.running_task_count(), 0);
 }
+
+/// A `tasks/cancel` or `tasks/update` sent to the owning instance of a
+/// task it has no run of (its outcome write failed for good, say) leaves
+/// the task's lease as it is: a client's request says nothing about
+/// whether the owner is alive. (Each renewed it, so a client that kept
+/// asking kept the reaper away.)
+#[tokio::test]
+async fn a_request_for_a_task_the_owner_no_longer_runs_renews_nothing() {
+    let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    let store = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let store = Arc::new(store);
+    let m = DurableTaskManager::with_options(Arc::clone(&store), fast());
+    // Made by the manager's own handle, asking for input, with no run here.
+    let task = store.create(NewTask::new()).unwrap();
+    let asked = store
+        .update(
+            &task.id,
+            crate::TaskUpdate::new()
+                .status(crate::TaskStatus::InputRequired)
+                .input_requests(
+                    serde_json::to_value(
+                        [("k", elicitation("q?"))]
+                            .into_iter()
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    )
+                    .unwrap(),
+                ),
+        )
+        .unwrap()
+        .into_task();
+    let id = task.id.to_string();
+    let stored = |store: &MemoryStore| store.get(&task.id).unwrap().unwrap();
+    clock.advance(Duration::from_secs(10));
+    m.update_task(&id, [("k".to_owned(), json!({"v": 1}))])
+        .await
+        .unwrap();
+    let answered = stored(&store);
+    assert!(answered.revision > asked.revision, "the answer was written");
+    assert_eq!(
+        answered.lease_expires_at, asked.lease_expires_at,
+        "an update"
+    );
+    clock.advance(Duration::from_secs(10));
+    m.cancel_task(&id).await.unwrap();
+    let cancelled = stored(&store);
+    assert!(
+        cancelled.revision > answered.revision,
+        "the cancel was written"
+    );
+    assert_eq!(
+        cancelled.lease_expires_at, asked.lease_expires_at,
+        "a cancel"
+    );
+}
