@@ -57,6 +57,7 @@ impl Lease {
     pub fn take_over(&self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
         task.next_revision()?;
         self.own(task, now);
+        // `is_claimable` never passes a task at the highest epoch.
         task.epoch = task.epoch.saturating_add(1);
         if let Some(resume) = &mut task.resume {
             resume.attempts = resume.attempts.saturating_add(1);
@@ -122,9 +123,12 @@ pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> 
 }
 
 /// Whether the orphan `task` may be claimed at `now` by an instance that
-/// resumes `kinds`.
+/// resumes `kinds`. One whose owner epoch is at its highest (written
+/// outside the crate) cannot get a new one, so no claim fences its old
+/// owner: it is left to the reaper.
 pub(crate) fn is_claimable(task: &Task, now: OffsetDateTime, kinds: &[&str]) -> bool {
     task.is_orphan_at(now)
+        && task.epoch < u64::MAX
         && task
             .resume
             .as_ref()

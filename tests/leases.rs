@@ -750,3 +750,45 @@ fn two_reapers_make_one_transition_per_task() {
         by.values().filter(|k| *k == "1").count()
     );
 }
+
+/// An orphan whose owner epoch is at its highest (written outside the
+/// crate: no count of claims gets there) cannot get a new epoch: a claim
+/// passes it by, and a reap fails it once its claim grace is over. (A claim
+/// left the epoch as it was, so the old owner's fenced writes still
+/// passed the fence.)
+#[test]
+fn an_orphan_at_the_highest_epoch_is_never_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let open = |instance: &str| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(LEASE)
+            .open()
+            .unwrap()
+    };
+    let task = open("owner")
+        .create(NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    let file = dir.path().join("active").join(format!("{}.json", task.id));
+    let mut stored: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    stored["task"]["epoch"] = json!(u64::MAX);
+    write_atomic(&file, &serde_json::to_vec(&stored).unwrap());
+    clock.advance(LEASE);
+    let heir = open("heir");
+    assert!(
+        heir.claim(&["job"]).unwrap().tasks.is_empty(),
+        "not claimed"
+    );
+    let kept = heir.get(&task.id).unwrap().unwrap();
+    assert_eq!(
+        (kept.owner.as_deref(), kept.epoch),
+        (Some("owner"), u64::MAX)
+    );
+    // Past the claim grace (one lease by default): failed as orphaned.
+    clock.advance(LEASE);
+    let reaped = heir.reap_orphans().unwrap();
+    assert_eq!(reaped.len(), 1, "reaped once its claim grace is over");
+    assert_eq!(reaped[0].status, TaskStatus::Failed);
+}
