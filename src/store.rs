@@ -75,6 +75,9 @@ pub trait TaskStore: Send + Sync {
 
     /// One page of tasks, ordered by `created_at`, then id. Stored entries
     /// that cannot be read are left out and reported in [`Page::skipped`].
+    /// Expired tasks are left out too, and the ones the listing meets are
+    /// deleted, as a sweep would (so that no clock stepped back brings them
+    /// back for another handle).
     ///
     /// # Errors
     ///
