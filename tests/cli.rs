@@ -1151,6 +1151,39 @@ fn paths_that_are_not_utf8_are_reported_not_a_panic() {
     }
 }
 
+/// A newline in a path (a foreign file's name, which is just what verify
+/// reports, or the store's own path) never splits a line of the plain
+/// output into one that reads as another problem or figure. (It forged a
+/// `verify` and `repair` line, and split `stats`'s store line.)
+#[test]
+fn a_newline_in_a_path_forges_no_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store\nFORGED store line");
+    open(&dir).create(NewTask::new()).unwrap();
+    fs::write(
+        dir.join("active")
+            .join("x\nFORGED: mode 0644, expected 0600"),
+        b"x",
+    )
+    .unwrap();
+    for (args, code) in [
+        (&["verify"][..], 1),
+        (&["repair"][..], 0),
+        (&["stats"][..], 0),
+    ] {
+        let out = run_expect(Some(&dir), args, code);
+        let text = stdout(&out);
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "{args:?}:\n{text}"
+        );
+        assert!(
+            text.contains("\\u000aFORGED"),
+            "{args:?} shows the newline escaped:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn sweep_and_reap_dry_runs_list_what_would_happen() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1628,12 +1661,38 @@ fn writer(args: &[String]) {
 // ---------------------------------------------------------------------------
 // tail
 
+/// `tail --json` prints each event as JSON a parser reads back, also for
+/// a line written with a tab between its tokens or a CRLF ending (a file
+/// edited by hand, another writer). (Both were escaped as `\u0009` and
+/// `\u000d` outside any string: invalid JSON.)
+#[test]
+fn tail_json_prints_valid_json_whatever_whitespace_a_line_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("events.jsonl");
+    fs::write(
+        &file,
+        "{\"at\":\"2026-01-01T00:00:00Z\",\t\"kind\":\"task.created\",\"data\":{\"s\":\"a\\tb\"}}\r\n",
+    )
+    .unwrap();
+    let out = run_expect(None, &["tail", file.to_str().unwrap(), "--json"], 0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    assert_eq!(lines[0]["kind"], "task.created");
+    assert_eq!(lines[0]["data"]["s"], "a\tb", "the value is the same");
+}
+
 #[test]
 fn tail_reads_filters_and_follows_a_file_through_truncation() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let events = tmp.path().join("events.jsonl");
-    let sink = Arc::new(JsonLinesSink::open(&events).unwrap());
+    // A writer that does not look at its path (until it reopens), as any
+    // writer between its looks.
+    let sink = Arc::new(
+        JsonLinesSink::open(&events)
+            .unwrap()
+            .check_path_every(Duration::MAX),
+    );
     let store = FileStore::builder(&dir).sink(sink.clone()).open().unwrap();
     let a = store.create(NewTask::new()).unwrap();
     let b = store.create(NewTask::new()).unwrap();
@@ -1742,6 +1801,15 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
     );
     let line: Value = serde_json::from_str(&next()).unwrap();
     assert_eq!(line, serde_json::from_str::<Value>(&first_line).unwrap());
+    // The writer goes on appending to the renamed file after the reader
+    // moved to the new one: those lines are printed too. (They were lost.)
+    let f = store.create(NewTask::new()).unwrap();
+    let line: Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(
+        line["data"]["taskId"],
+        f.id.as_str(),
+        "a line the renamed file got after the switch"
+    );
     follower.kill().unwrap();
     let out = follower.wait_with_output().unwrap();
     assert!(
@@ -1856,6 +1924,9 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     store_with_tasks(&dir);
     let out = run_expect(Some(&dir), &["list", "--older-than", "10"], 2);
     assert!(stderr(&out).contains("unit"), "{}", stderr(&out));
+    // Further back than dates go: a usage error, not a panic (exit 101).
+    let out = run_expect(Some(&dir), &["list", "--older-than", "100000000d"], 2);
+    assert!(stderr(&out).contains("--older-than"), "{}", stderr(&out));
     run_expect(Some(&dir), &["list", "--status", "done"], 2);
     run_expect(Some(&dir), &["list", "--limit", "0"], 2);
     // Running tasks never have a terminal status: an empty table would

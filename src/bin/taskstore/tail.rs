@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Deserialize;
@@ -17,6 +17,11 @@ use crate::text::{self, out};
 
 /// How often `--follow` looks at the file again.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long `--follow` keeps reading a file rotated by renaming after it
+/// last grew: its writers append to it until they reopen the path
+/// (`JsonLinesSink` looks once a second).
+const ROTATED_QUIET: Duration = Duration::from_secs(5);
 
 /// The kind a `--kind` names: one of the crate's own if the name is one of
 /// theirs, else a host's own (so events are compared as kinds, not names).
@@ -29,7 +34,8 @@ pub struct TailArgs {
     /// The JSON-lines file (as `JsonLinesSink::open` was given).
     file: PathBuf,
     /// Keeps reading as the file grows (until interrupted); a truncated,
-    /// replaced or recreated file is read again from its start.
+    /// replaced or recreated file is read again from its start, and one
+    /// rotated by renaming is read on as it grows, until quiet for 5 s.
     #[arg(long, short)]
     follow: bool,
     /// Only events of this kind, by its exact name ("task.completed",
@@ -65,6 +71,17 @@ struct Reader<'a> {
     pending: Vec<u8>,
     line: usize,
     bad: usize,
+    /// A file rotated by renaming, still read as its writers go on
+    /// appending to it, and when it last grew.
+    rotated: Option<(Source, Instant)>,
+}
+
+/// A file being read: the part of [`Reader`] a rotation hands over.
+struct Source {
+    file: File,
+    pos: u64,
+    pending: Vec<u8>,
+    line: usize,
 }
 
 pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
@@ -82,8 +99,10 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         pending: Vec::new(),
         line: 0,
         bad: 0,
+        rotated: None,
     };
     loop {
+        reader.read_rotated()?;
         reader.read_new()?;
         if !args.follow {
             // A last line with no newline: a writer that died mid-line.
@@ -130,26 +149,28 @@ impl Reader<'_> {
     }
 
     /// With `--follow`: starts again from the top of a truncated file, and
-    /// reads a replaced or recreated one from its start, once what was
-    /// written to the old one (a rotation renames it, and writers holding
-    /// it open append to it until they reopen) is read to its end.
+    /// reads a replaced or recreated one from its start, going on reading
+    /// the old one (a rotation renames it, and writers holding it open
+    /// append to it until they reopen) in [`read_rotated`](Self::read_rotated).
     fn check_file(&mut self) -> Result<(), Failure> {
         let path = &self.args.file;
         match fs::metadata(path) {
             Ok(meta) if meta.ino() != self.ino => {
                 self.read_new()?;
-                if !self.pending.is_empty() {
-                    // The old file's last line, never ended.
-                    let rest = std::mem::take(&mut self.pending);
-                    self.handle(&rest);
-                }
                 text::err(format!(
                     "taskstore: {} was replaced; reading the new file from its start",
                     path.display()
                 ));
-                self.file = open(path)?;
+                let old = self.swap(Source {
+                    file: open(path)?,
+                    pos: 0,
+                    pending: Vec::new(),
+                    line: 0,
+                });
                 self.ino = meta.ino();
-                self.restart();
+                // An older rotated file is done with.
+                self.end_rotated();
+                self.rotated = Some((old, Instant::now()));
             }
             Ok(meta) if meta.len() < self.pos => {
                 text::err(format!(
@@ -164,6 +185,49 @@ impl Reader<'_> {
             Err(e) => return Err(format!("cannot stat {}: {e}", path.display()).into()),
         }
         Ok(())
+    }
+
+    /// Makes `source` the file read, and returns the one read until now.
+    fn swap(&mut self, source: Source) -> Source {
+        Source {
+            file: std::mem::replace(&mut self.file, source.file),
+            pos: std::mem::replace(&mut self.pos, source.pos),
+            pending: std::mem::replace(&mut self.pending, source.pending),
+            line: std::mem::replace(&mut self.line, source.line),
+        }
+    }
+
+    /// Reads what a file rotated by renaming got since the last look, until
+    /// it has been quiet for [`ROTATED_QUIET`].
+    fn read_rotated(&mut self) -> Result<(), Failure> {
+        let Some((rotated, grew)) = self.rotated.take() else {
+            return Ok(());
+        };
+        let current = self.swap(rotated);
+        let before = self.pos;
+        let read = self.read_new();
+        let after = self.pos;
+        let rotated = self.swap(current);
+        read?;
+        let grew = if after > before { Instant::now() } else { grew };
+        self.rotated = Some((rotated, grew));
+        if grew.elapsed() >= ROTATED_QUIET {
+            self.end_rotated();
+        }
+        Ok(())
+    }
+
+    /// Ends the reading of a rotated file: its last line, if never ended,
+    /// is handled as it is.
+    fn end_rotated(&mut self) {
+        if let Some((rotated, _)) = self.rotated.take() {
+            let current = self.swap(rotated);
+            if !self.pending.is_empty() {
+                let rest = std::mem::take(&mut self.pending);
+                self.handle(&rest);
+            }
+            self.swap(current);
+        }
     }
 
     fn restart(&mut self) {
@@ -208,7 +272,15 @@ impl Reader<'_> {
             return;
         }
         if self.args.json {
-            out(String::from_utf8_lossy(raw));
+            // It parsed, so a control character in it can only be the
+            // whitespace between its tokens (inside a string one is written
+            // escaped): a space, so that the line stays JSON.
+            let line: String = String::from_utf8_lossy(raw)
+                .trim_end_matches('\r')
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out(line);
             return;
         }
         let layers = match (&event.layer_from, &event.layer_to) {

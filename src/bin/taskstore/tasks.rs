@@ -89,7 +89,17 @@ pub fn parse_id(text: &str) -> Result<TaskId, String> {
 /// listings are ordered by creation time.
 pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     let now = store.time();
-    let born_before = args.older_than.map(|age| now - age);
+    let born_before = args.older_than.map(|age| {
+        time::Duration::try_from(age)
+            .ok()
+            .and_then(|age| now.checked_sub(age))
+            .unwrap_or_else(|| {
+                crate::invalid_value(&format!(
+                    "invalid value '{}' for '--older-than <DURATION>': further back than dates go",
+                    text::duration(age)
+                ))
+            })
+    });
     let mut query = if args.active {
         ListQuery::active()
     } else {
@@ -185,7 +195,7 @@ fn row(task: &Task, now: time::OffsetDateTime) -> Vec<String> {
 pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     match store.get(&args.id)? {
         Some(task) => {
-            out(serde_json::to_string_pretty(&task)?);
+            text::out_lines(serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
         }
         None => Err(format!("task {} not found (missing or expired)", args.id).into()),

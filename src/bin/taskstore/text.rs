@@ -9,12 +9,21 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-/// Prints text on stdout (a line, or the lines of pretty JSON), every
-/// control character but the newline escaped ([`plain`]). A reader that
-/// went away (`taskstore list | head`) ends the command with success; any
-/// other write error fails it.
+/// Prints one line on stdout, every control character escaped
+/// ([`plain`]): a newline in a path or in task data never splits it into a
+/// line that reads as another. A reader that went away (`taskstore list |
+/// head`) ends the command with success; any other write error fails it.
 pub fn out(line: impl AsRef<str>) {
-    let line = plain(line.as_ref(), Newlines::Keep);
+    write_out(&plain(line.as_ref(), Newlines::Escape));
+}
+
+/// Prints text of several lines on stdout (pretty JSON), every control
+/// character but the newline escaped, as [`out`] does.
+pub fn out_lines(text: impl AsRef<str>) {
+    write_out(&plain(text.as_ref(), Newlines::Keep));
+}
+
+fn write_out(line: &str) {
     let mut stdout = io::stdout().lock();
     let written = stdout
         .write_all(line.as_bytes())
