@@ -1326,6 +1326,43 @@ fn a_claim_whose_reply_is_lost_after_the_commit_reports_what_it_claimed() {
     }
 }
 
+/// The same for a claim of one orphan, which is one conditional write, not
+/// a batch: its reply lost after the commit, the claim still reports the
+/// task it took. (It reported an error, and left the task claimed with no
+/// run until its lease lapsed, one attempt spent.)
+#[test]
+fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_reply_one");
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let task = dead
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let heir = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("heir")
+        .open()
+        .unwrap();
+    let lapsed = task.lease_expires_at.unwrap();
+    wait_until("the dead owner's lease to lapse", || heir.now() > lapsed);
+    proxy.arm(&[task.id.as_str()]);
+    let claimed = heir.claim(&["k"]).unwrap();
+    assert_eq!(proxy.cuts(), 1, "the write's reply was lost");
+    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
+    assert_eq!(
+        claimed.tasks.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        [&task.id]
+    );
+    let stored = dead.get(&task.id).unwrap().unwrap();
+    assert_eq!((stored.owner.as_deref(), stored.epoch), (Some("heir"), 2));
+}
+
 #[test]
 fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
     // The feed connects on its first wait (never on the subscriber's

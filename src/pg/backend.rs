@@ -300,6 +300,29 @@ impl PgBackend {
         }
     }
 
+    /// `replace` for a pass's write (a claim, a reap, renewals), which
+    /// must say what became of the task: a write whose reply was lost (the
+    /// connection dropped after the commit), or that an earlier batch's
+    /// lost reply made already, finds the task stored exactly as it was to
+    /// write it, and is done.
+    fn replace_found(&self, current: &Task, next: &Record) -> Result<Swap> {
+        let written = |stored: &Task| {
+            let done = *stored == *next.task();
+            if done {
+                self.recent.remember(next.task(), next.json().len());
+            }
+            done
+        };
+        match self.replace(current, next) {
+            Ok(Swap::Changed(Some(stored))) if written(&stored) => Ok(Swap::Done),
+            Err(e) => match self.current(&current.id, "replace") {
+                Ok(Some(stored)) if written(&stored) => Ok(Swap::Done),
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
     fn try_replace_all(&self, swaps: &[(Task, Record)]) -> Result<Vec<Result<Swap>>> {
         let op = "replace";
         let mut ids = Vec::new();
@@ -575,26 +598,20 @@ impl Backend for PgBackend {
         for (current, _) in swaps {
             self.recent.forget(&current.id);
         }
+        let one_by_one = || -> Vec<Result<Swap>> {
+            swaps
+                .iter()
+                .map(|(current, next)| self.replace_found(current, next))
+                .collect()
+        };
         if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
-            return swaps.iter().map(|(c, n)| self.replace(c, n)).collect();
+            return one_by_one();
         }
         // A batch the server refused (a deadlock with another host's batch,
         // a task out of range) changed nothing: each task goes on its own.
         // One whose connection was lost may have committed before the reply
-        // was: a task then found stored as the batch was to write it was
-        // written by the batch, and is done.
-        self.try_replace_all(swaps).unwrap_or_else(|_| {
-            swaps
-                .iter()
-                .map(|(current, next)| match self.replace(current, next) {
-                    Ok(Swap::Changed(Some(stored))) if stored == *next.task() => {
-                        self.recent.remember(next.task(), next.json().len());
-                        Ok(Swap::Done)
-                    }
-                    other => other,
-                })
-                .collect()
-        })
+        // was: `replace_found` tells.
+        self.try_replace_all(swaps).unwrap_or_else(|_| one_by_one())
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
