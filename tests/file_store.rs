@@ -573,3 +573,22 @@ fn repair_changes_nothing_in_a_store_of_a_newer_format() {
     assert_eq!(common::tree_of(dir.path()), before, "nothing changed");
     let _ = kept;
 }
+
+/// The settings every store has are checked before anything is made: a
+/// refused open leaves no directory behind. (It made the store, then
+/// refused the settings.)
+#[test]
+fn a_refused_open_makes_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    for (field, builder) in [
+        ("instance_id", FileStore::builder(&root).instance_id("")),
+        ("lease", FileStore::builder(&root).lease(Duration::ZERO)),
+    ] {
+        match builder.open() {
+            Err(taskstore::Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field} must be refused, got {other:?}"),
+        }
+        assert!(!root.exists(), "{field}: no store was made");
+    }
+}

@@ -223,6 +223,33 @@ fn bad_settings_are_refused_before_anything_is_written() {
         }
         other => panic!("a missing database must be a backend error, got {other:?}"),
     }
+    // The settings every store has are checked before anything is made:
+    // no schema for a store that was refused.
+    let schema = fresh_schema("refused");
+    for (field, builder) in [
+        (
+            "instance_id",
+            PgStore::builder(cluster.conninfo()).instance_id(""),
+        ),
+        (
+            "lease",
+            PgStore::builder(cluster.conninfo()).lease(Duration::ZERO),
+        ),
+    ] {
+        match builder.schema(schema.clone()).open() {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field} must be refused, got {other:?}"),
+        }
+    }
+    let made: i64 = cluster
+        .client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(made, 0, "a refused open made no schema");
 }
 
 #[test]

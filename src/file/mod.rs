@@ -247,6 +247,7 @@ impl StoreBuilder<FileOptions> {
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for invalid
     /// settings.
     pub fn open(self) -> Result<FileStore> {
+        self.check()?;
         let backend = open::open(&self.options, self.settings.limits.max_payload_bytes)?;
         self.finish(backend)
     }

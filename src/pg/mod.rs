@@ -173,6 +173,7 @@ impl StoreBuilder<PgOptions> {
     /// [`Error::Backend`] (backend `"postgres"`) if the server cannot be
     /// reached, refuses, or its database is not UTF-8.
     pub fn open(mut self) -> Result<PgStore> {
+        self.check()?;
         let options = &self.options;
         schema::check_name(&options.schema)?;
         if options.clock_refresh < Duration::from_millis(1) {

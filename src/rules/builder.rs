@@ -165,6 +165,12 @@ impl<O> StoreBuilder<O> {
         self
     }
 
+    /// Checks the settings every store has: a backend's `open` calls it
+    /// before it makes anything, so that a refused open leaves nothing.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.settings.validate()
+    }
+
     /// The store over `backend` with these settings, once they are checked.
     pub(crate) fn finish<B: Backend>(self, backend: B) -> Result<Store<B>> {
         self.settings.validate()?;
