@@ -252,6 +252,30 @@ fn bad_settings_are_refused_before_anything_is_written() {
     assert_eq!(made, 0, "a refused open made no schema");
 }
 
+/// A schema named like an SQL keyword (`user`, `order`) passes the name
+/// check, so it must work: every statement quotes it. (It failed at open,
+/// with a syntax error.)
+#[test]
+fn a_schema_named_like_a_keyword_works() {
+    let Some(cluster) = cluster() else { return };
+    for schema in ["user", "order", "left"] {
+        let store = PgStore::builder(cluster.conninfo())
+            .schema(schema)
+            .open()
+            .unwrap_or_else(|e| panic!("open schema {schema}: {e}"));
+        let task = store.create(NewTask::new()).unwrap();
+        assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+        assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 1);
+        assert!(store.delete(&task.id).unwrap());
+        // Opened again: the schema is found current.
+        drop(store);
+        PgStore::builder(cluster.conninfo())
+            .schema(schema)
+            .open()
+            .unwrap_or_else(|e| panic!("open schema {schema} again: {e}"));
+    }
+}
+
 #[test]
 fn json_is_stored_exactly_as_the_rules_encoded_it() {
     let Some(cluster) = cluster() else { return };

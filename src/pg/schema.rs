@@ -19,8 +19,14 @@ pub(crate) const MAX_SCHEMA_LEN: usize = 48;
 /// bytes of "task"); the second is the schema's `hashtext`.
 const MIGRATION_LOCK: i32 = 0x7461_736b;
 
-/// A checked schema name: `[a-z_][a-z0-9_]*`, at most 48 bytes, so it
-/// needs no quoting and can never inject SQL.
+/// The schema as an SQL identifier: quoted, so that a name that is also a
+/// keyword (`user`, `order`) names it. A checked name holds no `"`.
+pub(crate) fn ident(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// A checked schema name: `[a-z_][a-z0-9_]*`, at most 48 bytes, so it can
+/// never inject SQL (it is quoted all the same: see [`ident`]).
 pub(crate) fn check_name(schema: &str) -> Result<()> {
     let invalid = |reason: &str| Error::InvalidConfig {
         field: "schema",
@@ -48,7 +54,8 @@ pub(crate) fn check_name(schema: &str) -> Result<()> {
 
 /// The migration that brings a schema from version `n - 1` to `n`, for
 /// `n` = 1.. (index 0 makes version 1).
-fn migrations(s: &str) -> [String; 1] {
+fn migrations(schema: &str) -> [String; 1] {
+    let s = ident(schema);
     [format!(
         r#"
 CREATE TABLE {s}.tasks (
@@ -99,16 +106,17 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
     // A schema made for the store (by a role that may create schemas, for
     // one that may not) is used as it is: `CREATE SCHEMA IF NOT EXISTS`
     // asks for the right to create schemas before it looks.
+    let quoted = ident(schema);
     let exists: bool = tx
-        .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&schema])
+        .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&quoted])
         .map_err(db("look for"))?
         .get(0);
     if !exists {
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
             .map_err(db("create"))?;
     }
     tx.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+        "CREATE TABLE IF NOT EXISTS {quoted}.schema_version (
              singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
              version   integer NOT NULL
          );"
@@ -131,7 +139,7 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
     }
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.schema_version (version) VALUES ($1)
+            "INSERT INTO {quoted}.schema_version (version) VALUES ($1)
              ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version"
         ),
         &[&SCHEMA_VERSION],
@@ -145,7 +153,7 @@ fn read_version(
     client: &mut impl GenericClient,
     schema: &str,
 ) -> Result<Option<i32>, postgres::Error> {
-    let table = format!("{schema}.schema_version");
+    let table = format!("{}.schema_version", ident(schema));
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
         .get(0);

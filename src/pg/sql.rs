@@ -27,10 +27,10 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub fn new(schema: &str) -> Sql {
-        let s = schema;
+        let s = &super::schema::ident(schema);
         Sql {
-            schema: s.to_owned(),
-            channel: format!("taskstore:{s}"),
+            schema: schema.to_owned(),
+            channel: format!("taskstore:{schema}"),
             load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
             // $1 id, $2 created_at_ns, $3 revision, $4 status, $5 active,
             // $6 expires_at_ns, $7 task, $8 the cap, $9 the channel.
@@ -159,7 +159,7 @@ impl Sql {
         format!(
             "SELECT id, task, created_at_ns FROM {}.tasks {filter} \
              ORDER BY created_at_ns, id LIMIT $1",
-            self.schema
+            super::schema::ident(&self.schema)
         )
     }
 }
