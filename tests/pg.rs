@@ -312,6 +312,43 @@ fn spoil(cluster: &Cluster, schema: &str, ids: &[&TaskId]) {
     }
 }
 
+/// A row whose task still decodes but disagrees with the row's own columns
+/// (a hand edit of its revision): a write to it is an error naming the
+/// task, not a loop. (The conditional write matched on the columns and
+/// retried from the task, which never matched them: an `update` spun for
+/// ever, committing thousands of transactions a second.)
+#[test]
+fn a_row_at_odds_with_its_columns_is_an_error_not_a_loop() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("odds");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let task = a.create(NewTask::new()).unwrap();
+    let edited = cluster
+        .client()
+        .execute(
+            &format!(
+                "UPDATE {schema}.tasks SET task = replace(task, '\"revision\":1', '\"revision\":5') WHERE id = $1"
+            ),
+            &[&task.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let id = task.id.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(b.update(&id, TaskUpdate::new().metadata("k", 1)));
+    });
+    match rx
+        .recv_timeout(common::HANG)
+        .expect("the update never returned")
+    {
+        Err(e @ Error::Backend { .. }) => {
+            assert!(e.to_string().contains(task.id.as_str()), "{e}")
+        }
+        other => panic!("expected an error naming the task, got {other:?}"),
+    }
+}
+
 /// A row that cannot be read is reported and left out, and the listing goes
 /// on past it: a page is short only at the end. (Rows were cut by `LIMIT`
 /// before they were read, so a batch that left one out looked like the last,

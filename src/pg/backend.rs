@@ -244,7 +244,24 @@ impl PgBackend {
         if written == 1 {
             return Ok(Swap::Done);
         }
-        Ok(Swap::Changed(self.current(&current.id, op)?))
+        let now = self.current(&current.id, op)?;
+        if let Some(now) = &now
+            && (now.created_at, now.revision) == (current.created_at, current.revision)
+        {
+            // Missed, yet the task reads as the version the write was
+            // conditioned on: the row's columns say another. A write would
+            // miss again, for ever.
+            return Err(Error::backend(
+                BACKEND,
+                format!("{op} task {}", current.id),
+                format!(
+                    "the row's task (revision {}) disagrees with the row's own columns: \
+                     the row was changed outside the store",
+                    now.revision
+                ),
+            ));
+        }
+        Ok(Swap::Changed(now))
     }
 
     /// The stored version of `id`, read after a conditional write missed.
