@@ -758,17 +758,9 @@ fn two_reapers_make_one_transition_per_task() {
 /// passed the fence.)
 #[test]
 fn an_orphan_at_the_highest_epoch_is_never_claimed() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let open = |instance: &str| {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance)
-            .lease(LEASE)
-            .open()
-            .unwrap()
-    };
-    let task = open("owner")
+    let (dir, owner, heir) = two_instances(&clock);
+    let task = owner
         .create(NewTask::new().resumable("job", json!({})))
         .unwrap();
     let file = dir.path().join("active").join(format!("{}.json", task.id));
@@ -776,16 +768,12 @@ fn an_orphan_at_the_highest_epoch_is_never_claimed() {
     stored["task"]["epoch"] = json!(u64::MAX);
     write_atomic(&file, &serde_json::to_vec(&stored).unwrap());
     clock.advance(LEASE);
-    let heir = open("heir");
     assert!(
         heir.claim(&["job"]).unwrap().tasks.is_empty(),
         "not claimed"
     );
     let kept = heir.get(&task.id).unwrap().unwrap();
-    assert_eq!(
-        (kept.owner.as_deref(), kept.epoch),
-        (Some("owner"), u64::MAX)
-    );
+    assert_eq!((kept.owner.as_deref(), kept.epoch), (Some("a"), u64::MAX));
     // Past the claim grace (one lease by default): failed as orphaned.
     clock.advance(LEASE);
     let reaped = heir.reap_orphans().unwrap();
