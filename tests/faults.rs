@@ -1595,19 +1595,10 @@ fn a_task_past_the_snapshots_budget_is_read_again_after_a_passing_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let faults = FaultInjector::new();
-    let open = |faults: Option<&FaultInjector>| {
-        let mut builder = FileStore::builder(root)
-            .durability(Durability::Eventual)
-            .max_payload_bytes(40 << 20);
-        if let Some(faults) = faults {
-            builder = builder.fault_injector(faults.clone());
-        }
-        builder.open().unwrap()
-    };
-    let writer = open(None);
+    let writer = common::budget_store(root, None, None);
     let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
     common::fill_the_snapshot_budget(&writer, root, || {});
-    let reader = open(Some(&faults));
+    let reader = common::budget_store(root, None, Some(&faults));
     assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 2);
     // Made after: read into the snapshot by a later listing, past the
     // budget; with more than 64 running tasks, none is kept decoded either.

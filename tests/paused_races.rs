@@ -564,16 +564,7 @@ fn a_page_never_jumps_to_a_task_made_again_while_it_reads_the_old_one() {
     let root = dir.path();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
-    let open = |faults: Option<&FaultInjector>| {
-        let mut builder = FileStore::builder(root)
-            .clock(Arc::new(clock.clone()))
-            .durability(taskstore::Durability::Eventual)
-            .max_payload_bytes(40 << 20);
-        if let Some(faults) = faults {
-            builder = builder.fault_injector(faults.clone());
-        }
-        builder.open().unwrap()
-    };
+    let open = |faults| common::budget_store(root, Some(&clock), faults);
     let writer = open(None);
     let file = |id: &TaskId| root.join("active").join(format!("{id}.json"));
     let tick = || clock.advance(Duration::from_millis(1));

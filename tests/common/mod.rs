@@ -611,6 +611,29 @@ pub fn stripe_lock(store: &Path, id: &str) -> PathBuf {
     store.join("locks").join(format!("{:02}.lock", stripe(id)))
 }
 
+/// A handle on the store at `root` for the snapshot-budget tests: writes
+/// without fsync, a payload cap (40 MiB) that lets two tasks fill the
+/// budget ([`fill_the_snapshot_budget`]), on `clock` and with `faults` if
+/// given.
+#[cfg(feature = "fault-injection")]
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn budget_store(
+    root: &Path,
+    clock: Option<&taskstore::ManualClock>,
+    faults: Option<&taskstore::FaultInjector>,
+) -> taskstore::FileStore {
+    let mut builder = taskstore::FileStore::builder(root)
+        .durability(taskstore::Durability::Eventual)
+        .max_payload_bytes(40 << 20);
+    if let Some(clock) = clock {
+        builder = builder.clock(std::sync::Arc::new(clock.clone()));
+    }
+    if let Some(faults) = faults {
+        builder = builder.fault_injector(faults.clone());
+    }
+    builder.open().unwrap()
+}
+
 /// Makes, through `store` (at `root`, with a payload cap of 40 MiB or more),
 /// two running tasks whose files take a handle's whole snapshot budget
 /// (64 MiB) but 100 bytes, calling `before_each` before each create: a
