@@ -56,7 +56,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
             .map_err(|e| dir_error(&root_dir, name, e))
     };
     let locks = open_dir("locks")?;
-    let (handles, writable) = match handles_lock_of(&fs, &locks)? {
+    let (handles, writable) = match handles_lock(&fs, &locks)? {
         Some((file, path, writable)) => (Some((file, path)), writable),
         None => (None, false),
     };
@@ -180,18 +180,10 @@ fn refuse_newer(root: &Dir, format: Option<u64>) -> Result<()> {
     }
 }
 
-/// The handles lock, opened (created if missing); `None` on a store that
-/// cannot be written where it is missing.
+/// The handles lock, opened (created if missing), and whether the store
+/// can be written (the lock file opened for writing); `None` on a store
+/// that cannot be written where it is missing.
 pub(super) fn handles_lock(
-    fs: &Fs,
-    locks: &Dir,
-) -> Result<Option<(std::fs::File, std::path::PathBuf)>> {
-    Ok(handles_lock_of(fs, locks)?.map(|(file, path, _)| (file, path)))
-}
-
-/// [`handles_lock`], and whether the store can be written (the lock file
-/// opened for writing).
-fn handles_lock_of(
     fs: &Fs,
     locks: &Dir,
 ) -> Result<Option<(std::fs::File, std::path::PathBuf, bool)>> {

@@ -151,7 +151,7 @@ impl FileCheck {
         // come between, and the areas opened are the ones in use for as
         // long as the check lives.
         let handles = match fs.open_dir(&root_dir, OsStr::new("locks")) {
-            Ok(locks) => handles_lock(&fs, &locks)?,
+            Ok(locks) => handles_lock(&fs, &locks)?.map(|(file, path, _)| (file, path)),
             Err(_) => None,
         };
         if let Some((file, path)) = &handles {
