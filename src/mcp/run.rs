@@ -135,18 +135,10 @@ impl Run {
     /// the store's time), by a store whose leases last `lease` (if it
     /// says).
     pub fn of(task: &Task, lease: Option<Duration>, now: OffsetDateTime) -> Arc<Run> {
-        // A store that does not say: a new task's lease runs from its
-        // creation; a claimed one's from the claim, just made (a claim
-        // leaves `lastUpdatedAt` alone).
+        // A store that does not say: what is left of the lease the create
+        // or the claim just gave the task.
         let lease = lease
-            .or_else(|| {
-                let from = if task.epoch == 1 {
-                    task.last_updated_at
-                } else {
-                    now
-                };
-                Duration::try_from(task.lease_expires_at? - from).ok()
-            })
+            .or_else(|| Duration::try_from(task.lease_expires_at? - now).ok())
             .filter(|lease| !lease.is_zero());
         Arc::new(Run {
             id: task.id.clone(),
