@@ -283,3 +283,38 @@ fn the_state_gauge_follows_the_breakers_last_transition_whatever_order_events_ar
         (1, 1)
     );
 }
+
+/// A breaker made again under a name (a new registry, a restarted
+/// component) moves the gauge from its first transition: generations come
+/// from one count for the whole process, so the new breaker's are never
+/// taken for older than the old one's.
+#[test]
+fn a_breaker_made_again_under_its_name_moves_the_gauge_at_once() {
+    let recorded = Recorded::default();
+    let sink = Arc::new(MetricsSink::new());
+    let registry = || {
+        BreakerRegistry::new(BreakerConfig::default())
+            .unwrap()
+            .with_sink(sink.clone())
+    };
+    let (first, second) = (registry(), registry());
+    metrics::with_local_recorder(&recorded, || {
+        let old = first.breaker("db").unwrap();
+        for _ in 0..3 {
+            old.force_open();
+            old.reset();
+        }
+        old.force_open();
+        assert_eq!(
+            recorded.gauge("taskstore_breaker_state{breaker=db}"),
+            Some(3.0)
+        );
+        // The new breaker's first transition.
+        second.breaker("db").unwrap().reset();
+    });
+    assert_eq!(
+        recorded.gauge("taskstore_breaker_state{breaker=db}"),
+        Some(0.0),
+        "the new breaker's reset shows"
+    );
+}
