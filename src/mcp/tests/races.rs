@@ -159,11 +159,11 @@ impl Backend for HeldAnswer {
 
 /// A `tasks/update` at the owner whose future is dropped (a client's
 /// timeout) while its write of the answer is under way: the write lands,
-/// and the waiting operation must still get the answer, from a retried
-/// update or the next look at the task. (The answer stayed recorded and
+/// and the waiting operation must still get the answer, from the next
+/// look at the task (a watch tick every `watch`), or, with `retry`, from
+/// the client's retried update. (The answer stayed recorded and
 /// undelivered, and the task `working` for ever.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_recorded_by_an_update_dropped_midway_still_reaches_the_operation() {
+async fn an_update_dropped_midway(retry: bool, watch: std::time::Duration) {
     let backend = Arc::new(HeldAnswer {
         inner: MemoryBackend::new(),
         begun: tokio::sync::Notify::new(),
@@ -172,7 +172,7 @@ async fn an_answer_recorded_by_an_update_dropped_midway_still_reaches_the_operat
         held: AtomicBool::new(false),
     });
     let store = Store::with_backend(Arc::clone(&backend)).build().unwrap();
-    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let m = DurableTaskManager::with_options(Arc::new(store), fast().watch_interval(watch));
     let seed = m
         .spawn(TaskOptions::new().with_ttl_ms(None), |ctx| {
             Box::pin(async move {
@@ -208,12 +208,28 @@ async fn an_answer_recorded_by_an_update_dropped_midway_still_reaches_the_operat
         keys["k"].get("response").map(|_| ())
     })
     .await;
-    // The client tries again, as it would after its timeout.
-    m.update_task(&id, [("k".to_owned(), answer)])
-        .await
-        .unwrap();
+    if retry {
+        // The client tries again, as it would after its timeout.
+        m.update_task(&id, [("k".to_owned(), answer)])
+            .await
+            .unwrap();
+    }
     let rmcp::model::TaskPayload::Completed { result } = settled(&m, &id).await.payload else {
         panic!("not completed")
     };
     assert_eq!(result["content"][0]["text"], "7");
+}
+
+/// The answer reaches the operation at the next watch tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_recorded_by_an_update_dropped_midway_reaches_the_operation_at_the_next_look() {
+    an_update_dropped_midway(false, std::time::Duration::from_millis(20)).await;
+}
+
+/// With no watch tick to come (an hour apart), the client's retried update
+/// delivers it: its write is refused as changed, and the stored state it
+/// then reads holds the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_recorded_by_an_update_dropped_midway_reaches_the_operation_through_a_retry() {
+    an_update_dropped_midway(true, std::time::Duration::from_secs(3600)).await;
 }
