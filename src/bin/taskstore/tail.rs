@@ -63,25 +63,71 @@ struct Line {
 /// Where the reading is.
 struct Reader<'a> {
     args: &'a TailArgs,
-    file: File,
+    /// The file at the path, and its inode.
+    current: Source,
     ino: u64,
-    /// Bytes consumed so far.
-    pos: u64,
-    /// The start of a line not yet ended by a newline.
-    pending: Vec<u8>,
-    line: usize,
     bad: usize,
     /// A file rotated by renaming, still read as its writers go on
     /// appending to it, and when it last grew.
     rotated: Option<(Source, Instant)>,
 }
 
-/// A file being read: the part of [`Reader`] a rotation hands over.
+/// A file being read.
 struct Source {
     file: File,
+    /// Bytes consumed so far.
     pos: u64,
+    /// The start of a line not yet ended by a newline.
     pending: Vec<u8>,
+    /// Lines read so far.
     line: usize,
+}
+
+impl Source {
+    fn new(file: File) -> Source {
+        Source {
+            file,
+            pos: 0,
+            pending: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// Reads what was appended since the last read: every whole line, with
+    /// its number.
+    fn read_lines(&mut self, path: &Path) -> Result<Vec<(usize, Vec<u8>)>, Failure> {
+        let mut chunk = Vec::new();
+        self.file
+            .seek(SeekFrom::Start(self.pos))
+            .and_then(|_| self.file.read_to_end(&mut chunk))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.pos += chunk.len() as u64;
+        self.pending.extend_from_slice(&chunk);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            self.line += 1;
+            lines.push((self.line, self.pending[start..start + end].to_vec()));
+            start += end + 1;
+        }
+        self.pending.drain(..start);
+        Ok(lines)
+    }
+
+    /// A last line never ended (a writer that died mid-line), with its
+    /// number.
+    fn rest(&mut self) -> Option<(usize, Vec<u8>)> {
+        (!self.pending.is_empty()).then(|| {
+            self.line += 1;
+            (self.line, std::mem::take(&mut self.pending))
+        })
+    }
+
+    fn restart(&mut self) {
+        self.pos = 0;
+        self.line = 0;
+        self.pending.clear();
+    }
 }
 
 pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
@@ -93,11 +139,8 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         .ino();
     let mut reader = Reader {
         args,
-        file,
+        current: Source::new(file),
         ino,
-        pos: 0,
-        pending: Vec::new(),
-        line: 0,
         bad: 0,
         rotated: None,
     };
@@ -105,10 +148,8 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         reader.read_rotated()?;
         reader.read_new()?;
         if !args.follow {
-            // A last line with no newline: a writer that died mid-line.
-            if !reader.pending.is_empty() {
-                let rest = std::mem::take(&mut reader.pending);
-                reader.handle(&rest);
+            if let Some((number, rest)) = reader.current.rest() {
+                reader.handle(number, &rest);
             }
             break;
         }
@@ -127,24 +168,12 @@ fn open(path: &Path) -> Result<File, Failure> {
 }
 
 impl Reader<'_> {
-    /// Reads what was appended since the last read, and handles every
-    /// whole line.
+    /// Reads what the file at the path got since the last read, and
+    /// handles every whole line.
     fn read_new(&mut self) -> Result<(), Failure> {
-        let path = &self.args.file;
-        let mut chunk = Vec::new();
-        self.file
-            .seek(SeekFrom::Start(self.pos))
-            .and_then(|_| self.file.read_to_end(&mut chunk))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        self.pos += chunk.len() as u64;
-        self.pending.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let line = self.pending[start..start + end].to_vec();
-            self.handle(&line);
-            start += end + 1;
+        for (number, line) in self.current.read_lines(&self.args.file)? {
+            self.handle(number, &line);
         }
-        self.pending.drain(..start);
         Ok(())
     }
 
@@ -161,23 +190,18 @@ impl Reader<'_> {
                     "taskstore: {} was replaced; reading the new file from its start",
                     path.display()
                 ));
-                let old = self.swap(Source {
-                    file: open(path)?,
-                    pos: 0,
-                    pending: Vec::new(),
-                    line: 0,
-                });
+                let old = std::mem::replace(&mut self.current, Source::new(open(path)?));
                 self.ino = meta.ino();
                 // An older rotated file is done with.
                 self.end_rotated();
                 self.rotated = Some((old, Instant::now()));
             }
-            Ok(meta) if meta.len() < self.pos => {
+            Ok(meta) if meta.len() < self.current.pos => {
                 text::err(format!(
                     "taskstore: {} was truncated; reading it from its start",
                     path.display()
                 ));
-                self.restart();
+                self.current.restart();
             }
             Ok(_) => {}
             // Removed: wait for it to come back.
@@ -187,29 +211,22 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// Makes `source` the file read, and returns the one read until now.
-    fn swap(&mut self, source: Source) -> Source {
-        Source {
-            file: std::mem::replace(&mut self.file, source.file),
-            pos: std::mem::replace(&mut self.pos, source.pos),
-            pending: std::mem::replace(&mut self.pending, source.pending),
-            line: std::mem::replace(&mut self.line, source.line),
-        }
-    }
-
     /// Reads what a file rotated by renaming got since the last look, until
     /// it has been quiet for [`ROTATED_QUIET`].
     fn read_rotated(&mut self) -> Result<(), Failure> {
-        let Some((rotated, grew)) = self.rotated.take() else {
+        let Some((mut rotated, grew)) = self.rotated.take() else {
             return Ok(());
         };
-        let current = self.swap(rotated);
-        let before = self.pos;
-        let read = self.read_new();
-        let after = self.pos;
-        let rotated = self.swap(current);
-        read?;
-        let grew = if after > before { Instant::now() } else { grew };
+        let before = rotated.pos;
+        let lines = rotated.read_lines(&self.args.file)?;
+        let grew = if rotated.pos > before {
+            Instant::now()
+        } else {
+            grew
+        };
+        for (number, line) in lines {
+            self.handle(number, &line);
+        }
         self.rotated = Some((rotated, grew));
         if grew.elapsed() >= ROTATED_QUIET {
             self.end_rotated();
@@ -220,25 +237,15 @@ impl Reader<'_> {
     /// Ends the reading of a rotated file: its last line, if never ended,
     /// is handled as it is.
     fn end_rotated(&mut self) {
-        if let Some((rotated, _)) = self.rotated.take() {
-            let current = self.swap(rotated);
-            if !self.pending.is_empty() {
-                let rest = std::mem::take(&mut self.pending);
-                self.handle(&rest);
-            }
-            self.swap(current);
+        if let Some((mut rotated, _)) = self.rotated.take()
+            && let Some((number, rest)) = rotated.rest()
+        {
+            self.handle(number, &rest);
         }
     }
 
-    fn restart(&mut self) {
-        self.pos = 0;
-        self.line = 0;
-        self.pending.clear();
-    }
-
-    /// Prints one line's event, if it passes the filters.
-    fn handle(&mut self, raw: &[u8]) {
-        self.line += 1;
+    /// Prints the event of line `number`, if it passes the filters.
+    fn handle(&mut self, number: usize, raw: &[u8]) {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -249,7 +256,7 @@ impl Reader<'_> {
                 text::err(format!(
                     "taskstore: {}:{}: not an event: {e}",
                     self.args.file.display(),
-                    self.line
+                    number
                 ));
                 return;
             }
