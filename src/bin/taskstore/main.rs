@@ -306,10 +306,10 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
 }
 
 /// What a dry run judges, read without changing anything. A file store is
-/// read with a census ([`FileCheck::census`]), which changes nothing
-/// (it holds the handles lock shared, as a handle does): opening a handle would finish crashed writers' work and
-/// a listing set unreadable files aside. Over PostgreSQL a handle's
-/// previews change nothing.
+/// read with a census ([`FileCheck::census`]), which changes nothing (it
+/// holds the handles lock shared, as a handle does): opening a handle would
+/// finish crashed writers' work, and a listing set unreadable files aside.
+/// Over PostgreSQL a handle's previews change nothing.
 ///
 /// [`FileCheck::census`]: taskstore::FileCheck::census
 fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::Preview, Failure> {

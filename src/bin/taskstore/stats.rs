@@ -1,10 +1,10 @@
 //! `stats`: what a store holds, now.
 //!
 //! A file store is read with [`FileCheck::census`]: every task file read
-//! once, nothing changed (the check holds the handles lock shared, as a
-//! handle does, and takes no other) (a listing through the store would
-//! set unreadable files aside, and opening it would clean up after crashed
-//! writers). A PostgreSQL store is read through its API with
+//! once, nothing changed. The check holds the handles lock shared, as a
+//! handle does, and takes no other. (A listing through the store would set
+//! unreadable files aside, and opening it would clean up after crashed
+//! writers.) A PostgreSQL store is read through its API with
 //! `Store::stored`, which changes nothing (a listing would delete the
 //! expired tasks it meets).
 
