@@ -1122,6 +1122,42 @@ fn task_data_never_reaches_the_terminal_as_control_characters() {
     assert_eq!(shown["statusMessage"], message);
 }
 
+/// Task data and names cannot reorder what a terminal shows: a Unicode
+/// bidirectional control (U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 to
+/// U+2069 the isolates, the marks) in a status message or a file name is
+/// printed escaped, in the table and in JSON, which still reads back the
+/// same value. (They were printed as they are: an owner could make a row
+/// read as another.)
+#[test]
+fn bidirectional_controls_are_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let message = "ok \u{202e}deliaf\u{202c} \u{2066}x\u{2069} \u{200f}\u{61c}";
+    let task = open(&dir)
+        .create(NewTask::new().status_message(message))
+        .unwrap();
+    let clean = |out: &Output| {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        for c in [
+            '\u{202e}', '\u{202c}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
+        ] {
+            assert!(!text.contains(c), "{c:?} printed as it is: {text:?}");
+        }
+        text
+    };
+    let table = clean(&run_expect(Some(&dir), &["list"], 0));
+    assert!(table.contains("\\u202edeliaf\\u202c"), "{table}");
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    clean(&out);
+    assert_eq!(json_lines(&out)[0]["statusMessage"], message);
+    let out = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
+    let shown: Value = serde_json::from_str(&clean(&out)).unwrap();
+    assert_eq!(shown["statusMessage"], message);
+    fs::write(dir.join("active").join("a\u{202e}nosj.x"), b"x").unwrap();
+    let out = run_expect(Some(&dir), &["verify"], 1);
+    assert!(clean(&out).contains("a\\u202enosj.x"), "{}", stdout(&out));
+}
+
 /// A file name or a store path that is not UTF-8 is reported, lossily, as
 /// JSON text must be: `verify --json` lists the problem and exits 1, and
 /// `stats` works on such a store. (Both panicked: exit 101.)

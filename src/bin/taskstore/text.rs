@@ -53,12 +53,15 @@ pub enum Newlines {
 }
 
 /// `text` with its control characters (ESC, DEL, the C1 set; and the
-/// newline, unless kept) written as `\u00XX`: task data, file names and
-/// event lines reach a terminal as text, never as commands to it, nor as a
-/// line that forges another. Inside a JSON string the escape means the
-/// same character, so a JSON line stays the same value.
+/// newline, unless kept) and Unicode's bidirectional controls written as
+/// `\uXXXX`: task data, file names and event lines reach a terminal as
+/// text, never as commands to it, nor as a line that forges another or
+/// shows its characters in another order. Inside a JSON string the escape
+/// means the same character, so a JSON line stays the same value.
 pub fn plain(text: &str, newlines: Newlines) -> Cow<'_, str> {
-    let escape = |c: char| c.is_control() && !(c == '\n' && newlines == Newlines::Keep);
+    let escape = |c: char| {
+        (c.is_control() && !(c == '\n' && newlines == Newlines::Keep)) || is_bidi_control(c)
+    };
     if !text.chars().any(escape) {
         return Cow::Borrowed(text);
     }
@@ -71,6 +74,14 @@ pub fn plain(text: &str, newlines: Newlines) -> Cow<'_, str> {
         }
     }
     Cow::Owned(escaped)
+}
+
+/// Unicode's bidirectional controls: the arabic letter mark, the
+/// left-to-right and right-to-left marks, the embeddings and overrides
+/// (U+202A to U+202E) and the isolates (U+2066 to U+2069). A terminal that
+/// follows them shows the text around them in another order.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Reads a duration written the short way: one or more `<number><unit>`
