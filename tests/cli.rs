@@ -927,6 +927,33 @@ fn stats_agree_with_the_api() {
     );
 }
 
+/// `stats` tells a name that is no task file's (a stray file, a
+/// directory) from a task file it cannot read: the first are `foreign`,
+/// outside the task files' count and bytes, the second `unreadable`.
+/// (Every name in `active/` or `done/` counted as a task file, and a
+/// foreign one as an unreadable task file.)
+#[test]
+fn stats_tell_foreign_names_from_unreadable_task_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let tasks = store_with_tasks(&dir);
+    let corrupt = task_path(&dir, "active", &first(&tasks, TaskStatus::Working).id);
+    fs::write(&corrupt, b"{ not json").unwrap();
+    fs::write(dir.join("active").join("notes.txt"), b"twelve bytes").unwrap();
+    fs::create_dir(dir.join("done").join("backup")).unwrap();
+    let out = run_expect(Some(&dir), &["stats", "--json"], 0);
+    let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(stats["unreadable"], 1, "{stats:#}");
+    assert_eq!(stats["foreign"], 2, "{stats:#}");
+    let task_files = fs::read_dir(dir.join("active")).unwrap().count()
+        + fs::read_dir(dir.join("done")).unwrap().count()
+        - 2;
+    assert_eq!(stats["disk"]["taskFiles"], task_files, "{stats:#}");
+    let text = stdout(&run_expect(Some(&dir), &["stats"], 0));
+    assert!(text.contains("unreadable      1 task files"), "{text}");
+    assert!(text.contains("foreign         2 names"), "{text}");
+}
+
 #[test]
 fn list_json_is_the_api_listing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -31,6 +31,11 @@ pub struct Census {
     /// Task files that could not be read (left where they are; `verify`
     /// says why).
     pub unreadable: Vec<PathBuf>,
+    /// Names in `active/` or `done/` that are no task file's: a name not
+    /// of the form `<id>.json`, or a directory, link or other non-file
+    /// under one (left where they are; `verify` reports them, `repair`
+    /// sets them aside).
+    pub foreign: Vec<PathBuf>,
     /// What the store's files take.
     pub usage: Usage,
 }
@@ -48,11 +53,12 @@ pub struct Usage {
     /// counts its own blocks, not what it holds).
     pub allocated_bytes: u64,
     /// Bytes in the store's files: the sizes of its marker, task files,
-    /// temp files and quarantined files, as `ls -l` shows them. Far below
+    /// temp files and quarantined files, and of foreign files among the
+    /// task files, as `ls -l` shows them. Far below
     /// `allocated_bytes` for small tasks: a file of a few hundred bytes
     /// takes a whole block.
     pub file_bytes: u64,
-    /// Task files (`active/` and `done/`).
+    /// Task files (`active/` and `done/`; not the foreign names there).
     pub task_files: usize,
     /// Bytes in task files (their sizes).
     pub task_bytes: u64,
@@ -189,7 +195,8 @@ fn read_dir(store: &FileBackend, dir: &Dir) -> Result<Vec<OsString>> {
 }
 
 /// Reads the entry `name` of `area` into the census: its size, and the task
-/// it holds (`None` if it is gone, foreign or unreadable).
+/// it holds (`None` if it is gone, foreign or unreadable). A name that is
+/// no task file's, or is not a file, counts as foreign, not as a task file.
 fn read(
     store: &FileBackend,
     area: Area,
@@ -199,19 +206,25 @@ fn read(
 ) -> Result<Option<Task>> {
     let dir = store.dir(area);
     let path = dir.join(name);
+    let id = layout::task_file_id(name);
     match store.fs.stat(dir, name) {
-        Ok(status) if status.kind == Kind::File => {
+        Ok(status) => {
             blocks.add(&status);
-            census.usage.file_bytes += status.size;
+            if status.kind == Kind::File {
+                census.usage.file_bytes += status.size;
+            }
+            if status.kind != Kind::File || id.is_none() {
+                census.foreign.push(path);
+                return Ok(None);
+            }
             census.usage.task_files += 1;
             census.usage.task_bytes += status.size;
         }
-        Ok(status) => blocks.add(&status),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(_) => {}
     }
-    let Some(id) = layout::task_file_id(name) else {
-        census.unreadable.push(path);
+    let Some(id) = id else {
+        census.foreign.push(path);
         return Ok(None);
     };
     match store.read_bytes(dir, name) {

@@ -48,6 +48,7 @@ struct Stats {
     finished: Vec<Duration>,
     usage: Option<Usage>,
     unreadable: usize,
+    foreign: usize,
 }
 
 impl Stats {
@@ -61,6 +62,7 @@ impl Stats {
             finished: Vec::new(),
             usage: None,
             unreadable: 0,
+            foreign: 0,
         };
         for task in tasks {
             if task.is_expired_at(now) {
@@ -127,6 +129,7 @@ pub fn run(args: &StatsArgs, target: &Target) -> Result<ExitCode, Failure> {
             let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
             stats.usage = Some(census.usage);
             stats.unreadable = census.unreadable.len();
+            stats.foreign = census.foreign.len();
             // Lossy: a path need not be UTF-8, and JSON text must be.
             (
                 stats,
@@ -191,6 +194,7 @@ fn as_json(stats: &Stats, store: Value) -> Value {
             "quarantinedBytes": u.quarantined_bytes,
         })),
         "unreadable": stats.unreadable,
+        "foreign": stats.foreign,
     })
 }
 
@@ -267,6 +271,12 @@ fn print_text(stats: &Stats, store: &Value) {
         out(format!(
             "unreadable      {} task files (taskstore verify says why)",
             stats.unreadable
+        ));
+    }
+    if stats.foreign > 0 {
+        out(format!(
+            "foreign         {} names in active/ or done/ that are no task file's (taskstore repair sets them aside)",
+            stats.foreign
         ));
     }
 }
