@@ -467,7 +467,8 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
 /// change to a task this instance runs triggers an immediate look at that
 /// task (a `tasks/cancel` sent to another instance is seen at once, not on
 /// the next tick); polling goes on beside it as the fallback. The thread
-/// stops with the manager.
+/// stops with the manager: at shutdown, or when it is dropped (the task
+/// that takes the changes ends, and the thread with it at its next wait).
 pub(super) fn follow_changes(shared: &Arc<Shared>) {
     let Some(mut feed) = shared.store.changes() else {
         return;
@@ -489,8 +490,16 @@ pub(super) fn follow_changes(shared: &Arc<Shared>) {
         return;
     }
     let weak = Arc::downgrade(shared);
+    let mut stop = shared.stop.subscribe();
     tokio::spawn(async move {
-        while let Some(changes) = rx.recv().await {
+        loop {
+            // A manager dropped without `shutdown` drops `stop`'s sender:
+            // the wait ends then too.
+            let changes = tokio::select! {
+                changes = rx.recv() => changes,
+                _ = stop.wait_for(|stopped| *stopped) => None,
+            };
+            let Some(changes) = changes else { return };
             let Some(this) = weak.upgrade() else { return };
             match changes {
                 Changes::Tasks(ids) => this.watch_changed(ids).await,

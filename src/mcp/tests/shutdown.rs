@@ -544,3 +544,74 @@ async fn an_outcome_ending_in_the_grace_is_tried_again_and_counted_if_never_reco
         }
     }
 }
+
+/// A `MemoryBackend` with a change feed that never names a change, and
+/// counts its live subscriptions.
+struct Fed {
+    inner: MemoryBackend,
+    feeds: Arc<AtomicUsize>,
+}
+
+/// One subscription of [`Fed`]: counted while it lives.
+struct QuietFeed(Arc<AtomicUsize>);
+
+impl crate::ChangeSource for QuietFeed {
+    fn wait(&mut self, timeout: Duration) -> crate::Changes {
+        std::thread::sleep(timeout.min(Duration::from_millis(20)));
+        crate::Changes::Tasks(Vec::new())
+    }
+}
+
+impl Drop for QuietFeed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Backend for Fed {
+    fn load(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> crate::Result<Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> crate::Result<Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> crate::Result<Scanned> {
+        self.inner.scan(scan)
+    }
+    fn changes(&self) -> Option<crate::ChangeFeed> {
+        self.feeds.fetch_add(1, Ordering::SeqCst);
+        Some(crate::ChangeFeed::new(QuietFeed(Arc::clone(&self.feeds))))
+    }
+}
+
+/// A manager dropped without `shutdown` lets go of its change feed: the
+/// thread waiting on it ends, and the feed (a PostgreSQL connection, for
+/// `PgStore`) is closed. (Both lived on until the feed next named a
+/// change, which on a quiet store is never.)
+#[tokio::test]
+async fn a_manager_dropped_without_shutdown_lets_go_of_its_change_feed() {
+    let feeds = Arc::new(AtomicUsize::new(0));
+    let store = crate::Store::with_backend(Fed {
+        inner: MemoryBackend::new(),
+        feeds: Arc::clone(&feeds),
+    })
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("42")) })
+        })
+        .await
+        .unwrap();
+    settled(&m, &seed.task_id).await;
+    assert_eq!(feeds.load(Ordering::SeqCst), 1);
+    drop(m);
+    eventually(|| async { (feeds.load(Ordering::SeqCst) == 0).then_some(()) }).await;
+}
