@@ -113,13 +113,11 @@ pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> 
     if !task.is_orphan_at(now) {
         return false;
     }
-    let Some(resume) = &task.resume else {
+    if !task.has_attempts_left() {
         return true;
-    };
+    }
     let lapsed = task.lease_expires_at.unwrap_or(now);
-    resume.attempts >= resume.max_attempts
-        || now
-            >= lapsed.saturating_add(time::Duration::try_from(grace).unwrap_or(time::Duration::MAX))
+    now >= lapsed.saturating_add(time::Duration::try_from(grace).unwrap_or(time::Duration::MAX))
 }
 
 /// Whether the orphan `task` may be claimed at `now` by an instance that
@@ -129,10 +127,11 @@ pub(crate) fn is_reapable(task: &Task, now: OffsetDateTime, grace: Duration) -> 
 pub(crate) fn is_claimable(task: &Task, now: OffsetDateTime, kinds: &[&str]) -> bool {
     task.is_orphan_at(now)
         && task.epoch < u64::MAX
+        && task.has_attempts_left()
         && task
             .resume
             .as_ref()
-            .is_some_and(|r| r.attempts < r.max_attempts && kinds.iter().any(|k| *k == r.kind))
+            .is_some_and(|r| kinds.iter().any(|k| *k == r.kind))
 }
 
 /// The error recorded on a reaped orphan.

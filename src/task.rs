@@ -151,6 +151,14 @@ impl Task {
         !self.is_terminal() && self.lease_expires_at.is_some_and(|at| now >= at)
     }
 
+    /// Whether the task is resumable and has attempts left: an orphan that
+    /// is not may never be claimed, and a reap fails it at once.
+    pub(crate) fn has_attempts_left(&self) -> bool {
+        self.resume
+            .as_ref()
+            .is_some_and(|r| r.attempts < r.max_attempts)
+    }
+
     /// Whether the task is in a terminal state.
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()

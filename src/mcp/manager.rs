@@ -220,7 +220,8 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// A running task whose owner's lease has lapsed is reaped first, so it
     /// is reported `failed` (orphaned), never as running forever (a
-    /// resumable one stays `working` while it waits to be claimed). A stored
+    /// resumable one with attempts left stays `working` while it waits to
+    /// be claimed). A stored
     /// error that is not a JSON-RPC error object (such as the store's
     /// `{"code": "orphaned", ..}`) is inlined as `-32603` with the stored
     /// error, whole, as its `data`.

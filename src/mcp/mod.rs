@@ -99,7 +99,8 @@
 //!   [`ManagerOptions::reap_interval`]: a task whose owner died is reported
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
-//!   lapsed reaps at once. Starting a manager never waits for a scan: the
+//!   lapsed reaps at once (unless it is resumable with attempts left: it
+//!   waits for a claim). Starting a manager never waits for a scan: the
 //!   first claim and reap run in the background.
 //! - **Graceful shutdown.** [`DurableTaskManager::shutdown`] takes no new
 //!   task and claims nothing from the call on, gives running operations

@@ -28,15 +28,12 @@ impl Shared {
 
     pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {
         let (id, mut task) = self.read(task_id).await?;
-        let lapsed = !task.is_terminal()
-            && task
-                .lease_expires_at
-                .is_some_and(|at| self.store.now() >= at);
-        if lapsed && self.run_of(&id).is_none() {
-            if task.resume.is_some() {
+        if task.is_orphan_at(self.store.now()) && self.run_of(&id).is_none() {
+            if task.has_attempts_left() {
                 // A resumable orphan waits to be claimed (here, if this
                 // instance resumes its kind) or, after the claim grace,
-                // reaped: both on the background loop, not per poll.
+                // reaped: both on the background loop, not per poll. One
+                // with no attempt left is reaped now, as below.
                 self.claim_now.notify_one();
                 return to_wire(&task);
             }

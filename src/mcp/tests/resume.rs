@@ -520,22 +520,37 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
     assert_eq!(result["content"][0]["text"], "resumed");
 }
 
-/// A host's wrapper over a store that forwards every call but `lease`,
-/// whose default says nothing.
-struct Unsaid<S>(S);
+/// A host's wrapper over a store: forwards every call, and counts the
+/// reaps; `lease` forwarded only if `says_lease` (the default says
+/// nothing).
+struct Wrapped<S> {
+    inner: S,
+    says_lease: bool,
+    reaps: std::sync::atomic::AtomicUsize,
+}
 
-impl<S: TaskStore> TaskStore for Unsaid<S> {
+impl<S> Wrapped<S> {
+    fn new(inner: S, says_lease: bool) -> Wrapped<S> {
+        Wrapped {
+            inner,
+            says_lease,
+            reaps: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<S: TaskStore> TaskStore for Wrapped<S> {
     fn create(&self, new: crate::NewTask) -> crate::Result<crate::Task> {
-        self.0.create(new)
+        self.inner.create(new)
     }
     fn get(&self, id: &TaskId) -> crate::Result<Option<crate::Task>> {
-        self.0.get(id)
+        self.inner.get(id)
     }
     fn update(&self, id: &TaskId, update: crate::TaskUpdate) -> crate::Result<crate::Transition> {
-        self.0.update(id, update)
+        self.inner.update(id, update)
     }
     fn finish(&self, id: &TaskId, outcome: crate::Outcome) -> crate::Result<crate::Transition> {
-        self.0.finish(id, outcome)
+        self.inner.finish(id, outcome)
     }
     fn finish_fenced(
         &self,
@@ -543,34 +558,38 @@ impl<S: TaskStore> TaskStore for Unsaid<S> {
         outcome: crate::Outcome,
         epoch: u64,
     ) -> crate::Result<crate::Transition> {
-        self.0.finish_fenced(id, outcome, epoch)
+        self.inner.finish_fenced(id, outcome, epoch)
     }
     fn list(&self, query: &crate::ListQuery) -> crate::Result<crate::Page> {
-        self.0.list(query)
+        self.inner.list(query)
     }
     fn delete(&self, id: &TaskId) -> crate::Result<bool> {
-        self.0.delete(id)
+        self.inner.delete(id)
     }
     fn sweep(&self) -> crate::Result<crate::Swept> {
-        self.0.sweep()
+        self.inner.sweep()
     }
     fn instance_id(&self) -> &str {
-        self.0.instance_id()
+        self.inner.instance_id()
     }
     fn now(&self) -> OffsetDateTime {
-        self.0.now()
+        self.inner.now()
     }
     fn renew_lease(&self, id: &TaskId) -> crate::Result<crate::Transition> {
-        self.0.renew_lease(id)
+        self.inner.renew_lease(id)
     }
     fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<crate::Transition> {
-        self.0.release(id, epoch)
+        self.inner.release(id, epoch)
     }
     fn reap(&self) -> crate::Result<crate::Reaped> {
-        self.0.reap()
+        self.reaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.reap()
+    }
+    fn lease(&self) -> Option<Duration> {
+        self.says_lease.then(|| self.inner.lease()).flatten()
     }
     fn claim(&self, kinds: &[&str]) -> crate::Result<crate::Claimed> {
-        self.0.claim(kinds)
+        self.inner.claim(kinds)
     }
 }
 
@@ -595,7 +614,7 @@ async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() 
         .unwrap();
     drop(dead);
     let m = DurableTaskManager::with_options(
-        Arc::new(Unsaid(open("live"))),
+        Arc::new(Wrapped::new(open("live"), false)),
         fast().reap_interval(Duration::from_millis(50)),
     );
     let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -614,4 +633,50 @@ async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() 
     };
     assert_eq!(result["content"][0]["text"], "done");
     assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A resumable task whose owner died on its last attempt is reported
+/// `failed` (orphaned) by the first `tasks/get` after its lease lapsed,
+/// as a task that cannot be resumed is: nobody may claim it. (It read
+/// `working` until the reaper's next tick, up to its interval.)
+#[tokio::test]
+async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let dead = open("dead");
+    let task = dead
+        .create(
+            crate::NewTask::new()
+                .resumable("job", json!({}))
+                .max_attempts(1),
+        )
+        .unwrap();
+    drop(dead);
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Wrapped::new(open("b"), true)),
+        ManagerOptions::new()
+            .watch_interval(hour)
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    // The loop's first reap, at start, is over: the next is an hour away.
+    eventually(|| async {
+        (m.store().reaps.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    clock.advance(LEASE + Duration::from_secs(1));
+    let read = m.get_task(task.id.as_str()).await.unwrap();
+    let TaskPayload::Failed { error } = read.payload else {
+        panic!("not failed: {read:?}")
+    };
+    assert_eq!(error["data"]["code"], "orphaned", "{error:?}");
 }
