@@ -778,13 +778,13 @@ impl Run {
 
     /// What a create of `want` by handle `h` at `now` does to the model.
     ///
-    /// The two backends check a taken id and the active-task cap in
-    /// opposite orders (the trait documents both errors, not which comes
-    /// first): the file backend counts first, the memory backend looks for
-    /// the id first. So at the cap a create with a taken, live id is
-    /// `AlreadyExists` on a `MemoryStore`, and on a `FileStore` only once
-    /// deleting the expired running tasks made room (else
-    /// `TooManyActive`).
+    /// A taken, live id is `AlreadyExists` on every backend, at the
+    /// active-task cap too (the rules look for it there). The two backends
+    /// check a taken id and the cap in opposite orders, though: the file
+    /// backend counts first, the memory backend looks for the id first. So
+    /// at the cap an expired task under the id makes way at once on a
+    /// `MemoryStore`, and on a `FileStore` only once deleting the expired
+    /// running tasks made room (else `TooManyActive`, and it stays).
     fn model_create(
         &mut self,
         h: usize,
@@ -803,14 +803,14 @@ impl Run {
             let running = self.tasks.values().filter(|t| !t.is_terminal()).count();
             let full = running >= MAX_ACTIVE;
             let existing = host_id.and_then(|id| self.tasks.get(id)).cloned();
+            if existing.as_ref().is_some_and(|t| !expired(t, now)) {
+                return Err(Refusal::AlreadyExists);
+            }
             let existing = match self.backend {
                 Backend::File if full => None,
                 _ => existing,
             };
             if let Some(existing) = existing {
-                if !expired(&existing, now) {
-                    return Err(Refusal::AlreadyExists);
-                }
                 // An expired task makes way.
                 self.tasks.remove(&existing.id);
                 continue;

@@ -464,6 +464,12 @@ pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
         Err(Error::TooManyActive { limit, .. }) => assert_eq!(limit, setup.max_active),
         other => panic!("expected TooManyActive, got {other:?}"),
     }
+    // An id already taken is that, full or not: a host's retried create
+    // learns its task was made.
+    match store.create(NewTask::new().id(tasks[1].id.clone())) {
+        Err(Error::AlreadyExists { id }) => assert_eq!(id, tasks[1].id),
+        other => panic!("expected AlreadyExists at the cap, got {other:?}"),
+    }
     assert_eq!(
         store.list(&ListQuery::active()).unwrap().tasks.len(),
         setup.max_active

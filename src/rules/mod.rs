@@ -319,6 +319,16 @@ impl<B: Backend> TaskStore for Store<B> {
                             .task(TaskEventKind::Expired, &current);
                     }
                 }
+                // An id already taken is that, full or not (a backend may
+                // count before it looks for the id).
+                Insert::Full
+                    if self
+                        .backend
+                        .load(&id)?
+                        .is_some_and(|current| !current.is_expired_at(now)) =>
+                {
+                    return Err(Error::AlreadyExists { id });
+                }
                 Insert::Full if !freed => {
                     // Expired tasks still count until deleted: delete them
                     // and try once more.
