@@ -28,7 +28,9 @@ pub trait TaskStore: Send + Sync {
     /// [`Error::TooManyActive`] at the active-task cap,
     /// [`Error::PayloadTooLarge`] over the payload cap,
     /// [`Error::InvalidTask`] for a TTL under a millisecond; nothing is
-    /// changed.
+    /// changed. An I/O or backend error: the stores of this crate remove
+    /// what the failed write may have stored, so that no task is left
+    /// (unless that removal fails too).
     fn create(&self, new: NewTask) -> Result<Task>;
 
     /// The task, or `Ok(None)` if it is missing or expired.

@@ -1666,3 +1666,42 @@ fn a_stale_index_entry_that_cannot_be_removed_never_stops_a_sweep() {
     assert_eq!(store.sweep().unwrap().deleted, 0);
     assert!(!entry.exists());
 }
+
+/// A create that fails leaves no task behind: whichever call of it fails
+/// (an I/O error once, at every call in turn), no handle lists a task
+/// afterwards, and the creating handle, which owns what it makes, renews
+/// none. With an id the store chose, the caller could never find such a
+/// task. (A failed fsync of `active/` after the rename left the task in
+/// place: listed as working, and renewed by its handle for as long as it
+/// lived.)
+#[test]
+fn a_create_that_fails_leaves_no_task_behind() {
+    let mut failed = 0;
+    for n in 1.. {
+        assert!(n < 1_000, "the create never gets through");
+        let dir = tempdir();
+        let faults = FaultInjector::new();
+        let s = FileStore::builder(dir.path().join("store"))
+            .clock(clock())
+            .fault_injector(faults.clone())
+            .open()
+            .unwrap();
+        faults.fail_nth(n, Fault::Eio, FaultMode::Once);
+        let result = s.create(NewTask::new());
+        faults.disarm();
+        if faults.fired().is_empty() {
+            result.expect("a create without faults");
+            break;
+        }
+        if result.is_ok() {
+            continue;
+        }
+        failed += 1;
+        let what = format!("EIO at call {n} ({:?})", faults.fired());
+        assert_eq!(s.list(&ListQuery::active()).unwrap().tasks, [], "{what}");
+        assert_eq!(s.renew_leases().unwrap(), 0, "{what}");
+        let fresh = FileStore::open(dir.path().join("store")).unwrap();
+        assert_eq!(fresh.list(&ListQuery::all()).unwrap().tasks, [], "{what}");
+    }
+    assert!(failed >= 3, "only {failed} creates failed");
+}

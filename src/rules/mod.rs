@@ -284,6 +284,20 @@ impl<B: Backend> Store<B> {
     }
 }
 
+impl<B: Backend> Store<B> {
+    /// After a failed insert: removes what it may have stored all the same
+    /// (a file renamed into place before a failed directory fsync), so that a create that fails leaves no task, which its
+    /// handle would own and renew and, with an id the store chose, nobody
+    /// could name. Only that very version goes (another writer's task under
+    /// the id stays); if the removal fails too, the task may stay, as any
+    /// failed write may leave its new version.
+    fn undo_create(&self, record: &Record) {
+        if let Err(e) = self.backend.remove(record.task()) {
+            tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task");
+        }
+    }
+}
+
 impl<B: Backend> TaskStore for Store<B> {
     fn create(&self, new: NewTask) -> Result<Task> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
@@ -302,10 +316,10 @@ impl<B: Backend> TaskStore for Store<B> {
         let record: Record = self.settings.limits.record(task)?;
         let mut freed = false;
         loop {
-            match self
+            let inserted = self
                 .backend
-                .insert(&record, self.settings.limits.max_active)?
-            {
+                .insert(&record, self.settings.limits.max_active);
+            match inserted.inspect_err(|_| self.undo_create(&record))? {
                 Insert::Done => break,
                 Insert::Exists(current) => {
                     if !current.is_expired_at(now) {
