@@ -144,19 +144,6 @@ fn build_fixture(store: &Path) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Leftovers of a crashed writer: a temp file, and a terminal move stopped
 /// between its two steps (the terminal task still in `active/`).
 fn plant_leftovers(store: &Path) {
@@ -238,7 +225,7 @@ fn run_case(sc: &Scenario, template: &Path, arm: Option<(u64, Fault, FaultMode)>
     let dir = tempdir();
     let store = dir.path().join("store");
     if sc.fixture {
-        copy_dir(template, &store);
+        common::copy_dir(template, &store);
     }
     let faults = FaultInjector::new();
     let events = Arc::new(EventLog::new());
@@ -1704,4 +1691,49 @@ fn a_create_that_fails_leaves_no_task_behind() {
         assert_eq!(fresh.list(&ListQuery::all()).unwrap().tasks, [], "{what}");
     }
     assert!(failed >= 3, "only {failed} creates failed");
+}
+
+/// A finished task whose file cannot be looked at for now (every `stat`
+/// of it EIO) keeps its `expiring/` entry: the sweep reports it, naming
+/// the file, and deletes it once the device answers. (The entry was taken
+/// for stale and removed, without a word: no later sweep ever found the
+/// task again.)
+#[test]
+fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<TaskId> = (0..5)
+        .map(|n| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect();
+    let file = root.join("done").join(format!("{}.json", ids[0]));
+    faults.fail_at(FsOp::Stat, &file, Fault::Eio);
+    clock.advance(ttl * 2);
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, 4, "{swept:?}");
+    assert!(
+        swept.missed.iter().any(|m| m.id == ids[0])
+            || swept.skipped.iter().any(|s| s.id.as_ref() == Some(&ids[0])),
+        "the task left is reported: {swept:?}"
+    );
+    assert_eq!(
+        common::files_in(&root, "expiring").len(),
+        1,
+        "its entry stays"
+    );
+    faults.disarm();
+    assert_eq!(store.sweep().unwrap().deleted, 1);
+    assert_eq!(common::files_in(&root, "done"), Vec::<String>::new());
+    assert_eq!(common::files_in(&root, "expiring"), Vec::<String>::new());
 }

@@ -592,3 +592,38 @@ fn a_refused_open_makes_no_store() {
         assert!(!root.exists(), "{field}: no store was made");
     }
 }
+
+/// A store copied file by file (`cp -r`, `rsync` without `-H`), whose
+/// `expiring/` entries are copies of its task files instead of second
+/// names, still has its finished tasks expire, whether a sweep meets a few
+/// or many. (A sweep of fewer than 256 due tasks took each entry for stale
+/// and dropped it: the tasks then stayed in `done/` for ever.)
+#[test]
+fn a_store_copied_without_its_hard_links_still_sweeps_its_finished_tasks() {
+    let ttl = Duration::from_secs(60);
+    for n in [5, 256] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let open = |root: &Path| {
+            FileStore::builder(root)
+                .clock(Arc::new(clock.clone()))
+                .durability(taskstore::Durability::Eventual)
+                .open()
+                .unwrap()
+        };
+        let original = dir.path().join("original");
+        let store = open(&original);
+        for i in 0..n {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(i)).unwrap().is_applied());
+        }
+        drop(store);
+        let copy = dir.path().join("copy");
+        common::copy_dir(&original, &copy);
+        clock.advance(ttl * 2);
+        let swept = open(&copy).sweep().unwrap();
+        assert_eq!(swept.deleted, n, "{n} tasks: {swept:?}");
+        assert_eq!(count(&copy.join("done")), 0, "{n} tasks");
+        assert_eq!(count(&copy.join("expiring")), 0, "{n} tasks");
+    }
+}

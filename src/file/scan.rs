@@ -695,6 +695,7 @@ impl FileBackend {
                         self.proofs.remember(&task, index);
                         tasks.push(task);
                     }
+                    Indexed::Copy(task) => tasks.push(task),
                     Indexed::Stale => stale.push((id.clone(), index.clone())),
                     Indexed::Gone => {}
                     Indexed::Unreadable(e) => {
@@ -716,14 +717,26 @@ impl FileBackend {
     }
 
     /// The task in `done/` whose `expiring/` entry is `index`, read if the
-    /// entry is still its file (a hard link), shaped as `scan` asks.
+    /// entry is still its file (a hard link), shaped as `scan` asks; or if
+    /// the file holds the very task the entry names (a store copied without
+    /// its hard links). A file that cannot be looked at is reported, and
+    /// its entry kept: it is no sign that the entry is stale.
     fn meet_indexed(&self, id: &TaskId, index: &OsStr, scan: &Scan) -> Indexed {
-        if !self.entry_is_file(index, id) {
-            return Indexed::Stale;
-        }
-        match self.read_task(self.dir(Area::Done), &task_name(id), id) {
-            Ok(Some(task)) => Indexed::Task(scan.shape(task)),
-            Ok(None) => Indexed::Gone,
+        let done = self.dir(Area::Done);
+        let name = task_name(id);
+        let linked = match self.entry_link(index, id) {
+            Link::Same => true,
+            Link::Other => false,
+            Link::Unknown(path, e) => return Indexed::Unreadable(Error::io("stat", path, e)),
+        };
+        match self.read_task(done, &name, id) {
+            Ok(Some(task)) if linked => Indexed::Task(scan.shape(task)),
+            Ok(Some(task)) if expiring_name(&task).as_deref() == Some(index) => {
+                Indexed::Copy(scan.shape(task))
+            }
+            Ok(Some(_)) => Indexed::Stale,
+            Ok(None) if linked => Indexed::Gone,
+            Ok(None) => Indexed::Stale,
             Err(e) => Indexed::Unreadable(e),
         }
     }
@@ -732,14 +745,25 @@ impl FileBackend {
     /// `done/<id>.json`: one inode under both names. Then it is the file
     /// the entry was linked from, unchanged since (task files never change
     /// in place, and a linked inode cannot be reused); else the entry is
-    /// stale, or the file gone.
+    /// stale, or the file gone, or either cannot be looked at.
     pub(super) fn entry_is_file(&self, index: &OsStr, id: &TaskId) -> bool {
-        match (
-            self.fs.stat(&self.expiring, index),
-            self.fs.stat(self.dir(Area::Done), &task_name(id)),
-        ) {
-            (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
-            _ => false,
+        matches!(self.entry_link(index, id), Link::Same)
+    }
+
+    /// How the `expiring/` entry `index` stands to the file
+    /// `done/<id>.json`.
+    fn entry_link(&self, index: &OsStr, id: &TaskId) -> Link {
+        let done = self.dir(Area::Done);
+        let name = task_name(id);
+        let look = |dir: &Dir, name: &OsStr| match self.fs.stat(dir, name) {
+            Ok(status) => Ok(Some((status.dev, status.ino))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Link::Unknown(dir.join(name), e)),
+        };
+        match (look(&self.expiring, index), look(done, &name)) {
+            (Err(unknown), _) | (_, Err(unknown)) => unknown,
+            (Ok(Some(entry)), Ok(Some(file))) if entry == file => Link::Same,
+            _ => Link::Other,
         }
     }
 
@@ -794,17 +818,28 @@ impl FileBackend {
 
     /// Whether the `expiring/` entry `index` of task `id` is there and is
     /// not the file of the task in `done/`, nor of one in `active/` on its
-    /// way there (final only under the task's lock).
+    /// way there, nor names the task `done/` holds (a store copied without
+    /// its hard links); final only under the task's lock. A file that
+    /// cannot be looked at or read for now leaves the entry not stale:
+    /// only a file known gone or another task's makes it so.
     pub(super) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
         let file = task_name(id);
         let Ok(entry) = self.fs.stat(&self.expiring, index) else {
             return false;
         };
-        ![Area::Done, Area::Active].into_iter().any(|area| {
-            self.fs
-                .stat(self.dir(area), &file)
-                .is_ok_and(|task| (task.dev, task.ino) == (entry.dev, entry.ino))
-        })
+        for area in [Area::Done, Area::Active] {
+            match self.fs.stat(self.dir(area), &file) {
+                Ok(task) if (task.dev, task.ino) == (entry.dev, entry.ino) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => return false,
+            }
+        }
+        match self.read_task(self.dir(Area::Done), &file, id) {
+            Ok(Some(task)) => expiring_name(&task).as_deref() != Some(index),
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// Whether the finished `task`, whose file is `done/<id>.json`, has a
@@ -831,12 +866,25 @@ impl FileBackend {
 enum Indexed {
     /// The task, its file still the entry's.
     Task(Task),
+    /// The task the entry names, its file another inode (the entry a copy,
+    /// not a link): taken without a proof.
+    Copy(Task),
     /// The entry is no longer its task's file.
     Stale,
     /// The file went between the entry's check and the read.
     Gone,
     /// The file does not read as a task.
     Unreadable(Error),
+}
+
+/// How an `expiring/` entry stands to its task's file in `done/`.
+enum Link {
+    /// One inode under both names.
+    Same,
+    /// Another inode, or either name gone.
+    Other,
+    /// Either could not be looked at: the path, and why.
+    Unknown(std::path::PathBuf, io::Error),
 }
 
 /// What the snapshot holds of a running task.
