@@ -1737,3 +1737,51 @@ fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
     assert_eq!(common::files_in(&root, "done"), Vec::<String>::new());
     assert_eq!(common::files_in(&root, "expiring"), Vec::<String>::new());
 }
+
+/// A dead writer's temp file that cannot be removed (every unlink of it
+/// EIO) stops no sweep: the expired tasks are deleted all the same, and
+/// the file goes once the device answers; a clean-up that fails as a whole
+/// fails the sweep, but only after its batches. (Every sweep failed at the
+/// clean-up, before its batches, and deleted nothing.)
+#[test]
+fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    for n in 0..5 {
+        let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+        assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+    }
+    store.create(NewTask::new().ttl(ttl)).unwrap();
+    let temp = root.join("tmp/target.999999.7.tmp");
+    fs::write(&temp, b"{\"format\":1,\"ta").unwrap();
+    faults.fail_at(FsOp::Remove, &temp, Fault::Eio);
+    clock.advance(ttl * 2);
+    for round in 0..2 {
+        let swept = store
+            .sweep()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(swept.deleted, if round == 0 { 6 } else { 0 }, "{swept:?}");
+        assert!(temp.exists());
+    }
+    faults.disarm();
+    assert_eq!(store.sweep().unwrap().cleaned, 1);
+    assert!(!temp.exists());
+    // A clean-up that fails as a whole (`tmp/` cannot be listed) is the
+    // sweep's error, after its batches have deleted what expired.
+    let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+    faults.fail_at(FsOp::ReadDir, root.join("tmp"), Fault::Eio);
+    clock.advance(ttl * 2);
+    let err = store.sweep().expect_err("the clean-up failed");
+    assert!(err.to_string().contains("tmp"), "{err}");
+    faults.disarm();
+    assert_eq!(common::files_in(&root, "active"), Vec::<String>::new());
+    assert_eq!(store.get(&task.id).unwrap(), None);
+}

@@ -177,7 +177,11 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                 tracing::warn!(file = %dir.join(&name).display(), error = %e, "cannot remove a temp file (read-only store)");
                 break;
             }
-            Err(e) => return Err(Error::io("remove", dir.join(&name), e)),
+            // Left for a later clean-up: it is no task, and keeps no other
+            // from going, nor the sweep that cleans up from its batches.
+            Err(e) => {
+                tracing::warn!(file = %dir.join(&name).display(), error = %e, "cannot remove a dead writer's temp file; left for later");
+            }
         }
     }
     if removed > 0 {

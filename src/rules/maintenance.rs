@@ -34,12 +34,13 @@ impl<B: Backend> Store<B> {
                 .remove_unread(&|task| task.is_expired_at(now), &mut report);
             self.backend.remove_due(now, &mut report);
         }
-        let swept_all = self.backend.clean_up().and_then(|cleaned| {
+        // A clean-up that fails keeps no expired task from going.
+        let cleaned = self.backend.clean_up().map(|cleaned| {
             swept.cleaned = cleaned;
-            self.sweep_batches(now, &mut swept)
         });
+        let swept_all = self.sweep_batches(now, &mut swept);
         let settled = self.backend.settle_expired();
-        swept_all.and(settled).map(|()| swept)
+        cleaned.and(swept_all).and(settled).map(|()| swept)
     }
 
     /// Counts the expired `task` a sweep deleted into `swept`, and sends
