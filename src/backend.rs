@@ -512,6 +512,22 @@ impl Skipped {
     }
 }
 
+/// Adds the entries a batch of a pass skipped to the pass's, each location
+/// once (a backend reports an entry it left in place in every batch that
+/// meets it, as a file store does every file of `active/` it could not
+/// read); returns those new to the pass.
+pub(crate) fn join_skipped(pass: &mut Vec<Skipped>, batch: Vec<Skipped>) -> &[Skipped] {
+    let start = pass.len();
+    let mut seen: std::collections::HashSet<String> =
+        pass.iter().map(|s| s.location.clone()).collect();
+    for entry in batch {
+        if seen.insert(entry.location.clone()) {
+            pass.push(entry);
+        }
+    }
+    &pass[start..]
+}
+
 macro_rules! forward_backend {
     ($($ty:ty),*) => {$(
         impl<B: Backend + ?Sized> Backend for $ty {

@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Position, Scan, Scope, Skipped};
+use crate::backend::{self, Backend, Position, Scan, Scope, Skipped};
 use crate::error::{Error, Result};
 use crate::id::TaskId;
 use crate::task::{Task, TaskStatus};
@@ -117,7 +117,7 @@ pub(crate) fn list<B: Backend + ?Sized>(
     loop {
         let batch = backend.scan(&scan)?;
         let exhausted = batch.tasks.len() < scan.limit;
-        page.skipped.extend(batch.skipped);
+        backend::join_skipped(&mut page.skipped, batch.skipped);
         if let Some(last) = batch.tasks.last() {
             scan.after = Some(Position::of(last));
         }

@@ -479,3 +479,46 @@ fn a_finished_file_that_decodes_only_in_part_leaves_its_place_in_the_page_to_the
         "the bad file reported once"
     );
 }
+
+/// A file left in place (a newer format's) is reported once by a call that
+/// reads `active/` in several batches: a listing whose first batch was all
+/// expired tasks, a sweep of more tasks than one batch holds. (It was
+/// reported again by every batch: twice in the page's `skipped`, once per
+/// 1,024 tasks in the sweep's, each time with its event.)
+#[test]
+fn a_file_left_in_place_is_reported_once_per_call_however_many_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = taskstore::ManualClock::new(time::OffsetDateTime::now_utc());
+    let log = std::sync::Arc::new(taskstore::EventLog::with_capacity(10_000));
+    let store = FileStore::builder(dir.path())
+        .clock(std::sync::Arc::new(clock.clone()))
+        .durability(taskstore::Durability::Eventual)
+        .sink(log.clone())
+        .open()
+        .unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    for _ in 0..3 {
+        store.create(NewTask::new().ttl(ttl)).unwrap();
+    }
+    clock.advance(ttl * 2);
+    store.create(NewTask::new()).unwrap();
+    plant(dir.path(), "active", "newer", "newer-format");
+    let unreadable = |log: &taskstore::EventLog| {
+        log.snapshot()
+            .iter()
+            .filter(|r| r.event.kind == taskstore::TaskEventKind::Unreadable)
+            .count()
+    };
+    let page = store.list(&ListQuery::active().limit(2)).unwrap();
+    assert_eq!(page.tasks.len(), 1);
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    assert_eq!(unreadable(&log), 1);
+    for _ in 0..2_100 {
+        store.create(NewTask::new().ttl(ttl)).unwrap();
+    }
+    clock.advance(ttl * 2);
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, 2_100);
+    assert_eq!(swept.skipped.len(), 1, "{:?}", swept.skipped);
+    assert_eq!(unreadable(&log), 2);
+}

@@ -4,7 +4,9 @@
 
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Change, Modified, Position, Record, Scan, Scope, Swap};
+use crate::backend::{
+    Backend, Change, Modified, Position, Record, Scan, Scope, Swap, join_skipped,
+};
 use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
 use crate::id::TaskId;
@@ -61,8 +63,7 @@ impl<B: Backend> Store<B> {
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
-            self.notify_skipped(&batch.skipped);
-            swept.skipped.extend(batch.skipped);
+            self.notify_skipped(join_skipped(&mut swept.skipped, batch.skipped));
             let Some(last) = batch.tasks.last() else {
                 return Ok(());
             };

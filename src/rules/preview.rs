@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Position, Scan, Scope};
+use crate::backend::{Backend, Position, Scan, Scope, join_skipped};
 use crate::error::Result;
 use crate::lease;
 use crate::query::Page;
@@ -95,8 +95,7 @@ impl<B: Backend> Store<B> {
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
-            self.notify_skipped(&batch.skipped);
-            page.skipped.extend(batch.skipped);
+            self.notify_skipped(join_skipped(&mut page.skipped, batch.skipped));
             let Some(last) = batch.tasks.last() else {
                 break;
             };
