@@ -2179,8 +2179,25 @@ fn commands_work_over_postgres() {
     let shown: Task =
         serde_json::from_str(&stdout(&run_pg(&["show", running.id.as_str()], 0))).unwrap();
     assert_eq!(shown, store.get(&running.id).unwrap().unwrap());
-    run_pg(&["sweep", "--dry-run"], 0);
-    run_pg(&["reap", "--dry-run"], 0);
+    // A row that does not read is named on stderr by both dry runs, as a
+    // file that does not is (it was left out without a word).
+    let spoilt = store.create(NewTask::new()).unwrap();
+    let changed = cluster
+        .client()
+        .execute(
+            &format!("UPDATE \"{schema}\".tasks SET task = '{{}}' WHERE id = $1"),
+            &[&spoilt.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    for command in ["sweep", "reap"] {
+        let out = run_pg(&[command, "--dry-run"], 0);
+        assert!(
+            stderr(&out).contains(spoilt.id.as_str()),
+            "{command} --dry-run:\n{}",
+            stderr(&out)
+        );
+    }
     let out = run_pg(&["cancel", running.id.as_str(), "--json"], 0);
     assert_eq!(json_lines(&out)[0]["transition"], "applied");
     assert_eq!(

@@ -20,10 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-#[cfg(feature = "postgres")]
-use taskstore::Task;
 use taskstore::backend::Backend;
-use taskstore::{FileStore, Orphan, Store, StoreBuilder, TaskStore};
+use taskstore::{FileStore, Orphan, Store, StoreBuilder, Task, TaskStore};
 use time::OffsetDateTime;
 
 /// See, check and repair a taskstore store.
@@ -120,14 +118,8 @@ enum Target {
 trait Handle: TaskStore {
     /// [`Store::now`].
     fn time(&self) -> OffsetDateTime;
-    /// [`Store::orphans`] (a dry run over PostgreSQL).
-    #[cfg(feature = "postgres")]
-    fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>>;
-    /// [`Store::expired`] (a dry run over PostgreSQL).
-    #[cfg(feature = "postgres")]
-    fn expired_list(&self) -> taskstore::Result<Vec<Task>>;
-    /// [`Store::stored`] (`stats` over PostgreSQL: a listing would delete
-    /// the expired tasks it meets).
+    /// [`Store::stored`] (`stats` and the dry runs over PostgreSQL: a
+    /// listing would delete the expired tasks it meets).
     #[cfg(feature = "postgres")]
     fn stored_list(&self) -> taskstore::Result<taskstore::Page>;
 }
@@ -135,14 +127,6 @@ trait Handle: TaskStore {
 impl<B: Backend> Handle for Store<B> {
     fn time(&self) -> OffsetDateTime {
         self.now()
-    }
-    #[cfg(feature = "postgres")]
-    fn orphan_list(&self) -> taskstore::Result<Vec<Orphan>> {
-        self.orphans()
-    }
-    #[cfg(feature = "postgres")]
-    fn expired_list(&self) -> taskstore::Result<Vec<Task>> {
-        self.expired()
     }
     #[cfg(feature = "postgres")]
     fn stored_list(&self) -> taskstore::Result<taskstore::Page> {
@@ -305,51 +289,65 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
     }
 }
 
-/// What a dry run judges, read without changing anything. A file store is
-/// read with a census ([`FileCheck::census`]), which changes nothing (it
-/// holds the handles lock shared, as a handle does): opening a handle would
-/// finish crashed writers' work, and a listing set unreadable files aside.
-/// Over PostgreSQL a handle's previews change nothing.
+/// What a dry run judges, read without changing anything: every stored
+/// task, and the entries that could not be read. A file store is read with
+/// a census ([`FileCheck::census`]), which changes nothing (it holds the
+/// handles lock shared, as a handle does): opening a handle would finish
+/// crashed writers' work, and a listing set unreadable files aside. Over
+/// PostgreSQL a handle reads with `Store::stored`, which changes nothing.
 ///
 /// [`FileCheck::census`]: taskstore::FileCheck::census
 fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::Preview, Failure> {
+    let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
     match target {
         Target::File(dir) => {
             is_store(dir)?;
             let census = taskstore::FileCheck::open(dir)?.census()?;
-            let now = OffsetDateTime::now_utc();
-            let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
-            // One pass, each task moved once: an expired task is no orphan.
-            let (mut expired, mut orphans) = (Vec::new(), Vec::new());
-            for task in census.tasks {
-                if task.is_expired_at(now) {
-                    expired.push(task);
-                } else if let Some(orphan) = Orphan::judge(task, now, grace) {
-                    orphans.push(orphan);
-                }
-            }
             let unreadable = census
                 .unreadable
                 .iter()
                 .map(|path| path.display().to_string())
                 .collect();
-            Ok(maintain::Preview {
-                now,
-                expired,
-                orphans,
+            Ok(judge(
+                census.tasks,
+                OffsetDateTime::now_utc(),
+                grace,
                 unreadable,
-            })
+            ))
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
             let store = open(target, claim_grace)?;
-            Ok(maintain::Preview {
-                now: store.time(),
-                expired: store.expired_list()?,
-                orphans: store.orphan_list()?,
-                unreadable: Vec::new(),
-            })
+            let page = store.stored_list()?;
+            let unreadable = page.skipped.into_iter().map(|s| s.location).collect();
+            Ok(judge(page.tasks, store.time(), grace, unreadable))
         }
+    }
+}
+
+/// What a sweep and a reap by a claim grace of `grace` would do at `now`
+/// with `tasks`, by the store's rules ([`Task::is_expired_at`],
+/// [`Orphan::judge`]): one pass, each task judged once (an expired task is
+/// no orphan).
+fn judge(
+    tasks: Vec<Task>,
+    now: OffsetDateTime,
+    grace: Duration,
+    unreadable: Vec<String>,
+) -> maintain::Preview {
+    let (mut expired, mut orphans) = (Vec::new(), Vec::new());
+    for task in tasks {
+        if task.is_expired_at(now) {
+            expired.push(task);
+        } else if let Some(orphan) = Orphan::judge(task, now, grace) {
+            orphans.push(orphan);
+        }
+    }
+    maintain::Preview {
+        now,
+        expired,
+        orphans,
+        unreadable,
     }
 }
 
