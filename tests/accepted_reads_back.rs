@@ -3,7 +3,7 @@
 //! escapes, values nested near and over `MAX_DEPTH`, values near and over
 //! the payload cap) go through each way a host hands the store a value —
 //! metadata at creation and in an update, input requests, a result, an
-//! error. Each write is either refused with a typed error that says why
+//! error, a resumable task's input and checkpoint, a status message. Each write is either refused with a typed error that says why
 //! (`TooDeep`, `PayloadTooLarge`) and leaves the stored task as it was, or
 //! accepted, and then a fresh handle (a new `FileStore::open` of the same
 //! directory) reads back exactly the task the call returned.
@@ -299,6 +299,49 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
         .expect("create");
     let outcome = transition(store.fail(&failed, value.clone()));
     check_write(root, &failed, "fail (error)", value, Some(&stored), outcome)?;
+
+    // Resume state: the input a resumable task is made with, a checkpoint
+    // it records, and a status message (the value's text).
+    let resumable = id("resumable");
+    let outcome = store.create(
+        NewTask::new()
+            .id(resumable.clone())
+            .resumable("kind", value.clone()),
+    );
+    let stored = check_write(
+        root,
+        &resumable,
+        "create (resume input)",
+        value,
+        None,
+        outcome,
+    )?;
+    if let Some(stored) = stored {
+        let outcome =
+            transition(store.update(&resumable, TaskUpdate::new().checkpoint(value.clone())));
+        let stored = check_write(
+            root,
+            &resumable,
+            "update (checkpoint)",
+            value,
+            Some(&stored),
+            outcome,
+        )?;
+        let message = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let outcome =
+            transition(store.update(&resumable, TaskUpdate::new().status_message(message)));
+        check_write(
+            root,
+            &resumable,
+            "update (status message)",
+            value,
+            stored.as_ref(),
+            outcome,
+        )?;
+    }
 
     // Nothing was set aside or left half written on the way.
     let fresh = FileStore::open(root).expect("open");
