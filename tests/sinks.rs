@@ -150,8 +150,10 @@ fn a_failing_write_is_counted_not_raised() {
 /// fragment in the file; the next line, once there is room, starts on a
 /// line of its own, whole, and the lines after it as usual (no blank line
 /// between): only the lost event is lost. (It was appended
-/// to the fragment, and both read as one broken line.) The child sets its
-/// own file-size limit so that only the fragment fits.
+/// to the fragment, and both read as one broken line.) So too when the
+/// sink opens the same file again in between (`reopen` with nothing
+/// rotated: the fragment is still the file's; it was forgotten). The child
+/// sets its own file-size limit so that only the fragment fits.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_line_cut_short_leaves_the_next_line_whole() {
@@ -180,25 +182,71 @@ fn a_line_cut_short_leaves_the_next_line_whole() {
         sink.emit(&Event::new("cut").field("pad", "x".repeat(200)));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 40);
         limit(libc::RLIM_INFINITY);
+        if args[1] == "reopen" {
+            sink.reopen().unwrap();
+        }
         sink.emit(&Event::new("next"));
         // The fragment is ended once: the lines after it start as usual.
         sink.emit(&Event::new("after"));
         assert_eq!((sink.written(), sink.errors()), (3, 1));
         return;
     }
+    for how in ["plain", "reopen"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let args = [path.display().to_string(), how.to_owned()];
+        common::spawn(dir.path(), test, "writer", &args).finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{how}: {text}");
+        let kind =
+            |line: &str| serde_json::from_str::<serde_json::Value>(line).map(|v| v["kind"].clone());
+        assert_eq!(kind(lines[0]).unwrap(), "first");
+        assert!(kind(lines[1]).is_err(), "the fragment: {}", lines[1]);
+        assert_eq!(kind(lines[2]).unwrap(), "next", "{how}: {text}");
+        assert_eq!(kind(lines[3]).unwrap(), "after", "{how}: {text}");
+    }
+}
+
+/// A sink opened at a relative path keeps writing to that file after the
+/// process changes its working directory (as daemons do), and a process
+/// forked from its owner writes its own pid on its lines. (After a
+/// `chdir`, the sink's look at its path found no file there and made a new
+/// one in the new directory; a forked child's lines carried its parent's
+/// pid.) The child process does both: the test binary must not change its
+/// own working directory, nor fork with other tests' threads running.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sink_keeps_its_file_across_a_chdir_and_a_fork_writes_its_own_pid() {
+    let test = "a_sink_keeps_its_file_across_a_chdir_and_a_fork_writes_its_own_pid";
+    if let Some((_, args)) = common::role() {
+        std::env::set_current_dir(&args[0]).unwrap();
+        let sink = JsonLinesSink::open("events.jsonl")
+            .unwrap()
+            .check_path_every(std::time::Duration::ZERO);
+        sink.emit(&Event::new("before"));
+        std::env::set_current_dir(&args[1]).unwrap();
+        sink.emit(&Event::new("after"));
+        let child = common::fork(|| {
+            sink.emit(&Event::new("forked").field("real_pid", std::process::id()));
+            sink.errors() == 0
+        });
+        child.finish();
+        assert_eq!(sink.errors(), 0);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.jsonl");
-    let args = [path.display().to_string()];
+    let (home, elsewhere) = (dir.path().join("home"), dir.path().join("elsewhere"));
+    std::fs::create_dir(&home).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let args = [home.display().to_string(), elsewhere.display().to_string()];
     common::spawn(dir.path(), test, "writer", &args).finish();
+    let path = home.join("events.jsonl");
+    assert_eq!(kinds_in(&path), ["before", "after", "forked"]);
+    assert!(!elsewhere.join("events.jsonl").exists());
     let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "{text}");
-    let kind =
-        |line: &str| serde_json::from_str::<serde_json::Value>(line).map(|v| v["kind"].clone());
-    assert_eq!(kind(lines[0]).unwrap(), "first");
-    assert!(kind(lines[1]).is_err(), "the fragment: {}", lines[1]);
-    assert_eq!(kind(lines[2]).unwrap(), "next", "{text}");
-    assert_eq!(kind(lines[3]).unwrap(), "after", "{text}");
+    let forked: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(forked["pid"], forked["data"]["real_pid"], "{forked}");
 }
 
 #[test]

@@ -33,8 +33,15 @@ use crate::sink::EventSink;
 ///   A write interrupted before it wrote anything is retried.
 /// - A line cut short (a full disk, the file-size limit) leaves a fragment;
 ///   it is ended with a newline at once, or, if that cannot be written
-///   either, the next line written starts with one: the lines after it stay
-///   whole, and a reader meets one broken line, the lost event's.
+///   either, the next line this sink writes starts with one: the lines
+///   after it stay whole, and a reader meets one broken line, the lost
+///   event's. Another sink or process appending to the file meanwhile
+///   knows of no fragment: its next line joins it, and is lost too.
+/// - The path is made absolute when the sink opens it: a process that
+///   changes its working directory afterwards (as daemons do) goes on
+///   writing to the same file.
+/// - Each line carries the pid of the process that wrote it (a process
+///   forked from the sink's owner writes its own).
 /// - It follows its path through a rotation: at most once a second (see
 ///   [`check_path_every`](JsonLinesSink::check_path_every)) a write first
 ///   looks at the path, and if the file there is no longer the one it has
@@ -60,7 +67,6 @@ pub struct JsonLinesSink {
     opened: Instant,
     /// Nanoseconds after `opened` at which the next write looks at the path.
     next_check: AtomicU64,
-    pid: u32,
     written: AtomicU64,
     errors: AtomicU64,
     /// Whether this sink's last write left a fragment of a line it could
@@ -78,22 +84,24 @@ struct Line<'a> {
 }
 
 impl JsonLinesSink {
-    /// Opens (creating with mode `0600` if needed) `path` for appending.
+    /// Opens (creating with mode `0600` if needed) `path` for appending; a
+    /// relative path is made absolute against the working directory now.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> Result<JsonLinesSink> {
-        let path = path.as_ref();
-        let file = open_appending(path)?;
+        let given = path.as_ref();
+        let path = std::path::absolute(given)
+            .map_err(|e| Error::io("make absolute the path", given, e))?;
+        let file = open_appending(&path)?;
         let check_every = DEFAULT_CHECK_EVERY;
         Ok(JsonLinesSink {
             file: RwLock::new(Arc::new(file)),
-            path: path.to_owned(),
+            path,
             check_every,
             opened: Instant::now(),
             next_check: AtomicU64::new(nanos(check_every)),
-            pid: std::process::id(),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             torn: AtomicBool::new(false),
@@ -123,9 +131,12 @@ impl JsonLinesSink {
     pub fn reopen(&self) -> Result<()> {
         let file = open_appending(&self.path)?;
         let mut current = self.file.write().unwrap_or_else(PoisonError::into_inner);
+        // A fragment left in another file is that file's; one in the same
+        // file (opened again, nothing rotated) is still to be ended.
+        if !same_file(&current, &file) {
+            self.torn.store(false, Ordering::Release);
+        }
         *current = Arc::new(file);
-        // A fragment left in the old file is that file's.
-        self.torn.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -157,7 +168,7 @@ impl JsonLinesSink {
         Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The file it appends to.
+    /// The file it appends to (absolute).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -175,7 +186,8 @@ impl JsonLinesSink {
     fn append(&self, event: &Event) -> io::Result<()> {
         let line = Line {
             at: OffsetDateTime::now_utc(),
-            pid: self.pid,
+            // Asked each time: a forked child writes its own.
+            pid: std::process::id(),
             event,
         };
         let file = self.current();
@@ -236,14 +248,26 @@ fn open_appending(path: &Path) -> Result<File> {
 /// Whether the file at `path` is `file` (or cannot be told: a failed look
 /// that is not "not found" keeps the file it has).
 fn still_at(file: &File, path: &Path) -> bool {
-    let there = match std::fs::metadata(path) {
-        Ok(there) => there,
-        Err(e) => return e.kind() != io::ErrorKind::NotFound,
-    };
+    match std::fs::metadata(path) {
+        Ok(there) => same(&file.metadata(), &there),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether `a` and `b` are one file (or cannot be told).
+fn same_file(a: &File, b: &File) -> bool {
+    match b.metadata() {
+        Ok(b) => same(&a.metadata(), &b),
+        Err(_) => true,
+    }
+}
+
+/// Whether the file `open` stands for is `there` (or cannot be told).
+fn same(open: &io::Result<std::fs::Metadata>, there: &std::fs::Metadata) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match file.metadata() {
+        match open {
             Ok(open) => open.dev() == there.dev() && open.ino() == there.ino(),
             Err(_) => true,
         }
@@ -251,7 +275,7 @@ fn still_at(file: &File, path: &Path) -> bool {
     #[cfg(not(unix))]
     {
         // No stable file identity: only a removed file is seen.
-        let _ = (file, there);
+        let _ = (open, there);
         true
     }
 }
