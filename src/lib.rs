@@ -36,7 +36,8 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::events::{
     BreakerEventKind, BreakerState, CallOutcome, DEFAULT_EVENT_LOG_CAPACITY, Event, EventKind,
-    EventLog, HostKind, Record, Since, TaskEventKind, TripReason, UnreadableAction,
+    EventLog, HostKind, MAX_EVENT_LOG_CAPACITY, Record, Since, TaskEventKind, TripReason,
+    UnreadableAction,
 };
 pub use crate::file::{
     Census, Durability, FileBackend, FileCheck, FileOptions, FileStore, FileStoreBuilder, Problem,

@@ -57,7 +57,7 @@ struct Cfg {
 
 fn cfg() -> impl Strategy<Value = Cfg> {
     (
-        prop::sample::select(vec![0.0, 0.25, 0.5, 0.75, 1.0]),
+        prop::sample::select(vec![0.01, 0.25, 0.5, 0.75, 1.0]),
         prop::sample::select(vec![1u32, 2, 5, 10]),
         1..6u32,
         prop::option::of(1..5u32),

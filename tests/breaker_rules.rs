@@ -555,8 +555,20 @@ fn invalid_configs_are_typed_errors_naming_the_field() {
         ),
     ];
     assert_refused(cases);
+    // A threshold of 0 would trip a breaker that saw no failure (a rate
+    // of 0 reaches it): refused, as resilience4j does. (It was taken.)
+    assert_refused([
+        (
+            BreakerConfig::default().failure_rate_threshold(0.0),
+            "failure_rate_threshold",
+        ),
+        (
+            BreakerConfig::default().failure_rate_threshold(-0.0),
+            "failure_rate_threshold",
+        ),
+    ]);
     BreakerConfig::default()
-        .failure_rate_threshold(0.0)
+        .failure_rate_threshold(f64::MIN_POSITIVE)
         .validate()
         .unwrap();
     BreakerConfig::default()

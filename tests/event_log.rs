@@ -276,3 +276,16 @@ fn a_cursor_past_the_last_push_starts_over_and_says_so() {
         [4, 5, 6, 7]
     );
 }
+
+/// A capacity past what a log takes (a host passing "unbounded" from its
+/// configuration) is held to `MAX_EVENT_LOG_CAPACITY`, not a panic: every
+/// slot is made when the log is (about 190 bytes each, padded to a cache
+/// line), so a log of `usize::MAX` slots cannot exist. (It panicked with
+/// "capacity overflow", from a constructor that returns no error.)
+#[test]
+fn a_capacity_past_the_most_is_held_to_it() {
+    let log: EventLog = EventLog::with_capacity(usize::MAX);
+    assert_eq!(log.capacity(), taskstore::MAX_EVENT_LOG_CAPACITY);
+    log.push(Event::new("tick"));
+    assert_eq!(log.len(), 1);
+}

@@ -13,7 +13,7 @@ const MAX_WINDOW_CALLS: u32 = 100_000;
 ///
 /// | field | default | meaning |
 /// |---|---|---|
-/// | `failure_rate_threshold` | `0.5` | trip when failures / calls in the window reach this (`0.0..=1.0`) |
+/// | `failure_rate_threshold` | `0.5` | trip when failures / calls in the window reach this (above `0.0`, at most `1.0`) |
 /// | `window` | 60 s | the sliding time window over which the rate is counted |
 /// | `window_buckets` | 10 | the window is kept as this many buckets of `window / window_buckets`: a call leaves the window when its bucket does (`1..=1000`) |
 /// | `window_calls` | off | judge the failure rate over the last N calls instead of the time window; `window` and `window_buckets` are then unused (`1..=100_000`) |
@@ -107,7 +107,7 @@ macro_rules! setter {
 
 impl BreakerConfig {
     setter!(
-        /// Sets the failure-rate threshold (`0.0..=1.0`).
+        /// Sets the failure-rate threshold (above `0.0`, at most `1.0`).
         failure_rate_threshold: f64
     );
     setter!(
@@ -180,10 +180,13 @@ impl BreakerConfig {
             Err(Error::InvalidBreakerConfig { field, reason })
         };
         let rate = self.failure_rate_threshold;
-        if !(0.0..=1.0).contains(&rate) {
+        if !(rate > 0.0 && rate <= 1.0) {
             return fail(
                 "failure_rate_threshold",
-                format!("{rate} is outside 0.0..=1.0"),
+                format!(
+                    "{rate} is outside (0.0, 1.0]: above 0, since a rate of 0 would trip \
+                     a breaker that saw no failure"
+                ),
             );
         }
         if self.window.is_zero() {

@@ -175,8 +175,8 @@ impl Core {
             return false;
         }
         if totals.failures == 0 {
-            // The rate is 0.0, without a division.
-            return self.config.failure_rate_threshold <= 0.0;
+            // The rate is 0.0, under every threshold a config may have.
+            return false;
         }
         match self.full_window {
             Some((calls, failures)) if totals.calls == calls => totals.failures >= failures,
@@ -293,7 +293,7 @@ impl Inner {
             State::Closed => {
                 let totals = self.window.record(|| now.get(), verdict);
                 self.consecutive_failures = if verdict.failed() {
-                    self.consecutive_failures + 1
+                    self.consecutive_failures.saturating_add(1)
                 } else {
                     0
                 };

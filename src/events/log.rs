@@ -13,6 +13,12 @@ use crate::events::Event;
 /// The capacity of [`EventLog::new`].
 pub const DEFAULT_EVENT_LOG_CAPACITY: usize = 1_000;
 
+/// The most records a log holds: a larger capacity is held to it. Every
+/// slot is made when the log is, padded to its own cache line (about 190
+/// bytes for an [`Event`], before the record it holds), so a log of this
+/// capacity takes about 190 MiB empty.
+pub const MAX_EVENT_LOG_CAPACITY: usize = 1 << 20;
+
 /// A bounded ring buffer of the most recent events of this process.
 ///
 /// Every [`push`](EventLog::push) gets the next sequence number (starting
@@ -109,7 +115,11 @@ pub struct Since<T = Event> {
     /// a cursor this log never handed out (kept from before the process
     /// restarted, or taken from another process's log). The answer then
     /// reads from the log's start, as `since(0)` does, rather than skip
-    /// that many events still to come.
+    /// that many events still to come. A log knows no other: a cursor from
+    /// before a restart that the new log has already pushed past is taken
+    /// as its own, and the records up to it are skipped unmarked. A reader
+    /// that may outlive the process keeps the process's id (or start time)
+    /// beside its cursor, and starts from 0 when it changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restarted: bool,
 }
@@ -134,16 +144,18 @@ impl<T> EventLog<T> {
         EventLog::with_capacity(DEFAULT_EVENT_LOG_CAPACITY)
     }
 
-    /// An empty log holding at most `capacity` records (at least 1), timed by
-    /// the [`SystemClock`].
+    /// An empty log holding at most `capacity` records (at least 1, at most
+    /// [`MAX_EVENT_LOG_CAPACITY`]; every slot is made now), timed by the
+    /// [`SystemClock`].
     pub fn with_capacity(capacity: usize) -> EventLog<T> {
         EventLog::with_clock(capacity, Arc::new(SystemClock))
     }
 
-    /// An empty log holding at most `capacity` records (at least 1), timed by
+    /// An empty log holding at most `capacity` records (at least 1, at most
+    /// [`MAX_EVENT_LOG_CAPACITY`]; every slot is made now), timed by
     /// `clock`.
     pub fn with_clock(capacity: usize, clock: Arc<dyn Clock>) -> EventLog<T> {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, MAX_EVENT_LOG_CAPACITY);
         let slots = (0..capacity)
             .map(|_| {
                 Padded(Mutex::new(Slot {

@@ -14,5 +14,5 @@ mod task;
 pub use breaker::{BreakerEventKind, BreakerState, CallOutcome, TripReason};
 pub use event::Event;
 pub use kind::{EventKind, HostKind};
-pub use log::{DEFAULT_EVENT_LOG_CAPACITY, EventLog, Record, Since};
+pub use log::{DEFAULT_EVENT_LOG_CAPACITY, EventLog, MAX_EVENT_LOG_CAPACITY, Record, Since};
 pub use task::{TaskEventKind, UnreadableAction};
