@@ -1430,6 +1430,57 @@ fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
     a_claim_losing_its_reply(cluster, 1);
 }
 
+/// A create whose reply to its `COMMIT` is lost (the server committed it)
+/// reports the task made: the handle reads it back, stored as it was to
+/// write it. (It reported an error, and removed the task it had made.)
+#[test]
+fn a_create_whose_commit_reply_is_lost_reports_the_task_made() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_commit");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let s = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("creator")
+        .open()
+        .unwrap();
+    proxy.arm(&["COMMIT"]);
+    let task = s.create(NewTask::new()).unwrap();
+    assert_eq!(proxy.cuts(), 1, "the commit's reply was lost");
+    let other = open(cluster, &schema, "other");
+    assert_eq!(other.get(&task.id).unwrap(), Some(task));
+}
+
+/// A create whose `COMMIT` reply is lost while the server is out of reach
+/// (it committed, and nothing can read it back) reports an error; its
+/// handle, which owns the task, never renews it, and removes it once the
+/// server answers again, before it renews anything. (The task stayed: owned
+/// by the handle told the create failed, renewed by its every pass, and a
+/// create retried under its id was "already exists".)
+#[test]
+fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_commit_outage");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let s = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("creator")
+        .open()
+        .unwrap();
+    let id = TaskId::parse("lost-in-an-outage").unwrap();
+    proxy.refuse_from_the_cut();
+    proxy.arm(&["COMMIT"]);
+    s.create(NewTask::new().id(id.clone()))
+        .expect_err("nothing can tell the create landed");
+    assert_eq!(proxy.cuts(), 1);
+    let other = open(cluster, &schema, "other");
+    assert!(other.get(&id).unwrap().is_some(), "the server committed it");
+    assert!(s.renew_leases().is_err(), "the server is out of reach");
+    proxy.refuse(false);
+    assert_eq!(s.renew_leases().unwrap(), 0, "nothing of its own to renew");
+    assert_eq!(other.get(&id).unwrap(), None);
+    s.create(NewTask::new().id(id.clone())).unwrap();
+}
+
 #[test]
 fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
     // The feed connects on its first wait (never on the subscriber's

@@ -264,6 +264,56 @@ impl PgBackend {
         Ok(Swap::Changed(now))
     }
 
+    /// [`Backend::insert`]'s one try.
+    fn try_insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        let task = record.task();
+        let op = || format!("insert task {}", task.id);
+        let columns = Columns::of(record, "insert")?;
+        let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
+        let (inserted, counted) = {
+            let mut conn = self.connection(op)?;
+            let statement = conn
+                .prepared(&self.sql.insert)
+                .map_err(|e| failed(op(), e))?;
+            let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
+            let row = tx
+                .query_one(
+                    &statement,
+                    &[
+                        &columns.id,
+                        &columns.created_at_ns,
+                        &columns.revision,
+                        &columns.status,
+                        &columns.active,
+                        &columns.expires_at_ns,
+                        &columns.json,
+                        &cap,
+                        &self.sql.channel,
+                    ],
+                )
+                .map_err(|e| failed(op(), e))?;
+            let (inserted, counted): (i64, i64) = (row.get(0), row.get(1));
+            if inserted == 1 && (counted == 1 || !columns.active) {
+                tx.commit().map_err(|e| failed(op(), e))?;
+            } else {
+                tx.rollback().map_err(|e| failed(op(), e))?;
+            }
+            (inserted, counted)
+        };
+        if inserted == 0 {
+            return match self.current(&task.id, "insert")? {
+                Some(existing) => Ok(Insert::Exists(existing)),
+                // Removed since: try again.
+                None => self.try_insert(record, max_active),
+            };
+        }
+        if columns.active && counted == 0 {
+            return Ok(Insert::Full);
+        }
+        self.recent.remember(task, record.json().len());
+        Ok(Insert::Done)
+    }
+
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
         let rows = self.query(
@@ -439,53 +489,19 @@ impl Backend for PgBackend {
         self.current(id, "load")
     }
 
+    /// An insert whose reply was lost after the commit (the connection
+    /// dropped) finds the task stored exactly as it was to write it, and
+    /// is done.
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
-        let task = record.task();
-        let op = || format!("insert task {}", task.id);
-        let columns = Columns::of(record, "insert")?;
-        let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
-        let (inserted, counted) = {
-            let mut conn = self.connection(op)?;
-            let statement = conn
-                .prepared(&self.sql.insert)
-                .map_err(|e| failed(op(), e))?;
-            let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
-            let row = tx
-                .query_one(
-                    &statement,
-                    &[
-                        &columns.id,
-                        &columns.created_at_ns,
-                        &columns.revision,
-                        &columns.status,
-                        &columns.active,
-                        &columns.expires_at_ns,
-                        &columns.json,
-                        &cap,
-                        &self.sql.channel,
-                    ],
-                )
-                .map_err(|e| failed(op(), e))?;
-            let (inserted, counted): (i64, i64) = (row.get(0), row.get(1));
-            if inserted == 1 && (counted == 1 || !columns.active) {
-                tx.commit().map_err(|e| failed(op(), e))?;
-            } else {
-                tx.rollback().map_err(|e| failed(op(), e))?;
+        self.try_insert(record, max_active).or_else(|e| {
+            match self.current(&record.task().id, "insert") {
+                Ok(Some(stored)) if stored == *record.task() => {
+                    self.recent.remember(&stored, record.json().len());
+                    Ok(Insert::Done)
+                }
+                _ => Err(e),
             }
-            (inserted, counted)
-        };
-        if inserted == 0 {
-            return match self.current(&task.id, "insert")? {
-                Some(existing) => Ok(Insert::Exists(existing)),
-                // Removed since: try again.
-                None => self.insert(record, max_active),
-            };
-        }
-        if columns.active && counted == 0 {
-            return Ok(Insert::Full);
-        }
-        self.recent.remember(task, record.json().len());
-        Ok(Insert::Done)
+        })
     }
 
     fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use crate::backend::{
-    Backend, Change, Modified, Position, Record, Scan, Scope, Swap, join_skipped,
+    Backend, Change, Modified, Position, Record, Scan, Scope, Swap, is_current, join_skipped,
 };
 use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
@@ -234,6 +234,8 @@ impl<B: Backend> Store<B> {
     /// Renews every lease this instance holds on a running task.
     pub(super) fn renew_all(&self) -> Result<usize> {
         let now = self.now();
+        // Failed creates first: what is still there of them is not renewed.
+        let undone = self.settle_undone();
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
         self.notify_skipped(&batch.skipped);
         let lease = &self.settings.lease;
@@ -245,7 +247,7 @@ impl<B: Backend> Store<B> {
                 expired.push(task);
                 continue;
             }
-            if !lease.owns(&task) {
+            if !lease.owns(&task) || undone.iter().any(|u| is_current(&task, u)) {
                 continue;
             }
             // A task that cannot be renewed (a peer with a larger payload

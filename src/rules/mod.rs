@@ -13,6 +13,7 @@ mod preview;
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -42,6 +43,11 @@ pub struct Store<B> {
     /// The latest time this handle has read, in Unix nanoseconds: the time
     /// the rules go by never goes back, even if the clock does.
     high_water: AtomicI64,
+    /// Creates that failed, and whose undoing failed too: tasks that may be
+    /// stored, owned by this handle, that no caller knows of. Never renewed;
+    /// removed by the next renewal pass that can (see
+    /// [`undo_create`](Store::undo_create)).
+    undone: Mutex<Vec<Task>>,
 }
 
 impl<B: fmt::Debug> fmt::Debug for Store<B> {
@@ -69,6 +75,7 @@ impl<B> Store<B> {
             backend,
             settings,
             high_water: AtomicI64::new(i64::MIN),
+            undone: Mutex::new(Vec::new()),
         }
     }
 
@@ -286,17 +293,39 @@ impl<B: Backend> Store<B> {
 
 impl<B: Backend> Store<B> {
     /// After a failed insert: removes what it may have stored all the same
-    /// (a file renamed into place before a failed directory fsync), so that a create that fails leaves no task, which its
-    /// handle would own and renew and, with an id the store chose, nobody
-    /// could name. Only that very version goes (another writer's task under
-    /// the id stays); if the removal fails too, the task may stay, as any
-    /// failed write may leave its new version.
+    /// (a file renamed into place before a failed directory fsync, a
+    /// database's commit whose reply was lost), so that a create that fails
+    /// leaves no task, which its handle would own and renew and, with an id
+    /// the store chose, nobody could name. Only that very version goes
+    /// (another writer's task under the id stays). If the removal fails too
+    /// (the server out of reach), the task is kept in `undone`: never
+    /// renewed, and removed by the next renewal pass that can
+    /// ([`settle_undone`](Store::settle_undone)).
     fn undo_create(&self, record: &Record) {
         if let Err(e) = self.backend.remove(record.task()) {
-            tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task");
+            tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
+            let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+            // Bounded: past it the oldest is left to the reaper, as any
+            // task its owner no longer renews.
+            if undone.len() >= MAX_UNDONE {
+                undone.remove(0);
+            }
+            undone.push(record.task().clone());
         }
     }
+
+    /// Removes the tasks of creates that failed and could not be undone
+    /// then; those it still cannot remove stay for the next try. Returns
+    /// the ones left, which are not to be renewed.
+    pub(crate) fn settle_undone(&self) -> Vec<Task> {
+        let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+        undone.retain(|task| self.backend.remove(task).is_err());
+        undone.clone()
+    }
 }
+
+/// The most failed creates a handle keeps to undo later.
+const MAX_UNDONE: usize = 1_024;
 
 impl<B: Backend> TaskStore for Store<B> {
     fn create(&self, new: NewTask) -> Result<Task> {

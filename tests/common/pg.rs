@@ -274,13 +274,19 @@ impl Drop for Cluster {
 /// first statement whose bytes name every marker goes through to the server,
 /// the server's whole answer to it (up to its `ReadyForQuery`, sent after
 /// the commit) is swallowed, and that connection is cut. Every other byte
-/// goes through as it came.
+/// goes through as it came. It can also [refuse](LosesAReply::refuse) new
+/// connections for a while, from the cut on: the server is then out of
+/// reach just after it committed.
 pub struct LosesAReply {
     dir: tempfile::TempDir,
     /// The markers a statement must name to be the one, and which arming
     /// this is (a connection matches bytes sent since the latest only).
     armed: std::sync::Arc<Mutex<Armed>>,
     cuts: std::sync::Arc<AtomicUsize>,
+    /// Whether new connections are refused (closed at once).
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the next cut starts refusing new connections.
+    refuse_from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Which arming this is, and the markers the statement must name (none
@@ -298,19 +304,46 @@ impl LosesAReply {
             dir,
             armed: Default::default(),
             cuts: Default::default(),
+            refusing: Default::default(),
+            refuse_from_cut: Default::default(),
         };
         let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
+        let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
         std::thread::spawn(move || {
             // Ends with the test process.
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = std::os::unix::net::UnixStream::connect(&upstream) else {
                     continue;
                 };
-                relay(client, server, armed.clone(), cuts.clone());
+                let cut = Cut {
+                    count: cuts.clone(),
+                    refusing: refusing.clone(),
+                    from_cut: from_cut.clone(),
+                };
+                relay(client, server, armed.clone(), cut);
             }
         });
         proxy
+    }
+
+    /// From the next cut on, refuses new connections until
+    /// [`refuse(false)`](LosesAReply::refuse).
+    pub fn refuse_from_the_cut(&self) {
+        self.refuse_from_cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuses new connections (closes them at once), or lets them through
+    /// again.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+        if !refusing {
+            self.refuse_from_cut.store(false, Ordering::SeqCst);
+        }
     }
 
     /// A connection string through the proxy.
@@ -339,12 +372,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// What a cut counts, and whether it starts refusing connections.
+struct Cut {
+    count: std::sync::Arc<AtomicUsize>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Relays one connection both ways on two threads.
 fn relay(
     mut client: std::os::unix::net::UnixStream,
     mut server: std::os::unix::net::UnixStream,
     armed: std::sync::Arc<Mutex<Armed>>,
-    cuts: std::sync::Arc<AtomicUsize>,
+    cut: Cut,
 ) {
     use std::io::{Read, Write};
     use std::net::Shutdown;
@@ -399,9 +439,12 @@ fn relay(
                 // committed by now; its answer never reaches the client.
                 swallowed.extend_from_slice(&buf[..n]);
                 if contains(&swallowed, b"Z\0\0\0\x05") {
+                    if cut.from_cut.load(Ordering::SeqCst) {
+                        cut.refusing.store(true, Ordering::SeqCst);
+                    }
                     let _ = client.shutdown(Shutdown::Both);
                     let _ = server.shutdown(Shutdown::Both);
-                    cuts.fetch_add(1, Ordering::SeqCst);
+                    cut.count.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
                 continue;
