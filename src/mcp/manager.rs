@@ -175,7 +175,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// from now on this instance claims them (at once, then on every reap
     /// tick) and runs `handler` for each, with a [`TaskContext`] holding
     /// the task's input and last checkpoint. A later registration for the
-    /// same kind replaces the handler.
+    /// same kind replaces the handler. Register within
+    /// [`ManagerOptions::reap_interval`](super::ManagerOptions::reap_interval)
+    /// of the manager's start: its first reap fails the orphans whose claim
+    /// grace has passed and that no handler claimed.
     pub fn register_resume<H>(&self, kind: impl Into<String>, handler: H)
     where
         H: Fn(TaskContext) -> TaskFuture + Send + Sync + 'static,

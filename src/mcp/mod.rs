@@ -100,8 +100,11 @@
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
 //!   lapsed reaps at once (unless it is resumable with attempts left: it
-//!   waits for a claim). Starting a manager never waits for a scan: the
-//!   first claim and reap run in the background.
+//!   waits for a claim). Starting a manager never waits for a scan: its
+//!   loop runs in the background, and its first reap waits one
+//!   [`ManagerOptions::reap_interval`], so that the resume handlers a host
+//!   registers just after it starts claim their orphans first (each
+//!   registration claims at once).
 //! - **Graceful shutdown.** [`DurableTaskManager::shutdown`] takes no new
 //!   task and claims nothing from the call on, gives running operations
 //!   [`ManagerOptions::shutdown_grace`] (default 5 s) to finish, then stops

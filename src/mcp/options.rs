@@ -74,10 +74,11 @@ pub struct ManagerOptions {
     /// renews after a third of the lease the store granted.
     pub renew_interval: Option<Duration>,
     /// How often resumable orphans are claimed (for the kinds this manager
-    /// has resume handlers for) and lapsed leases reaped (default 5 s; both
-    /// also run just after start, in the background, and a claim at once
-    /// when a handler is registered). Keep it below the store's claim grace
-    /// (one lease by default), or orphans are failed before a claim.
+    /// has resume handlers for) and lapsed leases reaped (default 5 s; a
+    /// claim also runs at once when a handler is registered, and the first
+    /// reap one interval after start: register handlers within it). Keep it
+    /// below the store's claim grace (one lease by default), or orphans are
+    /// failed before a claim.
     pub reap_interval: Duration,
     /// How often expired tasks are deleted from the store (default 5 min).
     pub sweep_interval: Duration,

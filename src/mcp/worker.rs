@@ -434,7 +434,13 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// Claims, reaps and sweeps.
 async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut next_reap = Instant::now();
+    // The first reap waits a reap interval: a host registers its resume
+    // handlers after the manager starts (each registration claims at
+    // once), and a reap before them would fail the orphans they resume.
+    let mut next_reap = match shared.upgrade() {
+        Some(this) => Instant::now() + this.options.reap_interval,
+        None => return,
+    };
     let mut next_sweep = Instant::now();
     let mut claim_now = false;
     loop {

@@ -521,12 +521,12 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
 }
 
 /// A host's wrapper over a store: forwards every call, and counts the
-/// reaps; `lease` forwarded only if `says_lease` (the default says
+/// sweeps; `lease` forwarded only if `says_lease` (the default says
 /// nothing).
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
-    reaps: std::sync::atomic::AtomicUsize,
+    sweeps: std::sync::atomic::AtomicUsize,
 }
 
 impl<S> Wrapped<S> {
@@ -534,7 +534,7 @@ impl<S> Wrapped<S> {
         Wrapped {
             inner,
             says_lease,
-            reaps: std::sync::atomic::AtomicUsize::new(0),
+            sweeps: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -567,6 +567,8 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
         self.inner.delete(id)
     }
     fn sweep(&self) -> crate::Result<crate::Swept> {
+        self.sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.sweep()
     }
     fn instance_id(&self) -> &str {
@@ -582,7 +584,6 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
         self.inner.release(id, epoch)
     }
     fn reap(&self) -> crate::Result<crate::Reaped> {
-        self.reaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.reap()
     }
     fn lease(&self) -> Option<Duration> {
@@ -668,9 +669,10 @@ async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
             .renew_interval(hour)
             .reap_interval(hour),
     );
-    // The loop's first reap, at start, is over: the next is an hour away.
+    // The loop's first pass is over (it sweeps last); its first reap is an
+    // hour away.
     eventually(|| async {
-        (m.store().reaps.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+        (m.store().sweeps.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
     })
     .await;
     clock.advance(LEASE + Duration::from_secs(1));
@@ -679,4 +681,45 @@ async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
         panic!("not failed: {read:?}")
     };
     assert_eq!(error["data"]["code"], "orphaned", "{error:?}");
+}
+
+/// A restarted instance registers its resume handlers right after it
+/// starts; the first pass of its loop must not reap meanwhile the tasks it
+/// is about to resume (their claim grace passed while it was down). (That
+/// pass claimed with no handler yet, then reaped them: `failed`,
+/// orphaned, though the instance resumes their kind.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_resumes_what_it_was_down_for() {
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let dead = open("before-the-restart");
+    let task = dead
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    // Down for longer than the lease and the claim grace (one lease).
+    clock.advance(LEASE * 3);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Wrapped::new(open("after-the-restart"), true)),
+        fast().reap_interval(Duration::from_millis(200)),
+    );
+    // The loop's first pass is over: it sweeps last.
+    eventually(|| async {
+        (m.store().sweeps.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    let settled = settled(&m, task.id.as_str()).await;
+    let TaskPayload::Completed { result } = settled.payload else {
+        panic!("not resumed: {:?}", settled.payload)
+    };
+    assert_eq!(result["content"][0]["text"], "resumed");
 }
