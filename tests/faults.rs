@@ -102,9 +102,15 @@ fn build_fixture(store: &Path) {
             .unwrap()
     };
     let dead = open("dead", 1);
-    for id in ["orphan-1", "orphan-2"] {
-        dead.create(NewTask::new().id(tid(id))).unwrap();
-    }
+    dead.create(NewTask::new().id(tid("orphan-1"))).unwrap();
+    // With a TTL: a reap's move of it links its `expiring/` entry first,
+    // and its name in `done/` only once that entry is durable.
+    dead.create(
+        NewTask::new()
+            .id(tid("orphan-2"))
+            .ttl(Duration::from_secs(3_600)),
+    )
+    .unwrap();
     let owner = open("owner", 3600);
     owner
         .create(NewTask::new().id(tid("target")).metadata("a", 1))

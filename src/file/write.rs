@@ -375,14 +375,27 @@ impl FileBackend {
             }
         }
         self.sync_links(&touched)?;
+        // Moves whose file was not seen linked into `done/` (a look that
+        // failed, or another handle moved or deleted the task meanwhile):
+        // their terminal version stays in `active/` (final by the read
+        // rule, moved on by a later write or sweep), made durable there.
+        let mut kept = Vec::new();
         for staged in staged {
-            let Staged::Moving { id, park, .. } = staged else {
+            let Staged::Moving { id, park, ino, .. } = staged else {
                 continue;
             };
+            let name = task_name(id);
+            let _guard = lock(id)?;
+            // In `done/` (the file itself, not just its `expiring/` entry)
+            // before its name in `active/` goes: never in neither.
+            if ino.is_some_and(|ino| !same(self.dir(Area::Done), &name, ino)) {
+                touched.active = true;
+                kept.extend(park.clone());
+                continue;
+            }
             if let Some(park) = park {
                 self.unpark(park.clone());
             }
-            let _guard = lock(id)?;
             if still(staged) {
                 self.remove_name(Area::Active, id)?;
             }
@@ -400,6 +413,9 @@ impl FileBackend {
                 if let Staged::Written { park: Some(park) } = staged {
                     self.unpark(park.clone());
                 }
+            }
+            for park in kept {
+                self.unpark(park);
             }
         }
         Ok(())
