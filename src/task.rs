@@ -522,7 +522,7 @@ impl Outcome {
 /// A payload field that is present is `Some`, even when it holds JSON
 /// `null`: `Some(Value::Null)` reads back as written (an absent field is
 /// `None`, by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 

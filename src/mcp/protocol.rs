@@ -93,8 +93,13 @@ pub const INPUT_KEYS_KEY: &str = "mcp.inputKeys";
 pub(super) struct KeyRecord {
     /// [`fingerprint`] of the request asked under the key.
     pub fingerprint: String,
-    /// The response accepted for it, once one was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The response accepted for it, once one was (`null` too: a present
+    /// field is a response).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::task::present"
+    )]
     pub response: Option<Value>,
 }
 
@@ -340,6 +345,36 @@ mod tests {
         assert_eq!(task.status, TaskStatus::Working);
         assert_eq!(task.input_requests, None);
         assert_eq!(Book::of(&task), book);
+    }
+
+    /// A `null` answer reads back as that answer, not as none. (Stored as
+    /// `"response": null`, it read back as a key never answered: a resumed
+    /// run asking under it was told it was withdrawn.)
+    #[test]
+    fn a_null_answer_reads_back_as_an_answer() {
+        let q = json!({"method": "elicitation/create", "params": {"message": "?"}});
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
+        let mut book = Book::default();
+        book.keys.insert(
+            "k".into(),
+            KeyRecord {
+                fingerprint: fingerprint(&q),
+                response: None,
+            },
+        );
+        book.outstanding.insert("k".into(), q.clone());
+        assert_eq!(
+            book.accept(vec![("k".into(), Value::Null)]),
+            [("k".to_owned(), Value::Null)]
+        );
+        assert_eq!(book.ask("k", &fingerprint(&q)), Ask::Answered(Value::Null));
+        book.update().apply(&mut task, now).unwrap();
+        // Through the store's encoding, as a fresh handle reads it.
+        let stored: Task = serde_json::from_str(&serde_json::to_string(&task).unwrap()).unwrap();
+        let read = Book::of(&stored);
+        assert_eq!(read.ask("k", &fingerprint(&q)), Ask::Answered(Value::Null));
+        assert_eq!(read, book);
     }
 
     #[test]
