@@ -474,12 +474,18 @@ impl Shared {
                     record = Record::Finish(Outcome::Failed(refused_error(run, &e)));
                     refused = true;
                 }
+                // Tried again: during shutdown a bounded number of times
+                // (its grace bounds it); else for as long as the run holds
+                // the task (its lease renewed meanwhile), however long the
+                // store is away.
                 Err(StoreCall::Store(
                     ref e @ (crate::Error::Io { .. } | crate::Error::Backend { .. }),
-                )) if tries < RECORD_TRIES => {
+                )) if tries < RECORD_TRIES
+                    || (!self.is_closing() && run.ending() == Ending::Recording) =>
+                {
                     tracing::warn!(task = %run.id, error = %e, attempt = tries, "a store write recording the task failed; trying again");
                     tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
                     tries += 1;
                 }
                 written => {
@@ -531,11 +537,14 @@ impl Shared {
 }
 
 /// How many times in all a recording write that failed for a cause that
-/// may pass is made.
+/// may pass is made during shutdown (outside it, as long as the run holds
+/// its task).
 const RECORD_TRIES: u32 = 6;
 /// The first wait before a recording write is tried again (then doubling:
-/// 3.1 s in all over [`RECORD_TRIES`]).
+/// 3.1 s in all over [`RECORD_TRIES`], up to [`RECORD_RETRY_MAX`]).
 const RECORD_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a recording write.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The error of a task whose outcome the store refused as a value.
 fn refused_error(run: &Run, refused: &crate::Error) -> Value {

@@ -245,6 +245,42 @@ async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
     );
 }
 
+/// Outside shutdown, an outcome whose write keeps failing (a database
+/// failing over, a disk full for a while) is tried for as long as its run
+/// holds the task, not only six times: the completed result lands once
+/// the store takes it. (After about 3 s of tries it was logged and
+/// dropped, and the run forgotten: its lease lapsed and the task failed
+/// `orphaned`, though it had completed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_tried_for_as_long_as_its_run_holds_the_task() {
+    // Six failed tries: the sixth was the last.
+    let store = crate::Store::with_backend(Flaky {
+        inner: crate::MemoryBackend::new(),
+        failures: std::sync::atomic::AtomicUsize::new(6),
+    })
+    .lease(Duration::from_secs(1))
+    .build()
+    .unwrap();
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast().reap_interval(Duration::from_millis(50)),
+    );
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("42")) })
+        })
+        .await
+        .unwrap();
+    let settled = settled(&m, &seed.task_id).await;
+    let TaskPayload::Completed { result } = settled.payload else {
+        panic!("not completed: {:?}", settled.payload)
+    };
+    assert_eq!(
+        Value::Object(result),
+        serde_json::to_value(text("42")).unwrap()
+    );
+}
+
 /// A recording write that fails for a cause that may pass is tried again:
 /// the outcome lands. (It was logged and dropped.)
 #[tokio::test]
