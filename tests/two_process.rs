@@ -559,6 +559,45 @@ fn forker(role: &str, args: &[String]) {
     );
 }
 
+/// A process forked from one whose handle had replaced a task's file (so
+/// a thread of the parent's frees the old versions) writes through that
+/// handle: it frees its own replaced files, and dropping the handle there
+/// ends cleanly. (The child handed them to the parent's thread, which does
+/// not run in it: they stayed in `tmp/`; and its drop, waiting for that
+/// thread, panicked.) The forking runs in a child process of its own.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forked_process_frees_its_own_replaced_files_and_drops_its_handle_cleanly() {
+    const TEST: &str = "a_forked_process_frees_its_own_replaced_files_and_drops_its_handle_cleanly";
+    if common::role().is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let handle = open(&store, "parent");
+        let task = handle.create(NewTask::new()).unwrap();
+        // A replacing write: the parent's reclaiming thread starts.
+        let update = TaskUpdate::new().status_message("parent");
+        assert!(handle.update(&task.id, update).unwrap().is_applied());
+        let child = common::fork(|| {
+            let update = TaskUpdate::new().status_message("child");
+            let applied = handle.update(&task.id, update).unwrap().is_applied();
+            drop(handle);
+            // The child's parks carry its pid.
+            let pid = format!(".{}.", std::process::id());
+            let left: Vec<String> = std::fs::read_dir(store.join("tmp"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.contains(&pid))
+                .collect();
+            assert_eq!(left, Vec::<String>::new(), "the child's replaced files");
+            applied
+        });
+        child.finish();
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    spawn(tmp.path(), TEST, "forker", &[]).finish();
+}
+
 // ---------------------------------------------------------------------------
 // Torn-read guard: readers loop while writers update and complete.
 

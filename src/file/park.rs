@@ -97,7 +97,8 @@ fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
 
 /// A handle's reclaiming thread: removes the parks it is handed, in order,
 /// started on the first one. Dropping the handle waits for it to finish
-/// them.
+/// them. A process forked from the one that started it has no such thread
+/// (only the forking thread is copied): it starts one of its own.
 #[derive(Debug, Default)]
 pub(super) struct Reclaimer {
     worker: Mutex<Option<Worker>>,
@@ -107,12 +108,24 @@ pub(super) struct Reclaimer {
 struct Worker {
     parks: mpsc::Sender<OsString>,
     thread: JoinHandle<()>,
+    /// The process the thread runs in.
+    pid: u32,
+}
+
+/// Takes a worker whose thread runs in another process (this one was forked
+/// from it) out of `worker`, and lets it go without a word to its thread:
+/// there is no such thread here to send to or wait for.
+fn drop_if_forked(worker: &mut Option<Worker>) {
+    if worker.as_ref().is_some_and(|w| w.pid != std::process::id()) {
+        std::mem::forget(worker.take());
+    }
 }
 
 impl Reclaimer {
     /// Hands `park` to the thread; `Err(park)` if no thread can be had.
     fn send(&self, fs: &Fs, tmp: &Arc<Dir>, park: OsString) -> Result<(), OsString> {
         let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        drop_if_forked(&mut worker);
         if worker.is_none() {
             let (parks, handed) = mpsc::channel::<OsString>();
             let (fs, tmp) = (fs.clone(), Arc::clone(tmp));
@@ -124,7 +137,13 @@ impl Reclaimer {
                     }
                 });
             match spawned {
-                Ok(thread) => *worker = Some(Worker { parks, thread }),
+                Ok(thread) => {
+                    *worker = Some(Worker {
+                        parks,
+                        thread,
+                        pid: std::process::id(),
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start the thread that frees replaced task files; writers free them");
                     return Err(park);
@@ -137,12 +156,12 @@ impl Reclaimer {
 
     /// Waits until every park handed over is removed, and the thread ends.
     pub(super) fn finish(&self) {
-        let worker = self
-            .worker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(Worker { parks, thread }) = worker {
+        let worker = {
+            let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+            drop_if_forked(&mut worker);
+            worker.take()
+        };
+        if let Some(Worker { parks, thread, .. }) = worker {
             drop(parks);
             if thread.join().is_err() {
                 tracing::warn!("the thread that frees replaced task files panicked");
