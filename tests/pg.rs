@@ -1481,6 +1481,47 @@ fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
     s.create(NewTask::new().id(id.clone())).unwrap();
 }
 
+/// The active-task counter put out by a change made outside the store (an
+/// operator deleting stuck rows, a table restored from a dump) is counted
+/// again by every sweep and every open. (Nothing counted it again: too
+/// high, every create was refused in a store that held no task; too low,
+/// every terminal transition of a running task failed the table's check,
+/// for good.)
+#[test]
+fn a_counter_put_out_by_a_hand_edit_is_counted_again() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("recount");
+    let s = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .max_active(3)
+        .open()
+        .unwrap();
+    let mut client = cluster.client();
+    // Too high: three running tasks deleted behind the store's back.
+    for _ in 0..3 {
+        s.create(NewTask::new()).unwrap();
+    }
+    client
+        .execute(&format!("DELETE FROM {schema}.tasks"), &[])
+        .unwrap();
+    assert_eq!(counter_and_active(&mut client, &schema), (3, 0));
+    s.sweep().unwrap();
+    assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
+    let task = s.create(NewTask::new()).unwrap();
+    // Too low: the counter set to 0 beside a running task (a restore).
+    client
+        .execute(&format!("UPDATE {schema}.counters SET active = 0"), &[])
+        .unwrap();
+    let reopened = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .max_active(3)
+        .open()
+        .unwrap();
+    assert_eq!(counter_and_active(&mut client, &schema), (1, 1));
+    assert!(reopened.complete(&task.id, json!(1)).unwrap().is_applied());
+    assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
+}
+
 #[test]
 fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
     // The feed connects on its first wait (never on the subscriber's

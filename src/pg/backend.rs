@@ -314,6 +314,32 @@ impl PgBackend {
         Ok(Insert::Done)
     }
 
+    /// Counts the active rows again into the counter, if a change made
+    /// outside the store put it out (rows deleted by hand, a table
+    /// restored from a dump): the counter's row lock first, then the count
+    /// in a statement of its own, whose snapshot sees every write that
+    /// changed the counter before (each write changes the row and the
+    /// counter in one statement). Returns the counts before and after if
+    /// it was out.
+    pub(crate) fn recount(&self) -> Result<Option<(i64, i64)>> {
+        let op = || format!("count the active tasks of schema {}", self.sql.schema);
+        let mut conn = self.connection(op)?;
+        let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
+        let was: i64 = tx
+            .query_one(&self.sql.lock_counter, &[])
+            .map_err(|e| failed(op(), e))?
+            .get(0);
+        let now = tx
+            .query_opt(&self.sql.recount, &[])
+            .map_err(|e| failed(op(), e))?
+            .map(|row| row.get::<_, i64>(0));
+        tx.commit().map_err(|e| failed(op(), e))?;
+        if let Some(now) = now {
+            tracing::warn!(schema = %self.sql.schema, was, now, "the active-task counter was out (a change made outside the store); counted again");
+        }
+        Ok(now.map(|now| (was, now)))
+    }
+
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
         let rows = self.query(
@@ -656,6 +682,12 @@ impl Backend for PgBackend {
         }
         self.try_remove_all(tasks)
             .unwrap_or_else(|_| tasks.iter().map(|t| self.remove(t)).collect())
+    }
+
+    /// Counts the active rows again into the counter, if it was out: a
+    /// corrected counter counts as one leftover cleaned.
+    fn clean_up(&self) -> Result<usize> {
+        Ok(usize::from(self.recount()?.is_some()))
     }
 
     fn changes(&self) -> Option<ChangeFeed> {

@@ -23,6 +23,13 @@ pub(crate) struct Sql {
     pub replace_all: String,
     pub remove_all: String,
     pub load_all: String,
+    /// Takes the counter's row lock, and reads it.
+    pub lock_counter: String,
+    /// Sets the counter to the number of active rows, if it is not:
+    /// returns it then (run with the row lock held, in a statement of its
+    /// own, so that its snapshot sees every write that changed the counter
+    /// before it).
+    pub recount: String,
 }
 
 impl Sql {
@@ -121,6 +128,13 @@ impl Sql {
                  SELECT id FROM d"
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
+            lock_counter: format!("SELECT active FROM {s}.counters WHERE singleton FOR UPDATE"),
+            recount: format!(
+                "WITH n AS (SELECT count(*) AS active FROM {s}.tasks WHERE active)
+                 UPDATE {s}.counters SET active = n.active FROM n
+                 WHERE singleton AND {s}.counters.active <> n.active
+                 RETURNING n.active"
+            ),
         }
     }
 
