@@ -220,7 +220,11 @@ impl TaskContext {
                 if next == inputs.book {
                     break;
                 }
-                match self.shared.write_book(&self.run, &mut inputs, next).await {
+                match self
+                    .shared
+                    .write_book(&self.run, &mut inputs, next, &[])
+                    .await
+                {
                     Ok(RunWrite::Applied(_)) => break,
                     // A cancel landed first: its withdrawal stands.
                     Ok(RunWrite::Changed(now)) if cancel_requested(&now) => {

@@ -13,7 +13,7 @@
 //! | `status`, `statusMessage`, `inputRequests`, `result`/`error`, the resume checkpoint | the owner, fenced | the run's state |
 //! | [`INPUT_KEYS_KEY`] | the owner, fenced | every input-request key ever issued, with its request's fingerprint and, once accepted, its response |
 //! | [`CANCEL_REQUESTED_KEY`] | any instance | `true` once `tasks/cancel` arrived |
-//! | [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` | a peer | a client's response to an outstanding request, for the owner to accept |
+//! | [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` | a peer; cleared (`null`) by the owner | a client's response to an outstanding request, for the owner to accept; `null` once the owner recorded it under [`INPUT_KEYS_KEY`] |
 //!
 //! # Invariants
 //!
@@ -283,6 +283,30 @@ pub(super) fn responses_update(task: &Task, responses: Vec<(String, Value)>) -> 
         }
     }
     any.then_some(update)
+}
+
+/// How deep a response may nest: the owner records it two levels down,
+/// under [`INPUT_KEYS_KEY`] (`{"<key>": {"response": …}}`), and the store
+/// takes no value deeper than [`MAX_DEPTH`](crate::MAX_DEPTH).
+pub(super) const MAX_RESPONSE_DEPTH: usize = crate::MAX_DEPTH - 2;
+
+/// The key of the first of `responses` nested deeper than the owner's
+/// record of it can hold ([`MAX_RESPONSE_DEPTH`]), with its depth.
+pub(super) fn too_deep(responses: &[(String, Value)]) -> Option<(&str, usize)> {
+    responses.iter().find_map(|(key, value)| {
+        let depth = crate::limits::depth(value);
+        (depth > MAX_RESPONSE_DEPTH).then_some((key.as_str(), depth))
+    })
+}
+
+/// `update` (the owner's write recording `accepted`), which also clears the
+/// copies peers stored of them (`mcp.inputResponse.<key>`, set to `null`:
+/// only a key still outstanding is ever read there): a response is then
+/// stored once, in its key's record.
+pub(super) fn clearing_peer_copies(update: TaskUpdate, accepted: &[(String, Value)]) -> TaskUpdate {
+    accepted.iter().fold(update, |update, (key, _)| {
+        update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), Value::Null)
+    })
 }
 
 /// A stable fingerprint of an input request: FNV-1a (64 bits) of its JSON

@@ -9,7 +9,7 @@ use rmcp::model::{CustomRequest, DetailedTask};
 use serde_json::{Value, json};
 
 use super::calls::{blocking, get, parse_id, to_wire, unknown_task};
-use super::protocol::{cancel_update, responses_update};
+use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep};
 use super::run::Shared;
 use crate::id::{TaskId, shorten};
 use crate::task::Task;
@@ -53,6 +53,18 @@ impl Shared {
         responses: Vec<(String, Value)>,
     ) -> Result<(), McpError> {
         let id = parse_id(task_id)?;
+        // Refused here, whichever instance: the owner records a response
+        // two levels down, where the store would refuse it.
+        if let Some((key, depth)) = too_deep(&responses) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "the response for input key {key:?} of task {} nests {depth} levels deep, \
+                     over the {MAX_RESPONSE_DEPTH} a response may",
+                    shorten(task_id)
+                ),
+                Some(json!({"key": key, "depth": depth, "limit": MAX_RESPONSE_DEPTH})),
+            ));
+        }
         if let Some(run) = self.run_of(&id) {
             // The owner: accept and deliver; a response is durable before
             // the operation or the client hears of it.

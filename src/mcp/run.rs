@@ -17,7 +17,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use super::calls::{StoreCall, blocking, lock, to_json};
 use super::context::TaskContext;
 use super::options::ManagerOptions;
-use super::protocol::{Book, Inputs, cancel_requested};
+use super::protocol::{Book, Inputs, cancel_requested, clearing_peer_copies};
 use crate::id::TaskId;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
@@ -290,10 +290,10 @@ impl Shared {
         run: &Arc<Run>,
         inputs: &mut Inputs,
         next: Book,
+        accepted: &[(String, Value)],
     ) -> Result<RunWrite, StoreCall> {
-        let written = self
-            .write(run, next.update().if_revision(inputs.revision))
-            .await?;
+        let update = clearing_peer_copies(next.update(), accepted);
+        let written = self.write(run, update.if_revision(inputs.revision)).await?;
         match &written {
             RunWrite::Applied(revision) => {
                 inputs.book = next;

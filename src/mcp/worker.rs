@@ -145,7 +145,7 @@ impl Shared {
             if accepted.is_empty() {
                 return Ok(false);
             }
-            match self.write_book(run, &mut inputs, next).await? {
+            match self.write_book(run, &mut inputs, next, &accepted).await? {
                 RunWrite::Applied(_) => {
                     for (key, value) in accepted {
                         if let Some(waiter) = inputs.waiters.remove(&key) {
@@ -175,7 +175,7 @@ impl Shared {
         while withdraw && !inputs.book.outstanding.is_empty() {
             let mut next = inputs.book.clone();
             next.outstanding.clear();
-            match self.write_book(run, &mut inputs, next).await {
+            match self.write_book(run, &mut inputs, next, &[]).await {
                 // Written, or not to be written by this run.
                 Ok(
                     RunWrite::Applied(_)

@@ -381,6 +381,64 @@ async fn cancel_is_cooperative_the_operation_may_finish_anyway() {
     );
 }
 
+/// An answer sent to a peer is stored once the owner has taken it: its
+/// copy under `mcp.inputResponse.<key>` is cleared by the owner's write
+/// that records it, so an answer over half the payload cap is taken and
+/// delivered. One nested deeper than the owner's record can hold is
+/// refused by the peer with `-32602`, not acknowledged. (The copy stayed
+/// for the task's life: an answer that fit once but not twice was
+/// acknowledged to the client and never delivered, the task left
+/// `input_required`; so was one 99 or 100 levels deep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_through_a_peer_is_stored_once_and_one_too_deep_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 64 * 1024;
+    let open = |name: &str| {
+        let store = FileStore::builder(dir.path())
+            .instance_id(name)
+            .max_payload_bytes(cap)
+            .open()
+            .unwrap();
+        DurableTaskManager::with_options(Arc::new(store), fast())
+    };
+    let (owner, peer) = (open("owner"), open("peer"));
+    let seed = owner
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let answer = ctx.request_input("k", elicitation("big?")).await?;
+                let len = answer["blob"].as_str().map_or(0, str::len);
+                Ok(text(&len.to_string()))
+            })
+        })
+        .await
+        .unwrap();
+    eventually(|| async {
+        matches!(
+            peer.get_task(&seed.task_id).await.unwrap().payload,
+            TaskPayload::InputRequired { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    let mut deep = json!("bottom");
+    for _ in 0..crate::MAX_DEPTH - 1 {
+        deep = json!([deep]);
+    }
+    let refused = peer
+        .update_task(&seed.task_id, [("k".to_owned(), deep)])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS, "{refused:?}");
+    let blob = "x".repeat(cap * 3 / 5);
+    peer.update_task(&seed.task_id, [("k".to_owned(), json!({"blob": blob}))])
+        .await
+        .unwrap();
+    let TaskPayload::Completed { result } = settled(&peer, &seed.task_id).await.payload else {
+        panic!("not completed")
+    };
+    assert_eq!(result["content"][0]["text"], blob.len().to_string());
+}
+
 #[tokio::test]
 async fn input_round_trip_in_the_same_instance_and_across_instances() {
     let dir = tempfile::tempdir().unwrap();
