@@ -1791,3 +1791,45 @@ fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
     assert_eq!(common::files_in(&root, "active"), Vec::<String>::new());
     assert_eq!(store.get(&task.id).unwrap(), None);
 }
+
+/// A compaction cut short after its swap (the fsync of the store's root
+/// failed) leaves the old directory as `active.compact`: the next open
+/// makes the swap durable, with an fsync of the root, before it removes
+/// the leftover's names. (It removed them first: a power loss before the
+/// swap was written back could leave the root naming the emptied old
+/// directory, and every running task gone.)
+#[test]
+fn a_compaction_cut_short_is_made_durable_before_its_leftover_goes() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let Some((kept, _)) = common::grown_and_emptied(&root) else {
+        return;
+    };
+    let faults = FaultInjector::new();
+    faults.fail_at(FsOp::SyncDir, &root, Fault::Eio);
+    let cut = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open();
+    assert!(cut.is_err(), "the open alone failed at the root's fsync");
+    drop(cut);
+    assert!(root.join("active.compact").is_dir(), "the old directory is left");
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(&root)
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let events = recorder.events();
+    let root_durable = first(
+        &events,
+        0,
+        |e| matches!(e, FsEvent::SyncDir { path } if path == &root),
+    );
+    let leftover_emptied = first(&events, 0, removed_from("active.compact"));
+    assert!(
+        root_durable < leftover_emptied,
+        "the swap is durable (call {root_durable}) before the leftover's names go (call {leftover_emptied})"
+    );
+    assert_eq!(store.get(&kept.id).unwrap(), Some(kept));
+    assert!(!root.join("active.compact").exists());
+}

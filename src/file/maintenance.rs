@@ -23,10 +23,18 @@ const COMPACTED: [&str; 2] = ["active", "expiring"];
 /// are the old links removed. A crash at any point leaves a whole directory
 /// under the area's name (old or new) and a leftover `<area>.compact` that
 /// holds only second names of the same files, which the next compaction
-/// removes.
+/// removes once an fsync of the root made the swap, if it was made,
+/// durable.
 pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
     for name in COMPACTED {
         let leftover = OsString::from(format!("{name}.compact"));
+        // A compaction cut short after its swap left the old directory
+        // here: the swap is made durable before its names go, or a power
+        // loss could leave the area's name on the emptied old directory.
+        match fs.stat(root, &leftover) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            _ => sync(fs, root)?,
+        }
         remove_tree(fs, root, &leftover)?;
         let dir = fs
             .open_dir(root, OsStr::new(name))
