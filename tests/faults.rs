@@ -1813,7 +1813,10 @@ fn a_compaction_cut_short_is_made_durable_before_its_leftover_goes() {
         .open();
     assert!(cut.is_err(), "the open alone failed at the root's fsync");
     drop(cut);
-    assert!(root.join("active.compact").is_dir(), "the old directory is left");
+    assert!(
+        root.join("active.compact").is_dir(),
+        "the old directory is left"
+    );
     let recorder = taskstore::Recorder::new();
     let store = FileStore::builder(&root)
         .recorder(recorder.clone())

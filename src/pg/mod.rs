@@ -83,6 +83,18 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// How long opening a connection may take, unless the connection string
 /// says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Over TCP, unless the connection string says: how long a connection may
+/// be idle before the kernel probes its peer (the driver's default is 2 h,
+/// past the idle timeout of most load balancers and NATs, which then drop
+/// the flow without a word), how often it probes, and how many probes go
+/// unanswered before the connection is dead.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_RETRIES: u32 = 3;
+/// Over TCP, unless the connection string says: how long data sent may go
+/// unacknowledged before the connection is dead (else a call to a peer gone
+/// silent waits for the kernel's retransmissions, about 15 minutes).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the PostgreSQL backend needs to open: where, which schema, how many
 /// connections, and where time comes from.
@@ -196,12 +208,7 @@ impl StoreBuilder<PgOptions> {
                     field: "conninfo",
                     reason: e.to_string(),
                 })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("taskstore");
-        }
+        with_defaults(&mut config);
         let schema = options.schema.clone();
         let op = |what: &str| format!("{what} (opening schema {schema})");
         let pool = Arc::new(Pool::new(config, options.pool_size));
@@ -237,6 +244,31 @@ impl StoreBuilder<PgOptions> {
         // first create on.
         backend.recount()?;
         self.finish(backend)
+    }
+}
+
+/// The settings a connection string leaves unset: the connect timeout,
+/// TCP keepalives and the TCP user timeout (which a Unix socket ignores),
+/// and the application name.
+fn with_defaults(config: &mut postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // The driver's own idle is 2 h: unset, or set to what it is by default.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("taskstore");
     }
 }
 
@@ -291,5 +323,41 @@ impl Store<PgBackend> {
     /// goes by it ([`TimeSource::Server`]).
     pub fn server_time(&self) -> Option<ServerTime> {
         self.backend().server_time()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection string that says nothing of them gets a connect
+    /// timeout, TCP keepalives that probe after 30 s idle, and a TCP user
+    /// timeout; one that says keeps what it says. (Keepalives probed after
+    /// the driver's 2 h: a connection a load balancer dropped without a
+    /// word failed the next call, and a call to a peer gone silent waited
+    /// for the kernel's retransmissions.) What they do to a dead TCP peer
+    /// is the kernel's; this checks that they are set.
+    #[test]
+    fn a_connection_string_gets_keepalives_and_timeouts_unless_it_says() {
+        let mut plain: postgres::Config = "host=db user=app".parse().unwrap();
+        with_defaults(&mut plain);
+        assert!(plain.get_keepalives());
+        assert_eq!(plain.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(plain.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(plain.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+        assert_eq!(plain.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(plain.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(plain.get_application_name(), Some("taskstore"));
+        let said = "host=db user=app keepalives=0 keepalives_idle=600 keepalives_interval=5 \
+                    keepalives_retries=9 tcp_user_timeout=7 connect_timeout=3 application_name=svc";
+        let mut said: postgres::Config = said.parse().unwrap();
+        with_defaults(&mut said);
+        assert!(!said.get_keepalives());
+        assert_eq!(said.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(said.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(said.get_keepalives_retries(), Some(9));
+        assert_eq!(said.get_tcp_user_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(said.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(said.get_application_name(), Some("svc"));
     }
 }
