@@ -439,12 +439,14 @@ fn relay(
                 // committed by now; its answer never reaches the client.
                 swallowed.extend_from_slice(&buf[..n]);
                 if contains(&swallowed, b"Z\0\0\0\x05") {
+                    // Counted (and refusing) before the client can see the
+                    // cut: a caller that returns on it reads the count.
                     if cut.from_cut.load(Ordering::SeqCst) {
                         cut.refusing.store(true, Ordering::SeqCst);
                     }
+                    cut.count.fetch_add(1, Ordering::SeqCst);
                     let _ = client.shutdown(Shutdown::Both);
                     let _ = server.shutdown(Shutdown::Both);
-                    cut.count.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
                 continue;
