@@ -37,6 +37,43 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock read once, then carried on by the monotonic clock: it
+/// never steps (an NTP correction, a clock set by hand moves it not at
+/// all) and never goes back, and it drifts from the wall clock by every
+/// step the wall clock takes after it was made. What a breaker's open
+/// period and slow-call timing go by ([`BreakerRegistry::new`]'s default):
+/// a span measured on it is a span that passed.
+///
+/// [`BreakerRegistry::new`]: crate::BreakerRegistry::new
+#[derive(Clone, Copy, Debug)]
+pub struct SteadyClock {
+    start: OffsetDateTime,
+    base: std::time::Instant,
+}
+
+impl SteadyClock {
+    /// A clock at the wall clock's time now.
+    pub fn new() -> SteadyClock {
+        SteadyClock {
+            start: OffsetDateTime::now_utc(),
+            base: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SteadyClock {
+    fn default() -> SteadyClock {
+        SteadyClock::new()
+    }
+}
+
+impl Clock for SteadyClock {
+    fn now(&self) -> OffsetDateTime {
+        let since = time::Duration::try_from(self.base.elapsed()).unwrap_or(time::Duration::MAX);
+        self.start.saturating_add(since)
+    }
+}
+
 /// A clock that moves only when told to. Clones share one time, so a test can
 /// hand one clone to a store and advance another.
 #[derive(Clone, Debug)]

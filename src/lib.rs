@@ -32,7 +32,7 @@ pub use crate::breaker::{
     OwnedPermit, Permit, RegistryHealth, Rejected,
 };
 pub use crate::changes::{ChangeFeed, ChangeSource, Changes};
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, SteadyClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::events::{
     BreakerEventKind, BreakerState, CallOutcome, DEFAULT_EVENT_LOG_CAPACITY, Event, EventKind,

@@ -11,7 +11,7 @@ use crate::breaker::circuit::Breaker;
 use crate::breaker::config::BreakerConfig;
 use crate::breaker::health::BreakerHealth;
 use crate::breaker::machine::Env;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SteadyClock};
 use crate::error::{Error, Result};
 use crate::sink::{EventSink, Notifier};
 
@@ -57,7 +57,8 @@ pub struct RegistryHealth {
 
 impl BreakerRegistry {
     /// An empty registry whose breakers follow `default_config`, timed by the
-    /// [`SystemClock`], with no sink and at most [`DEFAULT_MAX_BREAKERS`].
+    /// [`SteadyClock`] (the wall clock's steps move no open period), with
+    /// no sink and at most [`DEFAULT_MAX_BREAKERS`].
     ///
     /// # Errors
     ///
@@ -67,7 +68,7 @@ impl BreakerRegistry {
         Ok(BreakerRegistry {
             default_config,
             env: Arc::new(Env {
-                clock: Arc::new(SystemClock),
+                clock: Arc::new(SteadyClock::new()),
                 notifier: Notifier::default(),
             }),
             max_breakers: DEFAULT_MAX_BREAKERS,
