@@ -1116,6 +1116,30 @@ fn dry_runs_leave_what_a_handle_would_tidy_as_it_is() {
     assert_unchanged(&before, &snapshot(&dir), "dry runs change nothing");
 }
 
+/// Makes a task with `message` in a store at `dir`, and checks that
+/// `list`, `list --json` and `show` print none of the characters `shown`
+/// refuses (`shown(c)` true for a character that may be printed as it is)
+/// and that the JSON ones read back `message`: the table, for the caller
+/// to check further.
+fn escaped_everywhere(dir: &Path, message: &str, shown: impl Fn(char) -> bool) -> String {
+    let task = open(dir)
+        .create(NewTask::new().status_message(message))
+        .unwrap();
+    let clean = |out: &Output| {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(text.chars().all(&shown), "{text:?}");
+        text
+    };
+    let table = clean(&run_expect(Some(dir), &["list"], 0));
+    let out = run_expect(Some(dir), &["list", "--json"], 0);
+    clean(&out);
+    assert_eq!(json_lines(&out)[0]["statusMessage"], message);
+    let out = run_expect(Some(dir), &["show", task.id.as_str()], 0);
+    let shown: Value = serde_json::from_str(&clean(&out)).unwrap();
+    assert_eq!(shown["statusMessage"], message);
+    table
+}
+
 /// Task data reaches a terminal as text: a status message or an owner
 /// holding escape sequences, a bell, DEL, a C1 control or a newline is
 /// printed with them escaped (`\u001b`), in the table and in JSON, which
@@ -1126,27 +1150,9 @@ fn task_data_never_reaches_the_terminal_as_control_characters() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let message = "hi \u{1b}]0;pwned\u{7}\u{1b}[31mred\u{7f}\u{9b}2J\nforged row";
-    let task = open(&dir)
-        .create(NewTask::new().status_message(message))
-        .unwrap();
-    let clean = |out: &Output| {
-        let bytes = &out.stdout;
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(
-            !text.chars().any(|c| c.is_control() && c != '\n'),
-            "{text:?}"
-        );
-        text
-    };
-    let table = clean(&run_expect(Some(&dir), &["list"], 0));
+    let table = escaped_everywhere(&dir, message, |c| !c.is_control() || c == '\n');
     assert_eq!(table.lines().count(), 2, "a header and one row: {table}");
     assert!(table.contains("\\u001b]0;pwned"), "{table}");
-    let out = run_expect(Some(&dir), &["list", "--json"], 0);
-    clean(&out);
-    assert_eq!(json_lines(&out)[0]["statusMessage"], message);
-    let out = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
-    let shown: Value = serde_json::from_str(&clean(&out)).unwrap();
-    assert_eq!(shown["statusMessage"], message);
 }
 
 /// Task data and names cannot reorder what a terminal shows: a Unicode
@@ -1159,30 +1165,17 @@ fn task_data_never_reaches_the_terminal_as_control_characters() {
 fn bidirectional_controls_are_escaped() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
+    let bidi = [
+        '\u{202e}', '\u{202c}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
+    ];
     let message = "ok \u{202e}deliaf\u{202c} \u{2066}x\u{2069} \u{200f}\u{61c}";
-    let task = open(&dir)
-        .create(NewTask::new().status_message(message))
-        .unwrap();
-    let clean = |out: &Output| {
-        let text = String::from_utf8(out.stdout.clone()).unwrap();
-        for c in [
-            '\u{202e}', '\u{202c}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
-        ] {
-            assert!(!text.contains(c), "{c:?} printed as it is: {text:?}");
-        }
-        text
-    };
-    let table = clean(&run_expect(Some(&dir), &["list"], 0));
+    let table = escaped_everywhere(&dir, message, |c| !bidi.contains(&c));
     assert!(table.contains("\\u202edeliaf\\u202c"), "{table}");
-    let out = run_expect(Some(&dir), &["list", "--json"], 0);
-    clean(&out);
-    assert_eq!(json_lines(&out)[0]["statusMessage"], message);
-    let out = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
-    let shown: Value = serde_json::from_str(&clean(&out)).unwrap();
-    assert_eq!(shown["statusMessage"], message);
     fs::write(dir.join("active").join("a\u{202e}nosj.x"), b"x").unwrap();
     let out = run_expect(Some(&dir), &["verify"], 1);
-    assert!(clean(&out).contains("a\\u202enosj.x"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(!text.contains('\u{202e}'), "{text:?}");
+    assert!(text.contains("a\\u202enosj.x"), "{text}");
 }
 
 /// A file name or a store path that is not UTF-8 is reported, lossily, as

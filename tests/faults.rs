@@ -883,6 +883,19 @@ fn recorded(dir: &Path, clock: &ManualClock, recorder: &taskstore::Recorder) -> 
         .unwrap()
 }
 
+/// A handle on a new store at `root`, at a `ManualClock`'s time, its calls
+/// through a fault injector: the handle, the clock and the injector.
+fn faulted(root: &Path) -> (FileStore, ManualClock, FaultInjector) {
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    (store, clock, faults)
+}
+
 /// Makes `count` tasks with `ttl` through `store` and completes each (its
 /// result: its number): their ids.
 fn finished_tasks(store: &FileStore, count: usize, ttl: Duration) -> Vec<TaskId> {
@@ -1625,21 +1638,9 @@ fn a_task_past_the_snapshots_budget_is_read_again_after_a_passing_io_error() {
 fn a_stale_index_entry_that_cannot_be_removed_never_stops_a_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let faults = FaultInjector::new();
-    let store = FileStore::builder(&root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .open()
-        .unwrap();
+    let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    let ids: Vec<TaskId> = (0..5)
-        .map(|n| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect();
+    let ids = finished_tasks(&store, 5, ttl);
     fs::remove_file(root.join("done").join(format!("{}.json", ids[0]))).unwrap();
     let entry = fs::read_dir(root.join("expiring"))
         .unwrap()
@@ -1708,21 +1709,9 @@ fn a_create_that_fails_leaves_no_task_behind() {
 fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let faults = FaultInjector::new();
-    let store = FileStore::builder(&root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .open()
-        .unwrap();
+    let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    let ids: Vec<TaskId> = (0..5)
-        .map(|n| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect();
+    let ids = finished_tasks(&store, 5, ttl);
     let file = root.join("done").join(format!("{}.json", ids[0]));
     faults.fail_at(FsOp::Stat, &file, Fault::Eio);
     clock.advance(ttl * 2);
@@ -1753,18 +1742,9 @@ fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
 fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let faults = FaultInjector::new();
-    let store = FileStore::builder(&root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .open()
-        .unwrap();
+    let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    for n in 0..5 {
-        let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-        assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-    }
+    finished_tasks(&store, 5, ttl);
     store.create(NewTask::new().ttl(ttl)).unwrap();
     let temp = root.join("tmp/target.999999.7.tmp");
     fs::write(&temp, b"{\"format\":1,\"ta").unwrap();

@@ -1430,19 +1430,26 @@ fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
     a_claim_losing_its_reply(cluster, 1);
 }
 
+/// A fresh schema named after `name`, a proxy that loses a reply, and a
+/// handle (instance `creator`) through the proxy.
+fn behind_a_proxy(cluster: &Cluster, name: &str) -> (String, pg_cluster::LosesAReply, PgStore) {
+    let schema = fresh_schema(name);
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let store = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("creator")
+        .open()
+        .unwrap();
+    (schema, proxy, store)
+}
+
 /// A create whose reply to its `COMMIT` is lost (the server committed it)
 /// reports the task made: the handle reads it back, stored as it was to
 /// write it. (It reported an error, and removed the task it had made.)
 #[test]
 fn a_create_whose_commit_reply_is_lost_reports_the_task_made() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("lost_commit");
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let s = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("creator")
-        .open()
-        .unwrap();
+    let (schema, proxy, s) = behind_a_proxy(cluster, "lost_commit");
     proxy.arm(&["COMMIT"]);
     let task = s.create(NewTask::new()).unwrap();
     assert_eq!(proxy.cuts(), 1, "the commit's reply was lost");
@@ -1459,13 +1466,7 @@ fn a_create_whose_commit_reply_is_lost_reports_the_task_made() {
 #[test]
 fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("lost_commit_outage");
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let s = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("creator")
-        .open()
-        .unwrap();
+    let (schema, proxy, s) = behind_a_proxy(cluster, "lost_commit_outage");
     let id = TaskId::parse("lost-in-an-outage").unwrap();
     proxy.refuse_from_the_cut();
     proxy.arm(&["COMMIT"]);

@@ -218,9 +218,16 @@ impl crate::backend::Backend for Flaky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
     // Five failed tries wait 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: past a 1 s lease.
+    completes_through_failed_outcome_writes(5).await;
+}
+
+/// A task whose outcome write fails `failures` times, on a store with a
+/// 1 s lease and a manager that reaps every 50 ms, completes with its
+/// result.
+async fn completes_through_failed_outcome_writes(failures: usize) {
     let store = crate::Store::with_backend(Flaky {
         inner: crate::MemoryBackend::new(),
-        failures: std::sync::atomic::AtomicUsize::new(5),
+        failures: std::sync::atomic::AtomicUsize::new(failures),
     })
     .lease(Duration::from_secs(1))
     .build()
@@ -254,31 +261,7 @@ async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_is_tried_for_as_long_as_its_run_holds_the_task() {
     // Six failed tries: the sixth was the last.
-    let store = crate::Store::with_backend(Flaky {
-        inner: crate::MemoryBackend::new(),
-        failures: std::sync::atomic::AtomicUsize::new(6),
-    })
-    .lease(Duration::from_secs(1))
-    .build()
-    .unwrap();
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        fast().reap_interval(Duration::from_millis(50)),
-    );
-    let seed = m
-        .spawn(TaskOptions::new(), |_ctx| {
-            Box::pin(async { Ok(text("42")) })
-        })
-        .await
-        .unwrap();
-    let settled = settled(&m, &seed.task_id).await;
-    let TaskPayload::Completed { result } = settled.payload else {
-        panic!("not completed: {:?}", settled.payload)
-    };
-    assert_eq!(
-        Value::Object(result),
-        serde_json::to_value(text("42")).unwrap()
-    );
+    completes_through_failed_outcome_writes(6).await;
 }
 
 /// A recording write that fails for a cause that may pass is tried again:

@@ -636,6 +636,20 @@ async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() 
     assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A handle named `name` on `backend`, at `clock`'s time, with [`LEASE`].
+fn on_memory(
+    backend: &Arc<crate::MemoryBackend>,
+    clock: &Arc<ManualClock>,
+    name: &str,
+) -> crate::Store<Arc<crate::MemoryBackend>> {
+    crate::Store::with_backend(Arc::clone(backend))
+        .instance_id(name)
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .lease(LEASE)
+        .build()
+        .unwrap()
+}
+
 /// A resumable task whose owner died on its last attempt is reported
 /// `failed` (orphaned) by the first `tasks/get` after its lease lapsed,
 /// as a task that cannot be resumed is: nobody may claim it. (It read
@@ -644,14 +658,7 @@ async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() 
 async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
     let clock = clock();
     let backend = Arc::new(crate::MemoryBackend::new());
-    let open = |name: &str| {
-        crate::Store::with_backend(Arc::clone(&backend))
-            .instance_id(name)
-            .clock(clock.clone() as Arc<dyn Clock>)
-            .lease(LEASE)
-            .build()
-            .unwrap()
-    };
+    let open = |name: &str| on_memory(&backend, &clock, name);
     let dead = open("dead");
     let task = dead
         .create(
@@ -692,14 +699,7 @@ async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
 async fn a_restarted_instance_resumes_what_it_was_down_for() {
     let clock = clock();
     let backend = Arc::new(crate::MemoryBackend::new());
-    let open = |name: &str| {
-        crate::Store::with_backend(Arc::clone(&backend))
-            .instance_id(name)
-            .clock(clock.clone() as Arc<dyn Clock>)
-            .lease(LEASE)
-            .build()
-            .unwrap()
-    };
+    let open = |name: &str| on_memory(&backend, &clock, name);
     let dead = open("before-the-restart");
     let task = dead
         .create(crate::NewTask::new().resumable("job", json!({})))
