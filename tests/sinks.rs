@@ -137,13 +137,26 @@ fn the_json_lines_sink_refuses_an_unopenable_path_with_a_typed_error() {
 }
 
 #[cfg(target_os = "linux")]
+/// A failing write is counted, not raised, and says why once: a warning
+/// naming the file and the error when writes start failing, none for each
+/// failure after it. (Nothing said why: only the count moved.)
 #[test]
 fn a_failing_write_is_counted_not_raised() {
-    // Every write to /dev/full fails with ENOSPC.
-    let sink = JsonLinesSink::open("/dev/full").unwrap();
-    sink.emit(&Event::new("lost"));
-    sink.emit(&Event::new("lost"));
-    assert_eq!((sink.written(), sink.errors()), (0, 2));
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        // Every write to /dev/full fails with ENOSPC.
+        let sink = JsonLinesSink::open("/dev/full").unwrap();
+        sink.emit(&Event::new("lost"));
+        sink.emit(&Event::new("lost"));
+        assert_eq!((sink.written(), sink.errors()), (0, 2));
+    });
+    let warnings = logged.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let said = format!("{:?}", warnings[0]);
+    assert!(
+        said.contains("/dev/full") && said.contains("No space left"),
+        "{said}"
+    );
 }
 
 /// A line cut short (the file-size limit, a disk that filled) leaves a

@@ -29,7 +29,9 @@ use crate::sink::EventSink;
 ///   never interleave, whatever their length (on a local file system, where
 ///   an appending write of a regular file is atomic).
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
-///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped.
+///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped;
+///   the first failure after a success is logged (`tracing`, a warning
+///   naming the file and the error).
 ///   A write interrupted before it wrote anything is retried.
 /// - A line cut short (a full disk, the file-size limit) leaves a fragment;
 ///   it is ended with a newline at once, or, if that cannot be written
@@ -72,6 +74,9 @@ pub struct JsonLinesSink {
     /// Whether this sink's last write left a fragment of a line it could
     /// not end: the next line starts with a newline.
     torn: AtomicBool,
+    /// Whether its last write failed: a failure after a success (or the
+    /// first) is logged, the failures after it only counted.
+    failing: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -105,6 +110,7 @@ impl JsonLinesSink {
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             torn: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -288,8 +294,16 @@ fn nanos(d: Duration) -> u64 {
 impl EventSink for JsonLinesSink {
     fn emit(&self, event: &Event) {
         match self.append(event) {
-            Ok(()) => self.written.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(()) => {
+                self.written.fetch_add(1, Ordering::Relaxed);
+                self.failing.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write events to the file; lines are dropped and counted until a write succeeds");
+                }
+            }
+        }
     }
 }
