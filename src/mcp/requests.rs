@@ -31,10 +31,13 @@ impl Shared {
         if task.is_orphan_at(self.store.now()) && self.run_of(&id).is_none() {
             if task.has_attempts_left() {
                 // A resumable orphan waits to be claimed (here, if this
-                // instance resumes its kind) or, after the claim grace,
-                // reaped: both on the background loop, not per poll. One
-                // with no attempt left is reaped now, as below.
-                self.claim_now.notify_one();
+                // instance resumes its kind: then a claim now) or, after
+                // the claim grace, reaped: both on the background loop,
+                // not per poll. One with no attempt left is reaped now, as
+                // below.
+                if task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind)) {
+                    self.claim_now.notify_one();
+                }
                 return to_wire(&task);
             }
             // The reaper re-checks every lease under the task's lock.

@@ -190,6 +190,14 @@ impl Shared {
         }
     }
 
+    /// Whether this manager has a resume handler for `kind`.
+    pub fn resumes(&self, kind: &str) -> bool {
+        match self.handlers.read() {
+            Ok(handlers) => handlers.contains_key(kind),
+            Err(poisoned) => poisoned.get_ref().contains_key(kind),
+        }
+    }
+
     /// Claims the resumable orphans of the kinds this manager resumes, and
     /// resumes each.
     pub async fn claim(self: &Arc<Self>) {

@@ -521,12 +521,13 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
 }
 
 /// A host's wrapper over a store: forwards every call, and counts the
-/// sweeps; `lease` forwarded only if `says_lease` (the default says
-/// nothing).
+/// sweeps and claims; `lease` forwarded only if `says_lease` (the default
+/// says nothing).
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
     sweeps: std::sync::atomic::AtomicUsize,
+    claims: std::sync::atomic::AtomicUsize,
 }
 
 impl<S> Wrapped<S> {
@@ -535,6 +536,7 @@ impl<S> Wrapped<S> {
             inner,
             says_lease,
             sweeps: std::sync::atomic::AtomicUsize::new(0),
+            claims: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -590,6 +592,8 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
         self.says_lease.then(|| self.inner.lease()).flatten()
     }
     fn claim(&self, kinds: &[&str]) -> crate::Result<crate::Claimed> {
+        self.claims
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.claim(kinds)
     }
 }
@@ -722,4 +726,46 @@ async fn a_restarted_instance_resumes_what_it_was_down_for() {
         panic!("not resumed: {:?}", settled.payload)
     };
     assert_eq!(result["content"][0]["text"], "resumed");
+}
+
+/// Polling a resumable orphan of a kind this instance does not resume
+/// starts no claim pass: it could claim nothing. (Every `tasks/get` woke
+/// one, a scan of the store's orphans per client poll, on every instance
+/// with a handler of any kind.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothing() {
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let dead = on_memory(&backend, &clock, "dead");
+    let task = dead
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Wrapped::new(on_memory(&backend, &clock, "other"), true)),
+        ManagerOptions::new()
+            .watch_interval(Duration::from_millis(10))
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    m.register_resume("another-kind", |_ctx| Box::pin(async { Ok(text("no")) }));
+    // The registration's own claim is over.
+    eventually(|| async {
+        (m.store().claims.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let claims = m.store().claims.load(std::sync::atomic::Ordering::SeqCst);
+    // Lapsed, within its claim grace (one lease).
+    clock.advance(LEASE + Duration::from_secs(1));
+    for _ in 0..20 {
+        let read = m.get_task(task.id.as_str()).await.unwrap();
+        assert_eq!(read.task.status, TaskStatus::Working);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        m.store().claims.load(std::sync::atomic::Ordering::SeqCst),
+        claims,
+        "claim passes started by the polls"
+    );
 }
