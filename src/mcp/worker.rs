@@ -384,7 +384,8 @@ impl Shared {
             handle.abort();
             let _ = handle.await;
         }
-        let stopped = lock(&self.stopped);
+        // Taken: a later call reports what it did, not this one's counts.
+        let stopped = std::mem::take(&mut *lock(&self.stopped));
         ShutdownReport {
             running,
             released: stopped.released,

@@ -91,6 +91,9 @@ async fn shutdown_lets_tasks_finish_within_the_grace_then_releases_or_fails_the_
     };
     assert_eq!(report, want);
     assert_eq!(a.running_task_count(), 0);
+    // A second call did nothing, and says so. (It repeated the first
+    // one's `released` and `failed`.)
+    assert_eq!(shut_down(&a).await, ShutdownReport::default());
 
     assert_eq!(
         settled(&a, &polite.task_id).await.status(),
