@@ -27,8 +27,9 @@ pub trait TaskStore: Send + Sync {
     /// [`Error::AlreadyExists`] for a taken host-chosen id,
     /// [`Error::TooManyActive`] at the active-task cap,
     /// [`Error::PayloadTooLarge`] over the payload cap,
-    /// [`Error::InvalidTask`] for a TTL under a millisecond; nothing is
-    /// changed. An I/O or backend error: the stores of this crate remove
+    /// [`Error::InvalidTask`] for a TTL under a millisecond, or a task that
+    /// would be expired the instant it is made (a clock at the end of
+    /// time); nothing is changed. An I/O or backend error: the stores of this crate remove
     /// what the failed write may have stored, so that no task is left
     /// (unless that removal fails too).
     fn create(&self, new: NewTask) -> Result<Task>;

@@ -522,3 +522,41 @@ fn a_file_left_in_place_is_reported_once_per_call_however_many_batches() {
     assert_eq!(swept.skipped.len(), 1, "{:?}", swept.skipped);
     assert_eq!(unreadable(&log), 2);
 }
+
+/// A task that would be expired the instant it is made is refused, whatever
+/// makes it so: here a clock at the last instant `time` has, where any TTL
+/// saturates its expiry to that instant. (The create succeeded and the task
+/// was gone at once: accepted, and never read back.)
+#[test]
+fn a_task_expired_when_made_is_refused_at_the_end_of_time() {
+    let end = time::PrimitiveDateTime::MAX.assume_utc();
+    let clock = std::sync::Arc::new(taskstore::ManualClock::new(end));
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let memory = taskstore::MemoryStore::builder()
+        .clock(clock)
+        .build()
+        .unwrap();
+    for store in [&file as &dyn TaskStore, &memory] {
+        let id = TaskId::new();
+        let made = store.create(
+            NewTask::new()
+                .id(id.clone())
+                .ttl(std::time::Duration::from_secs(60)),
+        );
+        match made {
+            Err(Error::InvalidTask { id: named, reason }) => {
+                assert_eq!(named, id);
+                assert!(reason.contains("expired"), "{reason}");
+            }
+            other => panic!("expected InvalidTask, got {other:?}"),
+        }
+        assert_eq!(store.get(&id).unwrap(), None);
+        // Without a TTL it never expires: made, and read back.
+        let task = store.create(NewTask::new()).unwrap();
+        assert_eq!(store.get(&task.id).unwrap(), Some(task));
+    }
+}

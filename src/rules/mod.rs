@@ -341,6 +341,14 @@ impl<B: Backend> TaskStore for Store<B> {
             });
         }
         let mut task = new.into_task(id.clone(), now);
+        if task.is_expired_at(now) {
+            // Its expiry saturated at the end of time (a clock there).
+            return Err(Error::InvalidTask {
+                id,
+                reason: "it would be expired the instant it was made: its clock is at the \
+                         last instant a time can hold",
+            });
+        }
         self.settings.lease.own(&mut task, now);
         let record: Record = self.settings.limits.record(task)?;
         let mut freed = false;
