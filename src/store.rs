@@ -206,6 +206,17 @@ pub trait TaskStore: Send + Sync {
         Ok(renewed)
     }
 
+    /// Renews this instance's lease on each of `ids`: one result per id, in
+    /// order, each what [`renew_lease`](TaskStore::renew_lease) of it
+    /// returns. The stores of this crate write them as one batch (a file
+    /// store makes them durable with one fsync, not one each); the default
+    /// renews one at a time. A host that renews the tasks it runs calls
+    /// this, not [`renew_leases`](TaskStore::renew_leases), which renews
+    /// every task the instance owns, runs or not.
+    fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
+        ids.iter().map(|id| self.renew_lease(id)).collect()
+    }
+
     /// A new subscription to the changes any writer makes to this store,
     /// from any process or host, if its backend can tell
     /// ([`Backend::changes`](crate::backend::Backend::changes)); `None`
@@ -294,6 +305,9 @@ macro_rules! forward_task_store {
             }
             fn renew_leases(&self) -> Result<usize> {
                 (**self).renew_leases()
+            }
+            fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
+                (**self).renew_leases_of(ids)
             }
             fn changes(&self) -> Option<ChangeFeed> {
                 (**self).changes()

@@ -1816,3 +1816,41 @@ fn a_compaction_cut_short_is_made_durable_before_its_leftover_goes() {
     assert_eq!(store.get(&kept.id).unwrap(), Some(kept));
     assert!(!root.join("active.compact").exists());
 }
+
+/// Renewing the leases of many tasks at once (`renew_leases_of`, what the
+/// MCP manager's watch calls) makes them durable with one fsync of
+/// `active/`, not one each: a manager renewing thousands of leases one by
+/// one let the last of them lapse before it got to them. Shown on the
+/// calls the store makes.
+#[test]
+fn renewing_many_leases_at_once_makes_them_durable_together() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    let store = recorded(dir.path(), &clock, &recorder);
+    let ids: Vec<TaskId> = (0..50)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    clock.advance(Duration::from_secs(5));
+    let from = recorder.len();
+    let renewed = store.renew_leases_of(&ids);
+    assert!(renewed.iter().all(|r| matches!(r, Ok(t) if t.is_applied())));
+    let syncs = |from: usize| {
+        recorder.events()[from..]
+            .iter()
+            .filter(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")))
+            .count()
+    };
+    assert_eq!(syncs(from), 1, "one fsync of active/ for 50 renewals");
+    for id in &ids {
+        let lease = store.get(id).unwrap().unwrap().lease_expires_at;
+        assert_eq!(lease, Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE), "{id}");
+    }
+    // One at a time, each is made durable on its own.
+    let from = recorder.len();
+    for id in &ids {
+        assert!(store.renew_lease(id).unwrap().is_applied());
+    }
+    assert_eq!(syncs(from), ids.len());
+}

@@ -239,6 +239,10 @@ where
             One(an_update_may_leave_the_lease_as_it_is),
         ),
         (
+            "renewing_several_leases_is_renewing_each",
+            Two(renewing_several_leases_is_renewing_each),
+        ),
+        (
             "a_task_seen_expired_stays_gone_for_every_handle",
             More(a_task_seen_expired_stays_gone_for_every_handle),
         ),

@@ -520,3 +520,70 @@ pub(super) fn an_update_may_leave_the_lease_as_it_is(store: &dyn TaskStore, setu
         "a plain write by the owner renews"
     );
 }
+
+/// Renewing several leases at once is renewing each: one result per id, in
+/// order, each what `renew_lease` of it says (another instance's task
+/// refused as not its own, a finished one untouched, an expired or missing
+/// one not found), and each lease renewed moves as one renewal's would.
+pub(super) fn renewing_several_leases_is_renewing_each(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let mine = a.create(NewTask::new()).unwrap();
+    let also = a.create(NewTask::new()).unwrap();
+    let finished = a.create(NewTask::new()).unwrap();
+    applied(a.complete(&finished.id, json!(1)).unwrap());
+    let theirs = b.create(NewTask::new()).unwrap();
+    let short = a
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    setup.clock.advance(Duration::from_secs(2));
+    let ids = [
+        mine.id.clone(),
+        finished.id.clone(),
+        theirs.id.clone(),
+        short.id.clone(),
+        TaskId::new(),
+        also.id.clone(),
+    ];
+    let mut results = a.renew_leases_of(&ids);
+    assert_eq!(results.len(), ids.len());
+    for slot in [0, 5] {
+        let result = std::mem::replace(
+            &mut results[slot],
+            Err(Error::NotFound {
+                id: ids[slot].clone(),
+            }),
+        );
+        let renewed = applied(result.unwrap());
+        assert_eq!(
+            renewed.lease_expires_at,
+            Some(setup.clock.now() + setup.lease),
+            "{}",
+            ids[slot]
+        );
+        assert_eq!(a.get(&ids[slot]).unwrap(), Some(renewed));
+    }
+    assert!(
+        matches!(results[1], Ok(Transition::AlreadyTerminal(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Err(Error::NotOwner { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[3], Err(Error::NotFound { .. })),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(Error::NotFound { .. })),
+        "{:?}",
+        results[4]
+    );
+    assert!(a.renew_leases_of(&[]).is_empty());
+}

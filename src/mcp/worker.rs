@@ -50,10 +50,21 @@ impl Shared {
             .map(|(run, renew)| (run.id.clone(), *renew))
             .collect();
         let Ok(seen) = tokio::task::spawn_blocking(move || {
+            // The renewals as one batch (one fsync for them all on a file
+            // store): one by one, thousands of them outlast a lease.
+            let due: Vec<TaskId> = ids
+                .iter()
+                .filter(|(_, renew)| *renew)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut renewed = store.renew_leases_of(&due).into_iter();
             ids.into_iter()
                 .map(|(id, renew)| {
                     if renew {
-                        store.renew_lease(&id).map(|t| Some(t.into_task()))
+                        renewed
+                            .next()
+                            .expect("one result per renewal")
+                            .map(|t| Some(t.into_task()))
                     } else {
                         store.get(&id)
                     }

@@ -12,7 +12,7 @@ use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease;
 use crate::rules::Store;
-use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore};
+use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore, Transition};
 use crate::task::{Outcome, Task};
 
 /// How many expired tasks a sweep deletes per batch.
@@ -287,6 +287,61 @@ impl<B: Backend> Store<B> {
             Some(e) => Err(e),
             None => Ok(renewed),
         }
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// [`TaskStore::renew_leases_of`]: the tasks it can renew as read (live,
+    /// running, this instance's) in one batch of conditional writes; every
+    /// other, and every one written meanwhile, through
+    /// [`renew_lease`](TaskStore::renew_lease), which says why.
+    pub(super) fn renew_some(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
+        let now = self.now();
+        let lease = &self.settings.lease;
+        let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
+        let (mut pairs, mut slots) = (Vec::new(), Vec::new());
+        for (slot, id) in ids.iter().enumerate() {
+            let current = match self.backend.load(id) {
+                Ok(Some(current)) => current,
+                Ok(None) => {
+                    results[slot] = Some(Err(Error::NotFound { id: id.clone() }));
+                    continue;
+                }
+                Err(e) => {
+                    results[slot] = Some(Err(e));
+                    continue;
+                }
+            };
+            if super::unwritable(&current, now, None, None).is_some() || !lease.owns(&current) {
+                // Its own write says what it is (terminal, expired, another's).
+                results[slot] = Some(self.renew_lease(id));
+                continue;
+            }
+            let mut next = current.clone();
+            let record = lease
+                .renew(&mut next, now)
+                .and_then(|()| self.settings.limits.record_own(next));
+            match record {
+                Ok(record) => {
+                    pairs.push((current, record));
+                    slots.push(slot);
+                }
+                Err(e) => results[slot] = Some(Err(e)),
+            }
+        }
+        let swaps = self.backend.replace_all(&pairs);
+        for ((slot, (_, record)), swap) in slots.into_iter().zip(pairs).zip(swaps) {
+            results[slot] = Some(match swap {
+                Ok(Swap::Done) => Ok(Transition::Applied(record.into_task())),
+                // Written meanwhile: renew what is there now.
+                Ok(_) => self.renew_lease(&ids[slot]),
+                Err(e) => Err(e),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every id has its result"))
+            .collect()
     }
 }
 

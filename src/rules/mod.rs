@@ -509,6 +509,10 @@ impl<B: Backend> TaskStore for Store<B> {
         self.renew_all()
     }
 
+    fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
+        self.renew_some(ids)
+    }
+
     fn changes(&self) -> Option<ChangeFeed> {
         self.backend.changes()
     }
