@@ -1845,7 +1845,11 @@ fn renewing_many_leases_at_once_makes_them_durable_together() {
     assert_eq!(syncs(from), 1, "one fsync of active/ for 50 renewals");
     for id in &ids {
         let lease = store.get(id).unwrap().unwrap().lease_expires_at;
-        assert_eq!(lease, Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE), "{id}");
+        assert_eq!(
+            lease,
+            Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE),
+            "{id}"
+        );
     }
     // One at a time, each is made durable on its own.
     let from = recorder.len();
