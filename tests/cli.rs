@@ -952,6 +952,13 @@ fn stats_tell_foreign_names_from_unreadable_task_files() {
     let text = stdout(&run_expect(Some(&dir), &["stats"], 0));
     assert!(text.contains("unreadable      1 task files"), "{text}");
     assert!(text.contains("foreign         2 names"), "{text}");
+    // The dry runs name both on stderr, as the real passes report them.
+    for command in ["sweep", "reap"] {
+        let out = run_expect(Some(&dir), &[command, "--dry-run"], 0);
+        for name in ["notes.txt", "backup"] {
+            assert!(stderr(&out).contains(name), "{command}: {}", stderr(&out));
+        }
+    }
 }
 
 #[test]

@@ -1484,10 +1484,11 @@ fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
 
 /// The active-task counter put out by a change made outside the store (an
 /// operator deleting stuck rows, a table restored from a dump) is counted
-/// again by every sweep and every open. (Nothing counted it again: too
-/// high, every create was refused in a store that held no task; too low,
-/// every terminal transition of a running task failed the table's check,
-/// for good.)
+/// again by every sweep (an open changes nothing: a dry run of the command
+/// opens a store, and a role that may only read can open one). (Nothing
+/// counted it again: too high, every create was refused in a store that
+/// held no task; too low, every terminal transition of a running task
+/// failed the table's check, for good.)
 #[test]
 fn a_counter_put_out_by_a_hand_edit_is_counted_again() {
     let Some(cluster) = cluster() else { return };
@@ -1518,6 +1519,12 @@ fn a_counter_put_out_by_a_hand_edit_is_counted_again() {
         .max_active(3)
         .open()
         .unwrap();
+    assert_eq!(
+        counter_and_active(&mut client, &schema),
+        (0, 1),
+        "an open writes nothing"
+    );
+    assert_eq!(reopened.sweep().unwrap().cleaned, 1, "the count corrected");
     assert_eq!(counter_and_active(&mut client, &schema), (1, 1));
     assert!(reopened.complete(&task.id, json!(1)).unwrap().is_applied());
     assert_eq!(counter_and_active(&mut client, &schema), (0, 0));

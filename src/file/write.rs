@@ -312,7 +312,9 @@ impl FileBackend {
     /// independent halves, a file freed before the removal of its last name
     /// is durable) every crash leaves a moving task in `active/`, in `done/`
     /// or in both, never in neither, and never in `done/` without its index
-    /// entry; once this returns, the terminal version is durably in `done/`.
+    /// entry; once this returns, the terminal version is durably in `done/`,
+    /// or, where its file was not seen there (a look that failed, another
+    /// handle's change), durably in `active/` (final by the read rule).
     fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
         let lock = |id: &TaskId| -> Result<_> {
             Ok(match locking {

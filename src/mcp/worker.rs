@@ -61,10 +61,17 @@ impl Shared {
             ids.into_iter()
                 .map(|(id, renew)| {
                     if renew {
-                        renewed
-                            .next()
-                            .expect("one result per renewal")
-                            .map(|t| Some(t.into_task()))
+                        // A store of a host's may answer for fewer.
+                        renewed.next().map_or_else(
+                            || {
+                                Err(Error::backend(
+                                    "task store",
+                                    format!("renew the lease of task {id}"),
+                                    "renew_leases_of gave no result for it",
+                                ))
+                            },
+                            |renewed| renewed.map(|t| Some(t.into_task())),
+                        )
                     } else {
                         store.get(&id)
                     }

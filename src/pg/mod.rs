@@ -240,9 +240,6 @@ impl StoreBuilder<PgOptions> {
             self.settings.clock = clock.clone();
         }
         let backend = PgBackend::new(pool, Arc::new(Sql::new(&schema)), clock);
-        // A counter put out while no handle was open is right from the
-        // first create on.
-        backend.recount()?;
         self.finish(backend)
     }
 }

@@ -296,6 +296,9 @@ impl<B: Backend> Store<B> {
     /// other, and every one written meanwhile, through
     /// [`renew_lease`](TaskStore::renew_lease), which says why.
     pub(super) fn renew_some(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
+        // Failed creates first, as every renewal pass: their tasks are
+        // no caller's to renew.
+        let undone = self.settle_undone();
         let now = self.now();
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
@@ -312,6 +315,10 @@ impl<B: Backend> Store<B> {
                     continue;
                 }
             };
+            if undone.iter().any(|u| is_current(&current, u)) {
+                results[slot] = Some(Err(Error::NotFound { id: id.clone() }));
+                continue;
+            }
             if super::unwritable(&current, now, None, None).is_some() || !lease.owns(&current) {
                 // Its own write says what it is (terminal, expired, another's).
                 results[slot] = Some(self.renew_lease(id));

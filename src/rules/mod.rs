@@ -318,9 +318,17 @@ impl<B: Backend> Store<B> {
     /// then; those it still cannot remove stay for the next try. Returns
     /// the ones left, which are not to be renewed.
     pub(crate) fn settle_undone(&self) -> Vec<Task> {
-        let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
-        undone.retain(|task| self.backend.remove(task).is_err());
-        undone.clone()
+        let lock = || self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+        // Taken out: the removals (each may wait on a server out of reach)
+        // hold up no failing create meanwhile.
+        let mut left = std::mem::take(&mut *lock());
+        if left.is_empty() {
+            return left;
+        }
+        left.retain(|task| self.backend.remove(task).is_err());
+        let mut undone = lock();
+        undone.extend(left.iter().cloned());
+        left
     }
 }
 

@@ -303,9 +303,11 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         Target::File(dir) => {
             is_store(dir)?;
             let census = taskstore::FileCheck::open(dir)?.census()?;
+            // Foreign names too: a real pass sets them aside.
             let unreadable = census
                 .unreadable
                 .iter()
+                .chain(&census.foreign)
                 .map(|path| path.display().to_string())
                 .collect();
             Ok(judge(
