@@ -103,6 +103,13 @@ pub(crate) fn expiring_name(task: &Task) -> Option<OsString> {
     )
 }
 
+/// Whether the `expiring/` entry `entry` is the one of `task` (its id,
+/// creation time and TTL): the entry of that very incarnation, whatever
+/// file it is.
+pub(crate) fn is_entry_of(entry: &OsStr, task: &Task) -> bool {
+    expiring_name(task).as_deref() == Some(entry)
+}
+
 /// What an `expiring/` entry names: the task's position and when it
 /// expires; `None` for a foreign name.
 pub(crate) fn expiring_entry(name: &OsStr) -> Option<(Position, Option<time::OffsetDateTime>)> {

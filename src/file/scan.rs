@@ -731,9 +731,7 @@ impl FileBackend {
         };
         match self.read_task(done, &name, id) {
             Ok(Some(task)) if linked => Indexed::Task(scan.shape(task)),
-            Ok(Some(task)) if expiring_name(&task).as_deref() == Some(index) => {
-                Indexed::Copy(scan.shape(task))
-            }
+            Ok(Some(task)) if layout::is_entry_of(index, &task) => Indexed::Copy(scan.shape(task)),
             Ok(Some(_)) => Indexed::Stale,
             Ok(None) if linked => Indexed::Gone,
             Ok(None) => Indexed::Stale,
@@ -836,7 +834,7 @@ impl FileBackend {
             }
         }
         match self.read_task(self.dir(Area::Done), &file, id) {
-            Ok(Some(task)) => expiring_name(&task).as_deref() != Some(index),
+            Ok(Some(task)) => !layout::is_entry_of(index, &task),
             Ok(None) => true,
             Err(_) => false,
         }

@@ -192,10 +192,7 @@ impl FileBackend {
     fn remove_due_one(&self, id: &TaskId, entry: &OsStr, now: OffsetDateTime) -> Option<Task> {
         let name = task_name(id);
         let task = self.read_task(self.dir(Area::Done), &name, id).ok()??;
-        if !task.is_terminal()
-            || !task.is_expired_at(now)
-            || layout::expiring_name(&task).as_deref() != Some(entry)
-        {
+        if !task.is_terminal() || !task.is_expired_at(now) || !layout::is_entry_of(entry, &task) {
             return None;
         }
         match self.fs.stat(self.dir(Area::Active), &name) {
