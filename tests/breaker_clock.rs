@@ -22,8 +22,10 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 
 /// A breaker opened, then the wall clock stepped back an hour (NTP, by
 /// hand): after its open duration by the monotonic clock, it lets a probe
-/// through. (On the wall clock it stayed open for the open duration plus
-/// the step: an hour of rejected calls to an upstream that was back.)
+/// through; and a call under way while the wall clock steps forward an
+/// hour is not judged slow. (On the wall clock it stayed open for the open
+/// duration plus the step, an hour of rejected calls to an upstream that
+/// was back; and a fast call was judged slow, and opened the breaker.)
 #[test]
 fn an_open_breaker_lets_a_probe_through_after_its_open_duration_whatever_the_wall_clock_does() {
     if let Ok(file) = std::env::var(CHILD) {
@@ -83,5 +85,24 @@ fn child(file: &Path) {
         probe.is_ok(),
         "still open {open_for:?} after its open duration: {:?}",
         probe.err()
+    );
+    // A call under way while the wall clock steps forward an hour is not
+    // judged slow: it took no time.
+    std::fs::write(file, "+0").unwrap();
+    let slow = BreakerRegistry::new(
+        BreakerConfig::default()
+            .minimum_calls(1)
+            .slow_call_threshold(Duration::from_secs(10)),
+    )
+    .unwrap()
+    .breaker("timed")
+    .unwrap();
+    let call = slow.try_acquire().expect("a permit");
+    std::fs::write(file, "+3600").unwrap();
+    call.success();
+    assert_eq!(
+        slow.state(),
+        BreakerState::Closed,
+        "a fast call judged slow"
     );
 }
