@@ -1460,26 +1460,46 @@ fn a_create_whose_commit_reply_is_lost_reports_the_task_made() {
 /// A create whose `COMMIT` reply is lost while the server is out of reach
 /// (it committed, and nothing can read it back) reports an error; its
 /// handle, which owns the task, never renews it, and removes it once the
-/// server answers again, before it renews anything. (The task stayed: owned
+/// server answers again, before it renews anything, through either renewal
+/// pass. (The task stayed: owned
 /// by the handle told the create failed, renewed by its every pass, and a
 /// create retried under its id was "already exists".)
 #[test]
 fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
     let Some(cluster) = cluster() else { return };
-    let (schema, proxy, s) = behind_a_proxy(cluster, "lost_commit_outage");
-    let id = TaskId::parse("lost-in-an-outage").unwrap();
-    proxy.refuse_from_the_cut();
-    proxy.arm(&["COMMIT"]);
-    s.create(NewTask::new().id(id.clone()))
-        .expect_err("nothing can tell the create landed");
-    assert_eq!(proxy.cuts(), 1);
-    let other = open(cluster, &schema, "other");
-    assert!(other.get(&id).unwrap().is_some(), "the server committed it");
-    assert!(s.renew_leases().is_err(), "the server is out of reach");
-    proxy.refuse(false);
-    assert_eq!(s.renew_leases().unwrap(), 0, "nothing of its own to renew");
-    assert_eq!(other.get(&id).unwrap(), None);
-    s.create(NewTask::new().id(id.clone())).unwrap();
+    // Through either renewal pass: of every task the handle owns, or of the
+    // tasks a host runs (the MCP manager's).
+    for every_task in [true, false] {
+        let name = format!("lost_commit_outage_{every_task}");
+        let (schema, proxy, s) = behind_a_proxy(cluster, &name);
+        let id = TaskId::parse("lost-in-an-outage").unwrap();
+        let renew = |s: &PgStore| -> taskstore::Result<usize> {
+            if every_task {
+                return s.renew_leases();
+            }
+            let mut renewed = 0;
+            for result in s.renew_leases_of(std::slice::from_ref(&id)) {
+                match result {
+                    Ok(t) => renewed += usize::from(t.is_applied()),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(renewed)
+        };
+        proxy.refuse_from_the_cut();
+        proxy.arm(&["COMMIT"]);
+        s.create(NewTask::new().id(id.clone()))
+            .expect_err("nothing can tell the create landed");
+        assert_eq!(proxy.cuts(), 1);
+        let other = open(cluster, &schema, "other");
+        assert!(other.get(&id).unwrap().is_some(), "the server committed it");
+        assert!(renew(&s).is_err(), "the server is out of reach");
+        proxy.refuse(false);
+        assert_eq!(renew(&s).unwrap(), 0, "nothing of its own to renew");
+        assert_eq!(other.get(&id).unwrap(), None, "every task: {every_task}");
+        s.create(NewTask::new().id(id.clone())).unwrap();
+    }
 }
 
 /// The active-task counter put out by a change made outside the store (an
