@@ -330,20 +330,25 @@ mod tests {
     use crate::id::TaskId;
     use crate::task::NewTask;
 
+    impl Book {
+        /// Records `request` asked under `key`, outstanding.
+        fn asks(&mut self, key: &str, request: &Value) {
+            let record = KeyRecord {
+                fingerprint: fingerprint(request),
+                response: None,
+            };
+            self.keys.insert(key.into(), record);
+            self.outstanding.insert(key.into(), request.clone());
+        }
+    }
+
     #[test]
     fn a_book_survives_the_store_and_a_key_names_one_request() {
         let q1 = json!({"method": "elicitation/create", "params": {"message": "1?"}});
         let q2 = json!({"method": "elicitation/create", "params": {"message": "2?"}});
         let mut book = Book::default();
         assert_eq!(book.ask("a", &fingerprint(&q1)), Ask::New);
-        book.keys.insert(
-            "a".into(),
-            KeyRecord {
-                fingerprint: fingerprint(&q1),
-                response: None,
-            },
-        );
-        book.outstanding.insert("a".into(), q1.clone());
+        book.asks("a", &q1);
 
         let now = time::OffsetDateTime::now_utc();
         let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
@@ -380,14 +385,7 @@ mod tests {
         let now = time::OffsetDateTime::now_utc();
         let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
         let mut book = Book::default();
-        book.keys.insert(
-            "k".into(),
-            KeyRecord {
-                fingerprint: fingerprint(&q),
-                response: None,
-            },
-        );
-        book.outstanding.insert("k".into(), q.clone());
+        book.asks("k", &q);
         assert_eq!(
             book.accept(vec![("k".into(), Value::Null)]),
             [("k".to_owned(), Value::Null)]
@@ -407,14 +405,7 @@ mod tests {
         let now = time::OffsetDateTime::now_utc();
         let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
         let mut book = Book::default();
-        book.keys.insert(
-            "go".into(),
-            KeyRecord {
-                fingerprint: fingerprint(&q),
-                response: None,
-            },
-        );
-        book.outstanding.insert("go".into(), q.clone());
+        book.asks("go", &q);
         book.update().apply(&mut task, now).unwrap();
         // A peer's cancel: the task is `working` again, the key recorded
         // without an answer.
