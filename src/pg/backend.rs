@@ -399,21 +399,31 @@ impl PgBackend {
     /// lost reply made already, finds the task stored exactly as it was to
     /// write it, and is done.
     fn replace_found(&self, current: &Task, next: &Record) -> Result<Swap> {
-        let written = |stored: &Task| {
-            let done = *stored == *next.task();
-            if done {
-                self.recent.remember(next.task(), next.json().len());
-            }
-            done
-        };
         match self.replace(current, next) {
-            Ok(Swap::Changed(Some(stored))) if written(&stored) => Ok(Swap::Done),
-            Err(e) => match self.current(&current.id, "replace") {
-                Ok(Some(stored)) if written(&stored) => Ok(Swap::Done),
-                _ => Err(e),
-            },
+            Ok(Swap::Changed(Some(stored))) if self.written(&stored, next) => Ok(Swap::Done),
+            Err(_) if self.found_written(next, "replace") => Ok(Swap::Done),
             other => other,
         }
+    }
+
+    /// Whether `stored` is `record`'s task exactly, as a write of it would
+    /// have left it (then remembered, as any version this handle wrote).
+    fn written(&self, stored: &Task, record: &Record) -> bool {
+        let done = *stored == *record.task();
+        if done {
+            self.recent.remember(record.task(), record.json().len());
+        }
+        done
+    }
+
+    /// After a write of `record` failed (`op`): whether its task is stored
+    /// exactly as the write was to leave it, so that the write is done (its
+    /// reply was lost after the commit).
+    fn found_written(&self, record: &Record, op: &str) -> bool {
+        matches!(
+            self.current(&record.task().id, op),
+            Ok(Some(stored)) if self.written(&stored, record)
+        )
     }
 
     fn try_replace_all(&self, swaps: &[(Task, Record)]) -> Result<Vec<Result<Swap>>> {
@@ -519,15 +529,10 @@ impl Backend for PgBackend {
     /// dropped) finds the task stored exactly as it was to write it, and
     /// is done.
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
-        self.try_insert(record, max_active).or_else(|e| {
-            match self.current(&record.task().id, "insert") {
-                Ok(Some(stored)) if stored == *record.task() => {
-                    self.recent.remember(&stored, record.json().len());
-                    Ok(Insert::Done)
-                }
-                _ => Err(e),
-            }
-        })
+        match self.try_insert(record, max_active) {
+            Err(_) if self.found_written(record, "insert") => Ok(Insert::Done),
+            inserted => inserted,
+        }
     }
 
     fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
