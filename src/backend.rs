@@ -518,10 +518,10 @@ impl Skipped {
 /// read); returns those new to the pass.
 pub(crate) fn join_skipped(pass: &mut Vec<Skipped>, batch: Vec<Skipped>) -> &[Skipped] {
     let start = pass.len();
-    let mut seen: std::collections::HashSet<String> =
-        pass.iter().map(|s| s.location.clone()).collect();
     for entry in batch {
-        if seen.insert(entry.location.clone()) {
+        // Few entries are ever skipped: a look through them costs less
+        // than a set built for every batch.
+        if !pass.iter().any(|kept| kept.location == entry.location) {
             pass.push(entry);
         }
     }
