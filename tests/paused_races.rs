@@ -733,3 +733,54 @@ fn a_batch_move_never_removes_a_task_made_again_under_its_id_meanwhile() {
         );
     }
 }
+
+/// A directory fsync that fails covers every change made to the directory
+/// before it started, whichever thread's call ran it: those changes may be
+/// lost (the kernel reports the error once, on the shared descriptor, and a
+/// later fsync that succeeds proves nothing about them). A batch renewal
+/// has written one task's new version (its rename into `active/` done) and
+/// is held before its second task's rename; meanwhile a create on another
+/// thread of the same handle runs an fsync of `active/` that fails. The
+/// batch's own fsync, after, succeeds: it must still report the first
+/// renewal failed, not durable. (It reported it renewed: its ticket for
+/// the fsync was taken after the failure.)
+#[test]
+fn a_change_made_before_another_threads_failed_fsync_is_never_reported_durable() {
+    use taskstore::{Error, Fault};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = open(root, &clock, Some(&faults));
+    // Ids of different stripes: the create never waits for the held batch.
+    let (x, y) = (TaskId::parse("x").unwrap(), TaskId::parse("y").unwrap());
+    for id in [&x, &y] {
+        store.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    clock.advance(Duration::from_secs(5));
+    let active = root.join("active");
+    let held = faults.pause_at(FsOp::Rename, active.join("y.json"));
+    let renewed = std::thread::scope(|s| {
+        let held = held;
+        let renewing = s.spawn(|| store.renew_leases_of(&[x.clone(), y.clone()]));
+        assert!(
+            held.wait_reached(|| !renewing.is_finished()),
+            "the batch never reached its second rename"
+        );
+        faults.fail_at(FsOp::SyncDir, &active, Fault::Eio);
+        let failed = store.create(NewTask::new().id(TaskId::parse("z").unwrap()));
+        assert!(
+            matches!(failed, Err(Error::Io { .. })),
+            "the create's fsync of active/ failed: {failed:?}"
+        );
+        faults.disarm();
+        held.resume();
+        renewing.join().unwrap()
+    });
+    assert!(
+        renewed[0].is_err(),
+        "x's new version was renamed into active/ before an fsync of active/ \
+         failed, yet its renewal was reported durable: {:?}",
+        renewed[0]
+    );
+}

@@ -60,7 +60,7 @@ impl FileBackend {
     pub(super) fn settle_active(&self) -> Result<()> {
         let active = self.area(Area::Active);
         active
-            .sync(&self.fs)
+            .sync(&self.fs, active.before())
             .map_err(|e| Error::io("fsync directory", active.dir().path(), e))
     }
 

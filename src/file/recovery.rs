@@ -406,6 +406,7 @@ pub(super) fn set_aside_locked(
 ) -> Result<Option<PathBuf>> {
     let dir = store.dir(area);
     let name = task_name(id);
+    let before = store.area(area).before();
     // Its other names, found before it moves; only a file with more than
     // one name has any, so expiring/ is read only for those.
     let links = match store.fs.stat(dir, &name) {
@@ -417,7 +418,7 @@ pub(super) fn set_aside_locked(
             tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
             if !links.is_empty() {
                 store.quarantine.sync(store)?;
-                store.sync(area)?;
+                store.sync(area, before)?;
             }
             drop_index_links(store, id, &links)?;
             Ok(Some(target))

@@ -776,7 +776,7 @@ impl FileBackend {
         if entries.is_empty() {
             return Ok(());
         }
-        self.sync(Area::Done)?;
+        self.sync(Area::Done, self.area(Area::Done).before())?;
         // Each stripe's lock taken once for all of its entries.
         let mut by_stripe: Vec<(usize, &TaskId, &OsStr)> = entries
             .iter()

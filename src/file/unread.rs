@@ -36,7 +36,6 @@ use time::OffsetDateTime;
 use crate::file::layout::{self, task_name};
 use crate::file::scan::DueList;
 use crate::file::watch::{Change, Changes};
-use crate::file::write::Touched;
 use crate::file::{Area, FileBackend, parallel};
 use crate::id::TaskId;
 use crate::task::Task;
@@ -75,11 +74,11 @@ impl FileBackend {
             // its own: the watch need not queue them (their entries are
             // dealt with below), and notices unlinks again before anyone
             // else can make one.
+            let mut touched = self.touched();
             let unnoticed = Unnoticed::start(self);
             let tasks = parallel::map(chunk, |(id, name)| self.remove_one(id, name, doomed));
             drop(unnoticed);
             drop(_all);
-            let mut touched = Touched::default();
             for task in tasks {
                 gone.push(task.is_some());
                 if let Some(task) = task {
@@ -146,7 +145,7 @@ impl FileBackend {
             }
         }
         let mut left: DueList = Vec::new();
-        let mut touched = Touched::default();
+        let mut touched = self.touched();
         let mut chunks = due.chunks(CHUNK);
         for chunk in chunks.by_ref() {
             let Ok(_all) = self.locks.lock_all(&self.fs) else {
@@ -156,7 +155,7 @@ impl FileBackend {
             // A finished task's file leaves `done/` only once `active/` is
             // durable (FORMAT.md, "Writing protocol"): skipped while
             // nothing moved since this handle last made it so.
-            if self.settle_moves_once(&mut Touched::default()).is_err() {
+            if self.settle_moves_once(&mut self.touched()).is_err() {
                 left.extend_from_slice(chunk);
                 break;
             }

@@ -8,6 +8,7 @@ use std::io;
 use crate::backend::{Record, Swap, is_current};
 use crate::error::{Error, Result};
 use crate::file::fs::Dir;
+use crate::file::group::Before;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
 use crate::file::stamp::{self, Stamp};
 use crate::file::unread::Unnoticed;
@@ -20,8 +21,9 @@ impl FileBackend {
     /// Writes `record` into `area` atomically and durably: temp file,
     /// (fsync), rename, (fsync directory).
     pub(super) fn write(&self, area: Area, record: &Record) -> Result<()> {
+        let before = self.area(area).before();
         self.put(area, record)?;
-        self.sync(area)
+        self.sync(area, before)
     }
 
     /// Writes `record` into `area` atomically, without the directory fsync.
@@ -96,15 +98,28 @@ impl FileBackend {
         }
     }
 
-    /// Makes the caller's changes to `area` durable (group commit: threads of
-    /// this handle share directory fsyncs).
-    pub(super) fn sync(&self, area: Area) -> Result<()> {
+    /// Makes the caller's changes to `area`, begun at `before`, durable
+    /// (group commit: threads of this handle share directory fsyncs).
+    pub(super) fn sync(&self, area: Area, before: Before) -> Result<()> {
         let dir = self.area(area);
         match self.durability {
             Durability::Immediate => dir
-                .sync(&self.fs)
+                .sync(&self.fs, before)
                 .map_err(|e| Error::io("fsync directory", dir.dir().path(), e)),
             Durability::Eventual => Ok(()),
+        }
+    }
+
+    /// A record of a batch's changes, made before the first: where the
+    /// fsyncs of `active/` and `done/` stand now.
+    pub(super) fn touched(&self) -> Touched {
+        Touched {
+            before: [self.active.before(), self.done.before()],
+            active: false,
+            done: false,
+            expiring: false,
+            unindex: Vec::new(),
+            moves_settled: false,
         }
     }
 
@@ -121,7 +136,7 @@ impl FileBackend {
     /// Replaces the task `found` by `next`, durably in every directory it
     /// changes, before returning. The caller holds the task's lock.
     pub(super) fn commit(&self, found: &Found, next: &Record) -> Result<()> {
-        let mut touched = Touched::default();
+        let mut touched = self.touched();
         let staged = self.stage(found, next, Locking::Held, &mut touched)?;
         self.settle(&[staged], touched, Locking::Held)
     }
@@ -137,7 +152,7 @@ impl FileBackend {
         if let [(current, next)] = swaps {
             return vec![self.replace_one(current, next)];
         }
-        let mut touched = Touched::default();
+        let mut touched = self.touched();
         let mut staged = Vec::new();
         let mut results: Vec<Result<Swap>> = swaps
             .iter()
@@ -358,7 +373,8 @@ impl FileBackend {
             // The `expiring/` entries first, then the names in `done/`.
             self.sync_links(&Touched {
                 expiring: touched.expiring,
-                ..Touched::default()
+                before: touched.before,
+                ..self.touched()
             })?;
             touched.expiring = false;
             for staged in staged {
@@ -410,7 +426,7 @@ impl FileBackend {
         // durable with the next fsync of `active/`, which comes before its
         // file in `done/` is ever removed (`settle_moves`).
         if touched.active {
-            self.sync(Area::Active)?;
+            self.sync(Area::Active, touched.before(Area::Active))?;
             for staged in staged {
                 if let Staged::Written { park: Some(park) } = staged {
                     self.unpark(park.clone());
@@ -432,7 +448,7 @@ impl FileBackend {
                 .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
         }
         if touched.done {
-            self.sync(Area::Done)?;
+            self.sync(Area::Done, touched.before(Area::Done))?;
         }
         Ok(())
     }
@@ -440,7 +456,7 @@ impl FileBackend {
     /// Finishes the terminal move of `task`, whose file is still in
     /// `active/` (the caller holds its lock).
     pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
-        let mut touched = Touched::default();
+        let mut touched = self.touched();
         let staged = self.link_into_done(task, None, Locking::Held, &mut touched)?;
         self.settle(&[staged], touched, Locking::Held)
     }
@@ -480,7 +496,7 @@ impl FileBackend {
         self.link_over(self.dir(Area::Done), &name, &self.expiring, &index)?;
         self.sync_links(&Touched {
             expiring: true,
-            ..Touched::default()
+            ..self.touched()
         })
     }
 
@@ -501,10 +517,10 @@ impl FileBackend {
     /// without its entry (which no sweep would find).
     pub(super) fn sync_touched(&self, touched: &Touched) -> Result<()> {
         if touched.done {
-            self.sync(Area::Done)?;
+            self.sync(Area::Done, touched.before(Area::Done))?;
         }
         if touched.active {
-            self.sync(Area::Active)?;
+            self.sync(Area::Active, touched.before(Area::Active))?;
         }
         let removed = parallel::map(&touched.unindex, |name| {
             match self.fs.remove(&self.expiring, name) {
@@ -525,7 +541,7 @@ impl FileBackend {
         .contains(&true);
         self.sync_links(&Touched {
             expiring: removed,
-            ..Touched::default()
+            ..self.touched()
         })
     }
 
@@ -653,7 +669,7 @@ impl FileBackend {
     /// letting go each of their stripes' locks (in stripe order), so that
     /// every move of them that was under way when they were read is over.
     fn settle_moves_of(&self, tasks: &[Task], wait: bool) -> Result<Touched> {
-        let mut touched = Touched::default();
+        let mut touched = self.touched();
         let terminal: std::collections::BTreeSet<usize> = tasks
             .iter()
             .filter(|task| task.is_terminal())
@@ -737,23 +753,35 @@ impl FileBackend {
     /// Leaves what removals of expired tasks touched to be made durable by
     /// [`settle_expired_removals`](Self::settle_expired_removals).
     pub(super) fn defer_removals(&self, touched: Touched) {
-        self.pending_removals
+        let mut pending = self
+            .pending_removals
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .absorb(touched);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pending.as_mut() {
+            Some(pending) => pending.absorb(touched),
+            None => *pending = Some(touched),
+        }
     }
 
     /// Makes durable every removal of expired tasks this handle has made.
     /// The pending changes are held while they are made durable (a second
     /// caller waits rather than return before they are), and kept if that
-    /// fails, for the next call.
+    /// fails, for the next call, which does not fail for the same fsync.
     pub(super) fn settle_expired_removals(&self) -> Result<()> {
         let mut pending = self
             .pending_removals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.sync_touched(&pending)?;
-        *pending = Touched::default();
+        if let Some(touched) = pending.as_mut()
+            && let Err(e) = self.sync_touched(touched)
+        {
+            // Reported once: the next call makes them durable again, as
+            // changes made from now (a removal of an expired task that a
+            // power loss undoes is only swept again).
+            touched.before = self.touched().before;
+            return Err(e);
+        }
+        *pending = None;
         Ok(())
     }
 
@@ -772,7 +800,7 @@ impl FileBackend {
                     .iter()
                     .map(|_| Err(e.for_each_of("remove", &self.root)))
                     .collect();
-                return (results, Touched::default());
+                return (results, self.touched());
             }
         };
         let (results, touched) = match all {
@@ -788,7 +816,7 @@ impl FileBackend {
                     |share| {
                         let mut touched = Touched {
                             moves_settled: settled,
-                            ..Touched::default()
+                            ..self.touched()
                         };
                         let mut drained = false;
                         let results: Vec<Result<Swap>> = share
@@ -798,7 +826,7 @@ impl FileBackend {
                         (results, touched)
                     },
                 );
-                let mut touched = Touched::default();
+                let mut touched = self.touched();
                 let mut results = Vec::with_capacity(tasks.len());
                 for (share, share_touched) in shares {
                     touched.absorb(share_touched);
@@ -829,7 +857,7 @@ impl FileBackend {
     fn remove_by_stripe(&self, tasks: &[Task], settled: bool) -> (Vec<Result<Swap>>, Touched) {
         let mut touched = Touched {
             moves_settled: settled,
-            ..Touched::default()
+            ..self.touched()
         };
         let mut order: Vec<(usize, usize)> = tasks
             .iter()
@@ -902,6 +930,7 @@ impl FileBackend {
             return Ok(());
         };
         let id = &found.task.id;
+        let before = self.area(stale.area).before();
         let gone = if stale.readable {
             self.remove_name(stale.area, id)?
         } else {
@@ -915,7 +944,7 @@ impl FileBackend {
         };
         if gone {
             tracing::info!(task = %id, area = stale.area.name(), "removed a stale copy left by an interrupted terminal move");
-            self.sync(stale.area)?;
+            self.sync(stale.area, before)?;
         }
         Ok(())
     }
@@ -997,8 +1026,11 @@ enum Locking {
 }
 
 /// The directories a batch of writes changed, to make durable once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Touched {
+    /// Where the fsyncs of `active/` and `done/` stood before the batch's
+    /// first change ([`FileBackend::touched`]).
+    before: [Before; 2],
     active: bool,
     done: bool,
     expiring: bool,
@@ -1010,12 +1042,24 @@ pub(super) struct Touched {
 }
 
 impl Touched {
-    /// Adds what another share of the batch touched.
+    /// Adds what another share of the batch touched (begun at the earlier
+    /// of the two).
     fn absorb(&mut self, other: Touched) {
+        for (before, other) in self.before.iter_mut().zip(other.before) {
+            *before = (*before).min(other);
+        }
         self.active |= other.active;
         self.done |= other.done;
         self.expiring |= other.expiring;
         self.unindex.extend(other.unindex);
+    }
+
+    /// Where `area`'s fsyncs stood before the batch's first change.
+    fn before(&self, area: Area) -> Before {
+        match area {
+            Area::Active => self.before[0],
+            Area::Done => self.before[1],
+        }
     }
 
     pub(super) fn mark(&mut self, area: Area) {
