@@ -784,3 +784,54 @@ fn a_change_made_before_another_threads_failed_fsync_is_never_reported_durable()
         renewed[0]
     );
 }
+
+/// The same of `expiring/`: a batch of terminal moves (a reap failing two
+/// orphans with a TTL) has given the first its `expiring/` entry and is
+/// held before the second's rename; meanwhile a completion on another
+/// thread of the same handle runs an fsync of `expiring/` that fails. The
+/// batch's own fsync of `expiring/`, after, succeeds: the first orphan's
+/// failure must still be reported missed, not reaped. (It was reported
+/// reaped: `expiring/` was fsynced with no record of failures at all.)
+#[test]
+fn an_index_entry_made_before_another_threads_failed_fsync_is_never_reported_durable() {
+    use taskstore::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let reaper = open(root, &clock, Some(&faults));
+    let owner = open(root, &clock, None);
+    let ttl = Duration::from_secs(3600);
+    let new = |id: &str| NewTask::new().id(TaskId::parse(id).unwrap()).ttl(ttl);
+    let x = owner.create(new("x")).unwrap().id;
+    owner.create(new("y")).unwrap();
+    // Past both leases: both are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let z = reaper.create(new("z")).unwrap().id;
+    let held = faults.pause_at(FsOp::Rename, root.join("active").join("y.json"));
+    let reaped = std::thread::scope(|s| {
+        let held = held;
+        let reaping = s.spawn(|| reaper.reap().unwrap());
+        assert!(
+            held.wait_reached(|| !reaping.is_finished()),
+            "the reap never reached its second rename"
+        );
+        faults.fail_at(FsOp::SyncDir, root.join("expiring"), Fault::Eio);
+        let failed = reaper.complete(&z, json!("done"));
+        assert!(failed.is_err(), "the completion's fsync failed: {failed:?}");
+        faults.disarm();
+        held.resume();
+        reaping.join().unwrap()
+    });
+    assert!(
+        !reaped.tasks.iter().any(|task| task.id == x),
+        "x's expiring/ entry was made before an fsync of expiring/ failed, \
+         yet its failure was reported reaped: {:?}",
+        reaped.tasks
+    );
+    assert!(
+        reaped.missed.iter().any(|missed| missed.id == x),
+        "x is reported missed: {:?}",
+        reaped.missed
+    );
+}

@@ -706,7 +706,7 @@ impl FileBackend {
         self.history_keys
             .index_reads
             .fetch_add(1, Ordering::Relaxed);
-        let entries = match self.fs.read_dir_inodes(&self.expiring) {
+        let entries = match self.fs.read_dir_inodes(self.expiring.dir()) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read expiring/; reading the files of done/ instead");

@@ -133,6 +133,7 @@ fn sync(fs: &Fs, dir: &Dir) -> Result<()> {
 /// to read a task that has not expired), then the marker says format 2.
 /// The caller holds the handles lock exclusive.
 pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
+    let before = store.expiring.before();
     let done = store.dir(Area::Done);
     let names = store
         .fs
@@ -153,11 +154,14 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
             }
         };
         if let Some(index) = layout::expiring_name(&task) {
-            store.link_over(done, &name, &store.expiring, &index)?;
+            store.link_over(done, &name, store.expiring.dir(), &index)?;
             indexed += 1;
         }
     }
-    sync(&store.fs, &store.expiring)?;
+    let expiring = &store.expiring;
+    expiring
+        .sync(&store.fs, before)
+        .map_err(|e| Error::io("fsync directory", expiring.dir().path(), e))?;
     let marker = TaskId::parse(MARKER).expect("the marker name is a valid id");
     open::write_marker(store, &marker)?;
     tracing::info!(store = %store.root.display(), from, indexed, "moved the store to the current format");

@@ -131,7 +131,7 @@ pub struct FileBackend {
     done: DirSync,
     /// Shared with the reclaiming thread (see `park`).
     tmp: std::sync::Arc<Dir>,
-    expiring: Dir,
+    expiring: DirSync,
     quarantine: Quarantine,
     locks: StripeLocks,
     fs: Fs,

@@ -97,7 +97,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         active: DirSync::new(open_dir("active")?),
         done: DirSync::new(open_dir("done")?),
         tmp: std::sync::Arc::new(open_dir("tmp")?),
-        expiring: open_dir("expiring")?,
+        expiring: DirSync::new(open_dir("expiring")?),
         quarantine: Quarantine::new(&fs, open_dir("quarantine")?),
         locks: StripeLocks::new(locks),
         root: root.clone(),

@@ -432,15 +432,15 @@ pub(super) fn set_aside_locked(
 fn index_links(store: &FileBackend, id: &TaskId, file: (u64, u64)) -> Result<Vec<OsString>> {
     let names = store
         .fs
-        .read_dir(&store.expiring)
-        .map_err(|e| Error::io("read directory", store.expiring.path(), e))?;
+        .read_dir(store.expiring.dir())
+        .map_err(|e| Error::io("read directory", store.expiring.dir().path(), e))?;
     Ok(names
         .into_iter()
         .filter(|name| layout::expiring_entry(name).is_some_and(|(at, _)| at.id == *id))
         .filter(|name| {
             store
                 .fs
-                .stat(&store.expiring, name)
+                .stat(store.expiring.dir(), name)
                 .is_ok_and(|entry| (entry.dev, entry.ino) == file)
         })
         .collect())

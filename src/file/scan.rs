@@ -758,7 +758,7 @@ impl FileBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Link::Unknown(dir.join(name), e)),
         };
-        match (look(&self.expiring, index), look(done, &name)) {
+        match (look(self.expiring.dir(), index), look(done, &name)) {
             (Err(unknown), _) | (_, Err(unknown)) => unknown,
             (Ok(Some(entry)), Ok(Some(file))) if entry == file => Link::Same,
             _ => Link::Other,
@@ -807,10 +807,10 @@ impl FileBackend {
         if !self.index_is_stale(id, index) {
             return Ok(());
         }
-        match self.fs.remove(&self.expiring, index) {
+        match self.fs.remove(self.expiring.dir(), index) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", self.expiring.join(index), e)),
+            Err(e) => Err(Error::io("remove", self.expiring.dir().join(index), e)),
         }
     }
 
@@ -822,7 +822,7 @@ impl FileBackend {
     /// only a file known gone or another task's makes it so.
     pub(super) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
         let file = task_name(id);
-        let Ok(entry) = self.fs.stat(&self.expiring, index) else {
+        let Ok(entry) = self.fs.stat(self.expiring.dir(), index) else {
             return false;
         };
         for area in [Area::Done, Area::Active] {
@@ -848,7 +848,7 @@ impl FileBackend {
             return false;
         };
         let file = self.fs.stat(self.dir(Area::Done), &task_name(&task.id));
-        let entry = self.fs.stat(&self.expiring, &index);
+        let entry = self.fs.stat(self.expiring.dir(), &index);
         match (file, entry) {
             (Ok(file), Ok(entry)) => (file.dev, file.ino) != (entry.dev, entry.ino),
             (Ok(_), Err(_)) => true,
@@ -976,8 +976,8 @@ impl DueEntries {
     pub(super) fn read(&self, backend: &FileBackend, at: time::OffsetDateTime) -> Result<DueList> {
         let names = backend
             .fs
-            .read_dir(&backend.expiring)
-            .map_err(|e| Error::io("read directory", backend.expiring.path(), e))?;
+            .read_dir(backend.expiring.dir())
+            .map_err(|e| Error::io("read directory", backend.expiring.dir().path(), e))?;
         #[cfg(test)]
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -111,10 +111,14 @@ impl FileBackend {
     }
 
     /// A record of a batch's changes, made before the first: where the
-    /// fsyncs of `active/` and `done/` stand now.
+    /// fsyncs of `active/`, `done/` and `expiring/` stand now.
     pub(super) fn touched(&self) -> Touched {
         Touched {
-            before: [self.active.before(), self.done.before()],
+            before: Befores {
+                active: self.active.before(),
+                done: self.done.before(),
+                expiring: self.expiring.before(),
+            },
             active: false,
             done: false,
             expiring: false,
@@ -300,7 +304,7 @@ impl FileBackend {
         let mut linked = true;
         let index = expiring_name(task);
         if let Some(index) = &index {
-            self.link_over(active, &name, &self.expiring, index)?;
+            self.link_over(active, &name, self.expiring.dir(), index)?;
             touched.expiring = true;
             linked = self.durability != Durability::Immediate;
         }
@@ -361,7 +365,7 @@ impl FileBackend {
             };
             let name = task_name(id);
             let second = match (linked, index) {
-                (false, Some(index)) => same(&self.expiring, index, *ino),
+                (false, Some(index)) => same(self.expiring.dir(), index, *ino),
                 _ => same(self.dir(Area::Done), &name, *ino),
             };
             second && same(self.dir(Area::Active), &name, *ino)
@@ -443,9 +447,9 @@ impl FileBackend {
     /// `expiring/`: a task in `done/` is never without its index entry).
     fn sync_links(&self, touched: &Touched) -> Result<()> {
         if touched.expiring && self.durability == Durability::Immediate {
-            self.fs
-                .sync_dir(&self.expiring)
-                .map_err(|e| Error::io("fsync directory", self.expiring.path(), e))?;
+            self.expiring
+                .sync(&self.fs, touched.before.expiring)
+                .map_err(|e| Error::io("fsync directory", self.expiring.dir().path(), e))?;
         }
         if touched.done {
             self.sync(Area::Done, touched.before(Area::Done))?;
@@ -493,11 +497,12 @@ impl FileBackend {
             return Ok(());
         };
         let name = task_name(&task.id);
-        self.link_over(self.dir(Area::Done), &name, &self.expiring, &index)?;
-        self.sync_links(&Touched {
+        let touched = Touched {
             expiring: true,
             ..self.touched()
-        })
+        };
+        self.link_over(self.dir(Area::Done), &name, self.expiring.dir(), &index)?;
+        self.sync_links(&touched)
     }
 
     /// Notes the `expiring/` entry of the finished `task`, if it has one, for
@@ -522,15 +527,16 @@ impl FileBackend {
         if touched.active {
             self.sync(Area::Active, touched.before(Area::Active))?;
         }
+        let mut unindexed = self.touched();
         let removed = parallel::map(&touched.unindex, |name| {
-            match self.fs.remove(&self.expiring, name) {
+            match self.fs.remove(self.expiring.dir(), name) {
                 Ok(()) => true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                 // The task is durably gone; its entry is stale, and the
                 // next sweep removes it.
                 Err(e) => {
                     tracing::warn!(
-                        entry = %self.expiring.join(name).display(),
+                        entry = %self.expiring.dir().join(name).display(),
                         error = %e,
                         "cannot remove the index entry of a removed task; the next sweep will"
                     );
@@ -539,10 +545,8 @@ impl FileBackend {
             }
         })
         .contains(&true);
-        self.sync_links(&Touched {
-            expiring: removed,
-            ..self.touched()
-        })
+        unindexed.expiring = removed;
+        self.sync_links(&unindexed)
     }
 
     /// Removes the task `found`, and any stale copy of it, and its index
@@ -1018,6 +1022,15 @@ enum Staged {
     },
 }
 
+/// Where the fsyncs of each directory a batch may change stood before its
+/// first change ([`DirSync::before`](crate::file::group::DirSync::before)).
+#[derive(Clone, Copy, Debug)]
+struct Befores {
+    active: Before,
+    done: Before,
+    expiring: Before,
+}
+
 /// Whether `settle` takes each moving task's lock, or its caller holds it.
 #[derive(Clone, Copy, Debug)]
 enum Locking {
@@ -1028,9 +1041,9 @@ enum Locking {
 /// The directories a batch of writes changed, to make durable once.
 #[derive(Debug)]
 pub(super) struct Touched {
-    /// Where the fsyncs of `active/` and `done/` stood before the batch's
-    /// first change ([`FileBackend::touched`]).
-    before: [Before; 2],
+    /// Where the directories' fsyncs stood before the batch's first change
+    /// ([`FileBackend::touched`]).
+    before: Befores,
     active: bool,
     done: bool,
     expiring: bool,
@@ -1045,9 +1058,10 @@ impl Touched {
     /// Adds what another share of the batch touched (begun at the earlier
     /// of the two).
     fn absorb(&mut self, other: Touched) {
-        for (before, other) in self.before.iter_mut().zip(other.before) {
-            *before = (*before).min(other);
-        }
+        let (ours, theirs) = (&mut self.before, other.before);
+        ours.active = ours.active.min(theirs.active);
+        ours.done = ours.done.min(theirs.done);
+        ours.expiring = ours.expiring.min(theirs.expiring);
         self.active |= other.active;
         self.done |= other.done;
         self.expiring |= other.expiring;
@@ -1057,8 +1071,8 @@ impl Touched {
     /// Where `area`'s fsyncs stood before the batch's first change.
     fn before(&self, area: Area) -> Before {
         match area {
-            Area::Active => self.before[0],
-            Area::Done => self.before[1],
+            Area::Active => self.before.active,
+            Area::Done => self.before.done,
         }
     }
 

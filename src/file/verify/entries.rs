@@ -214,7 +214,7 @@ impl FileCheck {
         problems: &mut Vec<Problem>,
         tick: &mut dyn FnMut(),
     ) {
-        let dir = &store.expiring;
+        let dir = store.expiring.dir();
         for name in names {
             tick();
             let path = dir.join(name);
@@ -247,7 +247,7 @@ impl FileCheck {
         name: &OsStr,
         problems: &mut Vec<Problem>,
     ) -> Result<()> {
-        let path = store.expiring.join(name);
+        let path = store.expiring.dir().join(name);
         let place = Place::In(Sub::Expiring, name.to_owned());
         let _guard = match store.locks.lock(&store.fs, stripe(id)) {
             Ok(guard) => guard,
@@ -336,7 +336,7 @@ impl Listing {
             tmp,
             active: read(store.dir(Area::Active))?,
             done: read(store.dir(Area::Done))?,
-            expiring: read(&store.expiring)?,
+            expiring: read(store.expiring.dir())?,
             locks: read(locks)?,
         })
     }

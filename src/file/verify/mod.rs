@@ -186,7 +186,7 @@ impl FileCheck {
                     active: DirSync::new(active),
                     done: DirSync::new(done),
                     tmp: std::sync::Arc::new(tmp),
-                    expiring,
+                    expiring: DirSync::new(expiring),
                     quarantine: Quarantine::new(&fs, quarantine),
                     locks: StripeLocks::new(locks),
                     fs: fs.clone(),
@@ -337,7 +337,7 @@ impl FileCheck {
             Sub::Active => backend.dir(Area::Active),
             Sub::Done => backend.dir(Area::Done),
             Sub::Tmp => &backend.tmp,
-            Sub::Expiring => &backend.expiring,
+            Sub::Expiring => backend.expiring.dir(),
             Sub::Locks => locks,
             Sub::Quarantine => quarantine,
         })
