@@ -51,8 +51,8 @@ pub enum Error {
         id: TaskId,
     },
 
-    /// Only the task's owner may renew its lease.
-    #[error("task {id} is owned by {}, not by this instance", owner.as_deref().unwrap_or("no instance"))]
+    /// Only the task's owner (its instance id and open) may renew its lease.
+    #[error("task {id} is owned by {}, not by this handle (another instance, another open of the same one, or released)", owner.as_deref().unwrap_or("no instance"))]
     NotOwner {
         /// The task.
         id: TaskId,

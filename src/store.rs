@@ -68,8 +68,9 @@ pub trait TaskStore: Send + Sync {
     fn finish(&self, id: &TaskId, outcome: Outcome) -> Result<Transition>;
 
     /// [`finish`](TaskStore::finish), only while the task is still at owner
-    /// `epoch`: once another owner has claimed it, the outcome is refused as
-    /// [`Transition::Fenced`] and changes nothing.
+    /// `epoch` and this handle's (its instance id and open): once another
+    /// owner has claimed it, or this handle released it, the outcome is
+    /// refused as [`Transition::Fenced`] and changes nothing.
     ///
     /// # Errors
     ///

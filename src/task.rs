@@ -407,8 +407,9 @@ impl TaskUpdate {
         self
     }
 
-    /// Applies the update only while the task is still at owner `epoch`:
-    /// once another owner has claimed it, the update is refused as
+    /// Applies the update only while the task is still at owner `epoch` and
+    /// this handle's (its instance id and open): once another owner has
+    /// claimed it, or this handle released it, the update is refused as
     /// [`Transition::Fenced`](crate::Transition::Fenced) and changes nothing.
     pub fn fenced(mut self, epoch: u64) -> TaskUpdate {
         self.fence = Some(epoch);

@@ -1,6 +1,7 @@
 //! Checks of events, claims, epochs, fences and releases across handles.
 
 use super::*;
+use crate::Outcome;
 
 pub(super) fn events_once_per_applied_transition(
     a: &dyn TaskStore,
@@ -263,6 +264,11 @@ pub(super) fn a_reopened_instance_is_not_the_owner(
         "a new open is not the owner"
     );
     assert_eq!(again.renew_leases().unwrap(), 0);
+    // Its writes fenced to the task's epoch are another owner's too.
+    let late = again
+        .finish_fenced(&task.id, Outcome::Completed(json!(1)), task.epoch)
+        .unwrap();
+    assert_eq!(&fenced(late), &task, "a new open's fenced write is refused");
     setup.clock.advance(setup.lease / 2);
     let written = applied(
         again
@@ -395,6 +401,15 @@ pub(super) fn a_release_hands_the_task_over_at_once(
         a.renew_lease(&task.id),
         Err(Error::NotOwner { .. })
     ));
+    // Nor do its fenced writes land at the epoch it gave up: the task is
+    // for a claimer now (a run's write just after its host released it).
+    let late = TaskUpdate::new().fenced(1).status_message("late");
+    assert_eq!(&fenced(a.update(&task.id, late).unwrap()), &released);
+    let outcome = Outcome::Completed(json!("late"));
+    assert_eq!(
+        &fenced(a.finish_fenced(&task.id, outcome, 1).unwrap()),
+        &released
+    );
     // Claimable at once, with no time passing: the new owner's epoch fences
     // the old one's writes and releases.
     let claimed = b.claim(&["k"]).unwrap();

@@ -139,7 +139,7 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
-            if let Some(why) = unwritable(current, now, fence, Some(self.instance_id())) {
+            if let Some(why) = unwritable(current, now, fence, Some(&self.settings.lease)) {
                 kept = Some(why);
                 return Ok(Change::Keep);
             }
@@ -223,8 +223,10 @@ impl<B: Backend> Store<B> {
 /// Why a write to `current` at `now`, fenced to owner epoch `fence` (when
 /// given), is not made, if it is not: the task has expired, is terminal
 /// (first writer wins), or is another owner's: at another epoch, or, for a
-/// host's write fenced as instance `owner`, owned by another instance (a
-/// task deleted and made again under its id starts at epoch 1 too; a lease
+/// host's write fenced by the handle holding `owner`, not that handle's (the
+/// same instance id and open: a task deleted and made again under its id
+/// starts at epoch 1 too, a restarted process reusing the instance id is
+/// another owner, and a released task is no longer its releaser's; a lease
 /// write, which checks its owner itself and says `NotOwner`, gives none).
 /// The rule every write to an existing task obeys, host writes and lease
 /// writes alike.
@@ -232,11 +234,10 @@ fn unwritable(
     current: &Task,
     now: OffsetDateTime,
     fence: Option<u64>,
-    owner: Option<&str>,
+    owner: Option<&crate::lease::Lease>,
 ) -> Option<Kept> {
-    let another = |epoch: u64| {
-        epoch != current.epoch || owner.is_some_and(|owner| current.owner.as_deref() != Some(owner))
-    };
+    let another =
+        |epoch: u64| epoch != current.epoch || owner.is_some_and(|owner| !owner.owns(current));
     if current.is_expired_at(now) {
         Some(Kept::Expired)
     } else if current.is_terminal() {
