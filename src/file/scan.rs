@@ -13,7 +13,7 @@ use crate::file::fs::Dir;
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::moment::Moment;
 use crate::file::read::newer;
-use crate::file::snapshot::{MAX_DECODED, Slot, Staged, State};
+use crate::file::snapshot::{MAX_DECODED, Slot, Staged, State, worth_decoding};
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
 use crate::file::{FileBackend, codec, parallel, recovery};
@@ -33,7 +33,8 @@ enum Look {
 /// or its file's bytes (or, if not kept, its file) to decode.
 enum Listed<'a> {
     Decoded(Arc<Task>),
-    Encoded(&'a Slot, Option<Stamp>),
+    /// With whether to keep the task decoded once read.
+    Encoded(&'a Slot, Option<Stamp>, bool),
 }
 
 /// How a task file read for a listing.
@@ -159,7 +160,7 @@ impl FileBackend {
                 .take(want)
                 .map(|(slot, entry)| match state.decoded(slot) {
                     Some(task) => Listed::Decoded(Arc::clone(task)),
-                    None => Listed::Encoded(slot, entry.stamp()),
+                    None => Listed::Encoded(slot, entry.stamp(), few && worth_decoding(slot)),
                 })
                 .collect();
             if page.is_empty() {
@@ -168,7 +169,7 @@ impl FileBackend {
             let read: Vec<Option<Result<Option<Task>>>> =
                 parallel::map(&page, |listed| match listed {
                     Listed::Decoded(_) => None,
-                    Listed::Encoded(slot, _) => {
+                    Listed::Encoded(slot, _, keep) => {
                         let id = slot.id();
                         let task = match slot.bytes() {
                             Some(bytes) => {
@@ -186,16 +187,16 @@ impl FileBackend {
                         // Shaped as decoded, so that the page never holds
                         // what the scan does not ask for; whole where the
                         // snapshot keeps it decoded (shaped below).
-                        Some(task.map(|t| t.map(|t| if few { t } else { scan.shape(t) })))
+                        Some(task.map(|t| t.map(|t| if *keep { t } else { scan.shape(t) })))
                     }
                 });
             for (listed, read) in page.into_iter().zip(read) {
-                let (slot, stamp, task) = match (listed, read) {
+                let (slot, stamp, keep, task) = match (listed, read) {
                     (Listed::Decoded(task), _) => {
                         tasks.extend(self.by_read_rule(scan.shaped(&task), scan, &mut skipped));
                         continue;
                     }
-                    (Listed::Encoded(slot, stamp), Some(task)) => (slot, stamp, task),
+                    (Listed::Encoded(slot, stamp, keep), Some(task)) => (slot, stamp, keep, task),
                     (Listed::Encoded(..), None) => unreachable!("every encoded entry is decoded"),
                 };
                 #[cfg(test)]
@@ -204,7 +205,7 @@ impl FileBackend {
                 }
                 match task {
                     Ok(Some(mut task)) => {
-                        if few {
+                        if keep {
                             decoded.push((slot.created_at(), Arc::new(task.clone())));
                             task = scan.shape(task);
                         }

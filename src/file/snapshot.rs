@@ -32,6 +32,20 @@ pub(crate) const MAX_CACHED_BYTES: usize = 64 << 20;
 /// decoded copies stay bounded: no entry gains one while more tasks run.
 pub(crate) const MAX_DECODED: usize = 64;
 
+/// Only a running task whose file's bytes the snapshot keeps, and at most
+/// this many, is kept decoded: decoded, a task takes up to about 17 times
+/// its file's bytes (a small number in an array, two bytes of JSON, is a
+/// 32-byte value), so the copies of [`MAX_DECODED`] tasks stay under about
+/// 18 MiB, however large the tasks are.
+pub(crate) const MAX_DECODED_FILE: usize = 16 << 10;
+
+/// Whether the task of `slot`'s entry is small enough to keep decoded
+/// (see [`MAX_DECODED_FILE`]).
+pub(crate) fn worth_decoding(slot: &Slot) -> bool {
+    slot.bytes()
+        .is_some_and(|bytes| bytes.len() <= MAX_DECODED_FILE)
+}
+
 /// One handle's snapshot, behind its lock.
 #[derive(Debug)]
 pub(crate) struct ActiveSnapshot {
@@ -407,16 +421,17 @@ impl State {
     }
 
     /// Keeps `task`, decoded from its entry (created at `created_at`),
-    /// beside it, if the snapshot holds few enough running tasks and the
-    /// entry is still the version decoded.
+    /// beside it, if the snapshot holds few enough running tasks, the
+    /// entry is still the version decoded, and its file is small
+    /// ([`worth_decoding`]).
     pub fn keep_decoded(&mut self, created_at: Moment, task: &Arc<Task>) {
         if self.active > MAX_DECODED {
             return;
         }
         let current = self
             .entries
-            .get(&Slot::new(created_at, &task.id, None))
-            .is_some_and(|e| e.revision == task.revision);
+            .get_key_value(&Slot::new(created_at, &task.id, None))
+            .is_some_and(|(slot, e)| e.revision == task.revision && worth_decoding(slot));
         if current {
             let id: Box<[u8]> = task.id.as_str().as_bytes().into();
             self.decoded.insert(id, Arc::clone(task));
