@@ -15,7 +15,7 @@ use crate::file::layout::{self, Area};
 use crate::file::problem::Sub;
 use crate::file::read::newer;
 use crate::file::verify::FileCheck;
-use crate::file::{FileBackend, codec};
+use crate::file::{FileBackend, codec, open};
 use crate::id::TaskId;
 use crate::task::Task;
 
@@ -103,10 +103,16 @@ impl FileCheck {
     ///
     /// # Errors
     ///
+    /// [`Error::UnsupportedFormat`] if the store's marker names a newer
+    /// format (as an open refuses it: this version may misread it),
     /// [`Error::InvalidStore`] if the store's layout is broken (`verify`
     /// says how), [`Error::Io`] if a directory cannot be read.
     pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
         let store = self.backend()?;
+        open::refuse_newer(
+            &store.root_dir,
+            open::read_marker(&store.fs, &store.root_dir)?,
+        )?;
         let mut census = Census::default();
         let mut blocks = Blocks::default();
         let active = read_dir(store, store.dir(Area::Active))?;

@@ -169,7 +169,7 @@ fn wait_to_move(fs: &Fs, root: &Dir, file: &std::fs::File, path: &Path) -> Resul
 }
 
 /// Refuses a store whose marker names a format newer than this one.
-fn refuse_newer(root: &Dir, format: Option<u64>) -> Result<()> {
+pub(super) fn refuse_newer(root: &Dir, format: Option<u64>) -> Result<()> {
     match format.filter(|f| *f > STORE_FORMAT) {
         Some(found) => Err(Error::UnsupportedFormat {
             path: root.join(MARKER),

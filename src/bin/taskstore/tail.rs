@@ -279,13 +279,21 @@ impl Reader<'_> {
             return;
         }
         if self.args.json {
-            // It parsed, so a control character in it can only be the
-            // whitespace between its tokens (inside a string one is written
-            // escaped): a space, so that the line stays JSON.
+            // It parsed, so a tab, line feed or carriage return in it can
+            // only be the whitespace between its tokens (inside a string
+            // JSON escapes them): a space, so that the line stays JSON. Any
+            // other control character (DEL, the C1 set) is inside a string,
+            // where `out` escapes it as the same character.
             let line: String = String::from_utf8_lossy(raw)
                 .trim_end_matches('\r')
                 .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
+                .map(|c| {
+                    if matches!(c, '\t' | '\n' | '\r') {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             out(line);
             return;
