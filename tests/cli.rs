@@ -2299,3 +2299,46 @@ fn reads_without_a_handle_refuse_a_store_of_a_newer_format_as_the_real_runs_do()
     }
     assert_unchanged(&before, &snapshot(&dir), "nothing read, nothing changed");
 }
+
+/// The command reads whatever a service stored, whatever payload cap the
+/// service set (up to `MAX_MAX_PAYLOAD_BYTES`): a task past the default
+/// cap is listed, shown and swept, as its dry run says. (The command read
+/// with the default cap: `list` skipped the task, `show` failed, and
+/// `sweep` deleted nothing and exited 0 where its dry run said it would
+/// delete it.)
+#[test]
+fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let service = FileStore::builder(&dir)
+        .clock(Arc::new(ManualClock::new(past)))
+        .max_payload_bytes(64 << 20)
+        .open()
+        .unwrap();
+    let big = "x".repeat(20 << 20);
+    let expired = service
+        .create(
+            NewTask::new()
+                .ttl(Duration::from_secs(60))
+                .metadata("big", big.clone()),
+        )
+        .unwrap();
+    let task = service.create(NewTask::new().metadata("big", big)).unwrap();
+    drop(service);
+    let preview = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(stdout(&preview).contains(&format!("would delete {}", expired.id)));
+    let swept = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stdout(&swept).contains("deleted 1 expired task(s)"),
+        "{}\n{}",
+        stdout(&swept),
+        stderr(&swept)
+    );
+    let listed = run_expect(Some(&dir), &["list", "--json"], 0);
+    let lines = json_lines(&listed);
+    assert_eq!(lines.len(), 1, "{}", stderr(&listed));
+    assert_eq!(lines[0]["taskId"], task.id.as_str());
+    let shown = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
+    assert!(stdout(&shown).contains(task.id.as_str()));
+}

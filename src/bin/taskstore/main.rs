@@ -260,7 +260,11 @@ fn instance_id() -> String {
 /// new store.
 fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle>, Failure> {
     fn configure<O>(builder: StoreBuilder<O>, claim_grace: Option<Duration>) -> StoreBuilder<O> {
-        let builder = builder.instance_id(instance_id());
+        // Whatever payload cap the services set, the command reads what
+        // they stored (and the dry runs, which read up to this, agree).
+        let builder = builder
+            .instance_id(instance_id())
+            .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES);
         match claim_grace {
             Some(grace) => builder.claim_grace(grace),
             None => builder,
