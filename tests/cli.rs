@@ -2342,3 +2342,47 @@ fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
     let shown = run_expect(Some(&dir), &["show", task.id.as_str()], 0);
     assert!(stdout(&shown).contains(task.id.as_str()));
 }
+
+/// `list` without `--limit` asks the store page after page and keeps no
+/// task it has printed: run with its data segment held to 200 MB, it
+/// lists a store of 300 MB of tasks. (It asked for one page of every task
+/// and kept each it printed: over 300 MB.)
+#[test]
+fn list_without_a_limit_holds_a_page_not_the_store() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("prlimit (util-linux) is needed: .ci/run installs it");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStore::builder(&dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let payload = "x".repeat(100 << 10);
+    for _ in 0..3_000 {
+        store
+            .create(NewTask::new().metadata("payload", payload.clone()))
+            .unwrap();
+    }
+    drop(store);
+    let out = Command::new("prlimit")
+        .arg("--data=200000000")
+        .arg(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["list", "--json"])
+        .env("TASKSTORE_STORE", &dir)
+        .env_remove("TASKSTORE_PG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).len(), 3_000);
+}

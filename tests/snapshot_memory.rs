@@ -146,6 +146,43 @@ fn a_few_large_running_tasks_listed_leave_at_most_one_and_a_half_times_their_fil
     );
 }
 
+/// A fresh handle's first listing reads every running task's file, but
+/// holds no more of their bytes at once than the snapshot keeps (64 MiB),
+/// plus what it is reading: 150 MB of tasks listed a page at a time stay
+/// under 96 MiB at their peak. (The pass read every file before the
+/// snapshot's budget dropped the bytes past it: the peak was the store.)
+#[test]
+fn a_first_listing_holds_no_more_of_the_files_than_the_snapshot_keeps() {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let writer = handle(dir.path(), true);
+        let payload = "x".repeat(100 << 10);
+        for _ in 0..1_500 {
+            writer
+                .create(NewTask::new().metadata("payload", payload.clone()))
+                .unwrap();
+        }
+    }
+    for notices in [true, false] {
+        let before = live();
+        counting::reset_peak();
+        let reader = handle(dir.path(), notices);
+        let page = reader.list(&ListQuery::active().limit(10)).unwrap();
+        assert_eq!(page.tasks.len(), 10);
+        drop(page);
+        let peak = counting::peak() - before;
+        eprintln!(
+            "a first page of 1,500 tasks of 100 KiB (notices {notices}): a peak of {peak} bytes"
+        );
+        assert!(
+            peak <= 96 << 20,
+            "a first listing of 150 MB of tasks peaked at {peak} bytes (notices {notices})"
+        );
+        drop(reader);
+    }
+}
+
 /// The listing keys of history a handle keeps once it has paged it: at
 /// most 1.5 times the bytes of the finished tasks' files (each a task with
 /// a small result), nothing of the pages once dropped, nothing once the

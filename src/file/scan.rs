@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
@@ -27,6 +28,9 @@ enum Look {
     /// Gone before it was read.
     Vanished,
     Read(Read, Option<Stamp>),
+    /// Read, its bytes past what the snapshot's budget had room for in
+    /// this pass: its keys alone.
+    Over(codec::Keys, Option<Stamp>),
 }
 
 /// An entry of the snapshot a listing returns: its task decoded already,
@@ -544,7 +548,23 @@ impl FileBackend {
     ) {
         let looked = {
             let state = &*state;
-            parallel::map(items, |item| self.look(state, &id_of(item), before))
+            // The byte budget spent as the files are read, so that a pass
+            // over files larger in all than the snapshot keeps never holds
+            // them all at once (a fresh handle's first listing of 300 MB of
+            // tasks held 300 MB).
+            let room = AtomicUsize::new(state.room_for(items.iter().map(&id_of)));
+            parallel::map(items, |item| match self.look(state, &id_of(item), before) {
+                Look::Read(Read::Task { keys, bytes }, stamp)
+                    if room
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                            left.checked_sub(bytes.len())
+                        })
+                        .is_err() =>
+                {
+                    Look::Over(keys, stamp)
+                }
+                look => look,
+            })
         };
         for (item, look) in items.iter().zip(looked) {
             self.put_looked(state, &id_of(item), look, fresh.as_deref_mut());
@@ -597,6 +617,17 @@ impl FileBackend {
                 return;
             }
             Look::Vanished => (Read::Gone, None),
+            Look::Over(keys, stamp) => {
+                #[cfg(test)]
+                {
+                    state.reads += 1;
+                }
+                match fresh {
+                    Some(fresh) => fresh.push(state.stage(id, &keys, None, stamp)),
+                    None => state.put(id, &keys, None, stamp),
+                }
+                return;
+            }
             Look::Read(read, stamp) => {
                 #[cfg(test)]
                 {
@@ -611,8 +642,8 @@ impl FileBackend {
                 state.bad.remove(id);
             }
             Read::Task { keys, bytes } => match fresh {
-                Some(fresh) => fresh.push(state.stage(id, &keys, bytes, stamp)),
-                None => state.put(id, &keys, bytes, stamp),
+                Some(fresh) => fresh.push(state.stage(id, &keys, Some(bytes), stamp)),
+                None => state.put(id, &keys, Some(bytes), stamp),
             },
             Read::Bad(e) => {
                 self.mark_unreadable(state, id, &e, stamp);

@@ -318,14 +318,28 @@ impl State {
         }
     }
 
+    /// How many bytes of files the snapshot could keep if the entries of
+    /// `ids` were put in again: the budget left, and what they keep now.
+    pub fn room_for(&self, ids: impl Iterator<Item = TaskId>) -> usize {
+        let left = MAX_CACHED_BYTES.saturating_sub(self.cached);
+        if self.cached == 0 {
+            return left;
+        }
+        let theirs: usize = ids
+            .filter_map(|id| self.get(&id).map(|(slot, _)| slot.cached()))
+            .sum();
+        left + theirs
+    }
+
     /// The entry of task `id`, with its slot.
     pub fn get(&self, id: &TaskId) -> Option<(&Slot, &Entry)> {
         let created_at = self.places.get(id)?;
         self.entries.get_key_value(&Slot::new(created_at, id, None))
     }
 
-    /// Puts task `id`'s entry in, replacing any other.
-    pub fn put(&mut self, id: &TaskId, keys: &Keys, bytes: Vec<u8>, stamp: Option<Stamp>) {
+    /// Puts task `id`'s entry in, replacing any other; its file's `bytes`
+    /// are kept if given and within the byte budget.
+    pub fn put(&mut self, id: &TaskId, keys: &Keys, bytes: Option<Vec<u8>>, stamp: Option<Stamp>) {
         let (slot, entry) = self.prepare(id, keys, bytes, stamp);
         self.entries.insert(slot, entry);
     }
@@ -339,7 +353,7 @@ impl State {
         &mut self,
         id: &TaskId,
         keys: &Keys,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         stamp: Option<Stamp>,
     ) -> Staged {
         Staged(self.prepare(id, keys, bytes, stamp))
@@ -363,13 +377,13 @@ impl State {
         &mut self,
         id: &TaskId,
         keys: &Keys,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         stamp: Option<Stamp>,
     ) -> (Slot, Entry) {
         self.remove(id);
         self.bad.remove(id);
-        let keep = self.cached + bytes.len() <= MAX_CACHED_BYTES;
-        if keep {
+        let bytes = bytes.filter(|bytes| self.cached + bytes.len() <= MAX_CACHED_BYTES);
+        if let Some(bytes) = &bytes {
             self.cached += bytes.len();
         }
         if !keys.status.is_terminal() {
@@ -377,7 +391,7 @@ impl State {
         }
         let created_at = Moment::from(keys.created_at);
         self.places.insert(id, created_at);
-        let slot = Slot::new(created_at, id, keep.then_some(bytes));
+        let slot = Slot::new(created_at, id, bytes);
         let stamp = stamp.filter(|_| self.watch.is_none());
         let entry = Entry {
             status: keys.status,
@@ -561,7 +575,7 @@ mod tests {
                     _ => {
                         let created = next(5) as i64;
                         let bytes = file(id, next(3) == 0);
-                        state.put(id, &keys(created, step), bytes.clone(), None);
+                        state.put(id, &keys(created, step), Some(bytes.clone()), None);
                         model.insert(id.clone(), (created, step, bytes));
                         if next(2) == 0 {
                             // A listing decoded it: kept beside its entry.
@@ -578,7 +592,7 @@ mod tests {
                         .iter()
                         .filter(|_| next(2) == 0)
                         .map(|(id, (created, revision, bytes))| {
-                            state.stage(id, &keys(*created, *revision), bytes.clone(), None)
+                            state.stage(id, &keys(*created, *revision), Some(bytes.clone()), None)
                         })
                         .collect();
                     state.put_all(batch);
@@ -649,7 +663,7 @@ mod tests {
         let far = TaskId::parse("far").unwrap();
         let mut bytes = vec![b' '; 70_000];
         bytes.extend(file(&far, false));
-        state.put(&far, &keys(1, 1), bytes.clone(), None);
+        state.put(&far, &keys(1, 1), Some(bytes.clone()), None);
         let (slot, _) = state.get(&far).unwrap();
         assert_eq!(slot.id(), far);
         assert_eq!(slot.bytes(), Some(&bytes[..]));
@@ -663,9 +677,9 @@ mod tests {
         let big = TaskId::parse("big").unwrap();
         let mut bytes = file(&big, false);
         bytes.resize(MAX_CACHED_BYTES, b' ');
-        state.put(&big, &keys(1, 1), bytes, None);
+        state.put(&big, &keys(1, 1), Some(bytes), None);
         let small = TaskId::parse("small").unwrap();
-        state.put(&small, &keys(2, 1), file(&small, false), None);
+        state.put(&small, &keys(2, 1), Some(file(&small, false)), None);
         let (slot, _) = state.get(&small).unwrap();
         assert_eq!(slot.bytes(), None);
         assert_eq!(slot.id(), small);

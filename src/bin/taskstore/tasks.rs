@@ -82,8 +82,12 @@ pub fn parse_id(text: &str) -> Result<TaskId, String> {
     TaskId::parse(text).map_err(|e| e.to_string())
 }
 
-/// Lists page after page until `--limit` tasks matched or the store has no
-/// more. `--owner` filters each page, so pages are asked for as many tasks
+/// Tasks asked of the store at a time: what `list` holds, whatever the
+/// store's size.
+const PAGE: u64 = 256;
+
+/// Lists page after page (of at most [`PAGE`] tasks) until `--limit` tasks
+/// matched or the store has no more. `--owner` filters each page, so pages are asked for as many tasks
 /// as are still wanted, and the cursor printed is the store's own, after the
 /// last task looked at. `--older-than` stops at the first task too young:
 /// listings are ordered by creation time.
@@ -109,13 +113,13 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         query = query.status(status);
     }
     let mut cursor = args.after.clone();
-    let mut shown: Vec<Task> = Vec::new();
+    // How many were printed: a page at a time, none kept.
+    let mut shown: u64 = 0;
     let mut rows = Vec::new();
     loop {
         let mut page_query = query.clone();
-        if let Some(limit) = args.limit {
-            page_query = page_query.limit((limit as usize) - shown.len());
-        }
+        let wanted = args.limit.map_or(PAGE, |limit| (limit - shown).min(PAGE));
+        page_query = page_query.limit(usize::try_from(wanted).unwrap_or(usize::MAX));
         if let Some(after) = &cursor {
             page_query = page_query.after(after);
         }
@@ -154,12 +158,12 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             } else {
                 rows.push(row(&task, now));
             }
-            shown.push(task);
+            shown += 1;
         }
         if young {
             cursor = None;
         }
-        let full = args.limit.is_some_and(|l| shown.len() as u64 >= l);
+        let full = args.limit.is_some_and(|l| shown >= l);
         if cursor.is_none() || full {
             break;
         }
