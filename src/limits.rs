@@ -17,8 +17,10 @@ pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// How far past the payload cap the store's own changes to a task it
 /// accepted may take it: a renewed lease's longer timestamp, a new owner's
-/// identity, an orphan's error. A host's writes never get this room, so a
-/// task the store accepted can always be renewed, claimed and reaped.
+/// identity, an orphan's error. A host's writes get this room only over a
+/// task the store's own change took past the cap (its new owner's
+/// checkpoints and outcome), so a task the store accepted can always be
+/// renewed, claimed, reaped, and finished by the owner that claimed it.
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
@@ -70,21 +72,48 @@ impl Limits {
         self.record_within(task, self.max_payload_bytes + OWN_HEADROOM)
     }
 
-    fn record_within(&self, task: Task, limit: usize) -> Result<Record> {
+    /// `task` as a backend stores it, written by a host over `current`:
+    /// within the cap, or, where the store's own change (a claim naming a
+    /// long instance id) took `current` past it, within the store's own
+    /// headroom, as that change was: the new owner's checkpoints and
+    /// outcome are not refused for a size the store gave the task.
+    pub fn record_over(&self, task: Task, current: &Task) -> Result<Record> {
         check_depth(&task)?;
-        let json = serde_json::to_vec(&task).map_err(|source| Error::Encode {
-            id: task.id.clone(),
-            source,
-        })?;
-        if json.len() > limit {
-            return Err(Error::PayloadTooLarge {
-                id: task.id.clone(),
-                size: json.len(),
-                limit: self.max_payload_bytes,
-            });
+        let json = encode(&task)?;
+        let cap = self.max_payload_bytes;
+        if json.len() > cap {
+            let past = encode(current).is_ok_and(|had| had.len() > cap);
+            if !past || json.len() > cap + OWN_HEADROOM {
+                return Err(self.too_large(&task, json.len()));
+            }
         }
         Ok(Record::new(task, json))
     }
+
+    fn record_within(&self, task: Task, limit: usize) -> Result<Record> {
+        check_depth(&task)?;
+        let json = encode(&task)?;
+        if json.len() > limit {
+            return Err(self.too_large(&task, json.len()));
+        }
+        Ok(Record::new(task, json))
+    }
+
+    fn too_large(&self, task: &Task, size: usize) -> Error {
+        Error::PayloadTooLarge {
+            id: task.id.clone(),
+            size,
+            limit: self.max_payload_bytes,
+        }
+    }
+}
+
+/// `task`'s JSON, as stored.
+fn encode(task: &Task) -> Result<Vec<u8>> {
+    serde_json::to_vec(task).map_err(|source| Error::Encode {
+        id: task.id.clone(),
+        source,
+    })
 }
 
 /// Refuses a task with a value nested deeper than [`MAX_DEPTH`].

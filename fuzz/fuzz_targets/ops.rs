@@ -30,7 +30,8 @@
 //!   `NotOwner`, `InvalidQuery`, `InvalidCursor`, `InvalidTask`), naming
 //!   the task;
 //! - a handle's identity is its instance id and its open: a reopened handle
-//!   owns none of the tasks the earlier one created;
+//!   owns none of the tasks the earlier one created, and its writes fenced
+//!   to their epoch are refused;
 //! - the time a handle goes by never goes back, even when the clock does,
 //!   and a handle that meets an expired task deletes it (a `get`, a write,
 //!   a lease renewal, a listing, a reap, a claim, `renew_leases`);
@@ -473,7 +474,8 @@ impl Run {
 
     /// Whether handle `h` may write `task`: no value deeper than
     /// `MAX_DEPTH` (the error names the deepest), and within its payload
-    /// cap, or past it by `OWN_HEADROOM` for the store's `own` changes.
+    /// cap, or past it by `OWN_HEADROOM` for the store's `own` changes (and
+    /// a host's write over a task one of them took past the cap).
     fn recorded(&self, h: usize, task: &Task, own: bool) -> Want<()> {
         let resume = task.resume.as_ref();
         let deepest = [&task.result, &task.error, &task.input_requests]
@@ -937,18 +939,19 @@ impl Run {
         if current.is_terminal() {
             return Ok(Transition::AlreadyTerminal(current));
         }
-        // A fenced write is the owner's: at its epoch, and by its instance.
-        let owner = self.handles[h].instance_id.as_str();
-        if fence
-            .is_some_and(|epoch| epoch != current.epoch || current.owner.as_deref() != Some(owner))
-        {
+        // A fenced write is the owner's: at its epoch, and by its handle
+        // (instance id and open).
+        if fence.is_some_and(|epoch| epoch != current.epoch || !self.owns(h, &current)) {
             return Ok(Transition::Fenced(current));
         }
+        // Over a task the store's own change took past the cap, a host's
+        // write has the store's headroom too.
+        let past = encoded_size(&current) > self.handles[h].cap;
         let mut next = current;
         change(&mut next, now);
         next.revision += 1;
         self.after_write(h, &mut next, now);
-        self.recorded(h, &next, false)?;
+        self.recorded(h, &next, past)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }

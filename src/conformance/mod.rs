@@ -259,6 +259,10 @@ where
             "a_release_hands_the_task_over_at_once",
             Two(a_release_hands_the_task_over_at_once),
         ),
+        (
+            "a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes",
+            More(a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes),
+        ),
     ];
     for (name, check) in checks {
         let setup = Setup::new();

@@ -602,3 +602,57 @@ pub(super) fn renewing_several_leases_is_renewing_each(
     );
     assert!(a.renew_leases_of(&[]).is_empty());
 }
+
+/// A claim is the store's own write, which may take a task past the
+/// payload cap by `OWN_HEADROOM` (a long instance id as its owner). The
+/// new owner's writes that do not make it larger still land: its
+/// checkpoints, its outcome, a cancel. (Each was refused as too large: the
+/// task could only be reaped, deleted or left to expire.)
+pub(super) fn a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes(
+    a: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let new = |blob: String| {
+        NewTask::new()
+            .resumable("k", json!({"n": 1}))
+            .metadata("blob", blob)
+    };
+    let bare = a.create(new(String::new())).unwrap();
+    let size = serde_json::to_vec(&bare).unwrap().len();
+    assert!(a.delete(&bare.id).unwrap());
+    let blob = "x".repeat(setup.max_payload_bytes - size - 16);
+    let task = a.create(new(blob)).unwrap();
+    setup.clock.advance(setup.lease);
+    let long = "c".repeat(200);
+    let claimer = reopen(&long);
+    let claimed = claimer.claim(&["k"]).unwrap();
+    assert_eq!(claimed.tasks.len(), 1, "{:?}", claimed.missed);
+    let taken = &claimed.tasks[0];
+    let taken_size = serde_json::to_vec(taken).unwrap().len();
+    assert!(
+        taken_size > setup.max_payload_bytes,
+        "{taken_size}: past the cap"
+    );
+    let checkpoint = TaskUpdate::new()
+        .fenced(taken.epoch)
+        .checkpoint(json!({"n": 2}));
+    let saved = applied(claimer.update(&task.id, checkpoint).unwrap());
+    assert_eq!(
+        saved.resume.as_ref().unwrap().checkpoint,
+        Some(json!({"n": 2}))
+    );
+    let grown = TaskUpdate::new()
+        .fenced(taken.epoch)
+        .status_message("x".repeat(crate::OWN_HEADROOM));
+    assert!(
+        matches!(
+            claimer.update(&task.id, grown),
+            Err(Error::PayloadTooLarge { .. })
+        ),
+        "a write that makes it larger still is refused"
+    );
+    let cancelled = applied(claimer.cancel(&task.id, None).unwrap());
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+}

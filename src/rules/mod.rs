@@ -152,7 +152,9 @@ impl<B: Backend> Store<B> {
             if renews || next.is_terminal() {
                 self.settings.lease.after_write(&mut next, now);
             }
-            Ok(Change::Replace(self.settings.limits.record(next)?))
+            Ok(Change::Replace(
+                self.settings.limits.record_over(next, current)?,
+            ))
         })?;
         let transition = match modified {
             Modified::Kept(task) if kept == Some(Kept::Terminal) => {
