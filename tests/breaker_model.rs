@@ -51,6 +51,7 @@ struct Cfg {
     max_open_ms: u64,
     probes: u32,
     to_close: u32,
+    probe_timeout_ms: u64,
     /// The count window, if set (the time window otherwise).
     window_calls: Option<u32>,
 }
@@ -67,6 +68,7 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         1..4u64,
         1..4u32,
         1..4u32,
+        5_000..70_000u64,
     )
         .prop_map(
             |(
@@ -80,6 +82,7 @@ fn cfg() -> impl Strategy<Value = Cfg> {
                 cap,
                 probes,
                 to_close,
+                probe_timeout_ms,
             )| Cfg {
                 threshold,
                 buckets,
@@ -91,6 +94,7 @@ fn cfg() -> impl Strategy<Value = Cfg> {
                 max_open_ms: open_ms * cap,
                 probes,
                 to_close,
+                probe_timeout_ms,
                 window_calls: None,
             },
         )
@@ -117,7 +121,8 @@ impl Cfg {
             .open_duration_multiplier(self.multiplier as f64)
             .max_open_duration(Duration::from_millis(self.max_open_ms))
             .half_open_probes(self.probes)
-            .probe_successes_to_close(self.to_close);
+            .probe_successes_to_close(self.to_close)
+            .probe_timeout(Duration::from_millis(self.probe_timeout_ms));
         if let Some(n) = self.consecutive {
             c = c.consecutive_failures(n);
         }
@@ -136,8 +141,15 @@ impl Cfg {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum MState {
     Closed,
-    Open { until: u64 },
-    HalfOpen { in_flight: u32, successes: u32 },
+    Open {
+        until: u64,
+    },
+    /// `probed`: when it became half-open or last handed out a probe.
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+        probed: u64,
+    },
     Forced,
 }
 
@@ -204,12 +216,21 @@ impl Model {
     }
 
     fn advance(&mut self) {
-        if let MState::Open { until } = self.state
+        if let MState::HalfOpen {
+            in_flight, probed, ..
+        } = self.state
+            && in_flight >= self.cfg.probes
+            && self.now - probed >= self.cfg.probe_timeout_ms
+        {
+            // Every slot held past the timeout by probes not reported.
+            self.trip(BreakerEventKind::Reopened);
+        } else if let MState::Open { until } = self.state
             && self.now >= until
         {
             self.set(MState::HalfOpen {
                 in_flight: 0,
                 successes: 0,
+                probed: self.now,
             });
             self.events.push(BreakerEventKind::HalfOpened);
         }
@@ -236,8 +257,11 @@ impl Model {
         };
         match &mut self.state {
             MState::Closed => Ok(permit(false, self)),
-            MState::HalfOpen { in_flight, .. } if *in_flight < self.cfg.probes => {
+            MState::HalfOpen {
+                in_flight, probed, ..
+            } if *in_flight < self.cfg.probes => {
                 *in_flight += 1;
+                *probed = self.now;
                 Ok(permit(true, self))
             }
             MState::HalfOpen { .. } | MState::Forced => Err(None),
@@ -266,6 +290,7 @@ impl Model {
             MState::HalfOpen {
                 in_flight,
                 successes,
+                probed,
             } => {
                 if failed {
                     self.trip(BreakerEventKind::Reopened);
@@ -279,6 +304,7 @@ impl Model {
                     self.state = MState::HalfOpen {
                         in_flight: in_flight - 1,
                         successes: successes + 1,
+                        probed,
                     };
                 }
             }
@@ -399,6 +425,7 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
         if let MState::HalfOpen {
             in_flight,
             successes,
+            ..
         } = model.state
         {
             prop_assert_eq!(

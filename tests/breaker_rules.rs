@@ -305,6 +305,54 @@ fn half_open_limits_probes_and_a_dropped_permit_frees_its_slot() {
     assert_eq!(b.state(), BreakerState::Closed);
 }
 
+/// A probe that never reports (an upstream call with no timeout) holds its
+/// half-open slot only for `probe_timeout`: past it, with every slot so
+/// held, the breaker reopens as for a slow probe, probes again after its
+/// open duration, and the hung probe's late report counts for nothing.
+/// (The slot was held for ever: every call rejected, the breaker never
+/// probing again.)
+#[test]
+fn a_probe_that_never_reports_holds_its_slot_for_the_probe_timeout_only() {
+    let rig = rig(BreakerConfig::default()
+        .minimum_calls(1)
+        .open_duration(secs(5))
+        .probe_timeout(secs(10)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    fail(&b);
+    rig.clock.advance(secs(5));
+    let hung = b.try_acquire().unwrap();
+    assert!(hung.is_probe());
+    rig.clock.advance(secs(9));
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(
+        (rejected.state, rejected.retry_at),
+        (BreakerState::HalfOpen, None),
+        "within its timeout the probe holds its slot"
+    );
+    rig.clock.advance(secs(1));
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.state, BreakerState::Open, "reopened");
+    assert_eq!(rejected.retry_at, Some(START + secs(5 + 10 + 5)));
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(
+        reopened.kind,
+        EventKind::Breaker(BreakerEventKind::Reopened),
+        "{reopened:?}"
+    );
+    rig.clock.advance(secs(5));
+    let probe = b
+        .try_acquire()
+        .expect("a new probe after the open duration");
+    probe.success();
+    assert_eq!(b.state(), BreakerState::Closed);
+    hung.failure();
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "the hung probe's late report counts for nothing"
+    );
+}
+
 #[test]
 fn probe_successes_close_the_breaker_and_clear_the_window() {
     let rig = rig(BreakerConfig::default()
@@ -548,6 +596,10 @@ fn invalid_configs_are_typed_errors_naming_the_field() {
         (
             BreakerConfig::default().half_open_probes(0),
             "half_open_probes",
+        ),
+        (
+            BreakerConfig::default().probe_timeout(Duration::ZERO),
+            "probe_timeout",
         ),
         (
             BreakerConfig::default().probe_successes_to_close(0),

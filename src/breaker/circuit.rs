@@ -124,8 +124,13 @@ impl Breaker {
         let event = inner.advance(core, &mut now);
         let result = match &mut inner.state {
             State::Closed => Ok(false),
-            State::HalfOpen { in_flight, .. } if *in_flight < core.config.half_open_probes => {
+            State::HalfOpen {
+                in_flight,
+                probed_nanos,
+                ..
+            } if *in_flight < core.config.half_open_probes => {
                 *in_flight += 1;
+                *probed_nanos = now.get();
                 Ok(true)
             }
             State::HalfOpen { .. } => Err(None),
@@ -203,6 +208,7 @@ impl Breaker {
                 opened_at,
                 in_flight,
                 successes,
+                ..
             } => (Some(opened_at), None, in_flight, successes),
             State::ForcedOpen { opened_at } => (Some(opened_at), None, 0, 0),
         };

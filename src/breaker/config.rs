@@ -25,6 +25,7 @@ const MAX_WINDOW_CALLS: u32 = 100_000;
 /// | `max_open_duration` | 5 min | the cap of the growing open duration (`>= open_duration`) |
 /// | `half_open_probes` | 1 | how many probe calls may be in flight at once while half-open (`>= 1`) |
 /// | `probe_successes_to_close` | 1 | how many probes must succeed (one after another is fine) to close (`>= 1`) |
+/// | `probe_timeout` | 60 s | once every probe slot has been held this long by probes that have not reported (an upstream call with no timeout), the breaker reopens; their late reports count for nothing (`> 0`) |
 ///
 /// Build one from the defaults with the setters, and check it with
 /// [`validate`](BreakerConfig::validate) (the registry does so too):
@@ -73,6 +74,16 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// Probe successes needed to close.
     pub probe_successes_to_close: u32,
+    /// How long probes that have not reported may hold every half-open
+    /// slot before the breaker reopens. Absent in configs serialized before
+    /// it existed (then the default).
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout: Duration,
+}
+
+/// The default [`BreakerConfig::probe_timeout`].
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for BreakerConfig {
@@ -90,6 +101,7 @@ impl Default for BreakerConfig {
             max_open_duration: Duration::from_secs(300),
             half_open_probes: 1,
             probe_successes_to_close: 1,
+            probe_timeout: default_probe_timeout(),
         }
     }
 }
@@ -141,6 +153,11 @@ impl BreakerConfig {
     setter!(
         /// Sets how many probe successes close the breaker.
         probe_successes_to_close: u32
+    );
+    setter!(
+        /// Sets how long probes that have not reported may hold every
+        /// half-open slot before the breaker reopens.
+        probe_timeout: Duration
     );
 
     /// Also trips after `n` failures in a row.
@@ -253,6 +270,9 @@ impl BreakerConfig {
         }
         if self.probe_successes_to_close == 0 {
             return fail("probe_successes_to_close", "must be at least 1".into());
+        }
+        if self.probe_timeout.is_zero() {
+            return fail("probe_timeout", "must be longer than zero".into());
         }
         Ok(())
     }

@@ -53,6 +53,8 @@ pub(super) struct Core {
     pub env: Arc<Env>,
     /// `slow_call_threshold` in nanoseconds.
     pub slow_nanos: Option<i128>,
+    /// `probe_timeout` in nanoseconds.
+    probe_timeout_nanos: i128,
     /// Whether a verdict needs the time before it takes the lock: with the
     /// time window, or a slow-call threshold. Otherwise a verdict reads the
     /// clock only if it trips the breaker.
@@ -102,6 +104,10 @@ pub(super) enum State {
         opened_at: OffsetDateTime,
         in_flight: u32,
         successes: u32,
+        /// When it became half-open or last handed out a probe (Unix
+        /// nanoseconds): with every slot held, each probe in flight has
+        /// been running since then at least.
+        probed_nanos: i128,
     },
     ForcedOpen {
         opened_at: OffsetDateTime,
@@ -147,6 +153,8 @@ impl Core {
             .map(|t| i128::try_from(t.as_nanos()).unwrap_or(i128::MAX));
         Core {
             name,
+            probe_timeout_nanos: i128::try_from(config.probe_timeout.as_nanos())
+                .unwrap_or(i128::MAX),
             timed_verdicts: window.needs_time() || slow_nanos.is_some(),
             full_window: config.window_calls.map(|n| {
                 let n = u64::from(n);
@@ -253,8 +261,31 @@ impl Inner {
             && !core.rate_trips(totals)
     }
 
-    /// Open → half-open once the open duration has passed.
+    /// Open → half-open once the open duration has passed; half-open →
+    /// open once every probe slot has been held past the probe timeout by
+    /// probes that have not reported.
     pub fn advance(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
+        if let State::HalfOpen {
+            in_flight,
+            successes,
+            probed_nanos,
+            ..
+        } = self.state
+        {
+            if in_flight < core.config.half_open_probes
+                || now.get().saturating_sub(probed_nanos) < core.probe_timeout_nanos
+            {
+                return None;
+            }
+            let totals = Totals {
+                calls: u64::from(successes) + u64::from(in_flight),
+                failures: 0,
+                slow: u64::from(in_flight),
+            };
+            let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
+            let reason = TripReason::ProbeTimedOut;
+            return Some(self.trip(core, now.get(), reopened, reason, totals));
+        }
         let State::Open {
             opened_at,
             until,
@@ -272,6 +303,7 @@ impl Inner {
                 opened_at,
                 in_flight: 0,
                 successes: 0,
+                probed_nanos: now.get(),
             },
             BreakerEventKind::HalfOpened,
             BreakerState::Open,

@@ -105,6 +105,9 @@ pub enum TripReason {
     FailedProbe,
     /// A half-open probe succeeded, but slower than the slow-call threshold.
     SlowProbe,
+    /// Every half-open probe slot was held by a probe that had not reported
+    /// within the probe timeout (`BreakerConfig::probe_timeout`).
+    ProbeTimedOut,
 }
 
 named!(TripReason {
@@ -112,4 +115,5 @@ named!(TripReason {
     ConsecutiveFailures => "consecutive_failures",
     FailedProbe => "failed_probe",
     SlowProbe => "slow_probe",
+    ProbeTimedOut => "probe_timed_out",
 });
