@@ -402,6 +402,10 @@ pub struct Pass {
     pub skipped: Vec<Skipped>,
     /// Tasks the pass could not handle, and why.
     pub missed: Vec<Missed>,
+    /// The expired tasks the pass met and deleted, as a sweep would (a reap
+    /// and a claim read running tasks whose lease lapsed, expired ones
+    /// among them).
+    pub expired: Vec<TaskId>,
 }
 
 /// What a [`TaskStore::reap`] did: the orphans it failed.

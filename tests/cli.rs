@@ -2386,3 +2386,33 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
     );
     assert_eq!(json_lines(&out).len(), 3_000);
 }
+
+/// A reap deletes the expired tasks it meets (running tasks whose lease
+/// lapsed, as a sweep would): its dry run says which, and the reap says it
+/// did. (Both were silent: the task was gone with no word.)
+#[test]
+fn reap_and_its_dry_run_tell_the_expired_tasks_it_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let old = gone_an_hour_ago(&dir);
+    let expired = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    drop(old);
+    let preview = run_expect(Some(&dir), &["reap", "--dry-run"], 0);
+    let said = stdout(&preview);
+    assert!(
+        said.contains(&format!("would reap {}", orphan.id)),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("would delete {}", expired.id)),
+        "{said}"
+    );
+    let reaped = run_expect(Some(&dir), &["reap"], 0);
+    let said = stdout(&reaped);
+    assert!(said.contains(&format!("reaped {}", orphan.id)), "{said}");
+    assert!(said.contains(&format!("deleted {}", expired.id)), "{said}");
+    assert!(open(&dir).get(&expired.id).unwrap().is_none());
+}

@@ -219,6 +219,10 @@ where
             One(a_near_cap_orphan_is_reaped),
         ),
         (
+            "a_reap_and_a_claim_tell_the_expired_tasks_they_delete",
+            One(a_reap_and_a_claim_tell_the_expired_tasks_they_delete),
+        ),
+        (
             "every_orphan_is_reaped_in_one_pass",
             One(every_orphan_is_reaped_in_one_pass),
         ),

@@ -350,3 +350,36 @@ pub(super) fn a_conditional_update_applies_only_at_its_revision(
         Transition::AlreadyTerminal(t) if t == *done.task()
     ));
 }
+
+/// A reap and a claim delete the expired tasks they meet (running, their
+/// lease lapsed), as a sweep would, and say which they deleted.
+pub(super) fn a_reap_and_a_claim_tell_the_expired_tasks_they_delete(
+    store: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let ttl = setup.lease * 2;
+    let reaped_one = store.create(NewTask::new().ttl(ttl)).unwrap();
+    let claimed_one = store
+        .create(NewTask::new().ttl(ttl).resumable("k", json!(1)))
+        .unwrap();
+    setup.clock.advance(ttl);
+    let claimed = store.claim(&["k"]).unwrap();
+    assert!(claimed.tasks.is_empty(), "{:?}", claimed.tasks);
+    let mut expired = claimed.expired.clone();
+    expired.sort();
+    let mut both = vec![reaped_one.id.clone(), claimed_one.id.clone()];
+    both.sort();
+    assert_eq!(expired, both, "the claim met both and deleted them");
+    let reaped = store.reap().unwrap();
+    assert!(reaped.expired.is_empty() && reaped.tasks.is_empty());
+    assert!(store.get(&reaped_one.id).unwrap().is_none());
+    let later = store.create(NewTask::new().ttl(ttl)).unwrap();
+    setup.clock.advance(ttl);
+    let reaped = store.reap().unwrap();
+    assert_eq!(
+        reaped.expired,
+        vec![later.id],
+        "the reap met it and deleted it"
+    );
+    assert!(reaped.tasks.is_empty());
+}

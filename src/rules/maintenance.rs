@@ -125,7 +125,7 @@ impl<B: Backend> Store<B> {
                 Err(error) => reaped.missed.push(Missed { id: task.id, error }),
             }
         }
-        self.forget_expired(expired);
+        reaped.expired = self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let id = current.id.clone();
@@ -208,7 +208,7 @@ impl<B: Backend> Store<B> {
                 Err(error) => claimed.missed.push(Missed { id: task.id, error }),
             }
         }
-        self.forget_expired(expired);
+        claimed.expired = self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             match result {

@@ -206,19 +206,24 @@ impl<B: Backend> Store<B> {
     /// stepped back. Best effort: a task that cannot be deleted now (a
     /// read-only store) is gone for readers all the same, and the sweep
     /// tries again.
-    fn forget_expired(&self, expired: Vec<Task>) {
+    fn forget_expired(&self, expired: Vec<Task>) -> Vec<TaskId> {
+        let mut deleted = Vec::new();
         if expired.is_empty() {
-            return;
+            return deleted;
         }
         for (task, result) in expired.iter().zip(self.backend.remove_all(&expired)) {
             match result {
-                Ok(Swap::Done) => self.settings.notifier.task(TaskEventKind::Expired, task),
+                Ok(Swap::Done) => {
+                    self.settings.notifier.task(TaskEventKind::Expired, task);
+                    deleted.push(task.id.clone());
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(task = %task.id, error = %e, "could not delete an expired task yet")
                 }
             }
         }
+        deleted
     }
 }
 

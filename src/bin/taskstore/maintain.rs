@@ -142,8 +142,24 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
             other => out(format!("{}: {other:?}", task.id)),
         }
     }
+    // A reap reads the running tasks whose lease lapsed, and deletes the
+    // expired ones among them, as a sweep would.
+    let met = preview.expired.iter().filter(|task| {
+        !task.is_terminal() && task.lease_expires_at.is_some_and(|lease| lease <= now)
+    });
+    let mut deleted = 0;
+    for task in met {
+        deleted += 1;
+        let at = task.expires_at().unwrap_or(now);
+        out(format!(
+            "would delete {}  expired {} ago (a reap deletes the expired tasks it meets)",
+            task.id,
+            text::duration(text::since(now, at))
+        ));
+    }
     text::err(format!(
-        "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; nothing was changed",
+        "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; \
+         {deleted} expired task(s) would be deleted; nothing was changed",
         orphans.len(),
         orphans.len() - waiting
     ));
@@ -161,7 +177,16 @@ pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
             task.owner.as_deref().unwrap_or("(none)")
         ));
     }
-    text::err(format!("reaped {} orphan(s)", reaped.tasks.len()));
+    for id in &reaped.expired {
+        out(format!(
+            "deleted {id}  expired (met by the reap, as a sweep would)"
+        ));
+    }
+    text::err(format!(
+        "reaped {} orphan(s); deleted {} expired task(s)",
+        reaped.tasks.len(),
+        reaped.expired.len()
+    ));
     Ok(if reaped.missed.is_empty() {
         ExitCode::SUCCESS
     } else {
