@@ -189,8 +189,9 @@ pub trait TaskStore: Send + Sync {
         Ok(self.reap()?.tasks)
     }
 
-    /// Renews the lease of every running task this instance owns; returns how
-    /// many were renewed. Call it well within the lease duration.
+    /// Renews the lease of every running task this handle owns (its
+    /// instance id and open); returns how many were renewed. Call it well
+    /// within the lease duration.
     fn renew_leases(&self) -> Result<usize> {
         let mut renewed = 0;
         for task in self.list(&ListQuery::active())?.tasks {
@@ -199,8 +200,10 @@ pub trait TaskStore: Send + Sync {
             }
             match self.renew_lease(&task.id) {
                 Ok(t) if t.is_applied() => renewed += 1,
-                // Finished, deleted or expired since it was listed.
-                Ok(_) | Err(Error::NotFound { .. }) => {}
+                // Finished, deleted or expired since it was listed, or
+                // another open's of this instance id (a process before a
+                // restart): not this handle's to renew.
+                Ok(_) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

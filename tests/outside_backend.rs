@@ -129,3 +129,80 @@ fn a_backend_error_names_the_backend_and_the_operation() {
     );
     assert!(std::error::Error::source(&err).is_some());
 }
+
+/// A host's own `TaskStore` that implements only the required methods
+/// (forwarding to a store of this crate), so every provided method runs
+/// as the trait's default: the defaults keep the rules too. (The default
+/// `renew_leases` stopped at the first task of another open of the same
+/// instance id with `NotOwner`.)
+struct OnlyRequired(taskstore::MemoryStore);
+
+impl taskstore::TaskStore for OnlyRequired {
+    fn create(&self, new: taskstore::NewTask) -> Result<Task> {
+        self.0.create(new)
+    }
+    fn get(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.0.get(id)
+    }
+    fn update(&self, id: &TaskId, update: taskstore::TaskUpdate) -> Result<taskstore::Transition> {
+        self.0.update(id, update)
+    }
+    fn finish(&self, id: &TaskId, outcome: taskstore::Outcome) -> Result<taskstore::Transition> {
+        self.0.finish(id, outcome)
+    }
+    fn finish_fenced(
+        &self,
+        id: &TaskId,
+        outcome: taskstore::Outcome,
+        epoch: u64,
+    ) -> Result<taskstore::Transition> {
+        self.0.finish_fenced(id, outcome, epoch)
+    }
+    fn list(&self, query: &taskstore::ListQuery) -> Result<taskstore::Page> {
+        self.0.list(query)
+    }
+    fn delete(&self, id: &TaskId) -> Result<bool> {
+        self.0.delete(id)
+    }
+    fn sweep(&self) -> Result<taskstore::Swept> {
+        self.0.sweep()
+    }
+    fn instance_id(&self) -> &str {
+        self.0.instance_id()
+    }
+    // The suite's clock and lease: a store says them (the defaults are the
+    // system clock and none).
+    fn lease(&self) -> Option<std::time::Duration> {
+        self.0.lease()
+    }
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
+    fn renew_lease(&self, id: &TaskId) -> Result<taskstore::Transition> {
+        self.0.renew_lease(id)
+    }
+    fn release(&self, id: &TaskId, epoch: u64) -> Result<taskstore::Transition> {
+        self.0.release(id, epoch)
+    }
+    fn reap(&self) -> Result<taskstore::Reaped> {
+        self.0.reap()
+    }
+    fn claim(&self, kinds: &[&str]) -> Result<taskstore::Claimed> {
+        self.0.claim(kinds)
+    }
+}
+
+#[test]
+fn a_task_store_with_only_the_required_methods_passes_the_suite() {
+    conformance::run(|| {
+        let backend = taskstore::MemoryBackend::default();
+        move |setup: &Setup, instance_id: &str| {
+            OnlyRequired(
+                setup
+                    .configure(Store::with_backend(backend.clone()), instance_id)
+                    .build()
+                    .unwrap(),
+            )
+        }
+    });
+}

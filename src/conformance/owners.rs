@@ -601,6 +601,23 @@ pub(super) fn renewing_several_leases_is_renewing_each(
         results[4]
     );
     assert!(a.renew_leases_of(&[]).is_empty());
+    // An id given twice is renewed twice, each an applied write of its
+    // own: one revision each, the last one stored.
+    let before = a.get(&mine.id).unwrap().unwrap();
+    let twice = a.renew_leases_of(&[mine.id.clone(), mine.id.clone()]);
+    let revisions: Vec<u64> = twice
+        .into_iter()
+        .map(|result| applied(result.unwrap()).revision)
+        .collect();
+    assert_eq!(
+        revisions,
+        [before.revision + 1, before.revision + 2],
+        "two renewals, two revisions"
+    );
+    assert_eq!(
+        a.get(&mine.id).unwrap().unwrap().revision,
+        before.revision + 2
+    );
 }
 
 /// A claim is the store's own write, which may take a task past the

@@ -303,7 +303,16 @@ impl<B: Backend> Store<B> {
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
         let (mut pairs, mut slots) = (Vec::new(), Vec::new());
+        // An id given again is renewed again, after the batch, one by one:
+        // a batch holds each task once (two writes computed from one read
+        // would be one write).
+        let mut batched = std::collections::HashSet::new();
+        let mut again = Vec::new();
         for (slot, id) in ids.iter().enumerate() {
+            if !batched.insert(id) {
+                again.push(slot);
+                continue;
+            }
             let current = match self.backend.load(id) {
                 Ok(Some(current)) => current,
                 Ok(None) => {
@@ -344,6 +353,9 @@ impl<B: Backend> Store<B> {
                 Ok(_) => self.renew_lease(&ids[slot]),
                 Err(e) => Err(e),
             });
+        }
+        for slot in again {
+            results[slot] = Some(self.renew_lease(&ids[slot]));
         }
         results
             .into_iter()
