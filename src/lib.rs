@@ -54,8 +54,8 @@ pub use crate::limits::{
 pub use crate::memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use crate::pg::{
-    DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PgBackend, PgOptions, PgStore, PgStoreBuilder, ServerTime,
-    TimeSource,
+    DEFAULT_POOL_SIZE, DEFAULT_POOL_WAIT, DEFAULT_SCHEMA, PgBackend, PgOptions, PgStore,
+    PgStoreBuilder, ServerTime, TimeSource,
 };
 #[cfg(feature = "postgres")]
 #[doc(hidden)]

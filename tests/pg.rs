@@ -196,6 +196,15 @@ fn bad_settings_are_refused_before_anything_is_written() {
         }) => {}
         other => panic!("pool_size(0) must be refused, got {other:?}"),
     }
+    match PgStore::builder(cluster.conninfo())
+        .pool_wait(Duration::ZERO)
+        .open()
+    {
+        Err(Error::InvalidConfig {
+            field: "pool_wait", ..
+        }) => {}
+        other => panic!("pool_wait(0) must be refused, got {other:?}"),
+    }
     let every = Duration::from_micros(999);
     match PgStore::builder(cluster.conninfo())
         .server_clock_refresh(every)
@@ -985,6 +994,70 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         (counter, active),
         (0, 0),
         "the frozen create counted nothing"
+    );
+}
+
+/// A call that finds every pooled connection busy waits for a free one for
+/// the handle's `pool_wait` at most, then fails naming the operation, the
+/// task and the wait: a server slowed down (here a lock held on the
+/// table) does not pile callers up for ever. The busy call itself goes on
+/// once the lock goes. (The second call waited with no limit.)
+#[test]
+fn a_call_waits_for_a_free_connection_for_the_pool_wait_at_most() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("pool_wait");
+    let store = Arc::new(
+        PgStore::builder(format!("{} application_name=pool_wait", cluster.conninfo()))
+            .schema(&schema)
+            .instance_id("waiter")
+            .pool_size(1)
+            .pool_wait(Duration::from_millis(300))
+            .open()
+            .unwrap(),
+    );
+    let task = store.create(NewTask::new()).unwrap();
+    let mut holder = cluster.client();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"
+        ))
+        .unwrap();
+    let busy = std::thread::spawn({
+        let (store, id) = (Arc::clone(&store), task.id.clone());
+        move || store.get(&id)
+    });
+    let mut client = cluster.client();
+    wait_until("the first call to wait on the lock", || {
+        waiting(&mut client, "pool_wait") == 1
+    });
+    let second = std::thread::spawn({
+        let (store, id) = (Arc::clone(&store), task.id.clone());
+        move || store.get(&id)
+    });
+    let waited = std::time::Instant::now();
+    while !second.is_finished() && waited.elapsed() < common::HANG {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gave_up = second.is_finished();
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        gave_up,
+        "the second call waited for a connection with no limit"
+    );
+    match second.join().unwrap() {
+        Err(e @ Error::Backend { .. }) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("no free connection") && said.contains(task.id.as_str()),
+                "{said}"
+            );
+        }
+        other => panic!("the second call fails, naming the wait: {other:?}"),
+    }
+    assert_eq!(
+        busy.join().unwrap().unwrap(),
+        Some(task),
+        "the busy call goes on"
     );
 }
 

@@ -199,7 +199,7 @@ impl PgBackend {
         }
         self.pool
             .get()
-            .map_err(|e| failed(format!("connect to {}", op()), e))
+            .map_err(|e| e.into_error(format!("connect to {}", op())))
     }
 
     /// Runs `sql` with `params` on a pooled connection.

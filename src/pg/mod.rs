@@ -80,6 +80,9 @@ pub type PgStoreBuilder = StoreBuilder<PgOptions>;
 pub const DEFAULT_SCHEMA: &str = "taskstore";
 /// The default number of connections a handle holds at most.
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// How long a call waits for a free connection by default
+/// ([`pool_wait`](StoreBuilder::pool_wait)).
+pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(30);
 /// How long opening a connection may take, unless the connection string
 /// says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +106,7 @@ pub struct PgOptions {
     conninfo: String,
     schema: String,
     pool_size: usize,
+    pool_wait: Duration,
     time: TimeSource,
     clock_refresh: Duration,
     create: bool,
@@ -138,9 +142,19 @@ impl StoreBuilder<PgOptions> {
     }
 
     /// How many connections this handle holds at most (default 8); calls
-    /// beyond it wait for one.
+    /// beyond it wait for one, for [`pool_wait`](Self::pool_wait) at most.
     pub fn pool_size(mut self, pool_size: usize) -> Self {
         self.options.pool_size = pool_size;
+        self
+    }
+
+    /// How long a call waits for a free connection when all
+    /// [`pool_size`](Self::pool_size) are busy (default 30 s; more than
+    /// zero): past it the call fails with [`Error::Backend`] naming the
+    /// wait, so that a server slowed down (a lock held, a stall) does not
+    /// pile up callers for ever.
+    pub fn pool_wait(mut self, wait: Duration) -> Self {
+        self.options.pool_wait = wait;
         self
     }
 
@@ -200,6 +214,12 @@ impl StoreBuilder<PgOptions> {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if options.pool_wait.is_zero() {
+            return Err(Error::InvalidConfig {
+                field: "pool_wait",
+                reason: "must be longer than zero".to_owned(),
+            });
+        }
         let mut config: postgres::Config =
             options
                 .conninfo
@@ -211,9 +231,9 @@ impl StoreBuilder<PgOptions> {
         with_defaults(&mut config);
         let schema = options.schema.clone();
         let op = |what: &str| format!("{what} (opening schema {schema})");
-        let pool = Arc::new(Pool::new(config, options.pool_size));
+        let pool = Arc::new(Pool::new(config, options.pool_size, options.pool_wait));
         let clock = {
-            let mut conn = pool.get().map_err(|e| failed(op("connect"), e))?;
+            let mut conn = pool.get().map_err(|e| e.into_error(op("connect")))?;
             check_encoding(&mut conn.client).map_err(|e| match e {
                 Encoding::Query(e) => failed(op("read the server encoding"), e),
                 Encoding::Not(found) => Error::backend(
@@ -305,6 +325,7 @@ impl Store<PgBackend> {
             conninfo: conninfo.into(),
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
+            pool_wait: DEFAULT_POOL_WAIT,
             time: TimeSource::default(),
             clock_refresh: clock::REFRESH,
             create: true,

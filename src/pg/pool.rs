@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls, Statement};
@@ -76,6 +77,8 @@ impl Connection {
 pub(crate) struct Pool {
     config: Config,
     size: usize,
+    /// How long [`get`](Pool::get) waits for a connection given back.
+    wait: Duration,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -86,6 +89,33 @@ struct State {
     open: usize,
 }
 
+/// Why [`Pool::get`] handed out no connection.
+#[derive(Debug)]
+pub(crate) enum NoConnection {
+    /// Connecting failed.
+    Connect(postgres::Error),
+    /// Every connection stayed busy for the pool's wait.
+    Busy { size: usize, waited: Duration },
+}
+
+impl NoConnection {
+    /// The store's error for `op`, which found no connection.
+    pub fn into_error(self, op: String) -> crate::Error {
+        match self {
+            NoConnection::Connect(e) => super::backend::failed(op, e),
+            NoConnection::Busy { size, waited } => crate::Error::backend(
+                super::backend::BACKEND,
+                op,
+                format!(
+                    "no free connection within {waited:?}: all {size} of the pool's \
+                     connections stayed busy (a slow server or a lock held; see \
+                     `pool_size` and `pool_wait`)"
+                ),
+            ),
+        }
+    }
+}
+
 /// A connection checked out of the pool; back in the pool when dropped,
 /// unless it broke.
 pub(crate) struct Lease<'a> {
@@ -94,10 +124,11 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Pool {
-    pub fn new(config: Config, size: usize) -> Pool {
+    pub fn new(config: Config, size: usize, wait: Duration) -> Pool {
         Pool {
             config,
             size: size.max(1),
+            wait,
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
@@ -120,8 +151,10 @@ impl Pool {
     }
 
     /// A connection: an idle one that still works, else a new one while
-    /// fewer than `size` are open, else the next one given back.
-    pub fn get(&self) -> Result<Lease<'_>, postgres::Error> {
+    /// fewer than `size` are open, else the next one given back within the
+    /// pool's wait.
+    pub fn get(&self) -> Result<Lease<'_>, NoConnection> {
+        let deadline = Instant::now() + self.wait;
         let mut state = self.lock();
         loop {
             if let Some(connection) = self.take_idle(&mut state) {
@@ -135,11 +168,22 @@ impl Pool {
                     Err(e) => {
                         self.lock().open -= 1;
                         self.freed.notify_one();
-                        Err(e)
+                        Err(NoConnection::Connect(e))
                     }
                 };
             }
-            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NoConnection::Busy {
+                    size: self.size,
+                    waited: self.wait,
+                });
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
