@@ -360,16 +360,23 @@ fn judge(
 /// Refuses a directory that is not a store (FORMAT.md: a store holds
 /// `taskstore.json`), so that no command makes one by mistake.
 fn is_store(dir: &Path) -> Result<(), Failure> {
+    let marker = dir.join("taskstore.json");
     match std::fs::symlink_metadata(dir) {
-        Err(e) => Err(format!("no store at {}: {e}", dir.display()).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no store at {}: {e}", dir.display()).into())
+        }
+        Err(e) => Err(format!("cannot look at {}: {e}", dir.display()).into()),
         Ok(meta) if !meta.is_dir() => {
             Err(format!("no store at {}: not a directory", dir.display()).into())
         }
-        Ok(_) if std::fs::symlink_metadata(dir.join("taskstore.json")).is_err() => Err(format!(
-            "{} is not a store (it holds no taskstore.json)",
-            dir.display()
-        )
-        .into()),
-        Ok(_) => Ok(()),
+        Ok(_) => match std::fs::symlink_metadata(&marker) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{} is not a store (it holds no taskstore.json)",
+                dir.display()
+            )
+            .into()),
+            Err(e) => Err(format!("cannot look at {}: {e}", marker.display()).into()),
+        },
     }
 }

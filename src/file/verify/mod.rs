@@ -150,24 +150,39 @@ impl FileCheck {
         // open alone (which compacts an area into a new directory) cannot
         // come between, and the areas opened are the ones in use for as
         // long as the check lives.
-        let handles = match fs.open_dir(&root_dir, OsStr::new("locks")) {
-            Ok(locks) => handles_lock(&fs, &locks)?.map(|(file, path, _)| (file, path)),
-            Err(_) => None,
+        // A directory that is missing, not a directory or a symlink is the
+        // layout's problem (`verify` reports it); one that cannot be opened
+        // for any other reason (its permissions, an I/O error) is an error
+        // naming it: never a store checked and found clean.
+        let open = |name: &str| match fs.open_dir(&root_dir, OsStr::new(name)) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) || is_symlink_refusal(&e) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("open directory", root.join(name), e)),
+        };
+        let handles = match open("locks")? {
+            Some(locks) => handles_lock(&fs, &locks)?.map(|(file, path, _)| (file, path)),
+            None => None,
         };
         if let Some((file, path)) = &handles {
             fs.lock_shared(file, path)
                 .map_err(|e| Error::io("lock", path, e))?;
         }
-        let open = |name: &str| fs.open_dir(&root_dir, OsStr::new(name)).ok();
         let dirs = (
-            open("active"),
-            open("done"),
-            open("tmp"),
-            open("expiring"),
-            open("quarantine"),
-            open("locks"),
-            open("locks"),
-            open("quarantine"),
+            open("active")?,
+            open("done")?,
+            open("tmp")?,
+            open("expiring")?,
+            open("quarantine")?,
+            open("locks")?,
+            open("locks")?,
+            open("quarantine")?,
         );
         let store = match dirs {
             (
