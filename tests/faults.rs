@@ -1858,3 +1858,39 @@ fn renewing_many_leases_at_once_makes_them_durable_together() {
     }
     assert_eq!(syncs(from), ids.len());
 }
+
+/// A task a reap (or a sweep, or a claim) could not handle is said in the
+/// log, with its id and the error, whatever the caller keeps of the pass:
+/// `reap_orphans`, which the MCP manager's loop calls, returns the tasks
+/// reaped alone. (Nothing was said: the pass returned `Ok` with fewer
+/// tasks, and the failures were gone.)
+#[test]
+fn a_task_a_reap_could_not_handle_is_said_with_its_id() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    let owner = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    let ids: Vec<TaskId> = (0..2)
+        .map(|_| owner.create(NewTask::new()).unwrap().id)
+        .collect();
+    clock.advance(Duration::from_secs(90));
+    faults.fail_at(FsOp::SyncDir, root.join("done"), Fault::Eio);
+    let logged = common::Logged::default();
+    let reaped = tracing::subscriber::with_default(logged.clone(), || store.reap_orphans());
+    faults.disarm();
+    assert_eq!(reaped.unwrap().len(), 0, "neither reap was made durable");
+    for id in &ids {
+        assert!(
+            logged
+                .warnings()
+                .iter()
+                .any(|w| w.field("task") == Some(id.as_str()) && w.field("error").is_some()),
+            "no warning names {id}: {:?}",
+            logged.warnings()
+        );
+    }
+}

@@ -80,7 +80,7 @@ impl<B: Backend> Store<B> {
                     // Changed since it was read: deleted by someone else, or
                     // recreated under its id (then it is not this one).
                     Ok(_) => {}
-                    Err(error) => swept.missed.push(Missed { id: task.id, error }),
+                    Err(error) => swept.missed.push(missed("sweep", task.id, error)),
                 }
             }
             if exhausted {
@@ -122,7 +122,7 @@ impl<B: Backend> Store<B> {
             }
             match self.orphan_failed(&task, now) {
                 Ok(next) => pairs.push((task, next)),
-                Err(error) => reaped.missed.push(Missed { id: task.id, error }),
+                Err(error) => reaped.missed.push(missed("reap", task.id, error)),
             }
         }
         reaped.expired = self.forget_expired(expired);
@@ -143,7 +143,7 @@ impl<B: Backend> Store<B> {
                     reaped.tasks.push(task);
                 }
                 Ok(None) => {}
-                Err(error) => reaped.missed.push(Missed { id, error }),
+                Err(error) => reaped.missed.push(missed("reap", id, error)),
             }
         }
         reaped.tasks.sort_by(Task::listing_order);
@@ -205,7 +205,7 @@ impl<B: Backend> Store<B> {
                 .and_then(|()| self.settings.limits.record_own(next));
             match taken {
                 Ok(next) => pairs.push((task, next)),
-                Err(error) => claimed.missed.push(Missed { id: task.id, error }),
+                Err(error) => claimed.missed.push(missed("claim", task.id, error)),
             }
         }
         claimed.expired = self.forget_expired(expired);
@@ -221,10 +221,7 @@ impl<B: Backend> Store<B> {
                 // Changed since it was judged claimable: renewed by its
                 // owner, or claimed by another instance first.
                 Ok(_) => {}
-                Err(error) => claimed.missed.push(Missed {
-                    id: current.id,
-                    error,
-                }),
+                Err(error) => claimed.missed.push(missed("claim", current.id, error)),
             }
         }
         claimed.tasks.sort_by(Task::listing_order);
@@ -362,6 +359,14 @@ impl<B: Backend> Store<B> {
             .map(|r| r.expect("every id has its result"))
             .collect()
     }
+}
+
+/// A task `pass` could not handle, said in the log too (with its id and
+/// the error): a caller that keeps only what the pass did
+/// (`reap_orphans`, `sweep_expired`) loses nothing unsaid.
+fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
+    tracing::warn!(task = %id, error = %error, pass, "a task the pass could not handle; the next pass tries again");
+    Missed { id, error }
 }
 
 /// The running tasks whose lease has lapsed at `now`: every candidate of a
