@@ -412,6 +412,18 @@ async fn an_answer_through_a_peer_is_stored_once_and_one_too_deep_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::INVALID_PARAMS, "{refused:?}");
+    // One larger than the store takes is the client's to fix too: invalid
+    // params, naming the task, not an internal error.
+    let too_big = json!({"blob": "x".repeat(cap + 1)});
+    let refused = peer
+        .update_task(&seed.task_id, [("k".to_owned(), too_big)])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS, "{refused:?}");
+    assert_eq!(
+        refused.data.as_ref().unwrap()["taskId"],
+        seed.task_id.as_str()
+    );
     let blob = "x".repeat(cap * 3 / 5);
     peer.update_task(&seed.task_id, [("k".to_owned(), json!({"blob": blob}))])
         .await
