@@ -25,6 +25,25 @@ pub(super) fn events_once_per_applied_transition(
             .unwrap(),
     );
     assert_eq!(count(TaskEventKind::Updated, &task.id), 1);
+    // A write refused by its condition is no event either: at a revision
+    // the task has left, or fenced to an epoch it is not at.
+    let stale = TaskUpdate::new()
+        .metadata("k", 2)
+        .if_revision(task.revision);
+    assert!(matches!(
+        b.update(&task.id, stale).unwrap(),
+        Transition::Changed(_)
+    ));
+    let fenced = TaskUpdate::new().metadata("k", 3).fenced(task.epoch + 1);
+    assert!(matches!(
+        a.update(&task.id, fenced).unwrap(),
+        Transition::Fenced(_)
+    ));
+    assert_eq!(
+        count(TaskEventKind::Updated, &task.id),
+        1,
+        "no event for either"
+    );
     let big = "x".repeat(setup.max_payload_bytes);
     assert!(a.complete(&task.id, json!(big)).is_err());
     assert_eq!(

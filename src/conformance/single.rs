@@ -357,6 +357,30 @@ pub(super) fn list_orders_filters_and_pages(store: &dyn TaskStore, setup: &Setup
         }
     }
     assert_eq!(paged, expected, "pages concatenate to the full listing");
+    // Pages of one status follow the cursors too, whatever the tasks of
+    // other statuses between them.
+    let working: Vec<TaskId> = listed_ids(store, &ListQuery::all().status(TaskStatus::Working));
+    assert_eq!(working.len(), 4);
+    let mut paged = Vec::new();
+    let mut query = ListQuery::all().status(TaskStatus::Working).limit(1);
+    loop {
+        let page = store.list(&query).unwrap();
+        assert!(page.tasks.iter().all(|t| t.status == TaskStatus::Working));
+        paged.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => {
+                query = ListQuery::all()
+                    .status(TaskStatus::Working)
+                    .limit(1)
+                    .after(&c);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, working,
+        "a status's pages concatenate to its listing"
+    );
     let exact = store.list(&ListQuery::all().limit(7)).unwrap();
     assert_eq!(exact.next_cursor, None, "no cursor when nothing is left");
     // The largest limit there is: everything, once (the scan asks for one
@@ -460,6 +484,9 @@ pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
                 .unwrap(),
         );
     }
+    // A task waiting for input is active: it keeps its slot.
+    let waiting = TaskUpdate::new().status(TaskStatus::InputRequired);
+    applied(store.update(&tasks[2].id, waiting).unwrap());
     match store.create(NewTask::new()) {
         Err(Error::TooManyActive { limit, .. }) => assert_eq!(limit, setup.max_active),
         other => panic!("expected TooManyActive, got {other:?}"),
