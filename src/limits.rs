@@ -17,10 +17,11 @@ pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// How far past the payload cap the store's own changes to a task it
 /// accepted may take it: a renewed lease's longer timestamp, a new owner's
-/// identity, an orphan's error. A host's writes get this room only over a
-/// task the store's own change took past the cap (its new owner's
-/// checkpoints and outcome), so a task the store accepted can always be
-/// renewed, claimed, reaped, and finished by the owner that claimed it.
+/// identity, an orphan's error. A host's writes get none of it while a task
+/// runs (over a task the store's own change took past the cap, a running
+/// write may not make it larger), and all of it for the outcome, so a task
+/// the store accepted can always be renewed, claimed, reaped, and finished
+/// by the owner that claimed it.
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
@@ -74,16 +75,24 @@ impl Limits {
 
     /// `task` as a backend stores it, written by a host over `current`:
     /// within the cap, or, where the store's own change (a claim naming a
-    /// long instance id) took `current` past it, within the store's own
-    /// headroom, as that change was: the new owner's checkpoints and
-    /// outcome are not refused for a size the store gave the task.
+    /// long instance id) took `current` past it, no larger than `current`
+    /// while it runs (the room left past it is the store's own, for the
+    /// renewals, claims and reap still to come), and within the store's
+    /// headroom once it ends (nothing of the store's comes after): its new
+    /// owner's checkpoints that do not grow it, and its outcome, are not
+    /// refused for a size the store gave the task.
     pub fn record_over(&self, task: Task, current: &Task) -> Result<Record> {
         check_depth(&task)?;
         let json = encode(&task)?;
         let cap = self.max_payload_bytes;
         if json.len() > cap {
-            let past = encode(current).is_ok_and(|had| had.len() > cap);
-            if !past || json.len() > cap + OWN_HEADROOM {
+            let had = encode(current).map_or(0, |had| had.len());
+            let limit = match (had > cap, task.is_terminal()) {
+                (false, _) => cap,
+                (true, false) => had,
+                (true, true) => cap + OWN_HEADROOM,
+            };
+            if json.len() > limit {
                 return Err(self.too_large(&task, json.len()));
             }
         }

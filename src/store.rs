@@ -342,8 +342,10 @@ pub enum Transition {
     /// earlier); nothing was changed. This is the task as it stands.
     AlreadyTerminal(Task),
     /// The write was fenced to an owner epoch the task has left (another
-    /// owner claimed it to resume it); nothing was changed. This is the task
-    /// as it stands.
+    /// owner claimed it to resume it), or the task is not this handle's
+    /// (another instance's, another open's of the same instance id, or
+    /// released by this handle); nothing was changed. This is the task as
+    /// it stands.
     Fenced(Task),
     /// The update asked for a revision
     /// ([`TaskUpdate::if_revision`](crate::TaskUpdate::if_revision)) the

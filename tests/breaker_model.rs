@@ -215,15 +215,21 @@ impl Model {
         (calls, failures)
     }
 
-    fn advance(&mut self) {
+    /// Every slot held past the timeout by probes not reported: reopened.
+    fn expire_probes(&mut self) {
         if let MState::HalfOpen {
             in_flight, probed, ..
         } = self.state
             && in_flight >= self.cfg.probes
             && self.now - probed >= self.cfg.probe_timeout_ms
         {
-            // Every slot held past the timeout by probes not reported.
             self.trip(BreakerEventKind::Reopened);
+        }
+    }
+
+    fn advance(&mut self) {
+        if matches!(self.state, MState::HalfOpen { .. }) {
+            self.expire_probes();
         } else if let MState::Open { until } = self.state
             && self.now >= until
         {
@@ -270,6 +276,9 @@ impl Model {
     }
 
     fn verdict(&mut self, p: MPermit, ok: bool) {
+        if p.probe {
+            self.expire_probes();
+        }
         if p.generation != self.generation {
             return;
         }

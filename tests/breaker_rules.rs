@@ -351,6 +351,21 @@ fn a_probe_that_never_reports_holds_its_slot_for_the_probe_timeout_only() {
         BreakerState::Closed,
         "the hung probe's late report counts for nothing"
     );
+    // A probe reporting past its timeout, with no call between to see it
+    // lapse, counts for nothing either: the breaker reopens.
+    fail(&b);
+    rig.clock.advance(secs(5));
+    let late = b.try_acquire().unwrap();
+    assert!(late.is_probe());
+    rig.clock.advance(secs(10));
+    late.success();
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(reopened.data["reason"], "probe_timed_out", "{reopened:?}");
+    assert_eq!(
+        b.state(),
+        BreakerState::Open,
+        "the late success did not close it"
+    );
 }
 
 #[test]

@@ -2435,23 +2435,30 @@ fn run_as_owner_bound_by_modes(dir: &Path, args: &[&str]) -> Output {
         std::os::unix::fs::lchown(&entry, Some(uid), None).unwrap();
     }
     std::os::unix::fs::lchown(dir, Some(uid), None).unwrap();
+    // Every directory above the store must let nobody through: opened for
+    // the run, as they were after it.
+    let mut opened = Vec::new();
     let mut parent = dir.parent();
     while let Some(p) = parent {
-        // Every directory above the store must let nobody through.
         let mode = fs::metadata(p).unwrap().permissions().mode();
         if mode & 0o001 == 0 {
             chmod(p, mode | 0o001);
+            opened.push((p.to_owned(), mode));
         }
         parent = p.parent();
     }
-    Command::new("runuser")
+    let out = Command::new("runuser")
         .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_taskstore")])
         .args(args)
         .env("TASKSTORE_STORE", dir)
         .env_remove("TASKSTORE_PG")
         .stdin(Stdio::null())
         .output()
-        .expect("run the taskstore binary as nobody")
+        .expect("run the taskstore binary as nobody");
+    for (path, mode) in opened {
+        chmod(&path, mode);
+    }
+    out
 }
 
 /// Every path under `dir`.

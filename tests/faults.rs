@@ -1894,3 +1894,63 @@ fn a_task_a_reap_could_not_handle_is_said_with_its_id() {
         );
     }
 }
+
+/// After an fsync of `done/` failed, a removal from it may be lost: a
+/// power loss can bring the file back. So the finished tasks' `expiring/`
+/// entries stay, whatever later fsyncs say (the kernel reports a failure
+/// once): a task come back is still found and swept. (The next sweep's
+/// retry removed them after its own fsync succeeded, and so did a later
+/// sweep that found them stale: such a task would never be swept.)
+#[test]
+fn after_a_failed_fsync_of_done_the_index_entries_of_its_removals_stay() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    let ttl = Duration::from_secs(60);
+    let ids = finished_tasks(&store, 3, ttl);
+    clock.advance(ttl * 2);
+    let entries = common::files_in(&root, "expiring");
+    assert_eq!(entries.len(), 3);
+    faults.fail_at(FsOp::SyncDir, root.join("done"), Fault::Eio);
+    assert!(store.sweep().is_err(), "the sweep's fsync of done/ failed");
+    faults.disarm();
+    store.sweep().unwrap();
+    store.sweep().unwrap();
+    assert_eq!(common::files_in(&root, "done"), Vec::<String>::new());
+    for id in &ids {
+        assert_eq!(store.get(id).unwrap(), None);
+    }
+    assert_eq!(
+        common::files_in(&root, "expiring"),
+        entries,
+        "the entries stay for the tasks a power loss may bring back"
+    );
+}
+
+/// A task whose create failed and could not be undone is no caller's: a
+/// renewal of given leases renews it under no id it is given, given twice
+/// or not. (Given twice, the second renewal renewed it.)
+#[test]
+fn a_failed_creates_task_is_renewed_under_no_repeated_id() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, _clock, faults) = faulted(&root);
+    let id = TaskId::parse("made-and-failed").unwrap();
+    let file = root.join("active").join("made-and-failed.json");
+    faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
+    faults.fail_at(FsOp::Remove, &file, Fault::Eio);
+    assert!(store.create(NewTask::new().id(id.clone())).is_err());
+    faults.disarm();
+    // Still not removable: the task stays, kept from renewal.
+    faults.fail_at(FsOp::Remove, &file, Fault::Eio);
+    let renewed = store.renew_leases_of(&[id.clone(), id.clone()]);
+    faults.disarm();
+    for result in renewed {
+        assert!(
+            matches!(result, Err(taskstore::Error::NotFound { .. })),
+            "{result:?}"
+        );
+    }
+}

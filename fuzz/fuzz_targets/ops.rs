@@ -945,13 +945,19 @@ impl Run {
             return Ok(Transition::Fenced(current));
         }
         // Over a task the store's own change took past the cap, a host's
-        // write has the store's headroom too.
-        let past = encoded_size(&current) > self.handles[h].cap;
+        // running write may not make it larger, and its outcome has the
+        // store's headroom.
+        let had = encoded_size(&current);
+        let cap = self.handles[h].cap;
         let mut next = current;
         change(&mut next, now);
         next.revision += 1;
         self.after_write(h, &mut next, now);
-        self.recorded(h, &next, past)?;
+        self.recorded(h, &next, had > cap)?;
+        let size = encoded_size(&next);
+        if had > cap && !next.is_terminal() && size > had {
+            return Err(Refusal::PayloadTooLarge { size, limit: cap });
+        }
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }

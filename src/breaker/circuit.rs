@@ -45,7 +45,9 @@ use crate::events::{BreakerEventKind, BreakerState, CallOutcome};
 /// - **Half-open**: at most `half_open_probes` permits are held at once; a
 ///   permit dropped without a verdict gives its slot back. One failed probe
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
-///   the window (of either kind).
+///   the window (of either kind). Once every slot has been held for
+///   `probe_timeout` by probes that have not reported, it opens again, and
+///   their late reports count for nothing.
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
@@ -314,12 +316,20 @@ impl Breaker {
             return;
         }
         let mut inner = self.lock();
+        // A probe reporting after its timeout reopened the breaker counts
+        // for nothing (its generation is gone by then).
+        let expired = if ticket.probe {
+            inner.expire_probes(core, &mut now)
+        } else {
+            None
+        };
         let event = if inner.generation == ticket.generation {
             inner.verdict(core, &mut now, verdict)
         } else {
             None
         };
         drop(inner);
+        core.env.emit(expired);
         core.env.emit(event);
         core.env.call(&core.name, outcome);
     }

@@ -261,30 +261,39 @@ impl Inner {
             && !core.rate_trips(totals)
     }
 
-    /// Open → half-open once the open duration has passed; half-open →
-    /// open once every probe slot has been held past the probe timeout by
-    /// probes that have not reported.
-    pub fn advance(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
-        if let State::HalfOpen {
+    /// Half-open → open once every probe slot has been held past the probe
+    /// timeout by probes that have not reported: before any permit is
+    /// handed out or refused, and before a probe's report counts (one
+    /// that comes after the timeout is then of a generation gone).
+    pub fn expire_probes(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
+        let State::HalfOpen {
             in_flight,
             successes,
             probed_nanos,
             ..
         } = self.state
+        else {
+            return None;
+        };
+        if in_flight < core.config.half_open_probes
+            || now.get().saturating_sub(probed_nanos) < core.probe_timeout_nanos
         {
-            if in_flight < core.config.half_open_probes
-                || now.get().saturating_sub(probed_nanos) < core.probe_timeout_nanos
-            {
-                return None;
-            }
-            let totals = Totals {
-                calls: u64::from(successes) + u64::from(in_flight),
-                failures: 0,
-                slow: u64::from(in_flight),
-            };
-            let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
-            let reason = TripReason::ProbeTimedOut;
-            return Some(self.trip(core, now.get(), reopened, reason, totals));
+            return None;
+        }
+        let totals = Totals {
+            calls: u64::from(successes) + u64::from(in_flight),
+            failures: 0,
+            slow: u64::from(in_flight),
+        };
+        let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
+        Some(self.trip(core, now.get(), reopened, TripReason::ProbeTimedOut, totals))
+    }
+
+    /// Open → half-open once the open duration has passed; half-open →
+    /// open once its probes have timed out ([`expire_probes`](Self::expire_probes)).
+    pub fn advance(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
+        if matches!(self.state, State::HalfOpen { .. }) {
+            return self.expire_probes(core, now);
         }
         let State::Open {
             opened_at,

@@ -641,9 +641,11 @@ pub(super) fn renewing_several_leases_is_renewing_each(
 
 /// A claim is the store's own write, which may take a task past the
 /// payload cap by `OWN_HEADROOM` (a long instance id as its owner). The
-/// new owner's writes that do not make it larger still land: its
-/// checkpoints, its outcome, a cancel. (Each was refused as too large: the
-/// task could only be reaped, deleted or left to expire.)
+/// new owner's writes that do not make it larger still land, and so does
+/// its outcome; a running write that would make it larger is refused, so
+/// the room left stays the store's (a reap of it still lands). (Every host
+/// write was refused as too large: the task could only be reaped, deleted
+/// or left to expire.)
 pub(super) fn a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes(
     a: &dyn TaskStore,
     _: &dyn TaskStore,
@@ -659,36 +661,50 @@ pub(super) fn a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes(
     let size = serde_json::to_vec(&bare).unwrap().len();
     assert!(a.delete(&bare.id).unwrap());
     let blob = "x".repeat(setup.max_payload_bytes - size - 16);
-    let task = a.create(new(blob)).unwrap();
+    let (first, second) = (
+        a.create(new(blob.clone())).unwrap(),
+        a.create(new(blob.clone())).unwrap(),
+    );
     setup.clock.advance(setup.lease);
     let long = "c".repeat(200);
     let claimer = reopen(&long);
     let claimed = claimer.claim(&["k"]).unwrap();
-    assert_eq!(claimed.tasks.len(), 1, "{:?}", claimed.missed);
+    assert_eq!(claimed.tasks.len(), 2, "{:?}", claimed.missed);
     let taken = &claimed.tasks[0];
     let taken_size = serde_json::to_vec(taken).unwrap().len();
     assert!(
         taken_size > setup.max_payload_bytes,
         "{taken_size}: past the cap"
     );
-    let checkpoint = TaskUpdate::new()
-        .fenced(taken.epoch)
+    let fenced = || TaskUpdate::new().fenced(taken.epoch);
+    let grown = fenced().status_message("x".repeat(64));
+    assert!(
+        matches!(
+            claimer.update(&first.id, grown),
+            Err(Error::PayloadTooLarge { .. })
+        ),
+        "a running write that makes it larger is refused"
+    );
+    let smaller = fenced()
+        .metadata("blob", "x".repeat(blob.len() - 64))
         .checkpoint(json!({"n": 2}));
-    let saved = applied(claimer.update(&task.id, checkpoint).unwrap());
+    let saved = applied(claimer.update(&first.id, smaller).unwrap());
     assert_eq!(
         saved.resume.as_ref().unwrap().checkpoint,
         Some(json!({"n": 2}))
     );
-    let grown = TaskUpdate::new()
-        .fenced(taken.epoch)
-        .status_message("x".repeat(crate::OWN_HEADROOM));
-    assert!(
-        matches!(
-            claimer.update(&task.id, grown),
-            Err(Error::PayloadTooLarge { .. })
-        ),
-        "a write that makes it larger still is refused"
-    );
-    let cancelled = applied(claimer.cancel(&task.id, None).unwrap());
-    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    let finished = claimer
+        .finish_fenced(
+            &second.id,
+            Outcome::Completed(json!({"done": true})),
+            taken.epoch,
+        )
+        .unwrap();
+    assert_eq!(applied(finished).status, TaskStatus::Completed);
+    // Left to lapse, the first is still reaped: its room was kept.
+    setup.clock.advance(setup.lease * 2);
+    let reaped = a.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    assert_eq!(reaped.tasks.len(), 1);
+    assert_eq!(reaped.tasks[0].id, first.id);
 }

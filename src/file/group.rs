@@ -64,6 +64,13 @@ impl DirSync {
         Before(self.failures.load(Ordering::SeqCst))
     }
 
+    /// Whether an fsync of this directory has failed since the handle
+    /// opened: then no removal made before it is known durable, whatever
+    /// later fsyncs say.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failures.load(Ordering::SeqCst) > 0
+    }
+
     /// Makes a change the caller just finished in this directory durable;
     /// `before` was read before the change began. An error if an fsync of
     /// the directory failed since then.

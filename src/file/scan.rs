@@ -805,7 +805,11 @@ impl FileBackend {
     /// at its end, or failed to), and a power loss must not bring the file
     /// back without its entry.
     pub(super) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
-        if entries.is_empty() {
+        // After a failed fsync of `done/` this handle cannot tell a removal
+        // from it durable (a power loss may bring the file back), so the
+        // entries stay: a stale one is harmless, a finished task come back
+        // without its entry would never be swept.
+        if entries.is_empty() || self.area(Area::Done).has_failed() {
             return Ok(());
         }
         self.sync(Area::Done, self.area(Area::Done).before())?;

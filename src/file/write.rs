@@ -780,9 +780,14 @@ impl FileBackend {
             && let Err(e) = self.sync_touched(touched)
         {
             // Reported once: the next call makes them durable again, as
-            // changes made from now (a removal of an expired task that a
-            // power loss undoes is only swept again).
+            // changes made from now. The failed fsync may have lost the
+            // removals (the files come back after a power loss, expired,
+            // and a later sweep deletes them again), so their `expiring/`
+            // entries stay: without them a finished task come back would
+            // never be swept. An entry whose file is durably gone is stale,
+            // and a later pass removes it.
             touched.before = self.touched().before;
+            touched.unindex.clear();
             return Err(e);
         }
         *pending = None;

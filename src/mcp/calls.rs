@@ -21,21 +21,11 @@ pub(super) enum StoreCall {
 
 impl StoreCall {
     /// `-32602` for a task that does not exist (or an id that cannot name
-    /// one) and for what the client sent that the store refuses (too
-    /// large, too deep, not a valid task), `-32603` with the cause for
-    /// everything else.
+    /// one), `-32603` with the cause for everything else.
     pub(super) fn into_mcp(self, id: Option<&TaskId>) -> McpError {
         match self {
             StoreCall::Store(Error::NotFound { id }) => unknown_task(id.as_str()),
             StoreCall::Store(e @ Error::InvalidId { .. }) => invalid_id(&e),
-            StoreCall::Store(
-                e @ (Error::PayloadTooLarge { .. }
-                | Error::TooDeep { .. }
-                | Error::InvalidTask { .. }),
-            ) => McpError::invalid_params(
-                format!("the task store refuses it: {e}"),
-                Some(json!({ "taskId": id.map(TaskId::as_str), "cause": e.to_string() })),
-            ),
             StoreCall::Store(e) => McpError::internal_error(
                 format!("task store error: {e}"),
                 Some(json!({ "taskId": id.map(TaskId::as_str), "cause": e.to_string() })),
@@ -44,6 +34,26 @@ impl StoreCall {
                 format!("task store call did not finish: {e}"),
                 Some(json!({ "taskId": id.map(TaskId::as_str) })),
             ),
+        }
+    }
+}
+
+impl StoreCall {
+    /// [`into_mcp`](Self::into_mcp), for a call that stores what the
+    /// client sent (an answer, a tool call's task): what the store refuses
+    /// of it (too large, too deep, not a valid task) is the client's to
+    /// fix, `-32602`, naming the task.
+    pub(super) fn into_mcp_for_input(self, id: Option<&TaskId>) -> McpError {
+        match self {
+            StoreCall::Store(
+                e @ (Error::PayloadTooLarge { .. }
+                | Error::TooDeep { .. }
+                | Error::InvalidTask { .. }),
+            ) => McpError::invalid_params(
+                format!("the task store refuses it: {e}"),
+                Some(json!({ "taskId": id.map(TaskId::as_str), "cause": e.to_string() })),
+            ),
+            other => other.into_mcp(id),
         }
     }
 }

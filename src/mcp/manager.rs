@@ -210,7 +210,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         let store = Arc::clone(&shared.store);
         let task = blocking(move || store.create(new))
             .await
-            .map_err(|e| e.into_mcp(None))?;
+            .map_err(|e| e.into_mcp_for_input(None))?;
         let seed = to_rmcp_task(&task);
         shared.launch(
             Run::of(&task, shared.store.lease(), shared.store.now()),

@@ -32,7 +32,8 @@
 //! - **Durable before the handle.** [`DurableTaskManager::spawn`] returns
 //!   once the task is in the store (fsynced, under the default
 //!   [`Durability`](crate::Durability)), so `tasks/get` at any instance
-//!   resolves it at once. Store errors answer `-32603`.
+//!   resolves it at once. Store errors answer `-32603`; a task the store
+//!   refuses (too large, too deep, not valid) `-32602`.
 //! - **First writer wins.** The operation's `Ok` is recorded `completed`
 //!   with the `CallToolResult` inlined, [`TaskExit::Error`] `failed` with the
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
@@ -133,7 +134,9 @@
 //! - **Errors.** Unknown, invalid and expired ids answer `-32602` (invalid
 //!   params), with the id shortened to 160 bytes as the store shortens it;
 //!   store errors `-32603` with the cause in the message and in
-//!   `data.cause`.
+//!   `data.cause`, but for what the store refuses of a client's answer or
+//!   tool call (too large, too deep, not a valid task): `-32602`, with the
+//!   task id and the cause.
 //! - **Wrongly typed params.** A `tasks/get`, `tasks/update` or
 //!   `tasks/cancel` whose `taskId` is a number, `null` or missing never
 //!   reaches the manager: `rmcp` 3.11 fails to parse its params and hands

@@ -74,7 +74,7 @@ impl Shared {
             if self
                 .accept(&run, responses.clone())
                 .await
-                .map_err(|e| e.into_mcp(Some(&id)))?
+                .map_err(|e| e.into_mcp_for_input(Some(&id)))?
             {
                 return Ok(());
             }
@@ -93,7 +93,7 @@ impl Shared {
         blocking(move || store.update(&target, update))
             .await
             .map(drop)
-            .map_err(|e| e.into_mcp(Some(&id)))?;
+            .map_err(|e| e.into_mcp_for_input(Some(&id)))?;
         // A run of this instance that just started may wait for it.
         if let Some(run) = self.run_of(&id) {
             self.look(&run).await;

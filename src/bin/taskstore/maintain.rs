@@ -144,9 +144,7 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
     }
     // A reap reads the running tasks whose lease lapsed, and deletes the
     // expired ones among them, as a sweep would.
-    let met = preview.expired.iter().filter(|task| {
-        !task.is_terminal() && task.lease_expires_at.is_some_and(|lease| lease <= now)
-    });
+    let met = preview.expired.iter().filter(|task| task.is_orphan_at(now));
     let mut deleted = 0;
     for task in met {
         deleted += 1;
