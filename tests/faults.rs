@@ -1821,7 +1821,8 @@ fn a_compaction_cut_short_is_made_durable_before_its_leftover_goes() {
 /// MCP manager's watch calls) makes them durable with one fsync of
 /// `active/`, not one each: a manager renewing thousands of leases one by
 /// one let the last of them lapse before it got to them. Shown on the
-/// calls the store makes.
+/// calls the store makes, for a batch large enough that its files are
+/// written by several workers at once.
 #[test]
 fn renewing_many_leases_at_once_makes_them_durable_together() {
     use taskstore::FsEvent;
@@ -1829,7 +1830,7 @@ fn renewing_many_leases_at_once_makes_them_durable_together() {
     let clock = ManualClock::new(T0);
     let recorder = taskstore::Recorder::new();
     let store = recorded(dir.path(), &clock, &recorder);
-    let ids: Vec<TaskId> = (0..50)
+    let ids: Vec<TaskId> = (0..600)
         .map(|_| store.create(NewTask::new()).unwrap().id)
         .collect();
     clock.advance(Duration::from_secs(5));
@@ -1842,12 +1843,16 @@ fn renewing_many_leases_at_once_makes_them_durable_together() {
             .filter(|e| matches!(e, FsEvent::SyncDir { path } if path.ends_with("active")))
             .count()
     };
-    assert_eq!(syncs(from), 1, "one fsync of active/ for 50 renewals");
+    assert_eq!(syncs(from), 1, "one fsync of active/ for 600 renewals");
+    let fresh = recorded(dir.path(), &clock, &taskstore::Recorder::new());
     for id in &ids {
-        let lease = store.get(id).unwrap().unwrap().lease_expires_at;
+        let task = fresh.get(id).unwrap().unwrap();
         assert_eq!(
-            lease,
-            Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE),
+            (task.lease_expires_at, task.revision),
+            (
+                Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE),
+                2
+            ),
             "{id}"
         );
     }

@@ -34,6 +34,7 @@ mod mutex_ring;
 mod peers;
 mod reads;
 mod reap;
+mod renew;
 mod resilience;
 mod sweep;
 mod table;
@@ -200,6 +201,9 @@ fn main() {
     }
     if filter.wants(&reap::workloads()) {
         reap::reap(&mut c);
+    }
+    if filter.wants(&[renew::WORKLOAD]) {
+        renew::renew(&mut c);
     }
     if filter.wants(&["get/1r", "get/2r"]) {
         reads::reads(&mut c);

@@ -33,6 +33,11 @@ pub trait Peer: Send + Sync {
     /// cursor of the previous page: a keyset on (`created_at`, id).
     fn page(&self, limit: usize, after: Option<&str>) -> Page;
     fn sweep_expired(&self) -> usize;
+    /// Renews the lease of each of `ids` (running tasks this handle made):
+    /// a new lease 30 s from now and a revision more, written as one batch
+    /// made durable once, each peer's fastest honest way. Returns how many
+    /// it renewed.
+    fn renew_all(&self, ids: &[TaskId]) -> usize;
     /// Fixture, untimed: `n` more active tasks (without a TTL), or with
     /// `ttl`, each peer's fastest honest way.
     fn fill(&self, n: usize, ttl: Option<Duration>);
@@ -132,6 +137,11 @@ fn apply_update(task: &mut Task, key: &str, value: u64) {
     task.revision += 1;
 }
 
+fn apply_renew(task: &mut Task) {
+    task.lease_expires_at = Some(OffsetDateTime::now_utc() + Duration::from_secs(30));
+    task.revision += 1;
+}
+
 fn apply_complete(task: &mut Task, result: Value) {
     task.status = TaskStatus::Completed;
     task.result = Some(result);
@@ -194,6 +204,13 @@ impl Peer for Taskstore {
     }
     fn complete(&self, id: &TaskId, result: Value) -> bool {
         self.0.complete(id, result).unwrap().is_applied()
+    }
+    fn renew_all(&self, ids: &[TaskId]) -> usize {
+        self.0
+            .renew_leases_of(ids)
+            .into_iter()
+            .filter(|renewed| renewed.as_ref().is_ok_and(|t| t.is_applied()))
+            .count()
     }
     fn delete(&self, id: &TaskId) -> bool {
         self.0.delete(id).unwrap()
@@ -455,6 +472,27 @@ impl Peer for Sqlite {
         self.modify(id, |t| apply_complete(t, result), true)
             .is_some()
     }
+    fn renew_all(&self, ids: &[TaskId]) -> usize {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+            let mut renewed = 0;
+            for id in ids {
+                let body: String = tx
+                    .query_row("SELECT body FROM tasks WHERE id = ?1", [id.as_str()], |r| r.get(0))
+                    .unwrap();
+                let mut task: Task = serde_json::from_str(&body).unwrap();
+                apply_renew(&mut task);
+                renewed += tx
+                    .execute(
+                        "UPDATE tasks SET body = ?2 WHERE id = ?1 AND status IN ('working', 'input_required')",
+                        params![id.as_str(), serde_json::to_string(&task).unwrap()],
+                    )
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+            renewed
+        })
+    }
     fn delete(&self, id: &TaskId) -> bool {
         // Removed whatever its expiry; `true` only if it was live (as
         // taskstore answers).
@@ -652,6 +690,26 @@ impl Peer for Redb {
     }
     fn complete(&self, id: &TaskId, result: Value) -> bool {
         self.modify(id, |t| apply_complete(t, result)).is_some()
+    }
+    fn renew_all(&self, ids: &[TaskId]) -> usize {
+        self.write(|w| {
+            let mut tasks = w.open_table(TASKS).unwrap();
+            let mut renewed = 0;
+            for id in ids {
+                let mut task: Task =
+                    serde_json::from_slice(tasks.get(id.as_str()).unwrap().unwrap().value())
+                        .unwrap();
+                if task.status.is_terminal() {
+                    continue;
+                }
+                apply_renew(&mut task);
+                tasks
+                    .insert(id.as_str(), serde_json::to_vec(&task).unwrap().as_slice())
+                    .unwrap();
+                renewed += 1;
+            }
+            renewed
+        })
     }
     fn delete(&self, id: &TaskId) -> bool {
         self.write(|w| {

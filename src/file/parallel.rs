@@ -36,6 +36,18 @@ fn workers(items: usize) -> usize {
     cores.clamp(1, MAX_WORKERS).min(items / (MIN_SHARED / 2))
 }
 
+/// How many workers a pass of `items` items that waits on the device more
+/// than it uses a core (an fsync per item) uses: as many as
+/// [`MAX_WORKERS`], whatever the cores, so that the device has several
+/// fsyncs to work on at once (2,000 renewals on 2 cores: about 0.45 s with
+/// four workers, 0.6 s with two, 0.9 s with one).
+fn io_workers(items: usize) -> usize {
+    if items < MIN_SHARED {
+        return 1;
+    }
+    MAX_WORKERS.min(items / (MIN_SHARED / 2))
+}
+
 /// Runs `work` on contiguous shares of `items`, one per worker, and returns
 /// its results in the order of the shares. A share never ends between two
 /// neighbours `together` keeps together (the tasks of one lock stripe, say),
@@ -97,7 +109,26 @@ where
     T: Sync,
     R: Send,
 {
-    let workers = workers(items.len());
+    map_on(workers(items.len()), items, work)
+}
+
+/// [`map`] for work that waits on the device more than it uses a core (an
+/// fsync per item): on up to [`MAX_WORKERS`] workers whatever the cores
+/// ([`io_workers`]).
+pub(super) fn map_io<T, R>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+{
+    map_on(io_workers(items.len()), items, work)
+}
+
+/// [`map`] on `workers` workers.
+fn map_on<T, R>(workers: usize, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+{
     if workers == 1 {
         return items.iter().map(work).collect();
     }

@@ -156,21 +156,37 @@ impl FileBackend {
         if let [(current, next)] = swaps {
             return vec![self.replace_one(current, next)];
         }
-        let mut touched = self.touched();
+        // Each task staged under its own lock, side by side when there are
+        // many (each stage writes and fsyncs a file: a renewal of thousands
+        // of leases waits on as many fsyncs), each with its own record of
+        // what it touched, all settled together below.
+        let staging = parallel::map_io(swaps, |(current, next)| {
+            let mut touched = self.touched();
+            let mut staged = None;
+            let result =
+                self.locks
+                    .lock(&self.fs, stripe(&current.id))
+                    .and_then(|_guard| match self.find(&current.id)? {
+                        Some(found) if is_current(&found.task, current) => {
+                            staged = Some(self.stage(&found, next, Locking::Take, &mut touched)?);
+                            Ok(Swap::Done)
+                        }
+                        found => Ok(Swap::Changed(found.map(|f| f.task))),
+                    });
+            (result, staged, touched)
+        });
+        let mut touched: Option<Touched> = None;
         let mut staged = Vec::new();
-        let mut results: Vec<Result<Swap>> = swaps
-            .iter()
-            .map(|(current, next)| {
-                let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
-                match self.find(&current.id)? {
-                    Some(found) if is_current(&found.task, current) => {
-                        staged.push(self.stage(&found, next, Locking::Take, &mut touched)?);
-                        Ok(Swap::Done)
-                    }
-                    found => Ok(Swap::Changed(found.map(|f| f.task))),
-                }
-            })
-            .collect();
+        let mut results = Vec::with_capacity(swaps.len());
+        for (result, one, theirs) in staging {
+            results.push(result);
+            staged.extend(one);
+            match touched.as_mut() {
+                Some(touched) => touched.absorb(theirs),
+                None => touched = Some(theirs),
+            }
+        }
+        let touched = touched.unwrap_or_else(|| self.touched());
         if let Err(e) = self.settle(&staged, touched, Locking::Take) {
             for result in &mut results {
                 if matches!(result, Ok(Swap::Done)) {
