@@ -1935,7 +1935,8 @@ fn after_a_failed_fsync_of_done_the_index_entries_of_its_removals_stay() {
 
 /// A task whose create failed and could not be undone is no caller's: a
 /// renewal of given leases renews it under no id it is given, given twice
-/// or not. (Given twice, the second renewal renewed it.)
+/// or not, and a renewal of its lease alone does not either. (Given twice,
+/// the second renewal renewed it; so did `renew_lease`.)
 #[test]
 fn a_failed_creates_task_is_renewed_under_no_repeated_id() {
     use taskstore::FsOp;
@@ -1950,7 +1951,8 @@ fn a_failed_creates_task_is_renewed_under_no_repeated_id() {
     faults.disarm();
     // Still not removable: the task stays, kept from renewal.
     faults.fail_at(FsOp::Remove, &file, Fault::Eio);
-    let renewed = store.renew_leases_of(&[id.clone(), id.clone()]);
+    let mut renewed = store.renew_leases_of(&[id.clone(), id.clone()]);
+    renewed.push(store.renew_lease(&id));
     faults.disarm();
     for result in renewed {
         assert!(

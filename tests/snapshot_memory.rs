@@ -37,6 +37,14 @@ fn settled() {
     std::thread::sleep(std::time::Duration::from_millis(300));
 }
 
+/// The bytes of the files in `area`.
+fn file_bytes(area: &std::path::Path) -> usize {
+    std::fs::read_dir(area)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum()
+}
+
 /// Running tasks, as many as a 2-core machine writes quickly.
 const TASKS: usize = 3_000;
 
@@ -62,10 +70,7 @@ fn holds_at_most_one_and_a_half_times_the_files_it_listed(notices: bool) {
         }
     }
     settled();
-    let files: usize = std::fs::read_dir(dir.path().join("active"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
-        .sum();
+    let files = file_bytes(&dir.path().join("active"));
 
     let before = live();
     let reader = handle(dir.path(), notices);
@@ -124,10 +129,7 @@ fn a_few_large_running_tasks_listed_leave_at_most_one_and_a_half_times_their_fil
         }
     }
     settled();
-    let files: usize = std::fs::read_dir(dir.path().join("active"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
-        .sum();
+    let files = file_bytes(&dir.path().join("active"));
     let before = live();
     let reader = handle(dir.path(), true);
     for _ in 0..2 {
@@ -209,10 +211,7 @@ fn paged_history_holds_at_most_one_and_a_half_times_its_files(notices: bool) {
         }
     }
     settled();
-    let files: usize = std::fs::read_dir(dir.path().join("done"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
-        .sum();
+    let files = file_bytes(&dir.path().join("done"));
 
     let before = live();
     let reader = handle(dir.path(), notices);

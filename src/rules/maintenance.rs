@@ -305,8 +305,6 @@ impl<B: Backend> Store<B> {
         // would be one write).
         let mut batched = std::collections::HashSet::new();
         let mut again = Vec::new();
-        // Ids of failed creates' tasks, given again: no caller's either.
-        let mut not_renewed = std::collections::HashSet::new();
         for (slot, id) in ids.iter().enumerate() {
             if !batched.insert(id) {
                 again.push(slot);
@@ -325,7 +323,6 @@ impl<B: Backend> Store<B> {
             };
             if undone.iter().any(|u| is_current(&current, u)) {
                 results[slot] = Some(Err(Error::NotFound { id: id.clone() }));
-                not_renewed.insert(id);
                 continue;
             }
             if super::unwritable(&current, now, None, None).is_some() || !lease.owns(&current) {
@@ -355,12 +352,7 @@ impl<B: Backend> Store<B> {
             });
         }
         for slot in again {
-            let id = &ids[slot];
-            results[slot] = Some(if not_renewed.contains(id) {
-                Err(Error::NotFound { id: id.clone() })
-            } else {
-                self.renew_lease(id)
-            });
+            results[slot] = Some(self.renew_lease(&ids[slot]));
         }
         results
             .into_iter()

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap};
+use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap, is_current};
 use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
 use crate::events::{Event, TaskEventKind};
@@ -274,6 +274,12 @@ impl<B: Backend> Store<B> {
                 kept = Some(why);
                 return Ok(Change::Keep);
             }
+            if self.is_undone(current) {
+                // A failed create's task: no caller's to renew or release.
+                return Err(Error::NotFound {
+                    id: current.id.clone(),
+                });
+            }
             if !lease.owns(current) {
                 return Err(Error::NotOwner {
                     id: current.id.clone(),
@@ -320,6 +326,13 @@ impl<B: Backend> Store<B> {
             }
             undone.push(record.task().clone());
         }
+    }
+
+    /// Whether `task` is the very version of a failed create's task kept
+    /// to be removed ([`undo_create`](Store::undo_create)).
+    fn is_undone(&self, task: &Task) -> bool {
+        let undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+        undone.iter().any(|u| is_current(task, u))
     }
 
     /// Removes the tasks of creates that failed and could not be undone
