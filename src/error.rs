@@ -79,10 +79,12 @@ pub enum Error {
     },
 
     /// A list cursor was not one this store handed out.
-    #[error("invalid list cursor {cursor:?}")]
+    #[error("invalid list cursor {cursor:?}: {reason}")]
     InvalidCursor {
-        /// The cursor as given.
+        /// The cursor as given (its first 200 characters).
         cursor: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// The encoded task would exceed the store's payload cap; nothing was changed.

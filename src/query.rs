@@ -158,14 +158,25 @@ impl Cursor {
     }
 
     fn decode(raw: &str) -> Result<Cursor> {
-        let invalid = || Error::InvalidCursor {
+        let invalid = |reason: String| Error::InvalidCursor {
             cursor: raw.chars().take(200).collect(),
+            reason,
         };
-        let rest = raw.strip_prefix(Cursor::PREFIX).ok_or_else(invalid)?;
-        let (nanos, id) = rest.split_once('.').ok_or_else(invalid)?;
-        let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
-        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
-        let id = TaskId::parse(id).map_err(|_| invalid())?;
+        let rest = raw.strip_prefix(Cursor::PREFIX).ok_or_else(|| {
+            invalid(format!(
+                "it does not start with {}, as the cursors this store hands out do",
+                Cursor::PREFIX
+            ))
+        })?;
+        let (nanos, id) = rest
+            .split_once('.')
+            .ok_or_else(|| invalid("no '.' between its time and its task id".to_owned()))?;
+        let nanos: i128 = nanos
+            .parse()
+            .map_err(|e| invalid(format!("its time is not a number: {e}")))?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .map_err(|e| invalid(format!("its time is out of the range of dates: {e}")))?;
+        let id = TaskId::parse(id).map_err(|e| invalid(format!("its task id: {e}")))?;
         Ok(Cursor(Position { created_at, id }))
     }
 }
@@ -182,19 +193,22 @@ mod tests {
             id: TaskId::parse("a.b.c").unwrap(),
         });
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in [
-            "",
-            "c1.",
-            "c1.12",
-            "c1.x.abc",
-            "c2.1.abc",
-            "c1.1./x",
-            "c1.99999999999999999999999999999.a",
+        // Each refused with why, in the error's text.
+        for (bad, why) in [
+            ("", "does not start with c1."),
+            ("c2.1.abc", "does not start with c1."),
+            ("c1.", "no '.' between"),
+            ("c1.12", "no '.' between"),
+            ("c1.x.abc", "its time is not a number"),
+            ("c1.99999999999999999999999999999.a", "out of the range"),
+            ("c1.1./x", "its task id"),
         ] {
-            assert!(
-                matches!(Cursor::decode(bad), Err(Error::InvalidCursor { .. })),
-                "{bad:?}"
-            );
+            match Cursor::decode(bad) {
+                Err(e @ Error::InvalidCursor { .. }) => {
+                    assert!(e.to_string().contains(why), "{bad:?}: {e}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 
