@@ -177,7 +177,7 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
             assert!(!reason.is_empty(), "InvalidQuery says why");
             (Refusal::InvalidQuery, None)
         }
-        Error::InvalidCursor { cursor } => (Refusal::InvalidCursor { shown: cursor }, None),
+        Error::InvalidCursor { cursor, .. } => (Refusal::InvalidCursor { shown: cursor }, None),
         Error::InvalidTask { id, reason } => {
             assert!(reason.contains("ttl"), "InvalidTask says why: {reason}");
             (Refusal::InvalidTask, Some(id))
