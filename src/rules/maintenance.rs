@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use crate::backend::{
-    Backend, Change, Modified, Position, Record, Scan, Scope, Swap, is_current, join_skipped,
+    Backend, Change, Modified, Position, Record, Scan, Scope, Swap, join_skipped,
 };
 use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
@@ -232,7 +232,7 @@ impl<B: Backend> Store<B> {
     pub(super) fn renew_all(&self) -> Result<usize> {
         let now = self.now();
         // Failed creates first: what is still there of them is not renewed.
-        let undone = self.settle_undone();
+        self.settle_undone();
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
         self.notify_skipped(&batch.skipped);
         let lease = &self.settings.lease;
@@ -244,17 +244,13 @@ impl<B: Backend> Store<B> {
                 expired.push(task);
                 continue;
             }
-            if !lease.owns(&task) || undone.iter().any(|u| is_current(&task, u)) {
+            if !lease.owns(&task) || self.is_undone(&task) {
                 continue;
             }
             // A task that cannot be renewed (a peer with a larger payload
             // cap wrote it past this handle's, say) keeps no other from
             // being renewed: the pass reports it after the rest.
-            let mut next = task.clone();
-            let record = lease
-                .renew(&mut next, now)
-                .and_then(|()| self.settings.limits.record_own(next));
-            match record {
+            match self.renewed(&task, now) {
                 Ok(record) => pairs.push((task, record)),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -295,7 +291,7 @@ impl<B: Backend> Store<B> {
     pub(super) fn renew_some(&self, ids: &[TaskId]) -> Vec<Result<Transition>> {
         // Failed creates first, as every renewal pass: their tasks are
         // no caller's to renew.
-        let undone = self.settle_undone();
+        self.settle_undone();
         let now = self.now();
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
@@ -321,20 +317,16 @@ impl<B: Backend> Store<B> {
                     continue;
                 }
             };
-            if undone.iter().any(|u| is_current(&current, u)) {
-                results[slot] = Some(Err(Error::NotFound { id: id.clone() }));
-                continue;
-            }
-            if super::unwritable(&current, now, None, None).is_some() || !lease.owns(&current) {
-                // Its own write says what it is (terminal, expired, another's).
+            if super::unwritable(&current, now, None, None).is_some()
+                || !lease.owns(&current)
+                || self.is_undone(&current)
+            {
+                // Its own write says what it is (terminal, expired,
+                // another's, a failed create's).
                 results[slot] = Some(self.renew_lease(id));
                 continue;
             }
-            let mut next = current.clone();
-            let record = lease
-                .renew(&mut next, now)
-                .and_then(|()| self.settings.limits.record_own(next));
-            match record {
+            match self.renewed(&current, now) {
                 Ok(record) => {
                     pairs.push((current, record));
                     slots.push(slot);

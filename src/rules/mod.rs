@@ -336,20 +336,27 @@ impl<B: Backend> Store<B> {
     }
 
     /// Removes the tasks of creates that failed and could not be undone
-    /// then; those it still cannot remove stay for the next try. Returns
-    /// the ones left, which are not to be renewed.
-    pub(crate) fn settle_undone(&self) -> Vec<Task> {
+    /// then; those it still cannot remove stay for the next try (and
+    /// [`is_undone`](Store::is_undone) keeps every write of this handle's
+    /// leases off them).
+    pub(crate) fn settle_undone(&self) {
         let lock = || self.undone.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken out: the removals (each may wait on a server out of reach)
         // hold up no failing create meanwhile.
         let mut left = std::mem::take(&mut *lock());
         if left.is_empty() {
-            return left;
+            return;
         }
         left.retain(|task| self.backend.remove(task).is_err());
-        let mut undone = lock();
-        undone.extend(left.iter().cloned());
-        left
+        lock().extend(left);
+    }
+
+    /// `task` with its lease renewed by this handle at `now`, as stored
+    /// (the store's own write: `record_own`).
+    fn renewed(&self, task: &Task, now: OffsetDateTime) -> Result<Record> {
+        let mut next = task.clone();
+        self.settings.lease.renew(&mut next, now)?;
+        self.settings.limits.record_own(next)
     }
 }
 
