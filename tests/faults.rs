@@ -1836,7 +1836,14 @@ fn renewing_many_leases_at_once_makes_them_durable_together() {
     clock.advance(Duration::from_secs(5));
     let from = recorder.len();
     let renewed = store.renew_leases_of(&ids);
-    assert!(renewed.iter().all(|r| matches!(r, Ok(t) if t.is_applied())));
+    // One answer per id, in the order given, each that task's renewal.
+    assert_eq!(renewed.len(), ids.len());
+    for (id, result) in ids.iter().zip(&renewed) {
+        assert!(
+            matches!(result, Ok(t) if t.is_applied() && &t.task().id == id),
+            "{id}: {result:?}"
+        );
+    }
     let syncs = |from: usize| {
         recorder.events()[from..]
             .iter()

@@ -200,6 +200,12 @@ mod tests {
         }
         let mapped = map(&items, |i| i * 2);
         assert_eq!(mapped, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        // Waiting work (a batch's fsyncs) on four workers whatever the
+        // cores, its results in order all the same.
+        let distinct: Vec<u32> = (0..5_000).collect();
+        assert_eq!(io_workers(distinct.len()), MAX_WORKERS);
+        let mapped = map_io(&distinct, |i| i * 2);
+        assert_eq!(mapped, distinct.iter().map(|i| i * 2).collect::<Vec<_>>());
     }
 
     /// A worker held up by one item never holds up the rest: the others
