@@ -1191,9 +1191,45 @@ fn server_nanos(client: &mut postgres::Client) -> i128 {
     i128::from(micros) * 1_000
 }
 
+/// One reading of the server's clock against this host's monotonic clock,
+/// both at the round trip's midpoint.
+#[derive(Clone, Copy)]
+struct Reading {
+    server_nanos: i128,
+    at: std::time::Instant,
+    /// Half the round trip: the reading's error.
+    half_nanos: i128,
+}
+
+impl Reading {
+    fn take(client: &mut postgres::Client) -> Reading {
+        let started = std::time::Instant::now();
+        let server_nanos = server_nanos(client);
+        let round_trip = started.elapsed();
+        Reading {
+            server_nanos,
+            at: started + round_trip / 2,
+            half_nanos: (round_trip / 2).as_nanos() as i128,
+        }
+    }
+
+    /// How far the server's clock has moved from this host's monotonic
+    /// clock since `reference`, at most: its drift (a clock NTP slews; the
+    /// wall clock of the VM this runs on ran 0.5% ahead of its monotonic one
+    /// for seconds at a time), plus both readings' errors.
+    fn drift_since(&self, reference: &Reading) -> i128 {
+        let server = self.server_nanos - reference.server_nanos;
+        let monotonic = self.at.duration_since(reference.at).as_nanos() as i128;
+        (server - monotonic).abs() + self.half_nanos + reference.half_nanos
+    }
+}
+
 /// A skewed host: its own task, renewed; reaps in a loop; polls the shared
 /// TTL task until it is gone, checking each answer against the server's
-/// time read around it.
+/// time read around it. A handle goes by the server's clock as it measured
+/// it at open, carried on by the monotonic clock: its error is half that
+/// round trip plus how far the server's clock has drifted from the
+/// monotonic one since, which the check measures.
 fn skewed_host(args: &[String]) {
     let (name, offset_secs): (&str, i64) = (&args[3], args[4].parse().unwrap());
     let expiring = TaskId::parse(&args[5]).unwrap();
@@ -1210,8 +1246,9 @@ fn skewed_host(args: &[String]) {
         .server_time()
         .expect("the store goes by the server's time");
     let offset_error = (server.offset + time::Duration::seconds(offset_secs)).abs();
-    // Half the round trip, plus 1 ms for the local clock's drift over this
-    // test's few seconds, plus the server's microsecond rounding.
+    // Half the round trip, plus 1 ms for the drift between the clocks
+    // until the reference below is read, plus the server's microsecond
+    // rounding.
     let bound = server.round_trip / 2 + Duration::from_millis(1);
     assert!(
         offset_error <= bound,
@@ -1219,8 +1256,9 @@ fn skewed_host(args: &[String]) {
         server.offset
     );
     let bound_ns = bound.as_nanos() as i128;
-    let mine = store.create(NewTask::new().metadata("host", name)).unwrap();
     let mut client = postgres::Client::connect(&args[0], postgres::NoTls).unwrap();
+    let reference = Reading::take(&mut client);
+    let mine = store.create(NewTask::new().metadata("host", name)).unwrap();
     let expires = {
         let t = store
             .get(&expiring)
@@ -1242,22 +1280,28 @@ fn skewed_host(args: &[String]) {
         }
         reaped.extend(store.reap_orphans().unwrap());
         if gone_at.is_none() {
-            let before = server_nanos(&mut client);
+            let before = Reading::take(&mut client);
             let seen = store.get(&expiring).unwrap();
-            let after = server_nanos(&mut client);
+            let after = Reading::take(&mut client);
             match seen {
-                Some(_) => assert!(
-                    before <= expires + bound_ns,
-                    "{name} still saw the task {} ns past its expiry, server time",
-                    before - expires
-                ),
-                None => {
+                Some(_) => {
+                    let drift = before.drift_since(&reference);
                     assert!(
-                        after >= expires - bound_ns,
-                        "{name} saw the task expire {} ns early, server time",
-                        expires - after
+                        before.server_nanos <= expires + bound_ns + drift,
+                        "{name} still saw the task {} ns past its expiry, server time \
+                         (bound {bound_ns} ns, the clocks' drift {drift} ns)",
+                        before.server_nanos - expires
                     );
-                    gone_at = Some(after);
+                }
+                None => {
+                    let drift = after.drift_since(&reference);
+                    assert!(
+                        after.server_nanos >= expires - bound_ns - drift,
+                        "{name} saw the task expire {} ns early, server time \
+                         (bound {bound_ns} ns, the clocks' drift {drift} ns)",
+                        expires - after.server_nanos
+                    );
+                    gone_at = Some(after.server_nanos);
                 }
             }
             let _ = store.sweep().unwrap();
