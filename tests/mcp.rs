@@ -270,3 +270,52 @@ async fn wrongly_typed_task_params_what_rmcp_answers_and_what_the_example_answer
     }
     server.stop().await;
 }
+
+/// A store shared with hosts that are not MCP servers holds results and
+/// errors of any JSON shape. `tasks/get` answers every such task: a result
+/// that is not a JSON object as a tool result whose one text content is its
+/// JSON, an error that is not one as `-32603` carrying it as `data`. (Both
+/// were refused with `-32603`, for good: the task could never be read over
+/// MCP.)
+#[tokio::test]
+async fn a_result_or_error_that_is_not_an_object_is_still_answered() {
+    use taskstore::{FileStore, NewTask, TaskStore};
+    let (_root, dir) = store_dir();
+    let server = start(&dir, "any-shape", None, true).await;
+    let host = FileStore::open(&dir).unwrap();
+    let completed = host.create(NewTask::new()).unwrap();
+    assert!(
+        host.complete(&completed.id, json!(42))
+            .unwrap()
+            .is_applied()
+    );
+    let failed = host.create(NewTask::new()).unwrap();
+    assert!(
+        host.fail(&failed.id, json!(["boom", 1]))
+            .unwrap()
+            .is_applied()
+    );
+
+    let done = server
+        .get(completed.id.as_str())
+        .await
+        .expect("tasks/get answers");
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("expected completed, got {done:?}")
+    };
+    let result: CallToolResult = serde_json::from_value(Value::Object(result)).unwrap();
+    assert_eq!(result.content.len(), 1);
+    assert_eq!(result.content[0].as_text().unwrap().text, "42");
+
+    let done = server
+        .get(failed.id.as_str())
+        .await
+        .expect("tasks/get answers");
+    let TaskPayload::Failed { error } = done.payload else {
+        panic!("expected failed, got {done:?}")
+    };
+    assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
+    assert_eq!(error["data"], json!(["boom", 1]));
+    assert!(error["message"].is_string(), "{error:?}");
+    server.stop().await;
+}

@@ -4,12 +4,14 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{DetailedTask, TaskPayload};
 use serde_json::{Map, Value, json};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::convert::{jsonrpc_error, to_detailed};
+use super::convert::{jsonrpc_error, to_detailed, tool_result};
 use super::options::Reads;
 use crate::error::Error;
 use crate::id::{TaskId, shorten};
+use crate::status::TaskStatus;
 use crate::store::TaskStore;
 use crate::task::Task;
 
@@ -97,17 +99,36 @@ pub(super) async fn get(
     blocking(move || store.get(&id)).await
 }
 
-/// A stored task in the wire's shape; a stored error that is not a
-/// JSON-RPC error object is inlined as `-32603` with it as `data`.
+/// A stored task in the wire's shape. A stored error that is not a
+/// JSON-RPC error object is inlined as `-32603` with it as `data`
+/// ([`jsonrpc_error`]); a stored result that is not a JSON object (a host
+/// that is not an MCP server finished the task) is carried as a tool
+/// result with its JSON as text ([`tool_result`]), so that every task a
+/// shared store holds can be read over MCP.
 pub(super) fn to_wire(task: &Task) -> Result<DetailedTask, McpError> {
-    let mut detailed = to_detailed(task).map_err(|e| {
+    let carried = match task.status {
+        TaskStatus::Completed if !task.result.as_ref().is_some_and(Value::is_object) => {
+            let mut task = task.clone();
+            let result = task.result.take().unwrap_or(Value::Null);
+            task.result = Some(Value::Object(tool_result(result)));
+            Cow::Owned(task)
+        }
+        TaskStatus::Failed if !task.error.as_ref().is_some_and(Value::is_object) => {
+            let mut task = task.clone();
+            let error = task.error.take().unwrap_or(Value::Null);
+            task.error = Some(Value::Object(jsonrpc_error(error)));
+            Cow::Owned(task)
+        }
+        _ => Cow::Borrowed(task),
+    };
+    let mut detailed = to_detailed(&carried).map_err(|e| {
         McpError::internal_error(
             format!("task store holds a task MCP cannot carry: {e}"),
             Some(json!({ "taskId": task.id.as_str(), "cause": e.to_string() })),
         )
     })?;
     if let TaskPayload::Failed { error } = &mut detailed.payload {
-        *error = jsonrpc_error(std::mem::take(error));
+        *error = jsonrpc_error(Value::Object(std::mem::take(error)));
     }
     Ok(detailed)
 }

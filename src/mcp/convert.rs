@@ -219,12 +219,13 @@ pub fn from_rmcp_task(task: &rmcp::model::Task) -> Result<Task, ConversionError>
 
 /// A JSON-RPC error object for the wire: a stored error that already is one
 /// (integer `code`, string `message`) passes unchanged; anything else (such
-/// as the store's `{"code": "orphaned", ..}`) becomes an internal error
+/// as the store's `{"code": "orphaned", ..}`, or a value of another shape a
+/// host that is not an MCP server stored) becomes an internal error
 /// (`-32603`) whose `data` is the stored error, whole.
-pub(crate) fn jsonrpc_error(error: JsonObject) -> JsonObject {
+pub(crate) fn jsonrpc_error(error: Value) -> JsonObject {
     let is_jsonrpc = error.get("code").is_some_and(Value::is_i64)
         && error.get("message").is_some_and(Value::is_string);
-    if is_jsonrpc {
+    if is_jsonrpc && let Value::Object(error) = error {
         return error;
     }
     let message = error
@@ -235,8 +236,26 @@ pub(crate) fn jsonrpc_error(error: JsonObject) -> JsonObject {
     let mut out = JsonObject::new();
     out.insert("code".into(), Value::from(-32603));
     out.insert("message".into(), Value::from(message));
-    out.insert("data".into(), Value::Object(error));
+    out.insert("data".into(), error);
     out
+}
+
+/// A tool result for the wire: a stored result that is a JSON object passes
+/// unchanged; a value of another shape (a host that is not an MCP server
+/// stored it) becomes a tool result whose one text content is its JSON.
+pub(crate) fn tool_result(result: Value) -> JsonObject {
+    match result {
+        Value::Object(result) => result,
+        other => {
+            let text = Value::from(other.to_string());
+            let mut content = JsonObject::new();
+            content.insert("type".into(), Value::from("text"));
+            content.insert("text".into(), text);
+            let mut out = JsonObject::new();
+            out.insert("content".into(), Value::Array(vec![Value::Object(content)]));
+            out
+        }
+    }
 }
 
 fn object(value: Option<&Value>) -> Option<JsonObject> {
@@ -406,15 +425,30 @@ mod tests {
     #[test]
     fn non_jsonrpc_errors_are_wrapped_whole() {
         let rpc = json!({"code": -32603, "message": "boom"});
-        let Value::Object(rpc) = rpc else { panic!() };
-        assert_eq!(jsonrpc_error(rpc.clone()), rpc);
-        let Value::Object(orphan) = json!({"code": "orphaned", "message": "abandoned"}) else {
-            panic!()
-        };
+        assert_eq!(Value::Object(jsonrpc_error(rpc.clone())), rpc);
+        let orphan = json!({"code": "orphaned", "message": "abandoned"});
         let wrapped = jsonrpc_error(orphan);
         assert_eq!(
             Value::Object(wrapped),
             json!({"code": -32603, "message": "abandoned", "data": {"code": "orphaned", "message": "abandoned"}})
+        );
+        assert_eq!(
+            Value::Object(jsonrpc_error(json!("boom"))),
+            json!({"code": -32603, "message": "task failed", "data": "boom"})
+        );
+    }
+
+    #[test]
+    fn results_that_are_not_objects_become_text_content() {
+        let result = json!({"content": [], "isError": false});
+        assert_eq!(Value::Object(tool_result(result.clone())), result);
+        assert_eq!(
+            Value::Object(tool_result(json!([1, "two"]))),
+            json!({"content": [{"type": "text", "text": "[1,\"two\"]"}]})
+        );
+        assert_eq!(
+            Value::Object(tool_result(Value::Null)),
+            json!({"content": [{"type": "text", "text": "null"}]})
         );
     }
 }

@@ -38,7 +38,11 @@
 //!   with the `CallToolResult` inlined, [`TaskExit::Error`] `failed` with the
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
 //!   panicking or aborted operation `failed`. The first terminal state is
-//!   final across processes.
+//!   final across processes. A task a host that is not an MCP server
+//!   finished over a shared store is answered whatever its payload's shape:
+//!   a result that is not a JSON object as a `CallToolResult` whose one
+//!   text content is its JSON, an error that is not a JSON-RPC error object
+//!   as `-32603` with it as `data`.
 //! - **Resumable tasks.** [`DurableTaskManager::spawn_resumable`] stores the
 //!   task's kind and input with it; the operation saves checkpoints with
 //!   [`TaskContext::checkpoint`] (durable when it returns). When its owner
