@@ -341,6 +341,11 @@ pub struct Scan {
     /// task at which version (a sweep) then holds a batch whose memory does
     /// not grow with the payloads. A backend may return them whole anyway.
     pub payloads: bool,
+    /// Whether the caller goes on to remove what it is returned (a sweep),
+    /// `false` by default: a backend may then remember what it read to
+    /// spare the removal a second read (the file store's proofs), and
+    /// keeps nothing for a scan that removes nothing (a preview).
+    pub removes: bool,
 }
 
 impl Scan {
@@ -354,6 +359,7 @@ impl Scan {
             after: None,
             limit: limit.max(1),
             payloads: true,
+            removes: false,
         }
     }
 

@@ -52,3 +52,66 @@ impl Proofs {
         }
     }
 }
+
+#[cfg(test)]
+impl Proofs {
+    /// How many proofs are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use crate::backend::{Backend, Scan, Scope};
+    use crate::clock::{Clock, ManualClock};
+    use crate::file::FileStore;
+    use crate::store::TaskStore;
+    use crate::task::NewTask;
+
+    /// A proof is kept for a removal to take: a preview of what a sweep
+    /// would delete (`Store::expired`) reads the same tasks and removes
+    /// none, so it keeps none (it kept one per task, up to 65,536, about
+    /// 13 MB). A removal's scan keeps them, and the sweep takes them.
+    #[test]
+    fn a_preview_keeps_no_proofs_and_a_sweep_still_uses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let store = FileStore::builder(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        for n in 0..50 {
+            let id = store
+                .create(NewTask::new().ttl(Duration::from_secs(1)))
+                .unwrap()
+                .id;
+            assert!(
+                store
+                    .complete(&id, serde_json::json!(n))
+                    .unwrap()
+                    .is_applied()
+            );
+        }
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(store.expired().unwrap().len(), 50);
+        assert_eq!(store.backend().proofs.len(), 0, "the preview kept proofs");
+        // A sweep's scan asks for them.
+        let mut scan = Scan::new(Scope::All, usize::MAX);
+        scan.expired_at = Some(clock.now());
+        scan.removes = true;
+        assert_eq!(store.backend().scan(&scan).unwrap().tasks.len(), 50);
+        assert_eq!(
+            store.backend().proofs.len(),
+            50,
+            "a removal's scan kept none"
+        );
+        assert_eq!(store.sweep().unwrap().deleted, 50);
+        assert_eq!(store.backend().proofs.len(), 0, "the sweep took its proofs");
+    }
+}

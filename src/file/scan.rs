@@ -724,7 +724,9 @@ impl FileBackend {
                 let id = &position.id;
                 match met {
                     Indexed::Task(task) => {
-                        self.proofs.remember(&task, index);
+                        if scan.removes {
+                            self.proofs.remember(&task, index);
+                        }
                         tasks.push(task);
                     }
                     Indexed::Copy(task) => tasks.push(task),

@@ -60,6 +60,7 @@ impl<B: Backend> Store<B> {
         // status: their payloads (results of up to the payload cap each)
         // need not be held.
         scan.payloads = false;
+        scan.removes = true;
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
@@ -95,6 +96,7 @@ impl<B: Backend> Store<B> {
         let mut scan = Scan::new(Scope::Active, usize::MAX);
         scan.expired_at = Some(now);
         scan.payloads = false;
+        scan.removes = true;
         let batch = self.backend.scan(&scan)?;
         self.notify_skipped(&batch.skipped);
         self.forget_expired(batch.tasks);
