@@ -1741,3 +1741,42 @@ fn the_change_feed_names_every_task_another_handle_writes() {
         },
     );
 }
+
+/// A create at a time the backend cannot store (a host's own clock past
+/// 2262, `TimeSource::Clock`) is refused, naming the task and the range,
+/// and leaves nothing to undo: no version at that time can be stored, so
+/// its undo finds it "not there" at once. (The undo failed on the same
+/// range check, and the task stayed in the handle's list of failed creates
+/// to remove, tried again at every renewal pass.)
+#[test]
+fn a_create_at_a_time_it_cannot_store_is_refused_and_leaves_nothing_to_undo() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("far_future");
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2300-01-01 0:00 UTC),
+    ));
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .clock(clock)
+        .time_source(TimeSource::Clock)
+        .open()
+        .unwrap();
+    let logged = common::Logged::default();
+    let err = tracing::subscriber::with_default(logged.clone(), || {
+        let err = store.create(NewTask::new()).unwrap_err();
+        let _ = store.renew_leases().unwrap();
+        err
+    });
+    let message = err.to_string();
+    assert!(
+        message.contains("insert task") && message.contains("outside the years 1677 to 2262"),
+        "{message}"
+    );
+    assert_eq!(
+        logged.warnings().len(),
+        0,
+        "nothing was left to undo: {:?}",
+        logged.warnings()
+    );
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+}

@@ -565,12 +565,17 @@ impl Backend for PgBackend {
 
     fn remove(&self, current: &Task) -> Result<Swap> {
         let op = || format!("remove task {}", current.id);
+        let Ok(created_at_ns) = nanos(current.created_at, "remove", &current.id) else {
+            // No row holds a version made at a time no row can store (a
+            // failed create's, undone): whatever is stored differs.
+            return Ok(Swap::Changed(self.current(&current.id, "remove")?));
+        };
         let rows = self.query(
             &op,
             &self.sql.remove,
             &[
                 &current.id.as_str(),
-                &nanos(current.created_at, "remove", &current.id)?,
+                &created_at_ns,
                 &revision(current, "remove")?,
                 &self.sql.channel,
             ],
