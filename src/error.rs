@@ -232,8 +232,12 @@ pub enum Error {
 
     /// A breaker config breaks one of the rules of
     /// [`BreakerConfig`](crate::BreakerConfig); nothing was created.
-    #[error("invalid breaker config: {field} {reason}")]
+    #[error("invalid breaker config{}: {field} {reason}", for_breaker(.breaker.as_deref()))]
     InvalidBreakerConfig {
+        /// The breaker it was given for, if it was given for one
+        /// ([`BreakerRegistry::breaker_with`](crate::BreakerRegistry::breaker_with));
+        /// `None` for a config checked alone or a registry's default.
+        breaker: Option<String>,
         /// The offending field, for example `"failure_rate_threshold"`.
         field: &'static str,
         /// What is wrong with its value.
@@ -250,11 +254,19 @@ pub enum Error {
     },
 
     /// A breaker of this name already exists with a different config.
-    #[error("breaker {name:?} already exists with a different config")]
+    #[error("breaker {name:?} already exists with a different config ({field} differs)")]
     BreakerConfigConflict {
         /// The breaker's name.
         name: String,
+        /// The first field of the config that differs, for example
+        /// `"open_duration"`.
+        field: &'static str,
     },
+}
+
+/// ` for breaker "name"`, or nothing.
+fn for_breaker(breaker: Option<&str>) -> String {
+    breaker.map_or_else(String::new, |name| format!(" for breaker {name:?}"))
 }
 
 impl From<InvalidId> for Error {

@@ -553,17 +553,109 @@ fn breaker_with_uses_its_config_and_refuses_a_conflicting_one() {
     registry
         .breaker_with("db", custom)
         .expect("the same config again is fine");
+    // The conflict names the breaker and the first field that differs.
+    let conflict = registry
+        .breaker_with("db", BreakerConfig::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &conflict,
+            Error::BreakerConfigConflict { name, field: "minimum_calls" } if name == "db"
+        ),
+        "{conflict:?}"
+    );
+    assert!(
+        conflict.to_string().contains("\"db\"") && conflict.to_string().contains("minimum_calls"),
+        "{conflict}"
+    );
+    // A bad config for a named breaker names the breaker; one checked
+    // alone (`validate`, a registry's default) names none.
+    let invalid = registry
+        .breaker_with("other", BreakerConfig::default().half_open_probes(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &invalid,
+            Error::InvalidBreakerConfig {
+                breaker: Some(name),
+                field: "half_open_probes",
+                ..
+            } if name == "other"
+        ),
+        "{invalid:?}"
+    );
+    assert!(invalid.to_string().contains("\"other\""), "{invalid}");
     assert!(matches!(
-        registry.breaker_with("db", BreakerConfig::default()),
-        Err(Error::BreakerConfigConflict { name }) if name == "db"
+        BreakerConfig::default().half_open_probes(0).validate(),
+        Err(Error::InvalidBreakerConfig { breaker: None, .. })
     ));
-    assert!(matches!(
-        registry.breaker_with("other", BreakerConfig::default().half_open_probes(0)),
-        Err(Error::InvalidBreakerConfig {
-            field: "half_open_probes",
-            ..
-        })
-    ));
+}
+
+/// Every field of a config is told apart when it differs (a field added
+/// and left out of the comparison would be reported as `config`).
+#[test]
+fn a_conflict_names_each_field_that_differs() {
+    let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();
+    registry.breaker("b").unwrap();
+    let cases = [
+        (
+            BreakerConfig::default().failure_rate_threshold(0.25),
+            "failure_rate_threshold",
+        ),
+        (
+            BreakerConfig::default().window(Duration::from_secs(61)),
+            "window",
+        ),
+        (
+            BreakerConfig::default().window_buckets(11),
+            "window_buckets",
+        ),
+        (BreakerConfig::default().window_calls(100), "window_calls"),
+        (BreakerConfig::default().minimum_calls(7), "minimum_calls"),
+        (
+            BreakerConfig::default().consecutive_failures(3),
+            "consecutive_failures",
+        ),
+        (
+            BreakerConfig::default().slow_call_threshold(Duration::from_secs(1)),
+            "slow_call_threshold",
+        ),
+        (
+            BreakerConfig::default().open_duration(Duration::from_secs(31)),
+            "open_duration",
+        ),
+        (
+            BreakerConfig::default().open_duration_multiplier(3.0),
+            "open_duration_multiplier",
+        ),
+        (
+            BreakerConfig::default().max_open_duration(Duration::from_secs(3_601)),
+            "max_open_duration",
+        ),
+        (
+            BreakerConfig::default().half_open_probes(2),
+            "half_open_probes",
+        ),
+        (
+            BreakerConfig::default().probe_successes_to_close(2),
+            "probe_successes_to_close",
+        ),
+        (
+            BreakerConfig::default().probe_timeout(Duration::from_secs(61)),
+            "probe_timeout",
+        ),
+    ];
+    for (config, expected) in cases {
+        assert_ne!(
+            config,
+            BreakerConfig::default(),
+            "{expected}: the case changes nothing"
+        );
+        match registry.breaker_with("b", config) {
+            Err(Error::BreakerConfigConflict { field, .. }) => assert_eq!(field, expected),
+            other => panic!("{expected}: expected BreakerConfigConflict, got {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -118,6 +118,66 @@ macro_rules! setter {
 }
 
 impl BreakerConfig {
+    /// The first field in which `other` differs from this config, if any.
+    /// (Every field is named here: a field added to the struct and not to
+    /// this comparison does not compile.)
+    pub(crate) fn first_difference(&self, other: &BreakerConfig) -> Option<&'static str> {
+        let BreakerConfig {
+            failure_rate_threshold,
+            window,
+            window_buckets,
+            window_calls,
+            minimum_calls,
+            consecutive_failures,
+            slow_call_threshold,
+            open_duration,
+            open_duration_multiplier,
+            max_open_duration,
+            half_open_probes,
+            probe_successes_to_close,
+            probe_timeout,
+        } = self;
+        let fields = [
+            (
+                "failure_rate_threshold",
+                *failure_rate_threshold != other.failure_rate_threshold,
+            ),
+            ("window", *window != other.window),
+            ("window_buckets", *window_buckets != other.window_buckets),
+            ("window_calls", *window_calls != other.window_calls),
+            ("minimum_calls", *minimum_calls != other.minimum_calls),
+            (
+                "consecutive_failures",
+                *consecutive_failures != other.consecutive_failures,
+            ),
+            (
+                "slow_call_threshold",
+                *slow_call_threshold != other.slow_call_threshold,
+            ),
+            ("open_duration", *open_duration != other.open_duration),
+            (
+                "open_duration_multiplier",
+                *open_duration_multiplier != other.open_duration_multiplier,
+            ),
+            (
+                "max_open_duration",
+                *max_open_duration != other.max_open_duration,
+            ),
+            (
+                "half_open_probes",
+                *half_open_probes != other.half_open_probes,
+            ),
+            (
+                "probe_successes_to_close",
+                *probe_successes_to_close != other.probe_successes_to_close,
+            ),
+            ("probe_timeout", *probe_timeout != other.probe_timeout),
+        ];
+        fields
+            .into_iter()
+            .find_map(|(field, differs)| differs.then_some(field))
+    }
+
     setter!(
         /// Sets the failure-rate threshold (above `0.0`, at most `1.0`).
         failure_rate_threshold: f64
@@ -193,8 +253,17 @@ impl BreakerConfig {
     ///
     /// [`Error::InvalidBreakerConfig`] naming the first offending field.
     pub fn validate(&self) -> Result<()> {
+        self.validate_for(None)
+    }
+
+    /// [`validate`](Self::validate), naming `breaker` in the error.
+    pub(crate) fn validate_for(&self, breaker: Option<&str>) -> Result<()> {
         let fail = |field: &'static str, reason: String| {
-            Err(Error::InvalidBreakerConfig { field, reason })
+            Err(Error::InvalidBreakerConfig {
+                breaker: breaker.map(str::to_owned),
+                field,
+                reason,
+            })
         };
         let rate = self.failure_rate_threshold;
         if !(rate > 0.0 && rate <= 1.0) {

@@ -117,7 +117,7 @@ impl BreakerRegistry {
     /// [`Error::BreakerConfigConflict`] if the breaker exists with another
     /// config, [`Error::TooManyBreakers`] if creating it would pass the cap.
     pub fn breaker_with(&self, name: &str, config: BreakerConfig) -> Result<Breaker> {
-        config.validate()?;
+        config.validate_for(Some(name))?;
         if let Some(breaker) = self.read().get(name) {
             return Self::same_config(breaker, &config);
         }
@@ -168,12 +168,12 @@ impl BreakerRegistry {
     }
 
     fn same_config(breaker: &Breaker, config: &BreakerConfig) -> Result<Breaker> {
-        if breaker.config() == config {
-            Ok(breaker.clone())
-        } else {
-            Err(Error::BreakerConfigConflict {
+        match breaker.config().first_difference(config) {
+            None => Ok(breaker.clone()),
+            Some(field) => Err(Error::BreakerConfigConflict {
                 name: breaker.name().to_owned(),
-            })
+                field,
+            }),
         }
     }
 
