@@ -384,10 +384,9 @@ async fn supervise(
         }
         (Err(join), Ending::Shutdown) if join.is_cancelled() => Some(Record::stop(&shared, &run)),
         (Err(join), _) => {
-            let why = if join.is_panic() {
-                "task operation panicked"
-            } else {
-                "task operation was aborted"
+            let why = match join.try_into_panic() {
+                Ok(panic) => format!("task operation panicked: {}", panic_message(&*panic)),
+                Err(_) => "task operation was aborted".to_owned(),
             };
             Some(Record::Finish(Outcome::Failed(to_json(
                 &McpError::internal_error(why, None),
@@ -398,6 +397,26 @@ async fn supervise(
         shared.record(&run, record, ending).await;
     }
     shared.forget(&run);
+}
+
+/// A panic's message, as `panic!` gives it (a string), bounded: a payload
+/// of another type says so.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    /// The most of a message kept, in bytes.
+    const KEEP: usize = 1_024;
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a payload that is not a string)");
+    if message.len() <= KEEP {
+        return message.to_owned();
+    }
+    let mut end = KEEP;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
 }
 
 /// What is recorded for a run.

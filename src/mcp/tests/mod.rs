@@ -147,7 +147,10 @@ async fn a_handler_that_panics_building_its_future_fails_its_task_and_nothing_el
     let TaskPayload::Failed { error } = settled(&m, &spawned.task_id).await.payload else {
         panic!()
     };
-    assert_eq!(error["message"], "task operation panicked");
+    assert_eq!(
+        error["message"],
+        "task operation panicked: cannot parse the arguments"
+    );
     eventually(|| async { (m.running_task_count() == 0).then_some(()) }).await;
     let next = m
         .spawn(TaskOptions::new(), |_ctx| {
@@ -314,7 +317,7 @@ async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
     let TaskPayload::Failed { error } = settled(&m, &panicked.task_id).await.payload else {
         panic!()
     };
-    assert_eq!(error["message"], "task operation panicked");
+    assert_eq!(error["message"], "task operation panicked: operation bug");
 }
 
 #[tokio::test]

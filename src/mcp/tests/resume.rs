@@ -507,7 +507,10 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
     let TaskPayload::Failed { error } = settled(&b, &poison.task_id).await.payload else {
         panic!()
     };
-    assert_eq!(error["message"], "task operation panicked");
+    assert_eq!(
+        error["message"],
+        "task operation panicked: cannot parse the input"
+    );
     // The loop is alive: the next orphan is claimed and run.
     let fine = a
         .spawn_resumable("fine", json!({}), options(), pending)
