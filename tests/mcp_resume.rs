@@ -2,7 +2,8 @@
 //! driven by `rmcp`'s client): a `SIGKILL`ed server's task resumed from its
 //! checkpoint, once; a `SIGSTOP`ped owner that wakes after a claim; a
 //! restarted server reusing the dead one's instance id; `input_required`
-//! answered after a restart. Short leases (1 s), bounded polls, no timed
+//! answered after a restart. Short leases (1 s) for the instances killed or
+//! stopped, long ones for those that live on; bounded polls, no timed
 //! assertion.
 #![cfg(unix)]
 
@@ -15,7 +16,15 @@ use mcp_client::{
 use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
 use serde_json::json;
 
+/// The lease of an instance the test kills or stops: short, so that its
+/// tasks are orphaned soon.
 const LEASE_MS: u64 = 1_000;
+/// The lease of an instance that lives on: long, so that a stalled machine
+/// (a loaded 2-core VM can stall a process for most of a second) cannot
+/// let the lease of a task it claimed lapse, and another instance claim it
+/// again, while it runs. Claims still come at once: a poll of a resumable
+/// orphan wakes the claim pass of an instance that resumes its kind.
+const SURVIVOR_LEASE_MS: u64 = 10_000;
 
 #[tokio::test]
 async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
@@ -31,8 +40,14 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
 
     // The same instance id restarted, and another instance: both resume
     // "slow", exactly one of them claims the task.
-    let again = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
-    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    let again = Launch::new(&dir, "A")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .start()
+        .await;
+    let b = Launch::new(&dir, "B")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .start()
+        .await;
     assert_resumed_once(again, b, &id, at_kill, || stored(&dir, &id).unwrap()).await;
 }
 
@@ -46,7 +61,10 @@ async fn a_stopped_owner_that_wakes_after_its_task_was_claimed_changes_nothing()
         .await;
     let id = created.task.task_id.clone();
     a.signal("STOP");
-    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    let b = Launch::new(&dir, "B")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .start()
+        .await;
     stored_until(&dir, &id, |t| t["epoch"] == 2 && t["owner"] == "B").await;
     a.signal("CONT");
     // A sees it lost the task (its renewal or its outcome is refused) and
@@ -86,7 +104,10 @@ async fn a_stopped_owner_that_wakes_to_finish_a_claimed_task_has_its_outcome_ref
         .await;
     let id = created.task.task_id.clone();
     a.signal("STOP");
-    let b = Launch::new(&dir, "B").lease_ms(LEASE_MS).start().await;
+    let b = Launch::new(&dir, "B")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .start()
+        .await;
     stored_until(&dir, &id, |t| t["epoch"] == 2 && t["owner"] == "B").await;
     // Let A's operation be due the moment it wakes.
     tokio::time::sleep(std::time::Duration::from_millis(ms).saturating_sub(created_at.elapsed()))
@@ -115,7 +136,9 @@ async fn a_restarted_server_with_the_same_instance_id_cannot_keep_a_dead_task_al
         .task
         .task_id;
     let resumable = first
-        .call_as_task(json!({"ms": 1_000, "text": "back", "resumable": true}))
+        // Long enough not to finish before the kill below, whatever the
+        // machine's stalls: resumed, it runs again whole.
+        .call_as_task(json!({"ms": 3_000, "text": "back", "resumable": true}))
         .await
         .task
         .task_id;
@@ -123,7 +146,10 @@ async fn a_restarted_server_with_the_same_instance_id_cannot_keep_a_dead_task_al
     first.kill_and_wait().await;
     let lapses_at = stored(&dir, &plain).unwrap()["leaseExpiresAt"].clone();
 
-    let again = Launch::new(&dir, "same").lease_ms(LEASE_MS).start().await;
+    let again = Launch::new(&dir, "same")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .start()
+        .await;
     // Cancels retried while the task is dead: each is written, none renews
     // the lease (the restarted process is a new owner, not the old one).
     let failed = loop {
@@ -181,7 +207,7 @@ async fn an_input_required_task_is_answered_after_its_server_died() {
     // No instance runs it: B resumes nothing, and the claim grace keeps the
     // task waiting for one that does.
     let b = Launch::new(&dir, "B")
-        .lease_ms(LEASE_MS)
+        .lease_ms(SURVIVOR_LEASE_MS)
         .env("TASKSTORE_MCP_RESUME", 0)
         .env("TASKSTORE_MCP_CLAIM_GRACE_MS", 600_000)
         .start()
@@ -203,7 +229,7 @@ async fn an_input_required_task_is_answered_after_its_server_died() {
     // C resumes it: the work asks again under the same key and gets the
     // answer given while no one ran it.
     let c = Launch::new(&dir, "C")
-        .lease_ms(LEASE_MS)
+        .lease_ms(SURVIVOR_LEASE_MS)
         .env("TASKSTORE_MCP_CLAIM_GRACE_MS", 600_000)
         .start()
         .await;

@@ -1331,8 +1331,10 @@ fn hosts_with_clocks_ten_minutes_apart_agree_on_leases_and_expiry() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("skew");
     let store = open(cluster, &schema, "parent");
+    // Long enough to outlast both children's start on a loaded machine:
+    // each reads it first.
     let expiring = store
-        .create(NewTask::new().ttl(Duration::from_secs(3)))
+        .create(NewTask::new().ttl(Duration::from_secs(8)))
         .unwrap();
     let work = tempfile::tempdir().unwrap();
     let hosts: Vec<_> = [("ahead", 300), ("behind", -300)]
@@ -1384,7 +1386,13 @@ mod mcp_servers {
     use super::mcp_client::{Launch, assert_resumed_once, checkpoint, poll, store_dir};
     use super::{cluster, fresh_schema, open};
 
+    /// The lease of an instance the test kills: short, so that its tasks
+    /// are orphaned soon.
     const LEASE_MS: u64 = 1_000;
+    /// The lease of an instance that lives on: long, so that a stalled
+    /// machine cannot let a task it runs lapse and another instance reap or
+    /// claim it meanwhile (`mcp_resume.rs` says more).
+    const SURVIVOR_LEASE_MS: u64 = 10_000;
 
     /// The task as stored, read through a handle of the test's own (it
     /// owns no task), in the JSON shape of a task file's `task`. (A
@@ -1403,13 +1411,19 @@ mod mcp_servers {
         let Some(cluster) = cluster() else { return };
         let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
         let (_root, dir) = store_dir();
-        let launch = |name: &str| {
+        let launch = |name: &str, lease_ms: u64| {
             Launch::new(&dir, name)
-                .lease_ms(LEASE_MS)
+                .lease_ms(lease_ms)
                 .pg(&conninfo, &schema)
         };
-        let a = launch("A").start().await;
-        let b = launch("B").start().await;
+        // A keeps the task B cancels until it sees the cancel, then is
+        // killed: a lease of 3 s, renewed every 50 ms tick past a third of
+        // it, leaves 2 s of stall before B's polls could reap it.
+        let a = launch("A", 3_000)
+            .env("TASKSTORE_MCP_WATCH_MS", 50)
+            .start()
+            .await;
+        let b = launch("B", SURVIVOR_LEASE_MS).start().await;
         let cancelled = a.call_as_task(json!({"ms": 600_000})).await;
         let orphaned = a.call_as_task(json!({"ms": 600_000})).await;
         let (cancelled, orphaned) = (cancelled.task.task_id, orphaned.task.task_id);
@@ -1447,12 +1461,12 @@ mod mcp_servers {
         let Some(cluster) = cluster() else { return };
         let (conninfo, schema) = (cluster.conninfo(), fresh_schema("resume"));
         let (_root, dir) = store_dir();
-        let launch = |name: &str| {
+        let launch = |name: &str, lease_ms: u64| {
             Launch::new(&dir, name)
-                .lease_ms(LEASE_MS)
+                .lease_ms(lease_ms)
                 .pg(&conninfo, &schema)
         };
-        let a = launch("A").start().await;
+        let a = launch("A", LEASE_MS).start().await;
         let observer = tokio::task::block_in_place(|| open(cluster, &schema, "observer"));
         let created = a
             .call_as_task(json!({"ms": 3_000, "step_ms": 100, "text": "kept", "resumable": true}))
@@ -1469,8 +1483,8 @@ mod mcp_servers {
 
         // The same instance id restarted, and another instance: both resume
         // "slow", exactly one of them claims the task.
-        let again = launch("A").start().await;
-        let b = launch("B").start().await;
+        let again = launch("A", SURVIVOR_LEASE_MS).start().await;
+        let b = launch("B", SURVIVOR_LEASE_MS).start().await;
         assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
     }
 }

@@ -716,7 +716,10 @@ async fn a_restarted_instance_resumes_what_it_was_down_for() {
     clock.advance(LEASE * 3);
     let m = DurableTaskManager::with_options(
         Arc::new(Wrapped::new(open("after-the-restart"), true)),
-        fast().reap_interval(Duration::from_millis(200)),
+        // No reap but the first pass's could come before the registration
+        // below (a first pass that reaped failed the task): a reap 200 ms
+        // in could, on a stalled machine, and fail it rightly.
+        fast().reap_interval(Duration::from_secs(60)),
     );
     // The loop's first pass is over: it sweeps last.
     eventually(|| async {
