@@ -354,7 +354,11 @@ fn an_area_swapped_for_a_symlink_after_open_is_not_followed() {
 
     let after = store.create(NewTask::new()).unwrap();
     let _ = store.complete(&after.id, json!(1)).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    // Past its TTL by the store's clock (a sleep need not be: the wall
+    // clock may run slower than the monotonic one).
+    while store.now() <= before.expires_at().unwrap() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(
         store.sweep().unwrap().deleted,
         1,

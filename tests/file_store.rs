@@ -212,7 +212,11 @@ fn a_task_left_in_both_areas_is_resolved_at_open() {
         .into_task();
     let old_file = fs::read(path("done", &reused.id)).unwrap();
     assert!(store.delete(&reused.id).unwrap());
-    std::thread::sleep(Duration::from_millis(2));
+    // A later creation time by the store's clock (a sleep need not give
+    // one: the wall clock may step back).
+    while store.now() <= old.created_at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let reused = store.create(NewTask::new().id(reused.id.clone())).unwrap();
     assert!(reused.created_at > old.created_at);
     fs::write(path("done", &reused.id), old_file).unwrap();

@@ -1107,14 +1107,23 @@ fn two_large_sweeps_in_two_processes_delete_each_expired_task_once() {
     // past.
     let ttl = std::time::Duration::from_secs(1);
     let mut expired = BTreeSet::new();
+    let mut last_expiry = None;
     for n in 0..RACED {
-        expired.insert(fast.create(NewTask::new().ttl(ttl)).unwrap().id);
+        let running = fast.create(NewTask::new().ttl(ttl)).unwrap();
         let done = fast.create(NewTask::new().ttl(ttl)).unwrap();
         assert!(fast.complete(&done.id, json!(n)).unwrap().is_applied());
+        last_expiry = last_expiry.max(done.expires_at());
+        expired.insert(running.id);
         expired.insert(done.id);
     }
     drop(fast);
-    std::thread::sleep(ttl + std::time::Duration::from_millis(50));
+    // Past every TTL by the clock the sweepers go by, the wall clock (a
+    // sleep of the TTL need not be: the wall clock may run slower than the
+    // monotonic one while it is slewed back).
+    let last_expiry = last_expiry.unwrap();
+    while time::OffsetDateTime::now_utc() <= last_expiry {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     touch(&work.join("go"));
     for child in children {
         child.finish();
