@@ -2507,3 +2507,71 @@ fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
     );
     chmod(&dir, 0o700);
 }
+
+/// `tail` reads the file a chunk at a time and keeps at most one line, of
+/// at most 16 MiB: run with its data segment held to 80 MB, it reads a
+/// 150 MB file, and a line over the bound (one of 40 MB in the middle, one
+/// of 30 MB never ended at the end) is reported by its number and skipped,
+/// with the events after it still printed. (It read the whole file into
+/// memory first, and a line that never ended grew without bound.)
+#[test]
+fn tail_holds_a_line_not_the_file() {
+    use std::io::Write as _;
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("prlimit (util-linux) is needed: .ci/run installs it");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("events.jsonl");
+    let mut out = std::io::BufWriter::new(fs::File::create(&file).unwrap());
+    let filler = "x".repeat(1_000);
+    let mut completed = 0;
+    let mut number = 0;
+    let mut line = |out: &mut std::io::BufWriter<fs::File>, kind: &str, note: &str| {
+        number += 1;
+        let event = json!({"at": "2026-01-01T00:00:00Z", "kind": kind, "data": {"n": number, "note": note}});
+        writeln!(out, "{event}").unwrap();
+        number
+    };
+    let mut long_line = 0;
+    for n in 0..150_000 {
+        if n % 1_000 == 0 {
+            line(&mut out, "task.completed", "");
+            completed += 1;
+        } else {
+            line(&mut out, "task.created", &filler);
+        }
+        if n == 75_000 {
+            long_line = line(&mut out, "task.created", &"y".repeat(40 << 20));
+        }
+    }
+    write!(
+        out,
+        "{{\"at\":\"2026-01-01T00:00:00Z\",\"note\":\"{}",
+        "z".repeat(30 << 20)
+    )
+    .unwrap();
+    let last_line = number + 1;
+    drop(out);
+    let run = Command::new("prlimit")
+        .arg("--data=80000000")
+        .arg(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["tail", "--kind", "task.completed", "--json"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(json_lines(&run).len(), completed, "stderr: {stderr}");
+    for number in [long_line, last_line] {
+        assert!(
+            stderr.contains(&format!(":{number}: a line of "))
+                && stderr.contains("over the 16 MiB"),
+            "line {number} is reported: {stderr}"
+        );
+    }
+}

@@ -23,6 +23,13 @@ const POLL: Duration = Duration::from_millis(200);
 /// (`JsonLinesSink` looks once a second).
 const ROTATED_QUIET: Duration = Duration::from_secs(5);
 
+/// How much of the file is read at a time.
+const CHUNK: usize = 64 << 10;
+
+/// The longest line kept: a longer one is reported by its number and
+/// skipped, and one never ended grows no further in memory.
+const MAX_LINE: usize = 16 << 20;
+
 /// The kind a `--kind` names: one of the crate's own if the name is one of
 /// theirs, else a host's own (so events are compared as kinds, not names).
 fn kind_named(name: &str) -> Result<EventKind, std::convert::Infallible> {
@@ -79,8 +86,18 @@ struct Source {
     pos: u64,
     /// The start of a line not yet ended by a newline.
     pending: Vec<u8>,
+    /// The length so far of a line past [`MAX_LINE`] not yet ended (its
+    /// bytes are not kept).
+    skipping: Option<u64>,
     /// Lines read so far.
     line: usize,
+}
+
+/// A line read.
+enum Got {
+    Line(Vec<u8>),
+    /// A line past [`MAX_LINE`], skipped: its length.
+    TooLong(u64),
 }
 
 impl Source {
@@ -89,37 +106,68 @@ impl Source {
             file,
             pos: 0,
             pending: Vec::new(),
+            skipping: None,
             line: 0,
         }
     }
 
-    /// Reads what was appended since the last read: every whole line, with
-    /// its number.
-    fn read_lines(&mut self, path: &Path) -> Result<Vec<(usize, Vec<u8>)>, Failure> {
-        let mut chunk = Vec::new();
-        self.file
-            .seek(SeekFrom::Start(self.pos))
-            .and_then(|_| self.file.read_to_end(&mut chunk))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        self.pos += chunk.len() as u64;
-        self.pending.extend_from_slice(&chunk);
-        let mut lines = Vec::new();
-        let mut start = 0;
-        while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            self.line += 1;
-            lines.push((self.line, self.pending[start..start + end].to_vec()));
-            start += end + 1;
+    /// Reads the next chunk appended since the last read: its whole lines,
+    /// with their numbers; `None` once there is nothing more to read.
+    fn read_chunk(&mut self, path: &Path) -> Result<Option<Vec<(usize, Got)>>, Failure> {
+        let mut chunk = vec![0; CHUNK];
+        let read = self.file.seek(SeekFrom::Start(self.pos)).and_then(|_| {
+            loop {
+                match self.file.read(&mut chunk) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    read => break read,
+                }
+            }
+        });
+        let read = read.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if read == 0 {
+            return Ok(None);
         }
-        self.pending.drain(..start);
-        Ok(lines)
+        self.pos += read as u64;
+        let mut lines = Vec::new();
+        let mut rest = &chunk[..read];
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.take_in(&rest[..end]);
+            rest = &rest[end + 1..];
+            self.line += 1;
+            lines.push((self.line, self.ended()));
+        }
+        self.take_in(rest);
+        Ok(Some(lines))
+    }
+
+    /// Adds `bytes` to the line not yet ended, or only counts them once it
+    /// is past [`MAX_LINE`].
+    fn take_in(&mut self, bytes: &[u8]) {
+        if let Some(skipped) = &mut self.skipping {
+            *skipped += bytes.len() as u64;
+            return;
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() > MAX_LINE {
+            self.skipping = Some(self.pending.len() as u64);
+            self.pending = Vec::new();
+        }
+    }
+
+    /// The line not yet ended, taken as ended.
+    fn ended(&mut self) -> Got {
+        match self.skipping.take() {
+            Some(length) => Got::TooLong(length),
+            None => Got::Line(std::mem::take(&mut self.pending)),
+        }
     }
 
     /// A last line never ended (a writer that died mid-line), with its
     /// number.
-    fn rest(&mut self) -> Option<(usize, Vec<u8>)> {
-        (!self.pending.is_empty()).then(|| {
+    fn rest(&mut self) -> Option<(usize, Got)> {
+        (!self.pending.is_empty() || self.skipping.is_some()).then(|| {
             self.line += 1;
-            (self.line, std::mem::take(&mut self.pending))
+            (self.line, self.ended())
         })
     }
 
@@ -127,6 +175,7 @@ impl Source {
         self.pos = 0;
         self.line = 0;
         self.pending.clear();
+        self.skipping = None;
     }
 }
 
@@ -149,7 +198,7 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         reader.read_new()?;
         if !args.follow {
             if let Some((number, rest)) = reader.current.rest() {
-                reader.handle(number, &rest);
+                reader.handle(number, rest);
             }
             break;
         }
@@ -171,8 +220,10 @@ impl Reader<'_> {
     /// Reads what the file at the path got since the last read, and
     /// handles every whole line.
     fn read_new(&mut self) -> Result<(), Failure> {
-        for (number, line) in self.current.read_lines(&self.args.file)? {
-            self.handle(number, &line);
+        while let Some(lines) = self.current.read_chunk(&self.args.file)? {
+            for (number, line) in lines {
+                self.handle(number, line);
+            }
         }
         Ok(())
     }
@@ -218,15 +269,16 @@ impl Reader<'_> {
             return Ok(());
         };
         let before = rotated.pos;
-        let lines = rotated.read_lines(&self.args.file)?;
+        while let Some(lines) = rotated.read_chunk(&self.args.file)? {
+            for (number, line) in lines {
+                self.handle(number, line);
+            }
+        }
         let grew = if rotated.pos > before {
             Instant::now()
         } else {
             grew
         };
-        for (number, line) in lines {
-            self.handle(number, &line);
-        }
         self.rotated = Some((rotated, grew));
         if grew.elapsed() >= ROTATED_QUIET {
             self.end_rotated();
@@ -240,12 +292,27 @@ impl Reader<'_> {
         if let Some((mut rotated, _)) = self.rotated.take()
             && let Some((number, rest)) = rotated.rest()
         {
-            self.handle(number, &rest);
+            self.handle(number, rest);
         }
     }
 
-    /// Prints the event of line `number`, if it passes the filters.
-    fn handle(&mut self, number: usize, raw: &[u8]) {
+    /// Prints the event of line `number`, if it passes the filters; a line
+    /// too long to keep is reported.
+    fn handle(&mut self, number: usize, got: Got) {
+        let raw = match got {
+            Got::Line(raw) => raw,
+            Got::TooLong(length) => {
+                self.bad += 1;
+                text::err(format!(
+                    "taskstore: {}:{number}: a line of {length} bytes, over the {} MiB a line \
+                     may be; skipped",
+                    self.args.file.display(),
+                    MAX_LINE >> 20
+                ));
+                return;
+            }
+        };
+        let raw = raw.as_slice();
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
