@@ -162,6 +162,10 @@ where
             One(list_orders_filters_and_pages),
         ),
         (
+            "a_page_leaves_out_the_expired_tasks_it_meets",
+            One(a_page_leaves_out_the_expired_tasks_it_meets),
+        ),
+        (
             "paging_is_stable_while_creating",
             One(paging_is_stable_while_creating),
         ),
@@ -199,6 +203,10 @@ where
         (
             "a_conditional_update_applies_only_at_its_revision",
             Two(a_conditional_update_applies_only_at_its_revision),
+        ),
+        (
+            "a_conditional_update_reports_expired_terminal_and_fenced_before_changed",
+            Two(a_conditional_update_reports_expired_terminal_and_fenced_before_changed),
         ),
         (
             "threads_race_terminal_transitions",

@@ -351,6 +351,71 @@ pub(super) fn a_conditional_update_applies_only_at_its_revision(
     ));
 }
 
+/// A conditional update at a revision the task has left is reported for
+/// what keeps it from any write first: an expired task is not found, a
+/// terminal one is [`Transition::AlreadyTerminal`], one whose fence it
+/// fails is [`Transition::Fenced`]; only a task any write could change is
+/// [`Transition::Changed`]. Each leaves the task as it was.
+pub(super) fn a_conditional_update_reports_expired_terminal_and_fenced_before_changed(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let stale = |task: &crate::Task| {
+        let landed = b
+            .update(&task.id, TaskUpdate::new().metadata("peer", true))
+            .unwrap()
+            .into_task();
+        assert_eq!(landed.revision, task.revision + 1);
+        (task.revision, landed)
+    };
+    // Fenced: a's task, written by b since; b's fenced write at a's epoch
+    // is not b's to make, and says so before the revision.
+    let owned = a.create(NewTask::new()).unwrap();
+    let (old, landed) = stale(&owned);
+    let update = TaskUpdate::new()
+        .metadata("stale", true)
+        .fenced(owned.epoch)
+        .if_revision(old);
+    assert_eq!(
+        b.update(&owned.id, update).unwrap(),
+        Transition::Fenced(landed.clone()),
+        "fenced before changed"
+    );
+    assert_eq!(
+        a.get(&owned.id).unwrap().unwrap(),
+        landed,
+        "nothing written"
+    );
+    // Terminal, at a revision it has left.
+    let finished = a.create(NewTask::new()).unwrap();
+    let (old_finished, _) = stale(&finished);
+    let done = a
+        .finish(&finished.id, crate::Outcome::Completed(json!(1)))
+        .unwrap()
+        .into_task();
+    assert_eq!(
+        b.update(&finished.id, TaskUpdate::new().if_revision(old_finished))
+            .unwrap(),
+        Transition::AlreadyTerminal(done.clone()),
+        "terminal before changed"
+    );
+    // Expired, at a revision it has left: not found, and deleted.
+    let ttl = setup.lease;
+    let expiring = a.create(NewTask::new().ttl(ttl)).unwrap();
+    let (old, _) = stale(&expiring);
+    setup.clock.advance(ttl);
+    assert!(
+        matches!(
+            b.update(&expiring.id, TaskUpdate::new().if_revision(old)),
+            Err(Error::NotFound { id }) if id == expiring.id
+        ),
+        "expired before changed"
+    );
+    assert!(a.get(&expiring.id).unwrap().is_none());
+    assert_eq!(a.get(&finished.id).unwrap().unwrap(), done);
+}
+
 /// A reap and a claim delete the expired tasks they meet (running, their
 /// lease lapsed), as a sweep would, and say which they deleted.
 pub(super) fn a_reap_and_a_claim_tell_the_expired_tasks_they_delete(

@@ -556,6 +556,60 @@ pub(super) fn leases_and_orphans(store: &dyn TaskStore, setup: &Setup) {
     assert!(!store.complete(&task.id, json!(1)).unwrap().is_applied());
 }
 
+/// A page that meets expired tasks among the live ones leaves them out and
+/// is still full: pages of every size hold `limit` live tasks each but the
+/// last, concatenate to the live listing, and the expired tasks (running
+/// or finished) are gone after.
+pub(super) fn a_page_leaves_out_the_expired_tasks_it_meets(store: &dyn TaskStore, setup: &Setup) {
+    let ttl = setup.lease;
+    // A fresh set for each size: a listing deletes the expired tasks it
+    // meets, so the next would meet none.
+    for limit in 1..=4 {
+        let mut live = Vec::new();
+        let mut expired = Vec::new();
+        for i in 0..15 {
+            setup.clock.advance(Duration::from_millis(1));
+            let task = if i % 3 == 1 {
+                store.create(NewTask::new().ttl(ttl)).unwrap()
+            } else {
+                store.create(NewTask::new()).unwrap()
+            };
+            if i % 5 == 2 {
+                applied(store.complete(&task.id, json!(i)).unwrap());
+            }
+            if i % 3 == 1 {
+                expired.push(task.id);
+            } else {
+                live.push(task.id);
+            }
+        }
+        setup.clock.advance(ttl);
+        let mut paged = Vec::new();
+        let mut query = ListQuery::all().limit(limit);
+        loop {
+            let page = store.list(&query).unwrap();
+            paged.extend(page.tasks.iter().map(|t| t.id.clone()));
+            match page.next_cursor {
+                Some(c) => {
+                    assert_eq!(page.tasks.len(), limit, "a page before the last is full");
+                    query = ListQuery::all().limit(limit).after(&c);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(
+            paged, live,
+            "limit {limit}: the live tasks, each once, in order"
+        );
+        for id in &expired {
+            assert!(store.get(id).unwrap().is_none(), "{id} expired");
+        }
+        for id in &live {
+            assert!(store.delete(id).unwrap());
+        }
+    }
+}
+
 /// The ids `store` lists for `query`, in listing order.
 pub(super) fn listed_ids(store: &dyn TaskStore, query: &ListQuery) -> Vec<TaskId> {
     store
