@@ -116,7 +116,10 @@ impl TaskContext {
             Ok(RunWrite::Stopped) => Err(self.shared.stopped_error(&self.run)),
             // Only the input state's writes ask for a revision.
             Ok(RunWrite::Changed(_)) => Err(McpError::internal_error(
-                "a write was refused for a revision it did not ask for",
+                format!(
+                    "a write of task {} was refused for a revision it did not ask for",
+                    self.run.id
+                ),
                 None,
             )),
             Err(e) => Err(e.into_mcp(Some(&self.run.id))),
@@ -178,7 +181,13 @@ impl TaskContext {
     ) -> Result<Value, TaskExit> {
         let key = key.into();
         let request = serde_json::to_value(&request).map_err(|e| {
-            McpError::internal_error(format!("unencodable input request: {e}"), None)
+            McpError::internal_error(
+                format!(
+                    "the input request for key {key:?} of task {} cannot be encoded: {e}",
+                    self.run.id
+                ),
+                None,
+            )
         })?;
         let print = fingerprint(&request);
         let (tx, rx) = oneshot::channel();
@@ -188,7 +197,7 @@ impl TaskContext {
                 return Err(TaskExit::Cancelled);
             }
             if !inputs.asked.insert(key.clone()) {
-                return Err(reused(&key, "was already used for this task"));
+                return Err(reused(&self.run.id, &key, "was already used for this task"));
             }
             // Decided from the input state as stored; decided again if
             // another write lands before this one.
@@ -198,6 +207,7 @@ impl TaskContext {
                     Ask::Answered(response) => return Ok(response),
                     Ask::Conflict => {
                         return Err(reused(
+                            &self.run.id,
                             &key,
                             "was used for a different request earlier in this task's life",
                         ));
@@ -250,9 +260,9 @@ impl TaskContext {
     }
 }
 
-fn reused(key: &str, why: &str) -> TaskExit {
+fn reused(id: &crate::id::TaskId, key: &str, why: &str) -> TaskExit {
     TaskExit::Error(McpError::internal_error(
-        format!("inputRequests key {key:?} {why}"),
+        format!("inputRequests key {key:?} of task {id} {why}"),
         None,
     ))
 }

@@ -319,14 +319,22 @@ async fn a_resumed_run_replays_answers_and_refuses_a_different_request_under_a_u
             let conflict = ctx
                 .request_input("second", elicitation("something else?"))
                 .await;
-            let _ = out_tx.send((first, conflict.is_err()));
+            let conflict = match conflict {
+                Err(TaskExit::Error(e)) => Some(e.message.to_string()),
+                _ => None,
+            };
+            let _ = out_tx.send((first, conflict));
             ctx.cancelled().await;
             Err(TaskExit::Cancelled)
         })
     });
     let (first, conflict) = out_rx.recv().await.unwrap();
     assert_eq!(first, json!({"v": 1}));
-    assert!(conflict, "a used key cannot name a different request");
+    let conflict = conflict.expect("a used key cannot name a different request");
+    assert!(
+        conflict.contains(&format!("task {id}")) && conflict.contains("\"second\""),
+        "the error names the task and the key: {conflict}"
+    );
     // The outstanding request stays as it was asked.
     let task = stored(&b, &id);
     assert_eq!(
