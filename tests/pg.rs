@@ -1794,3 +1794,31 @@ fn a_create_at_a_time_it_cannot_store_is_refused_and_leaves_nothing_to_undo() {
     );
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
 }
+
+/// The time is carried on by the monotonic clock, which stands still while
+/// the host is suspended (or its VM paused) while the wall clock does not:
+/// once the two part by more than a second since the last measurement, the
+/// next operation measures the server's clock again, at once, not at the
+/// end of the refresh period (30 s, during which the handle's time lagged
+/// by the whole suspend). The local wall clock is a `ManualClock` moved
+/// by a minute, as a resume shows it.
+#[test]
+fn a_wall_clock_that_parts_from_the_monotonic_one_is_measured_again_at_once() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("clock_parted");
+    let local = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .clock(local.clone())
+        .open()
+        .unwrap();
+    let measured = store.server_time().unwrap().offset;
+    local.advance(Duration::from_secs(60));
+    store.get(&TaskId::new()).unwrap();
+    let again = store.server_time().unwrap().offset;
+    let off = (again - (measured - time::Duration::seconds(60))).abs();
+    assert!(
+        off < time::Duration::seconds(5),
+        "measured {measured}, then {again} after the wall clock moved a minute"
+    );
+}

@@ -3,9 +3,13 @@
 //!
 //! [`ServerClock`] gives the server's `clock_timestamp()`, carried on by the
 //! monotonic clock between measurements, made at open and again every
-//! [`REFRESH`] (or the period the builder sets): by the first operation past
-//! the deadline, before it takes its own connection, on an idle pooled one,
-//! one round trip; never by waiting for a connection. Reading the time does
+//! [`REFRESH`] (or the period the builder sets), and as soon as the
+//! configured wall clock has parted from the monotonic one by more than
+//! [`PARTED`] since the last (a host suspended or a VM paused, whose
+//! monotonic clock stood still while the wall clocks went on; a wall clock
+//! stepped): by the first operation past the deadline, before it takes its
+//! own connection, on an idle pooled one, one round trip; never by waiting
+//! for a connection. Reading the time does
 //! no I/O: an async server reads it on its runtime's threads, where the
 //! synchronous client may not run (its own runtime would panic there).
 //!
@@ -18,10 +22,12 @@
 //! until the next measurement). `tests/pg.rs` checks the bound with the
 //! drift measured, as it must be: the wall clock of the VM it runs on ran
 //! 0.5% ahead of the monotonic clock for seconds at a time. A step of the
-//! configured wall clock (by NTP or by hand) changes nothing: it is not
-//! what the time is carried on by. (It was, and a forward step stuck for
-//! its whole size: a handle's time never goes back.) The configured clock
-//! is read only for the offset [`ServerTime`] reports.
+//! configured wall clock (by NTP or by hand) changes nothing but the
+//! offset [`ServerTime`] reports: it is not what the time is carried on by
+//! (it was, and a forward step stuck for its whole size: a handle's time
+//! never goes back), and the measurement it sets off reads the server
+//! again. The configured clock is read for that offset and to see the two
+//! clocks part.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -37,6 +43,13 @@ use super::pool::{Connection, Pool};
 pub(crate) const REFRESH: Duration = Duration::from_secs(30);
 /// How soon a failed or skipped measurement is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How far the configured wall clock may part from the monotonic clock
+/// since the last measurement before the next operation measures again at
+/// once: a suspended host (or a paused VM) whose monotonic clock stood
+/// still while the wall clock went on, or a wall clock stepped. Well over
+/// what a slewed clock drifts in a refresh period (0.5% of 30 s: 150 ms).
+const PARTED: Duration = Duration::from_secs(1);
 
 const NOW_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8";
 
@@ -69,6 +82,9 @@ pub(crate) struct ServerClock {
     round_trip_nanos: AtomicU64,
     /// When to measure again, in milliseconds since `base`.
     next_ms: AtomicU64,
+    /// The earliest a measurement the parted clocks ask for is tried, in
+    /// milliseconds since `base`: [`RETRY`] after one failed or skipped.
+    parted_ms: AtomicU64,
     measuring: AtomicBool,
 }
 
@@ -100,6 +116,7 @@ impl ServerClock {
             since_base_nanos: AtomicI64::new(measured.since_base),
             round_trip_nanos: AtomicU64::new(measured.round_trip),
             next_ms: AtomicU64::new(0),
+            parted_ms: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
         };
         clock.schedule(refresh);
@@ -125,12 +142,28 @@ impl ServerClock {
         self.next_ms.store(at, Ordering::Relaxed);
     }
 
-    /// Measures again if it is time, on an idle connection, if one is idle.
-    /// Blocking I/O: called by operations, never by [`Clock::now`].
+    /// Whether the configured wall clock has parted from the monotonic one
+    /// by more than [`PARTED`] since the last measurement.
+    fn parted(&self) -> bool {
+        // At the measurement, the wall clock read the server's time minus
+        // the offset, and the monotonic one the server's time minus
+        // `since_base`: their difference then, against the difference now.
+        let then = i128::from(self.since_base_nanos.load(Ordering::Relaxed))
+            - i128::from(self.offset_nanos.load(Ordering::Relaxed));
+        let since_base = i128::try_from(self.base.elapsed().as_nanos()).unwrap_or(i128::MAX);
+        let now = self.local.now_unix_nanos().saturating_sub(since_base);
+        now.saturating_sub(then).unsigned_abs() > PARTED.as_nanos()
+    }
+
+    /// Measures again if it is time (the refresh period has passed, or the
+    /// wall clock parted from the monotonic one), on an idle connection, if
+    /// one is idle. Blocking I/O: called by operations, never by
+    /// [`Clock::now`].
     pub fn refresh_if_due(&self) {
-        if self.elapsed_ms() < self.next_ms.load(Ordering::Relaxed)
-            || self.measuring.swap(true, Ordering::Acquire)
-        {
+        let elapsed = self.elapsed_ms();
+        let due = elapsed >= self.next_ms.load(Ordering::Relaxed)
+            || (elapsed >= self.parted_ms.load(Ordering::Relaxed) && self.parted());
+        if !due || self.measuring.swap(true, Ordering::Acquire) {
             return;
         }
         let measured = self
@@ -149,9 +182,15 @@ impl ServerClock {
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "could not measure the server's clock; keeping the last offset");
                 self.schedule(RETRY);
+                self.parted_ms
+                    .store(self.next_ms.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             // Every connection busy (or none open): soon, not now.
-            None => self.schedule(RETRY),
+            None => {
+                self.schedule(RETRY);
+                self.parted_ms
+                    .store(self.next_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         }
         self.measuring.store(false, Ordering::Release);
     }
