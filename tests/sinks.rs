@@ -39,15 +39,28 @@ impl EventSink for Counting {
     }
 }
 
+/// A sink of a fan-out that panics is contained, counted by the fan-out
+/// (the store or registry above it sees no panic), and logged as a warning
+/// naming the sink's place, as the store logs its own sink's. (Nothing was
+/// logged: a sink that panicked at every event looked healthy.)
 #[test]
 fn a_panicking_sink_in_a_fan_out_is_contained_and_counted() {
     let log = Arc::new(EventLog::new());
     let sink = FanOut::new()
-        .with(Panicking)
         .with_shared(log.clone())
+        .with(Panicking)
         .with(TracingSink::new());
-    sink.emit(&Event::new("one"));
-    sink.emit(&Event::new("two"));
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        sink.emit(&Event::new("one"));
+        sink.emit(&Event::new("two"));
+    });
+    let warnings = logged.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| w.field("sink") == Some("1")),
+        "{warnings:?}"
+    );
     assert_eq!(sink.panics(), 2);
     assert_eq!(
         log.len(),

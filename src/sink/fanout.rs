@@ -8,8 +8,10 @@ use crate::events::{CallOutcome, Event};
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 
 /// Forwards every event to each of its sinks in order. A sink that panics is
-/// contained and counted ([`panics`](FanOut::panics)); the others still get
-/// the event.
+/// contained, counted ([`panics`](FanOut::panics)) and logged as a warning
+/// naming its place among the sinks (from 0); the others still get the
+/// event. The store or registry the fan-out is given sees no panic: its own
+/// count of sink panics stays 0, and this one is the count to watch.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -61,23 +63,29 @@ impl FanOut {
         self.panics.load(Ordering::Relaxed)
     }
 
-    fn count(&self, ok: bool) {
+    fn count(&self, sink: usize, ok: bool) {
         if !ok {
-            self.panics.fetch_add(1, Ordering::Relaxed);
+            self.panicked(sink);
         }
+    }
+
+    #[cold]
+    fn panicked(&self, sink: usize) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(sink, "a sink of a FanOut panicked; it missed the event");
     }
 }
 
 impl EventSink for FanOut {
     fn emit(&self, event: &Event) {
-        for sink in &self.sinks {
-            self.count(emit_contained(&**sink, event));
+        for (n, sink) in self.sinks.iter().enumerate() {
+            self.count(n, emit_contained(&**sink, event));
         }
     }
 
     fn breaker_call(&self, breaker: &str, outcome: CallOutcome) {
-        for sink in &self.sinks {
-            self.count(breaker_call_contained(&**sink, breaker, outcome));
+        for (n, sink) in self.sinks.iter().enumerate() {
+            self.count(n, breaker_call_contained(&**sink, breaker, outcome));
         }
     }
 }

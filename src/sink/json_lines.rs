@@ -49,9 +49,15 @@ use crate::sink::EventSink;
 ///   looks at the path, and if the file there is no longer the one it has
 ///   open (renamed away, or removed), it opens the path again, making the
 ///   file if none is there. Lines from the moment of the rotation to the
-///   next check go to the renamed file, none is lost. A host that rotates
-///   on a signal calls [`reopen`](JsonLinesSink::reopen). A `copytruncate`
-///   rotation needs neither: appends go to the end of the truncated file.
+///   next check go to the renamed file, none is lost while that file is
+///   kept; a file removed (by hand, or a rotation that compresses or
+///   deletes the renamed file at once) takes the lines written to it until
+///   the next check with it, and they are counted in
+///   [`written`](JsonLinesSink::written) all the same (logrotate's
+///   `delaycompress` keeps the renamed file for a cycle). A host that
+///   rotates on a signal calls [`reopen`](JsonLinesSink::reopen). A
+///   `copytruncate` rotation needs neither: appends go to the end of the
+///   truncated file.
 ///
 /// # Limitations
 ///

@@ -25,8 +25,9 @@ use crate::events::{CallOutcome, Event, EventLog};
 ///
 /// The crate calls sinks outside its locks and contains their panics (see
 /// [`emit_contained`]), so a sink may take its time or fail without breaking
-/// the caller. The trait is object safe: stores and registries hold an
-/// `Arc<dyn EventSink>`.
+/// the caller. Containing a panic needs it to unwind: in a host built with
+/// `panic = "abort"`, a sink that panics ends the process. The trait is
+/// object safe: stores and registries hold an `Arc<dyn EventSink>`.
 pub trait EventSink: Send + Sync {
     /// Receives one event.
     fn emit(&self, event: &Event);
