@@ -33,7 +33,11 @@ async fn a_huge_id_comes_back_shortened() {
 
 #[tokio::test]
 async fn ttl_and_poll_interval_are_held_to_their_bounds() {
-    let m = DurableTaskManager::new(Arc::new(MemoryStore::new()));
+    // A clock that stands still: the next tasks/get finds the task however
+    // long the machine stalls between the two.
+    let clock = Arc::new(crate::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = MemoryStore::builder().clock(clock).build().unwrap();
+    let m = DurableTaskManager::new(Arc::new(store));
     let seed = m
         .spawn(
             TaskOptions::new().with_ttl_ms(0).with_poll_interval_ms(0),
