@@ -591,8 +591,8 @@ fn breaker_with_uses_its_config_and_refuses_a_conflicting_one() {
     ));
 }
 
-/// Every field of a config is told apart when it differs (a field added
-/// and left out of the comparison would be reported as `config`).
+/// Every field of a config is told apart when it differs, by its own name
+/// (the comparison names each field itself: one named wrong fails this).
 #[test]
 fn a_conflict_names_each_field_that_differs() {
     let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();

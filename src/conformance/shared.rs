@@ -412,6 +412,12 @@ pub(super) fn a_conditional_update_reports_expired_terminal_and_fenced_before_ch
         ),
         "expired before changed"
     );
+    // Before any `get`, which deletes an expired task it meets too.
+    assert_eq!(
+        a.sweep().unwrap().deleted,
+        0,
+        "the refused update deleted the expired task"
+    );
     assert!(a.get(&expiring.id).unwrap().is_none());
     assert_eq!(a.get(&finished.id).unwrap().unwrap(), done);
 }

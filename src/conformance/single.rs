@@ -601,6 +601,12 @@ pub(super) fn a_page_leaves_out_the_expired_tasks_it_meets(store: &dyn TaskStore
             paged, live,
             "limit {limit}: the live tasks, each once, in order"
         );
+        // Before any `get`, which deletes an expired task it meets too.
+        assert_eq!(
+            store.sweep().unwrap().deleted,
+            0,
+            "the pages deleted the expired tasks they met"
+        );
         for id in &expired {
             assert!(store.get(id).unwrap().is_none(), "{id} expired");
         }

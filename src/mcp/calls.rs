@@ -103,8 +103,10 @@ pub(super) async fn get(
 /// JSON-RPC error object is inlined as `-32603` with it as `data`
 /// ([`jsonrpc_error`]); a stored result that is not a JSON object (a host
 /// that is not an MCP server finished the task) is carried as a tool
-/// result with its JSON as text ([`tool_result`]), so that every task a
-/// shared store holds can be read over MCP.
+/// result with its JSON as text ([`tool_result`]), so that a task a host
+/// that is not an MCP server finished can be read over MCP. (An
+/// `input_required` task whose `inputRequests` are not MCP input requests
+/// still cannot: `-32603`.)
 pub(super) fn to_wire(task: &Task) -> Result<DetailedTask, McpError> {
     let carried = match task.status {
         TaskStatus::Completed if !task.result.as_ref().is_some_and(Value::is_object) => {

@@ -37,7 +37,9 @@
 //! - **First writer wins.** The operation's `Ok` is recorded `completed`
 //!   with the `CallToolResult` inlined, [`TaskExit::Error`] `failed` with the
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
-//!   panicking or aborted operation `failed`. The first terminal state is
+//!   panicking or aborted operation `failed` ("task operation panicked:"
+//!   and up to 1 KiB of the panic's message, which the client reads). The
+//!   first terminal state is
 //!   final across processes. A task a host that is not an MCP server
 //!   finished over a shared store is answered whatever its payload's shape:
 //!   a result that is not a JSON object as a `CallToolResult` whose one

@@ -79,6 +79,10 @@ pub(crate) struct ServerClock {
     /// nanoseconds since `base`, as last measured: what [`Clock::now`]
     /// adds to the monotonic clock.
     since_base_nanos: AtomicI64,
+    /// The configured clock's time, in nanoseconds since the epoch, minus
+    /// the nanoseconds since `base`, at the last measurement: what
+    /// [`parted`](Self::parted) compares with.
+    local_base_nanos: AtomicI64,
     round_trip_nanos: AtomicU64,
     /// When to measure again, in milliseconds since `base`.
     next_ms: AtomicU64,
@@ -114,6 +118,7 @@ impl ServerClock {
             refresh,
             offset_nanos: AtomicI64::new(measured.offset),
             since_base_nanos: AtomicI64::new(measured.since_base),
+            local_base_nanos: AtomicI64::new(measured.local_base),
             round_trip_nanos: AtomicU64::new(measured.round_trip),
             next_ms: AtomicU64::new(0),
             parted_ms: AtomicU64::new(0),
@@ -145,14 +150,10 @@ impl ServerClock {
     /// Whether the configured wall clock has parted from the monotonic one
     /// by more than [`PARTED`] since the last measurement.
     fn parted(&self) -> bool {
-        // At the measurement, the wall clock read the server's time minus
-        // the offset, and the monotonic one the server's time minus
-        // `since_base`: their difference then, against the difference now.
-        let then = i128::from(self.since_base_nanos.load(Ordering::Relaxed))
-            - i128::from(self.offset_nanos.load(Ordering::Relaxed));
+        let then = i128::from(self.local_base_nanos.load(Ordering::Relaxed));
         let since_base = i128::try_from(self.base.elapsed().as_nanos()).unwrap_or(i128::MAX);
-        let now = self.local.now_unix_nanos().saturating_sub(since_base);
-        now.saturating_sub(then).unsigned_abs() > PARTED.as_nanos()
+        let now = clamp(self.local.now_unix_nanos().saturating_sub(since_base));
+        i128::from(now).abs_diff(then) > PARTED.as_nanos()
     }
 
     /// Measures again if it is time (the refresh period has passed, or the
@@ -175,6 +176,8 @@ impl ServerClock {
                 self.offset_nanos.store(measured.offset, Ordering::Relaxed);
                 self.since_base_nanos
                     .store(measured.since_base, Ordering::Relaxed);
+                self.local_base_nanos
+                    .store(measured.local_base, Ordering::Relaxed);
                 self.round_trip_nanos
                     .store(measured.round_trip, Ordering::Relaxed);
                 self.schedule(self.refresh);
@@ -215,6 +218,9 @@ struct Measured {
     /// The server's time in nanoseconds since the epoch minus the
     /// nanoseconds since `base`, both at the round trip's midpoint.
     since_base: i64,
+    /// The configured clock's time minus the nanoseconds since `base`, at
+    /// the midpoint.
+    local_base: i64,
     /// The round trip it was measured over, in nanoseconds.
     round_trip: u64,
 }
@@ -236,10 +242,15 @@ fn measure(
     let midpoint = before + (after - before) / 2;
     let mono_midpoint = (started + round_trip / 2).duration_since(base).as_nanos();
     let mono_midpoint = i128::try_from(mono_midpoint).unwrap_or(i128::MAX);
-    let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
     Ok(Measured {
         offset: clamp(server - midpoint),
         since_base: clamp(server - mono_midpoint),
+        local_base: clamp(midpoint - mono_midpoint),
         round_trip: u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX),
     })
+}
+
+/// `n` as an `i64`, saturated.
+fn clamp(n: i128) -> i64 {
+    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
 }
