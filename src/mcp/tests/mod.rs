@@ -437,6 +437,84 @@ async fn an_answer_through_a_peer_is_stored_once_and_one_too_deep_is_refused() {
     assert_eq!(result["content"][0]["text"], blob.len().to_string());
 }
 
+/// The owner's write recording an answer takes no more room than the
+/// peer's write that stored its copy: it clears the copy to `null`, the
+/// key's record held `null` for it, and it sheds the key's outstanding
+/// request. So the largest answer a peer's copy holds is delivered, also
+/// while another request stays outstanding (a write that leaves none
+/// sheds them all), and no answer a peer acknowledged is refused by the
+/// owner's record and tried again for ever. (With the cleared copy made
+/// 512 bytes instead of `null`, the answer is never recorded, and this
+/// fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_answer_a_peer_stores_is_delivered() {
+    let cap = 8 * 1024;
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        let store = crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .max_payload_bytes(cap)
+            .build()
+            .unwrap();
+        DurableTaskManager::with_options(Arc::new(store), fast())
+    };
+    let (owner, peer) = (open("owner"), open("peer"));
+    let seed = owner
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let (k, other) = tokio::join!(
+                    ctx.request_input("k", elicitation("big?")),
+                    ctx.request_input("other", elicitation("and?")),
+                );
+                let blob = k?["blob"].as_str().map_or(0, str::len);
+                Ok(text(&format!("{blob} {}", other?["v"])))
+            })
+        })
+        .await
+        .unwrap();
+    let outstanding = |n: usize| {
+        let peer = peer.clone();
+        let id = seed.task_id.clone();
+        async move {
+            eventually(|| async {
+                match peer.get_task(&id).await.unwrap().payload {
+                    TaskPayload::InputRequired { input_requests } => {
+                        (input_requests.len() == n).then_some(())
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+        }
+    };
+    outstanding(2).await;
+    // The largest answer the peer's copy holds: each larger one is refused
+    // and stores nothing.
+    let mut size = cap;
+    loop {
+        let answer = json!({"blob": "x".repeat(size)});
+        match peer
+            .update_task(&seed.task_id, [("k".to_owned(), answer)])
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{e:?}");
+                size -= 1;
+            }
+        }
+    }
+    // Recorded by the owner: one request left.
+    outstanding(1).await;
+    peer.update_task(&seed.task_id, [("other".to_owned(), json!({"v": 1}))])
+        .await
+        .unwrap();
+    let TaskPayload::Completed { result } = settled(&owner, &seed.task_id).await.payload else {
+        panic!("not completed")
+    };
+    assert_eq!(result["content"][0]["text"], format!("{size} 1"));
+}
+
 #[tokio::test]
 async fn input_round_trip_in_the_same_instance_and_across_instances() {
     let dir = tempfile::tempdir().unwrap();
