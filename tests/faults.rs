@@ -1968,3 +1968,37 @@ fn a_failed_creates_task_is_renewed_under_no_repeated_id() {
         );
     }
 }
+
+/// A store opened where its parent directories do not exist yet makes them,
+/// and the name of each is made durable in its own parent before `open`
+/// returns, as the store's own name is: a power cut could otherwise lose a
+/// directory on the way to the store, and the store with it. (Only the
+/// store's own parent was fsynced.) Shown on the calls the store makes.
+#[test]
+fn opening_a_store_under_new_directories_makes_each_ones_name_durable() {
+    use taskstore::FsEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let root = base.join("srv/tasks/store");
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(&root)
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let synced: Vec<PathBuf> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            FsEvent::SyncDir { path } => Some(path),
+            _ => None,
+        })
+        .collect();
+    for dir in [base.join("srv/tasks"), base.join("srv"), base.clone()] {
+        assert!(
+            synced.contains(&dir),
+            "{} was not fsynced: {synced:?}",
+            dir.display()
+        );
+    }
+    assert!(store.create(NewTask::new()).is_ok());
+}

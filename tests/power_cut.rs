@@ -414,10 +414,15 @@ fn record(machine: &Machine, fs: FileSystem, scratch: &Path) -> Result<Vec<Image
     Ok(images)
 }
 
+/// Where the store is, under the file system's root: directories the
+/// first open makes, each of whose names must be durable before it returns
+/// (a store whose parent's name is lost is lost whole).
+const STORE: &str = "srv/tasks/store";
+
 /// The calls, each followed by a cut: the first open, then two rounds of
 /// every kind of mutating call.
 fn script(rec: &mut Recorder<'_>, mount: &Path) {
-    let dir = mount.join("store");
+    let dir = mount.join(STORE);
     let clock = ManualClock::new(T0);
     let main = open_store(&dir, &clock, "main", OWNER_LEASE, None).expect("first open");
     rec.cut(Op::Open, "", |_| {});
@@ -733,7 +738,7 @@ fn check(machine: &Machine, fs: FileSystem, image: &Image, scratch: &Path) -> Ch
             return checked;
         }
     };
-    let dir = mount.dir().join("store");
+    let dir = mount.dir().join(STORE);
 
     // Where each task's files are, before the store is opened (and may
     // tidy up): shown with a broken acknowledgement.

@@ -208,7 +208,18 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(root_error(root, e)),
     }
-    let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent_of(root);
+    // The ancestors missing now, made below: each one's name must be
+    // durable in its own parent too, or a power cut could take the store
+    // with it (only the store's own parent was made durable).
+    let made: Vec<&Path> = parent
+        .into_iter()
+        .flat_map(Path::ancestors)
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| {
+            matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        })
+        .collect();
     if let Some(parent) = parent {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
     }
@@ -219,13 +230,29 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
         Err(e) => return Err(Error::io("create directory", root, e)),
     }
     let dir = fs.open_root(root).map_err(|e| root_error(root, e))?;
-    if let Some(parent) = parent {
+    // The store's parent, then the parent of each ancestor made.
+    for parent in parent
+        .into_iter()
+        .chain(made.iter().filter_map(|p| parent_of(p)))
+    {
         let parent = fs
             .open_root(parent)
             .map_err(|e| Error::io("open directory", parent, e))?;
         sync_dir(fs, &parent)?;
     }
     Ok(dir)
+}
+
+/// The directory `path` is named in: the working directory for a relative
+/// path of one component (whose `parent` is empty).
+fn parent_of(path: &Path) -> Option<&Path> {
+    path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    })
 }
 
 pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
