@@ -91,6 +91,29 @@ pub(super) fn settle_area(store: &FileStore, area: Area) {
     }
 }
 
+/// Waits (polling, bounded) until the file `name` in `area` has stood
+/// still long enough for its status to be trusted: one written in place
+/// changes no directory, so `settle_area` does not wait for it.
+pub(super) fn settle_file(store: &FileStore, area: Area, name: &str) {
+    let backend = store.backend();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = backend
+            .fs
+            .stat(backend.dir(area), std::ffi::OsStr::new(name))
+            .unwrap();
+        if Stamp::settled(&status, stamp::clock()).is_some() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}/{name} never settled",
+            area.name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn a_quiet_store_lists_from_memory_and_sees_every_later_write(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let (reader, writer) = pair(dir.path(), mode);
