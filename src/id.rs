@@ -103,15 +103,20 @@ fn validate(id: &str) -> Result<(), &'static str> {
 
 /// Keeps error messages bounded when the rejected input is huge.
 pub(crate) fn shorten(id: &str) -> String {
-    const KEEP: usize = 160;
-    if id.len() <= KEEP {
-        return id.to_owned();
+    bounded(id, 160)
+}
+
+/// `text`, cut to at most `keep` bytes (on a character boundary) and marked
+/// `...` where it was cut.
+pub(crate) fn bounded(text: &str, keep: usize) -> String {
+    if text.len() <= keep {
+        return text.to_owned();
     }
-    let mut end = KEEP;
-    while !id.is_char_boundary(end) {
+    let mut end = keep;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &id[..end])
+    format!("{}...", &text[..end])
 }
 
 impl fmt::Display for TaskId {

@@ -2343,19 +2343,21 @@ fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
     assert!(stdout(&shown).contains(task.id.as_str()));
 }
 
+/// `prlimit` (util-linux), which the tests that hold the command's memory
+/// run it under: `.ci/run` installs it.
+fn require_prlimit() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit (util-linux) is needed: .ci/run installs it");
+    }
+}
+
 /// `list` without `--limit` asks the store page after page and keeps no
 /// task it has printed: run with its data segment held to 200 MB, it
 /// lists a store of 300 MB of tasks. (It asked for one page of every task
 /// and kept each it printed: over 300 MB.)
 #[test]
 fn list_without_a_limit_holds_a_page_not_the_store() {
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("prlimit (util-linux) is needed: .ci/run installs it");
-    }
+    require_prlimit();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = FileStore::builder(&dir)
@@ -2517,13 +2519,7 @@ fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
 #[test]
 fn tail_holds_a_line_not_the_file() {
     use std::io::Write as _;
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("prlimit (util-linux) is needed: .ci/run installs it");
-    }
+    require_prlimit();
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("events.jsonl");
     let mut out = std::io::BufWriter::new(fs::File::create(&file).unwrap());

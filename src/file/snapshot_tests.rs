@@ -76,17 +76,17 @@ fn settle(store: &FileStore) {
 /// The same for `area`.
 pub(super) fn settle_area(store: &FileStore, area: Area) {
     let backend = store.backend();
+    settle_status(area.name(), || {
+        backend.fs.stat_dir(backend.dir(area)).unwrap()
+    });
+}
+
+/// Waits (polling, bounded) until `status` gives a status that has stood
+/// still long enough to be trusted; `what` names it if it never does.
+fn settle_status(what: &str, status: impl Fn() -> crate::file::fs::Status) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = backend.fs.stat_dir(backend.dir(area)).unwrap();
-        if Stamp::settled(&status, stamp::clock()).is_some() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never settled",
-            area.name()
-        );
+    while Stamp::settled(&status(), stamp::clock()).is_none() {
+        assert!(std::time::Instant::now() < deadline, "{what} never settled");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -96,22 +96,12 @@ pub(super) fn settle_area(store: &FileStore, area: Area) {
 /// changes no directory, so `settle_area` does not wait for it.
 pub(super) fn settle_file(store: &FileStore, area: Area, name: &str) {
     let backend = store.backend();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = backend
+    settle_status(&format!("{}/{name}", area.name()), || {
+        backend
             .fs
             .stat(backend.dir(area), std::ffi::OsStr::new(name))
-            .unwrap();
-        if Stamp::settled(&status, stamp::clock()).is_some() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}/{name} never settled",
-            area.name()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .unwrap()
+    });
 }
 
 fn a_quiet_store_lists_from_memory_and_sees_every_later_write(mode: Mode) {

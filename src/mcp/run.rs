@@ -409,14 +409,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a payload that is not a string)");
-    if message.len() <= KEEP {
-        return message.to_owned();
-    }
-    let mut end = KEEP;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &message[..end])
+    crate::id::bounded(message, KEEP)
 }
 
 /// What is recorded for a run.
