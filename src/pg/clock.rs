@@ -233,11 +233,14 @@ fn measure(
     base: Instant,
 ) -> Result<Measured, postgres::Error> {
     let statement = conn.prepared(NOW_SQL)?;
-    let before = local.now_unix_nanos();
+    // The wall clock's readings inside the monotonic ones: the round trip
+    // reported spans both, so half of it bounds the offset's error too (a
+    // thread preempted between the readings widens it, not the error).
     let started = Instant::now();
+    let before = local.now_unix_nanos();
     let row = conn.client.query_one(&statement, &[])?;
-    let round_trip = started.elapsed();
     let after = local.now_unix_nanos();
+    let round_trip = started.elapsed();
     let server = i128::from(row.get::<_, i64>(0)) * 1_000;
     let midpoint = before + (after - before) / 2;
     let mono_midpoint = (started + round_trip / 2).duration_since(base).as_nanos();
