@@ -49,6 +49,13 @@ fn stderr(out: &Output) -> String {
 
 /// Runs the command and fails the test, with its output, unless it exits
 /// with `code`.
+/// A temporary directory, and the path of a store in it (not made yet).
+fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    (tmp, dir)
+}
+
 fn run_expect(store: Option<&Path>, args: &[&str], code: i32) -> Output {
     let out = run(store, args);
     assert_eq!(
@@ -190,8 +197,7 @@ fn assert_unchanged(
 
 #[test]
 fn verify_finds_nothing_in_a_clean_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     store_with_tasks(&dir);
     let before = snapshot(&dir);
     let out = run_expect(Some(&dir), &["verify"], 0);
@@ -609,8 +615,7 @@ fn verify_reports_every_kind_of_damage_with_its_path() {
 
 #[test]
 fn verify_leaves_a_live_writers_temp_file_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
     let id = first(&tasks, TaskStatus::Working).id;
     let temp = dir.join("tmp").join(format!("{id}.999999.1.tmp"));
@@ -652,8 +657,7 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
 
 #[test]
 fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
     // Every kind of damage that repair fixes, at once (those planted through
     // an open store first: opening a store resolves some damage itself).
@@ -755,8 +759,7 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
 /// store clean.
 #[test]
 fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
     let damage = DAMAGE
         .iter()
@@ -821,8 +824,7 @@ fn store_with_history(dir: &Path) -> ManualClock {
 
 #[test]
 fn stats_agree_with_the_api() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     store_with_history(&dir);
     // A live handle keeps renewing one task: running, not an orphan.
     let live = open(&dir);
@@ -934,8 +936,7 @@ fn stats_agree_with_the_api() {
 /// foreign one as an unreadable task file.)
 #[test]
 fn stats_tell_foreign_names_from_unreadable_task_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
     let corrupt = task_path(&dir, "active", &first(&tasks, TaskStatus::Working).id);
     fs::write(&corrupt, b"{ not json").unwrap();
@@ -963,8 +964,7 @@ fn stats_tell_foreign_names_from_unreadable_task_files() {
 
 #[test]
 fn list_json_is_the_api_listing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     store_with_history(&dir);
     let api = open(&dir);
     let parse = |out: &Output| -> Vec<Task> {
@@ -1089,8 +1089,7 @@ fn gone_an_hour_ago(dir: &Path) -> FileStore {
 /// (Dry runs opened a handle and listed, and said "nothing was changed".)
 #[test]
 fn dry_runs_leave_what_a_handle_would_tidy_as_it_is() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let old = gone_an_hour_ago(&dir);
     let expired = old
         .create(NewTask::new().ttl(Duration::from_secs(60)))
@@ -1154,8 +1153,7 @@ fn escaped_everywhere(dir: &Path, message: &str, shown: impl Fn(char) -> bool) -
 /// were printed raw.)
 #[test]
 fn task_data_never_reaches_the_terminal_as_control_characters() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let message = "hi \u{1b}]0;pwned\u{7}\u{1b}[31mred\u{7f}\u{9b}2J\nforged row";
     let table = escaped_everywhere(&dir, message, |c| !c.is_control() || c == '\n');
     assert_eq!(table.lines().count(), 2, "a header and one row: {table}");
@@ -1170,8 +1168,7 @@ fn task_data_never_reaches_the_terminal_as_control_characters() {
 /// read as another.)
 #[test]
 fn bidirectional_controls_are_escaped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let bidi = [
         '\u{202e}', '\u{202c}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
     ];
@@ -1249,8 +1246,7 @@ fn a_newline_in_a_path_forges_no_line() {
 
 #[test]
 fn sweep_and_reap_dry_runs_list_what_would_happen() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let old = gone_an_hour_ago(&dir);
     let expired = old
         .create(NewTask::new().ttl(Duration::from_secs(60)))
@@ -1327,8 +1323,7 @@ fn cancel_races_a_writer_process_and_says_who_won() {
         return completer(&args);
     }
     const ROUNDS: usize = 16;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (tmp, dir) = store_dir();
     let work = tmp.path().to_owned();
     let store = open(&dir);
     let mut rng = Rng::from_entropy("cancel race");
@@ -1425,8 +1420,7 @@ fn commands_run_beside_a_writer_process() {
         assert_eq!(role, "writer");
         return writer(&args);
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (tmp, dir) = store_dir();
     let work = tmp.path().to_owned();
     store_with_tasks(&dir);
     let stop = work.join("stop");
@@ -1773,8 +1767,7 @@ fn tail_json_keeps_every_control_character_inside_a_string() {
 
 #[test]
 fn tail_reads_filters_and_follows_a_file_through_truncation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (tmp, dir) = store_dir();
     let events = tmp.path().join("events.jsonl");
     // A writer that does not look at its path (until it reopens), as any
     // writer between its looks.
@@ -1956,8 +1949,7 @@ fn progress_drawn(terminal: &str) -> Vec<(usize, usize, usize)> {
 #[test]
 fn long_commands_draw_progress_on_a_terminal_and_none_when_piped() {
     const TASKS: usize = 600;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let store = FileStore::builder(&dir)
         .durability(taskstore::Durability::Eventual)
         .open()
@@ -2160,8 +2152,7 @@ fn commands_work_over_postgres() {
     assert_eq!(stats["store"]["schema"], schema.as_str());
     assert_eq!(stats["tasks"], 3);
     // A file store named too is a usage error: which one was meant?
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     store_with_tasks(&dir);
     let both = [
         pg_env[0],
@@ -2272,8 +2263,7 @@ fn verify_and_repair_say_they_are_for_file_stores() {
 /// runs read it, and said what they would reap.)
 #[test]
 fn reads_without_a_handle_refuse_a_store_of_a_newer_format_as_the_real_runs_do() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let old = gone_an_hour_ago(&dir);
     old.create(NewTask::new()).unwrap();
     drop(old);
@@ -2308,8 +2298,7 @@ fn reads_without_a_handle_refuse_a_store_of_a_newer_format_as_the_real_runs_do()
 /// delete it.)
 #[test]
 fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
     let service = FileStore::builder(&dir)
         .clock(Arc::new(ManualClock::new(past)))
@@ -2358,8 +2347,7 @@ fn require_prlimit() {
 #[test]
 fn list_without_a_limit_holds_a_page_not_the_store() {
     require_prlimit();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let store = FileStore::builder(&dir)
         .durability(taskstore::Durability::Eventual)
         .open()
@@ -2394,8 +2382,7 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
 /// did. (Both were silent: the task was gone with no word.)
 #[test]
 fn reap_and_its_dry_run_tell_the_expired_tasks_it_deletes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     let old = gone_an_hour_ago(&dir);
     let expired = old
         .create(NewTask::new().ttl(Duration::from_secs(60)))
@@ -2482,8 +2469,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// exited 0; the others said a directory was missing, "run verify".)
 #[test]
 fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
+    let (_tmp, dir) = store_dir();
     store_with_tasks(&dir);
     let active = dir.join("active");
     chmod(&active, 0o000);
