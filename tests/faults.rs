@@ -1938,6 +1938,19 @@ fn after_a_failed_fsync_of_done_the_index_entries_of_its_removals_stay() {
         entries,
         "the entries stay for the tasks a power loss may bring back"
     );
+    // A handle opened after it (after a reboot, the files are back or
+    // durably gone) finds them stale, and its sweep removes them.
+    drop(store);
+    let again = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    again.sweep().unwrap();
+    assert_eq!(
+        common::files_in(&root, "expiring"),
+        Vec::<String>::new(),
+        "a handle opened later removes the stale entries"
+    );
 }
 
 /// A task whose create failed and could not be undone is no caller's: a

@@ -807,12 +807,23 @@ impl FileBackend {
     /// at its end, or failed to), and a power loss must not bring the file
     /// back without its entry.
     pub(super) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         // After a failed fsync of `done/` this handle cannot tell a removal
         // from it durable (a power loss may bring the file back), so the
-        // entries stay: a stale one is harmless, a finished task come back
-        // without its entry would never be swept.
-        if entries.is_empty() || self.area(Area::Done).has_failed() {
-            return Ok(());
+        // entries stay, and the caller hears so (a repair would report
+        // them removed): a stale one is harmless, a finished task come
+        // back without its entry would never be swept.
+        if self.area(Area::Done).has_failed() {
+            return Err(Error::io(
+                "remove stale entries of",
+                self.root.join("expiring"),
+                std::io::Error::other(
+                    "an fsync of done/ failed earlier on this handle: a removal it may have \
+                     lost could come back, so its entry stays until the store is opened again",
+                ),
+            ));
         }
         self.sync(Area::Done, self.area(Area::Done).before())?;
         // Each stripe's lock taken once for all of its entries.

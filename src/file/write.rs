@@ -534,7 +534,9 @@ impl FileBackend {
     /// Makes the removals recorded in `touched` durable: one fsync per
     /// directory, however many names went. The tasks' names first, then
     /// their `expiring/` entries: a power loss may leave an entry whose task
-    /// is gone (stale: the next sweep removes it), never a finished task
+    /// is gone (stale: the next sweep removes it, or, after a failed fsync
+    /// of `done/` on this handle, the first sweep of a handle opened
+    /// after it), never a finished task
     /// without its entry (which no sweep would find).
     pub(super) fn sync_touched(&self, touched: &Touched) -> Result<()> {
         if touched.done {
@@ -801,7 +803,8 @@ impl FileBackend {
             // and a later sweep deletes them again), so their `expiring/`
             // entries stay: without them a finished task come back would
             // never be swept. An entry whose file is durably gone is stale,
-            // and a later pass removes it.
+            // and a handle opened after this one removes it (this one keeps
+            // every such entry: `drop_stale_indexes`).
             touched.before = self.touched().before;
             touched.unindex.clear();
             return Err(e);
