@@ -24,12 +24,17 @@ const MAX_PROOFS: usize = 65_536;
 /// The finished tasks a scan read through the `expiring/` index, by id: the
 /// version read, and its index entry.
 #[derive(Debug, Default)]
-pub(crate) struct Proofs(Mutex<HashMap<TaskId, (OffsetDateTime, u64, OsString)>>);
+pub(crate) struct Proofs {
+    kept: Mutex<HashMap<TaskId, (OffsetDateTime, u64, OsString)>>,
+    /// How many proofs a removal has taken (tests count them).
+    #[cfg(test)]
+    taken: std::sync::atomic::AtomicUsize,
+}
 
 impl Proofs {
     /// Remembers that `task` was read through its index entry `index`.
     pub(crate) fn remember(&self, task: &Task, index: &OsStr) {
-        let mut proofs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut proofs = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if proofs.len() >= MAX_PROOFS {
             proofs.clear();
         }
@@ -41,11 +46,14 @@ impl Proofs {
 
     /// The index entry `current` was read through, if it was this version.
     pub(crate) fn take(&self, current: &Task) -> Option<OsString> {
-        let mut proofs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut proofs = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         match proofs.remove(&current.id) {
             Some((created_at, revision, index))
                 if created_at == current.created_at && revision == current.revision =>
             {
+                #[cfg(test)]
+                self.taken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Some(index)
             }
             _ => None,
@@ -57,7 +65,15 @@ impl Proofs {
 impl Proofs {
     /// How many proofs are kept.
     pub(crate) fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// How many proofs removals have taken.
+    pub(crate) fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -68,8 +84,7 @@ mod tests {
 
     use time::macros::datetime;
 
-    use crate::backend::{Backend, Scan, Scope};
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::ManualClock;
     use crate::file::FileStore;
     use crate::store::TaskStore;
     use crate::task::NewTask;
@@ -77,7 +92,7 @@ mod tests {
     /// A proof is kept for a removal to take: a preview of what a sweep
     /// would delete (`Store::expired`) reads the same tasks and removes
     /// none, so it keeps none (it kept one per task, up to 65,536, about
-    /// 13 MB). A removal's scan keeps them, and the sweep takes them.
+    /// 13 MB). The sweep's own scan keeps them, and its removals take them.
     #[test]
     fn a_preview_keeps_no_proofs_and_a_sweep_still_uses_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -101,17 +116,10 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         assert_eq!(store.expired().unwrap().len(), 50);
         assert_eq!(store.backend().proofs.len(), 0, "the preview kept proofs");
-        // A sweep's scan asks for them.
-        let mut scan = Scan::new(Scope::All, usize::MAX);
-        scan.expired_at = Some(clock.now());
-        scan.removes = true;
-        assert_eq!(store.backend().scan(&scan).unwrap().tasks.len(), 50);
-        assert_eq!(
-            store.backend().proofs.len(),
-            50,
-            "a removal's scan kept none"
-        );
+        // The sweep's own scan keeps them, and its removals take each one
+        // (no second read).
         assert_eq!(store.sweep().unwrap().deleted, 50);
-        assert_eq!(store.backend().proofs.len(), 0, "the sweep took its proofs");
+        assert_eq!(store.backend().proofs.taken(), 50, "the sweep read again");
+        assert_eq!(store.backend().proofs.len(), 0, "the sweep left proofs");
     }
 }
