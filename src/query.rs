@@ -159,7 +159,7 @@ impl Cursor {
 
     fn decode(raw: &str) -> Result<Cursor> {
         let invalid = |reason: String| Error::InvalidCursor {
-            cursor: raw.chars().take(200).collect(),
+            cursor: crate::id::bounded(raw, 200),
             reason,
         };
         let rest = raw.strip_prefix(Cursor::PREFIX).ok_or_else(|| {

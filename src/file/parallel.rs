@@ -22,18 +22,16 @@ const MAX_WORKERS: usize = 4;
 /// How many items a worker of [`map`] takes at a time.
 const BLOCK: usize = 16;
 
-/// How many workers a pass of `items` items uses.
+/// How many workers a pass of `items` items uses: one per core, up to
+/// [`MAX_WORKERS`].
 fn workers(items: usize) -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
-    if items < MIN_SHARED {
-        return 1;
-    }
     let cores = *CORES.get_or_init(|| {
         std::thread::available_parallelism()
             .map(NonZeroUsize::get)
             .unwrap_or(1)
     });
-    cores.clamp(1, MAX_WORKERS).min(items / (MIN_SHARED / 2))
+    workers_of(cores.clamp(1, MAX_WORKERS), items)
 }
 
 /// How many workers a pass of `items` items that waits on the device more
@@ -42,10 +40,16 @@ fn workers(items: usize) -> usize {
 /// fsyncs to work on at once (2,000 renewals on 2 cores: about 0.45 s with
 /// four workers, 0.6 s with two, 0.9 s with one).
 fn io_workers(items: usize) -> usize {
+    workers_of(MAX_WORKERS, items)
+}
+
+/// Up to `most` workers for a pass of `items` items: one for a pass too
+/// small to share, and never fewer than half a share's items each.
+fn workers_of(most: usize, items: usize) -> usize {
     if items < MIN_SHARED {
         return 1;
     }
-    MAX_WORKERS.min(items / (MIN_SHARED / 2))
+    most.min(items / (MIN_SHARED / 2))
 }
 
 /// Runs `work` on contiguous shares of `items`, one per worker, and returns
