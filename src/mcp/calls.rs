@@ -44,7 +44,8 @@ impl StoreCall {
     /// [`into_mcp`](Self::into_mcp), for a call that stores what the
     /// client sent (an answer, a tool call's task): what the store refuses
     /// of it (too large, too deep, not a valid task) is the client's to
-    /// fix, `-32602`, naming the task.
+    /// fix, `-32602`, naming the task when there is one (an answer's; a
+    /// tool call's task was never made, and has no id to name).
     pub(super) fn into_mcp_for_input(self, id: Option<&TaskId>) -> McpError {
         match self {
             StoreCall::Store(

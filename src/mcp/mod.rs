@@ -142,7 +142,8 @@
 //!   store errors `-32603` with the cause in the message and in
 //!   `data.cause`, but for what the store refuses of a client's answer or
 //!   tool call (too large, too deep, not a valid task): `-32602`, with the
-//!   task id and the cause.
+//!   cause (and the task id, for an answer: a refused tool call made no
+//!   task).
 //! - **Wrongly typed params.** A `tasks/get`, `tasks/update` or
 //!   `tasks/cancel` whose `taskId` is a number, `null` or missing never
 //!   reaches the manager: `rmcp` 3.11 fails to parse its params and hands

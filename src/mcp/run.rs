@@ -579,3 +579,26 @@ fn shutdown_error(shared: &Shared, run: &Run) -> Value {
         "graceMs": u64::try_from(shared.options.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
     })
 }
+
+#[cfg(test)]
+mod panic_tests {
+    use super::panic_message;
+
+    /// A string payload is kept up to 1 KiB, cut on a character boundary
+    /// and marked; another payload says it is not a string.
+    #[test]
+    fn a_panics_message_is_kept_bounded() {
+        let short: Box<dyn std::any::Any + Send> = Box::new("cannot parse");
+        assert_eq!(panic_message(&*short), "cannot parse");
+        let long: Box<dyn std::any::Any + Send> = Box::new("é".repeat(1_500));
+        let kept = panic_message(&*long);
+        assert!(
+            kept.ends_with("...") && kept.len() <= 1_024 + 3,
+            "{}",
+            kept.len()
+        );
+        assert_eq!(kept.len(), 1_024 + 3, "1,024 bytes: 512 characters of two");
+        let other: Box<dyn std::any::Any + Send> = Box::new(42_u32);
+        assert_eq!(panic_message(&*other), "(a payload that is not a string)");
+    }
+}
