@@ -1795,30 +1795,59 @@ fn a_create_at_a_time_it_cannot_store_is_refused_and_leaves_nothing_to_undo() {
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
 }
 
+/// The system clock, moved on by hand: a host's wall clock after a resume
+/// (or a step), which goes on ticking from there.
+#[derive(Debug, Default)]
+struct JumpingClock(std::sync::atomic::AtomicI64);
+
+impl JumpingClock {
+    fn jump(&self, by: Duration) {
+        let nanos = i64::try_from(by.as_nanos()).unwrap();
+        self.0.fetch_add(nanos, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl taskstore::Clock for JumpingClock {
+    fn now(&self) -> time::OffsetDateTime {
+        let jumped = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        time::OffsetDateTime::now_utc() + time::Duration::nanoseconds(jumped)
+    }
+}
+
 /// The time is carried on by the monotonic clock, which stands still while
 /// the host is suspended (or its VM paused) while the wall clock does not:
 /// once the two part by more than a second since the last measurement, the
 /// next operation measures the server's clock again, at once, not at the
 /// end of the refresh period (30 s, during which the handle's time lagged
-/// by the whole suspend). The local wall clock is a `ManualClock` moved
-/// by a minute, as a resume shows it.
+/// by the whole suspend), and then not again: the measurement is the new
+/// baseline. The local wall clock jumps a minute, as a resume shows it.
 #[test]
 fn a_wall_clock_that_parts_from_the_monotonic_one_is_measured_again_at_once() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("clock_parted");
-    let local = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let local = Arc::new(JumpingClock::default());
     let store = PgStore::builder(cluster.conninfo())
         .schema(&schema)
         .clock(local.clone())
         .open()
         .unwrap();
     let measured = store.server_time().unwrap().offset;
-    local.advance(Duration::from_secs(60));
+    local.jump(Duration::from_secs(60));
     store.get(&TaskId::new()).unwrap();
-    let again = store.server_time().unwrap().offset;
-    let off = (again - (measured - time::Duration::seconds(60))).abs();
+    let again = store.server_time().unwrap();
+    let off = (again.offset - (measured - time::Duration::seconds(60))).abs();
     assert!(
         off < time::Duration::seconds(5),
-        "measured {measured}, then {again} after the wall clock moved a minute"
+        "measured {measured}, then {again:?} after the wall clock moved a minute"
+    );
+    // Measured once: the clocks agree with the new baseline (a measurement
+    // reports a round trip and an offset of its own each time).
+    for _ in 0..20 {
+        store.get(&TaskId::new()).unwrap();
+    }
+    assert_eq!(
+        store.server_time().unwrap(),
+        again,
+        "measured again and again"
     );
 }
