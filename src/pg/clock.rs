@@ -88,9 +88,9 @@ pub(crate) struct ServerClock {
     round_trip_nanos: AtomicU64,
     /// When to measure again, in milliseconds since `base`.
     next_ms: AtomicU64,
-    /// The earliest a measurement the parted clocks ask for is tried, in
-    /// milliseconds since `base`: [`RETRY`] after one failed or skipped.
-    parted_ms: AtomicU64,
+    /// Whether the last measurement failed or was skipped: then only the
+    /// retry at `next_ms` measures again, parted clocks or not.
+    retrying: AtomicBool,
     measuring: AtomicBool,
 }
 
@@ -123,7 +123,7 @@ impl ServerClock {
             local_base_nanos: AtomicI64::new(measured.local_base),
             round_trip_nanos: AtomicU64::new(measured.round_trip),
             next_ms: AtomicU64::new(0),
-            parted_ms: AtomicU64::new(0),
+            retrying: AtomicBool::new(false),
             measuring: AtomicBool::new(false),
         };
         clock.schedule(refresh);
@@ -138,22 +138,17 @@ impl ServerClock {
         }
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn schedule(&self, after: Duration) {
-        let at = self
-            .elapsed_ms()
-            .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        let at = millis(self.base.elapsed()).saturating_add(millis(after));
         self.next_ms.store(at, Ordering::Relaxed);
     }
 
     /// Whether the configured wall clock has parted from the monotonic one
-    /// by more than [`PARTED`] since the last measurement.
-    fn parted(&self) -> bool {
+    /// (`elapsed` since `base`) by more than [`PARTED`] since the last
+    /// measurement.
+    fn parted(&self, elapsed: Duration) -> bool {
         let then = i128::from(self.local_base_nanos.load(Ordering::Relaxed));
-        let since_base = i128::try_from(self.base.elapsed().as_nanos()).unwrap_or(i128::MAX);
+        let since_base = i128::try_from(elapsed.as_nanos()).unwrap_or(i128::MAX);
         let now = clamp(self.local.now_unix_nanos().saturating_sub(since_base));
         i128::from(now).abs_diff(then) > PARTED.as_nanos()
     }
@@ -163,9 +158,9 @@ impl ServerClock {
     /// one is idle. Blocking I/O: called by operations, never by
     /// [`Clock::now`].
     pub fn refresh_if_due(&self) {
-        let elapsed = self.elapsed_ms();
-        let due = elapsed >= self.next_ms.load(Ordering::Relaxed)
-            || (elapsed >= self.parted_ms.load(Ordering::Relaxed) && self.parted());
+        let elapsed = self.base.elapsed();
+        let due = millis(elapsed) >= self.next_ms.load(Ordering::Relaxed)
+            || (!self.retrying.load(Ordering::Relaxed) && self.parted(elapsed));
         if !due || self.measuring.swap(true, Ordering::Acquire) {
             return;
         }
@@ -183,18 +178,17 @@ impl ServerClock {
                 self.round_trip_nanos
                     .store(measured.round_trip, Ordering::Relaxed);
                 self.schedule(self.refresh);
+                self.retrying.store(false, Ordering::Relaxed);
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "could not measure the server's clock; keeping the last offset");
                 self.schedule(RETRY);
-                self.parted_ms
-                    .store(self.next_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.retrying.store(true, Ordering::Relaxed);
             }
             // Every connection busy (or none open): soon, not now.
             None => {
                 self.schedule(RETRY);
-                self.parted_ms
-                    .store(self.next_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.retrying.store(true, Ordering::Relaxed);
             }
         }
         self.measuring.store(false, Ordering::Release);
@@ -258,4 +252,9 @@ fn measure(
 /// `n` as an `i64`, saturated.
 fn clamp(n: i128) -> i64 {
     i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// `d` in whole milliseconds, saturated.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
