@@ -2015,3 +2015,29 @@ fn opening_a_store_under_new_directories_makes_each_ones_name_durable() {
     }
     assert!(store.create(NewTask::new()).is_ok());
 }
+
+/// A batch of renewals large enough to be staged on several workers, whose
+/// one fsync of `active/` fails: every renewal it covered reports the
+/// failure, none is acknowledged (the workers' records of what they
+/// touched are one, and the failure reaches each write in it).
+#[test]
+fn a_failed_fsync_under_a_batch_staged_on_several_workers_fails_every_write_it_covered() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    let ids: Vec<TaskId> = (0..600)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    clock.advance(Duration::from_secs(5));
+    faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
+    let renewed = store.renew_leases_of(&ids);
+    faults.disarm();
+    assert_eq!(renewed.len(), ids.len());
+    for (id, result) in ids.iter().zip(&renewed) {
+        assert!(
+            matches!(result, Err(taskstore::Error::Io { .. })),
+            "{id}: {result:?}"
+        );
+    }
+}

@@ -364,6 +364,20 @@ fn between_checks_the_sink_keeps_its_file_and_reopen_moves_it_at_once() {
     sink.emit(&Event::new("moved"));
     assert_eq!(kinds_in(&path), ["moved"]);
     assert_eq!(kinds_in(&rotated), ["kept"]);
+    // A file removed between checks takes the lines written to it until
+    // the next check with it, counted as written all the same (the docs
+    // say so; logrotate's `delaycompress` keeps a rotated file a cycle).
+    std::fs::remove_file(&rotated).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    sink.emit(&Event::new("lost"));
+    assert!(
+        !path.exists(),
+        "no check was due: written to the removed file"
+    );
+    assert_eq!((sink.written(), sink.errors()), (3, 0));
+    sink.reopen().unwrap();
+    sink.emit(&Event::new("after"));
+    assert_eq!(kinds_in(&path), ["after"]);
     // A path that can no longer be opened is an error naming it, and the
     // sink goes on with the file it has.
     let blocked = dir.path().join("blocked");

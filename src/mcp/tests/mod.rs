@@ -437,6 +437,54 @@ async fn an_answer_through_a_peer_is_stored_once_and_one_too_deep_is_refused() {
     assert_eq!(result["content"][0]["text"], blob.len().to_string());
 }
 
+/// What the store refuses of a client's input is the client's to fix,
+/// `-32602`, on every path that stores it: a tool call's task too large
+/// to store (no task is made), and an answer too large, sent to the
+/// instance that runs the task (naming it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_the_store_refuses_is_invalid_params_at_a_spawn_and_at_the_owner() {
+    let cap = 4 * 1024;
+    let store = MemoryStore::builder()
+        .max_payload_bytes(cap)
+        .build()
+        .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let big = json!({"blob": "x".repeat(cap + 1)});
+    let refused = m
+        .spawn_resumable("k", big.clone(), TaskOptions::new(), |_ctx| {
+            Box::pin(std::future::pending())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS, "{refused:?}");
+    let seed = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.request_input("k", elicitation("big?")).await?;
+                Ok(text("answered"))
+            })
+        })
+        .await
+        .unwrap();
+    eventually(|| async {
+        matches!(
+            m.get_task(&seed.task_id).await.unwrap().payload,
+            TaskPayload::InputRequired { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    let refused = m
+        .update_task(&seed.task_id, [("k".to_owned(), big)])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS, "{refused:?}");
+    assert_eq!(
+        refused.data.as_ref().unwrap()["taskId"],
+        seed.task_id.as_str()
+    );
+}
+
 /// The owner's write recording an answer takes no more room than the
 /// peer's write that stored its copy: it clears the copy to `null`, the
 /// key's record held `null` for it, and it sheds the key's outstanding
