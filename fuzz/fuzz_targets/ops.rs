@@ -372,7 +372,16 @@ fn finish(task: &mut Task, now: OffsetDateTime, outcome: Outcome) {
 /// read back into the listing position it stands for.
 fn decode_cursor(raw: &str) -> Want<(OffsetDateTime, TaskId)> {
     let invalid = || Refusal::InvalidCursor {
-        shown: raw.chars().take(200).collect(),
+        // The first 200 bytes (cut on a character boundary), marked.
+        shown: if raw.len() <= 200 {
+            raw.to_owned()
+        } else {
+            let end = (0..=200)
+                .rev()
+                .find(|&i| raw.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{}...", &raw[..end])
+        },
     };
     let rest = raw.strip_prefix("c1.").ok_or_else(invalid)?;
     let (nanos, id) = rest.split_once('.').ok_or_else(invalid)?;
