@@ -652,6 +652,62 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
     assert_eq!(json_lines(&out)[0]["problem"], "dead_temp");
 }
 
+/// A batch of another process between its halves (a reap's terminal move,
+/// the task's names in both areas, held here by hand with the batches lock
+/// held shared, as a batch holds it): `verify --wait 0s` reports the move,
+/// says a batch was under way, and exits 1; `repair --apply --wait 0s`
+/// says so too, and leaves the move to the batch; once the batch has
+/// ended, `verify` finds nothing. (The
+/// waiting itself: `paused_races::verify_beside_a_batch_between_its_halves_waits_for_it`.)
+#[test]
+fn verify_says_when_batches_were_under_way() {
+    let (_tmp, dir) = store_dir();
+    let store = open(&dir);
+    let id = store.create(NewTask::new()).unwrap().id;
+    // The reap's first half: the terminal version written over the file in
+    // active/, then its name in done/.
+    let mut failed = store.get(&id).unwrap().unwrap();
+    drop(store);
+    failed.status = TaskStatus::Failed;
+    failed.error = Some(json!({"code": -1, "message": "orphaned"}));
+    failed.revision += 1;
+    let active = task_path(&dir, "active", &id);
+    let file: Value = serde_json::from_slice(&fs::read(&active).unwrap()).unwrap();
+    let mut file = file.as_object().unwrap().clone();
+    file.insert("task".into(), serde_json::to_value(&failed).unwrap());
+    fs::write(&active, serde_json::to_vec(&file).unwrap()).unwrap();
+    fs::hard_link(&active, task_path(&dir, "done", &id)).unwrap();
+    let path = dir.join("locks").join("batches.lock");
+    let lock = fs::File::create(&path).unwrap();
+    chmod(&path, 0o600);
+    lock.lock_shared().unwrap();
+
+    let out = run_expect(Some(&dir), &["verify", "--wait", "0s"], 1);
+    assert!(
+        stdout(&out).contains("interrupted"),
+        "the move is seen: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("still under way"),
+        "and said to be a batch's: {}",
+        stderr(&out)
+    );
+    let out = run_expect(Some(&dir), &["repair", "--apply", "--wait", "0s"], 0);
+    assert!(stderr(&out).contains("still under way"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("skipped") && active.exists(),
+        "a move a batch may be making is not finished for it: {}",
+        stdout(&out)
+    );
+    // The batch's second half, then its end.
+    fs::remove_file(&active).unwrap();
+    lock.unlock().unwrap();
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "");
+    assert!(!stderr(&out).contains("under way"), "{}", stderr(&out));
+}
+
 // ---------------------------------------------------------------------------
 // repair
 

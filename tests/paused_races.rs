@@ -835,3 +835,104 @@ fn an_index_entry_made_before_another_threads_failed_fsync_is_never_reported_dur
         reaped.missed
     );
 }
+
+/// `verify` beside a batch between its halves waits for the batch to end
+/// and reports a clean store, as `repair` does (with nothing to repair).
+/// The batches: a reap failing two orphans, held at its fsync of `done/`,
+/// when both tasks have names in `active/` and `done/` and the reap holds
+/// neither's stripe; a sweep that has removed an expired finished task's
+/// file, held before it removes the task's `expiring/` entry (stale until
+/// then), through its scan's batches and through its pass over the index
+/// (a large pass), and a `get` that met the expired task and deleted it.
+/// Told not to wait, `verify` reports what it saw, and says that batches
+/// were under way. (It reported interrupted moves and a stale entry, another handle's
+/// work in progress, and nothing said so.)
+#[test]
+fn verify_beside_a_batch_between_its_halves_waits_for_it() {
+    use taskstore::FileCheck;
+    for batch in ["reap", "sweep", "large sweep", "get"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let worker = FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .fault_injector(faults.clone())
+            .large_passes_from(if batch == "large sweep" { 1 } else { 256 })
+            .open()
+            .unwrap();
+        let owner = open(root, &clock, None);
+        let mut finished = None;
+        let held = if batch == "reap" {
+            for id in ["x", "y"] {
+                owner
+                    .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+                    .unwrap();
+            }
+            // Past both leases: both are orphans, failed in one batch.
+            clock.advance(Duration::from_secs(90));
+            faults.pause_at(FsOp::SyncDir, root.join("done"))
+        } else {
+            let ttl = Duration::from_secs(60);
+            let task = owner.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(owner.complete(&task.id, json!(1)).unwrap().is_applied());
+            clock.advance(ttl * 2);
+            finished = Some(task.id);
+            let entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(entries.len(), 1, "{entries:?}");
+            faults.pause_at(FsOp::Remove, &entries[0])
+        };
+        std::thread::scope(|s| {
+            let held = held;
+            let working = s.spawn(|| match (batch, &finished) {
+                ("reap", _) => assert_eq!(worker.reap().unwrap().tasks.len(), 2),
+                ("get", Some(id)) => assert_eq!(worker.get(id).unwrap(), None),
+                _ => assert_eq!(worker.sweep().unwrap().deleted, 1),
+            });
+            assert!(
+                held.wait_reached(|| !working.is_finished()),
+                "the {batch} never reached its pause"
+            );
+            let seen = FileCheck::open(root)
+                .unwrap()
+                .wait_for_batches(Duration::ZERO)
+                .verify()
+                .unwrap();
+            assert!(
+                seen.under_way && !seen.is_clean(),
+                "{batch}: the state between the halves is seen, and said to be a batch's: {seen:?}"
+            );
+            let logged = common::Logged::default();
+            let checking = s.spawn({
+                let logged = logged.clone();
+                move || {
+                    tracing::subscriber::with_default(logged, || {
+                        let check = FileCheck::open(root).unwrap();
+                        (check.verify().unwrap(), check.repair(false).unwrap())
+                    })
+                }
+            });
+            common::wait_until("the check to wait for the batch, or end", || {
+                checking.is_finished()
+                    || logged.events().iter().any(|e| {
+                        e.field("message")
+                            .is_some_and(|m| m.contains("waiting for batches"))
+                    })
+            });
+            held.resume();
+            working.join().unwrap();
+            let (report, repairs) = checking.join().unwrap();
+            assert!(
+                report.is_clean() && !report.under_way,
+                "{batch}: verify judged the batch's work in progress: {report:?}"
+            );
+            assert!(
+                repairs.repairs.is_empty() && !repairs.under_way,
+                "{batch}: {repairs:?}"
+            );
+        });
+    }
+}

@@ -16,6 +16,9 @@ pub(crate) const TASK_FORMAT: u64 = 1;
 pub(crate) const MARKER: &str = "taskstore.json";
 /// The lock every handle holds shared for its life, in `locks/`.
 pub(crate) const HANDLES_LOCK: &str = "handles.lock";
+/// The lock a batch that leaves its tasks between two states holds shared,
+/// and a check takes exclusive to judge settled state, in `locks/`.
+pub(crate) const BATCHES_LOCK: &str = "batches.lock";
 /// How many lock files the task ids are striped over.
 pub(crate) const STRIPES: usize = 64;
 

@@ -6,19 +6,26 @@
 //! file must not lock through its copy of the descriptor: it would share the
 //! lock with the process it was forked from instead of being excluded by it.
 //! A stripe's file is opened again in each process that locks it.
+//!
+//! Beside the stripes, the batches lock ([`BatchLock`]): held shared by a
+//! batch whose tasks are between two states while it holds none of their
+//! stripes, and taken exclusive by a check that judges what it found under
+//! the stripes, so that it judges settled state (FORMAT.md, "Locks").
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::file::fs::{Dir, Fs};
-use crate::file::layout::{STRIPES, lock_name};
+use crate::file::fs::{Dir, Fs, is_read_only};
+use crate::file::layout::{BATCHES_LOCK, STRIPES, lock_name};
 
 pub(crate) struct StripeLocks {
     dir: Dir,
     stripes: Vec<Stripe>,
+    batches: Arc<BatchLock>,
 }
 
 impl std::fmt::Debug for StripeLocks {
@@ -43,6 +50,88 @@ struct LockFile {
     file: File,
 }
 
+/// What a check waited out ([`StripeLocks::settled_within`]).
+#[derive(Debug)]
+pub(crate) struct Settled {
+    /// The batches lock, held exclusive until this is dropped (none on a
+    /// store that cannot be written and has no batches lock file: no batch
+    /// ran in it).
+    _lock: Option<File>,
+    /// Whether batches of other handles were still under way when the
+    /// wait ran out.
+    pub under_way: bool,
+}
+
+/// The batches lock of one handle: one descriptor, held shared while any
+/// batch of the handle holds it ([`StripeLocks::hold_batch`]).
+struct BatchLock {
+    path: PathBuf,
+    held: Mutex<Held>,
+}
+
+impl std::fmt::Debug for BatchLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchLock")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many holds the handle's batches have on the lock, and the
+/// descriptor, opened by the process `pid`.
+struct Held {
+    pid: u32,
+    count: usize,
+    file: Option<File>,
+}
+
+/// A batch's shared hold on the batches lock; the lock is let go when the
+/// last hold of the handle is dropped. A clone is one more hold, taken
+/// without waiting.
+#[derive(Debug)]
+pub(crate) struct BatchHold {
+    lock: Arc<BatchLock>,
+    /// The process that took it.
+    pid: u32,
+}
+
+impl Clone for BatchHold {
+    fn clone(&self) -> BatchHold {
+        let mut held = self
+            .lock
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.pid == self.pid {
+            held.count += 1;
+        }
+        BatchHold {
+            lock: Arc::clone(&self.lock),
+            pid: self.pid,
+        }
+    }
+}
+
+impl Drop for BatchHold {
+    fn drop(&mut self) {
+        let mut held = self
+            .lock
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.pid != self.pid {
+            // Taken before a fork, dropped in the child: the parent's.
+            return;
+        }
+        held.count -= 1;
+        if held.count == 0
+            && let Some(file) = &held.file
+        {
+            let _ = file.unlock();
+        }
+    }
+}
+
 /// An exclusive hold on one stripe, in this process and across processes.
 /// Dropping it releases both locks.
 pub(crate) struct StripeGuard<'a> {
@@ -63,6 +152,14 @@ impl StripeLocks {
     /// The stripes whose lock files live in `dir` (`locks/`).
     pub fn new(dir: Dir) -> StripeLocks {
         StripeLocks {
+            batches: Arc::new(BatchLock {
+                path: dir.join(BATCHES_LOCK),
+                held: Mutex::new(Held {
+                    pid: 0,
+                    count: 0,
+                    file: None,
+                }),
+            }),
             stripes: (0..STRIPES)
                 .map(|i| Stripe {
                     name: lock_name(i),
@@ -91,6 +188,88 @@ impl StripeLocks {
         (0..self.stripes.len())
             .map(|stripe| self.lock(fs, stripe))
             .collect()
+    }
+
+    /// Holds the batches lock shared until the hold (and every clone of
+    /// it) is dropped: for a batch that leaves its tasks between two states
+    /// while it holds none of their stripes. Waits only while a check holds
+    /// it exclusive, and only if no other batch of this handle holds it
+    /// already. The caller holds no stripe (the lock order is the batches
+    /// lock, then stripes).
+    pub fn hold_batch(&self, fs: &Fs) -> Result<BatchHold> {
+        let lock = &self.batches;
+        let mut held = lock.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = std::process::id();
+        if held.pid != pid || held.file.is_none() {
+            // A process forked from the one that took it holds nothing.
+            let file = fs
+                .open_lock_file(&self.dir, OsStr::new(BATCHES_LOCK))
+                .map_err(|e| Error::io("open lock file", &lock.path, e))?;
+            *held = Held {
+                pid,
+                count: 0,
+                file: Some(file),
+            };
+        }
+        if held.count == 0 {
+            let file = held.file.as_ref().expect("opened above");
+            fs.lock_shared(file, &lock.path)
+                .map_err(|e| Error::io("lock", &lock.path, e))?;
+        }
+        held.count += 1;
+        Ok(BatchHold {
+            lock: Arc::clone(lock),
+            pid,
+        })
+    }
+
+    /// Takes the batches lock exclusive through a descriptor of its own,
+    /// trying for up to `wait`, so that no batch of another handle is under
+    /// way while it is held (until the [`Settled`] is dropped). The caller
+    /// holds no stripe, and its handle runs no batch meanwhile.
+    pub fn settled_within(&self, fs: &Fs, wait: Duration) -> Result<Settled> {
+        let (path, name) = (&self.batches.path, OsStr::new(BATCHES_LOCK));
+        let file = match fs.open_lock_file(&self.dir, name) {
+            Ok(file) => file,
+            // A store that cannot be written: a lock file no batch made
+            // is one no batch holds.
+            Err(e) if is_read_only(&e) => match fs.open_read(&self.dir, name) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Settled {
+                        _lock: None,
+                        under_way: false,
+                    });
+                }
+                Err(e) => return Err(Error::io("open lock file", path, e)),
+            },
+            Err(e) => return Err(Error::io("open lock file", path, e)),
+        };
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if fs
+                .try_lock(&file, path)
+                .map_err(|e| Error::io("lock", path, e))?
+            {
+                return Ok(Settled {
+                    _lock: Some(file),
+                    under_way: false,
+                });
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Ok(Settled {
+                    _lock: None,
+                    under_way: true,
+                });
+            }
+            if pause == Duration::from_millis(1) {
+                tracing::info!(lock = %path.display(), "waiting for batches under way in other handles to end");
+            }
+            std::thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Takes the stripe only if no one holds it.

@@ -153,7 +153,7 @@ pub struct FileBackend {
     moves_settled_at: std::sync::Mutex<Option<(u64, u64)>>,
     /// What the removals of expired tasks changed, to make durable at the
     /// end of their sweep (`Backend::settle_expired`).
-    pending_removals: std::sync::Mutex<Option<write::Touched>>,
+    pending_removals: std::sync::Mutex<Option<write::PendingRemovals>>,
     /// The handles lock, held shared for the handle's life: an open that
     /// gets it exclusive knows no other handle has the store open (see
     /// `open`). `None` on a read-only store that has none.

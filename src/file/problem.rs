@@ -24,6 +24,12 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// How many entries of the store's directories were checked.
     pub checked: usize,
+    /// Whether batches of other handles were still under way when the
+    /// check stopped waiting for them
+    /// ([`FileCheck::wait_for_batches`](crate::FileCheck::wait_for_batches)):
+    /// interrupted moves and stale `expiring/` entries it reports may then
+    /// be their work in progress.
+    pub under_way: bool,
 }
 
 impl Report {

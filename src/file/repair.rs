@@ -26,6 +26,10 @@ pub struct Repairs {
     pub dry_run: bool,
     /// One per problem found, in the order they were (or would be) acted on.
     pub repairs: Vec<Repair>,
+    /// Whether batches of other handles were still under way when the
+    /// check stopped waiting for them
+    /// ([`Report::under_way`](crate::Report::under_way)).
+    pub under_way: bool,
 }
 
 impl Repairs {
@@ -167,7 +171,10 @@ impl FileCheck {
         dry_run: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Repairs> {
-        let report = self.verify_with(progress)?;
+        // Held to the end: no batch of another handle changes what is
+        // repaired (a move it is making is not "finished" for it).
+        let (report, _settled) = self.verify_settled(progress)?;
+        let under_way = report.under_way;
         // A store of a newer format is read by this version's rules no
         // more than `open` reads it: its files may all be right for it.
         let newer = report
@@ -202,6 +209,15 @@ impl FileCheck {
                     reason: "left alone".to_owned(),
                 },
                 (_, true) => RepairOutcome::Planned,
+                // A batch that outlasted the wait may be making this very
+                // move or removal: it is not repaired for it.
+                (_, false) if under_way && may_be_under_way(&repair.problem.kind) => {
+                    RepairOutcome::Skipped {
+                        reason: "batches of another process were still under way, and this \
+                                 may be one's work in progress: run repair again"
+                            .to_owned(),
+                    }
+                }
                 (action, false) => match self.apply(&repair.problem, action) {
                     Ok(None) => RepairOutcome::Done,
                     Ok(Some(reason)) => RepairOutcome::Skipped { reason },
@@ -211,7 +227,11 @@ impl FileCheck {
                 },
             };
         }
-        Ok(Repairs { dry_run, repairs })
+        Ok(Repairs {
+            dry_run,
+            repairs,
+            under_way,
+        })
     }
 
     /// Does `action` about `problem`; `Ok(Some(why))` if there was nothing
@@ -285,6 +305,16 @@ impl FileCheck {
 }
 
 /// What to do about `problem`.
+/// Whether a problem of `kind` may be a batch's state between its halves
+/// (a terminal move's names in both areas, a removed task's `expiring/`
+/// entry) rather than damage.
+fn may_be_under_way(kind: &ProblemKind) -> bool {
+    matches!(
+        kind,
+        ProblemKind::InterruptedMove | ProblemKind::StaleIndexEntry
+    )
+}
+
 fn plan(problem: &Problem) -> RepairAction {
     let dir = is_store_dir(&problem.place);
     match (&problem.kind, &problem.place) {

@@ -86,7 +86,8 @@ impl FileBackend {
                     removed(task);
                 }
             }
-            self.defer_removals(touched);
+            // Running tasks alone: no `expiring/` entry to remove later.
+            self.defer_removals(touched, None);
         }
         // The rest back to the snapshot, read now, unless a refresh has
         // read them meanwhile. A name removed unnoticed was never put in
@@ -131,6 +132,12 @@ impl FileBackend {
             self.due.keep_left(now, due);
             return;
         }
+        // Its entries go once the removals are durable, at the sweep's end
+        // (`defer_removals` keeps the lock held until then).
+        let Ok(hold) = self.locks.hold_batch(&self.fs) else {
+            self.due.keep_left(now, due);
+            return;
+        };
         // A snapshot kept by a live watch lets each chunk after the first
         // skip the fsync of `active/` while nothing moved
         // (`settle_moves_once`); a watch whose queue overflowed is set
@@ -177,7 +184,7 @@ impl FileBackend {
         for chunk in chunks {
             left.extend_from_slice(chunk);
         }
-        self.defer_removals(touched);
+        self.defer_removals(touched, Some(&hold));
         self.due.keep_left(now, left);
     }
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::file::fs::Dir;
 use crate::file::group::Before;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
+use crate::file::lock::BatchHold;
 use crate::file::stamp::{self, Stamp};
 use crate::file::unread::Unnoticed;
 use crate::file::watch::Change;
@@ -156,6 +157,22 @@ impl FileBackend {
         if let [(current, next)] = swaps {
             return vec![self.replace_one(current, next)];
         }
+        // Terminal moves leave each task with names in both areas between
+        // the halves, when the batch holds none of their stripes: the
+        // batches lock is held throughout, so that a check judges settled
+        // state.
+        let moves = swaps
+            .iter()
+            .any(|(current, next)| !current.is_terminal() && next.task().is_terminal());
+        let _hold = match moves.then(|| self.locks.hold_batch(&self.fs)).transpose() {
+            Ok(hold) => hold,
+            Err(e) => {
+                return swaps
+                    .iter()
+                    .map(|_| Err(e.for_each_of("write", &self.root)))
+                    .collect();
+            }
+        };
         // Each task staged under its own lock, side by side when there are
         // many (each stage writes and fsyncs a file: a renewal of thousands
         // of leases waits on as many fsyncs), each with its own record of
@@ -758,8 +775,32 @@ impl FileBackend {
     /// ext4 frees them faster than in any other), spread over the cores.
     /// Writers wait for the batch.
     pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        let _hold = match self.hold_removals(tasks) {
+            Ok(hold) => hold,
+            Err(failed) => return failed,
+        };
         let (results, touched) = self.remove_unsettled(tasks);
         self.settle_removals(results, &touched)
+    }
+
+    /// The batches lock, held shared by a batch that may remove finished
+    /// tasks: it removes their `expiring/` entries only once their files'
+    /// removals are durable, when it holds none of their stripes. `None`
+    /// for running tasks alone; `Err`, one error per task, if it cannot be
+    /// taken.
+    fn hold_removals(
+        &self,
+        tasks: &[Task],
+    ) -> std::result::Result<Option<BatchHold>, Vec<Result<Swap>>> {
+        if !tasks.iter().any(Task::is_terminal) {
+            return Ok(None);
+        }
+        self.locks.hold_batch(&self.fs).map(Some).map_err(|e| {
+            tasks
+                .iter()
+                .map(|_| Err(e.for_each_of("remove", &self.root)))
+                .collect()
+        })
     }
 
     /// [`remove_batch`](Self::remove_batch) for expired tasks: what the
@@ -767,21 +808,38 @@ impl FileBackend {
     /// [`settle_expired_removals`](Self::settle_expired_removals), once for
     /// a whole sweep.
     pub(super) fn remove_expired_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        let hold = match self.hold_removals(tasks) {
+            Ok(hold) => hold,
+            Err(failed) => return failed,
+        };
         let (results, touched) = self.remove_unsettled(tasks);
-        self.defer_removals(touched);
+        self.defer_removals(touched, hold.as_ref());
         results
     }
 
     /// Leaves what removals of expired tasks touched to be made durable by
-    /// [`settle_expired_removals`](Self::settle_expired_removals).
-    pub(super) fn defer_removals(&self, touched: Touched) {
+    /// [`settle_expired_removals`](Self::settle_expired_removals). Index
+    /// entries left to remove keep the batches lock held until then
+    /// (`hold`, the caller's, which holds it while it removes them).
+    pub(super) fn defer_removals(&self, touched: Touched, hold: Option<&BatchHold>) {
         let mut pending = self
             .pending_removals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hold = hold.filter(|_| !touched.unindex.is_empty());
         match pending.as_mut() {
-            Some(pending) => pending.absorb(touched),
-            None => *pending = Some(touched),
+            Some(pending) => {
+                pending.touched.absorb(touched);
+                if pending.hold.is_none() {
+                    pending.hold = hold.cloned();
+                }
+            }
+            None => {
+                *pending = Some(PendingRemovals {
+                    touched,
+                    hold: hold.cloned(),
+                });
+            }
         }
     }
 
@@ -794,9 +852,12 @@ impl FileBackend {
             .pending_removals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(touched) = pending.as_mut()
+        if let Some(PendingRemovals { touched, hold }) = pending.as_mut()
             && let Err(e) = self.sync_touched(touched)
         {
+            // What is left is a problem `verify` may report, not a batch
+            // under way.
+            *hold = None;
             // Reported once: the next call makes them durable again, as
             // changes made from now. The failed fsync may have lost the
             // removals (the files come back after a power loss, expired,
@@ -1060,6 +1121,16 @@ struct Befores {
 enum Locking {
     Take,
     Held,
+}
+
+/// The removals of expired tasks a handle has made and not yet made
+/// durable ([`settle_expired_removals`](FileBackend::settle_expired_removals)),
+/// and, while they leave `expiring/` entries to remove, a hold on the
+/// batches lock.
+#[derive(Debug)]
+pub(super) struct PendingRemovals {
+    touched: Touched,
+    hold: Option<BatchHold>,
 }
 
 /// The directories a batch of writes changed, to make durable once.

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
@@ -17,6 +18,8 @@ pub struct VerifyArgs {
     /// "taskId", "message"}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -27,6 +30,34 @@ pub struct RepairArgs {
     /// Prints what it would do and changes nothing (the default).
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// How long to wait for batches other processes have under way (a
+    /// reap, a sweep) before judging what may be their work in progress
+    /// (`0s`: do not wait).
+    #[arg(long, value_name = "DURATION", value_parser = text::parse_duration, default_value = "30s")]
+    wait: Duration,
+}
+
+impl WaitArgs {
+    /// The store at `dir`, opened to check it with this wait.
+    fn open(&self, dir: &Path) -> Result<FileCheck, Failure> {
+        Ok(FileCheck::open(dir)?.wait_for_batches(self.wait))
+    }
+}
+
+/// Says that batches were still under way when the wait ran out.
+fn under_way(wait: &WaitArgs) {
+    text::err(format!(
+        "note: batches of another process were still under way after {}: interrupted moves \
+         and stale expiring/ entries above may be their work in progress (run again, or \
+         with a longer --wait)",
+        text::duration(wait.wait)
+    ));
 }
 
 fn problem_json(problem: &Problem) -> serde_json::Value {
@@ -40,10 +71,13 @@ fn problem_json(problem: &Problem) -> serde_json::Value {
 }
 
 pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
-    let check = FileCheck::open(dir)?;
+    let check = args.wait.open(dir)?;
     let mut progress = Progress::new();
     let report = check.verify_with(&mut |done, total| progress.update(done, total))?;
     progress.finish();
+    if report.under_way {
+        under_way(&args.wait);
+    }
     for problem in &report.problems {
         if args.json {
             out(problem_json(problem).to_string());
@@ -70,11 +104,14 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
 }
 
 pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
-    let check = FileCheck::open(dir)?;
+    let check = args.wait.open(dir)?;
     let mut progress = Progress::new();
     let dry_run = !args.apply;
     let repairs = check.repair_with(dry_run, &mut |done, total| progress.update(done, total))?;
     progress.finish();
+    if repairs.under_way {
+        under_way(&args.wait);
+    }
     let mut failed = 0;
     let mut left = 0;
     for repair in &repairs.repairs {

@@ -8,7 +8,9 @@ use std::io;
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Kind};
-use crate::file::layout::{self, Area, HANDLES_LOCK, STRIPES, lock_name, stripe, task_name};
+use crate::file::layout::{
+    self, Area, BATCHES_LOCK, HANDLES_LOCK, STRIPES, lock_name, stripe, task_name,
+};
 use crate::file::park::writer_is_running;
 use crate::file::problem::{
     FILE_MODE, Place, Problem, ProblemKind, Sub, mode, problem, unreadable, unreadable_lock,
@@ -280,7 +282,10 @@ impl FileCheck {
             tick();
             let path = dir.join(name);
             let place = Place::In(Sub::Locks, name.clone());
-            if !(0..STRIPES).any(|i| lock_name(i) == *name) && name != HANDLES_LOCK {
+            if !(0..STRIPES).any(|i| lock_name(i) == *name)
+                && name != HANDLES_LOCK
+                && name != BATCHES_LOCK
+            {
                 problems.push(problem(path, None, ProblemKind::Foreign, place));
                 continue;
             }

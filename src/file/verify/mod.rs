@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
 use crate::file::layout::{self, Area, DIRS, MARKER, RootName, STORE_FORMAT};
-use crate::file::lock::StripeLocks;
+use crate::file::lock::{Settled, StripeLocks};
 use crate::file::open::{handles_lock, root_error};
 use crate::file::problem::{
     DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
@@ -52,10 +53,13 @@ const MAX_MARKER_BYTES: u64 = 4_096;
 /// `verify` can report them. Checking changes nothing (but for the empty
 /// file of a lock stripe, which any handle makes when it first takes the
 /// stripe); it takes a task's stripe lock to confirm a problem of that
-/// task, and tries (without waiting) a temp file's stripe lock to tell a
-/// dead writer's leftover from a live writer's file. So it is safe beside
+/// task, tries (without waiting) a temp file's stripe lock to tell a
+/// dead writer's leftover from a live writer's file, and waits for batches
+/// under way before it judges what may be one's state between its halves
+/// ([`wait_for_batches`](FileCheck::wait_for_batches)). So it is safe beside
 /// live writers in other processes, and reports none of their work in
-/// progress as a problem.
+/// progress as a problem (unless a batch outlasts the wait, which the
+/// report then says).
 ///
 /// ```
 /// # fn main() -> taskstore::Result<()> {
@@ -74,7 +78,12 @@ pub struct FileCheck {
     root: PathBuf,
     fs: Fs,
     store: Opened,
+    /// How long a check waits for batches under way before it judges.
+    batch_wait: Duration,
 }
+
+/// How long a check waits for batches under way unless told.
+const BATCH_WAIT: Duration = Duration::from_secs(30);
 
 /// A store whose directories all opened, or one whose layout is broken
 /// (only its root is open: `verify` reports what is wrong with it).
@@ -230,7 +239,31 @@ impl FileCheck {
             }
             _ => Opened::Broken(root_dir),
         };
-        Ok(FileCheck { root, fs, store })
+        Ok(FileCheck {
+            root,
+            fs,
+            store,
+            batch_wait: BATCH_WAIT,
+        })
+    }
+
+    /// Sets how long [`verify`](FileCheck::verify) and
+    /// [`repair`](FileCheck::repair) wait for batches of other handles that
+    /// are under way (30 seconds unless set; `Duration::ZERO` tries once).
+    ///
+    /// A batch (a reap or claim of several tasks, a removal of several
+    /// finished ones, a sweep) leaves its tasks between two states for a
+    /// moment while it holds none of their locks: a terminal move's names
+    /// in both areas, a removed task's `expiring/` entry. It holds
+    /// `locks/batches.lock` shared meanwhile, and a check that met such a
+    /// state takes it exclusive before it judges, so that it judges what
+    /// the batches left. If the wait runs out (a process stopped in the
+    /// middle of a batch), the check judges what it sees and says so
+    /// ([`Report::under_way`]).
+    #[must_use]
+    pub fn wait_for_batches(mut self, wait: Duration) -> FileCheck {
+        self.batch_wait = wait;
+        self
     }
 
     /// The store's directory.
@@ -264,9 +297,20 @@ impl FileCheck {
     /// cannot be taken; problems with single entries are reported, not
     /// errors.
     pub fn verify_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
+        self.verify_settled(progress).map(|(report, _)| report)
+    }
+
+    /// [`verify_with`](FileCheck::verify_with), and the hold on the
+    /// batches lock it judged under, if it took one: while it is held, no
+    /// batch of another handle changes what the report says.
+    pub(crate) fn verify_settled(
+        &self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Report, Option<Settled>)> {
         let mut problems = Vec::new();
         self.check_root(&mut problems)?;
         let mut checked = 0;
+        let mut settled = None;
         if let Opened::Whole { backend, locks, .. } = &self.store {
             let mut listing = Listing::read(backend, locks)?;
             let total = listing.total();
@@ -304,6 +348,11 @@ impl FileCheck {
                 &mut problems,
                 &mut tick,
             );
+            // What may be a batch between its halves is judged once the
+            // batches under way have ended.
+            if !suspects.is_empty() || !stale.is_empty() {
+                settled = Some(backend.locks.settled_within(&self.fs, self.batch_wait)?);
+            }
             for id in suspects {
                 self.check_task(backend, &id, &mut problems)?;
             }
@@ -314,7 +363,13 @@ impl FileCheck {
         }
         problems.sort_by(|a, b| (&a.path, a.kind.code()).cmp(&(&b.path, b.kind.code())));
         problems.dedup();
-        Ok(Report { problems, checked })
+        let under_way = settled.as_ref().is_some_and(|s| s.under_way);
+        let report = Report {
+            problems,
+            checked,
+            under_way,
+        };
+        Ok((report, settled))
     }
 
     /// The root directory, open.
