@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskstore::{
-    FileStore, ListQuery, ManualClock, NewTask, TaskStatus, TaskStore, TaskUpdate, Transition,
+    Durability, FileStore, ListQuery, ManualClock, NewTask, TaskStatus, TaskStore, TaskUpdate,
+    Transition,
 };
 use time::OffsetDateTime;
 
@@ -630,4 +631,90 @@ fn a_store_copied_without_its_hard_links_still_sweeps_its_finished_tasks() {
         assert_eq!(count(&copy.join("done")), 0, "{n} tasks");
         assert_eq!(count(&copy.join("expiring")), 0, "{n} tasks");
     }
+}
+
+/// A `readdir` under way while another handle renames files over names in
+/// `active/` may name a file twice (tmpfs gives the new entry a new place,
+/// after the old one; a probe found thousands of such names in a few
+/// thousand listings). A handle that follows `active/` by file status (no
+/// change notices) reads it whole at each listing after a change, and
+/// counts each running task once however often the listing named it: its
+/// count of active tasks stays right, so a create under the cap is not
+/// refused. (Each name listed twice counted twice, for the handle's life:
+/// creates were refused well below the cap, and the snapshot's byte budget
+/// shrank with the count of its bytes.) The race arises on tmpfs, so the
+/// test runs there when there is one.
+#[test]
+fn renames_under_a_listing_count_each_running_task_once() {
+    const RUNNING: usize = 200;
+    let shm = Path::new("/dev/shm");
+    let dir = match tempfile::Builder::new()
+        .prefix("taskstore-dup")
+        .tempdir_in(shm)
+    {
+        Ok(dir) => dir,
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let writer = FileStore::builder(dir.path())
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let ids: Vec<_> = (0..RUNNING)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    let reader = FileStore::builder(dir.path())
+        .change_notices(false)
+        .max_active(RUNNING + 1)
+        .open()
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for half in ids.chunks(RUNNING / 2) {
+            let (writer, stop) = (&writer, &stop);
+            s.spawn(move || {
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = &half[n % half.len()];
+                    let updated = writer
+                        .update(id, TaskUpdate::new().status_message(n.to_string()))
+                        .unwrap();
+                    assert!(updated.is_applied());
+                }
+            });
+        }
+        // Stops the writers however the listings end (a failed assertion
+        // too), so that the scope's threads end.
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for round in 0..300 {
+            let listed = reader.list(&ListQuery::active()).unwrap().tasks;
+            assert_eq!(listed.len(), RUNNING, "listing {round}");
+        }
+        // A handle with change notices reads `active/` whole at its first
+        // listing, as several calls.
+        for round in 0..100 {
+            let fresh = FileStore::builder(dir.path())
+                .max_active(RUNNING + 1)
+                .open()
+                .unwrap();
+            let listed = fresh.list(&ListQuery::active()).unwrap().tasks;
+            assert_eq!(listed.len(), RUNNING, "first listing of handle {round}");
+            let made = fresh.create(NewTask::new());
+            assert!(made.is_ok(), "handle {round}: {made:?}");
+            assert!(fresh.delete(&made.unwrap().id).unwrap());
+        }
+    });
+    let made = reader.create(NewTask::new());
+    assert!(
+        made.is_ok(),
+        "{RUNNING} tasks run, the cap is {}: {made:?}",
+        RUNNING + 1
+    );
 }

@@ -315,6 +315,52 @@ impl Fs {
         Ok(entries)
     }
 
+    /// Hands `each` every entry of `dir` (name and inode number), read in
+    /// one `getdents` call when they fit in a buffer of four times the
+    /// directory's size (at most [`WHOLE_MAX`]); returns whether they did.
+    /// One call holds the directory's lock throughout, so no rename made
+    /// meanwhile can hide a name from it or show one twice: tmpfs does both
+    /// to a reading made of several calls while files are renamed over
+    /// names in the directory (a probe here: most readings of 200 names
+    /// missed some while two threads renamed over them), and a directory's
+    /// times there may stay the same across those renames within a tick,
+    /// so its status cannot tell that it changed.
+    pub fn each_entry_whole(
+        &self,
+        dir: &Dir,
+        mut each: impl FnMut(OsString, u64),
+    ) -> io::Result<bool> {
+        self.check(FsOp::ReadDir, || dir.path.clone())?;
+        let size = usize::try_from(rustix::fs::fstat(&dir.fd)?.st_size).unwrap_or(usize::MAX);
+        let len = size
+            .saturating_mul(4)
+            .saturating_add(32 << 10)
+            .min(WHOLE_MAX);
+        // A descriptor of its own: its offset starts at the directory's
+        // start, whoever else reads it.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, c".", flags, Mode::empty())?;
+        let mut buf = Vec::with_capacity(len);
+        let mut raw = rustix::fs::RawDir::new(&fd, buf.spare_capacity_mut());
+        // The calls made: a reading in one ends with a second that finds
+        // nothing more.
+        let mut calls = 0;
+        loop {
+            if raw.is_buffer_empty() {
+                calls += 1;
+            }
+            let Some(entry) = raw.next() else {
+                break;
+            };
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                each(OsStr::from_bytes(name).to_owned(), entry.ino());
+            }
+        }
+        Ok(calls <= 2)
+    }
+
     /// Hands `each` the entries of `dir` (name and inode number) while it
     /// asks for more.
     pub fn each_entry(
@@ -520,6 +566,9 @@ impl Fs {
         }
     }
 }
+
+/// The largest buffer [`Fs::each_entry_whole`] reads a directory into.
+const WHOLE_MAX: usize = 8 << 20;
 
 /// A file larger than the caller allows: refused before it is read.
 #[derive(Debug)]

@@ -223,6 +223,24 @@ impl Ids {
         self.spans.iter().map(|&span| self.at(span))
     }
 
+    /// Keeps the last place of each id named more than once: a `readdir`
+    /// under way while a file is renamed over its name may name it twice
+    /// (tmpfs gives the new entry a new place, after the old one).
+    pub(super) fn dedup(&mut self) {
+        let text = &self.text;
+        let mut last: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(self.spans.len());
+        for (at, &(start, end)) in self.spans.iter().enumerate() {
+            last.insert(&text[start..end], at);
+        }
+        let mut at = 0;
+        self.spans.retain(|&(start, end)| {
+            let kept = last[&text[start..end]] == at;
+            at += 1;
+            kept
+        });
+    }
+
     /// Adds each id of `more` that is not here yet.
     pub(super) fn join(&mut self, more: &Ids) {
         let new: Vec<&str> = {
@@ -235,12 +253,21 @@ impl Ids {
     }
 }
 
-/// The ids of the task files in `area`. Names that are not task file names
-/// are set aside and reported.
-pub(super) fn task_ids(store: &FileBackend, area: Area) -> Result<(Ids, Vec<Skipped>)> {
+/// The ids of the task files in `area`, read in one call if `whole` asks
+/// and the directory fits (see [`Fs::each_entry_whole`]), and whether it
+/// was read so. Names that are not task file names are set aside and
+/// reported.
+///
+/// [`Fs::each_entry_whole`]: crate::file::fs::Fs::each_entry_whole
+pub(super) fn task_ids(
+    store: &FileBackend,
+    area: Area,
+    whole: bool,
+) -> Result<(Ids, bool, Vec<Skipped>)> {
     let mut ids = Ids::default();
-    let skipped = each_task_file(store, area, |id, _| ids.push(id.as_str()))?;
-    Ok((ids, skipped))
+    let (skipped, whole) =
+        each_task_file_read(store, area, whole, &mut |id, _| ids.push(id.as_str()))?;
+    Ok((ids, whole, skipped))
 }
 
 /// The ids of the task files in `area`, each with the inode number its
@@ -266,22 +293,42 @@ fn each_task_file(
     area: Area,
     mut each: impl FnMut(TaskId, u64),
 ) -> Result<Vec<Skipped>> {
+    each_task_file_read(store, area, false, &mut each).map(|(skipped, _)| skipped)
+}
+
+/// [`each_task_file`], read `whole` if asked ([`Fs::each_entry_whole`]);
+/// also whether it was read so.
+///
+/// [`Fs::each_entry_whole`]: crate::file::fs::Fs::each_entry_whole
+fn each_task_file_read(
+    store: &FileBackend,
+    area: Area,
+    whole: bool,
+    each: &mut dyn FnMut(TaskId, u64),
+) -> Result<(Vec<Skipped>, bool)> {
     let dir = store.dir(area);
     let mut foreign = Vec::new();
-    store
-        .fs
-        .each_entry(dir, |name, ino| {
-            match layout::task_file_id(&name) {
-                Some(id) => each(id, ino),
-                None => foreign.push(name),
-            }
-            true
-        })
-        .map_err(|e| Error::io("read directory", dir.path(), e))?;
-    Ok(foreign
+    let mut entry = |name: OsString, ino: u64| match layout::task_file_id(&name) {
+        Some(id) => each(id, ino),
+        None => foreign.push(name),
+    };
+    let read = if whole {
+        store.fs.each_entry_whole(dir, entry)
+    } else {
+        store
+            .fs
+            .each_entry(dir, |name, ino| {
+                entry(name, ino);
+                true
+            })
+            .map(|()| false)
+    };
+    let whole = read.map_err(|e| Error::io("read directory", dir.path(), e))?;
+    let skipped = foreign
         .iter()
         .map(|name| set_aside_name(store, dir, name, area.name(), NOT_A_TASK_FILE))
-        .collect())
+        .collect();
+    Ok((skipped, whole))
 }
 
 /// Why a name in `active/` or `done/` is set aside.

@@ -464,11 +464,15 @@ impl FileBackend {
     /// Reads `active/` whole, reusing each entry whose file's settled status
     /// is unchanged.
     ///
-    /// Without a watch, a file renamed over while a `readdir` is under way
-    /// may be missing from it (tmpfs gives the new entry a new place, behind
-    /// the reader): while the directory changed during a pass, it is read
-    /// again and the passes' names joined (at most four passes). With a
-    /// watch, the names it reports after the pass are read instead.
+    /// A file renamed over while a `readdir` is under way may be missing
+    /// from it (tmpfs gives the new entry a new place, behind the reader),
+    /// or named twice (the old place not yet passed, the new one ahead).
+    /// Without a watch, the directory is read in one call if it fits
+    /// (which holds its lock: no rename comes between); if not, while it
+    /// changed during a pass (its status unsettled or different), it is
+    /// read again and the passes' names joined (at most four passes). With
+    /// a watch, the names it reports after the pass are read instead. Each
+    /// id is read and counted once.
     fn full_pass(
         &self,
         state: &mut State,
@@ -476,16 +480,22 @@ impl FileBackend {
         before: std::time::SystemTime,
     ) -> Result<()> {
         const PASSES: usize = 4;
-        let (mut ids, foreign) = recovery::task_ids(self, Area::Active)?;
+        // Without a watch, in one call if it fits: no rename can then hide
+        // a name from it.
+        let unwatched = state.watch.is_none();
+        let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, unwatched)?;
         foreign.into_iter().for_each(|r| state.report(r));
-        if state.watch.is_none() {
+        if unwatched && !whole {
             for _ in 1..PASSES {
-                let (now, _) = self.observe_active(stamp::clock())?;
-                if now.is_none() || now == status {
+                // A status that has not settled proves nothing: a
+                // directory's times may stay the same across renames made
+                // within a tick (tmpfs).
+                let (now, settled) = self.observe_active(stamp::clock())?;
+                if now.is_none() || (now == status && settled.is_some()) {
                     break;
                 }
                 status = now;
-                let (more, foreign) = recovery::task_ids(self, Area::Active)?;
+                let (more, _, foreign) = recovery::task_ids(self, Area::Active, false)?;
                 foreign.into_iter().for_each(|r| state.report(r));
                 ids.join(&more);
             }
@@ -499,7 +509,12 @@ impl FileBackend {
             state.remove(&id);
             state.bad.remove(&id);
         }
+        // A name the directory gave twice is read and counted once.
+        let twice = present.len() < ids.spans().len();
         drop(present);
+        if twice {
+            ids.dedup();
+        }
         let mut fresh = Vec::new();
         let id_at = |&span: &(usize, usize)| TaskId::trusted(ids.at(span));
         self.reread_all(state, ids.spans(), id_at, before, Some(&mut fresh));
