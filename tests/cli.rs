@@ -1794,6 +1794,92 @@ fn tail_json_prints_valid_json_whatever_whitespace_a_line_has() {
     assert_eq!(lines[0]["data"]["s"], "a\tb", "the value is the same");
 }
 
+/// `tail` reads a pipe (`zcat events.jsonl.1.gz | taskstore tail
+/// /dev/stdin`), with and without `--follow`: every event, and a bad line
+/// still fails it. (It set the file's offset before every read, which a
+/// pipe refuses: "Illegal seek", exit 1, nothing read.)
+#[test]
+fn tail_reads_a_pipe() {
+    use std::io::Write as _;
+    let line = |kind: &str| {
+        format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
+    };
+    for (follow, bad) in [(false, false), (true, false), (false, true)] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
+        command.args(["tail", "/dev/stdin"]);
+        if follow {
+            command.arg("--follow");
+        }
+        let mut tail = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = tail.stdin.take().unwrap();
+        let mut text: String = (0..3).map(|n| line(&format!("k{n}"))).collect();
+        if bad {
+            text.push_str("not an event\n");
+        }
+        input.write_all(text.as_bytes()).unwrap();
+        drop(input);
+        let out = if follow {
+            // Following, it reads on after the writer closes the pipe: it
+            // has printed every event once three lines are out.
+            let mut reader = std::io::BufReader::new(tail.stdout.take().unwrap());
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let mut read = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut read).unwrap();
+                got.push(read);
+            }
+            tail.kill().unwrap();
+            tail.wait().unwrap();
+            got.concat()
+        } else {
+            let out = tail.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(if bad { 1 } else { 0 }),
+                "{}",
+                stderr(&out)
+            );
+            stdout(&out)
+        };
+        let kinds: Vec<&str> = out.lines().map(|l| l.split("  ").nth(2).unwrap()).collect();
+        assert_eq!(kinds, ["k0", "k1", "k2"], "follow {follow}: {out}");
+    }
+}
+
+/// A command whose stdout is closed before it writes (a pipeline's reader
+/// that quit: `taskstore verify | head`) ends with the status it earned:
+/// `verify` of a damaged store fails, and `list` succeeds. (Both exited 0:
+/// with `pipefail`, a damaged store read as a clean one.)
+#[test]
+fn a_closed_stdout_keeps_a_failure() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let closed = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_taskstore"))
+            .args(args)
+            .env("TASKSTORE_STORE", &dir)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(closed(&["list"]), Some(0));
+    chmod(
+        &task_path(&dir, "active", &first(&tasks, TaskStatus::Working).id),
+        0o644,
+    );
+    assert_eq!(closed(&["verify"]), Some(1), "verify of a damaged store");
+}
+
 /// A string may hold DEL and the C1 controls as they are (JSON escapes only
 /// those under U+0020, and serde_json writes the rest raw, as
 /// `JsonLinesSink` does): `tail --json` writes them escaped, the same

@@ -78,6 +78,9 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     if report.under_way {
         under_way(&args.wait);
     }
+    if !report.is_clean() {
+        text::failing();
+    }
     for problem in &report.problems {
         if args.json {
             out(problem_json(problem).to_string());
@@ -111,6 +114,13 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     progress.finish();
     if repairs.under_way {
         under_way(&args.wait);
+    }
+    if repairs
+        .repairs
+        .iter()
+        .any(|r| matches!(r.outcome, RepairOutcome::Failed { .. }))
+    {
+        text::failing();
     }
     let mut failed = 0;
     let mut left = 0;

@@ -98,6 +98,9 @@ pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 
 pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let swept = store.sweep()?;
+    if !swept.missed.is_empty() {
+        text::failing();
+    }
     report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
     out(format!(
@@ -166,6 +169,9 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 
 pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let reaped = store.reap()?;
+    if !reaped.missed.is_empty() {
+        text::failing();
+    }
     report_skipped(&reaped.skipped);
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {

@@ -84,6 +84,12 @@ struct Source {
     file: File,
     /// Bytes consumed so far.
     pos: u64,
+    /// Whether the file's offset must be set to `pos` before the next read
+    /// (after a restart; reads move it on by themselves, and a pipe, which
+    /// cannot seek, never restarts).
+    seek: bool,
+    /// What each read reads into.
+    buf: Vec<u8>,
     /// The start of a line not yet ended by a newline.
     pending: Vec<u8>,
     /// The length so far of a line past [`MAX_LINE`] not yet ended (its
@@ -105,6 +111,8 @@ impl Source {
         Source {
             file,
             pos: 0,
+            seek: false,
+            buf: vec![0; CHUNK],
             pending: Vec::new(),
             skipping: None,
             line: 0,
@@ -114,22 +122,32 @@ impl Source {
     /// Reads the next chunk appended since the last read: its whole lines,
     /// with their numbers; `None` once there is nothing more to read.
     fn read_chunk(&mut self, path: &Path) -> Result<Option<Vec<(usize, Got)>>, Failure> {
-        let mut chunk = vec![0; CHUNK];
-        let read = self.file.seek(SeekFrom::Start(self.pos)).and_then(|_| {
-            loop {
-                match self.file.read(&mut chunk) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    read => break read,
-                }
+        let cannot = |e: io::Error| format!("cannot read {}: {e}", path.display());
+        if self.seek {
+            self.file.seek(SeekFrom::Start(self.pos)).map_err(cannot)?;
+            self.seek = false;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = loop {
+            match self.file.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                read => break read,
             }
-        });
-        let read = read.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.buf = buf;
+                return Err(cannot(e).into());
+            }
+        };
         if read == 0 {
+            self.buf = buf;
             return Ok(None);
         }
         self.pos += read as u64;
         let mut lines = Vec::new();
-        let mut rest = &chunk[..read];
+        let mut rest = &buf[..read];
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             self.take_in(&rest[..end]);
             rest = &rest[end + 1..];
@@ -137,6 +155,7 @@ impl Source {
             lines.push((self.line, self.ended()));
         }
         self.take_in(rest);
+        self.buf = buf;
         Ok(Some(lines))
     }
 
@@ -173,6 +192,7 @@ impl Source {
 
     fn restart(&mut self) {
         self.pos = 0;
+        self.seek = true;
         self.line = 0;
         self.pending.clear();
         self.skipping = None;
@@ -235,6 +255,9 @@ impl Reader<'_> {
     fn check_file(&mut self) -> Result<(), Failure> {
         let path = &self.args.file;
         match fs::metadata(path) {
+            // A pipe (`tail /dev/stdin`) is neither truncated nor replaced:
+            // it is read on as it comes.
+            Ok(meta) if !meta.is_file() && meta.ino() == self.ino => {}
             Ok(meta) if meta.ino() != self.ino => {
                 self.read_new()?;
                 text::err(format!(
@@ -303,6 +326,7 @@ impl Reader<'_> {
             Got::Line(raw) => raw,
             Got::TooLong(length) => {
                 self.bad += 1;
+                text::failing();
                 text::err(format!(
                     "taskstore: {}:{number}: a line of {length} bytes, over the {} MiB a line \
                      may be; skipped",
@@ -320,6 +344,7 @@ impl Reader<'_> {
             Ok(line) => line,
             Err(e) => {
                 self.bad += 1;
+                text::failing();
                 text::err(format!(
                     "taskstore: {}:{}: not an event: {e}",
                     self.args.file.display(),

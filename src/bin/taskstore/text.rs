@@ -1,10 +1,11 @@
 //! What the commands print: lines on stdout (a closed pipe ends the command
-//! quietly), durations read and written the short way ("10m", "2h13m"),
+//! quietly, with the status it has earned so far), durations read and written the short way ("10m", "2h13m"),
 //! tables, sizes, and progress on a terminal.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -12,7 +13,10 @@ use time::OffsetDateTime;
 /// Prints one line on stdout, every control character escaped
 /// ([`plain`]): a newline in a path or in task data never splits it into a
 /// line that reads as another. A reader that went away (`taskstore list |
-/// head`) ends the command with success; any other write error fails it.
+/// head`) ends the command with the status it has earned so far: success,
+/// unless it said it is failing ([`failing`]: `verify` that found problems,
+/// a sweep that missed tasks), so that a pipeline never reads a failure as
+/// a success. Any other write error fails it.
 pub fn out(line: impl AsRef<str>) {
     write_out(&plain(line.as_ref(), Newlines::Escape));
 }
@@ -23,6 +27,15 @@ pub fn out_lines(text: impl AsRef<str>) {
     write_out(&plain(text.as_ref(), Newlines::Keep));
 }
 
+/// The status a closed stdout ends the command with ([`failing`]).
+static EARNED: AtomicU8 = AtomicU8::new(0);
+
+/// Says the command will exit with a failure whatever it prints: a closed
+/// stdout ends it with status 1, not success.
+pub fn failing() {
+    EARNED.store(1, Ordering::Relaxed);
+}
+
 fn write_out(line: &str) {
     let mut stdout = io::stdout().lock();
     let written = stdout
@@ -30,7 +43,9 @@ fn write_out(line: &str) {
         .and_then(|()| stdout.write_all(b"\n"));
     match written {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            std::process::exit(EARNED.load(Ordering::Relaxed).into())
+        }
         Err(e) => {
             eprintln!("taskstore: error: cannot write to stdout: {e}");
             std::process::exit(1);
