@@ -166,6 +166,25 @@ pub enum Error {
         supported: u64,
     },
 
+    /// A store of an older format than this version's, which an open moves
+    /// to this version's format (after which older versions refuse it),
+    /// opened by a handle told not to move it
+    /// (`FileStoreBuilder::upgrade_format(false)`); nothing was changed.
+    #[error(
+        "store at {} is of format {found}, older than this taskstore's {current}: opening it \
+         moves it to format {current}, after which older versions refuse it, and this open \
+         was told not to",
+        path.display()
+    )]
+    OlderFormat {
+        /// The store's directory.
+        path: PathBuf,
+        /// The format version its marker names.
+        found: u64,
+        /// This version's format.
+        current: u64,
+    },
+
     /// The store directory is not usable (for example a symlink or a file
     /// where one of the store's directories belongs).
     #[error("store at {} is not usable: {reason}", path.display())]

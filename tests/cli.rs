@@ -1851,6 +1851,57 @@ fn tail_reads_a_pipe() {
     }
 }
 
+/// A command that opens a store of an older format refuses it unless
+/// given `--upgrade`, and changes nothing: an older service may still run
+/// on it, and would refuse the store once moved. With `--upgrade` it says,
+/// before it waits, that it moves the store once no other process has it
+/// open (here one still has: its handles lock held shared, as a handle
+/// holds it), then moves it. (`list` and `show` moved the store without a
+/// word, and waited for the other process in silence.)
+#[test]
+fn an_older_store_is_moved_only_with_upgrade_and_the_wait_is_said() {
+    use std::io::BufRead as _;
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    common::make_format_1(&dir);
+    let before = snapshot(&dir);
+    for args in [&["list"][..], &["show", tasks[0].id.as_str()], &["sweep"]] {
+        let out = run_expect(Some(&dir), args, 1);
+        assert!(
+            stderr(&out).contains("format 1") && stderr(&out).contains("--upgrade"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_unchanged(&before, &snapshot(&dir), "refused, the store is as it was");
+
+    let path = dir.join("locks").join("handles.lock");
+    let held = fs::File::open(&path).unwrap();
+    held.lock_shared().unwrap();
+    let mut listing = Command::new(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["list", "--json", "--upgrade"])
+        .env("TASKSTORE_STORE", &dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(listing.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(
+        said.contains("moving") && said.contains("waiting"),
+        "{said}"
+    );
+    held.unlock().unwrap();
+    let out = listing.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), tasks.len());
+    let marker = fs::read_to_string(dir.join("taskstore.json")).unwrap();
+    assert!(marker.contains("\"format\":2"), "{marker}");
+}
+
 /// A command whose stdout is closed before it writes (a pipeline's reader
 /// that quit: `taskstore verify | head`) ends with the status it earned:
 /// `verify` of a damaged store fails, and `list` succeeds. (Both exited 0:

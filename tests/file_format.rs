@@ -142,6 +142,43 @@ fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
 }
 
+/// An open told not to move a store of an older format
+/// (`upgrade_format(false)`) refuses it with `Error::OlderFormat`, naming
+/// both formats, and changes nothing (format 1 has no `expiring/`, which
+/// any other open makes first); an open with the default moves it.
+#[test]
+fn an_open_told_not_to_upgrade_leaves_an_older_store_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let id = {
+        let store = open(dir.path(), &clock);
+        let t = store
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        let _ = store.complete(&t.id, json!(1)).unwrap();
+        t.id
+    };
+    common::make_format_1(dir.path());
+    let before = common::tree(dir.path());
+    let refused = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .upgrade_format(false)
+        .open();
+    match refused {
+        Err(taskstore::Error::OlderFormat {
+            found: 1,
+            current: 2,
+            ref path,
+        }) => assert_eq!(path, dir.path()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(common::tree(dir.path()), before, "nothing changed");
+    let store = open(dir.path(), &clock);
+    let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
+    assert!(marker.contains("\"format\":2"), "{marker}");
+    assert!(store.get(&id).unwrap().is_some());
+}
+
 /// A store whose `active/` grew to 6,000 tasks and then kept `kept(size)`
 /// of them (`size`: the directory's size once grown), opened again while
 /// another handle has it open (never compacted), then alone: `active/`'s

@@ -106,6 +106,8 @@ pub struct FileOptions {
     #[cfg(feature = "fault-injection")]
     recorder: Option<Recorder>,
     change_notices: bool,
+    /// Whether an open moves a store of an older format to this one.
+    upgrade_format: bool,
     /// See [`FileBackend::large_pass`]; set only by tests.
     large_pass: usize,
 }
@@ -183,6 +185,18 @@ impl StoreBuilder<FileOptions> {
     /// the store's folders.
     pub fn create_in_non_empty_dir(mut self, allow: bool) -> Self {
         self.options.adopt_non_empty = allow;
+        self
+    }
+
+    /// Whether `open` moves a store of an older format to this version's
+    /// (on by default). The move waits until no other handle has the store
+    /// open, and versions that read only the older format refuse the store
+    /// after it. Off, such a store is refused with
+    /// [`Error::OlderFormat`](crate::Error::OlderFormat) and left as it is:
+    /// for a tool that must not change a store a service of an older
+    /// version still runs on (the command-line tool asks for `--upgrade`).
+    pub fn upgrade_format(mut self, on: bool) -> Self {
+        self.options.upgrade_format = on;
         self
     }
 
@@ -270,6 +284,7 @@ impl Store<FileBackend> {
             #[cfg(feature = "fault-injection")]
             recorder: None,
             change_notices: true,
+            upgrade_format: true,
             large_pass: parallel::MIN_SHARED,
         })
     }

@@ -41,6 +41,15 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         .map_err(|e| Error::io("read directory", root, e))?;
     if !names.iter().any(|n| n == MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
+    } else if !options.upgrade_format
+        && let Some(found) = read_marker(&fs, &root_dir)?.filter(|f| *f < STORE_FORMAT)
+    {
+        // Before anything is made (format 1 has no `expiring/`).
+        return Err(Error::OlderFormat {
+            path: root.clone(),
+            found,
+            current: STORE_FORMAT,
+        });
     }
     let mut created = false;
     for dir in DIRS {

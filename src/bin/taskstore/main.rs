@@ -64,6 +64,13 @@ struct Cli {
     #[arg(skip)]
     from_env: (bool, bool),
 
+    /// Moves a file store of an older format to this version's when a
+    /// command opens it (waiting until no other process has it open);
+    /// versions that read only the older format refuse it after. Without
+    /// it, such a store is refused and left as it is.
+    #[arg(long, global = true)]
+    upgrade: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -153,7 +160,7 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Tail(args) => tail::run(args),
-        command => target(&cli).and_then(|target| run(command, &target)),
+        command => target(&cli).and_then(|target| run(command, &target, cli.upgrade)),
     };
     match result {
         Ok(code) => code,
@@ -164,7 +171,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: &Command, target: &Target) -> Result<ExitCode, Failure> {
+fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     match command {
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
@@ -173,9 +180,9 @@ fn run(command: &Command, target: &Target) -> Result<ExitCode, Failure> {
             maintain::reap_preview(&preview(target, args.claim_grace)?)
         }
         Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
-        Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace)?),
+        Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace, upgrade)?),
         command => {
-            let store = open(target, None)?;
+            let store = open(target, None, upgrade)?;
             match command {
                 Command::List(args) => tasks::list(args, &*store),
                 Command::Show(args) => tasks::show(args, &*store),
@@ -257,8 +264,14 @@ fn instance_id() -> String {
 
 /// Opens the store as a normal handle (with this claim grace, if given). A
 /// store must exist already: a mistyped path or schema is an error, never a
-/// new store.
-fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle>, Failure> {
+/// new store. A file store of an older format is moved to this version's
+/// only with `upgrade`, and the wait for the other processes to close it
+/// is said on stderr.
+fn open(
+    target: &Target,
+    claim_grace: Option<Duration>,
+    upgrade: bool,
+) -> Result<Box<dyn Handle>, Failure> {
     fn configure<O>(builder: StoreBuilder<O>, claim_grace: Option<Duration>) -> StoreBuilder<O> {
         // Whatever payload cap the services set, the command reads what
         // they stored (and the dry runs, which read up to this, agree).
@@ -273,13 +286,25 @@ fn open(target: &Target, claim_grace: Option<Duration>) -> Result<Box<dyn Handle
     match target {
         Target::File(dir) => {
             is_store(dir)?;
-            Ok(Box::new(
-                // One command, one listing at most: no inotify instance,
-                // which the exit would wait for the kernel to free.
-                configure(FileStore::builder(dir), claim_grace)
-                    .change_notices(false)
-                    .open()?,
-            ))
+            // One command, one listing at most: no inotify instance, which
+            // the exit would wait for the kernel to free.
+            let builder = || configure(FileStore::builder(dir), claim_grace).change_notices(false);
+            match builder().upgrade_format(false).open() {
+                Err(taskstore::Error::OlderFormat { found, current, .. }) if upgrade => {
+                    text::err(format!(
+                        "taskstore: moving {} from format {found} to {current} once no other \
+                         process has it open (waiting for them to close it)",
+                        dir.display()
+                    ));
+                    Ok(Box::new(builder().open()?))
+                }
+                Err(e @ taskstore::Error::OlderFormat { .. }) => Err(format!(
+                    "{e}; run the command with --upgrade to move it, or use the taskstore \
+                     that wrote it"
+                )
+                .into()),
+                opened => Ok(Box::new(opened?)),
+            }
         }
         #[cfg(feature = "postgres")]
         Target::Pg { conninfo, schema } => {
@@ -323,7 +348,7 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
-            let store = open(target, claim_grace)?;
+            let store = open(target, claim_grace, false)?;
             let page = store.stored_list()?;
             let unreadable = page.skipped.into_iter().map(|s| s.location).collect();
             Ok(judge(page.tasks, store.time(), grace, unreadable))

@@ -138,7 +138,7 @@ pub fn run(args: &StatsArgs, target: &Target) -> Result<ExitCode, Failure> {
         }
         #[cfg(feature = "postgres")]
         Target::Pg { schema, .. } => {
-            let store = crate::open(target, None)?;
+            let store = crate::open(target, None, false)?;
             let now = store.time();
             // Every stored task, expired ones too, changing nothing (a
             // listing leaves them out, and deletes them).
