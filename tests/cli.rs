@@ -2450,6 +2450,36 @@ fn verify_and_repair_say_they_are_for_file_stores() {
     }
 }
 
+/// A store that lost its marker (`taskstore.json`) but has its task areas
+/// is opened by the commands, whose open writes the marker again, as
+/// `repair` tells the operator; a directory with neither is still no
+/// store, and a symlink to a store is refused by name. (`list` refused the
+/// store "holds no taskstore.json", so `repair`'s advice could not be
+/// followed; a symlink was "not a directory".)
+#[test]
+fn a_store_that_lost_its_marker_opens_and_a_symlink_is_named() {
+    let (tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    fs::remove_file(dir.join("taskstore.json")).unwrap();
+    let out = run_expect(Some(&dir), &["repair"], 0);
+    assert!(stdout(&out).contains("left alone"), "{}", stdout(&out));
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    assert_eq!(json_lines(&out).len(), tasks.len());
+    assert!(dir.join("taskstore.json").exists(), "the marker is back");
+    assert_eq!(stdout(&run_expect(Some(&dir), &["verify"], 0)), "");
+
+    let other = tmp.path().join("project");
+    fs::create_dir_all(other.join("tmp")).unwrap();
+    let out = run_expect(Some(&other), &["list"], 1);
+    assert!(stderr(&out).contains("not a store"), "{}", stderr(&out));
+    assert!(!other.join("active").exists(), "nothing made");
+
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let out = run_expect(Some(&link), &["list"], 1);
+    assert!(stderr(&out).contains("a symlink"), "{}", stderr(&out));
+}
+
 /// A store whose marker names a newer format is refused by what reads it
 /// without a handle (the counts, the dry runs) as by `sweep` and `reap`
 /// themselves: this version's rules may misread it. (`stats` and the dry

@@ -383,24 +383,39 @@ fn judge(
 }
 
 /// Refuses a directory that is not a store (FORMAT.md: a store holds
-/// `taskstore.json`), so that no command makes one by mistake.
+/// `taskstore.json`), so that no command makes one by mistake. A store
+/// that lost its marker but has its two task areas is one: opening it
+/// writes the marker again (as `repair` says).
 fn is_store(dir: &Path) -> Result<(), Failure> {
     let marker = dir.join("taskstore.json");
+    let is_dir =
+        |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_dir());
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("no store at {}: {e}", dir.display()).into())
         }
         Err(e) => Err(format!("cannot look at {}: {e}", dir.display()).into()),
+        Ok(meta) if meta.is_symlink() => Err(format!(
+            "no store at {}: a symlink (a store is never opened through one: give the \
+             directory it points to)",
+            dir.display()
+        )
+        .into()),
         Ok(meta) if !meta.is_dir() => {
             Err(format!("no store at {}: not a directory", dir.display()).into())
         }
         Ok(_) => match std::fs::symlink_metadata(&marker) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                "{} is not a store (it holds no taskstore.json)",
-                dir.display()
-            )
-            .into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if is_dir("active") && is_dir("done") {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{} is not a store (it holds no taskstore.json, nor active/ and done/)",
+                    dir.display()
+                )
+                .into())
+            }
             Err(e) => Err(format!("cannot look at {}: {e}", marker.display()).into()),
         },
     }
