@@ -812,7 +812,9 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
 /// Setting a task file aside is one rule, whoever does it: a listing that
 /// meets a corrupt finished task (the store's own quarantine) takes its
 /// `expiring/` entry with it, as `repair` does, and `verify` then finds the
-/// store clean.
+/// store clean. The listing says where it went, and the dry run before it
+/// what the real run does. (The listing said "(setAside)", the dry run
+/// "left in place".)
 #[test]
 fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
     let (_tmp, dir) = store_dir();
@@ -822,10 +824,17 @@ fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
         .find(|d| d.name == "a corrupt finished task with a TTL")
         .unwrap();
     let path = (damage.plant)(&dir, &tasks);
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(
+        stderr(&out).contains("the real run sets it aside into quarantine/"),
+        "the dry run says what the real run does: {}",
+        stderr(&out)
+    );
     let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    let quarantine = dir.join("quarantine");
     assert!(
         stderr(&out).contains(&format!("skipped {}: ", path.display()))
-            && stderr(&out).contains("(setAside)"),
+            && stderr(&out).contains(&format!("(set aside into {}", quarantine.display())),
         "{}",
         stderr(&out)
     );

@@ -38,10 +38,7 @@ pub struct ReapArgs {
 
 fn report_skipped(skipped: &[Skipped]) {
     for s in skipped {
-        text::err(format!(
-            "taskstore: skipped {}: {} ({})",
-            s.location, s.reason, s.action
-        ));
+        text::err(text::skipped(s));
     }
 }
 
@@ -70,7 +67,9 @@ impl Preview {
     fn report_unreadable(&self) {
         for place in &self.unreadable {
             text::err(format!(
-                "taskstore: skipped {place}: cannot be read (left in place; `taskstore verify` says why)"
+                "taskstore: {place}: cannot be read; the real run sets it aside into \
+                 quarantine/ (or, after an I/O error, leaves it in place); `taskstore verify` \
+                 says why"
             ));
         }
     }

@@ -134,10 +134,7 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             Err(e) => return Err(e.into()),
         };
         for skipped in &page.skipped {
-            text::err(format!(
-                "taskstore: skipped {}: {} ({})",
-                skipped.location, skipped.reason, skipped.action
-            ));
+            text::err(text::skipped(skipped));
         }
         cursor = page.next_cursor;
         let mut young = false;

@@ -8,6 +8,8 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use taskstore::UnreadableAction;
+use taskstore::backend::Skipped;
 use time::OffsetDateTime;
 
 /// Prints one line on stdout, every control character escaped
@@ -51,6 +53,21 @@ fn write_out(line: &str) {
             std::process::exit(1);
         }
     }
+}
+
+/// The line that says a stored entry was skipped: where, why, and what
+/// was done with it (set aside, and where to; or left in place).
+pub fn skipped(skipped: &Skipped) -> String {
+    let done = match (skipped.action, &skipped.moved_to) {
+        (UnreadableAction::SetAside, Some(to)) => format!("set aside into {to}"),
+        (UnreadableAction::SetAside, None) => "set aside".to_owned(),
+        (UnreadableAction::LeftInPlace, _) => "left in place".to_owned(),
+        (other, _) => other.to_string(),
+    };
+    format!(
+        "taskstore: skipped {}: {} ({done})",
+        skipped.location, skipped.reason
+    )
 }
 
 /// Prints one line on stderr, every control character escaped.
