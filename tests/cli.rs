@@ -2479,9 +2479,20 @@ fn a_store_that_lost_its_marker_opens_and_a_symlink_is_named() {
 
     let other = tmp.path().join("project");
     fs::create_dir_all(other.join("tmp")).unwrap();
-    let out = run_expect(Some(&other), &["list"], 1);
-    assert!(stderr(&out).contains("not a store"), "{}", stderr(&out));
+    fs::create_dir_all(other.join("locks")).unwrap();
+    for command in ["list", "verify", "stats"] {
+        let out = run_expect(Some(&other), &[command], 1);
+        assert!(
+            stderr(&out).contains("not a store"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
     assert!(!other.join("active").exists(), "nothing made");
+    assert!(
+        !other.join("locks").join("handles.lock").exists(),
+        "nothing made"
+    );
 
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();

@@ -137,8 +137,8 @@ impl FileCheck {
     /// # Errors
     ///
     /// [`Error::InvalidStore`] if `root` is not a directory, is a symlink,
-    /// or holds neither the store's marker nor any of its directories (it
-    /// is not a store); [`Error::Io`] if it cannot be opened or read.
+    /// or holds neither the store's marker nor its `active/` and `done/`
+    /// (it is not a store); [`Error::Io`] if it cannot be opened or read.
     pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
         let root = root.as_ref().to_owned();
         let fs = Fs::default();
@@ -146,13 +146,16 @@ impl FileCheck {
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
-        let known = |n: &OsString| matches!(RootName::of(n), RootName::Marker | RootName::Dir);
-        if !names.iter().any(known) {
+        // A store that lost its marker still has its two task areas; a
+        // directory with one of the store's other names alone (`tmp/`,
+        // `locks/`) is a user's, which a check must not take for one (nor
+        // make its lock file in).
+        let has = |name: &str| names.iter().any(|n| n == name);
+        let a_store = has(MARKER) || (has("active") && has("done"));
+        if !a_store {
             return Err(Error::InvalidStore {
                 path: root,
-                reason: format!(
-                    "holds no {MARKER} and none of the store's directories: not a store"
-                ),
+                reason: format!("holds no {MARKER}, nor active/ and done/: not a store"),
             });
         }
         // Shared, as a handle holds it, before the areas are opened: an
