@@ -1911,6 +1911,60 @@ fn an_older_store_is_moved_only_with_upgrade_and_the_wait_is_said() {
     assert!(marker.contains("\"format\":2"), "{marker}");
 }
 
+/// `tail --follow` over a file truncated and written again past where it
+/// was reading, between two of its looks (copytruncate, then writers that
+/// refill it at once): it reads the new file from its start, every line.
+/// (It went on from its old offset, inside the new lines: the first were
+/// lost, and a line cut in two was reported as no event.)
+#[test]
+fn tail_follows_a_file_truncated_and_refilled_between_two_looks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("events.jsonl");
+    let lines = |prefix: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"at\":\"2026-01-0{}T00:00:00.{i:09}Z\",\"pid\":1,\"kind\":\"{prefix}{i}\",\"data\":null}}\n",
+                    if prefix == "a" { 1 } else { 2 }
+                )
+            })
+            .collect()
+    };
+    fs::write(&file, lines("a", 2)).unwrap();
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["tail", "--follow", "--json", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> String {
+        let line: Value = serde_json::from_str(
+            &rx.recv_timeout(common::HANG)
+                .expect("tail --follow printed nothing more"),
+        )
+        .unwrap();
+        line["kind"].as_str().unwrap().to_owned()
+    };
+    assert_eq!([next(), next()], ["a0", "a1"]);
+    // Truncated and refilled with more than it held, in one go.
+    fs::write(&file, lines("b", 4)).unwrap();
+    let got: Vec<String> = (0..4).map(|_| next()).collect();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(got, ["b0", "b1", "b2", "b3"]);
+}
+
 /// A command whose stdout is closed before it writes (a pipeline's reader
 /// that quit: `taskstore verify | head`) ends with the status it earned:
 /// `verify` of a damaged store fails, and `list` succeeds. (Both exited 0:

@@ -26,6 +26,11 @@ const ROTATED_QUIET: Duration = Duration::from_secs(5);
 /// How much of the file is read at a time.
 const CHUNK: usize = 64 << 10;
 
+/// How many of a file's first bytes `--follow` compares at each look, to
+/// see it truncated and written again past where the reading was (a line's
+/// time, to the nanosecond, is among them).
+const HEAD: usize = 64;
+
 /// The longest line kept: a longer one is reported by its number and
 /// skipped, and one never ended grows no further in memory.
 const MAX_LINE: usize = 16 << 20;
@@ -90,6 +95,10 @@ struct Source {
     seek: bool,
     /// What each read reads into.
     buf: Vec<u8>,
+    /// The file's first bytes as read (up to [`HEAD`]): a file truncated
+    /// and written again past where the reading was, between two looks,
+    /// no longer starts with them.
+    head: Vec<u8>,
     /// The start of a line not yet ended by a newline.
     pending: Vec<u8>,
     /// The length so far of a line past [`MAX_LINE`] not yet ended (its
@@ -113,6 +122,7 @@ impl Source {
             pos: 0,
             seek: false,
             buf: vec![0; CHUNK],
+            head: Vec::new(),
             pending: Vec::new(),
             skipping: None,
             line: 0,
@@ -144,6 +154,12 @@ impl Source {
         if read == 0 {
             self.buf = buf;
             return Ok(None);
+        }
+        if let Some(room) = usize::try_from(self.pos)
+            .ok()
+            .and_then(|pos| HEAD.checked_sub(pos))
+        {
+            self.head.extend_from_slice(&buf[..read.min(room)]);
         }
         self.pos += read as u64;
         let mut lines = Vec::new();
@@ -190,9 +206,24 @@ impl Source {
         })
     }
 
+    /// Whether the file no longer starts with the bytes read from its
+    /// start (truncated and written again); a failed read says nothing.
+    fn rewritten(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        if self.head.is_empty() {
+            return false;
+        }
+        let mut now = vec![0; self.head.len()];
+        match self.file.read_exact_at(&mut now, 0) {
+            Ok(()) => now != self.head,
+            Err(_) => false,
+        }
+    }
+
     fn restart(&mut self) {
         self.pos = 0;
         self.seek = true;
+        self.head.clear();
         self.line = 0;
         self.pending.clear();
         self.skipping = None;
@@ -270,7 +301,7 @@ impl Reader<'_> {
                 self.end_rotated();
                 self.rotated = Some((old, Instant::now()));
             }
-            Ok(meta) if meta.len() < self.current.pos => {
+            Ok(meta) if meta.len() < self.current.pos || self.current.rewritten() => {
                 text::err(format!(
                     "taskstore: {} was truncated; reading it from its start",
                     path.display()
