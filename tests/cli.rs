@@ -688,6 +688,12 @@ fn verify_says_when_batches_were_under_way() {
         "the move is seen: {}",
         stdout(&out)
     );
+    let json = run_expect(Some(&dir), &["verify", "--json", "--wait", "0s"], 1);
+    assert!(
+        json_lines(&json).iter().all(|p| p["underWay"] == true),
+        "{}",
+        stdout(&json)
+    );
     assert!(
         stderr(&out).contains("still under way"),
         "and said to be a batch's: {}",
@@ -706,6 +712,10 @@ fn verify_says_when_batches_were_under_way() {
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "");
     assert!(!stderr(&out).contains("under way"), "{}", stderr(&out));
+    // And with the batch over, `--json` says so of a problem.
+    chmod(&task_path(&dir, "done", &id), 0o644);
+    let json = run_expect(Some(&dir), &["verify", "--json"], 1);
+    assert_eq!(json_lines(&json)[0]["underWay"], false);
 }
 
 // ---------------------------------------------------------------------------
@@ -1804,8 +1814,8 @@ fn tail_json_prints_valid_json_whatever_whitespace_a_line_has() {
 }
 
 /// `tail` reads a pipe (`zcat events.jsonl.1.gz | taskstore tail
-/// /dev/stdin`), with and without `--follow`: every event, and a bad line
-/// still fails it. (It set the file's offset before every read, which a
+/// /dev/stdin`), with and without `--follow` (which, at the pipe's end,
+/// goes on looking), every event, and a bad line still fails it. (It set the file's offset before every read, which a
 /// pipe refuses: "Illegal seek", exit 1, nothing read.)
 #[test]
 fn tail_reads_a_pipe() {
@@ -1826,26 +1836,39 @@ fn tail_reads_a_pipe() {
             .spawn()
             .unwrap();
         let mut input = tail.stdin.take().unwrap();
-        let mut text: String = (0..3).map(|n| line(&format!("k{n}"))).collect();
+        let first = if follow { 2 } else { 3 };
+        let mut text: String = (0..first).map(|n| line(&format!("k{n}"))).collect();
         if bad {
             text.push_str("not an event\n");
         }
         input.write_all(text.as_bytes()).unwrap();
-        drop(input);
         let out = if follow {
-            // Following, it reads on after the writer closes the pipe: it
-            // has printed every event once three lines are out.
+            // Following, it reads lines as they come.
             let mut reader = std::io::BufReader::new(tail.stdout.take().unwrap());
             let mut got = Vec::new();
-            for _ in 0..3 {
-                let mut read = String::new();
-                std::io::BufRead::read_line(&mut reader, &mut read).unwrap();
-                got.push(read);
-            }
+            let mut read_lines = |n: usize, got: &mut Vec<String>| {
+                for _ in 0..n {
+                    let mut read = String::new();
+                    std::io::BufRead::read_line(&mut reader, &mut read).unwrap();
+                    got.push(read);
+                }
+            };
+            read_lines(2, &mut got);
+            input.write_all(line("k2").as_bytes()).unwrap();
+            read_lines(1, &mut got);
+            // At the pipe's end it looks at the path every 200 ms, and
+            // follows on: a pipe is neither truncated nor replaced.
+            drop(input);
+            std::thread::sleep(Duration::from_millis(600));
+            assert!(
+                tail.try_wait().unwrap().is_none(),
+                "tail --follow ended at the pipe's end"
+            );
             tail.kill().unwrap();
             tail.wait().unwrap();
             got.concat()
         } else {
+            drop(input);
             let out = tail.wait_with_output().unwrap();
             assert_eq!(
                 out.status.code(),

@@ -145,38 +145,54 @@ fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
 /// An open told not to move a store of an older format
 /// (`upgrade_format(false)`) refuses it with `Error::OlderFormat`, naming
 /// both formats, and changes nothing (format 1 has no `expiring/`, which
-/// any other open makes first); an open with the default moves it.
+/// any other open makes first); an open with the default moves it, and
+/// indexes its finished tasks. So too for a store of format 1 that lost
+/// its marker (known by its `done/` without `expiring/`): it was taken for
+/// a new store, given an empty `expiring/` and a marker of format 2, and
+/// its finished tasks were never swept.
 #[test]
 fn an_open_told_not_to_upgrade_leaves_an_older_store_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = clock();
-    let id = {
+    for marker in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = clock();
+        let id = {
+            let store = open(dir.path(), &clock);
+            let t = store
+                .create(NewTask::new().ttl(Duration::from_secs(60)))
+                .unwrap();
+            let _ = store.complete(&t.id, json!(1)).unwrap();
+            t.id
+        };
+        common::make_format_1(dir.path());
+        if !marker {
+            fs::remove_file(dir.path().join("taskstore.json")).unwrap();
+        }
+        let before = common::tree(dir.path());
+        let refused = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .upgrade_format(false)
+            .open();
+        match refused {
+            Err(taskstore::Error::OlderFormat {
+                found: 1,
+                current: 2,
+                ref path,
+            }) => assert_eq!(path, dir.path()),
+            other => panic!("marker {marker}: {other:?}"),
+        }
+        assert_eq!(common::tree(dir.path()), before, "nothing changed");
         let store = open(dir.path(), &clock);
-        let t = store
-            .create(NewTask::new().ttl(Duration::from_secs(60)))
-            .unwrap();
-        let _ = store.complete(&t.id, json!(1)).unwrap();
-        t.id
-    };
-    common::make_format_1(dir.path());
-    let before = common::tree(dir.path());
-    let refused = FileStore::builder(dir.path())
-        .clock(Arc::new(clock.clone()))
-        .upgrade_format(false)
-        .open();
-    match refused {
-        Err(taskstore::Error::OlderFormat {
-            found: 1,
-            current: 2,
-            ref path,
-        }) => assert_eq!(path, dir.path()),
-        other => panic!("{other:?}"),
+        let written = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
+        assert!(written.contains("\"format\":2"), "{written}");
+        assert_eq!(
+            names(&dir.path().join("expiring")).len(),
+            1,
+            "marker {marker}: the finished task is indexed"
+        );
+        clock.advance(Duration::from_secs(120));
+        assert_eq!(store.sweep().unwrap().deleted, 1, "marker {marker}");
+        assert_eq!(store.get(&id).unwrap(), None);
     }
-    assert_eq!(common::tree(dir.path()), before, "nothing changed");
-    let store = open(dir.path(), &clock);
-    let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
-    assert!(marker.contains("\"format\":2"), "{marker}");
-    assert!(store.get(&id).unwrap().is_some());
 }
 
 /// A store whose `active/` grew to 6,000 tasks and then kept `kept(size)`

@@ -843,14 +843,15 @@ fn an_index_entry_made_before_another_threads_failed_fsync_is_never_reported_dur
 /// neither's stripe; a sweep that has removed an expired finished task's
 /// file, held before it removes the task's `expiring/` entry (stale until
 /// then), through its scan's batches and through its pass over the index
-/// (a large pass), and a `get` that met the expired task and deleted it.
+/// (a large pass), and a listing that met two expired tasks and deleted
+/// them (one task alone is deleted under its lock to the end).
 /// Told not to wait, `verify` reports what it saw, and says that batches
 /// were under way. (It reported interrupted moves and a stale entry, another handle's
 /// work in progress, and nothing said so.)
 #[test]
 fn verify_beside_a_batch_between_its_halves_waits_for_it() {
     use taskstore::FileCheck;
-    for batch in ["reap", "sweep", "large sweep", "get"] {
+    for batch in ["reap", "sweep", "large sweep", "list"] {
         let dir = tempfile::tempdir().unwrap();
         let root = &dir.path().join("store");
         let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
@@ -862,7 +863,6 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
             .open()
             .unwrap();
         let owner = open(root, &clock, None);
-        let mut finished = None;
         let held = if batch == "reap" {
             for id in ["x", "y"] {
                 owner
@@ -874,22 +874,25 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
             faults.pause_at(FsOp::SyncDir, root.join("done"))
         } else {
             let ttl = Duration::from_secs(60);
-            let task = owner.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(owner.complete(&task.id, json!(1)).unwrap().is_applied());
+            let finished = if batch == "list" { 2 } else { 1 };
+            for _ in 0..finished {
+                let task = owner.create(NewTask::new().ttl(ttl)).unwrap();
+                assert!(owner.complete(&task.id, json!(1)).unwrap().is_applied());
+            }
             clock.advance(ttl * 2);
-            finished = Some(task.id);
-            let entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
+            let mut entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .collect();
-            assert_eq!(entries.len(), 1, "{entries:?}");
+            entries.sort();
+            assert_eq!(entries.len(), finished, "{entries:?}");
             faults.pause_at(FsOp::Remove, &entries[0])
         };
         std::thread::scope(|s| {
             let held = held;
-            let working = s.spawn(|| match (batch, &finished) {
-                ("reap", _) => assert_eq!(worker.reap().unwrap().tasks.len(), 2),
-                ("get", Some(id)) => assert_eq!(worker.get(id).unwrap(), None),
+            let working = s.spawn(|| match batch {
+                "reap" => assert_eq!(worker.reap().unwrap().tasks.len(), 2),
+                "list" => assert!(worker.list(&ListQuery::all()).unwrap().tasks.is_empty()),
                 _ => assert_eq!(worker.sweep().unwrap().deleted, 1),
             });
             assert!(
@@ -935,4 +938,66 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
             );
         });
     }
+}
+
+/// A reader never waits for a check: while one holds the batches lock
+/// exclusive (here, by hand), a listing that meets expired finished tasks
+/// hides them and leaves their deletion to the sweep, instead of waiting
+/// for the lock (a stopped `verify` would have stopped every listing that
+/// met an expired task). One task alone is deleted under its own lock. A
+/// lock file replaced under the handle is found again at its path.
+#[test]
+fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let store = open(root, &clock, None);
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<TaskId> = (0..3)
+        .map(|n| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect();
+    clock.advance(ttl * 2);
+    let path = root.join("locks").join("batches.lock");
+    let check = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    check.lock().unwrap();
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    let file = |id: &TaskId| root.join("done").join(format!("{id}.json"));
+    assert!(
+        ids.iter().all(|id| file(id).exists()),
+        "the listing waited for the check, or went on without the lock"
+    );
+    assert_eq!(store.get(&ids[0]).unwrap(), None);
+    assert!(!file(&ids[0]).exists(), "one task alone is deleted");
+    check.unlock().unwrap();
+    assert_eq!(store.sweep().unwrap().deleted, 2);
+
+    // The lock file replaced under the handle (an older version's `repair`
+    // sets it aside as a foreign name): the handle locks the file a check
+    // locks, the one at the path, not the one it opened before.
+    let more: Vec<TaskId> = (0..2)
+        .map(|n| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
+            task.id
+        })
+        .collect();
+    clock.advance(ttl * 2);
+    std::fs::rename(&path, root.join("quarantine").join("batches.lock")).unwrap();
+    let check = std::fs::File::create_new(&path).unwrap();
+    check.lock().unwrap();
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    assert!(
+        more.iter().all(|id| file(id).exists()),
+        "the handle locked the file set aside"
+    );
 }

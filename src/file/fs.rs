@@ -316,8 +316,10 @@ impl Fs {
     }
 
     /// Hands `each` every entry of `dir` (name and inode number), read in
-    /// one `getdents` call when they fit in a buffer of four times the
-    /// directory's size (at most [`WHOLE_MAX`]); returns whether they did.
+    /// one `getdents` call when they fit in a buffer of eight times the
+    /// directory's size (at most [`WHOLE_MAX`]: on tmpfs, whose directory
+    /// counts 20 bytes an entry, room for ids of the longest length, 128
+    /// bytes); returns whether they did.
     /// One call holds the directory's lock throughout, so no rename made
     /// meanwhile can hide a name from it or show one twice: tmpfs does both
     /// to a reading made of several calls while files are renamed over
@@ -330,10 +332,10 @@ impl Fs {
         dir: &Dir,
         mut each: impl FnMut(OsString, u64),
     ) -> io::Result<bool> {
+        let size = usize::try_from(self.stat_dir(dir)?.size).unwrap_or(usize::MAX);
         self.check(FsOp::ReadDir, || dir.path.clone())?;
-        let size = usize::try_from(rustix::fs::fstat(&dir.fd)?.st_size).unwrap_or(usize::MAX);
         let len = size
-            .saturating_mul(4)
+            .saturating_mul(8)
             .saturating_add(32 << 10)
             .min(WHOLE_MAX);
         // A descriptor of its own: its offset starts at the directory's
@@ -537,6 +539,16 @@ impl Fs {
         file.lock_shared()
     }
 
+    /// Takes a shared `flock` on `file` if no one holds it exclusive.
+    pub fn try_lock_shared(&self, file: &File, path: &Path) -> io::Result<bool> {
+        self.check(FsOp::Lock, || path.to_owned())?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Sets the permission bits of `name` in `dir`, never following a
     /// symlink: the file or directory is opened without following one (so
     /// it must be readable by its owner) and changed through its
@@ -569,6 +581,39 @@ impl Fs {
 
 /// The largest buffer [`Fs::each_entry_whole`] reads a directory into.
 const WHOLE_MAX: usize = 8 << 20;
+
+#[cfg(test)]
+mod whole_tests {
+    use super::*;
+
+    /// A directory of 2,000 task files with ids of the longest length is
+    /// read in one call (on tmpfs, where there is one: its directory size
+    /// counts 20 bytes an entry, and a buffer four times that was too
+    /// small for such names past a few hundred), every name once.
+    #[test]
+    fn a_directory_of_the_longest_ids_is_read_in_one_call() {
+        let shm = Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let id = |n: usize| format!("{n:0>128}.json");
+        for n in 0..2_000 {
+            std::fs::write(tmp.path().join(id(n)), b"").unwrap();
+        }
+        let fs = Fs::default();
+        let dir = fs.open_root(tmp.path()).unwrap();
+        let mut names = Vec::new();
+        let whole = fs
+            .each_entry_whole(&dir, |name, _| names.push(name))
+            .unwrap();
+        assert!(whole, "read in one call");
+        names.sort();
+        let want: Vec<OsString> = (0..2_000).map(|n| id(n).into()).collect();
+        assert_eq!(names, want);
+    }
+}
 
 /// A file larger than the caller allows: refused before it is read.
 #[derive(Debug)]

@@ -62,6 +62,10 @@ pub(crate) struct Settled {
     pub under_way: bool,
 }
 
+/// How long a batch waits for a check that holds the batches lock exclusive
+/// before it goes on without it.
+const CHECK_WAIT: Duration = Duration::from_secs(10);
+
 /// The batches lock of one handle: one descriptor, held shared while any
 /// batch of the handle holds it ([`StripeLocks::hold_batch`]).
 struct BatchLock {
@@ -87,42 +91,52 @@ struct Held {
 
 /// A batch's shared hold on the batches lock; the lock is let go when the
 /// last hold of the handle is dropped. A clone is one more hold, taken
-/// without waiting.
+/// without waiting. A hold may hold nothing: one a batch went on without
+/// (a check kept the lock past [`CHECK_WAIT`]), and one taken before a
+/// fork, in the child (the lock is the parent's: an `flock` belongs to the
+/// open file description the two share, and the child letting it go would
+/// let it go for the parent).
 #[derive(Debug)]
 pub(crate) struct BatchHold {
     lock: Arc<BatchLock>,
-    /// The process that took it.
-    pid: u32,
+    /// The process that took it, if it holds the lock.
+    pid: Option<u32>,
+}
+
+impl BatchHold {
+    /// Whether this hold counts in this process.
+    fn counts(&self) -> bool {
+        self.pid == Some(std::process::id())
+    }
 }
 
 impl Clone for BatchHold {
     fn clone(&self) -> BatchHold {
-        let mut held = self
-            .lock
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if held.pid == self.pid {
-            held.count += 1;
-        }
+        let pid = self.counts().then(|| {
+            self.lock
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .count += 1;
+            std::process::id()
+        });
         BatchHold {
             lock: Arc::clone(&self.lock),
-            pid: self.pid,
+            pid,
         }
     }
 }
 
 impl Drop for BatchHold {
     fn drop(&mut self) {
+        if !self.counts() {
+            return;
+        }
         let mut held = self
             .lock
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if held.pid != self.pid {
-            // Taken before a fork, dropped in the child: the parent's.
-            return;
-        }
         held.count -= 1;
         if held.count == 0
             && let Some(file) = &held.file
@@ -194,33 +208,106 @@ impl StripeLocks {
     /// it) is dropped: for a batch that leaves its tasks between two states
     /// while it holds none of their stripes. Waits only while a check holds
     /// it exclusive, and only if no other batch of this handle holds it
-    /// already. The caller holds no stripe (the lock order is the batches
-    /// lock, then stripes).
+    /// already; past [`CHECK_WAIT`] the batch goes on without it (a check
+    /// stopped while it judges must not stop the service: it may then
+    /// misjudge this batch's work in progress). The caller holds no stripe
+    /// (the lock order is the batches lock, then stripes).
     pub fn hold_batch(&self, fs: &Fs) -> Result<BatchHold> {
+        let hold = self.take_batch(fs, CHECK_WAIT)?;
+        Ok(hold.unwrap_or_else(|| {
+            tracing::warn!(lock = %self.batches.path.display(), "a check of the store has held the batches lock for 10 s; a batch goes on without it");
+            BatchHold {
+                lock: Arc::clone(&self.batches),
+                pid: None,
+            }
+        }))
+    }
+
+    /// [`hold_batch`](Self::hold_batch) without waiting: `None` while a
+    /// check holds the lock.
+    pub fn try_hold_batch(&self, fs: &Fs) -> Result<Option<BatchHold>> {
+        self.take_batch(fs, Duration::ZERO)
+    }
+
+    /// The batches lock's file.
+    pub fn batches_path(&self) -> &std::path::Path {
+        &self.batches.path
+    }
+
+    /// A hold on the batches lock, waiting for it up to `wait`.
+    fn take_batch(&self, fs: &Fs, wait: Duration) -> Result<Option<BatchHold>> {
         let lock = &self.batches;
         let mut held = lock.held.lock().unwrap_or_else(PoisonError::into_inner);
         let pid = std::process::id();
-        if held.pid != pid || held.file.is_none() {
+        if held.pid != pid {
             // A process forked from the one that took it holds nothing.
-            let file = fs
-                .open_lock_file(&self.dir, OsStr::new(BATCHES_LOCK))
-                .map_err(|e| Error::io("open lock file", &lock.path, e))?;
             *held = Held {
                 pid,
                 count: 0,
-                file: Some(file),
+                file: None,
             };
         }
         if held.count == 0 {
-            let file = held.file.as_ref().expect("opened above");
-            fs.lock_shared(file, &lock.path)
-                .map_err(|e| Error::io("lock", &lock.path, e))?;
+            let start = Instant::now();
+            let mut pause = Duration::from_millis(1);
+            let mut replaced = 0;
+            loop {
+                let file = match held.file.take() {
+                    Some(file) => file,
+                    None => fs
+                        .open_lock_file(&self.dir, OsStr::new(BATCHES_LOCK))
+                        .map_err(|e| Error::io("open lock file", &lock.path, e))?,
+                };
+                let locked = fs
+                    .try_lock_shared(&file, &lock.path)
+                    .map_err(|e| Error::io("lock", &lock.path, e))?;
+                if locked && self.still_at(fs, &file) {
+                    held.file = Some(file);
+                    break;
+                }
+                if locked {
+                    // The file was replaced or removed (an older version's
+                    // `repair` sets it aside as a foreign name): a check
+                    // locks the one at the path, so must this.
+                    let _ = file.unlock();
+                    replaced += 1;
+                    if replaced < 3 {
+                        continue;
+                    }
+                    return Err(Error::io(
+                        "lock",
+                        &lock.path,
+                        std::io::Error::other("the lock file is replaced again and again"),
+                    ));
+                }
+                held.file = Some(file);
+                let waited = start.elapsed();
+                if waited >= wait {
+                    return Ok(None);
+                }
+                std::thread::sleep(pause.min(wait - waited));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
         }
         held.count += 1;
-        Ok(BatchHold {
+        Ok(Some(BatchHold {
             lock: Arc::clone(lock),
-            pid,
-        })
+            pid: Some(pid),
+        }))
+    }
+
+    /// Whether `file` is the batches lock file at its path (or that cannot
+    /// be told).
+    fn still_at(&self, fs: &Fs, file: &File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            file.metadata(),
+            fs.stat(&self.dir, OsStr::new(BATCHES_LOCK)),
+        ) {
+            (Ok(open), Ok(there)) => open.dev() == there.dev && open.ino() == there.ino,
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => false,
+            _ => true,
+        }
     }
 
     /// Takes the batches lock exclusive through a descriptor of its own,

@@ -39,17 +39,27 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     let names = fs
         .read_dir(&root_dir)
         .map_err(|e| Error::io("read directory", root, e))?;
-    if !names.iter().any(|n| n == MARKER) {
+    let has = |name: &str| names.iter().any(|n| n == name);
+    // A store of format 1 that lost its marker: its `done/` without the
+    // `expiring/` format 2 added. It is moved as one with its marker is.
+    let lost_format_1 = (!has(MARKER) && has("done") && !has("expiring")).then_some(1);
+    if !has(MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
-    } else if !options.upgrade_format
-        && let Some(found) = read_marker(&fs, &root_dir)?.filter(|f| *f < STORE_FORMAT)
-    {
-        // Before anything is made (format 1 has no `expiring/`).
-        return Err(Error::OlderFormat {
-            path: root.clone(),
-            found,
-            current: STORE_FORMAT,
-        });
+    }
+    if !options.upgrade_format {
+        let format = match lost_format_1 {
+            Some(format) => Some(format),
+            None if has(MARKER) => read_marker(&fs, &root_dir)?,
+            None => None,
+        };
+        if let Some(found) = format.filter(|f| *f < STORE_FORMAT) {
+            // Before anything is made (format 1 has no `expiring/`).
+            return Err(Error::OlderFormat {
+                path: root.clone(),
+                found,
+                current: STORE_FORMAT,
+            });
+        }
     }
     let mut created = false;
     for dir in DIRS {
@@ -69,7 +79,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         Some((file, path, writable)) => (Some((file, path)), writable),
         None => (None, false),
     };
-    let mut format = read_marker(&fs, &root_dir)?;
+    let mut format = read_marker(&fs, &root_dir)?.or(lost_format_1);
     refuse_newer(&root_dir, format)?;
     let stale_format = format.is_some_and(|f| f < STORE_FORMAT);
     let alone = match &handles {
@@ -77,8 +87,9 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         // wait until no other handle has it open, or another open has
         // moved it; then see which.
         Some((file, path)) if stale_format => {
-            let alone = wait_to_move(&fs, &root_dir, file, path)?;
-            format = read_marker(&fs, &root_dir)?;
+            let alone = wait_to_move(&fs, &root_dir, file, path, lost_format_1)?;
+            // No marker yet: no other open moved it.
+            format = read_marker(&fs, &root_dir)?.or(lost_format_1);
             refuse_newer(&root_dir, format)?;
             alone
         }
@@ -159,7 +170,14 @@ const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// exclusive), or until another open has moved it (`false`: held shared).
 /// That open holds the lock shared for its life: waiting for it exclusive
 /// would wait for it to close.
-fn wait_to_move(fs: &Fs, root: &Dir, file: &std::fs::File, path: &Path) -> Result<bool> {
+/// `lost`: the format of a store without a marker (one that lost it).
+fn wait_to_move(
+    fs: &Fs,
+    root: &Dir,
+    file: &std::fs::File,
+    path: &Path,
+    lost: Option<u64>,
+) -> Result<bool> {
     loop {
         if fs
             .try_lock(file, path)
@@ -167,7 +185,10 @@ fn wait_to_move(fs: &Fs, root: &Dir, file: &std::fs::File, path: &Path) -> Resul
         {
             return Ok(true);
         }
-        if read_marker(fs, root)?.is_none_or(|f| f >= STORE_FORMAT) {
+        if read_marker(fs, root)?
+            .or(lost)
+            .is_none_or(|f| f >= STORE_FORMAT)
+        {
             // Waits while the open that moved it holds it exclusive.
             fs.lock_shared(file, path)
                 .map_err(|e| Error::io("lock", path, e))?;

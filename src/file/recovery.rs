@@ -223,22 +223,14 @@ impl Ids {
         self.spans.iter().map(|&span| self.at(span))
     }
 
-    /// Keeps the last place of each id named more than once: a `readdir`
+    /// Keeps the first place of each id named more than once: a `readdir`
     /// under way while a file is renamed over its name may name it twice
     /// (tmpfs gives the new entry a new place, after the old one).
     pub(super) fn dedup(&mut self) {
         let text = &self.text;
-        let mut last: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(self.spans.len());
-        for (at, &(start, end)) in self.spans.iter().enumerate() {
-            last.insert(&text[start..end], at);
-        }
-        let mut at = 0;
-        self.spans.retain(|&(start, end)| {
-            let kept = last[&text[start..end]] == at;
-            at += 1;
-            kept
-        });
+        let mut seen = std::collections::HashSet::with_capacity(self.spans.len());
+        self.spans
+            .retain(|&(start, end)| seen.insert(&text[start..end]));
     }
 
     /// Adds each id of `more` that is not here yet.

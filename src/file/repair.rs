@@ -171,9 +171,11 @@ impl FileCheck {
         dry_run: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Repairs> {
-        // Held to the end: no batch of another handle changes what is
-        // repaired (a move it is making is not "finished" for it).
-        let (report, _settled) = self.verify_settled(progress)?;
+        // Judged with the batches lock held (verify), which is let go
+        // before the repairs: an action that may meet a batch's work in
+        // progress takes it again for itself, so that a long repair never
+        // holds the service's batches up.
+        let report = self.verify_with(progress)?;
         let under_way = report.under_way;
         // A store of a newer format is read by this version's rules no
         // more than `open` reads it: its files may all be right for it.
@@ -209,22 +211,20 @@ impl FileCheck {
                     reason: "left alone".to_owned(),
                 },
                 (_, true) => RepairOutcome::Planned,
-                // A batch that outlasted the wait may be making this very
-                // move or removal: it is not repaired for it.
-                (_, false) if under_way && may_be_under_way(&repair.problem.kind) => {
-                    RepairOutcome::Skipped {
-                        reason: "batches of another process were still under way, and this \
-                                 may be one's work in progress: run repair again"
-                            .to_owned(),
+                (action, false) => {
+                    let done = if may_be_under_way(&repair.problem.kind) {
+                        self.apply_settled(&repair.problem, action)
+                    } else {
+                        self.apply(&repair.problem, action)
+                    };
+                    match done {
+                        Ok(None) => RepairOutcome::Done,
+                        Ok(Some(reason)) => RepairOutcome::Skipped { reason },
+                        Err(e) => RepairOutcome::Failed {
+                            error: e.to_string(),
+                        },
                     }
                 }
-                (action, false) => match self.apply(&repair.problem, action) {
-                    Ok(None) => RepairOutcome::Done,
-                    Ok(Some(reason)) => RepairOutcome::Skipped { reason },
-                    Err(e) => RepairOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                },
             };
         }
         Ok(Repairs {
@@ -232,6 +232,23 @@ impl FileCheck {
             repairs,
             under_way,
         })
+    }
+
+    /// [`apply`](Self::apply) with the batches lock held exclusive: no
+    /// batch of another handle is between its halves meanwhile. A batch
+    /// that outlasts the wait may be making this very move or removal: it
+    /// is not repaired for it.
+    fn apply_settled(&self, problem: &Problem, action: &RepairAction) -> Result<Option<String>> {
+        let store = self.backend()?;
+        let settled = self.settle(store)?;
+        if settled.under_way {
+            return Ok(Some(
+                "batches of another process were still under way, and this may be one's \
+                 work in progress: run repair again"
+                    .to_owned(),
+            ));
+        }
+        self.apply(problem, action)
     }
 
     /// Does `action` about `problem`; `Ok(Some(why))` if there was nothing

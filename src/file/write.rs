@@ -774,8 +774,16 @@ impl FileBackend {
     /// in listing order, about the order their files were made, in which
     /// ext4 frees them faster than in any other), spread over the cores.
     /// Writers wait for the batch.
+    ///
+    /// One task is removed under its lock to the last fsync, as a `modify`
+    /// does. Several (the expired tasks a read met) are left to the sweep
+    /// while a check of the store holds the batches lock: a reader never
+    /// waits for one.
     pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
-        let _hold = match self.hold_removals(tasks) {
+        if let [task] = tasks {
+            return vec![self.remove_single(task)];
+        }
+        let _hold = match self.hold_removals(tasks, false) {
             Ok(hold) => hold,
             Err(failed) => return failed,
         };
@@ -783,19 +791,48 @@ impl FileBackend {
         self.settle_removals(results, &touched)
     }
 
+    /// Removes `current` if it is still that version, under its lock until
+    /// the removal (and its index entry's) is durable.
+    fn remove_single(&self, current: &Task) -> Result<Swap> {
+        let _guard = self.locks.lock(&self.fs, stripe(&current.id))?;
+        let mut touched = self.touched();
+        let swap = self.remove_locked(current, &mut touched, &mut false)?;
+        match (self.sync_touched(&touched), swap) {
+            (Err(e), Swap::Done) => Err(e),
+            (_, swap) => Ok(swap),
+        }
+    }
+
     /// The batches lock, held shared by a batch that may remove finished
     /// tasks: it removes their `expiring/` entries only once their files'
     /// removals are durable, when it holds none of their stripes. `None`
     /// for running tasks alone; `Err`, one error per task, if it cannot be
-    /// taken.
+    /// taken, or (unless `wait`) while a check holds it.
     fn hold_removals(
         &self,
         tasks: &[Task],
+        wait: bool,
     ) -> std::result::Result<Option<BatchHold>, Vec<Result<Swap>>> {
         if !tasks.iter().any(Task::is_terminal) {
             return Ok(None);
         }
-        self.locks.hold_batch(&self.fs).map(Some).map_err(|e| {
+        let hold = if wait {
+            self.locks.hold_batch(&self.fs).map(Some)
+        } else {
+            self.locks.try_hold_batch(&self.fs).and_then(|hold| {
+                hold.map(Some).ok_or_else(|| {
+                    Error::io(
+                        "lock",
+                        self.locks.batches_path(),
+                        io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "a check of the store holds it: left for the sweep",
+                        ),
+                    )
+                })
+            })
+        };
+        hold.map_err(|e| {
             tasks
                 .iter()
                 .map(|_| Err(e.for_each_of("remove", &self.root)))
@@ -808,7 +845,7 @@ impl FileBackend {
     /// [`settle_expired_removals`](Self::settle_expired_removals), once for
     /// a whole sweep.
     pub(super) fn remove_expired_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
-        let hold = match self.hold_removals(tasks) {
+        let hold = match self.hold_removals(tasks, true) {
             Ok(hold) => hold,
             Err(failed) => return failed,
         };

@@ -15,7 +15,7 @@ use crate::text::{self, Progress, out};
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// One JSON object per problem: {"path", "problem" (a short code),
-    /// "taskId", "message"}.
+    /// "taskId", "message", "underWay"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -60,13 +60,17 @@ fn under_way(wait: &WaitArgs) {
     ));
 }
 
-fn problem_json(problem: &Problem) -> serde_json::Value {
+/// A problem as `verify --json` prints it; `underWay`: batches of another
+/// process were still under way when the check stopped waiting for them
+/// (the problem may be their work in progress).
+fn problem_json(problem: &Problem, under_way: bool) -> serde_json::Value {
     json!({
         // Lossy: a path need not be UTF-8, and JSON text must be.
         "path": problem.path.to_string_lossy(),
         "problem": problem.kind.code(),
         "taskId": problem.id,
         "message": problem.kind.to_string(),
+        "underWay": under_way,
     })
 }
 
@@ -78,12 +82,10 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     if report.under_way {
         under_way(&args.wait);
     }
-    if !report.is_clean() {
-        text::failing();
-    }
+    let code = text::earned(!report.is_clean());
     for problem in &report.problems {
         if args.json {
-            out(problem_json(problem).to_string());
+            out(problem_json(problem, report.under_way).to_string());
         } else {
             out(problem.to_string());
         }
@@ -94,7 +96,6 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             dir.display(),
             report.checked
         ));
-        Ok(ExitCode::SUCCESS)
     } else {
         text::err(format!(
             "{}: {} problem(s) in {} entries checked; `taskstore repair` says what it can fix",
@@ -102,8 +103,8 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             report.problems.len(),
             report.checked
         ));
-        Ok(ExitCode::FAILURE)
     }
+    Ok(code)
 }
 
 pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
@@ -115,14 +116,12 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     if repairs.under_way {
         under_way(&args.wait);
     }
-    if repairs
+    let failed = repairs
         .repairs
         .iter()
-        .any(|r| matches!(r.outcome, RepairOutcome::Failed { .. }))
-    {
-        text::failing();
-    }
-    let mut failed = 0;
+        .filter(|r| matches!(r.outcome, RepairOutcome::Failed { .. }))
+        .count();
+    let code = text::earned(failed > 0);
     let mut left = 0;
     for repair in &repairs.repairs {
         let what = &repair.action;
@@ -137,7 +136,6 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
                 format!("{}: {what}: skipped ({reason})", repair.problem)
             }
             (RepairOutcome::Failed { error }, _) => {
-                failed += 1;
                 format!("{}: {what}: FAILED: {error}", repair.problem)
             }
             (other, _) => format!("{}: {what}: {other:?}", repair.problem),
@@ -158,9 +156,5 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
             "repaired {fixed} of {total} problem(s); {left} left alone, {failed} failed"
         ));
     }
-    Ok(if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(code)
 }

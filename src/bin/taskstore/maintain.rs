@@ -97,20 +97,14 @@ pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 
 pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let swept = store.sweep()?;
-    if !swept.missed.is_empty() {
-        text::failing();
-    }
+    let code = text::earned(!swept.missed.is_empty());
     report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
     out(format!(
         "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
         swept.deleted, swept.cleaned
     ));
-    Ok(if swept.missed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(code)
 }
 
 /// `reap --dry-run`.
@@ -168,9 +162,7 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 
 pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let reaped = store.reap()?;
-    if !reaped.missed.is_empty() {
-        text::failing();
-    }
+    let code = text::earned(!reaped.missed.is_empty());
     report_skipped(&reaped.skipped);
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {
@@ -190,9 +182,5 @@ pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
         reaped.tasks.len(),
         reaped.expired.len()
     ));
-    Ok(if reaped.missed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(code)
 }

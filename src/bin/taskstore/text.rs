@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
@@ -36,6 +37,18 @@ static EARNED: AtomicU8 = AtomicU8::new(0);
 /// stdout ends it with status 1, not success.
 pub fn failing() {
     EARNED.store(1, Ordering::Relaxed);
+}
+
+/// The status of a command that knows, before it prints, whether it
+/// `failed` ([`failing`] if so): decided once, for its end and for a closed
+/// stdout alike.
+pub fn earned(failed: bool) -> ExitCode {
+    if failed {
+        failing();
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn write_out(line: &str) {

@@ -254,7 +254,7 @@ impl FileCheck {
     /// [`repair`](FileCheck::repair) wait for batches of other handles that
     /// are under way (30 seconds unless set; `Duration::ZERO` tries once).
     ///
-    /// A batch (a reap or claim of several tasks, a removal of several
+    /// A batch (a reap of several tasks, a removal of several
     /// finished ones, a sweep) leaves its tasks between two states for a
     /// moment while it holds none of their locks: a terminal move's names
     /// in both areas, a removed task's `expiring/` entry. It holds
@@ -300,16 +300,6 @@ impl FileCheck {
     /// cannot be taken; problems with single entries are reported, not
     /// errors.
     pub fn verify_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
-        self.verify_settled(progress).map(|(report, _)| report)
-    }
-
-    /// [`verify_with`](FileCheck::verify_with), and the hold on the
-    /// batches lock it judged under, if it took one: while it is held, no
-    /// batch of another handle changes what the report says.
-    pub(crate) fn verify_settled(
-        &self,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Report, Option<Settled>)> {
         let mut problems = Vec::new();
         self.check_root(&mut problems)?;
         let mut checked = 0;
@@ -354,7 +344,7 @@ impl FileCheck {
             // What may be a batch between its halves is judged once the
             // batches under way have ended.
             if !suspects.is_empty() || !stale.is_empty() {
-                settled = Some(backend.locks.settled_within(&self.fs, self.batch_wait)?);
+                settled = Some(self.settle(backend)?);
             }
             for id in suspects {
                 self.check_task(backend, &id, &mut problems)?;
@@ -366,13 +356,19 @@ impl FileCheck {
         }
         problems.sort_by(|a, b| (&a.path, a.kind.code()).cmp(&(&b.path, b.kind.code())));
         problems.dedup();
-        let under_way = settled.as_ref().is_some_and(|s| s.under_way);
-        let report = Report {
+        let under_way = settled.is_some_and(|s| s.under_way);
+        Ok(Report {
             problems,
             checked,
             under_way,
-        };
-        Ok((report, settled))
+        })
+    }
+
+    /// The batches lock of `backend`'s store, held exclusive once the
+    /// batches under way have ended, or the wait for them ran out
+    /// ([`wait_for_batches`](FileCheck::wait_for_batches)).
+    pub(crate) fn settle(&self, backend: &FileBackend) -> Result<Settled> {
+        backend.locks.settled_within(&self.fs, self.batch_wait)
     }
 
     /// The root directory, open.
