@@ -623,21 +623,7 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
     // A writer holds its task's stripe from creating its temp file until the
     // rename: this process plays that writer (the command runs in another
     // process, so this flock excludes it).
-    let path = common::stripe_lock(&dir, id.as_str());
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .or_else(|_| {
-            fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-        })
-        .unwrap();
-    chmod(&path, 0o600);
+    let lock = common::open_lock_file(&common::stripe_lock(&dir, id.as_str()));
     lock.lock().unwrap();
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "", "a live writer's temp file is no problem");
@@ -677,9 +663,7 @@ fn verify_says_when_batches_were_under_way() {
     file.insert("task".into(), serde_json::to_value(&failed).unwrap());
     fs::write(&active, serde_json::to_vec(&file).unwrap()).unwrap();
     fs::hard_link(&active, task_path(&dir, "done", &id)).unwrap();
-    let path = dir.join("locks").join("batches.lock");
-    let lock = fs::File::create(&path).unwrap();
-    chmod(&path, 0o600);
+    let lock = common::open_lock_file(&common::batches_lock(&dir));
     lock.lock_shared().unwrap();
 
     let out = run_expect(Some(&dir), &["verify", "--wait", "0s"], 1);

@@ -21,6 +21,17 @@ use taskstore::{
 };
 use time::macros::datetime;
 
+/// `n` tasks made and completed in `store`, each with `ttl`.
+fn finished_with_ttl(store: &FileStore, n: usize, ttl: Duration) -> Vec<TaskId> {
+    (0..n)
+        .map(|i| {
+            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+            assert!(store.complete(&task.id, json!(i)).unwrap().is_applied());
+            task.id
+        })
+        .collect()
+}
+
 /// Expired tasks in the sweep: enough that it reads and removes them as it
 /// meets them, under every stripe, in one chunk.
 const EXPIRED: usize = 300;
@@ -874,11 +885,8 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
             faults.pause_at(FsOp::SyncDir, root.join("done"))
         } else {
             let ttl = Duration::from_secs(60);
-            let finished = if batch == "list" { 2 } else { 1 };
-            for _ in 0..finished {
-                let task = owner.create(NewTask::new().ttl(ttl)).unwrap();
-                assert!(owner.complete(&task.id, json!(1)).unwrap().is_applied());
-            }
+            let finished =
+                finished_with_ttl(&owner, if batch == "list" { 2 } else { 1 }, ttl).len();
             clock.advance(ttl * 2);
             let mut entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
                 .unwrap()
@@ -953,22 +961,10 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let store = open(root, &clock, None);
     let ttl = Duration::from_secs(60);
-    let ids: Vec<TaskId> = (0..3)
-        .map(|n| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect();
+    let ids = finished_with_ttl(&store, 3, ttl);
     clock.advance(ttl * 2);
-    let path = root.join("locks").join("batches.lock");
-    let check = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap();
+    let path = common::batches_lock(root);
+    let check = common::open_lock_file(&path);
     check.lock().unwrap();
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
     let file = |id: &TaskId| root.join("done").join(format!("{id}.json"));
@@ -984,16 +980,10 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
     // The lock file replaced under the handle (an older version's `repair`
     // sets it aside as a foreign name): the handle locks the file a check
     // locks, the one at the path, not the one it opened before.
-    let more: Vec<TaskId> = (0..2)
-        .map(|n| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect();
+    let more = finished_with_ttl(&store, 2, ttl);
     clock.advance(ttl * 2);
     std::fs::rename(&path, root.join("quarantine").join("batches.lock")).unwrap();
-    let check = std::fs::File::create_new(&path).unwrap();
+    let check = common::open_lock_file(&path);
     check.lock().unwrap();
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
     assert!(

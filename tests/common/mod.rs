@@ -627,6 +627,27 @@ pub fn stripe_lock(store: &Path, id: &str) -> PathBuf {
     store.join("locks").join(format!("{:02}.lock", stripe(id)))
 }
 
+/// The batches lock's file in the store at `store` (FORMAT.md, "Locks").
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn batches_lock(store: &Path) -> PathBuf {
+    store.join("locks").join("batches.lock")
+}
+
+/// The lock file at `path`, opened as a handle opens one (made `0600` if
+/// missing): for a test that plays another process holding it.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn open_lock_file(path: &Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
 /// A handle on the store at `root` for the snapshot-budget tests: writes
 /// without fsync, a payload cap (40 MiB) that lets two tasks fill the
 /// budget ([`fill_the_snapshot_budget`]), on `clock` and with `faults` if
