@@ -270,13 +270,31 @@ fn open(path: &Path) -> Result<File, Failure> {
 impl Reader<'_> {
     /// Reads what the file at the path got since the last read, and
     /// handles every whole line.
+    ///
+    /// Following, each chunk is kept only if the file still starts as it
+    /// did after the chunk was read: a file truncated and refilled between
+    /// the last look and this read would give lines from the middle of the
+    /// new one. It is then read from its start.
     fn read_new(&mut self) -> Result<(), Failure> {
         while let Some(lines) = self.current.read_chunk(&self.args.file)? {
+            if self.args.follow && self.current.rewritten() {
+                self.truncated();
+                continue;
+            }
             for (number, line) in lines {
                 self.handle(number, line);
             }
         }
         Ok(())
+    }
+
+    /// Says the file was truncated, and reads it again from its start.
+    fn truncated(&mut self) {
+        text::err(format!(
+            "taskstore: {} was truncated; reading it from its start",
+            self.args.file.display()
+        ));
+        self.current.restart();
     }
 
     /// With `--follow`: starts again from the top of a truncated file, and
@@ -302,11 +320,7 @@ impl Reader<'_> {
                 self.rotated = Some((old, Instant::now()));
             }
             Ok(meta) if meta.len() < self.current.pos || self.current.rewritten() => {
-                text::err(format!(
-                    "taskstore: {} was truncated; reading it from its start",
-                    path.display()
-                ));
-                self.current.restart();
+                self.truncated();
             }
             Ok(_) => {}
             // Removed: wait for it to come back.
