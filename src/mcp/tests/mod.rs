@@ -33,6 +33,21 @@ where
     panic!("condition never held");
 }
 
+/// Polls `m` until task `id` reads `input_required`.
+pub(super) async fn until_input_required<S: crate::TaskStore + 'static>(
+    m: &DurableTaskManager<S>,
+    id: &str,
+) {
+    eventually(|| async {
+        matches!(
+            m.get_task(id).await.unwrap().payload,
+            TaskPayload::InputRequired { .. }
+        )
+        .then_some(())
+    })
+    .await;
+}
+
 pub(super) fn fast() -> ManagerOptions {
     ManagerOptions::new().watch_interval(Duration::from_millis(20))
 }
@@ -398,14 +413,7 @@ async fn an_answer_through_a_peer_is_stored_once_and_one_too_deep_is_refused() {
         })
         .await
         .unwrap();
-    eventually(|| async {
-        matches!(
-            peer.get_task(&seed.task_id).await.unwrap().payload,
-            TaskPayload::InputRequired { .. }
-        )
-        .then_some(())
-    })
-    .await;
+    until_input_required(&peer, &seed.task_id).await;
     let mut deep = json!("bottom");
     for _ in 0..crate::MAX_DEPTH - 1 {
         deep = json!([deep]);
@@ -466,14 +474,7 @@ async fn input_the_store_refuses_is_invalid_params_at_a_spawn_and_at_the_owner()
         })
         .await
         .unwrap();
-    eventually(|| async {
-        matches!(
-            m.get_task(&seed.task_id).await.unwrap().payload,
-            TaskPayload::InputRequired { .. }
-        )
-        .then_some(())
-    })
-    .await;
+    until_input_required(&m, &seed.task_id).await;
     let refused = m
         .update_task(&seed.task_id, [("k".to_owned(), big)])
         .await
@@ -620,11 +621,7 @@ async fn cancel_wakes_a_pending_input_request() {
         })
         .await
         .unwrap();
-    eventually(|| async {
-        (b.get_task(&seed.task_id).await.unwrap().status() == TaskStatus::InputRequired)
-            .then_some(())
-    })
-    .await;
+    until_input_required(&b, &seed.task_id).await;
     b.cancel_task(&seed.task_id).await.unwrap();
     assert_eq!(
         settled(&a, &seed.task_id).await.status(),

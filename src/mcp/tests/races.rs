@@ -183,11 +183,7 @@ async fn an_update_dropped_midway(retry: bool, watch: std::time::Duration) {
         .await
         .unwrap();
     let id = seed.task_id.clone();
-    super::eventually(|| async {
-        (m.get_task(&id).await.unwrap().status() == rmcp::model::TaskStatus::InputRequired)
-            .then_some(())
-    })
-    .await;
+    super::until_input_required(&m, &id).await;
     let answer = serde_json::json!({"v": 7});
     tokio::select! {
         _ = m.update_task(&id, [("k".to_owned(), answer.clone())]) => {
