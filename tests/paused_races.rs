@@ -991,3 +991,42 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
         "the handle locked the file set aside"
     );
 }
+
+/// A batch does not wait for a check without bound: while the batches lock
+/// is held exclusive and never let go (a `verify` stopped while it judges,
+/// played here by hand), a reap of two orphans (a batch of terminal moves)
+/// still fails them, after its bounded wait, and says on the log that it
+/// went on without the lock. (Waiting without bound, it never returned.)
+#[test]
+fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let reaper = open(root, &clock, None);
+    for id in ["x", "y"] {
+        reaper
+            .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+            .unwrap();
+    }
+    // Past both leases: both are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let check = common::open_lock_file(&common::batches_lock(root));
+    check.lock().unwrap();
+    let logged = common::Logged::default();
+    let reaped = std::thread::scope(|s| {
+        let reaping = s
+            .spawn(|| tracing::subscriber::with_default(logged.clone(), || reaper.reap().unwrap()));
+        common::wait_until("the reap to end beside a check that never lets go", || {
+            reaping.is_finished()
+        });
+        reaping.join().unwrap()
+    });
+    assert_eq!(reaped.tasks.len(), 2);
+    assert!(
+        logged.warnings().iter().any(|w| w
+            .field("message")
+            .is_some_and(|m| m.contains("goes on without it"))),
+        "{:?}",
+        logged.warnings()
+    );
+}
