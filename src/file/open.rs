@@ -46,20 +46,16 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     if !has(MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
     }
-    if !options.upgrade_format {
-        let format = match lost_format_1 {
-            Some(format) => Some(format),
-            None if has(MARKER) => read_marker(&fs, &root_dir)?,
-            None => None,
-        };
-        if let Some(found) = format.filter(|f| *f < STORE_FORMAT) {
-            // Before anything is made (format 1 has no `expiring/`).
-            return Err(Error::OlderFormat {
-                path: root.clone(),
-                found,
-                current: STORE_FORMAT,
-            });
-        }
+    let mut format = read_marker(&fs, &root_dir)?.or(lost_format_1);
+    if !options.upgrade_format
+        && let Some(found) = format.filter(|f| *f < STORE_FORMAT)
+    {
+        // Before anything is made (format 1 has no `expiring/`).
+        return Err(Error::OlderFormat {
+            path: root.clone(),
+            found,
+            current: STORE_FORMAT,
+        });
     }
     let mut created = false;
     for dir in DIRS {
@@ -79,7 +75,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         Some((file, path, writable)) => (Some((file, path)), writable),
         None => (None, false),
     };
-    let mut format = read_marker(&fs, &root_dir)?.or(lost_format_1);
     refuse_newer(&root_dir, format)?;
     let stale_format = format.is_some_and(|f| f < STORE_FORMAT);
     let alone = match &handles {
