@@ -997,6 +997,8 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
 /// played here by hand), a reap of two orphans (a batch of terminal moves)
 /// still fails them, after its bounded wait, and says on the log that it
 /// went on without the lock. (Waiting without bound, it never returned.)
+/// A renewal of the same tasks, which moves none between areas, does not
+/// wait for the check at all.
 #[test]
 fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
     let dir = tempfile::tempdir().unwrap();
@@ -1012,6 +1014,15 @@ fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
     clock.advance(Duration::from_secs(90));
     let check = common::open_lock_file(&common::batches_lock(root));
     check.lock().unwrap();
+    // A renewal batch moves no task between areas, and takes no hold: it
+    // never waits for a check.
+    let renewing = common::Logged::default();
+    let renewed = tracing::subscriber::with_default(renewing.clone(), || {
+        reaper.renew_leases_of(&[TaskId::parse("x").unwrap(), TaskId::parse("y").unwrap()])
+    });
+    assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+    assert!(renewing.warnings().is_empty(), "{:?}", renewing.warnings());
+    clock.advance(Duration::from_secs(90));
     let logged = common::Logged::default();
     let reaped = std::thread::scope(|s| {
         let reaping = s
