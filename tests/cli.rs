@@ -2511,6 +2511,45 @@ fn commands_work_over_postgres() {
     }
 }
 
+/// `--pg-schema` typed beside a file store is a usage error: the schema
+/// names nothing there, and a user who typed it meant a PostgreSQL store.
+/// The same schema from TASKSTORE_PG_SCHEMA (set for other commands) is
+/// not. (The flag was ignored without a word.)
+#[cfg(feature = "postgres")]
+#[test]
+fn a_schema_typed_beside_a_file_store_is_refused() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let store = dir.to_str().unwrap();
+    for args in [
+        &["list", "--store", store, "--pg-schema", "jobs"][..],
+        &["--pg-schema", "jobs", "stats"],
+        &["verify", "--pg-schema", "jobs"],
+    ] {
+        let out = if args.contains(&"--store") {
+            run_expect(None, args, 2)
+        } else {
+            run_expect(Some(&dir), args, 2)
+        };
+        assert!(
+            stderr(&out).contains("--pg-schema") && stderr(&out).contains("--pg"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
+    let out = command
+        .args(["list", "--json", "--store", store])
+        .env_remove("TASKSTORE_STORE")
+        .env_remove("TASKSTORE_PG")
+        .env("TASKSTORE_PG_SCHEMA", "jobs")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_lines(&out).len(), tasks.len());
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn verify_and_repair_say_they_are_for_file_stores() {

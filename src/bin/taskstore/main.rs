@@ -57,12 +57,10 @@ struct Cli {
     )]
     pg_schema: Option<String>,
 
-    /// Whether `store` and `pg` came from their environment variables (set
-    /// after parsing): a flag given names the store over the other's
-    /// variable.
+    /// Where `store`, `pg` and `pg_schema` came from (set after parsing).
     #[cfg(feature = "postgres")]
     #[arg(skip)]
-    from_env: (bool, bool),
+    from_env: FromEnv,
 
     /// Moves a file store of an older format to this version's when a
     /// command opens it (waiting until no other process has it open);
@@ -110,6 +108,18 @@ enum Command {
     Tail(tail::TailArgs),
 }
 
+/// Whether each way of naming a store came from its environment variable
+/// rather than a flag: a flag names the store over the other's variable, and
+/// a schema typed beside a file store is a mistake where one from
+/// TASKSTORE_PG_SCHEMA (set for other commands) is not.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct FromEnv {
+    store: bool,
+    pg: bool,
+    schema: bool,
+}
+
 /// The store a command works on.
 enum Target {
     File(PathBuf),
@@ -151,7 +161,11 @@ fn main() -> ExitCode {
     let cli = {
         let env = |id| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
         Cli {
-            from_env: (env("store"), env("pg")),
+            from_env: FromEnv {
+                store: env("store"),
+                pg: env("pg"),
+                schema: env("pg_schema"),
+            },
             ..cli
         }
     };
@@ -200,8 +214,8 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
     #[cfg(feature = "postgres")]
     match (&cli.store, &cli.pg) {
         // `--store` over TASKSTORE_PG: the file store, below.
-        (Some(_), Some(_)) if cli.from_env == (false, true) => {}
-        (Some(_), Some(conninfo)) if cli.from_env == (true, false) => {
+        (Some(_), Some(_)) if !cli.from_env.store && cli.from_env.pg => {}
+        (Some(_), Some(conninfo)) if cli.from_env.store && !cli.from_env.pg => {
             return Ok(Target::Pg {
                 conninfo: conninfo.clone(),
                 schema: cli.pg_schema.clone(),
@@ -218,6 +232,13 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
             });
         }
         _ => {}
+    }
+    #[cfg(feature = "postgres")]
+    if cli.pg_schema.is_some() && !cli.from_env.schema && cli.store.is_some() {
+        usage(
+            "--pg-schema names a PostgreSQL schema, and the store is a directory: \
+             give --pg CONNINFO with it, or drop it",
+        );
     }
     match &cli.store {
         Some(dir) => Ok(Target::File(dir.clone())),
