@@ -642,7 +642,8 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
 /// the task's names in both areas, held here by hand with the batches lock
 /// held shared, as a batch holds it): `verify --wait 0s` reports the move,
 /// says a batch was under way, and exits 1; `repair --apply --wait 0s`
-/// says so too, and leaves the move to the batch; once the batch has
+/// says so too, leaves the move to the batch, and exits 1 (it exited 0,
+/// though the store might still need repair); once the batch has
 /// ended, `verify` finds nothing. (The
 /// waiting itself: `paused_races::verify_beside_a_batch_between_its_halves_waits_for_it`.)
 #[test]
@@ -683,7 +684,9 @@ fn verify_says_when_batches_were_under_way() {
         "and said to be a batch's: {}",
         stderr(&out)
     );
-    let out = run_expect(Some(&dir), &["repair", "--apply", "--wait", "0s"], 0);
+    // It exits 1: the store may still need repair (`repair --apply &&
+    // start` must not start).
+    let out = run_expect(Some(&dir), &["repair", "--apply", "--wait", "0s"], 1);
     assert!(stderr(&out).contains("still under way"), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("skipped") && active.exists(),
@@ -778,6 +781,8 @@ fn repair_is_a_dry_run_by_default_and_apply_leaves_a_clean_store() {
     );
 }
 
+/// What only a person can decide is left as it is, said, and makes
+/// `repair --apply` exit 1: the store still has a problem.
 #[test]
 fn repair_leaves_alone_what_only_a_person_can_decide() {
     for name in [
@@ -792,7 +797,11 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
         let tasks = store_with_tasks(&dir);
         let path = (damage.plant)(&dir, &tasks);
         let before = snapshot(&dir);
-        let out = run_expect(Some(&dir), &["repair", "--apply"], 0);
+        // The dry run plans; the real run leaves the store with a problem,
+        // and says so by its status (`repair --apply && start` must not
+        // start: it exited 0).
+        run_expect(Some(&dir), &["repair"], 0);
+        let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
         assert!(
             stdout(&out).contains(&format!("{}: ", path.display()))
                 && stdout(&out).contains("left alone"),

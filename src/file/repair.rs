@@ -28,11 +28,26 @@ pub struct Repairs {
     pub repairs: Vec<Repair>,
     /// Whether batches of other handles were still under way when the
     /// check stopped waiting for them
-    /// ([`Report::under_way`](crate::Report::under_way)).
+    /// ([`Report::under_way`](crate::Report::under_way)), or when a repair
+    /// that may meet a batch's work in progress did (that repair is then
+    /// skipped): the store may still need repair, and a later run judges
+    /// it again.
     pub under_way: bool,
 }
 
 impl Repairs {
+    /// Whether the store may still need repair after this run: a problem
+    /// left alone (only a person can decide), a repair that failed, or
+    /// batches still under way. Never true of a dry run.
+    pub fn unresolved(&self) -> bool {
+        !self.dry_run
+            && (self.under_way
+                || self.repairs.iter().any(|r| {
+                    matches!(r.action, RepairAction::Leave { .. })
+                        || matches!(r.outcome, RepairOutcome::Failed { .. })
+                }))
+    }
+
     /// How many problems were (or, in a dry run, would be) fixed.
     pub fn fixed(&self) -> usize {
         self.repairs
@@ -176,7 +191,7 @@ impl FileCheck {
         // progress takes it again for itself, so that a long repair never
         // holds the service's batches up.
         let report = self.verify_with(progress)?;
-        let under_way = report.under_way;
+        let mut under_way = report.under_way;
         // A store of a newer format is read by this version's rules no
         // more than `open` reads it: its files may all be right for it.
         let newer = report
@@ -213,7 +228,7 @@ impl FileCheck {
                 (_, true) => RepairOutcome::Planned,
                 (action, false) => {
                     let done = if may_be_under_way(&repair.problem.kind) {
-                        self.apply_settled(&repair.problem, action)
+                        self.apply_settled(&repair.problem, action, &mut under_way)
                     } else {
                         self.apply(&repair.problem, action)
                     };
@@ -237,11 +252,17 @@ impl FileCheck {
     /// [`apply`](Self::apply) with the batches lock held exclusive: no
     /// batch of another handle is between its halves meanwhile. A batch
     /// that outlasts the wait may be making this very move or removal: it
-    /// is not repaired for it.
-    fn apply_settled(&self, problem: &Problem, action: &RepairAction) -> Result<Option<String>> {
+    /// is not repaired for it, and `under_way` is set.
+    fn apply_settled(
+        &self,
+        problem: &Problem,
+        action: &RepairAction,
+        under_way: &mut bool,
+    ) -> Result<Option<String>> {
         let store = self.backend()?;
         let settled = self.settle(store)?;
         if settled.under_way {
+            *under_way = true;
             return Ok(Some(
                 "batches of another process were still under way, and this may be one's \
                  work in progress: run repair again"

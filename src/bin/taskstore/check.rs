@@ -121,7 +121,7 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
         .iter()
         .filter(|r| matches!(r.outcome, RepairOutcome::Failed { .. }))
         .count();
-    let code = text::earned(failed > 0);
+    let code = text::earned(repairs.unresolved());
     let mut left = 0;
     for repair in &repairs.repairs {
         let what = &repair.action;

@@ -31,8 +31,9 @@ use time::OffsetDateTime;
 /// command works beside the service's own processes: it takes the store's
 /// locks and writes as they do.
 ///
-/// Exit status: 0 success; 1 a failure, or problems found (verify); 2 a
-/// usage error. Errors go to stderr and name the path or task.
+/// Exit status: 0 success; 1 a failure, problems found (verify), or
+/// problems left in the store (repair --apply); 2 a usage error. Errors go
+/// to stderr and name the path or task.
 #[derive(Debug, Parser)]
 #[command(name = "taskstore", version, about, long_about)]
 struct Cli {
@@ -92,7 +93,9 @@ enum Command {
     /// each problem with its path; exits 1 if there are any.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
-    /// it would do unless --apply is given.
+    /// it would do unless --apply is given; with it, exits 1 if problems
+    /// are left (what only a person can decide, a failed repair, batches
+    /// still under way).
     Repair(check::RepairArgs),
     /// Deletes expired tasks (and crashed writers' leftovers); --dry-run
     /// lists what would go.
