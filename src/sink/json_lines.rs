@@ -38,7 +38,11 @@ use crate::sink::EventSink;
 ///   either, the next line this sink writes starts with one: the lines
 ///   after it stay whole, and a reader meets one broken line, the lost
 ///   event's. Another sink or process appending to the file meanwhile
-///   knows of no fragment: its next line joins it, and is lost too.
+///   knows of no fragment: its next line joins it, and is lost too; so
+///   may a line another thread of this sink writes at that very moment
+///   (between the cut write and its ending newline), though it counts in
+///   [`written`](JsonLinesSink::written). Writes take no lock, so that
+///   threads never queue behind each other's appends.
 /// - The path is made absolute when the sink opens it: a process that
 ///   changes its working directory afterwards (as daemons do) goes on
 ///   writing to the same file.
