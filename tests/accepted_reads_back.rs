@@ -5,21 +5,31 @@
 //! metadata at creation and in an update, input requests, a result, an
 //! error, a resumable task's input and checkpoint, a status message. Each write is either refused with a typed error that says why
 //! (`TooDeep`, `PayloadTooLarge`) and leaves the stored task as it was, or
-//! accepted, and then a fresh handle (a new `FileStore::open` of the same
-//! directory) reads back exactly the task the call returned.
+//! accepted, and then a fresh handle reads back exactly the task the call
+//! returned: a new `FileStore::open` of the same directory, a new `Store`
+//! over the same `MemoryBackend`, and (with the `postgres` feature) a
+//! `PgStore` of the same schema that writes nothing (it reads every task
+//! from the database: a handle keeps no copy to read from).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 256).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Number, Value, json};
 use taskstore::{
-    Error, FileStore, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES, NewTask, Task, TaskId,
-    TaskStatus, TaskStore, TaskUpdate, Transition,
+    Error, FileStore, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES, MemoryBackend, NewTask, Store,
+    Task, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
+
+#[cfg(feature = "postgres")]
+mod common;
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg_cluster;
 
 /// The payload cap of the handle under test: the smallest a store takes, so
 /// that a generated value is over it often enough.
@@ -159,11 +169,26 @@ fn size(value: &impl serde::Serialize) -> usize {
 /// before, at most (ids, times, revision, owner, lease, the keys).
 const TASK_OVERHEAD: usize = 1_000;
 
+/// A store under test: the handle that writes, and fresh handles on the
+/// same store to read back what it accepted.
+struct Under<'a> {
+    writer: &'a dyn TaskStore,
+    fresh: &'a dyn Fn() -> taskstore::Result<Arc<dyn TaskStore>>,
+    /// Put before this case's task ids (cases may share a store).
+    prefix: String,
+}
+
+impl Under<'_> {
+    fn id(&self, name: &str) -> TaskId {
+        TaskId::parse(&format!("{}{name}", self.prefix)).expect("an id")
+    }
+}
+
 /// One write of `value` to task `id`, whose stored version is `before`
 /// (`None`: the write creates it): checks the outcome against the value
 /// and what a fresh handle reads. Returns the task as stored after it.
 fn check_write(
-    root: &Path,
+    under: &Under,
     id: &TaskId,
     what: &str,
     value: &Value,
@@ -171,9 +196,7 @@ fn check_write(
     outcome: taskstore::Result<Task>,
 ) -> Result<Option<Task>, TestCaseError> {
     let deep = depth(value) > MAX_DEPTH;
-    let fresh = FileStore::builder(root)
-        .max_payload_bytes(CAP)
-        .open()
+    let fresh = (under.fresh)()
         .map_err(|e| TestCaseError::fail(format!("{what}: a fresh handle does not open: {e}")))?;
     let read = fresh.get(id).map_err(|e| {
         TestCaseError::fail(format!("{what}: a fresh handle cannot read {id}: {e}"))
@@ -237,12 +260,9 @@ fn transition(t: taskstore::Result<Transition>) -> taskstore::Result<Task> {
 /// Runs `value` through every way in: a create with it as metadata, an
 /// update with it as metadata, an update with it as input requests, a
 /// complete with it as result, a fail with it as error.
-fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
-    let store = FileStore::builder(root)
-        .max_payload_bytes(CAP)
-        .open()
-        .expect("open");
-    let id = |s: &str| TaskId::parse(s).expect("an id");
+fn round_trip(under: &Under, value: &Value) -> Result<(), TestCaseError> {
+    let store = under.writer;
+    let id = |s: &str| under.id(s);
 
     let created = id("created");
     let outcome = store.create(
@@ -250,7 +270,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
             .id(created.clone())
             .metadata("v\u{0}\"", value.clone()),
     );
-    check_write(root, &created, "create (metadata)", value, None, outcome)?;
+    check_write(under, &created, "create (metadata)", value, None, outcome)?;
 
     let task = id("task");
     let mut stored = Some(
@@ -260,7 +280,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
     );
     let outcome = transition(store.update(&task, TaskUpdate::new().metadata("v", value.clone())));
     stored = check_write(
-        root,
+        under,
         &task,
         "update (metadata)",
         value,
@@ -276,7 +296,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
         ),
     );
     stored = check_write(
-        root,
+        under,
         &task,
         "update (input requests)",
         value,
@@ -285,7 +305,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
     )?;
     let outcome = transition(store.complete(&task, value.clone()));
     check_write(
-        root,
+        under,
         &task,
         "complete (result)",
         value,
@@ -298,7 +318,14 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
         .create(NewTask::new().id(failed.clone()))
         .expect("create");
     let outcome = transition(store.fail(&failed, value.clone()));
-    check_write(root, &failed, "fail (error)", value, Some(&stored), outcome)?;
+    check_write(
+        under,
+        &failed,
+        "fail (error)",
+        value,
+        Some(&stored),
+        outcome,
+    )?;
 
     // Resume state: the input a resumable task is made with, a checkpoint
     // it records, and a status message (the value's text).
@@ -309,7 +336,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
             .resumable("kind", value.clone()),
     );
     let stored = check_write(
-        root,
+        under,
         &resumable,
         "create (resume input)",
         value,
@@ -320,7 +347,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
         let outcome =
             transition(store.update(&resumable, TaskUpdate::new().checkpoint(value.clone())));
         let stored = check_write(
-            root,
+            under,
             &resumable,
             "update (checkpoint)",
             value,
@@ -334,7 +361,7 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
         let outcome =
             transition(store.update(&resumable, TaskUpdate::new().status_message(message)));
         check_write(
-            root,
+            under,
             &resumable,
             "update (status message)",
             value,
@@ -342,8 +369,25 @@ fn round_trip(root: &Path, value: &Value) -> Result<(), TestCaseError> {
             outcome,
         )?;
     }
+    Ok(())
+}
 
-    // Nothing was set aside or left half written on the way.
+/// [`round_trip`] on a file store at `root`, and then nothing was set aside
+/// or left half written on the way.
+fn round_trip_in_files(root: &Path, value: &Value) -> Result<(), TestCaseError> {
+    let open = || {
+        FileStore::builder(root)
+            .max_payload_bytes(CAP)
+            .open()
+            .map(|store| Arc::new(store) as Arc<dyn TaskStore>)
+    };
+    let writer = open().expect("open");
+    let under = Under {
+        writer: &*writer,
+        fresh: &open,
+        prefix: String::new(),
+    };
+    round_trip(&under, value)?;
     let fresh = FileStore::open(root).expect("open");
     let page = fresh.list(&ListQuery::all()).expect("list");
     prop_assert!(page.skipped.is_empty(), "{:?}", page.skipped);
@@ -383,7 +427,73 @@ proptest! {
     #[test]
     fn every_accepted_payload_reads_back_from_a_fresh_handle(value in payload()) {
         let dir = scratch();
-        round_trip(&dir.path().join("store"), &value)?;
+        round_trip_in_files(&dir.path().join("store"), &value)?;
+    }
+
+    #[test]
+    fn every_accepted_payload_reads_back_from_a_fresh_memory_handle(value in payload()) {
+        let backend = MemoryBackend::new();
+        let open = || {
+            Store::with_backend(backend.clone())
+                .max_payload_bytes(CAP)
+                .build()
+                .map(|store| Arc::new(store) as Arc<dyn TaskStore>)
+        };
+        let writer = open().expect("build");
+        round_trip(&Under { writer: &*writer, fresh: &open, prefix: String::new() }, &value)?;
+    }
+}
+
+/// Over PostgreSQL: one schema for every case (each case's ids are its
+/// own), written by one handle and read back by another that writes
+/// nothing, as another instance of the service would.
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use taskstore::PgStore;
+
+    /// The writer and the reader.
+    type Pair = (Arc<dyn TaskStore>, Arc<dyn TaskStore>);
+
+    /// The writer and the reader, on a schema of their own.
+    fn handles() -> Option<&'static Pair> {
+        static HANDLES: OnceLock<Option<Pair>> = OnceLock::new();
+        HANDLES
+            .get_or_init(|| {
+                let cluster = super::pg_cluster::shared()?;
+                let schema = super::pg_cluster::fresh_schema("reads_back");
+                let open = |instance: &str| {
+                    Arc::new(
+                        PgStore::builder(cluster.conninfo())
+                            .schema(&schema)
+                            .instance_id(instance)
+                            .max_payload_bytes(CAP)
+                            .open()
+                            .unwrap_or_else(|e| panic!("open schema {schema}: {e}")),
+                    ) as Arc<dyn TaskStore>
+                };
+                Some((open("writer"), open("reader")))
+            })
+            .as_ref()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_accepted_payload_reads_back_from_another_postgres_handle(value in payload()) {
+            // Skipped, said once, without PostgreSQL (an error where it is required).
+            let Some((writer, reader)) = handles() else { return Ok(()) };
+            static CASE: AtomicUsize = AtomicUsize::new(0);
+            let case = CASE.fetch_add(1, Ordering::Relaxed);
+            let fresh = || Ok(Arc::clone(reader));
+            round_trip(&Under { writer: &**writer, fresh: &fresh, prefix: format!("c{case}-") }, &value)?;
+        }
     }
 }
 
