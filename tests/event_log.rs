@@ -219,10 +219,14 @@ fn records_serialize_for_a_debugging_endpoint() {
             }],
             "missed": 0,
             "cursor": 1,
+            "log": log.id(),
         })
     );
     let back: taskstore::Since = serde_json::from_value(json).unwrap();
     assert_eq!(back, since);
+    // A JSON number carries the log's id exactly to any reader (a
+    // JavaScript one reads numbers as doubles).
+    assert!(log.id() < 1 << 53);
     let _: Vec<Record> =
         serde_json::from_str(&serde_json::to_string(&log.snapshot()).unwrap()).unwrap();
 }
@@ -275,6 +279,55 @@ fn a_cursor_past_the_last_push_starts_over_and_says_so() {
         lapped.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
         [4, 5, 6, 7]
     );
+}
+
+/// A cursor kept from before a restart that the new log has already pushed
+/// past looks like one of its own by its number alone: `since` skips the
+/// records up to it without a word. With the log's id kept beside it
+/// (`Since::log`), `since_of` tells it from this log's own, reads from the
+/// start and says so; and a cursor of this log reads on as `since` does.
+/// (In a container the process id is the same after every restart, so it
+/// tells nothing.)
+#[test]
+fn a_cursor_of_another_log_starts_over_though_this_one_pushed_past_it() {
+    let before = EventLog::with_capacity(8);
+    for i in 1..=3 {
+        before.push(i);
+    }
+    let kept = before.since(0);
+    assert_eq!(kept.log, before.id());
+    drop(before);
+
+    // The process restarts: a new log, which has pushed past the cursor.
+    let log = EventLog::with_capacity(8);
+    assert_ne!(log.id(), kept.log, "each log has an id of its own");
+    for i in 11..=15 {
+        log.push(i);
+    }
+    let by_number = log.since(kept.cursor);
+    assert!(!by_number.restarted, "the number alone cannot tell");
+    assert_eq!(by_number.records.len(), 2, "11, 12 and 13 skipped unmarked");
+
+    let resumed = log.since_of(kept.log, kept.cursor);
+    assert!(resumed.restarted, "a cursor of another log");
+    assert_eq!(resumed.missed, 0);
+    assert_eq!(
+        resumed.records.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15],
+        "it reads from the start, as since(0) does"
+    );
+    assert_eq!(resumed.log, log.id());
+
+    // This log's own cursor reads on as `since` does.
+    log.push(16);
+    let next = log.since_of(resumed.log, resumed.cursor);
+    assert!(!next.restarted);
+    assert_eq!(
+        next.records.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [16]
+    );
+    // And one past its last push is still not its own.
+    assert!(log.since_of(log.id(), 100).restarted);
 }
 
 /// A capacity past what a log takes (a host passing "unbounded" from its

@@ -41,7 +41,9 @@ pub const MAX_EVENT_LOG_CAPACITY: usize = 1 << 20;
 ///   [`Since::cursor`], every sequence number is either returned once or
 ///   counted once in [`Since::missed`].
 /// - A cursor past the last push is none of this log's: `since` reads from
-///   the start and sets [`Since::restarted`].
+///   the start and sets [`Since::restarted`]. So is a cursor of another log
+///   passed to [`since_of`](EventLog::since_of) with that log's
+///   [`id`](EventLog::id), however far this log has pushed.
 ///
 /// # Limitations
 ///
@@ -76,7 +78,14 @@ pub struct EventLog<T = Event> {
     /// `clear` and read by `evicted` together, so a push counts nothing.
     cleared: Mutex<Cleared>,
     clock: Arc<dyn Clock>,
+    /// This log's id ([`EventLog::id`]).
+    id: u64,
 }
+
+/// The largest id a log takes: the largest integer a JSON number carries
+/// exactly in every reader (a JavaScript one too), so that a reader that
+/// keeps it hands it back unchanged.
+const MAX_LOG_ID: u64 = (1 << 53) - 1;
 
 /// What [`EventLog::evicted`] derives the count of evictions from.
 #[derive(Clone, Copy, Debug)]
@@ -111,15 +120,21 @@ pub struct Since<T = Event> {
     /// The sequence number to pass to the next `since` call: every record up
     /// to it was either returned or counted in `missed`.
     pub cursor: u64,
+    /// The [`id`](EventLog::id) of the log that answered: a reader that
+    /// may outlive the process keeps it beside `cursor` and passes both to
+    /// [`since_of`](EventLog::since_of). (0 in an answer serialized by a
+    /// version without it.)
+    #[serde(default)]
+    pub log: u64,
     /// Whether the sequence number asked for was past the log's last push:
     /// a cursor this log never handed out (kept from before the process
     /// restarted, or taken from another process's log). The answer then
     /// reads from the log's start, as `since(0)` does, rather than skip
-    /// that many events still to come. A log knows no other: a cursor from
-    /// before a restart that the new log has already pushed past is taken
-    /// as its own, and the records up to it are skipped unmarked. A reader
-    /// that may outlive the process keeps the process's id (or start time)
-    /// beside its cursor, and starts from 0 when it changes.
+    /// that many events still to come. By its number alone a log knows no
+    /// other: `since` takes a cursor from before a restart that the new log
+    /// has already pushed past as its own, and skips the records up to it
+    /// unmarked. [`since_of`](EventLog::since_of), given the `log` the
+    /// cursor came with, tells them apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restarted: bool,
 }
@@ -173,7 +188,16 @@ impl<T> EventLog<T> {
                 evicted: 0,
             }),
             clock,
+            id: uuid::Uuid::new_v4().as_u64_pair().0 & MAX_LOG_ID,
         }
+    }
+
+    /// This log's id: random, drawn when the log is made, so a log made
+    /// after a restart (or in another process) has another one. At most
+    /// 2<sup>53</sup> − 1, which a JSON number carries exactly to any
+    /// reader. Every [`Since`] carries it as [`log`](Since::log).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Appends `event`, evicting the oldest record if the log is full, and
@@ -341,8 +365,40 @@ impl<T: Clone> EventLog<T> {
             records,
             missed,
             cursor,
+            log: self.id,
             restarted,
         }
+    }
+
+    /// [`since`](EventLog::since) for a cursor kept with the
+    /// [`log`](Since::log) that handed it out: a cursor of another log (of
+    /// this process before a restart, or of another process) reads from
+    /// the start and sets [`restarted`](Since::restarted), however far
+    /// this log has pushed, where `since` would take its number for one of
+    /// its own and skip the records up to it.
+    ///
+    /// ```
+    /// use taskstore::{Event, EventLog};
+    ///
+    /// let before = EventLog::new();
+    /// before.push(Event::new("a"));
+    /// let kept = before.since(0);
+    ///
+    /// // After a restart: a new log, which has pushed past the cursor.
+    /// let log = EventLog::new();
+    /// log.push(Event::new("b"));
+    /// log.push(Event::new("c"));
+    /// let since = log.since_of(kept.log, kept.cursor);
+    /// assert!(since.restarted);
+    /// assert_eq!(since.records.len(), 2);
+    /// ```
+    pub fn since_of(&self, log: u64, seq: u64) -> Since<T> {
+        if log == self.id {
+            return self.since(seq);
+        }
+        let mut since = self.since(0);
+        since.restarted = true;
+        since
     }
 }
 
