@@ -170,6 +170,15 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Called by the rules before an operation reads the time it goes by: a
+    /// backend whose clock is measured (a database server's) measures it
+    /// again here if that is due, so that the operation's decision goes by
+    /// the new reading, not by one from before a suspend of the host. May
+    /// do I/O (one round trip, never a wait for a connection); never
+    /// called by [`Store::now`](crate::Store::now), which does none. The
+    /// default does nothing.
+    fn refresh_clock(&self) {}
+
     /// [`load`](Backend::load), if the backend can answer without waiting
     /// on a disk, a network or a lock held across either: `None` when it
     /// cannot (then [`load`](Backend::load) answers), `Some(None)` for no
@@ -582,6 +591,9 @@ macro_rules! forward_backend {
             }
             fn changes(&self) -> Option<ChangeFeed> {
                 (**self).changes()
+            }
+            fn refresh_clock(&self) {
+                (**self).refresh_clock()
             }
             fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
                 (**self).try_load(id)

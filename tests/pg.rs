@@ -1814,6 +1814,81 @@ impl taskstore::Clock for JumpingClock {
     }
 }
 
+/// A host suspended (or its VM paused) for an hour: its monotonic clock
+/// stood still, while its wall clock and the server's went on. The first
+/// operation after the resume goes by the server's time: a create with a
+/// TTL of half an hour makes a task that reads back, a renewal writes a
+/// lease that another host does not reap. (Both went by the time carried
+/// on from before the suspend, an hour behind the server's: the create
+/// made a task already expired, `get` then found none; the renewal was
+/// `Applied` with a lease that had lapsed, and the other host reaped the
+/// live task at once. The operations measured the server again only when
+/// they took a connection, after they had read the time.)
+#[test]
+fn a_hosts_first_operations_after_a_suspend_go_by_the_servers_time() {
+    let Some(cluster) = pg_cluster::private_faked() else {
+        return;
+    };
+    let schema = fresh_schema("suspended");
+    let local = Arc::new(JumpingClock::default());
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("host-a")
+        .clock(local.clone())
+        .open()
+        .unwrap();
+    let running = store.create(NewTask::new()).unwrap();
+    let mut client = cluster.client();
+    let mut server_now = || -> time::OffsetDateTime {
+        let micros: i64 = client
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap()
+    };
+    let near = |what: &str, at: time::OffsetDateTime, server: time::OffsetDateTime| {
+        assert!(
+            (at - server).abs() < time::Duration::minutes(5),
+            "{what} at {at}, the server's time {server}"
+        );
+    };
+
+    // The suspend: the two wall clocks move on an hour, the monotonic one
+    // does not.
+    cluster.move_clock("+1h");
+    local.jump(Duration::from_secs(3600));
+    let made = store
+        .create(NewTask::new().ttl(Duration::from_secs(1800)))
+        .unwrap();
+    near("the first create after it", made.created_at, server_now());
+    assert!(
+        store.get(&made.id).unwrap().is_some(),
+        "a task the create made reads back"
+    );
+
+    // Another, and a renewal first.
+    cluster.move_clock("+2h");
+    local.jump(Duration::from_secs(3600));
+    let renewed = store.renew_lease(&running.id).unwrap();
+    assert!(renewed.is_applied());
+    let lease = renewed.task().lease_expires_at.unwrap();
+    let server = server_now();
+    assert!(
+        lease > server,
+        "the renewal wrote a lease that lapsed already: {lease}, the server's time {server}"
+    );
+    let other = open(&cluster, &schema, "host-b");
+    let reaped = other.reap().unwrap();
+    assert!(
+        reaped.tasks.is_empty(),
+        "another host reaped a task its owner had just renewed: {:?}",
+        reaped.tasks
+    );
+}
+
 /// The time is carried on by the monotonic clock, which stands still while
 /// the host is suspended (or its VM paused) while the wall clock does not:
 /// once the two part by more than a second since the last measurement, the

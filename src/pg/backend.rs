@@ -706,4 +706,10 @@ impl Backend for PgBackend {
             self.sql.channel.clone(),
         )))
     }
+
+    fn refresh_clock(&self) {
+        if let Some(clock) = &self.clock {
+            clock.refresh_if_due();
+        }
+    }
 }

@@ -7,9 +7,11 @@
 //! configured wall clock has parted from the monotonic one by more than
 //! [`PARTED`] since the last (a host suspended or a VM paused, whose
 //! monotonic clock stood still while the wall clocks went on; a wall clock
-//! stepped): by the first operation past the deadline, before it takes its
-//! own connection, on an idle pooled one, one round trip; never by waiting
-//! for a connection. Reading the time does
+//! stepped): by the first operation past the deadline, before it reads the
+//! time it decides by ([`Backend::refresh_clock`], which the rules call
+//! first; and again before each connection is taken), on an idle pooled
+//! one, one round trip; never by waiting for a connection. Reading the
+//! time does
 //! no I/O: an async server reads it on its runtime's threads, where the
 //! synchronous client may not run (its own runtime would panic there).
 //!

@@ -232,7 +232,7 @@ impl<B: Backend> Store<B> {
 
     /// Renews every lease this instance holds on a running task.
     pub(super) fn renew_all(&self) -> Result<usize> {
-        let now = self.now();
+        let now = self.time();
         // Failed creates first: what is still there of them is not renewed.
         self.settle_undone();
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
@@ -294,7 +294,7 @@ impl<B: Backend> Store<B> {
         // Failed creates first, as every renewal pass: their tasks are
         // no caller's to renew.
         self.settle_undone();
-        let now = self.now();
+        let now = self.time();
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
         let (mut pairs, mut slots) = (Vec::new(), Vec::new());

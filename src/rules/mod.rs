@@ -123,6 +123,15 @@ enum Kept {
 }
 
 impl<B: Backend> Store<B> {
+    /// The time an operation goes by: the backend's clock measured again
+    /// first if that is due ([`Backend::refresh_clock`], which may do I/O),
+    /// then [`now`](Self::now). Every operation that decides by the time
+    /// reads it here, before anything else it does.
+    fn time(&self) -> OffsetDateTime {
+        self.backend.refresh_clock();
+        self.now()
+    }
+
     /// Applies `change` to the live, non-terminal task `id`, atomically, if
     /// it is still at owner epoch `fence` and at `revision` (each when
     /// given): the path of every
@@ -137,6 +146,7 @@ impl<B: Backend> Store<B> {
         mut change: impl FnMut(&mut Task, OffsetDateTime) -> Result<()>,
     ) -> Result<Transition> {
         let mut kept = None;
+        self.backend.refresh_clock();
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
             if let Some(why) = unwritable(current, now, fence, Some(&self.settings.lease)) {
@@ -268,6 +278,7 @@ impl<B: Backend> Store<B> {
     ) -> Result<Transition> {
         let lease = &self.settings.lease;
         let mut kept = None;
+        self.backend.refresh_clock();
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
             if let Some(why) = unwritable(current, now, fence, None) {
@@ -368,7 +379,7 @@ impl<B: Backend> TaskStore for Store<B> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
         // The time first, whatever comes of the call: a handle's time never
         // goes back, and every call moves it on alike.
-        let now = self.now();
+        let now = self.time();
         if new.ttl.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
             return Err(Error::InvalidTask {
                 id,
@@ -483,7 +494,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page> {
-        let now = self.now();
+        let now = self.time();
         let mut expired = Vec::new();
         let page = query::list(&self.backend, query, now, &mut expired)?;
         self.notify_skipped(&page.skipped);
@@ -505,7 +516,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn sweep(&self) -> Result<Swept> {
-        self.sweep_at(self.now())
+        self.sweep_at(self.time())
     }
 
     fn instance_id(&self) -> &str {
@@ -534,11 +545,11 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn reap(&self) -> Result<Reaped> {
-        self.reap_at(self.now())
+        self.reap_at(self.time())
     }
 
     fn claim(&self, kinds: &[&str]) -> Result<Claimed> {
-        self.claim_at(self.now(), kinds)
+        self.claim_at(self.time(), kinds)
     }
 
     fn renew_leases(&self) -> Result<usize> {

@@ -68,7 +68,7 @@ impl<B: Backend> Store<B> {
     /// entries that cannot be read are reported as events and left out, and
     /// a backend may set them aside as any scan does.
     pub fn expired(&self) -> Result<Vec<Task>> {
-        let now = self.now();
+        let now = self.time();
         let mut scan = Scan::new(Scope::All, BATCH);
         scan.expired_at = Some(now);
         Ok(self.scan_through(scan, |t| t.is_expired_at(now))?.tasks)
@@ -114,7 +114,7 @@ impl<B: Backend> Store<B> {
     ///
     /// Changes no task; reads active tasks only, as a reap does.
     pub fn orphans(&self) -> Result<Vec<Orphan>> {
-        let now = self.now();
+        let now = self.time();
         let batch = self.backend.scan(&super::maintenance::lapsed(now))?;
         self.notify_skipped(&batch.skipped);
         let grace = self.settings.claim_grace();

@@ -37,7 +37,16 @@ pub struct Cluster {
     /// `runuser -u nobody --` when running as root.
     as_user: Option<String>,
     guard: Mutex<Option<(Child, ChildStdin)>>,
+    /// The file libfaketime reads the server's clock offset from, if the
+    /// server runs under it ([`private_faked`]).
+    faketime: Option<PathBuf>,
 }
+
+/// libfaketime, which moves a process's wall clock by what a file says.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Set to `1` to fail, not skip, when libfaketime is missing.
+pub const REQUIRE_FAKETIME_VAR: &str = "TASKSTORE_REQUIRE_FAKETIME";
 
 /// The cluster every test of this binary shares (started on first use), or
 /// `None` if PostgreSQL is not installed (then one line says so).
@@ -62,6 +71,28 @@ pub fn private() -> Option<Cluster> {
         return None;
     };
     Some(Cluster::start_in(bin).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A cluster of its own whose server runs under libfaketime (its wall
+/// clock moved by [`Cluster::move_clock`], its monotonic clock left
+/// alone), or `None` if PostgreSQL or libfaketime is missing (said once,
+/// or a failure under its variable).
+pub fn private_faked() -> Option<Cluster> {
+    if !Path::new(LIBFAKETIME).exists() {
+        if skip::is_failure(REQUIRE_FAKETIME_VAR) {
+            panic!("{REQUIRE_FAKETIME_VAR}=1 but no {LIBFAKETIME}");
+        }
+        skip::say(
+            &format!("skipped: no {LIBFAKETIME} (apt-get install libfaketime)"),
+            REQUIRE_FAKETIME_VAR,
+        );
+        return None;
+    }
+    let Some(bin) = binaries() else {
+        skipped();
+        return None;
+    };
+    Some(Cluster::start_faked(bin).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A fresh, unique schema name starting with `prefix`.
@@ -121,6 +152,14 @@ fn is_root(dir: &Path) -> bool {
 
 impl Cluster {
     fn start_in(bin: PathBuf) -> Result<Cluster, String> {
+        Cluster::start(bin, false)
+    }
+
+    fn start_faked(bin: PathBuf) -> Result<Cluster, String> {
+        Cluster::start(bin, true)
+    }
+
+    fn start(bin: PathBuf, faked: bool) -> Result<Cluster, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "taskstore-pg-{}-{}",
@@ -141,12 +180,18 @@ impl Cluster {
         } else {
             None
         };
+        // In the cluster's directory, which its user may read.
+        let faketime = faked.then(|| dir.join("faketime"));
         let mut cluster = Cluster {
             dir,
             bin,
             as_user,
             guard: Mutex::new(None),
+            faketime,
         };
+        if cluster.faketime.is_some() {
+            cluster.move_clock("+0");
+        }
         cluster.init()?;
         cluster.arm_guard()?;
         cluster.pg_ctl(&["start", "-w", "-t", "60"])?;
@@ -217,14 +262,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sets the server's wall clock `offset` from the real one, in
+    /// libfaketime's words (`+0`, `+1h`, `-30s`): read by every later
+    /// reading of the server's clock. Only for a [`private_faked`] cluster.
+    pub fn move_clock(&self, offset: &str) {
+        let file = self.faketime.as_ref().expect("a cluster under libfaketime");
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset}\n")).expect("write the clock offset");
+        std::fs::rename(&tmp, file).expect("put the clock offset in place");
+    }
+
     /// Runs `pg_ctl <args>` on this cluster.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let options = format!(
             "-k {} -c listen_addresses= -c max_connections=300",
             self.dir.display()
         );
-        let output = self
-            .command(&self.bin.join("pg_ctl"))
+        let mut command = self.command(&self.bin.join("pg_ctl"));
+        if let Some(file) = &self.faketime {
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let output = command
             .arg("-D")
             .arg(self.data())
             .arg("-l")
