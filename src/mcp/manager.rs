@@ -10,15 +10,16 @@ use rmcp::model::DetailedTask;
 use rmcp::task_manager::{TaskFuture, TaskOptions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
-use super::calls::{blocking, lock};
+use super::calls::{StoreCall, blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
 use super::options::{ManagerOptions, new_task};
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use super::worker::{background, follow_changes};
 use crate::store::TaskStore;
-use crate::task::NewTask;
+use crate::task::{NewTask, Outcome, Task};
 
 /// A durable, multi-instance task manager for `rmcp` servers (SEP-2663).
 ///
@@ -113,6 +114,12 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// [`TaskExit::Cancelled`](super::TaskExit::Cancelled) as `cancelled`. A
     /// panicking or aborted operation is recorded `failed`.
     ///
+    /// Dropped before it returns (a host's timeout, a request dropped with
+    /// its connection), it runs nothing: once the create under way returns,
+    /// its task is recorded `failed` with `{"code": "abandoned", ..}` (no
+    /// one holds its id), and until then a [`shutdown`](Self::shutdown)
+    /// counts that create as unrecorded.
+    ///
     /// `options.ttl_ms` and `options.poll_interval_ms` are held to their
     /// bounds: below [`MIN_TTL_MS`](super::MIN_TTL_MS) /
     /// [`MIN_POLL_INTERVAL_MS`](super::MIN_POLL_INTERVAL_MS) they are raised
@@ -197,7 +204,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     {
         let shared = &self.shared;
         shared.starting.fetch_add(1, Ordering::SeqCst);
-        let _started = Started(shared);
+        let mut started = Started {
+            shared: Arc::clone(shared),
+            create: None,
+        };
         if shared.is_closing() {
             return Err(McpError::internal_error(
                 format!(
@@ -208,9 +218,17 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             ));
         }
         let store = Arc::clone(&shared.store);
-        let task = blocking(move || store.create(new))
-            .await
-            .map_err(|e| e.into_mcp_for_input(None))?;
+        // On a task of its own, which the guard finishes if this future is
+        // dropped before the create returns.
+        let create = started
+            .create
+            .insert(tokio::task::spawn_blocking(move || store.create(new)));
+        let created = match create.await {
+            Ok(result) => result.map_err(StoreCall::Store),
+            Err(e) => Err(StoreCall::Join(e)),
+        };
+        started.create = None;
+        let task = created.map_err(|e| e.into_mcp_for_input(None))?;
         let seed = to_rmcp_task(&task);
         shared.launch(
             Run::of(&task, shared.store.lease(), shared.store.now()),
@@ -314,12 +332,84 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     }
 }
 
-/// Counts a `spawn` as starting until it is dropped.
-struct Started<'a>(&'a Shared);
+/// Counts a `spawn` as starting until it is dropped; and if it is dropped
+/// while its create is under way (the caller went away: a host's timeout, a
+/// request dropped with its connection), until that create has returned
+/// and the task it made, which no one holds the id of and nothing runs, is
+/// failed (it would otherwise show `working`, and a resumable one be
+/// claimed and run, for a caller that never got its id).
+struct Started {
+    shared: Arc<Shared>,
+    /// The create under way, if it is.
+    create: Option<JoinHandle<crate::Result<Task>>>,
+}
 
-impl Drop for Started<'_> {
+impl Drop for Started {
     fn drop(&mut self) {
-        self.0.starting.fetch_sub(1, Ordering::SeqCst);
-        self.0.drained.notify_waiters();
+        let shared = Arc::clone(&self.shared);
+        let done = move |shared: &Shared| {
+            shared.starting.fetch_sub(1, Ordering::SeqCst);
+            shared.drained.notify_waiters();
+        };
+        let Some(create) = self.create.take() else {
+            return done(&shared);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    abandon(&shared, create).await;
+                    done(&shared);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "a spawn was dropped outside a runtime while its create was under way: \
+                     the task it makes is left to be reaped"
+                );
+                done(&shared);
+            }
+        }
+    }
+}
+
+/// Fails the task `create` makes, if it makes one: its `spawn` was dropped
+/// before it returned the id, so it was never run. Fenced to the epoch it
+/// was made at: a task another instance claimed meanwhile is its own.
+async fn abandon(shared: &Shared, create: JoinHandle<crate::Result<Task>>) {
+    let Ok(Ok(task)) = create.await else {
+        return;
+    };
+    let store = Arc::clone(&shared.store);
+    let id = task.id.clone();
+    let error = json!({
+        "code": "abandoned",
+        "message": "the spawn that made this task was dropped before it returned the task's id, \
+                    so the task was not run",
+        "instance": store.instance_id(),
+    });
+    let failed =
+        blocking(move || store.finish_fenced(&task.id, Outcome::Failed(error), task.epoch)).await;
+    match failed {
+        Ok(t) if t.is_applied() => tracing::warn!(
+            task = %id,
+            "a spawn was dropped before its create returned: its task was failed, unrun"
+        ),
+        Ok(t) => tracing::warn!(
+            task = %id,
+            status = %t.task().status,
+            "a spawn was dropped before its create returned; its task was taken on meanwhile"
+        ),
+        Err(StoreCall::Store(e)) => tracing::warn!(
+            task = %id,
+            error = %e,
+            "a spawn was dropped before its create returned, and its task could not be \
+             failed: it is left to be reaped"
+        ),
+        Err(StoreCall::Join(e)) => tracing::warn!(
+            task = %id,
+            error = %e,
+            "a spawn was dropped before its create returned, and its task could not be \
+             failed: it is left to be reaped"
+        ),
     }
 }

@@ -389,6 +389,71 @@ async fn store_calls_that_hang_do_not_hold_shutdown_up() {
     }
 }
 
+/// A `spawn` whose caller goes away while its create is under way (a
+/// host's timeout, a request dropped with its connection) leaves no task
+/// that shows `working` with nothing running it: once the create returns,
+/// the task it made is failed (`abandoned`), unrun; a resumable one is not
+/// left for another instance to claim and run for a caller that never got
+/// its id. Until then the spawn counts as starting, so a shutdown meanwhile
+/// reports its create as unrecorded. (The task stayed `working`, owned by
+/// this instance, and a resumable one was claimed and run a lease later;
+/// shutdown did not count it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_dropped_during_its_create_leaves_no_task_working() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let backend = Arc::new(MemoryBackend::new());
+    let store = crate::Store::with_backend(Gated::writes(Arc::clone(&backend), &gate))
+        .build()
+        .unwrap();
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast()
+            .shutdown_grace(Duration::from_millis(100))
+            .shutdown_writes(Duration::from_millis(300)),
+    );
+    let ran = Arc::new(AtomicUsize::new(0));
+    gate.set(true);
+    let caller = tokio::spawn({
+        let m = m.clone();
+        let ran = Arc::clone(&ran);
+        async move {
+            m.spawn_resumable("job", json!({"n": 1}), TaskOptions::new(), move |_ctx| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Box::pin(std::future::pending())
+            })
+            .await
+        }
+    });
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+    // The caller goes away, its create still under way.
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    let report = shut_down(&m).await;
+    assert_eq!(
+        report.unrecorded, 1,
+        "the dropped spawn's create: {report:?}"
+    );
+
+    // The store comes back: the create lands, and its task is failed.
+    gate.set(false);
+    let reader = crate::Store::with_backend(Arc::clone(&backend))
+        .build()
+        .unwrap();
+    let task = eventually(|| async {
+        let tasks = reader.list(&crate::ListQuery::all()).unwrap().tasks;
+        match tasks.as_slice() {
+            [task] if task.is_terminal() => Some(task.clone()),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.error.as_ref().unwrap()["code"], "abandoned");
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing ran it");
+    assert_eq!(m.running_task_count(), 0);
+}
+
 /// A run shutdown stopped stays stopped when a watch tick that read it
 /// before then finds it lost: nothing more of it is written (its writes
 /// answer "stopped" without reaching the store), and no takeover is
