@@ -279,7 +279,9 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         self.shared.update_task(task_id, responses).await
     }
 
-    /// Handles `tasks/cancel`: cooperative cancellation (SEP-2663), persisted.
+    /// Handles `tasks/cancel`: cooperative cancellation (SEP-2663), persisted
+    /// (but for a task too near the payload cap to take the request: it is
+    /// cancelled outright; see the [module docs](crate::mcp)).
     ///
     /// Records the request in the store (metadata
     /// [`CANCEL_REQUESTED_KEY`](super::CANCEL_REQUESTED_KEY) = `true`; an

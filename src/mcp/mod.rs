@@ -85,7 +85,12 @@
 //!   delivers it; a pending [`TaskContext::request_input`] returns
 //!   [`TaskExit::Cancelled`]. A cancelled task whose owner is dead is
 //!   reported by the reaper, or cancelled by the operation that resumes it,
-//!   which sees the request from its first step.
+//!   which sees the request from its first step. One exception: a task too
+//!   near the payload cap to take the flag (its operation's checkpoint or
+//!   status message filled it) is cancelled outright, with a status message
+//!   that says why, since no instance could tell its operation otherwise;
+//!   the operation at the instance asked is still told, and one elsewhere
+//!   is stopped as for any task that ended under it.
 //! - **Input across instances and restarts.** `tasks/update` may reach any
 //!   instance. The owner records a response (in [`INPUT_KEYS_KEY`]) before
 //!   the operation gets it; another instance persists it in the task's

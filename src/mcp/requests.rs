@@ -11,8 +11,13 @@ use serde_json::{Value, json};
 use super::calls::{blocking, get, parse_id, to_wire, unknown_task};
 use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep};
 use super::run::Shared;
+use crate::error::Error;
 use crate::id::{TaskId, shorten};
-use crate::task::Task;
+use crate::task::{Outcome, Task};
+
+/// The status message of a task cancelled outright by `tasks/cancel`.
+const CANCELLED_AT_CAP: &str = "cancelled by tasks/cancel: the task was too near the payload \
+                                cap to carry the request to its operation";
 
 impl Shared {
     /// The task, from the store: `-32602` if it is missing or expired, or
@@ -109,14 +114,25 @@ impl Shared {
         let store = Arc::clone(&self.store);
         let target = id.clone();
         let update = cancel_update(&task);
-        blocking(move || store.update(&target, update))
-            .await
-            .map(drop)
-            .map_err(|e| e.into_mcp(Some(&id)))?;
+        let recorded = blocking(move || match store.update(&target, update) {
+            // Too near the payload cap to take the request's flag: no
+            // instance could tell its operation, so it is cancelled
+            // outright (the operation, stopped, finishes it no other way).
+            Err(Error::PayloadTooLarge { .. }) => store
+                .finish(
+                    &target,
+                    Outcome::Cancelled(Some(CANCELLED_AT_CAP.to_owned())),
+                )
+                .map(drop),
+            other => other.map(drop),
+        })
+        .await;
+        // The operation this instance runs is told whatever the store did:
+        // the client asked for it here.
         if let Some(run) = self.run_of(&id) {
             self.signal_cancel(&run, true).await;
         }
-        Ok(())
+        recorded.map_err(|e| e.into_mcp(Some(&id)))
     }
 }
 

@@ -363,6 +363,56 @@ async fn cancel_at_another_instance_reaches_the_operation() {
     assert_eq!(a.get_task(&seed.task_id).await.unwrap(), from_a);
 }
 
+/// A task whose operation filled it to the payload cap (its largest
+/// checkpoint) cannot take the cancel request's flag: it is cancelled
+/// outright instead, at its owner and at a peer alike, and the operation
+/// at the owner is told. (`tasks/cancel` answered `-32603`, "would be 4136
+/// bytes, over the payload limit", and the operation never heard of it,
+/// even at the instance asked: the cancel was lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = |name: &str| {
+        let store = FileStore::builder(dir.path())
+            .instance_id(name)
+            .max_payload_bytes(crate::MIN_MAX_PAYLOAD_BYTES)
+            .open()
+            .unwrap();
+        DurableTaskManager::with_options(Arc::new(store), fast())
+    };
+    let (a, b) = (capped("a"), capped("b"));
+    for (asked, name) in [(&a, "the owner"), (&b, "a peer")] {
+        let (filled_tx, filled_rx) = tokio::sync::oneshot::channel();
+        let (told_tx, told_rx) = tokio::sync::oneshot::channel();
+        let seed = a
+            .spawn_resumable("big", json!({}), TaskOptions::new(), move |ctx| {
+                Box::pin(async move {
+                    // The largest checkpoint the store takes.
+                    let mut len = crate::MIN_MAX_PAYLOAD_BYTES;
+                    while ctx.checkpoint(json!("c".repeat(len))).await.is_err() {
+                        len -= 1;
+                    }
+                    let _ = filled_tx.send(());
+                    ctx.cancelled().await;
+                    let _ = told_tx.send(());
+                    Err(TaskExit::Cancelled)
+                })
+            })
+            .await
+            .unwrap();
+        filled_rx.await.unwrap();
+        asked
+            .cancel_task(&seed.task_id)
+            .await
+            .unwrap_or_else(|e| panic!("tasks/cancel at {name}: {e:?}"));
+        let done = settled(&a, &seed.task_id).await;
+        assert_eq!(done.status(), TaskStatus::Cancelled, "{name}");
+        if name == "the owner" {
+            told_rx.await.expect("the operation is told");
+        }
+    }
+}
+
 #[tokio::test]
 async fn cancel_is_cooperative_the_operation_may_finish_anyway() {
     let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
