@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use super::fault::FsEvent;
 #[cfg(feature = "fault-injection")]
 use super::fault::{FaultInjector, Recorder};
-use super::watch::Watch;
+use super::watch::{Changes, Watch};
 
 /// The kinds of call that go through the seam (named in fault logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +60,9 @@ pub enum FsOp {
     SetMode,
     /// Starting to follow a directory's change notices (an inotify watch).
     Watch,
+    /// Reading the change notices of a directory's watch (named by the
+    /// directory): a fault loses them, as a queue that overflowed does.
+    Drain,
 }
 
 /// A directory of the store, open: names in it are resolved from this
@@ -213,6 +216,15 @@ impl Fs {
         Watch::new(dir)
     }
 
+    /// The notices `watch` (of `dir`) queued since its last drain
+    /// ([`Watch::drain`]); [`Changes::Lost`] if some may be lost.
+    pub fn drain(&self, watch: &Watch, dir: &Dir) -> Changes {
+        if self.check(FsOp::Drain, || dir.path.clone()).is_err() {
+            return Changes::Lost;
+        }
+        watch.drain()
+    }
+
     /// Opens the directory `name` in `dir`, never through a symlink.
     pub fn open_dir(&self, dir: &Dir, name: &OsStr) -> io::Result<Dir> {
         self.check(FsOp::Open, || dir.join(name))?;
@@ -301,6 +313,19 @@ impl Fs {
             names.push(name);
             names.len() < limit
         })?;
+        Ok(names)
+    }
+
+    /// The names in `dir` (without `.` and `..`), each once: read in one
+    /// call when they fit ([`each_entry_whole`](Self::each_entry_whole)),
+    /// so that no rename over a name made meanwhile hides it; past that, in
+    /// several. A name given twice (renamed between two calls) is kept
+    /// once. For a directory whose files are renamed over (`active/`).
+    pub fn read_dir_whole(&self, dir: &Dir) -> io::Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        self.each_entry_whole(dir, |name, _| names.push(name))?;
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        names.retain(|name| seen.insert(name.clone()));
         Ok(names)
     }
 

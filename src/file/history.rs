@@ -438,7 +438,7 @@ impl FileBackend {
         let done = self.dir(Area::Done);
         if known.complete {
             let revised = match &known.watch {
-                Some(watch) => match watch.drain() {
+                Some(watch) => match self.fs.drain(watch, done) {
                     Changes::Names(names) => Some(self.revise_done(known, names, stamp::clock())),
                     Changes::Lost => {
                         known.watch = None;
@@ -581,7 +581,7 @@ impl FileBackend {
         known.replace(files);
         known.unreadable = unreadable;
         if let Some(watch) = &known.watch {
-            match watch.drain() {
+            match self.fs.drain(watch, self.dir(Area::Done)) {
                 Changes::Names(names) => {
                     for name in names.keys() {
                         if let Some(id) = layout::task_file_id(name) {

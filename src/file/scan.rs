@@ -403,7 +403,7 @@ impl FileBackend {
     pub(super) fn refresh(&self, state: &mut State) -> Result<()> {
         if state.complete {
             match &state.watch {
-                Some(watch) => match watch.drain() {
+                Some(watch) => match self.fs.drain(watch, self.dir(Area::Active)) {
                     Changes::Names(mut names) => {
                         // A later notice of a name a sweep took says more.
                         for (_, name) in state.unread.take().iter().flat_map(|t| t.iter()) {
@@ -436,11 +436,21 @@ impl FileBackend {
         let (status, settled) = self.observe_active(before)?;
         // The pass reads every name a sweep took, too.
         state.unread = None;
-        self.full_pass(state, status, before)?;
+        let whole = self.full_pass(state, status, settled, before)?;
         if let Some(watch) = &state.watch {
-            match watch.drain() {
+            match self.fs.drain(watch, active) {
                 Changes::Names(names) => self.revise(state, names),
-                Changes::Lost => state.watch = None,
+                Changes::Lost => {
+                    state.watch = None;
+                    if !whole {
+                        // The notices that would bring back a name a
+                        // rename hid from the pass are lost: the pass is
+                        // made again as a handle without a watch makes it.
+                        let before = stamp::clock();
+                        let (status, settled) = self.observe_active(before)?;
+                        self.full_pass(state, status, settled, before)?;
+                    }
+                }
             }
         }
         state.dir = settled;
@@ -462,39 +472,43 @@ impl FileBackend {
     }
 
     /// Reads `active/` whole, reusing each entry whose file's settled status
-    /// is unchanged.
+    /// is unchanged; returns whether it was read in one call.
     ///
     /// A file renamed over while a `readdir` is under way may be missing
     /// from it (tmpfs gives the new entry a new place, behind the reader),
     /// or named twice (the old place not yet passed, the new one ahead).
-    /// Without a watch, the directory is read in one call if it fits
-    /// (which holds its lock: no rename comes between); if not, while it
-    /// changed during a pass (its status unsettled or different), it is
-    /// read again and the passes' names joined (at most four passes). With
-    /// a watch, the names it reports after the pass are read instead. Each
+    /// The directory is read in one call if it fits (which holds its lock:
+    /// no rename comes between), watched or not: a watch's notices would
+    /// bring a hidden name back, but they may yet be lost. If it does not
+    /// fit, without a watch, while it changed during a pass it is read
+    /// again and the passes' names joined (at most four passes); with a
+    /// watch, the names it reports after the pass are read instead. Each
     /// id is read and counted once.
+    ///
+    /// `status` is the directory's before the pass, `settled` the same if
+    /// it had settled at `before`.
     fn full_pass(
         &self,
         state: &mut State,
         mut status: Option<Stamp>,
+        mut settled: Option<Stamp>,
         before: std::time::SystemTime,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         const PASSES: usize = 4;
-        // Without a watch, in one call if it fits: no rename can then hide
-        // a name from it.
-        let unwatched = state.watch.is_none();
-        let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, unwatched)?;
+        let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, true)?;
         foreign.into_iter().for_each(|r| state.report(r));
-        if unwatched && !whole {
+        if state.watch.is_none() && !whole {
             for _ in 1..PASSES {
-                // A status that has not settled proves nothing: a
-                // directory's times may stay the same across renames made
-                // within a tick (tmpfs).
-                let (now, settled) = self.observe_active(stamp::clock())?;
-                if now.is_none() || (now == status && settled.is_some()) {
+                // A pass is whole if the status before it had settled and
+                // is the same after it. One that had not settled proves
+                // nothing: a directory's times may stay the same across
+                // renames made within a tick (tmpfs), so a change during
+                // the pass may leave them as they were.
+                let (now, now_settled) = self.observe_active(stamp::clock())?;
+                if now.is_none() || (settled.is_some() && now == status) {
                     break;
                 }
-                status = now;
+                (status, settled) = (now, now_settled);
                 let (more, _, foreign) = recovery::task_ids(self, Area::Active, false)?;
                 foreign.into_iter().for_each(|r| state.report(r));
                 ids.join(&more);
@@ -519,7 +533,7 @@ impl FileBackend {
         let id_at = |&span: &(usize, usize)| TaskId::trusted(ids.at(span));
         self.reread_all(state, ids.spans(), id_at, before, Some(&mut fresh));
         state.put_all(fresh);
-        Ok(())
+        Ok(whole)
     }
 
     /// Revises the entries of the files of `active/` named in notices.

@@ -240,7 +240,12 @@ impl FileBackend {
         if !state.complete {
             return None;
         }
-        let names = match state.watch.as_ref().map(|watch| watch.drain()) {
+        let active = self.dir(Area::Active);
+        let names = match state
+            .watch
+            .as_ref()
+            .map(|watch| self.fs.drain(watch, active))
+        {
             Some(Changes::Names(names)) => names,
             Some(Changes::Lost) => {
                 // As a refresh: the next one makes a full pass.
