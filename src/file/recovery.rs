@@ -16,6 +16,7 @@ use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, is_read_only};
 use crate::file::layout::{self, Area, stripe, task_name};
 use crate::file::park::writer_is_running;
+use crate::file::stamp::{self, Stamp};
 use crate::id::TaskId;
 
 /// At most this many files are kept in `quarantine/`; once it is full,
@@ -29,16 +30,15 @@ pub(crate) struct Quarantine {
     /// Files in `quarantine/`, counted at open and on every move in; other
     /// processes may add some, so a full count is checked again on disk.
     count: AtomicUsize,
-    /// The directory's modification and change times when it was last
-    /// counted full: while they stay the same, nothing was added or removed
+    /// The directory's status when it was last counted full, if it had
+    /// settled then: while it stays the same, nothing was added or removed
     /// (an operator may empty it), and it is full without counting again.
     /// So a pass over many files that cannot be set aside pays one `fstat`
-    /// each, not a listing of the quarantine each.
-    full: Mutex<Option<Times>>,
+    /// each, not a listing of the quarantine each. One that had not settled
+    /// proves nothing: a directory's times may stay the same across changes
+    /// made within a tick (tmpfs).
+    full: Mutex<Option<Stamp>>,
 }
-
-/// A directory's modification and change times, (seconds, nanoseconds) each.
-type Times = ((i64, i64), (i64, i64));
 
 /// What became of a file to be set aside.
 enum Moved {
@@ -73,10 +73,11 @@ impl Quarantine {
     /// `<label>.<unix nanos>.<pid>.<seq>.<name>`, unless it is full.
     fn move_in(&self, fs: &Fs, from: &Dir, name: &OsStr, label: &str) -> io::Result<Moved> {
         if self.count.load(Ordering::Relaxed) >= MAX_QUARANTINED {
+            let before = stamp::clock();
             let status = fs.stat_dir(&self.dir)?;
-            let times = Some((status.mtime, status.ctime));
+            let stamp = Stamp::settled(&status, before);
             let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
-            if *full == times {
+            if stamp.is_some() && *full == stamp {
                 return Ok(Moved::Full);
             }
             // Counted after the times were taken: a change in between makes
@@ -84,7 +85,7 @@ impl Quarantine {
             let on_disk = fs.read_dir(&self.dir)?.len();
             self.count.store(on_disk, Ordering::Relaxed);
             if on_disk >= MAX_QUARANTINED {
-                *full = times;
+                *full = stamp;
                 return Ok(Moved::Full);
             }
             *full = None;
