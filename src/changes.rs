@@ -32,6 +32,14 @@ pub trait ChangeSource: Send {
 
 /// A blocking subscription to the changes of one store, from
 /// [`TaskStore::changes`](crate::TaskStore::changes).
+///
+/// Wait on it, or drop it: a feed kept but no longer waited on may hold
+/// what its backend keeps for it. Over PostgreSQL its connection goes on
+/// listening once it has waited, and the server keeps every notification
+/// of the cluster until each listening session has taken it: a session
+/// whose client reads nothing stops the cleanup of that queue (8 GB by
+/// default; the server warns in its log from half full), and once it is
+/// full every write that notifies, this store's among them, fails.
 pub struct ChangeFeed {
     source: Box<dyn ChangeSource>,
 }
