@@ -258,7 +258,9 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// Handles `tasks/update`: delivers `inputResponses` to the operation.
     ///
     /// Responses for keys the task is not waiting for are ignored, as in
-    /// `rmcp`. When this instance runs the task it records them and they
+    /// `rmcp`, and so is a second answer to a key another instance has
+    /// already taken an answer for (the first stands, as `rmcp` delivers the
+    /// first). When this instance runs the task it records them and they
     /// reach the operation at once; otherwise they are persisted in the
     /// task's metadata (one key per response,
     /// [`INPUT_RESPONSE_KEY_PREFIX`](super::INPUT_RESPONSE_KEY_PREFIX) +

@@ -267,18 +267,23 @@ pub(super) fn cancel_update(task: &Task) -> TaskUpdate {
 }
 
 /// The update a peer makes for `tasks/update`: the responses for keys
-/// outstanding in the stored task, or `None` if there are none.
+/// outstanding in the stored task and not answered yet, or `None` if there
+/// are none. The first answer to a key stands, as `rmcp` delivers the first
+/// and ignores later ones; the peer writes it only if the task is still the
+/// version read (`if_revision`), so two peers cannot both take a key.
 pub(super) fn responses_update(task: &Task, responses: Vec<(String, Value)>) -> Option<TaskUpdate> {
     let outstanding = match (&task.input_requests, task.status) {
         (Some(Value::Object(o)), TaskStatus::InputRequired) => o,
         _ => return None,
     };
     // On a client's behalf: never a renewal (see `cancel_update`).
-    let mut update = TaskUpdate::new().leave_lease();
+    let mut update = TaskUpdate::new().leave_lease().if_revision(task.revision);
     let mut any = false;
     for (key, value) in responses {
-        if outstanding.contains_key(&key) {
-            update = update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), value);
+        let meta = format!("{INPUT_RESPONSE_KEY_PREFIX}{key}");
+        let answered = task.metadata.get(&meta).is_some_and(|v| !v.is_null());
+        if outstanding.contains_key(&key) && !answered {
+            update = update.metadata(meta, value);
             any = true;
         }
     }

@@ -13,6 +13,7 @@ use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_d
 use super::run::Shared;
 use crate::error::Error;
 use crate::id::{TaskId, shorten};
+use crate::store::Transition;
 use crate::task::{Outcome, Task};
 
 /// The status message of a task cancelled outright by `tasks/cancel`.
@@ -86,19 +87,25 @@ impl Shared {
             // Nothing outstanding here, or the run was just lost: answer
             // as a peer.
         }
-        let (id, task) = self.read(task_id).await?;
-        if task.is_terminal() {
-            return Ok(());
+        let (id, mut task) = self.read(task_id).await?;
+        loop {
+            if task.is_terminal() {
+                return Ok(());
+            }
+            let Some(update) = responses_update(&task, responses.clone()) else {
+                return Ok(());
+            };
+            let store = Arc::clone(&self.store);
+            let target = id.clone();
+            match blocking(move || store.update(&target, update))
+                .await
+                .map_err(|e| e.into_mcp_for_input(Some(&id)))?
+            {
+                // Another write landed first: decide again on it.
+                Transition::Changed(now) => task = now,
+                _ => break,
+            }
         }
-        let Some(update) = responses_update(&task, responses) else {
-            return Ok(());
-        };
-        let store = Arc::clone(&self.store);
-        let target = id.clone();
-        blocking(move || store.update(&target, update))
-            .await
-            .map(drop)
-            .map_err(|e| e.into_mcp_for_input(Some(&id)))?;
         // A run of this instance that just started may wait for it.
         if let Some(run) = self.run_of(&id) {
             self.look(&run).await;

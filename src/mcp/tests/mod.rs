@@ -413,6 +413,54 @@ async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
     }
 }
 
+/// Two peers answer the same input key before the owner looks: the first
+/// answer stands, as `rmcp` keeps the first it delivers, and the second is
+/// acknowledged and ignored. (The second replaced the first in the store,
+/// though both were acknowledged, and the operation got the second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_of_two_peers_answers_to_one_key_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    // The owner looks only at its run's start and then once an hour: the
+    // answers wait in the store.
+    let store = FileStore::builder(dir.path())
+        .instance_id("a")
+        .open()
+        .unwrap();
+    let hour = Duration::from_secs(3_600);
+    let a = DurableTaskManager::with_options(
+        Arc::new(store),
+        ManagerOptions::new()
+            .watch_interval(hour)
+            .reap_interval(hour),
+    );
+    let (b, c) = (instance(dir.path(), "b"), instance(dir.path(), "c"));
+    let seed = a
+        .spawn(TaskOptions::new(), move |ctx| {
+            Box::pin(async move {
+                let answer = ctx.request_input("k", elicitation("?")).await?;
+                Ok(text(&answer.to_string()))
+            })
+        })
+        .await
+        .unwrap();
+    until_input_required(&b, &seed.task_id).await;
+    for (peer, answer) in [(&b, "first"), (&c, "second")] {
+        peer.update_task(&seed.task_id, [("k".to_owned(), json!(answer))])
+            .await
+            .unwrap();
+    }
+    let id = crate::TaskId::parse(&seed.task_id).unwrap();
+    let stored = b.store().get(&id).unwrap().unwrap();
+    assert_eq!(
+        stored
+            .metadata
+            .get(&format!("{INPUT_RESPONSE_KEY_PREFIX}k")),
+        Some(&json!("first")),
+        "{:?}",
+        stored.metadata
+    );
+}
+
 #[tokio::test]
 async fn cancel_is_cooperative_the_operation_may_finish_anyway() {
     let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
