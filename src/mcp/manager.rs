@@ -270,8 +270,11 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// # Errors
     ///
-    /// `-32602` for an unknown, invalid or expired id; `-32603` with the
-    /// cause for a store error.
+    /// `-32602` for an unknown, invalid or expired id, or an answer the
+    /// store refuses on its own (too large, too deep); `-32603` with the
+    /// cause for a store error, and (`data.code = "taskFull"`) for an answer
+    /// this instance cannot carry to the task's owner because the task is
+    /// too near the payload cap (the instance running it takes it).
     pub async fn update_task(
         &self,
         task_id: &str,

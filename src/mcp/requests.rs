@@ -8,7 +8,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CustomRequest, DetailedTask};
 use serde_json::{Value, json};
 
-use super::calls::{blocking, get, parse_id, to_wire, unknown_task};
+use super::calls::{StoreCall, blocking, get, parse_id, to_wire, unknown_task};
 use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep};
 use super::run::Shared;
 use crate::error::Error;
@@ -97,10 +97,8 @@ impl Shared {
             };
             let store = Arc::clone(&self.store);
             let target = id.clone();
-            match blocking(move || store.update(&target, update))
-                .await
-                .map_err(|e| e.into_mcp_for_input(Some(&id)))?
-            {
+            let written = blocking(move || store.update(&target, update)).await;
+            match written.map_err(|e| peer_refusal(e, &task, &responses))? {
                 // Another write landed first: decide again on it.
                 Transition::Changed(now) => task = now,
                 _ => break,
@@ -141,6 +139,34 @@ impl Shared {
         }
         recorded.map_err(|e| e.into_mcp(Some(&id)))
     }
+}
+
+/// A peer's answer to `task` the store refused, as the client hears of
+/// it. A peer's copy of an answer grows the task, where the instance
+/// running it takes the answer in place of its request: an answer that
+/// would fit in the request's place is refused for the server's limit
+/// (`-32603`); one too large even there is the client's (`-32602`).
+fn peer_refusal(e: StoreCall, task: &Task, responses: &[(String, Value)]) -> McpError {
+    let id = &task.id;
+    let StoreCall::Store(Error::PayloadTooLarge { size, limit, .. }) = &e else {
+        return e.into_mcp_for_input(Some(id));
+    };
+    let requests: usize = responses
+        .iter()
+        .filter_map(|(key, _)| task.input_requests.as_ref()?.get(key))
+        .map(|request| serde_json::to_vec(request).map_or(0, |b| b.len()))
+        .sum();
+    if size.saturating_sub(requests) > *limit {
+        return e.into_mcp_for_input(Some(id));
+    }
+    McpError::internal_error(
+        format!(
+            "task {id} is too near the payload limit of {limit} bytes for this instance to \
+             carry the answer to its owner (it would be {size} bytes); the instance running \
+             the task takes it"
+        ),
+        Some(json!({"taskId": id.as_str(), "code": "taskFull", "size": size, "limit": limit})),
+    )
 }
 
 /// What `rmcp` does with a `tasks/get`, `tasks/update` or `tasks/cancel`
