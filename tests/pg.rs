@@ -1839,16 +1839,8 @@ fn a_hosts_first_operations_after_a_suspend_go_by_the_servers_time() {
         .unwrap();
     let running = store.create(NewTask::new()).unwrap();
     let mut client = cluster.client();
-    let mut server_now = || -> time::OffsetDateTime {
-        let micros: i64 = client
-            .query_one(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap()
-    };
+    let mut server_now =
+        || time::OffsetDateTime::from_unix_timestamp_nanos(server_nanos(&mut client)).unwrap();
     let near = |what: &str, at: time::OffsetDateTime, server: time::OffsetDateTime| {
         assert!(
             (at - server).abs() < time::Duration::minutes(5),

@@ -61,6 +61,16 @@ pub(super) fn instance(dir: &std::path::Path, name: &str) -> DurableTaskManager<
     DurableTaskManager::with_options(Arc::new(store), fast())
 }
 
+/// [`instance`], with the least payload cap a store takes.
+fn capped(dir: &std::path::Path, name: &str) -> DurableTaskManager<FileStore> {
+    let store = FileStore::builder(dir)
+        .instance_id(name)
+        .max_payload_bytes(crate::MIN_MAX_PAYLOAD_BYTES)
+        .open()
+        .unwrap();
+    DurableTaskManager::with_options(Arc::new(store), fast())
+}
+
 pub(super) async fn settled<S: TaskStore>(
     m: &DurableTaskManager<S>,
     id: &str,
@@ -372,15 +382,7 @@ async fn cancel_at_another_instance_reaches_the_operation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let capped = |name: &str| {
-        let store = FileStore::builder(dir.path())
-            .instance_id(name)
-            .max_payload_bytes(crate::MIN_MAX_PAYLOAD_BYTES)
-            .open()
-            .unwrap();
-        DurableTaskManager::with_options(Arc::new(store), fast())
-    };
-    let (a, b) = (capped("a"), capped("b"));
+    let (a, b) = (capped(dir.path(), "a"), capped(dir.path(), "b"));
     for (asked, name) in [(&a, "the owner"), (&b, "a peer")] {
         let (filled_tx, filled_rx) = tokio::sync::oneshot::channel();
         let (told_tx, told_rx) = tokio::sync::oneshot::channel();
@@ -470,15 +472,7 @@ async fn the_first_of_two_peers_answers_to_one_key_stands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_cannot_carry_a_small_answer_says_it_is_the_servers_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let capped = |name: &str| {
-        let store = FileStore::builder(dir.path())
-            .instance_id(name)
-            .max_payload_bytes(crate::MIN_MAX_PAYLOAD_BYTES)
-            .open()
-            .unwrap();
-        DurableTaskManager::with_options(Arc::new(store), fast())
-    };
-    let (a, b) = (capped("a"), capped("b"));
+    let (a, b) = (capped(dir.path(), "a"), capped(dir.path(), "b"));
     let seed = a
         .spawn(TaskOptions::new(), move |ctx| {
             Box::pin(async move {

@@ -334,19 +334,28 @@ impl Backend for Gated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_calls_that_hang_do_not_hold_shutdown_up() {
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(Arc::clone(&gate));
-    let store = crate::Store::with_backend(Gated::writes(Arc::new(MemoryBackend::new()), &gate))
+/// A manager over `backend` whose writes wait while `gate` is shut, with a
+/// short shutdown (a grace of 100 ms, 300 ms for its writes).
+fn gated_manager(
+    backend: Arc<MemoryBackend>,
+    gate: &Arc<Gate>,
+) -> DurableTaskManager<crate::Store<Gated>> {
+    let store = crate::Store::with_backend(Gated::writes(backend, gate))
         .build()
         .unwrap();
-    let m = DurableTaskManager::with_options(
+    DurableTaskManager::with_options(
         Arc::new(store),
         fast()
             .shutdown_grace(Duration::from_millis(100))
             .shutdown_writes(Duration::from_millis(300)),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_calls_that_hang_do_not_hold_shutdown_up() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let m = gated_manager(Arc::new(MemoryBackend::new()), &gate);
     let running = m
         .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
         .await
@@ -403,15 +412,7 @@ async fn a_spawn_dropped_during_its_create_leaves_no_task_working() {
     let gate = Arc::new(Gate::default());
     let _open = OpenOnDrop(Arc::clone(&gate));
     let backend = Arc::new(MemoryBackend::new());
-    let store = crate::Store::with_backend(Gated::writes(Arc::clone(&backend), &gate))
-        .build()
-        .unwrap();
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        fast()
-            .shutdown_grace(Duration::from_millis(100))
-            .shutdown_writes(Duration::from_millis(300)),
-    );
+    let m = gated_manager(Arc::clone(&backend), &gate);
     let ran = Arc::new(AtomicUsize::new(0));
     gate.set(true);
     let caller = tokio::spawn({
