@@ -176,7 +176,9 @@ pub trait Backend: Send + Sync {
     /// the new reading, not by one from before a suspend of the host. May
     /// do I/O (one round trip, never a wait for a connection); never
     /// called by [`Store::now`](crate::Store::now), which does none. The
-    /// default does nothing.
+    /// default does nothing: a backend that wraps another forwards it, as
+    /// it forwards [`try_load`](Backend::try_load) and
+    /// [`changes`](Backend::changes).
     fn refresh_clock(&self) {}
 
     /// [`load`](Backend::load), if the backend can answer without waiting

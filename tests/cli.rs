@@ -812,6 +812,29 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
     }
 }
 
+/// A repair skipped for a full `quarantine/` leaves the unreadable file in
+/// place: `repair --apply` says so and exits 1, as `verify` still does.
+/// (It exited 0: only what it left alone or failed counted.)
+#[test]
+fn repair_exits_1_while_a_full_quarantine_keeps_a_problem_in_place() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    for i in 0..1_000 {
+        fs::write(dir.join("quarantine").join(format!("old-{i}")), b"x").unwrap();
+    }
+    let bad = task_path(&dir, "active", &TaskId::new());
+    fs::write(&bad, b"{").unwrap();
+    let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
+    assert!(
+        stdout(&out).contains("skipped") && stderr(&out).contains("1 remain"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(bad.exists(), "left in place");
+    run_expect(Some(&dir), &["verify"], 1);
+}
+
 /// Setting a task file aside is one rule, whoever does it: a listing that
 /// meets a corrupt finished task (the store's own quarantine) takes its
 /// `expiring/` entry with it, as `repair` does, and `verify` then finds the

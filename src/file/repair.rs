@@ -36,18 +36,6 @@ pub struct Repairs {
 }
 
 impl Repairs {
-    /// Whether the store may still need repair after this run: a problem
-    /// left alone (only a person can decide), a repair that failed, or
-    /// batches still under way. Never true of a dry run.
-    pub fn unresolved(&self) -> bool {
-        !self.dry_run
-            && (self.under_way
-                || self.repairs.iter().any(|r| {
-                    matches!(r.action, RepairAction::Leave { .. })
-                        || matches!(r.outcome, RepairOutcome::Failed { .. })
-                }))
-    }
-
     /// How many problems were (or, in a dry run, would be) fixed.
     pub fn fixed(&self) -> usize {
         self.repairs

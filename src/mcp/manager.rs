@@ -10,16 +10,16 @@ use rmcp::model::DetailedTask;
 use rmcp::task_manager::{TaskFuture, TaskOptions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 
-use super::calls::{StoreCall, blocking, lock};
+use super::calls::{blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
 use super::options::{ManagerOptions, new_task};
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use super::worker::{background, follow_changes};
+use crate::id::TaskId;
 use crate::store::TaskStore;
-use crate::task::{NewTask, Outcome, Task};
+use crate::task::{NewTask, Outcome};
 
 /// A durable, multi-instance task manager for `rmcp` servers (SEP-2663).
 ///
@@ -204,10 +204,9 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     {
         let shared = &self.shared;
         shared.starting.fetch_add(1, Ordering::SeqCst);
-        let mut started = Started {
-            shared: Arc::clone(shared),
-            create: None,
-        };
+        // Counted as starting until the launch below, or, if this future
+        // is dropped first, until the task the create made is failed.
+        let starting = Arc::new(Starting(Arc::clone(shared)));
         if shared.is_closing() {
             return Err(McpError::internal_error(
                 format!(
@@ -217,23 +216,39 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
                 Some(json!({ "code": "shutdown" })),
             ));
         }
-        let store = Arc::clone(&shared.store);
-        // On a task of its own, which the guard finishes if this future is
-        // dropped before the create returns.
-        let create = started
-            .create
-            .insert(tokio::task::spawn_blocking(move || store.create(new)));
-        let created = match create.await {
-            Ok(result) => result.map_err(StoreCall::Store),
-            Err(e) => Err(StoreCall::Join(e)),
+        let creation = Arc::new(Mutex::new(Creation::Running));
+        let mut abandon = Abandon {
+            creation: Arc::clone(&creation),
+            store: Arc::clone(&shared.store),
+            starting: Arc::clone(&starting),
+            armed: true,
         };
-        started.create = None;
+        let store = Arc::clone(&shared.store);
+        let held = Arc::clone(&starting);
+        let created = blocking(move || {
+            let _held = held;
+            let created = store.create(new);
+            let mut state = lock(&creation);
+            if matches!(*state, Creation::Abandoned) {
+                drop(state);
+                if let Ok(task) = &created {
+                    fail_abandoned(&*store, &task.id, task.epoch);
+                }
+            } else {
+                *state = Creation::Made(created.as_ref().ok().map(|t| (t.id.clone(), t.epoch)));
+            }
+            created
+        })
+        .await;
+        // The create's outcome reached this caller: nothing to abandon.
+        abandon.armed = false;
         let task = created.map_err(|e| e.into_mcp_for_input(None))?;
         let seed = to_rmcp_task(&task);
         shared.launch(
             Run::of(&task, shared.store.lease(), shared.store.now()),
             make_future,
         );
+        drop(starting);
         Ok(seed)
     }
 
@@ -339,64 +354,86 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     }
 }
 
-/// Counts a `spawn` as starting until it is dropped; and if it is dropped
-/// while its create is under way (the caller went away: a host's timeout, a
-/// request dropped with its connection), until that create has returned
-/// and the task it made, which no one holds the id of and nothing runs, is
-/// failed (it would otherwise show `working`, and a resumable one be
-/// claimed and run, for a caller that never got its id).
-struct Started {
-    shared: Arc<Shared>,
-    /// The create under way, if it is.
-    create: Option<JoinHandle<crate::Result<Task>>>,
-}
+/// Counts a `spawn` as starting while any holder of it lives: the `spawn`
+/// until it launched its run, and, if it was dropped before its create
+/// returned (a host's timeout, a request dropped with its connection), the
+/// create and what fails the task it made.
+struct Starting(Arc<Shared>);
 
-impl Drop for Started {
+impl Drop for Starting {
     fn drop(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let done = move |shared: &Shared| {
-            shared.starting.fetch_sub(1, Ordering::SeqCst);
-            shared.drained.notify_waiters();
-        };
-        let Some(create) = self.create.take() else {
-            return done(&shared);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    abandon(&shared, create).await;
-                    done(&shared);
-                });
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "a spawn was dropped outside a runtime while its create was under way: \
-                     the task it makes is left to be reaped"
-                );
-                done(&shared);
-            }
-        }
+        self.0.starting.fetch_sub(1, Ordering::SeqCst);
+        self.0.drained.notify_waiters();
     }
 }
 
-/// Fails the task `create` makes, if it makes one: its `spawn` was dropped
-/// before it returned the id, so it was never run. Fenced to the epoch it
-/// was made at: a task another instance claimed meanwhile is its own.
-async fn abandon(shared: &Shared, create: JoinHandle<crate::Result<Task>>) {
-    let Ok(Ok(task)) = create.await else {
-        return;
-    };
-    let store = Arc::clone(&shared.store);
-    let id = task.id.clone();
+/// Where a `spawn`'s create stands, between the `spawn` and the thread
+/// that runs the create.
+enum Creation {
+    /// Under way.
+    Running,
+    /// The `spawn` was dropped first: the create's thread fails what it
+    /// makes.
+    Abandoned,
+    /// Returned (the task made, if it was: its id and epoch), its outcome
+    /// not yet taken by the `spawn`.
+    Made(Option<(TaskId, u64)>),
+}
+
+/// Fails the task a dropped `spawn`'s create made, which no one holds the
+/// id of and nothing runs: it would otherwise show `working`, and a
+/// resumable one be claimed and run, for a caller that never got its id.
+/// Runs with no async runtime (on the create's thread, or a thread of its
+/// own), so that a runtime shutting down cannot drop it.
+struct Abandon {
+    creation: Arc<Mutex<Creation>>,
+    store: Arc<dyn TaskStore>,
+    starting: Arc<Starting>,
+    /// Until the create's outcome reached the `spawn`.
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let was = std::mem::replace(&mut *lock(&self.creation), Creation::Abandoned);
+        if let Creation::Made(Some((id, epoch))) = was {
+            // Made, but its outcome never reached the `spawn`.
+            let store = Arc::clone(&self.store);
+            let held = Arc::clone(&self.starting);
+            let task = id.clone();
+            let spawned = std::thread::Builder::new()
+                .name("taskstore-abandon".to_owned())
+                .spawn(move || {
+                    let _held = held;
+                    fail_abandoned(&*store, &id, epoch);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(
+                    task = %task,
+                    error = %e,
+                    "a spawn was dropped as its create returned, and no thread could fail its \
+                     task: it is reaped, or claimed if it is resumable, once its lease lapses"
+                );
+            }
+        }
+        // `Running`: the create's thread fails what it makes.
+    }
+}
+
+/// Fails task `id`, made at `epoch` by a `spawn` dropped before it returned
+/// the id, so never run. Fenced to that epoch: a task another instance
+/// claimed meanwhile is its own.
+fn fail_abandoned(store: &dyn TaskStore, id: &TaskId, epoch: u64) {
     let error = json!({
         "code": "abandoned",
         "message": "the spawn that made this task was dropped before it returned the task's id, \
                     so the task was not run",
         "instance": store.instance_id(),
     });
-    let failed =
-        blocking(move || store.finish_fenced(&task.id, Outcome::Failed(error), task.epoch)).await;
-    match failed {
+    match store.finish_fenced(id, Outcome::Failed(error), epoch) {
         Ok(t) if t.is_applied() => tracing::warn!(
             task = %id,
             "a spawn was dropped before its create returned: its task was failed, unrun"
@@ -406,17 +443,11 @@ async fn abandon(shared: &Shared, create: JoinHandle<crate::Result<Task>>) {
             status = %t.task().status,
             "a spawn was dropped before its create returned; its task was taken on meanwhile"
         ),
-        Err(StoreCall::Store(e)) => tracing::warn!(
+        Err(e) => tracing::warn!(
             task = %id,
             error = %e,
             "a spawn was dropped before its create returned, and its task could not be \
-             failed: it is left to be reaped"
-        ),
-        Err(StoreCall::Join(e)) => tracing::warn!(
-            task = %id,
-            error = %e,
-            "a spawn was dropped before its create returned, and its task could not be \
-             failed: it is left to be reaped"
+             failed: it is reaped, or claimed if it is resumable, once its lease lapses"
         ),
     }
 }

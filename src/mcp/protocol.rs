@@ -10,7 +10,7 @@
 //!
 //! | field or key | written by | holds |
 //! |---|---|---|
-//! | `status`, `statusMessage`, `inputRequests`, `result`/`error`, the resume checkpoint | the owner, fenced | the run's state |
+//! | `status`, `statusMessage`, `inputRequests`, `result`/`error`, the resume checkpoint | the owner, fenced (and `tasks/cancel` at any instance, unfenced, for a task too near the payload cap to take [`CANCEL_REQUESTED_KEY`]: `cancelled`, with a status message if it fits) | the run's state |
 //! | [`INPUT_KEYS_KEY`] | the owner, fenced | every input-request key ever issued, with its request's fingerprint and, once accepted, its response |
 //! | [`CANCEL_REQUESTED_KEY`] | any instance | `true` once `tasks/cancel` arrived |
 //! | [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` | a peer; cleared (`null`) by the owner | a client's response to an outstanding request, for the owner to accept; `null` once the owner recorded it under [`INPUT_KEYS_KEY`] |
@@ -31,7 +31,11 @@
 //! store's rule: only the owner's writes do), and only ever add a request
 //! for the owner: [`CANCEL_REQUESTED_KEY`] (with `input_required` moved
 //! back to `working`) and [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` for a key
-//! outstanding in the stored `inputRequests` when the peer read it.
+//! outstanding in the stored `inputRequests`, and not answered yet, when
+//! the peer read it (written only at that revision: the first answer to a
+//! key stands). One exception: a task too near the payload cap to take the
+//! cancel flag is finished `cancelled` (first writer wins), since no
+//! instance could carry the request to its operation.
 //! **Rationale:** a peer, or a restarted process reusing the owner's
 //! instance id, cannot keep a dead owner's task alive by retrying requests.
 //!
@@ -54,7 +58,8 @@
 //! that withdraws the request from `inputRequests`, and delivers it to the
 //! operation (and acknowledges a `tasks/update` it received itself) only
 //! once that write is applied. Responses for a key no longer outstanding
-//! are ignored.
+//! are ignored, and an answer a peer stored for a key first is taken
+//! before one the owner received itself.
 //! **Rationale:** the first accepted response is the only one any run ever
 //! sees, and it survives the owner: a resumed run gets the same answer.
 //!
@@ -271,23 +276,36 @@ pub(super) fn cancel_update(task: &Task) -> TaskUpdate {
 /// are none. The first answer to a key stands, as `rmcp` delivers the first
 /// and ignores later ones; the peer writes it only if the task is still the
 /// version read (`if_revision`), so two peers cannot both take a key.
-pub(super) fn responses_update(task: &Task, responses: Vec<(String, Value)>) -> Option<TaskUpdate> {
-    let outstanding = match (&task.input_requests, task.status) {
-        (Some(Value::Object(o)), TaskStatus::InputRequired) => o,
-        _ => return None,
-    };
+pub(super) fn responses_update(task: &Task, responses: &[(String, Value)]) -> Option<TaskUpdate> {
     // On a client's behalf: never a renewal (see `cancel_update`).
     let mut update = TaskUpdate::new().leave_lease().if_revision(task.revision);
     let mut any = false;
-    for (key, value) in responses {
-        let meta = format!("{INPUT_RESPONSE_KEY_PREFIX}{key}");
-        let answered = task.metadata.get(&meta).is_some_and(|v| !v.is_null());
-        if outstanding.contains_key(&key) && !answered {
-            update = update.metadata(meta, value);
-            any = true;
-        }
+    for (key, value, _) in unanswered(task, responses) {
+        update = update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), value.clone());
+        any = true;
     }
     any.then_some(update)
+}
+
+/// The responses a peer takes for `task`: those whose key is outstanding
+/// in the stored `inputRequests` and holds no answer yet, each with its
+/// request.
+pub(super) fn unanswered<'a>(
+    task: &'a Task,
+    responses: &'a [(String, Value)],
+) -> impl Iterator<Item = (&'a str, &'a Value, &'a Value)> {
+    let outstanding = match (&task.input_requests, task.status) {
+        (Some(Value::Object(o)), TaskStatus::InputRequired) => Some(o),
+        _ => None,
+    };
+    responses.iter().filter_map(move |(key, value)| {
+        let request = outstanding?.get(key)?;
+        let copy = task
+            .metadata
+            .get(&format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"));
+        let answered = copy.is_some_and(|v| !v.is_null());
+        (!answered).then_some((key.as_str(), value, request))
+    })
 }
 
 /// How deep a response may nest: the owner records it two levels down,
@@ -365,7 +383,7 @@ mod tests {
         assert_eq!(read.ask("a", &fingerprint(&q2)), Ask::Conflict);
 
         // A peer's response for an outstanding key is accepted once.
-        responses_update(&task, vec![("a".into(), json!(1)), ("zz".into(), json!(0))])
+        responses_update(&task, &[("a".into(), json!(1)), ("zz".into(), json!(0))])
             .unwrap()
             .apply(&mut task, now)
             .unwrap();

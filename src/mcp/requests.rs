@@ -9,7 +9,7 @@ use rmcp::model::{CustomRequest, DetailedTask};
 use serde_json::{Value, json};
 
 use super::calls::{StoreCall, blocking, get, parse_id, to_wire, unknown_task};
-use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep};
+use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep, unanswered};
 use super::run::Shared;
 use crate::error::Error;
 use crate::id::{TaskId, shorten};
@@ -92,7 +92,7 @@ impl Shared {
             if task.is_terminal() {
                 return Ok(());
             }
-            let Some(update) = responses_update(&task, responses.clone()) else {
+            let Some(update) = responses_update(&task, &responses) else {
                 return Ok(());
             };
             let store = Arc::clone(&self.store);
@@ -122,13 +122,19 @@ impl Shared {
         let recorded = blocking(move || match store.update(&target, update) {
             // Too near the payload cap to take the request's flag: no
             // instance could tell its operation, so it is cancelled
-            // outright (the operation, stopped, finishes it no other way).
-            Err(Error::PayloadTooLarge { .. }) => store
-                .finish(
-                    &target,
-                    Outcome::Cancelled(Some(CANCELLED_AT_CAP.to_owned())),
-                )
-                .map(drop),
+            // outright (the operation, stopped, finishes it no other way);
+            // without the message that says why if even that does not fit
+            // (the finished task sheds its lease, resume state and
+            // requests, but keeps its metadata).
+            Err(Error::PayloadTooLarge { .. }) => {
+                let why = Outcome::Cancelled(Some(CANCELLED_AT_CAP.to_owned()));
+                match store.finish(&target, why) {
+                    Err(Error::PayloadTooLarge { .. }) => {
+                        store.finish(&target, Outcome::Cancelled(None)).map(drop)
+                    }
+                    other => other.map(drop),
+                }
+            }
             other => other.map(drop),
         })
         .await;
@@ -151,10 +157,8 @@ fn peer_refusal(e: StoreCall, task: &Task, responses: &[(String, Value)]) -> Mcp
     let StoreCall::Store(Error::PayloadTooLarge { size, limit, .. }) = &e else {
         return e.into_mcp_for_input(Some(id));
     };
-    let requests: usize = responses
-        .iter()
-        .filter_map(|(key, _)| task.input_requests.as_ref()?.get(key))
-        .map(|request| serde_json::to_vec(request).map_or(0, |b| b.len()))
+    let requests: usize = unanswered(task, responses)
+        .map(|(_, _, request)| serde_json::to_vec(request).map_or(0, |b| b.len()))
         .sum();
     if size.saturating_sub(requests) > *limit {
         return e.into_mcp_for_input(Some(id));

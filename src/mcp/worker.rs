@@ -150,16 +150,20 @@ impl Shared {
     /// Accepts `responses` for keys outstanding in `run`: records them
     /// (fenced) and, once that write applied, delivers them to the
     /// operation. Returns whether any was accepted; `Ok(false)` also when
-    /// the run was lost or the task ended.
+    /// the run was lost or the task ended. An answer a peer stored for a
+    /// key first (found when another write landed first) is taken before
+    /// `responses`: the first answer to a key stands, wherever it came.
     pub async fn accept(
         &self,
         run: &Arc<Run>,
         responses: Vec<(String, Value)>,
     ) -> Result<bool, StoreCall> {
         let mut inputs = run.inputs.lock().await;
+        let mut stored = Vec::new();
         loop {
             let mut next = inputs.book.clone();
-            let accepted = next.accept(responses.clone());
+            let mut accepted = next.accept(std::mem::take(&mut stored));
+            accepted.extend(next.accept(responses.clone()));
             if accepted.is_empty() {
                 return Ok(false);
             }
@@ -176,8 +180,9 @@ impl Shared {
                 // A cancel landed first: the run stops (the next look at
                 // the task tells it); the responses stay stored.
                 RunWrite::Changed(now) if cancel_requested(&now) => return Ok(false),
-                // Another write landed first: decide again from it.
-                RunWrite::Changed(_) => {}
+                // Another write landed first: decide again from it, with
+                // the answers peers stored in it first.
+                RunWrite::Changed(now) => stored = stored_responses(&now, &inputs.book),
                 RunWrite::Terminal | RunWrite::Lost(_) | RunWrite::Stopped => return Ok(false),
             }
         }

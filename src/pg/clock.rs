@@ -10,8 +10,11 @@
 //! stepped): by the first operation past the deadline, before it reads the
 //! time it decides by ([`Backend::refresh_clock`], which the rules call
 //! first; and again before each connection is taken), on an idle pooled
-//! one, one round trip; never by waiting for a connection. Reading the
-//! time does
+//! one, one round trip; never by waiting for a connection (if no
+//! connection is idle, or the measurement fails, say on a connection the
+//! suspend left dead, it is tried again a second later, and the operations
+//! meanwhile go by the time carried on; `try_get`, which does no I/O,
+//! never measures). Reading the time does
 //! no I/O: an async server reads it on its runtime's threads, where the
 //! synchronous client may not run (its own runtime would panic there).
 //!

@@ -126,7 +126,11 @@ impl<B: Backend> Store<B> {
     /// The time an operation goes by: the backend's clock measured again
     /// first if that is due ([`Backend::refresh_clock`], which may do I/O),
     /// then [`now`](Self::now). Every operation that decides by the time
-    /// reads it here, before anything else it does.
+    /// reads it here, before anything else it does, but the writes to one
+    /// task (`write`, `lease_write`), which call `refresh_clock` before the
+    /// backend's `modify` and read [`now`](Self::now) in its decision, and
+    /// the reads (`get`, `delete`), whose backend refreshes as it takes a
+    /// connection, before they read the time.
     fn time(&self) -> OffsetDateTime {
         self.backend.refresh_clock();
         self.now()

@@ -93,9 +93,9 @@ enum Command {
     /// each problem with its path; exits 1 if there are any.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
-    /// it would do unless --apply is given; with it, exits 1 if problems
-    /// are left (what only a person can decide, a failed repair, batches
-    /// still under way).
+    /// it would do unless --apply is given; with it, checks the store again
+    /// when done and exits 1 if any problem remains (what only a person can
+    /// decide, a failed or skipped repair, batches still under way).
     Repair(check::RepairArgs),
     /// Deletes expired tasks (and crashed writers' leftovers); --dry-run
     /// lists what would go.

@@ -413,12 +413,40 @@ async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
             told_rx.await.expect("the operation is told");
         }
     }
+    // Filled by its metadata (a host's), which a cancelled task keeps: it
+    // is cancelled without the message that says why. (The outright
+    // cancel was refused too, and the cancel lost.)
+    let seed = a
+        .spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+        .await
+        .unwrap();
+    let id = crate::TaskId::parse(&seed.task_id).unwrap();
+    let mut len = crate::MIN_MAX_PAYLOAD_BYTES;
+    while a
+        .store()
+        .update(
+            &id,
+            crate::TaskUpdate::new().metadata("host", json!("m".repeat(len))),
+        )
+        .is_err()
+    {
+        len -= 1;
+    }
+    b.cancel_task(&seed.task_id)
+        .await
+        .unwrap_or_else(|e| panic!("tasks/cancel of a task filled by metadata: {e:?}"));
+    assert_eq!(
+        settled(&a, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
 }
 
-/// Two peers answer the same input key before the owner looks: the first
-/// answer stands, as `rmcp` keeps the first it delivers, and the second is
-/// acknowledged and ignored. (The second replaced the first in the store,
-/// though both were acknowledged, and the operation got the second.)
+/// Two peers answer the same input key before the owner looks, and then
+/// the owner itself: the first answer stands, as `rmcp` keeps the first it
+/// delivers, and the later ones are acknowledged and ignored. (The second
+/// peer's replaced the first in the store, though both were acknowledged;
+/// and once that was fixed, the owner's own answer still replaced a peer's
+/// that it had not yet taken, and the operation got the owner's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_of_two_peers_answers_to_one_key_stands() {
     let dir = tempfile::tempdir().unwrap();
@@ -461,6 +489,14 @@ async fn the_first_of_two_peers_answers_to_one_key_stands() {
         "{:?}",
         stored.metadata
     );
+    // The owner, which has not looked since: it takes the stored answer.
+    a.update_task(&seed.task_id, [("k".to_owned(), json!("third"))])
+        .await
+        .unwrap();
+    let TaskPayload::Completed { result } = settled(&a, &seed.task_id).await.payload else {
+        panic!("not completed")
+    };
+    assert_eq!(result["content"][0]["text"], "\"first\"");
 }
 
 /// A one-byte answer to a task whose input request filled it to the

@@ -413,14 +413,11 @@ async fn a_spawn_dropped_during_its_create_leaves_no_task_working() {
     let _open = OpenOnDrop(Arc::clone(&gate));
     let backend = Arc::new(MemoryBackend::new());
     let m = gated_manager(Arc::clone(&backend), &gate);
-    let ran = Arc::new(AtomicUsize::new(0));
     gate.set(true);
     let caller = tokio::spawn({
         let m = m.clone();
-        let ran = Arc::clone(&ran);
         async move {
-            m.spawn_resumable("job", json!({"n": 1}), TaskOptions::new(), move |_ctx| {
-                ran.fetch_add(1, Ordering::SeqCst);
+            m.spawn_resumable("job", json!({"n": 1}), TaskOptions::new(), |_ctx| {
                 Box::pin(std::future::pending())
             })
             .await
@@ -451,8 +448,71 @@ async fn a_spawn_dropped_during_its_create_leaves_no_task_working() {
     .await;
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_ref().unwrap()["code"], "abandoned");
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing ran it");
     assert_eq!(m.running_task_count(), 0);
+}
+
+/// The same when the runtime the `spawn` ran on shuts down while its
+/// create is under way (a server stopping): the task the create made is
+/// failed all the same, and the spawn stops counting as starting. (The
+/// guard handed the failing to that runtime, which dropped it unrun: the
+/// task stayed `working`, and shutdown counted the create for ever.)
+#[test]
+fn a_spawn_whose_runtime_shuts_down_during_its_create_leaves_no_task_working() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let backend = Arc::new(MemoryBackend::new());
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = main.block_on(async { gated_manager(Arc::clone(&backend), &gate) });
+    gate.set(true);
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    /// Says when the future holding it is dropped.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    other.spawn({
+        let (m, dropped) = (m.clone(), Dropped(Arc::clone(&dropped)));
+        async move {
+            let _dropped = dropped;
+            m.spawn(TaskOptions::new(), |_ctx| Box::pin(std::future::pending()))
+                .await
+        }
+    });
+    main.block_on(eventually(|| async {
+        (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(())
+    }));
+    // The runtime shuts down (its drop waits for the create's thread),
+    // dropping the spawn; then the store comes back.
+    let shutting = std::thread::spawn(move || drop(other));
+    main.block_on(eventually(|| async {
+        dropped.load(Ordering::SeqCst).then_some(())
+    }));
+    gate.set(false);
+    shutting.join().unwrap();
+    let reader = crate::Store::with_backend(Arc::clone(&backend))
+        .build()
+        .unwrap();
+    let task = main.block_on(eventually(|| async {
+        let tasks = reader.list(&crate::ListQuery::all()).unwrap().tasks;
+        match tasks.as_slice() {
+            [task] if task.is_terminal() => Some(task.clone()),
+            _ => None,
+        }
+    }));
+    assert_eq!(task.error.as_ref().unwrap()["code"], "abandoned");
+    let report = main.block_on(shut_down(&m));
+    assert_eq!(report.unrecorded, 0, "nothing is under way: {report:?}");
 }
 
 /// A run shutdown stopped stays stopped when a watch tick that read it
