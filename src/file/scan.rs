@@ -445,7 +445,8 @@ impl FileBackend {
                     if !whole {
                         // The notices that would bring back a name a
                         // rename hid from the pass are lost: the pass is
-                        // made again as a handle without a watch makes it.
+                        // made again as a handle without a watch makes it
+                        // (in one call if it fits).
                         let before = stamp::clock();
                         let (status, settled) = self.observe_active(before)?;
                         self.full_pass(state, status, settled, before)?;
@@ -477,13 +478,17 @@ impl FileBackend {
     /// A file renamed over while a `readdir` is under way may be missing
     /// from it (tmpfs gives the new entry a new place, behind the reader),
     /// or named twice (the old place not yet passed, the new one ahead).
-    /// The directory is read in one call if it fits (which holds its lock:
-    /// no rename comes between), watched or not: a watch's notices would
-    /// bring a hidden name back, but they may yet be lost. If it does not
-    /// fit, without a watch, while it changed during a pass it is read
-    /// again and the passes' names joined (at most four passes); with a
-    /// watch, the names it reports after the pass are read instead. Each
-    /// id is read and counted once.
+    /// Without a watch, the directory is read in one call if it fits
+    /// (which holds its lock: no rename comes between); if it does not,
+    /// while it changed during a pass it is read again and the passes'
+    /// names joined (at most four passes). With a watch, the names it
+    /// reports after the pass are read too, which brings back any a rename
+    /// hid; if those notices are lost, the caller makes the pass again
+    /// without the watch. (A watched pass read in one call too would not
+    /// need that, but its buffer, up to 8 MiB, raises glibc's sliding mmap
+    /// threshold, and the process then keeps 1.5–4.5 MiB more resident at
+    /// 10,000 running tasks: BENCHMARKS.md.) Each id is read and counted
+    /// once.
     ///
     /// `status` is the directory's before the pass, `settled` the same if
     /// it had settled at `before`.
@@ -495,9 +500,10 @@ impl FileBackend {
         before: std::time::SystemTime,
     ) -> Result<bool> {
         const PASSES: usize = 4;
-        let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, true)?;
+        let unwatched = state.watch.is_none();
+        let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, unwatched)?;
         foreign.into_iter().for_each(|r| state.report(r));
-        if state.watch.is_none() && !whole {
+        if unwatched && !whole {
             for _ in 1..PASSES {
                 // A pass is whole if the status before it had settled and
                 // is the same after it. One that had not settled proves
