@@ -515,6 +515,73 @@ fn a_spawn_whose_runtime_shuts_down_during_its_create_leaves_no_task_working() {
     assert_eq!(report.unrecorded, 0, "nothing is under way: {report:?}");
 }
 
+/// (Here for the gate.) Two peers answer one input key at once: the one
+/// whose write lands second decided on the task before the first landed.
+/// It must not replace the first answer: it writes only at the revision
+/// it decided on, and decides again on the task as it stands, where the
+/// key holds an answer. (Deciding again without that condition, it wrote
+/// its own over the first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_answer_lands_second_leaves_the_first() {
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let backend = Arc::new(MemoryBackend::new());
+    let hour = Duration::from_secs(3_600);
+    let plain = |name: &str| {
+        let store = crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .build()
+            .unwrap();
+        DurableTaskManager::with_options(
+            Arc::new(store),
+            crate::mcp::ManagerOptions::new()
+                .watch_interval(hour)
+                .reap_interval(hour),
+        )
+    };
+    // The owner looks at its run's start and then once an hour.
+    let (a, c) = (plain("a"), plain("c"));
+    let b = {
+        let store = crate::Store::with_backend(Gated::writes(Arc::clone(&backend), &gate))
+            .instance_id("b")
+            .build()
+            .unwrap();
+        DurableTaskManager::with_options(Arc::new(store), fast())
+    };
+    let seed = a
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let answer = ctx.request_input("k", super::elicitation("?")).await?;
+                Ok(text(&answer.to_string()))
+            })
+        })
+        .await
+        .unwrap();
+    super::until_input_required(&a, &seed.task_id).await;
+    gate.set(true);
+    let late = tokio::spawn({
+        let (b, id) = (b.clone(), seed.task_id.clone());
+        async move { b.update_task(&id, [("k".to_owned(), json!("late"))]).await }
+    });
+    // B has read the task and waits to write; C's answer lands first.
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+    c.update_task(&seed.task_id, [("k".to_owned(), json!("first"))])
+        .await
+        .unwrap();
+    gate.set(false);
+    late.await.unwrap().unwrap();
+    let id = TaskId::parse(&seed.task_id).unwrap();
+    let stored = a.store().get(&id).unwrap().unwrap();
+    assert_eq!(
+        stored
+            .metadata
+            .get(&format!("{}k", crate::mcp::INPUT_RESPONSE_KEY_PREFIX)),
+        Some(&json!("first")),
+        "{:?}",
+        stored.metadata
+    );
+}
+
 /// A run shutdown stopped stays stopped when a watch tick that read it
 /// before then finds it lost: nothing more of it is written (its writes
 /// answer "stopped" without reaching the store), and no takeover is
