@@ -1814,6 +1814,42 @@ impl taskstore::Clock for JumpingClock {
     }
 }
 
+/// A role or connection whose `search_path` puts a schema others may write
+/// to before `pg_catalog` (the CVE-2018-1058 pattern) cannot have the
+/// store's statements call that schema's functions in place of the
+/// server's: every session of the store resolves names in `pg_catalog`
+/// alone (its tables are qualified). (A `pg_notify` planted there was
+/// called by every write, which failed.)
+#[test]
+fn a_planted_function_on_the_search_path_is_never_called() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("planted");
+    let planted = fresh_schema("evil");
+    let mut client = cluster.client();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {planted};
+             CREATE FUNCTION {planted}.pg_notify(text, text) RETURNS void
+                 AS $$ BEGIN RAISE EXCEPTION 'the planted pg_notify ran'; END $$
+                 LANGUAGE plpgsql;"
+        ))
+        .unwrap();
+    let conninfo = format!(
+        "{} options='-c search_path={planted},pg_catalog'",
+        cluster.conninfo()
+    );
+    let store = PgStore::builder(conninfo).schema(&schema).open().unwrap();
+    let task = store
+        .create(NewTask::new())
+        .unwrap_or_else(|e| panic!("a create on a planted search_path: {e}"));
+    assert!(
+        store
+            .complete(&task.id, serde_json::json!(1))
+            .unwrap()
+            .is_applied()
+    );
+}
+
 /// A host suspended (or its VM paused) for an hour: its monotonic clock
 /// stood still, while its wall clock and the server's went on. The first
 /// operation after the resume goes by the server's time: a create with a

@@ -35,9 +35,16 @@ const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(
 /// it, hours later; the server ends such a session after
 /// [`IDLE_IN_TRANSACTION`] instead, unless the server or the role set a
 /// timeout of their own.
+///
+/// Names are resolved in `pg_catalog` alone (`search_path`): the store
+/// qualifies its tables, and a role or connection whose path put a schema
+/// others may write to before `pg_catalog` would let them plant a function
+/// the store's statements call (`pg_notify`, `count`, an operator) in
+/// place of the server's (the CVE-2018-1058 pattern).
 fn session() -> String {
     format!(
-        "SET default_transaction_isolation = 'read committed'; \
+        "SET search_path = pg_catalog; \
+         SET default_transaction_isolation = 'read committed'; \
          SELECT set_config('idle_in_transaction_session_timeout', '{}ms', false) \
          WHERE current_setting('idle_in_transaction_session_timeout') = '0'",
         IDLE_IN_TRANSACTION.as_millis()
