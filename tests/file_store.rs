@@ -709,8 +709,9 @@ fn renames_under_a_listing_count_each_running_task_once() {
             let listed = reader.list(&ListQuery::active()).unwrap().tasks;
             assert_eq!(listed.len(), RENAMED, "listing {round}");
         }
-        // A handle with change notices reads `active/` whole at its first
-        // listing too.
+        // A handle with change notices reads `active/` in several calls at
+        // its first listing, and the notices after it bring back what a
+        // rename hid.
         for round in 0..100 {
             let fresh = FileStore::builder(dir)
                 .max_active(RENAMED + 1)
@@ -734,10 +735,11 @@ fn renames_under_a_listing_count_each_running_task_once() {
 
 /// A handle with change notices whose first listing's notices are lost
 /// (the kernel's queue overflowed during the pass: a fault on the drain
-/// here) lists every running task all the same: the pass read `active/`
-/// whole, in one call, rather than trust notices to bring back what a
-/// rename hid from it. (It read in several calls, dropped the lost watch,
-/// and took the pass for whole: 205 tasks missed in 300 such listings.)
+/// here) lists every running task all the same: its pass, read in several
+/// calls, is made again without the watch (in one call), since the
+/// notices that would bring back what a rename hid from it are gone. (It
+/// dropped the lost watch and took the pass for whole: the second handle
+/// listed 192 of 200.)
 #[cfg(feature = "fault-injection")]
 #[test]
 fn a_first_listing_whose_notices_are_lost_misses_no_running_task() {

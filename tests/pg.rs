@@ -1815,7 +1815,7 @@ impl taskstore::Clock for JumpingClock {
 }
 
 /// A role or connection whose `search_path` puts a schema others may write
-/// to before `pg_catalog` (the CVE-2018-1058 pattern) cannot have the
+/// to before `pg_catalog` cannot have the
 /// store's statements call that schema's functions in place of the
 /// server's: every session of the store resolves names in `pg_catalog`
 /// alone (its tables are qualified). (A `pg_notify` planted there was

@@ -126,8 +126,9 @@ pub struct Since<T = Event> {
     /// version without it.)
     #[serde(default)]
     pub log: u64,
-    /// Whether the sequence number asked for was past the log's last push:
-    /// a cursor this log never handed out (kept from before the process
+    /// Whether the sequence number asked for was past the log's last push,
+    /// or (from [`since_of`](EventLog::since_of)) of another log: a cursor
+    /// this log never handed out (kept from before the process
     /// restarted, or taken from another process's log). The answer then
     /// reads from the log's start, as `since(0)` does, rather than skip
     /// that many events still to come. By its number alone a log knows no

@@ -487,8 +487,8 @@ impl FileBackend {
     /// without the watch. (A watched pass read in one call too would not
     /// need that, but its buffer, up to 8 MiB, raises glibc's sliding mmap
     /// threshold, and the process then keeps 1.5–4.5 MiB more resident at
-    /// 10,000 running tasks: BENCHMARKS.md.) Each id is read and counted
-    /// once.
+    /// 10,000 running tasks: BENCHMARKS.md, "Resident memory".) Each id is
+    /// read and counted once.
     ///
     /// `status` is the directory's before the pass, `settled` the same if
     /// it had settled at `before`.

@@ -306,12 +306,14 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// Records the request in the store (metadata
     /// [`CANCEL_REQUESTED_KEY`](super::CANCEL_REQUESTED_KEY) = `true`; an
     /// `input_required` task goes back to `working`) and acknowledges; it
-    /// does not force a terminal state. The owning operation — in this
+    /// does not force a terminal state (but at the payload cap, above). The
+    /// owning operation — in this
     /// instance at once, in another on its next watch tick — sees it through
     /// [`TaskContext::cancelled`] / [`TaskContext::is_cancel_requested`],
     /// and a pending [`TaskContext::request_input`] returns
     /// [`TaskExit::Cancelled`](super::TaskExit::Cancelled). The operation
-    /// decides the terminal status, as in `rmcp`. Cancelling a terminal task
+    /// decides the terminal status, as in `rmcp` (but at the payload cap).
+    /// Cancelling a terminal task
     /// is acknowledged and changes nothing. The write is not the owner's: it
     /// never renews the task's lease.
     ///

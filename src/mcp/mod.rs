@@ -74,7 +74,8 @@
 //! - **Cancel is persisted and cooperative.** `tasks/cancel` writes
 //!   [`CANCEL_REQUESTED_KEY`]` = true` into the task's metadata (an
 //!   `input_required` task goes back to `working`) and acknowledges. It
-//!   does *not* write the terminal `cancelled` state itself: SEP-2663 and
+//!   does *not* write the terminal `cancelled` state itself (but for the
+//!   exception below, at the payload cap): SEP-2663 and
 //!   `rmcp` let the operation decide (it may stop as `cancelled`, fail, or
 //!   finish anyway), and an operation that is still running in another
 //!   process must not find its task closed under it. The owner sees the
@@ -87,10 +88,11 @@
 //!   reported by the reaper, or cancelled by the operation that resumes it,
 //!   which sees the request from its first step. One exception: a task too
 //!   near the payload cap to take the flag (its operation's checkpoint or
-//!   status message filled it) is cancelled outright, with a status message
-//!   that says why, since no instance could tell its operation otherwise;
-//!   the operation at the instance asked is still told, and one elsewhere
-//!   is stopped as for any task that ended under it.
+//!   status message, or its metadata, filled it) is cancelled outright,
+//!   with a status message that says why if that fits, since no instance
+//!   could tell its operation otherwise; the operation at the instance
+//!   asked is still told, and one elsewhere is told at its next look, as
+//!   for any task that ended under it (whatever it records then loses).
 //! - **Input across instances and restarts.** `tasks/update` may reach any
 //!   instance. The owner records a response (in [`INPUT_KEYS_KEY`]) before
 //!   the operation gets it; another instance persists it in the task's
@@ -148,7 +150,9 @@
 //!   `data.cause`, but for what the store refuses of a client's answer or
 //!   tool call (too large, too deep, not a valid task): `-32602`, with the
 //!   cause (and the task id, for an answer: a refused tool call made no
-//!   task).
+//!   task); an answer a peer cannot carry to the owner because the task is
+//!   near the payload cap, though it would fit in its request's place, is
+//!   the server's limit: `-32603`, `data.code = "taskFull"`.
 //! - **Wrongly typed params.** A `tasks/get`, `tasks/update` or
 //!   `tasks/cancel` whose `taskId` is a number, `null` or missing never
 //!   reaches the manager: `rmcp` 3.11 fails to parse its params and hands

@@ -37,10 +37,12 @@ const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(
 /// timeout of their own.
 ///
 /// Names are resolved in `pg_catalog` alone (`search_path`): the store
-/// qualifies its tables, and a role or connection whose path put a schema
-/// others may write to before `pg_catalog` would let them plant a function
-/// the store's statements call (`pg_notify`, `count`, an operator) in
-/// place of the server's (the CVE-2018-1058 pattern).
+/// qualifies its tables, and a schema others may write to anywhere on a
+/// role's or connection's path would let them plant a function the store's
+/// statements call (`pg_notify`, `count`, `unnest`, an operator) in place
+/// of the server's: an overload that matches the arguments better wins
+/// wherever it stands on the path, and one placed before `pg_catalog`
+/// wins even with the same argument types.
 fn session() -> String {
     format!(
         "SET search_path = pg_catalog; \

@@ -376,7 +376,7 @@ async fn cancel_at_another_instance_reaches_the_operation() {
 /// A task whose operation filled it to the payload cap (its largest
 /// checkpoint) cannot take the cancel request's flag: it is cancelled
 /// outright instead, at its owner and at a peer alike, and the operation
-/// at the owner is told. (`tasks/cancel` answered `-32603`, "would be 4136
+/// at the owner is told. (`tasks/cancel` answered `-32603`, "would be 4137
 /// bytes, over the payload limit", and the operation never heard of it,
 /// even at the instance asked: the cancel was lost.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
