@@ -250,27 +250,33 @@ impl Shared {
         for missed in &claimed.missed {
             tracing::warn!(task = %missed.id, error = %missed.error, "could not claim an orphaned task");
         }
-        for task in claimed.tasks {
-            self.resume(task).await;
+        // Every run first, each renewed from now on: a look below may
+        // write, and a run launched only after the looks before it could
+        // see its claimed lease lapse behind them.
+        let runs: Vec<(Arc<Run>, Task)> = claimed
+            .tasks
+            .into_iter()
+            .filter_map(|task| Some((self.resume(&task)?, task)))
+            .collect();
+        for (run, task) in runs {
+            // A cancel request, or responses persisted while no one ran it.
+            self.observe(&run, &task).await;
         }
     }
 
-    /// Runs the handler for a task this instance just claimed.
-    async fn resume(self: &Arc<Self>, task: Task) {
+    /// Launches the handler for a task this instance just claimed; its run.
+    fn resume(self: &Arc<Self>, task: &Task) -> Option<Arc<Run>> {
         let kind = task.resume.as_ref().map(|r| r.kind.clone());
         let handler = kind.as_ref().and_then(|kind| match self.handlers.read() {
             Ok(handlers) => handlers.get(kind).cloned(),
             Err(poisoned) => poisoned.get_ref().get(kind).cloned(),
         });
-        let Some(handler) = handler else {
-            // Claimed only for kinds with a handler; none is ever removed.
-            return;
-        };
+        // Claimed only for kinds with a handler; none is ever removed.
+        let handler = handler?;
         tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
-        let run = Run::of(&task, self.store.lease(), self.store.now());
+        let run = Run::of(task, self.store.lease(), self.store.now());
         self.launch(Arc::clone(&run), move |ctx| handler(ctx));
-        // A cancel request, or responses persisted while no one ran it.
-        self.observe(&run, &task).await;
+        Some(run)
     }
 
     /// Fails the orphans no one will resume.

@@ -287,11 +287,13 @@ impl Drop for OpenOnDrop {
 }
 
 /// A `MemoryBackend` (which other handles may share) behind a [`Gate`]:
-/// its writes, or (`sweeps`) the scans of a sweep alone.
+/// its writes, or (`sweeps`) the scans of a sweep alone; with `claims`,
+/// a claim's writes (to a new epoch) go through.
 struct Gated {
     inner: Arc<MemoryBackend>,
     gate: Arc<Gate>,
     sweeps: bool,
+    claims: bool,
 }
 
 impl Gated {
@@ -300,6 +302,7 @@ impl Gated {
             inner,
             gate: Arc::clone(gate),
             sweeps: false,
+            claims: false,
         }
     }
 
@@ -319,7 +322,9 @@ impl Backend for Gated {
         self.inner.insert(record, max_active)
     }
     fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
-        self.write();
+        if !(self.claims && next.task().epoch != current.epoch) {
+            self.write();
+        }
         self.inner.replace(current, next)
     }
     fn remove(&self, current: &Task) -> crate::Result<Swap> {
@@ -582,6 +587,83 @@ async fn a_peer_whose_answer_lands_second_leaves_the_first() {
     );
 }
 
+/// (Here for the gate.) A claim of several tasks launches every run it
+/// claimed before it looks at any of them: a run is renewed only once
+/// launched, and the look at a claimed task may write (an answer a peer
+/// stored while no one ran it), so runs launched one after another's look
+/// could see their claimed leases lapse behind a long queue of such
+/// writes. Here the first look's write waits at the gate, and both runs
+/// are already running. (The second was launched only after the first's
+/// look had written.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_launches_every_run_before_it_looks_at_any() {
+    const LEASE: Duration = Duration::from_secs(10);
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let backend = Arc::new(MemoryBackend::new());
+    let clock = Arc::new(crate::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = |name: &str, backend: Arc<dyn Backend>| {
+        crate::Store::with_backend(backend)
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn crate::Clock>)
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let hour = Duration::from_secs(3_600);
+    let frozen = crate::mcp::ManagerOptions::new()
+        .watch_interval(hour)
+        .renew_interval(hour)
+        .reap_interval(hour);
+    let a = DurableTaskManager::with_options(
+        Arc::new(store("a", Arc::clone(&backend) as Arc<dyn Backend>)),
+        frozen.clone(),
+    );
+    let c = DurableTaskManager::with_options(
+        Arc::new(store("c", Arc::clone(&backend) as Arc<dyn Backend>)),
+        frozen,
+    );
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let seed = a
+            .spawn_resumable("job", json!({"n": n}), TaskOptions::new(), |ctx| {
+                Box::pin(async move {
+                    ctx.request_input("k", super::elicitation("?")).await?;
+                    Ok(text("answered"))
+                })
+            })
+            .await
+            .unwrap();
+        super::until_input_required(&a, &seed.task_id).await;
+        // Answered at a peer while A, about to die, does not look.
+        c.update_task(&seed.task_id, [("k".to_owned(), json!("yes"))])
+            .await
+            .unwrap();
+        ids.push(seed.task_id);
+    }
+    // A dies: its leases lapse.
+    drop(a);
+    clock.advance(LEASE + Duration::from_secs(1));
+    gate.set(true);
+    let gated = Gated {
+        claims: true,
+        ..Gated::writes(Arc::clone(&backend), &gate)
+    };
+    let b = DurableTaskManager::with_options(
+        Arc::new(store("b", Arc::new(gated))),
+        fast().reap_interval(Duration::from_millis(20)),
+    );
+    b.register_resume("job", |_ctx| Box::pin(std::future::pending()));
+    // The first look's write waits at the gate.
+    eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
+    assert_eq!(
+        b.running_task_count(),
+        2,
+        "every claimed run runs before the first look's write lands"
+    );
+    gate.set(false);
+}
+
 /// A run shutdown stopped stays stopped when a watch tick that read it
 /// before then finds it lost: nothing more of it is written (its writes
 /// answer "stopped" without reaching the store), and no takeover is
@@ -674,9 +756,8 @@ async fn a_sweep_that_takes_long_holds_no_renewal_up() {
     let _open = OpenOnDrop(Arc::clone(&gate));
     gate.set(true);
     let store = crate::Store::with_backend(Gated {
-        inner: Arc::new(MemoryBackend::new()),
-        gate: Arc::clone(&gate),
         sweeps: true,
+        ..Gated::writes(Arc::new(MemoryBackend::new()), &gate)
     })
     .lease(Duration::from_millis(300))
     .build()
