@@ -896,18 +896,6 @@ fn faulted(root: &Path) -> (FileStore, ManualClock, FaultInjector) {
     (store, clock, faults)
 }
 
-/// Makes `count` tasks with `ttl` through `store` and completes each (its
-/// result: its number): their ids.
-fn finished_tasks(store: &FileStore, count: usize, ttl: Duration) -> Vec<TaskId> {
-    (0..count)
-        .map(|n| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(n)).unwrap().is_applied());
-            task.id
-        })
-        .collect()
-}
-
 /// A finished task with a TTL is never, after a power loss, in `done/`
 /// without its `expiring/` entry (no sweep would ever find it): a terminal
 /// move makes the entry durable before it gives the task its name in
@@ -1096,7 +1084,7 @@ fn a_sweep_makes_its_removals_durable_once_after_the_last() {
             // batch: its removals from `done/` then follow an fsync of
             // `active/` made before any removal (see `settle_moves`), not
             // one between batches.
-            finished_tasks(&filler, finished, ttl);
+            common::finished_with_ttl(&filler, finished, ttl);
             clock.advance(Duration::from_millis(1));
             for _ in 0..RUNNING {
                 filler.create(NewTask::new().ttl(ttl)).unwrap();
@@ -1172,8 +1160,8 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
     assert!(sweeper.list(&ListQuery::active()).unwrap().tasks.is_empty());
     let filler = filler(dir.path(), &clock);
     // Two sets, the second expiring a minute after the first.
-    finished_tasks(&filler, EACH, Duration::from_secs(60));
-    finished_tasks(&filler, EACH, Duration::from_secs(120));
+    common::finished_with_ttl(&filler, EACH, Duration::from_secs(60));
+    common::finished_with_ttl(&filler, EACH, Duration::from_secs(120));
     let sweep = |after: Duration| {
         clock.advance(after);
         let from = recorder.len();
@@ -1191,7 +1179,7 @@ fn a_sweep_makes_active_durable_before_removing_finished_tasks_only_when_somethi
         0,
         "a sweep with no move in active/ since the last"
     );
-    finished_tasks(&filler, EACH, Duration::from_secs(1));
+    common::finished_with_ttl(&filler, EACH, Duration::from_secs(1));
     assert_eq!(
         sweep(Duration::from_secs(2)),
         1,
@@ -1426,7 +1414,7 @@ fn a_sweep_of_many_finished_tasks_past_failing_files_reports_each_once_and_loses
         .unwrap();
     let writer = filler(dir.path(), &clock);
     let ttl = Duration::from_secs(60);
-    let ids = finished_tasks(&writer, FINISHED, ttl);
+    let ids = common::finished_with_ttl(&writer, FINISHED, ttl);
     let file = |area: &str, id: &TaskId| dir.path().join(area).join(format!("{id}.json"));
     let (unlinks, reads, looks) = (&ids[10], &ids[20], &ids[30]);
     faults.fail_at(FsOp::Remove, file("done", unlinks), Fault::Eio);
@@ -1507,7 +1495,7 @@ fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let ttl = Duration::from_secs(60);
-    finished_tasks(&filler(dir.path(), &clock), FINISHED, ttl);
+    common::finished_with_ttl(&filler(dir.path(), &clock), FINISHED, ttl);
     let recorder = taskstore::Recorder::new();
     let sweeper = recorded(dir.path(), &clock, &recorder);
     clock.advance(ttl * 2);
@@ -1640,7 +1628,7 @@ fn a_stale_index_entry_that_cannot_be_removed_never_stops_a_sweep() {
     let root = dir.path().join("store");
     let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    let ids = finished_tasks(&store, 5, ttl);
+    let ids = common::finished_with_ttl(&store, 5, ttl);
     fs::remove_file(root.join("done").join(format!("{}.json", ids[0]))).unwrap();
     let entry = fs::read_dir(root.join("expiring"))
         .unwrap()
@@ -1711,7 +1699,7 @@ fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
     let root = dir.path().join("store");
     let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    let ids = finished_tasks(&store, 5, ttl);
+    let ids = common::finished_with_ttl(&store, 5, ttl);
     let file = root.join("done").join(format!("{}.json", ids[0]));
     faults.fail_at(FsOp::Stat, &file, Fault::Eio);
     clock.advance(ttl * 2);
@@ -1744,7 +1732,7 @@ fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
     let root = dir.path().join("store");
     let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    finished_tasks(&store, 5, ttl);
+    common::finished_with_ttl(&store, 5, ttl);
     store.create(NewTask::new().ttl(ttl)).unwrap();
     let temp = root.join("tmp/target.999999.7.tmp");
     fs::write(&temp, b"{\"format\":1,\"ta").unwrap();
@@ -1920,7 +1908,7 @@ fn after_a_failed_fsync_of_done_the_index_entries_of_its_removals_stay() {
     let root = dir.path().join("store");
     let (store, clock, faults) = faulted(&root);
     let ttl = Duration::from_secs(60);
-    let ids = finished_tasks(&store, 3, ttl);
+    let ids = common::finished_with_ttl(&store, 3, ttl);
     clock.advance(ttl * 2);
     let entries = common::files_in(&root, "expiring");
     assert_eq!(entries.len(), 3);

@@ -21,17 +21,6 @@ use taskstore::{
 };
 use time::macros::datetime;
 
-/// `n` tasks made and completed in `store`, each with `ttl`.
-fn finished_with_ttl(store: &FileStore, n: usize, ttl: Duration) -> Vec<TaskId> {
-    (0..n)
-        .map(|i| {
-            let task = store.create(NewTask::new().ttl(ttl)).unwrap();
-            assert!(store.complete(&task.id, json!(i)).unwrap().is_applied());
-            task.id
-        })
-        .collect()
-}
-
 /// Expired tasks in the sweep: enough that it reads and removes them as it
 /// meets them, under every stripe, in one chunk.
 const EXPIRED: usize = 300;
@@ -886,7 +875,7 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
         } else {
             let ttl = Duration::from_secs(60);
             let finished =
-                finished_with_ttl(&owner, if batch == "list" { 2 } else { 1 }, ttl).len();
+                common::finished_with_ttl(&owner, if batch == "list" { 2 } else { 1 }, ttl).len();
             clock.advance(ttl * 2);
             let mut entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
                 .unwrap()
@@ -961,7 +950,7 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let store = open(root, &clock, None);
     let ttl = Duration::from_secs(60);
-    let ids = finished_with_ttl(&store, 3, ttl);
+    let ids = common::finished_with_ttl(&store, 3, ttl);
     clock.advance(ttl * 2);
     let path = common::batches_lock(root);
     let check = common::open_lock_file(&path);
@@ -980,7 +969,7 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
     // The lock file replaced under the handle (an older version's `repair`
     // sets it aside as a foreign name): the handle locks the file a check
     // locks, the one at the path, not the one it opened before.
-    let more = finished_with_ttl(&store, 2, ttl);
+    let more = common::finished_with_ttl(&store, 2, ttl);
     clock.advance(ttl * 2);
     std::fs::rename(&path, root.join("quarantine").join("batches.lock")).unwrap();
     let check = common::open_lock_file(&path);

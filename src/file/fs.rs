@@ -567,11 +567,7 @@ impl Fs {
     /// Takes a shared `flock` on `file` if no one holds it exclusive.
     pub fn try_lock_shared(&self, file: &File, path: &Path) -> io::Result<bool> {
         self.check(FsOp::Lock, || path.to_owned())?;
-        match file.try_lock_shared() {
-            Ok(()) => Ok(true),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        taken(file.try_lock_shared())
     }
 
     /// Sets the permission bits of `name` in `dir`, never following a
@@ -596,11 +592,16 @@ impl Fs {
     /// Takes an exclusive `flock` on `file` if it is free.
     pub fn try_lock(&self, file: &File, path: &Path) -> io::Result<bool> {
         self.check(FsOp::Lock, || path.to_owned())?;
-        match file.try_lock() {
-            Ok(()) => Ok(true),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        taken(file.try_lock())
+    }
+}
+
+/// Whether a `try_lock` took the lock (`false`: another holds it).
+fn taken(tried: Result<(), std::fs::TryLockError>) -> io::Result<bool> {
+    match tried {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

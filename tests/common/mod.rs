@@ -696,3 +696,20 @@ pub fn fill_the_snapshot_budget(
         store.create(big).unwrap();
     }
 }
+
+/// Makes `count` tasks with `ttl` through `store` and completes each (its
+/// result: its number): their ids.
+pub fn finished_with_ttl(
+    store: &impl taskstore::TaskStore,
+    count: usize,
+    ttl: Duration,
+) -> Vec<TaskId> {
+    (0..count)
+        .map(|n| {
+            let task = store.create(taskstore::NewTask::new().ttl(ttl)).unwrap();
+            let done = store.complete(&task.id, serde_json::json!(n)).unwrap();
+            assert!(done.is_applied());
+            task.id
+        })
+        .collect()
+}
