@@ -614,3 +614,63 @@ pub fn is_current(stored: &Task, expected: &Task) -> bool {
         && stored.created_at == expected.created_at
         && stored.revision == expected.revision
 }
+
+#[cfg(test)]
+mod forward_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::memory::MemoryBackend;
+
+    /// A backend that counts the provided methods a host's wrapper must
+    /// not lose: [`Backend::refresh_clock`] and [`Backend::try_load`].
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryBackend,
+        refreshed: AtomicUsize,
+        tried: AtomicUsize,
+    }
+
+    impl Backend for Counting {
+        fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+            self.inner.load(id)
+        }
+        fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+            self.inner.insert(record, max_active)
+        }
+        fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+            self.inner.replace(current, next)
+        }
+        fn remove(&self, current: &Task) -> Result<Swap> {
+            self.inner.remove(current)
+        }
+        fn scan(&self, scan: &Scan) -> Result<Scanned> {
+            self.inner.scan(scan)
+        }
+        fn refresh_clock(&self) {
+            self.refreshed.fetch_add(1, Ordering::SeqCst);
+        }
+        fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
+            self.tried.fetch_add(1, Ordering::SeqCst);
+            self.inner.try_load(id)
+        }
+    }
+
+    /// `Arc`, `Box` and `&` of a backend forward its provided methods
+    /// (a provided method left out of the forwarding would fall back to the
+    /// default, silently: a `PgBackend` behind an `Arc` measuring its
+    /// clock never).
+    #[test]
+    fn wrappers_forward_the_provided_methods() {
+        fn call(backend: &dyn Backend) {
+            backend.refresh_clock();
+            backend.try_load(&TaskId::new());
+        }
+        let counting = Arc::new(Counting::default());
+        call(&Arc::clone(&counting));
+        call(&Box::new(Arc::clone(&counting)));
+        call(&&*counting);
+        assert_eq!(counting.refreshed.load(Ordering::SeqCst), 3);
+        assert_eq!(counting.tried.load(Ordering::SeqCst), 3);
+    }
+}
