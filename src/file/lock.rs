@@ -87,6 +87,10 @@ struct Held {
     pid: u32,
     count: usize,
     file: Option<File>,
+    /// Whether a check outlasted a batch's wait, and no batch has taken the
+    /// lock since: later batches try once and do not wait (a check stopped
+    /// while it judges would otherwise cost every batch the whole wait).
+    outlasted: bool,
 }
 
 /// A batch's shared hold on the batches lock; the lock is let go when the
@@ -104,8 +108,8 @@ pub(crate) struct BatchHold {
 }
 
 impl BatchHold {
-    /// Whether this hold counts in this process.
-    fn counts(&self) -> bool {
+    /// Whether this hold holds the lock (counts in this process).
+    pub(crate) fn counts(&self) -> bool {
         self.pid == Some(std::process::id())
     }
 }
@@ -172,6 +176,7 @@ impl StripeLocks {
                     pid: 0,
                     count: 0,
                     file: None,
+                    outlasted: false,
                 }),
             }),
             stripes: (0..STRIPES)
@@ -210,16 +215,15 @@ impl StripeLocks {
     /// it exclusive, and only if no other batch of this handle holds it
     /// already; past [`CHECK_WAIT`] the batch goes on without it (a check
     /// stopped while it judges must not stop the service: it may then
-    /// misjudge this batch's work in progress). The caller holds no stripe
-    /// (the lock order is the batches lock, then stripes).
+    /// misjudge this batch's work in progress), and the batches after it
+    /// try the lock once without waiting until one takes it again. The
+    /// caller holds no stripe (the lock order is the batches lock, then
+    /// stripes).
     pub fn hold_batch(&self, fs: &Fs) -> Result<BatchHold> {
         let hold = self.take_batch(fs, CHECK_WAIT)?;
-        Ok(hold.unwrap_or_else(|| {
-            tracing::warn!(lock = %self.batches.path.display(), "a check of the store has held the batches lock for 10 s; a batch goes on without it");
-            BatchHold {
-                lock: Arc::clone(&self.batches),
-                pid: None,
-            }
+        Ok(hold.unwrap_or_else(|| BatchHold {
+            lock: Arc::clone(&self.batches),
+            pid: None,
         }))
     }
 
@@ -234,66 +238,83 @@ impl StripeLocks {
         &self.batches.path
     }
 
-    /// A hold on the batches lock, waiting for it up to `wait`.
+    /// A hold on the batches lock, waiting for it up to `wait` (not at all
+    /// once a check outlasted a wait, until a batch takes it again). The
+    /// handle's mutex is held only while the lock is tried, never while
+    /// the batch waits: another batch of the handle, or a reader's
+    /// [`try_hold_batch`](Self::try_hold_batch), is not held up behind it.
     fn take_batch(&self, fs: &Fs, wait: Duration) -> Result<Option<BatchHold>> {
         let lock = &self.batches;
-        let mut held = lock.held.lock().unwrap_or_else(PoisonError::into_inner);
         let pid = std::process::id();
-        if held.pid != pid {
-            // A process forked from the one that took it holds nothing.
-            *held = Held {
-                pid,
-                count: 0,
-                file: None,
-            };
-        }
-        if held.count == 0 {
-            let start = Instant::now();
-            let mut pause = Duration::from_millis(1);
-            let mut replaced = 0;
-            loop {
-                let file = match held.file.take() {
-                    Some(file) => file,
-                    None => fs
-                        .open_lock_file(&self.dir, OsStr::new(BATCHES_LOCK))
-                        .map_err(|e| Error::io("open lock file", &lock.path, e))?,
-                };
-                let locked = fs
-                    .try_lock_shared(&file, &lock.path)
-                    .map_err(|e| Error::io("lock", &lock.path, e))?;
-                if locked && self.still_at(fs, &file) {
-                    held.file = Some(file);
-                    break;
-                }
-                if locked {
-                    // The file was replaced or removed (an older version's
-                    // `repair` sets it aside as a foreign name): a check
-                    // locks the one at the path, so must this.
-                    let _ = file.unlock();
-                    replaced += 1;
-                    if replaced < 3 {
-                        continue;
-                    }
-                    return Err(Error::io(
-                        "lock",
-                        &lock.path,
-                        std::io::Error::other("the lock file is replaced again and again"),
-                    ));
-                }
-                held.file = Some(file);
-                let waited = start.elapsed();
-                if waited >= wait {
-                    return Ok(None);
-                }
-                std::thread::sleep(pause.min(wait - waited));
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-        }
-        held.count += 1;
-        Ok(Some(BatchHold {
+        let hold = || BatchHold {
             lock: Arc::clone(lock),
             pid: Some(pid),
-        }))
+        };
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut replaced = 0;
+        loop {
+            let mut held = lock.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.pid != pid {
+                // A process forked from the one that took it holds nothing.
+                *held = Held {
+                    pid,
+                    count: 0,
+                    file: None,
+                    outlasted: false,
+                };
+            }
+            if held.count > 0 {
+                held.count += 1;
+                return Ok(Some(hold()));
+            }
+            let file = match held.file.take() {
+                Some(file) => file,
+                None => fs
+                    .open_lock_file(&self.dir, OsStr::new(BATCHES_LOCK))
+                    .map_err(|e| Error::io("open lock file", &lock.path, e))?,
+            };
+            let locked = fs
+                .try_lock_shared(&file, &lock.path)
+                .map_err(|e| Error::io("lock", &lock.path, e))?;
+            if locked && self.still_at(fs, &file) {
+                held.file = Some(file);
+                held.count = 1;
+                held.outlasted = false;
+                return Ok(Some(hold()));
+            }
+            if locked {
+                // The file was replaced or removed (an older version's
+                // `repair` sets it aside as a foreign name): a check
+                // locks the one at the path, so must this.
+                let _ = file.unlock();
+                replaced += 1;
+                if replaced < 3 {
+                    continue;
+                }
+                return Err(Error::io(
+                    "lock",
+                    &lock.path,
+                    std::io::Error::other("the lock file is replaced again and again"),
+                ));
+            }
+            held.file = Some(file);
+            let waited = start.elapsed();
+            if held.outlasted {
+                // Tried once: the check that outlasted a wait still holds it.
+                return Ok(None);
+            }
+            if waited >= wait {
+                if !wait.is_zero() {
+                    held.outlasted = true;
+                    tracing::warn!(lock = %lock.path.display(), "a check of the store has held the batches lock for 10 s; a batch goes on without it, and so do the batches after it, without waiting, until a batch takes it again");
+                }
+                return Ok(None);
+            }
+            drop(held);
+            std::thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Whether `file` is the batches lock file at its path (or that cannot

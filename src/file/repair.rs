@@ -240,22 +240,26 @@ impl FileCheck {
     /// [`apply`](Self::apply) with the batches lock held exclusive: no
     /// batch of another handle is between its halves meanwhile. A batch
     /// that outlasts the wait may be making this very move or removal: it
-    /// is not repaired for it, and `under_way` is set.
+    /// is not repaired for it, and `under_way` is set; once it is set (by
+    /// the check before the repairs too), none is tried.
     fn apply_settled(
         &self,
         problem: &Problem,
         action: &RepairAction,
         under_way: &mut bool,
     ) -> Result<Option<String>> {
+        const UNDER_WAY: &str = "batches of another process were still under way, and this \
+                                 may be one's work in progress: run repair again";
+        // Once a wait ran out, the batch that outlasted it is taken as
+        // still under way: no repair waits the whole wait again.
+        if *under_way {
+            return Ok(Some(UNDER_WAY.to_owned()));
+        }
         let store = self.backend()?;
         let settled = self.settle(store)?;
         if settled.under_way {
             *under_way = true;
-            return Ok(Some(
-                "batches of another process were still under way, and this may be one's \
-                 work in progress: run repair again"
-                    .to_owned(),
-            ));
+            return Ok(Some(UNDER_WAY.to_owned()));
         }
         self.apply(problem, action)
     }
@@ -330,7 +334,6 @@ impl FileCheck {
     }
 }
 
-/// What to do about `problem`.
 /// Whether a problem of `kind` may be a batch's state between its halves
 /// (a terminal move's names in both areas, a removed task's `expiring/`
 /// entry) rather than damage.
@@ -341,6 +344,7 @@ fn may_be_under_way(kind: &ProblemKind) -> bool {
     )
 }
 
+/// What to do about `problem`.
 fn plan(problem: &Problem) -> RepairAction {
     let dir = is_store_dir(&problem.place);
     match (&problem.kind, &problem.place) {

@@ -867,8 +867,10 @@ impl FileBackend {
         match pending.as_mut() {
             Some(pending) => {
                 pending.touched.absorb(touched);
-                if pending.hold.is_none() {
-                    pending.hold = hold.cloned();
+                // A hold that holds the lock over one that does not (an
+                // earlier batch went on without it).
+                if !pending.hold.as_ref().is_some_and(BatchHold::counts) {
+                    pending.hold = hold.cloned().or(pending.hold.take());
                 }
             }
             None => {

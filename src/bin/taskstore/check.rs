@@ -121,21 +121,31 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
         .iter()
         .filter(|r| matches!(r.outcome, RepairOutcome::Failed { .. }))
         .count();
-    // What the store still holds, judged as `verify` judges it: a problem
-    // left alone, a repair that failed or was skipped (the quarantine
-    // full, batches still under way) leaves it in place.
-    let remaining = if dry_run || repairs.repairs.is_empty() {
+    let left = repairs
+        .repairs
+        .iter()
+        .filter(|r| matches!(r.action, RepairAction::Leave { .. }))
+        .count();
+    // What the store still holds: a problem left alone or a repair that
+    // failed leaves it in place; a skipped one may or may not (gone
+    // meanwhile, or the quarantine full, batches still under way), which
+    // only a check again, as `verify` judges, tells.
+    let skipped = repairs.repairs.iter().any(|r| {
+        matches!(r.outcome, RepairOutcome::Skipped { .. })
+            && !matches!(r.action, RepairAction::Leave { .. })
+    });
+    let remaining = if dry_run {
         0
-    } else {
+    } else if skipped {
         check.verify()?.problems.len()
+    } else {
+        left + failed
     };
     let code = text::earned(remaining > 0 || failed > 0);
-    let mut left = 0;
     for repair in &repairs.repairs {
         let what = &repair.action;
         let line = match (&repair.outcome, what) {
             (_, RepairAction::Leave { reason }) => {
-                left += 1;
                 format!("{}: left alone: {reason}", repair.problem)
             }
             (RepairOutcome::Planned, _) => format!("{}: would {what}", repair.problem),
