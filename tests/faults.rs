@@ -161,6 +161,17 @@ fn plant_leftovers(store: &Path) {
     .unwrap();
 }
 
+/// The fixture as format 1 left it: no `expiring/`, a marker of format 1.
+fn plant_format_1(store: &Path) {
+    common::make_format_1(store);
+}
+
+/// The same without its marker (known by its `done/` without `expiring/`).
+fn plant_format_1_without_marker(store: &Path) {
+    common::make_format_1(store);
+    fs::remove_file(store.join("taskstore.json")).unwrap();
+}
+
 /// Two files that are not readable tasks, for `list` to set aside.
 const PLANTED_CORRUPT: usize = 2;
 fn plant_corrupt(store: &Path) {
@@ -332,6 +343,25 @@ fn snapshot(store: &Path) -> BTreeMap<TaskId, Option<Task>> {
         .collect()
 }
 
+/// A sweep of the reopened store deletes the fixture's expired tasks. Run
+/// before anything else reads them: a `get` or a listing deletes an expired
+/// task it meets, and so would hide a sweep that cannot find it.
+fn check_swept(store: &Path, what: &str) {
+    let s = FileStore::builder(store)
+        .clock(clock())
+        .instance_id("checker")
+        .open()
+        .unwrap_or_else(|e| panic!("{what}: the store does not reopen: {e}"));
+    s.sweep_expired()
+        .unwrap_or_else(|e| panic!("{what}: sweep: {e}"));
+    for (area, id) in [("active", "expiring-active"), ("done", "expiring-done")] {
+        assert!(
+            !store.join(area).join(format!("{id}.json")).exists(),
+            "{what}: {id} expired and is still in {area}/ after a sweep"
+        );
+    }
+}
+
 /// The invariants that hold after any failure, once the store is reopened.
 fn check_invariants(store: &Path, sc: &Scenario, what: &str) {
     let s = FileStore::builder(store)
@@ -344,6 +374,7 @@ fn check_invariants(store: &Path, sc: &Scenario, what: &str) {
         Vec::<String>::new(),
         "{what}: temp files after reopen"
     );
+
     assert_eq!(
         common::half_moved(store),
         Vec::<String>::new(),
@@ -374,6 +405,7 @@ fn check_invariants(store: &Path, sc: &Scenario, what: &str) {
         Vec::<String>::new(),
         "{what}: unfinished terminal moves after sweep"
     );
+
     assert_eq!(
         common::half_moved(store),
         Vec::<String>::new(),
@@ -422,7 +454,11 @@ fn sweep(name: &str, sc: Scenario) {
     let old = if sc.call.is_none() && !sc.fixture {
         all_ids().into_iter().map(|id| (id, None)).collect()
     } else if sc.call.is_none() {
-        snapshot(&template)
+        // Of a copy: a `get` deletes the expired tasks it meets, and every
+        // case starts from the template.
+        let copy = tempdir();
+        common::copy_dir(&template, &copy.path().join("store"));
+        snapshot(&copy.path().join("store"))
     } else {
         baseline.before.clone()
     };
@@ -431,6 +467,7 @@ fn sweep(name: &str, sc: Scenario) {
         Ok(out) => out.clone(),
         Err(e) => panic!("{name} fails without faults: {e}"),
     };
+    check_swept(&baseline.store(), name);
     let new = snapshot(&baseline.store());
     check_invariants(&baseline.store(), &sc, name);
     let mut injected = 0;
@@ -467,6 +504,7 @@ fn sweep(name: &str, sc: Scenario) {
                         "{what}: the handle reads {id} as {t:?}"
                     );
                 }
+                check_swept(&store, &what);
                 let after = snapshot(&store);
                 for (id, t) in &after {
                     assert!(
@@ -509,6 +547,33 @@ fn faults_in_open_with_crash_leftovers() {
         "open (leftovers)",
         Scenario {
             plant: plant_leftovers,
+            call: None,
+            ..Scenario::op(|_| unreachable!())
+        },
+    );
+}
+
+#[test]
+fn faults_in_open_of_a_store_of_format_1() {
+    sweep(
+        "open (format 1)",
+        Scenario {
+            plant: plant_format_1,
+            call: None,
+            ..Scenario::op(|_| unreachable!())
+        },
+    );
+}
+
+/// An open that stopped after making `expiring/` had the next open take
+/// the store for one of format 2, its finished tasks never indexed (so
+/// never swept).
+#[test]
+fn faults_in_open_of_a_store_of_format_1_that_lost_its_marker() {
+    sweep(
+        "open (format 1, no marker)",
+        Scenario {
+            plant: plant_format_1_without_marker,
             call: None,
             ..Scenario::op(|_| unreachable!())
         },

@@ -53,7 +53,11 @@ impl Area {
 }
 
 /// The directories of a store, by name, in the order they are made.
-pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", "expiring"];
+pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", INDEX_DIR];
+
+/// The expiry index's directory: what format 2 added to format 1, so a
+/// store without a marker that has `done/` and not this is of format 1.
+pub(crate) const INDEX_DIR: &str = "expiring";
 
 /// Names a store's root may hold that are not the store's own and harm
 /// nothing: a fresh file system's `lost+found`.

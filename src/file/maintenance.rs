@@ -147,7 +147,12 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
         let task = match store.read_task(done, &name, &id) {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            // Reported by the listings that meet it.
+            // Not moved: the marker of this format would say the task is
+            // indexed, and nothing would index it again. The next open
+            // tries again.
+            Err(e @ Error::Io { .. }) => return Err(e),
+            // Not a task this store can read: reported by the listings that
+            // meet it, which set it aside.
             Err(e) => {
                 tracing::warn!(task = %id, error = %e, "not indexed while moving the store to the new format");
                 continue;

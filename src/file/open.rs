@@ -9,12 +9,15 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, HANDLES_LOCK, MARKER, RootName, STORE_FORMAT, stripe};
+use crate::file::layout::{
+    self, Area, DIRS, HANDLES_LOCK, INDEX_DIR, MARKER, RootName, STORE_FORMAT, stripe,
+};
 use crate::file::lock::StripeLocks;
 use crate::file::proof::Proofs;
 use crate::file::read::Unresolved;
 use crate::file::recovery::{self, Quarantine};
 use crate::file::snapshot::ActiveSnapshot;
+use crate::file::write::{self, Put};
 use crate::file::{Durability, FileBackend, FileOptions, codec, maintenance};
 use crate::id::TaskId;
 
@@ -41,8 +44,9 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         .map_err(|e| Error::io("read directory", root, e))?;
     let has = |name: &str| names.iter().any(|n| n == name);
     // A store of format 1 that lost its marker: its `done/` without the
-    // `expiring/` format 2 added. It is moved as one with its marker is.
-    let lost_format_1 = (!has(MARKER) && has("done") && !has("expiring")).then_some(1);
+    // `expiring/` format 2 added. It is given its marker back before
+    // anything is made, then moved as one that kept it.
+    let lost_format_1 = (!has(MARKER) && has("done") && !has(INDEX_DIR)).then_some(1);
     if !has(MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
     }
@@ -59,6 +63,13 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     }
     let mut created = false;
     for dir in DIRS {
+        if dir == INDEX_DIR && lost_format_1.is_some() {
+            // Before `expiring/`, whose making would have the next open take
+            // this store for one of format 2 (its finished tasks never
+            // indexed) if this one stopped before moving it.
+            restore_marker_of_format_1(&fs, &root_dir)?;
+            format = read_marker(&fs, &root_dir)?;
+        }
         created |= ensure_dir(&fs, &root_dir, OsStr::new(dir))?;
     }
     if created {
@@ -82,9 +93,9 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         // wait until no other handle has it open, or another open has
         // moved it; then see which.
         Some((file, path)) if stale_format => {
-            let alone = wait_to_move(&fs, &root_dir, file, path, lost_format_1)?;
-            // No marker yet: no other open moved it.
-            format = read_marker(&fs, &root_dir)?.or(lost_format_1);
+            let alone = wait_to_move(&fs, &root_dir, file, path)?;
+            // Of this format if another open moved it.
+            format = read_marker(&fs, &root_dir)?;
             refuse_newer(&root_dir, format)?;
             alone
         }
@@ -165,14 +176,7 @@ const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// exclusive), or until another open has moved it (`false`: held shared).
 /// That open holds the lock shared for its life: waiting for it exclusive
 /// would wait for it to close.
-/// `lost`: the format of a store without a marker (one that lost it).
-fn wait_to_move(
-    fs: &Fs,
-    root: &Dir,
-    file: &std::fs::File,
-    path: &Path,
-    lost: Option<u64>,
-) -> Result<bool> {
+fn wait_to_move(fs: &Fs, root: &Dir, file: &std::fs::File, path: &Path) -> Result<bool> {
     loop {
         if fs
             .try_lock(file, path)
@@ -180,10 +184,7 @@ fn wait_to_move(
         {
             return Ok(true);
         }
-        if read_marker(fs, root)?
-            .or(lost)
-            .is_none_or(|f| f >= STORE_FORMAT)
-        {
+        if read_marker(fs, root)?.is_none_or(|f| f >= STORE_FORMAT) {
             // Waits while the open that moved it holds it exclusive.
             fs.lock_shared(file, path)
                 .map_err(|e| Error::io("lock", path, e))?;
@@ -375,15 +376,45 @@ fn ensure_marker(store: &FileBackend) -> Result<()> {
 
 /// Writes the marker of this format, durably.
 pub(super) fn write_marker(store: &FileBackend, id: &TaskId) -> Result<()> {
-    let bytes = format!("{{\"format\":{STORE_FORMAT},\"kind\":\"taskstore\"}}\n");
     store.replace_file(
         id,
         &store.root_dir,
         OsStr::new(MARKER),
-        bytes.as_bytes(),
+        marker_bytes(STORE_FORMAT).as_bytes(),
         Durability::Immediate,
     )?;
     sync_dir(&store.fs, &store.root_dir)
+}
+
+fn marker_bytes(format: u64) -> String {
+    format!("{{\"format\":{format},\"kind\":\"taskstore\"}}\n")
+}
+
+/// Gives a store of format 1 that lost its marker one again, durably,
+/// unless another open has given it one meanwhile (left as it is: that
+/// open's format 1, or its format 2 once it moved the store). The marker
+/// then says what the store is whatever this open makes next.
+fn restore_marker_of_format_1(fs: &Fs, root: &Dir) -> Result<()> {
+    let open_dir = |name: &str| {
+        fs.open_dir(root, OsStr::new(name))
+            .map_err(|e| dir_error(root, name, e))
+    };
+    let (locks, tmp) = (StripeLocks::new(open_dir("locks")?), open_dir("tmp")?);
+    let id = TaskId::parse(MARKER).expect("the marker name is a valid id");
+    // The stripe the cleanup of its temp file takes, as `ensure_marker`'s.
+    let _guard = locks.lock(fs, stripe(&id))?;
+    let marker = (root, OsStr::new(MARKER));
+    let bytes = marker_bytes(1);
+    write::put_file(
+        fs,
+        &tmp,
+        &id,
+        marker,
+        bytes.as_bytes(),
+        Durability::Immediate,
+        Put::New,
+    )?;
+    sync_dir(fs, root)
 }
 
 pub(super) fn read_marker(fs: &Fs, root: &Dir) -> Result<Option<u64>> {

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
 use crate::file::layout::{Area, task_name};
+use crate::file::write::with_temp_name;
 use crate::file::{Durability, FileBackend};
 use crate::id::TaskId;
 
@@ -46,7 +47,7 @@ impl FileBackend {
             return Ok(None);
         }
         let (active, name) = (self.dir(Area::Active), task_name(id));
-        match self.with_temp_name(id, |park| self.fs.link(active, &name, &self.tmp, park)) {
+        match with_temp_name(id, |park| self.fs.link(active, &name, &self.tmp, park)) {
             Ok(((), park)) => Ok(Some(park)),
             Err((e, _)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err((e, park)) => Err(Error::io("link into", self.tmp.join(park), e)),

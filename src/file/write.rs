@@ -7,7 +7,7 @@ use std::io;
 
 use crate::backend::{Record, Swap, is_current};
 use crate::error::{Error, Result};
-use crate::file::fs::Dir;
+use crate::file::fs::{Dir, Fs};
 use crate::file::group::Before;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
 use crate::file::lock::BatchHold;
@@ -34,9 +34,8 @@ impl FileBackend {
         self.replace_file(id, self.dir(area), &task_name(id), &bytes, self.durability)
     }
 
-    /// Puts `bytes` at `name` in `dir` atomically: a temp file named for
-    /// `id` (so cleanup takes the stripe lock the caller holds), written,
-    /// fsynced under `Immediate`, renamed over `name`. No directory fsync.
+    /// Puts `bytes` at `name` in `dir` atomically, over what is there
+    /// ([`put_file`] with [`Put::Over`]). No directory fsync.
     pub(super) fn replace_file(
         &self,
         id: &TaskId,
@@ -45,58 +44,16 @@ impl FileBackend {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<()> {
-        let (mut file, temp) = self.create_temp(id)?;
-        let temp_path = self.tmp.join(&temp);
-        let written = self
-            .fs
-            .write_all(&mut file, &temp_path, bytes)
-            .map_err(|e| Error::io("write", &temp_path, e))
-            .and_then(|()| match durability {
-                Durability::Immediate => self
-                    .fs
-                    .sync_file(&file, &temp_path)
-                    .map_err(|e| Error::io("fsync", &temp_path, e)),
-                Durability::Eventual => Ok(()),
-            })
-            .and_then(|()| {
-                drop(file);
-                self.fs
-                    .rename(&self.tmp, &temp, dir, name)
-                    .map_err(|e| Error::io("rename into", dir.join(name), e))
-            });
-        if let Err(e) = written {
-            // The temp file is not the task; a failed removal is retried by
-            // the next open or sweep.
-            let _ = self.fs.remove(&self.tmp, &temp);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    fn create_temp(&self, id: &TaskId) -> Result<(std::fs::File, OsString)> {
-        self.with_temp_name(id, |temp| self.fs.create_new(&self.tmp, temp))
-            .map_err(|(e, temp)| Error::io("create temp file", self.tmp.join(temp), e))
-    }
-
-    /// Runs `make` with a fresh temp name for task `id` until the name is
-    /// not taken (a crashed writer's leftover with the same pid and
-    /// sequence): the result and the name, or the error and the name.
-    pub(super) fn with_temp_name<T>(
-        &self,
-        id: &TaskId,
-        mut make: impl FnMut(&OsStr) -> io::Result<T>,
-    ) -> std::result::Result<(T, OsString), (io::Error, OsString)> {
-        let mut attempts = 0;
-        loop {
-            let temp = temp_name(id);
-            match make(&temp) {
-                Ok(made) => return Ok((made, temp)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
-                    attempts += 1;
-                }
-                Err(e) => return Err((e, temp)),
-            }
-        }
+        put_file(
+            &self.fs,
+            &self.tmp,
+            id,
+            (dir, name),
+            bytes,
+            durability,
+            Put::Over,
+        )
+        .map(drop)
     }
 
     /// Makes the caller's changes to `area`, begun at `before`, durable
@@ -1214,6 +1171,91 @@ impl Touched {
         match area {
             Area::Active => self.active = true,
             Area::Done => self.done = true,
+        }
+    }
+}
+
+/// How [`put_file`] puts its temp file at the name.
+pub(super) enum Put {
+    /// Renamed over whatever is there.
+    Over,
+    /// Linked to the name only if nothing is there, then removed.
+    New,
+}
+
+/// Puts `bytes` at `name` in `dir` (`to`) atomically: a temp file in `tmp`
+/// named for `id` (so cleanup takes the stripe lock the caller holds),
+/// written, fsynced under `Immediate`, then put at the name as `put` says.
+/// `false`: `Put::New` found the name taken, and left it as it is. No
+/// directory fsync.
+pub(super) fn put_file(
+    fs: &Fs,
+    tmp: &Dir,
+    id: &TaskId,
+    (dir, name): (&Dir, &OsStr),
+    bytes: &[u8],
+    durability: Durability,
+    put: Put,
+) -> Result<bool> {
+    let (mut file, temp) = with_temp_name(id, |temp| fs.create_new(tmp, temp))
+        .map_err(|(e, temp)| Error::io("create temp file", tmp.join(temp), e))?;
+    let temp_path = tmp.join(&temp);
+    let written = fs
+        .write_all(&mut file, &temp_path, bytes)
+        .map_err(|e| Error::io("write", &temp_path, e))
+        .and_then(|()| match durability {
+            Durability::Immediate => fs
+                .sync_file(&file, &temp_path)
+                .map_err(|e| Error::io("fsync", &temp_path, e)),
+            Durability::Eventual => Ok(()),
+        })
+        .and_then(|()| {
+            drop(file);
+            match put {
+                Put::Over => fs
+                    .rename(tmp, &temp, dir, name)
+                    .map(|()| true)
+                    .map_err(|e| Error::io("rename into", dir.join(name), e)),
+                Put::New => match fs.link(tmp, &temp, dir, name) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(Error::io("link into", dir.join(name), e)),
+                },
+            }
+        });
+    let placed = match written {
+        Ok(placed) => placed,
+        Err(e) => {
+            // The temp file is not the task; a failed removal is retried by
+            // the next open or sweep.
+            let _ = fs.remove(tmp, &temp);
+            return Err(e);
+        }
+    };
+    if let Put::New = put {
+        // Its other name holds the bytes now; a failed removal is retried
+        // by the next open or sweep, as above.
+        let _ = fs.remove(tmp, &temp);
+    }
+    Ok(placed)
+}
+
+/// Runs `make` with a fresh temp name for task `id` until the name is not
+/// taken (a crashed writer's leftover with the same pid and sequence): the
+/// result and the name, or the error and the name.
+pub(super) fn with_temp_name<T>(
+    id: &TaskId,
+    mut make: impl FnMut(&OsStr) -> io::Result<T>,
+) -> std::result::Result<(T, OsString), (io::Error, OsString)> {
+    let mut attempts = 0;
+    loop {
+        let temp = temp_name(id);
+        match make(&temp) {
+            Ok(made) => return Ok((made, temp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) => return Err((e, temp)),
         }
     }
 }
