@@ -641,7 +641,8 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
 /// A batch of another process between its halves (a reap's terminal move,
 /// the task's names in both areas, held here by hand with the batches lock
 /// held shared, as a batch holds it): `verify --wait 0s` reports the move,
-/// says a batch was under way, and exits 1; `repair --apply --wait 0s`
+/// says a batch was under way (of the move alone, not of a corrupt file
+/// beside it), and exits 1; `repair --apply --wait 0s`
 /// says so too, leaves the move to the batch, and exits 1 (it exited 0,
 /// though the store might still need repair); once the batch has
 /// ended, `verify` finds nothing. (The
@@ -673,12 +674,28 @@ fn verify_says_when_batches_were_under_way() {
         "the move is seen: {}",
         stdout(&out)
     );
+    // A problem no batch makes is not said to be under way.
+    let garbage = dir.join("done").join("garbage.json");
+    fs::write(&garbage, b"{ not json").unwrap();
+    chmod(&garbage, 0o600);
     let json = run_expect(Some(&dir), &["verify", "--json", "--wait", "0s"], 1);
-    assert!(
-        json_lines(&json).iter().all(|p| p["underWay"] == true),
+    let under_way: Vec<(String, bool)> = json_lines(&json)
+        .iter()
+        .map(|p| {
+            let problem = p["problem"].as_str().unwrap().to_owned();
+            (problem, p["underWay"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        under_way,
+        [
+            ("interrupted_move".to_owned(), true),
+            ("corrupt".to_owned(), false)
+        ],
         "{}",
         stdout(&json)
     );
+    fs::remove_file(&garbage).unwrap();
     assert!(
         stderr(&out).contains("still under way"),
         "and said to be a batch's: {}",

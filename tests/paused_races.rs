@@ -937,6 +937,85 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
     }
 }
 
+/// A check waits for batches only for what a batch may leave between its
+/// halves. Beside a batch that never ends (the batches lock held shared by
+/// hand), a store whose problems no batch makes (a corrupt file in
+/// `active/`, a running task in `done/`, a finished task without its
+/// `expiring/` entry) is judged without waiting, and the report does not
+/// say that batches were under way. (It waited for them, `wait_for_batches`
+/// long, and then said so of every problem.)
+#[test]
+fn a_check_waits_for_batches_only_for_what_a_batch_may_leave() {
+    use taskstore::{FileCheck, ProblemKind};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let store = open(root, &clock, None);
+    let running = store.create(NewTask::new()).unwrap().id;
+    let unindexed = common::finished_with_ttl(&store, 1, Duration::from_secs(600)).remove(0);
+    drop(store);
+    let name = |id: &TaskId| format!("{id}.json");
+    std::fs::rename(
+        root.join("active").join(name(&running)),
+        root.join("done").join(name(&running)),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(root.join("expiring")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    std::fs::write(root.join("active").join("garbage.json"), b"{ not json").unwrap();
+    let batch = common::open_lock_file(&common::batches_lock(root));
+    batch.lock_shared().unwrap();
+    let report = FileCheck::open(root)
+        .unwrap()
+        .wait_for_batches(Duration::ZERO)
+        .verify()
+        .unwrap();
+    let mut kinds: Vec<(String, &str)> = report
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.path.file_name().unwrap().to_string_lossy().into_owned(),
+                p.kind.code(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    let mut expected = vec![
+        ("garbage.json".to_owned(), "corrupt"),
+        ("garbage.json".to_owned(), "mode"),
+        (name(&running), "misplaced"),
+        (name(&unindexed), "missing_index_entry"),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected, "{report:?}");
+    assert!(
+        !report.under_way,
+        "no problem a batch makes, so no wait for batches: {report:?}"
+    );
+    assert!(report.problems.iter().all(|p| !p.kind.may_be_under_way()));
+    // A stale entry is one: then the check waits, and says the batch was
+    // under way.
+    let ghost = root.join("expiring").join("1.5000.ghost");
+    std::fs::write(&ghost, b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ghost, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = FileCheck::open(root)
+        .unwrap()
+        .wait_for_batches(Duration::ZERO)
+        .verify()
+        .unwrap();
+    assert!(report.under_way, "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::StaleIndexEntry && p.kind.may_be_under_way()),
+        "{report:?}"
+    );
+}
+
 /// A reader never waits for a check: while one holds the batches lock
 /// exclusive (here, by hand), a listing that meets expired finished tasks
 /// hides them and leaves their deletion to the sweep, instead of waiting

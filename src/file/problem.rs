@@ -139,6 +139,18 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Whether a problem of this kind may be a batch's state between its
+    /// halves rather than damage: an interrupted move (a terminal move's
+    /// names in both areas) or a stale `expiring/` entry (a removed task's).
+    /// When [`Report::under_way`] is set, those are what the batches still
+    /// under way may have been making; no other problem is.
+    pub fn may_be_under_way(&self) -> bool {
+        matches!(
+            self,
+            ProblemKind::InterruptedMove | ProblemKind::StaleIndexEntry
+        )
+    }
+
     /// A short machine name: `mode`, `symlink`, `not_a_file`,
     /// `not_a_directory`, `foreign`, `missing`, `bad_marker`,
     /// `newer_format`, `corrupt`, `wrong_id`, `too_large`, `misplaced`,

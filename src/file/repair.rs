@@ -215,7 +215,7 @@ impl FileCheck {
                 },
                 (_, true) => RepairOutcome::Planned,
                 (action, false) => {
-                    let done = if may_be_under_way(&repair.problem.kind) {
+                    let done = if repair.problem.kind.may_be_under_way() {
                         self.apply_settled(&repair.problem, action, &mut under_way)
                     } else {
                         self.apply(&repair.problem, action)
@@ -332,16 +332,6 @@ impl FileCheck {
             ),
         })
     }
-}
-
-/// Whether a problem of `kind` may be a batch's state between its halves
-/// (a terminal move's names in both areas, a removed task's `expiring/`
-/// entry) rather than damage.
-fn may_be_under_way(kind: &ProblemKind) -> bool {
-    matches!(
-        kind,
-        ProblemKind::InterruptedMove | ProblemKind::StaleIndexEntry
-    )
 }
 
 /// What to do about `problem`.

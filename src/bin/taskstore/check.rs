@@ -61,9 +61,11 @@ fn under_way(wait: &WaitArgs) {
 }
 
 /// A problem as `verify --json` prints it; `underWay`: batches of another
-/// process were still under way when the check stopped waiting for them
-/// (the problem may be their work in progress).
+/// process were still under way when the check stopped waiting for them,
+/// and the problem is of a kind they may have been making
+/// (`ProblemKind::may_be_under_way`).
 fn problem_json(problem: &Problem, under_way: bool) -> serde_json::Value {
+    let under_way = under_way && problem.kind.may_be_under_way();
     json!({
         // Lossy: a path need not be UTF-8, and JSON text must be.
         "path": problem.path.to_string_lossy(),

@@ -73,13 +73,15 @@ impl FileCheck {
     /// (foreign names, modes, newer formats) are reported; what may be a
     /// writer's work in progress (an unreadable file, a terminal task in
     /// `active/`, a running one in `done/`, a task in both areas) makes the
-    /// task a suspect, judged again under its lock.
+    /// task a suspect, judged again under its lock (and, for a terminal
+    /// task in `active/`, which a batch leaves between its halves, once
+    /// the batches under way have ended).
     pub(super) fn check_area(
         &self,
         store: &FileBackend,
         area: Area,
         names: Vec<OsString>,
-        suspects: &mut BTreeSet<TaskId>,
+        suspects: &mut Suspects,
         problems: &mut Vec<Problem>,
         tick: &mut dyn FnMut(),
     ) {
@@ -100,7 +102,7 @@ impl FileCheck {
                     continue;
                 }
                 Ok(status) if status.kind != Kind::File => {
-                    suspects.insert(id);
+                    suspects.ids.insert(id);
                     continue;
                 }
                 Ok(status) if status.mode != FILE_MODE => problems.push(problem(
@@ -116,11 +118,12 @@ impl FileCheck {
                 // In its place (and, finished with a TTL, in the index).
                 FileState::Task(task) if task.is_terminal() == (area == Area::Done) => {
                     if area == Area::Done && store.index_is_missing(&task) {
-                        suspects.insert(id);
+                        suspects.ids.insert(id);
                     }
                 }
                 FileState::Task(_) => {
-                    suspects.insert(id);
+                    suspects.of_batches |= area == Area::Active;
+                    suspects.ids.insert(id);
                 }
                 FileState::Bad(
                     kind @ (ProblemKind::NewerFormat { .. } | ProblemKind::TooLarge { .. }),
@@ -128,7 +131,7 @@ impl FileCheck {
                     problems.push(problem(path, Some(id), kind, place));
                 }
                 FileState::Bad(_) => {
-                    suspects.insert(id);
+                    suspects.ids.insert(id);
                 }
             }
         }
@@ -419,4 +422,14 @@ fn classify_corrupt(
         Some(found) => ProblemKind::WrongId { found },
         None => ProblemKind::Corrupt { reason },
     }
+}
+
+/// The tasks a check judges again under their locks.
+#[derive(Default)]
+pub(super) struct Suspects {
+    pub ids: BTreeSet<TaskId>,
+    /// Whether one may be a batch's between its halves (a terminal move's
+    /// names in both areas, or its terminal version still in `active/`):
+    /// then they are judged once the batches under way have ended.
+    pub of_batches: bool,
 }

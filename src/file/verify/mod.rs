@@ -13,8 +13,8 @@
 
 mod entries;
 
-use self::entries::Listing;
 pub(crate) use self::entries::judge_file;
+use self::entries::{Listing, Suspects};
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -315,13 +315,17 @@ impl FileCheck {
             // A task in both areas, and every task found wanting below, is
             // judged again under its lock.
             let in_done: BTreeSet<&OsString> = listing.done.iter().collect();
-            let mut suspects: BTreeSet<TaskId> = listing
+            let ids: BTreeSet<TaskId> = listing
                 .active
                 .iter()
                 .filter(|n| in_done.contains(n))
                 .filter_map(|n| layout::task_file_id(n))
                 .collect();
             drop(in_done);
+            let mut suspects = Suspects {
+                of_batches: !ids.is_empty(),
+                ids,
+            };
             for area in [Area::Active, Area::Done] {
                 let names = std::mem::take(listing.area(area));
                 self.check_area(
@@ -342,11 +346,11 @@ impl FileCheck {
                 &mut tick,
             );
             // What may be a batch between its halves is judged once the
-            // batches under way have ended.
-            if !suspects.is_empty() || !stale.is_empty() {
+            // batches under way have ended; nothing else waits for them.
+            if suspects.of_batches || !stale.is_empty() {
                 settled = Some(self.settle(backend)?);
             }
-            for id in suspects {
+            for id in suspects.ids {
                 self.check_task(backend, &id, &mut problems)?;
             }
             for (id, name) in stale {
