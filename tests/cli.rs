@@ -1916,6 +1916,65 @@ fn tail_reads_a_pipe() {
     }
 }
 
+/// The commands that only read a store, on one of an older format (with
+/// its marker, and one that lost it): `stats` and the dry runs refuse it as
+/// every command that opens it does (they said one of its directories was
+/// missing, and to run `verify`); `verify` reports its format (it reported
+/// `expiring/` missing, which format 1 never had, checked 0 entries, and
+/// `repair` advised opening the store, which every command but `--upgrade`
+/// refuses), and `repair --apply` leaves it alone. None changes it. `stats
+/// --upgrade` moves it, then counts its tasks (the flag was ignored).
+#[test]
+fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
+    for marker in [true, false] {
+        let (_tmp, dir) = store_dir();
+        let tasks = store_with_tasks(&dir);
+        common::make_format_1(&dir);
+        if !marker {
+            fs::remove_file(dir.join("taskstore.json")).unwrap();
+        }
+        let dir = &dir;
+        let before = snapshot(dir);
+        for args in [
+            &["stats"][..],
+            &["sweep", "--dry-run"],
+            &["reap", "--dry-run"],
+        ] {
+            let out = run_expect(Some(dir), args, 1);
+            assert!(
+                stderr(&out).contains("format 1") && stderr(&out).contains("--upgrade"),
+                "marker {marker}, {args:?}: {}",
+                stderr(&out)
+            );
+        }
+        let out = run_expect(Some(dir), &["verify", "--json"], 1);
+        let codes: Vec<String> = json_lines(&out)
+            .iter()
+            .map(|p| format!("{} {}", p["path"].as_str().unwrap(), p["problem"]))
+            .collect();
+        let marker_path = dir.join("taskstore.json").display().to_string();
+        let mut expected = vec![format!("{marker_path} \"older_format\"")];
+        if !marker {
+            expected.insert(0, format!("{marker_path} \"missing\""));
+        }
+        assert_eq!(codes, expected, "marker {marker}");
+        let out = run_expect(Some(dir), &["repair", "--apply"], 1);
+        assert!(
+            stdout(&out).contains("older format") && !stdout(&out).contains("FAILED"),
+            "marker {marker}: {}",
+            stdout(&out)
+        );
+        assert_unchanged(&before, &snapshot(dir), "read, the store is as it was");
+
+        let out = run_expect(Some(dir), &["stats", "--json", "--upgrade"], 0);
+        let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(stats["tasks"], tasks.len(), "marker {marker}: {stats:#}");
+        let written = fs::read_to_string(dir.join("taskstore.json")).unwrap();
+        assert!(written.contains("\"format\":2"), "{written}");
+        run_expect(Some(dir), &["verify"], 0);
+    }
+}
+
 /// A command that opens a store of an older format refuses it unless
 /// given `--upgrade`, and changes nothing: an older service may still run
 /// on it, and would refuse the store once moved. With `--upgrade` it says,

@@ -181,6 +181,38 @@ fn an_open_told_not_to_upgrade_leaves_an_older_store_as_it_is() {
             other => panic!("marker {marker}: {other:?}"),
         }
         assert_eq!(common::tree(dir.path()), before, "nothing changed");
+        // A check reads no more of it than an open does: the census is
+        // refused, and `verify` reports the format alone.
+        let check = taskstore::FileCheck::open(dir.path()).unwrap();
+        match check.census() {
+            Err(taskstore::Error::OlderFormat { found: 1, .. }) => {}
+            other => panic!("marker {marker}: {:?}", other.map(|c| c.tasks.len())),
+        }
+        let kinds: Vec<_> = check
+            .verify()
+            .unwrap()
+            .problems
+            .into_iter()
+            .map(|p| p.kind)
+            .collect();
+        assert!(
+            kinds.contains(&taskstore::ProblemKind::OlderFormat {
+                found: 1,
+                current: 2
+            }),
+            "marker {marker}: {kinds:?}"
+        );
+        let missing = kinds
+            .iter()
+            .filter(|k| **k == taskstore::ProblemKind::Missing)
+            .count();
+        assert_eq!(
+            missing,
+            usize::from(!marker),
+            "the marker alone may be missing, not expiring/: {kinds:?}"
+        );
+        drop(check);
+        assert_eq!(common::tree(dir.path()), before, "nothing changed");
         let store = open(dir.path(), &clock);
         let written = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
         assert!(written.contains("\"format\":2"), "{written}");

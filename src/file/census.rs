@@ -105,9 +105,12 @@ impl FileCheck {
     ///
     /// [`Error::UnsupportedFormat`] if the store's marker names a newer
     /// format (as an open refuses it: this version may misread it),
+    /// [`Error::OlderFormat`] if it is of an older format (an open that may
+    /// upgrade it moves it first: this one has no `expiring/`),
     /// [`Error::InvalidStore`] if the store's layout is broken (`verify`
     /// says how), [`Error::Io`] if a directory cannot be read.
     pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
+        self.refuse_older()?;
         let store = self.backend()?;
         open::refuse_newer(
             &store.root_dir,

@@ -43,10 +43,9 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         .read_dir(&root_dir)
         .map_err(|e| Error::io("read directory", root, e))?;
     let has = |name: &str| names.iter().any(|n| n == name);
-    // A store of format 1 that lost its marker: its `done/` without the
-    // `expiring/` format 2 added. It is given its marker back before
-    // anything is made, then moved as one that kept it.
-    let lost_format_1 = (!has(MARKER) && has("done") && !has(INDEX_DIR)).then_some(1);
+    // Given its marker back before anything is made, then moved as a store
+    // that kept it.
+    let lost_format_1 = is_lost_format_1(&names).then_some(1);
     if !has(MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
     }
@@ -165,6 +164,24 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     }
     backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend)?);
     Ok(backend)
+}
+
+/// Whether a store root holding `names` is one of format 1 that lost its
+/// marker: its `done/` without the `expiring/` format 2 added.
+pub(super) fn is_lost_format_1(names: &[std::ffi::OsString]) -> bool {
+    let has = |name: &str| names.iter().any(|n| n == name);
+    !has(MARKER) && has("done") && !has(INDEX_DIR)
+}
+
+/// The format of the store at `root` (holding `names`) if it is older than
+/// this one: its marker's, or 1 for a store of format 1 that lost it. A
+/// marker that cannot be read says nothing here (`verify` reports it).
+pub(super) fn older_format(fs: &Fs, root: &Dir, names: &[std::ffi::OsString]) -> Option<u64> {
+    read_marker(fs, root)
+        .ok()
+        .flatten()
+        .or(is_lost_format_1(names).then_some(1))
+        .filter(|f| *f < STORE_FORMAT)
 }
 
 /// How long an open waiting to move a store of an older format waits

@@ -94,6 +94,16 @@ pub enum ProblemKind {
         /// The newest format this build reads.
         supported: u64,
     },
+    /// The store is of an older format than this `taskstore` checks (its
+    /// marker says so, or it is a store of format 1 that lost its marker):
+    /// an open that may move it (`FileStoreBuilder::upgrade_format`, the
+    /// default) moves it first. Its entries are not checked until then.
+    OlderFormat {
+        /// The format found.
+        found: u64,
+        /// This `taskstore`'s format.
+        current: u64,
+    },
     /// A task file that does not decode as one.
     Corrupt {
         /// What is wrong with it.
@@ -153,7 +163,7 @@ impl ProblemKind {
 
     /// A short machine name: `mode`, `symlink`, `not_a_file`,
     /// `not_a_directory`, `foreign`, `missing`, `bad_marker`,
-    /// `newer_format`, `corrupt`, `wrong_id`, `too_large`, `misplaced`,
+    /// `newer_format`, `older_format`, `corrupt`, `wrong_id`, `too_large`, `misplaced`,
     /// `interrupted_move`, `stale_copy`, `dead_temp`, `stale_index_entry`,
     /// `missing_index_entry`, `unreadable`.
     pub fn code(&self) -> &'static str {
@@ -166,6 +176,7 @@ impl ProblemKind {
             ProblemKind::Missing => "missing",
             ProblemKind::BadMarker { .. } => "bad_marker",
             ProblemKind::NewerFormat { .. } => "newer_format",
+            ProblemKind::OlderFormat { .. } => "older_format",
             ProblemKind::Corrupt { .. } => "corrupt",
             ProblemKind::WrongId { .. } => "wrong_id",
             ProblemKind::TooLarge { .. } => "too_large",
@@ -195,6 +206,11 @@ impl fmt::Display for ProblemKind {
             ProblemKind::NewerFormat { found, supported } => write!(
                 f,
                 "format {found}, newer than the {supported} this taskstore reads"
+            ),
+            ProblemKind::OlderFormat { found, current } => write!(
+                f,
+                "format {found}, older than this taskstore's {current}: an open that may \
+                 upgrade it moves it, and its entries are checked once it is moved"
             ),
             ProblemKind::Corrupt { reason } => write!(f, "corrupt task file: {reason}"),
             ProblemKind::WrongId { found } => {

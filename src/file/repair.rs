@@ -186,6 +186,8 @@ impl FileCheck {
             .problems
             .iter()
             .any(|p| matches!(p.kind, ProblemKind::NewerFormat { .. }) && is_marker(&p.place));
+        // Nor is one of an older format, until an open has moved it.
+        let older = self.refuse_older().is_err();
         let mut repairs: Vec<Repair> = report
             .problems
             .into_iter()
@@ -194,6 +196,11 @@ impl FileCheck {
                     RepairAction::Leave {
                         reason: "the store is of a newer format (its marker says so): \
                                  repair it with the taskstore that wrote it",
+                    }
+                } else if older {
+                    RepairAction::Leave {
+                        reason: "the store is of an older format: move it first (an open \
+                                 that may upgrade it, the command's --upgrade), then repair it",
                     }
                 } else {
                     plan(&problem)

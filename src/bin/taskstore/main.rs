@@ -192,11 +192,13 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
     match command {
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
-        Command::Stats(args) => stats::run(args, target),
+        Command::Stats(args) => stats::run(args, target, upgrade),
         Command::Reap(args) if args.dry_run => {
-            maintain::reap_preview(&preview(target, args.claim_grace)?)
+            maintain::reap_preview(&preview(target, args.claim_grace, upgrade)?)
         }
-        Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
+        Command::Sweep(args) if args.dry_run => {
+            maintain::sweep_preview(&preview(target, None, upgrade)?)
+        }
         Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace, upgrade)?),
         command => {
             let store = open(target, None, upgrade)?;
@@ -322,11 +324,7 @@ fn open(
                     ));
                     Ok(Box::new(builder().open()?))
                 }
-                Err(e @ taskstore::Error::OlderFormat { .. }) => Err(format!(
-                    "{e}; run the command with --upgrade to move it, or use the taskstore \
-                     that wrote it"
-                )
-                .into()),
+                Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
                 opened => Ok(Box::new(opened?)),
             }
         }
@@ -342,6 +340,34 @@ fn open(
     }
 }
 
+/// A store of an older format refused, and what to do about it.
+fn older_refused(e: taskstore::Error) -> Failure {
+    format!("{e}; run the command with --upgrade to move it, or use the taskstore that wrote it")
+        .into()
+}
+
+/// The census of the file store at `dir` (`stats`', a dry run's): a store
+/// of an older format is refused as [`open`] refuses it, or, with
+/// `upgrade`, moved first by an open (which waits for the other processes
+/// to close it), as every command that opens it moves it.
+fn census(
+    dir: &Path,
+    upgrade: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<taskstore::Census, Failure> {
+    is_store(dir)?;
+    // The check is dropped before a move: it holds the store open.
+    let census = taskstore::FileCheck::open(dir)?.census_with(progress);
+    match census {
+        Err(taskstore::Error::OlderFormat { .. }) if upgrade => {
+            drop(open(&Target::File(dir.to_owned()), None, true)?);
+            Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
+        }
+        Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
+        census => Ok(census?),
+    }
+}
+
 /// What a dry run judges, read without changing anything: every stored
 /// task, and the entries that could not be read. A file store is read with
 /// a census ([`FileCheck::census`]), which changes nothing (it holds the
@@ -350,12 +376,15 @@ fn open(
 /// PostgreSQL a handle reads with `Store::stored`, which changes nothing.
 ///
 /// [`FileCheck::census`]: taskstore::FileCheck::census
-fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::Preview, Failure> {
+fn preview(
+    target: &Target,
+    claim_grace: Option<Duration>,
+    upgrade: bool,
+) -> Result<maintain::Preview, Failure> {
     let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
     match target {
         Target::File(dir) => {
-            is_store(dir)?;
-            let census = taskstore::FileCheck::open(dir)?.census()?;
+            let census = census(dir, upgrade, &mut |_, _| {})?;
             // Foreign names too: a real pass sets them aside.
             let unreadable = census
                 .unreadable

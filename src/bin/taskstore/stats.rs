@@ -1,7 +1,8 @@
 //! `stats`: what a store holds, now.
 //!
-//! A file store is read with [`FileCheck::census`]: every task file read
-//! once, nothing changed. The check holds the handles lock shared, as a
+//! A file store is read with
+//! [`FileCheck::census`](taskstore::FileCheck::census): every task file
+//! read once, nothing changed. The check holds the handles lock shared, as a
 //! handle does, and takes no other. (A listing through the store would set
 //! unreadable files aside, and opening it would clean up after crashed
 //! writers.) A PostgreSQL store is read through its API with
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
-use taskstore::{FileCheck, Task, TaskStatus, Usage};
+use taskstore::{Task, TaskStatus, Usage};
 use time::OffsetDateTime;
 
 use crate::text::{self, Progress, out};
@@ -119,12 +120,13 @@ impl Stats {
     }
 }
 
-pub fn run(args: &StatsArgs, target: &Target) -> Result<ExitCode, Failure> {
+pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     let (stats, store) = match target {
         Target::File(dir) => {
-            let check = FileCheck::open(dir)?;
             let mut progress = Progress::new();
-            let census = check.census_with(&mut |done, total| progress.update(done, total))?;
+            let census = crate::census(dir, upgrade, &mut |done, total| {
+                progress.update(done, total)
+            })?;
             progress.finish();
             let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
             stats.usage = Some(census.usage);

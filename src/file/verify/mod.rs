@@ -27,9 +27,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs, Kind, is_symlink_refusal};
 use crate::file::group::DirSync;
-use crate::file::layout::{self, Area, DIRS, MARKER, RootName, STORE_FORMAT};
+use crate::file::layout::{self, Area, DIRS, INDEX_DIR, MARKER, RootName, STORE_FORMAT};
 use crate::file::lock::{Settled, StripeLocks};
-use crate::file::open::{handles_lock, root_error};
+use crate::file::open::{self, handles_lock, root_error};
 use crate::file::problem::{
     DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
 };
@@ -78,6 +78,9 @@ pub struct FileCheck {
     root: PathBuf,
     fs: Fs,
     store: Opened,
+    /// The store's format, if older than this one: a store of format 1
+    /// has no `expiring/`, so it opens `Broken`, and is judged as a whole.
+    older: Option<u64>,
     /// How long a check waits for batches under way before it judges.
     batch_wait: Duration,
 }
@@ -152,6 +155,7 @@ impl FileCheck {
         // make its lock file in).
         let has = |name: &str| names.iter().any(|n| n == name);
         let a_store = has(MARKER) || (has("active") && has("done"));
+        let older = open::older_format(&fs, &root_dir, &names);
         if !a_store {
             return Err(Error::InvalidStore {
                 path: root,
@@ -246,6 +250,7 @@ impl FileCheck {
             root,
             fs,
             store,
+            older,
             batch_wait: BATCH_WAIT,
         })
     }
@@ -272,6 +277,19 @@ impl FileCheck {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// [`Error::OlderFormat`] for a store of an older format, which this
+    /// version reads only once an open has moved it.
+    pub(crate) fn refuse_older(&self) -> Result<()> {
+        match self.older {
+            Some(found) => Err(Error::OlderFormat {
+                path: self.root.clone(),
+                found,
+                current: STORE_FORMAT,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks the whole store; see [`verify_with`](FileCheck::verify_with).
@@ -437,8 +455,22 @@ impl FileCheck {
             .fs
             .read_dir(root)
             .map_err(|e| Error::io("read directory", root.path(), e))?;
+        if let Some(found) = self.older {
+            let name = OsString::from(MARKER);
+            problems.push(problem(
+                root.join(&name),
+                None,
+                ProblemKind::OlderFormat {
+                    found,
+                    current: STORE_FORMAT,
+                },
+                Place::Top(name),
+            ));
+        }
         for wanted in DIRS.iter().chain([&MARKER]) {
-            if !names.iter().any(|n| n == wanted) {
+            // Format 1 has no `expiring/`: the move makes it.
+            let missing_in_format = self.older == Some(1) && *wanted == INDEX_DIR;
+            if !missing_in_format && !names.iter().any(|n| n == wanted) {
                 let name = OsString::from(wanted);
                 problems.push(problem(
                     root.join(&name),
