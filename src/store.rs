@@ -39,9 +39,10 @@ pub trait TaskStore: Send + Sync {
 
     /// [`get`](TaskStore::get), if this store can answer without waiting on
     /// a disk, a network or a lock held across either: `None` when it
-    /// cannot (then call `get`), `Some(None)` for a missing or expired
-    /// task. An answer is what `get` would return at this instant, with
-    /// every freshness guarantee of `get`. A `MemoryStore` always answers; a
+    /// cannot (then call `get`), `Some(None)` for a missing task. An
+    /// answer is what `get` would return at this instant, with every
+    /// freshness guarantee of `get`; an expired task is left to `get`
+    /// (`None`), which deletes it. A `MemoryStore` answers for every other; a
     /// `FileStore` answers for a running task its snapshot holds while no
     /// change notice is pending (a `get` that opens no file); a `PgStore`
     /// never does. The default never does.

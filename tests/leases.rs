@@ -871,3 +871,32 @@ fn an_orphan_at_the_highest_epoch_is_never_claimed() {
     assert_eq!(reaped.len(), 1, "reaped once its claim grace is over");
     assert_eq!(reaped[0].status, TaskStatus::Failed);
 }
+
+/// A host's clock that reads in another offset than UTC.
+#[derive(Debug)]
+struct TwoHoursEast(ManualClock);
+
+impl taskstore::Clock for TwoHoursEast {
+    fn now(&self) -> OffsetDateTime {
+        self.0.now().to_offset(time::macros::offset!(+2))
+    }
+}
+
+/// A task's times are in UTC (the wire form's `Z`) whatever offset the
+/// host's clock reads in. (They came out in the clock's, `+02:00`.)
+#[test]
+fn a_tasks_times_are_in_utc_whatever_the_clocks_offset() {
+    let store = MemoryStore::builder()
+        .clock(Arc::new(TwoHoursEast(ManualClock::new(T0))))
+        .lease(LEASE)
+        .build()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let wire = serde_json::to_value(&task).unwrap();
+    for field in ["createdAt", "lastUpdatedAt", "leaseExpiresAt"] {
+        let at = wire[field].as_str().unwrap();
+        assert!(at.ends_with('Z'), "{field}: {at}");
+    }
+    assert_eq!(task.created_at, T0);
+    assert_eq!(store.now().offset(), time::UtcOffset::UTC);
+}

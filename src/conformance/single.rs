@@ -409,9 +409,8 @@ pub(super) fn paging_is_stable_while_creating(store: &dyn TaskStore, setup: &Set
             None => break,
         }
     }
-    let mut deduped = seen.clone();
-    deduped.dedup();
-    assert_eq!(deduped.len(), seen.len(), "no task listed twice");
+    let distinct: std::collections::HashSet<&TaskId> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "no task listed twice");
     assert_eq!(
         &seen[..10],
         &before[..],

@@ -95,11 +95,14 @@ impl<B> Store<B> {
         self.settings.lease.duration
     }
 
-    /// The time the rules go by: the clock's, but never earlier than a time
-    /// this handle has already read. An expired task stays expired for this
-    /// handle if the clock is stepped back.
+    /// The time the rules go by: the clock's, in UTC (a task's times are),
+    /// but never earlier than a time this handle has already read. An
+    /// expired task stays expired for this handle if the clock is stepped
+    /// back.
     pub fn now(&self) -> OffsetDateTime {
-        let now = self.settings.clock.now();
+        // A host's clock may read in another offset, though `Clock` asks
+        // for UTC.
+        let now = self.settings.clock.now().to_offset(time::UtcOffset::UTC);
         let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
             return now;
         };
