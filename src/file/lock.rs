@@ -250,8 +250,7 @@ impl StripeLocks {
             lock: Arc::clone(lock),
             pid: Some(pid),
         };
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
+        let mut polling = Polling::new(wait);
         let mut replaced = 0;
         loop {
             let mut held = lock.held.lock().unwrap_or_else(PoisonError::into_inner);
@@ -299,12 +298,11 @@ impl StripeLocks {
                 ));
             }
             held.file = Some(file);
-            let waited = start.elapsed();
             if held.outlasted {
                 // Tried once: the check that outlasted a wait still holds it.
                 return Ok(None);
             }
-            if waited >= wait {
+            if polling.ran_out() {
                 if !wait.is_zero() {
                     held.outlasted = true;
                     tracing::warn!(lock = %lock.path.display(), "a check of the store has held the batches lock for 10 s; a batch goes on without it, and so do the batches after it, without waiting, until a batch takes it again");
@@ -312,8 +310,7 @@ impl StripeLocks {
                 return Ok(None);
             }
             drop(held);
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
+            polling.pause();
         }
     }
 
@@ -353,8 +350,7 @@ impl StripeLocks {
             },
             Err(e) => return Err(Error::io("open lock file", path, e)),
         };
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
+        let mut polling = Polling::new(wait);
         loop {
             if fs
                 .try_lock(&file, path)
@@ -365,18 +361,16 @@ impl StripeLocks {
                     under_way: false,
                 });
             }
-            let waited = start.elapsed();
-            if waited >= wait {
+            if polling.ran_out() {
                 return Ok(Settled {
                     _lock: None,
                     under_way: true,
                 });
             }
-            if pause == Duration::from_millis(1) {
+            if polling.is_first() {
                 tracing::info!(lock = %path.display(), "waiting for batches under way in other handles to end");
             }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
+            polling.pause();
         }
     }
 
@@ -412,5 +406,43 @@ impl StripeLocks {
             *held = Some(LockFile { pid, file });
         }
         Ok(held)
+    }
+}
+
+/// Tries again after pauses that grow from 1 ms to 50 ms, for up to a
+/// wait: how a batch waits for a check, and a check for the batches.
+struct Polling {
+    start: Instant,
+    wait: Duration,
+    pause: Duration,
+}
+
+impl Polling {
+    const FIRST: Duration = Duration::from_millis(1);
+    const LONGEST: Duration = Duration::from_millis(50);
+
+    fn new(wait: Duration) -> Polling {
+        Polling {
+            start: Instant::now(),
+            wait,
+            pause: Polling::FIRST,
+        }
+    }
+
+    /// Whether the wait has run out.
+    fn ran_out(&self) -> bool {
+        self.start.elapsed() >= self.wait
+    }
+
+    /// Whether no pause was taken yet.
+    fn is_first(&self) -> bool {
+        self.pause == Polling::FIRST
+    }
+
+    /// Sleeps the next pause, never past the end of the wait.
+    fn pause(&mut self) {
+        let left = self.wait.saturating_sub(self.start.elapsed());
+        std::thread::sleep(self.pause.min(left));
+        self.pause = (self.pause * 2).min(Polling::LONGEST);
     }
 }
