@@ -2109,6 +2109,88 @@ fn a_closed_stdout_keeps_a_failure() {
     assert_eq!(closed(&["verify"]), Some(1), "verify of a damaged store");
 }
 
+/// A stderr that takes no more (a closed pipe, a full disk) loses the
+/// command's messages and nothing else: it exits with the status it earned,
+/// 1 for an error or problems found, else 0. (A failed write to stderr
+/// panicked: exit 101 for `verify 2>&1 | true`, `show nope 2>/dev/full`,
+/// and a dry run naming an unreadable file.)
+#[test]
+fn a_stderr_that_takes_no_more_keeps_the_status_the_command_earned() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    /// Where the command's stderr (and, if asked, stdout) goes.
+    #[derive(Clone, Copy, Debug)]
+    enum Sink {
+        ClosedPipe,
+        Full,
+    }
+    let code = |args: &[&str], sink: Sink, stdout_too: bool| {
+        let (stderr, stdout): (Stdio, Stdio) = match sink {
+            Sink::ClosedPipe => {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                let stdout = if stdout_too {
+                    writer.try_clone().unwrap().into()
+                } else {
+                    Stdio::null()
+                };
+                (writer.into(), stdout)
+            }
+            Sink::Full => {
+                let full = || {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/full")
+                        .unwrap()
+                };
+                let stdout = if stdout_too {
+                    full().into()
+                } else {
+                    Stdio::null()
+                };
+                (full().into(), stdout)
+            }
+        };
+        Command::new(env!("CARGO_BIN_EXE_taskstore"))
+            .args(args)
+            .env("TASKSTORE_STORE", &dir)
+            .env_remove("TASKSTORE_PG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .unwrap()
+            .code()
+    };
+    for sink in [Sink::ClosedPipe, Sink::Full] {
+        for stdout_too in [false, true] {
+            let case = format!("{sink:?}, stdout too: {stdout_too}");
+            assert_eq!(
+                code(&["verify", "--wait", "0s"], sink, stdout_too),
+                Some(0),
+                "verify of a clean store, {case}"
+            );
+            assert_eq!(
+                code(&["show", "nope"], sink, stdout_too),
+                Some(1),
+                "show of no task, {case}"
+            );
+        }
+    }
+    // A file the dry runs name on stderr before they print anything.
+    fs::write(dir.join("active").join("bad.json"), b"{\"format\":1,").unwrap();
+    for sink in [Sink::ClosedPipe, Sink::Full] {
+        for args in [&["reap", "--dry-run"][..], &["sweep", "--dry-run"]] {
+            assert_eq!(code(args, sink, true), Some(0), "{args:?}, {sink:?}");
+        }
+        assert_eq!(
+            code(&["verify", "--wait", "0s"], sink, false),
+            Some(1),
+            "verify of a damaged store, {sink:?}"
+        );
+    }
+}
+
 /// A string may hold DEL and the C1 controls as they are (JSON escapes only
 /// those under U+0020, and serde_json writes the rest raw, as
 /// `JsonLinesSink` does): `tail --json` writes them escaped, the same

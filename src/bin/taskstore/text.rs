@@ -1,6 +1,7 @@
 //! What the commands print: lines on stdout (a closed pipe ends the command
-//! quietly, with the status it has earned so far), durations read and written the short way ("10m", "2h13m"),
-//! tables, sizes, and progress on a terminal.
+//! quietly, with the status it has earned so far) and on stderr (a write
+//! that fails there is dropped), durations read and written the short way
+//! ("10m", "2h13m"), tables, sizes, and progress on a terminal.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -62,7 +63,7 @@ fn write_out(line: &str) {
             std::process::exit(EARNED.load(Ordering::Relaxed).into())
         }
         Err(e) => {
-            eprintln!("taskstore: error: cannot write to stdout: {e}");
+            write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
             std::process::exit(1);
         }
     }
@@ -85,7 +86,16 @@ pub fn skipped(skipped: &Skipped) -> String {
 
 /// Prints one line on stderr, every control character escaped.
 pub fn err(line: impl AsRef<str>) {
-    eprintln!("{}", plain(line.as_ref(), Newlines::Escape));
+    write_err(&format!("{}\n", plain(line.as_ref(), Newlines::Escape)));
+}
+
+/// Writes `text` on stderr, and drops it if the write fails (a closed pipe,
+/// a full disk): there is nowhere left to say so, and the command goes on
+/// to the status it earns, as it would have with the message read.
+/// (`eprint!` panics instead, exit 101, which a caller would read as a
+/// crash, and a failing command's 1 as lost.)
+fn write_err(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Whether [`plain`] keeps newlines.
@@ -285,13 +295,13 @@ impl Progress {
         }
         self.last = std::time::Instant::now();
         self.shown = true;
-        eprint!("\r {done}/{total}");
+        write_err(&format!("\r {done}/{total}"));
     }
 
     /// Clears the progress line, if one was shown.
     pub fn finish(&mut self) {
         if self.shown {
-            eprint!("\r\x1b[K");
+            write_err("\r\x1b[K");
             self.shown = false;
         }
     }
