@@ -2752,9 +2752,11 @@ fn verify_and_repair_say_they_are_for_file_stores() {
 /// A store that lost its marker (`taskstore.json`) but has its task areas
 /// is opened by the commands, whose open writes the marker again, as
 /// `repair` tells the operator; a directory with neither is still no
-/// store, and a symlink to a store is refused by name. (`list` refused the
+/// store, and a symlink to a store is refused by name by every command
+/// that takes a store, and changes nothing there. (`list` refused the
 /// store "holds no taskstore.json", so `repair`'s advice could not be
-/// followed; a symlink was "not a directory".)
+/// followed; a symlink was "not a directory", and still was for `stats`,
+/// `verify` and `repair`, which read the store without a handle.)
 #[test]
 fn a_store_that_lost_its_marker_opens_and_a_symlink_is_named() {
     let (tmp, dir) = store_dir();
@@ -2786,8 +2788,32 @@ fn a_store_that_lost_its_marker_opens_and_a_symlink_is_named() {
 
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();
-    let out = run_expect(Some(&link), &["list"], 1);
-    assert!(stderr(&out).contains("a symlink"), "{}", stderr(&out));
+    let id = first(&tasks, TaskStatus::Working).id;
+    let before = snapshot(&dir);
+    for args in [
+        &["list"][..],
+        &["show", id.as_str()],
+        &["stats"],
+        &["verify"],
+        &["repair"],
+        &["repair", "--apply"],
+        &["sweep"],
+        &["sweep", "--dry-run"],
+        &["reap"],
+        &["reap", "--dry-run"],
+        &["cancel", id.as_str()],
+    ] {
+        let out = run_expect(Some(&link), args, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "no store at {}: a symlink (a store is never opened through one",
+                link.display()
+            )),
+            "taskstore {args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_unchanged(&before, &snapshot(&dir), "nothing done through the link");
 }
 
 /// A store whose marker names a newer format is refused by what reads it

@@ -189,6 +189,14 @@ fn main() -> ExitCode {
 }
 
 fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
+    // Every command, whatever reads the store (a handle, a check, a census),
+    // refuses what is not one alike: a symlink by name, not as "not a
+    // directory".
+    match target {
+        Target::File(dir) => is_store(dir)?,
+        #[cfg(feature = "postgres")]
+        Target::Pg { .. } => {}
+    }
     match command {
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
@@ -289,10 +297,11 @@ fn instance_id() -> String {
 }
 
 /// Opens the store as a normal handle (with this claim grace, if given). A
-/// store must exist already: a mistyped path or schema is an error, never a
-/// new store. A file store of an older format is moved to this version's
-/// only with `upgrade`, and the wait for the other processes to close it
-/// is said on stderr.
+/// store must exist already (a file store's directory was looked at by
+/// [`is_store`]): a mistyped path or schema is an error, never a new store.
+/// A file store of an older format is moved to this version's only with
+/// `upgrade`, and the wait for the other processes to close it is said on
+/// stderr.
 fn open(
     target: &Target,
     claim_grace: Option<Duration>,
@@ -311,7 +320,6 @@ fn open(
     }
     match target {
         Target::File(dir) => {
-            is_store(dir)?;
             // One command, one listing at most: no inotify instance, which
             // the exit would wait for the kernel to free.
             let builder = || configure(FileStore::builder(dir), claim_grace).change_notices(false);
@@ -355,7 +363,6 @@ fn census(
     upgrade: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<taskstore::Census, Failure> {
-    is_store(dir)?;
     // The check is dropped before a move: it holds the store open.
     let census = taskstore::FileCheck::open(dir)?.census_with(progress);
     match census {
