@@ -2526,6 +2526,38 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     assert_eq!(json_lines(&out).len(), 7);
 }
 
+/// An empty `TASKSTORE_STORE` counts as unset: the command says no store
+/// was given, and a `--store` given beside it is used. (clap read it as an
+/// empty `--store` and blamed the flag: "a value is required for '--store
+/// <DIR>' but none was supplied".)
+#[test]
+fn an_empty_store_variable_counts_as_unset() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let run_with_empty = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_taskstore"))
+            .args(args)
+            .env("TASKSTORE_STORE", "")
+            .env_remove("TASKSTORE_PG")
+            .env_remove("TASKSTORE_PG_SCHEMA")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for command in ["list", "stats", "verify"] {
+        let out = run_with_empty(&[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no store: give --store DIR (or TASKSTORE_STORE)"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run_with_empty(&["list", "--json", "--store", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_lines(&out).len(), 7);
+}
+
 #[cfg(feature = "postgres")]
 #[path = "common/pg.rs"]
 mod pg_cluster;

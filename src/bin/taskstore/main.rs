@@ -38,7 +38,7 @@ use time::OffsetDateTime;
 #[command(name = "taskstore", version, about, long_about)]
 struct Cli {
     /// The store's directory (it must be a store already: nothing is
-    /// created).
+    /// created). An empty TASKSTORE_STORE counts as unset.
     #[arg(long, global = true, env = "TASKSTORE_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
 
@@ -158,7 +158,7 @@ impl<B: Backend> Handle for Store<B> {
 type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     #[cfg(feature = "postgres")]
     let cli = {
@@ -186,6 +186,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with each variable that names a store taken as unset
+/// when it is set but empty (`TASKSTORE_STORE= taskstore list`): clap would
+/// read it as an empty `--store`, and its error blames a flag the user
+/// never typed. Without one, the command says that no store was given.
+fn command() -> clap::Command {
+    let variables = [
+        ("store", "TASKSTORE_STORE"),
+        #[cfg(feature = "postgres")]
+        ("pg", "TASKSTORE_PG"),
+        #[cfg(feature = "postgres")]
+        ("pg_schema", "TASKSTORE_PG_SCHEMA"),
+    ];
+    let mut command = Cli::command();
+    for (arg, variable) in variables {
+        if std::env::var_os(variable).is_some_and(|value| value.is_empty()) {
+            command = command.mut_arg(arg, |arg| arg.env(None::<&'static str>));
+        }
+    }
+    command
 }
 
 fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
