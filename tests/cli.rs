@@ -1061,7 +1061,8 @@ fn stats_tell_foreign_names_from_unreadable_task_files() {
     let text = stdout(&run_expect(Some(&dir), &["stats"], 0));
     assert!(text.contains("unreadable      1 task files"), "{text}");
     assert!(text.contains("foreign         2 names"), "{text}");
-    // The dry runs name both on stderr, as the real passes report them.
+    // The dry runs name both on stderr (and what the real passes do with
+    // each).
     for command in ["sweep", "reap"] {
         let out = run_expect(Some(&dir), &[command, "--dry-run"], 0);
         for name in ["notes.txt", "backup"] {
@@ -1419,6 +1420,145 @@ fn sweep_and_reap_dry_runs_list_what_would_happen() {
         api.get(&live.id).unwrap().unwrap().status,
         TaskStatus::Working
     );
+}
+
+/// What a dry run says the real run does with an entry it cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Said {
+    /// Sets it aside into `quarantine/`.
+    SetAside,
+    /// Sets it aside if its `expiring/` entry says it has expired.
+    SetAsideIfExpired,
+    /// Leaves it as it is, for `repair` to set aside.
+    LeftForRepair,
+    /// Leaves it in place (it may read later, or with a newer version).
+    LeftInPlace,
+}
+
+impl Said {
+    /// Whether `line` says this, and nothing that contradicts it.
+    fn in_line(self, line: &str) -> bool {
+        match self {
+            Said::SetAside => {
+                line.contains("the real run sets it aside into quarantine/") && !line.contains("leaves")
+            }
+            Said::SetAsideIfExpired => line.contains(
+                "the real run sets it aside into quarantine/ if its expiring/ entry says it has expired",
+            ),
+            Said::LeftForRepair => line
+                .contains("the real run leaves it as it is; `taskstore repair` sets it aside"),
+            Said::LeftInPlace => {
+                line.contains("the real run leaves it in place") && !line.contains("sets it aside")
+            }
+        }
+    }
+}
+
+/// A store with an entry of every kind a dry run cannot read, each with
+/// what `sweep --dry-run` and `reap --dry-run` say of it, and whether the
+/// real sweep and reap set it aside.
+fn store_with_unreadable_entries(dir: &Path) -> Vec<(PathBuf, [(Said, bool); 2])> {
+    let newer = |path: &Path| {
+        let bytes = fs::read_to_string(path).unwrap();
+        assert!(bytes.starts_with("{\"format\":1,"), "{bytes}");
+        fs::write(path, bytes.replacen("{\"format\":1,", "{\"format\":2,", 1)).unwrap();
+    };
+    let old = gone_an_hour_ago(dir);
+    let finished_expired = |old: &FileStore| {
+        let task = old
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        old.complete(&task.id, json!({})).unwrap().into_task();
+        task_path(dir, "done", &task.id)
+    };
+    let damaged_expired = finished_expired(&old);
+    let newer_expired = finished_expired(&old);
+    drop(old);
+    let store = open(dir);
+    let damaged_kept = store.create(NewTask::new()).unwrap();
+    store
+        .complete(&damaged_kept.id, json!({}))
+        .unwrap()
+        .into_task();
+    let damaged_kept = task_path(dir, "done", &damaged_kept.id);
+    let damaged_running = task_path(dir, "active", &store.create(NewTask::new()).unwrap().id);
+    let newer_running = task_path(dir, "active", &store.create(NewTask::new()).unwrap().id);
+    drop(store);
+    for damaged in [&damaged_expired, &damaged_kept, &damaged_running] {
+        fs::write(damaged, b"{ not json").unwrap();
+    }
+    newer(&newer_expired);
+    newer(&newer_running);
+    let stray_active = dir.join("active").join("notes.txt");
+    let stray_done = dir.join("done").join("notes.txt");
+    fs::write(&stray_active, b"mine").unwrap();
+    fs::write(&stray_done, b"mine").unwrap();
+    // [(what the dry run of a sweep says, set aside by it), (reap's)]
+    vec![
+        (damaged_running, [(Said::SetAside, true); 2]),
+        (stray_active, [(Said::SetAside, true); 2]),
+        (newer_running, [(Said::LeftInPlace, false); 2]),
+        (newer_expired, [(Said::LeftInPlace, false); 2]),
+        (
+            damaged_expired,
+            [
+                (Said::SetAsideIfExpired, true),
+                (Said::LeftForRepair, false),
+            ],
+        ),
+        (
+            damaged_kept,
+            [
+                (Said::SetAsideIfExpired, false),
+                (Said::LeftForRepair, false),
+            ],
+        ),
+        (stray_done, [(Said::LeftForRepair, false); 2]),
+    ]
+}
+
+/// The dry runs of `sweep` and `reap` say of each entry they cannot read
+/// what the real run does with it, and the real run does it: each pass
+/// sets aside what it reads of `active/` (a damaged task file, a foreign
+/// name), a sweep of `done/` only the damaged files whose `expiring/`
+/// entry has expired, and neither a newer-format file. (They said of
+/// every entry "the real run sets it aside into quarantine/", and the real
+/// runs left those of `done/` and the newer-format ones in place.)
+#[test]
+fn dry_runs_say_what_the_real_run_does_with_each_entry_it_cannot_read() {
+    for (pass, command) in ["sweep", "reap"].into_iter().enumerate() {
+        let (_tmp, dir) = store_dir();
+        let entries = store_with_unreadable_entries(&dir);
+        let out = run_expect(Some(&dir), &[command, "--dry-run"], 0);
+        let said = stderr(&out);
+        let wrong: Vec<String> = entries
+            .iter()
+            .filter_map(|(path, fates)| {
+                let (want, _) = fates[pass];
+                let name = format!("{}:", path.display());
+                match said.lines().find(|line| line.contains(&name)) {
+                    Some(line) if want.in_line(line) => None,
+                    line => Some(format!("want {want:?}: {}", line.unwrap_or(&name))),
+                }
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{command} --dry-run:\n{}",
+            wrong.join("\n")
+        );
+        run_expect(Some(&dir), &[command], 0);
+        for (path, fates) in &entries {
+            let (_, set_aside) = fates[pass];
+            assert_eq!(
+                !path.exists(),
+                set_aside,
+                "{command}: {} set aside (the dry run said {:?})",
+                path.display(),
+                fates[pass].0
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

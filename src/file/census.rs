@@ -31,6 +31,12 @@ pub struct Census {
     /// Task files that could not be read (left where they are; `verify`
     /// says why).
     pub unreadable: Vec<PathBuf>,
+    /// The files of `unreadable` that hold no task this version will ever
+    /// read from them (damaged, or another task's): what the store's own
+    /// reads set aside into `quarantine/`. The others (an I/O error, a
+    /// newer format, a file past the read cap) every read leaves in place,
+    /// as they may read later, or with a newer `taskstore`.
+    pub corrupt: Vec<PathBuf>,
     /// Names in `active/` or `done/` that are no task file's: a name not
     /// of the form `<id>.json`, or a directory, link or other non-file
     /// under one (left where they are; `verify` reports them, `repair`
@@ -242,16 +248,16 @@ fn read(
         census.foreign.push(path);
         return Ok(None);
     };
-    match store.read_bytes(dir, name) {
-        Ok(None) => Ok(None),
-        Ok(Some(bytes)) => match codec::unwrap(&bytes, &path, &id) {
-            Ok(task) => Ok(Some(task)),
-            Err(_) => {
-                census.unreadable.push(path);
-                Ok(None)
+    let read = store
+        .read_bytes(dir, name)
+        .and_then(|bytes| bytes.map(|b| codec::unwrap(&b, &path, &id)).transpose());
+    match read {
+        Ok(task) => Ok(task),
+        Err(e) => {
+            // As `recovery::set_aside_task` tells what it sets aside.
+            if matches!(e, Error::Corrupt { .. }) {
+                census.corrupt.push(path.clone());
             }
-        },
-        Err(_) => {
             census.unreadable.push(path);
             Ok(None)
         }

@@ -413,13 +413,7 @@ fn preview(
     match target {
         Target::File(dir) => {
             let census = census(dir, upgrade, &mut |_, _| {})?;
-            // Foreign names too: a real pass sets them aside.
-            let unreadable = census
-                .unreadable
-                .iter()
-                .chain(&census.foreign)
-                .map(|path| path.display().to_string())
-                .collect();
+            let unreadable = unread(&census);
             Ok(judge(
                 census.tasks,
                 OffsetDateTime::now_utc(),
@@ -431,10 +425,54 @@ fn preview(
         Target::Pg { .. } => {
             let store = open(target, claim_grace, false)?;
             let page = store.stored_list()?;
-            let unreadable = page.skipped.into_iter().map(|s| s.location).collect();
-            Ok(judge(page.tasks, store.time(), grace, unreadable))
+            let unreadable = page
+                .skipped
+                .into_iter()
+                .map(|s| maintain::Unread {
+                    place: s.location,
+                    foreign: false,
+                    fate: maintain::Fate::LeftInPlace,
+                })
+                .collect();
+            let mut preview = judge(page.tasks, store.time(), grace, unreadable);
+            preview.verify_says_why = false;
+            Ok(preview)
         }
     }
+}
+
+/// The entries of a census that did not read, and what a real sweep or
+/// reap does with each: it reads every entry of `active/` (setting aside
+/// a foreign name, and a task file damaged for good), and of `done/` only
+/// the files whose `expiring/` entry says they expired (a sweep). Nothing
+/// it reads for now, or by a newer version, is set aside.
+fn unread(census: &taskstore::Census) -> Vec<maintain::Unread> {
+    use maintain::{Fate, Unread};
+    let in_active =
+        |path: &Path| path.parent().and_then(Path::file_name) == Some("active".as_ref());
+    let place = |path: &PathBuf| path.display().to_string();
+    let files = census.unreadable.iter().map(|path| {
+        let fate = match (census.corrupt.contains(path), in_active(path)) {
+            (false, _) => Fate::LeftInPlace,
+            (true, true) => Fate::SetAside,
+            (true, false) => Fate::SetAsideIfExpired,
+        };
+        Unread {
+            place: place(path),
+            foreign: false,
+            fate,
+        }
+    });
+    let foreign = census.foreign.iter().map(|path| Unread {
+        place: place(path),
+        foreign: true,
+        fate: if in_active(path) {
+            Fate::SetAside
+        } else {
+            Fate::LeftForRepair
+        },
+    });
+    files.chain(foreign).collect()
 }
 
 /// What a sweep and a reap by a claim grace of `grace` would do at `now`
@@ -445,7 +483,7 @@ fn judge(
     tasks: Vec<Task>,
     now: OffsetDateTime,
     grace: Duration,
-    unreadable: Vec<String>,
+    unreadable: Vec<maintain::Unread>,
 ) -> maintain::Preview {
     let (mut expired, mut orphans) = (Vec::new(), Vec::new());
     for task in tasks {
@@ -460,6 +498,7 @@ fn judge(
         expired,
         orphans,
         unreadable,
+        verify_says_why: true,
     }
 }
 

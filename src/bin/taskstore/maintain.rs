@@ -59,25 +59,80 @@ pub struct Preview {
     pub expired: Vec<Task>,
     /// What a reap would judge, in listing order.
     pub orphans: Vec<Orphan>,
-    /// Entries that could not be read (left as they are).
-    pub unreadable: Vec<String>,
+    /// Entries that could not be read, or are no task file (left as they
+    /// are), and what the real run would do with each.
+    pub unreadable: Vec<Unread>,
+    /// Whether `taskstore verify` can say why an entry did not read (a file
+    /// store's).
+    pub verify_says_why: bool,
+}
+
+/// An entry a dry run could not read: where, and what the real run does
+/// with it.
+pub struct Unread {
+    pub place: String,
+    /// A name that is no task file's, rather than a task file that does
+    /// not read.
+    pub foreign: bool,
+    pub fate: Fate,
+}
+
+/// What the real sweep or reap does with an entry it cannot read: it sets
+/// aside only what it reads and finds damaged for good.
+pub enum Fate {
+    /// In `active/`, which both passes read whole: set aside into
+    /// `quarantine/`.
+    SetAside,
+    /// A damaged file in `done/`: a sweep reads it, and sets it aside, only
+    /// if its `expiring/` entry says it has expired; a reap never reads it.
+    SetAsideIfExpired,
+    /// A foreign name in `done/`, which no pass reads: left as it is,
+    /// for `repair` to set aside.
+    LeftForRepair,
+    /// Unreadable for now or by this version (an I/O error, a newer
+    /// format, a file past the read cap; a row over PostgreSQL): left in
+    /// place by every read.
+    LeftInPlace,
+}
+
+/// Which real run a dry run stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Sweep,
+    Reap,
 }
 
 impl Preview {
-    fn report_unreadable(&self) {
-        for place in &self.unreadable {
-            text::err(format!(
-                "taskstore: {place}: cannot be read; the real run sets it aside into \
-                 quarantine/ (or, after an I/O error, leaves it in place); `taskstore verify` \
-                 says why"
-            ));
+    fn report_unreadable(&self, pass: Pass) {
+        const REPAIR: &str = "the real run leaves it as it is; `taskstore repair` sets it aside";
+        for entry in &self.unreadable {
+            let what = if entry.foreign {
+                "no task file"
+            } else {
+                "cannot be read"
+            };
+            let done = match (&entry.fate, pass) {
+                (Fate::SetAside, _) => "the real run sets it aside into quarantine/",
+                (Fate::SetAsideIfExpired, Pass::Sweep) => {
+                    "the real run sets it aside into quarantine/ if its expiring/ entry says \
+                     it has expired, and else leaves it as it is; `taskstore repair` sets it aside"
+                }
+                (Fate::SetAsideIfExpired, Pass::Reap) | (Fate::LeftForRepair, _) => REPAIR,
+                (Fate::LeftInPlace, _) => "the real run leaves it in place",
+            };
+            let why = if self.verify_says_why && !entry.foreign {
+                "; `taskstore verify` says why"
+            } else {
+                ""
+            };
+            text::err(format!("taskstore: {}: {what}; {done}{why}", entry.place));
         }
     }
 }
 
 /// `sweep --dry-run`.
 pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
-    preview.report_unreadable();
+    preview.report_unreadable(Pass::Sweep);
     let now = preview.now;
     for task in &preview.expired {
         let at = task.expires_at().unwrap_or(now);
@@ -109,7 +164,7 @@ pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
 
 /// `reap --dry-run`.
 pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
-    preview.report_unreadable();
+    preview.report_unreadable(Pass::Reap);
     let now = preview.now;
     let orphans = &preview.orphans;
     let mut waiting = 0;
