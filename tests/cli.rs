@@ -1231,6 +1231,38 @@ fn dry_runs_leave_what_a_handle_would_tidy_as_it_is() {
     assert_unchanged(&before, &snapshot(&dir), "dry runs change nothing");
 }
 
+/// A check (`stats`, `verify`, `repair` without `--apply`) or a dry run
+/// holds the handles lock shared, as a handle does, so that an open
+/// meanwhile knows it is not alone: on a store that lacks the lock's file
+/// it makes it, changes nothing else, and its help says so. (Their help
+/// said they change nothing.)
+#[test]
+fn checks_and_dry_runs_make_the_lock_file_their_help_names_and_nothing_else() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let lock = dir.join("locks").join("handles.lock");
+    for args in [
+        &["stats"][..],
+        &["verify"],
+        &["repair"],
+        &["sweep", "--dry-run"],
+        &["reap", "--dry-run"],
+    ] {
+        fs::remove_file(&lock).unwrap();
+        // Without the lock stripes' empty files, which any handle makes.
+        let before = snapshot(&dir);
+        run_expect(Some(&dir), args, 0);
+        assert!(lock.exists(), "taskstore {args:?} made the lock file");
+        assert_unchanged(&before, &snapshot(&dir), &format!("taskstore {args:?}"));
+        let help = stdout(&run_expect(None, &[args[0], "--help"], 0));
+        assert!(
+            help.contains("locks/handles.lock"),
+            "taskstore {} --help:\n{help}",
+            args[0]
+        );
+    }
+}
+
 /// Makes a task with `message` in a store at `dir`, and checks that
 /// `list`, `list --json` and `show` print none of the characters `shown`
 /// refuses (`shown(c)` true for a character that may be printed as it is)

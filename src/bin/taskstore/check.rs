@@ -24,10 +24,12 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct RepairArgs {
-    /// Repairs (without it, prints what it would do and changes nothing).
+    /// Repairs (without it, prints what it would do and changes nothing but
+    /// the lock files it takes, as verify).
     #[arg(long, conflicts_with = "dry_run")]
     apply: bool,
-    /// Prints what it would do and changes nothing (the default).
+    /// Prints what it would do and changes nothing but the lock files it
+    /// takes, as verify (the default).
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]

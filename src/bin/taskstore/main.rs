@@ -87,13 +87,19 @@ enum Command {
     /// active task's age, how long finished tasks took (createdAt to
     /// lastUpdatedAt), the success rate and, for a file store, what its
     /// files take on disk (allocated blocks, as du counts them; and their
-    /// sizes) and the files in quarantine. Changes nothing.
+    /// sizes) and the files in quarantine. Changes nothing, but makes the
+    /// store's lock file (locks/handles.lock) if it is missing: it holds
+    /// that lock shared, as the service's processes do.
     Stats(stats::StatsArgs),
-    /// Checks a file store's files as fsck does; changes nothing. Prints
-    /// each problem with its path; exits 1 if there are any.
+    /// Checks a file store's files as fsck does; changes nothing, but makes
+    /// the empty lock files it takes if they are missing (locks/handles.lock,
+    /// a stripe's, the batches lock's). Prints each problem with its path;
+    /// exits 1 if there are any.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
-    /// it would do unless --apply is given; with it, checks the store again
+    /// it would do unless --apply is given (changing nothing but the lock
+    /// files it takes, as verify: locks/handles.lock and others, made if
+    /// missing); with it, checks the store again
     /// when done and exits 1 if any problem remains (what only a person can
     /// decide, a failed or skipped repair, batches still under way).
     Repair(check::RepairArgs),
@@ -399,7 +405,9 @@ fn census(
 /// What a dry run judges, read without changing anything: every stored
 /// task, and the entries that could not be read. A file store is read with
 /// a census ([`FileCheck::census`]), which changes nothing (it holds the
-/// handles lock shared, as a handle does): opening a handle would finish
+/// handles lock shared, as a handle does, and so makes its file if it is
+/// missing: an open meanwhile must know it is not alone): opening a handle
+/// would finish
 /// crashed writers' work, and a listing set unreadable files aside. Over
 /// PostgreSQL a handle reads with `Store::stored`, which changes nothing.
 ///

@@ -18,7 +18,9 @@ use crate::{Failure, Handle};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// Lists the expired tasks a sweep would delete, and deletes nothing.
+    /// Lists the expired tasks a sweep would delete, and changes nothing
+    /// (but makes the store's lock file, locks/handles.lock, if it is
+    /// missing: it holds that lock shared, as the service's processes do).
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -26,7 +28,9 @@ pub struct SweepArgs {
 #[derive(Debug, Args)]
 pub struct ReapArgs {
     /// Lists the orphans and what a reap would do with each, and changes
-    /// nothing.
+    /// nothing (but makes the store's lock file, locks/handles.lock, if it
+    /// is missing: it holds that lock shared, as the service's processes
+    /// do).
     #[arg(long)]
     pub dry_run: bool,
     /// How long a resumable orphan may wait for an instance to claim it
