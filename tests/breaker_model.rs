@@ -144,11 +144,9 @@ enum MState {
     Open {
         until: u64,
     },
-    /// `probed`: when it became half-open or last handed out a probe.
+    /// The probes in flight are `Model::probes`.
     HalfOpen {
-        in_flight: u32,
         successes: u32,
-        probed: u64,
     },
     Forced,
 }
@@ -169,6 +167,8 @@ struct Model {
     calls: Vec<(u64, bool)>,
     consecutive: u32,
     trips: u32,
+    /// When each probe in flight was handed out.
+    probes: Vec<u64>,
     events: Vec<BreakerEventKind>,
 }
 
@@ -182,11 +182,13 @@ impl Model {
             calls: vec![],
             consecutive: 0,
             trips: 0,
+            probes: vec![],
             events: vec![],
         }
     }
 
     fn set(&mut self, state: MState) {
+        self.probes.clear();
         self.state = state;
         self.generation += 1;
     }
@@ -215,16 +217,22 @@ impl Model {
         (calls, failures)
     }
 
-    /// Every slot held past the timeout by probes not reported: reopened.
+    /// Any probe that held its slot past the timeout unreported: reopened.
     fn expire_probes(&mut self) {
-        if let MState::HalfOpen {
-            in_flight, probed, ..
-        } = self.state
-            && in_flight >= self.cfg.probes
-            && self.now - probed >= self.cfg.probe_timeout_ms
+        if matches!(self.state, MState::HalfOpen { .. })
+            && self
+                .probes
+                .iter()
+                .any(|&at| self.now - at >= self.cfg.probe_timeout_ms)
         {
             self.trip(BreakerEventKind::Reopened);
         }
+    }
+
+    /// Gives back the slot of probe `p`, of this generation.
+    fn release_probe(&mut self, p: MPermit) {
+        let slot = self.probes.iter().position(|&at| at == p.started).unwrap();
+        self.probes.remove(slot);
     }
 
     fn advance(&mut self) {
@@ -233,11 +241,7 @@ impl Model {
         } else if let MState::Open { until } = self.state
             && self.now >= until
         {
-            self.set(MState::HalfOpen {
-                in_flight: 0,
-                successes: 0,
-                probed: self.now,
-            });
+            self.set(MState::HalfOpen { successes: 0 });
             self.events.push(BreakerEventKind::HalfOpened);
         }
     }
@@ -261,17 +265,14 @@ impl Model {
             probe,
             started: m.now,
         };
-        match &mut self.state {
+        match self.state {
             MState::Closed => Ok(permit(false, self)),
-            MState::HalfOpen {
-                in_flight, probed, ..
-            } if *in_flight < self.cfg.probes => {
-                *in_flight += 1;
-                *probed = self.now;
+            MState::HalfOpen { .. } if self.probes.len() < self.cfg.probes as usize => {
+                self.probes.push(self.now);
                 Ok(permit(true, self))
             }
             MState::HalfOpen { .. } | MState::Forced => Err(None),
-            MState::Open { until } => Err(Some(*until)),
+            MState::Open { until } => Err(Some(until)),
         }
     }
 
@@ -281,6 +282,9 @@ impl Model {
         }
         if p.generation != self.generation {
             return;
+        }
+        if p.probe {
+            self.release_probe(p);
         }
         let slow = self.cfg.slow_ms.is_some_and(|ms| self.now - p.started > ms);
         let failed = !ok || slow;
@@ -296,11 +300,7 @@ impl Model {
                     self.trip(BreakerEventKind::Opened);
                 }
             }
-            MState::HalfOpen {
-                in_flight,
-                successes,
-                probed,
-            } => {
+            MState::HalfOpen { successes } => {
                 if failed {
                     self.trip(BreakerEventKind::Reopened);
                 } else if successes + 1 >= self.cfg.to_close {
@@ -311,9 +311,7 @@ impl Model {
                     self.events.push(BreakerEventKind::Closed);
                 } else {
                     self.state = MState::HalfOpen {
-                        in_flight: in_flight - 1,
                         successes: successes + 1,
-                        probed,
                     };
                 }
             }
@@ -322,11 +320,11 @@ impl Model {
     }
 
     fn drop_permit(&mut self, p: MPermit) {
-        if let MState::HalfOpen { in_flight, .. } = &mut self.state
-            && p.probe
-            && p.generation == self.generation
-        {
-            *in_flight -= 1;
+        if p.probe {
+            self.expire_probes();
+            if p.generation == self.generation {
+                self.release_probe(p);
+            }
         }
     }
 
@@ -431,15 +429,10 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert_eq!(health.consecutive_failures, model.consecutive);
         }
         prop_assert_eq!(health.trips, model.trips);
-        if let MState::HalfOpen {
-            in_flight,
-            successes,
-            ..
-        } = model.state
-        {
+        if let MState::HalfOpen { successes } = model.state {
             prop_assert_eq!(
                 (health.probes_in_flight, health.probe_successes),
-                (in_flight, successes)
+                (model.probes.len() as u32, successes)
             );
         }
         if let MState::Open { until } = model.state {

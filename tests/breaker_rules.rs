@@ -306,8 +306,8 @@ fn half_open_limits_probes_and_a_dropped_permit_frees_its_slot() {
 }
 
 /// A probe that never reports (an upstream call with no timeout) holds its
-/// half-open slot only for `probe_timeout`: past it, with every slot so
-/// held, the breaker reopens as for a slow probe, probes again after its
+/// half-open slot only for `probe_timeout`: past it the breaker reopens as
+/// for a slow probe, probes again after its
 /// open duration, and the hung probe's late report counts for nothing.
 /// (The slot was held for ever: every call rejected, the breaker never
 /// probing again.)
@@ -365,6 +365,69 @@ fn a_probe_that_never_reports_holds_its_slot_for_the_probe_timeout_only() {
         b.state(),
         BreakerState::Open,
         "the late success did not close it"
+    );
+    // Nor does one dropped past its timeout give its slot back as if in
+    // time: the breaker reopens all the same.
+    rig.clock.advance(secs(5));
+    let dropped = b.try_acquire().unwrap();
+    assert!(dropped.is_probe());
+    rig.clock.advance(secs(10));
+    drop(dropped);
+    assert_eq!(b.state(), BreakerState::Open, "reopened by the drop");
+}
+
+/// With more than one probe slot, a probe that never reports still holds
+/// its slot for `probe_timeout` only, however often the other slot is taken
+/// and given back meanwhile: past it the breaker reopens, and the event
+/// counts the timed-out probe alone (not the one still within its time).
+/// (The timeout counted only with every slot held, from the latest
+/// hand-out: a probe cancelled every second kept the hung one's slot for
+/// ever.)
+#[test]
+fn a_hung_probe_reopens_the_breaker_while_other_probes_come_and_go() {
+    let rig = rig(BreakerConfig::default()
+        .minimum_calls(1)
+        .open_duration(secs(5))
+        .half_open_probes(2)
+        .probe_timeout(secs(10)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    fail(&b);
+    rig.clock.advance(secs(5));
+    let hung = b.try_acquire().unwrap();
+    assert!(hung.is_probe());
+    for second in 1..10 {
+        rig.clock.advance(secs(1));
+        let cancelled = b.try_acquire().expect("the other slot is free");
+        drop(cancelled);
+        let health = b.health();
+        assert_eq!(
+            (health.state, health.probes_in_flight),
+            (BreakerState::HalfOpen, 1),
+            "{second} s after the hung probe: within its timeout"
+        );
+    }
+    let recent = b.try_acquire().expect("the other slot is free");
+    rig.clock.advance(secs(1));
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(
+        (rejected.state, rejected.retry_at),
+        (BreakerState::Open, Some(START + secs(5 + 10 + 5))),
+        "reopened once the hung probe had held its slot for the probe timeout"
+    );
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(reopened.kind, BreakerEventKind::Reopened, "{reopened:?}");
+    assert_eq!(reopened.data["reason"], "probe_timed_out");
+    assert_eq!(
+        (&reopened.data["calls"], &reopened.data["slow_calls"]),
+        (&1.into(), &1.into()),
+        "{reopened:?}"
+    );
+    recent.success();
+    hung.success();
+    assert_eq!(
+        b.state(),
+        BreakerState::Open,
+        "late reports count for nothing"
     );
 }
 

@@ -45,9 +45,9 @@ use crate::events::{BreakerEventKind, BreakerState, CallOutcome};
 /// - **Half-open**: at most `half_open_probes` permits are held at once; a
 ///   permit dropped without a verdict gives its slot back. One failed probe
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
-///   the window (of either kind). Once every slot has been held for
-///   `probe_timeout` by probes that have not reported, it opens again, and
-///   their late reports count for nothing.
+///   the window (of either kind). Once any probe has held its slot for
+///   `probe_timeout` without reporting, it opens again, and late reports
+///   count for nothing.
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
@@ -124,19 +124,14 @@ impl Breaker {
         let mut now = Now::unread(&core.env.clock);
         let mut inner = self.lock();
         let event = inner.advance(core, &mut now);
-        let result = match &mut inner.state {
+        let result = match inner.state {
             State::Closed => Ok(false),
-            State::HalfOpen {
-                in_flight,
-                probed_nanos,
-                ..
-            } if *in_flight < core.config.half_open_probes => {
-                *in_flight += 1;
-                *probed_nanos = now.get();
+            State::HalfOpen { .. } if inner.probes_in_flight() < core.config.half_open_probes => {
+                inner.probes.push(now.get());
                 Ok(true)
             }
             State::HalfOpen { .. } => Err(None),
-            State::Open { until, .. } => Err(Some(*until)),
+            State::Open { until, .. } => Err(Some(until)),
             State::ForcedOpen { .. } => Err(None),
         };
         let generation = inner.generation;
@@ -145,9 +140,11 @@ impl Breaker {
         core.env.emit(event);
         match result {
             Ok(probe) => {
-                let started = match core.slow_nanos {
-                    Some(_) => now.get(),
-                    None => 0,
+                // A probe keeps its hand-out time to give its slot back.
+                let started = if probe || core.slow_nanos.is_some() {
+                    now.get()
+                } else {
+                    0
                 };
                 Ok(Ticket::new(generation, probe, Nanos::new(started)))
             }
@@ -208,10 +205,8 @@ impl Breaker {
             } => (Some(opened_at), Some(until), 0, 0),
             State::HalfOpen {
                 opened_at,
-                in_flight,
                 successes,
-                ..
-            } => (Some(opened_at), None, in_flight, successes),
+            } => (Some(opened_at), None, inner.probes_in_flight(), successes),
             State::ForcedOpen { opened_at } => (Some(opened_at), None, 0, 0),
         };
         let health = BreakerHealth {
@@ -274,15 +269,18 @@ impl Breaker {
             Settlement::Success => false,
             Settlement::Failure => true,
             Settlement::Dropped => {
-                // Only a probe slot needs giving back.
+                // Only a probe slot needs giving back; a probe dropped
+                // past its timeout reopens the breaker first, as one that
+                // reports late does.
                 if ticket.probe {
+                    let mut now = Now::unread(&core.env.clock);
                     let mut inner = self.lock();
-                    let generation = inner.generation;
-                    if let State::HalfOpen { in_flight, .. } = &mut inner.state
-                        && generation == ticket.generation
-                    {
-                        *in_flight = in_flight.saturating_sub(1);
+                    let expired = inner.expire_probes(core, &mut now);
+                    if inner.generation == ticket.generation {
+                        inner.release_probe(ticket.started.get());
                     }
+                    drop(inner);
+                    core.env.emit(expired);
                 }
                 return;
             }
@@ -324,6 +322,9 @@ impl Breaker {
             None
         };
         let event = if inner.generation == ticket.generation {
+            if ticket.probe {
+                inner.release_probe(ticket.started.get());
+            }
             inner.verdict(core, &mut now, verdict)
         } else {
             None

@@ -25,7 +25,7 @@ const MAX_WINDOW_CALLS: u32 = 100_000;
 /// | `max_open_duration` | 5 min | the cap of the growing open duration (`>= open_duration`) |
 /// | `half_open_probes` | 1 | how many probe calls may be in flight at once while half-open (`>= 1`) |
 /// | `probe_successes_to_close` | 1 | how many probes must succeed (one after another is fine) to close (`>= 1`) |
-/// | `probe_timeout` | 60 s | once every probe slot has been held this long by probes that have not reported (an upstream call with no timeout), the breaker reopens; their late reports count for nothing (`> 0`) |
+/// | `probe_timeout` | 60 s | once any probe has held its slot this long without reporting (an upstream call with no timeout), the breaker reopens; late reports count for nothing (`> 0`) |
 ///
 /// Build one from the defaults with the setters, and check it with
 /// [`validate`](BreakerConfig::validate) (the registry does so too):
@@ -74,8 +74,8 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// Probe successes needed to close.
     pub probe_successes_to_close: u32,
-    /// How long probes that have not reported may hold every half-open
-    /// slot before the breaker reopens. Absent in configs serialized before
+    /// How long a probe that has not reported may hold its half-open slot
+    /// before the breaker reopens. Absent in configs serialized before
     /// it existed (then the default).
     #[serde(default = "default_probe_timeout")]
     pub probe_timeout: Duration,
@@ -215,7 +215,7 @@ impl BreakerConfig {
         probe_successes_to_close: u32
     );
     setter!(
-        /// Sets how long probes that have not reported may hold every
+        /// Sets how long a probe that has not reported may hold its
         /// half-open slot before the breaker reopens.
         probe_timeout: Duration
     );

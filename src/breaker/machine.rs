@@ -84,6 +84,12 @@ pub(super) struct Inner {
     pub window: Window,
     pub consecutive_failures: u32,
     pub trips: u32,
+    /// While half-open, when each probe in flight was handed out (Unix
+    /// nanoseconds): one entry per held slot, in no order; empty in every
+    /// other state. A probe that ends gives back an entry of its own
+    /// hand-out time, which its permit keeps: probes handed out at the same
+    /// moment time out together, so any one of their entries will do.
+    pub probes: Vec<i128>,
     /// Whether `quiet_generation` holds `generation`: closed, the count
     /// window full of successes, and a success would leave every count as
     /// it is. Kept here so that the shared word is written only when this
@@ -100,14 +106,10 @@ pub(super) enum State {
         /// `until` as Unix nanoseconds, to compare with the clock.
         until_nanos: i128,
     },
+    /// The probes in flight are [`Inner::probes`].
     HalfOpen {
         opened_at: OffsetDateTime,
-        in_flight: u32,
         successes: u32,
-        /// When it became half-open or last handed out a probe (Unix
-        /// nanoseconds): with every slot held, each probe in flight has
-        /// been running since then at least.
-        probed_nanos: i128,
     },
     ForcedOpen {
         opened_at: OffsetDateTime,
@@ -171,6 +173,7 @@ impl Core {
                 window,
                 consecutive_failures: 0,
                 trips: 0,
+                probes: Vec::new(),
                 quiet: false,
             }),
         }
@@ -224,6 +227,8 @@ impl Inner {
         // Before the generation moves on: a success settled without the lock
         // from now on is of a generation no longer quiet.
         self.set_quiet(core, false);
+        // Probes in flight belong to the generation that ends here.
+        self.probes.clear();
         self.state = state;
         self.generation = TRANSITIONS.fetch_add(1, Ordering::Relaxed) + 1;
         let closed = if matches!(state, State::Closed) {
@@ -261,32 +266,48 @@ impl Inner {
             && !core.rate_trips(totals)
     }
 
-    /// Half-open → open once every probe slot has been held past the probe
-    /// timeout by probes that have not reported: before any permit is
-    /// handed out or refused, and before a probe's report counts (one
-    /// that comes after the timeout is then of a generation gone).
+    /// Probe slots held now, while half-open.
+    pub fn probes_in_flight(&self) -> u32 {
+        u32::try_from(self.probes.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Gives back the slot of a probe of the current generation, handed out
+    /// at `handed_out`.
+    pub fn release_probe(&mut self, handed_out: i128) {
+        if let Some(slot) = self.probes.iter().position(|&at| at == handed_out) {
+            self.probes.swap_remove(slot);
+        }
+    }
+
+    /// Half-open → open once any probe has held its slot for the probe
+    /// timeout without reporting: before any permit is handed out or
+    /// refused, and before a probe's report or drop counts (one that comes
+    /// after the timeout is then of a generation gone).
     pub fn expire_probes(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
-        let State::HalfOpen {
-            in_flight,
-            successes,
-            probed_nanos,
-            ..
-        } = self.state
-        else {
+        let State::HalfOpen { successes, .. } = self.state else {
             return None;
         };
-        if in_flight < core.config.half_open_probes
-            || now.get().saturating_sub(probed_nanos) < core.probe_timeout_nanos
-        {
+        // With no probe in flight there is nothing to time out, and no
+        // need to read the clock.
+        let oldest = *self.probes.iter().min()?;
+        let at = now.get();
+        let timed_out =
+            |handed_out: i128| at.saturating_sub(handed_out) >= core.probe_timeout_nanos;
+        if !timed_out(oldest) {
             return None;
         }
+        let late = self
+            .probes
+            .iter()
+            .filter(|&&handed_out| timed_out(handed_out))
+            .count() as u64;
         let totals = Totals {
-            calls: u64::from(successes) + u64::from(in_flight),
+            calls: u64::from(successes) + late,
             failures: 0,
-            slow: u64::from(in_flight),
+            slow: late,
         };
         let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
-        Some(self.trip(core, now.get(), reopened, TripReason::ProbeTimedOut, totals))
+        Some(self.trip(core, at, reopened, TripReason::ProbeTimedOut, totals))
     }
 
     /// Open → half-open once the open duration has passed; half-open →
@@ -310,9 +331,7 @@ impl Inner {
             core,
             State::HalfOpen {
                 opened_at,
-                in_flight: 0,
                 successes: 0,
-                probed_nanos: now.get(),
             },
             BreakerEventKind::HalfOpened,
             BreakerState::Open,
@@ -326,7 +345,9 @@ impl Inner {
         )
     }
 
-    /// Counts a verdict of the current generation; returns the transition it caused.
+    /// Counts a verdict of the current generation; returns the transition it
+    /// caused. A probe's slot is given back first, by
+    /// [`release_probe`](Self::release_probe).
     #[inline]
     pub fn verdict(&mut self, core: &Core, now: &mut Now<'_>, verdict: Verdict) -> Option<Event> {
         let config = &core.config;
@@ -354,12 +375,7 @@ impl Inner {
                 let opened = (BreakerEventKind::Opened, BreakerState::Closed);
                 Some(self.trip(core, now.get(), opened, reason, totals))
             }
-            State::HalfOpen {
-                in_flight,
-                successes,
-                ..
-            } => {
-                *in_flight = in_flight.saturating_sub(1);
+            State::HalfOpen { successes, .. } => {
                 let reason = match verdict {
                     Verdict::Success => None,
                     Verdict::Failure => Some(TripReason::FailedProbe),

@@ -42,8 +42,9 @@ pub(super) enum Settlement {
 pub(super) struct Ticket {
     pub generation: u64,
     pub probe: bool,
-    /// When it was taken; read only with a slow-call threshold (the closed
-    /// path leaves it 0 without one).
+    /// When it was taken: read with a slow-call threshold, and for a probe,
+    /// to give back its slot (the closed path leaves it 0 without a
+    /// threshold).
     pub started: Nanos,
     pub settled: bool,
 }

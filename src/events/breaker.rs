@@ -105,8 +105,8 @@ pub enum TripReason {
     FailedProbe,
     /// A half-open probe succeeded, but slower than the slow-call threshold.
     SlowProbe,
-    /// Every half-open probe slot was held by a probe that had not reported
-    /// within the probe timeout (`BreakerConfig::probe_timeout`).
+    /// A half-open probe held its slot past the probe timeout
+    /// (`BreakerConfig::probe_timeout`) without reporting.
     ProbeTimedOut,
 }
 
