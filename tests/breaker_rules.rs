@@ -235,6 +235,10 @@ fn a_slow_failure_counts_as_slow_and_is_heard_as_a_failure() {
     assert_eq!(reopened.data["reason"], TripReason::SlowProbe.as_str());
     assert_eq!(reopened.data["slow_calls"], 1);
     assert_eq!(
+        reopened.data["consecutive_failures"], 1,
+        "the probe's streak, not the closed state's 3"
+    );
+    assert_eq!(
         heard.outcomes.lock().unwrap().last(),
         Some(&CallOutcome::Failure)
     );
@@ -429,6 +433,51 @@ fn a_hung_probe_reopens_the_breaker_while_other_probes_come_and_go() {
         BreakerState::Open,
         "late reports count for nothing"
     );
+}
+
+/// A probe timeout counts the timed-out probes as failures (slow calls
+/// are failures everywhere else), and its streak is theirs, not the one
+/// left from the closed state. (It said `failures: 0`, `failure_rate: 0.0`
+/// beside `slow_calls: 1`, and the closed state's streak of 3.)
+#[test]
+fn a_probe_timeout_counts_the_timed_out_probes_as_failures() {
+    let rig = rig(BreakerConfig::default()
+        .consecutive_failures(3)
+        .open_duration(secs(5))
+        .probe_successes_to_close(2)
+        .probe_timeout(secs(10)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    for _ in 0..3 {
+        fail(&b);
+    }
+    assert_eq!(b.state(), BreakerState::Open);
+    rig.clock.advance(secs(5));
+    succeed(&b);
+    let hung = b.try_acquire().unwrap();
+    assert!(hung.is_probe());
+    rig.clock.advance(secs(10));
+    assert_eq!(b.state(), BreakerState::Open);
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(reopened.data["reason"], "probe_timed_out", "{reopened:?}");
+    let numbers = [
+        "calls",
+        "failures",
+        "slow_calls",
+        "failure_rate",
+        "consecutive_failures",
+    ]
+    .map(|field| (field, reopened.data[field].clone()));
+    assert_eq!(
+        numbers,
+        [
+            ("calls", 2.into()),
+            ("failures", 1.into()),
+            ("slow_calls", 1.into()),
+            ("failure_rate", 0.5.into()),
+            ("consecutive_failures", 1.into()),
+        ]
+    );
+    drop(hung);
 }
 
 #[test]

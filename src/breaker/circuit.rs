@@ -46,8 +46,8 @@ use crate::events::{BreakerEventKind, BreakerState, CallOutcome};
 ///   permit dropped without a verdict gives its slot back. One failed probe
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
 ///   the window (of either kind). Once any probe has held its slot for
-///   `probe_timeout` without reporting, it opens again, and late reports
-///   count for nothing.
+///   `probe_timeout` without reporting, it opens again (the probes past
+///   the timeout count as slow calls), and late reports count for nothing.
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.

@@ -282,7 +282,9 @@ impl Inner {
     /// Half-open → open once any probe has held its slot for the probe
     /// timeout without reporting: before any permit is handed out or
     /// refused, and before a probe's report or drop counts (one that comes
-    /// after the timeout is then of a generation gone).
+    /// after the timeout is then of a generation gone). Each probe past the
+    /// timeout counts as a slow call, so as a failure, as a slow probe's
+    /// report would.
     pub fn expire_probes(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
         let State::HalfOpen { successes, .. } = self.state else {
             return None;
@@ -303,7 +305,7 @@ impl Inner {
             .count() as u64;
         let totals = Totals {
             calls: u64::from(successes) + late,
-            failures: 0,
+            failures: late,
             slow: late,
         };
         let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
@@ -417,7 +419,10 @@ impl Inner {
     }
 
     /// Opens the breaker at `now` (Unix nanoseconds) by the transition
-    /// `(kind, from)`; its event gets the numbers.
+    /// `(kind, from)`; its event gets the numbers. A reopening reports the
+    /// probes' numbers, its streak too: a half-open breaker reopens at its
+    /// first failed (or timed-out) probes, so they are the failures in a
+    /// row; the streak left from the closed state caused the trip before.
     fn trip(
         &mut self,
         core: &Core,
@@ -427,6 +432,10 @@ impl Inner {
         totals: Totals,
     ) -> Event {
         self.trips = self.trips.saturating_add(1);
+        let streak = match from {
+            BreakerState::HalfOpen => u32::try_from(totals.failures).unwrap_or(u32::MAX),
+            _ => self.consecutive_failures,
+        };
         let open_for = core.config.open_duration_after(self.trips);
         let now = datetime(now);
         let until =
@@ -448,7 +457,7 @@ impl Inner {
         .field("failure_rate", totals.failure_rate())
         .field("failure_rate_threshold", core.config.failure_rate_threshold)
         .field("minimum_calls", core.config.minimum_calls)
-        .field("consecutive_failures", self.consecutive_failures)
+        .field("consecutive_failures", streak)
         .field("trips", self.trips)
         .field("open_for_ms", millis(open_for))
         .field("retry_at", rfc3339(until))
