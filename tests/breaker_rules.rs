@@ -480,6 +480,34 @@ fn a_probe_timeout_counts_the_timed_out_probes_as_failures() {
     drop(hung);
 }
 
+/// An open duration past what `u64` nanoseconds hold (about 584 years) is
+/// kept whole, as is its growth up to `max_open_duration`. (It was cut to
+/// 584 years.)
+#[test]
+fn an_open_duration_of_centuries_is_kept_whole() {
+    let year = secs(365 * 24 * 3600);
+    let config = BreakerConfig::default()
+        .minimum_calls(1)
+        .open_duration(year * 600)
+        .open_duration_multiplier(2.0)
+        .max_open_duration(year * 1500);
+    config.validate().unwrap();
+    let got = [1, 2, 3, u32::MAX].map(|trips| config.open_duration_after(trips));
+    assert_eq!(got, [year * 600, year * 1200, year * 1500, year * 1500]);
+    assert_eq!(
+        BreakerConfig::default()
+            .open_duration(Duration::MAX)
+            .max_open_duration(Duration::MAX)
+            .open_duration_after(1),
+        Duration::MAX
+    );
+    let rig = rig(config);
+    let b = rig.registry.breaker("upstream").unwrap();
+    fail(&b);
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.retry_at, Some(START + year * 600));
+}
+
 #[test]
 fn probe_successes_close_the_breaker_and_clear_the_window() {
     let rig = rig(BreakerConfig::default()

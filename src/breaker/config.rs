@@ -348,15 +348,33 @@ impl BreakerConfig {
 
     /// How long the breaker stays open after `trips` trips in a row (the
     /// first trip is 1): `open_duration * multiplier^(trips - 1)`, capped at
-    /// `max_open_duration`.
+    /// `max_open_duration`. Any duration is kept whole, however long
+    /// (though an open breaker's retry time stops at the last date it can
+    /// hold, the end of the year 9999).
     pub fn open_duration_after(&self, trips: u32) -> Duration {
-        let base = self.open_duration.as_nanos() as f64;
-        let cap = self.max_open_duration.as_nanos() as f64;
         let exponent = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
-        let nanos = (base * self.open_duration_multiplier.powi(exponent)).min(cap);
-        // `nanos` is finite, non-negative and at most `max_open_duration`.
-        Duration::from_nanos(nanos as u64).min(self.max_open_duration)
+        let growth = self.open_duration_multiplier.powi(exponent);
+        // Without growth the duration is used as it is: `f64` nanoseconds
+        // are exact only up to 2^53 (about 104 days).
+        let grown = if growth == 1.0 {
+            Some(self.open_duration)
+        } else {
+            duration_from_nanos(self.open_duration.as_nanos() as f64 * growth)
+        };
+        grown.map_or(self.max_open_duration, |d| d.min(self.max_open_duration))
     }
+}
+
+/// `nanos` (not negative, perhaps infinite) as a duration; `None` past
+/// [`Duration::MAX`]. (`Duration::from_nanos` takes a `u64`, which ends at
+/// about 584 years.)
+fn duration_from_nanos(nanos: f64) -> Option<Duration> {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    // `as` saturates: infinity becomes `u128::MAX`, past `Duration::MAX`.
+    let nanos = nanos as u128;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).ok()?;
+    let subsec = u32::try_from(nanos % NANOS_PER_SEC).expect("under a second");
+    Some(Duration::new(secs, subsec))
 }
 
 #[cfg(test)]
