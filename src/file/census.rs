@@ -124,13 +124,7 @@ impl FileCheck {
         )?;
         let mut census = Census::default();
         let mut blocks = Blocks::default();
-        // Read whole: its files are renamed over, which may hide a name
-        // from a reading in several calls.
-        let active_dir = store.dir(Area::Active);
-        let active = store
-            .fs
-            .read_dir_whole(active_dir)
-            .map_err(|e| Error::io("read directory", active_dir.path(), e))?;
+        let active = store.active_names_whole()?;
         let done_before = read_dir(store, store.dir(Area::Done))?.len();
         let mut total = active.len() + done_before;
         let mut seen = 0;

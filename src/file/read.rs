@@ -12,6 +12,16 @@ use crate::id::TaskId;
 use crate::task::Task;
 
 impl FileBackend {
+    /// Every name in `active/`, read in one call, each once: its files are
+    /// renamed over, which may hide a name from a reading in several calls,
+    /// or give it twice. For the census and `verify`, which read it once.
+    pub(super) fn active_names_whole(&self) -> Result<Vec<std::ffi::OsString>> {
+        let active = self.dir(Area::Active);
+        self.fs
+            .read_dir_whole(active)
+            .map_err(|e| Error::io("read directory", active.path(), e))
+    }
+
     /// Reads task `id`'s file in `area`: `Ok(None)` if there is none.
     pub(super) fn read(&self, area: Area, id: &TaskId) -> Result<Option<Task>> {
         self.read_task(self.dir(area), &task_name(id), id)

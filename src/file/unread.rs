@@ -134,9 +134,15 @@ impl FileBackend {
         }
         // Its entries go once the removals are durable, at the sweep's end
         // (`defer_removals` keeps the lock held until then).
-        let Ok(hold) = self.locks.hold_batch(&self.fs) else {
-            self.due.keep_left(now, due);
-            return;
+        let hold = match self.locks.hold_batch(&self.fs) {
+            Ok(hold) => hold,
+            Err(e) => {
+                // Kept for the scan's batches, which take the lock again
+                // and report each task they then cannot remove.
+                tracing::warn!(error = %e, "could not hold the batches lock; the due tasks are left to the sweep's scan");
+                self.due.keep_left(now, due);
+                return;
+            }
         };
         // A snapshot kept by a live watch lets each chunk after the first
         // skip the fsync of `active/` while nothing moved

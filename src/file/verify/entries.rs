@@ -340,16 +340,9 @@ impl Listing {
         // tmp/ first: a writer's temp file is renamed into an area, so one
         // read after the areas could miss it in both.
         let tmp = read(&store.tmp)?;
-        // Read whole: its files are renamed over, which may hide a name
-        // from a reading in several calls, or give it twice.
-        let active = store.dir(Area::Active);
-        let active = store
-            .fs
-            .read_dir_whole(active)
-            .map_err(|e| Error::io("read directory", active.path(), e))?;
         Ok(Listing {
             tmp,
-            active,
+            active: store.active_names_whole()?,
             done: read(store.dir(Area::Done))?,
             expiring: read(store.expiring.dir())?,
             locks: read(locks)?,
