@@ -38,7 +38,8 @@
 //!   with the `CallToolResult` inlined, [`TaskExit::Error`] `failed` with the
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
 //!   panicking or aborted operation `failed` ("task operation panicked:"
-//!   and up to 1 KiB of the panic's message, which the client reads). The
+//!   and up to 1 KiB of the panic's message, which the client reads, and
+//!   an error in the host's log naming the task). The
 //!   first terminal state is
 //!   final across processes. A task a host that is not an MCP server
 //!   finished over a shared store is answered whatever its payload's shape:

@@ -388,6 +388,9 @@ async fn supervise(
                 Ok(panic) => format!("task operation panicked: {}", panic_message(&*panic)),
                 Err(_) => "task operation was aborted".to_owned(),
             };
+            // The client reads it in the task's error; the host's log
+            // names the task (a panic's own message names a thread).
+            tracing::error!(task = %run.id, error = %why, "a task's operation ended without an outcome");
             Some(Record::Finish(Outcome::Failed(to_json(
                 &McpError::internal_error(why, None),
             ))))

@@ -14,6 +14,10 @@ use super::*;
 use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
 
 mod boundary;
+// The integration tests' subscriber, one copy for both.
+#[path = "../../../tests/common/logged.rs"]
+#[allow(dead_code)]
+mod logged;
 mod races;
 mod resume;
 mod shutdown;
@@ -318,8 +322,14 @@ async fn an_outcome_whose_write_fails_for_a_moment_is_recorded_on_a_later_try() 
     );
 }
 
+/// An operation's error is the task's, as JSON-RPC; a panic fails the task
+/// with its message, and the host's log names the task (it logged nothing
+/// that did).
 #[tokio::test]
 async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
+    // One thread: the supervisor logs on this one.
+    let logged = logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
     let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
     let failed = m
         .spawn(TaskOptions::new(), |_ctx| {
@@ -343,6 +353,13 @@ async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
         panic!()
     };
     assert_eq!(error["message"], "task operation panicked: operation bug");
+    let named = logged.events().into_iter().any(|e| {
+        e.level == tracing::Level::ERROR
+            && e.field("task") == Some(panicked.task_id.as_str())
+            && e.field("error")
+                .is_some_and(|m| m.contains("panicked: operation bug"))
+    });
+    assert!(named, "{:?}", logged.events());
 }
 
 #[tokio::test]
