@@ -5,7 +5,8 @@
 //! a handle and a connection each, timing only the operations); then the time
 //! from a `tasks/cancel` on one `DurableTaskManager` to the operation
 //! seeing it on another, with the PostgreSQL change feed and with polling
-//! only.
+//! only; and `PgStore`'s writes with change notices against without
+//! (`change_notices(false)`), side by side.
 //!
 //! ```text
 //! cargo bench --features compare,postgres,mcp --bench pg
@@ -83,8 +84,10 @@ fn main() {
             read_rows(cluster, Read::ListActive),
         ));
     }
-    println!("\n| workload | direct SQL (floor) | PgStore | ratio | FileStore (Immediate) |");
-    println!("|---|---|---|---|---|");
+    if !table.is_empty() {
+        println!("\n| workload | direct SQL (floor) | PgStore | ratio | FileStore (Immediate) |");
+        println!("|---|---|---|---|---|");
+    }
     for (name, [floor, store, file]) in &table {
         println!(
             "| {name} | {} | {} | {:.2}x | {} |",
@@ -94,9 +97,97 @@ fn main() {
             show_time(*file)
         );
     }
+    if wanted("notices") {
+        notice_table(cluster);
+    }
     if wanted("cancel") {
         cancel_latency(cluster);
     }
+}
+
+/// `PgStore` with change notices (the default) against without
+/// (`change_notices(false)`): a notifying transaction holds PostgreSQL's
+/// commit-time `NOTIFY` lock until its commit is flushed. Updates change
+/// no active-task count; completes also lower the counter row, on which
+/// they serialize either way.
+fn notice_table(cluster: &pg_cluster::Cluster) {
+    println!("\n| workload (notices) | PgStore, notices | PgStore, none | ratio |");
+    println!("|---|---|---|---|");
+    for writers in [1usize, 4, 16] {
+        for op in [Notice::Update, Notice::Complete] {
+            let [on, off] = notice_rows(cluster, op, writers);
+            println!(
+                "| {}/{writers}w | {} | {} | {:.2}x |",
+                op.name(),
+                show_time(on),
+                show_time(off),
+                on / off
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Notice {
+    Update,
+    Complete,
+}
+
+impl Notice {
+    fn name(self) -> &'static str {
+        match self {
+            Notice::Update => "update",
+            Notice::Complete => "complete",
+        }
+    }
+}
+
+/// Per-operation times (ns) of `op` on `writers` threads: with notices,
+/// without. The two handles share one schema and take turns each round.
+fn notice_rows(cluster: &pg_cluster::Cluster, op: Notice, writers: usize) -> [f64; 2] {
+    let schema = pg_cluster::fresh_schema("bench");
+    let store = |notices: bool| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .pool_size(writers)
+            .max_active(1_000_000)
+            .change_notices(notices)
+            .open()
+            .unwrap()
+    };
+    let stores = [store(true), store(false)];
+    let per = WRITES_PER_ROUND / writers;
+    let ops = (per * writers) as f64;
+    let mut times = [Vec::new(), Vec::new()];
+    // Round 0 is a warm-up, not counted: the first row of a run paid the
+    // server's and the connections' first use.
+    for round in 0..=ROUNDS {
+        for turn in 0..2 {
+            // Which goes first moves on each round.
+            let slot = (round + turn) % 2;
+            let s = &stores[slot];
+            let prepared: Vec<Vec<TaskId>> = (0..writers)
+                .map(|_| {
+                    (0..per)
+                        .map(|_| s.create(NewTask::new()).unwrap().id)
+                        .collect()
+                })
+                .collect();
+            let elapsed = threads(writers, &|w| {
+                for id in &prepared[w] {
+                    let written = match op {
+                        Notice::Update => s.update(id, TaskUpdate::new().status_message("working")),
+                        Notice::Complete => s.complete(id, result_payload()),
+                    };
+                    assert!(written.unwrap().is_applied());
+                }
+            });
+            if round > 0 {
+                times[slot].push(elapsed.as_nanos() as f64 / ops);
+            }
+        }
+    }
+    times.map(median)
 }
 
 fn show_time(ns: f64) -> String {

@@ -1756,6 +1756,64 @@ fn the_change_feed_names_every_task_another_handle_writes() {
     );
 }
 
+/// A handle opened without change notices makes every kind of write
+/// (insert, replace, the batch replace of a renewal, remove, the batch
+/// remove of a sweep) without notifying, and has no feed of its own:
+/// another handle's feed, which names a marker task written after them,
+/// names none of its tasks (notifications arrive in commit order, so any
+/// of them would have come first).
+#[test]
+fn a_handle_without_change_notices_notifies_nothing() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("quiet");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let quiet = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("quiet")
+        .time_source(TimeSource::Clock)
+        .clock(Arc::new(clock.clone()))
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let loud = open(cluster, &schema, "loud");
+    assert!(quiet.changes().is_none(), "it would not see its own writes");
+    let mut feed = loud.changes().expect("a PgStore has a change feed");
+    assert_eq!(
+        feed.wait(Duration::from_millis(10)),
+        taskstore::Changes::Missed
+    );
+    let kept = quiet.create(NewTask::new()).unwrap();
+    let update = TaskUpdate::new().status_message("on it");
+    assert!(quiet.update(&kept.id, update).unwrap().is_applied());
+    assert_eq!(quiet.renew_leases().unwrap(), 1);
+    let done = quiet.create(NewTask::new()).unwrap();
+    assert!(quiet.complete(&done.id, json!(1)).unwrap().is_applied());
+    let deleted = quiet.create(NewTask::new()).unwrap();
+    assert!(quiet.delete(&deleted.id).unwrap());
+    let expiring = quiet
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(quiet.sweep().unwrap().deleted, 1);
+    let marker = loud.create(NewTask::new()).unwrap();
+    let mut seen = Vec::new();
+    wait_until("the feed to name the marker", || {
+        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+            seen.extend(ids);
+        }
+        seen.contains(&marker.id)
+    });
+    let quiet_ids = [&kept.id, &done.id, &deleted.id, &expiring.id];
+    assert!(
+        seen.iter().all(|id| !quiet_ids.contains(&id)),
+        "notified by the quiet handle: {seen:?}"
+    );
+    // Its writes are there all the same.
+    let stored = loud.get(&kept.id).unwrap().unwrap();
+    assert_eq!(stored.status_message.as_deref(), Some("on it"));
+    assert!(loud.get(&done.id).unwrap().unwrap().is_terminal());
+}
+
 /// A create at a time the backend cannot store (a host's own clock past
 /// 2262, `TimeSource::Clock`) is refused, naming the task and the range,
 /// and leaves nothing to undo: no version at that time can be stored, so

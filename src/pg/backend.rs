@@ -188,7 +188,8 @@ impl PgBackend {
     }
 
     /// The notification channel every write of this schema notifies
-    /// (`taskstore:<schema>`, the task id as payload).
+    /// (`taskstore:<schema>`, the task id as payload), unless the handle
+    /// was opened without change notices.
     pub fn channel(&self) -> &str {
         &self.sql.channel
     }
@@ -701,6 +702,10 @@ impl Backend for PgBackend {
     }
 
     fn changes(&self) -> Option<ChangeFeed> {
+        if !self.sql.notifies {
+            // Its own writes would not show there.
+            return None;
+        }
         Some(ChangeFeed::new(Listener::new(
             self.pool.config().clone(),
             self.sql.channel.clone(),

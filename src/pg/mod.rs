@@ -42,7 +42,7 @@ pub struct PgStatements {
 /// [`PgStatements`] over `schema`.
 #[doc(hidden)]
 pub fn pg_statements(schema: &str) -> PgStatements {
-    let sql = sql::Sql::new(schema);
+    let sql = sql::Sql::new(schema, true);
     let list_active = sql.scan(
         &crate::backend::Scan::new(crate::backend::Scope::Active, 1),
         false,
@@ -110,6 +110,7 @@ pub struct PgOptions {
     time: TimeSource,
     clock_refresh: Duration,
     create: bool,
+    change_notices: bool,
 }
 
 /// Where a [`PgStore`] takes the time its rules go by (TTLs, leases,
@@ -180,6 +181,23 @@ impl StoreBuilder<PgOptions> {
     /// that inspects stores wants.
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.options.create = create;
+        self
+    }
+
+    /// Whether this handle's writes notify the schema's channel, and its
+    /// [`changes`](crate::TaskStore::changes) follow it (default `true`).
+    ///
+    /// A notifying transaction holds PostgreSQL's commit-time lock for
+    /// `NOTIFY` until its commit is flushed, so the notifying writes of
+    /// every host on the cluster commit one at a time. With `false` this
+    /// handle's writes notify nothing, and it has no change feed: what
+    /// follows changes (the MCP manager's watch) polls instead, one watch
+    /// tick behind. Set it alike on every handle of a store: one that does
+    /// not notify leaves the others' feeds blind to its writes, which they
+    /// then see only when they poll. `benches/pg.rs` measures both
+    /// (BENCHMARKS.md, "Change notices").
+    pub fn change_notices(mut self, notify: bool) -> Self {
+        self.options.change_notices = notify;
         self
     }
 
@@ -259,7 +277,8 @@ impl StoreBuilder<PgOptions> {
         if let Some(clock) = &clock {
             self.settings.clock = clock.clone();
         }
-        let backend = PgBackend::new(pool, Arc::new(Sql::new(&schema)), clock);
+        let sql = Sql::new(&schema, options.change_notices);
+        let backend = PgBackend::new(pool, Arc::new(sql), clock);
         self.finish(backend)
     }
 }
@@ -329,6 +348,7 @@ impl Store<PgBackend> {
             time: TimeSource::default(),
             clock_refresh: clock::REFRESH,
             create: true,
+            change_notices: true,
         })
     }
 

@@ -16,6 +16,8 @@ pub(crate) struct Sql {
     pub schema: String,
     /// The notification channel: `taskstore:<schema>`.
     pub channel: String,
+    /// Whether the writes notify it (`change_notices`).
+    pub notifies: bool,
     pub load: String,
     pub insert: String,
     pub replace: String,
@@ -33,11 +35,22 @@ pub(crate) struct Sql {
 }
 
 impl Sql {
-    pub fn new(schema: &str) -> Sql {
+    /// The statements over `schema`; with `notifies` false, the writes send
+    /// no notification (the channel's parameter is still typed, and
+    /// unused).
+    pub fn new(schema: &str, notifies: bool) -> Sql {
         let s = &super::schema::ident(schema);
+        let notify = |channel: &str, id: &str| {
+            if notifies {
+                format!("pg_notify({channel}, {id})")
+            } else {
+                format!("{channel}::text IS NULL")
+            }
+        };
         Sql {
             schema: schema.to_owned(),
             channel: format!("taskstore:{schema}"),
+            notifies,
             load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
             // $1 id, $2 created_at_ns, $3 revision, $4 status, $5 active,
             // $6 expires_at_ns, $7 task, $8 the cap, $9 the channel.
@@ -46,12 +59,13 @@ impl Sql {
                      INSERT INTO {s}.tasks (id, created_at_ns, revision, status, active, expires_at_ns, task)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (id) DO NOTHING
-                     RETURNING id, pg_notify($9, id)),
+                     RETURNING id, {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active + 1
                      WHERE singleton AND $5 AND EXISTS (SELECT FROM i) AND active < $8
                      RETURNING 1)
-                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)"
+                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)",
+                n = notify("$9", "id")
             ),
             // $1 id, $2 created_at_ns, $3 revision (the version read);
             // $4 created_at_ns, $5 revision, $6 status, $7 active,
@@ -63,24 +77,26 @@ impl Sql {
                      SET created_at_ns = $4, revision = $5, status = $6, active = $7,
                          expires_at_ns = $8, task = $9
                      WHERE id = $1 AND created_at_ns = $2 AND revision = $3
-                     RETURNING id, pg_notify($11, id)),
+                     RETURNING id, {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active + $10::int8
                      WHERE singleton AND $10::int8 <> 0 AND EXISTS (SELECT FROM u)
                      RETURNING 1)
-                 SELECT count(*) FROM u"
+                 SELECT count(*) FROM u",
+                n = notify("$11", "id")
             ),
             // $1 id, $2 created_at_ns, $3 revision; $4 the channel.
             remove: format!(
                 "WITH d AS (
                      DELETE FROM {s}.tasks
                      WHERE id = $1 AND created_at_ns = $2 AND revision = $3
-                     RETURNING id, active, pg_notify($4, id)),
+                     RETURNING id, active, {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active - 1
                      WHERE singleton AND EXISTS (SELECT FROM d WHERE d.active)
                      RETURNING 1)
-                 SELECT count(*) FROM d"
+                 SELECT count(*) FROM d",
+                n = notify("$4", "id")
             ),
             // Arrays, one element per task: $1 id, $2 created_at_ns,
             // $3 revision, $4 was active (the version read); $5
@@ -103,12 +119,13 @@ impl Sql {
                      WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
                        AND t.revision = n.revision
                      RETURNING t.id, n.active::int - n.was_active::int AS delta,
-                               pg_notify($11, t.id)),
+                               {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active + (SELECT sum(delta) FROM u)
                      WHERE singleton AND (SELECT coalesce(sum(delta), 0) FROM u) <> 0
                      RETURNING 1)
-                 SELECT id FROM u"
+                 SELECT id FROM u",
+                n = notify("$11", "t.id")
             ),
             // Arrays: $1 id, $2 created_at_ns, $3 revision; $4 the channel.
             remove_all: format!(
@@ -119,13 +136,14 @@ impl Sql {
                      DELETE FROM {s}.tasks t USING n
                      WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
                        AND t.revision = n.revision
-                     RETURNING t.id, t.active, pg_notify($4, t.id)),
+                     RETURNING t.id, t.active, {n}),
                  c AS (
                      UPDATE {s}.counters
                      SET active = active - (SELECT count(*) FROM d WHERE d.active)
                      WHERE singleton AND EXISTS (SELECT FROM d WHERE d.active)
                      RETURNING 1)
-                 SELECT id FROM d"
+                 SELECT id FROM d",
+                n = notify("$4", "t.id")
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
             lock_counter: format!("SELECT active FROM {s}.counters WHERE singleton FOR UPDATE"),
