@@ -1870,6 +1870,58 @@ fn a_compaction_cut_short_is_made_durable_before_its_leftover_goes() {
     assert!(!root.join("active.compact").exists());
 }
 
+/// An open that is not alone (a check holds the store: `taskstore verify`
+/// run after the crash) does not compact, so it leaves a cut compaction's
+/// leftover for an open alone; but it makes the swap durable before it
+/// writes anything into the area. (It left that to the open alone too: a
+/// power loss meanwhile, on a file system that had not written the root
+/// back, could put the area's name on the old directory again, and the
+/// next open alone emptied the new one, with every task written since.)
+#[test]
+fn an_open_beside_another_makes_a_cut_compactions_swap_durable_first() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let Some((kept, _)) = common::grown_and_emptied(&root) else {
+        return;
+    };
+    let faults = FaultInjector::new();
+    faults.fail_at(FsOp::SyncDir, &root, Fault::Eio);
+    let cut = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open();
+    assert!(cut.is_err(), "the open alone failed at the root's fsync");
+    drop(cut);
+    let check = taskstore::FileCheck::open(&root).unwrap();
+    let recorder = taskstore::Recorder::new();
+    let store = FileStore::builder(&root)
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let events = recorder.events();
+    let root_durable = first(
+        &events,
+        0,
+        |e| matches!(e, FsEvent::SyncDir { path } if path == &root),
+    );
+    let written = first(
+        &events,
+        0,
+        |e| matches!(e, FsEvent::Rename { to, .. } if to.ends_with(format!("active/{}.json", task.id))),
+    );
+    assert!(
+        root_durable < written,
+        "the swap is durable (call {root_durable}) before the area is written (call {written})"
+    );
+    assert!(
+        root.join("active.compact").is_dir(),
+        "the leftover is left for an open alone"
+    );
+    assert_eq!(store.get(&kept.id).unwrap(), Some(kept));
+    drop(check);
+}
+
 /// Renewing the leases of many tasks at once (`renew_leases_of`, what the
 /// MCP manager's watch calls) makes them durable with one fsync of
 /// `active/`, not one each: a manager renewing thousands of leases one by

@@ -14,6 +14,14 @@ use crate::id::TaskId;
 /// The directories that are compacted when they grew large and emptied out.
 const COMPACTED: [&str; 2] = ["active", "expiring"];
 
+/// Whether `name`, in a store's root, is the leftover of a compaction cut
+/// short (`<area>.compact`).
+pub(super) fn is_leftover(name: &OsStr) -> bool {
+    COMPACTED
+        .iter()
+        .any(|area| name.to_str() == Some(&format!("{area}.compact")))
+}
+
 /// Compacts every directory of [`COMPACTED`] that holds far fewer entries
 /// than its size once held: ext4 directories never shrink, and listing one
 /// reads every block it ever had.

@@ -60,6 +60,19 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
             current: STORE_FORMAT,
         });
     }
+    if names.iter().any(|n| maintenance::is_leftover(n)) {
+        // A compaction cut short after its swap: the swap is made durable
+        // before anything is written into the area, whether or not this
+        // open is alone (one alone removes the leftover, one that is not
+        // leaves it). Else a power loss could put the area's name back on
+        // the old directory, and every write made since go with the new.
+        match fs.sync_dir(&root_dir) {
+            Ok(()) => {}
+            // Nothing is written through a store that cannot be.
+            Err(e) if is_read_only(&e) => {}
+            Err(e) => return Err(Error::io("fsync directory", root, e)),
+        }
+    }
     let mut created = false;
     for dir in DIRS {
         if dir == INDEX_DIR && lost_format_1.is_some() {
