@@ -937,6 +937,71 @@ fn verify_beside_a_batch_between_its_halves_waits_for_it() {
     }
 }
 
+/// A batch move between its halves (a reap of tasks with a TTL, their
+/// `expiring/` entries linked, their names in `done/` not yet) whose moves
+/// another handle finishes meanwhile, without fsyncs (`Durability::Eventual`:
+/// a cancel of a task it finds terminal in `active/` tidies it into
+/// `done/`): the batch, which acknowledges the moves on the strength of
+/// those `done/` names, makes `done/` durable itself before it returns.
+/// (It fsynced only what it linked, so nothing: a power loss could take
+/// the names in `done/` and the freed earlier versions with them.)
+#[test]
+fn a_batch_move_another_handle_finished_is_made_durable_before_it_is_acknowledged() {
+    use taskstore::{Durability, FsEvent, Recorder};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let recorder = Recorder::new();
+    let reaper = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let owner = open(root, &clock, None);
+    let ttl = Duration::from_secs(3_600);
+    let ids: Vec<TaskId> = (0..2)
+        .map(|_| owner.create(NewTask::new().ttl(ttl)).unwrap().id)
+        .collect();
+    drop(owner);
+    // Past the leases: both are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let tidier = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let held = faults.pause_at(FsOp::SyncDir, root.join("expiring"));
+    std::thread::scope(|s| {
+        let reaping = s.spawn(|| reaper.reap().unwrap());
+        assert!(
+            held.wait_reached(|| !reaping.is_finished()),
+            "the reap never reached its pause"
+        );
+        for id in &ids {
+            // Failed by the reap's first half, found in `active/`.
+            let cancel = tidier.cancel(id, None).unwrap();
+            assert!(!cancel.is_applied(), "{cancel:?}");
+            assert!(root.join("done").join(format!("{id}.json")).exists());
+            assert!(!root.join("active").join(format!("{id}.json")).exists());
+        }
+        let from = recorder.len();
+        held.resume();
+        let reaped = reaping.join().unwrap();
+        assert_eq!(reaped.tasks.len(), 2, "{reaped:?}");
+        let done = root.join("done");
+        let events = recorder.events();
+        assert!(
+            events[from..]
+                .iter()
+                .any(|e| matches!(e, FsEvent::SyncDir { path } if path == &done)),
+            "done/ made durable before the reap returned: {:#?}",
+            &events[from..]
+        );
+    });
+}
+
 /// A check waits for batches only for what a batch may leave between its
 /// halves. Beside a batch that never ends (the batches lock held shared by
 /// hand), a store whose problems no batch makes (a corrupt file in

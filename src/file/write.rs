@@ -373,15 +373,23 @@ impl FileBackend {
             touched.expiring = false;
             for staged in staged {
                 let Staged::Moving {
-                    id, linked: false, ..
+                    id,
+                    linked: false,
+                    ino,
+                    ..
                 } = staged
                 else {
                     continue;
                 };
                 let _guard = lock(id)?;
+                let name = task_name(id);
                 if still(staged) {
-                    let name = task_name(id);
                     self.link_over(self.dir(Area::Active), &name, self.dir(Area::Done), &name)?;
+                    touched.done = true;
+                } else if ino.is_some_and(|ino| same(self.dir(Area::Done), &name, ino)) {
+                    // Another handle finished the move, perhaps without an
+                    // fsync (`Eventual`): this batch acknowledges it on the
+                    // strength of that name, so makes it durable itself.
                     touched.done = true;
                 }
             }
