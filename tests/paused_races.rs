@@ -1002,6 +1002,51 @@ fn a_batch_move_another_handle_finished_is_made_durable_before_it_is_acknowledge
     });
 }
 
+/// A stale `expiring/` entry (its file gone from `done/`) is removed after
+/// an fsync of `done/` made under its task's lock: whatever removed the
+/// file (another handle's sweep, which settles its removals at its end)
+/// did so before that lock, so the fsync covers it, and a power loss
+/// cannot bring the file back without its entry. (The fsync came before
+/// the lock: a batch between its halves could finish its move, and another
+/// sweep remove the file, in between, and the entry went with that removal
+/// not durable.) Shown by holding the fsync and trying the task's lock.
+#[test]
+fn a_stale_entrys_removal_is_made_durable_under_its_tasks_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let sweeper = open(root, &clock, Some(&faults));
+    let writer = open(root, &clock, None);
+    let ttl = Duration::from_secs(60);
+    let id = common::finished_with_ttl(&writer, 1, ttl).remove(0);
+    drop(writer);
+    // Its file gone from `done/` (by hand here): its entry is stale.
+    std::fs::remove_file(root.join("done").join(format!("{id}.json"))).unwrap();
+    clock.advance(ttl * 2);
+    let held = faults.pause_at(FsOp::SyncDir, root.join("done"));
+    let lock = common::open_lock_file(&common::stripe_lock(root, id.as_str()));
+    std::thread::scope(|s| {
+        let sweeping = s.spawn(|| sweeper.sweep().unwrap());
+        assert!(
+            held.wait_reached(|| !sweeping.is_finished()),
+            "the sweep never made done/ durable"
+        );
+        let free = lock.try_lock().is_ok();
+        if free {
+            lock.unlock().unwrap();
+        }
+        held.resume();
+        sweeping.join().unwrap();
+        assert!(!free, "done/ was made durable without the task's lock");
+    });
+    assert_eq!(
+        std::fs::read_dir(root.join("expiring")).unwrap().count(),
+        0,
+        "the stale entry is gone"
+    );
+}
+
 /// A check waits for batches only for what a batch may leave between its
 /// halves. Beside a batch that never ends (the batches lock held shared by
 /// hand), a store whose problems no batch makes (a corrupt file in

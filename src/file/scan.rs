@@ -836,11 +836,11 @@ impl FileBackend {
 
     /// Removes each `expiring/` entry `(id, index)`, under its task's lock,
     /// that is still not the file of its task in `done/` (nor of one in
-    /// `active/` on its way there), after an fsync of `done/`: an entry is
-    /// stale once its task's file is gone from `done/`, which may be before
-    /// that removal is durable (another handle's sweep settles its removals
-    /// at its end, or failed to), and a power loss must not bring the file
-    /// back without its entry.
+    /// `active/` on its way there), after an fsync of `done/` made with
+    /// those locks held: an entry is stale once its task's file is gone
+    /// from `done/`, which may be before that removal is durable (another
+    /// handle's sweep settles its removals at its end, or failed to), and a
+    /// power loss must not bring the file back without its entry.
     pub(super) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -860,22 +860,32 @@ impl FileBackend {
                 ),
             ));
         }
-        self.sync(Area::Done, self.area(Area::Done).before())?;
-        // Each stripe's lock taken once for all of its entries.
-        let mut by_stripe: Vec<(usize, &TaskId, &OsStr)> = entries
+        // Every stripe of the entries held at once (in stripe order, the
+        // lock order), so that what is judged under them holds through the
+        // fsync below: a removal of a task's file from `done/` is made
+        // under its lock, so one made before the lock is covered by the
+        // fsync, and none comes after it until the entry is gone.
+        let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards = stripes
             .iter()
-            .map(|(id, index)| (stripe(id), id, index.as_os_str()))
+            .map(|&s| self.locks.lock(&self.fs, s))
+            .collect::<Result<Vec<_>>>()?;
+        let stale: Vec<&(TaskId, OsString)> = entries
+            .iter()
+            .filter(|(id, index)| self.index_is_stale(id, index))
             .collect();
-        by_stripe.sort_unstable_by_key(|&(stripe, ..)| stripe);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.sync(Area::Done, self.area(Area::Done).before())?;
         // One entry that cannot go keeps no other from going: the first
         // error is returned once all were tried.
         let mut first = None;
-        for group in by_stripe.chunk_by(|a, b| a.0 == b.0) {
-            let _guard = self.locks.lock(&self.fs, group[0].0)?;
-            for &(_, id, index) in group {
-                if let Err(e) = self.drop_stale_index_locked(id, index) {
-                    first.get_or_insert(e);
-                }
+        for (_, index) in stale {
+            if let Err(e) = self.remove_index_entry(index) {
+                first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
@@ -891,6 +901,11 @@ impl FileBackend {
         if !self.index_is_stale(id, index) {
             return Ok(());
         }
+        self.remove_index_entry(index)
+    }
+
+    /// Removes the `expiring/` entry `index` (gone already is as good).
+    fn remove_index_entry(&self, index: &OsStr) -> Result<()> {
         match self.fs.remove(self.expiring.dir(), index) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
