@@ -9,10 +9,13 @@ use rmcp::model::{CustomRequest, DetailedTask};
 use serde_json::{Value, json};
 
 use super::calls::{StoreCall, blocking, get, parse_id, to_wire, unknown_task};
-use super::protocol::{MAX_RESPONSE_DEPTH, cancel_update, responses_update, too_deep, unanswered};
+use super::protocol::{
+    MAX_RESPONSE_DEPTH, cancel_requested, cancel_update, responses_update, too_deep, unanswered,
+};
 use super::run::Shared;
 use crate::error::Error;
 use crate::id::{TaskId, shorten};
+use crate::status::TaskStatus;
 use crate::store::Transition;
 use crate::task::{Outcome, Task};
 
@@ -114,6 +117,14 @@ impl Shared {
     pub async fn cancel_task(&self, task_id: &str) -> Result<(), McpError> {
         let (id, task) = self.read(task_id).await?;
         if task.is_terminal() {
+            return Ok(());
+        }
+        if cancel_requested(&task) && task.status != TaskStatus::InputRequired {
+            // Asked already (a client's retry): the stored task says so,
+            // and nothing clears it; the operation here is told again.
+            if let Some(run) = self.run_of(&id) {
+                self.signal_cancel(&run, true).await;
+            }
             return Ok(());
         }
         let store = Arc::clone(&self.store);

@@ -390,6 +390,51 @@ async fn cancel_at_another_instance_reaches_the_operation() {
     assert_eq!(a.get_task(&seed.task_id).await.unwrap(), from_a);
 }
 
+/// A `tasks/cancel` repeated (a client's retry) while the operation has not
+/// ended yet writes nothing more: the flag is in the stored task already.
+/// (Each repeat rewrote it, a durable write and a new revision apiece.)
+#[tokio::test]
+async fn a_repeated_cancel_writes_the_flag_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = instance(dir.path(), "a");
+    let log = Arc::new(crate::EventLog::new());
+    let peer = FileStore::builder(dir.path())
+        .instance_id("b")
+        .sink(log.clone())
+        .open()
+        .unwrap();
+    let b = DurableTaskManager::with_options(Arc::new(peer), fast());
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let seed = a
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                // Told of the cancel, it ends only when the test lets it.
+                ctx.cancelled().await;
+                let _ = release_rx.await;
+                Err(TaskExit::Cancelled)
+            })
+        })
+        .await
+        .unwrap();
+    let updates = || {
+        log.snapshot()
+            .iter()
+            .filter(|r| r.event.kind.to_string() == "task.updated")
+            .count()
+    };
+    b.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(updates(), 1, "the flag written");
+    for _ in 0..3 {
+        b.cancel_task(&seed.task_id).await.unwrap();
+    }
+    assert_eq!(updates(), 1, "no write for a cancel asked already");
+    let _ = release_tx.send(());
+    assert_eq!(
+        settled(&a, &seed.task_id).await.status(),
+        TaskStatus::Cancelled
+    );
+}
+
 /// A task whose operation filled it to the payload cap (its largest
 /// checkpoint) cannot take the cancel request's flag: it is cancelled
 /// outright instead, at its owner and at a peer alike, and the operation
