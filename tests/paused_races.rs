@@ -1047,6 +1047,56 @@ fn a_stale_entrys_removal_is_made_durable_under_its_tasks_lock() {
     );
 }
 
+/// Two opens of a new store at once, the second reading the root while the
+/// first is making the store's directories: the second must not take the
+/// half-made store for one of format 1 that lost its marker (`done/`
+/// without `expiring/`), give it a marker of format 1, and so make the
+/// first refuse it ("format 1 was not moved to format 2"). Both open, and
+/// the marker says format 2. (`expiring/` is made before `done/` now.)
+#[test]
+fn two_opens_of_a_new_store_at_once_both_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let (first, second) = (FaultInjector::new(), FaultInjector::new());
+    // The first stops as it makes `expiring/`; the second as it takes the
+    // handles lock (after any marker it would write).
+    let made = first.pause_at(FsOp::CreateDir, root.join("expiring"));
+    let locking = second.pause_at(FsOp::Lock, root.join("locks").join("handles.lock"));
+    std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            FileStore::builder(root)
+                .clock(Arc::new(clock.clone()))
+                .fault_injector(first.clone())
+                .open()
+                .map(drop)
+        });
+        assert!(
+            made.wait_reached(|| !one.is_finished()),
+            "the first open never made expiring/"
+        );
+        let two = s.spawn(|| {
+            FileStore::builder(root)
+                .clock(Arc::new(clock.clone()))
+                .fault_injector(second.clone())
+                .open()
+                .map(drop)
+        });
+        assert!(
+            locking.wait_reached(|| !two.is_finished()),
+            "the second open never took the handles lock"
+        );
+        made.resume();
+        let one = one.join().unwrap();
+        locking.resume();
+        let two = two.join().unwrap();
+        assert!(one.is_ok(), "the first open: {one:?}");
+        assert!(two.is_ok(), "the second open: {two:?}");
+    });
+    let marker = std::fs::read_to_string(root.join("taskstore.json")).unwrap();
+    assert!(marker.contains("\"format\":2"), "{marker}");
+}
+
 /// A check waits for batches only for what a batch may leave between its
 /// halves. Beside a batch that never ends (the batches lock held shared by
 /// hand), a store whose problems no batch makes (a corrupt file in

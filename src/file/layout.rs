@@ -52,8 +52,12 @@ impl Area {
     }
 }
 
-/// The directories of a store, by name, in the order they are made.
-pub(crate) const DIRS: [&str; 6] = ["active", "done", "tmp", "quarantine", "locks", INDEX_DIR];
+/// The directories of a store, by name, in the order they are made:
+/// `expiring/` before `done/`, so that a store half made by another open
+/// is never one with `done/` and without `expiring/`, which is how a store
+/// of format 1 that lost its marker is known; and `locks/` and `tmp/`
+/// before `expiring/`, which the marker written for such a store needs.
+pub(crate) const DIRS: [&str; 6] = ["active", "tmp", "quarantine", "locks", INDEX_DIR, "done"];
 
 /// The expiry index's directory: what format 2 added to format 1, so a
 /// store without a marker that has `done/` and not this is of format 1.
