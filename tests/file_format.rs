@@ -213,6 +213,28 @@ fn an_open_told_not_to_upgrade_leaves_an_older_store_as_it_is() {
         );
         drop(check);
         assert_eq!(common::tree(dir.path()), before, "nothing changed");
+        if marker {
+            // An open that may move it made `expiring/` and stopped (it
+            // waited for another handle, and was stopped): still format 1,
+            // its entries not checked (each finished task was reported
+            // without its index entry).
+            let index = dir.path().join("expiring");
+            fs::create_dir(&index).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&index, fs::Permissions::from_mode(0o700)).unwrap();
+            let report = taskstore::FileCheck::open(dir.path())
+                .unwrap()
+                .verify()
+                .unwrap();
+            let kinds: Vec<_> = report.problems.into_iter().map(|p| p.kind).collect();
+            assert_eq!(
+                kinds,
+                [taskstore::ProblemKind::OlderFormat {
+                    found: 1,
+                    current: 2
+                }]
+            );
+        }
         let store = open(dir.path(), &clock);
         let written = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
         assert!(written.contains("\"format\":2"), "{written}");

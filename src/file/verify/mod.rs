@@ -322,7 +322,11 @@ impl FileCheck {
         self.check_root(&mut problems)?;
         let mut checked = 0;
         let mut settled = None;
-        if let Opened::Whole { backend, locks, .. } = &self.store {
+        // A store of an older format is judged as a whole (`OlderFormat`):
+        // its entries are this format's only once an open has moved it.
+        if let Opened::Whole { backend, locks, .. } = &self.store
+            && self.older.is_none()
+        {
             let mut listing = Listing::read(backend, locks)?;
             let total = listing.total();
             let mut tick = || {
