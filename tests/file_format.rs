@@ -387,3 +387,47 @@ fn a_repair_applies_to_the_directories_a_compaction_made_meanwhile() {
     );
     assert_eq!(store.get(&kept.id).unwrap(), Some(kept));
 }
+
+/// A store of format 1 moved by a handle with a smaller payload cap than
+/// the one that wrote a finished task: the move reads every file whatever
+/// this handle's cap, so the large task is indexed too, and a handle that
+/// can read it sweeps it once expired. (It was skipped, as a file larger
+/// than this handle reads, and the store marked format 2 all the same: no
+/// sweep would ever have found it.)
+#[test]
+fn a_store_of_format_1_moved_by_a_handle_with_a_smaller_cap_indexes_every_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let large = |cap: usize| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .max_payload_bytes(cap)
+            .open()
+            .unwrap()
+    };
+    let ttl = Duration::from_secs(60);
+    let ids: Vec<TaskId> = {
+        let store = large(1 << 20);
+        [20_000, 10]
+            .into_iter()
+            .map(|size| {
+                let t = store
+                    .create(NewTask::new().ttl(ttl).metadata("m", "x".repeat(size)))
+                    .unwrap();
+                let _ = store.complete(&t.id, json!(1)).unwrap();
+                t.id
+            })
+            .collect()
+    };
+    common::make_format_1(dir.path());
+    drop(large(taskstore::MIN_MAX_PAYLOAD_BYTES));
+    let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
+    assert!(marker.contains("\"format\":2"), "{marker}");
+    assert_eq!(
+        names(&dir.path().join("expiring")).len(),
+        ids.len(),
+        "every finished task is indexed"
+    );
+    clock.advance(ttl * 2);
+    assert_eq!(large(1 << 20).sweep().unwrap().deleted, ids.len());
+}

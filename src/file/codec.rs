@@ -17,6 +17,13 @@ const SUFFIX: &[u8] = b"}\n";
 /// How many bytes the envelope adds to a task's JSON.
 pub(crate) const OVERHEAD: usize = PREFIX.len() + SUFFIX.len();
 
+/// The largest task file a handle with a payload cap of `max_payload_bytes`
+/// writes (its own changes' headroom and the envelope included), so the
+/// largest it reads.
+pub(crate) fn max_file_bytes(max_payload_bytes: usize) -> u64 {
+    (max_payload_bytes + crate::limits::OWN_HEADROOM + OVERHEAD) as u64
+}
+
 /// Wraps a task's JSON (as produced by `Limits::encode`) into a task file.
 pub(crate) fn wrap(task_json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(PREFIX.len() + task_json.len() + SUFFIX.len());

@@ -8,8 +8,9 @@ use std::io;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
 use crate::file::layout::{self, Area, MARKER};
-use crate::file::{FileBackend, open};
+use crate::file::{FileBackend, codec, open};
 use crate::id::TaskId;
+use crate::limits::MAX_MAX_PAYLOAD_BYTES;
 
 /// The directories that are compacted when they grew large and emptied out.
 const COMPACTED: [&str; 2] = ["active", "expiring"];
@@ -148,23 +149,33 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
         .read_dir(done)
         .map_err(|e| Error::io("read directory", done.path(), e))?;
     let mut indexed = 0;
+    // Whatever this handle's cap: a handle with a larger one may have
+    // written a file.
+    let largest = codec::max_file_bytes(MAX_MAX_PAYLOAD_BYTES);
     for name in names {
         let Some(id) = layout::task_file_id(&name) else {
             continue;
         };
-        let task = match store.read_task(done, &name, &id) {
+        let read = store
+            .read_bytes_within(done, &name, largest)
+            .and_then(|bytes| {
+                bytes
+                    .map(|b| codec::unwrap(&b, &done.join(&name), &id))
+                    .transpose()
+            });
+        let task = match read {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            // Not moved: the marker of this format would say the task is
-            // indexed, and nothing would index it again. The next open
-            // tries again.
-            Err(e @ Error::Io { .. }) => return Err(e),
-            // Not a task this store can read: reported by the listings that
-            // meet it, which set it aside.
-            Err(e) => {
+            // Damaged for good: no task to index (the listings that meet it
+            // set it aside).
+            Err(e @ Error::Corrupt { .. }) => {
                 tracing::warn!(task = %id, error = %e, "not indexed while moving the store to the new format");
                 continue;
             }
+            // Not moved (an I/O error, a newer format): the marker of this
+            // format would say the task is indexed, and nothing would index
+            // it again. The next open tries again.
+            Err(e) => return Err(e),
         };
         if let Some(index) = layout::expiring_name(&task) {
             store.link_over(done, &name, store.expiring.dir(), &index)?;

@@ -142,7 +142,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         root_dir,
         fs,
         durability: options.durability,
-        max_file_bytes: (max_payload_bytes + crate::limits::OWN_HEADROOM + codec::OVERHEAD) as u64,
+        max_file_bytes: codec::max_file_bytes(max_payload_bytes),
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         history_keys: Default::default(),

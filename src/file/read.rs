@@ -42,6 +42,17 @@ impl FileBackend {
     ///
     /// This is the hot path of `get`: open, `fstat`, read, close.
     pub(super) fn read_bytes(&self, dir: &Dir, name: &OsStr) -> Result<Option<Vec<u8>>> {
+        self.read_bytes_within(dir, name, self.max_file_bytes)
+    }
+
+    /// [`read_bytes`](Self::read_bytes), refusing files past `limit` bytes
+    /// (not this handle's own limit).
+    pub(super) fn read_bytes_within(
+        &self,
+        dir: &Dir,
+        name: &OsStr,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>> {
         let mut file = match self.fs.open_read(dir, name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -51,7 +62,7 @@ impl FileBackend {
             Err(e) => return Err(Error::io("open", dir.join(name), e)),
         };
         let path = dir.join(name);
-        match self.fs.read_to_end(&mut file, &path, self.max_file_bytes) {
+        match self.fs.read_to_end(&mut file, &path, limit) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                 Err(Error::corrupt(path, "is a directory"))
@@ -63,8 +74,7 @@ impl FileBackend {
                 let too_large = e
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<crate::file::fs::TooLarge>());
-                let (size, limit) =
-                    too_large.map_or((0, self.max_file_bytes), |t| (t.size, t.limit));
+                let (size, limit) = too_large.map_or((0, limit), |t| (t.size, t.limit));
                 Err(Error::FileTooLarge { path, size, limit })
             }
             Err(e) => Err(Error::io("read", path, e)),

@@ -223,9 +223,7 @@ impl FileCheck {
                     fs: fs.clone(),
                     durability: Durability::Immediate,
                     // Any file a handle with the largest payload cap wrote.
-                    max_file_bytes: (MAX_MAX_PAYLOAD_BYTES
-                        + crate::limits::OWN_HEADROOM
-                        + codec::OVERHEAD) as u64,
+                    max_file_bytes: codec::max_file_bytes(MAX_MAX_PAYLOAD_BYTES),
                     snapshot: Default::default(),
                     proofs: Default::default(),
                     history_keys: Default::default(),
