@@ -2094,8 +2094,9 @@ fn tail_reads_a_pipe() {
 /// missing, and to run `verify`); `verify` reports its format (it reported
 /// `expiring/` missing, which format 1 never had, checked 0 entries, and
 /// `repair` advised opening the store, which every command but `--upgrade`
-/// refuses), and `repair --apply` leaves it alone. None changes it. `stats
-/// --upgrade` moves it, then counts its tasks (the flag was ignored).
+/// refuses), and `repair --apply` leaves it alone. None changes it, nor
+/// does a dry run given `--upgrade`. `stats --upgrade` moves it, then
+/// counts its tasks (the flag was ignored).
 #[test]
 fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
     for marker in [true, false] {
@@ -2115,6 +2116,18 @@ fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
             let out = run_expect(Some(dir), args, 1);
             assert!(
                 stderr(&out).contains("format 1") && stderr(&out).contains("--upgrade"),
+                "marker {marker}, {args:?}: {}",
+                stderr(&out)
+            );
+        }
+        // A dry run moves nothing, even told it may.
+        for args in [
+            &["sweep", "--dry-run", "--upgrade"][..],
+            &["reap", "--dry-run", "--upgrade"],
+        ] {
+            let out = run_expect(Some(dir), args, 1);
+            assert!(
+                stderr(&out).contains("a dry run moves nothing"),
                 "marker {marker}, {args:?}: {}",
                 stderr(&out)
             );

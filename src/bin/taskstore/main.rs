@@ -64,9 +64,10 @@ struct Cli {
     from_env: FromEnv,
 
     /// Moves a file store of an older format to this version's when a
-    /// command opens it (waiting until no other process has it open);
-    /// versions that read only the older format refuse it after. Without
-    /// it, such a store is refused and left as it is.
+    /// command opens it, or `stats` reads it (waiting until no other
+    /// process has it open); versions that read only the older format
+    /// refuse it after. Without it, such a store is refused and left as it
+    /// is; a dry run never moves it.
     #[arg(long, global = true)]
     upgrade: bool,
 
@@ -229,11 +230,9 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
         Command::Stats(args) => stats::run(args, target, upgrade),
         Command::Reap(args) if args.dry_run => {
-            maintain::reap_preview(&preview(target, args.claim_grace, upgrade)?)
+            maintain::reap_preview(&preview(target, args.claim_grace)?)
         }
-        Command::Sweep(args) if args.dry_run => {
-            maintain::sweep_preview(&preview(target, None, upgrade)?)
-        }
+        Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
         Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace, upgrade)?),
         command => {
             let store = open(target, None, upgrade)?;
@@ -384,15 +383,22 @@ fn older_refused(e: taskstore::Error) -> Failure {
 /// The census of the file store at `dir` (`stats`', a dry run's): a store
 /// of an older format is refused as [`open`] refuses it, or, with
 /// `upgrade`, moved first by an open (which waits for the other processes
-/// to close it), as every command that opens it moves it.
+/// to close it), as every command that opens it moves it; but never by a
+/// `dry_run`, which changes nothing.
 fn census(
     dir: &Path,
     upgrade: bool,
+    dry_run: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<taskstore::Census, Failure> {
     // The check is dropped before a move: it holds the store open.
     let census = taskstore::FileCheck::open(dir)?.census_with(progress);
     match census {
+        Err(e @ taskstore::Error::OlderFormat { .. }) if dry_run => Err(format!(
+            "{e}; a dry run moves nothing: move it with another command given --upgrade \
+             (`taskstore --upgrade stats`), or use the taskstore that wrote it"
+        )
+        .into()),
         Err(taskstore::Error::OlderFormat { .. }) if upgrade => {
             drop(open(&Target::File(dir.to_owned()), None, true)?);
             Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
@@ -412,15 +418,11 @@ fn census(
 /// PostgreSQL a handle reads with `Store::stored`, which changes nothing.
 ///
 /// [`FileCheck::census`]: taskstore::FileCheck::census
-fn preview(
-    target: &Target,
-    claim_grace: Option<Duration>,
-    upgrade: bool,
-) -> Result<maintain::Preview, Failure> {
+fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::Preview, Failure> {
     let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
     match target {
         Target::File(dir) => {
-            let census = census(dir, upgrade, &mut |_, _| {})?;
+            let census = census(dir, false, true, &mut |_, _| {})?;
             let unreadable = unread(&census);
             Ok(judge(
                 census.tasks,

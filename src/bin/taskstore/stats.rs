@@ -124,7 +124,7 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
     let (stats, store) = match target {
         Target::File(dir) => {
             let mut progress = Progress::new();
-            let census = crate::census(dir, upgrade, &mut |done, total| {
+            let census = crate::census(dir, upgrade, false, &mut |done, total| {
                 progress.update(done, total)
             })?;
             progress.finish();
