@@ -201,8 +201,8 @@ impl StripeLocks {
         Ok(StripeGuard { held })
     }
 
-    /// Waits for every stripe, in stripe order (no one else holds more than
-    /// one stripe at a time, so this order cannot deadlock).
+    /// Waits for every stripe, in stripe order (whoever holds more than one
+    /// stripe took them in this order, so it cannot deadlock).
     pub fn lock_all(&self, fs: &Fs) -> Result<Vec<StripeGuard<'_>>> {
         (0..self.stripes.len())
             .map(|stripe| self.lock(fs, stripe))

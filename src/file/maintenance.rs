@@ -7,20 +7,23 @@ use std::io;
 
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
-use crate::file::layout::{self, Area, MARKER};
+use crate::file::layout::{self, Area};
 use crate::file::{FileBackend, codec, open};
-use crate::id::TaskId;
 use crate::limits::MAX_MAX_PAYLOAD_BYTES;
 
 /// The directories that are compacted when they grew large and emptied out.
 const COMPACTED: [&str; 2] = ["active", "expiring"];
 
+/// The name of the directory a compaction of `area` builds, and leaves if
+/// cut short: `<area>.compact`.
+fn leftover_name(area: &str) -> OsString {
+    format!("{area}.compact").into()
+}
+
 /// Whether `name`, in a store's root, is the leftover of a compaction cut
-/// short (`<area>.compact`).
+/// short.
 pub(super) fn is_leftover(name: &OsStr) -> bool {
-    COMPACTED
-        .iter()
-        .any(|area| name.to_str() == Some(&format!("{area}.compact")))
+    COMPACTED.iter().any(|area| name == leftover_name(area))
 }
 
 /// Compacts every directory of [`COMPACTED`] that holds far fewer entries
@@ -36,7 +39,7 @@ pub(super) fn is_leftover(name: &OsStr) -> bool {
 /// durable.
 pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
     for name in COMPACTED {
-        let leftover = OsString::from(format!("{name}.compact"));
+        let leftover = leftover_name(name);
         // A compaction cut short after its swap left the old directory
         // here: the swap is made durable before its names go, or a power
         // loss could leave the area's name on the emptied old directory.
@@ -186,8 +189,7 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
     expiring
         .sync(&store.fs, before)
         .map_err(|e| Error::io("fsync directory", expiring.dir().path(), e))?;
-    let marker = TaskId::parse(MARKER).expect("the marker name is a valid id");
-    open::write_marker(store, &marker)?;
+    open::write_marker(store, &open::marker_id())?;
     tracing::info!(store = %store.root.display(), from, indexed, "moved the store to the current format");
     Ok(())
 }

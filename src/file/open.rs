@@ -45,11 +45,11 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     let has = |name: &str| names.iter().any(|n| n == name);
     // Given its marker back before anything is made, then moved as a store
     // that kept it.
-    let lost_format_1 = is_lost_format_1(&names).then_some(1);
+    let lost_format_1 = is_lost_format_1(&names);
     if !has(MARKER) {
         check_adoptable(root, &names, options.adopt_non_empty)?;
     }
-    let mut format = read_marker(&fs, &root_dir)?.or(lost_format_1);
+    let mut format = format_of(&fs, &root_dir, &names)?;
     if !options.upgrade_format
         && let Some(found) = format.filter(|f| *f < STORE_FORMAT)
     {
@@ -75,7 +75,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     }
     let mut created = false;
     for dir in DIRS {
-        if dir == INDEX_DIR && lost_format_1.is_some() {
+        if dir == INDEX_DIR && lost_format_1 {
             // Before `expiring/`, whose making would have the next open take
             // this store for one of format 2 (its finished tasks never
             // indexed) if this one stopped before moving it.
@@ -89,10 +89,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         // the durability of task writes (they are made once).
         sync_dir(&fs, &root_dir)?;
     }
-    let open_dir = |name: &str| {
-        fs.open_dir(&root_dir, OsStr::new(name))
-            .map_err(|e| dir_error(&root_dir, name, e))
-    };
+    let open_dir = |name: &str| open_area(&fs, &root_dir, name);
     let locks = open_dir("locks")?;
     let (handles, writable) = match handles_lock(&fs, &locks)? {
         Some((file, path, writable)) => (Some((file, path)), writable),
@@ -186,14 +183,18 @@ pub(super) fn is_lost_format_1(names: &[std::ffi::OsString]) -> bool {
     !has(MARKER) && has("done") && !has(INDEX_DIR)
 }
 
-/// The format of the store at `root` (holding `names`) if it is older than
-/// this one: its marker's, or 1 for a store of format 1 that lost it. A
-/// marker that cannot be read says nothing here (`verify` reports it).
+/// The format of the store at `root` (holding `names`): its marker's, or 1
+/// for a store of format 1 that lost it; `None` for a new store.
+fn format_of(fs: &Fs, root: &Dir, names: &[std::ffi::OsString]) -> Result<Option<u64>> {
+    Ok(read_marker(fs, root)?.or(is_lost_format_1(names).then_some(1)))
+}
+
+/// [`format_of`], if older than this one. A marker that cannot be read
+/// says nothing here (`verify` reports it).
 pub(super) fn older_format(fs: &Fs, root: &Dir, names: &[std::ffi::OsString]) -> Option<u64> {
-    read_marker(fs, root)
+    format_of(fs, root, names)
         .ok()
         .flatten()
-        .or(is_lost_format_1(names).then_some(1))
         .filter(|f| *f < STORE_FORMAT)
 }
 
@@ -321,6 +322,18 @@ pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
     }
 }
 
+/// The store's directory `name`, open.
+fn open_area(fs: &Fs, root: &Dir, name: &str) -> Result<Dir> {
+    fs.open_dir(root, OsStr::new(name))
+        .map_err(|e| dir_error(root, name, e))
+}
+
+/// The marker's name as a task id: its temp file is named like a task's,
+/// so that the temp-file cleanup takes the stripe lock its writer holds.
+pub(super) fn marker_id() -> TaskId {
+    TaskId::parse(MARKER).expect("the marker name is a valid id")
+}
+
 fn dir_error(root: &Dir, name: &str, e: io::Error) -> Error {
     let path = root.join(name);
     if is_symlink_refusal(&e) {
@@ -394,9 +407,7 @@ fn ensure_marker(store: &FileBackend) -> Result<()> {
     if let Some(format) = read_marker(&store.fs, &store.root_dir)? {
         return check_format(store, format);
     }
-    // The marker's temp file is named like a task's, for the id below, so
-    // the temp-file cleanup takes the same stripe lock this write holds.
-    let id = TaskId::parse(MARKER).expect("the marker name is a valid id");
+    let id = marker_id();
     let _guard = store.locks.lock(&store.fs, stripe(&id))?;
     if let Some(format) = read_marker(&store.fs, &store.root_dir)? {
         return check_format(store, format);
@@ -425,12 +436,11 @@ fn marker_bytes(format: u64) -> String {
 /// open's format 1, or its format 2 once it moved the store). The marker
 /// then says what the store is whatever this open makes next.
 fn restore_marker_of_format_1(fs: &Fs, root: &Dir) -> Result<()> {
-    let open_dir = |name: &str| {
-        fs.open_dir(root, OsStr::new(name))
-            .map_err(|e| dir_error(root, name, e))
-    };
-    let (locks, tmp) = (StripeLocks::new(open_dir("locks")?), open_dir("tmp")?);
-    let id = TaskId::parse(MARKER).expect("the marker name is a valid id");
+    let (locks, tmp) = (
+        StripeLocks::new(open_area(fs, root, "locks")?),
+        open_area(fs, root, "tmp")?,
+    );
+    let id = marker_id();
     // The stripe the cleanup of its temp file takes, as `ensure_marker`'s.
     let _guard = locks.lock(fs, stripe(&id))?;
     let marker = (root, OsStr::new(MARKER));

@@ -2,7 +2,8 @@
 //! connection of its own.
 //!
 //! Every write notifies `taskstore:<schema>` with the task id, in its own
-//! transaction (so a notice arrives only for a committed write, after it).
+//! transaction (so a notice arrives only for a committed write, after it),
+//! unless its handle was opened without change notices (which has no feed).
 //! A lost connection is reopened on the next wait, and the wait that
 //! reopens it reports [`Changes::Missed`]: notices sent meanwhile are gone.
 //! The first connection is made on the first wait too, and reports the

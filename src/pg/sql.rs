@@ -3,8 +3,9 @@
 //! Every write is one statement: the task row's change, the active-task
 //! counter's (only when the number of active tasks changes) and the
 //! notification (`pg_notify` in the `RETURNING` list, so it fires once per
-//! row written and is delivered at commit), joined by data-modifying `WITH`
-//! clauses. Conditional writes match `id`, `created_at_ns` and `revision`:
+//! row written and is delivered at commit; a handle opened without change
+//! notices has a test of the channel's parameter there instead), joined by
+//! data-modifying `WITH` clauses. Conditional writes match `id`, `created_at_ns` and `revision`:
 //! the row lock and PostgreSQL's re-check of the `WHERE` clause after
 //! waiting for it decide every race between hosts.
 
