@@ -472,6 +472,30 @@ pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) 
     // The limit is on the task as a whole, not an approximation.
     let room = setup.max_payload_bytes - serde_json::to_vec(&task).unwrap().len() - 30;
     applied(store.complete(&task.id, json!("y".repeat(room))).unwrap());
+    // To the byte: a task of exactly the cap is made, one a byte larger is
+    // refused, saying its size. (Ids of one length, on a clock that stands
+    // still: only the value's length differs.)
+    let id = |n: u8| TaskId::parse(&format!("cap-{n}")).unwrap();
+    let probe = store
+        .create(NewTask::new().id(id(0)).metadata("k", ""))
+        .unwrap();
+    let room = setup.max_payload_bytes - serde_json::to_vec(&probe).unwrap().len();
+    let exact = store
+        .create(NewTask::new().id(id(1)).metadata("k", "z".repeat(room)))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_vec(&exact).unwrap().len(),
+        setup.max_payload_bytes
+    );
+    match store.create(NewTask::new().id(id(2)).metadata("k", "z".repeat(room + 1))) {
+        Err(Error::PayloadTooLarge { size, limit, .. }) => {
+            assert_eq!((size, limit), (limit + 1, setup.max_payload_bytes));
+        }
+        other => panic!(
+            "expected PayloadTooLarge a byte past the cap, got {:?}",
+            other.map(|t| t.id)
+        ),
+    }
 }
 
 pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {

@@ -144,6 +144,42 @@ mod tests {
         );
     }
 
+    /// Every part of a status a stamp keeps tells two files apart: two
+    /// statuses that differ in any one of them make different stamps. (A
+    /// stamp built without its inode passed every other test: a replaced
+    /// file gets a later change time too, but not on a clock stepped back.)
+    #[test]
+    fn statuses_that_differ_in_any_kept_part_make_different_stamps() {
+        let base = Status {
+            kind: Kind::File,
+            dev: 1,
+            ino: 2,
+            size: 300,
+            blocks: 8,
+            nlink: 1,
+            mode: 0o600,
+            mtime: (1_000, 5),
+            ctime: (1_000, 5),
+        };
+        let changed = [
+            Status { dev: 9, ..base },
+            Status { ino: 9, ..base },
+            Status { size: 301, ..base },
+            Status { nlink: 2, ..base },
+            Status {
+                mtime: (1_000, 6),
+                ..base
+            },
+            Status {
+                ctime: (1_000, 6),
+                ..base
+            },
+        ];
+        for other in changed {
+            assert_ne!(Stamp::of(&base), Stamp::of(&other), "{other:?}");
+        }
+    }
+
     fn at(secs: u64, millis: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
     }
