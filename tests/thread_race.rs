@@ -27,8 +27,11 @@ fn eight_handles_race_on_five_hundred_tasks() {
             let (ids, applied, barrier) = (ids.clone(), applied.clone(), barrier.clone());
             let root = dir.path().to_owned();
             std::thread::spawn(move || {
-                let store = FileStore::open(root).unwrap();
+                // Past the barrier before a failed open panics: else the
+                // other threads would wait at it for ever.
+                let store = FileStore::open(root);
                 barrier.wait();
+                let store = store.unwrap();
                 let mut won = Vec::new();
                 for k in 0..TASKS {
                     // Each thread walks the tasks in its own order.
@@ -93,12 +96,16 @@ fn racing_creators_overshoot_the_cap_by_at_most_their_number() {
         .map(|_| {
             let (barrier, root) = (barrier.clone(), dir.path().to_owned());
             std::thread::spawn(move || {
+                // Eight opens of a new store at once (see
+                // `paused_races::two_opens_of_a_new_store_at_once_both_open_it`);
+                // past the barrier before a failed one panics, or the
+                // others would wait at it for ever.
                 let store = FileStore::builder(root)
                     .max_active(CAP)
                     .durability(taskstore::Durability::Eventual)
-                    .open()
-                    .unwrap();
+                    .open();
                 barrier.wait();
+                let store = store.unwrap();
                 let mut created = 0;
                 loop {
                     match store.create(NewTask::new()) {
