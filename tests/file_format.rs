@@ -393,7 +393,9 @@ fn a_repair_applies_to_the_directories_a_compaction_made_meanwhile() {
 /// this handle's cap, so the large task is indexed too, and a handle that
 /// can read it sweeps it once expired. (It was skipped, as a file larger
 /// than this handle reads, and the store marked format 2 all the same: no
-/// sweep would ever have found it.)
+/// sweep would ever have found it.) Files no version reads (one of a newer
+/// format, one past any cap) are left as they are, and stop no move: else
+/// the store could never be opened again.
 #[test]
 fn a_store_of_format_1_moved_by_a_handle_with_a_smaller_cap_indexes_every_task() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,7 +422,13 @@ fn a_store_of_format_1_moved_by_a_handle_with_a_smaller_cap_indexes_every_task()
             .collect()
     };
     common::make_format_1(dir.path());
+    let newer = dir.path().join("done").join("newer.json");
+    fs::write(&newer, b"{\"format\":9,\"task\":{}}\n").unwrap();
+    // Sparse: its size alone refuses it.
+    let huge = dir.path().join("done").join("huge.json");
+    fs::File::create(&huge).unwrap().set_len(2 << 30).unwrap();
     drop(large(taskstore::MIN_MAX_PAYLOAD_BYTES));
+    assert!(newer.exists() && huge.exists(), "left as they are");
     let marker = fs::read_to_string(dir.path().join("taskstore.json")).unwrap();
     assert!(marker.contains("\"format\":2"), "{marker}");
     assert_eq!(

@@ -159,26 +159,20 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
         let Some(id) = layout::task_file_id(&name) else {
             continue;
         };
-        let read = store
-            .read_bytes_within(done, &name, largest)
-            .and_then(|bytes| {
-                bytes
-                    .map(|b| codec::unwrap(&b, &done.join(&name), &id))
-                    .transpose()
-            });
-        let task = match read {
+        let task = match store.read_task_within(done, &name, &id, largest) {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            // Damaged for good: no task to index (the listings that meet it
-            // set it aside).
-            Err(e @ Error::Corrupt { .. }) => {
+            // Not moved: the device may answer at the next open, which
+            // tries again (the error names the file).
+            Err(e @ Error::Io { .. }) => return Err(e),
+            // No task this version will read from it (damaged, of a newer
+            // format, past any cap): moving on keeps the store usable, and
+            // should it ever read, `verify` finds its index entry missing,
+            // which `repair` restores.
+            Err(e) => {
                 tracing::warn!(task = %id, error = %e, "not indexed while moving the store to the new format");
                 continue;
             }
-            // Not moved (an I/O error, a newer format): the marker of this
-            // format would say the task is indexed, and nothing would index
-            // it again. The next open tries again.
-            Err(e) => return Err(e),
         };
         if let Some(index) = layout::expiring_name(&task) {
             store.link_over(done, &name, store.expiring.dir(), &index)?;

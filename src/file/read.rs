@@ -32,7 +32,19 @@ impl FileBackend {
     /// undecodable file is [`Error::Corrupt`]; a file larger than any task
     /// this handle reads is [`Error::FileTooLarge`], refused before it is read.
     pub(super) fn read_task(&self, dir: &Dir, name: &OsStr, id: &TaskId) -> Result<Option<Task>> {
-        self.read_bytes(dir, name)?
+        self.read_task_within(dir, name, id, self.max_file_bytes)
+    }
+
+    /// [`read_task`](Self::read_task), refusing files past `limit` bytes
+    /// (not this handle's own limit).
+    pub(super) fn read_task_within(
+        &self,
+        dir: &Dir,
+        name: &OsStr,
+        id: &TaskId,
+        limit: u64,
+    ) -> Result<Option<Task>> {
+        self.read_bytes_within(dir, name, limit)?
             .map(|bytes| codec::unwrap(&bytes, &dir.join(name), id))
             .transpose()
     }

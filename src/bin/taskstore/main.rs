@@ -380,26 +380,42 @@ fn older_refused(e: taskstore::Error) -> Failure {
         .into()
 }
 
-/// The census of the file store at `dir` (`stats`', a dry run's): a store
-/// of an older format is refused as [`open`] refuses it, or, with
-/// `upgrade`, moved first by an open (which waits for the other processes
-/// to close it), as every command that opens it moves it; but never by a
-/// `dry_run`, which changes nothing.
+/// What a command that reads a census does with a store of an older
+/// format.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Older {
+    /// Refuses it, saying `--upgrade` would move it.
+    Refuse,
+    /// Moves it first (`--upgrade`).
+    Move,
+    /// Refuses it: a dry run changes nothing, `--upgrade` or not.
+    DryRun,
+}
+
+impl Older {
+    fn given(upgrade: bool) -> Older {
+        if upgrade { Older::Move } else { Older::Refuse }
+    }
+}
+
+/// The census of the file store at `dir` (`stats`', a dry run's); a store
+/// of an older format is refused as [`open`] refuses it, or moved first by
+/// an open (which waits for the other processes to close it), as every
+/// command that opens it moves it, as `older` says.
 fn census(
     dir: &Path,
-    upgrade: bool,
-    dry_run: bool,
+    older: Older,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<taskstore::Census, Failure> {
     // The check is dropped before a move: it holds the store open.
     let census = taskstore::FileCheck::open(dir)?.census_with(progress);
     match census {
-        Err(e @ taskstore::Error::OlderFormat { .. }) if dry_run => Err(format!(
+        Err(e @ taskstore::Error::OlderFormat { .. }) if older == Older::DryRun => Err(format!(
             "{e}; a dry run moves nothing: move it with another command given --upgrade \
              (`taskstore --upgrade stats`), or use the taskstore that wrote it"
         )
         .into()),
-        Err(taskstore::Error::OlderFormat { .. }) if upgrade => {
+        Err(taskstore::Error::OlderFormat { .. }) if older == Older::Move => {
             drop(open(&Target::File(dir.to_owned()), None, true)?);
             Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
         }
@@ -422,7 +438,7 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
     let grace = claim_grace.unwrap_or(taskstore::DEFAULT_LEASE);
     match target {
         Target::File(dir) => {
-            let census = census(dir, false, true, &mut |_, _| {})?;
+            let census = census(dir, Older::DryRun, &mut |_, _| {})?;
             let unreadable = unread(&census);
             Ok(judge(
                 census.tasks,

@@ -124,9 +124,9 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
     let (stats, store) = match target {
         Target::File(dir) => {
             let mut progress = Progress::new();
-            let census = crate::census(dir, upgrade, false, &mut |done, total| {
-                progress.update(done, total)
-            })?;
+            let older = crate::Older::given(upgrade);
+            let census =
+                crate::census(dir, older, &mut |done, total| progress.update(done, total))?;
             progress.finish();
             let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
             stats.usage = Some(census.usage);

@@ -419,7 +419,7 @@ async fn a_repeated_cancel_writes_the_flag_once() {
     let updates = || {
         log.snapshot()
             .iter()
-            .filter(|r| r.event.kind.to_string() == "task.updated")
+            .filter(|r| r.event.kind == crate::TaskEventKind::Updated)
             .count()
     };
     b.cancel_task(&seed.task_id).await.unwrap();
