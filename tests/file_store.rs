@@ -581,7 +581,8 @@ fn repair_changes_nothing_in_a_store_of_a_newer_format() {
 
 /// The settings every store has are checked before anything is made: a
 /// refused open leaves no directory behind. (It made the store, then
-/// refused the settings.)
+/// refused the settings.) A cap of no active task is refused too (it was
+/// taken, and every create then refused with `TooManyActive`).
 #[test]
 fn a_refused_open_makes_no_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -589,6 +590,7 @@ fn a_refused_open_makes_no_store() {
     for (field, builder) in [
         ("instance_id", FileStore::builder(&root).instance_id("")),
         ("lease", FileStore::builder(&root).lease(Duration::ZERO)),
+        ("max_active", FileStore::builder(&root).max_active(0)),
     ] {
         match builder.open() {
             Err(taskstore::Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),

@@ -70,6 +70,13 @@ impl Settings {
                 reason: "must be longer than zero".to_owned(),
             });
         }
+        if self.limits.max_active == 0 {
+            return Err(Error::InvalidConfig {
+                field: "max_active",
+                reason: "must be at least 1 (a store of no active task would refuse every create)"
+                    .to_owned(),
+            });
+        }
         Ok(())
     }
 }
@@ -103,9 +110,9 @@ impl<O> StoreBuilder<O> {
     }
 
     /// The cap on active (non-terminal) tasks, default 10,000
-    /// ([`DEFAULT_MAX_ACTIVE`](crate::DEFAULT_MAX_ACTIVE)). How exactly it
-    /// holds across processes or hosts is up to the backend, which documents
-    /// it.
+    /// ([`DEFAULT_MAX_ACTIVE`](crate::DEFAULT_MAX_ACTIVE)), at least 1. How
+    /// exactly it holds across processes or hosts is up to the backend,
+    /// which documents it.
     pub fn max_active(mut self, max_active: usize) -> Self {
         self.settings.limits.max_active = max_active;
         self
@@ -184,7 +191,8 @@ impl<B: Backend> StoreBuilder<B> {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for an instance id that is empty, longer
-    /// than 256 bytes or holds control characters, or a zero lease.
+    /// than 256 bytes or holds control characters, a zero lease, or a cap
+    /// of no active task.
     pub fn build(self) -> Result<Store<B>> {
         let StoreBuilder { settings, options } = self;
         StoreBuilder {

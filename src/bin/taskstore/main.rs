@@ -82,7 +82,9 @@ enum Command {
     /// scripts pass --json). The next page's cursor, if there is one, goes
     /// to stderr.
     List(tasks::ListArgs),
-    /// Prints one task as JSON.
+    /// Prints one task as JSON. An expired task is not found, and is
+    /// deleted (as any read of it through the store deletes it; a sweep
+    /// would).
     Show(tasks::ShowArgs),
     /// Counts tasks by status, active tasks and orphans now, the oldest
     /// active task's age, how long finished tasks took (createdAt to

@@ -67,7 +67,8 @@ pub struct CancelArgs {
     #[arg(long)]
     message: Option<String>,
     /// One JSON object: {"taskId", "transition": "applied",
-    /// "already_terminal" or "fenced", "status"}.
+    /// "already_terminal", "fenced" or "not_applied" (another outcome the
+    /// store may report), "status"}.
     #[arg(long)]
     json: bool,
 }
