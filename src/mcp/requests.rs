@@ -119,17 +119,27 @@ impl Shared {
         if task.is_terminal() {
             return Ok(());
         }
-        if cancel_requested(&task) && task.status != TaskStatus::InputRequired {
-            // Asked already (a client's retry): the stored task says so,
-            // and nothing clears it; the operation here is told again.
-            if let Some(run) = self.run_of(&id) {
-                self.signal_cancel(&run, true).await;
-            }
-            return Ok(());
+        // Asked already (a client's retry): the stored task says so, and
+        // nothing clears it; nothing to write.
+        let asked = cancel_requested(&task) && task.status != TaskStatus::InputRequired;
+        let recorded = if asked {
+            Ok(())
+        } else {
+            self.record_cancel(&id, &task).await
+        };
+        // The operation this instance runs is told whatever the store did:
+        // the client asked for it here.
+        if let Some(run) = self.run_of(&id) {
+            self.signal_cancel(&run, true).await;
         }
+        recorded
+    }
+
+    /// Writes `tasks/cancel`'s request into task `id` (read as `task`).
+    async fn record_cancel(&self, id: &TaskId, task: &Task) -> Result<(), McpError> {
         let store = Arc::clone(&self.store);
         let target = id.clone();
-        let update = cancel_update(&task);
+        let update = cancel_update(task);
         let recorded = blocking(move || match store.update(&target, update) {
             // Too near the payload cap to take the request's flag: no
             // instance could tell its operation, so it is cancelled
@@ -149,12 +159,7 @@ impl Shared {
             other => other.map(drop),
         })
         .await;
-        // The operation this instance runs is told whatever the store did:
-        // the client asked for it here.
-        if let Some(run) = self.run_of(&id) {
-            self.signal_cancel(&run, true).await;
-        }
-        recorded.map_err(|e| e.into_mcp(Some(&id)))
+        recorded.map_err(|e| e.into_mcp(Some(id)))
     }
 }
 
