@@ -617,6 +617,46 @@ fn a_page_never_jumps_to_a_task_made_again_while_it_reads_the_old_one() {
     assert_eq!(listed.last(), Some(&again));
 }
 
+/// An open that took a store for one of format 1 that lost its marker, and
+/// gives it its marker back, while another open moved the store meanwhile
+/// and still has it open: the marker of format 2 stands (it is linked into
+/// place only where there is none), so this open opens beside the other
+/// at once. (Written over it, the marker of format 1 would have this open
+/// wait to move the store again until the other closed it.)
+#[test]
+fn a_marker_given_back_never_replaces_one_another_open_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    drop(open(root, &clock, None));
+    common::make_format_1(root);
+    std::fs::remove_file(root.join("taskstore.json")).unwrap();
+    let faults = FaultInjector::new();
+    // After it read the root (no marker, `done/` without `expiring/`).
+    let listed = faults.pause_at(FsOp::CreateDir, root.join("active"));
+    std::thread::scope(|s| {
+        let late = s.spawn(|| open(root, &clock, Some(&faults)));
+        assert!(
+            listed.wait_reached(|| !late.is_finished()),
+            "the open never got past its reading of the root"
+        );
+        let mover = open(root, &clock, None);
+        let moved = std::fs::read_to_string(root.join("taskstore.json")).unwrap();
+        assert!(moved.contains("\"format\":2"), "{moved}");
+        listed.resume();
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || tx.send(late.join().is_ok()).unwrap());
+        assert_eq!(
+            rx.recv_timeout(common::HANG),
+            Ok(true),
+            "the late open waited for the one that moved the store"
+        );
+        let marker = std::fs::read_to_string(root.join("taskstore.json")).unwrap();
+        assert!(marker.contains("\"format\":2"), "{marker}");
+        drop(mover);
+    });
+}
+
 /// Two processes of this version open a store of format 1 at once (a
 /// rolling upgrade): the second reads format 1 and waits to move it, while
 /// the first moves it and keeps the store open. The second must then open
