@@ -899,4 +899,19 @@ fn a_tasks_times_are_in_utc_whatever_the_clocks_offset() {
     }
     assert_eq!(task.created_at, T0);
     assert_eq!(store.now().offset(), time::UtcOffset::UTC);
+    // A clock at the last instant of year 9999 in an offset west of UTC
+    // reads past what UTC can hold: kept as it is, not a panic.
+    let last = time::macros::datetime!(9999-12-31 23:59:59.999_999_999 -01:00);
+    #[derive(Debug)]
+    struct West;
+    impl taskstore::Clock for West {
+        fn now(&self) -> OffsetDateTime {
+            time::macros::datetime!(9999-12-31 23:59:59.999_999_999 -01:00)
+        }
+    }
+    let west = MemoryStore::builder()
+        .clock(Arc::new(West))
+        .build()
+        .unwrap();
+    assert_eq!(west.now(), last);
 }

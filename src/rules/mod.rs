@@ -101,8 +101,9 @@ impl<B> Store<B> {
     /// back.
     pub fn now(&self) -> OffsetDateTime {
         // A host's clock may read in another offset, though `Clock` asks
-        // for UTC.
-        let now = self.settings.clock.now().to_offset(time::UtcOffset::UTC);
+        // for UTC (kept as it is past the last instant UTC can hold).
+        let read = self.settings.clock.now();
+        let now = read.checked_to_offset(time::UtcOffset::UTC).unwrap_or(read);
         let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
             return now;
         };
