@@ -21,10 +21,7 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// runs (over a task the store's own change took past the cap, a running
 /// write may not make it larger), and all of it for the outcome, so a task
 /// the store accepted can always be renewed, claimed, reaped, and finished
-/// by the owner that claimed it. Over a task larger than a handle's own cap
-/// (a handle with a larger cap wrote it), the handle's own changes get the
-/// headroom past the task's size: whatever its cap, a handle that reads a
-/// task can renew, claim and reap it.
+/// by the owner that claimed it.
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
@@ -71,20 +68,9 @@ impl Limits {
     }
 
     /// `task` as a backend stores it, after a change the store made itself
-    /// to `current` (see [`OWN_HEADROOM`]): within the cap plus the
-    /// headroom, or, over a task larger than this handle's cap (one a
-    /// handle with a larger cap wrote), within its size plus the headroom,
-    /// so that any handle that reads a task can renew, claim and reap it.
-    pub fn record_own(&self, task: Task, current: &Task) -> Result<Record> {
-        check_depth(&task)?;
-        let json = encode(&task)?;
-        if json.len() > self.max_payload_bytes + OWN_HEADROOM {
-            let had = encode(current).map_or(0, |had| had.len());
-            if json.len() > had.max(self.max_payload_bytes) + OWN_HEADROOM {
-                return Err(self.too_large(&task, json.len()));
-            }
-        }
-        Ok(Record::new(task, json))
+    /// (see [`OWN_HEADROOM`]).
+    pub fn record_own(&self, task: Task) -> Result<Record> {
+        self.record_within(task, self.max_payload_bytes + OWN_HEADROOM)
     }
 
     /// `task` as a backend stores it, written by a host over `current`:

@@ -129,135 +129,44 @@ fn renewal_bumps_revision_but_not_last_updated_at() {
     }
 }
 
-/// A backend whose revisions ran out for one task: scans report it at the
-/// largest revision, so that no write of it can be made.
-struct RevisionsRanOut {
-    inner: taskstore::MemoryBackend,
-    id: TaskId,
-}
-
-impl taskstore::backend::Backend for RevisionsRanOut {
-    fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
-        self.inner.load(id)
-    }
-    fn insert(
-        &self,
-        record: &taskstore::backend::Record,
-        max_active: usize,
-    ) -> taskstore::Result<taskstore::backend::Insert> {
-        self.inner.insert(record, max_active)
-    }
-    fn replace(
-        &self,
-        current: &Task,
-        next: &taskstore::backend::Record,
-    ) -> taskstore::Result<taskstore::backend::Swap> {
-        self.inner.replace(current, next)
-    }
-    fn remove(&self, current: &Task) -> taskstore::Result<taskstore::backend::Swap> {
-        self.inner.remove(current)
-    }
-    fn scan(
-        &self,
-        scan: &taskstore::backend::Scan,
-    ) -> taskstore::Result<taskstore::backend::Scanned> {
-        let mut scanned = self.inner.scan(scan)?;
-        for task in scanned.tasks.iter_mut().filter(|t| t.id == self.id) {
-            task.revision = u64::MAX;
-        }
-        Ok(scanned)
-    }
-}
-
-/// A task this handle cannot renew (its revision at the largest there is)
-/// keeps none of its other tasks from being renewed: the pass renews the
-/// rest, then reports the one. (The pass stopped at it, before it wrote any
-/// renewal, and every lease of the handle lapsed.)
+/// A task this handle cannot renew (a peer with a larger payload cap wrote
+/// it past this handle's) keeps none of its other tasks from being renewed:
+/// the pass renews the rest, then reports the one. (The pass stopped at it,
+/// before it wrote any renewal, and every lease of the handle lapsed.)
 #[test]
 fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
     let clock = ManualClock::new(T0);
     let backend = taskstore::MemoryBackend::new();
-    let stuck = TaskId::parse("stuck").unwrap();
-    let handle = taskstore::Store::with_backend(RevisionsRanOut {
-        inner: backend.clone(),
-        id: stuck.clone(),
-    })
-    .clock(Arc::new(clock.clone()))
-    .instance_id("owner")
-    .lease(LEASE)
-    .build()
-    .unwrap();
-    let fine = handle.create(NewTask::new()).unwrap();
-    handle.create(NewTask::new().id(stuck.clone())).unwrap();
+    let handle = |cap: usize| {
+        taskstore::Store::with_backend(backend.clone())
+            .clock(Arc::new(clock.clone()))
+            .instance_id("owner")
+            .lease(LEASE)
+            .max_payload_bytes(cap)
+            .build()
+            .unwrap()
+    };
+    let (small, large) = (handle(4_096), handle(1 << 20));
+    let fine = small.create(NewTask::new()).unwrap();
+    let grown = small.create(NewTask::new()).unwrap();
+    let big = json!("x".repeat(20_000));
+    assert!(
+        large
+            .update(&grown.id, TaskUpdate::new().metadata("big", big))
+            .unwrap()
+            .is_applied()
+    );
     clock.set(T0 + Duration::from_secs(5));
-    match handle.renew_leases() {
-        Err(Error::RevisionOverflow { id }) => assert_eq!(id, stuck),
-        other => panic!("the stuck task is reported, got {other:?}"),
+    match small.renew_leases() {
+        Err(Error::PayloadTooLarge { id, .. }) => assert_eq!(id, grown.id),
+        other => panic!("the grown task is reported, got {other:?}"),
     }
-    let renewed = handle.get(&fine.id).unwrap().unwrap();
+    let renewed = small.get(&fine.id).unwrap().unwrap();
     assert_eq!(
         renewed.lease_expires_at,
         Some(T0 + Duration::from_secs(5) + LEASE),
         "the other task is renewed"
     );
-}
-
-/// A handle with a smaller payload cap than the peer that wrote a task
-/// (handles of one store may differ) renews, claims and reaps it all the
-/// same: the store's own write is held to the task's size plus
-/// `OWN_HEADROOM`, not to this handle's cap. (Each was refused,
-/// `PayloadTooLarge`: an orphan a small handle found stayed `working` for
-/// ever, where the docs promise an orphan is always reaped.) The file
-/// store reads no file past a handle's cap, so a memory backend holds the
-/// store here.
-#[test]
-fn a_handle_with_a_smaller_cap_renews_claims_and_reaps_a_larger_task() {
-    let clock = ManualClock::new(T0);
-    let backend = taskstore::MemoryBackend::new();
-    let handle = |instance: &str, cap: usize| {
-        taskstore::Store::with_backend(backend.clone())
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance)
-            .lease(LEASE)
-            .claim_grace(LEASE)
-            .max_payload_bytes(cap)
-            .build()
-            .unwrap()
-    };
-    let (large, small) = (handle("large", 1 << 20), handle("small", 64 * 1024));
-    let blob = "x".repeat(200 * 1024);
-    let kept = large
-        .create(NewTask::new().metadata("blob", blob.as_str()))
-        .unwrap();
-    let resumable = large
-        .create(
-            NewTask::new()
-                .metadata("blob", blob.as_str())
-                .resumable("k", json!(1)),
-        )
-        .unwrap();
-    // The small handle's own task, grown past its cap by the large one
-    // (a host's update, which any handle may make), is renewed.
-    let grown = small.create(NewTask::new()).unwrap();
-    let update = TaskUpdate::new().metadata("blob", blob.as_str());
-    assert!(large.update(&grown.id, update).unwrap().is_applied());
-    clock.set(T0 + Duration::from_secs(5));
-    assert_eq!(small.renew_leases().unwrap(), 1);
-    assert!(small.delete(&grown.id).unwrap());
-    // Past the leases and the grace: one is claimed, the other reaped, by
-    // the small handle.
-    clock.set(T0 + LEASE * 4);
-    let claimed = small.claim(&["k"]).unwrap();
-    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
-    assert_eq!(claimed.tasks.len(), 1);
-    assert_eq!(claimed.tasks[0].id, resumable.id);
-    assert_eq!(claimed.tasks[0].metadata["blob"], blob.as_str());
-    let reaped = small.reap().unwrap();
-    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
-    let ids: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(ids, [&kept.id]);
-    assert_eq!(reaped.tasks[0].status, TaskStatus::Failed);
-    assert_eq!(reaped.tasks[0].metadata["blob"], blob.as_str());
 }
 
 #[test]

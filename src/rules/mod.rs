@@ -307,9 +307,7 @@ impl<B: Backend> Store<B> {
             }
             let mut next = current.clone();
             apply(lease, &mut next, now)?;
-            Ok(Change::Replace(
-                self.settings.limits.record_own(next, current)?,
-            ))
+            Ok(Change::Replace(self.settings.limits.record_own(next)?))
         })?;
         match modified {
             Modified::Kept(task) if kept == Some(Kept::Terminal) => {
@@ -377,7 +375,7 @@ impl<B: Backend> Store<B> {
     fn renewed(&self, task: &Task, now: OffsetDateTime) -> Result<Record> {
         let mut next = task.clone();
         self.settings.lease.renew(&mut next, now)?;
-        self.settings.limits.record_own(next, task)
+        self.settings.limits.record_own(next)
     }
 }
 
