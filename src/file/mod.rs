@@ -244,11 +244,13 @@ impl StoreBuilder<FileOptions> {
 
     /// Opens the store, creating it if its directory is missing or empty.
     ///
-    /// Opening reads no task file. It checks the layout and the format
-    /// marker, removes temp files left by crashed writers, and resolves the
-    /// copies a power loss may have left of a task in both `active/` and
-    /// `done/` (one `stat` per running task): its cost follows the number of
-    /// running tasks, never history.
+    /// Opening reads no task file but to resolve two copies of one task. It
+    /// checks the layout and the format marker, removes temp files left by
+    /// crashed writers, and resolves the copies a power loss may have left
+    /// of a task in both `active/` and `done/` (one `stat` per running task):
+    /// its cost follows the number of running tasks, never history. (Once, a
+    /// store of the older format 1 is moved to this one: that open reads
+    /// every finished task's file to index it.)
     ///
     /// # Errors
     ///

@@ -375,8 +375,9 @@ fn plan(problem: &Problem) -> RepairAction {
             reason: "not the store's file; move it out of the store by hand",
         },
         (ProblemKind::Missing, _) => RepairAction::Leave {
-            reason: "opening the store (any command but verify and repair) makes a missing \
-                     directory or marker; tasks that were in a missing directory are lost",
+            reason: "opening the store (`FileStore::open`; the command's list, show, cancel, \
+                     sweep and reap) makes a missing directory or marker; tasks that were in \
+                     a missing directory are lost",
         },
         (ProblemKind::Unreadable { .. }, _) => RepairAction::Leave {
             reason: "could not be checked; check it again",

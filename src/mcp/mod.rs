@@ -17,7 +17,7 @@
 //! A stdio server whose tool runs as a durable task (the README's
 //! "Use with rmcp" section shows the same program). The server's
 //! `Cargo.toml` needs `rmcp` with its `server` and `transport-io` features
-//! and `tokio` with `rt-multi-thread` and `macros`.
+//! and `tokio` with `rt-multi-thread`, `macros` and `signal`.
 //!
 #![doc = concat!("```no_run\n", include_str!("../../docs/use_with_rmcp.rs"), "```")]
 //!
