@@ -46,8 +46,8 @@
 //!    store to recreate), and a store is opened on it with the workload's
 //!    clock at the crash. It must open, and then `get` every task, `list`
 //!    all and active tasks, `get` again, and `cancel` every task that reads
-//!    terminal or whose terminal state was acknowledged. Under
-//!    `Durability::Immediate`:
+//!    terminal or whose terminal state was acknowledged; then, with the
+//!    clock a week later, `sweep_expired`. Under `Durability::Immediate`:
 //!    - every acknowledged call (one that returned before the crash point)
 //!      is there exactly as returned: `get` gives the task it returned (or
 //!      nothing after a delete, or after expiry); the call in flight may
@@ -58,13 +58,17 @@
 //!    - `list` agrees with `get`, and `list(active)` holds exactly the
 //!      running tasks;
 //!    - a terminal task stays final: a later `cancel` returns
-//!      `AlreadyTerminal` with the same task.
+//!      `AlreadyTerminal` with the same task;
+//!    - expired tasks are swept: the sweep a week later leaves no file of a
+//!      task with a TTL in `active/` or `done/`, and no `expiring/` entry
+//!      (a finished task's file without its entry would be left).
 //!
 //!    Under `Durability::Eventual` only containment is checked: the store
 //!    opens, nothing panics, every task read is a version some call wrote
 //!    (or absent), and a damaged file is set aside by the listing. Reads
-//!    that disagree (`list` against `get`) are counted in the summary as
-//!    advisory, not failed.
+//!    that disagree (`list` against `get`), and finished tasks a sweep
+//!    leaves (their file came back without its `expiring/` entry), are
+//!    counted in the summary as advisory, not failed.
 //!
 //! A failure lists, per operation (the acknowledged call whose promise
 //! broke, or the call in flight), how many crash states break which
@@ -95,13 +99,11 @@
 //!   met.
 //! - One thread, one workload: concurrency between handles is the business
 //!   of the race and two-process tests.
-//! - A crash state is written out name by name, so a file with two names (a
-//!   finished task's `done/` file and its `expiring/` entry) comes back as
-//!   two files. What rests on the two being one file (the sweep's proof
-//!   that an index entry is its task's file, a missing entry) is not judged
-//!   here: the power-cut test checks it (`verify` after every cut). What a
-//!   sweep of a finished task with a TTL promises, that the task is gone
-//!   for good once it returned, is.
+//! - A crash state is written out name by name, a file with several names
+//!   (a finished task's `done/` file and its `expiring/` entry) as hard
+//!   links of one file, so the sweep's proof that an index entry is its
+//!   task's file holds as on the disk. `verify` is not run here: the
+//!   power-cut test runs it after every cut.
 
 #![cfg(feature = "fault-injection")]
 

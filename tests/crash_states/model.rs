@@ -115,9 +115,11 @@ impl Item {
 }
 
 /// A directory tree as a power loss could leave it: paths relative to the
-/// base, in walk order; `None` is a directory.
+/// base, parents first; `None` is a directory. A file with several names
+/// (a finished task's `done/` file and its `expiring/` entry) is one file:
+/// the second field maps each later name's index to its first name's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Tree(Vec<(PathBuf, Option<Vec<u8>>)>);
+pub struct Tree(Vec<(PathBuf, Option<Vec<u8>>)>, BTreeMap<usize, usize>);
 
 impl Tree {
     /// A digest of the whole tree, names and bytes.
@@ -127,13 +129,15 @@ impl Tree {
         h.finish()
     }
 
-    /// Writes the tree under `at`, which must exist and be empty.
+    /// Writes the tree under `at`, which must exist and be empty: a file
+    /// with several names gets them as hard links of one file.
     pub fn materialize(&self, at: &Path) {
-        for (rel, kind) in &self.0 {
+        for (i, (rel, kind)) in self.0.iter().enumerate() {
             let path = at.join(rel);
-            match kind {
-                None => fs::create_dir(&path),
-                Some(bytes) => fs::write(&path, bytes),
+            match (kind, self.1.get(&i)) {
+                (None, _) => fs::create_dir(&path),
+                (Some(_), Some(&first)) => fs::hard_link(at.join(&self.0[first].0), &path),
+                (Some(bytes), None) => fs::write(&path, bytes),
             }
             .unwrap_or_else(|e| panic!("materialize {}: {e}", path.display()));
         }
@@ -435,14 +439,29 @@ impl Disk {
                             .get(&ino)
                             .copied()
                             .unwrap_or(&self.inodes[ino].durable);
-                        out.push((path, Some(bytes.to_vec())));
+                        out.push((path, Some((ino, bytes.to_vec()))));
                     }
                 }
             }
         }
         // Parents before children, whatever the walk order was.
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        Tree(out)
+        let mut first: BTreeMap<Ino, usize> = BTreeMap::new();
+        let mut links = BTreeMap::new();
+        for (i, (_, file)) in out.iter().enumerate() {
+            if let Some((ino, _)) = file {
+                if let Some(&j) = first.get(ino) {
+                    links.insert(i, j);
+                } else {
+                    first.insert(*ino, i);
+                }
+            }
+        }
+        let names = out
+            .into_iter()
+            .map(|(path, file)| (path, file.map(|(_, bytes)| bytes)))
+            .collect();
+        Tree(names, links)
     }
 
     /// "applied" or "dropped" (whichever the state is nearer), and the
