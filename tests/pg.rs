@@ -2012,3 +2012,136 @@ fn a_wall_clock_that_parts_from_the_monotonic_one_is_measured_again_at_once() {
         "measured again and again"
     );
 }
+
+/// A single write (an update, a completion) whose reply is lost after the
+/// server committed it reports it applied: the handle finds the task stored
+/// as it was to write it. (It reported an error: a retried completion then
+/// read "already terminal", the caller's own result shown as another's,
+/// and no completion event was sent.)
+#[test]
+fn a_single_write_whose_reply_is_lost_after_the_commit_reports_it_applied() {
+    let Some(cluster) = cluster() else { return };
+    let (schema, proxy, s) = behind_a_proxy(cluster, "lost_replace");
+    let other = open(cluster, &schema, "other");
+    let task = s.create(NewTask::new()).unwrap();
+    proxy.arm(&[task.id.as_str(), "half way"]);
+    let updated = s
+        .update(&task.id, TaskUpdate::new().status_message("half way"))
+        .unwrap_or_else(|e| panic!("an update whose reply was lost: {e}"));
+    assert_eq!(proxy.cuts(), 1, "the update's reply was lost");
+    assert_eq!(other.get(&task.id).unwrap().as_ref(), Some(updated.task()));
+    assert_eq!(updated.task().revision, 2, "applied once");
+    proxy.arm(&[task.id.as_str(), "the answer"]);
+    let done = s
+        .complete(&task.id, json!("the answer"))
+        .unwrap_or_else(|e| panic!("a completion whose reply was lost: {e}"));
+    assert_eq!(proxy.cuts(), 2, "the completion's reply was lost");
+    assert!(done.is_applied(), "{done:?}");
+    assert_eq!(other.get(&task.id).unwrap().as_ref(), Some(done.task()));
+}
+
+/// A sweep whose batch removal loses its reply after the commit counts the
+/// tasks it removed. (It said 0 deleted, and sent no expiry events, with
+/// the tasks gone.)
+#[test]
+fn a_sweep_whose_reply_is_lost_after_the_commit_counts_what_it_removed() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_sweep");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let s = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("sweeper")
+        .time_source(TimeSource::Clock)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    let tasks: Vec<Task> = (0..2)
+        .map(|_| {
+            s.create(NewTask::new().ttl(Duration::from_secs(1)))
+                .unwrap()
+        })
+        .collect();
+    clock.advance(Duration::from_secs(2));
+    proxy.arm(&[tasks[0].id.as_str(), tasks[1].id.as_str()]);
+    let swept = s.sweep_expired().unwrap();
+    assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+    let other = open(cluster, &schema, "other");
+    for task in &tasks {
+        assert_eq!(other.get(&task.id).unwrap(), None);
+    }
+    assert_eq!(swept, 2, "both tasks were removed by this sweep");
+}
+
+/// A handle's guess of a task (the version it last wrote, kept to save a
+/// read) never stands for another task made under the same id at the same
+/// instant (a clock that stands still): a late update goes onto the task
+/// as stored, and a finished one stays finished. (The update was decided
+/// on the guess and written over the new task, whose revision and creation
+/// time were the guess's: the finished task ran again, its result gone,
+/// and the active-task counter went below the active rows.)
+#[test]
+fn a_handles_guess_never_stands_for_a_task_made_again_at_the_same_instant() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("guess_aba");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let handle = |instance: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance)
+            .time_source(TimeSource::Clock)
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap()
+    };
+    let (a, b) = (handle("a"), handle("b"));
+    let id = TaskId::parse("made-again").unwrap();
+    // Updated: its version, made again by `b`.
+    a.create(NewTask::new().id(id.clone())).unwrap();
+    assert!(
+        a.update(&id, TaskUpdate::new().metadata("first", 1))
+            .unwrap()
+            .is_applied()
+    );
+    assert!(b.delete(&id).unwrap());
+    b.create(NewTask::new().id(id.clone())).unwrap();
+    let theirs = b
+        .update(&id, TaskUpdate::new().metadata("by", "b"))
+        .unwrap()
+        .into_task();
+    assert_eq!(theirs.revision, 2, "the guess's revision and creation time");
+    let late = a
+        .update(&id, TaskUpdate::new().metadata("late", "a"))
+        .unwrap()
+        .into_task();
+    assert_eq!(
+        (
+            late.metadata.get("by"),
+            late.metadata.get("first"),
+            late.owner.as_deref()
+        ),
+        (Some(&json!("b")), None, Some("b")),
+        "the late update goes onto b's task: {late:?}"
+    );
+    // Finished: it stays as `b` finished it.
+    assert!(b.delete(&id).unwrap());
+    a.create(NewTask::new().id(id.clone())).unwrap();
+    assert!(
+        a.update(&id, TaskUpdate::new().metadata("first", 2))
+            .unwrap()
+            .is_applied()
+    );
+    assert!(b.delete(&id).unwrap());
+    b.create(NewTask::new().id(id.clone())).unwrap();
+    let done = b.complete(&id, json!("b's result")).unwrap().into_task();
+    assert_eq!(done.revision, 2);
+    assert_eq!(
+        a.update(&id, TaskUpdate::new().metadata("late", "a"))
+            .unwrap(),
+        Transition::AlreadyTerminal(done.clone())
+    );
+    assert_eq!(b.get(&id).unwrap(), Some(done));
+    let mut client = cluster.client();
+    let (counter, active) = counter_and_active(&mut client, &schema);
+    assert_eq!(counter, active, "the counter agrees with the active rows");
+}

@@ -111,8 +111,7 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn of(record: &'a Record, op: &str) -> Result<Columns<'a>> {
         let task = record.task();
-        let json = std::str::from_utf8(record.json())
-            .map_err(|e| Error::backend(BACKEND, format!("{op} task {}", task.id), e))?;
+        let json = text(record.json(), op, &task.id)?;
         Ok(Columns {
             id: task.id.as_str(),
             created_at_ns: nanos(task.created_at, op, &task.id)?,
@@ -123,6 +122,16 @@ impl<'a> Columns<'a> {
             json,
         })
     }
+}
+
+/// A task's JSON as the text column holds it.
+fn text<'a>(json: &'a [u8], op: &str, id: &TaskId) -> Result<&'a str> {
+    std::str::from_utf8(json).map_err(|e| Error::backend(BACKEND, format!("{op} task {id}"), e))
+}
+
+/// A version's stored JSON as the text column holds it, if known.
+fn stored_json<'a>(json: Option<&'a [u8]>, op: &str, id: &TaskId) -> Result<Option<&'a str>> {
+    json.map(|json| text(json, op, id)).transpose()
 }
 
 /// `at` in Unix nanoseconds, the column type of every instant: exact to
@@ -240,18 +249,27 @@ impl PgBackend {
 
     /// What a conditional write of `current` did, from the one-row count
     /// it returned: done, or missed (then the stored version, read again).
-    fn swapped(&self, rows: &[postgres::Row], current: &Task, op: &str) -> Result<Swap> {
+    fn swapped(
+        &self,
+        rows: &[postgres::Row],
+        current: &Task,
+        stored: Option<&str>,
+        op: &str,
+    ) -> Result<Swap> {
         let written: i64 = rows.first().map_or(0, |row| row.get(0));
         if written == 1 {
             return Ok(Swap::Done);
         }
         let now = self.current(&current.id, op)?;
         if let Some(now) = &now
+            && stored.is_none()
             && (now.created_at, now.revision) == (current.created_at, current.revision)
         {
             // Missed, yet the task reads as the version the write was
             // conditioned on: the row's columns say another. A write would
-            // miss again, for ever.
+            // miss again, for ever. (A write conditioned on a guess's JSON
+            // too misses another version that shares its creation time and
+            // revision: it is decided again on the version stored.)
             return Err(Error::backend(
                 BACKEND,
                 format!("{op} task {}", current.id),
@@ -311,7 +329,7 @@ impl PgBackend {
         if columns.active && counted == 0 {
             return Ok(Insert::Full);
         }
-        self.recent.remember(task, record.json().len());
+        self.recent.remember(record);
         Ok(Insert::Done)
     }
 
@@ -402,7 +420,6 @@ impl PgBackend {
     fn replace_found(&self, current: &Task, next: &Record) -> Result<Swap> {
         match self.replace(current, next) {
             Ok(Swap::Changed(Some(stored))) if self.written(&stored, next) => Ok(Swap::Done),
-            Err(_) if self.found_written(next, "replace") => Ok(Swap::Done),
             other => other,
         }
     }
@@ -412,9 +429,97 @@ impl PgBackend {
     fn written(&self, stored: &Task, record: &Record) -> bool {
         let done = *stored == *record.task();
         if done {
-            self.recent.remember(record.task(), record.json().len());
+            self.recent.remember(record);
         }
         done
+    }
+
+    /// Writes `next` over `current` if that is still the stored version
+    /// (and, with `stored`, its JSON exactly that: a guess's). A write
+    /// whose reply was lost after the commit (the connection dropped) finds
+    /// the task stored exactly as it was to write it, and is done.
+    fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
+        match self.try_replace_at(current, stored, next) {
+            Err(_) if self.found_written(next, "replace") => Ok(Swap::Done),
+            other => other,
+        }
+    }
+
+    fn try_replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
+        let op = || format!("replace task {}", current.id);
+        let columns = Columns::of(next, "replace")?;
+        let stored = stored_json(stored, "replace", &current.id)?;
+        let rows = self.query(
+            &op,
+            &self.sql.replace,
+            &[
+                &current.id.as_str(),
+                &nanos(current.created_at, "replace", &current.id)?,
+                &revision(current, "replace")?,
+                &columns.created_at_ns,
+                &columns.revision,
+                &columns.status,
+                &columns.active,
+                &columns.expires_at_ns,
+                &columns.json,
+                &Self::delta(current, next.task()),
+                &self.sql.channel,
+                &stored,
+            ],
+        )?;
+        let swap = self.swapped(&rows, current, stored, "replace")?;
+        match &swap {
+            Swap::Done => self.recent.remember(next),
+            Swap::Changed(_) => self.recent.forget(&current.id),
+        }
+        Ok(swap)
+    }
+
+    /// Removes `current` if that is still the stored version (and, with
+    /// `stored`, its JSON exactly that: a guess's).
+    fn remove_at(&self, current: &Task, stored: Option<&[u8]>) -> Result<Swap> {
+        let op = || format!("remove task {}", current.id);
+        let Ok(created_at_ns) = nanos(current.created_at, "remove", &current.id) else {
+            // No row holds a version made at a time no row can store (a
+            // failed create's, undone): whatever is stored differs.
+            return Ok(Swap::Changed(self.current(&current.id, "remove")?));
+        };
+        let stored = stored_json(stored, "remove", &current.id)?;
+        let rows = self.query(
+            &op,
+            &self.sql.remove,
+            &[
+                &current.id.as_str(),
+                &created_at_ns,
+                &revision(current, "remove")?,
+                &self.sql.channel,
+                &stored,
+            ],
+        )?;
+        // Removed, or changed since: no guess either way.
+        self.recent.forget(&current.id);
+        self.swapped(&rows, current, stored, "remove")
+    }
+
+    /// [`Backend::remove_all`] in one statement where it can, and task by
+    /// task where not (or once it failed); `expired`: as
+    /// [`Backend::remove_expired`].
+    fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
+        for task in tasks {
+            self.recent.forget(&task.id);
+        }
+        let one = |task: &Task, batch_failed: bool| match self.remove(task) {
+            Ok(Swap::Changed(None)) if expired && batch_failed => Ok(Swap::Done),
+            Err(_) if expired && matches!(self.current(&task.id, "remove"), Ok(None)) => {
+                Ok(Swap::Done)
+            }
+            other => other,
+        };
+        if tasks.len() < 2 || has_duplicates(tasks.iter().map(|t| &t.id)) {
+            return tasks.iter().map(|t| one(t, false)).collect();
+        }
+        self.try_remove_all(tasks)
+            .unwrap_or_else(|_| tasks.iter().map(|t| one(t, true)).collect())
     }
 
     /// After a write of `record` failed (`op`): whether its task is stored
@@ -536,71 +641,33 @@ impl Backend for PgBackend {
         }
     }
 
+    /// A write whose reply was lost after the commit (the connection
+    /// dropped) finds the task stored exactly as it was to write it, and is
+    /// done.
     fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
-        let op = || format!("replace task {}", current.id);
-        let columns = Columns::of(next, "replace")?;
-        let rows = self.query(
-            &op,
-            &self.sql.replace,
-            &[
-                &current.id.as_str(),
-                &nanos(current.created_at, "replace", &current.id)?,
-                &revision(current, "replace")?,
-                &columns.created_at_ns,
-                &columns.revision,
-                &columns.status,
-                &columns.active,
-                &columns.expires_at_ns,
-                &columns.json,
-                &Self::delta(current, next.task()),
-                &self.sql.channel,
-            ],
-        )?;
-        let swap = self.swapped(&rows, current, "replace")?;
-        match &swap {
-            Swap::Done => self.recent.remember(next.task(), next.json().len()),
-            Swap::Changed(_) => self.recent.forget(&current.id),
-        }
-        Ok(swap)
+        self.replace_at(current, None, next)
     }
 
     fn remove(&self, current: &Task) -> Result<Swap> {
-        let op = || format!("remove task {}", current.id);
-        let Ok(created_at_ns) = nanos(current.created_at, "remove", &current.id) else {
-            // No row holds a version made at a time no row can store (a
-            // failed create's, undone): whatever is stored differs.
-            return Ok(Swap::Changed(self.current(&current.id, "remove")?));
-        };
-        let rows = self.query(
-            &op,
-            &self.sql.remove,
-            &[
-                &current.id.as_str(),
-                &created_at_ns,
-                &revision(current, "remove")?,
-                &self.sql.channel,
-            ],
-        )?;
-        // Removed, or changed since: no guess either way.
-        self.recent.forget(&current.id);
-        self.swapped(&rows, current, "remove")
+        self.remove_at(current, None)
     }
 
     /// Decides on the version this handle last wrote, if it kept it, and
-    /// writes only if that is still the stored version (one round trip);
-    /// otherwise, or to keep the task or refuse the change, as the default:
-    /// on the version loaded (see `pg::recent`).
+    /// writes only if that is still the stored version, to its stored JSON
+    /// (one round trip); otherwise, or to keep the task or refuse the
+    /// change, as the default: on the version loaded (see `pg::recent`).
     fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
         let Some(guess) = self.recent.get(id) else {
             return modify_from(self, self.load(id)?, decide);
         };
-        let stored = match decide(&guess) {
-            Ok(Change::Replace(next)) => match self.replace(&guess, &next)? {
+        let (task, json) = (guess.task(), Some(guess.json()));
+        let stored = match decide(task) {
+            Ok(Change::Replace(next)) => match self.replace_at(task, json, &next)? {
                 Swap::Done => return Ok(Modified::Replaced(next.into_task())),
                 Swap::Changed(now) => now,
             },
-            Ok(Change::Remove) => match self.remove(&guess)? {
-                Swap::Done => return Ok(Modified::Removed(Arc::unwrap_or_clone(guess))),
+            Ok(Change::Remove) => match self.remove_at(task, json)? {
+                Swap::Done => return Ok(Modified::Removed(task.clone())),
                 Swap::Changed(now) => now,
             },
             Ok(Change::Keep) | Err(_) => self.load(id)?,
@@ -685,14 +752,15 @@ impl Backend for PgBackend {
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
-        for task in tasks {
-            self.recent.forget(&task.id);
-        }
-        if tasks.len() < 2 || has_duplicates(tasks.iter().map(|t| &t.id)) {
-            return tasks.iter().map(|t| self.remove(t)).collect();
-        }
-        self.try_remove_all(tasks)
-            .unwrap_or_else(|_| tasks.iter().map(|t| self.remove(t)).collect())
+        self.remove_batch(tasks, false)
+    }
+
+    /// An expired task is gone whoever removed it: after a removal that may
+    /// have committed though it failed (its reply lost), a task no longer
+    /// stored counts as removed by this call (two sweeps may then both
+    /// count it), not as removed by another.
+    fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
+        self.remove_batch(tasks, true)
     }
 
     /// Counts the active rows again into the counter, if it was out: a

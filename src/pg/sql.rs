@@ -71,13 +71,15 @@ impl Sql {
             // $1 id, $2 created_at_ns, $3 revision (the version read);
             // $4 created_at_ns, $5 revision, $6 status, $7 active,
             // $8 expires_at_ns, $9 task (the next version); $10 the change
-            // in active tasks; $11 the channel.
+            // in active tasks; $11 the channel; $12 the version's stored
+            // JSON, if known (a guess's: then the row must hold exactly it).
             replace: format!(
                 "WITH u AS (
                      UPDATE {s}.tasks
                      SET created_at_ns = $4, revision = $5, status = $6, active = $7,
                          expires_at_ns = $8, task = $9
                      WHERE id = $1 AND created_at_ns = $2 AND revision = $3
+                       AND ($12::text IS NULL OR task = $12::text)
                      RETURNING id, {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active + $10::int8
@@ -86,11 +88,13 @@ impl Sql {
                  SELECT count(*) FROM u",
                 n = notify("$11", "id")
             ),
-            // $1 id, $2 created_at_ns, $3 revision; $4 the channel.
+            // $1 id, $2 created_at_ns, $3 revision; $4 the channel; $5 the
+            // version's stored JSON, if known (as for `replace`).
             remove: format!(
                 "WITH d AS (
                      DELETE FROM {s}.tasks
                      WHERE id = $1 AND created_at_ns = $2 AND revision = $3
+                       AND ($5::text IS NULL OR task = $5::text)
                      RETURNING id, active, {n}),
                  c AS (
                      UPDATE {s}.counters SET active = active - 1
