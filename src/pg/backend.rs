@@ -283,8 +283,19 @@ impl PgBackend {
         Ok(Swap::Changed(now))
     }
 
-    /// [`Backend::insert`]'s one try.
+    /// [`Backend::insert`]'s one try: tried again for as long as the task
+    /// in its place is removed between the insert and the read of it.
     fn try_insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        loop {
+            if let Some(inserted) = self.try_insert_once(record, max_active)? {
+                return Ok(inserted);
+            }
+        }
+    }
+
+    /// One insert: `None` if a task was in its place and gone by the time
+    /// it was read.
+    fn try_insert_once(&self, record: &Record, max_active: usize) -> Result<Option<Insert>> {
         let task = record.task();
         let op = || format!("insert task {}", task.id);
         let columns = Columns::of(record, "insert")?;
@@ -320,17 +331,14 @@ impl PgBackend {
             (inserted, counted)
         };
         if inserted == 0 {
-            return match self.current(&task.id, "insert")? {
-                Some(existing) => Ok(Insert::Exists(existing)),
-                // Removed since: try again.
-                None => self.try_insert(record, max_active),
-            };
+            // Removed since (`None`): tried again.
+            return Ok(self.current(&task.id, "insert")?.map(Insert::Exists));
         }
         if columns.active && counted == 0 {
-            return Ok(Insert::Full);
+            return Ok(Some(Insert::Full));
         }
         self.recent.remember(record);
-        Ok(Insert::Done)
+        Ok(Some(Insert::Done))
     }
 
     /// Counts the active rows again into the counter, if a change made
