@@ -44,7 +44,9 @@ use crate::task::{Task, TaskStatus};
 /// - "The stored task is still `current`" means: a task with `current.id` is
 ///   stored and its `created_at` and `revision` equal `current`'s (the
 ///   revision rises with every applied write, and `created_at` tells one
-///   incarnation of an id from the next).
+///   incarnation of an id from the next, unless the clock stood still
+///   between them: a backend may compare more, as `PgStore` compares a
+///   version it kept itself to the stored JSON).
 /// - A returned `Ok` is as durable as the backend promises (documented by
 ///   each backend).
 /// - Where a stored task lives (for example running and finished tasks
