@@ -3333,3 +3333,49 @@ fn tail_holds_a_line_not_the_file() {
         );
     }
 }
+
+/// `reap --dry-run` counts apart the orphans it would reap and those that
+/// wait for a claim, as the real reap would treat them. (The summary
+/// counted every orphan as one that would be reaped.)
+#[test]
+fn reap_dry_run_counts_what_would_be_reaped_apart_from_what_waits_for_a_claim() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    old.create(NewTask::new()).unwrap();
+    old.create(NewTask::new().resumable("report", json!({"q": 3})))
+        .unwrap();
+    drop(old);
+    let out = run_expect(Some(&dir), &["reap", "--dry-run", "--claim-grace", "2h"], 0);
+    assert!(
+        stderr(&out).contains("2 orphan(s); 1 would be reaped, 1 left for a claim"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `stats` reads each task as a reader gets it: a stale running copy left
+/// in `active/` beside the terminal one in `done/` counts as the finished
+/// task the API returns, not as a running one. (With the read rule turned
+/// round, the census kept the stale copy.)
+#[test]
+fn stats_count_a_task_with_a_stale_copy_as_the_api_reads_it() {
+    let (_tmp, dir) = store_dir();
+    let store = open(&dir);
+    let task = store.create(NewTask::new()).unwrap();
+    let running = fs::read(task_path(&dir, "active", &task.id)).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    drop(store);
+    let path = task_path(&dir, "active", &task.id);
+    fs::write(&path, running).unwrap();
+    chmod(&path, 0o600);
+    let out = run_expect(Some(&dir), &["stats", "--json"], 0);
+    let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (
+            stats["active"].clone(),
+            stats["byStatus"]["completed"].clone()
+        ),
+        (json!(0), json!(1)),
+        "{stats:#}"
+    );
+}

@@ -2145,3 +2145,93 @@ fn a_handles_guess_never_stands_for_a_task_made_again_at_the_same_instant() {
     let (counter, active) = counter_and_active(&mut client, &schema);
     assert_eq!(counter, active, "the counter agrees with the active rows");
 }
+
+/// A sweep's batch removal lowers the active-task counter only by the
+/// running tasks it removes: finished tasks held no place. (Lowered by
+/// every row removed, a batch of one running and two finished tasks took
+/// three places off the counter, which fell below the running tasks, and
+/// the cap let more running tasks in than it allows.)
+#[test]
+fn a_sweep_of_finished_tasks_frees_no_place_under_the_cap() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_cap");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let s = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("sweeper")
+        .max_active(4)
+        .time_source(TimeSource::Clock)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    // Two finished tasks and one running task that will expire, and three
+    // running tasks that will not: four places taken.
+    for _ in 0..2 {
+        let task = s
+            .create(NewTask::new().ttl(Duration::from_secs(1)))
+            .unwrap();
+        assert!(s.complete(&task.id, json!("done")).unwrap().is_applied());
+    }
+    s.create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    for _ in 0..3 {
+        s.create(NewTask::new()).unwrap();
+    }
+    let mut client = cluster.client();
+    assert_eq!(counter_and_active(&mut client, &schema), (4, 4));
+    clock.advance(Duration::from_secs(2));
+    // Three expired tasks: one statement removes them.
+    assert_eq!(s.sweep_expired().unwrap(), 3);
+    assert_eq!(
+        counter_and_active(&mut client, &schema),
+        (3, 3),
+        "only the running task swept frees a place"
+    );
+    s.create(NewTask::new()).unwrap();
+    assert!(
+        matches!(s.create(NewTask::new()), Err(Error::TooManyActive { .. })),
+        "four running tasks hold the four places"
+    );
+}
+
+/// A reap's batch write lowers the active-task counter by every orphan it
+/// fails: their places are free again. (With the change in active tasks
+/// taken the wrong way round, reaping two orphans raised the counter by
+/// two, and the cap refused creates with no task running.)
+#[test]
+fn a_reap_of_several_orphans_frees_their_places_under_the_cap() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("reap_cap");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let handle = |instance: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance)
+            .max_active(2)
+            .lease(Duration::from_secs(1))
+            .time_source(TimeSource::Clock)
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap()
+    };
+    let (dead, reaper) = (handle("dead"), handle("reaper"));
+    for _ in 0..2 {
+        dead.create(NewTask::new()).unwrap();
+    }
+    let mut client = cluster.client();
+    assert_eq!(counter_and_active(&mut client, &schema), (2, 2));
+    // The dead instance renews nothing: both leases lapse, and one
+    // statement fails both orphans.
+    clock.advance(Duration::from_secs(5));
+    let reaped = reaper.reap_orphans().unwrap();
+    assert_eq!(reaped.len(), 2, "{reaped:?}");
+    assert!(reaped.iter().all(|t| t.status == TaskStatus::Failed));
+    assert_eq!(
+        counter_and_active(&mut client, &schema),
+        (0, 0),
+        "the reaped orphans hold no place"
+    );
+    for _ in 0..2 {
+        reaper.create(NewTask::new()).unwrap();
+    }
+}
