@@ -404,7 +404,7 @@ async fn supervise(
 
 /// A panic's message, as `panic!` gives it (a string), bounded: a payload
 /// of another type says so.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     /// The most of a message kept, in bytes.
     const KEEP: usize = 1_024;
     let message = panic

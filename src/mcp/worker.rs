@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{Book, cancel_requested, stored_responses};
-use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop};
+use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop, panic_message};
 use crate::changes::Changes;
 use crate::error::Error;
 use crate::id::TaskId;
@@ -325,7 +325,10 @@ impl Shared {
         let _ = tokio::time::timeout(self.options.shutdown_grace, self.drain()).await;
         // From here the final writes, and the aborted operations' ends, get
         // one allowance together.
-        let deadline = tokio::time::Instant::now() + self.options.shutdown_writes;
+        let deadline = tokio::time::Instant::from_std(ahead(
+            tokio::time::Instant::now().into_std(),
+            self.options.shutdown_writes,
+        ));
         let runs: Vec<Arc<Run>> = lock(&self.local).values().cloned().collect();
         let mut stopped = Vec::new();
         let mut writes = tokio::task::JoinSet::new();
@@ -444,16 +447,54 @@ impl Shared {
 /// store made of it.
 type StopWrite = (Arc<Run>, Option<Stop>, crate::Result<Transition>);
 
+/// The instant `by` after `from`, or, past the last one an `Instant` holds,
+/// one [`FAR`] after it: an interval or allowance of `Duration::MAX` (a
+/// host's "never") is far off, not an overflow that panics. Every instant
+/// the manager computes ahead is computed here.
+fn ahead(from: Instant, by: Duration) -> Instant {
+    from.checked_add(by)
+        .or_else(|| from.checked_add(FAR))
+        .unwrap_or(from)
+}
+
+/// How far off [`ahead`] puts an instant past the last one an `Instant`
+/// holds: 30 years, as Tokio's timers take a duration too long for them.
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
 /// The background work, until stopped or until nothing refers to the
 /// manager any more: watch ticks (renewals among them) on a loop of their
 /// own, and claims, reaps and sweeps on another, so that a long pass (a
 /// sweep of a backlog of expired tasks after an outage, a store call that
-/// hangs) never holds a lease renewal up past the lease.
+/// hangs) never holds a lease renewal up past the lease. The second runs as
+/// a task of its own, so that a panic there (a bug) stops the claims,
+/// reaps and sweeps, logged, and never the renewals of the tasks this
+/// instance runs; it ends when this does.
 pub(super) async fn background(shared: Weak<Shared>, stop: watch::Receiver<bool>) {
-    tokio::join!(
-        watching(Weak::clone(&shared), stop.clone()),
-        maintaining(shared, stop)
-    );
+    let maintenance = AbortOnDrop(tokio::spawn(maintaining(
+        Weak::clone(&shared),
+        stop.clone(),
+    )));
+    tokio::join!(watching(shared, stop), async move {
+        let mut maintenance = maintenance;
+        if let Err(e) = (&mut maintenance.0).await
+            && e.is_panic()
+        {
+            tracing::error!(
+                error = %panic_message(&*e.into_panic()),
+                "the manager's loop of claims, reaps and sweeps panicked: it is stopped; leases are still renewed"
+            );
+        }
+    });
+}
+
+/// A task that is aborted when this is dropped (the background work
+/// aborted at shutdown takes its maintenance loop with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Watch ticks: renewals, and looks at what peers persisted.
@@ -476,7 +517,7 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     // handlers after the manager starts (each registration claims at
     // once), and a reap before them would fail the orphans they resume.
     let mut next_reap = match shared.upgrade() {
-        Some(this) => Instant::now() + this.options.reap_interval,
+        Some(this) => ahead(Instant::now(), this.options.reap_interval),
         None => return,
     };
     let mut next_sweep = Instant::now();
@@ -490,11 +531,11 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
         }
         if now >= next_reap {
             this.reap().await;
-            next_reap = now + this.options.reap_interval;
+            next_reap = ahead(now, this.options.reap_interval);
         }
         if now >= next_sweep {
             this.sweep().await;
-            next_sweep = now + this.options.sweep_interval;
+            next_sweep = ahead(now, this.options.sweep_interval);
         }
         let pause = this.options.watch_interval;
         let wake = Arc::clone(&this);

@@ -980,6 +980,48 @@ async fn running_tasks_keep_their_lease() {
     );
 }
 
+/// Intervals of `Duration::MAX` (a host's "never") hold no lease renewal
+/// up: the next claim, reap and sweep are taken as far off, not added to
+/// the time. (The addition overflowed, "overflow when adding duration to
+/// instant": the background task panicked, and the renewals it ran beside
+/// the claims, reaps and sweeps stopped with it, silently; peers then
+/// reaped or claimed the live task.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_of_duration_max_stop_no_lease_renewal() {
+    for options in [
+        fast().reap_interval(Duration::MAX),
+        fast().sweep_interval(Duration::MAX),
+    ] {
+        let store = MemoryStore::builder()
+            .lease(Duration::from_millis(600))
+            .build()
+            .unwrap();
+        let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
+        let seed = m
+            .spawn(TaskOptions::new(), |ctx| {
+                Box::pin(async move {
+                    ctx.cancelled().await;
+                    Err(TaskExit::Cancelled)
+                })
+            })
+            .await
+            .unwrap();
+        let id = crate::TaskId::parse(&seed.task_id).unwrap();
+        let first = m.store().get(&id).unwrap().unwrap();
+        eventually(|| async {
+            let now = m.store().get(&id).unwrap().unwrap();
+            (now.lease_expires_at > first.lease_expires_at).then_some(())
+        })
+        .await;
+        m.cancel_task(&seed.task_id).await.unwrap();
+        assert_eq!(
+            settled(&m, &seed.task_id).await.status(),
+            TaskStatus::Cancelled,
+            "{options:?}"
+        );
+    }
+}
+
 /// A backend whose every call fails with an I/O error.
 struct Broken;
 

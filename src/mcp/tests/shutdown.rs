@@ -892,3 +892,26 @@ async fn a_manager_dropped_without_shutdown_lets_go_of_its_change_feed() {
     drop(m);
     eventually(|| async { (feeds.load(Ordering::SeqCst) == 0).then_some(()) }).await;
 }
+
+/// A `shutdown_writes` of `Duration::MAX` (no bound on the final writes)
+/// is taken as far off, not added to the time. (The addition overflowed:
+/// `shutdown` panicked, "overflow when adding duration to instant".)
+#[tokio::test]
+async fn a_shutdown_writes_allowance_of_duration_max_shuts_down() {
+    let m = DurableTaskManager::with_options(
+        Arc::new(crate::MemoryStore::new()),
+        fast().shutdown_writes(Duration::MAX),
+    );
+    let seed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { Ok(text("done")) })
+        })
+        .await
+        .unwrap();
+    let report = shut_down(&m).await;
+    assert_eq!((report.failed, report.unrecorded), (0, 0), "{report:?}");
+    assert_eq!(
+        settled(&m, &seed.task_id).await.status(),
+        rmcp::model::TaskStatus::Completed
+    );
+}
