@@ -132,6 +132,14 @@ pub struct Resume {
 /// The default number of attempts a resumable task gets.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+impl Resume {
+    /// Whether another owner may still run the task: it has had fewer
+    /// attempts than it may.
+    pub(crate) fn has_attempts_left(&self) -> bool {
+        self.attempts < self.max_attempts
+    }
+}
+
 impl Task {
     /// When the task expires (`created_at + ttl`), or `None` if unlimited.
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
@@ -154,9 +162,7 @@ impl Task {
     /// Whether the task is resumable and has attempts left: an orphan that
     /// is not may never be claimed, and a reap fails it at once.
     pub(crate) fn has_attempts_left(&self) -> bool {
-        self.resume
-            .as_ref()
-            .is_some_and(|r| r.attempts < r.max_attempts)
+        self.resume.as_ref().is_some_and(Resume::has_attempts_left)
     }
 
     /// Whether the task is in a terminal state.

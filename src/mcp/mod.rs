@@ -123,9 +123,10 @@
 //! - **Graceful shutdown.** [`DurableTaskManager::shutdown`] takes no new
 //!   task and claims nothing from the call on, gives running operations
 //!   [`ManagerOptions::shutdown_grace`] (default 5 s) to finish, then stops
-//!   the rest: a resumable task is *released* (`TaskStore::release`: its
-//!   lease lapses at once, and another instance claims it without waiting a
-//!   lease), any other is `failed` with `{"code": "shutdown", "message",
+//!   the rest: a resumable task with attempts left is *released*
+//!   (`TaskStore::release`: its lease lapses at once, and another instance
+//!   claims it without waiting a lease), any other (one on its last
+//!   attempt included: no instance may claim it) is `failed` with `{"code": "shutdown", "message",
 //!   "instance", "graceMs"}`, whether or not its operation stops (one that
 //!   never yields cannot be aborted; nothing it does afterwards is
 //!   recorded). It returns within the grace plus

@@ -58,7 +58,8 @@ pub struct ShutdownReport {
     /// Operations that were running when shutdown began.
     pub running: usize,
     /// Resumable tasks whose lease was released for another instance to
-    /// claim at once.
+    /// claim at once (those with attempts left; one on its last attempt is
+    /// failed).
     pub released: usize,
     /// Tasks failed with `{"code": "shutdown", ..}`.
     pub failed: usize,
@@ -424,9 +425,11 @@ pub(super) enum Record {
 
 impl Record {
     /// What shutdown records for a run it stops: a release for a resumable
-    /// task, the `shutdown` failure for any other.
+    /// task another owner may still run, the `shutdown` failure for any
+    /// other (a task on its last attempt included: no instance may claim
+    /// it, and the client would read it orphaned).
     pub fn stop(shared: &Shared, run: &Run) -> Record {
-        if run.resume.is_some() {
+        if run.resume.as_ref().is_some_and(Resume::has_attempts_left) {
             Record::Release
         } else {
             Record::Finish(Outcome::Failed(shutdown_error(shared, run)))

@@ -314,8 +314,8 @@ impl Shared {
 
     /// Shuts down: no new task and no claim from now on; running operations
     /// get the grace period; then every run still running is stopped
-    /// (aborted) and shutdown itself records its task released (resumable)
-    /// or failed with `{"code": "shutdown"}`, whether or not its operation
+    /// (aborted) and shutdown itself records its task released (resumable,
+    /// with attempts left) or failed with `{"code": "shutdown"}`, whether or not its operation
     /// stops; then the background loop stops. Returns by the grace plus
     /// `shutdown_writes`, whatever the operations and the store do.
     pub async fn shutdown(self: &Arc<Self>) -> ShutdownReport {

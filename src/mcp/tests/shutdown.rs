@@ -915,3 +915,29 @@ async fn a_shutdown_writes_allowance_of_duration_max_shuts_down() {
         rmcp::model::TaskStatus::Completed
     );
 }
+
+/// A resumable task whose run shutdown stops is on its last attempt is
+/// failed with the `shutdown` error, not released: no instance may claim
+/// it (a claim needs an attempt left). (It was released all the same,
+/// counted `released`, and then reaped: the client read it orphaned.)
+#[tokio::test]
+async fn a_resumable_task_on_its_last_attempt_is_failed_at_shutdown_not_released() {
+    let m = DurableTaskManager::with_options(
+        Arc::new(crate::MemoryStore::new()),
+        fast()
+            .max_attempts(1)
+            .shutdown_grace(Duration::from_millis(50)),
+    );
+    let seed = m
+        .spawn_resumable("k", json!({}), TaskOptions::new(), |_ctx| {
+            Box::pin(std::future::pending())
+        })
+        .await
+        .unwrap();
+    let report = shut_down(&m).await;
+    assert_eq!((report.released, report.failed), (0, 1), "{report:?}");
+    let TaskPayload::Failed { error } = m.get_task(&seed.task_id).await.unwrap().payload else {
+        panic!("task {} did not fail", seed.task_id)
+    };
+    assert_eq!(error["data"]["code"], "shutdown", "{error:?}");
+}
