@@ -190,6 +190,22 @@ pub trait TaskStore: Send + Sync {
         Ok(self.reap()?.tasks)
     }
 
+    /// Fails task `id` if it is an orphan that [`reap`](TaskStore::reap)
+    /// would fail now, by the same rule and with the same error, and
+    /// returns it as failed; `Ok(None)` if it is not one (its lease is
+    /// live, it is resumable and waits for a claim, it is finished, missing
+    /// or expired). For a host that met one orphan (a client's poll) and
+    /// must not pay for a pass over every running task: the stores of this
+    /// crate read and write that task alone. The default runs
+    /// [`reap`](TaskStore::reap) and picks the task out of what it reaped.
+    ///
+    /// # Errors
+    ///
+    /// An I/O or backend error reading or writing the task.
+    fn reap_task(&self, id: &TaskId) -> Result<Option<Task>> {
+        Ok(self.reap()?.tasks.into_iter().find(|task| &task.id == id))
+    }
+
     /// Renews the lease of every running task this handle owns (its
     /// instance id and open); returns how many were renewed. Call it well
     /// within the lease duration.
@@ -307,6 +323,9 @@ macro_rules! forward_task_store {
             }
             fn reap_orphans(&self) -> Result<Vec<Task>> {
                 (**self).reap_orphans()
+            }
+            fn reap_task(&self, id: &TaskId) -> Result<Option<Task>> {
+                (**self).reap_task(id)
             }
             fn renew_leases(&self) -> Result<usize> {
                 (**self).renew_leases()

@@ -235,6 +235,10 @@ where
             One(every_orphan_is_reaped_in_one_pass),
         ),
         (
+            "reap_task_reaps_the_orphan_it_names",
+            Two(reap_task_reaps_the_orphan_it_names),
+        ),
+        (
             "events_once_per_applied_transition",
             Two(events_once_per_applied_transition),
         ),

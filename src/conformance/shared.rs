@@ -306,6 +306,51 @@ pub(super) fn every_orphan_is_reaped_in_one_pass(store: &dyn TaskStore, setup: &
     assert!(store.list(&ListQuery::active()).unwrap().tasks.is_empty());
 }
 
+/// `reap_task` fails the orphan it names, by `reap`'s rule and with its
+/// error; a task that is not an orphan to reap (a live lease, a resumable
+/// one waiting for a claim, a finished or missing one) is left as it is.
+/// (The stores of this crate leave every other task alone too; the
+/// trait's default, a whole `reap`, may fail the other orphans with it.)
+pub(super) fn reap_task_reaps_the_orphan_it_names(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let first = a.create(NewTask::new()).unwrap();
+    let other = a.create(NewTask::new()).unwrap();
+    let resumable = a.create(NewTask::new().resumable("k", json!({}))).unwrap();
+    assert_eq!(b.reap_task(&first.id).unwrap(), None, "a live lease");
+    setup.clock.advance(setup.lease);
+    let reaped = b
+        .reap_task(&first.id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("task {} was not reaped", first.id));
+    assert_eq!(reaped.status, TaskStatus::Failed);
+    let error = reaped.error.as_ref().unwrap();
+    assert_eq!(error["code"], "orphaned");
+    assert_eq!(error["owner"], a.instance_id());
+    assert_eq!(error["reapedBy"], b.instance_id());
+    assert_eq!(a.get(&first.id).unwrap().as_ref(), Some(&reaped));
+    assert_eq!(b.reap_task(&first.id).unwrap(), None, "finished");
+    assert_eq!(
+        b.reap_task(&resumable.id).unwrap(),
+        None,
+        "a resumable orphan waits for a claim through the claim grace"
+    );
+    assert_eq!(b.reap_task(&TaskId::new()).unwrap(), None, "missing");
+    b.reap().unwrap();
+    assert_eq!(
+        a.get(&other.id).unwrap().unwrap().status,
+        TaskStatus::Failed,
+        "the other orphan, by now"
+    );
+    assert_eq!(
+        a.get(&resumable.id).unwrap().unwrap().status,
+        TaskStatus::Working,
+        "still waiting for a claim"
+    );
+}
+
 /// An update on condition of a revision ([`TaskUpdate::if_revision`]) is
 /// applied only while the task is still at it: after another handle's write
 /// it is refused as [`Transition::Changed`] with the task as it stands, and

@@ -114,8 +114,9 @@
 //!   [`ManagerOptions::reap_interval`]: a task whose owner died is reported
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
-//!   lapsed reaps at once (unless it is resumable with attempts left: it
-//!   waits for a claim). Starting a manager never waits for a scan: its
+//!   lapsed reaps that task, and no other, at once
+//!   ([`TaskStore::reap_task`](crate::TaskStore::reap_task)), unless it is
+//!   resumable with attempts left: it waits for a claim. Starting a manager never waits for a scan: its
 //!   loop runs in the background, and its first reap waits one
 //!   [`ManagerOptions::reap_interval`], so that the resume handlers a host
 //!   registers just after it starts claim their orphans first (each

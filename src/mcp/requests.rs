@@ -49,12 +49,18 @@ impl Shared {
                 }
                 return to_wire(&task);
             }
-            // The reaper re-checks every lease under the task's lock.
+            // That task alone, its lease judged again under its lock.
             let store = Arc::clone(&self.store);
-            blocking(move || store.reap_orphans())
+            let target = id.clone();
+            let reaped = blocking(move || store.reap_task(&target))
                 .await
                 .map_err(|e| e.into_mcp(Some(&id)))?;
-            task = self.read(task_id).await?.1;
+            task = match reaped {
+                Some(reaped) => reaped,
+                // Not an orphan any more (renewed, claimed, finished, or
+                // reaped by another): as it stands.
+                None => self.read(task_id).await?.1,
+            };
         }
         to_wire(&task)
     }

@@ -132,18 +132,18 @@ impl<B: Backend> Store<B> {
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let id = current.id.clone();
             let outcome = match result {
-                Ok(Swap::Done) => Ok(Some(next.into_task())),
+                Ok(Swap::Done) => {
+                    let task = next.into_task();
+                    self.report_reaped(&task);
+                    Ok(Some(task))
+                }
                 // It changed since it was judged an orphan: judge it again,
                 // under the backend's atomic read-decide-write.
                 Ok(_) => self.reap_one(&id),
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(Some(task)) => {
-                    tracing::info!(task = %task.id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
-                    self.settings.notifier.task(TaskEventKind::Reaped, &task);
-                    reaped.tasks.push(task);
-                }
+                Ok(Some(task)) => reaped.tasks.push(task),
                 Ok(None) => {}
                 Err(error) => reaped.missed.push(missed("reap", id, error)),
             }
@@ -152,8 +152,9 @@ impl<B: Backend> Store<B> {
         Ok(reaped)
     }
 
-    /// Reaps task `id` if it is (still) an orphan.
-    fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
+    /// Reaps task `id` if it is (still) an orphan, and reports it: one
+    /// task of a pass, or [`TaskStore::reap_task`].
+    pub(super) fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
         let grace = self.settings.claim_grace();
         let modified = self.backend.modify(id, &mut |current| {
             let now = self.now();
@@ -162,10 +163,17 @@ impl<B: Backend> Store<B> {
             }
             Ok(Change::Replace(self.orphan_failed(current, now)?))
         })?;
-        Ok(match modified {
-            Modified::Replaced(task) => Some(task),
-            _ => None,
-        })
+        let Modified::Replaced(task) = modified else {
+            return Ok(None);
+        };
+        self.report_reaped(&task);
+        Ok(Some(task))
+    }
+
+    /// Logs a reaped orphan and sends its event.
+    fn report_reaped(&self, task: &Task) {
+        tracing::info!(task = %task.id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+        self.settings.notifier.task(TaskEventKind::Reaped, task);
     }
 
     /// The failed version of an orphan: all it held, with the orphan error

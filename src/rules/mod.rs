@@ -556,6 +556,13 @@ impl<B: Backend> TaskStore for Store<B> {
         self.reap_at(self.time())
     }
 
+    fn reap_task(&self, id: &TaskId) -> Result<Option<Task>> {
+        // As `write` does: the time is read in the decision, under the
+        // backend's atomic read-decide-write.
+        self.backend.refresh_clock();
+        self.reap_one(id)
+    }
+
     fn claim(&self, kinds: &[&str]) -> Result<Claimed> {
         self.claim_at(self.time(), kinds)
     }

@@ -942,6 +942,45 @@ async fn a_dead_owners_task_is_reported_orphaned_once_its_lease_lapses() {
     assert_eq!(error["data"]["owner"], "dead");
 }
 
+/// `tasks/get` of an orphan reaps that task and no other: a client's poll
+/// costs one task's write, whatever else the store holds. (It ran a whole
+/// reap pass inside the request: a scan of every running task and a write
+/// per orphan, one pass per concurrent poll; here the other four orphans
+/// were reaped by the first `tasks/get`.)
+#[tokio::test]
+async fn a_get_of_an_orphan_reaps_that_task_alone() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .instance_id(name)
+            .build()
+            .unwrap()
+    };
+    let dead = open("dead");
+    let ids: Vec<crate::TaskId> = (0..5)
+        .map(|_| dead.create(NewTask::new()).unwrap().id)
+        .collect();
+    clock.advance(Duration::from_secs(60));
+    // Its first reap is a reap interval (5 s) away.
+    let live = DurableTaskManager::with_options(Arc::new(open("live")), fast());
+    let TaskPayload::Failed { error } = live.get_task(ids[0].as_str()).await.unwrap().payload
+    else {
+        panic!("task {} was not reaped", ids[0])
+    };
+    assert_eq!(error["data"]["code"], "orphaned");
+    let reaped: Vec<&crate::TaskId> = ids[1..]
+        .iter()
+        .filter(|id| live.store().get(id).unwrap().unwrap().is_terminal())
+        .collect();
+    assert!(
+        reaped.is_empty(),
+        "tasks/get of task {} reaped other tasks too: {reaped:?}",
+        ids[0]
+    );
+}
+
 #[tokio::test]
 async fn running_tasks_keep_their_lease() {
     let dir = tempfile::tempdir().unwrap();
