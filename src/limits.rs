@@ -27,7 +27,18 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// two 256-byte instance ids made of characters JSON escapes, is under
 /// 2 KiB; `tests/leases.rs` (`a_reaped_orphan_at_the_cap_keeps_everything`)
 /// builds it.
+///
+/// A failure with an error of at most [`SMALL_ERROR_BYTES`] gets it too,
+/// whoever writes it: as the reaper can always fail an orphan, a host can
+/// always fail a task it runs, with why, when the store refused its
+/// outcome (a task filled to the cap by its status message or metadata).
 pub const OWN_HEADROOM: usize = 4 * 1024;
+
+/// The largest error (its JSON, in bytes: 1 KiB) that fails any running
+/// task, however near the payload cap: the failed task may go
+/// [`OWN_HEADROOM`] past the cap, as an orphan's may. A larger error, and
+/// any other outcome, must fit the cap.
+pub const SMALL_ERROR_BYTES: usize = 1024;
 
 /// How deep a JSON value in a task (a result, error, input request, one
 /// metadata value, a resumable task's input or checkpoint) may nest: each
@@ -80,7 +91,8 @@ impl Limits {
     /// renewals, claims and reap still to come), and within the store's
     /// headroom once it ends (nothing of the store's comes after): its new
     /// owner's checkpoints that do not grow it, and its outcome, are not
-    /// refused for a size the store gave the task.
+    /// refused for a size the store gave the task. A failure with a small
+    /// error ([`SMALL_ERROR_BYTES`]) gets the headroom over any task.
     pub fn record_over(&self, task: Task, current: &Task) -> Result<Record> {
         check_depth(&task)?;
         let json = encode(&task)?;
@@ -88,9 +100,10 @@ impl Limits {
         if json.len() > cap {
             let had = encode(current).map_or(0, |had| had.len());
             let limit = match (had > cap, task.is_terminal()) {
-                (false, _) => cap,
                 (true, false) => had,
                 (true, true) => cap + OWN_HEADROOM,
+                (false, _) if is_small_failure(&task) => cap + OWN_HEADROOM,
+                (false, _) => cap,
             };
             if json.len() > limit {
                 return Err(self.too_large(&task, json.len()));
@@ -115,6 +128,18 @@ impl Limits {
             limit: self.max_payload_bytes,
         }
     }
+}
+
+/// Whether `task` is failed with an error of at most [`SMALL_ERROR_BYTES`]:
+/// a failure that fits over any task the store accepted, within the cap
+/// plus [`OWN_HEADROOM`] (ending a task drops its lease, resume state and
+/// input requests, and adds no more than the error and a longer
+/// timestamp).
+pub(crate) fn is_small_failure(task: &Task) -> bool {
+    task.status == crate::status::TaskStatus::Failed
+        && task.error.as_ref().is_some_and(|error| {
+            serde_json::to_vec(error).is_ok_and(|json| json.len() <= SMALL_ERROR_BYTES)
+        })
 }
 
 /// `task`'s JSON, as stored.

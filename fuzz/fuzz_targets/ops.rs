@@ -57,8 +57,8 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use taskstore::{
     Clock, DEFAULT_MAX_ATTEMPTS, Error, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES, ManualClock,
-    MemoryBackend, Missed, NewTask, OWN_HEADROOM, Outcome, Resume, Task, TaskId, TaskStatus,
-    TaskStore, TaskUpdate, Transition,
+    MemoryBackend, Missed, NewTask, OWN_HEADROOM, Outcome, Resume, SMALL_ERROR_BYTES, Task, TaskId,
+    TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -955,14 +955,20 @@ impl Run {
         }
         // Over a task the store's own change took past the cap, a host's
         // running write may not make it larger, and its outcome has the
-        // store's headroom.
+        // store's headroom; so has a failure with a small error, over any
+        // task.
         let had = encoded_size(&current);
         let cap = self.handles[h].cap;
         let mut next = current;
         change(&mut next, now);
         next.revision += 1;
         self.after_write(h, &mut next, now);
-        self.recorded(h, &next, had > cap)?;
+        let small_failure = next.status == TaskStatus::Failed
+            && next
+                .error
+                .as_ref()
+                .is_some_and(|e| serde_json::to_vec(e).unwrap().len() <= SMALL_ERROR_BYTES);
+        self.recorded(h, &next, had > cap || small_failure)?;
         let size = encoded_size(&next);
         if had > cap && !next.is_terminal() && size > had {
             return Err(Refusal::PayloadTooLarge { size, limit: cap });

@@ -180,6 +180,10 @@ where
             One(payload_cap_changes_nothing),
         ),
         (
+            "a_task_at_the_cap_can_always_be_failed_with_a_small_error",
+            One(a_task_at_the_cap_can_always_be_failed_with_a_small_error),
+        ),
+        (
             "active_cap_changes_nothing",
             One(active_cap_changes_nothing),
         ),

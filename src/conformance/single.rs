@@ -498,6 +498,36 @@ pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) 
     }
 }
 
+/// A task filled to the payload cap (its metadata, here) can always be
+/// failed with a small error (`SMALL_ERROR_BYTES`), which may take it
+/// `OWN_HEADROOM` past the cap as an orphan's error does: a host whose
+/// outcome the store refused can always record why. A larger error, and
+/// any other outcome, must fit the cap.
+pub(super) fn a_task_at_the_cap_can_always_be_failed_with_a_small_error(
+    store: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = near_cap(store, setup);
+    let refused = |r: crate::Result<Transition>| match r {
+        Err(Error::PayloadTooLarge { id, .. }) => assert_eq!(id, task.id),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    };
+    refused(store.complete(&task.id, json!("r".repeat(100))));
+    // A JSON string is its characters and two quotes.
+    refused(store.fail(&task.id, json!("e".repeat(crate::SMALL_ERROR_BYTES - 1))));
+    let small = json!("e".repeat(crate::SMALL_ERROR_BYTES - 2));
+    let failed = applied(store.fail(&task.id, small.clone()).unwrap());
+    assert_eq!(failed.error.as_ref(), Some(&small));
+    assert_eq!(failed.metadata, task.metadata, "it keeps all it had");
+    let size = serde_json::to_vec(&failed).unwrap().len();
+    assert!(size > setup.max_payload_bytes, "{size}: past the cap");
+    assert!(
+        size <= setup.max_payload_bytes + crate::OWN_HEADROOM,
+        "{size}"
+    );
+    assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(&failed));
+}
+
 pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
     let mut tasks = Vec::new();
     for _ in 0..setup.max_active {

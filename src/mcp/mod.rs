@@ -39,9 +39,12 @@
 //!   JSON-RPC error inlined, [`TaskExit::Cancelled`] `cancelled`; a
 //!   panicking or aborted operation `failed` ("task operation panicked:"
 //!   and up to 1 KiB of the panic's message, which the client reads, and
-//!   an error in the host's log naming the task). The
-//!   first terminal state is
-//!   final across processes. A task a host that is not an MCP server
+//!   an error in the host's log naming the task); an outcome the store
+//!   refuses (too large, too deep) `failed` with `{"code":
+//!   "outcome_refused", "message"}`, a failure small enough
+//!   ([`SMALL_ERROR_BYTES`](crate::SMALL_ERROR_BYTES)) that the store takes
+//!   it however near the payload cap the task is. The first terminal state
+//!   is final across processes. A task a host that is not an MCP server
 //!   finished over a shared store is answered whatever its payload's shape:
 //!   a result that is not a JSON object as a `CallToolResult` whose one
 //!   text content is its JSON, an error that is not a JSON-RPC error object

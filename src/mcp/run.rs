@@ -466,9 +466,10 @@ impl Shared {
     /// Records `record` for `run`. An outcome the store refuses as a value
     /// (over the payload cap, nested too deep, not encodable) can never be
     /// stored: the task is failed instead, with why
-    /// (`{"code": "outcome_refused", ..}`), not left running until its
-    /// lease lapses and then reported orphaned (or, resumable, run again to
-    /// the same end). A write that failed for a cause that may pass (I/O,
+    /// (`{"code": "outcome_refused", ..}`, a small failure the store takes
+    /// over any task, even one its status message or metadata filled to
+    /// the cap), not left running until its lease lapses and then reported
+    /// orphaned (or, resumable, run again to the same end). A write that failed for a cause that may pass (I/O,
     /// the database) is tried again, [`RECORD_TRIES`] times in all, its
     /// waits doubling from [`RECORD_RETRY`], while the run's lease is still
     /// renewed, during shutdown too (which returns by its bound whatever
@@ -564,12 +565,27 @@ const RECORD_RETRY: Duration = Duration::from_millis(100);
 /// The longest wait between two tries of a recording write.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// The error of a task whose outcome the store refused as a value.
+/// The error of a task whose outcome the store refused as a value: a small
+/// one ([`SMALL_ERROR_BYTES`](crate::SMALL_ERROR_BYTES), its message cut
+/// short if need be), which the store takes however near the payload cap
+/// the task is.
 fn refused_error(run: &Run, refused: &crate::Error) -> Value {
-    json!({
-        "code": "outcome_refused",
-        "message": format!("task {} ended, but the store refused its outcome: {refused}", run.id),
-    })
+    let message = format!(
+        "task {} ended, but the store refused its outcome: {refused}",
+        run.id
+    );
+    let mut keep = message.len();
+    loop {
+        let error = json!({
+            "code": "outcome_refused",
+            "message": crate::id::bounded(&message, keep),
+        });
+        let size = serde_json::to_vec(&error).map_or(usize::MAX, |json| json.len());
+        if size <= crate::SMALL_ERROR_BYTES || keep == 0 {
+            return error;
+        }
+        keep /= 2;
+    }
 }
 
 /// The error of a task that was still running when its instance shut down.
@@ -606,5 +622,28 @@ mod panic_tests {
         assert_eq!(kept.len(), 1_024 + 3, "1,024 bytes: 512 characters of two");
         let other: Box<dyn std::any::Any + Send> = Box::new(42_u32);
         assert_eq!(panic_message(&*other), "(a payload that is not a string)");
+    }
+
+    /// The `outcome_refused` error is a small failure, whatever the task's
+    /// id and the store's error: the store takes it over any task.
+    #[test]
+    fn an_outcome_refused_error_is_small_whatever_it_names() {
+        let task: crate::Task = serde_json::from_value(serde_json::json!({
+            "taskId": "q".repeat(crate::MAX_ID_LEN),
+            "status": "working",
+            "createdAt": "2026-01-01T00:00:00Z", "lastUpdatedAt": "2026-01-01T00:00:00Z",
+            "ttlMs": null, "revision": 1,
+        }))
+        .unwrap();
+        let run = super::Run::of(&task, None, time::OffsetDateTime::now_utc());
+        let refused = crate::Error::Encode {
+            id: task.id.clone(),
+            source: <serde_json::Error as serde::de::Error>::custom("\"\u{1}".repeat(2_000)),
+        };
+        let error = super::refused_error(&run, &refused);
+        let size = serde_json::to_vec(&error).unwrap().len();
+        assert!(size <= crate::SMALL_ERROR_BYTES, "{size}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(task.id.as_str()), "{message}");
     }
 }

@@ -157,6 +157,53 @@ async fn an_outcome_the_store_refuses_fails_the_task_with_why() {
     }
 }
 
+/// An outcome refused at a task its operation filled to the payload cap
+/// (with its status message here; its metadata would do as well) still
+/// ends the task: the `outcome_refused` failure that takes the outcome's
+/// place is small, and a small failure always fits. The run is not
+/// forgotten with its task left `working`. (The failure was refused too,
+/// and nothing more was tried: the task read `working` after its run
+/// ended; once its lease lapsed it read orphaned, or, resumable as here,
+/// was claimed and its work run again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_refused_at_a_task_filled_to_the_cap_fails_the_task_all_the_same() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = MemoryStore::builder()
+        .max_payload_bytes(crate::MIN_MAX_PAYLOAD_BYTES)
+        .build()
+        .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), fast());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let seed = m
+        .spawn_resumable("fill", json!({}), TaskOptions::new(), move |ctx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                // The longest status message the task takes: it is at the
+                // cap, within a byte.
+                let mut len = crate::MIN_MAX_PAYLOAD_BYTES;
+                while ctx.set_status_message("p".repeat(len)).await.is_err() {
+                    len -= 1;
+                }
+                Ok(text(&"r".repeat(2 * crate::MIN_MAX_PAYLOAD_BYTES)))
+            })
+        })
+        .await
+        .unwrap();
+    eventually(|| async { (m.running_task_count() == 0).then_some(()) }).await;
+    let task = m.get_task(&seed.task_id).await.unwrap();
+    let TaskPayload::Failed { error } = task.payload else {
+        panic!(
+            "the run of task {} ended, but the task reads {:?}: its outcome was not recorded",
+            seed.task_id, task.task.status
+        )
+    };
+    assert_eq!(error["data"]["code"], "outcome_refused", "{error:?}");
+    let message = error["data"]["message"].as_str().unwrap();
+    assert!(message.contains(seed.task_id.as_str()), "{message}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// A handler that panics while it builds its future (before any `await`:
 /// an argument it cannot parse, say) fails its task as a panicking
 /// operation does, and the caller goes on: the spawn returns its task, and
