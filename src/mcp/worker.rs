@@ -31,7 +31,7 @@ impl Shared {
             // orphaned meanwhile), renewed alone. A run shutdown stopped
             // must not renew the lease its release gave up.
             .filter_map(|run| {
-                let every = renew_every.or(run.lease.map(|l| l / 3));
+                let every = renewal_period(renew_every, run.lease);
                 let renewed_at = lock(&run.state).renewed_at;
                 let renew = every.is_some_and(|every| now.duration_since(renewed_at) >= every);
                 match run.ending() {
@@ -502,12 +502,33 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let Some(this) = shared.upgrade() else { return };
         this.watch().await;
-        let pause = this.options.watch_interval;
+        let pause = this.watch_pause();
         drop(this);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
+    }
+}
+
+/// How often a run's lease is renewed: the host's period, or a third of
+/// the lease; never more than half the lease (a longer period lets it lapse
+/// between two renewals).
+fn renewal_period(set: Option<Duration>, lease: Option<Duration>) -> Option<Duration> {
+    match (set, lease) {
+        (Some(set), Some(lease)) => Some(set.min(lease / 2)),
+        (set, lease) => set.or(lease.map(|lease| lease / 3)),
+    }
+}
+
+impl Shared {
+    /// The pause between two watch ticks: the host's, at most a third of
+    /// the store's lease (the renewals run on the ticks).
+    fn watch_pause(&self) -> Duration {
+        let pause = self.options.watch_interval;
+        self.store
+            .lease()
+            .map_or(pause, |lease| pause.min(lease / 3))
     }
 }
 

@@ -1108,6 +1108,52 @@ async fn intervals_of_duration_max_stop_no_lease_renewal() {
     }
 }
 
+/// A renewal period or a watch tick as long as the lease (a host's
+/// setting) still keeps a running task's lease: a renewal comes at least
+/// every half lease, on a tick at least every third of it. (With
+/// `renew_interval` of a minute over a 600 ms lease, or `watch_interval`
+/// of a minute, the lease lapsed long before the next renewal, and a peer
+/// could reap or claim the live task.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_as_long_as_the_lease_still_keep_it() {
+    for options in [
+        fast().renew_interval(Duration::from_secs(60)),
+        ManagerOptions::new().watch_interval(Duration::from_secs(60)),
+    ] {
+        let store = MemoryStore::builder()
+            .lease(Duration::from_millis(600))
+            .build()
+            .unwrap();
+        let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
+        let seed = m
+            .spawn(TaskOptions::new(), |ctx| {
+                Box::pin(async move {
+                    ctx.cancelled().await;
+                    Err(TaskExit::Cancelled)
+                })
+            })
+            .await
+            .unwrap();
+        let id = crate::TaskId::parse(&seed.task_id).unwrap();
+        let first = m.store().get(&id).unwrap().unwrap();
+        // Renewed twice: the first renewal was not the only one.
+        let mut seen = first.lease_expires_at;
+        for _ in 0..2 {
+            seen = eventually(|| async {
+                let now = m.store().get(&id).unwrap().unwrap().lease_expires_at;
+                (now > seen).then_some(now)
+            })
+            .await;
+        }
+        m.cancel_task(&seed.task_id).await.unwrap();
+        assert_eq!(
+            settled(&m, &seed.task_id).await.status(),
+            TaskStatus::Cancelled,
+            "{options:?}"
+        );
+    }
+}
+
 /// A backend whose every call fails with an I/O error.
 struct Broken;
 

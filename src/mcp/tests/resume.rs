@@ -358,20 +358,11 @@ async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() 
                 .unwrap(),
         )
     };
-    let hour = Duration::from_secs(3_600);
-    let a = DurableTaskManager::with_options(
-        open("a"),
-        ManagerOptions::new()
-            .watch_interval(hour)
-            .renew_interval(hour)
-            .reap_interval(hour),
-    );
-    let seed = a
-        .spawn_resumable("k", json!(null), crate::mcp::TaskOptions::new(), |_ctx| {
-            Box::pin(std::future::pending())
-        })
-        .await
+    // Made by a handle that never renews it (no manager).
+    let task = open("a")
+        .create(crate::NewTask::new().resumable("k", json!(null)))
         .unwrap();
+    let id = task.id.as_str().to_owned();
     // Unclaimed for several leases: its `lastUpdatedAt` is old by the
     // time it is claimed, and says nothing of the new lease.
     tokio::time::sleep(lease * 4).await;
@@ -398,12 +389,9 @@ async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() 
         1,
         "claimed again: the new owner let its lease lapse"
     );
-    assert_eq!(stored(&b, &seed.task_id).epoch, 2);
-    b.cancel_task(&seed.task_id).await.unwrap();
-    assert_eq!(
-        settled(&b, &seed.task_id).await.status(),
-        TaskStatus::Cancelled
-    );
+    assert_eq!(stored(&b, &id).epoch, 2);
+    b.cancel_task(&id).await.unwrap();
+    assert_eq!(settled(&b, &id).await.status(), TaskStatus::Cancelled);
 }
 
 /// What a resumed operation's first `request_input` came to, run before
