@@ -416,15 +416,17 @@ impl Run {
         &*self.handles[h].store
     }
 
-    /// The handle `who` names. `big` makes host writes only: its own
-    /// changes (renewals, claims, reaps) may take a task to its cap plus
-    /// `OWN_HEADROOM`, a file the other handles would refuse to read
-    /// (`FileTooLarge`), which this model leaves out.
-    fn who(who: Who, host_write: bool) -> usize {
+    /// The handle `who` names. `big` makes host writes only, and no
+    /// failures: its own changes (renewals, claims, reaps), and a failure
+    /// with a small error (`SMALL_ERROR_BYTES`), may take a task to its cap
+    /// plus `OWN_HEADROOM`, a file the other handles would refuse to read
+    /// (`FileTooLarge`), which this model leaves out (README: one cap for
+    /// a store's handles).
+    fn who(who: Who, plain_host_write: bool) -> usize {
         match who {
             Who::Main => MAIN,
             Who::Claimer => CLAIMER,
-            Who::Big if host_write => BIG,
+            Who::Big if plain_host_write => BIG,
             Who::Big => MAIN,
         }
     }
@@ -543,7 +545,7 @@ impl Run {
                 self.written(h, &id, None, got, Outcome::Completed(result));
             }
             Op::Fail { by, slot, error } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by, false);
                 let id = self.target(*slot);
                 let error = payload(error);
                 let got = self.store(h).fail(&id, error.clone());
@@ -562,7 +564,7 @@ impl Run {
                 outcome,
                 epoch,
             } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by, !matches!(outcome, Finish::Failed(_)));
                 let id = self.target(*slot);
                 let epoch = epoch.resolve(self.epoch(&id));
                 let outcome = match outcome {
