@@ -383,6 +383,39 @@ fn an_area_swapped_for_a_symlink_after_open_is_not_followed() {
     ));
 }
 
+/// A store named through a symlink is refused, and the error says so (and
+/// that the directory it points to opens); an area that is a symlink too.
+/// (The store's own symlink was refused as "not a directory", which it is,
+/// through the link.)
+#[test]
+fn a_store_named_through_a_symlink_is_refused_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("store");
+    FileStore::open(&real).unwrap();
+    let link = dir.path().join("link");
+    symlink(&real, &link).unwrap();
+    let Err(refused) = FileStore::open(&link) else {
+        panic!("a store through a symlink opened");
+    };
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, Error::InvalidStore { .. })
+            && message.contains("is a symlink")
+            && message.contains(&link.display().to_string()),
+        "{message}"
+    );
+    fs::rename(real.join("done"), dir.path().join("done")).unwrap();
+    symlink(dir.path().join("done"), real.join("done")).unwrap();
+    let Err(refused) = FileStore::open(&real) else {
+        panic!("a store whose area is a symlink opened");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("is a symlink") && message.contains("done"),
+        "{message}"
+    );
+}
+
 /// On tmpfs when there is one: a directory's times there may stay the
 /// same across changes made within a tick, so room an operator makes right
 /// after the quarantine was found full must still be seen. (The handle

@@ -313,12 +313,22 @@ fn parent_of(path: &Path) -> Option<&Path> {
 }
 
 pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
-    if is_symlink_refusal(&e) {
-        invalid(root, "is a symlink; the store follows none")
-    } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
-        invalid(root, "not a directory")
+    not_opened(root, e)
+}
+
+/// Why the directory at `path` did not open as one (`e`): a symlink (never
+/// followed: one to a directory is refused as not being one), not a
+/// directory, or an I/O error.
+fn not_opened(path: &Path, e: io::Error) -> Error {
+    let not_a_directory = e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error());
+    let is_link =
+        || std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    if is_symlink_refusal(&e) || (not_a_directory && is_link()) {
+        invalid(path, "is a symlink; the store follows none")
+    } else if not_a_directory {
+        invalid(path, "not a directory")
     } else {
-        Error::io("open directory", root, e)
+        Error::io("open directory", path, e)
     }
 }
 
@@ -335,14 +345,7 @@ pub(super) fn marker_id() -> TaskId {
 }
 
 fn dir_error(root: &Dir, name: &str, e: io::Error) -> Error {
-    let path = root.join(name);
-    if is_symlink_refusal(&e) {
-        invalid(&path, "is a symlink; the store follows none")
-    } else if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) {
-        invalid(&path, "not a directory")
-    } else {
-        Error::io("open directory", path, e)
-    }
+    not_opened(&root.join(name), e)
 }
 
 /// Refuses to make a store in a directory that holds files of its own,
