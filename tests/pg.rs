@@ -2237,3 +2237,31 @@ fn a_reap_of_several_orphans_frees_their_places_under_the_cap() {
         reaper.create(NewTask::new()).unwrap();
     }
 }
+
+/// A store that cannot reach its server says where it tried: the host (a
+/// socket directory here), the port, the database and the user, never the
+/// password. (It said "connect (opening schema taskstore): error
+/// connecting to server: No such file or directory", naming none of
+/// them.)
+#[test]
+fn a_connection_that_fails_names_the_server_it_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_dir = dir.path().join("no-server-here");
+    let Err(refused) = PgStore::builder(format!(
+        "host={} port=5999 user=someone dbname=somedb password=secret connect_timeout=5",
+        socket_dir.display()
+    ))
+    .open() else {
+        panic!("no server there, yet it opened");
+    };
+    let message = refused.to_string();
+    for named in [
+        &*socket_dir.display().to_string(),
+        "5999",
+        "somedb",
+        "someone",
+    ] {
+        assert!(message.contains(named), "{named} in {message}");
+    }
+    assert!(!message.contains("secret"), "{message}");
+}

@@ -101,17 +101,47 @@ struct State {
 /// Why [`Pool::get`] handed out no connection.
 #[derive(Debug)]
 pub(crate) enum NoConnection {
-    /// Connecting failed.
-    Connect(postgres::Error),
+    /// Connecting to the server described failed.
+    Connect(postgres::Error, String),
     /// Every connection stayed busy for the pool's wait.
     Busy { size: usize, waited: Duration },
+}
+
+/// The server `config` connects to, for an error: its hosts (or socket
+/// directories), ports, database and user; never the password.
+fn server(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(dir) => dir.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let or_default = |list: Vec<String>| {
+        if list.is_empty() {
+            "(default)".to_owned()
+        } else {
+            list.join(",")
+        }
+    };
+    format!(
+        "host {} port {} database {} user {}",
+        or_default(hosts),
+        or_default(ports),
+        config.get_dbname().unwrap_or("(default)"),
+        config.get_user().unwrap_or("(default)"),
+    )
 }
 
 impl NoConnection {
     /// The store's error for `op`, which found no connection.
     pub fn into_error(self, op: String) -> crate::Error {
         match self {
-            NoConnection::Connect(e) => super::backend::failed(op, e),
+            NoConnection::Connect(e, server) => {
+                super::backend::failed(format!("{op} at {server}"), e)
+            }
             NoConnection::Busy { size, waited } => crate::Error::backend(
                 super::backend::BACKEND,
                 op,
@@ -177,7 +207,7 @@ impl Pool {
                     Err(e) => {
                         self.lock().open -= 1;
                         self.freed.notify_one();
-                        Err(NoConnection::Connect(e))
+                        Err(NoConnection::Connect(e, server(&self.config)))
                     }
                 };
             }
