@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use rmcp::model::*;
 use rmcp::service::{RequestContext, RoleServer};
-use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt, object};
 use serde_json::json;
 use taskstore::FileStore;
 use taskstore::mcp::{DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions};
@@ -33,6 +33,16 @@ fn convert(ctx: TaskContext) -> TaskFuture {
 }
 
 impl ServerHandler for Server {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let input = object!({ "type": "object", "properties": { "file": { "type": "string" } } });
+        let convert = Tool::new("convert", "Converts a file in ten slow steps, as a task", input);
+        Ok(ListToolsResult::with_all_items(vec![convert]))
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -102,8 +112,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = service.waiting() => {}          // the client closed stdin
         _ = sigterm.recv() => {}
     }
-    // No new task; running ones get 5 s; then resumable ones are released
-    // to another instance at once, and the others fail as "shutdown".
+    // No new task; running ones get 5 s; then resumable ones with attempts
+    // left are released to another instance at once, the others fail as
+    // "shutdown".
     tasks.shutdown().await;
     stop_serving.cancel();
     // Tokio's stdin read cannot be cancelled: exit rather than wait for it.

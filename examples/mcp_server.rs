@@ -519,6 +519,16 @@ fn open_store(
         let place = format!("postgres schema {}", store.schema());
         return Ok((Box::new(store), place));
     }
+    #[cfg(not(feature = "postgres"))]
+    if std::env::var_os("TASKSTORE_MCP_PG").is_some() {
+        // Not a directory of its own in silence, where the others share a
+        // database.
+        return Err(
+            "TASKSTORE_MCP_PG is set, but this build has no PostgreSQL: \
+                    build it with --features mcp,postgres"
+                .into(),
+        );
+    }
     let dir = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("TASKSTORE_MCP_DIR").ok())
