@@ -119,7 +119,12 @@ pub trait Backend: Send + Sync {
     /// need not be durable when it returns, only once
     /// [`settle_expired`](Backend::settle_expired) has returned. A sweep
     /// removes batch after batch this way and settles once, at its end. The
-    /// caller passes only expired tasks. The default is `remove_all`.
+    /// caller passes only expired tasks. An expired task is gone whoever
+    /// removed it, so a backend may answer [`Swap::Done`] for one it no
+    /// longer holds after a removal that may have landed (`PgStore`, after
+    /// a batch whose reply was lost): the sweep then counts it, and sends
+    /// its event, as its own (two sweeps may both count one). The default
+    /// is `remove_all`.
     fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         self.remove_all(tasks)
     }

@@ -135,11 +135,15 @@ impl Limits {
 /// plus [`OWN_HEADROOM`] (ending a task drops its lease, resume state and
 /// input requests, and adds no more than the error and a longer
 /// timestamp).
-pub(crate) fn is_small_failure(task: &Task) -> bool {
+fn is_small_failure(task: &Task) -> bool {
     task.status == crate::status::TaskStatus::Failed
-        && task.error.as_ref().is_some_and(|error| {
-            serde_json::to_vec(error).is_ok_and(|json| json.len() <= SMALL_ERROR_BYTES)
-        })
+        && task.error.as_ref().is_some_and(is_small_error)
+}
+
+/// Whether `error` encodes in at most [`SMALL_ERROR_BYTES`]: the error of a
+/// failure the store takes over any task.
+pub(crate) fn is_small_error(error: &serde_json::Value) -> bool {
+    serde_json::to_vec(error).is_ok_and(|json| json.len() <= SMALL_ERROR_BYTES)
 }
 
 /// `task`'s JSON, as stored.

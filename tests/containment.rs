@@ -383,8 +383,8 @@ fn an_area_swapped_for_a_symlink_after_open_is_not_followed() {
     ));
 }
 
-/// A store named through a symlink is refused, and the error says so (and
-/// that the directory it points to opens); an area that is a symlink too.
+/// A store named through a symlink is refused, and the error says so,
+/// while the directory it points to opens; an area that is a symlink too.
 /// (The store's own symlink was refused as "not a directory", which it is,
 /// through the link.)
 #[test]
@@ -404,6 +404,7 @@ fn a_store_named_through_a_symlink_is_refused_as_one() {
             && message.contains(&link.display().to_string()),
         "{message}"
     );
+    FileStore::open(&real).expect("the directory the symlink points to opens");
     fs::rename(real.join("done"), dir.path().join("done")).unwrap();
     symlink(dir.path().join("done"), real.join("done")).unwrap();
     let Err(refused) = FileStore::open(&real) else {

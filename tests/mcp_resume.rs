@@ -151,7 +151,8 @@ async fn a_restarted_server_with_the_same_instance_id_cannot_keep_a_dead_task_al
         .start()
         .await;
     // Cancels retried while the task is dead: the first writes the flag,
-    // the rest find it stored; none renews the lease (the restarted process is a new owner, not the old one).
+    // the rest find it stored; none renews the lease (the restarted
+    // process is a new owner, not the old one).
     let failed = loop {
         again.cancel(&plain).await.expect("tasks/cancel");
         let now = stored(&dir, &plain).unwrap();

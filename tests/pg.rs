@@ -2264,4 +2264,16 @@ fn a_connection_that_fails_names_the_server_it_tried() {
         assert!(message.contains(named), "{named} in {message}");
     }
     assert!(!message.contains("secret"), "{message}");
+    // An address given for the host is where the connection goes: named.
+    let Err(refused) = PgStore::builder(
+        "host=db.invalid hostaddr=127.0.0.1 port=1 user=someone dbname=somedb connect_timeout=5",
+    )
+    .open() else {
+        panic!("nothing listens on port 1, yet it opened");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("db.invalid") && message.contains("127.0.0.1"),
+        "{message}"
+    );
 }

@@ -319,6 +319,9 @@ pub(super) fn reap_task_reaps_the_orphan_it_names(
     let first = a.create(NewTask::new()).unwrap();
     let other = a.create(NewTask::new()).unwrap();
     let resumable = a.create(NewTask::new().resumable("k", json!({}))).unwrap();
+    let expiring = a
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
     assert_eq!(b.reap_task(&first.id).unwrap(), None, "a live lease");
     setup.clock.advance(setup.lease);
     let reaped = b
@@ -332,6 +335,12 @@ pub(super) fn reap_task_reaps_the_orphan_it_names(
     assert_eq!(error["reapedBy"], b.instance_id());
     assert_eq!(a.get(&first.id).unwrap().as_ref(), Some(&reaped));
     assert_eq!(b.reap_task(&first.id).unwrap(), None, "finished");
+    assert_eq!(
+        b.reap_task(&expiring.id).unwrap(),
+        None,
+        "an expired orphan is no orphan to fail"
+    );
+    assert_eq!(a.get(&expiring.id).unwrap(), None);
     assert_eq!(
         b.reap_task(&resumable.id).unwrap(),
         None,

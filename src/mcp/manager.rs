@@ -337,10 +337,12 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// recorded as usual, leases renewed, cancels delivered;
     /// [`TaskContext::shutting_down`] tells them); then each one left is
     /// stopped (aborted), and shutdown records its task *released* if it is
-    /// resumable (its lease lapses at once: another instance claims it
-    /// without waiting a lease) or `failed` with `{"code": "shutdown",
-    /// "message", "instance", "graceMs"}` (inlined on the wire as `-32603`
-    /// with that as `data`) — whether or not the operation stops: one that
+    /// resumable with attempts left (its lease lapses at once: another
+    /// instance claims it without waiting a lease) or `failed` with
+    /// `{"code": "shutdown", "message", "instance", "graceMs"}` (inlined on
+    /// the wire as `-32603` with that as `data`; a task on its last attempt
+    /// too, which no instance may claim) — whether or not the operation
+    /// stops: one that
     /// never yields (it blocks its thread) cannot be aborted, and nothing
     /// it does afterwards is recorded.
     ///

@@ -119,8 +119,9 @@
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
 //!   lapsed reaps that task, and no other, at once
 //!   ([`TaskStore::reap_task`](crate::TaskStore::reap_task)), unless it is
-//!   resumable with attempts left: it waits for a claim. Starting a manager never waits for a scan: its
-//!   loop runs in the background, and its first reap waits one
+//!   resumable with attempts left: it waits for a claim. Starting a
+//!   manager never waits for a scan: its loop runs in the background, and
+//!   its first reap waits one
 //!   [`ManagerOptions::reap_interval`], so that the resume handlers a host
 //!   registers just after it starts claim their orphans first (each
 //!   registration claims at once).
@@ -130,8 +131,9 @@
 //!   the rest: a resumable task with attempts left is *released*
 //!   (`TaskStore::release`: its lease lapses at once, and another instance
 //!   claims it without waiting a lease), any other (one on its last
-//!   attempt included: no instance may claim it) is `failed` with `{"code": "shutdown", "message",
-//!   "instance", "graceMs"}`, whether or not its operation stops (one that
+//!   attempt included: no instance may claim it) is `failed` with
+//!   `{"code": "shutdown", "message", "instance", "graceMs"}`, whether or
+//!   not its operation stops (one that
 //!   never yields cannot be aborted; nothing it does afterwards is
 //!   recorded). It returns within the grace plus
 //!   [`ManagerOptions::shutdown_writes`] (2 s by default) for those final

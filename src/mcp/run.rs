@@ -100,7 +100,7 @@ pub(super) enum Ending {
     Lost,
     /// Started while shutting down (a spawn or claim that raced it): its
     /// operation is aborted at once and its supervisor records the release
-    /// (resumable) or the `shutdown` failure.
+    /// (resumable, with attempts left) or the `shutdown` failure.
     Shutdown,
     /// Still running when the grace ran out: shutdown aborted it and
     /// records the release or the `shutdown` failure itself, whether or not
@@ -469,8 +469,8 @@ impl Shared {
     /// (`{"code": "outcome_refused", ..}`, a small failure the store takes
     /// over any task, even one its status message or metadata filled to
     /// the cap), not left running until its lease lapses and then reported
-    /// orphaned (or, resumable, run again to the same end). A write that failed for a cause that may pass (I/O,
-    /// the database) is tried again, [`RECORD_TRIES`] times in all, its
+    /// orphaned (or, resumable, run again to the same end). A write that
+    /// failed for a cause that may pass (I/O, the database) is tried again, [`RECORD_TRIES`] times in all, its
     /// waits doubling from [`RECORD_RETRY`], while the run's lease is still
     /// renewed, during shutdown too (which returns by its bound whatever
     /// the tries; one that fails for good then is counted in its report's
@@ -574,14 +574,13 @@ fn refused_error(run: &Run, refused: &crate::Error) -> Value {
         "task {} ended, but the store refused its outcome: {refused}",
         run.id
     );
-    let mut keep = message.len();
+    let mut keep = message.len().min(crate::SMALL_ERROR_BYTES);
     loop {
         let error = json!({
             "code": "outcome_refused",
             "message": crate::id::bounded(&message, keep),
         });
-        let size = serde_json::to_vec(&error).map_or(usize::MAX, |json| json.len());
-        if size <= crate::SMALL_ERROR_BYTES || keep == 0 {
+        if crate::limits::is_small_error(&error) || keep == 0 {
             return error;
         }
         keep /= 2;

@@ -315,8 +315,8 @@ impl Shared {
     /// Shuts down: no new task and no claim from now on; running operations
     /// get the grace period; then every run still running is stopped
     /// (aborted) and shutdown itself records its task released (resumable,
-    /// with attempts left) or failed with `{"code": "shutdown"}`, whether or not its operation
-    /// stops; then the background loop stops. Returns by the grace plus
+    /// with attempts left) or failed with `{"code": "shutdown"}`, whether
+    /// or not its operation stops; then the background loop stops. Returns by the grace plus
     /// `shutdown_writes`, whatever the operations and the store do.
     pub async fn shutdown(self: &Arc<Self>) -> ShutdownReport {
         self.closing.store(true, Ordering::SeqCst);
@@ -512,23 +512,28 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// How often a run's lease is renewed: the host's period, or a third of
-/// the lease; never more than half the lease (a longer period lets it lapse
-/// between two renewals).
+/// the lease, and never more than a third of it. Renewals run on watch
+/// ticks, at most a third of the lease apart too ([`Shared::watch_pause`]),
+/// so at most two thirds of the lease pass between two of them.
 fn renewal_period(set: Option<Duration>, lease: Option<Duration>) -> Option<Duration> {
-    match (set, lease) {
-        (Some(set), Some(lease)) => Some(set.min(lease / 2)),
-        (set, lease) => set.or(lease.map(|lease| lease / 3)),
+    let third = lease.map(|lease| lease / 3);
+    match (set, third) {
+        (Some(set), Some(third)) => Some(set.min(third)),
+        (set, third) => set.or(third),
     }
 }
 
 impl Shared {
     /// The pause between two watch ticks: the host's, at most a third of
-    /// the store's lease (the renewals run on the ticks).
+    /// the shortest lease this instance holds (the store's, and each run's
+    /// own: the renewals run on the ticks).
     fn watch_pause(&self) -> Duration {
-        let pause = self.options.watch_interval;
-        self.store
-            .lease()
-            .map_or(pause, |lease| pause.min(lease / 3))
+        let runs = lock(&self.local).values().filter_map(|run| run.lease).min();
+        [self.store.lease(), runs]
+            .into_iter()
+            .flatten()
+            .map(|lease| lease / 3)
+            .fold(self.options.watch_interval, Duration::min)
     }
 }
 

@@ -108,7 +108,10 @@ pub(crate) enum NoConnection {
 }
 
 /// The server `config` connects to, for an error: its hosts (or socket
-/// directories), ports, database and user; never the password.
+/// directories) and the addresses given for them (`hostaddr`, which the
+/// connection goes to when given), ports, database and user; never the
+/// password. Made here from the fields an operator sets to say where, so a
+/// new such field of the driver's must be added by hand.
 fn server(config: &Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
@@ -118,18 +121,26 @@ fn server(config: &Config) -> String {
             postgres::config::Host::Unix(dir) => dir.display().to_string(),
         })
         .collect();
+    let addresses: Vec<String> = config
+        .get_hostaddrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
-    let or_default = |list: Vec<String>| {
+    let listed = |list: &[String]| {
         if list.is_empty() {
             "(default)".to_owned()
         } else {
             list.join(",")
         }
     };
+    let mut host = format!("host {}", listed(&hosts));
+    if !addresses.is_empty() {
+        host = format!("{host} (hostaddr {})", listed(&addresses));
+    }
     format!(
-        "host {} port {} database {} user {}",
-        or_default(hosts),
-        or_default(ports),
+        "{host} port {} database {} user {}",
+        listed(&ports),
         config.get_dbname().unwrap_or("(default)"),
         config.get_user().unwrap_or("(default)"),
     )

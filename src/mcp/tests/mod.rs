@@ -1109,11 +1109,11 @@ async fn intervals_of_duration_max_stop_no_lease_renewal() {
 }
 
 /// A renewal period or a watch tick as long as the lease (a host's
-/// setting) still keeps a running task's lease: a renewal comes at least
-/// every half lease, on a tick at least every third of it. (With
-/// `renew_interval` of a minute over a 600 ms lease, or `watch_interval`
-/// of a minute, the lease lapsed long before the next renewal, and a peer
-/// could reap or claim the live task.)
+/// setting) does not stop the renewals of a running task's lease: the
+/// period is at most a third of the lease, the ticks at most a third of it
+/// apart, and renewals go on. (With `renew_interval` of a minute over a
+/// 600 ms lease, or `watch_interval` of a minute, no renewal came before
+/// the lease lapsed, and a peer could reap or claim the live task.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intervals_as_long_as_the_lease_still_keep_it() {
     for options in [
