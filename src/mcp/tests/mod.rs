@@ -1078,34 +1078,53 @@ async fn intervals_of_duration_max_stop_no_lease_renewal() {
         fast().reap_interval(Duration::MAX),
         fast().sweep_interval(Duration::MAX),
     ] {
-        let store = MemoryStore::builder()
-            .lease(Duration::from_millis(600))
-            .build()
-            .unwrap();
-        let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
-        let seed = m
-            .spawn(TaskOptions::new(), |ctx| {
-                Box::pin(async move {
-                    ctx.cancelled().await;
-                    Err(TaskExit::Cancelled)
-                })
-            })
-            .await
-            .unwrap();
-        let id = crate::TaskId::parse(&seed.task_id).unwrap();
-        let first = m.store().get(&id).unwrap().unwrap();
-        eventually(|| async {
-            let now = m.store().get(&id).unwrap().unwrap();
-            (now.lease_expires_at > first.lease_expires_at).then_some(())
-        })
-        .await;
-        m.cancel_task(&seed.task_id).await.unwrap();
-        assert_eq!(
-            settled(&m, &seed.task_id).await.status(),
-            TaskStatus::Cancelled,
-            "{options:?}"
-        );
+        renewals_go_on(options).await;
     }
+}
+
+/// With one interval of `Duration::MAX`, the manager's other passes go
+/// on: with no reaps, its sweeps delete an expired task; with no sweeps,
+/// its reaps fail an orphan. (The overflow panicked the loop of claims,
+/// reaps and sweeps at its first pass; that loop runs as a task of its own
+/// now, so the renewals the test above watches would go on without it:
+/// only its passes show it is alive.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interval_of_duration_max_stops_no_other_pass() {
+    use crate::backend::Backend;
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .lease(Duration::from_millis(300))
+            .build()
+            .unwrap()
+    };
+    let stored = |id: &crate::TaskId| backend.load(id).unwrap();
+    let sweeps = DurableTaskManager::with_options(
+        Arc::new(open("sweeps")),
+        fast()
+            .reap_interval(Duration::MAX)
+            .sweep_interval(Duration::from_millis(20)),
+    );
+    let expiring = open("other")
+        .create(NewTask::new().ttl(Duration::from_millis(1)))
+        .unwrap();
+    eventually(|| async { stored(&expiring.id).is_none().then_some(()) }).await;
+    sweeps.shutdown().await;
+    let reaps = DurableTaskManager::with_options(
+        Arc::new(open("reaps")),
+        fast()
+            .sweep_interval(Duration::MAX)
+            .reap_interval(Duration::from_millis(20)),
+    );
+    let orphan = open("dead").create(NewTask::new()).unwrap();
+    eventually(|| async {
+        stored(&orphan.id)
+            .is_some_and(|task| task.status == crate::TaskStatus::Failed)
+            .then_some(())
+    })
+    .await;
+    reaps.shutdown().await;
 }
 
 /// A renewal period or a watch tick as long as the lease (a host's
@@ -1120,38 +1139,43 @@ async fn intervals_as_long_as_the_lease_still_keep_it() {
         fast().renew_interval(Duration::from_secs(60)),
         ManagerOptions::new().watch_interval(Duration::from_secs(60)),
     ] {
-        let store = MemoryStore::builder()
-            .lease(Duration::from_millis(600))
-            .build()
-            .unwrap();
-        let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
-        let seed = m
-            .spawn(TaskOptions::new(), |ctx| {
-                Box::pin(async move {
-                    ctx.cancelled().await;
-                    Err(TaskExit::Cancelled)
-                })
-            })
-            .await
-            .unwrap();
-        let id = crate::TaskId::parse(&seed.task_id).unwrap();
-        let first = m.store().get(&id).unwrap().unwrap();
-        // Renewed twice: the first renewal was not the only one.
-        let mut seen = first.lease_expires_at;
-        for _ in 0..2 {
-            seen = eventually(|| async {
-                let now = m.store().get(&id).unwrap().unwrap().lease_expires_at;
-                (now > seen).then_some(now)
-            })
-            .await;
-        }
-        m.cancel_task(&seed.task_id).await.unwrap();
-        assert_eq!(
-            settled(&m, &seed.task_id).await.status(),
-            TaskStatus::Cancelled,
-            "{options:?}"
-        );
+        renewals_go_on(options).await;
     }
+}
+
+/// A manager with `options`, over a store of 600 ms leases, renews the
+/// lease of the task it runs twice (the first renewal is not the only
+/// one), and the task is then cancelled as usual.
+async fn renewals_go_on(options: ManagerOptions) {
+    let store = MemoryStore::builder()
+        .lease(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
+    let seed = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                Err(TaskExit::Cancelled)
+            })
+        })
+        .await
+        .unwrap();
+    let id = crate::TaskId::parse(&seed.task_id).unwrap();
+    let mut seen = m.store().get(&id).unwrap().unwrap().lease_expires_at;
+    for _ in 0..2 {
+        seen = eventually(|| async {
+            let now = m.store().get(&id).unwrap().unwrap().lease_expires_at;
+            (now > seen).then_some(now)
+        })
+        .await;
+    }
+    m.cancel_task(&seed.task_id).await.unwrap();
+    assert_eq!(
+        settled(&m, &seed.task_id).await.status(),
+        TaskStatus::Cancelled,
+        "{options:?}"
+    );
 }
 
 /// A backend whose every call fails with an I/O error.
