@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{Book, cancel_requested, stored_responses};
@@ -580,19 +580,25 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
 /// the next tick); polling goes on beside it as the fallback. The thread
 /// stops with the manager: at shutdown, or when it is dropped (the task
 /// that takes the changes ends, and the thread with it at its next wait).
+/// What the thread read and the task has not taken yet is one [`Pending`]
+/// set, bounded however far the task falls behind the feed.
 pub(super) fn follow_changes(shared: &Arc<Shared>) {
     let Some(mut feed) = shared.store.changes() else {
         return;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Changes>();
+    let pending = Arc::new(Pending::default());
     let stop = shared.stop.subscribe();
     let spawned = std::thread::Builder::new()
         .name("taskstore-changes".to_owned())
-        .spawn(move || {
-            while !*stop.borrow() && !tx.is_closed() {
-                let changes = feed.wait(Duration::from_millis(500));
-                if changes != Changes::Tasks(Vec::new()) && tx.send(changes).is_err() {
-                    return;
+        .spawn({
+            let pending = Arc::clone(&pending);
+            move || {
+                // Until the task that takes the changes is gone.
+                while !*stop.borrow() && Arc::strong_count(&pending) > 1 {
+                    let changes = feed.wait(Duration::from_millis(500));
+                    if changes != Changes::Tasks(Vec::new()) {
+                        pending.add(changes);
+                    }
                 }
             }
         });
@@ -606,16 +612,103 @@ pub(super) fn follow_changes(shared: &Arc<Shared>) {
         loop {
             // A manager dropped without `shutdown` drops `stop`'s sender:
             // the wait ends then too.
-            let changes = tokio::select! {
-                changes = rx.recv() => changes,
-                _ = stop.wait_for(|stopped| *stopped) => None,
+            tokio::select! {
+                () = pending.ready.notified() => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            let Some(changes) = pending.take() else {
+                continue;
             };
-            let Some(changes) = changes else { return };
             let Some(this) = weak.upgrade() else { return };
             match changes {
                 Changes::Tasks(ids) => this.watch_changed(ids).await,
-                _ => this.watch().await,
+                Changes::Missed => this.watch().await,
             }
         }
     });
+}
+
+/// The most task ids [`Pending`] keeps: past them, any task may have
+/// changed, and the next look is at every run.
+const MAX_PENDING: usize = 4_096;
+
+/// The changes a feed's thread read that the manager has not taken yet,
+/// merged into one: the ids, each once, at most [`MAX_PENDING`] of them
+/// (past that, or after a feed that may have missed some, "any task").
+#[derive(Default)]
+struct Pending {
+    changes: std::sync::Mutex<Option<Changes>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Pending {
+    /// Merges `changes` in, and wakes the taker.
+    fn add(&self, changes: Changes) {
+        {
+            let mut pending = lock(&self.changes);
+            *pending = Some(merged(pending.take(), changes));
+        }
+        self.ready.notify_one();
+    }
+
+    /// What is pending, if anything; nothing is pending after.
+    fn take(&self) -> Option<Changes> {
+        lock(&self.changes).take()
+    }
+}
+
+/// `pending` and `new` as one: the ids of both, each once, or `Missed` if
+/// either is, or if they name more than [`MAX_PENDING`] tasks.
+fn merged(pending: Option<Changes>, new: Changes) -> Changes {
+    let mut ids = match (pending, new) {
+        (Some(Changes::Missed), _) | (_, Changes::Missed) => return Changes::Missed,
+        (Some(Changes::Tasks(mut ids)), Changes::Tasks(more)) => {
+            ids.extend(more);
+            ids
+        }
+        (None, Changes::Tasks(ids)) => ids,
+    };
+    ids.sort();
+    ids.dedup();
+    if ids.len() > MAX_PENDING {
+        Changes::Missed
+    } else {
+        Changes::Tasks(ids)
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::{Changes, MAX_PENDING, Pending};
+    use crate::TaskId;
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<TaskId> {
+        range
+            .map(|n| TaskId::parse(&format!("t{n:05}")).unwrap())
+            .collect()
+    }
+
+    /// What the feed's thread reads while the manager is busy is kept as
+    /// one set: each task once, and past `MAX_PENDING` tasks, "any task"
+    /// (a look at every run), so it stays bounded however far the manager
+    /// falls behind. (The feed's changes queued in an unbounded channel,
+    /// one batch per wait, every write of every host among them.)
+    #[test]
+    fn changes_not_yet_taken_are_one_bounded_set() {
+        let pending = Pending::default();
+        assert_eq!(pending.take(), None);
+        pending.add(Changes::Tasks(ids(0..3)));
+        pending.add(Changes::Tasks(ids(2..5)));
+        assert_eq!(pending.take(), Some(Changes::Tasks(ids(0..5))));
+        assert_eq!(pending.take(), None, "taken");
+        for batch in 0..(MAX_PENDING / 100 + 1) {
+            pending.add(Changes::Tasks(ids(batch * 100..batch * 100 + 100)));
+            pending.add(Changes::Tasks(ids(batch * 100..batch * 100 + 100)));
+        }
+        assert_eq!(pending.take(), Some(Changes::Missed), "past the bound");
+        pending.add(Changes::Tasks(ids(0..1)));
+        pending.add(Changes::Missed);
+        pending.add(Changes::Tasks(ids(1..2)));
+        assert_eq!(pending.take(), Some(Changes::Missed));
+    }
 }

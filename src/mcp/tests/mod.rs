@@ -559,13 +559,14 @@ async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_of_two_peers_answers_to_one_key_stands() {
     let dir = tempfile::tempdir().unwrap();
-    // The owner looks only at its run's start and then once an hour: the
-    // answers wait in the store.
+    // The owner looks only at its run's start and then once an hour (a
+    // third of its lease): the answers wait in the store.
+    let hour = Duration::from_secs(3_600);
     let store = FileStore::builder(dir.path())
         .instance_id("a")
+        .lease(3 * hour)
         .open()
         .unwrap();
-    let hour = Duration::from_secs(3_600);
     let a = DurableTaskManager::with_options(
         Arc::new(store),
         ManagerOptions::new()
