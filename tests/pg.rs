@@ -40,6 +40,21 @@ fn open(cluster: &Cluster, schema: &str, instance: &str) -> PgStore {
         .unwrap_or_else(|e| panic!("open schema {schema}: {e}"))
 }
 
+/// A handle's builder on `schema` through `conninfo`, as `instance`, going
+/// by `clock` (`TimeSource::Clock`): the caller adds what else it needs.
+fn on_clock(
+    conninfo: &str,
+    schema: &str,
+    instance: &str,
+    clock: &ManualClock,
+) -> taskstore::PgStoreBuilder {
+    PgStore::builder(conninfo)
+        .schema(schema)
+        .instance_id(instance)
+        .time_source(TimeSource::Clock)
+        .clock(Arc::new(clock.clone()))
+}
+
 /// `SELECT active FROM counters` and the number of active rows, behind the
 /// store's back.
 fn counter_and_active(client: &mut postgres::Client, schema: &str) -> (i64, i64) {
@@ -1769,11 +1784,7 @@ fn a_handle_without_change_notices_notifies_nothing() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("quiet");
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
-    let quiet = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .instance_id("quiet")
-        .time_source(TimeSource::Clock)
-        .clock(Arc::new(clock.clone()))
+    let quiet = on_clock(&cluster.conninfo(), &schema, "quiet", &clock)
         .change_notices(false)
         .open()
         .unwrap();
@@ -2051,11 +2062,7 @@ fn a_sweep_whose_reply_is_lost_after_the_commit_counts_what_it_removed() {
     let schema = fresh_schema("lost_sweep");
     let proxy = pg_cluster::LosesAReply::start(cluster);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
-    let s = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("sweeper")
-        .time_source(TimeSource::Clock)
-        .clock(Arc::new(clock.clone()))
+    let s = on_clock(&proxy.conninfo(), &schema, "sweeper", &clock)
         .open()
         .unwrap();
     let tasks: Vec<Task> = (0..2)
@@ -2088,11 +2095,7 @@ fn a_handles_guess_never_stands_for_a_task_made_again_at_the_same_instant() {
     let schema = fresh_schema("guess_aba");
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let handle = |instance: &str| {
-        PgStore::builder(cluster.conninfo())
-            .schema(&schema)
-            .instance_id(instance)
-            .time_source(TimeSource::Clock)
-            .clock(Arc::new(clock.clone()))
+        on_clock(&cluster.conninfo(), &schema, instance, &clock)
             .open()
             .unwrap()
     };
@@ -2158,12 +2161,8 @@ fn a_sweep_of_finished_tasks_frees_no_place_under_the_cap() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("sweep_cap");
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
-    let s = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .instance_id("sweeper")
+    let s = on_clock(&cluster.conninfo(), &schema, "sweeper", &clock)
         .max_active(4)
-        .time_source(TimeSource::Clock)
-        .clock(Arc::new(clock.clone()))
         .open()
         .unwrap();
     // Two finished tasks and one running task that will expire, and three
@@ -2206,13 +2205,9 @@ fn a_reap_of_several_orphans_frees_their_places_under_the_cap() {
     let schema = fresh_schema("reap_cap");
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let handle = |instance: &str| {
-        PgStore::builder(cluster.conninfo())
-            .schema(&schema)
-            .instance_id(instance)
+        on_clock(&cluster.conninfo(), &schema, instance, &clock)
             .max_active(2)
             .lease(Duration::from_secs(1))
-            .time_source(TimeSource::Clock)
-            .clock(Arc::new(clock.clone()))
             .open()
             .unwrap()
     };
