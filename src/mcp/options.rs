@@ -68,15 +68,15 @@ pub struct ManagerOptions {
     /// How often the owner looks at its running tasks in the store, to see a
     /// `tasks/cancel` or `tasks/update` that arrived at another instance, or
     /// that another instance took a task over (default 250 ms). Leases are
-    /// renewed on these ticks too, so a tick comes at least every third of
-    /// the shortest lease this instance holds, whatever this says.
+    /// renewed on these ticks too: keep it well under the store's lease (a
+    /// tick as long as the lease lets the lease lapse between renewals; a
+    /// test may set it so to hold an instance as if stopped).
     pub watch_interval: Duration,
     /// How often a running task's lease is renewed; `None` (the default)
     /// renews after a third of the lease the store granted. At most that
-    /// third, whatever this says: renewals run on watch ticks, at most a
-    /// third of the lease apart too, so at most two thirds of the lease pass
-    /// between two of them (a longer period would let the lease lapse
-    /// between renewals, and a peer reap or claim the live task).
+    /// third, whatever this says (a longer period would let the lease lapse
+    /// between renewals, and a peer reap or claim the live task); the
+    /// renewals run on the watch ticks.
     pub renew_interval: Option<Duration>,
     /// How often resumable orphans are claimed (for the kinds this manager
     /// has resume handlers for) and lapsed leases reaped (default 5 s; a

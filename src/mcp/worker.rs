@@ -502,7 +502,7 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let Some(this) = shared.upgrade() else { return };
         this.watch().await;
-        let pause = this.watch_pause();
+        let pause = this.options.watch_interval;
         drop(this);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -513,27 +513,13 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// How often a run's lease is renewed: the host's period, or a third of
 /// the lease, and never more than a third of it. Renewals run on watch
-/// ticks, at most a third of the lease apart too ([`Shared::watch_pause`]),
-/// so at most two thirds of the lease pass between two of them.
+/// ticks, which the host keeps well under the lease
+/// ([`ManagerOptions::watch_interval`](super::ManagerOptions::watch_interval)).
 fn renewal_period(set: Option<Duration>, lease: Option<Duration>) -> Option<Duration> {
     let third = lease.map(|lease| lease / 3);
     match (set, third) {
         (Some(set), Some(third)) => Some(set.min(third)),
         (set, third) => set.or(third),
-    }
-}
-
-impl Shared {
-    /// The pause between two watch ticks: the host's, at most a third of
-    /// the shortest lease this instance holds (the store's, and each run's
-    /// own: the renewals run on the ticks).
-    fn watch_pause(&self) -> Duration {
-        let runs = lock(&self.local).values().filter_map(|run| run.lease).min();
-        [self.store.lease(), runs]
-            .into_iter()
-            .flatten()
-            .map(|lease| lease / 3)
-            .fold(self.options.watch_interval, Duration::min)
     }
 }
 

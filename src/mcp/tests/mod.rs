@@ -559,8 +559,8 @@ async fn a_task_filled_to_the_payload_cap_is_cancelled_all_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_of_two_peers_answers_to_one_key_stands() {
     let dir = tempfile::tempdir().unwrap();
-    // The owner looks only at its run's start and then once an hour (a
-    // third of its lease): the answers wait in the store.
+    // The owner looks only at its run's start and then once an hour: the
+    // answers wait in the store.
     let hour = Duration::from_secs(3_600);
     let store = FileStore::builder(dir.path())
         .instance_id("a")
@@ -1128,20 +1128,14 @@ async fn an_interval_of_duration_max_stops_no_other_pass() {
     reaps.shutdown().await;
 }
 
-/// A renewal period or a watch tick as long as the lease (a host's
-/// setting) does not stop the renewals of a running task's lease: the
-/// period is at most a third of the lease, the ticks at most a third of it
-/// apart, and renewals go on. (With `renew_interval` of a minute over a
-/// 600 ms lease, or `watch_interval` of a minute, no renewal came before
-/// the lease lapsed, and a peer could reap or claim the live task.)
+/// A renewal period as long as the lease (a host's setting) does not stop
+/// the renewals of a running task's lease: the period is at most a third
+/// of the lease, and renewals go on. (With `renew_interval` of a minute
+/// over a 600 ms lease, no renewal came before the lease lapsed, and a
+/// peer could reap or claim the live task.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intervals_as_long_as_the_lease_still_keep_it() {
-    for options in [
-        fast().renew_interval(Duration::from_secs(60)),
-        ManagerOptions::new().watch_interval(Duration::from_secs(60)),
-    ] {
-        renewals_go_on(options).await;
-    }
+    renewals_go_on(fast().renew_interval(Duration::from_secs(60))).await;
 }
 
 /// A manager with `options`, over a store of 600 ms leases, renews the

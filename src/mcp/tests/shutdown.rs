@@ -533,7 +533,6 @@ async fn a_peer_whose_answer_lands_second_leaves_the_first() {
     let backend = Arc::new(MemoryBackend::new());
     let hour = Duration::from_secs(3_600);
     let plain = |name: &str| {
-        // A manager looks at least every third of the lease.
         let store = crate::Store::with_backend(Arc::clone(&backend))
             .instance_id(name)
             .lease(3 * hour)
