@@ -2053,6 +2053,26 @@ fn a_single_write_whose_reply_is_lost_after_the_commit_reports_it_applied() {
     assert_eq!(other.get(&task.id).unwrap().as_ref(), Some(done.task()));
 }
 
+/// A `delete` whose reply is lost after the server committed it stays an
+/// error, naming the task: the task gone afterwards may be another host's
+/// delete, which a second `true` would contradict. It is gone, and a delete
+/// tried again says so (`false`).
+#[test]
+fn a_delete_whose_reply_is_lost_after_the_commit_stays_an_error() {
+    let Some(cluster) = cluster() else { return };
+    let (schema, proxy, s) = behind_a_proxy(cluster, "lost_delete");
+    let other = open(cluster, &schema, "other");
+    let task = s.create(NewTask::new()).unwrap();
+    proxy.arm(&[task.id.as_str()]);
+    let e = s
+        .delete(&task.id)
+        .expect_err("a delete whose reply was lost is not reported done");
+    assert_eq!(proxy.cuts(), 1, "the delete's reply was lost");
+    assert!(e.to_string().contains(task.id.as_str()), "{e}");
+    assert_eq!(other.get(&task.id).unwrap(), None, "the delete was committed");
+    assert!(!s.delete(&task.id).unwrap(), "nothing left to delete");
+}
+
 /// A sweep whose batch removal loses its reply after the commit counts the
 /// tasks it removed. (It said 0 deleted, and sent no expiry events, with
 /// the tasks gone.)
