@@ -1698,6 +1698,41 @@ fn a_counter_put_out_by_a_hand_edit_is_counted_again() {
     assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
 }
 
+/// The counter's row itself deleted by hand is made again by the next
+/// sweep, with the count of the running tasks; until then creates are
+/// refused (the cap cannot be checked) and nothing else fails. (Every
+/// sweep failed, "query returned an unexpected number of rows", and the
+/// counter was never made again.)
+#[test]
+fn a_counter_row_deleted_by_hand_is_made_again_by_the_next_sweep() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("recount_row");
+    let s = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .max_active(3)
+        .open()
+        .unwrap();
+    let mut client = cluster.client();
+    let tasks: Vec<Task> = (0..2).map(|_| s.create(NewTask::new()).unwrap()).collect();
+    client
+        .execute(&format!("DELETE FROM {schema}.counters"), &[])
+        .unwrap();
+    assert!(matches!(
+        s.create(NewTask::new()),
+        Err(Error::TooManyActive { .. })
+    ));
+    assert_eq!(s.sweep().unwrap().cleaned, 1, "the counter made again");
+    assert_eq!(counter_and_active(&mut client, &schema), (2, 2));
+    s.create(NewTask::new()).unwrap();
+    assert!(matches!(
+        s.create(NewTask::new()),
+        Err(Error::TooManyActive { .. })
+    ));
+    assert!(s.complete(&tasks[0].id, json!(1)).unwrap().is_applied());
+    assert_eq!(counter_and_active(&mut client, &schema), (2, 2));
+    assert_eq!(s.sweep().unwrap().cleaned, 0, "nothing to correct");
+}
+
 #[test]
 fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
     // The feed connects on its first wait (never on the subscriber's
@@ -2069,7 +2104,11 @@ fn a_delete_whose_reply_is_lost_after_the_commit_stays_an_error() {
         .expect_err("a delete whose reply was lost is not reported done");
     assert_eq!(proxy.cuts(), 1, "the delete's reply was lost");
     assert!(e.to_string().contains(task.id.as_str()), "{e}");
-    assert_eq!(other.get(&task.id).unwrap(), None, "the delete was committed");
+    assert_eq!(
+        other.get(&task.id).unwrap(),
+        None,
+        "the delete was committed"
+    );
     assert!(!s.delete(&task.id).unwrap(), "nothing left to delete");
 }
 

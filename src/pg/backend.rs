@@ -343,26 +343,49 @@ impl PgBackend {
 
     /// Counts the active rows again into the counter, if a change made
     /// outside the store put it out (rows deleted by hand, a table
-    /// restored from a dump): the counter's row lock first, then the count
-    /// in a statement of its own, whose snapshot sees every write that
-    /// changed the counter before (each write changes the row and the
-    /// counter in one statement). Returns the counts before and after if
-    /// it was out.
-    pub(crate) fn recount(&self) -> Result<Option<(i64, i64)>> {
+    /// restored from a dump, the counter's own row deleted): the counter's
+    /// row lock first (the row made again at 0 if it is gone), then the
+    /// count in a statement of its own, whose snapshot sees every write
+    /// that changed the counter before (each write changes the row and the
+    /// counter in one statement). Returns the counts before (`None`: no
+    /// row) and after if it was out.
+    pub(crate) fn recount(&self) -> Result<Option<(Option<i64>, i64)>> {
         let op = || format!("count the active tasks of schema {}", self.sql.schema);
         let mut conn = self.connection(op)?;
         let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
-        let was: i64 = tx
-            .query_one(&self.sql.lock_counter, &[])
-            .map_err(|e| failed(op(), e))?
-            .get(0);
-        let now = tx
+        let lock = |tx: &mut postgres::Transaction<'_>| {
+            tx.query_opt(&self.sql.lock_counter, &[])
+                .map_err(|e| failed(op(), e))
+                .map(|row| row.map(|row| row.get::<_, i64>(0)))
+        };
+        let was = match lock(&mut tx)? {
+            Some(was) => Some(was),
+            None => {
+                tx.execute(&self.sql.make_counter, &[])
+                    .map_err(|e| failed(op(), e))?;
+                lock(&mut tx)?;
+                None
+            }
+        };
+        let now = match tx
             .query_opt(&self.sql.recount, &[])
             .map_err(|e| failed(op(), e))?
-            .map(|row| row.get::<_, i64>(0));
+        {
+            Some(row) => Some(row.get::<_, i64>(0)),
+            // Made again at 0, and 0 is right.
+            None if was.is_none() => Some(0),
+            None => None,
+        };
         tx.commit().map_err(|e| failed(op(), e))?;
         if let Some(now) = now {
-            tracing::warn!(schema = %self.sql.schema, was, now, "the active-task counter was out (a change made outside the store); counted again");
+            match was {
+                Some(was) => {
+                    tracing::warn!(schema = %self.sql.schema, was, now, "the active-task counter was out (a change made outside the store); counted again")
+                }
+                None => {
+                    tracing::warn!(schema = %self.sql.schema, now, "the active-task counter's row was gone (deleted outside the store); made again")
+                }
+            }
         }
         Ok(now.map(|now| (was, now)))
     }

@@ -28,6 +28,7 @@ pub(crate) struct Sql {
     pub load_all: String,
     /// Takes the counter's row lock, and reads it.
     pub lock_counter: String,
+    pub make_counter: String,
     /// Sets the counter to the number of active rows, if it is not:
     /// returns it then (run with the row lock held, in a statement of its
     /// own, so that its snapshot sees every write that changed the counter
@@ -152,6 +153,12 @@ impl Sql {
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
             lock_counter: format!("SELECT active FROM {s}.counters WHERE singleton FOR UPDATE"),
+            // The counter's row made again (deleted by hand), at 0 for the
+            // recount to correct.
+            make_counter: format!(
+                "INSERT INTO {s}.counters (singleton, active) VALUES (true, 0)
+                 ON CONFLICT (singleton) DO NOTHING"
+            ),
             recount: format!(
                 "WITH n AS (SELECT count(*) AS active FROM {s}.tasks WHERE active)
                  UPDATE {s}.counters SET active = n.active FROM n
