@@ -841,14 +841,26 @@ fn repair_exits_1_while_a_full_quarantine_keeps_a_problem_in_place() {
     }
     let bad = task_path(&dir, "active", &TaskId::new());
     fs::write(&bad, b"{").unwrap();
+    let stray = dir.join("active").join("stray.txt");
+    fs::write(&stray, b"x").unwrap();
     let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
     assert!(
-        stdout(&out).contains("skipped") && stderr(&out).contains("1 remain"),
+        stdout(&out).contains("skipped") && stderr(&out).contains("2 remain"),
         "{}\n{}",
         stdout(&out),
         stderr(&out)
     );
-    assert!(bad.exists(), "left in place");
+    // Each says why (a foreign name said "gone, the quarantine is full, or
+    // the store is read-only", whichever it was).
+    assert!(
+        stdout(&out).contains(&format!(
+            "{}: not a name this store uses: set it aside into quarantine/: skipped (the quarantine is full)",
+            stray.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(bad.exists() && stray.exists(), "left in place");
     run_expect(Some(&dir), &["verify"], 1);
 }
 

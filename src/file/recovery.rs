@@ -3,6 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -41,7 +42,7 @@ pub(crate) struct Quarantine {
 }
 
 /// What became of a file to be set aside.
-enum Moved {
+pub(super) enum Moved {
     Aside(PathBuf),
     Gone,
     Full,
@@ -97,7 +98,10 @@ impl Quarantine {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        target.push(name);
+        // The name, cut where the whole would be longer than a name may be
+        // (the prefix is unique on its own): a long name is still set aside.
+        let room = NAME_MAX.saturating_sub(target.len());
+        target.push(OsStr::from_bytes(&name.as_bytes()[..name.len().min(room)]));
         match fs.rename(from, name, &self.dir, &target) {
             Ok(()) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +111,29 @@ impl Quarantine {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Why a file was not set aside when the quarantine had no room.
+fn quarantine_full() -> String {
+    format!("the quarantine is full ({MAX_QUARANTINED} entries)")
+}
+
+/// The longest name a directory entry may have (Linux's `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Moves the entry `name` of `dir` into the quarantine (its name there
+/// starts with `label`): where it went, or why not (gone, or the
+/// quarantine full); an I/O error names the path and the operation.
+pub(super) fn move_aside(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    label: &str,
+) -> Result<Moved> {
+    store
+        .quarantine
+        .move_in(&store.fs, dir, name, label)
+        .map_err(|e| Error::io("set aside", dir.join(name), e))
 }
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
@@ -256,7 +283,7 @@ pub(super) fn task_ids(
     store: &FileBackend,
     area: Area,
     whole: bool,
-) -> Result<(Ids, bool, Vec<Skipped>)> {
+) -> Result<(Ids, bool, Vec<Foreign>)> {
     let mut ids = Ids::default();
     let (skipped, whole) =
         each_task_file_read(store, area, whole, &mut |id, _| ids.push(id.as_str()))?;
@@ -286,11 +313,12 @@ fn each_task_file(
     area: Area,
     mut each: impl FnMut(TaskId, u64),
 ) -> Result<Vec<Skipped>> {
-    each_task_file_read(store, area, false, &mut each).map(|(skipped, _)| skipped)
+    each_task_file_read(store, area, false, &mut each)
+        .map(|(foreign, _)| foreign.into_iter().map(|(_, report)| report).collect())
 }
 
 /// [`each_task_file`], read `whole` if asked ([`Fs::each_entry_whole`]);
-/// also whether it was read so.
+/// also whether it was read so. Each report comes with its name.
 ///
 /// [`Fs::each_entry_whole`]: crate::file::fs::Fs::each_entry_whole
 fn each_task_file_read(
@@ -298,7 +326,7 @@ fn each_task_file_read(
     area: Area,
     whole: bool,
     each: &mut dyn FnMut(TaskId, u64),
-) -> Result<(Vec<Skipped>, bool)> {
+) -> Result<(Vec<Foreign>, bool)> {
     let dir = store.dir(area);
     let mut foreign = Vec::new();
     let mut entry = |name: OsString, ino: u64| match layout::task_file_id(&name) {
@@ -318,11 +346,17 @@ fn each_task_file_read(
     };
     let whole = read.map_err(|e| Error::io("read directory", dir.path(), e))?;
     let skipped = foreign
-        .iter()
-        .map(|name| set_aside_name(store, dir, name, area.name(), NOT_A_TASK_FILE))
+        .into_iter()
+        .map(|name| {
+            let report = set_aside_name(store, dir, &name, area.name(), NOT_A_TASK_FILE);
+            (name, report)
+        })
         .collect();
     Ok((skipped, whole))
 }
+
+/// A name that is not a task file's, with what became of it.
+pub(super) type Foreign = (OsString, Skipped);
 
 /// Why a name in `active/` or `done/` is set aside.
 const NOT_A_TASK_FILE: &str = "not a task file name";
@@ -353,20 +387,28 @@ pub(super) fn set_aside_name(
     why: &str,
 ) -> Skipped {
     let path = dir.join(name);
-    let report = |action| Skipped::new(None, path.display().to_string(), why, action);
-    match store.quarantine.move_in(&store.fs, dir, name, label) {
+    let report =
+        |reason: String, action| Skipped::new(None, path.display().to_string(), reason, action);
+    match move_aside(store, dir, name, label) {
         Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %path.display(), reason = why, "set aside a file that is not a readable task");
-            report(UnreadableAction::SetAside).moved_to(target.display().to_string())
+            report(why.to_owned(), UnreadableAction::SetAside)
+                .moved_to(target.display().to_string())
         }
-        Ok(Moved::Gone) => report(UnreadableAction::LeftInPlace),
+        Ok(Moved::Gone) => report(why.to_owned(), UnreadableAction::LeftInPlace),
         Ok(Moved::Full) => {
             tracing::warn!(file = %path.display(), reason = why, "quarantine full: left an unreadable file in place");
-            report(UnreadableAction::LeftInPlace)
+            report(
+                format!("{why}; not set aside: {}", quarantine_full()),
+                UnreadableAction::LeftInPlace,
+            )
         }
         Err(e) => {
             tracing::warn!(file = %path.display(), reason = why, error = %e, "could not set aside an unreadable file");
-            report(UnreadableAction::LeftInPlace)
+            report(
+                format!("{why}; not set aside: {e}"),
+                UnreadableAction::LeftInPlace,
+            )
         }
     }
 }
@@ -398,9 +440,13 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
     };
     let result = match store.read(area, id) {
         Err(e @ Error::Corrupt { .. }) => match set_aside_locked(store, area, id, &e.to_string()) {
-            Ok(Some(target)) => report(e.to_string(), UnreadableAction::SetAside)
+            Ok(Moved::Aside(target)) => report(e.to_string(), UnreadableAction::SetAside)
                 .moved_to(target.display().to_string()),
-            Ok(None) => report(e.to_string(), UnreadableAction::LeftInPlace),
+            Ok(Moved::Gone) => report(e.to_string(), UnreadableAction::LeftInPlace),
+            Ok(Moved::Full) => report(
+                format!("{e}; not set aside: {}", quarantine_full()),
+                UnreadableAction::LeftInPlace,
+            ),
             // Not moved, or moved but an index entry of it not removed.
             Err(move_error) => {
                 let moved = matches!(
@@ -443,7 +489,7 @@ pub(super) fn set_aside_locked(
     area: Area,
     id: &TaskId,
     why: &str,
-) -> Result<Option<PathBuf>> {
+) -> Result<Moved> {
     let dir = store.dir(area);
     let name = task_name(id);
     let before = store.area(area).before();
@@ -461,9 +507,9 @@ pub(super) fn set_aside_locked(
                 store.sync(area, before)?;
             }
             drop_index_links(store, id, &links)?;
-            Ok(Some(target))
+            Ok(Moved::Aside(target))
         }
-        Ok(Moved::Gone | Moved::Full) => Ok(None),
+        Ok(moved) => Ok(moved),
         Err(e) => Err(Error::io("set aside", dir.join(&name), e)),
     }
 }

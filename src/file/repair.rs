@@ -6,16 +6,17 @@
 //! listing would), modes set. What only a person can decide is left alone,
 //! and said so.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::events::UnreadableAction;
 use crate::file::FileBackend;
+use crate::file::fs::Dir;
 use crate::file::layout::{Area, RootName, stripe};
 use crate::file::problem::{DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Sub};
-use crate::file::recovery;
+use crate::file::recovery::{self, Moved};
 use crate::file::verify::{FileCheck, FileState, judge_file};
 
 /// What [`FileCheck::repair`] did, or would do.
@@ -316,10 +317,8 @@ impl FileCheck {
                 FileState::Missing => Ok(Some("gone".to_owned())),
                 FileState::Task(_) => Ok(Some("readable now".to_owned())),
                 FileState::Bad(kind) => {
-                    match recovery::set_aside_locked(store, area, id, &kind.to_string())? {
-                        Some(_) => Ok(None),
-                        None => Ok(Some("gone, or the quarantine is full".to_owned())),
-                    }
+                    let moved = recovery::set_aside_locked(store, area, id, &kind.to_string())?;
+                    Ok(not_moved(&moved))
                 }
             };
         }
@@ -331,13 +330,34 @@ impl FileCheck {
             Sub::Locks => "locks",
             Sub::Quarantine => return Ok(Some("already in quarantine/".to_owned())),
         };
-        let skipped = recovery::set_aside_name(store, dir, name, label, &problem.kind.to_string());
-        Ok(match skipped.action {
-            UnreadableAction::SetAside => None,
-            _ => Some(
-                "not moved: gone, the quarantine is full, or the store is read-only".to_owned(),
-            ),
-        })
+        set_aside_name(store, dir, name, label, &problem.kind.to_string())
+    }
+}
+
+/// Sets the entry `name` of `dir` aside into the quarantine (its name
+/// there starting with `label`), for `why`: `None` once done, or why it
+/// was not (gone, or the quarantine full); an I/O error fails the repair,
+/// naming the path.
+fn set_aside_name(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    label: &str,
+    why: &str,
+) -> Result<Option<String>> {
+    let moved = recovery::move_aside(store, dir, name, label)?;
+    if let Moved::Aside(target) = &moved {
+        tracing::warn!(file = %dir.join(name).display(), reason = why, to = %target.display(), "set aside");
+    }
+    Ok(not_moved(&moved))
+}
+
+/// Why a file to be set aside was not moved, if it was not.
+fn not_moved(moved: &Moved) -> Option<String> {
+    match moved {
+        Moved::Aside(_) => None,
+        Moved::Gone => Some("gone".to_owned()),
+        Moved::Full => Some("the quarantine is full".to_owned()),
     }
 }
 
@@ -474,14 +494,13 @@ fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>>
             if e.kind() == io::ErrorKind::IsADirectory
                 || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
         {
-            let skipped = recovery::set_aside_name(
+            set_aside_name(
                 store,
                 &store.tmp,
                 name,
                 "tmp",
                 "not a temp file of this store",
-            );
-            Ok((skipped.action != UnreadableAction::SetAside).then(|| "not moved".to_owned()))
+            )
         }
         Err(e) => Err(Error::io("remove", PathBuf::from(&problem.path), e)),
     }

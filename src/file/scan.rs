@@ -129,6 +129,7 @@ impl FileBackend {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
             self.retry_unreadable(&mut state);
+            self.retry_foreign(&mut state);
             state
                 .bad
                 .iter_mut()
@@ -145,6 +146,7 @@ impl FileBackend {
         self.set_aside_bad(untried);
         let mut state = self.snapshot.lock();
         let mut skipped: Vec<Skipped> = std::mem::take(&mut state.reported);
+        skipped.extend(state.left.iter().map(|left| left.report.clone()));
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
@@ -502,7 +504,12 @@ impl FileBackend {
         const PASSES: usize = 4;
         let unwatched = state.watch.is_none();
         let (mut ids, whole, foreign) = recovery::task_ids(self, Area::Active, unwatched)?;
-        foreign.into_iter().for_each(|r| state.report(r));
+        // The pass tries every foreign name again: what it leaves in place
+        // is what it reports.
+        state.left.clear();
+        foreign
+            .into_iter()
+            .for_each(|(name, r)| state.report_foreign(name, r));
         if unwatched && !whole {
             for _ in 1..PASSES {
                 // A pass is whole if the status before it had settled and
@@ -516,7 +523,9 @@ impl FileBackend {
                 }
                 (status, settled) = (now, now_settled);
                 let (more, _, foreign) = recovery::task_ids(self, Area::Active, false)?;
-                foreign.into_iter().for_each(|r| state.report(r));
+                foreign
+                    .into_iter()
+                    .for_each(|(name, r)| state.report_foreign(name, r));
                 ids.join(&more);
             }
         }
@@ -542,6 +551,28 @@ impl FileBackend {
         Ok(whole)
     }
 
+    /// Tries again to set aside the foreign names of `active/` left in
+    /// place that no pass tried since the last listing (with change
+    /// notices, none does: no notice names them again), so that one is set
+    /// aside once the quarantine has room.
+    fn retry_foreign(&self, state: &mut State) {
+        let untried: Vec<OsString> = state
+            .left
+            .iter()
+            .filter(|left| !left.tried)
+            .map(|left| left.name.clone())
+            .collect();
+        for name in untried {
+            match recovery::set_aside_foreign(self, Area::Active, &name) {
+                Some(report) => state.report_foreign(name, report),
+                None => state.forget_foreign(&name),
+            }
+        }
+        for left in &mut state.left {
+            left.tried = false;
+        }
+    }
+
     /// Revises the entries of the files of `active/` named in notices.
     pub(super) fn revise(&self, state: &mut State, names: HashMap<OsString, Change>) {
         let mut changed = Vec::new();
@@ -552,12 +583,13 @@ impl FileBackend {
                     state.remove(&id);
                     state.bad.remove(&id);
                 }
-                (None, Change::Gone) => {}
+                (None, Change::Gone) => state.forget_foreign(&name),
                 (Some(id), Change::Changed) => changed.push(id),
                 // A stray file, if it is still there: set aside and reported.
                 (None, Change::Changed) => {
-                    if let Some(report) = recovery::set_aside_foreign(self, Area::Active, &name) {
-                        state.report(report);
+                    match recovery::set_aside_foreign(self, Area::Active, &name) {
+                        Some(report) => state.report_foreign(name, report),
+                        None => state.forget_foreign(&name),
                     }
                 }
             }

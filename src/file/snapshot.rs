@@ -9,11 +9,12 @@
 //! when returned.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
-use crate::backend::{Scan, Skipped};
+use crate::backend::{Scan, Skipped, UnreadableAction};
 use crate::file::codec::Keys;
 use crate::file::moment::Moment;
 use crate::file::places::Places;
@@ -108,6 +109,11 @@ pub(crate) struct State {
     /// What the next listing reports once (files set aside, foreign names),
     /// one report per location: see [`report`](State::report).
     pub reported: Vec<Skipped>,
+    /// Foreign names of `active/` left in place (the quarantine full, the
+    /// move failed): reported by every listing while they are there, and
+    /// tried again by each listing that no pass tried them before; see
+    /// [`report_foreign`](State::report_foreign).
+    pub left: Vec<Left>,
     /// Non-terminal entries.
     active: usize,
     /// File bytes kept in `entries`.
@@ -301,7 +307,38 @@ pub(crate) struct Bad {
     pub retry: bool,
 }
 
+/// A foreign name of `active/` left in place, with its last report.
+#[derive(Debug)]
+pub(crate) struct Left {
+    pub name: OsString,
+    pub report: Skipped,
+    /// Whether a pass tried to set it aside since the last listing.
+    pub tried: bool,
+}
+
 impl State {
+    /// Keeps what became of the foreign name `name` of `active/`: set
+    /// aside, reported once by the next listing; left in place, reported
+    /// by every listing until it is set aside or gone (no change notice
+    /// names it again, so it is kept here, not in `reported`).
+    pub fn report_foreign(&mut self, name: OsString, report: Skipped) {
+        self.left.retain(|left| left.name != name);
+        if report.action == UnreadableAction::LeftInPlace {
+            self.left.push(Left {
+                name,
+                report,
+                tried: true,
+            });
+        } else {
+            self.report(report);
+        }
+    }
+
+    /// Forgets the foreign name `name` of `active/`: it is gone.
+    pub fn forget_foreign(&mut self, name: &OsStr) {
+        self.left.retain(|left| left.name != name);
+    }
+
     /// Keeps `report` for the next listing, unless one of the same
     /// location waits already (then the newer one replaces it): passes
     /// over `active/` between two listings (without change notices, every

@@ -1027,13 +1027,15 @@ impl FileBackend {
         let gone = if stale.readable {
             self.remove_name(stale.area, id)?
         } else {
-            recovery::set_aside_locked(
-                self,
-                stale.area,
-                id,
-                "a damaged copy of a task whose other copy is readable",
-            )?
-            .is_some()
+            matches!(
+                recovery::set_aside_locked(
+                    self,
+                    stale.area,
+                    id,
+                    "a damaged copy of a task whose other copy is readable",
+                )?,
+                recovery::Moved::Aside(_)
+            )
         };
         if gone {
             tracing::info!(task = %id, area = stale.area.name(), "removed a stale copy left by an interrupted terminal move");
