@@ -325,6 +325,61 @@ fn a_directory_is_compacted_exactly_when_it_holds_less_than_an_eighth_of_its_siz
     );
 }
 
+/// A directory that cannot be compacted (a directory among its entries,
+/// which cannot be linked) is left as it is, and the next one is still
+/// compacted. (The open stopped at the first: `expiring/` stayed bloated
+/// whenever `active/` held a directory.)
+#[test]
+fn a_directory_that_cannot_be_compacted_leaves_the_next_one_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .durability(taskstore::Durability::Eventual)
+        .max_active(100_000)
+        .open()
+        .unwrap();
+    let tasks: Vec<Task> = (0..6_000)
+        .map(|_| {
+            store
+                .create(NewTask::new().ttl(Duration::from_secs(3600)))
+                .unwrap()
+        })
+        .collect();
+    for task in &tasks {
+        assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    }
+    let (active, expiring) = (dir.path().join("active"), dir.path().join("expiring"));
+    let grown = (
+        fs::metadata(&active).unwrap().size(),
+        fs::metadata(&expiring).unwrap().size(),
+    );
+    if grown.0 < 64 * 1024 || grown.1 < 64 * 1024 {
+        eprintln!("file_format: this file system shrinks directories; nothing to compact");
+        return;
+    }
+    for task in &tasks[1..] {
+        assert!(store.delete(&task.id).unwrap());
+    }
+    drop(store);
+    fs::create_dir(active.join("a-directory")).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(
+        fs::metadata(&active).unwrap().size(),
+        grown.0,
+        "left as it is"
+    );
+    let compacted = fs::metadata(&expiring).unwrap().size();
+    assert!(compacted * 8 < grown.1, "{} -> {compacted} bytes", grown.1);
+    assert_eq!(
+        store
+            .get(&tasks[0].id)
+            .unwrap()
+            .as_ref()
+            .map(|t| t.is_terminal()),
+        Some(true)
+    );
+    assert_eq!(names(&expiring).len(), 1, "the kept task's entry");
+}
+
 #[test]
 fn a_leftover_of_an_interrupted_compaction_is_removed_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

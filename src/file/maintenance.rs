@@ -38,7 +38,7 @@ pub(super) fn is_leftover(name: &OsStr) -> bool {
 /// removes once an fsync of the root made the swap, if it was made,
 /// durable.
 pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
-    for name in COMPACTED {
+    'areas: for name in COMPACTED {
         let leftover = leftover_name(name);
         // A compaction cut short after its swap left the old directory
         // here: the swap is made durable before its names go, or a power
@@ -78,11 +78,12 @@ pub(super) fn compact(fs: &Fs, root: &Dir) -> Result<()> {
             .map_err(|e| Error::io("open directory", root.join(&leftover), e))?;
         for entry in &names {
             if let Err(e) = fs.link(&dir, entry, &new, entry) {
-                // A directory where a file belongs, say: leave it be.
+                // A directory where a file belongs, say: leave this one
+                // be, and go on to the next.
                 tracing::warn!(dir = %dir.path().display(), entry = ?entry, error = %e, "not compacting a directory");
                 drop(new);
                 remove_tree(fs, root, &leftover)?;
-                return Ok(());
+                continue 'areas;
             }
         }
         fs.sync_dir(&new)
