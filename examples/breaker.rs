@@ -32,7 +32,7 @@ fn main() -> Result<(), taskstore::Error> {
     for i in 0..6 {
         match upstream.call(|| flaky(i)) {
             Ok(v) => println!("call {i}: ok ({v})"),
-            Err(CallError::Failed(e)) => println!("call {i}: failed: {e}"),
+            Err(CallError::Failed { error, .. }) => println!("call {i}: failed: {error}"),
             Err(CallError::Rejected(r)) => println!("call {i}: rejected: {r}"),
         }
     }

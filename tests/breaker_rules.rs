@@ -632,11 +632,15 @@ fn call_counts_the_closure_and_skips_it_when_rejected() {
     let b = rig.registry.breaker("upstream").unwrap();
     assert_eq!(b.call(|| Ok::<_, String>(7)).unwrap(), 7);
     match b.call(|| Err::<u32, _>("boom".to_owned())) {
-        Err(CallError::Failed(e)) => assert_eq!(e, "boom"),
+        Err(e @ CallError::Failed { .. }) => {
+            // The error names the breaker, as a rejection does.
+            assert_eq!(e.to_string(), "call through breaker upstream failed: boom");
+            assert_eq!(e.into_failure().as_deref(), Some("boom"));
+        }
         other => panic!("expected the closure's error, got {other:?}"),
     }
     match b.call(|| Err::<u32, _>("boom".to_owned())) {
-        Err(CallError::Failed(_)) => {}
+        Err(CallError::Failed { breaker, .. }) => assert_eq!(&*breaker, "upstream"),
         other => panic!("expected the closure's error, got {other:?}"),
     }
     assert_eq!(b.state(), BreakerState::Open);
@@ -814,6 +818,14 @@ fn invalid_configs_are_typed_errors_naming_the_field() {
             "failure_rate_threshold",
         ),
         (BreakerConfig::default().window(Duration::ZERO), "window"),
+        // A bucket lasts at least 1 ns: 999 ns in 1,000 buckets was kept
+        // as 1,000 ns, and 10 ns as 1,000 (100 times the window set).
+        (
+            BreakerConfig::default()
+                .window(Duration::from_nanos(999))
+                .window_buckets(1000),
+            "window",
+        ),
         (BreakerConfig::default().window_buckets(0), "window_buckets"),
         (BreakerConfig::default().minimum_calls(0), "minimum_calls"),
         (
@@ -1232,6 +1244,11 @@ fn count_window_configs_are_checked() {
         BreakerConfig::default().window_calls(1).minimum_calls(1),
         BreakerConfig::default().window_calls(10),
         BreakerConfig::default().window_calls(100_000),
+        // The time window is unused then, as its docs say: not checked.
+        BreakerConfig::default()
+            .window_calls(10)
+            .window(Duration::ZERO)
+            .window_buckets(0),
     ] {
         config.validate().unwrap();
     }

@@ -143,7 +143,7 @@ fn breaker_calls_transitions_and_state_become_counters_and_a_gauge() {
         for _ in 0..3 {
             assert!(matches!(
                 breaker.call(|| Err::<(), _>("down")),
-                Err(CallError::Failed(_))
+                Err(CallError::Failed { .. })
             ));
         }
         // 3 failures in 4 calls: open; the next call is rejected.

@@ -164,7 +164,8 @@ impl Breaker {
     /// # Errors
     ///
     /// [`CallError::Rejected`] if the call was not let through (`f` did not
-    /// run); [`CallError::Failed`] with `f`'s error otherwise. If `f` panics,
+    /// run); [`CallError::Failed`] with `f`'s error (and the breaker's name)
+    /// otherwise. If `f` panics,
     /// the permit is dropped without a verdict.
     pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CallError<E>> {
         let permit = self.try_acquire().map_err(CallError::Rejected)?;
@@ -175,7 +176,10 @@ impl Breaker {
             }
             Err(e) => {
                 permit.failure();
-                Err(CallError::Failed(e))
+                Err(CallError::Failed {
+                    breaker: Arc::clone(&self.core.name),
+                    error: e,
+                })
             }
         }
     }

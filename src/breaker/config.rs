@@ -14,8 +14,8 @@ const MAX_WINDOW_CALLS: u32 = 100_000;
 /// | field | default | meaning |
 /// |---|---|---|
 /// | `failure_rate_threshold` | `0.5` | trip when failures / calls in the window reach this (above `0.0`, at most `1.0`) |
-/// | `window` | 60 s | the sliding time window over which the rate is counted |
-/// | `window_buckets` | 10 | the window is kept as this many buckets of `window / window_buckets`: a call leaves the window when its bucket does (`1..=1000`) |
+/// | `window` | 60 s | the sliding time window over which the rate is counted (`> 0`, and at least `window_buckets` nanoseconds) |
+/// | `window_buckets` | 10 | the window is kept as this many buckets of `window / window_buckets`, in whole nanoseconds (so a window that is not a multiple of `window_buckets` ns is kept up to `window_buckets - 1` ns shorter): a call leaves the window when its bucket does (`1..=1000`) |
 /// | `window_calls` | off | judge the failure rate over the last N calls instead of the time window; `window` and `window_buckets` are then unused (`1..=100_000`) |
 /// | `minimum_calls` | 10 | the rate is not judged before the window holds this many calls (`>= 1`, and `<= window_calls` when that is set) |
 /// | `consecutive_failures` | off | also trip after this many failures in a row, whatever the rate (`>= 1`) |
@@ -275,14 +275,27 @@ impl BreakerConfig {
                 ),
             );
         }
-        if self.window.is_zero() {
-            return fail("window", "must be longer than zero".into());
-        }
-        if !(1..=1000).contains(&self.window_buckets) {
-            return fail(
-                "window_buckets",
-                format!("{} is outside 1..=1000", self.window_buckets),
-            );
+        // The time window, unless a count window stands in for it.
+        if self.window_calls.is_none() {
+            if self.window.is_zero() {
+                return fail("window", "must be longer than zero".into());
+            }
+            if !(1..=1000).contains(&self.window_buckets) {
+                return fail(
+                    "window_buckets",
+                    format!("{} is outside 1..=1000", self.window_buckets),
+                );
+            }
+            if self.window.as_nanos() < u128::from(self.window_buckets) {
+                return fail(
+                    "window",
+                    format!(
+                        "{:?} is shorter than window_buckets ({}) nanoseconds: a bucket lasts \
+                         at least 1 ns",
+                        self.window, self.window_buckets
+                    ),
+                );
+            }
         }
         if let Some(calls) = self.window_calls
             && !(1..=MAX_WINDOW_CALLS).contains(&calls)

@@ -29,20 +29,38 @@ fn retry_hint(at: Option<OffsetDateTime>) -> String {
     }
 }
 
-/// Why [`Breaker::call`](crate::Breaker::call) returned no value.
+/// Why [`Breaker::call`](crate::Breaker::call) returned no value. Either
+/// way it names the breaker.
 #[derive(Debug)]
 pub enum CallError<E> {
     /// The breaker rejected the call; the closure did not run.
     Rejected(Rejected),
-    /// The closure ran and returned this error (counted as a failure).
-    Failed(E),
+    /// The closure ran and returned `error` (counted as a failure).
+    Failed {
+        /// The breaker's name.
+        breaker: Arc<str>,
+        /// The closure's error.
+        error: E,
+    },
+}
+
+impl<E> CallError<E> {
+    /// The closure's error, if it ran and failed.
+    pub fn into_failure(self) -> Option<E> {
+        match self {
+            CallError::Rejected(_) => None,
+            CallError::Failed { error, .. } => Some(error),
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Rejected(r) => r.fmt(f),
-            CallError::Failed(e) => write!(f, "call failed: {e}"),
+            CallError::Failed { breaker, error } => {
+                write!(f, "call through breaker {breaker} failed: {error}")
+            }
         }
     }
 }
@@ -51,7 +69,7 @@ impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::Rejected(r) => Some(r),
-            CallError::Failed(e) => Some(e),
+            CallError::Failed { error, .. } => Some(error),
         }
     }
 }

@@ -62,7 +62,9 @@ pub enum BreakerEventKind {
     HalfOpened,
     /// Enough probes succeeded: the breaker closed.
     Closed,
-    /// A probe failed: the half-open breaker opened again.
+    /// A probe failed, took longer than the slow-call threshold, or held
+    /// its slot past the probe timeout: the half-open breaker opened again
+    /// (the data's `reason` says which).
     Reopened,
     /// The host forced the breaker open.
     ForcedOpen,
@@ -103,7 +105,8 @@ pub enum TripReason {
     ConsecutiveFailures,
     /// A half-open probe failed.
     FailedProbe,
-    /// A half-open probe succeeded, but slower than the slow-call threshold.
+    /// A half-open probe took longer than the slow-call threshold, whatever
+    /// it returned (a slow failure too: the slow call is what reopens).
     SlowProbe,
     /// A half-open probe held its slot past the probe timeout
     /// (`BreakerConfig::probe_timeout`) without reporting.
