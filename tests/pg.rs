@@ -188,6 +188,67 @@ fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
     }
 }
 
+/// A schema that holds another tool's tables under the store's names (an
+/// application's own `schema_version`, as Flyway kept one, or a `tasks`
+/// table) is refused with an error naming the schema and the table, and
+/// nothing in it is changed. (The open panicked on the foreign
+/// `schema_version`'s text `version` column.)
+#[test]
+fn a_schema_holding_another_tools_tables_is_refused_by_name() {
+    let Some(cluster) = cluster() else { return };
+    let mut client = cluster.client();
+    let flyway = fresh_schema("foreign_version");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {flyway};
+             CREATE TABLE {flyway}.schema_version (
+                 installed_rank integer PRIMARY KEY,
+                 version        varchar(50),
+                 description    varchar(200) NOT NULL);
+             INSERT INTO {flyway}.schema_version VALUES (1, '1', 'init');"
+        ))
+        .unwrap();
+    let tasks = fresh_schema("foreign_tasks");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {tasks};
+             CREATE TABLE {tasks}.tasks (id serial PRIMARY KEY, title text);
+             INSERT INTO {tasks}.tasks (title) VALUES ('the application''s');"
+        ))
+        .unwrap();
+    for (schema, table) in [(&flyway, "schema_version"), (&tasks, "tasks")] {
+        let opened =
+            std::panic::catch_unwind(|| PgStore::builder(cluster.conninfo()).schema(schema).open());
+        match opened {
+            Ok(Err(e @ Error::InvalidStore { .. })) => {
+                let said = e.to_string();
+                assert!(
+                    said.contains(schema.as_str()) && said.contains(table),
+                    "names the schema and the table: {said}"
+                );
+            }
+            Ok(other) => panic!("schema {schema}: expected InvalidStore, got {other:?}"),
+            Err(_) => panic!("schema {schema}: the open panicked"),
+        }
+    }
+    let rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {flyway}.schema_version"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "left as it was");
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+            &[&tasks.as_str()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "nothing made beside the application's table");
+}
+
 #[test]
 fn bad_settings_are_refused_before_anything_is_written() {
     let Some(cluster) = cluster() else { return };

@@ -87,7 +87,7 @@ INSERT INTO {s}.counters (active) SELECT count(*) FROM {s}.tasks WHERE active;
 pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool) -> Result<()> {
     let op = |what: &str| format!("{what} schema {schema}");
     let db = |what: &'static str| move |e| failed(op(what), e);
-    match read_version(client, schema).map_err(db("read the version of"))? {
+    match read_version(client, schema)? {
         Some(SCHEMA_VERSION) => return Ok(()),
         Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
         None if !create => {
@@ -122,11 +122,27 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
          );"
     ))
     .map_err(db("create"))?;
-    let found = read_version(&mut tx, schema)
-        .map_err(db("read the version of"))?
-        .unwrap_or(0);
+    let found = read_version(&mut tx, schema)?.unwrap_or(0);
     if found > SCHEMA_VERSION {
         return Err(newer(schema, found));
+    }
+    if found == 0 {
+        // No store made them (under the lock, none is making them): a
+        // table of the store's names is another tool's.
+        let theirs: Vec<String> = tx
+            .query(
+                "SELECT c.relname::text FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = ANY($2)",
+                &[&schema, &TABLES.as_slice()],
+            )
+            .map_err(db("look for the tables of"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if let Some(table) = theirs.first() {
+            return Err(foreign(schema, table));
+        }
     }
     let steps = migrations(schema);
     for (index, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
@@ -148,20 +164,55 @@ pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool)
     tx.commit().map_err(db("commit the migration of"))
 }
 
-/// The schema's version, `None` if it has none yet; refuses a newer one.
-fn read_version(
-    client: &mut impl GenericClient,
-    schema: &str,
-) -> Result<Option<i32>, postgres::Error> {
+/// The tables a store makes in its schema (besides `schema_version`, made
+/// first, on its own).
+const TABLES: [&str; 2] = ["tasks", "counters"];
+
+/// The schema's version, `None` if it has none yet. A `schema_version`
+/// table of another shape is another tool's: refused, naming it.
+fn read_version(client: &mut impl GenericClient, schema: &str) -> Result<Option<i32>> {
+    let db = |e| failed(format!("read the version of schema {schema}"), e);
     let table = format!("{}.schema_version", ident(schema));
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
-        .get(0);
-    if !exists {
+    // Its columns and their types, in order (none: no such table).
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&table],
+        )
+        .map_err(db)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if columns.is_empty() {
         return Ok(None);
     }
-    let row = client.query_opt(&format!("SELECT version FROM {table}"), &[])?;
+    let ours = [("singleton", "boolean"), ("version", "integer")];
+    if columns.len() != ours.len()
+        || columns
+            .iter()
+            .zip(ours)
+            .any(|((name, kind), (n, k))| name != n || kind != k)
+    {
+        return Err(foreign(schema, "schema_version"));
+    }
+    let row = client
+        .query_opt(&format!("SELECT version FROM {table}"), &[])
+        .map_err(db)?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// A schema holding `table`, which is not the store's.
+fn foreign(schema: &str, table: &str) -> Error {
+    Error::InvalidStore {
+        path: PathBuf::from(format!("postgres schema {schema}")),
+        reason: format!(
+            "its table {table} is not taskstore's (another tool made it): give the store a \
+             schema of its own (`PgStoreBuilder::schema`); nothing was changed"
+        ),
+    }
 }
 
 fn newer(schema: &str, found: i32) -> Error {
