@@ -116,6 +116,72 @@ fn a_stale_index_entry_is_removed_and_never_deletes_a_task() {
     );
 }
 
+/// A finished task whose `expiring/` entry is gone (a power loss under
+/// `Eventual` can lose it: CONSISTENCY.md) gets it back from the first
+/// listing of history that reads its file, and is then swept when it
+/// expires; tasks whose entries are there are left as they are, and so is
+/// a finished task without a TTL. (No sweep ever removed it: a sweep looks
+/// only at the entries.)
+#[test]
+fn a_listing_of_history_gives_a_finished_task_its_lost_index_entry_back() {
+    for durability in [
+        taskstore::Durability::Eventual,
+        taskstore::Durability::Immediate,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = clock();
+        let store = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(durability)
+            .open()
+            .unwrap();
+        let tasks: Vec<Task> = (0..3)
+            .map(|_| {
+                store
+                    .create(NewTask::new().ttl(Duration::from_secs(10)))
+                    .unwrap()
+            })
+            .collect();
+        let forever = store.create(NewTask::new()).unwrap();
+        for task in tasks.iter().chain([&forever]) {
+            assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+        }
+        drop(store);
+        let index = dir.path().join("expiring");
+        let entries = names(&index);
+        assert_eq!(entries.len(), 3);
+        let lost = entries
+            .iter()
+            .find(|e| e.ends_with(tasks[1].id.as_str()))
+            .unwrap();
+        fs::remove_file(index.join(lost)).unwrap();
+        let store = open(dir.path(), &clock);
+        let listed = store.list(&ListQuery::all()).unwrap();
+        assert_eq!(listed.tasks.len(), 4);
+        assert_eq!(
+            names(&index),
+            entries,
+            "{durability:?}: the lost entry is back"
+        );
+        let done = dir
+            .path()
+            .join("done")
+            .join(format!("{}.json", tasks[1].id));
+        assert_eq!(
+            fs::metadata(&done).unwrap().nlink(),
+            2,
+            "a link, not a copy"
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(store.sweep().unwrap().deleted, 3, "{durability:?}");
+        assert!(names(&index).is_empty());
+        assert_eq!(
+            store.get(&forever.id).unwrap().map(|t| t.id),
+            Some(forever.id)
+        );
+    }
+}
+
 #[test]
 fn a_store_of_format_1_is_moved_to_format_2_at_an_exclusive_open() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,6 +247,18 @@ impl Fs {
     /// Reads all of `file` (at `path`), refusing more than `limit` bytes:
     /// its size is checked before anything is read.
     pub fn read_to_end(&self, file: &mut File, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        self.read_to_end_linked(file, path, limit)
+            .map(|(bytes, _)| bytes)
+    }
+
+    /// [`read_to_end`](Self::read_to_end), with the file's number of links
+    /// as the same `fstat` gave it.
+    pub fn read_to_end_linked(
+        &self,
+        file: &mut File,
+        path: &Path,
+        limit: u64,
+    ) -> io::Result<(Vec<u8>, u64)> {
         self.check(FsOp::Read, || path.to_owned())?;
         let status = Status::of(&rustix::fs::fstat(&*file)?);
         match status.kind {
@@ -294,7 +306,7 @@ impl Fs {
             }
             .into());
         }
-        Ok(bytes)
+        Ok((bytes, status.nlink))
     }
 
     /// The names in `dir` (without `.` and `..`).

@@ -51,6 +51,11 @@ use crate::task::Task;
 #[derive(Debug, Default)]
 pub(crate) struct HistoryKeys {
     known: Mutex<Known>,
+    /// Finished tasks with a TTL whose file a listing read with one link:
+    /// their `expiring/` entry is gone (a power loss under `Eventual`) or a
+    /// copy, given back once the listing is done (see
+    /// [`restore_missing_indexes`](FileBackend::restore_missing_indexes)).
+    unindexed: Mutex<Vec<TaskId>>,
     /// Files of `done/` read by listings of history (tests only).
     #[cfg(test)]
     pub(super) reads: std::sync::atomic::AtomicU64,
@@ -321,10 +326,15 @@ impl FileBackend {
             .known
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (mut kept, mut skipped) = self.list_done(&mut known, scan)?;
-        if scan.status.is_some() {
-            skipped.extend(self.learn_statuses(&mut known));
-        }
+        let listed = self.list_done(&mut known, scan);
+        let learned = match (&listed, scan.status) {
+            (Ok(_), Some(_)) => self.learn_statuses(&mut known),
+            _ => Vec::new(),
+        };
+        // Whatever became of the listing: what it read is known.
+        self.restore_unindexed();
+        let (mut kept, mut skipped) = listed?;
+        skipped.extend(learned);
         let start = match &scan.after {
             Some(after) => Bound::Excluded((after.created_at.into(), after.id.clone())),
             None => Bound::Unbounded,
@@ -601,6 +611,25 @@ impl FileBackend {
         Ok((kept, skipped))
     }
 
+    /// Gives the finished tasks the listing found without their `expiring/`
+    /// entry (`HistoryKeys::unindexed`) their entries back; a failure is
+    /// logged (the listing stands, and the next one that reads the file
+    /// tries again).
+    fn restore_unindexed(&self) {
+        let ids = std::mem::take(
+            &mut *self
+                .history_keys
+                .unindexed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if !ids.is_empty()
+            && let Err(e) = self.restore_missing_indexes(&ids)
+        {
+            tracing::warn!(error = %e, "could not give finished tasks their expiring/ entries back");
+        }
+    }
+
     /// Revises what `known` holds of the files of `done/` named in
     /// notices; reports those that do not read.
     fn revise_done(
@@ -785,14 +814,23 @@ impl FileBackend {
     ) -> Looked {
         #[cfg(test)]
         self.history_keys.read_one();
-        match self.read_entry(Area::Done, name, id) {
-            Read::Task { keys, bytes } => {
+        match self.read_entry_linked(Area::Done, name, id) {
+            (Read::Task { keys, bytes }, links) => {
                 let keys = Keys::read(&keys);
                 let bytes = keep.is_some_and(|scan| keys.matches(scan)).then_some(bytes);
+                // A finished task with a TTL has a second name, its entry:
+                // without it, no sweep would find the task.
+                if links == 1 && keys.expires_at.is_some() {
+                    self.history_keys
+                        .unindexed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(id.clone());
+                }
                 Looked::Read { keys, stamp, bytes }
             }
-            Read::Gone => Looked::Gone,
-            Read::Bad(e) => Looked::Bad(e),
+            (Read::Gone, _) => Looked::Gone,
+            (Read::Bad(e), _) => Looked::Bad(e),
         }
     }
 }

@@ -65,6 +65,19 @@ impl FileBackend {
         name: &OsStr,
         limit: u64,
     ) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .read_linked_within(dir, name, limit)?
+            .map(|(bytes, _)| bytes))
+    }
+
+    /// [`read_bytes_within`](Self::read_bytes_within), with the file's
+    /// number of links when it was read.
+    pub(super) fn read_linked_within(
+        &self,
+        dir: &Dir,
+        name: &OsStr,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
         let mut file = match self.fs.open_read(dir, name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -74,8 +87,8 @@ impl FileBackend {
             Err(e) => return Err(Error::io("open", dir.join(name), e)),
         };
         let path = dir.join(name);
-        match self.fs.read_to_end(&mut file, &path, limit) {
-            Ok(bytes) => Ok(Some(bytes)),
+        match self.fs.read_to_end_linked(&mut file, &path, limit) {
+            Ok(read) => Ok(Some(read)),
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                 Err(Error::corrupt(path, "is a directory"))
             }

@@ -466,13 +466,9 @@ fn restore_index(store: &FileBackend, problem: &Problem) -> Result<Option<String
     let Some(id) = &problem.id else {
         return Ok(Some("no task id".to_owned()));
     };
-    let _guard = store.locks.lock(&store.fs, stripe(id))?;
-    match store.find(id)? {
-        Some(found) if found.area == Area::Done && store.index_is_missing(&found.task) => {
-            store.restore_index(&found.task)?;
-            Ok(None)
-        }
-        _ => Ok(Some("resolved meanwhile".to_owned())),
+    match store.restore_missing_indexes(std::slice::from_ref(id))? {
+        0 => Ok(Some("resolved meanwhile".to_owned())),
+        _ => Ok(None),
     }
 }
 

@@ -748,16 +748,22 @@ impl FileBackend {
     /// Reads the file `name` of `area` for a listing: its keys and
     /// revision (the task is not decoded), and its bytes.
     pub(super) fn read_entry(&self, area: Area, name: &OsStr, id: &TaskId) -> Read {
+        self.read_entry_linked(area, name, id).0
+    }
+
+    /// [`read_entry`](Self::read_entry), with the file's number of links
+    /// when it was read (0 if it was not).
+    pub(super) fn read_entry_linked(&self, area: Area, name: &OsStr, id: &TaskId) -> (Read, u64) {
         let dir = self.dir(area);
-        let bytes = match self.read_bytes(dir, name) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Read::Gone,
-            Err(e) => return Read::Bad(e),
+        let (bytes, links) = match self.read_linked_within(dir, name, self.max_file_bytes) {
+            Ok(Some(read)) => read,
+            Ok(None) => return (Read::Gone, 0),
+            Err(e) => return (Read::Bad(e), 0),
         };
         let path = dir.join(name);
         match codec::keys(&bytes, &path, id) {
-            Ok(keys) => Read::Task { keys, bytes },
-            Err(e) => Read::Bad(e),
+            Ok(keys) => (Read::Task { keys, bytes }, links),
+            Err(e) => (Read::Bad(e), links),
         }
     }
 

@@ -487,20 +487,41 @@ impl FileBackend {
         linked.map_err(|e| Error::io("link into", to_dir.join(to), e))
     }
 
-    /// Gives the finished `task`, whose file is `done/<id>.json`, its
-    /// `expiring/` entry again, durably (the caller holds its lock and has
-    /// seen it missing).
-    pub(super) fn restore_index(&self, task: &Task) -> Result<()> {
-        let Some(index) = expiring_name(task) else {
-            return Ok(());
-        };
-        let name = task_name(&task.id);
+    /// Gives each finished task of `ids` whose `expiring/` entry is gone (a
+    /// power loss under `Eventual` can take it) or a copy (a store copied
+    /// without its hard links) its entry again, a link, under its lock,
+    /// then makes them durable at once. A task moved or changed meanwhile
+    /// is left as it is. Returns how many it restored.
+    pub(super) fn restore_missing_indexes(&self, ids: &[TaskId]) -> Result<usize> {
         let touched = Touched {
             expiring: true,
             ..self.touched()
         };
-        self.link_over(self.dir(Area::Done), &name, self.expiring.dir(), &index)?;
-        self.sync_links(&touched)
+        let mut restored = 0;
+        for id in ids {
+            let _guard = self.locks.lock(&self.fs, stripe(id))?;
+            let Some(found) = self.find(id)? else {
+                continue;
+            };
+            if found.area != Area::Done || !self.index_is_missing(&found.task) {
+                continue;
+            }
+            let Some(index) = expiring_name(&found.task) else {
+                continue;
+            };
+            self.link_over(
+                self.dir(Area::Done),
+                &task_name(id),
+                self.expiring.dir(),
+                &index,
+            )?;
+            tracing::warn!(task = %id, "gave a finished task its expiring/ entry back");
+            restored += 1;
+        }
+        if restored > 0 {
+            self.sync_links(&touched)?;
+        }
+        Ok(restored)
     }
 
     /// Notes the `expiring/` entry of the finished `task`, if it has one, for

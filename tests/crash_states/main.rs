@@ -63,12 +63,13 @@
 //!      task with a TTL in `active/` or `done/`, and no `expiring/` entry
 //!      (a finished task's file without its entry would be left).
 //!
-//!    Under `Durability::Eventual` only containment is checked: the store
+//!    Under `Durability::Eventual` containment is checked: the store
 //!    opens, nothing panics, every task read is a version some call wrote
-//!    (or absent), and a damaged file is set aside by the listing. Reads
-//!    that disagree (`list` against `get`), and finished tasks a sweep
-//!    leaves (their file came back without its `expiring/` entry), are
-//!    counted in the summary as advisory, not failed.
+//!    (or absent), and a damaged file is set aside by the listing; and
+//!    expired tasks are swept (a finished task's file that came back
+//!    without its `expiring/` entry gets it back from the listing of all
+//!    tasks before the sweep). Reads that disagree (`list` against `get`)
+//!    are counted in the summary as advisory, not failed.
 //!
 //! A failure lists, per operation (the acknowledged call whose promise
 //! broke, or the call in flight), how many crash states break which
