@@ -3251,6 +3251,58 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The command run as root on a store another user owns (the service's)
+/// refuses it, naming both users and how to run it, and changes nothing:
+/// every command, reading or writing. (A root `cancel` made lock files
+/// and task files root's own, `0600`: the service could no longer lock
+/// those stripes or read those tasks, and root's `verify` said "clean".)
+#[test]
+fn the_command_refuses_a_store_another_user_owns() {
+    let me = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    if me.trim() != "0" {
+        eprintln!("cli: not root: cannot give a store to another user; skipped");
+        return;
+    }
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let nobody = 65_534;
+    std::os::unix::fs::lchown(&dir, Some(nobody), None).unwrap();
+    for entry in walk(&dir) {
+        std::os::unix::fs::lchown(&entry, Some(nobody), None).unwrap();
+    }
+    let before: Vec<(PathBuf, u32)> = walk(&dir)
+        .into_iter()
+        .map(|p| {
+            let uid = std::os::unix::fs::MetadataExt::uid(&fs::symlink_metadata(&p).unwrap());
+            (p, uid)
+        })
+        .collect();
+    let id = tasks[0].id.to_string();
+    for args in [
+        &["cancel", id.as_str()][..],
+        &["list"],
+        &["verify"],
+        &["stats"],
+        &["sweep"],
+        &["repair", "--apply"],
+    ] {
+        let out = run_expect(Some(&dir), args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains("belongs to uid 65534") && said.contains("run it as uid 65534"),
+            "taskstore {args:?}: {said}"
+        );
+    }
+    let after: Vec<(PathBuf, u32)> = walk(&dir)
+        .into_iter()
+        .map(|p| {
+            let uid = std::os::unix::fs::MetadataExt::uid(&fs::symlink_metadata(&p).unwrap());
+            (p, uid)
+        })
+        .collect();
+    assert_eq!(after, before, "nothing made or changed");
+}
+
 /// A store directory the command may not open (its permissions) is an
 /// error naming it and why, for `verify` as for the counts and dry runs:
 /// never a clean store. (`verify` said "clean (0 entries checked)" and

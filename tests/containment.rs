@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::backend::UnreadableAction;
 use taskstore::{
-    Error, EventLog, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId, TaskStatus,
-    TaskStore,
+    Error, EventLog, FileCheck, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId,
+    TaskStatus, TaskStore,
 };
 use time::OffsetDateTime;
 
@@ -113,6 +113,70 @@ impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir).status();
     }
+}
+
+/// Every path under `dir`, with its owner, mode and size, in order.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u32, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            found.extend(tree(&path));
+        }
+        found.push((path, meta.uid(), meta.mode(), meta.len()));
+    }
+    found.sort();
+    found
+}
+
+/// A store that belongs to another user is refused by a process that could
+/// write into it (root, say), naming both users, and nothing in it is made
+/// or changed: what it wrote (a lock file, a task file, a temp file) would
+/// be its own, `0600`, and the store's owner could then neither lock nor
+/// read it. Mounted read-only it opens, as nothing can be written. (Root's
+/// command made lock and task files its own, and the service could no
+/// longer lock those stripes or read those tasks.)
+#[test]
+fn a_store_of_another_user_is_refused_where_it_could_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+        return;
+    };
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    drop(store);
+    let nobody = 65_534;
+    std::os::unix::fs::lchown(&root, Some(nobody), Some(nobody)).unwrap();
+    for (path, ..) in tree(&root) {
+        std::os::unix::fs::lchown(&path, Some(nobody), Some(nobody)).unwrap();
+    }
+    let before = tree(&root);
+    let refused = |what: &str, e: Error| {
+        let said = e.to_string();
+        assert!(
+            matches!(e, Error::InvalidStore { .. })
+                && said.contains("uid 65534")
+                && said.contains("uid 0"),
+            "{what}: {said}"
+        );
+    };
+    match FileStore::open(&root) {
+        Err(e) => refused("open", e),
+        Ok(_) => panic!("another user's store was opened for writing"),
+    }
+    match FileCheck::open(&root) {
+        Err(e) => refused("check", e),
+        Ok(_) => panic!("another user's store was opened for a check"),
+    }
+    assert_eq!(tree(&root), before, "nothing made or changed");
+    mount.read_only();
+    let store = FileStore::open(&root).expect("read-only, it opens");
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+    let check = FileCheck::open(&root).expect("read-only, it is checked");
+    assert!(check.verify().unwrap().is_clean());
 }
 
 /// A store whose `active/` grew large and emptied (ext4 directories never

@@ -101,6 +101,8 @@ pub(crate) struct Status {
     /// 512-byte blocks allocated to it (`st_blocks`).
     pub blocks: u64,
     pub nlink: u64,
+    /// Its owner's user id.
+    pub uid: u32,
     pub mode: u32,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
@@ -133,6 +135,7 @@ impl Status {
             size: stat.st_size as u64,
             blocks: stat.st_blocks as u64,
             nlink: stat.st_nlink as u64,
+            uid: stat.st_uid as u32,
             mode: stat.st_mode as u32 & 0o7777,
             mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
             ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as i64),
@@ -432,6 +435,14 @@ impl Fs {
     pub fn stat_dir(&self, dir: &Dir) -> io::Result<Status> {
         self.check(FsOp::Stat, || dir.path.clone())?;
         Ok(Status::of(&rustix::fs::fstat(&dir.fd)?))
+    }
+
+    /// Whether the file system `dir` is on is mounted read-only.
+    pub fn is_read_only_mount(&self, dir: &Dir) -> io::Result<bool> {
+        let status = rustix::fs::fstatvfs(&dir.fd)?;
+        Ok(status
+            .f_flag
+            .contains(rustix::fs::StatVfsMountFlags::RDONLY))
     }
 
     /// Creates `name` in `dir`, which must not exist, mode `0600`, never

@@ -257,8 +257,11 @@ impl StoreBuilder<FileOptions> {
     /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
     /// store written by a newer format, [`Error::InvalidStore`](crate::Error::InvalidStore)
     /// if the directory holds other files and is not a store (see
-    /// [`create_in_non_empty_dir`](Self::create_in_non_empty_dir)), or if a
-    /// store directory is a symlink or a file, [`Error::Io`](crate::Error::Io)
+    /// [`create_in_non_empty_dir`](Self::create_in_non_empty_dir)), if a
+    /// store directory is a symlink or a file, or if the store belongs to
+    /// another user and is not mounted read-only (the files this process
+    /// wrote would be its own, which the owner could not lock or read),
+    /// [`Error::Io`](crate::Error::Io)
     /// if the directory cannot be created or read,
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for invalid
     /// settings.

@@ -39,6 +39,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     let fs = Fs::default();
     let root = &options.root;
     let root_dir = open_root(&fs, root)?;
+    check_owner(&fs, &root_dir)?;
     let names = fs
         .read_dir(&root_dir)
         .map_err(|e| Error::io("read directory", root, e))?;
@@ -298,6 +299,34 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
         sync_dir(fs, &parent)?;
     }
     Ok(dir)
+}
+
+/// Refuses a store that belongs to another user, unless it is mounted
+/// read-only: what this process wrote there (a lock file, a task file, a
+/// temp file) would be its own and `0600`, and the store's owner could
+/// then neither lock nor read it. Only root gets this far (the store's
+/// modes keep every other user out).
+pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
+    let owner = fs
+        .stat_dir(root)
+        .map_err(|e| Error::io("stat", root.path(), e))?
+        .uid;
+    let me = rustix::process::geteuid().as_raw();
+    if owner == me
+        || fs
+            .is_read_only_mount(root)
+            .map_err(|e| Error::io("statvfs", root.path(), e))?
+    {
+        return Ok(());
+    }
+    Err(invalid(
+        root.path(),
+        &format!(
+            "it belongs to uid {owner} and this process runs as uid {me}: the files it \
+             would write (locks, tasks) would be uid {me}'s, and the store's owner could not \
+             lock or read them; run it as uid {owner} (e.g. `runuser -u <that user> -- ...`)"
+        ),
+    ))
 }
 
 /// The directory `path` is named in: the working directory for a relative

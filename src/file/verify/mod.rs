@@ -140,12 +140,15 @@ impl FileCheck {
     /// # Errors
     ///
     /// [`Error::InvalidStore`] if `root` is not a directory, is a symlink,
-    /// or holds neither the store's marker nor its `active/` and `done/`
-    /// (it is not a store); [`Error::Io`] if it cannot be opened or read.
+    /// belongs to another user and is not mounted read-only (a check makes
+    /// lock files, a repair writes tasks), or holds neither the store's
+    /// marker nor its `active/` and `done/` (it is not a store);
+    /// [`Error::Io`] if it cannot be opened or read.
     pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
         let root = root.as_ref().to_owned();
         let fs = Fs::default();
         let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
+        open::check_owner(&fs, &root_dir)?;
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
