@@ -113,7 +113,11 @@
 //!   unanswered is never asked again ([`TaskExit::Cancelled`]).
 //! - **Leases and orphans.** The background loop renews the lease of every
 //!   task this instance runs (after a third of the lease the store granted,
-//!   or [`ManagerOptions::renew_interval`]) and reaps lapsed leases every
+//!   or [`ManagerOptions::renew_interval`]; in one batch, and a task whose
+//!   batch a store call holds up is renewed alone after a third of its
+//!   lease: a write that hangs for one task, on a row lock another session
+//!   holds say, holds up no other task's renewal, nor the ticks) and reaps
+//!   lapsed leases every
 //!   [`ManagerOptions::reap_interval`]: a task whose owner died is reported
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
@@ -192,6 +196,10 @@
 //!   at every restart of a rolling deploy uses one attempt each time.
 //! - An instance claims every resumable orphan of its kinds it finds: there
 //!   is no cap on how many it takes at once.
+//! - Over a `PgStore`, a renewal batch held up by one
+//!   task's row (locked by another session) keeps the rows it renewed
+//!   before that one locked until it ends: their renewals alone wait for
+//!   it too. The manager keeps every task not in that batch renewed.
 
 mod calls;
 mod context;

@@ -127,6 +127,14 @@ pub(super) struct Run {
 pub(super) struct RunState {
     pub ending: Ending,
     pub renewed_at: Instant,
+    /// Since when a renewal of the run's lease has been under way in a
+    /// batch with others': the run joins no other batch meanwhile.
+    pub batched: Option<Instant>,
+    /// A renewal of the run's lease alone is under way.
+    pub renewing_alone: bool,
+    /// A look at the run's task (a read, or acting on what a read or a
+    /// renewal found) is under way: no watch tick starts another.
+    pub looking: bool,
     pub abort: Option<AbortHandle>,
     pub supervisor: Option<JoinHandle<()>>,
 }
@@ -157,6 +165,9 @@ impl Run {
             state: Mutex::new(RunState {
                 ending: Ending::Running,
                 renewed_at: Instant::now(),
+                batched: None,
+                renewing_alone: false,
+                looking: false,
                 abort: None,
                 supervisor: None,
             }),

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use super::calls::{StoreCall, blocking, get, lock};
 use super::protocol::{Book, cancel_requested, stored_responses};
-use super::run::{Ending, Record, Run, RunWrite, Shared, ShutdownReport, Stop, panic_message};
+use super::run::{
+    Ending, Record, Run, RunState, RunWrite, Shared, ShutdownReport, Stop, panic_message,
+};
 use crate::changes::Changes;
 use crate::error::Error;
 use crate::id::TaskId;
@@ -19,91 +21,151 @@ use crate::store::Transition;
 use crate::task::Task;
 
 impl Shared {
-    /// One watch tick: reads (or renews) the task of every run and acts on
-    /// what it finds.
-    pub async fn watch(self: &Arc<Self>) {
+    /// One watch tick: starts a renewal of every run whose lease is due,
+    /// and a look (a read, then acting on what it finds) at every other
+    /// running one, and returns: the store calls and what follows them run
+    /// as tasks of their own, so that a call that hangs for one task (a
+    /// write waiting on a row lock another session holds) holds up neither
+    /// the ticks nor any other task's renewal. A run with a look under way
+    /// gets no other; one with a renewal under way joins no other batch,
+    /// and is renewed alone if that batch has been held up for a third of
+    /// its lease (one task's write holds up the batch it is in).
+    pub fn watch(self: &Arc<Self>) {
         let now = Instant::now();
         let renew_every = self.options.renew_interval;
-        let probes: Vec<(Arc<Run>, bool)> = lock(&self.local)
-            .values()
+        let (mut batch, mut alone, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+        for run in lock(&self.local).values() {
+            let every = renewal_period(renew_every, run.lease);
+            let mut state = lock(&run.state);
             // Running operations, and runs recording their outcome (whose
             // write may be tried again for seconds: the task must not look
-            // orphaned meanwhile), renewed alone. A run shutdown stopped
+            // orphaned meanwhile), only renewed, never read. A run shutdown stopped
             // must not renew the lease its release gave up.
-            .filter_map(|run| {
-                let every = renewal_period(renew_every, run.lease);
-                let renewed_at = lock(&run.state).renewed_at;
-                let renew = every.is_some_and(|every| now.duration_since(renewed_at) >= every);
-                match run.ending() {
-                    Ending::Running => Some((Arc::clone(run), renew)),
-                    Ending::Recording if renew => Some((Arc::clone(run), true)),
-                    _ => None,
+            let running = match state.ending {
+                Ending::Running => true,
+                Ending::Recording => false,
+                Ending::Lost | Ending::Shutdown | Ending::Stopped => continue,
+            };
+            let due = every.filter(|every| now.duration_since(state.renewed_at) >= *every);
+            match due.map(|every| renewal(&state, now, run.lease, every)) {
+                Some(Renewal::Batched) => {
+                    state.batched = Some(now);
+                    batch.push(Arc::clone(run));
                 }
-            })
-            .collect();
-        if probes.is_empty() {
-            return;
+                Some(Renewal::Alone) => {
+                    state.renewing_alone = true;
+                    alone.push(Arc::clone(run));
+                }
+                Some(Renewal::UnderWay) | None if running && !state.looking => {
+                    state.looking = true;
+                    reads.push(Arc::clone(run));
+                }
+                Some(Renewal::UnderWay) | None => {}
+            }
         }
+        if !batch.is_empty() {
+            tokio::spawn(Arc::clone(self).renew(batch, now, Renewal::Batched));
+        }
+        for run in alone {
+            tokio::spawn(Arc::clone(self).renew(vec![run], now, Renewal::Alone));
+        }
+        if !reads.is_empty() {
+            tokio::spawn(Arc::clone(self).read_runs(reads));
+        }
+    }
+
+    /// Renews the leases of `runs` (as one batch: one fsync for them all
+    /// on a file store; one by one, thousands of them outlast a lease),
+    /// started at `at`, and acts on what it finds.
+    async fn renew(self: Arc<Self>, runs: Vec<Arc<Run>>, at: Instant, how: Renewal) {
         let store = Arc::clone(&self.store);
-        let ids: Vec<(TaskId, bool)> = probes
-            .iter()
-            .map(|(run, renew)| (run.id.clone(), *renew))
-            .collect();
-        let Ok(seen) = tokio::task::spawn_blocking(move || {
-            // The renewals as one batch (one fsync for them all on a file
-            // store): one by one, thousands of them outlast a lease.
-            let due: Vec<TaskId> = ids
-                .iter()
-                .filter(|(_, renew)| *renew)
-                .map(|(id, _)| id.clone())
-                .collect();
-            let mut renewed = store.renew_leases_of(&due).into_iter();
-            ids.into_iter()
-                .map(|(id, renew)| {
-                    if renew {
-                        // A store of a host's may answer for fewer.
-                        renewed.next().map_or_else(
-                            || {
-                                Err(Error::backend(
-                                    "task store",
-                                    format!("renew the lease of task {id}"),
-                                    "renew_leases_of gave no result for it",
-                                ))
-                            },
-                            |renewed| renewed.map(|t| Some(t.into_task())),
-                        )
-                    } else {
-                        store.get(&id)
-                    }
+        let ids: Vec<TaskId> = runs.iter().map(|run| run.id.clone()).collect();
+        let renewed = tokio::task::spawn_blocking(move || {
+            let mut renewed = store.renew_leases_of(&ids).into_iter();
+            ids.iter()
+                .map(|id| {
+                    // A store of a host's may answer for fewer.
+                    renewed.next().unwrap_or_else(|| {
+                        Err(Error::backend(
+                            "task store",
+                            format!("renew the lease of task {id}"),
+                            "renew_leases_of gave no result for it",
+                        ))
+                    })
                 })
                 .collect::<Vec<_>>()
         })
-        .await
-        else {
-            return;
-        };
-        for ((run, renewed), seen) in probes.into_iter().zip(seen) {
-            match seen {
-                Ok(Some(task)) => {
-                    if renewed {
-                        lock(&run.state).renewed_at = now;
-                    }
-                    // A recording run's operation is over: nothing to act on.
-                    if run.ending() == Ending::Running {
-                        self.observe(&run, &task).await;
-                    }
-                }
-                Ok(None) | Err(Error::NotFound { .. }) => {
-                    // Expired (TTL) or deleted: nobody can see an outcome any
-                    // more, so stop the operation, as rmcp does at TTL.
-                    if let Some(abort) = &lock(&run.state).abort {
-                        abort.abort();
-                    }
-                }
-                // Only another open owns it now: it claimed the task.
-                Err(Error::NotOwner { .. }) => self.lose(&run, None),
-                Err(e) => tracing::warn!(task = %run.id, error = %e, "task store watch failed"),
+        .await;
+        for run in &runs {
+            let mut state = lock(&run.state);
+            match how {
+                Renewal::Alone => state.renewing_alone = false,
+                _ => state.batched = None,
             }
+        }
+        // A renewal that panicked renewed nothing; the next tick tries
+        // again.
+        let Ok(renewed) = renewed else { return };
+        for (run, seen) in runs.into_iter().zip(renewed) {
+            let seen = seen.map(|transition| Some(transition.into_task()));
+            if seen.is_ok() {
+                let mut state = lock(&run.state);
+                state.renewed_at = state.renewed_at.max(at);
+            }
+            // A recording run's operation is over: nothing to act on; nor
+            // for one a look is under way at: that look acts.
+            let look = {
+                let mut state = lock(&run.state);
+                let look = state.ending == Ending::Running && !state.looking;
+                state.looking |= look;
+                look
+            };
+            self.seen(run, seen, look);
+        }
+    }
+
+    /// Reads the tasks of `runs`, each with a look under way, and acts on
+    /// what it finds.
+    async fn read_runs(self: Arc<Self>, runs: Vec<Arc<Run>>) {
+        let store = Arc::clone(&self.store);
+        let ids: Vec<TaskId> = runs.iter().map(|run| run.id.clone()).collect();
+        let seen =
+            tokio::task::spawn_blocking(move || ids.iter().map(|id| store.get(id)).collect())
+                .await
+                .unwrap_or_else(|_| Vec::new());
+        let mut seen: std::vec::IntoIter<crate::Result<Option<Task>>> = seen.into_iter();
+        for run in runs {
+            match seen.next() {
+                Some(seen) => self.seen(run, seen, true),
+                // A read that panicked: the next tick reads again.
+                None => lock(&run.state).looking = false,
+            }
+        }
+    }
+
+    /// Acts on what a renewal or a read of `run`'s task found; with
+    /// `look`, on a task of its own, which ends the run's look under way.
+    fn seen(self: &Arc<Self>, run: Arc<Run>, seen: crate::Result<Option<Task>>, look: bool) {
+        let looked = look.then(|| Looked(Arc::clone(&run)));
+        match seen {
+            Ok(Some(task)) => {
+                if let Some(looked) = looked {
+                    let this = Arc::clone(self);
+                    tokio::spawn(async move {
+                        this.observe(&looked.0, &task).await;
+                    });
+                }
+            }
+            Ok(None) | Err(Error::NotFound { .. }) => {
+                // Expired (TTL) or deleted: nobody can see an outcome any
+                // more, so stop the operation, as rmcp does at TTL.
+                if let Some(abort) = &lock(&run.state).abort {
+                    abort.abort();
+                }
+            }
+            // Only another open owns it now: it claimed the task.
+            Err(Error::NotOwner { .. }) => self.lose(&run, None),
+            Err(e) => tracing::warn!(task = %run.id, error = %e, "task store watch failed"),
         }
     }
 
@@ -501,7 +563,7 @@ impl Drop for AbortOnDrop {
 async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let Some(this) = shared.upgrade() else { return };
-        this.watch().await;
+        this.watch();
         let pause = this.options.watch_interval;
         drop(this);
         tokio::select! {
@@ -520,6 +582,45 @@ fn renewal_period(set: Option<Duration>, lease: Option<Duration>) -> Option<Dura
     match (set, third) {
         (Some(set), Some(third)) => Some(set.min(third)),
         (set, third) => set.or(third),
+    }
+}
+
+/// How a due renewal of a run's lease is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renewal {
+    /// In this tick's batch.
+    Batched,
+    /// On a call of its own: a look at the run is under way (a call for
+    /// the task that hangs would hold up the batch), or the batch it is in
+    /// has been held up for a third of its lease.
+    Alone,
+    /// Not now: a renewal of the run is under way.
+    UnderWay,
+}
+
+/// How the due renewal of a run in `state`, whose lease is `lease` and
+/// renewal period `every`, is made at `now`.
+fn renewal(state: &RunState, now: Instant, lease: Option<Duration>, every: Duration) -> Renewal {
+    if state.renewing_alone {
+        return Renewal::UnderWay;
+    }
+    match state.batched {
+        Some(since) if now.duration_since(since) >= lease.map_or(every, |lease| lease / 3) => {
+            Renewal::Alone
+        }
+        Some(_) => Renewal::UnderWay,
+        None if state.looking => Renewal::Alone,
+        None => Renewal::Batched,
+    }
+}
+
+/// A look at a run under way, ended when this is dropped (however the
+/// task holding it ends).
+struct Looked(Arc<Run>);
+
+impl Drop for Looked {
+    fn drop(&mut self) {
+        lock(&self.0.state).looking = false;
     }
 }
 
@@ -608,7 +709,7 @@ pub(super) fn follow_changes(shared: &Arc<Shared>) {
             let Some(this) = weak.upgrade() else { return };
             match changes {
                 Changes::Tasks(ids) => this.watch_changed(ids).await,
-                Changes::Missed => this.watch().await,
+                Changes::Missed => this.watch(),
             }
         }
     });

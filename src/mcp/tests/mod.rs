@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
 
+mod background;
 mod boundary;
 // The integration tests' subscriber, one copy for both.
 #[path = "../../../tests/common/logged.rs"]

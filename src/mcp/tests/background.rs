@@ -1,0 +1,254 @@
+//! The background loops against a store that misbehaves for one task: a
+//! write that hangs for one task holds up no other task's renewals.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{elicitation, eventually, fast, settled, text};
+use crate::mcp::{DurableTaskManager, TaskExit, TaskOptions};
+use crate::{
+    Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
+    TaskStore, TaskUpdate, Transition,
+};
+
+/// A store over `inner` whose writes to one chosen task wait until it is
+/// let go, as a write waits on a row lock another session holds (a batch
+/// of renewals that names it waits whole, as one statement does).
+struct Held<S> {
+    inner: S,
+    held: Mutex<Option<TaskId>>,
+    let_go: Condvar,
+    /// Calls waiting for the held task now.
+    waiting: AtomicUsize,
+}
+
+impl<S> Held<S> {
+    fn new(inner: S) -> Arc<Held<S>> {
+        Arc::new(Held {
+            inner,
+            held: Mutex::new(None),
+            let_go: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    fn hold(&self, id: &TaskId) {
+        *self.held.lock().unwrap() = Some(id.clone());
+    }
+
+    fn let_go(&self) {
+        *self.held.lock().unwrap() = None;
+        self.let_go.notify_all();
+    }
+
+    /// Waits while any of `ids` is held.
+    fn pass(&self, ids: &[TaskId]) {
+        let mut held = self.held.lock().unwrap();
+        if !held.as_ref().is_some_and(|h| ids.contains(h)) {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while held.as_ref().is_some_and(|h| ids.contains(h)) {
+            held = self.let_go.wait(held).unwrap();
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Lets go of the held task when dropped, so that a failing test ends
+/// (its runtime waits for the store calls under way).
+struct LetGo<S>(Arc<Held<S>>);
+
+impl<S> Drop for LetGo<S> {
+    fn drop(&mut self) {
+        self.0.let_go();
+    }
+}
+
+impl<S: TaskStore> TaskStore for Held<S> {
+    fn create(&self, new: NewTask) -> crate::Result<Task> {
+        self.inner.create(new)
+    }
+    fn get(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        self.inner.get(id)
+    }
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> crate::Result<Transition> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.update(id, update)
+    }
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> crate::Result<Transition> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.finish(id, outcome)
+    }
+    fn finish_fenced(
+        &self,
+        id: &TaskId,
+        outcome: Outcome,
+        epoch: u64,
+    ) -> crate::Result<Transition> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.finish_fenced(id, outcome, epoch)
+    }
+    fn list(&self, query: &ListQuery) -> crate::Result<Page> {
+        self.inner.list(query)
+    }
+    fn delete(&self, id: &TaskId) -> crate::Result<bool> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.delete(id)
+    }
+    fn sweep(&self) -> crate::Result<Swept> {
+        self.inner.sweep()
+    }
+    fn instance_id(&self) -> &str {
+        self.inner.instance_id()
+    }
+    fn lease(&self) -> Option<Duration> {
+        self.inner.lease()
+    }
+    fn now(&self) -> OffsetDateTime {
+        self.inner.now()
+    }
+    fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.renew_lease(id)
+    }
+    fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<crate::Result<Transition>> {
+        self.pass(ids);
+        self.inner.renew_leases_of(ids)
+    }
+    fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<Transition> {
+        self.pass(std::slice::from_ref(id));
+        self.inner.release(id, epoch)
+    }
+    fn reap(&self) -> crate::Result<Reaped> {
+        self.inner.reap()
+    }
+    fn claim(&self, kinds: &[&str]) -> crate::Result<Claimed> {
+        self.inner.claim(kinds)
+    }
+}
+
+/// A handle named `name` on `backend`, with leases of `lease`.
+fn on(backend: &Arc<MemoryBackend>, name: &str, lease: Duration) -> Store<Arc<MemoryBackend>> {
+    Store::with_backend(Arc::clone(backend))
+        .instance_id(name)
+        .lease(lease)
+        .build()
+        .unwrap()
+}
+
+/// Which write hangs for the held task.
+#[derive(Clone, Copy, Debug)]
+enum Hang {
+    /// Its lease renewal (in a batch with the other task's).
+    Renewal,
+    /// The write that accepts an answer a peer stored for it, made by a
+    /// look at it.
+    Look,
+}
+
+/// A store write that hangs for one task (a row lock another session
+/// holds, say) holds up the lease renewals of no other task of the
+/// instance: whether it is that task's renewal (in one batch with the
+/// others') or a write a look at it makes, the other task's lease is
+/// renewed on, and once the held task is let go, its own is too.
+/// (The watch tick waited for both, and the ticks after it with it: no
+/// lease of the instance was renewed while the write hung, and peers
+/// reaped or claimed its live tasks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_hangs_for_one_task_holds_up_no_other_tasks_renewals() {
+    for hang in [Hang::Renewal, Hang::Look] {
+        one_task_hangs(hang).await;
+    }
+}
+
+async fn one_task_hangs(hang: Hang) {
+    let lease = Duration::from_millis(600);
+    let backend = Arc::new(MemoryBackend::new());
+    let store = Held::new(on(&backend, "owner", lease));
+    let _let_go = LetGo(Arc::clone(&store));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), fast());
+    let peer = DurableTaskManager::with_options(Arc::new(on(&backend, "peer", lease)), fast());
+    let asks = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                let answer = ctx.request_input("k", elicitation("go on?")).await?;
+                ctx.cancelled().await;
+                Ok(text(&answer.to_string()))
+            })
+        })
+        .await
+        .unwrap();
+    let other = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                Err(TaskExit::Cancelled)
+            })
+        })
+        .await
+        .unwrap();
+    let (held, other) = (
+        TaskId::parse(&asks.task_id).unwrap(),
+        TaskId::parse(&other.task_id).unwrap(),
+    );
+    super::until_input_required(&m, held.as_str()).await;
+    store.hold(&held);
+    if let Hang::Look = hang {
+        // Stored by the peer, whose writes nothing holds; the owner's
+        // next look at the task accepts it, and that write waits.
+        peer.update_task(held.as_str(), [("k".to_owned(), json!({"yes": true}))])
+            .await
+            .unwrap();
+    }
+    eventually(|| async { (store.waiting.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    let lease_of = |id: &TaskId| backend_task(&backend, id).lease_expires_at;
+    let mut seen = lease_of(&other);
+    for _ in 0..2 {
+        seen = eventually(|| async {
+            let now = lease_of(&other);
+            (now > seen).then_some(now)
+        })
+        .await;
+    }
+    assert!(
+        store.waiting.load(Ordering::SeqCst) > 0,
+        "{hang:?}: the held task's write still waits"
+    );
+    store.let_go();
+    let before = lease_of(&held);
+    eventually(|| async { (lease_of(&held) > before).then_some(()) }).await;
+    if let Hang::Renewal = hang {
+        m.update_task(held.as_str(), [("k".to_owned(), json!({"yes": true}))])
+            .await
+            .unwrap();
+    }
+    for id in [&held, &other] {
+        m.cancel_task(id.as_str()).await.unwrap();
+    }
+    let done = settled(&m, held.as_str()).await;
+    assert_eq!(
+        done.status(),
+        rmcp::model::TaskStatus::Completed,
+        "{hang:?}: {done:?}"
+    );
+    assert_eq!(
+        settled(&m, other.as_str()).await.status(),
+        rmcp::model::TaskStatus::Cancelled,
+        "{hang:?}"
+    );
+    m.shutdown().await;
+    peer.shutdown().await;
+}
+
+/// Task `id` as stored, read through a handle of its own.
+fn backend_task(backend: &Arc<MemoryBackend>, id: &TaskId) -> Task {
+    on(backend, "reader", Duration::from_secs(1))
+        .get(id)
+        .unwrap()
+        .unwrap()
+}
