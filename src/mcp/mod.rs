@@ -155,7 +155,8 @@
 //!   (10 ms) likewise; the handle `spawn` returns says what was granted.
 //!   Either one over [`MAX_WIRE_MS`] (2^53 − 1, the largest integer a
 //!   JavaScript client holds) is refused with `-32602`. `ttl_ms: None` is
-//!   an unlimited TTL.
+//!   an unlimited TTL. A [`ManagerOptions::watch_interval`] below
+//!   [`MIN_WATCH_INTERVAL`] (10 ms; zero included) is raised to it.
 //! - **Errors.** Unknown, invalid and expired ids answer `-32602` (invalid
 //!   params), with the id shortened to 160 bytes as the store shortens it;
 //!   store errors `-32603` with the cause in the message and in
@@ -219,7 +220,7 @@ pub use self::convert::{
 pub use self::manager::DurableTaskManager;
 pub use self::options::{
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS,
-    ManagerOptions, Reads,
+    MIN_WATCH_INTERVAL, ManagerOptions, Reads,
 };
 pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
 pub use self::requests::invalid_task_request;

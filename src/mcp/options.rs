@@ -23,6 +23,11 @@ pub const MIN_POLL_INTERVAL_MS: u64 = 10;
 /// refused with `-32602` (use `ttl_ms: None` for an unlimited TTL).
 pub const MAX_WIRE_MS: u64 = (1 << 53) - 1;
 
+/// The shortest [`ManagerOptions::watch_interval`] a manager keeps: a
+/// shorter one (`Duration::ZERO` included) is raised to it, so that no
+/// setting makes the manager read every task it runs back to back.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+
 /// The default time running operations get to finish at
 /// [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -70,7 +75,10 @@ pub struct ManagerOptions {
     /// that another instance took a task over (default 250 ms). Leases are
     /// renewed on these ticks too: keep it well under the store's lease (a
     /// tick as long as the lease lets the lease lapse between renewals; a
-    /// test may set it so to hold an instance as if stopped).
+    /// test may set it so to hold an instance as if stopped). The loop of
+    /// claims, reaps and sweeps looks whether one is due as often. At least
+    /// [`MIN_WATCH_INTERVAL`] (10 ms), whatever this says: each tick reads
+    /// every task the instance runs.
     pub watch_interval: Duration,
     /// How often a running task's lease is renewed; `None` (the default)
     /// renews after a third of the lease the store granted. At most that
@@ -120,12 +128,20 @@ impl Default for ManagerOptions {
 }
 
 impl ManagerOptions {
+    /// The pause between two watch ticks: the
+    /// [`watch_interval`](ManagerOptions::watch_interval), at least
+    /// [`MIN_WATCH_INTERVAL`].
+    pub(super) fn watch_pause(&self) -> Duration {
+        self.watch_interval.max(MIN_WATCH_INTERVAL)
+    }
+
     /// The default timing.
     pub fn new() -> ManagerOptions {
         ManagerOptions::default()
     }
 
-    /// Sets [`ManagerOptions::watch_interval`].
+    /// Sets [`ManagerOptions::watch_interval`] (at least
+    /// [`MIN_WATCH_INTERVAL`] is kept).
     pub fn watch_interval(mut self, interval: Duration) -> ManagerOptions {
         self.watch_interval = interval;
         self

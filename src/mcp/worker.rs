@@ -564,7 +564,7 @@ async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let Some(this) = shared.upgrade() else { return };
         this.watch();
-        let pause = this.options.watch_interval;
+        let pause = this.options.watch_pause();
         drop(this);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -650,7 +650,7 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
             this.sweep().await;
             next_sweep = ahead(now, this.options.sweep_interval);
         }
-        let pause = this.options.watch_interval;
+        let pause = this.options.watch_pause();
         let wake = Arc::clone(&this);
         drop(this);
         claim_now = tokio::select! {

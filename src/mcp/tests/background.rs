@@ -1,15 +1,16 @@
 //! The background loops against a store that misbehaves for one task: a
-//! write that hangs for one task holds up no other task's renewals.
+//! write that hangs for one task holds up no other task's renewals; and
+//! the watch ticks are held to a floor.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{elicitation, eventually, fast, settled, text};
-use crate::mcp::{DurableTaskManager, TaskExit, TaskOptions};
+use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskExit, TaskOptions};
 use crate::{
     Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
     TaskStore, TaskUpdate, Transition,
@@ -17,13 +18,15 @@ use crate::{
 
 /// A store over `inner` whose writes to one chosen task wait until it is
 /// let go, as a write waits on a row lock another session holds (a batch
-/// of renewals that names it waits whole, as one statement does).
+/// of renewals that names it waits whole, as one statement does); counts
+/// its `get`s.
 struct Held<S> {
     inner: S,
     held: Mutex<Option<TaskId>>,
     let_go: Condvar,
     /// Calls waiting for the held task now.
     waiting: AtomicUsize,
+    gets: AtomicUsize,
 }
 
 impl<S> Held<S> {
@@ -33,6 +36,7 @@ impl<S> Held<S> {
             held: Mutex::new(None),
             let_go: Condvar::new(),
             waiting: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
         })
     }
 
@@ -74,6 +78,7 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.create(new)
     }
     fn get(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(id)
     }
     fn update(&self, id: &TaskId, update: TaskUpdate) -> crate::Result<Transition> {
@@ -251,4 +256,49 @@ fn backend_task(backend: &Arc<MemoryBackend>, id: &TaskId) -> Task {
         .get(id)
         .unwrap()
         .unwrap()
+}
+
+/// A watch interval of zero is held to [`MIN_WATCH_INTERVAL`]: over any
+/// stretch of time, the owner reads its running task at most once per
+/// floor, and one more for a tick under way at either end. (The loop
+/// ticked about every millisecond, a store read per run each time.) The
+/// bound is on how many reads, never on how soon: a slow machine reads
+/// less, not more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_interval_of_zero_is_held_to_a_floor() {
+    let hour = Duration::from_secs(3_600);
+    let backend = Arc::new(MemoryBackend::new());
+    let store = Held::new(on(&backend, "owner", hour));
+    let m = DurableTaskManager::with_options(
+        Arc::clone(&store),
+        ManagerOptions::new()
+            .watch_interval(Duration::ZERO)
+            .reap_interval(hour)
+            .sweep_interval(hour),
+    );
+    let seed = m
+        .spawn(TaskOptions::new(), |ctx| {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                Err(TaskExit::Cancelled)
+            })
+        })
+        .await
+        .unwrap();
+    // Watched.
+    eventually(|| async { (store.gets.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    let start = Instant::now();
+    let before = store.gets.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reads = store.gets.load(Ordering::SeqCst) - before;
+    let floors = start.elapsed().as_millis() / MIN_WATCH_INTERVAL.as_millis();
+    let most = usize::try_from(floors).unwrap() + 2;
+    assert!(
+        reads <= most,
+        "{reads} reads of one task in {:?}, at most {most} wanted",
+        start.elapsed()
+    );
+    m.cancel_task(&seed.task_id).await.unwrap();
+    settled(&m, &seed.task_id).await;
+    m.shutdown().await;
 }
