@@ -532,21 +532,44 @@ const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 /// reaps and sweeps, logged, and never the renewals of the tasks this
 /// instance runs; it ends when this does.
 pub(super) async fn background(shared: Weak<Shared>, stop: watch::Receiver<bool>) {
+    let pass = Arc::new(std::sync::Mutex::new(None));
     let maintenance = AbortOnDrop(tokio::spawn(maintaining(
         Weak::clone(&shared),
         stop.clone(),
+        Arc::clone(&pass),
     )));
     tokio::join!(watching(shared, stop), async move {
         let mut maintenance = maintenance;
         if let Err(e) = (&mut maintenance.0).await
             && e.is_panic()
         {
+            let pass = lock(&pass).map_or("between passes", Pass::name);
             tracing::error!(
                 error = %panic_message(&*e.into_panic()),
+                pass = %pass,
                 "the manager's loop of claims, reaps and sweeps panicked: it is stopped; leases are still renewed"
             );
         }
     });
+}
+
+/// A pass of the loop of claims, reaps and sweeps: the one a panic there
+/// is logged with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Claim,
+    Reap,
+    Sweep,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Claim => "claim",
+            Pass::Reap => "reap",
+            Pass::Sweep => "sweep",
+        }
+    }
 }
 
 /// A task that is aborted when this is dropped (the background work
@@ -624,8 +647,13 @@ impl Drop for Looked {
     }
 }
 
-/// Claims, reaps and sweeps.
-async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
+/// Claims, reaps and sweeps; `pass` says which is under way.
+async fn maintaining(
+    shared: Weak<Shared>,
+    mut stop: watch::Receiver<bool>,
+    pass: Arc<std::sync::Mutex<Option<Pass>>>,
+) {
+    let enter = |now: Option<Pass>| *lock(&pass) = now;
     // The first reap waits a reap interval: a host registers its resume
     // handlers after the manager starts (each registration claims at
     // once), and a reap before them would fail the orphans they resume.
@@ -640,16 +668,20 @@ async fn maintaining(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
         let now = Instant::now();
         if now >= next_reap || claim_now {
             // Claim before reaping: a resumable orphan is claimed, not failed.
+            enter(Some(Pass::Claim));
             this.claim().await;
         }
         if now >= next_reap {
+            enter(Some(Pass::Reap));
             this.reap().await;
             next_reap = ahead(now, this.options.reap_interval);
         }
         if now >= next_sweep {
+            enter(Some(Pass::Sweep));
             this.sweep().await;
             next_sweep = ahead(now, this.options.sweep_interval);
         }
+        enter(None);
         let pause = this.options.watch_pause();
         let wake = Arc::clone(&this);
         drop(this);

@@ -1,15 +1,16 @@
 //! The background loops against a store that misbehaves for one task: a
-//! write that hangs for one task holds up no other task's renewals; and
-//! the watch ticks are held to a floor.
+//! write that hangs for one task holds up no other task's renewals; the
+//! watch ticks are held to a floor; the loop of claims, reaps and sweeps
+//! names the pass it panicked in.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{elicitation, eventually, fast, settled, text};
+use super::{elicitation, eventually, fast, logged, settled, text};
 use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskExit, TaskOptions};
 use crate::{
     Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
@@ -19,7 +20,8 @@ use crate::{
 /// A store over `inner` whose writes to one chosen task wait until it is
 /// let go, as a write waits on a row lock another session holds (a batch
 /// of renewals that names it waits whole, as one statement does); counts
-/// its `get`s.
+/// its `get`s; and, armed, panics in `lease` (a host's store with a bug:
+/// the manager asks it on its async side when it resumes a claimed task).
 struct Held<S> {
     inner: S,
     held: Mutex<Option<TaskId>>,
@@ -27,6 +29,7 @@ struct Held<S> {
     /// Calls waiting for the held task now.
     waiting: AtomicUsize,
     gets: AtomicUsize,
+    panics: AtomicBool,
 }
 
 impl<S> Held<S> {
@@ -37,6 +40,7 @@ impl<S> Held<S> {
             let_go: Condvar::new(),
             waiting: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
+            panics: AtomicBool::new(false),
         })
     }
 
@@ -112,6 +116,7 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.instance_id()
     }
     fn lease(&self) -> Option<Duration> {
+        assert!(!self.panics.load(Ordering::SeqCst), "a bug in lease()");
         self.inner.lease()
     }
     fn now(&self) -> OffsetDateTime {
@@ -301,4 +306,46 @@ async fn a_watch_interval_of_zero_is_held_to_a_floor() {
     m.cancel_task(&seed.task_id).await.unwrap();
     settled(&m, &seed.task_id).await;
     m.shutdown().await;
+}
+
+/// A panic in the loop of claims, reaps and sweeps is logged with the
+/// pass it was in: here a claim, through a host store whose `lease`
+/// panics as the claimed task is resumed. (The log said the loop
+/// panicked, not in which pass.)
+#[tokio::test]
+async fn a_panic_in_the_maintenance_loop_names_its_pass() {
+    // One thread: the background loop logs on this one.
+    let logged = logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let lease = Duration::from_millis(50);
+    let backend = Arc::new(MemoryBackend::new());
+    let dead = on(&backend, "dead", lease);
+    let orphan = dead
+        .create(NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let store = Held::new(on(&backend, "live", lease));
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::clone(&store),
+        fast().reap_interval(hour).sweep_interval(hour),
+    );
+    // Lapsed.
+    eventually(|| async {
+        backend_task(&backend, &orphan.id)
+            .is_orphan_at(store.now())
+            .then_some(())
+    })
+    .await;
+    store.panics.store(true, Ordering::SeqCst);
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    let panicked = eventually(|| async {
+        logged.events().into_iter().find(|e| {
+            e.level == tracing::Level::ERROR
+                && e.field("error")
+                    .is_some_and(|m| m.contains("a bug in lease()"))
+        })
+    })
+    .await;
+    assert_eq!(panicked.field("pass"), Some("claim"), "{panicked:?}");
 }
