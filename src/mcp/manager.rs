@@ -87,6 +87,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             starting: AtomicUsize::new(0),
             drained: Notify::new(),
             claim_now: Notify::new(),
+            claimed_at: Mutex::new(None),
             shutting_down: watch::channel(false).0,
             stop: watch::channel(false).0,
             background: Mutex::new(None),

@@ -123,7 +123,9 @@
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
 //!   lapsed reaps that task, and no other, at once
 //!   ([`TaskStore::reap_task`](crate::TaskStore::reap_task)), unless it is
-//!   resumable with attempts left: it waits for a claim. Starting a
+//!   resumable with attempts left: it waits for a claim (on an instance
+//!   that resumes its kind, the `tasks/get` starts one at once, unless a
+//!   claim pass began since the task's lease lapsed). Starting a
 //!   manager never waits for a scan: its loop runs in the background, and
 //!   its first reap waits one
 //!   [`ManagerOptions::reap_interval`], so that the resume handlers a host

@@ -40,11 +40,14 @@ impl Shared {
         if task.is_orphan_at(self.store.now()) && self.run_of(&id).is_none() {
             if task.has_attempts_left() {
                 // A resumable orphan waits to be claimed (here, if this
-                // instance resumes its kind: then a claim now) or, after
-                // the claim grace, reaped: both on the background loop,
-                // not per poll. One with no attempt left is reaped now, as
+                // instance resumes its kind: then a claim now, unless a
+                // claim pass began since its lease lapsed) or, after the
+                // claim grace, reaped: both on the background loop, not
+                // per poll. One with no attempt left is reaped now, as
                 // below.
-                if task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind)) {
+                if task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind))
+                    && self.may_claim(&task)
+                {
                     self.claim_now.notify_one();
                 }
                 return to_wire(&task);

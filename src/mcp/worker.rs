@@ -275,6 +275,18 @@ impl Shared {
         }
     }
 
+    /// Whether a claim pass may take `orphan`, which this manager resumes,
+    /// that none has had the chance to: none began since its lease
+    /// lapsed. (One that did and left it, its claim failing, leaves it to
+    /// the next one the loop makes, not to one per poll.)
+    pub fn may_claim(&self, orphan: &Task) -> bool {
+        let began = *lock(&self.claimed_at);
+        match (began, orphan.lease_expires_at) {
+            (Some(began), Some(lapsed)) => began < lapsed,
+            _ => true,
+        }
+    }
+
     /// Whether this manager has a resume handler for `kind`.
     pub fn resumes(&self, kind: &str) -> bool {
         match self.handlers.read() {
@@ -296,6 +308,7 @@ impl Shared {
         if kinds.is_empty() {
             return;
         }
+        *lock(&self.claimed_at) = Some(self.store.now());
         let store = Arc::clone(&self.store);
         let claimed = blocking(move || {
             let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();

@@ -521,12 +521,14 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
 
 /// A host's wrapper over a store: forwards every call, and counts the
 /// sweeps and claims; `lease` forwarded only if `says_lease` (the default
-/// says nothing).
+/// says nothing); with `claims_nothing`, a claim claims nothing (as one
+/// whose write fails for each orphan, every time).
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
     sweeps: std::sync::atomic::AtomicUsize,
     claims: std::sync::atomic::AtomicUsize,
+    claims_nothing: std::sync::atomic::AtomicBool,
 }
 
 impl<S> Wrapped<S> {
@@ -536,6 +538,7 @@ impl<S> Wrapped<S> {
             says_lease,
             sweeps: std::sync::atomic::AtomicUsize::new(0),
             claims: std::sync::atomic::AtomicUsize::new(0),
+            claims_nothing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -593,6 +596,12 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
     fn claim(&self, kinds: &[&str]) -> crate::Result<crate::Claimed> {
         self.claims
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self
+            .claims_nothing
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(crate::Claimed::default());
+        }
         self.inner.claim(kinds)
     }
 }
@@ -768,6 +777,52 @@ async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothin
     assert_eq!(
         m.store().claims.load(std::sync::atomic::Ordering::SeqCst),
         claims,
+        "claim passes started by the polls"
+    );
+}
+
+/// Polling a resumable orphan of a kind this instance resumes, which its
+/// claim cannot take, starts one claim pass once its lease lapsed, not one
+/// per poll: a pass that began after the lapse had it to claim already.
+/// (Every `tasks/get` woke a claim pass, a scan of the store's orphans per
+/// client poll, for as long as the claims failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_orphan_a_claim_cannot_take_starts_one_claim_pass_not_one_per_poll() {
+    use std::sync::atomic::Ordering;
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let dead = on_memory(&backend, &clock, "dead");
+    let task = dead
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let store = Wrapped::new(on_memory(&backend, &clock, "live"), true);
+    store.claims_nothing.store(true, Ordering::SeqCst);
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        ManagerOptions::new()
+            .watch_interval(Duration::from_millis(10))
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    // The registration's own claim is over, before the lease lapsed.
+    eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    let claims = m.store().claims.load(Ordering::SeqCst);
+    // Lapsed, within its claim grace (one lease).
+    clock.advance(LEASE + Duration::from_secs(1));
+    m.get_task(task.id.as_str()).await.unwrap();
+    // The first poll since the lapse woke a claim.
+    eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > claims).then_some(()) }).await;
+    for _ in 0..20 {
+        let read = m.get_task(task.id.as_str()).await.unwrap();
+        assert_eq!(read.task.status, TaskStatus::Working);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        m.store().claims.load(Ordering::SeqCst),
+        claims + 1,
         "claim passes started by the polls"
     );
 }
