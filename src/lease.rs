@@ -134,19 +134,30 @@ pub(crate) fn is_claimable(task: &Task, now: OffsetDateTime, kinds: &[&str]) -> 
             .is_some_and(|r| kinds.iter().any(|k| *k == r.kind))
 }
 
-/// The error recorded on a reaped orphan.
+/// Whether the owner of the running `task` released it
+/// ([`Lease::release`]): it names an owner but no open of the store. (Every
+/// other write of a store of this crate that gives a task an owner gives
+/// it the owner's token too.)
+fn was_released(task: &Task) -> bool {
+    task.owner.is_some() && task.owner_token.is_none()
+}
+
+/// The error recorded on a reaped orphan: its message says whether its
+/// owner released it or stopped renewing its lease.
 pub(crate) fn orphan_error(task: &Task, reaper: &str) -> Value {
     let lapsed = task.lease_expires_at.and_then(|at| {
         at.format(&time::format_description::well_known::Rfc3339)
             .ok()
     });
+    let owner = task.owner.as_deref().unwrap_or("(unknown)");
+    let why = if was_released(task) {
+        "released it, and no instance resumed it"
+    } else {
+        "stopped renewing its lease"
+    };
     let mut error = json!({
         "code": "orphaned",
-        "message": format!(
-            "task {} was abandoned: its owner {} stopped renewing its lease",
-            task.id,
-            task.owner.as_deref().unwrap_or("(unknown)")
-        ),
+        "message": format!("task {} was abandoned: its owner {owner} {why}", task.id),
         "owner": task.owner,
         "leaseExpiredAt": lapsed,
         "reapedBy": reaper,

@@ -943,3 +943,59 @@ async fn a_resumable_task_on_its_last_attempt_is_failed_at_shutdown_not_released
     };
     assert_eq!(error["data"]["code"], "shutdown", "{error:?}");
 }
+
+/// A task released at shutdown that no instance claims is reaped, once
+/// its claim grace is over, with a message that says its owner released
+/// it; an owner that died still reads as one that stopped renewing. (Both
+/// read "its owner .. stopped renewing its lease", which hid that the
+/// task was handed over on purpose.)
+#[tokio::test]
+async fn a_released_task_no_one_claims_is_reaped_as_released() {
+    const LEASE: Duration = Duration::from_secs(10);
+    let backend = Arc::new(MemoryBackend::new());
+    let clock = Arc::new(crate::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn crate::Clock>)
+            .lease(LEASE)
+            .build()
+            .unwrap()
+    };
+    let m = DurableTaskManager::with_options(
+        Arc::new(open("leaving")),
+        fast().shutdown_grace(Duration::ZERO),
+    );
+    let released = m
+        .spawn_resumable("job", json!({}), TaskOptions::new(), |_ctx| {
+            Box::pin(std::future::pending())
+        })
+        .await
+        .unwrap();
+    assert_eq!(shut_down(&m).await.released, 1);
+    let died = open("died")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    // Past both leases and the claim grace (one lease), with no handler
+    // for the kind anywhere.
+    clock.advance(LEASE * 2 + Duration::from_secs(1));
+    let reaped = open("reaper").reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 2, "{reaped:?}");
+    let message = |id: &str| {
+        let task = reaped.tasks.iter().find(|t| t.id.as_str() == id).unwrap();
+        let error = task.error.as_ref().unwrap();
+        assert_eq!(error["code"], "orphaned", "{error:?}");
+        error["message"].as_str().unwrap().to_owned()
+    };
+    let released = message(&released.task_id);
+    assert!(
+        released.contains("its owner leaving released it")
+            && !released.contains("stopped renewing"),
+        "{released}"
+    );
+    let died = message(died.id.as_str());
+    assert!(
+        died.contains("its owner died stopped renewing its lease"),
+        "{died}"
+    );
+}
