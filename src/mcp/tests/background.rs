@@ -181,12 +181,21 @@ async fn one_task_hangs(hang: Hang) {
     let backend = Arc::new(MemoryBackend::new());
     let store = Held::new(on(&backend, "owner", lease));
     let _let_go = LetGo(Arc::clone(&store));
-    let m = DurableTaskManager::with_options(Arc::clone(&store), fast());
-    let peer = DurableTaskManager::with_options(Arc::new(on(&backend, "peer", lease)), fast());
+    // No reaps: the held task's lease lapses while its renewal waits (as a
+    // locked row's would), and a reap would fail it; the other task's is
+    // what this test watches.
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(Arc::clone(&store), fast().reap_interval(hour));
+    let peer = DurableTaskManager::with_options(
+        Arc::new(on(&backend, "peer", lease)),
+        fast().reap_interval(hour),
+    );
+    let (answered, answers) = std::sync::mpsc::channel();
     let asks = m
         .spawn(TaskOptions::new(), |ctx| {
             Box::pin(async move {
                 let answer = ctx.request_input("k", elicitation("go on?")).await?;
+                answered.send(answer.clone()).unwrap();
                 ctx.cancelled().await;
                 Ok(text(&answer.to_string()))
             })
@@ -230,13 +239,15 @@ async fn one_task_hangs(hang: Hang) {
         "{hang:?}: the held task's write still waits"
     );
     store.let_go();
-    let before = lease_of(&held);
-    eventually(|| async { (lease_of(&held) > before).then_some(()) }).await;
     if let Hang::Renewal = hang {
         m.update_task(held.as_str(), [("k".to_owned(), json!({"yes": true}))])
             .await
             .unwrap();
     }
+    let answer = eventually(|| async { answers.try_recv().ok() }).await;
+    assert_eq!(answer, json!({"yes": true}));
+    let before = lease_of(&held);
+    eventually(|| async { (lease_of(&held) > before).then_some(()) }).await;
     for id in [&held, &other] {
         m.cancel_task(id.as_str()).await.unwrap();
     }
