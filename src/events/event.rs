@@ -147,7 +147,7 @@ impl Event {
     /// name in one process. Breakers tell their sinks outside their lock,
     /// so two threads' transitions can arrive in the other order: a sink
     /// that keeps a breaker's latest state keeps the event of the highest
-    /// generation, as [`MetricsSink`](crate::MetricsSink) does.
+    /// generation, as `MetricsSink` (feature `metrics`) does.
     pub fn breaker_generation(&self) -> Option<u64> {
         match self.kind {
             EventKind::Breaker(_) => self.data.get(GENERATION)?.as_u64(),
