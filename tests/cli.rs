@@ -3014,6 +3014,31 @@ fn a_store_that_lost_its_marker_opens_and_a_symlink_is_named() {
         !other.join("locks").join("handles.lock").exists(),
         "nothing made"
     );
+    // Another program's directory with an `active/` and a `done/` of its
+    // own is not a store either, nor a store of format 1 that lost its
+    // marker (one has the `tmp/` and `locks/` every store has): it was
+    // called one, and `--upgrade` made it a store and set its files aside.
+    let app = tmp.path().join("app");
+    fs::create_dir_all(app.join("active")).unwrap();
+    fs::create_dir_all(app.join("done")).unwrap();
+    fs::write(app.join("active").join("job1.json"), b"{\"id\":\"job1\"}").unwrap();
+    fs::write(app.join("done").join("README"), b"notes").unwrap();
+    let before = snapshot(&app);
+    for args in [
+        &["list"][..],
+        &["--upgrade", "list"],
+        &["verify"],
+        &["stats"],
+        &["repair", "--apply"],
+    ] {
+        let out = run_expect(Some(&app), args, 1);
+        assert!(
+            stderr(&out).contains("not a store"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(snapshot(&app), before, "nothing made or moved");
 
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();

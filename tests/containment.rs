@@ -131,6 +131,45 @@ fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u32, u32, u64)> {
     found
 }
 
+/// Another program's directory that holds an `active/` and a `done/` with
+/// files of its own (and no marker, `tmp/` or `locks/`) is not a store:
+/// an open refuses it, naming a file it holds, and makes nothing there,
+/// as for any directory that holds files. (It was made a store, and the
+/// first listing set its files aside into `quarantine/`.) A store half
+/// made by another open (empty areas) is still one to finish, and the
+/// caller may still allow it.
+#[test]
+fn a_directory_with_areas_of_its_own_is_not_made_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    fs::create_dir_all(app.join("active")).unwrap();
+    fs::create_dir_all(app.join("done")).unwrap();
+    fs::write(app.join("active").join("job1.json"), b"{\"id\":\"job1\"}").unwrap();
+    fs::write(app.join("done").join("README"), b"notes").unwrap();
+    let before = tree(&app);
+    let Err(refused) = FileStore::open(&app) else {
+        panic!("another program's directory was made a store");
+    };
+    let said = refused.to_string();
+    assert!(
+        matches!(refused, Error::InvalidStore { .. })
+            && said.contains("not a store")
+            && said.contains("job1.json"),
+        "{said}"
+    );
+    assert_eq!(tree(&app), before, "nothing made or moved");
+    let store = FileStore::builder(&app)
+        .create_in_non_empty_dir(true)
+        .open()
+        .expect("allowed, it is made one");
+    drop(store);
+    // Half made (empty areas): finished.
+    let half = dir.path().join("half");
+    fs::create_dir_all(half.join("active")).unwrap();
+    fs::create_dir_all(half.join("expiring")).unwrap();
+    FileStore::open(&half).expect("a store half made is finished");
+}
+
 /// A store that belongs to another user is refused by a process that could
 /// write into it (root, say), naming both users, and nothing in it is made
 /// or changed: what it wrote (a lock file, a task file, a temp file) would
@@ -458,17 +497,28 @@ fn a_store_named_through_a_symlink_is_refused_as_one() {
     FileStore::open(&real).unwrap();
     let link = dir.path().join("link");
     symlink(&real, &link).unwrap();
-    let Err(refused) = FileStore::open(&link) else {
-        panic!("a store through a symlink opened");
-    };
-    let message = refused.to_string();
-    assert!(
-        matches!(refused, Error::InvalidStore { .. })
-            && message.contains("is a symlink")
-            && message.contains(&link.display().to_string()),
-        "{message}"
-    );
+    // Named with a trailing slash too (which resolves a symlink whatever
+    // the open asks: it opened through one), by a handle and a check.
+    let slashed = std::path::PathBuf::from(format!("{}/", link.display()));
+    let twice = std::path::PathBuf::from(format!("{}//", link.display()));
+    for name in [&link, &slashed, &twice] {
+        let Err(refused) = FileStore::open(name) else {
+            panic!("a store through a symlink opened: {}", name.display());
+        };
+        let message = refused.to_string();
+        assert!(
+            matches!(refused, Error::InvalidStore { .. })
+                && message.contains("is a symlink")
+                && message.contains(&link.display().to_string()),
+            "{message}"
+        );
+        let Err(refused) = FileCheck::open(name) else {
+            panic!("a check through a symlink opened: {}", name.display());
+        };
+        assert!(refused.to_string().contains("is a symlink"), "{refused}");
+    }
     FileStore::open(&real).expect("the directory the symlink points to opens");
+    FileStore::open(format!("{}/", real.display())).expect("so does its name with a slash");
     fs::rename(real.join("done"), dir.path().join("done")).unwrap();
     symlink(dir.path().join("done"), real.join("done")).unwrap();
     let Err(refused) = FileStore::open(&real) else {

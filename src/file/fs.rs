@@ -202,10 +202,11 @@ impl Fs {
     }
 
     /// Opens the directory at `path` (the store's root, given by the host):
-    /// its last component must not be a symlink.
+    /// its last component must not be a symlink, however it is named (a
+    /// trailing slash would resolve one: it is left out).
     pub fn open_root(&self, path: &Path) -> io::Result<Dir> {
         self.check(FsOp::Open, || path.to_owned())?;
-        let fd = rustix::fs::open(path, READ_DIR, Mode::empty())?;
+        let fd = rustix::fs::open(without_trailing_slashes(path), READ_DIR, Mode::empty())?;
         Ok(Dir {
             fd,
             path: path.to_owned(),
@@ -692,6 +693,17 @@ impl From<TooLarge> for io::Error {
 /// Whether `e` says a symlink was refused by `O_NOFOLLOW`.
 pub(crate) fn is_symlink_refusal(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// `path` without the slashes that end it (`/` itself stays): the name
+/// of its last component, which `O_NOFOLLOW` then applies to.
+pub(crate) fn without_trailing_slashes(path: &Path) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let kept = bytes.len() - bytes.iter().rev().take_while(|b| **b == b'/').count();
+    Path::new(std::ffi::OsStr::from_bytes(
+        &bytes[..kept.max(1).min(bytes.len())],
+    ))
 }
 
 /// Whether `e` says the store cannot be written here (a read-only mount,

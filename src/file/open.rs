@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal};
+use crate::file::fs::{Dir, Fs, is_read_only, is_symlink_refusal, without_trailing_slashes};
 use crate::file::group::DirSync;
 use crate::file::layout::{
     self, Area, DIRS, HANDLES_LOCK, INDEX_DIR, MARKER, RootName, STORE_FORMAT, stripe,
@@ -48,7 +48,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     // that kept it.
     let lost_format_1 = is_lost_format_1(&names);
     if !has(MARKER) {
-        check_adoptable(root, &names, options.adopt_non_empty)?;
+        check_adoptable(&fs, &root_dir, &names, options.adopt_non_empty)?;
     }
     let mut format = format_of(&fs, &root_dir, &names)?;
     if !options.upgrade_format
@@ -177,11 +177,21 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     Ok(backend)
 }
 
+/// Whether a directory holding `names` is a store: its marker, or, if it
+/// lost that (an open writes it again), the directories every store has
+/// had since format 1 (`active/`, `done/`, `tmp/` and `locks/`), not only
+/// an `active/` and a `done/`, which another program's directory may
+/// hold.
+pub(crate) fn is_a_store(names: &[std::ffi::OsString]) -> bool {
+    let has = |name: &str| names.iter().any(|n| n == name);
+    has(MARKER) || ["active", "done", "tmp", "locks"].into_iter().all(has)
+}
+
 /// Whether a store root holding `names` is one of format 1 that lost its
-/// marker: its `done/` without the `expiring/` format 2 added.
+/// marker: a store without the `expiring/` format 2 added.
 pub(super) fn is_lost_format_1(names: &[std::ffi::OsString]) -> bool {
     let has = |name: &str| names.iter().any(|n| n == name);
-    !has(MARKER) && has("done") && !has(INDEX_DIR)
+    !has(MARKER) && is_a_store(names) && !has(INDEX_DIR)
 }
 
 /// The format of the store at `root` (holding `names`): its marker's, or 1
@@ -350,8 +360,10 @@ pub(super) fn root_error(root: &Path, e: io::Error) -> Error {
 /// directory, or an I/O error.
 fn not_opened(path: &Path, e: io::Error) -> Error {
     let not_a_directory = e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error());
-    let is_link =
-        || std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    let is_link = || {
+        std::fs::symlink_metadata(without_trailing_slashes(path))
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+    };
     if is_symlink_refusal(&e) || (not_a_directory && is_link()) {
         invalid(path, "is a symlink; the store follows none")
     } else if not_a_directory {
@@ -378,26 +390,53 @@ fn dir_error(root: &Dir, name: &str, e: io::Error) -> Error {
 }
 
 /// Refuses to make a store in a directory that holds files of its own,
-/// unless told to: only an empty directory, or one a first open left half
-/// made (only the store's own directories), becomes a store unasked.
-fn check_adoptable(root: &Path, names: &[std::ffi::OsString], allowed: bool) -> Result<()> {
+/// unless told to: only an empty directory, a store that lost its marker
+/// ([`is_a_store`]), or one a first open left half made (only the store's
+/// own directories, its task areas empty) becomes a store unasked.
+fn check_adoptable(fs: &Fs, root: &Dir, names: &[std::ffi::OsString], allowed: bool) -> Result<()> {
+    if allowed {
+        return Ok(());
+    }
+    let refuse = |count: usize, example: &OsStr| {
+        Err(invalid(
+            root.path(),
+            &format!(
+                "holds {count} other entries (such as {example:?}) and no {MARKER}: not a \
+                 store; open an empty or new directory, or allow it with \
+                 FileStoreBuilder::create_in_non_empty_dir(true)"
+            ),
+        ))
+    };
     let foreign: Vec<_> = names
         .iter()
         .filter(|n| !matches!(RootName::of(n), RootName::Dir | RootName::Harmless))
         .collect();
-    if foreign.is_empty() || allowed {
+    if let Some(first) = foreign.first() {
+        return refuse(foreign.len(), first);
+    }
+    if is_a_store(names) {
         return Ok(());
     }
-    Err(invalid(
-        root,
-        &format!(
-            "holds {} other entries (such as {:?}) and no {MARKER}: not a store; \
-             open an empty or new directory, or allow it with \
-             FileStoreBuilder::create_in_non_empty_dir(true)",
-            foreign.len(),
-            foreign[0]
-        ),
-    ))
+    // Directories of the store's names alone: a store another open is
+    // making has nothing in them yet (no task is written before the
+    // marker); another program's `active/` or `done/` has files.
+    for area in ["active", "done"] {
+        if !names.iter().any(|n| n == area) {
+            continue;
+        }
+        let dir = open_area(fs, root, area)?;
+        let held = fs
+            .read_dir(&dir)
+            .map_err(|e| Error::io("read directory", dir.path(), e))?;
+        // Unless another open finished the store since the names were
+        // read (and a task came in): then its marker is there.
+        if let Some(first) = held.first()
+            && fs.stat(root, OsStr::new(MARKER)).is_err()
+        {
+            return refuse(held.len(), &dir.path().join(first).into_os_string());
+        }
+    }
+    Ok(())
 }
 
 /// Creates the directory `name` in `root` if it is missing; `true` if it

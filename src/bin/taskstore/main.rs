@@ -532,12 +532,10 @@ fn judge(
 
 /// Refuses a directory that is not a store (FORMAT.md: a store holds
 /// `taskstore.json`), so that no command makes one by mistake. A store
-/// that lost its marker but has its two task areas is one: opening it
-/// writes the marker again (as `repair` says).
+/// that lost its marker but has its directories is one (`FileCheck::open`
+/// says which): opening it writes the marker again (as `repair` says).
 fn is_store(dir: &Path) -> Result<(), Failure> {
     let marker = dir.join("taskstore.json");
-    let is_dir =
-        |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_dir());
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("no store at {}: {e}", dir.display()).into())
@@ -554,15 +552,13 @@ fn is_store(dir: &Path) -> Result<(), Failure> {
         }
         Ok(_) => match std::fs::symlink_metadata(&marker) {
             Ok(_) => Ok(()),
+            // A store that lost its marker, by the library's rule (its
+            // directories, not only an `active/` and a `done/`).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if is_dir("active") && is_dir("done") {
-                    return Ok(());
+                match taskstore::FileCheck::open(dir) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string().into()),
                 }
-                Err(format!(
-                    "{} is not a store (it holds no taskstore.json, nor active/ and done/)",
-                    dir.display()
-                )
-                .into())
             }
             Err(e) => Err(format!("cannot look at {}: {e}", marker.display()).into()),
         },

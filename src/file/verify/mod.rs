@@ -152,17 +152,18 @@ impl FileCheck {
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
-        // A store that lost its marker still has its two task areas; a
-        // directory with one of the store's other names alone (`tmp/`,
-        // `locks/`) is a user's, which a check must not take for one (nor
-        // make its lock file in).
-        let has = |name: &str| names.iter().any(|n| n == name);
-        let a_store = has(MARKER) || (has("active") && has("done"));
+        // A store that lost its marker still has its directories; a
+        // directory with some of the store's names alone (`active/` and
+        // `done/`, say) is a user's, which a check must not take for one
+        // (nor make its lock file in).
         let older = open::older_format(&fs, &root_dir, &names);
-        if !a_store {
+        if !open::is_a_store(&names) {
             return Err(Error::InvalidStore {
                 path: root,
-                reason: format!("holds no {MARKER}, nor active/ and done/: not a store"),
+                reason: format!(
+                    "holds no {MARKER}, nor the directories of a store (active/, done/, tmp/, \
+                     locks/): not a store"
+                ),
             });
         }
         // Shared, as a handle holds it, before the areas are opened: an
