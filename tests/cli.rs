@@ -3276,6 +3276,27 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// A store whose directory is missing is refused by the commands that
+/// read it whole, naming the directory (they said only "one of the
+/// store's directories is missing or not a directory"), and `verify`
+/// says what is wrong.
+#[test]
+fn a_store_missing_a_directory_is_refused_naming_it() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    fs::remove_dir_all(dir.join("tmp")).unwrap();
+    for args in [&["stats"][..], &["sweep", "--dry-run"]] {
+        let out = run_expect(Some(&dir), args, 1);
+        assert!(
+            stderr(&out).contains("its tmp/ is missing, not a directory, or a symlink: run verify"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run_expect(Some(&dir), &["verify"], 1);
+    assert!(stdout(&out).contains("tmp"), "{}", stdout(&out));
+}
+
 /// The command run as root on a store another user owns (the service's)
 /// refuses it, naming both users and how to run it, and changes nothing:
 /// every command, reading or writing. (A root `cancel` made lock files

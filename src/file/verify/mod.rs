@@ -97,7 +97,9 @@ enum Opened {
         locks: Dir,
         quarantine: Dir,
     },
-    Broken(Dir),
+    /// Its root, and the directories of the store that could not be
+    /// opened as such.
+    Broken(Dir, Vec<&'static str>),
 }
 
 /// What one task file is (short-lived: a task by value costs nothing next
@@ -204,6 +206,18 @@ impl FileCheck {
             open("locks")?,
             open("quarantine")?,
         );
+        // The directories that are missing, not directories, or symlinks.
+        let broken: Vec<&'static str> = [
+            ("active", dirs.0.is_none()),
+            ("done", dirs.1.is_none()),
+            ("tmp", dirs.2.is_none()),
+            ("expiring", dirs.3.is_none()),
+            ("quarantine", dirs.4.is_none()),
+            ("locks", dirs.5.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, broken)| broken.then_some(name))
+        .collect();
         let store = match dirs {
             (
                 Some(active),
@@ -246,7 +260,7 @@ impl FileCheck {
                     quarantine: own_quarantine,
                 }
             }
-            _ => Opened::Broken(root_dir),
+            _ => Opened::Broken(root_dir, broken),
         };
         Ok(FileCheck {
             root,
@@ -403,7 +417,7 @@ impl FileCheck {
     fn root_dir(&self) -> &Dir {
         match &self.store {
             Opened::Whole { backend, .. } => &backend.root_dir,
-            Opened::Broken(dir) => dir,
+            Opened::Broken(dir, _) => dir,
         }
     }
 
@@ -411,11 +425,17 @@ impl FileCheck {
     pub(crate) fn backend(&self) -> Result<&FileBackend> {
         match &self.store {
             Opened::Whole { backend, .. } => Ok(backend),
-            Opened::Broken(_) => Err(Error::InvalidStore {
+            Opened::Broken(_, broken) => Err(Error::InvalidStore {
                 path: self.root.clone(),
-                reason: "one of the store's directories is missing or not a directory: \
-                         run verify"
-                    .to_owned(),
+                reason: format!(
+                    "its {} missing, not a directory, or a symlink: run verify",
+                    broken
+                        .iter()
+                        .map(|name| format!("{name}/"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + if broken.len() == 1 { " is" } else { " are" }
+                ),
             }),
         }
     }
