@@ -3276,6 +3276,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// `verify` and `repair` meeting an open that holds the store alone (one
+/// stopped in the middle of compacting it) wait at most `--wait`, then
+/// fail naming the lock file and why (they waited for ever, printing
+/// nothing); once it is let go they check the store.
+#[test]
+fn a_check_waits_for_an_open_holding_the_store_alone_only_its_wait() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let lock = dir.join("locks").join("handles.lock");
+    let held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    held.lock().unwrap();
+    for args in [
+        &["verify", "--wait", "100ms"][..],
+        &["repair", "--wait", "100ms"],
+    ] {
+        let out = run_expect(Some(&dir), args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains(&lock.display().to_string()) && said.contains("holds it alone"),
+            "{args:?}: {said}"
+        );
+    }
+    held.unlock().unwrap();
+    run_expect(Some(&dir), &["verify", "--wait", "100ms"], 0);
+}
+
 /// A store whose directory is missing is refused by the commands that
 /// read it whole, naming the directory (they said only "one of the
 /// store's directories is missing or not a directory"), and `verify`

@@ -170,6 +170,47 @@ fn a_directory_with_areas_of_its_own_is_not_made_a_store() {
     FileStore::open(&half).expect("a store half made is finished");
 }
 
+/// An open that meets the handles lock held alone by another open (one
+/// compacting the store's directories or moving its format, stopped in
+/// the middle) waits at most its `lock_wait`, then fails naming the lock
+/// file and why; so does a check, within its batch wait. (Both waited for
+/// ever, saying nothing: the command hung.) Once the lock is let go, they
+/// open.
+#[test]
+fn an_open_waits_for_the_handles_lock_only_as_long_as_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    drop(FileStore::open(&root).unwrap());
+    let lock_path = root.join("locks").join("handles.lock");
+    let held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    held.lock().unwrap();
+    let Err(e) = FileStore::builder(&root)
+        .lock_wait(Duration::from_millis(50))
+        .open()
+    else {
+        panic!("opened while another open holds the store alone");
+    };
+    let said = e.to_string();
+    assert!(
+        said.contains(&lock_path.display().to_string()) && said.contains("alone"),
+        "{said}"
+    );
+    let Err(e) = FileCheck::open_within(&root, Duration::from_millis(50)) else {
+        panic!("checked while another open holds the store alone");
+    };
+    assert!(e.to_string().contains("handles.lock"), "{e}");
+    held.unlock().unwrap();
+    FileStore::builder(&root)
+        .lock_wait(Duration::from_millis(50))
+        .open()
+        .expect("opens once the lock is let go");
+    FileCheck::open_within(&root, Duration::from_millis(50)).expect("checked once it is let go");
+}
+
 /// A store that belongs to another user is refused by a process that could
 /// write into it (root, say), naming both users, and nothing in it is made
 /// or changed: what it wrote (a lock file, a task file, a temp file) would

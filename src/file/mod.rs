@@ -40,6 +40,7 @@ mod watch;
 mod write;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::backend::{Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Swap};
 use crate::error::Result;
@@ -108,6 +109,9 @@ pub struct FileOptions {
     change_notices: bool,
     /// Whether an open moves a store of an older format to this one.
     upgrade_format: bool,
+    /// How long an open waits for another open that holds the store alone
+    /// (`None`: as long as it takes).
+    lock_wait: Option<Duration>,
     /// See [`FileBackend::large_pass`]; set only by tests.
     large_pass: usize,
 }
@@ -197,6 +201,18 @@ impl StoreBuilder<FileOptions> {
     /// version still runs on (the command-line tool asks for `--upgrade`).
     pub fn upgrade_format(mut self, on: bool) -> Self {
         self.options.upgrade_format = on;
+        self
+    }
+
+    /// How long `open` waits for another open that holds the store alone
+    /// (one compacting its directories or moving its format: moments,
+    /// unless that process is stopped in the middle), after which it fails
+    /// with [`Error::Io`](crate::Error::Io) naming `locks/handles.lock`.
+    /// Unset, it waits as long as it takes. (The wait of an open that
+    /// moves a store itself, for the other handles to close it, is not
+    /// bounded by this.)
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.options.lock_wait = Some(wait);
         self
     }
 
@@ -290,6 +306,7 @@ impl Store<FileBackend> {
             recorder: None,
             change_notices: true,
             upgrade_format: true,
+            lock_wait: None,
             large_pass: parallel::MIN_SHARED,
         })
     }

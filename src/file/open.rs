@@ -117,8 +117,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
                 // Shared before the areas are opened: an open alone (one
                 // that compacts an area into a new directory) cannot come
                 // between, once the handles open now are gone.
-                fs.lock_shared(file, path)
-                    .map_err(|e| Error::io("lock", path, e))?;
+                lock_shared_within(&fs, file, path, options.lock_wait)?;
             }
             alone
         }
@@ -212,6 +211,39 @@ pub(super) fn older_format(fs: &Fs, root: &Dir, names: &[std::ffi::OsString]) ->
 /// How long an open waiting to move a store of an older format waits
 /// between looks.
 const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Takes the handles lock `file` (at `path`) shared, waiting at most
+/// `wait` (`None`: for ever) for an open that holds it alone (compacting
+/// the store's directories or moving its format); past it, an error
+/// naming the lock file and why.
+pub(super) fn lock_shared_within(
+    fs: &Fs,
+    file: &std::fs::File,
+    path: &Path,
+    wait: Option<std::time::Duration>,
+) -> Result<()> {
+    let lock = |e| Error::io("lock", path, e);
+    let Some(wait) = wait else {
+        return fs.lock_shared(file, path).map_err(lock);
+    };
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    while !fs.try_lock_shared(file, path).map_err(lock)? {
+        if start.elapsed() >= wait {
+            return Err(lock(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "another open holds it alone (compacting the store's directories or \
+                     moving its format), still after {wait:?}: a process stopped in the \
+                     middle of one holds it until it goes on or is gone"
+                ),
+            )));
+        }
+        std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
 
 /// Waits until this open may move a store of an older format to this one,
 /// no other handle having it open (`true`: the handles lock is held

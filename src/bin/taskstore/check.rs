@@ -39,8 +39,9 @@ pub struct RepairArgs {
 #[derive(Debug, Args)]
 struct WaitArgs {
     /// How long to wait for batches other processes have under way (a
-    /// reap, a sweep) before judging what may be their work in progress
-    /// (`0s`: do not wait).
+    /// reap, a sweep) before judging what may be their work in progress,
+    /// and for an open that holds the store alone (compacting it, moving
+    /// its format) before failing (`0s`: do not wait).
     #[arg(long, value_name = "DURATION", value_parser = text::parse_duration, default_value = "30s")]
     wait: Duration,
 }
@@ -48,7 +49,7 @@ struct WaitArgs {
 impl WaitArgs {
     /// The store at `dir`, opened to check it with this wait.
     fn open(&self, dir: &Path) -> Result<FileCheck, Failure> {
-        Ok(FileCheck::open(dir)?.wait_for_batches(self.wait))
+        Ok(FileCheck::open_within(dir, self.wait)?.wait_for_batches(self.wait))
     }
 }
 

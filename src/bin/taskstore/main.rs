@@ -324,6 +324,11 @@ fn instance_id() -> String {
     format!("taskstore-cli-{}", std::process::id())
 }
 
+/// How long an open waits for another that holds a file store alone
+/// (compacting it, moving its format): moments, unless that process is
+/// stopped in the middle; past it, the command fails naming the lock.
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+
 /// Opens the store as a normal handle (with this claim grace, if given). A
 /// store must exist already (a file store's directory was looked at by
 /// [`is_store`]): a mistyped path or schema is an error, never a new store.
@@ -350,7 +355,11 @@ fn open(
         Target::File(dir) => {
             // One command, one listing at most: no inotify instance, which
             // the exit would wait for the kernel to free.
-            let builder = || configure(FileStore::builder(dir), claim_grace).change_notices(false);
+            let builder = || {
+                configure(FileStore::builder(dir), claim_grace)
+                    .change_notices(false)
+                    .lock_wait(OPEN_WAIT)
+            };
             match builder().upgrade_format(false).open() {
                 Err(taskstore::Error::OlderFormat { found, current, .. }) if upgrade => {
                     text::err(format!(

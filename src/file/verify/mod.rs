@@ -138,6 +138,8 @@ impl FileCheck {
     /// before it opens the store's directories: an open meanwhile is not
     /// alone, so it compacts no directory the check has open, and one that
     /// moves a store of an older format waits until the check is dropped.
+    /// It waits at most 30 s for an open that holds the lock alone
+    /// ([`open_within`](FileCheck::open_within) sets the wait).
     ///
     /// # Errors
     ///
@@ -147,6 +149,18 @@ impl FileCheck {
     /// marker nor its `active/` and `done/` (it is not a store);
     /// [`Error::Io`] if it cannot be opened or read.
     pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
+        FileCheck::open_within(root, BATCH_WAIT)
+    }
+
+    /// [`open`](FileCheck::open), waiting at most `wait` (30 s in `open`)
+    /// for an open that holds the store alone (compacting its directories
+    /// or moving its format), after which it fails with [`Error::Io`]
+    /// naming `locks/handles.lock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](FileCheck::open).
+    pub fn open_within(root: impl AsRef<Path>, wait: Duration) -> Result<FileCheck> {
         let root = root.as_ref().to_owned();
         let fs = Fs::default();
         let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
@@ -193,8 +207,7 @@ impl FileCheck {
             None => None,
         };
         if let Some((file, path)) = &handles {
-            fs.lock_shared(file, path)
-                .map_err(|e| Error::io("lock", path, e))?;
+            open::lock_shared_within(&fs, file, path, Some(wait))?;
         }
         let dirs = (
             open("active")?,
