@@ -407,7 +407,9 @@ impl Transition {
 pub struct Swept {
     /// Expired tasks deleted.
     pub deleted: usize,
-    /// Leftovers of crashed writers cleaned up (temp files, half-finished moves).
+    /// Leftovers of crashed writers cleaned up (temp files, half-finished
+    /// moves); a file store's first sweep counts the temp files its open
+    /// removed too.
     pub cleaned: usize,
     /// Stored entries that could not be read (left out, reported).
     pub skipped: Vec<Skipped>,

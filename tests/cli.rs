@@ -613,6 +613,32 @@ fn verify_reports_every_kind_of_damage_with_its_path() {
     }
 }
 
+/// `sweep` counts the crashed writers' temp files its own open removed
+/// (it said "cleaned 0 leftover(s)" with all of them gone: the open
+/// cleans them before the sweep begins).
+#[test]
+fn sweep_counts_the_leftovers_its_open_cleaned() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    for (i, task) in tasks.iter().take(2).enumerate() {
+        let temp = dir.join("tmp").join(format!("{}.999999.{i}.tmp", task.id));
+        fs::write(&temp, b"{\"format\":1,\"task\":{").unwrap();
+    }
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stdout(&out).contains("cleaned 2 leftover(s) of crashed writers"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stdout(&out).contains("cleaned 0 leftover(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn verify_leaves_a_live_writers_temp_file_alone() {
     let (_tmp, dir) = store_dir();

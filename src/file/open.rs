@@ -150,6 +150,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         handles,
         unresolved: Default::default(),
         large_pass: options.large_pass,
+        cleaned_at_open: Default::default(),
     };
     backend
         .snapshot
@@ -169,8 +170,11 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     // Crash leftovers: dead writers' temp files. Best effort: a store that
     // cannot be written (read-only) still opens, and odd entries never
     // block it.
-    if let Err(e) = recovery::clean_temp_files(&backend) {
-        tracing::warn!(store = %root.display(), error = %e, "could not clean up temp files at open");
+    match recovery::clean_temp_files(&backend) {
+        Ok(cleaned) => *backend.cleaned_at_open.get_mut() = cleaned,
+        Err(e) => {
+            tracing::warn!(store = %root.display(), error = %e, "could not clean up temp files at open")
+        }
     }
     backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend)?);
     Ok(backend)

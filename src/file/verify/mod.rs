@@ -266,6 +266,7 @@ impl FileCheck {
                     // A check resolves no copies: any task may have two.
                     unresolved: Default::default(),
                     large_pass: crate::file::parallel::MIN_SHARED,
+                    cleaned_at_open: Default::default(),
                 };
                 Opened::Whole {
                     backend: Box::new(backend),
