@@ -911,7 +911,10 @@ fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
         "the dry run says what the real run does: {}",
         stderr(&out)
     );
-    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    // A task the listing could not show: it says so, and exits 1 (it
+    // exited 0: a script counting the lines read a short count as whole).
+    let out = run_expect(Some(&dir), &["list", "--json"], 1);
+    assert_eq!(json_lines(&out).len(), tasks.len(), "the others listed");
     let quarantine = dir.join("quarantine");
     assert!(
         stderr(&out).contains(&format!("skipped {}: ", path.display()))
@@ -922,6 +925,10 @@ fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
     assert!(!path.exists(), "set aside by the listing");
     let out = run_expect(Some(&dir), &["verify"], 0);
     assert_eq!(stdout(&out), "");
+    // A name that is no task's is no task missed.
+    fs::write(dir.join("active").join("notes.txt"), b"x").unwrap();
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    assert!(stderr(&out).contains("notes.txt"), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------

@@ -117,6 +117,9 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     // How many were printed: a page at a time, none kept.
     let mut shown: u64 = 0;
     let mut rows = Vec::new();
+    // A task's file the listing could not read (or set aside): the list is
+    // short of it, and the command fails for it.
+    let mut missed = false;
     loop {
         let mut page_query = query.clone();
         let wanted = args.limit.map_or(PAGE, |limit| (limit - shown).min(PAGE));
@@ -136,6 +139,7 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         };
         for skipped in &page.skipped {
             text::err(text::skipped(skipped));
+            missed |= skipped.id.is_some();
         }
         cursor = page.next_cursor;
         let mut young = false;
@@ -175,7 +179,7 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     if let Some(cursor) = cursor {
         text::err(format!("next cursor: {cursor}"));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(text::earned(missed))
 }
 
 fn row(task: &Task, now: time::OffsetDateTime) -> Vec<String> {
