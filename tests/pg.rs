@@ -249,6 +249,31 @@ fn a_schema_holding_another_tools_tables_is_refused_by_name() {
     assert_eq!(tables, 1, "nothing made beside the application's table");
 }
 
+/// A call whose statement waits on a lock another session holds (an
+/// operator's `LOCK TABLE`) fails once the connection's `lock_timeout`
+/// runs out, with the server's error, as README says; and works again
+/// once the lock is let go.
+#[test]
+fn a_call_waiting_on_a_lock_fails_after_the_connections_lock_timeout() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lock_timeout");
+    let conninfo = format!("{} options='-c lock_timeout=200ms'", cluster.conninfo());
+    let s = PgStore::builder(conninfo).schema(&schema).open().unwrap();
+    let task = s.create(NewTask::new()).unwrap();
+    let mut client = cluster.client();
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"
+    ))
+    .unwrap();
+    let e = s
+        .list(&ListQuery::all())
+        .expect_err("a listing behind a table lock");
+    assert!(e.to_string().contains("lock timeout"), "{e}");
+    tx.rollback().unwrap();
+    assert_eq!(s.list(&ListQuery::all()).unwrap().tasks, vec![task]);
+}
+
 #[test]
 fn bad_settings_are_refused_before_anything_is_written() {
     let Some(cluster) = cluster() else { return };
