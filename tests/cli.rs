@@ -2961,6 +2961,20 @@ fn commands_work_over_postgres() {
             other.map(|_| ())
         ),
     }
+    // A name no schema of a store can have is a usage error, as any
+    // malformed argument (it exited 1, "invalid store setting").
+    for command in ["list", "stats"] {
+        let out = run_expect(
+            None,
+            &[command, "--pg", &conninfo, "--pg-schema", "Bad-Schema"],
+            2,
+        );
+        assert!(
+            stderr(&out).contains("invalid value \"Bad-Schema\" for '--pg-schema <SCHEMA>'"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// `--pg-schema` typed beside a file store is a usage error: the schema

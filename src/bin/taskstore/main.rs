@@ -380,7 +380,19 @@ fn open(
             if let Some(schema) = schema {
                 builder = builder.schema(schema.clone());
             }
-            Ok(Box::new(builder.open()?))
+            match builder.open() {
+                // A schema name no store can have is a usage error, as a
+                // malformed argument is.
+                Err(
+                    e @ taskstore::Error::InvalidConfig {
+                        field: "schema", ..
+                    },
+                ) => invalid_value(&format!(
+                    "invalid value {:?} for '--pg-schema <SCHEMA>' (or TASKSTORE_PG_SCHEMA): {e}",
+                    schema.as_deref().unwrap_or_default()
+                )),
+                opened => Ok(Box::new(opened?)),
+            }
         }
     }
 }
