@@ -257,6 +257,19 @@ fn a_store_of_another_user_is_refused_where_it_could_be_written() {
     assert_eq!(store.get(&task.id).unwrap(), Some(task));
     let check = FileCheck::open(&root).expect("read-only, it is checked");
     assert!(check.verify().unwrap().is_clean());
+    drop((store, check));
+    // A store whose root is another user's (a volume's mount point given
+    // to the service's group), its own files the service's: opened. So
+    // is a new store in such a directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let volume = elsewhere.path().join("volume");
+    fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::lchown(&volume, Some(nobody), Some(nobody)).unwrap();
+    let ours = FileStore::open(&volume).expect("a new store in another user's directory");
+    let task = ours.create(NewTask::new()).unwrap();
+    drop(ours);
+    let ours = FileStore::open(&volume).expect("the store's files are this user's");
+    assert_eq!(ours.get(&task.id).unwrap(), Some(task));
 }
 
 /// A store whose `active/` grew large and emptied (ext4 directories never

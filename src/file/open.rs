@@ -350,13 +350,23 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
 /// Refuses a store that belongs to another user, unless it is mounted
 /// read-only: what this process wrote there (a lock file, a task file, a
 /// temp file) would be its own and `0600`, and the store's owner could
-/// then neither lock nor read it. Only root gets this far (the store's
-/// modes keep every other user out).
+/// then neither lock nor read it. The store's owner is the owner of its
+/// marker (or, without one, of `active/`), which the first open made: the
+/// root directory may be a volume's mount point another user owns (a
+/// container's, given to the service's group), and a new store has no
+/// owner yet.
 pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
-    let owner = fs
-        .stat_dir(root)
-        .map_err(|e| Error::io("stat", root.path(), e))?
-        .uid;
+    let owned =
+        [MARKER, "active"]
+            .into_iter()
+            .find_map(|name| match fs.stat(root, OsStr::new(name)) {
+                Ok(status) => Some(Ok((name, status.uid))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => Some(Err(Error::io("stat", root.join(name), e))),
+            });
+    let Some((name, owner)) = owned.transpose()? else {
+        return Ok(());
+    };
     let me = rustix::process::geteuid().as_raw();
     if owner == me
         || fs
@@ -368,9 +378,10 @@ pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
     Err(invalid(
         root.path(),
         &format!(
-            "it belongs to uid {owner} and this process runs as uid {me}: the files it \
-             would write (locks, tasks) would be uid {me}'s, and the store's owner could not \
-             lock or read them; run it as uid {owner} (e.g. `runuser -u <that user> -- ...`)"
+            "it belongs to uid {owner} (its {name}) and this process runs as uid {me}: the \
+             files it would write (locks, tasks) would be uid {me}'s, and the store's owner \
+             could not lock or read them; run it as uid {owner} (e.g. `runuser -u <that \
+             user> -- ...`)"
         ),
     ))
 }
