@@ -613,6 +613,24 @@ fn verify_reports_every_kind_of_damage_with_its_path() {
     }
 }
 
+/// A cancel that fails says which task it could not cancel: the store's
+/// error named only the lock file it could not open.
+#[test]
+fn a_cancel_that_fails_names_its_task() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let id = first(&tasks, TaskStatus::Working).id;
+    let lock = common::stripe_lock(&dir, id.as_str());
+    let _ = fs::remove_file(&lock);
+    fs::create_dir(&lock).unwrap();
+    let out = run_expect(Some(&dir), &["cancel", id.as_str()], 1);
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("could not cancel task {id}: ")) && said.contains("lock"),
+        "{said}"
+    );
+}
+
 /// `sweep` counts the crashed writers' temp files its own open removed
 /// (it said "cleaned 0 leftover(s)" with all of them gone: the open
 /// cleans them before the sweep begins).

@@ -209,7 +209,10 @@ pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
 }
 
 pub fn cancel(args: &CancelArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
-    let transition = store.cancel(&args.id, args.message.clone())?;
+    // Named: an error of the store's may name only a file (a lock's).
+    let transition = store
+        .cancel(&args.id, args.message.clone())
+        .map_err(|e| format!("could not cancel task {}: {e}", args.id))?;
     let (name, line) = outcome(&transition);
     let task = transition.task();
     if args.json {
