@@ -256,7 +256,8 @@ pub trait TaskStore: Send + Sync {
         self.finish(id, Outcome::Failed(error))
     }
 
-    /// Cancels the task, with an optional status message (first writer wins).
+    /// Cancels the task, with an optional status message (first writer
+    /// wins); without one, the task keeps the status message it had.
     fn cancel(&self, id: &TaskId, message: Option<String>) -> Result<Transition> {
         self.finish(id, Outcome::Cancelled(message))
     }

@@ -2147,3 +2147,37 @@ fn a_failed_fsync_under_a_batch_staged_on_several_workers_fails_every_write_it_c
         );
     }
 }
+
+/// A task whose create failed and could not be undone is no caller's, and a
+/// renewal of every lease the handle holds passes it by as well: it keeps
+/// the lease it was made with, and lapses on time. (`TaskStore::create`:
+/// the store removes what the failed write may have stored "so that no task
+/// is left"; what it cannot remove yet is never renewed.)
+#[test]
+fn a_failed_creates_task_is_not_renewed_by_a_renewal_of_every_lease() {
+    use taskstore::FsOp;
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    let id = TaskId::parse("made-and-failed").unwrap();
+    let file = root.join("active").join("made-and-failed.json");
+    faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
+    faults.fail_at(FsOp::Remove, &file, Fault::Eio);
+    assert!(store.create(NewTask::new().id(id.clone())).is_err());
+    faults.disarm();
+    let left = store
+        .get(&id)
+        .unwrap()
+        .expect("its removal failed: the task is still stored");
+    clock.advance(Duration::from_secs(5));
+    // Still not removable: the pass keeps it, and renews no lease of it.
+    faults.fail_at(FsOp::Remove, &file, Fault::Eio);
+    let renewed = store.renew_leases();
+    faults.disarm();
+    assert_eq!(renewed.unwrap(), 0, "no task of a caller's to renew");
+    assert_eq!(
+        store.get(&id).unwrap(),
+        Some(left),
+        "its lease was not renewed"
+    );
+}

@@ -824,3 +824,50 @@ fn a_tasks_times_are_in_utc_whatever_the_clocks_offset() {
         .unwrap();
     assert_eq!(west.now(), last);
 }
+
+/// The reaper's dry run judges by the reaper's rules: an expired task is
+/// gone for every reader, so it is no orphan, however long ago its lease
+/// lapsed. (`Store::orphans`: "every live running task whose lease has
+/// lapsed"; `Orphan::judge`: "`None` unless it is a live running task whose
+/// lease has lapsed".)
+#[test]
+fn an_expired_task_is_no_orphan_in_the_dry_run() {
+    let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .lease(LEASE)
+        .open()
+        .unwrap();
+    let memory = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .lease(LEASE)
+        .build()
+        .unwrap();
+    type Orphans<'a> = &'a dyn Fn() -> Vec<taskstore::Orphan>;
+    let stores: [(&dyn TaskStore, Orphans<'_>); 2] = [
+        (&file, &|| file.orphans().unwrap()),
+        (&memory, &|| memory.orphans().unwrap()),
+    ];
+    for (store, orphans) in stores {
+        let live = store.create(NewTask::new()).unwrap();
+        let expiring = store.create(NewTask::new().ttl(2 * LEASE)).unwrap();
+        clock.advance(2 * LEASE);
+        let judged: Vec<TaskId> = orphans().into_iter().map(|o| o.task.id).collect();
+        assert_eq!(
+            judged,
+            vec![live.id.clone()],
+            "the expired task is no orphan"
+        );
+        assert_eq!(taskstore::Orphan::judge(expiring, file.now(), LEASE), None);
+        // The pass itself agrees: it fails the live orphan only.
+        let reaped: Vec<TaskId> = store
+            .reap()
+            .unwrap()
+            .tasks
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(reaped, vec![live.id]);
+    }
+}

@@ -175,3 +175,36 @@ fn sinks_run_outside_the_store_locks() {
         true
     );
 }
+
+/// A create under the id of an expired task deletes that task first (it is
+/// gone for every reader) and reports it as a sweep does: `task.expired`,
+/// "a task was found expired (its TTL from creation passed) and deleted",
+/// never `task.deleted`, before `task.created` for the new task.
+#[test]
+fn a_create_over_an_expired_id_reports_the_old_task_expired() {
+    let clock = clock();
+    let dir = tempfile::tempdir().unwrap();
+    let (memory_log, file_log) = (Arc::new(EventLog::new()), Arc::new(EventLog::new()));
+    let memory = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .sink(memory_log.clone())
+        .build()
+        .unwrap();
+    let file = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .sink(file_log.clone())
+        .open()
+        .unwrap();
+    let stores: [(&dyn TaskStore, &EventLog); 2] = [(&memory, &memory_log), (&file, &file_log)];
+    for (store, log) in stores {
+        let old = store
+            .create(NewTask::new().ttl(Duration::from_secs(5)))
+            .unwrap();
+        clock.advance(Duration::from_secs(5));
+        let new = store.create(NewTask::new().id(old.id.clone())).unwrap();
+        assert_eq!(new.revision, 1);
+        use TaskEventKind::*;
+        let want = vec![Created, Expired, Created];
+        assert_eq!(kinds(log), want);
+    }
+}

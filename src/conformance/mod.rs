@@ -187,6 +187,14 @@ where
             "active_cap_changes_nothing",
             One(active_cap_changes_nothing),
         ),
+        (
+            "an_expired_id_is_free_again_at_the_cap",
+            One(an_expired_id_is_free_again_at_the_cap),
+        ),
+        (
+            "a_cancel_without_a_message_keeps_the_status_message",
+            One(a_cancel_without_a_message_keeps_the_status_message),
+        ),
         ("leases_and_orphans", One(leases_and_orphans)),
         (
             "every_accepted_value_reads_back",

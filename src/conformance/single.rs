@@ -797,3 +797,37 @@ pub(super) fn too_deep_values_are_refused(store: &dyn TaskStore, _: &Setup) {
     assert_eq!(store.get(&task.id).unwrap(), Some(task), "nothing changed");
     assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 1);
 }
+
+/// An expired task is gone for every reader and its id is free again, at
+/// the active-task cap too: expired tasks hold their places only until
+/// deleted, and a backend may count before it looks for the id, so a full
+/// store must not answer `AlreadyExists` (nor `TooManyActive`) for an id
+/// whose task has expired.
+pub(super) fn an_expired_id_is_free_again_at_the_cap(store: &dyn TaskStore, setup: &Setup) {
+    let ttl = Duration::from_secs(100);
+    let mut tasks = Vec::new();
+    for _ in 0..setup.max_active {
+        tasks.push(store.create(NewTask::new().ttl(ttl)).unwrap());
+    }
+    setup.clock.advance(ttl);
+    let again = match store.create(NewTask::new().id(tasks[0].id.clone())) {
+        Ok(task) => task,
+        other => panic!("an expired id at the cap: expected the task, got {other:?}"),
+    };
+    assert_eq!((again.revision, again.created_at), (1, setup.clock.now()));
+    assert_eq!(store.get(&again.id).unwrap(), Some(again));
+}
+
+/// A cancel without a message keeps the status message the task had (the
+/// message is optional: none given, none changed).
+pub(super) fn a_cancel_without_a_message_keeps_the_status_message(
+    store: &dyn TaskStore,
+    _: &Setup,
+) {
+    let task = store
+        .create(NewTask::new().status_message("halfway"))
+        .unwrap();
+    let cancelled = applied(store.cancel(&task.id, None).unwrap());
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(cancelled.status_message.as_deref(), Some("halfway"));
+}
