@@ -135,9 +135,10 @@ pub(super) struct RunState {
     pub batched: Option<Instant>,
     /// A renewal of the run's lease alone is under way.
     pub renewing_alone: bool,
-    /// A look at the run's task (a read, or acting on what a read or a
-    /// renewal found) is under way: no watch tick starts another.
-    pub looking: bool,
+    /// Since when a look at the run's task (a read, or acting on what a
+    /// read or a renewal found) has been under way: no watch tick starts
+    /// another.
+    pub looking: Option<Instant>,
     pub abort: Option<AbortHandle>,
     pub supervisor: Option<JoinHandle<()>>,
 }
@@ -170,7 +171,7 @@ impl Run {
                 renewed_at: Instant::now(),
                 batched: None,
                 renewing_alone: false,
-                looking: false,
+                looking: None,
                 abort: None,
                 supervisor: None,
             }),

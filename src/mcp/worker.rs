@@ -27,9 +27,11 @@ impl Shared {
     /// as tasks of their own, so that a call that hangs for one task (a
     /// write waiting on a row lock another session holds) holds up neither
     /// the ticks nor any other task's renewal. A run with a look under way
-    /// gets no other; one with a renewal under way joins no other batch,
-    /// and is renewed alone if that batch has been held up for a third of
-    /// its lease (one task's write holds up the batch it is in).
+    /// gets no other; one with a renewal under way joins no other batch;
+    /// either is renewed alone once that look or batch has been held up for
+    /// a third of its lease (one task's write holds up the batch it is in),
+    /// and in the batch before that (a look slower than a tick is no
+    /// reason: renewed one by one, thousands outlast a lease).
     pub fn watch(self: &Arc<Self>) {
         let now = Instant::now();
         let renew_every = self.options.renew_interval;
@@ -56,8 +58,8 @@ impl Shared {
                     state.renewing_alone = true;
                     alone.push(Arc::clone(run));
                 }
-                Some(Renewal::UnderWay) | None if running && !state.looking => {
-                    state.looking = true;
+                Some(Renewal::UnderWay) | None if running && state.looking.is_none() => {
+                    state.looking = Some(now);
                     reads.push(Arc::clone(run));
                 }
                 Some(Renewal::UnderWay) | None => {}
@@ -116,8 +118,10 @@ impl Shared {
             // for one a look is under way at: that look acts.
             let look = {
                 let mut state = lock(&run.state);
-                let look = state.ending == Ending::Running && !state.looking;
-                state.looking |= look;
+                let look = state.ending == Ending::Running && state.looking.is_none();
+                if look {
+                    state.looking = Some(Instant::now());
+                }
                 look
             };
             self.seen(run, seen, look);
@@ -138,7 +142,7 @@ impl Shared {
             match seen.next() {
                 Some(seen) => self.seen(run, seen, true),
                 // A read that panicked: the next tick reads again.
-                None => lock(&run.state).looking = false,
+                None => lock(&run.state).looking = None,
             }
         }
     }
@@ -626,9 +630,11 @@ fn renewal_period(set: Option<Duration>, lease: Option<Duration>) -> Option<Dura
 enum Renewal {
     /// In this tick's batch.
     Batched,
-    /// On a call of its own: a look at the run is under way (a call for
-    /// the task that hangs would hold up the batch), or the batch it is in
-    /// has been held up for a third of its lease.
+    /// On a call of its own: a look at the run, or the batch it is in, has
+    /// been held up for a third of its lease (a call for the task that
+    /// hangs would hold up any batch it joins). A look that is merely
+    /// slower than a tick (many runs, each read a round trip) keeps the
+    /// run in the batch: renewed one by one, thousands outlast a lease.
     Alone,
     /// Not now: a renewal of the run is under way.
     UnderWay,
@@ -640,12 +646,12 @@ fn renewal(state: &RunState, now: Instant, lease: Option<Duration>, every: Durat
     if state.renewing_alone {
         return Renewal::UnderWay;
     }
+    let stuck =
+        |since: Instant| now.duration_since(since) >= lease.map_or(every, |lease| lease / 3);
     match state.batched {
-        Some(since) if now.duration_since(since) >= lease.map_or(every, |lease| lease / 3) => {
-            Renewal::Alone
-        }
+        Some(since) if stuck(since) => Renewal::Alone,
         Some(_) => Renewal::UnderWay,
-        None if state.looking => Renewal::Alone,
+        None if state.looking.is_some_and(stuck) => Renewal::Alone,
         None => Renewal::Batched,
     }
 }
@@ -656,7 +662,7 @@ struct Looked(Arc<Run>);
 
 impl Drop for Looked {
     fn drop(&mut self) {
-        lock(&self.0.state).looking = false;
+        lock(&self.0.state).looking = None;
     }
 }
 

@@ -360,3 +360,126 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     .await;
     assert_eq!(panicked.field("pass"), Some("claim"), "{panicked:?}");
 }
+
+/// A store over `inner` whose `get` is slow (a round trip to a distant
+/// database), recording the size of every renewal call.
+struct Slow<S> {
+    inner: S,
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl<S: TaskStore> TaskStore for Slow<S> {
+    fn create(&self, new: NewTask) -> crate::Result<Task> {
+        self.inner.create(new)
+    }
+    fn get(&self, id: &TaskId) -> crate::Result<Option<Task>> {
+        std::thread::sleep(Duration::from_millis(15));
+        self.inner.get(id)
+    }
+    fn update(&self, id: &TaskId, update: TaskUpdate) -> crate::Result<Transition> {
+        self.inner.update(id, update)
+    }
+    fn finish(&self, id: &TaskId, outcome: Outcome) -> crate::Result<Transition> {
+        self.inner.finish(id, outcome)
+    }
+    fn finish_fenced(
+        &self,
+        id: &TaskId,
+        outcome: Outcome,
+        epoch: u64,
+    ) -> crate::Result<Transition> {
+        self.inner.finish_fenced(id, outcome, epoch)
+    }
+    fn list(&self, query: &ListQuery) -> crate::Result<Page> {
+        self.inner.list(query)
+    }
+    fn delete(&self, id: &TaskId) -> crate::Result<bool> {
+        self.inner.delete(id)
+    }
+    fn sweep(&self) -> crate::Result<Swept> {
+        self.inner.sweep()
+    }
+    fn instance_id(&self) -> &str {
+        self.inner.instance_id()
+    }
+    fn lease(&self) -> Option<Duration> {
+        self.inner.lease()
+    }
+    fn now(&self) -> OffsetDateTime {
+        self.inner.now()
+    }
+    fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
+        self.sizes.lock().unwrap().push(1);
+        self.inner.renew_lease(id)
+    }
+    fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<crate::Result<Transition>> {
+        self.sizes.lock().unwrap().push(ids.len());
+        self.inner.renew_leases_of(ids)
+    }
+    fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<Transition> {
+        self.inner.release(id, epoch)
+    }
+    fn reap(&self) -> crate::Result<Reaped> {
+        self.inner.reap()
+    }
+    fn claim(&self, kinds: &[&str]) -> crate::Result<Claimed> {
+        self.inner.claim(kinds)
+    }
+}
+
+/// Reads slower than a tick (20 runs, each read 15 ms, ticks 20 ms apart)
+/// leave the renewals in batches: a look under way that is merely slow,
+/// not held up for a third of the lease, is no reason to renew its run
+/// alone. (Every due renewal became a call of its own: a run's look was
+/// under way at almost every tick, and thousands of them one by one
+/// outlast a lease.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_slower_than_a_tick_leave_the_renewals_in_batches() {
+    let backend = Arc::new(MemoryBackend::new());
+    let inner = Store::with_backend(Arc::clone(&backend))
+        .instance_id("owner")
+        .lease(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let store = Arc::new(Slow {
+        inner,
+        sizes: Mutex::new(Vec::new()),
+    });
+    let hour = Duration::from_secs(3_600);
+    // Renewals due every 200 ms, at ticks between which the runs are read
+    // (a read of all 20 takes longer than a tick): when its renewal is due
+    // a run's look is mostly under way, and its lease (a minute) is far
+    // from a third gone.
+    let options = fast()
+        .reap_interval(hour)
+        .renew_interval(Duration::from_millis(200));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let h = m
+            .spawn(TaskOptions::new(), |ctx| {
+                Box::pin(async move {
+                    ctx.cancelled().await;
+                    Err(TaskExit::Cancelled)
+                })
+            })
+            .await
+            .unwrap();
+        ids.push(h.task_id);
+    }
+    store.sizes.lock().unwrap().clear();
+    let sizes = eventually(|| async {
+        let sizes = store.sizes.lock().unwrap().clone();
+        (sizes.len() >= 20).then_some(sizes)
+    })
+    .await;
+    for id in &ids {
+        let _ = m.cancel_task(id).await;
+    }
+    m.shutdown().await;
+    let renewed: usize = sizes.iter().sum();
+    assert!(
+        renewed >= 4 * sizes.len(),
+        "renewals were made a few ids at a time: {sizes:?}"
+    );
+}
