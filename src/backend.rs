@@ -542,11 +542,23 @@ impl Skipped {
 /// read); returns those new to the pass.
 pub(crate) fn join_skipped(pass: &mut Vec<Skipped>, batch: Vec<Skipped>) -> &[Skipped] {
     let start = pass.len();
-    for entry in batch {
-        // Few entries are ever skipped: a look through them costs less
-        // than a set built for every batch.
-        if !pass.iter().any(|kept| kept.location == entry.location) {
-            pass.push(entry);
+    // Few entries are skipped as a rule: a look through them costs less
+    // than a set built for the batch. Many (a directory full of junk the
+    // quarantine has no room for) take a set, or each listing would cost
+    // the square of the junk.
+    if pass.len() + batch.len() <= 32 {
+        for entry in batch {
+            if !pass.iter().any(|kept| kept.location == entry.location) {
+                pass.push(entry);
+            }
+        }
+    } else {
+        let mut seen: std::collections::HashSet<String> =
+            pass.iter().map(|kept| kept.location.clone()).collect();
+        for entry in batch {
+            if seen.insert(entry.location.clone()) {
+                pass.push(entry);
+            }
         }
     }
     &pass[start..]

@@ -145,8 +145,8 @@ impl FileBackend {
         };
         self.set_aside_bad(untried);
         let mut state = self.snapshot.lock();
-        let mut skipped: Vec<Skipped> = std::mem::take(&mut state.reported);
-        skipped.extend(state.left.iter().map(|left| left.report.clone()));
+        let mut skipped: Vec<Skipped> = state.reported.take();
+        skipped.extend(state.left.values().map(|left| left.report.clone()));
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
@@ -251,7 +251,7 @@ impl FileBackend {
         drop(state);
         self.set_aside_bad(untried);
         let mut state = self.snapshot.lock();
-        skipped.append(&mut state.reported);
+        skipped.append(&mut state.reported.take());
         skipped.extend(
             ids.iter()
                 .filter_map(|id| Some(state.bad.get(id)?.report.clone())),
@@ -559,8 +559,8 @@ impl FileBackend {
         let untried: Vec<OsString> = state
             .left
             .iter()
-            .filter(|left| !left.tried)
-            .map(|left| left.name.clone())
+            .filter(|(_, left)| !left.tried)
+            .map(|(name, _)| name.clone())
             .collect();
         for name in untried {
             match recovery::set_aside_foreign(self, Area::Active, &name) {
@@ -568,7 +568,7 @@ impl FileBackend {
                 None => state.forget_foreign(&name),
             }
         }
-        for left in &mut state.left {
+        for left in state.left.values_mut() {
             left.tried = false;
         }
     }

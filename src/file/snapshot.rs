@@ -108,12 +108,12 @@ pub(crate) struct State {
     pub bad: BTreeMap<TaskId, Bad>,
     /// What the next listing reports once (files set aside, foreign names),
     /// one report per location: see [`report`](State::report).
-    pub reported: Vec<Skipped>,
+    pub reported: Reports,
     /// Foreign names of `active/` left in place (the quarantine full, the
     /// move failed): reported by every listing while they are there, and
     /// tried again by each listing that no pass tried them before; see
     /// [`report_foreign`](State::report_foreign).
-    pub left: Vec<Left>,
+    pub left: BTreeMap<OsString, Left>,
     /// Non-terminal entries.
     active: usize,
     /// File bytes kept in `entries`.
@@ -307,13 +307,38 @@ pub(crate) struct Bad {
     pub retry: bool,
 }
 
-/// A foreign name of `active/` left in place, with its last report.
+/// A foreign name of `active/` left in place: its last report.
 #[derive(Debug)]
 pub(crate) struct Left {
-    pub name: OsString,
     pub report: Skipped,
     /// Whether a pass tried to set it aside since the last listing.
     pub tried: bool,
+}
+
+/// Reports for the next listing, one per location, in the order they came
+/// (a later one of a location replaces the earlier): each kept in O(1).
+#[derive(Debug, Default)]
+pub(crate) struct Reports {
+    list: Vec<Skipped>,
+    at: HashMap<String, usize>,
+}
+
+impl Reports {
+    fn put(&mut self, report: Skipped) {
+        match self.at.get(&report.location) {
+            Some(&at) => self.list[at] = report,
+            None => {
+                self.at.insert(report.location.clone(), self.list.len());
+                self.list.push(report);
+            }
+        }
+    }
+
+    /// Every report, in the order they came; none kept.
+    pub fn take(&mut self) -> Vec<Skipped> {
+        self.at.clear();
+        std::mem::take(&mut self.list)
+    }
 }
 
 impl State {
@@ -322,21 +347,23 @@ impl State {
     /// by every listing until it is set aside or gone (no change notice
     /// names it again, so it is kept here, not in `reported`).
     pub fn report_foreign(&mut self, name: OsString, report: Skipped) {
-        self.left.retain(|left| left.name != name);
         if report.action == UnreadableAction::LeftInPlace {
-            self.left.push(Left {
+            self.left.insert(
                 name,
-                report,
-                tried: true,
-            });
+                Left {
+                    report,
+                    tried: true,
+                },
+            );
         } else {
+            self.left.remove(&name);
             self.report(report);
         }
     }
 
     /// Forgets the foreign name `name` of `active/`: it is gone.
     pub fn forget_foreign(&mut self, name: &OsStr) {
-        self.left.retain(|left| left.name != name);
+        self.left.remove(name);
     }
 
     /// Keeps `report` for the next listing, unless one of the same
@@ -345,14 +372,7 @@ impl State {
     /// create after a change makes one) meet a name left in place again
     /// and again, and the listing reports it once.
     pub fn report(&mut self, report: Skipped) {
-        match self
-            .reported
-            .iter_mut()
-            .find(|r| r.location == report.location)
-        {
-            Some(kept) => *kept = report,
-            None => self.reported.push(report),
-        }
+        self.reported.put(report);
     }
 
     /// How many bytes of files the snapshot could keep if the entries of
