@@ -3406,10 +3406,10 @@ fn the_command_refuses_a_store_another_user_owns() {
     }
     let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
-    let nobody = 65_534;
-    std::os::unix::fs::lchown(&dir, Some(nobody), None).unwrap();
+    let other = 4_242;
+    std::os::unix::fs::lchown(&dir, Some(other), None).unwrap();
     for entry in walk(&dir) {
-        std::os::unix::fs::lchown(&entry, Some(nobody), None).unwrap();
+        std::os::unix::fs::lchown(&entry, Some(other), None).unwrap();
     }
     let before: Vec<(PathBuf, u32)> = walk(&dir)
         .into_iter()
@@ -3430,7 +3430,7 @@ fn the_command_refuses_a_store_another_user_owns() {
         let out = run_expect(Some(&dir), args, 1);
         let said = stderr(&out);
         assert!(
-            said.contains("belongs to uid 65534") && said.contains("run it as uid 65534"),
+            said.contains("belongs to uid 4242") && said.contains("run it as uid 4242"),
             "taskstore {args:?}: {said}"
         );
     }

@@ -228,18 +228,23 @@ fn a_store_of_another_user_is_refused_where_it_could_be_written() {
     let store = FileStore::open(&root).unwrap();
     let task = store.create(NewTask::new()).unwrap();
     drop(store);
-    let nobody = 65_534;
-    std::os::unix::fs::lchown(&root, Some(nobody), Some(nobody)).unwrap();
-    for (path, ..) in tree(&root) {
-        std::os::unix::fs::lchown(&path, Some(nobody), Some(nobody)).unwrap();
-    }
+    // A uid of no one here (the overflow uid, an NFS server's squashed
+    // root, is let through: below).
+    let other = 4_242;
+    let give = |to: u32| {
+        std::os::unix::fs::lchown(&root, Some(to), Some(to)).unwrap();
+        for (path, ..) in tree(&root) {
+            std::os::unix::fs::lchown(&path, Some(to), Some(to)).unwrap();
+        }
+    };
+    give(other);
     let before = tree(&root);
     let refused = |what: &str, e: Error| {
         let said = e.to_string();
         assert!(
             matches!(e, Error::InvalidStore { .. })
-                && said.contains("uid 65534")
-                && said.contains("uid 0"),
+                && said.contains("uid 4242")
+                && said.contains("runs as root"),
             "{what}: {said}"
         );
     };
@@ -252,6 +257,16 @@ fn a_store_of_another_user_is_refused_where_it_could_be_written() {
         Ok(_) => panic!("another user's store was opened for a check"),
     }
     assert_eq!(tree(&root), before, "nothing made or changed");
+    // Owned by the overflow uid, as an NFS server that squashes root
+    // shows root's own files: root's store, opened.
+    let overflow: u32 = fs::read_to_string("/proc/sys/fs/overflowuid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    give(overflow);
+    drop(FileStore::open(&root).expect("the overflow uid's store opens for root"));
+    give(other);
     mount.read_only();
     let store = FileStore::open(&root).expect("read-only, it opens");
     assert_eq!(store.get(&task.id).unwrap(), Some(task));
@@ -264,7 +279,7 @@ fn a_store_of_another_user_is_refused_where_it_could_be_written() {
     let elsewhere = tempfile::tempdir().unwrap();
     let volume = elsewhere.path().join("volume");
     fs::create_dir(&volume).unwrap();
-    std::os::unix::fs::lchown(&volume, Some(nobody), Some(nobody)).unwrap();
+    std::os::unix::fs::lchown(&volume, Some(other), Some(other)).unwrap();
     let ours = FileStore::open(&volume).expect("a new store in another user's directory");
     let task = ours.create(NewTask::new()).unwrap();
     drop(ours);

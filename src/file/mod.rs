@@ -277,10 +277,10 @@ impl StoreBuilder<FileOptions> {
     /// store written by a newer format, [`Error::InvalidStore`](crate::Error::InvalidStore)
     /// if the directory holds other files and is not a store (see
     /// [`create_in_non_empty_dir`](Self::create_in_non_empty_dir)), if a
-    /// store directory is a symlink or a file, or if the store belongs to
-    /// another user (its marker does) and is not mounted read-only (the
-    /// files this process wrote would be its own, which the owner could
-    /// not lock or read),
+    /// store directory is a symlink or a file, or, to root, if the store
+    /// belongs to another user (its marker does) and is not mounted
+    /// read-only (the files root wrote would be root's, which the owner
+    /// could not lock or read),
     /// [`Error::Io`](crate::Error::Io)
     /// if the directory cannot be created or read,
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for invalid

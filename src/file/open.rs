@@ -39,7 +39,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     let fs = Fs::default();
     let root = &options.root;
     let root_dir = open_root(&fs, root)?;
-    check_owner(&fs, &root_dir)?;
     let names = fs
         .read_dir(&root_dir)
         .map_err(|e| Error::io("read directory", root, e))?;
@@ -50,6 +49,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     if !has(MARKER) {
         check_adoptable(&fs, &root_dir, &names, options.adopt_non_empty)?;
     }
+    check_owner(&fs, &root_dir)?;
     let mut format = format_of(&fs, &root_dir, &names)?;
     if !options.upgrade_format
         && let Some(found) = format.filter(|f| *f < STORE_FORMAT)
@@ -347,15 +347,23 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
     Ok(dir)
 }
 
-/// Refuses a store that belongs to another user, unless it is mounted
-/// read-only: what this process wrote there (a lock file, a task file, a
-/// temp file) would be its own and `0600`, and the store's owner could
-/// then neither lock nor read it. The store's owner is the owner of its
-/// marker (or, without one, of `active/`), which the first open made: the
-/// root directory may be a volume's mount point another user owns (a
-/// container's, given to the service's group), and a new store has no
-/// owner yet.
+/// Refuses root a store that belongs to another user, unless it is mounted
+/// read-only: what root wrote there (a lock file, a task file, a temp
+/// file) would be root's and `0600`, and the store's owner could then
+/// neither lock nor read it (root alone passes the store's `0700`: the
+/// command run with `sudo` beside a service). The store's owner is the
+/// owner of its marker (or, without one, of `active/`), which the first
+/// open made: the root directory may be a volume's mount point another
+/// user owns, and a new store has no owner yet. Another user than root
+/// gets as far only where ownership is not the creator's (a group-shared
+/// volume, an NFS or CIFS mount that maps owners), and is let through as
+/// before; so is root on a store its files show owned by the overflow uid
+/// (`/proc/sys/fs/overflowuid`: an NFS server squashing root).
 pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    if me != 0 {
+        return Ok(());
+    }
     let owned =
         [MARKER, "active"]
             .into_iter()
@@ -367,8 +375,8 @@ pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
     let Some((name, owner)) = owned.transpose()? else {
         return Ok(());
     };
-    let me = rustix::process::geteuid().as_raw();
     if owner == me
+        || Some(owner) == overflow_uid()
         || fs
             .is_read_only_mount(root)
             .map_err(|e| Error::io("statvfs", root.path(), e))?
@@ -378,12 +386,22 @@ pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
     Err(invalid(
         root.path(),
         &format!(
-            "it belongs to uid {owner} (its {name}) and this process runs as uid {me}: the \
-             files it would write (locks, tasks) would be uid {me}'s, and the store's owner \
+            "it belongs to uid {owner} (its {name}) and this process runs as root: the \
+             files it would write (locks, tasks) would be root's, and the store's owner \
              could not lock or read them; run it as uid {owner} (e.g. `runuser -u <that \
              user> -- ...`)"
         ),
     ))
+}
+
+/// The uid a file system shows for an owner it cannot map (an NFS
+/// server's squashed root), if the kernel says.
+fn overflow_uid() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/fs/overflowuid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The directory `path` is named in: the working directory for a relative

@@ -490,8 +490,9 @@ impl FileBackend {
     /// Gives each finished task of `ids` whose `expiring/` entry is gone (a
     /// power loss under `Eventual` can take it) or a copy (a store copied
     /// without its hard links) its entry again, a link, under its lock,
-    /// then makes them durable at once. A task moved or changed meanwhile
-    /// is left as it is. Returns how many it restored.
+    /// then (under `Immediate`) makes them durable with one fsync. A task
+    /// moved or changed meanwhile is left as it is. Returns how many it
+    /// restored, logged once.
     pub(super) fn restore_missing_indexes(&self, ids: &[TaskId]) -> Result<usize> {
         let touched = Touched {
             expiring: true,
@@ -515,11 +516,12 @@ impl FileBackend {
                 self.expiring.dir(),
                 &index,
             )?;
-            tracing::warn!(task = %id, "gave a finished task its expiring/ entry back");
+            tracing::debug!(task = %id, "gave a finished task its expiring/ entry back");
             restored += 1;
         }
         if restored > 0 {
             self.sync_links(&touched)?;
+            tracing::warn!(store = %self.root.display(), restored, "gave finished tasks their expiring/ entries back (lost to a power loss, or copies)");
         }
         Ok(restored)
     }

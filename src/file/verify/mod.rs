@@ -144,10 +144,11 @@ impl FileCheck {
     /// # Errors
     ///
     /// [`Error::InvalidStore`] if `root` is not a directory, is a symlink,
-    /// belongs to another user and is not mounted read-only (a check makes
-    /// lock files, a repair writes tasks), or holds neither the store's
-    /// marker nor its `active/` and `done/` (it is not a store);
-    /// [`Error::Io`] if it cannot be opened or read.
+    /// holds neither the store's marker nor the directories every store
+    /// has (`active/`, `done/`, `tmp/`, `locks/`: it is not a store), or,
+    /// to root, belongs to another user and is not mounted read-only (a
+    /// check makes lock files, a repair writes tasks); [`Error::Io`] if it
+    /// cannot be opened or read.
     pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
         FileCheck::open_within(root, BATCH_WAIT)
     }
@@ -164,7 +165,6 @@ impl FileCheck {
         let root = root.as_ref().to_owned();
         let fs = Fs::default();
         let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
-        open::check_owner(&fs, &root_dir)?;
         let names = fs
             .read_dir(&root_dir)
             .map_err(|e| Error::io("read directory", &root, e))?;
@@ -182,6 +182,7 @@ impl FileCheck {
                 ),
             });
         }
+        open::check_owner(&fs, &root_dir)?;
         // Shared, as a handle holds it, before the areas are opened: an
         // open alone (which compacts an area into a new directory) cannot
         // come between, and the areas opened are the ones in use for as
