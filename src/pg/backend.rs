@@ -361,10 +361,13 @@ impl PgBackend {
         let was = match lock(&mut tx)? {
             Some(was) => Some(was),
             None => {
-                tx.execute(&self.sql.make_counter, &[])
+                let made = tx
+                    .execute(&self.sql.make_counter, &[])
                     .map_err(|e| failed(op(), e))?;
-                lock(&mut tx)?;
-                None
+                // Made here (`None`), or by another sweep meanwhile: then
+                // counted as ever.
+                let now = lock(&mut tx)?;
+                if made == 1 { None } else { now }
             }
         };
         let now = match tx
