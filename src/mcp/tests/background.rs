@@ -1,7 +1,8 @@
 //! The background loops against a store that misbehaves for one task: a
-//! write that hangs for one task holds up no other task's renewals; the
-//! watch ticks are held to a floor; the loop of claims, reaps and sweeps
-//! names the pass it panicked in.
+//! write that hangs for one task holds up no other task's renewals; reads
+//! slower than a tick leave the renewals in batches; the watch ticks are
+//! held to a floor; the loop of claims, reaps and sweeps names the pass it
+//! panicked in.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,6 +31,10 @@ struct Held<S> {
     waiting: AtomicUsize,
     gets: AtomicUsize,
     panics: AtomicBool,
+    /// Each `get` takes 15 ms (a round trip to a distant database).
+    slow_gets: AtomicBool,
+    /// The number of tasks of each renewal call, in order.
+    renewals: Mutex<Vec<usize>>,
 }
 
 impl<S> Held<S> {
@@ -41,6 +46,8 @@ impl<S> Held<S> {
             waiting: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             panics: AtomicBool::new(false),
+            slow_gets: AtomicBool::new(false),
+            renewals: Mutex::new(Vec::new()),
         })
     }
 
@@ -83,6 +90,9 @@ impl<S: TaskStore> TaskStore for Held<S> {
     }
     fn get(&self, id: &TaskId) -> crate::Result<Option<Task>> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.slow_gets.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(15));
+        }
         self.inner.get(id)
     }
     fn update(&self, id: &TaskId, update: TaskUpdate) -> crate::Result<Transition> {
@@ -123,10 +133,12 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.now()
     }
     fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
+        self.renewals.lock().unwrap().push(1);
         self.pass(std::slice::from_ref(id));
         self.inner.renew_lease(id)
     }
     fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<crate::Result<Transition>> {
+        self.renewals.lock().unwrap().push(ids.len());
         self.pass(ids);
         self.inner.renew_leases_of(ids)
     }
@@ -361,72 +373,6 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     assert_eq!(panicked.field("pass"), Some("claim"), "{panicked:?}");
 }
 
-/// A store over `inner` whose `get` is slow (a round trip to a distant
-/// database), recording the size of every renewal call.
-struct Slow<S> {
-    inner: S,
-    sizes: Mutex<Vec<usize>>,
-}
-
-impl<S: TaskStore> TaskStore for Slow<S> {
-    fn create(&self, new: NewTask) -> crate::Result<Task> {
-        self.inner.create(new)
-    }
-    fn get(&self, id: &TaskId) -> crate::Result<Option<Task>> {
-        std::thread::sleep(Duration::from_millis(15));
-        self.inner.get(id)
-    }
-    fn update(&self, id: &TaskId, update: TaskUpdate) -> crate::Result<Transition> {
-        self.inner.update(id, update)
-    }
-    fn finish(&self, id: &TaskId, outcome: Outcome) -> crate::Result<Transition> {
-        self.inner.finish(id, outcome)
-    }
-    fn finish_fenced(
-        &self,
-        id: &TaskId,
-        outcome: Outcome,
-        epoch: u64,
-    ) -> crate::Result<Transition> {
-        self.inner.finish_fenced(id, outcome, epoch)
-    }
-    fn list(&self, query: &ListQuery) -> crate::Result<Page> {
-        self.inner.list(query)
-    }
-    fn delete(&self, id: &TaskId) -> crate::Result<bool> {
-        self.inner.delete(id)
-    }
-    fn sweep(&self) -> crate::Result<Swept> {
-        self.inner.sweep()
-    }
-    fn instance_id(&self) -> &str {
-        self.inner.instance_id()
-    }
-    fn lease(&self) -> Option<Duration> {
-        self.inner.lease()
-    }
-    fn now(&self) -> OffsetDateTime {
-        self.inner.now()
-    }
-    fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
-        self.sizes.lock().unwrap().push(1);
-        self.inner.renew_lease(id)
-    }
-    fn renew_leases_of(&self, ids: &[TaskId]) -> Vec<crate::Result<Transition>> {
-        self.sizes.lock().unwrap().push(ids.len());
-        self.inner.renew_leases_of(ids)
-    }
-    fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<Transition> {
-        self.inner.release(id, epoch)
-    }
-    fn reap(&self) -> crate::Result<Reaped> {
-        self.inner.reap()
-    }
-    fn claim(&self, kinds: &[&str]) -> crate::Result<Claimed> {
-        self.inner.claim(kinds)
-    }
-}
-
 /// Reads slower than a tick (20 runs, each read 15 ms, ticks 20 ms apart)
 /// leave the renewals in batches: a look under way that is merely slow,
 /// not held up for a third of the lease, is no reason to renew its run
@@ -441,10 +387,8 @@ async fn reads_slower_than_a_tick_leave_the_renewals_in_batches() {
         .lease(Duration::from_secs(60))
         .build()
         .unwrap();
-    let store = Arc::new(Slow {
-        inner,
-        sizes: Mutex::new(Vec::new()),
-    });
+    let store = Held::new(inner);
+    store.slow_gets.store(true, Ordering::SeqCst);
     let hour = Duration::from_secs(3_600);
     // Renewals due every 200 ms, at ticks between which the runs are read
     // (a read of all 20 takes longer than a tick): when its renewal is due
@@ -467,9 +411,9 @@ async fn reads_slower_than_a_tick_leave_the_renewals_in_batches() {
             .unwrap();
         ids.push(h.task_id);
     }
-    store.sizes.lock().unwrap().clear();
+    store.renewals.lock().unwrap().clear();
     let sizes = eventually(|| async {
-        let sizes = store.sizes.lock().unwrap().clone();
+        let sizes = store.renewals.lock().unwrap().clone();
         (sizes.len() >= 20).then_some(sizes)
     })
     .await;
