@@ -862,6 +862,16 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
         // and says so by its status (`repair --apply && start` must not
         // start: it exited 0).
         run_expect(Some(&dir), &["repair"], 0);
+        // `verify` does not send the reader to a repair that can fix none
+        // of it (it always ended "`taskstore repair` says what it can
+        // fix").
+        let out = run_expect(Some(&dir), &["verify"], 1);
+        assert!(
+            stderr(&out).contains("1 problem(s)")
+                && stderr(&out).contains("none of them a repair can fix"),
+            "{name}: {}",
+            stderr(&out)
+        );
         let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
         assert!(
             stdout(&out).contains(&format!("{}: ", path.display()))
@@ -871,6 +881,20 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
         );
         assert_unchanged(&before, &snapshot(&dir), name);
     }
+    // One it can fix beside one it cannot: it says how many.
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    for name in ["a foreign file at the root", "a dead writer's temp file"] {
+        let damage = DAMAGE.iter().find(|d| d.name == name).unwrap();
+        (damage.plant)(&dir, &tasks);
+    }
+    let out = run_expect(Some(&dir), &["verify"], 1);
+    assert!(
+        stderr(&out).contains("2 problem(s)")
+            && stderr(&out).contains("`taskstore repair --apply` fixes 1 of them"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A repair skipped for a full `quarantine/` leaves the unreadable file in

@@ -361,6 +361,14 @@ fn not_moved(moved: &Moved) -> Option<String> {
     }
 }
 
+impl Problem {
+    /// What [`FileCheck::repair`] does about it
+    /// ([`RepairAction::Leave`]: nothing, and why).
+    pub fn repair_action(&self) -> RepairAction {
+        plan(self)
+    }
+}
+
 /// What to do about `problem`.
 fn plan(problem: &Problem) -> RepairAction {
     let dir = is_store_dir(&problem.place);

@@ -102,8 +102,19 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             report.checked
         ));
     } else {
+        let fixable = report
+            .problems
+            .iter()
+            .filter(|p| !matches!(p.repair_action(), taskstore::RepairAction::Leave { .. }))
+            .count();
+        let advice = match fixable {
+            0 => "none of them a repair can fix (`taskstore repair` says why)".to_owned(),
+            n => format!(
+                "`taskstore repair --apply` fixes {n} of them (`taskstore repair` says how)"
+            ),
+        };
         text::err(format!(
-            "{}: {} problem(s) in {} entries checked; `taskstore repair` says what it can fix",
+            "{}: {} problem(s) in {} entries checked; {advice}",
             dir.display(),
             report.problems.len(),
             report.checked
