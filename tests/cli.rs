@@ -2742,8 +2742,11 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
         // Said before any store is looked for.
         let nowhere = tmp.path().join("nowhere");
         let out = run_expect(Some(&nowhere), &["list", "--active", "--status", status], 2);
+        // With `list`'s usage line (it printed the command's own).
         assert!(
-            stderr(&out).contains("--active") && stderr(&out).contains(status),
+            stderr(&out).contains("--active")
+                && stderr(&out).contains(status)
+                && stderr(&out).contains("Usage: taskstore list"),
             "{status}: {}",
             stderr(&out)
         );

@@ -291,6 +291,20 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
 }
 
 /// Exits with clap's usage error (status 2).
+/// Exits with clap's usage error (status 2) for flags of `subcommand`
+/// that conflict in a way only the command can tell, with that
+/// subcommand's usage line.
+fn conflict_in(subcommand: &str, message: &str) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    match cli.find_subcommand_mut(subcommand) {
+        Some(sub) => sub
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit(),
+        None => usage(message),
+    }
+}
+
 fn usage(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::MissingRequiredArgument, message)

@@ -42,11 +42,14 @@ impl ListArgs {
         if let Some(status) = self.status.filter(|s| s.is_terminal())
             && self.active
         {
-            crate::usage(&format!(
-                "--active lists running tasks, which are never {}: drop --active \
-                 to list finished ones",
-                status.as_str()
-            ));
+            crate::conflict_in(
+                "list",
+                &format!(
+                    "--active lists running tasks, which are never {}: drop --active \
+                     to list finished ones",
+                    status.as_str()
+                ),
+            );
         }
     }
 }
