@@ -12,7 +12,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{elicitation, eventually, fast, logged, settled, text};
-use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskExit, TaskOptions};
+use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskOptions};
 use crate::{
     Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
     TaskStore, TaskUpdate, Transition,
@@ -214,15 +214,7 @@ async fn one_task_hangs(hang: Hang) {
         })
         .await
         .unwrap();
-    let other = m
-        .spawn(TaskOptions::new(), |ctx| {
-            Box::pin(async move {
-                ctx.cancelled().await;
-                Err(TaskExit::Cancelled)
-            })
-        })
-        .await
-        .unwrap();
+    let other = super::until_cancelled(&m).await;
     let (held, other) = (
         TaskId::parse(&asks.task_id).unwrap(),
         TaskId::parse(&other.task_id).unwrap(),
@@ -304,15 +296,7 @@ async fn a_watch_interval_of_zero_is_held_to_a_floor() {
             .reap_interval(hour)
             .sweep_interval(hour),
     );
-    let seed = m
-        .spawn(TaskOptions::new(), |ctx| {
-            Box::pin(async move {
-                ctx.cancelled().await;
-                Err(TaskExit::Cancelled)
-            })
-        })
-        .await
-        .unwrap();
+    let seed = super::until_cancelled(&m).await;
     // Watched.
     eventually(|| async { (store.gets.load(Ordering::SeqCst) > 0).then_some(()) }).await;
     let start = Instant::now();
@@ -400,15 +384,7 @@ async fn reads_slower_than_a_tick_leave_the_renewals_in_batches() {
     let m = DurableTaskManager::with_options(Arc::clone(&store), options);
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let h = m
-            .spawn(TaskOptions::new(), |ctx| {
-                Box::pin(async move {
-                    ctx.cancelled().await;
-                    Err(TaskExit::Cancelled)
-                })
-            })
-            .await
-            .unwrap();
+        let h = super::until_cancelled(&m).await;
         ids.push(h.task_id);
     }
     store.renewals.lock().unwrap().clear();

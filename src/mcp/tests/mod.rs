@@ -53,6 +53,21 @@ pub(super) async fn until_input_required<S: crate::TaskStore + 'static>(
     .await;
 }
 
+/// Spawns on `m` an operation that runs until it is cancelled, then ends
+/// as cancelled.
+pub(super) async fn until_cancelled<S: TaskStore + 'static>(
+    m: &DurableTaskManager<S>,
+) -> rmcp::model::Task {
+    m.spawn(TaskOptions::new(), |ctx| {
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    })
+    .await
+    .unwrap()
+}
+
 pub(super) fn fast() -> ManagerOptions {
     ManagerOptions::new().watch_interval(Duration::from_millis(20))
 }
@@ -1148,15 +1163,7 @@ async fn renewals_go_on(options: ManagerOptions) {
         .build()
         .unwrap();
     let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
-    let seed = m
-        .spawn(TaskOptions::new(), |ctx| {
-            Box::pin(async move {
-                ctx.cancelled().await;
-                Err(TaskExit::Cancelled)
-            })
-        })
-        .await
-        .unwrap();
+    let seed = until_cancelled(&m).await;
     let id = crate::TaskId::parse(&seed.task_id).unwrap();
     let mut seen = m.store().get(&id).unwrap().unwrap().lease_expires_at;
     for _ in 0..2 {
