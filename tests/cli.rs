@@ -922,7 +922,7 @@ fn repair_exits_1_while_a_full_quarantine_keeps_a_problem_in_place() {
     // the store is read-only", whichever it was).
     assert!(
         stdout(&out).contains(&format!(
-            "{}: not a name this store uses: set it aside into quarantine/: skipped (the quarantine is full)",
+            "{}: not a name this store uses: set it aside into quarantine/: skipped (the quarantine is full (1000 entries))",
             stray.display()
         )),
         "{}",

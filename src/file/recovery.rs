@@ -118,6 +118,17 @@ fn quarantine_full() -> String {
     format!("the quarantine is full ({MAX_QUARANTINED} entries)")
 }
 
+impl Moved {
+    /// Why the file was not moved, if it was not.
+    pub(super) fn why_not(&self) -> Option<String> {
+        match self {
+            Moved::Aside(_) => None,
+            Moved::Gone => Some("gone".to_owned()),
+            Moved::Full => Some(quarantine_full()),
+        }
+    }
+}
+
 /// The longest name a directory entry may have (Linux's `NAME_MAX`).
 const NAME_MAX: usize = 255;
 

@@ -318,7 +318,7 @@ impl FileCheck {
                 FileState::Task(_) => Ok(Some("readable now".to_owned())),
                 FileState::Bad(kind) => {
                     let moved = recovery::set_aside_locked(store, area, id, &kind.to_string())?;
-                    Ok(not_moved(&moved))
+                    Ok(moved.why_not())
                 }
             };
         }
@@ -349,16 +349,7 @@ fn set_aside_name(
     if let Moved::Aside(target) = &moved {
         tracing::warn!(file = %dir.join(name).display(), reason = why, to = %target.display(), "set aside");
     }
-    Ok(not_moved(&moved))
-}
-
-/// Why a file to be set aside was not moved, if it was not.
-fn not_moved(moved: &Moved) -> Option<String> {
-    match moved {
-        Moved::Aside(_) => None,
-        Moved::Gone => Some("gone".to_owned()),
-        Moved::Full => Some("the quarantine is full".to_owned()),
-    }
+    Ok(moved.why_not())
 }
 
 impl Problem {
