@@ -961,6 +961,43 @@ fn faulted(root: &Path) -> (FileStore, ManualClock, FaultInjector) {
     (store, clock, faults)
 }
 
+/// A listing of history that gives finished tasks their lost `expiring/`
+/// entries back links each, then makes them durable with one fsync of
+/// `expiring/` for all of them (FORMAT.md, "Index"), not one a task.
+#[test]
+fn restored_index_entries_are_made_durable_with_one_fsync() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = recorded(dir.path(), &clock, &taskstore::Recorder::new());
+    for _ in 0..3 {
+        let task = store
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    }
+    drop(store);
+    let index = dir.path().join("expiring");
+    for entry in fs::read_dir(&index).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let recorder = taskstore::Recorder::new();
+    let store = recorded(dir.path(), &clock, &recorder);
+    let from = recorder.len();
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 3);
+    let events = recorder.events();
+    let links = events[from..]
+        .iter()
+        .filter(|e| matches!(e, FsEvent::Link { to, .. } if in_area(to, "expiring")))
+        .count();
+    let syncs = events[from..]
+        .iter()
+        .filter(|e| synced("expiring")(e))
+        .count();
+    assert_eq!((links, syncs), (3, 1), "three entries linked, one fsync");
+    assert_eq!(fs::read_dir(&index).unwrap().count(), 3);
+}
+
 /// A finished task with a TTL is never, after a power loss, in `done/`
 /// without its `expiring/` entry (no sweep would ever find it): a terminal
 /// move makes the entry durable before it gives the task its name in

@@ -499,16 +499,17 @@ impl FileBackend {
             ..self.touched()
         };
         let mut restored = 0;
-        for id in ids {
+        // Those linked before one that fails are made durable all the same.
+        let linked = ids.iter().try_for_each(|id| {
             let _guard = self.locks.lock(&self.fs, stripe(id))?;
             let Some(found) = self.find(id)? else {
-                continue;
+                return Ok(());
             };
             if found.area != Area::Done || !self.index_is_missing(&found.task) {
-                continue;
+                return Ok(());
             }
             let Some(index) = expiring_name(&found.task) else {
-                continue;
+                return Ok(());
             };
             self.link_over(
                 self.dir(Area::Done),
@@ -518,12 +519,13 @@ impl FileBackend {
             )?;
             tracing::debug!(task = %id, "gave a finished task its expiring/ entry back");
             restored += 1;
-        }
+            Ok::<(), Error>(())
+        });
         if restored > 0 {
             self.sync_links(&touched)?;
             tracing::warn!(store = %self.root.display(), restored, "gave finished tasks their expiring/ entries back (lost to a power loss, or copies)");
         }
-        Ok(restored)
+        linked.map(|()| restored)
     }
 
     /// Notes the `expiring/` entry of the finished `task`, if it has one, for
