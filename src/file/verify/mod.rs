@@ -97,9 +97,7 @@ enum Opened {
         locks: Dir,
         quarantine: Dir,
     },
-    /// Its root, and the directories of the store that could not be
-    /// opened as such.
-    Broken(Dir, Vec<&'static str>),
+    Broken(Dir),
 }
 
 /// What one task file is (short-lived: a task by value costs nothing next
@@ -220,18 +218,6 @@ impl FileCheck {
             open("locks")?,
             open("quarantine")?,
         );
-        // The directories that are missing, not directories, or symlinks.
-        let broken: Vec<&'static str> = [
-            ("active", dirs.0.is_none()),
-            ("done", dirs.1.is_none()),
-            ("tmp", dirs.2.is_none()),
-            ("expiring", dirs.3.is_none()),
-            ("quarantine", dirs.4.is_none()),
-            ("locks", dirs.5.is_none()),
-        ]
-        .into_iter()
-        .filter_map(|(name, broken)| broken.then_some(name))
-        .collect();
         let store = match dirs {
             (
                 Some(active),
@@ -275,7 +261,7 @@ impl FileCheck {
                     quarantine: own_quarantine,
                 }
             }
-            _ => Opened::Broken(root_dir, broken),
+            _ => Opened::Broken(root_dir),
         };
         Ok(FileCheck {
             root,
@@ -432,7 +418,7 @@ impl FileCheck {
     fn root_dir(&self) -> &Dir {
         match &self.store {
             Opened::Whole { backend, .. } => &backend.root_dir,
-            Opened::Broken(dir, _) => dir,
+            Opened::Broken(dir) => dir,
         }
     }
 
@@ -440,18 +426,24 @@ impl FileCheck {
     pub(crate) fn backend(&self) -> Result<&FileBackend> {
         match &self.store {
             Opened::Whole { backend, .. } => Ok(backend),
-            Opened::Broken(_, broken) => Err(Error::InvalidStore {
-                path: self.root.clone(),
-                reason: format!(
-                    "its {} missing, not a directory, or a symlink: run verify",
-                    broken
-                        .iter()
-                        .map(|name| format!("{name}/"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                        + if broken.len() == 1 { " is" } else { " are" }
-                ),
-            }),
+            Opened::Broken(root) => {
+                // Looked at again: only an error says which.
+                let broken: Vec<String> = DIRS
+                    .into_iter()
+                    .filter(|name| {
+                        !matches!(self.fs.stat(root, OsStr::new(name)), Ok(s) if s.kind == Kind::Dir)
+                    })
+                    .map(|name| format!("{name}/"))
+                    .collect();
+                let verb = if broken.len() == 1 { "is" } else { "are" };
+                Err(Error::InvalidStore {
+                    path: self.root.clone(),
+                    reason: format!(
+                        "its {} {verb} missing, not a directory, or a symlink: run verify",
+                        broken.join(", ")
+                    ),
+                })
+            }
         }
     }
 
