@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{elicitation, eventually, fast, logged, settled, text};
+use super::{elicitation, eventually, fast, logged, settled, text, until_cancelled};
 use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskOptions};
 use crate::{
     Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
@@ -317,8 +317,9 @@ async fn a_watch_interval_of_zero_is_held_to_a_floor() {
 
 /// A panic in the loop of claims, reaps and sweeps is logged with the
 /// pass it was in: here a claim, through a host store whose `lease`
-/// panics as the claimed task is resumed. (The log said the loop
-/// panicked, not in which pass.)
+/// panics as the claimed task is resumed; and the renewals go on (the
+/// loop of claims, reaps and sweeps is a task of its own). (The log said
+/// the loop panicked, not in which pass.)
 #[tokio::test]
 async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     // One thread: the background loop logs on this one.
@@ -337,6 +338,7 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
         Arc::clone(&store),
         fast().reap_interval(hour).sweep_interval(hour),
     );
+    let running = TaskId::parse(&until_cancelled(&m).await.task_id).unwrap();
     // Lapsed.
     eventually(|| async {
         backend_task(&backend, &orphan.id)
@@ -355,6 +357,18 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     })
     .await;
     assert_eq!(panicked.field("pass"), Some("claim"), "{panicked:?}");
+    // The bug past, the running task's lease is renewed on, twice.
+    store.panics.store(false, Ordering::SeqCst);
+    let mut seen = backend_task(&backend, &running).lease_expires_at;
+    for _ in 0..2 {
+        seen = eventually(|| async {
+            let now = backend_task(&backend, &running).lease_expires_at;
+            (now > seen).then_some(now)
+        })
+        .await;
+    }
+    let _ = m.cancel_task(running.as_str()).await;
+    m.shutdown().await;
 }
 
 /// Reads slower than a tick (20 runs, each read 15 ms, ticks 20 ms apart)
