@@ -510,19 +510,16 @@ pub(super) fn set_aside_locked(
         Ok(file) if file.nlink > 1 => index_links(store, id, (file.dev, file.ino))?,
         _ => Vec::new(),
     };
-    match store.quarantine.move_in(&store.fs, dir, &name, area.name()) {
-        Ok(Moved::Aside(target)) => {
-            tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
-            if !links.is_empty() {
-                store.quarantine.sync(store)?;
-                store.sync(area, before)?;
-            }
-            drop_index_links(store, id, &links)?;
-            Ok(Moved::Aside(target))
+    let moved = move_aside(store, dir, &name, area.name())?;
+    if let Moved::Aside(_) = moved {
+        tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
+        if !links.is_empty() {
+            store.quarantine.sync(store)?;
+            store.sync(area, before)?;
         }
-        Ok(moved) => Ok(moved),
-        Err(e) => Err(Error::io("set aside", dir.join(&name), e)),
+        drop_index_links(store, id, &links)?;
     }
+    Ok(moved)
 }
 
 /// The `expiring/` entries of task `id` that are the file `(dev, ino)`.
