@@ -2218,3 +2218,35 @@ fn a_failed_creates_task_is_not_renewed_by_a_renewal_of_every_lease() {
         "its lease was not renewed"
     );
 }
+
+/// A create whose id is held by a file that is no readable task fails with
+/// that file's error, and leaves nothing to undo: nothing of it was
+/// written, so nothing warns that it may have left its task. (The undo's
+/// removal failed on the same unreadable file, and the handle warned and
+/// kept the task to remove at its renewal passes; a file store's pass sets
+/// the file aside, as a listing does, and PostgreSQL's read the row again
+/// each time.)
+#[test]
+fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, _clock, _faults) = faulted(&root);
+    fs::write(root.join("active").join("held.json"), b"not a task").unwrap();
+    let id = TaskId::parse("held").unwrap();
+    let logged = common::Logged::default();
+    let err = tracing::subscriber::with_default(logged.clone(), || {
+        let err = store.create(NewTask::new().id(id.clone())).unwrap_err();
+        assert_eq!(store.renew_leases().unwrap(), 0);
+        err
+    });
+    assert!(matches!(err, taskstore::Error::Corrupt { .. }), "{err:?}");
+    let undo = |e: &common::LogEvent| {
+        e.field("message")
+            .is_some_and(|m| m.contains("failed create"))
+    };
+    assert!(
+        !logged.warnings().iter().any(undo),
+        "{:?}",
+        logged.warnings()
+    );
+}

@@ -335,7 +335,7 @@ impl<B: Backend> Store<B> {
     /// renewed, and removed by the next renewal pass that can
     /// ([`settle_undone`](Store::settle_undone)).
     fn undo_create(&self, record: &Record) {
-        if let Err(e) = self.backend.remove(record.task()) {
+        if let Err(e) = self.remove_undone(record.task()) {
             tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
             let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
             // Bounded: past it the oldest is left to the reaper, as any
@@ -366,8 +366,21 @@ impl<B: Backend> Store<B> {
         if left.is_empty() {
             return;
         }
-        left.retain(|task| self.backend.remove(task).is_err());
+        left.retain(|task| self.remove_undone(task).is_err());
         lock().extend(left);
+    }
+
+    /// Removes a failed create's task if it is stored. What holds its id
+    /// and is no readable task (corrupt, or past this handle's read limit)
+    /// is not it: the task was a well-formed record within this handle's
+    /// cap, so nothing of it is there, and the occupant is left to
+    /// `verify` and `repair` (removing it again at every renewal pass would
+    /// read it each time, and fail the same way).
+    fn remove_undone(&self, task: &Task) -> Result<()> {
+        match self.backend.remove(task) {
+            Err(Error::Corrupt { .. } | Error::FileTooLarge { .. }) | Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `task` with its lease renewed by this handle at `now`, as stored
