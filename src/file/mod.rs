@@ -447,6 +447,7 @@ impl Backend for FileBackend {
         match decide(&found.task)? {
             Change::Keep => {
                 self.tidy(&found)?;
+                self.make_kept_durable(&found.task)?;
                 Ok(Modified::Kept(found.task))
             }
             Change::Replace(next) => {

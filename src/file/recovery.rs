@@ -135,16 +135,40 @@ const NAME_MAX: usize = 255;
 /// Moves the entry `name` of `dir` into the quarantine (its name there
 /// starts with `label`): where it went, or why not (gone, or the
 /// quarantine full); an I/O error names the path and the operation.
+///
+/// Every set-aside goes through here, and the move is made durable before
+/// it returns (under `Durability::Immediate`): `quarantine/` first, then
+/// `dir`. A directory is made durable by its own fsync alone, so a later
+/// fsync of `dir` (any write's) would otherwise make the entry's leaving
+/// durable without its arrival, and a power loss would lose it from both.
+/// An area's fsync goes through its group (`store.sync`), which knows of
+/// its failures.
 pub(super) fn move_aside(
     store: &FileBackend,
     dir: &Dir,
     name: &OsStr,
     label: &str,
 ) -> Result<Moved> {
-    store
+    let area = [Area::Active, Area::Done]
+        .into_iter()
+        .find(|area| std::ptr::eq(store.dir(*area), dir))
+        .map(|area| (area, store.area(area).before()));
+    let moved = store
         .quarantine
         .move_in(&store.fs, dir, name, label)
-        .map_err(|e| Error::io("set aside", dir.join(name), e))
+        .map_err(|e| Error::io("set aside", dir.join(name), e))?;
+    if let Moved::Aside(_) = moved {
+        store.quarantine.sync(store)?;
+        match area {
+            Some((area, before)) => store.sync(area, before)?,
+            None if store.durability == Durability::Immediate => store
+                .fs
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir.path(), e))?,
+            None => {}
+        }
+    }
+    Ok(moved)
 }
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
@@ -488,13 +512,10 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
 /// the store as a delete does: the file goes into `quarantine/`, and the
 /// `expiring/` entries that were other names of it (a finished task with a
 /// TTL is linked there, FORMAT.md) and are now no task's file are removed
-/// with it. A file with such entries is moved durably first (`quarantine/`,
-/// then its own directory, fsynced under `Durability::Immediate`), as every
-/// stale entry goes only after its file's removal is (see
+/// with it, once the move is durable ([`move_aside`] makes it so), as
+/// every stale entry goes only after its file's removal is (see
 /// [`FileBackend::drop_stale_indexes`]): a power loss must not bring the
-/// file back without its entry, or lose it from both directories. A file
-/// without entries is moved without an fsync: after a power loss it is
-/// back, and set aside again when met.
+/// file back without its entry.
 pub(super) fn set_aside_locked(
     store: &FileBackend,
     area: Area,
@@ -503,7 +524,6 @@ pub(super) fn set_aside_locked(
 ) -> Result<Moved> {
     let dir = store.dir(area);
     let name = task_name(id);
-    let before = store.area(area).before();
     // Its other names, found before it moves; only a file with more than
     // one name has any, so expiring/ is read only for those.
     let links = match store.fs.stat(dir, &name) {
@@ -513,10 +533,6 @@ pub(super) fn set_aside_locked(
     let moved = move_aside(store, dir, &name, area.name())?;
     if let Moved::Aside(_) = moved {
         tracing::warn!(file = %dir.join(&name).display(), reason = why, "set aside a file that is not a readable task");
-        if !links.is_empty() {
-            store.quarantine.sync(store)?;
-            store.sync(area, before)?;
-        }
         drop_index_links(store, id, &links)?;
     }
     Ok(moved)

@@ -1079,6 +1079,35 @@ impl FileBackend {
         Ok(())
     }
 
+    /// Makes the finished `task` that a write kept, and answers with
+    /// (`AlreadyTerminal`), durable under [`Durability::Immediate`]: its
+    /// file's bytes, then its name in `done/`. The answer tells the caller
+    /// the task is final, and must hold across a power loss as this
+    /// handle's own writes do, though another handle of the store may have
+    /// finished it `Eventual`ly (its file and names never fsynced). Where
+    /// every handle is `Immediate` it is durable already, and the two
+    /// fsyncs find nothing to write. A running task kept (a fenced or
+    /// conditional write, a task not to reap) is left as it is: such an
+    /// answer says how the task stands now, not that it is final. The caller holds
+    /// the task's stripe lock, after [`tidy`](Self::tidy) (which moved a
+    /// finished task still in `active/` into `done/`).
+    pub(super) fn make_kept_durable(&self, task: &Task) -> Result<()> {
+        if self.durability != Durability::Immediate || !task.is_terminal() {
+            return Ok(());
+        }
+        let before = self.done.before();
+        let (dir, name) = (self.dir(Area::Done), task_name(&task.id));
+        let path = dir.join(&name);
+        let file = self
+            .fs
+            .open_read(dir, &name)
+            .map_err(|e| Error::io("open", &path, e))?;
+        self.fs
+            .sync_file(&file, &path)
+            .map_err(|e| Error::io("fsync", &path, e))?;
+        self.sync(Area::Done, before)
+    }
+
     /// Finishes interrupted terminal moves: terminal tasks still in
     /// `active/`. Returns how many were moved.
     pub(super) fn finish_moves(&self) -> Result<usize> {

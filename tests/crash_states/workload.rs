@@ -345,11 +345,104 @@ fn delete(d: &mut Driver, store: &FileStore, id: &str, label: &str) {
     );
 }
 
+/// The batch paths the other workloads do not reach, with the large paths
+/// taken from three tasks: a reap of four orphans (terminal moves that let
+/// each task's lock go between their halves, two with a TTL), a sweep's
+/// large paths (`remove_due` for finished tasks, `remove_unread` for
+/// running ones, removals under every stripe) and a listing that removes
+/// four expired finished tasks at once.
+pub fn batch_paths(durability: Durability) -> Run {
+    let mut d = Driver::new(durability);
+    d.large = 3;
+    let owner = d.open("open (owner)", "owner", LONG_LEASE);
+    for i in 0..4 {
+        let id = format!("fin{i}");
+        create(&mut d, &owner, NewTask::new().id(tid(&id)).ttl(SHORT));
+        d.act(
+            &format!("complete {id}"),
+            || owner.complete(&tid(&id), json!(i)).unwrap(),
+            applied,
+        );
+    }
+    d.act(
+        "list active (the snapshot whole)",
+        || owner.list(&ListQuery::active()).unwrap(),
+        |_| Effect::Nothing,
+    );
+    let gone = d.open("open (gone)", "gone", SHORT);
+    for i in 0..4 {
+        let id = format!("o{i}");
+        let new = NewTask::new().id(tid(&id));
+        let new = if i < 2 {
+            new.ttl(Duration::from_secs(3600))
+        } else {
+            new
+        };
+        d.step(
+            &format!("create {id} (gone)"),
+            || gone.create(new).unwrap(),
+            put,
+        );
+    }
+    drop(gone);
+    d.clock.advance(LATER);
+    d.step(
+        "reap_orphans (four)",
+        || owner.reap_orphans().unwrap(),
+        |reaped: &Vec<Task>| {
+            assert_eq!(reaped.len(), 4, "reaps o0..o3");
+            Effect::Put(reaped.clone())
+        },
+    );
+    let other = d.open("open (other)", "other", LONG_LEASE);
+    for i in 0..4 {
+        create(
+            &mut d,
+            &other,
+            NewTask::new().id(tid(&format!("run{i}"))).ttl(TICK),
+        );
+    }
+    drop(other);
+    d.clock.advance(TICK * 2);
+    d.step(
+        "sweep_expired (large paths)",
+        || owner.sweep_expired().unwrap(),
+        |n: &usize| {
+            assert_eq!(*n, 8, "fin0..3 and run0..3");
+            let ids = (0..4)
+                .map(|i| tid(&format!("fin{i}")))
+                .chain((0..4).map(|i| tid(&format!("run{i}"))))
+                .collect();
+            Effect::Remove(ids)
+        },
+    );
+    for i in 0..4 {
+        let id = format!("g{i}");
+        create(&mut d, &owner, NewTask::new().id(tid(&id)).ttl(SHORT));
+        d.act(
+            &format!("complete {id}"),
+            || owner.complete(&tid(&id), json!(i)).unwrap(),
+            applied,
+        );
+    }
+    d.clock.advance(LATER);
+    d.act(
+        "list all (meets four expired finished tasks)",
+        || owner.list(&ListQuery::all()).unwrap(),
+        |_| Effect::Nothing,
+    );
+    drop(owner);
+    d.finish("batch paths")
+}
+
 /// Runs steps against one store directory, recording the seam calls.
 struct Driver {
     recorder: Recorder,
     clock: ManualClock,
     durability: Durability,
+    /// From how many tasks a pass takes its large path
+    /// (`FileStoreBuilder::large_passes_from`).
+    large: usize,
     dir: tempfile::TempDir,
     steps: Vec<Step>,
 }
@@ -360,6 +453,7 @@ impl Driver {
             recorder: Recorder::new(),
             clock: ManualClock::new(T0),
             durability,
+            large: 256,
             dir: scratch_dir("taskstore-workload"),
             steps: Vec::new(),
         }
@@ -371,6 +465,7 @@ impl Driver {
             .instance_id(instance)
             .lease(lease)
             .durability(self.durability)
+            .large_passes_from(self.large)
             .recorder(self.recorder.clone());
         self.step(label, || builder.open().unwrap(), |_| Effect::Nothing)
     }
