@@ -459,6 +459,84 @@ fn a_row_at_odds_with_its_columns_is_an_error_not_a_loop() {
     }
 }
 
+/// A column whose type a hand edit changed (`ALTER TABLE … ALTER COLUMN …
+/// TYPE`) is an error naming the operation, the column and its type, and
+/// the task, not a panic: the store reads every column it selects from its
+/// tables fallibly. Each change is made before a handle of its own opens,
+/// so its statements are prepared over the changed table. (`row.get`
+/// panicked in the listing, in `get` and in the sweep's recount.)
+#[test]
+fn a_column_whose_type_a_hand_edit_changed_is_an_error_not_a_panic() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("retyped");
+    // A handle opened before the changes, its `load` prepared.
+    let before = open(cluster, &schema, "retyped");
+    let task = before.create(NewTask::new()).unwrap();
+    assert_eq!(before.get(&task.id).unwrap(), Some(task.clone()));
+    let mut client = cluster.client();
+    let alter = |client: &mut postgres::Client, table: &str, column: &str, to: &str| {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {schema}.{table} ALTER COLUMN {column} TYPE {to} USING {column}::{to}"
+            ))
+            .unwrap();
+    };
+    // Each call on a fresh handle, its outcome caught if it panics.
+    let call = |what: &str, op: &dyn Fn(&PgStore) -> Result<(), Error>| -> Error {
+        let store = open(cluster, &schema, "retyped");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&store))) {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => panic!("{what}: read a column of the wrong type"),
+            Err(_) => panic!("{what}: panicked"),
+        }
+    };
+    let says = |e: &Error, parts: &[&str]| {
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+        let said = e.to_string();
+        for part in parts {
+            assert!(said.contains(part), "{said:?} does not name {part:?}");
+        }
+    };
+
+    alter(&mut client, "tasks", "created_at_ns", "text");
+    let e = call("a listing", &|s| s.list(&ListQuery::all()).map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.tasks.created_at_ns"), "text", "scan"],
+    );
+    alter(&mut client, "tasks", "created_at_ns", "bigint");
+
+    alter(&mut client, "tasks", "task", "jsonb");
+    let e = call("a get", &|s| s.get(&task.id).map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.tasks.task"), "jsonb", task.id.as_str()],
+    );
+    let old = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| before.get(&task.id)))
+        .expect("a get by a handle opened before the change panicked");
+    match old {
+        // The server refuses the statement it prepared over the column's
+        // old type ("cached plan must not change result type").
+        Err(e) => says(&e, &[task.id.as_str()]),
+        Ok(read) => panic!("read a column of the wrong type: {read:?}"),
+    }
+    alter(&mut client, "tasks", "task", "text");
+
+    // (Its check, `active >= 0`, takes a number.)
+    alter(&mut client, "counters", "active", "numeric");
+    let e = call("a sweep", &|s| s.sweep().map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.counters.active"), "numeric", "count"],
+    );
+    alter(&mut client, "counters", "active", "bigint");
+
+    // Put back, the store reads as before.
+    let store = open(cluster, &schema, "retyped");
+    assert_eq!(store.get(&task.id).unwrap(), Some(task.clone()));
+    assert_eq!(store.sweep().unwrap().cleaned, 0);
+}
+
 /// A row that cannot be read is reported and left out, and the listing goes
 /// on past it: a page is short only at the end. (Rows were cut by `LIMIT`
 /// before they were read, so a batch that left one out looked like the last,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
+use postgres::types::{FromSql, ToSql};
 use time::OffsetDateTime;
 
 use crate::backend::{
@@ -220,20 +220,23 @@ impl PgBackend {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
         let mut rows = Vec::new();
-        self.query_each(op, sql, params, |row| rows.push(row))?;
+        self.query_each(op, sql, params, |row| {
+            rows.push(row);
+            Ok(())
+        })?;
         Ok(rows)
     }
 
     /// [`query`](Self::query), handing each row to `each` as the server
-    /// sends it: the client reads no further ahead than the row taken, so a
-    /// caller that keeps less than each row holds one row at a time, not
-    /// the result.
+    /// sends it (the first error `each` returns ends the query): the client
+    /// reads no further ahead than the row taken, so a caller that keeps
+    /// less than each row holds one row at a time, not the result.
     fn query_each(
         &self,
         op: &dyn Fn() -> String,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        mut each: impl FnMut(postgres::Row),
+        mut each: impl FnMut(postgres::Row) -> Result<()>,
     ) -> Result<()> {
         let mut conn = self.connection(op)?;
         let statement = conn.prepared(sql).map_err(|e| failed(op(), e))?;
@@ -242,9 +245,42 @@ impl PgBackend {
             .query_raw(&statement, params.iter().copied())
             .map_err(|e| failed(op(), e))?;
         while let Some(row) = rows.next().map_err(|e| failed(op(), e))? {
-            each(row);
+            each(row)?;
         }
         Ok(())
+    }
+
+    /// Column `index` of `row`, selected from the store's `table` for
+    /// `op`. A column whose type a hand edit changed (`ALTER TABLE … TYPE`),
+    /// or that holds a NULL the store never writes, is an error naming the
+    /// operation, the column and the type found, not a panic: checked here,
+    /// where the row is read, it is caught whenever the change was made
+    /// (and costs what `Row::get` does, which checks the same and panics).
+    /// The counts the statements compute themselves are read with `get`:
+    /// their type is the statement's, which no edit of a table changes.
+    fn column<'a, T: FromSql<'a>>(
+        &self,
+        row: &'a postgres::Row,
+        index: usize,
+        table: &str,
+        op: &dyn Fn() -> String,
+    ) -> Result<T> {
+        row.try_get(index).map_err(|e| {
+            let (name, kind) = row
+                .columns()
+                .get(index)
+                .map_or(("?", "?".to_owned()), |c| (c.name(), c.type_().to_string()));
+            Error::backend(
+                BACKEND,
+                op(),
+                format!(
+                    "column {}.{table}.{name} (of type {kind}) cannot be read: {}; was the \
+                     table changed outside the store?",
+                    self.sql.schema,
+                    Described(e)
+                ),
+            )
+        })
     }
 
     /// What a conditional write of `current` did, from the one-row count
@@ -355,8 +391,9 @@ impl PgBackend {
         let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
         let lock = |tx: &mut postgres::Transaction<'_>| {
             tx.query_opt(&self.sql.lock_counter, &[])
-                .map_err(|e| failed(op(), e))
-                .map(|row| row.map(|row| row.get::<_, i64>(0)))
+                .map_err(|e| failed(op(), e))?
+                .map(|row| self.column::<i64>(&row, 0, "counters", &op))
+                .transpose()
         };
         let was = match lock(&mut tx)? {
             Some(was) => Some(was),
@@ -395,14 +432,11 @@ impl PgBackend {
 
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
-        let rows = self.query(
-            &|| format!("{op} task {id}"),
-            &self.sql.load,
-            &[&id.as_str()],
-        )?;
+        let op = || format!("{op} task {id}");
+        let rows = self.query(&op, &self.sql.load, &[&id.as_str()])?;
         rows.first()
             .map(|row| {
-                decode(id.as_str(), row.get(0))
+                decode(id.as_str(), self.column(row, 0, "tasks", &op)?)
                     .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e))
             })
             .transpose()
@@ -414,20 +448,17 @@ impl PgBackend {
 
     /// The stored versions of `ids`, by id, read after a batch missed them.
     fn current_all(&self, ids: &[&str], op: &str) -> Result<HashMap<String, Result<Task>>> {
-        let rows = self.query(
-            &|| format!("{op} {} tasks", ids.len()),
-            &self.sql.load_all,
-            &[&ids],
-        )?;
-        Ok(rows
-            .iter()
+        let op = || format!("{op} {} tasks", ids.len());
+        let rows = self.query(&op, &self.sql.load_all, &[&ids])?;
+        rows.iter()
             .map(|row| {
-                let id: String = row.get(0);
-                let task = decode(&id, row.get(1))
+                let id: String = self.column(row, 0, "tasks", &op)?;
+                let task = self.column(row, 1, "tasks", &|| format!("{} (task {id})", op()))?;
+                let task = decode(&id, task)
                     .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e));
-                (id, task)
+                Ok((id, task))
             })
-            .collect())
+            .collect()
     }
 
     /// The outcome of one task of a batch: done, or what is stored now.
@@ -638,7 +669,11 @@ impl PgBackend {
         rows: Vec<postgres::Row>,
         order: impl Iterator<Item = &'a TaskId>,
     ) -> Result<Vec<Result<Swap>>> {
-        let done: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+        let written = || format!("{op} {} tasks in one statement", ids.len());
+        let done = rows
+            .iter()
+            .map(|row| self.column(row, 0, "tasks", &written))
+            .collect::<Result<HashSet<String>>>()?;
         let missed: Vec<&str> = ids
             .iter()
             .copied()
@@ -744,8 +779,10 @@ impl Backend for PgBackend {
             // payloads holds one whole row at a time, not the batch.
             self.query_each(&op, &self.sql.scan(scan, after.is_some()), &params, |row| {
                 rows += 1;
-                let id: &str = row.get(0);
-                match decode(id, row.get(1)) {
+                let id: &str = self.column(&row, 0, "tasks", &op)?;
+                let of_task = || format!("{} (task {id})", op());
+                let at: i64 = self.column(&row, 2, "tasks", &of_task)?;
+                match decode(id, self.column(&row, 1, "tasks", &of_task)?) {
                     Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
                     Ok(_) => {}
                     Err(reason) => skipped.push(Skipped::new(
@@ -755,7 +792,8 @@ impl Backend for PgBackend {
                         UnreadableAction::LeftInPlace,
                     )),
                 }
-                last = Some((row.get(2), id.to_owned()));
+                last = Some((at, id.to_owned()));
+                Ok(())
             })?;
             if rows < want || tasks.len() == scan.limit {
                 return Ok(Scanned::new(tasks, skipped));

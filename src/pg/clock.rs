@@ -242,7 +242,7 @@ fn measure(
     let row = conn.client.query_one(&statement, &[])?;
     let after = local.now_unix_nanos();
     let round_trip = started.elapsed();
-    let server = i128::from(row.get::<_, i64>(0)) * 1_000;
+    let server = i128::from(row.try_get::<_, i64>(0)?) * 1_000;
     let midpoint = before + (after - before) / 2;
     let mono_midpoint = (started + round_trip / 2).duration_since(base).as_nanos();
     let mono_midpoint = i128::try_from(mono_midpoint).unwrap_or(i128::MAX);
