@@ -129,13 +129,16 @@ pub enum Error {
     },
 
     /// A file in the store is not a readable task file of this format: corrupt,
-    /// truncated, empty, foreign, a directory or a symlink.
+    /// truncated, empty, foreign, a directory or a symlink. In a `PgStore`,
+    /// a row of the `tasks` table whose task cannot be decoded; `path` then
+    /// names the row, as `<schema>.tasks row "<id>"`.
     ///
     /// `list` and `sweep_expired` set such files aside in the store's quarantine
-    /// area; `get` and mutations of that task report this error.
+    /// area (a `PgStore` leaves the row where it is, and reports it); `get`,
+    /// mutations of that task and a create under its id report this error.
     #[error("corrupt task file {}: {reason}", path.display())]
     Corrupt {
-        /// The offending file.
+        /// The offending file (or row).
         path: PathBuf,
         /// What is wrong with it.
         reason: String,

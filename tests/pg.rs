@@ -422,6 +422,53 @@ fn spoil(cluster: &Cluster, schema: &str, ids: &[&TaskId]) {
     }
 }
 
+/// A row whose task cannot be decoded is `Error::Corrupt` naming the task
+/// (as the file store's undecodable task file is), for a read, a write
+/// and a create under its id alike; the other tasks are untouched. (It was
+/// `Error::Backend`, "decode task …", which the MCP manager takes for an
+/// outage and retries.)
+#[test]
+fn an_unreadable_row_is_corrupt_naming_the_task_whatever_the_call() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("corrupt_row");
+    let store = open(cluster, &schema, "corrupt_row");
+    let (bad, good) = (
+        store.create(NewTask::new()).unwrap(),
+        store.create(NewTask::new()).unwrap(),
+    );
+    spoil(cluster, &schema, &[&bad.id]);
+    let corrupt = |what: &str, got: Result<(), Error>| match got {
+        Err(Error::Corrupt { path, reason }) => {
+            let path = path.to_string_lossy();
+            assert!(
+                path.contains(&schema) && path.contains(bad.id.as_str()),
+                "{what}: names the schema and the task: {path}"
+            );
+            assert!(!reason.is_empty(), "{what}");
+        }
+        other => panic!("{what}: expected Corrupt naming the task, got {other:?}"),
+    };
+    corrupt("get", store.get(&bad.id).map(drop));
+    corrupt("complete", store.complete(&bad.id, json!(1)).map(drop));
+    corrupt(
+        "update",
+        store
+            .update(&bad.id, TaskUpdate::new().metadata("k", 1))
+            .map(drop),
+    );
+    // The file store's create under the id of an undecodable file says
+    // the same (`bad_input::*`): the id is neither free nor a task.
+    corrupt(
+        "create under its id",
+        store.create(NewTask::new().id(bad.id.clone())).map(drop),
+    );
+    // Another handle, which holds no guess of the task, reads the same.
+    let other = open(cluster, &schema, "corrupt_row_2");
+    corrupt("another handle's get", other.get(&bad.id).map(drop));
+    assert_eq!(store.get(&good.id).unwrap(), Some(good.clone()));
+    assert!(store.complete(&good.id, json!(1)).unwrap().is_applied());
+}
+
 /// A row whose task still decodes but disagrees with the row's own columns
 /// (a hand edit of its revision): a write to it is an error naming the
 /// task, not a loop. (The conditional write matched on the columns and

@@ -283,6 +283,18 @@ impl PgBackend {
         })
     }
 
+    /// Where task `id` is stored, as an error or a report names it:
+    /// `<schema>.tasks row "<id>"`.
+    fn row_of(&self, id: &str) -> String {
+        format!("{}.tasks row {id:?}", self.sql.schema)
+    }
+
+    /// The row of task `id`, whose task cannot be decoded (`reason`): as
+    /// the file store's undecodable task file, [`Error::Corrupt`] naming it.
+    fn corrupt(&self, id: &str, reason: String) -> Error {
+        Error::corrupt(self.row_of(id), reason)
+    }
+
     /// What a conditional write of `current` did, from the one-row count
     /// it returned: done, or missed (then the stored version, read again).
     fn swapped(
@@ -437,7 +449,7 @@ impl PgBackend {
         rows.first()
             .map(|row| {
                 decode(id.as_str(), self.column(row, 0, "tasks", &op)?)
-                    .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e))
+                    .map_err(|reason| self.corrupt(id.as_str(), reason))
             })
             .transpose()
     }
@@ -454,8 +466,7 @@ impl PgBackend {
             .map(|row| {
                 let id: String = self.column(row, 0, "tasks", &op)?;
                 let task = self.column(row, 1, "tasks", &|| format!("{} (task {id})", op()))?;
-                let task = decode(&id, task)
-                    .map_err(|e| Error::backend(BACKEND, format!("decode task {id}"), e));
+                let task = decode(&id, task).map_err(|reason| self.corrupt(&id, reason));
                 Ok((id, task))
             })
             .collect()
@@ -787,7 +798,7 @@ impl Backend for PgBackend {
                     Ok(_) => {}
                     Err(reason) => skipped.push(Skipped::new(
                         TaskId::parse(id).ok(),
-                        format!("{}.tasks row {id:?}", self.sql.schema),
+                        self.row_of(id),
                         reason,
                         UnreadableAction::LeftInPlace,
                     )),
