@@ -332,13 +332,34 @@ impl PgBackend {
     }
 
     /// [`Backend::insert`]'s one try: tried again for as long as the task
-    /// in its place is removed between the insert and the read of it.
+    /// in its place is removed between the insert and the read of it, and
+    /// once after making the active-task counter's row again if the insert
+    /// was refused because the row is gone (deleted by hand): with the
+    /// count of the active rows, the sweep's [`recount`](Self::recount).
     fn try_insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        let mut recounted = false;
         loop {
-            if let Some(inserted) = self.try_insert_once(record, max_active)? {
-                return Ok(inserted);
+            match self.try_insert_once(record, max_active)? {
+                Some(Insert::Full) if !recounted && !self.has_counter()? => {
+                    self.recount()?;
+                    recounted = true;
+                }
+                Some(inserted) => return Ok(inserted),
+                None => {}
             }
         }
+    }
+
+    /// Whether the active-task counter's row is there: an insert the
+    /// counter did not count was refused by the cap, or found no row.
+    fn has_counter(&self) -> Result<bool> {
+        let op = || {
+            format!(
+                "look for the active-task counter of schema {}",
+                self.sql.schema
+            )
+        };
+        Ok(!self.query(&op, &self.sql.counter, &[])?.is_empty())
     }
 
     /// One insert: `None` if a task was in its place and gone by the time
@@ -391,7 +412,8 @@ impl PgBackend {
 
     /// Counts the active rows again into the counter, if a change made
     /// outside the store put it out (rows deleted by hand, a table
-    /// restored from a dump, the counter's own row deleted): the counter's
+    /// restored from a dump, the counter's own row deleted), for every
+    /// sweep and for a create that finds the row gone: the counter's
     /// row lock first (the row made again at 0 if it is gone), then the
     /// count in a statement of its own, whose snapshot sees every write
     /// that changed the counter before (each write changes the row and the

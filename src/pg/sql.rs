@@ -26,6 +26,8 @@ pub(crate) struct Sql {
     pub replace_all: String,
     pub remove_all: String,
     pub load_all: String,
+    /// Reads the counter, taking no lock: one row, or none if it is gone.
+    pub counter: String,
     /// Takes the counter's row lock, and reads it.
     pub lock_counter: String,
     pub make_counter: String,
@@ -152,6 +154,7 @@ impl Sql {
                 n = notify("$4", "t.id")
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
+            counter: format!("SELECT active FROM {s}.counters WHERE singleton"),
             lock_counter: format!("SELECT active FROM {s}.counters WHERE singleton FOR UPDATE"),
             // The counter's row made again (deleted by hand), at 0 for the
             // recount to correct.
