@@ -802,6 +802,90 @@ fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
     }
 }
 
+/// A renewal batch that meets a task's row locked by another session (an
+/// operator's open transaction, a frozen writer) renews and commits every
+/// other task of the batch at once, holding none of their rows: only the
+/// locked task's renewal waits, alone, and is applied once the lock goes
+/// (its owner has not lost it). (The batch was one statement that waited
+/// on the locked row holding the rows it had renewed before it: their
+/// renewals were not committed, and every write to them waited too.)
+#[test]
+fn a_renewal_batch_waiting_on_one_locked_row_holds_no_other_row() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("renew_locked");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let renewer = format!("{} application_name=renew_locked", cluster.conninfo());
+    let owner = on_clock(&renewer, &schema, "owner", &clock).open().unwrap();
+    let reader = on_clock(&cluster.conninfo(), &schema, "reader", &clock)
+        .open()
+        .unwrap();
+    // The locked task last, in the batch and in the table alike: a batch
+    // that goes in either order meets the others first.
+    let tasks: Vec<Task> = (0..3)
+        .map(|_| owner.create(NewTask::new()).unwrap())
+        .collect();
+    let locked = &tasks[2];
+    clock.advance(Duration::from_secs(10));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        // Held here: a failing assertion drops it, and the renewal ends.
+        let mut holder = cluster.client();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE",
+                locked.id
+            ))
+            .unwrap();
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
+        let owner = &owner;
+        s.spawn(move || {
+            let _ = tx.send(owner.renew_leases_of(&ids));
+        });
+        let mut client = cluster.client();
+        wait_until("a renewal to wait on the locked row", || {
+            waiting(&mut client, "renew_locked") == 1
+        });
+        for task in &tasks[..2] {
+            let now = reader.get(&task.id).unwrap().unwrap();
+            assert!(
+                now.lease_expires_at > task.lease_expires_at,
+                "task {} not renewed while the batch waits on another row",
+                task.id
+            );
+            let free = client
+                .batch_execute(&format!(
+                    "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE NOWAIT; ROLLBACK",
+                    task.id
+                ))
+                .map_err(|e| e.to_string());
+            let _ = client.batch_execute("ROLLBACK");
+            assert!(
+                free.is_ok(),
+                "the row of task {} is held: {free:?}",
+                task.id
+            );
+        }
+        assert_eq!(
+            reader.get(&locked.id).unwrap().unwrap(),
+            *locked,
+            "not renewed while locked"
+        );
+        holder.batch_execute("COMMIT").unwrap();
+        let renewed = rx
+            .recv_timeout(common::HANG)
+            .expect("the renewal never returned");
+        for (task, result) in tasks.iter().zip(renewed) {
+            match result {
+                Ok(Transition::Applied(now)) => {
+                    assert!(now.lease_expires_at > task.lease_expires_at, "{}", task.id);
+                    assert_eq!(reader.get(&task.id).unwrap(), Some(now));
+                }
+                other => panic!("task {}: {other:?}", task.id),
+            }
+        }
+    });
+}
+
 #[test]
 fn the_active_cap_holds_exactly_across_handles() {
     let Some(cluster) = cluster() else { return };

@@ -199,10 +199,12 @@
 //!   at every restart of a rolling deploy uses one attempt each time.
 //! - An instance claims every resumable orphan of its kinds it finds: there
 //!   is no cap on how many it takes at once.
-//! - Over a `PgStore`, a renewal batch held up by one
-//!   task's row (locked by another session) keeps the rows it renewed
-//!   before that one locked until it ends: their renewals alone wait for
-//!   it too. The manager keeps every task not in that batch renewed.
+//! - Over a `PgStore`, a task whose row another session holds locked is
+//!   renewed only once the lock goes: its renewal waits for it, alone (the
+//!   batch it was in renews the other tasks and commits at once, holding
+//!   none of their rows). The batch's call returns with that renewal, so
+//!   meanwhile the manager renews the batch's other tasks alone after a
+//!   third of their lease, as for any batch held up.
 
 mod calls;
 mod context;

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::backend::{
     Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Skipped, Swap,
-    UnreadableAction, modify_from,
+    UnreadableAction, is_current, modify_from,
 };
 use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
@@ -849,11 +849,26 @@ impl Backend for PgBackend {
         if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
             return one_by_one();
         }
-        // A batch the server refused (a deadlock with another host's batch,
-        // a task out of range) changed nothing: each task goes on its own.
-        // One whose connection was lost may have committed before the reply
-        // was: `replace_found` tells.
-        self.try_replace_all(swaps).unwrap_or_else(|_| one_by_one())
+        // A batch the server refused (a deadlock, a task out of range)
+        // changed nothing: each task goes on its own. One whose connection
+        // was lost may have committed before the reply was:
+        // `replace_found` tells.
+        let Ok(results) = self.try_replace_all(swaps) else {
+            return one_by_one();
+        };
+        // A task the batch left out, its row locked by another session, is
+        // stored as it was read: written on its own now, after the batch
+        // committed, so that only its own write waits for the lock.
+        results
+            .into_iter()
+            .zip(swaps)
+            .map(|(result, (current, next))| match result {
+                Ok(Swap::Changed(Some(now))) if is_current(&now, current) => {
+                    self.replace_found(current, next)
+                }
+                other => other,
+            })
+            .collect()
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {

@@ -7,7 +7,11 @@
 //! notices has a test of the channel's parameter there instead), joined by
 //! data-modifying `WITH` clauses. Conditional writes match `id`, `created_at_ns` and `revision`:
 //! the row lock and PostgreSQL's re-check of the `WHERE` clause after
-//! waiting for it decide every race between hosts.
+//! waiting for it decide every race between hosts. A batch of
+//! replacements waits for no task's row: it leaves out the rows another
+//! session holds, which `PgBackend::replace_all` then writes one by one,
+//! so that the batch never holds the rows it wrote while it waits for
+//! another's.
 
 use crate::backend::{Scan, Scope};
 
@@ -110,6 +114,10 @@ impl Sql {
             // $3 revision, $4 was active (the version read); $5
             // created_at_ns, $6 revision, $7 status, $8 active,
             // $9 expires_at_ns, $10 task (the next version); $11 the channel.
+            // A row another session holds locked is left out (`l`, `SKIP
+            // LOCKED`): the batch waits for no task's row, so it never
+            // holds the rows it wrote while it waits; `replace_all` writes
+            // the rows left out on their own.
             replace_all: format!(
                 "WITH n AS (
                      SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bool[],
@@ -118,12 +126,17 @@ impl Sql {
                          AS n(id, created_at_ns, revision, was_active,
                               next_created_at_ns, next_revision, status, active,
                               expires_at_ns, task)),
+                 l AS (
+                     SELECT t.id FROM {s}.tasks t, n
+                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
+                       AND t.revision = n.revision
+                     FOR UPDATE OF t SKIP LOCKED),
                  u AS (
                      UPDATE {s}.tasks t
                      SET created_at_ns = n.next_created_at_ns, revision = n.next_revision,
                          status = n.status, active = n.active,
                          expires_at_ns = n.expires_at_ns, task = n.task
-                     FROM n
+                     FROM n JOIN l ON l.id = n.id
                      WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
                        AND t.revision = n.revision
                      RETURNING t.id, n.active::int - n.was_active::int AS delta,
