@@ -469,6 +469,37 @@ fn an_unreadable_row_is_corrupt_naming_the_task_whatever_the_call() {
     assert!(store.complete(&good.id, json!(1)).unwrap().is_applied());
 }
 
+/// A create under the id of an unreadable row fails `Corrupt` and leaves
+/// nothing to undo: nothing of it was written, so nothing warns that it may
+/// have left its task, and no renewal pass tries to remove it. (The undo's
+/// removal failed on the same row, and the handle warned and kept the task,
+/// read the row again at every renewal pass: one rule with the file store,
+/// `faults::a_create_over_an_unreadable_file_leaves_nothing_to_undo`.)
+#[test]
+fn a_create_over_an_unreadable_row_leaves_nothing_to_undo() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("undo_corrupt");
+    let store = open(cluster, &schema, "undo_corrupt");
+    let bad = store.create(NewTask::new()).unwrap();
+    spoil(cluster, &schema, &[&bad.id]);
+    let logged = common::Logged::default();
+    let err = tracing::subscriber::with_default(logged.clone(), || {
+        let err = store.create(NewTask::new().id(bad.id.clone())).unwrap_err();
+        let _ = store.renew_leases();
+        err
+    });
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    let undo = |e: &common::LogEvent| {
+        e.field("message")
+            .is_some_and(|m| m.contains("failed create"))
+    };
+    assert!(
+        !logged.warnings().iter().any(undo),
+        "{:?}",
+        logged.warnings()
+    );
+}
+
 /// A row whose task still decodes but disagrees with the row's own columns
 /// (a hand edit of its revision): a write to it is an error naming the
 /// task, not a loop. (The conditional write matched on the columns and
