@@ -431,3 +431,104 @@ fn the_tracing_sink_tells_host_events_from_ours_by_type() {
         ]
     );
 }
+
+/// Runs `call` on a thread of its own and gives its result, or `None` if it
+/// has not returned after a minute: a call blocked for good (an `open` of a
+/// FIFO that no process reads blocks until one does).
+fn unless_blocked<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(tx.send(call())));
+    rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+}
+
+/// A FIFO that no process reads, at the sink's path, is refused with an
+/// error naming the path: by `open`, by `reopen`, and by a write's look at
+/// the path after a rotation (which goes on with the file it has). None
+/// blocks its caller; an `open` of such a FIFO for writing waited for a
+/// reader, for ever, in the middle of whatever emitted the event.
+#[test]
+fn a_fifo_nobody_reads_at_the_sinks_path_blocks_no_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.jsonl");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let opened = unless_blocked({
+        let fifo = fifo.clone();
+        move || JsonLinesSink::open(&fifo).map(drop)
+    })
+    .expect("open returned");
+    match opened {
+        Err(Error::Io { path, .. }) => assert_eq!(path, fifo),
+        other => panic!("expected an I/O error naming the FIFO, got {other:?}"),
+    }
+    let path = dir.path().join("events.jsonl");
+    let sink = Arc::new(
+        JsonLinesSink::open(&path)
+            .unwrap()
+            .check_path_every(std::time::Duration::ZERO),
+    );
+    let rotated = dir.path().join("events.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::rename(&fifo, &path).unwrap();
+    let reopened = unless_blocked({
+        let sink = Arc::clone(&sink);
+        move || sink.reopen()
+    })
+    .expect("reopen returned");
+    assert!(matches!(reopened, Err(Error::Io { .. })), "{reopened:?}");
+    let emitted = unless_blocked({
+        let sink = Arc::clone(&sink);
+        move || sink.emit(&Event::new("kept"))
+    });
+    assert!(emitted.is_some(), "a write's look at the path blocked");
+    assert_eq!(kinds_in(&rotated), ["kept"], "the file it had");
+}
+
+/// A FIFO that a process reads is written as a file is: every line, whole,
+/// however far the writer runs ahead of the reader (a sink opened without
+/// waiting for a reader must still wait for room in the pipe, not drop
+/// lines).
+#[test]
+fn a_fifo_a_process_reads_gets_every_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.jsonl");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let lines = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+            lines.lines().map(Result::unwrap).collect::<Vec<String>>()
+        }
+    });
+    // Until the reader has it open, an open for writing finds none.
+    let sink = loop {
+        match JsonLinesSink::open(&fifo) {
+            Ok(sink) => break sink,
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    // Far more than a pipe holds (64 KiB).
+    let lines = 5_000;
+    for i in 0..lines {
+        sink.emit(
+            &Event::new("line")
+                .field("i", i)
+                .field("pad", "x".repeat(100)),
+        );
+    }
+    assert_eq!((sink.written(), sink.errors()), (lines, 0));
+    drop(sink);
+    let read = reader.join().unwrap();
+    assert_eq!(read.len(), lines as usize);
+    assert!(read.iter().all(|line| line.contains("\"pad\"")));
+}

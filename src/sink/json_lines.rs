@@ -101,10 +101,15 @@ struct Line<'a> {
 impl JsonLinesSink {
     /// Opens (creating with mode `0600` if needed) `path` for appending; a
     /// relative path is made absolute against the working directory now.
+    /// A FIFO or pipe is written as a file is (each line waits for room in
+    /// it), but only one that a process reads: opening never waits for a
+    /// reader.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be opened.
+    /// [`Error::Io`] if the file cannot be opened, or is a FIFO that no
+    /// process reads (`reopen` and a rotation's look at the path say the
+    /// same, and go on with the file they have).
     pub fn open(path: impl AsRef<Path>) -> Result<JsonLinesSink> {
         let given = path.as_ref();
         let path = std::path::absolute(given)
@@ -248,17 +253,30 @@ impl JsonLinesSink {
 /// How often a write looks at the path unless set.
 const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Opens `path` for appending, making it (`0600`) if it is not there.
+/// Never waits for a reader: a FIFO that no process reads is refused
+/// (`ENXIO`), where a plain open would block its caller (whoever emitted
+/// the event, for a rotation's reopen) until one came. The file then
+/// writes blocking again, so that a FIFO a process reads, or a pipe such as
+/// `/dev/stdout`, waits for room rather than dropping a line.
 fn open_appending(path: &Path) -> Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
     }
-    options
+    let file = options
         .open(path)
-        .map_err(|e| Error::io("open for appending", path, e))
+        .map_err(|e| Error::io("open for appending", path, e))?;
+    #[cfg(unix)]
+    rustix::fs::fcntl_getfl(&file)
+        .and_then(|flags| rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK))
+        .map_err(|e| Error::io("make blocking", path, e.into()))?;
+    Ok(file)
 }
 
 /// Whether the file at `path` is `file` (or cannot be told: a failed look
