@@ -77,13 +77,17 @@ impl BreakerRegistry {
     }
 
     /// Reads time from `clock` (for example a [`ManualClock`](crate::ManualClock) in tests).
+    /// Set it before the first breaker is made: a breaker keeps the clock
+    /// and sink of the registry as it was when the breaker was made.
     #[must_use]
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> BreakerRegistry {
         let sink = self.env.notifier.sink().cloned();
         self.with_env(clock, sink)
     }
 
-    /// Sends every transition and call verdict to `sink`.
+    /// Sends every transition and call verdict to `sink`. Set it before the
+    /// first breaker is made: a breaker keeps the clock and sink of the
+    /// registry as it was when the breaker was made.
     #[must_use]
     pub fn with_sink(self, sink: Arc<dyn EventSink>) -> BreakerRegistry {
         let clock = self.env.clock.clone();
