@@ -48,9 +48,11 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        // Only a client that declared the tasks extension may get a task.
+        // Only a client that declared the tasks extension may get a task
+        // (`-32021` for any other, as `rmcp` answers its `tasks/*`).
         if !context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
-            return Err(McpError::invalid_params("this tool runs as a task", None));
+            let tasks = ClientCapabilities::builder().enable_tasks().build();
+            return Err(McpError::missing_required_client_capability(tasks));
         }
         let input = json!({ "file": request.arguments.unwrap_or_default().get("file") });
         let task = self

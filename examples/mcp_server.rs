@@ -67,10 +67,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    CreateTaskResult, CustomRequest, CustomResult, ErrorCode, GetTaskParams, GetTaskResult,
-    InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    UpdateTaskParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ContentBlock, CreateTaskResult, CustomRequest, CustomResult, ErrorCode, GetTaskParams,
+    GetTaskResult, InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool, UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
@@ -348,10 +348,12 @@ impl ServerHandler for Server {
                 "ask",
                 json!({ "question": string(&args, "question", "What is your name?")? }),
             ),
+            // It waits for the client's answer: only a client that
+            // declared the tasks extension can give one (`-32021`, as
+            // `rmcp` answers `tasks/*` from any other).
             "ask" => {
-                return Err(McpError::invalid_params(
-                    "`ask` needs a client that declared the tasks extension",
-                    None,
+                return Err(McpError::missing_required_client_capability(
+                    ClientCapabilities::builder().enable_tasks().build(),
                 ));
             }
             other => {

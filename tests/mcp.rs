@@ -60,6 +60,31 @@ async fn tool_call_as_a_task_completes_with_the_same_result_as_a_plain_call() {
     plain.stop().await;
 }
 
+/// A tool that runs only as a task (the example's `ask`, which waits for
+/// the client's answer) refuses a client that did not declare the tasks
+/// extension with `-32021`, Missing Required Client Capability, naming the
+/// extension in `data`, as the extension says a server MUST (and as
+/// `rmcp` answers `tasks/*` from such a client). It answered `-32602`,
+/// which a client cannot tell from bad arguments.
+#[tokio::test]
+async fn a_tool_that_needs_tasks_refuses_a_client_without_them_as_a_missing_capability() {
+    let (_root, dir) = store_dir();
+    let plain = start(&dir, "plain", None, false).await;
+    let refused = plain.call_tool("ask", json!({"question": "?"})).await;
+    let Err(rmcp::service::ServiceError::McpError(error)) = refused else {
+        panic!("expected an MCP error, got {refused:?}")
+    };
+    assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
+    let required = &error.data.expect("data names what is required")["requiredCapabilities"];
+    assert!(
+        required["extensions"]
+            .get(rmcp::model::TASKS_EXTENSION_ID)
+            .is_some(),
+        "{required}"
+    );
+    plain.stop().await;
+}
+
 #[tokio::test]
 async fn restart_keeps_finished_tasks_and_reports_interrupted_ones_orphaned() {
     let (_root, dir) = store_dir();
@@ -91,6 +116,12 @@ async fn restart_keeps_finished_tasks_and_reports_interrupted_ones_orphaned() {
     assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
     assert_eq!(error["data"]["code"], "orphaned");
     assert_eq!(error["data"]["owner"], "first");
+    // Its status message says why it failed (the tasks extension: a failed
+    // task's `statusMessage` SHOULD carry the diagnostic), not what it was
+    // doing when its instance died ("computing for 600000 ms …").
+    let why = orphan.task.status_message.as_deref().unwrap_or_default();
+    assert!(why.contains("was abandoned"), "{why:?}");
+    assert_eq!(Some(why), error["data"]["message"].as_str());
     second.stop().await;
 }
 
@@ -328,5 +359,8 @@ async fn a_result_or_error_that_is_not_an_object_is_still_answered() {
     assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
     assert_eq!(error["data"], json!(["boom", 1]));
     assert!(error["message"].is_string(), "{error:?}");
+    // An error without a message of its own leaves the status message as
+    // stored (none here), not the wrapping's "task failed".
+    assert_eq!(done.task.status_message, None);
     server.stop().await;
 }

@@ -107,7 +107,8 @@ pub(super) async fn get(
 /// result with its JSON as text ([`tool_result`]), so that a task a host
 /// that is not an MCP server finished can be read over MCP. (An
 /// `input_required` task whose `inputRequests` are not MCP input requests
-/// still cannot: `-32603`.)
+/// still cannot: `-32603`.) A failed task's `statusMessage` is its error's
+/// message, if the error has one.
 pub(super) fn to_wire(task: &Task) -> Result<DetailedTask, McpError> {
     let carried = match task.status {
         TaskStatus::Completed if !task.result.as_ref().is_some_and(Value::is_object) => {
@@ -132,8 +133,25 @@ pub(super) fn to_wire(task: &Task) -> Result<DetailedTask, McpError> {
     })?;
     if let TaskPayload::Failed { error } = &mut detailed.payload {
         *error = jsonrpc_error(Value::Object(std::mem::take(error)));
+        // The tasks extension: a failed task's `statusMessage` SHOULD carry
+        // diagnostic information about the failure. The stored error's own
+        // message says why (a JSON-RPC error's, the reaper's "was
+        // abandoned"), where the stored status message is the last one of
+        // its working life; an error without one leaves that as it is.
+        if let Some(message) = failure_message(task.error.as_ref()) {
+            detailed.task.status_message = Some(message.to_owned());
+        }
     }
     Ok(detailed)
+}
+
+/// The message of a stored error: the error itself if it is a string,
+/// else its string `message`.
+fn failure_message(error: Option<&Value>) -> Option<&str> {
+    match error? {
+        Value::String(message) => Some(message),
+        error => error.get("message")?.as_str(),
+    }
 }
 
 /// `-32602` for a task that does not exist; the id is shortened as the
