@@ -932,6 +932,59 @@ fn repair_exits_1_while_a_full_quarantine_keeps_a_problem_in_place() {
     run_expect(Some(&dir), &["verify"], 1);
 }
 
+/// A store marker that does not read (corrupt, a symlink, a directory)
+/// is left alone by `repair`, which says how to fix it, and the advice
+/// works: once it is removed, the next open (`show`) writes it again and
+/// `verify` finds the store clean. (It said "the store's layout itself is
+/// wrong; fix it by hand".)
+#[test]
+fn a_broken_marker_is_left_alone_with_how_to_fix_it() {
+    let unreadable = DAMAGE
+        .iter()
+        .find(|d| d.name == "an unreadable marker")
+        .unwrap();
+    let plants: [(&str, fn(&Path, &[Task]) -> PathBuf); 3] = [
+        ("corrupt", unreadable.plant),
+        ("a symlink", |dir, _| {
+            let path = dir.join("taskstore.json");
+            fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+            path
+        }),
+        ("a directory", |dir, _| {
+            let path = dir.join("taskstore.json");
+            fs::remove_file(&path).unwrap();
+            fs::create_dir(&path).unwrap();
+            path
+        }),
+    ];
+    for (what, plant) in plants {
+        let (_tmp, dir) = store_dir();
+        let tasks = store_with_tasks(&dir);
+        let marker = plant(&dir, &tasks);
+        let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
+        let said = stdout(&out);
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(&format!("{}: ", marker.display())))
+            .unwrap_or_else(|| panic!("{what}: no line for the marker:\n{said}"));
+        assert!(
+            line.contains("left alone: remove it: the next open of the store")
+                && !line.contains("by hand"),
+            "{what}: {line}"
+        );
+        // The advice, followed.
+        if marker.is_dir() && !marker.is_symlink() {
+            fs::remove_dir(&marker).unwrap();
+        } else {
+            fs::remove_file(&marker).unwrap();
+        }
+        run_expect(Some(&dir), &["show", tasks[0].id.as_str()], 0);
+        assert!(marker.is_file(), "{what}: the open wrote the marker again");
+        run_expect(Some(&dir), &["verify"], 0);
+    }
+}
+
 /// Setting a task file aside is one rule, whoever does it: a listing that
 /// meets a corrupt finished task (the store's own quarantine) takes its
 /// `expiring/` entry with it, as `repair` does, and `verify` then finds the

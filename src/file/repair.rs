@@ -395,9 +395,22 @@ fn plan(problem: &Problem) -> RepairAction {
         },
         (ProblemKind::Missing, _) => RepairAction::Leave {
             reason: "opening the store (`FileStore::open`; the command's list, show, cancel, \
-                     sweep and reap) makes a missing directory or marker; tasks that were in \
-                     a missing directory are lost",
+                     sweep and reap) makes a missing directory or marker (a marker once no \
+                     foreign name is left at the store's root); tasks that were in a missing \
+                     directory are lost",
         },
+        // `open` refuses a marker it cannot read (or follow), and writes
+        // a missing one again: a store without one but with its
+        // directories is one.
+        (ProblemKind::BadMarker { .. } | ProblemKind::Symlink | ProblemKind::NotAFile, place)
+            if is_marker(place) =>
+        {
+            RepairAction::Leave {
+                reason: "remove it: the next open of the store (`FileStore::open`; the command's \
+                     list, show, cancel, sweep and reap) writes it again, once no foreign \
+                     name is left at the store's root",
+            }
+        }
         (ProblemKind::Unreadable { .. }, _) => RepairAction::Leave {
             reason: "could not be checked; check it again",
         },
