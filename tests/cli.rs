@@ -24,8 +24,9 @@ use time::OffsetDateTime;
 // ---------------------------------------------------------------------------
 // Running the command.
 
-/// Runs `taskstore args...` with no store in its environment but `store`.
-fn run(store: Option<&Path>, args: &[&str]) -> Output {
+/// `taskstore args...` with no store in its environment but `store`, to
+/// run or spawn.
+fn taskstore(store: Option<&Path>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
     command
         .args(args)
@@ -36,7 +37,14 @@ fn run(store: Option<&Path>, args: &[&str]) -> Output {
     if let Some(store) = store {
         command.env("TASKSTORE_STORE", store);
     }
-    command.output().expect("run the taskstore binary")
+    command
+}
+
+/// Runs `taskstore args...` with no store in its environment but `store`.
+fn run(store: Option<&Path>, args: &[&str]) -> Output {
+    taskstore(store, args)
+        .output()
+        .expect("run the taskstore binary")
 }
 
 fn stdout(out: &Output) -> String {
@@ -682,6 +690,31 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
     assert_eq!(json_lines(&out)[0]["problem"], "dead_temp");
 }
 
+/// A task of a new store at `dir` in the middle of a batch of another
+/// process, as a reap leaves it between its halves: the terminal version
+/// written over its file in `active/`, then its name in `done/`, with the
+/// batches lock held shared (the file returned holds it). The batch's
+/// second half removes the name in `active/` (the path returned), then
+/// lets the lock go.
+fn a_batch_between_its_halves(dir: &Path) -> (TaskId, PathBuf, fs::File) {
+    let store = open(dir);
+    let id = store.create(NewTask::new()).unwrap().id;
+    let mut failed = store.get(&id).unwrap().unwrap();
+    drop(store);
+    failed.status = TaskStatus::Failed;
+    failed.error = Some(json!({"code": -1, "message": "orphaned"}));
+    failed.revision += 1;
+    let active = task_path(dir, "active", &id);
+    let file: Value = serde_json::from_slice(&fs::read(&active).unwrap()).unwrap();
+    let mut file = file.as_object().unwrap().clone();
+    file.insert("task".into(), serde_json::to_value(&failed).unwrap());
+    fs::write(&active, serde_json::to_vec(&file).unwrap()).unwrap();
+    fs::hard_link(&active, task_path(dir, "done", &id)).unwrap();
+    let lock = common::open_lock_file(&common::batches_lock(dir));
+    lock.lock_shared().unwrap();
+    (id, active, lock)
+}
+
 /// A batch of another process between its halves (a reap's terminal move,
 /// the task's names in both areas, held here by hand with the batches lock
 /// held shared, as a batch holds it): `verify --wait 0s` reports the move,
@@ -694,23 +727,7 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
 #[test]
 fn verify_says_when_batches_were_under_way() {
     let (_tmp, dir) = store_dir();
-    let store = open(&dir);
-    let id = store.create(NewTask::new()).unwrap().id;
-    // The reap's first half: the terminal version written over the file in
-    // active/, then its name in done/.
-    let mut failed = store.get(&id).unwrap().unwrap();
-    drop(store);
-    failed.status = TaskStatus::Failed;
-    failed.error = Some(json!({"code": -1, "message": "orphaned"}));
-    failed.revision += 1;
-    let active = task_path(&dir, "active", &id);
-    let file: Value = serde_json::from_slice(&fs::read(&active).unwrap()).unwrap();
-    let mut file = file.as_object().unwrap().clone();
-    file.insert("task".into(), serde_json::to_value(&failed).unwrap());
-    fs::write(&active, serde_json::to_vec(&file).unwrap()).unwrap();
-    fs::hard_link(&active, task_path(&dir, "done", &id)).unwrap();
-    let lock = common::open_lock_file(&common::batches_lock(&dir));
-    lock.lock_shared().unwrap();
+    let (id, active, lock) = a_batch_between_its_halves(&dir);
 
     let out = run_expect(Some(&dir), &["verify", "--wait", "0s"], 1);
     assert!(
@@ -764,6 +781,44 @@ fn verify_says_when_batches_were_under_way() {
     chmod(&task_path(&dir, "done", &id), 0o644);
     let json = run_expect(Some(&dir), &["verify", "--json"], 1);
     assert_eq!(json_lines(&json)[0]["underWay"], false);
+}
+
+/// `verify` and `repair`, meeting what may be a batch of another process
+/// between its halves, say on stderr that they wait for the batches under
+/// way when the wait starts, and how long they wait at most; once the
+/// batch ends they judge what it left (nothing). (They were silent for up
+/// to `--wait`, and said so only once it ran out.)
+#[test]
+fn verify_and_repair_say_when_they_start_waiting_for_batches() {
+    for args in [
+        &["verify", "--wait", "5m"][..],
+        &["repair", "--apply", "--wait", "5m"],
+    ] {
+        let (_tmp, dir) = store_dir();
+        let (_, active, lock) = a_batch_between_its_halves(&dir);
+        let mut child = taskstore(Some(&dir), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut said, &mut first).unwrap();
+        assert!(
+            first.starts_with("taskstore: waiting up to 5m for batches of another process")
+                && first.contains(&common::batches_lock(&dir).display().to_string()),
+            "{args:?}: {first}"
+        );
+        // The batch's second half, then its end: the wait ends with it.
+        fs::remove_file(&active).unwrap();
+        lock.unlock().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut said, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {first}{rest}");
+        assert_eq!(stdout(&out), "", "{args:?}: nothing to report");
+        assert!(!rest.contains("still under way"), "{args:?}: {rest}");
+    }
 }
 
 // ---------------------------------------------------------------------------

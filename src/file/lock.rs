@@ -14,7 +14,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -330,9 +330,15 @@ impl StripeLocks {
 
     /// Takes the batches lock exclusive through a descriptor of its own,
     /// trying for up to `wait`, so that no batch of another handle is under
-    /// way while it is held (until the [`Settled`] is dropped). The caller
-    /// holds no stripe, and its handle runs no batch meanwhile.
-    pub fn settled_within(&self, fs: &Fs, wait: Duration) -> Result<Settled> {
+    /// way while it is held (until the [`Settled`] is dropped); calls
+    /// `waiting(lock, wait)` if it has to wait. The caller holds no stripe,
+    /// and its handle runs no batch meanwhile.
+    pub fn settled_within(
+        &self,
+        fs: &Fs,
+        wait: Duration,
+        waiting: &dyn Fn(&Path, Duration),
+    ) -> Result<Settled> {
         let (path, name) = (&self.batches.path, OsStr::new(BATCHES_LOCK));
         let file = match fs.open_lock_file(&self.dir, name) {
             Ok(file) => file,
@@ -369,6 +375,7 @@ impl StripeLocks {
             }
             if polling.is_first() {
                 tracing::info!(lock = %path.display(), "waiting for batches under way in other handles to end");
+                waiting(path, wait);
             }
             polling.pause();
         }

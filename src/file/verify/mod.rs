@@ -83,6 +83,19 @@ pub struct FileCheck {
     older: Option<u64>,
     /// How long a check waits for batches under way before it judges.
     batch_wait: Duration,
+    /// What it calls when such a wait starts.
+    on_batch_wait: OnBatchWait,
+}
+
+/// What a check calls when it starts waiting for batches under way
+/// ([`FileCheck::on_batch_wait`]).
+#[derive(Default)]
+struct OnBatchWait(Option<Box<dyn Fn(&Path, Duration) + Send + Sync>>);
+
+impl std::fmt::Debug for OnBatchWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 /// How long a check waits for batches under way unless told.
@@ -269,6 +282,7 @@ impl FileCheck {
             store,
             older,
             batch_wait: BATCH_WAIT,
+            on_batch_wait: OnBatchWait::default(),
         })
     }
 
@@ -288,6 +302,21 @@ impl FileCheck {
     #[must_use]
     pub fn wait_for_batches(mut self, wait: Duration) -> FileCheck {
         self.batch_wait = wait;
+        self
+    }
+
+    /// Calls `waiting(lock, wait)` each time [`verify`](FileCheck::verify)
+    /// or [`repair`](FileCheck::repair) starts waiting for batches under
+    /// way ([`wait_for_batches`](FileCheck::wait_for_batches)): `lock` is
+    /// the batches lock (`locks/batches.lock`), `wait` the longest the
+    /// wait lasts. Such a wait is otherwise silent until it ends; the
+    /// `taskstore` command says on stderr that it waits.
+    #[must_use]
+    pub fn on_batch_wait(
+        mut self,
+        waiting: impl Fn(&Path, Duration) + Send + Sync + 'static,
+    ) -> FileCheck {
+        self.on_batch_wait = OnBatchWait(Some(Box::new(waiting)));
         self
     }
 
@@ -411,7 +440,14 @@ impl FileCheck {
     /// batches under way have ended, or the wait for them ran out
     /// ([`wait_for_batches`](FileCheck::wait_for_batches)).
     pub(crate) fn settle(&self, backend: &FileBackend) -> Result<Settled> {
-        backend.locks.settled_within(&self.fs, self.batch_wait)
+        let waiting = |lock: &Path, wait: Duration| {
+            if let Some(waiting) = &self.on_batch_wait.0 {
+                waiting(lock, wait);
+            }
+        };
+        backend
+            .locks
+            .settled_within(&self.fs, self.batch_wait, &waiting)
     }
 
     /// The root directory, open.
