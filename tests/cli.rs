@@ -2571,6 +2571,107 @@ fn a_stderr_that_takes_no_more_keeps_the_status_the_command_earned() {
     }
 }
 
+/// `tail` reads a file, not a store: its help lists none of the store's
+/// options (it listed `--store` and `--upgrade`, which it ignores), the
+/// commands that open a store still do, and a store named anyway (a
+/// script's shared prefix, `TASKSTORE_STORE` set) is still no error.
+#[test]
+fn tail_help_lists_only_its_own_options() {
+    let help = stdout(&run_expect(None, &["tail", "--help"], 0));
+    for option in ["--store", "--upgrade", "--pg", "TASKSTORE_"] {
+        assert!(!help.contains(option), "{option}:\n{help}");
+    }
+    assert!(help.contains("--follow"), "{help}");
+    let help = stdout(&run_expect(None, &["list", "--help"], 0));
+    assert!(
+        help.contains("--store") && help.contains("--upgrade"),
+        "{help}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("events.jsonl");
+    fs::write(
+        &file,
+        "{\"at\":\"2026-01-01T00:00:00Z\",\"kind\":\"k\",\"data\":null}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        &["--store", "x", "tail", file][..],
+        &["tail", file, "--store", "x"],
+    ] {
+        let out = run_expect(Some(tmp.path()), args, 0);
+        assert_eq!(stdout(&out).lines().count(), 1, "{args:?}");
+    }
+}
+
+/// `tail -n N` (`--lines`) shows the last N events of what the file holds,
+/// of those its filters keep, like tail(1), then with `--follow` every new
+/// one; every line is still read, and a bad one reported wherever it is.
+/// (`tail` had no `-n`: a usage error.)
+#[test]
+fn tail_n_shows_the_last_events_then_follows() {
+    use std::io::Write as _;
+    let event = |kind: &str| {
+        format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("events.jsonl");
+    let text = [
+        event("k0"),
+        "not an event\n".to_owned(),
+        event("k1"),
+        event("k2"),
+        event("k3"),
+    ];
+    fs::write(&path, text.concat()).unwrap();
+    let file = path.to_str().unwrap();
+    let kinds = |out: &Output| -> Vec<String> {
+        stdout(out)
+            .lines()
+            .map(|l| l.split("  ").nth(2).unwrap().to_owned())
+            .collect()
+    };
+    for (args, shown) in [
+        (&["-n", "2"][..], &["k2", "k3"][..]),
+        (&["--lines", "2"], &["k2", "k3"]),
+        (&["-n", "10"], &["k0", "k1", "k2", "k3"]),
+        (&["-n", "1", "--kind", "k1"], &["k1"]),
+        (&["-n", "0"], &[]),
+    ] {
+        let mut all = vec!["tail", file];
+        all.extend_from_slice(args);
+        let out = run_expect(None, &all, 1);
+        assert_eq!(kinds(&out), shown, "{args:?}");
+        assert!(
+            stderr(&out).contains(&format!("{file}:2: not an event")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Following: the last one there, then each new one as it comes.
+    let mut tail = taskstore(None, &["tail", file, "-n", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(tail.stdout.take().unwrap());
+    let mut next = || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        line.split("  ").nth(2).unwrap_or_default().to_owned()
+    };
+    assert_eq!(next(), "k3");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(event("k4").as_bytes())
+        .unwrap();
+    assert_eq!(next(), "k4");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+}
+
 /// A string may hold DEL and the C1 controls as they are (JSON escapes only
 /// those under U+0020, and serde_json writes the rest raw, as
 /// `JsonLinesSink` does): `tail --json` writes them escaped, the same

@@ -215,7 +215,16 @@ fn command() -> clap::Command {
             command = command.mut_arg(arg, |arg| arg.env(None::<&'static str>));
         }
     }
-    command
+    // `tail` reads a file, not a store: the store's options (global, so
+    // that they may come before or after any command) are accepted there,
+    // and ignored, but not listed in its help. A subcommand given its own
+    // copy of a global argument keeps it.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    command.mut_subcommand("tail", |tail| tail.args(hidden))
 }
 
 fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {

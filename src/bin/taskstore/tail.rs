@@ -1,6 +1,7 @@
 //! `tail`: the events of a JSON-lines file written by `JsonLinesSink`, one
 //! per line: `{"at", "pid", "kind", "layer_from", "layer_to", "data"}`.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -60,6 +61,12 @@ pub struct TailArgs {
     /// Prints each event's line as written, instead of a readable line.
     #[arg(long)]
     json: bool,
+    /// Shows only the last N events the file holds (of those --kind and
+    /// --task keep), as tail(1) does, then with --follow every new one.
+    /// Every line is still read, and a bad one reported wherever it is.
+    /// Without it, every event.
+    #[arg(short = 'n', long, value_name = "N")]
+    lines: Option<usize>,
 }
 
 /// One line of the file.
@@ -82,6 +89,9 @@ struct Reader<'a> {
     /// A file rotated by renaming, still read as its writers go on
     /// appending to it, and when it last grew.
     rotated: Option<(Source, Instant)>,
+    /// With `--lines N`, until the file has been read to its end once: the
+    /// last N events' lines, to print then.
+    held: Option<(usize, VecDeque<String>)>,
 }
 
 /// A file being read.
@@ -243,6 +253,7 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         ino,
         bad: 0,
         rotated: None,
+        held: args.lines.map(|n| (n, VecDeque::new())),
     };
     loop {
         reader.read_rotated()?;
@@ -251,8 +262,10 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
             if let Some((number, rest)) = reader.current.rest() {
                 reader.handle(number, rest);
             }
+            reader.show_held();
             break;
         }
+        reader.show_held();
         std::thread::sleep(POLL);
         reader.check_file()?;
     }
@@ -364,6 +377,28 @@ impl Reader<'_> {
         }
     }
 
+    /// Prints `line`, the one of an event, or holds it among the last N
+    /// (`--lines N`) until the file has been read to its end once.
+    fn show(&mut self, line: String) {
+        match &mut self.held {
+            Some((n, held)) => {
+                held.push_back(line);
+                if held.len() > *n {
+                    held.pop_front();
+                }
+            }
+            None => out(line),
+        }
+    }
+
+    /// Prints the events held (`--lines N`), once the file has been read
+    /// to its end: from then on, each is printed as it is read.
+    fn show_held(&mut self) {
+        if let Some((_, held)) = self.held.take() {
+            held.into_iter().for_each(out);
+        }
+    }
+
     /// Prints the event of line `number`, if it passes the filters; a line
     /// too long to keep is reported.
     fn handle(&mut self, number: usize, got: Got) {
@@ -432,7 +467,7 @@ impl Reader<'_> {
                     }
                 })
                 .collect();
-            out(line);
+            self.show(line);
             return;
         }
         let layers = match (&event.layer_from, &event.layer_to) {
@@ -446,6 +481,6 @@ impl Reader<'_> {
             "{}  {pid}  {}  {layers}  {}",
             line.at, event.kind, event.data
         );
-        out(text::plain(&readable, text::Newlines::Escape));
+        self.show(text::plain(&readable, text::Newlines::Escape).into_owned());
     }
 }
