@@ -652,16 +652,16 @@ fn sweep_counts_the_leftovers_its_open_cleaned() {
     }
     let out = run_expect(Some(&dir), &["sweep"], 0);
     assert!(
-        stdout(&out).contains("cleaned 2 leftover(s) of crashed writers"),
+        stderr(&out).contains("cleaned 2 leftover(s) of crashed writers"),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
     assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     let out = run_expect(Some(&dir), &["sweep"], 0);
     assert!(
-        stdout(&out).contains("cleaned 0 leftover(s)"),
+        stderr(&out).contains("cleaned 0 leftover(s)"),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
 }
 
@@ -1617,9 +1617,9 @@ fn sweep_and_reap_dry_runs_list_what_would_happen() {
     // lease lapsed too).
     let out = run_expect(Some(&dir), &["sweep"], 0);
     assert!(
-        stdout(&out).contains("deleted 1 expired task(s)"),
+        stderr(&out).contains("deleted 1 expired task(s)"),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
     assert!(!task_path(&dir, "active", &expired.id).exists());
     let out = run_expect(Some(&dir), &["reap", "--claim-grace", "2h"], 0);
@@ -1646,6 +1646,47 @@ fn sweep_and_reap_dry_runs_list_what_would_happen() {
     assert_eq!(
         api.get(&live.id).unwrap().unwrap().status,
         TaskStatus::Working
+    );
+}
+
+/// One rule for every command: results (what a script reads) on stdout,
+/// the summary of a pass or check (its counts) on stderr, with progress,
+/// notes and errors; the help says so once. (A sweep printed its summary
+/// on stdout, its dry run, a reap and a repair theirs on stderr.)
+#[test]
+fn every_summary_goes_to_stderr() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    old.create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    old.create(NewTask::new()).unwrap();
+    drop(old);
+    for (args, summary) in [
+        (
+            &["sweep", "--dry-run"][..],
+            "dry run: 1 expired task(s) would be deleted",
+        ),
+        (&["reap", "--dry-run"], "dry run: 1 orphan(s)"),
+        (&["verify"], ": clean ("),
+        (&["repair"], ": clean, nothing to repair"),
+        (
+            &["sweep"],
+            "deleted 1 expired task(s); cleaned 0 leftover(s)",
+        ),
+        (&["reap"], "reaped 1 orphan(s)"),
+    ] {
+        let out = run_expect(Some(&dir), args, 0);
+        assert!(
+            stderr(&out).contains(summary) && !stdout(&out).contains(summary),
+            "{args:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let help = stdout(&run_expect(None, &["--help"], 0));
+    assert!(
+        help.contains("Results (what a script reads) go to stdout"),
+        "{help}"
     );
 }
 
@@ -1963,6 +2004,7 @@ fn commands_run_beside_a_writer_process() {
                 "sweep" => {
                     // A live writer's temp files and moves are not a
                     // crashed writer's leftovers.
+                    let text = stderr(&out);
                     let deleted: usize = text
                         .strip_prefix("deleted ")
                         .and_then(|t| t.split(' ').next())
@@ -3433,7 +3475,7 @@ fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
     assert!(stdout(&preview).contains(&format!("would delete {}", expired.id)));
     let swept = run_expect(Some(&dir), &["sweep"], 0);
     assert!(
-        stdout(&swept).contains("deleted 1 expired task(s)"),
+        stderr(&swept).contains("deleted 1 expired task(s)"),
         "{}\n{}",
         stdout(&swept),
         stderr(&swept)

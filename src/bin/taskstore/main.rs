@@ -31,9 +31,15 @@ use time::OffsetDateTime;
 /// command works beside the service's own processes: it takes the store's
 /// locks and writes as they do.
 ///
+/// Results (what a script reads) go to stdout: the tasks, problems and
+/// repairs found, what a pass did or would do with each task, one a line,
+/// or one document (show, stats, cancel); with --json, as JSON. The rest
+/// goes to stderr: a pass's or a check's summary (its counts), the next
+/// cursor, progress, notes (a wait) and errors, which name the path or
+/// task.
+///
 /// Exit status: 0 success; 1 a failure, problems found (verify), or
-/// problems left in the store (repair --apply); 2 a usage error. Errors go
-/// to stderr and name the path or task.
+/// problems left in the store (repair --apply); 2 a usage error.
 #[derive(Debug, Parser)]
 #[command(name = "taskstore", version, about, long_about)]
 struct Cli {

@@ -159,7 +159,7 @@ pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let code = text::earned(!swept.missed.is_empty());
     report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
-    out(format!(
+    text::err(format!(
         "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
         swept.deleted, swept.cleaned
     ));
