@@ -1649,6 +1649,80 @@ fn sweep_and_reap_dry_runs_list_what_would_happen() {
     );
 }
 
+/// A real sweep lists each task it deletes, as its dry run lists each it
+/// would and a reap each it reaps, running and finished alike, and none it
+/// keeps. (It printed only a count.)
+#[test]
+fn a_sweep_lists_each_task_it_deletes() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let expiring = || NewTask::new().ttl(Duration::from_secs(60));
+    let running = old.create(expiring()).unwrap();
+    let waiting = old.create(expiring()).unwrap();
+    let waiting = old
+        .update(
+            &waiting.id,
+            TaskUpdate::new().status(TaskStatus::InputRequired),
+        )
+        .unwrap()
+        .into_task();
+    let finished = old.create(expiring()).unwrap();
+    let finished = old.complete(&finished.id, json!(1)).unwrap().into_task();
+    drop(old);
+    let kept = open(&dir)
+        .create(NewTask::new().ttl(Duration::from_secs(3_600)))
+        .unwrap();
+    let dry = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    let said = stdout(&out);
+    let mut deleted: Vec<&str> = said.lines().collect();
+    deleted.sort_unstable();
+    let mut expected: Vec<String> = [&running, &waiting, &finished]
+        .iter()
+        .map(|t| format!("deleted {}  {}  expired", t.id, t.status))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(deleted, expected, "{}", stderr(&out));
+    assert!(!stdout(&out).contains(kept.id.as_str()));
+    assert_eq!(
+        stdout(&dry).lines().count(),
+        3,
+        "the dry run named as many: {}",
+        stdout(&dry)
+    );
+    assert!(
+        stderr(&out).contains("deleted 3 expired task(s)"),
+        "{}",
+        stderr(&out)
+    );
+    // Its reader gone after the first line (`sweep | head -1`), it goes on
+    // to the end of its pass, and its status: more tasks than a sweep
+    // removes before it reports them (1,024 at a time).
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let old = FileStore::builder(&dir)
+        .clock(Arc::new(ManualClock::new(past)))
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    for _ in 0..1_100 {
+        old.create(expiring()).unwrap();
+    }
+    drop(old);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = taskstore(Some(&dir), &["sweep"])
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        fs::read_dir(dir.join("active")).unwrap().count(),
+        1,
+        "only the task kept is left"
+    );
+}
+
 /// One rule for every command: results (what a script reads) on stdout,
 /// the summary of a pass or check (its counts) on stderr, with progress,
 /// notes and errors; the help says so once. (A sweep printed its summary

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod heard;
 mod maintain;
 mod stats;
 mod tail;
@@ -17,9 +18,11 @@ mod text;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use heard::Heard;
 use taskstore::backend::Backend;
 use taskstore::{FileStore, Orphan, Store, StoreBuilder, Task, TaskStore};
 use time::OffsetDateTime;
@@ -112,8 +115,8 @@ enum Command {
     /// when done and exits 1 if any problem remains (what only a person can
     /// decide, a failed or skipped repair, batches still under way).
     Repair(check::RepairArgs),
-    /// Deletes expired tasks (and crashed writers' leftovers); --dry-run
-    /// lists what would go.
+    /// Deletes expired tasks (and crashed writers' leftovers), listing each
+    /// task as it goes; --dry-run lists what would go.
     Sweep(maintain::SweepArgs),
     /// Fails orphans: running tasks whose owner stopped renewing its lease;
     /// --dry-run lists them and what would happen to each.
@@ -250,14 +253,20 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
             maintain::reap_preview(&preview(target, args.claim_grace)?)
         }
         Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
-        Command::Reap(args) => maintain::reap(&*open(target, args.claim_grace, upgrade)?),
+        Command::Reap(args) => {
+            let store = open(target, args.claim_grace, upgrade, Heard::default())?;
+            maintain::reap(&*store)
+        }
+        Command::Sweep(_) => {
+            let heard = Heard { deleted: true };
+            maintain::sweep(&*open(target, None, upgrade, heard)?)
+        }
         command => {
-            let store = open(target, None, upgrade)?;
+            let store = open(target, None, upgrade, Heard::default())?;
             match command {
                 Command::List(args) => tasks::list(args, &*store),
                 Command::Show(args) => tasks::show(args, &*store),
                 Command::Cancel(args) => tasks::cancel(args, &*store),
-                Command::Sweep(_) => maintain::sweep(&*store),
                 _ => unreachable!("handled above"),
             }
         }
@@ -358,7 +367,8 @@ fn instance_id() -> String {
 /// stopped in the middle; past it, the command fails naming the lock.
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
-/// Opens the store as a normal handle (with this claim grace, if given). A
+/// Opens the store as a normal handle (with this claim grace, if given),
+/// which says what `heard` asks as it goes. A
 /// store must exist already (a file store's directory was looked at by
 /// [`is_store`]): a mistyped path or schema is an error, never a new store.
 /// A file store of an older format is moved to this version's only with
@@ -368,13 +378,19 @@ fn open(
     target: &Target,
     claim_grace: Option<Duration>,
     upgrade: bool,
+    heard: Heard,
 ) -> Result<Box<dyn Handle>, Failure> {
-    fn configure<O>(builder: StoreBuilder<O>, claim_grace: Option<Duration>) -> StoreBuilder<O> {
+    fn configure<O>(
+        builder: StoreBuilder<O>,
+        claim_grace: Option<Duration>,
+        heard: Heard,
+    ) -> StoreBuilder<O> {
         // Whatever payload cap the services set, the command reads what
         // they stored (and the dry runs, which read up to this, agree).
         let builder = builder
             .instance_id(instance_id())
-            .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES);
+            .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES)
+            .sink(Arc::new(heard));
         match claim_grace {
             Some(grace) => builder.claim_grace(grace),
             None => builder,
@@ -385,7 +401,7 @@ fn open(
             // One command, one listing at most: no inotify instance, which
             // the exit would wait for the kernel to free.
             let builder = || {
-                configure(FileStore::builder(dir), claim_grace)
+                configure(FileStore::builder(dir), claim_grace, heard)
                     .change_notices(false)
                     .lock_wait(OPEN_WAIT)
             };
@@ -404,8 +420,12 @@ fn open(
         }
         #[cfg(feature = "postgres")]
         Target::Pg { conninfo, schema } => {
-            let mut builder = configure(taskstore::PgStore::builder(conninfo.clone()), claim_grace)
-                .create_if_missing(false);
+            let mut builder = configure(
+                taskstore::PgStore::builder(conninfo.clone()),
+                claim_grace,
+                heard,
+            )
+            .create_if_missing(false);
             if let Some(schema) = schema {
                 builder = builder.schema(schema.clone());
             }
@@ -468,7 +488,12 @@ fn census(
         )
         .into()),
         Err(taskstore::Error::OlderFormat { .. }) if older == Older::Move => {
-            drop(open(&Target::File(dir.to_owned()), None, true)?);
+            drop(open(
+                &Target::File(dir.to_owned()),
+                None,
+                true,
+                Heard::default(),
+            )?);
             Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
         }
         Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
@@ -501,7 +526,7 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
-            let store = open(target, claim_grace, false)?;
+            let store = open(target, claim_grace, false, Heard::default())?;
             let page = store.stored_list()?;
             let unreadable = page
                 .skipped

@@ -155,8 +155,9 @@ pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 }
 
 pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
+    // Each task deleted is listed as the sweep goes (`Heard::deleted`).
     let swept = store.sweep()?;
-    let code = text::earned(!swept.missed.is_empty());
+    let code = text::earned(!swept.missed.is_empty() || text::stdout_failed());
     report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
     text::err(format!(

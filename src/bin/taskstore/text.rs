@@ -52,12 +52,51 @@ pub fn earned(failed: bool) -> ExitCode {
     }
 }
 
-fn write_out(line: &str) {
+/// What became of stdout for the lines printed as a store call goes
+/// ([`out_as_it_goes`]): [`FINE`], [`GONE`] or [`FAILED`].
+static STDOUT: AtomicU8 = AtomicU8::new(FINE);
+const FINE: u8 = 0;
+/// Its reader went away.
+const GONE: u8 = 1;
+/// A write failed otherwise (said on stderr).
+const FAILED: u8 = 2;
+
+/// Prints one line on stdout from inside a store call that reports as it
+/// goes (each task a sweep deletes), every control character escaped, as
+/// [`out`] does; but a stdout that takes no more does not end the command
+/// there, in the middle of the pass, which goes on to its end and its
+/// status, and the lines after are dropped. A reader that went away is
+/// quiet; any other error is said once on stderr, and fails the command
+/// ([`stdout_failed`]).
+pub fn out_as_it_goes(line: impl AsRef<str>) {
+    if STDOUT.load(Ordering::Relaxed) != FINE {
+        return;
+    }
+    match try_write_out(&plain(line.as_ref(), Newlines::Escape)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => STDOUT.store(GONE, Ordering::Relaxed),
+        Err(e) => {
+            write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
+            STDOUT.store(FAILED, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether a line printed as a store call went ([`out_as_it_goes`]) could
+/// not be written, its reader not gone: the command fails.
+pub fn stdout_failed() -> bool {
+    STDOUT.load(Ordering::Relaxed) == FAILED
+}
+
+fn try_write_out(line: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    let written = stdout
+    stdout
         .write_all(line.as_bytes())
-        .and_then(|()| stdout.write_all(b"\n"));
-    match written {
+        .and_then(|()| stdout.write_all(b"\n"))
+}
+
+fn write_out(line: &str) {
+    match try_write_out(line) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
             std::process::exit(EARNED.load(Ordering::Relaxed).into())
