@@ -1081,6 +1081,49 @@ fn a_listing_sets_a_corrupt_task_aside_with_its_index_entry() {
     assert!(stderr(&out).contains("notes.txt"), "{}", stderr(&out));
 }
 
+/// A command that opens the store (a read: `show`) and so sets aside a
+/// foreign entry of `tmp/` (the open's clean-up does) says so on stderr,
+/// once, as a listing says so of a foreign name in `active/`: where, why
+/// and where it went. No task was missed: it exits 0. (It set the entry
+/// aside without a word.)
+#[test]
+fn a_read_reports_a_foreign_entry_of_tmp_it_sets_aside() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let quarantine = dir.join("quarantine");
+    let foreign = |name: &str| {
+        let path = dir.join("tmp").join(name);
+        fs::write(&path, b"mine").unwrap();
+        path
+    };
+    let said = |out: &Output, path: &Path| {
+        let text = stderr(out);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&path.display().to_string()))
+            .collect();
+        assert_eq!(lines.len(), 1, "said once: {text}");
+        assert!(
+            lines[0].starts_with(&format!("taskstore: skipped {}: ", path.display()))
+                && lines[0].contains(&format!("(set aside into {}", quarantine.display())),
+            "{text}"
+        );
+        assert!(!path.exists(), "set aside");
+    };
+    let scratch = foreign("scratch");
+    let out = run_expect(Some(&dir), &["show", tasks[0].id.as_str()], 0);
+    said(&out, &scratch);
+    // As a listing says so of a foreign name in active/, and a sweep.
+    let notes = dir.join("active").join("notes.txt");
+    fs::write(&notes, b"mine").unwrap();
+    let scratch = foreign("scratch");
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    said(&out, &scratch);
+    said(&out, &notes);
+    let scratch = foreign("scratch");
+    said(&run_expect(Some(&dir), &["sweep"], 0), &scratch);
+}
+
 // ---------------------------------------------------------------------------
 // stats, list, show: against the API
 

@@ -469,6 +469,56 @@ fn odd_entries_in_tmp_never_block_open() {
     store.sweep().unwrap();
 }
 
+/// A foreign entry of `tmp/` that the open's clean-up or a sweep's sets
+/// aside is reported as every other entry set aside is: a
+/// `task.unreadable` event naming it and where it went (the open's), and
+/// in the sweep's `skipped` (a sweep's), once. (Both were set aside with
+/// a log line only: a host's sink heard nothing.)
+#[test]
+fn foreign_entries_of_tmp_set_aside_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    drop(FileStore::open(&root).unwrap());
+    let at_open = root.join("tmp").join("scratch");
+    fs::write(&at_open, b"mine").unwrap();
+    let events = Arc::new(EventLog::new());
+    let store = FileStore::builder(&root)
+        .sink(events.clone())
+        .open()
+        .unwrap();
+    let reported = |path: &Path| -> Vec<serde_json::Value> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.event.kind == TaskEventKind::Unreadable)
+            .map(|r| r.event.data.clone())
+            .filter(|data| data["location"] == path.display().to_string())
+            .collect()
+    };
+    let said = reported(&at_open);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0]["action"], "setAside");
+    assert!(
+        said[0]["movedTo"]
+            .as_str()
+            .is_some_and(|to| to.starts_with(&root.join("quarantine").display().to_string())),
+        "{said:?}"
+    );
+    assert!(!at_open.exists());
+    let at_sweep = root.join("tmp").join("notes");
+    fs::write(&at_sweep, b"mine").unwrap();
+    let swept = store.sweep().unwrap();
+    let skipped: Vec<&str> = swept.skipped.iter().map(|s| s.location.as_str()).collect();
+    assert_eq!(skipped, [at_sweep.display().to_string()], "{swept:?}");
+    assert_eq!(swept.skipped[0].action, UnreadableAction::SetAside);
+    assert_eq!(reported(&at_sweep).len(), 1);
+    assert!(!at_sweep.exists());
+    // Reported once: the next sweep and listing have nothing to say.
+    assert!(store.sweep().unwrap().skipped.is_empty());
+    assert!(store.list(&ListQuery::all()).unwrap().skipped.is_empty());
+    assert_eq!(reported(&at_open).len() + reported(&at_sweep).len(), 2);
+}
+
 #[test]
 fn a_file_larger_than_any_task_is_refused_before_it_is_read() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,7 +42,9 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::{Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Swap};
+use crate::backend::{
+    Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Skipped, Swap,
+};
 use crate::error::Result;
 use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
@@ -177,6 +179,11 @@ pub struct FileBackend {
     /// Crashed writers' temp files the open removed, not counted by a
     /// sweep yet (the first counts them among its leftovers cleaned).
     cleaned_at_open: std::sync::atomic::AtomicUsize,
+    /// Foreign entries of `tmp/` the temp-file clean-up set aside (or could
+    /// not), not reported yet: the open's go to the store's sink as it
+    /// opens, a sweep's clean-up's with the sweep's first batch (every
+    /// scan takes what is here into its `skipped`).
+    set_aside: std::sync::Mutex<Vec<Skipped>>,
 }
 
 impl StoreBuilder<FileOptions> {
@@ -288,7 +295,12 @@ impl StoreBuilder<FileOptions> {
     pub fn open(self) -> Result<FileStore> {
         self.check()?;
         let backend = open::open(&self.options, self.settings.limits.max_payload_bytes)?;
-        self.finish(backend)
+        // What the open set aside is reported as a listing reports what it
+        // sets aside: to the sink (the open returns no report).
+        let set_aside = backend.take_set_aside();
+        let store = self.finish(backend)?;
+        store.notify_skipped(&set_aside);
+        Ok(store)
     }
 }
 
@@ -343,6 +355,26 @@ impl FileBackend {
     /// The open directory of `area`, to resolve names in.
     fn dir(&self, area: Area) -> &Dir {
         self.area(area).dir()
+    }
+
+    /// Keeps `skipped`, a foreign entry the temp-file clean-up met, to be
+    /// reported ([`take_set_aside`](Self::take_set_aside)).
+    fn keep_set_aside(&self, skipped: Skipped) {
+        self.set_aside
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(skipped);
+    }
+
+    /// The foreign entries the temp-file clean-up met since the last call,
+    /// to report.
+    fn take_set_aside(&self) -> Vec<Skipped> {
+        std::mem::take(
+            &mut *self
+                .set_aside
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -436,7 +468,9 @@ impl Backend for FileBackend {
     }
 
     fn scan(&self, scan: &Scan) -> Result<Scanned> {
-        self.scan_tasks(scan)
+        let mut scanned = self.scan_tasks(scan)?;
+        scanned.skipped.extend(self.take_set_aside());
+        Ok(scanned)
     }
 
     fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {

@@ -177,7 +177,8 @@ pub(super) fn move_aside(
 /// version of a task kept from being freed until the change to `active/`
 /// that replaced it is durable; so they go only after an fsync of `active/`
 /// made once their locks were seen free. Anything else in `tmp/` is set
-/// aside. One entry that cannot be removed never stops the others.
+/// aside, and kept to be reported (`FileBackend::take_set_aside`). One
+/// entry that cannot be removed never stops the others.
 ///
 /// Returns how many it removed of writers no longer running: a live
 /// writer's park whose reclaiming thread has not got to it yet goes too
@@ -192,7 +193,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     for name in names {
         let path = dir.join(&name);
         let Some((id, pid)) = layout::temp_file_writer(&name) else {
-            drop(set_aside_name(
+            store.keep_set_aside(set_aside_name(
                 store,
                 dir,
                 &name,
@@ -228,7 +229,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                 if e.kind() == io::ErrorKind::IsADirectory
                     || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
-                drop(set_aside_name(
+                store.keep_set_aside(set_aside_name(
                     store,
                     dir,
                     &name,

@@ -202,8 +202,9 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    /// Reports stored entries that could not be read.
-    fn notify_skipped(&self, skipped: &[Skipped]) {
+    /// Reports stored entries that could not be read (or were set aside:
+    /// a backend's open reports what it met through this too).
+    pub(crate) fn notify_skipped(&self, skipped: &[Skipped]) {
         for entry in skipped {
             tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
             self.settings.notifier.emit(|| {

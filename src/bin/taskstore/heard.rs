@@ -2,30 +2,87 @@
 //! events ([`EventSink`]), said the moment they happen rather than held
 //! until the call returns. A sweep returns only how many tasks it deleted;
 //! its events name each one, so the command lists them as they go,
-//! however many there are, holding none.
+//! however many there are, holding none. And every entry the handle could
+//! not read or set aside is said on stderr: those of a listing or a pass,
+//! and those its open set aside (foreign entries of `tmp/`), which no call
+//! returns.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
-use taskstore::{Event, EventSink, TaskEventKind};
+use taskstore::backend::Skipped;
+use taskstore::{Event, EventSink, TaskEventKind, UnreadableAction};
 
 use crate::text;
 
 /// What a command's handle says as it goes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Heard {
     /// Each task a sweep deletes, on stdout (`task.expired`: the handle of
     /// a sweep deletes no expired task but the sweep's).
-    pub deleted: bool,
+    deleted: bool,
+    /// Each entry it could not read or set aside, on stderr, once
+    /// (`task.unreadable`): `None` for a command that says them itself.
+    unreadable: Option<Mutex<HashSet<String>>>,
+}
+
+impl Heard {
+    /// Says nothing: the command says what it reads itself (a dry run
+    /// over PostgreSQL, `stats`).
+    pub fn nothing() -> Heard {
+        Heard::default()
+    }
+
+    /// Says each entry the handle could not read or set aside.
+    pub fn unreadable() -> Heard {
+        Heard {
+            unreadable: Some(Mutex::default()),
+            ..Heard::default()
+        }
+    }
+
+    /// [`unreadable`](Heard::unreadable), and each task a sweep deletes.
+    pub fn sweep() -> Heard {
+        Heard {
+            deleted: true,
+            ..Heard::unreadable()
+        }
+    }
 }
 
 impl EventSink for Heard {
     fn emit(&self, event: &Event) {
+        let field = |name: &str| event.data.get(name).and_then(Value::as_str);
         if self.deleted && event.kind == TaskEventKind::Expired {
-            let field = |name: &str| event.data.get(name).and_then(Value::as_str).unwrap_or("?");
             text::out_as_it_goes(format!(
                 "deleted {}  {}  expired",
-                field("taskId"),
-                field("status")
+                field("taskId").unwrap_or("?"),
+                field("status").unwrap_or("?")
             ));
+        } else if let Some(said) = &self.unreadable
+            && event.kind == TaskEventKind::Unreadable
+        {
+            let location = field("location").unwrap_or("?");
+            // A listing of several pages meets an entry it left in place
+            // on each.
+            let new = said
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(location.to_owned());
+            if !new {
+                return;
+            }
+            let action = event
+                .data
+                .get("action")
+                .and_then(|a| serde_json::from_value(a.clone()).ok())
+                .unwrap_or(UnreadableAction::LeftInPlace);
+            let mut skipped = Skipped::new(None, location, field("reason").unwrap_or("?"), action);
+            if let Some(to) = field("movedTo") {
+                skipped = skipped.moved_to(to);
+            }
+            text::err(text::skipped(&skipped));
         }
     }
 }

@@ -254,15 +254,12 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
         }
         Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
         Command::Reap(args) => {
-            let store = open(target, args.claim_grace, upgrade, Heard::default())?;
+            let store = open(target, args.claim_grace, upgrade, Heard::unreadable())?;
             maintain::reap(&*store)
         }
-        Command::Sweep(_) => {
-            let heard = Heard { deleted: true };
-            maintain::sweep(&*open(target, None, upgrade, heard)?)
-        }
+        Command::Sweep(_) => maintain::sweep(&*open(target, None, upgrade, Heard::sweep())?),
         command => {
-            let store = open(target, None, upgrade, Heard::default())?;
+            let store = open(target, None, upgrade, Heard::unreadable())?;
             match command {
                 Command::List(args) => tasks::list(args, &*store),
                 Command::Show(args) => tasks::show(args, &*store),
@@ -380,17 +377,18 @@ fn open(
     upgrade: bool,
     heard: Heard,
 ) -> Result<Box<dyn Handle>, Failure> {
+    let heard = Arc::new(heard);
     fn configure<O>(
         builder: StoreBuilder<O>,
         claim_grace: Option<Duration>,
-        heard: Heard,
+        heard: Arc<Heard>,
     ) -> StoreBuilder<O> {
         // Whatever payload cap the services set, the command reads what
         // they stored (and the dry runs, which read up to this, agree).
         let builder = builder
             .instance_id(instance_id())
             .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES)
-            .sink(Arc::new(heard));
+            .sink(heard);
         match claim_grace {
             Some(grace) => builder.claim_grace(grace),
             None => builder,
@@ -401,7 +399,7 @@ fn open(
             // One command, one listing at most: no inotify instance, which
             // the exit would wait for the kernel to free.
             let builder = || {
-                configure(FileStore::builder(dir), claim_grace, heard)
+                configure(FileStore::builder(dir), claim_grace, heard.clone())
                     .change_notices(false)
                     .lock_wait(OPEN_WAIT)
             };
@@ -492,7 +490,7 @@ fn census(
                 &Target::File(dir.to_owned()),
                 None,
                 true,
-                Heard::default(),
+                Heard::nothing(),
             )?);
             Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
         }
@@ -526,7 +524,7 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
-            let store = open(target, claim_grace, false, Heard::default())?;
+            let store = open(target, claim_grace, false, Heard::nothing())?;
             let page = store.stored_list()?;
             let unreadable = page
                 .skipped

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use taskstore::backend::Skipped;
 use taskstore::{Missed, Orphan, OrphanFate, Task};
 use time::OffsetDateTime;
 
@@ -38,12 +37,6 @@ pub struct ReapArgs {
     /// 30s). Give your service's setting.
     #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
     pub claim_grace: Option<Duration>,
-}
-
-fn report_skipped(skipped: &[Skipped]) {
-    for s in skipped {
-        text::err(text::skipped(s));
-    }
 }
 
 fn report_missed(missed: &[Missed], what: &str) {
@@ -155,10 +148,10 @@ pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 }
 
 pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
-    // Each task deleted is listed as the sweep goes (`Heard::deleted`).
+    // Each task deleted is listed as the sweep goes, and each entry it
+    // could not read said (`Heard::sweep`).
     let swept = store.sweep()?;
     let code = text::earned(!swept.missed.is_empty() || text::stdout_failed());
-    report_skipped(&swept.skipped);
     report_missed(&swept.missed, "delete");
     text::err(format!(
         "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
@@ -221,9 +214,9 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
 }
 
 pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
+    // Each entry it could not read is said as it goes (`Heard::unreadable`).
     let reaped = store.reap()?;
     let code = text::earned(!reaped.missed.is_empty());
-    report_skipped(&reaped.skipped);
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {
         out(format!(

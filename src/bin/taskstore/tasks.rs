@@ -140,10 +140,8 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             )),
             Err(e) => return Err(e.into()),
         };
-        for skipped in &page.skipped {
-            text::err(text::skipped(skipped));
-            missed |= skipped.id.is_some();
-        }
+        // Each said on stderr by the handle as it met it (`Heard`).
+        missed |= page.skipped.iter().any(|skipped| skipped.id.is_some());
         cursor = page.next_cursor;
         let mut young = false;
         for task in page.tasks {

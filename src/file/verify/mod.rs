@@ -267,6 +267,7 @@ impl FileCheck {
                     unresolved: Default::default(),
                     large_pass: crate::file::parallel::MIN_SHARED,
                     cleaned_at_open: Default::default(),
+                    set_aside: Default::default(),
                 };
                 Opened::Whole {
                     backend: Box::new(backend),
