@@ -1766,6 +1766,141 @@ fn a_sweep_lists_each_task_it_deletes() {
     );
 }
 
+/// `--json` on every command that prints results, in one shape: one
+/// object per line where there may be many (`sweep`, `reap`, `repair`
+/// and the dry runs, as `list` and `verify`), one document where there is
+/// one (`show`, as `stats` and `cancel`); camelCase keys, each result's
+/// `action` and `outcome` (`planned` in a dry run, `done`, `skipped`,
+/// `failed`) as short codes. The summary stays on stderr. (`sweep`,
+/// `reap`, `repair` and `show` had no `--json`: a usage error.)
+#[test]
+fn every_command_that_prints_results_has_json() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let expired = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    let resumable = old
+        .create(NewTask::new().resumable("report", json!({"q": 3})))
+        .unwrap();
+    drop(old);
+    let live = open(&dir).create(NewTask::new()).unwrap();
+    let json = |args: &[&str], code: i32| -> Vec<Value> {
+        let out = run_expect(Some(&dir), args, code);
+        assert!(!stderr(&out).is_empty(), "{args:?}: a summary on stderr");
+        json_lines(&out)
+    };
+    let only = |lines: &[Value], id: &TaskId| -> Value {
+        let of: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["taskId"] == id.as_str())
+            .collect();
+        assert_eq!(of.len(), 1, "{id}: {lines:#?}");
+        of[0].clone()
+    };
+
+    // show: the task, as the API reads it, on one line.
+    let out = run_expect(Some(&dir), &["show", live.id.as_str(), "--json"], 0);
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    let shown: Task = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shown, open(&dir).get(&live.id).unwrap().unwrap());
+    // For repair (an open, such as show's, removes a dead temp file).
+    let temp = dir.join("tmp").join(format!("{}.999999.3.tmp", live.id));
+    fs::write(&temp, b"{\"format\":1,\"ta").unwrap();
+    let stray = dir.join("README.txt");
+    fs::write(&stray, b"mine").unwrap();
+
+    // The dry runs (the resumable orphan waits for a claim for 2 h).
+    let lines = json(&["sweep", "--dry-run", "--json"], 0);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = only(&lines, &expired.id);
+    assert_eq!(
+        (&line["action"], &line["outcome"], &line["status"]),
+        (&json!("delete"), &json!("planned"), &json!("working"))
+    );
+    assert!(line["expiredAt"].is_string(), "{line}");
+    let lines = json(&["reap", "--dry-run", "--json", "--claim-grace", "2h"], 0);
+    let line = only(&lines, &orphan.id);
+    assert_eq!(
+        (&line["action"], &line["outcome"], &line["owner"]),
+        (&json!("reap"), &json!("planned"), &json!("gone"))
+    );
+    assert!(line["leaseExpiresAt"].is_string(), "{line}");
+    let line = only(&lines, &resumable.id);
+    assert_eq!(
+        (&line["action"], &line["kind"], &line["claimGraceMs"]),
+        (&json!("await_claim"), &json!("report"), &json!(7_200_000))
+    );
+    let line = only(&lines, &expired.id);
+    assert_eq!(
+        (&line["action"], &line["outcome"]),
+        (&json!("delete"), &json!("planned"))
+    );
+    let lines = json(&["repair", "--json"], 0);
+    let by_path = |lines: &[Value], path: &Path| -> Value {
+        lines
+            .iter()
+            .find(|l| l["path"] == path.display().to_string())
+            .unwrap_or_else(|| panic!("{}: {lines:#?}", path.display()))
+            .clone()
+    };
+    let line = by_path(&lines, &temp);
+    assert_eq!(
+        (
+            &line["problem"],
+            &line["action"],
+            &line["outcome"],
+            &line["taskId"]
+        ),
+        (
+            &json!("dead_temp"),
+            &json!("remove_temp"),
+            &json!("planned"),
+            &json!(live.id.as_str())
+        )
+    );
+    let line = by_path(&lines, &stray);
+    assert_eq!(
+        (&line["action"], &line["outcome"]),
+        (&json!("leave"), &json!("skipped"))
+    );
+    assert!(
+        line["reason"].as_str().unwrap().contains("by hand"),
+        "{line}"
+    );
+
+    // The real runs.
+    let lines = json(&["repair", "--apply", "--json"], 1);
+    let line = by_path(&lines, &temp);
+    assert_eq!(line["outcome"], "done", "{line}");
+    assert_eq!(line["underWay"], false, "{line}");
+    let lines = json(&["sweep", "--json"], 0);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = only(&lines, &expired.id);
+    assert_eq!(
+        (&line["action"], &line["outcome"], &line["status"]),
+        (&json!("delete"), &json!("done"), &json!("working"))
+    );
+    let lines = json(&["reap", "--json", "--claim-grace", "2h"], 0);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = only(&lines, &orphan.id);
+    assert_eq!(
+        (
+            &line["action"],
+            &line["outcome"],
+            &line["status"],
+            &line["owner"]
+        ),
+        (
+            &json!("reap"),
+            &json!("done"),
+            &json!("failed"),
+            &json!("gone")
+        )
+    );
+}
+
 /// One rule for every command: results (what a script reads) on stdout,
 /// the summary of a pass or check (its counts) on stderr, with progress,
 /// notes and errors; the help says so once. (A sweep printed its summary

@@ -97,6 +97,24 @@ pub enum RepairAction {
     },
 }
 
+impl RepairAction {
+    /// A short machine name: `finish_move`, `remove_stale_copy`,
+    /// `remove_temp`, `remove_stale_index_entry`, `restore_index_entry`,
+    /// `set_aside`, `set_mode`, `leave`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RepairAction::FinishMove => "finish_move",
+            RepairAction::RemoveStaleCopy => "remove_stale_copy",
+            RepairAction::RemoveTemp => "remove_temp",
+            RepairAction::RemoveStaleIndexEntry => "remove_stale_index_entry",
+            RepairAction::RestoreIndexEntry => "restore_index_entry",
+            RepairAction::SetAside => "set_aside",
+            RepairAction::SetMode { .. } => "set_mode",
+            RepairAction::Leave { .. } => "leave",
+        }
+    }
+}
+
 impl fmt::Display for RepairAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -131,6 +149,18 @@ pub enum RepairOutcome {
         /// The error.
         error: String,
     },
+}
+
+impl RepairOutcome {
+    /// A short machine name: `planned`, `done`, `skipped`, `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RepairOutcome::Planned => "planned",
+            RepairOutcome::Done => "done",
+            RepairOutcome::Skipped { .. } => "skipped",
+            RepairOutcome::Failed { .. } => "failed",
+        }
+    }
 }
 
 impl FileCheck {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use taskstore::{FileCheck, Problem, RepairAction, RepairOutcome};
+use taskstore::{FileCheck, Problem, Repair, RepairAction, RepairOutcome};
 
 use crate::Failure;
 use crate::text::{self, Progress, out};
@@ -32,6 +32,14 @@ pub struct RepairArgs {
     /// takes, as verify (the default).
     #[arg(long)]
     dry_run: bool,
+    /// One JSON object per problem, as `verify --json` prints it, with
+    /// what the repair does: "action" (a short code: finish_move,
+    /// remove_stale_copy, remove_temp, remove_stale_index_entry,
+    /// restore_index_entry, set_aside, set_mode with "mode", leave),
+    /// "outcome" (planned, done, skipped, failed) and "reason" (why it is
+    /// left alone, or was skipped) or "error".
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     wait: WaitArgs,
 }
@@ -87,6 +95,24 @@ fn problem_json(problem: &Problem, under_way: bool) -> serde_json::Value {
         "message": problem.kind.to_string(),
         "underWay": under_way,
     })
+}
+
+/// A repair as `repair --json` prints it: its problem as `verify --json`
+/// prints it, and what the repair does and how it went.
+fn repair_json(repair: &Repair, under_way: bool) -> serde_json::Value {
+    let mut line = problem_json(&repair.problem, under_way);
+    line["action"] = json!(repair.action.code());
+    line["outcome"] = json!(repair.outcome.code());
+    if let RepairAction::SetMode { mode } = repair.action {
+        line["mode"] = json!(format!("{mode:04o}"));
+    }
+    match (&repair.action, &repair.outcome) {
+        (RepairAction::Leave { reason }, _) => line["reason"] = json!(reason),
+        (_, RepairOutcome::Skipped { reason }) => line["reason"] = json!(reason),
+        (_, RepairOutcome::Failed { error }) => line["error"] = json!(error),
+        _ => {}
+    }
+    line
 }
 
 pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
@@ -169,6 +195,10 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     };
     let code = text::earned(remaining > 0 || failed > 0);
     for repair in &repairs.repairs {
+        if args.json {
+            out(repair_json(repair, repairs.under_way).to_string());
+            continue;
+        }
         let what = &repair.action;
         let line = match (&repair.outcome, what) {
             (_, RepairAction::Leave { reason }) => {

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use taskstore::backend::Skipped;
 use taskstore::{Event, EventSink, TaskEventKind, UnreadableAction};
 
@@ -20,8 +20,8 @@ use crate::text;
 #[derive(Debug, Default)]
 pub struct Heard {
     /// Each task a sweep deletes, on stdout (`task.expired`: the handle of
-    /// a sweep deletes no expired task but the sweep's).
-    deleted: bool,
+    /// a sweep deletes no expired task but the sweep's), as text or JSON.
+    deleted: Option<Shape>,
     /// Each entry it could not read or set aside, on stderr, once
     /// (`task.unreadable`): `None` for a command that says them itself.
     unreadable: Option<Mutex<HashSet<String>>>,
@@ -42,24 +42,36 @@ impl Heard {
         }
     }
 
-    /// [`unreadable`](Heard::unreadable), and each task a sweep deletes.
-    pub fn sweep() -> Heard {
+    /// [`unreadable`](Heard::unreadable), and each task a sweep deletes
+    /// (as JSON, with `json`).
+    pub fn sweep(json: bool) -> Heard {
         Heard {
-            deleted: true,
+            deleted: Some(if json { Shape::Json } else { Shape::Text }),
             ..Heard::unreadable()
         }
     }
 }
 
+/// How a result is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Text,
+    Json,
+}
+
 impl EventSink for Heard {
     fn emit(&self, event: &Event) {
         let field = |name: &str| event.data.get(name).and_then(Value::as_str);
-        if self.deleted && event.kind == TaskEventKind::Expired {
-            text::out_as_it_goes(format!(
-                "deleted {}  {}  expired",
-                field("taskId").unwrap_or("?"),
-                field("status").unwrap_or("?")
-            ));
+        if let Some(shape) = self.deleted
+            && event.kind == TaskEventKind::Expired
+        {
+            let (id, status) = (field("taskId").unwrap_or("?"), field("status"));
+            text::out_as_it_goes(match shape {
+                Shape::Json => {
+                    crate::maintain::result_json(id, "delete", false, json!({"status": status}))
+                }
+                Shape::Text => format!("deleted {id}  {}  expired", status.unwrap_or("?")),
+            });
         } else if let Some(said) = &self.unreadable
             && event.kind == TaskEventKind::Unreadable
         {

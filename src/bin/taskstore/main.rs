@@ -91,9 +91,9 @@ enum Command {
     /// scripts pass --json). The next page's cursor, if there is one, goes
     /// to stderr.
     List(tasks::ListArgs),
-    /// Prints one task as JSON. An expired task is not found, and is
-    /// deleted (as any read of it through the store deletes it; a sweep
-    /// would).
+    /// Prints one task as JSON (on one line with --json). An expired task
+    /// is not found, and is deleted (as any read of it through the store
+    /// deletes it; a sweep would).
     Show(tasks::ShowArgs),
     /// Counts tasks by status, active tasks and orphans now, the oldest
     /// active task's age, how long finished tasks took (createdAt to
@@ -250,14 +250,18 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
         Command::Stats(args) => stats::run(args, target, upgrade),
         Command::Reap(args) if args.dry_run => {
-            maintain::reap_preview(&preview(target, args.claim_grace)?)
+            maintain::reap_preview(&preview(target, args.claim_grace)?, args.json)
         }
-        Command::Sweep(args) if args.dry_run => maintain::sweep_preview(&preview(target, None)?),
+        Command::Sweep(args) if args.dry_run => {
+            maintain::sweep_preview(&preview(target, None)?, args.json)
+        }
         Command::Reap(args) => {
             let store = open(target, args.claim_grace, upgrade, Heard::unreadable())?;
-            maintain::reap(&*store)
+            maintain::reap(&*store, args.json)
         }
-        Command::Sweep(_) => maintain::sweep(&*open(target, None, upgrade, Heard::sweep())?),
+        Command::Sweep(args) => {
+            maintain::sweep(&*open(target, None, upgrade, Heard::sweep(args.json))?)
+        }
         command => {
             let store = open(target, None, upgrade, Heard::unreadable())?;
             match command {

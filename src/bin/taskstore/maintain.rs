@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use serde_json::{Value, json};
 use taskstore::{Missed, Orphan, OrphanFate, Task};
 use time::OffsetDateTime;
 
@@ -22,6 +23,11 @@ pub struct SweepArgs {
     /// missing: it holds that lock shared, as the service's processes do).
     #[arg(long)]
     pub dry_run: bool,
+    /// One JSON object per task: {"taskId", "status", "action": "delete",
+    /// "outcome": "done", or "planned" in a dry run, which adds
+    /// "expiredAt"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +43,25 @@ pub struct ReapArgs {
     /// 30s). Give your service's setting.
     #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
     pub claim_grace: Option<Duration>,
+    /// One JSON object per task: {"taskId", "action": "reap" (with
+    /// "status", "owner"; in a dry run "leaseExpiresAt"), "await_claim" (a
+    /// dry run's: with "kind" and "claimGraceMs" too) or "delete" (an
+    /// expired task the reap meets; in a dry run with "expiredAt"),
+    /// "outcome": "done", or "planned" in a dry run}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One task's result in a pass, as `--json` prints it: `taskId`, `action`
+/// (what the pass does with it), `outcome` (`planned` in a dry run, else
+/// `done`), and the fields of `more`.
+pub fn result_json(id: &str, action: &str, dry_run: bool, more: Value) -> String {
+    let outcome = if dry_run { "planned" } else { "done" };
+    let mut line = json!({"taskId": id, "action": action, "outcome": outcome});
+    if let (Some(line), Value::Object(more)) = (line.as_object_mut(), more) {
+        line.extend(more);
+    }
+    line.to_string()
 }
 
 fn report_missed(missed: &[Missed], what: &str) {
@@ -128,17 +153,22 @@ impl Preview {
 }
 
 /// `sweep --dry-run`.
-pub fn sweep_preview(preview: &Preview) -> Result<ExitCode, Failure> {
+pub fn sweep_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> {
     preview.report_unreadable(Pass::Sweep);
     let now = preview.now;
     for task in &preview.expired {
         let at = task.expires_at().unwrap_or(now);
-        out(format!(
-            "would delete {}  {}  expired {} ago",
-            task.id,
-            task.status,
-            text::duration(text::since(now, at))
-        ));
+        out(if json {
+            let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
+            result_json(task.id.as_str(), "delete", true, more)
+        } else {
+            format!(
+                "would delete {}  {}  expired {} ago",
+                task.id,
+                task.status,
+                text::duration(text::since(now, at))
+            )
+        });
     }
     text::err(format!(
         "dry run: {} expired task(s) would be deleted; nothing was changed",
@@ -161,34 +191,53 @@ pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
 }
 
 /// `reap --dry-run`.
-pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
+pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> {
     preview.report_unreadable(Pass::Reap);
     let now = preview.now;
     let orphans = &preview.orphans;
     let mut waiting = 0;
     for orphan in orphans {
         let task = &orphan.task;
+        let id = task.id.as_str();
         let owner = task.owner.as_deref().unwrap_or("(none)");
         let lapsed = task
             .lease_expires_at
             .map_or("?".to_owned(), |at| text::duration(text::since(now, at)));
+        let leased = json!({
+            "status": task.status,
+            "owner": task.owner,
+            "leaseExpiresAt": task.lease_expires_at.map(text::rfc3339),
+        });
         match orphan.fate {
+            OrphanFate::Reap if json => out(result_json(id, "reap", true, leased)),
             OrphanFate::Reap => out(format!(
-                "would reap {}  owner {owner}, lease lapsed {lapsed} ago",
-                task.id
+                "would reap {id}  owner {owner}, lease lapsed {lapsed} ago"
             )),
             OrphanFate::AwaitingClaim { grace } => {
                 waiting += 1;
                 let kind = task.resume.as_ref().map_or("?", |r| r.kind.as_str());
-                out(format!(
-                    "would not reap {}  resumable (kind {kind}), within its claim grace: \
-                     lease lapsed {lapsed} ago, an instance may claim it for {} after that; \
-                     owner {owner}",
-                    task.id,
-                    text::duration(grace)
-                ));
+                out(if json {
+                    let mut more = leased;
+                    more["kind"] = json!(kind);
+                    more["claimGraceMs"] =
+                        json!(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+                    result_json(id, "await_claim", true, more)
+                } else {
+                    format!(
+                        "would not reap {id}  resumable (kind {kind}), within its claim grace: \
+                         lease lapsed {lapsed} ago, an instance may claim it for {} after that; \
+                         owner {owner}",
+                        text::duration(grace)
+                    )
+                });
             }
-            other => out(format!("{}: {other:?}", task.id)),
+            other if json => out(result_json(
+                id,
+                "unknown",
+                true,
+                json!({"fate": format!("{other:?}")}),
+            )),
+            other => out(format!("{id}: {other:?}")),
         }
     }
     // A reap reads the running tasks whose lease lapsed, and deletes the
@@ -198,11 +247,16 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
     for task in met {
         deleted += 1;
         let at = task.expires_at().unwrap_or(now);
-        out(format!(
-            "would delete {}  expired {} ago (a reap deletes the expired tasks it meets)",
-            task.id,
-            text::duration(text::since(now, at))
-        ));
+        out(if json {
+            let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
+            result_json(task.id.as_str(), "delete", true, more)
+        } else {
+            format!(
+                "would delete {}  expired {} ago (a reap deletes the expired tasks it meets)",
+                task.id,
+                text::duration(text::since(now, at))
+            )
+        });
     }
     text::err(format!(
         "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; \
@@ -213,22 +267,29 @@ pub fn reap_preview(preview: &Preview) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn reap(store: &dyn Handle) -> Result<ExitCode, Failure> {
+pub fn reap(store: &dyn Handle, json: bool) -> Result<ExitCode, Failure> {
     // Each entry it could not read is said as it goes (`Heard::unreadable`).
     let reaped = store.reap()?;
     let code = text::earned(!reaped.missed.is_empty());
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {
-        out(format!(
-            "reaped {}  owner {}",
-            task.id,
-            task.owner.as_deref().unwrap_or("(none)")
-        ));
+        out(if json {
+            let more = json!({"status": task.status, "owner": task.owner});
+            result_json(task.id.as_str(), "reap", false, more)
+        } else {
+            format!(
+                "reaped {}  owner {}",
+                task.id,
+                task.owner.as_deref().unwrap_or("(none)")
+            )
+        });
     }
     for id in &reaped.expired {
-        out(format!(
-            "deleted {id}  expired (met by the reap, as a sweep would)"
-        ));
+        out(if json {
+            result_json(id.as_str(), "delete", false, Value::Null)
+        } else {
+            format!("deleted {id}  expired (met by the reap, as a sweep would)")
+        });
     }
     text::err(format!(
         "reaped {} orphan(s); deleted {} expired task(s)",

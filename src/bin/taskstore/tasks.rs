@@ -30,7 +30,7 @@ pub struct ListArgs {
     /// Continues after a cursor printed by an earlier `list --limit`.
     #[arg(long, value_name = "CURSOR")]
     after: Option<String>,
-    /// One JSON object per line (each task as `show` prints it, on one line).
+    /// One JSON object per line (each task as `show --json` prints it).
     #[arg(long)]
     json: bool,
 }
@@ -59,6 +59,10 @@ pub struct ShowArgs {
     /// The task's id.
     #[arg(value_parser = parse_id)]
     id: TaskId,
+    /// The task's JSON on one line (as `list --json` prints each), instead
+    /// of indented over several.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +205,10 @@ fn row(task: &Task, now: time::OffsetDateTime) -> Vec<String> {
 
 pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     match store.get(&args.id)? {
+        Some(task) if args.json => {
+            out(serde_json::to_string(&task)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Some(task) => {
             text::out_lines(serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
