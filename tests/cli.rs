@@ -998,25 +998,40 @@ fn a_broken_marker_is_left_alone_with_how_to_fix_it() {
         .iter()
         .find(|d| d.name == "an unreadable marker")
         .unwrap();
-    let plants: [(&str, fn(&Path, &[Task]) -> PathBuf); 3] = [
-        ("corrupt", unreadable.plant),
-        ("a symlink", |dir, _| {
-            let path = dir.join("taskstore.json");
-            fs::remove_file(&path).unwrap();
-            std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
-            path
-        }),
-        ("a directory", |dir, _| {
-            let path = dir.join("taskstore.json");
-            fs::remove_file(&path).unwrap();
-            fs::create_dir(&path).unwrap();
-            path
-        }),
+    let broken = [
+        Damage {
+            name: "a corrupt marker",
+            plant: unreadable.plant,
+            problem: unreadable.problem,
+        },
+        Damage {
+            name: "a symlink for the marker",
+            plant: |dir, _| {
+                let path = dir.join("taskstore.json");
+                fs::remove_file(&path).unwrap();
+                std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+                path
+            },
+            problem: "symlink",
+        },
+        Damage {
+            name: "a directory for the marker",
+            plant: |dir, _| {
+                let path = dir.join("taskstore.json");
+                fs::remove_file(&path).unwrap();
+                fs::create_dir(&path).unwrap();
+                path
+            },
+            problem: "not_a_file",
+        },
     ];
-    for (what, plant) in plants {
+    for damage in &broken {
+        let what = damage.name;
         let (_tmp, dir) = store_dir();
         let tasks = store_with_tasks(&dir);
-        let marker = plant(&dir, &tasks);
+        let marker = (damage.plant)(&dir, &tasks);
+        let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+        assert_eq!(json_lines(&out)[0]["problem"], damage.problem, "{what}");
         let out = run_expect(Some(&dir), &["repair", "--apply"], 1);
         let said = stdout(&out);
         let line = said

@@ -90,7 +90,10 @@ pub struct FileCheck {
 /// What a check calls when it starts waiting for batches under way
 /// ([`FileCheck::on_batch_wait`]).
 #[derive(Default)]
-struct OnBatchWait(Option<Box<dyn Fn(&Path, Duration) + Send + Sync>>);
+struct OnBatchWait(Option<Box<BatchWaiting>>);
+
+/// What [`FileCheck::on_batch_wait`] is given.
+type BatchWaiting = dyn Fn(&Path, Duration) + Send + Sync;
 
 impl std::fmt::Debug for OnBatchWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
