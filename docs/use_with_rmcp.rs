@@ -88,6 +88,19 @@ impl ServerHandler for Server {
         self.tasks.cancel_task(&request.task_id).await
     }
 
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        // rmcp hands a tasks/* request whose params do not parse (a taskId
+        // that is a number) here: `-32602`, as the extension says.
+        if let Some(error) = taskstore::mcp::invalid_task_request(&request) {
+            return Err(error);
+        }
+        Err(McpError::new(ErrorCode::METHOD_NOT_FOUND, request.method, None))
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

@@ -175,7 +175,8 @@
 //!   answers `-32601` (method not found) with the method name as the
 //!   message (`tests/mcp.rs` shows it with `rmcp`'s client and server). A
 //!   server that wants `-32602` calls [`invalid_task_request`] from its
-//!   `on_custom_request`, as `examples/mcp_server.rs` does.
+//!   `on_custom_request`, as the example above and
+//!   `examples/mcp_server.rs` do (the extension says `-32602`).
 //! - **Where store calls run.** Writes run on Tokio's blocking pool
 //!   (`spawn_blocking`). A read (`tasks/get`, and the read behind
 //!   `tasks/update` and `tasks/cancel`) runs on the calling worker when the
