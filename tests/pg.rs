@@ -833,6 +833,44 @@ fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
     }
 }
 
+/// Runs `batch` on a thread of its own while another session holds the
+/// row lock of task `locked` in an open transaction (an operator's, a
+/// frozen writer's): once a connection named `application` waits on a
+/// lock, `meanwhile` looks from a third connection; then `release` ends
+/// the holder's transaction (its last statements, `COMMIT` among them),
+/// and the batch's result is returned. A failing check drops the holder's
+/// connection, which ends the batch's wait.
+fn while_a_row_is_held<R: Send>(
+    cluster: &Cluster,
+    schema: &str,
+    locked: &TaskId,
+    application: &str,
+    batch: impl FnOnce() -> R + Send,
+    meanwhile: impl FnOnce(&mut postgres::Client),
+    release: impl FnOnce(&mut postgres::Client),
+) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let mut holder = cluster.client();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{locked}' FOR UPDATE"
+            ))
+            .unwrap();
+        s.spawn(move || {
+            let _ = tx.send(batch());
+        });
+        let mut client = cluster.client();
+        wait_until("the batch to wait on the locked row", || {
+            waiting(&mut client, application) == 1
+        });
+        meanwhile(&mut client);
+        release(&mut holder);
+        rx.recv_timeout(common::HANG)
+            .expect("the batch never returned")
+    })
+}
+
 /// A renewal batch that meets a task's row locked by another session (an
 /// operator's open transaction, a frozen writer) renews and commits every
 /// other task of the batch at once, holding none of their rows: only the
@@ -857,64 +895,51 @@ fn a_renewal_batch_waiting_on_one_locked_row_holds_no_other_row() {
         .collect();
     let locked = &tasks[2];
     clock.advance(Duration::from_secs(10));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        // Held here: a failing assertion drops it, and the renewal ends.
-        let mut holder = cluster.client();
-        holder
-            .batch_execute(&format!(
-                "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE",
-                locked.id
-            ))
-            .unwrap();
-        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
-        let owner = &owner;
-        s.spawn(move || {
-            let _ = tx.send(owner.renew_leases_of(&ids));
-        });
-        let mut client = cluster.client();
-        wait_until("a renewal to wait on the locked row", || {
-            waiting(&mut client, "renew_locked") == 1
-        });
-        for task in &tasks[..2] {
-            let now = reader.get(&task.id).unwrap().unwrap();
-            assert!(
-                now.lease_expires_at > task.lease_expires_at,
-                "task {} not renewed while the batch waits on another row",
-                task.id
-            );
-            let free = client
-                .batch_execute(&format!(
-                    "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE NOWAIT; ROLLBACK",
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
+    let renewed = while_a_row_is_held(
+        cluster,
+        &schema,
+        &locked.id,
+        "renew_locked",
+        || owner.renew_leases_of(&ids),
+        |client| {
+            for task in &tasks[..2] {
+                let now = reader.get(&task.id).unwrap().unwrap();
+                assert!(
+                    now.lease_expires_at > task.lease_expires_at,
+                    "task {} not renewed while the batch waits on another row",
                     task.id
-                ))
-                .map_err(|e| e.to_string());
-            let _ = client.batch_execute("ROLLBACK");
-            assert!(
-                free.is_ok(),
-                "the row of task {} is held: {free:?}",
-                task.id
-            );
-        }
-        assert_eq!(
-            reader.get(&locked.id).unwrap().unwrap(),
-            *locked,
-            "not renewed while locked"
-        );
-        holder.batch_execute("COMMIT").unwrap();
-        let renewed = rx
-            .recv_timeout(common::HANG)
-            .expect("the renewal never returned");
-        for (task, result) in tasks.iter().zip(renewed) {
-            match result {
-                Ok(Transition::Applied(now)) => {
-                    assert!(now.lease_expires_at > task.lease_expires_at, "{}", task.id);
-                    assert_eq!(reader.get(&task.id).unwrap(), Some(now));
-                }
-                other => panic!("task {}: {other:?}", task.id),
+                );
+                let free = client
+                    .batch_execute(&format!(
+                        "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE NOWAIT; ROLLBACK",
+                        task.id
+                    ))
+                    .map_err(|e| e.to_string());
+                let _ = client.batch_execute("ROLLBACK");
+                assert!(
+                    free.is_ok(),
+                    "the row of task {} is held: {free:?}",
+                    task.id
+                );
             }
+            assert_eq!(
+                reader.get(&locked.id).unwrap().unwrap(),
+                *locked,
+                "not renewed while locked"
+            );
+        },
+        |holder| holder.batch_execute("COMMIT").unwrap(),
+    );
+    for (task, result) in tasks.iter().zip(renewed) {
+        match result {
+            Ok(Transition::Applied(now)) => {
+                assert!(now.lease_expires_at > task.lease_expires_at, "{}", task.id);
+                assert_eq!(reader.get(&task.id).unwrap(), Some(now));
+            }
+            other => panic!("task {}: {other:?}", task.id),
         }
-    });
+    }
 }
 
 #[test]
