@@ -835,8 +835,8 @@ fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
 
 /// Runs `batch` on a thread of its own while another session holds the
 /// row lock of task `locked` in an open transaction (an operator's, a
-/// frozen writer's): once a connection named `application` waits on a
-/// lock, `meanwhile` looks from a third connection; then `release` ends
+/// frozen writer's): once a connection named `application` waits on the
+/// holder, `meanwhile` looks from a third connection; then `release` ends
 /// the holder's transaction (its last statements, `COMMIT` among them),
 /// and the batch's result is returned. A failing check drops the holder's
 /// connection, which ends the batch's wait.
@@ -857,12 +857,16 @@ fn while_a_row_is_held<R: Send>(
                 "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{locked}' FOR UPDATE"
             ))
             .unwrap();
+        let holder_pid: i32 = holder
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
         s.spawn(move || {
             let _ = tx.send(batch());
         });
         let mut client = cluster.client();
         wait_until("the batch to wait on the locked row", || {
-            waiting(&mut client, application) == 1
+            blocked_by(&mut client, application, holder_pid) == 1
         });
         meanwhile(&mut client);
         release(&mut holder);
@@ -1174,6 +1178,19 @@ fn waiting(client: &mut postgres::Client, application: &str) -> i64 {
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
             &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// How many backends of `application` wait for a lock that backend `pid`
+/// holds (or waits for first): not for another's, as a commit waits for
+/// the notification queue's while another commit writes to it.
+fn blocked_by(client: &mut postgres::Client, application: &str, pid: i32) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND $2 = ANY(pg_blocking_pids(pid))",
+            &[&application, &pid],
         )
         .unwrap()
         .get(0)
