@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use taskstore::backend::{Backend, Swap};
 use taskstore::conformance::{self, Setup};
 use taskstore::{
-    Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, Task, TaskEventKind, TaskId,
+    Clock, Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, Task, TaskEventKind, TaskId,
     TaskStatus, TaskStore, TaskUpdate, TimeSource, Transition,
 };
 
@@ -942,6 +943,205 @@ fn a_renewal_batch_waiting_on_one_locked_row_holds_no_other_row() {
                 assert_eq!(reader.get(&task.id).unwrap(), Some(now));
             }
             other => panic!("task {}: {other:?}", task.id),
+        }
+    }
+}
+
+/// The task JSON of row `id`, read from another connection: `None` if the
+/// row is gone (or its removal is committed).
+fn stored_json(client: &mut postgres::Client, schema: &str, id: &TaskId) -> Option<String> {
+    client
+        .query_opt(
+            &format!("SELECT task FROM {schema}.tasks WHERE id = $1"),
+            &[&id.as_str()],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// While the locked one of `tasks` waits, the others are gone for every
+/// connection (their removals committed) and the counter counts what is
+/// left; the locked one is stored as read.
+fn removed_all_but_the_locked(
+    client: &mut postgres::Client,
+    schema: &str,
+    tasks: &[Task],
+    locked: &Task,
+) {
+    for task in tasks.iter().filter(|t| t.id != locked.id) {
+        assert_eq!(
+            stored_json(client, schema, &task.id),
+            None,
+            "task {} not removed while the batch waits on another row",
+            task.id
+        );
+    }
+    assert_eq!(
+        stored_json(client, schema, &locked.id),
+        Some(serde_json::to_string(locked).unwrap()),
+        "the locked task changed while locked"
+    );
+    let (counter, active) = counter_and_active(client, schema);
+    assert_eq!(counter, active, "the counter while the batch waits");
+}
+
+/// A batch of removals (`remove_all`: the expired tasks a read or a pass
+/// meets) that meets a task's row locked by another session removes and
+/// commits every other task at once, holding none of their rows, the
+/// counter counting what is left: only the locked task's removal waits,
+/// alone. Once the lock goes it removes the task if that is still the
+/// version read (`Swap::Done`), and leaves the version the lock holder
+/// wrote meanwhile (a finish: `Swap::Changed`); the counter is exact
+/// either way. (The batch was one statement that waited on the locked row
+/// holding the rows it had deleted before it, their removals uncommitted.)
+#[test]
+fn a_removal_batch_waiting_on_one_locked_row_holds_no_other_row() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("remove_locked");
+    let remover = format!("{} application_name=remove_locked", cluster.conninfo());
+    let store = PgStore::builder(remover).schema(&schema).open().unwrap();
+    let mut client = cluster.client();
+    for holder_finishes in [false, true] {
+        // The locked task last, in the batch and in the table alike.
+        let tasks: Vec<Task> = (0..3)
+            .map(|_| store.create(NewTask::new()).unwrap())
+            .collect();
+        let locked = &tasks[2];
+        let mut finished = locked.clone();
+        finished.status = TaskStatus::Completed;
+        finished.result = Some(json!("by the lock holder"));
+        finished.revision += 1;
+        let removed = while_a_row_is_held(
+            cluster,
+            &schema,
+            &locked.id,
+            "remove_locked",
+            || store.backend().remove_all(&tasks),
+            |client| removed_all_but_the_locked(client, &schema, &tasks, locked),
+            |holder| {
+                if holder_finishes {
+                    let finish = format!(
+                        "UPDATE {schema}.tasks SET revision = $1, status = 'completed', \
+                         active = false, task = $2 WHERE id = $3"
+                    );
+                    let revision = i64::try_from(finished.revision).unwrap();
+                    let json = serde_json::to_string(&finished).unwrap();
+                    let id = finished.id.as_str();
+                    assert_eq!(
+                        holder.execute(&finish, &[&revision, &json, &id]).unwrap(),
+                        1
+                    );
+                    holder
+                        .batch_execute(&format!("UPDATE {schema}.counters SET active = active - 1"))
+                        .unwrap();
+                }
+                holder.batch_execute("COMMIT").unwrap();
+            },
+        );
+        let fate = if holder_finishes {
+            Swap::Changed(Some(finished.clone()))
+        } else {
+            Swap::Done
+        };
+        let expected: Vec<Swap> = vec![Swap::Done, Swap::Done, fate];
+        let removed: Vec<Swap> = removed.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            removed, expected,
+            "finished by the lock holder: {holder_finishes}"
+        );
+        let left = stored_json(&mut client, &schema, &locked.id);
+        let json = holder_finishes.then(|| serde_json::to_string(&finished).unwrap());
+        assert_eq!(left, json, "finished by the lock holder: {holder_finishes}");
+        let (counter, active) = counter_and_active(&mut client, &schema);
+        assert_eq!((counter, active), (0, 0));
+    }
+}
+
+/// A sweep whose batch meets an expired task's row locked by another
+/// session deletes and commits every other expired task at once, holding
+/// none of their rows, the counter counting what is left: only the
+/// locked task's removal waits, alone. Once the lock goes it deletes the
+/// task, counted as swept, if that is still the version read; a task the
+/// lock holder made again under its id meanwhile (live: not expired) is
+/// kept, and not counted. The counter is exact either way. (The batch was
+/// one statement that waited on the locked row holding the rows it had
+/// deleted before it, their removals uncommitted.)
+#[test]
+fn a_sweep_waiting_on_one_locked_row_holds_no_other_row() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_locked");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let sweeper = format!("{} application_name=sweep_locked", cluster.conninfo());
+    let store = on_clock(&sweeper, &schema, "sweeper", &clock)
+        .open()
+        .unwrap();
+    let mut client = cluster.client();
+    let ttl = Duration::from_secs(60);
+    for holder_makes_it_again in [false, true] {
+        // The locked task last, in the table's order (the sweep's).
+        let mut tasks: Vec<Task> = (0..3)
+            .map(|_| store.create(NewTask::new().ttl(ttl)).unwrap())
+            .collect();
+        tasks[0] = store.complete(&tasks[0].id, json!(0)).unwrap().into_task();
+        clock.advance(ttl);
+        let locked = &tasks[2];
+        // Made again under its id, at the sweep's now: live.
+        let mut again = locked.clone();
+        again.created_at = clock.now();
+        again.last_updated_at = clock.now();
+        again.revision = 1;
+        let swept = while_a_row_is_held(
+            cluster,
+            &schema,
+            &locked.id,
+            "sweep_locked",
+            || store.sweep(),
+            |client| removed_all_but_the_locked(client, &schema, &tasks, locked),
+            |holder| {
+                if holder_makes_it_again {
+                    let nanos = |at: time::OffsetDateTime| {
+                        i64::try_from(at.unix_timestamp_nanos()).unwrap()
+                    };
+                    let json = serde_json::to_string(&again).unwrap();
+                    let (id, created, expires) = (
+                        again.id.as_str(),
+                        nanos(again.created_at),
+                        nanos(again.expires_at().unwrap()),
+                    );
+                    holder
+                        .execute(&format!("DELETE FROM {schema}.tasks WHERE id = $1"), &[&id])
+                        .unwrap();
+                    let insert = format!(
+                        "INSERT INTO {schema}.tasks \
+                         (id, created_at_ns, revision, status, active, expires_at_ns, task) \
+                         VALUES ($1, $2, 1, 'working', true, $3, $4)"
+                    );
+                    holder
+                        .execute(&insert, &[&id, &created, &expires, &json])
+                        .unwrap();
+                }
+                holder.batch_execute("COMMIT").unwrap();
+            },
+        )
+        .unwrap();
+        let what = format!("made again by the lock holder: {holder_makes_it_again}");
+        assert!(swept.missed.is_empty(), "{what}: {:?}", swept.missed);
+        assert_eq!(
+            swept.deleted,
+            if holder_makes_it_again { 2 } else { 3 },
+            "{what}"
+        );
+        let left = stored_json(&mut client, &schema, &locked.id);
+        let json = holder_makes_it_again.then(|| serde_json::to_string(&again).unwrap());
+        assert_eq!(left, json, "{what}");
+        let (counter, active) = counter_and_active(&mut client, &schema);
+        assert_eq!(counter, active, "{what}");
+        if holder_makes_it_again {
+            assert_eq!(
+                store.get(&locked.id).unwrap(),
+                Some(again.clone()),
+                "{what}"
+            );
         }
     }
 }

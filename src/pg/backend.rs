@@ -599,25 +599,61 @@ impl PgBackend {
         self.swapped(&rows, current, stored, "remove")
     }
 
-    /// [`Backend::remove_all`] in one statement where it can, and task by
-    /// task where not (or once it failed); `expired`: as
+    /// Conditional writes, one per item (on the version `read` names), as
+    /// [`Backend::replace_all`] makes them: in one statement, `batch`,
+    /// where it can, and each on its own, `alone`, where not (told why).
+    /// A batch keeps no guesses. A batch the server refused (a deadlock, a
+    /// task out of range) changed nothing; one whose connection was lost
+    /// may have committed before its reply was: `alone` tells. A task the
+    /// batch left out, its row locked by another session
+    /// (`sql::unlocked`), is stored as it was read: written on its own
+    /// now, after the batch committed, so that only its own write waits
+    /// for the lock.
+    fn batch<T>(
+        &self,
+        items: &[T],
+        read: impl Fn(&T) -> &Task,
+        batch: impl FnOnce() -> Result<Vec<Result<Swap>>>,
+        alone: impl Fn(&T, Alone) -> Result<Swap>,
+    ) -> Vec<Result<Swap>> {
+        for item in items {
+            self.recent.forget(&read(item).id);
+        }
+        if items.len() < 2 || has_duplicates(items.iter().map(|item| &read(item).id)) {
+            return items
+                .iter()
+                .map(|item| alone(item, Alone::Unbatched))
+                .collect();
+        }
+        let Ok(results) = batch() else {
+            return items
+                .iter()
+                .map(|item| alone(item, Alone::BatchFailed))
+                .collect();
+        };
+        results
+            .into_iter()
+            .zip(items)
+            .map(|(result, item)| match result {
+                Ok(Swap::Changed(Some(now))) if is_current(&now, read(item)) => {
+                    alone(item, Alone::LeftOut)
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    /// [`Backend::remove_all`] as a [`batch`](Self::batch); `expired`: as
     /// [`Backend::remove_expired`].
     fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
-        for task in tasks {
-            self.recent.forget(&task.id);
-        }
-        let one = |task: &Task, batch_failed: bool| match self.remove(task) {
-            Ok(Swap::Changed(None)) if expired && batch_failed => Ok(Swap::Done),
+        let alone = |task: &Task, why: Alone| match self.remove(task) {
+            Ok(Swap::Changed(None)) if expired && why == Alone::BatchFailed => Ok(Swap::Done),
             Err(_) if expired && matches!(self.current(&task.id, "remove"), Ok(None)) => {
                 Ok(Swap::Done)
             }
             other => other,
         };
-        if tasks.len() < 2 || has_duplicates(tasks.iter().map(|t| &t.id)) {
-            return tasks.iter().map(|t| one(t, false)).collect();
-        }
-        self.try_remove_all(tasks)
-            .unwrap_or_else(|_| tasks.iter().map(|t| one(t, true)).collect())
+        self.batch(tasks, |task| task, || self.try_remove_all(tasks), alone)
     }
 
     /// After a write of `record` failed (`op`): whether its task is stored
@@ -719,6 +755,19 @@ impl PgBackend {
         };
         Ok(order.map(|id| Self::settle(id, &done, &mut now)).collect())
     }
+}
+
+/// Why a task of a batch is written on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Alone {
+    /// There is no batch: one task, or a task named twice.
+    Unbatched,
+    /// The batch statement failed: refused, it changed nothing; its
+    /// connection lost, it may have committed before its reply.
+    BatchFailed,
+    /// The batch committed without it: another session held its row
+    /// locked, and it is stored as read.
+    LeftOut,
 }
 
 /// Whether a batch names one task twice (then it goes one by one: one
@@ -835,40 +884,16 @@ impl Backend for PgBackend {
         }
     }
 
+    /// In one statement where it can, and task by task where not (see
+    /// `batch`); after a batch whose reply was lost, `replace_found`
+    /// tells what it wrote.
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
-        // A batch keeps no guesses.
-        for (current, _) in swaps {
-            self.recent.forget(&current.id);
-        }
-        let one_by_one = || -> Vec<Result<Swap>> {
-            swaps
-                .iter()
-                .map(|(current, next)| self.replace_found(current, next))
-                .collect()
-        };
-        if swaps.len() < 2 || has_duplicates(swaps.iter().map(|(c, _)| &c.id)) {
-            return one_by_one();
-        }
-        // A batch the server refused (a deadlock, a task out of range)
-        // changed nothing: each task goes on its own. One whose connection
-        // was lost may have committed before the reply was:
-        // `replace_found` tells.
-        let Ok(results) = self.try_replace_all(swaps) else {
-            return one_by_one();
-        };
-        // A task the batch left out, its row locked by another session, is
-        // stored as it was read: written on its own now, after the batch
-        // committed, so that only its own write waits for the lock.
-        results
-            .into_iter()
-            .zip(swaps)
-            .map(|(result, (current, next))| match result {
-                Ok(Swap::Changed(Some(now))) if is_current(&now, current) => {
-                    self.replace_found(current, next)
-                }
-                other => other,
-            })
-            .collect()
+        self.batch(
+            swaps,
+            |(current, _)| current,
+            || self.try_replace_all(swaps),
+            |(current, next), _| self.replace_found(current, next),
+        )
     }
 
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {

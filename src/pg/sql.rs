@@ -7,11 +7,11 @@
 //! notices has a test of the channel's parameter there instead), joined by
 //! data-modifying `WITH` clauses. Conditional writes match `id`, `created_at_ns` and `revision`:
 //! the row lock and PostgreSQL's re-check of the `WHERE` clause after
-//! waiting for it decide every race between hosts. A batch of
-//! replacements waits for no task's row: it leaves out the rows another
-//! session holds, which `PgBackend::replace_all` then writes one by one,
-//! so that the batch never holds the rows it wrote while it waits for
-//! another's.
+//! waiting for it decide every race between hosts. A batch (of
+//! replacements or of removals) waits for no task's row: it leaves out the
+//! rows another session holds ([`unlocked`]), which `PgBackend` then
+//! writes one by one, so that the batch never holds the rows it wrote
+//! while it waits for another's.
 
 use crate::backend::{Scan, Scope};
 
@@ -114,10 +114,7 @@ impl Sql {
             // $3 revision, $4 was active (the version read); $5
             // created_at_ns, $6 revision, $7 status, $8 active,
             // $9 expires_at_ns, $10 task (the next version); $11 the channel.
-            // A row another session holds locked is left out (`l`, `SKIP
-            // LOCKED`): the batch waits for no task's row, so it never
-            // holds the rows it wrote while it waits; `replace_all` writes
-            // the rows left out on their own.
+            // Writes only the rows `l` locked ([`unlocked`]).
             replace_all: format!(
                 "WITH n AS (
                      SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bool[],
@@ -126,19 +123,14 @@ impl Sql {
                          AS n(id, created_at_ns, revision, was_active,
                               next_created_at_ns, next_revision, status, active,
                               expires_at_ns, task)),
-                 l AS (
-                     SELECT t.id FROM {s}.tasks t, n
-                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
-                       AND t.revision = n.revision
-                     FOR UPDATE OF t SKIP LOCKED),
+                 {l},
                  u AS (
                      UPDATE {s}.tasks t
                      SET created_at_ns = n.next_created_at_ns, revision = n.next_revision,
                          status = n.status, active = n.active,
                          expires_at_ns = n.expires_at_ns, task = n.task
                      FROM n JOIN l ON l.id = n.id
-                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
-                       AND t.revision = n.revision
+                     WHERE {AS_READ}
                      RETURNING t.id, n.active::int - n.was_active::int AS delta,
                                {n}),
                  c AS (
@@ -146,17 +138,19 @@ impl Sql {
                      WHERE singleton AND (SELECT coalesce(sum(delta), 0) FROM u) <> 0
                      RETURNING 1)
                  SELECT id FROM u",
+                l = unlocked(s),
                 n = notify("$11", "t.id")
             ),
             // Arrays: $1 id, $2 created_at_ns, $3 revision; $4 the channel.
+            // Deletes only the rows `l` locked ([`unlocked`]).
             remove_all: format!(
                 "WITH n AS (
                      SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
                          AS n(id, created_at_ns, revision)),
+                 {l},
                  d AS (
-                     DELETE FROM {s}.tasks t USING n
-                     WHERE t.id = n.id AND t.created_at_ns = n.created_at_ns
-                       AND t.revision = n.revision
+                     DELETE FROM {s}.tasks t USING n JOIN l ON l.id = n.id
+                     WHERE {AS_READ}
                      RETURNING t.id, t.active, {n}),
                  c AS (
                      UPDATE {s}.counters
@@ -164,6 +158,7 @@ impl Sql {
                      WHERE singleton AND EXISTS (SELECT FROM d WHERE d.active)
                      RETURNING 1)
                  SELECT id FROM d",
+                l = unlocked(s),
                 n = notify("$4", "t.id")
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
@@ -222,4 +217,25 @@ impl Sql {
             super::schema::ident(&self.schema)
         )
     }
+}
+
+/// A batch's row `t` is still the version read, `n`: the same `id`,
+/// `created_at_ns` and `revision`.
+const AS_READ: &str =
+    "t.id = n.id AND t.created_at_ns = n.created_at_ns AND t.revision = n.revision";
+
+/// The `WITH` clause `l` of a batch over the versions read, `n`: the ids
+/// of those of their rows (in schema `s`) that no other session holds
+/// locked, locked by the batch (`FOR UPDATE … SKIP LOCKED`). A batch
+/// writes only these rows, so it waits for no task's row and never holds
+/// the rows it wrote while it waits for another's; a row left out is
+/// stored as read, and `PgBackend` writes it on its own once the batch
+/// has committed, so that only that write waits for the lock.
+fn unlocked(s: &str) -> String {
+    format!(
+        "l AS (
+                     SELECT t.id FROM {s}.tasks t, n
+                     WHERE {AS_READ}
+                     FOR UPDATE OF t SKIP LOCKED)"
+    )
 }
