@@ -893,10 +893,14 @@ fn a_renewal_batch_waiting_on_one_locked_row_holds_no_other_row() {
     let reader = on_clock(&cluster.conninfo(), &schema, "reader", &clock)
         .open()
         .unwrap();
-    // The locked task last, in the batch and in the table alike: a batch
-    // that goes in either order meets the others first.
+    // The locked task last, in the batch and in the table alike (made a
+    // millisecond apart: at one instant, the table orders them by id): a
+    // batch that goes in either order meets the others first.
     let tasks: Vec<Task> = (0..3)
-        .map(|_| owner.create(NewTask::new()).unwrap())
+        .map(|_| {
+            clock.advance(Duration::from_millis(1));
+            owner.create(NewTask::new()).unwrap()
+        })
         .collect();
     let locked = &tasks[2];
     clock.advance(Duration::from_secs(10));
@@ -1078,9 +1082,13 @@ fn a_sweep_waiting_on_one_locked_row_holds_no_other_row() {
     let mut client = cluster.client();
     let ttl = Duration::from_secs(60);
     for holder_makes_it_again in [false, true] {
-        // The locked task last, in the table's order (the sweep's).
+        // The locked task last, in the table's order (the sweep's): made a
+        // millisecond apart (at one instant, the table orders them by id).
         let mut tasks: Vec<Task> = (0..3)
-            .map(|_| store.create(NewTask::new().ttl(ttl)).unwrap())
+            .map(|_| {
+                clock.advance(Duration::from_millis(1));
+                store.create(NewTask::new().ttl(ttl)).unwrap()
+            })
             .collect();
         tasks[0] = store.complete(&tasks[0].id, json!(0)).unwrap().into_task();
         clock.advance(ttl);
