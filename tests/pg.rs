@@ -1154,6 +1154,76 @@ fn a_sweep_waiting_on_one_locked_row_holds_no_other_row() {
     }
 }
 
+/// A reap (and so a claim: the same batch of replacements, `replace_all`)
+/// that meets an orphan's row another session holds locked fails and
+/// commits every other orphan at once, holding none of their rows, the
+/// counter counting what is left: only the locked orphan's write waits,
+/// alone, and fails it once the lock goes.
+#[test]
+fn a_reap_waiting_on_one_locked_row_holds_no_other_row() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("reap_locked");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let handle = |conninfo: &str, instance: &str| {
+        on_clock(conninfo, &schema, instance, &clock)
+            .lease(Duration::from_secs(1))
+            .open()
+            .unwrap()
+    };
+    let dead = handle(&cluster.conninfo(), "dead");
+    let reaper = handle(
+        &format!("{} application_name=reap_locked", cluster.conninfo()),
+        "reaper",
+    );
+    // The locked orphan last, in the table's order (the reap's): made a
+    // millisecond apart (at one instant, the table orders them by id).
+    let tasks: Vec<Task> = (0..3)
+        .map(|_| {
+            clock.advance(Duration::from_millis(1));
+            dead.create(NewTask::new()).unwrap()
+        })
+        .collect();
+    let locked = &tasks[2];
+    clock.advance(Duration::from_secs(5));
+    let reaped = while_a_row_is_held(
+        cluster,
+        &schema,
+        &locked.id,
+        "reap_locked",
+        || reaper.reap_orphans(),
+        |client| {
+            for task in &tasks[..2] {
+                let json = stored_json(client, &schema, &task.id).unwrap();
+                let now: Task = serde_json::from_str(&json).unwrap();
+                assert_eq!(
+                    now.status,
+                    TaskStatus::Failed,
+                    "task {} not reaped while the batch waits on another row",
+                    task.id
+                );
+            }
+            assert_eq!(
+                stored_json(client, &schema, &locked.id),
+                Some(serde_json::to_string(locked).unwrap()),
+                "the locked task changed while locked"
+            );
+            let (counter, active) = counter_and_active(client, &schema);
+            assert_eq!(
+                (counter, active),
+                (1, 1),
+                "the counter while the batch waits"
+            );
+        },
+        |holder| holder.batch_execute("COMMIT").unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&TaskId> = reaped.iter().map(|t| &t.id).collect();
+    assert_eq!(ids, tasks.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert!(reaped.iter().all(|t| t.status == TaskStatus::Failed));
+    let mut client = cluster.client();
+    assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
+}
+
 #[test]
 fn the_active_cap_holds_exactly_across_handles() {
     let Some(cluster) = cluster() else { return };
