@@ -340,6 +340,51 @@ fn a_newer_store_format_is_refused() {
     }
 }
 
+/// A store whose marker does not read (garbage, a directory, a symlink) is
+/// refused by name, with the fix: remove the marker, and the next open
+/// writes it again (as `repair` advises). Following the advice opens the
+/// store with its tasks. (The refusal said only "unreadable store marker:
+/// …", a directory in its place an I/O error.)
+#[test]
+fn a_marker_that_does_not_read_is_refused_with_how_to_fix_it() {
+    for (kind, plant) in [
+        (
+            "garbage",
+            (|m: &Path| fs::write(m, b"{garbage").unwrap()) as fn(&Path),
+        ),
+        ("a directory", |m: &Path| fs::create_dir(m).unwrap()),
+        ("a symlink", |m: &Path| {
+            std::os::unix::fs::symlink("elsewhere.json", m).unwrap()
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let task = FileStore::open(dir.path())
+            .unwrap()
+            .create(NewTask::new())
+            .unwrap();
+        let marker = dir.path().join("taskstore.json");
+        fs::remove_file(&marker).unwrap();
+        plant(&marker);
+        match FileStore::open(dir.path()) {
+            Err(Error::InvalidStore { path, reason }) => {
+                assert_eq!(path, marker, "{kind}");
+                assert!(
+                    reason.contains("remove it") && reason.contains("writes it again"),
+                    "{kind}: {reason}"
+                );
+            }
+            other => panic!("{kind}: expected InvalidStore naming the marker, got {other:?}"),
+        }
+        if marker.is_dir() && !marker.is_symlink() {
+            fs::remove_dir(&marker).unwrap();
+        } else {
+            fs::remove_file(&marker).unwrap();
+        }
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(&task.id).unwrap(), Some(task), "{kind}");
+    }
+}
+
 /// A handle that meets hundreds of new files at once reads them side by
 /// side (from change notices, or a fresh handle's first pass): every task
 /// is listed, and every bad file among them is reported and set aside or

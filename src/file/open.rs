@@ -603,18 +603,33 @@ pub(super) fn read_marker(fs: &Fs, root: &Dir) -> Result<Option<u64>> {
         Err(e) if is_symlink_refusal(&e) => {
             return Err(invalid(
                 &path,
-                "the store marker is a symlink; the store follows none",
+                &format!("the store marker is a symlink; the store follows none ({REMOVE_MARKER})"),
             ));
         }
         Err(e) => return Err(Error::io("open", &path, e)),
     };
-    let bytes = fs
-        .read_to_end(&mut file, &path, MAX_MARKER_BYTES)
-        .map_err(|e| Error::io("read", &path, e))?;
-    let marker: Marker = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(&path, &format!("unreadable store marker: {e}")))?;
+    let bytes = match fs.read_to_end(&mut file, &path, MAX_MARKER_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+            return Err(invalid(
+                &path,
+                &format!("the store marker is a directory ({REMOVE_MARKER})"),
+            ));
+        }
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(
+            &path,
+            &format!("unreadable store marker: {e} ({REMOVE_MARKER})"),
+        )
+    })?;
     Ok(Some(marker.format))
 }
+
+/// How a marker that does not read is fixed: an open writes a missing one
+/// (with the store's directories there, it is still a store).
+const REMOVE_MARKER: &str = "remove it: the next open writes it again";
 
 fn check_format(store: &FileBackend, found: u64) -> Result<()> {
     if found > STORE_FORMAT {
