@@ -534,6 +534,42 @@ impl Skipped {
         self.moved_to = Some(place.into());
         self
     }
+
+    /// The `task.unreadable` event that reports it: `location`, `reason`
+    /// and `action`, with `taskId` and `movedTo` when known.
+    pub fn to_event(&self) -> crate::Event {
+        let mut event = crate::Event::unreadable(&self.location, &self.reason, self.action);
+        if let Some(id) = &self.id {
+            event = event.field("taskId", id.as_str());
+        }
+        if let Some(place) = &self.moved_to {
+            event = event.field("movedTo", place.as_str());
+        }
+        event
+    }
+
+    /// The entry a `task.unreadable` event reports
+    /// ([`to_event`](Skipped::to_event)); `None` for any other event, or
+    /// one without a location.
+    pub fn from_event(event: &crate::Event) -> Option<Skipped> {
+        use serde_json::Value;
+        if event.kind != crate::TaskEventKind::Unreadable {
+            return None;
+        }
+        let field = |name: &str| event.data.get(name).and_then(Value::as_str);
+        let action = event
+            .data
+            .get("action")
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .unwrap_or(UnreadableAction::LeftInPlace);
+        Some(Skipped {
+            id: field("taskId").and_then(|id| TaskId::parse(id).ok()),
+            location: field("location")?.to_owned(),
+            reason: field("reason").unwrap_or_default().to_owned(),
+            action,
+            moved_to: field("movedTo").map(str::to_owned),
+        })
+    }
 }
 
 /// Adds the entries a batch of a pass skipped to the pass's, each location

@@ -1781,6 +1781,48 @@ fn a_sweep_lists_each_task_it_deletes() {
     );
 }
 
+/// A sweep whose reader takes none of its lines yet (`taskstore sweep |
+/// less`, a pager not scrolled) still ends its pass: it deletes every
+/// expired task and lets go of the store's batches lock, and its lines
+/// wait for the reader. (Each line was written from inside the pass, which
+/// holds the batches lock shared: with the pipe full, the sweep stopped in
+/// the middle, and `verify` beside it waited for it and then judged its
+/// half-done work.)
+#[test]
+fn a_sweep_whose_reader_is_slow_ends_its_pass_first() {
+    let (_tmp, dir) = store_dir();
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let old = FileStore::builder(&dir)
+        .clock(Arc::new(ManualClock::new(past)))
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    // More lines than a pipe holds (64 KiB), finished tasks with a TTL:
+    // the sweep's batch path.
+    let tasks = 3_000;
+    for _ in 0..tasks {
+        let task = old
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        assert!(old.complete(&task.id, json!(1)).unwrap().is_applied());
+    }
+    drop(old);
+    let mut sweep = taskstore(Some(&dir), &["sweep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until("the pass to end while its reader takes nothing", || {
+        fs::read_dir(dir.join("done")).unwrap().count() == 0
+            && fs::read_dir(dir.join("expiring")).unwrap().count() == 0
+    });
+    // Read only now: what the pipe could not hold waited for the reader.
+    let mut lines = String::new();
+    std::io::Read::read_to_string(&mut sweep.stdout.take().unwrap(), &mut lines).unwrap();
+    assert_eq!(sweep.wait().unwrap().code(), Some(0));
+    assert_eq!(lines.lines().count(), tasks);
+}
+
 /// `--json` on every command that prints results, in one shape: one
 /// object per line where there may be many (`sweep`, `reap`, `repair`
 /// and the dry runs, as `list` and `verify`), one document where there is
@@ -2742,22 +2784,9 @@ fn tail_follows_a_file_truncated_and_refilled_between_two_looks() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let next_line = following(follower.stdout.take().unwrap());
     let next = || -> String {
-        let line: Value = serde_json::from_str(
-            &rx.recv_timeout(common::HANG)
-                .expect("tail --follow printed nothing more"),
-        )
-        .unwrap();
+        let line: Value = serde_json::from_str(&next_line()).unwrap();
         line["kind"].as_str().unwrap().to_owned()
     };
     assert_eq!([next(), next()], ["a0", "a1"]);
@@ -2963,11 +2992,13 @@ fn tail_n_shows_the_last_events_then_follows() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut reader = std::io::BufReader::new(tail.stdout.take().unwrap());
-    let mut next = || {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        line.split("  ").nth(2).unwrap_or_default().to_owned()
+    let next_line = following(tail.stdout.take().unwrap());
+    let next = || {
+        next_line()
+            .split("  ")
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(next(), "k3");
     fs::OpenOptions::new()
@@ -3075,21 +3106,7 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let stdout_pipe = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout_pipe).lines() {
-            if lines_tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || {
-        lines_rx
-            .recv_timeout(common::HANG)
-            .expect("tail --follow printed nothing more")
-    };
+    let next = following(follower.stdout.take().unwrap());
     let existing: Vec<String> = (0..4).map(|_| next()).collect();
     assert!(existing[0].contains("task.created"));
     let c = store.create(NewTask::new()).unwrap();
@@ -4128,4 +4145,23 @@ fn stats_count_a_task_with_a_stale_copy_as_the_api_reads_it() {
         (json!(0), json!(1)),
         "{stats:#}"
     );
+}
+
+/// The next line a following `tail` writes on `out`, each time it is
+/// called: read on a thread of its own, so that a `tail` that stopped
+/// printing fails the test after [`common::HANG`] rather than hang it.
+fn following(out: std::process::ChildStdout) -> impl Fn() -> String {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    move || {
+        rx.recv_timeout(common::HANG)
+            .expect("tail --follow printed nothing more")
+    }
 }

@@ -183,3 +183,32 @@ fn the_wire_form_of_each_family_is_pinned() {
     assert_eq!(kinds[2], BreakerEventKind::Opened);
     assert_eq!(kinds[3], EventKind::from("cache.miss"));
 }
+
+/// A `task.unreadable` event carries its entry whole: `Skipped::from_event`
+/// reads back what `Skipped::to_event` wrote (the command prints the
+/// entries a handle reports from these events), and any other event is
+/// none.
+#[test]
+fn an_unreadable_event_reads_back_as_its_entry() {
+    use taskstore::UnreadableAction;
+    use taskstore::backend::Skipped;
+    let entries = [
+        Skipped::new(
+            None,
+            "/s/active/x.txt",
+            "not a task file name",
+            UnreadableAction::LeftInPlace,
+        ),
+        Skipped::new(
+            Some(taskstore::TaskId::parse("t-1").unwrap()),
+            "/s/active/t-1.json",
+            "corrupt task file",
+            UnreadableAction::SetAside,
+        )
+        .moved_to("/s/quarantine/active.1.2.3.t-1.json"),
+    ];
+    for entry in entries {
+        assert_eq!(Skipped::from_event(&entry.to_event()), Some(entry));
+    }
+    assert_eq!(Skipped::from_event(&taskstore::Event::new("other")), None);
+}

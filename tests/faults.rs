@@ -2250,3 +2250,24 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
         logged.warnings()
     );
 }
+
+/// A foreign name a listing moves into `quarantine/` whose move cannot be
+/// made durable (the fsync of `quarantine/` fails) is reported as set
+/// aside, with the failure: it was moved. (It was reported "left in
+/// place", kept as a name left in `active/`, and forgotten by the next
+/// listing, which found it gone: never said where it went.)
+#[test]
+fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, _clock, faults) = faulted(&root);
+    fs::write(root.join("active").join("notes.txt"), b"not a task").unwrap();
+    faults.fail_at(FsOp::SyncDir, root.join("quarantine"), Fault::Eio);
+    let page = store.list(&ListQuery::active()).unwrap();
+    faults.disarm();
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    let skipped = &page.skipped[0];
+    assert_eq!(skipped.action, UnreadableAction::SetAside, "{skipped:?}");
+    assert!(skipped.reason.contains("fsync"), "{skipped:?}");
+    assert!(!root.join("active").join("notes.txt").exists());
+}

@@ -433,12 +433,12 @@ fn the_tracing_sink_tells_host_events_from_ours_by_type() {
 }
 
 /// Runs `call` on a thread of its own and gives its result, or `None` if it
-/// has not returned after a minute: a call blocked for good (an `open` of a
-/// FIFO that no process reads blocks until one does).
+/// has not returned after [`common::HANG`]: a call blocked for good (an
+/// `open` of a FIFO that no process reads blocks until one does).
 fn unless_blocked<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || drop(tx.send(call())));
-    rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+    rx.recv_timeout(common::HANG).ok()
 }
 
 /// A FIFO that no process reads, at the sink's path, is refused with an

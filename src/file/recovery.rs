@@ -440,11 +440,21 @@ pub(super) fn set_aside_name(
             )
         }
         Err(e) => {
-            tracing::warn!(file = %path.display(), reason = why, error = %e, "could not set aside an unreadable file");
-            report(
-                format!("{why}; not set aside: {e}"),
-                UnreadableAction::LeftInPlace,
-            )
+            // Moved, but not made durable (a failed fsync): set aside all
+            // the same, and said so, as `set_aside_task` tells.
+            let moved = matches!(
+                store.fs.stat(dir, name),
+                Err(gone) if gone.kind() == io::ErrorKind::NotFound
+            );
+            tracing::warn!(file = %path.display(), reason = why, error = %e, moved, "could not set aside an unreadable file durably");
+            if moved {
+                report(format!("{why}; {e}"), UnreadableAction::SetAside)
+            } else {
+                report(
+                    format!("{why}; not set aside: {e}"),
+                    UnreadableAction::LeftInPlace,
+                )
+            }
         }
     }
 }

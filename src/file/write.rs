@@ -1086,7 +1086,8 @@ impl FileBackend {
     /// handle's own writes do, though another handle of the store may have
     /// finished it `Eventual`ly (its file and names never fsynced). Where
     /// every handle is `Immediate` it is durable already, and the two
-    /// fsyncs find nothing to write. A running task kept (a fenced or
+    /// fsyncs write nothing new, but each still asks the device to flush:
+    /// an `AlreadyTerminal` answer costs two fsyncs, as a write does. A running task kept (a fenced or
     /// conditional write, a task not to reap) is left as it is: such an
     /// answer says how the task stands now, not that it is final. The caller holds
     /// the task's stripe lock, after [`tidy`](Self::tidy) (which moved a

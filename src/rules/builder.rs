@@ -165,8 +165,12 @@ impl<O> StoreBuilder<O> {
 
     /// Sends every task event (created, updated, completed, failed,
     /// cancelled, expired, deleted, reaped, and entries that could not be
-    /// read) to `sink`, after the store's locks are released; a panicking
-    /// sink is contained and counted ([`Store::sink_panics`]).
+    /// read) to `sink`, after the task's own lock is released; a panicking
+    /// sink is contained and counted ([`Store::sink_panics`]). A pass over
+    /// many tasks (a sweep, a reap) reports each as it goes, while it may
+    /// still hold a file store's batches lock (shared), which `verify` and
+    /// `repair` wait on: a sink should not block (hand slow work to a
+    /// thread of its own, as `JsonLinesSink` writes a line and returns).
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.settings.notifier = Notifier::new(sink);
         self

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap, is_current};
 use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
-use crate::events::{Event, TaskEventKind};
+use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::query::{self, ListQuery, Page};
 use crate::store::{Claimed, Reaped, Swept, TaskStore, Transition};
@@ -207,16 +207,7 @@ impl<B: Backend> Store<B> {
     pub(crate) fn notify_skipped(&self, skipped: &[Skipped]) {
         for entry in skipped {
             tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
-            self.settings.notifier.emit(|| {
-                let mut event = Event::unreadable(&entry.location, &entry.reason, entry.action);
-                if let Some(id) = &entry.id {
-                    event = event.field("taskId", id.as_str());
-                }
-                if let Some(place) = &entry.moved_to {
-                    event = event.field("movedTo", place.as_str());
-                }
-                event
-            });
+            self.settings.notifier.emit(|| entry.to_event());
         }
     }
 

@@ -2,7 +2,9 @@
 //! events ([`EventSink`]), said the moment they happen rather than held
 //! until the call returns. A sweep returns only how many tasks it deleted;
 //! its events name each one, so the command lists them as they go,
-//! however many there are, holding none. And every entry the handle could
+//! however many there are (written by a thread of their own,
+//! `text::out_as_it_goes`, so that a slow reader never holds the pass
+//! up). And every entry the handle could
 //! not read or set aside is said on stderr: those of a listing or a pass,
 //! and those its open set aside (foreign entries of `tmp/`), which no call
 //! returns.
@@ -12,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Value, json};
 use taskstore::backend::Skipped;
-use taskstore::{Event, EventSink, TaskEventKind, UnreadableAction};
+use taskstore::{Event, EventSink, TaskEventKind};
 
 use crate::text;
 
@@ -73,26 +75,16 @@ impl EventSink for Heard {
                 Shape::Text => format!("deleted {id}  {}  expired", status.unwrap_or("?")),
             });
         } else if let Some(said) = &self.unreadable
-            && event.kind == TaskEventKind::Unreadable
+            && let Some(skipped) = Skipped::from_event(event)
         {
-            let location = field("location").unwrap_or("?");
             // A listing of several pages meets an entry it left in place
             // on each.
             let new = said
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(location.to_owned());
+                .insert(skipped.location.clone());
             if !new {
                 return;
-            }
-            let action = event
-                .data
-                .get("action")
-                .and_then(|a| serde_json::from_value(a.clone()).ok())
-                .unwrap_or(UnreadableAction::LeftInPlace);
-            let mut skipped = Skipped::new(None, location, field("reason").unwrap_or("?"), action);
-            if let Some(to) = field("movedTo") {
-                skipped = skipped.moved_to(to);
             }
             text::err(text::skipped(&skipped));
         }

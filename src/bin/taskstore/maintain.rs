@@ -56,7 +56,13 @@ pub struct ReapArgs {
 /// (what the pass does with it), `outcome` (`planned` in a dry run, else
 /// `done`), and the fields of `more`.
 pub fn result_json(id: &str, action: &str, dry_run: bool, more: Value) -> String {
-    let outcome = if dry_run { "planned" } else { "done" };
+    // The words `repair --json` uses for the same outcomes.
+    let outcome = if dry_run {
+        taskstore::RepairOutcome::Planned
+    } else {
+        taskstore::RepairOutcome::Done
+    }
+    .code();
     let mut line = json!({"taskId": id, "action": action, "outcome": outcome});
     if let (Some(line), Value::Object(more)) = (line.as_object_mut(), more) {
         line.extend(more);

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use taskstore::UnreadableAction;
@@ -68,23 +69,60 @@ const FAILED: u8 = 2;
 /// status, and the lines after are dropped. A reader that went away is
 /// quiet; any other error is said once on stderr, and fails the command
 /// ([`stdout_failed`]).
+///
+/// The line is written by a thread of its own, never by the store call:
+/// the call may hold a lock other processes wait for (a sweep's pass holds
+/// the batches lock, which `verify` waits on), and a reader slow to take
+/// its lines (a pager, a full pipe) must not hold the pass up with it.
+/// Lines wait in memory for such a reader; [`stdout_failed`] waits for
+/// them all to be written.
 pub fn out_as_it_goes(line: impl AsRef<str>) {
     if STDOUT.load(Ordering::Relaxed) != FINE {
         return;
     }
-    match try_write_out(&plain(line.as_ref(), Newlines::Escape)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => STDOUT.store(GONE, Ordering::Relaxed),
-        Err(e) => {
-            write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
-            STDOUT.store(FAILED, Ordering::Relaxed);
-        }
-    }
+    let line = plain(line.as_ref(), Newlines::Escape).into_owned();
+    let mut writer = AS_IT_GOES.lock().unwrap_or_else(PoisonError::into_inner);
+    let (lines, _) = writer.get_or_insert_with(|| {
+        let (lines, waiting) = mpsc::channel::<String>();
+        let written = std::thread::spawn(move || {
+            for line in waiting {
+                if STDOUT.load(Ordering::Relaxed) != FINE {
+                    continue;
+                }
+                match try_write_out(&line) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        STDOUT.store(GONE, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
+                        STDOUT.store(FAILED, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        (lines, written)
+    });
+    // The thread ends only once the sender is dropped.
+    let _ = lines.send(line);
 }
 
+/// The thread writing [`out_as_it_goes`]'s lines, and where they go to it.
+type AsItGoes = (mpsc::Sender<String>, std::thread::JoinHandle<()>);
+static AS_IT_GOES: Mutex<Option<AsItGoes>> = Mutex::new(None);
+
 /// Whether a line printed as a store call went ([`out_as_it_goes`]) could
-/// not be written, its reader not gone: the command fails.
+/// not be written, its reader not gone: the command fails. Waits until
+/// every such line is written (or dropped, its reader gone).
 pub fn stdout_failed() -> bool {
+    let writer = AS_IT_GOES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some((lines, written)) = writer {
+        drop(lines);
+        let _ = written.join();
+    }
     STDOUT.load(Ordering::Relaxed) == FAILED
 }
 
