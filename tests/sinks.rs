@@ -449,13 +449,7 @@ fn unless_blocked<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) 
 #[test]
 fn a_fifo_nobody_reads_at_the_sinks_path_blocks_no_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo.jsonl");
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-    )
-    .unwrap();
+    let fifo = fifo_in(dir.path());
     let opened = unless_blocked({
         let fifo = fifo.clone();
         move || JsonLinesSink::open(&fifo).map(drop)
@@ -496,13 +490,7 @@ fn a_fifo_nobody_reads_at_the_sinks_path_blocks_no_caller() {
 fn a_fifo_a_process_reads_gets_every_line() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo.jsonl");
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-    )
-    .unwrap();
+    let fifo = fifo_in(dir.path());
     let reader = std::thread::spawn({
         let fifo = fifo.clone();
         move || {
@@ -531,4 +519,16 @@ fn a_fifo_a_process_reads_gets_every_line() {
     let read = reader.join().unwrap();
     assert_eq!(read.len(), lines as usize);
     assert!(read.iter().all(|line| line.contains("\"pad\"")));
+}
+
+/// A FIFO (`0600`) in `dir`, named `fifo.jsonl`.
+fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let fifo = dir.join("fifo.jsonl");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    fifo
 }
