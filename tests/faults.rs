@@ -2271,3 +2271,34 @@ fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
     assert!(skipped.reason.contains("fsync"), "{skipped:?}");
     assert!(!root.join("active").join("notes.txt").exists());
 }
+
+/// An `Immediate` write that keeps a finished task makes that version
+/// durable once: its file and `done/` are fsynced before the first
+/// `AlreadyTerminal` answer (another handle may have finished it
+/// `Eventual`ly), and a later answer for the same version makes no fsync
+/// (each made two: a retried complete, a renewal of a finished task, a
+/// cancel after completion, each flushing the device again for nothing).
+#[test]
+fn a_finished_version_is_made_durable_once_per_handle() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    let store = recorded(dir.path(), &clock, &recorder);
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    let fsyncs = |from: usize| {
+        recorder.events()[from..]
+            .iter()
+            .filter(|e| matches!(e, FsEvent::SyncFile { .. } | FsEvent::SyncDir { .. }))
+            .count()
+    };
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let from = recorder.len();
+        let again = store.complete(&task.id, json!(2)).unwrap();
+        assert!(!again.is_applied(), "{again:?}");
+        made.push(fsyncs(from));
+    }
+    assert_eq!(made, [2, 0, 0], "fsyncs per AlreadyTerminal answer");
+}

@@ -179,6 +179,10 @@ pub struct FileBackend {
     /// Crashed writers' temp files the open removed, not counted by a
     /// sweep yet (the first counts them among its leftovers cleaned).
     cleaned_at_open: std::sync::atomic::AtomicUsize,
+    /// The finished versions this handle made durable for an answer that
+    /// kept them (`make_kept_durable`), the latest few: a later answer for
+    /// one makes no fsync.
+    kept_durable: std::sync::Mutex<std::collections::VecDeque<write::Version>>,
     /// Foreign entries of `tmp/` the temp-file clean-up set aside (or could
     /// not), not reported yet: the open's go to the store's sink as it
     /// opens, a sweep's clean-up's with the sweep's first batch (every

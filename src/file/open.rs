@@ -151,6 +151,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         unresolved: Default::default(),
         large_pass: options.large_pass,
         cleaned_at_open: Default::default(),
+        kept_durable: Default::default(),
         set_aside: Default::default(),
     };
     backend

@@ -1092,8 +1092,21 @@ impl FileBackend {
     /// answer says how the task stands now, not that it is final. The caller holds
     /// the task's stripe lock, after [`tidy`](Self::tidy) (which moved a
     /// finished task still in `active/` into `done/`).
+    ///
+    /// Each version once per handle (the latest [`KEPT_DURABLE`] kept in
+    /// mind): a retried complete, a renewal of a finished task or a cancel
+    /// after completion answered again makes no fsync.
     pub(super) fn make_kept_durable(&self, task: &Task) -> Result<()> {
         if self.durability != Durability::Immediate || !task.is_terminal() {
+            return Ok(());
+        }
+        let version = Version::of(task);
+        let made = || {
+            self.kept_durable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if made().contains(&version) {
             return Ok(());
         }
         let before = self.done.before();
@@ -1106,7 +1119,13 @@ impl FileBackend {
         self.fs
             .sync_file(&file, &path)
             .map_err(|e| Error::io("fsync", &path, e))?;
-        self.sync(Area::Done, before)
+        self.sync(Area::Done, before)?;
+        let mut made = made();
+        if made.len() == KEPT_DURABLE {
+            made.pop_front();
+        }
+        made.push_back(version);
+        Ok(())
     }
 
     /// Finishes interrupted terminal moves: terminal tasks still in
@@ -1321,6 +1340,29 @@ pub(super) fn with_temp_name<T>(
                 attempts += 1;
             }
             Err(e) => return Err((e, temp)),
+        }
+    }
+}
+
+/// How many finished versions a handle keeps in mind as made durable
+/// ([`FileBackend::make_kept_durable`]).
+const KEPT_DURABLE: usize = 256;
+
+/// A version of a task, as the store tells versions apart
+/// ([`is_current`]): its id, creation time and revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Version {
+    id: TaskId,
+    created_at: time::OffsetDateTime,
+    revision: u64,
+}
+
+impl Version {
+    fn of(task: &Task) -> Version {
+        Version {
+            id: task.id.clone(),
+            created_at: task.created_at,
+            revision: task.revision,
         }
     }
 }

@@ -270,6 +270,7 @@ impl FileCheck {
                     unresolved: Default::default(),
                     large_pass: crate::file::parallel::MIN_SHARED,
                     cleaned_at_open: Default::default(),
+                    kept_durable: Default::default(),
                     set_aside: Default::default(),
                 };
                 Opened::Whole {
