@@ -197,7 +197,11 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         command => target(&cli).and_then(|target| run(command, &target, cli.upgrade)),
     };
+    // The lines a store call printed as it went are all written (or their
+    // reader gone) before the command's last word, whatever ended it.
+    let stdout_failed = text::stdout_failed();
     match result {
+        Ok(_) if stdout_failed => ExitCode::FAILURE,
         Ok(code) => code,
         Err(e) => {
             text::err(format!("taskstore: error: {e}"));
