@@ -3931,6 +3931,25 @@ fn a_check_waits_for_an_open_holding_the_store_alone_only_its_wait() {
     }
     held.unlock().unwrap();
     run_expect(Some(&dir), &["verify", "--wait", "100ms"], 0);
+    // A command that waits says so when it starts (it waited in silence,
+    // up to 30 s), and goes on once the store is let go: `list` over a
+    // handle, `stats` over a check.
+    for args in [&["list"][..], &["stats"]] {
+        held.lock().unwrap();
+        let mut waiting = taskstore(Some(&dir), args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let said = following_stderr(waiting.stderr.take().unwrap());
+        let first = said();
+        assert!(
+            first.contains("waiting up to 30s") && first.contains(&lock.display().to_string()),
+            "{args:?}: {first}"
+        );
+        held.unlock().unwrap();
+        assert_eq!(waiting.wait().unwrap().code(), Some(0), "{args:?}");
+    }
 }
 
 /// A store whose directory is missing is refused by the commands that
@@ -4151,6 +4170,17 @@ fn stats_count_a_task_with_a_stale_copy_as_the_api_reads_it() {
 /// called: read on a thread of its own, so that a `tail` that stopped
 /// printing fails the test after [`common::HANG`] rather than hang it.
 fn following(out: std::process::ChildStdout) -> impl Fn() -> String {
+    lines_of(out)
+}
+
+/// [`following`], for a child's stderr.
+fn following_stderr(err: std::process::ChildStderr) -> impl Fn() -> String {
+    lines_of(err)
+}
+
+/// The next line a child writes on `out`, each time it is called (see
+/// [`following`]).
+fn lines_of(out: impl std::io::Read + Send + 'static) -> impl Fn() -> String {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -4162,6 +4192,6 @@ fn following(out: std::process::ChildStdout) -> impl Fn() -> String {
     });
     move || {
         rx.recv_timeout(common::HANG)
-            .expect("tail --follow printed nothing more")
+            .expect("the child printed nothing more")
     }
 }

@@ -40,6 +40,7 @@ mod watch;
 mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{
@@ -114,8 +115,24 @@ pub struct FileOptions {
     /// How long an open waits for another open that holds the store alone
     /// (`None`: as long as it takes).
     lock_wait: Option<Duration>,
+    /// What an open calls when it starts such a wait.
+    on_lock_wait: OnLockWait,
     /// See [`FileBackend::large_pass`]; set only by tests.
     large_pass: usize,
+}
+
+/// What an open calls when it starts waiting for another open that holds
+/// the store alone ([`FileStoreBuilder::on_lock_wait`]).
+#[derive(Clone, Default)]
+pub(crate) struct OnLockWait(Option<Arc<LockWaiting>>);
+
+/// What [`FileStoreBuilder::on_lock_wait`] is given.
+type LockWaiting = dyn Fn(&Path) + Send + Sync;
+
+impl std::fmt::Debug for OnLockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 /// The storage of a [`FileStore`]: task files in one directory.
@@ -230,6 +247,15 @@ impl StoreBuilder<FileOptions> {
         self
     }
 
+    /// Calls `waiting(lock)` when `open` starts waiting for another open
+    /// that holds the store alone ([`lock_wait`](Self::lock_wait)), with the
+    /// lock's path (`locks/handles.lock`): such a wait is otherwise silent
+    /// until it ends. The `taskstore` command says on stderr that it waits.
+    pub fn on_lock_wait(mut self, waiting: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        self.options.on_lock_wait = OnLockWait(Some(Arc::new(waiting)));
+        self
+    }
+
     /// Routes the store's file-system calls through `faults` (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, faults: FaultInjector) -> Self {
@@ -327,6 +353,7 @@ impl Store<FileBackend> {
             change_notices: true,
             upgrade_format: true,
             lock_wait: None,
+            on_lock_wait: OnLockWait::default(),
             large_pass: parallel::MIN_SHARED,
         })
     }

@@ -117,7 +117,11 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
                 // Shared before the areas are opened: an open alone (one
                 // that compacts an area into a new directory) cannot come
                 // between, once the handles open now are gone.
-                lock_shared_within(&fs, file, path, options.lock_wait)?;
+                lock_shared_within(&fs, file, path, options.lock_wait, &|path| {
+                    if let Some(waiting) = &options.on_lock_wait.0 {
+                        waiting(path);
+                    }
+                })?;
             }
             alone
         }
@@ -227,8 +231,14 @@ pub(super) fn lock_shared_within(
     file: &std::fs::File,
     path: &Path,
     wait: Option<std::time::Duration>,
+    waiting: &dyn Fn(&Path),
 ) -> Result<()> {
     let lock = |e| Error::io("lock", path, e);
+    if fs.try_lock_shared(file, path).map_err(lock)? {
+        return Ok(());
+    }
+    // Another open holds it alone: said once, as the wait starts.
+    waiting(path);
     let Some(wait) = wait else {
         return fs.lock_shared(file, path).map_err(lock);
     };

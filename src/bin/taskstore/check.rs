@@ -58,16 +58,18 @@ impl WaitArgs {
     /// The store at `dir`, opened to check it with this wait, which it
     /// says on stderr when it starts.
     fn open(&self, dir: &Path) -> Result<FileCheck, Failure> {
-        Ok(FileCheck::open_within(dir, self.wait)?
-            .wait_for_batches(self.wait)
-            .on_batch_wait(|lock, wait| {
-                text::err(format!(
-                    "taskstore: waiting up to {} for batches of another process under way \
+        Ok(
+            FileCheck::open_within_noting(dir, self.wait, crate::say_open_wait(self.wait))?
+                .wait_for_batches(self.wait)
+                .on_batch_wait(|lock, wait| {
+                    text::err(format!(
+                        "taskstore: waiting up to {} for batches of another process under way \
                      (they hold {}) to end, before judging what may be their work in progress",
-                    text::duration(wait),
-                    lock.display()
-                ));
-            }))
+                        text::duration(wait),
+                        lock.display()
+                    ));
+                }),
+        )
     }
 }
 

@@ -372,6 +372,26 @@ fn instance_id() -> String {
 /// stopped in the middle; past it, the command fails naming the lock.
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
+/// What an open of a file store says when it starts waiting, up to `wait`,
+/// for another open that holds the store alone (`lock`: its
+/// `locks/handles.lock`): such a wait is silent until it ends otherwise.
+pub fn say_open_wait(wait: Duration) -> impl Fn(&Path) + Send + Sync + 'static {
+    move |lock| {
+        text::err(format!(
+            "taskstore: waiting up to {} for another open that holds the store alone ({}: \
+             compacting its directories or moving its format)",
+            text::duration(wait),
+            lock.display()
+        ));
+    }
+}
+
+/// A check of the file store at `dir`, waiting up to [`OPEN_WAIT`] for an
+/// open that holds it alone, and saying so.
+fn check(dir: &Path) -> taskstore::Result<taskstore::FileCheck> {
+    taskstore::FileCheck::open_within_noting(dir, OPEN_WAIT, say_open_wait(OPEN_WAIT))
+}
+
 /// Opens the store as a normal handle (with this claim grace, if given),
 /// which says what `heard` asks as it goes. A
 /// store must exist already (a file store's directory was looked at by
@@ -410,6 +430,7 @@ fn open(
                 configure(FileStore::builder(dir), claim_grace, heard.clone())
                     .change_notices(false)
                     .lock_wait(OPEN_WAIT)
+                    .on_lock_wait(say_open_wait(OPEN_WAIT))
             };
             match builder().upgrade_format(false).open() {
                 Err(taskstore::Error::OlderFormat { found, current, .. }) if upgrade => {
@@ -486,7 +507,7 @@ fn census(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<taskstore::Census, Failure> {
     // The check is dropped before a move: it holds the store open.
-    let census = taskstore::FileCheck::open(dir)?.census_with(progress);
+    let census = check(dir)?.census_with(progress);
     match census {
         Err(e @ taskstore::Error::OlderFormat { .. }) if older == Older::DryRun => Err(format!(
             "{e}; a dry run moves nothing: move it with another command given --upgrade \
@@ -500,7 +521,7 @@ fn census(
                 true,
                 Heard::nothing(),
             )?);
-            Ok(taskstore::FileCheck::open(dir)?.census_with(progress)?)
+            Ok(check(dir)?.census_with(progress)?)
         }
         Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
         census => Ok(census?),
@@ -635,12 +656,10 @@ fn is_store(dir: &Path) -> Result<(), Failure> {
             Ok(_) => Ok(()),
             // A store that lost its marker, by the library's rule (its
             // directories, not only an `active/` and a `done/`).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match taskstore::FileCheck::open(dir) {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.to_string().into()),
-                }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match check(dir) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string().into()),
+            },
             Err(e) => Err(format!("cannot look at {}: {e}", marker.display()).into()),
         },
     }

@@ -176,6 +176,23 @@ impl FileCheck {
     ///
     /// As [`open`](FileCheck::open).
     pub fn open_within(root: impl AsRef<Path>, wait: Duration) -> Result<FileCheck> {
+        FileCheck::open_within_noting(root, wait, |_| {})
+    }
+
+    /// [`open_within`](FileCheck::open_within), calling `waiting(lock)`
+    /// when it starts waiting for an open that holds the store alone, with
+    /// the lock's path (`locks/handles.lock`): such a wait is otherwise
+    /// silent until it ends. The `taskstore` command says on stderr that it
+    /// waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](FileCheck::open).
+    pub fn open_within_noting(
+        root: impl AsRef<Path>,
+        wait: Duration,
+        waiting: impl Fn(&Path),
+    ) -> Result<FileCheck> {
         let root = root.as_ref().to_owned();
         let fs = Fs::default();
         let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
@@ -222,7 +239,7 @@ impl FileCheck {
             None => None,
         };
         if let Some((file, path)) = &handles {
-            open::lock_shared_within(&fs, file, path, Some(wait))?;
+            open::lock_shared_within(&fs, file, path, Some(wait), &waiting)?;
         }
         let dirs = (
             open("active")?,
