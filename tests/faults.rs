@@ -2302,3 +2302,36 @@ fn a_finished_version_is_made_durable_once_per_handle() {
     }
     assert_eq!(made, [2, 0, 0], "fsyncs per AlreadyTerminal answer");
 }
+
+/// A damaged stale copy beside a finished task (a power loss in the middle
+/// of its terminal move) is set aside by the next write of the task with
+/// one fsync of its directory: the set-aside makes its move durable, and
+/// nothing fsyncs the directory again for it (it did, twice in all).
+#[test]
+fn a_damaged_stale_copy_is_set_aside_with_one_fsync_of_its_directory() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    let store = recorded(dir.path(), &clock, &recorder);
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    // Left after the open, which resolves the copies it finds.
+    let stale = dir.path().join("active").join(format!("{}.json", task.id));
+    fs::write(&stale, b"{damaged").unwrap();
+    let from = recorder.len();
+    let again = store.cancel(&task.id, None).unwrap();
+    assert!(!again.is_applied(), "{again:?}");
+    assert!(!stale.exists(), "set aside");
+    let active = dir.path().join("active");
+    let synced = recorder.events()[from..]
+        .iter()
+        .filter(|e| matches!(e, FsEvent::SyncDir { path } if *path == active))
+        .count();
+    assert_eq!(
+        synced,
+        1,
+        "fsyncs of active/: {:?}",
+        &recorder.events()[from..]
+    );
+}

@@ -1050,8 +1050,13 @@ impl FileBackend {
         let id = &found.task.id;
         let before = self.area(stale.area).before();
         let gone = if stale.readable {
-            self.remove_name(stale.area, id)?
+            let removed = self.remove_name(stale.area, id)?;
+            if removed {
+                self.sync(stale.area, before)?;
+            }
+            removed
         } else {
+            // Made durable by the move itself (`recovery::move_aside`).
             matches!(
                 recovery::set_aside_locked(
                     self,
@@ -1064,7 +1069,6 @@ impl FileBackend {
         };
         if gone {
             tracing::info!(task = %id, area = stale.area.name(), "removed a stale copy left by an interrupted terminal move");
-            self.sync(stale.area, before)?;
         }
         Ok(())
     }
