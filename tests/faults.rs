@@ -2249,6 +2249,28 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
         "{:?}",
         logged.warnings()
     );
+
+    // A file past this handle's read limit (a peer with a larger cap may
+    // have written it) is no task of this create's either.
+    let small = FileStore::builder(&root)
+        .max_payload_bytes(taskstore::MIN_MAX_PAYLOAD_BYTES)
+        .open()
+        .unwrap();
+    fs::write(root.join("active").join("big.json"), vec![b' '; 64 * 1024]).unwrap();
+    let logged = common::Logged::default();
+    let err = tracing::subscriber::with_default(logged.clone(), || {
+        let new = NewTask::new().id(TaskId::parse("big").unwrap());
+        small.create(new).unwrap_err()
+    });
+    assert!(
+        matches!(err, taskstore::Error::FileTooLarge { .. }),
+        "{err:?}"
+    );
+    assert!(
+        !logged.warnings().iter().any(undo),
+        "{:?}",
+        logged.warnings()
+    );
 }
 
 /// A foreign name a listing moves into `quarantine/` whose move cannot be
