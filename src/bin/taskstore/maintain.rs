@@ -158,23 +158,34 @@ impl Preview {
     }
 }
 
+/// A dry run's line for the expired `task` it would delete: as JSON (its
+/// status and expiry), or the text `line` makes of how long ago it expired.
+fn would_delete(
+    task: &Task,
+    now: OffsetDateTime,
+    json: bool,
+    line: impl Fn(String) -> String,
+) -> String {
+    let at = task.expires_at().unwrap_or(now);
+    if json {
+        let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
+        result_json(task.id.as_str(), "delete", true, more)
+    } else {
+        line(text::duration(text::since(now, at)))
+    }
+}
+
 /// `sweep --dry-run`.
 pub fn sweep_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> {
     preview.report_unreadable(Pass::Sweep);
     let now = preview.now;
     for task in &preview.expired {
-        let at = task.expires_at().unwrap_or(now);
-        out(if json {
-            let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
-            result_json(task.id.as_str(), "delete", true, more)
-        } else {
+        out(would_delete(task, now, json, |ago| {
             format!(
-                "would delete {}  {}  expired {} ago",
-                task.id,
-                task.status,
-                text::duration(text::since(now, at))
+                "would delete {}  {}  expired {ago} ago",
+                task.id, task.status
             )
-        });
+        }));
     }
     text::err(format!(
         "dry run: {} expired task(s) would be deleted; nothing was changed",
@@ -252,17 +263,12 @@ pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> 
     let mut deleted = 0;
     for task in met {
         deleted += 1;
-        let at = task.expires_at().unwrap_or(now);
-        out(if json {
-            let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
-            result_json(task.id.as_str(), "delete", true, more)
-        } else {
+        out(would_delete(task, now, json, |ago| {
             format!(
-                "would delete {}  expired {} ago (a reap deletes the expired tasks it meets)",
-                task.id,
-                text::duration(text::since(now, at))
+                "would delete {}  expired {ago} ago (a reap deletes the expired tasks it meets)",
+                task.id
             )
-        });
+        }));
     }
     text::err(format!(
         "dry run: {} orphan(s); {} would be reaped, {waiting} left for a claim; \
