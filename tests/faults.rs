@@ -2240,15 +2240,8 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
         err
     });
     assert!(matches!(err, taskstore::Error::Corrupt { .. }), "{err:?}");
-    let undo = |e: &common::LogEvent| {
-        e.field("message")
-            .is_some_and(|m| m.contains("failed create"))
-    };
-    assert!(
-        !logged.warnings().iter().any(undo),
-        "{:?}",
-        logged.warnings()
-    );
+    let undo = logged.warnings_of("failed create");
+    assert!(undo.is_empty(), "{undo:?}");
 
     // A file past this handle's read limit (a peer with a larger cap may
     // have written it) is no task of this create's either.
@@ -2266,11 +2259,8 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
         matches!(err, taskstore::Error::FileTooLarge { .. }),
         "{err:?}"
     );
-    assert!(
-        !logged.warnings().iter().any(undo),
-        "{:?}",
-        logged.warnings()
-    );
+    let undo = logged.warnings_of("failed create");
+    assert!(undo.is_empty(), "{undo:?}");
 }
 
 /// A foreign name a listing moves into `quarantine/` whose move cannot be

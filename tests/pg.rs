@@ -490,15 +490,8 @@ fn a_create_over_an_unreadable_row_leaves_nothing_to_undo() {
         err
     });
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    let undo = |e: &common::LogEvent| {
-        e.field("message")
-            .is_some_and(|m| m.contains("failed create"))
-    };
-    assert!(
-        !logged.warnings().iter().any(undo),
-        "{:?}",
-        logged.warnings()
-    );
+    let undo = logged.warnings_of("failed create");
+    assert!(undo.is_empty(), "{undo:?}");
 }
 
 /// A row whose task still decodes but disagrees with the row's own columns

@@ -37,6 +37,14 @@ impl Logged {
         events.retain(|e| e.level == tracing::Level::WARN);
         events
     }
+
+    /// The warnings kept so far whose message contains `text`.
+    #[allow(dead_code)] // Not every test binary that has `common` asks.
+    pub fn warnings_of(&self, text: &str) -> Vec<LogEvent> {
+        let mut warnings = self.warnings();
+        warnings.retain(|e| e.field("message").is_some_and(|m| m.contains(text)));
+        warnings
+    }
 }
 
 impl tracing::field::Visit for LogEvent {
