@@ -266,6 +266,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A breaker name the registry does not take: empty, or longer than
+    /// [`MAX_BREAKER_NAME`](crate::MAX_BREAKER_NAME) bytes (a name goes
+    /// into every event and metric label of its breaker); nothing was
+    /// created.
+    #[error("invalid breaker name {name:?} ({len} bytes): {reason}")]
+    InvalidBreakerName {
+        /// The name, or its first bytes marked `...` where it was cut (64
+        /// bytes at most).
+        name: String,
+        /// The name's whole length, in bytes.
+        len: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Creating the breaker would exceed the registry's cap on breakers.
     #[error("cannot create breaker {name:?}: {limit} breakers is the configured maximum")]
     TooManyBreakers {

@@ -29,7 +29,7 @@ mod task;
 
 pub use crate::breaker::{
     Breaker, BreakerConfig, BreakerHealth, BreakerRegistry, CallError, DEFAULT_MAX_BREAKERS,
-    OwnedPermit, Permit, RegistryHealth, Rejected,
+    MAX_BREAKER_NAME, OwnedPermit, Permit, RegistryHealth, Rejected,
 };
 pub use crate::changes::{ChangeFeed, ChangeSource, Changes};
 pub use crate::clock::{Clock, ManualClock, SteadyClock, SystemClock};

@@ -689,6 +689,50 @@ fn the_registry_caps_the_number_of_breakers() {
 }
 
 #[test]
+fn the_registry_refuses_an_empty_or_overlong_name_and_makes_nothing() {
+    use taskstore::MAX_BREAKER_NAME;
+    let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();
+    let longest = "n".repeat(MAX_BREAKER_NAME);
+    registry
+        .breaker(&longest)
+        .expect("a name of the longest length is a name");
+    // A name goes into every event and metric label of its breaker: one of
+    // a megabyte would be copied into each, and the error echoes only its
+    // head.
+    let overlong = format!("{}{}", "é".repeat(40), "x".repeat(1 << 20));
+    for (name, why) in [("", "empty"), (overlong.as_str(), "longer than")] {
+        for made in [
+            registry.breaker(name),
+            registry.breaker_with(name, BreakerConfig::default()),
+        ] {
+            match made {
+                Err(Error::InvalidBreakerName {
+                    name: head,
+                    len,
+                    reason,
+                }) => {
+                    assert_eq!(len, name.len());
+                    assert!(reason.contains(why), "{reason}");
+                    assert!(
+                        name.starts_with(head.strip_suffix("...").unwrap_or(&head)),
+                        "{head:?}"
+                    );
+                    assert!(head.len() <= 64, "{} bytes echoed", head.len());
+                }
+                other => panic!("expected InvalidBreakerName, got {other:?}"),
+            }
+        }
+    }
+    let message = registry.breaker(&overlong).unwrap_err().to_string();
+    assert!(message.len() < 300, "{message}");
+    assert!(
+        message.contains(&(1usize << 20 | 80).to_string()),
+        "{message}"
+    );
+    assert_eq!(registry.len(), 1);
+}
+
+#[test]
 fn breaker_with_uses_its_config_and_refuses_a_conflicting_one() {
     let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();
     let custom = BreakerConfig::default().minimum_calls(3);

@@ -17,5 +17,5 @@ pub use circuit::Breaker;
 pub use config::BreakerConfig;
 pub use health::BreakerHealth;
 pub use permit::{OwnedPermit, Permit};
-pub use registry::{BreakerRegistry, DEFAULT_MAX_BREAKERS, RegistryHealth};
+pub use registry::{BreakerRegistry, DEFAULT_MAX_BREAKERS, MAX_BREAKER_NAME, RegistryHealth};
 pub use rejected::{CallError, Rejected};

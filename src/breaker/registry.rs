@@ -18,6 +18,9 @@ use crate::sink::{EventSink, Notifier};
 /// The default cap on the number of breakers in a registry.
 pub const DEFAULT_MAX_BREAKERS: usize = 1_000;
 
+/// The longest breaker name a registry takes, in bytes.
+pub const MAX_BREAKER_NAME: usize = 256;
+
 /// Hands out named [`Breaker`]s, one per upstream: asking twice for the same
 /// name gives the same breaker.
 ///
@@ -105,7 +108,9 @@ impl BreakerRegistry {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyBreakers`] if creating it would pass the cap.
+    /// [`Error::InvalidBreakerName`] if `name` is empty or longer than
+    /// [`MAX_BREAKER_NAME`], [`Error::TooManyBreakers`] if creating it
+    /// would pass the cap.
     pub fn breaker(&self, name: &str) -> Result<Breaker> {
         if let Some(breaker) = self.read().get(name) {
             return Ok(breaker.clone());
@@ -119,7 +124,9 @@ impl BreakerRegistry {
     ///
     /// [`Error::InvalidBreakerConfig`] if `config` is invalid,
     /// [`Error::BreakerConfigConflict`] if the breaker exists with another
-    /// config, [`Error::TooManyBreakers`] if creating it would pass the cap.
+    /// config, [`Error::InvalidBreakerName`] if `name` is empty or longer
+    /// than [`MAX_BREAKER_NAME`], [`Error::TooManyBreakers`] if creating it
+    /// would pass the cap.
     pub fn breaker_with(&self, name: &str, config: BreakerConfig) -> Result<Breaker> {
         config.validate_for(Some(name))?;
         if let Some(breaker) = self.read().get(name) {
@@ -155,6 +162,7 @@ impl BreakerRegistry {
     }
 
     fn insert(&self, name: &str, config: &BreakerConfig) -> Result<Breaker> {
+        check_name(name)?;
         let mut breakers = self.breakers.write().unwrap_or_else(|e| e.into_inner());
         if let Some(breaker) = breakers.get(name) {
             return Self::same_config(breaker, config);
@@ -205,4 +213,21 @@ impl fmt::Debug for BreakerRegistry {
             .field("max_breakers", &self.max_breakers)
             .finish_non_exhaustive()
     }
+}
+
+/// Refuses a name a registry does not take (see
+/// [`Error::InvalidBreakerName`]).
+fn check_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty".to_owned()
+    } else if name.len() > MAX_BREAKER_NAME {
+        format!("longer than {MAX_BREAKER_NAME} bytes")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidBreakerName {
+        name: crate::id::bounded(name, 61),
+        len: name.len(),
+        reason,
+    })
 }
