@@ -5,8 +5,11 @@
 //! a handle and a connection each, timing only the operations); then the time
 //! from a `tasks/cancel` on one `DurableTaskManager` to the operation
 //! seeing it on another, with the PostgreSQL change feed and with polling
-//! only; and `PgStore`'s writes with change notices against without
-//! (`change_notices(false)`), side by side.
+//! only; `PgStore`'s writes with change notices against without
+//! (`change_notices(false)`), side by side; and renewal passes of 16 and
+//! 256 running tasks (`renew_leases_of`) against the floor's one load and
+//! one batch statement, the same batch without its locking step, and
+//! `FileStore`.
 //!
 //! ```text
 //! cargo bench --features compare,postgres,mcp --bench pg
@@ -40,6 +43,11 @@ const WRITES_PER_ROUND: usize = 320;
 const READS_PER_ROUND: usize = 2_000;
 const LISTS_PER_ROUND: usize = 500;
 const CANCEL_SAMPLES: usize = 20;
+/// The sizes of the renewal passes of the `renew` rows (running tasks the
+/// handle renews at once, as a manager's tick renews its runs).
+const RENEW_BATCHES: [usize; 2] = [16, 256];
+/// Renewals per round, in passes of one batch size.
+const RENEWALS_PER_ROUND: usize = 2_048;
 
 /// The environment variable that makes this binary a writer process.
 const CHILD: &str = "TASKSTORE_PG_BENCH_CHILD";
@@ -95,6 +103,29 @@ fn main() {
             show_time(*store),
             store / floor,
             show_time(*file)
+        );
+    }
+    let renewals: Vec<usize> = RENEW_BATCHES
+        .into_iter()
+        .filter(|size| wanted(&format!("renew/{size}")))
+        .collect();
+    if !renewals.is_empty() {
+        println!(
+            "\n| workload | floor, batch waiting for held rows | direct SQL (floor) | PgStore | \
+             PgStore / floor | floor / waiting | FileStore (Immediate) |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for size in renewals {
+        let [waiting, floor, store, file] = renew_rows(cluster, size);
+        println!(
+            "| renew/{size} | {} | {} | {} | {:.2}x | {:.2}x | {} |",
+            show_time(waiting),
+            show_time(floor),
+            show_time(store),
+            store / floor,
+            floor / waiting,
+            show_time(file)
         );
     }
     if wanted("notices") {
@@ -636,6 +667,118 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
         }
     }
     times.map(median)
+}
+
+/// Per-renewal times (ns) of renewal passes over `size` running tasks:
+/// the floor with the store's batch statement stripped of its locking step
+/// (it waits for rows another session holds, where the store's leaves them
+/// out), the floor (one load of the batch's rows, decoded, then the
+/// store's batch statement), `PgStore::renew_leases_of`, and
+/// `FileStore`'s; the four take turns within each round, which goes first
+/// rotating.
+fn renew_rows(cluster: &pg_cluster::Cluster, size: usize) -> [f64; 4] {
+    let schema = pg_cluster::fresh_schema("bench");
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .open()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::open(dir.path()).unwrap();
+    let sql = pg_statements(&schema);
+    let mut client = Client::connect(&cluster.conninfo(), NoTls).unwrap();
+    let load_all = client.prepare(&sql.load_all).unwrap();
+    let batches = [
+        client.prepare(&sql.replace_all_waiting).unwrap(),
+        client.prepare(&sql.replace_all).unwrap(),
+    ];
+    // The floors renew the store's own tasks (running, leased to it).
+    let made = |s: &dyn TaskStore| -> Vec<TaskId> {
+        (0..size)
+            .map(|_| s.create(NewTask::new()).unwrap().id)
+            .collect()
+    };
+    let floors = [made(&store), made(&store)];
+    let (pg_ids, file_ids) = (made(&store), made(&file));
+    let passes = RENEWALS_PER_ROUND / size;
+    let per = (passes * size) as f64;
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for turn in 0..4 {
+            let slot = (round + turn) % 4;
+            let started = Instant::now();
+            for _ in 0..passes {
+                match slot {
+                    0 | 1 => renew_directly(
+                        &mut client,
+                        &load_all,
+                        &batches[slot],
+                        &sql.channel,
+                        &floors[slot],
+                    ),
+                    _ => {
+                        let (s, ids) = if slot == 2 {
+                            (&store as &dyn TaskStore, &pg_ids)
+                        } else {
+                            (&file as &dyn TaskStore, &file_ids)
+                        };
+                        for renewed in s.renew_leases_of(ids) {
+                            assert!(renewed.unwrap().is_applied());
+                        }
+                    }
+                }
+            }
+            times[slot].push(started.elapsed().as_nanos() as f64 / per);
+        }
+    }
+    times.map(median)
+}
+
+/// One renewal pass over `ids` as a host would write it by hand: one load
+/// of their rows (decoded), then `batch` over the versions read, each
+/// with its lease moved on and its revision raised.
+fn renew_directly(
+    client: &mut Client,
+    load_all: &Statement,
+    batch: &Statement,
+    channel: &str,
+    ids: &[TaskId],
+) {
+    let ids: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
+    let rows = client.query(load_all, &[&ids]).unwrap();
+    assert_eq!(rows.len(), ids.len());
+    let lease = time::OffsetDateTime::now_utc() + Duration::from_secs(30);
+    let (mut id, mut created, mut revision, mut next_revision, mut json) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for row in &rows {
+        let mut task: Task = serde_json::from_str(row.get(1)).unwrap();
+        id.push(task.id.to_string());
+        created.push(task.created_at.unix_timestamp_nanos() as i64);
+        revision.push(task.revision as i64);
+        task.revision += 1;
+        task.lease_expires_at = Some(lease);
+        next_revision.push(task.revision as i64);
+        json.push(serde_json::to_string(&task).unwrap());
+    }
+    let n = id.len();
+    let written = client
+        .query(
+            batch,
+            &[
+                &id,
+                &created,
+                &revision,
+                &vec![true; n],
+                &created,
+                &next_revision,
+                &vec!["working"; n],
+                &vec![true; n],
+                &vec![None::<i64>; n],
+                &json,
+                &channel,
+            ],
+        )
+        .unwrap();
+    assert_eq!(written.len(), n);
 }
 
 /// A `PgStore` without its change feed: the manager polls.

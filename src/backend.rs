@@ -61,6 +61,14 @@ pub trait Backend: Send + Sync {
     /// The backend's own failures, naming the task.
     fn load(&self, id: &TaskId) -> Result<Option<Task>>;
 
+    /// The stored versions of `ids`: one result per id, in order, each what
+    /// [`load`](Backend::load) of it returns. The default loads one at a
+    /// time; a backend that pays a round trip per call loads them together
+    /// (a renewal pass loads every task it renews).
+    fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+        ids.iter().map(|id| self.load(id)).collect()
+    }
+
     /// Stores `record` as a new task, unless a task with its id is stored
     /// (then returns it, untouched) or `max_active` non-terminal tasks are
     /// stored already.
@@ -606,6 +614,9 @@ macro_rules! forward_backend {
             fn load(&self, id: &TaskId) -> Result<Option<Task>> {
                 (**self).load(id)
             }
+            fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+                (**self).load_all(ids)
+            }
             fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
                 (**self).insert(record, max_active)
             }
@@ -678,12 +689,14 @@ mod forward_tests {
     use crate::memory::MemoryBackend;
 
     /// A backend that counts the provided methods a host's wrapper must
-    /// not lose: [`Backend::refresh_clock`] and [`Backend::try_load`].
+    /// not lose: [`Backend::refresh_clock`], [`Backend::try_load`] and
+    /// [`Backend::load_all`].
     #[derive(Default)]
     struct Counting {
         inner: MemoryBackend,
         refreshed: AtomicUsize,
         tried: AtomicUsize,
+        loaded_all: AtomicUsize,
     }
 
     impl Backend for Counting {
@@ -709,6 +722,10 @@ mod forward_tests {
             self.tried.fetch_add(1, Ordering::SeqCst);
             self.inner.try_load(id)
         }
+        fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+            self.loaded_all.fetch_add(1, Ordering::SeqCst);
+            self.inner.load_all(ids)
+        }
     }
 
     /// `Arc`, `Box` and `&` of a backend forward its provided methods
@@ -720,6 +737,7 @@ mod forward_tests {
         fn call(backend: &dyn Backend) {
             backend.refresh_clock();
             backend.try_load(&TaskId::new());
+            backend.load_all(&[TaskId::new()]);
         }
         let counting = Arc::new(Counting::default());
         call(&Arc::clone(&counting));
@@ -727,5 +745,6 @@ mod forward_tests {
         call(&&*counting);
         assert_eq!(counting.refreshed.load(Ordering::SeqCst), 3);
         assert_eq!(counting.tried.load(Ordering::SeqCst), 3);
+        assert_eq!(counting.loaded_all.load(Ordering::SeqCst), 3);
     }
 }

@@ -206,3 +206,58 @@ fn a_task_store_with_only_the_required_methods_passes_the_suite() {
         }
     });
 }
+
+/// A backend that counts its loads, one at a time and together.
+#[derive(Clone, Default)]
+struct Counted {
+    inner: JsonMap,
+    loads: Arc<Mutex<(usize, usize)>>,
+}
+
+impl Backend for Counted {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.loads.lock().unwrap().0 += 1;
+        self.inner.load(id)
+    }
+    fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+        self.loads.lock().unwrap().1 += 1;
+        ids.iter().map(|id| self.inner.load(id)).collect()
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        self.inner.scan(scan)
+    }
+}
+
+/// A renewal pass asks its backend for the tasks it renews once, with
+/// `Backend::load_all`, not once per task: over PostgreSQL each load is a
+/// round trip, and a manager renews every run it has at every tick.
+#[test]
+fn a_renewal_pass_loads_its_tasks_together() {
+    use taskstore::TaskStore;
+    let backend = Counted::default();
+    let store = Store::with_backend(backend.clone())
+        .instance_id("renewer")
+        .build()
+        .unwrap();
+    let ids: Vec<TaskId> = (0..8)
+        .map(|_| store.create(taskstore::NewTask::new()).unwrap().id)
+        .collect();
+    *backend.loads.lock().unwrap() = (0, 0);
+    for renewed in store.renew_leases_of(&ids) {
+        assert!(renewed.unwrap().is_applied());
+    }
+    assert_eq!(
+        *backend.loads.lock().unwrap(),
+        (0, 1),
+        "(one by one, together)"
+    );
+}

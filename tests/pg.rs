@@ -423,6 +423,42 @@ fn spoil(cluster: &Cluster, schema: &str, ids: &[&TaskId]) {
     }
 }
 
+/// `PgBackend::load_all` (one statement for a renewal pass's loads)
+/// answers each id as its own `load` does, in order: a task, none for an
+/// id no row has, the same task again for an id given twice, and
+/// `Error::Corrupt` for an unreadable row, which leaves the others'
+/// answers alone.
+#[test]
+fn loading_many_tasks_at_once_answers_each_as_its_own_load() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("load_all");
+    let store = open(cluster, &schema, "load_all");
+    let [a, b, bad] = [(); 3].map(|()| store.create(NewTask::new()).unwrap());
+    assert!(store.complete(&b.id, json!(1)).unwrap().is_applied());
+    spoil(cluster, &schema, &[&bad.id]);
+    let ids = [
+        a.id.clone(),
+        TaskId::new(),
+        bad.id.clone(),
+        a.id.clone(),
+        b.id.clone(),
+        bad.id.clone(),
+    ];
+    let backend = store.backend();
+    let answers = backend.load_all(&ids);
+    assert_eq!(answers.len(), ids.len());
+    for (id, answer) in ids.iter().zip(answers) {
+        match (answer, backend.load(id)) {
+            (Ok(got), Ok(alone)) => assert_eq!(got, alone, "{id}"),
+            (Err(Error::Corrupt { path: got, .. }), Err(Error::Corrupt { path, .. })) => {
+                assert_eq!(got, path, "{id}");
+            }
+            (got, alone) => panic!("{id}: {got:?} loaded together, {alone:?} alone"),
+        }
+    }
+    assert!(backend.load_all(&[]).is_empty());
+}
+
 /// A row whose task cannot be decoded is `Error::Corrupt` naming the task
 /// (as the file store's undecodable task file is), for a read, a write
 /// and a create under its id alike; the other tasks are untouched. (It was

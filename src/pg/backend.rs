@@ -782,6 +782,31 @@ impl Backend for PgBackend {
         self.current(id, "load")
     }
 
+    /// One statement for them all (`load_all`); if it fails, each on its
+    /// own, so that each result says what its own load says.
+    fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+        if ids.len() < 2 {
+            return ids.iter().map(|id| self.load(id)).collect();
+        }
+        let names: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
+        let Ok(mut found) = self.current_all(&names, "load") else {
+            return ids.iter().map(|id| self.load(id)).collect();
+        };
+        let mut seen = HashSet::new();
+        ids.iter()
+            .map(|id| {
+                let first = seen.insert(id);
+                match found.remove(id.as_str()) {
+                    Some(Ok(task)) => Ok(Some(task)),
+                    None if first => Ok(None),
+                    // A row that does not decode, or an id given again (its
+                    // row taken by the first): its own load answers.
+                    _ => self.load(id),
+                }
+            })
+            .collect()
+    }
+
     /// An insert whose reply was lost after the commit (the connection
     /// dropped) finds the task stored exactly as it was to write it, and
     /// is done.

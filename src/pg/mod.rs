@@ -26,15 +26,24 @@ pub use self::backend::PgBackend;
 pub use self::clock::ServerTime;
 
 /// The SQL `PgStore` issues over `schema` for a create, a conditional
-/// write, a load and a page of active tasks, and its notification channel:
-/// for `benches/pg.rs`, whose floor runs the same statements without the
-/// store around them. Not part of the API; it changes with the store.
+/// write, a batch of them, a load and a page of active tasks, and its
+/// notification channel: for `benches/pg.rs`, whose floor runs the same
+/// statements without the store around them. Not part of the API; it
+/// changes with the store.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct PgStatements {
     pub insert: String,
     pub replace: String,
+    /// The batch of conditional writes (a renewal pass's, a reap's).
+    pub replace_all: String,
+    /// The same batch without its locking step: it waits for the rows
+    /// another session holds, where the store's leaves them out (the
+    /// bench times what that step costs).
+    pub replace_all_waiting: String,
     pub load: String,
+    /// The load of several tasks at once, by id.
+    pub load_all: String,
     pub list_active: String,
     pub channel: String,
 }
@@ -49,9 +58,12 @@ pub fn pg_statements(schema: &str) -> PgStatements {
     );
     PgStatements {
         list_active,
+        replace_all_waiting: sql.replace_all_waiting(),
+        replace_all: sql.replace_all,
         insert: sql.insert,
         replace: sql.replace,
         load: sql.load,
+        load_all: sql.load_all,
         channel: sql.channel,
     }
 }

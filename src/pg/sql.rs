@@ -48,13 +48,7 @@ impl Sql {
     /// unused).
     pub fn new(schema: &str, notifies: bool) -> Sql {
         let s = &super::schema::ident(schema);
-        let notify = |channel: &str, id: &str| {
-            if notifies {
-                format!("pg_notify({channel}, {id})")
-            } else {
-                format!("{channel}::text IS NULL")
-            }
-        };
+        let notify = |channel: &str, id: &str| notification(notifies, channel, id);
         Sql {
             schema: schema.to_owned(),
             channel: format!("taskstore:{schema}"),
@@ -110,37 +104,7 @@ impl Sql {
                  SELECT count(*) FROM d",
                 n = notify("$4", "id")
             ),
-            // Arrays, one element per task: $1 id, $2 created_at_ns,
-            // $3 revision, $4 was active (the version read); $5
-            // created_at_ns, $6 revision, $7 status, $8 active,
-            // $9 expires_at_ns, $10 task (the next version); $11 the channel.
-            // Writes only the rows `l` locked ([`unlocked`]).
-            replace_all: format!(
-                "WITH n AS (
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bool[],
-                                          $5::int8[], $6::int8[], $7::text[], $8::bool[],
-                                          $9::int8[], $10::text[])
-                         AS n(id, created_at_ns, revision, was_active,
-                              next_created_at_ns, next_revision, status, active,
-                              expires_at_ns, task)),
-                 {l},
-                 u AS (
-                     UPDATE {s}.tasks t
-                     SET created_at_ns = n.next_created_at_ns, revision = n.next_revision,
-                         status = n.status, active = n.active,
-                         expires_at_ns = n.expires_at_ns, task = n.task
-                     FROM n JOIN l ON l.id = n.id
-                     WHERE {AS_READ}
-                     RETURNING t.id, n.active::int - n.was_active::int AS delta,
-                               {n}),
-                 c AS (
-                     UPDATE {s}.counters SET active = active + (SELECT sum(delta) FROM u)
-                     WHERE singleton AND (SELECT coalesce(sum(delta), 0) FROM u) <> 0
-                     RETURNING 1)
-                 SELECT id FROM u",
-                l = unlocked(s),
-                n = notify("$11", "t.id")
-            ),
+            replace_all: replace_all(s, &notify("$11", "t.id"), true),
             // Arrays: $1 id, $2 created_at_ns, $3 revision; $4 the channel.
             // Deletes only the rows `l` locked ([`unlocked`]).
             remove_all: format!(
@@ -177,6 +141,16 @@ impl Sql {
                  RETURNING n.active"
             ),
         }
+    }
+
+    /// The batch of replacements without its locking step
+    /// ([`replace_all`]), for `benches/pg.rs`.
+    pub fn replace_all_waiting(&self) -> String {
+        replace_all(
+            &super::schema::ident(&self.schema),
+            &notification(self.notifies, "$11", "t.id"),
+            false,
+        )
     }
 
     /// The scan for `scan`'s filters: `$1` the limit, then its filters'
@@ -223,6 +197,56 @@ impl Sql {
 /// `created_at_ns` and `revision`.
 const AS_READ: &str =
     "t.id = n.id AND t.created_at_ns = n.created_at_ns AND t.revision = n.revision";
+
+/// What a write's `RETURNING` list does about task `id`'s change:
+/// notifies `channel`, or (without change notices) only types its
+/// parameter.
+fn notification(notifies: bool, channel: &str, id: &str) -> String {
+    if notifies {
+        format!("pg_notify({channel}, {id})")
+    } else {
+        format!("{channel}::text IS NULL")
+    }
+}
+
+/// The batch of replacements over schema `s` (`n`: what its `RETURNING`
+/// list notifies): arrays, one element per task: $1 id, $2 created_at_ns,
+/// $3 revision, $4 was active (the version read); $5 created_at_ns, $6
+/// revision, $7 status, $8 active, $9 expires_at_ns, $10 task (the next
+/// version); $11 the channel. `locking`: it writes only the rows `l`
+/// locked ([`unlocked`]), as the store's does; without, it waits for every
+/// row another session holds (`benches/pg.rs` times the two side by side).
+fn replace_all(s: &str, n: &str, locking: bool) -> String {
+    let (l, joined) = if locking {
+        (format!("{},", unlocked(s)), "n JOIN l ON l.id = n.id")
+    } else {
+        (String::new(), "n")
+    };
+    format!(
+        "WITH n AS (
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bool[],
+                                          $5::int8[], $6::int8[], $7::text[], $8::bool[],
+                                          $9::int8[], $10::text[])
+                         AS n(id, created_at_ns, revision, was_active,
+                              next_created_at_ns, next_revision, status, active,
+                              expires_at_ns, task)),
+                 {l}
+                 u AS (
+                     UPDATE {s}.tasks t
+                     SET created_at_ns = n.next_created_at_ns, revision = n.next_revision,
+                         status = n.status, active = n.active,
+                         expires_at_ns = n.expires_at_ns, task = n.task
+                     FROM {joined}
+                     WHERE {AS_READ}
+                     RETURNING t.id, n.active::int - n.was_active::int AS delta,
+                               {n}),
+                 c AS (
+                     UPDATE {s}.counters SET active = active + (SELECT sum(delta) FROM u)
+                     WHERE singleton AND (SELECT coalesce(sum(delta), 0) FROM u) <> 0
+                     RETURNING 1)
+                 SELECT id FROM u"
+    )
+}
 
 /// The `WITH` clause `l` of a batch over the versions read, `n`: the ids
 /// of those of their rows (in schema `s`) that no other session holds

@@ -311,12 +311,21 @@ impl<B: Backend> Store<B> {
         // would be one write).
         let mut batched = std::collections::HashSet::new();
         let mut again = Vec::new();
+        let mut first = Vec::new();
         for (slot, id) in ids.iter().enumerate() {
-            if !batched.insert(id) {
+            if batched.insert(id) {
+                first.push(slot);
+            } else {
                 again.push(slot);
-                continue;
             }
-            let current = match self.backend.load(id) {
+        }
+        // One load for the batch (one round trip on a backend that pays
+        // one per call).
+        let unique: Vec<TaskId> = first.iter().map(|&slot| ids[slot].clone()).collect();
+        let loaded = self.backend.load_all(&unique);
+        for (slot, loaded) in first.into_iter().zip(loaded) {
+            let id = &ids[slot];
+            let current = match loaded {
                 Ok(Some(current)) => current,
                 Ok(None) => {
                     results[slot] = Some(Err(Error::NotFound { id: id.clone() }));
