@@ -13,6 +13,10 @@ use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_ma
 use taskstore::{Durability, FileStore, ManualClock, NewTask, TaskStore};
 use time::OffsetDateTime;
 
+#[path = "../tests/common/tree.rs"]
+mod tree;
+use tree::copy_dir;
+
 const SIZES: [usize; 3] = [10, 100, 1_000];
 
 fn t0() -> OffsetDateTime {
@@ -50,19 +54,6 @@ fn reaper(dir: &Path) -> FileStore {
         .instance_id("reaper")
         .open()
         .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn reap(c: &mut Criterion) {

@@ -30,6 +30,11 @@ mod logged;
 #[allow(unused_imports)]
 pub use logged::{LogEvent, Logged};
 
+// The benchmarks include this file alone.
+mod tree;
+#[allow(unused_imports)]
+pub use tree::copy_dir;
+
 /// The role this process plays, if it is a child: its name and arguments.
 pub fn role() -> Option<(String, Vec<String>)> {
     let name = std::env::var(ROLE_VAR).ok()?;
@@ -353,22 +358,6 @@ pub fn tree_of(root: &Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
             (path, bytes)
         })
         .collect()
-}
-
-/// Copies the tree `from` to `to` file by file, as `cp -r` does: a file
-/// with two names (a task file and its `expiring/` entry) becomes two
-/// files.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The files in one of the store's directories (empty if it is missing).
