@@ -51,6 +51,16 @@ pub trait TaskStore: Send + Sync {
         None
     }
 
+    /// [`get`](TaskStore::get) of each of `ids`: one result per id, in
+    /// order, each what `get` of it returns. The stores of this crate read
+    /// them together (a `PgStore` in one statement, not a round trip per
+    /// task); the default gets one at a time. A host that looks at many
+    /// tasks at once (the MCP manager, at each tick, at the runs it does
+    /// not renew) calls this.
+    fn get_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
+
     /// Applies a non-terminal update. A terminal task is returned untouched as
     /// [`Transition::AlreadyTerminal`].
     ///
@@ -274,6 +284,9 @@ macro_rules! forward_task_store {
             }
             fn try_get(&self, id: &TaskId) -> Option<Option<Task>> {
                 (**self).try_get(id)
+            }
+            fn get_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+                (**self).get_all(ids)
             }
             fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition> {
                 (**self).update(id, update)

@@ -238,10 +238,11 @@ impl Backend for Counted {
 }
 
 /// A renewal pass asks its backend for the tasks it renews once, with
-/// `Backend::load_all`, not once per task: over PostgreSQL each load is a
-/// round trip, and a manager renews every run it has at every tick.
+/// `Backend::load_all`, not once per task, and so does `get_all`: over
+/// PostgreSQL each load is a round trip, and a manager renews or reads
+/// every run it has at every tick.
 #[test]
-fn a_renewal_pass_loads_its_tasks_together() {
+fn a_renewal_pass_and_get_all_load_their_tasks_together() {
     use taskstore::TaskStore;
     let backend = Counted::default();
     let store = Store::with_backend(backend.clone())
@@ -254,6 +255,15 @@ fn a_renewal_pass_loads_its_tasks_together() {
     *backend.loads.lock().unwrap() = (0, 0);
     for renewed in store.renew_leases_of(&ids) {
         assert!(renewed.unwrap().is_applied());
+    }
+    assert_eq!(
+        *backend.loads.lock().unwrap(),
+        (0, 1),
+        "(one by one, together)"
+    );
+    *backend.loads.lock().unwrap() = (0, 0);
+    for got in store.get_all(&ids) {
+        assert!(got.unwrap().is_some());
     }
     assert_eq!(
         *backend.loads.lock().unwrap(),

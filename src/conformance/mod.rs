@@ -148,6 +148,10 @@ where
             "missing_tasks_are_not_found",
             One(missing_tasks_are_not_found),
         ),
+        (
+            "getting_many_is_getting_each",
+            One(getting_many_is_getting_each),
+        ),
         ("ttl_counts_from_creation", One(ttl_counts_from_creation)),
         (
             "a_ttl_under_a_millisecond_is_refused",

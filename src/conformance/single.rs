@@ -168,6 +168,60 @@ pub(super) fn missing_tasks_are_not_found(store: &dyn TaskStore, _: &Setup) {
     assert!(!store.delete(&id).unwrap());
 }
 
+/// `get_all` answers each id as `get` does, in order: a running task, a
+/// finished one, none for an expired one (deleted, its `task.expired`
+/// event sent once though its id is given twice), a deleted one and an id
+/// never made; the same task again for an id given twice.
+pub(super) fn getting_many_is_getting_each(store: &dyn TaskStore, setup: &Setup) {
+    let running = store.create(NewTask::new()).unwrap();
+    let finished = store.create(NewTask::new()).unwrap();
+    let finished = applied(store.complete(&finished.id, json!("ok")).unwrap());
+    let short = store
+        .create(NewTask::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    let deleted = store.create(NewTask::new()).unwrap();
+    assert!(store.delete(&deleted.id).unwrap());
+    setup.clock.advance(Duration::from_secs(2));
+    let ids = [
+        running.id.clone(),
+        short.id.clone(),
+        finished.id.clone(),
+        deleted.id.clone(),
+        TaskId::new(),
+        short.id.clone(),
+        running.id.clone(),
+    ];
+    let got: Vec<Option<Task>> = store
+        .get_all(&ids)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let expected = [
+        Some(running.clone()),
+        None,
+        Some(finished),
+        None,
+        None,
+        None,
+        Some(running),
+    ];
+    assert_eq!(got, expected);
+    assert!(store.get_all(&[]).is_empty());
+    let expired = setup
+        .events
+        .snapshot()
+        .iter()
+        .filter(|r| {
+            r.event.kind == TaskEventKind::Expired && r.event.data["taskId"] == short.id.as_str()
+        })
+        .count();
+    assert_eq!(expired, 1, "task.expired events of {}", short.id);
+    assert!(
+        !store.delete(&short.id).unwrap(),
+        "the expired task is gone"
+    );
+}
+
 pub(super) fn ttl_counts_from_creation(store: &dyn TaskStore, setup: &Setup) {
     let ttl = Duration::from_secs(10);
     let running = store.create(NewTask::new().ttl(ttl)).unwrap();

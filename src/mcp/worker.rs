@@ -133,10 +133,9 @@ impl Shared {
     async fn read_runs(self: Arc<Self>, runs: Vec<Arc<Run>>) {
         let store = Arc::clone(&self.store);
         let ids: Vec<TaskId> = runs.iter().map(|run| run.id.clone()).collect();
-        let seen =
-            tokio::task::spawn_blocking(move || ids.iter().map(|id| store.get(id)).collect())
-                .await
-                .unwrap_or_else(|_| Vec::new());
+        let seen = tokio::task::spawn_blocking(move || store.get_all(&ids))
+            .await
+            .unwrap_or_else(|_| Vec::new());
         let mut seen: std::vec::IntoIter<crate::Result<Option<Task>>> = seen.into_iter();
         for run in runs {
             match seen.next() {

@@ -470,6 +470,27 @@ impl<B: Backend> TaskStore for Store<B> {
         Ok(Some(task))
     }
 
+    fn get_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
+        let loaded = self.backend.load_all(ids);
+        let now = self.now();
+        let mut expired: Vec<Task> = Vec::new();
+        let found = loaded
+            .into_iter()
+            .map(|loaded| match loaded? {
+                Some(task) if task.is_expired_at(now) => {
+                    // Deleted as `get` deletes it, once for an id given twice.
+                    if !expired.iter().any(|t| t.id == task.id) {
+                        expired.push(task);
+                    }
+                    Ok(None)
+                }
+                found => Ok(found),
+            })
+            .collect();
+        self.forget_expired(expired);
+        found
+    }
+
     fn try_get(&self, id: &TaskId) -> Option<Option<Task>> {
         match self.backend.try_load(id)? {
             // `get` deletes an expired task it meets: a write, left to it.
