@@ -27,13 +27,8 @@ use time::OffsetDateTime;
 /// `taskstore args...` with no store in its environment but `store`, to
 /// run or spawn.
 fn taskstore(store: Option<&Path>, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
-    command
-        .args(args)
-        .env_remove("TASKSTORE_STORE")
-        .env_remove("TASKSTORE_PG")
-        .env_remove("TASKSTORE_PG_SCHEMA")
-        .stdin(Stdio::null());
+    let mut command = common::without_store_variables(env!("CARGO_BIN_EXE_taskstore"));
+    command.args(args);
     if let Some(store) = store {
         command.env("TASKSTORE_STORE", store);
     }
@@ -2575,8 +2570,7 @@ fn tail_reads_a_pipe() {
         format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
     };
     for (follow, bad) in [(false, false), (true, false), (false, true)] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
-        command.args(["tail", "/dev/stdin"]);
+        let mut command = taskstore(None, &["tail", "/dev/stdin"]);
         if follow {
             command.arg("--follow");
         }
@@ -2733,10 +2727,7 @@ fn an_older_store_is_moved_only_with_upgrade_and_the_wait_is_said() {
     let path = dir.join("locks").join("handles.lock");
     let held = fs::File::open(&path).unwrap();
     held.lock_shared().unwrap();
-    let mut listing = Command::new(env!("CARGO_BIN_EXE_taskstore"))
-        .args(["list", "--json", "--upgrade"])
-        .env("TASKSTORE_STORE", &dir)
-        .stdin(Stdio::null())
+    let mut listing = taskstore(Some(&dir), &["list", "--json", "--upgrade"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -2777,13 +2768,14 @@ fn tail_follows_a_file_truncated_and_refilled_between_two_looks() {
             .collect()
     };
     fs::write(&file, lines("a", 2)).unwrap();
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_taskstore"))
-        .args(["tail", "--follow", "--json", file.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut follower = taskstore(
+        None,
+        &["tail", "--follow", "--json", file.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let next_line = following(follower.stdout.take().unwrap());
     let next = || -> String {
         let line: Value = serde_json::from_str(&next_line()).unwrap();
@@ -2809,10 +2801,7 @@ fn a_closed_stdout_keeps_a_failure() {
     let closed = |args: &[&str]| {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        Command::new(env!("CARGO_BIN_EXE_taskstore"))
-            .args(args)
-            .env("TASKSTORE_STORE", &dir)
-            .stdin(Stdio::null())
+        taskstore(Some(&dir), args)
             .stdout(writer)
             .stderr(Stdio::null())
             .status()
@@ -2869,11 +2858,7 @@ fn a_stderr_that_takes_no_more_keeps_the_status_the_command_earned() {
                 (full().into(), stdout)
             }
         };
-        Command::new(env!("CARGO_BIN_EXE_taskstore"))
-            .args(args)
-            .env("TASKSTORE_STORE", &dir)
-            .env_remove("TASKSTORE_PG")
-            .stdin(Stdio::null())
+        taskstore(Some(&dir), args)
             .stdout(stdout)
             .stderr(stderr)
             .status()
@@ -3099,13 +3084,14 @@ fn tail_reads_filters_and_follows_a_file_through_truncation() {
 
     // --follow: new lines as they come, and the file again from its start
     // once it is truncated.
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_taskstore"))
-        .args(["tail", "--follow", "--json", events.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follower = taskstore(
+        None,
+        &["tail", "--follow", "--json", events.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let next = following(follower.stdout.take().unwrap());
     let existing: Vec<String> = (0..4).map(|_| next()).collect();
     assert!(existing[0].contains("task.created"));
@@ -3175,14 +3161,11 @@ fn run_on_terminal(store: &Path, args: &[&str]) -> (Option<i32>, String) {
         .chain(args.iter().copied())
         .map(quote)
         .collect();
-    let out = Command::new("script")
+    let out = common::without_store_variables("script")
         .args(["--quiet", "--return", "--flush", "--command"])
         .arg(line.join(" "))
         .arg("/dev/null")
         .env("TASKSTORE_STORE", store)
-        .env_remove("TASKSTORE_PG")
-        .env_remove("TASKSTORE_PG_SCHEMA")
-        .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .unwrap_or_else(|e| panic!("run script (util-linux), which this test needs: {e}"));
@@ -3327,9 +3310,7 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     }
     assert_eq!(fs::read_dir(&mine).unwrap().count(), 1);
     // --store beats nothing: given on the command line it is used.
-    let out = Command::new(env!("CARGO_BIN_EXE_taskstore"))
-        .args(["--store", dir.to_str().unwrap(), "list", "--json"])
-        .env_remove("TASKSTORE_STORE")
+    let out = taskstore(None, &["--store", dir.to_str().unwrap(), "list", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -3345,12 +3326,8 @@ fn an_empty_store_variable_counts_as_unset() {
     let (_tmp, dir) = store_dir();
     store_with_tasks(&dir);
     let run_with_empty = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_taskstore"))
-            .args(args)
+        taskstore(None, args)
             .env("TASKSTORE_STORE", "")
-            .env_remove("TASKSTORE_PG")
-            .env_remove("TASKSTORE_PG_SCHEMA")
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     };
@@ -3414,14 +3391,8 @@ fn commands_work_over_postgres() {
     // --pg-schema do (the schema is this test's own: the default one holds
     // other tests' tasks, or none).
     let run_env = |args: &[&str], env: &[(&str, &str)], code: i32| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
-        command
-            .args(args)
-            .env_remove("TASKSTORE_STORE")
-            .env_remove("TASKSTORE_PG")
-            .env_remove("TASKSTORE_PG_SCHEMA")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null());
+        let mut command = taskstore(None, args);
+        command.envs(env.iter().copied());
         let out = command.output().expect("run the taskstore binary");
         assert_eq!(
             out.status.code(),
@@ -3583,13 +3554,8 @@ fn a_schema_typed_beside_a_file_store_is_refused() {
             stderr(&out)
         );
     }
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskstore"));
-    let out = command
-        .args(["list", "--json", "--store", store])
-        .env_remove("TASKSTORE_STORE")
-        .env_remove("TASKSTORE_PG")
+    let out = taskstore(None, &["list", "--json", "--store", store])
         .env("TASKSTORE_PG_SCHEMA", "jobs")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -3799,13 +3765,11 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
             .unwrap();
     }
     drop(store);
-    let out = Command::new("prlimit")
+    let out = common::without_store_variables("prlimit")
         .arg("--data=200000000")
         .arg(env!("CARGO_BIN_EXE_taskstore"))
         .args(["list", "--json"])
         .env("TASKSTORE_STORE", &dir)
-        .env_remove("TASKSTORE_PG")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(
@@ -3876,12 +3840,10 @@ fn run_as_owner_bound_by_modes(dir: &Path, args: &[&str]) -> Output {
         }
         parent = p.parent();
     }
-    let out = Command::new("runuser")
+    let out = common::without_store_variables("runuser")
         .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_taskstore")])
         .args(args)
         .env("TASKSTORE_STORE", dir)
-        .env_remove("TASKSTORE_PG")
-        .stdin(Stdio::null())
         .output()
         .expect("run the taskstore binary as nobody");
     for (path, mode) in opened {
@@ -4100,12 +4062,11 @@ fn tail_holds_a_line_not_the_file() {
     .unwrap();
     let last_line = number + 1;
     drop(out);
-    let run = Command::new("prlimit")
+    let run = common::without_store_variables("prlimit")
         .arg("--data=80000000")
         .arg(env!("CARGO_BIN_EXE_taskstore"))
         .args(["tail", "--kind", "task.completed", "--json"])
         .arg(&file)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);

@@ -35,6 +35,10 @@ mod tree;
 #[allow(unused_imports)]
 pub use tree::copy_dir;
 
+mod command;
+#[allow(unused_imports)]
+pub use command::without_store_variables;
+
 /// The role this process plays, if it is a child: its name and arguments.
 pub fn role() -> Option<(String, Vec<String>)> {
     let name = std::env::var(ROLE_VAR).ok()?;
