@@ -1728,11 +1728,19 @@ fn a_sweep_lists_each_task_it_deletes() {
     let dry = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
     let out = run_expect(Some(&dir), &["sweep"], 0);
     let said = stdout(&out);
-    let mut deleted: Vec<&str> = said.lines().collect();
+    // Each as its dry run says it, with how long ago it expired.
+    let mut deleted: Vec<&str> = said
+        .lines()
+        .map(|line| {
+            let (task, ago) = line.split_once("  expired ").unwrap_or((line, ""));
+            assert!(ago.ends_with(" ago"), "{line}");
+            task
+        })
+        .collect();
     deleted.sort_unstable();
     let mut expected: Vec<String> = [&running, &waiting, &finished]
         .iter()
-        .map(|t| format!("deleted {}  {}  expired", t.id, t.status))
+        .map(|t| format!("deleted {}  {}", t.id, t.status))
         .collect();
     expected.sort_unstable();
     assert_eq!(deleted, expected, "{}", stderr(&out));
@@ -4155,4 +4163,60 @@ fn lines_of(out: impl std::io::Read + Send + 'static) -> impl Fn() -> String {
         rx.recv_timeout(common::HANG)
             .expect("the child printed nothing more")
     }
+}
+
+/// `line` as the real run prints it: its dry run's, done.
+fn done(mut line: Value) -> Value {
+    line["outcome"] = json!("done");
+    line
+}
+
+/// A real sweep's `--json` line for each task it deletes is its dry run's
+/// line, but for its outcome: the same fields (`status`, `expiredAt`), by
+/// the same names. (The real sweep's lacked `expiredAt`: its task.expired
+/// event carried no expiry.)
+#[test]
+fn a_sweep_prints_each_task_it_deletes_as_its_dry_run_does() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let running = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let finished = old
+        .create(NewTask::new().ttl(Duration::from_secs(90)))
+        .unwrap();
+    assert!(old.complete(&finished.id, json!(1)).unwrap().is_applied());
+    drop(old);
+    let by_id = |out: &Output| -> BTreeMap<String, Value> {
+        json_lines(out)
+            .into_iter()
+            .map(|line| (line["taskId"].as_str().unwrap().to_owned(), line))
+            .collect()
+    };
+    let planned = by_id(&run_expect(
+        Some(&dir),
+        &["sweep", "--dry-run", "--json"],
+        0,
+    ));
+    let deleted = by_id(&run_expect(Some(&dir), &["sweep", "--json"], 0));
+    assert_eq!(planned.len(), 2, "{planned:#?}");
+    let expected: BTreeMap<String, Value> = planned
+        .into_iter()
+        .map(|(id, line)| (id, done(line)))
+        .collect();
+    assert_eq!(deleted, expected);
+    let expired_at = |task: &Task| {
+        (task.created_at + task.ttl.unwrap())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_eq!(
+        deleted[running.id.as_str()]["expiredAt"],
+        expired_at(&running)
+    );
+    assert_eq!(
+        deleted[finished.id.as_str()]["expiredAt"],
+        expired_at(&finished)
+    );
+    assert_eq!(deleted[finished.id.as_str()]["status"], "completed");
 }

@@ -212,3 +212,62 @@ fn an_unreadable_event_reads_back_as_its_entry() {
     }
     assert_eq!(Skipped::from_event(&taskstore::Event::new("other")), None);
 }
+
+/// A `task.expired` event carries when its task expired (`expiredAt`:
+/// `createdAt` plus `ttlMs`) beside the fields of every task event, and
+/// `Event::expired_at` reads it back: the command prints it for each task
+/// a sweep deletes, as its dry run does from the task. (The event carried
+/// `taskId`, `status` and `revision` alone.)
+#[test]
+fn an_expired_event_carries_when_its_task_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let sink = Arc::new(JsonLinesSink::open(&path).unwrap());
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap());
+    let store = FileStore::builder(dir.path().join("store"))
+        .clock(Arc::new(clock.clone()))
+        .sink(sink.clone())
+        .open()
+        .unwrap();
+    let task = store
+        .create(
+            NewTask::new()
+                .id(TaskId::parse("t-1").unwrap())
+                .ttl(std::time::Duration::from_secs(60)),
+        )
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(store.sweep().unwrap().deleted, 1);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text.lines().map(event_part).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[0],
+        json!({
+            "kind": "task.created",
+            "layer_to": "working",
+            "data": {"taskId": "t-1", "status": "working", "revision": 1},
+        })
+    );
+    assert_eq!(
+        lines[1],
+        json!({
+            "kind": "task.expired",
+            "layer_to": "working",
+            "data": {
+                "taskId": "t-1",
+                "status": "working",
+                "revision": 1,
+                "expiredAt": "2026-01-01T00:01:00Z",
+            },
+        })
+    );
+    let events: Vec<Event> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[1].kind, TaskEventKind::Expired);
+    assert_eq!(events[1].expired_at(), task.expires_at());
+    assert_eq!(events[0].expired_at(), None);
+}

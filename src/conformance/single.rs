@@ -327,7 +327,8 @@ pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) 
     assert_eq!(store.get(&short.id).unwrap(), None);
     assert!(store.get(&long.id).unwrap().is_some());
     assert!(!store.delete(&short.id).unwrap());
-    // Each reported once, with the status and revision it was swept at.
+    // Each reported once, with the status and revision it was swept at,
+    // and when it expired.
     let events = setup.events.snapshot();
     for task in [&short, &asking, &done] {
         let expired: Vec<&Value> = events
@@ -343,6 +344,11 @@ pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) 
                 "taskId": task.id.as_str(),
                 "status": task.status.as_str(),
                 "revision": task.revision,
+                "expiredAt": task
+                    .expires_at()
+                    .unwrap()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
             })],
             "the task.expired event of {}",
             task.id

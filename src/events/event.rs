@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::events::breaker::{BreakerEventKind, BreakerState};
 use crate::events::kind::EventKind;
@@ -13,6 +15,9 @@ use crate::task::Task;
 /// The data key of a breaker event that holds the breaker's name.
 const BREAKER: &str = "breaker";
 const GENERATION: &str = "generation";
+/// The data key of a `task.expired` event that holds when the task
+/// expired.
+const EXPIRED_AT: &str = "expiredAt";
 
 /// One thing that happened: a task transition, a breaker transition, or
 /// anything a host pushes.
@@ -64,27 +69,40 @@ impl Event {
     }
 
     /// A task event: `data` carries the task's `taskId`, `status` and
-    /// `revision`, and `layer_to` its status.
+    /// `revision`, and `layer_to` its status. A
+    /// [`task.expired`](TaskEventKind::Expired) event's carries when the
+    /// task expired too, `expiredAt` (`createdAt` plus `ttlMs`, RFC 3339).
     ///
     /// ```
+    /// use std::time::Duration;
     /// use taskstore::{Event, TaskEventKind};
     /// # use taskstore::{MemoryStore, NewTask, TaskStore};
     /// # let store = MemoryStore::new();
-    /// # let task = store.create(NewTask::new()).unwrap();
+    /// # let task = store.create(NewTask::new().ttl(Duration::from_secs(60))).unwrap();
     /// let event = Event::task(TaskEventKind::Created, &task);
     /// assert_eq!(event.kind, TaskEventKind::Created);
     /// assert_eq!(event.data["status"], "working");
+    /// assert_eq!(event.data.get("expiredAt"), None);
+    /// let event = Event::task(TaskEventKind::Expired, &task);
+    /// assert!(event.data["expiredAt"].is_string());
     /// ```
     pub fn task(kind: TaskEventKind, task: &Task) -> Event {
+        let mut data = json!({
+            "taskId": task.id.as_str(),
+            "status": task.status.as_str(),
+            "revision": task.revision,
+        });
+        if kind == TaskEventKind::Expired
+            && let Some(at) = task.expires_at()
+            && let Ok(at) = at.format(&Rfc3339)
+        {
+            data[EXPIRED_AT] = Value::String(at);
+        }
         Event {
             kind: EventKind::Task(kind),
             layer_from: None,
             layer_to: Some(task.status.as_str().to_owned()),
-            data: json!({
-                "taskId": task.id.as_str(),
-                "status": task.status.as_str(),
-                "revision": task.revision,
-            }),
+            data,
         }
     }
 
@@ -129,6 +147,27 @@ impl Event {
             .from_layer(from.as_str())
             .to_layer(kind.state_after().as_str())
             .field(BREAKER, breaker)
+    }
+
+    /// When the task of a [`task.expired`](TaskEventKind::Expired) event
+    /// expired (see [`task`](Event::task)); `None` for other events.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskstore::{Event, TaskEventKind};
+    /// # use taskstore::{MemoryStore, NewTask, TaskStore};
+    /// # let store = MemoryStore::new();
+    /// # let task = store.create(NewTask::new().ttl(Duration::from_secs(60))).unwrap();
+    /// let event = Event::task(TaskEventKind::Expired, &task);
+    /// assert_eq!(event.expired_at(), task.expires_at());
+    /// ```
+    pub fn expired_at(&self) -> Option<OffsetDateTime> {
+        match self.kind {
+            EventKind::Task(TaskEventKind::Expired) => {
+                OffsetDateTime::parse(self.data.get(EXPIRED_AT)?.as_str()?, &Rfc3339).ok()
+            }
+            _ => None,
+        }
     }
 
     /// The name of the breaker a breaker event is about; `None` for other

@@ -12,9 +12,10 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use taskstore::backend::Skipped;
 use taskstore::{Event, EventSink, TaskEventKind};
+use time::OffsetDateTime;
 
 use crate::text;
 
@@ -68,12 +69,16 @@ impl EventSink for Heard {
             && event.kind == TaskEventKind::Expired
         {
             let (id, status) = (field("taskId").unwrap_or("?"), field("status"));
-            text::out_as_it_goes(match shape {
-                Shape::Json => {
-                    crate::maintain::result_json(id, "delete", false, json!({"status": status}))
-                }
-                Shape::Text => format!("deleted {id}  {}  expired", status.unwrap_or("?")),
-            });
+            let line = crate::maintain::deletion(
+                id,
+                status,
+                event.expired_at(),
+                OffsetDateTime::now_utc(),
+                false,
+                shape == Shape::Json,
+                |ago| format!("deleted {id}  {}  expired {ago} ago", status.unwrap_or("?")),
+            );
+            text::out_as_it_goes(line);
         } else if let Some(said) = &self.unreadable
             && let Some(skipped) = Skipped::from_event(event)
         {

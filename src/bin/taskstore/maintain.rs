@@ -23,9 +23,8 @@ pub struct SweepArgs {
     /// missing: it holds that lock shared, as the service's processes do).
     #[arg(long)]
     pub dry_run: bool,
-    /// One JSON object per task: {"taskId", "status", "action": "delete",
-    /// "outcome": "done", or "planned" in a dry run, which adds
-    /// "expiredAt"}.
+    /// One JSON object per task: {"taskId", "status", "expiredAt",
+    /// "action": "delete", "outcome": "done", or "planned" in a dry run}.
     #[arg(long)]
     pub json: bool,
 }
@@ -158,21 +157,45 @@ impl Preview {
     }
 }
 
-/// A dry run's line for the expired `task` it would delete: as JSON (its
-/// status and expiry), or the text `line` makes of how long ago it expired.
+/// The line of an expired task a pass deletes, or would (`dry_run`),
+/// whether the task was read (a dry run) or its `task.expired` event heard
+/// (a real pass, [`Heard`](crate::heard::Heard)): as JSON, its status and
+/// when it expired; as text, the `line` made of how long before `now` it
+/// expired.
+pub fn deletion(
+    id: &str,
+    status: Option<&str>,
+    expired_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    dry_run: bool,
+    json: bool,
+    line: impl Fn(String) -> String,
+) -> String {
+    if json {
+        let more = json!({"status": status, "expiredAt": expired_at.map(text::rfc3339)});
+        result_json(id, "delete", dry_run, more)
+    } else {
+        line(expired_at.map_or("?".to_owned(), |at| text::duration(text::since(now, at))))
+    }
+}
+
+/// A dry run's line for the expired `task` it would delete ([`deletion`]).
 fn would_delete(
     task: &Task,
     now: OffsetDateTime,
     json: bool,
     line: impl Fn(String) -> String,
 ) -> String {
-    let at = task.expires_at().unwrap_or(now);
-    if json {
-        let more = json!({"status": task.status, "expiredAt": text::rfc3339(at)});
-        result_json(task.id.as_str(), "delete", true, more)
-    } else {
-        line(text::duration(text::since(now, at)))
-    }
+    let status = Some(task.status.as_str());
+    deletion(
+        task.id.as_str(),
+        status,
+        task.expires_at(),
+        now,
+        true,
+        json,
+        line,
+    )
 }
 
 /// `sweep --dry-run`.
