@@ -4220,3 +4220,35 @@ fn a_sweep_prints_each_task_it_deletes_as_its_dry_run_does() {
     );
     assert_eq!(deleted[finished.id.as_str()]["status"], "completed");
 }
+
+/// A real reap's `--json` line for an expired task it deletes is its dry
+/// run's line, but for its outcome: with its `status` and `expiredAt`.
+/// (The real reap's said only `taskId`, `action` and `outcome`.)
+#[test]
+fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let expired = old
+        .create(NewTask::new().ttl(Duration::from_secs(60)))
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    drop(old);
+    let of = |out: &Output, id: &TaskId| -> Value {
+        let lines: Vec<Value> = json_lines(out)
+            .into_iter()
+            .filter(|line| line["taskId"] == id.as_str())
+            .collect();
+        assert_eq!(lines.len(), 1, "{id}: {lines:#?}");
+        lines[0].clone()
+    };
+    let planned = run_expect(Some(&dir), &["reap", "--dry-run", "--json"], 0);
+    let reaped = run_expect(Some(&dir), &["reap", "--json"], 0);
+    let line = of(&reaped, &expired.id);
+    assert_eq!(line, done(of(&planned, &expired.id)));
+    assert_eq!(
+        (&line["action"], &line["status"]),
+        (&json!("delete"), &json!("working"))
+    );
+    assert!(line["expiredAt"].is_string(), "{line}");
+    assert_eq!(of(&reaped, &orphan.id)["action"], "reap");
+}

@@ -1,7 +1,8 @@
 //! What a command hears from its handle as the handle works: the store's
 //! events ([`EventSink`]), said the moment they happen rather than held
 //! until the call returns. A sweep returns only how many tasks it deleted;
-//! its events name each one, so the command lists them as they go,
+//! its events name each one, so the command lists them as they go (and
+//! a reap's, with the status and expiry a reap returns none of),
 //! however many there are (written by a thread of their own,
 //! `text::out_as_it_goes`, so that a slow reader never holds the pass
 //! up). And every entry the handle could
@@ -22,9 +23,10 @@ use crate::text;
 /// What a command's handle says as it goes.
 #[derive(Debug, Default)]
 pub struct Heard {
-    /// Each task a sweep deletes, on stdout (`task.expired`: the handle of
-    /// a sweep deletes no expired task but the sweep's), as text or JSON.
-    deleted: Option<Shape>,
+    /// Each task a sweep or a reap deletes, on stdout (`task.expired`: the
+    /// handle of a pass deletes no expired task but the pass's), as text or
+    /// JSON, and what the text adds.
+    deleted: Option<(Shape, &'static str)>,
     /// Each entry it could not read or set aside, on stderr, once
     /// (`task.unreadable`): `None` for a command that says them itself.
     unreadable: Option<Mutex<HashSet<String>>>,
@@ -45,11 +47,12 @@ impl Heard {
         }
     }
 
-    /// [`unreadable`](Heard::unreadable), and each task a sweep deletes
-    /// (as JSON, with `json`).
-    pub fn sweep(json: bool) -> Heard {
+    /// [`unreadable`](Heard::unreadable), and each expired task a pass
+    /// deletes (as JSON, with `json`; else as text, with `note` after).
+    pub fn deletions(json: bool, note: &'static str) -> Heard {
+        let shape = if json { Shape::Json } else { Shape::Text };
         Heard {
-            deleted: Some(if json { Shape::Json } else { Shape::Text }),
+            deleted: Some((shape, note)),
             ..Heard::unreadable()
         }
     }
@@ -65,7 +68,7 @@ enum Shape {
 impl EventSink for Heard {
     fn emit(&self, event: &Event) {
         let field = |name: &str| event.data.get(name).and_then(Value::as_str);
-        if let Some(shape) = self.deleted
+        if let Some((shape, note)) = self.deleted
             && event.kind == TaskEventKind::Expired
         {
             let (id, status) = (field("taskId").unwrap_or("?"), field("status"));
@@ -76,7 +79,12 @@ impl EventSink for Heard {
                 OffsetDateTime::now_utc(),
                 false,
                 shape == Shape::Json,
-                |ago| format!("deleted {id}  {}  expired {ago} ago", status.unwrap_or("?")),
+                |ago| {
+                    format!(
+                        "deleted {id}  {}  expired {ago} ago{note}",
+                        status.unwrap_or("?")
+                    )
+                },
             );
             text::out_as_it_goes(line);
         } else if let Some(said) = &self.unreadable

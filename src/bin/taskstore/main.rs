@@ -260,12 +260,15 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
             maintain::sweep_preview(&preview(target, None)?, args.json)
         }
         Command::Reap(args) => {
-            let store = open(target, args.claim_grace, upgrade, Heard::unreadable())?;
-            maintain::reap(&*store, args.json)
+            let heard = Heard::deletions(args.json, maintain::MET_BY_THE_REAP);
+            maintain::reap(&*open(target, args.claim_grace, upgrade, heard)?, args.json)
         }
-        Command::Sweep(args) => {
-            maintain::sweep(&*open(target, None, upgrade, Heard::sweep(args.json))?)
-        }
+        Command::Sweep(args) => maintain::sweep(&*open(
+            target,
+            None,
+            upgrade,
+            Heard::deletions(args.json, ""),
+        )?),
         command => {
             let store = open(target, None, upgrade, Heard::unreadable())?;
             match command {

@@ -45,7 +45,7 @@ pub struct ReapArgs {
     /// One JSON object per task: {"taskId", "action": "reap" (with
     /// "status", "owner"; in a dry run "leaseExpiresAt"), "await_claim" (a
     /// dry run's: with "kind" and "claimGraceMs" too) or "delete" (an
-    /// expired task the reap meets; in a dry run with "expiredAt"),
+    /// expired task the reap meets, with "status" and "expiredAt"),
     /// "outcome": "done", or "planned" in a dry run}.
     #[arg(long)]
     pub json: bool,
@@ -288,8 +288,8 @@ pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> 
         deleted += 1;
         out(would_delete(task, now, json, |ago| {
             format!(
-                "would delete {}  expired {ago} ago (a reap deletes the expired tasks it meets)",
-                task.id
+                "would delete {}  {}  expired {ago} ago{MET_BY_THE_REAP}",
+                task.id, task.status
             )
         }));
     }
@@ -302,10 +302,16 @@ pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the text line of an expired task a reap deletes adds.
+pub const MET_BY_THE_REAP: &str = " (met by the reap, as a sweep would)";
+
 pub fn reap(store: &dyn Handle, json: bool) -> Result<ExitCode, Failure> {
-    // Each entry it could not read is said as it goes (`Heard::unreadable`).
+    // Each expired task it deletes is listed as it goes, with its status
+    // and expiry, which the reap does not return, and each entry it could
+    // not read said (`Heard::deletions`). They are all written before the
+    // tasks it reaped.
     let reaped = store.reap()?;
-    let code = text::earned(!reaped.missed.is_empty());
+    let code = text::earned(!reaped.missed.is_empty() || text::stdout_failed());
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {
         out(if json {
@@ -317,13 +323,6 @@ pub fn reap(store: &dyn Handle, json: bool) -> Result<ExitCode, Failure> {
                 task.id,
                 task.owner.as_deref().unwrap_or("(none)")
             )
-        });
-    }
-    for id in &reaped.expired {
-        out(if json {
-            result_json(id.as_str(), "delete", false, Value::Null)
-        } else {
-            format!("deleted {id}  expired (met by the reap, as a sweep would)")
         });
     }
     text::err(format!(
