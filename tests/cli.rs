@@ -4252,3 +4252,70 @@ fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
     assert!(line["expiredAt"].is_string(), "{line}");
     assert_eq!(of(&reaped, &orphan.id)["action"], "reap");
 }
+
+/// `list --json --next-cursor` ends each page with a line of its own,
+/// `{"nextCursor": …}`, which `--after` takes, or null after the last
+/// page; every other line is a task. The cursor is still said on stderr,
+/// for people. Without `--next-cursor` every line is a task, as scripts
+/// that read them so expect (`list_json_is_the_api_listing`); without
+/// `--json` it is a usage error. (The cursor was on stderr alone.)
+#[test]
+fn list_json_ends_a_page_with_its_next_cursor_when_asked() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let mut listed: Vec<TaskId> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["list", "--json", "--limit", "3", "--next-cursor"];
+        if let Some(cursor) = &after {
+            args.extend(["--after", cursor.as_str()]);
+        }
+        let out = run_expect(Some(&dir), &args, 0);
+        pages += 1;
+        let mut lines = json_lines(&out);
+        let last = lines.pop().expect("a last line");
+        assert_eq!(last.as_object().map(|o| o.len()), Some(1), "{last}");
+        let cursor = match &last["nextCursor"] {
+            Value::String(cursor) => Some(cursor.clone()),
+            Value::Null => None,
+            other => panic!("{other}"),
+        };
+        for line in lines {
+            let task: Task = serde_json::from_value(line).unwrap();
+            listed.push(task.id);
+        }
+        match &cursor {
+            Some(cursor) => assert!(
+                stderr(&out).contains(&format!("next cursor: {cursor}")),
+                "{}",
+                stderr(&out)
+            ),
+            None => assert!(!stderr(&out).contains("next cursor"), "{}", stderr(&out)),
+        }
+        after = cursor;
+        if after.is_none() {
+            break;
+        }
+        assert!(pages < 10, "the pages never end");
+    }
+    let api: Vec<TaskId> = open(&dir)
+        .list(&ListQuery::all())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, api);
+    assert_eq!(listed.len(), tasks.len());
+    assert!(pages >= 3, "{pages} pages of 3 for {} tasks", tasks.len());
+    // Without it, tasks alone; without --json, a usage error.
+    let out = run_expect(Some(&dir), &["list", "--json", "--limit", "3"], 0);
+    assert!(
+        json_lines(&out)
+            .iter()
+            .all(|line| line.get("taskId").is_some())
+    );
+    assert!(stderr(&out).contains("next cursor: "), "{}", stderr(&out));
+    run_expect(Some(&dir), &["list", "--limit", "3", "--next-cursor"], 2);
+}

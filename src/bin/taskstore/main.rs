@@ -38,8 +38,8 @@ use time::OffsetDateTime;
 /// repairs found, what a pass did or would do with each task, one a line,
 /// or one document (show, stats, cancel); with --json, as JSON. The rest
 /// goes to stderr: a pass's or a check's summary (its counts), the next
-/// cursor, progress, notes (a wait) and errors, which name the path or
-/// task.
+/// cursor (with list --next-cursor, on stdout too), progress, notes (a
+/// wait) and errors, which name the path or task.
 ///
 /// Exit status: 0 success; 1 a failure, problems found (verify), or
 /// problems left in the store (repair --apply); 2 a usage error.
@@ -89,7 +89,8 @@ enum Command {
     /// Lists tasks, oldest first: a table, or one JSON object per line with
     /// --json (the table is printed whether or not stdout is a terminal;
     /// scripts pass --json). The next page's cursor, if there is one, goes
-    /// to stderr.
+    /// to stderr (with --json --next-cursor, to stdout too, as a last line
+    /// {"nextCursor": CURSOR}).
     List(tasks::ListArgs),
     /// Prints one task as JSON (on one line with --json). An expired task
     /// is not found, and is deleted (as any read of it through the store

@@ -24,7 +24,8 @@ pub struct ListArgs {
     /// Only tasks created at least this long ago ("10m", "2h", "1d").
     #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
     older_than: Option<Duration>,
-    /// At most this many tasks; the cursor of the next page goes to stderr.
+    /// At most this many tasks; the cursor of the next page goes to stderr
+    /// (and with --next-cursor, to stdout).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Continues after a cursor printed by an earlier `list --limit`.
@@ -33,6 +34,12 @@ pub struct ListArgs {
     /// One JSON object per line (each task as `show --json` prints it).
     #[arg(long)]
     json: bool,
+    /// Ends the JSON lines with one more, the one without a "taskId":
+    /// {"nextCursor": CURSOR}, which --after takes, or null when there is
+    /// no next page. For a script that pages; the cursor goes to stderr as
+    /// well.
+    #[arg(long, requires = "json")]
+    next_cursor: bool,
 }
 
 impl ListArgs {
@@ -180,6 +187,9 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             &["ID", "STATUS", "AGE", "UPDATED", "OWNER", "MESSAGE"],
             &rows,
         );
+    }
+    if args.next_cursor {
+        out(serde_json::json!({ "nextCursor": cursor }).to_string());
     }
     if let Some(cursor) = cursor {
         text::err(format!("next cursor: {cursor}"));
