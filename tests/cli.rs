@@ -236,6 +236,9 @@ struct Damage {
     name: &'static str,
     plant: fn(&Path, &[Task]) -> PathBuf,
     problem: &'static str,
+    /// `ProblemKind::severity`'s code: `problem`, or `leftover` (a crashed
+    /// writer's, which the next open removes: verify lists it and passes).
+    severity: &'static str,
 }
 
 /// Every kind of damage verify detects, each planted in a fresh store.
@@ -248,6 +251,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "corrupt",
+        severity: "problem",
     },
     Damage {
         name: "a file that holds another task",
@@ -259,6 +263,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "wrong_id",
+        severity: "problem",
     },
     Damage {
         name: "an interrupted move",
@@ -269,6 +274,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "interrupted_move",
+        severity: "problem",
     },
     Damage {
         name: "a stale running copy beside the terminal one",
@@ -283,6 +289,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "stale_copy",
+        severity: "leftover",
     },
     Damage {
         name: "a damaged stale copy",
@@ -293,6 +300,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "stale_copy",
+        severity: "problem",
     },
     Damage {
         name: "a stale index entry",
@@ -307,6 +315,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "stale_index_entry",
+        severity: "problem",
     },
     Damage {
         name: "a missing index entry",
@@ -325,6 +334,7 @@ const DAMAGE: &[Damage] = &[
             task_path(dir, "done", &t.id)
         },
         problem: "missing_index_entry",
+        severity: "problem",
     },
     Damage {
         name: "a corrupt finished task with a TTL",
@@ -346,6 +356,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "corrupt",
+        severity: "problem",
     },
     Damage {
         name: "a dead writer's temp file",
@@ -356,6 +367,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "dead_temp",
+        severity: "leftover",
     },
     Damage {
         name: "a temp file whose stripe lock cannot be opened",
@@ -374,6 +386,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "unreadable",
+        severity: "problem",
     },
     Damage {
         name: "a foreign file among the tasks",
@@ -383,6 +396,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "foreign",
+        severity: "problem",
     },
     Damage {
         name: "a foreign file in tmp/",
@@ -392,6 +406,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "foreign",
+        severity: "problem",
     },
     Damage {
         name: "a foreign file at the root",
@@ -401,6 +416,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "foreign",
+        severity: "problem",
     },
     Damage {
         name: "a task file readable by others",
@@ -410,6 +426,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "mode",
+        severity: "problem",
     },
     Damage {
         name: "a directory readable by others",
@@ -419,6 +436,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "mode",
+        severity: "problem",
     },
     Damage {
         name: "a marker readable by others",
@@ -428,6 +446,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "mode",
+        severity: "problem",
     },
     Damage {
         name: "a symlink for a task file",
@@ -438,6 +457,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "symlink",
+        severity: "problem",
     },
     Damage {
         name: "a symlink for a lock file",
@@ -453,6 +473,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "symlink",
+        severity: "problem",
     },
     Damage {
         name: "a symlink for one of the store's directories",
@@ -463,6 +484,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "symlink",
+        severity: "problem",
     },
     Damage {
         name: "a missing directory",
@@ -472,6 +494,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "missing",
+        severity: "problem",
     },
     Damage {
         name: "a missing marker",
@@ -481,6 +504,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "missing",
+        severity: "problem",
     },
     Damage {
         name: "an unreadable marker",
@@ -490,6 +514,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "bad_marker",
+        severity: "problem",
     },
     Damage {
         name: "a marker of a newer format",
@@ -499,6 +524,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "newer_format",
+        severity: "problem",
     },
     Damage {
         name: "a task file of a newer format",
@@ -513,6 +539,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "newer_format",
+        severity: "problem",
     },
     Damage {
         name: "a running task in done/",
@@ -523,6 +550,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "misplaced",
+        severity: "problem",
     },
     Damage {
         name: "a task file larger than any store writes",
@@ -535,6 +563,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "too_large",
+        severity: "problem",
     },
     Damage {
         name: "a file for one of the store's directories",
@@ -545,6 +574,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "not_a_directory",
+        severity: "problem",
     },
     Damage {
         name: "a directory for a task file",
@@ -554,6 +584,7 @@ const DAMAGE: &[Damage] = &[
             path
         },
         problem: "not_a_file",
+        severity: "problem",
     },
 ];
 
@@ -593,19 +624,22 @@ fn verify_reports_every_kind_of_damage_with_its_path() {
         let tasks = store_with_tasks(&dir);
         let path = (damage.plant)(&dir, &tasks);
         let before = snapshot(&dir);
-        let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+        // A leftover alone passes.
+        let code = if damage.severity == "leftover" { 0 } else { 1 };
+        let out = run_expect(Some(&dir), &["verify", "--json"], code);
         let problems = json_lines(&out);
         assert!(
-            problems
-                .iter()
-                .any(|p| p["problem"] == damage.problem && p["path"] == path.to_str().unwrap()),
-            "{}: expected {} at {}, got {problems:#?}",
+            problems.iter().any(|p| p["problem"] == damage.problem
+                && p["severity"] == damage.severity
+                && p["path"] == path.to_str().unwrap()),
+            "{}: expected {} ({}) at {}, got {problems:#?}",
             damage.name,
             damage.problem,
+            damage.severity,
             path.display()
         );
         // The text form names the path too.
-        let text = run_expect(Some(&dir), &["verify"], 1);
+        let text = run_expect(Some(&dir), &["verify"], code);
         assert!(
             stdout(&text).contains(&format!("{}: ", path.display())),
             "{}: {}",
@@ -681,8 +715,10 @@ fn verify_leaves_a_live_writers_temp_file_alone() {
         stdout(&out)
     );
     lock.unlock().unwrap();
-    let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+    // Its writer gone, it is a leftover (listed; the next open removes it).
+    let out = run_expect(Some(&dir), &["verify", "--json"], 0);
     assert_eq!(json_lines(&out)[0]["problem"], "dead_temp");
+    assert_eq!(json_lines(&out)[0]["severity"], "leftover");
 }
 
 /// A task of a new store at `dir` in the middle of a batch of another
@@ -931,17 +967,23 @@ fn repair_leaves_alone_what_only_a_person_can_decide() {
         );
         assert_unchanged(&before, &snapshot(&dir), name);
     }
-    // One it can fix beside one it cannot: it says how many.
+    // One it can fix beside one it cannot: it says how many (and a
+    // leftover apart).
     let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
-    for name in ["a foreign file at the root", "a dead writer's temp file"] {
+    for name in [
+        "a foreign file at the root",
+        "a task file readable by others",
+        "a dead writer's temp file",
+    ] {
         let damage = DAMAGE.iter().find(|d| d.name == name).unwrap();
         (damage.plant)(&dir, &tasks);
     }
     let out = run_expect(Some(&dir), &["verify"], 1);
     assert!(
         stderr(&out).contains("2 problem(s)")
-            && stderr(&out).contains("`taskstore repair --apply` fixes 1 of them"),
+            && stderr(&out).contains("`taskstore repair --apply` fixes 1 of them")
+            && stderr(&out).contains("1 leftover(s)"),
         "{}",
         stderr(&out)
     );
@@ -998,6 +1040,7 @@ fn a_broken_marker_is_left_alone_with_how_to_fix_it() {
             name: "a corrupt marker",
             plant: unreadable.plant,
             problem: unreadable.problem,
+            severity: "problem",
         },
         Damage {
             name: "a symlink for the marker",
@@ -1008,6 +1051,7 @@ fn a_broken_marker_is_left_alone_with_how_to_fix_it() {
                 path
             },
             problem: "symlink",
+            severity: "problem",
         },
         Damage {
             name: "a directory for the marker",
@@ -1018,6 +1062,7 @@ fn a_broken_marker_is_left_alone_with_how_to_fix_it() {
                 path
             },
             problem: "not_a_file",
+            severity: "problem",
         },
     ];
     for damage in &broken {
@@ -4318,4 +4363,61 @@ fn list_json_ends_a_page_with_its_next_cursor_when_asked() {
     );
     assert!(stderr(&out).contains("next cursor: "), "{}", stderr(&out));
     run_expect(Some(&dir), &["list", "--limit", "3", "--next-cursor"], 2);
+}
+
+/// A crashed writer's leftovers that the next open removes (a dead
+/// writer's temp file, a stale copy beside a finished task) are listed by
+/// `verify`, text and JSON (`"severity": "leftover"`), but pass: it exits
+/// 0, and can serve as a start-up check. A problem beside them fails it.
+/// (Any leftover made it exit 1, after most crashes.)
+#[test]
+fn verify_lists_leftovers_of_crashed_writers_and_passes() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let working = first(&tasks, TaskStatus::Working);
+    let temp = dir.join("tmp").join(format!("{}.999999.1.tmp", working.id));
+    fs::write(&temp, b"{\"format\":1,\"task\":{").unwrap();
+    chmod(&temp, 0o600);
+    let out = run_expect(Some(&dir), &["verify", "--json"], 0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (
+            &lines[0]["problem"],
+            &lines[0]["severity"],
+            &lines[0]["path"]
+        ),
+        (
+            &json!("dead_temp"),
+            &json!("leftover"),
+            &json!(temp.to_str().unwrap())
+        )
+    );
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert!(
+        stdout(&out).contains(&format!("{}: ", temp.display()))
+            && stdout(&out).contains("leftover"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("1 leftover"), "{}", stderr(&out));
+    // A problem beside it fails the check.
+    let finished = task_path(&dir, "done", &first(&tasks, TaskStatus::Completed).id);
+    chmod(&finished, 0o644);
+    let out = run_expect(Some(&dir), &["verify", "--json"], 1);
+    let severity = |path: &Path| -> Value {
+        json_lines(&out)
+            .into_iter()
+            .find(|line| line["path"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{}: {}", path.display(), stdout(&out)))["severity"]
+            .clone()
+    };
+    assert_eq!(severity(&finished), "problem");
+    assert_eq!(severity(&temp), "leftover");
+    // The help says which exit status means what.
+    let help = stdout(&run_expect(None, &["verify", "--help"], 0));
+    assert!(
+        help.contains("leftover") && help.contains("Exits 0"),
+        "{help}"
+    );
 }

@@ -56,7 +56,7 @@ pub use self::census::{Census, Usage};
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Pause, Recorder};
 #[cfg(feature = "fault-injection")]
 pub use self::fs::FsOp;
-pub use self::problem::{Problem, ProblemKind, Report};
+pub use self::problem::{Problem, ProblemKind, Report, Severity};
 pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
 pub use self::verify::FileCheck;
 

@@ -33,9 +33,42 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether no problem was found.
+    /// Whether nothing was found, not even a [leftover](Severity::Leftover).
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Whether every finding is a [leftover](Severity::Leftover) that the
+    /// next open removes: the store may be opened as it is (what
+    /// `taskstore verify` exits 0 on).
+    pub fn passes(&self) -> bool {
+        self.problems
+            .iter()
+            .all(|p| p.kind.severity() == Severity::Leftover)
+    }
+}
+
+/// How much a finding of [`FileCheck::verify`](crate::FileCheck::verify)
+/// matters ([`ProblemKind::severity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Damage, or a state no operation of the store mends by itself:
+    /// `repair` or a person must.
+    Problem,
+    /// What a crashed writer leaves and the next open of the store removes
+    /// (a dead writer's temp file, a stale copy beside a finished task),
+    /// and no read sees meanwhile: worth listing, not failing a check for.
+    Leftover,
+}
+
+impl Severity {
+    /// A short machine name: `problem`, `leftover`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Severity::Problem => "problem",
+            Severity::Leftover => "leftover",
+        }
     }
 }
 
@@ -149,6 +182,19 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// How much a finding of this kind matters: a
+    /// [leftover](Severity::Leftover) is a dead writer's temp file (the next
+    /// open removes it) or a readable stale copy (the next open removes it,
+    /// and every read already takes the task's other copy); everything
+    /// else is a [problem](Severity::Problem), a damaged stale copy
+    /// included (the damage may be more than a crash's).
+    pub fn severity(&self) -> Severity {
+        match self {
+            ProblemKind::DeadTemp | ProblemKind::StaleCopy { readable: true } => Severity::Leftover,
+            _ => Severity::Problem,
+        }
+    }
+
     /// Whether a problem of this kind may be a batch's state between its
     /// halves rather than damage: an interrupted move (a terminal move's
     /// names in both areas) or a stale `expiring/` entry (a removed task's).

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use taskstore::{FileCheck, Problem, Repair, RepairAction, RepairOutcome};
+use taskstore::{FileCheck, Problem, Repair, RepairAction, RepairOutcome, Severity};
 
 use crate::Failure;
 use crate::text::{self, Progress, out};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// One JSON object per problem: {"path", "problem" (a short code),
-    /// "taskId", "message", "underWay"}.
+    /// One JSON object per finding: {"path", "problem" (a short code),
+    /// "severity" ("problem", or "leftover": a crashed writer's, which the
+    /// next open removes), "taskId", "message", "underWay"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -93,6 +94,7 @@ fn problem_json(problem: &Problem, under_way: bool) -> serde_json::Value {
         // Lossy: a path need not be UTF-8, and JSON text must be.
         "path": problem.path.to_string_lossy(),
         "problem": problem.kind.code(),
+        "severity": problem.kind.severity().code(),
         "taskId": problem.id,
         "message": problem.kind.to_string(),
         "underWay": under_way,
@@ -125,24 +127,35 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     if report.under_way {
         under_way(&args.wait);
     }
-    let code = text::earned(!report.is_clean());
+    let code = text::earned(!report.passes());
     for problem in &report.problems {
         if args.json {
             out(problem_json(problem, report.under_way).to_string());
+        } else if problem.kind.severity() == Severity::Leftover {
+            out(format!("{problem} (a leftover: the next open removes it)"));
         } else {
             out(problem.to_string());
         }
     }
+    let leftovers = report
+        .problems
+        .iter()
+        .filter(|p| p.kind.severity() == Severity::Leftover)
+        .count();
+    let problems = report.problems.len() - leftovers;
+    let (dir, checked) = (dir.display(), report.checked);
     if report.is_clean() {
+        text::err(format!("{dir}: clean ({checked} entries checked)"));
+    } else if problems == 0 {
         text::err(format!(
-            "{}: clean ({} entries checked)",
-            dir.display(),
-            report.checked
+            "{dir}: sound ({checked} entries checked): {leftovers} leftover(s) of crashed \
+             writers, which the next open removes (or `taskstore repair --apply`)"
         ));
     } else {
         let fixable = report
             .problems
             .iter()
+            .filter(|p| p.kind.severity() == Severity::Problem)
             .filter(|p| !matches!(p.repair_action(), taskstore::RepairAction::Leave { .. }))
             .count();
         let advice = match fixable {
@@ -151,11 +164,12 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
                 "`taskstore repair --apply` fixes {n} of them (`taskstore repair` says how)"
             ),
         };
+        let leftovers = match leftovers {
+            0 => String::new(),
+            n => format!("; and {n} leftover(s) of crashed writers, which the next open removes"),
+        };
         text::err(format!(
-            "{}: {} problem(s) in {} entries checked; {advice}",
-            dir.display(),
-            report.problems.len(),
-            report.checked
+            "{dir}: {problems} problem(s) in {checked} entries checked; {advice}{leftovers}"
         ));
     }
     Ok(code)
@@ -188,10 +202,13 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
         matches!(r.outcome, RepairOutcome::Skipped { .. })
             && !matches!(r.action, RepairAction::Leave { .. })
     });
+    // What fails `verify`: a leftover whose removal was skipped does not.
     let remaining = if dry_run {
         0
     } else if skipped {
-        check.verify()?.problems.len()
+        let report = check.verify()?;
+        let failing = |p: &&Problem| p.kind.severity() == Severity::Problem;
+        report.problems.iter().filter(failing).count()
     } else {
         left + failed
     };

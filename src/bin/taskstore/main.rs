@@ -41,8 +41,9 @@ use time::OffsetDateTime;
 /// cursor (with list --next-cursor, on stdout too), progress, notes (a
 /// wait) and errors, which name the path or task.
 ///
-/// Exit status: 0 success; 1 a failure, problems found (verify), or
-/// problems left in the store (repair --apply); 2 a usage error.
+/// Exit status: 0 success; 1 a failure, problems found (verify: leftovers
+/// of crashed writers alone, which the next open removes, are listed but
+/// pass), or problems left in the store (repair --apply); 2 a usage error.
 #[derive(Debug, Parser)]
 #[command(name = "taskstore", version, about, long_about)]
 struct Cli {
@@ -106,8 +107,11 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Checks a file store's files as fsck does; changes nothing, but makes
     /// the empty lock files it takes if they are missing (locks/handles.lock,
-    /// a stripe's, the batches lock's). Prints each problem with its path;
-    /// exits 1 if there are any.
+    /// a stripe's, the batches lock's). Prints each finding with its path:
+    /// a problem, or a leftover of a crashed writer that the next open
+    /// removes (a dead writer's temp file, a stale copy of a finished
+    /// task). Exits 0 if there are none or only leftovers (the store may be
+    /// opened as it is: a start-up check), 1 if there is a problem.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
     /// it would do unless --apply is given (changing nothing but the lock
