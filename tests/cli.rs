@@ -2982,8 +2982,10 @@ fn tail_help_lists_only_its_own_options() {
 
 /// `tail -n N` (`--lines`) shows the last N events of what the file holds,
 /// of those its filters keep, like tail(1), then with `--follow` every new
-/// one; every line is still read, and a bad one reported wherever it is.
-/// (`tail` had no `-n`: a usage error.)
+/// one. It reads only as far back as those N: a bad line is reported if it
+/// is among what it reads, by its number when it read from the file's
+/// start (`tail_n_reads_back_from_the_end_only_as_far_as_its_events` has
+/// the rest). (`tail` had no `-n`: a usage error.)
 #[test]
 fn tail_n_shows_the_last_events_then_follows() {
     use std::io::Write as _;
@@ -3007,19 +3009,24 @@ fn tail_n_shows_the_last_events_then_follows() {
             .map(|l| l.split("  ").nth(2).unwrap().to_owned())
             .collect()
     };
-    for (args, shown) in [
-        (&["-n", "2"][..], &["k2", "k3"][..]),
-        (&["--lines", "2"], &["k2", "k3"]),
-        (&["-n", "10"], &["k0", "k1", "k2", "k3"]),
-        (&["-n", "1", "--kind", "k1"], &["k1"]),
-        (&["-n", "0"], &[]),
+    // Whether the bad line, line 2, is among what it reads.
+    for (args, shown, bad) in [
+        (&["-n", "2"][..], &["k2", "k3"][..], false),
+        (&["--lines", "2"], &["k2", "k3"], false),
+        (&["-n", "3"], &["k1", "k2", "k3"], false),
+        (&["-n", "4"], &["k0", "k1", "k2", "k3"], true),
+        (&["-n", "10"], &["k0", "k1", "k2", "k3"], true),
+        (&["-n", "1", "--kind", "k1"], &["k1"], false),
+        (&["-n", "1", "--kind", "k0"], &["k0"], true),
+        (&["-n", "0"], &[], false),
     ] {
         let mut all = vec!["tail", file];
         all.extend_from_slice(args);
-        let out = run_expect(None, &all, 1);
+        let out = run_expect(None, &all, i32::from(bad));
         assert_eq!(kinds(&out), shown, "{args:?}");
-        assert!(
+        assert_eq!(
             stderr(&out).contains(&format!("{file}:2: not an event")),
+            bad,
             "{args:?}: {}",
             stderr(&out)
         );
@@ -4420,4 +4427,79 @@ fn verify_lists_leftovers_of_crashed_writers_and_passes() {
         help.contains("leftover") && help.contains("Exits 0"),
         "{help}"
     );
+}
+
+/// `tail -n N` reads the file back from its end, a block at a time, only
+/// as far as its last N events: behind them a sparse hole of 4 GiB, which
+/// read whole is one line of NULs past the 16 MiB a line may be, is never
+/// read (so not reported), and a bad line among what it reads is reported
+/// by its byte offset (its line number is not known). With `--follow` it
+/// then reads on from the end. (It read every line of the file.)
+#[test]
+fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
+    use std::io::Write as _;
+    let event = |kind: &str| {
+        format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("events.jsonl");
+    let hole: u64 = (4 << 30) + 3;
+    let file = fs::File::create(&path).unwrap();
+    file.set_len(hole).unwrap();
+    drop(file);
+    let tail_lines = [
+        event("k0"),
+        "not an event\n".to_owned(),
+        event("k1"),
+        event("k2"),
+    ];
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"\n").unwrap();
+    file.write_all(tail_lines.concat().as_bytes()).unwrap();
+    drop(file);
+    let bad_at = hole + 1 + tail_lines[0].len() as u64;
+    let name = path.to_str().unwrap();
+    let kinds = |out: &Output| -> Vec<String> {
+        stdout(out)
+            .lines()
+            .map(|l| l.split("  ").nth(2).unwrap().to_owned())
+            .collect()
+    };
+    let out = run_expect(None, &["tail", name, "-n", "2"], 0);
+    assert_eq!(kinds(&out), ["k1", "k2"]);
+    assert_eq!(stderr(&out), "");
+    let out = run_expect(None, &["tail", name, "-n", "3"], 1);
+    assert_eq!(kinds(&out), ["k0", "k1", "k2"]);
+    assert!(
+        stderr(&out).contains(&format!("{name}: the line at byte {bad_at}: not an event")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("MiB"), "{}", stderr(&out));
+    let out = run_expect(None, &["tail", name, "-n", "1", "--kind", "k1"], 0);
+    assert_eq!(kinds(&out), ["k1"]);
+    // Following: the last one there, then each new one.
+    let mut tail = taskstore(None, &["tail", name, "-n", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let next_line = following(tail.stdout.take().unwrap());
+    let next = || {
+        next_line()
+            .split("  ")
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(next(), "k2");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(event("k3").as_bytes())
+        .unwrap();
+    assert_eq!(next(), "k3");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
 }

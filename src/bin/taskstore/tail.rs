@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -63,10 +63,22 @@ pub struct TailArgs {
     json: bool,
     /// Shows only the last N events the file holds (of those --kind and
     /// --task keep), as tail(1) does, then with --follow every new one.
-    /// Every line is still read, and a bad one reported wherever it is.
+    /// A file is read back from its end, a block at a time, only as far as
+    /// those N (a pipe is read whole): a bad line among what is read is
+    /// reported, by its byte offset unless its line number is known.
     /// Without it, every event.
     #[arg(short = 'n', long, value_name = "N")]
     lines: Option<usize>,
+}
+
+/// Where a line of the file is, as a report names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    /// Its number, counted from the file's start.
+    Line(usize),
+    /// The offset of its first byte: a reading that started in the middle
+    /// of the file (`--lines`) does not know the numbers.
+    Byte(u64),
 }
 
 /// One line of the file.
@@ -114,8 +126,10 @@ struct Source {
     /// The length so far of a line past [`MAX_LINE`] not yet ended (its
     /// bytes are not kept).
     skipping: Option<u64>,
-    /// Lines read so far.
-    line: usize,
+    /// Lines read so far, if the reading started at the file's start.
+    line: Option<usize>,
+    /// Where the line not yet ended starts.
+    line_start: u64,
 }
 
 /// A line read.
@@ -135,13 +149,41 @@ impl Source {
             head: Vec::new(),
             pending: Vec::new(),
             skipping: None,
-            line: 0,
+            line: Some(0),
+            line_start: 0,
+        }
+    }
+
+    /// Makes the next read start at `from`, the start of a line, without
+    /// numbering the lines unless it is the file's start; keeps the file's
+    /// first bytes, as reading them would have.
+    fn start_at(&mut self, from: u64, path: &Path) -> Result<(), Failure> {
+        let mut head = vec![0; usize::try_from(from).map_or(HEAD, |from| from.min(HEAD))];
+        self.file
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.head = head;
+        self.pos = from;
+        self.seek = true;
+        self.line = (from == 0).then_some(0);
+        self.line_start = from;
+        Ok(())
+    }
+
+    /// Where the line not yet ended is, counted as ended.
+    fn next_line(&mut self) -> At {
+        match &mut self.line {
+            Some(number) => {
+                *number += 1;
+                At::Line(*number)
+            }
+            None => At::Byte(self.line_start),
         }
     }
 
     /// Reads the next chunk appended since the last read: its whole lines,
-    /// with their numbers; `None` once there is nothing more to read.
-    fn read_chunk(&mut self, path: &Path) -> Result<Option<Vec<(usize, Got)>>, Failure> {
+    /// with where they are; `None` once there is nothing more to read.
+    fn read_chunk(&mut self, path: &Path) -> Result<Option<Vec<(At, Got)>>, Failure> {
         let cannot = |e: io::Error| format!("cannot read {}: {e}", path.display());
         if self.seek {
             self.file.seek(SeekFrom::Start(self.pos)).map_err(cannot)?;
@@ -171,16 +213,19 @@ impl Source {
         {
             self.head.extend_from_slice(&buf[..read.min(room)]);
         }
+        let base = self.pos;
         self.pos += read as u64;
         let mut lines = Vec::new();
-        let mut rest = &buf[..read];
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            self.take_in(&rest[..end]);
-            rest = &rest[end + 1..];
-            self.line += 1;
-            lines.push((self.line, self.ended()));
+        let mut from = 0;
+        while let Some(length) = buf[from..read].iter().position(|&b| b == b'\n') {
+            let end = from + length;
+            self.take_in(&buf[from..end]);
+            let at = self.next_line();
+            lines.push((at, self.ended()));
+            from = end + 1;
+            self.line_start = base + from as u64;
         }
-        self.take_in(rest);
+        self.take_in(&buf[from..read]);
         self.buf = buf;
         Ok(Some(lines))
     }
@@ -207,13 +252,11 @@ impl Source {
         }
     }
 
-    /// A last line never ended (a writer that died mid-line), with its
-    /// number.
-    fn rest(&mut self) -> Option<(usize, Got)> {
-        (!self.pending.is_empty() || self.skipping.is_some()).then(|| {
-            self.line += 1;
-            (self.line, self.ended())
-        })
+    /// A last line never ended (a writer that died mid-line), with where
+    /// it is.
+    fn rest(&mut self) -> Option<(At, Got)> {
+        (!self.pending.is_empty() || self.skipping.is_some())
+            .then(|| (self.next_line(), self.ended()))
     }
 
     /// Whether the file no longer starts with the bytes read from its
@@ -234,7 +277,8 @@ impl Source {
         self.pos = 0;
         self.seek = true;
         self.head.clear();
-        self.line = 0;
+        self.line = Some(0);
+        self.line_start = 0;
         self.pending.clear();
         self.skipping = None;
     }
@@ -255,12 +299,15 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
         rotated: None,
         held: args.lines.map(|n| (n, VecDeque::new())),
     };
+    if let Some(n) = args.lines {
+        reader.start_at_last(n)?;
+    }
     loop {
         reader.read_rotated()?;
         reader.read_new()?;
         if !args.follow {
-            if let Some((number, rest)) = reader.current.rest() {
-                reader.handle(number, rest);
+            if let Some((at, rest)) = reader.current.rest() {
+                reader.handle(at, rest);
             }
             reader.show_held();
             break;
@@ -280,7 +327,93 @@ fn open(path: &Path) -> Result<File, Failure> {
     File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()).into())
 }
 
+/// Where the reading of the last `n` lines that `keeps` of the first `len`
+/// bytes of `file` starts: the start of the earliest of them, read back
+/// from `len` a block at a time (one line of at most [`MAX_LINE`] held at
+/// a time), or 0 if there are fewer. A last line no newline ends counts
+/// only if `unended` (as a reading to the end takes it); else the reading
+/// starts no later than its start, to read it whole once it is ended.
+fn start_of_last(
+    file: &File,
+    len: u64,
+    n: usize,
+    unended: bool,
+    keeps: impl Fn(&[u8]) -> bool,
+) -> io::Result<u64> {
+    if n == 0 && unended {
+        return Ok(len);
+    }
+    let mut buf = vec![0; CHUNK];
+    // The line being read back: its pieces, the last first, kept only while
+    // it is no longer than a line may be, and its length.
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut length: u64 = 0;
+    // Whether it is the one after the last newline.
+    let mut last = true;
+    let mut found = 0;
+    let mut pos = len;
+    while pos > 0 {
+        let start = pos.saturating_sub(CHUNK as u64);
+        let block = &mut buf[..usize::try_from(pos - start).unwrap_or(CHUNK)];
+        file.read_exact_at(block, start)?;
+        let mut end = block.len();
+        loop {
+            let newline = block[..end].iter().rposition(|&b| b == b'\n');
+            let from = newline.map_or(0, |i| i + 1);
+            length += (end - from) as u64;
+            if length <= MAX_LINE as u64 {
+                pieces.push(block[from..end].to_vec());
+            } else {
+                pieces.clear();
+            }
+            let Some(newline) = newline else { break };
+            // The line read back starts after this newline.
+            let counts = !last || unended;
+            if counts && length <= MAX_LINE as u64 {
+                let line: Vec<u8> = pieces.iter().rev().flatten().copied().collect();
+                if keeps(&line) {
+                    found += 1;
+                }
+            }
+            if found == n {
+                return Ok(start + from as u64);
+            }
+            pieces.clear();
+            length = 0;
+            last = false;
+            end = newline;
+        }
+        pos = start;
+    }
+    Ok(0)
+}
+
 impl Reader<'_> {
+    /// With `--lines N`: makes a file's reading start at the first of its
+    /// last N events the filters keep, found reading back from its end, so
+    /// that what is before them is never read. A pipe, which cannot be
+    /// read back, is read whole (holding the last N).
+    fn start_at_last(&mut self, n: usize) -> Result<(), Failure> {
+        let path = &self.args.file;
+        let meta = self
+            .current
+            .file
+            .metadata()
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Ok(());
+        }
+        let keeps = |raw: &[u8]| matches!(self.judge(raw), Ok(Some(_)));
+        let unended = !self.args.follow;
+        let from = match start_of_last(&self.current.file, meta.len(), n, unended, keeps) {
+            Ok(from) => from,
+            // Truncated meanwhile: read what it holds from its start.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
+        };
+        self.current.start_at(from, path)
+    }
+
     /// Reads what the file at the path got since the last read, and
     /// handles every whole line.
     ///
@@ -294,8 +427,8 @@ impl Reader<'_> {
                 self.truncated();
                 continue;
             }
-            for (number, line) in lines {
-                self.handle(number, line);
+            for (at, line) in lines {
+                self.handle(at, line);
             }
         }
         Ok(())
@@ -351,8 +484,8 @@ impl Reader<'_> {
         };
         let before = rotated.pos;
         while let Some(lines) = rotated.read_chunk(&self.args.file)? {
-            for (number, line) in lines {
-                self.handle(number, line);
+            for (at, line) in lines {
+                self.handle(at, line);
             }
         }
         let grew = if rotated.pos > before {
@@ -371,9 +504,9 @@ impl Reader<'_> {
     /// is handled as it is.
     fn end_rotated(&mut self) {
         if let Some((mut rotated, _)) = self.rotated.take()
-            && let Some((number, rest)) = rotated.rest()
+            && let Some((at, rest)) = rotated.rest()
         {
-            self.handle(number, rest);
+            self.handle(at, rest);
         }
     }
 
@@ -399,40 +532,51 @@ impl Reader<'_> {
         }
     }
 
-    /// Prints the event of line `number`, if it passes the filters; a line
-    /// too long to keep is reported.
-    fn handle(&mut self, number: usize, got: Got) {
+    /// Where line `at` of the file is, as a report names it.
+    fn place(&self, at: At) -> String {
+        let path = self.args.file.display();
+        match at {
+            At::Line(number) => format!("{path}:{number}"),
+            At::Byte(offset) => format!("{path}: the line at byte {offset}"),
+        }
+    }
+
+    /// Prints the event of the line at `at`, if it passes the filters; a
+    /// line too long to keep, or that is no event, is reported.
+    fn handle(&mut self, at: At, got: Got) {
         let raw = match got {
             Got::Line(raw) => raw,
             Got::TooLong(length) => {
                 self.bad += 1;
                 text::failing();
                 text::err(format!(
-                    "taskstore: {}:{number}: a line of {length} bytes, over the {} MiB a line \
+                    "taskstore: {}: a line of {length} bytes, over the {} MiB a line \
                      may be; skipped",
-                    self.args.file.display(),
+                    self.place(at),
                     MAX_LINE >> 20
                 ));
                 return;
             }
         };
-        let raw = raw.as_slice();
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
-        let line: Line = match serde_json::from_slice(raw) {
-            Ok(line) => line,
+        match self.judge(&raw) {
+            Ok(Some(line)) => self.show(line),
+            Ok(None) => {}
             Err(e) => {
                 self.bad += 1;
                 text::failing();
-                text::err(format!(
-                    "taskstore: {}:{}: not an event: {e}",
-                    self.args.file.display(),
-                    number
-                ));
-                return;
+                text::err(format!("taskstore: {}: not an event: {e}", self.place(at)));
             }
-        };
+        }
+    }
+
+    /// The line `raw` as it is printed, if it is an event the filters keep
+    /// (`None` for one they leave out, and for a blank line); why not, if
+    /// it is no event.
+    fn judge(&self, raw: &[u8]) -> Result<Option<String>, serde_json::Error> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let line: Line = serde_json::from_slice(raw)?;
         let event = &line.event;
         if self
             .args
@@ -440,7 +584,7 @@ impl Reader<'_> {
             .as_ref()
             .is_some_and(|kind| event.kind != *kind)
         {
-            return;
+            return Ok(None);
         }
         if self
             .args
@@ -448,7 +592,7 @@ impl Reader<'_> {
             .as_deref()
             .is_some_and(|id| event.data.get("taskId").and_then(|v| v.as_str()) != Some(id))
         {
-            return;
+            return Ok(None);
         }
         if self.args.json {
             // It parsed, so a tab, line feed or carriage return in it can
@@ -467,8 +611,7 @@ impl Reader<'_> {
                     }
                 })
                 .collect();
-            self.show(line);
-            return;
+            return Ok(Some(line));
         }
         let layers = match (&event.layer_from, &event.layer_to) {
             (Some(from), Some(to)) => format!("{from} -> {to}"),
@@ -481,6 +624,74 @@ impl Reader<'_> {
             "{}  {pid}  {}  {layers}  {}",
             line.at, event.kind, event.data
         );
-        self.show(text::plain(&readable, text::Newlines::Escape).into_owned());
+        Ok(Some(
+            text::plain(&readable, text::Newlines::Escape).into_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file holding `text`.
+    fn file_of(text: &[u8]) -> File {
+        use std::io::Write as _;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(text).unwrap();
+        file
+    }
+
+    /// Where the reading of the last `n` lines that start with `x` starts.
+    fn start(text: &[u8], n: usize, unended: bool) -> u64 {
+        let keeps = |line: &[u8]| line.first() == Some(&b'x');
+        start_of_last(&file_of(text), text.len() as u64, n, unended, keeps).unwrap()
+    }
+
+    /// Lines are found back from the end across blocks: one longer than a
+    /// block, one split by a block's edge.
+    #[test]
+    fn the_last_lines_are_found_across_blocks() {
+        let long = format!("x{}\n", "a".repeat(CHUNK + 10));
+        let text = [
+            "x0\n".to_owned(),
+            "skip\n".to_owned(),
+            long.clone(),
+            "y\n".to_owned(),
+            "x3\n".to_owned(),
+        ]
+        .concat();
+        let text = text.as_bytes();
+        let at_long = 3 + 5;
+        let at_x3 = text.len() as u64 - 3;
+        assert_eq!(start(text, 1, true), at_x3);
+        assert_eq!(start(text, 2, true), at_long);
+        assert_eq!(start(text, 3, true), 0);
+        assert_eq!(start(text, 4, true), 0);
+        assert_eq!(start(text, 0, true), text.len() as u64);
+        assert_eq!(start(text, 0, false), text.len() as u64);
+    }
+
+    /// A last line no newline ends counts when the reading goes to the end
+    /// (as it takes it), and else is read from its start once ended.
+    #[test]
+    fn a_last_line_not_ended_counts_only_when_asked() {
+        let text = b"x0\nx1\nx2";
+        assert_eq!(start(text, 1, true), 6);
+        assert_eq!(start(text, 1, false), 3);
+        assert_eq!(start(text, 0, false), 6);
+        assert_eq!(start(b"", 1, true), 0);
+        assert_eq!(start(b"no newline", 1, false), 0);
+    }
+
+    /// A line past `MAX_LINE` is not held, and never counts.
+    #[test]
+    fn a_line_too_long_is_not_held() {
+        let mut text = b"x0\n".to_vec();
+        text.push(b'x');
+        text.extend(std::iter::repeat_n(b'a', MAX_LINE + 1));
+        text.extend(b"\nx2\n");
+        assert_eq!(start(&text, 1, true), text.len() as u64 - 3);
+        assert_eq!(start(&text, 2, true), 0);
     }
 }
