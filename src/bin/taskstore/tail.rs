@@ -157,11 +157,9 @@ impl Source {
     /// Makes the next read start at `from`, the start of a line, without
     /// numbering the lines unless it is the file's start; keeps the file's
     /// first bytes, as reading them would have.
-    fn start_at(&mut self, from: u64, path: &Path) -> Result<(), Failure> {
+    fn start_at(&mut self, from: u64) -> io::Result<()> {
         let mut head = vec![0; usize::try_from(from).map_or(HEAD, |from| from.min(HEAD))];
-        self.file
-            .read_exact_at(&mut head, 0)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.file.read_exact_at(&mut head, 0)?;
         self.head = head;
         self.pos = from;
         self.seek = true;
@@ -405,13 +403,17 @@ impl Reader<'_> {
         }
         let keeps = |raw: &[u8]| matches!(self.judge(raw), Ok(Some(_)));
         let unended = !self.args.follow;
-        let from = match start_of_last(&self.current.file, meta.len(), n, unended, keeps) {
-            Ok(from) => from,
+        let started = start_of_last(&self.current.file, meta.len(), n, unended, keeps)
+            .and_then(|from| self.current.start_at(from));
+        match started {
+            Ok(()) => Ok(()),
             // Truncated meanwhile: read what it holds from its start.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
-        };
-        self.current.start_at(from, path)
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.current.restart();
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display()).into()),
+        }
     }
 
     /// Reads what the file at the path got since the last read, and
