@@ -2470,6 +2470,89 @@ fn a_write_between_subscribing_and_the_first_wait_is_never_lost_silently() {
     }
 }
 
+/// Runs `f` on a thread of its own and returns what it returns, or fails
+/// the test if it never does (within `common::HANG`).
+fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(send.send(f())));
+    got.recv_timeout(common::HANG)
+        .unwrap_or_else(|_| panic!("{what} never returned"))
+}
+
+/// A server that takes connections and never answers them (stopped, a
+/// paused VM): the driver's `connect_timeout` bounds only the socket's
+/// connect, so a feed's wait that reconnected, and an open, waited for as
+/// long as it hung (a probe's wait of 100 ms took 30 s, until the server
+/// went on). A feed's wait now returns `Missed` within its timeout and
+/// goes on with the connect under way at the next, and a connect of the
+/// pool gives up after `connect_timeout`, saying why; both work again
+/// once the server answers.
+#[test]
+fn a_server_that_takes_connections_and_never_answers_holds_no_wait_past_its_time() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("hung_server");
+    let writer = open(cluster, &schema, "writer");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let conninfo = format!("{} connect_timeout=1", proxy.conninfo());
+    let store = PgStore::builder(&conninfo)
+        .schema(&schema)
+        .instance_id("reader")
+        .open()
+        .unwrap();
+    let mut feed = store.changes().expect("a PgStore has a change feed");
+    proxy.hang(true);
+    let (feed, waited) = returns("a feed's wait on a hung server", move || {
+        let waited = feed.wait(Duration::from_millis(100));
+        (feed, waited)
+    });
+    assert!(matches!(waited, taskstore::Changes::Missed), "{waited:?}");
+    let opened = returns("an open on a hung server", move || {
+        PgStore::builder(&conninfo)
+            .schema(&schema)
+            .instance_id("late")
+            .open()
+            .map(drop)
+    });
+    let message = opened.expect_err("the server never answered").to_string();
+    assert!(message.contains("start-up"), "{message}");
+    proxy.hang(false);
+    // The feed's connect, held until now, goes on: it listens, says what
+    // it may have missed, then names what is written.
+    let mut feed = feed;
+    let mut named = false;
+    for _ in 0..200 {
+        let task = writer.create(NewTask::new()).unwrap();
+        if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+            named = ids.contains(&task.id);
+            if named {
+                break;
+            }
+        }
+    }
+    assert!(
+        named,
+        "the feed never named a task once the server answered"
+    );
+}
+
+/// A wait of `Duration::MAX` (a host's "for ever") waits for a notice: the
+/// driver adds its timeout to an `Instant`, which panicked with an
+/// overflow as soon as a notice came.
+#[test]
+fn a_feed_waits_for_ever_when_told_to() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("feed_forever");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    while !matches!(
+        feed.wait(Duration::from_millis(100)),
+        taskstore::Changes::Missed
+    ) {}
+    let task = b.create(NewTask::new()).unwrap();
+    let got = returns("a wait for ever", move || feed.wait(Duration::MAX));
+    assert_eq!(got, taskstore::Changes::Tasks(vec![task.id]));
+}
+
 #[test]
 fn the_change_feed_names_every_task_another_handle_writes() {
     let Some(cluster) = cluster() else { return };

@@ -14,24 +14,44 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
 use crate::changes::{ChangeSource, Changes};
 use crate::id::TaskId;
 
+use super::connect::Connecting;
 use super::pool::close_client;
 
 /// How long a wait pauses after a failed reconnect before trying again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
+/// The longest the driver is asked to wait for a notice at once (it adds
+/// its timeout to an `Instant`, which a `Duration::MAX` overflows): a
+/// longer wait waits again.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
 pub(crate) struct Listener {
     config: Config,
     channel: String,
     client: Option<Client>,
+    /// A connect still under way when the wait that started it ended: the
+    /// next wait waits for it, so no wait outlasts its timeout for a server
+    /// that accepts and then hangs, and no second connect starts.
+    connecting: Option<Connecting>,
     /// Whether notices may have been missed since the last wait: set by
     /// every `LISTEN`, the first included (notices sent before it reached
     /// no one), and by every lost connection.
     missed: bool,
+    /// Whether the last connect failed: the first failure is a warning,
+    /// those after it (one a wait) debug lines, until a connect succeeds.
+    failing: bool,
+}
+
+/// What a wait's connect came to.
+enum Connected {
+    Made,
+    UnderWay,
+    Failed,
 }
 
 impl Listener {
@@ -42,17 +62,52 @@ impl Listener {
             config,
             channel,
             client: None,
+            connecting: None,
             missed: false,
+            failing: false,
         }
     }
 
-    fn connect(&mut self) -> Result<(), postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
-        let quoted = self.channel.replace('"', "\"\"");
-        client.batch_execute(&format!("LISTEN \"{quoted}\""))?;
-        self.client = Some(client);
-        self.missed = true;
-        Ok(())
+    /// Connects and listens, waiting at most `within` (a connect under way
+    /// is kept for the next wait).
+    fn connect(&mut self, within: Duration) -> Connected {
+        let connecting = match self.connecting.take() {
+            Some(connecting) => connecting,
+            None => {
+                let quoted = self.channel.replace('"', "\"\"");
+                let listen = move |client: &mut Client| {
+                    client.batch_execute(&format!("LISTEN \"{quoted}\""))
+                };
+                match Connecting::start(&self.config, listen) {
+                    Ok(connecting) => connecting,
+                    Err(e) => return self.failed(&e),
+                }
+            }
+        };
+        match connecting.wait(within) {
+            None => {
+                self.connecting = Some(connecting);
+                Connected::UnderWay
+            }
+            Some(Ok(client)) => {
+                self.client = Some(client);
+                self.missed = true;
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(channel = %self.channel, "change feed connected again");
+                }
+                Connected::Made
+            }
+            Some(Err(e)) => self.failed(&e),
+        }
+    }
+
+    fn failed(&mut self, e: &dyn std::fmt::Display) -> Connected {
+        if std::mem::replace(&mut self.failing, true) {
+            tracing::debug!(channel = %self.channel, error = %e, "change feed cannot connect");
+        } else {
+            tracing::warn!(channel = %self.channel, error = %e, "change feed cannot connect; its waits report missed changes until it can");
+        }
+        Connected::Failed
     }
 
     fn drop_client(&mut self) {
@@ -64,13 +119,24 @@ impl Listener {
 
 impl ChangeSource for Listener {
     fn wait(&mut self, timeout: Duration) -> Changes {
-        let start = Instant::now();
+        // `None`: no deadline (a timeout past what an `Instant` holds).
+        let deadline = Instant::now().checked_add(timeout);
+        let left = || {
+            deadline.map_or(LONGEST_WAIT, |deadline| {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(LONGEST_WAIT)
+            })
+        };
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.drop_client();
-            if let Err(e) = self.connect() {
-                tracing::debug!(channel = %self.channel, error = %e, "change feed cannot connect");
-                std::thread::sleep(RECONNECT_PAUSE.min(timeout));
-                return Changes::Missed;
+            match self.connect(left()) {
+                Connected::Made => {}
+                Connected::UnderWay => return Changes::Missed,
+                Connected::Failed => {
+                    std::thread::sleep(RECONNECT_PAUSE.min(left()));
+                    return Changes::Missed;
+                }
             }
         }
         if std::mem::take(&mut self.missed) {
@@ -82,8 +148,13 @@ impl ChangeSource for Listener {
         let mut ids = Ids::default();
         let mut broken = {
             let mut notifications = client.notifications();
-            let left = timeout.saturating_sub(start.elapsed());
-            let first = notifications.timeout_iter(left).next();
+            let first = loop {
+                let first = notifications.timeout_iter(left()).next();
+                let more_time = deadline.is_none_or(|deadline| Instant::now() < deadline);
+                if !(matches!(first, Ok(None)) && more_time) {
+                    break first;
+                }
+            };
             let mut broken = first.is_err();
             if let Ok(Some(notice)) = first {
                 ids.push(notice.payload());

@@ -10,6 +10,7 @@
 
 mod backend;
 mod clock;
+mod connect;
 mod feed;
 mod pool;
 mod recent;
@@ -95,8 +96,8 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// How long a call waits for a free connection by default
 /// ([`pool_wait`](StoreBuilder::pool_wait)).
 pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(30);
-/// How long opening a connection may take, unless the connection string
-/// says (`connect_timeout`).
+/// How long opening a connection may take, its start-up included, unless
+/// the connection string says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Over TCP, unless the connection string says: how long a connection may
 /// be idle before the kernel probes its peer (the driver's default is 2 h,

@@ -13,8 +13,13 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
+
+use super::connect::{Connecting, Failed};
 
 /// How long the server lets one of the store's sessions sit in a
 /// transaction without a word (see [`session`]).
@@ -86,6 +91,9 @@ impl Connection {
 pub(crate) struct Pool {
     config: Config,
     size: usize,
+    /// Connects callers stopped waiting for (past the connection's
+    /// `connect_timeout`), still under way: at most `size`.
+    hung: Arc<AtomicUsize>,
     /// How long [`get`](Pool::get) waits for a connection given back.
     wait: Duration,
     state: Mutex<State>,
@@ -102,7 +110,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) enum NoConnection {
     /// Connecting to the server described failed.
-    Connect(postgres::Error, String),
+    Connect(Failed, String),
     /// Every connection stayed busy for the pool's wait.
     Busy { size: usize, waited: Duration },
 }
@@ -150,9 +158,14 @@ impl NoConnection {
     /// The store's error for `op`, which found no connection.
     pub fn into_error(self, op: String) -> crate::Error {
         match self {
-            NoConnection::Connect(e, server) => {
+            NoConnection::Connect(Failed::Driver(e), server) => {
                 super::backend::failed(format!("{op} at {server}"), e)
             }
+            NoConnection::Connect(e, server) => crate::Error::backend(
+                super::backend::BACKEND,
+                format!("{op} at {server}"),
+                e.to_string(),
+            ),
             NoConnection::Busy { size, waited } => crate::Error::backend(
                 super::backend::BACKEND,
                 op,
@@ -178,6 +191,7 @@ impl Pool {
         Pool {
             config,
             size: size.max(1),
+            hung: Arc::new(AtomicUsize::new(0)),
             wait,
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -263,12 +277,17 @@ impl Pool {
         }
     }
 
-    fn connect(&self) -> Result<Connection, postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
-        if let Err(e) = client.batch_execute(&session()) {
-            close_client(client);
-            return Err(e);
-        }
+    /// A new connection, set up for the store's statements ([`session`]),
+    /// within the connection's `connect_timeout` (which the driver applies
+    /// to the socket's connect alone; [`Connecting`] to the whole of it).
+    fn connect(&self) -> Result<Connection, Failed> {
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(super::CONNECT_TIMEOUT);
+        let setup = |client: &mut Client| client.batch_execute(&session());
+        let client = Connecting::within(&self.config, setup, timeout, &self.hung, self.size)?;
         Ok(Connection {
             client,
             statements: HashMap::new(),

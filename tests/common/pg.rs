@@ -349,6 +349,11 @@ pub struct LosesAReply {
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether the next cut starts refusing new connections.
     refuse_from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether new connections are held, accepted and never answered, as
+    /// a stopped server's are (until [`hang(false)`](LosesAReply::hang)).
+    hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    upstream: PathBuf,
 }
 
 /// Which arming this is, and the markers the statement must name (none
@@ -368,7 +373,11 @@ impl LosesAReply {
             cuts: Default::default(),
             refusing: Default::default(),
             refuse_from_cut: Default::default(),
+            hanging: Default::default(),
+            held: Default::default(),
+            upstream: upstream.clone(),
         };
+        let (hanging, held) = (proxy.hanging.clone(), proxy.held.clone());
         let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
         let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
         std::thread::spawn(move || {
@@ -378,6 +387,13 @@ impl LosesAReply {
                 if refusing.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
+                }
+                {
+                    let mut held = held.lock().unwrap();
+                    if hanging.load(Ordering::SeqCst) {
+                        held.push(client);
+                        continue;
+                    }
                 }
                 let Ok(server) = std::os::unix::net::UnixStream::connect(&upstream) else {
                     continue;
@@ -405,6 +421,25 @@ impl LosesAReply {
         self.refusing.store(refusing, Ordering::SeqCst);
         if !refusing {
             self.refuse_from_cut.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Holds new connections, accepted and never answered (a stopped
+    /// server's), or, with `false`, passes them on again, those held first.
+    pub fn hang(&self, hanging: bool) {
+        let held = {
+            let mut held = self.held.lock().unwrap();
+            self.hanging.store(hanging, Ordering::SeqCst);
+            std::mem::take(&mut *held)
+        };
+        for client in held {
+            let server = std::os::unix::net::UnixStream::connect(&self.upstream).unwrap();
+            let cut = Cut {
+                count: self.cuts.clone(),
+                refusing: self.refusing.clone(),
+                from_cut: self.refuse_from_cut.clone(),
+            };
+            relay(client, server, self.armed.clone(), cut);
         }
     }
 

@@ -1,0 +1,140 @@
+//! Opening a connection that a caller waits for a bounded time.
+//!
+//! The driver's `connect_timeout` bounds the socket's connect alone, not
+//! the start-up after it: a server that accepts the connection and then
+//! says nothing (stopped with `SIGSTOP`, a paused VM, a proxy whose backend
+//! hangs) holds a connect until the kernel gives up on the socket (the
+//! keepalives and `tcp_user_timeout` the store sets, or never while the
+//! peer's kernel still acknowledges). So the connect runs on a thread of
+//! its own, which a caller that stops waiting leaves behind: that thread
+//! closes the connection it makes, if it ever makes one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+/// Why no connection was made.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// The driver's error (the socket, the start-up, authentication, or
+    /// the set-up statements run on the new connection).
+    Driver(postgres::Error),
+    /// Still under way when the caller stopped waiting.
+    Hung(Duration),
+    /// As many earlier connects as `limit` still hang: no other is started
+    /// until one of them ends.
+    TooManyHung(usize),
+    /// No thread could be started, or it panicked.
+    Thread(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Driver(e) => write!(f, "{e}"),
+            Failed::Hung(waited) => write!(
+                f,
+                "the server took the connection but did not finish its start-up within \
+                 {waited:?} (stopped or overloaded?)"
+            ),
+            Failed::TooManyHung(limit) => write!(
+                f,
+                "{limit} earlier connects to the server still hang in their start-up; \
+                 none is started until one of them ends"
+            ),
+            Failed::Thread(why) => write!(f, "connecting: {why}"),
+        }
+    }
+}
+
+/// A connect under way on a thread of its own.
+pub(crate) struct Connecting {
+    made: Receiver<Result<Client, postgres::Error>>,
+}
+
+impl Connecting {
+    /// Starts connecting with `config`, then runs `setup` on the new
+    /// connection.
+    pub fn start(
+        config: &Config,
+        setup: impl FnOnce(&mut Client) -> Result<(), postgres::Error> + Send + 'static,
+    ) -> Result<Connecting, Failed> {
+        let (send, made) = mpsc::sync_channel(1);
+        let config = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("taskstore-pg-connect".to_owned())
+            .spawn(move || {
+                let result = config.connect(NoTls).and_then(|mut client| {
+                    // Dropped here, on this thread (no async runtime's), if
+                    // the set-up fails.
+                    setup(&mut client).map(|()| client)
+                });
+                // A caller that stopped waiting dropped the receiver: the
+                // connection, if made, is dropped (closed) with the
+                // message.
+                drop(send.send(result));
+            });
+        match spawned {
+            Ok(_) => Ok(Connecting { made }),
+            Err(e) => Err(Failed::Thread(format!("cannot start a thread: {e}"))),
+        }
+    }
+
+    /// The connection or why not, if the connect ends within `timeout`;
+    /// `None` if it is still under way (wait again, or drop this to leave
+    /// it behind).
+    pub fn wait(&self, timeout: Duration) -> Option<Result<Client, Failed>> {
+        match self.made.recv_timeout(timeout) {
+            Ok(result) => Some(result.map_err(Failed::Driver)),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Err(Failed::Thread(
+                "the connecting thread panicked".to_owned(),
+            ))),
+        }
+    }
+
+    /// Leaves the connect behind, counted in `hung` until it ends.
+    pub fn abandon(self, hung: &Arc<AtomicUsize>) {
+        hung.fetch_add(1, Ordering::SeqCst);
+        let hung = Arc::clone(hung);
+        let made = self.made;
+        let spawned = std::thread::Builder::new()
+            .name("taskstore-pg-connect-hung".to_owned())
+            .spawn(move || {
+                // Whatever it ends with, dropped (closed) here.
+                drop(made.recv());
+                hung.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            // Counted for good: a thread we cannot start is not worth more
+            // connects either.
+            tracing::warn!("could not start a thread to wait for a hung connect");
+        }
+    }
+
+    /// Connects within `timeout`, or says why not, leaving a connect still
+    /// under way behind, counted in `hung`; while `hung` is at `limit`,
+    /// starts none.
+    pub fn within(
+        config: &Config,
+        setup: impl FnOnce(&mut Client) -> Result<(), postgres::Error> + Send + 'static,
+        timeout: Duration,
+        hung: &Arc<AtomicUsize>,
+        limit: usize,
+    ) -> Result<Client, Failed> {
+        if hung.load(Ordering::SeqCst) >= limit {
+            return Err(Failed::TooManyHung(limit));
+        }
+        let connecting = Connecting::start(config, setup)?;
+        match connecting.wait(timeout) {
+            Some(result) => result,
+            None => {
+                connecting.abandon(hung);
+                Err(Failed::Hung(timeout))
+            }
+        }
+    }
+}
