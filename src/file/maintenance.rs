@@ -176,7 +176,7 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
             }
         };
         if let Some(index) = layout::expiring_name(&task) {
-            store.link_over(done, &name, store.expiring.dir(), &index)?;
+            store.link_over(&id, (done, &name), (store.expiring.dir(), &index))?;
             indexed += 1;
         }
     }

@@ -388,6 +388,14 @@ impl FileBackend {
         self.area(area).dir()
     }
 
+    /// The group of `dir`'s fsyncs, if it is `active/`, `done/` or
+    /// `expiring/` (the same open directory, not only the same path).
+    fn group_of(&self, dir: &Dir) -> Option<&DirSync> {
+        [&self.active, &self.done, &self.expiring]
+            .into_iter()
+            .find(|group| std::ptr::eq(group.dir(), dir))
+    }
+
     /// Keeps `skipped`, a foreign entry the temp-file clean-up met, to be
     /// reported ([`take_set_aside`](Self::take_set_aside)).
     fn keep_set_aside(&self, skipped: Skipped) {

@@ -43,11 +43,16 @@ impl FileBackend {
     /// fsync to wait for). The caller holds the task's lock and
     /// [`unpark`](Self::unpark)s it once the new version is durable.
     pub(super) fn park(&self, id: &TaskId) -> Result<Option<OsString>> {
+        self.park_at(id, self.dir(Area::Active), &task_name(id))
+    }
+
+    /// [`park`](Self::park) for the file `name` of `dir` (a name of task
+    /// `id`'s that a rename is to replace).
+    pub(super) fn park_at(&self, id: &TaskId, dir: &Dir, name: &OsStr) -> Result<Option<OsString>> {
         if self.durability != Durability::Immediate {
             return Ok(None);
         }
-        let (active, name) = (self.dir(Area::Active), task_name(id));
-        match with_temp_name(id, |park| self.fs.link(active, &name, &self.tmp, park)) {
+        match with_temp_name(id, |park| self.fs.link(dir, name, &self.tmp, park)) {
             Ok(((), park)) => Ok(Some(park)),
             Err((e, _)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err((e, park)) => Err(Error::io("link into", self.tmp.join(park), e)),

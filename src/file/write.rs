@@ -8,7 +8,7 @@ use std::io;
 use crate::backend::{Record, Swap, is_current};
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
-use crate::file::group::Before;
+use crate::file::group::{Before, DirSync};
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
 use crate::file::lock::BatchHold;
 use crate::file::stamp::{self, Stamp};
@@ -294,12 +294,12 @@ impl FileBackend {
         let mut linked = true;
         let index = expiring_name(task);
         if let Some(index) = &index {
-            self.link_over(active, &name, self.expiring.dir(), index)?;
+            self.link_over(&task.id, (active, &name), (self.expiring.dir(), index))?;
             touched.expiring = true;
             linked = self.durability != Durability::Immediate;
         }
         if linked {
-            self.link_over(active, &name, done, &name)?;
+            self.link_over(&task.id, (active, &name), (done, &name))?;
             touched.done = true;
         }
         Ok(Staged::Moving {
@@ -384,7 +384,11 @@ impl FileBackend {
                 let _guard = lock(id)?;
                 let name = task_name(id);
                 if still(staged) {
-                    self.link_over(self.dir(Area::Active), &name, self.dir(Area::Done), &name)?;
+                    self.link_over(
+                        id,
+                        (self.dir(Area::Active), &name),
+                        (self.dir(Area::Done), &name),
+                    )?;
                     touched.done = true;
                 } else if ino.is_some_and(|ino| same(self.dir(Area::Done), &name, ino)) {
                     // Another handle finished the move, perhaps without an
@@ -465,26 +469,77 @@ impl FileBackend {
 
     /// Gives the file `from` in `from_dir` the name `to` in `to_dir`,
     /// replacing a stale file there (one the read rule already overruled,
-    /// or an index entry of an earlier move of the same file).
+    /// an index entry of an earlier move of the same file, or a copy). The
+    /// caller holds task `id`'s lock (or the store alone).
+    ///
+    /// A name taken is replaced in one step, never removed first: the file
+    /// is linked into `tmp/` under a fresh temp name of the task, renamed
+    /// over `to`. So a power loss leaves `to` naming the old file or the
+    /// new one, never neither (a finished task without its `expiring/`
+    /// entry, which no sweep would find). Under `Immediate` the old file is
+    /// parked first (see `park`: freed, its name could be cleared before
+    /// the rename is durable), and `to_dir` is made durable before the park
+    /// goes. A temp name a crash leaves in `tmp/` is a temp file like any
+    /// other, which `open` and every sweep remove.
     pub(super) fn link_over(
         &self,
-        from_dir: &Dir,
-        from: &OsStr,
-        to_dir: &Dir,
-        to: &OsStr,
+        id: &TaskId,
+        (from_dir, from): (&Dir, &OsStr),
+        (to_dir, to): (&Dir, &OsStr),
     ) -> Result<()> {
-        let linked = match self.fs.link(from_dir, from, to_dir, to) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match self.fs.remove(to_dir, to) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove", to_dir.join(to), e)),
-                }
-                self.fs.link(from_dir, from, to_dir, to)
-            }
-            other => other,
+        let stat = |dir: &Dir, name: &OsStr| self.fs.stat(dir, name).map(|s| (s.dev, s.ino));
+        let taken = match self.fs.link(from_dir, from, to_dir, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => stat(to_dir, to),
+            Err(e) => return Err(Error::io("link into", to_dir.join(to), e)),
         };
-        linked.map_err(|e| Error::io("link into", to_dir.join(to), e))
+        let file = stat(from_dir, from).map_err(|e| Error::io("stat", from_dir.join(from), e))?;
+        match taken {
+            // That file already (a rename between two names of one file
+            // would do nothing, and leave the temp name).
+            Ok(taken) if taken == file => return Ok(()),
+            Ok(_) => {}
+            // Gone since.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self
+                    .fs
+                    .link(from_dir, from, to_dir, to)
+                    .map_err(|e| Error::io("link into", to_dir.join(to), e));
+            }
+            Err(e) => return Err(Error::io("stat", to_dir.join(to), e)),
+        }
+        let group = self.group_of(to_dir);
+        let before = group.map(DirSync::before);
+        let park = self.park_at(id, to_dir, to)?;
+        let renamed = with_temp_name(id, |temp| self.fs.link(from_dir, from, &self.tmp, temp))
+            .map_err(|(e, temp)| Error::io("link into", self.tmp.join(temp), e))
+            .and_then(|((), temp)| {
+                self.fs.rename(&self.tmp, &temp, to_dir, to).map_err(|e| {
+                    // A second name of the file, no more; a failed removal
+                    // is retried by the next open or sweep.
+                    let _ = self.fs.remove(&self.tmp, &temp);
+                    Error::io("rename into", to_dir.join(to), e)
+                })
+            });
+        if let Err(e) = renamed {
+            // The old file keeps its name: nothing to guard.
+            if let Some(park) = park {
+                self.unpark_refused(park);
+            }
+            return Err(e);
+        }
+        if self.durability == Durability::Immediate {
+            // A park a failed fsync leaves is removed as a crash's is.
+            match (group, before) {
+                (Some(group), Some(before)) => group.sync(&self.fs, before),
+                _ => self.fs.sync_dir(to_dir),
+            }
+            .map_err(|e| Error::io("fsync directory", to_dir.path(), e))?;
+        }
+        if let Some(park) = park {
+            self.unpark(park);
+        }
+        Ok(())
     }
 
     /// Gives each finished task of `ids` whose `expiring/` entry is gone (a
@@ -512,10 +567,9 @@ impl FileBackend {
                 return Ok(());
             };
             self.link_over(
-                self.dir(Area::Done),
-                &task_name(id),
-                self.expiring.dir(),
-                &index,
+                id,
+                (self.dir(Area::Done), &task_name(id)),
+                (self.expiring.dir(), &index),
             )?;
             tracing::debug!(task = %id, "gave a finished task its expiring/ entry back");
             restored += 1;
