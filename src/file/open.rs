@@ -38,11 +38,20 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     #[cfg(not(feature = "fault-injection"))]
     let fs = Fs::default();
     let root = &options.root;
-    let root_dir = open_root(&fs, root)?;
+    let (root_dir, named) = open_root(&fs, root)?;
     let names = fs
         .read_dir(&root_dir)
         .map_err(|e| Error::io("read directory", root, e))?;
     let has = |name: &str| names.iter().any(|n| n == name);
+    // A store without its marker may be one another open is making, which
+    // may die before its fsyncs: the names of the store's directory and of
+    // its areas are made durable here too, before anything is written
+    // through this open. A marker proves them durable: the open that wrote
+    // it had made them so first.
+    let unproven = !has(MARKER);
+    if unproven && !named {
+        sync_name(&fs, root)?;
+    }
     // Given its marker back before anything is made, then moved as a store
     // that kept it.
     let lost_format_1 = is_lost_format_1(&names);
@@ -67,12 +76,7 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         // open is alone (one alone removes the leftover, one that is not
         // leaves it). Else a power loss could put the area's name back on
         // the old directory, and every write made since go with the new.
-        match fs.sync_dir(&root_dir) {
-            Ok(()) => {}
-            // Nothing is written through a store that cannot be.
-            Err(e) if is_read_only(&e) => {}
-            Err(e) => return Err(Error::io("fsync directory", root, e)),
-        }
+        sync_writable(&fs, &root_dir)?;
     }
     let mut created = false;
     for dir in DIRS {
@@ -85,10 +89,10 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         }
         created |= ensure_dir(&fs, &root_dir, OsStr::new(dir))?;
     }
-    if created {
+    if created || unproven {
         // New directories are part of the store's layout: durable whatever
         // the durability of task writes (they are made once).
-        sync_dir(&fs, &root_dir)?;
+        sync_writable(&fs, &root_dir)?;
     }
     let open_dir = |name: &str| open_area(&fs, &root_dir, name);
     let locks = open_dir("locks")?;
@@ -316,11 +320,12 @@ pub(super) fn handles_lock(
     }
 }
 
-/// The store's root directory, created (with its parents) if missing. Its
-/// last component must not be a symlink.
-fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
+/// The store's root directory, created (with its parents) if missing, and
+/// whether its name was made durable here (it was made). Its last
+/// component must not be a symlink.
+fn open_root(fs: &Fs, root: &Path) -> Result<(Dir, bool)> {
     match fs.open_root(root) {
-        Ok(dir) => return Ok(dir),
+        Ok(dir) => return Ok((dir, false)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(root_error(root, e)),
     }
@@ -347,16 +352,32 @@ fn open_root(fs: &Fs, root: &Path) -> Result<Dir> {
     }
     let dir = fs.open_root(root).map_err(|e| root_error(root, e))?;
     // The store's parent, then the parent of each ancestor made.
-    for parent in parent
-        .into_iter()
-        .chain(made.iter().filter_map(|p| parent_of(p)))
-    {
-        let parent = fs
-            .open_root(parent)
-            .map_err(|e| Error::io("open directory", parent, e))?;
-        sync_dir(fs, &parent)?;
+    sync_name(fs, root)?;
+    for made in &made {
+        sync_name(fs, made)?;
     }
-    Ok(dir)
+    Ok((dir, true))
+}
+
+/// Makes the name of the directory `path` durable: an fsync of its parent
+/// (nothing on a read-only file system, where nothing is written).
+fn sync_name(fs: &Fs, path: &Path) -> Result<()> {
+    let Some(parent) = parent_of(path) else {
+        return Ok(());
+    };
+    let parent = fs
+        .open_root(parent)
+        .map_err(|e| Error::io("open directory", parent, e))?;
+    sync_writable(fs, &parent)
+}
+
+/// Fsyncs the directory `dir`, but for nothing on a read-only file system
+/// (where nothing is written through the store).
+fn sync_writable(fs: &Fs, dir: &Dir) -> Result<()> {
+    match fs.sync_dir(dir) {
+        Err(e) if is_read_only(&e) => Ok(()),
+        synced => synced.map_err(|e| Error::io("fsync directory", dir.path(), e)),
+    }
 }
 
 /// Refuses root a store that belongs to another user, unless it is mounted

@@ -503,3 +503,67 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
         assert!(left.is_empty(), "{label}: left in tmp/: {left:?}");
     }
 }
+
+/// Two first opens of a new store at once: the one that finds the store's
+/// directory (and perhaps its areas) already made by the other, which may
+/// die before its fsyncs, makes their names durable itself before it
+/// acknowledges anything, so that a power loss at any later moment keeps
+/// the task it created. (It fsynced the parent only for a directory it
+/// made itself: of the 5 crash states after its create, the one without
+/// the other open's `mkdir` of the store's directory lost the store with
+/// the task, whether the other open had made the areas too or not.)
+#[test]
+fn a_store_another_open_began_keeps_what_this_open_acknowledged_across_a_power_loss() {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::Arc;
+    use taskstore::{FileStore, ManualClock, NewTask, Recorder, TaskStore};
+    for areas in [false, true] {
+        let dir = workload::scratch_dir("taskstore-race-open");
+        let root = dir.path().join(workload::STORE);
+        // The other open's `mkdir`s, never fsynced: it died.
+        let mut made = vec![root.clone()];
+        if areas {
+            made.extend(
+                ["active", "tmp", "quarantine", "locks", "expiring", "done"].map(|a| root.join(a)),
+            );
+        }
+        let mut events = Vec::new();
+        for path in made {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .unwrap();
+            events.push(FsEvent::CreateDir { path });
+        }
+        let recorder = Recorder::new();
+        let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+        let store = FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .recorder(recorder.clone())
+            .open()
+            .unwrap();
+        let task = store.create(NewTask::new()).unwrap();
+        drop(store);
+        events.extend(recorder.events());
+        let scratch = workload::scratch_dir("taskstore-race-open-states");
+        let states = crash_states_after(dir.path(), &events, scratch.path());
+        assert!(!states.is_empty());
+        let lost: Vec<String> = states
+            .iter()
+            .filter(|(_, at)| {
+                let store = FileStore::builder(at.join(workload::STORE))
+                    .clock(Arc::new(clock.clone()))
+                    .open()
+                    .unwrap();
+                store.get(&task.id).unwrap().as_ref() != Some(&task)
+            })
+            .map(|(label, _)| label.clone())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "areas made by the other open: {areas}; {} of {} crash states lost the task: {lost:#?}",
+            lost.len(),
+            states.len()
+        );
+    }
+}
