@@ -2285,8 +2285,8 @@ fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
 }
 
 /// An `Immediate` write that keeps a finished task makes that version
-/// durable once: its file and `done/` are fsynced before the first
-/// `AlreadyTerminal` answer (another handle may have finished it
+/// durable once: its file, `expiring/` (with a TTL) and `done/` are
+/// fsynced before the first `AlreadyTerminal` answer (another handle may have finished it
 /// `Eventual`ly), and a later answer for the same version makes no fsync
 /// (each made two: a retried complete, a renewal of a finished task, a
 /// cancel after completion, each flushing the device again for nothing).
@@ -2297,22 +2297,28 @@ fn a_finished_version_is_made_durable_once_per_handle() {
     let clock = ManualClock::new(T0);
     let recorder = taskstore::Recorder::new();
     let store = recorded(dir.path(), &clock, &recorder);
-    let task = store.create(NewTask::new()).unwrap();
-    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
     let fsyncs = |from: usize| {
         recorder.events()[from..]
             .iter()
             .filter(|e| matches!(e, FsEvent::SyncFile { .. } | FsEvent::SyncDir { .. }))
             .count()
     };
-    let mut made = Vec::new();
-    for _ in 0..3 {
-        let from = recorder.len();
-        let again = store.complete(&task.id, json!(2)).unwrap();
-        assert!(!again.is_applied(), "{again:?}");
-        made.push(fsyncs(from));
+    // With a TTL, its `expiring/` entry is made durable too.
+    for (new, first) in [
+        (NewTask::new(), 2),
+        (NewTask::new().ttl(Duration::from_secs(3600)), 3),
+    ] {
+        let task = store.create(new).unwrap();
+        assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+        let mut made = Vec::new();
+        for _ in 0..3 {
+            let from = recorder.len();
+            let again = store.complete(&task.id, json!(2)).unwrap();
+            assert!(!again.is_applied(), "{again:?}");
+            made.push(fsyncs(from));
+        }
+        assert_eq!(made, [first, 0, 0], "fsyncs per AlreadyTerminal answer");
     }
-    assert_eq!(made, [2, 0, 0], "fsyncs per AlreadyTerminal answer");
 }
 
 /// A damaged stale copy beside a finished task (a power loss in the middle

@@ -1139,13 +1139,15 @@ impl FileBackend {
 
     /// Makes the finished `task` that a write kept, and answers with
     /// (`AlreadyTerminal`), durable under [`Durability::Immediate`]: its
-    /// file's bytes, then its name in `done/`. The answer tells the caller
-    /// the task is final, and must hold across a power loss as this
-    /// handle's own writes do, though another handle of the store may have
-    /// finished it `Eventual`ly (its file and names never fsynced). Where
-    /// every handle is `Immediate` it is durable already, and the two
-    /// fsyncs write nothing new, but each still asks the device to flush:
-    /// an `AlreadyTerminal` answer costs two fsyncs, as a write does. A running task kept (a fenced or
+    /// file's bytes, then its entry in `expiring/` (with a TTL), then its
+    /// name in `done/` (never in `done/` without its entry). The answer
+    /// tells the caller the task is final, and must hold across a power
+    /// loss as this handle's own writes do, though another handle of the
+    /// store may have finished it `Eventual`ly (its file and names never
+    /// fsynced). Where every handle is `Immediate` it is durable already,
+    /// and the fsyncs write nothing new, but each still asks the device to
+    /// flush: an `AlreadyTerminal` answer costs two fsyncs (three with a
+    /// TTL), as a write does. A running task kept (a fenced or
     /// conditional write, a task not to reap) is left as it is: such an
     /// answer says how the task stands now, not that it is final. The caller holds
     /// the task's stripe lock, after [`tidy`](Self::tidy) (which moved a
@@ -1167,7 +1169,13 @@ impl FileBackend {
         if made().contains(&version) {
             return Ok(());
         }
-        let before = self.done.before();
+        // Its entry in `expiring/` too, made durable first, as a move's
+        // are (`sync_links`).
+        let touched = Touched {
+            expiring: expiring_name(task).is_some(),
+            done: true,
+            ..self.touched()
+        };
         let (dir, name) = (self.dir(Area::Done), task_name(&task.id));
         let path = dir.join(&name);
         let file = self
@@ -1177,7 +1185,7 @@ impl FileBackend {
         self.fs
             .sync_file(&file, &path)
             .map_err(|e| Error::io("fsync", &path, e))?;
-        self.sync(Area::Done, before)?;
+        self.sync_links(&touched)?;
         let mut made = made();
         if made.len() == KEPT_DURABLE {
             made.pop_front();
