@@ -1110,10 +1110,11 @@ fn a_stale_index_entry_goes_only_after_its_tasks_removal_is_durable() {
 }
 
 /// A corrupt finished task set aside takes its `expiring/` entry with it
-/// only once its move is durable: first `quarantine/`, then `done/`, then
-/// the entry. Else, under a file system that orders nothing between
-/// directories, a power loss could bring the file back without its entry
-/// (no sweep would find it), or lose it from both directories.
+/// only once its move is durable: first its name in `quarantine/` (a
+/// link, made durable before its name in `done/` goes), then its leaving
+/// `done/`, then the entry. Else, under a file system that orders nothing
+/// between directories, a power loss could bring the file back without
+/// its entry (no sweep would find it), or lose it from both directories.
 #[test]
 fn a_set_aside_finished_task_loses_its_entry_only_after_its_move_is_durable() {
     use taskstore::FsEvent;
@@ -1145,15 +1146,17 @@ fn a_set_aside_finished_task_loses_its_entry_only_after_its_move_is_durable() {
     let moved = first(
         &events,
         from,
-        |e| matches!(e, FsEvent::Rename { to, .. } if in_area(to, "quarantine")),
+        |e| matches!(e, FsEvent::Link { to, .. } if in_area(to, "quarantine")),
     );
     let quarantine_durable = first(&events, moved, synced("quarantine"));
-    let done_durable = first(&events, quarantine_durable, synced("done"));
+    let left = first(&events, from, removed_from("done"));
+    let done_durable = first(&events, left, synced("done"));
     let entry_removed = first(&events, from, removed_from("expiring"));
     assert!(
-        done_durable < entry_removed,
-        "moved (call {moved}), durable in quarantine/ (call {quarantine_durable}) and \
-         gone from done/ (call {done_durable}) before the entry goes (call {entry_removed})"
+        quarantine_durable < left && done_durable < entry_removed,
+        "linked in (call {moved}), durable in quarantine/ (call {quarantine_durable}) \
+         before it leaves done/ (call {left}), gone from done/ durably (call \
+         {done_durable}) before the entry goes (call {entry_removed})"
     );
 }
 
@@ -2263,18 +2266,19 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
     assert!(undo.is_empty(), "{undo:?}");
 }
 
-/// A foreign name a listing moves into `quarantine/` whose move cannot be
-/// made durable (the fsync of `quarantine/` fails) is reported as set
-/// aside, with the failure: it was moved. (It was reported "left in
-/// place", kept as a name left in `active/`, and forgotten by the next
-/// listing, which found it gone: never said where it went.)
+/// A foreign name a listing moves into `quarantine/` whose leaving
+/// `active/` cannot be made durable (the fsync of `active/` fails, its
+/// arrival in `quarantine/` durable already) is reported as set aside,
+/// with the failure: it was moved. (It was reported "left in place", kept
+/// as a name left in `active/`, and forgotten by the next listing, which
+/// found it gone: never said where it went.)
 #[test]
 fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
     let dir = tempdir();
     let root = dir.path().join("store");
     let (store, _clock, faults) = faulted(&root);
     fs::write(root.join("active").join("notes.txt"), b"not a task").unwrap();
-    faults.fail_at(FsOp::SyncDir, root.join("quarantine"), Fault::Eio);
+    faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
     let page = store.list(&ListQuery::active()).unwrap();
     faults.disarm();
     assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
@@ -2282,6 +2286,47 @@ fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
     assert_eq!(skipped.action, UnreadableAction::SetAside, "{skipped:?}");
     assert!(skipped.reason.contains("fsync"), "{skipped:?}");
     assert!(!root.join("active").join("notes.txt").exists());
+    assert_eq!(common::files_in(&root, "quarantine").len(), 1);
+}
+
+/// A foreign name a listing sets aside whose arrival in `quarantine/`
+/// cannot be made durable (the fsync of `quarantine/` fails) is not
+/// unlinked from `active/`: it is reported left in place, with the
+/// failure. It then has a name in both, as after a crash between the two
+/// halves of a set-aside, and the next listing finishes the move under
+/// the name it was given: set aside once, not twice. (A rename moved it
+/// out of `active/` before its arrival was durable.)
+#[test]
+fn a_set_aside_whose_arrival_is_not_durable_is_left_and_finished_once_by_the_next_listing() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, _clock, faults) = faulted(&root);
+    let file = root.join("active").join("notes.txt");
+    fs::write(&file, b"not a task").unwrap();
+    faults.fail_at(FsOp::SyncDir, root.join("quarantine"), Fault::Eio);
+    let page = store.list(&ListQuery::active()).unwrap();
+    faults.disarm();
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    let skipped = &page.skipped[0];
+    assert_eq!(skipped.action, UnreadableAction::LeftInPlace, "{skipped:?}");
+    assert!(skipped.reason.contains("fsync"), "{skipped:?}");
+    assert!(file.exists());
+    let quarantined = common::files_in(&root, "quarantine");
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+
+    let page = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(page.skipped.len(), 1, "{:?}", page.skipped);
+    let skipped = &page.skipped[0];
+    assert_eq!(skipped.action, UnreadableAction::SetAside, "{skipped:?}");
+    assert!(
+        skipped
+            .moved_to
+            .as_deref()
+            .is_some_and(|to| to.ends_with(&quarantined[0])),
+        "{skipped:?}"
+    );
+    assert!(!file.exists());
+    assert_eq!(common::files_in(&root, "quarantine"), quarantined);
 }
 
 /// An `Immediate` write that keeps a finished task makes that version

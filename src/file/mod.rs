@@ -390,7 +390,7 @@ impl FileBackend {
 
     /// The group of `dir`'s fsyncs, if it is `active/`, `done/` or
     /// `expiring/` (the same open directory, not only the same path).
-    fn group_of(&self, dir: &Dir) -> Option<&DirSync> {
+    pub(super) fn group_of(&self, dir: &Dir) -> Option<&DirSync> {
         [&self.active, &self.done, &self.expiring]
             .into_iter()
             .find(|group| std::ptr::eq(group.dir(), dir))

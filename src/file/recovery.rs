@@ -15,6 +15,7 @@ use crate::backend::{Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, is_read_only};
+use crate::file::group::DirSync;
 use crate::file::layout::{self, Area, stripe, task_name};
 use crate::file::park::writer_is_running;
 use crate::file::stamp::{self, Stamp};
@@ -70,47 +71,116 @@ impl Quarantine {
             .map_err(|e| Error::io("fsync directory", self.dir.path(), e))
     }
 
-    /// Moves `name` from `from` into the quarantine, as
-    /// `<label>.<unix nanos>.<pid>.<seq>.<name>`, unless it is full.
-    fn move_in(&self, fs: &Fs, from: &Dir, name: &OsStr, label: &str) -> io::Result<Moved> {
-        if self.count.load(Ordering::Relaxed) >= MAX_QUARANTINED {
-            let before = stamp::clock();
-            let status = fs.stat_dir(&self.dir)?;
-            let stamp = Stamp::settled(&status, before);
-            let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
-            if stamp.is_some() && *full == stamp {
-                return Ok(Moved::Full);
-            }
-            // Counted after the times were taken: a change in between makes
-            // the next look count again.
-            let on_disk = fs.read_dir(&self.dir)?.len();
-            self.count.store(on_disk, Ordering::Relaxed);
-            if on_disk >= MAX_QUARANTINED {
-                *full = stamp;
-                return Ok(Moved::Full);
-            }
-            *full = None;
+    /// Gives the entry `name` of `from` a name in the quarantine, as
+    /// `<label>.<unix nanos>.<pid>.<seq>.<name>`, unless it is full: a
+    /// second name (a hard link), which [`move_aside`] removes from `from`
+    /// once the new one is durable; a directory, which cannot have two, is
+    /// renamed in. A file that has a name of its label there already (a
+    /// set-aside cut short between the two names by a crash or a failed
+    /// fsync) keeps that one, full or not: it is never set aside twice.
+    fn take_in(&self, fs: &Fs, from: &Dir, name: &OsStr, label: &str) -> io::Result<Entry> {
+        let file = match fs.stat(from, name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+            Err(e) => return Err(e),
+        };
+        if file.nlink > 1
+            && let Some(there) = self.holding(fs, label, (file.dev, file.ino))?
+        {
+            return Ok(Entry::Linked(self.dir.join(there)));
         }
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let mut target = OsString::from(format!(
-            "{label}.{}.{}.{}.",
-            OffsetDateTime::now_utc().unix_timestamp_nanos(),
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        // The name, cut where the whole would be longer than a name may be
-        // (the prefix is unique on its own): a long name is still set aside.
-        let room = NAME_MAX.saturating_sub(target.len());
-        target.push(OsStr::from_bytes(&name.as_bytes()[..name.len().min(room)]));
-        match fs.rename(from, name, &self.dir, &target) {
-            Ok(()) => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                Ok(Moved::Aside(self.dir.join(&target)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Gone),
-            Err(e) => Err(e),
+        if self.is_full(fs)? {
+            return Ok(Entry::Full);
+        }
+        let mut attempts = 0;
+        loop {
+            let target = quarantined_name(name, label);
+            let entered = match fs.link(from, name, &self.dir, &target) {
+                Ok(()) => Entry::Linked(self.dir.join(&target)),
+                // Another process's name, made the same nanosecond.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+                // A directory has one name (and a file system without hard
+                // links gives none): moved in one step.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                    match fs.rename(from, name, &self.dir, &target) {
+                        Ok(()) => Entry::Renamed(self.dir.join(&target)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            self.count.fetch_add(1, Ordering::Relaxed);
+            return Ok(entered);
         }
     }
+
+    /// The name in the quarantine, of those that start with `label`, of
+    /// the file `(dev, ino)`, if it has one.
+    fn holding(&self, fs: &Fs, label: &str, file: (u64, u64)) -> io::Result<Option<OsString>> {
+        let prefix = format!("{label}.");
+        Ok(fs.read_dir(&self.dir)?.into_iter().find(|there| {
+            there.as_bytes().starts_with(prefix.as_bytes())
+                && fs
+                    .stat(&self.dir, there)
+                    .is_ok_and(|status| (status.dev, status.ino) == file)
+        }))
+    }
+
+    /// Whether the quarantine holds its bound of files.
+    fn is_full(&self, fs: &Fs) -> io::Result<bool> {
+        if self.count.load(Ordering::Relaxed) < MAX_QUARANTINED {
+            return Ok(false);
+        }
+        let before = stamp::clock();
+        let status = fs.stat_dir(&self.dir)?;
+        let stamp = Stamp::settled(&status, before);
+        let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+        if stamp.is_some() && *full == stamp {
+            return Ok(true);
+        }
+        // Counted after the times were taken: a change in between makes
+        // the next look count again.
+        let on_disk = fs.read_dir(&self.dir)?.len();
+        self.count.store(on_disk, Ordering::Relaxed);
+        if on_disk >= MAX_QUARANTINED {
+            *full = stamp;
+            return Ok(true);
+        }
+        *full = None;
+        Ok(false)
+    }
+}
+
+/// A fresh name in the quarantine for the entry `name`:
+/// `<label>.<unix nanos>.<pid>.<seq>.<name>`.
+fn quarantined_name(name: &OsStr, label: &str) -> OsString {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut target = OsString::from(format!(
+        "{label}.{}.{}.{}.",
+        OffsetDateTime::now_utc().unix_timestamp_nanos(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    // The name, cut where the whole would be longer than a name may be
+    // (the prefix is unique on its own): a long name is still set aside.
+    let room = NAME_MAX.saturating_sub(target.len());
+    target.push(OsStr::from_bytes(&name.as_bytes()[..name.len().min(room)]));
+    target
+}
+
+/// What [`Quarantine::take_in`] did with an entry.
+enum Entry {
+    /// It has a name in the quarantine, its old name still to go.
+    Linked(PathBuf),
+    /// It was renamed into the quarantine (a directory).
+    Renamed(PathBuf),
+    Gone,
+    Full,
 }
 
 /// Why a file was not set aside when the quarantine had no room.
@@ -137,38 +207,51 @@ const NAME_MAX: usize = 255;
 /// quarantine full); an I/O error names the path and the operation.
 ///
 /// Every set-aside goes through here, and the move is made durable before
-/// it returns (under `Durability::Immediate`): `quarantine/` first, then
-/// `dir`. A directory is made durable by its own fsync alone, so a later
-/// fsync of `dir` (any write's) would otherwise make the entry's leaving
-/// durable without its arrival, and a power loss would lose it from both.
-/// An area's fsync goes through its group (`store.sync`), which knows of
-/// its failures.
+/// it returns (under `Durability::Immediate`), its arrival before its
+/// leaving: the entry is linked into `quarantine/`, which is fsynced, then
+/// unlinked from `dir`, which is fsynced. A directory is made durable by
+/// its own fsync alone, and another writer's fsync of `dir` may come at
+/// any moment: were the entry renamed, that fsync could make its leaving
+/// durable before its arrival, and a power loss would lose it from both.
+/// A crash between the two leaves it with both names, and the next
+/// set-aside of it finds its name in the quarantine and only finishes the
+/// move. (A directory, which cannot have two names, is renamed, then made
+/// durable in both.) An area's fsync goes through its group
+/// (`FileBackend::group_of`), which knows of its failures.
 pub(super) fn move_aside(
     store: &FileBackend,
     dir: &Dir,
     name: &OsStr,
     label: &str,
 ) -> Result<Moved> {
-    let area = [Area::Active, Area::Done]
-        .into_iter()
-        .find(|area| std::ptr::eq(store.dir(*area), dir))
-        .map(|area| (area, store.area(area).before()));
-    let moved = store
+    let group = store.group_of(dir);
+    let before = group.map(DirSync::before);
+    let entered = store
         .quarantine
-        .move_in(&store.fs, dir, name, label)
+        .take_in(&store.fs, dir, name, label)
         .map_err(|e| Error::io("set aside", dir.join(name), e))?;
-    if let Moved::Aside(_) = moved {
-        store.quarantine.sync(store)?;
-        match area {
-            Some((area, before)) => store.sync(area, before)?,
-            None if store.durability == Durability::Immediate => store
-                .fs
-                .sync_dir(dir)
-                .map_err(|e| Error::io("fsync directory", dir.path(), e))?,
-            None => {}
+    let (target, linked) = match entered {
+        Entry::Linked(target) => (target, true),
+        Entry::Renamed(target) => (target, false),
+        Entry::Gone => return Ok(Moved::Gone),
+        Entry::Full => return Ok(Moved::Full),
+    };
+    store.quarantine.sync(store)?;
+    if linked {
+        match store.fs.remove(dir, name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", dir.join(name), e)),
         }
     }
-    Ok(moved)
+    if store.durability == Durability::Immediate {
+        match (group, before) {
+            (Some(group), Some(before)) => group.sync(&store.fs, before),
+            _ => store.fs.sync_dir(dir),
+        }
+        .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+    }
+    Ok(Moved::Aside(target))
 }
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
