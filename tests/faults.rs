@@ -2289,6 +2289,45 @@ fn a_set_aside_whose_fsync_fails_is_reported_as_moved_with_the_failure() {
     assert_eq!(common::files_in(&root, "quarantine").len(), 1);
 }
 
+/// A listing that meets several names that are no task file's in
+/// `active/`, and an open that meets several entries of `tmp/` that are no
+/// temp file's, set them aside with one fsync of `quarantine/` for all
+/// their arrivals and then one of the directory for all their leavings
+/// (each made one of each per name).
+#[test]
+fn names_set_aside_together_share_their_fsyncs() {
+    use taskstore::FsEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let recorder = taskstore::Recorder::new();
+    drop(recorded(dir.path(), &clock, &recorder));
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        fs::write(dir.path().join("active").join(name), b"not a task").unwrap();
+        fs::write(dir.path().join("tmp").join(name), b"not a temp file").unwrap();
+    }
+    let synced = |from: usize, area: &str| {
+        let path = dir.path().join(area);
+        recorder.events()[from..]
+            .iter()
+            .filter(|e| matches!(e, FsEvent::SyncDir { path: p } if *p == path))
+            .count()
+    };
+    let from = recorder.len();
+    let store = recorded(dir.path(), &clock, &recorder);
+    assert_eq!(common::files_in(dir.path(), "tmp"), Vec::<String>::new());
+    let opened = [synced(from, "quarantine"), synced(from, "tmp")];
+    let from = recorder.len();
+    let page = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(page.skipped.len(), 3, "{:?}", page.skipped);
+    assert_eq!(common::files_in(dir.path(), "quarantine").len(), 6);
+    let listed = [synced(from, "quarantine"), synced(from, "active")];
+    assert_eq!(
+        (opened, listed),
+        ([1, 1], [1, 1]),
+        "fsyncs of quarantine/ and the directory left, by the open and the listing"
+    );
+}
+
 /// A foreign name a listing sets aside whose arrival in `quarantine/`
 /// cannot be made durable (the fsync of `quarantine/` fails) is not
 /// unlinked from `active/`: it is reported left in place, with the

@@ -206,7 +206,9 @@ const NAME_MAX: usize = 255;
 /// starts with `label`): where it went, or why not (gone, or the
 /// quarantine full); an I/O error names the path and the operation.
 ///
-/// Every set-aside goes through here, and the move is made durable before
+/// Every set-aside goes through here (or [`move_aside_all`], which moves
+/// several entries of one directory with one fsync of each directory for
+/// all), and the move is made durable before
 /// it returns (under `Durability::Immediate`), its arrival before its
 /// leaving: the entry is linked into `quarantine/`, which is fsynced, then
 /// unlinked from `dir`, which is fsynced. A directory is made durable by
@@ -224,34 +226,91 @@ pub(super) fn move_aside(
     name: &OsStr,
     label: &str,
 ) -> Result<Moved> {
+    move_aside_all(store, dir, &[name], label)
+        .pop()
+        .expect("one result per entry")
+}
+
+/// [`move_aside`] for several entries of `dir` at once: every arrival in
+/// `quarantine/` made durable by one fsync, then every old name unlinked
+/// and made durable by one fsync of `dir`. Each entry's result, in order;
+/// a failed fsync fails every move it was to make durable.
+pub(super) fn move_aside_all(
+    store: &FileBackend,
+    dir: &Dir,
+    names: &[&OsStr],
+    label: &str,
+) -> Vec<Result<Moved>> {
     let group = store.group_of(dir);
     let before = group.map(DirSync::before);
-    let entered = store
-        .quarantine
-        .take_in(&store.fs, dir, name, label)
-        .map_err(|e| Error::io("set aside", dir.join(name), e))?;
-    let (target, linked) = match entered {
-        Entry::Linked(target) => (target, true),
-        Entry::Renamed(target) => (target, false),
-        Entry::Gone => return Ok(Moved::Gone),
-        Entry::Full => return Ok(Moved::Full),
+    let entered: Vec<Result<Entry>> = names
+        .iter()
+        .map(|name| {
+            store
+                .quarantine
+                .take_in(&store.fs, dir, name, label)
+                .map_err(|e| Error::io("set aside", dir.join(name), e))
+        })
+        .collect();
+    let arrived = if entered
+        .iter()
+        .any(|e| matches!(e, Ok(Entry::Linked(_) | Entry::Renamed(_))))
+    {
+        store.quarantine.sync(store)
+    } else {
+        Ok(())
     };
-    store.quarantine.sync(store)?;
-    if linked {
-        match store.fs.remove(dir, name) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", dir.join(name), e)),
+    let mut left = false;
+    let mut results = Vec::with_capacity(names.len());
+    for (name, entered) in names.iter().zip(entered) {
+        let (target, linked) = match entered {
+            Ok(Entry::Linked(target)) => (target, true),
+            Ok(Entry::Renamed(target)) => (target, false),
+            Ok(Entry::Gone) => {
+                results.push(Ok(Moved::Gone));
+                continue;
+            }
+            Ok(Entry::Full) => {
+                results.push(Ok(Moved::Full));
+                continue;
+            }
+            Err(e) => {
+                results.push(Err(e));
+                continue;
+            }
+        };
+        if let Err(e) = &arrived {
+            results.push(Err(e.for_each_of("set aside", &dir.join(name))));
+            continue;
         }
+        if linked {
+            match store.fs.remove(dir, name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    results.push(Err(Error::io("remove", dir.join(name), e)));
+                    continue;
+                }
+            }
+        }
+        left = true;
+        results.push(Ok(Moved::Aside(target)));
     }
-    if store.durability == Durability::Immediate {
-        match (group, before) {
+    if left && store.durability == Durability::Immediate {
+        let synced = match (group, before) {
             (Some(group), Some(before)) => group.sync(&store.fs, before),
             _ => store.fs.sync_dir(dir),
         }
-        .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        .map_err(|e| Error::io("fsync directory", dir.path(), e));
+        if let Err(e) = synced {
+            for (name, result) in names.iter().zip(&mut results) {
+                if matches!(result, Ok(Moved::Aside(_))) {
+                    *result = Err(e.for_each_of("set aside", &dir.join(name)));
+                }
+            }
+        }
     }
-    Ok(Moved::Aside(target))
+    results
 }
 
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
@@ -273,16 +332,11 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
         .read_dir(dir)
         .map_err(|e| Error::io("read directory", dir.path(), e))?;
     let mut dead = Vec::new();
+    let mut foreign = Vec::new();
     for name in names {
         let path = dir.join(&name);
         let Some((id, pid)) = layout::temp_file_writer(&name) else {
-            store.keep_set_aside(set_aside_name(
-                store,
-                dir,
-                &name,
-                "tmp",
-                "not a temp file of this store",
-            ));
+            foreign.push(name);
             continue;
         };
         match store.locks.try_lock(&store.fs, stripe(&id)) {
@@ -294,6 +348,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
             }
         }
     }
+    set_aside_foreign_temps(store, &foreign);
     if dead.is_empty() {
         return Ok(0);
     }
@@ -302,6 +357,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
         return Ok(0);
     }
     let mut removed = 0;
+    let mut foreign = Vec::new();
     for (name, pid) in dead {
         match store.fs.remove(dir, &name) {
             Ok(()) if writer_is_running(pid) => {}
@@ -312,13 +368,7 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
                 if e.kind() == io::ErrorKind::IsADirectory
                     || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
-                store.keep_set_aside(set_aside_name(
-                    store,
-                    dir,
-                    &name,
-                    "tmp",
-                    "not a temp file of this store",
-                ));
+                foreign.push(name);
             }
             Err(e) if is_read_only(&e) => {
                 tracing::warn!(file = %dir.join(&name).display(), error = %e, "cannot remove a temp file (read-only store)");
@@ -331,10 +381,21 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
             }
         }
     }
+    set_aside_foreign_temps(store, &foreign);
     if removed > 0 {
         tracing::info!(store = %store.root.display(), removed, "removed temp files left by crashed writers");
     }
     Ok(removed)
+}
+
+/// Sets the entries `names` of `tmp/`, which are no temp files, aside
+/// together, and keeps their reports (`FileBackend::take_set_aside`).
+fn set_aside_foreign_temps(store: &FileBackend, names: &[OsString]) {
+    let names: Vec<&OsStr> = names.iter().map(OsString::as_os_str).collect();
+    let why = "not a temp file of this store";
+    for skipped in set_aside_names(store, &store.tmp, &names, "tmp", why) {
+        store.keep_set_aside(skipped);
+    }
 }
 
 /// The ids of an area's task files, their text in one buffer: a pass over
@@ -464,13 +525,9 @@ fn each_task_file_read(
             .map(|()| false)
     };
     let whole = read.map_err(|e| Error::io("read directory", dir.path(), e))?;
-    let skipped = foreign
-        .into_iter()
-        .map(|name| {
-            let report = set_aside_name(store, dir, &name, area.name(), NOT_A_TASK_FILE);
-            (name, report)
-        })
-        .collect();
+    let names: Vec<&OsStr> = foreign.iter().map(OsString::as_os_str).collect();
+    let reports = set_aside_names(store, dir, &names, area.name(), NOT_A_TASK_FILE);
+    let skipped = foreign.iter().cloned().zip(reports).collect();
     Ok((skipped, whole))
 }
 
@@ -505,10 +562,44 @@ pub(super) fn set_aside_name(
     label: &str,
     why: &str,
 ) -> Skipped {
+    set_aside_names(store, dir, &[name], label, why)
+        .pop()
+        .expect("one report per entry")
+}
+
+/// [`set_aside_name`] for several entries of `dir`, moved together
+/// ([`move_aside_all`]): each one's report, in order.
+pub(super) fn set_aside_names(
+    store: &FileBackend,
+    dir: &Dir,
+    names: &[&OsStr],
+    label: &str,
+    why: &str,
+) -> Vec<Skipped> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let moved = move_aside_all(store, dir, names, label);
+    names
+        .iter()
+        .zip(moved)
+        .map(|(name, moved)| report_set_aside(store, dir, name, why, moved))
+        .collect()
+}
+
+/// What became of the foreign entry `name` of `dir` that was to be set
+/// aside, as a report.
+fn report_set_aside(
+    store: &FileBackend,
+    dir: &Dir,
+    name: &OsStr,
+    why: &str,
+    moved: Result<Moved>,
+) -> Skipped {
     let path = dir.join(name);
     let report =
         |reason: String, action| Skipped::new(None, path.display().to_string(), reason, action);
-    match move_aside(store, dir, name, label) {
+    match moved {
         Ok(Moved::Aside(target)) => {
             tracing::warn!(file = %path.display(), reason = why, "set aside a file that is not a readable task");
             report(why.to_owned(), UnreadableAction::SetAside)
