@@ -61,7 +61,7 @@ pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
 pub use self::verify::FileCheck;
 
 use self::fs::{Dir, Fs};
-use self::group::DirSync;
+use self::group::{Before, DirSync};
 use self::layout::{Area, stripe};
 use self::lock::StripeLocks;
 use self::proof::Proofs;
@@ -390,10 +390,31 @@ impl FileBackend {
 
     /// The group of `dir`'s fsyncs, if it is `active/`, `done/` or
     /// `expiring/` (the same open directory, not only the same path).
-    pub(super) fn group_of(&self, dir: &Dir) -> Option<&DirSync> {
+    fn group_of(&self, dir: &Dir) -> Option<&DirSync> {
         [&self.active, &self.done, &self.expiring]
             .into_iter()
             .find(|group| std::ptr::eq(group.dir(), dir))
+    }
+
+    /// Where the fsyncs of `dir` stand, read before a change to it begins,
+    /// for [`sync_changed`](Self::sync_changed).
+    fn before_of(&self, dir: &Dir) -> Option<Before> {
+        self.group_of(dir).map(DirSync::before)
+    }
+
+    /// Makes a change to `dir`, begun at `before` ([`before_of`](Self::before_of)),
+    /// durable under `Durability::Immediate`: through its group if it has
+    /// one (which knows of the group's failed fsyncs), else by an fsync of
+    /// its own.
+    fn sync_changed(&self, dir: &Dir, before: Option<Before>) -> Result<()> {
+        if self.durability != Durability::Immediate {
+            return Ok(());
+        }
+        match (self.group_of(dir), before) {
+            (Some(group), Some(before)) => group.sync(&self.fs, before),
+            _ => self.fs.sync_dir(dir),
+        }
+        .map_err(|e| crate::error::Error::io("fsync directory", dir.path(), e))
     }
 
     /// Keeps `skipped`, a foreign entry the temp-file clean-up met, to be

@@ -15,7 +15,6 @@ use crate::backend::{Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, is_read_only};
-use crate::file::group::DirSync;
 use crate::file::layout::{self, Area, stripe, task_name};
 use crate::file::park::writer_is_running;
 use crate::file::stamp::{self, Stamp};
@@ -219,7 +218,7 @@ const NAME_MAX: usize = 255;
 /// set-aside of it finds its name in the quarantine and only finishes the
 /// move. (A directory, which cannot have two names, is renamed, then made
 /// durable in both.) An area's fsync goes through its group
-/// (`FileBackend::group_of`), which knows of its failures.
+/// (`FileBackend::sync_changed`), which knows of its failures.
 pub(super) fn move_aside(
     store: &FileBackend,
     dir: &Dir,
@@ -241,8 +240,7 @@ pub(super) fn move_aside_all(
     names: &[&OsStr],
     label: &str,
 ) -> Vec<Result<Moved>> {
-    let group = store.group_of(dir);
-    let before = group.map(DirSync::before);
+    let before = store.before_of(dir);
     let entered: Vec<Result<Entry>> = names
         .iter()
         .map(|name| {
@@ -296,17 +294,10 @@ pub(super) fn move_aside_all(
         left = true;
         results.push(Ok(Moved::Aside(target)));
     }
-    if left && store.durability == Durability::Immediate {
-        let synced = match (group, before) {
-            (Some(group), Some(before)) => group.sync(&store.fs, before),
-            _ => store.fs.sync_dir(dir),
-        }
-        .map_err(|e| Error::io("fsync directory", dir.path(), e));
-        if let Err(e) = synced {
-            for (name, result) in names.iter().zip(&mut results) {
-                if matches!(result, Ok(Moved::Aside(_))) {
-                    *result = Err(e.for_each_of("set aside", &dir.join(name)));
-                }
+    if left && let Err(e) = store.sync_changed(dir, before) {
+        for (name, result) in names.iter().zip(&mut results) {
+            if matches!(result, Ok(Moved::Aside(_))) {
+                *result = Err(e.for_each_of("set aside", &dir.join(name)));
             }
         }
     }

@@ -8,7 +8,7 @@ use std::io;
 use crate::backend::{Record, Swap, is_current};
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
-use crate::file::group::{Before, DirSync};
+use crate::file::group::Before;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
 use crate::file::lock::BatchHold;
 use crate::file::stamp::{self, Stamp};
@@ -508,8 +508,7 @@ impl FileBackend {
             }
             Err(e) => return Err(Error::io("stat", to_dir.join(to), e)),
         }
-        let group = self.group_of(to_dir);
-        let before = group.map(DirSync::before);
+        let before = self.before_of(to_dir);
         let park = self.park_at(id, to_dir, to)?;
         let renamed = with_temp_name(id, |temp| self.fs.link(from_dir, from, &self.tmp, temp))
             .map_err(|(e, temp)| Error::io("link into", self.tmp.join(temp), e))
@@ -528,14 +527,8 @@ impl FileBackend {
             }
             return Err(e);
         }
-        if self.durability == Durability::Immediate {
-            // A park a failed fsync leaves is removed as a crash's is.
-            match (group, before) {
-                (Some(group), Some(before)) => group.sync(&self.fs, before),
-                _ => self.fs.sync_dir(to_dir),
-            }
-            .map_err(|e| Error::io("fsync directory", to_dir.path(), e))?;
-        }
+        // A park a failed fsync leaves is removed as a crash's is.
+        self.sync_changed(to_dir, before)?;
         if let Some(park) = park {
             self.unpark(park);
         }
