@@ -14,7 +14,7 @@ use crate::Durability;
 use crate::backend::{Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::FileBackend;
-use crate::file::fs::{Dir, Fs, is_read_only};
+use crate::file::fs::{Dir, Fs, Kind, is_read_only};
 use crate::file::layout::{self, Area, stripe, task_name};
 use crate::file::park::writer_is_running;
 use crate::file::stamp::{self, Stamp};
@@ -83,7 +83,9 @@ impl Quarantine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
             Err(e) => return Err(e),
         };
+        // (A directory's links are its subdirectories', never a name here.)
         if file.nlink > 1
+            && file.kind != Kind::Dir
             && let Some(there) = self.holding(fs, label, (file.dev, file.ino))?
         {
             return Ok(Entry::Linked(self.dir.join(there)));
