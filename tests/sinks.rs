@@ -89,6 +89,61 @@ fn a_panicking_sink_never_breaks_a_breaker() {
     assert_eq!(registry.snapshot().sink_panics, 3);
 }
 
+/// A panic whose payload panics again when dropped (`panic_any` of such a
+/// value). The payload was dropped outside the containment, so its drop
+/// unwound into the caller: a store's create panicked after writing its
+/// task, the caller never learning its id.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("this payload panics when dropped (expected in this test)");
+        }
+    }
+}
+
+struct PanicsWithABomb;
+
+impl EventSink for PanicsWithABomb {
+    fn emit(&self, _: &Event) {
+        std::panic::panic_any(Bomb);
+    }
+
+    fn breaker_call(&self, _: &str, _: CallOutcome) {
+        std::panic::panic_any(Bomb);
+    }
+}
+
+#[test]
+fn a_sink_whose_panic_panics_again_when_dropped_is_contained_too() {
+    let caught = |what: &str, call: &dyn Fn()| {
+        let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).is_err();
+        assert!(!escaped, "the sink's panic escaped {what}");
+    };
+    caught("emit_contained", &|| {
+        assert!(!emit_contained(&PanicsWithABomb, &Event::new("x")));
+    });
+    let fan_out = FanOut::new().with(PanicsWithABomb);
+    caught("a fan-out", &|| fan_out.emit(&Event::new("x")));
+    assert_eq!(fan_out.panics(), 1);
+    let store = MemoryStore::builder()
+        .sink(Arc::new(PanicsWithABomb))
+        .build()
+        .unwrap();
+    caught("a store's create", &|| {
+        store.create(NewTask::new()).unwrap();
+    });
+    let registry = BreakerRegistry::new(BreakerConfig::default())
+        .unwrap()
+        .with_sink(Arc::new(PanicsWithABomb));
+    let breaker = registry.breaker("db").unwrap();
+    caught("a breaker's call", &|| {
+        breaker.try_acquire().unwrap().success();
+    });
+    assert_eq!(registry.sink_panics(), 1);
+}
+
 #[test]
 fn a_breaker_reports_every_verdict_and_rejection_to_its_sink() {
     let sink = Arc::new(Counting::default());

@@ -44,13 +44,27 @@ pub trait EventSink: Send + Sync {
 /// Calls `sink.emit(event)`, containing a panic: returns `false` if the sink
 /// panicked, `true` otherwise. The caller goes on either way.
 pub fn emit_contained(sink: &dyn EventSink, event: &Event) -> bool {
-    catch_unwind(AssertUnwindSafe(|| sink.emit(event))).is_ok()
+    contained(|| sink.emit(event))
 }
 
 /// Calls `sink.breaker_call(breaker, outcome)`, containing a panic: returns
 /// `false` if the sink panicked.
 pub fn breaker_call_contained(sink: &dyn EventSink, breaker: &str, outcome: CallOutcome) -> bool {
-    catch_unwind(AssertUnwindSafe(|| sink.breaker_call(breaker, outcome))).is_ok()
+    contained(|| sink.breaker_call(breaker, outcome))
+}
+
+/// Runs `call`, containing a panic: whether it returned. The panic's
+/// payload is dropped under a containment of its own: a payload whose
+/// `Drop` panics (`panic_any` of such a value) would otherwise unwind into
+/// the caller from the drop; one that panics again is leaked.
+fn contained(call: impl FnOnce()) -> bool {
+    let Err(payload) = catch_unwind(AssertUnwindSafe(call)) else {
+        return true;
+    };
+    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(again);
+    }
+    false
 }
 
 impl<S: EventSink + ?Sized> EventSink for Arc<S> {
