@@ -401,6 +401,47 @@ fn the_json_lines_sink_follows_its_path_through_a_rotation() {
     }
 }
 
+/// A rotation whose new path the sink cannot open (here a directory made
+/// there; a file the sink may not write, for a process that is not
+/// root): lines go on to the file it has, as the docs say, and the
+/// operator is told once, with the path and why, then once more when the
+/// path opens again. (Nothing was said: the path stayed empty while the
+/// sink counted every line as written.)
+#[test]
+fn a_rotation_whose_path_cannot_be_opened_is_said_once_and_its_end_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let rotated = dir.path().join("events.jsonl.1");
+    let sink = JsonLinesSink::open(&path)
+        .unwrap()
+        .check_path_every(std::time::Duration::ZERO);
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        for kind in ["kept-0", "kept-1", "kept-2"] {
+            sink.emit(&Event::new(kind));
+        }
+    });
+    assert_eq!(kinds_in(&rotated), ["kept-0", "kept-1", "kept-2"]);
+    let warnings = logged.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let said = format!("{:?}", warnings[0]);
+    assert!(said.contains("events.jsonl"), "{said}");
+    std::fs::remove_dir(&path).unwrap();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        sink.emit(&Event::new("moved"));
+    });
+    assert_eq!(kinds_in(&path), ["moved"]);
+    let infos: Vec<_> = logged
+        .events()
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::INFO)
+        .collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+}
+
 #[test]
 fn between_checks_the_sink_keeps_its_file_and_reopen_moves_it_at_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -58,7 +58,11 @@ use crate::sink::EventSink;
 ///   deletes the renamed file at once) takes the lines written to it until
 ///   the next check with it, and they are counted in
 ///   [`written`](JsonLinesSink::written) all the same (logrotate's
-///   `delaycompress` keeps the renamed file for a cycle). A host that
+///   `delaycompress` keeps the renamed file for a cycle). A path it cannot
+///   open then (made unwritable to it, or not a file) leaves the lines
+///   going to the file it has, tried again at each check: the first such
+///   check logs a warning naming the path, and the one that opens it again
+///   says so. A host that
 ///   rotates on a signal calls [`reopen`](JsonLinesSink::reopen). A
 ///   `copytruncate` rotation needs neither: appends go to the end of the
 ///   truncated file.
@@ -87,6 +91,10 @@ pub struct JsonLinesSink {
     /// Whether its last write failed: a failure after a success (or the
     /// first) is logged, the failures after it only counted.
     failing: AtomicBool,
+    /// Whether its last look at the path found another file (or none) that
+    /// it could not open: the first such look is logged, and the look
+    /// that opens the path again.
+    reopen_failing: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -126,6 +134,7 @@ impl JsonLinesSink {
             errors: AtomicU64::new(0),
             torn: AtomicBool::new(false),
             failing: AtomicBool::new(false),
+            reopen_failing: AtomicBool::new(false),
         })
     }
 
@@ -181,10 +190,23 @@ impl JsonLinesSink {
             // Not due, or another writer is looking.
             return file;
         }
-        if still_at(&file, &self.path) || self.reopen().is_err() {
-            // A path that cannot be opened now is looked at again at the
-            // next check; until then lines go where they went.
+        if still_at(&file, &self.path) {
             return file;
+        }
+        match self.reopen() {
+            Ok(()) => {
+                if self.reopen_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %self.path.display(), "opened the event file's path again after a rotation; lines go there");
+                }
+            }
+            Err(e) => {
+                // Looked at again at the next check; until then lines go
+                // where they went.
+                if !self.reopen_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot open the event file's path after a rotation; lines go on to the file it had until it can");
+                }
+                return file;
+            }
         }
         Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner))
     }
