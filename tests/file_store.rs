@@ -797,3 +797,28 @@ fn renames_under_a_census_or_a_check_count_each_running_task_once() {
         }
     });
 }
+
+/// A store whose parent directory is a symlink (systemd's `DynamicUser=`
+/// makes `/var/lib/<app>` one, to `/var/lib/private/<app>`): the path to
+/// the store may go through symlinks, only the store's own directory may
+/// not be one. The first open fsyncs the parent to make the store's name
+/// durable, and opened it refusing a symlink: "Not a directory", whether
+/// the store's directory was made beforehand (empty, by a deployment) or
+/// by the open.
+#[test]
+fn a_store_under_a_symlinked_parent_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("private-app");
+    std::fs::create_dir(&real).unwrap();
+    let app = dir.path().join("app");
+    std::os::unix::fs::symlink(&real, &app).unwrap();
+    std::fs::create_dir(app.join("made-before")).unwrap();
+    for name in ["made-before", "made-by-the-open"] {
+        let root = app.join(name);
+        let store = FileStore::open(&root).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let task = store.create(NewTask::new()).unwrap();
+        drop(store);
+        let again = FileStore::open(&root).unwrap();
+        assert_eq!(again.get(&task.id).unwrap(), Some(task), "{name}");
+    }
+}

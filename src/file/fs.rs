@@ -213,6 +213,18 @@ impl Fs {
         })
     }
 
+    /// Opens the directory at `path`, an ancestor of the store's root (the
+    /// host's, outside the store: a symlink there is followed, as the path
+    /// to the root follows it), only to fsync it.
+    pub fn open_ancestor(&self, path: &Path) -> io::Result<Dir> {
+        self.check(FsOp::Open, || path.to_owned())?;
+        let fd = rustix::fs::open(path, READ_DIR.difference(OFlags::NOFOLLOW), Mode::empty())?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
     /// Starts following the changes in `dir` (see `watch`): the kernel's
     /// error when it cannot, `Unsupported` where there are no change notices.
     pub fn watch(&self, dir: &Dir) -> io::Result<Watch> {

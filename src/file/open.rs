@@ -50,7 +50,8 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
     // it had made them so first.
     let unproven = !has(MARKER);
     if unproven && !named {
-        sync_name(&fs, root)?;
+        // Every ancestor's name too: the other open may have made them.
+        sync_names_up(&fs, root)?;
     }
     // Given its marker back before anything is made, then moved as a store
     // that kept it.
@@ -360,15 +361,37 @@ fn open_root(fs: &Fs, root: &Path) -> Result<(Dir, bool)> {
 }
 
 /// Makes the name of the directory `path` durable: an fsync of its parent
-/// (nothing on a read-only file system, where nothing is written).
+/// (nothing on a read-only file system, where nothing is written). A
+/// parent this process may not read (a home directory of mode `0711`) is
+/// not fsynced, and said: its name then waits for the system's writeback.
 fn sync_name(fs: &Fs, path: &Path) -> Result<()> {
     let Some(parent) = parent_of(path) else {
         return Ok(());
     };
-    let parent = fs
-        .open_root(parent)
-        .map_err(|e| Error::io("open directory", parent, e))?;
+    let parent = match fs.open_ancestor(parent) {
+        Ok(parent) => parent,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(directory = %parent.display(), error = %e, "cannot fsync a directory above the store (no read permission): a power loss soon after may take the names made in it");
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io("open directory", parent, e)),
+    };
     sync_writable(fs, &parent)
+}
+
+/// [`sync_name`] of `root` and of each directory above it, up to the file
+/// system's root: for a store whose directories another open may have
+/// made and not made durable (it may have made those above the store
+/// too). Once per store: an open that finds the marker skips it.
+fn sync_names_up(fs: &Fs, root: &Path) -> Result<()> {
+    let absolute =
+        std::path::absolute(root).map_err(|e| Error::io("make absolute the path", root, e))?;
+    for path in absolute.ancestors() {
+        if path.parent().is_some() {
+            sync_name(fs, path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs the directory `dir`, but for nothing on a read-only file system

@@ -566,11 +566,22 @@ fn a_store_another_open_began_keeps_what_this_open_acknowledged_across_a_power_l
     use std::os::unix::fs::DirBuilderExt;
     use std::sync::Arc;
     use taskstore::{FileStore, ManualClock, NewTask, Recorder, TaskStore};
-    for areas in [false, true] {
+    // The other open made the store's directory, its areas too or not, or
+    // a directory above the store as well.
+    for (areas, nested) in [(false, false), (true, false), (false, true)] {
         let dir = workload::scratch_dir("taskstore-race-open");
-        let root = dir.path().join(workload::STORE);
+        let under = if nested {
+            std::path::PathBuf::from("nest").join(workload::STORE)
+        } else {
+            std::path::PathBuf::from(workload::STORE)
+        };
+        let root = dir.path().join(&under);
         // The other open's `mkdir`s, never fsynced: it died.
-        let mut made = vec![root.clone()];
+        let mut made = Vec::new();
+        if nested {
+            made.push(dir.path().join("nest"));
+        }
+        made.push(root.clone());
         if areas {
             made.extend(
                 ["active", "tmp", "quarantine", "locks", "expiring", "done"].map(|a| root.join(a)),
@@ -600,7 +611,7 @@ fn a_store_another_open_began_keeps_what_this_open_acknowledged_across_a_power_l
         let lost: Vec<String> = states
             .iter()
             .filter(|(_, at)| {
-                let store = FileStore::builder(at.join(workload::STORE))
+                let store = FileStore::builder(at.join(&under))
                     .clock(Arc::new(clock.clone()))
                     .open()
                     .unwrap();
@@ -610,7 +621,8 @@ fn a_store_another_open_began_keeps_what_this_open_acknowledged_across_a_power_l
             .collect();
         assert!(
             lost.is_empty(),
-            "areas made by the other open: {areas}; {} of {} crash states lost the task: {lost:#?}",
+            "areas made by the other open: {areas}, a directory above too: {nested}; \
+             {} of {} crash states lost the task: {lost:#?}",
             lost.len(),
             states.len()
         );

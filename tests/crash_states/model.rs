@@ -232,6 +232,9 @@ impl Disk {
                 );
                 self.change(dir, name, None);
             }
+            // A directory above the modelled one (an open makes the names
+            // of the store's ancestors durable): nothing modelled changes.
+            FsEvent::SyncDir { path } if !path.starts_with(&self.base) => {}
             FsEvent::SyncDir { path } => {
                 let dir = self.rel(path);
                 let (now, later) = std::mem::take(&mut self.pending)
