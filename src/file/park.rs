@@ -61,13 +61,29 @@ impl FileBackend {
 
     /// Makes every change to `active/` durable, whatever this handle's
     /// durability: before a temp file whose writer is gone is removed (it
-    /// may be a park) and before a finished task's name in `done/` goes
-    /// (its move's removal of its name in `active/` may not be durable).
+    /// may be a park: [`settle_parked`](Self::settle_parked)) and before a
+    /// finished task's name in `done/` goes (its move's removal of its name
+    /// in `active/` may not be durable).
     pub(super) fn settle_active(&self) -> Result<()> {
         let active = self.area(Area::Active);
         active
             .sync(&self.fs, active.before())
             .map_err(|e| Error::io("fsync directory", active.dir().path(), e))
+    }
+
+    /// [`settle_active`](Self::settle_active), then the same of `done/` and
+    /// `expiring/`: before a temp file whose writer is gone is removed, as
+    /// it may be a park of the old file of a name in any of the three
+    /// (`link_over` parks the file a rename in `done/` or `expiring/`
+    /// replaces).
+    pub(super) fn settle_parked(&self) -> Result<()> {
+        self.settle_active()?;
+        let done = self.area(Area::Done);
+        done.sync(&self.fs, done.before())
+            .map_err(|e| Error::io("fsync directory", done.dir().path(), e))?;
+        self.expiring
+            .sync(&self.fs, self.expiring.before())
+            .map_err(|e| Error::io("fsync directory", self.expiring.dir().path(), e))
     }
 
     /// Removes the park of a write refused before its new version took

@@ -345,8 +345,8 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     if dead.is_empty() {
         return Ok(0);
     }
-    if let Err(e) = store.settle_active() {
-        tracing::warn!(error = %e, "cannot fsync active/ before removing dead writers' temp files; left for later");
+    if let Err(e) = store.settle_parked() {
+        tracing::warn!(error = %e, "cannot fsync active/, done/ and expiring/ before removing dead writers' temp files; left for later");
         return Ok(0);
     }
     let mut removed = 0;

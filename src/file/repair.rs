@@ -523,8 +523,9 @@ fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>>
     let Some(_guard) = store.locks.try_lock(&store.fs, stripe(id))? else {
         return Ok(Some("its writer is alive".to_owned()));
     };
-    // It may be a park (`park`): removed only once `active/` is durable.
-    store.settle_active()?;
+    // It may be a park (`park_at`): removed only once the directory whose
+    // name it kept is durable.
+    store.settle_parked()?;
     match store.fs.remove(&store.tmp, name) {
         Ok(()) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),

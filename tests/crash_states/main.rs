@@ -553,6 +553,112 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
     }
 }
 
+/// The same replacement cut short after its rename (its fsync of
+/// `expiring/` fails: a process dying there), then the next open, which
+/// removes the temp files of writers gone: the park that kept the copy is
+/// one of them, and goes only once the rename it guards is durable. (The
+/// open made only `active/` durable first: 1 of 197 crash states, the
+/// park's removal applied and the rename not, lost the entry.)
+#[test]
+fn a_park_left_by_a_replacement_cut_short_goes_only_once_its_rename_is_durable() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use taskstore::{
+        Fault, FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Recorder, TaskStore,
+    };
+    let dir = workload::scratch_dir("taskstore-relink-cut");
+    let root = dir.path().join(workload::STORE);
+    let recorder = Recorder::new();
+    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+    let open = |faults: Option<FaultInjector>| {
+        let builder = FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .recorder(recorder.clone());
+        match faults {
+            Some(faults) => builder.fault_injector(faults),
+            None => builder,
+        }
+        .open()
+        .unwrap()
+    };
+    let store = open(None);
+    let task = store
+        .create(NewTask::new().ttl(Duration::from_secs(3600)))
+        .unwrap();
+    assert!(
+        store
+            .complete(&task.id, serde_json::json!(1))
+            .unwrap()
+            .is_applied()
+    );
+    drop(store);
+    let done = root.join("done").join(format!("{}.json", task.id));
+    let names: Vec<_> = std::fs::read_dir(root.join("expiring"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let [entry] = names.as_slice() else {
+        panic!("{names:?}")
+    };
+    let entry = root.join("expiring").join(entry);
+    let bytes = std::fs::read(&entry).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::write(&entry, &bytes).unwrap();
+    let mut events = recorder.events();
+    events.extend([
+        FsEvent::Remove {
+            path: entry.clone(),
+        },
+        FsEvent::Create {
+            path: entry.clone(),
+        },
+        FsEvent::Write {
+            path: entry.clone(),
+            bytes,
+        },
+        FsEvent::SyncFile {
+            path: entry.clone(),
+        },
+        FsEvent::SyncDir {
+            path: root.join("expiring"),
+        },
+    ]);
+    let from = recorder.len();
+    let faults = FaultInjector::new();
+    let store = open(Some(faults.clone()));
+    faults.fail_at(FsOp::SyncDir, root.join("expiring"), Fault::Eio);
+    // Cut short: the listing fails, or goes on without the entry's fsync.
+    let _ = store.list(&ListQuery::all());
+    drop(store);
+    faults.disarm();
+    let parks: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!parks.is_empty(), "the cut-short replacement left its park");
+    drop(open(None));
+    let start = events.len() + 1;
+    events.extend(recorder.events()[from..].iter().cloned());
+    let scratch = workload::scratch_dir("taskstore-relink-cut-states");
+    let states = crash_states_from(dir.path(), &events, start, scratch.path());
+    assert!(!states.is_empty());
+    let (rel_done, rel_entry) = (
+        done.strip_prefix(dir.path()).unwrap(),
+        entry.strip_prefix(dir.path()).unwrap(),
+    );
+    let lost: Vec<String> = states
+        .iter()
+        .filter(|(_, at)| at.join(rel_done).exists() && !at.join(rel_entry).exists())
+        .map(|(label, _)| label.clone())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} crash states lost the entry: {lost:#?}",
+        lost.len(),
+        states.len()
+    );
+}
+
 /// Two first opens of a new store at once: the one that finds the store's
 /// directory (and perhaps its areas) already made by the other, which may
 /// die before its fsyncs, makes their names durable itself before it
