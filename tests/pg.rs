@@ -2535,6 +2535,52 @@ fn a_server_that_takes_connections_and_never_answers_holds_no_wait_past_its_time
     );
 }
 
+/// A connection string that lists a standby host first: the driver tries
+/// each host for `connect_timeout`, so a first host that never answers the
+/// socket's connect (its listen queue full: the SYN is dropped) is passed
+/// over for the second. The store gave the whole connect one
+/// `connect_timeout`, and failed over to nothing (the review's probe).
+#[test]
+fn a_connect_goes_on_to_the_next_host_when_the_first_never_answers() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("failover");
+    drop(open(cluster, &schema, "maker"));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Its queue filled, never accepted: later connects get no answer.
+    let mut queued = Vec::new();
+    let full = loop {
+        match std::net::TcpStream::connect_timeout(
+            &silent.local_addr().unwrap(),
+            Duration::from_millis(200),
+        ) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => break true,
+        }
+        if queued.len() > 4_096 {
+            break false;
+        }
+    };
+    assert!(full, "the listen queue never filled");
+    let socket_dir = cluster
+        .conninfo()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("host=").map(str::to_owned))
+        .unwrap();
+    let conninfo = format!(
+        "host=127.0.0.1,{socket_dir} port={port},5432 user=postgres dbname=postgres connect_timeout=1"
+    );
+    let store = returns("an open with a silent first host", move || {
+        PgStore::builder(&conninfo)
+            .schema(&schema)
+            .instance_id("standby")
+            .open()
+    })
+    .unwrap_or_else(|e| panic!("the second host was not tried: {e}"));
+    store.create(NewTask::new()).unwrap();
+    drop(queued);
+}
+
 /// A wait of `Duration::MAX` (a host's "for ever") waits for a notice: the
 /// driver adds its timeout to an `Instant`, which panicked with an
 /// overflow as soon as a notice came.

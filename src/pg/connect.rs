@@ -37,13 +37,14 @@ impl std::fmt::Display for Failed {
             Failed::Driver(e) => write!(f, "{e}"),
             Failed::Hung(waited) => write!(
                 f,
-                "the server took the connection but did not finish its start-up within \
-                 {waited:?} (stopped or overloaded?)"
+                "no connection within {waited:?} (`connect_timeout` for each host, and once \
+                 more for the server's start-up): no host answered, or the server took the \
+                 connection and did not finish its start-up (stopped or overloaded?)"
             ),
             Failed::TooManyHung(limit) => write!(
                 f,
-                "{limit} earlier connects to the server still hang in their start-up; \
-                 none is started until one of them ends"
+                "{limit} connects to the server are under way or still hang after their \
+                 time; none is started until one of them ends"
             ),
             Failed::Thread(why) => write!(f, "connecting: {why}"),
         }
@@ -96,9 +97,9 @@ impl Connecting {
         }
     }
 
-    /// Leaves the connect behind, counted in `hung` until it ends.
-    pub fn abandon(self, hung: &Arc<AtomicUsize>) {
-        hung.fetch_add(1, Ordering::SeqCst);
+    /// Leaves the connect behind, still counted in `hung` (as
+    /// [`within`](Connecting::within) counted it) until it ends.
+    fn abandon(self, hung: &Arc<AtomicUsize>) {
         let hung = Arc::clone(hung);
         let made = self.made;
         let spawned = std::thread::Builder::new()
@@ -116,8 +117,9 @@ impl Connecting {
     }
 
     /// Connects within `timeout`, or says why not, leaving a connect still
-    /// under way behind, counted in `hung`; while `hung` is at `limit`,
-    /// starts none.
+    /// under way behind. `hung` counts the connects under way, those left
+    /// behind included (until they end): while it is at `limit`, none is
+    /// started.
     pub fn within(
         config: &Config,
         setup: impl FnOnce(&mut Client) -> Result<(), postgres::Error> + Send + 'static,
@@ -125,16 +127,67 @@ impl Connecting {
         hung: &Arc<AtomicUsize>,
         limit: usize,
     ) -> Result<Client, Failed> {
-        if hung.load(Ordering::SeqCst) >= limit {
+        if hung.fetch_add(1, Ordering::SeqCst) >= limit {
+            hung.fetch_sub(1, Ordering::SeqCst);
             return Err(Failed::TooManyHung(limit));
         }
-        let connecting = Connecting::start(config, setup)?;
+        let connecting = match Connecting::start(config, setup) {
+            Ok(connecting) => connecting,
+            Err(e) => {
+                hung.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         match connecting.wait(timeout) {
-            Some(result) => result,
+            Some(result) => {
+                hung.fetch_sub(1, Ordering::SeqCst);
+                result
+            }
             None => {
                 connecting.abandon(hung);
                 Err(Failed::Hung(timeout))
             }
         }
+    }
+
+    /// How long a caller waits for a connect with `config`: its
+    /// `connect_timeout` (else `default`) for each host it lists (the
+    /// driver tries them in turn, each for that long), and once more for
+    /// the start-up of the one that answers, which the driver does not
+    /// bound.
+    pub fn wait_for(config: &Config, default: Duration) -> Duration {
+        let each = config.get_connect_timeout().copied().unwrap_or(default);
+        let hosts = config
+            .get_hosts()
+            .len()
+            .max(config.get_hostaddrs().len())
+            .max(1);
+        each.saturating_mul(u32::try_from(hosts + 1).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver tries the hosts in turn, each for `connect_timeout`, and
+    /// does not bound the start-up: a caller waits that long for each
+    /// host, and once more.
+    #[test]
+    fn a_connect_waits_connect_timeout_for_each_host_and_once_more() {
+        let wait = |conninfo: &str| {
+            let config: Config = conninfo.parse().unwrap();
+            Connecting::wait_for(&config, Duration::from_secs(10))
+        };
+        assert_eq!(wait("host=a connect_timeout=3"), Duration::from_secs(6));
+        assert_eq!(
+            wait("host=a,b,c connect_timeout=3"),
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            wait("hostaddr=10.0.0.1,10.0.0.2 connect_timeout=2"),
+            Duration::from_secs(6)
+        );
+        assert_eq!(wait("host=a"), Duration::from_secs(20));
     }
 }

@@ -91,8 +91,8 @@ impl Connection {
 pub(crate) struct Pool {
     config: Config,
     size: usize,
-    /// Connects callers stopped waiting for (past the connection's
-    /// `connect_timeout`), still under way: at most `size`.
+    /// Connects under way, those callers stopped waiting for (past
+    /// [`Connecting::wait_for`]) included until they end: at most `size`.
     hung: Arc<AtomicUsize>,
     /// How long [`get`](Pool::get) waits for a connection given back.
     wait: Duration,
@@ -278,14 +278,10 @@ impl Pool {
     }
 
     /// A new connection, set up for the store's statements ([`session`]),
-    /// within the connection's `connect_timeout` (which the driver applies
-    /// to the socket's connect alone; [`Connecting`] to the whole of it).
+    /// within [`Connecting::wait_for`] (the driver's `connect_timeout`
+    /// bounds each host's socket connect alone; [`Connecting`] the whole).
     fn connect(&self) -> Result<Connection, Failed> {
-        let timeout = self
-            .config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(super::CONNECT_TIMEOUT);
+        let timeout = Connecting::wait_for(&self.config, super::CONNECT_TIMEOUT);
         let setup = |client: &mut Client| client.batch_execute(&session());
         let client = Connecting::within(&self.config, setup, timeout, &self.hung, self.size)?;
         Ok(Connection {
