@@ -782,15 +782,31 @@ impl Backend for PgBackend {
         self.current(id, "load")
     }
 
-    /// One statement for them all (`load_all`); if it fails, each on its
-    /// own, so that each result says what its own load says.
+    /// One statement for them all (`load_all`). A row that does not decode
+    /// is its task's `Error::Corrupt` alone; a statement that fails (the
+    /// server out of reach, say) is each task's error, naming the task:
+    /// loading each on its own then would try the server once a task.
     fn load_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
         if ids.len() < 2 {
             return ids.iter().map(|id| self.load(id)).collect();
         }
         let names: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
-        let Ok(mut found) = self.current_all(&names, "load") else {
-            return ids.iter().map(|id| self.load(id)).collect();
+        let mut found = match self.current_all(&names, "load") {
+            Ok(found) => found,
+            Err(e) => {
+                let why = match &e {
+                    Error::Backend { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                let others = ids.len() - 1;
+                return ids
+                    .iter()
+                    .map(|id| {
+                        let op = format!("load task {id} (in one statement with {others} others)");
+                        Err(Error::backend(BACKEND, op, why.clone()))
+                    })
+                    .collect();
+            }
         };
         let mut seen = HashSet::new();
         ids.iter()
