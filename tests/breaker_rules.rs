@@ -701,9 +701,12 @@ fn the_registry_refuses_an_empty_or_overlong_name_and_makes_nothing() {
     // head.
     let overlong = format!("{}{}", "é".repeat(40), "x".repeat(1 << 20));
     for (name, why) in [("", "empty"), (overlong.as_str(), "longer than")] {
+        // An invalid config too: the error would carry the name whole.
+        let invalid = BreakerConfig::default().failure_rate_threshold(2.0);
         for made in [
             registry.breaker(name),
             registry.breaker_with(name, BreakerConfig::default()),
+            registry.breaker_with(name, invalid),
         ] {
             match made {
                 Err(Error::InvalidBreakerName {

@@ -440,6 +440,23 @@ fn a_rotation_whose_path_cannot_be_opened_is_said_once_and_its_end_too() {
         .filter(|e| e.level == tracing::Level::INFO)
         .collect();
     assert_eq!(infos.len(), 1, "{infos:?}");
+    // Failing again after the host's own `reopen` put it right is said
+    // again too.
+    let second = dir.path().join("events.jsonl.2");
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        sink.emit(&Event::new("kept-3"));
+        std::fs::remove_dir(&path).unwrap();
+        sink.reopen().unwrap();
+        sink.emit(&Event::new("moved-again"));
+        std::fs::rename(&path, &second).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        sink.emit(&Event::new("kept-4"));
+    });
+    assert_eq!(kinds_in(&second), ["moved-again", "kept-4"]);
+    assert_eq!(logged.warnings().len(), 2, "{:?}", logged.events());
 }
 
 #[test]

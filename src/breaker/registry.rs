@@ -128,6 +128,8 @@ impl BreakerRegistry {
     /// than [`MAX_BREAKER_NAME`], [`Error::TooManyBreakers`] if creating it
     /// would pass the cap.
     pub fn breaker_with(&self, name: &str, config: BreakerConfig) -> Result<Breaker> {
+        // The name first: a config error names the breaker.
+        check_name(name)?;
         config.validate_for(Some(name))?;
         if let Some(breaker) = self.read().get(name) {
             return Self::same_config(breaker, &config);

@@ -160,6 +160,10 @@ impl JsonLinesSink {
     /// goes on writing to the file it had.
     pub fn reopen(&self) -> Result<()> {
         let file = open_appending(&self.path)?;
+        // A later look that cannot open the path is said again.
+        if self.reopen_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(path = %self.path.display(), "opened the event file's path again after a rotation; lines go there");
+        }
         let mut current = self.file.write().unwrap_or_else(PoisonError::into_inner);
         // A fragment left in another file is that file's; one in the same
         // file (opened again, nothing rotated) is still to be ended.
@@ -194,11 +198,7 @@ impl JsonLinesSink {
             return file;
         }
         match self.reopen() {
-            Ok(()) => {
-                if self.reopen_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(path = %self.path.display(), "opened the event file's path again after a rotation; lines go there");
-                }
-            }
+            Ok(()) => {}
             Err(e) => {
                 // Looked at again at the next check; until then lines go
                 // where they went.

@@ -221,7 +221,9 @@ pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     // Each task deleted is listed as the sweep goes, and each entry it
     // could not read said (`Heard::sweep`).
     let swept = store.sweep()?;
-    let code = text::earned(!swept.missed.is_empty() || text::stdout_failed());
+    // First: it joins the thread that writes the deletions.
+    let stdout_failed = text::stdout_failed();
+    let code = text::earned(!swept.missed.is_empty() || stdout_failed);
     report_missed(&swept.missed, "delete");
     text::err(format!(
         "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
@@ -311,7 +313,9 @@ pub fn reap(store: &dyn Handle, json: bool) -> Result<ExitCode, Failure> {
     // not read said (`Heard::deletions`). They are all written before the
     // tasks it reaped.
     let reaped = store.reap()?;
-    let code = text::earned(!reaped.missed.is_empty() || text::stdout_failed());
+    // First: it joins the thread that writes the deletions.
+    let stdout_failed = text::stdout_failed();
+    let code = text::earned(!reaped.missed.is_empty() || stdout_failed);
     report_missed(&reaped.missed, "reap");
     for task in &reaped.tasks {
         out(if json {
