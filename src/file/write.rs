@@ -538,9 +538,10 @@ impl FileBackend {
     /// Gives each finished task of `ids` whose `expiring/` entry is gone (a
     /// power loss under `Eventual` can take it) or a copy (a store copied
     /// without its hard links) its entry again, a link, under its lock,
-    /// then (under `Immediate`) makes them durable with one fsync. A task
-    /// moved or changed meanwhile is left as it is. Returns how many it
-    /// restored, logged once.
+    /// then (under `Immediate`) makes them durable with one fsync (a copy
+    /// replaced makes its own first, before its park goes: `link_over`). A
+    /// task moved or changed meanwhile is left as it is. Returns how many
+    /// it restored, logged once.
     pub(super) fn restore_missing_indexes(&self, ids: &[TaskId]) -> Result<usize> {
         let touched = Touched {
             expiring: true,
