@@ -429,35 +429,25 @@ fn set_aside_then_lost(area: &str, name: &str) -> (Vec<String>, usize) {
     (lost, count)
 }
 
-/// A finished task whose `expiring/` entry is a copy (a store copied
-/// without its hard links) is given the entry again as a link by a listing
-/// of history, and a power loss at any moment of that keeps an entry of
-/// the task's name in `expiring/` while `done/` holds its file: the copy
-/// is replaced in one step (a link under a temp name, renamed over it),
-/// never removed first, and it is kept from being freed (parked) until
-/// the link is durable; the temp names a crash leaves in `tmp/` go at the
-/// next open. (It was unlinked, then the link made: 5 of the 60 crash
-/// states from then on left the finished task without its entry, which no
-/// sweep would find; renamed over with the copy unparked, 2 of 194 did.)
-#[test]
-fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
-    use std::sync::Arc;
-    use std::time::Duration;
-    use taskstore::{FileStore, ListQuery, ManualClock, NewTask, Recorder, TaskStore};
-    let dir = workload::scratch_dir("taskstore-relink");
-    let root = dir.path().join(workload::STORE);
-    let recorder = Recorder::new();
-    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
-    let open = || {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .recorder(recorder.clone())
-            .open()
-            .unwrap()
-    };
+/// A finished task with a TTL, made through `open()`'s handle, whose
+/// `expiring/` entry is then made a copy (a store copied without its hard
+/// links; the copy's bytes and name durable): the task, its `done/` path,
+/// its entry's path, and every call so far (the recorder's, then the
+/// copy's).
+fn finished_with_a_copied_entry(
+    root: &std::path::Path,
+    recorder: &taskstore::Recorder,
+    open: impl Fn() -> taskstore::FileStore,
+) -> (
+    taskstore::Task,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Vec<FsEvent>,
+) {
+    use taskstore::{NewTask, TaskStore};
     let store = open();
     let task = store
-        .create(NewTask::new().ttl(Duration::from_secs(3600)))
+        .create(NewTask::new().ttl(std::time::Duration::from_secs(3600)))
         .unwrap();
     assert!(
         store
@@ -475,7 +465,6 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
         panic!("{names:?}")
     };
     let entry = root.join("expiring").join(entry);
-    // The entry made a copy long ago: its bytes and name durable.
     let bytes = std::fs::read(&entry).unwrap();
     std::fs::remove_file(&entry).unwrap();
     std::fs::write(&entry, &bytes).unwrap();
@@ -498,6 +487,35 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
             path: root.join("expiring"),
         },
     ]);
+    (task, done, entry, events)
+}
+
+/// A finished task whose `expiring/` entry is a copy (a store copied
+/// without its hard links) is given the entry again as a link by a listing
+/// of history, and a power loss at any moment of that keeps an entry of
+/// the task's name in `expiring/` while `done/` holds its file: the copy
+/// is replaced in one step (a link under a temp name, renamed over it),
+/// never removed first, and it is kept from being freed (parked) until
+/// the link is durable; the temp names a crash leaves in `tmp/` go at the
+/// next open. (It was unlinked, then the link made: 5 of the 60 crash
+/// states from then on left the finished task without its entry, which no
+/// sweep would find; renamed over with the copy unparked, 2 of 194 did.)
+#[test]
+fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
+    use std::sync::Arc;
+    use taskstore::{FileStore, ListQuery, ManualClock, Recorder, TaskStore};
+    let dir = workload::scratch_dir("taskstore-relink");
+    let root = dir.path().join(workload::STORE);
+    let recorder = Recorder::new();
+    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+    let open = || {
+        FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .recorder(recorder.clone())
+            .open()
+            .unwrap()
+    };
+    let (task, done, entry, mut events) = finished_with_a_copied_entry(&root, &recorder, open);
     let from = recorder.len();
     let store = open();
     assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 1);
@@ -562,9 +580,8 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
 #[test]
 fn a_park_left_by_a_replacement_cut_short_goes_only_once_its_rename_is_durable() {
     use std::sync::Arc;
-    use std::time::Duration;
     use taskstore::{
-        Fault, FaultInjector, FileStore, FsOp, ListQuery, ManualClock, NewTask, Recorder, TaskStore,
+        Fault, FaultInjector, FileStore, FsOp, ListQuery, ManualClock, Recorder, TaskStore,
     };
     let dir = workload::scratch_dir("taskstore-relink-cut");
     let root = dir.path().join(workload::STORE);
@@ -581,48 +598,8 @@ fn a_park_left_by_a_replacement_cut_short_goes_only_once_its_rename_is_durable()
         .open()
         .unwrap()
     };
-    let store = open(None);
-    let task = store
-        .create(NewTask::new().ttl(Duration::from_secs(3600)))
-        .unwrap();
-    assert!(
-        store
-            .complete(&task.id, serde_json::json!(1))
-            .unwrap()
-            .is_applied()
-    );
-    drop(store);
-    let done = root.join("done").join(format!("{}.json", task.id));
-    let names: Vec<_> = std::fs::read_dir(root.join("expiring"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let [entry] = names.as_slice() else {
-        panic!("{names:?}")
-    };
-    let entry = root.join("expiring").join(entry);
-    let bytes = std::fs::read(&entry).unwrap();
-    std::fs::remove_file(&entry).unwrap();
-    std::fs::write(&entry, &bytes).unwrap();
-    let mut events = recorder.events();
-    events.extend([
-        FsEvent::Remove {
-            path: entry.clone(),
-        },
-        FsEvent::Create {
-            path: entry.clone(),
-        },
-        FsEvent::Write {
-            path: entry.clone(),
-            bytes,
-        },
-        FsEvent::SyncFile {
-            path: entry.clone(),
-        },
-        FsEvent::SyncDir {
-            path: root.join("expiring"),
-        },
-    ]);
+    let (_, done, entry, mut events) =
+        finished_with_a_copied_entry(&root, &recorder, || open(None));
     let from = recorder.len();
     let faults = FaultInjector::new();
     let store = open(Some(faults.clone()));
