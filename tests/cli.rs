@@ -2988,10 +2988,6 @@ fn tail_help_lists_only_its_own_options() {
 /// the rest). (`tail` had no `-n`: a usage error.)
 #[test]
 fn tail_n_shows_the_last_events_then_follows() {
-    use std::io::Write as _;
-    let event = |kind: &str| {
-        format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
-    };
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("events.jsonl");
     let text = [
@@ -3032,29 +3028,7 @@ fn tail_n_shows_the_last_events_then_follows() {
         );
     }
     // Following: the last one there, then each new one as it comes.
-    let mut tail = taskstore(None, &["tail", file, "-n", "1", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let next_line = following(tail.stdout.take().unwrap());
-    let next = || {
-        next_line()
-            .split("  ")
-            .nth(2)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(next(), "k3");
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(event("k4").as_bytes())
-        .unwrap();
-    assert_eq!(next(), "k4");
-    tail.kill().unwrap();
-    tail.wait().unwrap();
+    follows(file, &path, "k3", "k4");
 }
 
 /// A string may hold DEL and the C1 controls as they are (JSON escapes only
@@ -4187,6 +4161,40 @@ fn stats_count_a_task_with_a_stale_copy_as_the_api_reads_it() {
     );
 }
 
+/// A line of a `JsonLinesSink` file: an event of `kind`.
+fn event(kind: &str) -> String {
+    format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
+}
+
+/// `tail FILE -n 1 --follow` (`path` its file) prints the event of kind
+/// `last` there, then the one of kind `next` once it is appended.
+fn follows(file: &str, path: &Path, last: &str, next: &str) {
+    use std::io::Write as _;
+    let mut tail = taskstore(None, &["tail", file, "-n", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let next_line = following(tail.stdout.take().unwrap());
+    let kind = || {
+        next_line()
+            .split("  ")
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(kind(), last);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(event(next).as_bytes())
+        .unwrap();
+    assert_eq!(kind(), next);
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+}
+
 /// The next line a following `tail` writes on `out`, each time it is
 /// called: read on a thread of its own, so that a `tail` that stopped
 /// printing fails the test after [`common::HANG`] rather than hang it.
@@ -4438,9 +4446,6 @@ fn verify_lists_leftovers_of_crashed_writers_and_passes() {
 #[test]
 fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
     use std::io::Write as _;
-    let event = |kind: &str| {
-        format!("{{\"at\":\"2026-01-01T00:00:00Z\",\"pid\":1,\"kind\":\"{kind}\",\"data\":null}}\n")
-    };
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("events.jsonl");
     let hole: u64 = (4 << 30) + 3;
@@ -4479,27 +4484,5 @@ fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
     let out = run_expect(None, &["tail", name, "-n", "1", "--kind", "k1"], 0);
     assert_eq!(kinds(&out), ["k1"]);
     // Following: the last one there, then each new one.
-    let mut tail = taskstore(None, &["tail", name, "-n", "1", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let next_line = following(tail.stdout.take().unwrap());
-    let next = || {
-        next_line()
-            .split("  ")
-            .nth(2)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(next(), "k2");
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(event("k3").as_bytes())
-        .unwrap();
-    assert_eq!(next(), "k3");
-    tail.kill().unwrap();
-    tail.wait().unwrap();
+    follows(name, &path, "k2", "k3");
 }
