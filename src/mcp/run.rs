@@ -401,7 +401,13 @@ async fn supervise(
         (Err(join), Ending::Shutdown) if join.is_cancelled() => Some(Record::stop(&shared, &run)),
         (Err(join), _) => {
             let why = match join.try_into_panic() {
-                Ok(panic) => format!("task operation panicked: {}", panic_message(&*panic)),
+                Ok(panic) => {
+                    let why = format!("task operation panicked: {}", panic_message(&*panic));
+                    // A payload whose drop panics must not end this
+                    // supervisor, leaving the run unrecorded.
+                    crate::panics::drop_payload(panic);
+                    why
+                }
                 Err(_) => "task operation was aborted".to_owned(),
             };
             // The client reads it in the task's error; the host's log

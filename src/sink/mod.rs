@@ -54,16 +54,13 @@ pub fn breaker_call_contained(sink: &dyn EventSink, breaker: &str, outcome: Call
 }
 
 /// Runs `call`, containing a panic: whether it returned. The panic's
-/// payload is dropped under a containment of its own: a payload whose
-/// `Drop` panics (`panic_any` of such a value) would otherwise unwind into
-/// the caller from the drop; one that panics again is leaked.
+/// payload is dropped under a containment of its own
+/// ([`drop_payload`](crate::panics::drop_payload)).
 fn contained(call: impl FnOnce()) -> bool {
     let Err(payload) = catch_unwind(AssertUnwindSafe(call)) else {
         return true;
     };
-    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-        std::mem::forget(again);
-    }
+    crate::panics::drop_payload(payload);
     false
 }
 

@@ -425,6 +425,39 @@ async fn errors_are_inlined_as_jsonrpc_and_panics_fail_the_task() {
     assert!(named, "{:?}", logged.events());
 }
 
+/// A panic whose payload panics again when dropped (`panic_any` of such a
+/// value, in a host's operation): the supervisor dropped the payload where
+/// a second panic ended it, so the run was never recorded nor forgotten
+/// (its task `working` for ever, its lease renewed). It fails the task as
+/// any panic does.
+#[tokio::test]
+async fn an_operation_whose_panic_panics_again_when_dropped_fails_its_task() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("this payload panics when dropped (expected in this test)");
+            }
+        }
+    }
+    let m = DurableTaskManager::with_options(Arc::new(MemoryStore::new()), fast());
+    let bombed = m
+        .spawn(TaskOptions::new(), |_ctx| {
+            Box::pin(async { std::panic::panic_any(Bomb) })
+        })
+        .await
+        .unwrap();
+    let TaskPayload::Failed { error } = settled(&m, &bombed.task_id).await.payload else {
+        panic!()
+    };
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("task operation panicked")),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn cancel_at_another_instance_reaches_the_operation() {
     let dir = tempfile::tempdir().unwrap();
