@@ -589,9 +589,9 @@ enum Read {
     ListActive,
 }
 
-/// Per-operation times (ns) of one reader: floor, PgStore, FileStore; over
-/// 10 running and 1,000 finished tasks.
-fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
+/// A `PgStore` on a fresh schema (its name) and a `FileStore` in a fresh
+/// directory (kept while the store is), with their default settings.
+fn peers(cluster: &pg_cluster::Cluster) -> (String, PgStore, tempfile::TempDir, FileStore) {
     let schema = pg_cluster::fresh_schema("bench");
     let store = PgStore::builder(cluster.conninfo())
         .schema(&schema)
@@ -599,6 +599,13 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = FileStore::open(dir.path()).unwrap();
+    (schema, store, dir, file)
+}
+
+/// Per-operation times (ns) of one reader: floor, PgStore, FileStore; over
+/// 10 running and 1,000 finished tasks.
+fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
+    let (schema, store, _dir, file) = peers(cluster);
     let mut running = Vec::new();
     for s in [&store as &dyn TaskStore, &file as &dyn TaskStore] {
         for n in 0..1_010 {
@@ -677,13 +684,7 @@ fn read_rows(cluster: &pg_cluster::Cluster, read: Read) -> [f64; 3] {
 /// `FileStore`'s; the four take turns within each round, which goes first
 /// rotating.
 fn renew_rows(cluster: &pg_cluster::Cluster, size: usize) -> [f64; 4] {
-    let schema = pg_cluster::fresh_schema("bench");
-    let store = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .open()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = FileStore::open(dir.path()).unwrap();
+    let (schema, store, _dir, file) = peers(cluster);
     let sql = pg_statements(&schema);
     let mut client = Client::connect(&cluster.conninfo(), NoTls).unwrap();
     let load_all = client.prepare(&sql.load_all).unwrap();

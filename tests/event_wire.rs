@@ -40,6 +40,27 @@ fn event_part(line: &str) -> Value {
     value
 }
 
+/// A file store at `<dir>/store` on a manual clock (2026-01-01), whose
+/// events a `JsonLinesSink` writes to `<dir>/events.jsonl`.
+fn store_writing_events() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<JsonLinesSink>,
+    ManualClock,
+    FileStore,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let sink = Arc::new(JsonLinesSink::open(&path).unwrap());
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap());
+    let store = FileStore::builder(dir.path().join("store"))
+        .clock(Arc::new(clock.clone()))
+        .sink(sink.clone())
+        .open()
+        .unwrap();
+    (dir, path, sink, clock, store)
+}
+
 #[test]
 fn lines_written_before_parse_back_into_typed_events() {
     let events: Vec<Event> = WRITTEN_BEFORE
@@ -75,15 +96,7 @@ fn lines_written_before_parse_back_into_typed_events() {
 
 #[test]
 fn the_wire_form_of_each_family_is_pinned() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let sink = Arc::new(JsonLinesSink::open(&path).unwrap());
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap());
-    let store = FileStore::builder(dir.path().join("store"))
-        .clock(Arc::new(clock.clone()))
-        .sink(sink.clone())
-        .open()
-        .unwrap();
+    let (dir, path, sink, clock, store) = store_writing_events();
     store
         .create(NewTask::new().id(TaskId::parse("t-1").unwrap()))
         .unwrap();
@@ -220,15 +233,7 @@ fn an_unreadable_event_reads_back_as_its_entry() {
 /// `taskId`, `status` and `revision` alone.)
 #[test]
 fn an_expired_event_carries_when_its_task_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let sink = Arc::new(JsonLinesSink::open(&path).unwrap());
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap());
-    let store = FileStore::builder(dir.path().join("store"))
-        .clock(Arc::new(clock.clone()))
-        .sink(sink.clone())
-        .open()
-        .unwrap();
+    let (_dir, path, _sink, clock, store) = store_writing_events();
     let task = store
         .create(
             NewTask::new()

@@ -429,6 +429,32 @@ fn set_aside_then_lost(area: &str, name: &str) -> (Vec<String>, usize) {
     (lost, count)
 }
 
+/// Fails unless, in every crash state of `states` (images of `base`),
+/// the finished task whose file is `done` keeps its `expiring/` entry
+/// `entry` (both paths under `base`).
+fn assert_no_entry_lost(
+    states: &[(String, std::path::PathBuf)],
+    base: &std::path::Path,
+    done: &std::path::Path,
+    entry: &std::path::Path,
+) {
+    let (done, entry) = (
+        done.strip_prefix(base).unwrap(),
+        entry.strip_prefix(base).unwrap(),
+    );
+    let lost: Vec<&String> = states
+        .iter()
+        .filter(|(_, at)| at.join(done).exists() && !at.join(entry).exists())
+        .map(|(label, _)| label)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} crash states lost the entry: {lost:#?}",
+        lost.len(),
+        states.len()
+    );
+}
+
 /// A finished task with a TTL, made through `open()`'s handle, whose
 /// `expiring/` entry is then made a copy (a store copied without its hard
 /// links; the copy's bytes and name durable): the task, its `done/` path,
@@ -533,21 +559,7 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
     let scratch = workload::scratch_dir("taskstore-relink-states");
     let states = crash_states_from(dir.path(), &events, start, scratch.path());
     assert!(!states.is_empty());
-    let (rel_done, rel_entry) = (
-        done.strip_prefix(dir.path()).unwrap(),
-        entry.strip_prefix(dir.path()).unwrap(),
-    );
-    let lost: Vec<String> = states
-        .iter()
-        .filter(|(_, at)| at.join(rel_done).exists() && !at.join(rel_entry).exists())
-        .map(|(label, _)| label.clone())
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} crash states lost the entry: {lost:#?}",
-        lost.len(),
-        states.len()
-    );
+    assert_no_entry_lost(&states, dir.path(), &done, &entry);
     // The temp names the replacement left are temp files to the next open,
     // which removes them.
     for (label, at) in &states {
@@ -619,21 +631,7 @@ fn a_park_left_by_a_replacement_cut_short_goes_only_once_its_rename_is_durable()
     let scratch = workload::scratch_dir("taskstore-relink-cut-states");
     let states = crash_states_from(dir.path(), &events, start, scratch.path());
     assert!(!states.is_empty());
-    let (rel_done, rel_entry) = (
-        done.strip_prefix(dir.path()).unwrap(),
-        entry.strip_prefix(dir.path()).unwrap(),
-    );
-    let lost: Vec<String> = states
-        .iter()
-        .filter(|(_, at)| at.join(rel_done).exists() && !at.join(rel_entry).exists())
-        .map(|(label, _)| label.clone())
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} crash states lost the entry: {lost:#?}",
-        lost.len(),
-        states.len()
-    );
+    assert_no_entry_lost(&states, dir.path(), &done, &entry);
 }
 
 /// Two first opens of a new store at once: the one that finds the store's
