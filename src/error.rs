@@ -144,17 +144,17 @@ pub enum Error {
         reason: String,
     },
 
-    /// A file in the store is larger than any task this handle may read
-    /// (its payload cap plus the file's envelope): it is refused before it
-    /// is read, and left where it is (a handle with a larger cap may have
-    /// written it).
-    #[error("task file {} is {size} bytes, over the {limit} bytes this handle reads", path.display())]
+    /// A file in the store is larger than any task a handle writes,
+    /// whatever its payload cap ([`LARGEST_TASK`](crate::LARGEST_TASK) and
+    /// the file's envelope): it is refused before it is read, and left where
+    /// it is (a newer version may read it).
+    #[error("task file {} is {size} bytes, over the {limit} bytes a task file may take", path.display())]
     FileTooLarge {
         /// The file.
         path: PathBuf,
         /// Its size.
         size: u64,
-        /// The largest task file this handle reads.
+        /// The largest task file any handle writes, so reads.
         limit: u64,
     },
 

@@ -49,7 +49,7 @@ pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Pause, Rec
 pub use crate::id::{InvalidId, MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{
-    DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEPTH, MAX_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_ACTIVE, DEFAULT_MAX_PAYLOAD_BYTES, LARGEST_TASK, MAX_DEPTH, MAX_MAX_PAYLOAD_BYTES,
     MIN_MAX_PAYLOAD_BYTES, OWN_HEADROOM, SMALL_ERROR_BYTES,
 };
 pub use crate::memory::{MemoryBackend, MemoryStore};

@@ -34,6 +34,12 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// outcome (a task filled to the cap by its status message or metadata).
 pub const OWN_HEADROOM: usize = 4 * 1024;
 
+/// The largest task (its JSON, in bytes) any handle writes, whatever its
+/// cap: [`MAX_MAX_PAYLOAD_BYTES`] plus [`OWN_HEADROOM`]. Every handle reads
+/// tasks up to it, so a task one handle wrote reads back through any other,
+/// whatever their caps.
+pub const LARGEST_TASK: usize = MAX_MAX_PAYLOAD_BYTES + OWN_HEADROOM;
+
 /// The largest error (its JSON, in bytes: 1 KiB) that fails any running
 /// task, however near the payload cap: the failed task may go
 /// [`OWN_HEADROOM`] past the cap, as an orphan's may. A larger error, and
@@ -79,17 +85,31 @@ impl Limits {
     }
 
     /// `task` as a backend stores it, after a change the store made itself
-    /// (see [`OWN_HEADROOM`]).
-    pub fn record_own(&self, task: Task) -> Result<Record> {
-        self.record_within(task, self.max_payload_bytes + OWN_HEADROOM)
+    /// to `current` (see [`OWN_HEADROOM`]): within the cap plus the
+    /// headroom, or, over a task another handle's larger cap let in, within
+    /// that task's size plus the headroom (a renewal, claim or reap of a
+    /// task the store accepted is never refused for a size the store gave
+    /// it). Never past [`LARGEST_TASK`], which every handle reads.
+    pub fn record_own(&self, task: Task, current: &Task) -> Result<Record> {
+        check_depth(&task)?;
+        let json = encode(&task)?;
+        let limit = self.max_payload_bytes + OWN_HEADROOM;
+        if json.len() > limit {
+            let had = encode(current).map_or(0, |had| had.len());
+            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, LARGEST_TASK) {
+                return Err(self.too_large(&task, json.len()));
+            }
+        }
+        Ok(Record::new(task, json))
     }
 
     /// `task` as a backend stores it, written by a host over `current`:
-    /// within the cap, or, where the store's own change (a claim naming a
-    /// long instance id) took `current` past it, no larger than `current`
-    /// while it runs (the room left past it is the store's own, for the
-    /// renewals, claims and reap still to come), and within the store's
-    /// headroom once it ends (nothing of the store's comes after): its new
+    /// within the cap, or, where `current` is past it (the store's own
+    /// change, a claim naming a long instance id, took it there, or another
+    /// handle's larger cap let it in), no larger than `current` while it
+    /// runs (the room left past it is the store's own, for the renewals,
+    /// claims and reap still to come), and within the store's headroom over
+    /// it once it ends (nothing of the store's comes after): its new
     /// owner's checkpoints that do not grow it, and its outcome, are not
     /// refused for a size the store gave the task. A failure with a small
     /// error ([`SMALL_ERROR_BYTES`]) gets the headroom over any task.
@@ -101,7 +121,7 @@ impl Limits {
             let had = encode(current).map_or(0, |had| had.len());
             let limit = match (had > cap, task.is_terminal()) {
                 (true, false) => had,
-                (true, true) => cap + OWN_HEADROOM,
+                (true, true) => had.saturating_add(OWN_HEADROOM).min(LARGEST_TASK),
                 (false, _) if is_small_failure(&task) => cap + OWN_HEADROOM,
                 (false, _) => cap,
             };

@@ -1964,6 +1964,37 @@ fn an_open_beside_another_makes_a_cut_compactions_swap_durable_first() {
     drop(check);
 }
 
+/// A task this handle cannot renew (the device fails the rename of its
+/// renewed file, and only of that one) keeps none of its other tasks from
+/// being renewed: the pass renews the rest, then reports the one, naming
+/// its file. (The pass stopped at it, before it wrote any renewal, and
+/// every lease of the handle lapsed.)
+#[test]
+fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    // The one that fails first in listing order, so that a pass stopping
+    // at it would leave the other.
+    let stuck = store.create(NewTask::new()).unwrap();
+    let fine = store.create(NewTask::new()).unwrap();
+    let stuck_path = root.join("active").join(format!("{}.json", stuck.id));
+    faults.fail_at(FsOp::Rename, &stuck_path, Fault::Eio);
+    clock.advance(Duration::from_secs(5));
+    match store.renew_leases() {
+        Err(taskstore::Error::Io { path, .. }) => assert_eq!(path, stuck_path),
+        other => panic!("the task that failed is reported, got {other:?}"),
+    }
+    faults.disarm();
+    let renewed = store.get(&fine.id).unwrap().unwrap();
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE),
+        "the other task is renewed"
+    );
+    assert_eq!(store.get(&stuck.id).unwrap(), Some(stuck), "kept as it was");
+}
+
 /// Renewing the leases of many tasks at once (`renew_leases_of`, what the
 /// MCP manager's watch calls) makes them durable with one fsync of
 /// `active/`, not one each: a manager renewing thousands of leases one by
@@ -2247,17 +2278,15 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
     let undo = logged.warnings_of("failed create");
     assert!(undo.is_empty(), "{undo:?}");
 
-    // A file past this handle's read limit (a peer with a larger cap may
-    // have written it) is no task of this create's either.
-    let small = FileStore::builder(&root)
-        .max_payload_bytes(taskstore::MIN_MAX_PAYLOAD_BYTES)
-        .open()
-        .unwrap();
-    fs::write(root.join("active").join("big.json"), vec![b' '; 64 * 1024]).unwrap();
+    // A file past any task's size (sparse: nothing is written) is no task
+    // of this create's either.
+    let big = fs::File::create(root.join("active").join("big.json")).unwrap();
+    big.set_len(2 << 30).unwrap();
+    drop(big);
     let logged = common::Logged::default();
     let err = tracing::subscriber::with_default(logged.clone(), || {
         let new = NewTask::new().id(TaskId::parse("big").unwrap());
-        small.create(new).unwrap_err()
+        store.create(new).unwrap_err()
     });
     assert!(
         matches!(err, taskstore::Error::FileTooLarge { .. }),

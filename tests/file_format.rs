@@ -511,8 +511,8 @@ fn a_repair_applies_to_the_directories_a_compaction_made_meanwhile() {
 
 /// A store of format 1 moved by a handle with a smaller payload cap than
 /// the one that wrote a finished task: the move reads every file whatever
-/// this handle's cap, so the large task is indexed too, and a handle that
-/// can read it sweeps it once expired. (It was skipped, as a file larger
+/// this handle's cap, so the large task is indexed too, and swept once
+/// expired. (It was skipped, as a file larger
 /// than this handle reads, and the store marked format 2 all the same: no
 /// sweep would ever have found it.) Files no version reads (one of a newer
 /// format, one past any cap) are left as they are, and stop no move: else

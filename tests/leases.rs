@@ -129,46 +129,6 @@ fn renewal_bumps_revision_but_not_last_updated_at() {
     }
 }
 
-/// A task this handle cannot renew (a peer with a larger payload cap wrote
-/// it past this handle's) keeps none of its other tasks from being renewed:
-/// the pass renews the rest, then reports the one. (The pass stopped at it,
-/// before it wrote any renewal, and every lease of the handle lapsed.)
-#[test]
-fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
-    let clock = ManualClock::new(T0);
-    let backend = taskstore::MemoryBackend::new();
-    let handle = |cap: usize| {
-        taskstore::Store::with_backend(backend.clone())
-            .clock(Arc::new(clock.clone()))
-            .instance_id("owner")
-            .lease(LEASE)
-            .max_payload_bytes(cap)
-            .build()
-            .unwrap()
-    };
-    let (small, large) = (handle(4_096), handle(1 << 20));
-    let fine = small.create(NewTask::new()).unwrap();
-    let grown = small.create(NewTask::new()).unwrap();
-    let big = json!("x".repeat(20_000));
-    assert!(
-        large
-            .update(&grown.id, TaskUpdate::new().metadata("big", big))
-            .unwrap()
-            .is_applied()
-    );
-    clock.set(T0 + Duration::from_secs(5));
-    match small.renew_leases() {
-        Err(Error::PayloadTooLarge { id, .. }) => assert_eq!(id, grown.id),
-        other => panic!("the grown task is reported, got {other:?}"),
-    }
-    let renewed = small.get(&fine.id).unwrap().unwrap();
-    assert_eq!(
-        renewed.lease_expires_at,
-        Some(T0 + Duration::from_secs(5) + LEASE),
-        "the other task is renewed"
-    );
-}
-
 #[test]
 fn renew_leases_renews_every_running_task_of_this_instance() {
     let clock = ManualClock::new(T0);

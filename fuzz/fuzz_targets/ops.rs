@@ -4,7 +4,8 @@
 //! The input decodes (with `arbitrary`) into a clock start and a list of
 //! operations, each made by one of three handles on the same store: the
 //! main one, a second instance (`claimer`) and a third with a larger
-//! payload cap (`big`, whose tasks are over the others' cap). Operations:
+//! payload cap (`big`, whose tasks may be over the others' cap, which
+//! read, renew, claim and reap them all the same). Operations:
 //! create (host-chosen or random id, TTL, poll interval, message, metadata,
 //! resumable with a kind, input and attempts), update (status, message,
 //! input requests, poll interval, metadata, checkpoint, fence),
@@ -56,9 +57,9 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use taskstore::{
-    Clock, DEFAULT_MAX_ATTEMPTS, Error, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES, ManualClock,
-    MemoryBackend, Missed, NewTask, OWN_HEADROOM, Outcome, Resume, SMALL_ERROR_BYTES, Task, TaskId,
-    TaskStatus, TaskStore, TaskUpdate, Transition,
+    Clock, DEFAULT_MAX_ATTEMPTS, Error, LARGEST_TASK, ListQuery, MAX_DEPTH, MIN_MAX_PAYLOAD_BYTES,
+    ManualClock, MemoryBackend, Missed, NewTask, OWN_HEADROOM, Outcome, Resume, SMALL_ERROR_BYTES,
+    Task, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -416,18 +417,14 @@ impl Run {
         &*self.handles[h].store
     }
 
-    /// The handle `who` names. `big` makes host writes only, and no
-    /// failures: its own changes (renewals, claims, reaps), and a failure
-    /// with a small error (`SMALL_ERROR_BYTES`), may take a task to its cap
-    /// plus `OWN_HEADROOM`, a file the other handles would refuse to read
-    /// (`FileTooLarge`), which this model leaves out (README: one cap for
-    /// a store's handles).
-    fn who(who: Who, plain_host_write: bool) -> usize {
+    /// The handle `who` names. (`big` made host writes only while a task
+    /// its own change took past the others' cap was a file they would not
+    /// read; every handle reads every task the store accepted now.)
+    fn who(who: Who) -> usize {
         match who {
             Who::Main => MAIN,
             Who::Claimer => CLAIMER,
-            Who::Big if plain_host_write => BIG,
-            Who::Big => MAIN,
+            Who::Big => BIG,
         }
     }
 
@@ -484,10 +481,10 @@ impl Run {
     }
 
     /// Whether handle `h` may write `task`: no value deeper than
-    /// `MAX_DEPTH` (the error names the deepest), and within its payload
-    /// cap, or past it by `OWN_HEADROOM` for the store's `own` changes (and
-    /// a host's write over a task one of them took past the cap).
-    fn recorded(&self, h: usize, task: &Task, own: bool) -> Want<()> {
+    /// `MAX_DEPTH` (the error names the deepest), and no larger than
+    /// `limit` (the handle's payload cap, or past it: see `own_limit` and
+    /// `host_write`).
+    fn recorded(&self, h: usize, task: &Task, limit: usize) -> Want<()> {
         let resume = task.resume.as_ref();
         let deepest = [&task.result, &task.error, &task.input_requests]
             .into_iter()
@@ -501,13 +498,21 @@ impl Run {
         if deepest > MAX_DEPTH {
             return Err(Refusal::TooDeep { depth: deepest });
         }
-        let cap = self.handles[h].cap;
         let size = encoded_size(task);
-        let limit = if own { cap + OWN_HEADROOM } else { cap };
         if size > limit {
-            return Err(Refusal::PayloadTooLarge { size, limit: cap });
+            let limit = self.handles[h].cap;
+            return Err(Refusal::PayloadTooLarge { size, limit });
         }
         Ok(())
+    }
+
+    /// How large the store's own change (a renewal, a claim, a reap) by
+    /// handle `h` may make a task of `had` bytes: past the cap by
+    /// `OWN_HEADROOM`, or past the task's own size by as much (a task
+    /// another handle's larger cap let in), never past `LARGEST_TASK`.
+    fn own_limit(&self, h: usize, had: usize) -> usize {
+        let limit = self.handles[h].cap + OWN_HEADROOM;
+        (had + OWN_HEADROOM).clamp(limit, LARGEST_TASK)
     }
 
     /// The model's tasks in listing order (`createdAt`, then id).
@@ -535,24 +540,24 @@ impl Run {
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Create { by, create } => self.create(Run::who(*by, true), create),
-            Op::Update { by, update } => self.update(Run::who(*by, true), update),
+            Op::Create { by, create } => self.create(Run::who(*by), create),
+            Op::Update { by, update } => self.update(Run::who(*by), update),
             Op::Complete { by, slot, result } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let result = payload(result);
                 let got = self.store(h).complete(&id, result.clone());
                 self.written(h, &id, None, got, Outcome::Completed(result));
             }
             Op::Fail { by, slot, error } => {
-                let h = Run::who(*by, false);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let error = payload(error);
                 let got = self.store(h).fail(&id, error.clone());
                 self.written(h, &id, None, got, Outcome::Failed(error));
             }
             Op::Cancel { by, slot, message } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let message = message.as_ref().map(Text::string);
                 let got = self.store(h).cancel(&id, message.clone());
@@ -564,7 +569,7 @@ impl Run {
                 outcome,
                 epoch,
             } => {
-                let h = Run::who(*by, !matches!(outcome, Finish::Failed(_)));
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let epoch = epoch.resolve(self.epoch(&id));
                 let outcome = match outcome {
@@ -583,7 +588,7 @@ impl Run {
                 checkpoint,
                 epoch,
             } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let checkpoint = payload(checkpoint);
                 let fence = epoch.map(|e| e.resolve(self.epoch(&id)));
@@ -607,7 +612,7 @@ impl Run {
                 self.reads_back(&id);
             }
             Op::Delete { by, slot } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let got = self.store(h).delete(&id);
                 let want = match self.tasks.remove(&id) {
@@ -618,7 +623,7 @@ impl Run {
                 self.reads_back(&id);
             }
             Op::Get { by, slot } => {
-                let h = Run::who(*by, true);
+                let h = Run::who(*by);
                 let id = self.target(*slot);
                 let got = self.store(h).get(&id);
                 let want = self.model_get(h, &id);
@@ -631,15 +636,10 @@ impl Run {
                 limit,
             } => {
                 let limit = limit.map(|l| usize::from(l % 9));
-                self.list_all(
-                    Run::who(*by, true),
-                    *active,
-                    status.map(Status::to_status),
-                    limit,
-                );
+                self.list_all(Run::who(*by), *active, status.map(Status::to_status), limit);
             }
             Op::ListWithCursor(op) => self.list_with_cursor(op),
-            Op::Sweep { by } => self.sweep(Run::who(*by, true)),
+            Op::Sweep { by } => self.sweep(Run::who(*by)),
             Op::Advance { ms } => self.clock.advance(Duration::from_millis((*ms).into())),
             Op::AdvanceLong { s } => self.clock.advance(Duration::from_secs((*s).into())),
             Op::StepBack { ms } => {
@@ -648,11 +648,11 @@ impl Run {
             }
             Op::RenewLease { by, slot } => {
                 let id = self.target(*slot);
-                self.renew(Run::who(*by, false), &id);
+                self.renew(Run::who(*by), &id);
             }
-            Op::RenewLeases { by } => self.renew_all(Run::who(*by, false)),
-            Op::ReapOrphans { by } => self.reap(Run::who(*by, false)),
-            Op::Claim { by, kinds } => self.claim(Run::who(*by, false), kinds),
+            Op::RenewLeases { by } => self.renew_all(Run::who(*by)),
+            Op::ReapOrphans { by } => self.reap(Run::who(*by)),
+            Op::Claim { by, kinds } => self.claim(Run::who(*by), kinds),
             Op::ClaimAfterLease { kinds } => {
                 // Past every lease granted so far, as any handle saw the time.
                 let latest = self
@@ -810,7 +810,7 @@ impl Run {
         if want.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(Refusal::InvalidTask);
         }
-        self.recorded(h, want, false)?;
+        self.recorded(h, want, self.handles[h].cap)?;
         let mut freed = false;
         loop {
             let running = self.tasks.values().filter(|t| !t.is_terminal()).count();
@@ -955,10 +955,11 @@ impl Run {
         if fence.is_some_and(|epoch| epoch != current.epoch || !self.owns(h, &current)) {
             return Ok(Transition::Fenced(current));
         }
-        // Over a task the store's own change took past the cap, a host's
-        // running write may not make it larger, and its outcome has the
-        // store's headroom; so has a failure with a small error, over any
-        // task.
+        // Over a task past the cap (the store's own change took it there,
+        // or another handle's larger cap let it in), a host's running
+        // write may not make it larger, and its outcome has the store's
+        // headroom over it; a failure with a small error has the headroom
+        // over any task.
         let had = encoded_size(&current);
         let cap = self.handles[h].cap;
         let mut next = current;
@@ -970,11 +971,13 @@ impl Run {
                 .error
                 .as_ref()
                 .is_some_and(|e| serde_json::to_vec(e).unwrap().len() <= SMALL_ERROR_BYTES);
-        self.recorded(h, &next, had > cap || small_failure)?;
-        let size = encoded_size(&next);
-        if had > cap && !next.is_terminal() && size > had {
-            return Err(Refusal::PayloadTooLarge { size, limit: cap });
-        }
+        let limit = match (had > cap, next.is_terminal()) {
+            (true, false) => had,
+            (true, true) => (had + OWN_HEADROOM).min(LARGEST_TASK),
+            (false, _) if small_failure => cap + OWN_HEADROOM,
+            (false, _) => cap,
+        };
+        self.recorded(h, &next, limit)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }
@@ -1094,7 +1097,7 @@ impl Run {
             cursor,
             limit,
         } = op;
-        let h = Run::who(*by, true);
+        let h = Run::who(*by);
         let cursor = cursor.string();
         let mut query = if *active {
             ListQuery::active()
@@ -1149,16 +1152,17 @@ impl Run {
         if !self.owns(h, &task) {
             return Err(Refusal::NotOwner { owner: task.owner });
         }
+        let limit = self.own_limit(h, encoded_size(&task));
         let mut next = task;
         next.revision += 1;
         next.lease_expires_at = Some(lease_until(now));
-        self.recorded(h, &next, true)?;
+        self.recorded(h, &next, limit)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }
 
-    /// `renew_leases`: every running task handle `h` owns, or the first
-    /// refusal (then none).
+    /// `renew_leases`: every running task handle `h` owns, and the first
+    /// refusal if one was refused (the rest renewed all the same).
     fn renew_all(&mut self, h: usize) {
         let got = self.store(h).renew_leases();
         let now = self.now(h);
@@ -1172,25 +1176,25 @@ impl Run {
             if task.is_terminal() || expired(&task, now) || !self.owns(h, &task) {
                 continue;
             }
+            let limit = self.own_limit(h, encoded_size(&task));
             let mut next = task;
             next.revision += 1;
             next.lease_expires_at = Some(lease_until(now));
-            if let Err(refusal) = self.recorded(h, &next, true) {
-                refused = Some((next.id, refusal));
-                break;
+            match self.recorded(h, &next, limit) {
+                Ok(()) => renewed.push(next),
+                Err(refusal) => {
+                    refused.get_or_insert((next.id, refusal));
+                }
             }
-            renewed.push(next);
         }
         match refused {
             Some((id, refusal)) => check("renew_leases", Some(&id), got, &Err(refusal)),
-            None => {
-                check("renew_leases", None, got, &Ok(renewed.len()));
-                for task in renewed {
-                    let id = task.id.clone();
-                    self.tasks.insert(id.clone(), task);
-                    self.reads_back(&id);
-                }
-            }
+            None => check("renew_leases", None, got, &Ok(renewed.len())),
+        }
+        for task in renewed {
+            let id = task.id.clone();
+            self.tasks.insert(id.clone(), task);
+            self.reads_back(&id);
         }
     }
 
@@ -1236,7 +1240,8 @@ impl Run {
         finish(&mut next, now, Outcome::Failed(error));
         next.revision += 1;
         next.lease_expires_at = None;
-        self.recorded(h, &next, true).map(|()| next)
+        let limit = self.own_limit(h, encoded_size(task));
+        self.recorded(h, &next, limit).map(|()| next)
     }
 
     fn claim(&mut self, h: usize, kinds: &[Kind]) {
@@ -1252,6 +1257,7 @@ impl Run {
             if expired(&task, now) || !claimable(&task, now, &kinds) {
                 continue;
             }
+            let limit = self.own_limit(h, encoded_size(&task));
             let mut next = task;
             next.revision += 1;
             next.owner = Some(self.handles[h].instance_id.clone());
@@ -1260,7 +1266,7 @@ impl Run {
             next.epoch += 1;
             let resume = next.resume.as_mut().expect("a claimable task is resumable");
             resume.attempts += 1;
-            match self.recorded(h, &next, true) {
+            match self.recorded(h, &next, limit) {
                 Ok(()) => claimed.push(next),
                 Err(refusal) => missed.push((next.id, refusal)),
             }

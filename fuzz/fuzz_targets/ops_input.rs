@@ -15,7 +15,8 @@ pub struct Input {
 
 /// Which handle makes a call: the main handle (the one `Reopen` replaces),
 /// a second instance (the one that claims orphans), or a third instance
-/// with a larger payload cap (whose tasks are over the other handles' cap).
+/// with a larger payload cap (whose tasks may be over the other handles'
+/// cap).
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Who {
     Main,

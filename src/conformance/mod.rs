@@ -116,13 +116,19 @@ pub const INSTANCES: [&str; 2] = ["instance-a", "instance-b"];
 /// Opens one more handle on the storage of a check, with an instance id.
 type Reopen<'a> = &'a dyn Fn(&str) -> Box<dyn TaskStore>;
 
-/// One check of the suite: on one handle, on two handles on one storage, or
-/// on two with a way to open more.
+/// Opens one more handle on the storage of a check, with a payload cap of
+/// its own and an instance id.
+type OpenWithCap<'a> = &'a dyn Fn(usize, &str) -> Box<dyn TaskStore>;
+
+/// One check of the suite: on one handle, on two handles on one storage, on
+/// two with a way to open more, or on one with a way to open more with
+/// another payload cap.
 #[derive(Clone, Copy)]
 enum Check {
     One(fn(&dyn TaskStore, &Setup)),
     Two(fn(&dyn TaskStore, &dyn TaskStore, &Setup)),
     More(fn(&dyn TaskStore, &dyn TaskStore, Reopen<'_>, &Setup)),
+    Caps(fn(&dyn TaskStore, OpenWithCap<'_>, &Setup)),
 }
 
 /// Runs every check, each against two handles on a fresh storage from
@@ -131,7 +137,7 @@ pub fn run<St: Storage>(new_storage: impl Fn() -> St)
 where
     St::Store: 'static,
 {
-    use Check::{More, One, Two};
+    use Check::{Caps, More, One, Two};
     let checks: &[(&str, Check)] = &[
         ("create_and_get", One(create_and_get)),
         ("host_chosen_ids", One(host_chosen_ids)),
@@ -295,6 +301,10 @@ where
             "a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes",
             More(a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes),
         ),
+        (
+            "a_handle_with_a_smaller_cap_takes_over_a_larger_ones_tasks",
+            Caps(a_handle_with_a_smaller_cap_takes_over_a_larger_ones_tasks),
+        ),
     ];
     for (name, check) in checks {
         let setup = Setup::new();
@@ -304,10 +314,18 @@ where
         let reopen = |instance_id: &str| -> Box<dyn TaskStore> {
             Box::new(storage.open(&setup, instance_id))
         };
+        let with_cap = |cap: usize, instance_id: &str| -> Box<dyn TaskStore> {
+            let setup = Setup {
+                max_payload_bytes: cap,
+                ..setup.clone()
+            };
+            Box::new(storage.open(&setup, instance_id))
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match check {
             One(check) => check(&a, &setup),
             Two(check) => check(&a, &b, &setup),
             More(check) => check(&a, &b, &reopen, &setup),
+            Caps(check) => check(&a, &with_cap, &setup),
         }));
         if let Err(panic) = outcome {
             eprintln!("conformance check `{name}` failed");

@@ -708,3 +708,81 @@ pub(super) fn a_task_a_claim_took_past_the_cap_still_takes_its_owners_writes(
     assert_eq!(reaped.tasks.len(), 1);
     assert_eq!(reaped.tasks[0].id, first.id);
 }
+
+/// Handles of one store with different payload caps (a deploy that lowers
+/// it): a handle reads every task the store accepted, whatever cap let it
+/// in, and its own changes to one (a renewal, a claim, a reap) are not
+/// refused for the size another handle's cap allowed; the writes it makes
+/// for its host are held to its own cap, as over a task a claim took past
+/// it. (A handle with a smaller cap could renew, claim or reap no such
+/// task, and on a file store not even read it: a dead server's work was
+/// stuck until a handle with its cap came.)
+pub(super) fn a_handle_with_a_smaller_cap_takes_over_a_larger_ones_tasks(
+    a: &dyn TaskStore,
+    with_cap: OpenWithCap<'_>,
+    setup: &Setup,
+) {
+    let cap = crate::MIN_MAX_PAYLOAD_BYTES;
+    assert!(
+        setup.max_payload_bytes >= 8 * cap,
+        "the suite's cap is larger"
+    );
+    let blob = "x".repeat(4 * cap);
+    let resumable = |n: u64| {
+        NewTask::new()
+            .resumable("k", json!({"n": n}))
+            .metadata("blob", blob.clone())
+    };
+    let plain = a
+        .create(NewTask::new().metadata("blob", blob.clone()))
+        .unwrap();
+    let first = a.create(resumable(1)).unwrap();
+    let second = a.create(resumable(2)).unwrap();
+    let small = with_cap(cap, "instance-small");
+    assert_eq!(
+        small.get(&first.id).unwrap().as_ref(),
+        Some(&first),
+        "a task a larger cap let in reads back"
+    );
+    let page = small.list(&ListQuery::active()).unwrap();
+    assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+    assert_eq!(page.tasks.len(), 3);
+    assert!(
+        matches!(
+            small.update(&plain.id, TaskUpdate::new().status_message("grown")),
+            Err(Error::PayloadTooLarge { .. })
+        ),
+        "a host's write that makes it larger is held to the handle's cap"
+    );
+    setup.clock.advance(setup.lease);
+    let reaped = small.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(reaped, [&plain.id], "the plain orphan is reaped");
+    let claimed = small.claim(&["k"]).unwrap();
+    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
+    assert_eq!(claimed.tasks.len(), 2, "both resumable orphans are claimed");
+    let epoch = claimed.tasks[0].epoch;
+    setup.clock.advance(setup.lease / 2);
+    let renewed = applied(small.renew_lease(&first.id).unwrap());
+    assert_eq!(renewed.owner.as_deref(), Some("instance-small"));
+    let done = small
+        .finish_fenced(&first.id, Outcome::Completed(json!({"ok": true})), epoch)
+        .unwrap();
+    assert_eq!(applied(done).status, TaskStatus::Completed);
+    // Left to lapse, the second is failed by the smaller handle's reap.
+    setup.clock.advance(setup.lease * 3);
+    let reaped = small.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(
+        reaped,
+        [&second.id],
+        "the claimed task left to lapse is reaped"
+    );
+    for id in [&plain.id, &first.id, &second.id] {
+        let task = a.get(id).unwrap().unwrap();
+        assert!(task.is_terminal(), "{id}: {task:?}");
+        assert_eq!(task.metadata["blob"], json!(blob), "{id}: kept whole");
+    }
+}

@@ -17,12 +17,11 @@ const SUFFIX: &[u8] = b"}\n";
 /// How many bytes the envelope adds to a task's JSON.
 pub(crate) const OVERHEAD: usize = PREFIX.len() + SUFFIX.len();
 
-/// The largest task file a handle with a payload cap of `max_payload_bytes`
-/// writes (its own changes' headroom and the envelope included), so the
-/// largest it reads.
-pub(crate) fn max_file_bytes(max_payload_bytes: usize) -> u64 {
-    (max_payload_bytes + crate::limits::OWN_HEADROOM + OVERHEAD) as u64
-}
+/// The largest task file any handle writes, whatever its payload cap (the
+/// largest task, [`LARGEST_TASK`](crate::LARGEST_TASK), in its envelope),
+/// so the largest every handle reads: a task one handle wrote reads back
+/// through any other.
+pub(crate) const LARGEST_FILE: u64 = (crate::limits::LARGEST_TASK + OVERHEAD) as u64;
 
 /// Wraps a task's JSON (as produced by `Limits::encode`) into a task file.
 pub(crate) fn wrap(task_json: &[u8]) -> Vec<u8> {

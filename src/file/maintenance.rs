@@ -8,8 +8,7 @@ use std::io;
 use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
 use crate::file::layout::{self, Area};
-use crate::file::{FileBackend, codec, open};
-use crate::limits::MAX_MAX_PAYLOAD_BYTES;
+use crate::file::{FileBackend, open};
 
 /// The directories that are compacted when they grew large and emptied out.
 const COMPACTED: [&str; 2] = ["active", "expiring"];
@@ -153,14 +152,11 @@ pub(super) fn migrate(store: &FileBackend, from: u64) -> Result<()> {
         .read_dir(done)
         .map_err(|e| Error::io("read directory", done.path(), e))?;
     let mut indexed = 0;
-    // Whatever this handle's cap: a handle with a larger one may have
-    // written a file.
-    let largest = codec::max_file_bytes(MAX_MAX_PAYLOAD_BYTES);
     for name in names {
         let Some(id) = layout::task_file_id(&name) else {
             continue;
         };
-        let task = match store.read_task_within(done, &name, &id, largest) {
+        let task = match store.read_task(done, &name, &id) {
             Ok(Some(task)) => task,
             Ok(None) => continue,
             // Not moved: the device may answer at the next open, which

@@ -161,9 +161,6 @@ pub struct FileBackend {
     locks: StripeLocks,
     fs: Fs,
     durability: Durability,
-    /// The largest task file this handle reads: its payload cap plus the
-    /// envelope.
-    max_file_bytes: u64,
     snapshot: ActiveSnapshot,
     proofs: Proofs,
     /// The keys of the finished tasks in `done/`, for paging history.
@@ -324,7 +321,7 @@ impl StoreBuilder<FileOptions> {
     /// settings.
     pub fn open(self) -> Result<FileStore> {
         self.check()?;
-        let backend = open::open(&self.options, self.settings.limits.max_payload_bytes)?;
+        let backend = open::open(&self.options)?;
         // What the open set aside is reported as a listing reports what it
         // sets aside: to the sink (the open returns no report).
         let set_aside = backend.take_set_aside();

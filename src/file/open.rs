@@ -18,21 +18,20 @@ use crate::file::read::Unresolved;
 use crate::file::recovery::{self, Quarantine};
 use crate::file::snapshot::ActiveSnapshot;
 use crate::file::write::{self, Put};
-use crate::file::{Durability, FileBackend, FileOptions, codec, maintenance};
+use crate::file::{Durability, FileBackend, FileOptions, maintenance};
 use crate::id::TaskId;
 
 /// The largest marker file read.
 const MAX_MARKER_BYTES: u64 = 4_096;
 
-/// Opens (or creates) the store `options` name, for a handle whose payload
-/// cap is `max_payload_bytes`.
+/// Opens (or creates) the store `options` name.
 ///
 /// Every handle holds `locks/handles.lock` shared for its life. An open
 /// that can take it exclusive knows no other handle has the store open,
 /// and does what no other handle may see half done: moves a store of an
 /// older format to this one, and compacts directories that grew large and
 /// emptied (ext4 directories never shrink by themselves).
-pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<FileBackend> {
+pub(super) fn open(options: &FileOptions) -> Result<FileBackend> {
     #[cfg(feature = "fault-injection")]
     let fs = Fs::with_faults(options.faults.clone()).recording(options.recorder.clone());
     #[cfg(not(feature = "fault-injection"))]
@@ -148,7 +147,6 @@ pub(super) fn open(options: &FileOptions, max_payload_bytes: usize) -> Result<Fi
         root_dir,
         fs,
         durability: options.durability,
-        max_file_bytes: codec::max_file_bytes(max_payload_bytes),
         snapshot: ActiveSnapshot::default(),
         proofs: Proofs::default(),
         history_keys: Default::default(),

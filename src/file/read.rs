@@ -30,9 +30,9 @@ impl FileBackend {
     /// Reads and decodes the task file `name` in `dir`, which must hold task
     /// `id`. A missing file is `Ok(None)`; a symlink, directory, FIFO or
     /// undecodable file is [`Error::Corrupt`]; a file larger than any task
-    /// this handle reads is [`Error::FileTooLarge`], refused before it is read.
+    /// a handle writes is [`Error::FileTooLarge`], refused before it is read.
     pub(super) fn read_task(&self, dir: &Dir, name: &OsStr, id: &TaskId) -> Result<Option<Task>> {
-        self.read_task_within(dir, name, id, self.max_file_bytes)
+        self.read_task_within(dir, name, id, codec::LARGEST_FILE)
     }
 
     /// [`read_task`](Self::read_task), refusing files past `limit` bytes
@@ -54,7 +54,7 @@ impl FileBackend {
     ///
     /// This is the hot path of `get`: open, `fstat`, read, close.
     pub(super) fn read_bytes(&self, dir: &Dir, name: &OsStr) -> Result<Option<Vec<u8>>> {
-        self.read_bytes_within(dir, name, self.max_file_bytes)
+        self.read_bytes_within(dir, name, codec::LARGEST_FILE)
     }
 
     /// [`read_bytes`](Self::read_bytes), refusing files past `limit` bytes

@@ -630,9 +630,8 @@ fn report_set_aside(
 /// setting it aside if it is corrupt and still is under its lock.
 ///
 /// A file that cannot be read for now (an I/O error), is of a newer format,
-/// or is larger than this handle reads is left in place: it may be
-/// readable later, or by a newer `taskstore`, or by a handle with a larger
-/// cap. So is a corrupt file the store cannot move (read-only, or the
+/// or is larger than any task file is left in place: it may be readable
+/// later, or by a newer `taskstore`. So is a corrupt file the store cannot move (read-only, or the
 /// quarantine is full). Never an error: one bad file never fails a pass.
 pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: Error) -> Skipped {
     let path = store.dir(area).join(task_name(id));

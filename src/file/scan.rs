@@ -755,7 +755,7 @@ impl FileBackend {
     /// when it was read (0 if it was not).
     pub(super) fn read_entry_linked(&self, area: Area, name: &OsStr, id: &TaskId) -> (Read, u64) {
         let dir = self.dir(area);
-        let (bytes, links) = match self.read_linked_within(dir, name, self.max_file_bytes) {
+        let (bytes, links) = match self.read_linked_within(dir, name, codec::LARGEST_FILE) {
             Ok(Some(read)) => read,
             Ok(None) => return (Read::Gone, 0),
             Err(e) => return (Read::Bad(e), 0),

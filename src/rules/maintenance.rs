@@ -186,7 +186,7 @@ impl<B: Backend> Store<B> {
         let mut next = current.clone();
         Outcome::Failed(error).apply(&mut next, now)?;
         self.settings.lease.after_write(&mut next, now);
-        self.settings.limits.record_own(next)
+        self.settings.limits.record_own(next, current)
     }
 
     /// Claims every resumable orphan of one of `kinds` at `now`.
@@ -212,7 +212,7 @@ impl<B: Backend> Store<B> {
                 .settings
                 .lease
                 .take_over(&mut next, now)
-                .and_then(|()| self.settings.limits.record_own(next));
+                .and_then(|()| self.settings.limits.record_own(next, &task));
             match taken {
                 Ok(next) => pairs.push((task, next)),
                 Err(error) => claimed.missed.push(missed("claim", task.id, error)),
@@ -257,9 +257,8 @@ impl<B: Backend> Store<B> {
             if !lease.owns(&task) || self.is_undone(&task) {
                 continue;
             }
-            // A task that cannot be renewed (a peer with a larger payload
-            // cap wrote it past this handle's, say) keeps no other from
-            // being renewed: the pass reports it after the rest.
+            // A task that cannot be renewed keeps no other from being
+            // renewed: the pass reports it after the rest.
             match self.renewed(&task, now) {
                 Ok(record) => pairs.push((task, record)),
                 Err(e) => {

@@ -299,7 +299,9 @@ impl<B: Backend> Store<B> {
             }
             let mut next = current.clone();
             apply(lease, &mut next, now)?;
-            Ok(Change::Replace(self.settings.limits.record_own(next)?))
+            Ok(Change::Replace(
+                self.settings.limits.record_own(next, current)?,
+            ))
         })?;
         match modified {
             Modified::Kept(task) if kept == Some(Kept::Terminal) => {
@@ -380,7 +382,7 @@ impl<B: Backend> Store<B> {
     fn renewed(&self, task: &Task, now: OffsetDateTime) -> Result<Record> {
         let mut next = task.clone();
         self.settings.lease.renew(&mut next, now)?;
-        self.settings.limits.record_own(next)
+        self.settings.limits.record_own(next, task)
     }
 }
 

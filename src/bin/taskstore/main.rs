@@ -419,8 +419,9 @@ fn open(
         claim_grace: Option<Duration>,
         heard: Arc<Heard>,
     ) -> StoreBuilder<O> {
-        // Whatever payload cap the services set, the command reads what
-        // they stored (and the dry runs, which read up to this, agree).
+        // Every handle reads what any stored; the largest cap holds the
+        // command's own writes (a cancel's message) to no smaller one than
+        // a service's.
         let builder = builder
             .instance_id(instance_id())
             .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES)

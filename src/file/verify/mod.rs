@@ -34,9 +34,8 @@ use crate::file::problem::{
     DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Report, Sub, mode, problem, unreadable,
 };
 use crate::file::recovery::Quarantine;
-use crate::file::{Durability, FileBackend, codec};
+use crate::file::{Durability, FileBackend};
 use crate::id::TaskId;
-use crate::limits::MAX_MAX_PAYLOAD_BYTES;
 use crate::task::Task;
 
 /// The largest marker file read.
@@ -273,8 +272,6 @@ impl FileCheck {
                     locks: StripeLocks::new(locks),
                     fs: fs.clone(),
                     durability: Durability::Immediate,
-                    // Any file a handle with the largest payload cap wrote.
-                    max_file_bytes: codec::max_file_bytes(MAX_MAX_PAYLOAD_BYTES),
                     snapshot: Default::default(),
                     proofs: Default::default(),
                     history_keys: Default::default(),
