@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use taskstore::backend::{Backend, Swap};
+use taskstore::backend::{Backend, Decide, Insert, Modified, Record, Scan, Scanned, Swap};
 use taskstore::conformance::{self, Setup};
 use taskstore::{
     Clock, Error, EventLog, ListQuery, ManualClock, NewTask, PgStore, Task, TaskEventKind, TaskId,
@@ -2251,6 +2251,115 @@ fn a_claim_whose_reply_is_lost_after_the_commit_reports_what_it_claimed() {
 fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
     let Some(cluster) = cluster() else { return };
     a_claim_losing_its_reply(cluster, 1);
+}
+
+/// A handle's backend that holds each `scan` of a pass, while armed, until
+/// the other of two passes has scanned too: both judge the same version of
+/// every task before either writes.
+struct ScansMeet {
+    store: PgStore,
+    meet: std::sync::Barrier,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for ScansMeet {
+    fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
+        self.store.backend().load(id)
+    }
+    fn load_all(&self, ids: &[TaskId]) -> Vec<taskstore::Result<Option<Task>>> {
+        self.store.backend().load_all(ids)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> taskstore::Result<Insert> {
+        self.store.backend().insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> taskstore::Result<Swap> {
+        self.store.backend().replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> taskstore::Result<Swap> {
+        self.store.backend().remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> taskstore::Result<Scanned> {
+        let scanned = self.store.backend().scan(scan);
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.meet.wait();
+        }
+        scanned
+    }
+    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> taskstore::Result<Modified> {
+        self.store.backend().modify(id, decide)
+    }
+    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<taskstore::Result<Swap>> {
+        self.store.backend().replace_all(swaps)
+    }
+    fn remove_all(&self, tasks: &[Task]) -> Vec<taskstore::Result<Swap>> {
+        self.store.backend().remove_all(tasks)
+    }
+    fn refresh_clock(&self) {
+        self.store.backend().refresh_clock()
+    }
+}
+
+/// Two claims, then two reaps, of one handle at one instant, each pair
+/// judging the same versions: each orphan is reported once, by the pass
+/// whose write landed. (Over PostgreSQL both reported it: the loser's
+/// write, tried alone, found the task stored as it meant to write it, the
+/// same owner, token, epoch and lease, and took it for its own; both
+/// callers then ran the task at one epoch, and a reap sent two events.)
+#[test]
+fn two_passes_of_one_handle_report_each_orphan_once() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("passes_meet");
+    let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
+    let lease = Duration::from_secs(30);
+    let open = |instance_id: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance_id)
+            .time_source(TimeSource::Clock)
+            .clock(Arc::new(clock.clone()))
+            .lease(lease)
+            .open()
+            .unwrap()
+    };
+    let dead = open("dead");
+    let resumable = dead
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let plain = dead.create(NewTask::new()).unwrap();
+    clock.advance(lease);
+    let backend = ScansMeet {
+        store: open("heir"),
+        meet: std::sync::Barrier::new(2),
+        armed: true.into(),
+    };
+    let heir = taskstore::Store::with_backend(backend)
+        .clock(Arc::new(clock.clone()))
+        .lease(lease)
+        .instance_id("heir")
+        .build()
+        .unwrap();
+    let (claims, reaps) = std::thread::scope(|s| {
+        let claims: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| heir.claim(&["k"]).unwrap()))
+            .collect();
+        let claims: Vec<_> = claims.into_iter().map(|c| c.join().unwrap()).collect();
+        let reaps: Vec<_> = (0..2).map(|_| s.spawn(|| heir.reap().unwrap())).collect();
+        let reaps: Vec<_> = reaps.into_iter().map(|r| r.join().unwrap()).collect();
+        (claims, reaps)
+    });
+    heir.backend()
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let claimed: Vec<&TaskId> = claims
+        .iter()
+        .flat_map(|c| &c.tasks)
+        .map(|t| &t.id)
+        .collect();
+    assert_eq!(claimed, [&resumable.id], "claimed once: {claims:?}");
+    let reaped: Vec<&TaskId> = reaps.iter().flat_map(|r| &r.tasks).map(|t| &t.id).collect();
+    assert_eq!(reaped, [&plain.id], "reaped once: {reaps:?}");
+    let stored = dead.get(&resumable.id).unwrap().unwrap();
+    assert_eq!((stored.owner.as_deref(), stored.epoch), (Some("heir"), 2));
 }
 
 /// A fresh schema named after `name`, a proxy that loses a reply, and a

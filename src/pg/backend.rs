@@ -927,13 +927,20 @@ impl Backend for PgBackend {
 
     /// In one statement where it can, and task by task where not (see
     /// `batch`); after a batch whose reply was lost, `replace_found`
-    /// tells what it wrote.
+    /// tells what it wrote. A task left out of a batch that committed, or
+    /// written alone, is a write of its own: a task found stored as it was
+    /// to write it was written by another call (of this handle, at the
+    /// same instant), not by this one (`replace` itself tells a lost reply
+    /// of its own).
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
         self.batch(
             swaps,
             |(current, _)| current,
             || self.try_replace_all(swaps),
-            |(current, next), _| self.replace_found(current, next),
+            |(current, next), why| match why {
+                Alone::BatchFailed => self.replace_found(current, next),
+                Alone::Unbatched | Alone::LeftOut => self.replace(current, next),
+            },
         )
     }
 
