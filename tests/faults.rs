@@ -1995,6 +1995,107 @@ fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
     assert_eq!(store.get(&stuck.id).unwrap(), Some(stuck), "kept as it was");
 }
 
+/// A claim whose write the device fails after the new version is in place
+/// (the fsync of `active/` fails, its rename done) is reported missed, and
+/// the task, which the store may hold as this handle's, is never renewed
+/// by it: its lease lapses and another instance claims it. (The handle's
+/// `renew_leases` renewed it: a task no caller knew of, kept working for
+/// as long as the handle lived.) A later claim by the same handle that
+/// lands is renewed as any.
+#[test]
+fn a_claim_that_fails_after_its_write_stands_is_never_renewed() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let open = |instance_id: &str| {
+        FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance_id)
+            .fault_injector(faults.clone())
+            .open()
+            .unwrap()
+    };
+    let (dead, heir, other) = (open("dead"), open("heir"), open("other"));
+    let resumable = NewTask::new().resumable("k", json!(1)).max_attempts(5);
+    let task = dead.create(resumable).unwrap();
+    clock.advance(taskstore::DEFAULT_LEASE);
+    faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
+    let claimed = heir.claim(&["k"]).unwrap();
+    faults.disarm();
+    assert!(claimed.tasks.is_empty(), "{claimed:?}");
+    assert_eq!(claimed.missed.len(), 1, "{claimed:?}");
+    let stored = dead.get(&task.id).unwrap().unwrap();
+    assert_eq!(
+        (stored.owner.as_deref(), stored.epoch),
+        (Some("heir"), 2),
+        "the claim's version stands"
+    );
+    clock.advance(taskstore::DEFAULT_LEASE / 2);
+    assert_eq!(heir.renew_leases().unwrap(), 0, "not renewed by its pass");
+    let of = heir.renew_leases_of(std::slice::from_ref(&task.id));
+    assert!(
+        matches!(of[..], [Err(Error::NotFound { .. })]),
+        "nor by name: {of:?}"
+    );
+    clock.advance(taskstore::DEFAULT_LEASE / 2);
+    let taken = other.claim(&["k"]).unwrap();
+    assert_eq!(taken.tasks.len(), 1, "{taken:?}");
+    assert_eq!(taken.tasks[0].epoch, 3);
+    // Left to lapse again, the same handle claims it, and renews it.
+    clock.advance(taskstore::DEFAULT_LEASE);
+    let again = heir.claim(&["k"]).unwrap();
+    assert_eq!(again.tasks.len(), 1, "{again:?}");
+    clock.advance(taskstore::DEFAULT_LEASE / 2);
+    assert_eq!(
+        heir.renew_leases().unwrap(),
+        1,
+        "a claim that landed is renewed"
+    );
+}
+
+/// A claim that failed before its write stood (the rename of the claimed
+/// version fails) leaves the task as it was; the same handle's next claim
+/// of it, which writes the same revision and epoch, lands and is renewed
+/// as any claim. (Kept as a failed claim's version, it would have been
+/// left to lapse.)
+#[test]
+fn a_claim_after_a_failed_claim_of_the_same_task_is_renewed() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let open = |instance_id: &str| {
+        FileStore::builder(&root)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance_id)
+            .fault_injector(faults.clone())
+            .open()
+            .unwrap()
+    };
+    let (dead, heir) = (open("dead"), open("heir"));
+    let task = dead
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    clock.advance(taskstore::DEFAULT_LEASE);
+    let path = root.join("active").join(format!("{}.json", task.id));
+    faults.fail_at(FsOp::Rename, &path, Fault::Eio);
+    let failed = heir.claim(&["k"]).unwrap();
+    faults.disarm();
+    assert_eq!(failed.missed.len(), 1, "{failed:?}");
+    assert_eq!(dead.get(&task.id).unwrap(), Some(task.clone()), "as it was");
+    clock.advance(Duration::from_secs(1));
+    let claimed = heir.claim(&["k"]).unwrap();
+    assert_eq!(claimed.tasks.len(), 1, "{claimed:?}");
+    assert_eq!(claimed.tasks[0].epoch, 2);
+    clock.advance(taskstore::DEFAULT_LEASE / 2);
+    assert_eq!(
+        heir.renew_leases().unwrap(),
+        1,
+        "the claim that landed is renewed"
+    );
+}
+
 /// Renewing the leases of many tasks at once (`renew_leases_of`, what the
 /// MCP manager's watch calls) makes them durable with one fsync of
 /// `active/`, not one each: a manager renewing thousands of leases one by

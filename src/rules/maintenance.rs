@@ -224,6 +224,7 @@ impl<B: Backend> Store<B> {
             match result {
                 Ok(Swap::Done) => {
                     let task = next.into_task();
+                    self.forget_disowned(&task.id);
                     tracing::info!(task = %task.id, epoch = task.epoch, "claimed an orphaned task to resume it");
                     self.settings.notifier.task(TaskEventKind::Claimed, &task);
                     claimed.tasks.push(task);
@@ -231,7 +232,11 @@ impl<B: Backend> Store<B> {
                 // Changed since it was judged claimable: renewed by its
                 // owner, or claimed by another instance first.
                 Ok(_) => {}
-                Err(error) => claimed.missed.push(missed("claim", current.id, error)),
+                Err(error) => {
+                    tracing::warn!(task = %current.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
+                    self.disown_claim(next.into_task());
+                    claimed.missed.push(missed("claim", current.id, error));
+                }
             }
         }
         claimed.tasks.sort_by(Task::listing_order);

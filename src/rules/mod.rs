@@ -43,11 +43,21 @@ pub struct Store<B> {
     /// The latest time this handle has read, in Unix nanoseconds: the time
     /// the rules go by never goes back, even if the clock does.
     high_water: AtomicI64,
-    /// Creates that failed, and whose undoing failed too: tasks that may be
-    /// stored, owned by this handle, that no caller knows of. Never renewed;
-    /// removed by the next renewal pass that can (see
-    /// [`undo_create`](Store::undo_create)).
-    undone: Mutex<Vec<Task>>,
+    /// Writes that failed and may stand all the same, of tasks this
+    /// handle would own that no caller knows of: never renewed. A failed
+    /// create's task is removed by the next renewal pass that can (see
+    /// [`undo_create`](Store::undo_create)); a failed claim's is left to
+    /// lapse (see [`disown_claim`](Store::disown_claim)).
+    undone: Mutex<Vec<(Task, Undo)>>,
+}
+
+/// What becomes of a task kept in `undone`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Undo {
+    /// A failed create's: removed.
+    Remove,
+    /// A failed claim's: its lease left to lapse, for the next claim.
+    Lapse,
 }
 
 impl<B: fmt::Debug> fmt::Debug for Store<B> {
@@ -286,7 +296,8 @@ impl<B: Backend> Store<B> {
                 return Ok(Change::Keep);
             }
             if self.is_undone(current) {
-                // A failed create's task: no caller's to renew or release.
+                // A failed create's or claim's task: no caller's to renew
+                // or release.
                 return Err(Error::NotFound {
                     id: current.id.clone(),
                 });
@@ -331,27 +342,53 @@ impl<B: Backend> Store<B> {
     fn undo_create(&self, record: &Record) {
         if let Err(e) = self.remove_undone(record.task()) {
             tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
-            let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
-            // Bounded: past it the oldest is left to the reaper, as any
-            // task its owner no longer renews.
-            if undone.len() >= MAX_UNDONE {
-                undone.remove(0);
-            }
-            undone.push(record.task().clone());
+            self.keep_undone(record.task().clone(), Undo::Remove);
         }
     }
 
-    /// Whether `task` is the very version of a failed create's task kept
-    /// to be removed ([`undo_create`](Store::undo_create)).
+    /// After a failed claim of `next`'s task: the claim's version may
+    /// stand all the same (a file renamed into place before a failed
+    /// directory fsync), a task this handle would own that no caller runs.
+    /// Never renewed by this handle, its lease lapses and the next claim
+    /// takes it (no write is tried on a store that just failed one).
+    pub(super) fn disown_claim(&self, next: Task) {
+        self.keep_undone(next, Undo::Lapse);
+    }
+
+    /// A claim of task `id` by this handle landed: a failed claim's version
+    /// kept for it is no longer what it holds.
+    pub(super) fn forget_disowned(&self, id: &TaskId) {
+        let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+        undone.retain(|(task, undo)| !(*undo == Undo::Lapse && task.id == *id));
+    }
+
+    fn keep_undone(&self, task: Task, undo: Undo) {
+        let mut undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded: past it the oldest is left to the reaper, as any task
+        // its owner no longer renews.
+        if undone.len() >= MAX_UNDONE {
+            undone.remove(0);
+        }
+        undone.push((task, undo));
+    }
+
+    /// Whether `task` is the very version of a failed create's or claim's
+    /// task kept in `undone` ([`undo_create`](Store::undo_create),
+    /// [`disown_claim`](Store::disown_claim)).
     fn is_undone(&self, task: &Task) -> bool {
         let undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
-        undone.iter().any(|u| is_current(task, u))
+        undone.iter().any(|(u, undo)| {
+            is_current(task, u)
+                && (*undo == Undo::Remove
+                    || (task.epoch, &task.owner_token) == (u.epoch, &u.owner_token))
+        })
     }
 
     /// Removes the tasks of creates that failed and could not be undone
     /// then; those it still cannot remove stay for the next try (and
     /// [`is_undone`](Store::is_undone) keeps every write of this handle's
-    /// leases off them).
+    /// leases off them). A failed claim's version is forgotten once its
+    /// lease has lapsed (nothing of this handle's renews it meanwhile).
     pub(crate) fn settle_undone(&self) {
         let lock = || self.undone.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken out: the removals (each may wait on a server out of reach)
@@ -360,7 +397,11 @@ impl<B: Backend> Store<B> {
         if left.is_empty() {
             return;
         }
-        left.retain(|task| self.remove_undone(task).is_err());
+        let now = self.time();
+        left.retain(|(task, undo)| match undo {
+            Undo::Remove => self.remove_undone(task).is_err(),
+            Undo::Lapse => task.lease_expires_at.is_some_and(|at| at > now),
+        });
         lock().extend(left);
     }
 
