@@ -144,15 +144,26 @@ pub(super) struct RunState {
 }
 
 impl Run {
-    /// A run of `task` as stored (just created, or just claimed at `now`,
-    /// the store's time), by a store whose leases last `lease` (if it
-    /// says).
+    /// A run of `task` as stored (just created, or just claimed, read at
+    /// `now`, the store's time), by a store whose leases last `lease` (if
+    /// it says).
+    ///
+    /// Its renewals count from when the store granted the lease, not from
+    /// now: a claim pass of many orphans grants every lease at the time it
+    /// read before its scan, and may have taken most of a lease since.
     pub fn of(task: &Task, lease: Option<Duration>, now: OffsetDateTime) -> Arc<Run> {
         // A store that does not say: what is left of the lease the create
-        // or the claim just gave the task.
+        // or the claim just gave the task (granted now, as far as the run
+        // can tell).
+        let granted_ago = lease
+            .zip(task.lease_expires_at)
+            .and_then(|(lease, until)| until.checked_sub(lease.try_into().ok()?))
+            .and_then(|granted| Duration::try_from(now - granted).ok())
+            .unwrap_or_default();
         let lease = lease
             .or_else(|| Duration::try_from(task.lease_expires_at? - now).ok())
             .filter(|lease| !lease.is_zero());
+        let at = Instant::now();
         Arc::new(Run {
             id: task.id.clone(),
             epoch: task.epoch,
@@ -168,7 +179,7 @@ impl Run {
             lease,
             state: Mutex::new(RunState {
                 ending: Ending::Running,
-                renewed_at: Instant::now(),
+                renewed_at: at.checked_sub(granted_ago).unwrap_or(at),
                 batched: None,
                 renewing_alone: false,
                 looking: None,

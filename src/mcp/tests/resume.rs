@@ -522,13 +522,16 @@ async fn a_resume_handler_that_panics_building_its_future_fails_its_task_and_the
 /// A host's wrapper over a store: forwards every call, and counts the
 /// sweeps and claims; `lease` forwarded only if `says_lease` (the default
 /// says nothing); with `claims_nothing`, a claim claims nothing (as one
-/// whose write fails for each orphan, every time).
+/// whose write fails for each orphan, every time); with `claim_takes`, the
+/// first claim that claims a task moves that clock on by that much (a pass
+/// that took that long after it read the time its leases count from).
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
     sweeps: std::sync::atomic::AtomicUsize,
     claims: std::sync::atomic::AtomicUsize,
     claims_nothing: std::sync::atomic::AtomicBool,
+    claim_takes: std::sync::Mutex<Option<(Arc<ManualClock>, Duration)>>,
 }
 
 impl<S> Wrapped<S> {
@@ -539,6 +542,7 @@ impl<S> Wrapped<S> {
             sweeps: std::sync::atomic::AtomicUsize::new(0),
             claims: std::sync::atomic::AtomicUsize::new(0),
             claims_nothing: std::sync::atomic::AtomicBool::new(false),
+            claim_takes: std::sync::Mutex::new(None),
         }
     }
 }
@@ -602,8 +606,69 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
         {
             return Ok(crate::Claimed::default());
         }
-        self.inner.claim(kinds)
+        let claimed = self.inner.claim(kinds)?;
+        if !claimed.tasks.is_empty()
+            && let Some((clock, takes)) = self.claim_takes.lock().unwrap().take()
+        {
+            clock.advance(takes);
+        }
+        Ok(claimed)
     }
+}
+
+/// A claim pass that took most of a lease (a batch of many orphans over a
+/// slow server: the leases it grants count from the time it read before
+/// its scan) has its claimed runs renewed at once, not a renewal period
+/// after they were launched: by then the lease would have lapsed. (Each
+/// run counted its renewals from its launch: with a lease of an hour,
+/// renewed every 20 minutes, a pass of 50 minutes left the run 10 minutes
+/// of lease and a first renewal 20 minutes away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let clock = clock();
+    let hour = Duration::from_secs(3_600);
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(hour)
+            .build()
+            .unwrap()
+    };
+    let task = open("dead")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    clock.advance(hour);
+    let store = Wrapped::new(open("live"), true);
+    *store.claim_takes.lock().unwrap() = Some((Arc::clone(&clock), hour * 5 / 6));
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast().reap_interval(Duration::from_millis(20)),
+    );
+    m.register_resume("job", move |ctx| {
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let claimed = eventually(|| async {
+        let stored = stored(&m, task.id.as_str());
+        (stored.epoch == 2).then_some(stored)
+    })
+    .await;
+    let granted = claimed.lease_expires_at.unwrap();
+    let renewed = eventually(|| async {
+        let stored = stored(&m, task.id.as_str());
+        (stored.lease_expires_at.unwrap() > granted).then_some(stored)
+    })
+    .await;
+    assert_eq!(renewed.epoch, 2, "renewed, not claimed again");
+    m.cancel_task(task.id.as_str()).await.unwrap();
+    assert_eq!(
+        settled(&m, task.id.as_str()).await.status(),
+        TaskStatus::Cancelled
+    );
 }
 
 /// A task claimed through a store that does not say how long its leases
