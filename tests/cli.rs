@@ -3283,9 +3283,18 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     store_with_tasks(&dir);
     let out = run_expect(Some(&dir), &["list", "--older-than", "10"], 2);
     assert!(stderr(&out).contains("unit"), "{}", stderr(&out));
-    // Further back than dates go: a usage error, not a panic (exit 101).
+    // Further back than dates go: a usage error, not a panic (exit 101),
+    // said before any store is looked for, with the value as written.
     let out = run_expect(Some(&dir), &["list", "--older-than", "100000000d"], 2);
     assert!(stderr(&out).contains("--older-than"), "{}", stderr(&out));
+    let nowhere = tmp.path().join("nowhere");
+    let out = run_expect(Some(&nowhere), &["list", "--older-than", "4000000000w"], 2);
+    assert!(
+        stderr(&out).contains("'4000000000w'") && stderr(&out).contains("further back"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!nowhere.exists());
     run_expect(Some(&dir), &["list", "--status", "done"], 2);
     run_expect(Some(&dir), &["list", "--limit", "0"], 2);
     // Running tasks never have a terminal status: an empty table would

@@ -22,7 +22,7 @@ pub struct ListArgs {
     #[arg(long, value_name = "INSTANCE")]
     owner: Option<String>,
     /// Only tasks created at least this long ago ("10m", "2h", "1d").
-    #[arg(long, value_name = "DURATION", value_parser = text::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     older_than: Option<Duration>,
     /// At most this many tasks; the cursor of the next page goes to stderr
     /// (and with --next-cursor, to stdout).
@@ -97,6 +97,22 @@ pub fn parse_id(text: &str) -> Result<TaskId, String> {
     TaskId::parse(text).map_err(|e| e.to_string())
 }
 
+/// An age for `--older-than`: a duration that reaches back no further than
+/// dates go, checked before any store is looked for.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let age = text::parse_duration(text)?;
+    before(time::OffsetDateTime::now_utc(), age)?;
+    Ok(age)
+}
+
+/// The time `age` before `now`, if dates go back that far.
+fn before(now: time::OffsetDateTime, age: Duration) -> Result<time::OffsetDateTime, String> {
+    time::Duration::try_from(age)
+        .ok()
+        .and_then(|age| now.checked_sub(age))
+        .ok_or_else(|| "further back than dates go".to_owned())
+}
+
 /// Tasks asked of the store at a time: what `list` holds, whatever the
 /// store's size.
 const PAGE: u64 = 256;
@@ -108,16 +124,14 @@ const PAGE: u64 = 256;
 /// listings are ordered by creation time.
 pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     let now = store.time();
+    // Checked against the clock when parsed; the store's time may differ.
     let born_before = args.older_than.map(|age| {
-        time::Duration::try_from(age)
-            .ok()
-            .and_then(|age| now.checked_sub(age))
-            .unwrap_or_else(|| {
-                crate::invalid_value(&format!(
-                    "invalid value '{}' for '--older-than <DURATION>': further back than dates go",
-                    text::duration(age)
-                ))
-            })
+        before(now, age).unwrap_or_else(|why| {
+            crate::invalid_value(&format!(
+                "invalid value '{}' for '--older-than <DURATION>': {why}",
+                text::duration(age)
+            ))
+        })
     });
     let mut query = if args.active {
         ListQuery::active()
