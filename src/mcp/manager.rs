@@ -77,6 +77,18 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// Outside a Tokio runtime.
     pub fn with_options(store: Arc<S>, options: ManagerOptions) -> Self {
+        if let Some(lease) = store
+            .lease()
+            .filter(|lease| options.watch_pause() >= *lease)
+        {
+            // Renewals run on the watch ticks: every lease would lapse
+            // between two (a test may mean it, to hold an instance still).
+            tracing::warn!(
+                watch_interval_ms = options.watch_pause().as_millis(),
+                lease_ms = lease.as_millis(),
+                "the watch interval is as long as the store's lease or longer: leases are renewed on its ticks, so they lapse between them, and peers may reap or claim tasks this manager runs"
+            );
+        }
         let dyn_store: Arc<dyn TaskStore> = store.clone();
         let shared = Arc::new(Shared {
             store: dyn_store,

@@ -74,8 +74,9 @@ pub struct ManagerOptions {
     /// `tasks/cancel` or `tasks/update` that arrived at another instance, or
     /// that another instance took a task over (default 250 ms). Leases are
     /// renewed on these ticks too: keep it well under the store's lease (a
-    /// tick as long as the lease lets the lease lapse between renewals; a
-    /// test may set it so to hold an instance as if stopped). The loop of
+    /// tick as long as the lease lets the lease lapse between renewals, and
+    /// the manager warns of it when made; a test may set it so to hold an
+    /// instance as if stopped). The loop of
     /// claims, reaps and sweeps looks whether one is due as often. At least
     /// [`MIN_WATCH_INTERVAL`] (10 ms), whatever this says: each tick reads
     /// every task the instance runs.

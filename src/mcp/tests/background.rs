@@ -417,3 +417,32 @@ async fn reads_slower_than_a_tick_leave_the_renewals_in_batches() {
         "renewals were made a few ids at a time: {sizes:?}"
     );
 }
+
+/// A manager whose watch interval is as long as its store's lease or longer
+/// says so once, when made: its renewals run on the watch ticks, so every
+/// lease would lapse between two, and peers reap or claim tasks it runs.
+/// One with the default timing says nothing. (Nothing said it: the docs
+/// alone warned.)
+#[tokio::test]
+async fn a_watch_interval_as_long_as_the_lease_is_warned_of() {
+    let logged = logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let backend = Arc::new(MemoryBackend::new());
+    let lease = Duration::from_secs(2);
+    let quiet = DurableTaskManager::new(Arc::new(on(&backend, "quiet", lease)));
+    quiet.shutdown().await;
+    assert!(
+        logged.warnings_of("watch interval").is_empty(),
+        "{:?}",
+        logged.warnings()
+    );
+    let slow = DurableTaskManager::with_options(
+        Arc::new(on(&backend, "slow", lease)),
+        ManagerOptions::new().watch_interval(lease),
+    );
+    slow.shutdown().await;
+    let said = logged.warnings_of("watch interval");
+    assert_eq!(said.len(), 1, "{:?}", logged.warnings());
+    assert_eq!(said[0].field("watch_interval_ms"), Some("2000"));
+    assert_eq!(said[0].field("lease_ms"), Some("2000"));
+}
