@@ -9,7 +9,9 @@
 //! (`change_notices(false)`), side by side; and renewal passes of 16 and
 //! 256 running tasks (`renew_leases_of`) against the floor's one load and
 //! one batch statement, the same batch without its locking step, and
-//! `FileStore`.
+//! `FileStore`; a sweep of 256 expired tasks and a reap of 256 orphans
+//! against the floor's page of them and its one removal (or replacement)
+//! batch.
 //!
 //! ```text
 //! cargo bench --features compare,postgres,mcp --bench pg
@@ -34,8 +36,8 @@ use postgres::{Client, NoTls, Statement};
 use serde_json::json;
 use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskExit, TaskOptions};
 use taskstore::{
-    FileStore, ListQuery, NewTask, Outcome, PgStatements, PgStore, Task, TaskId, TaskStore,
-    TaskUpdate, Transition, pg_statements,
+    Clock, FileStore, ListQuery, ManualClock, NewTask, Outcome, PgStatements, PgStore, Task,
+    TaskId, TaskStore, TaskUpdate, TimeSource, Transition, pg_statements,
 };
 
 const ROUNDS: usize = 9;
@@ -48,6 +50,15 @@ const CANCEL_SAMPLES: usize = 20;
 const RENEW_BATCHES: [usize; 2] = [16, 256];
 /// Renewals per round, in passes of one batch size.
 const RENEWALS_PER_ROUND: usize = 2_048;
+/// The tasks a timed sweep (or reap) of the `sweep` (`reap`) rows finds
+/// expired (orphaned), made untimed before it.
+const PASS_TASKS: usize = 256;
+/// Rounds of the `sweep` and `reap` rows: one timed pass of each peer per
+/// round.
+const PASS_ROUNDS: usize = 15;
+/// The page a sweep scans at a time (`SWEEP_BATCH` in
+/// `src/rules/maintenance.rs`).
+const SWEEP_PAGE: i64 = 1_024;
 
 /// The environment variable that makes this binary a writer process.
 const CHILD: &str = "TASKSTORE_PG_BENCH_CHILD";
@@ -126,6 +137,24 @@ fn main() {
             store / floor,
             floor / waiting,
             show_time(file)
+        );
+    }
+    let passes: Vec<Pass> = [Pass::Sweep, Pass::Reap]
+        .into_iter()
+        .filter(|pass| wanted(&format!("{}/{PASS_TASKS}", pass.name())))
+        .collect();
+    if !passes.is_empty() {
+        println!("\n| workload | direct SQL (floor) | PgStore | PgStore / floor |");
+        println!("|---|---|---|---|");
+    }
+    for pass in passes {
+        let [floor, store] = pass_rows(cluster, pass);
+        println!(
+            "| {}/{PASS_TASKS} | {} | {} | {:.2}x |",
+            pass.name(),
+            show_time(floor),
+            show_time(store),
+            store / floor
         );
     }
     if wanted("notices") {
@@ -773,6 +802,194 @@ fn renew_directly(
                 &next_revision,
                 &vec!["working"; n],
                 &vec![true; n],
+                &vec![None::<i64>; n],
+                &json,
+                &channel,
+            ],
+        )
+        .unwrap();
+    assert_eq!(written.len(), n);
+}
+
+/// A pass over many tasks that removes or replaces them in one batch.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// `sweep`: expired finished tasks, removed (`remove_all`).
+    Sweep,
+    /// `reap`: running tasks whose owner's lease lapsed, failed
+    /// (`replace_all`).
+    Reap,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Sweep => "sweep",
+            Pass::Reap => "reap",
+        }
+    }
+}
+
+/// Times (ns) of one pass over [`PASS_TASKS`] tasks: the floor (the
+/// store's own statements issued directly: the page of candidates,
+/// decoded, then one batch), and `PgStore::sweep` or `PgStore::reap`. Each
+/// sample's tasks are made untimed just before it, on a `ManualClock`
+/// moved past their TTL (or their lease and its grace), and the pass
+/// leaves the table as it found it (the reaped tasks, finished, are
+/// deleted untimed), so every sample meets the same table. The two take
+/// turns within each round, which goes first alternating.
+fn pass_rows(cluster: &pg_cluster::Cluster, pass: Pass) -> [f64; 2] {
+    let schema = pg_cluster::fresh_schema("bench");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let handle = |instance: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance)
+            .time_source(TimeSource::Clock)
+            .clock(Arc::new(clock.clone()))
+            .lease(Duration::from_secs(1))
+            .open()
+            .unwrap()
+    };
+    let (store, dead) = (handle("bench"), handle("dead"));
+    let sql = pg_statements(&schema);
+    let mut client = Client::connect(&cluster.conninfo(), NoTls).unwrap();
+    let (page, batch) = match pass {
+        Pass::Sweep => (&sql.scan_expired, &sql.remove_all),
+        Pass::Reap => (&sql.list_active, &sql.replace_all),
+    };
+    let page = client.prepare(page).unwrap();
+    let batch = client.prepare(batch).unwrap();
+    let ttl = Duration::from_secs(60);
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..PASS_ROUNDS {
+        for turn in 0..2 {
+            let slot = (round + turn) % 2;
+            match pass {
+                Pass::Sweep => {
+                    for _ in 0..PASS_TASKS {
+                        let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+                        assert!(
+                            store
+                                .complete(&task.id, result_payload())
+                                .unwrap()
+                                .is_applied()
+                        );
+                    }
+                    clock.advance(ttl + Duration::from_secs(1));
+                }
+                Pass::Reap => {
+                    for _ in 0..PASS_TASKS {
+                        dead.create(NewTask::new()).unwrap();
+                    }
+                    // Past the lease (1 s) and the claim grace (the lease).
+                    clock.advance(Duration::from_secs(5));
+                }
+            }
+            let now = clock.now();
+            let started = Instant::now();
+            match (slot, pass) {
+                (0, Pass::Sweep) => {
+                    sweep_directly(&mut client, &page, &batch, &sql.channel, now);
+                }
+                (0, Pass::Reap) => reap_directly(&mut client, &page, &batch, &sql.channel, now),
+                (_, Pass::Sweep) => {
+                    let swept = store.sweep().unwrap();
+                    assert_eq!((swept.deleted, swept.missed.len()), (PASS_TASKS, 0));
+                }
+                (_, Pass::Reap) => {
+                    let reaped = store.reap().unwrap();
+                    assert_eq!((reaped.tasks.len(), reaped.missed.len()), (PASS_TASKS, 0));
+                }
+            }
+            times[slot].push(started.elapsed().as_nanos() as f64);
+            if let Pass::Reap = pass {
+                let gone = client
+                    .execute(&format!("DELETE FROM {schema}.tasks WHERE NOT active"), &[])
+                    .unwrap();
+                assert_eq!(gone, PASS_TASKS as u64);
+            }
+        }
+    }
+    times.map(median)
+}
+
+/// A sweep as a host would write it by hand: the page of tasks expired by
+/// `now` (decoded), then `batch`, the store's removal batch, over the
+/// versions read.
+fn sweep_directly(
+    client: &mut Client,
+    page: &Statement,
+    batch: &Statement,
+    channel: &str,
+    now: time::OffsetDateTime,
+) {
+    let now = now.unix_timestamp_nanos() as i64;
+    let rows = client.query(page, &[&SWEEP_PAGE, &now]).unwrap();
+    assert_eq!(rows.len(), PASS_TASKS);
+    let (mut id, mut created, mut revision) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &rows {
+        let task: Task = serde_json::from_str(row.get(1)).unwrap();
+        id.push(task.id.to_string());
+        created.push(task.created_at.unix_timestamp_nanos() as i64);
+        revision.push(task.revision as i64);
+    }
+    let removed = client
+        .query(batch, &[&id, &created, &revision, &channel])
+        .unwrap();
+    assert_eq!(removed.len(), PASS_TASKS);
+}
+
+/// A reap as a host would write it by hand: the page of running tasks
+/// (decoded), each failed as the store fails an orphan, then `batch`, the
+/// store's replacement batch, over the versions read.
+fn reap_directly(
+    client: &mut Client,
+    page: &Statement,
+    batch: &Statement,
+    channel: &str,
+    now: time::OffsetDateTime,
+) {
+    let rows = client.query(page, &[&i64::MAX]).unwrap();
+    assert_eq!(rows.len(), PASS_TASKS);
+    let (mut id, mut created, mut revision, mut next_revision, mut json) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for row in &rows {
+        let mut task: Task = serde_json::from_str(row.get(1)).unwrap();
+        assert!(task.lease_expires_at.is_some_and(|at| at < now));
+        id.push(task.id.to_string());
+        created.push(task.created_at.unix_timestamp_nanos() as i64);
+        revision.push(task.revision as i64);
+        task.error = Some(json!({
+            "code": "orphaned",
+            "message": format!("task {} was abandoned: its owner {} stopped renewing its lease",
+                task.id, task.owner.as_deref().unwrap_or("(unknown)")),
+            "owner": task.owner,
+            "leaseExpiredAt": task.lease_expires_at.map(rfc3339),
+            "reapedBy": "direct",
+        }));
+        task.status = taskstore::TaskStatus::Failed;
+        task.input_requests = None;
+        task.resume = None;
+        task.last_updated_at = now;
+        task.revision += 1;
+        task.lease_expires_at = None;
+        next_revision.push(task.revision as i64);
+        json.push(serde_json::to_string(&task).unwrap());
+    }
+    let n = id.len();
+    let written = client
+        .query(
+            batch,
+            &[
+                &id,
+                &created,
+                &revision,
+                &vec![true; n],
+                &created,
+                &next_revision,
+                &vec!["failed"; n],
+                &vec![false; n],
                 &vec![None::<i64>; n],
                 &json,
                 &channel,

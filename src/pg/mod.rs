@@ -27,8 +27,8 @@ pub use self::backend::PgBackend;
 pub use self::clock::ServerTime;
 
 /// The SQL `PgStore` issues over `schema` for a create, a conditional
-/// write, a batch of them, a load and a page of active tasks, and its
-/// notification channel: for `benches/pg.rs`, whose floor runs the same
+/// write, a batch of them, a batch of removals, a load, a page of active
+/// tasks and a sweep's page of expired ones, and its notification channel: for `benches/pg.rs`, whose floor runs the same
 /// statements without the store around them. Not part of the API; it
 /// changes with the store.
 #[doc(hidden)]
@@ -43,9 +43,14 @@ pub struct PgStatements {
     /// bench times what that step costs).
     pub replace_all_waiting: String,
     pub load: String,
+    /// The batch of conditional removals (a sweep's).
+    pub remove_all: String,
     /// The load of several tasks at once, by id.
     pub load_all: String,
+    /// A page of active tasks (`$1` the limit): a listing's, a reap's.
     pub list_active: String,
+    /// A sweep's page of the tasks expired by `$2` (`$1` the limit).
+    pub scan_expired: String,
     pub channel: String,
 }
 
@@ -57,12 +62,17 @@ pub fn pg_statements(schema: &str) -> PgStatements {
         &crate::backend::Scan::new(crate::backend::Scope::Active, 1),
         false,
     );
+    let mut expired = crate::backend::Scan::new(crate::backend::Scope::All, 1);
+    expired.expired_at = Some(time::OffsetDateTime::UNIX_EPOCH);
+    let scan_expired = sql.scan(&expired, false);
     PgStatements {
         list_active,
+        scan_expired,
         replace_all_waiting: sql.replace_all_waiting(),
         replace_all: sql.replace_all,
         insert: sql.insert,
         replace: sql.replace,
+        remove_all: sql.remove_all,
         load: sql.load,
         load_all: sql.load_all,
         channel: sql.channel,
