@@ -2482,6 +2482,61 @@ fn a_counter_put_out_by_a_hand_edit_is_counted_again() {
     assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
 }
 
+/// A sweep whose counter is right (the rule: only the store wrote the
+/// tables) takes no lock on the counter's row: a session holding it (a
+/// writer mid-create, or frozen there) holds no sweep up, and the sweep
+/// still removes what expired. (Every sweep counted again in a transaction
+/// of its own that took the row lock: it waited for any writer holding
+/// it, a frozen one for the idle-in-transaction timeout, and its commit
+/// waited for a WAL flush: `BENCHMARKS.md`, "Sweeps and reaps".)
+#[test]
+fn a_sweep_takes_no_lock_on_a_counter_that_is_right() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_counter");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let application = "sweep_counter";
+    let conninfo = format!("{} application_name={application}", cluster.conninfo());
+    let store = Arc::new(
+        on_clock(&conninfo, &schema, "sweeper", &clock)
+            .open()
+            .unwrap(),
+    );
+    let ttl = Duration::from_secs(60);
+    let finished = store.create(NewTask::new().ttl(ttl)).unwrap();
+    assert!(store.complete(&finished.id, json!(1)).unwrap().is_applied());
+    let running = store.create(NewTask::new()).unwrap();
+    clock.advance(ttl);
+    let mut holder = cluster.client();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
+        ))
+        .unwrap();
+    let sweeping = std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || store.sweep()
+    });
+    let mut client = cluster.client();
+    let mut blocked = false;
+    wait_until("the sweep to return or to wait for the counter", || {
+        blocked = blocked_by(&mut client, application, holder_pid) > 0;
+        blocked || sweeping.is_finished()
+    });
+    // Let go either way: a failing run ends here too, not in a hang.
+    holder.batch_execute("ROLLBACK").unwrap();
+    let swept = sweeping.join().unwrap();
+    assert!(!blocked, "the sweep waited for the counter's row lock");
+    let swept = swept.unwrap_or_else(|e| panic!("sweep with the counter held: {e}"));
+    assert_eq!((swept.deleted, swept.cleaned), (1, 0), "{swept:?}");
+    assert_eq!(store.get(&finished.id).unwrap(), None);
+    assert_eq!(store.get(&running.id).unwrap(), Some(running));
+    assert_eq!(counter_and_active(&mut client, &schema), (1, 1));
+}
+
 /// The counter's row itself deleted by hand is made again by the next
 /// sweep, with the count of the running tasks, and nothing else fails
 /// meanwhile. (Every sweep failed, "query returned an unexpected number of

@@ -362,6 +362,19 @@ impl PgBackend {
         Ok(!self.query(&op, &self.sql.counter, &[])?.is_empty())
     }
 
+    /// Whether the active-task counter's row is there and counts the
+    /// active rows, in one snapshot, taking no lock
+    /// (`sql.counter_and_active`).
+    fn counter_agrees(&self) -> Result<bool> {
+        let op = || format!("count the active tasks of schema {}", self.sql.schema);
+        let rows = self.query(&op, &self.sql.counter_and_active, &[])?;
+        let Some(row) = rows.first() else {
+            return Ok(false);
+        };
+        let counter: Option<i64> = self.column(row, 0, "counters", &op)?;
+        Ok(counter == Some(row.get::<_, i64>(1)))
+    }
+
     /// One insert: `None` if a task was in its place and gone by the time
     /// it was read.
     fn try_insert_once(&self, record: &Record, max_active: usize) -> Result<Option<Insert>> {
@@ -412,8 +425,9 @@ impl PgBackend {
 
     /// Counts the active rows again into the counter, if a change made
     /// outside the store put it out (rows deleted by hand, a table
-    /// restored from a dump, the counter's own row deleted), for every
-    /// sweep and for a create that finds the row gone: the counter's
+    /// restored from a dump, the counter's own row deleted), for a sweep
+    /// that found it out ([`counter_agrees`](Self::counter_agrees)) and
+    /// for a create that finds the row gone: the counter's
     /// row lock first (the row made again at 0 if it is gone), then the
     /// count in a statement of its own, whose snapshot sees every write
     /// that changed the counter before (each write changes the row and the
@@ -957,8 +971,14 @@ impl Backend for PgBackend {
     }
 
     /// Counts the active rows again into the counter, if it was out: a
-    /// corrected counter counts as one leftover cleaned.
+    /// corrected counter counts as one leftover cleaned. A read that takes
+    /// no lock tells first whether it is out: a counter that is right (the
+    /// rule) costs a sweep no wait for a writer holding the counter's row
+    /// and no commit of its own.
     fn clean_up(&self) -> Result<usize> {
+        if self.counter_agrees()? {
+            return Ok(0);
+        }
         Ok(usize::from(self.recount()?.is_some()))
     }
 

@@ -32,6 +32,11 @@ pub(crate) struct Sql {
     pub load_all: String,
     /// Reads the counter, taking no lock: one row, or none if it is gone.
     pub counter: String,
+    /// The counter (NULL if its row is gone) and the number of active
+    /// rows, taking no lock: one statement, one snapshot, and every write
+    /// changes a row and the counter in one statement, so the two agree
+    /// there unless a change made outside the store put the counter out.
+    pub counter_and_active: String,
     /// Takes the counter's row lock, and reads it.
     pub lock_counter: String,
     pub make_counter: String,
@@ -127,6 +132,10 @@ impl Sql {
             ),
             load_all: format!("SELECT id, task FROM {s}.tasks WHERE id = ANY($1)"),
             counter: format!("SELECT active FROM {s}.counters WHERE singleton"),
+            counter_and_active: format!(
+                "SELECT (SELECT active FROM {s}.counters WHERE singleton) AS active,
+                        (SELECT count(*) FROM {s}.tasks WHERE active)"
+            ),
             lock_counter: format!("SELECT active FROM {s}.counters WHERE singleton FOR UPDATE"),
             // The counter's row made again (deleted by hand), at 0 for the
             // recount to correct.
