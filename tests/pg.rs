@@ -3151,6 +3151,81 @@ fn a_sweep_whose_reply_is_lost_after_the_commit_counts_what_it_removed() {
     assert_eq!(swept, 2, "both tasks were removed by this sweep");
 }
 
+/// A load of several tasks in one statement (`PgBackend::load_all`: a
+/// `get_all`, a renewal pass) whose connection is cut before its reply,
+/// the server out of reach from then on, answers every id, in order, with
+/// an error naming the load and that task (a load that fails is its
+/// task's error, as `Backend::load_all` says: not "no such task", which
+/// a renewal pass would take for a task gone), panics nowhere, changes
+/// nothing stored, and once the server answers again the same calls on
+/// the same handle answer every id.
+#[test]
+fn a_load_of_many_tasks_cut_off_in_an_outage_fails_each_and_the_next_succeeds() {
+    let Some(cluster) = cluster() else { return };
+    let (schema, proxy, s) = behind_a_proxy(cluster, "load_all_outage");
+    let tasks: Vec<Task> = (0..3).map(|_| s.create(NewTask::new()).unwrap()).collect();
+    let missing = TaskId::new();
+    let ids = [
+        tasks[0].id.clone(),
+        missing.clone(),
+        tasks[1].id.clone(),
+        tasks[2].id.clone(),
+    ];
+    let other = open(cluster, &schema, "other");
+    for (n, call) in ["get_all", "renew_leases_of"].into_iter().enumerate() {
+        // The one statement that names two of the tasks is the load.
+        proxy.arm(&[ids[0].as_str(), ids[2].as_str()]);
+        proxy.refuse_from_the_cut();
+        let answers: Vec<Result<String, Error>> = match call {
+            "get_all" => s
+                .get_all(&ids)
+                .into_iter()
+                .map(|a| a.map(|t| format!("{t:?}")))
+                .collect(),
+            _ => s
+                .renew_leases_of(&ids)
+                .into_iter()
+                .map(|a| a.map(|t| format!("{t:?}")))
+                .collect(),
+        };
+        assert_eq!(proxy.cuts(), n + 1, "{call}: the load's reply was lost");
+        assert_eq!(answers.len(), ids.len(), "{call}");
+        for (id, answer) in ids.iter().zip(&answers) {
+            match answer {
+                Err(e @ Error::Backend { op, .. }) => assert!(
+                    op.starts_with(&format!("load task {id} ")),
+                    "{call}, task {id}: the error names another operation or task: {e}"
+                ),
+                other => panic!("{call}, task {id}: {other:?} while the server is out of reach"),
+            }
+        }
+        proxy.refuse(false);
+        for task in &tasks {
+            assert_eq!(
+                other.get(&task.id).unwrap().as_ref(),
+                Some(task),
+                "{call}: task {} changed by a call that failed",
+                task.id
+            );
+        }
+    }
+    let got: Vec<Option<Task>> = s
+        .get_all(&ids)
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|e| panic!("get_all once the server answers: {e}")))
+        .collect();
+    let want = [Some(&tasks[0]), None, Some(&tasks[1]), Some(&tasks[2])];
+    assert_eq!(got.iter().map(Option::as_ref).collect::<Vec<_>>(), want);
+    let renewed = s.renew_leases_of(&ids);
+    for (id, answer) in ids.iter().zip(renewed) {
+        match answer {
+            Ok(Transition::Applied(task)) if *id != missing => assert_eq!(task.revision, 2),
+            Err(Error::NotFound { id: gone }) if *id == missing => assert_eq!(gone, missing),
+            other => panic!("renewal of {id} once the server answers: {other:?}"),
+        }
+    }
+}
+
 /// A handle's guess of a task (the version it last wrote, kept to save a
 /// read) never stands for another task made under the same id at the same
 /// instant (a clock that stands still): a late update goes onto the task
