@@ -840,6 +840,7 @@ fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
         // Another writer holds the row, and changes it (a new version of
         // it, the same task) while the store's write waits.
         let mut other = cluster.client();
+        let other_pid = backend_pid(&mut other);
         let mut holding = other.transaction().unwrap();
         holding
             .execute(
@@ -850,8 +851,8 @@ fn a_role_defaulting_to_serializable_still_decides_races_by_the_rules() {
         std::thread::scope(|scope| {
             let completing = scope.spawn(|| store.complete(&task.id, json!("done")));
             let mut watcher = cluster.client();
-            wait_until("the complete to wait on the row", || {
-                waiting(&mut watcher, &application) == 1
+            wait_until("the complete to wait on the row's holder", || {
+                blocked_by(&mut watcher, &application, other_pid) == 1
             });
             holding.commit().unwrap();
             let transition = completing.join().unwrap();
@@ -887,10 +888,7 @@ fn while_a_row_is_held<R: Send>(
                 "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{locked}' FOR UPDATE"
             ))
             .unwrap();
-        let holder_pid: i32 = holder
-            .query_one("SELECT pg_backend_pid()", &[])
-            .unwrap()
-            .get(0);
+        let holder_pid = backend_pid(&mut holder);
         s.spawn(move || {
             let _ = tx.send(batch());
         });
@@ -1479,13 +1477,10 @@ fn no_lost_updates_across_four_processes() {
 // ---------------------------------------------------------------------------
 // A writer killed in the middle of its transaction.
 
-/// How many backends of `application` wait for a lock.
-fn waiting(client: &mut postgres::Client, application: &str) -> i64 {
+/// The server process of `client`'s session, for [`blocked_by`].
+fn backend_pid(client: &mut postgres::Client) -> i32 {
     client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-            &[&application],
-        )
+        .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0)
 }
@@ -1537,6 +1532,7 @@ fn blocked_on_the_counter(
     application: &str,
 ) -> (postgres::Client, common::Running) {
     let mut holder = cluster.client();
+    let holder_pid = backend_pid(&mut holder);
     holder
         .batch_execute(&format!(
             "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
@@ -1544,9 +1540,9 @@ fn blocked_on_the_counter(
         .unwrap();
     let mut child = spawn(work, test, role, args);
     let mut client = cluster.client();
-    wait_until("the child to block inside its transaction", || {
+    wait_until("the child to block on the counter's holder", || {
         child.check_alive();
-        waiting(&mut client, application) == 1
+        blocked_by(&mut client, application, holder_pid) == 1
     });
     (holder, child)
 }
@@ -1709,6 +1705,7 @@ fn a_call_waits_for_a_free_connection_for_the_pool_wait_at_most() {
     );
     let task = store.create(NewTask::new()).unwrap();
     let mut holder = cluster.client();
+    let holder_pid = backend_pid(&mut holder);
     holder
         .batch_execute(&format!(
             "BEGIN; LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"
@@ -1719,8 +1716,8 @@ fn a_call_waits_for_a_free_connection_for_the_pool_wait_at_most() {
         move || store.get(&id)
     });
     let mut client = cluster.client();
-    wait_until("the first call to wait on the lock", || {
-        waiting(&mut client, "pool_wait") == 1
+    wait_until("the first call to wait on the table's holder", || {
+        blocked_by(&mut client, "pool_wait", holder_pid) == 1
     });
     let second = std::thread::spawn({
         let (store, id) = (Arc::clone(&store), task.id.clone());
@@ -2507,10 +2504,7 @@ fn a_sweep_takes_no_lock_on_a_counter_that_is_right() {
     let running = store.create(NewTask::new()).unwrap();
     clock.advance(ttl);
     let mut holder = cluster.client();
-    let holder_pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let holder_pid = backend_pid(&mut holder);
     holder
         .batch_execute(&format!(
             "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
