@@ -12,10 +12,11 @@
 //! complete/fail/cancel with JSON payloads (nested arrays and objects, odd
 //! strings and numbers, long strings), `finish_fenced` and fenced
 //! checkpoints at the current, an older or a later epoch (by the owner's
-//! instance, or another, which is refused as `Fenced`), delete, get, list
-//! (status filter, page size, `limit(0)`, following cursors, or a made-up
-//! cursor), sweep, advance the `ManualClock` or set it back, renew one
-//! lease or all, reap orphans, claim resumable orphans (also after moving
+//! instance, or another, which is refused as `Fenced`), delete, get (and
+//! `get_all` of the id twice and of one never made), list (status filter,
+//! page size, `limit(0)`, following cursors, or a made-up cursor), sweep,
+//! advance the `ManualClock` or set it back, renew one lease (every other
+//! time through `renew_leases_of`) or all, reap orphans, claim resumable orphans (also after moving
 //! the clock past a lease, by the second instance), and drop and reopen
 //! the main handle (as the same instance id or a new one).
 //!
@@ -221,6 +222,9 @@ struct Run {
     tokens: BTreeSet<String>,
     /// Where a file store's large passes start.
     large_pass: Option<usize>,
+    /// How many single renewals were made: every other one goes through
+    /// `renew_leases_of`, which must answer as `renew_lease`.
+    renewals: u64,
 }
 
 fn run(backend: Backend, start: OffsetDateTime, large_pass: Option<usize>, ops: &[Op]) {
@@ -237,6 +241,7 @@ fn run(backend: Backend, start: OffsetDateTime, large_pass: Option<usize>, ops: 
         tasks: BTreeMap::new(),
         tokens: BTreeSet::new(),
         large_pass,
+        renewals: 0,
     };
     for (instance_id, cap) in [
         ("instance-0", CAP),
@@ -628,6 +633,16 @@ impl Run {
                 let got = self.store(h).get(&id);
                 let want = self.model_get(h, &id);
                 check(&format!("get {id}"), Some(&id), got, &Ok(want));
+                // `get_all` answers each id as `get` does, an id given
+                // twice and one never made included.
+                let never = TaskId::parse("never-made-by-the-fuzzer").unwrap();
+                let ids = [id.clone(), never, id.clone()];
+                let all = self.store(h).get_all(&ids);
+                assert_eq!(all.len(), ids.len(), "get_all: one answer per id");
+                for (id, got) in ids.iter().zip(all) {
+                    let want = self.model_get(h, id);
+                    check(&format!("get_all {id}"), Some(id), got, &Ok(want));
+                }
             }
             Op::List {
                 by,
@@ -1130,7 +1145,14 @@ impl Run {
     }
 
     fn renew(&mut self, h: usize, id: &TaskId) {
-        let got = self.store(h).renew_lease(id);
+        self.renewals += 1;
+        let got = if self.renewals % 2 == 0 {
+            let mut got = self.store(h).renew_leases_of(std::slice::from_ref(id));
+            assert_eq!(got.len(), 1, "renew_leases_of: one answer per id");
+            got.remove(0)
+        } else {
+            self.store(h).renew_lease(id)
+        };
         let want = self.model_renew(h, id);
         check(&format!("renew {id} by {h}"), Some(id), got, &want);
         self.reads_back(id);
