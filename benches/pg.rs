@@ -777,19 +777,36 @@ fn renew_directly(
     let rows = client.query(load_all, &[&ids]).unwrap();
     assert_eq!(rows.len(), ids.len());
     let lease = time::OffsetDateTime::now_utc() + Duration::from_secs(30);
+    replace_rows(client, batch, channel, &rows, "working", |task| {
+        task.lease_expires_at = Some(lease);
+    });
+}
+
+/// `batch` (the store's replacement batch) over the versions of `rows`
+/// (`id, task`), each changed by `change` to a task of `status`, with its
+/// revision raised.
+fn replace_rows(
+    client: &mut Client,
+    batch: &Statement,
+    channel: &str,
+    rows: &[postgres::Row],
+    status: &str,
+    change: impl Fn(&mut Task),
+) {
     let (mut id, mut created, mut revision, mut next_revision, mut json) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for row in &rows {
+    for row in rows {
         let mut task: Task = serde_json::from_str(row.get(1)).unwrap();
         id.push(task.id.to_string());
         created.push(task.created_at.unix_timestamp_nanos() as i64);
         revision.push(task.revision as i64);
+        change(&mut task);
         task.revision += 1;
-        task.lease_expires_at = Some(lease);
         next_revision.push(task.revision as i64);
         json.push(serde_json::to_string(&task).unwrap());
     }
     let n = id.len();
+    let active = status == "working";
     let written = client
         .query(
             batch,
@@ -800,8 +817,8 @@ fn renew_directly(
                 &vec![true; n],
                 &created,
                 &next_revision,
-                &vec!["working"; n],
-                &vec![true; n],
+                &vec![status; n],
+                &vec![active; n],
                 &vec![None::<i64>; n],
                 &json,
                 &channel,
@@ -952,14 +969,8 @@ fn reap_directly(
 ) {
     let rows = client.query(page, &[&i64::MAX]).unwrap();
     assert_eq!(rows.len(), PASS_TASKS);
-    let (mut id, mut created, mut revision, mut next_revision, mut json) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for row in &rows {
-        let mut task: Task = serde_json::from_str(row.get(1)).unwrap();
+    replace_rows(client, batch, channel, &rows, "failed", |task| {
         assert!(task.lease_expires_at.is_some_and(|at| at < now));
-        id.push(task.id.to_string());
-        created.push(task.created_at.unix_timestamp_nanos() as i64);
-        revision.push(task.revision as i64);
         task.error = Some(json!({
             "code": "orphaned",
             "message": format!("task {} was abandoned: its owner {} stopped renewing its lease",
@@ -972,31 +983,8 @@ fn reap_directly(
         task.input_requests = None;
         task.resume = None;
         task.last_updated_at = now;
-        task.revision += 1;
         task.lease_expires_at = None;
-        next_revision.push(task.revision as i64);
-        json.push(serde_json::to_string(&task).unwrap());
-    }
-    let n = id.len();
-    let written = client
-        .query(
-            batch,
-            &[
-                &id,
-                &created,
-                &revision,
-                &vec![true; n],
-                &created,
-                &next_revision,
-                &vec!["failed"; n],
-                &vec![false; n],
-                &vec![None::<i64>; n],
-                &json,
-                &channel,
-            ],
-        )
-        .unwrap();
-    assert_eq!(written.len(), n);
+    });
 }
 
 /// A `PgStore` without its change feed: the manager polls.

@@ -1995,6 +1995,29 @@ fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
     assert_eq!(store.get(&stuck.id).unwrap(), Some(stuck), "kept as it was");
 }
 
+/// A store at `root` with handles of the instances `names` on one clock
+/// and one fault injector, and a resumable task (five attempts) the first
+/// made, its lease lapsed: an orphan for the others to claim.
+fn an_orphan_and<const N: usize>(
+    root: &Path,
+    names: [&str; N],
+) -> (Task, ManualClock, FaultInjector, [FileStore; N]) {
+    let clock = ManualClock::new(T0);
+    let faults = FaultInjector::new();
+    let handles = names.map(|instance_id| {
+        FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance_id)
+            .fault_injector(faults.clone())
+            .open()
+            .unwrap()
+    });
+    let resumable = NewTask::new().resumable("k", json!(1)).max_attempts(5);
+    let task = handles[0].create(resumable).unwrap();
+    clock.advance(taskstore::DEFAULT_LEASE);
+    (task, clock, faults, handles)
+}
+
 /// A claim whose write the device fails after the new version is in place
 /// (the fsync of `active/` fails, its rename done) is reported missed, and
 /// the task, which the store may hold as this handle's, is never renewed
@@ -2006,20 +2029,8 @@ fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
 fn a_claim_that_fails_after_its_write_stands_is_never_renewed() {
     let dir = tempdir();
     let root = dir.path().join("store");
-    let clock = ManualClock::new(T0);
-    let faults = FaultInjector::new();
-    let open = |instance_id: &str| {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance_id)
-            .fault_injector(faults.clone())
-            .open()
-            .unwrap()
-    };
-    let (dead, heir, other) = (open("dead"), open("heir"), open("other"));
-    let resumable = NewTask::new().resumable("k", json!(1)).max_attempts(5);
-    let task = dead.create(resumable).unwrap();
-    clock.advance(taskstore::DEFAULT_LEASE);
+    let (task, clock, faults, [dead, heir, other]) =
+        an_orphan_and(&root, ["dead", "heir", "other"]);
     faults.fail_at(FsOp::SyncDir, root.join("active"), Fault::Eio);
     let claimed = heir.claim(&["k"]).unwrap();
     faults.disarm();
@@ -2063,21 +2074,7 @@ fn a_claim_that_fails_after_its_write_stands_is_never_renewed() {
 fn a_claim_after_a_failed_claim_of_the_same_task_is_renewed() {
     let dir = tempdir();
     let root = dir.path().join("store");
-    let clock = ManualClock::new(T0);
-    let faults = FaultInjector::new();
-    let open = |instance_id: &str| {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance_id)
-            .fault_injector(faults.clone())
-            .open()
-            .unwrap()
-    };
-    let (dead, heir) = (open("dead"), open("heir"));
-    let task = dead
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    clock.advance(taskstore::DEFAULT_LEASE);
+    let (task, clock, faults, [dead, heir]) = an_orphan_and(&root, ["dead", "heir"]);
     let path = root.join("active").join(format!("{}.json", task.id));
     faults.fail_at(FsOp::Rename, &path, Fault::Eio);
     let failed = heir.claim(&["k"]).unwrap();

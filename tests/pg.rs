@@ -882,13 +882,10 @@ fn while_a_row_is_held<R: Send>(
 ) -> R {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
-        let mut holder = cluster.client();
-        holder
-            .batch_execute(&format!(
-                "BEGIN; SELECT FROM {schema}.tasks WHERE id = '{locked}' FOR UPDATE"
-            ))
-            .unwrap();
-        let holder_pid = backend_pid(&mut holder);
+        let (mut holder, holder_pid) = holding(
+            cluster,
+            &format!("SELECT FROM {schema}.tasks WHERE id = '{locked}' FOR UPDATE"),
+        );
         s.spawn(move || {
             let _ = tx.send(batch());
         });
@@ -1478,6 +1475,16 @@ fn no_lost_updates_across_four_processes() {
 // A writer killed in the middle of its transaction.
 
 /// The server process of `client`'s session, for [`blocked_by`].
+/// A connection that began a transaction and ran `sql` in it (a lock
+/// taken, held until the connection commits or goes), and its backend's
+/// pid, for `blocked_by`.
+fn holding(cluster: &Cluster, sql: &str) -> (postgres::Client, i32) {
+    let mut holder = cluster.client();
+    let pid = backend_pid(&mut holder);
+    holder.batch_execute(&format!("BEGIN; {sql}")).unwrap();
+    (holder, pid)
+}
+
 fn backend_pid(client: &mut postgres::Client) -> i32 {
     client
         .query_one("SELECT pg_backend_pid()", &[])
@@ -1531,13 +1538,10 @@ fn blocked_on_the_counter(
     (test, role, args): (&str, &str, &[String]),
     application: &str,
 ) -> (postgres::Client, common::Running) {
-    let mut holder = cluster.client();
-    let holder_pid = backend_pid(&mut holder);
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
-        ))
-        .unwrap();
+    let (holder, holder_pid) = holding(
+        cluster,
+        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+    );
     let mut child = spawn(work, test, role, args);
     let mut client = cluster.client();
     wait_until("the child to block on the counter's holder", || {
@@ -1704,13 +1708,10 @@ fn a_call_waits_for_a_free_connection_for_the_pool_wait_at_most() {
             .unwrap(),
     );
     let task = store.create(NewTask::new()).unwrap();
-    let mut holder = cluster.client();
-    let holder_pid = backend_pid(&mut holder);
-    holder
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"
-        ))
-        .unwrap();
+    let (mut holder, holder_pid) = holding(
+        cluster,
+        &format!("LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"),
+    );
     let busy = std::thread::spawn({
         let (store, id) = (Arc::clone(&store), task.id.clone());
         move || store.get(&id)
@@ -2503,13 +2504,10 @@ fn a_sweep_takes_no_lock_on_a_counter_that_is_right() {
     assert!(store.complete(&finished.id, json!(1)).unwrap().is_applied());
     let running = store.create(NewTask::new()).unwrap();
     clock.advance(ttl);
-    let mut holder = cluster.client();
-    let holder_pid = backend_pid(&mut holder);
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT active FROM {schema}.counters FOR UPDATE"
-        ))
-        .unwrap();
+    let (mut holder, holder_pid) = holding(
+        cluster,
+        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+    );
     let sweeping = std::thread::spawn({
         let store = Arc::clone(&store);
         move || store.sweep()
