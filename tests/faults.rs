@@ -2042,6 +2042,10 @@ fn a_claim_that_fails_after_its_write_stands_is_never_renewed() {
         (Some("heir"), 2),
         "the claim's version stands"
     );
+    // Another's write over it (an unfenced update keeps the owner) makes
+    // it no less a failed claim's.
+    let update = TaskUpdate::new().status_message("seen");
+    assert!(other.update(&task.id, update).unwrap().is_applied());
     clock.advance(taskstore::DEFAULT_LEASE / 2);
     assert_eq!(heir.renew_leases().unwrap(), 0, "not renewed by its pass");
     let of = heir.renew_leases_of(std::slice::from_ref(&task.id));
@@ -2050,6 +2054,7 @@ fn a_claim_that_fails_after_its_write_stands_is_never_renewed() {
         "nor by name: {of:?}"
     );
     clock.advance(taskstore::DEFAULT_LEASE / 2);
+    assert_eq!(heir.renew_leases().unwrap(), 0, "nor once its lease lapsed");
     let taken = other.claim(&["k"]).unwrap();
     assert_eq!(taken.tasks.len(), 1, "{taken:?}");
     assert_eq!(taken.tasks[0].epoch, 3);

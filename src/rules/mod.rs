@@ -377,18 +377,19 @@ impl<B: Backend> Store<B> {
     /// [`disown_claim`](Store::disown_claim)).
     fn is_undone(&self, task: &Task) -> bool {
         let undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
-        undone.iter().any(|(u, undo)| {
-            is_current(task, u)
-                && (*undo == Undo::Remove
-                    || (task.epoch, &task.owner_token) == (u.epoch, &u.owner_token))
+        undone.iter().any(|(u, undo)| match undo {
+            Undo::Remove => is_current(task, u),
+            Undo::Lapse => is_claim_of(task, u),
         })
     }
 
     /// Removes the tasks of creates that failed and could not be undone
     /// then; those it still cannot remove stay for the next try (and
     /// [`is_undone`](Store::is_undone) keeps every write of this handle's
-    /// leases off them). A failed claim's version is forgotten once its
-    /// lease has lapsed (nothing of this handle's renews it meanwhile).
+    /// leases off them). A failed claim's version is forgotten once the
+    /// store no longer holds it (another instance claimed or reaped the
+    /// task, or it was deleted): its lease lapsing is not enough, as an
+    /// owner may renew a lapsed lease no one took.
     pub(crate) fn settle_undone(&self) {
         let lock = || self.undone.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken out: the removals (each may wait on a server out of reach)
@@ -397,18 +398,20 @@ impl<B: Backend> Store<B> {
         if left.is_empty() {
             return;
         }
-        let now = self.time();
         left.retain(|(task, undo)| match undo {
             Undo::Remove => self.remove_undone(task).is_err(),
-            Undo::Lapse => task.lease_expires_at.is_some_and(|at| at > now),
+            // Kept when it cannot be read now: the next pass looks again.
+            Undo::Lapse => self.backend.load(&task.id).map_or(true, |stored| {
+                stored.is_some_and(|s| !s.is_terminal() && is_claim_of(&s, task))
+            }),
         });
         lock().extend(left);
     }
 
     /// Removes a failed create's task if it is stored. What holds its id
-    /// and is no readable task (corrupt, or past this handle's read limit)
-    /// is not it: the task was a well-formed record within this handle's
-    /// cap, so nothing of it is there, and the occupant is left to
+    /// and is no readable task (corrupt, or larger than any task file) is
+    /// not it: the task was a well-formed record within this handle's cap,
+    /// so nothing of it is there, and the occupant is left to
     /// `verify` and `repair` (removing it again at every renewal pass would
     /// read it each time, and fail the same way).
     fn remove_undone(&self, task: &Task) -> Result<()> {
@@ -425,6 +428,14 @@ impl<B: Backend> Store<B> {
         self.settings.lease.renew(&mut next, now)?;
         self.settings.limits.record_own(next, task)
     }
+}
+
+/// Whether `task` is the task a claim made as `claimed`, whatever was
+/// written over it since by others (an unfenced update keeps the owner):
+/// the same incarnation, epoch and owner's token.
+fn is_claim_of(task: &Task, claimed: &Task) -> bool {
+    (task.id == claimed.id && task.created_at == claimed.created_at)
+        && (task.epoch, &task.owner_token) == (claimed.epoch, &claimed.owner_token)
 }
 
 /// The most failed creates a handle keeps to undo later.
