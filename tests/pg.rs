@@ -1485,6 +1485,17 @@ fn holding(cluster: &Cluster, sql: &str) -> (postgres::Client, i32) {
     (holder, pid)
 }
 
+/// How many backends of `application` wait for a lock, whoever holds it.
+fn lock_waits(client: &mut postgres::Client, application: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND cardinality(pg_blocking_pids(pid)) > 0",
+            &[&application],
+        )
+        .unwrap()
+        .get(0)
+}
+
 fn backend_pid(client: &mut postgres::Client) -> i32 {
     client
         .query_one("SELECT pg_backend_pid()", &[])
@@ -2297,20 +2308,22 @@ impl Backend for ScansMeet {
     }
 }
 
-/// Two claims, then two reaps, of one handle at one instant, each pair
-/// judging the same versions: each orphan is reported once, by the pass
-/// whose write landed. (Over PostgreSQL both reported it: the loser's
-/// write, tried alone, found the task stored as it meant to write it, the
-/// same owner, token, epoch and lease, and took it for its own; both
-/// callers then ran the task at one epoch, and a reap sent two events.)
-#[test]
-fn two_passes_of_one_handle_report_each_orphan_once() {
-    let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("passes_meet");
+/// A dead instance's handle on a fresh schema named after `name` (the
+/// connections named `application`), on a `ManualClock` its leases have
+/// lapsed by once `made` has made its tasks, and an heir (one handle)
+/// whose two passes at a time meet after their scans.
+fn passes_meet<T>(
+    cluster: &Cluster,
+    name: &str,
+    application: &str,
+    made: impl FnOnce(&PgStore) -> T,
+) -> (T, PgStore, taskstore::Store<ScansMeet>) {
+    let schema = fresh_schema(name);
+    let conninfo = format!("{} application_name={application}", cluster.conninfo());
     let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
     let lease = Duration::from_secs(30);
     let open = |instance_id: &str| {
-        PgStore::builder(cluster.conninfo())
+        PgStore::builder(&conninfo)
             .schema(&schema)
             .instance_id(instance_id)
             .time_source(TimeSource::Clock)
@@ -2320,10 +2333,7 @@ fn two_passes_of_one_handle_report_each_orphan_once() {
             .unwrap()
     };
     let dead = open("dead");
-    let resumable = dead
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let plain = dead.create(NewTask::new()).unwrap();
+    let tasks = made(&dead);
     clock.advance(lease);
     let backend = ScansMeet {
         store: open("heir"),
@@ -2336,6 +2346,32 @@ fn two_passes_of_one_handle_report_each_orphan_once() {
         .instance_id("heir")
         .build()
         .unwrap();
+    (tasks, dead, heir)
+}
+
+/// The ids of the tasks `passes` reported, sorted.
+fn reported<'a, P: 'a>(passes: &'a [P], tasks: impl Fn(&'a P) -> &'a [Task]) -> Vec<&'a TaskId> {
+    let mut ids: Vec<&TaskId> = passes.iter().flat_map(tasks).map(|t| &t.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Two claims, then two reaps, of one handle at one instant, each pair
+/// judging the same versions: each orphan is reported once, by the pass
+/// whose write landed. (Over PostgreSQL both reported it: the loser's
+/// write, tried alone, found the task stored as it meant to write it, the
+/// same owner, token, epoch and lease, and took it for its own; both
+/// callers then ran the task at one epoch, and a reap sent two events.)
+#[test]
+fn two_passes_of_one_handle_report_each_orphan_once() {
+    let Some(cluster) = cluster() else { return };
+    let ((resumable, plain), dead, heir) =
+        passes_meet(cluster, "passes_meet", "passes_meet", |dead| {
+            let resumable = dead
+                .create(NewTask::new().resumable("k", json!(1)))
+                .unwrap();
+            (resumable, dead.create(NewTask::new()).unwrap())
+        });
     let (claims, reaps) = std::thread::scope(|s| {
         let claims: Vec<_> = (0..2)
             .map(|_| s.spawn(|| heir.claim(&["k"]).unwrap()))
@@ -2345,19 +2381,59 @@ fn two_passes_of_one_handle_report_each_orphan_once() {
         let reaps: Vec<_> = reaps.into_iter().map(|r| r.join().unwrap()).collect();
         (claims, reaps)
     });
-    heir.backend()
-        .armed
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    let claimed: Vec<&TaskId> = claims
-        .iter()
-        .flat_map(|c| &c.tasks)
-        .map(|t| &t.id)
-        .collect();
+    let claimed = reported(&claims, |c| &c.tasks);
     assert_eq!(claimed, [&resumable.id], "claimed once: {claims:?}");
-    let reaped: Vec<&TaskId> = reaps.iter().flat_map(|r| &r.tasks).map(|t| &t.id).collect();
+    let reaped = reported(&reaps, |r| &r.tasks);
     assert_eq!(reaped, [&plain.id], "reaped once: {reaps:?}");
     let stored = dead.get(&resumable.id).unwrap().unwrap();
     assert_eq!((stored.owner.as_deref(), stored.epoch), (Some("heir"), 2));
+}
+
+/// The same for two claim batches that another session's lock on one row
+/// makes leave it out: each writes it alone once the lock goes, and only
+/// the one whose write landed reports it. (With tasks left out of a batch
+/// taken as written by this call when found as it meant to write them,
+/// both reported the held task.)
+#[test]
+fn two_batches_of_one_handle_that_leave_a_held_task_out_report_it_once() {
+    let Some(cluster) = cluster() else { return };
+    let application = "batches_meet";
+    let ((held, free), _dead, heir) = passes_meet(cluster, application, application, |dead| {
+        let resumable = |n: u32| NewTask::new().resumable("k", json!(n));
+        (
+            dead.create(resumable(1)).unwrap(),
+            dead.create(resumable(2)).unwrap(),
+        )
+    });
+    let schema = heir.backend().store.schema().to_owned();
+    let lock = format!(
+        "SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE",
+        held.id
+    );
+    let (mut holder, holder_pid) = holding(cluster, &lock);
+    let claims = std::thread::scope(|s| {
+        let claims: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| heir.claim(&["k"]).unwrap()))
+            .collect();
+        // The first waits for the holder, the second behind the first.
+        let mut watcher = cluster.client();
+        wait_until("both passes to wait for the held row alone", || {
+            blocked_by(&mut watcher, application, holder_pid) == 1
+                && lock_waits(&mut watcher, application) == 2
+        });
+        holder.batch_execute("ROLLBACK").unwrap();
+        claims
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut want = vec![&held.id, &free.id];
+    want.sort();
+    assert_eq!(
+        reported(&claims, |c| &c.tasks),
+        want,
+        "each claimed once: {claims:?}"
+    );
 }
 
 /// A fresh schema named after `name`, a proxy that loses a reply, and a
