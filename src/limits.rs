@@ -21,7 +21,9 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// runs (over a task the store's own change took past the cap, a running
 /// write may not make it larger), and all of it for the outcome, so a task
 /// the store accepted can always be renewed, claimed, reaped, and finished
-/// by the owner that claimed it.
+/// by the owner that claimed it. Over a task past the cap (another
+/// handle's larger cap let it in), both count from the task's size
+/// instead, up to [`LARGEST_TASK`].
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
