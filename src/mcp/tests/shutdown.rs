@@ -656,11 +656,15 @@ async fn a_claim_launches_every_run_before_it_looks_at_any() {
     // mean.
     let b = DurableTaskManager::with_options(Arc::new(store("b", Arc::new(gated))), frozen);
     b.register_resume("job", |_ctx| Box::pin(std::future::pending()));
-    // The first look's write waits at the gate.
+    // The first look's write waits at the gate, and does not land while
+    // it is shut: both runs run all the same. (Waited for, not read once:
+    // a second claim pass, had one started, might launch its own run a
+    // moment after the first pass's look; launched only after that look's
+    // write, the second run never runs while the gate is shut.)
     eventually(|| async { (gate.waiting.load(Ordering::SeqCst) >= 1).then_some(()) }).await;
-    assert_eq!(
-        b.running_task_count(),
-        2,
+    eventually(|| async { (b.running_task_count() == 2).then_some(()) }).await;
+    assert!(
+        gate.waiting.load(Ordering::SeqCst) >= 1,
         "every claimed run runs before the first look's write lands"
     );
     gate.set(false);
