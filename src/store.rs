@@ -219,8 +219,14 @@ pub trait TaskStore: Send + Sync {
     /// Renews the lease of every running task this handle owns (its
     /// instance id and open); returns how many were renewed. Call it well
     /// within the lease duration.
+    ///
+    /// # Errors
+    ///
+    /// The listing's error, or the first renewal that failed; a task that
+    /// cannot be renewed keeps no other from being renewed (the pass
+    /// renews the rest first).
     fn renew_leases(&self) -> Result<usize> {
-        let mut renewed = 0;
+        let (mut renewed, mut first_error) = (0, None);
         for task in self.list(&ListQuery::active())?.tasks {
             if task.owner.as_deref() != Some(self.instance_id()) {
                 continue;
@@ -231,10 +237,15 @@ pub trait TaskStore: Send + Sync {
                 // another open's of this instance id (a process before a
                 // restart): not this handle's to renew.
                 Ok(_) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(renewed)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(renewed),
+        }
     }
 
     /// Renews this instance's lease on each of `ids`: one result per id, in

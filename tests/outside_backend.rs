@@ -134,8 +134,9 @@ fn a_backend_error_names_the_backend_and_the_operation() {
 /// (forwarding to a store of this crate), so every provided method runs
 /// as the trait's default: the defaults keep the rules too. (The default
 /// `renew_leases` stopped at the first task of another open of the same
-/// instance id with `NotOwner`.)
-struct OnlyRequired(taskstore::MemoryStore);
+/// instance id with `NotOwner`.) With a task id, its `renew_lease` of
+/// that task fails, as a host's store may for one task.
+struct OnlyRequired(taskstore::MemoryStore, Option<TaskId>);
 
 impl taskstore::TaskStore for OnlyRequired {
     fn create(&self, new: taskstore::NewTask) -> Result<Task> {
@@ -179,6 +180,10 @@ impl taskstore::TaskStore for OnlyRequired {
         self.0.now()
     }
     fn renew_lease(&self, id: &TaskId) -> Result<taskstore::Transition> {
+        if self.1.as_ref() == Some(id) {
+            let op = format!("renew the lease of task {id}");
+            return Err(Error::backend("only-required", op, "refused by the test"));
+        }
         self.0.renew_lease(id)
     }
     fn release(&self, id: &TaskId, epoch: u64) -> Result<taskstore::Transition> {
@@ -202,9 +207,43 @@ fn a_task_store_with_only_the_required_methods_passes_the_suite() {
                     .configure(Store::with_backend(backend.clone()), instance_id)
                     .build()
                     .unwrap(),
+                None,
             )
         }
     });
+}
+
+/// The default renewal pass renews every task it can and reports the
+/// first it could not after them, as the stores of this crate do. (It
+/// stopped at that task: the ones after it in listing order kept their
+/// old leases, to lapse while their owner ran them.)
+#[test]
+fn the_default_renewal_pass_renews_past_a_task_it_cannot_renew() {
+    use taskstore::TaskStore;
+    let start = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let clock = taskstore::ManualClock::new(start);
+    let lease = std::time::Duration::from_secs(30);
+    let store = Store::with_backend(taskstore::MemoryBackend::default())
+        .clock(Arc::new(clock.clone()))
+        .instance_id("owner")
+        .lease(lease)
+        .build()
+        .unwrap();
+    // The one that fails first in listing order.
+    let stuck = store.create(taskstore::NewTask::new()).unwrap();
+    let fine = store.create(taskstore::NewTask::new()).unwrap();
+    let host = OnlyRequired(store, Some(stuck.id.clone()));
+    clock.advance(std::time::Duration::from_secs(5));
+    match host.renew_leases() {
+        Err(e) => assert!(e.to_string().contains(stuck.id.as_str()), "{e}"),
+        Ok(renewed) => panic!("the failure is reported, got Ok({renewed})"),
+    }
+    let renewed = host.get(&fine.id).unwrap().unwrap();
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(start + std::time::Duration::from_secs(5) + lease),
+        "the other task is renewed"
+    );
 }
 
 /// A backend that counts its loads, one at a time and together.
