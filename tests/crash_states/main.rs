@@ -246,6 +246,33 @@ fn crash_states_from(
 /// the task back running, some lost it, some left its file torn. Then the
 /// entry was not: with a TTL, 24 of the 48 crash states after the answer
 /// left the finished task in `done/` without it, for no sweep to find.)
+/// A scratch directory, the store's root in it, a recorder of the store's
+/// calls and a clock at 2030-01-01: what the crash tests below set up.
+fn recorded_store(
+    prefix: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    taskstore::Recorder,
+    taskstore::ManualClock,
+) {
+    let dir = workload::scratch_dir(prefix);
+    let root = dir.path().join(workload::STORE);
+    let clock = taskstore::ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+    (dir, root, taskstore::Recorder::new(), clock)
+}
+
+/// A builder of a handle on `root` at `clock`, its calls kept by `recorder`.
+fn recorded(
+    root: &std::path::Path,
+    clock: &taskstore::ManualClock,
+    recorder: &taskstore::Recorder,
+) -> taskstore::FileStoreBuilder {
+    taskstore::FileStore::builder(root)
+        .clock(std::sync::Arc::new(clock.clone()))
+        .recorder(recorder.clone())
+}
+
 #[test]
 fn an_already_terminal_answer_over_an_eventual_move_survives_a_power_loss() {
     for ttl in [None, Some(std::time::Duration::from_secs(3600))] {
@@ -267,19 +294,12 @@ fn already_terminal_over_an_eventual_move(
     ttl: Option<std::time::Duration>,
 ) -> (Vec<String>, usize) {
     use std::sync::Arc;
-    use taskstore::{
-        FileStore, ManualClock, NewTask, Recorder, TaskId, TaskStatus, TaskStore, Transition,
-    };
-    let dir = workload::scratch_dir("taskstore-mixed");
-    let root = dir.path().join(workload::STORE);
-    let recorder = Recorder::new();
-    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+    use taskstore::{FileStore, NewTask, TaskId, TaskStatus, TaskStore, Transition};
+    let (dir, root, recorder, clock) = recorded_store("taskstore-mixed");
     let open = |durability: Durability| {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
+        recorded(&root, &clock, &recorder)
             .instance_id("i")
             .durability(durability)
-            .recorder(recorder.clone())
             .open()
             .unwrap()
     };
@@ -370,19 +390,9 @@ fn a_file_set_aside_is_never_lost_by_a_power_loss() {
 /// `active/`; by the open's clean-up, from `tmp/`) to after a create that
 /// followed, that hold it in neither place; and how many states there are.
 fn set_aside_then_lost(area: &str, name: &str) -> (Vec<String>, usize) {
-    use std::sync::Arc;
-    use taskstore::{FileStore, ListQuery, ManualClock, NewTask, Recorder, TaskStore};
-    let dir = workload::scratch_dir("taskstore-aside");
-    let root = dir.path().join(workload::STORE);
-    let recorder = Recorder::new();
-    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
-    let open = || {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .recorder(recorder.clone())
-            .open()
-            .unwrap()
-    };
+    use taskstore::{ListQuery, NewTask, TaskStore};
+    let (dir, root, recorder, clock) = recorded_store("taskstore-aside");
+    let open = || recorded(&root, &clock, &recorder).open().unwrap();
     drop(open());
     // A damaged file that has been there long: its bytes and name durable.
     let path = root.join(area).join(name);
@@ -529,18 +539,9 @@ fn finished_with_a_copied_entry(
 #[test]
 fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
     use std::sync::Arc;
-    use taskstore::{FileStore, ListQuery, ManualClock, Recorder, TaskStore};
-    let dir = workload::scratch_dir("taskstore-relink");
-    let root = dir.path().join(workload::STORE);
-    let recorder = Recorder::new();
-    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
-    let open = || {
-        FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .recorder(recorder.clone())
-            .open()
-            .unwrap()
-    };
+    use taskstore::{FileStore, ListQuery, TaskStore};
+    let (dir, root, recorder, clock) = recorded_store("taskstore-relink");
+    let open = || recorded(&root, &clock, &recorder).open().unwrap();
     let (task, done, entry, mut events) = finished_with_a_copied_entry(&root, &recorder, open);
     let from = recorder.len();
     let store = open();
@@ -591,18 +592,10 @@ fn a_copied_index_entry_given_back_as_a_link_is_never_lost_by_a_power_loss() {
 /// park's removal applied and the rename not, lost the entry.)
 #[test]
 fn a_park_left_by_a_replacement_cut_short_goes_only_once_its_rename_is_durable() {
-    use std::sync::Arc;
-    use taskstore::{
-        Fault, FaultInjector, FileStore, FsOp, ListQuery, ManualClock, Recorder, TaskStore,
-    };
-    let dir = workload::scratch_dir("taskstore-relink-cut");
-    let root = dir.path().join(workload::STORE);
-    let recorder = Recorder::new();
-    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+    use taskstore::{Fault, FaultInjector, FsOp, ListQuery, TaskStore};
+    let (dir, root, recorder, clock) = recorded_store("taskstore-relink-cut");
     let open = |faults: Option<FaultInjector>| {
-        let builder = FileStore::builder(&root)
-            .clock(Arc::new(clock.clone()))
-            .recorder(recorder.clone());
+        let builder = recorded(&root, &clock, &recorder);
         match faults {
             Some(faults) => builder.fault_injector(faults),
             None => builder,
