@@ -639,9 +639,6 @@ impl Run {
                 let ids = [id.clone(), never, id.clone()];
                 let all = self.store(h).get_all(&ids);
                 assert_eq!(all.len(), ids.len(), "get_all: one answer per id");
-                // It reads the time once, whatever it finds (its handle
-                // keeps it), where `get` of a task not there reads none.
-                let _ = self.now(h);
                 for (id, got) in ids.iter().zip(all) {
                     let want = self.model_get(h, id);
                     check(&format!("get_all {id}"), Some(id), got, &Ok(want));
@@ -1152,10 +1149,6 @@ impl Run {
         let got = if self.renewals % 2 == 0 {
             let mut got = self.store(h).renew_leases_of(std::slice::from_ref(id));
             assert_eq!(got.len(), 1, "renew_leases_of: one answer per id");
-            // A pass reads the time first, whatever it finds: the handle
-            // keeps it (its time never goes back), where `renew_lease` of
-            // a task not there reads none.
-            let _ = self.now(h);
             got.remove(0)
         } else {
             self.store(h).renew_lease(id)

@@ -306,7 +306,9 @@ impl<B: Backend> Store<B> {
         // Failed creates first, as every renewal pass: their tasks are
         // no caller's to renew.
         self.settle_undone();
-        let now = self.time();
+        // Read once a task is found, as `renew_lease` reads it: a handle's
+        // time is kept (it never goes back), so one not needed is not read.
+        let mut now = None;
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
         let (mut pairs, mut slots) = (Vec::new(), Vec::new());
@@ -340,6 +342,7 @@ impl<B: Backend> Store<B> {
                     continue;
                 }
             };
+            let now = *now.get_or_insert_with(|| self.time());
             if super::unwritable(&current, now, None, None).is_some()
                 || !lease.owns(&current)
                 || self.is_undone(&current)

@@ -526,12 +526,14 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn get_all(&self, ids: &[TaskId]) -> Vec<Result<Option<Task>>> {
         let loaded = self.backend.load_all(ids);
-        let now = self.now();
+        // Read once a task is found, as `get` reads it (a handle keeps the
+        // time it read: its time never goes back).
+        let mut now = None;
         let mut expired: Vec<Task> = Vec::new();
         let found = loaded
             .into_iter()
             .map(|loaded| match loaded? {
-                Some(task) if task.is_expired_at(now) => {
+                Some(task) if task.is_expired_at(*now.get_or_insert_with(|| self.now())) => {
                     // Deleted as `get` deletes it, once for an id given twice.
                     if !expired.iter().any(|t| t.id == task.id) {
                         expired.push(task);
