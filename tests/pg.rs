@@ -2436,6 +2436,73 @@ fn two_batches_of_one_handle_that_leave_a_held_task_out_report_it_once() {
     );
 }
 
+/// The same for a claim whose batch the server refuses (as a statement
+/// timeout would; here a trigger that refuses any statement writing more
+/// than one task, once a lock the test holds is let go) while a later
+/// claim of the handle, its batch leaving those rows out, waits to write
+/// them alone: only the one whose write landed reports each task. (Both
+/// reported them: a refused batch was taken as one that may have
+/// committed before a lost reply, and a task then found stored as its
+/// pass meant to write it as its own write.)
+#[test]
+fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
+    let Some(cluster) = cluster() else { return };
+    let application = "batch_refused";
+    let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
+        (1..=2)
+            .map(|n| {
+                dead.create(NewTask::new().resumable("k", json!(n)))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    let schema = heir.backend().store.schema().to_owned();
+    let gate = 4242;
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF (SELECT count(*) FROM written) > 1 THEN
+                     PERFORM pg_advisory_xact_lock_shared({gate});
+                     RAISE EXCEPTION 'the test refuses a statement writing more than one task';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER refuse_batches AFTER UPDATE ON {schema}.tasks
+                 REFERENCING NEW TABLE AS written
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_batches();"
+        ))
+        .unwrap();
+    let (mut holder, holder_pid) =
+        holding(cluster, &format!("SELECT pg_advisory_xact_lock({gate})"));
+    // The passes in turn: the second judges the tasks once the first's
+    // batch has written both rows and waits to be refused.
+    heir.backend()
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let claims = std::thread::scope(|s| {
+        let first = s.spawn(|| heir.claim(&["k"]).unwrap());
+        let mut watcher = cluster.client();
+        wait_until("the first batch to wait to be refused", || {
+            blocked_by(&mut watcher, application, holder_pid) == 1
+        });
+        let second = s.spawn(|| heir.claim(&["k"]).unwrap());
+        wait_until("the second pass to wait for the first's rows", || {
+            lock_waits(&mut watcher, application) == 2
+        });
+        holder.batch_execute("ROLLBACK").unwrap();
+        [first.join().unwrap(), second.join().unwrap()]
+    });
+    let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
+    want.sort();
+    assert_eq!(
+        reported(&claims, |c| &c.tasks),
+        want,
+        "each claimed once: {claims:?}"
+    );
+}
+
 /// A fresh schema named after `name`, a proxy that loses a reply, and a
 /// handle (instance `creator`) through the proxy.
 fn behind_a_proxy(cluster: &Cluster, name: &str) -> (String, pg_cluster::LosesAReply, PgStore) {

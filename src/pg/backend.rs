@@ -617,8 +617,9 @@ impl PgBackend {
     /// [`Backend::replace_all`] makes them: in one statement, `batch`,
     /// where it can, and each on its own, `alone`, where not (told why).
     /// A batch keeps no guesses. A batch the server refused (a deadlock, a
-    /// task out of range) changed nothing; one whose connection was lost
-    /// may have committed before its reply was: `alone` tells. A task the
+    /// statement timeout, a task out of range: its error reply) changed
+    /// nothing; one that failed otherwise (its connection lost) may have
+    /// committed before its reply: `alone` is told which. A task the
     /// batch left out, its row locked by another session
     /// (`sql::unlocked`), is stored as it was read: written on its own
     /// now, after the batch committed, so that only its own write waits
@@ -639,11 +640,16 @@ impl PgBackend {
                 .map(|item| alone(item, Alone::Unbatched))
                 .collect();
         }
-        let Ok(results) = batch() else {
-            return items
-                .iter()
-                .map(|item| alone(item, Alone::BatchFailed))
-                .collect();
+        let results = match batch() {
+            Ok(results) => results,
+            Err(e) => {
+                let why = if refused(&e) {
+                    Alone::Refused
+                } else {
+                    Alone::Unanswered
+                };
+                return items.iter().map(|item| alone(item, why)).collect();
+            }
         };
         results
             .into_iter()
@@ -661,7 +667,7 @@ impl PgBackend {
     /// [`Backend::remove_expired`].
     fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
         let alone = |task: &Task, why: Alone| match self.remove(task) {
-            Ok(Swap::Changed(None)) if expired && why == Alone::BatchFailed => Ok(Swap::Done),
+            Ok(Swap::Changed(None)) if expired && why == Alone::Unanswered => Ok(Swap::Done),
             Err(_) if expired && matches!(self.current(&task.id, "remove"), Ok(None)) => {
                 Ok(Swap::Done)
             }
@@ -776,12 +782,28 @@ impl PgBackend {
 enum Alone {
     /// There is no batch: one task, or a task named twice.
     Unbatched,
-    /// The batch statement failed: refused, it changed nothing; its
-    /// connection lost, it may have committed before its reply.
-    BatchFailed,
+    /// The server refused the batch statement (its error reply): it
+    /// changed nothing.
+    Refused,
+    /// The batch statement failed without the server's refusal (its
+    /// connection lost): it may have committed before its reply.
+    Unanswered,
     /// The batch committed without it: another session held its row
     /// locked, and it is stored as read.
     LeftOut,
+}
+
+/// Whether `e` is the server's refusal of a statement, its error reply: a
+/// statement of its own transaction that the server refused changed
+/// nothing. Any other failure (a connection lost, a row the client could
+/// not read) may have come after the commit.
+fn refused(e: &Error) -> bool {
+    match e {
+        Error::Backend { source, .. } => source
+            .downcast_ref::<Described>()
+            .is_some_and(|described| described.0.as_db_error().is_some()),
+        _ => false,
+    }
 }
 
 /// Whether a batch names one task twice (then it goes one by one: one
@@ -940,20 +962,20 @@ impl Backend for PgBackend {
     }
 
     /// In one statement where it can, and task by task where not (see
-    /// `batch`); after a batch whose reply was lost, `replace_found`
-    /// tells what it wrote. A task left out of a batch that committed, or
-    /// written alone, is a write of its own: a task found stored as it was
-    /// to write it was written by another call (of this handle, at the
-    /// same instant), not by this one (`replace` itself tells a lost reply
-    /// of its own).
+    /// `batch`); after a batch that may have committed unanswered,
+    /// `replace_found` tells what it wrote. A task left out of a batch
+    /// that committed, of one the server refused, or written alone, is a
+    /// write of its own: a task found stored as it was to write it was
+    /// written by another call (of this handle, at the same instant), not
+    /// by this one (`replace` itself tells a lost reply of its own).
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
         self.batch(
             swaps,
             |(current, _)| current,
             || self.try_replace_all(swaps),
             |(current, next), why| match why {
-                Alone::BatchFailed => self.replace_found(current, next),
-                Alone::Unbatched | Alone::LeftOut => self.replace(current, next),
+                Alone::Unanswered => self.replace_found(current, next),
+                Alone::Unbatched | Alone::Refused | Alone::LeftOut => self.replace(current, next),
             },
         )
     }
