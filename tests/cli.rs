@@ -2869,6 +2869,53 @@ fn a_closed_stdout_keeps_a_failure() {
     assert_eq!(closed(&["verify"]), Some(1), "verify of a damaged store");
 }
 
+/// `list` of a store with a task file it cannot read sets the file aside
+/// and exits 1 (the list is short of that task); with its stdout closed
+/// (`taskstore list --json | head`, under `pipefail`) it ends with the same
+/// 1, known once the first page is read, before it prints a line. (It
+/// exited 0: the failure was earned only after the last line printed.)
+#[test]
+fn a_closed_stdout_keeps_the_failure_of_a_list_that_missed_a_task() {
+    let (tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let damaged = first(&tasks, TaskStatus::Working);
+    fs::write(task_path(&dir, "active", &damaged.id), b"{\"format\":1,").unwrap();
+    // A fresh copy of the damaged store for each run: a listing sets the
+    // damaged file aside.
+    let copy = |name: &str| {
+        let to = tmp.path().join(name);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&dir)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        to
+    };
+    run_expect(Some(&copy("open")), &["list", "--json"], 1);
+    for (n, args) in [&["list", "--json"][..], &["list"]].into_iter().enumerate() {
+        let store = copy(&format!("closed-{n}"));
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let closed = taskstore(Some(&store), args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&closed.stderr).into_owned();
+        assert!(
+            said.contains("skipped"),
+            "{args:?}: met the damaged file: {said}"
+        );
+        assert_eq!(
+            closed.status.code(),
+            Some(1),
+            "taskstore {args:?} with its stdout closed, short of a task; stderr: {said}"
+        );
+    }
+}
+
 /// A stderr that takes no more (a closed pipe, a full disk) loses the
 /// command's messages and nothing else: it exits with the status it earned,
 /// 1 for an error or problems found, else 0. (A failed write to stderr

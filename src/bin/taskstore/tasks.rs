@@ -167,6 +167,11 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         };
         // Each said on stderr by the handle as it met it (`Heard`).
         missed |= page.skipped.iter().any(|skipped| skipped.id.is_some());
+        if missed {
+            // Known before this page prints: a stdout closed from here on
+            // ends the command with the failure too.
+            text::failing();
+        }
         cursor = page.next_cursor;
         let mut young = false;
         for task in page.tasks {
