@@ -196,6 +196,19 @@ pub trait Backend: Send + Sync {
     /// [`changes`](Backend::changes).
     fn refresh_clock(&self) {}
 
+    /// The largest task (its JSON, in bytes) this backend can store: a
+    /// store over it lowers its payload cap to leave
+    /// [`OWN_HEADROOM`](crate::OWN_HEADROOM) under it, and no change of the
+    /// store's own (a renewal, claim or reap) goes past it, so every task
+    /// the store accepts can be renewed, claimed, reaped and finished. The
+    /// default, [`LARGEST_TASK`](crate::LARGEST_TASK), is the most any
+    /// store writes; a backend that holds less in one task (a database's
+    /// limit on one value or one message) says so here, and a backend
+    /// that wraps another forwards it. Read once, when the store is made.
+    fn largest_task(&self) -> usize {
+        crate::LARGEST_TASK
+    }
+
     /// [`load`](Backend::load), if the backend can answer without waiting
     /// on a disk, a network or a lock held across either: `None` when it
     /// cannot (then [`load`](Backend::load) answers), `Some(None)` for no
@@ -663,6 +676,9 @@ macro_rules! forward_backend {
             fn refresh_clock(&self) {
                 (**self).refresh_clock()
             }
+            fn largest_task(&self) -> usize {
+                (**self).largest_task()
+            }
             fn try_load(&self, id: &TaskId) -> Option<Option<Task>> {
                 (**self).try_load(id)
             }
@@ -690,7 +706,8 @@ mod forward_tests {
 
     /// A backend that counts the provided methods a host's wrapper must
     /// not lose: [`Backend::refresh_clock`], [`Backend::try_load`] and
-    /// [`Backend::load_all`].
+    /// [`Backend::load_all`]; and it holds smaller tasks than the default
+    /// ([`Backend::largest_task`]), which they must say too.
     #[derive(Default)]
     struct Counting {
         inner: MemoryBackend,
@@ -726,6 +743,9 @@ mod forward_tests {
             self.loaded_all.fetch_add(1, Ordering::SeqCst);
             self.inner.load_all(ids)
         }
+        fn largest_task(&self) -> usize {
+            1 << 20
+        }
     }
 
     /// `Arc`, `Box` and `&` of a backend forward its provided methods
@@ -738,6 +758,7 @@ mod forward_tests {
             backend.refresh_clock();
             backend.try_load(&TaskId::new());
             backend.load_all(&[TaskId::new()]);
+            assert_eq!(backend.largest_task(), 1 << 20);
         }
         let counting = Arc::new(Counting::default());
         call(&Arc::clone(&counting));

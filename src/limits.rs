@@ -23,7 +23,8 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// the store accepted can always be renewed, claimed, reaped, and finished
 /// by the owner that claimed it. Over a task past the cap (another
 /// handle's larger cap let it in), both count from the task's size
-/// instead, up to [`LARGEST_TASK`].
+/// instead, up to the largest task the backend holds (at most
+/// [`LARGEST_TASK`]).
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
@@ -62,6 +63,9 @@ pub const MAX_DEPTH: usize = 100;
 pub(crate) struct Limits {
     pub max_active: usize,
     pub max_payload_bytes: usize,
+    /// The largest task the backend stores ([`Backend::largest_task`](crate::backend::Backend::largest_task)):
+    /// no change of the store's own goes past it.
+    pub largest: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
         Limits {
             max_active: DEFAULT_MAX_ACTIVE,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            largest: LARGEST_TASK,
         }
     }
 }
@@ -78,6 +83,16 @@ impl Limits {
     /// [`MAX_MAX_PAYLOAD_BYTES`].
     pub fn set_max_payload_bytes(&mut self, bytes: usize) {
         self.max_payload_bytes = bytes.clamp(MIN_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES);
+    }
+
+    /// Fits the caps to a backend that stores tasks up to `largest` bytes
+    /// (kept within [`MIN_MAX_PAYLOAD_BYTES`] plus [`OWN_HEADROOM`] and
+    /// [`LARGEST_TASK`]): the payload cap is lowered to leave the
+    /// headroom under it, so that every task the store accepts can still
+    /// be renewed, claimed, reaped and finished there.
+    pub fn fit(&mut self, largest: usize) {
+        self.largest = largest.clamp(MIN_MAX_PAYLOAD_BYTES + OWN_HEADROOM, LARGEST_TASK);
+        self.max_payload_bytes = self.max_payload_bytes.min(self.largest - OWN_HEADROOM);
     }
 
     /// `task` as a backend stores it, if it is within the caps: no value
@@ -91,14 +106,15 @@ impl Limits {
     /// headroom, or, over a task another handle's larger cap let in, within
     /// that task's size plus the headroom (a renewal, claim or reap of a
     /// task the store accepted is never refused for a size the store gave
-    /// it). Never past [`LARGEST_TASK`], which every handle reads.
+    /// it). Never past the largest task the backend stores (at most
+    /// [`LARGEST_TASK`], which every handle reads).
     pub fn record_own(&self, task: Task, current: &Task) -> Result<Record> {
         check_depth(&task)?;
         let json = encode(&task)?;
         let limit = self.max_payload_bytes + OWN_HEADROOM;
         if json.len() > limit {
             let had = encode(current).map_or(0, |had| had.len());
-            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, LARGEST_TASK) {
+            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, self.largest) {
                 return Err(self.too_large(&task, json.len()));
             }
         }
@@ -123,7 +139,7 @@ impl Limits {
             let had = encode(current).map_or(0, |had| had.len());
             let limit = match (had > cap, task.is_terminal()) {
                 (true, false) => had,
-                (true, true) => had.saturating_add(OWN_HEADROOM).min(LARGEST_TASK),
+                (true, true) => had.saturating_add(OWN_HEADROOM).min(self.largest),
                 (false, _) if is_small_failure(&task) => cap + OWN_HEADROOM,
                 (false, _) => cap,
             };

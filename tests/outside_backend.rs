@@ -310,3 +310,101 @@ fn a_renewal_pass_and_get_all_load_their_tasks_together() {
         "(one by one, together)"
     );
 }
+
+/// A backend that stores no task larger than `largest` bytes (as a
+/// database limits one value), and says so.
+#[derive(Clone, Default)]
+struct Bounded {
+    inner: JsonMap,
+    largest: usize,
+}
+
+impl Bounded {
+    fn fits(&self, record: &Record) -> Result<()> {
+        let size = record.json().len();
+        if size > self.largest {
+            return Err(Error::backend(
+                "bounded",
+                format!("store task {} of {size} bytes", record.task().id),
+                "over the largest task this backend holds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Bounded {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        self.fits(record)?;
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        self.fits(next)?;
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        self.inner.scan(scan)
+    }
+    fn largest_task(&self) -> usize {
+        self.largest
+    }
+}
+
+/// A store over a backend that holds smaller tasks than the cap asked for
+/// lowers its cap to leave the store's headroom under the backend's
+/// largest: a task over the lowered cap is refused by the rules
+/// (`PayloadTooLarge`, not the backend's error), and a task at it, left by
+/// a dead owner, is reaped by a handle with the longest instance id whose
+/// characters JSON escapes. (The cap asked for stood: the backend refused
+/// the create, and would have refused the reap of a task near it, leaving
+/// an orphan no reaper could end.)
+#[test]
+fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reaped() {
+    use std::time::Duration;
+    use taskstore::{ManualClock, NewTask, TaskStatus, TaskStore};
+    let largest = 32 * 1024;
+    let cap = largest - taskstore::OWN_HEADROOM;
+    let backend = Bounded {
+        inner: JsonMap::default(),
+        largest,
+    };
+    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 00:00:00.123456789 UTC));
+    let lease = Duration::from_secs(30);
+    let open = |instance: &str| {
+        Store::with_backend(backend.clone())
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(lease)
+            .max_payload_bytes(1 << 20)
+            .build()
+            .unwrap()
+    };
+    let owner = open(&"\"".repeat(taskstore::MAX_INSTANCE_ID_LEN));
+    let new = || NewTask::new().status_message("s");
+    let over = owner.create(new().metadata("m", "y".repeat(cap)));
+    assert!(
+        matches!(over, Err(Error::PayloadTooLarge { limit, .. }) if limit == cap),
+        "refused by the rules at the lowered cap: {:?}",
+        over.as_ref().map(|task| &task.id)
+    );
+    // Fill the metadata to the byte where one more is refused.
+    let probe = owner.create(new().metadata("m", "")).unwrap();
+    let room = cap - serde_json::to_vec(&probe).unwrap().len();
+    assert!(owner.delete(&probe.id).unwrap());
+    let task = owner.create(new().metadata("m", "y".repeat(room))).unwrap();
+    assert_eq!(serde_json::to_vec(&task).unwrap().len(), cap);
+    clock.advance(lease * 3);
+    let reaper = open(&"\\".repeat(taskstore::MAX_INSTANCE_ID_LEN));
+    let reaped = reaper.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    assert_eq!(reaped.tasks.len(), 1);
+    let stored = reaper.get(&task.id).unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert_eq!(stored.metadata, task.metadata);
+}

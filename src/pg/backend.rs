@@ -54,6 +54,14 @@ impl fmt::Debug for PgBackend {
     }
 }
 
+/// The largest task (its JSON, in bytes) this backend stores: 1 MiB under
+/// 1 GiB. PostgreSQL holds at most 1 GiB less one byte in one value, and
+/// takes no message of a client's larger than that; a task's JSON goes as
+/// one value of one statement, beside its few other parameters (its id,
+/// times, status, the notify channel: well under 1 MiB). A batch of tasks
+/// larger than that together is refused as one, and each is written alone.
+pub(crate) const LARGEST_TASK: usize = (1 << 30) - (1 << 20);
+
 /// The name every error of this backend carries.
 pub(crate) const BACKEND: &str = "postgres";
 
@@ -1019,5 +1027,9 @@ impl Backend for PgBackend {
         if let Some(clock) = &self.clock {
             clock.refresh_if_due();
         }
+    }
+
+    fn largest_task(&self) -> usize {
+        LARGEST_TASK
     }
 }

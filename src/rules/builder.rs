@@ -120,7 +120,11 @@ impl<O> StoreBuilder<O> {
 
     /// The cap on one task's encoded JSON size, default 16 MiB; kept within
     /// [`MIN_MAX_PAYLOAD_BYTES`](crate::MIN_MAX_PAYLOAD_BYTES) (4 KiB) and
-    /// [`MAX_MAX_PAYLOAD_BYTES`](crate::MAX_MAX_PAYLOAD_BYTES) (1 GiB).
+    /// [`MAX_MAX_PAYLOAD_BYTES`](crate::MAX_MAX_PAYLOAD_BYTES) (1 GiB), and
+    /// lowered, when the store is made, to leave
+    /// [`OWN_HEADROOM`](crate::OWN_HEADROOM) under the largest task its
+    /// backend stores ([`Backend::largest_task`](crate::backend::Backend::largest_task):
+    /// PostgreSQL's is 1 MiB under 1 GiB).
     pub fn max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
         self.settings
             .limits
@@ -182,9 +186,11 @@ impl<O> StoreBuilder<O> {
         self.settings.validate()
     }
 
-    /// The store over `backend` with these settings, once they are checked.
-    pub(crate) fn finish<B: Backend>(self, backend: B) -> Result<Store<B>> {
+    /// The store over `backend` with these settings, once they are checked,
+    /// the payload cap fitted to the largest task it stores.
+    pub(crate) fn finish<B: Backend>(mut self, backend: B) -> Result<Store<B>> {
         self.settings.validate()?;
+        self.settings.limits.fit(backend.largest_task());
         Ok(Store::from_parts(backend, self.settings))
     }
 }
