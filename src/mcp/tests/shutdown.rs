@@ -616,8 +616,18 @@ async fn a_claim_launches_every_run_before_it_looks_at_any() {
         .watch_interval(hour)
         .renew_interval(hour)
         .reap_interval(hour);
+    // A's writes pass a gate of their own, shut once its runs wait for
+    // input: A is about to die, and nothing of it lands after. (A first
+    // watch tick of A's that a loaded machine put off until after the
+    // peer's answers delivered one and completed its task, and B then
+    // claimed one task, not two.)
+    let dying = Arc::new(Gate::default());
+    let _dead = OpenOnDrop(Arc::clone(&dying));
     let a = DurableTaskManager::with_options(
-        Arc::new(store("a", Arc::clone(&backend) as Arc<dyn Backend>)),
+        Arc::new(store(
+            "a",
+            Arc::new(Gated::writes(Arc::clone(&backend), &dying)),
+        )),
         frozen.clone(),
     );
     let c = DurableTaskManager::with_options(
@@ -636,11 +646,14 @@ async fn a_claim_launches_every_run_before_it_looks_at_any() {
             .await
             .unwrap();
         super::until_input_required(&a, &seed.task_id).await;
-        // Answered at a peer while A, about to die, does not look.
-        c.update_task(&seed.task_id, [("k".to_owned(), json!("yes"))])
+        ids.push(seed.task_id);
+    }
+    dying.set(true);
+    // Answered at a peer while A, about to die, does not look.
+    for id in &ids {
+        c.update_task(id, [("k".to_owned(), json!("yes"))])
             .await
             .unwrap();
-        ids.push(seed.task_id);
     }
     // A dies: its leases lapse.
     drop(a);
