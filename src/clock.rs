@@ -19,6 +19,27 @@ pub trait Clock: Send + Sync + Debug {
     }
 }
 
+/// `at` in UTC. An instant UTC cannot hold (a reading in another offset,
+/// taken near the end or the start of the range of dates) is the last or
+/// the first instant UTC holds: a time the store takes must be one it can
+/// write, compare and read back.
+pub(crate) fn in_utc(at: OffsetDateTime) -> OffsetDateTime {
+    at.checked_to_offset(time::UtcOffset::UTC)
+        // A negative offset takes an instant past the end of the range; a
+        // positive one, before its start.
+        .unwrap_or_else(|| utc_edge(at.offset().is_negative()))
+}
+
+/// The last instant UTC holds (`late`), or the first.
+pub(crate) fn utc_edge(late: bool) -> OffsetDateTime {
+    let edge = if late {
+        time::PrimitiveDateTime::MAX
+    } else {
+        time::PrimitiveDateTime::MIN
+    };
+    edge.assume_utc()
+}
+
 /// The operating system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
@@ -82,10 +103,12 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
-    /// A clock standing at `start`.
+    /// A clock standing at `start` (in UTC: an instant UTC cannot hold, as
+    /// a time in another offset near the end of the range of dates may be,
+    /// is the last or the first it holds).
     pub fn new(start: OffsetDateTime) -> ManualClock {
         ManualClock {
-            now: Arc::new(Mutex::new(start.to_offset(time::UtcOffset::UTC))),
+            now: Arc::new(Mutex::new(in_utc(start))),
         }
     }
 
@@ -95,9 +118,10 @@ impl ManualClock {
         *now = now.saturating_add(time::Duration::try_from(by).unwrap_or(time::Duration::MAX));
     }
 
-    /// Sets the clock to `to` (which may be in the past).
+    /// Sets the clock to `to` (which may be in the past; in UTC, as
+    /// [`new`](Self::new) takes it).
     pub fn set(&self, to: OffsetDateTime) {
-        *self.lock() = to.to_offset(time::UtcOffset::UTC);
+        *self.lock() = in_utc(to);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {

@@ -769,8 +769,12 @@ fn a_tasks_times_are_in_utc_whatever_the_clocks_offset() {
     assert_eq!(task.created_at, T0);
     assert_eq!(store.now().offset(), time::UtcOffset::UTC);
     // A clock at the last instant of year 9999 in an offset west of UTC
-    // reads past what UTC can hold: kept as it is, not a panic.
-    let last = time::macros::datetime!(9999-12-31 23:59:59.999_999_999 -01:00);
+    // reads past what UTC can hold: the store takes the last instant UTC
+    // holds, a time it can write and read back (kept as it was, it made
+    // tasks whose listing cursor the store then refused as out of the
+    // range of dates, and `ManualClock` panicked on it).
+    let west = time::macros::datetime!(9999-12-31 23:59:59.999_999_999 -01:00);
+    let utc_end = time::PrimitiveDateTime::MAX.assume_utc();
     #[derive(Debug)]
     struct West;
     impl taskstore::Clock for West {
@@ -778,11 +782,40 @@ fn a_tasks_times_are_in_utc_whatever_the_clocks_offset() {
             time::macros::datetime!(9999-12-31 23:59:59.999_999_999 -01:00)
         }
     }
-    let west = MemoryStore::builder()
+    let memory = MemoryStore::builder()
         .clock(Arc::new(West))
         .build()
         .unwrap();
-    assert_eq!(west.now(), last);
+    assert_eq!(memory.now(), utc_end);
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .clock(Arc::new(West))
+        .open()
+        .unwrap();
+    for store in [&memory as &dyn TaskStore, &file] {
+        let mut made: Vec<TaskId> = (0..2)
+            .map(|_| store.create(NewTask::new()).unwrap().id)
+            .collect();
+        made.sort();
+        let first = store.list(&ListQuery::all().limit(1)).unwrap();
+        let cursor = first.next_cursor.expect("a second page");
+        let second = store
+            .list(&ListQuery::all().limit(1).after(&cursor))
+            .unwrap_or_else(|e| panic!("the cursor it handed out: {e}"));
+        let mut listed: Vec<TaskId> = first
+            .tasks
+            .iter()
+            .chain(&second.tasks)
+            .map(|t| t.id.clone())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, made);
+        assert_eq!(store.get(&made[0]).unwrap().unwrap().created_at, utc_end);
+    }
+    assert_eq!(taskstore::Clock::now(&ManualClock::new(west)), utc_end);
+    let clock = ManualClock::new(T0);
+    clock.set(west);
+    assert_eq!(taskstore::Clock::now(&clock), utc_end);
 }
 
 /// The reaper's dry run judges by the reaper's rules: an expired task is

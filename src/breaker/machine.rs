@@ -472,14 +472,8 @@ fn millis(d: impl TryInto<Duration>) -> u64 {
 
 /// Unix nanoseconds as a date, clamped to the dates `time` can hold.
 fn datetime(unix_nanos: i128) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or_else(|_| {
-        let edge = if unix_nanos < 0 {
-            time::PrimitiveDateTime::MIN
-        } else {
-            time::PrimitiveDateTime::MAX
-        };
-        edge.assume_utc()
-    })
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
+        .unwrap_or_else(|_| crate::clock::utc_edge(unix_nanos >= 0))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

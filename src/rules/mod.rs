@@ -105,15 +105,15 @@ impl<B> Store<B> {
         self.settings.lease.duration
     }
 
-    /// The time the rules go by: the clock's, in UTC (a task's times are),
-    /// but never earlier than a time this handle has already read. An
-    /// expired task stays expired for this handle if the clock is stepped
-    /// back.
+    /// The time the rules go by: the clock's, in UTC (a task's times are;
+    /// a reading in another offset past the last instant UTC holds is that
+    /// instant), but never earlier than a time this handle has already
+    /// read. An expired task stays expired for this handle if the clock is
+    /// stepped back.
     pub fn now(&self) -> OffsetDateTime {
         // A host's clock may read in another offset, though `Clock` asks
-        // for UTC (kept as it is past the last instant UTC can hold).
-        let read = self.settings.clock.now();
-        let now = read.checked_to_offset(time::UtcOffset::UTC).unwrap_or(read);
+        // for UTC.
+        let now = crate::clock::in_utc(self.settings.clock.now());
         let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
             return now;
         };
