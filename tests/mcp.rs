@@ -318,7 +318,9 @@ async fn wrongly_typed_task_params_what_rmcp_answers_and_what_the_example_answer
 /// that is not a JSON object as a tool result whose one text content is its
 /// JSON, an error that is not one as `-32603` carrying it as `data`. (Both
 /// were refused with `-32603`, for good: the task could never be read over
-/// MCP.)
+/// MCP.) So is an error shaped as a JSON-RPC error whose code a client
+/// cannot read as one (past 32 bits): it was passed on as it was, and
+/// `rmcp`'s client could not read it as an `ErrorData`.
 #[tokio::test]
 async fn a_result_or_error_that_is_not_an_object_is_still_answered() {
     use taskstore::{FileStore, NewTask, TaskStore};
@@ -362,5 +364,21 @@ async fn a_result_or_error_that_is_not_an_object_is_still_answered() {
     // An error without a message of its own leaves the status message as
     // stored (none here), not the wrapping's "task failed".
     assert_eq!(done.task.status_message, None);
+
+    let wide = json!({"code": 1_i64 << 40, "message": "wide"});
+    let failed = host.create(NewTask::new()).unwrap();
+    assert!(host.fail(&failed.id, wide.clone()).unwrap().is_applied());
+    let done = server
+        .get(failed.id.as_str())
+        .await
+        .expect("tasks/get answers");
+    let TaskPayload::Failed { error } = done.payload else {
+        panic!("expected failed, got {done:?}")
+    };
+    let read: rmcp::model::ErrorData = serde_json::from_value(Value::Object(error))
+        .unwrap_or_else(|e| panic!("a client reads the error: {e}"));
+    assert_eq!(read.code, ErrorCode::INTERNAL_ERROR);
+    assert_eq!(read.message, "wide");
+    assert_eq!(read.data, Some(wide));
     server.stop().await;
 }

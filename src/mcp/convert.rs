@@ -218,12 +218,16 @@ pub fn from_rmcp_task(task: &rmcp::model::Task) -> Result<Task, ConversionError>
 }
 
 /// A JSON-RPC error object for the wire: a stored error that already is one
-/// (integer `code`, string `message`) passes unchanged; anything else (such
-/// as the store's `{"code": "orphaned", ..}`, or a value of another shape a
-/// host that is not an MCP server stored) becomes an internal error
-/// (`-32603`) whose `data` is the stored error, whole.
+/// (an integer `code` a client reads, 32 bits, as `rmcp`'s `ErrorCode` is;
+/// a string `message`) passes unchanged; anything else (such as the
+/// store's `{"code": "orphaned", ..}`, a code past 32 bits, or a value of
+/// another shape a host that is not an MCP server stored) becomes an
+/// internal error (`-32603`) whose `data` is the stored error, whole.
 pub(crate) fn jsonrpc_error(error: Value) -> JsonObject {
-    let is_jsonrpc = error.get("code").is_some_and(Value::is_i64)
+    let is_jsonrpc = error
+        .get("code")
+        .and_then(Value::as_i64)
+        .is_some_and(|code| i32::try_from(code).is_ok())
         && error.get("message").is_some_and(Value::is_string);
     if is_jsonrpc && let Value::Object(error) = error {
         return error;
@@ -436,6 +440,16 @@ mod tests {
             Value::Object(jsonrpc_error(json!("boom"))),
             json!({"code": -32603, "message": "task failed", "data": "boom"})
         );
+        // A code no client reads as a JSON-RPC error's (32 bits).
+        for code in [i64::from(i32::MAX) + 1, i64::from(i32::MIN) - 1] {
+            let wide = json!({"code": code, "message": "wide"});
+            assert_eq!(
+                Value::Object(jsonrpc_error(wide.clone())),
+                json!({"code": -32603, "message": "wide", "data": wide})
+            );
+        }
+        let edge = json!({"code": i32::MIN, "message": "edge"});
+        assert_eq!(Value::Object(jsonrpc_error(edge.clone())), edge);
     }
 
     #[test]
