@@ -275,8 +275,14 @@ fn format_ts(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }
 
+/// `d` in milliseconds for the wire, at most [`MAX_WIRE_MS`]: a longer TTL
+/// or poll interval (a task made through the store's API takes any) is
+/// served as the longest a JavaScript client holds exactly, some 285,000
+/// years, not as a number such a client would read as another.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(super::MAX_WIRE_MS)
 }
 
 #[cfg(test)]
@@ -424,6 +430,21 @@ mod tests {
             to_detailed(&task),
             Err(ConversionError::Payload { .. })
         ));
+    }
+
+    /// A TTL or poll interval past what a JavaScript client holds exactly
+    /// (a task made through the store's API) is served as the longest it
+    /// does. (`u64::MAX` and `2^53` went out as they were.)
+    #[test]
+    fn durations_past_the_wire_are_served_as_its_longest() {
+        let max = crate::mcp::MAX_WIRE_MS;
+        let mut task = stored(TaskStatus::Working);
+        task.ttl = Some(Duration::MAX);
+        task.poll_interval = Some(Duration::from_millis(max + 1));
+        let wire = to_rmcp_task(&task);
+        assert_eq!((wire.ttl_ms, wire.poll_interval_ms), (Some(max), Some(max)));
+        task.ttl = Some(Duration::from_millis(max));
+        assert_eq!(to_rmcp_task(&task).ttl_ms, Some(max));
     }
 
     #[test]

@@ -156,7 +156,8 @@
 //!   raised to it, a `poll_interval_ms` below [`MIN_POLL_INTERVAL_MS`]
 //!   (10 ms) likewise; the handle `spawn` returns says what was granted.
 //!   Either one over [`MAX_WIRE_MS`] (2^53 − 1, the largest integer a
-//!   JavaScript client holds) is refused with `-32602`. `ttl_ms: None` is
+//!   JavaScript client holds) is refused with `-32602`; a longer one a task
+//!   made through the store's API holds is served as it. `ttl_ms: None` is
 //!   an unlimited TTL. A [`ManagerOptions::watch_interval`] below
 //!   [`MIN_WATCH_INTERVAL`] (10 ms; zero included) is raised to it.
 //! - **Errors.** Unknown, invalid and expired ids answer `-32602` (invalid
