@@ -208,3 +208,82 @@ fn a_create_over_an_expired_id_reports_the_old_task_expired() {
         assert_eq!(kinds(log), want);
     }
 }
+
+/// A sink that holds the first `task.updated` it is told until the test
+/// lets it go (a sink slow once: a log shipper, a lock), recording every
+/// event in a log.
+struct SlowOnce {
+    log: EventLog,
+    held: std::sync::Mutex<bool>,
+    reached: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl EventSink for SlowOnce {
+    fn emit(&self, event: &Event) {
+        let first_update = event.kind == TaskEventKind::Updated
+            && !std::mem::replace(&mut *self.held.lock().unwrap(), true);
+        if first_update {
+            self.reached.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        self.log.push(event.clone());
+    }
+}
+
+/// Sinks are told outside the task's lock, so an update's event held up in
+/// a slow sink reaches it after the completion another thread made next:
+/// the revisions the events carry (`Event::task_revision`) put them back
+/// in the task's order, and the highest is the completion. (Nothing said
+/// so: a sink keeping each task's latest event kept it `working`.)
+#[test]
+fn a_tasks_events_told_out_of_order_are_ordered_by_their_revisions() {
+    let (reached, on_its_way) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::sync_channel(1);
+    let sink = Arc::new(SlowOnce {
+        log: EventLog::new(),
+        held: std::sync::Mutex::new(false),
+        reached,
+        release: std::sync::Mutex::new(released),
+    });
+    let store = Arc::new(MemoryStore::builder().sink(sink.clone()).build().unwrap());
+    let task = store.create(NewTask::new()).unwrap();
+    let updater = {
+        let (store, id) = (Arc::clone(&store), task.id.clone());
+        std::thread::spawn(move || {
+            store
+                .update(&id, TaskUpdate::new().metadata("k", 1))
+                .unwrap()
+        })
+    };
+    // The update is applied (revision 2); its event is on its way.
+    on_its_way.recv().unwrap();
+    assert!(
+        store
+            .complete(&task.id, json!("done"))
+            .unwrap()
+            .is_applied()
+    );
+    release.send(()).unwrap();
+    assert!(updater.join().unwrap().is_applied());
+    let told: Vec<(TaskEventKind, Option<u64>)> = sink
+        .log
+        .snapshot()
+        .into_iter()
+        .map(|record| match record.event.kind {
+            EventKind::Task(kind) => (kind, record.event.task_revision()),
+            other => panic!("not a task event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (TaskEventKind::Created, Some(1)),
+            (TaskEventKind::Completed, Some(3)),
+            (TaskEventKind::Updated, Some(2)),
+        ],
+        "told in the order the sink was reached"
+    );
+    let latest = told.iter().max_by_key(|(_, revision)| *revision).unwrap();
+    assert_eq!(latest.0, TaskEventKind::Completed);
+}

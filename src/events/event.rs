@@ -170,6 +170,27 @@ impl Event {
         }
     }
 
+    /// The revision of the task a task event is about (the version its
+    /// change made, or the one it found: an expiry, a deletion); `None` for
+    /// other events and for `task.unreadable`.
+    ///
+    /// A store tells its sink after the task's lock is released, so the
+    /// events of two threads' writes to one task can arrive in the other
+    /// order (a later `task.completed` before the `task.updated` it
+    /// followed): a sink that keeps a task's latest state keeps the event
+    /// of the highest revision, as one keeps a breaker's by
+    /// [`breaker_generation`](Self::breaker_generation). (A task deleted
+    /// and made again under its id starts again at 1, with its
+    /// `task.created`; each handle tells its own sink of its own writes
+    /// alone.)
+    pub fn task_revision(&self) -> Option<u64> {
+        match self.kind {
+            EventKind::Task(TaskEventKind::Unreadable) => None,
+            EventKind::Task(_) => self.data.get("revision")?.as_u64(),
+            _ => None,
+        }
+    }
+
     /// The name of the breaker a breaker event is about; `None` for other
     /// events (and for a breaker event made without one).
     pub fn breaker_name(&self) -> Option<&str> {

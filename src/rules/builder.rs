@@ -168,8 +168,10 @@ impl<O> StoreBuilder<O> {
     }
 
     /// Sends every task event (created, updated, completed, failed,
-    /// cancelled, expired, deleted, reaped, and entries that could not be
-    /// read) to `sink`, after the task's own lock is released; a panicking
+    /// cancelled, expired, deleted, reaped, claimed, and entries that could
+    /// not be read) to `sink`, after the task's own lock is released (so
+    /// two threads' writes to one task may be told in the other order:
+    /// [`Event::task_revision`](crate::Event::task_revision) orders them); a panicking
     /// sink is contained and counted ([`Store::sink_panics`]). A pass over
     /// many tasks (a sweep, a reap) reports each as it goes, while it may
     /// still hold a file store's batches lock (shared), which `verify` and
