@@ -2503,6 +2503,122 @@ fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
     );
 }
 
+/// A claim batch that committed, whose read after it (of the task it
+/// left out, another session holding its row) failed with the server's
+/// error reply (here a cancel, while a table lock held the read up), is
+/// taken as one that may have committed: each task it claimed is
+/// reported. (Taken as refused, the task it wrote, written alone after
+/// and found stored as the pass meant to write it, was not reported:
+/// claimed, and never run.)
+#[test]
+fn a_batch_whose_read_after_its_commit_fails_reports_what_it_claimed() {
+    let Some(cluster) = cluster() else { return };
+    let application = "batch_read_fails";
+    let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
+        (1..=2)
+            .map(|n| {
+                dead.create(NewTask::new().resumable("k", json!(n)))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    heir.backend()
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let schema = heir.backend().store.schema().to_owned();
+    let gate = 4343;
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.hold_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM pg_advisory_xact_lock_shared({gate});
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER hold_writes AFTER UPDATE ON {schema}.tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.hold_writes();"
+        ))
+        .unwrap();
+    let (row_holder, _) = holding(
+        cluster,
+        &format!(
+            "SELECT FROM {schema}.tasks WHERE id = '{}' FOR UPDATE",
+            orphans[1].id
+        ),
+    );
+    let (mut gate_holder, gate_pid) =
+        holding(cluster, &format!("SELECT pg_advisory_xact_lock({gate})"));
+    // The session of the pass reading tasks while the table lock holds it up.
+    let reading = |watcher: &mut postgres::Client, locker: i32| -> Option<i32> {
+        watcher
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+                 AND query LIKE 'SELECT id, task FROM%' AND $2 = ANY(pg_blocking_pids(pid))",
+                &[&application, &locker],
+            )
+            .unwrap()
+            .map(|row| row.get(0))
+    };
+    let claimed = std::thread::scope(|s| {
+        let claim = s.spawn(|| heir.claim(&["k"]).unwrap());
+        let mut watcher = cluster.client();
+        wait_until(
+            "the batch, the held row left out, to wait at the gate",
+            || blocked_by(&mut watcher, application, gate_pid) == 1,
+        );
+        drop(row_holder);
+        let mut locker = cluster.client();
+        let locker_pid = backend_pid(&mut locker);
+        let (unlock, unlocked) = std::sync::mpsc::channel::<()>();
+        let table = format!("{schema}.tasks");
+        let lock = s.spawn(move || {
+            locker
+                .batch_execute(&format!(
+                    "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+                ))
+                .unwrap();
+            unlocked.recv().unwrap();
+            locker.batch_execute("COMMIT").unwrap();
+        });
+        wait_until("the table lock to wait for the batch", || {
+            watcher
+                .query_one(
+                    "SELECT cardinality(pg_blocking_pids($1)) > 0",
+                    &[&locker_pid],
+                )
+                .unwrap()
+                .get::<_, bool>(0)
+        });
+        // The batch commits; its read of the task it left out waits for the
+        // table lock, and is cancelled there.
+        gate_holder.batch_execute("ROLLBACK").unwrap();
+        let mut reader = None;
+        wait_until(
+            "the read after the batch to wait for the table lock",
+            || {
+                reader = reading(&mut watcher, locker_pid);
+                reader.is_some()
+            },
+        );
+        watcher
+            .execute("SELECT pg_cancel_backend($1)", &[&reader])
+            .unwrap();
+        wait_until("the read to be cancelled", || {
+            reading(&mut watcher, locker_pid).is_none()
+        });
+        unlock.send(()).unwrap();
+        lock.join().unwrap();
+        claim.join().unwrap()
+    });
+    let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
+    want.sort();
+    assert_eq!(
+        reported(std::slice::from_ref(&claimed), |c| &c.tasks),
+        want,
+        "each claimed and reported: {claimed:?}"
+    );
+}
+
 /// A fresh schema named after `name`, a proxy that loses a reply, and a
 /// handle (instance `creator`) through the proxy.
 fn behind_a_proxy(cluster: &Cluster, name: &str) -> (String, pg_cluster::LosesAReply, PgStore) {

@@ -58,9 +58,10 @@ impl fmt::Debug for PgBackend {
 /// 1 GiB. PostgreSQL holds at most 1 GiB less one byte in one value, and
 /// takes no message of a client's larger than that; a task's JSON goes as
 /// one value of one statement, beside its few other parameters (its id,
-/// times, status, the notify channel: well under 1 MiB). A batch of tasks
-/// larger than that together is refused as one, and each is written alone.
-pub(crate) const LARGEST_TASK: usize = (1 << 30) - (1 << 20);
+/// times, status, the notify channel: well under the 1 MiB left). A batch
+/// of tasks larger than that together fails as one (the server drops its
+/// connection), and each of its tasks is then written alone.
+const PG_LARGEST_TASK: usize = (1 << 30) - (1 << 20);
 
 /// The name every error of this backend carries.
 pub(crate) const BACKEND: &str = "postgres";
@@ -625,9 +626,10 @@ impl PgBackend {
     /// [`Backend::replace_all`] makes them: in one statement, `batch`,
     /// where it can, and each on its own, `alone`, where not (told why).
     /// A batch keeps no guesses. A batch the server refused (a deadlock, a
-    /// statement timeout, a task out of range: its error reply) changed
-    /// nothing; one that failed otherwise (its connection lost) may have
-    /// committed before its reply: `alone` is told which. A task the
+    /// statement timeout: its error reply), or never sent (a task out of
+    /// range), changed nothing; one that failed otherwise (its connection
+    /// lost) may have committed before its reply: `alone` is told which
+    /// ([`sent`]). A task the
     /// batch left out, its row locked by another session
     /// (`sql::unlocked`), is stored as it was read: written on its own
     /// now, after the batch committed, so that only its own write waits
@@ -636,7 +638,7 @@ impl PgBackend {
         &self,
         items: &[T],
         read: impl Fn(&T) -> &Task,
-        batch: impl FnOnce() -> Result<Vec<Result<Swap>>>,
+        batch: impl FnOnce() -> std::result::Result<Vec<Result<Swap>>, Alone>,
         alone: impl Fn(&T, Alone) -> Result<Swap>,
     ) -> Vec<Result<Swap>> {
         for item in items {
@@ -650,14 +652,7 @@ impl PgBackend {
         }
         let results = match batch() {
             Ok(results) => results,
-            Err(e) => {
-                let why = if refused(&e) {
-                    Alone::Refused
-                } else {
-                    Alone::Unanswered
-                };
-                return items.iter().map(|item| alone(item, why)).collect();
-            }
+            Err(why) => return items.iter().map(|item| alone(item, why)).collect(),
         };
         results
             .into_iter()
@@ -694,7 +689,12 @@ impl PgBackend {
         )
     }
 
-    fn try_replace_all(&self, swaps: &[(Task, Record)]) -> Result<Vec<Result<Swap>>> {
+    /// The batch of [`replace_all`](Backend::replace_all); why it failed, if
+    /// it did ([`sent`]).
+    fn try_replace_all(
+        &self,
+        swaps: &[(Task, Record)],
+    ) -> std::result::Result<Vec<Result<Swap>>, Alone> {
         let op = "replace";
         let mut ids = Vec::new();
         let mut created = Vec::new();
@@ -706,11 +706,12 @@ impl PgBackend {
         let mut active = Vec::new();
         let mut expires = Vec::new();
         let mut json = Vec::new();
+        // A task that cannot go in the batch: nothing is sent.
         for (current, next) in swaps {
-            let columns = Columns::of(next, op)?;
+            let columns = Columns::of(next, op).map_err(|_| Alone::Refused)?;
             ids.push(current.id.as_str());
-            created.push(nanos(current.created_at, op, &current.id)?);
-            revisions.push(revision(current, op)?);
+            created.push(nanos(current.created_at, op, &current.id).map_err(|_| Alone::Refused)?);
+            revisions.push(revision(current, op).map_err(|_| Alone::Refused)?);
             was_active.push(!current.is_terminal());
             next_created.push(columns.created_at_ns);
             next_revisions.push(columns.revision);
@@ -735,27 +736,36 @@ impl PgBackend {
                 &json,
                 &self.sql.channel,
             ],
-        )?;
-        self.batch_outcome(op, &ids, rows, swaps.iter().map(|(current, _)| &current.id))
+        );
+        sent(rows, |rows| {
+            self.batch_outcome(op, &ids, rows, swaps.iter().map(|(current, _)| &current.id))
+        })
     }
 
-    fn try_remove_all(&self, tasks: &[Task]) -> Result<Vec<Result<Swap>>> {
+    /// The batch of [`remove_all`](Backend::remove_all); why it failed, if
+    /// it did ([`sent`]).
+    fn try_remove_all(&self, tasks: &[Task]) -> std::result::Result<Vec<Result<Swap>>, Alone> {
         let op = "remove";
         let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        // A task that cannot go in the batch: nothing is sent.
         let created = tasks
             .iter()
             .map(|t| nanos(t.created_at, op, &t.id))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(|_| Alone::Refused)?;
         let revisions = tasks
             .iter()
             .map(|t| revision(t, op))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(|_| Alone::Refused)?;
         let rows = self.query(
             &|| format!("{op} {} tasks in one statement", tasks.len()),
             &self.sql.remove_all,
             &[&ids, &created, &revisions, &self.sql.channel],
-        )?;
-        self.batch_outcome(op, &ids, rows, tasks.iter().map(|t| &t.id))
+        );
+        sent(rows, |rows| {
+            self.batch_outcome(op, &ids, rows, tasks.iter().map(|t| &t.id))
+        })
     }
 
     /// One result per task of a batch, from the ids the statement wrote.
@@ -790,28 +800,45 @@ impl PgBackend {
 enum Alone {
     /// There is no batch: one task, or a task named twice.
     Unbatched,
-    /// The server refused the batch statement (its error reply): it
-    /// changed nothing.
+    /// The batch changed nothing: the server refused its statement (an
+    /// error reply), or it was never sent (a task it could not hold).
     Refused,
-    /// The batch statement failed without the server's refusal (its
-    /// connection lost): it may have committed before its reply.
+    /// The batch may have committed: its statement failed without the
+    /// server's refusal (its connection lost before its reply), or it
+    /// committed and what it wrote could not be read after.
     Unanswered,
     /// The batch committed without it: another session held its row
     /// locked, and it is stored as read.
     LeftOut,
 }
 
-/// Whether `e` is the server's refusal of a statement, its error reply: a
-/// statement of its own transaction that the server refused changed
-/// nothing. Any other failure (a connection lost, a row the client could
-/// not read) may have come after the commit.
-fn refused(e: &Error) -> bool {
-    match e {
-        Error::Backend { source, .. } => source
-            .downcast_ref::<Described>()
-            .is_some_and(|described| described.0.as_db_error().is_some()),
-        _ => false,
+/// The outcome of a batch statement sent, `rows` its reply: what `read`
+/// makes of the rows, or why it failed. Only the server's refusal of the
+/// statement itself, an `ERROR` reply, says it changed nothing (a
+/// statement of its own transaction is rolled back whole); any other
+/// failure may have come after the commit: a connection lost, a `FATAL`
+/// reply (a backend terminated, which may be after its commit), or a read
+/// after the statement (`read`) that failed.
+fn sent(
+    rows: Result<Vec<postgres::Row>>,
+    read: impl FnOnce(Vec<postgres::Row>) -> Result<Vec<Result<Swap>>>,
+) -> std::result::Result<Vec<Result<Swap>>, Alone> {
+    match rows {
+        Ok(rows) => read(rows).map_err(|_| Alone::Unanswered),
+        Err(e) if refused(&e) => Err(Alone::Refused),
+        Err(_) => Err(Alone::Unanswered),
     }
+}
+
+/// Whether `e` is the server's refusal of a statement: an `ERROR` reply.
+fn refused(e: &Error) -> bool {
+    let Error::Backend { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<Described>()
+        .and_then(|described| described.0.as_db_error())
+        .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
 }
 
 /// Whether a batch names one task twice (then it goes one by one: one
@@ -1030,6 +1057,6 @@ impl Backend for PgBackend {
     }
 
     fn largest_task(&self) -> usize {
-        LARGEST_TASK
+        PG_LARGEST_TASK
     }
 }
