@@ -198,13 +198,19 @@ pub trait Backend: Send + Sync {
 
     /// The largest task (its JSON, in bytes) this backend can store: a
     /// store over it lowers its payload cap to leave
-    /// [`OWN_HEADROOM`](crate::OWN_HEADROOM) under it, and no change of the
-    /// store's own (a renewal, claim or reap) goes past it, so every task
-    /// the store accepts can be renewed, claimed, reaped and finished. The
-    /// default, [`LARGEST_TASK`](crate::LARGEST_TASK), is the most any
+    /// [`OWN_HEADROOM`](crate::OWN_HEADROOM) under it, so that every task
+    /// the store accepts can be renewed, claimed, reaped and finished
+    /// there (the store's own changes take a task at most the headroom
+    /// past the cap). A task stored past it (under a larger cap, by an
+    /// earlier version) is taken as it is: its changes are the rules' as
+    /// for any task, and a change the backend cannot hold is its error.
+    /// The default, [`LARGEST_TASK`](crate::LARGEST_TASK), is the most any
     /// store writes; a backend that holds less in one task (a database's
-    /// limit on one value or one message) says so here, and a backend
-    /// that wraps another forwards it. Read once, when the store is made.
+    /// limit on one value or one message) says so here, and a backend that
+    /// wraps another forwards it. Read once, when the store is made: under
+    /// [`MIN_MAX_PAYLOAD_BYTES`](crate::MIN_MAX_PAYLOAD_BYTES) and the
+    /// headroom (8 KiB) no store can be made over it
+    /// ([`Error::InvalidConfig`](crate::Error::InvalidConfig), field `largest_task`).
     fn largest_task(&self) -> usize {
         crate::LARGEST_TASK
     }

@@ -23,8 +23,7 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 /// the store accepted can always be renewed, claimed, reaped, and finished
 /// by the owner that claimed it. Over a task past the cap (another
 /// handle's larger cap let it in), both count from the task's size
-/// instead, up to the largest task the backend holds (at most
-/// [`LARGEST_TASK`]).
+/// instead, up to [`LARGEST_TASK`].
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
@@ -63,9 +62,6 @@ pub const MAX_DEPTH: usize = 100;
 pub(crate) struct Limits {
     pub max_active: usize,
     pub max_payload_bytes: usize,
-    /// The largest task the backend stores ([`Backend::largest_task`](crate::backend::Backend::largest_task)):
-    /// no change of the store's own goes past it.
-    pub largest: usize,
 }
 
 impl Default for Limits {
@@ -73,7 +69,6 @@ impl Default for Limits {
         Limits {
             max_active: DEFAULT_MAX_ACTIVE,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            largest: LARGEST_TASK,
         }
     }
 }
@@ -85,14 +80,24 @@ impl Limits {
         self.max_payload_bytes = bytes.clamp(MIN_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES);
     }
 
-    /// Fits the caps to a backend that stores tasks up to `largest` bytes
-    /// (kept within [`MIN_MAX_PAYLOAD_BYTES`] plus [`OWN_HEADROOM`] and
-    /// [`LARGEST_TASK`]): the payload cap is lowered to leave the
-    /// headroom under it, so that every task the store accepts can still
-    /// be renewed, claimed, reaped and finished there.
-    pub fn fit(&mut self, largest: usize) {
-        self.largest = largest.clamp(MIN_MAX_PAYLOAD_BYTES + OWN_HEADROOM, LARGEST_TASK);
-        self.max_payload_bytes = self.max_payload_bytes.min(self.largest - OWN_HEADROOM);
+    /// Fits the payload cap to a backend that holds tasks of up to
+    /// `largest` bytes: lowered, if need be, to leave [`OWN_HEADROOM`]
+    /// under it, so that every task the store accepts can be renewed,
+    /// claimed, reaped and finished there. A backend that holds less than
+    /// the smallest cap and the headroom is refused.
+    pub fn fit(&mut self, largest: usize) -> Result<()> {
+        let least = MIN_MAX_PAYLOAD_BYTES + OWN_HEADROOM;
+        if largest < least {
+            return Err(Error::InvalidConfig {
+                field: "largest_task",
+                reason: format!(
+                    "the backend holds tasks of at most {largest} bytes, under the least a \
+                     store needs ({least} bytes: MIN_MAX_PAYLOAD_BYTES and OWN_HEADROOM)"
+                ),
+            });
+        }
+        self.max_payload_bytes = self.max_payload_bytes.min(largest - OWN_HEADROOM);
+        Ok(())
     }
 
     /// `task` as a backend stores it, if it is within the caps: no value
@@ -106,15 +111,14 @@ impl Limits {
     /// headroom, or, over a task another handle's larger cap let in, within
     /// that task's size plus the headroom (a renewal, claim or reap of a
     /// task the store accepted is never refused for a size the store gave
-    /// it). Never past the largest task the backend stores (at most
-    /// [`LARGEST_TASK`], which every handle reads).
+    /// it). Never past [`LARGEST_TASK`], which every handle reads.
     pub fn record_own(&self, task: Task, current: &Task) -> Result<Record> {
         check_depth(&task)?;
         let json = encode(&task)?;
         let limit = self.max_payload_bytes + OWN_HEADROOM;
         if json.len() > limit {
             let had = encode(current).map_or(0, |had| had.len());
-            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, self.largest) {
+            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, LARGEST_TASK) {
                 return Err(self.too_large(&task, json.len()));
             }
         }
@@ -139,7 +143,7 @@ impl Limits {
             let had = encode(current).map_or(0, |had| had.len());
             let limit = match (had > cap, task.is_terminal()) {
                 (true, false) => had,
-                (true, true) => had.saturating_add(OWN_HEADROOM).min(self.largest),
+                (true, true) => had.saturating_add(OWN_HEADROOM).min(LARGEST_TASK),
                 (false, _) if is_small_failure(&task) => cap + OWN_HEADROOM,
                 (false, _) => cap,
             };

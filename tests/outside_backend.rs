@@ -312,11 +312,13 @@ fn a_renewal_pass_and_get_all_load_their_tasks_together() {
 }
 
 /// A backend that stores no task larger than `largest` bytes (as a
-/// database limits one value), and says so.
+/// database limits one value), and says it holds `says` (as `PgBackend`
+/// says a little less than PostgreSQL holds).
 #[derive(Clone, Default)]
 struct Bounded {
     inner: JsonMap,
     largest: usize,
+    says: usize,
 }
 
 impl Bounded {
@@ -352,7 +354,7 @@ impl Backend for Bounded {
         self.inner.scan(scan)
     }
     fn largest_task(&self) -> usize {
-        self.largest
+        self.says
     }
 }
 
@@ -373,6 +375,7 @@ fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reape
     let backend = Bounded {
         inner: JsonMap::default(),
         largest,
+        says: largest,
     };
     let clock = ManualClock::new(time::macros::datetime!(2030-01-01 00:00:00.123456789 UTC));
     let lease = Duration::from_secs(30);
@@ -407,4 +410,82 @@ fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reape
     let stored = reaper.get(&task.id).unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Failed);
     assert_eq!(stored.metadata, task.metadata);
+}
+
+/// A task stored past what its backend says it holds (under a larger cap,
+/// by a handle of an earlier version) is taken as it is: a reaper whose
+/// cap the backend lowered still reaps it, the store's own change going
+/// past the lowered cap and what the backend says, as far as the backend
+/// holds. (The store's own changes were held to what the backend says: the
+/// orphan was missed by every reap, `PayloadTooLarge`.)
+#[test]
+fn a_task_stored_past_what_the_backend_says_it_holds_is_still_reaped() {
+    use std::time::Duration;
+    use taskstore::{ManualClock, NewTask, TaskStatus, TaskStore};
+    let says = 32 * 1024;
+    let holds = 64 * 1024;
+    let inner = JsonMap::default();
+    let clock = ManualClock::new(time::macros::datetime!(2030-01-01 00:00:00.123456789 UTC));
+    let lease = Duration::from_secs(30);
+    let open = |says: usize, instance: &str| {
+        let backend = Bounded {
+            inner: inner.clone(),
+            largest: holds,
+            says,
+        };
+        Store::with_backend(backend)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(lease)
+            .max_payload_bytes(1 << 20)
+            .build()
+            .unwrap()
+    };
+    // A handle of an earlier version, whose backend said nothing less.
+    let earlier = open(holds, "earlier");
+    let probe = earlier.create(NewTask::new().metadata("m", "")).unwrap();
+    let room = says - serde_json::to_vec(&probe).unwrap().len();
+    let task = earlier
+        .create(NewTask::new().metadata("m", "y".repeat(room)))
+        .unwrap();
+    assert_eq!(serde_json::to_vec(&task).unwrap().len(), says);
+    clock.advance(lease * 3);
+    let reaper = open(says, &"\\".repeat(taskstore::MAX_INSTANCE_ID_LEN));
+    let reaped = reaper.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let ids: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert!(ids.contains(&&task.id), "{ids:?}");
+    let stored = reaper.get(&task.id).unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Failed);
+    assert!(serde_json::to_vec(&stored).unwrap().len() > says);
+}
+
+/// A backend that holds less than the smallest cap and the store's
+/// headroom (8 KiB) has no store made over it: the build is refused,
+/// naming the backend's `largest_task`, not a store that accepts tasks
+/// the backend cannot hold. (It was raised to 8 KiB, and the backend
+/// refused a create the rules let through.)
+#[test]
+fn a_backend_that_holds_less_than_a_store_needs_is_refused() {
+    let least = taskstore::MIN_MAX_PAYLOAD_BYTES + taskstore::OWN_HEADROOM;
+    for says in [0, 2048, least - 1] {
+        let backend = Bounded {
+            inner: JsonMap::default(),
+            largest: says,
+            says,
+        };
+        match Store::with_backend(backend).build() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "largest_task");
+                assert!(reason.contains(&says.to_string()), "{reason}");
+            }
+            other => panic!("a backend of {says} bytes: {:?}", other.map(|_| ())),
+        }
+    }
+    let backend = Bounded {
+        inner: JsonMap::default(),
+        largest: least,
+        says: least,
+    };
+    assert!(Store::with_backend(backend).build().is_ok());
 }

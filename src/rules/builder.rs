@@ -192,7 +192,7 @@ impl<O> StoreBuilder<O> {
     /// the payload cap fitted to the largest task it stores.
     pub(crate) fn finish<B: Backend>(mut self, backend: B) -> Result<Store<B>> {
         self.settings.validate()?;
-        self.settings.limits.fit(backend.largest_task());
+        self.settings.limits.fit(backend.largest_task())?;
         Ok(Store::from_parts(backend, self.settings))
     }
 }
@@ -203,8 +203,9 @@ impl<B: Backend> StoreBuilder<B> {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for an instance id that is empty, longer
-    /// than 256 bytes or holds control characters, a zero lease, or a cap
-    /// of no active task.
+    /// than 256 bytes or holds control characters, a zero lease, a cap of
+    /// no active task, or a backend that holds tasks of less than 8 KiB
+    /// ([`Backend::largest_task`](crate::backend::Backend::largest_task)).
     pub fn build(self) -> Result<Store<B>> {
         let StoreBuilder { settings, options } = self;
         StoreBuilder {
