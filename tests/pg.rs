@@ -2427,13 +2427,7 @@ fn two_batches_of_one_handle_that_leave_a_held_task_out_report_it_once() {
             .map(|c| c.join().unwrap())
             .collect::<Vec<_>>()
     });
-    let mut want = vec![&held.id, &free.id];
-    want.sort();
-    assert_eq!(
-        reported(&claims, |c| &c.tasks),
-        want,
-        "each claimed once: {claims:?}"
-    );
+    each_claimed_once(&[held, free], &claims);
 }
 
 /// The same for a claim whose batch the server refuses (as a statement
@@ -2448,39 +2442,21 @@ fn two_batches_of_one_handle_that_leave_a_held_task_out_report_it_once() {
 fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
     let Some(cluster) = cluster() else { return };
     let application = "batch_refused";
-    let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
-        (1..=2)
-            .map(|n| {
-                dead.create(NewTask::new().resumable("k", json!(n)))
-                    .unwrap()
-            })
-            .collect::<Vec<_>>()
-    });
-    let schema = heir.backend().store.schema().to_owned();
     let gate = 4242;
-    cluster
-        .client()
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF (SELECT count(*) FROM written) > 1 THEN
-                     PERFORM pg_advisory_xact_lock_shared({gate});
-                     RAISE EXCEPTION 'the test refuses a statement writing more than one task';
-                 END IF;
-                 RETURN NULL;
-             END $$;
-             CREATE TRIGGER refuse_batches AFTER UPDATE ON {schema}.tasks
-                 REFERENCING NEW TABLE AS written
-                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_batches();"
-        ))
-        .unwrap();
+    let (orphans, heir, _) = two_orphans_written_through(
+        cluster,
+        application,
+        &format!(
+            "IF (SELECT count(*) FROM written) > 1 THEN
+                 PERFORM pg_advisory_xact_lock_shared({gate});
+                 RAISE EXCEPTION 'the test refuses a statement writing more than one task';
+             END IF;"
+        ),
+    );
     let (mut holder, holder_pid) =
         holding(cluster, &format!("SELECT pg_advisory_xact_lock({gate})"));
     // The passes in turn: the second judges the tasks once the first's
     // batch has written both rows and waits to be refused.
-    heir.backend()
-        .armed
-        .store(false, std::sync::atomic::Ordering::SeqCst);
     let claims = std::thread::scope(|s| {
         let first = s.spawn(|| heir.claim(&["k"]).unwrap());
         let mut watcher = cluster.client();
@@ -2494,12 +2470,55 @@ fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
         holder.batch_execute("ROLLBACK").unwrap();
         [first.join().unwrap(), second.join().unwrap()]
     });
+    each_claimed_once(&orphans, &claims);
+}
+
+/// A dead instance's two resumable orphans on a fresh schema named after
+/// `application` (the connections named so too), the heir whose passes
+/// then claim them (one at a time: `passes_meet` disarmed), and the
+/// schema; every statement that writes tasks runs `body` (PL/pgSQL, the
+/// rows it wrote in `written`) before it ends.
+fn two_orphans_written_through(
+    cluster: &Cluster,
+    application: &str,
+    body: &str,
+) -> (Vec<Task>, taskstore::Store<ScansMeet>, String) {
+    let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
+        (1..=2)
+            .map(|n| {
+                dead.create(NewTask::new().resumable("k", json!(n)))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    heir.backend()
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let schema = heir.backend().store.schema().to_owned();
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.written() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 {body}
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER written AFTER UPDATE ON {schema}.tasks
+                 REFERENCING NEW TABLE AS written
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.written();"
+        ))
+        .unwrap();
+    (orphans, heir, schema)
+}
+
+/// Asserts that `passes` reported each of `orphans` once.
+fn each_claimed_once(orphans: &[Task], passes: &[taskstore::Claimed]) {
     let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
     want.sort();
     assert_eq!(
-        reported(&claims, |c| &c.tasks),
+        reported(passes, |c| &c.tasks),
         want,
-        "each claimed once: {claims:?}"
+        "each claimed once: {passes:?}"
     );
 }
 
@@ -2514,31 +2533,12 @@ fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
 fn a_batch_whose_read_after_its_commit_fails_reports_what_it_claimed() {
     let Some(cluster) = cluster() else { return };
     let application = "batch_read_fails";
-    let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
-        (1..=2)
-            .map(|n| {
-                dead.create(NewTask::new().resumable("k", json!(n)))
-                    .unwrap()
-            })
-            .collect::<Vec<_>>()
-    });
-    heir.backend()
-        .armed
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    let schema = heir.backend().store.schema().to_owned();
     let gate = 4343;
-    cluster
-        .client()
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.hold_writes() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 PERFORM pg_advisory_xact_lock_shared({gate});
-                 RETURN NULL;
-             END $$;
-             CREATE TRIGGER hold_writes AFTER UPDATE ON {schema}.tasks
-                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.hold_writes();"
-        ))
-        .unwrap();
+    let (orphans, heir, schema) = two_orphans_written_through(
+        cluster,
+        application,
+        &format!("PERFORM pg_advisory_xact_lock_shared({gate});"),
+    );
     let (row_holder, _) = holding(
         cluster,
         &format!(
@@ -2610,13 +2610,7 @@ fn a_batch_whose_read_after_its_commit_fails_reports_what_it_claimed() {
         lock.join().unwrap();
         claim.join().unwrap()
     });
-    let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
-    want.sort();
-    assert_eq!(
-        reported(std::slice::from_ref(&claimed), |c| &c.tasks),
-        want,
-        "each claimed and reported: {claimed:?}"
-    );
+    each_claimed_once(&orphans, std::slice::from_ref(&claimed));
 }
 
 /// A fresh schema named after `name`, a proxy that loses a reply, and a
