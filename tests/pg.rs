@@ -2473,6 +2473,69 @@ fn a_refused_batch_reports_no_task_another_pass_of_its_handle_claimed() {
     each_claimed_once(&orphans, &claims);
 }
 
+/// The same for sweeps: one sweep's removal batch the server refuses (a
+/// trigger refusing any statement that deletes more than one task, once a
+/// lock the test holds is let go) while another handle's sweep, its batch
+/// leaving those rows out, waits to remove them alone: each expired task
+/// is counted deleted once, by the sweep that removed it. (The refused
+/// sweep counted them too: a task gone after its batch failed was counted
+/// as its own removal, as after a batch whose reply was lost.)
+#[test]
+fn a_refused_removal_batch_counts_no_task_another_sweep_removed() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_refused");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let application = "sweep_refused";
+    let conninfo = format!("{} application_name={application}", cluster.conninfo());
+    let open = |instance: &str| {
+        on_clock(&conninfo, &schema, instance, &clock)
+            .open()
+            .unwrap()
+    };
+    let (first, second) = (open("first"), open("second"));
+    let ttl = Duration::from_secs(60);
+    for _ in 0..2 {
+        let task = first.create(NewTask::new().ttl(ttl)).unwrap();
+        assert!(first.complete(&task.id, json!(1)).unwrap().is_applied());
+    }
+    clock.advance(ttl);
+    let gate = 4444;
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.removed() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF (SELECT count(*) FROM removed) > 1 THEN
+                     PERFORM pg_advisory_xact_lock_shared({gate});
+                     RAISE EXCEPTION 'the test refuses a statement removing more than one task';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER removed AFTER DELETE ON {schema}.tasks
+                 REFERENCING OLD TABLE AS removed
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.removed();"
+        ))
+        .unwrap();
+    let (mut holder, holder_pid) =
+        holding(cluster, &format!("SELECT pg_advisory_xact_lock({gate})"));
+    let swept = std::thread::scope(|s| {
+        let refused = s.spawn(|| first.sweep().unwrap());
+        let mut watcher = cluster.client();
+        wait_until("the first batch to wait to be refused", || {
+            blocked_by(&mut watcher, application, holder_pid) == 1
+        });
+        let alone = s.spawn(|| second.sweep().unwrap());
+        wait_until("the second sweep to wait for the first's rows", || {
+            lock_waits(&mut watcher, application) == 2
+        });
+        holder.batch_execute("ROLLBACK").unwrap();
+        [refused.join().unwrap(), alone.join().unwrap()]
+    });
+    let deleted: Vec<usize> = swept.iter().map(|s| s.deleted).collect();
+    assert_eq!(deleted, [0, 2], "{swept:?}");
+    assert!(swept.iter().all(|s| s.missed.is_empty()), "{swept:?}");
+}
+
 /// A dead instance's two resumable orphans on a fresh schema named after
 /// `application` (the connections named so too), the heir whose passes
 /// then claim them (one at a time: `passes_meet` disarmed), and the
