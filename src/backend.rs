@@ -204,15 +204,16 @@ pub trait Backend: Send + Sync {
     /// past the cap). A task stored past it (under a larger cap, by an
     /// earlier version) is taken as it is: its changes are the rules' as
     /// for any task, and a change the backend cannot hold is its error.
-    /// The default, [`LARGEST_TASK`](crate::LARGEST_TASK), is the most any
-    /// store writes; a backend that holds less in one task (a database's
-    /// limit on one value or one message) says so here, and a backend that
-    /// wraps another forwards it. Read once, when the store is made: under
+    /// The default, `usize::MAX`, says the backend has no limit of its own
+    /// (no store writes a task past [`LARGEST_TASK`](crate::LARGEST_TASK)
+    /// anyway); a backend that holds less in one task (a database's limit
+    /// on one value or one message) says so here, and a backend that wraps
+    /// another forwards it. Read once, when the store is made: under
     /// [`MIN_MAX_PAYLOAD_BYTES`](crate::MIN_MAX_PAYLOAD_BYTES) and the
     /// headroom (8 KiB) no store can be made over it
     /// ([`Error::InvalidConfig`](crate::Error::InvalidConfig), field `largest_task`).
     fn largest_task(&self) -> usize {
-        crate::LARGEST_TASK
+        usize::MAX
     }
 
     /// [`load`](Backend::load), if the backend can answer without waiting
