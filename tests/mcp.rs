@@ -351,30 +351,27 @@ async fn a_result_or_error_that_is_not_an_object_is_still_answered() {
     assert_eq!(result.content.len(), 1);
     assert_eq!(result.content[0].as_text().unwrap().text, "42");
 
-    let done = server
-        .get(failed.id.as_str())
-        .await
-        .expect("tasks/get answers");
-    let TaskPayload::Failed { error } = done.payload else {
-        panic!("expected failed, got {done:?}")
+    // The error of failed task `id`, as `tasks/get` answers it, and the
+    // task's status message.
+    let failure = async |id: &taskstore::TaskId| {
+        let done = server.get(id.as_str()).await.expect("tasks/get answers");
+        let TaskPayload::Failed { error } = done.payload else {
+            panic!("expected failed, got {done:?}")
+        };
+        (error, done.task.status_message)
     };
+    let (error, status_message) = failure(&failed.id).await;
     assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
     assert_eq!(error["data"], json!(["boom", 1]));
     assert!(error["message"].is_string(), "{error:?}");
     // An error without a message of its own leaves the status message as
     // stored (none here), not the wrapping's "task failed".
-    assert_eq!(done.task.status_message, None);
+    assert_eq!(status_message, None);
 
     let wide = json!({"code": 1_i64 << 40, "message": "wide"});
     let failed = host.create(NewTask::new()).unwrap();
     assert!(host.fail(&failed.id, wide.clone()).unwrap().is_applied());
-    let done = server
-        .get(failed.id.as_str())
-        .await
-        .expect("tasks/get answers");
-    let TaskPayload::Failed { error } = done.payload else {
-        panic!("expected failed, got {done:?}")
-    };
+    let (error, _) = failure(&failed.id).await;
     let read: rmcp::model::ErrorData = serde_json::from_value(Value::Object(error))
         .unwrap_or_else(|e| panic!("a client reads the error: {e}"));
     assert_eq!(read.code, ErrorCode::INTERNAL_ERROR);

@@ -358,6 +358,20 @@ impl Backend for Bounded {
     }
 }
 
+/// The lease of the stores [`on_bounded`] makes.
+const BOUNDED_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A store over `backend` as `instance`, on `clock`, asking for a 1 MiB cap.
+fn on_bounded(backend: Bounded, clock: &taskstore::ManualClock, instance: &str) -> Store<Bounded> {
+    Store::with_backend(backend)
+        .clock(Arc::new(clock.clone()))
+        .instance_id(instance)
+        .lease(BOUNDED_LEASE)
+        .max_payload_bytes(1 << 20)
+        .build()
+        .unwrap()
+}
+
 /// A store over a backend that holds smaller tasks than the cap asked for
 /// lowers its cap to leave the store's headroom under the backend's
 /// largest: a task over the lowered cap is refused by the rules
@@ -368,7 +382,6 @@ impl Backend for Bounded {
 /// an orphan no reaper could end.)
 #[test]
 fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reaped() {
-    use std::time::Duration;
     use taskstore::{ManualClock, NewTask, TaskStatus, TaskStore};
     let largest = 32 * 1024;
     let cap = largest - taskstore::OWN_HEADROOM;
@@ -378,16 +391,7 @@ fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reape
         says: largest,
     };
     let clock = ManualClock::new(time::macros::datetime!(2030-01-01 00:00:00.123456789 UTC));
-    let lease = Duration::from_secs(30);
-    let open = |instance: &str| {
-        Store::with_backend(backend.clone())
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance)
-            .lease(lease)
-            .max_payload_bytes(1 << 20)
-            .build()
-            .unwrap()
-    };
+    let open = |instance: &str| on_bounded(backend.clone(), &clock, instance);
     let owner = open(&"\"".repeat(taskstore::MAX_INSTANCE_ID_LEN));
     let new = || NewTask::new().status_message("s");
     let over = owner.create(new().metadata("m", "y".repeat(cap)));
@@ -402,7 +406,7 @@ fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reape
     assert!(owner.delete(&probe.id).unwrap());
     let task = owner.create(new().metadata("m", "y".repeat(room))).unwrap();
     assert_eq!(serde_json::to_vec(&task).unwrap().len(), cap);
-    clock.advance(lease * 3);
+    clock.advance(BOUNDED_LEASE * 3);
     let reaper = open(&"\\".repeat(taskstore::MAX_INSTANCE_ID_LEN));
     let reaped = reaper.reap().unwrap();
     assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
@@ -420,26 +424,18 @@ fn a_backend_that_holds_smaller_tasks_lowers_the_cap_so_its_orphans_can_be_reape
 /// orphan was missed by every reap, `PayloadTooLarge`.)
 #[test]
 fn a_task_stored_past_what_the_backend_says_it_holds_is_still_reaped() {
-    use std::time::Duration;
     use taskstore::{ManualClock, NewTask, TaskStatus, TaskStore};
     let says = 32 * 1024;
     let holds = 64 * 1024;
     let inner = JsonMap::default();
     let clock = ManualClock::new(time::macros::datetime!(2030-01-01 00:00:00.123456789 UTC));
-    let lease = Duration::from_secs(30);
     let open = |says: usize, instance: &str| {
         let backend = Bounded {
             inner: inner.clone(),
             largest: holds,
             says,
         };
-        Store::with_backend(backend)
-            .clock(Arc::new(clock.clone()))
-            .instance_id(instance)
-            .lease(lease)
-            .max_payload_bytes(1 << 20)
-            .build()
-            .unwrap()
+        on_bounded(backend, &clock, instance)
     };
     // A handle of an earlier version, whose backend said nothing less.
     let earlier = open(holds, "earlier");
@@ -449,7 +445,7 @@ fn a_task_stored_past_what_the_backend_says_it_holds_is_still_reaped() {
         .create(NewTask::new().metadata("m", "y".repeat(room)))
         .unwrap();
     assert_eq!(serde_json::to_vec(&task).unwrap().len(), says);
-    clock.advance(lease * 3);
+    clock.advance(BOUNDED_LEASE * 3);
     let reaper = open(says, &"\\".repeat(taskstore::MAX_INSTANCE_ID_LEN));
     let reaped = reaper.reap().unwrap();
     assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
