@@ -160,6 +160,29 @@ mod tests {
         assert_eq!(a.now(), OffsetDateTime::UNIX_EPOCH);
     }
 
+    /// A time in another offset past either end of UTC's range is that
+    /// end: west of UTC past the last instant, east of it before the
+    /// first; one within the range is the same instant in UTC.
+    #[test]
+    fn times_past_the_range_of_utc_are_its_ends() {
+        let last = time::PrimitiveDateTime::MAX.assume_utc();
+        let first = time::PrimitiveDateTime::MIN.assume_utc();
+        let west = time::PrimitiveDateTime::MAX.assume_offset(time::macros::offset!(-1));
+        let east = time::PrimitiveDateTime::MIN.assume_offset(time::macros::offset!(+1));
+        assert_eq!(in_utc(west), last);
+        assert_eq!(in_utc(east), first);
+        let within = time::macros::datetime!(2030-01-01 01:00 +01:00);
+        assert_eq!(
+            in_utc(within),
+            time::macros::datetime!(2030-01-01 00:00 UTC)
+        );
+        assert_eq!(in_utc(within).offset(), time::UtcOffset::UTC);
+        let clock = ManualClock::new(east);
+        assert_eq!(clock.now(), first);
+        clock.set(west);
+        assert_eq!(clock.now(), last);
+    }
+
     #[test]
     fn system_nanos_agree_with_now() {
         let before = SystemClock.now().unix_timestamp_nanos();
