@@ -304,8 +304,8 @@ impl DirectConn {
         let task = new_task(n);
         let json = serde_json::to_string(&task).unwrap();
         let created = task.created_at.unix_timestamp_nanos() as i64;
-        let mut tx = self.client.transaction().unwrap();
-        let row = tx
+        let row = self
+            .client
             .query_one(
                 &self.insert,
                 &[
@@ -322,7 +322,6 @@ impl DirectConn {
             )
             .unwrap();
         assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
-        tx.commit().unwrap();
         task
     }
 

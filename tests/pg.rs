@@ -1538,24 +1538,21 @@ fn victim(args: &[String], name: &str) -> PgStore {
         .unwrap()
 }
 
-/// A client holding the row of `schema`'s active-task counter in a
+/// A client holding `held` (a statement that takes a lock) in a
 /// transaction, and the child `(test, role, args)`, seen blocked on that
-/// row inside a transaction of its own (as `application`). The caller ends
+/// lock inside a statement of its own (as `application`). The caller ends
 /// the holder's transaction (`ROLLBACK`).
-fn blocked_on_the_counter(
+fn blocked_on(
     cluster: &Cluster,
-    schema: &str,
+    held: &str,
     work: &std::path::Path,
     (test, role, args): (&str, &str, &[String]),
     application: &str,
 ) -> (postgres::Client, common::Running) {
-    let (holder, holder_pid) = holding(
-        cluster,
-        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
-    );
+    let (holder, holder_pid) = holding(cluster, held);
     let mut child = spawn(work, test, role, args);
     let mut client = cluster.client();
-    wait_until("the child to block on the counter's holder", || {
+    wait_until("the child to block on the holder's lock", || {
         child.check_alive();
         blocked_by(&mut client, application, holder_pid) == 1
     });
@@ -1586,8 +1583,14 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
     let mut client = cluster.client();
     for (what, id) in [("create", "never"), ("complete", "running")] {
         let args = child_args(cluster, &schema, work.path(), &[id.to_owned()]);
-        let (mut holder, child) =
-            blocked_on_the_counter(cluster, &schema, work.path(), (test, what, &args), "victim");
+        let counter = format!("SELECT active FROM {schema}.counters FOR UPDATE");
+        let (mut holder, child) = blocked_on(
+            cluster,
+            &counter,
+            work.path(),
+            (test, what, &args),
+            "victim",
+        );
         child.kill();
         holder.batch_execute("ROLLBACK").unwrap();
         wait_until("the killed child's backend to end", || {
@@ -1599,10 +1602,11 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
             "the cap counter matches the active tasks after {what}"
         );
         match what {
-            // The insert's transaction never committed: no task, no count.
+            // One statement: either all of it (the task stored and
+            // counted) or none of it.
             "create" => {
-                assert_eq!(store.get(&TaskId::parse(id).unwrap()).unwrap(), None);
-                assert_eq!(active, 1);
+                let made = store.get(&TaskId::parse(id).unwrap()).unwrap();
+                assert_eq!(active, 1 + i64::from(made.is_some()));
             }
             // One statement: either all of it (the task completed and
             // uncounted, revision 2) or none of it.
@@ -1612,41 +1616,55 @@ fn a_writer_killed_mid_transaction_leaves_nothing_partial() {
                     now == running || (now.status == TaskStatus::Completed && now.revision == 2),
                     "{now:?}"
                 );
-                assert_eq!(active, i64::from(!now.is_terminal()));
+                // The create of the round before, if it went through.
+                let never = store.get(&TaskId::parse("never").unwrap()).unwrap();
+                assert_eq!(
+                    active,
+                    i64::from(!now.is_terminal()) + i64::from(never.is_some())
+                );
             }
         }
     }
 }
 
-/// A writer frozen in the middle of its create's transaction (stopped by a
-/// debugger, a paused VM, a network that went silent), after the statement
-/// that counts the new task and before its commit, holds the row of the
+/// A writer frozen in the middle of a transaction (stopped by a debugger,
+/// a paused VM, a network that went silent) that holds the row of the
 /// active-task counter, which every create, terminal transition and reap
-/// of every host writes. The server ends such a session after
-/// the store's idle-in-transaction timeout (10 s): the others wait that
-/// long, not until TCP gives up on the frozen peer (hours). The store sets
-/// the timeout on its connections unless the server or the role already
-/// has one.
+/// of every host writes, holds the others up for the store's
+/// idle-in-transaction timeout (10 s) at most, not until TCP gives up on
+/// the frozen peer (hours): the server ends its session. The one such
+/// transaction is a sweep's recount of a counter put out by a hand edit
+/// (the row locked, then the count written); the child is frozen between
+/// its count and its commit. Every other write is one statement,
+/// committed on its own
+/// (`a_write_whose_task_is_slow_to_reach_the_server_is_stored`). The store
+/// sets the timeout on its connections unless the server or the role
+/// already has one.
 #[test]
 fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
     let test = "a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while";
     if let Some((_, args)) = role() {
         let store = victim(&args, "frozen");
-        // Blocks on the counter row the parent holds; stopped there, and
-        // then killed.
-        let _ = store.create(NewTask::new().id(TaskId::parse(&args[3]).unwrap()));
+        // Its recount blocks on the table lock the parent holds; stopped
+        // there, and then killed.
+        let _ = store.sweep();
         panic!("the parent should have killed this child first");
     }
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("frozen");
     let store = open(cluster, &schema, "parent");
     let running = store.create(NewTask::new()).unwrap();
-    let work = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
-    let args = child_args(cluster, &schema, work.path(), &["never".to_owned()]);
-    let (mut holder, child) = blocked_on_the_counter(
+    client
+        .execute(&format!("UPDATE {schema}.counters SET active = 5"), &[])
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let args = child_args(cluster, &schema, work.path(), &[]);
+    // A `SHARE` lock on the counters lets the recount lock the counter's
+    // row, and holds up its write of the count.
+    let (mut holder, child) = blocked_on(
         cluster,
-        &schema,
+        &format!("LOCK TABLE {schema}.counters IN SHARE MODE"),
         work.path(),
         (test, "frozen", &args),
         "frozen",
@@ -1657,9 +1675,9 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         .status()
         .unwrap();
     assert!(stopped.success());
-    // The child's statement goes through; its commit never comes. Its
-    // session then sits idle in its transaction (or, should this process
-    // stall past the timeout, is already ended by the server).
+    // The child's count goes through; its commit never comes. Its session
+    // then sits idle in its transaction (or, should this process stall
+    // past the timeout, is already ended by the server).
     holder.batch_execute("ROLLBACK").unwrap();
     wait_until("the frozen child's statement to be done", || {
         client
@@ -1692,12 +1710,13 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         "the complete waited until the frozen writer was killed"
     );
     assert!(matches!(done, Ok(Transition::Applied(_))), "{done:?}");
-    let (counter, active) = counter_and_active(&mut client, &schema);
     assert_eq!(
-        (counter, active),
-        (0, 0),
-        "the frozen create counted nothing"
+        counter_and_active(&mut client, &schema),
+        (4, 0),
+        "the frozen recount wrote nothing"
     );
+    store.sweep().unwrap();
+    assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
 }
 
 /// A call that finds every pooled connection busy waits for a free one for
@@ -2689,27 +2708,82 @@ fn behind_a_proxy(cluster: &Cluster, name: &str) -> (String, pg_cluster::LosesAR
     (schema, proxy, store)
 }
 
-/// A create whose reply to its `COMMIT` is lost (the server committed it)
-/// reports the task made: the handle reads it back, stored as it was to
-/// write it. (It reported an error, and removed the task it had made.)
+/// A write whose task takes long to reach the server (a large task, a slow
+/// link) is stored: no write holds a transaction open while its task is
+/// on the way, so the server's `idle_in_transaction_session_timeout` (the
+/// connection's own here, 50 ms) ends none of them. A create and a
+/// completion are each held by a proxy for ten times the timeout. (A
+/// create was `BEGIN`, then its statement: held, it lost its session,
+/// "terminating connection due to idle-in-transaction timeout", as a
+/// create at the largest cap did in `tests/pg_largest.rs` on a loaded
+/// machine, against the store's own 10 s.)
+#[test]
+fn a_write_whose_task_is_slow_to_reach_the_server_is_stored() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("slow_link");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let conninfo = format!(
+        "{} options='-c idle_in_transaction_session_timeout=50'",
+        proxy.conninfo()
+    );
+    let store = Arc::new(
+        PgStore::builder(conninfo)
+            .schema(&schema)
+            .instance_id("slow")
+            .open()
+            .unwrap(),
+    );
+    let held = |marker: &str, write: Box<dyn FnOnce() -> taskstore::Result<Task> + Send>| {
+        proxy.hold(&[marker]);
+        let writing = std::thread::spawn(write);
+        proxy.wait_until_held();
+        std::thread::sleep(Duration::from_millis(500));
+        proxy.release();
+        writing.join().unwrap().unwrap()
+    };
+    let s = store.clone();
+    let made = held(
+        "slow-to-create",
+        Box::new(move || s.create(NewTask::new().metadata("m", "slow-to-create"))),
+    );
+    let s = store.clone();
+    let id = made.id.clone();
+    let done = held(
+        "slow-to-complete",
+        Box::new(move || match s.complete(&id, json!("slow-to-complete"))? {
+            Transition::Applied(done) => Ok(done),
+            other => panic!("the completion: {other:?}"),
+        }),
+    );
+    assert_eq!(done.status, TaskStatus::Completed);
+    let other = open(cluster, &schema, "other");
+    assert_eq!(other.get(&made.id).unwrap(), Some(done));
+}
+
+/// A create whose reply is lost after its commit (the insert is one
+/// statement, committed on its own, and the server's answer to it is
+/// swallowed) reports the task made: the handle reads it back, stored as
+/// it was to write it. (It reported an error, and removed the task it had
+/// made.)
 #[test]
 fn a_create_whose_commit_reply_is_lost_reports_the_task_made() {
     let Some(cluster) = cluster() else { return };
     let (schema, proxy, s) = behind_a_proxy(cluster, "lost_commit");
-    proxy.arm(&["COMMIT"]);
-    let task = s.create(NewTask::new()).unwrap();
+    let id = TaskId::parse("lost-reply").unwrap();
+    proxy.arm(&[id.as_str()]);
+    let task = s.create(NewTask::new().id(id)).unwrap();
     assert_eq!(proxy.cuts(), 1, "the commit's reply was lost");
     let other = open(cluster, &schema, "other");
     assert_eq!(other.get(&task.id).unwrap(), Some(task));
 }
 
-/// A create whose `COMMIT` reply is lost while the server is out of reach
-/// (it committed, and nothing can read it back) reports an error; its
-/// handle, which owns the task, never renews it, and removes it once the
-/// server answers again, before it renews anything, through either renewal
-/// pass. (The task stayed: owned
-/// by the handle told the create failed, renewed by its every pass, and a
-/// create retried under its id was "already exists".)
+/// A create whose reply is lost after its commit while the server is out
+/// of reach (it committed, and nothing can read it back) reports an error;
+/// its handle, which owns the task, never renews it, and removes it once
+/// the server answers again, before it renews anything, through either
+/// renewal pass. (The task stayed: owned by the handle told the create
+/// failed, renewed by its every pass, and a create retried under its id
+/// was "already exists".)
 #[test]
 fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
     let Some(cluster) = cluster() else { return };
@@ -2734,7 +2808,7 @@ fn a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive() {
             Ok(renewed)
         };
         proxy.refuse_from_the_cut();
-        proxy.arm(&["COMMIT"]);
+        proxy.arm(&[id.as_str()]);
         s.create(NewTask::new().id(id.clone()))
             .expect_err("nothing can tell the create landed");
         assert_eq!(proxy.cuts(), 1);

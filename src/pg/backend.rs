@@ -21,7 +21,7 @@ use super::clock::{ServerClock, ServerTime};
 use super::feed::Listener;
 use super::pool::{Lease, Pool};
 use super::recent::Recent;
-use super::sql::Sql;
+use super::sql::{self, Sql};
 
 /// The storage of a [`PgStore`](crate::PgStore): one table in a PostgreSQL
 /// schema, shared by every handle on every host that connects to it.
@@ -391,42 +391,33 @@ impl PgBackend {
         let op = || format!("insert task {}", task.id);
         let columns = Columns::of(record, "insert")?;
         let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
-        let (inserted, counted) = {
+        let inserted: i64 = {
             let mut conn = self.connection(op)?;
             let statement = conn
                 .prepared(&self.sql.insert)
                 .map_err(|e| failed(op(), e))?;
-            let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
-            let row = tx
-                .query_one(
-                    &statement,
-                    &[
-                        &columns.id,
-                        &columns.created_at_ns,
-                        &columns.revision,
-                        &columns.status,
-                        &columns.active,
-                        &columns.expires_at_ns,
-                        &columns.json,
-                        &cap,
-                        &self.sql.channel,
-                    ],
-                )
-                .map_err(|e| failed(op(), e))?;
-            let (inserted, counted): (i64, i64) = (row.get(0), row.get(1));
-            if inserted == 1 && (counted == 1 || !columns.active) {
-                tx.commit().map_err(|e| failed(op(), e))?;
-            } else {
-                tx.rollback().map_err(|e| failed(op(), e))?;
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &columns.id,
+                &columns.created_at_ns,
+                &columns.revision,
+                &columns.status,
+                &columns.active,
+                &columns.expires_at_ns,
+                &columns.json,
+                &cap,
+                &self.sql.channel,
+            ];
+            // One statement, committed on its own: a refusal by the cap
+            // fails it (`sql::UNCOUNTED`), and nothing of it commits.
+            match conn.client.query_one(&statement, &params) {
+                Ok(row) => row.get(0),
+                Err(e) if sql::uncounted(&e) => return Ok(Some(Insert::Full)),
+                Err(e) => return Err(failed(op(), e)),
             }
-            (inserted, counted)
         };
         if inserted == 0 {
             // Removed since (`None`): tried again.
             return Ok(self.current(&task.id, "insert")?.map(Insert::Exists));
-        }
-        if columns.active && counted == 0 {
-            return Ok(Some(Insert::Full));
         }
         self.recent.remember(record);
         Ok(Some(Insert::Done))

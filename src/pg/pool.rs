@@ -31,11 +31,12 @@ const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(
 /// guards). A database or role may default to another level, under which
 /// the waiting write would fail with a serialization error instead.
 ///
-/// A create's transaction holds the row of the active-task counter, which
-/// every create, terminal transition and reap of every host writes, from
-/// its statement to its commit. A process frozen between the two (stopped,
-/// a paused VM, a network gone silent) would hold it until TCP gave up on
-/// it, hours later; the server ends such a session after
+/// A sweep's recount (`PgBackend::recount`) holds the row of the
+/// active-task counter, which every create, terminal transition and reap
+/// of every host writes, from its lock to its commit (every other write is
+/// one statement, committed on its own). A process frozen between the two
+/// (stopped, a paused VM, a network gone silent) would hold it until TCP
+/// gave up on it, hours later; the server ends such a session after
 /// [`IDLE_IN_TRANSACTION`] instead, unless the server or the role set a
 /// timeout of their own.
 ///

@@ -15,6 +15,27 @@
 
 use crate::backend::{Scan, Scope};
 
+/// What the insert fails with when the active-task counter did not count
+/// the active row it inserted: a cast of this text, then the task's id, to
+/// an integer (`22P02`, "invalid input syntax for type integer"). An
+/// insert is one statement, no transaction of the store's own around it,
+/// so that no transaction stands open while a task is on its way to the
+/// server (a large task, a slow link: the server's
+/// `idle_in_transaction_session_timeout` would end the session); the
+/// statement's failure is what undoes a row the cap refused. The cast's
+/// text is built from the inserted row, so it cannot be folded into a
+/// constant when the statement is planned: it fails only when it runs.
+pub(crate) const UNCOUNTED: &str = "taskstore: an active task the counter did not count:";
+
+/// Whether `e` is the insert's failure for an active row the counter did
+/// not count ([`UNCOUNTED`]).
+pub(crate) fn uncounted(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+            && db.message().contains(UNCOUNTED)
+    })
+}
+
 /// The statements over one schema.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -60,7 +81,11 @@ impl Sql {
             notifies,
             load: format!("SELECT task FROM {s}.tasks WHERE id = $1"),
             // $1 id, $2 created_at_ns, $3 revision, $4 status, $5 active,
-            // $6 expires_at_ns, $7 task, $8 the cap, $9 the channel.
+            // $6 expires_at_ns, $7 task, $8 the cap, $9 the channel. Returns
+            // the rows inserted and counted; an active row the counter did
+            // not count (the cap reached, or the counter's row gone) fails
+            // the statement instead ([`UNCOUNTED`]), so that nothing of it
+            // commits.
             insert: format!(
                 "WITH i AS (
                      INSERT INTO {s}.tasks (id, created_at_ns, revision, status, active, expires_at_ns, task)
@@ -71,7 +96,11 @@ impl Sql {
                      UPDATE {s}.counters SET active = active + 1
                      WHERE singleton AND $5 AND EXISTS (SELECT FROM i) AND active < $8
                      RETURNING 1)
-                 SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM c)",
+                 SELECT (SELECT count(*) FROM i),
+                        (SELECT count(*) FROM c)
+                        + CASE WHEN $5 AND EXISTS (SELECT FROM i) AND NOT EXISTS (SELECT FROM c)
+                               THEN CAST((SELECT '{UNCOUNTED} ' || id FROM i) AS int4)
+                               ELSE 0 END",
                 n = notify("$9", "id")
             ),
             // $1 id, $2 created_at_ns, $3 revision (the version read);

@@ -338,7 +338,8 @@ impl Drop for Cluster {
 /// the commit) is swallowed, and that connection is cut. Every other byte
 /// goes through as it came. It can also [refuse](LosesAReply::refuse) new
 /// connections for a while, from the cut on: the server is then out of
-/// reach just after it committed.
+/// reach just after it committed; and [hold](LosesAReply::hold) a
+/// statement on its way to the server, as a slow link would.
 pub struct LosesAReply {
     dir: tempfile::TempDir,
     /// The markers a statement must name to be the one, and which arming
@@ -353,7 +354,26 @@ pub struct LosesAReply {
     /// a stopped server's are (until [`hang(false)`](LosesAReply::hang)).
     hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
     held: std::sync::Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    /// The statement to hold on its way to the server.
+    holding: std::sync::Arc<Holding>,
     upstream: PathBuf,
+}
+
+/// A statement held on its way to the server.
+#[derive(Default)]
+struct Holding {
+    state: Mutex<Hold>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Hold {
+    /// Which call of [`hold`](LosesAReply::hold) this is.
+    call: u64,
+    /// The markers the statement must name (none once met).
+    markers: Option<Vec<Vec<u8>>>,
+    /// Whether its bytes are held now.
+    held: bool,
 }
 
 /// Which arming this is, and the markers the statement must name (none
@@ -375,9 +395,14 @@ impl LosesAReply {
             refuse_from_cut: Default::default(),
             hanging: Default::default(),
             held: Default::default(),
+            holding: Default::default(),
             upstream: upstream.clone(),
         };
-        let (hanging, held) = (proxy.hanging.clone(), proxy.held.clone());
+        let (hanging, held, holding) = (
+            proxy.hanging.clone(),
+            proxy.held.clone(),
+            proxy.holding.clone(),
+        );
         let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
         let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
         std::thread::spawn(move || {
@@ -403,7 +428,7 @@ impl LosesAReply {
                     refusing: refusing.clone(),
                     from_cut: from_cut.clone(),
                 };
-                relay(client, server, armed.clone(), cut);
+                relay(client, server, armed.clone(), holding.clone(), cut);
             }
         });
         proxy
@@ -439,7 +464,13 @@ impl LosesAReply {
                 refusing: self.refusing.clone(),
                 from_cut: self.refuse_from_cut.clone(),
             };
-            relay(client, server, self.armed.clone(), cut);
+            relay(
+                client,
+                server,
+                self.armed.clone(),
+                self.holding.clone(),
+                cut,
+            );
         }
     }
 
@@ -463,6 +494,33 @@ impl LosesAReply {
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::SeqCst)
     }
+
+    /// Holds the next statement that names every one of `markers` (on any
+    /// connection) on its way to the server, the bytes that name them and
+    /// every byte after them on that connection, until
+    /// [`release`](LosesAReply::release): a slow link.
+    pub fn hold(&self, markers: &[&str]) {
+        let mut state = self.holding.state.lock().unwrap();
+        state.call += 1;
+        state.markers = Some(markers.iter().map(|m| m.as_bytes().to_vec()).collect());
+    }
+
+    /// Waits until the statement [`hold`](LosesAReply::hold) named is held.
+    pub fn wait_until_held(&self) {
+        let state = self.holding.state.lock().unwrap();
+        let (_state, timeout) = self
+            .holding
+            .changed
+            .wait_timeout_while(state, std::time::Duration::from_secs(60), |s| !s.held)
+            .unwrap();
+        assert!(!timeout.timed_out(), "no statement named the markers");
+    }
+
+    /// Lets the held statement go on to the server.
+    pub fn release(&self) {
+        self.holding.state.lock().unwrap().held = false;
+        self.holding.changed.notify_all();
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -481,6 +539,7 @@ fn relay(
     mut client: std::os::unix::net::UnixStream,
     mut server: std::os::unix::net::UnixStream,
     armed: std::sync::Arc<Mutex<Armed>>,
+    holding: std::sync::Arc<Holding>,
     cut: Cut,
 ) {
     use std::io::{Read, Write};
@@ -491,8 +550,10 @@ fn relay(
         (server.try_clone().unwrap(), client.try_clone().unwrap());
     let doomed_up = doomed.clone();
     std::thread::spawn(move || {
-        // The bytes this connection sent since the arming it last saw.
+        // The bytes this connection sent since the arming it last saw, and
+        // since the hold it last saw.
         let (mut seen, mut window) = (0, Vec::new());
+        let (mut seen_hold, mut hold_window) = (0, Vec::new());
         let mut buf = vec![0; 64 * 1024];
         loop {
             let n = match from_client.read(&mut buf) {
@@ -512,6 +573,23 @@ fn relay(
                     if markers.iter().all(|m| contains(&window, m)) {
                         armed.1 = None;
                         doomed_up.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            {
+                let mut state = holding.state.lock().unwrap();
+                if state.call != seen_hold {
+                    (seen_hold, hold_window) = (state.call, Vec::new());
+                }
+                if let Some(markers) = &state.markers {
+                    hold_window.extend_from_slice(&buf[..n]);
+                    if markers.iter().all(|m| contains(&hold_window, m)) {
+                        state.markers = None;
+                        state.held = true;
+                        holding.changed.notify_all();
+                        while state.held {
+                            state = holding.changed.wait(state).unwrap();
+                        }
                     }
                 }
             }
