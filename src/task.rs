@@ -235,6 +235,14 @@ impl Task {
     }
 
     /// The order every listing uses: `created_at`, then id.
+    /// Whether this is the task a claim made as `claimed`, whatever was
+    /// written over it since by others (an unfenced update keeps the
+    /// owner): the same incarnation, epoch and owner's token.
+    pub(crate) fn is_claim_of(&self, claimed: &Task) -> bool {
+        (self.id == claimed.id && self.created_at == claimed.created_at)
+            && (self.epoch, &self.owner_token) == (claimed.epoch, &claimed.owner_token)
+    }
+
     pub(crate) fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
         (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
     }

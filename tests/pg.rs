@@ -2281,6 +2281,74 @@ fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
     a_claim_losing_its_reply(cluster, 1);
 }
 
+/// A claim whose batch loses its reply after the commit, and one of whose
+/// tasks another instance writes before the claim reads it back (an
+/// unfenced update, which keeps the owner): that task holds the heir's
+/// claim and more, so neither the batch's write nor another's is what is
+/// stored. The claim reports it missed, and its handle never renews it:
+/// left to lapse, as any claim that failed though its version may stand.
+/// (Taken for "changed by another", it was neither reported nor disowned,
+/// and the heir's renewal pass kept it alive, with no run, for ever.)
+#[test]
+fn a_lost_claim_reply_with_a_task_written_over_since_leaves_it_to_lapse() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_reply_written");
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let tasks: Vec<Task> = (0..3)
+        .map(|i| {
+            dead.create(NewTask::new().resumable("k", json!(i)))
+                .unwrap()
+        })
+        .collect();
+    let peer = open(cluster, &schema, "peer");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let heir = Arc::new(
+        PgStore::builder(proxy.conninfo())
+            .schema(&schema)
+            .instance_id("heir")
+            .open()
+            .unwrap(),
+    );
+    let lapsed = tasks.iter().filter_map(|t| t.lease_expires_at).max();
+    wait_until("the dead owner's leases to lapse", || {
+        Some(heir.now()) > lapsed
+    });
+    let first = tasks[0].id.clone();
+    // The batch names the first two; the write of the first alone after
+    // it (its statement names "WITH u AS") is held while the peer writes.
+    proxy.arm(&[tasks[0].id.as_str(), tasks[1].id.as_str()]);
+    proxy.hold(&["WITH u AS", first.as_str()]);
+    let claiming = {
+        let heir = Arc::clone(&heir);
+        std::thread::spawn(move || heir.claim(&["k"]).unwrap())
+    };
+    proxy.wait_until_held();
+    let cancel = TaskUpdate::new()
+        .metadata("mcp.cancelRequested", true)
+        .leave_lease();
+    assert!(peer.update(&first, cancel).unwrap().is_applied());
+    proxy.release();
+    let claimed = claiming.join().unwrap();
+    assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+    let stored = peer.get(&first).unwrap().unwrap();
+    assert_eq!((stored.owner.as_deref(), stored.epoch), (Some("heir"), 2));
+    let reported: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    let missed: Vec<&TaskId> = claimed.missed.iter().map(|m| &m.id).collect();
+    assert_eq!(missed, [&first], "reported {reported:?}");
+    assert_eq!(reported.len(), 2);
+    assert_eq!(heir.renew_leases().unwrap(), 2, "the other two alone");
+    assert_eq!(
+        peer.get(&first).unwrap().unwrap().lease_expires_at,
+        stored.lease_expires_at,
+        "never renewed"
+    );
+}
+
 /// A handle's backend that holds each `scan` of a pass, while armed, until
 /// the other of two passes has scanned too: both judge the same version of
 /// every task before either writes.

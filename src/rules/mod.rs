@@ -379,7 +379,7 @@ impl<B: Backend> Store<B> {
         let undone = self.undone.lock().unwrap_or_else(PoisonError::into_inner);
         undone.iter().any(|(u, undo)| match undo {
             Undo::Remove => is_current(task, u),
-            Undo::Lapse => is_claim_of(task, u),
+            Undo::Lapse => task.is_claim_of(u),
         })
     }
 
@@ -402,7 +402,7 @@ impl<B: Backend> Store<B> {
             Undo::Remove => self.remove_undone(task).is_err(),
             // Kept when it cannot be read now: the next pass looks again.
             Undo::Lapse => self.backend.load(&task.id).map_or(true, |stored| {
-                stored.is_some_and(|s| !s.is_terminal() && is_claim_of(&s, task))
+                stored.is_some_and(|s| !s.is_terminal() && s.is_claim_of(task))
             }),
         });
         lock().extend(left);
@@ -428,14 +428,6 @@ impl<B: Backend> Store<B> {
         self.settings.lease.renew(&mut next, now)?;
         self.settings.limits.record_own(next, task)
     }
-}
-
-/// Whether `task` is the task a claim made as `claimed`, whatever was
-/// written over it since by others (an unfenced update keeps the owner):
-/// the same incarnation, epoch and owner's token.
-fn is_claim_of(task: &Task, claimed: &Task) -> bool {
-    (task.id == claimed.id && task.created_at == claimed.created_at)
-        && (task.epoch, &task.owner_token) == (claimed.epoch, &claimed.owner_token)
 }
 
 /// The most failed creates a handle keeps to undo later.
