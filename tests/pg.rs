@@ -2831,6 +2831,51 @@ fn a_write_whose_task_is_slow_to_reach_the_server_is_stored() {
     assert_eq!(other.get(&made.id).unwrap(), Some(done));
 }
 
+/// A pooled connection the server ended while it sat idle (its
+/// `idle_session_timeout`, a role's or database's setting, here the
+/// connection string's; an administrator's `pg_terminate_backend`) is seen
+/// ended before a call takes it, and replaced: the call succeeds. (It was
+/// not: the pool's check polled the connection without reading from it,
+/// and the call failed, "terminating connection due to idle-session
+/// timeout", once per pooled connection.)
+#[test]
+fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
+    let Some(cluster) = cluster() else { return };
+    for timeout in [true, false] {
+        let schema = fresh_schema("ended_idle");
+        let application = schema.clone();
+        let mut conninfo = format!("{} application_name={application}", cluster.conninfo());
+        if timeout {
+            conninfo.push_str(" options='-c idle_session_timeout=300ms'");
+        }
+        let store = PgStore::builder(conninfo)
+            .schema(&schema)
+            .time_source(TimeSource::Clock)
+            .change_notices(false)
+            .open()
+            .unwrap();
+        let task = store.create(NewTask::new()).unwrap();
+        let mut watcher = cluster.client();
+        if !timeout {
+            watcher
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1",
+                    &[&application],
+                )
+                .unwrap();
+        }
+        wait_until("the server to end the store's idle sessions", || {
+            connected(&mut watcher, &application) == 0
+        });
+        let read = store.get(&task.id);
+        assert!(
+            matches!(&read, Ok(Some(read)) if *read == task),
+            "timeout {timeout}: {read:?}"
+        );
+    }
+}
+
 /// A create whose reply is lost after its commit (the insert is one
 /// statement, committed on its own, and the server's answer to it is
 /// swallowed) reports the task made: the handle reads it back, stored as

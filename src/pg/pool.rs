@@ -74,15 +74,22 @@ impl Connection {
         Ok(statement)
     }
 
-    /// Whether the connection can still be used. Polls it without blocking
-    /// first, so that a termination the server sent while the connection sat
-    /// idle (a restart, an administrator's `pg_terminate_backend`) is seen
-    /// here, not by the next statement.
+    /// Whether the connection can still be used. Reads what the server
+    /// sent while the connection sat idle first, waiting for nothing more,
+    /// so that a termination (a restart, an administrator's
+    /// `pg_terminate_backend`, the server's `idle_session_timeout`) is seen
+    /// here, not by the next statement. (`notifications().iter()` polls
+    /// without driving the connection's reads, and saw none of them.)
     fn is_usable(&mut self) -> bool {
         if self.client.is_closed() {
             return false;
         }
-        let polled = self.client.notifications().iter().next().is_ok();
+        let polled = self
+            .client
+            .notifications()
+            .timeout_iter(Duration::ZERO)
+            .next()
+            .is_ok();
         polled && !self.client.is_closed()
     }
 }
