@@ -2395,6 +2395,181 @@ impl Backend for ScansMeet {
     }
 }
 
+/// A handle's backend whose first pass, once it has scanned, waits for a
+/// second pass of the same handle to run whole; before the first pass's
+/// batch (the second batch), `before_batch` runs.
+struct SecondPassFirst {
+    store: PgStore,
+    scans: std::sync::atomic::AtomicUsize,
+    batches: std::sync::atomic::AtomicUsize,
+    scanned: std::sync::Barrier,
+    go: std::sync::Barrier,
+    before_batch: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Backend for SecondPassFirst {
+    fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
+        self.store.backend().load(id)
+    }
+    fn load_all(&self, ids: &[TaskId]) -> Vec<taskstore::Result<Option<Task>>> {
+        self.store.backend().load_all(ids)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> taskstore::Result<Insert> {
+        self.store.backend().insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> taskstore::Result<Swap> {
+        self.store.backend().replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> taskstore::Result<Swap> {
+        self.store.backend().remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> taskstore::Result<Scanned> {
+        let scanned = self.store.backend().scan(scan);
+        if self.scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.scanned.wait();
+            self.go.wait();
+        }
+        scanned
+    }
+    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> taskstore::Result<Modified> {
+        self.store.backend().modify(id, decide)
+    }
+    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<taskstore::Result<Swap>> {
+        if self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            (self.before_batch)();
+        }
+        self.store.backend().replace_all(swaps)
+    }
+    fn remove_all(&self, tasks: &[Task]) -> Vec<taskstore::Result<Swap>> {
+        self.store.backend().remove_all(tasks)
+    }
+    fn refresh_clock(&self) {
+        self.store.backend().refresh_clock()
+    }
+}
+
+/// A claim batch that never reached the server (no connection: its pooled
+/// one ended, and the connect that would replace it refused) changed
+/// nothing, as one the server refused: the tasks another pass of the same
+/// handle claimed meanwhile, at the same instant, are not this pass's too.
+/// (Every failure but an `ERROR` reply was taken as a batch that may have
+/// committed before its reply was lost: each task, written alone and
+/// found stored exactly as the pass meant to write it, was reported
+/// claimed by both passes, two runs of one task at one epoch.)
+#[test]
+fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("never_sent");
+    let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
+    let lease = Duration::from_secs(30);
+    let dead = on_clock(&cluster.conninfo(), &schema, "dead", &clock)
+        .lease(lease)
+        .open()
+        .unwrap();
+    let orphans: Vec<Task> = (1..=2)
+        .map(|n| {
+            dead.create(NewTask::new().resumable("k", json!(n)))
+                .unwrap()
+        })
+        .collect();
+    clock.advance(lease);
+    let proxy = Arc::new(pg_cluster::LosesAReply::start(cluster));
+    let application = "never_sent";
+    let conninfo = format!("{} application_name={application}", proxy.conninfo());
+    let inner = on_clock(&conninfo, &schema, "heir", &clock)
+        .lease(lease)
+        .pool_size(1)
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let refusing = Arc::clone(&proxy);
+    let before_batch = move || {
+        // The pooled connection ended (an administrator, a restart), and
+        // the connect that replaces it refused.
+        let mut client = cluster.client();
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&application],
+            )
+            .unwrap();
+        wait_until("the heir's connection to end", || {
+            connected(&mut client, application) == 0
+        });
+        refusing.refuse_next();
+    };
+    let heir = taskstore::Store::with_backend(SecondPassFirst {
+        store: inner,
+        scans: Default::default(),
+        batches: Default::default(),
+        scanned: std::sync::Barrier::new(2),
+        go: std::sync::Barrier::new(2),
+        before_batch: Box::new(before_batch),
+    })
+    .clock(Arc::new(clock.clone()))
+    .lease(lease)
+    .instance_id("heir")
+    .build()
+    .unwrap();
+    let claims = std::thread::scope(|s| {
+        let first = s.spawn(|| heir.claim(&["k"]).unwrap());
+        heir.backend().scanned.wait();
+        // The other pass, judging the same versions, claims both first.
+        let second = heir.claim(&["k"]).unwrap();
+        heir.backend().go.wait();
+        [first.join().unwrap(), second]
+    });
+    each_claimed_once(&orphans, &claims);
+}
+
+/// The same for a claim of one task, one conditional write, which the
+/// server refuses (an `ERROR` reply: here a trigger refusing an update
+/// that wrote no task, as a statement or lock timeout would) after
+/// another pass of the handle claimed the task: it is not this pass's
+/// too. (A failed single write was read back and, found stored exactly as
+/// it was to write it, taken as done after a lost reply, whatever the
+/// failure.)
+#[test]
+fn a_refused_single_claim_reports_no_task_another_pass_of_its_handle_claimed() {
+    let Some(cluster) = cluster() else { return };
+    let application = "single_refused";
+    let (orphan, _dead, heir) = passes_meet(cluster, application, application, |dead| {
+        dead.create(NewTask::new().resumable("k", json!(1)))
+            .unwrap()
+    });
+    let schema = heir.backend().store.schema().to_owned();
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.written() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF (SELECT count(*) FROM written) = 0 THEN
+                     RAISE EXCEPTION 'the test refuses an update that wrote no task';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER written AFTER UPDATE ON {schema}.tasks
+                 REFERENCING NEW TABLE AS written
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.written();"
+        ))
+        .unwrap();
+    let claims = std::thread::scope(|s| {
+        let claims: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| heir.claim(&["k"]).unwrap()))
+            .collect();
+        claims
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    each_claimed_once(std::slice::from_ref(&orphan), &claims);
+}
+
 /// A dead instance's handle on a fresh schema named after `name` (the
 /// connections named `application`), on a `ManualClock` its leases have
 /// lapsed by once `made` has made its tasks, and an heir (one handle)

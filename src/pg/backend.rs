@@ -106,6 +106,42 @@ impl std::error::Error for Described {
     }
 }
 
+/// A statement's failure before it was sent, which therefore changed
+/// nothing: no connection (none free within the wait, or the connect
+/// failed, a `FATAL` at start-up among them: `max_connections` reached,
+/// the server starting up), or the statement's preparation failed. It
+/// shows as the failure it wraps, and its source is that failure's.
+#[derive(Debug)]
+struct Unsent(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Unsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Unsent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// `e`, known to have come before its statement was sent ([`Unsent`]).
+fn unsent(e: Error) -> Error {
+    match e {
+        Error::Backend {
+            backend,
+            op,
+            source,
+        } => Error::Backend {
+            backend,
+            op,
+            source: Box::new(Unsent(source)),
+        },
+        other => other,
+    }
+}
+
 /// The columns a task is stored with beside its JSON.
 struct Columns<'a> {
     id: &'a str,
@@ -218,7 +254,7 @@ impl PgBackend {
         }
         self.pool
             .get()
-            .map_err(|e| e.into_error(format!("connect to {}", op())))
+            .map_err(|e| unsent(e.into_error(format!("connect to {}", op()))))
     }
 
     /// Runs `sql` with `params` on a pooled connection.
@@ -248,7 +284,7 @@ impl PgBackend {
         mut each: impl FnMut(postgres::Row) -> Result<()>,
     ) -> Result<()> {
         let mut conn = self.connection(op)?;
-        let statement = conn.prepared(sql).map_err(|e| failed(op(), e))?;
+        let statement = conn.prepared(sql).map_err(|e| unsent(failed(op(), e)))?;
         let mut rows = conn
             .client
             .query_raw(&statement, params.iter().copied())
@@ -395,7 +431,7 @@ impl PgBackend {
             let mut conn = self.connection(op)?;
             let statement = conn
                 .prepared(&self.sql.insert)
-                .map_err(|e| failed(op(), e))?;
+                .map_err(|e| unsent(failed(op(), e)))?;
             let params: [&(dyn ToSql + Sync); 9] = [
                 &columns.id,
                 &columns.created_at_ns,
@@ -572,7 +608,7 @@ impl PgBackend {
     /// the task stored exactly as it was to write it, and is done.
     fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
         match self.try_replace_at(current, stored, next) {
-            Err(_) if self.found_written(next, "replace") => Ok(Swap::Done),
+            Err(e) if !refused(&e) && self.found_written(next, "replace") => Ok(Swap::Done),
             other => other,
         }
     }
@@ -638,7 +674,7 @@ impl PgBackend {
     /// where it can, and each on its own, `alone`, where not (told why).
     /// A batch keeps no guesses. A batch the server refused (a deadlock, a
     /// statement timeout: its error reply), or never sent (a task out of
-    /// range), changed nothing; one that failed otherwise (its connection
+    /// range, no connection), changed nothing; one that failed otherwise (its connection
     /// lost) may have committed before its reply: `alone` is told which
     /// ([`sent`]). A task the
     /// batch left out, its row locked by another session
@@ -682,7 +718,11 @@ impl PgBackend {
     fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
         let alone = |task: &Task, why: Alone| match self.remove(task) {
             Ok(Swap::Changed(None)) if expired && why == Alone::Unanswered => Ok(Swap::Done),
-            Err(_) if expired && matches!(self.current(&task.id, "remove"), Ok(None)) => {
+            Err(e)
+                if expired
+                    && !refused(&e)
+                    && matches!(self.current(&task.id, "remove"), Ok(None)) =>
+            {
                 Ok(Swap::Done)
             }
             other => other,
@@ -812,7 +852,8 @@ enum Alone {
     /// There is no batch: one task, or a task named twice.
     Unbatched,
     /// The batch changed nothing: the server refused its statement (an
-    /// error reply), or it was never sent (a task it could not hold).
+    /// error reply), or it was never sent (a task it could not hold, no
+    /// connection: [`Unsent`]).
     Refused,
     /// The batch may have committed: its statement failed without the
     /// server's refusal (its connection lost before its reply), or it
@@ -823,10 +864,10 @@ enum Alone {
     LeftOut,
 }
 
-/// The outcome of a batch statement sent, `rows` its reply: what `read`
-/// makes of the rows, or why it failed. Only the server's refusal of the
-/// statement itself, an `ERROR` reply, says it changed nothing (a
-/// statement of its own transaction is rolled back whole); any other
+/// The outcome of a batch statement, `rows` its reply: what `read` makes
+/// of the rows, or why it failed. Only a failure before it was sent (no
+/// connection, [`Unsent`]) or the server's refusal of the statement itself
+/// (an `ERROR` reply) says it changed nothing ([`refused`]); any other
 /// failure may have come after the commit: a connection lost, a `FATAL`
 /// reply (a backend terminated, which may be after its commit), or a read
 /// after the statement (`read`) that failed.
@@ -841,15 +882,19 @@ fn sent(
     }
 }
 
-/// Whether `e` is the server's refusal of a statement: an `ERROR` reply.
+/// Whether `e` says its statement changed nothing: it was never sent
+/// ([`Unsent`]), or the server refused it (an `ERROR` reply: a statement
+/// of its own transaction is rolled back whole). Any other failure may
+/// have come after the commit.
 fn refused(e: &Error) -> bool {
     let Error::Backend { source, .. } = e else {
         return false;
     };
-    source
-        .downcast_ref::<Described>()
-        .and_then(|described| described.0.as_db_error())
-        .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
+    source.is::<Unsent>()
+        || source
+            .downcast_ref::<Described>()
+            .and_then(|described| described.0.as_db_error())
+            .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
 }
 
 /// Whether a batch names one task twice (then it goes one by one: one
@@ -910,7 +955,7 @@ impl Backend for PgBackend {
     /// is done.
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         match self.try_insert(record, max_active) {
-            Err(_) if self.found_written(record, "insert") => Ok(Insert::Done),
+            Err(e) if !refused(&e) && self.found_written(record, "insert") => Ok(Insert::Done),
             inserted => inserted,
         }
     }

@@ -350,6 +350,8 @@ pub struct LosesAReply {
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether the next cut starts refusing new connections.
     refuse_from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the next new connection is refused (closed at once).
+    refuse_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether new connections are held, accepted and never answered, as
     /// a stopped server's are (until [`hang(false)`](LosesAReply::hang)).
     hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -393,6 +395,7 @@ impl LosesAReply {
             cuts: Default::default(),
             refusing: Default::default(),
             refuse_from_cut: Default::default(),
+            refuse_once: Default::default(),
             hanging: Default::default(),
             held: Default::default(),
             holding: Default::default(),
@@ -405,11 +408,12 @@ impl LosesAReply {
         );
         let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
         let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
+        let refuse_once = proxy.refuse_once.clone();
         std::thread::spawn(move || {
             // Ends with the test process.
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                if refusing.load(Ordering::SeqCst) {
+                if refusing.load(Ordering::SeqCst) || refuse_once.swap(false, Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
@@ -447,6 +451,11 @@ impl LosesAReply {
         if !refusing {
             self.refuse_from_cut.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// Refuses the next new connection (closes it at once).
+    pub fn refuse_next(&self) {
+        self.refuse_once.store(true, Ordering::SeqCst);
     }
 
     /// Holds new connections, accepted and never answered (a stopped
