@@ -864,3 +864,126 @@ fn an_expired_task_is_no_orphan_in_the_dry_run() {
         assert_eq!(reaped, vec![live.id]);
     }
 }
+
+/// An owner stopped (`SIGSTOP`) while it holds a task's stripe lock keeps
+/// it (the kernel frees a dead process's lock, not a stopped one's): once
+/// its leases lapsed, another process's reap waits for that stripe its
+/// handle's `stripe_wait` at most, reports that stripe's tasks missed,
+/// naming the lock, and reaps every other. (The reap waited on the lock
+/// for as long as the owner stayed stopped.)
+#[test]
+fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
+    const TASKS: usize = 64;
+    let test = "an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe";
+    if let Some((_, args)) = common::role() {
+        let (store, work) = dirs(&args);
+        let s = open(&store, "stopped", SHORT_LEASE);
+        let ids: Vec<TaskId> = (0..TASKS).map(|i| id("stopped", i)).collect();
+        for i in &ids {
+            s.create(NewTask::new().id(i.clone())).unwrap();
+        }
+        touch(&work.join("ready"));
+        // Writes until stopped, and then killed.
+        loop {
+            for i in &ids {
+                let _ = s.update(i, TaskUpdate::new().metadata("n", 1));
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
+    let owner = spawn(&work, test, "owner", &child_args(&store, &work, &[]));
+    let pid = owner.child.id().to_string();
+    wait_until("the owner's tasks", || work.join("ready").exists());
+    // The `flock` the owner holds, from `/proc/locks`: "1: FLOCK ADVISORY
+    // WRITE <pid> <dev>:<inode> 0 EOF" (a waiter's line has "->" second).
+    let held = || {
+        fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() > 4 && f[1] == "FLOCK" && f[3] == "WRITE" && f[4] == pid)
+                    .then(|| line.to_owned())
+            })
+    };
+    let signal = |sig: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // The stripe whose lock file has the inode a `/proc/locks` line names.
+    let ids: Vec<TaskId> = (0..TASKS).map(|i| id("stopped", i)).collect();
+    let stripe_of = |line: &str| {
+        let inode: u64 = line
+            .split_whitespace()
+            .nth(5)?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()?;
+        ids.iter().find_map(|id| {
+            let lock = common::stripe_lock(&store, id.as_str());
+            use std::os::unix::fs::MetadataExt;
+            (fs::metadata(&lock).ok()?.ino() == inode).then(|| common::stripe(id.as_str()))
+        })
+    };
+    // Stopped where it holds a stripe: tried until the stop lands there.
+    let (lock, held_stripe) = loop {
+        if held().is_none() {
+            continue;
+        }
+        signal("-STOP");
+        wait_until("the owner to stop", || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('T')
+            })
+        });
+        match held().and_then(|line| Some((stripe_of(&line)?, line))) {
+            Some((stripe, line)) => break (line, stripe),
+            None => signal("-CONT"),
+        }
+    };
+    // Its leases lapse.
+    std::thread::sleep(SHORT_LEASE * 3);
+    let reaper = FileStore::builder(&store)
+        .instance_id("reaper")
+        .lease(Duration::from_secs(30))
+        .stripe_wait(Duration::from_millis(200))
+        .open()
+        .unwrap();
+    let (sent, reaped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(reaper.reap());
+    });
+    let reaped = reaped.recv_timeout(common::HANG);
+    owner.kill();
+    let reaped = reaped
+        .unwrap_or_else(|_| panic!("the reap waited on the stopped owner's {lock:?}"))
+        .unwrap();
+    let in_stripe = |id: &TaskId| common::stripe(id.as_str()) == held_stripe;
+    let mut missed: Vec<&TaskId> = reaped.missed.iter().map(|m| &m.id).collect();
+    let mut want: Vec<&TaskId> = ids.iter().filter(|id| in_stripe(id)).collect();
+    missed.sort();
+    want.sort();
+    assert_eq!(missed, want, "the held stripe's tasks are missed ({lock})");
+    assert_eq!(
+        reaped.tasks.len(),
+        TASKS - want.len(),
+        "every other is reaped"
+    );
+    assert!(reaped.tasks.iter().all(|t| !in_stripe(&t.id)));
+    for missed in &reaped.missed {
+        let said = missed.error.to_string();
+        assert!(
+            said.contains("locks/") && said.contains("held it"),
+            "{said}"
+        );
+    }
+}

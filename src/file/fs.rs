@@ -619,12 +619,6 @@ impl Fs {
         Ok(())
     }
 
-    /// Takes an exclusive `flock` on `file`, waiting for it.
-    pub fn lock(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.check(FsOp::Lock, || path.to_owned())?;
-        file.lock()
-    }
-
     /// Takes an exclusive `flock` on `file` if it is free.
     pub fn try_lock(&self, file: &File, path: &Path) -> io::Result<bool> {
         self.check(FsOp::Lock, || path.to_owned())?;

@@ -15,6 +15,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,19 @@ pub(crate) struct StripeLocks {
     dir: Dir,
     stripes: Vec<Stripe>,
     batches: Arc<BatchLock>,
+    /// How long a call waits for a stripe another handle holds
+    /// ([`STRIPE_WAIT`] unless the builder says).
+    wait: Duration,
 }
+
+/// How long a call waits for a stripe another handle or process holds, by
+/// default, before it fails naming the lock: a stripe is held for one write
+/// (and its fsyncs) or one chunk of a large pass, moments; a process
+/// stopped while it holds one (`SIGSTOP`, a paused container) holds it
+/// until it goes on or is gone, and nothing else may wait for it for ever
+/// (a pass reports the tasks of that stripe missed and goes on with the
+/// others).
+pub(crate) const STRIPE_WAIT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,6 +56,10 @@ struct Stripe {
     /// The stripe's lock file once opened, and the process that opened it;
     /// its mutex is the in-process lock.
     file: Mutex<Option<LockFile>>,
+    /// Whether a wait for it ran out since it was last taken: until it is
+    /// taken again, a call tries it once and does not wait (a pass that
+    /// meets many tasks of a stripe a stopped process holds waits once).
+    stuck: AtomicBool,
 }
 
 struct LockFile {
@@ -153,12 +170,19 @@ impl Drop for BatchHold {
 /// An exclusive hold on one stripe, in this process and across processes.
 /// Dropping it releases both locks.
 pub(crate) struct StripeGuard<'a> {
-    /// Holds the stripe's file, opened.
+    /// Holds the stripe's file, opened (the in-process lock).
     held: MutexGuard<'a, Option<LockFile>>,
+    /// The descriptor a wait took the `flock` on, if it waited (closed,
+    /// which lets the lock go, when this is dropped); else the `flock` is
+    /// on `held`'s.
+    own: Option<File>,
 }
 
 impl Drop for StripeGuard<'_> {
     fn drop(&mut self) {
+        if self.own.take().is_some() {
+            return;
+        }
         // Closing would release it too; the file stays open for reuse.
         if let Some(held) = &*self.held {
             let _ = held.file.unlock();
@@ -167,8 +191,9 @@ impl Drop for StripeGuard<'_> {
 }
 
 impl StripeLocks {
-    /// The stripes whose lock files live in `dir` (`locks/`).
-    pub fn new(dir: Dir) -> StripeLocks {
+    /// The stripes whose lock files live in `dir` (`locks/`), each waited
+    /// for at most `wait` ([`lock`](Self::lock)).
+    pub fn new(dir: Dir, wait: Duration) -> StripeLocks {
         StripeLocks {
             batches: Arc::new(BatchLock {
                 path: dir.join(BATCHES_LOCK),
@@ -184,21 +209,68 @@ impl StripeLocks {
                     name: lock_name(i),
                     path: dir.join(lock_name(i)),
                     file: Mutex::new(None),
+                    stuck: AtomicBool::new(false),
                 })
                 .collect(),
             dir,
+            wait,
         }
     }
 
-    /// Waits for the stripe.
+    /// Waits for the stripe, at most the wait the locks were made with (not
+    /// at all while a wait for it ran out and no call has taken it since):
+    /// past it, an error naming the lock file and why. A stripe another
+    /// handle holds is waited for in `flock` on a descriptor of this wait's
+    /// own, on a thread of its own: a wait given up leaves that thread
+    /// waiting, and it lets the lock go as soon as it gets it.
     pub fn lock(&self, fs: &Fs, stripe: usize) -> Result<StripeGuard<'_>> {
         let s = &self.stripes[stripe];
         let held = s.file.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.opened(fs, s, held)?;
+        let lock = |e| Error::io("lock", &s.path, e);
         let file = &held.as_ref().expect("opened").file;
-        fs.lock(file, &s.path)
-            .map_err(|e| Error::io("lock", &s.path, e))?;
-        Ok(StripeGuard { held })
+        if fs.try_lock(file, &s.path).map_err(lock)? {
+            s.stuck.store(false, Ordering::Release);
+            return Ok(StripeGuard { held, own: None });
+        }
+        let timed_out = || {
+            s.stuck.store(true, Ordering::Release);
+            lock(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "another handle or process held it for over {:?}: a process stopped \
+                     while it holds it (SIGSTOP, a paused container) holds it until it goes \
+                     on or is gone",
+                    self.wait
+                ),
+            ))
+        };
+        if s.stuck.load(Ordering::Acquire) {
+            return Err(timed_out());
+        }
+        let own = fs
+            .open_lock_file(&self.dir, &s.name)
+            .map_err(|e| Error::io("open lock file", &s.path, e))?;
+        let (taken, got) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("taskstore-stripe".into())
+            .spawn(move || {
+                // Given up on (the receiver gone), the descriptor is closed
+                // here, which lets the lock go.
+                let _ = taken.send(own.lock().map(|()| own));
+            })
+            .map_err(|e| Error::io("wait for lock", &s.path, e))?;
+        match got.recv_timeout(self.wait) {
+            Ok(Ok(own)) => {
+                s.stuck.store(false, Ordering::Release);
+                Ok(StripeGuard {
+                    held,
+                    own: Some(own),
+                })
+            }
+            Ok(Err(e)) => Err(lock(e)),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     /// Waits for every stripe, in stripe order (whoever holds more than one
@@ -394,7 +466,7 @@ impl StripeLocks {
         let locked = fs
             .try_lock(file, &s.path)
             .map_err(|e| Error::io("lock", &s.path, e))?;
-        Ok(locked.then_some(StripeGuard { held }))
+        Ok(locked.then_some(StripeGuard { held, own: None }))
     }
 
     /// `held`, the stripe's file under its mutex, opened by this process:
@@ -417,8 +489,9 @@ impl StripeLocks {
 }
 
 /// Tries again after pauses that grow from 1 ms to 50 ms, for up to a
-/// wait: how a batch waits for a check, and a check for the batches.
-struct Polling {
+/// wait: how a batch waits for a check, a check for the batches, and an
+/// open for another that holds the store alone.
+pub(crate) struct Polling {
     start: Instant,
     wait: Duration,
     pause: Duration,
@@ -428,7 +501,7 @@ impl Polling {
     const FIRST: Duration = Duration::from_millis(1);
     const LONGEST: Duration = Duration::from_millis(50);
 
-    fn new(wait: Duration) -> Polling {
+    pub(crate) fn new(wait: Duration) -> Polling {
         Polling {
             start: Instant::now(),
             wait,
@@ -437,7 +510,7 @@ impl Polling {
     }
 
     /// Whether the wait has run out.
-    fn ran_out(&self) -> bool {
+    pub(crate) fn ran_out(&self) -> bool {
         self.start.elapsed() >= self.wait
     }
 
@@ -447,7 +520,7 @@ impl Polling {
     }
 
     /// Sleeps the next pause, never past the end of the wait.
-    fn pause(&mut self) {
+    pub(crate) fn pause(&mut self) {
         let left = self.wait.saturating_sub(self.start.elapsed());
         std::thread::sleep(self.pause.min(left));
         self.pause = (self.pause * 2).min(Polling::LONGEST);

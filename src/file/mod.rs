@@ -115,6 +115,9 @@ pub struct FileOptions {
     /// How long an open waits for another open that holds the store alone
     /// (`None`: as long as it takes).
     lock_wait: Option<Duration>,
+    /// How long a call waits for a stripe another handle holds
+    /// ([`FileStoreBuilder::stripe_wait`]).
+    stripe_wait: Duration,
     /// What an open calls when it starts such a wait.
     on_lock_wait: OnLockWait,
     /// See [`FileBackend::large_pass`]; set only by tests.
@@ -244,6 +247,20 @@ impl StoreBuilder<FileOptions> {
         self
     }
 
+    /// How long a call waits for a task's stripe lock (`locks/<n>.lock`)
+    /// that another handle or process holds, 30 s by default, after which
+    /// it fails with [`Error::Io`](crate::Error::Io) naming the lock file.
+    /// A stripe is held for one write and its fsyncs, or one chunk of a
+    /// large pass: moments. A process stopped while it holds one
+    /// (`SIGSTOP`, a paused container) holds it until it goes on or is
+    /// gone; a reap, claim, renewal or sweep then reports the tasks of that
+    /// stripe missed and handles the rest, and once a wait for a stripe ran
+    /// out, calls try it without waiting until one takes it again.
+    pub fn stripe_wait(mut self, wait: Duration) -> Self {
+        self.options.stripe_wait = wait;
+        self
+    }
+
     /// Calls `waiting(lock)` when `open` starts waiting for another open
     /// that holds the store alone ([`lock_wait`](Self::lock_wait)), with the
     /// lock's path (`locks/handles.lock`): such a wait is otherwise silent
@@ -350,6 +367,7 @@ impl Store<FileBackend> {
             change_notices: true,
             upgrade_format: true,
             lock_wait: None,
+            stripe_wait: lock::STRIPE_WAIT,
             on_lock_wait: OnLockWait::default(),
             large_pass: parallel::MIN_SHARED,
         })

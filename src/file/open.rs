@@ -12,7 +12,7 @@ use crate::file::group::DirSync;
 use crate::file::layout::{
     self, Area, DIRS, HANDLES_LOCK, INDEX_DIR, MARKER, RootName, STORE_FORMAT, stripe,
 };
-use crate::file::lock::StripeLocks;
+use crate::file::lock::{Polling, STRIPE_WAIT, StripeLocks};
 use crate::file::proof::Proofs;
 use crate::file::read::Unresolved;
 use crate::file::recovery::{self, Quarantine};
@@ -142,7 +142,7 @@ pub(super) fn open(options: &FileOptions) -> Result<FileBackend> {
         tmp: std::sync::Arc::new(open_dir("tmp")?),
         expiring: DirSync::new(open_dir("expiring")?),
         quarantine: Quarantine::new(&fs, open_dir("quarantine")?),
-        locks: StripeLocks::new(locks),
+        locks: StripeLocks::new(locks, options.stripe_wait),
         root: root.clone(),
         root_dir,
         fs,
@@ -245,10 +245,9 @@ pub(super) fn lock_shared_within(
     let Some(wait) = wait else {
         return fs.lock_shared(file, path).map_err(lock);
     };
-    let start = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(1);
+    let mut polling = Polling::new(wait);
     while !fs.try_lock_shared(file, path).map_err(lock)? {
-        if start.elapsed() >= wait {
+        if polling.ran_out() {
             return Err(lock(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -258,8 +257,7 @@ pub(super) fn lock_shared_within(
                 ),
             )));
         }
-        std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
-        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        polling.pause();
     }
     Ok(())
 }
@@ -627,7 +625,7 @@ fn marker_bytes(format: u64) -> String {
 /// then says what the store is whatever this open makes next.
 fn restore_marker_of_format_1(fs: &Fs, root: &Dir) -> Result<()> {
     let (locks, tmp) = (
-        StripeLocks::new(open_area(fs, root, "locks")?),
+        StripeLocks::new(open_area(fs, root, "locks")?, STRIPE_WAIT),
         open_area(fs, root, "tmp")?,
     );
     let id = marker_id();

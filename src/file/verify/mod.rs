@@ -269,7 +269,7 @@ impl FileCheck {
                     tmp: std::sync::Arc::new(tmp),
                     expiring: DirSync::new(expiring),
                     quarantine: Quarantine::new(&fs, quarantine),
-                    locks: StripeLocks::new(locks),
+                    locks: StripeLocks::new(locks, crate::file::lock::STRIPE_WAIT),
                     fs: fs.clone(),
                     durability: Durability::Immediate,
                     snapshot: Default::default(),
