@@ -952,15 +952,18 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
     };
     // Its leases lapse.
     std::thread::sleep(SHORT_LEASE * 3);
-    let reaper = FileStore::builder(&store)
-        .instance_id("reaper")
-        .lease(Duration::from_secs(30))
-        .stripe_wait(Duration::from_millis(200))
-        .open()
-        .unwrap();
+    let reaper = Arc::new(
+        FileStore::builder(&store)
+            .instance_id("reaper")
+            .lease(Duration::from_secs(30))
+            .stripe_wait(Duration::from_millis(200))
+            .open()
+            .unwrap(),
+    );
     let (sent, reaped) = std::sync::mpsc::channel();
+    let reaping = Arc::clone(&reaper);
     std::thread::spawn(move || {
-        let _ = sent.send(reaper.reap());
+        let _ = sent.send(reaping.reap());
     });
     let reaped = reaped.recv_timeout(common::HANG);
     owner.kill();
@@ -986,4 +989,10 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
             "{said}"
         );
     }
+    // The owner gone (killed above), its lock with it: the stripe is taken
+    // again, and the next reap reaps the rest.
+    let rest = reaper.reap().unwrap();
+    let mut reaped: Vec<&TaskId> = rest.tasks.iter().map(|t| &t.id).collect();
+    reaped.sort();
+    assert_eq!(reaped, want, "{:?}", rest.missed);
 }

@@ -41,6 +41,10 @@ pub(crate) struct StripeLocks {
 /// others).
 pub(crate) const STRIPE_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a call tries a stripe whose last wait ran out (see
+/// `Stripe::stuck`), polling, before it fails.
+const STUCK_WAIT: Duration = Duration::from_millis(100);
+
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StripeLocks")
@@ -57,7 +61,7 @@ struct Stripe {
     /// its mutex is the in-process lock.
     file: Mutex<Option<LockFile>>,
     /// Whether a wait for it ran out since it was last taken: until it is
-    /// taken again, a call tries it once and does not wait (a pass that
+    /// taken again, a call tries it for [`STUCK_WAIT`] only (a pass that
     /// meets many tasks of a stripe a stopped process holds waits once).
     stuck: AtomicBool,
 }
@@ -217,8 +221,9 @@ impl StripeLocks {
         }
     }
 
-    /// Waits for the stripe, at most the wait the locks were made with (not
-    /// at all while a wait for it ran out and no call has taken it since):
+    /// Waits for the stripe, at most the wait the locks were made with
+    /// ([`STUCK_WAIT`] while a wait for it ran out and no call has taken it
+    /// since):
     /// past it, an error naming the lock file and why. A stripe another
     /// handle holds is waited for in `flock` on a descriptor of this wait's
     /// own, on a thread of its own: a wait given up leaves that thread
@@ -246,6 +251,16 @@ impl StripeLocks {
             ))
         };
         if s.stuck.load(Ordering::Acquire) {
+            // Tried for moments, leaving no thread behind: a stripe free
+            // again is taken (and no longer stuck), one still held fails.
+            let mut polling = Polling::new(self.wait.min(STUCK_WAIT));
+            while !polling.ran_out() {
+                polling.pause();
+                if fs.try_lock(file, &s.path).map_err(lock)? {
+                    s.stuck.store(false, Ordering::Release);
+                    return Ok(StripeGuard { held, own: None });
+                }
+            }
             return Err(timed_out());
         }
         let own = fs

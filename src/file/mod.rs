@@ -255,7 +255,7 @@ impl StoreBuilder<FileOptions> {
     /// (`SIGSTOP`, a paused container) holds it until it goes on or is
     /// gone; a reap, claim, renewal or sweep then reports the tasks of that
     /// stripe missed and handles the rest, and once a wait for a stripe ran
-    /// out, calls try it without waiting until one takes it again.
+    /// out, calls try it for 100 ms only until one takes it again.
     pub fn stripe_wait(mut self, wait: Duration) -> Self {
         self.options.stripe_wait = wait;
         self
