@@ -2349,65 +2349,45 @@ fn a_lost_claim_reply_with_a_task_written_over_since_leaves_it_to_lapse() {
     );
 }
 
-/// A handle's backend that holds each `scan` of a pass, while armed, until
-/// the other of two passes has scanned too: both judge the same version of
-/// every task before either writes.
-struct ScansMeet {
+/// A handle's backend that, while armed, runs `after_scan` after each
+/// `scan` and `before_batch` before each `replace_all`, each told how many
+/// came before it (`passes_meet`: the two passes' scans meet; the test of
+/// a batch that found no connection: one pass waits for the other).
+struct Hooked {
     store: PgStore,
-    meet: std::sync::Barrier,
     armed: std::sync::atomic::AtomicBool,
-}
-
-impl Backend for ScansMeet {
-    fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
-        self.store.backend().load(id)
-    }
-    fn load_all(&self, ids: &[TaskId]) -> Vec<taskstore::Result<Option<Task>>> {
-        self.store.backend().load_all(ids)
-    }
-    fn insert(&self, record: &Record, max_active: usize) -> taskstore::Result<Insert> {
-        self.store.backend().insert(record, max_active)
-    }
-    fn replace(&self, current: &Task, next: &Record) -> taskstore::Result<Swap> {
-        self.store.backend().replace(current, next)
-    }
-    fn remove(&self, current: &Task) -> taskstore::Result<Swap> {
-        self.store.backend().remove(current)
-    }
-    fn scan(&self, scan: &Scan) -> taskstore::Result<Scanned> {
-        let scanned = self.store.backend().scan(scan);
-        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
-            self.meet.wait();
-        }
-        scanned
-    }
-    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> taskstore::Result<Modified> {
-        self.store.backend().modify(id, decide)
-    }
-    fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<taskstore::Result<Swap>> {
-        self.store.backend().replace_all(swaps)
-    }
-    fn remove_all(&self, tasks: &[Task]) -> Vec<taskstore::Result<Swap>> {
-        self.store.backend().remove_all(tasks)
-    }
-    fn refresh_clock(&self) {
-        self.store.backend().refresh_clock()
-    }
-}
-
-/// A handle's backend whose first pass, once it has scanned, waits for a
-/// second pass of the same handle to run whole; before the first pass's
-/// batch (the second batch), `before_batch` runs.
-struct SecondPassFirst {
-    store: PgStore,
     scans: std::sync::atomic::AtomicUsize,
     batches: std::sync::atomic::AtomicUsize,
-    scanned: std::sync::Barrier,
-    go: std::sync::Barrier,
-    before_batch: Box<dyn Fn() + Send + Sync>,
+    after_scan: Box<dyn Fn(usize) + Send + Sync>,
+    before_batch: Box<dyn Fn(usize) + Send + Sync>,
 }
 
-impl Backend for SecondPassFirst {
+impl Hooked {
+    fn new(
+        store: PgStore,
+        after_scan: impl Fn(usize) + Send + Sync + 'static,
+        before_batch: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Hooked {
+        Hooked {
+            store,
+            armed: true.into(),
+            scans: Default::default(),
+            batches: Default::default(),
+            after_scan: Box::new(after_scan),
+            before_batch: Box::new(before_batch),
+        }
+    }
+
+    /// The count `counter` was at, and one more, if armed.
+    fn count(&self, counter: &std::sync::atomic::AtomicUsize) -> Option<usize> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.armed
+            .load(SeqCst)
+            .then(|| counter.fetch_add(1, SeqCst))
+    }
+}
+
+impl Backend for Hooked {
     fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
         self.store.backend().load(id)
     }
@@ -2425,9 +2405,8 @@ impl Backend for SecondPassFirst {
     }
     fn scan(&self, scan: &Scan) -> taskstore::Result<Scanned> {
         let scanned = self.store.backend().scan(scan);
-        if self.scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            self.scanned.wait();
-            self.go.wait();
+        if let Some(before) = self.count(&self.scans) {
+            (self.after_scan)(before);
         }
         scanned
     }
@@ -2435,12 +2414,8 @@ impl Backend for SecondPassFirst {
         self.store.backend().modify(id, decide)
     }
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<taskstore::Result<Swap>> {
-        if self
-            .batches
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            (self.before_batch)();
+        if let Some(before) = self.count(&self.batches) {
+            (self.before_batch)(before);
         }
         self.store.backend().replace_all(swaps)
     }
@@ -2487,7 +2462,23 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
         .open()
         .unwrap();
     let refusing = Arc::clone(&proxy);
-    let before_batch = move || {
+    // The first pass, once it has scanned, waits for the second to run
+    // whole; before its batch (the second), the connection is taken away.
+    let (scanned, go) = (
+        Arc::new(std::sync::Barrier::new(2)),
+        Arc::new(std::sync::Barrier::new(2)),
+    );
+    let (scanned_first, go_first) = (Arc::clone(&scanned), Arc::clone(&go));
+    let after_scan = move |before: usize| {
+        if before == 0 {
+            scanned_first.wait();
+            go_first.wait();
+        }
+    };
+    let before_batch = move |before: usize| {
+        if before != 1 {
+            return;
+        }
         // The pooled connection ended (an administrator, a restart), and
         // the connect that replaces it refused.
         let mut client = cluster.client();
@@ -2503,25 +2494,18 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
         });
         refusing.refuse_next();
     };
-    let heir = taskstore::Store::with_backend(SecondPassFirst {
-        store: inner,
-        scans: Default::default(),
-        batches: Default::default(),
-        scanned: std::sync::Barrier::new(2),
-        go: std::sync::Barrier::new(2),
-        before_batch: Box::new(before_batch),
-    })
-    .clock(Arc::new(clock.clone()))
-    .lease(lease)
-    .instance_id("heir")
-    .build()
-    .unwrap();
+    let heir = taskstore::Store::with_backend(Hooked::new(inner, after_scan, before_batch))
+        .clock(Arc::new(clock.clone()))
+        .lease(lease)
+        .instance_id("heir")
+        .build()
+        .unwrap();
     let claims = std::thread::scope(|s| {
         let first = s.spawn(|| heir.claim(&["k"]).unwrap());
-        heir.backend().scanned.wait();
+        scanned.wait();
         // The other pass, judging the same versions, claims both first.
         let second = heir.claim(&["k"]).unwrap();
-        heir.backend().go.wait();
+        go.wait();
         [first.join().unwrap(), second]
     });
     each_claimed_once(&orphans, &claims);
@@ -2579,7 +2563,7 @@ fn passes_meet<T>(
     name: &str,
     application: &str,
     made: impl FnOnce(&PgStore) -> T,
-) -> (T, PgStore, taskstore::Store<ScansMeet>) {
+) -> (T, PgStore, taskstore::Store<Hooked>) {
     let schema = fresh_schema(name);
     let conninfo = format!("{} application_name={application}", cluster.conninfo());
     let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
@@ -2597,11 +2581,14 @@ fn passes_meet<T>(
     let dead = open("dead");
     let tasks = made(&dead);
     clock.advance(lease);
-    let backend = ScansMeet {
-        store: open("heir"),
-        meet: std::sync::Barrier::new(2),
-        armed: true.into(),
-    };
+    let meet = std::sync::Barrier::new(2);
+    let backend = Hooked::new(
+        open("heir"),
+        move |_| {
+            meet.wait();
+        },
+        |_| {},
+    );
     let heir = taskstore::Store::with_backend(backend)
         .clock(Arc::new(clock.clone()))
         .lease(lease)
@@ -2810,7 +2797,7 @@ fn two_orphans_written_through(
     cluster: &Cluster,
     application: &str,
     body: &str,
-) -> (Vec<Task>, taskstore::Store<ScansMeet>, String) {
+) -> (Vec<Task>, taskstore::Store<Hooked>, String) {
     let (orphans, _dead, heir) = passes_meet(cluster, application, application, |dead| {
         (1..=2)
             .map(|n| {

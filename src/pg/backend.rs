@@ -427,12 +427,12 @@ impl PgBackend {
         let op = || format!("insert task {}", task.id);
         let columns = Columns::of(record, "insert")?;
         let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
-        let inserted: i64 = {
-            let mut conn = self.connection(op)?;
-            let statement = conn
-                .prepared(&self.sql.insert)
-                .map_err(|e| unsent(failed(op(), e)))?;
-            let params: [&(dyn ToSql + Sync); 9] = [
+        // One statement, committed on its own: a refusal by the cap fails
+        // it (`sql::UNCOUNTED`), and nothing of it commits.
+        let rows = self.query(
+            &op,
+            &self.sql.insert,
+            &[
                 &columns.id,
                 &columns.created_at_ns,
                 &columns.revision,
@@ -442,14 +442,15 @@ impl PgBackend {
                 &columns.json,
                 &cap,
                 &self.sql.channel,
-            ];
-            // One statement, committed on its own: a refusal by the cap
-            // fails it (`sql::UNCOUNTED`), and nothing of it commits.
-            match conn.client.query_one(&statement, &params) {
-                Ok(row) => row.get(0),
-                Err(e) if sql::uncounted(&e) => return Ok(Some(Insert::Full)),
-                Err(e) => return Err(failed(op(), e)),
-            }
+            ],
+        );
+        let inserted: i64 = match rows {
+            Ok(rows) => match rows.first() {
+                Some(row) => self.column(row, 0, "tasks", &op)?,
+                None => return Err(Error::backend(BACKEND, op(), "the insert returned no row")),
+            },
+            Err(e) if db_error(&e).is_some_and(sql::uncounted) => return Ok(Some(Insert::Full)),
+            Err(e) => return Err(e),
         };
         if inserted == 0 {
             // Removed since (`None`): tried again.
@@ -887,14 +888,19 @@ fn sent(
 /// of its own transaction is rolled back whole). Any other failure may
 /// have come after the commit.
 fn refused(e: &Error) -> bool {
-    let Error::Backend { source, .. } = e else {
-        return false;
-    };
-    source.is::<Unsent>()
-        || source
-            .downcast_ref::<Described>()
-            .and_then(|described| described.0.as_db_error())
+    matches!(e, Error::Backend { source, .. } if source.is::<Unsent>())
+        || db_error(e)
             .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
+}
+
+/// The server's error reply `e` carries, if it carries one.
+fn db_error(e: &Error) -> Option<&postgres::error::DbError> {
+    let Error::Backend { source, .. } = e else {
+        return None;
+    };
+    source
+        .downcast_ref::<Described>()
+        .and_then(|described| described.0.as_db_error())
 }
 
 /// Whether a batch names one task twice (then it goes one by one: one

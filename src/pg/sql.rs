@@ -29,11 +29,9 @@ pub(crate) const UNCOUNTED: &str = "taskstore: an active task the counter did no
 
 /// Whether `e` is the insert's failure for an active row the counter did
 /// not count ([`UNCOUNTED`]).
-pub(crate) fn uncounted(e: &postgres::Error) -> bool {
-    e.as_db_error().is_some_and(|db| {
-        *db.code() == postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
-            && db.message().contains(UNCOUNTED)
-    })
+pub(crate) fn uncounted(db: &postgres::error::DbError) -> bool {
+    *db.code() == postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+        && db.message().contains(UNCOUNTED)
 }
 
 /// The statements over one schema.
