@@ -234,7 +234,6 @@ impl Task {
         Ok(())
     }
 
-    /// The order every listing uses: `created_at`, then id.
     /// Whether this is the task a claim made as `claimed`, whatever was
     /// written over it since by others (an unfenced update keeps the
     /// owner): the same incarnation, epoch and owner's token.
@@ -243,6 +242,7 @@ impl Task {
             && (self.epoch, &self.owner_token) == (claimed.epoch, &claimed.owner_token)
     }
 
+    /// The order every listing uses: `created_at`, then id.
     pub(crate) fn listing_order(a: &Task, b: &Task) -> std::cmp::Ordering {
         (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
     }

@@ -892,7 +892,7 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
-    let owner = spawn(&work, test, "owner", &child_args(&store, &work, &[]));
+    let mut owner = spawn(&work, test, "owner", &child_args(&store, &work, &[]));
     let pid = owner.child.id().to_string();
     wait_until("the owner's tasks", || work.join("ready").exists());
     // The `flock` the owner holds, from `/proc/locks`: "1: FLOCK ADVISORY
@@ -931,7 +931,13 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
         })
     };
     // Stopped where it holds a stripe: tried until the stop lands there.
+    let trying = std::time::Instant::now();
     let (lock, held_stripe) = loop {
+        owner.check_alive();
+        assert!(
+            trying.elapsed() < common::HANG,
+            "never stopped holding a stripe"
+        );
         if held().is_none() {
             continue;
         }

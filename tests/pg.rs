@@ -2492,6 +2492,11 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
         wait_until("the heir's connection to end", || {
             connected(&mut client, application) == 0
         });
+        // Idle a while, so that the pool looks at it before the batch takes
+        // it (`pool::LOOK_AFTER`): one ended moments after its last use is
+        // met by the batch's statement, sent, whose failure may then come
+        // after a commit for all the client can tell.
+        std::thread::sleep(Duration::from_millis(200));
         refusing.refuse_next();
     };
     let heir = taskstore::Store::with_backend(Hooked::new(inner, after_scan, before_batch))
@@ -2552,6 +2557,10 @@ fn a_refused_single_claim_reports_no_task_another_pass_of_its_handle_claimed() {
             .collect::<Vec<_>>()
     });
     each_claimed_once(std::slice::from_ref(&orphan), &claims);
+    // The refused pass took its write for one that changed nothing: the
+    // task is the other pass's run's to renew, not left to lapse.
+    let renewed = heir.renew_lease(&orphan.id);
+    assert!(matches!(renewed, Ok(Transition::Applied(_))), "{renewed:?}");
 }
 
 /// A dead instance's handle on a fresh schema named after `name` (the
@@ -2996,7 +3005,8 @@ fn a_write_whose_task_is_slow_to_reach_the_server_is_stored() {
 /// A pooled connection the server ended while it sat idle (its
 /// `idle_session_timeout`, a role's or database's setting, here the
 /// connection string's; an administrator's `pg_terminate_backend`) is seen
-/// ended before a call takes it, and replaced: the call succeeds. (It was
+/// ended before a call takes it, and replaced: the call succeeds (for a
+/// connection idle 100 ms or more, `pool::LOOK_AFTER`). (It was
 /// not: the pool's check polled the connection without reading from it,
 /// and the call failed, "terminating connection due to idle-session
 /// timeout", once per pooled connection.)
@@ -3019,6 +3029,9 @@ fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
         let task = store.create(NewTask::new()).unwrap();
         let mut watcher = cluster.client();
         if !timeout {
+            // Idle a while, as a restart or an administrator meets them (a
+            // connection given back moments before is not looked at).
+            std::thread::sleep(Duration::from_millis(200));
             watcher
                 .execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \

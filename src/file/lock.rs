@@ -184,7 +184,10 @@ pub(crate) struct StripeGuard<'a> {
 
 impl Drop for StripeGuard<'_> {
     fn drop(&mut self) {
-        if self.own.take().is_some() {
+        // Let go, not only closed: a process forked meanwhile holds the
+        // descriptor too, and with it the lock.
+        if let Some(own) = self.own.take() {
+            let _ = own.unlock();
             return;
         }
         // Closing would release it too; the file stays open for reuse.
@@ -266,13 +269,17 @@ impl StripeLocks {
         let own = fs
             .open_lock_file(&self.dir, &s.name)
             .map_err(|e| Error::io("open lock file", &s.path, e))?;
-        let (taken, got) = std::sync::mpsc::sync_channel(1);
+        // No buffer: a lock taken after the wait was given up is never
+        // left in the channel, but handed back here and let go.
+        let (taken, got) = std::sync::mpsc::sync_channel(0);
         std::thread::Builder::new()
             .name("taskstore-stripe".into())
             .spawn(move || {
-                // Given up on (the receiver gone), the descriptor is closed
-                // here, which lets the lock go.
-                let _ = taken.send(own.lock().map(|()| own));
+                if let Err(std::sync::mpsc::SendError(Ok(own))) =
+                    taken.send(own.lock().map(|()| own))
+                {
+                    let _ = own.unlock();
+                }
             })
             .map_err(|e| Error::io("wait for lock", &s.path, e))?;
         match got.recv_timeout(self.wait) {

@@ -34,8 +34,10 @@ use super::sql::{self, Sql};
 /// between statements.
 ///
 /// The active-task cap is exact across hosts: a counter row, raised only
-/// while below the cap in the same transaction as the insert, lowered in the
-/// same statement as the terminal write or the removal of an active task.
+/// while below the cap in the insert's statement (which fails, so that
+/// nothing of it commits, when the counter did not count its row), lowered
+/// in the same statement as the terminal write or the removal of an active
+/// task.
 pub struct PgBackend {
     pool: Arc<Pool>,
     sql: Arc<Sql>,
@@ -610,6 +612,18 @@ impl PgBackend {
     fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
         match self.try_replace_at(current, stored, next) {
             Err(e) if !refused(&e) && self.found_written(next, "replace") => Ok(Swap::Done),
+            // Changed nothing; if the task moved on meanwhile (a write a
+            // lock or statement timeout ended while it waited on another's
+            // row), that is the answer, as a write that found it changed:
+            // not a failure, which a claim would take for one that may
+            // stand, and disown (the other's claim, if it was this
+            // handle's).
+            Err(e) if refused(&e) => match self.current(&current.id, "replace") {
+                Ok(now) if !now.as_ref().is_some_and(|now| is_current(now, current)) => {
+                    Ok(Swap::Changed(now))
+                }
+                _ => Err(e),
+            },
             other => other,
         }
     }

@@ -61,7 +61,15 @@ fn session() -> String {
 pub(crate) struct Connection {
     pub client: Client,
     statements: HashMap<String, Statement>,
+    /// When it was last given back to the pool (or made).
+    idle_since: Instant,
 }
+
+/// How long a connection sits idle before a checkout reads what the server
+/// sent it meanwhile ([`Connection::is_usable`]): that read lets the
+/// driver's runtime wait for events, up to a millisecond, which a
+/// connection given back moments ago is spared.
+const LOOK_AFTER: Duration = Duration::from_millis(100);
 
 impl Connection {
     /// `sql`, prepared on this connection once and reused after.
@@ -74,22 +82,28 @@ impl Connection {
         Ok(statement)
     }
 
-    /// Whether the connection can still be used. Reads what the server
-    /// sent while the connection sat idle first, waiting for nothing more,
-    /// so that a termination (a restart, an administrator's
+    /// Whether the connection can still be used. One idle for
+    /// [`LOOK_AFTER`] or more first has what the server sent meanwhile
+    /// read, so that a termination (a restart, an administrator's
     /// `pg_terminate_backend`, the server's `idle_session_timeout`) is seen
-    /// here, not by the next statement. (`notifications().iter()` polls
-    /// without driving the connection's reads, and saw none of them.)
+    /// here, not by the next statement: a zero timeout, which still lets
+    /// the driver's runtime take in the socket's events (waiting up to a
+    /// millisecond for its timer); `notifications().iter()`, which the
+    /// others get, polls without taking in new events, and saw none of
+    /// those terminations.
     fn is_usable(&mut self) -> bool {
         if self.client.is_closed() {
             return false;
         }
-        let polled = self
-            .client
-            .notifications()
-            .timeout_iter(Duration::ZERO)
-            .next()
-            .is_ok();
+        let long_idle = self.idle_since.elapsed() >= LOOK_AFTER;
+        let polled = {
+            let mut notifications = self.client.notifications();
+            if long_idle {
+                notifications.timeout_iter(Duration::ZERO).next().is_ok()
+            } else {
+                notifications.iter().next().is_ok()
+            }
+        };
         polled && !self.client.is_closed()
     }
 }
@@ -293,10 +307,12 @@ impl Pool {
         Ok(Connection {
             client,
             statements: HashMap::new(),
+            idle_since: Instant::now(),
         })
     }
 
-    fn give_back(&self, connection: Connection) {
+    fn give_back(&self, mut connection: Connection) {
+        connection.idle_since = Instant::now();
         let mut state = self.lock();
         if connection.client.is_closed() {
             state.open -= 1;
