@@ -822,3 +822,59 @@ fn a_store_under_a_symlinked_parent_opens() {
         assert_eq!(again.get(&task.id).unwrap(), Some(task), "{name}");
     }
 }
+
+/// A stripe another process holds (stopped while it holds it, say) keeps a
+/// sweep from deleting that stripe's expired tasks alone: every other
+/// expired task is deleted, finished or running, and each of the held
+/// stripe's is reported missed, naming the lock. Once the lock is let go,
+/// the next sweep deletes the rest. With few tasks (each batch a stripe at
+/// a time) and with more than a large pass (every stripe at once, which
+/// cannot be had).
+#[test]
+fn a_sweep_deletes_every_expired_task_but_a_held_stripes() {
+    for finished in [40, 300] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+        let store = FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .stripe_wait(Duration::from_millis(200))
+            .open()
+            .unwrap();
+        let ttl = Duration::from_secs(10);
+        let mut ids: Vec<taskstore::TaskId> = (0..finished + 10)
+            .map(|n| {
+                let id = store.create(NewTask::new().ttl(ttl)).unwrap().id;
+                if n < finished {
+                    assert!(store.complete(&id, json!(n)).unwrap().is_applied());
+                }
+                id
+            })
+            .collect();
+        clock.advance(ttl * 2);
+        let held = common::stripe(ids[0].as_str());
+        let lock = common::open_lock_file(&common::stripe_lock(dir.path(), ids[0].as_str()));
+        lock.lock().unwrap();
+        let swept = store.sweep().unwrap();
+        let mut want: Vec<&taskstore::TaskId> = ids
+            .iter()
+            .filter(|id| common::stripe(id.as_str()) == held)
+            .collect();
+        want.sort();
+        let mut missed: Vec<&taskstore::TaskId> = swept.missed.iter().map(|m| &m.id).collect();
+        missed.sort();
+        assert_eq!(
+            missed, want,
+            "{finished} finished: the held stripe's are missed"
+        );
+        assert_eq!(swept.deleted, ids.len() - want.len(), "{finished} finished");
+        for missed in &swept.missed {
+            let said = missed.error.to_string();
+            assert!(said.contains(&format!("locks/{held:02}.lock")), "{said}");
+        }
+        lock.unlock().unwrap();
+        assert_eq!(store.sweep().unwrap().deleted, want.len(), "{finished}");
+        ids.retain(|id| store.get(id).unwrap().is_some());
+        assert!(ids.is_empty(), "{finished}: {ids:?} left");
+    }
+}

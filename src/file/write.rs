@@ -745,8 +745,13 @@ impl FileBackend {
     /// finished tasks, before the first: with `wait`, after taking and
     /// letting go each of their stripes' locks (in stripe order), so that
     /// every move of them that was under way when they were read is over.
-    fn settle_moves_of(&self, tasks: &[Task], wait: bool) -> Result<Touched> {
+    /// A stripe whose lock cannot be taken (another process stopped while
+    /// it holds it, say) is left out, with its error: the batch removes
+    /// none of its tasks, and each of them reports that error, while the
+    /// other stripes' tasks go.
+    fn settle_moves_of(&self, tasks: &[Task], wait: bool) -> Result<(Touched, Untaken)> {
         let mut touched = self.touched();
+        let mut untaken = Untaken::new();
         let terminal: std::collections::BTreeSet<usize> = tasks
             .iter()
             .filter(|task| task.is_terminal())
@@ -755,14 +760,21 @@ impl FileBackend {
         if !terminal.is_empty() {
             if wait {
                 for stripe in terminal {
-                    drop(self.locks.lock(&self.fs, stripe)?);
+                    if let Err(e) = self.locks.lock(&self.fs, stripe).map(drop) {
+                        untaken.insert(stripe, e);
+                    }
                 }
-                self.settle_moves(&mut touched)?;
+                if tasks
+                    .iter()
+                    .any(|task| task.is_terminal() && !untaken.contains_key(&stripe(&task.id)))
+                {
+                    self.settle_moves(&mut touched)?;
+                }
             } else {
                 self.settle_moves_once(&mut touched)?;
             }
         }
-        Ok(touched)
+        Ok((touched, untaken))
     }
 
     /// [`settle_moves`](Self::settle_moves), the caller holding every
@@ -959,8 +971,8 @@ impl FileBackend {
         } else {
             None
         };
-        let settled = match self.settle_moves_of(tasks, all.is_none()) {
-            Ok(touched) => touched.moves_settled,
+        let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none()) {
+            Ok((touched, untaken)) => (touched.moves_settled, untaken),
             Err(e) => {
                 let results = tasks
                     .iter()
@@ -1011,7 +1023,7 @@ impl FileBackend {
                 drop(unnoticed);
                 (results, touched)
             }
-            None => self.remove_by_stripe(tasks, settled),
+            None => self.remove_by_stripe(tasks, settled, &untaken),
         };
         (results, touched)
     }
@@ -1019,8 +1031,14 @@ impl FileBackend {
     /// [`remove_batch`](Self::remove_batch) one stripe at a time: the batch
     /// in stripe order, each stripe's lock taken once for all of its tasks
     /// (a failed lock is tried again per task, so that each reports its own
-    /// error).
-    fn remove_by_stripe(&self, tasks: &[Task], settled: bool) -> (Vec<Result<Swap>>, Touched) {
+    /// error). The tasks of a stripe in `untaken` are not tried: each
+    /// reports the error its lock gave.
+    fn remove_by_stripe(
+        &self,
+        tasks: &[Task],
+        settled: bool,
+        untaken: &Untaken,
+    ) -> (Vec<Result<Swap>>, Touched) {
         let mut touched = Touched {
             moves_settled: settled,
             ..self.touched()
@@ -1033,6 +1051,12 @@ impl FileBackend {
         order.sort_unstable();
         let mut results: Vec<Option<Result<Swap>>> = tasks.iter().map(|_| None).collect();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(e) = untaken.get(&group[0].0) {
+                for &(_, at) in group {
+                    results[at] = Some(Err(e.for_each_of("remove", &self.root)));
+                }
+                continue;
+            }
             let guard = self.locks.lock(&self.fs, group[0].0);
             let mut drained = false;
             for &(stripe, at) in group {
@@ -1262,6 +1286,10 @@ enum Locking {
     Take,
     Held,
 }
+
+/// The stripes whose locks a batch could not take, each with the error
+/// taking it gave ([`FileBackend::settle_moves_of`]).
+type Untaken = std::collections::BTreeMap<usize, Error>;
 
 /// The removals of expired tasks a handle has made and not yet made
 /// durable ([`settle_expired_removals`](FileBackend::settle_expired_removals)),
