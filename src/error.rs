@@ -306,6 +306,45 @@ fn for_breaker(breaker: Option<&str>) -> String {
     breaker.map_or_else(String::new, |name| format!(" for breaker {name:?}"))
 }
 
+/// What a backend knows of one of its failures beyond the failure itself,
+/// carried with it ([`Error::known`]) for the code that must not take the
+/// failure for one that may have changed the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// The statement it was about to run was never sent (no connection:
+    /// none free, a connect refused; or its preparation failed): that
+    /// statement changed nothing. Not the call as a whole, which may have
+    /// sent another before.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
+    Unsent,
+    /// The call as a whole changed nothing in the store: nothing it sent
+    /// was applied (every statement refused, or never sent). A failed claim
+    /// so marked is not left to lapse, and a failed create so marked is not
+    /// undone ([`Error::changed_nothing`]).
+    ChangedNothing,
+}
+
+/// A backend's own error under what the backend knows of it ([`Known`]).
+/// It shows as the error it wraps, and its source is that error's, so a
+/// mark changes nothing a caller reads.
+#[derive(Debug)]
+struct Marked {
+    known: Known,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for Marked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for Marked {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
 impl From<InvalidId> for Error {
     fn from(invalid: InvalidId) -> Error {
         Error::InvalidId {
@@ -327,6 +366,63 @@ impl Error {
             op: op.into(),
             source: source.into(),
         }
+    }
+
+    /// This error, marked with what its backend knows of it ([`Known`]).
+    /// Only a [`Error::Backend`] carries a mark; any other is kept as it is.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
+    pub(crate) fn known(self, known: Known) -> Self {
+        match self {
+            Error::Backend {
+                backend,
+                op,
+                source,
+            } => Error::Backend {
+                backend,
+                op,
+                source: Box::new(Marked { known, source }),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether this error's backend marked it with `known` ([`Error::known`]).
+    pub(crate) fn is_known(&self, known: Known) -> bool {
+        let mut found = false;
+        self.unmarked(|mark| found |= mark == known);
+        found
+    }
+
+    /// Whether the call that failed so is known to have changed nothing in
+    /// the store ([`Known::ChangedNothing`]): an error that is not so
+    /// marked may have come after the change was made (a reply lost).
+    pub(crate) fn changed_nothing(&self) -> bool {
+        self.is_known(Known::ChangedNothing)
+    }
+
+    /// A backend failure's own error, under any mark ([`Error::known`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // read by `PgBackend` alone
+    pub(crate) fn backend_source(
+        &self,
+    ) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.unmarked(|_| {})
+    }
+
+    /// A backend failure's own error, each of its marks handed to `mark`
+    /// on the way to it.
+    fn unmarked(
+        &self,
+        mut mark: impl FnMut(Known),
+    ) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        let Error::Backend { source, .. } = self else {
+            return None;
+        };
+        let mut source: &(dyn std::error::Error + Send + Sync + 'static) = source.as_ref();
+        while let Some(marked) = source.downcast_ref::<Marked>() {
+            mark(marked.known);
+            source = marked.source.as_ref();
+        }
+        Some(source)
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -360,5 +456,51 @@ impl Error {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mark changes nothing a caller reads (the message, the source
+    /// chain), is found under another, and only a backend failure carries
+    /// one.
+    #[test]
+    fn a_mark_is_found_and_changes_nothing_a_caller_reads() {
+        let inner = io::Error::other("connection refused");
+        let plain = Error::backend("postgres", "insert task a", inner);
+        let shown = plain.to_string();
+        let marked = Error::backend(
+            "postgres",
+            "insert task a",
+            io::Error::other("connection refused"),
+        )
+        .known(Known::Unsent)
+        .known(Known::ChangedNothing);
+        assert_eq!(marked.to_string(), shown);
+        assert!(marked.is_known(Known::Unsent) && marked.changed_nothing());
+        assert!(!plain.is_known(Known::Unsent) && !plain.changed_nothing());
+        assert_eq!(
+            marked.backend_source().map(ToString::to_string),
+            Some("connection refused".to_owned())
+        );
+        let sources = |e: &Error| {
+            let mut chain = Vec::new();
+            let mut at = std::error::Error::source(e);
+            while let Some(source) = at {
+                chain.push(source.to_string());
+                at = source.source();
+            }
+            chain
+        };
+        assert_eq!(sources(&marked), sources(&plain));
+        let only_unsent = Error::backend("postgres", "op", "x").known(Known::Unsent);
+        assert!(!only_unsent.changed_nothing());
+        let io = Error::io("fsync", "/x", io::Error::other("x")).known(Known::ChangedNothing);
+        assert!(
+            !io.changed_nothing(),
+            "only a backend failure carries a mark"
+        );
     }
 }

@@ -2360,6 +2360,8 @@ struct Hooked {
     batches: std::sync::atomic::AtomicUsize,
     after_scan: Box<dyn Fn(usize) + Send + Sync>,
     before_batch: Box<dyn Fn(usize) + Send + Sync>,
+    /// Every `remove` called, armed or not.
+    removes: std::sync::atomic::AtomicUsize,
 }
 
 impl Hooked {
@@ -2375,6 +2377,7 @@ impl Hooked {
             batches: Default::default(),
             after_scan: Box::new(after_scan),
             before_batch: Box::new(before_batch),
+            removes: Default::default(),
         }
     }
 
@@ -2401,6 +2404,8 @@ impl Backend for Hooked {
         self.store.backend().replace(current, next)
     }
     fn remove(&self, current: &Task) -> taskstore::Result<Swap> {
+        self.removes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.store.backend().remove(current)
     }
     fn scan(&self, scan: &Scan) -> taskstore::Result<Scanned> {
@@ -2428,13 +2433,17 @@ impl Backend for Hooked {
 }
 
 /// A claim batch that never reached the server (no connection: its pooled
-/// one ended, and the connect that would replace it refused) changed
+/// one ended, and the connects that would replace it refused) changed
 /// nothing, as one the server refused: the tasks another pass of the same
 /// handle claimed meanwhile, at the same instant, are not this pass's too.
 /// (Every failure but an `ERROR` reply was taken as a batch that may have
 /// committed before its reply was lost: each task, written alone and
 /// found stored exactly as the pass meant to write it, was reported
-/// claimed by both passes, two runs of one task at one epoch.)
+/// claimed by both passes, two runs of one task at one epoch.) Nor does
+/// the failed pass leave them to lapse: its writes, each failed before it
+/// was sent, are known to have changed nothing, so the handle renews the
+/// other pass's claims. (Every failed claim was disowned: the other
+/// pass's identical claims, reported, were never renewed.)
 #[test]
 fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
     let Some(cluster) = cluster() else { return };
@@ -2497,7 +2506,8 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
         // met by the batch's statement, sent, whose failure may then come
         // after a commit for all the client can tell.
         std::thread::sleep(Duration::from_millis(200));
-        refusing.refuse_next();
+        // Until the pass is over: its writes of each task alone too.
+        refusing.refuse(true);
     };
     let heir = taskstore::Store::with_backend(Hooked::new(inner, after_scan, before_batch))
         .clock(Arc::new(clock.clone()))
@@ -2513,7 +2523,13 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
         go.wait();
         [first.join().unwrap(), second]
     });
+    proxy.refuse(false);
     each_claimed_once(&orphans, &claims);
+    assert_eq!(claims[0].missed.len(), 2, "{:?}", claims[0]);
+    for orphan in &orphans {
+        let renewed = heir.renew_lease(&orphan.id);
+        assert!(matches!(renewed, Ok(Transition::Applied(_))), "{renewed:?}");
+    }
 }
 
 /// The same for a claim of one task, one conditional write, which the
@@ -2561,6 +2577,82 @@ fn a_refused_single_claim_reports_no_task_another_pass_of_its_handle_claimed() {
     // task is the other pass's run's to renew, not left to lapse.
     let renewed = heir.renew_lease(&orphan.id);
     assert!(matches!(renewed, Ok(Transition::Applied(_))), "{renewed:?}");
+}
+
+/// A create that changed nothing, because the server refused it (an
+/// `ERROR` reply: here a trigger refusing the insert, as a statement
+/// timeout would) or because it was never sent (every connect refused),
+/// is not undone: no removal follows it (which, with the pool busy, would
+/// wait for a connection a second time), and its error names the task.
+/// (A create whose reply was lost may have committed, and is undone:
+/// `pg::a_create_whose_commit_reply_is_lost_in_an_outage_is_not_kept_alive`.)
+#[test]
+fn a_create_that_changed_nothing_is_not_undone() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("create_unchanged");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let application = "create_unchanged";
+    let store = PgStore::builder(format!(
+        "{} application_name={application}",
+        proxy.conninfo()
+    ))
+    .schema(&schema)
+    .instance_id("a")
+    .pool_size(1)
+    .change_notices(false)
+    .open()
+    .unwrap();
+    let store = taskstore::Store::with_backend(Hooked::new(store, |_| {}, |_| {}))
+        .instance_id("a")
+        .build()
+        .unwrap();
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refused() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'the test refuses every insert';
+             END $$;
+             CREATE TRIGGER refused BEFORE INSERT ON {schema}.tasks
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refused();"
+        ))
+        .unwrap();
+    let id = TaskId::parse("refused-by-the-server").unwrap();
+    let e = store.create(NewTask::new().id(id.clone())).unwrap_err();
+    assert!(e.to_string().contains(id.as_str()), "{e}");
+    assert!(e.to_string().contains("refuses every insert"), "{e}");
+    assert_eq!(store.backend().removes.load(SeqCst), 0, "refused: {e}");
+    cluster
+        .client()
+        .batch_execute(&format!("DROP TRIGGER refused ON {schema}.tasks"))
+        .unwrap();
+    // Never sent: the pooled connection ended, every connect refused.
+    let mut client = cluster.client();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap();
+    wait_until("the connection to end", || {
+        connected(&mut client, application) == 0
+    });
+    // Idle a while, so that the pool looks at it before the create takes
+    // it (`pool::LOOK_AFTER`).
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.refuse(true);
+    let id = TaskId::parse("never-sent").unwrap();
+    let e = store.create(NewTask::new().id(id.clone())).unwrap_err();
+    assert!(e.to_string().contains(id.as_str()), "{e}");
+    assert_eq!(store.backend().removes.load(SeqCst), 0, "never sent: {e}");
+    proxy.refuse(false);
+    // Nothing of either stored; both made now.
+    for id in ["refused-by-the-server", "never-sent"] {
+        let id = TaskId::parse(id).unwrap();
+        assert_eq!(store.get(&id).unwrap(), None);
+        store.create(NewTask::new().id(id)).unwrap();
+    }
 }
 
 /// A dead instance's handle on a fresh schema named after `name` (the

@@ -13,7 +13,7 @@ use crate::backend::{
     UnreadableAction, is_current, modify_from,
 };
 use crate::changes::ChangeFeed;
-use crate::error::{Error, Result};
+use crate::error::{Error, Known, Result};
 use crate::id::TaskId;
 use crate::task::Task;
 
@@ -108,40 +108,27 @@ impl std::error::Error for Described {
     }
 }
 
-/// A statement's failure before it was sent, which therefore changed
-/// nothing: no connection (none free within the wait, or the connect
-/// failed, a `FATAL` at start-up among them: `max_connections` reached,
-/// the server starting up), or the statement's preparation failed. It
-/// shows as the failure it wraps, and its source is that failure's.
-#[derive(Debug)]
-struct Unsent(Box<dyn std::error::Error + Send + Sync>);
-
-impl std::fmt::Display for Unsent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Unsent {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-/// `e`, known to have come before its statement was sent ([`Unsent`]).
+/// `e`, known to have come before its statement was sent
+/// ([`Known::Unsent`]: no connection, none free within the wait, or the
+/// connect failed, a `FATAL` at start-up among them: `max_connections`
+/// reached, the server starting up; or the statement's preparation
+/// failed), which therefore changed nothing.
 fn unsent(e: Error) -> Error {
-    match e {
-        Error::Backend {
-            backend,
-            op,
-            source,
-        } => Error::Backend {
-            backend,
-            op,
-            source: Box::new(Unsent(source)),
-        },
-        other => other,
-    }
+    e.known(Known::Unsent)
+}
+
+/// `result` of a write that no earlier statement of its call may have
+/// applied: a failure that changed nothing ([`refused`]) is the call's too
+/// ([`Known::ChangedNothing`]), so that the store's rules neither leave a
+/// claim to lapse nor undo a create for it.
+fn known_unchanged<T>(result: Result<T>) -> Result<T> {
+    result.map_err(|e| {
+        if refused(&e) {
+            e.known(Known::ChangedNothing)
+        } else {
+            e
+        }
+    })
 }
 
 /// The columns a task is stored with beside its JSON.
@@ -868,7 +855,7 @@ enum Alone {
     Unbatched,
     /// The batch changed nothing: the server refused its statement (an
     /// error reply), or it was never sent (a task it could not hold, no
-    /// connection: [`Unsent`]).
+    /// connection: [`Known::Unsent`]).
     Refused,
     /// The batch may have committed: its statement failed without the
     /// server's refusal (its connection lost before its reply), or it
@@ -881,7 +868,7 @@ enum Alone {
 
 /// The outcome of a batch statement, `rows` its reply: what `read` makes
 /// of the rows, or why it failed. Only a failure before it was sent (no
-/// connection, [`Unsent`]) or the server's refusal of the statement itself
+/// connection, [`Known::Unsent`]) or the server's refusal of the statement itself
 /// (an `ERROR` reply) says it changed nothing ([`refused`]); any other
 /// failure may have come after the commit: a connection lost, a `FATAL`
 /// reply (a backend terminated, which may be after its commit), or a read
@@ -898,21 +885,18 @@ fn sent(
 }
 
 /// Whether `e` says its statement changed nothing: it was never sent
-/// ([`Unsent`]), or the server refused it (an `ERROR` reply: a statement
+/// ([`Known::Unsent`]), or the server refused it (an `ERROR` reply: a statement
 /// of its own transaction is rolled back whole). Any other failure may
 /// have come after the commit.
 fn refused(e: &Error) -> bool {
-    matches!(e, Error::Backend { source, .. } if source.is::<Unsent>())
+    e.is_known(Known::Unsent)
         || db_error(e)
             .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
 }
 
 /// The server's error reply `e` carries, if it carries one.
 fn db_error(e: &Error) -> Option<&postgres::error::DbError> {
-    let Error::Backend { source, .. } = e else {
-        return None;
-    };
-    source
+    e.backend_source()?
         .downcast_ref::<Described>()
         .and_then(|described| described.0.as_db_error())
 }
@@ -972,11 +956,12 @@ impl Backend for PgBackend {
 
     /// An insert whose reply was lost after the commit (the connection
     /// dropped) finds the task stored exactly as it was to write it, and
-    /// is done.
+    /// is done. Its failure, the server's refusal or one before sending, is
+    /// known to have changed nothing (`known_unchanged`).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         match self.try_insert(record, max_active) {
             Err(e) if !refused(&e) && self.found_written(record, "insert") => Ok(Insert::Done),
-            inserted => inserted,
+            inserted => known_unchanged(inserted),
         }
     }
 
@@ -1078,7 +1063,10 @@ impl Backend for PgBackend {
     /// that committed, of one the server refused, or written alone, is a
     /// write of its own: a task found stored as it was to write it was
     /// written by another call (of this handle, at the same instant), not
-    /// by this one (`replace` itself tells a lost reply of its own).
+    /// by this one (`replace` itself tells a lost reply of its own). Its
+    /// failure, the server's refusal or one before sending, is known to
+    /// have changed nothing (`known_unchanged`); after a batch that may
+    /// have committed, no failure is.
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
         self.batch(
             swaps,
@@ -1086,7 +1074,9 @@ impl Backend for PgBackend {
             || self.try_replace_all(swaps),
             |(current, next), why| match why {
                 Alone::Unanswered => self.replace_found(current, next),
-                Alone::Unbatched | Alone::Refused | Alone::LeftOut => self.replace(current, next),
+                Alone::Unbatched | Alone::Refused | Alone::LeftOut => {
+                    known_unchanged(self.replace(current, next))
+                }
             },
         )
     }

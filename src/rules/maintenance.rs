@@ -232,6 +232,12 @@ impl<B: Backend> Store<B> {
                 // Changed since it was judged claimable: renewed by its
                 // owner, or claimed by another instance first.
                 Ok(_) => {}
+                // Known to have changed nothing: the task is not this
+                // claim's (the same claim by another pass of this handle
+                // may stand, and is that pass's to renew).
+                Err(error) if error.changed_nothing() => {
+                    claimed.missed.push(missed("claim", current.id, error));
+                }
                 Err(error) => {
                     tracing::warn!(task = %current.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
                     self.disown_claim(next.into_task());

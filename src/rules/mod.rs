@@ -338,8 +338,13 @@ impl<B: Backend> Store<B> {
     /// (another writer's task under the id stays). If the removal fails too
     /// (the server out of reach), the task is kept in `undone`: never
     /// renewed, and removed by the next renewal pass that can
-    /// ([`settle_undone`](Store::settle_undone)).
-    fn undo_create(&self, record: &Record) {
+    /// ([`settle_undone`](Store::settle_undone)). An insert whose failure
+    /// is known to have changed nothing (`failure`,
+    /// [`Error::changed_nothing`]) left nothing to undo.
+    fn undo_create(&self, record: &Record, failure: &Error) {
+        if failure.changed_nothing() {
+            return;
+        }
         if let Err(e) = self.remove_undone(record.task()) {
             tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
             self.keep_undone(record.task().clone(), Undo::Remove);
@@ -462,7 +467,7 @@ impl<B: Backend> TaskStore for Store<B> {
             let inserted = self
                 .backend
                 .insert(&record, self.settings.limits.max_active);
-            match inserted.inspect_err(|_| self.undo_create(&record))? {
+            match inserted.inspect_err(|e| self.undo_create(&record, e))? {
                 Insert::Done => break,
                 Insert::Exists(current) => {
                     if !current.is_expired_at(now) {
