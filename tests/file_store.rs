@@ -878,3 +878,66 @@ fn a_sweep_deletes_every_expired_task_but_a_held_stripes() {
         assert!(ids.is_empty(), "{finished}: {ids:?} left");
     }
 }
+
+/// A sweep that waits for a stripe another process holds holds no other
+/// stripe while it waits: a write of a task of another stripe goes on
+/// meanwhile. (The sweep took every stripe in order and waited for the
+/// held one holding all those below it, for its `stripe_wait`, 30 s by
+/// default: every write to them waited as long.) Once the stripe is let
+/// go, the sweep deletes every expired task.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = |wait: Duration| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .stripe_wait(wait)
+            .open()
+            .unwrap()
+    };
+    // The sweep waits for as long as the test does; the writer gives up
+    // (an error) well before that.
+    let sweeper = open(common::HANG);
+    let writer = open(Duration::from_secs(10));
+    let held = 63;
+    let ttl = Duration::from_secs(10);
+    // More than a large pass: the sweep takes every stripe at once.
+    let expired: Vec<taskstore::TaskId> = (0..300)
+        .map(|n| {
+            let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
+            assert!(writer.complete(&id, json!(n)).unwrap().is_applied());
+            id
+        })
+        .collect();
+    let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
+        .find(|task| common::stripe(task.id.as_str()) != held)
+        .unwrap();
+    clock.advance(ttl * 2);
+    let path = dir.path().join("locks").join(format!("{held:02}.lock"));
+    let lock = common::open_lock_file(&path);
+    lock.lock().unwrap();
+    std::thread::scope(|s| {
+        let sweep = s.spawn(|| sweeper.sweep());
+        common::wait_for_lock_waiter(&path, "the sweep to wait for the held stripe", || {
+            sweep.is_finished()
+        });
+        let done = writer.complete(&live.id, json!("while the sweep waits"));
+        assert!(
+            matches!(&done, Ok(t) if t.is_applied()),
+            "the write waited with the sweep: {done:?}"
+        );
+        assert!(
+            !sweep.is_finished(),
+            "the sweep went on without the held stripe"
+        );
+        lock.unlock().unwrap();
+        let swept = sweep.join().unwrap().unwrap();
+        assert_eq!(swept.deleted, expired.len(), "{:?}", swept.missed);
+    });
+    for id in &expired {
+        assert_eq!(writer.get(id).unwrap(), None);
+    }
+}

@@ -45,6 +45,13 @@ pub(crate) const STRIPE_WAIT: Duration = Duration::from_secs(30);
 /// `Stripe::stuck`), polling, before it fails.
 const STUCK_WAIT: Duration = Duration::from_millis(100);
 
+/// How many times [`StripeLocks::lock_all`] tries to take every stripe:
+/// each try but the last, meeting one held, lets go of those it took and
+/// waits for that one alone; the last waits for each holding those before
+/// it, as any other holder of several stripes, so that writes busy on many
+/// stripes cannot keep it from them for ever.
+const ALL_TRIES: usize = 3;
+
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StripeLocks")
@@ -296,8 +303,29 @@ impl StripeLocks {
     }
 
     /// Waits for every stripe, in stripe order (whoever holds more than one
-    /// stripe took them in this order, so it cannot deadlock).
+    /// stripe took them in this order, so it cannot deadlock). A stripe
+    /// found held is waited for ([`lock`](Self::lock)) holding none of the
+    /// others, then let go, and the stripes are taken again from the first:
+    /// so a wait for a stripe another process holds (stopped while it holds
+    /// it, say, then waited for the whole `stripe_wait`) holds up no write
+    /// of any other stripe, and a wait that runs out fails this having held
+    /// none. Past [`ALL_TRIES`] such waits (the stripes busy with writes),
+    /// it waits for each in turn holding those before it.
     pub fn lock_all(&self, fs: &Fs) -> Result<Vec<StripeGuard<'_>>> {
+        'tries: for _ in 1..ALL_TRIES {
+            let mut guards = Vec::with_capacity(self.stripes.len());
+            for stripe in 0..self.stripes.len() {
+                match self.try_lock(fs, stripe)? {
+                    Some(guard) => guards.push(guard),
+                    None => {
+                        drop(guards);
+                        drop(self.lock(fs, stripe)?);
+                        continue 'tries;
+                    }
+                }
+            }
+            return Ok(guards);
+        }
         (0..self.stripes.len())
             .map(|stripe| self.lock(fs, stripe))
             .collect()
@@ -475,7 +503,8 @@ impl StripeLocks {
         }
     }
 
-    /// Takes the stripe only if no one holds it.
+    /// Takes the stripe only if no one holds it (then it is no longer
+    /// stuck: [`lock`](Self::lock) waits for it in full again).
     pub fn try_lock(&self, fs: &Fs, stripe: usize) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
         let held = match s.file.try_lock() {
@@ -488,6 +517,9 @@ impl StripeLocks {
         let locked = fs
             .try_lock(file, &s.path)
             .map_err(|e| Error::io("lock", &s.path, e))?;
+        if locked {
+            s.stuck.store(false, Ordering::Release);
+        }
         Ok(locked.then_some(StripeGuard { held, own: None }))
     }
 
