@@ -2655,6 +2655,64 @@ fn a_create_that_changed_nothing_is_not_undone() {
     }
 }
 
+/// A connection string that names several hosts (a primary and its
+/// standbys, for failover) puts every connection on a host that takes
+/// writes: the store defaults `target_session_attrs` to `read-write`, so
+/// none lands on a host whose sessions are read-only (here a server whose
+/// sessions default to read-only, first in the list, as a standby's are),
+/// which would fail every write until the connection ended. (The driver's
+/// default, `any`, took the first host that answered: the open failed,
+/// the schema not creatable there.) A string that sets it keeps it.
+#[test]
+fn a_connection_string_of_several_hosts_lands_on_one_that_takes_writes() {
+    let Some(primary) = cluster() else { return };
+    let Some(read_only) = pg_cluster::private() else {
+        return;
+    };
+    let mut admin = read_only.client();
+    admin
+        .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("the read-only setting to take", || {
+        read_only
+            .client()
+            .query_one("SHOW transaction_read_only", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "on"
+    });
+    let host = |cluster: &Cluster| {
+        let conninfo = cluster.conninfo();
+        let host = conninfo.strip_prefix("host=").unwrap();
+        host[..host.find(' ').unwrap()].to_owned()
+    };
+    let conninfo = format!(
+        "host={},{} port=5432 user=postgres dbname=postgres",
+        host(&read_only),
+        host(primary)
+    );
+    let schema = fresh_schema("several_hosts");
+    let store = PgStore::builder(&conninfo)
+        .schema(&schema)
+        .instance_id("a")
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let on_primary: i64 = primary
+        .client()
+        .query_one(&format!("SELECT count(*) FROM {schema}.tasks"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(on_primary, 1, "{task:?} is on the primary");
+    let said = PgStore::builder(format!("{conninfo} target_session_attrs=any"))
+        .schema(fresh_schema("several_hosts_any"))
+        .instance_id("a")
+        .open();
+    let e = said.expect_err("told any, it lands on the first host, read-only");
+    assert!(e.to_string().contains("read-only"), "{e}");
+}
+
 /// A dead instance's handle on a fresh schema named after `name` (the
 /// connections named `application`), on a `ManualClock` its leases have
 /// lapsed by once `made` has made its tasks, and an heir (one handle)

@@ -269,7 +269,7 @@ impl StoreBuilder<PgOptions> {
                     field: "conninfo",
                     reason: e.to_string(),
                 })?;
-        with_defaults(&mut config);
+        with_defaults(&mut config, &options.conninfo);
         let schema = options.schema.clone();
         let op = |what: &str| format!("{what} (opening schema {schema})");
         let pool = Arc::new(Pool::new(config, options.pool_size, options.pool_wait));
@@ -306,10 +306,11 @@ impl StoreBuilder<PgOptions> {
     }
 }
 
-/// The settings a connection string leaves unset: the connect timeout,
-/// TCP keepalives and the TCP user timeout (which a Unix socket ignores),
-/// and the application name.
-fn with_defaults(config: &mut postgres::Config) {
+/// The settings a connection string (`conninfo`, parsed into `config`)
+/// leaves unset: the connect timeout, TCP keepalives and the TCP user
+/// timeout (which a Unix socket ignores), the application name, and for
+/// several hosts `target_session_attrs=read-write`.
+fn with_defaults(config: &mut postgres::Config, conninfo: &str) {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -328,6 +329,14 @@ fn with_defaults(config: &mut postgres::Config) {
     }
     if config.get_application_name().is_none() {
         config.application_name("taskstore");
+    }
+    // Several hosts (a primary and its standbys): a connection lands on
+    // one that takes writes, not on the first that answers, unless the
+    // string says which (the driver keeps no trace of a default it was
+    // told, so the string is looked at; the key is in either form).
+    let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+    if hosts > 1 && !conninfo.contains("target_session_attrs") {
+        config.target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite);
     }
 }
 
@@ -401,7 +410,7 @@ mod tests {
     #[test]
     fn a_connection_string_gets_keepalives_and_timeouts_unless_it_says() {
         let mut plain: postgres::Config = "host=db user=app".parse().unwrap();
-        with_defaults(&mut plain);
+        with_defaults(&mut plain, "host=db user=app");
         assert!(plain.get_keepalives());
         assert_eq!(plain.get_keepalives_idle(), KEEPALIVES_IDLE);
         assert_eq!(plain.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
@@ -411,8 +420,9 @@ mod tests {
         assert_eq!(plain.get_application_name(), Some("taskstore"));
         let said = "host=db user=app keepalives=0 keepalives_idle=600 keepalives_interval=5 \
                     keepalives_retries=9 tcp_user_timeout=7 connect_timeout=3 application_name=svc";
-        let mut said: postgres::Config = said.parse().unwrap();
-        with_defaults(&mut said);
+        let mut said_config: postgres::Config = said.parse().unwrap();
+        with_defaults(&mut said_config, said);
+        let said = said_config;
         assert!(!said.get_keepalives());
         assert_eq!(said.get_keepalives_idle(), Duration::from_secs(600));
         assert_eq!(said.get_keepalives_interval(), Some(Duration::from_secs(5)));
@@ -420,5 +430,26 @@ mod tests {
         assert_eq!(said.get_tcp_user_timeout(), Some(&Duration::from_secs(7)));
         assert_eq!(said.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert_eq!(said.get_application_name(), Some("svc"));
+    }
+
+    /// A string of several hosts gets `target_session_attrs=read-write`
+    /// (`pg::a_connection_string_of_several_hosts_lands_on_one_that_takes_writes`
+    /// runs it), in either form; one host, or a string that says, keeps the
+    /// driver's `any`.
+    #[test]
+    fn several_hosts_get_read_write_unless_the_string_says() {
+        use postgres::config::TargetSessionAttrs::{Any, ReadWrite};
+        for (conninfo, want) in [
+            ("host=a,b user=app", ReadWrite),
+            ("hostaddr=10.0.0.1,10.0.0.2 user=app", ReadWrite),
+            ("postgresql://app@a:5432,b:5432/app", ReadWrite),
+            ("host=a user=app", Any),
+            ("host=a,b user=app target_session_attrs=any", Any),
+            ("postgresql://app@a,b/app?target_session_attrs=any", Any),
+        ] {
+            let mut config: postgres::Config = conninfo.parse().unwrap();
+            with_defaults(&mut config, conninfo);
+            assert_eq!(config.get_target_session_attrs(), want, "{conninfo}");
+        }
     }
 }
