@@ -2713,6 +2713,68 @@ fn a_connection_string_of_several_hosts_lands_on_one_that_takes_writes() {
     assert!(e.to_string().contains("read-only"), "{e}");
 }
 
+/// A server that ends a session on any error (`exit_on_error`, set here
+/// by the connection string, as a role or database setting would) ends
+/// none of the store's: a create refused at the cap (a statement the store
+/// fails on purpose) and a write the server refused leave the connection
+/// as it was. (Each refusal was a `FATAL`: the session ended, the next
+/// call made a new connection, and a refused write was taken for one whose
+/// reply was lost.)
+#[test]
+fn a_server_that_ends_a_session_on_any_error_ends_none_of_the_stores() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("exit_on_error");
+    let application = "exit_on_error";
+    let store = PgStore::builder(format!(
+        "{} application_name={application} options='-c exit_on_error=on'",
+        cluster.conninfo()
+    ))
+    .schema(&schema)
+    .instance_id("a")
+    .pool_size(1)
+    .change_notices(false)
+    .max_active(1)
+    .open()
+    .unwrap();
+    let pid = || -> i32 {
+        cluster
+            .client()
+            .query_one(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&application],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let first = store.create(NewTask::new()).unwrap();
+    let before = pid();
+    let refused = store.create(NewTask::new());
+    assert!(
+        matches!(refused, Err(Error::TooManyActive { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.get(&first.id).unwrap(), Some(first.clone()));
+    assert_eq!(pid(), before, "the refused create ended the session");
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refused() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'the test refuses every update';
+             END $$;
+             CREATE TRIGGER refused BEFORE UPDATE ON {schema}.tasks
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refused();"
+        ))
+        .unwrap();
+    let e = store.complete(&first.id, json!(1)).unwrap_err();
+    assert!(
+        e.to_string().contains("ERROR") && e.to_string().contains(first.id.as_str()),
+        "{e}"
+    );
+    assert_eq!(pid(), before, "the refused write ended the session");
+    assert_eq!(store.get(&first.id).unwrap(), Some(first));
+}
+
 /// A dead instance's handle on a fresh schema named after `name` (the
 /// connections named `application`), on a `ManualClock` its leases have
 /// lapsed by once `made` has made its tasks, and an heir (one handle)

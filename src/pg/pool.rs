@@ -47,10 +47,17 @@ const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(
 /// of the server's: an overload that matches the arguments better wins
 /// wherever it stands on the path, and one placed before `pg_catalog`
 /// wins even with the same argument types.
+///
+/// An error ends no session (`exit_on_error`, which a role or database may
+/// set): the store fails statements on purpose (a create refused at the
+/// cap), and tells a write the server refused, which changed nothing, from
+/// one whose connection was lost, which may have committed, by the reply's
+/// severity (`ERROR`, not `FATAL`).
 fn session() -> String {
     format!(
         "SET search_path = pg_catalog; \
          SET default_transaction_isolation = 'read committed'; \
+         SET exit_on_error = off; \
          SELECT set_config('idle_in_transaction_session_timeout', '{}ms', false) \
          WHERE current_setting('idle_in_transaction_session_timeout') = '0'",
         IDLE_IN_TRANSACTION.as_millis()
