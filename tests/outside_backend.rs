@@ -485,3 +485,98 @@ fn a_backend_that_holds_less_than_a_store_needs_is_refused() {
     };
     assert!(Store::with_backend(backend).build().is_ok());
 }
+
+/// [`JsonMap`] that runs a hook once, after the first scan its store makes
+/// (a claim's).
+struct AfterFirstScan {
+    map: JsonMap,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Backend for AfterFirstScan {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.map.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        self.map.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        self.map.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        self.map.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        let scanned = self.map.scan(scan);
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        scanned
+    }
+}
+
+/// A write of another instance's (a client's answer, a note) that lands on
+/// an orphan between a claim's scan and its write leaves the orphan to be
+/// claimed: the claim judges it again, as a reap does, and claims it with
+/// what that write left. (The claim skipped it for the pass, taken for a
+/// task renewed or claimed by another, so that a reap after the claim
+/// grace could fail it before the next claim.)
+#[test]
+fn an_orphan_written_between_a_claims_scan_and_its_write_is_still_claimed() {
+    use taskstore::TaskStore;
+    let clock = taskstore::ManualClock::new(
+        time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+    );
+    let lease = std::time::Duration::from_secs(30);
+    let map = JsonMap::default();
+    fn on<B: Backend>(
+        backend: B,
+        clock: &taskstore::ManualClock,
+        lease: std::time::Duration,
+        instance: &str,
+    ) -> Store<B> {
+        Store::with_backend(backend)
+            .clock(Arc::new(clock.clone()))
+            .lease(lease)
+            .instance_id(instance)
+            .build()
+            .unwrap()
+    }
+    let dead = on(map.clone(), &clock, lease, "dead");
+    let orphan = dead
+        .create(taskstore::NewTask::new().resumable("k", serde_json::json!(1)))
+        .unwrap();
+    clock.advance(lease);
+    let peer = on(map.clone(), &clock, lease, "peer");
+    let id = orphan.id.clone();
+    let heir = on(
+        AfterFirstScan {
+            map: map.clone(),
+            hook: Mutex::new(Some(Box::new(move || {
+                let noted = peer
+                    .update(
+                        &id,
+                        taskstore::TaskUpdate::new().metadata("note", "meanwhile"),
+                    )
+                    .unwrap();
+                assert!(noted.is_applied(), "{noted:?}");
+            }))),
+        },
+        &clock,
+        lease,
+        "heir",
+    );
+    let claimed = heir.claim(&["k"]).unwrap();
+    assert_eq!(claimed.tasks.len(), 1, "{claimed:?}");
+    let task = &claimed.tasks[0];
+    assert_eq!(
+        (task.owner.as_deref(), task.epoch),
+        (Some("heir"), orphan.epoch + 1)
+    );
+    assert_eq!(
+        task.metadata.get("note"),
+        Some(&serde_json::json!("meanwhile"))
+    );
+    assert_eq!(heir.get(&orphan.id).unwrap().as_ref(), Some(task));
+}

@@ -221,32 +221,67 @@ impl<B: Backend> Store<B> {
         claimed.expired = self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
-            match result {
-                Ok(Swap::Done) => {
-                    let task = next.into_task();
+            let outcome = match result {
+                Ok(Swap::Done) => Ok(Some(next.into_task())),
+                // Changed since it was judged claimable (renewed by its
+                // owner, claimed by another instance first, or written by
+                // another, a client's answer, and still an orphan): judge
+                // it again, under the backend's atomic read-decide-write.
+                Ok(_) => self.claim_one(&current.id, kinds),
+                Err(error) => Err(self.claim_failed(next.into_task(), error)),
+            };
+            match outcome {
+                Ok(Some(task)) => {
                     self.forget_disowned(&task.id);
                     tracing::info!(task = %task.id, epoch = task.epoch, "claimed an orphaned task to resume it");
                     self.settings.notifier.task(TaskEventKind::Claimed, &task);
                     claimed.tasks.push(task);
                 }
-                // Changed since it was judged claimable: renewed by its
-                // owner, or claimed by another instance first.
-                Ok(_) => {}
-                // Known to have changed nothing: the task is not this
-                // claim's (the same claim by another pass of this handle
-                // may stand, and is that pass's to renew).
-                Err(error) if error.changed_nothing() => {
-                    claimed.missed.push(missed("claim", current.id, error));
-                }
-                Err(error) => {
-                    tracing::warn!(task = %current.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
-                    self.disown_claim(next.into_task());
-                    claimed.missed.push(missed("claim", current.id, error));
-                }
+                Ok(None) => {}
+                Err(error) => claimed.missed.push(missed("claim", current.id, error)),
             }
         }
         claimed.tasks.sort_by(Task::listing_order);
         Ok(claimed)
+    }
+
+    /// Claims task `id` if it is (still) a resumable orphan of one of
+    /// `kinds`: one task of a pass, written since the pass judged it.
+    fn claim_one(&self, id: &TaskId, kinds: &[&str]) -> Result<Option<Task>> {
+        let mut tried = None;
+        let modified = self.backend.modify(id, &mut |current| {
+            let now = self.now();
+            if current.is_expired_at(now) || !lease::is_claimable(current, now, kinds) {
+                return Ok(Change::Keep);
+            }
+            let mut next = current.clone();
+            self.settings.lease.take_over(&mut next, now)?;
+            let next = self.settings.limits.record_own(next, current)?;
+            tried = Some(next.task().clone());
+            Ok(Change::Replace(next))
+        });
+        match modified {
+            Ok(Modified::Replaced(task)) => Ok(Some(task)),
+            Ok(_) => Ok(None),
+            Err(error) => Err(match tried {
+                Some(next) => self.claim_failed(next, error),
+                None => error,
+            }),
+        }
+    }
+
+    /// `error`, of a claim whose write of `next` failed: unless the failure
+    /// is known to have changed nothing, the claim may stand all the same,
+    /// and is left to lapse ([`disown_claim`](Store::disown_claim)). (Known
+    /// to have changed nothing, the task is not this claim's: the same
+    /// claim by another pass of this handle may stand, and is that pass's
+    /// to renew.)
+    fn claim_failed(&self, next: Task, error: Error) -> Error {
+        if !error.changed_nothing() {
+            tracing::warn!(task = %next.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
+            self.disown_claim(next);
+        }
+        error
     }
 
     /// Renews every lease this instance holds on a running task.
