@@ -58,6 +58,29 @@ impl ListQuery {
         self
     }
 
+    /// Checks the query as [`TaskStore::list`](crate::TaskStore::list)
+    /// does before it does any work: for a host (or a command) that takes a
+    /// client's cursor and would refuse a bad one before it opens or
+    /// touches a store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQuery`] for a page of zero tasks,
+    /// [`Error::InvalidCursor`] for a cursor no store handed out.
+    pub fn check(&self) -> Result<()> {
+        self.checked().map(drop)
+    }
+
+    /// The decoded cursor, once the query is checked ([`check`](Self::check)).
+    fn checked(&self) -> Result<Option<Position>> {
+        if self.limit == Some(0) {
+            return Err(Error::InvalidQuery {
+                reason: "limit(0): a page holds at least one task",
+            });
+        }
+        self.cursor()
+    }
+
     /// Whether the query can only match non-terminal tasks: then history is
     /// never read.
     fn scope(&self) -> Scope {
@@ -99,16 +122,12 @@ pub(crate) fn list<B: Backend + ?Sized>(
     now: OffsetDateTime,
     expired: &mut Vec<Task>,
 ) -> Result<Page> {
-    if query.limit == Some(0) {
-        return Err(Error::InvalidQuery {
-            reason: "limit(0): a page holds at least one task",
-        });
-    }
+    let after = query.checked()?;
     // One more than the page, to know whether a next page exists.
     let more = query.limit.map_or(usize::MAX, |l| l.saturating_add(1));
     let mut scan = Scan::new(query.scope(), more);
     scan.status = query.status;
-    scan.after = query.cursor()?;
+    scan.after = after;
     let mut page = Page {
         tasks: Vec::new(),
         next_cursor: None,
@@ -209,7 +228,16 @@ mod tests {
                 }
                 other => panic!("{bad:?}: {other:?}"),
             }
+            // As a query's check says, before any store is listed.
+            let checked = ListQuery::all().after(bad).check();
+            assert!(
+                matches!(checked, Err(Error::InvalidCursor { .. })),
+                "{bad:?}"
+            );
         }
+        ListQuery::all().after(&c.encode()).check().unwrap();
+        let zero = ListQuery::all().limit(0).check();
+        assert!(matches!(zero, Err(Error::InvalidQuery { .. })), "{zero:?}");
     }
 
     #[test]

@@ -3362,19 +3362,22 @@ fn usage_errors_exit_2_and_stores_are_never_made_by_mistake() {
     run_expect(Some(&dir), &["list", "--active", "--status", "working"], 0);
     run_expect(Some(&dir), &["repair", "--apply", "--dry-run"], 2);
     run_expect(Some(&dir), &["show", "../etc"], 2);
-    // A cursor only the store can judge is a usage error all the same,
-    // naming the cursor.
+    // A cursor no store handed out is a usage error, naming the cursor,
+    // said before any store is looked for (so before an open cleans up).
+    let nowhere = tmp.path().join("nowhere");
     for args in [
         &["list", "--after", "bogus"][..],
         &["list", "--json", "--limit", "2", "--after", "bogus"],
     ] {
-        let out = run_expect(Some(&dir), args, 2);
-        assert!(
-            stderr(&out).contains("\"bogus\"") && stderr(&out).contains("--after"),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert_eq!(stdout(&out), "", "{args:?}");
+        for at in [&dir, &nowhere] {
+            let out = run_expect(Some(at), args, 2);
+            assert!(
+                stderr(&out).contains("'bogus'") && stderr(&out).contains("--after"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(stdout(&out), "", "{args:?}");
+        }
     }
 
     // A mistyped directory is an error naming it, never a new store.

@@ -29,7 +29,7 @@ pub struct ListArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Continues after a cursor printed by an earlier `list --limit`.
-    #[arg(long, value_name = "CURSOR")]
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
     after: Option<String>,
     /// One JSON object per line (each task as `show --json` prints it).
     #[arg(long)]
@@ -97,6 +97,21 @@ pub fn parse_id(text: &str) -> Result<TaskId, String> {
     TaskId::parse(text).map_err(|e| e.to_string())
 }
 
+/// A cursor for `--after`, checked as the store checks it, before any
+/// store is looked for (so before an open cleans up after crashed writers).
+fn parse_cursor(text: &str) -> Result<String, String> {
+    ListQuery::all()
+        .after(text)
+        .check()
+        .map(|()| text.to_owned())
+        .map_err(|e| match e {
+            taskstore::Error::InvalidCursor { reason, .. } => format!(
+                "not a list cursor ({reason}; `list --limit` prints the next page's on stderr)"
+            ),
+            other => other.to_string(),
+        })
+}
+
 /// An age for `--older-than`: a duration that reaches back no further than
 /// dates go, checked before any store is looked for.
 fn parse_age(text: &str) -> Result<Duration, String> {
@@ -155,16 +170,9 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
         if let Some(after) = &cursor {
             page_query = page_query.after(after);
         }
-        let page: Page = match store.list(&page_query) {
-            Ok(page) => page,
-            // Only the cursor given can be one: the others are the store's.
-            Err(taskstore::Error::InvalidCursor { .. }) => crate::invalid_value(&format!(
-                "invalid value {:?} for '--after <CURSOR>': not a list cursor \
-                 (`list --limit` prints the next page's on stderr)",
-                args.after.as_deref().unwrap_or_default()
-            )),
-            Err(e) => return Err(e.into()),
-        };
+        // The cursor given was checked as it was parsed; the others are
+        // the store's.
+        let page: Page = store.list(&page_query)?;
         // Each said on stderr by the handle as it met it (`Heard`).
         missed |= page.skipped.iter().any(|skipped| skipped.id.is_some());
         if missed {
