@@ -941,3 +941,124 @@ fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
         assert_eq!(writer.get(id).unwrap(), None);
     }
 }
+
+/// The same after the sweep met two other stripes held for a moment
+/// (here 10 and 20, each let go once the sweep waits for it): a write of
+/// a third stripe goes on while it waits for the held one. (Its third try
+/// took every stripe waiting for each holding those before it, for as
+/// long as the held one's `stripe_wait`.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweep_that_met_busy_stripes_holds_up_no_write_while_it_waits_for_a_held_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = |wait: Duration| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .stripe_wait(wait)
+            .open()
+            .unwrap()
+    };
+    let sweeper = open(common::HANG);
+    let writer = open(Duration::from_secs(3));
+    let ttl = Duration::from_secs(10);
+    let expired: Vec<taskstore::TaskId> = (0..300)
+        .map(|n| {
+            let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
+            assert!(writer.complete(&id, json!(n)).unwrap().is_applied());
+            id
+        })
+        .collect();
+    let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
+        .find(|task| common::stripe(task.id.as_str()) < 63)
+        .unwrap();
+    clock.advance(ttl * 2);
+    let path = |s: usize| dir.path().join("locks").join(format!("{s:02}.lock"));
+    let held: Vec<_> = [10, 20, 63]
+        .iter()
+        .map(|&s| {
+            let lock = common::open_lock_file(&path(s));
+            lock.lock().unwrap();
+            lock
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let sweep = s.spawn(|| sweeper.sweep());
+        // Two writes that are brief: each let go once the sweep waits for it.
+        for (lock, stripe) in held[..2].iter().zip([10, 20]) {
+            common::wait_for_lock_waiter(&path(stripe), "the sweep to wait", || {
+                sweep.is_finished()
+            });
+            lock.unlock().unwrap();
+        }
+        common::wait_for_lock_waiter(&path(63), "the sweep to wait for 63", || {
+            sweep.is_finished()
+        });
+        let done = writer.complete(&live.id, json!("while the sweep waits"));
+        held[2].unlock().unwrap();
+        let swept = sweep.join().unwrap().unwrap();
+        assert_eq!(swept.deleted, expired.len(), "{:?}", swept.missed);
+        assert!(
+            matches!(&done, Ok(t) if t.is_applied()),
+            "the write (stripe {}) waited with the sweep: {done:?}",
+            common::stripe(live.id.as_str())
+        );
+    });
+}
+
+/// The same where a sweep removes stale `expiring/` entries, which it does
+/// under every stripe of those entries at once: entries left by another
+/// process's sweep that removed its tasks' files from `done/` and was
+/// stopped before it removed their entries (it leaves them to its end),
+/// one of them of the stripe that stopped process holds. A write of a
+/// task of another of those stripes goes on while the sweep waits. (The
+/// sweep waited for stripe 63 holding the lower stripes of the entries.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweep_removing_stale_expiry_entries_holds_up_no_write_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = |wait: Duration| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .stripe_wait(wait)
+            .open()
+            .unwrap()
+    };
+    let sweeper = open(common::HANG);
+    let writer = open(Duration::from_secs(3));
+    let ttl = Duration::from_secs(10);
+    let finished_in = |stripe: usize| loop {
+        let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
+        assert!(writer.complete(&id, json!(1)).unwrap().is_applied());
+        if common::stripe(id.as_str()) == stripe {
+            return id;
+        }
+    };
+    // Their files gone from `done/`, their `expiring/` entries left.
+    let low = finished_in(5);
+    let high = finished_in(63);
+    let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
+        .find(|task| common::stripe(task.id.as_str()) == 5)
+        .unwrap();
+    clock.advance(ttl * 2);
+    for id in [&low, &high] {
+        fs::remove_file(dir.path().join("done").join(format!("{id}.json"))).unwrap();
+    }
+    let path = dir.path().join("locks").join("63.lock");
+    let lock = common::open_lock_file(&path);
+    lock.lock().unwrap();
+    std::thread::scope(|s| {
+        let sweep = s.spawn(|| sweeper.sweep());
+        common::wait_for_lock_waiter(&path, "the sweep to wait for 63", || sweep.is_finished());
+        let done = writer.complete(&live.id, json!("while the sweep waits"));
+        lock.unlock().unwrap();
+        sweep.join().unwrap().unwrap();
+        assert!(
+            matches!(&done, Ok(t) if t.is_applied()),
+            "the write (stripe 5) waited with the sweep: {done:?}"
+        );
+    });
+}

@@ -45,12 +45,16 @@ pub(crate) const STRIPE_WAIT: Duration = Duration::from_secs(30);
 /// `Stripe::stuck`), polling, before it fails.
 const STUCK_WAIT: Duration = Duration::from_millis(100);
 
-/// How many times [`StripeLocks::lock_all`] tries to take every stripe:
-/// each try but the last, meeting one held, lets go of those it took and
-/// waits for that one alone; the last waits for each holding those before
-/// it, as any other holder of several stripes, so that writes busy on many
-/// stripes cannot keep it from them for ever.
+/// From which try on [`StripeLocks::lock_each`] waits for a stripe held
+/// by another a moment ([`HOLDING_WAIT`]) holding those before it (before
+/// that, it lets them go and waits for that one alone), so that writes
+/// busy on many stripes cannot keep it from them for ever.
 const ALL_TRIES: usize = 3;
+
+/// How long [`StripeLocks::lock_each`] waits for a stripe holding others:
+/// well past any write's hold of a stripe (a write and its fsyncs), well
+/// under the `stripe_wait` of a stripe a stopped process holds.
+const HOLDING_WAIT: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,14 +243,39 @@ impl StripeLocks {
     /// own, on a thread of its own: a wait given up leaves that thread
     /// waiting, and it lets the lock go as soon as it gets it.
     pub fn lock(&self, fs: &Fs, stripe: usize) -> Result<StripeGuard<'_>> {
+        let guard = self.take(fs, stripe, None)?;
+        Ok(guard.expect("a wait in full ends in the stripe or an error"))
+    }
+
+    /// [`lock`](Self::lock), or with `moment` a wait of that long at most
+    /// (none for zero), whose running out (`None`) marks nothing, and which
+    /// does not wait for a stripe marked stuck, nor for another thread of
+    /// this process that holds it (it may be waiting itself).
+    fn take(
+        &self,
+        fs: &Fs,
+        stripe: usize,
+        moment: Option<Duration>,
+    ) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
-        let held = s.file.lock().unwrap_or_else(|e| e.into_inner());
+        let held = match moment {
+            None => s.file.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(_) => match s.file.try_lock() {
+                Ok(held) => held,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            },
+        };
         let held = self.opened(fs, s, held)?;
         let lock = |e| Error::io("lock", &s.path, e);
         let file = &held.as_ref().expect("opened").file;
         if fs.try_lock(file, &s.path).map_err(lock)? {
             s.stuck.store(false, Ordering::Release);
-            return Ok(StripeGuard { held, own: None });
+            return Ok(Some(StripeGuard { held, own: None }));
+        }
+        let stuck = s.stuck.load(Ordering::Acquire);
+        if moment.is_some_and(|moment| stuck || moment.is_zero()) {
+            return Ok(None);
         }
         let timed_out = || {
             s.stuck.store(true, Ordering::Release);
@@ -260,7 +289,7 @@ impl StripeLocks {
                 ),
             ))
         };
-        if s.stuck.load(Ordering::Acquire) {
+        if stuck {
             // Tried for moments, leaving no thread behind: a stripe free
             // again is taken (and no longer stuck), one still held fails.
             let mut polling = Polling::new(self.wait.min(STUCK_WAIT));
@@ -268,7 +297,7 @@ impl StripeLocks {
                 polling.pause();
                 if fs.try_lock(file, &s.path).map_err(lock)? {
                     s.stuck.store(false, Ordering::Release);
-                    return Ok(StripeGuard { held, own: None });
+                    return Ok(Some(StripeGuard { held, own: None }));
                 }
             }
             return Err(timed_out());
@@ -289,46 +318,64 @@ impl StripeLocks {
                 }
             })
             .map_err(|e| Error::io("wait for lock", &s.path, e))?;
-        match got.recv_timeout(self.wait) {
+        match got.recv_timeout(moment.unwrap_or(self.wait)) {
             Ok(Ok(own)) => {
                 s.stuck.store(false, Ordering::Release);
-                Ok(StripeGuard {
+                Ok(Some(StripeGuard {
                     held,
                     own: Some(own),
-                })
+                }))
             }
             Ok(Err(e)) => Err(lock(e)),
+            Err(_) if moment.is_some() => Ok(None),
             Err(_) => Err(timed_out()),
         }
     }
 
-    /// Waits for every stripe, in stripe order (whoever holds more than one
-    /// stripe took them in this order, so it cannot deadlock). A stripe
-    /// found held is waited for ([`lock`](Self::lock)) holding none of the
-    /// others, then let go, and the stripes are taken again from the first:
-    /// so a wait for a stripe another process holds (stopped while it holds
-    /// it, say, then waited for the whole `stripe_wait`) holds up no write
-    /// of any other stripe, and a wait that runs out fails this having held
-    /// none. Past [`ALL_TRIES`] such waits (the stripes busy with writes),
-    /// it waits for each in turn holding those before it.
+    /// Waits for every stripe ([`lock_each`](Self::lock_each)).
     pub fn lock_all(&self, fs: &Fs) -> Result<Vec<StripeGuard<'_>>> {
-        'tries: for _ in 1..ALL_TRIES {
-            let mut guards = Vec::with_capacity(self.stripes.len());
-            for stripe in 0..self.stripes.len() {
-                match self.try_lock(fs, stripe)? {
+        let all: Vec<usize> = (0..self.stripes.len()).collect();
+        self.lock_each(fs, &all)
+    }
+
+    /// Waits for each of `stripes` (in stripe order, each once), taking
+    /// them in that order (whoever holds more than one stripe took them in
+    /// this order, so it cannot deadlock), and holds up no write of another
+    /// stripe while it waits for one held for long: a stripe found held is
+    /// waited for ([`lock`](Self::lock)) holding none of the others, then
+    /// let go, and the stripes are taken again from the first. So a wait
+    /// for a stripe another process holds (stopped while it holds it, say,
+    /// then waited for the whole `stripe_wait`) fails this having held
+    /// none. From the [`ALL_TRIES`]th try on (the stripes busy with
+    /// writes), each is waited for holding those before it, for
+    /// [`HOLDING_WAIT`] at most: a write is over by then, and one held
+    /// longer is waited for holding none, as before.
+    pub fn lock_each(&self, fs: &Fs, stripes: &[usize]) -> Result<Vec<StripeGuard<'_>>> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let wait = if tries < ALL_TRIES {
+                Duration::ZERO
+            } else {
+                HOLDING_WAIT
+            };
+            let mut guards = Vec::with_capacity(stripes.len());
+            let mut held_up = None;
+            for &stripe in stripes {
+                match self.take(fs, stripe, Some(wait))? {
                     Some(guard) => guards.push(guard),
                     None => {
-                        drop(guards);
-                        drop(self.lock(fs, stripe)?);
-                        continue 'tries;
+                        held_up = Some(stripe);
+                        break;
                     }
                 }
             }
-            return Ok(guards);
+            let Some(stripe) = held_up else {
+                return Ok(guards);
+            };
+            drop(guards);
+            drop(self.lock(fs, stripe)?);
         }
-        (0..self.stripes.len())
-            .map(|stripe| self.lock(fs, stripe))
-            .collect()
     }
 
     /// Holds the batches lock shared until the hold (and every clone of
@@ -506,21 +553,7 @@ impl StripeLocks {
     /// Takes the stripe only if no one holds it (then it is no longer
     /// stuck: [`lock`](Self::lock) waits for it in full again).
     pub fn try_lock(&self, fs: &Fs, stripe: usize) -> Result<Option<StripeGuard<'_>>> {
-        let s = &self.stripes[stripe];
-        let held = match s.file.try_lock() {
-            Ok(held) => held,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-        };
-        let held = self.opened(fs, s, held)?;
-        let file = &held.as_ref().expect("opened").file;
-        let locked = fs
-            .try_lock(file, &s.path)
-            .map_err(|e| Error::io("lock", &s.path, e))?;
-        if locked {
-            s.stuck.store(false, Ordering::Release);
-        }
-        Ok(locked.then_some(StripeGuard { held, own: None }))
+        self.take(fs, stripe, Some(Duration::ZERO))
     }
 
     /// `held`, the stripe's file under its mutex, opened by this process:

@@ -906,10 +906,7 @@ impl FileBackend {
         let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards = stripes
-            .iter()
-            .map(|&s| self.locks.lock(&self.fs, s))
-            .collect::<Result<Vec<_>>>()?;
+        let _guards = self.locks.lock_each(&self.fs, &stripes)?;
         let stale: Vec<&(TaskId, OsString)> = entries
             .iter()
             .filter(|(id, index)| self.index_is_stale(id, index))
