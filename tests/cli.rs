@@ -4545,3 +4545,60 @@ fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
     // Following: the last one there, then each new one.
     follows(name, &path, "k2", "k3");
 }
+
+/// `verify --wait` bounds its waits for task locks too, and waits it once
+/// however many locks a stopped process holds: beside a process stopped
+/// holding two stripes, each with a stale `expiring/` entry to judge (a
+/// sweep stopped before its end leaves them), `verify --wait 1s` reports
+/// both locks as problems having given up one wait (each wait given up
+/// leaves its thread behind, counted while the command runs). (It waited
+/// a fixed 30 s for each lock, whatever `--wait` said: a minute.)
+#[cfg(target_os = "linux")]
+#[test]
+fn verify_beside_a_process_stopped_holding_two_stripes_waits_once() {
+    let test = "verify_beside_a_process_stopped_holding_two_stripes_waits_once";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "hold");
+        common::hold_locks(&args);
+    }
+    let (tmp, dir) = store_dir();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let store = FileStore::builder(&dir)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    let ids = [common::id_in_stripe("x", 10), common::id_in_stripe("y", 50)];
+    for id in &ids {
+        store
+            .create(NewTask::new().id(id.clone()).ttl(Duration::from_secs(3600)))
+            .unwrap();
+        assert!(store.complete(id, json!(1)).unwrap().is_applied());
+        // Removed by a sweep stopped before it removed the entries.
+        fs::remove_file(dir.join("done").join(format!("{id}.json"))).unwrap();
+    }
+    drop(store);
+    let locks: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| common::stripe_lock(&dir, id.as_str()))
+        .collect();
+    let holder = common::stopped_holder(test, tmp.path(), &locks);
+    let mut verify = taskstore(Some(&dir), &["verify", "--wait", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waits = 0;
+    wait_until("verify to end", || {
+        waits = waits.max(common::stripe_waits_of(verify.id()));
+        verify.try_wait().unwrap().is_some()
+    });
+    assert!(common::is_stopped(holder.child.id()));
+    holder.kill();
+    let out = verify.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for lock in &locks {
+        let lock = lock.file_name().unwrap().to_str().unwrap();
+        assert!(stdout(&out).contains(lock), "{lock}: {}", stdout(&out));
+    }
+    assert_eq!(waits, 1, "stripe waits given up");
+}

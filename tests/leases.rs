@@ -1002,3 +1002,64 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
     reaped.sort();
     assert_eq!(reaped, want, "{:?}", rest.missed);
 }
+
+/// A process stopped while it holds every stripe (a sweep stopped in the
+/// middle of a chunk it removes under all of them) costs a pass that meets
+/// all of them one `stripe_wait`, not one for each: once a wait ran out,
+/// the handle tries the other stripes held for moments only, for as long
+/// as that wait. A reap of one orphan in each stripe reports all 64
+/// missed, having given up one wait (each wait given up leaves its thread
+/// behind, counted while the holder is still stopped). (It waited its
+/// whole `stripe_wait` for each: 64 waits, 32 minutes at the default.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pass_beside_a_process_stopped_under_every_stripe_waits_once() {
+    let test = "a_pass_beside_a_process_stopped_under_every_stripe_waits_once";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "hold");
+        common::hold_locks(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ids: Vec<TaskId> = (0..64)
+        .map(|stripe| common::id_in_stripe("orphan", stripe))
+        .collect();
+    {
+        let gone = FileStore::builder(&store)
+            .instance_id("gone")
+            .lease(SHORT_LEASE)
+            .open()
+            .unwrap();
+        for id in &ids {
+            gone.create(NewTask::new().id(id.clone())).unwrap();
+        }
+    }
+    // Their leases lapse.
+    std::thread::sleep(SHORT_LEASE * 3);
+    let locks: Vec<_> = ids
+        .iter()
+        .map(|id| common::stripe_lock(&store, id.as_str()))
+        .collect();
+    let holder = common::stopped_holder(test, tmp.path(), &locks);
+    let me = std::process::id();
+    let before = common::stripe_waits_of(me);
+    let reaper = Arc::new(
+        FileStore::builder(&store)
+            .instance_id("reaper")
+            .stripe_wait(Duration::from_secs(1))
+            .open()
+            .unwrap(),
+    );
+    let (sent, reaped) = std::sync::mpsc::channel();
+    let reaping = Arc::clone(&reaper);
+    std::thread::spawn(move || {
+        let _ = sent.send(reaping.reap());
+    });
+    let reaped = reaped.recv_timeout(common::HANG);
+    let waits = common::stripe_waits_of(me) - before;
+    assert!(common::is_stopped(holder.child.id()));
+    holder.kill();
+    let reaped = reaped.expect("the reap returned").unwrap();
+    assert_eq!(reaped.missed.len(), 64, "every stripe is held: {reaped:?}");
+    assert_eq!(waits, 1, "stripe waits given up");
+}

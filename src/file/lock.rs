@@ -30,6 +30,13 @@ pub(crate) struct StripeLocks {
     /// How long a call waits for a stripe another handle holds
     /// ([`STRIPE_WAIT`] unless the builder says).
     wait: Duration,
+    /// When a wait for a stripe last ran out (a wait in full, or the short
+    /// try of a stuck one): for a `wait` after it, a stripe not yet waited
+    /// for is tried for [`STUCK_WAIT`] only, as a stuck one, so that a call
+    /// meeting many stripes a stopped process holds (one stopped under
+    /// every stripe, in a sweep's chunk) waits `wait` once, not once for
+    /// each.
+    gave_up: Mutex<Option<Instant>>,
 }
 
 /// How long a call waits for a stripe another handle or process holds, by
@@ -55,6 +62,12 @@ const ALL_TRIES: usize = 3;
 /// well past any write's hold of a stripe (a write and its fsyncs), well
 /// under the `stripe_wait` of a stripe a stopped process holds.
 const HOLDING_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether `e` is a wait for a lock that ran out (another handle or process
+/// held it for the whole wait), rather than a failure to take it.
+pub(crate) fn ran_out(e: &Error) -> bool {
+    matches!(e, Error::Io { op: "lock", source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
+}
 
 impl std::fmt::Debug for StripeLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,7 +245,20 @@ impl StripeLocks {
                 .collect(),
             dir,
             wait,
+            gave_up: Mutex::new(None),
         }
+    }
+
+    /// Sets how long a call waits for a stripe another handle holds.
+    pub fn set_wait(&mut self, wait: Duration) {
+        self.wait = wait;
+    }
+
+    /// Whether a wait for a stripe ran out within the last `wait`
+    /// ([`gave_up`](Self::gave_up)).
+    fn gave_up_lately(&self) -> bool {
+        let gave_up = self.gave_up.lock().unwrap_or_else(PoisonError::into_inner);
+        gave_up.is_some_and(|at| at.elapsed() < self.wait)
     }
 
     /// Waits for the stripe, at most the wait the locks were made with
@@ -277,21 +303,30 @@ impl StripeLocks {
         if moment.is_some_and(|moment| stuck || moment.is_zero()) {
             return Ok(None);
         }
-        let timed_out = || {
+        // `lately`: tried for moments, after a wait that ran out.
+        let timed_out = |lately: bool| {
             s.stuck.store(true, Ordering::Release);
+            *self.gave_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            let held = if lately {
+                format!(
+                    "another handle or process holds it, as after a wait of {:?} that ran out lately",
+                    self.wait
+                )
+            } else {
+                format!("another handle or process held it for over {:?}", self.wait)
+            };
             lock(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "another handle or process held it for over {:?}: a process stopped \
-                     while it holds it (SIGSTOP, a paused container) holds it until it goes \
-                     on or is gone",
-                    self.wait
+                    "{held}: a process stopped while it holds it (SIGSTOP, a paused \
+                     container) holds it until it goes on or is gone"
                 ),
             ))
         };
-        if stuck {
+        if stuck || (moment.is_none() && self.gave_up_lately()) {
             // Tried for moments, leaving no thread behind: a stripe free
-            // again is taken (and no longer stuck), one still held fails.
+            // again is taken (and no longer stuck), one still held fails
+            // (and is stuck).
             let mut polling = Polling::new(self.wait.min(STUCK_WAIT));
             while !polling.ran_out() {
                 polling.pause();
@@ -300,7 +335,7 @@ impl StripeLocks {
                     return Ok(Some(StripeGuard { held, own: None }));
                 }
             }
-            return Err(timed_out());
+            return Err(timed_out(true));
         }
         let own = fs
             .open_lock_file(&self.dir, &s.name)
@@ -328,7 +363,7 @@ impl StripeLocks {
             }
             Ok(Err(e)) => Err(lock(e)),
             Err(_) if moment.is_some() => Ok(None),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(timed_out(false)),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::file::fs::{Dir, Fs};
 use crate::file::group::Before;
 use crate::file::layout::{Area, expiring_name, stripe, task_name, temp_name};
-use crate::file::lock::BatchHold;
+use crate::file::lock::{self, BatchHold};
 use crate::file::stamp::{self, Stamp};
 use crate::file::unread::Unnoticed;
 use crate::file::watch::Change;
@@ -1062,6 +1062,9 @@ impl FileBackend {
             for &(stripe, at) in group {
                 let result = match &guard {
                     Ok(_) => self.remove_locked(&tasks[at], &mut touched, &mut drained),
+                    // Held by another for the whole wait: tried again, it
+                    // would only wait again.
+                    Err(e) if lock::ran_out(e) => Err(e.for_each_of("remove", &self.root)),
                     Err(_) => self.locks.lock(&self.fs, stripe).and_then(|_guard| {
                         self.remove_locked(&tasks[at], &mut touched, &mut false)
                     }),

@@ -640,3 +640,122 @@ pub fn finished_with_ttl(
         })
         .collect()
 }
+
+/// Sends `signal` (`kill`'s spelling: `-STOP`, `-CONT`) to process `pid`.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// Whether process `pid` is stopped (`SIGSTOP`), from `/proc/<pid>/stat`.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn is_stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .starts_with('T')
+    })
+}
+
+/// Stops process `pid` (`SIGSTOP`), and waits until it is.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn stop(pid: u32) {
+    signal(pid, "-STOP");
+    wait_until("the process to stop", || is_stopped(pid));
+}
+
+/// The inodes of the files process `pid` holds an exclusive `flock` on
+/// (not waiting for), from `/proc/locks`.
+#[cfg(target_os = "linux")]
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn flocks_held_by(pid: u32) -> std::collections::BTreeSet<u64> {
+    fs::read_to_string("/proc/locks")
+        .expect("read /proc/locks")
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 5 && f[1] == "FLOCK" && f[3] == "WRITE" && f[4] == pid.to_string())
+                .then(|| f[5].rsplit(':').next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// How many threads of process `pid` are stripe waits it gave up: a wait
+/// for a stripe lock that ran out leaves its thread (`taskstore-stripe`,
+/// cut to 15 bytes) blocked in `flock` until the holder lets go.
+#[cfg(target_os = "linux")]
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn stripe_waits_of(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |threads| {
+        threads
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == "taskstore-strip")
+            .count()
+    })
+}
+
+/// A task id in lock stripe `stripe`: the first of `<prefix>-<n>` there.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn id_in_stripe(prefix: &str, stripe: usize) -> TaskId {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| self::stripe(id) == stripe)
+        .map(|id| TaskId::parse(&id).expect("a valid id"))
+        .expect("some id falls in every stripe")
+}
+
+/// The child role of [`stopped_holder`]: takes each lock file of `args[1..]`
+/// exclusive, says so by making the file `args[0]`, then sleeps until
+/// killed.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn hold_locks(args: &[String]) -> ! {
+    let held: Vec<File> = args[1..]
+        .iter()
+        .map(|path| {
+            let file = open_lock_file(Path::new(path));
+            file.lock().expect("take a lock file");
+            file
+        })
+        .collect();
+    touch(Path::new(&args[0]));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        let _ = &held;
+    }
+}
+
+/// A child of `test` (re-run in role `hold`, which calls [`hold_locks`])
+/// that holds each of `locks` exclusive, stopped (`SIGSTOP`) while it does,
+/// as a process stopped in the middle of its writes.
+#[cfg(target_os = "linux")]
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn stopped_holder(test: &str, work: &Path, locks: &[PathBuf]) -> Running {
+    use std::os::unix::fs::MetadataExt;
+
+    let ready = unique_path(work, "holding");
+    let mut args = vec![ready.display().to_string()];
+    args.extend(locks.iter().map(|path| path.display().to_string()));
+    let mut holder = spawn(work, test, "hold", &args);
+    wait_until("the holder to hold its locks", || {
+        holder.check_alive();
+        ready.exists()
+    });
+    let pid = holder.child.id();
+    stop(pid);
+    let held = flocks_held_by(pid);
+    for lock in locks {
+        let inode = fs::metadata(lock).expect("stat a lock file").ino();
+        assert!(
+            held.contains(&inode),
+            "the stopped holder holds {}",
+            lock.display()
+        );
+    }
+    holder
+}

@@ -317,10 +317,17 @@ impl FileCheck {
     /// state takes it exclusive before it judges, so that it judges what
     /// the batches left. If the wait runs out (a process stopped in the
     /// middle of a batch), the check judges what it sees and says so
-    /// ([`Report::under_way`]).
+    /// ([`Report::under_way`]). A task's lock another handle holds is
+    /// waited for as long at most (30 seconds, unless set so, as a
+    /// handle's `stripe_wait`): a wait that ran out is a problem of its
+    /// own, naming the lock, and for as long again the check tries the
+    /// locks others hold for moments only.
     #[must_use]
     pub fn wait_for_batches(mut self, wait: Duration) -> FileCheck {
         self.batch_wait = wait;
+        if let Opened::Whole { backend, .. } = &mut self.store {
+            backend.locks.set_wait(wait);
+        }
         self
     }
 
