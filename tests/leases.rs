@@ -1063,3 +1063,160 @@ fn a_pass_beside_a_process_stopped_under_every_stripe_waits_once() {
     assert_eq!(reaped.missed.len(), 64, "every stripe is held: {reaped:?}");
     assert_eq!(waits, 1, "stripe waits given up");
 }
+
+/// An owner and a peer on one store and `clock`, and two of the owner's
+/// running tasks, in stripes 7 and 33.
+fn two_leases_in_two_stripes(
+    store: &Path,
+    clock: &ManualClock,
+) -> (FileStore, FileStore, [TaskId; 2]) {
+    let open = |instance: &str| {
+        FileStore::builder(store)
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .stripe_wait(Duration::from_millis(500))
+            .open()
+            .unwrap()
+    };
+    let (owner, peer) = (open("owner"), open("peer"));
+    let ids = [common::id_in_stripe("a", 7), common::id_in_stripe("b", 33)];
+    for id in &ids {
+        owner.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    (owner, peer, ids)
+}
+
+/// A renewal of several leases held up by one stripe a stopped process
+/// holds renews the others first: the task of a free stripe is renewed
+/// while the renewal waits for the held one (its lease moved on, and a
+/// peer's reap meanwhile, past the old lease, leaves it alone). (The batch
+/// took the stripes in turn, and the free one's renewal waited with the
+/// held one's: with the default 30 s `stripe_wait`, as long as the
+/// default lease, and a peer reaped it.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_renewal_held_up_by_one_stopped_stripe_renews_the_others_first() {
+    let test = "a_renewal_held_up_by_one_stopped_stripe_renews_the_others_first";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "hold");
+        common::hold_locks(&args);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));
+    let (owner, peer, [a, b]) = two_leases_in_two_stripes(&store, &clock);
+    let before = peer.get(&b).unwrap().unwrap().lease_expires_at;
+    let held = common::stripe_lock(&store, a.as_str());
+    let holder = common::stopped_holder(test, tmp.path(), std::slice::from_ref(&held));
+    // A third of the lease on, the owner renews.
+    clock.advance(Duration::from_secs(10));
+    std::thread::scope(|s| {
+        let renewal = s.spawn(|| owner.renew_leases_of(&[a.clone(), b.clone()]));
+        common::wait_for_lock_waiter(&held, "the renewal to wait for a's stripe", || {
+            renewal.is_finished()
+        });
+        let renewed = peer.get(&b).unwrap().unwrap().lease_expires_at;
+        // Past b's old lease while the renewal waits.
+        clock.advance(Duration::from_secs(25));
+        let reaped = peer.reap().unwrap();
+        holder.kill();
+        let results = renewal.join().unwrap();
+        assert!(
+            renewed > before,
+            "b renewed while the batch waits: {renewed:?}"
+        );
+        assert!(reaped.tasks.iter().all(|t| t.id != b), "{reaped:?}");
+        assert!(
+            matches!(&results[1], Ok(t) if t.is_applied()),
+            "{results:?}"
+        );
+    });
+}
+
+/// A renewal or a claim whose write waited for a stripe longer than the
+/// lease (a process stopped while it held the stripe, then gone) hands out
+/// no lapsed lease: the lease is renewed again as it is written, so a
+/// peer's reap or claim right after takes nothing. (Each was reported
+/// renewed, or claimed, with the lease it was given before the wait,
+/// already lapsed: a peer reaped both renewed tasks, and claimed both
+/// claimed ones at the next epoch, fencing the first claimer.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_renewal_or_claim_that_waited_past_its_lease_hands_out_no_lapsed_lease() {
+    let test = "a_renewal_or_claim_that_waited_past_its_lease_hands_out_no_lapsed_lease";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "hold");
+        common::hold_locks(&args);
+    }
+    for claim in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));
+        let open = |instance: &str, wait: Duration| {
+            FileStore::builder(&store)
+                .clock(Arc::new(clock.clone()))
+                .instance_id(instance)
+                .stripe_wait(wait)
+                .open()
+                .unwrap()
+        };
+        let ids = [common::id_in_stripe("a", 7), common::id_in_stripe("b", 33)];
+        let (first, second) = if claim {
+            {
+                let dead = open("dead", Duration::from_secs(30));
+                for id in &ids {
+                    dead.create(NewTask::new().id(id.clone()).resumable("job", json!({})))
+                        .unwrap();
+                }
+            }
+            // The dead owner's leases lapse.
+            clock.advance(Duration::from_secs(31));
+            (
+                open("first", common::HANG),
+                open("second", Duration::from_millis(500)),
+            )
+        } else {
+            let owner = open("owner", common::HANG);
+            for id in &ids {
+                owner.create(NewTask::new().id(id.clone())).unwrap();
+            }
+            clock.advance(Duration::from_secs(10));
+            (owner, open("peer", Duration::from_millis(500)))
+        };
+        let held = common::stripe_lock(&store, ids[0].as_str());
+        let holder = common::stopped_holder(test, tmp.path(), std::slice::from_ref(&held));
+        std::thread::scope(|s| {
+            let handed = s.spawn(|| {
+                if claim {
+                    let claimed = first.claim(&["job"]).unwrap();
+                    assert!(claimed.missed.is_empty(), "{claimed:?}");
+                    claimed.tasks
+                } else {
+                    first
+                        .renew_leases_of(&ids)
+                        .into_iter()
+                        .map(|t| t.unwrap().into_task())
+                        .collect()
+                }
+            });
+            common::wait_for_lock_waiter(&held, "the write to wait for a's stripe", || {
+                handed.is_finished()
+            });
+            // Past the lease while it waits; then the holder is gone.
+            clock.advance(Duration::from_secs(35));
+            holder.kill();
+            let handed = handed.join().unwrap();
+            let now = taskstore::Clock::now(&clock);
+            assert_eq!(handed.len(), 2, "claim: {claim}");
+            for task in &handed {
+                assert!(!task.is_orphan_at(now), "claim: {claim}: {task:?} at {now}");
+            }
+            let reaped = second.reap().unwrap();
+            assert!(reaped.tasks.is_empty(), "claim: {claim}: {reaped:?}");
+            if claim {
+                let again = second.claim(&["job"]).unwrap();
+                assert!(again.tasks.is_empty(), "{again:?}");
+            }
+        });
+    }
+}

@@ -133,26 +133,48 @@ impl FileBackend {
         // Each task staged under its own lock, side by side when there are
         // many (each stage writes and fsyncs a file: a renewal of thousands
         // of leases waits on as many fsyncs), each with its own record of
-        // what it touched, all settled together below.
-        let staging = parallel::map_io(swaps, |(current, next)| {
+        // what it touched, all settled together below. First every task
+        // whose stripe no one holds, then those whose stripe another held,
+        // waited for: a stripe held for long (by a process stopped while it
+        // holds it) holds up no other task's write.
+        let stage = |(current, next): &(Task, Record), wait: bool| {
             let mut touched = self.touched();
             let mut staged = None;
-            let result =
-                self.locks
-                    .lock(&self.fs, stripe(&current.id))
-                    .and_then(|_guard| match self.find(&current.id)? {
-                        Some(found) if is_current(&found.task, current) => {
-                            staged = Some(self.stage(&found, next, Locking::Take, &mut touched)?);
-                            Ok(Swap::Done)
-                        }
-                        found => Ok(Swap::Changed(found.map(|f| f.task))),
-                    });
-            (result, staged, touched)
-        });
+            let guard = if wait {
+                self.locks.lock(&self.fs, stripe(&current.id)).map(Some)
+            } else {
+                self.locks.try_lock(&self.fs, stripe(&current.id))
+            };
+            let result = match guard {
+                Ok(None) => return None,
+                Ok(Some(_guard)) => match self.find(&current.id) {
+                    Ok(Some(found)) if is_current(&found.task, current) => self
+                        .stage(&found, next, Locking::Take, &mut touched)
+                        .map(|one| {
+                            staged = Some(one);
+                            Swap::Done
+                        }),
+                    Ok(found) => Ok(Swap::Changed(found.map(|f| f.task))),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            Some((result, staged, touched))
+        };
+        let mut staging = parallel::map_io(swaps, |swap| stage(swap, false));
+        let held: Vec<usize> = (0..swaps.len())
+            .filter(|&at| staging[at].is_none())
+            .collect();
+        for (at, one) in held
+            .iter()
+            .zip(parallel::map_io(&held, |&at| stage(&swaps[at], true)))
+        {
+            staging[*at] = one;
+        }
         let mut touched: Option<Touched> = None;
         let mut staged = Vec::new();
         let mut results = Vec::with_capacity(swaps.len());
-        for (result, one, theirs) in staging {
+        for (result, one, theirs) in staging.into_iter().map(|one| one.expect("waited for")) {
             results.push(result);
             staged.extend(one);
             match touched.as_mut() {

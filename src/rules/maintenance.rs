@@ -222,6 +222,9 @@ impl<B: Backend> Store<B> {
         let results = self.backend.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let outcome = match result {
+                Ok(Swap::Done) if self.lapsed_by_now(next.task()) => {
+                    self.renewed_claim(next.into_task())
+                }
                 Ok(Swap::Done) => Ok(Some(next.into_task())),
                 // Changed since it was judged claimable (renewed by its
                 // owner, claimed by another instance first, or written by
@@ -243,6 +246,39 @@ impl<B: Backend> Store<B> {
         }
         claimed.tasks.sort_by(Task::listing_order);
         Ok(claimed)
+    }
+
+    /// Whether `task`, a version this handle has just written with a fresh
+    /// lease, holds one that has lapsed by now: its write waited longer
+    /// than the lease (for a lock a process stopped while it held it, say).
+    /// Such a lease is renewed again, under the backend's read-decide-write
+    /// at the time of that write, rather than handed out lapsed, to be
+    /// reaped or claimed by another at once.
+    fn lapsed_by_now(&self, task: &Task) -> bool {
+        task.is_orphan_at(self.time())
+    }
+
+    /// The claimed `task`, whose lease lapsed while its claim waited
+    /// ([`lapsed_by_now`](Self::lapsed_by_now)), renewed; an error if the
+    /// renewal failed, or found it no longer this claim's (another claimed
+    /// or reaped it since). The claim then stands, lapsed, with no run of
+    /// this handle's: it is left to the next claim
+    /// ([`disown_claim`](Store::disown_claim)).
+    fn renewed_claim(&self, task: Task) -> Result<Option<Task>> {
+        match self.renew_lease(&task.id) {
+            Ok(Transition::Applied(renewed)) if renewed.epoch == task.epoch => Ok(Some(renewed)),
+            other => {
+                let error = match other {
+                    Err(e) => e,
+                    Ok(now) => Error::NotOwner {
+                        id: task.id.clone(),
+                        owner: now.task().owner.clone(),
+                    },
+                };
+                self.disown_claim(task);
+                Err(error)
+            }
+        }
     }
 
     /// Claims task `id` if it is (still) a resumable orphan of one of
@@ -314,8 +350,11 @@ impl<B: Backend> Store<B> {
         }
         self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
-        for ((current, _), result) in pairs.iter().zip(results) {
+        for ((current, next), result) in pairs.iter().zip(results) {
             let result = match result {
+                Ok(Swap::Done) if self.lapsed_by_now(next.task()) => {
+                    self.renew_lease(&current.id).map(|t| t.is_applied())
+                }
                 Ok(Swap::Done) => Ok(true),
                 // Written meanwhile (another instance's cancel request, say):
                 // renew what is there now.
@@ -404,6 +443,7 @@ impl<B: Backend> Store<B> {
         let swaps = self.backend.replace_all(&pairs);
         for ((slot, (_, record)), swap) in slots.into_iter().zip(pairs).zip(swaps) {
             results[slot] = Some(match swap {
+                Ok(Swap::Done) if self.lapsed_by_now(record.task()) => self.renew_lease(&ids[slot]),
                 Ok(Swap::Done) => Ok(Transition::Applied(record.into_task())),
                 // Written meanwhile: renew what is there now.
                 Ok(_) => self.renew_lease(&ids[slot]),
