@@ -63,8 +63,25 @@ const ALL_TRIES: usize = 3;
 /// under the `stripe_wait` of a stripe a stopped process holds.
 const HOLDING_WAIT: Duration = Duration::from_secs(1);
 
-/// Whether `e` is a wait for a lock that ran out (another handle or process
-/// held it for the whole wait), rather than a failure to take it.
+/// A wait for the lock file at `path` that ran out, `held` saying what held
+/// it: an error naming the lock, and that only the holder's going on or
+/// end frees it ([`ran_out`] tells it).
+pub(crate) fn held_too_long(path: &std::path::Path, held: &str) -> Error {
+    Error::io(
+        "lock",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{held}: a process stopped while it holds it (SIGSTOP, a paused container) holds it until it goes on or is gone"
+            ),
+        ),
+    )
+}
+
+/// Whether `e` is a wait for a lock that ran out ([`held_too_long`]: another
+/// handle or process held it for the whole wait), rather than a failure to
+/// take it.
 pub(crate) fn ran_out(e: &Error) -> bool {
     matches!(e, Error::Io { op: "lock", source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
 }
@@ -307,21 +324,18 @@ impl StripeLocks {
         let timed_out = |lately: bool| {
             s.stuck.store(true, Ordering::Release);
             *self.gave_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-            let held = if lately {
-                format!(
-                    "another handle or process holds it, as after a wait of {:?} that ran out lately",
-                    self.wait
-                )
-            } else {
-                format!("another handle or process held it for over {:?}", self.wait)
-            };
-            lock(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "{held}: a process stopped while it holds it (SIGSTOP, a paused \
-                     container) holds it until it goes on or is gone"
-                ),
-            ))
+            held_too_long(
+                &s.path,
+                &if lately {
+                    format!(
+                        "another handle or process held it, as it did through a wait of \
+                         {:?} that ran out lately",
+                        self.wait
+                    )
+                } else {
+                    format!("another handle or process held it for over {:?}", self.wait)
+                },
+            )
         };
         if stuck || (moment.is_none() && self.gave_up_lately()) {
             // Tried for moments, leaving no thread behind: a stripe free

@@ -248,14 +248,13 @@ pub(super) fn lock_shared_within(
     let mut polling = Polling::new(wait);
     while !fs.try_lock_shared(file, path).map_err(lock)? {
         if polling.ran_out() {
-            return Err(lock(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
+            return Err(crate::file::lock::held_too_long(
+                path,
+                &format!(
                     "another open holds it alone (compacting the store's directories or \
-                     moving its format), still after {wait:?}: a process stopped in the \
-                     middle of one holds it until it goes on or is gone"
+                     moving its format), still after {wait:?}"
                 ),
-            )));
+            ));
         }
         polling.pause();
     }
