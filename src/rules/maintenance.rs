@@ -220,9 +220,10 @@ impl<B: Backend> Store<B> {
         }
         claimed.expired = self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
+        let after = self.time();
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let outcome = match result {
-                Ok(Swap::Done) if self.lapsed_by_now(next.task()) => {
+                Ok(Swap::Done) if lapsed_since(next.task(), after) => {
                     self.renewed_claim(next.into_task())
                 }
                 Ok(Swap::Done) => Ok(Some(next.into_task())),
@@ -248,18 +249,8 @@ impl<B: Backend> Store<B> {
         Ok(claimed)
     }
 
-    /// Whether `task`, a version this handle has just written with a fresh
-    /// lease, holds one that has lapsed by now: its write waited longer
-    /// than the lease (for a lock a process stopped while it held it, say).
-    /// Such a lease is renewed again, under the backend's read-decide-write
-    /// at the time of that write, rather than handed out lapsed, to be
-    /// reaped or claimed by another at once.
-    fn lapsed_by_now(&self, task: &Task) -> bool {
-        task.is_orphan_at(self.time())
-    }
-
     /// The claimed `task`, whose lease lapsed while its claim waited
-    /// ([`lapsed_by_now`](Self::lapsed_by_now)), renewed; an error if the
+    /// ([`lapsed_since`]), renewed; an error if the
     /// renewal failed, or found it no longer this claim's (another claimed
     /// or reaped it since). The claim then stands, lapsed, with no run of
     /// this handle's: it is left to the next claim
@@ -350,9 +341,10 @@ impl<B: Backend> Store<B> {
         }
         self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
+        let after = self.time();
         for ((current, next), result) in pairs.iter().zip(results) {
             let result = match result {
-                Ok(Swap::Done) if self.lapsed_by_now(next.task()) => {
+                Ok(Swap::Done) if lapsed_since(next.task(), after) => {
                     self.renew_lease(&current.id).map(|t| t.is_applied())
                 }
                 Ok(Swap::Done) => Ok(true),
@@ -441,9 +433,12 @@ impl<B: Backend> Store<B> {
             }
         }
         let swaps = self.backend.replace_all(&pairs);
+        let after = self.time();
         for ((slot, (_, record)), swap) in slots.into_iter().zip(pairs).zip(swaps) {
             results[slot] = Some(match swap {
-                Ok(Swap::Done) if self.lapsed_by_now(record.task()) => self.renew_lease(&ids[slot]),
+                Ok(Swap::Done) if lapsed_since(record.task(), after) => {
+                    self.renew_lease(&ids[slot])
+                }
                 Ok(Swap::Done) => Ok(Transition::Applied(record.into_task())),
                 // Written meanwhile: renew what is there now.
                 Ok(_) => self.renew_lease(&ids[slot]),
@@ -466,6 +461,16 @@ impl<B: Backend> Store<B> {
 fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
     tracing::warn!(task = %id, error = %error, pass, "a task the pass could not handle; the next pass tries again");
     Missed { id, error }
+}
+
+/// Whether `task`, a version a batch has just written with a fresh lease,
+/// holds one that had lapsed by `after`, when the batch returned: its
+/// write waited longer than the lease (for a lock a process stopped while
+/// it held it, say). Such a lease is renewed again, under the backend's
+/// read-decide-write at the time of that write, rather than handed out
+/// lapsed, to be reaped or claimed by another at once.
+fn lapsed_since(task: &Task, after: OffsetDateTime) -> bool {
+    task.is_orphan_at(after)
 }
 
 /// The running tasks whose lease has lapsed at `now`: every candidate of a
