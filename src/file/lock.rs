@@ -292,8 +292,7 @@ impl StripeLocks {
 
     /// [`lock`](Self::lock), or with `moment` a wait of that long at most
     /// (none for zero), whose running out (`None`) marks nothing, and which
-    /// does not wait for a stripe marked stuck, nor for another thread of
-    /// this process that holds it (it may be waiting itself).
+    /// does not wait for a stripe marked stuck.
     fn take(
         &self,
         fs: &Fs,
@@ -301,13 +300,24 @@ impl StripeLocks {
         moment: Option<Duration>,
     ) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
+        let started = Instant::now();
         let held = match moment {
             None => s.file.lock().unwrap_or_else(|e| e.into_inner()),
-            Some(_) => match s.file.try_lock() {
-                Ok(held) => held,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            },
+            // Another thread of this process holds it: tried again for the
+            // moment (a write's hold is short), polling.
+            Some(moment) => {
+                let mut polling = Polling::new(moment);
+                loop {
+                    match s.file.try_lock() {
+                        Ok(held) => break held,
+                        Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                        Err(std::sync::TryLockError::WouldBlock) if polling.ran_out() => {
+                            return Ok(None);
+                        }
+                        Err(std::sync::TryLockError::WouldBlock) => polling.pause(),
+                    }
+                }
+            }
         };
         let held = self.opened(fs, s, held)?;
         let lock = |e| Error::io("lock", &s.path, e);
@@ -367,7 +377,8 @@ impl StripeLocks {
                 }
             })
             .map_err(|e| Error::io("wait for lock", &s.path, e))?;
-        match got.recv_timeout(moment.unwrap_or(self.wait)) {
+        let wait = moment.map_or(self.wait, |moment| moment.saturating_sub(started.elapsed()));
+        match got.recv_timeout(wait) {
             Ok(Ok(own)) => {
                 s.stuck.store(false, Ordering::Release);
                 Ok(Some(StripeGuard {
