@@ -30,13 +30,20 @@ pub(crate) struct StripeLocks {
     /// How long a call waits for a stripe another handle holds
     /// ([`STRIPE_WAIT`] unless the builder says).
     wait: Duration,
-    /// When a wait for a stripe last ran out (a wait in full, or the short
-    /// try of a stuck one): for a `wait` after it, a stripe not yet waited
-    /// for is tried for [`STUCK_WAIT`] only, as a stuck one, so that a call
-    /// meeting many stripes a stopped process holds (one stopped under
-    /// every stripe, in a sweep's chunk) waits `wait` once, not once for
-    /// each.
-    gave_up: Mutex<Option<Instant>>,
+    /// Whether every call of this handle is one pass ([`Pass`]): a check's
+    /// own handle, whose one call is the check.
+    one_pass: Option<Pass>,
+}
+
+/// A pass over many tasks (a batch of writes, a check): once one of its
+/// waits for a stripe ran out, it tries the other stripes held for
+/// [`STUCK_WAIT`] only, as stuck ones, so that a pass meeting many stripes
+/// a stopped process holds (one stopped under every stripe, in a sweep's
+/// chunk) waits the `stripe_wait` once, not once for each. Shared by the
+/// pass's workers.
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    gave_up: AtomicBool,
 }
 
 /// How long a call waits for a stripe another handle or process holds, by
@@ -262,20 +269,15 @@ impl StripeLocks {
                 .collect(),
             dir,
             wait,
-            gave_up: Mutex::new(None),
+            one_pass: None,
         }
     }
 
-    /// Sets how long a call waits for a stripe another handle holds.
-    pub fn set_wait(&mut self, wait: Duration) {
+    /// Makes these the locks of a check: every call one [`Pass`], each
+    /// stripe waited for `wait` at most.
+    pub fn for_a_check(&mut self, wait: Duration) {
         self.wait = wait;
-    }
-
-    /// Whether a wait for a stripe ran out within the last `wait`
-    /// ([`gave_up`](Self::gave_up)).
-    fn gave_up_lately(&self) -> bool {
-        let gave_up = self.gave_up.lock().unwrap_or_else(PoisonError::into_inner);
-        gave_up.is_some_and(|at| at.elapsed() < self.wait)
+        self.one_pass = Some(Pass::default());
     }
 
     /// Waits for the stripe, at most the wait the locks were made with
@@ -286,7 +288,13 @@ impl StripeLocks {
     /// own, on a thread of its own: a wait given up leaves that thread
     /// waiting, and it lets the lock go as soon as it gets it.
     pub fn lock(&self, fs: &Fs, stripe: usize) -> Result<StripeGuard<'_>> {
-        let guard = self.take(fs, stripe, None)?;
+        self.lock_in(fs, stripe, None)
+    }
+
+    /// [`lock`](Self::lock) for a task of `pass`: once a wait of the pass
+    /// ran out, for moments only.
+    pub fn lock_in(&self, fs: &Fs, stripe: usize, pass: Option<&Pass>) -> Result<StripeGuard<'_>> {
+        let guard = self.take(fs, stripe, None, pass.or(self.one_pass.as_ref()))?;
         Ok(guard.expect("a wait in full ends in the stripe or an error"))
     }
 
@@ -298,6 +306,7 @@ impl StripeLocks {
         fs: &Fs,
         stripe: usize,
         moment: Option<Duration>,
+        pass: Option<&Pass>,
     ) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
         let started = Instant::now();
@@ -333,13 +342,15 @@ impl StripeLocks {
         // `lately`: tried for moments, after a wait that ran out.
         let timed_out = |lately: bool| {
             s.stuck.store(true, Ordering::Release);
-            *self.gave_up.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            if let Some(pass) = pass {
+                pass.gave_up.store(true, Ordering::Release);
+            }
             held_too_long(
                 &s.path,
                 &if lately {
                     format!(
                         "another handle or process held it, as it did through a wait of \
-                         {:?} that ran out lately",
+                         {:?} that ran out",
                         self.wait
                     )
                 } else {
@@ -347,7 +358,7 @@ impl StripeLocks {
                 },
             )
         };
-        if stuck || (moment.is_none() && self.gave_up_lately()) {
+        if stuck || pass.is_some_and(|pass| pass.gave_up.load(Ordering::Acquire)) {
             // Tried for moments, leaving no thread behind: a stripe free
             // again is taken (and no longer stuck), one still held fails
             // (and is stuck).
@@ -422,7 +433,7 @@ impl StripeLocks {
             let mut guards = Vec::with_capacity(stripes.len());
             let mut held_up = None;
             for &stripe in stripes {
-                match self.take(fs, stripe, Some(wait))? {
+                match self.take(fs, stripe, Some(wait), None)? {
                     Some(guard) => guards.push(guard),
                     None => {
                         held_up = Some(stripe);
@@ -613,7 +624,7 @@ impl StripeLocks {
     /// Takes the stripe only if no one holds it (then it is no longer
     /// stuck: [`lock`](Self::lock) waits for it in full again).
     pub fn try_lock(&self, fs: &Fs, stripe: usize) -> Result<Option<StripeGuard<'_>>> {
-        self.take(fs, stripe, Some(Duration::ZERO))
+        self.take(fs, stripe, Some(Duration::ZERO), None)
     }
 
     /// `held`, the stripe's file under its mutex, opened by this process:

@@ -709,6 +709,7 @@ fn check_format(store: &FileBackend, found: u64) -> Result<()> {
 /// resolves by the same rule (see `FileBackend::unresolved`).
 fn resolve_stale_copies(store: &FileBackend) -> Result<BTreeSet<TaskId>> {
     let mut unresolved = BTreeSet::new();
+    let pass = crate::file::lock::Pass::default();
     let active = store.dir(Area::Active);
     let done = store.dir(Area::Done);
     let names = store
@@ -724,14 +725,13 @@ fn resolve_stale_copies(store: &FileBackend) -> Result<BTreeSet<TaskId>> {
             Err(e) => return Err(Error::io("stat", done.join(&name), e)),
             Ok(_) => {}
         }
-        let resolved =
-            store
-                .locks
-                .lock(&store.fs, stripe(&id))
-                .and_then(|_guard| match store.find(&id)? {
-                    Some(found) => store.tidy(&found),
-                    None => Ok(()),
-                });
+        let resolved = store
+            .locks
+            .lock_in(&store.fs, stripe(&id), Some(&pass))
+            .and_then(|_guard| match store.find(&id)? {
+                Some(found) => store.tidy(&found),
+                None => Ok(()),
+            });
         match resolved {
             Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
             Err(e) => {

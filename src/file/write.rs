@@ -137,11 +137,16 @@ impl FileBackend {
         // whose stripe no one holds, then those whose stripe another held,
         // waited for: a stripe held for long (by a process stopped while it
         // holds it) holds up no other task's write.
+        // Once one wait for a held stripe ran out, the others are tried
+        // for moments only: a pass waits its `stripe_wait` once.
+        let pass = lock::Pass::default();
         let stage = |(current, next): &(Task, Record), wait: bool| {
             let mut touched = self.touched();
             let mut staged = None;
             let guard = if wait {
-                self.locks.lock(&self.fs, stripe(&current.id)).map(Some)
+                self.locks
+                    .lock_in(&self.fs, stripe(&current.id), Some(&pass))
+                    .map(Some)
             } else {
                 self.locks.try_lock(&self.fs, stripe(&current.id))
             };
@@ -781,8 +786,9 @@ impl FileBackend {
             .collect();
         if !terminal.is_empty() {
             if wait {
+                let pass = lock::Pass::default();
                 for stripe in terminal {
-                    if let Err(e) = self.locks.lock(&self.fs, stripe).map(drop) {
+                    if let Err(e) = self.locks.lock_in(&self.fs, stripe, Some(&pass)).map(drop) {
                         untaken.insert(stripe, e);
                     }
                 }
@@ -1072,6 +1078,7 @@ impl FileBackend {
             .collect();
         order.sort_unstable();
         let mut results: Vec<Option<Result<Swap>>> = tasks.iter().map(|_| None).collect();
+        let pass = lock::Pass::default();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             if let Some(e) = untaken.get(&group[0].0) {
                 for &(_, at) in group {
@@ -1079,7 +1086,7 @@ impl FileBackend {
                 }
                 continue;
             }
-            let guard = self.locks.lock(&self.fs, group[0].0);
+            let guard = self.locks.lock_in(&self.fs, group[0].0, Some(&pass));
             let mut drained = false;
             for &(stripe, at) in group {
                 let result = match &guard {

@@ -269,7 +269,11 @@ impl FileCheck {
                     tmp: std::sync::Arc::new(tmp),
                     expiring: DirSync::new(expiring),
                     quarantine: Quarantine::new(&fs, quarantine),
-                    locks: StripeLocks::new(locks, crate::file::lock::STRIPE_WAIT),
+                    locks: {
+                        let mut locks = StripeLocks::new(locks, BATCH_WAIT);
+                        locks.for_a_check(BATCH_WAIT);
+                        locks
+                    },
                     fs: fs.clone(),
                     durability: Durability::Immediate,
                     snapshot: Default::default(),
@@ -326,7 +330,7 @@ impl FileCheck {
     pub fn wait_for_batches(mut self, wait: Duration) -> FileCheck {
         self.batch_wait = wait;
         if let Opened::Whole { backend, .. } = &mut self.store {
-            backend.locks.set_wait(wait);
+            backend.locks.for_a_check(wait);
         }
         self
     }
