@@ -4557,10 +4557,7 @@ fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
 #[test]
 fn verify_beside_a_process_stopped_holding_two_stripes_waits_once() {
     let test = "verify_beside_a_process_stopped_holding_two_stripes_waits_once";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "hold");
-        common::hold_locks(&args);
-    }
+    common::hold_locks_if_the_holder();
     let (tmp, dir) = store_dir();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
     let store = FileStore::builder(&dir)

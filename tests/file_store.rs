@@ -823,6 +823,38 @@ fn a_store_under_a_symlinked_parent_opens() {
     }
 }
 
+/// A store in a new directory, on a clock of its own, and two handles on
+/// it without fsync, as the held-stripe tests use them: a sweeper that
+/// waits for a stripe as long as the test does, and a writer that gives
+/// up (an error) after `writer_wait`.
+fn sweeper_and_writer(
+    writer_wait: Duration,
+) -> (tempfile::TempDir, ManualClock, FileStore, FileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = |wait: Duration| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .durability(Durability::Eventual)
+            .stripe_wait(wait)
+            .open()
+            .unwrap()
+    };
+    let (sweeper, writer) = (open(common::HANG), open(writer_wait));
+    (dir, clock, sweeper, writer)
+}
+
+/// `count` tasks `store` makes with `ttl` and completes.
+fn finished_with_ttl(store: &FileStore, count: usize, ttl: Duration) -> Vec<taskstore::TaskId> {
+    (0..count)
+        .map(|n| {
+            let id = store.create(NewTask::new().ttl(ttl)).unwrap().id;
+            assert!(store.complete(&id, json!(n)).unwrap().is_applied());
+            id
+        })
+        .collect()
+}
+
 /// A stripe another process holds (stopped while it holds it, say) keeps a
 /// sweep from deleting that stripe's expired tasks alone: every other
 /// expired task is deleted, finished or running, and each of the held
@@ -888,30 +920,11 @@ fn a_sweep_deletes_every_expired_task_but_a_held_stripes() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = |wait: Duration| {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .durability(Durability::Eventual)
-            .stripe_wait(wait)
-            .open()
-            .unwrap()
-    };
-    // The sweep waits for as long as the test does; the writer gives up
-    // (an error) well before that.
-    let sweeper = open(common::HANG);
-    let writer = open(Duration::from_secs(10));
+    let (dir, clock, sweeper, writer) = sweeper_and_writer(Duration::from_secs(10));
     let held = 63;
     let ttl = Duration::from_secs(10);
     // More than a large pass: the sweep takes every stripe at once.
-    let expired: Vec<taskstore::TaskId> = (0..300)
-        .map(|n| {
-            let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
-            assert!(writer.complete(&id, json!(n)).unwrap().is_applied());
-            id
-        })
-        .collect();
+    let expired = finished_with_ttl(&writer, 300, ttl);
     let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
         .find(|task| common::stripe(task.id.as_str()) != held)
         .unwrap();
@@ -950,26 +963,9 @@ fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sweep_that_met_busy_stripes_holds_up_no_write_while_it_waits_for_a_held_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = |wait: Duration| {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .durability(Durability::Eventual)
-            .stripe_wait(wait)
-            .open()
-            .unwrap()
-    };
-    let sweeper = open(common::HANG);
-    let writer = open(Duration::from_secs(3));
+    let (dir, clock, sweeper, writer) = sweeper_and_writer(Duration::from_secs(3));
     let ttl = Duration::from_secs(10);
-    let expired: Vec<taskstore::TaskId> = (0..300)
-        .map(|n| {
-            let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
-            assert!(writer.complete(&id, json!(n)).unwrap().is_applied());
-            id
-        })
-        .collect();
+    let expired = finished_with_ttl(&writer, 300, ttl);
     let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
         .find(|task| common::stripe(task.id.as_str()) < 63)
         .unwrap();
@@ -1017,18 +1013,7 @@ fn a_sweep_that_met_busy_stripes_holds_up_no_write_while_it_waits_for_a_held_one
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sweep_removing_stale_expiry_entries_holds_up_no_write_while_it_waits() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = |wait: Duration| {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .durability(Durability::Eventual)
-            .stripe_wait(wait)
-            .open()
-            .unwrap()
-    };
-    let sweeper = open(common::HANG);
-    let writer = open(Duration::from_secs(3));
+    let (dir, clock, sweeper, writer) = sweeper_and_writer(Duration::from_secs(3));
     let ttl = Duration::from_secs(10);
     let finished_in = |stripe: usize| loop {
         let id = writer.create(NewTask::new().ttl(ttl)).unwrap().id;
@@ -1082,13 +1067,7 @@ fn a_sweep_beside_busy_writers_of_its_own_handle_ends() {
         .open()
         .unwrap();
     let ttl = Duration::from_secs(10);
-    let expired: Vec<taskstore::TaskId> = (0..20)
-        .map(|n| {
-            let id = store.create(NewTask::new().ttl(ttl)).unwrap().id;
-            assert!(store.complete(&id, json!(n)).unwrap().is_applied());
-            id
-        })
-        .collect();
+    let expired = finished_with_ttl(&store, 20, ttl);
     let live: Vec<taskstore::TaskId> = (0..64)
         .map(|stripe| {
             let id = common::id_in_stripe("live", stripe);

@@ -1016,10 +1016,8 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
 #[test]
 fn a_pass_beside_a_process_stopped_under_every_stripe_waits_once() {
     let test = "a_pass_beside_a_process_stopped_under_every_stripe_waits_once";
+    common::hold_locks_if_the_holder();
     if let Some((role, args)) = common::role() {
-        if role == "hold" {
-            common::hold_locks(&args);
-        }
         assert_eq!(role, "reap");
         let reaper = FileStore::builder(&args[0])
             .instance_id("reaper")
@@ -1098,10 +1096,7 @@ fn two_leases_in_two_stripes(
 #[test]
 fn a_renewal_held_up_by_one_stopped_stripe_renews_the_others_first() {
     let test = "a_renewal_held_up_by_one_stopped_stripe_renews_the_others_first";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "hold");
-        common::hold_locks(&args);
-    }
+    common::hold_locks_if_the_holder();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));
@@ -1145,10 +1140,7 @@ fn a_renewal_held_up_by_one_stopped_stripe_renews_the_others_first() {
 #[test]
 fn a_renewal_or_claim_that_waited_past_its_lease_hands_out_no_lapsed_lease() {
     let test = "a_renewal_or_claim_that_waited_past_its_lease_hands_out_no_lapsed_lease";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "hold");
-        common::hold_locks(&args);
-    }
+    common::hold_locks_if_the_holder();
     for claim in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("store");
@@ -1232,10 +1224,7 @@ fn a_renewal_or_claim_that_waited_past_its_lease_hands_out_no_lapsed_lease() {
 #[test]
 fn after_a_wait_ran_out_a_briefly_held_stripe_is_still_waited_for() {
     let test = "after_a_wait_ran_out_a_briefly_held_stripe_is_still_waited_for";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "hold");
-        common::hold_locks(&args);
-    }
+    common::hold_locks_if_the_holder();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let handle = FileStore::builder(&store)

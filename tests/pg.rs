@@ -2432,6 +2432,43 @@ impl Backend for Hooked {
     }
 }
 
+/// Ends every connection named `application` (as an administrator or a
+/// restart would) and lets them sit ended long enough for their pool to
+/// look at them before it hands one out (`pool::LOOK_AFTER`): one ended
+/// moments after its last use is met by the next statement, sent, whose
+/// failure may then come after a commit for all the client can tell.
+fn end_idle_connections(cluster: &Cluster, application: &str) {
+    let mut client = cluster.client();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap();
+    wait_until("the connections to end", || {
+        connected(&mut client, application) == 0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Makes the server refuse every `statement` (`INSERT`, `UPDATE`) of
+/// `schema`'s tasks with an `ERROR` reply, as a statement or lock timeout
+/// would refuse one: "the test refuses every insert" (or update).
+fn refuse_every(cluster: &Cluster, schema: &str, statement: &str) {
+    let what = statement.to_lowercase();
+    cluster
+        .client()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refused() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'the test refuses every {what}';
+             END $$;
+             CREATE TRIGGER refused BEFORE {statement} ON {schema}.tasks
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refused();"
+        ))
+        .unwrap();
+}
+
 /// A claim batch that never reached the server (no connection: its pooled
 /// one ended, and the connects that would replace it refused) changed
 /// nothing, as one the server refused: the tasks another pass of the same
@@ -2489,24 +2526,9 @@ fn a_batch_that_found_no_connection_reports_no_task_another_pass_claimed() {
             return;
         }
         // The pooled connection ended (an administrator, a restart), and
-        // the connect that replaces it refused.
-        let mut client = cluster.client();
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = $1",
-                &[&application],
-            )
-            .unwrap();
-        wait_until("the heir's connection to end", || {
-            connected(&mut client, application) == 0
-        });
-        // Idle a while, so that the pool looks at it before the batch takes
-        // it (`pool::LOOK_AFTER`): one ended moments after its last use is
-        // met by the batch's statement, sent, whose failure may then come
-        // after a commit for all the client can tell.
-        std::thread::sleep(Duration::from_millis(200));
-        // Until the pass is over: its writes of each task alone too.
+        // the connect that replaces it refused, until the pass is over:
+        // its writes of each task alone too.
+        end_idle_connections(cluster, application);
         refusing.refuse(true);
     };
     let heir = taskstore::Store::with_backend(Hooked::new(inner, after_scan, before_batch))
@@ -2607,17 +2629,7 @@ fn a_create_that_changed_nothing_is_not_undone() {
         .instance_id("a")
         .build()
         .unwrap();
-    cluster
-        .client()
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.refused() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 RAISE EXCEPTION 'the test refuses every insert';
-             END $$;
-             CREATE TRIGGER refused BEFORE INSERT ON {schema}.tasks
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refused();"
-        ))
-        .unwrap();
+    refuse_every(cluster, &schema, "INSERT");
     let id = TaskId::parse("refused-by-the-server").unwrap();
     let e = store.create(NewTask::new().id(id.clone())).unwrap_err();
     assert!(e.to_string().contains(id.as_str()), "{e}");
@@ -2628,19 +2640,7 @@ fn a_create_that_changed_nothing_is_not_undone() {
         .batch_execute(&format!("DROP TRIGGER refused ON {schema}.tasks"))
         .unwrap();
     // Never sent: the pooled connection ended, every connect refused.
-    let mut client = cluster.client();
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&application],
-        )
-        .unwrap();
-    wait_until("the connection to end", || {
-        connected(&mut client, application) == 0
-    });
-    // Idle a while, so that the pool looks at it before the create takes
-    // it (`pool::LOOK_AFTER`).
-    std::thread::sleep(Duration::from_millis(200));
+    end_idle_connections(cluster, application);
     proxy.refuse(true);
     let id = TaskId::parse("never-sent").unwrap();
     let e = store.create(NewTask::new().id(id.clone())).unwrap_err();
@@ -2755,17 +2755,7 @@ fn a_server_that_ends_a_session_on_any_error_ends_none_of_the_stores() {
     );
     assert_eq!(store.get(&first.id).unwrap(), Some(first.clone()));
     assert_eq!(pid(), before, "the refused create ended the session");
-    cluster
-        .client()
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.refused() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 RAISE EXCEPTION 'the test refuses every update';
-             END $$;
-             CREATE TRIGGER refused BEFORE UPDATE ON {schema}.tasks
-                 FOR EACH ROW EXECUTE FUNCTION {schema}.refused();"
-        ))
-        .unwrap();
+    refuse_every(cluster, &schema, "UPDATE");
     let e = store.complete(&first.id, json!(1)).unwrap_err();
     assert!(
         e.to_string().contains("ERROR") && e.to_string().contains(first.id.as_str()),

@@ -710,6 +710,17 @@ pub fn id_in_stripe(prefix: &str, stripe: usize) -> TaskId {
         .expect("some id falls in every stripe")
 }
 
+/// In a child that [`stopped_holder`] started, holds its locks and never
+/// returns; in any other process, returns at once.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn hold_locks_if_the_holder() {
+    if let Some((role, args)) = role()
+        && role == "hold"
+    {
+        hold_locks(&args);
+    }
+}
+
 /// The child role of [`stopped_holder`]: takes each lock file of `args[1..]`
 /// exclusive, says so by making the file `args[0]`, then sleeps until
 /// killed.
