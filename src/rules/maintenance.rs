@@ -220,7 +220,9 @@ impl<B: Backend> Store<B> {
         }
         claimed.expired = self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
-        let after = self.time();
+        // Read only for a batch: a handle's time never goes back, so a
+        // reading no write needs is not taken.
+        let after = (!pairs.is_empty()).then(|| self.time());
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let outcome = match result {
                 Ok(Swap::Done) if lapsed_since(next.task(), after) => {
@@ -341,7 +343,9 @@ impl<B: Backend> Store<B> {
         }
         self.forget_expired(expired);
         let results = self.backend.replace_all(&pairs);
-        let after = self.time();
+        // Read only for a batch: a handle's time never goes back, so a
+        // reading no write needs is not taken.
+        let after = (!pairs.is_empty()).then(|| self.time());
         for ((current, next), result) in pairs.iter().zip(results) {
             let result = match result {
                 Ok(Swap::Done) if lapsed_since(next.task(), after) => {
@@ -433,7 +437,9 @@ impl<B: Backend> Store<B> {
             }
         }
         let swaps = self.backend.replace_all(&pairs);
-        let after = self.time();
+        // Read only for a batch: a handle's time never goes back, so a
+        // reading no write needs is not taken.
+        let after = (!pairs.is_empty()).then(|| self.time());
         for ((slot, (_, record)), swap) in slots.into_iter().zip(pairs).zip(swaps) {
             results[slot] = Some(match swap {
                 Ok(Swap::Done) if lapsed_since(record.task(), after) => {
@@ -469,8 +475,8 @@ fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
 /// it held it, say). Such a lease is renewed again, under the backend's
 /// read-decide-write at the time of that write, rather than handed out
 /// lapsed, to be reaped or claimed by another at once.
-fn lapsed_since(task: &Task, after: OffsetDateTime) -> bool {
-    task.is_orphan_at(after)
+fn lapsed_since(task: &Task, after: Option<OffsetDateTime>) -> bool {
+    after.is_some_and(|after| task.is_orphan_at(after))
 }
 
 /// The running tasks whose lease has lapsed at `now`: every candidate of a
