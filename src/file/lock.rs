@@ -372,6 +372,12 @@ impl StripeLocks {
             }
             return Err(timed_out(true));
         }
+        // A moment spent on the in-process lock leaves none for the file's:
+        // no descriptor or thread is spent on a wait that cannot last.
+        let wait = moment.map_or(self.wait, |moment| moment.saturating_sub(started.elapsed()));
+        if moment.is_some() && wait.is_zero() {
+            return Ok(None);
+        }
         let own = fs
             .open_lock_file(&self.dir, &s.name)
             .map_err(|e| Error::io("open lock file", &s.path, e))?;
@@ -388,7 +394,6 @@ impl StripeLocks {
                 }
             })
             .map_err(|e| Error::io("wait for lock", &s.path, e))?;
-        let wait = moment.map_or(self.wait, |moment| moment.saturating_sub(started.elapsed()));
         match got.recv_timeout(wait) {
             Ok(Ok(own)) => {
                 s.stuck.store(false, Ordering::Release);
