@@ -219,13 +219,10 @@ impl<B: Backend> Store<B> {
             }
         }
         claimed.expired = self.forget_expired(expired);
-        let results = self.backend.replace_all(&pairs);
-        // Read only for a batch: a handle's time never goes back, so a
-        // reading no write needs is not taken.
-        let after = (!pairs.is_empty()).then(|| self.time());
+        let (results, returned) = self.replace_leases(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let outcome = match result {
-                Ok(Swap::Done) if lapsed_since(next.task(), after) => {
+                Ok(Swap::Done) if returned.lapsed(next.task()) => {
                     self.renewed_claim(next.into_task())
                 }
                 Ok(Swap::Done) => Ok(Some(next.into_task())),
@@ -342,13 +339,10 @@ impl<B: Backend> Store<B> {
             }
         }
         self.forget_expired(expired);
-        let results = self.backend.replace_all(&pairs);
-        // Read only for a batch: a handle's time never goes back, so a
-        // reading no write needs is not taken.
-        let after = (!pairs.is_empty()).then(|| self.time());
+        let (results, returned) = self.replace_leases(&pairs);
         for ((current, next), result) in pairs.iter().zip(results) {
             let result = match result {
-                Ok(Swap::Done) if lapsed_since(next.task(), after) => {
+                Ok(Swap::Done) if returned.lapsed(next.task()) => {
                     self.renew_lease(&current.id).map(|t| t.is_applied())
                 }
                 Ok(Swap::Done) => Ok(true),
@@ -370,6 +364,16 @@ impl<B: Backend> Store<B> {
             Some(e) => Err(e),
             None => Ok(renewed),
         }
+    }
+
+    /// Writes a batch of fresh leases (renewals or claims), and reads the
+    /// time it returned, to tell a lease that lapsed while it waited. Read
+    /// only for a batch: a handle's time never goes back, so a reading no
+    /// write needs is not taken.
+    fn replace_leases(&self, pairs: &[(Task, Record)]) -> (Vec<Result<Swap>>, Returned) {
+        let results = self.backend.replace_all(pairs);
+        let after = (!pairs.is_empty()).then(|| self.time());
+        (results, Returned(after))
     }
 }
 
@@ -436,15 +440,10 @@ impl<B: Backend> Store<B> {
                 Err(e) => results[slot] = Some(Err(e)),
             }
         }
-        let swaps = self.backend.replace_all(&pairs);
-        // Read only for a batch: a handle's time never goes back, so a
-        // reading no write needs is not taken.
-        let after = (!pairs.is_empty()).then(|| self.time());
+        let (swaps, returned) = self.replace_leases(&pairs);
         for ((slot, (_, record)), swap) in slots.into_iter().zip(pairs).zip(swaps) {
             results[slot] = Some(match swap {
-                Ok(Swap::Done) if lapsed_since(record.task(), after) => {
-                    self.renew_lease(&ids[slot])
-                }
+                Ok(Swap::Done) if returned.lapsed(record.task()) => self.renew_lease(&ids[slot]),
                 Ok(Swap::Done) => Ok(Transition::Applied(record.into_task())),
                 // Written meanwhile: renew what is there now.
                 Ok(_) => self.renew_lease(&ids[slot]),
@@ -469,14 +468,20 @@ fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
     Missed { id, error }
 }
 
-/// Whether `task`, a version a batch has just written with a fresh lease,
-/// holds one that had lapsed by `after`, when the batch returned: its
-/// write waited longer than the lease (for a lock a process stopped while
-/// it held it, say). Such a lease is renewed again, under the backend's
-/// read-decide-write at the time of that write, rather than handed out
-/// lapsed, to be reaped or claimed by another at once.
-fn lapsed_since(task: &Task, after: Option<OffsetDateTime>) -> bool {
-    after.is_some_and(|after| task.is_orphan_at(after))
+/// When a batch of fresh leases ([`Store::replace_leases`]) returned: no
+/// time at all for a batch of none.
+struct Returned(Option<OffsetDateTime>);
+
+impl Returned {
+    /// Whether `task`, a version the batch wrote with a fresh lease, holds
+    /// one that had lapsed by the time the batch returned: its write waited
+    /// longer than the lease (for a lock a process stopped while it held
+    /// it, say). Such a lease is renewed again, under the backend's
+    /// read-decide-write at the time of that write, rather than handed out
+    /// lapsed, to be reaped or claimed by another at once.
+    fn lapsed(&self, task: &Task) -> bool {
+        self.0.is_some_and(|after| task.is_orphan_at(after))
+    }
 }
 
 /// The running tasks whose lease has lapsed at `now`: every candidate of a
