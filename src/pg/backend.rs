@@ -598,7 +598,7 @@ impl PgBackend {
     /// the task stored exactly as it was to write it, and is done.
     fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
         match self.try_replace_at(current, stored, next) {
-            Err(e) if !refused(&e) && self.found_written(next, "replace") => Ok(Swap::Done),
+            Err(e) if self.found_written(&e, next, "replace") => Ok(Swap::Done),
             // Changed nothing; if the task moved on meanwhile (a write a
             // lock or statement timeout ended while it waited on another's
             // row), that is the answer, as a write that found it changed:
@@ -720,26 +720,29 @@ impl PgBackend {
     fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
         let alone = |task: &Task, why: Alone| match self.remove(task) {
             Ok(Swap::Changed(None)) if expired && why == Alone::Unanswered => Ok(Swap::Done),
-            Err(e)
-                if expired
-                    && !refused(&e)
-                    && matches!(self.current(&task.id, "remove"), Ok(None)) =>
-            {
-                Ok(Swap::Done)
-            }
+            Err(e) if expired && self.found_removed(&e, task) => Ok(Swap::Done),
             other => other,
         };
         self.batch(tasks, |task| task, || self.try_remove_all(tasks), alone)
     }
 
-    /// After a write of `record` failed (`op`): whether its task is stored
-    /// exactly as the write was to leave it, so that the write is done (its
-    /// reply was lost after the commit).
-    fn found_written(&self, record: &Record, op: &str) -> bool {
-        matches!(
-            self.current(&record.task().id, op),
-            Ok(Some(stored)) if self.written(&stored, record)
-        )
+    /// After a write of `record` failed (`op`) with `e`: whether it may
+    /// have committed (`e` is not one that changed nothing: [`refused`]) and
+    /// its task is stored exactly as the write was to leave it, so that the
+    /// write is done (its reply was lost after the commit). A failure that
+    /// changed nothing is not read back.
+    fn found_written(&self, e: &Error, record: &Record, op: &str) -> bool {
+        !refused(e)
+            && matches!(
+                self.current(&record.task().id, op),
+                Ok(Some(stored)) if self.written(&stored, record)
+            )
+    }
+
+    /// [`found_written`](Self::found_written) for the removal of `task`:
+    /// whether it may have committed and the task is gone.
+    fn found_removed(&self, e: &Error, task: &Task) -> bool {
+        !refused(e) && matches!(self.current(&task.id, "remove"), Ok(None))
     }
 
     /// The batch of [`replace_all`](Backend::replace_all); why it failed, if
@@ -960,7 +963,7 @@ impl Backend for PgBackend {
     /// known to have changed nothing (`known_unchanged`).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         match self.try_insert(record, max_active) {
-            Err(e) if !refused(&e) && self.found_written(record, "insert") => Ok(Insert::Done),
+            Err(e) if self.found_written(&e, record, "insert") => Ok(Insert::Done),
             inserted => known_unchanged(inserted),
         }
     }
