@@ -332,11 +332,38 @@ fn with_defaults(config: &mut postgres::Config, conninfo: &str) {
     }
     // Several hosts (a primary and its standbys): a connection lands on
     // one that takes writes, not on the first that answers, unless the
-    // string says which (the driver keeps no trace of a default it was
-    // told, so the string is looked at; the key is in either form).
+    // string says which. The driver keeps no trace of a default it was
+    // told, so the string is parsed again with `read-write` before
+    // anything it says: the driver's own parse (where a key's last value
+    // wins) then tells.
     let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
-    if hosts > 1 && !conninfo.contains("target_session_attrs") {
-        config.target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite);
+    if hosts > 1
+        && let Ok(defaulted) = read_write_first(conninfo).parse::<postgres::Config>()
+    {
+        config.target_session_attrs(defaulted.get_target_session_attrs());
+    }
+}
+
+/// `conninfo` with `target_session_attrs=read-write` before every setting
+/// it makes itself, in its own form: first of a key-value string, first of
+/// a URL's query (which starts at the first `?` after the credentials, up
+/// to the first `@`, as the driver reads them).
+fn read_write_first(conninfo: &str) -> String {
+    const SETTING: &str = "target_session_attrs=read-write";
+    let Some(rest) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|prefix| conninfo.strip_prefix(prefix))
+    else {
+        return format!("{SETTING} {conninfo}");
+    };
+    let after_credentials = rest.find('@').map_or(0, |at| at + 1);
+    let start = conninfo.len() - rest.len() + after_credentials;
+    match conninfo[start..].find('?') {
+        Some(query) => {
+            let (head, tail) = conninfo.split_at(start + query + 1);
+            format!("{head}{SETTING}&{tail}")
+        }
+        None => format!("{conninfo}?{SETTING}"),
     }
 }
 
@@ -435,7 +462,8 @@ mod tests {
     /// A string of several hosts gets `target_session_attrs=read-write`
     /// (`pg::a_connection_string_of_several_hosts_lands_on_one_that_takes_writes`
     /// runs it), in either form; one host, or a string that says, keeps the
-    /// driver's `any`.
+    /// driver's `any`, and the key's name anywhere but as a key says
+    /// nothing.
     #[test]
     fn several_hosts_get_read_write_unless_the_string_says() {
         use postgres::config::TargetSessionAttrs::{Any, ReadWrite};
@@ -445,7 +473,31 @@ mod tests {
             ("postgresql://app@a:5432,b:5432/app", ReadWrite),
             ("host=a user=app", Any),
             ("host=a,b user=app target_session_attrs=any", Any),
+            ("host=a,b user=app target_session_attrs = 'any'", Any),
             ("postgresql://app@a,b/app?target_session_attrs=any", Any),
+            (
+                "postgresql://app@a,b/app?sslmode=disable&target_session_attrs=any",
+                Any,
+            ),
+            ("postgresql://a,b", ReadWrite),
+            ("postgresql://a,b/app", ReadWrite),
+            ("postgresql://a,b?sslmode=disable", ReadWrite),
+            // The key's name elsewhere (a password, an application name)
+            // is not the key.
+            ("host=a,b password=target_session_attrs user=app", ReadWrite),
+            (
+                "host=a,b application_name='target_session_attrs=any'",
+                ReadWrite,
+            ),
+            ("postgresql://app:target_session_attrs@a,b/app", ReadWrite),
+            (
+                "postgresql://app:x?target_session_attrs=any@a,b/app",
+                ReadWrite,
+            ),
+            (
+                "postgresql://app@a,b/app?application_name=target_session_attrs",
+                ReadWrite,
+            ),
         ] {
             let mut config: postgres::Config = conninfo.parse().unwrap();
             with_defaults(&mut config, conninfo);
