@@ -49,6 +49,13 @@ use crate::task::{Task, TaskStatus};
 ///   version it kept itself to the stored JSON).
 /// - A returned `Ok` is as durable as the backend promises (documented by
 ///   each backend).
+/// - A write that fails may have been applied all the same (a reply lost
+///   after the commit): the rules take every failure so unless it is
+///   marked as known to have changed nothing
+///   ([`Error::known_to_have_changed_nothing`](crate::Error::known_to_have_changed_nothing)),
+///   and then leave a failed claim to lapse rather than renew it, and undo
+///   a failed create with a removal. A backend marks a failure only when
+///   nothing of its call can have been applied.
 /// - Where a stored task lives (for example running and finished tasks
 ///   apart) may follow its [`status`](Task::status); nothing else about it is
 ///   the backend's business.

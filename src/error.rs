@@ -320,7 +320,8 @@ pub(crate) enum Known {
     /// The call as a whole changed nothing in the store: nothing it sent
     /// was applied (every statement refused, or never sent). A failed claim
     /// so marked is not left to lapse, and a failed create so marked is not
-    /// undone ([`Error::changed_nothing`]).
+    /// undone ([`Error::known_to_have_changed_nothing`], the public way to
+    /// mark it).
     ChangedNothing,
 }
 
@@ -370,7 +371,6 @@ impl Error {
 
     /// This error, marked with what its backend knows of it ([`Known`]).
     /// Only a [`Error::Backend`] carries a mark; any other is kept as it is.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
     pub(crate) fn known(self, known: Known) -> Self {
         match self {
             Error::Backend {
@@ -393,10 +393,26 @@ impl Error {
         found
     }
 
+    /// This error, marked as known to have changed nothing in the store:
+    /// for a [`Backend`](crate::backend::Backend) whose call failed having
+    /// applied nothing (its one statement refused, or never sent). The
+    /// store's rules then neither leave a failed claim to lapse (the same
+    /// claim, made and reported by another pass of the handle, stays that
+    /// pass's to renew) nor undo a failed create with a removal. Mark only
+    /// what is certain: a failure that may have come after the change was
+    /// made (a reply lost) must stay unmarked, and is then handled as one
+    /// that may stand. Only an [`Error::Backend`] carries the mark (it shows
+    /// and chains as the error it wraps); any other error is returned as it
+    /// is.
+    pub fn known_to_have_changed_nothing(self) -> Self {
+        self.known(Known::ChangedNothing)
+    }
+
     /// Whether the call that failed so is known to have changed nothing in
-    /// the store ([`Known::ChangedNothing`]): an error that is not so
-    /// marked may have come after the change was made (a reply lost).
-    pub(crate) fn changed_nothing(&self) -> bool {
+    /// the store ([`Error::known_to_have_changed_nothing`]): an error that
+    /// is not so marked may have come after the change was made (a reply
+    /// lost).
+    pub fn changed_nothing(&self) -> bool {
         self.is_known(Known::ChangedNothing)
     }
 

@@ -580,3 +580,128 @@ fn an_orphan_written_between_a_claims_scan_and_its_write_is_still_claimed() {
     );
     assert_eq!(heir.get(&orphan.id).unwrap().as_ref(), Some(task));
 }
+
+/// [`JsonMap`] whose first insert fails having stored nothing, and whose
+/// first claim's write fails having been applied all the same (as the
+/// identical claim another pass of the same handle made and reported at
+/// that instant would leave it): each failure marked as known to have
+/// changed nothing when `marked`. It counts the removals the store asks
+/// of it.
+struct FailsOnce {
+    map: JsonMap,
+    marked: bool,
+    insert_failed: Mutex<bool>,
+    claim_failed: Mutex<bool>,
+    removals: Mutex<usize>,
+}
+
+impl FailsOnce {
+    fn new(map: JsonMap, marked: bool) -> Self {
+        FailsOnce {
+            map,
+            marked,
+            insert_failed: Mutex::new(false),
+            claim_failed: Mutex::new(false),
+            removals: Mutex::new(0),
+        }
+    }
+
+    fn failure(&self, op: &str) -> Error {
+        let error = Error::backend("fails-once", op, "refused");
+        if self.marked {
+            error.known_to_have_changed_nothing()
+        } else {
+            error
+        }
+    }
+}
+
+impl Backend for FailsOnce {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.map.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        if !std::mem::replace(&mut *self.insert_failed.lock().unwrap(), true) {
+            return Err(self.failure(&format!("insert task {}", record.task().id)));
+        }
+        self.map.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        let swapped = self.map.replace(current, next);
+        let claim = next.task().epoch > current.epoch;
+        if claim && !std::mem::replace(&mut *self.claim_failed.lock().unwrap(), true) {
+            assert!(matches!(swapped, Ok(Swap::Done)), "{swapped:?}");
+            return Err(self.failure(&format!("replace task {}", current.id)));
+        }
+        swapped
+    }
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        *self.removals.lock().unwrap() += 1;
+        self.map.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        self.map.scan(scan)
+    }
+}
+
+/// A backend outside the crate says a failure changed nothing
+/// (`Error::known_to_have_changed_nothing`), and the rules take it so: a
+/// create that failed so is not undone (no removal follows it), and a claim
+/// that failed so is not left to lapse (the task another pass of the handle
+/// claimed is renewed by it). Unmarked, the same failures may have been
+/// applied: the create is undone, the claim disowned (its renewal finds no
+/// task of this handle's).
+#[test]
+fn a_failure_an_outside_backend_marks_as_changing_nothing_is_taken_so() {
+    use taskstore::{TaskStore, Transition};
+    for marked in [false, true] {
+        let clock = taskstore::ManualClock::new(
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        );
+        let lease = std::time::Duration::from_secs(30);
+        let on = |map: &JsonMap, instance: &str| {
+            Store::with_backend(FailsOnce::new(map.clone(), marked))
+                .clock(Arc::new(clock.clone()))
+                .lease(lease)
+                .instance_id(instance)
+                .build()
+                .unwrap()
+        };
+        let map = JsonMap::default();
+        let dead = on(&map, "dead");
+        let failed = dead.create(taskstore::NewTask::new()).unwrap_err();
+        assert_eq!(failed.changed_nothing(), marked, "{failed}");
+        assert!(failed.to_string().contains("insert task"), "{failed}");
+        assert_eq!(
+            *dead.backend().removals.lock().unwrap(),
+            usize::from(!marked),
+            "removals after a create that failed (marked: {marked})"
+        );
+        let orphan = dead
+            .create(taskstore::NewTask::new().resumable("k", serde_json::json!(1)))
+            .unwrap();
+        clock.advance(lease);
+
+        let heir = on(&map, "heir");
+        let claimed = heir.claim(&["k"]).unwrap();
+        assert!(claimed.tasks.is_empty(), "{claimed:?}");
+        assert_eq!(claimed.missed.len(), 1, "{claimed:?}");
+        let stored = heir.get(&orphan.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.owner.as_deref(), stored.epoch),
+            (Some("heir"), orphan.epoch + 1)
+        );
+        let renewed = heir.renew_leases_of(std::slice::from_ref(&orphan.id));
+        if marked {
+            assert!(
+                matches!(renewed[0], Ok(Transition::Applied(_))),
+                "{renewed:?}"
+            );
+        } else {
+            assert!(
+                matches!(renewed[0], Err(Error::NotFound { .. })),
+                "{renewed:?}"
+            );
+        }
+    }
+}
