@@ -763,6 +763,35 @@ fn a_clock_stepped_back_never_brings_an_expired_task_back() {
     assert!(a.list(&ListQuery::all()).unwrap().tasks.is_empty());
 }
 
+/// A handle's time never goes back from any time a clock reads: past
+/// 2262 and before 1677 too (Unix nanoseconds in an `i64`, where the
+/// high-water mark was kept, hold neither, so a clock read there and then
+/// stepped back moved the handle's time back with it).
+#[test]
+fn a_handles_time_never_goes_back_from_times_past_what_nanoseconds_hold() {
+    use time::macros::datetime;
+    let clock = ManualClock::new(datetime!(1500-01-01 0:00 UTC));
+    let store = taskstore::MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let mut seen = store.now();
+    for at in [
+        datetime!(1600-01-01 0:00 UTC),
+        datetime!(2026-12-01 0:00 UTC),
+        datetime!(3000-01-01 0:00 UTC),
+        datetime!(2026-12-01 0:00 UTC),
+        datetime!(9999-12-31 23:59:59.999_999_999 UTC),
+        datetime!(1500-01-01 0:00 UTC),
+    ] {
+        clock.set(at);
+        let now = store.now();
+        assert!(now >= seen, "read {now} after {seen} (the clock at {at})");
+        assert_eq!(now, at.max(seen), "the clock at {at}");
+        seen = now;
+    }
+}
+
 #[test]
 fn events_report_what_a_listing_could_not_read() {
     let dir = tempfile::tempdir().unwrap();

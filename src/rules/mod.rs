@@ -12,7 +12,6 @@ mod maintenance;
 mod preview;
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,9 +39,11 @@ pub use self::preview::{Orphan, OrphanFate};
 pub struct Store<B> {
     backend: B,
     settings: Settings,
-    /// The latest time this handle has read, in Unix nanoseconds: the time
-    /// the rules go by never goes back, even if the clock does.
-    high_water: AtomicI64,
+    /// The latest time this handle has read: the time the rules go by never
+    /// goes back, even if the clock does (whatever it reads: any time
+    /// `OffsetDateTime` holds, past 2262 or before 1677 too, which Unix
+    /// nanoseconds in an `i64` do not).
+    high_water: Mutex<Option<OffsetDateTime>>,
     /// Writes that failed and may stand all the same, of tasks this
     /// handle would own that no caller knows of: never renewed. A failed
     /// create's task is removed by the next renewal pass that can (see
@@ -84,7 +85,7 @@ impl<B> Store<B> {
         Store {
             backend,
             settings,
-            high_water: AtomicI64::new(i64::MIN),
+            high_water: Mutex::new(None),
             undone: Mutex::new(Vec::new()),
         }
     }
@@ -114,15 +115,13 @@ impl<B> Store<B> {
         // A host's clock may read in another offset, though `Clock` asks
         // for UTC.
         let now = crate::clock::in_utc(self.settings.clock.now());
-        let Ok(nanos) = i64::try_from(now.unix_timestamp_nanos()) else {
-            return now;
-        };
-        let before = self.high_water.fetch_max(nanos, Ordering::AcqRel);
-        if before > nanos {
-            // Only an i64 this handle stored itself, from a valid time.
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(before)).unwrap_or(now)
-        } else {
-            now
+        let mut high_water = self
+            .high_water
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *high_water {
+            Some(before) if before > now => before,
+            _ => *high_water.insert(now),
         }
     }
 }
