@@ -3908,6 +3908,54 @@ fn a_hosts_first_operations_after_a_suspend_go_by_the_servers_time() {
     );
 }
 
+/// The database server's clock stepped forward ten minutes, then set
+/// right (NTP): a host that measured the step keeps its time (it never
+/// goes back), but judges other owners' leases by its clock's reading,
+/// which follows the server's again once it has measured it set right, so
+/// it reaps none of the live tasks their owner renewed since. (It reaped
+/// them, for as long as the step: its time stayed ten minutes ahead until
+/// the server's caught up.)
+#[test]
+fn a_host_that_measured_a_server_clock_step_reaps_no_live_task_once_it_is_set_right() {
+    let Some(cluster) = pg_cluster::private_faked() else {
+        return;
+    };
+    let schema = fresh_schema("server_step");
+    let owner = open(&cluster, &schema, "owner");
+    let running = owner.create(NewTask::new()).unwrap();
+    let local = Arc::new(JumpingClock::default());
+    let seer = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("seer")
+        .clock(local.clone())
+        .open()
+        .unwrap();
+
+    // The step; the seer's local wall clock parts from its monotonic one,
+    // so that its next operation measures the server's again.
+    cluster.move_clock("+10m");
+    local.jump(Duration::from_secs(2));
+    seer.get(&TaskId::new()).unwrap();
+    let ahead = seer.now();
+    let lease = running.lease_expires_at.unwrap();
+    assert!(
+        ahead > lease + time::Duration::minutes(5),
+        "the seer measured the step: its time {ahead}, the lease {lease}"
+    );
+
+    // Set right, and measured so; the owner renews from the right time.
+    cluster.move_clock("+0");
+    local.jump(Duration::from_secs(2));
+    seer.get(&TaskId::new()).unwrap();
+    assert!(seer.now() >= ahead, "the seer's time never goes back");
+    assert!(owner.renew_lease(&running.id).unwrap().is_applied());
+
+    let reaped = seer.reap().unwrap();
+    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
+    let stored = owner.get(&running.id).unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Working);
+}
+
 /// The time is carried on by the monotonic clock, which stands still while
 /// the host is suspended (or its VM paused) while the wall clock does not:
 /// once the two part by more than a second since the last measurement, the

@@ -36,7 +36,8 @@
 //!   to their epoch are refused;
 //! - the time a handle goes by never goes back, even when the clock does,
 //!   and a handle that meets an expired task deletes it (a `get`, a write,
-//!   a lease renewal, a listing, a reap, a claim, `renew_leases`);
+//!   a lease renewal, a listing, a reap, a claim, `renew_leases`); a reap
+//!   or a claim judges other owners' leases by what the clock reads;
 //! - every write reads back equal from another handle at once, and from a
 //!   reopened one;
 //! - nothing is ever reported unreadable or set aside; file store: the
@@ -431,11 +432,19 @@ impl Run {
     /// The time handle `h` goes by, read as the store reads it: the clock,
     /// never earlier than a time the handle has read before.
     fn now(&mut self, h: usize) -> OffsetDateTime {
+        self.reading(h).0
+    }
+
+    /// [`now`](Self::now), and what the clock itself read: a reap or a
+    /// claim judges other owners' leases by the second alone (after the
+    /// clock is set back, the handle's time stays ahead, and an owner's
+    /// leases renewed from the clock's time are live).
+    fn reading(&mut self, h: usize) -> (OffsetDateTime, OffsetDateTime) {
         let clock = self.clock.now();
         let handle = &mut self.handles[h];
         let now = handle.high_water.map_or(clock, |seen| seen.max(clock));
         handle.high_water = Some(now);
-        now
+        (now, clock)
     }
 
     /// Handle `h`'s token, or a placeholder as long as one.
@@ -1217,12 +1226,12 @@ impl Run {
 
     fn reap(&mut self, h: usize) {
         let got = self.store(h).reap().expect("reap");
-        let now = self.now(h);
-        self.forget_lapsed_and_expired(now);
+        let (now, clock) = self.reading(h);
+        self.forget_lapsed_and_expired(now, clock);
         let mut reaped = Vec::new();
         let mut missed = Vec::new();
         for task in self.in_order() {
-            if expired(&task, now) || !reapable(&task, now) {
+            if expired(&task, now) || !reapable(&task, clock) {
                 continue;
             }
             match self.orphan_failed(h, &task, now) {
@@ -1240,11 +1249,12 @@ impl Run {
         }
     }
 
-    /// What a reap or a claim at `now` deletes: the expired tasks among
-    /// those it looks at, the running ones whose lease has lapsed.
-    fn forget_lapsed_and_expired(&mut self, now: OffsetDateTime) {
+    /// What a reap or a claim at `now` (the clock reading `clock`) deletes:
+    /// the expired tasks among those it looks at, the running ones whose
+    /// lease has lapsed by the clock's reading.
+    fn forget_lapsed_and_expired(&mut self, now: OffsetDateTime, clock: OffsetDateTime) {
         self.tasks.retain(|_, t| {
-            let lapsed = !t.is_terminal() && t.lease_expires_at.is_some_and(|at| at <= now);
+            let lapsed = !t.is_terminal() && t.lease_expires_at.is_some_and(|at| at <= clock);
             !(lapsed && expired(t, now))
         });
     }
@@ -1265,13 +1275,13 @@ impl Run {
         let kinds: Vec<String> = kinds.iter().take(4).map(Kind::string).collect();
         let refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
         let got = self.store(h).claim(&refs).expect("claim");
-        let now = self.now(h);
-        self.forget_lapsed_and_expired(now);
+        let (now, clock) = self.reading(h);
+        self.forget_lapsed_and_expired(now, clock);
         let token = self.token(h);
         let mut claimed = Vec::new();
         let mut missed = Vec::new();
         for task in self.in_order() {
-            if expired(&task, now) || !claimable(&task, now, &kinds) {
+            if expired(&task, now) || !claimable(&task, clock, &kinds) {
                 continue;
             }
             let limit = self.own_limit(h, encoded_size(&task));

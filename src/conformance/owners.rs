@@ -526,6 +526,63 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
     }
 }
 
+/// A clock stepped forward, then set right again (NTP, a manual change):
+/// a handle that read the step keeps its time (it never goes back), but
+/// judges other owners' leases by what the clock reads, so the live tasks
+/// of an owner whose handle never read the step, renewed from the right
+/// time, are neither reaped nor claimed by it; once their leases lapse by
+/// the clock, they are.
+pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_lease(
+    owner: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let start = setup.clock.now();
+    let plain = owner.create(NewTask::new()).unwrap();
+    let resumable = owner
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let seer = reopen("seer");
+    let step = setup.lease * 20;
+    setup.clock.set(start + step);
+    let ahead = seer.now();
+    assert_eq!(ahead, start + step, "the seer read the step");
+    setup.clock.set(start + Duration::from_secs(1));
+    assert_eq!(
+        owner.renew_leases().unwrap(),
+        2,
+        "renewed from the right time"
+    );
+    assert_eq!(seer.now(), ahead, "the seer's time never goes back");
+
+    let reaped = seer.reap().unwrap();
+    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
+    assert_eq!(seer.reap_task(&plain.id).unwrap(), None, "live work reaped");
+    let claimed = seer.claim(&["k"]).unwrap();
+    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
+    for task in [&plain, &resumable] {
+        let stored = owner.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.owner.as_deref()),
+            (TaskStatus::Working, Some(owner.instance_id())),
+            "{}",
+            task.id
+        );
+    }
+
+    // Their leases lapse by the clock: claimed and reaped as ever.
+    setup
+        .clock
+        .set(start + Duration::from_secs(2) + setup.lease);
+    let claimed = seer.claim(&["k"]).unwrap();
+    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(claimed, [&resumable.id]);
+    let reaped = seer.reap().unwrap();
+    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(reaped, [&plain.id]);
+}
+
 /// A write by the owning handle renews a running task's lease, unless it
 /// asks to leave it (`TaskUpdate::leave_lease`: a write on someone else's
 /// behalf).

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease;
-use crate::rules::Store;
+use crate::rules::{Reading, Store};
 use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore, Transition};
 use crate::task::{Outcome, Task};
 
@@ -103,9 +103,11 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// Fails every running task whose lease lapsed by `now`.
-    pub(super) fn reap_at(&self, now: OffsetDateTime) -> Result<Reaped> {
-        let batch = self.backend.scan(&lapsed(now))?;
+    /// Fails every running task whose lease lapsed by `at` (its clock's
+    /// reading: [`Reading`]).
+    pub(super) fn reap_at(&self, at: Reading) -> Result<Reaped> {
+        let Reading { now, clock } = at;
+        let batch = self.backend.scan(&lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let mut reaped = Reaped {
             skipped: batch.skipped,
@@ -119,7 +121,7 @@ impl<B: Backend> Store<B> {
                 expired.push(task);
                 continue;
             }
-            if !lease::is_reapable(&task, now, grace) {
+            if !lease::is_reapable(&task, clock, grace) {
                 continue;
             }
             match self.orphan_failed(&task, now) {
@@ -157,8 +159,8 @@ impl<B: Backend> Store<B> {
     pub(super) fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
         let grace = self.settings.claim_grace();
         let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
-            if current.is_expired_at(now) || !lease::is_reapable(current, now, grace) {
+            let Reading { now, clock } = self.read_clock();
+            if current.is_expired_at(now) || !lease::is_reapable(current, clock, grace) {
                 return Ok(Change::Keep);
             }
             Ok(Change::Replace(self.orphan_failed(current, now)?))
@@ -189,9 +191,11 @@ impl<B: Backend> Store<B> {
         self.settings.limits.record_own(next, current)
     }
 
-    /// Claims every resumable orphan of one of `kinds` at `now`.
-    pub(super) fn claim_at(&self, now: OffsetDateTime, kinds: &[&str]) -> Result<Claimed> {
-        let batch = self.backend.scan(&lapsed(now))?;
+    /// Claims every resumable orphan of one of `kinds` at `at` (its lease
+    /// judged by the clock's reading: [`Reading`]).
+    pub(super) fn claim_at(&self, at: Reading, kinds: &[&str]) -> Result<Claimed> {
+        let Reading { now, clock } = at;
+        let batch = self.backend.scan(&lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let mut claimed = Claimed {
             skipped: batch.skipped,
@@ -204,7 +208,7 @@ impl<B: Backend> Store<B> {
                 expired.push(task);
                 continue;
             }
-            if !lease::is_claimable(&task, now, kinds) {
+            if !lease::is_claimable(&task, clock, kinds) {
                 continue;
             }
             let mut next = task.clone();
@@ -276,8 +280,8 @@ impl<B: Backend> Store<B> {
     fn claim_one(&self, id: &TaskId, kinds: &[&str]) -> Result<Option<Task>> {
         let mut tried = None;
         let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
-            if current.is_expired_at(now) || !lease::is_claimable(current, now, kinds) {
+            let Reading { now, clock } = self.read_clock();
+            if current.is_expired_at(now) || !lease::is_claimable(current, clock, kinds) {
                 return Ok(Change::Keep);
             }
             let mut next = current.clone();

@@ -112,18 +112,42 @@ impl<B> Store<B> {
     /// read. An expired task stays expired for this handle if the clock is
     /// stepped back.
     pub fn now(&self) -> OffsetDateTime {
+        self.read_clock().now
+    }
+
+    /// One reading of the clock: the time the rules go by
+    /// ([`now`](Self::now)), and what the clock itself read.
+    fn read_clock(&self) -> Reading {
         // A host's clock may read in another offset, though `Clock` asks
         // for UTC.
-        let now = crate::clock::in_utc(self.settings.clock.now());
+        let clock = crate::clock::in_utc(self.settings.clock.now());
         let mut high_water = self
             .high_water
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match *high_water {
-            Some(before) if before > now => before,
-            _ => *high_water.insert(now),
-        }
+        let now = match *high_water {
+            Some(before) if before > clock => before,
+            _ => *high_water.insert(clock),
+        };
+        Reading { now, clock }
     }
+}
+
+/// One reading of a handle's clock ([`Store::read_clock`]), for the passes
+/// that judge other owners' leases (a reap, a claim).
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    /// The time the rules go by ([`Store::now`]): expiry is judged by it,
+    /// and every time a write stamps is it.
+    now: OffsetDateTime,
+    /// What the clock read, never later than `now`: another owner's lease
+    /// is judged lapsed by it alone. After a clock stepped forward and set
+    /// right again, this handle's `now` stays ahead by the step until the
+    /// clock catches up (its time never goes back), but an owner whose
+    /// handle never read the step renews its leases from the right time:
+    /// judged by `now`, they would look lapsed, and live work would be
+    /// reaped or claimed, for as long as the step.
+    clock: OffsetDateTime,
 }
 
 /// Why a write was not made.
@@ -145,8 +169,14 @@ impl<B: Backend> Store<B> {
     /// the reads (`get`, `delete`), whose backend refreshes as it takes a
     /// connection, before they read the time.
     fn time(&self) -> OffsetDateTime {
+        self.reading().now
+    }
+
+    /// [`time`](Self::time), with what the clock itself read
+    /// ([`Reading`]).
+    fn reading(&self) -> Reading {
         self.backend.refresh_clock();
-        self.now()
+        self.read_clock()
     }
 
     /// Applies `change` to the live, non-terminal task `id`, atomically, if
@@ -631,7 +661,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn reap(&self) -> Result<Reaped> {
-        self.reap_at(self.time())
+        self.reap_at(self.reading())
     }
 
     fn reap_task(&self, id: &TaskId) -> Result<Option<Task>> {
@@ -642,7 +672,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn claim(&self, kinds: &[&str]) -> Result<Claimed> {
-        self.claim_at(self.time(), kinds)
+        self.claim_at(self.reading(), kinds)
     }
 
     fn renew_leases(&self) -> Result<usize> {

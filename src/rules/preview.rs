@@ -108,20 +108,22 @@ impl<B: Backend> Store<B> {
         Ok(page)
     }
 
-    /// Every live running task whose lease has lapsed at [`now`](Store::now),
-    /// in listing order, each with what [`reap`](crate::TaskStore::reap)
-    /// would do with it (by this handle's claim grace).
+    /// Every live running task whose lease has lapsed by the clock's
+    /// reading (not expired at [`now`](Store::now)), in listing order, each
+    /// with what [`reap`](crate::TaskStore::reap) would do with it (by this
+    /// handle's claim grace): the leases judged as a reap judges them.
     ///
     /// Changes no task; reads active tasks only, as a reap does.
     pub fn orphans(&self) -> Result<Vec<Orphan>> {
-        let now = self.time();
-        let batch = self.backend.scan(&super::maintenance::lapsed(now))?;
+        let super::Reading { now, clock } = self.reading();
+        let batch = self.backend.scan(&super::maintenance::lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let grace = self.settings.claim_grace();
         let mut orphans: Vec<Orphan> = batch
             .tasks
             .into_iter()
-            .filter_map(|task| Orphan::judge(task, now, grace))
+            .filter(|task| !task.is_expired_at(now))
+            .filter_map(|task| Orphan::judge(task, clock, grace))
             .collect();
         orphans.sort_by(|a, b| Task::listing_order(&a.task, &b.task));
         Ok(orphans)
