@@ -836,8 +836,9 @@ fn verify_and_repair_say_when_they_start_waiting_for_batches() {
         let mut first = String::new();
         std::io::BufRead::read_line(&mut said, &mut first).unwrap();
         assert!(
-            first.starts_with("taskstore: waiting up to 5m for batches of another process")
-                && first.contains(&common::batches_lock(&dir).display().to_string()),
+            first.starts_with(
+                "taskstore: waiting up to 5m for another process's batches or check under way"
+            ) && first.contains(&common::batches_lock(&dir).display().to_string()),
             "{args:?}: {first}"
         );
         // The batch's second half, then its end: the wait ends with it.

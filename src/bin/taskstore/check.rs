@@ -64,8 +64,9 @@ impl WaitArgs {
                 .wait_for_batches(self.wait)
                 .on_batch_wait(|lock, wait| {
                     text::err(format!(
-                        "taskstore: waiting up to {} for batches of another process under way \
-                     (they hold {}) to end, before judging what may be their work in progress",
+                        "taskstore: waiting up to {} for another process's batches or check \
+                     under way (they hold {}) to end, before judging what may be their work in \
+                     progress",
                         text::duration(wait),
                         lock.display()
                     ));
@@ -77,7 +78,7 @@ impl WaitArgs {
 /// Says that batches were still under way when the wait ran out.
 fn under_way(wait: &WaitArgs) {
     text::err(format!(
-        "note: batches of another process were still under way after {}: interrupted moves \
+        "note: another process's batches or check were still under way after {}: interrupted moves \
          and stale expiring/ entries above may be their work in progress (run again, or \
          with a longer --wait)",
         text::duration(wait.wait)
