@@ -119,8 +119,8 @@ fn unsent(e: Error) -> Error {
 
 /// `result` of a write that no earlier statement of its call may have
 /// applied: a failure that changed nothing ([`refused`]) is the call's too
-/// ([`Error::known_to_have_changed_nothing`]), so that the store's rules neither leave a
-/// claim to lapse nor undo a create for it.
+/// ([`Error::known_to_have_changed_nothing`]), so that the store's rules
+/// neither leave a claim to lapse nor undo a create for it.
 fn known_unchanged<T>(result: Result<T>) -> Result<T> {
     result.map_err(|e| {
         if refused(&e) {
