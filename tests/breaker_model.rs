@@ -183,7 +183,8 @@ impl Model {
             consecutive: 0,
             trips: 0,
             probes: vec![],
-            events: vec![],
+            // A breaker's first event is its making.
+            events: vec![BreakerEventKind::Created],
         }
     }
 

@@ -34,11 +34,15 @@ fn rig(config: BreakerConfig) -> Rig {
 }
 
 impl Rig {
+    /// The breakers' transitions logged: every event but the making of a
+    /// breaker (`breaker.created`, see
+    /// `a_new_breaker_says_it_was_made_closed`).
     fn events(&self) -> Vec<Event> {
         self.log
             .snapshot()
             .into_iter()
             .map(|r: Record| r.event)
+            .filter(|e| e.kind != BreakerEventKind::Created)
             .collect()
     }
 
@@ -57,6 +61,32 @@ fn fail(b: &taskstore::Breaker) {
 
 fn succeed(b: &taskstore::Breaker) {
     b.try_acquire().expect("permit").success();
+}
+
+/// A registry says when it makes a breaker, and in what state: once, with
+/// a generation after every earlier event of a breaker of that name (a
+/// sink that keeps a breaker's state learns it before any transition).
+#[test]
+fn a_new_breaker_says_it_was_made_closed() {
+    let rig = rig(BreakerConfig::default());
+    let old = rig.registry.breaker("db").unwrap();
+    old.force_open();
+    let later = self::rig(BreakerConfig::default());
+    let b = later.registry.breaker("db").unwrap();
+    let _ = later.registry.breaker("db").unwrap(); // the same one: no event
+    let events: Vec<Event> = later.log.snapshot().into_iter().map(|r| r.event).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let created = &events[0];
+    assert_eq!(created.kind, BreakerEventKind::Created);
+    assert_eq!(created.breaker_name(), Some("db"));
+    assert_eq!(created.layer_from, None);
+    assert_eq!(created.layer_to.as_deref(), Some("closed"));
+    let forced = rig.events().pop().unwrap();
+    assert!(created.breaker_generation() > forced.breaker_generation());
+    // Its first transition comes after its making.
+    b.force_open();
+    let forced_again = later.log.snapshot().pop().unwrap().event;
+    assert!(forced_again.breaker_generation() > created.breaker_generation());
 }
 
 #[test]

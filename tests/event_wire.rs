@@ -118,7 +118,7 @@ fn the_wire_form_of_each_family_is_pinned() {
 
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<Value> = text.lines().map(event_part).collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
     assert_eq!(
         lines[0],
         json!({
@@ -145,15 +145,30 @@ fn the_wire_form_of_each_family_is_pinned() {
     let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["action", "location", "movedTo", "reason", "taskId"]);
-    // The generation numbers every breaker transition of the process, so
-    // its value depends on what other tests' breakers did first.
-    let mut opened = lines[2].clone();
-    let generation = opened["data"]
-        .as_object_mut()
-        .unwrap()
-        .remove("generation")
-        .expect("a breaker's event carries its generation");
-    assert!(generation.as_u64().is_some_and(|g| g >= 1), "{generation}");
+    // The generation numbers every breaker transition (and making) of the
+    // process, so its value depends on what other tests' breakers did
+    // first.
+    let without_generation = |line: &Value| {
+        let mut line = line.clone();
+        let generation = line["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("generation")
+            .expect("a breaker's event carries its generation");
+        (line, generation.as_u64().expect("a number"))
+    };
+    let (created, made_in) = without_generation(&lines[2]);
+    assert!(made_in >= 1, "{made_in}");
+    assert_eq!(
+        created,
+        json!({
+            "kind": "breaker.created",
+            "layer_to": "closed",
+            "data": {"breaker": "db"},
+        })
+    );
+    let (opened, generation) = without_generation(&lines[3]);
+    assert!(generation > made_in, "{generation}");
     assert_eq!(
         opened,
         json!({
@@ -177,7 +192,7 @@ fn the_wire_form_of_each_family_is_pinned() {
         })
     );
     assert_eq!(
-        lines[3],
+        lines[4],
         json!({
             "kind": "cache.miss",
             "layer_from": "memory",
@@ -193,8 +208,9 @@ fn the_wire_form_of_each_family_is_pinned() {
         .collect();
     assert_eq!(kinds[0], TaskEventKind::Created);
     assert_eq!(kinds[1], TaskEventKind::Unreadable);
-    assert_eq!(kinds[2], BreakerEventKind::Opened);
-    assert_eq!(kinds[3], EventKind::from("cache.miss"));
+    assert_eq!(kinds[2], BreakerEventKind::Created);
+    assert_eq!(kinds[3], BreakerEventKind::Opened);
+    assert_eq!(kinds[4], EventKind::from("cache.miss"));
 }
 
 /// A `task.unreadable` event carries its entry whole: `Skipped::from_event`

@@ -318,3 +318,34 @@ fn a_breaker_made_again_under_its_name_moves_the_gauge_at_once() {
         "the new breaker's reset shows"
     );
 }
+
+/// A breaker made again under a name (a new registry, a restarted
+/// component) shows its state at once, before any transition of its own:
+/// the old breaker's, forced open here, is not left on the gauge.
+#[test]
+fn a_breaker_made_again_under_its_name_shows_its_state_before_any_transition() {
+    let recorded = Recorded::default();
+    let sink = Arc::new(MetricsSink::new());
+    let registry = || {
+        BreakerRegistry::new(BreakerConfig::default())
+            .unwrap()
+            .with_sink(sink.clone())
+    };
+    let first = registry();
+    metrics::with_local_recorder(&recorded, || {
+        first.breaker("db").unwrap().force_open();
+        assert_eq!(
+            recorded.gauge("taskstore_breaker_state{breaker=db}"),
+            Some(3.0)
+        );
+        drop(first);
+        let second = registry();
+        let new = second.breaker("db").unwrap();
+        assert_eq!(new.state(), taskstore::BreakerState::Closed);
+    });
+    assert_eq!(
+        recorded.gauge("taskstore_breaker_state{breaker=db}"),
+        Some(0.0),
+        "the new breaker is closed, and the gauge must say so"
+    );
+}

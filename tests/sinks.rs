@@ -81,12 +81,12 @@ fn a_panicking_sink_never_breaks_a_breaker() {
     let registry = BreakerRegistry::new(BreakerConfig::default().minimum_calls(1))
         .unwrap()
         .with_sink(Arc::new(Panicking));
-    let breaker = registry.breaker("db").unwrap();
+    let breaker = registry.breaker("db").unwrap(); // its making
     breaker.try_acquire().unwrap().failure(); // one verdict, one transition
     assert_eq!(breaker.state(), BreakerState::Open);
     assert!(breaker.try_acquire().is_err()); // one rejection
-    assert_eq!(registry.sink_panics(), 3);
-    assert_eq!(registry.snapshot().sink_panics, 3);
+    assert_eq!(registry.sink_panics(), 4);
+    assert_eq!(registry.snapshot().sink_panics, 4);
 }
 
 /// A panic whose payload panics again when dropped (`panic_any` of such a
@@ -137,11 +137,15 @@ fn a_sink_whose_panic_panics_again_when_dropped_is_contained_too() {
     let registry = BreakerRegistry::new(BreakerConfig::default())
         .unwrap()
         .with_sink(Arc::new(PanicsWithABomb));
-    let breaker = registry.breaker("db").unwrap();
+    let made = std::cell::RefCell::new(None);
+    caught("a breaker's making", &|| {
+        *made.borrow_mut() = Some(registry.breaker("db").unwrap());
+    });
+    let breaker = made.into_inner().unwrap();
     caught("a breaker's call", &|| {
         breaker.try_acquire().unwrap().success();
     });
-    assert_eq!(registry.sink_panics(), 1);
+    assert_eq!(registry.sink_panics(), 2);
 }
 
 #[test]
@@ -156,7 +160,11 @@ fn a_breaker_reports_every_verdict_and_rejection_to_its_sink() {
     breaker.try_acquire().unwrap().failure();
     let _ = breaker.try_acquire();
     assert_eq!(sink.calls.load(Ordering::Relaxed), 4);
-    assert_eq!(sink.events.load(Ordering::Relaxed), 1, "closed -> open");
+    assert_eq!(
+        sink.events.load(Ordering::Relaxed),
+        2,
+        "made closed, closed -> open"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::breaker::machine::{Core, Env, Inner, Now, State};
 use crate::breaker::permit::{Nanos, OwnedPermit, Permit, Settlement, Ticket};
 use crate::breaker::rejected::{CallError, Rejected};
 use crate::breaker::window::Verdict;
-use crate::events::{BreakerEventKind, BreakerState, CallOutcome};
+use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event};
 
 /// A named circuit breaker: a cheap, clonable handle; clones share one state.
 ///
@@ -52,18 +52,23 @@ use crate::events::{BreakerEventKind, BreakerState, CallOutcome};
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
 ///
-/// Every transition is emitted to the registry's sink, outside the lock,
-/// with the numbers that caused it.
+/// Its making (`breaker.created`) and every transition are emitted to the
+/// registry's sink, outside the lock, a transition with the numbers that
+/// caused it.
 #[derive(Clone)]
 pub struct Breaker {
     core: Arc<Core>,
 }
 
 impl Breaker {
-    pub(crate) fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> Breaker {
-        Breaker {
-            core: Arc::new(Core::new(name, config, env)),
-        }
+    /// A new breaker, and the event of its making for the registry to
+    /// send once its lock is let go.
+    pub(crate) fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> (Breaker, Event) {
+        let (core, created) = Core::new(name, config, env);
+        let breaker = Breaker {
+            core: Arc::new(core),
+        };
+        (breaker, created)
     }
 
     /// The breaker's name.

@@ -14,9 +14,9 @@ use crate::clock::Clock;
 use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event, TripReason};
 use crate::sink::Notifier;
 
-/// Every breaker transition of this process, numbered: a breaker's
-/// generations are taken from it, so they only go up, for one breaker and
-/// across breakers that share a name.
+/// Every breaker transition of this process (and every making of a
+/// breaker), numbered: a breaker's generations are taken from it, so they
+/// only go up, for one breaker and across breakers that share a name.
 static TRANSITIONS: AtomicU64 = AtomicU64::new(0);
 
 /// What a breaker shares with its registry: the clock, and the sink with its
@@ -148,12 +148,17 @@ impl<'a> Now<'a> {
 }
 
 impl Core {
-    pub fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> Core {
+    /// A closed breaker, in a generation of its own, and the event of its
+    /// making (stamped with that generation: it comes after every event of
+    /// an earlier breaker of the same name).
+    pub fn new(name: Arc<str>, config: BreakerConfig, env: Arc<Env>) -> (Core, Event) {
+        let generation = next_generation();
+        let created = Event::breaker_created(&name).with_breaker_generation(generation);
         let window = Window::new(&config);
         let slow_nanos = config
             .slow_call_threshold
             .map(|t| i128::try_from(t.as_nanos()).unwrap_or(i128::MAX));
-        Core {
+        let core = Core {
             name,
             probe_timeout_nanos: i128::try_from(config.probe_timeout.as_nanos())
                 .unwrap_or(i128::MAX),
@@ -165,18 +170,19 @@ impl Core {
             slow_nanos,
             config,
             env,
-            closed_generation: AtomicU64::new(0),
+            closed_generation: AtomicU64::new(generation),
             quiet_generation: AtomicU64::new(u64::MAX),
             inner: Mutex::new(Inner {
                 state: State::Closed,
-                generation: 0,
+                generation,
                 window,
                 consecutive_failures: 0,
                 trips: 0,
                 probes: Vec::new(),
                 quiet: false,
             }),
-        }
+        };
+        (core, created)
     }
 
     /// Whether the window's failure rate trips the breaker: at least
@@ -194,6 +200,11 @@ impl Core {
             _ => totals.failure_rate().unwrap_or(0.0) >= self.config.failure_rate_threshold,
         }
     }
+}
+
+/// The next number of [`TRANSITIONS`].
+fn next_generation() -> u64 {
+    TRANSITIONS.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// The fewest failures `f` among `calls` calls (`> 0`) with
@@ -230,7 +241,7 @@ impl Inner {
         // Probes in flight belong to the generation that ends here.
         self.probes.clear();
         self.state = state;
-        self.generation = TRANSITIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation = next_generation();
         let closed = if matches!(state, State::Closed) {
             self.generation
         } else {

@@ -88,7 +88,9 @@ impl BreakerRegistry {
         self.with_env(clock, sink)
     }
 
-    /// Sends every transition and call verdict to `sink`. Set it before the
+    /// Sends the making of each breaker
+    /// ([`BreakerEventKind::Created`](crate::BreakerEventKind::Created)),
+    /// every transition and every call verdict to `sink`. Set it before the
     /// first breaker is made: a breaker keeps the clock and sink of the
     /// registry as it was when the breaker was made.
     #[must_use]
@@ -176,8 +178,12 @@ impl BreakerRegistry {
             });
         }
         let name: Arc<str> = Arc::from(name);
-        let breaker = Breaker::new(name.clone(), config.clone(), self.env.clone());
+        let (breaker, created) = Breaker::new(name.clone(), config.clone(), self.env.clone());
         breakers.insert(name, breaker.clone());
+        drop(breakers);
+        // Outside the lock, as every event; its generation orders it before
+        // the breaker's transitions, whatever order they reach the sink in.
+        self.env.emit(Some(created));
         Ok(breaker)
     }
 

@@ -48,14 +48,20 @@ named!(CallOutcome {
     Rejected => "rejected",
 });
 
-/// A breaker's transitions: the `kind` of its events
+/// A breaker's making and its transitions: the `kind` of its events
 /// ([`EventKind::Breaker`](crate::EventKind::Breaker)).
 ///
 /// Each one ends in one state ([`state_after`](BreakerEventKind::state_after),
-/// the event's `layer_to`); the state it left is the event's `layer_from`.
+/// the event's `layer_to`); the state a transition left is the event's
+/// `layer_from` (none for [`Created`](BreakerEventKind::Created)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BreakerEventKind {
+    /// A registry made the breaker: it starts closed. A sink that keeps
+    /// each breaker's state learns it here, before any transition, also
+    /// when another breaker of the same name (of a registry dropped since,
+    /// say) was left in another state.
+    Created,
     /// A closed breaker tripped open.
     Opened,
     /// An open breaker's cooldown passed: it lets probes through.
@@ -73,6 +79,7 @@ pub enum BreakerEventKind {
 }
 
 named!(BreakerEventKind {
+    Created => "breaker.created",
     Opened => "breaker.opened",
     HalfOpened => "breaker.half_opened",
     Closed => "breaker.closed",
@@ -87,7 +94,9 @@ impl BreakerEventKind {
         match self {
             BreakerEventKind::Opened | BreakerEventKind::Reopened => BreakerState::Open,
             BreakerEventKind::HalfOpened => BreakerState::HalfOpen,
-            BreakerEventKind::Closed | BreakerEventKind::Reset => BreakerState::Closed,
+            BreakerEventKind::Created | BreakerEventKind::Closed | BreakerEventKind::Reset => {
+                BreakerState::Closed
+            }
             BreakerEventKind::ForcedOpen => BreakerState::ForcedOpen,
         }
     }

@@ -149,6 +149,16 @@ impl Event {
             .field(BREAKER, breaker)
     }
 
+    /// The making of the breaker named `breaker`
+    /// ([`BreakerEventKind::Created`]): `layer_to` is the state it starts
+    /// in, and there is no `layer_from`.
+    pub(crate) fn breaker_created(breaker: &str) -> Event {
+        let kind = BreakerEventKind::Created;
+        Event::new(kind)
+            .to_layer(kind.state_after().as_str())
+            .field(BREAKER, breaker)
+    }
+
     /// When the task of a [`task.expired`](TaskEventKind::Expired) event
     /// expired (see [`task`](Event::task)); `None` for other events.
     ///

@@ -11,11 +11,13 @@ use crate::sink::EventSink;
 ///
 /// - `taskstore_task_events_total{kind}`: a counter per task event kind;
 /// - `taskstore_breaker_transitions_total{breaker, kind}`: a counter per
-///   breaker transition;
+///   breaker transition, and of the breakers made (`breaker.created`);
 /// - `taskstore_breaker_state{breaker}`: a gauge, `0` closed, `1` half-open,
 ///   `2` open, `3` forced open: the state of the breaker's latest transition
-///   by [generation](Event::breaker_generation), whatever order two
-///   threads' transitions reach the sink in;
+///   (or its making) by [generation](Event::breaker_generation), whatever
+///   order two threads' transitions reach the sink in; a breaker made again
+///   under a name shows closed from its making, whatever state the one
+///   before it was left in;
 /// - `taskstore_breaker_calls_total{breaker, outcome}`: a counter per call
 ///   verdict (`success`, `failure`, `slow`) and rejection (`rejected`);
 /// - `taskstore_events_total{kind}`: every host event.
