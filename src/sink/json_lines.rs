@@ -139,8 +139,10 @@ impl JsonLinesSink {
     }
 
     /// Sets how often a write looks at the path for a rotation (every
-    /// second unless set; `Duration::ZERO` looks before every line, at the
-    /// cost of a `stat` each; `Duration::MAX` never looks).
+    /// second unless set; `Duration::ZERO` looks before every line, each
+    /// writer for itself, at the cost of a `stat` each; `Duration::MAX`
+    /// never looks). Between looks, of two writers that find one due, one
+    /// looks and the other writes where lines went.
     #[must_use]
     pub fn check_path_every(mut self, every: Duration) -> JsonLinesSink {
         self.check_every = every;
@@ -180,16 +182,21 @@ impl JsonLinesSink {
         let file = Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner));
         let due = self.next_check.load(Ordering::Relaxed);
         let now = nanos(self.opened.elapsed());
-        if now < due
-            || self
-                .next_check
-                .compare_exchange(
-                    due,
-                    now.saturating_add(nanos(self.check_every)),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
+        #[cfg(test)]
+        tests::before_claiming_the_look();
+        // With no time between looks every writer looks: none is left to
+        // another writer's look, which may come before the file is gone.
+        if !self.check_every.is_zero()
+            && (now < due
+                || self
+                    .next_check
+                    .compare_exchange(
+                        due,
+                        now.saturating_add(nanos(self.check_every)),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err())
         {
             // Not due, or another writer is looking.
             return file;
@@ -355,5 +362,64 @@ impl EventSink for JsonLinesSink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        /// Run once by this thread's next write, between reading whether a
+        /// look at the path is due and claiming it: where another writer's
+        /// whole line can come in between.
+        static BEFORE_CLAIMING: Cell<Option<Box<dyn FnOnce()>>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn before_claiming_the_look() {
+        if let Some(hook) = BEFORE_CLAIMING.take() {
+            hook();
+        }
+    }
+
+    fn kinds_in(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let line: serde_json::Value = serde_json::from_str(l).unwrap();
+                line["kind"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    /// `check_path_every(Duration::ZERO)` looks before every line: a
+    /// writer whose look another writer's came in before (here, a whole
+    /// line of the other's, after the file was removed) looks all the
+    /// same. It skipped its look, and wrote its line to the removed file,
+    /// counted as written.
+    #[test]
+    fn with_checks_zero_apart_a_writer_that_loses_the_race_to_look_still_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let sink = Arc::new(
+            JsonLinesSink::open(&path)
+                .unwrap()
+                .check_path_every(Duration::ZERO),
+        );
+        std::fs::remove_file(&path).unwrap();
+        let other = Arc::clone(&sink);
+        BEFORE_CLAIMING.set(Some(Box::new(move || {
+            other.emit(&Event::new("the-other-writer"));
+        })));
+        sink.emit(&Event::new("this-writer"));
+        assert_eq!(sink.written(), 2);
+        assert_eq!(
+            kinds_in(&path),
+            ["the-other-writer", "this-writer"],
+            "every line counted as written is in the file at the path"
+        );
     }
 }
