@@ -13,8 +13,8 @@ use metrics::{
     Unit,
 };
 use taskstore::{
-    BreakerConfig, BreakerRegistry, CallError, Event, EventSink, FileStore, MetricsSink, NewTask,
-    TaskStore,
+    BreakerConfig, BreakerEventKind, BreakerRegistry, BreakerState, CallError, Event, EventLog,
+    EventSink, FanOut, FileStore, ManualClock, MetricsSink, NewTask, TaskStore,
 };
 
 /// A recorder that keeps every counter and gauge by name and labels.
@@ -347,5 +347,64 @@ fn a_breaker_made_again_under_its_name_shows_its_state_before_any_transition() {
         recorded.gauge("taskstore_breaker_state{breaker=db}"),
         Some(0.0),
         "the new breaker is closed, and the gauge must say so"
+    );
+}
+
+/// A probe that reports after `probe_timeout` is a slow call in
+/// `taskstore_breaker_calls_total`, as the `breaker.reopened` event its
+/// timeout caused counts it (`slow_calls`), whether its own report or an
+/// earlier look at the breaker saw the timeout pass. (Its success was
+/// counted as a success.)
+#[test]
+fn a_probe_reporting_past_its_timeout_is_a_slow_call_as_its_reopening_says() {
+    let recorded = Recorded::default();
+    let clock = ManualClock::new(time::macros::datetime!(2026-01-01 00:00:00 UTC));
+    let log = Arc::new(EventLog::new());
+    let registry = BreakerRegistry::new(
+        BreakerConfig::default()
+            .minimum_calls(1)
+            .open_duration(Duration::from_secs(5))
+            .probe_timeout(Duration::from_secs(10)),
+    )
+    .unwrap()
+    .with_clock(Arc::new(clock.clone()))
+    .with_sink(Arc::new(
+        FanOut::new()
+            .with_shared(log.clone())
+            .with(MetricsSink::new()),
+    ));
+    let breaker = registry.breaker("db").unwrap();
+    let reopened = || {
+        let event = log.snapshot().pop().unwrap().event;
+        assert_eq!(event.kind, BreakerEventKind::Reopened, "{event:?}");
+        assert_eq!(event.data["reason"], "probe_timed_out");
+        event.data["slow_calls"].as_u64().unwrap()
+    };
+    metrics::with_local_recorder(&recorded, || {
+        let _ = breaker.call(|| Err::<(), _>("down"));
+        // Its own report sees the timeout pass.
+        clock.advance(Duration::from_secs(5));
+        let late = breaker.try_acquire().unwrap();
+        assert!(late.is_probe());
+        clock.advance(Duration::from_secs(10));
+        late.success();
+        assert_eq!(reopened(), 1);
+        // A look at the breaker sees it first.
+        clock.advance(Duration::from_secs(5));
+        let late = breaker.try_acquire().unwrap();
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(reopened(), 1);
+        late.success();
+    });
+    let calls = |outcome: &str| {
+        recorded.counter(&format!(
+            "taskstore_breaker_calls_total{{breaker=db,outcome={outcome}}}"
+        ))
+    };
+    assert_eq!(
+        [calls("success"), calls("slow"), calls("failure")],
+        [0, 2, 1],
+        "success, slow, failure: the two late probes are slow calls"
     );
 }

@@ -47,7 +47,9 @@ use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event};
 ///   opens it again; `probe_successes_to_close` successes close it, clearing
 ///   the window (of either kind). Once any probe has held its slot for
 ///   `probe_timeout` without reporting, it opens again (the probes past
-///   the timeout count as slow calls), and late reports count for nothing.
+///   the timeout count as slow calls), and late reports count for nothing
+///   (a sink hears a late success as [`CallOutcome::Slow`], as the
+///   reopening counted it).
 /// - A verdict is counted only in the state (and the generation of it) in
 ///   which its permit was taken: a call that started before a transition
 ///   does not count after it.
@@ -304,6 +306,9 @@ impl Breaker {
             Some(threshold) => now.get() - ticket.started.get() > threshold,
             None => false,
         };
+        // A probe past its timeout is a slow call, as the reopening its
+        // timeout causes (below, or before) counts it.
+        let slow = slow || (ticket.probe && core.probe_timed_out(ticket.started.get(), now.get()));
         // The window counts a slow call as slow whatever it returned; the
         // sink hears what the caller reported, or that a success was slow.
         let (verdict, outcome) = match (failed, slow) {

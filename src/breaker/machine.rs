@@ -185,6 +185,13 @@ impl Core {
         (core, created)
     }
 
+    /// Whether a probe handed out at `handed_out` has held its slot past the
+    /// probe timeout at `at` (Unix nanoseconds): such a probe is a slow
+    /// call, in the reopening its timeout causes and in its own report.
+    pub fn probe_timed_out(&self, handed_out: i128, at: i128) -> bool {
+        at.saturating_sub(handed_out) >= self.probe_timeout_nanos
+    }
+
     /// Whether the window's failure rate trips the breaker: at least
     /// `minimum_calls` calls and failures / calls `>= failure_rate_threshold`.
     fn rate_trips(&self, totals: Totals) -> bool {
@@ -304,8 +311,7 @@ impl Inner {
         // need to read the clock.
         let oldest = *self.probes.iter().min()?;
         let at = now.get();
-        let timed_out =
-            |handed_out: i128| at.saturating_sub(handed_out) >= core.probe_timeout_nanos;
+        let timed_out = |handed_out: i128| core.probe_timed_out(handed_out, at);
         if !timed_out(oldest) {
             return None;
         }

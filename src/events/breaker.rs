@@ -34,8 +34,8 @@ pub enum CallOutcome {
     Success,
     /// The call failed.
     Failure,
-    /// The call succeeded but took longer than the slow-call threshold; it
-    /// counts as a failure.
+    /// The call succeeded but took longer than the slow-call threshold, or
+    /// (a half-open probe) than the probe timeout; it counts as a failure.
     Slow,
     /// The breaker rejected the call.
     Rejected,
