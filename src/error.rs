@@ -266,10 +266,12 @@ pub enum Error {
         reason: String,
     },
 
-    /// A breaker name the registry does not take: empty, or longer than
-    /// [`MAX_BREAKER_NAME`](crate::MAX_BREAKER_NAME) bytes (a name goes
-    /// into every event and metric label of its breaker); nothing was
-    /// created.
+    /// A breaker name the registry does not take: empty, longer than
+    /// [`MAX_BREAKER_NAME`](crate::MAX_BREAKER_NAME) bytes, or with a
+    /// control character (Unicode `Cc`, a newline among them) or a line or
+    /// paragraph separator (U+2028, U+2029), which the reason names with
+    /// its byte offset (a name goes as it is into every event, metric
+    /// label and `tracing` field of its breaker); nothing was created.
     #[error("invalid breaker name {name:?} ({len} bytes): {reason}")]
     InvalidBreakerName {
         /// The name, or its first bytes marked `...` where it was cut (64

@@ -765,6 +765,74 @@ fn the_registry_refuses_an_empty_or_overlong_name_and_makes_nothing() {
     assert_eq!(registry.len(), 1);
 }
 
+/// A name with a control character or a line break is refused, as a task
+/// or instance id with one is: a name goes as it is into every event,
+/// metric label and `tracing` field of its breaker, where a newline starts
+/// a forged log line and a control character (an escape sequence, a NUL)
+/// reaches a terminal or an exporter's text format. The error says which
+/// character, where, and carries the name escaped. (Every such name made a
+/// breaker.)
+#[test]
+fn the_registry_refuses_a_name_with_a_control_character_and_makes_nothing() {
+    let rig = rig(BreakerConfig::default());
+    for (name, character, at) in [
+        ("db\n", "U+000A", 2),
+        ("db\nlevel=error msg=forged", "U+000A", 2),
+        ("a\rb", "U+000D", 1),
+        ("\0", "U+0000", 0),
+        ("tab\there", "U+0009", 3),
+        ("esc\u{1b}[31m", "U+001B", 3),
+        ("del\u{7f}", "U+007F", 3),
+        ("nel\u{85}", "U+0085", 3),
+        ("é\u{2028}", "U+2028", 2),
+        ("\u{2029}", "U+2029", 0),
+    ] {
+        for made in [
+            rig.registry.breaker(name),
+            rig.registry.breaker_with(name, BreakerConfig::default()),
+        ] {
+            match made {
+                Err(error @ Error::InvalidBreakerName { .. }) => {
+                    let Error::InvalidBreakerName {
+                        name: echoed,
+                        len,
+                        reason,
+                    } = &error
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!((echoed.as_str(), *len), (name, name.len()));
+                    assert_eq!(
+                        reason,
+                        &format!(
+                            "has a control character or line break ({character}) at byte {at}"
+                        )
+                    );
+                    let message = error.to_string();
+                    assert!(
+                        !message.chars().any(char::is_control),
+                        "the message shows the name escaped: {message:?}"
+                    );
+                }
+                other => panic!("{name:?}: expected InvalidBreakerName, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(rig.registry.len(), 0, "nothing was made");
+    assert!(rig.log.is_empty(), "{:?}", rig.log.snapshot());
+    // Any other character is a name's.
+    for name in [
+        "payments-api",
+        "db primary",
+        "https://api.example.com:443/v1",
+        "zahlungsdienst-ü",
+        "名前",
+    ] {
+        rig.registry.breaker(name).unwrap();
+    }
+    assert_eq!(rig.registry.len(), 5);
+}
+
 #[test]
 fn breaker_with_uses_its_config_and_refuses_a_conflicting_one() {
     let registry = BreakerRegistry::new(BreakerConfig::default()).unwrap();

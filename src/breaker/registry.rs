@@ -110,9 +110,9 @@ impl BreakerRegistry {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidBreakerName`] if `name` is empty or longer than
-    /// [`MAX_BREAKER_NAME`], [`Error::TooManyBreakers`] if creating it
-    /// would pass the cap.
+    /// [`Error::InvalidBreakerName`] if `name` is empty, longer than
+    /// [`MAX_BREAKER_NAME`], or has a control character or line break,
+    /// [`Error::TooManyBreakers`] if creating it would pass the cap.
     pub fn breaker(&self, name: &str) -> Result<Breaker> {
         if let Some(breaker) = self.read().get(name) {
             return Ok(breaker.clone());
@@ -126,9 +126,9 @@ impl BreakerRegistry {
     ///
     /// [`Error::InvalidBreakerConfig`] if `config` is invalid,
     /// [`Error::BreakerConfigConflict`] if the breaker exists with another
-    /// config, [`Error::InvalidBreakerName`] if `name` is empty or longer
-    /// than [`MAX_BREAKER_NAME`], [`Error::TooManyBreakers`] if creating it
-    /// would pass the cap.
+    /// config, [`Error::InvalidBreakerName`] if `name` is empty, longer
+    /// than [`MAX_BREAKER_NAME`], or has a control character or line break,
+    /// [`Error::TooManyBreakers`] if creating it would pass the cap.
     pub fn breaker_with(&self, name: &str, config: BreakerConfig) -> Result<Breaker> {
         // The name first: a config error names the breaker.
         check_name(name)?;
@@ -223,6 +223,13 @@ impl fmt::Debug for BreakerRegistry {
     }
 }
 
+/// Whether a breaker name may not hold `c`: a control character (Unicode
+/// `Cc`: C0, DEL, C1) or a line or paragraph separator. A name goes as it
+/// is into every event, metric label and `tracing` field of its breaker.
+fn forbidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 /// Refuses a name a registry does not take (see
 /// [`Error::InvalidBreakerName`]).
 fn check_name(name: &str) -> Result<()> {
@@ -230,6 +237,11 @@ fn check_name(name: &str) -> Result<()> {
         "empty".to_owned()
     } else if name.len() > MAX_BREAKER_NAME {
         format!("longer than {MAX_BREAKER_NAME} bytes")
+    } else if let Some((at, c)) = name.char_indices().find(|&(_, c)| forbidden(c)) {
+        format!(
+            "has a control character or line break (U+{:04X}) at byte {at}",
+            u32::from(c)
+        )
     } else {
         return Ok(());
     };
