@@ -369,3 +369,58 @@ fn a_capacity_past_the_most_is_held_to_it() {
     log.push(Event::new("tick"));
     assert_eq!(log.len(), 1);
 }
+
+/// A record stamped before year 0 (a clock set there: a `ManualClock`, a
+/// host's own) has no RFC 3339 form, the form a record's time is written
+/// in. It is written as the first instant RFC 3339 holds,
+/// `0000-01-01T00:00:00Z`, so that a snapshot or `since` with it
+/// serializes, the records around it too; the log keeps it. (Serializing
+/// any answer that held it failed, losing every record of the answer.)
+#[test]
+fn a_record_stamped_before_year_0_serializes_with_the_others() {
+    let clock = ManualClock::new(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+    let log = EventLog::with_clock(8, Arc::new(clock.clone()));
+    log.push(Event::new("before"));
+    clock.set(time::macros::datetime!(-0001-06-01 12:00:00 UTC));
+    log.push(Event::new("stamped-before-year-0"));
+    clock.set(time::PrimitiveDateTime::MIN.assume_utc());
+    log.push(Event::new("stamped-at-the-first-instant"));
+    clock.set(time::macros::datetime!(2026-01-02 03:04:06 UTC));
+    log.push(Event::new("after"));
+
+    let since = log.since(0);
+    let json = match serde_json::to_string(&since) {
+        Ok(json) => json,
+        Err(e) => panic!("the answer does not serialize: {e}"),
+    };
+    let back: taskstore::Since = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, since);
+    let at: Vec<String> = back.records.iter().map(|r| r.at.to_string()).collect();
+    assert_eq!(
+        back.records
+            .iter()
+            .map(|r| r.event.kind.to_string())
+            .collect::<Vec<_>>(),
+        [
+            "before",
+            "stamped-before-year-0",
+            "stamped-at-the-first-instant",
+            "after"
+        ]
+    );
+    let year_0 = time::macros::datetime!(0000-01-01 00:00:00 UTC);
+    assert_eq!(
+        back.records.iter().map(|r| r.at).collect::<Vec<_>>(),
+        [
+            time::macros::datetime!(2026-01-02 03:04:05 UTC),
+            year_0,
+            year_0,
+            time::macros::datetime!(2026-01-02 03:04:06 UTC),
+        ],
+        "{at:?}"
+    );
+    // One record alone, as a host writes each to a line of its own.
+    for record in log.snapshot() {
+        serde_json::to_string(&record).unwrap();
+    }
+}

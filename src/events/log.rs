@@ -101,7 +101,12 @@ struct Cleared {
 pub struct Record<T = Event> {
     /// Its sequence number (the first record of a log is 1).
     pub seq: u64,
-    /// When it was pushed.
+    /// When it was pushed, by the log's clock; written as RFC 3339. A
+    /// reading RFC 3339 cannot write is held to the nearest instant it
+    /// can, so that every record serializes, and every answer with it: one
+    /// before year 0 is `0000-01-01T00:00:00Z`, one past the last date a
+    /// time holds (a clock of the host's own), the last instant of
+    /// 9999-12-31.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// What was pushed.
@@ -403,8 +408,16 @@ impl<T: Clone> EventLog<T> {
     }
 }
 
+/// `0000-01-01T00:00:00Z` in Unix nanoseconds: the first instant RFC 3339,
+/// the form a record's time is written in, can write.
+const FIRST_WRITABLE_NANOS: i128 = -62_167_219_200 * 1_000_000_000;
+
+/// A record's time: the clock's reading, within the instants RFC 3339
+/// writes, so that every record serializes (see [`Record::at`]).
 fn datetime(unix_nanos: i128) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos.max(FIRST_WRITABLE_NANOS))
+        // Past the last date `time` holds (9999-12-31, which RFC 3339 writes).
+        .unwrap_or_else(|_| crate::clock::utc_edge(true))
 }
 
 impl<T> Default for EventLog<T> {
@@ -471,6 +484,30 @@ mod tests {
         assert_eq!(
             log.snapshot().iter().map(|r| r.event).collect::<Vec<_>>(),
             [12, 13, 14]
+        );
+    }
+
+    #[test]
+    fn record_times_are_held_to_what_rfc_3339_writes() {
+        use time::format_description::well_known::Rfc3339;
+        let year_0 = time::macros::datetime!(0000-01-01 00:00:00 UTC);
+        assert_eq!(datetime(FIRST_WRITABLE_NANOS), year_0);
+        assert_eq!(datetime(FIRST_WRITABLE_NANOS - 1), year_0);
+        assert_eq!(datetime(i128::MIN), year_0);
+        assert_eq!(
+            datetime(FIRST_WRITABLE_NANOS + 1),
+            year_0 + time::Duration::NANOSECOND
+        );
+        let last = time::PrimitiveDateTime::MAX.assume_utc();
+        assert_eq!(datetime(i128::MAX), last);
+        assert_eq!(datetime(last.unix_timestamp_nanos()), last);
+        for at in [year_0, last] {
+            at.format(&Rfc3339).unwrap();
+        }
+        assert!(
+            (year_0 - time::Duration::NANOSECOND)
+                .format(&Rfc3339)
+                .is_err()
         );
     }
 
