@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use taskstore::{
     BreakerConfig, BreakerRegistry, BreakerState, CallOutcome, Error, Event, EventLog, EventSink,
-    FanOut, JsonLinesSink, MemoryStore, NewTask, TaskEventKind, TaskStore, TracingSink,
-    UnreadableAction, emit_contained,
+    FanOut, JsonLinesSink, ManualClock, MemoryStore, NewTask, TaskEventKind, TaskStore,
+    TracingSink, UnreadableAction, emit_contained,
 };
 
 struct Panicking;
@@ -87,6 +87,78 @@ fn a_panicking_sink_never_breaks_a_breaker() {
     assert!(breaker.try_acquire().is_err()); // one rejection
     assert_eq!(registry.sink_panics(), 4);
     assert_eq!(registry.snapshot().sink_panics, 4);
+}
+
+/// The warnings a store's or registry's sink panics were said in: for
+/// each, the panics counted so far and since the warning before (`-`
+/// where a warning has no such field).
+fn sink_panic_warnings(logged: &common::Logged) -> Vec<(String, String)> {
+    let warnings = logged.warnings_of("event sink");
+    assert!(warnings.len() <= 3, "{} warnings", warnings.len());
+    warnings
+        .iter()
+        .map(|w| {
+            let field = |name| w.field(name).unwrap_or("-").to_owned();
+            (field("panics"), field("since_last_warning"))
+        })
+        .collect()
+}
+
+/// A sink that panics at every event is said at its first panic, then at
+/// most once a minute by the store's (or registry's) clock, each warning
+/// with the panics counted so far and since the warning before: the log
+/// is not flooded, and no panic goes uncounted. (Every panic was a
+/// warning: a store telling such a sink of 100 creates logged 100.)
+#[test]
+fn a_sink_panicking_at_every_event_is_said_at_most_once_a_minute_with_the_count() {
+    let start = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    let minute = std::time::Duration::from_secs(60);
+    let clock = ManualClock::new(start);
+    let store = MemoryStore::builder()
+        .sink(Arc::new(Panicking))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        for _ in 0..100 {
+            store.create(NewTask::new()).unwrap();
+        }
+        clock.advance(minute - std::time::Duration::from_millis(1));
+        store.create(NewTask::new()).unwrap(); // 101: within the minute
+        clock.advance(std::time::Duration::from_millis(1));
+        store.create(NewTask::new()).unwrap(); // 102: a minute after the first
+        store.create(NewTask::new()).unwrap();
+    });
+    assert_eq!(store.sink_panics(), 103);
+    assert_eq!(
+        sink_panic_warnings(&logged),
+        [("1", "-"), ("102", "101")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // A registry, by its clock, for transitions and call verdicts alike.
+    let clock = ManualClock::new(start);
+    let registry = BreakerRegistry::new(BreakerConfig::default())
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()))
+        .with_sink(Arc::new(Panicking));
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        let breaker = registry.breaker("db").unwrap(); // its making: 1
+        for _ in 0..1_000 {
+            breaker.try_acquire().unwrap().success();
+        }
+        clock.advance(minute);
+        breaker.try_acquire().unwrap().success();
+        // A clock stepped back by more than the minute says the next at once.
+        clock.set(start - minute);
+        breaker.try_acquire().unwrap().success();
+    });
+    assert_eq!(registry.sink_panics(), 1_003);
+    assert_eq!(
+        sink_panic_warnings(&logged),
+        [("1", "-"), ("1002", "1001"), ("1003", "1")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
 }
 
 /// A panic whose payload panics again when dropped (`panic_any` of such a

@@ -149,7 +149,9 @@ impl BreakerRegistry {
         self.read().is_empty()
     }
 
-    /// How many times the sink panicked (and was contained).
+    /// How many times the sink panicked (and was contained). Each panic
+    /// is counted; they are logged (`tracing`, a warning) at the first,
+    /// then at most once a minute by the registry's clock, with the count.
     pub fn sink_panics(&self) -> u64 {
         self.env.notifier.panics()
     }
@@ -198,11 +200,14 @@ impl BreakerRegistry {
     }
 
     fn with_env(self, clock: Arc<dyn Clock>, sink: Option<Arc<dyn EventSink>>) -> BreakerRegistry {
+        // The sink's panics are said by the registry's clock too.
+        let notifier = self
+            .env
+            .notifier
+            .replacing_sink(sink)
+            .with_clock(clock.clone());
         BreakerRegistry {
-            env: Arc::new(Env {
-                clock,
-                notifier: self.env.notifier.replacing_sink(sink),
-            }),
+            env: Arc::new(Env { clock, notifier }),
             ..self
         }
     }

@@ -172,7 +172,10 @@ impl<O> StoreBuilder<O> {
     /// not be read) to `sink`, after the task's own lock is released (so
     /// two threads' writes to one task may be told in the other order:
     /// [`Event::task_revision`](crate::Event::task_revision) orders them); a panicking
-    /// sink is contained and counted ([`Store::sink_panics`]). A pass over
+    /// sink is contained and counted ([`Store::sink_panics`]), and logged
+    /// (`tracing`, a warning) at its first panic, then at most once a
+    /// minute by the store's [`clock`](Self::clock), with the panics
+    /// counted so far and since the warning before. A pass over
     /// many tasks (a sweep, a reap) reports each as it goes, while it may
     /// still hold a file store's batches lock (shared), which `verify` and
     /// `repair` wait on: a sink should not block (hand slow work to a
@@ -192,6 +195,12 @@ impl<O> StoreBuilder<O> {
     /// the payload cap fitted to the largest task it stores.
     pub(crate) fn finish<B: Backend>(mut self, backend: B) -> Result<Store<B>> {
         self.settings.validate()?;
+        // The sink's panics are said by the store's clock, whichever of the
+        // two was set first.
+        self.settings.notifier = self
+            .settings
+            .notifier
+            .with_clock(self.settings.clock.clone());
         self.settings.limits.fit(backend.largest_task())?;
         Ok(Store::from_parts(backend, self.settings))
     }
