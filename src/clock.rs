@@ -40,6 +40,45 @@ pub(crate) fn utc_edge(late: bool) -> OffsetDateTime {
     edge.assume_utc()
 }
 
+/// `at`, held to the instants RFC 3339 writes (years 0 to 9999): one before
+/// year 0 is its first instant. For times that are only reported (an event
+/// log's record, a breaker's health), so that every report serializes
+/// whatever the clock read; a time the store or a breaker goes by is
+/// never held so.
+pub(crate) fn writable(at: OffsetDateTime) -> OffsetDateTime {
+    // 0000-01-01T00:00:00Z.
+    let first = OffsetDateTime::from_unix_timestamp(-62_167_219_200).unwrap_or(at);
+    at.max(first)
+}
+
+/// `time::serde::rfc3339` for a time only reported, held to what RFC 3339
+/// writes ([`writable`]) on the way out.
+pub(crate) mod held_rfc3339 {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+
+    pub(crate) use time::serde::rfc3339::deserialize;
+
+    pub(crate) fn serialize<S: Serializer>(at: &OffsetDateTime, to: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&super::writable(*at), to)
+    }
+
+    /// The same for an `Option`.
+    pub(crate) mod option {
+        use serde::Serializer;
+        use time::OffsetDateTime;
+
+        pub(crate) use time::serde::rfc3339::option::deserialize;
+
+        pub(crate) fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            to: S,
+        ) -> Result<S::Ok, S::Error> {
+            time::serde::rfc3339::option::serialize(&at.map(super::super::writable), to)
+        }
+    }
+}
+
 /// The operating system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;

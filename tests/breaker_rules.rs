@@ -1450,3 +1450,32 @@ fn assert_refused<const N: usize>(cases: [(BreakerConfig, &str); N]) {
         ));
     }
 }
+
+/// A breaker's health and its registry's report serialize whatever its
+/// clock reads: a time before year 0, which RFC 3339 cannot write, is
+/// written as its first instant (`0000-01-01T00:00:00Z`), as an event
+/// log's records are; the breaker's timing goes by the reading itself.
+/// (The report did not serialize: "The year component cannot be
+/// formatted into the requested format.")
+#[test]
+fn health_taken_by_a_clock_before_year_0_serializes() {
+    let early = time::macros::datetime!(-0100-06-01 00:00:00 UTC);
+    let rig = rig(BreakerConfig::default()
+        .failure_rate_threshold(1.0)
+        .minimum_calls(1));
+    rig.clock.set(early);
+    let breaker = rig.registry.breaker("db").unwrap();
+    fail(&breaker);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let health = breaker.health();
+    assert_eq!(health.opened_at, Some(early), "kept as read");
+    let written = serde_json::to_value(&health).unwrap();
+    assert_eq!(written["opened_at"], "0000-01-01T00:00:00Z");
+    let report = serde_json::to_value(rig.registry.snapshot()).unwrap();
+    assert_eq!(report["at"], "0000-01-01T00:00:00Z");
+    assert_eq!(report["breakers"][0]["opened_at"], "0000-01-01T00:00:00Z");
+    // Its timing is the reading's: the open duration from then.
+    rig.clock
+        .set(early + BreakerConfig::default().open_duration);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+}

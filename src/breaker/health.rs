@@ -26,11 +26,12 @@ pub struct BreakerHealth {
     pub consecutive_failures: u32,
     /// Trips in a row since it last closed.
     pub trips: u32,
-    /// When it last opened, while open, half-open or forced open.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// When it last opened, while open, half-open or forced open (written
+    /// as RFC 3339: a time before year 0 as its first instant).
+    #[serde(with = "crate::clock::held_rfc3339::option")]
     pub opened_at: Option<OffsetDateTime>,
     /// When it will let a probe through, while open.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::clock::held_rfc3339::option")]
     pub next_probe_at: Option<OffsetDateTime>,
     /// Probe permits held now, while half-open.
     pub probes_in_flight: u32,

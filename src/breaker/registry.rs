@@ -49,8 +49,9 @@ pub struct BreakerRegistry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RegistryHealth {
-    /// When the report was taken.
-    #[serde(with = "time::serde::rfc3339")]
+    /// When the report was taken (written as RFC 3339: a time before year
+    /// 0 as its first instant).
+    #[serde(with = "crate::clock::held_rfc3339")]
     pub at: OffsetDateTime,
     /// Every breaker, by name.
     pub breakers: Vec<BreakerHealth>,

@@ -408,16 +408,13 @@ impl<T: Clone> EventLog<T> {
     }
 }
 
-/// `0000-01-01T00:00:00Z` in Unix nanoseconds: the first instant RFC 3339,
-/// the form a record's time is written in, can write.
-const FIRST_WRITABLE_NANOS: i128 = -62_167_219_200 * 1_000_000_000;
-
 /// A record's time: the clock's reading, within the instants RFC 3339
 /// writes, so that every record serializes (see [`Record::at`]).
 fn datetime(unix_nanos: i128) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos.max(FIRST_WRITABLE_NANOS))
-        // Past the last date `time` holds (9999-12-31, which RFC 3339 writes).
-        .unwrap_or_else(|_| crate::clock::utc_edge(true))
+    crate::clock::writable(
+        OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
+            .unwrap_or_else(|_| crate::clock::utc_edge(unix_nanos >= 0)),
+    )
 }
 
 impl<T> Default for EventLog<T> {
@@ -491,13 +488,11 @@ mod tests {
     fn record_times_are_held_to_what_rfc_3339_writes() {
         use time::format_description::well_known::Rfc3339;
         let year_0 = time::macros::datetime!(0000-01-01 00:00:00 UTC);
-        assert_eq!(datetime(FIRST_WRITABLE_NANOS), year_0);
-        assert_eq!(datetime(FIRST_WRITABLE_NANOS - 1), year_0);
+        let first = year_0.unix_timestamp_nanos();
+        assert_eq!(datetime(first), year_0);
+        assert_eq!(datetime(first - 1), year_0);
         assert_eq!(datetime(i128::MIN), year_0);
-        assert_eq!(
-            datetime(FIRST_WRITABLE_NANOS + 1),
-            year_0 + time::Duration::NANOSECOND
-        );
+        assert_eq!(datetime(first + 1), year_0 + time::Duration::NANOSECOND);
         let last = time::PrimitiveDateTime::MAX.assume_utc();
         assert_eq!(datetime(i128::MAX), last);
         assert_eq!(datetime(last.unix_timestamp_nanos()), last);
