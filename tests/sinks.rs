@@ -41,39 +41,52 @@ impl EventSink for Counting {
 
 /// A sink of a fan-out that panics is contained, counted by the fan-out
 /// (the store or registry above it sees no panic), and logged as a warning
-/// naming the sink's place, as the store logs its own sink's. (Nothing was
-/// logged: a sink that panicked at every event looked healthy.)
+/// naming the sink's place, as the store logs its own sink's: at the first
+/// panic, then at most once a minute by the fan-out's clock, with the
+/// panics counted so far and since the warning before. (Nothing was
+/// logged at first: a sink that panicked at every event looked healthy;
+/// then every panic was a warning.)
 #[test]
 fn a_panicking_sink_in_a_fan_out_is_contained_and_counted() {
+    let clock = ManualClock::new(time::macros::datetime!(2026-01-01 00:00:00 UTC));
     let log = Arc::new(EventLog::new());
     let sink = FanOut::new()
+        .with_clock(Arc::new(clock.clone()))
         .with_shared(log.clone())
         .with(Panicking)
         .with(TracingSink::new());
     let logged = common::Logged::default();
     tracing::subscriber::with_default(logged.clone(), || {
-        sink.emit(&Event::new("one"));
+        for _ in 0..50 {
+            sink.emit(&Event::new("one"));
+        }
+        clock.advance(std::time::Duration::from_secs(60));
         sink.emit(&Event::new("two"));
     });
-    let warnings = logged.warnings();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(
-        warnings.iter().all(|w| w.field("sink") == Some("1")),
-        "{warnings:?}"
+    let warnings: Vec<[String; 3]> = logged
+        .warnings()
+        .iter()
+        .map(|w| {
+            ["sink", "panics", "since_last_warning"].map(|f| w.field(f).unwrap_or("-").to_owned())
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [["1", "1", "-"], ["1", "51", "50"]].map(|w| w.map(str::to_owned))
     );
-    assert_eq!(sink.panics(), 2);
+    assert_eq!(sink.panics(), 51);
     assert_eq!(
         log.len(),
-        2,
+        51,
         "the sinks after the panicking one still got every event"
     );
     sink.breaker_call("db", CallOutcome::Success);
-    assert_eq!(sink.panics(), 3);
+    assert_eq!(sink.panics(), 52);
     assert!(
         emit_contained(&sink, &Event::new("x")),
         "the fan-out itself never panics"
     );
-    assert_eq!(sink.panics(), 4);
+    assert_eq!(sink.panics(), 53);
 }
 
 #[test]

@@ -2,16 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event};
+use crate::sink::panics::Panics;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 
 /// Forwards every event to each of its sinks in order. A sink that panics is
 /// contained, counted ([`panics`](FanOut::panics)) and logged as a warning
-/// naming its place among the sinks (from 0); the others still get the
-/// event. The store or registry the fan-out is given sees no panic: its own
-/// count of sink panics stays 0, and this one is the count to watch.
+/// naming its place among the sinks (from 0): at the first panic, then at
+/// most once a minute by its [clock](FanOut::with_clock), with the panics
+/// counted so far and since the warning before, as a store says its own
+/// sink's. The others still get the event. The store or registry the
+/// fan-out is given sees no panic: its own count of sink panics stays 0,
+/// and this one is the count to watch.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -22,16 +26,36 @@ use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 /// sink.emit(&Event::new("hello"));
 /// assert_eq!(log.len(), 1);
 /// ```
-#[derive(Default)]
 pub struct FanOut {
     sinks: Vec<Arc<dyn EventSink>>,
-    panics: AtomicU64,
+    panics: Panics,
+    /// What the warnings of panics are spaced by.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for FanOut {
+    fn default() -> FanOut {
+        FanOut {
+            sinks: Vec::new(),
+            panics: Panics::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 impl FanOut {
     /// A fan-out with no sinks yet.
     pub fn new() -> FanOut {
         FanOut::default()
+    }
+
+    /// Spaces the warnings of its sinks' panics by `clock` (the system
+    /// clock unless set): a test's [`ManualClock`](crate::ManualClock), or
+    /// the clock the store or registry above it goes by.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> FanOut {
+        self.clock = clock;
+        self
     }
 
     /// Adds a sink.
@@ -60,7 +84,7 @@ impl FanOut {
 
     /// How many times one of its sinks panicked.
     pub fn panics(&self) -> u64 {
-        self.panics.load(Ordering::Relaxed)
+        self.panics.count()
     }
 
     fn count(&self, sink: usize, ok: bool) {
@@ -71,8 +95,20 @@ impl FanOut {
 
     #[cold]
     fn panicked(&self, sink: usize) {
-        self.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(sink, "a sink of a FanOut panicked; it missed the event");
+        self.panics
+            .count_one(self.clock.as_ref(), |said| match said.since_last_warning {
+                None => tracing::warn!(
+                    sink,
+                    panics = said.panics,
+                    "a sink of a FanOut panicked; it missed the event (later panics are counted, and said at most once a minute)"
+                ),
+                Some(since) => tracing::warn!(
+                    sink,
+                    panics = said.panics,
+                    since_last_warning = since,
+                    "a sink of a FanOut went on panicking; it missed the events"
+                ),
+            });
     }
 }
 

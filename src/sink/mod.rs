@@ -5,6 +5,7 @@ mod json_lines;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod notifier;
+mod panics;
 mod tracing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

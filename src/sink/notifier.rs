@@ -3,17 +3,13 @@
 //! minute while they go on).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event, TaskEventKind};
+use crate::sink::panics::Panics;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 use crate::task::Task;
-
-/// How long after a warning of its sink's panics a notifier stays quiet
-/// about the panics that follow (counting them), in nanoseconds: a minute.
-const WARN_AGAIN_AFTER_NANOS: i128 = 60 * 1_000_000_000;
 
 /// A store's optional sink and its panic count. Cheap to clone; clones share
 /// the count. Callers must hold no lock when they call it.
@@ -24,22 +20,6 @@ pub(crate) struct Notifier {
     /// What the warnings of panics are spaced by: the store's or the
     /// registry's clock.
     clock: Arc<dyn Clock>,
-}
-
-/// The sink's panics: how many, and when they were last said.
-#[derive(Default)]
-struct Panics {
-    count: AtomicU64,
-    said: Mutex<Said>,
-}
-
-/// The last warning of the sink's panics.
-#[derive(Default)]
-struct Said {
-    /// When (the clock's Unix nanoseconds); `None` before the first panic.
-    at: Option<i128>,
-    /// The panics counted by then.
-    count: u64,
 }
 
 impl Default for Notifier {
@@ -92,7 +72,7 @@ impl Notifier {
 
     /// How many times the sink panicked.
     pub(crate) fn panics(&self) -> u64 {
-        self.panics.count.load(Ordering::Relaxed)
+        self.panics.count()
     }
 
     /// One breaker call's verdict (on the breaker's hot path).
@@ -115,35 +95,20 @@ impl Notifier {
 
     /// Counts a panic of the sink, and says it: the first at once, then
     /// those that follow at most once a minute by the clock, with how many
-    /// there were (a sink that panics at every event would flood the log).
-    /// A clock stepped back by more than a minute says the next one at once.
+    /// there were ([`Panics`]).
     #[cold]
     fn panicked(&self) {
-        let now = self.clock.now_unix_nanos();
-        // Two numbers, never left half-written.
-        let mut said = self
-            .panics
-            .said
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Counted under the lock, so that the counts said only go up.
-        let count = self.panics.count.fetch_add(1, Ordering::Relaxed) + 1;
-        match said.at {
+        self.panics.count_one(self.clock.as_ref(), |said| match said.since_last_warning {
             None => tracing::warn!(
-                panics = count,
+                panics = said.panics,
                 "an event sink panicked; the event was dropped (its later panics are counted, and said at most once a minute)"
             ),
-            Some(at) if now.saturating_sub(at).abs() < WARN_AGAIN_AFTER_NANOS => return,
-            Some(_) => tracing::warn!(
-                panics = count,
-                since_last_warning = count - said.count,
+            Some(since) => tracing::warn!(
+                panics = said.panics,
+                since_last_warning = since,
                 "an event sink went on panicking; the events were dropped"
             ),
-        }
-        *said = Said {
-            at: Some(now),
-            count,
-        };
+        });
     }
 
     /// A task event (for an applied write, the kind is

@@ -1,0 +1,73 @@
+//! [`Panics`]: a sink's contained panics, counted, and said at most once a
+//! minute while they go on (a sink that panics at every event would flood
+//! the log), for a store's or registry's notifier and a [`FanOut`]'s sinks.
+//!
+//! [`FanOut`]: crate::FanOut
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::Clock;
+
+/// How long after a warning of panics they are counted without another,
+/// in nanoseconds: a minute.
+const WARN_AGAIN_AFTER_NANOS: i128 = 60 * 1_000_000_000;
+
+/// Panics of one sink (or of the sinks of one fan-out): how many, and when
+/// they were last said.
+#[derive(Debug, Default)]
+pub(crate) struct Panics {
+    count: AtomicU64,
+    said: Mutex<Said>,
+}
+
+/// The last warning of the panics.
+#[derive(Debug, Default)]
+struct Said {
+    /// When (the clock's Unix nanoseconds); `None` before the first panic.
+    at: Option<i128>,
+    /// The panics counted by then.
+    count: u64,
+}
+
+/// What a warning of panics says: how many in all, and how many since the
+/// warning before (`None` at the first).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Warning {
+    pub(crate) panics: u64,
+    pub(crate) since_last_warning: Option<u64>,
+}
+
+impl Panics {
+    /// How many were counted.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts one, and hands `warn` what to say if it is due: the first at
+    /// once, then at most once a minute by `clock`. A clock stepped back by
+    /// more than a minute says the next one at once.
+    #[cold]
+    pub(crate) fn count_one(&self, clock: &dyn Clock, warn: impl FnOnce(Warning)) {
+        let now = clock.now_unix_nanos();
+        // Two numbers, never left half-written.
+        let mut said = self.said.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted under the lock, so that the counts said only go up.
+        let panics = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let since_last_warning = match said.at {
+            None => None,
+            Some(at) if now.saturating_sub(at).abs() < WARN_AGAIN_AFTER_NANOS => return,
+            Some(_) => Some(panics - said.count),
+        };
+        *said = Said {
+            at: Some(now),
+            count: panics,
+        };
+        drop(said);
+        warn(Warning {
+            panics,
+            since_last_warning,
+        });
+    }
+}
