@@ -116,6 +116,38 @@ impl Running {
     }
 }
 
+/// A child killed (`SIGKILL`) and reaped when this is dropped, a test that
+/// fails included: a process stopped while it holds a store's locks must
+/// not outlive its test, nor keep the test's threads waiting for them as
+/// the test unwinds.
+pub struct KilledOnDrop(Option<Running>);
+
+impl KilledOnDrop {
+    pub fn new(child: Running) -> KilledOnDrop {
+        KilledOnDrop(Some(child))
+    }
+
+    /// Kills the child now (once).
+    pub fn kill(&mut self) {
+        if let Some(child) = self.0.take() {
+            child.kill();
+        }
+    }
+
+    /// Whether the child is alive and stopped (`SIGSTOP`).
+    pub fn is_stopped(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|child| is_stopped(child.child.id()))
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn unique_path(dir: &Path, name: &str) -> PathBuf {
     for n in 0.. {
         let p = dir.join(format!("{n}-{name}"));
