@@ -1042,6 +1042,94 @@ fn a_batch_move_another_handle_finished_is_made_durable_before_it_is_acknowledge
     });
 }
 
+/// A batch's terminal moves (a reap failing x, in stripe 7, and y, in
+/// stripe 33) let go of each task's lock between staging a move and
+/// settling it. If another process takes x's stripe in between and is
+/// stopped while it holds it, the settle cannot take it again: y's move is
+/// settled all the same, and both are reported reaped, x's final version
+/// durable and read failed (in `done/` beside its name in `active/`, or, with
+/// a TTL, where its name in `done/` waits for its `expiring/` entry to be
+/// durable, in `active/` alone), its move left for whoever takes the stripe
+/// next (the sweep's clean-up, here). (The settle returned at x's stripe:
+/// both tasks were reported missed, "make durable the write of" failed,
+/// and y was left unsettled too.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest() {
+    let test = "a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest";
+    common::hold_locks_if_the_holder();
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let reaper = FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .fault_injector(faults.clone())
+            .stripe_wait(Duration::from_millis(300))
+            .open()
+            .unwrap();
+        let owner = open(root, &clock, None);
+        let [x, y] = [common::id_in_stripe("x", 7), common::id_in_stripe("y", 33)];
+        for id in [&x, &y] {
+            let new = NewTask::new().id(id.clone());
+            owner
+                .create(match ttl {
+                    Some(ttl) => new.ttl(ttl),
+                    None => new,
+                })
+                .unwrap();
+        }
+        // Past both leases: both are orphans, failed in one batch.
+        clock.advance(Duration::from_secs(90));
+        // The settle's first fsync: of `expiring/`, before the names in
+        // `done/` it gives under the locks, or of `done/`, before the names
+        // in `active/` it removes under them.
+        let area = if ttl.is_some() { "expiring" } else { "done" };
+        let held = faults.pause_at(FsOp::SyncDir, root.join(area));
+        let lock = common::stripe_lock(root, x.as_str());
+        let (reaped, mut holder) = std::thread::scope(|s| {
+            let held = held;
+            let reaping = s.spawn(|| reaper.reap().unwrap());
+            assert!(
+                held.wait_reached(|| !reaping.is_finished()),
+                "the reap never reached its fsync of {area}/"
+            );
+            let holder = common::KilledOnDrop::new(common::stopped_holder(
+                test,
+                dir.path(),
+                std::slice::from_ref(&lock),
+            ));
+            held.resume();
+            (reaping.join().unwrap(), holder)
+        });
+        let what = format!("ttl {ttl:?}");
+        assert!(reaped.missed.is_empty(), "{what}: {:?}", reaped.missed);
+        let mut ids: Vec<_> = reaped.tasks.iter().map(|t| &t.id).collect();
+        ids.sort();
+        assert_eq!(ids, [&x, &y], "{what}: both reaped");
+        assert!(reaped.tasks.iter().all(|t| t.status == TaskStatus::Failed));
+        let file = |area: &str, id: &TaskId| root.join(area).join(format!("{id}.json"));
+        assert!(holder.is_stopped(), "{what}");
+        // y settled; x where its stripe left it, read failed.
+        assert!(file("done", &y).exists() && !file("active", &y).exists());
+        assert!(file("active", &x).exists(), "{what}");
+        assert_eq!(file("done", &x).exists(), ttl.is_none(), "{what}");
+        for reader in [&reaper, &owner] {
+            let read = reader.get(&x).unwrap().unwrap();
+            assert_eq!(read.status, TaskStatus::Failed, "{what}");
+        }
+        holder.kill();
+        let swept = reaper.sweep().unwrap();
+        assert!(swept.cleaned >= 1, "{what}: x's move finished: {swept:?}");
+        assert!(file("done", &x).exists() && !file("active", &x).exists());
+        let fresh = open(root, &clock, None);
+        for id in [&x, &y] {
+            assert_eq!(fresh.get(id).unwrap().unwrap().status, TaskStatus::Failed);
+        }
+    }
+}
+
 /// A stale `expiring/` entry (its file gone from `done/`) is removed after
 /// an fsync of `done/` made under its task's lock: whatever removed the
 /// file (another handle's sweep, which settles its removals at its end)

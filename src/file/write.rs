@@ -107,7 +107,10 @@ impl FileBackend {
     /// with one fsync per directory for the whole batch: the staged writes
     /// of every task first, then the fsyncs the terminal moves need before
     /// their names in `active/` go, then those names, then `active/`'s
-    /// fsync. If an fsync fails, every write it covered reports it.
+    /// fsync. If an fsync fails, every write it covered reports it. A
+    /// terminal move whose stripe another process took between the halves
+    /// (and holds, stopped) is durable and reported written all the same,
+    /// its move left for later ([`settle`](Self::settle)).
     ///
     /// A batch of one holds the task's lock throughout, as a `modify` does.
     pub(super) fn replace_batch(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
@@ -351,13 +354,43 @@ impl FileBackend {
     /// entry; once this returns, the terminal version is durably in `done/`,
     /// or, where its file was not seen there (a look that failed, another
     /// handle's change), durably in `active/` (final by the read rule).
+    ///
+    /// With [`Locking::Take`], a task whose stripe cannot be taken again
+    /// (another process took it since the stage, and is stopped while it
+    /// holds it, say) is settled as far as no lock is needed, and its
+    /// move left as a crash would leave it, for the next write of the task,
+    /// open or sweep to finish: durably in `done/` if this settle gave it
+    /// its name there (beside its name in `active/`), else durably in
+    /// `active/` alone, final by the read rule either way. The other
+    /// stripes' tasks are settled in full, the batch waiting its
+    /// `stripe_wait` once however many stripes are held.
     fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
-        let lock = |id: &TaskId| -> Result<_> {
-            Ok(match locking {
-                Locking::Take => Some(self.locks.lock(&self.fs, stripe(id))?),
-                Locking::Held => None,
-            })
+        // `None`: the task's stripe could not be taken (tried once per
+        // stripe).
+        let pass = lock::Pass::default();
+        let mut untaken = std::collections::BTreeSet::new();
+        let mut lock = |id: &TaskId| match locking {
+            Locking::Held => Some(None),
+            Locking::Take => {
+                let stripe = stripe(id);
+                if untaken.contains(&stripe) {
+                    return None;
+                }
+                match self.locks.lock_in(&self.fs, stripe, Some(&pass)) {
+                    Ok(guard) => Some(Some(guard)),
+                    Err(e) => {
+                        tracing::warn!(task = %id, error = %e, "cannot take a task's lock again to finish its terminal move; left to the task's next write, open or sweep");
+                        untaken.insert(stripe);
+                        None
+                    }
+                }
+            }
         };
+        // Whether this settle gave each moving task its name in `done/`.
+        let mut in_done: Vec<bool> = staged
+            .iter()
+            .map(|s| matches!(s, Staged::Moving { linked: true, .. }))
+            .collect();
         // Only while `active/<id>.json` is still the file being moved (not
         // finished by another handle meanwhile, nor a new task of the id).
         // Its inode number alone cannot tell: deleted meanwhile (which
@@ -398,7 +431,7 @@ impl FileBackend {
                 ..self.touched()
             })?;
             touched.expiring = false;
-            for staged in staged {
+            for (at, staged) in staged.iter().enumerate() {
                 let Staged::Moving {
                     id,
                     linked: false,
@@ -408,7 +441,13 @@ impl FileBackend {
                 else {
                     continue;
                 };
-                let _guard = lock(id)?;
+                let Some(_guard) = lock(id) else {
+                    // Whoever holds it may have finished the move, as
+                    // below, without an fsync: `done/` is made durable all
+                    // the same.
+                    touched.done = true;
+                    continue;
+                };
                 let name = task_name(id);
                 if still(staged) {
                     self.link_over(
@@ -417,6 +456,7 @@ impl FileBackend {
                         (self.dir(Area::Done), &name),
                     )?;
                     touched.done = true;
+                    in_done[at] = true;
                 } else if ino.is_some_and(|ino| same(self.dir(Area::Done), &name, ino)) {
                     // Another handle finished the move, perhaps without an
                     // fsync (`Eventual`): this batch acknowledges it on the
@@ -431,12 +471,24 @@ impl FileBackend {
         // their terminal version stays in `active/` (final by the read
         // rule, moved on by a later write or sweep), made durable there.
         let mut kept = Vec::new();
-        for staged in staged {
+        for (at, staged) in staged.iter().enumerate() {
             let Staged::Moving { id, park, ino, .. } = staged else {
                 continue;
             };
             let name = task_name(id);
-            let _guard = lock(id)?;
+            let Some(_guard) = lock(id) else {
+                // Left for later, its name in `active/` too (a second name
+                // of its file, or its only one).
+                if in_done[at] {
+                    if let Some(park) = park {
+                        self.unpark(park.clone());
+                    }
+                } else {
+                    touched.active = true;
+                    kept.extend(park.clone());
+                }
+                continue;
+            };
             // In `done/` (the file itself, not just its `expiring/` entry)
             // before its name in `active/` goes: never in neither.
             if ino.is_some_and(|ino| !same(self.dir(Area::Done), &name, ino)) {
