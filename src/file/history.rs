@@ -321,6 +321,22 @@ impl FileBackend {
         scan: &Scan,
         beside: &HashSet<&TaskId>,
     ) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let page = self.history_page(scan, beside);
+        // Whatever became of the listing: what it read is known. Outside
+        // `known`'s lock, as it waits for stripes (a process stopped while
+        // it holds one keeps it for the `stripe_wait`): another listing of
+        // the handle does not wait with it.
+        self.restore_unindexed();
+        page
+    }
+
+    /// [`history`](Self::history) but for giving back the `expiring/`
+    /// entries found missing, holding what the handle knows of `done/`.
+    fn history_page(
+        &self,
+        scan: &Scan,
+        beside: &HashSet<&TaskId>,
+    ) -> Result<(Vec<Task>, Vec<Skipped>)> {
         let mut known = self
             .history_keys
             .known
@@ -331,8 +347,6 @@ impl FileBackend {
             (Ok(_), Some(_)) => self.learn_statuses(&mut known),
             _ => Vec::new(),
         };
-        // Whatever became of the listing: what it read is known.
-        self.restore_unindexed();
         let (mut kept, mut skipped) = listed?;
         skipped.extend(learned);
         let start = match &scan.after {
@@ -611,22 +625,35 @@ impl FileBackend {
         Ok((kept, skipped))
     }
 
-    /// Gives the finished tasks the listing found without their `expiring/`
-    /// entry (`HistoryKeys::unindexed`) their entries back; a failure is
-    /// logged (the listing stands, and the next one that reads the file
-    /// tries again).
+    /// Gives the finished tasks listings found without their `expiring/`
+    /// entry (`HistoryKeys::unindexed`) their entries back, each it can: a
+    /// task whose entry cannot be given back now (its stripe held by a
+    /// stopped process, say) is logged, and kept for the next listing to
+    /// try again (the listing stands). The caller holds no lock of the
+    /// handle's history.
     fn restore_unindexed(&self) {
-        let ids = std::mem::take(
-            &mut *self
-                .history_keys
+        let unindexed = || {
+            self.history_keys
                 .unindexed
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if !ids.is_empty()
-            && let Err(e) = self.restore_missing_indexes(&ids)
-        {
-            tracing::warn!(error = %e, "could not give finished tasks their expiring/ entries back");
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let mut ids = std::mem::take(&mut *unindexed());
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        match self.restore_missing_indexes(&ids) {
+            Ok((_, failed)) => {
+                for (id, e) in failed {
+                    tracing::warn!(task = %id, error = %e, "could not give a finished task its expiring/ entry back; the next listing tries again");
+                    unindexed().push(id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make the expiring/ entries given back to finished tasks durable");
+            }
         }
     }
 

@@ -508,7 +508,11 @@ fn restore_index(store: &FileBackend, problem: &Problem) -> Result<Option<String
     let Some(id) = &problem.id else {
         return Ok(Some("no task id".to_owned()));
     };
-    match store.restore_missing_indexes(std::slice::from_ref(id))? {
+    let (restored, failed) = store.restore_missing_indexes(std::slice::from_ref(id))?;
+    if let Some((_, e)) = failed.into_iter().next() {
+        return Err(e);
+    }
+    match restored {
         0 => Ok(Some("resolved meanwhile".to_owned())),
         _ => Ok(None),
     }

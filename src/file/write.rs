@@ -619,40 +619,61 @@ impl FileBackend {
     /// without its hard links) its entry again, a link, under its lock,
     /// then (under `Immediate`) makes them durable with one fsync (a copy
     /// replaced makes its own first, before its park goes: `link_over`). A
-    /// task moved or changed meanwhile is left as it is. Returns how many
-    /// it restored, logged once.
-    pub(super) fn restore_missing_indexes(&self, ids: &[TaskId]) -> Result<usize> {
+    /// task moved or changed meanwhile is left as it is. A task whose entry
+    /// cannot be given back (its lock not taken: a process stopped while it
+    /// holds it; an I/O error) keeps none of the others from theirs; several
+    /// tasks are one pass, which waits its `stripe_wait` once. Returns how
+    /// many it restored, logged once, and each task it could not restore,
+    /// with why; `Err` if the fsync failed.
+    pub(super) fn restore_missing_indexes(
+        &self,
+        ids: &[TaskId],
+    ) -> Result<(usize, Vec<(TaskId, Error)>)> {
         let touched = Touched {
             expiring: true,
             ..self.touched()
         };
+        // One task alone waits as its caller's calls do (a check's, as one
+        // pass).
+        let pass = (ids.len() > 1).then(lock::Pass::default);
         let mut restored = 0;
-        // Those linked before one that fails are made durable all the same.
-        let linked = ids.iter().try_for_each(|id| {
-            let _guard = self.locks.lock(&self.fs, stripe(id))?;
-            let Some(found) = self.find(id)? else {
-                return Ok(());
-            };
-            if found.area != Area::Done || !self.index_is_missing(&found.task) {
-                return Ok(());
+        let mut failed = Vec::new();
+        for id in ids {
+            let linked = self
+                .locks
+                .lock_in(&self.fs, stripe(id), pass.as_ref())
+                .and_then(|_guard| {
+                    let Some(found) = self.find(id)? else {
+                        return Ok(false);
+                    };
+                    if found.area != Area::Done || !self.index_is_missing(&found.task) {
+                        return Ok(false);
+                    }
+                    let Some(index) = expiring_name(&found.task) else {
+                        return Ok(false);
+                    };
+                    self.link_over(
+                        id,
+                        (self.dir(Area::Done), &task_name(id)),
+                        (self.expiring.dir(), &index),
+                    )?;
+                    Ok(true)
+                });
+            match linked {
+                Ok(true) => {
+                    tracing::debug!(task = %id, "gave a finished task its expiring/ entry back");
+                    restored += 1;
+                }
+                Ok(false) => {}
+                Err(e) => failed.push((id.clone(), e)),
             }
-            let Some(index) = expiring_name(&found.task) else {
-                return Ok(());
-            };
-            self.link_over(
-                id,
-                (self.dir(Area::Done), &task_name(id)),
-                (self.expiring.dir(), &index),
-            )?;
-            tracing::debug!(task = %id, "gave a finished task its expiring/ entry back");
-            restored += 1;
-            Ok::<(), Error>(())
-        });
+        }
+        // Those linked are made durable whatever became of the others.
         if restored > 0 {
             self.sync_links(&touched)?;
             tracing::warn!(store = %self.root.display(), restored, "gave finished tasks their expiring/ entries back (lost to a power loss, or copies)");
         }
-        linked.map(|()| restored)
+        Ok((restored, failed))
     }
 
     /// Notes the `expiring/` entry of the finished `task`, if it has one, for
