@@ -1130,6 +1130,69 @@ fn a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest()
     }
 }
 
+/// A call of a handle waits for a stripe its `stripe_wait` at most, even
+/// behind another thread of the handle that waits for it (or holds it): a
+/// write of b, while another thread's write of a (both in stripe 7) waits
+/// for the stripe a stopped process holds, fails when its own wait runs
+/// out, naming the lock, while the other still waits. The other is held at
+/// the seam as it opens the descriptor it waits on, so that its wait
+/// outlasts b's, whatever the timing. Once the stopped process is gone, it
+/// goes on, and its write is applied. (The write of b queued on the
+/// stripe's in-process lock, held through the other's whole wait, with no
+/// deadline of its own: it returned only once the other had.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_write_behind_another_threads_wait_for_a_stripe_gives_up_at_its_own_wait() {
+    use taskstore::TaskUpdate;
+    let test = "a_write_behind_another_threads_wait_for_a_stripe_gives_up_at_its_own_wait";
+    common::hold_locks_if_the_holder();
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(root)
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let [a, b] = [common::id_in_stripe("a", 7), common::id_in_stripe("b", 7)];
+    // The handle opens the stripe's lock file here: the next file it opens
+    // at that path is a wait's own descriptor.
+    for id in [&a, &b] {
+        store.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    let lock = common::stripe_lock(root, a.as_str());
+    let mut holder = common::KilledOnDrop::new(common::stopped_holder(
+        test,
+        dir.path(),
+        std::slice::from_ref(&lock),
+    ));
+    let waiting = faults.pause_at(FsOp::Create, &lock);
+    let update = |n: i64| TaskUpdate::new().metadata("n", json!(n));
+    std::thread::scope(|s| {
+        let first = s.spawn(|| store.update(&a, update(1)));
+        assert!(
+            waiting.wait_reached(|| !first.is_finished()),
+            "the write of a never came to wait for the stripe"
+        );
+        let (sent, second) = mpsc::channel();
+        let (store, b) = (&store, &b);
+        s.spawn(move || {
+            let _ = sent.send(store.update(b, update(2)));
+        });
+        let second = second.recv_timeout(common::HANG);
+        let still_waiting = !first.is_finished();
+        // Let go before any assertion: the first write ends either way.
+        holder.kill();
+        waiting.resume();
+        let first = first.join().unwrap();
+        let second = second.expect("the write of b waited for the other thread's wait");
+        assert!(still_waiting, "b's write returned only after a's did");
+        let said = second.expect_err("b's stripe is held").to_string();
+        assert!(said.contains("locks/07.lock"), "{said}");
+        assert!(matches!(&first, Ok(t) if t.is_applied()), "{first:?}");
+    });
+}
+
 /// A stale `expiring/` entry (its file gone from `done/`) is removed after
 /// an fsync of `done/` made under its task's lock: whatever removed the
 /// file (another handle's sweep, which settles its removals at its end)

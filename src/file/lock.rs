@@ -282,7 +282,9 @@ impl StripeLocks {
 
     /// Waits for the stripe, at most the wait the locks were made with
     /// ([`STUCK_WAIT`] while a wait for it ran out and no call has taken it
-    /// since):
+    /// since), its in-process lock included (another thread of this handle
+    /// that holds the stripe, or waits for it holding that lock, is waited
+    /// for no longer):
     /// past it, an error naming the lock file and why. A stripe another
     /// handle holds is waited for in `flock` on a descriptor of this wait's
     /// own, on a thread of its own: a wait given up leaves that thread
@@ -310,23 +312,45 @@ impl StripeLocks {
     ) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
         let started = Instant::now();
-        let held = match moment {
-            None => s.file.lock().unwrap_or_else(|e| e.into_inner()),
-            // Another thread of this process holds it: tried again for the
-            // moment (a write's hold is short), polling.
-            Some(moment) => {
-                let mut polling = Polling::new(moment);
-                loop {
-                    match s.file.try_lock() {
-                        Ok(held) => break held,
-                        Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                        Err(std::sync::TryLockError::WouldBlock) if polling.ran_out() => {
-                            return Ok(None);
-                        }
-                        Err(std::sync::TryLockError::WouldBlock) => polling.pause(),
+        let gave_up = || pass.is_some_and(|pass| pass.gave_up.load(Ordering::Acquire));
+        // Another thread of this handle holds it: a write (over in moments),
+        // or a wait for the file's lock, which may last its own whole wait.
+        // Tried again, polling, for as long as this call may wait (a stripe
+        // that stays stuck, or in a pass that gave up a wait, a few
+        // moments), never longer: a thread of this handle holds up no call
+        // past its wait, as another process would not.
+        let in_process = match moment {
+            Some(moment) => moment,
+            None if s.stuck.load(Ordering::Acquire) || gave_up() => self.wait.min(STUCK_WAIT),
+            None => self.wait,
+        };
+        let mut polling = Polling::new(in_process);
+        let held = loop {
+            match s.file.try_lock() {
+                Ok(held) => break held,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if polling.ran_out() => {
+                    if moment.is_some() {
+                        return Ok(None);
                     }
+                    if let Some(pass) = pass {
+                        pass.gave_up.store(true, Ordering::Release);
+                    }
+                    return Err(held_too_long(
+                        &s.path,
+                        &format!(
+                            "another call of this handle held it, or waited for it, for over {in_process:?}"
+                        ),
+                    ));
                 }
+                Err(std::sync::TryLockError::WouldBlock) => polling.pause(),
             }
+        };
+        // What is left of this call's wait for the file's lock.
+        let left = || {
+            moment
+                .unwrap_or(self.wait)
+                .saturating_sub(started.elapsed())
         };
         let held = self.opened(fs, s, held)?;
         let lock = |e| Error::io("lock", &s.path, e);
@@ -358,11 +382,11 @@ impl StripeLocks {
                 },
             )
         };
-        if stuck || pass.is_some_and(|pass| pass.gave_up.load(Ordering::Acquire)) {
+        if stuck || gave_up() {
             // Tried for moments, leaving no thread behind: a stripe free
             // again is taken (and no longer stuck), one still held fails
             // (and is stuck).
-            let mut polling = Polling::new(self.wait.min(STUCK_WAIT));
+            let mut polling = Polling::new(left().min(STUCK_WAIT));
             while !polling.ran_out() {
                 polling.pause();
                 if fs.try_lock(file, &s.path).map_err(lock)? {
@@ -372,11 +396,14 @@ impl StripeLocks {
             }
             return Err(timed_out(true));
         }
-        // A moment spent on the in-process lock leaves none for the file's:
+        // A wait spent on the in-process lock leaves none for the file's:
         // no descriptor or thread is spent on a wait that cannot last.
-        let wait = moment.map_or(self.wait, |moment| moment.saturating_sub(started.elapsed()));
-        if moment.is_some() && wait.is_zero() {
-            return Ok(None);
+        let wait = left();
+        if wait.is_zero() {
+            return match moment {
+                Some(_) => Ok(None),
+                None => Err(timed_out(false)),
+            };
         }
         let own = fs
             .open_lock_file(&self.dir, &s.name)
