@@ -16,7 +16,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -106,8 +106,14 @@ struct Stripe {
     name: OsString,
     path: PathBuf,
     /// The stripe's lock file once opened, and the process that opened it;
-    /// its mutex is the in-process lock.
+    /// its mutex is the in-process lock, entered through `busy`.
     file: Mutex<Option<LockFile>>,
+    /// Whether a call of this handle holds the stripe, or waits for its
+    /// file's lock (it has entered: [`StripeLocks::enter`]); `freed` wakes
+    /// a call waiting to enter when it is let go. A call waits here for at
+    /// most its own wait, which `file`'s mutex alone could not bound.
+    busy: Mutex<bool>,
+    freed: Condvar,
     /// Whether a wait for it ran out since it was last taken: until it is
     /// taken again, a call tries it for [`STUCK_WAIT`] only (a pass that
     /// meets many tasks of a stripe a stopped process holds waits once).
@@ -224,6 +230,9 @@ impl Drop for BatchHold {
 pub(crate) struct StripeGuard<'a> {
     /// Holds the stripe's file, opened (the in-process lock).
     held: MutexGuard<'a, Option<LockFile>>,
+    /// The stripe, let go for the next call of the handle when this is
+    /// dropped.
+    stripe: &'a Stripe,
     /// The descriptor a wait took the `flock` on, if it waited (closed,
     /// which lets the lock go, when this is dropped); else the `flock` is
     /// on `held`'s.
@@ -236,11 +245,71 @@ impl Drop for StripeGuard<'_> {
         // descriptor too, and with it the lock.
         if let Some(own) = self.own.take() {
             let _ = own.unlock();
-            return;
-        }
-        // Closing would release it too; the file stays open for reuse.
-        if let Some(held) = &*self.held {
+        } else if let Some(held) = &*self.held {
+            // Closing would release it too; the file stays open for reuse.
             let _ = held.file.unlock();
+        }
+        // The next call enters; it takes `held`'s mutex as soon as this
+        // guard's fields are dropped, just after.
+        self.stripe.leave();
+    }
+}
+
+impl Stripe {
+    /// Enters the stripe for a call of this handle, waiting at most `wait`
+    /// for the call in it to let it go: its in-process lock, or `None`
+    /// when the wait ran out. Woken as it is let go, never polling.
+    fn enter(&self, wait: Duration) -> Option<MutexGuard<'_, Option<LockFile>>> {
+        let deadline = Instant::now().checked_add(wait);
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        while *busy {
+            // Without a deadline (a wait past what an `Instant` holds),
+            // woken once a day to look again.
+            let left = deadline.map_or(Duration::from_secs(86_400), |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return None;
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *busy = true;
+        drop(busy);
+        Some(self.file.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Lets the stripe go for the next call of this handle.
+    fn leave(&self) {
+        *self.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.freed.notify_one();
+    }
+}
+
+/// A stripe entered ([`Stripe::enter`]) and not yet handed to a
+/// [`StripeGuard`]: let go when dropped, on every way out of a wait that
+/// ends without the stripe.
+struct Entered<'a>(Option<&'a Stripe>);
+
+impl<'a> Entered<'a> {
+    /// The guard that holds the stripe from here, and lets it go.
+    fn guard(
+        mut self,
+        held: MutexGuard<'a, Option<LockFile>>,
+        own: Option<File>,
+    ) -> StripeGuard<'a> {
+        let stripe = self.0.take().expect("entered once");
+        StripeGuard { held, stripe, own }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if let Some(stripe) = self.0 {
+            stripe.leave();
         }
     }
 }
@@ -264,6 +333,8 @@ impl StripeLocks {
                     name: lock_name(i),
                     path: dir.join(lock_name(i)),
                     file: Mutex::new(None),
+                    busy: Mutex::new(false),
+                    freed: Condvar::new(),
                     stuck: AtomicBool::new(false),
                 })
                 .collect(),
@@ -324,28 +395,23 @@ impl StripeLocks {
             None if s.stuck.load(Ordering::Acquire) || gave_up() => self.wait.min(STUCK_WAIT),
             None => self.wait,
         };
-        let mut polling = Polling::new(in_process);
-        let held = loop {
-            match s.file.try_lock() {
-                Ok(held) => break held,
-                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if polling.ran_out() => {
-                    if moment.is_some() {
-                        return Ok(None);
-                    }
-                    if let Some(pass) = pass {
-                        pass.gave_up.store(true, Ordering::Release);
-                    }
-                    return Err(held_too_long(
-                        &s.path,
-                        &format!(
-                            "another call of this handle held it, or waited for it, for over {in_process:?}"
-                        ),
-                    ));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => polling.pause(),
+        let Some(held) = s.enter(in_process) else {
+            if moment.is_some() {
+                return Ok(None);
             }
+            if let Some(pass) = pass {
+                pass.gave_up.store(true, Ordering::Release);
+            }
+            return Err(held_too_long(
+                &s.path,
+                &format!(
+                    "another call of this handle held it, or waited for it, for over {in_process:?}"
+                ),
+            ));
         };
+        // Let go again on every way out but a guard's, which lets it go
+        // when dropped.
+        let entered = Entered(Some(s));
         // What is left of this call's wait for the file's lock.
         let left = || {
             moment
@@ -357,7 +423,7 @@ impl StripeLocks {
         let file = &held.as_ref().expect("opened").file;
         if fs.try_lock(file, &s.path).map_err(lock)? {
             s.stuck.store(false, Ordering::Release);
-            return Ok(Some(StripeGuard { held, own: None }));
+            return Ok(Some(entered.guard(held, None)));
         }
         let stuck = s.stuck.load(Ordering::Acquire);
         if moment.is_some_and(|moment| stuck || moment.is_zero()) {
@@ -391,7 +457,7 @@ impl StripeLocks {
                 polling.pause();
                 if fs.try_lock(file, &s.path).map_err(lock)? {
                     s.stuck.store(false, Ordering::Release);
-                    return Ok(Some(StripeGuard { held, own: None }));
+                    return Ok(Some(entered.guard(held, None)));
                 }
             }
             return Err(timed_out(true));
@@ -424,10 +490,7 @@ impl StripeLocks {
         match got.recv_timeout(wait) {
             Ok(Ok(own)) => {
                 s.stuck.store(false, Ordering::Release);
-                Ok(Some(StripeGuard {
-                    held,
-                    own: Some(own),
-                }))
+                Ok(Some(entered.guard(held, Some(own))))
             }
             Ok(Err(e)) => Err(lock(e)),
             Err(_) if moment.is_some() => Ok(None),
