@@ -7,9 +7,13 @@
 //! delete 10,000 files in 0.55 to 0.6 of one worker's time. Small passes
 //! (every single-task call, and every workload of the crash-state explorer)
 //! stay on the calling thread, in order.
+//!
+//! A worker the system cannot start (its threads used up: `RLIMIT_NPROC`, a
+//! cgroup's `pids.max`, memory) is no failure: the calling thread does its
+//! part, as it does a small pass's ([`spawn`]).
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The fewest items worth a second worker: below it, starting a thread
@@ -85,19 +89,53 @@ where
     std::thread::scope(|scope| {
         let mut rest = bounds.iter();
         let (first_start, first_end) = *rest.next().expect("items is not empty");
+        // A share no worker could be started for is the calling thread's,
+        // after its own (and so is every share after it: the system has no
+        // thread to give).
+        let mut starting = true;
         let handles: Vec<_> = rest
-            .map(|&(start, end)| scope.spawn(move || work(&items[start..end])))
+            .map(|&(start, end)| {
+                let handle = starting
+                    .then(|| spawn(scope, move || work(&items[start..end])))
+                    .flatten();
+                starting = handle.is_some();
+                (start, end, handle)
+            })
             .collect();
         let mut results = Vec::with_capacity(bounds.len());
         results.push(work(&items[first_start..first_end]));
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => results.push(result),
-                Err(panic) => std::panic::resume_unwind(panic),
+        for (start, end, handle) in handles {
+            match handle.map(std::thread::ScopedJoinHandle::join) {
+                Some(Ok(result)) => results.push(result),
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                None => results.push(work(&items[start..end])),
             }
         }
         results
     })
+}
+
+/// Starts a worker of a pass on `scope`; `None` if the system cannot start
+/// a thread (`Scope::spawn` would panic), which is said once per process:
+/// the caller does the worker's part itself.
+fn spawn<'scope, R: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    work: impl FnOnce() -> R + Send + 'scope,
+) -> Option<std::thread::ScopedJoinHandle<'scope, R>> {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    match std::thread::Builder::new().spawn_scoped(scope, work) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            if !SAID.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    error = %e,
+                    "cannot start a thread to share a pass over many task files; the calling \
+                     thread does its part (said once)"
+                );
+            }
+            None
+        }
+    }
 }
 
 /// `work` applied to each of `items`, spread over the workers; the results
@@ -159,7 +197,9 @@ where
         }
     };
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(pull)).collect();
+        // Every item is pulled by whichever worker is free, the calling
+        // thread included: the workers that could be started are enough.
+        let handles: Vec<_> = (1..workers).map_while(|_| spawn(scope, pull)).collect();
         pull();
         for handle in handles {
             if let Err(panic) = handle.join() {
