@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskstore::{Durability, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore};
+use taskstore::{
+    Durability, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore, TaskUpdate,
+};
 use time::macros::datetime;
 
 /// Running tasks, and as many finished ones: a pass over either is large
@@ -149,4 +151,264 @@ fn no_threads(store: &Path) {
     assert_eq!(listed, running);
     assert!(finished.iter().all(|id| owner.get(id).unwrap().is_none()));
     assert_eq!(owner.renew_leases().unwrap(), TASKS);
+}
+
+// ---------------------------------------------------------------------------
+// Open files.
+
+/// Running tasks in the open-files test.
+const HELD: usize = 20;
+
+/// A process out of file descriptors (`RLIMIT_NOFILE` reached) cannot read
+/// the task files its listing must read again: the listing fails with an
+/// I/O error naming the file and `EMFILE`, and so does a renewal, rather
+/// than answering without those tasks (they were reported as unreadable
+/// files, and `renew_leases` returned `Ok(0)`, renewing none of the
+/// handle's tasks in silence: a host took its leases as renewed while they
+/// lapsed). Nothing is set aside, and once descriptors are free again the
+/// same handle lists and renews every task.
+#[test]
+fn a_listing_and_a_renewal_out_of_descriptors_fail_naming_the_file() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "no_descriptors");
+        return no_descriptors(Path::new(&args[0]));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let test = "a_listing_and_a_renewal_out_of_descriptors_fail_naming_the_file";
+    common::spawn(
+        tmp.path(),
+        test,
+        "no_descriptors",
+        &[store.display().to_string()],
+    )
+    .finish();
+    assert!(common::files_in(&store, "quarantine").is_empty());
+    assert!(common::files_in(&store, "tmp").is_empty());
+}
+
+/// The child of [`a_listing_and_a_renewal_out_of_descriptors_fail_naming_the_file`].
+fn no_descriptors(store: &Path) {
+    let owner = FileStore::builder(store)
+        .instance_id("owner")
+        .open()
+        .unwrap();
+    let other = FileStore::builder(store)
+        .instance_id("other")
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let mut running: Vec<TaskId> = (0..HELD)
+        .map(|_| owner.create(NewTask::new()).unwrap().id)
+        .collect();
+    running.sort();
+    assert_eq!(common::ids_of(&owner, &ListQuery::active()).len(), HELD);
+    // Changed by another handle: the owner's next listing reads them again.
+    for id in &running {
+        let update = TaskUpdate::new().status_message("changed elsewhere");
+        assert!(other.update(id, update).unwrap().is_applied());
+    }
+    drop(other);
+
+    let had = set_soft_limit(libc::RLIMIT_NOFILE, lowest_free_descriptor());
+    let listed = owner.list(&ListQuery::active());
+    let renewed = owner.renew_leases();
+    set_soft_limit(libc::RLIMIT_NOFILE, had);
+
+    let active = store.join("active");
+    let wrong: Vec<String> = [
+        (
+            "a listing",
+            listed.map(|page| {
+                let first = page.skipped.first().map(|s| s.reason.clone());
+                format!(
+                    "{} tasks, {} files skipped (the first: {first:?})",
+                    page.tasks.len(),
+                    page.skipped.len()
+                )
+            }),
+        ),
+        ("a renewal", renewed.map(|n| format!("{n} leases renewed"))),
+    ]
+    .into_iter()
+    .filter_map(|(call, outcome)| match outcome {
+        Err(taskstore::Error::Io { path, source, .. })
+            if source.raw_os_error() == Some(libc::EMFILE) && path.starts_with(&active) =>
+        {
+            None
+        }
+        Err(e) => Some(format!("{call} failed otherwise: {e}")),
+        Ok(answer) => Some(format!("{call} answered Ok: {answer}")),
+    })
+    .collect();
+    assert!(
+        wrong.is_empty(),
+        "out of descriptors:\n{}",
+        wrong.join("\n")
+    );
+    let mut listed = common::ids_of(&owner, &ListQuery::active());
+    listed.sort();
+    assert_eq!(listed, running);
+    assert_eq!(owner.renew_leases().unwrap(), HELD);
+}
+
+/// The lowest descriptor number this process has free: with it as the
+/// limit, every open fails with `EMFILE` (a descriptor must be below the
+/// limit, and the kernel gives the lowest free one), while every descriptor
+/// open now stays usable.
+fn lowest_free_descriptor() -> libc::rlim_t {
+    (0..)
+        // SAFETY: `F_GETFD` only asks whether the descriptor is open.
+        .find(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
+        .map(|fd| fd as libc::rlim_t)
+        .expect("some descriptor is free")
+}
+
+/// Running tasks past the snapshot's budget: more than the 64 it keeps
+/// decoded, so that each listing reads their files.
+const PAST_BUDGET: usize = 65;
+
+/// The tasks whose files a handle's snapshot has no room for (past its 64
+/// MiB of file bytes) are read by every listing that returns them: out of
+/// descriptors, such a listing fails naming the file and `EMFILE` too
+/// (it answered without them, each reported as an unreadable file). Once
+/// descriptors are free again, the next listing has them all.
+#[test]
+fn a_listing_out_of_descriptors_fails_for_tasks_past_the_snapshots_budget_too() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "past_the_budget");
+        return past_the_budget(Path::new(&args[0]));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let test = "a_listing_out_of_descriptors_fails_for_tasks_past_the_snapshots_budget_too";
+    common::spawn(
+        tmp.path(),
+        test,
+        "past_the_budget",
+        &[store.display().to_string()],
+    )
+    .finish();
+}
+
+/// The child of
+/// [`a_listing_out_of_descriptors_fails_for_tasks_past_the_snapshots_budget_too`].
+fn past_the_budget(store: &Path) {
+    let open = || {
+        FileStore::builder(store)
+            .durability(Durability::Eventual)
+            .max_payload_bytes(40 << 20)
+            .open()
+            .unwrap()
+    };
+    let (writer, reader) = (open(), open());
+    common::fill_the_snapshot_budget(&writer, store, || {});
+    assert_eq!(common::ids_of(&reader, &ListQuery::active()).len(), 2);
+    for _ in 0..PAST_BUDGET {
+        writer.create(NewTask::new()).unwrap();
+    }
+    let mut all = common::ids_of(&writer, &ListQuery::active());
+    all.sort();
+    assert_eq!(
+        common::ids_of(&reader, &ListQuery::active()).len(),
+        all.len()
+    );
+
+    let had = set_soft_limit(libc::RLIMIT_NOFILE, lowest_free_descriptor());
+    let listed = reader.list(&ListQuery::active());
+    set_soft_limit(libc::RLIMIT_NOFILE, had);
+
+    match listed {
+        Err(taskstore::Error::Io { path, source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::EMFILE), "{source}");
+            assert!(path.starts_with(store.join("active")), "{}", path.display());
+        }
+        Err(e) => panic!("a listing out of descriptors failed otherwise: {e}"),
+        Ok(page) => panic!(
+            "a listing out of descriptors answered Ok: {} of {} tasks, {} files skipped \
+             (the first: {:?})",
+            page.tasks.len(),
+            all.len(),
+            page.skipped.len(),
+            page.skipped.first().map(|s| &s.reason)
+        ),
+    }
+    let mut listed = common::ids_of(&reader, &ListQuery::active());
+    listed.sort();
+    assert_eq!(listed, all);
+}
+
+/// Finished tasks in the history test.
+const FINISHED: usize = 10;
+
+/// A listing of every task reads the files of the tasks finished since the
+/// handle last looked, and of the finished tasks it returns: out of
+/// descriptors, either read fails the listing, naming the file and
+/// `EMFILE` (it answered with the running tasks alone, each finished one
+/// reported as an unreadable file). Once descriptors are free again, the
+/// next listing has them all.
+#[test]
+fn a_listing_of_history_out_of_descriptors_fails_naming_the_file() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "history");
+        return history(Path::new(&args[0]));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let test = "a_listing_of_history_out_of_descriptors_fails_naming_the_file";
+    common::spawn(tmp.path(), test, "history", &[store.display().to_string()]).finish();
+}
+
+/// The child of [`a_listing_of_history_out_of_descriptors_fails_naming_the_file`].
+fn history(store: &Path) {
+    let reader = FileStore::open(store).unwrap();
+    let writer = FileStore::builder(store)
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let mut all: Vec<TaskId> = (0..2 * FINISHED)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    assert_eq!(common::ids_of(&reader, &ListQuery::all()).len(), all.len());
+    for id in &all[..FINISHED] {
+        assert!(
+            writer
+                .complete(id, serde_json::json!(1))
+                .unwrap()
+                .is_applied()
+        );
+    }
+    // The running tasks' part of a listing reads no file now: only
+    // history's does.
+    assert_eq!(
+        common::ids_of(&reader, &ListQuery::active()).len(),
+        FINISHED
+    );
+    all.sort();
+    let done = store.join("done");
+    // First the files finished since the last listing; then, nothing
+    // changed since, the files of the finished tasks the page returns.
+    for read in ["the tasks finished since", "the page's finished tasks"] {
+        let had = set_soft_limit(libc::RLIMIT_NOFILE, lowest_free_descriptor());
+        let listed = reader.list(&ListQuery::all());
+        set_soft_limit(libc::RLIMIT_NOFILE, had);
+        match listed {
+            Err(taskstore::Error::Io { path, source, .. })
+                if source.raw_os_error() == Some(libc::EMFILE) && path.starts_with(&done) => {}
+            Err(e) => panic!("reading {read} out of descriptors, a listing failed otherwise: {e}"),
+            Ok(page) => panic!(
+                "reading {read} out of descriptors, a listing answered Ok: {} of {} tasks, {} \
+                 files skipped (the first: {:?})",
+                page.tasks.len(),
+                all.len(),
+                page.skipped.len(),
+                page.skipped.first().map(|s| &s.reason)
+            ),
+        }
+        let page = reader.list(&ListQuery::all()).unwrap();
+        assert!(page.skipped.is_empty(), "{:?}", page.skipped);
+        let mut listed: Vec<TaskId> = page.tasks.into_iter().map(|t| t.id).collect();
+        listed.sort();
+        assert_eq!(listed, all);
+    }
 }

@@ -719,6 +719,18 @@ pub(crate) fn is_read_only(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::ReadOnlyFilesystem || e.kind() == io::ErrorKind::PermissionDenied
 }
 
+/// Whether `e` is a failure for want of what the process or the system
+/// rations (open files: `EMFILE`, `ENFILE`; memory: `ENOMEM`), not of
+/// anything the file it names holds: every file fails so until the
+/// resource is back, and a pass over many files meeting it fails with it
+/// rather than report each file it could not open.
+pub(crate) fn is_short_of_resources(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM]
+        .iter()
+        .any(|short| e.raw_os_error() == Some(short.raw_os_error()))
+}
+
 #[cfg(all(test, not(feature = "fault-injection")))]
 mod tests {
     /// Without the feature the seam holds nothing: every call is the plain

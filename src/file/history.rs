@@ -40,6 +40,7 @@ use crate::file::layout::{self, Area, task_name};
 use crate::file::moment::Moment;
 use crate::file::places::Places;
 use crate::file::scan::Read;
+use crate::file::scan::short_of_resources;
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
 use crate::file::{FileBackend, codec, parallel, recovery};
@@ -134,9 +135,21 @@ struct Known {
     /// listed, when every entry was a task whose file had settled. While
     /// it is unchanged, so are the entries, naming the same files.
     dir: Option<Stamp>,
+    /// The first file the listing under way could not read for want of
+    /// descriptors or memory: the listing fails with it (the file is left
+    /// unreadable, looked at again by the next listing).
+    short_of: Option<Error>,
 }
 
 impl Known {
+    /// Notes `e`, a file's read error, if it is for want of descriptors or
+    /// memory (the listing then fails with the first).
+    fn note_short_of(&mut self, e: &Error) {
+        if self.short_of.is_none() {
+            self.short_of = short_of_resources(e);
+        }
+    }
+
     /// What is known of task `id`.
     fn get(&self, id: &TaskId) -> Option<&Held> {
         let at = self.places.get(id)?;
@@ -342,6 +355,7 @@ impl FileBackend {
             .known
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        known.short_of = None;
         let listed = self.list_done(&mut known, scan);
         let learned = match (&listed, scan.status) {
             (Ok(_), Some(_)) => self.learn_statuses(&mut known),
@@ -349,6 +363,10 @@ impl FileBackend {
         };
         let (mut kept, mut skipped) = listed?;
         skipped.extend(learned);
+        if let Some(e) = known.short_of.take() {
+            self.keep_reports_once(skipped);
+            return Err(e);
+        }
         let start = match &scan.after {
             Some(after) => Bound::Excluded((after.created_at.into(), after.id.clone())),
             None => Bound::Unbounded,
@@ -397,6 +415,9 @@ impl FileBackend {
             // Entries whose file did not read, and what became of it.
             let mut unread: Vec<(TaskId, UnreadableAction)> = Vec::new();
             let (mut dropped, mut moved) = (false, false);
+            // A file not read for want of descriptors or memory: the page
+            // fails (the entry is as it was, read by the next listing).
+            let mut short_of = None;
             for ((id, keys, _), read) in chosen.into_iter().zip(read) {
                 let now = match read {
                     Ok(Some(task)) if keys.fits(&Keys::of(&task)) => {
@@ -413,6 +434,10 @@ impl FileBackend {
                     Ok(None) => {
                         dropped = true;
                         None
+                    }
+                    Err(e) if short_of_resources(&e).is_some() => {
+                        short_of = short_of.or(Some(e));
+                        continue;
                     }
                     Err(e) => {
                         // Left where it is and looked at by every listing,
@@ -443,6 +468,10 @@ impl FileBackend {
             }
             for (id, status) in learned {
                 known.learn(&id, status);
+            }
+            if let Some(e) = short_of {
+                self.keep_reports_once(skipped);
+                return Err(e);
             }
             // A page is final unless an entry moved, or one left its place
             // in a full page to the next file.
@@ -593,6 +622,7 @@ impl FileBackend {
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
                 Looked::Bad(e) => {
+                    known.note_short_of(&e);
                     let reported = recovery::set_aside_task(self, Area::Done, &id, e);
                     if reported.action == UnreadableAction::LeftInPlace {
                         unreadable.insert(id);
@@ -690,6 +720,7 @@ impl FileBackend {
                 Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
                 Looked::Gone => known.remove(&id),
                 Looked::Bad(e) => {
+                    known.note_short_of(&e);
                     let reported = recovery::set_aside_task(self, Area::Done, &id, e);
                     known.unread(&id, reported.action);
                     skipped.push(reported);
@@ -742,6 +773,7 @@ impl FileBackend {
                     match looked {
                         Looked::Read { keys: now, .. } => known.insert(id, None, now),
                         Looked::Bad(e) => {
+                            known.note_short_of(&e);
                             let reported = recovery::set_aside_task(self, Area::Done, &id, e);
                             known.unread(&id, reported.action);
                             skipped.push(reported);

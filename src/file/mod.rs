@@ -441,6 +441,17 @@ impl FileBackend {
             .push(skipped);
     }
 
+    /// Keeps, of `skipped`, the reports a listing makes once (files set
+    /// aside, not left in place: those every listing reports), for the
+    /// next scan to report ([`take_set_aside`](Self::take_set_aside)): the
+    /// listing that made them failed.
+    fn keep_reports_once(&self, skipped: Vec<Skipped>) {
+        skipped
+            .into_iter()
+            .filter(|report| report.action != crate::backend::UnreadableAction::LeftInPlace)
+            .for_each(|report| self.keep_set_aside(report));
+    }
+
     /// The foreign entries the temp-file clean-up met since the last call,
     /// to report.
     fn take_set_aside(&self) -> Vec<Skipped> {

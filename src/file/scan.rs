@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::{Position, Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
-use crate::file::fs::Dir;
+use crate::file::fs::{Dir, is_short_of_resources};
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
 use crate::file::moment::Moment;
 use crate::file::read::newer;
@@ -46,6 +46,22 @@ pub(super) enum Read {
     Gone,
     Task { keys: codec::Keys, bytes: Vec<u8> },
     Bad(Error),
+}
+
+/// A copy of `e` if it is an I/O error for want of descriptors or memory
+/// ([`is_short_of_resources`]): what a listing that met it fails with.
+pub(super) fn short_of_resources(e: &Error) -> Option<Error> {
+    match e {
+        Error::Io { op, path, source } if is_short_of_resources(source) => {
+            let code = source.raw_os_error()?;
+            Some(Error::io(
+                op,
+                path.clone(),
+                io::Error::from_raw_os_error(code),
+            ))
+        }
+        _ => None,
+    }
 }
 
 impl FileBackend {
@@ -84,11 +100,20 @@ impl FileBackend {
     pub(super) fn scan_tasks(&self, scan: &Scan) -> Result<Scanned> {
         let (mut tasks, mut skipped) = self.scan_active(scan)?;
         if scan.scope == Scope::All {
-            let (history, reports) = match scan.expired_at {
-                Some(at) => self.expired_history(scan, at)?,
+            let history = match scan.expired_at {
+                Some(at) => self.expired_history(scan, at),
                 None => {
                     let beside: HashSet<&TaskId> = tasks.iter().map(|t| &t.id).collect();
-                    self.history(scan, &beside)?
+                    self.history(scan, &beside)
+                }
+            };
+            let (history, reports) = match history {
+                Ok(history) => history,
+                Err(e) => {
+                    // What the running tasks' part reports once is the
+                    // next scan's to report.
+                    self.keep_reports_once(skipped);
+                    return Err(e);
                 }
             };
             skipped.extend(reports);
@@ -127,8 +152,15 @@ impl FileBackend {
         // Set aside what the last refreshes found unreadable.
         let untried: Vec<(TaskId, Error)> = {
             let mut state = self.snapshot.lock();
+            state.short_of = None;
             self.refresh(&mut state)?;
             self.retry_unreadable(&mut state);
+            // A file it could not read for want of descriptors or memory:
+            // every file may fail so, and a listing without them (each
+            // reported unreadable) would answer as if they were not there.
+            if let Some(e) = state.short_of.take() {
+                return Err(e);
+            }
             self.retry_foreign(&mut state);
             state
                 .bad
@@ -146,10 +178,14 @@ impl FileBackend {
         self.set_aside_bad(untried);
         let mut state = self.snapshot.lock();
         let mut skipped: Vec<Skipped> = state.reported.take();
+        // The reports a listing makes once: kept for the next if this one
+        // fails.
+        let once = skipped.len();
         skipped.extend(state.left.values().map(|left| left.report.clone()));
         skipped.extend(state.bad.values().map(|b| b.report.clone()));
         let mut tasks = Vec::new();
         let mut undecodable = Vec::new();
+        let mut short_of = None;
         let few = state.active() <= MAX_DECODED;
         // Entries are taken as many as the page still needs (a task decoded
         // already as it is), the others decoded side by side when there
@@ -218,11 +254,24 @@ impl FileBackend {
                         tasks.extend(self.by_read_rule(task, scan, &mut skipped));
                     }
                     Ok(None) => {} // gone since: the next refresh sees it
-                    Err(e) => undecodable.push((slot.id(), e, stamp)),
+                    Err(e) => match short_of_resources(&e) {
+                        Some(short) => {
+                            short_of.get_or_insert(short);
+                        }
+                        None => undecodable.push((slot.id(), e, stamp)),
+                    },
                 }
             }
         }
         drop(entries);
+        if let Some(e) = short_of {
+            // The entry is as it was, its file unread: the next listing
+            // reads it, and makes the reports this one took.
+            for report in skipped.drain(..once) {
+                state.report(report);
+            }
+            return Err(e);
+        }
         for (created_at, task) in &decoded {
             state.keep_decoded(*created_at, task);
         }
@@ -742,6 +791,9 @@ impl FileBackend {
         state.mark_bad(id, report, stamp);
         if let Some(bad) = state.bad.get_mut(id) {
             bad.retry = matches!(e, Error::Io { .. });
+        }
+        if state.short_of.is_none() {
+            state.short_of = short_of_resources(e);
         }
     }
 

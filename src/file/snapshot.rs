@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::backend::{Scan, Skipped, UnreadableAction};
+use crate::error::Error;
 use crate::file::codec::Keys;
 use crate::file::moment::Moment;
 use crate::file::places::Places;
@@ -129,6 +130,11 @@ pub(crate) struct State {
     pub complete: bool,
     /// Without a watch: `active/`'s settled status before the last full pass.
     pub dir: Option<Stamp>,
+    /// The first file the reads since a listing began could not read for
+    /// want of descriptors or memory (`fs::is_short_of_resources`): the
+    /// listing fails with it (the file stays marked unreadable, read
+    /// again by the next listing).
+    pub short_of: Option<Error>,
     /// Listings served without reading a file (for the tests).
     #[cfg(test)]
     pub hits: u64,
