@@ -1,10 +1,10 @@
-//! A process out of a resource the kernel rations: threads, open files.
-//! Each test runs its store in a child (this test binary again, see
-//! `common::spawn`) that lowers its own limit with `setrlimit` once the
-//! store is made, so that the limit holds that process alone. Whatever runs
-//! out, a call fails with an error naming what failed, or does its work
-//! another way; none panics, and once the resource is back the same handle
-//! does everything again.
+//! A process out of a resource the kernel rations: threads, open files,
+//! inotify instances and watches. Each test runs its store in a child (this
+//! test binary again, see `common::spawn`) that lowers a limit for itself
+//! alone: its own `setrlimit` once the store is made, or the inotify limits
+//! of a user namespace of its own. Whatever runs out, a call fails with an
+//! error naming what failed, or does its work another way; none panics,
+//! and once the resource is back the same handle does everything again.
 
 mod common;
 
@@ -410,5 +410,130 @@ fn history(store: &Path) {
         let mut listed: Vec<TaskId> = page.tasks.into_iter().map(|t| t.id).collect();
         listed.sort();
         assert_eq!(listed, all);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Change notices.
+
+/// Rounds of writes another process makes in the change-notice test.
+const ROUNDS: usize = 4;
+
+/// A process the kernel refuses inotify (its user's limit of instances
+/// reached, `EMFILE`, or of watches, `ENOSPC`) lists by file status: every
+/// listing has every write another process made before it, and the handle
+/// says so once, naming the directory and the error, however many
+/// listings try again. The limits are set to 0 for the child alone: it
+/// runs in a user namespace of its own (`unshare --user`), whose
+/// `/proc/sys/user/max_inotify_*` hold it and no other process of the
+/// machine.
+#[test]
+fn a_process_refused_change_notices_by_the_kernel_lists_every_write() {
+    if let Some((role, args)) = common::role() {
+        let store = Path::new(&args[0]);
+        return match role.as_str() {
+            "writer" => write_a_round(store),
+            limit => refused_change_notices(store, limit),
+        };
+    }
+    let test = "a_process_refused_change_notices_by_the_kernel_lists_every_write";
+    for (limit, error) in [
+        ("max_inotify_instances", "Too many open files"),
+        ("max_inotify_watches", "No space left on device"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let stderr = tmp.path().join("child.stderr");
+        let ran = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(common::ROLE_VAR, limit)
+            .env(common::ARGS_VAR, store.display().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .status();
+        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+        match ran {
+            Ok(status) if status.success() => {
+                assert!(said.contains(error), "{limit}: the child said {said}");
+            }
+            // `unshare` missing, or no user namespaces here.
+            Ok(_) if !said.contains(test) => {
+                common::Skips::from_env("resource_limits")
+                    .skip_all("the change-notice limits test", said.trim());
+                return;
+            }
+            Err(e) => {
+                common::Skips::from_env("resource_limits")
+                    .skip_all("the change-notice limits test", &format!("unshare: {e}"));
+                return;
+            }
+            Ok(status) => panic!("{limit}: the child failed with {status}:\n{said}"),
+        }
+    }
+}
+
+/// The child of [`a_process_refused_change_notices_by_the_kernel_lists_every_write`],
+/// in a user namespace of its own whose inotify `limit` it sets to 0.
+fn refused_change_notices(store: &Path, limit: &str) {
+    std::fs::write(format!("/proc/sys/user/{limit}"), "0").unwrap();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        let reader = FileStore::open(store).unwrap();
+        let truth = FileStore::builder(store)
+            .change_notices(false)
+            .open()
+            .unwrap();
+        let test = "a_process_refused_change_notices_by_the_kernel_lists_every_write";
+        let work = store.parent().unwrap();
+        for _ in 0..ROUNDS {
+            common::spawn(work, test, "writer", &[store.display().to_string()]).finish();
+            for query in [ListQuery::active(), ListQuery::all()] {
+                let listed = |store: &FileStore| {
+                    let mut tasks = store.list(&query).unwrap().tasks;
+                    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                    tasks
+                };
+                assert_eq!(listed(&reader), listed(&truth), "{query:?}");
+            }
+        }
+    });
+    let said = logged.warnings_of("change notices");
+    assert_eq!(said.len(), 1, "said once: {:?}", logged.warnings());
+    let error = said[0].field("error").unwrap_or_default();
+    assert_eq!(
+        said[0].field("dir"),
+        Some(&*store.join("active").display().to_string()),
+        "{:?}",
+        said[0]
+    );
+    // For the parent to check which error the kernel gave.
+    eprintln!("refused: {error}");
+}
+
+/// A round of writes by another process: three tasks made, the oldest
+/// running one finished, the next one updated.
+fn write_a_round(store: &Path) {
+    let writer = FileStore::builder(store)
+        .change_notices(false)
+        .open()
+        .unwrap();
+    let running = common::ids_of(&writer, &ListQuery::active());
+    for _ in 0..3 {
+        writer.create(NewTask::new()).unwrap();
+    }
+    if let Some(id) = running.first() {
+        assert!(
+            writer
+                .complete(id, serde_json::json!(1))
+                .unwrap()
+                .is_applied()
+        );
+    }
+    if let Some(id) = running.get(1) {
+        let update = TaskUpdate::new().status_message("changed elsewhere");
+        assert!(writer.update(id, update).unwrap().is_applied());
     }
 }
