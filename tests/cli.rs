@@ -3875,6 +3875,40 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
     assert_eq!(json_lines(&out).len(), 3_000);
 }
 
+/// A sweep in a process that can start no thread (its user's limit of
+/// processes reached: `prlimit --nproc=1`, as `nobody` when the tests run
+/// as root, whom the limit does not hold) still lists each task it
+/// deletes, writing the lines itself. (Starting the thread that writes
+/// them panicked at each task, in the store's sink, which contained it: a
+/// backtrace on stderr per task, no line on stdout, and exit status 0.)
+#[test]
+fn a_sweep_that_can_start_no_thread_still_lists_each_task_it_deletes() {
+    require_prlimit();
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let mut expected: Vec<String> = (0..3)
+        .map(|_| {
+            let task = old
+                .create(NewTask::new().ttl(Duration::from_secs(60)))
+                .unwrap();
+            format!("deleted {}  working", task.id)
+        })
+        .collect();
+    expected.sort_unstable();
+    drop(old);
+    let out = run_as_owner_under(&dir, &["prlimit", "--nproc=1", "--"], &["sweep"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    let listed = stdout(&out);
+    let mut deleted: Vec<&str> = listed
+        .lines()
+        .map(|line| line.split_once("  expired ").map_or(line, |(task, _)| task))
+        .collect();
+    deleted.sort_unstable();
+    assert_eq!(deleted, expected, "{said}");
+}
+
 /// A reap deletes the expired tasks it meets (running tasks whose lease
 /// lapsed, as a sweep would): its dry run says which, and the reap says it
 /// did. (Both were silent: the task was gone with no word.)
@@ -3908,9 +3942,25 @@ fn reap_and_its_dry_run_tell_the_expired_tasks_it_deletes() {
 /// there: this process's user, or, as root (whom they do not stop),
 /// `nobody`, who is given the store first.
 fn run_as_owner_bound_by_modes(dir: &Path, args: &[&str]) -> Output {
+    run_as_owner_under(dir, &[], args)
+}
+
+/// [`run_as_owner_bound_by_modes`], the command started by `wrapper` (a
+/// program and its arguments, before the command's: `prlimit`) if given.
+fn run_as_owner_under(dir: &Path, wrapper: &[&str], args: &[&str]) -> Output {
+    let command: Vec<&str> = wrapper
+        .iter()
+        .copied()
+        .chain([env!("CARGO_BIN_EXE_taskstore")])
+        .collect();
     let me = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
     if me.trim() != "0" {
-        return run(Some(dir), args);
+        return common::without_store_variables(command[0])
+            .args(&command[1..])
+            .args(args)
+            .env("TASKSTORE_STORE", dir)
+            .output()
+            .expect("run the taskstore binary");
     }
     let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
     let uid: u32 = String::from_utf8(nobody.stdout)
@@ -3935,7 +3985,8 @@ fn run_as_owner_bound_by_modes(dir: &Path, args: &[&str]) -> Output {
         parent = p.parent();
     }
     let out = common::without_store_variables("runuser")
-        .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_taskstore")])
+        .args(["-u", "nobody", "--"])
+        .args(&command)
         .args(args)
         .env("TASKSTORE_STORE", dir)
         .output()

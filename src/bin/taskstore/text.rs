@@ -75,36 +75,50 @@ const FAILED: u8 = 2;
 /// the batches lock, which `verify` waits on), and a reader slow to take
 /// its lines (a pager, a full pipe) must not hold the pass up with it.
 /// Lines wait in memory for such a reader; [`stdout_failed`] waits for
-/// them all to be written.
+/// them all to be written. A process that can start no thread (its limit
+/// of processes reached) writes each line here, as the call goes.
 pub fn out_as_it_goes(line: impl AsRef<str>) {
     if STDOUT.load(Ordering::Relaxed) != FINE {
         return;
     }
     let line = plain(line.as_ref(), Newlines::Escape).into_owned();
     let mut writer = AS_IT_GOES.lock().unwrap_or_else(PoisonError::into_inner);
-    let (lines, _) = writer.get_or_insert_with(|| {
+    if writer.is_none() {
         let (lines, waiting) = mpsc::channel::<String>();
-        let written = std::thread::spawn(move || {
+        let started = std::thread::Builder::new().spawn(move || {
             for line in waiting {
-                if STDOUT.load(Ordering::Relaxed) != FINE {
-                    continue;
-                }
-                match try_write_out(&line) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                        STDOUT.store(GONE, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
-                        STDOUT.store(FAILED, Ordering::Relaxed);
-                    }
-                }
+                write_as_it_goes(&line);
             }
         });
-        (lines, written)
-    });
+        match started {
+            Ok(written) => *writer = Some((lines, written)),
+            Err(_) => {
+                drop(writer);
+                write_as_it_goes(&line);
+                return;
+            }
+        }
+    }
+    let (lines, _) = writer.as_ref().expect("started above");
     // The thread ends only once the sender is dropped.
     let _ = lines.send(line);
+}
+
+/// Writes a line of [`out_as_it_goes`], unless stdout took no more.
+fn write_as_it_goes(line: &str) {
+    if STDOUT.load(Ordering::Relaxed) != FINE {
+        return;
+    }
+    match try_write_out(line) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT.store(GONE, Ordering::Relaxed);
+        }
+        Err(e) => {
+            write_err(&format!("taskstore: error: cannot write to stdout: {e}\n"));
+            STDOUT.store(FAILED, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The thread writing [`out_as_it_goes`]'s lines, and where they go to it.
