@@ -531,7 +531,8 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
 /// judges other owners' leases by what the clock reads, so the live tasks
 /// of an owner whose handle never read the step, renewed from the right
 /// time, are neither reaped nor claimed by it; once their leases lapse by
-/// the clock, they are.
+/// the clock, they are. A task it releases lapses by the clock too: an
+/// orphan at once for every handle.
 pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_lease(
     owner: &dyn TaskStore,
     _: &dyn TaskStore,
@@ -581,6 +582,31 @@ pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_le
     let reaped = seer.reap().unwrap();
     let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
     assert_eq!(reaped, [&plain.id]);
+
+    // A task the seer releases, its time still ahead, lapses by the clock:
+    // an orphan at once for every handle, the seer's own claims included.
+    // (It lapsed at the seer's time: an orphan to no one for the step.)
+    let seer_now = seer.now();
+    assert!(seer_now > setup.clock.now(), "the seer is still ahead");
+    let mine = seer
+        .create(NewTask::new().resumable("k", json!(2)))
+        .unwrap();
+    let released = applied(seer.release(&mine.id, mine.epoch).unwrap());
+    assert_eq!(released.lease_expires_at, Some(setup.clock.now()));
+    let claimed = seer.claim(&["k"]).unwrap();
+    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(
+        claimed,
+        [&mine.id],
+        "claimed back by the handle that released it"
+    );
+    let again = seer
+        .create(NewTask::new().resumable("k", json!(3)))
+        .unwrap();
+    applied(seer.release(&again.id, again.epoch).unwrap());
+    let claimed = owner.claim(&["k"]).unwrap();
+    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(claimed, [&again.id], "claimed by another instance at once");
 }
 
 /// A write by the owning handle renews a running task's lease, unless it

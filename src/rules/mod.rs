@@ -313,13 +313,14 @@ impl<B: Backend> Store<B> {
         &self,
         id: &TaskId,
         fence: Option<u64>,
-        apply: impl Fn(&crate::lease::Lease, &mut Task, OffsetDateTime) -> Result<()>,
+        apply: impl Fn(&crate::lease::Lease, &mut Task, Reading) -> Result<()>,
     ) -> Result<Transition> {
         let lease = &self.settings.lease;
         let mut kept = None;
         self.backend.refresh_clock();
         let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
+            let reading = self.read_clock();
+            let now = reading.now;
             if let Some(why) = unwritable(current, now, fence, None) {
                 kept = Some(why);
                 return Ok(Change::Keep);
@@ -338,7 +339,7 @@ impl<B: Backend> Store<B> {
                 });
             }
             let mut next = current.clone();
-            apply(lease, &mut next, now)?;
+            apply(lease, &mut next, reading)?;
             Ok(Change::Replace(
                 self.settings.limits.record_own(next, current)?,
             ))
@@ -648,12 +649,14 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
-        self.lease_write(id, None, |lease, task, now| lease.renew(task, now))
+        self.lease_write(id, None, |lease, task, at| lease.renew(task, at.now))
     }
 
     fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {
         let released =
-            self.lease_write(id, Some(epoch), |lease, task, now| lease.release(task, now))?;
+            // Lapsed by what the clock reads, as every other owner's lease is
+            // judged ([`Reading`]): an orphan at once, for every handle.
+            self.lease_write(id, Some(epoch), |lease, task, at| lease.release(task, at.clock))?;
         if let Transition::Applied(task) = &released {
             tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
         }

@@ -46,7 +46,10 @@ impl Orphan {
     /// `grace` would do with it; `None` unless it is a live running task
     /// whose lease has lapsed. The rule [`Store::orphans`] and a reap go
     /// by, for a caller that holds the tasks already (the `taskstore`
-    /// command's dry run, from a census that changes nothing).
+    /// command's dry run, from a census that changes nothing), with one
+    /// time for both judgments: a handle's own judges expiry by its time
+    /// ([`Store::now`]) and the lease by what its clock reads, which are
+    /// one time but after a clock set back.
     pub fn judge(task: Task, now: OffsetDateTime, grace: Duration) -> Option<Orphan> {
         if task.is_expired_at(now) || !task.is_orphan_at(now) {
             return None;
