@@ -1167,11 +1167,7 @@ fn a_listing_waiting_to_give_an_index_entry_back_holds_up_no_other_listing() {
     );
     finished_without_entries(&root, &[&held], &[&free]);
     let lock = common::stripe_lock(&root, held.as_str());
-    let mut holder = common::KilledOnDrop::new(common::stopped_holder(
-        test,
-        tmp.path(),
-        std::slice::from_ref(&lock),
-    ));
+    let mut holder = common::stopped_holding(test, tmp.path(), &lock);
     // Waits for the stripe longer than the test waits for the other listing.
     let reader = FileStore::builder(&root)
         .stripe_wait(common::HANG * 2)
@@ -1221,11 +1217,7 @@ fn a_listing_gives_back_every_index_entry_it_can_and_the_rest_once_let_go() {
     let lost: Vec<_> = std::iter::once(&held).chain(&free).collect();
     finished_without_entries(&root, &lost, &[]);
     let lock = common::stripe_lock(&root, held.as_str());
-    let mut holder = common::KilledOnDrop::new(common::stopped_holder(
-        test,
-        tmp.path(),
-        std::slice::from_ref(&lock),
-    ));
+    let mut holder = common::stopped_holding(test, tmp.path(), &lock);
     let reader = FileStore::builder(&root)
         .stripe_wait(Duration::from_millis(300))
         .open()

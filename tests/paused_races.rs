@@ -1095,11 +1095,7 @@ fn a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest()
                 held.wait_reached(|| !reaping.is_finished()),
                 "the reap never reached its fsync of {area}/"
             );
-            let holder = common::KilledOnDrop::new(common::stopped_holder(
-                test,
-                dir.path(),
-                std::slice::from_ref(&lock),
-            ));
+            let holder = common::stopped_holding(test, dir.path(), &lock);
             held.resume();
             (reaping.join().unwrap(), holder)
         });
@@ -1161,11 +1157,7 @@ fn a_write_behind_another_threads_wait_for_a_stripe_gives_up_at_its_own_wait() {
         store.create(NewTask::new().id(id.clone())).unwrap();
     }
     let lock = common::stripe_lock(root, a.as_str());
-    let mut holder = common::KilledOnDrop::new(common::stopped_holder(
-        test,
-        dir.path(),
-        std::slice::from_ref(&lock),
-    ));
+    let mut holder = common::stopped_holding(test, dir.path(), &lock);
     let waiting = faults.pause_at(FsOp::Create, &lock);
     let update = |n: i64| TaskUpdate::new().metadata("n", json!(n));
     std::thread::scope(|s| {

@@ -773,6 +773,14 @@ pub fn hold_locks(args: &[String]) -> ! {
     }
 }
 
+/// [`stopped_holder`] of one stripe's `lock`, killed when dropped
+/// ([`KilledOnDrop`]).
+#[cfg(target_os = "linux")]
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn stopped_holding(test: &str, work: &Path, lock: &Path) -> KilledOnDrop {
+    KilledOnDrop::new(stopped_holder(test, work, &[lock.to_owned()]))
+}
+
 /// A child of `test` (re-run in role `hold`, which calls [`hold_locks`])
 /// that holds each of `locks` exclusive, stopped (`SIGSTOP`) while it does,
 /// as a process stopped in the middle of its writes.
