@@ -40,6 +40,13 @@ pub(crate) fn utc_edge(late: bool) -> OffsetDateTime {
     edge.assume_utc()
 }
 
+/// The instant `unix_nanos` after the Unix epoch, or the first or last
+/// instant UTC holds for a reading past either end.
+pub(crate) fn at_unix_nanos(unix_nanos: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
+        .unwrap_or_else(|_| utc_edge(unix_nanos >= 0))
+}
+
 /// `at`, held to the instants RFC 3339 writes (years 0 to 9999): one before
 /// year 0 is its first instant. For times that are only reported (an event
 /// log's record, a breaker's health), so that every report serializes

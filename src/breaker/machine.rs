@@ -454,7 +454,7 @@ impl Inner {
             _ => self.consecutive_failures,
         };
         let open_for = core.config.open_duration_after(self.trips);
-        let now = datetime(now);
+        let now = crate::clock::at_unix_nanos(now);
         let until =
             now.saturating_add(time::Duration::try_from(open_for).unwrap_or(time::Duration::MAX));
         self.set_state(
@@ -485,12 +485,6 @@ fn millis(d: impl TryInto<Duration>) -> u64 {
     d.try_into().ok().map_or(0, |d: Duration| {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     })
-}
-
-/// Unix nanoseconds as a date, clamped to the dates `time` can hold.
-fn datetime(unix_nanos: i128) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
-        .unwrap_or_else(|_| crate::clock::utc_edge(unix_nanos >= 0))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

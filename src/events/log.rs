@@ -411,10 +411,7 @@ impl<T: Clone> EventLog<T> {
 /// A record's time: the clock's reading, within the instants RFC 3339
 /// writes, so that every record serializes (see [`Record::at`]).
 fn datetime(unix_nanos: i128) -> OffsetDateTime {
-    crate::clock::writable(
-        OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
-            .unwrap_or_else(|_| crate::clock::utc_edge(unix_nanos >= 0)),
-    )
+    crate::clock::writable(crate::clock::at_unix_nanos(unix_nanos))
 }
 
 impl<T> Default for EventLog<T> {

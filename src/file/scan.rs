@@ -52,13 +52,9 @@ pub(super) enum Read {
 /// ([`is_short_of_resources`]): what a listing that met it fails with.
 pub(super) fn short_of_resources(e: &Error) -> Option<Error> {
     match e {
+        // The same error again (its operation, path and error code).
         Error::Io { op, path, source } if is_short_of_resources(source) => {
-            let code = source.raw_os_error()?;
-            Some(Error::io(
-                op,
-                path.clone(),
-                io::Error::from_raw_os_error(code),
-            ))
+            Some(e.for_each_of(op, path))
         }
         _ => None,
     }
