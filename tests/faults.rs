@@ -999,6 +999,45 @@ fn restored_index_entries_are_made_durable_with_one_fsync() {
     assert_eq!(fs::read_dir(&index).unwrap().count(), 3);
 }
 
+/// A listing that gives finished tasks their lost `expiring/` entries back,
+/// when one link fails and the fsync of those it made fails too, keeps the
+/// task it could not link for the next listing: without its entry no sweep
+/// would ever find it.
+#[test]
+fn an_index_entry_not_given_back_beside_a_failed_fsync_is_given_back_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (store, _clock, faults) = faulted(root);
+    for i in 0..3 {
+        let task = store
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        assert!(store.complete(&task.id, json!(i)).unwrap().is_applied());
+    }
+    drop(store);
+    let index = root.join("expiring");
+    let mut entries: Vec<PathBuf> = fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for entry in &entries {
+        fs::remove_file(entry).unwrap();
+    }
+    let (store, _clock, faults2) = faulted(root);
+    drop(faults);
+    faults2.fail_at(FsOp::Link, &entries[0], Fault::Eio);
+    faults2.fail_at(FsOp::SyncDir, &index, Fault::Eio);
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 3);
+    assert_eq!(fs::read_dir(&index).unwrap().count(), 2, "one link failed");
+    faults2.disarm();
+    assert_eq!(store.list(&ListQuery::all()).unwrap().tasks.len(), 3);
+    assert!(
+        entries[0].exists(),
+        "the entry whose link failed is given back by the next listing"
+    );
+}
+
 /// A finished task with a TTL is never, after a power loss, in `done/`
 /// without its `expiring/` entry (no sweep would ever find it): a terminal
 /// move makes the entry durable before it gives the task its name in

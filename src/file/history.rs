@@ -674,16 +674,13 @@ impl FileBackend {
         }
         ids.sort_unstable();
         ids.dedup();
-        match self.restore_missing_indexes(&ids) {
-            Ok((_, failed)) => {
-                for (id, e) in failed {
-                    tracing::warn!(task = %id, error = %e, "could not give a finished task its expiring/ entry back; the next listing tries again");
-                    unindexed().push(id);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not make the expiring/ entries given back to finished tasks durable");
-            }
+        let restored = self.restore_missing_indexes(&ids);
+        for (id, e) in restored.failed {
+            tracing::warn!(task = %id, error = %e, "could not give a finished task its expiring/ entry back; the next listing tries again");
+            unindexed().push(id);
+        }
+        if let Err(e) = restored.synced {
+            tracing::warn!(error = %e, "could not make the expiring/ entries given back to finished tasks durable");
         }
     }
 

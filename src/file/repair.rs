@@ -508,11 +508,12 @@ fn restore_index(store: &FileBackend, problem: &Problem) -> Result<Option<String
     let Some(id) = &problem.id else {
         return Ok(Some("no task id".to_owned()));
     };
-    let (restored, failed) = store.restore_missing_indexes(std::slice::from_ref(id))?;
-    if let Some((_, e)) = failed.into_iter().next() {
+    let restored = store.restore_missing_indexes(std::slice::from_ref(id));
+    if let Some((_, e)) = restored.failed.into_iter().next() {
         return Err(e);
     }
-    match restored {
+    restored.synced?;
+    match restored.restored {
         0 => Ok(Some("resolved meanwhile".to_owned())),
         _ => Ok(None),
     }

@@ -18,6 +18,16 @@ use crate::file::{Durability, FileBackend, Found, codec, parallel, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
 
+/// What [`FileBackend::restore_missing_indexes`] did.
+pub(super) struct Restored {
+    /// How many tasks were given their entry back.
+    pub(super) restored: usize,
+    /// Each task whose entry could not be given back, with why.
+    pub(super) failed: Vec<(TaskId, Error)>,
+    /// The fsync that made the entries given back durable.
+    pub(super) synced: Result<()>,
+}
+
 impl FileBackend {
     /// Writes `record` into `area` atomically and durably: temp file,
     /// (fsync), rename, (fsync directory).
@@ -623,12 +633,10 @@ impl FileBackend {
     /// cannot be given back (its lock not taken: a process stopped while it
     /// holds it; an I/O error) keeps none of the others from theirs; several
     /// tasks are one pass, which waits its `stripe_wait` once. Returns how
-    /// many it restored, logged once, and each task it could not restore,
-    /// with why; `Err` if the fsync failed.
-    pub(super) fn restore_missing_indexes(
-        &self,
-        ids: &[TaskId],
-    ) -> Result<(usize, Vec<(TaskId, Error)>)> {
+    /// many it restored, logged once, each task it could not restore, with
+    /// why, and whether the fsync failed: the tasks not restored are said
+    /// either way, for a caller to try again.
+    pub(super) fn restore_missing_indexes(&self, ids: &[TaskId]) -> Restored {
         let touched = Touched {
             expiring: true,
             ..self.touched()
@@ -669,11 +677,17 @@ impl FileBackend {
             }
         }
         // Those linked are made durable whatever became of the others.
-        if restored > 0 {
-            self.sync_links(&touched)?;
-            tracing::warn!(store = %self.root.display(), restored, "gave finished tasks their expiring/ entries back (lost to a power loss, or copies)");
+        let synced = match restored {
+            0 => Ok(()),
+            _ => self.sync_links(&touched).inspect(|()| {
+                tracing::warn!(store = %self.root.display(), restored, "gave finished tasks their expiring/ entries back (lost to a power loss, or copies)");
+            }),
+        };
+        Restored {
+            restored,
+            failed,
+            synced,
         }
-        Ok((restored, failed))
     }
 
     /// Notes the `expiring/` entry of the finished `task`, if it has one, for
