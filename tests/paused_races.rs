@@ -492,6 +492,66 @@ fn forker(store: &Path) {
     assert_eq!(done.revision, task.revision + 3, "{done:?}");
 }
 
+/// A process forked while a thread of its parent is inside a task's stripe
+/// (a write under way) takes that stripe through its copy of the handle
+/// once the parent's write lets it go: the thread is not in the child, so
+/// the child's copy of the handle must not wait for it to leave. (Every
+/// call of the child on the stripe waited for a thread that was not there,
+/// and failed after its `stripe_wait`.) The forking runs in a child process
+/// of its own, as above.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_forked_while_a_thread_is_inside_a_stripe_takes_it_once_let_go() {
+    const TEST: &str = "a_process_forked_while_a_thread_is_inside_a_stripe_takes_it_once_let_go";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "forker");
+        return forked_inside(Path::new(&args[0]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::spawn(dir.path(), TEST, "forker", &[store.display().to_string()]).finish();
+}
+
+#[cfg(target_os = "linux")]
+fn forked_inside(store: &Path) {
+    use taskstore::TaskUpdate;
+
+    let faults = FaultInjector::new();
+    let handle = FileStore::builder(store)
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_secs(5))
+        .open()
+        .unwrap();
+    let [a, b] = [common::id_in_stripe("a", 9), common::id_in_stripe("b", 9)];
+    for id in [&a, &b] {
+        handle.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    let file = store.join("active").join(format!("{a}.json"));
+    let held = faults.pause_at(FsOp::Rename, &file);
+    std::thread::scope(|s| {
+        let held = held;
+        let update = s.spawn(|| handle.update(&a, TaskUpdate::new().metadata("parent", true)));
+        assert!(
+            held.wait_reached(|| !update.is_finished()),
+            "the update never made the held call"
+        );
+        // Forked with the update inside the stripe.
+        let mut child = common::fork(|| {
+            let update = handle.update(&b, TaskUpdate::new().metadata("child", true));
+            match update {
+                Ok(t) => t.is_applied(),
+                Err(e) => panic!("the child's write: {e}"),
+            }
+        });
+        child.go();
+        held.resume();
+        assert!(update.join().unwrap().unwrap().is_applied());
+        child.finish();
+    });
+    let b = handle.get(&b).unwrap().unwrap();
+    assert_eq!(b.metadata.get("child"), Some(&json!(true)), "{b:?}");
+}
+
 /// An open beside another handle takes its share of the store before it
 /// opens the areas: an open alone meanwhile (another handle gone between)
 /// cannot compact a directory into a new one under it. (It took it after:

@@ -105,19 +105,27 @@ impl std::fmt::Debug for StripeLocks {
 struct Stripe {
     name: OsString,
     path: PathBuf,
-    /// The stripe's lock file once opened, and the process that opened it;
-    /// its mutex is the in-process lock, entered through `busy`.
-    file: Mutex<Option<LockFile>>,
-    /// Whether a call of this handle holds the stripe, or waits for its
-    /// file's lock (it has entered: [`StripeLocks::enter`]); `freed` wakes
-    /// a call waiting to enter when it is let go. A call waits here for at
-    /// most its own wait, which `file`'s mutex alone could not bound.
-    busy: Mutex<bool>,
+    /// The in-process lock ([`Gate`]); `freed` wakes a call waiting to
+    /// enter when it is let go. A call waits here for at most its own wait.
+    gate: Mutex<Gate>,
     freed: Condvar,
     /// Whether a wait for it ran out since it was last taken: until it is
     /// taken again, a call tries it for [`STUCK_WAIT`] only (a pass that
     /// meets many tasks of a stripe a stopped process holds waits once).
     stuck: AtomicBool,
+}
+
+/// Whether a call of this handle holds a stripe, or waits for its file's
+/// lock (it has entered: [`Stripe::enter`]), and the stripe's lock file.
+/// Its mutex is held for moments only, never through a call's I/O: a
+/// process forked while a thread of its parent holds the stripe has no such
+/// thread to let it go, so a call entered counts in its own process only.
+#[derive(Default)]
+struct Gate {
+    /// The process whose call has entered, if one has.
+    entered: Option<u32>,
+    /// The stripe's lock file once opened, shared by the calls that enter.
+    file: Option<Arc<LockFile>>,
 }
 
 struct LockFile {
@@ -228,8 +236,8 @@ impl Drop for BatchHold {
 /// An exclusive hold on one stripe, in this process and across processes.
 /// Dropping it releases both locks.
 pub(crate) struct StripeGuard<'a> {
-    /// Holds the stripe's file, opened (the in-process lock).
-    held: MutexGuard<'a, Option<LockFile>>,
+    /// The stripe's file, opened by this process.
+    held: Arc<LockFile>,
     /// The stripe, let go for the next call of the handle when this is
     /// dropped.
     stripe: &'a Stripe,
@@ -245,24 +253,25 @@ impl Drop for StripeGuard<'_> {
         // descriptor too, and with it the lock.
         if let Some(own) = self.own.take() {
             let _ = own.unlock();
-        } else if let Some(held) = &*self.held {
+        } else {
             // Closing would release it too; the file stays open for reuse.
-            let _ = held.file.unlock();
+            let _ = self.held.file.unlock();
         }
-        // The next call enters; it takes `held`'s mutex as soon as this
-        // guard's fields are dropped, just after.
+        // The next call enters.
         self.stripe.leave();
     }
 }
 
 impl Stripe {
     /// Enters the stripe for a call of this handle, waiting at most `wait`
-    /// for the call in it to let it go: its in-process lock, or `None`
-    /// when the wait ran out. Woken as it is let go, never polling.
-    fn enter(&self, wait: Duration) -> Option<MutexGuard<'_, Option<LockFile>>> {
+    /// for the call in it to let it go: the stripe's lock file, if this
+    /// process has opened it, or `None` when the wait ran out. Woken as it
+    /// is let go, never polling.
+    fn enter(&self, wait: Duration) -> Option<Option<Arc<LockFile>>> {
+        let pid = std::process::id();
         let deadline = Instant::now().checked_add(wait);
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        while *busy {
+        let mut gate = self.gate();
+        while gate.entered == Some(pid) {
             // Without a deadline (a wait past what an `Instant` holds),
             // woken once a day to look again.
             let left = deadline.map_or(Duration::from_secs(86_400), |deadline| {
@@ -271,21 +280,26 @@ impl Stripe {
             if left.is_zero() {
                 return None;
             }
-            busy = self
+            gate = self
                 .freed
-                .wait_timeout(busy, left)
+                .wait_timeout(gate, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        *busy = true;
-        drop(busy);
-        Some(self.file.lock().unwrap_or_else(PoisonError::into_inner))
+        // Entered by this process's call, or by none of its calls: a call
+        // of the process this one was forked from is not in this one.
+        gate.entered = Some(pid);
+        Some(gate.file.clone().filter(|file| file.pid == pid))
     }
 
     /// Lets the stripe go for the next call of this handle.
     fn leave(&self) {
-        *self.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.gate().entered = None;
         self.freed.notify_one();
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -296,11 +310,7 @@ struct Entered<'a>(Option<&'a Stripe>);
 
 impl<'a> Entered<'a> {
     /// The guard that holds the stripe from here, and lets it go.
-    fn guard(
-        mut self,
-        held: MutexGuard<'a, Option<LockFile>>,
-        own: Option<File>,
-    ) -> StripeGuard<'a> {
+    fn guard(mut self, held: Arc<LockFile>, own: Option<File>) -> StripeGuard<'a> {
         let stripe = self.0.take().expect("entered once");
         StripeGuard { held, stripe, own }
     }
@@ -332,8 +342,7 @@ impl StripeLocks {
                 .map(|i| Stripe {
                     name: lock_name(i),
                     path: dir.join(lock_name(i)),
-                    file: Mutex::new(None),
-                    busy: Mutex::new(false),
+                    gate: Mutex::default(),
                     freed: Condvar::new(),
                     stuck: AtomicBool::new(false),
                 })
@@ -418,9 +427,12 @@ impl StripeLocks {
                 .unwrap_or(self.wait)
                 .saturating_sub(started.elapsed())
         };
-        let held = self.opened(fs, s, held)?;
+        let held = match held {
+            Some(held) => held,
+            None => self.opened(fs, s)?,
+        };
         let lock = |e| Error::io("lock", &s.path, e);
-        let file = &held.as_ref().expect("opened").file;
+        let file = &held.file;
         if fs.try_lock(file, &s.path).map_err(lock)? {
             s.stuck.store(false, Ordering::Release);
             return Ok(Some(entered.guard(held, None)));
@@ -722,22 +734,17 @@ impl StripeLocks {
         self.take(fs, stripe, Some(Duration::ZERO), None)
     }
 
-    /// `held`, the stripe's file under its mutex, opened by this process:
-    /// once per handle and process (see the module's doc).
-    fn opened<'a>(
-        &self,
-        fs: &Fs,
-        s: &Stripe,
-        mut held: MutexGuard<'a, Option<LockFile>>,
-    ) -> Result<MutexGuard<'a, Option<LockFile>>> {
+    /// The stripe's file opened by this process, for a call that entered
+    /// the stripe and found none: once per handle and process (see the
+    /// module's doc).
+    fn opened(&self, fs: &Fs, s: &Stripe) -> Result<Arc<LockFile>> {
+        let file = fs
+            .open_lock_file(&self.dir, &s.name)
+            .map_err(|e| Error::io("open lock file", &s.path, e))?;
         let pid = std::process::id();
-        if held.as_ref().is_none_or(|held| held.pid != pid) {
-            let file = fs
-                .open_lock_file(&self.dir, &s.name)
-                .map_err(|e| Error::io("open lock file", &s.path, e))?;
-            *held = Some(LockFile { pid, file });
-        }
-        Ok(held)
+        let file = Arc::new(LockFile { pid, file });
+        s.gate().file = Some(Arc::clone(&file));
+        Ok(file)
     }
 }
 
