@@ -63,6 +63,13 @@ fn passes_over_many_tasks_go_on_when_no_thread_can_be_started() {
         assert_eq!(role, "no_threads");
         return no_threads(Path::new(&args[0]));
     }
+    let test = "passes_over_many_tasks_go_on_when_no_thread_can_be_started";
+    in_a_child_held_by_nproc(test, "no_threads");
+}
+
+/// Runs `test` as `role` in a child, on a store of its own that the child
+/// may write once it becomes `nobody` ([`become_held_by_nproc`]).
+fn in_a_child_held_by_nproc(test: &str, role: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     if is_root() {
@@ -72,18 +79,12 @@ fn passes_over_many_tasks_go_on_when_no_thread_can_be_started() {
         std::fs::create_dir(&store).unwrap();
         std::os::unix::fs::chown(&store, Some(NOBODY), Some(NOBODY)).unwrap();
     }
-    let test = "passes_over_many_tasks_go_on_when_no_thread_can_be_started";
-    common::spawn(
-        tmp.path(),
-        test,
-        "no_threads",
-        &[store.display().to_string()],
-    )
-    .finish();
+    common::spawn(tmp.path(), test, role, &[store.display().to_string()]).finish();
 }
 
-/// The child of [`passes_over_many_tasks_go_on_when_no_thread_can_be_started`].
-fn no_threads(store: &Path) {
+/// Makes this process one `RLIMIT_NPROC` holds: `nobody`, if it runs as
+/// root (root is not held by it).
+fn become_held_by_nproc() {
     if is_root() {
         // SAFETY: plain system calls; glibc applies them to every thread.
         unsafe {
@@ -102,6 +103,11 @@ fn no_threads(store: &Path) {
             );
         }
     }
+}
+
+/// The child of [`passes_over_many_tasks_go_on_when_no_thread_can_be_started`].
+fn no_threads(store: &Path) {
+    become_held_by_nproc();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let open = || {
         FileStore::builder(store)
@@ -151,6 +157,96 @@ fn no_threads(store: &Path) {
     assert_eq!(listed, running);
     assert!(finished.iter().all(|id| owner.get(id).unwrap().is_none()));
     assert_eq!(owner.renew_leases().unwrap(), TASKS);
+}
+
+/// An MCP server whose process can start no thread (`RLIMIT_NPROC`
+/// reached) while Tokio's blocking pool has none still makes, runs,
+/// renews and records its tasks: the manager's store calls run on the
+/// calling task's thread instead, and say so once. (`spawn_blocking`
+/// panicked, "OS can't spawn worker thread": a spawn failed, and a renewal
+/// or a look that panicked so left its run marked as under way, never
+/// renewed or looked at again.) Once threads can be had again, calls go
+/// back to the pool.
+#[cfg(feature = "mcp")]
+#[test]
+fn an_mcp_server_that_can_start_no_thread_still_runs_its_tasks() {
+    let test = "an_mcp_server_that_can_start_no_thread_still_runs_its_tasks";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "mcp_no_threads");
+        return mcp_no_threads(Path::new(&args[0]));
+    }
+    in_a_child_held_by_nproc(test, "mcp_no_threads");
+}
+
+#[cfg(feature = "mcp")]
+fn mcp_no_threads(store: &Path) {
+    use rmcp::model::{CallToolResult, ContentBlock, TaskPayload};
+    use taskstore::mcp::{DurableTaskManager, ManagerOptions, TaskOptions};
+
+    become_held_by_nproc();
+    let handle = Arc::new(
+        FileStore::builder(store)
+            .instance_id("server")
+            .open()
+            .unwrap(),
+    );
+    let logged = common::Logged::default();
+    let had = set_soft_limit(libc::RLIMIT_NPROC, 1);
+    assert!(
+        std::thread::Builder::new().spawn(|| ()).is_err(),
+        "the child can still start threads: it tests nothing"
+    );
+    // A runtime of no thread but this one: its blocking pool has none.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(logged.clone(), || {
+        runtime.block_on(async {
+            let options = ManagerOptions::new()
+                .watch_interval(Duration::from_millis(10))
+                .renew_interval(Duration::from_millis(10));
+            let manager = DurableTaskManager::with_options(Arc::clone(&handle), options);
+            let (go, gone) = tokio::sync::oneshot::channel::<()>();
+            let task = manager
+                .spawn(TaskOptions::new(), move |_| {
+                    Box::pin(async move {
+                        let _ = gone.await;
+                        Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
+                    })
+                })
+                .await
+                .expect("the task is made");
+            let id = TaskId::parse(&task.task_id).unwrap();
+            // Renewed by the manager's loop (each renewal moves the lease).
+            let first = handle.get(&id).unwrap().unwrap().lease_expires_at;
+            for _ in 0..3_000 {
+                if handle.get(&id).unwrap().unwrap().lease_expires_at > first {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let renewed = handle.get(&id).unwrap().unwrap().lease_expires_at;
+            assert!(renewed > first, "the lease was never renewed");
+            go.send(()).unwrap();
+            for _ in 0..3_000 {
+                let got = manager.get_task(&task.task_id).await.unwrap();
+                if let TaskPayload::Completed { .. } = got.payload {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let got = manager.get_task(&task.task_id).await.unwrap();
+            assert!(
+                matches!(got.payload, TaskPayload::Completed { .. }),
+                "{got:?}"
+            );
+            manager.shutdown().await;
+        });
+    });
+    let said = logged.warnings_of("cannot start a thread");
+    assert!(!said.is_empty(), "said: {:?}", logged.warnings());
+    set_soft_limit(libc::RLIMIT_NPROC, had);
 }
 
 // ---------------------------------------------------------------------------

@@ -18,7 +18,19 @@ use crate::task::Task;
 /// A store call's failure, before it becomes a JSON-RPC error.
 pub(super) enum StoreCall {
     Store(Error),
-    Join(tokio::task::JoinError),
+    Unfinished(Unfinished),
+}
+
+/// A call run off the async workers ([`off_workers`]) that gave no result:
+/// it panicked (the message, bounded), or its runtime shut down before it
+/// ran.
+#[derive(Debug)]
+pub(super) struct Unfinished(String);
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl StoreCall {
@@ -32,7 +44,7 @@ impl StoreCall {
                 format!("task store error: {e}"),
                 Some(json!({ "taskId": id.map(TaskId::as_str), "cause": e.to_string() })),
             ),
-            StoreCall::Join(e) => McpError::internal_error(
+            StoreCall::Unfinished(e) => McpError::internal_error(
                 format!("task store call did not finish: {e}"),
                 Some(json!({ "taskId": id.map(TaskId::as_str) })),
             ),
@@ -67,16 +79,117 @@ impl From<Error> for StoreCall {
     }
 }
 
-/// Runs a store call on Tokio's blocking pool, off the async workers.
+/// Runs a store call off the async workers ([`off_workers`]).
 pub(super) async fn blocking<T, F>(call: F) -> Result<T, StoreCall>
 where
     T: Send + 'static,
     F: FnOnce() -> crate::Result<T> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(call).await {
+    match off_workers(call).await {
         Ok(result) => result.map_err(StoreCall::Store),
-        Err(e) => Err(StoreCall::Join(e)),
+        Err(e) => Err(StoreCall::Unfinished(e)),
     }
+}
+
+/// When a thread could last not be started for the blocking pool, if that
+/// was under [`THREADS_RETRY`] ago: a process-wide state, as the limit is.
+static NO_THREADS_SINCE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// How long calls run on their task's own thread after a thread could not
+/// be started, before one is tried again.
+const THREADS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `call` off the async workers, on Tokio's blocking pool: the one way
+/// the manager's store calls leave them. When the pool has no thread and
+/// the OS starts none (a process at its thread limit: `RLIMIT_NPROC`, a
+/// cgroup's `pids.max`), `spawn_blocking` panics; the call then runs on
+/// this task's own thread, blocking it, and so do the calls after it
+/// until a thread can be started again (tried, without a panic, once
+/// [`THREADS_RETRY`] has passed), which is said once each time it starts.
+/// A call that panics is [`Unfinished`] with its message.
+pub(super) async fn off_workers<T, F>(call: F) -> Result<T, Unfinished>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (sent, result) = tokio::sync::oneshot::channel();
+    // Taken by whichever runs it: the pool, or this task after a spawn
+    // that panicked (whose job the pool may still run, once it has a
+    // thread again, and then finds taken).
+    let job = Arc::new(std::sync::Mutex::new(Some((call, sent))));
+    let queued = Arc::clone(&job);
+    let spawned = pool_has_threads()
+        && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(tokio::task::spawn_blocking(move || run(&queued)));
+        }))
+        .map_err(|panic| {
+            crate::panics::drop_payload(panic);
+            no_threads(None);
+        })
+        .is_ok();
+    if !spawned {
+        run(&job);
+    }
+    match result.await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(panic)) => {
+            let message = super::run::panic_message(&*panic);
+            crate::panics::drop_payload(panic);
+            Err(Unfinished(format!("it panicked: {message}")))
+        }
+        Err(_) => Err(Unfinished("its runtime shut down before it ran".to_owned())),
+    }
+}
+
+/// A call of [`off_workers`] and where its result goes, taken by whichever
+/// runs it first.
+type Job<F, T> =
+    std::sync::Mutex<Option<(F, tokio::sync::oneshot::Sender<std::thread::Result<T>>)>>;
+
+/// Runs the call of `job` unless it was taken.
+fn run<T, F: FnOnce() -> T>(job: &Job<F, T>) {
+    let taken = lock(job).take();
+    if let Some((call, sent)) = taken {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+        let _ = sent.send(ran);
+    }
+}
+
+/// Whether calls go to the blocking pool: no thread failed to start
+/// lately, or one can be started again now.
+fn pool_has_threads() -> bool {
+    let since = *lock(&NO_THREADS_SINCE);
+    match since {
+        None => true,
+        Some(at) if at.elapsed() < THREADS_RETRY => false,
+        Some(_) => match std::thread::Builder::new().spawn(|| ()) {
+            Ok(_) => {
+                *lock(&NO_THREADS_SINCE) = None;
+                tracing::info!(
+                    "threads can be started again: the task store's calls go back to Tokio's blocking pool"
+                );
+                true
+            }
+            Err(e) => {
+                no_threads(Some(&e));
+                false
+            }
+        },
+    }
+}
+
+/// Notes that no thread could be started now (`error`, if known), said
+/// when it starts.
+fn no_threads(error: Option<&std::io::Error>) {
+    let mut since = lock(&NO_THREADS_SINCE);
+    if since.is_none() {
+        let error = error.map_or_else(
+            || "Tokio's blocking pool has no thread and could start none".to_owned(),
+            ToString::to_string,
+        );
+        tracing::warn!(%error, "cannot start a thread for the task store's calls; they run on the async task's own thread, blocking it, until one can be started");
+    }
+    *since = Some(std::time::Instant::now());
 }
 
 /// A store `get` of task `id`, where [`Reads`] says: on the calling worker

@@ -187,7 +187,11 @@
 //!   holds, with no change pending), and on the blocking pool otherwise;
 //!   [`Reads::Blocking`] always hops, [`Reads::Inline`] never does. The
 //!   answer is the same either way, as fresh (`BENCHMARKS.md` has the
-//!   figures).
+//!   figures). A process that can start no thread while the blocking
+//!   pool has none (its thread limit reached: `RLIMIT_NPROC`, a cgroup's
+//!   `pids.max`), where `spawn_blocking` panics, runs the calls on the
+//!   calling task's thread instead, blocking it, said once, and goes back
+//!   to the pool once a thread can be started (tried once a second).
 //! - **Counting.** [`DurableTaskManager::running_task_count`] counts this
 //!   instance's running operations.
 //!

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::calls::{StoreCall, blocking, get, lock};
+use super::calls::{StoreCall, Unfinished, blocking, get, lock, off_workers};
 use super::protocol::{Book, cancel_requested, stored_responses};
 use super::run::{
     Ending, Record, Run, RunState, RunWrite, Shared, ShutdownReport, Stop, panic_message,
@@ -82,7 +82,7 @@ impl Shared {
     async fn renew(self: Arc<Self>, runs: Vec<Arc<Run>>, at: Instant, how: Renewal) {
         let store = Arc::clone(&self.store);
         let ids: Vec<TaskId> = runs.iter().map(|run| run.id.clone()).collect();
-        let renewed = tokio::task::spawn_blocking(move || {
+        let renewed = off_workers(move || {
             let mut renewed = store.renew_leases_of(&ids).into_iter();
             ids.iter()
                 .map(|id| {
@@ -133,7 +133,7 @@ impl Shared {
     async fn read_runs(self: Arc<Self>, runs: Vec<Arc<Run>>) {
         let store = Arc::clone(&self.store);
         let ids: Vec<TaskId> = runs.iter().map(|run| run.id.clone()).collect();
-        let seen = tokio::task::spawn_blocking(move || store.get_all(&ids))
+        let seen = off_workers(move || store.get_all(&ids))
             .await
             .unwrap_or_else(|_| Vec::new());
         let mut seen: std::vec::IntoIter<crate::Result<Option<Task>>> = seen.into_iter();
@@ -430,19 +430,19 @@ impl Shared {
             let stop = record.stops();
             let store = Arc::clone(&self.store);
             stopped.push(Arc::clone(&run));
-            writes.spawn_blocking(move || {
+            writes.spawn(off_workers(move || {
                 let written = record.write(&*store, &run);
                 (run, stop, written)
-            });
+            }));
         }
         let mut unrecorded = 0;
-        let mut settle = |joined: Result<StopWrite, tokio::task::JoinError>| {
+        let mut settle = |joined: Result<Result<StopWrite, Unfinished>, tokio::task::JoinError>| {
             let recorded = match joined {
-                Ok((run, stop, written)) => {
+                Ok(Ok((run, stop, written))) => {
                     self.recorded(&run, stop, written.map_err(StoreCall::Store))
                 }
                 // A write that panicked recorded nothing.
-                Err(_) => false,
+                Ok(Err(_)) | Err(_) => false,
             };
             unrecorded += usize::from(!recorded);
         };
