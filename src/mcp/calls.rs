@@ -130,6 +130,10 @@ where
     if !spawned {
         run(&job);
     }
+    // The pool's is then the one hold left on a job not yet run: a pool
+    // that drops it unrun (its runtime shut down) drops `sent` with it,
+    // which ends the wait below, rather than this one keeping it for ever.
+    drop(job);
     match result.await {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(panic)) => {
@@ -297,4 +301,33 @@ pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use super::off_workers;
+
+    /// A call handed to the blocking pool of a runtime that shut down
+    /// drops it unrun: the call is [`super::Unfinished`] ("its runtime shut
+    /// down before it ran"), as a `JoinError` said before, and does not
+    /// wait for ever for a result nothing will send.
+    #[test]
+    fn a_call_whose_runtime_shut_down_before_it_ran_is_unfinished() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let _entered = handle.enter();
+        let mut call = std::pin::pin!(off_workers(|| 1));
+        match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Err(e)) => {
+                assert_eq!(e.to_string(), "its runtime shut down before it ran");
+            }
+            other => panic!("the call's result, once its runtime shut down: {other:?}"),
+        }
+    }
 }
