@@ -395,10 +395,10 @@ impl StripeLocks {
         let gave_up = || pass.is_some_and(|pass| pass.gave_up.load(Ordering::Acquire));
         // Another thread of this handle holds it: a write (over in moments),
         // or a wait for the file's lock, which may last its own whole wait.
-        // Tried again, polling, for as long as this call may wait (a stripe
-        // that stays stuck, or in a pass that gave up a wait, a few
-        // moments), never longer: a thread of this handle holds up no call
-        // past its wait, as another process would not.
+        // Waited for (woken as it is let go) for as long as this call may
+        // wait (a stripe that stays stuck, or in a pass that gave up a
+        // wait, a few moments), never longer: a thread of this handle holds
+        // up no call past its wait, as another process would not.
         let in_process = match moment {
             Some(moment) => moment,
             None if s.stuck.load(Ordering::Acquire) || gave_up() => self.wait.min(STUCK_WAIT),

@@ -95,6 +95,10 @@ where
 /// was under [`THREADS_RETRY`] ago: a process-wide state, as the limit is.
 static NO_THREADS_SINCE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
 
+/// How `spawn_blocking`'s panic begins when its pool has no thread and the
+/// OS starts none (Tokio 1's `blocking::pool`).
+const NO_THREAD_PANIC: &str = "OS can't spawn worker thread";
+
 /// How long calls run on their task's own thread after a thread could not
 /// be started, before one is tried again.
 const THREADS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -106,6 +110,7 @@ const THREADS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// this task's own thread, blocking it, and so do the calls after it
 /// until a thread can be started again (tried, without a panic, once
 /// [`THREADS_RETRY`] has passed), which is said once each time it starts.
+/// Any other panic of `spawn_blocking` (none is known) goes on as it was.
 /// A call that panics is [`Unfinished`] with its message.
 pub(super) async fn off_workers<T, F>(call: F) -> Result<T, Unfinished>
 where
@@ -123,8 +128,12 @@ where
             drop(tokio::task::spawn_blocking(move || run(&queued)));
         }))
         .map_err(|panic| {
+            let message = super::run::panic_message(&*panic);
+            if !message.starts_with(NO_THREAD_PANIC) {
+                std::panic::resume_unwind(panic);
+            }
             crate::panics::drop_payload(panic);
-            no_threads(None);
+            no_threads(&message);
         })
         .is_ok();
     if !spawned {
@@ -166,7 +175,11 @@ fn pool_has_threads() -> bool {
     match since {
         None => true,
         Some(at) if at.elapsed() < THREADS_RETRY => false,
-        Some(_) => match std::thread::Builder::new().spawn(|| ()) {
+        // Joined: the pool may need the one thread its limit allows.
+        Some(_) => match std::thread::Builder::new()
+            .spawn(|| ())
+            .map(|probe| probe.join())
+        {
             Ok(_) => {
                 *lock(&NO_THREADS_SINCE) = None;
                 tracing::info!(
@@ -175,22 +188,18 @@ fn pool_has_threads() -> bool {
                 true
             }
             Err(e) => {
-                no_threads(Some(&e));
+                no_threads(&e.to_string());
                 false
             }
         },
     }
 }
 
-/// Notes that no thread could be started now (`error`, if known), said
+/// Notes that no thread could be started now (`error` says why), said
 /// when it starts.
-fn no_threads(error: Option<&std::io::Error>) {
+fn no_threads(error: &str) {
     let mut since = lock(&NO_THREADS_SINCE);
     if since.is_none() {
-        let error = error.map_or_else(
-            || "Tokio's blocking pool has no thread and could start none".to_owned(),
-            ToString::to_string,
-        );
         tracing::warn!(%error, "cannot start a thread for the task store's calls; they run on the async task's own thread, blocking it, until one can be started");
     }
     *since = Some(std::time::Instant::now());

@@ -192,6 +192,10 @@
 //!   `pids.max`), where `spawn_blocking` panics, runs the calls on the
 //!   calling task's thread instead, blocking it, said once, and goes back
 //!   to the pool once a thread can be started (tried once a second).
+//!   Tokio's panic is caught for that, so a build with `panic = "abort"`
+//!   still aborts there, and a panic hook sees it once each time; and a
+//!   store call that blocks meanwhile (a stripe a stopped process holds)
+//!   holds up that thread, so a shutdown then ends only once it returns.
 //! - **Counting.** [`DurableTaskManager::running_task_count`] counts this
 //!   instance's running operations.
 //!
