@@ -196,6 +196,22 @@ fn eventual_batch_paths_are_contained() {
     assert_passes(&explore(&workload::batch_paths(Durability::Eventual)));
 }
 
+/// The newer batch paths under `Durability::Immediate`: lease batches of
+/// several tasks (a claim, a renewal by id), a reap whose terminal moves
+/// are settled stripe by stripe (two stripes taken by another process
+/// between the halves, before and after the batch's fsync of `expiring/`,
+/// their tasks left as a crash would leave them and deleted or finished
+/// later), entries given back by a listing of history,
+/// and large sweeps of unread and due tasks, the second the first call to
+/// make `active/` durable since the moves it removes. (`Eventual` adds
+/// nothing these paths do not, and the binary's time: not run.)
+#[test]
+fn newer_batch_paths_survive_every_crash_state() {
+    let run = workload::newer_paths(Durability::Immediate);
+    assert_covers_every_call(&run);
+    assert_passes(&explore(&run));
+}
+
 /// The crash states a power loss right after the recorded calls could
 /// leave, each written out in a directory of its own under `scratch`.
 fn crash_states_after(
