@@ -718,3 +718,74 @@ fn a_store_another_open_began_keeps_what_this_open_acknowledged_across_a_power_l
         );
     }
 }
+
+/// A damaged finished task's file in `done/` with its `expiring/` entry (a
+/// second name of the file), set aside by a listing of history, is in
+/// `quarantine/` or still in `done/` after a power loss at any moment from
+/// the set-aside on, never in neither: its entry goes only once the move
+/// is durable.
+#[test]
+fn a_damaged_finished_file_set_aside_with_its_index_entry_is_never_lost() {
+    use taskstore::{ListQuery, NewTask, TaskStore};
+    let (dir, root, recorder, clock) = recorded_store("taskstore-aside-done");
+    let open = || recorded(&root, &clock, &recorder).open().unwrap();
+    drop(open());
+    // Damaged long ago: its bytes and both names durable.
+    let path = root.join("done").join("zz.json");
+    let entry = root.join("expiring").join("1893456000000000000.3600000.zz");
+    std::fs::write(&path, b"{garbage").unwrap();
+    std::fs::hard_link(&path, &entry).unwrap();
+    let mut events = recorder.events();
+    events.extend([
+        FsEvent::Create { path: path.clone() },
+        FsEvent::Write {
+            path: path.clone(),
+            bytes: b"{garbage".to_vec(),
+        },
+        FsEvent::SyncFile { path: path.clone() },
+        FsEvent::Link {
+            from: path.clone(),
+            to: entry.clone(),
+        },
+        FsEvent::SyncDir {
+            path: root.join("done"),
+        },
+        FsEvent::SyncDir {
+            path: root.join("expiring"),
+        },
+    ]);
+    let from = recorder.len();
+    let store = open();
+    let listed = store.list(&ListQuery::all()).unwrap().skipped.len();
+    assert_eq!(listed, 1, "the damaged file is reported");
+    assert!(
+        !path.exists() && !entry.exists(),
+        "set aside with its entry"
+    );
+    store.create(NewTask::new()).unwrap();
+    drop(store);
+    let start = events.len() + 1;
+    events.extend(recorder.events()[from..].iter().cloned());
+    let scratch = workload::scratch_dir("taskstore-aside-done-states");
+    let states = crash_states_from(dir.path(), &events, start, scratch.path());
+    assert!(!states.is_empty());
+    let count = states.len();
+    let lost: Vec<String> = states
+        .into_iter()
+        .filter(|(_, at)| {
+            let store = at.join(workload::STORE);
+            let aside = std::fs::read_dir(store.join("quarantine")).is_ok_and(|names| {
+                names
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with("zz.json"))
+            });
+            !aside && !store.join("done").join("zz.json").exists()
+        })
+        .map(|(label, _)| label)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "lost in {} of {count} states: {lost:#?}",
+        lost.len()
+    );
+}
