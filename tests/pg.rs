@@ -2281,6 +2281,66 @@ fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
     a_claim_losing_its_reply(cluster, 1);
 }
 
+/// A renewal batch whose reply is lost after the commit, and one of whose
+/// tasks another instance writes before the renewal reads it back (an
+/// unfenced update): that task holds the batch's renewal and more, so
+/// neither the batch's write nor another's is what is stored. The renewal
+/// must not be made again: the call renews each task once at most (its
+/// answer for that task may be an error, the batch's outcome unknown), so
+/// the task's revision went up by two, the renewal's and the update's.
+/// (Taken for "changed by another", the task was renewed a second time:
+/// one call, two writes, and a revision three above the one read.)
+#[test]
+fn a_lost_renewal_batch_reply_with_a_task_written_over_since_renews_it_once() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_renewal_written");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let owner = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("owner")
+        .time_source(TimeSource::Clock)
+        .pool_size(1)
+        .open()
+        .unwrap();
+    let other = open(cluster, &schema, "other");
+    let (x, y) = (
+        owner.create(NewTask::new()).unwrap(),
+        owner.create(NewTask::new()).unwrap(),
+    );
+    // The batch is the one statement that carries both tasks' JSON; the
+    // write of `x` alone that follows it is prepared on a new connection
+    // (the batch's was cut), and held on its way there.
+    let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
+    proxy.arm(&[&json(&x), &json(&y)]);
+    proxy.hold(&["$12::text IS NULL"]);
+    let ids = [x.id.clone(), y.id.clone()];
+    let renewed = std::thread::scope(|s| {
+        let renewing = s.spawn(|| owner.renew_leases_of(&ids));
+        proxy.wait_until_held();
+        assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+        let updated = other
+            .update(&x.id, TaskUpdate::new().metadata("by", "other"))
+            .unwrap();
+        assert_eq!(updated.task().revision, 3, "on the batch's renewal");
+        proxy.release();
+        renewing.join().unwrap()
+    });
+    let stored = other.get(&x.id).unwrap().unwrap();
+    assert_eq!(
+        stored.revision, 3,
+        "renewed once (the batch) and updated once: {renewed:?}"
+    );
+    match &renewed[0] {
+        Ok(Transition::Applied(t)) => assert_eq!(t.revision, 2, "{renewed:?}"),
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => {}
+    }
+    assert!(
+        matches!(&renewed[1], Ok(Transition::Applied(t)) if t.revision == 2),
+        "{renewed:?}"
+    );
+}
+
 /// A claim whose batch loses its reply after the commit, and one of whose
 /// tasks another instance writes before the claim reads it back (an
 /// unfenced update, which keeps the owner): that task holds the heir's

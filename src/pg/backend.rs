@@ -558,22 +558,25 @@ impl PgBackend {
     fn replace_found(&self, current: &Task, next: &Record) -> Result<Swap> {
         match self.replace(current, next) {
             Ok(Swap::Changed(Some(stored))) if self.written(&stored, next) => Ok(Swap::Done),
-            // A claim (a new epoch and owner) that stands, written over
-            // since by another: by this batch, or by another pass of this
-            // handle, which cannot be told apart. Not "changed by another"
-            // (its caller would neither report nor disown a task its handle
-            // then renews as its own): a failed write, whose caller leaves
-            // the claim to lapse.
+            // A running version of this owner's (a claim: a new epoch and
+            // owner; or a renewal of the owner's lease) that stands,
+            // written over since by another: this batch's write, or
+            // another's over the version read (for a claim, by another
+            // pass of this handle), which cannot be told apart. Not
+            // "changed by another": its caller would neither report nor
+            // disown a task its handle then renews as its own, and a
+            // renewal would be made again, two writes for one. A failed
+            // write, whose caller leaves a claim to lapse.
             Ok(Swap::Changed(Some(stored)))
-                if !current.is_claim_of(next.task()) && stored.is_claim_of(next.task()) =>
+                if !next.task().is_terminal() && stored.is_claim_of(next.task()) =>
             {
                 Err(Error::backend(
                     BACKEND,
                     format!("replace task {}", current.id),
                     format!(
                         "the batch's reply was lost, and the task holds the epoch ({}) and \
-                         owner this write gave it, written over since: whether this write \
-                         made it cannot be told",
+                         owner this write gave it or kept, written over since: whether this \
+                         write made it cannot be told",
                         stored.epoch
                     ),
                 ))
