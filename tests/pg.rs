@@ -2341,6 +2341,58 @@ fn a_lost_renewal_batch_reply_with_a_task_written_over_since_renews_it_once() {
     );
 }
 
+/// A reap whose batch loses its reply after the commit, and one of whose
+/// tasks, reaped, another instance reads and deletes before the reap reads
+/// it back: the reap made it, and a reader saw it made, so the reap may
+/// not say it left the task alone: it reports it reaped, or missed (whether
+/// its write made it cannot be told). (Taken for "changed by another", the
+/// task was judged again, found gone, and left out of the report: a failed
+/// version with the reaper's orphan error that no reap reported, and no
+/// `task.reaped` event.)
+#[test]
+fn a_lost_reap_reply_with_a_task_deleted_since_is_reported() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_reap_deleted");
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let (x, y) = (
+        dead.create(NewTask::new()).unwrap(),
+        dead.create(NewTask::new()).unwrap(),
+    );
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let reaper = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("reaper")
+        .pool_size(1)
+        .open()
+        .unwrap();
+    let other = open(cluster, &schema, "other");
+    let lapsed = x.lease_expires_at.max(y.lease_expires_at).unwrap();
+    wait_until("the dead owner's leases to lapse", || reaper.now() > lapsed);
+    // As in the renewal's case above: the batch carries both tasks' JSON,
+    // and the write of `x` alone after it is held on its new connection.
+    let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
+    proxy.arm(&[&json(&x), &json(&y)]);
+    proxy.hold(&["$12::text IS NULL"]);
+    let reaped = std::thread::scope(|s| {
+        let reaping = s.spawn(|| reaper.reap().unwrap());
+        proxy.wait_until_held();
+        assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+        let seen = other.get(&x.id).unwrap().unwrap();
+        assert_eq!(seen.status, TaskStatus::Failed, "reaped by the batch");
+        assert!(other.delete(&x.id).unwrap());
+        proxy.release();
+        reaping.join().unwrap()
+    });
+    let reported =
+        reaped.tasks.iter().any(|t| t.id == x.id) || reaped.missed.iter().any(|m| m.id == x.id);
+    assert!(reported, "the reap made it and says nothing: {reaped:?}");
+}
+
 /// A claim whose batch loses its reply after the commit, and one of whose
 /// tasks another instance writes before the claim reads it back (an
 /// unfenced update, which keeps the owner): that task holds the heir's
