@@ -2341,6 +2341,47 @@ fn a_lost_renewal_batch_reply_with_a_task_written_over_since_renews_it_once() {
     );
 }
 
+/// The same renewal batch, one of whose tasks another instance deletes
+/// before the renewal reads it back: the batch may have renewed it first
+/// (and a reader seen that), so its answer is an error, not `NotFound`.
+/// (Judged again, it was `NotFound`: a renewal no call reported.)
+#[test]
+fn a_lost_renewal_batch_reply_with_a_task_deleted_since_is_an_error() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_renewal_deleted");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let owner = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .instance_id("owner")
+        .time_source(TimeSource::Clock)
+        .pool_size(1)
+        .open()
+        .unwrap();
+    let other = open(cluster, &schema, "other");
+    let (x, y) = (
+        owner.create(NewTask::new()).unwrap(),
+        owner.create(NewTask::new()).unwrap(),
+    );
+    let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
+    proxy.arm(&[&json(&x), &json(&y)]);
+    proxy.hold(&["$12::text IS NULL"]);
+    let ids = [x.id.clone(), y.id.clone()];
+    let renewed = std::thread::scope(|s| {
+        let renewing = s.spawn(|| owner.renew_leases_of(&ids));
+        proxy.wait_until_held();
+        assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+        let seen = other.get(&x.id).unwrap().unwrap();
+        assert_eq!(seen.revision, 2, "renewed by the batch");
+        assert!(other.delete(&x.id).unwrap());
+        proxy.release();
+        renewing.join().unwrap()
+    });
+    assert!(
+        !matches!(&renewed[0], Err(Error::NotFound { .. })),
+        "a renewal seen made is not NotFound: {renewed:?}"
+    );
+}
+
 /// A reap whose batch loses its reply after the commit, and one of whose
 /// tasks, reaped, another instance reads and deletes before the reap reads
 /// it back: the reap made it, and a reader saw it made, so the reap may

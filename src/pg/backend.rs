@@ -581,15 +581,14 @@ impl PgBackend {
                     ),
                 ))
             }
-            // A claim's or a reap's task gone since, or made again under
-            // its id: this batch's write may have landed before, and been
-            // seen, so it is not "left alone" either. (A renewal of a task
-            // gone renews nothing its caller runs: it is judged again.)
+            // A task gone since, or made again under its id: this batch's
+            // write (a claim, a reap, a renewal) may have landed before,
+            // and been seen, so the task was not "left alone", nor "not
+            // found", either.
             Ok(Swap::Changed(stored))
-                if (next.task().is_terminal() || !current.is_claim_of(next.task()))
-                    && stored
-                        .as_ref()
-                        .is_none_or(|s| s.created_at != current.created_at) =>
+                if stored
+                    .as_ref()
+                    .is_none_or(|s| s.created_at != current.created_at) =>
             {
                 Err(Error::backend(
                     BACKEND,
