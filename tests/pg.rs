@@ -25,7 +25,7 @@ use taskstore::{
 };
 
 use common::{Rng, role, spawn, wait_until};
-use pg_cluster::{Cluster, fresh_schema};
+use pg_cluster::{Cluster, counter_and_active, fresh_schema};
 
 /// The shared cluster, or `None` (the test is skipped, said once).
 fn cluster() -> Option<&'static Cluster> {
@@ -54,23 +54,6 @@ fn on_clock(
         .instance_id(instance)
         .time_source(TimeSource::Clock)
         .clock(Arc::new(clock.clone()))
-}
-
-/// `SELECT active FROM counters` and the number of active rows, behind the
-/// store's back.
-fn counter_and_active(client: &mut postgres::Client, schema: &str) -> (i64, i64) {
-    let counter: i64 = client
-        .query_one(&format!("SELECT active FROM {schema}.counters"), &[])
-        .unwrap()
-        .get(0);
-    let active: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM {schema}.tasks WHERE active"),
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    (counter, active)
 }
 
 #[test]
@@ -2293,37 +2276,11 @@ fn a_claim_of_one_task_whose_reply_is_lost_after_the_commit_reports_it() {
 #[test]
 fn a_lost_renewal_batch_reply_with_a_task_written_over_since_renews_it_once() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("lost_renewal_written");
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let owner = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("owner")
-        .time_source(TimeSource::Clock)
-        .pool_size(1)
-        .open()
-        .unwrap();
-    let other = open(cluster, &schema, "other");
-    let (x, y) = (
-        owner.create(NewTask::new()).unwrap(),
-        owner.create(NewTask::new()).unwrap(),
-    );
-    // The batch is the one statement that carries both tasks' JSON; the
-    // write of `x` alone that follows it is prepared on a new connection
-    // (the batch's was cut), and held on its way there.
-    let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
-    proxy.arm(&[&json(&x), &json(&y)]);
-    proxy.hold(&["$12::text IS NULL"]);
-    let ids = [x.id.clone(), y.id.clone()];
-    let renewed = std::thread::scope(|s| {
-        let renewing = s.spawn(|| owner.renew_leases_of(&ids));
-        proxy.wait_until_held();
-        assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
+    let (renewed, x, other) = a_lost_renewal_batch_reply(cluster, "written", |other, x| {
         let updated = other
             .update(&x.id, TaskUpdate::new().metadata("by", "other"))
             .unwrap();
         assert_eq!(updated.task().revision, 3, "on the batch's renewal");
-        proxy.release();
-        renewing.join().unwrap()
     });
     let stored = other.get(&x.id).unwrap().unwrap();
     assert_eq!(
@@ -2348,7 +2305,27 @@ fn a_lost_renewal_batch_reply_with_a_task_written_over_since_renews_it_once() {
 #[test]
 fn a_lost_renewal_batch_reply_with_a_task_deleted_since_is_an_error() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("lost_renewal_deleted");
+    let (renewed, ..) = a_lost_renewal_batch_reply(cluster, "deleted", |other, x| {
+        let seen = other.get(&x.id).unwrap().unwrap();
+        assert_eq!(seen.revision, 2, "renewed by the batch");
+        assert!(other.delete(&x.id).unwrap());
+    });
+    assert!(
+        !matches!(&renewed[0], Err(Error::NotFound { .. })),
+        "a renewal seen made is not NotFound: {renewed:?}"
+    );
+}
+
+/// A renewal batch of two tasks whose reply is lost after the commit, with
+/// `meanwhile` run by another instance on the first task while the
+/// renewal's write of it alone is held on its way: the renewal's answers,
+/// that task, and the other instance.
+fn a_lost_renewal_batch_reply(
+    cluster: &Cluster,
+    name: &str,
+    meanwhile: impl FnOnce(&PgStore, &Task),
+) -> (Vec<taskstore::Result<Transition>>, Task, PgStore) {
+    let schema = fresh_schema(&format!("lost_renewal_{name}"));
     let proxy = pg_cluster::LosesAReply::start(cluster);
     let owner = PgStore::builder(proxy.conninfo())
         .schema(&schema)
@@ -2362,6 +2339,9 @@ fn a_lost_renewal_batch_reply_with_a_task_deleted_since_is_an_error() {
         owner.create(NewTask::new()).unwrap(),
         owner.create(NewTask::new()).unwrap(),
     );
+    // The batch is the one statement that carries both tasks' JSON; the
+    // write of `x` alone that follows it is prepared on a new connection
+    // (the batch's was cut), and held on its way there.
     let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
     proxy.arm(&[&json(&x), &json(&y)]);
     proxy.hold(&["$12::text IS NULL"]);
@@ -2370,16 +2350,11 @@ fn a_lost_renewal_batch_reply_with_a_task_deleted_since_is_an_error() {
         let renewing = s.spawn(|| owner.renew_leases_of(&ids));
         proxy.wait_until_held();
         assert_eq!(proxy.cuts(), 1, "the batch's reply was lost");
-        let seen = other.get(&x.id).unwrap().unwrap();
-        assert_eq!(seen.revision, 2, "renewed by the batch");
-        assert!(other.delete(&x.id).unwrap());
+        meanwhile(&other, &x);
         proxy.release();
         renewing.join().unwrap()
     });
-    assert!(
-        !matches!(&renewed[0], Err(Error::NotFound { .. })),
-        "a renewal seen made is not NotFound: {renewed:?}"
-    );
+    (renewed, x, other)
 }
 
 /// A reap whose batch loses its reply after the commit, and one of whose

@@ -1236,18 +1236,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     }
     let checked = check(&ops, seed);
     // The active-task counter counts the active rows, whatever was lost.
-    let mut client = cluster.client();
-    let counter: i64 = client
-        .query_one(&format!("SELECT active FROM {schema}.counters"), &[])
-        .unwrap()
-        .get(0);
-    let active: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM {schema}.tasks WHERE active"),
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let (counter, active) = pg_cluster::counter_and_active(&mut cluster.client(), &schema);
     assert_eq!(
         counter, active,
         "the active-task counter is out (seed {seed})"

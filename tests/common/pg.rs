@@ -95,6 +95,23 @@ pub fn private_faked() -> Option<Cluster> {
     Some(Cluster::start_faked(bin).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// `SELECT active FROM counters` and the number of active rows, behind the
+/// store's back.
+pub fn counter_and_active(client: &mut postgres::Client, schema: &str) -> (i64, i64) {
+    let counter: i64 = client
+        .query_one(&format!("SELECT active FROM {schema}.counters"), &[])
+        .unwrap()
+        .get(0);
+    let active: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.tasks WHERE active"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (counter, active)
+}
+
 /// A fresh, unique schema name starting with `prefix`.
 pub fn fresh_schema(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
