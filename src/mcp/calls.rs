@@ -110,7 +110,8 @@ const THREADS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// this task's own thread, blocking it, and so do the calls after it
 /// until a thread can be started again (tried, without a panic, once
 /// [`THREADS_RETRY`] has passed), which is said once each time it starts.
-/// Any other panic of `spawn_blocking` (none is known) goes on as it was.
+/// Any other panic of `spawn_blocking` (called outside a runtime, say)
+/// goes on as it was.
 /// A call that panics is [`Unfinished`] with its message.
 pub(super) async fn off_workers<T, F>(call: F) -> Result<T, Unfinished>
 where
