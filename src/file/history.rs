@@ -40,7 +40,7 @@ use crate::file::layout::{self, Area, task_name};
 use crate::file::moment::Moment;
 use crate::file::places::Places;
 use crate::file::scan::Read;
-use crate::file::scan::short_of_resources;
+use crate::file::scan::{self, short_of_resources};
 use crate::file::stamp::{self, Stamp};
 use crate::file::watch::{Change, Changes, Watch};
 use crate::file::{FileBackend, codec, parallel, recovery};
@@ -145,9 +145,7 @@ impl Known {
     /// Notes `e`, a file's read error, if it is for want of descriptors or
     /// memory (the listing then fails with the first).
     fn note_short_of(&mut self, e: &Error) {
-        if self.short_of.is_none() {
-            self.short_of = short_of_resources(e);
-        }
+        scan::note_short_of(&mut self.short_of, e);
     }
 
     /// What is known of task `id`.

@@ -60,6 +60,14 @@ pub(super) fn short_of_resources(e: &Error) -> Option<Error> {
     }
 }
 
+/// Keeps in `first` a copy of `e` ([`short_of_resources`]) unless it holds
+/// one already: a pass that met one fails with the first.
+pub(super) fn note_short_of(first: &mut Option<Error>, e: &Error) {
+    if first.is_none() {
+        *first = short_of_resources(e);
+    }
+}
+
 impl FileBackend {
     /// A watch on `dir` (`active/` or `done/`) for this handle's listings:
     /// `None` for a handle built without change notices, or without a
@@ -788,9 +796,7 @@ impl FileBackend {
         if let Some(bad) = state.bad.get_mut(id) {
             bad.retry = matches!(e, Error::Io { .. });
         }
-        if state.short_of.is_none() {
-            state.short_of = short_of_resources(e);
-        }
+        note_short_of(&mut state.short_of, e);
     }
 
     /// Reads the file `name` of `area` for a listing: its keys and
