@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,12 +67,20 @@ fn passes_over_many_tasks_go_on_when_no_thread_can_be_started() {
     in_a_child_held_by_nproc(test, "no_threads");
 }
 
-/// Runs `test` as `role` in a child, on a store of its own that the child
-/// may write once it becomes `nobody` ([`become_held_by_nproc`]).
+/// Runs `test` as `role` in a child, on a store of its own (its path the
+/// child's one argument), which the child may write once it becomes
+/// `nobody` ([`become_held_by_nproc`]).
 fn in_a_child_held_by_nproc(test: &str, role: &str) {
+    in_a_child(test, role, true);
+}
+
+/// Runs `test` as `role` in a child, on a store of its own (`store` in the
+/// temp dir returned, its path the child's one argument), given to
+/// `nobody` first if `for_nobody`.
+fn in_a_child(test: &str, role: &str, for_nobody: bool) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    if is_root() {
+    if for_nobody && is_root() {
         // The child becomes `nobody`: the store's parent is given to it.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -80,6 +88,7 @@ fn in_a_child_held_by_nproc(test: &str, role: &str) {
         std::os::unix::fs::chown(&store, Some(NOBODY), Some(NOBODY)).unwrap();
     }
     common::spawn(tmp.path(), test, role, &[store.display().to_string()]).finish();
+    (tmp, store)
 }
 
 /// Makes this process one `RLIMIT_NPROC` holds: `nobody`, if it runs as
@@ -286,16 +295,8 @@ fn a_listing_and_a_renewal_out_of_descriptors_fail_naming_the_file() {
         assert_eq!(role, "no_descriptors");
         return no_descriptors(Path::new(&args[0]));
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
     let test = "a_listing_and_a_renewal_out_of_descriptors_fail_naming_the_file";
-    common::spawn(
-        tmp.path(),
-        test,
-        "no_descriptors",
-        &[store.display().to_string()],
-    )
-    .finish();
+    let (_tmp, store) = in_a_child(test, "no_descriptors", false);
     assert!(common::files_in(&store, "quarantine").is_empty());
     assert!(common::files_in(&store, "tmp").is_empty());
 }
@@ -392,16 +393,8 @@ fn a_listing_out_of_descriptors_fails_for_tasks_past_the_snapshots_budget_too() 
         assert_eq!(role, "past_the_budget");
         return past_the_budget(Path::new(&args[0]));
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
     let test = "a_listing_out_of_descriptors_fails_for_tasks_past_the_snapshots_budget_too";
-    common::spawn(
-        tmp.path(),
-        test,
-        "past_the_budget",
-        &[store.display().to_string()],
-    )
-    .finish();
+    in_a_child(test, "past_the_budget", false);
 }
 
 /// The child of
@@ -466,10 +459,8 @@ fn a_listing_of_history_out_of_descriptors_fails_naming_the_file() {
         assert_eq!(role, "history");
         return history(Path::new(&args[0]));
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
     let test = "a_listing_of_history_out_of_descriptors_fails_naming_the_file";
-    common::spawn(tmp.path(), test, "history", &[store.display().to_string()]).finish();
+    in_a_child(test, "history", false);
 }
 
 /// The child of [`a_listing_of_history_out_of_descriptors_fails_naming_the_file`].
