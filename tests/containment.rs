@@ -363,6 +363,77 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     }
 }
 
+/// The same read-only store with two copies of a task, listed by a process
+/// out of file descriptors (`RLIMIT_NOFILE` reached) once its handle knows
+/// every running task: the listing must read the task's other copy, and
+/// fails with an I/O error naming the file and `EMFILE`, as a listing
+/// that cannot read a task file does. (It answered `Ok`, reporting the
+/// copy as a file left in place for want of a descriptor.) Once
+/// descriptors are free again, the same handle lists as before.
+#[test]
+fn a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_file() {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "out_of_descriptors");
+        return two_copies_out_of_descriptors(Path::new(&args[0]), &args[1], &args[2]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+        return;
+    };
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let other = store.create(NewTask::new()).unwrap();
+    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    drop(store);
+    fs::write(task_path(&root, "active", &task.id), running).unwrap();
+    mount.read_only();
+
+    let logs = tempfile::tempdir().unwrap();
+    let test = "a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_file";
+    let args = [
+        root.display().to_string(),
+        task.id.to_string(),
+        other.id.to_string(),
+    ];
+    common::spawn(logs.path(), test, "out_of_descriptors", &args).finish();
+}
+
+/// The child of
+/// [`a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_file`].
+fn two_copies_out_of_descriptors(root: &Path, task: &str, other: &str) {
+    let task = TaskId::parse(task).unwrap();
+    let store = FileStore::open(root).expect("a read-only store opens");
+    let other = store
+        .get(&TaskId::parse(other).unwrap())
+        .unwrap()
+        .expect("the other task");
+    let first = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(first.tasks, vec![other.clone()]);
+
+    let had = common::set_soft_limit(libc::RLIMIT_NOFILE, common::lowest_free_descriptor());
+    let listed = store.list(&ListQuery::active());
+    common::set_soft_limit(libc::RLIMIT_NOFILE, had);
+    let copies = [
+        task_path(root, "active", &task),
+        task_path(root, "done", &task),
+    ];
+    match listed {
+        Err(Error::Io { path, source, .. })
+            if source.raw_os_error() == Some(libc::EMFILE) && copies.contains(&path) => {}
+        Err(e) => panic!("out of descriptors, the listing failed otherwise: {e}"),
+        Ok(page) => panic!(
+            "out of descriptors, the listing answered Ok: {} tasks, skipped {:?}",
+            page.tasks.len(),
+            page.skipped
+        ),
+    }
+    let again = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(again.tasks, vec![other]);
+    assert!(again.skipped.is_empty(), "{:?}", again.skipped);
+}
+
 #[test]
 fn a_read_only_store_opens_gets_and_lists_and_reports_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,8 @@ use taskstore::{
 };
 use time::macros::datetime;
 
+use common::{lowest_free_descriptor, set_soft_limit};
+
 /// Running tasks, and as many finished ones: a pass over either is large
 /// enough to be shared among threads (256 items and up).
 const TASKS: usize = 300;
@@ -24,23 +26,6 @@ const TASKS: usize = 300;
 /// The user a child that starts as root becomes, so that `RLIMIT_NPROC`
 /// holds it (root is not held by it): `nobody`.
 const NOBODY: libc::uid_t = 65534;
-
-/// Sets the soft limit `resource` to `soft` (the hard one stays); returns
-/// the soft limit it had.
-fn set_soft_limit(resource: libc::__rlimit_resource_t, soft: libc::rlim_t) -> libc::rlim_t {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid `rlimit` for the call to fill and read.
-    assert_eq!(unsafe { libc::getrlimit(resource, &mut limit) }, 0);
-    let had = limit.rlim_cur;
-    limit.rlim_cur = soft;
-    // SAFETY: as above.
-    let set = unsafe { libc::setrlimit(resource, &limit) };
-    assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
-    had
-}
 
 /// Whether this process runs as root.
 fn is_root() -> bool {
@@ -364,18 +349,6 @@ fn no_descriptors(store: &Path) {
     listed.sort();
     assert_eq!(listed, running);
     assert_eq!(owner.renew_leases().unwrap(), HELD);
-}
-
-/// The lowest descriptor number this process has free: with it as the
-/// limit, every open fails with `EMFILE` (a descriptor must be below the
-/// limit, and the kernel gives the lowest free one), while every descriptor
-/// open now stays usable.
-fn lowest_free_descriptor() -> libc::rlim_t {
-    (0..)
-        // SAFETY: `F_GETFD` only asks whether the descriptor is open.
-        .find(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
-        .map(|fd| fd as libc::rlim_t)
-        .expect("some descriptor is free")
 }
 
 /// Running tasks past the snapshot's budget: more than the 64 it keeps

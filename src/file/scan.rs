@@ -239,7 +239,12 @@ impl FileBackend {
             for (listed, read) in page.into_iter().zip(read) {
                 let (slot, stamp, keep, task) = match (listed, read) {
                     (Listed::Decoded(task), _) => {
-                        tasks.extend(self.by_read_rule(scan.shaped(&task), scan, &mut skipped));
+                        tasks.extend(self.by_read_rule(
+                            scan.shaped(&task),
+                            scan,
+                            &mut skipped,
+                            &mut short_of,
+                        ));
                         continue;
                     }
                     (Listed::Encoded(slot, stamp, keep), Some(task)) => (slot, stamp, keep, task),
@@ -255,15 +260,11 @@ impl FileBackend {
                             decoded.push((slot.created_at(), Arc::new(task.clone())));
                             task = scan.shape(task);
                         }
-                        tasks.extend(self.by_read_rule(task, scan, &mut skipped));
+                        tasks.extend(self.by_read_rule(task, scan, &mut skipped, &mut short_of));
                     }
                     Ok(None) => {} // gone since: the next refresh sees it
-                    Err(e) => match short_of_resources(&e) {
-                        Some(short) => {
-                            short_of.get_or_insert(short);
-                        }
-                        None => undecodable.push((slot.id(), e, stamp)),
-                    },
+                    Err(e) if short_of_resources(&e).is_some() => note_short_of(&mut short_of, &e),
+                    Err(e) => undecodable.push((slot.id(), e, stamp)),
                 }
             }
         }
@@ -317,10 +318,17 @@ impl FileBackend {
     /// both areas, a running copy may have a terminal one in `done/` that
     /// overrules it (so `list` shows what `get` answers). `None`: the task
     /// the rule picks is not one the scan asks for, or is gone, or its
-    /// other copy could not be read (then reported in `skipped`). `task`
-    /// comes shaped for the scan already; a copy from `done/` is shaped
-    /// here.
-    fn by_read_rule(&self, task: Task, scan: &Scan, skipped: &mut Vec<Skipped>) -> Option<Task> {
+    /// other copy could not be read (then reported in `skipped`, or, for
+    /// want of descriptors or memory, kept in `short_of` to fail the
+    /// listing as the page's own reads do). `task` comes shaped for the
+    /// scan already; a copy from `done/` is shaped here.
+    fn by_read_rule(
+        &self,
+        task: Task,
+        scan: &Scan,
+        skipped: &mut Vec<Skipped>,
+        short_of: &mut Option<Error>,
+    ) -> Option<Task> {
         if !self.unresolved.may_have_two(&task.id) {
             return Some(task);
         }
@@ -328,6 +336,10 @@ impl FileBackend {
             Ok(Some(found)) => (scan.matches(&found.task) && scan.is_after(&found.task))
                 .then(|| scan.shape(found.task)),
             Ok(None) => None,
+            Err(e) if short_of_resources(&e).is_some() => {
+                note_short_of(short_of, &e);
+                None
+            }
             Err(e) => {
                 let location = self.dir(Area::Done).join(task_name(&task.id));
                 skipped.push(Skipped::new(

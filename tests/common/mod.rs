@@ -39,6 +39,12 @@ mod command;
 #[allow(unused_imports)]
 pub use command::without_store_variables;
 
+#[cfg(target_os = "linux")]
+mod limits;
+#[cfg(target_os = "linux")]
+#[allow(unused_imports)]
+pub use limits::{lowest_free_descriptor, set_soft_limit};
+
 /// The role this process plays, if it is a child: its name and arguments.
 pub fn role() -> Option<(String, Vec<String>)> {
     let name = std::env::var(ROLE_VAR).ok()?;
