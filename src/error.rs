@@ -371,6 +371,20 @@ impl Error {
         }
     }
 
+    /// The file (or directory) this error names, if it names one: what a
+    /// report of a file that failed to read points at.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Corrupt { path, .. }
+            | Error::FileTooLarge { path, .. }
+            | Error::UnsupportedFormat { path, .. }
+            | Error::OlderFormat { path, .. }
+            | Error::InvalidStore { path, .. }
+            | Error::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     /// This error, marked with what its backend knows of it ([`Known`]).
     /// Only a [`Error::Backend`] carries a mark; any other is kept as it is.
     pub(crate) fn known(self, known: Known) -> Self {

@@ -400,6 +400,55 @@ fn a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_
     common::spawn(logs.path(), test, "out_of_descriptors", &args).finish();
 }
 
+/// The same read-only store with two copies of a task, its running copy
+/// failing to open (`EIO`) once the handle knows every running task: the
+/// listing leaves the task out and reports the file that failed, the
+/// running copy, left in place (it named the copy in `done/`, which was
+/// never read).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_read_only_store_with_two_copies_reports_the_copy_that_failed() {
+    use taskstore::{Fault, FaultInjector, FsOp};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+        return;
+    };
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let other = store.create(NewTask::new()).unwrap();
+    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
+    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    drop(store);
+    fs::write(task_path(&root, "active", &task.id), running).unwrap();
+    mount.read_only();
+
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open()
+        .expect("a read-only store opens");
+    assert_eq!(
+        store.list(&ListQuery::active()).unwrap().tasks,
+        vec![other.clone()]
+    );
+    let failing = task_path(&root, "active", &task.id);
+    faults.fail_at(FsOp::Open, &failing, Fault::Eio);
+    let page = store.list(&ListQuery::active()).unwrap();
+    assert_eq!(page.tasks, vec![other]);
+    let reported: Vec<_> = page
+        .skipped
+        .iter()
+        .map(|s| (s.location.clone(), s.action))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![(failing.display().to_string(), UnreadableAction::LeftInPlace)],
+        "{:?}",
+        page.skipped
+    );
+}
+
 /// The child of
 /// [`a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_file`].
 fn two_copies_out_of_descriptors(root: &Path, task: &str, other: &str) {

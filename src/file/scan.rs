@@ -317,11 +317,11 @@ impl FileBackend {
     /// rule: on a store whose `open` could not resolve every task left in
     /// both areas, a running copy may have a terminal one in `done/` that
     /// overrules it (so `list` shows what `get` answers). `None`: the task
-    /// the rule picks is not one the scan asks for, or is gone, or its
-    /// other copy could not be read (then reported in `skipped`, or, for
-    /// want of descriptors or memory, kept in `short_of` to fail the
-    /// listing as the page's own reads do). `task` comes shaped for the
-    /// scan already; a copy from `done/` is shaped here.
+    /// the rule picks is not one the scan asks for, or is gone, or a copy
+    /// could not be read (then reported in `skipped`, naming the file that
+    /// failed, or, for want of descriptors or memory, kept in `short_of` to
+    /// fail the listing as the page's own reads do). `task` comes shaped
+    /// for the scan already; a copy from `done/` is shaped here.
     fn by_read_rule(
         &self,
         task: Task,
@@ -341,7 +341,11 @@ impl FileBackend {
                 None
             }
             Err(e) => {
-                let location = self.dir(Area::Done).join(task_name(&task.id));
+                // Either copy may be the one that failed.
+                let location = match e.path() {
+                    Some(path) => path.to_owned(),
+                    None => self.dir(Area::Done).join(task_name(&task.id)),
+                };
                 skipped.push(Skipped::new(
                     Some(task.id),
                     location.display().to_string(),
