@@ -602,7 +602,8 @@ impl FileBackend {
         }
         let mut settled = true;
         let mut files = Vec::with_capacity(spans.len());
-        let mut unreadable = BTreeSet::new();
+        // Those of this reading alone.
+        known.unreadable.clear();
         let mut kept = HashMap::new();
         for (at, looked) in looked.into_iter().enumerate() {
             let id = id_at(at);
@@ -619,19 +620,11 @@ impl FileBackend {
                 }
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
-                Looked::Bad(e) => {
-                    known.note_short_of(&e);
-                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
-                    if reported.action == UnreadableAction::LeftInPlace {
-                        unreadable.insert(id);
-                    }
-                    skipped.push(reported);
-                }
+                Looked::Bad(e) => skipped.push(self.unread_done(known, &id, e)),
                 Looked::Unproven { .. } => unreachable!("every unproven file was read"),
             }
         }
         known.replace(files);
-        known.unreadable = unreadable;
         if let Some(watch) = &known.watch {
             match self.fs.drain(watch, self.dir(Area::Done)) {
                 Changes::Names(names) => {
@@ -714,12 +707,7 @@ impl FileBackend {
                 Looked::Known(stamp, keys) => known.insert(id, Some(stamp), keys),
                 Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
                 Looked::Gone => known.remove(&id),
-                Looked::Bad(e) => {
-                    known.note_short_of(&e);
-                    let reported = recovery::set_aside_task(self, Area::Done, &id, e);
-                    known.unread(&id, reported.action);
-                    skipped.push(reported);
-                }
+                Looked::Bad(e) => skipped.push(self.unread_done(known, &id, e)),
                 Looked::Unproven { .. } => unreachable!("look_done reads an unproven file"),
             }
         }
@@ -742,6 +730,17 @@ impl FileBackend {
             .map(|id| (task_name(id), Change::Changed))
             .collect();
         skipped.extend(self.revise_done(known, again, stamp::clock()));
+    }
+
+    /// Sets aside the file of finished task `id`, which did not read (`e`),
+    /// or leaves it in place if it cannot be moved, as `known` then knows
+    /// it ([`Known::unread`]); keeps `e` if it is for want of descriptors or
+    /// memory (the listing fails with it). The report.
+    fn unread_done(&self, known: &mut Known, id: &TaskId, e: Error) -> Skipped {
+        known.note_short_of(&e);
+        let reported = recovery::set_aside_task(self, Area::Done, id, e);
+        known.unread(id, reported.action);
+        reported
     }
 
     /// Reads the files of the tasks `known` places by their index entry
@@ -767,12 +766,7 @@ impl FileBackend {
                     known.complete = false;
                     match looked {
                         Looked::Read { keys: now, .. } => known.insert(id, None, now),
-                        Looked::Bad(e) => {
-                            known.note_short_of(&e);
-                            let reported = recovery::set_aside_task(self, Area::Done, &id, e);
-                            known.unread(&id, reported.action);
-                            skipped.push(reported);
-                        }
+                        Looked::Bad(e) => skipped.push(self.unread_done(known, &id, e)),
                         _ => known.remove(&id),
                     }
                 }
