@@ -128,12 +128,27 @@ pub trait TaskStore: Send + Sync {
         None
     }
 
-    /// The time this handle's leases and TTLs go by (the stores of this
-    /// crate: their clock, a database server's for `PgStore`; the default
-    /// is the system clock). A host that judges a lease itself, to decide
-    /// whether to ask for a reap, compares against this.
+    /// The time this handle's TTLs and own leases go by, and every write
+    /// stamps (the stores of this crate: their clock, a database server's
+    /// for `PgStore`, never earlier than a time the handle read before;
+    /// the default is the system clock). Another owner's lease is judged
+    /// by [`lease_now`](TaskStore::lease_now).
     fn now(&self) -> time::OffsetDateTime {
         time::OffsetDateTime::now_utc()
+    }
+
+    /// The time another owner's lease is judged lapsed by (what
+    /// [`reap`](TaskStore::reap) fails and [`claim`](TaskStore::claim)
+    /// takes over): what the clock reads now. Never later than
+    /// [`now`](TaskStore::now), and earlier only after the clock was set
+    /// back (a step forward set right: `now` stays at the latest time the
+    /// handle read, while owners whose handles never read the step renew
+    /// from the right time, and judged by `now` their leases would look
+    /// lapsed). A host that judges a lease itself, to decide whether to ask
+    /// for a reap ([`Task::is_orphan_at`]), compares against this. The
+    /// default is [`now`](TaskStore::now).
+    fn lease_now(&self) -> time::OffsetDateTime {
+        self.now()
     }
 
     /// Renews this instance's lease on one running task. A terminal task is
@@ -333,6 +348,9 @@ macro_rules! forward_task_store {
             }
             fn now(&self) -> time::OffsetDateTime {
                 (**self).now()
+            }
+            fn lease_now(&self) -> time::OffsetDateTime {
+                (**self).lease_now()
             }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)

@@ -37,7 +37,7 @@ impl Shared {
 
     pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {
         let (id, mut task) = self.read(task_id).await?;
-        if task.is_orphan_at(self.store.now()) && self.run_of(&id).is_none() {
+        if task.is_orphan_at(self.store.lease_now()) && self.run_of(&id).is_none() {
             if task.has_attempts_left() {
                 // A resumable orphan waits to be claimed (here, if this
                 // instance resumes its kind: then a claim now, unless a

@@ -41,8 +41,9 @@ pub(super) struct Shared {
     pub drained: Notify,
     /// Wakes the background loop to claim at once.
     pub claim_now: Notify,
-    /// The store's time when the last claim pass began: a poll of an
-    /// orphan whose lease lapsed before then wakes no other.
+    /// What the store's clock read (`lease_now`) when the last claim pass
+    /// began: a poll of an orphan whose lease lapsed before then wakes no
+    /// other.
     pub claimed_at: Mutex<Option<OffsetDateTime>>,
     /// `true` once shutdown begins (operations may watch it).
     pub shutting_down: watch::Sender<bool>,

@@ -311,7 +311,7 @@ impl Shared {
         if kinds.is_empty() {
             return;
         }
-        *lock(&self.claimed_at) = Some(self.store.now());
+        *lock(&self.claimed_at) = Some(self.store.lease_now());
         let store = Arc::clone(&self.store);
         let claimed = blocking(move || {
             let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();

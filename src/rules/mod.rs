@@ -115,6 +115,13 @@ impl<B> Store<B> {
         self.read_clock().now
     }
 
+    /// What the clock reads, in UTC: the time another owner's lease is
+    /// judged lapsed by, never later than [`now`](Self::now) (see
+    /// [`TaskStore::lease_now`]).
+    pub fn lease_now(&self) -> OffsetDateTime {
+        self.read_clock().clock
+    }
+
     /// One reading of the clock: the time the rules go by
     /// ([`now`](Self::now)), and what the clock itself read.
     fn read_clock(&self) -> Reading {
@@ -642,6 +649,10 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn now(&self) -> OffsetDateTime {
         Store::<B>::now(self)
+    }
+
+    fn lease_now(&self) -> OffsetDateTime {
+        Store::<B>::lease_now(self)
     }
 
     fn lease(&self) -> Option<std::time::Duration> {

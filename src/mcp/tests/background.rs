@@ -132,6 +132,9 @@ impl<S: TaskStore> TaskStore for Held<S> {
     fn now(&self) -> OffsetDateTime {
         self.inner.now()
     }
+    fn lease_now(&self) -> OffsetDateTime {
+        self.inner.lease_now()
+    }
     fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
         self.renewals.lock().unwrap().push(1);
         self.pass(std::slice::from_ref(id));

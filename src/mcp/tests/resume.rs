@@ -532,6 +532,8 @@ struct Wrapped<S> {
     claims: std::sync::atomic::AtomicUsize,
     claims_nothing: std::sync::atomic::AtomicBool,
     claim_takes: std::sync::Mutex<Option<(Arc<ManualClock>, Duration)>>,
+    /// `reap_task` calls.
+    task_reaps: std::sync::atomic::AtomicUsize,
 }
 
 impl<S> Wrapped<S> {
@@ -543,6 +545,7 @@ impl<S> Wrapped<S> {
             claims: std::sync::atomic::AtomicUsize::new(0),
             claims_nothing: std::sync::atomic::AtomicBool::new(false),
             claim_takes: std::sync::Mutex::new(None),
+            task_reaps: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -591,8 +594,16 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
     fn release(&self, id: &TaskId, epoch: u64) -> crate::Result<crate::Transition> {
         self.inner.release(id, epoch)
     }
+    fn lease_now(&self) -> OffsetDateTime {
+        self.inner.lease_now()
+    }
     fn reap(&self) -> crate::Result<crate::Reaped> {
         self.inner.reap()
+    }
+    fn reap_task(&self, id: &TaskId) -> crate::Result<Option<crate::Task>> {
+        self.task_reaps
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.reap_task(id)
     }
     fn lease(&self) -> Option<Duration> {
         self.says_lease.then(|| self.inner.lease()).flatten()
@@ -844,6 +855,85 @@ async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothin
         claims,
         "claim passes started by the polls"
     );
+}
+
+/// Polling another owner's live task on an instance whose clock was
+/// stepped forward and set right asks for no reap: the task's lease is
+/// judged by what the clock reads ([`TaskStore::lease_now`]), as a reap
+/// judges it, not by the latest time the handle read. (Each poll asked
+/// the store to reap the task, which declined: a write's lock and reads
+/// per client poll, for as long as the step.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_a_live_task_after_a_clock_set_right_asks_for_no_reap() {
+    use std::sync::atomic::Ordering;
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let owners = clock();
+    let task = on_memory(&backend, &owners, "owner")
+        .create(crate::NewTask::new())
+        .unwrap();
+    let ours = Arc::new(ManualClock::new(owners.now()));
+    let store = Wrapped::new(on_memory(&backend, &ours, "other"), true);
+    // Stepped forward past the owner's lease, read, and set right.
+    ours.advance(LEASE * 3);
+    assert!(task.is_orphan_at(store.now()));
+    ours.set(owners.now());
+    assert!(!task.is_orphan_at(store.lease_now()));
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        ManagerOptions::new()
+            .watch_interval(Duration::from_millis(10))
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    for _ in 0..5 {
+        let read = m.get_task(task.id.as_str()).await.unwrap();
+        assert_eq!(read.task.status, TaskStatus::Working);
+    }
+    assert_eq!(
+        m.store().task_reaps.load(Ordering::SeqCst),
+        0,
+        "reaps asked for"
+    );
+}
+
+/// On an instance whose clock was stepped forward and set right, polling
+/// a resumable orphan whose lease lapsed (by the clock) after the last
+/// claim pass began wakes a claim pass: when that pass began is what the
+/// clock read then ([`TaskStore::lease_now`]). (It was the handle's time,
+/// ahead by the step, so the pass seemed to have begun after the lapse,
+/// and no poll woke one until the step was caught up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_orphan_after_a_clock_set_right_wakes_a_claim() {
+    use std::sync::atomic::Ordering;
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let owners = clock();
+    let task = on_memory(&backend, &owners, "dead")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    let ours = Arc::new(ManualClock::new(owners.now()));
+    let store = Wrapped::new(on_memory(&backend, &ours, "live"), true);
+    store.claims_nothing.store(true, Ordering::SeqCst);
+    ours.advance(LEASE * 3);
+    assert!(task.is_orphan_at(store.now()));
+    ours.set(owners.now());
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        ManagerOptions::new()
+            .watch_interval(Duration::from_millis(10))
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    // The registration's own claim is over, before the lease lapsed.
+    eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    let claims = m.store().claims.load(Ordering::SeqCst);
+    // Lapsed by the clock, within its claim grace (one lease).
+    ours.advance(LEASE + Duration::from_secs(1));
+    let read = m.get_task(task.id.as_str()).await.unwrap();
+    assert_eq!(read.task.status, TaskStatus::Working);
+    eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > claims).then_some(()) }).await;
 }
 
 /// Polling a resumable orphan of a kind this instance resumes, which its
