@@ -286,8 +286,9 @@ impl FileCheck {
         action: &RepairAction,
         under_way: &mut bool,
     ) -> Result<Option<String>> {
-        const UNDER_WAY: &str = "batches of another process were still under way, and this \
-                                 may be one's work in progress: run repair again";
+        const UNDER_WAY: &str = "batches or a check of another process were still under \
+                                 way, and this may be a batch's work in progress: run repair \
+                                 again";
         // Once a wait ran out, the batch that outlasted it is taken as
         // still under way: no repair waits the whole wait again.
         if *under_way {
