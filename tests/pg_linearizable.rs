@@ -15,28 +15,33 @@
 //! the first handle's two threads share one connection that they wait for
 //! only briefly, so that calls fail before they send anything.
 //!
-//! Every call is recorded (invocation and response by the host's monotonic
-//! clock, which every process reads alike; the wall clock too, which the
-//! store's leases and TTLs go by: `TimeSource::Clock`) with its result;
-//! the children write theirs to files. The merged history of each task is
-//! then checked against a sequential model of one task that follows the
-//! store's rules (src/rules/: first writer wins, revisions, fences, owners,
-//! leases, claims and reaps, TTL from creation) with a Wing–Gong search:
+//! Every call is recorded (both clocks: the monotonic one orders the
+//! calls, the wall clock, which the store's leases and TTLs go by,
+//! `TimeSource::Clock`, judges expiries; `common/lin/mod.rs`) with its
+//! result; the children write theirs to files. The merged history of each
+//! task is then checked against the model of one task and with the search
+//! both backends' tests share (`common/lin/`), which follow the store's
+//! rules (src/rules/: first writer wins, revisions, fences, owners,
+//! leases, claims and reaps, TTL from creation). What is this backend's
+//! own is its calls of unknown outcome:
 //!
 //! - a call that failed with an error that promises nothing was applied
 //!   (`Error::changed_nothing`) must have changed nothing;
 //! - any other failed call took effect within its call (with any result),
 //!   or not at all; a failed create may also be undone later (its
 //!   handle's next renewal pass removes the version it may have made);
+//! - so the model compares what the rules decide of a returned task
+//!   (`Compare::Rules`), not the times it was stamped with;
 //! - a listing or `get_all` is checked weaker: each task it returns is a
-//!   state the task held within the call, and a task a whole listing left
-//!   out was missing (or finished, for a listing of running tasks) at some
-//!   moment of it; every pass (claim, reap, sweep, renewals) and listing is
-//!   one call per task.
+//!   state the task held within the call (the whole walk of a listing in
+//!   pages), and a task a whole listing left out was missing (or
+//!   finished, for a listing of running tasks) at some moment of it;
+//!   every pass (claim, reap, sweep, renewals) and listing is one call per
+//!   task, a task a claim or a reap left alone included.
 //!
 //! On failure it prints the seed (`TASKSTORE_LIN_SEED` replays the calls'
 //! choices, not the threads' timing), the task's history (`*` marks the
-//! longest linearizable prefix found), and `TASKSTORE_LIN_DUMP=<file>`
+//! longest order found), and `TASKSTORE_LIN_DUMP=<file>`
 //! keeps the whole history, which `TASKSTORE_LIN_CHECK=<file>` checks
 //! again. `TASKSTORE_LIN_IDS`, `TASKSTORE_LIN_OPS`,
 //! `TASKSTORE_LIN_KILL_MS` (the mean gap between ends of backends),
@@ -47,21 +52,19 @@
 #![cfg(all(feature = "postgres", unix))]
 
 mod common;
+#[path = "common/lin/mod.rs"]
+mod lin;
 #[path = "common/pg.rs"]
 mod pg_cluster;
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use lin::{Call, Compare, Filter, Op, Params, Ret, Stamp, outcome, returned_task, transition};
 use serde_json::json;
-use taskstore::{
-    Error, ListQuery, NewTask, Outcome, PgStore, Task, TaskId, TaskStatus, TaskStore, TaskUpdate,
-    TimeSource, Transition,
-};
+use taskstore::{Error, NewTask, PgStore, TaskId, TaskStatus, TaskStore, TaskUpdate, TimeSource};
 
 use common::{Rng, role, spawn};
 
@@ -100,174 +103,35 @@ fn task_id(n: usize) -> TaskId {
     TaskId::parse(&format!("lin-{n}")).unwrap()
 }
 
-/// The wall clock, in Unix nanoseconds: what the store's clock reads
-/// (`TimeSource::Clock`, the system clock), for expiry.
-fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+/// What sets this store's histories apart for the model.
+const PARAMS: Params = Params {
+    // Calls of unknown outcome (connections ended, replies lost) leave
+    // the times they stamped and what they wrote unknown: the model
+    // compares what the rules decide.
+    compare: Compare::Rules,
+    // The default: the lease, longer than the run.
+    claim_grace: LEASE,
+    kind: KIND,
+    id: task_id,
+    // A history with many calls of unknown outcome has many orders to
+    // try: past this many steps it is said undecided.
+    budget: Some(5_000_000),
+};
 
-/// The monotonic clock, in nanoseconds: one clock for every process of the
-/// host, which no step of the wall clock moves, for the order of calls.
-fn mono() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
-}
-
-// ---------------------------------------------------------------------------
-// The record of a run.
-
-/// What a task looks like, as far as the model goes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct View {
-    /// The `inc` metadata its create gave it: which incarnation of the id.
-    inc: u64,
-    rev: u64,
-    status: String,
-    epoch: u64,
-    owner: Option<String>,
-    attempts: Option<u32>,
-}
-
-fn view(task: &Task) -> View {
-    View {
-        inc: task
-            .metadata
-            .get("inc")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0),
-        rev: task.revision,
-        status: task.status.as_str().to_owned(),
-        epoch: task.epoch,
-        owner: task.owner_token.clone(),
-        attempts: task.resume.as_ref().map(|r| r.attempts),
-    }
-}
-
-/// An operation on one task, as invoked.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Call {
-    Create {
-        inc: u64,
-        resumable: bool,
-        ttl_ms: Option<u64>,
-    },
-    Get,
-    Update {
-        status: Option<String>,
-        fence: Option<u64>,
-        rev: Option<u64>,
-        leave_lease: bool,
-    },
-    Finish {
-        status: String,
-        fence: Option<u64>,
-    },
-    Delete,
-    Renew,
-    Release {
-        epoch: u64,
-    },
-    /// One task of a claim pass.
-    Claim,
-    /// One task of a reap pass, or `reap_task`.
-    Reap,
-    /// One task of a listing or a `get_all`: only a task it returned.
-    Read,
-    /// A task a whole listing left out: missing (or, from a listing of the
-    /// running tasks, finished) at some moment of the call.
-    Unlisted {
-        active: bool,
-    },
-    /// One task of a sweep.
-    Sweep,
-    /// One task of `renew_leases` (which says only how many it renewed).
-    RenewAll,
-    /// The removal a failed create makes of the version it may have made
-    /// (then, or at a later renewal pass of its handle): added by the
-    /// checker for each create of unknown outcome.
-    Undo {
-        inc: u64,
-    },
-}
-
-/// What it returned.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Ret {
-    /// A task (created, got, or the one a pass wrote), or none.
-    Task(Option<View>),
-    Applied(View),
-    Terminal(View),
-    Fenced(View),
-    Changed(View),
-    Deleted(bool),
-    NotFound,
-    NotOwner,
-    Exists,
-    /// A pass left the task alone.
-    Untouched,
-    /// An error that promises nothing was applied.
-    Nothing(String),
-    /// An error after which it may or may not have been applied.
-    Unknown(String),
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Op {
-    id: usize,
-    /// The handle's owner token, and where it ran (`process/thread`).
-    handle: String,
-    at: String,
-    call: Call,
-    /// When it was invoked and returned, by the monotonic clock.
-    inv: u128,
-    resp: u128,
-    /// The same by the wall clock.
-    inv_wall: u128,
-    resp_wall: u128,
-    ret: Ret,
-    /// A created task's `createdAt`, in Unix nanoseconds.
-    #[serde(default)]
-    created: Option<u128>,
-}
-
-fn failure(e: &Error) -> Ret {
-    match e {
-        Error::NotFound { .. } => Ret::NotFound,
-        Error::NotOwner { .. } => Ret::NotOwner,
-        Error::AlreadyExists { .. } => Ret::Exists,
-        e if e.changed_nothing() => Ret::Nothing(e.to_string()),
-        e => Ret::Unknown(e.to_string()),
-    }
-}
-
-fn transition(t: Result<Transition, Error>) -> Ret {
-    match t {
-        Ok(Transition::Applied(t)) => Ret::Applied(view(&t)),
-        Ok(Transition::AlreadyTerminal(t)) => Ret::Terminal(view(&t)),
-        Ok(Transition::Fenced(t)) => Ret::Fenced(view(&t)),
-        Ok(Transition::Changed(t)) => Ret::Changed(view(&t)),
-        Ok(other) => panic!("a transition this test does not know: {other:?}"),
-        Err(e) => failure(&e),
-    }
+/// An error that promises nothing was applied (`Error::changed_nothing`),
+/// or one after which it may or may not have been.
+fn failure(e: Error) -> Ret {
+    lin::error_or(e, |e| {
+        if e.changed_nothing() {
+            Ret::Nothing(e.to_string())
+        } else {
+            Ret::Unknown(e.to_string())
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------
 // The workload.
-
-/// In the checker's set of failed creates and claims, (handle, task
-/// number | `CLAIMED`) says the handle failed a claim of that task.
-const CLAIMED: u64 = 1 << 63;
 
 /// One handle's owner token: read off a task it creates.
 fn token_of(store: &PgStore, name: &str) -> String {
@@ -324,87 +188,80 @@ struct Seen {
     epoch: u64,
 }
 
-/// Runs `ops` random operations on `store` (owner token `token`),
-/// appending each to `log`.
-fn work(store: &PgStore, token: &str, at: &str, seed: u64, ops: usize, log: &Mutex<Vec<Op>>) {
+/// A handle as its calls are recorded: its instance id and token, and
+/// where a thread runs (`process/thread`).
+struct Who<'a> {
+    instance: &'a str,
+    token: &'a str,
+    thread: &'a str,
+}
+
+/// Runs `ops` random operations on `store`, appending each to `log`.
+fn work(store: &PgStore, who: &Who<'_>, seed: u64, ops: usize, log: &Mutex<Vec<Op>>) {
     let mut rng = Rng::new(seed);
     let mut seen: Vec<Seen> = vec![Seen { rev: 1, epoch: 1 }; ids()];
-    let mut record = |id: usize, call: Call, (inv, inv_wall): (u128, u128), ret: Ret| {
+    let record = |id: usize, call: Call, start: Stamp, ret: Ret| {
         log.lock().unwrap().push(Op {
+            instance: who.instance.to_owned(),
+            token: who.token.to_owned(),
+            thread: who.thread.to_owned(),
             id,
-            handle: token.to_owned(),
-            at: at.to_owned(),
             call,
-            inv,
-            resp: mono(),
-            inv_wall,
-            resp_wall: nanos(),
             ret,
-            created: None,
+            start,
+            end: Stamp::now(),
+            lease_ns: u64::try_from(LEASE.as_nanos()).unwrap(),
         });
     };
-    for _ in 0..ops {
+    for o in 0..ops {
         let n = rng.below(ids() as u64) as usize;
         let id = task_id(n);
+        let marker = format!("{}-{o}", who.thread);
         let note = |seen: &mut Vec<Seen>, ret: &Ret| {
-            let v = match ret {
-                Ret::Applied(v) | Ret::Terminal(v) | Ret::Fenced(v) | Ret::Changed(v) => v,
-                Ret::Task(Some(v)) => v,
-                _ => return,
-            };
-            seen[n] = Seen {
-                rev: v.rev,
-                epoch: v.epoch,
-            };
+            if let Some(t) = returned_task(ret) {
+                seen[n] = Seen {
+                    rev: t.revision,
+                    epoch: t.epoch,
+                };
+            }
         };
-        let inv = (mono(), nanos());
+        let start = Stamp::now();
         match rng.below(100) {
             0..=14 => {
-                let inc = rng.next() >> 12;
                 let resumable = rng.below(2) == 0;
                 let ttl_ms = (rng.below(4) == 0).then(|| 20 + rng.below(300));
-                let mut new = NewTask::new().id(id.clone()).metadata("inc", inc);
+                let mut new = NewTask::new().id(id.clone()).metadata("m", marker.clone());
                 if resumable {
-                    new = new.resumable(KIND, json!(null)).max_attempts(MAX_ATTEMPTS);
+                    new = new
+                        .resumable(KIND, json!(marker))
+                        .max_attempts(MAX_ATTEMPTS);
                 }
                 if let Some(ms) = ttl_ms {
                     new = new.ttl(Duration::from_millis(ms));
                 }
-                let (ret, created) = match store.create(new) {
-                    Ok(t) => (
-                        Ret::Task(Some(view(&t))),
-                        Some(t.created_at.unix_timestamp_nanos() as u128),
-                    ),
-                    Err(e) => (failure(&e), None),
+                let ret = match store.create(new) {
+                    Ok(t) => Ret::Applied(t),
+                    Err(e) => failure(e),
                 };
                 note(&mut seen, &ret);
-                log.lock().unwrap().push(Op {
-                    id: n,
-                    handle: token.to_owned(),
-                    at: at.to_owned(),
-                    call: Call::Create {
-                        inc,
-                        resumable,
-                        ttl_ms,
-                    },
-                    inv: inv.0,
-                    resp: mono(),
-                    inv_wall: inv.1,
-                    resp_wall: nanos(),
-                    ret,
-                    created,
-                });
+                let call = Call::Create {
+                    marker,
+                    resumable,
+                    ttl_ms,
+                    max_attempts: Some(MAX_ATTEMPTS),
+                };
+                record(n, call, start, ret);
             }
             15..=26 => {
                 let ret = match store.get(&id) {
-                    Ok(t) => Ret::Task(t.as_ref().map(view)),
-                    Err(e) => failure(&e),
+                    Ok(t) => Ret::Task(t),
+                    Err(e) => failure(e),
                 };
                 note(&mut seen, &ret);
-                record(n, Call::Get, inv, ret);
+                record(n, Call::Get, start, ret);
             }
             27..=44 => {
-                let mut update = TaskUpdate::new().metadata("k", rng.below(1_000));
+                let mut update = TaskUpdate::new().metadata("u", marker.clone());
                 let status = match rng.below(3) {
                     0 => Some(TaskStatus::InputRequired),
                     1 => Some(TaskStatus::Working),
@@ -412,126 +269,132 @@ fn work(store: &PgStore, token: &str, at: &str, seed: u64, ops: usize, log: &Mut
                 };
                 if let Some(s) = status {
                     update = update.status(s);
+                    if s == TaskStatus::InputRequired {
+                        update = update.input_requests(json!({ "q": marker }));
+                    }
                 }
                 let fence = (rng.below(3) == 0).then(|| seen[n].epoch);
                 if let Some(e) = fence {
                     update = update.fenced(e);
                 }
-                let rev = (rng.below(3) == 0).then(|| seen[n].rev);
-                if let Some(r) = rev {
+                let if_revision = (rng.below(3) == 0).then(|| seen[n].rev);
+                if let Some(r) = if_revision {
                     update = update.if_revision(r);
                 }
                 let leave_lease = rng.below(4) == 0;
                 if leave_lease {
                     update = update.leave_lease();
                 }
-                let ret = transition(store.update(&id, update));
+                let ret = transition(store.update(&id, update), failure);
                 note(&mut seen, &ret);
-                let status = status.map(|s| s.as_str().to_owned());
-                record(
-                    n,
-                    Call::Update {
-                        status,
-                        fence,
-                        rev,
-                        leave_lease,
-                    },
-                    inv,
-                    ret,
-                );
+                let call = Call::Update {
+                    value: marker,
+                    status,
+                    if_revision,
+                    fence,
+                    leave_lease,
+                    checkpoint: false,
+                    message: None,
+                };
+                record(n, call, start, ret);
             }
             45..=54 => {
-                let outcome = match rng.below(3) {
-                    0 => Outcome::Completed(json!(1)),
-                    1 => Outcome::Failed(json!(2)),
-                    _ => Outcome::Cancelled(None),
-                };
-                let status = outcome.status().as_str().to_owned();
+                let how = u8::try_from(rng.below(4)).unwrap();
                 let fence = (rng.below(2) == 0).then(|| seen[n].epoch);
-                let ret = transition(match fence {
-                    Some(e) => store.finish_fenced(&id, outcome, e),
-                    None => store.finish(&id, outcome),
-                });
+                let outcome = outcome(how, &marker);
+                let ret = transition(
+                    match fence {
+                        Some(e) => store.finish_fenced(&id, outcome, e),
+                        None => store.finish(&id, outcome),
+                    },
+                    failure,
+                );
                 note(&mut seen, &ret);
-                record(n, Call::Finish { status, fence }, inv, ret);
+                let call = Call::Finish {
+                    how,
+                    value: marker,
+                    fence,
+                };
+                record(n, call, start, ret);
             }
             55..=62 => {
                 let ret = match store.delete(&id) {
                     Ok(d) => Ret::Deleted(d),
-                    Err(e) => failure(&e),
+                    Err(e) => failure(e),
                 };
-                record(n, Call::Delete, inv, ret);
+                record(n, Call::Delete, start, ret);
             }
             63..=69 => {
-                let ret = transition(store.renew_lease(&id));
+                let ret = transition(store.renew_lease(&id), failure);
                 note(&mut seen, &ret);
-                record(n, Call::Renew, inv, ret);
+                record(n, Call::RenewLease, start, ret);
             }
             70..=79 => {
                 let epoch = seen[n].epoch;
-                let ret = transition(store.release(&id, epoch));
+                let ret = transition(store.release(&id, epoch), failure);
                 note(&mut seen, &ret);
-                record(n, Call::Release { epoch }, inv, ret);
+                record(n, Call::Release { epoch }, start, ret);
             }
             80..=86 => {
                 // A claim pass over every task.
                 let results = store.claim(&[KIND]);
-                pass(results, Call::Claim, inv, &mut record);
+                pass(results, Call::Claimed, start, &record);
             }
             87..=90 => {
                 let results = store.reap();
-                pass(results, Call::Reap, inv, &mut record);
+                pass(results, Call::Reaped, start, &record);
             }
             91..=93 => {
                 let ret = match store.reap_task(&id) {
-                    Ok(Some(t)) => Ret::Task(Some(view(&t))),
-                    Ok(None) => Ret::Untouched,
-                    Err(e) => failure(&e),
+                    Ok(t) => Ret::Task(t),
+                    Err(e) => failure(e),
                 };
-                record(n, Call::Reap, inv, ret);
+                record(n, Call::ReapOne, start, ret);
             }
             94..=95 => {
-                let active = rng.below(2) == 0;
+                let filter = if rng.below(2) == 0 {
+                    Filter::Active
+                } else {
+                    Filter::All
+                };
                 let limit = 1 + rng.below(4) as usize;
                 let mut listed = Vec::new();
-                let mut after: Option<String> = None;
+                let mut query = filter.query().limit(limit);
                 let whole = loop {
-                    let mut query = if active {
-                        ListQuery::active()
-                    } else {
-                        ListQuery::all()
-                    };
-                    query = query.limit(limit);
-                    if let Some(cursor) = &after {
-                        query = query.after(cursor);
-                    }
                     match store.list(&query) {
                         Ok(page) => {
                             let clean = page.skipped.is_empty();
                             listed.extend(page.tasks);
                             match page.next_cursor {
-                                Some(c) => after = Some(c),
+                                Some(c) => query = filter.query().limit(limit).after(&c),
                                 None => break clean,
                             }
                         }
                         Err(_) => break false,
                     }
                 };
+                // Each task listed, and each a whole listing left out, at
+                // some point of the walk.
                 for n in 0..ids() {
-                    match listed.iter().find(|t| t.id == task_id(n)) {
-                        Some(t) => record(n, Call::Read, inv, Ret::Task(Some(view(t)))),
-                        None if whole => record(n, Call::Unlisted { active }, inv, Ret::Task(None)),
-                        None => {}
-                    }
+                    let found = listed.iter().find(|t| t.id == task_id(n));
+                    let call = match found {
+                        Some(_) => Call::Paged {
+                            filter: filter.clone(),
+                        },
+                        None if whole => Call::Listed {
+                            filter: filter.clone(),
+                        },
+                        None => continue,
+                    };
+                    record(n, call, start, Ret::Task(found.cloned()));
                 }
             }
             98 => {
                 // A sweep deletes expired tasks only, and before it
                 // returns, whatever it returns.
                 let _ = store.sweep();
-                let ret = Ret::Untouched;
                 for n in 0..ids() {
-                    record(n, Call::Sweep, inv, ret.clone());
+                    record(n, Call::Sweep, start, Ret::Untouched);
                 }
             }
             99 => {
@@ -540,7 +403,7 @@ fn work(store: &PgStore, token: &str, at: &str, seed: u64, ops: usize, log: &Mut
                     Err(e) => Ret::Unknown(e.to_string()),
                 };
                 for n in 0..ids() {
-                    record(n, Call::RenewAll, inv, ret.clone());
+                    record(n, Call::RenewAll, start, ret.clone());
                 }
             }
             97 => {
@@ -548,16 +411,16 @@ fn work(store: &PgStore, token: &str, at: &str, seed: u64, ops: usize, log: &Mut
                 let ns: Vec<usize> = (0..ids()).filter(|_| rng.below(2) == 0).collect();
                 let ids: Vec<TaskId> = ns.iter().map(|&n| task_id(n)).collect();
                 for (&n, r) in ns.iter().zip(store.renew_leases_of(&ids)) {
-                    let ret = transition(r);
+                    let ret = transition(r, failure);
                     note(&mut seen, &ret);
-                    record(n, Call::Renew, inv, ret);
+                    record(n, Call::RenewLease, start, ret);
                 }
             }
             _ => {
                 let all: Vec<TaskId> = (0..ids()).map(task_id).collect();
                 for (n, got) in store.get_all(&all).into_iter().enumerate() {
                     if let Ok(Some(t)) = got {
-                        record(n, Call::Read, inv, Ret::Task(Some(view(&t))));
+                        record(n, Call::Get, start, Ret::Task(Some(t)));
                     }
                 }
             }
@@ -569,17 +432,23 @@ fn work(store: &PgStore, token: &str, at: &str, seed: u64, ops: usize, log: &Mut
 fn pass(
     results: Result<taskstore::Claimed, Error>,
     call: Call,
-    inv: (u128, u128),
-    record: &mut impl FnMut(usize, Call, (u128, u128), Ret),
+    start: Stamp,
+    record: &impl Fn(usize, Call, Stamp, Ret),
 ) {
-    let (tasks, missed) = match results {
-        Ok(p) => (p.tasks, p.missed),
+    let (tasks, missed): (_, Vec<(TaskId, Ret)>) = match results {
+        Ok(p) => (
+            p.tasks,
+            p.missed
+                .into_iter()
+                .map(|m| (m.id, failure(m.error)))
+                .collect(),
+        ),
         Err(e) => {
             // The pass failed as a whole: it fails so only when it cannot
             // read the tasks it would write (src/rules/maintenance.rs), so
             // it must have changed nothing.
             for n in 0..ids() {
-                record(n, call.clone(), inv, Ret::Nothing(e.to_string()));
+                record(n, call.clone(), start, Ret::Nothing(e.to_string()));
             }
             return;
         }
@@ -587,16 +456,16 @@ fn pass(
     for n in 0..ids() {
         let id = task_id(n);
         let ret = if let Some(t) = tasks.iter().find(|t| t.id == id) {
-            Ret::Task(Some(view(t)))
-        } else if let Some(m) = missed.iter().find(|m| m.id == id) {
-            match failure(&m.error) {
+            Ret::Applied(t.clone())
+        } else if let Some((_, ret)) = missed.iter().find(|(m, _)| *m == id) {
+            match ret.clone() {
                 Ret::Nothing(s) => Ret::Nothing(s),
                 other => Ret::Unknown(format!("{other:?}")),
             }
         } else {
             Ret::Untouched
         };
-        record(n, call.clone(), inv, ret);
+        record(n, call.clone(), start, ret);
     }
 }
 
@@ -610,7 +479,7 @@ fn run_here(
     threads: usize,
     seed: u64,
 ) -> Vec<Op> {
-    let stores: Vec<(PgStore, String)> = (0..handles)
+    let stores: Vec<(PgStore, String, String)> = (0..handles)
         .map(|h| {
             let instance = format!("{name}-h{h}");
             // The first handle's threads share one connection, and wait
@@ -621,486 +490,27 @@ fn run_here(
                 open(conninfo, schema, &instance)
             };
             let token = token_of(&store, &instance);
-            (store, token)
+            (store, instance, token)
         })
         .collect();
     let log = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (store, token) = &stores[t % handles];
+            let (store, instance, token) = &stores[t % handles];
             let log = &log;
-            let at = format!("{name}/t{t}");
+            let thread = format!("{name}/t{t}");
             s.spawn(move || {
-                work(
-                    store,
+                let who = Who {
+                    instance,
                     token,
-                    &at,
-                    seed ^ (t as u64 + 1).wrapping_mul(7919),
-                    ops_per_thread(),
-                    log,
-                )
+                    thread: &thread,
+                };
+                let seed = seed ^ (t as u64 + 1).wrapping_mul(7919);
+                work(store, &who, seed, ops_per_thread(), log)
             });
         }
     });
     log.into_inner().unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// The model of one task, and the search.
-
-/// One task as the model holds it: the task, if any, and when it expires
-/// (the earliest and latest instant it may, in Unix nanoseconds: a create
-/// of unknown outcome read its clock somewhere within its call).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct State {
-    task: Option<View>,
-    expires: Option<(u128, u128)>,
-}
-
-const NO_TASK: State = State {
-    task: None,
-    expires: None,
-};
-
-fn terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
-}
-
-fn claimable(v: &View) -> bool {
-    !terminal(&v.status) && v.owner.is_none() && v.attempts.is_some_and(|a| a < MAX_ATTEMPTS)
-}
-
-fn reapable(v: &View) -> bool {
-    // Released (no owner's open holds it): an orphan at once. A resumable
-    // one with attempts left waits for a claim for the claim grace (the
-    // lease, longer than the run).
-    !terminal(&v.status) && v.owner.is_none() && v.attempts.is_none_or(|a| a >= MAX_ATTEMPTS)
-}
-
-/// The states `op` may leave from `state`, its result agreeing (none if it
-/// cannot be linearized there). An operation of unknown outcome may have
-/// any result. `undone`: the handles' failed creates and claims (a task of
-/// one of them is no caller's to renew or release: `NotFound`).
-fn step(state: &State, op: &Op, undone: &HashSet<(String, u64)>) -> Vec<State> {
-    let unknown = matches!(op.ret, Ret::Unknown(_));
-    // Whether the task had expired by the clock the call read (within its
-    // call; any time after its invocation for one of unknown outcome).
-    let until = if matches!(op.call, Call::Undo { .. }) {
-        u128::MAX
-    } else {
-        op.resp_wall
-    };
-    let mut judged = Vec::new();
-    match (&state.task, state.expires) {
-        (Some(_), Some((lo, hi))) => {
-            if until >= lo {
-                judged.push(true);
-            }
-            if op.inv_wall < hi {
-                judged.push(false);
-            }
-        }
-        _ => judged.push(false),
-    }
-    let mut out = Vec::new();
-    if unknown && !matches!(op.call, Call::Undo { .. }) {
-        // Not applied at all.
-        out.push(state.clone());
-    }
-    for expired in judged {
-        let next = if expired {
-            step_expired(state, op, undone)
-        } else {
-            step_live(state, op, undone)
-        };
-        for n in next {
-            if !out.contains(&n) {
-                out.push(n);
-            }
-        }
-    }
-    out
-}
-
-/// [`step`] on a task the call finds expired: gone for it, and deleted
-/// (best effort) by it.
-fn step_expired(state: &State, op: &Op, undone: &HashSet<(String, u64)>) -> Vec<State> {
-    let unknown = matches!(op.ret, Ret::Unknown(_));
-    let agrees = |expected: Ret| unknown || same(&expected, &op.ret);
-    let gone_or_kept = vec![NO_TASK, state.clone()];
-    match &op.call {
-        Call::Create { .. } => step_live(&NO_TASK, op, undone),
-        Call::Get if agrees(Ret::Task(None)) => gone_or_kept,
-        Call::Unlisted { .. } | Call::Sweep | Call::RenewAll => gone_or_kept,
-        Call::Update { .. } | Call::Finish { .. } | Call::Renew | Call::Release { .. }
-            if agrees(Ret::NotFound) =>
-        {
-            gone_or_kept
-        }
-        Call::Delete if agrees(Ret::Deleted(false)) => vec![NO_TASK],
-        Call::Claim | Call::Reap if agrees(Ret::Untouched) => gone_or_kept,
-        Call::Undo { .. } => step_live(state, op, undone),
-        _ => vec![],
-    }
-}
-
-/// [`step`] on a task the call finds live (or none).
-fn step_live(state: &State, op: &Op, undone: &HashSet<(String, u64)>) -> Vec<State> {
-    let unknown = matches!(op.ret, Ret::Unknown(_));
-    let s = &state.task;
-    let me = &op.handle;
-    // The next task, if `ret` agrees with `expected`.
-    let check = |expected: Ret, next: Option<View>| -> Vec<State> {
-        if unknown || same(&expected, &op.ret) {
-            let expires = if next.is_some() { state.expires } else { None };
-            vec![State {
-                task: next,
-                expires,
-            }]
-        } else {
-            vec![]
-        }
-    };
-    match (&op.call, s) {
-        (
-            Call::Create {
-                inc,
-                resumable,
-                ttl_ms,
-            },
-            None,
-        ) => {
-            let v = View {
-                inc: *inc,
-                rev: 1,
-                status: "working".into(),
-                epoch: 1,
-                owner: Some(me.clone()),
-                attempts: resumable.then_some(1),
-            };
-            let expires = ttl_ms.map(|ms| {
-                let ttl = u128::from(ms) * 1_000_000;
-                match op.created {
-                    Some(at) => (at + ttl, at + ttl),
-                    None => (op.inv_wall + ttl, op.resp_wall + ttl),
-                }
-            });
-            if unknown || same(&Ret::Task(Some(v.clone())), &op.ret) {
-                vec![State {
-                    task: Some(v),
-                    expires,
-                }]
-            } else {
-                vec![]
-            }
-        }
-        (Call::Create { .. }, Some(v)) => check(Ret::Exists, Some(v.clone())),
-        (Call::Undo { inc }, _) => match s {
-            Some(v) if v.inc == *inc && v.rev == 1 => vec![NO_TASK],
-            _ => vec![state.clone()],
-        },
-        (Call::Sweep, _) => vec![state.clone()],
-        (Call::RenewAll, _) => match s {
-            Some(v) if !terminal(&v.status) && v.owner.as_ref() == Some(me) => {
-                let mut next = v.clone();
-                next.rev += 1;
-                vec![
-                    state.clone(),
-                    State {
-                        task: Some(next),
-                        expires: state.expires,
-                    },
-                ]
-            }
-            _ => vec![state.clone()],
-        },
-        (Call::Unlisted { active }, _) => match s {
-            None => vec![state.clone()],
-            Some(v) if *active && terminal(&v.status) => vec![state.clone()],
-            Some(_) => vec![],
-        },
-        (Call::Get | Call::Read, _) => {
-            if matches!(op.call, Call::Read) || !unknown {
-                check(Ret::Task(s.clone()), s.clone())
-            } else {
-                vec![state.clone()]
-            }
-        }
-        (Call::Update { .. } | Call::Finish { .. }, None) => check(Ret::NotFound, None),
-        (
-            Call::Update {
-                status, fence, rev, ..
-            },
-            Some(v),
-        ) => {
-            if terminal(&v.status) {
-                return check(Ret::Terminal(v.clone()), s.clone());
-            }
-            if fence.is_some_and(|e| e != v.epoch || v.owner.as_ref() != Some(me)) {
-                return check(Ret::Fenced(v.clone()), s.clone());
-            }
-            if rev.is_some_and(|r| r != v.rev) {
-                return check(Ret::Changed(v.clone()), s.clone());
-            }
-            let mut next = v.clone();
-            next.rev += 1;
-            if let Some(st) = status {
-                next.status = st.clone();
-            }
-            check(Ret::Applied(next.clone()), Some(next))
-        }
-        (Call::Finish { status, fence }, Some(v)) => {
-            if terminal(&v.status) {
-                return check(Ret::Terminal(v.clone()), s.clone());
-            }
-            if fence.is_some_and(|e| e != v.epoch || v.owner.as_ref() != Some(me)) {
-                return check(Ret::Fenced(v.clone()), s.clone());
-            }
-            let mut next = v.clone();
-            next.rev += 1;
-            next.status = status.clone();
-            next.attempts = None;
-            check(Ret::Applied(next.clone()), Some(next))
-        }
-        (Call::Delete, None) => check(Ret::Deleted(false), None),
-        (Call::Delete, Some(_)) => check(Ret::Deleted(true), None),
-        (Call::Renew | Call::Release { .. }, None) => check(Ret::NotFound, None),
-        (Call::Renew | Call::Release { .. }, Some(v)) => {
-            if terminal(&v.status) {
-                return check(Ret::Terminal(v.clone()), s.clone());
-            }
-            if let Call::Release { epoch } = op.call
-                && epoch != v.epoch
-            {
-                return check(Ret::Fenced(v.clone()), s.clone());
-            }
-            let mut out = Vec::new();
-            if v.owner.as_ref() == Some(me)
-                && (undone.contains(&(me.clone(), v.inc))
-                    || undone.contains(&(me.clone(), op.id as u64 | CLAIMED)))
-            {
-                out.extend(check(Ret::NotFound, s.clone()));
-            }
-            if v.owner.as_ref() != Some(me) {
-                out.extend(check(Ret::NotOwner, s.clone()));
-                return out;
-            }
-            let mut next = v.clone();
-            next.rev += 1;
-            if matches!(op.call, Call::Release { .. }) {
-                next.owner = None;
-            }
-            out.extend(check(Ret::Applied(next.clone()), Some(next)));
-            out
-        }
-        (Call::Claim, _) => match s {
-            Some(v) if claimable(v) => {
-                let mut next = v.clone();
-                next.rev += 1;
-                next.epoch += 1;
-                next.owner = Some(me.clone());
-                next.attempts = v.attempts.map(|a| a + 1);
-                check(Ret::Task(Some(next.clone())), Some(next))
-            }
-            _ => check(Ret::Untouched, s.clone()),
-        },
-        (Call::Reap, _) => match s {
-            Some(v) if reapable(v) => {
-                let mut next = v.clone();
-                next.rev += 1;
-                next.status = "failed".into();
-                next.attempts = None;
-                check(Ret::Task(Some(next.clone())), Some(next))
-            }
-            _ => check(Ret::Untouched, s.clone()),
-        },
-    }
-}
-
-/// Whether the search takes `op` in: not an error that changed nothing,
-/// nor a read that failed.
-fn kept(op: &Op) -> bool {
-    match op.ret {
-        Ret::Nothing(_) => false,
-        Ret::Unknown(_) => !matches!(op.call, Call::Get | Call::Read | Call::Unlisted { .. }),
-        _ => true,
-    }
-}
-
-fn same(a: &Ret, b: &Ret) -> bool {
-    serde_json::to_value(a).unwrap() == serde_json::to_value(b).unwrap()
-}
-
-/// Whether the operations on one task are linearizable from no task; on
-/// failure, the longest linearizable prefix found.
-fn linearizable(ops: &[Op], undone: &HashSet<(String, u64)>) -> Result<(), Vec<usize>> {
-    // Errors that promise nothing changed are left out: had they changed
-    // something, nothing else explains it.
-    // So are reads that failed: they change nothing (but expired tasks,
-    // which are gone for every reader anyway).
-    let ops: Vec<&Op> = ops.iter().filter(|o| kept(o)).collect();
-    let words = ops.len().div_ceil(64).max(1);
-    // Every operation takes effect within its call, or not at all (an
-    // operation of unknown outcome may be linearized as one that did
-    // nothing), but the removal of a failed create's task, which a renewal
-    // pass of its handle may make at any later time: it alone may be left
-    // out, or come after its call.
-    let required = ops
-        .iter()
-        .filter(|o| !matches!(o.call, Call::Undo { .. }))
-        .count();
-    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut best: Vec<usize> = Vec::new();
-    let mut path = Vec::new();
-    let mut done = vec![0u64; words];
-    let mut budget: u64 = 5_000_000;
-    #[allow(clippy::too_many_arguments)]
-    fn search(
-        ops: &[&Op],
-        optional: &[bool],
-        required: usize,
-        linearized: usize,
-        state: &State,
-        done: &mut Vec<u64>,
-        seen: &mut HashSet<(Vec<u64>, State)>,
-        path: &mut Vec<usize>,
-        best: &mut Vec<usize>,
-        undone: &HashSet<(String, u64)>,
-        budget: &mut u64,
-    ) -> bool {
-        if linearized == required {
-            return true;
-        }
-        if *budget == 0 {
-            // Undecided: taken as linearizable (said), never a failure.
-            return true;
-        }
-        *budget -= 1;
-        if !seen.insert((done.clone(), state.clone())) {
-            return false;
-        }
-        if path.len() > best.len() {
-            *best = path.clone();
-        }
-        let is_done = |done: &Vec<u64>, i: usize| done[i / 64] & (1 << (i % 64)) != 0;
-        // The earliest response among required operations not linearized:
-        // only operations invoked before it may go next.
-        let horizon = (0..ops.len())
-            .filter(|&i| !optional[i] && !is_done(done, i))
-            .map(|i| ops[i].resp)
-            .min()
-            .unwrap_or(u128::MAX);
-        for i in 0..ops.len() {
-            if is_done(done, i) || ops[i].inv > horizon {
-                continue;
-            }
-            for next in step(state, ops[i], undone) {
-                done[i / 64] |= 1 << (i % 64);
-                path.push(i);
-                let l = linearized + usize::from(!optional[i]);
-                if search(
-                    ops, optional, required, l, &next, done, seen, path, best, undone, budget,
-                ) {
-                    return true;
-                }
-                path.pop();
-                done[i / 64] &= !(1 << (i % 64));
-            }
-        }
-        false
-    }
-    let mut sorted = ops.clone();
-    sorted.sort_by_key(|o| o.inv);
-    let optional: Vec<bool> = sorted
-        .iter()
-        .map(|o| matches!(o.call, Call::Undo { .. }))
-        .collect();
-    let found = search(
-        &sorted,
-        &optional,
-        required,
-        0,
-        &NO_TASK,
-        &mut done,
-        &mut seen,
-        &mut path,
-        &mut best,
-        undone,
-        &mut budget,
-    );
-    if budget == 0 {
-        eprintln!(
-            "a task's history of {} operations was too large to decide",
-            ops.len()
-        );
-    }
-    if found { Ok(()) } else { Err(best) }
-}
-
-/// Checks every task's history; panics with the first that is not
-/// linearizable, its operations and the seed.
-fn check(ops: &[Op], seed: u64) -> usize {
-    let undone: HashSet<(String, u64)> = ops
-        .iter()
-        .filter_map(|o| match (&o.call, &o.ret) {
-            (Call::Create { inc, .. }, Ret::Unknown(_)) => Some((o.handle.clone(), *inc)),
-            // A failed claim's task is no caller's either, whatever it is.
-            (Call::Claim, Ret::Unknown(_)) => Some((o.handle.clone(), o.id as u64 | CLAIMED)),
-            _ => None,
-        })
-        .collect();
-    let mut by_id: HashMap<usize, Vec<Op>> = HashMap::new();
-    for op in ops {
-        by_id.entry(op.id).or_default().push(op.clone());
-        if let (Call::Create { inc, .. }, Ret::Unknown(_)) = (&op.call, &op.ret) {
-            let mut undo = op.clone();
-            undo.call = Call::Undo { inc: *inc };
-            by_id.entry(op.id).or_default().push(undo);
-        }
-    }
-    let mut checked = 0;
-    for n in 0..ids() {
-        let mut history = by_id.remove(&n).unwrap_or_default();
-        history.sort_by_key(|o| o.inv);
-        checked += history.len();
-        if let Err(best) = linearizable(&history, &undone) {
-            let kept: Vec<&Op> = {
-                let mut k: Vec<&Op> = history.iter().filter(|o| kept(o)).collect();
-                k.sort_by_key(|o| o.inv);
-                k
-            };
-            let t0 = history.first().map_or(0, |o| o.inv);
-            let placed: Vec<*const Op> = best.iter().map(|&i| kept[i] as *const Op).collect();
-            let mut lines = String::new();
-            for o in &history {
-                // `*`: in the longest linearizable prefix found.
-                let mark = if placed.contains(&(o as *const Op)) {
-                    '*'
-                } else {
-                    ' '
-                };
-                lines.push_str(&format!(
-                    "{mark} [{:>9.3} .. {:>9.3} ms] {} {:?} -> {:?}\n",
-                    (o.inv - t0) as f64 / 1e6,
-                    (o.resp - t0) as f64 / 1e6,
-                    o.at,
-                    o.call,
-                    o.ret
-                ));
-            }
-            let prefix: Vec<String> = best
-                .iter()
-                .map(|&i| format!("{} {:?} -> {:?}", kept[i].at, kept[i].call, kept[i].ret))
-                .collect();
-            panic!(
-                "task lin-{n} is not linearizable (seed {seed}); its {} operations:\n{lines}\
-                 the longest linearizable prefix found:\n  {}",
-                history.len(),
-                prefix.join("\n  ")
-            );
-        }
-    }
-    checked
 }
 
 // ---------------------------------------------------------------------------
@@ -1166,7 +576,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     if let Ok(path) = std::env::var("TASKSTORE_LIN_CHECK") {
         // Checks a history dumped by an earlier run (`TASKSTORE_LIN_DUMP`).
         let ops: Vec<Op> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        check(&ops, 0);
+        lin::check(&ops, &PARAMS, "a dumped history");
         return;
     }
     let Some(cluster) = pg_cluster::shared() else {
@@ -1175,7 +585,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     let seed = std::env::var("TASKSTORE_LIN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| Rng::new(nanos() as u64 ^ u64::from(std::process::id())).next() >> 1);
+        .unwrap_or_else(|| Rng::new(Stamp::now().wall ^ u64::from(std::process::id())).next() >> 1);
     eprintln!("{test}: TASKSTORE_LIN_SEED={seed} replays its operations' choices");
     let kills = std::env::var("TASKSTORE_LIN_KILLS").map_or(true, |v| v != "0");
     let cuts = std::env::var("TASKSTORE_LIN_CUTS").map_or(true, |v| v != "0");
@@ -1234,7 +644,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     if let Ok(path) = std::env::var("TASKSTORE_LIN_DUMP") {
         std::fs::write(path, serde_json::to_vec(&ops).unwrap()).unwrap();
     }
-    let checked = check(&ops, seed);
+    let checked = lin::check(&ops, &PARAMS, &format!("seed {seed}"));
     // The active-task counter counts the active rows, whatever was lost.
     let (counter, active) = pg_cluster::counter_and_active(&mut cluster.client(), &schema);
     assert_eq!(
