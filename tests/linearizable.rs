@@ -17,8 +17,8 @@
 //! Passes over many tasks are checked per task: a listing's answer for each
 //! id (listed as this version, or left out by its filter or because it is
 //! missing) must hold at some point within the listing; a claim's or a
-//! reap's task is a write at some point within its pass. A pass leaving a
-//! task out is not checked (it may have judged it before it changed).
+//! reap's task is a write at some point within its pass, and a task it
+//! left alone was not to be claimed (or reaped) at some point within it.
 //! A task's expiry (TTLs of a few to a few hundred milliseconds) and its
 //! lease's lapse (rounds with leases of a few hundred milliseconds) are
 //! judged by the wall clock the stores read.

@@ -223,6 +223,15 @@ pub(crate) fn run_calls(
                 match pass {
                     Ok(pass) => {
                         let lapsed = lasted(start, end, knobs);
+                        // A task the pass left alone: not claimable (or
+                        // reapable) at some point within it.
+                        for k in (0..keys()).filter(|&k| {
+                            !pass.tasks.iter().any(|t| t.id == key(k))
+                                && !pass.missed.iter().any(|m| m.id == key(k))
+                        }) {
+                            let call = if claim { Call::Claimed } else { Call::Reaped };
+                            record(k, call, Ret::Untouched, start, end);
+                        }
                         for t in pass.tasks {
                             if let Some(k) = (0..keys()).find(|&k| key(k) == t.id) {
                                 let call = match (claim, lapsed) {
