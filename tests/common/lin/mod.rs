@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use taskstore::{Error, ListQuery, Outcome, Task, TaskId, TaskStatus, Transition};
+use taskstore::{Error, ListQuery, Outcome, Task, TaskStatus, Transition};
 
 pub use model::{Compare, Params};
 
@@ -472,9 +472,4 @@ fn short(ret: &Ret) -> String {
         Ret::Changed(x) => format!("Changed({})", t(x)),
         other => format!("{other:?}"),
     }
-}
-
-/// The id `n` by `params`' naming (a helper for the workloads).
-pub fn name(params: &Params, n: usize) -> TaskId {
-    (params.id)(n)
 }

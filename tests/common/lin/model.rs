@@ -139,8 +139,8 @@ impl search::Model for Model<'_> {
     fn steps(&self, state: &State, i: usize, floor: u64) -> Vec<(State, u64)> {
         let op = &self.history[i];
         let mut out = Vec::new();
-        if matches!(op.ret, Ret::Unknown(_)) {
-            // Not applied at all.
+        if matches!(op.ret, Ret::Unknown(_)) && !matches!(op.call, Call::Undo { .. }) {
+            // Not applied at all (an undo not made is left out instead).
             out.push((state.clone(), floor));
         }
         let earliest = floor.max(op.start.mono);
