@@ -1529,3 +1529,73 @@ fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
     assert_eq!(reaped.tasks.len(), 2);
     assert_eq!(went_on(&again), 0, "waited again: {:?}", again.warnings());
 }
+
+/// A scan of the active tasks (a listing's, a reap's) that reads a running
+/// task's file again (one whose bytes its handle's snapshot has no room
+/// for: past its byte budget, among more tasks than it keeps decoded) just
+/// as another handle finishes the task, its terminal version in `active/`
+/// between the move's rename and its link into `done/`, returns no
+/// finished task: the version read is judged by the scan's filter, as
+/// every other task it returns (`Backend::scan`: "a batch of stored tasks
+/// that match"). It was checked by its creation time alone, and returned
+/// `completed` among the active tasks; the rules' listing filters the
+/// backend's batch again, so a host never saw it, but a pass over the
+/// batch met a task it did not ask for.
+#[test]
+fn a_scan_of_active_tasks_that_reads_a_task_mid_move_returns_no_finished_task() {
+    use taskstore::backend::{Backend, Scan, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let open = |faults: &FaultInjector| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .max_payload_bytes(40 << 20)
+            .fault_injector(faults.clone())
+            .open()
+            .unwrap()
+    };
+    let (reads, moves) = (FaultInjector::new(), FaultInjector::new());
+    let (reader, writer) = (open(&reads), open(&moves));
+    common::fill_the_snapshot_budget(&writer, dir.path(), || {});
+    // The reader's snapshot keeps the two large files, and no byte of the
+    // tasks made after them.
+    assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 2);
+    let made: Vec<TaskId> = (0..65)
+        .map(|_| writer.create(NewTask::new()).unwrap().id)
+        .collect();
+    assert_eq!(reader.list(&ListQuery::active()).unwrap().tasks.len(), 67);
+    let target = made.last().unwrap().clone();
+    let file = |area: &str| dir.path().join(area).join(format!("{target}.json"));
+
+    let read = reads.pause_at(FsOp::Open, file("active"));
+    let linked = moves.pause_at(FsOp::Link, file("done"));
+    std::thread::scope(|s| {
+        let listing = s.spawn(|| {
+            reader
+                .backend()
+                .scan(&Scan::new(Scope::Active, 100))
+                .unwrap()
+        });
+        assert!(
+            read.wait_reached(|| !listing.is_finished()),
+            "the page reads the task's file"
+        );
+        let finishing = s.spawn(|| writer.complete(&target, json!(1)).unwrap());
+        assert!(
+            linked.wait_reached(|| !finishing.is_finished()),
+            "the move links the terminal version into done/"
+        );
+        read.resume();
+        let page = listing.join().unwrap();
+        linked.resume();
+        assert!(finishing.join().unwrap().is_applied());
+        let finished: Vec<&Task> = page.tasks.iter().filter(|t| t.is_terminal()).collect();
+        assert!(
+            finished.is_empty(),
+            "finished tasks listed as active: {finished:?}"
+        );
+    });
+    let all = reader.list(&ListQuery::active()).unwrap();
+    assert_eq!(all.tasks.len(), 66);
+    assert!(all.tasks.iter().all(|t| t.status == TaskStatus::Working));
+}

@@ -225,9 +225,15 @@ impl FileBackend {
                             // Read now: a task deleted and made again under
                             // its id since is another task, in another place
                             // of the order (the next refresh puts it there),
-                            // not this slot's.
+                            // not this slot's; a version the scan does not
+                            // ask for (finished since, its terminal version
+                            // in `active/` mid-move) is left to the next
+                            // refresh too, as a task gone since.
                             None => self.read(Area::Active, &id).map(|task| {
-                                task.filter(|t| Moment::from(t.created_at) == slot.created_at())
+                                task.filter(|t| {
+                                    Moment::from(t.created_at) == slot.created_at()
+                                        && scan.matches(t)
+                                })
                             }),
                         };
                         // Shaped as decoded, so that the page never holds
