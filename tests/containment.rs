@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 use taskstore::backend::UnreadableAction;
 use taskstore::{
-    Error, EventLog, FileCheck, FileStore, ListQuery, ManualClock, NewTask, TaskEventKind, TaskId,
-    TaskStatus, TaskStore,
+    Error, EventLog, FileCheck, FileStore, ListQuery, ManualClock, NewTask, Task, TaskEventKind,
+    TaskId, TaskStatus, TaskStore,
 };
 use time::OffsetDateTime;
 
@@ -316,6 +316,26 @@ fn a_read_only_store_whose_directory_grew_and_emptied_still_opens() {
     assert!(root.join("active.compact").exists(), "nothing was written");
 }
 
+/// A store at `<dir>/store`, on a tmpfs mounted at `dir`, with two tasks:
+/// the first finished, its running copy put back in `active/` beside the
+/// terminal one (what a power loss in the middle of its move leaves), then
+/// the mount made read-only, so that no `open` can resolve the two. The
+/// mount, the store, the finished task and the other (running); `None`
+/// where the test cannot mount (said why).
+fn read_only_with_two_copies(dir: &Path) -> Option<(Mounted<'_>, PathBuf, Task, Task)> {
+    let mount = Mounted::mount_or_skip(dir, false)?;
+    let root = dir.join("store");
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let other = store.create(NewTask::new()).unwrap();
+    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
+    let done = store.complete(&task.id, json!(1)).unwrap().into_task();
+    drop(store);
+    fs::write(task_path(&root, "active", &task.id), running).unwrap();
+    mount.read_only();
+    Some((mount, root, done, other))
+}
+
 /// A power loss left a finished task's running copy in `active/` beside its
 /// terminal one, and the store is read-only, so `open` cannot resolve the
 /// two: every read answers with the terminal version. `get` does, even
@@ -326,22 +346,12 @@ fn a_read_only_store_whose_directory_grew_and_emptied_still_opens() {
 #[test]
 fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+    let Some((_mount, root, done, other)) = read_only_with_two_copies(dir.path()) else {
         return;
     };
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root).unwrap();
-    let task = store.create(NewTask::new()).unwrap();
-    let other = store.create(NewTask::new()).unwrap();
-    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
-    let done = store.complete(&task.id, json!(1)).unwrap().into_task();
-    drop(store);
-    fs::write(task_path(&root, "active", &task.id), running).unwrap();
-    mount.read_only();
-
     let store = FileStore::open(&root).expect("a read-only store opens");
     assert!(
-        task_path(&root, "active", &task.id).exists(),
+        task_path(&root, "active", &done.id).exists(),
         "unresolved: the store cannot be written"
     );
     for _ in 0..3 {
@@ -358,7 +368,7 @@ fn a_read_only_store_with_two_copies_still_gets_the_terminal_one() {
             .list(&ListQuery::all().status(TaskStatus::Working))
             .unwrap();
         assert_eq!(working.tasks, vec![other.clone()]);
-        assert_eq!(store.get(&task.id).unwrap(), Some(done.clone()));
+        assert_eq!(store.get(&done.id).unwrap(), Some(done.clone()));
         assert_eq!(store.get(&other.id).unwrap(), Some(other.clone()));
     }
 }
@@ -377,18 +387,9 @@ fn a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_
         return two_copies_out_of_descriptors(Path::new(&args[0]), &args[1], &args[2]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+    let Some((_mount, root, task, other)) = read_only_with_two_copies(dir.path()) else {
         return;
     };
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root).unwrap();
-    let task = store.create(NewTask::new()).unwrap();
-    let other = store.create(NewTask::new()).unwrap();
-    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
-    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
-    drop(store);
-    fs::write(task_path(&root, "active", &task.id), running).unwrap();
-    mount.read_only();
 
     let logs = tempfile::tempdir().unwrap();
     let test = "a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_file";
@@ -410,18 +411,9 @@ fn a_read_only_store_with_two_copies_listed_out_of_descriptors_fails_naming_the_
 fn a_read_only_store_with_two_copies_reports_the_copy_that_failed() {
     use taskstore::{Fault, FaultInjector, FsOp};
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mounted::mount_or_skip(dir.path(), false) else {
+    let Some((_mount, root, task, other)) = read_only_with_two_copies(dir.path()) else {
         return;
     };
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root).unwrap();
-    let task = store.create(NewTask::new()).unwrap();
-    let other = store.create(NewTask::new()).unwrap();
-    let running = fs::read(task_path(&root, "active", &task.id)).unwrap();
-    assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
-    drop(store);
-    fs::write(task_path(&root, "active", &task.id), running).unwrap();
-    mount.read_only();
 
     let faults = FaultInjector::new();
     let store = FileStore::builder(&root)

@@ -857,6 +857,35 @@ async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothin
     );
 }
 
+/// A wrapped store on a memory backend.
+type OnMemory = Wrapped<crate::Store<Arc<crate::MemoryBackend>>>;
+
+/// A manager on instance `name` of `backend` (polling, no renewals or
+/// reaps of its own for an hour) whose clock, set with `owners`' at first,
+/// was stepped forward three leases, read (its time stays there), and set
+/// right; and that clock.
+fn past_a_step_set_right(
+    backend: &Arc<crate::MemoryBackend>,
+    owners: &ManualClock,
+    name: &str,
+) -> (DurableTaskManager<OnMemory>, Arc<ManualClock>) {
+    let ours = Arc::new(ManualClock::new(owners.now()));
+    let store = Wrapped::new(on_memory(backend, &ours, name), true);
+    ours.advance(LEASE * 3);
+    let ahead = store.now();
+    ours.set(owners.now());
+    assert!(store.lease_now() < ahead, "the step read");
+    let hour = Duration::from_secs(3_600);
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        ManagerOptions::new()
+            .watch_interval(Duration::from_millis(10))
+            .renew_interval(hour)
+            .reap_interval(hour),
+    );
+    (m, ours)
+}
+
 /// Polling another owner's live task on an instance whose clock was
 /// stepped forward and set right asks for no reap: the task's lease is
 /// judged by what the clock reads ([`TaskStore::lease_now`]), as a reap
@@ -871,21 +900,9 @@ async fn polling_a_live_task_after_a_clock_set_right_asks_for_no_reap() {
     let task = on_memory(&backend, &owners, "owner")
         .create(crate::NewTask::new())
         .unwrap();
-    let ours = Arc::new(ManualClock::new(owners.now()));
-    let store = Wrapped::new(on_memory(&backend, &ours, "other"), true);
-    // Stepped forward past the owner's lease, read, and set right.
-    ours.advance(LEASE * 3);
-    assert!(task.is_orphan_at(store.now()));
-    ours.set(owners.now());
-    assert!(!task.is_orphan_at(store.lease_now()));
-    let hour = Duration::from_secs(3_600);
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        ManagerOptions::new()
-            .watch_interval(Duration::from_millis(10))
-            .renew_interval(hour)
-            .reap_interval(hour),
-    );
+    let (m, _ours) = past_a_step_set_right(&backend, &owners, "other");
+    assert!(task.is_orphan_at(m.store().now()));
+    assert!(!task.is_orphan_at(m.store().lease_now()));
     for _ in 0..5 {
         let read = m.get_task(task.id.as_str()).await.unwrap();
         assert_eq!(read.task.status, TaskStatus::Working);
@@ -911,20 +928,8 @@ async fn polling_an_orphan_after_a_clock_set_right_wakes_a_claim() {
     let task = on_memory(&backend, &owners, "dead")
         .create(crate::NewTask::new().resumable("job", json!({})))
         .unwrap();
-    let ours = Arc::new(ManualClock::new(owners.now()));
-    let store = Wrapped::new(on_memory(&backend, &ours, "live"), true);
-    store.claims_nothing.store(true, Ordering::SeqCst);
-    ours.advance(LEASE * 3);
-    assert!(task.is_orphan_at(store.now()));
-    ours.set(owners.now());
-    let hour = Duration::from_secs(3_600);
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        ManagerOptions::new()
-            .watch_interval(Duration::from_millis(10))
-            .renew_interval(hour)
-            .reap_interval(hour),
-    );
+    let (m, ours) = past_a_step_set_right(&backend, &owners, "live");
+    m.store().claims_nothing.store(true, Ordering::SeqCst);
     m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
     // The registration's own claim is over, before the lease lapsed.
     eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > 0).then_some(()) }).await;
