@@ -8,7 +8,7 @@ mod mcp_client;
 
 use std::time::Duration;
 
-use mcp_client::{Launch, result_json, store_dir};
+use mcp_client::{Launch, result_json, store_dir, stored, stored_until};
 use rmcp::model::{
     CallToolResponse, CallToolResult, ClientRequest, CustomRequest, ErrorCode, TaskPayload,
     TaskStatus,
@@ -145,6 +145,89 @@ async fn two_instances_answer_for_each_other_and_cancel_crosses_them() {
         Some("cancel observed by instance A")
     );
     assert_eq!(from_a, from_b);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The thread-safe build of `libfaketime`, which moves a process's wall
+/// clock by what a file says (its monotonic clock runs on).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Two instances on one host, whose wall clock (one `libfaketime` file for
+/// both) is stepped back ten minutes while they run, for longer than a
+/// lease (five renewals of a task), then set right. The owner renewed
+/// throughout: neither its plain task nor its resumable one is reaped or
+/// claimed, by the peer's polls or its passes; both finish at the owner,
+/// at epoch 1. (A handle's time stands still while its clock reads behind
+/// it, and the leases renewed from it stood still too: lapsed in real
+/// time, and reaped or claimed by the first poll once the clock was set
+/// right.) Without `libfaketime` the test says it was skipped;
+/// `TASKSTORE_REQUIRE_FAKETIME=1` makes that a failure.
+#[tokio::test]
+async fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_task() {
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        assert!(
+            std::env::var("TASKSTORE_REQUIRE_FAKETIME").as_deref() != Ok("1"),
+            "TASKSTORE_REQUIRE_FAKETIME=1 but no {LIBFAKETIME}"
+        );
+        eprintln!("skipped: no {LIBFAKETIME} (apt-get install libfaketime)");
+        return;
+    }
+    let (root, dir) = store_dir();
+    let offset = root.path().join("faketime");
+    std::fs::write(&offset, "+0s").unwrap();
+    let launch = |name: &str| {
+        Launch::new(&dir, name)
+            .lease_ms(3_000)
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", offset.display())
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    };
+    let a = launch("A").start().await;
+    let b = launch("B").start().await;
+    // Long enough to outlast the step; both resumable by B.
+    let args =
+        |resumable| json!({"ms": 60_000, "step_ms": 100, "text": "t", "resumable": resumable});
+    let plain = a.call_as_task(args(false)).await.task.task_id;
+    let resumable = a.call_as_task(args(true)).await.task.task_id;
+    let revision = stored(&dir, &plain).unwrap()["revision"].as_u64().unwrap();
+    std::fs::write(&offset, "-600s").unwrap();
+    // Five renewals (a third of a lease apart, by the monotonic clock)
+    // while the clock is behind: more than a lease has passed.
+    stored_until(&dir, &plain, |t| {
+        t["revision"].as_u64() >= Some(revision + 5)
+    })
+    .await;
+    std::fs::write(&offset, "+0s").unwrap();
+    for _ in 0..20 {
+        for id in [&plain, &resumable] {
+            let task = b.get(id).await.expect("tasks/get");
+            assert_eq!(
+                task.status(),
+                TaskStatus::Working,
+                "live work reaped: {task:?}"
+            );
+        }
+    }
+    for id in [&plain, &resumable] {
+        // Cut short: the owner ends it (and so it finishes where it ran).
+        b.cancel(id).await.expect("tasks/cancel");
+        let done = b.settled(id).await;
+        assert_eq!(done.status(), TaskStatus::Cancelled, "{done:?}");
+        assert_eq!(
+            done.task.status_message.as_deref(),
+            Some("cancel observed by instance A")
+        );
+        let task = stored(&dir, id).unwrap();
+        // Epoch 1 is left out of the file (FORMAT.md).
+        assert_eq!(
+            (task["epoch"].as_u64().unwrap_or(1), task["owner"].as_str()),
+            (1, Some("A")),
+            "claimed"
+        );
+    }
+    assert!(!b.stderr().contains("resumed task"), "{}", b.stderr());
     a.stop().await;
     b.stop().await;
 }

@@ -289,6 +289,10 @@ where
             More(a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_lease),
         ),
         (
+            "a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease",
+            More(a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease),
+        ),
+        (
             "a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner",
             Two(a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner),
         ),

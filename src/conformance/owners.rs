@@ -526,6 +526,62 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
     }
 }
 
+/// A clock stepped back, then set right again before it caught up (a
+/// manual change undone): the owner's time stands still meanwhile (it
+/// never goes back), but the leases it renews run on by what the clock
+/// went on, so once the clock is set right no handle reaps or claims its
+/// live tasks; once their leases lapse by the clock, they are. (Renewed
+/// from its standing time, the leases stood still too: after more than a
+/// lease behind, live work was reaped and claimed at once.)
+pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
+    owner: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let start = setup.clock.now();
+    let plain = owner.create(NewTask::new()).unwrap();
+    let resumable = owner
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let peer = reopen("peer");
+    let behind = start - setup.lease * 20;
+    // Three leases go by with the clock behind, the owner renewing every
+    // third of one.
+    for third in 1..=9 {
+        setup.clock.set(behind + setup.lease * third / 3);
+        assert_eq!(owner.renew_leases().unwrap(), 2, "renewed");
+    }
+    assert_eq!(owner.now(), start, "the owner's time stood still");
+    let right = start + setup.lease * 3;
+    setup.clock.set(right);
+
+    let reaped = peer.reap().unwrap();
+    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
+    assert_eq!(peer.reap_task(&plain.id).unwrap(), None, "live work reaped");
+    let claimed = peer.claim(&["k"]).unwrap();
+    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
+    for task in [&plain, &resumable] {
+        let stored = owner.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.owner.as_deref()),
+            (TaskStatus::Working, Some(owner.instance_id())),
+            "{}",
+            task.id
+        );
+    }
+
+    // Their leases lapse by the clock, a lease after the last renewal:
+    // claimed and reaped as ever.
+    setup.clock.set(right + setup.lease);
+    let claimed = peer.claim(&["k"]).unwrap();
+    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(claimed, [&resumable.id]);
+    let reaped = peer.reap().unwrap();
+    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(reaped, [&plain.id]);
+}
+
 /// A clock stepped forward, then set right again (NTP, a manual change):
 /// a handle that read the step keeps its time (it never goes back), but
 /// judges other owners' leases by what the clock reads, so the live tasks

@@ -106,7 +106,7 @@ impl<B: Backend> Store<B> {
     /// Fails every running task whose lease lapsed by `at` (its clock's
     /// reading: [`Reading`]).
     pub(super) fn reap_at(&self, at: Reading) -> Result<Reaped> {
-        let Reading { now, clock } = at;
+        let Reading { now, clock, .. } = at;
         let batch = self.backend.scan(&lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let mut reaped = Reaped {
@@ -159,7 +159,7 @@ impl<B: Backend> Store<B> {
     pub(super) fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
         let grace = self.settings.claim_grace();
         let modified = self.backend.modify(id, &mut |current| {
-            let Reading { now, clock } = self.read_clock();
+            let Reading { now, clock, .. } = self.read_clock();
             if current.is_expired_at(now) || !lease::is_reapable(current, clock, grace) {
                 return Ok(Change::Keep);
             }
@@ -194,7 +194,11 @@ impl<B: Backend> Store<B> {
     /// Claims every resumable orphan of one of `kinds` at `at` (its lease
     /// judged by the clock's reading: [`Reading`]).
     pub(super) fn claim_at(&self, at: Reading, kinds: &[&str]) -> Result<Claimed> {
-        let Reading { now, clock } = at;
+        let Reading {
+            now,
+            clock,
+            lease_from,
+        } = at;
         let batch = self.backend.scan(&lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let mut claimed = Claimed {
@@ -215,7 +219,7 @@ impl<B: Backend> Store<B> {
             let taken = self
                 .settings
                 .lease
-                .take_over(&mut next, now)
+                .take_over(&mut next, lease_from)
                 .and_then(|()| self.settings.limits.record_own(next, &task));
             match taken {
                 Ok(next) => pairs.push((task, next)),
@@ -280,12 +284,16 @@ impl<B: Backend> Store<B> {
     fn claim_one(&self, id: &TaskId, kinds: &[&str]) -> Result<Option<Task>> {
         let mut tried = None;
         let modified = self.backend.modify(id, &mut |current| {
-            let Reading { now, clock } = self.read_clock();
+            let Reading {
+                now,
+                clock,
+                lease_from,
+            } = self.read_clock();
             if current.is_expired_at(now) || !lease::is_claimable(current, clock, kinds) {
                 return Ok(Change::Keep);
             }
             let mut next = current.clone();
-            self.settings.lease.take_over(&mut next, now)?;
+            self.settings.lease.take_over(&mut next, lease_from)?;
             let next = self.settings.limits.record_own(next, current)?;
             tried = Some(next.task().clone());
             Ok(Change::Replace(next))
@@ -335,7 +343,7 @@ impl<B: Backend> Store<B> {
             }
             // A task that cannot be renewed keeps no other from being
             // renewed: the pass reports it after the rest.
-            match self.renewed(&task, now) {
+            match self.renewed(&task) {
                 Ok(record) => pairs.push((task, record)),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -436,7 +444,7 @@ impl<B: Backend> Store<B> {
                 results[slot] = Some(self.renew_lease(id));
                 continue;
             }
-            match self.renewed(&current, now) {
+            match self.renewed(&current) {
                 Ok(record) => {
                     pairs.push((current, record));
                     slots.push(slot);

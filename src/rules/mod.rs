@@ -43,7 +43,7 @@ pub struct Store<B> {
     /// goes back, even if the clock does (whatever it reads: any time
     /// `OffsetDateTime` holds, past 2262 or before 1677 too, which Unix
     /// nanoseconds in an `i64` do not).
-    high_water: Mutex<Option<OffsetDateTime>>,
+    high_water: Mutex<Option<HighWater>>,
     /// Writes that failed and may stand all the same, of tasks this
     /// handle would own that no caller knows of: never renewed. A failed
     /// create's task is removed by the next renewal pass that can (see
@@ -132,11 +132,56 @@ impl<B> Store<B> {
             .high_water
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = match *high_water {
-            Some(before) if before > clock => before,
-            _ => *high_water.insert(clock),
+        let (now, lease_from) = match &mut *high_water {
+            Some(high) if high.at > clock => (high.at, high.carried(clock)),
+            _ => {
+                *high_water = Some(HighWater {
+                    at: clock,
+                    behind: None,
+                });
+                (clock, clock)
+            }
         };
-        Reading { now, clock }
+        Reading {
+            now,
+            clock,
+            lease_from,
+        }
+    }
+}
+
+/// The latest time a handle has read ([`Store::now`]), and, while its clock
+/// reads behind it, how far the clock has gone on since it first did.
+#[derive(Clone, Copy, Debug)]
+struct HighWater {
+    at: OffsetDateTime,
+    /// The clock's last reading behind `at`, and how far it has gone on
+    /// since it first read behind (its forward moves, added up).
+    behind: Option<(OffsetDateTime, time::Duration)>,
+}
+
+impl HighWater {
+    /// The time this handle's leases run from, the clock reading `clock`
+    /// behind `at`: `at` carried on by what the clock has gone on since it
+    /// first read behind. The handle's own time stands still until the
+    /// clock catches up (it never goes back); a lease renewed from it would
+    /// stand still too, and lapse in real time under a live owner, reaped
+    /// or claimed as soon as the clock is set right again.
+    fn carried(&mut self, clock: OffsetDateTime) -> OffsetDateTime {
+        let gone_on = match &mut self.behind {
+            Some((last, gone_on)) => {
+                if clock > *last {
+                    *gone_on = gone_on.saturating_add(clock - *last);
+                }
+                *last = clock;
+                *gone_on
+            }
+            None => {
+                self.behind = Some((clock, time::Duration::ZERO));
+                time::Duration::ZERO
+            }
+        };
+        self.at.saturating_add(gone_on)
     }
 }
 
@@ -155,6 +200,12 @@ struct Reading {
     /// judged by `now`, they would look lapsed, and live work would be
     /// reaped or claimed, for as long as the step.
     clock: OffsetDateTime,
+    /// What this handle's leases run from: `now`, but while the clock
+    /// reads behind `now` (stepped back), `now` carried on by what the
+    /// clock has gone on since ([`HighWater::carried`]), so that an owner
+    /// renewing while its clock is behind keeps its leases ahead of real
+    /// time, and a clock set right again finds them live.
+    lease_from: OffsetDateTime,
 }
 
 /// Why a write was not made.
@@ -202,7 +253,9 @@ impl<B: Backend> Store<B> {
         let mut kept = None;
         self.backend.refresh_clock();
         let modified = self.backend.modify(id, &mut |current| {
-            let now = self.now();
+            let Reading {
+                now, lease_from, ..
+            } = self.read_clock();
             if let Some(why) = unwritable(current, now, fence, Some(&self.settings.lease)) {
                 kept = Some(why);
                 return Ok(Change::Keep);
@@ -214,7 +267,7 @@ impl<B: Backend> Store<B> {
             let mut next = current.clone();
             change(&mut next, now)?;
             if renews || next.is_terminal() {
-                self.settings.lease.after_write(&mut next, now);
+                self.settings.lease.after_write(&mut next, lease_from);
             }
             Ok(Change::Replace(
                 self.settings.limits.record_over(next, current)?,
@@ -463,11 +516,13 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    /// `task` with its lease renewed by this handle at `now`, as stored
-    /// (the store's own write: `record_own`).
-    fn renewed(&self, task: &Task, now: OffsetDateTime) -> Result<Record> {
+    /// `task` with its lease renewed by this handle, as stored (the
+    /// store's own write: `record_own`).
+    fn renewed(&self, task: &Task) -> Result<Record> {
         let mut next = task.clone();
-        self.settings.lease.renew(&mut next, now)?;
+        self.settings
+            .lease
+            .renew(&mut next, self.read_clock().lease_from)?;
         self.settings.limits.record_own(next, task)
     }
 }
@@ -497,7 +552,9 @@ impl<B: Backend> TaskStore for Store<B> {
                          last instant a time can hold",
             });
         }
-        self.settings.lease.own(&mut task, now);
+        self.settings
+            .lease
+            .own(&mut task, self.read_clock().lease_from);
         let record: Record = self.settings.limits.record(task)?;
         let mut freed = false;
         loop {
@@ -660,7 +717,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
-        self.lease_write(id, None, |lease, task, at| lease.renew(task, at.now))
+        self.lease_write(id, None, |lease, task, at| lease.renew(task, at.lease_from))
     }
 
     fn release(&self, id: &TaskId, epoch: u64) -> Result<Transition> {

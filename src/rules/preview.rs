@@ -118,7 +118,7 @@ impl<B: Backend> Store<B> {
     ///
     /// Changes no task; reads active tasks only, as a reap does.
     pub fn orphans(&self) -> Result<Vec<Orphan>> {
-        let super::Reading { now, clock } = self.reading();
+        let super::Reading { now, clock, .. } = self.reading();
         let batch = self.backend.scan(&super::maintenance::lapsed(clock))?;
         self.notify_skipped(&batch.skipped);
         let grace = self.settings.claim_grace();
