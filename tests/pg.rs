@@ -4084,6 +4084,62 @@ fn a_host_that_measured_a_server_clock_step_reaps_no_live_task_once_it_is_set_ri
     assert_eq!(stored.status, TaskStatus::Working);
 }
 
+/// The database server's clock stepped back ten minutes, then set right
+/// again before it caught up, its owner renewing a task throughout, for
+/// two leases: a peer that measured the server set right reaps none of it.
+/// (The owner's time stood still while the server's clock read behind it,
+/// and so did the leases it renewed from it: the peer reaped the live task
+/// at its first reap.)
+#[test]
+fn a_task_renewed_while_the_server_clock_was_stepped_back_lives_once_it_is_set_right() {
+    let Some(cluster) = pg_cluster::private_faked() else {
+        return;
+    };
+    let schema = fresh_schema("server_back");
+    let lease = Duration::from_secs(2);
+    let local = Arc::new(JumpingClock::default());
+    let handle = |instance: &str| {
+        PgStore::builder(cluster.conninfo())
+            .schema(&schema)
+            .instance_id(instance)
+            .lease(lease)
+            .clock(local.clone())
+            .open()
+            .unwrap()
+    };
+    let owner = handle("owner");
+    let peer = handle("peer");
+    let running = owner.create(NewTask::new()).unwrap();
+
+    // The step back; the local wall clock parts from the monotonic one, so
+    // that the next operation of each handle measures the server again.
+    cluster.move_clock("-10m");
+    local.jump(Duration::from_secs(2));
+    for _ in 0..20 {
+        assert!(owner.renew_lease(&running.id).unwrap().is_applied());
+        std::thread::sleep(lease / 10);
+    }
+    let offset = owner.server_time().unwrap().offset;
+    assert!(
+        offset < time::Duration::minutes(-5),
+        "the owner measured the step: {offset}"
+    );
+
+    // Set right, measured so by the peer before the owner renews again.
+    cluster.move_clock("+0");
+    local.jump(Duration::from_secs(2));
+    peer.get(&TaskId::new()).unwrap();
+    let offset = peer.server_time().unwrap().offset;
+    assert!(
+        offset > time::Duration::minutes(-5),
+        "the peer measured the server set right: {offset}"
+    );
+    let reaped = peer.reap().unwrap();
+    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
+    let stored = owner.get(&running.id).unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Working);
+}
+
 /// The time is carried on by the monotonic clock, which stands still while
 /// the host is suspended (or its VM paused) while the wall clock does not:
 /// once the two part by more than a second since the last measurement, the
