@@ -128,11 +128,11 @@ pub trait TaskStore: Send + Sync {
         None
     }
 
-    /// The time this handle's TTLs and own leases go by, and every write
-    /// stamps (the stores of this crate: their clock, a database server's
-    /// for `PgStore`, never earlier than a time the handle read before;
-    /// the default is the system clock). Another owner's lease is judged
-    /// by [`lease_now`](TaskStore::lease_now).
+    /// The time this handle's TTLs go by, and every write stamps (the
+    /// stores of this crate: their clock, a database server's for
+    /// `PgStore`, never earlier than a time the handle read before; the
+    /// default is the system clock). Another owner's lease is judged by
+    /// [`lease_now`](TaskStore::lease_now).
     fn now(&self) -> time::OffsetDateTime {
         time::OffsetDateTime::now_utc()
     }
