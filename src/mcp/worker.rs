@@ -175,8 +175,11 @@ impl Shared {
     /// Reads the task of `run` and acts on it, as a watch tick would
     /// (without renewing).
     pub async fn look(self: &Arc<Self>, run: &Arc<Run>) {
-        if let Ok(Some(task)) = get(self.options.reads, &self.store, &run.id).await {
-            self.observe(run, &task).await;
+        match get(self.options.reads, &self.store, &run.id).await {
+            Ok(Some(task)) => self.observe(run, &task).await,
+            // Gone: what a tick's read does then.
+            Ok(None) => self.seen(Arc::clone(run), Ok(None), false),
+            Err(_) => {}
         }
     }
 

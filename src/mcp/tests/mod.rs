@@ -15,6 +15,7 @@ use crate::{Clock, FileStore, ManualClock, MemoryStore, NewTask, TaskStore};
 
 mod background;
 mod boundary;
+mod feed;
 // The integration tests' subscriber, one copy for both.
 #[path = "../../../tests/common/logged.rs"]
 #[allow(dead_code)]
