@@ -717,7 +717,10 @@ async fn maintaining(
 /// If the store has a change feed, a thread of its own waits on it and each
 /// change to a task this instance runs triggers an immediate look at that
 /// task (a `tasks/cancel` sent to another instance is seen at once, not on
-/// the next tick); polling goes on beside it as the fallback. The thread
+/// the next tick); a feed that may have missed changes triggers a look at
+/// every task this instance runs, a task whose read is under way included
+/// (that read may have been made before the change whose notice was lost);
+/// polling goes on beside it as the fallback. The thread
 /// stops with the manager: at shutdown, or when it is dropped (the task
 /// that takes the changes ends, and the thread with it at its next wait).
 /// What the thread read and the task has not taken yet is one [`Pending`]
@@ -760,10 +763,13 @@ pub(super) fn follow_changes(shared: &Arc<Shared>) {
                 continue;
             };
             let Some(this) = weak.upgrade() else { return };
-            match changes {
-                Changes::Tasks(ids) => this.watch_changed(ids).await,
-                Changes::Missed => this.watch(),
-            }
+            let ids = match changes {
+                Changes::Tasks(ids) => ids,
+                // Any task may have changed: each run's is read again, one
+                // whose read is under way too (it may have read before).
+                Changes::Missed => lock(&this.local).keys().cloned().collect(),
+            };
+            this.watch_changed(ids).await;
         }
     });
 }
