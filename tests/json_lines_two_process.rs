@@ -1,8 +1,11 @@
-//! Two processes append to one JSON-lines file: every line is whole.
+//! Two processes append to one JSON-lines file: every line is whole; a
+//! process killed in the middle of a line costs that line alone.
 //!
 //! The test binary runs itself as the children (`std::env::current_exe()`),
 //! with an environment variable choosing the child's role, as `sled`'s crash
 //! tests do.
+
+mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -118,4 +121,71 @@ fn two_processes_append_whole_lines() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+/// A writer killed (`SIGKILL`) in the middle of a line leaves a fragment:
+/// the kernel stops an appending write between pages when the process
+/// gets a fatal signal, so even one `write(2)` of a whole line ends part
+/// way. A sink opened on the file afterwards (the killed process started
+/// again, another one) ends the fragment with its first line's first
+/// byte: a reader meets one broken line, the killed writer's, and the
+/// lines after it whole. (The new sink's first line joined the fragment,
+/// and both read as one broken line.) The child writes lines of 64 MiB, so
+/// that the kill, sent once the file has grown, lands inside a write;
+/// a kill that lands between two writes is tried again.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_line_a_killed_writer_left_cut_short_is_ended_by_the_next_sink() {
+    let test = "a_line_a_killed_writer_left_cut_short_is_ended_by_the_next_sink";
+    if let Some((_, args)) = common::role() {
+        let sink = JsonLinesSink::open(&args[0]).unwrap();
+        let event = Event::new("huge").field("payload", "x".repeat(64 << 20));
+        loop {
+            sink.emit(&event);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut tries = 0;
+    let cut = loop {
+        tries += 1;
+        assert!(tries <= 20, "no kill of 20 landed inside a write");
+        let _ = std::fs::remove_file(&path);
+        let args = [path.display().to_string()];
+        let mut writer = vec![common::spawn(dir.path(), test, "writer", &args)];
+        common::wait_for(&mut writer, "the writer's first bytes", || {
+            std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+        });
+        writer.pop().unwrap().kill();
+        let text = std::fs::read(&path).unwrap();
+        if text.last() != Some(&b'\n') {
+            // Lines the writer ended before the one cut.
+            break text.iter().filter(|&&b| b == b'\n').count();
+        }
+    };
+    let sink = JsonLinesSink::open(&path).unwrap();
+    sink.emit(&Event::new("after"));
+    sink.emit(&Event::new("next"));
+    assert_eq!((sink.written(), sink.errors()), (2, 0));
+    let text = std::fs::read(&path).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let kind =
+        |line: &[u8]| serde_json::from_slice::<serde_json::Value>(line).map(|v| v["kind"].clone());
+    let tail: Vec<String> = lines
+        .iter()
+        .rev()
+        .take(2)
+        .map(|line| String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        cut + 3,
+        "the writer's lines, its fragment and two lines: {tail:?}"
+    );
+    assert!(
+        kind(lines[cut]).is_err(),
+        "the fragment reads as one broken line"
+    );
+    assert_eq!(kind(lines[cut + 1]).unwrap(), "after", "{tail:?}");
+    assert_eq!(kind(lines[cut + 2]).unwrap(), "next", "{tail:?}");
 }

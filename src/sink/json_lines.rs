@@ -43,6 +43,16 @@ use crate::sink::EventSink;
 ///   (between the cut write and its ending newline), though it counts in
 ///   [`written`](JsonLinesSink::written). Writes take no lock, so that
 ///   threads never queue behind each other's appends.
+/// - A process killed part way through a line (`SIGKILL`: the kernel ends
+///   an appending write between pages at a fatal signal) leaves a fragment
+///   too, which no sink knows of: a sink opened on the file afterwards
+///   (the process started again, another one, `reopen`) finds it at the
+///   file's end and starts its first line with a newline, and a reader
+///   meets one broken line, the killed writer's. A sink that already had
+///   the file open appends to it as above (its next line joins the
+///   fragment); and one opened at the very moment another writer is part
+///   way through a line takes that line for a fragment, so its first line
+///   follows an empty one.
 /// - The path is made absolute when the sink opens it: a process that
 ///   changes its working directory afterwards (as daemons do) goes on
 ///   writing to the same file.
@@ -123,6 +133,7 @@ impl JsonLinesSink {
         let path = std::path::absolute(given)
             .map_err(|e| Error::io("make absolute the path", given, e))?;
         let file = open_appending(&path)?;
+        let torn = ends_mid_line(&file, &path);
         let check_every = DEFAULT_CHECK_EVERY;
         Ok(JsonLinesSink {
             file: RwLock::new(Arc::new(file)),
@@ -132,7 +143,7 @@ impl JsonLinesSink {
             next_check: AtomicU64::new(nanos(check_every)),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            torn: AtomicBool::new(false),
+            torn: AtomicBool::new(torn),
             failing: AtomicBool::new(false),
             reopen_failing: AtomicBool::new(false),
         })
@@ -162,16 +173,16 @@ impl JsonLinesSink {
     /// goes on writing to the file it had.
     pub fn reopen(&self) -> Result<()> {
         let file = open_appending(&self.path)?;
+        // A fragment at its end, this sink's own (the same file opened
+        // again, nothing rotated) or another writer's, is still to be
+        // ended; one left in the file it had is that file's.
+        let torn = ends_mid_line(&file, &self.path);
         // A later look that cannot open the path is said again.
         if self.reopen_failing.swap(false, Ordering::Relaxed) {
             tracing::info!(path = %self.path.display(), "opened the event file's path again after a rotation; lines go there");
         }
         let mut current = self.file.write().unwrap_or_else(PoisonError::into_inner);
-        // A fragment left in another file is that file's; one in the same
-        // file (opened again, nothing rotated) is still to be ended.
-        if !same_file(&current, &file) {
-            self.torn.store(false, Ordering::Release);
-        }
+        self.torn.store(torn, Ordering::Release);
         *current = Arc::new(file);
         Ok(())
     }
@@ -317,12 +328,42 @@ fn still_at(file: &File, path: &Path) -> bool {
     }
 }
 
-/// Whether `a` and `b` are one file (or cannot be told).
-fn same_file(a: &File, b: &File) -> bool {
-    match b.metadata() {
-        Ok(b) => same(&a.metadata(), &b),
-        Err(_) => true,
+/// Whether `file`, just opened at `path`, ends part way through a line: a
+/// regular file whose last byte is not a newline, the fragment of a line
+/// cut short (a writer killed in the middle of it, a full disk). The next
+/// line starts with a newline then, so as not to join it. The sink's own
+/// descriptor only appends: the byte is read through one of its own, opened
+/// for a regular file alone (a FIFO has nothing to read back). A file that
+/// cannot be read, or that is no longer the one at the path, is taken to
+/// end a line.
+#[cfg(unix)]
+fn ends_mid_line(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let Ok(open) = file.metadata() else {
+        return false;
+    };
+    if !open.is_file() || open.len() == 0 {
+        return false;
     }
+    // Never waits: a FIFO put at the path since is opened without a writer.
+    let reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path);
+    let Ok(reader) = reader else {
+        return false;
+    };
+    let mut last = [0];
+    same(&reader.metadata(), &open)
+        && matches!(reader.read_at(&mut last, open.len() - 1), Ok(1))
+        && last[0] != b'\n'
+}
+
+/// Without file identities the file at the path cannot be told from the
+/// one open: no fragment is looked for.
+#[cfg(not(unix))]
+fn ends_mid_line(_: &File, _: &Path) -> bool {
+    false
 }
 
 /// Whether the file `open` stands for is `there` (or cannot be told).
