@@ -109,9 +109,11 @@ pub trait TaskStore: Send + Sync {
     ///
     /// The deletions are durable when it returns `Ok`, made so once for the
     /// whole pass: a power loss before that may bring back tasks already
-    /// reported deleted (and their `task.expired` events sent), still
-    /// expired (unless the clock is then set back before their expiry), so
-    /// seen by no reader; the next sweep deletes them again.
+    /// deleted, still expired (unless the clock is then set back before
+    /// their expiry), so seen by no reader; the next sweep deletes them
+    /// again. The sink hears of each (`task.expired`) once the pass has
+    /// made them durable (or failed to: they are gone for every reader),
+    /// with no lock of the store held.
     ///
     /// # Errors
     ///

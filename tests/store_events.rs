@@ -287,3 +287,110 @@ fn a_tasks_events_told_out_of_order_are_ordered_by_their_revisions() {
     let latest = told.iter().max_by_key(|(_, revision)| *revision).unwrap();
     assert_eq!(latest.0, TaskEventKind::Completed);
 }
+
+/// A sink that, at every event, tries each lock file of a store exclusive
+/// through a descriptor of its own, as a check or a write of another
+/// process would (`flock` excludes another descriptor of this very process
+/// too): a lock it cannot take is one the store held while it told the
+/// sink. (`handles.lock` is held shared by every open handle for its life,
+/// and taken by no operation: it is not tried.)
+struct TriesTheLocks {
+    locks: std::path::PathBuf,
+    /// Every event's kind, and the lock files held while it was told.
+    told: std::sync::Mutex<Vec<(EventKind, Vec<String>)>>,
+}
+
+impl EventSink for TriesTheLocks {
+    fn emit(&self, event: &Event) {
+        let mut held = Vec::new();
+        for entry in std::fs::read_dir(&self.locks).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() == "handles.lock" {
+                continue;
+            }
+            let file = std::fs::File::open(&path).unwrap();
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    held.push(path.file_name().unwrap().to_string_lossy().into_owned());
+                }
+                Err(e) => panic!("cannot try {}: {e:?}", path.display()),
+            }
+        }
+        self.told.lock().unwrap().push((event.kind.clone(), held));
+    }
+}
+
+/// A file store tells its sink of every change with none of its locks
+/// held, a sweep's deletions of finished tasks too: a sink that waits (a
+/// log shipper, a sink that runs a check) holds up no other writer and no
+/// check of the store. (A sweep told the sink of each finished task it
+/// deleted while it held the batches lock, shared, until its removals were
+/// made durable at its end, so a check (`verify`) of another process,
+/// which takes that lock exclusive, waited on the sink; the other changes
+/// were told with no lock held.)
+#[test]
+fn a_file_store_tells_its_sink_with_no_lock_held() {
+    let clock = clock();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(TriesTheLocks {
+        locks: dir.path().join("locks"),
+        told: std::sync::Mutex::new(Vec::new()),
+    });
+    let store = FileStore::builder(dir.path())
+        .clock(Arc::new(clock.clone()))
+        .durability(taskstore::Durability::Eventual)
+        .sink(sink.clone())
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(5);
+    let a = store.create(NewTask::new().ttl(ttl)).unwrap();
+    assert!(store.complete(&a.id, json!(1)).unwrap().is_applied());
+    let b = store.create(NewTask::new().ttl(ttl)).unwrap();
+    assert!(store.cancel(&b.id, None).unwrap().is_applied());
+    clock.advance(ttl);
+    assert_eq!(store.sweep_expired().unwrap(), 2);
+    // Found expired by a read, and deleted then.
+    let d = store.create(NewTask::new().ttl(ttl)).unwrap();
+    assert!(store.complete(&d.id, json!(1)).unwrap().is_applied());
+    clock.advance(ttl);
+    assert_eq!(store.get(&d.id).unwrap(), None);
+    let c = store.create(NewTask::new()).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(store.reap_orphans().unwrap().len(), 1);
+    assert!(store.delete(&c.id).unwrap());
+    let told = sink.told.lock().unwrap().clone();
+    use TaskEventKind::*;
+    let kinds: Vec<EventKind> = told.iter().map(|(kind, _)| kind.clone()).collect();
+    let want: Vec<EventKind> = [
+        Created, Completed, Created, Cancelled, Expired, Expired, Created, Completed, Expired,
+        Created, Reaped, Deleted,
+    ]
+    .into_iter()
+    .map(EventKind::from)
+    .collect();
+    assert_eq!(kinds, want);
+    // A sweep of finished tasks the size of a large pass (256 or more):
+    // the backend reads and removes those its index says are due, chunk by
+    // chunk under every stripe, before its batches.
+    sink.told.lock().unwrap().clear();
+    for _ in 0..300 {
+        let task = store.create(NewTask::new().ttl(ttl)).unwrap();
+        assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+    }
+    clock.advance(ttl);
+    assert_eq!(store.sweep_expired().unwrap(), 300);
+    let told: Vec<_> = told
+        .into_iter()
+        .chain(sink.told.lock().unwrap().drain(..))
+        .collect();
+    assert_eq!(told.len(), want.len() + 900);
+    let under_a_lock: Vec<_> = told.iter().filter(|(_, held)| !held.is_empty()).collect();
+    assert!(
+        under_a_lock.is_empty(),
+        "{} of {} events told while the store held a lock, the first: {:?}",
+        under_a_lock.len(),
+        told.len(),
+        under_a_lock.first()
+    );
+}

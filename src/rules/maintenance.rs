@@ -24,14 +24,22 @@ impl<B: Backend> Store<B> {
     /// back tasks reported deleted, still expired (so seen by no reader),
     /// for the next sweep to delete again. The barrier is raised even when
     /// a batch fails.
+    ///
+    /// The sink is told of the deleted tasks once the barrier is raised:
+    /// until then the backend may hold a lock for the pass (the file
+    /// store's batches lock, shared, while the `expiring/` entries of
+    /// finished tasks wait for their removals to be durable), and a sink is
+    /// told with no lock held. The tasks are kept without their payloads
+    /// meanwhile, as the backend keeps the index entries it removes.
     pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
         let mut swept = Swept::default();
+        let mut deleted = Vec::new();
         // First the tasks the backend can remove as it meets them (before
         // the clean-up, which may read every new task into a snapshot):
         // running ones it has not read yet, finished ones its index says
         // are due.
         {
-            let mut report = |task: Task| self.report_expired(&mut swept, &task);
+            let mut report = |task: Task| deleted.push(task.without_payloads());
             self.backend
                 .remove_unread(&|task| task.is_expired_at(now), &mut report);
             self.backend.remove_due(now, &mut report);
@@ -40,20 +48,23 @@ impl<B: Backend> Store<B> {
         let cleaned = self.backend.clean_up().map(|cleaned| {
             swept.cleaned = cleaned;
         });
-        let swept_all = self.sweep_batches(now, &mut swept);
+        let swept_all = self.sweep_batches(now, &mut swept, &mut deleted);
         let settled = self.backend.settle_expired();
+        swept.deleted = deleted.len();
+        for task in &deleted {
+            self.settings.notifier.task(TaskEventKind::Expired, task);
+        }
         cleaned.and(swept_all).and(settled).map(|()| swept)
     }
 
-    /// Counts the expired `task` a sweep deleted into `swept`, and sends
-    /// its event.
-    fn report_expired(&self, swept: &mut Swept, task: &Task) {
-        swept.deleted += 1;
-        self.settings.notifier.task(TaskEventKind::Expired, task);
-    }
-
-    /// The batches of [`sweep_at`](Self::sweep_at), counted into `swept`.
-    fn sweep_batches(&self, now: OffsetDateTime, swept: &mut Swept) -> Result<()> {
+    /// The batches of [`sweep_at`](Self::sweep_at): the tasks they deleted
+    /// go into `deleted`, what they missed and skipped into `swept`.
+    fn sweep_batches(
+        &self,
+        now: OffsetDateTime,
+        swept: &mut Swept,
+        deleted: &mut Vec<Task>,
+    ) -> Result<()> {
         let mut scan = Scan::new(Scope::All, SWEEP_BATCH);
         scan.expired_at = Some(now);
         // A batch's tasks are removed and reported by id, version and
@@ -77,7 +88,7 @@ impl<B: Backend> Store<B> {
             let results = self.backend.remove_expired(&expired);
             for (task, result) in expired.into_iter().zip(results) {
                 match result {
-                    Ok(Swap::Done) => self.report_expired(swept, &task),
+                    Ok(Swap::Done) => deleted.push(task),
                     // Changed since it was read: deleted by someone else, or
                     // recreated under its id (then it is not this one).
                     Ok(_) => {}
