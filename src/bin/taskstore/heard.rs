@@ -1,10 +1,11 @@
 //! What a command hears from its handle as the handle works: the store's
-//! events ([`EventSink`]), said the moment they happen rather than held
-//! until the call returns. A sweep returns only how many tasks it deleted;
-//! its events name each one, so the command lists them as they go (and
-//! a reap's, with the status and expiry a reap returns none of),
+//! events ([`EventSink`]), said the moment the store tells them rather
+//! than held until the call returns. A sweep returns only how many tasks
+//! it deleted; its events name each one (told once its removals are
+//! durable, at the end of its pass), so the command lists them (and a
+//! reap's, as it goes, with the status and expiry a reap returns none of),
 //! however many there are (written by a thread of their own,
-//! `text::out_as_it_goes`, so that a slow reader never holds the pass
+//! `text::out_as_it_goes`, so that a slow reader never holds the call
 //! up). And every entry the handle could
 //! not read or set aside is said on stderr: those of a listing or a pass,
 //! and those its open set aside (foreign entries of `tmp/`), which no call

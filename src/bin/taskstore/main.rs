@@ -121,7 +121,7 @@ enum Command {
     /// decide, a failed or skipped repair, batches still under way).
     Repair(check::RepairArgs),
     /// Deletes expired tasks (and crashed writers' leftovers), listing each
-    /// task as it goes; --dry-run lists what would go.
+    /// task it deleted; --dry-run lists what would go.
     Sweep(maintain::SweepArgs),
     /// Fails orphans: running tasks whose owner stopped renewing its lease;
     /// --dry-run lists them and what would happen to each.

@@ -70,10 +70,10 @@ const FAILED: u8 = 2;
 /// quiet; any other error is said once on stderr, and fails the command
 /// ([`stdout_failed`]).
 ///
-/// The line is written by a thread of its own, never by the store call:
-/// the call may hold a lock other processes wait for (a sweep's pass holds
-/// the batches lock, which `verify` waits on), and a reader slow to take
-/// its lines (a pager, a full pipe) must not hold the pass up with it.
+/// The line is written by a thread of its own, never by the store call: a
+/// reader slow to take its lines (a pager, a full pipe) must not hold the
+/// call up with it (a store tells its sink with no lock held, so no other
+/// process waits on the reader either).
 /// Lines wait in memory for such a reader; [`stdout_failed`] waits for
 /// them all to be written. A process that can start no thread (its limit
 /// of processes reached) writes each line here, as the call goes.
