@@ -727,6 +727,72 @@ fn a_fifo_a_process_reads_gets_every_line() {
     assert!(read.iter().all(|line| line.contains("\"pad\"")));
 }
 
+/// Threads of one sink writing to a pipe (`/dev/stdout` read by a log
+/// collector, a FIFO) each get their lines through whole, however long:
+/// a pipe takes a write of more than `PIPE_BUF` (4 KiB) in pieces as its
+/// reader makes room, and lets another writer's pieces in between, so the
+/// sink writes one line at a time to anything but a regular file. (Most of
+/// the lines of four threads, each of 200 KB, read back broken, another
+/// thread's bytes inside them.) The reader takes 512 bytes at a time, so
+/// that every writer waits for room part way through its lines.
+#[test]
+fn threads_writing_long_lines_to_a_fifo_never_interleave() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_in(dir.path());
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let mut file = std::fs::File::open(&fifo).unwrap();
+            let (mut read, mut buf) = (Vec::new(), [0; 512]);
+            loop {
+                match file.read(&mut buf).unwrap() {
+                    0 => return read,
+                    n => read.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+    });
+    let sink = Arc::new(loop {
+        match JsonLinesSink::open(&fifo) {
+            Ok(sink) => break sink,
+            Err(_) => std::thread::yield_now(),
+        }
+    });
+    let (threads, lines) = (4, 10);
+    let writers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let sink = Arc::clone(&sink);
+            std::thread::spawn(move || {
+                for i in 0..lines {
+                    sink.emit(
+                        &Event::new("long")
+                            .field("thread", thread)
+                            .field("i", i)
+                            .field("pad", "x".repeat(200_000)),
+                    );
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert_eq!((sink.written(), sink.errors()), (threads * lines, 0));
+    drop(sink);
+    let read = reader.join().unwrap();
+    let read = String::from_utf8(read).unwrap();
+    let broken = read
+        .lines()
+        .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_err())
+        .count();
+    assert_eq!(
+        (read.lines().count(), broken),
+        (threads as usize * lines as usize, 0),
+        "lines read, and how many of them broken"
+    );
+}
+
 /// A FIFO (`0600`) in `dir`, named `fifo.jsonl`.
 fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
     let fifo = dir.join("fifo.jsonl");

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,6 +28,11 @@ use crate::sink::EventSink;
 ///   so lines from several threads or processes appending to the same file
 ///   never interleave, whatever their length (on a local file system, where
 ///   an appending write of a regular file is atomic).
+/// - To a pipe, a FIFO or a device, which takes a write of more than
+///   `PIPE_BUF` bytes (4 KiB) in pieces as its reader makes room, the
+///   threads of one sink write one line at a time: their lines never
+///   interleave either. Lines of several processes (or sinks) sharing one
+///   pipe may, past 4 KiB.
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
 ///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped;
 ///   the first failure after a success is logged (`tracing`, a warning
@@ -41,8 +46,8 @@ use crate::sink::EventSink;
 ///   knows of no fragment: its next line joins it, and is lost too; so
 ///   may a line another thread of this sink writes at that very moment
 ///   (between the cut write and its ending newline), though it counts in
-///   [`written`](JsonLinesSink::written). Writes take no lock, so that
-///   threads never queue behind each other's appends.
+///   [`written`](JsonLinesSink::written). Writes to a regular file take no
+///   lock, so that threads never queue behind each other's appends.
 /// - A process killed part way through a line (`SIGKILL`: the kernel ends
 ///   an appending write between pages at a fatal signal) leaves a fragment
 ///   too, which no sink knows of: a sink opened on the file afterwards
@@ -85,7 +90,10 @@ use crate::sink::EventSink;
 pub struct JsonLinesSink {
     /// The file lines go to, swapped by a reopen. Writers share it: each
     /// line is one appending `write`, whoever else writes.
-    file: RwLock<Arc<File>>,
+    file: RwLock<Arc<Opened>>,
+    /// Taken by each line written to a pipe, a FIFO or a device (see
+    /// [`Opened::one_at_a_time`]).
+    one_at_a_time: Mutex<()>,
     path: PathBuf,
     /// How often a write looks at the path for a rotation.
     check_every: Duration,
@@ -107,6 +115,28 @@ pub struct JsonLinesSink {
     reopen_failing: AtomicBool,
 }
 
+/// A file the sink opened, and how its lines are written.
+#[derive(Debug)]
+struct Opened {
+    file: File,
+    /// Whether one thread at a time writes its lines: for anything but a
+    /// regular file. A pipe takes a write of more than `PIPE_BUF` bytes (4
+    /// KiB) in pieces as the reader makes room, and lets another writer's
+    /// pieces in between; a regular file opened to append takes each write
+    /// whole.
+    one_at_a_time: bool,
+}
+
+impl Opened {
+    fn new(file: File) -> Opened {
+        let one_at_a_time = file.metadata().map_or(true, |m| !m.is_file());
+        Opened {
+            file,
+            one_at_a_time,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     #[serde(with = "time::serde::rfc3339")]
@@ -120,8 +150,8 @@ impl JsonLinesSink {
     /// Opens (creating with mode `0600` if needed) `path` for appending; a
     /// relative path is made absolute against the working directory now.
     /// A FIFO or pipe is written as a file is (each line waits for room in
-    /// it), but only one that a process reads: opening never waits for a
-    /// reader.
+    /// it, one line at a time), but only one that a process reads: opening
+    /// never waits for a reader.
     ///
     /// # Errors
     ///
@@ -136,7 +166,8 @@ impl JsonLinesSink {
         let torn = ends_mid_line(&file, &path);
         let check_every = DEFAULT_CHECK_EVERY;
         Ok(JsonLinesSink {
-            file: RwLock::new(Arc::new(file)),
+            file: RwLock::new(Arc::new(Opened::new(file))),
+            one_at_a_time: Mutex::new(()),
             path,
             check_every,
             opened: Instant::now(),
@@ -183,13 +214,13 @@ impl JsonLinesSink {
         }
         let mut current = self.file.write().unwrap_or_else(PoisonError::into_inner);
         self.torn.store(torn, Ordering::Release);
-        *current = Arc::new(file);
+        *current = Arc::new(Opened::new(file));
         Ok(())
     }
 
     /// The file to write the next line to: the open one, unless a look at
     /// the path is due and finds another file there (or none).
-    fn current(&self) -> Arc<File> {
+    fn current(&self) -> Arc<Opened> {
         let file = Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner));
         let due = self.next_check.load(Ordering::Relaxed);
         let now = nanos(self.opened.elapsed());
@@ -212,7 +243,7 @@ impl JsonLinesSink {
             // Not due, or another writer is looking.
             return file;
         }
-        if still_at(&file, &self.path) {
+        if still_at(&file.file, &self.path) {
             return file;
         }
         match self.reopen() {
@@ -251,7 +282,14 @@ impl JsonLinesSink {
             pid: std::process::id(),
             event,
         };
-        let file = self.current();
+        let opened = self.current();
+        // Held through the line and the newline that ends a fragment of it.
+        let _one = opened.one_at_a_time.then(|| {
+            self.one_at_a_time
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        });
+        let file = &opened.file;
         let torn = self.torn.load(Ordering::Acquire);
         let mut buf = Vec::with_capacity(256);
         if torn {
