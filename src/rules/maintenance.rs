@@ -88,7 +88,9 @@ impl<B: Backend> Store<B> {
             let results = self.backend.remove_expired(&expired);
             for (task, result) in expired.into_iter().zip(results) {
                 match result {
-                    Ok(Swap::Done) => deleted.push(task),
+                    // Kept until the pass is through: without payloads,
+                    // whatever the backend returned.
+                    Ok(Swap::Done) => deleted.push(task.without_payloads()),
                     // Changed since it was read: deleted by someone else, or
                     // recreated under its id (then it is not this one).
                     Ok(_) => {}
