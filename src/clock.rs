@@ -192,6 +192,29 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
+/// A host's clock outside its contract, for tests: its nanoseconds swing
+/// from one end of `i128` to the other at each reading (the first is
+/// `i128::MIN`), while `now` stands at the epoch.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Swinging(std::sync::atomic::AtomicBool);
+
+#[cfg(test)]
+impl Clock for Swinging {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH
+    }
+
+    fn now_unix_nanos(&self) -> i128 {
+        use std::sync::atomic::Ordering;
+        if self.0.fetch_xor(true, Ordering::Relaxed) {
+            i128::MAX
+        } else {
+            i128::MIN
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,7 +303,7 @@ impl Breaker {
             now.get();
         }
         let slow = match core.slow_nanos {
-            Some(threshold) => now.get() - ticket.started.get() > threshold,
+            Some(threshold) => now.get().saturating_sub(ticket.started.get()) > threshold,
             None => false,
         };
         // A probe past its timeout is a slow call, as the reopening its
@@ -364,5 +364,34 @@ impl fmt::Debug for Breaker {
             .field("name", &self.core.name)
             .field("state", &self.lock().state.public())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::breaker::config::BreakerConfig;
+    use crate::breaker::registry::BreakerRegistry;
+    use crate::clock::Swinging;
+
+    /// A breaker judging slow calls never panics on a host's clock whose
+    /// readings lie as far apart as `i128` holds: a call timed across such
+    /// readings is slow or not, not an overflow (its start subtracted from
+    /// its end overflowed).
+    #[test]
+    fn timing_a_call_never_overflows_on_a_clock_at_the_ends_of_i128() {
+        let registry = BreakerRegistry::new(
+            BreakerConfig::default().slow_call_threshold(Duration::from_secs(1)),
+        )
+        .unwrap()
+        .with_clock(std::sync::Arc::new(Swinging::default()));
+        let breaker = registry.breaker("upstream").unwrap();
+        for _ in 0..4 {
+            if let Ok(permit) = breaker.try_acquire() {
+                permit.success();
+            }
+        }
+        assert!(breaker.health().slow_calls > 0, "{:?}", breaker.health());
     }
 }

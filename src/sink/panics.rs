@@ -12,7 +12,7 @@ use crate::clock::Clock;
 
 /// How long after a warning of panics they are counted without another,
 /// in nanoseconds: a minute.
-const WARN_AGAIN_AFTER_NANOS: i128 = 60 * 1_000_000_000;
+const WARN_AGAIN_AFTER_NANOS: u128 = 60 * 1_000_000_000;
 
 /// Panics of one sink (or of the sinks of one fan-out): how many, and when
 /// they were last said.
@@ -57,7 +57,7 @@ impl Panics {
         let panics = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let since_last_warning = match said.at {
             None => None,
-            Some(at) if now.saturating_sub(at).abs() < WARN_AGAIN_AFTER_NANOS => return,
+            Some(at) if now.abs_diff(at) < WARN_AGAIN_AFTER_NANOS => return,
             Some(_) => Some(panics - said.count),
         };
         *said = Said {
@@ -69,5 +69,27 @@ impl Panics {
             panics,
             since_last_warning,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Swinging;
+
+    /// Counting panics never panics itself, whatever the clock reads: two
+    /// readings as far apart as `i128` holds are a warning apart, not an
+    /// overflow (their difference saturated to `i128::MIN`, whose `abs`
+    /// overflows).
+    #[test]
+    fn counting_never_overflows_on_a_clock_at_the_ends_of_i128() {
+        let panics = Panics::default();
+        let clock = Swinging::default();
+        let mut said = 0;
+        for _ in 0..4 {
+            panics.count_one(&clock, |_| said += 1);
+        }
+        assert_eq!(panics.count(), 4);
+        assert_eq!(said, 4, "each reading a swing apart: each said");
     }
 }
