@@ -1257,3 +1257,131 @@ fn after_a_wait_ran_out_a_briefly_held_stripe_is_still_waited_for() {
         assert!(matches!(&done, Ok(t) if t.is_applied()), "{done:?}");
     });
 }
+
+/// A `MemoryBackend` whose next batch of replaces, once armed, waits
+/// `by` on `clock` (it moves the clock on as it writes): a batch of fresh
+/// leases held up longer than a lease.
+struct WaitsInBatch {
+    inner: Arc<taskstore::MemoryBackend>,
+    clock: ManualClock,
+    by: Arc<std::sync::Mutex<Option<Duration>>>,
+}
+
+impl taskstore::backend::Backend for WaitsInBatch {
+    fn load(&self, id: &TaskId) -> taskstore::Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(
+        &self,
+        record: &taskstore::backend::Record,
+        max_active: usize,
+    ) -> taskstore::Result<taskstore::backend::Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(
+        &self,
+        current: &Task,
+        next: &taskstore::backend::Record,
+    ) -> taskstore::Result<taskstore::backend::Swap> {
+        self.inner.replace(current, next)
+    }
+    fn replace_all(
+        &self,
+        swaps: &[(Task, taskstore::backend::Record)],
+    ) -> Vec<taskstore::Result<taskstore::backend::Swap>> {
+        let swapped = self.inner.replace_all(swaps);
+        if let Some(by) = self.by.lock().unwrap().take() {
+            self.clock.advance(by);
+        }
+        swapped
+    }
+    fn remove(&self, current: &Task) -> taskstore::Result<taskstore::backend::Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(
+        &self,
+        scan: &taskstore::backend::Scan,
+    ) -> taskstore::Result<taskstore::backend::Scanned> {
+        self.inner.scan(scan)
+    }
+}
+
+/// A renewal or a claim whose batch waited longer than the lease while
+/// the clock read behind the handle's time (stepped back, and set right
+/// again later) hands out no lapsed lease either: the handle's own leases
+/// run on by what the clock goes on then, and a batch that outlasted one
+/// is renewed again, so that once the clock is set right a peer reaps or
+/// claims nothing. (The lapse was judged by the handle's time, which
+/// stands still while the clock is behind: such a batch never looked
+/// lapsed, and the task was reaped, or claimed, under its live owner once
+/// the clock was set right.)
+#[test]
+fn a_batch_of_leases_that_waited_past_its_lease_with_the_clock_behind_hands_out_no_lapsed_lease() {
+    for claim in [false, true] {
+        let clock = ManualClock::new(T0);
+        let backend = Arc::new(taskstore::MemoryBackend::new());
+        let wait = Arc::new(std::sync::Mutex::new(None));
+        let open = |instance: &str| {
+            taskstore::Store::with_backend(WaitsInBatch {
+                inner: Arc::clone(&backend),
+                clock: clock.clone(),
+                by: Arc::clone(&wait),
+            })
+            .clock(Arc::new(clock.clone()))
+            .instance_id(instance)
+            .lease(LEASE)
+            .build()
+            .unwrap()
+        };
+        let (first, peer) = (open("first"), open("peer"));
+        // The first handle reads T0; then the clock is stepped back an hour.
+        assert_eq!(first.now(), T0);
+        let behind = T0 - Duration::from_secs(3_600);
+        clock.set(behind);
+        assert_eq!(first.now(), T0, "the handle's time stands");
+        let task = if claim {
+            let dead = open("dead");
+            let task = dead
+                .create(NewTask::new().resumable("job", json!({})))
+                .unwrap();
+            drop(dead);
+            // Its lease lapses by the clock.
+            clock.advance(LEASE + Duration::from_secs(1));
+            task
+        } else {
+            let task = first.create(NewTask::new()).unwrap();
+            clock.advance(LEASE / 3);
+            task
+        };
+        // The batch writing the fresh lease waits two leases.
+        *wait.lock().unwrap() = Some(LEASE * 2);
+        let handed = if claim {
+            let claimed = first.claim(&["job"]).unwrap();
+            assert!(claimed.missed.is_empty(), "{claimed:?}");
+            claimed.tasks
+        } else {
+            first
+                .renew_leases_of(std::slice::from_ref(&task.id))
+                .into_iter()
+                .map(|t| t.unwrap().into_task())
+                .collect()
+        };
+        assert_eq!(handed.len(), 1, "claim: {claim}");
+        // The clock is set right: as much time has gone by since T0 as the
+        // clock went on since it was stepped back.
+        let gone_on = taskstore::Clock::now(&clock) - behind;
+        clock.set(T0 + gone_on);
+        let reaped = peer.reap().unwrap();
+        assert!(reaped.tasks.is_empty(), "claim: {claim}: {reaped:?}");
+        if claim {
+            let again = peer.claim(&["job"]).unwrap();
+            assert!(again.tasks.is_empty(), "{again:?}");
+        }
+        let stored = peer.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.owner.as_deref()),
+            (TaskStatus::Working, Some("first")),
+            "claim: {claim}"
+        );
+    }
+}

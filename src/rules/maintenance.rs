@@ -392,12 +392,14 @@ impl<B: Backend> Store<B> {
     }
 
     /// Writes a batch of fresh leases (renewals or claims), and reads the
-    /// time it returned, to tell a lease that lapsed while it waited. Read
-    /// only for a batch: a handle's time never goes back, so a reading no
-    /// write needs is not taken.
+    /// time it returned, to tell a lease that lapsed while it waited: the
+    /// time this handle's leases run from (`lease_from`), which goes on
+    /// while the clock reads behind the handle's time, where that time
+    /// stands still. Read only for a batch: a handle's time never goes
+    /// back, so a reading no write needs is not taken.
     fn replace_leases(&self, pairs: &[(Task, Record)]) -> (Vec<Result<Swap>>, Returned) {
         let results = self.backend.replace_all(pairs);
-        let after = (!pairs.is_empty()).then(|| self.time());
+        let after = (!pairs.is_empty()).then(|| self.reading().lease_from);
         (results, Returned(after))
     }
 }
@@ -493,7 +495,8 @@ fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
     Missed { id, error }
 }
 
-/// When a batch of fresh leases ([`Store::replace_leases`]) returned: no
+/// When a batch of fresh leases ([`Store::replace_leases`]) returned, by
+/// the time this handle's leases run from ([`Reading`]'s `lease_from`): no
 /// time at all for a batch of none.
 struct Returned(Option<OffsetDateTime>);
 
