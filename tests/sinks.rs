@@ -804,3 +804,70 @@ fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
     .unwrap();
     fifo
 }
+
+/// A line waiting for room in a FIFO whose reader stopped taking lines
+/// holds up no line of the sink to the FIFO a rotation put at the path
+/// (`reopen`): the threads of a sink take turns at one pipe, not at every
+/// pipe it ever wrote to. (The turn was the sink's: once the path was
+/// another FIFO, every line waited behind the one stuck in the old, for as
+/// long as its reader did not read.)
+#[cfg(unix)]
+#[test]
+fn a_line_stuck_in_a_rotated_fifo_holds_up_no_line_to_the_new_one() {
+    use std::io::{BufRead, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_in(dir.path());
+    // Read by no one until the end (opened without waiting for a writer).
+    let mut stalled = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&fifo)
+        .unwrap();
+    let sink = Arc::new(JsonLinesSink::open(&fifo).unwrap());
+    // A line longer than the pipe holds: its write waits for room.
+    let stuck = std::thread::spawn({
+        let sink = Arc::clone(&sink);
+        move || sink.emit(&Event::new("long").field("pad", "x".repeat(1 << 20)))
+    });
+    common::wait_until("the long line's first bytes in the pipe", || {
+        rustix::io::ioctl_fionread(&stalled).unwrap() > 0
+    });
+    // Rotated: another FIFO at the path, read line by line.
+    std::fs::remove_file(&fifo).unwrap();
+    let fifo = fifo_in(dir.path());
+    let (lines, read) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let file = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+            for line in file.lines() {
+                if lines.send(line.unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    loop {
+        match sink.reopen() {
+            Ok(()) => break,
+            // Until the reader has it open.
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    let short = std::thread::spawn({
+        let sink = Arc::clone(&sink);
+        move || sink.emit(&Event::new("short"))
+    });
+    let line = read.recv_timeout(common::HANG);
+    // The stuck line's reader reads at last: it ends.
+    let flags = rustix::fs::fcntl_getfl(&stalled).unwrap();
+    rustix::fs::fcntl_setfl(&stalled, flags - rustix::fs::OFlags::NONBLOCK).unwrap();
+    stalled.read_to_end(&mut Vec::new()).unwrap();
+    stuck.join().unwrap();
+    short.join().unwrap();
+    drop(sink);
+    reader.join().unwrap();
+    let line = line.expect("the line to the new FIFO, while the old one's reader reads nothing");
+    assert!(line.contains("\"short\""), "{line}");
+}

@@ -30,9 +30,12 @@ use crate::sink::EventSink;
 ///   an appending write of a regular file is atomic).
 /// - To a pipe, a FIFO or a device, which takes a write of more than
 ///   `PIPE_BUF` bytes (4 KiB) in pieces as its reader makes room, the
-///   threads of one sink write one line at a time: their lines never
-///   interleave either. Lines of several processes (or sinks) sharing one
-///   pipe may, past 4 KiB.
+///   threads of one sink write one line at a time to each file it opened:
+///   their lines never interleave either. Lines of several processes (or
+///   sinks) sharing one pipe may, past 4 KiB, and so may a line still
+///   going to the descriptor a `reopen` of the same pipe replaced. A line
+///   waiting for room in a pipe holds up no line to another file a
+///   rotation put at the path.
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
 ///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped;
 ///   the first failure after a success is logged (`tracing`, a warning
@@ -91,9 +94,6 @@ pub struct JsonLinesSink {
     /// The file lines go to, swapped by a reopen. Writers share it: each
     /// line is one appending `write`, whoever else writes.
     file: RwLock<Arc<Opened>>,
-    /// Taken by each line written to a pipe, a FIFO or a device (see
-    /// [`Opened::one_at_a_time`]).
-    one_at_a_time: Mutex<()>,
     path: PathBuf,
     /// How often a write looks at the path for a rotation.
     check_every: Duration,
@@ -119,17 +119,22 @@ pub struct JsonLinesSink {
 #[derive(Debug)]
 struct Opened {
     file: File,
-    /// Whether one thread at a time writes its lines: for anything but a
-    /// regular file. A pipe takes a write of more than `PIPE_BUF` bytes (4
-    /// KiB) in pieces as the reader makes room, and lets another writer's
-    /// pieces in between; a regular file opened to append takes each write
-    /// whole.
-    one_at_a_time: bool,
+    /// Taken by each line written to it, for anything but a regular file:
+    /// one thread at a time writes its lines there. A pipe takes a write
+    /// of more than `PIPE_BUF` bytes (4 KiB) in pieces as the reader makes
+    /// room, and lets another writer's pieces in between; a regular file
+    /// opened to append takes each write whole. One per file opened: a
+    /// line waiting for room in a pipe whose reader stopped holds up no
+    /// line to the file a rotation put at the path.
+    one_at_a_time: Option<Mutex<()>>,
 }
 
 impl Opened {
     fn new(file: File) -> Opened {
-        let one_at_a_time = file.metadata().map_or(true, |m| !m.is_file());
+        let one_at_a_time = file
+            .metadata()
+            .map_or(true, |m| !m.is_file())
+            .then(|| Mutex::new(()));
         Opened {
             file,
             one_at_a_time,
@@ -167,7 +172,6 @@ impl JsonLinesSink {
         let check_every = DEFAULT_CHECK_EVERY;
         Ok(JsonLinesSink {
             file: RwLock::new(Arc::new(Opened::new(file))),
-            one_at_a_time: Mutex::new(()),
             path,
             check_every,
             opened: Instant::now(),
@@ -284,11 +288,10 @@ impl JsonLinesSink {
         };
         let opened = self.current();
         // Held through the line and the newline that ends a fragment of it.
-        let _one = opened.one_at_a_time.then(|| {
-            self.one_at_a_time
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        });
+        let _one = opened
+            .one_at_a_time
+            .as_ref()
+            .map(|one| one.lock().unwrap_or_else(PoisonError::into_inner));
         let file = &opened.file;
         let torn = self.torn.load(Ordering::Acquire);
         let mut buf = Vec::with_capacity(256);
