@@ -129,6 +129,13 @@ struct Handle {
     /// The latest time this handle has read: the time it goes by never
     /// goes back.
     high_water: Option<OffsetDateTime>,
+    /// While the clock reads behind `high_water`, how far behind it read
+    /// first: the step back.
+    behind_by: Option<time::Duration>,
+    /// What the leases this handle writes run from, as of its last
+    /// reading: its time, or while the clock reads behind it, the clock's
+    /// reading carried forward by the step back (never below its time).
+    lease_from: OffsetDateTime,
     store: Box<dyn TaskStore>,
 }
 
@@ -410,6 +417,8 @@ impl Run {
             cap,
             token: None,
             high_water: None,
+            behind_by: None,
+            lease_from: OffsetDateTime::UNIX_EPOCH,
             store,
         }
     }
@@ -442,8 +451,18 @@ impl Run {
     fn reading(&mut self, h: usize) -> (OffsetDateTime, OffsetDateTime) {
         let clock = self.clock.now();
         let handle = &mut self.handles[h];
-        let now = handle.high_water.map_or(clock, |seen| seen.max(clock));
+        let (now, lease_from) = match handle.high_water {
+            Some(seen) if seen > clock => {
+                let by = *handle.behind_by.get_or_insert(seen - clock);
+                (seen, clock.saturating_add(by).max(seen))
+            }
+            _ => {
+                handle.behind_by = None;
+                (clock, clock)
+            }
+        };
         handle.high_water = Some(now);
+        handle.lease_from = lease_from;
         (now, clock)
     }
 
@@ -481,11 +500,11 @@ impl Run {
 
     /// What a write by handle `h` does to the lease: a terminal task holds
     /// none; the owner's writes renew it; anyone else's leave it.
-    fn after_write(&self, h: usize, task: &mut Task, now: OffsetDateTime) {
+    fn after_write(&self, h: usize, task: &mut Task) {
         if task.is_terminal() {
             task.lease_expires_at = None;
         } else if self.owns(h, task) {
-            task.lease_expires_at = Some(lease_until(now));
+            task.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
         }
     }
 
@@ -728,6 +747,7 @@ impl Run {
             poll.map(|p| whole_millis(p.duration())),
             message.as_ref().map(Text::string),
             entries,
+            self.handles[h].lease_from,
             &self.handles[h].instance_id,
             &self.token(h),
         );
@@ -984,7 +1004,7 @@ impl Run {
         let mut next = current;
         change(&mut next, now);
         next.revision += 1;
-        self.after_write(h, &mut next, now);
+        self.after_write(h, &mut next);
         let small_failure = next.status == TaskStatus::Failed
             && next
                 .error
@@ -1181,7 +1201,7 @@ impl Run {
         let limit = self.own_limit(h, encoded_size(&task));
         let mut next = task;
         next.revision += 1;
-        next.lease_expires_at = Some(lease_until(now));
+        next.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
         self.recorded(h, &next, limit)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
@@ -1205,7 +1225,7 @@ impl Run {
             let limit = self.own_limit(h, encoded_size(&task));
             let mut next = task;
             next.revision += 1;
-            next.lease_expires_at = Some(lease_until(now));
+            next.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
             match self.recorded(h, &next, limit) {
                 Ok(()) => renewed.push(next),
                 Err(refusal) => {
@@ -1289,7 +1309,7 @@ impl Run {
             next.revision += 1;
             next.owner = Some(self.handles[h].instance_id.clone());
             next.owner_token = Some(token.clone());
-            next.lease_expires_at = Some(lease_until(now));
+            next.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
             next.epoch += 1;
             let resume = next.resume.as_mut().expect("a claimable task is resumable");
             resume.attempts += 1;
@@ -1429,6 +1449,7 @@ fn new_task(
     poll: Option<Duration>,
     message: Option<String>,
     metadata: Map<String, Value>,
+    lease_from: OffsetDateTime,
     owner: &str,
     token: &str,
 ) -> Task {
@@ -1443,7 +1464,7 @@ fn new_task(
         "revision": 1,
         "owner": owner,
         "ownerToken": token,
-        "leaseExpiresAt": at(lease_until(now)),
+        "leaseExpiresAt": at(lease_until(lease_from)),
     });
     if let Some(poll) = poll {
         task["pollIntervalMs"] = json!(poll.as_millis() as u64);

@@ -137,7 +137,7 @@ impl<B> Store<B> {
             _ => {
                 *high_water = Some(HighWater {
                     at: clock,
-                    behind: None,
+                    behind_by: None,
                 });
                 (clock, clock)
             }
@@ -151,37 +151,29 @@ impl<B> Store<B> {
 }
 
 /// The latest time a handle has read ([`Store::now`]), and, while its clock
-/// reads behind it, how far the clock has gone on since it first did.
+/// reads behind it, how far behind it read first.
 #[derive(Clone, Copy, Debug)]
 struct HighWater {
     at: OffsetDateTime,
-    /// The clock's last reading behind `at`, and how far it has gone on
-    /// since it first read behind (its forward moves, added up).
-    behind: Option<(OffsetDateTime, time::Duration)>,
+    /// `at` less the clock's first reading behind it: the step back.
+    behind_by: Option<time::Duration>,
 }
 
 impl HighWater {
     /// The time this handle's leases run from, the clock reading `clock`
-    /// behind `at`: `at` carried on by what the clock has gone on since it
-    /// first read behind. The handle's own time stands still until the
-    /// clock catches up (it never goes back); a lease renewed from it would
-    /// stand still too, and lapse in real time under a live owner, reaped
-    /// or claimed as soon as the clock is set right again.
+    /// behind `at`: the clock's reading carried forward by the step back
+    /// (how far behind `at` it first read), so that `at` moves on by what
+    /// the clock has gone on since, never below `at`. The handle's own time
+    /// stands still until the clock catches up (it never goes back); a
+    /// lease renewed from it would stand still too, and lapse in real time
+    /// under a live owner, reaped or claimed as soon as the clock is set
+    /// right again. The clock's net progress counts, not its forward moves
+    /// added up: a clock stepped back and forth within the step carries
+    /// the leases no further than it went (a second step back, further
+    /// behind, makes them stand at `at` again until the clock is back).
     fn carried(&mut self, clock: OffsetDateTime) -> OffsetDateTime {
-        let gone_on = match &mut self.behind {
-            Some((last, gone_on)) => {
-                if clock > *last {
-                    *gone_on = gone_on.saturating_add(clock - *last);
-                }
-                *last = clock;
-                *gone_on
-            }
-            None => {
-                self.behind = Some((clock, time::Duration::ZERO));
-                time::Duration::ZERO
-            }
-        };
-        self.at.saturating_add(gone_on)
+        let behind_by = *self.behind_by.get_or_insert(self.at - clock);
+        clock.saturating_add(behind_by).max(self.at)
     }
 }
 
@@ -201,8 +193,8 @@ struct Reading {
     /// reaped or claimed, for as long as the step.
     clock: OffsetDateTime,
     /// What this handle's leases run from: `now`, but while the clock
-    /// reads behind `now` (stepped back), `now` carried on by what the
-    /// clock has gone on since ([`HighWater::carried`]), so that an owner
+    /// reads behind `now` (stepped back), the clock's reading carried
+    /// forward by the step ([`HighWater::carried`]), so that an owner
     /// renewing while its clock is behind keeps its leases ahead of real
     /// time, and a clock set right again finds them live.
     lease_from: OffsetDateTime,
