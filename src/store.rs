@@ -113,7 +113,9 @@ pub trait TaskStore: Send + Sync {
     /// their expiry), so seen by no reader; the next sweep deletes them
     /// again. The sink hears of each (`task.expired`) once the pass has
     /// made them durable (or failed to: they are gone for every reader),
-    /// with no lock of the store held.
+    /// with no lock of the store held; a pass that deletes more than
+    /// 10,000 tells of the rest as it goes, so that its memory stays
+    /// bounded.
     ///
     /// # Errors
     ///

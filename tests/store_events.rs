@@ -394,3 +394,36 @@ fn a_file_store_tells_its_sink_with_no_lock_held() {
         under_a_lock.first()
     );
 }
+
+/// A sweep of more tasks than it keeps to tell its sink once its pass is
+/// through (10,000, without payloads; past them it tells the rest as it
+/// goes, so that a sweep of any backlog keeps bounded memory) tells the
+/// sink of every task it deleted, once each.
+#[test]
+fn a_sweep_past_the_tasks_it_keeps_to_tell_tells_of_each_once() {
+    const TASKS: usize = 10_024;
+    let (clock, log) = (clock(), Arc::new(EventLog::with_capacity(2 * TASKS)));
+    let store = MemoryStore::builder()
+        .clock(Arc::new(clock.clone()))
+        .sink(log.clone())
+        .max_active(2 * TASKS)
+        .build()
+        .unwrap();
+    for _ in 0..TASKS {
+        store
+            .create(NewTask::new().ttl(Duration::from_secs(1)))
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.sweep_expired().unwrap(), TASKS);
+    let mut told: Vec<String> = log
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.event.kind == EventKind::Task(TaskEventKind::Expired))
+        .map(|r| r.event.data["taskId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(told.len(), TASKS);
+    told.sort();
+    told.dedup();
+    assert_eq!(told.len(), TASKS, "each told once");
+}

@@ -12,11 +12,56 @@ use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::lease;
 use crate::rules::{Reading, Store};
+use crate::sink::Notifier;
 use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore, Transition};
 use crate::task::{Outcome, Task};
 
 /// How many expired tasks a sweep deletes per batch.
 const SWEEP_BATCH: usize = 1_024;
+
+/// How many of the tasks a sweep deletes it keeps, without payloads (some
+/// 400 bytes each), to tell its sink once its pass is through and no lock
+/// of the pass is held: past it, the ones kept and every one after are told
+/// as they are deleted (under the pass's locks, as every one was before),
+/// so that a sweep of any backlog keeps bounded memory.
+const TOLD_AFTER_THE_PASS: usize = 10_000;
+
+/// The tasks a sweep deleted, and their `task.expired` events: held back
+/// until the pass is through, up to [`TOLD_AFTER_THE_PASS`] of them.
+struct Deleted<'a> {
+    notifier: &'a Notifier,
+    kept: Vec<Task>,
+    count: usize,
+}
+
+impl<'a> Deleted<'a> {
+    fn new(notifier: &'a Notifier) -> Deleted<'a> {
+        Deleted {
+            notifier,
+            kept: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Counts `task` deleted, and keeps it to tell, or tells it (and those
+    /// kept, first) once too many are kept.
+    fn push(&mut self, task: Task) {
+        self.count += 1;
+        if self.count <= TOLD_AFTER_THE_PASS {
+            self.kept.push(task.without_payloads());
+            return;
+        }
+        self.tell_kept();
+        self.notifier.task(TaskEventKind::Expired, &task);
+    }
+
+    /// Tells the sink of the tasks kept, in the order they were deleted.
+    fn tell_kept(&mut self) {
+        for task in self.kept.drain(..) {
+            self.notifier.task(TaskEventKind::Expired, &task);
+        }
+    }
+}
 
 impl<B: Backend> Store<B> {
     /// Deletes every task expired at `now`, batch by batch, with one
@@ -30,16 +75,18 @@ impl<B: Backend> Store<B> {
     /// store's batches lock, shared, while the `expiring/` entries of
     /// finished tasks wait for their removals to be durable), and a sink is
     /// told with no lock held. The tasks are kept without their payloads
-    /// meanwhile, as the backend keeps the index entries it removes.
+    /// meanwhile, as the backend keeps the index entries it removes, up to
+    /// [`TOLD_AFTER_THE_PASS`] of them; a larger pass tells the rest as it
+    /// goes.
     pub(super) fn sweep_at(&self, now: OffsetDateTime) -> Result<Swept> {
         let mut swept = Swept::default();
-        let mut deleted = Vec::new();
+        let mut deleted = Deleted::new(&self.settings.notifier);
         // First the tasks the backend can remove as it meets them (before
         // the clean-up, which may read every new task into a snapshot):
         // running ones it has not read yet, finished ones its index says
         // are due.
         {
-            let mut report = |task: Task| deleted.push(task.without_payloads());
+            let mut report = |task: Task| deleted.push(task);
             self.backend
                 .remove_unread(&|task| task.is_expired_at(now), &mut report);
             self.backend.remove_due(now, &mut report);
@@ -50,10 +97,8 @@ impl<B: Backend> Store<B> {
         });
         let swept_all = self.sweep_batches(now, &mut swept, &mut deleted);
         let settled = self.backend.settle_expired();
-        swept.deleted = deleted.len();
-        for task in &deleted {
-            self.settings.notifier.task(TaskEventKind::Expired, task);
-        }
+        swept.deleted = deleted.count;
+        deleted.tell_kept();
         cleaned.and(swept_all).and(settled).map(|()| swept)
     }
 
@@ -63,7 +108,7 @@ impl<B: Backend> Store<B> {
         &self,
         now: OffsetDateTime,
         swept: &mut Swept,
-        deleted: &mut Vec<Task>,
+        deleted: &mut Deleted<'_>,
     ) -> Result<()> {
         let mut scan = Scan::new(Scope::All, SWEEP_BATCH);
         scan.expired_at = Some(now);
@@ -88,9 +133,7 @@ impl<B: Backend> Store<B> {
             let results = self.backend.remove_expired(&expired);
             for (task, result) in expired.into_iter().zip(results) {
                 match result {
-                    // Kept until the pass is through: without payloads,
-                    // whatever the backend returned.
-                    Ok(Swap::Done) => deleted.push(task.without_payloads()),
+                    Ok(Swap::Done) => deleted.push(task),
                     // Changed since it was read: deleted by someone else, or
                     // recreated under its id (then it is not this one).
                     Ok(_) => {}

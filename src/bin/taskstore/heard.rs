@@ -2,7 +2,8 @@
 //! events ([`EventSink`]), said the moment the store tells them rather
 //! than held until the call returns. A sweep returns only how many tasks
 //! it deleted; its events name each one (told once its removals are
-//! durable, at the end of its pass), so the command lists them (and a
+//! durable, at the end of its pass; past 10,000, as it goes), so the
+//! command lists them (and a
 //! reap's, as it goes, with the status and expiry a reap returns none of),
 //! however many there are (written by a thread of their own,
 //! `text::out_as_it_goes`, so that a slow reader never holds the call

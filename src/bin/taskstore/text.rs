@@ -72,8 +72,9 @@ const FAILED: u8 = 2;
 ///
 /// The line is written by a thread of its own, never by the store call: a
 /// reader slow to take its lines (a pager, a full pipe) must not hold the
-/// call up with it (a store tells its sink with no lock held, so no other
-/// process waits on the reader either).
+/// call up with it (a store tells its sink with no lock held, but for a
+/// sweep's deletions past 10,000, which it tells under its pass's lock: the
+/// thread keeps another process from waiting on the reader then too).
 /// Lines wait in memory for such a reader; [`stdout_failed`] waits for
 /// them all to be written. A process that can start no thread (its limit
 /// of processes reached) writes each line here, as the call goes.
