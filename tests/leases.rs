@@ -50,6 +50,44 @@ fn backends(clock: &ManualClock) -> Vec<(Box<dyn TaskStore>, Option<tempfile::Te
 // ---------------------------------------------------------------------------
 // One process, manual clock.
 
+/// On a clock that moves between any two readings (the system's), a
+/// create's lease runs from the time it stamps on the task, and a renewal
+/// pass gives every task it renews one expiry: each takes one reading of
+/// the clock for all it decides. (The lease was read from a second reading
+/// of its own, a few microseconds later; the concurrent histories of
+/// `linearizable` met it.)
+#[test]
+fn a_create_and_a_renewal_pass_each_go_by_one_reading_of_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::builder(dir.path())
+        .durability(Durability::Eventual)
+        .lease(LEASE)
+        .open()
+        .unwrap();
+    let memory = MemoryStore::builder().lease(LEASE).build().unwrap();
+    for store in [&file as &dyn TaskStore, &memory] {
+        let made: Vec<Task> = (0..20)
+            .map(|_| store.create(NewTask::new()).unwrap())
+            .collect();
+        for task in &made {
+            assert_eq!(
+                task.lease_expires_at,
+                Some(task.created_at + LEASE),
+                "{}",
+                task.id
+            );
+        }
+        assert_eq!(store.renew_leases().unwrap(), made.len());
+        let ids: Vec<TaskId> = made.iter().map(|t| t.id.clone()).collect();
+        let expiries: BTreeSet<Option<OffsetDateTime>> = store
+            .get_all(&ids)
+            .into_iter()
+            .map(|t| t.unwrap().unwrap().lease_expires_at)
+            .collect();
+        assert_eq!(expiries.len(), 1, "one expiry for the pass: {expiries:?}");
+    }
+}
+
 #[test]
 fn lease_lapses_exactly_at_its_expiry() {
     let clock = ManualClock::new(T0);

@@ -380,7 +380,9 @@ impl<B: Backend> Store<B> {
 
     /// Renews every lease this instance holds on a running task.
     pub(super) fn renew_all(&self) -> Result<usize> {
-        let now = self.time();
+        // One reading for the pass: its leases all run from it.
+        let at = self.reading();
+        let now = at.now;
         // Failed creates first: what is still there of them is not renewed.
         self.settle_undone();
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
@@ -399,7 +401,7 @@ impl<B: Backend> Store<B> {
             }
             // A task that cannot be renewed keeps no other from being
             // renewed: the pass reports it after the rest.
-            match self.renewed(&task) {
+            match self.renewed(&task, at.lease_from) {
                 Ok(record) => pairs.push((task, record)),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -458,7 +460,7 @@ impl<B: Backend> Store<B> {
         self.settle_undone();
         // Read once a task is found, as `renew_lease` reads it: a handle's
         // time is kept (it never goes back), so one not needed is not read.
-        let mut now = None;
+        let mut reading = None;
         let lease = &self.settings.lease;
         let mut results: Vec<Option<Result<Transition>>> = ids.iter().map(|_| None).collect();
         let (mut pairs, mut slots) = (Vec::new(), Vec::new());
@@ -492,7 +494,8 @@ impl<B: Backend> Store<B> {
                     continue;
                 }
             };
-            let now = *now.get_or_insert_with(|| self.time());
+            let at = *reading.get_or_insert_with(|| self.reading());
+            let now = at.now;
             if super::unwritable(&current, now, None, None).is_some()
                 || !lease.owns(&current)
                 || self.is_undone(&current)
@@ -502,7 +505,7 @@ impl<B: Backend> Store<B> {
                 results[slot] = Some(self.renew_lease(id));
                 continue;
             }
-            match self.renewed(&current) {
+            match self.renewed(&current, at.lease_from) {
                 Ok(record) => {
                     pairs.push((current, record));
                     slots.push(slot);

@@ -508,13 +508,12 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    /// `task` with its lease renewed by this handle, as stored (the
-    /// store's own write: `record_own`).
-    fn renewed(&self, task: &Task) -> Result<Record> {
+    /// `task` with its lease renewed by this handle from `lease_from` (the
+    /// pass's reading: [`Reading::lease_from`]), as stored (the store's own
+    /// write: `record_own`).
+    fn renewed(&self, task: &Task, lease_from: OffsetDateTime) -> Result<Record> {
         let mut next = task.clone();
-        self.settings
-            .lease
-            .renew(&mut next, self.read_clock().lease_from)?;
+        self.settings.lease.renew(&mut next, lease_from)?;
         self.settings.limits.record_own(next, task)
     }
 }
@@ -527,7 +526,9 @@ impl<B: Backend> TaskStore for Store<B> {
         let id = new.id.clone().unwrap_or_else(TaskId::new);
         // The time first, whatever comes of the call: a handle's time never
         // goes back, and every call moves it on alike.
-        let now = self.time();
+        // One reading for the task's times and its lease.
+        let at = self.reading();
+        let now = at.now;
         if new.ttl.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
             return Err(Error::InvalidTask {
                 id,
@@ -544,9 +545,7 @@ impl<B: Backend> TaskStore for Store<B> {
                          last instant a time can hold",
             });
         }
-        self.settings
-            .lease
-            .own(&mut task, self.read_clock().lease_from);
+        self.settings.lease.own(&mut task, at.lease_from);
         let record: Record = self.settings.limits.record(task)?;
         let mut freed = false;
         loop {
