@@ -218,6 +218,23 @@ impl Task {
         }
     }
 
+    /// The task as a census keeps it: [`without_payloads`](Task::without_payloads),
+    /// but for its resume state's kind and attempts (not its input or
+    /// checkpoint), which judging it as an orphan needs
+    /// ([`Orphan::judge`](crate::Orphan::judge)); its memory does not grow
+    /// with the payloads.
+    pub(crate) fn as_judged(&self) -> Task {
+        let mut head = self.without_payloads();
+        head.resume = self.resume.as_ref().map(|resume| Resume {
+            kind: resume.kind.clone(),
+            input: Value::Null,
+            checkpoint: None,
+            attempts: resume.attempts,
+            max_attempts: resume.max_attempts,
+        });
+        head
+    }
+
     /// Moves the revision on by one, for an applied write.
     ///
     /// # Errors

@@ -26,7 +26,12 @@ use crate::task::Task;
 pub struct Census {
     /// Every stored task, one per id (the copy the read rule gives a
     /// reader), expired ones included, in listing order (`createdAt`, then
-    /// id).
+    /// id), without what it carries for its host (status message, result,
+    /// error, input requests, metadata, the resume state's input and
+    /// checkpoint): which task, at which version, in which state, whose,
+    /// until when, and its resume state's kind and attempts. What counting
+    /// and judging the tasks needs, at a size that does not grow with
+    /// their payloads: a store's payloads need not fit in memory.
     pub tasks: Vec<Task>,
     /// Task files that could not be read (left where they are; `verify`
     /// says why).
@@ -246,7 +251,8 @@ fn read(
         .read_bytes(dir, name)
         .and_then(|bytes| bytes.map(|b| codec::unwrap(&b, &path, &id)).transpose());
     match read {
-        Ok(task) => Ok(task),
+        // One task whole at a time: a census of thousands holds no payload.
+        Ok(task) => Ok(task.as_ref().map(Task::as_judged)),
         Err(e) => {
             // As `recovery::set_aside_task` tells what it sets aside.
             if matches!(e, Error::Corrupt { .. }) {
