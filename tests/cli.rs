@@ -4012,6 +4012,36 @@ fn reap_and_its_dry_run_tell_the_expired_tasks_it_deletes() {
     assert!(open(&dir).get(&expired.id).unwrap().is_none());
 }
 
+/// `repair --apply`, run as the store's owner, sets the mode of a task
+/// file its owner may not read (`0000`, `0200`: a file the service cannot
+/// read any more) back to `0600`, and the tasks list again. (It opened the
+/// file for reading to set its mode, which such a mode refuses its owner:
+/// "set mode 0600: FAILED: ... Permission denied", and exit 1.)
+#[test]
+fn repair_sets_the_mode_of_a_task_file_its_owner_may_not_read() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let running = task_path(&dir, "active", &first(&tasks, TaskStatus::Working).id);
+    let done = task_path(&dir, "done", &first(&tasks, TaskStatus::Completed).id);
+    chmod(&running, 0o000);
+    chmod(&done, 0o200);
+    let out = run_as_owner_bound_by_modes(&dir, &["repair", "--apply"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for path in [&running, &done] {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let listed = run_as_owner_bound_by_modes(&dir, &["list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert_eq!(json_lines(&listed).len(), tasks.len());
+}
+
 /// Runs the command on the store at `dir` as a user whose permissions hold
 /// there: this process's user, or, as root (whom they do not stop),
 /// `nobody`, who is given the store first.

@@ -607,16 +607,33 @@ impl Fs {
     }
 
     /// Sets the permission bits of `name` in `dir`, never following a
-    /// symlink: the file or directory is opened without following one (so
-    /// it must be readable by its owner) and changed through its
-    /// descriptor. Not recorded: no workload replayed by the crash-state
+    /// symlink: the file or directory is opened without following one and
+    /// changed through its descriptor. One whose mode denies its owner
+    /// reading it (`0000`, `0200`: what most needs its mode set) is opened
+    /// by its path alone (`O_PATH`, which asks no permission of the file),
+    /// and changed through the kernel's name of that descriptor under
+    /// `/proc/self/fd`, which is that very file (`fchmod` takes no such
+    /// descriptor). Not recorded: no workload replayed by the crash-state
     /// explorer changes a mode.
     pub fn set_mode(&self, dir: &Dir, name: &OsStr, mode: u32) -> io::Result<()> {
         self.check(FsOp::SetMode, || dir.join(name))?;
+        let mode = Mode::from_raw_mode(mode);
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-        Ok(())
+        match rustix::fs::openat(&dir.fd, name, flags, Mode::empty()) {
+            Ok(fd) => Ok(rustix::fs::fchmod(&fd, mode)?),
+            Err(rustix::io::Errno::ACCESS) => {
+                use std::os::fd::AsRawFd;
+                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+                // Opened as a symlink, not through it: never changed.
+                if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Symlink {
+                    return Err(rustix::io::Errno::LOOP.into());
+                }
+                let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                Ok(rustix::fs::chmod(path.as_str(), mode)?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Takes an exclusive `flock` on `file` if it is free.

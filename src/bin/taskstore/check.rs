@@ -195,9 +195,10 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
         .iter()
         .filter(|r| matches!(r.action, RepairAction::Leave { .. }))
         .count();
-    // What the store still holds: a problem left alone or a repair that
-    // failed leaves it in place; a skipped one may or may not (gone
-    // meanwhile, or the quarantine full, batches still under way), which
+    // What the store still holds: a repair that failed leaves its problem
+    // in place; a skipped one or one left alone may or may not (gone
+    // meanwhile, or the quarantine full, batches still under way; a file
+    // that could not be checked for its mode, which a repair set), which
     // only a check again, as `verify` judges, tells.
     let skipped = repairs.repairs.iter().any(|r| {
         matches!(r.outcome, RepairOutcome::Skipped { .. })
@@ -206,12 +207,12 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     // What fails `verify`: a leftover whose removal was skipped does not.
     let remaining = if dry_run {
         0
-    } else if skipped {
+    } else if skipped || left > 0 {
         let report = check.verify()?;
         let failing = |p: &&Problem| p.kind.severity() == Severity::Problem;
         report.problems.iter().filter(failing).count()
     } else {
-        left + failed
+        failed
     };
     let code = text::earned(remaining > 0 || failed > 0);
     for repair in &repairs.repairs {
