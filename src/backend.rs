@@ -389,10 +389,11 @@ pub struct Scan {
     pub limit: usize,
     /// Whether the tasks come whole (the default). `false` asks for them
     /// without what they carry for their host (status message, result,
-    /// error, input requests, metadata, resume state), as
-    /// [`shaped`](Scan::shaped) gives them: a pass that needs only which
-    /// task at which version (a sweep) then holds a batch whose memory does
-    /// not grow with the payloads. A backend may return them whole anyway.
+    /// error, input requests, metadata, the resume state's input and
+    /// checkpoint), as [`shaped`](Scan::shaped) gives them: a pass that
+    /// needs only which task at which version and in which state (a
+    /// sweep, `Store::stored`) then holds a batch whose memory does not
+    /// grow with the payloads. A backend may return them whole anyway.
     pub payloads: bool,
     /// Whether the caller goes on to remove what it is returned (a sweep),
     /// `false` by default: a backend may then remember what it read to

@@ -171,9 +171,12 @@ impl Task {
     }
 
     /// The task without what it carries for its host (status message,
-    /// result, error, input requests, metadata and resume state): which
-    /// task, at which version, in which state, and when it expires. What a
-    /// pass that needs no more asks for (a sweep: see
+    /// result, error, input requests, metadata, and its resume state's
+    /// input and checkpoint): which task, at which version, in which
+    /// state, whose, and when it expires, and its resume state's kind and
+    /// attempts, which judging it as an orphan needs
+    /// ([`Orphan::judge`](crate::Orphan::judge)). What a pass that needs no
+    /// more asks for (a sweep, a census, `Store::stored`: see
     /// [`Scan::payloads`](crate::backend::Scan::payloads)); its memory does
     /// not grow with the payloads.
     pub(crate) fn without_payloads(&self) -> Task {
@@ -195,7 +198,7 @@ impl Task {
             lease_expires_at,
             owner_token,
             epoch,
-            resume: _,
+            resume,
         } = self;
         Task {
             id: id.clone(),
@@ -214,25 +217,14 @@ impl Task {
             lease_expires_at: *lease_expires_at,
             owner_token: owner_token.clone(),
             epoch: *epoch,
-            resume: None,
+            resume: resume.as_ref().map(|resume| Resume {
+                kind: resume.kind.clone(),
+                input: Value::Null,
+                checkpoint: None,
+                attempts: resume.attempts,
+                max_attempts: resume.max_attempts,
+            }),
         }
-    }
-
-    /// The task as a census keeps it: [`without_payloads`](Task::without_payloads),
-    /// but for its resume state's kind and attempts (not its input or
-    /// checkpoint), which judging it as an orphan needs
-    /// ([`Orphan::judge`](crate::Orphan::judge)); its memory does not grow
-    /// with the payloads.
-    pub(crate) fn as_judged(&self) -> Task {
-        let mut head = self.without_payloads();
-        head.resume = self.resume.as_ref().map(|resume| Resume {
-            kind: resume.kind.clone(),
-            input: Value::Null,
-            checkpoint: None,
-            attempts: resume.attempts,
-            max_attempts: resume.max_attempts,
-        });
-        head
     }
 
     /// Moves the revision on by one, for an applied write.
@@ -620,7 +612,9 @@ mod tests {
         expected.error = None;
         expected.input_requests = None;
         expected.metadata.clear();
-        expected.resume = None;
+        let resume = expected.resume.as_mut().unwrap();
+        resume.input = Value::Null;
+        resume.checkpoint = None;
         assert_eq!(head, expected);
         assert!(crate::backend::is_current(&head, &task));
         assert_eq!(head.expires_at(), task.expires_at());

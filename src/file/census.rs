@@ -252,7 +252,7 @@ fn read(
         .and_then(|bytes| bytes.map(|b| codec::unwrap(&b, &path, &id)).transpose());
     match read {
         // One task whole at a time: a census of thousands holds no payload.
-        Ok(task) => Ok(task.as_ref().map(Task::as_judged)),
+        Ok(task) => Ok(task.as_ref().map(Task::without_payloads)),
         Err(e) => {
             // As `recovery::set_aside_task` tells what it sets aside.
             if matches!(e, Error::Corrupt { .. }) {

@@ -79,12 +79,19 @@ impl<B: Backend> Store<B> {
 
     /// Every stored task, expired ones included (a listing leaves those out
     /// and deletes them), in listing order, with the entries that could not
-    /// be read: what the command's `stats` counts over a database.
+    /// be read: what the command's `stats` and dry runs judge over a
+    /// database. Each task comes without what it carries for its host
+    /// (its status message, result, error, input requests, metadata, its
+    /// resume state's input and checkpoint: see
+    /// [`Scan::payloads`](crate::backend::Scan::payloads)), so that the
+    /// page does not grow with the store's payloads.
     ///
     /// Changes no task. Entries that cannot be read are reported as events
     /// too, and a backend may set them aside as any scan does.
     pub fn stored(&self) -> Result<Page> {
-        self.scan_through(Scan::new(Scope::All, BATCH), |_| true)
+        let mut scan = Scan::new(Scope::All, BATCH);
+        scan.payloads = false;
+        self.scan_through(scan, |_| true)
     }
 
     /// Every task `scan` finds, from its start, that `keep` keeps, in
@@ -103,7 +110,10 @@ impl<B: Backend> Store<B> {
                 break;
             };
             scan.after = Some(Position::of(last));
-            page.tasks.extend(batch.tasks.into_iter().filter(&keep));
+            // Shaped as the scan asks, whatever the backend returned: a
+            // batch at a time is all that is held whole.
+            let kept = batch.tasks.into_iter().filter(&keep);
+            page.tasks.extend(kept.map(|task| scan.shape(task)));
             if exhausted {
                 break;
             }
