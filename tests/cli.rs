@@ -3460,36 +3460,10 @@ fn stats_and_dry_runs_over_postgres_hold_no_payloads_of_the_store() {
         .schema(schema.clone())
         .open()
         .unwrap();
-    let payload = "x".repeat(100 << 10);
-    for _ in 0..1_500 {
-        store
-            .create(NewTask::new().resumable("report", json!(payload)))
-            .unwrap();
-        let done = store.create(NewTask::new()).unwrap();
-        assert!(
-            store
-                .complete(&done.id, json!(payload))
-                .unwrap()
-                .is_applied()
-        );
-    }
+    resumable_and_finished(&store, &"x".repeat(100 << 10), 1_500);
     drop(store);
-    let under_limit = |args: &[&str]| {
-        let out = common::without_store_variables("prlimit")
-            .arg("--data=200000000")
-            .arg(env!("CARGO_BIN_EXE_taskstore"))
-            .args(args)
-            .args(["--pg", &conninfo, "--pg-schema", &schema])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "taskstore {args:?}: stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let target = ["--pg", &conninfo, "--pg-schema", &schema];
+    let under_limit = |args: &[&str]| in_200_mb(args, &target);
     let stats: Value = serde_json::from_str(&stdout(&under_limit(&["stats", "--json"]))).unwrap();
     assert_eq!(
         (&stats["active"], &stats["finished"]),
@@ -3936,6 +3910,42 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
     assert_eq!(json_lines(&out).len(), 3_000);
 }
 
+/// Makes `count` resumable tasks through `store`, and as many finished
+/// ones, each carrying `payload` (as its input, or its result).
+fn resumable_and_finished(store: &dyn TaskStore, payload: &str, count: usize) {
+    for _ in 0..count {
+        store
+            .create(NewTask::new().resumable("report", json!(payload)))
+            .unwrap();
+        let done = store.create(NewTask::new()).unwrap();
+        assert!(
+            store
+                .complete(&done.id, json!(payload))
+                .unwrap()
+                .is_applied()
+        );
+    }
+}
+
+/// The built command run with `args` on the store `target` names, its data
+/// segment held to 200 MB (`prlimit`); it must succeed.
+fn in_200_mb(args: &[&str], target: &[&str]) -> std::process::Output {
+    let out = common::without_store_variables("prlimit")
+        .arg("--data=200000000")
+        .arg(env!("CARGO_BIN_EXE_taskstore"))
+        .args(args)
+        .args(target)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "taskstore {args:?}: stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `stats` and the dry runs of `sweep` and `reap` read every task once and
 /// keep none of its payloads: run with its data segment held to 200 MB,
 /// each reads a store of 300 MB of tasks (expired, orphaned resumable,
@@ -3962,34 +3972,11 @@ fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
                     .metadata("payload", payload.clone()),
             )
             .unwrap();
-        store
-            .create(NewTask::new().resumable("report", json!(payload)))
-            .unwrap();
-        let done = store.create(NewTask::new()).unwrap();
-        assert!(
-            store
-                .complete(&done.id, json!(payload))
-                .unwrap()
-                .is_applied()
-        );
     }
+    resumable_and_finished(&store, &payload, 1_000);
     drop(store);
-    let under_limit = |args: &[&str]| {
-        let out = common::without_store_variables("prlimit")
-            .arg("--data=200000000")
-            .arg(env!("CARGO_BIN_EXE_taskstore"))
-            .args(args)
-            .env("TASKSTORE_STORE", &dir)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "taskstore {args:?}: stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let target = ["--store", dir.to_str().unwrap()];
+    let under_limit = |args: &[&str]| in_200_mb(args, &target);
     let stats: Value = serde_json::from_str(&stdout(&under_limit(&["stats", "--json"]))).unwrap();
     assert_eq!(
         (
