@@ -528,11 +528,12 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
 
 /// A clock stepped back, then set right again before it caught up (a
 /// manual change undone): the owner's time stands still meanwhile (it
-/// never goes back), but the leases it renews run on by what the clock
-/// went on, so once the clock is set right no handle reaps or claims its
-/// live tasks; once their leases lapse by the clock, they are. (Renewed
-/// from its standing time, the leases stood still too: after more than a
-/// lease behind, live work was reaped and claimed at once.)
+/// never goes back), but the leases it renews run on by the clock's
+/// progress since it first read behind, so once the clock is set right no
+/// handle reaps or claims its live tasks; once their leases lapse by the
+/// clock, they are. (Renewed from its standing time, the leases stood
+/// still too: after more than a lease behind, live work was reaped and
+/// claimed at once.)
 pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
     owner: &dyn TaskStore,
     _: &dyn TaskStore,
