@@ -828,13 +828,9 @@ async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothin
         .create(crate::NewTask::new().resumable("job", json!({})))
         .unwrap();
     drop(dead);
-    let hour = Duration::from_secs(3_600);
     let m = DurableTaskManager::with_options(
         Arc::new(Wrapped::new(on_memory(&backend, &clock, "other"), true)),
-        ManagerOptions::new()
-            .watch_interval(Duration::from_millis(10))
-            .renew_interval(hour)
-            .reap_interval(hour),
+        polling_alone(),
     );
     m.register_resume("another-kind", |_ctx| Box::pin(async { Ok(text("no")) }));
     // The registration's own claim is over.
@@ -857,6 +853,17 @@ async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothin
     );
 }
 
+/// Options of a manager that polls every 10 ms and renews and reaps
+/// nothing of its own for an hour: what it does is what the test's polls
+/// start.
+fn polling_alone() -> ManagerOptions {
+    let hour = Duration::from_secs(3_600);
+    ManagerOptions::new()
+        .watch_interval(Duration::from_millis(10))
+        .renew_interval(hour)
+        .reap_interval(hour)
+}
+
 /// A wrapped store on a memory backend.
 type OnMemory = Wrapped<crate::Store<Arc<crate::MemoryBackend>>>;
 
@@ -875,14 +882,7 @@ fn past_a_step_set_right(
     let ahead = store.now();
     ours.set(owners.now());
     assert!(store.lease_now() < ahead, "the step read");
-    let hour = Duration::from_secs(3_600);
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        ManagerOptions::new()
-            .watch_interval(Duration::from_millis(10))
-            .renew_interval(hour)
-            .reap_interval(hour),
-    );
+    let m = DurableTaskManager::with_options(Arc::new(store), polling_alone());
     (m, ours)
 }
 
@@ -958,14 +958,7 @@ async fn polling_an_orphan_a_claim_cannot_take_starts_one_claim_pass_not_one_per
     drop(dead);
     let store = Wrapped::new(on_memory(&backend, &clock, "live"), true);
     store.claims_nothing.store(true, Ordering::SeqCst);
-    let hour = Duration::from_secs(3_600);
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        ManagerOptions::new()
-            .watch_interval(Duration::from_millis(10))
-            .renew_interval(hour)
-            .reap_interval(hour),
-    );
+    let m = DurableTaskManager::with_options(Arc::new(store), polling_alone());
     m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
     // The registration's own claim is over, before the lease lapsed.
     eventually(|| async { (m.store().claims.load(Ordering::SeqCst) > 0).then_some(()) }).await;
