@@ -2192,36 +2192,50 @@ mod mcp_servers {
     }
 }
 
+/// The tasks `make` creates as instance `dead` of `schema`, with leases of
+/// 100 ms, once they lapsed as seen by a handle opened through a proxy
+/// that can lose a reply (set up by `taker`): the tasks, the proxy, that
+/// handle.
+fn lapsed_behind_a_proxy(
+    cluster: &Cluster,
+    schema: &str,
+    make: impl FnOnce(&PgStore) -> Vec<Task>,
+    taker: impl FnOnce(taskstore::PgStoreBuilder) -> taskstore::PgStoreBuilder,
+) -> (Vec<Task>, pg_cluster::LosesAReply, PgStore) {
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let tasks = make(&dead);
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let store = taker(PgStore::builder(proxy.conninfo()).schema(schema))
+        .open()
+        .unwrap();
+    let lapsed = tasks.iter().filter_map(|t| t.lease_expires_at).max();
+    wait_until("the dead owner's leases to lapse", || {
+        Some(store.now()) > lapsed
+    });
+    (tasks, proxy, store)
+}
+
 /// `n` resumable orphans of a dead instance, claimed by an heir whose
 /// connection loses the reply to its write after the server committed it
 /// (the write that names the first two, or the one): the claim must report
 /// every task it took, each stored as the heir's at epoch 2.
 fn a_claim_losing_its_reply(cluster: &Cluster, n: usize) {
     let schema = fresh_schema("lost_reply");
-    let dead = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .instance_id("dead")
-        .lease(Duration::from_millis(100))
-        .open()
-        .unwrap();
-    let tasks: Vec<Task> = (0..n)
-        .map(|i| {
-            dead.create(NewTask::new().resumable("k", json!(i)))
-                .unwrap()
-        })
-        .collect();
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let heir = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("heir")
-        .open()
-        .unwrap();
-    let lapsed = tasks
-        .iter()
-        .filter_map(|t| t.lease_expires_at)
-        .max()
-        .unwrap();
-    wait_until("the dead owner's leases to lapse", || heir.now() > lapsed);
+    let tasks = |dead: &PgStore| -> Vec<Task> {
+        (0..n)
+            .map(|i| {
+                dead.create(NewTask::new().resumable("k", json!(i)))
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (tasks, proxy, heir) =
+        lapsed_behind_a_proxy(cluster, &schema, tasks, |b| b.instance_id("heir"));
     // A batch is the one statement that names two of the tasks; one task
     // is claimed by the one statement that names it.
     let markers: Vec<&str> = tasks.iter().take(2).map(|t| t.id.as_str()).collect();
@@ -2234,8 +2248,9 @@ fn a_claim_losing_its_reply(cluster: &Cluster, n: usize) {
     let mut want: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
     want.sort();
     assert_eq!(ids, want, "every task the claim took is reported claimed");
+    let reader = open(cluster, &schema, "reader");
     for task in &tasks {
-        let stored = dead.get(&task.id).unwrap().unwrap();
+        let stored = reader.get(&task.id).unwrap().unwrap();
         assert_eq!(
             (stored.owner.as_deref(), stored.epoch),
             (Some("heir"), 2),
@@ -2369,30 +2384,20 @@ fn a_lost_renewal_batch_reply(
 fn a_lost_reap_reply_with_a_task_deleted_since_is_reported() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("lost_reap_deleted");
-    let dead = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .instance_id("dead")
-        .lease(Duration::from_millis(100))
-        .open()
-        .unwrap();
-    let (x, y) = (
-        dead.create(NewTask::new()).unwrap(),
-        dead.create(NewTask::new()).unwrap(),
-    );
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let reaper = PgStore::builder(proxy.conninfo())
-        .schema(&schema)
-        .instance_id("reaper")
-        .pool_size(1)
-        .open()
-        .unwrap();
+    let two = |dead: &PgStore| -> Vec<Task> {
+        (0..2)
+            .map(|_| dead.create(NewTask::new()).unwrap())
+            .collect()
+    };
+    let (tasks, proxy, reaper) = lapsed_behind_a_proxy(cluster, &schema, two, |b| {
+        b.instance_id("reaper").pool_size(1)
+    });
+    let (x, y) = (&tasks[0], &tasks[1]);
     let other = open(cluster, &schema, "other");
-    let lapsed = x.lease_expires_at.max(y.lease_expires_at).unwrap();
-    wait_until("the dead owner's leases to lapse", || reaper.now() > lapsed);
     // As in the renewal's case above: the batch carries both tasks' JSON,
     // and the write of `x` alone after it is held on its new connection.
     let json = |t: &Task| format!("\"taskId\":\"{}\"", t.id);
-    proxy.arm(&[&json(&x), &json(&y)]);
+    proxy.arm(&[&json(x), &json(y)]);
     proxy.hold(&["$12::text IS NULL"]);
     let reaped = std::thread::scope(|s| {
         let reaping = s.spawn(|| reaper.reap().unwrap());
@@ -2421,31 +2426,18 @@ fn a_lost_reap_reply_with_a_task_deleted_since_is_reported() {
 fn a_lost_claim_reply_with_a_task_written_over_since_leaves_it_to_lapse() {
     let Some(cluster) = cluster() else { return };
     let schema = fresh_schema("lost_reply_written");
-    let dead = PgStore::builder(cluster.conninfo())
-        .schema(&schema)
-        .instance_id("dead")
-        .lease(Duration::from_millis(100))
-        .open()
-        .unwrap();
-    let tasks: Vec<Task> = (0..3)
-        .map(|i| {
-            dead.create(NewTask::new().resumable("k", json!(i)))
-                .unwrap()
-        })
-        .collect();
+    let three = |dead: &PgStore| -> Vec<Task> {
+        (0..3)
+            .map(|i| {
+                dead.create(NewTask::new().resumable("k", json!(i)))
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (tasks, proxy, heir) =
+        lapsed_behind_a_proxy(cluster, &schema, three, |b| b.instance_id("heir"));
+    let heir = Arc::new(heir);
     let peer = open(cluster, &schema, "peer");
-    let proxy = pg_cluster::LosesAReply::start(cluster);
-    let heir = Arc::new(
-        PgStore::builder(proxy.conninfo())
-            .schema(&schema)
-            .instance_id("heir")
-            .open()
-            .unwrap(),
-    );
-    let lapsed = tasks.iter().filter_map(|t| t.lease_expires_at).max();
-    wait_until("the dead owner's leases to lapse", || {
-        Some(heir.now()) > lapsed
-    });
     let first = tasks[0].id.clone();
     // The batch names the first two; the write of the first alone after
     // it (its statement names "WITH u AS") is held while the peer writes.
