@@ -526,6 +526,46 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
     }
 }
 
+/// `other` neither reaps nor claims `owner`'s live tasks, `plain` and
+/// `resumable` (of kind `k`), whichever way it asks: both stay working,
+/// `owner`'s.
+fn live_work_left_alone(
+    owner: &dyn TaskStore,
+    other: &dyn TaskStore,
+    plain: &Task,
+    resumable: &Task,
+) {
+    let reaped = other.reap().unwrap();
+    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
+    assert_eq!(
+        other.reap_task(&plain.id).unwrap(),
+        None,
+        "live work reaped"
+    );
+    let claimed = other.claim(&["k"]).unwrap();
+    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
+    for task in [&plain, &resumable] {
+        let stored = owner.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.owner.as_deref()),
+            (TaskStatus::Working, Some(owner.instance_id())),
+            "{}",
+            task.id
+        );
+    }
+}
+
+/// Once their leases lapsed, `other` claims `resumable` (of kind `k`) and
+/// reaps `plain`, and no other task.
+fn lapsed_work_taken(other: &dyn TaskStore, plain: &Task, resumable: &Task) {
+    let claimed = other.claim(&["k"]).unwrap();
+    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(claimed, [&resumable.id]);
+    let reaped = other.reap().unwrap();
+    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+    assert_eq!(reaped, [&plain.id]);
+}
+
 /// A clock stepped back, then set right again before it caught up (a
 /// manual change undone): the owner's time stands still meanwhile (it
 /// never goes back), but the leases it renews run on by the clock's
@@ -557,30 +597,12 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
     let right = start + setup.lease * 3;
     setup.clock.set(right);
 
-    let reaped = peer.reap().unwrap();
-    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
-    assert_eq!(peer.reap_task(&plain.id).unwrap(), None, "live work reaped");
-    let claimed = peer.claim(&["k"]).unwrap();
-    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
-    for task in [&plain, &resumable] {
-        let stored = owner.get(&task.id).unwrap().unwrap();
-        assert_eq!(
-            (stored.status, stored.owner.as_deref()),
-            (TaskStatus::Working, Some(owner.instance_id())),
-            "{}",
-            task.id
-        );
-    }
+    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
 
     // Their leases lapse by the clock, a lease after the last renewal:
     // claimed and reaped as ever.
     setup.clock.set(right + setup.lease);
-    let claimed = peer.claim(&["k"]).unwrap();
-    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(claimed, [&resumable.id]);
-    let reaped = peer.reap().unwrap();
-    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(reaped, [&plain.id]);
+    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
 }
 
 /// A clock stepped forward, then set right again (NTP, a manual change):
@@ -614,31 +636,13 @@ pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_le
     );
     assert_eq!(seer.now(), ahead, "the seer's time never goes back");
 
-    let reaped = seer.reap().unwrap();
-    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
-    assert_eq!(seer.reap_task(&plain.id).unwrap(), None, "live work reaped");
-    let claimed = seer.claim(&["k"]).unwrap();
-    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
-    for task in [&plain, &resumable] {
-        let stored = owner.get(&task.id).unwrap().unwrap();
-        assert_eq!(
-            (stored.status, stored.owner.as_deref()),
-            (TaskStatus::Working, Some(owner.instance_id())),
-            "{}",
-            task.id
-        );
-    }
+    live_work_left_alone(owner, seer.as_ref(), &plain, &resumable);
 
     // Their leases lapse by the clock: claimed and reaped as ever.
     setup
         .clock
         .set(start + Duration::from_secs(2) + setup.lease);
-    let claimed = seer.claim(&["k"]).unwrap();
-    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(claimed, [&resumable.id]);
-    let reaped = seer.reap().unwrap();
-    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(reaped, [&plain.id]);
+    lapsed_work_taken(seer.as_ref(), &plain, &resumable);
 
     // A task the seer releases, its time still ahead, lapses by the clock:
     // an orphan at once for every handle, the seer's own claims included.
