@@ -8,7 +8,10 @@
 //! milliseconds), `get`, `get_all`, `update` (plain, `if_revision`,
 //! `fenced`, `leave_lease`), `finish` and `finish_fenced`, `delete`,
 //! `renew_lease`, `renew_leases_of`, `renew_leases`, `release`, `claim`,
-//! `reap`, `reap_task`, `sweep`, and listings page by page. Meanwhile one
+//! `reap`, `reap_task`, `sweep`, and listings page by page; in two rounds,
+//! one whose leases outlast it (they lapse only by `release`) and one whose
+//! leases last 30 to 130 ms, with no claim grace, so that leases lapse under
+//! the workload and claims and reaps race their owners' writes. Meanwhile one
 //! thread ends random server backends of the store's connections
 //! (`pg_terminate_backend`), another loses the reply to a random statement
 //! after the server committed it (a proxy that cuts the connection), and
@@ -96,27 +99,55 @@ const KIND: &str = "lin";
 /// Attempts a resumable task gets: a claim of one at its last attempt is
 /// refused, and a reap fails it at once.
 const MAX_ATTEMPTS: u32 = 2;
-/// A lease no run of this test outlives: leases lapse only by `release`.
-const LEASE: Duration = Duration::from_secs(3_600);
+/// A lease no round outlives: leases lapse only by `release`. The other
+/// round's lease is 30 to 130 milliseconds ([`leases_for`]), so that leases
+/// lapse under the workload and claims and reaps take them
+/// (`TASKSTORE_LIN_LEASE_MS` to run one round of a lease chosen).
+const LONG_LEASE: Duration = Duration::from_millis(lin::LONG_LEASE_MS);
+
+/// The leases of the rounds of `seed` (every handle's, in every process,
+/// in a round): one no round outlives, then a short one.
+fn leases_for(seed: u64) -> Vec<Duration> {
+    let ms = std::env::var("TASKSTORE_LIN_LEASE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    match ms {
+        Some(ms) => vec![Duration::from_millis(ms)],
+        None => vec![LONG_LEASE, Duration::from_millis(30 + seed % 100)],
+    }
+}
+
+/// The claim grace of a run whose leases last `lease`: the default (one
+/// lease) where leases do not lapse, none where they do, so that a lapsed
+/// lease's task is claimed, not failed, while the run lasts.
+fn grace_for(lease: Duration) -> Duration {
+    if lease >= LONG_LEASE {
+        lease
+    } else {
+        Duration::ZERO
+    }
+}
 
 fn task_id(n: usize) -> TaskId {
     TaskId::parse(&format!("lin-{n}")).unwrap()
 }
 
-/// What sets this store's histories apart for the model.
-const PARAMS: Params = Params {
-    // Calls of unknown outcome (connections ended, replies lost) leave
-    // the times they stamped and what they wrote unknown: the model
-    // compares what the rules decide.
-    compare: Compare::Rules,
-    // The default: the lease, longer than the run.
-    claim_grace: LEASE,
-    kind: KIND,
-    id: task_id,
-    // A history with many calls of unknown outcome has many orders to
-    // try: past this many steps it is said undecided.
-    budget: Some(5_000_000),
-};
+/// What sets this store's histories apart for the model, for a run whose
+/// leases last `lease`.
+fn params(lease: Duration) -> Params {
+    Params {
+        // Calls of unknown outcome (connections ended, replies lost) leave
+        // the times they stamped and what they wrote unknown: the model
+        // compares what the rules decide.
+        compare: Compare::Rules,
+        claim_grace: grace_for(lease),
+        kind: KIND,
+        id: task_id,
+        // A history with many calls of unknown outcome has many orders to
+        // try: past this many steps it is said undecided.
+        budget: Some(5_000_000),
+    }
+}
 
 /// An error that promises nothing was applied (`Error::changed_nothing`),
 /// or one after which it may or may not have been.
@@ -151,12 +182,24 @@ fn token_of(store: &PgStore, name: &str) -> String {
     }
 }
 
-fn open(conninfo: &str, schema: &str, instance: &str) -> PgStore {
-    open_with(conninfo, schema, instance, 3, Duration::from_secs(30))
+fn open(conninfo: &str, schema: &str, instance: &str, lease: Duration) -> PgStore {
+    open_with(
+        conninfo,
+        schema,
+        instance,
+        lease,
+        (3, Duration::from_secs(30)),
+    )
 }
 
-/// [`open`] with `pool` connections, a call waiting `wait` for one.
-fn open_with(conninfo: &str, schema: &str, instance: &str, pool: usize, wait: Duration) -> PgStore {
+/// [`open`] with `pool.0` connections, a call waiting `pool.1` for one.
+fn open_with(
+    conninfo: &str,
+    schema: &str,
+    instance: &str,
+    lease: Duration,
+    (pool, wait): (usize, Duration),
+) -> PgStore {
     // The killer may end the connections of an open: tried again.
     for _ in 0..50 {
         match PgStore::builder(conninfo)
@@ -165,7 +208,8 @@ fn open_with(conninfo: &str, schema: &str, instance: &str, pool: usize, wait: Du
             // Every process on this host reads one system clock: a lease
             // released before a claim began is lapsed for the claim.
             .time_source(TimeSource::Clock)
-            .lease(LEASE)
+            .lease(lease)
+            .claim_grace(grace_for(lease))
             .pool_size(pool)
             .pool_wait(wait)
             .open()
@@ -196,8 +240,10 @@ struct Who<'a> {
     thread: &'a str,
 }
 
-/// Runs `ops` random operations on `store`, appending each to `log`.
-fn work(store: &PgStore, who: &Who<'_>, seed: u64, ops: usize, log: &Mutex<Vec<Op>>) {
+/// Runs [`ops_per_thread`] random operations on `store`, appending each to
+/// `log`.
+fn work(store: &PgStore, who: &Who<'_>, seed: u64, lease: Duration, log: &Mutex<Vec<Op>>) {
+    let ops = ops_per_thread();
     let mut rng = Rng::new(seed);
     let mut seen: Vec<Seen> = vec![Seen { rev: 1, epoch: 1 }; ids()];
     let record = |id: usize, call: Call, start: Stamp, ret: Ret| {
@@ -210,7 +256,7 @@ fn work(store: &PgStore, who: &Who<'_>, seed: u64, ops: usize, log: &Mutex<Vec<O
             ret,
             start,
             end: Stamp::now(),
-            lease_ns: u64::try_from(LEASE.as_nanos()).unwrap(),
+            lease_ns: u64::try_from(lease.as_nanos()).unwrap(),
         });
     };
     for o in 0..ops {
@@ -397,7 +443,10 @@ fn work(store: &PgStore, who: &Who<'_>, seed: u64, ops: usize, log: &Mutex<Vec<O
                     record(n, Call::Sweep, start, Ret::Untouched);
                 }
             }
-            99 => {
+            // Which leases it renewed it says by their number alone: the
+            // model knows none of their new leases, so it is called only
+            // where leases never lapse (`Call::RenewAll`).
+            99 if lease >= LONG_LEASE => {
                 let ret = match store.renew_leases() {
                     Ok(_) => Ret::Untouched,
                     Err(e) => Ret::Unknown(e.to_string()),
@@ -470,14 +519,15 @@ fn pass(
 }
 
 /// Runs `threads` threads of work in this process, on `handles` handles
-/// (threads share them round robin), and returns their operations.
+/// (threads share them round robin) whose leases last `lease`, and
+/// returns their operations.
 fn run_here(
     conninfo: &str,
     schema: &str,
     name: &str,
-    handles: usize,
-    threads: usize,
+    (handles, threads): (usize, usize),
     seed: u64,
+    lease: Duration,
 ) -> Vec<Op> {
     let stores: Vec<(PgStore, String, String)> = (0..handles)
         .map(|h| {
@@ -485,9 +535,15 @@ fn run_here(
             // The first handle's threads share one connection, and wait
             // for it only a little: calls fail before they send anything.
             let store = if h == 0 {
-                open_with(conninfo, schema, &instance, 1, Duration::from_millis(15))
+                open_with(
+                    conninfo,
+                    schema,
+                    &instance,
+                    lease,
+                    (1, Duration::from_millis(15)),
+                )
             } else {
-                open(conninfo, schema, &instance)
+                open(conninfo, schema, &instance, lease)
             };
             let token = token_of(&store, &instance);
             (store, instance, token)
@@ -506,7 +562,7 @@ fn run_here(
                     thread: &thread,
                 };
                 let seed = seed ^ (t as u64 + 1).wrapping_mul(7919);
-                work(store, &who, seed, ops_per_thread(), log)
+                work(store, &who, seed, lease, log)
             });
         }
     });
@@ -555,12 +611,14 @@ fn killer(cluster: &pg_cluster::Cluster, seed: u64, stop: &AtomicBool) -> usize 
 /// how many it lost.
 fn cutter(proxy: &pg_cluster::LosesAReply, seed: u64, stop: &AtomicBool) -> usize {
     let mut rng = Rng::new(seed);
+    // The proxy counts from its start: an earlier round's are not this one's.
+    let before = proxy.cuts();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1 + rng.below(40)));
         let marker = format!("lin-{}", rng.below(ids() as u64));
         proxy.arm(&[&marker]);
     }
-    proxy.cuts()
+    proxy.cuts() - before
 }
 
 /// Whether some of the calls `made` picks were applied, if a hundred or
@@ -576,16 +634,22 @@ fn some_applied(ops: &[Op], made: impl Fn(&Call) -> bool) -> bool {
 fn concurrent_histories_over_postgres_are_linearizable() {
     let test = "concurrent_histories_over_postgres_are_linearizable";
     if let Some((_, args)) = role() {
-        // A child: args are conninfo, schema, out file, name, seed.
+        // A child: args are conninfo, schema, out file, name, seed, and
+        // the run's lease in milliseconds.
         let seed: u64 = args[4].parse().unwrap();
-        let ops = run_here(&args[0], &args[1], &args[3], 1, CHILD_THREADS, seed);
+        let lease = Duration::from_millis(args[5].parse().unwrap());
+        let threads = (1, CHILD_THREADS);
+        let ops = run_here(&args[0], &args[1], &args[3], threads, seed, lease);
         common::write_atomic(Path::new(&args[2]), &serde_json::to_vec(&ops).unwrap());
         return;
     }
     if let Ok(path) = std::env::var("TASKSTORE_LIN_CHECK") {
         // Checks a history dumped by an earlier run (`TASKSTORE_LIN_DUMP`).
         let ops: Vec<Op> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        lin::check(&ops, &PARAMS, "a dumped history");
+        let lease = ops
+            .first()
+            .map_or(LONG_LEASE, |o| Duration::from_nanos(o.lease_ns));
+        lin::check(&ops, &params(lease), "a dumped history");
         return;
     }
     let Some(cluster) = pg_cluster::shared() else {
@@ -604,75 +668,127 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     } else {
         cluster.conninfo()
     };
-    let schema = pg_cluster::fresh_schema("lin");
-    // The schema made before anything is killed.
-    drop(open(&conninfo, &schema, "maker"));
-    let work_dir = tempfile::tempdir().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ops, killed, cut) = std::thread::scope(|s| {
-        let killing = kills.then(|| {
-            let stop = stop.clone();
-            s.spawn(move || killer(cluster, seed ^ 0xdead, &stop))
-        });
-        let cutting = cuts.then(|| {
-            let (stop, proxy) = (stop.clone(), &proxy);
-            s.spawn(move || cutter(proxy, seed ^ 0xbeef, &stop))
-        });
-        let children: Vec<_> = (0..CHILDREN)
-            .map(|c| {
-                let out = work_dir.path().join(format!("ops-{c}.json"));
-                let args = vec![
-                    conninfo.clone(),
-                    schema.clone(),
-                    out.display().to_string(),
-                    format!("child{c}"),
-                    seed.wrapping_add(c as u64 + 1).wrapping_mul(31).to_string(),
-                ];
-                spawn(work_dir.path(), test, "worker", &args)
-            })
-            .collect();
-        let mut ops = run_here(&conninfo, &schema, "parent", 2, PARENT_THREADS, seed);
-        children.into_iter().for_each(common::Running::finish);
-        stop.store(true, Ordering::SeqCst);
-        let killed = killing.map_or(0, |k| k.join().unwrap());
-        let cut = cutting.map_or(0, |k| k.join().unwrap());
-        for c in 0..CHILDREN {
-            let bytes = std::fs::read(work_dir.path().join(format!("ops-{c}.json"))).unwrap();
-            ops.extend(serde_json::from_slice::<Vec<Op>>(&bytes).unwrap());
-        }
-        (ops, killed, cut)
-    });
-    let unknown = ops
-        .iter()
-        .filter(|o| matches!(o.ret, Ret::Unknown(_)))
-        .count();
-    let nothing = ops
-        .iter()
-        .filter(|o| matches!(o.ret, Ret::Nothing(_)))
-        .count();
-    if let Ok(path) = std::env::var("TASKSTORE_LIN_DUMP") {
-        std::fs::write(path, serde_json::to_vec(&ops).unwrap()).unwrap();
+    for lease in leases_for(seed) {
+        let round = Round {
+            cluster,
+            proxy: cuts.then_some(&proxy),
+            conninfo: &conninfo,
+            kills,
+            seed,
+            lease,
+        };
+        round.run(test);
     }
-    let checked = lin::check(&ops, &PARAMS, &format!("seed {seed}"));
-    let creates = |c: &Call| matches!(c, Call::Create { .. });
-    let updates = |c: &Call| matches!(c, Call::Update { .. });
-    assert!(
-        some_applied(&ops, creates),
-        "no create applied (seed {seed})"
-    );
-    assert!(
-        some_applied(&ops, updates),
-        "no update applied (seed {seed})"
-    );
-    // The active-task counter counts the active rows, whatever was lost.
-    let (counter, active) = pg_cluster::counter_and_active(&mut cluster.client(), &schema);
-    assert_eq!(
-        counter, active,
-        "the active-task counter is out (seed {seed})"
-    );
-    eprintln!(
-        "{test}: {checked} operations on {} tasks linearizable ({unknown} of unknown outcome, \
-         {nothing} that changed nothing; {killed} backends ended, {cut} replies lost)",
-        ids()
-    );
+}
+
+/// One round of the test: its workload on a fresh schema, with leases of
+/// `lease`, checked.
+struct Round<'a> {
+    cluster: &'a pg_cluster::Cluster,
+    /// The proxy that loses replies, if it does.
+    proxy: Option<&'a pg_cluster::LosesAReply>,
+    conninfo: &'a str,
+    /// Whether backends are ended meanwhile.
+    kills: bool,
+    seed: u64,
+    lease: Duration,
+}
+
+impl Round<'_> {
+    fn run(&self, test: &str) {
+        let Round {
+            cluster,
+            proxy,
+            conninfo,
+            kills,
+            seed,
+            lease,
+        } = *self;
+        let conninfo = conninfo.to_owned();
+        let schema = pg_cluster::fresh_schema("lin");
+        // The schema made before anything is killed.
+        drop(open(&conninfo, &schema, "maker", lease));
+        let work_dir = tempfile::tempdir().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ops, killed, cut) = std::thread::scope(|s| {
+            let killing = kills.then(|| {
+                let stop = stop.clone();
+                s.spawn(move || killer(cluster, seed ^ 0xdead, &stop))
+            });
+            let cutting = proxy.map(|proxy| {
+                let stop = stop.clone();
+                s.spawn(move || cutter(proxy, seed ^ 0xbeef, &stop))
+            });
+            let children: Vec<_> = (0..CHILDREN)
+                .map(|c| {
+                    let out = work_dir.path().join(format!("ops-{c}.json"));
+                    let args = vec![
+                        conninfo.clone(),
+                        schema.clone(),
+                        out.display().to_string(),
+                        format!("child{c}"),
+                        seed.wrapping_add(c as u64 + 1).wrapping_mul(31).to_string(),
+                        lease.as_millis().to_string(),
+                    ];
+                    spawn(work_dir.path(), test, "worker", &args)
+                })
+                .collect();
+            let threads = (2, PARENT_THREADS);
+            let mut ops = run_here(&conninfo, &schema, "parent", threads, seed, lease);
+            children.into_iter().for_each(common::Running::finish);
+            stop.store(true, Ordering::SeqCst);
+            let killed = killing.map_or(0, |k| k.join().unwrap());
+            let cut = cutting.map_or(0, |k| k.join().unwrap());
+            for c in 0..CHILDREN {
+                let bytes = std::fs::read(work_dir.path().join(format!("ops-{c}.json"))).unwrap();
+                ops.extend(serde_json::from_slice::<Vec<Op>>(&bytes).unwrap());
+            }
+            (ops, killed, cut)
+        });
+        let unknown = ops
+            .iter()
+            .filter(|o| matches!(o.ret, Ret::Unknown(_)))
+            .count();
+        let nothing = ops
+            .iter()
+            .filter(|o| matches!(o.ret, Ret::Nothing(_)))
+            .count();
+        if let Ok(path) = std::env::var("TASKSTORE_LIN_DUMP") {
+            std::fs::write(path, serde_json::to_vec(&ops).unwrap()).unwrap();
+        }
+        let checked = lin::check(
+            &ops,
+            &params(lease),
+            &format!("seed {seed}, leases of {lease:?}"),
+        );
+        let creates = |c: &Call| matches!(c, Call::Create { .. });
+        let updates = |c: &Call| matches!(c, Call::Update { .. });
+        assert!(
+            some_applied(&ops, creates),
+            "no create applied (seed {seed}, leases of {lease:?})"
+        );
+        assert!(
+            some_applied(&ops, updates),
+            "no update applied (seed {seed}, leases of {lease:?})"
+        );
+        // The active-task counter counts the active rows, whatever was lost.
+        let (counter, active) = pg_cluster::counter_and_active(&mut cluster.client(), &schema);
+        assert_eq!(
+            counter, active,
+            "the active-task counter is out (seed {seed}, leases of {lease:?})"
+        );
+        let applied = |made: fn(&Call) -> bool| {
+            ops.iter()
+                .filter(|o| made(&o.call) && matches!(o.ret, Ret::Applied(_)))
+                .count()
+        };
+        let claimed = applied(|c| matches!(c, Call::Claimed));
+        let reaped = applied(|c| matches!(c, Call::Reaped));
+        eprintln!(
+            "{test}: {checked} operations on {} tasks linearizable ({unknown} of unknown outcome, \
+         {nothing} that changed nothing; {claimed} claims and {reaped} reaps applied; \
+         {killed} backends ended, {cut} replies lost; leases of {lease:?})",
+            ids()
+        );
+    }
 }

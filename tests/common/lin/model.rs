@@ -293,6 +293,22 @@ impl Model<'_> {
         }
     }
 
+    /// A fresh lease of `op`'s (a claim's or a renewal's, `next`) renewed
+    /// again within the call: a batch of fresh leases that returned after
+    /// the lease it wrote had lapsed renews each again rather than hand it
+    /// out lapsed (`Returned::lapsed` in src/rules/maintenance.rs), so a
+    /// call that lasted a lease may have written twice. Taken as one step
+    /// at the second write: a call that saw the first version in between
+    /// is not explained.
+    fn renewed_again(&self, next: Option<Task>, op: &Op) -> Option<Task> {
+        let mut next = next?;
+        if op.end.wall.saturating_sub(op.start.wall) < op.lease_ns {
+            return None;
+        }
+        next.revision += 1;
+        Some(next)
+    }
+
     /// `next` with the lease `op` gave it, `shift` after the time it read:
     /// the one it returned, if within its span, or `w` on.
     fn leased(&self, mut next: Task, op: &Op, w: u64, shift: u64) -> Option<Task> {
@@ -444,14 +460,15 @@ impl Model<'_> {
                 }
                 let mut next = t.clone();
                 next.revision += 1;
-                let next = if matches!(op.call, Call::Release { .. }) {
+                if let Call::Release { .. } = op.call {
                     next.owner_token = None;
                     // Lapsed at what the clock read, within the call.
-                    self.leased(next, op, w, 0)
+                    out.extend(applied(self.leased(next, op, w, 0)));
                 } else {
-                    self.leased(next, op, w, op.lease_ns)
-                };
-                out.extend(applied(next));
+                    let next = self.leased(next, op, w, op.lease_ns);
+                    out.extend(applied(next.clone()));
+                    out.extend(applied(self.renewed_again(next, op)));
+                }
                 out
             }
             (Call::Claimed, _) => match s {
@@ -464,7 +481,10 @@ impl Model<'_> {
                     if let Some(r) = &mut next.resume {
                         r.attempts += 1;
                     }
-                    applied(self.leased(next, op, w, op.lease_ns))
+                    let next = self.leased(next, op, w, op.lease_ns);
+                    let mut out = applied(next.clone());
+                    out.extend(applied(self.renewed_again(next, op)));
+                    out
                 }
                 _ => keep(Ret::Untouched),
             },
