@@ -195,3 +195,51 @@ fn a_step_of_the_wall_clock_fails_no_history() {
     let made = op(made.call, made.ret, (2, 10), (W0, W0 + 10 * MS));
     assert!(!linearizable(&[made, before], Compare::Whole));
 }
+
+#[test]
+fn a_renewal_that_lasted_its_lease_may_have_written_twice() {
+    // A batch of fresh leases that returned after the lease it wrote had
+    // lapsed renews the task again within the call: a renewal of 30 ms
+    // leases that took 60 ms returns revision 3 of a task at revision 1,
+    // and a read in between may see revision 2, the first write.
+    let wall = |ms: u64| W0 + ms * MS;
+    let leased = |mut o: Op| {
+        o.lease_ns = 30 * MS;
+        o
+    };
+    let made = leased(op(
+        create("a", None),
+        Ret::Applied(task("a", None, wall(5), 1, "working")),
+        (0, 10),
+        (wall(0), wall(10)),
+    ));
+    let renewal = |(start, end): (u64, u64)| {
+        leased(op(
+            Call::RenewLease,
+            Ret::Applied(task("a", None, wall(5), 3, "working")),
+            (start, end),
+            (wall(start), wall(end)),
+        ))
+    };
+    let read = |(start, end): (u64, u64)| {
+        let mut read = leased(op(
+            Call::Get,
+            Ret::Task(Some(task("a", None, wall(5), 2, "working"))),
+            (start, end),
+            (wall(start), wall(end)),
+        ));
+        read.thread = "h/t1".into();
+        read
+    };
+    let history = |renewed, seen| vec![made.clone(), renewal(renewed), read(seen)];
+    assert!(linearizable(&history((20, 80), (40, 50)), Compare::Rules));
+    // Both writes made within the call, the first one before the second.
+    assert!(!linearizable(&history((20, 80), (90, 95)), Compare::Rules));
+    // A call shorter than its lease wrote once.
+    assert!(!linearizable(&history((20, 45), (25, 30)), Compare::Rules));
+    assert!(!linearizable(
+        &[made.clone(), renewal((20, 45))],
+        Compare::Rules
+    ));
+    assert!(linearizable(&[made, renewal((20, 80))], Compare::Rules));
+}

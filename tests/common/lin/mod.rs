@@ -167,6 +167,16 @@ pub enum Call {
     Undo {
         marker: String,
     },
+    /// The first of the two writes a claim (`claim`) or a renewal that
+    /// lasted its lease may have made: a batch of fresh leases that
+    /// returned after the lease it wrote had lapsed renews each task again
+    /// within the call (`Returned::lapsed` in src/rules/maintenance.rs),
+    /// and the call returns the second version. Added by [`check`] beside
+    /// each such call, not recorded; the model takes it, if at all, before
+    /// its call, which is then that renewal.
+    First {
+        claim: bool,
+    },
 }
 
 /// What a call returned.
@@ -306,6 +316,17 @@ pub fn check(ops: &[Op], params: &Params, what: &str) -> usize {
     let mut by_id: HashMap<usize, Vec<Op>> = HashMap::new();
     for op in ops {
         by_id.entry(op.id).or_default().push(op.clone());
+        let lasted = op.end.wall.saturating_sub(op.start.wall) >= op.lease_ns;
+        if let (Call::Claimed | Call::RenewLease, Ret::Applied(_), true) =
+            (&op.call, &op.ret, lasted)
+        {
+            let mut first = op.clone();
+            first.call = Call::First {
+                claim: matches!(op.call, Call::Claimed),
+            };
+            first.ret = Ret::Unknown("the first of two writes, if it made two".into());
+            by_id.entry(op.id).or_default().push(first);
+        }
         if let (Call::Create { marker, .. }, Ret::Unknown(_)) = (&op.call, &op.ret) {
             let mut undo = op.clone();
             undo.call = Call::Undo {

@@ -61,11 +61,19 @@ pub type Undone = (String, Option<String>, usize);
 pub struct State {
     pub task: Option<Task>,
     pub expires: Option<(u64, u64)>,
+    /// The call whose first of two writes ([`Call::First`]) stands, its
+    /// renewal to come.
+    pub second: Option<usize>,
+    /// The calls with a [`Call::First`] that were taken (after which it
+    /// cannot be), in order.
+    pub paired: Vec<usize>,
 }
 
 const NO_TASK: State = State {
     task: None,
     expires: None,
+    second: None,
+    paired: Vec::new(),
 };
 
 /// Whether `history` (one task's calls, by their start) has an order that
@@ -76,7 +84,7 @@ pub fn linearizable(history: &[Op], params: &Params, undone: &BTreeSet<Undone>) 
         .map(|o| Span {
             start: o.start.mono,
             end: o.end.mono,
-            optional: matches!(o.call, Call::Undo { .. }),
+            optional: matches!(o.call, Call::Undo { .. } | Call::First { .. }),
         })
         .collect();
     let last = history
@@ -85,11 +93,26 @@ pub fn linearizable(history: &[Op], params: &Params, undone: &BTreeSet<Undone>) 
         .map(|o| o.end.wall)
         .max()
         .unwrap_or(0);
+    // Each first of two writes, by its call: the call made by the same
+    // thread at the same instant.
+    let first_of = (0..history.len())
+        .filter(|&f| matches!(history[f].call, Call::First { .. }))
+        .filter_map(|f| {
+            let first = &history[f];
+            let call = (0..history.len()).find(|&i| {
+                matches!(history[i].call, Call::Claimed | Call::RenewLease)
+                    && history[i].thread == first.thread
+                    && history[i].start.mono == first.start.mono
+            })?;
+            Some((f, call))
+        })
+        .collect();
     let model = Model {
         history,
         params,
         undone,
         last,
+        first_of,
     };
     search::search(&model, &spans, NO_TASK, params.budget)
 }
@@ -101,6 +124,8 @@ struct Model<'a> {
     /// The wall clock's last reading of the history: an event later than
     /// it decides nothing.
     last: u64,
+    /// Each [`Call::First`] (its index) and its call's.
+    first_of: std::collections::HashMap<usize, usize>,
 }
 
 fn ns(at: OffsetDateTime) -> u64 {
@@ -139,8 +164,11 @@ impl search::Model for Model<'_> {
     fn steps(&self, state: &State, i: usize, floor: u64) -> Vec<(State, u64)> {
         let op = &self.history[i];
         let mut out = Vec::new();
-        if matches!(op.ret, Ret::Unknown(_)) && !matches!(op.call, Call::Undo { .. }) {
-            // Not applied at all (an undo not made is left out instead).
+        if matches!(op.ret, Ret::Unknown(_))
+            && !matches!(op.call, Call::Undo { .. } | Call::First { .. })
+        {
+            // Not applied at all (an undo or a first write not made is left
+            // out instead).
             out.push((state.clone(), floor));
         }
         let earliest = floor.max(op.start.mono);
@@ -165,7 +193,7 @@ impl search::Model for Model<'_> {
                 next.lease_expires_at = None;
                 let next = State {
                     task: Some(next),
-                    expires: state.expires,
+                    ..state.clone()
                 };
                 out.push((next, earliest));
             }
@@ -199,7 +227,7 @@ impl search::Model for Model<'_> {
                 _ => judged.push(state),
             }
             for seen in judged {
-                for next in self.step(seen, op, w) {
+                for next in self.paired_step(state, seen, i, w) {
                     out.push((next, at));
                 }
             }
@@ -293,22 +321,6 @@ impl Model<'_> {
         }
     }
 
-    /// A fresh lease of `op`'s (a claim's or a renewal's, `next`) renewed
-    /// again within the call: a batch of fresh leases that returned after
-    /// the lease it wrote had lapsed renews each again rather than hand it
-    /// out lapsed (`Returned::lapsed` in src/rules/maintenance.rs), so a
-    /// call that lasted a lease may have written twice. Taken as one step
-    /// at the second write: a call that saw the first version in between
-    /// is not explained.
-    fn renewed_again(&self, next: Option<Task>, op: &Op) -> Option<Task> {
-        let mut next = next?;
-        if op.end.wall.saturating_sub(op.start.wall) < op.lease_ns {
-            return None;
-        }
-        next.revision += 1;
-        Some(next)
-    }
-
     /// `next` with the lease `op` gave it, `shift` after the time it read:
     /// the one it returned, if within its span, or `w` on.
     fn leased(&self, mut next: Task, op: &Op, w: u64, shift: u64) -> Option<Task> {
@@ -325,6 +337,89 @@ impl Model<'_> {
                 Some(next)
             }
         }
+    }
+
+    /// [`step`](Self::step) of call `i` from `seen` (`state` as the call
+    /// sees it at `w`), and the first of two writes
+    /// ([`Call::First`]): taken before its call and never after it, it
+    /// leaves its call to be the renewal that follows it.
+    fn paired_step(&self, state: &State, seen: &State, i: usize, w: u64) -> Vec<State> {
+        let op = &self.history[i];
+        // `next` with what `state` knew of first writes, and `taken` added
+        // to the calls with one taken.
+        let marked = |next: State, second: Option<usize>, taken: Option<usize>| {
+            let mut paired = state.paired.clone();
+            paired.extend(taken);
+            State {
+                second,
+                paired,
+                ..next
+            }
+        };
+        let written = |task: Task| State {
+            task: Some(task),
+            expires: seen.expires,
+            ..NO_TASK
+        };
+        if let Call::First { claim } = op.call {
+            let Some(&call) = self.first_of.get(&i) else {
+                return vec![];
+            };
+            if state.second.is_some() || state.paired.contains(&call) {
+                return vec![];
+            }
+            let Some(t) = &seen.task else {
+                return vec![];
+            };
+            let mut next = t.clone();
+            if claim {
+                if !self.claimable(t, w) {
+                    return vec![];
+                }
+                next.epoch += 1;
+                next.owner = Some(op.instance.clone());
+                next.owner_token = Some(op.token.clone());
+                if let Some(r) = &mut next.resume {
+                    r.attempts += 1;
+                }
+            } else if t.is_terminal() || !owns(op, t) {
+                return vec![];
+            }
+            next.revision += 1;
+            next.lease_expires_at = Some(instant(w + op.lease_ns));
+            return vec![marked(written(next), Some(call), None)];
+        }
+        let has_first = self.first_of.values().any(|&c| c == i);
+        if !has_first {
+            return self
+                .step(seen, op, w)
+                .into_iter()
+                .map(|next| marked(next, state.second, None))
+                .collect();
+        }
+        if state.second == Some(i) {
+            // The renewal after its first write.
+            let Some(t) = seen
+                .task
+                .as_ref()
+                .filter(|t| !t.is_terminal() && owns(op, t))
+            else {
+                return vec![];
+            };
+            let mut next = t.clone();
+            next.revision += 1;
+            let Some(next) = self.leased(next, op, w, op.lease_ns) else {
+                return vec![];
+            };
+            if !self.agrees(op, &Ret::Applied(next.clone())) {
+                return vec![];
+            }
+            return vec![marked(written(next), None, Some(i))];
+        }
+        self.step(seen, op, w)
+            .into_iter()
+            .map(|next| marked(next, state.second, Some(i)))
+            .collect()
     }
 
     /// The states `op` may leave from `state` at wall-clock `w`, its
@@ -346,6 +441,7 @@ impl Model<'_> {
             vec![State {
                 task: next,
                 expires,
+                ..NO_TASK
             }]
         };
         let applied = |next: Option<Task>| match next {
@@ -371,6 +467,7 @@ impl Model<'_> {
                 vec![State {
                     task: Some(next),
                     expires,
+                    ..NO_TASK
                 }]
             }
             (Call::Undo { marker }, _) => match s {
@@ -460,15 +557,14 @@ impl Model<'_> {
                 }
                 let mut next = t.clone();
                 next.revision += 1;
-                if let Call::Release { .. } = op.call {
+                let next = if matches!(op.call, Call::Release { .. }) {
                     next.owner_token = None;
                     // Lapsed at what the clock read, within the call.
-                    out.extend(applied(self.leased(next, op, w, 0)));
+                    self.leased(next, op, w, 0)
                 } else {
-                    let next = self.leased(next, op, w, op.lease_ns);
-                    out.extend(applied(next.clone()));
-                    out.extend(applied(self.renewed_again(next, op)));
-                }
+                    self.leased(next, op, w, op.lease_ns)
+                };
+                out.extend(applied(next));
                 out
             }
             (Call::Claimed, _) => match s {
@@ -481,10 +577,7 @@ impl Model<'_> {
                     if let Some(r) = &mut next.resume {
                         r.attempts += 1;
                     }
-                    let next = self.leased(next, op, w, op.lease_ns);
-                    let mut out = applied(next.clone());
-                    out.extend(applied(self.renewed_again(next, op)));
-                    out
+                    applied(self.leased(next, op, w, op.lease_ns))
                 }
                 _ => keep(Ret::Untouched),
             },
@@ -515,7 +608,9 @@ impl Model<'_> {
                 _ if matches!(op.call, Call::ReapOne) => keep(Ret::Task(None)),
                 _ => keep(Ret::Untouched),
             },
-            (Call::RenewAll | Call::Unsure, _) => unreachable!("not a call of the model"),
+            (Call::RenewAll | Call::Unsure | Call::First { .. }, _) => {
+                unreachable!("not a call of the model")
+            }
         }
     }
 
