@@ -1,0 +1,90 @@
+//! The command's memory: listings, stats and dry runs held to a page under
+//! `prlimit`.
+
+use super::*;
+
+/// `list` without `--limit` asks the store page after page and keeps no
+/// task it has printed: run with its data segment held to 200 MB, it
+/// lists a store of 300 MB of tasks. (It asked for one page of every task
+/// and kept each it printed: over 300 MB.)
+#[test]
+fn list_without_a_limit_holds_a_page_not_the_store() {
+    require_prlimit();
+    let (_tmp, dir) = store_dir();
+    let store = FileStore::builder(&dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let payload = "x".repeat(100 << 10);
+    for _ in 0..3_000 {
+        store
+            .create(NewTask::new().metadata("payload", payload.clone()))
+            .unwrap();
+    }
+    drop(store);
+    let out = common::without_store_variables("prlimit")
+        .arg("--data=200000000")
+        .arg(env!("CARGO_BIN_EXE_taskstore"))
+        .args(["list", "--json"])
+        .env("TASKSTORE_STORE", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out).len(), 3_000);
+}
+
+/// `stats` and the dry runs of `sweep` and `reap` read every task once and
+/// keep none of its payloads: run with its data segment held to 200 MB,
+/// each reads a store of 300 MB of tasks (expired, orphaned resumable,
+/// finished), and still judges each as the store does. (The census they
+/// read kept every task whole, payloads and all: over 300 MB, and the
+/// command died for want of memory.)
+#[test]
+fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
+    require_prlimit();
+    let (_tmp, dir) = store_dir();
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let store = FileStore::builder(&dir)
+        .instance_id("gone")
+        .clock(Arc::new(ManualClock::new(past)))
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let payload = "x".repeat(100 << 10);
+    for _ in 0..1_000 {
+        store
+            .create(
+                NewTask::new()
+                    .ttl(Duration::from_secs(60))
+                    .metadata("payload", payload.clone()),
+            )
+            .unwrap();
+    }
+    resumable_and_finished(&store, &payload, 1_000);
+    drop(store);
+    let target = ["--store", dir.to_str().unwrap()];
+    let under_limit = |args: &[&str]| in_200_mb(args, &target);
+    let stats: Value = serde_json::from_str(&stdout(&under_limit(&["stats", "--json"]))).unwrap();
+    assert_eq!(
+        (
+            &stats["expiredUnswept"],
+            &stats["orphans"],
+            &stats["finished"]
+        ),
+        (&json!(1_000), &json!(1_000), &json!(1_000)),
+        "{stats:#}"
+    );
+    let swept = under_limit(&["sweep", "--dry-run", "--json"]);
+    assert_eq!(json_lines(&swept).len(), 1_000);
+    let reaped = under_limit(&["reap", "--dry-run", "--claim-grace", "2h"]);
+    assert!(
+        stderr(&reaped).contains("1000 orphan(s); 0 would be reaped, 1000 left for a claim"),
+        "{}",
+        stderr(&reaped)
+    );
+}

@@ -1,0 +1,140 @@
+//! Modes and owners: a task file its owner may not read, a store another user
+//! owns, a directory that cannot be opened or is missing.
+
+use super::*;
+
+/// `repair --apply`, run as the store's owner, sets the mode of a task
+/// file its owner may not read (`0000`, `0200`: a file the service cannot
+/// read any more) back to `0600`, and the tasks list again. (It opened the
+/// file for reading to set its mode, which such a mode refuses its owner:
+/// "set mode 0600: FAILED: ... Permission denied", and exit 1.)
+#[test]
+fn repair_sets_the_mode_of_a_task_file_its_owner_may_not_read() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let running = task_path(&dir, "active", &first(&tasks, TaskStatus::Working).id);
+    let done = task_path(&dir, "done", &first(&tasks, TaskStatus::Completed).id);
+    chmod(&running, 0o000);
+    chmod(&done, 0o200);
+    let out = run_as_owner_bound_by_modes(&dir, &["repair", "--apply"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for path in [&running, &done] {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let listed = run_as_owner_bound_by_modes(&dir, &["list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert_eq!(json_lines(&listed).len(), tasks.len());
+}
+
+/// A store whose directory is missing is refused by the commands that
+/// read it whole, naming the directory (they said only "one of the
+/// store's directories is missing or not a directory"), and `verify`
+/// says what is wrong.
+#[test]
+fn a_store_missing_a_directory_is_refused_naming_it() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    fs::remove_dir_all(dir.join("tmp")).unwrap();
+    for args in [&["stats"][..], &["sweep", "--dry-run"]] {
+        let out = run_expect(Some(&dir), args, 1);
+        assert!(
+            stderr(&out).contains("its tmp/ is missing, not a directory, or a symlink: run verify"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run_expect(Some(&dir), &["verify"], 1);
+    assert!(stdout(&out).contains("tmp"), "{}", stdout(&out));
+}
+
+/// The command run as root on a store another user owns (the service's)
+/// refuses it, naming both users and how to run it, and changes nothing:
+/// every command, reading or writing. (A root `cancel` made lock files
+/// and task files root's own, `0600`: the service could no longer lock
+/// those stripes or read those tasks, and root's `verify` said "clean".)
+#[test]
+fn the_command_refuses_a_store_another_user_owns() {
+    let me = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    if me.trim() != "0" {
+        eprintln!("cli: not root: cannot give a store to another user; skipped");
+        return;
+    }
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let other = 4_242;
+    std::os::unix::fs::lchown(&dir, Some(other), None).unwrap();
+    for entry in walk(&dir) {
+        std::os::unix::fs::lchown(&entry, Some(other), None).unwrap();
+    }
+    let before: Vec<(PathBuf, u32)> = walk(&dir)
+        .into_iter()
+        .map(|p| {
+            let uid = std::os::unix::fs::MetadataExt::uid(&fs::symlink_metadata(&p).unwrap());
+            (p, uid)
+        })
+        .collect();
+    let id = tasks[0].id.to_string();
+    for args in [
+        &["cancel", id.as_str()][..],
+        &["list"],
+        &["verify"],
+        &["stats"],
+        &["sweep"],
+        &["repair", "--apply"],
+    ] {
+        let out = run_expect(Some(&dir), args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains("belongs to uid 4242") && said.contains("run it as uid 4242"),
+            "taskstore {args:?}: {said}"
+        );
+    }
+    let after: Vec<(PathBuf, u32)> = walk(&dir)
+        .into_iter()
+        .map(|p| {
+            let uid = std::os::unix::fs::MetadataExt::uid(&fs::symlink_metadata(&p).unwrap());
+            (p, uid)
+        })
+        .collect();
+    assert_eq!(after, before, "nothing made or changed");
+}
+
+/// A store directory the command may not open (its permissions) is an
+/// error naming it and why, for `verify` as for the counts and dry runs:
+/// never a clean store. (`verify` said "clean (0 entries checked)" and
+/// exited 0; the others said a directory was missing, "run verify".)
+#[test]
+fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let active = dir.join("active");
+    chmod(&active, 0o000);
+    for args in [&["verify"][..], &["stats"], &["sweep", "--dry-run"]] {
+        let out = run_as_owner_bound_by_modes(&dir, args);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "taskstore {args:?}: {said}");
+        assert!(
+            said.contains(&active.display().to_string()) && said.contains("ermission denied"),
+            "taskstore {args:?}: {said}"
+        );
+    }
+    chmod(&active, 0o700);
+    // A store whose marker cannot be looked at is said so, not "not a
+    // store".
+    chmod(&dir, 0o000);
+    let out = run_as_owner_bound_by_modes(&dir, &["list"]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot look at") && said.contains("ermission denied"),
+        "{said}"
+    );
+    chmod(&dir, 0o700);
+}

@@ -1,0 +1,261 @@
+//! The command over PostgreSQL: the commands that work there, the ones for
+//! file stores only, a schema beside a file store, payloads not held.
+
+use super::*;
+
+/// `stats` and the dry run of `sweep` over PostgreSQL read every row and
+/// keep none of its payloads: run with its data segment held to 200 MB,
+/// each reads a store of 300 MB of tasks. (`Store::stored` kept every task
+/// whole: over 300 MB, and the command died for want of memory.)
+#[cfg(feature = "postgres")]
+#[test]
+fn stats_and_dry_runs_over_postgres_hold_no_payloads_of_the_store() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    require_prlimit();
+    let schema = pg_cluster::fresh_schema("cli");
+    let conninfo = cluster.conninfo();
+    let store = taskstore::PgStore::builder(conninfo.clone())
+        .schema(schema.clone())
+        .open()
+        .unwrap();
+    resumable_and_finished(&store, &"x".repeat(100 << 10), 1_500);
+    drop(store);
+    let target = ["--pg", &conninfo, "--pg-schema", &schema];
+    let under_limit = |args: &[&str]| in_200_mb(args, &target);
+    let stats: Value = serde_json::from_str(&stdout(&under_limit(&["stats", "--json"]))).unwrap();
+    assert_eq!(
+        (&stats["active"], &stats["finished"]),
+        (&json!(1_500), &json!(1_500)),
+        "{stats:#}"
+    );
+    let swept = under_limit(&["sweep", "--dry-run"]);
+    assert!(
+        stderr(&swept).contains("dry run: 0 expired task(s)"),
+        "{}",
+        stderr(&swept)
+    );
+}
+
+/// The commands over a `PgStore`, checked against its API.
+#[cfg(feature = "postgres")]
+#[test]
+fn commands_work_over_postgres() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let schema = pg_cluster::fresh_schema("cli");
+    let conninfo = cluster.conninfo();
+    let store = taskstore::PgStore::builder(conninfo.clone())
+        .schema(schema.clone())
+        .open()
+        .unwrap();
+    let running = store.create(NewTask::new()).unwrap();
+    let done = store.create(NewTask::new()).unwrap();
+    assert!(store.complete(&done.id, json!(1)).unwrap().is_applied());
+    let failed = store.create(NewTask::new()).unwrap();
+    assert!(store.fail(&failed.id, json!("x")).unwrap().is_applied());
+    let pg = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--pg".into(),
+            conninfo.clone(),
+            "--pg-schema".into(),
+            schema.clone(),
+        ]);
+        all
+    };
+    let run_pg = |args: &[&str], code: i32| {
+        let args = pg(args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_expect(None, &refs, code)
+    };
+    let listed: Vec<Task> = json_lines(&run_pg(&["list", "--json"], 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    // TASKSTORE_PG and TASKSTORE_PG_SCHEMA name the store as --pg and
+    // --pg-schema do (the schema is this test's own: the default one holds
+    // other tests' tasks, or none).
+    let run_env = |args: &[&str], env: &[(&str, &str)], code: i32| {
+        let mut command = taskstore(None, args);
+        command.envs(env.iter().copied());
+        let out = command.output().expect("run the taskstore binary");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "taskstore {args:?} with {env:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    };
+    let pg_env = [
+        ("TASKSTORE_PG", conninfo.as_str()),
+        ("TASKSTORE_PG_SCHEMA", schema.as_str()),
+    ];
+    let listed: Vec<Task> = json_lines(&run_env(&["list", "--json"], &pg_env, 0))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(listed, store.list(&ListQuery::all()).unwrap().tasks);
+    let stats: Value =
+        serde_json::from_str(&stdout(&run_env(&["stats", "--json"], &pg_env, 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["store"]["schema"], schema.as_str());
+    assert_eq!(stats["tasks"], 3);
+    // A file store named too is a usage error: which one was meant?
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let both = [
+        pg_env[0],
+        pg_env[1],
+        ("TASKSTORE_STORE", dir.to_str().unwrap()),
+    ];
+    let out = run_env(&["list"], &both, 2);
+    assert!(stderr(&out).contains("not both"), "{}", stderr(&out));
+    // A flag names the store over the other's variable (it was a usage
+    // error, "not both", though one was typed).
+    let dir_text = dir.to_str().unwrap();
+    let files = json_lines(&run_env(
+        &["list", "--json", "--store", dir_text],
+        &pg_env,
+        0,
+    ));
+    assert_eq!(
+        files.len(),
+        open(&dir).list(&ListQuery::all()).unwrap().tasks.len()
+    );
+    let on_pg = pg(&["list", "--json"]);
+    let on_pg: Vec<&str> = on_pg.iter().map(String::as_str).collect();
+    let listed = json_lines(&run_env(&on_pg, &[("TASKSTORE_STORE", dir_text)], 0));
+    assert_eq!(listed.len(), 3);
+    let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
+    assert_eq!(stats["store"]["backend"], "postgres");
+    assert_eq!(stats["tasks"], 3);
+    assert_eq!(stats["active"], 1);
+    assert_eq!(stats["successRate"], json!(0.5));
+    assert_eq!(stats["disk"], Value::Null);
+    // An expired task not swept yet is counted as such (a listing leaves it
+    // out: it was always 0).
+    store
+        .create(NewTask::new().ttl(Duration::from_millis(1)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let stats: Value = serde_json::from_str(&stdout(&run_pg(&["stats", "--json"], 0))).unwrap();
+    assert_eq!(
+        (stats["tasks"].clone(), stats["expiredUnswept"].clone()),
+        (json!(3), json!(1))
+    );
+    let shown: Task =
+        serde_json::from_str(&stdout(&run_pg(&["show", running.id.as_str()], 0))).unwrap();
+    assert_eq!(shown, store.get(&running.id).unwrap().unwrap());
+    // A row that does not read is named on stderr by both dry runs, as a
+    // file that does not is (it was left out without a word).
+    let spoilt = store.create(NewTask::new()).unwrap();
+    let changed = cluster
+        .client()
+        .execute(
+            &format!("UPDATE \"{schema}\".tasks SET task = '{{}}' WHERE id = $1"),
+            &[&spoilt.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    for command in ["sweep", "reap"] {
+        let out = run_pg(&[command, "--dry-run"], 0);
+        assert!(
+            stderr(&out).contains(spoilt.id.as_str()),
+            "{command} --dry-run:\n{}",
+            stderr(&out)
+        );
+    }
+    let out = run_pg(&["cancel", running.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "applied");
+    assert_eq!(
+        store.get(&running.id).unwrap().unwrap().status,
+        TaskStatus::Cancelled
+    );
+    let out = run_pg(&["cancel", done.id.as_str(), "--json"], 0);
+    assert_eq!(json_lines(&out)[0]["transition"], "already_terminal");
+    assert_eq!(json_lines(&out)[0]["status"], "completed");
+    // A mistyped schema is an error naming it, and makes no store there.
+    let typo = format!("{schema}_typo");
+    for command in ["list", "stats"] {
+        let out = run_expect(None, &[command, "--pg", &conninfo, "--pg-schema", &typo], 1);
+        assert!(
+            stderr(&out).contains(&format!("no store in PostgreSQL schema {typo}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    match taskstore::PgStore::builder(conninfo.clone())
+        .schema(typo.clone())
+        .create_if_missing(false)
+        .open()
+    {
+        Err(taskstore::Error::NoStore { store }) => assert!(store.contains(&typo)),
+        other => panic!(
+            "the mistyped schema {typo} was created: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // A name no schema of a store can have is a usage error, as any
+    // malformed argument (it exited 1, "invalid store setting").
+    for command in ["list", "stats"] {
+        let out = run_expect(
+            None,
+            &[command, "--pg", &conninfo, "--pg-schema", "Bad-Schema"],
+            2,
+        );
+        assert!(
+            stderr(&out).contains("invalid value \"Bad-Schema\" for '--pg-schema <SCHEMA>'"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `--pg-schema` typed beside a file store is a usage error: the schema
+/// names nothing there, and a user who typed it meant a PostgreSQL store.
+/// The same schema from TASKSTORE_PG_SCHEMA (set for other commands) is
+/// not. (The flag was ignored without a word.)
+#[cfg(feature = "postgres")]
+#[test]
+fn a_schema_typed_beside_a_file_store_is_refused() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let store = dir.to_str().unwrap();
+    for args in [
+        &["list", "--store", store, "--pg-schema", "jobs"][..],
+        &["--pg-schema", "jobs", "stats"],
+        &["verify", "--pg-schema", "jobs"],
+    ] {
+        let out = if args.contains(&"--store") {
+            run_expect(None, args, 2)
+        } else {
+            run_expect(Some(&dir), args, 2)
+        };
+        assert!(
+            stderr(&out).contains("--pg-schema") && stderr(&out).contains("--pg"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = taskstore(None, &["list", "--json", "--store", store])
+        .env("TASKSTORE_PG_SCHEMA", "jobs")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_lines(&out).len(), tasks.len());
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn verify_and_repair_say_they_are_for_file_stores() {
+    for command in ["verify", "repair"] {
+        let out = run_expect(None, &[command, "--pg", "host=/nonexistent"], 2);
+        assert!(stderr(&out).contains("file store"), "{}", stderr(&out));
+    }
+}
