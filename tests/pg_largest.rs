@@ -1,7 +1,7 @@
 //! A `PgStore` at the largest task PostgreSQL holds: a test of its own,
 //! on a cluster of its own (`tests/common/pg.rs`), as it moves a GiB each
 //! way and holds some 8 GB of memory while it runs; the other PostgreSQL
-//! tests (`tests/pg.rs`) share theirs.
+//! tests (`tests/pg/`) share theirs.
 
 #![cfg(all(feature = "postgres", unix))]
 

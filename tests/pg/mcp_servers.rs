@@ -1,0 +1,112 @@
+//! `examples/mcp_server.rs` instances over one database, driven by `rmcp`'s
+//! client through the helpers `tests/mcp.rs` and `tests/mcp_resume.rs` use
+//! over one directory (`tests/mcp_client/`).
+
+use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
+use serde_json::{Value, json};
+use taskstore::{PgStore, TaskId, TaskStore};
+
+use super::mcp_client::{Launch, assert_resumed_once, checkpoint, poll, store_dir};
+use super::{cluster, fresh_schema, open};
+
+/// The lease of an instance the test kills: short, so that its tasks
+/// are orphaned soon.
+const LEASE_MS: u64 = 1_000;
+/// The lease of an instance that lives on: long, so that a stalled
+/// machine cannot let a task it runs lapse and another instance reap or
+/// claim it meanwhile (`mcp_resume.rs` says more).
+const SURVIVOR_LEASE_MS: u64 = 10_000;
+
+/// The task as stored, read through a handle of the test's own (it
+/// owns no task), in the JSON shape of a task file's `task`. (A
+/// `PgStore` call blocks: off the async worker.)
+fn stored(observer: &PgStore, id: &str) -> Option<Value> {
+    let task = tokio::task::block_in_place(|| {
+        observer
+            .get(&TaskId::parse(id).expect("a task id"))
+            .expect("read the task")
+    });
+    task.map(|task| serde_json::to_value(task).expect("a task as JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_over_one_database_answer_cancel_and_reap_for_each_other() {
+    let Some(cluster) = cluster() else { return };
+    let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
+    let (_root, dir) = store_dir();
+    let launch = |name: &str, lease_ms: u64| {
+        Launch::new(&dir, name)
+            .lease_ms(lease_ms)
+            .pg(&conninfo, &schema)
+    };
+    // A keeps the task B cancels until it sees the cancel, then is
+    // killed: a lease of 3 s, renewed every 50 ms tick past a third of
+    // it, leaves 2 s of stall before B's polls could reap it.
+    let a = launch("A", 3_000)
+        .env("TASKSTORE_MCP_WATCH_MS", 50)
+        .start()
+        .await;
+    let b = launch("B", SURVIVOR_LEASE_MS).start().await;
+    let cancelled = a.call_as_task(json!({"ms": 600_000})).await;
+    let orphaned = a.call_as_task(json!({"ms": 600_000})).await;
+    let (cancelled, orphaned) = (cancelled.task.task_id, orphaned.task.task_id);
+    // Created on A, answered by B at once.
+    assert_eq!(
+        b.get(&cancelled).await.unwrap().status(),
+        TaskStatus::Working
+    );
+    b.cancel(&cancelled).await.expect("tasks/cancel");
+    let from_b = b.settled(&cancelled).await;
+    assert_eq!(from_b.status(), TaskStatus::Cancelled);
+    // Only the operation writes `cancelled`: it saw the cancel, in A.
+    assert_eq!(
+        from_b.task.status_message.as_deref(),
+        Some("cancel observed by instance A")
+    );
+    assert_eq!(a.get(&cancelled).await.unwrap(), from_b);
+    // A dies; B reports its running task failed, orphaned, never unknown.
+    a.kill_and_wait().await;
+    let orphan = b.settled(&orphaned).await;
+    let TaskPayload::Failed { error } = &orphan.payload else {
+        panic!("expected failed, got {orphan:?}")
+    };
+    assert_eq!(error["code"], ErrorCode::INTERNAL_ERROR.0);
+    assert_eq!(error["data"]["code"], "orphaned");
+    assert_eq!(error["data"]["owner"], "A");
+    b.stop().await;
+}
+
+/// `mcp_resume::a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once`,
+/// over PostgreSQL: every server is a process of its own with its own
+/// connections to the database (all on this one host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
+    let Some(cluster) = cluster() else { return };
+    let (conninfo, schema) = (cluster.conninfo(), fresh_schema("resume"));
+    let (_root, dir) = store_dir();
+    let launch = |name: &str, lease_ms: u64| {
+        Launch::new(&dir, name)
+            .lease_ms(lease_ms)
+            .pg(&conninfo, &schema)
+    };
+    let a = launch("A", LEASE_MS).start().await;
+    let observer = tokio::task::block_in_place(|| open(cluster, &schema, "observer"));
+    let created = a
+        .call_as_task(json!({"ms": 3_000, "step_ms": 100, "text": "kept", "resumable": true}))
+        .await;
+    let id = created.task.task_id.clone();
+    poll("a checkpoint at 500 ms or more", || {
+        stored(&observer, &id)
+            .and_then(|t| checkpoint(&t))
+            .filter(|at| *at >= 500)
+    })
+    .await;
+    a.kill_and_wait().await;
+    let at_kill = checkpoint(&stored(&observer, &id).unwrap()).unwrap();
+
+    // The same instance id restarted, and another instance: both resume
+    // "slow", exactly one of them claims the task.
+    let again = launch("A", SURVIVOR_LEASE_MS).start().await;
+    let b = launch("B", SURVIVOR_LEASE_MS).start().await;
+    assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
+}

@@ -1,0 +1,340 @@
+//! What the rows hold: JSON stored exactly as the rules encoded it, loads of
+//! many tasks, and rows that are unreadable, at odds with their columns or of a
+//! hand-edited type: an error naming the task, never a loop or a panic, and the
+//! listings and sweeps that go on past them.
+
+use super::*;
+
+#[test]
+fn json_is_stored_exactly_as_the_rules_encoded_it() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("exact");
+    let store = open(cluster, &schema, "exact");
+    let value = json!({"nul": "\u{0}", "big": u64::MAX, "float": 0.300_000_000_000_000_04, "order": {"z": 1, "a": 2}});
+    let task = store
+        .create(NewTask::new().metadata("v", value.clone()))
+        .unwrap();
+    let stored: String = cluster
+        .client()
+        .query_one(
+            &format!("SELECT task FROM {schema}.tasks WHERE id = $1"),
+            &[&task.id.as_str()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, serde_json::to_string(&task).unwrap());
+    assert_eq!(store.get(&task.id).unwrap().unwrap().metadata["v"], value);
+}
+
+/// Makes the stored rows of `ids` unreadable behind the store's back (a
+/// hand edit, or another tool's write).
+fn spoil(cluster: &Cluster, schema: &str, ids: &[&TaskId]) {
+    for id in ids {
+        let spoilt = cluster
+            .client()
+            .execute(
+                &format!("UPDATE {schema}.tasks SET task = '{{}}' WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .unwrap();
+        assert_eq!(spoilt, 1, "{id}");
+    }
+}
+
+/// `PgBackend::load_all` (one statement for a renewal pass's loads)
+/// answers each id as its own `load` does, in order: a task, none for an
+/// id no row has, the same task again for an id given twice, and
+/// `Error::Corrupt` for an unreadable row, which leaves the others'
+/// answers alone.
+#[test]
+fn loading_many_tasks_at_once_answers_each_as_its_own_load() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("load_all");
+    let store = open(cluster, &schema, "load_all");
+    let [a, b, bad] = [(); 3].map(|()| store.create(NewTask::new()).unwrap());
+    assert!(store.complete(&b.id, json!(1)).unwrap().is_applied());
+    spoil(cluster, &schema, &[&bad.id]);
+    let ids = [
+        a.id.clone(),
+        TaskId::new(),
+        bad.id.clone(),
+        a.id.clone(),
+        b.id.clone(),
+        bad.id.clone(),
+    ];
+    let backend = store.backend();
+    let answers = backend.load_all(&ids);
+    assert_eq!(answers.len(), ids.len());
+    for (id, answer) in ids.iter().zip(answers) {
+        match (answer, backend.load(id)) {
+            (Ok(got), Ok(alone)) => assert_eq!(got, alone, "{id}"),
+            (Err(Error::Corrupt { path: got, .. }), Err(Error::Corrupt { path, .. })) => {
+                assert_eq!(got, path, "{id}");
+            }
+            (got, alone) => panic!("{id}: {got:?} loaded together, {alone:?} alone"),
+        }
+    }
+    assert!(backend.load_all(&[]).is_empty());
+}
+
+/// A row whose task cannot be decoded is `Error::Corrupt` naming the task
+/// (as the file store's undecodable task file is), for a read, a write
+/// and a create under its id alike; the other tasks are untouched. (It was
+/// `Error::Backend`, "decode task …", which the MCP manager takes for an
+/// outage and retries.)
+#[test]
+fn an_unreadable_row_is_corrupt_naming_the_task_whatever_the_call() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("corrupt_row");
+    let store = open(cluster, &schema, "corrupt_row");
+    let (bad, good) = (
+        store.create(NewTask::new()).unwrap(),
+        store.create(NewTask::new()).unwrap(),
+    );
+    spoil(cluster, &schema, &[&bad.id]);
+    let corrupt = |what: &str, got: Result<(), Error>| match got {
+        Err(Error::Corrupt { path, reason }) => {
+            let path = path.to_string_lossy();
+            assert!(
+                path.contains(&schema) && path.contains(bad.id.as_str()),
+                "{what}: names the schema and the task: {path}"
+            );
+            assert!(!reason.is_empty(), "{what}");
+        }
+        other => panic!("{what}: expected Corrupt naming the task, got {other:?}"),
+    };
+    corrupt("get", store.get(&bad.id).map(drop));
+    corrupt("complete", store.complete(&bad.id, json!(1)).map(drop));
+    corrupt(
+        "update",
+        store
+            .update(&bad.id, TaskUpdate::new().metadata("k", 1))
+            .map(drop),
+    );
+    // The file store's create under the id of an undecodable file says
+    // the same (`bad_input::*`): the id is neither free nor a task.
+    corrupt(
+        "create under its id",
+        store.create(NewTask::new().id(bad.id.clone())).map(drop),
+    );
+    // Another handle, which holds no guess of the task, reads the same.
+    let other = open(cluster, &schema, "corrupt_row_2");
+    corrupt("another handle's get", other.get(&bad.id).map(drop));
+    assert_eq!(store.get(&good.id).unwrap(), Some(good.clone()));
+    assert!(store.complete(&good.id, json!(1)).unwrap().is_applied());
+}
+
+/// A create under the id of an unreadable row fails `Corrupt` and leaves
+/// nothing to undo: nothing of it was written, so nothing warns that it may
+/// have left its task, and no renewal pass tries to remove it. (The undo's
+/// removal failed on the same row, and the handle warned and kept the task,
+/// read the row again at every renewal pass: one rule with the file store,
+/// `faults::a_create_over_an_unreadable_file_leaves_nothing_to_undo`.)
+#[test]
+fn a_create_over_an_unreadable_row_leaves_nothing_to_undo() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("undo_corrupt");
+    let store = open(cluster, &schema, "undo_corrupt");
+    let bad = store.create(NewTask::new()).unwrap();
+    spoil(cluster, &schema, &[&bad.id]);
+    let logged = common::Logged::default();
+    let err = tracing::subscriber::with_default(logged.clone(), || {
+        let err = store.create(NewTask::new().id(bad.id.clone())).unwrap_err();
+        let _ = store.renew_leases();
+        err
+    });
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    let undo = logged.warnings_of("failed create");
+    assert!(undo.is_empty(), "{undo:?}");
+}
+
+/// A row whose task still decodes but disagrees with the row's own columns
+/// (a hand edit of its revision): a write to it is an error naming the
+/// task, not a loop. (The conditional write matched on the columns and
+/// retried from the task, which never matched them: an `update` spun for
+/// ever, committing thousands of transactions a second.)
+#[test]
+fn a_row_at_odds_with_its_columns_is_an_error_not_a_loop() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("odds");
+    let (a, b) = (open(cluster, &schema, "a"), open(cluster, &schema, "b"));
+    let task = a.create(NewTask::new()).unwrap();
+    let edited = cluster
+        .client()
+        .execute(
+            &format!(
+                "UPDATE {schema}.tasks SET task = replace(task, '\"revision\":1', '\"revision\":5') WHERE id = $1"
+            ),
+            &[&task.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let id = task.id.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(b.update(&id, TaskUpdate::new().metadata("k", 1)));
+    });
+    match rx
+        .recv_timeout(common::HANG)
+        .expect("the update never returned")
+    {
+        Err(e @ Error::Backend { .. }) => {
+            assert!(e.to_string().contains(task.id.as_str()), "{e}")
+        }
+        other => panic!("expected an error naming the task, got {other:?}"),
+    }
+}
+
+/// A column whose type a hand edit changed (`ALTER TABLE … ALTER COLUMN …
+/// TYPE`) is an error naming the operation, the column and its type, and
+/// the task, not a panic: the store reads every column it selects from its
+/// tables fallibly. Each change is made before a handle of its own opens,
+/// so its statements are prepared over the changed table. (`row.get`
+/// panicked in the listing, in `get` and in the sweep's recount.)
+#[test]
+fn a_column_whose_type_a_hand_edit_changed_is_an_error_not_a_panic() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("retyped");
+    // A handle opened before the changes, its `load` prepared.
+    let before = open(cluster, &schema, "retyped");
+    let task = before.create(NewTask::new()).unwrap();
+    assert_eq!(before.get(&task.id).unwrap(), Some(task.clone()));
+    let mut client = cluster.client();
+    let alter = |client: &mut postgres::Client, table: &str, column: &str, to: &str| {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {schema}.{table} ALTER COLUMN {column} TYPE {to} USING {column}::{to}"
+            ))
+            .unwrap();
+    };
+    // Each call on a fresh handle, its outcome caught if it panics.
+    let call = |what: &str, op: &dyn Fn(&PgStore) -> Result<(), Error>| -> Error {
+        let store = open(cluster, &schema, "retyped");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&store))) {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => panic!("{what}: read a column of the wrong type"),
+            Err(_) => panic!("{what}: panicked"),
+        }
+    };
+    let says = |e: &Error, parts: &[&str]| {
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+        let said = e.to_string();
+        for part in parts {
+            assert!(said.contains(part), "{said:?} does not name {part:?}");
+        }
+    };
+
+    alter(&mut client, "tasks", "created_at_ns", "text");
+    let e = call("a listing", &|s| s.list(&ListQuery::all()).map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.tasks.created_at_ns"), "text", "scan"],
+    );
+    alter(&mut client, "tasks", "created_at_ns", "bigint");
+
+    alter(&mut client, "tasks", "task", "jsonb");
+    let e = call("a get", &|s| s.get(&task.id).map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.tasks.task"), "jsonb", task.id.as_str()],
+    );
+    let old = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| before.get(&task.id)))
+        .expect("a get by a handle opened before the change panicked");
+    match old {
+        // The server refuses the statement it prepared over the column's
+        // old type ("cached plan must not change result type").
+        Err(e) => says(&e, &[task.id.as_str()]),
+        Ok(read) => panic!("read a column of the wrong type: {read:?}"),
+    }
+    alter(&mut client, "tasks", "task", "text");
+
+    // (Its check, `active >= 0`, takes a number.)
+    alter(&mut client, "counters", "active", "numeric");
+    let e = call("a sweep", &|s| s.sweep().map(drop));
+    says(
+        &e,
+        &[&format!("{schema}.counters.active"), "numeric", "count"],
+    );
+    alter(&mut client, "counters", "active", "bigint");
+
+    // Put back, the store reads as before.
+    let store = open(cluster, &schema, "retyped");
+    assert_eq!(store.get(&task.id).unwrap(), Some(task.clone()));
+    assert_eq!(store.sweep().unwrap().cleaned, 0);
+}
+
+/// A row that cannot be read is reported and left out, and the listing goes
+/// on past it: a page is short only at the end. (Rows were cut by `LIMIT`
+/// before they were read, so a batch that left one out looked like the last,
+/// and every task after it went unlisted.)
+#[test]
+fn unreadable_rows_are_reported_and_every_task_after_them_is_still_listed() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("unreadable");
+    let store = open(cluster, &schema, "unreadable");
+    for _ in 0..6 {
+        store.create(NewTask::new()).unwrap();
+    }
+    let order: Vec<TaskId> = store
+        .list(&ListQuery::all())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    spoil(cluster, &schema, &[&order[1], &order[2]]);
+    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = ListQuery::all().limit(2);
+        if let Some(cursor) = &cursor {
+            query = query.after(cursor);
+        }
+        let page = store.list(&query).unwrap();
+        listed.extend(page.tasks.into_iter().map(|t| t.id));
+        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        [&order[0], &order[3], &order[4], &order[5]].map(Clone::clone)
+    );
+    assert_eq!(skipped, [order[1].clone(), order[2].clone()]);
+}
+
+/// A sweep's batch that met an unreadable row is not its last: every
+/// expired task after it is deleted too, and the row is reported.
+#[test]
+fn a_sweep_goes_on_past_an_unreadable_row() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_unreadable");
+    let store = open(cluster, &schema, "sweep_unreadable");
+    // More than a sweep's batch (1,024), one of the first spoilt.
+    let ids: Vec<TaskId> = (0..1_100)
+        .map(|_| {
+            let task = NewTask::new().ttl(Duration::from_millis(1));
+            store.create(task).unwrap().id
+        })
+        .collect();
+    spoil(cluster, &schema, &[&ids[10]]);
+    std::thread::sleep(Duration::from_millis(5));
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, ids.len() - 1);
+    assert_eq!(
+        swept
+            .skipped
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        [Some(ids[10].clone())]
+    );
+    let left: i64 = cluster
+        .client()
+        .query_one(&format!("SELECT count(*) FROM {schema}.tasks"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+}
