@@ -1,0 +1,522 @@
+//! Batch moves held between their halves: a task made again under their id, a
+//! move another handle finished, a stripe a stopped process took, and the
+//! checks and readers that wait for batches or go on without their lock.
+
+use super::*;
+
+/// A batch's terminal moves (a reap failing two orphans) let go of each
+/// task's lock between staging a move and settling it. If another handle
+/// deletes one of the tasks and makes it again under its id meanwhile, the
+/// new file may get the old one's inode number (ext4 hands it back): the
+/// settle must still tell it from the file it moved, and leave it. (It
+/// removed it from `active/`: a create the store had acknowledged, lost.)
+#[test]
+fn a_batch_move_never_removes_a_task_made_again_under_its_id_meanwhile() {
+    use std::os::unix::fs::MetadataExt;
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let reaper = open(root, &clock, Some(&faults));
+        let owner = open(root, &clock, None);
+        let new = |id: &str| {
+            let new = NewTask::new().id(TaskId::parse(id).unwrap());
+            match ttl {
+                Some(ttl) => new.ttl(ttl),
+                None => new,
+            }
+        };
+        let x = owner.create(new("x")).unwrap().id;
+        owner.create(new("y")).unwrap();
+        // Past both leases: both are orphans, failed in one batch.
+        clock.advance(Duration::from_secs(90));
+        let held = faults.pause_at(FsOp::SyncDir, root.join("done"));
+        let file = root.join("active").join("x.json");
+        let (reused, again) = std::thread::scope(|s| {
+            let held = held;
+            let reaping = s.spawn(|| reaper.reap().unwrap());
+            assert!(
+                held.wait_reached(|| !reaping.is_finished()),
+                "the reap never reached its fsync of done/"
+            );
+            let old = std::fs::metadata(&file).unwrap().ino();
+            // Made again until its file has the moved file's inode number.
+            // A new file takes the lowest free number of its group (ext4):
+            // filler tasks take the lower ones the deletes free.
+            assert!(owner.delete(&x).unwrap());
+            let mut again = owner.create(new("x")).unwrap();
+            for filler in 0..500 {
+                if std::fs::metadata(&file).unwrap().ino() == old {
+                    break;
+                }
+                assert!(owner.delete(&x).unwrap());
+                owner
+                    .create(NewTask::new().id(TaskId::parse(&format!("f{filler}")).unwrap()))
+                    .unwrap();
+                again = owner.create(new("x")).unwrap();
+            }
+            let reused = std::fs::metadata(&file).unwrap().ino() == old;
+            held.resume();
+            reaping.join().unwrap();
+            (reused, again)
+        });
+        if !reused {
+            eprintln!(
+                "paused_races: the file system gave the new file another inode \
+                 number; the race this test guards did not arise (ttl {ttl:?})"
+            );
+        }
+        assert_eq!(
+            owner.get(&x).unwrap(),
+            Some(again.clone()),
+            "the task made again is there (ttl {ttl:?})"
+        );
+        assert_eq!(
+            open(root, &clock, None).get(&x).unwrap(),
+            Some(again),
+            "for a new handle too (ttl {ttl:?})"
+        );
+    }
+}
+
+/// `verify` beside a batch between its halves waits for the batch to end
+/// and reports a clean store, as `repair` does (with nothing to repair).
+/// The batches: a reap failing two orphans, held at its fsync of `done/`,
+/// when both tasks have names in `active/` and `done/` and the reap holds
+/// neither's stripe; a sweep that has removed an expired finished task's
+/// file, held before it removes the task's `expiring/` entry (stale until
+/// then), through its scan's batches and through its pass over the index
+/// (a large pass), and a listing that met two expired tasks and deleted
+/// them (one task alone is deleted under its lock to the end).
+/// Told not to wait, `verify` reports what it saw, and says that batches
+/// were under way. (It reported interrupted moves and a stale entry, another handle's
+/// work in progress, and nothing said so.)
+#[test]
+fn verify_beside_a_batch_between_its_halves_waits_for_it() {
+    use taskstore::FileCheck;
+    for batch in ["reap", "sweep", "large sweep", "list"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let worker = FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .fault_injector(faults.clone())
+            .large_passes_from(if batch == "large sweep" { 1 } else { 256 })
+            .open()
+            .unwrap();
+        let owner = open(root, &clock, None);
+        let held = if batch == "reap" {
+            for id in ["x", "y"] {
+                owner
+                    .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+                    .unwrap();
+            }
+            // Past both leases: both are orphans, failed in one batch.
+            clock.advance(Duration::from_secs(90));
+            faults.pause_at(FsOp::SyncDir, root.join("done"))
+        } else {
+            let ttl = Duration::from_secs(60);
+            let finished =
+                common::finished_with_ttl(&owner, if batch == "list" { 2 } else { 1 }, ttl).len();
+            clock.advance(ttl * 2);
+            let mut entries: Vec<_> = std::fs::read_dir(root.join("expiring"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            assert_eq!(entries.len(), finished, "{entries:?}");
+            faults.pause_at(FsOp::Remove, &entries[0])
+        };
+        std::thread::scope(|s| {
+            let held = held;
+            let working = s.spawn(|| match batch {
+                "reap" => assert_eq!(worker.reap().unwrap().tasks.len(), 2),
+                "list" => assert!(worker.list(&ListQuery::all()).unwrap().tasks.is_empty()),
+                _ => assert_eq!(worker.sweep().unwrap().deleted, 1),
+            });
+            assert!(
+                held.wait_reached(|| !working.is_finished()),
+                "the {batch} never reached its pause"
+            );
+            let seen = FileCheck::open(root)
+                .unwrap()
+                .wait_for_batches(Duration::ZERO)
+                .verify()
+                .unwrap();
+            assert!(
+                seen.under_way && !seen.is_clean(),
+                "{batch}: the state between the halves is seen, and said to be a batch's: {seen:?}"
+            );
+            let logged = common::Logged::default();
+            let checking = s.spawn({
+                let logged = logged.clone();
+                move || {
+                    tracing::subscriber::with_default(logged, || {
+                        let check = FileCheck::open(root).unwrap();
+                        (check.verify().unwrap(), check.repair(false).unwrap())
+                    })
+                }
+            });
+            common::wait_until("the check to wait for the batch, or end", || {
+                checking.is_finished()
+                    || logged.events().iter().any(|e| {
+                        e.field("message")
+                            .is_some_and(|m| m.contains("waiting for batches"))
+                    })
+            });
+            held.resume();
+            working.join().unwrap();
+            let (report, repairs) = checking.join().unwrap();
+            assert!(
+                report.is_clean() && !report.under_way,
+                "{batch}: verify judged the batch's work in progress: {report:?}"
+            );
+            assert!(
+                repairs.repairs.is_empty() && !repairs.under_way,
+                "{batch}: {repairs:?}"
+            );
+        });
+    }
+}
+
+/// A batch move between its halves (a reap of tasks with a TTL, their
+/// `expiring/` entries linked, their names in `done/` not yet) whose moves
+/// another handle finishes meanwhile, without fsyncs (`Durability::Eventual`:
+/// a cancel of a task it finds terminal in `active/` tidies it into
+/// `done/`): the batch, which acknowledges the moves on the strength of
+/// those `done/` names, makes `done/` durable itself before it returns.
+/// (It fsynced only what it linked, so nothing: a power loss could take
+/// the names in `done/` and the freed earlier versions with them.)
+#[test]
+fn a_batch_move_another_handle_finished_is_made_durable_before_it_is_acknowledged() {
+    use taskstore::{Durability, FsEvent, Recorder};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let recorder = Recorder::new();
+    let reaper = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .recorder(recorder.clone())
+        .open()
+        .unwrap();
+    let owner = open(root, &clock, None);
+    let ttl = Duration::from_secs(3_600);
+    let ids: Vec<TaskId> = (0..2)
+        .map(|_| owner.create(NewTask::new().ttl(ttl)).unwrap().id)
+        .collect();
+    drop(owner);
+    // Past the leases: both are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let tidier = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Eventual)
+        .open()
+        .unwrap();
+    let held = faults.pause_at(FsOp::SyncDir, root.join("expiring"));
+    std::thread::scope(|s| {
+        let reaping = s.spawn(|| reaper.reap().unwrap());
+        assert!(
+            held.wait_reached(|| !reaping.is_finished()),
+            "the reap never reached its pause"
+        );
+        for id in &ids {
+            // Failed by the reap's first half, found in `active/`.
+            let cancel = tidier.cancel(id, None).unwrap();
+            assert!(!cancel.is_applied(), "{cancel:?}");
+            assert!(root.join("done").join(format!("{id}.json")).exists());
+            assert!(!root.join("active").join(format!("{id}.json")).exists());
+        }
+        let from = recorder.len();
+        held.resume();
+        let reaped = reaping.join().unwrap();
+        assert_eq!(reaped.tasks.len(), 2, "{reaped:?}");
+        let done = root.join("done");
+        let events = recorder.events();
+        assert!(
+            events[from..]
+                .iter()
+                .any(|e| matches!(e, FsEvent::SyncDir { path } if path == &done)),
+            "done/ made durable before the reap returned: {:#?}",
+            &events[from..]
+        );
+    });
+}
+
+/// A batch's terminal moves (a reap failing x, in stripe 7, and y, in
+/// stripe 33) let go of each task's lock between staging a move and
+/// settling it. If another process takes x's stripe in between and is
+/// stopped while it holds it, the settle cannot take it again: y's move is
+/// settled all the same, and both are reported reaped, x's final version
+/// durable and read failed (in `done/` beside its name in `active/`, or, with
+/// a TTL, where its name in `done/` waits for its `expiring/` entry to be
+/// durable, in `active/` alone), its move left for whoever takes the stripe
+/// next (the sweep's clean-up, here). (The settle returned at x's stripe:
+/// both tasks were reported missed, "make durable the write of" failed,
+/// and y was left unsettled too.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest() {
+    let test =
+        "batches::a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest";
+    common::hold_locks_if_the_holder();
+    for ttl in [None, Some(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let reaper = FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .fault_injector(faults.clone())
+            .stripe_wait(Duration::from_millis(300))
+            .open()
+            .unwrap();
+        let owner = open(root, &clock, None);
+        let [x, y] = [common::id_in_stripe("x", 7), common::id_in_stripe("y", 33)];
+        for id in [&x, &y] {
+            let new = NewTask::new().id(id.clone());
+            owner
+                .create(match ttl {
+                    Some(ttl) => new.ttl(ttl),
+                    None => new,
+                })
+                .unwrap();
+        }
+        // Past both leases: both are orphans, failed in one batch.
+        clock.advance(Duration::from_secs(90));
+        // The settle's first fsync: of `expiring/`, before the names in
+        // `done/` it gives under the locks, or of `done/`, before the names
+        // in `active/` it removes under them.
+        let area = if ttl.is_some() { "expiring" } else { "done" };
+        let held = faults.pause_at(FsOp::SyncDir, root.join(area));
+        let lock = common::stripe_lock(root, x.as_str());
+        let (reaped, mut holder) = std::thread::scope(|s| {
+            let held = held;
+            let reaping = s.spawn(|| reaper.reap().unwrap());
+            assert!(
+                held.wait_reached(|| !reaping.is_finished()),
+                "the reap never reached its fsync of {area}/"
+            );
+            let holder = common::stopped_holding(test, dir.path(), &lock);
+            held.resume();
+            (reaping.join().unwrap(), holder)
+        });
+        let what = format!("ttl {ttl:?}");
+        assert!(reaped.missed.is_empty(), "{what}: {:?}", reaped.missed);
+        let mut ids: Vec<_> = reaped.tasks.iter().map(|t| &t.id).collect();
+        ids.sort();
+        assert_eq!(ids, [&x, &y], "{what}: both reaped");
+        assert!(reaped.tasks.iter().all(|t| t.status == TaskStatus::Failed));
+        let file = |area: &str, id: &TaskId| root.join(area).join(format!("{id}.json"));
+        assert!(holder.is_stopped(), "{what}");
+        // y settled; x where its stripe left it, read failed.
+        assert!(file("done", &y).exists() && !file("active", &y).exists());
+        assert!(file("active", &x).exists(), "{what}");
+        assert_eq!(file("done", &x).exists(), ttl.is_none(), "{what}");
+        for reader in [&reaper, &owner] {
+            let read = reader.get(&x).unwrap().unwrap();
+            assert_eq!(read.status, TaskStatus::Failed, "{what}");
+        }
+        holder.kill();
+        let swept = reaper.sweep().unwrap();
+        assert!(swept.cleaned >= 1, "{what}: x's move finished: {swept:?}");
+        assert!(file("done", &x).exists() && !file("active", &x).exists());
+        let fresh = open(root, &clock, None);
+        for id in [&x, &y] {
+            assert_eq!(fresh.get(id).unwrap().unwrap().status, TaskStatus::Failed);
+        }
+    }
+}
+
+/// A check waits for batches only for what a batch may leave between its
+/// halves. Beside a batch that never ends (the batches lock held shared by
+/// hand), a store whose problems no batch makes (a corrupt file in
+/// `active/`, a running task in `done/`, a finished task without its
+/// `expiring/` entry) is judged without waiting, and the report does not
+/// say that batches were under way. (It waited for them, `wait_for_batches`
+/// long, and then said so of every problem.)
+#[test]
+fn a_check_waits_for_batches_only_for_what_a_batch_may_leave() {
+    use taskstore::{FileCheck, ProblemKind};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let store = open(root, &clock, None);
+    let running = store.create(NewTask::new()).unwrap().id;
+    let unindexed = common::finished_with_ttl(&store, 1, Duration::from_secs(600)).remove(0);
+    drop(store);
+    let name = |id: &TaskId| format!("{id}.json");
+    std::fs::rename(
+        root.join("active").join(name(&running)),
+        root.join("done").join(name(&running)),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(root.join("expiring")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    std::fs::write(root.join("active").join("garbage.json"), b"{ not json").unwrap();
+    let batch = common::open_lock_file(&common::batches_lock(root));
+    batch.lock_shared().unwrap();
+    let report = FileCheck::open(root)
+        .unwrap()
+        .wait_for_batches(Duration::ZERO)
+        .verify()
+        .unwrap();
+    let mut kinds: Vec<(String, &str)> = report
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.path.file_name().unwrap().to_string_lossy().into_owned(),
+                p.kind.code(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    let mut expected = vec![
+        ("garbage.json".to_owned(), "corrupt"),
+        ("garbage.json".to_owned(), "mode"),
+        (name(&running), "misplaced"),
+        (name(&unindexed), "missing_index_entry"),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected, "{report:?}");
+    assert!(
+        !report.under_way,
+        "no problem a batch makes, so no wait for batches: {report:?}"
+    );
+    assert!(report.problems.iter().all(|p| !p.kind.may_be_under_way()));
+    // A stale entry is one: then the check waits, and says the batch was
+    // under way.
+    let ghost = root.join("expiring").join("1.5000.ghost");
+    std::fs::write(&ghost, b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ghost, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = FileCheck::open(root)
+        .unwrap()
+        .wait_for_batches(Duration::ZERO)
+        .verify()
+        .unwrap();
+    assert!(report.under_way, "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::StaleIndexEntry && p.kind.may_be_under_way()),
+        "{report:?}"
+    );
+}
+
+/// A reader never waits for a check: while one holds the batches lock
+/// exclusive (here, by hand), a listing that meets expired finished tasks
+/// hides them and leaves their deletion to the sweep, instead of waiting
+/// for the lock (a stopped `verify` would have stopped every listing that
+/// met an expired task). One task alone is deleted under its own lock. A
+/// lock file replaced under the handle is found again at its path.
+#[test]
+fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let store = open(root, &clock, None);
+    let ttl = Duration::from_secs(60);
+    let ids = common::finished_with_ttl(&store, 3, ttl);
+    clock.advance(ttl * 2);
+    let path = common::batches_lock(root);
+    let check = common::open_lock_file(&path);
+    check.lock().unwrap();
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    let file = |id: &TaskId| root.join("done").join(format!("{id}.json"));
+    assert!(
+        ids.iter().all(|id| file(id).exists()),
+        "the listing waited for the check, or went on without the lock"
+    );
+    assert_eq!(store.get(&ids[0]).unwrap(), None);
+    assert!(!file(&ids[0]).exists(), "one task alone is deleted");
+    check.unlock().unwrap();
+    assert_eq!(store.sweep().unwrap().deleted, 2);
+
+    // The lock file replaced under the handle (an older version's `repair`
+    // sets it aside as a foreign name): the handle locks the file a check
+    // locks, the one at the path, not the one it opened before.
+    let more = common::finished_with_ttl(&store, 2, ttl);
+    clock.advance(ttl * 2);
+    std::fs::rename(&path, root.join("quarantine").join("batches.lock")).unwrap();
+    let check = common::open_lock_file(&path);
+    check.lock().unwrap();
+    assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+    assert!(
+        more.iter().all(|id| file(id).exists()),
+        "the handle locked the file set aside"
+    );
+}
+
+/// A batch does not wait for a check without bound: while the batches lock
+/// is held exclusive and never let go (a `verify` stopped while it judges,
+/// played here by hand), a reap of two orphans (a batch of terminal moves)
+/// still fails them, after its bounded wait, and says on the log that it
+/// went on without the lock. (Waiting without bound, it never returned.)
+/// The next batch does not wait the bound again: it tries once and goes on,
+/// without a second warning (each batch waited the whole bound, a sweep
+/// once per chunk). A renewal of the same tasks, which moves none between
+/// areas, does not wait for the check at all.
+#[test]
+fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let reaper = open(root, &clock, None);
+    for id in ["x", "y"] {
+        reaper
+            .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+            .unwrap();
+    }
+    // Past both leases: both are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let check = common::open_lock_file(&common::batches_lock(root));
+    check.lock().unwrap();
+    // A renewal batch moves no task between areas, and takes no hold: it
+    // never waits for a check.
+    let renewing = common::Logged::default();
+    let renewed = tracing::subscriber::with_default(renewing.clone(), || {
+        reaper.renew_leases_of(&[TaskId::parse("x").unwrap(), TaskId::parse("y").unwrap()])
+    });
+    assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+    assert!(renewing.warnings().is_empty(), "{:?}", renewing.warnings());
+    clock.advance(Duration::from_secs(90));
+    let logged = common::Logged::default();
+    let reaped = std::thread::scope(|s| {
+        let reaping = s
+            .spawn(|| tracing::subscriber::with_default(logged.clone(), || reaper.reap().unwrap()));
+        common::wait_until("the reap to end beside a check that never lets go", || {
+            reaping.is_finished()
+        });
+        reaping.join().unwrap()
+    });
+    assert_eq!(reaped.tasks.len(), 2);
+    let went_on = |logged: &common::Logged| {
+        logged
+            .warnings()
+            .iter()
+            .filter(|w| {
+                w.field("message")
+                    .is_some_and(|m| m.contains("goes on without it"))
+            })
+            .count()
+    };
+    assert_eq!(went_on(&logged), 1, "{:?}", logged.warnings());
+    // Two more orphans, and another batch beside the same check.
+    for id in ["z", "w"] {
+        reaper
+            .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(90));
+    let again = common::Logged::default();
+    let reaped = tracing::subscriber::with_default(again.clone(), || reaper.reap().unwrap());
+    assert_eq!(reaped.tasks.len(), 2);
+    assert_eq!(went_on(&again), 0, "waited again: {:?}", again.warnings());
+}
