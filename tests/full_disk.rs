@@ -14,11 +14,11 @@
 //! It needs root, loop devices and the file systems' tools; without them it
 //! prints why it skipped and passes, unless `TASKSTORE_REQUIRE_ROOT_TESTS=1`
 //! (as CI sets), which makes a skip a failure. It shares the machinery of
-//! `tests/power_cut.rs`.
+//! `tests/power_cut/`.
 
 mod common;
 #[path = "power_cut/machine.rs"]
-#[allow(dead_code)] // `tests/power_cut.rs` uses the rest
+#[allow(dead_code)] // `tests/power_cut/` uses the rest
 mod machine;
 
 use std::fs::{self, File};

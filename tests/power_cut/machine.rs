@@ -1,4 +1,4 @@
-//! The machine side of the tests on real file systems (`tests/power_cut.rs`,
+//! The machine side of the tests on real file systems (`tests/power_cut/`,
 //! `tests/full_disk.rs`): file systems on loop devices, device images,
 //! repair, and the kernel's background writeback. Knows nothing of the
 //! store.
