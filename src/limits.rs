@@ -27,7 +27,7 @@ pub const MAX_MAX_PAYLOAD_BYTES: usize = 1 << 30;
 ///
 /// The largest of these, an orphan error naming a 128-character task id and
 /// two 256-byte instance ids made of characters JSON escapes, is under
-/// 2 KiB; `tests/leases.rs` (`a_reaped_orphan_at_the_cap_keeps_everything`)
+/// 2 KiB; `tests/leases/` (`a_reaped_orphan_at_the_cap_keeps_everything`)
 /// builds it.
 ///
 /// A failure with an error of at most [`SMALL_ERROR_BYTES`] gets it too,

@@ -26,7 +26,7 @@
 //! clock NTP slews at 500 ppm; a server clock stepped moves by its step
 //! until the next measurement; a handle that measured a forward step keeps
 //! its time when the server's clock is set right again, as a handle's time
-//! never goes back, until the server's clock catches up). `tests/pg.rs` checks the bound with the
+//! never goes back, until the server's clock catches up). `tests/pg/` checks the bound with the
 //! drift measured, as it must be: the wall clock of the VM it runs on ran
 //! 0.5% ahead of the monotonic clock for seconds at a time. A step of the
 //! configured wall clock (by NTP or by hand) changes nothing but the
