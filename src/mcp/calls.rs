@@ -227,6 +227,30 @@ pub(super) async fn get(
     blocking(move || store.get(&id)).await
 }
 
+/// [`get`] of each of `ids` in one store call
+/// ([`TaskStore::get_all`]: one statement for a `PgStore`), where [`Reads`]
+/// says; with [`Reads::Auto`], on the calling worker if the store answers
+/// each without waiting. Fails only when the call gave no answer at all
+/// ([`Unfinished`]).
+pub(super) async fn get_all(
+    reads: Reads,
+    store: &Arc<dyn TaskStore>,
+    ids: Vec<TaskId>,
+) -> Result<Vec<crate::Result<Option<Task>>>, Unfinished> {
+    match reads {
+        Reads::Inline => return Ok(store.get_all(&ids)),
+        Reads::Auto => {
+            let answered: Option<Vec<_>> = ids.iter().map(|id| store.try_get(id)).collect();
+            if let Some(found) = answered {
+                return Ok(found.into_iter().map(Ok).collect());
+            }
+        }
+        Reads::Blocking => {}
+    }
+    let store = Arc::clone(store);
+    off_workers(move || store.get_all(&ids)).await
+}
+
 /// A stored task in the wire's shape. A stored error that is not a
 /// JSON-RPC error object is inlined as `-32603` with it as `data`
 /// ([`jsonrpc_error`]); a stored result that is not a JSON object (a host

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::calls::{StoreCall, Unfinished, blocking, get, lock, off_workers};
+use super::calls::{StoreCall, Unfinished, blocking, get, get_all, lock, off_workers};
 use super::protocol::{Book, cancel_requested, stored_responses};
 use super::run::{
     Ending, Record, Run, RunState, RunWrite, Shared, ShutdownReport, Stop, panic_message,
@@ -175,11 +175,18 @@ impl Shared {
     /// Reads the task of `run` and acts on it, as a watch tick would
     /// (without renewing).
     pub async fn look(self: &Arc<Self>, run: &Arc<Run>) {
-        match get(self.options.reads, &self.store, &run.id).await {
+        let found = get(self.options.reads, &self.store, &run.id).await;
+        self.looked(run, found.map_err(drop)).await;
+    }
+
+    /// Acts on what a look at `run`'s task `found`, as a watch tick would
+    /// (a read that failed: the next tick reads again).
+    async fn looked(self: &Arc<Self>, run: &Arc<Run>, found: Result<Option<Task>, ()>) {
+        match found {
             Ok(Some(task)) => self.observe(run, &task).await,
             // Gone: what a tick's read does then.
             Ok(None) => self.seen(Arc::clone(run), Ok(None), false),
-            Err(_) => {}
+            Err(()) => {}
         }
     }
 
@@ -388,8 +395,20 @@ impl Shared {
             let local = lock(&self.local);
             ids.iter().filter_map(|id| local.get(id).cloned()).collect()
         };
-        for run in runs {
-            self.look(&run).await;
+        match runs.as_slice() {
+            [] => return,
+            [run] => return self.look(run).await,
+            _ => {}
+        }
+        // Many (every run, after a feed missed notices): read in one store
+        // call, not a call each.
+        let ids = runs.iter().map(|run| run.id.clone()).collect();
+        let Ok(found) = get_all(self.options.reads, &self.store, ids).await else {
+            // A read that panicked: the next tick reads again.
+            return;
+        };
+        for (run, found) in runs.iter().zip(found) {
+            self.looked(run, found.map_err(drop)).await;
         }
     }
 

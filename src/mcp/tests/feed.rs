@@ -41,6 +41,9 @@ struct TellState {
     holding: bool,
     /// Held reads may go on.
     let_go: bool,
+    /// Each `load_all` made since the feed last said it missed notices:
+    /// the ids it read.
+    read_after_missed: Option<Vec<Vec<TaskId>>>,
 }
 
 impl Tell {
@@ -59,7 +62,9 @@ impl Tell {
 
     /// The feed's next wait says notices may have been missed.
     fn lose(&self) {
-        self.state().missed = true;
+        let mut state = self.state();
+        state.missed = true;
+        state.read_after_missed = Some(Vec::new());
         self.changed.notify_all();
     }
 
@@ -106,6 +111,9 @@ impl Backend for Told {
     fn load_all(&self, ids: &[TaskId]) -> Vec<crate::Result<Option<Task>>> {
         let found = self.inner.load_all(ids);
         let mut state = self.tell.state();
+        if let Some(reads) = &mut state.read_after_missed {
+            reads.push(ids.to_vec());
+        }
         if state.armed.as_ref().is_some_and(|id| ids.contains(id)) {
             state.armed = None;
             state.holding = true;
@@ -220,4 +228,52 @@ async fn a_missed_notice_reads_again_a_task_whose_read_was_under_way() {
     assert!(store.cancel(&id, None).unwrap().is_applied());
     tell.lose();
     eventually(|| async { cancelled.load(Ordering::SeqCst).then_some(()) }).await;
+}
+
+/// After a feed that may have missed notices, the manager reads every task
+/// it runs again in one store call (`get_all`: one statement for a
+/// `PgStore`), not one call a task, each waiting for the one before. (It
+/// read them one at a time.)
+#[tokio::test]
+async fn a_missed_notice_reads_every_run_in_one_call() {
+    let (told, tell) = Told::new();
+    let store = Arc::new(Store::with_backend(told).build().unwrap());
+    // Only the feed reads: the watch ticks are an hour apart.
+    let options = ManagerOptions::new().watch_interval(Duration::from_secs(3600));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    let mut ids = Vec::new();
+    let mut stopped = Vec::new();
+    for _ in 0..3 {
+        let flag = Arc::new(AtomicBool::new(false));
+        let on_drop = Arc::clone(&flag);
+        let seed = m
+            .spawn(TaskOptions::new(), |_ctx| {
+                Box::pin(async move {
+                    let _stopped = OnDrop(on_drop);
+                    std::future::pending::<()>().await;
+                    Ok(text("never"))
+                })
+            })
+            .await
+            .unwrap();
+        ids.push(TaskId::parse(&seed.task_id).unwrap());
+        stopped.push(flag);
+    }
+    // Another instance deletes the three; their notices are lost.
+    tell.state().losing = true;
+    for id in &ids {
+        assert!(store.delete(id).unwrap());
+    }
+    tell.lose();
+    eventually(|| async {
+        stopped
+            .iter()
+            .all(|s| s.load(Ordering::SeqCst))
+            .then_some(())
+    })
+    .await;
+    let mut reads = tell.state().read_after_missed.clone().unwrap();
+    reads.iter_mut().for_each(|read| read.sort());
+    ids.sort();
+    assert_eq!(reads, vec![ids], "every run read in one call");
 }
