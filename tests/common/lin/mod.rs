@@ -171,9 +171,12 @@ pub enum Call {
     /// lasted its lease may have made: a batch of fresh leases that
     /// returned after the lease it wrote had lapsed renews each task again
     /// within the call (`Returned::lapsed` in src/rules/maintenance.rs),
-    /// and the call returns the second version. Added by [`check`] beside
-    /// each such call, not recorded; the model takes it, if at all, before
-    /// its call, which is then that renewal.
+    /// and the call answers for the second write (a renewal of a task
+    /// reaped or claimed since the first may answer that it changed
+    /// nothing). Added by [`check`] beside each such call (a renewal
+    /// whatever it answered, a claim that may have claimed), not recorded;
+    /// the model takes it, if at all, before its call, which is then that
+    /// renewal.
     First {
         claim: bool,
     },
@@ -317,9 +320,14 @@ pub fn check(ops: &[Op], params: &Params, what: &str) -> usize {
     for op in ops {
         by_id.entry(op.id).or_default().push(op.clone());
         let lasted = op.end.wall.saturating_sub(op.start.wall) >= op.lease_ns;
-        if let (Call::Claimed | Call::RenewLease, Ret::Applied(_), true) =
-            (&op.call, &op.ret, lasted)
-        {
+        // A renewal whatever it answered (its second write may have found
+        // the task reaped since), a claim that may have claimed.
+        let wrote = match op.call {
+            Call::RenewLease => true,
+            Call::Claimed => matches!(op.ret, Ret::Applied(_) | Ret::Unknown(_)),
+            _ => false,
+        };
+        if wrote && lasted {
             let mut first = op.clone();
             first.call = Call::First {
                 claim: matches!(op.call, Call::Claimed),

@@ -362,10 +362,10 @@ impl Model<'_> {
             ..NO_TASK
         };
         if let Call::First { claim } = op.call {
-            let Some(&call) = self.first_of.get(&i) else {
-                return vec![];
-            };
-            if state.second.is_some() || state.paired.contains(&call) {
+            // Its call, unless that call changed nothing after it (a
+            // renewal of a task reaped since: `NotOwner`), and is left out.
+            let call = self.first_of.get(&i).copied();
+            if call.is_some_and(|call| state.second.is_some() || state.paired.contains(&call)) {
                 return vec![];
             }
             let Some(t) = &seen.task else {
@@ -387,7 +387,7 @@ impl Model<'_> {
             }
             next.revision += 1;
             next.lease_expires_at = Some(instant(w + op.lease_ns));
-            return vec![marked(written(next), Some(call), None)];
+            return vec![marked(written(next), call.or(state.second), None)];
         }
         let has_first = self.first_of.values().any(|&c| c == i);
         if !has_first {
@@ -397,8 +397,17 @@ impl Model<'_> {
                 .map(|next| marked(next, state.second, None))
                 .collect();
         }
+        if state.second == Some(i) && !matches!(op.call, Call::Claimed) {
+            // A renewal after its first write: a renewal of what that
+            // wrote.
+            return self
+                .step(seen, op, w)
+                .into_iter()
+                .map(|next| marked(next, None, Some(i)))
+                .collect();
+        }
         if state.second == Some(i) {
-            // The renewal after its first write.
+            // A claim's renewal after its first write.
             let Some(t) = seen
                 .task
                 .as_ref()
