@@ -274,14 +274,17 @@ impl PgBackend {
     ) -> Result<()> {
         let mut conn = self.connection(op)?;
         let statement = conn.prepared(sql).map_err(|e| unsent(failed(op(), e)))?;
-        let mut rows = conn
-            .client
-            .query_raw(&statement, params.iter().copied())
-            .map_err(|e| failed(op(), e))?;
-        while let Some(row) = rows.next().map_err(|e| failed(op(), e))? {
-            each(row)?;
-        }
-        Ok(())
+        // The driver's error (`Err`), or what `each` made of the rows.
+        let read = (|| {
+            let mut rows = conn.client.query_raw(&statement, params.iter().copied())?;
+            while let Some(row) = rows.next()? {
+                if let Err(e) = each(row) {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        })();
+        read.map_err(|e| failed(op(), conn.failed(e)))?
     }
 
     /// Column `index` of `row`, selected from the store's `table` for
@@ -462,35 +465,51 @@ impl PgBackend {
     pub(crate) fn recount(&self) -> Result<Option<(Option<i64>, i64)>> {
         let op = || format!("count the active tasks of schema {}", self.sql.schema);
         let mut conn = self.connection(op)?;
-        let mut tx = conn.client.transaction().map_err(|e| failed(op(), e))?;
+        // A failure that may have ended the connection closes it when
+        // given back (`Connection::failed`).
+        let broken = std::cell::Cell::new(false);
+        let counted = self.recount_on(&mut conn.client, &|e| {
+            broken.set(broken.get() || super::pool::may_end_session(&e));
+            failed(op(), e)
+        });
+        if broken.get() {
+            conn.fail();
+        }
+        counted
+    }
+
+    /// [`recount`](Self::recount) on `client`, each of the driver's errors
+    /// made the store's by `failed`.
+    fn recount_on(
+        &self,
+        client: &mut postgres::Client,
+        failed: &dyn Fn(postgres::Error) -> Error,
+    ) -> Result<Option<(Option<i64>, i64)>> {
+        let op = || format!("count the active tasks of schema {}", self.sql.schema);
+        let mut tx = client.transaction().map_err(failed)?;
         let lock = |tx: &mut postgres::Transaction<'_>| {
             tx.query_opt(&self.sql.lock_counter, &[])
-                .map_err(|e| failed(op(), e))?
+                .map_err(failed)?
                 .map(|row| self.column::<i64>(&row, 0, "counters", &op))
                 .transpose()
         };
         let was = match lock(&mut tx)? {
             Some(was) => Some(was),
             None => {
-                let made = tx
-                    .execute(&self.sql.make_counter, &[])
-                    .map_err(|e| failed(op(), e))?;
+                let made = tx.execute(&self.sql.make_counter, &[]).map_err(failed)?;
                 // Made here (`None`), or by another sweep meanwhile: then
                 // counted as ever.
                 let now = lock(&mut tx)?;
                 if made == 1 { None } else { now }
             }
         };
-        let now = match tx
-            .query_opt(&self.sql.recount, &[])
-            .map_err(|e| failed(op(), e))?
-        {
+        let now = match tx.query_opt(&self.sql.recount, &[]).map_err(failed)? {
             Some(row) => Some(row.get::<_, i64>(0)),
             // Made again at 0, and 0 is right.
             None if was.is_none() => Some(0),
             None => None,
         };
-        tx.commit().map_err(|e| failed(op(), e))?;
+        tx.commit().map_err(failed)?;
         if let Some(now) = now {
             match was {
                 Some(was) => {

@@ -241,7 +241,10 @@ fn measure(
     // thread preempted between the readings widens it, not the error).
     let started = Instant::now();
     let before = local.now_unix_nanos();
-    let row = conn.client.query_one(&statement, &[])?;
+    let row = conn
+        .client
+        .query_one(&statement, &[])
+        .map_err(|e| conn.failed(e))?;
     let after = local.now_unix_nanos();
     let round_trip = started.elapsed();
     let server = i128::from(row.try_get::<_, i64>(0)?) * 1_000;

@@ -70,6 +70,9 @@ pub(crate) struct Connection {
     statements: HashMap<String, Statement>,
     /// When it was last given back to the pool (or made).
     idle_since: Instant,
+    /// Whether a call on it failed in a way that may have ended it
+    /// ([`Connection::failed`]): then it is closed when given back.
+    broken: bool,
 }
 
 /// How long a connection sits idle before a checkout reads what the server
@@ -84,9 +87,29 @@ impl Connection {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = self.client.prepare(sql).map_err(|e| self.failed(e))?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+
+    /// `e`, which a call on this connection returned. Unless it is the
+    /// server's refusal of one statement (an `ERROR` reply, after which
+    /// the session goes on), the connection is closed when given back,
+    /// not kept: a `FATAL` reply (a backend terminated by an
+    /// administrator, a restart, a session timeout) comes before the
+    /// server closes the connection, and the driver sees it closed only
+    /// once it reads on, which a connection given back moments ago is not
+    /// made to do ([`is_usable`](Connection::is_usable)); any other
+    /// failure (the link's) leaves the session in a state no one knows.
+    pub fn failed(&mut self, e: postgres::Error) -> postgres::Error {
+        self.broken |= may_end_session(&e);
+        e
+    }
+
+    /// Closes the connection when given back: a call on it failed with an
+    /// error [`may_end_session`] says may have ended it.
+    pub fn fail(&mut self) {
+        self.broken = true;
     }
 
     /// Whether the connection can still be used. One idle for
@@ -113,6 +136,14 @@ impl Connection {
         };
         polled && !self.client.is_closed()
     }
+}
+
+/// Whether `e`, an error of a call on a connection, may have left the
+/// connection unusable: anything but the server's refusal of one statement
+/// (see [`Connection::failed`]).
+pub(crate) fn may_end_session(e: &postgres::Error) -> bool {
+    !e.as_db_error()
+        .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Error))
 }
 
 pub(crate) struct Pool {
@@ -315,13 +346,14 @@ impl Pool {
             client,
             statements: HashMap::new(),
             idle_since: Instant::now(),
+            broken: false,
         })
     }
 
     fn give_back(&self, mut connection: Connection) {
         connection.idle_since = Instant::now();
         let mut state = self.lock();
-        if connection.client.is_closed() {
+        if connection.broken || connection.client.is_closed() {
             state.open -= 1;
             drop(state);
             close(connection);

@@ -547,3 +547,76 @@ fn a_connection_that_fails_names_the_server_it_tried() {
         "{message}"
     );
 }
+
+/// A claim whose batch statement the server ended while it ran (an
+/// administrator's `pg_terminate_backend`: a `FATAL` reply, the
+/// connection closed after it), then wrote each orphan on its own, claims
+/// every one of them: the connection the server ended is not handed out
+/// again. (It went back to the pool, not yet seen closed, and the next
+/// write took it: one orphan of the batch failed, "connection reset by
+/// peer", with the server up, its claim disowned and left to lapse.)
+#[test]
+fn a_connection_the_server_ended_mid_statement_is_not_used_again() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("ended_mid_batch");
+    let application = schema.clone();
+    let dead = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .instance_id("dead")
+        .lease(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let orphans: Vec<Task> = (0..20)
+        .map(|n| {
+            dead.create(NewTask::new().resumable("k", json!(n)))
+                .unwrap()
+        })
+        .collect();
+    let heir = PgStore::builder(format!(
+        "{} application_name={application}",
+        cluster.conninfo()
+    ))
+    .schema(&schema)
+    .instance_id("heir")
+    .open()
+    .unwrap();
+    let lapsed = orphans.iter().filter_map(|t| t.lease_expires_at).max();
+    wait_until("the dead owner's leases to lapse", || {
+        Some(heir.now()) > lapsed
+    });
+    // The batch waits on the table's lock until the server ends it.
+    let (mut holder, holder_pid) =
+        holding(cluster, &format!("LOCK TABLE {schema}.tasks IN SHARE MODE"));
+    let claimed = std::thread::scope(|s| {
+        let claim = s.spawn(|| heir.claim(&["k"]));
+        let mut client = cluster.client();
+        wait_until("the claim's batch to wait on the lock", || {
+            blocked_by(&mut client, &application, holder_pid) == 1
+        });
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND cardinality(pg_blocking_pids(pid)) > 0",
+                &[&application],
+            )
+            .unwrap();
+        holder.batch_execute("ROLLBACK").unwrap();
+        claim.join().unwrap()
+    })
+    .unwrap();
+    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
+    let mut ids: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    ids.sort();
+    let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
+    want.sort();
+    assert_eq!(ids, want, "every orphan claimed, each once");
+    for task in &orphans {
+        let stored = dead.get(&task.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.owner.as_deref(), stored.epoch),
+            (Some("heir"), 2),
+            "{}",
+            task.id
+        );
+    }
+}
