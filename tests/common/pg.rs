@@ -369,6 +369,8 @@ pub struct LosesAReply {
     refuse_from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether the next new connection is refused (closed at once).
     refuse_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a cut answers with a `FATAL` reply before it closes.
+    fatal: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether new connections are held, accepted and never answered, as
     /// a stopped server's are (until [`hang(false)`](LosesAReply::hang)).
     hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -413,6 +415,7 @@ impl LosesAReply {
             refusing: Default::default(),
             refuse_from_cut: Default::default(),
             refuse_once: Default::default(),
+            fatal: Default::default(),
             hanging: Default::default(),
             held: Default::default(),
             holding: Default::default(),
@@ -426,6 +429,7 @@ impl LosesAReply {
         let (armed, cuts) = (proxy.armed.clone(), proxy.cuts.clone());
         let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
         let refuse_once = proxy.refuse_once.clone();
+        let fatal = proxy.fatal.clone();
         std::thread::spawn(move || {
             // Ends with the test process.
             for client in listener.incoming() {
@@ -448,6 +452,7 @@ impl LosesAReply {
                     count: cuts.clone(),
                     refusing: refusing.clone(),
                     from_cut: from_cut.clone(),
+                    fatal: fatal.clone(),
                 };
                 relay(client, server, armed.clone(), holding.clone(), cut);
             }
@@ -470,6 +475,14 @@ impl LosesAReply {
         }
     }
 
+    /// Makes every later cut answer the statement with a `FATAL` reply
+    /// (`57P01`, as a backend an administrator ended says) in place of the
+    /// server's answer, before it closes the connection: a session ended
+    /// after its commit.
+    pub fn fatal_on_cut(&self) {
+        self.fatal.store(true, Ordering::SeqCst);
+    }
+
     /// Refuses the next new connection (closes it at once).
     pub fn refuse_next(&self) {
         self.refuse_once.store(true, Ordering::SeqCst);
@@ -489,6 +502,7 @@ impl LosesAReply {
                 count: self.cuts.clone(),
                 refusing: self.refusing.clone(),
                 from_cut: self.refuse_from_cut.clone(),
+                fatal: self.fatal.clone(),
             };
             relay(
                 client,
@@ -553,11 +567,33 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// What a cut counts, and whether it starts refusing connections.
+/// What a cut counts, whether it starts refusing connections, and whether
+/// it answers with a `FATAL` reply.
 struct Cut {
     count: std::sync::Arc<AtomicUsize>,
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fatal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// An `ErrorResponse` of severity `FATAL`, code `57P01`.
+fn fatal_reply() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (kind, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P01"),
+        (b'M', "terminating connection due to administrator command"),
+    ] {
+        fields.push(kind);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(u32::try_from(fields.len() + 4).unwrap()).to_be_bytes());
+    message.extend_from_slice(&fields);
+    message
 }
 
 /// Relays one connection both ways on two threads.
@@ -646,6 +682,13 @@ fn relay(
                         cut.refusing.store(true, Ordering::SeqCst);
                     }
                     cut.count.fetch_add(1, Ordering::SeqCst);
+                    if cut.fatal.load(Ordering::SeqCst) {
+                        let _ = client.write_all(&fatal_reply());
+                        // A moment before the close: the driver that reads
+                        // the reply and the close together reports the
+                        // connection closed, not the reply.
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                     let _ = client.shutdown(Shutdown::Both);
                     let _ = server.shutdown(Shutdown::Both);
                     return;

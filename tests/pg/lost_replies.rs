@@ -474,3 +474,56 @@ fn a_sweep_whose_reply_is_lost_after_the_commit_counts_what_it_removed() {
     }
     assert_eq!(swept, 2, "both tasks were removed by this sweep");
 }
+
+/// A write whose session the server ended after its commit, a `FATAL`
+/// reply (`57P01`, as an administrator's `pg_terminate_backend` gives)
+/// in place of its answer, is taken as one that may have committed, as a
+/// lost reply is: a create, an update and a claim of three orphans (one
+/// batch) each report what they wrote, once. Only an `ERROR` reply says
+/// its statement changed nothing; a `FATAL` one taken so would report the
+/// create and the update failed, each stored all the same, and the claim
+/// would report none of the orphans it took, each left with no run.
+#[test]
+fn a_write_whose_session_ends_with_a_fatal_reply_after_the_commit_reports_it() {
+    let Some(cluster) = cluster() else { return };
+    let (schema, proxy, s) = behind_a_proxy(cluster, "fatal_after_commit");
+    proxy.fatal_on_cut();
+    let other = open(cluster, &schema, "other");
+    let id = TaskId::parse("fatal-after-commit").unwrap();
+    proxy.arm(&[id.as_str()]);
+    let created = s
+        .create(NewTask::new().id(id.clone()))
+        .unwrap_or_else(|e| panic!("a create answered FATAL after its commit: {e}"));
+    assert_eq!(proxy.cuts(), 1, "the create was answered FATAL");
+    assert_eq!(other.get(&id).unwrap().as_ref(), Some(&created));
+    proxy.arm(&[id.as_str(), "half way"]);
+    let updated = s
+        .update(&id, TaskUpdate::new().status_message("half way"))
+        .unwrap_or_else(|e| panic!("an update answered FATAL after its commit: {e}"));
+    assert_eq!(proxy.cuts(), 2, "the update was answered FATAL");
+    assert_eq!(other.get(&id).unwrap().as_ref(), Some(updated.task()));
+    assert_eq!(updated.task().revision, 2, "applied once");
+
+    let schema = fresh_schema("fatal_after_claim");
+    let orphans = |dead: &PgStore| -> Vec<Task> {
+        (0..3)
+            .map(|n| {
+                dead.create(NewTask::new().resumable("k", json!(n)))
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (orphans, proxy, heir) =
+        lapsed_behind_a_proxy(cluster, &schema, orphans, |b| b.instance_id("heir"));
+    proxy.fatal_on_cut();
+    let markers: Vec<&str> = orphans.iter().take(2).map(|t| t.id.as_str()).collect();
+    proxy.arm(&markers);
+    let claimed = heir.claim(&["k"]).unwrap();
+    assert_eq!(proxy.cuts(), 1, "the claim's batch was answered FATAL");
+    assert!(claimed.missed.is_empty(), "{:?}", claimed.missed);
+    let mut ids: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+    ids.sort();
+    let mut want: Vec<&TaskId> = orphans.iter().map(|t| &t.id).collect();
+    want.sort();
+    assert_eq!(ids, want, "every orphan the claim took is reported, once");
+}
