@@ -108,6 +108,22 @@ impl std::error::Error for Described {
     }
 }
 
+/// Whether a statement that failed with its connection is made again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// Never: it may have written (a write whose reply was lost is
+    /// recovered by reading what is stored instead).
+    Never,
+    /// Once, on another connection, if it failed with its connection (not
+    /// the server's refusal: [`may_end_session`](super::pool::may_end_session))
+    /// before any row came: it writes nothing, so making it again changes
+    /// nothing. A connection the server ended moments after its last use
+    /// (a restart, a failover, an administrator's `pg_terminate_backend`)
+    /// is not seen closed when taken from the pool, and the statement the
+    /// next call sends on it fails: a read then fails no caller.
+    Read,
+}
+
 /// `e`, known to have come before its statement was sent
 /// ([`Known::Unsent`]: no connection, none free within the wait, or the
 /// connect failed, a `FATAL` at start-up among them: `max_connections`
@@ -261,6 +277,22 @@ impl PgBackend {
         Ok(rows)
     }
 
+    /// [`query`](Self::query) of a statement that writes nothing
+    /// ([`Again::Read`]).
+    fn read(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        let mut rows = Vec::new();
+        self.run_each(op, sql, params, Again::Read, |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
     /// [`query`](Self::query), handing each row to `each` as the server
     /// sends it (the first error `each` returns ends the query): the client
     /// reads no further ahead than the row taken, so a caller that keeps
@@ -270,21 +302,55 @@ impl PgBackend {
         op: &dyn Fn() -> String,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        each: impl FnMut(postgres::Row) -> Result<()>,
+    ) -> Result<()> {
+        self.run_each(op, sql, params, Again::Never, each)
+    }
+
+    /// [`query_each`](Self::query_each), made again as `again` says.
+    fn run_each(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        again: Again,
         mut each: impl FnMut(postgres::Row) -> Result<()>,
     ) -> Result<()> {
-        let mut conn = self.connection(op)?;
-        let statement = conn.prepared(sql).map_err(|e| unsent(failed(op(), e)))?;
-        // The driver's error (`Err`), or what `each` made of the rows.
-        let read = (|| {
-            let mut rows = conn.client.query_raw(&statement, params.iter().copied())?;
-            while let Some(row) = rows.next()? {
-                if let Err(e) = each(row) {
-                    return Ok(Err(e));
+        let mut tried = false;
+        loop {
+            let mut conn = self.connection(op)?;
+            // Whether a row reached `each`: then the statement is not made
+            // again, whatever it is.
+            let mut handed = false;
+            // The driver's error (`Err`), or what `each` made of the rows.
+            let run = (|| {
+                let statement = conn.prepared(sql).map_err(|e| (e, true))?;
+                let mut rows = conn
+                    .client
+                    .query_raw(&statement, params.iter().copied())
+                    .map_err(|e| (e, false))?;
+                while let Some(row) = rows.next().map_err(|e| (e, false))? {
+                    handed = true;
+                    if let Err(e) = each(row) {
+                        return Ok(Err(e));
+                    }
                 }
+                Ok(Ok(()))
+            })();
+            let (e, preparing) = match run {
+                Ok(done) => return done,
+                Err(failure) => failure,
+            };
+            let e = conn.failed(e);
+            if again == Again::Read && !tried && !handed && super::pool::may_end_session(&e) {
+                // Closed as it goes back; the next is another.
+                drop(conn);
+                tried = true;
+                continue;
             }
-            Ok(Ok(()))
-        })();
-        read.map_err(|e| failed(op(), conn.failed(e)))?
+            let e = failed(op(), e);
+            return Err(if preparing { unsent(e) } else { e });
+        }
     }
 
     /// Column `index` of `row`, selected from the store's `table` for
@@ -396,7 +462,7 @@ impl PgBackend {
                 self.sql.schema
             )
         };
-        Ok(!self.query(&op, &self.sql.counter, &[])?.is_empty())
+        Ok(!self.read(&op, &self.sql.counter, &[])?.is_empty())
     }
 
     /// Whether the active-task counter's row is there and counts the
@@ -404,7 +470,7 @@ impl PgBackend {
     /// (`sql.counter_and_active`).
     fn counter_agrees(&self) -> Result<bool> {
         let op = || format!("count the active tasks of schema {}", self.sql.schema);
-        let rows = self.query(&op, &self.sql.counter_and_active, &[])?;
+        let rows = self.read(&op, &self.sql.counter_and_active, &[])?;
         let Some(row) = rows.first() else {
             return Ok(false);
         };
@@ -526,7 +592,7 @@ impl PgBackend {
     /// The stored version of `id`, read after a conditional write missed.
     fn current(&self, id: &TaskId, op: &str) -> Result<Option<Task>> {
         let op = || format!("{op} task {id}");
-        let rows = self.query(&op, &self.sql.load, &[&id.as_str()])?;
+        let rows = self.read(&op, &self.sql.load, &[&id.as_str()])?;
         rows.first()
             .map(|row| {
                 decode(id.as_str(), self.column(row, 0, "tasks", &op)?)
@@ -542,7 +608,7 @@ impl PgBackend {
     /// The stored versions of `ids`, by id, read after a batch missed them.
     fn current_all(&self, ids: &[&str], op: &str) -> Result<HashMap<String, Result<Task>>> {
         let op = || format!("{op} {} tasks", ids.len());
-        let rows = self.query(&op, &self.sql.load_all, &[&ids])?;
+        let rows = self.read(&op, &self.sql.load_all, &[&ids])?;
         rows.iter()
             .map(|row| {
                 let id: String = self.column(row, 0, "tasks", &op)?;
@@ -1073,7 +1139,8 @@ impl Backend for PgBackend {
             let (mut rows, mut last) = (0, None);
             // Each row shaped before the next is taken: a scan without
             // payloads holds one whole row at a time, not the batch.
-            self.query_each(&op, &self.sql.scan(scan, after.is_some()), &params, |row| {
+            let sql = self.sql.scan(scan, after.is_some());
+            self.run_each(&op, &sql, &params, Again::Read, |row| {
                 rows += 1;
                 let id: &str = self.column(&row, 0, "tasks", &op)?;
                 let of_task = || format!("{} (task {id})", op());

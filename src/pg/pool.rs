@@ -73,6 +73,10 @@ pub(crate) struct Connection {
     /// Whether a call on it failed in a way that may have ended it
     /// ([`Connection::failed`]): then it is closed when given back.
     broken: bool,
+    /// Whether another connection of the pool was given back broken while
+    /// this one sat idle: then it is looked at when taken, however briefly
+    /// it sat ([`is_usable`](Connection::is_usable)).
+    suspect: bool,
 }
 
 /// How long a connection sits idle before a checkout reads what the server
@@ -125,7 +129,12 @@ impl Connection {
         if self.client.is_closed() {
             return false;
         }
-        let long_idle = self.idle_since.elapsed() >= LOOK_AFTER;
+        // One the server may have ended with the one given back broken (a
+        // restart, a failover, an administrator ends them all at once) is
+        // looked at too: a read made again after that one failed would
+        // meet it ended.
+        let long_idle =
+            self.idle_since.elapsed() >= LOOK_AFTER || std::mem::take(&mut self.suspect);
         let polled = {
             let mut notifications = self.client.notifications();
             if long_idle {
@@ -347,6 +356,7 @@ impl Pool {
             statements: HashMap::new(),
             idle_since: Instant::now(),
             broken: false,
+            suspect: false,
         })
     }
 
@@ -355,6 +365,9 @@ impl Pool {
         let mut state = self.lock();
         if connection.broken || connection.client.is_closed() {
             state.open -= 1;
+            for idle in &mut state.idle {
+                idle.suspect = true;
+            }
             drop(state);
             close(connection);
         } else {

@@ -110,3 +110,50 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
     let b = launch("B", SURVIVOR_LEASE_MS).start().await;
     assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
 }
+
+/// A checkpoint the database could not save (the server ended the
+/// connection it was written on: an administrator, a restart, a failover)
+/// skips that checkpoint, not the work: the task goes on and completes.
+/// (The example failed the task at the first checkpoint that failed: a
+/// moment's outage of the database failed every resumable task running.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_the_database_could_not_save_fails_no_task() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("checkpoint_lost");
+    // The instance's connections, told apart from every other test's.
+    let application = schema.clone();
+    let conninfo = format!("{} application_name={application}", cluster.conninfo());
+    let (_root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .pg(&conninfo, &schema)
+        .start()
+        .await;
+    let created = a
+        .call_as_task(json!({"ms": 2_000, "step_ms": 50, "text": "kept", "resumable": true}))
+        .await;
+    let id = created.task.task_id.clone();
+    // The server ends the instance's connections until a checkpoint meets
+    // one it ended.
+    let mut client = tokio::task::block_in_place(|| cluster.client());
+    let said = poll("a checkpoint that met an ended connection", || {
+        tokio::task::block_in_place(|| {
+            client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1",
+                    &[&application],
+                )
+                .unwrap()
+        });
+        let log = a.stderr();
+        log.contains(&format!("checkpoint of task {id}"))
+            .then_some(log)
+    })
+    .await;
+    // A synchronous client is dropped off the async workers.
+    tokio::task::block_in_place(move || drop(client));
+    let done = a.settled(&id).await;
+    assert_eq!(done.status(), TaskStatus::Completed, "{said}");
+    a.stop().await;
+}

@@ -331,6 +331,59 @@ fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
     }
 }
 
+/// A read on a pooled connection the server ended a moment after its last
+/// use (a restart, a failover, an administrator's `pg_terminate_backend`:
+/// given back under 100 ms before, it is not looked at when taken) is made
+/// again on another connection: a `get`, a `get_all` and a listing each
+/// answer. (Each failed, "connection closed", once per pooled connection,
+/// and an MCP client's `tasks/get` in a database's failover answered
+/// `-32603`.) A write is not made again: it may have committed.
+#[test]
+fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("ended_moment_ago");
+    let application = schema.clone();
+    let store = PgStore::builder(format!(
+        "{} application_name={application}",
+        cluster.conninfo()
+    ))
+    .schema(&schema)
+    .time_source(TimeSource::Clock)
+    .change_notices(false)
+    .pool_size(1)
+    .open()
+    .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let mut watcher = cluster.client();
+    let end_the_connection = |watcher: &mut postgres::Client| {
+        watcher
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&application],
+            )
+            .unwrap();
+        wait_until("the server to end the store's session", || {
+            connected(watcher, &application) == 0
+        });
+    };
+    end_the_connection(&mut watcher);
+    let read = store.get(&task.id);
+    assert!(matches!(&read, Ok(Some(t)) if *t == task), "get: {read:?}");
+    end_the_connection(&mut watcher);
+    let all = store.get_all(std::slice::from_ref(&task.id));
+    assert!(
+        matches!(all.as_slice(), [Ok(Some(t))] if *t == task),
+        "get_all: {all:?}"
+    );
+    end_the_connection(&mut watcher);
+    let listed = store.list(&ListQuery::active());
+    assert!(
+        matches!(&listed, Ok(page) if page.tasks == [task.clone()]),
+        "list: {listed:?}"
+    );
+}
+
 /// A server that takes connections and never answers them (stopped, a
 /// paused VM): the driver's `connect_timeout` bounds only the socket's
 /// connect, so a feed's wait that reconnected, and an open, waited for as
