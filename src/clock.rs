@@ -17,6 +17,33 @@ pub trait Clock: Send + Sync + Debug {
     fn now_unix_nanos(&self) -> i128 {
         self.now().unix_timestamp_nanos()
     }
+
+    /// A reading of a monotonic clock beside the wall clock, if the clock
+    /// has one: how far it has gone since an origin of its own (fixed for
+    /// the clock and its clones: only the difference of two readings means
+    /// anything). It never goes back, and a step of the wall clock (NTP,
+    /// by hand) moves it not at all. A store measures by it the time that
+    /// goes by while the wall clock reads behind it (stepped back), and
+    /// runs the leases it writes on by that much (see
+    /// [`TaskStore::lease_from`]).
+    ///
+    /// [`SystemClock`] reads [`std::time::Instant`]; [`ManualClock`] holds
+    /// one that [`advance`](ManualClock::advance) moves and
+    /// [`set`](ManualClock::set) does not. The default is `None`, no
+    /// monotonic clock: a store then runs its leases on by the wall
+    /// clock's net progress since it first read behind, which loses the
+    /// time that went by between its last reading and that one, and a
+    /// second step back, further behind, stands them at the store's time.
+    ///
+    /// [`TaskStore::lease_from`]: crate::TaskStore::lease_from
+    fn monotonic(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// `by` as a span `time` adds, or the longest it holds.
+pub(crate) fn span(by: Duration) -> time::Duration {
+    time::Duration::try_from(by).unwrap_or(time::Duration::MAX)
 }
 
 /// `at` in UTC. An instant UTC cannot hold (a reading in another offset,
@@ -102,6 +129,13 @@ impl Clock for SystemClock {
             Err(before) => -(before.duration().as_nanos() as i128),
         }
     }
+
+    /// [`std::time::Instant`], from the first reading of any
+    /// `SystemClock` in the process.
+    fn monotonic(&self) -> Option<Duration> {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Some(ORIGIN.get_or_init(std::time::Instant::now).elapsed())
+    }
 }
 
 /// The wall clock read once, then carried on by the monotonic clock: it
@@ -136,16 +170,34 @@ impl Default for SteadyClock {
 
 impl Clock for SteadyClock {
     fn now(&self) -> OffsetDateTime {
-        let since = time::Duration::try_from(self.base.elapsed()).unwrap_or(time::Duration::MAX);
-        self.start.saturating_add(since)
+        self.start.saturating_add(span(self.base.elapsed()))
+    }
+
+    /// The monotonic clock it carries the time on by, from when it was
+    /// made.
+    fn monotonic(&self) -> Option<Duration> {
+        Some(self.base.elapsed())
     }
 }
 
 /// A clock that moves only when told to. Clones share one time, so a test can
 /// hand one clone to a store and advance another.
+///
+/// It has a monotonic reading beside its wall clock ([`Clock::monotonic`],
+/// starting at zero): [`advance`](Self::advance) moves both (time goes
+/// by), [`set`](Self::set) the wall clock alone (a step, forward or back,
+/// as NTP or a hand makes), and
+/// [`advance_monotonic`](Self::advance_monotonic) the monotonic one alone.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
-    now: Arc<Mutex<OffsetDateTime>>,
+    now: Arc<Mutex<Readings>>,
+}
+
+/// A [`ManualClock`]'s wall clock and monotonic clock.
+#[derive(Clone, Copy, Debug)]
+struct Readings {
+    wall: OffsetDateTime,
+    monotonic: Duration,
 }
 
 impl ManualClock {
@@ -154,23 +206,37 @@ impl ManualClock {
     /// is the last or the first it holds).
     pub fn new(start: OffsetDateTime) -> ManualClock {
         ManualClock {
-            now: Arc::new(Mutex::new(in_utc(start))),
+            now: Arc::new(Mutex::new(Readings {
+                wall: in_utc(start),
+                monotonic: Duration::ZERO,
+            })),
         }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward: time goes by, for the wall clock and the
+    /// monotonic one alike.
     pub fn advance(&self, by: Duration) {
         let mut now = self.lock();
-        *now = now.saturating_add(time::Duration::try_from(by).unwrap_or(time::Duration::MAX));
+        now.wall = now.wall.saturating_add(span(by));
+        now.monotonic = now.monotonic.saturating_add(by);
     }
 
-    /// Sets the clock to `to` (which may be in the past; in UTC, as
-    /// [`new`](Self::new) takes it).
+    /// Sets the wall clock to `to` (which may be in the past; in UTC, as
+    /// [`new`](Self::new) takes it): a step, which leaves the monotonic
+    /// reading as it is.
     pub fn set(&self, to: OffsetDateTime) {
-        *self.lock() = in_utc(to);
+        self.lock().wall = in_utc(to);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
+    /// Moves the monotonic reading alone forward (time that goes by while
+    /// the wall clock stands still, or with [`set`](Self::set), whatever
+    /// it reads meanwhile).
+    pub fn advance_monotonic(&self, by: Duration) {
+        let mut now = self.lock();
+        now.monotonic = now.monotonic.saturating_add(by);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Readings> {
         // A panic while holding this lock cannot leave the time half-written.
         self.now.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -178,7 +244,11 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        *self.lock()
+        self.lock().wall
+    }
+
+    fn monotonic(&self) -> Option<Duration> {
+        Some(self.lock().monotonic)
     }
 }
 
@@ -189,6 +259,10 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 
     fn now_unix_nanos(&self) -> i128 {
         (**self).now_unix_nanos()
+    }
+
+    fn monotonic(&self) -> Option<Duration> {
+        (**self).monotonic()
     }
 }
 
@@ -250,6 +324,34 @@ mod tests {
         assert_eq!(clock.now(), first);
         clock.set(west);
         assert_eq!(clock.now(), last);
+    }
+
+    /// A step of the wall clock leaves the monotonic reading as it is;
+    /// advancing moves both, and clones share it.
+    #[test]
+    fn a_manual_clocks_monotonic_reading_moves_with_time_not_with_steps() {
+        let a = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
+        let b = a.clone();
+        assert_eq!(a.monotonic(), Some(Duration::ZERO));
+        a.advance(Duration::from_secs(5));
+        assert_eq!(b.monotonic(), Some(Duration::from_secs(5)));
+        b.set(OffsetDateTime::UNIX_EPOCH - Duration::from_secs(60));
+        b.set(OffsetDateTime::UNIX_EPOCH + Duration::from_secs(60));
+        assert_eq!(a.monotonic(), Some(Duration::from_secs(5)));
+        a.advance_monotonic(Duration::from_secs(1));
+        assert_eq!(b.monotonic(), Some(Duration::from_secs(6)));
+        assert_eq!(
+            b.now(),
+            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn the_system_clocks_monotonic_reading_never_goes_back() {
+        let first = SystemClock.monotonic().unwrap();
+        let second = SystemClock.monotonic().unwrap();
+        assert!(first <= second);
+        assert!(SteadyClock::new().monotonic().is_some());
     }
 
     #[test]

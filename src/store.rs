@@ -155,6 +155,21 @@ pub trait TaskStore: Send + Sync {
         self.now()
     }
 
+    /// The time a lease this handle wrote now would run from (a create's, a
+    /// renewal's, a claim's): [`now`](TaskStore::now), but later while the
+    /// clock reads behind the time that went by (stepped back and not yet
+    /// set right): then the stores of this crate carry the latest time the
+    /// clock read on by its monotonic clock ([`Clock::monotonic`]), where
+    /// `now` stands still, so that a live owner's leases are live when the
+    /// clock is set right. A host that works out how long ago a lease of
+    /// its own was granted (as the MCP manager does, to time its renewals)
+    /// goes by this. The default is [`now`](TaskStore::now).
+    ///
+    /// [`Clock::monotonic`]: crate::Clock::monotonic
+    fn lease_from(&self) -> time::OffsetDateTime {
+        self.now()
+    }
+
     /// Renews this instance's lease on one running task. A terminal task is
     /// returned untouched as [`Transition::AlreadyTerminal`].
     ///
@@ -355,6 +370,9 @@ macro_rules! forward_task_store {
             }
             fn lease_now(&self) -> time::OffsetDateTime {
                 (**self).lease_now()
+            }
+            fn lease_from(&self) -> time::OffsetDateTime {
+                (**self).lease_from()
             }
             fn renew_lease(&self, id: &TaskId) -> Result<Transition> {
                 (**self).renew_lease(id)

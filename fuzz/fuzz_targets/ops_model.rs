@@ -129,12 +129,14 @@ struct Handle {
     /// The latest time this handle has read: the time it goes by never
     /// goes back.
     high_water: Option<OffsetDateTime>,
-    /// While the clock reads behind `high_water`, how far behind it read
-    /// first: the step back.
-    behind_by: Option<time::Duration>,
+    /// The last reading of the clock and of its monotonic clock (`advance`
+    /// moves both, a step back the wall clock alone), and how far the
+    /// clock then read behind the time that went by, by the monotonic
+    /// clock.
+    steady: Option<(OffsetDateTime, Duration, time::Duration)>,
     /// What the leases this handle writes run from, as of its last
-    /// reading: its time, or while the clock reads behind it, the clock's
-    /// reading carried forward by the step back (never below its time).
+    /// reading: the clock's reading carried forward by how far it read
+    /// behind the time that went by (`steady`), never below its time.
     lease_from: OffsetDateTime,
     store: Box<dyn TaskStore>,
 }
@@ -417,7 +419,7 @@ impl Run {
             cap,
             token: None,
             high_water: None,
-            behind_by: None,
+            steady: None,
             lease_from: OffsetDateTime::UNIX_EPOCH,
             store,
         }
@@ -450,19 +452,34 @@ impl Run {
     /// leases renewed from the clock's time are live).
     fn reading(&mut self, h: usize) -> (OffsetDateTime, OffsetDateTime) {
         let clock = self.clock.now();
+        let monotonic = self
+            .clock
+            .monotonic()
+            .expect("a manual clock's monotonic reading");
         let handle = &mut self.handles[h];
-        let (now, lease_from) = match handle.high_water {
-            Some(seen) if seen > clock => {
-                let by = *handle.behind_by.get_or_insert(seen - clock);
-                (seen, clock.saturating_add(by).max(seen))
-            }
-            _ => {
-                handle.behind_by = None;
-                (clock, clock)
-            }
-        };
+        let now = handle.high_water.map_or(clock, |seen| seen.max(clock));
+        // How far the clock reads behind the time that went by: what it
+        // read behind last, plus how far it fell behind the monotonic
+        // clock since if further than 1 ms and 1% of the time that went by
+        // (no step), less how far it went ahead (a step forward), never
+        // below zero.
+        let behind = handle
+            .steady
+            .map_or(time::Duration::ZERO, |(wall, since, behind)| {
+                let went = monotonic - since;
+                let fell = time::Duration::try_from(went).expect("a span") - (clock - wall);
+                let no_step = time::Duration::try_from(Duration::from_millis(1) + went / 100)
+                    .expect("a span");
+                if fell < time::Duration::ZERO || fell > no_step {
+                    (behind + fell).max(time::Duration::ZERO)
+                } else {
+                    behind
+                }
+            });
+        handle.steady = Some((clock, monotonic, behind));
+        let lease_from = clock.saturating_add(behind);
         handle.high_water = Some(now);
-        handle.lease_from = lease_from;
+        handle.lease_from = lease_from.max(now);
         (now, clock)
     }
 
@@ -692,11 +709,13 @@ impl Run {
             Op::ReapOrphans { by } => self.reap(Run::who(*by)),
             Op::Claim { by, kinds } => self.claim(Run::who(*by), kinds),
             Op::ClaimAfterLease { kinds } => {
-                // Past every lease granted so far, as any handle saw the time.
+                // Past every lease granted so far, as any handle saw the
+                // time, or ran its leases from (ahead of its time while the
+                // clock read behind the time that went by).
                 let latest = self
                     .handles
                     .iter()
-                    .filter_map(|h| h.high_water)
+                    .filter_map(|h| h.high_water.map(|seen| seen.max(h.lease_from)))
                     .fold(self.clock.now(), OffsetDateTime::max);
                 self.clock.set(latest + LEASE + Duration::from_millis(1));
                 self.claim(CLAIMER, kinds);

@@ -293,6 +293,18 @@ where
             More(a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease),
         ),
         (
+            "a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live_lease",
+            More(a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live_lease),
+        ),
+        (
+            "a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live_lease",
+            More(a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live_lease),
+        ),
+        (
+            "a_clock_stepped_back_twice_reaps_and_claims_no_live_lease",
+            More(a_clock_stepped_back_twice_reaps_and_claims_no_live_lease),
+        ),
+        (
             "a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner",
             Two(a_task_made_again_under_its_id_by_another_instance_fences_the_old_owner),
         ),

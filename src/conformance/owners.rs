@@ -586,13 +586,10 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
         .create(NewTask::new().resumable("k", json!(1)))
         .unwrap();
     let peer = reopen("peer");
-    let behind = start - setup.lease * 20;
+    setup.clock.set(start - setup.lease * 20);
     // Three leases go by with the clock behind, the owner renewing every
     // third of one.
-    for third in 1..=9 {
-        setup.clock.set(behind + setup.lease * third / 3);
-        assert_eq!(owner.renew_leases().unwrap(), 2, "renewed");
-    }
+    renew_every_third(owner, setup, 9);
     assert_eq!(owner.now(), start, "the owner's time stood still");
     let right = start + setup.lease * 3;
     setup.clock.set(right);
@@ -601,6 +598,117 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
 
     // Their leases lapse by the clock, a lease after the last renewal:
     // claimed and reaped as ever.
+    setup.clock.set(right + setup.lease);
+    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+}
+
+/// `owners`'s two live tasks renewed `times` times, a third of a lease
+/// going by before each renewal.
+fn renew_every_third(owner: &dyn TaskStore, setup: &Setup, times: u32) {
+    for _ in 0..times {
+        setup.clock.advance(setup.lease / 3);
+        assert_eq!(owner.renew_leases().unwrap(), 2, "renewed");
+    }
+}
+
+/// A clock stepped back while its owner read nothing (between two
+/// renewals), then set right before it caught up: the owner's next
+/// renewal, its first reading behind, runs its leases on by all the time
+/// that went by since its last reading (by the monotonic clock), so once
+/// the clock is set right no handle reaps or claims its live tasks.
+/// (The leases ran on from the first reading behind: the time between the
+/// owner's last reading and it was lost, and work renewed half a lease
+/// before the clock was set right was reaped and claimed.)
+pub(super) fn a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live_lease(
+    owner: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let start = setup.clock.now();
+    let plain = owner.create(NewTask::new()).unwrap();
+    let resumable = owner
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let peer = reopen("peer");
+    // Two thirds of a lease go by before the owner renews, the clock
+    // stepped back twenty leases meanwhile.
+    setup.clock.advance(setup.lease * 2 / 3);
+    setup.clock.set(start - setup.lease * 20);
+    assert_eq!(owner.renew_leases().unwrap(), 2, "renewed");
+    let renewed = start + setup.lease * 2 / 3;
+    // Half a lease later, the clock is set right.
+    setup.clock.advance(setup.lease / 2);
+    setup.clock.set(renewed + setup.lease / 2);
+
+    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+
+    // Their leases lapse a lease after the renewal: claimed and reaped.
+    setup.clock.set(renewed + setup.lease);
+    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+}
+
+/// A clock stepped back, and set right only after it caught up with the
+/// owner's time (which stood still meanwhile): the leases the owner
+/// renews run on by the monotonic clock while the clock reads behind the
+/// time that went by, not only behind the owner's time, so once the clock
+/// is set right no handle reaps or claims its live tasks. (Renewed from
+/// the clock once it caught up, the leases fell behind by the step, and
+/// live work was reaped and claimed when the clock was set right.)
+pub(super) fn a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live_lease(
+    owner: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let start = setup.clock.now();
+    let plain = owner.create(NewTask::new()).unwrap();
+    let resumable = owner
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let peer = reopen("peer");
+    setup.clock.set(start - setup.lease * 2);
+    // Four leases go by, the owner renewing every third of one: the clock
+    // catches up with its time after two.
+    renew_every_third(owner, setup, 12);
+    assert_eq!(setup.clock.now(), start + setup.lease * 2, "caught up");
+    let right = start + setup.lease * 4;
+    setup.clock.set(right);
+
+    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+
+    setup.clock.set(right + setup.lease);
+    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+}
+
+/// A clock stepped back, then back again further, then set right: the
+/// leases the owner renews run on by the monotonic clock through both
+/// steps, so once the clock is set right no handle reaps or claims its
+/// live tasks. (They ran on by the clock's net progress since its first
+/// reading behind, which the second step took below the owner's time:
+/// they stood at it until the clock was set right, and live work was
+/// reaped and claimed then.)
+pub(super) fn a_clock_stepped_back_twice_reaps_and_claims_no_live_lease(
+    owner: &dyn TaskStore,
+    _: &dyn TaskStore,
+    reopen: Reopen<'_>,
+    setup: &Setup,
+) {
+    let start = setup.clock.now();
+    let plain = owner.create(NewTask::new()).unwrap();
+    let resumable = owner
+        .create(NewTask::new().resumable("k", json!(1)))
+        .unwrap();
+    let peer = reopen("peer");
+    setup.clock.set(start - setup.lease * 20);
+    renew_every_third(owner, setup, 3);
+    setup.clock.set(setup.clock.now() - setup.lease * 20);
+    renew_every_third(owner, setup, 6);
+    let right = start + setup.lease * 3;
+    setup.clock.set(right);
+
+    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+
     setup.clock.set(right + setup.lease);
     lapsed_work_taken(peer.as_ref(), &plain, &resumable);
 }

@@ -258,7 +258,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         let task = created.map_err(|e| e.into_mcp_for_input(None))?;
         let seed = to_rmcp_task(&task);
         shared.launch(
-            Run::of(&task, shared.store.lease(), shared.store.now()),
+            Run::of(&task, shared.store.lease(), shared.store.lease_from()),
             make_future,
         );
         drop(starting);

@@ -146,12 +146,16 @@ pub(super) struct RunState {
 
 impl Run {
     /// A run of `task` as stored (just created, or just claimed, read at
-    /// `now`, the store's time), by a store whose leases last `lease` (if
-    /// it says).
+    /// `now`, the time the store's leases run from:
+    /// [`TaskStore::lease_from`](crate::TaskStore::lease_from)), by a store
+    /// whose leases last `lease` (if it says).
     ///
     /// Its renewals count from when the store granted the lease, not from
     /// now: a claim pass of many orphans grants every lease at the time it
-    /// read before its scan, and may have taken most of a lease since.
+    /// read before its scan, and may have taken most of a lease since. By
+    /// the time the store's leases run from, not its `now`, which stands
+    /// still while its clock reads behind (stepped back) as the leases run
+    /// on: the lease would look granted just then.
     pub fn of(task: &Task, lease: Option<Duration>, now: OffsetDateTime) -> Arc<Run> {
         // A store that does not say: what is left of the lease the create
         // or the claim just gave the task (granted now, as far as the run

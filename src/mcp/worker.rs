@@ -362,7 +362,7 @@ impl Shared {
         // Claimed only for kinds with a handler; none is ever removed.
         let handler = handler?;
         tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
-        let run = Run::of(task, self.store.lease(), self.store.now());
+        let run = Run::of(task, self.store.lease(), self.store.lease_from());
         self.launch(Arc::clone(&run), move |ctx| handler(ctx));
         Some(run)
     }

@@ -212,6 +212,12 @@ impl Clock for ServerClock {
         let nanos = since_base.saturating_add(self.since_base_nanos.load(Ordering::Relaxed));
         OffsetDateTime::UNIX_EPOCH.saturating_add(time::Duration::nanoseconds(nanos))
     }
+
+    /// The monotonic clock the server's time is carried on by: a step of
+    /// the server's clock, once measured, moves it not at all.
+    fn monotonic(&self) -> Option<Duration> {
+        Some(self.base.elapsed())
+    }
 }
 
 /// One measurement of the server's clock.

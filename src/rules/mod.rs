@@ -122,26 +122,27 @@ impl<B> Store<B> {
         self.read_clock().clock
     }
 
+    /// The time a lease this handle writes now runs from, never earlier
+    /// than [`now`](Self::now) (see [`TaskStore::lease_from`]).
+    pub fn lease_from(&self) -> OffsetDateTime {
+        self.read_clock().lease_from
+    }
+
     /// One reading of the clock: the time the rules go by
     /// ([`now`](Self::now)), and what the clock itself read.
     fn read_clock(&self) -> Reading {
-        // A host's clock may read in another offset, though `Clock` asks
-        // for UTC.
-        let clock = crate::clock::in_utc(self.settings.clock.now());
         let mut high_water = self
             .high_water
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (now, lease_from) = match &mut *high_water {
-            Some(high) if high.at > clock => (high.at, high.carried(clock)),
-            _ => {
-                *high_water = Some(HighWater {
-                    at: clock,
-                    behind_by: None,
-                });
-                (clock, clock)
-            }
-        };
+        // Read under the lock: the handle's readings come in the order they
+        // were taken, and each is measured against the one before. A host's
+        // clock may read in another offset, though `Clock` asks for UTC.
+        let clock = crate::clock::in_utc(self.settings.clock.now());
+        let monotonic = self.settings.clock.monotonic();
+        let (now, lease_from) = high_water
+            .get_or_insert_with(|| HighWater::first(clock, monotonic))
+            .read(clock, monotonic);
         Reading {
             now,
             clock,
@@ -150,28 +151,138 @@ impl<B> Store<B> {
     }
 }
 
-/// The latest time a handle has read ([`Store::now`]), and, while its clock
-/// reads behind it, how far behind it read first.
+/// The latest time a handle has read ([`Store::now`]), and what its leases
+/// run from while its clock reads behind the time that went by.
 #[derive(Clone, Copy, Debug)]
 struct HighWater {
     at: OffsetDateTime,
-    /// `at` less the clock's first reading behind it: the step back.
+    /// With a monotonic clock ([`Clock::monotonic`]): the last reading,
+    /// and how far the wall clock then read behind the time that went by.
+    ///
+    /// [`Clock::monotonic`]: crate::Clock::monotonic
+    steady: Option<Steady>,
+    /// Without one: while the clock reads behind `at`, `at` less its first
+    /// reading behind it (the step back).
     behind_by: Option<time::Duration>,
 }
 
+/// A handle's last reading of the wall clock and of the monotonic clock
+/// (the latest of it: one that went back counts nothing), and how far the
+/// wall clock read behind the time that went by, by the monotonic clock
+/// (never below zero).
+#[derive(Clone, Copy, Debug)]
+struct Steady {
+    wall: OffsetDateTime,
+    monotonic: Duration,
+    behind: time::Duration,
+}
+
+/// How far the wall clock may fall behind the monotonic clock between two
+/// readings, over `went` by the monotonic clock, and be no step back: 1 ms
+/// and 1% of `went` (the two clocks are read one after the other, and a
+/// virtual machine's wall clock may run slow). A fall within it left to
+/// add up, the leases would run ever further ahead of the wall clock.
+fn no_step(went: Duration) -> time::Duration {
+    crate::clock::span(Duration::from_millis(1).saturating_add(went / 100))
+}
+
 impl HighWater {
-    /// The time this handle's leases run from, the clock reading `clock`
-    /// behind `at`: the clock's reading carried forward by the step back
-    /// (how far behind `at` it first read), so that `at` moves on by what
-    /// the clock has gone on since, never below `at`. The handle's own time
-    /// stands still until the clock catches up (it never goes back); a
-    /// lease renewed from it would stand still too, and lapse in real time
-    /// under a live owner, reaped or claimed as soon as the clock is set
-    /// right again. The clock's net progress counts, not its forward moves
-    /// added up: a clock stepped back and forth within the step carries
-    /// the leases no further than it went (a second step back, further
-    /// behind, makes them stand at `at` again until the clock is back).
-    fn carried(&mut self, clock: OffsetDateTime) -> OffsetDateTime {
+    /// The mark of a handle's first reading: the clock's `clock`, the
+    /// monotonic clock's `monotonic`.
+    fn first(clock: OffsetDateTime, monotonic: Option<Duration>) -> HighWater {
+        HighWater {
+            at: clock,
+            steady: monotonic.map(|monotonic| Steady {
+                wall: clock,
+                monotonic,
+                behind: time::Duration::ZERO,
+            }),
+            behind_by: None,
+        }
+    }
+
+    /// A reading of the clock (`clock`, and the monotonic clock's
+    /// `monotonic`): the handle's time, `at` moved up to `clock` (it never
+    /// goes back), and the time its leases run from, never below it.
+    ///
+    /// With a monotonic clock, the leases run from the wall clock's
+    /// reading carried forward by how far it reads behind the time that
+    /// went by, as the monotonic clock measures it between readings
+    /// ([`carried`](Self::carried)): stepped back, and not yet set right.
+    /// The handle's own time stands still until the clock catches up with
+    /// it; a lease renewed from it would stand still too, and lapse in
+    /// real time under a live owner, to be reaped or claimed as soon as
+    /// the clock is set right. The monotonic clock counts all the time
+    /// that went by: between the last reading and the first behind, after
+    /// the clock caught up with the handle's time but not with the time
+    /// that went by, across a second step back. And never more: a step
+    /// forward takes back what a step back added, so a wall clock stepped
+    /// back and forth carries the leases no further than the monotonic
+    /// clock went since the furthest the wall clock read ahead of it.
+    fn read(
+        &mut self,
+        clock: OffsetDateTime,
+        monotonic: Option<Duration>,
+    ) -> (OffsetDateTime, OffsetDateTime) {
+        let lease_from = match monotonic {
+            Some(monotonic) => {
+                self.behind_by = None;
+                self.carried(clock, monotonic)
+            }
+            None => {
+                self.steady = None;
+                self.net_progress(clock)
+            }
+        };
+        self.at = self.at.max(clock);
+        (self.at, lease_from.max(self.at))
+    }
+
+    /// `clock` carried forward by how far it reads behind the time that
+    /// went by: what it read behind at the last reading, plus how far it
+    /// fell behind the monotonic clock (reading `monotonic`) since, if
+    /// further than [`no_step`], less how far it went ahead of it (a step
+    /// forward), never below zero.
+    fn carried(&mut self, clock: OffsetDateTime, monotonic: Duration) -> OffsetDateTime {
+        let steady = match self.steady {
+            Some(last) => {
+                let went = monotonic.saturating_sub(last.monotonic);
+                let fell = crate::clock::span(went).saturating_sub(clock - last.wall);
+                let behind = if fell < time::Duration::ZERO || fell > no_step(went) {
+                    last.behind.saturating_add(fell).max(time::Duration::ZERO)
+                } else {
+                    last.behind
+                };
+                Steady {
+                    wall: clock,
+                    monotonic: monotonic.max(last.monotonic),
+                    behind,
+                }
+            }
+            None => Steady {
+                wall: clock,
+                monotonic,
+                behind: time::Duration::ZERO,
+            },
+        };
+        self.steady = Some(steady);
+        clock.saturating_add(steady.behind)
+    }
+
+    /// Without a monotonic clock, the time this handle's leases run from,
+    /// the clock reading `clock`: while it reads behind `at`, its reading
+    /// carried forward by the step back (how far behind `at` it first
+    /// read), so that `at` moves on by what the clock has gone on since,
+    /// never below `at`. The clock's net progress counts, not its forward
+    /// moves added up (with which a clock stepped back and forth would
+    /// carry the leases without bound): the time between the last reading
+    /// and the first behind is lost, and a second step back, further
+    /// behind, stands the leases at `at` until the clock is back.
+    fn net_progress(&mut self, clock: OffsetDateTime) -> OffsetDateTime {
+        if self.at <= clock {
+            self.behind_by = None;
+            return clock;
+        }
         let behind_by = *self.behind_by.get_or_insert(self.at - clock);
         clock.saturating_add(behind_by).max(self.at)
     }
@@ -193,10 +304,10 @@ struct Reading {
     /// reaped or claimed, for as long as the step.
     clock: OffsetDateTime,
     /// What this handle's leases run from: `now`, but while the clock
-    /// reads behind `now` (stepped back), the clock's reading carried
-    /// forward by the step ([`HighWater::carried`]), so that an owner
-    /// renewing while its clock is behind keeps its leases ahead of real
-    /// time, and a clock set right again finds them live.
+    /// reads behind the time that went by (stepped back), that time, as
+    /// the monotonic clock measures it ([`HighWater::read`]), so that an
+    /// owner renewing while its clock is behind keeps its leases ahead of
+    /// real time, and a clock set right again finds them live.
     lease_from: OffsetDateTime,
 }
 
@@ -701,6 +812,10 @@ impl<B: Backend> TaskStore for Store<B> {
 
     fn lease_now(&self) -> OffsetDateTime {
         Store::<B>::lease_now(self)
+    }
+
+    fn lease_from(&self) -> OffsetDateTime {
+        Store::<B>::lease_from(self)
     }
 
     fn lease(&self) -> Option<std::time::Duration> {

@@ -135,6 +135,9 @@ impl<S: TaskStore> TaskStore for Held<S> {
     fn lease_now(&self) -> OffsetDateTime {
         self.inner.lease_now()
     }
+    fn lease_from(&self) -> OffsetDateTime {
+        self.inner.lease_from()
+    }
     fn renew_lease(&self, id: &TaskId) -> crate::Result<Transition> {
         self.renewals.lock().unwrap().push(1);
         self.pass(std::slice::from_ref(id));

@@ -597,6 +597,9 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
     fn lease_now(&self) -> OffsetDateTime {
         self.inner.lease_now()
     }
+    fn lease_from(&self) -> OffsetDateTime {
+        self.inner.lease_from()
+    }
     fn reap(&self) -> crate::Result<crate::Reaped> {
         self.inner.reap()
     }
@@ -668,6 +671,72 @@ async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
         (stored.epoch == 2).then_some(stored)
     })
     .await;
+    let granted = claimed.lease_expires_at.unwrap();
+    let renewed = eventually(|| async {
+        let stored = stored(&m, task.id.as_str());
+        (stored.lease_expires_at.unwrap() > granted).then_some(stored)
+    })
+    .await;
+    assert_eq!(renewed.epoch, 2, "renewed, not claimed again");
+    m.cancel_task(task.id.as_str()).await.unwrap();
+    assert_eq!(
+        settled(&m, task.id.as_str()).await.status(),
+        TaskStatus::Cancelled
+    );
+}
+
+/// The same with the live instance's clock stepped back before the pass,
+/// behind the time the instance last read (its `now` stands still while
+/// the clock is behind): the claimed run is renewed at once all the same,
+/// its renewals counted from when the pass granted the lease by the time
+/// the store's own leases run from ([`TaskStore::lease_from`], carried on
+/// by the monotonic clock). (Counted by the store's `now`, the lease looked
+/// granted just then, and the first renewal came a renewal period after
+/// the launch, past the lease.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_claimed_by_a_slow_pass_with_the_clock_behind_is_renewed_at_once() {
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let clock = clock();
+    let hour = Duration::from_secs(3_600);
+    let open = |name: &str| {
+        crate::Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(hour)
+            .build()
+            .unwrap()
+    };
+    let task = open("dead")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    let live = open("live");
+    clock.advance(hour * 3);
+    let seen = live.now();
+    // Stepped back two hours: the dead owner's lease has lapsed by the
+    // clock, and the live instance's time is ahead of it.
+    clock.set(seen - hour * 2 + Duration::from_secs(1));
+    let store = Wrapped::new(live, true);
+    *store.claim_takes.lock().unwrap() = Some((Arc::clone(&clock), hour * 5 / 6));
+    let m = DurableTaskManager::with_options(
+        Arc::new(store),
+        fast().reap_interval(Duration::from_millis(20)),
+    );
+    m.register_resume("job", move |ctx| {
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let claimed = eventually(|| async {
+        let stored = stored(&m, task.id.as_str());
+        (stored.epoch == 2).then_some(stored)
+    })
+    .await;
+    assert_eq!(
+        m.store().now(),
+        seen,
+        "the live instance's time stood still"
+    );
     let granted = claimed.lease_expires_at.unwrap();
     let renewed = eventually(|| async {
         let stored = stored(&m, task.id.as_str());
