@@ -46,6 +46,48 @@ fn a_create_and_a_renewal_pass_each_go_by_one_reading_of_the_clock() {
     }
 }
 
+/// A wall clock stepped back and set right again, over and over, carries
+/// a handle's leases no further than the time that went by (a step forward
+/// takes back what a step back added: added up alone, the steps back would
+/// carry them a step further each time); and a wall clock that runs slow
+/// by a little (a virtual machine's), falling behind the monotonic clock
+/// by under 1 ms and 1% of the time between two readings, carries them
+/// not at all: they run from what it reads, as they would ahead of it bit
+/// by bit.
+#[test]
+fn a_clock_stepped_back_and_forth_or_running_slow_carries_leases_no_further_than_time_went() {
+    let clock = ManualClock::new(T0);
+    for (s, _dir) in backends(&clock) {
+        clock.set(T0);
+        let t = s.create(NewTask::new()).unwrap();
+        let mut real = T0;
+        for _ in 0..100 {
+            clock.set(real - Duration::from_secs(600));
+            clock.advance(Duration::from_secs(1));
+            real += Duration::from_secs(1);
+            let renewed = s.renew_lease(&t.id).unwrap().into_task();
+            assert_eq!(renewed.lease_expires_at, Some(real + LEASE), "behind");
+            clock.set(real);
+            clock.advance(Duration::from_secs(1));
+            real += Duration::from_secs(1);
+            let renewed = s.renew_lease(&t.id).unwrap().into_task();
+            assert_eq!(renewed.lease_expires_at, Some(real + LEASE), "set right");
+        }
+        // Slow by 0.05%: half a millisecond behind each second.
+        for _ in 0..100 {
+            clock.advance(Duration::from_secs(1));
+            clock.set(taskstore::Clock::now(&clock) - Duration::from_micros(500));
+            let renewed = s.renew_lease(&t.id).unwrap().into_task();
+            assert_eq!(
+                renewed.lease_expires_at,
+                Some(taskstore::Clock::now(&clock) + LEASE),
+                "slow"
+            );
+        }
+    }
+}
+
+
 #[test]
 fn lease_lapses_exactly_at_its_expiry() {
     let clock = ManualClock::new(T0);
