@@ -88,6 +88,50 @@ fn a_clock_stepped_back_and_forth_or_running_slow_carries_leases_no_further_than
 }
 
 
+/// A host's clock without a monotonic reading (`Clock::monotonic` left at
+/// its default) keeps the rule of before: while it reads behind a
+/// handle's time, the leases the handle writes run on by the clock's net
+/// progress since its first reading behind, so a clock stepped back and
+/// set right again before it caught up finds them live.
+#[test]
+fn a_clock_without_a_monotonic_reading_runs_leases_on_by_its_net_progress() {
+    #[derive(Debug)]
+    struct WallOnly(ManualClock);
+    impl taskstore::Clock for WallOnly {
+        fn now(&self) -> OffsetDateTime {
+            taskstore::Clock::now(&self.0)
+        }
+    }
+    let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let open = |instance: &str| {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(WallOnly(clock.clone())))
+            .instance_id(instance)
+            .lease(LEASE)
+            .open()
+            .unwrap()
+    };
+    let (owner, peer) = (open("owner"), open("peer"));
+    let task = owner.create(NewTask::new()).unwrap();
+    clock.set(T0 - LEASE * 20);
+    // Its first reading behind.
+    assert_eq!(owner.now(), T0);
+    let mut gone = Duration::ZERO;
+    for _ in 0..9 {
+        // The monotonic clock, going on alone, is not read.
+        clock.advance_monotonic(LEASE);
+        clock.advance(LEASE / 3);
+        gone += LEASE / 3;
+        let renewed = owner.renew_lease(&task.id).unwrap().into_task();
+        assert_eq!(renewed.lease_expires_at, Some(T0 + gone + LEASE));
+    }
+    assert_eq!(owner.now(), T0, "the owner's time stood still");
+    clock.set(T0 + LEASE * 3);
+    assert_eq!(peer.reap_orphans().unwrap(), vec![], "live work reaped");
+}
+
+
 #[test]
 fn lease_lapses_exactly_at_its_expiry() {
     let clock = ManualClock::new(T0);
