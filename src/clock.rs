@@ -22,10 +22,12 @@ pub trait Clock: Send + Sync + Debug {
     /// has one: how far it has gone since an origin of its own (fixed for
     /// the clock and its clones: only the difference of two readings means
     /// anything). It never goes back, and a step of the wall clock (NTP,
-    /// by hand) moves it not at all. A store measures by it the time that
-    /// goes by while the wall clock reads behind it (stepped back), and
-    /// runs the leases it writes on by that much (see
-    /// [`TaskStore::lease_from`]).
+    /// by hand) moves it not at all. A store measures by it, from one of
+    /// its readings to the next, how far the wall clock has fallen behind
+    /// the time that went by (a step back not yet set right; a fall of at
+    /// most 1 ms and 1% of the time between the readings is none), and
+    /// runs the leases it writes that far ahead of the wall clock (see
+    /// [`TaskStore::lease_from`]); a step forward takes it back.
     ///
     /// [`SystemClock`] reads [`std::time::Instant`]; [`ManualClock`] holds
     /// one that [`advance`](ManualClock::advance) moves and

@@ -147,8 +147,8 @@ pub(super) struct RunState {
 impl Run {
     /// A run of `task` as stored (just created, or just claimed, read at
     /// `now`, the time the store's leases run from:
-    /// [`TaskStore::lease_from`](crate::TaskStore::lease_from)), by a store
-    /// whose leases last `lease` (if it says).
+    /// [`TaskStore::lease_from`]), by a store whose leases last `lease`
+    /// (if it says).
     ///
     /// Its renewals count from when the store granted the lease, not from
     /// now: a claim pass of many orphans grants every lease at the time it
