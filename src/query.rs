@@ -14,6 +14,7 @@ use crate::task::{Task, TaskStatus};
 pub struct ListQuery {
     active_only: bool,
     status: Option<TaskStatus>,
+    owner: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
 }
@@ -24,6 +25,7 @@ impl ListQuery {
         ListQuery {
             active_only: false,
             status: None,
+            owner: None,
             limit: None,
             after: None,
         }
@@ -41,6 +43,15 @@ impl ListQuery {
     /// Only tasks with this status.
     pub fn status(mut self, status: TaskStatus) -> ListQuery {
         self.status = Some(status);
+        self
+    }
+
+    /// Only tasks owned by this instance id ([`Task::owner`]). The listing
+    /// reads the store in batches of at least 256 tasks while
+    /// it looks for them, however small the page: a page of one task owned
+    /// by an instance that owns few is not read one task at a time.
+    pub fn owner(mut self, owner: impl Into<String>) -> ListQuery {
+        self.owner = Some(owner.into());
         self
     }
 
@@ -100,6 +111,10 @@ impl ListQuery {
     }
 }
 
+/// The fewest tasks a listing filtered by owner ([`ListQuery::owner`])
+/// reads from its backend at a time.
+const OWNED_BATCH: usize = 256;
+
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -123,9 +138,15 @@ pub(crate) fn list<B: Backend + ?Sized>(
     expired: &mut Vec<Task>,
 ) -> Result<Page> {
     let after = query.checked()?;
-    // One more than the page, to know whether a next page exists.
+    // One more than the page, to know whether a next page exists; with an
+    // owner, whose tasks may be few among the others, a batch large enough
+    // that a small page is not looked for a task or two at a time.
     let more = query.limit.map_or(usize::MAX, |l| l.saturating_add(1));
-    let mut scan = Scan::new(query.scope(), more);
+    let batch = match query.owner {
+        Some(_) => more.max(OWNED_BATCH),
+        None => more,
+    };
+    let mut scan = Scan::new(query.scope(), batch);
     scan.status = query.status;
     scan.after = after;
     let mut page = Page {
@@ -143,7 +164,12 @@ pub(crate) fn list<B: Backend + ?Sized>(
         for task in batch.tasks {
             if task.is_expired_at(now) {
                 expired.push(task);
-            } else if scan.matches(&task) {
+            } else if scan.matches(&task)
+                && query
+                    .owner
+                    .as_deref()
+                    .is_none_or(|owner| task.owner.as_deref() == Some(owner))
+            {
                 page.tasks.push(task);
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use taskstore::{ListQuery, Page, Task, TaskId, TaskStatus, Transition};
 
-use crate::text::{self, out};
+use crate::text::{self, Table, out};
 use crate::{Failure, Handle};
 
 #[derive(Debug, Args)]
@@ -132,11 +132,16 @@ fn before(now: time::OffsetDateTime, age: Duration) -> Result<time::OffsetDateTi
 /// store's size.
 const PAGE: u64 = 256;
 
+/// The table's columns.
+const COLUMNS: [&str; 6] = ["ID", "STATUS", "AGE", "UPDATED", "OWNER", "MESSAGE"];
+
 /// Lists page after page (of at most [`PAGE`] tasks) until `--limit` tasks
-/// matched or the store has no more. `--owner` filters each page, so pages are asked for as many tasks
-/// as are still wanted, and the cursor printed is the store's own, after the
-/// last task looked at. `--older-than` stops at the first task too young:
-/// listings are ordered by creation time.
+/// matched or the store has no more. `--status` and `--owner` are the
+/// store's query's ([`ListQuery::owner`]), so pages are asked for as many
+/// tasks as are still wanted, and the cursor printed is the store's own,
+/// after the last task printed. `--older-than` stops at the first task too
+/// young: listings are ordered by creation time. The table is printed as
+/// the pages come, its widths chosen by its first page ([`Table`]).
 pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     let now = store.time();
     // Checked against the clock when parsed; the store's time may differ.
@@ -156,10 +161,14 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
     if let Some(status) = args.status {
         query = query.status(status);
     }
+    if let Some(owner) = &args.owner {
+        query = query.owner(owner.clone());
+    }
     let mut cursor = args.after.clone();
-    // How many were printed: a page at a time, none kept.
+    // How many were printed: a page at a time, none kept (but the table's
+    // first page, which chooses its widths).
     let mut shown: u64 = 0;
-    let mut rows = Vec::new();
+    let mut table = (!args.json).then(|| Table::new(&COLUMNS, PAGE as usize));
     // A task's file the listing could not read (or set aside): the list is
     // short of it, and the command fails for it.
     let mut missed = false;
@@ -187,17 +196,9 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
                 young = true;
                 break;
             }
-            if args
-                .owner
-                .as_deref()
-                .is_some_and(|owner| task.owner.as_deref() != Some(owner))
-            {
-                continue;
-            }
-            if args.json {
-                out(serde_json::to_string(&task)?);
-            } else {
-                rows.push(row(&task, now));
+            match &mut table {
+                Some(table) => table.row(row(&task, now)),
+                None => out(serde_json::to_string(&task)?),
             }
             shown += 1;
         }
@@ -209,11 +210,8 @@ pub fn list(args: &ListArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             break;
         }
     }
-    if !args.json {
-        text::table(
-            &["ID", "STATUS", "AGE", "UPDATED", "OWNER", "MESSAGE"],
-            &rows,
-        );
+    if let Some(table) = table {
+        table.finish();
     }
     if args.next_cursor {
         out(serde_json::json!({ "nextCursor": cursor }).to_string());

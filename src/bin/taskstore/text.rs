@@ -323,33 +323,75 @@ pub fn bytes(n: u64) -> String {
     unreachable!("the last unit returns")
 }
 
-/// A table: a header and rows, each column as wide as its widest cell; the
-/// last column is not padded. Each cell is one line ([`plain`]).
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let rows: Vec<Vec<Cow<'_, str>>> = rows
-        .iter()
-        .map(|row| row.iter().map(|c| plain(c, Newlines::Escape)).collect())
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+/// A table printed as its rows come: each column as wide as its widest
+/// cell among the header and the first `look_ahead` rows, which it holds
+/// until it has them all (or [`finish`](Table::finish)); a later row wider
+/// than those is printed as it is, pushing its own row's next cells on. The
+/// last column is not padded. Each cell is one line ([`plain`]). So it
+/// holds `look_ahead` rows at most, however many it prints.
+pub struct Table {
+    header: Vec<String>,
+    look_ahead: usize,
+    /// The rows held until the widths are chosen; `None` once they are.
+    held: Option<Vec<Vec<String>>>,
+    widths: Vec<usize>,
+}
+
+impl Table {
+    pub fn new(header: &[&str], look_ahead: usize) -> Table {
+        Table {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            look_ahead: look_ahead.max(1),
+            held: Some(Vec::new()),
+            widths: header.iter().map(|h| h.chars().count()).collect(),
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
+
+    /// Prints `row`, or holds it while the widths are still being chosen.
+    pub fn row(&mut self, row: Vec<String>) {
+        let row: Vec<String> = row
+            .iter()
+            .map(|c| plain(c, Newlines::Escape).into_owned())
+            .collect();
+        match &mut self.held {
+            Some(held) => {
+                for (w, cell) in self.widths.iter_mut().zip(&row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+                held.push(row);
+                if held.len() >= self.look_ahead {
+                    self.flush();
+                }
+            }
+            None => out(self.line(&row)),
+        }
+    }
+
+    /// Prints the header and the rows held, if not yet printed: a table
+    /// with no rows is its header.
+    pub fn finish(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(held) = self.held.take() {
+            out(self.line(&self.header));
+            for row in &held {
+                out(self.line(row));
+            }
+        }
+    }
+
+    fn line(&self, cells: &[String]) -> String {
         let mut text = String::new();
-        for (i, (cell, width)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
+        for (i, (cell, width)) in cells.iter().zip(&self.widths).enumerate() {
+            if i + 1 == self.widths.len() {
                 text.push_str(cell);
             } else {
                 let _ = write!(text, "{cell:<width$}  ");
             }
         }
         text.trim_end().to_owned()
-    };
-    out(line(&mut header.iter().copied()));
-    for row in &rows {
-        out(line(&mut row.iter().map(|c| c.as_ref())));
     }
 }
 
