@@ -39,12 +39,13 @@ impl Report {
     }
 
     /// Whether every finding is a [leftover](Severity::Leftover) that the
-    /// next open removes: the store may be opened as it is (what
+    /// next open removes or an [unfinished](Severity::Unfinished) move the
+    /// store finishes itself: the store may be opened as it is (what
     /// `taskstore verify` exits 0 on).
     pub fn passes(&self) -> bool {
         self.problems
             .iter()
-            .all(|p| p.kind.severity() == Severity::Leftover)
+            .all(|p| p.kind.severity() != Severity::Problem)
     }
 }
 
@@ -60,14 +61,22 @@ pub enum Severity {
     /// (a dead writer's temp file, a stale copy beside a finished task),
     /// and no read sees meanwhile: worth listing, not failing a check for.
     Leftover,
+    /// A terminal move a crashed or killed writer left between its steps
+    /// (an interrupted move: the terminal version written in `active/`,
+    /// maybe linked into `done/` too, not yet unlinked from `active/`). The
+    /// store finishes it itself (its next sweep, or any write of the task),
+    /// and every read already sees the task final: nothing is lost, and
+    /// the store may be opened as it is. Not failing a check either.
+    Unfinished,
 }
 
 impl Severity {
-    /// A short machine name: `problem`, `leftover`.
+    /// A short machine name: `problem`, `leftover`, `unfinished`.
     pub fn code(self) -> &'static str {
         match self {
             Severity::Problem => "problem",
             Severity::Leftover => "leftover",
+            Severity::Unfinished => "unfinished",
         }
     }
 }
@@ -185,12 +194,16 @@ impl ProblemKind {
     /// How much a finding of this kind matters: a
     /// [leftover](Severity::Leftover) is a dead writer's temp file (the next
     /// open removes it) or a readable stale copy (the next open removes it,
-    /// and every read already takes the task's other copy); everything
-    /// else is a [problem](Severity::Problem), a damaged stale copy
-    /// included (the damage may be more than a crash's).
+    /// and every read already takes the task's other copy); an
+    /// interrupted move is [unfinished](Severity::Unfinished) (the store's
+    /// next sweep, or a write of the task, finishes it, and every read
+    /// already sees the task final); everything else is a
+    /// [problem](Severity::Problem), a damaged stale copy included (the
+    /// damage may be more than a crash's).
     pub fn severity(&self) -> Severity {
         match self {
             ProblemKind::DeadTemp | ProblemKind::StaleCopy { readable: true } => Severity::Leftover,
+            ProblemKind::InterruptedMove => Severity::Unfinished,
             _ => Severity::Problem,
         }
     }

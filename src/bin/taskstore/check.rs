@@ -15,8 +15,9 @@ use crate::text::{self, Progress, out};
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// One JSON object per finding: {"path", "problem" (a short code),
-    /// "severity" ("problem", or "leftover": a crashed writer's, which the
-    /// next open removes), "taskId", "message", "underWay"}.
+    /// "severity" ("problem"; "leftover": a crashed writer's, which the
+    /// next open removes; or "unfinished": an interrupted move, which the
+    /// store's next sweep finishes), "taskId", "message", "underWay"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -132,25 +133,48 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     for problem in &report.problems {
         if args.json {
             out(problem_json(problem, report.under_way).to_string());
-        } else if problem.kind.severity() == Severity::Leftover {
-            out(format!("{problem} (a leftover: the next open removes it)"));
         } else {
-            out(problem.to_string());
+            match problem.kind.severity() {
+                Severity::Leftover => out(format!("{problem} (a leftover: the next open removes it)")),
+                Severity::Unfinished => out(format!(
+                    "{problem} (unfinished: the store's next sweep, or a write of the task, \
+                     finishes it; every read sees it final)"
+                )),
+                _ => out(problem.to_string()),
+            }
         }
     }
-    let leftovers = report
-        .problems
-        .iter()
-        .filter(|p| p.kind.severity() == Severity::Leftover)
-        .count();
-    let problems = report.problems.len() - leftovers;
+    let count = |severity| {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.kind.severity() == severity)
+            .count()
+    };
+    let (leftovers, unfinished) = (count(Severity::Leftover), count(Severity::Unfinished));
+    let problems = report.problems.len() - leftovers - unfinished;
     let (dir, checked) = (dir.display(), report.checked);
+    // What the store mends by itself, and what removes it now.
+    let own = [
+        (leftovers > 0).then(|| {
+            format!("{leftovers} leftover(s) of crashed writers, which the next open removes")
+        }),
+        (unfinished > 0).then(|| {
+            format!(
+                "{unfinished} unfinished move(s) of crashed writers, which the store's next \
+                 sweep finishes (as does a write of the task)"
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", and ");
     if report.is_clean() {
         text::err(format!("{dir}: clean ({checked} entries checked)"));
     } else if problems == 0 {
         text::err(format!(
-            "{dir}: sound ({checked} entries checked): {leftovers} leftover(s) of crashed \
-             writers, which the next open removes (or `taskstore repair --apply`)"
+            "{dir}: sound ({checked} entries checked): {own} (or `taskstore repair --apply`)"
         ));
     } else {
         let fixable = report
@@ -165,12 +189,13 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
                 "`taskstore repair --apply` fixes {n} of them (`taskstore repair` says how)"
             ),
         };
-        let leftovers = match leftovers {
-            0 => String::new(),
-            n => format!("; and {n} leftover(s) of crashed writers, which the next open removes"),
+        let own = if own.is_empty() {
+            own
+        } else {
+            format!("; and {own}")
         };
         text::err(format!(
-            "{dir}: {problems} problem(s) in {checked} entries checked; {advice}{leftovers}"
+            "{dir}: {problems} problem(s) in {checked} entries checked; {advice}{own}"
         ));
     }
     Ok(code)
