@@ -135,7 +135,9 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             out(problem_json(problem, report.under_way).to_string());
         } else {
             match problem.kind.severity() {
-                Severity::Leftover => out(format!("{problem} (a leftover: the next open removes it)")),
+                Severity::Leftover => {
+                    out(format!("{problem} (a leftover: the next open removes it)"))
+                }
                 Severity::Unfinished => out(format!(
                     "{problem} (unfinished: the store's next sweep, or a write of the task, \
                      finishes it; every read sees it final)"
