@@ -306,13 +306,16 @@ impl FileCheck {
     /// Does `action` about `problem`; `Ok(Some(why))` if there was nothing
     /// to do any more.
     fn apply(&self, problem: &Problem, action: &RepairAction) -> Result<Option<String>> {
-        let store = self.backend()?;
+        // A mode is set by name, in the root or in a directory of the store
+        // that is open: also in a store whose directories did not all open
+        // (one whose mode denies its owner reading it).
+        let store = || self.backend();
         match action {
-            RepairAction::FinishMove | RepairAction::RemoveStaleCopy => tidy(store, problem),
-            RepairAction::RemoveTemp => remove_temp(store, problem),
-            RepairAction::RemoveStaleIndexEntry => remove_stale_index(store, problem),
-            RepairAction::RestoreIndexEntry => restore_index(store, problem),
-            RepairAction::SetAside => self.set_aside(store, problem),
+            RepairAction::FinishMove | RepairAction::RemoveStaleCopy => tidy(store()?, problem),
+            RepairAction::RemoveTemp => remove_temp(store()?, problem),
+            RepairAction::RemoveStaleIndexEntry => remove_stale_index(store()?, problem),
+            RepairAction::RestoreIndexEntry => restore_index(store()?, problem),
+            RepairAction::SetAside => self.set_aside(store()?, problem),
             RepairAction::SetMode { mode } => {
                 let Some((dir, name)) = self.locate(&problem.place) else {
                     return Ok(Some("its directory is not open".to_owned()));

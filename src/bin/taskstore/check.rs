@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use taskstore::{FileCheck, Problem, Repair, RepairAction, RepairOutcome, Severity};
+use taskstore::{FileCheck, Problem, ProblemKind, Repair, RepairAction, RepairOutcome, Severity};
 
 use crate::Failure;
 use crate::text::{self, Progress, out};
@@ -204,6 +204,15 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
 }
 
 pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
+    repair_round(args, dir, 1)
+}
+
+/// One repair of the store at `dir`; `round` 1, or 2 once the first has
+/// set the mode of a directory of the store that its owner could not read
+/// (the check could not open it, so its entries were not judged): the
+/// store is checked and repaired again, whole, and the exit status is the
+/// second round's.
+fn repair_round(args: &RepairArgs, dir: &Path, round: u8) -> Result<ExitCode, Failure> {
     let check = args.wait.open(dir)?;
     let mut progress = Progress::new();
     let dry_run = !args.apply;
@@ -266,6 +275,14 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
     }
     let total = repairs.repairs.len();
     let fixed = repairs.fixed();
+    // A directory whose mode denied its owner reading or entering it: the
+    // check could not open it, so its entries are judged only now.
+    let opened_a_directory = repairs.repairs.iter().any(|r| {
+        matches!(r.problem.kind, ProblemKind::Mode { found, .. } if found & 0o500 != 0o500)
+            && matches!(r.action, RepairAction::SetMode { .. })
+            && matches!(r.outcome, RepairOutcome::Done)
+            && std::fs::symlink_metadata(&r.problem.path).is_ok_and(|m| m.is_dir())
+    });
     if total == 0 {
         text::err(format!("{}: clean, nothing to repair", dir.display()));
     } else if dry_run {
@@ -278,6 +295,14 @@ pub fn repair(args: &RepairArgs, dir: &Path) -> Result<ExitCode, Failure> {
             "repaired {fixed} of {total} problem(s); {left} left alone, {failed} failed; \
              {remaining} remain (`taskstore verify` lists them)"
         ));
+    }
+    if !dry_run && opened_a_directory && round == 1 {
+        text::err(format!(
+            "{}: the store's directories open now: checking and repairing it again, whole",
+            dir.display()
+        ));
+        drop(check);
+        return repair_round(args, dir, 2);
     }
     Ok(code)
 }

@@ -452,10 +452,12 @@ fn open(
                          process has it open (waiting for them to close it)",
                         dir.display()
                     ));
-                    Ok(Box::new(builder().open()?))
+                    Ok(Box::new(
+                        builder().open().map_err(|e| denied_directory(dir, e))?,
+                    ))
                 }
                 Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
-                opened => Ok(Box::new(opened?)),
+                opened => Ok(Box::new(opened.map_err(|e| denied_directory(dir, e))?)),
             }
         }
         #[cfg(feature = "postgres")]
@@ -483,6 +485,25 @@ fn open(
                 opened => Ok(Box::new(opened?)),
             }
         }
+    }
+}
+
+/// An open of the file store at `dir` that failed, said with what mends it
+/// when a directory of the store would not open for its permissions (a
+/// mode that denies its owner reading it: `repair --apply` sets it).
+fn denied_directory(dir: &Path, e: taskstore::Error) -> Failure {
+    match &e {
+        taskstore::Error::Io { path, source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && path.parent() == Some(dir) =>
+        {
+            format!(
+                "{e}: run verify (`taskstore repair --apply`, run as the store's owner, sets \
+                 its mode back to 0700)"
+            )
+            .into()
+        }
+        _ => e.into(),
     }
 }
 

@@ -84,6 +84,11 @@ pub struct FileCheck {
     batch_wait: Duration,
     /// What it calls when such a wait starts.
     on_batch_wait: OnBatchWait,
+    /// The store's directories that are there but would not open for the
+    /// check (their permissions: a mode that denies their owner reading
+    /// them), each with the error: the store is then `Broken`, and
+    /// `verify` reports each (its mode, which a repair sets, or the error).
+    denied: Vec<(OsString, String)>,
 }
 
 /// What a check calls when it starts waiting for batches under way
@@ -161,7 +166,13 @@ impl FileCheck {
     /// has (`active/`, `done/`, `tmp/`, `locks/`: it is not a store), or,
     /// to root, belongs to another user and is not mounted read-only (a
     /// check makes lock files, a repair writes tasks); [`Error::Io`] if it
-    /// cannot be opened or read.
+    /// cannot be opened or read. One of the store's directories that its
+    /// permissions keep closed (a mode that denies its owner reading it) is
+    /// no error here: the check opens the store's root alone, as for a
+    /// broken layout; [`verify`](FileCheck::verify) reports the directory
+    /// (its mode, or why it did not open), [`repair`](FileCheck::repair)
+    /// sets its mode by its name alone, and what reads the store whole (a
+    /// census) fails naming it.
     pub fn open(root: impl AsRef<Path>) -> Result<FileCheck> {
         FileCheck::open_within(root, BATCH_WAIT)
     }
@@ -220,9 +231,21 @@ impl FileCheck {
         // A directory that is missing, not a directory or a symlink is the
         // layout's problem (`verify` reports it); one that cannot be opened
         // for any other reason (its permissions, an I/O error) is an error
-        // naming it: never a store checked and found clean.
+        // naming it: never a store checked and found clean. One its
+        // permissions keep closed (a mode that denies its owner reading it)
+        // leaves the store `Broken` as well: `verify` reports it, as a mode
+        // a repair sets when it is one, and the repair sets its mode by its
+        // name alone (`Fs::set_mode`).
+        let denied = std::cell::RefCell::new(Vec::new());
         let open = |name: &str| match fs.open_dir(&root_dir, OsStr::new(name)) {
             Ok(dir) => Ok(Some(dir)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let mut denied = denied.borrow_mut();
+                if !denied.iter().any(|(n, _): &(OsString, String)| n == name) {
+                    denied.push((OsString::from(name), e.to_string()));
+                }
+                Ok(None)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -306,6 +329,7 @@ impl FileCheck {
             older,
             batch_wait: BATCH_WAIT,
             on_batch_wait: OnBatchWait::default(),
+            denied: denied.into_inner(),
         })
     }
 
@@ -396,6 +420,21 @@ impl FileCheck {
     pub fn verify_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Report> {
         let mut problems = Vec::new();
         self.check_root(&mut problems)?;
+        // A directory that would not open is a problem whatever its mode
+        // (an ACL, another owner): the error names why.
+        for (name, error) in &self.denied {
+            let path = self.root_dir().join(name);
+            if !problems.iter().any(|p| p.path == path) {
+                problems.push(problem(
+                    path,
+                    None,
+                    ProblemKind::Unreadable {
+                        error: error.clone(),
+                    },
+                    Place::Top(name.clone()),
+                ));
+            }
+        }
         let mut checked = 0;
         let mut settled = None;
         // A store of an older format is judged as a whole (`OlderFormat`):
@@ -494,6 +533,17 @@ impl FileCheck {
             Opened::Whole { backend, .. } => Ok(backend),
             Opened::Broken(root) => {
                 // Looked at again: only an error says which.
+                if let Some((name, error)) = self.denied.first() {
+                    return Err(Error::InvalidStore {
+                        path: self.root.clone(),
+                        reason: format!(
+                            "its directory {} cannot be opened ({error}): run verify \
+                             (`repair --apply`, run as the store's owner, sets its mode \
+                             back to 0700)",
+                            root.join(name).display()
+                        ),
+                    });
+                }
                 let broken: Vec<String> = DIRS
                     .into_iter()
                     .filter(|name| {
