@@ -222,6 +222,7 @@ where
             "try_get_answers_as_get_does",
             Two(try_get_answers_as_get_does),
         ),
+        ("list_filters_by_owner", Two(list_filters_by_owner)),
         (
             "a_conditional_update_applies_only_at_its_revision",
             Two(a_conditional_update_applies_only_at_its_revision),

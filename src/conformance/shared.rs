@@ -508,3 +508,41 @@ pub(super) fn a_reap_and_a_claim_tell_the_expired_tasks_they_delete(
     );
     assert!(reaped.tasks.is_empty());
 }
+
+/// `ListQuery::owner` lists the tasks of one instance alone, in listing
+/// order, with `status` too, and pages through them a task at a time with
+/// cursors that join up (the last page has none); an owner of no task lists
+/// nothing.
+pub(super) fn list_filters_by_owner(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let mut ids = Vec::new();
+    for store in [a, b, a, b, a] {
+        ids.push(store.create(NewTask::new()).unwrap().id);
+        setup.clock.advance(Duration::from_secs(1));
+    }
+    let of_b = vec![ids[1].clone(), ids[3].clone()];
+    let by_b = ListQuery::all().owner(b.instance_id());
+    assert_eq!(single::listed_ids(a, &by_b), of_b);
+    let mut paged = Vec::new();
+    let mut query = by_b.clone().limit(1);
+    loop {
+        let page = a.list(&query).unwrap();
+        assert!(page.tasks.len() <= 1);
+        paged.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(cursor) => query = by_b.clone().limit(1).after(&cursor),
+            None => break,
+        }
+    }
+    assert_eq!(paged, of_b, "the pages join up");
+    applied(b.complete(&ids[3], json!(1)).unwrap());
+    assert_eq!(
+        single::listed_ids(a, &by_b.clone().status(TaskStatus::Completed)),
+        vec![ids[3].clone()]
+    );
+    assert!(
+        a.list(&ListQuery::all().owner("no-such-instance"))
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+}
