@@ -122,7 +122,10 @@ enum Command {
     /// files it takes, as verify: locks/handles.lock and others, made if
     /// missing); with it, checks the store again
     /// when done and exits 1 if any problem remains (what only a person can
-    /// decide, a failed or skipped repair, batches still under way).
+    /// decide, a failed or skipped repair, batches still under way). A
+    /// directory of the store whose mode denies its owner reading it
+    /// (done/ at 0000), which keeps its entries from being checked, has its
+    /// mode set first; the store is then checked and repaired again, whole.
     Repair(check::RepairArgs),
     /// Deletes expired tasks (and crashed writers' leftovers), listing each
     /// task it deleted; --dry-run lists what would go.

@@ -229,13 +229,13 @@ impl FileCheck {
         // come between, and the areas opened are the ones in use for as
         // long as the check lives.
         // A directory that is missing, not a directory or a symlink is the
-        // layout's problem (`verify` reports it); one that cannot be opened
-        // for any other reason (its permissions, an I/O error) is an error
-        // naming it: never a store checked and found clean. One its
-        // permissions keep closed (a mode that denies its owner reading it)
-        // leaves the store `Broken` as well: `verify` reports it, as a mode
-        // a repair sets when it is one, and the repair sets its mode by its
-        // name alone (`Fs::set_mode`).
+        // layout's problem (`verify` reports it). One its permissions keep
+        // closed (a mode that denies its owner reading it) leaves the store
+        // `Broken` as well: `verify` reports it (as a mode, which a repair
+        // sets by its name alone, `Fs::set_mode`, when its mode is wrong;
+        // else as unreadable, with why), never a store checked and found
+        // clean. One that cannot be opened for any other reason (an I/O
+        // error) is an error naming it.
         let denied = std::cell::RefCell::new(Vec::new());
         let open = |name: &str| match fs.open_dir(&root_dir, OsStr::new(name)) {
             Ok(dir) => Ok(Some(dir)),
