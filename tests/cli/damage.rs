@@ -68,7 +68,7 @@ pub(crate) const DAMAGE: &[Damage] = &[
             path
         },
         problem: "interrupted_move",
-        severity: "problem",
+        severity: "unfinished",
     },
     Damage {
         name: "a stale running copy beside the terminal one",

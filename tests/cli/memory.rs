@@ -88,3 +88,50 @@ fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
         stderr(&reaped)
     );
 }
+
+/// `list` without `--json` prints its table as the pages come, holding at
+/// most its first page (which chooses the columns' widths): run with its
+/// data segment held to 70 MB, it lists 60,000 finished tasks whose rows
+/// (ids of 128 characters, status messages of control characters, which
+/// the table escapes) take some 50 MB; it needs 40 to 50 MB for the rest.
+/// (It kept every row until the last page: it needed 90 to 110 MB, and
+/// died for want of memory.)
+#[test]
+fn list_as_a_table_holds_a_page_not_the_store() {
+    require_prlimit();
+    let (_tmp, dir) = store_dir();
+    let store = FileStore::builder(&dir)
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let message = "\u{1b}".repeat(64);
+    for i in 0..60_000 {
+        let id = TaskId::parse(&format!("{i:0>128}")).unwrap();
+        store
+            .create(
+                NewTask::new()
+                    .id(id.clone())
+                    .status_message(message.clone()),
+            )
+            .unwrap();
+        assert!(store.complete(&id, json!(i)).unwrap().is_applied());
+    }
+    drop(store);
+    let out = common::without_store_variables("prlimit")
+        .arg("--data=70000000")
+        .arg(env!("CARGO_BIN_EXE_taskstore"))
+        .arg("list")
+        .env("TASKSTORE_STORE", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = stdout(&out);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("ID "), "the header first");
+    assert_eq!(lines.count(), 60_000);
+}

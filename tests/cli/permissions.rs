@@ -106,9 +106,9 @@ fn the_command_refuses_a_store_another_user_owns() {
     assert_eq!(after, before, "nothing made or changed");
 }
 
-/// A store directory the command may not open (its permissions) is an
-/// error naming it and why, for `verify` as for the counts and dry runs:
-/// never a clean store. (`verify` said "clean (0 entries checked)" and
+/// A store directory the command may not open (its permissions) is a
+/// problem `verify` reports naming it, and an error naming it and why for
+/// the counts and dry runs: never a clean store. (`verify` said "clean (0 entries checked)" and
 /// exited 0; the others said a directory was missing, "run verify".)
 #[test]
 fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
@@ -116,7 +116,16 @@ fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
     store_with_tasks(&dir);
     let active = dir.join("active");
     chmod(&active, 0o000);
-    for args in [&["verify"][..], &["stats"], &["sweep", "--dry-run"]] {
+    // `verify` reports it as a problem, its mode
+    // (`cli::repair_sets_the_mode_of_an_area_its_owner_may_not_read`).
+    let out = run_as_owner_bound_by_modes(&dir, &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{}: mode 0000", active.display())),
+        "{}",
+        stdout(&out)
+    );
+    for args in [&["stats"][..], &["sweep", "--dry-run"]] {
         let out = run_as_owner_bound_by_modes(&dir, args);
         let said = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "taskstore {args:?}: {said}");
@@ -137,4 +146,52 @@ fn a_store_directory_that_cannot_be_opened_is_an_error_naming_it() {
         "{said}"
     );
     chmod(&dir, 0o700);
+}
+
+/// A store's own area directory its owner may not read (`done/` at mode
+/// `0000`) is a problem `verify` reports naming it (exit 1), not an error
+/// that ends the check; `repair --apply`, run as the store's owner, sets
+/// its mode back to `0700` (as it does a task file's) and checks the
+/// store again (exit 0), after which every task lists. Before the repair
+/// the commands that read the store whole (`list`, `stats`) fail naming
+/// the directory and saying how to mend it: a count or a listing short of
+/// a directory's tasks would be wrong. (Every command failed with
+/// "open directory .../done: Permission denied", `repair` included.)
+#[test]
+fn repair_sets_the_mode_of_an_area_its_owner_may_not_read() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let done = dir.join("done");
+    chmod(&done, 0o000);
+    let verified = run_as_owner_bound_by_modes(&dir, &["verify", "--json"]);
+    assert_eq!(verified.status.code(), Some(1), "{}", stderr(&verified));
+    let findings = json_lines(&verified);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["path"] == done.to_str().unwrap() && f["problem"] == "mode"),
+        "{findings:#?}"
+    );
+    for args in [&["list"][..], &["stats"]] {
+        let out = run_as_owner_bound_by_modes(&dir, args);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "taskstore {args:?}: {said}");
+        assert!(
+            said.contains(&done.display().to_string()) && said.contains("repair --apply"),
+            "taskstore {args:?}: {said}"
+        );
+    }
+    let repaired = run_as_owner_bound_by_modes(&dir, &["repair", "--apply"]);
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&repaired),
+        stderr(&repaired)
+    );
+    let mode = fs::metadata(&done).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let listed = run_as_owner_bound_by_modes(&dir, &["list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert_eq!(json_lines(&listed).len(), tasks.len());
 }

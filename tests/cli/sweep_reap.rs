@@ -456,3 +456,71 @@ fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
     assert!(line["expiredAt"].is_string(), "{line}");
     assert_eq!(of(&reaped, &orphan.id)["action"], "reap");
 }
+
+/// A `reap` killed (`SIGKILL`) in the middle of its batch of terminal
+/// moves leaves tasks whose failed version is written in `active/` (and
+/// linked into `done/`) but not yet unlinked from `active/`: moves the
+/// store finishes itself (its next sweep, or any write of the task), and
+/// that every read already sees final. `verify` lists them as unfinished,
+/// counts them, and passes (exit 0, as for a healthy store); nothing is
+/// lost, and after a sweep the store is clean. (Each was a problem:
+/// `verify` exited 1 until `repair --apply`.)
+#[test]
+fn a_killed_reap_leaves_moves_the_store_finishes_and_verify_passes() {
+    let (_tmp, dir) = store_dir();
+    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let store = FileStore::builder(&dir)
+        .instance_id("gone")
+        .clock(Arc::new(ManualClock::new(past)))
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap();
+    let ids: Vec<TaskId> = (0..3_000)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    drop(store);
+    let mut reap = taskstore(Some(&dir), &["reap"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its batch has linked a few hundred tasks into done/: the
+    // moves in flight are between their halves.
+    let done = dir.join("done");
+    wait_until("the reap's first moves", || {
+        fs::read_dir(&done).unwrap().count() >= 300 || reap.try_wait().unwrap().is_some()
+    });
+    reap.kill().unwrap();
+    reap.wait().unwrap();
+    let out = run_expect(Some(&dir), &["verify", "--json"], 0);
+    let findings = json_lines(&out);
+    let unfinished: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["problem"] == "interrupted_move")
+        .collect();
+    assert!(!unfinished.is_empty(), "killed too late: {findings:#?}");
+    assert!(
+        unfinished.iter().all(|f| f["severity"] == "unfinished"),
+        "{findings:#?}"
+    );
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert!(
+        stderr(&out).contains(&format!("{} unfinished move(s)", unfinished.len())),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing lost: every task reads, running or failed.
+    let store = open(&dir);
+    for id in &ids {
+        let task = store.get(id).unwrap().expect("every task still there");
+        assert!(
+            matches!(task.status, TaskStatus::Working | TaskStatus::Failed),
+            "{task:?}"
+        );
+    }
+    drop(store);
+    // The store's own pass finishes them.
+    run_expect(Some(&dir), &["sweep"], 0);
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert_eq!(stdout(&out), "", "{}", stderr(&out));
+}

@@ -87,7 +87,6 @@ fn a_clock_stepped_back_and_forth_or_running_slow_carries_leases_no_further_than
     }
 }
 
-
 /// A host's clock without a monotonic reading (`Clock::monotonic` left at
 /// its default) keeps the rule of before: while it reads behind a
 /// handle's time, the leases the handle writes run on by the clock's net
@@ -130,7 +129,6 @@ fn a_clock_without_a_monotonic_reading_runs_leases_on_by_its_net_progress() {
     clock.set(T0 + LEASE * 3);
     assert_eq!(peer.reap_orphans().unwrap(), vec![], "live work reaped");
 }
-
 
 #[test]
 fn lease_lapses_exactly_at_its_expiry() {
