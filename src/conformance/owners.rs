@@ -526,6 +526,33 @@ pub(super) fn a_task_seen_expired_stays_gone_for_every_handle(
     }
 }
 
+/// What a clock-step scenario starts from: the time, the owner's two live
+/// tasks, `plain` and `resumable` (of kind `k`), and another handle opened
+/// after them.
+struct Live {
+    start: time::OffsetDateTime,
+    plain: Task,
+    resumable: Task,
+    other: Box<dyn TaskStore>,
+}
+
+impl Live {
+    /// `owner`'s two tasks made now, and a handle of instance `other`.
+    fn made(owner: &dyn TaskStore, reopen: Reopen<'_>, other: &str, setup: &Setup) -> Live {
+        let start = setup.clock.now();
+        let plain = owner.create(NewTask::new()).unwrap();
+        let resumable = owner
+            .create(NewTask::new().resumable("k", json!(1)))
+            .unwrap();
+        Live {
+            start,
+            plain,
+            resumable,
+            other: reopen(other),
+        }
+    }
+}
+
 /// `other` neither reaps nor claims `owner`'s live tasks, `plain` and
 /// `resumable` (of kind `k`), whichever way it asks: both stay working,
 /// `owner`'s.
@@ -580,12 +607,12 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let start = setup.clock.now();
-    let plain = owner.create(NewTask::new()).unwrap();
-    let resumable = owner
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let peer = reopen("peer");
+    let Live {
+        start,
+        plain,
+        resumable,
+        other: peer,
+    } = Live::made(owner, reopen, "peer", setup);
     setup.clock.set(start - setup.lease * 20);
     // Three leases go by with the clock behind, the owner renewing every
     // third of one.
@@ -625,12 +652,12 @@ pub(super) fn a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let start = setup.clock.now();
-    let plain = owner.create(NewTask::new()).unwrap();
-    let resumable = owner
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let peer = reopen("peer");
+    let Live {
+        start,
+        plain,
+        resumable,
+        other: peer,
+    } = Live::made(owner, reopen, "peer", setup);
     // Two thirds of a lease go by before the owner renews, the clock
     // stepped back twenty leases meanwhile.
     setup.clock.advance(setup.lease * 2 / 3);
@@ -661,12 +688,12 @@ pub(super) fn a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let start = setup.clock.now();
-    let plain = owner.create(NewTask::new()).unwrap();
-    let resumable = owner
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let peer = reopen("peer");
+    let Live {
+        start,
+        plain,
+        resumable,
+        other: peer,
+    } = Live::made(owner, reopen, "peer", setup);
     setup.clock.set(start - setup.lease * 2);
     // Four leases go by, the owner renewing every third of one: the clock
     // catches up with its time after two.
@@ -694,12 +721,12 @@ pub(super) fn a_clock_stepped_back_twice_reaps_and_claims_no_live_lease(
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let start = setup.clock.now();
-    let plain = owner.create(NewTask::new()).unwrap();
-    let resumable = owner
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let peer = reopen("peer");
+    let Live {
+        start,
+        plain,
+        resumable,
+        other: peer,
+    } = Live::made(owner, reopen, "peer", setup);
     setup.clock.set(start - setup.lease * 20);
     renew_every_third(owner, setup, 3);
     setup.clock.set(setup.clock.now() - setup.lease * 20);
@@ -726,12 +753,12 @@ pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_le
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let start = setup.clock.now();
-    let plain = owner.create(NewTask::new()).unwrap();
-    let resumable = owner
-        .create(NewTask::new().resumable("k", json!(1)))
-        .unwrap();
-    let seer = reopen("seer");
+    let Live {
+        start,
+        plain,
+        resumable,
+        other: seer,
+    } = Live::made(owner, reopen, "seer", setup);
     let step = setup.lease * 20;
     setup.clock.set(start + step);
     let ahead = seer.now();
