@@ -269,12 +269,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
-        let mut rows = Vec::new();
-        self.query_each(op, sql, params, |row| {
-            rows.push(row);
-            Ok(())
-        })?;
-        Ok(rows)
+        self.rows(op, sql, params, Again::Never)
     }
 
     /// [`query`](Self::query) of a statement that writes nothing
@@ -285,29 +280,30 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
+        self.rows(op, sql, params, Again::Read)
+    }
+
+    /// The rows of `sql` run with `params` ([`run_each`](Self::run_each)).
+    fn rows(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        again: Again,
+    ) -> Result<Vec<postgres::Row>> {
         let mut rows = Vec::new();
-        self.run_each(op, sql, params, Again::Read, |row| {
+        self.run_each(op, sql, params, again, |row| {
             rows.push(row);
             Ok(())
         })?;
         Ok(rows)
     }
 
-    /// [`query`](Self::query), handing each row to `each` as the server
-    /// sends it (the first error `each` returns ends the query): the client
-    /// reads no further ahead than the row taken, so a caller that keeps
-    /// less than each row holds one row at a time, not the result.
-    fn query_each(
-        &self,
-        op: &dyn Fn() -> String,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        each: impl FnMut(postgres::Row) -> Result<()>,
-    ) -> Result<()> {
-        self.run_each(op, sql, params, Again::Never, each)
-    }
-
-    /// [`query_each`](Self::query_each), made again as `again` says.
+    /// Runs `sql` with `params` on a pooled connection, handing each row to
+    /// `each` as the server sends it (the first error `each` returns ends
+    /// the query): the client reads no further ahead than the row taken, so
+    /// a caller that keeps less than each row holds one row at a time, not
+    /// the result. Made again as `again` says.
     fn run_each(
         &self,
         op: &dyn Fn() -> String,
