@@ -22,10 +22,12 @@ pub trait Clock: Send + Sync + Debug {
     /// has one: how far it has gone since an origin of its own (fixed for
     /// the clock and its clones: only the difference of two readings means
     /// anything). It never goes back, and a step of the wall clock (NTP,
-    /// by hand) moves it not at all. A store measures by it, from one of
-    /// its readings to the next, how far the wall clock has fallen behind
-    /// the time that went by (a step back not yet set right; a fall of at
-    /// most 1 ms and 1% of the time between the readings is none), and
+    /// by hand) moves it not at all. A store reads it just before and just
+    /// after each reading of the wall clock, and measures by it, from one
+    /// of its readings to the next, how far the wall clock has fallen
+    /// behind the time that went by (a step back not yet set right; a fall
+    /// of at most 1 ms and 1% of the time between the readings is none,
+    /// and so is a thread held up between two readings), and
     /// runs the leases it writes that far ahead of the wall clock (see
     /// [`TaskStore::lease_from`]); a step forward takes it back.
     ///

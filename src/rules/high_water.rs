@@ -20,15 +20,27 @@ pub(super) struct HighWater {
     behind_by: Option<time::Duration>,
 }
 
-/// A handle's last reading of the wall clock and of the monotonic clock
-/// (the latest of it: one that went back counts nothing), and how far the
-/// wall clock read behind the time that went by, by the monotonic clock
-/// (never below zero).
+/// A handle's last reading of the wall clock, the monotonic clock's
+/// readings just before and just after it ([`Bracket`]; the latest of
+/// each: one that went back counts nothing), and how far the wall clock
+/// read behind the time that went by, by the monotonic clock (never below
+/// zero).
 #[derive(Clone, Copy, Debug)]
 struct Steady {
     wall: OffsetDateTime,
-    monotonic: Duration,
+    bracket: Bracket,
     behind: time::Duration,
+}
+
+/// The monotonic clock read just before a reading of the wall clock and
+/// just after it: the wall clock read at an instant between the two. A
+/// thread held up between two readings (preempted on a busy machine)
+/// widens the bracket; it never makes a reading of one clock look late
+/// against the other's, which would look like a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Bracket {
+    pub(super) before: Duration,
+    pub(super) after: Duration,
 }
 
 /// How far the wall clock may fall behind the monotonic clock between two
@@ -42,13 +54,13 @@ fn no_step(went: Duration) -> time::Duration {
 
 impl HighWater {
     /// The mark of a handle's first reading: the clock's `clock`, the
-    /// monotonic clock's `monotonic`.
-    pub(super) fn first(clock: OffsetDateTime, monotonic: Option<Duration>) -> HighWater {
+    /// monotonic clock's `monotonic` around it.
+    pub(super) fn first(clock: OffsetDateTime, monotonic: Option<Bracket>) -> HighWater {
         HighWater {
             at: clock,
-            steady: monotonic.map(|monotonic| Steady {
+            steady: monotonic.map(|bracket| Steady {
                 wall: clock,
-                monotonic,
+                bracket,
                 behind: time::Duration::ZERO,
             }),
             behind_by: None,
@@ -56,7 +68,7 @@ impl HighWater {
     }
 
     /// A reading of the clock (`clock`, and the monotonic clock's
-    /// `monotonic`): the handle's time, `at` moved up to `clock` (it never
+    /// `monotonic` around it): the handle's time, `at` moved up to `clock` (it never
     /// goes back), and the time its leases run from, never below it.
     ///
     /// With a monotonic clock, the leases run from the wall clock's
@@ -76,7 +88,7 @@ impl HighWater {
     pub(super) fn read(
         &mut self,
         clock: OffsetDateTime,
-        monotonic: Option<Duration>,
+        monotonic: Option<Bracket>,
     ) -> (OffsetDateTime, OffsetDateTime) {
         let lease_from = match monotonic {
             Some(monotonic) => {
@@ -94,28 +106,40 @@ impl HighWater {
 
     /// `clock` carried forward by how far it reads behind the time that
     /// went by: what it read behind at the last reading, plus how far it
-    /// fell behind the monotonic clock (reading `monotonic`) since, if
-    /// further than [`no_step`], less how far it went ahead of it (a step
-    /// forward), never below zero.
-    fn carried(&mut self, clock: OffsetDateTime, monotonic: Duration) -> OffsetDateTime {
+    /// fell behind the monotonic clock since (read around it: `monotonic`),
+    /// if further than [`no_step`], less how far it went ahead of it (a
+    /// step forward), never below zero. The time between the two wall
+    /// readings lies between the latest the first could have been and the
+    /// earliest the second could have been, and the other way round: the
+    /// wall clock fell behind only by what it fell short of the least of
+    /// them, and went ahead only by what it passed the most.
+    fn carried(&mut self, clock: OffsetDateTime, monotonic: Bracket) -> OffsetDateTime {
         let steady = match self.steady {
             Some(last) => {
-                let went = monotonic.saturating_sub(last.monotonic);
-                let fell = crate::clock::span(went).saturating_sub(clock - last.wall);
-                let behind = if fell < time::Duration::ZERO || fell > no_step(went) {
-                    last.behind.saturating_add(fell).max(time::Duration::ZERO)
+                let least = crate::clock::span(monotonic.before.saturating_sub(last.bracket.after));
+                let most = crate::clock::span(monotonic.after.saturating_sub(last.bracket.before));
+                let moved = clock - last.wall;
+                let fell = if moved > most {
+                    most - moved
+                } else if least - moved
+                    > no_step(monotonic.after.saturating_sub(last.bracket.before))
+                {
+                    least - moved
                 } else {
-                    last.behind
+                    time::Duration::ZERO
                 };
                 Steady {
                     wall: clock,
-                    monotonic: monotonic.max(last.monotonic),
-                    behind,
+                    bracket: Bracket {
+                        before: monotonic.before.max(last.bracket.before),
+                        after: monotonic.after.max(last.bracket.after),
+                    },
+                    behind: last.behind.saturating_add(fell).max(time::Duration::ZERO),
                 }
             }
             None => Steady {
                 wall: clock,
-                monotonic,
+                bracket: monotonic,
                 behind: time::Duration::ZERO,
             },
         };

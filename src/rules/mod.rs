@@ -141,8 +141,13 @@ impl<B> Store<B> {
         // Read under the lock: the handle's readings come in the order they
         // were taken, and each is measured against the one before. A host's
         // clock may read in another offset, though `Clock` asks for UTC.
+        // The monotonic clock read around the wall clock: a thread held up
+        // between the readings widens the bracket, and is no step.
+        let before = self.settings.clock.monotonic();
         let clock = crate::clock::in_utc(self.settings.clock.now());
-        let monotonic = self.settings.clock.monotonic();
+        let monotonic = before
+            .zip(self.settings.clock.monotonic())
+            .map(|(before, after)| high_water::Bracket { before, after });
         let (now, lease_from) = high_water
             .get_or_insert_with(|| HighWater::first(clock, monotonic))
             .read(clock, monotonic);

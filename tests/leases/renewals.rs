@@ -87,6 +87,66 @@ fn a_clock_stepped_back_and_forth_or_running_slow_carries_leases_no_further_than
     }
 }
 
+/// A thread held up between its readings of the wall clock and of the
+/// monotonic clock (preempted on a busy machine) makes no step: the
+/// monotonic clock is read on both sides of the wall clock, and time that
+/// went by between the readings carries no lease. (Read once, after the
+/// wall clock, a reading held up 5 ms looked like the wall clock falling
+/// 5 ms behind, and the renewal's lease ran 5 ms past what its time says;
+/// `linearizable` met it on a loaded machine.)
+#[test]
+fn a_thread_held_up_between_its_clock_readings_carries_no_lease() {
+    /// A manual clock whose next monotonic reading after a wall reading,
+    /// once armed, comes 5 ms later (both clocks moved on meanwhile).
+    #[derive(Debug)]
+    struct HeldUp {
+        manual: ManualClock,
+        read_wall: std::sync::atomic::AtomicBool,
+        armed: std::sync::atomic::AtomicBool,
+    }
+    impl taskstore::Clock for HeldUp {
+        fn now(&self) -> OffsetDateTime {
+            self.read_wall
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            taskstore::Clock::now(&self.manual)
+        }
+        fn monotonic(&self) -> Option<Duration> {
+            let after_wall = self
+                .read_wall
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            if after_wall && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.manual.advance(Duration::from_millis(5));
+            }
+            taskstore::Clock::monotonic(&self.manual)
+        }
+    }
+    let clock = Arc::new(HeldUp {
+        manual: ManualClock::new(T0),
+        read_wall: false.into(),
+        armed: false.into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .clock(clock.clone())
+        .lease(LEASE)
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    clock.manual.advance(Duration::from_millis(100));
+    let at = taskstore::Clock::now(&clock.manual);
+    clock.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let renewed = store.renew_lease(&task.id).unwrap().into_task();
+    assert!(
+        !clock.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "held up"
+    );
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(at + LEASE),
+        "a lease carried"
+    );
+}
+
 /// A host's clock without a monotonic reading (`Clock::monotonic` left at
 /// its default) keeps the rule of before: while it reads behind a
 /// handle's time, the leases the handle writes run on by the clock's net
