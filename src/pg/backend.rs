@@ -221,6 +221,21 @@ fn decode(id: &str, json: &str) -> std::result::Result<Task, String> {
     Ok(task)
 }
 
+/// `task`, read from a row listed at `created_at_ns`, if it lists there:
+/// a task whose creation time is another (a hand edit of its `createdAt`)
+/// is unreadable for a scan, which would return it out of order, and whose
+/// caller pages on from the task's position, not the row's, past every row
+/// between (`pg::a_row_listed_out_of_its_place_is_reported_and_hides_no_task_after_it`).
+fn listed_in_place(task: Task, created_at_ns: i64) -> std::result::Result<Task, String> {
+    if task.created_at.unix_timestamp_nanos() == i128::from(created_at_ns) {
+        return Ok(task);
+    }
+    Err(format!(
+        "its task was created at {}, but its row lists it at {created_at_ns} ns since the epoch",
+        task.created_at
+    ))
+}
+
 impl PgBackend {
     pub(crate) fn new(
         pool: Arc<Pool>,
@@ -1141,7 +1156,9 @@ impl Backend for PgBackend {
                 let id: &str = self.column(&row, 0, "tasks", &op)?;
                 let of_task = || format!("{} (task {id})", op());
                 let at: i64 = self.column(&row, 2, "tasks", &of_task)?;
-                match decode(id, self.column(&row, 1, "tasks", &of_task)?) {
+                let task = decode(id, self.column(&row, 1, "tasks", &of_task)?)
+                    .and_then(|task| listed_in_place(task, at));
+                match task {
                     Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
                     Ok(_) => {}
                     Err(reason) => skipped.push(Skipped::new(

@@ -305,6 +305,59 @@ fn unreadable_rows_are_reported_and_every_task_after_them_is_still_listed() {
     assert_eq!(skipped, [order[1].clone(), order[2].clone()]);
 }
 
+/// A row whose task says another creation time than the row lists it by
+/// (a hand edit of its `createdAt`) is reported and left out, and hides no
+/// task after it from a listing walked in pages. (Its task was listed, out
+/// of order, and the page's cursor, taken from the task, jumped past every
+/// row between: a walk of six tasks in pages of two ended after two.)
+#[test]
+fn a_row_listed_out_of_its_place_is_reported_and_hides_no_task_after_it() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("out_of_place");
+    let store = open(cluster, &schema, "out_of_place");
+    for _ in 0..6 {
+        store.create(NewTask::new()).unwrap();
+    }
+    let order: Vec<TaskId> = store
+        .list(&ListQuery::all())
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let mut client = cluster.client();
+    let sql = format!("SELECT task FROM {schema}.tasks WHERE id = $1");
+    let json: String = client
+        .query_one(&sql, &[&order[1].as_str()])
+        .unwrap()
+        .get(0);
+    let mut task: serde_json::Value = serde_json::from_str(&json).unwrap();
+    task["createdAt"] = json!("2100-01-01T00:00:00Z");
+    let edited = client
+        .execute(
+            &format!("UPDATE {schema}.tasks SET task = $2 WHERE id = $1"),
+            &[&order[1].as_str(), &task.to_string()],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
+    let mut query = ListQuery::all().limit(2);
+    loop {
+        let page = store.list(&query).unwrap();
+        listed.extend(page.tasks.into_iter().map(|t| t.id));
+        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
+        match page.next_cursor {
+            Some(next) => query = ListQuery::all().limit(2).after(&next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        [&order[0], &order[2], &order[3], &order[4], &order[5]].map(Clone::clone)
+    );
+    assert_eq!(skipped, [order[1].clone()]);
+}
+
 /// A sweep's batch that met an unreadable row is not its last: every
 /// expired task after it is deleted too, and the row is reported.
 #[test]
