@@ -9,7 +9,7 @@ use postgres::types::{FromSql, ToSql};
 use time::OffsetDateTime;
 
 use crate::backend::{
-    Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Skipped, Swap,
+    Backend, Change, Decide, Insert, Modified, Record, Scan, Scanned, Scope, Skipped, Swap,
     UnreadableAction, is_current, modify_from,
 };
 use crate::changes::ChangeFeed;
@@ -233,6 +233,23 @@ fn listed_in_place(task: Task, created_at_ns: i64) -> std::result::Result<Task, 
     Err(format!(
         "its task was created at {}, but its row lists it at {created_at_ns} ns since the epoch",
         task.created_at
+    ))
+}
+
+/// `task`, read from a row `scan` picked by its columns (`active`,
+/// `status`), if it is what they say: a task of another status (a hand
+/// edit of its `status`) is unreadable for the scan, which would drop it
+/// from the page unsaid
+/// (`pg::a_row_whose_status_is_not_its_columns_is_reported_not_left_out_unsaid`).
+fn picked_as_its_columns(task: Task, scan: &Scan) -> std::result::Result<Task, String> {
+    let picked = (scan.scope != Scope::Active || !task.status.is_terminal())
+        && scan.status.is_none_or(|s| s == task.status);
+    if picked {
+        return Ok(task);
+    }
+    Err(format!(
+        "its task is {}, which is not what its row's columns say",
+        task.status.as_str()
     ))
 }
 
@@ -1157,7 +1174,8 @@ impl Backend for PgBackend {
                 let of_task = || format!("{} (task {id})", op());
                 let at: i64 = self.column(&row, 2, "tasks", &of_task)?;
                 let task = decode(id, self.column(&row, 1, "tasks", &of_task)?)
-                    .and_then(|task| listed_in_place(task, at));
+                    .and_then(|task| listed_in_place(task, at))
+                    .and_then(|task| picked_as_its_columns(task, scan));
                 match task {
                     Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
                     Ok(_) => {}
