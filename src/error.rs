@@ -78,7 +78,8 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A list cursor was not one this store handed out.
+    /// A list cursor does not decode as one a store hands out (a
+    /// well-formed cursor is a position, accepted whoever handed it out).
     #[error("invalid list cursor {cursor:?}: {reason}")]
     InvalidCursor {
         /// The cursor as given (its first 200 characters).

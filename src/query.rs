@@ -63,7 +63,10 @@ impl ListQuery {
         self
     }
 
-    /// Continues after a [`Page::next_cursor`].
+    /// Continues after a [`Page::next_cursor`]: after its position in the
+    /// listing order (creation time, then id), which stays valid when the
+    /// task it names is finished or deleted. A cursor from a listing of
+    /// another filter, or another store, is taken as that position too.
     pub fn after(mut self, cursor: &str) -> ListQuery {
         self.after = Some(cursor.to_owned());
         self
@@ -77,7 +80,10 @@ impl ListQuery {
     /// # Errors
     ///
     /// [`Error::InvalidQuery`] for a page of zero tasks,
-    /// [`Error::InvalidCursor`] for a cursor no store handed out.
+    /// [`Error::InvalidCursor`] for a cursor that does not decode as one.
+    /// A cursor is a position (creation time, id): a well-formed one is
+    /// accepted whichever store or filter handed it out, and continues
+    /// after its position, whether or not a task is there.
     pub fn check(&self) -> Result<()> {
         self.checked().map(drop)
     }
@@ -264,6 +270,57 @@ mod tests {
         ListQuery::all().after(&c.encode()).check().unwrap();
         let zero = ListQuery::all().limit(0).check();
         assert!(matches!(zero, Err(Error::InvalidQuery { .. })), "{zero:?}");
+    }
+
+    /// A cursor is a position (creation time, id), not a token of one
+    /// store or one filter: a well-formed cursor that no store handed out
+    /// (naming no task), or one from a listing of another filter, continues
+    /// after its position; only one that does not decode is refused.
+    #[test]
+    fn a_well_formed_cursor_is_a_position_whatever_handed_it_out() {
+        use std::sync::Arc;
+
+        use crate::{ManualClock, MemoryStore, NewTask, TaskStore};
+
+        let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap());
+        let store = MemoryStore::builder()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let make = |id: &str| {
+            store
+                .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+                .unwrap()
+        };
+        let (a, b) = (make("a"), make("b"));
+        clock.advance(std::time::Duration::from_millis(1));
+        let c = make("c");
+        assert!(
+            store
+                .complete(&b.id, serde_json::json!(1))
+                .unwrap()
+                .is_applied()
+        );
+        let ids = |query: &ListQuery| -> Vec<String> {
+            let page = store.list(query).unwrap();
+            page.tasks.iter().map(|t| t.id.to_string()).collect()
+        };
+        // Between `a` and `b`, which share a creation time: no task is `a0`.
+        let forged = Cursor(Position {
+            created_at: a.created_at,
+            id: TaskId::parse("a0").unwrap(),
+        })
+        .encode();
+        assert_eq!(ids(&ListQuery::all().after(&forged)), ["b", "c"]);
+        assert_eq!(ids(&ListQuery::active().after(&forged)), ["c"]);
+        // A cursor of the running tasks' listing, used for all of them.
+        let first = store.list(&ListQuery::active().limit(1)).unwrap();
+        let cursor = first.next_cursor.expect("a next page");
+        assert_eq!(ids(&ListQuery::all().after(&cursor)), ["b", "c"]);
+        // Past the last task: an empty last page.
+        let past = Cursor(Position::of(&c)).encode();
+        let page = store.list(&ListQuery::all().after(&past)).unwrap();
+        assert!(page.tasks.is_empty() && page.next_cursor.is_none());
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub trait TaskStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidCursor`] for a cursor this store did not hand out,
+    /// [`Error::InvalidCursor`] for a cursor that does not decode (a
+    /// well-formed one is a position, whoever handed it out: [`ListQuery::after`]),
     /// [`Error::InvalidQuery`] for `limit(0)`.
     fn list(&self, query: &ListQuery) -> Result<Page>;
 
