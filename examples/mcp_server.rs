@@ -147,17 +147,22 @@ async fn run_slow(
             ctx.task_id(),
             ctx.attempt()
         );
-        ctx.set_status_message(format!(
-            "resumed by instance {instance} at {at} ms (attempt {})",
-            ctx.attempt()
-        ))
-        .await?;
+        let said = ctx
+            .set_status_message(format!(
+                "resumed by instance {instance} at {at} ms (attempt {})",
+                ctx.attempt()
+            ))
+            .await;
+        going_on(said, &ctx, &instance, "status message")?;
     }
     while at < ms {
         let step = step_ms.min(ms - at);
         tokio::select! {
             _ = ctx.cancelled() => {
-                ctx.set_status_message(format!("cancel observed by instance {instance}")).await?;
+                let said = ctx
+                    .set_status_message(format!("cancel observed by instance {instance}"))
+                    .await;
+                going_on(said, &ctx, &instance, "status message")?;
                 return Err(TaskExit::Cancelled);
             }
             _ = tokio::time::sleep(Duration::from_millis(step)) => {}
@@ -166,26 +171,11 @@ async fn run_slow(
         if at == ms {
             break;
         }
-        // Does nothing for a task that is not resumable. A checkpoint the
-        // store could not save (the database out of reach a moment: a
-        // restart, a connection it ended) is skipped, not the work: a run
-        // resumed meanwhile starts from the one before. Another instance's
-        // claim, or shutdown, ends this run.
-        if let Err(e) = ctx.checkpoint(json!({ "elapsedMs": at })).await {
-            if ends_the_run(&e) {
-                eprintln!(
-                    "mcp_server: instance {instance}: checkpoint of task {} refused: {}",
-                    ctx.task_id(),
-                    e.message
-                );
-                return Err(e.into());
-            }
-            eprintln!(
-                "mcp_server: instance {instance}: checkpoint of task {} at {at} ms not saved, going on: {}",
-                ctx.task_id(),
-                e.message
-            );
-        }
+        // Does nothing for a task that is not resumable. One the store
+        // could not save is skipped, not the work: a run resumed meanwhile
+        // starts from the one before.
+        let saved = ctx.checkpoint(json!({ "elapsedMs": at })).await;
+        going_on(saved, &ctx, &instance, "checkpoint")?;
     }
     let done = format!("slow: {}", input["text"].as_str().unwrap_or("hi"));
     if ctx.kind().is_none() {
@@ -195,6 +185,33 @@ async fn run_slow(
         "{done} (finished by instance {instance}, attempt {})",
         ctx.attempt()
     )))
+}
+
+/// What a `TaskContext` write (`what`: a checkpoint, a status message)
+/// that failed with `written`'s error means for the run: over if the error
+/// says so ([`ends_the_run`]); else the store could not make it (the
+/// database out of reach a moment: a restart, a connection it ended), and
+/// the run goes on without it, as it would have had the write been lost.
+fn going_on(
+    written: Result<(), McpError>,
+    ctx: &TaskContext,
+    instance: &str,
+    what: &str,
+) -> Result<(), TaskExit> {
+    let Err(e) = written else { return Ok(()) };
+    let task = ctx.task_id();
+    if ends_the_run(&e) {
+        eprintln!(
+            "mcp_server: instance {instance}: {what} of task {task} refused: {}",
+            e.message
+        );
+        return Err(e.into());
+    }
+    eprintln!(
+        "mcp_server: instance {instance}: {what} of task {task} not saved, going on: {}",
+        e.message
+    );
+    Ok(())
 }
 
 /// Whether `e`, the error of a `TaskContext` write, says this run is over
@@ -254,8 +271,10 @@ async fn run_compute(
     input: Value,
 ) -> Result<CallToolResult, TaskExit> {
     let ms = input["ms"].as_u64().unwrap_or(2_000);
-    ctx.set_status_message(format!("computing for {ms} ms on instance {instance}"))
-        .await?;
+    let said = ctx
+        .set_status_message(format!("computing for {ms} ms on instance {instance}"))
+        .await;
+    going_on(said, &ctx, &instance, "status message")?;
     tokio::task::block_in_place(|| compute(ms));
     Ok(text(format!("compute: {ms} ms")))
 }
