@@ -630,32 +630,36 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
     }
 }
 
-/// A claim pass that took most of a lease (a batch of many orphans over a
-/// slow server: the leases it grants count from the time it read before
-/// its scan) has its claimed runs renewed at once, not a renewal period
-/// after they were launched: by then the lease would have lapsed. (Each
-/// run counted its renewals from its launch: with a lease of an hour,
-/// renewed every 20 minutes, a pass of 50 minutes left the run 10 minutes
-/// of lease and a first renewal 20 minutes away.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
-    let backend = Arc::new(crate::MemoryBackend::new());
-    let clock = clock();
-    let hour = Duration::from_secs(3_600);
-    let open = |name: &str| {
-        crate::Store::with_backend(Arc::clone(&backend))
-            .instance_id(name)
-            .clock(clock.clone() as Arc<dyn Clock>)
-            .lease(hour)
-            .build()
-            .unwrap()
-    };
-    let task = open("dead")
-        .create(crate::NewTask::new().resumable("job", json!({})))
-        .unwrap();
-    clock.advance(hour);
-    let store = Wrapped::new(open("live"), true);
-    *store.claim_takes.lock().unwrap() = Some((Arc::clone(&clock), hour * 5 / 6));
+/// A store of `backend`, instance `name`, on `clock`, whose leases last an
+/// hour.
+fn hourly(
+    backend: &Arc<crate::MemoryBackend>,
+    clock: &Arc<ManualClock>,
+    name: &str,
+) -> crate::Store<Arc<crate::MemoryBackend>> {
+    crate::Store::with_backend(Arc::clone(backend))
+        .instance_id(name)
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .lease(HOUR)
+        .build()
+        .unwrap()
+}
+
+const HOUR: Duration = Duration::from_secs(3_600);
+
+/// A manager over `live` whose claim passes each take five sixths of a
+/// lease by `clock`, resuming `job` runs that wait to be cancelled, once
+/// it has claimed `task` (epoch 2): the manager and the task as claimed.
+async fn claimed_by_a_slow_pass(
+    live: crate::Store<Arc<crate::MemoryBackend>>,
+    clock: &Arc<ManualClock>,
+    task: &crate::Task,
+) -> (
+    DurableTaskManager<Wrapped<crate::Store<Arc<crate::MemoryBackend>>>>,
+    crate::Task,
+) {
+    let store = Wrapped::new(live, true);
+    *store.claim_takes.lock().unwrap() = Some((Arc::clone(clock), HOUR * 5 / 6));
     let m = DurableTaskManager::with_options(
         Arc::new(store),
         fast().reap_interval(Duration::from_millis(20)),
@@ -671,18 +675,42 @@ async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
         (stored.epoch == 2).then_some(stored)
     })
     .await;
+    (m, claimed)
+}
+
+/// Waits for `m` to renew `claimed` (its run's, not claimed again), then
+/// cancels it.
+async fn renewed_then_cancelled<S: TaskStore>(m: &DurableTaskManager<S>, claimed: &crate::Task) {
+    let id = claimed.id.as_str();
     let granted = claimed.lease_expires_at.unwrap();
     let renewed = eventually(|| async {
-        let stored = stored(&m, task.id.as_str());
+        let stored = stored(m, id);
         (stored.lease_expires_at.unwrap() > granted).then_some(stored)
     })
     .await;
     assert_eq!(renewed.epoch, 2, "renewed, not claimed again");
-    m.cancel_task(task.id.as_str()).await.unwrap();
-    assert_eq!(
-        settled(&m, task.id.as_str()).await.status(),
-        TaskStatus::Cancelled
-    );
+    m.cancel_task(id).await.unwrap();
+    assert_eq!(settled(m, id).await.status(), TaskStatus::Cancelled);
+}
+
+/// A claim pass that took most of a lease (a batch of many orphans over a
+/// slow server: the leases it grants count from the time it read before
+/// its scan) has its claimed runs renewed at once, not a renewal period
+/// after they were launched: by then the lease would have lapsed. (Each
+/// run counted its renewals from its launch: with a lease of an hour,
+/// renewed every 20 minutes, a pass of 50 minutes left the run 10 minutes
+/// of lease and a first renewal 20 minutes away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let clock = clock();
+    let task = hourly(&backend, &clock, "dead")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    clock.advance(HOUR);
+    let (m, claimed) =
+        claimed_by_a_slow_pass(hourly(&backend, &clock, "live"), &clock, &task).await;
+    renewed_then_cancelled(&m, &claimed).await;
 }
 
 /// The same with the live instance's clock stepped back before the pass,
@@ -697,58 +725,22 @@ async fn a_run_claimed_by_a_slow_pass_is_renewed_at_once() {
 async fn a_run_claimed_by_a_slow_pass_with_the_clock_behind_is_renewed_at_once() {
     let backend = Arc::new(crate::MemoryBackend::new());
     let clock = clock();
-    let hour = Duration::from_secs(3_600);
-    let open = |name: &str| {
-        crate::Store::with_backend(Arc::clone(&backend))
-            .instance_id(name)
-            .clock(clock.clone() as Arc<dyn Clock>)
-            .lease(hour)
-            .build()
-            .unwrap()
-    };
-    let task = open("dead")
+    let task = hourly(&backend, &clock, "dead")
         .create(crate::NewTask::new().resumable("job", json!({})))
         .unwrap();
-    let live = open("live");
-    clock.advance(hour * 3);
+    let live = hourly(&backend, &clock, "live");
+    clock.advance(HOUR * 3);
     let seen = live.now();
     // Stepped back two hours: the dead owner's lease has lapsed by the
     // clock, and the live instance's time is ahead of it.
-    clock.set(seen - hour * 2 + Duration::from_secs(1));
-    let store = Wrapped::new(live, true);
-    *store.claim_takes.lock().unwrap() = Some((Arc::clone(&clock), hour * 5 / 6));
-    let m = DurableTaskManager::with_options(
-        Arc::new(store),
-        fast().reap_interval(Duration::from_millis(20)),
-    );
-    m.register_resume("job", move |ctx| {
-        Box::pin(async move {
-            ctx.cancelled().await;
-            Err(TaskExit::Cancelled)
-        })
-    });
-    let claimed = eventually(|| async {
-        let stored = stored(&m, task.id.as_str());
-        (stored.epoch == 2).then_some(stored)
-    })
-    .await;
+    clock.set(seen - HOUR * 2 + Duration::from_secs(1));
+    let (m, claimed) = claimed_by_a_slow_pass(live, &clock, &task).await;
     assert_eq!(
         m.store().now(),
         seen,
         "the live instance's time stood still"
     );
-    let granted = claimed.lease_expires_at.unwrap();
-    let renewed = eventually(|| async {
-        let stored = stored(&m, task.id.as_str());
-        (stored.lease_expires_at.unwrap() > granted).then_some(stored)
-    })
-    .await;
-    assert_eq!(renewed.epoch, 2, "renewed, not claimed again");
-    m.cancel_task(task.id.as_str()).await.unwrap();
-    assert_eq!(
-        settled(&m, task.id.as_str()).await.status(),
-        TaskStatus::Cancelled
-    );
+    renewed_then_cancelled(&m, &claimed).await;
 }
 
 /// A task claimed through a store that does not say how long its leases
