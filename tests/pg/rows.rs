@@ -263,6 +263,22 @@ fn a_column_whose_type_a_hand_edit_changed_is_an_error_not_a_panic() {
     assert_eq!(store.sweep().unwrap().cleaned, 0);
 }
 
+/// `query` walked in pages of two: the ids listed, and the ids of the
+/// rows reported unreadable, each in order.
+fn walked_in_pages(store: &PgStore, query: &ListQuery) -> (Vec<TaskId>, Vec<TaskId>) {
+    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
+    let mut page_query = query.clone().limit(2);
+    loop {
+        let page = store.list(&page_query).unwrap();
+        listed.extend(page.tasks.into_iter().map(|t| t.id));
+        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
+        match page.next_cursor {
+            Some(next) => page_query = query.clone().limit(2).after(&next),
+            None => return (listed, skipped),
+        }
+    }
+}
+
 /// A row that cannot be read is reported and left out, and the listing goes
 /// on past it: a page is short only at the end. (Rows were cut by `LIMIT`
 /// before they were read, so a batch that left one out looked like the last,
@@ -275,29 +291,9 @@ fn unreadable_rows_are_reported_and_every_task_after_them_is_still_listed() {
     for _ in 0..6 {
         store.create(NewTask::new()).unwrap();
     }
-    let order: Vec<TaskId> = store
-        .list(&ListQuery::all())
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let order = common::ids_of(&store, &ListQuery::all());
     spoil(cluster, &schema, &[&order[1], &order[2]]);
-    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = ListQuery::all().limit(2);
-        if let Some(cursor) = &cursor {
-            query = query.after(cursor);
-        }
-        let page = store.list(&query).unwrap();
-        listed.extend(page.tasks.into_iter().map(|t| t.id));
-        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let (listed, skipped) = walked_in_pages(&store, &ListQuery::all());
     assert_eq!(
         listed,
         [&order[0], &order[3], &order[4], &order[5]].map(Clone::clone)
@@ -318,13 +314,7 @@ fn a_row_listed_out_of_its_place_is_reported_and_hides_no_task_after_it() {
     for _ in 0..6 {
         store.create(NewTask::new()).unwrap();
     }
-    let order: Vec<TaskId> = store
-        .list(&ListQuery::all())
-        .unwrap()
-        .tasks
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let order = common::ids_of(&store, &ListQuery::all());
     let mut client = cluster.client();
     let sql = format!("SELECT task FROM {schema}.tasks WHERE id = $1");
     let json: String = client
@@ -340,17 +330,7 @@ fn a_row_listed_out_of_its_place_is_reported_and_hides_no_task_after_it() {
         )
         .unwrap();
     assert_eq!(edited, 1);
-    let (mut listed, mut skipped) = (Vec::new(), Vec::new());
-    let mut query = ListQuery::all().limit(2);
-    loop {
-        let page = store.list(&query).unwrap();
-        listed.extend(page.tasks.into_iter().map(|t| t.id));
-        skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
-        match page.next_cursor {
-            Some(next) => query = ListQuery::all().limit(2).after(&next),
-            None => break,
-        }
-    }
+    let (listed, skipped) = walked_in_pages(&store, &ListQuery::all());
     assert_eq!(
         listed,
         [&order[0], &order[2], &order[3], &order[4], &order[5]].map(Clone::clone)
@@ -390,17 +370,7 @@ fn a_row_whose_status_is_not_its_columns_is_reported_not_left_out_unsaid() {
         ListQuery::active(),
         ListQuery::all().status(TaskStatus::Working),
     ] {
-        let (mut listed, mut skipped) = (Vec::new(), Vec::new());
-        let mut page_query = query.clone().limit(2);
-        loop {
-            let page = store.list(&page_query).unwrap();
-            listed.extend(page.tasks.into_iter().map(|t| t.id));
-            skipped.extend(page.skipped.into_iter().filter_map(|s| s.id));
-            match page.next_cursor {
-                Some(next) => page_query = query.clone().limit(2).after(&next),
-                None => break,
-            }
-        }
+        let (listed, skipped) = walked_in_pages(&store, &query);
         assert_eq!(
             listed,
             [&order[0], &order[2], &order[3]].map(Clone::clone),
