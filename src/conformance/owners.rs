@@ -551,46 +551,41 @@ impl Live {
             other: reopen(other),
         }
     }
-}
-
-/// `other` neither reaps nor claims `owner`'s live tasks, `plain` and
-/// `resumable` (of kind `k`), whichever way it asks: both stay working,
-/// `owner`'s.
-fn live_work_left_alone(
-    owner: &dyn TaskStore,
-    other: &dyn TaskStore,
-    plain: &Task,
-    resumable: &Task,
-) {
-    let reaped = other.reap().unwrap();
-    assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
-    assert_eq!(
-        other.reap_task(&plain.id).unwrap(),
-        None,
-        "live work reaped"
-    );
-    let claimed = other.claim(&["k"]).unwrap();
-    assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
-    for task in [&plain, &resumable] {
-        let stored = owner.get(&task.id).unwrap().unwrap();
+    /// The other handle neither reaps nor claims `owner`'s live tasks,
+    /// whichever way it asks: both stay working, `owner`'s.
+    fn left_alone(&self, owner: &dyn TaskStore) {
+        let other = self.other.as_ref();
+        let reaped = other.reap().unwrap();
+        assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
         assert_eq!(
-            (stored.status, stored.owner.as_deref()),
-            (TaskStatus::Working, Some(owner.instance_id())),
-            "{}",
-            task.id
+            other.reap_task(&self.plain.id).unwrap(),
+            None,
+            "live work reaped"
         );
+        let claimed = other.claim(&["k"]).unwrap();
+        assert!(claimed.tasks.is_empty(), "live work claimed: {claimed:?}");
+        for task in [&self.plain, &self.resumable] {
+            let stored = owner.get(&task.id).unwrap().unwrap();
+            assert_eq!(
+                (stored.status, stored.owner.as_deref()),
+                (TaskStatus::Working, Some(owner.instance_id())),
+                "{}",
+                task.id
+            );
+        }
     }
-}
 
-/// Once their leases lapsed, `other` claims `resumable` (of kind `k`) and
-/// reaps `plain`, and no other task.
-fn lapsed_work_taken(other: &dyn TaskStore, plain: &Task, resumable: &Task) {
-    let claimed = other.claim(&["k"]).unwrap();
-    let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(claimed, [&resumable.id]);
-    let reaped = other.reap().unwrap();
-    let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(reaped, [&plain.id]);
+    /// Once their leases lapsed, the other handle claims `resumable` and
+    /// reaps `plain`, and no other task.
+    fn taken(&self) {
+        let other = self.other.as_ref();
+        let claimed = other.claim(&["k"]).unwrap();
+        let claimed: Vec<&TaskId> = claimed.tasks.iter().map(|t| &t.id).collect();
+        assert_eq!(claimed, [&self.resumable.id]);
+        let reaped = other.reap().unwrap();
+        let reaped: Vec<&TaskId> = reaped.tasks.iter().map(|t| &t.id).collect();
+        assert_eq!(reaped, [&self.plain.id]);
+    }
 }
 
 /// A clock stepped back, then set right again before it caught up (a
@@ -607,12 +602,8 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let Live {
-        start,
-        plain,
-        resumable,
-        other: peer,
-    } = Live::made(owner, reopen, "peer", setup);
+    let live = Live::made(owner, reopen, "peer", setup);
+    let start = live.start;
     setup.clock.set(start - setup.lease * 20);
     // Three leases go by with the clock behind, the owner renewing every
     // third of one.
@@ -621,12 +612,12 @@ pub(super) fn a_clock_set_back_then_right_again_reaps_and_claims_no_live_lease(
     let right = start + setup.lease * 3;
     setup.clock.set(right);
 
-    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+    live.left_alone(owner);
 
     // Their leases lapse by the clock, a lease after the last renewal:
     // claimed and reaped as ever.
     setup.clock.set(right + setup.lease);
-    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+    live.taken();
 }
 
 /// `owners`'s two live tasks renewed `times` times, a third of a lease
@@ -652,12 +643,8 @@ pub(super) fn a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let Live {
-        start,
-        plain,
-        resumable,
-        other: peer,
-    } = Live::made(owner, reopen, "peer", setup);
+    let live = Live::made(owner, reopen, "peer", setup);
+    let start = live.start;
     // Two thirds of a lease go by before the owner renews, the clock
     // stepped back twenty leases meanwhile.
     setup.clock.advance(setup.lease * 2 / 3);
@@ -668,11 +655,11 @@ pub(super) fn a_clock_stepped_back_between_two_renewals_reaps_and_claims_no_live
     setup.clock.advance(setup.lease / 2);
     setup.clock.set(renewed + setup.lease / 2);
 
-    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+    live.left_alone(owner);
 
     // Their leases lapse a lease after the renewal: claimed and reaped.
     setup.clock.set(renewed + setup.lease);
-    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+    live.taken();
 }
 
 /// A clock stepped back, and set right only after it caught up with the
@@ -688,12 +675,8 @@ pub(super) fn a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let Live {
-        start,
-        plain,
-        resumable,
-        other: peer,
-    } = Live::made(owner, reopen, "peer", setup);
+    let live = Live::made(owner, reopen, "peer", setup);
+    let start = live.start;
     setup.clock.set(start - setup.lease * 2);
     // Four leases go by, the owner renewing every third of one: the clock
     // catches up with its time after two.
@@ -702,10 +685,10 @@ pub(super) fn a_clock_set_right_only_after_it_caught_up_reaps_and_claims_no_live
     let right = start + setup.lease * 4;
     setup.clock.set(right);
 
-    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+    live.left_alone(owner);
 
     setup.clock.set(right + setup.lease);
-    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+    live.taken();
 }
 
 /// A clock stepped back, then back again further, then set right: the
@@ -721,12 +704,8 @@ pub(super) fn a_clock_stepped_back_twice_reaps_and_claims_no_live_lease(
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let Live {
-        start,
-        plain,
-        resumable,
-        other: peer,
-    } = Live::made(owner, reopen, "peer", setup);
+    let live = Live::made(owner, reopen, "peer", setup);
+    let start = live.start;
     setup.clock.set(start - setup.lease * 20);
     renew_every_third(owner, setup, 3);
     setup.clock.set(setup.clock.now() - setup.lease * 20);
@@ -734,10 +713,10 @@ pub(super) fn a_clock_stepped_back_twice_reaps_and_claims_no_live_lease(
     let right = start + setup.lease * 3;
     setup.clock.set(right);
 
-    live_work_left_alone(owner, peer.as_ref(), &plain, &resumable);
+    live.left_alone(owner);
 
     setup.clock.set(right + setup.lease);
-    lapsed_work_taken(peer.as_ref(), &plain, &resumable);
+    live.taken();
 }
 
 /// A clock stepped forward, then set right again (NTP, a manual change):
@@ -753,12 +732,8 @@ pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_le
     reopen: Reopen<'_>,
     setup: &Setup,
 ) {
-    let Live {
-        start,
-        plain,
-        resumable,
-        other: seer,
-    } = Live::made(owner, reopen, "seer", setup);
+    let live = Live::made(owner, reopen, "seer", setup);
+    let (start, seer) = (live.start, live.other.as_ref());
     let step = setup.lease * 20;
     setup.clock.set(start + step);
     let ahead = seer.now();
@@ -771,13 +746,13 @@ pub(super) fn a_clock_set_right_after_a_step_forward_reaps_and_claims_no_live_le
     );
     assert_eq!(seer.now(), ahead, "the seer's time never goes back");
 
-    live_work_left_alone(owner, seer.as_ref(), &plain, &resumable);
+    live.left_alone(owner);
 
     // Their leases lapse by the clock: claimed and reaped as ever.
     setup
         .clock
         .set(start + Duration::from_secs(2) + setup.lease);
-    lapsed_work_taken(seer.as_ref(), &plain, &resumable);
+    live.taken();
 
     // A task the seer releases, its time still ahead, lapses by the clock:
     // an orphan at once for every handle, the seer's own claims included.
