@@ -384,6 +384,58 @@ fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
     );
 }
 
+/// The same with two pooled connections the server ended at once (a
+/// restart ends them all): the read made again does not take the other
+/// ended one, since a connection given back broken has the pool look at
+/// every idle one when next taken, however briefly it sat. (Made again on
+/// it, the read failed as well.)
+#[test]
+fn a_read_made_again_meets_no_other_connection_the_server_ended() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("ended_both");
+    let application = schema.clone();
+    let store = PgStore::builder(format!(
+        "{} application_name={application}",
+        cluster.conninfo()
+    ))
+    .schema(&schema)
+    .time_source(TimeSource::Clock)
+    .change_notices(false)
+    .pool_size(2)
+    .open()
+    .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    let mut watcher = cluster.client();
+    // Two reads at once, held on a lock, leave two connections idle.
+    let (mut holder, holder_pid) = holding(
+        cluster,
+        &format!("LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"),
+    );
+    std::thread::scope(|s| {
+        let reads: Vec<_> = (0..2).map(|_| s.spawn(|| store.get(&task.id))).collect();
+        wait_until("both reads to wait on the lock", || {
+            blocked_by(&mut watcher, &application, holder_pid) == 2
+        });
+        holder.batch_execute("ROLLBACK").unwrap();
+        for read in reads {
+            assert_eq!(read.join().unwrap().unwrap().as_ref(), Some(&task));
+        }
+    });
+    assert_eq!(connected(&mut watcher, &application), 2, "two connections");
+    watcher
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap();
+    wait_until("the server to end the store's sessions", || {
+        connected(&mut watcher, &application) == 0
+    });
+    let read = store.get(&task.id);
+    assert!(matches!(&read, Ok(Some(t)) if *t == task), "get: {read:?}");
+}
+
 /// A server that takes connections and never answers them (stopped, a
 /// paused VM): the driver's `connect_timeout` bounds only the socket's
 /// connect, so a feed's wait that reconnected, and an open, waited for as
