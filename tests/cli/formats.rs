@@ -257,9 +257,7 @@ fn reads_without_a_handle_refuse_a_store_of_a_newer_format_as_the_real_runs_do()
 #[test]
 fn the_command_reads_tasks_a_service_stored_under_a_larger_payload_cap() {
     let (_tmp, dir) = store_dir();
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let service = FileStore::builder(&dir)
-        .clock(Arc::new(ManualClock::new(past)))
+    let service = an_hour_ago(&dir)
         .max_payload_bytes(64 << 20)
         .open()
         .unwrap();

@@ -223,12 +223,13 @@ fn assert_unchanged(
 /// A handle on `dir` of an instance whose clock reads an hour ago: the
 /// tasks it makes, with a short TTL or lease, are expired or orphaned now.
 fn gone_an_hour_ago(dir: &Path) -> FileStore {
+    an_hour_ago(dir).instance_id("gone").open().unwrap()
+}
+
+/// A builder of a store on `dir` whose clock reads an hour ago.
+fn an_hour_ago(dir: &Path) -> taskstore::FileStoreBuilder {
     let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    FileStore::builder(dir)
-        .instance_id("gone")
-        .clock(Arc::new(ManualClock::new(past)))
-        .open()
-        .unwrap()
+    FileStore::builder(dir).clock(Arc::new(ManualClock::new(past)))
 }
 
 /// What a dry run says the real run does with an entry it cannot read.

@@ -48,10 +48,8 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
 fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
     require_prlimit();
     let (_tmp, dir) = store_dir();
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let store = FileStore::builder(&dir)
+    let store = an_hour_ago(&dir)
         .instance_id("gone")
-        .clock(Arc::new(ManualClock::new(past)))
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();

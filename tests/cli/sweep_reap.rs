@@ -226,9 +226,7 @@ fn a_sweep_lists_each_task_it_deletes() {
     // Its reader gone after the first line (`sweep | head -1`), it goes on
     // to the end of its pass, and its status: more tasks than a sweep
     // removes before it reports them (1,024 at a time).
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let old = FileStore::builder(&dir)
-        .clock(Arc::new(ManualClock::new(past)))
+    let old = an_hour_ago(&dir)
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();
@@ -261,9 +259,7 @@ fn a_sweep_lists_each_task_it_deletes() {
 #[test]
 fn a_sweep_whose_reader_is_slow_ends_its_pass_first() {
     let (_tmp, dir) = store_dir();
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let old = FileStore::builder(&dir)
-        .clock(Arc::new(ManualClock::new(past)))
+    let old = an_hour_ago(&dir)
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();
@@ -468,10 +464,8 @@ fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
 #[test]
 fn a_killed_reap_leaves_moves_the_store_finishes_and_verify_passes() {
     let (_tmp, dir) = store_dir();
-    let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let store = FileStore::builder(&dir)
+    let store = an_hour_ago(&dir)
         .instance_id("gone")
-        .clock(Arc::new(ManualClock::new(past)))
         .durability(taskstore::Durability::Eventual)
         .open()
         .unwrap();

@@ -93,23 +93,14 @@ fn open_and_list_active_never_read_history() {
 /// Every name under `dir`, recursively, with its kind: what a test compares
 /// to tell that an open created nothing.
 fn tree(dir: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            let is_dir = entry.file_type().unwrap().is_dir();
-            names.push(format!(
-                "{}{}",
-                path.strip_prefix(dir).unwrap().display(),
-                if is_dir { "/" } else { "" }
-            ));
-            if is_dir {
-                stack.push(path);
-            }
-        }
-    }
+    let mut names: Vec<String> = common::tree(dir)
+        .into_iter()
+        .map(|path| {
+            let is_dir = path.is_dir() && !path.is_symlink();
+            let name = path.strip_prefix(dir).unwrap().display();
+            format!("{name}{}", if is_dir { "/" } else { "" })
+        })
+        .collect();
     names.sort();
     names
 }

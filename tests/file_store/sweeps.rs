@@ -100,17 +100,6 @@ fn sweeper_and_writer(
     (dir, clock, sweeper, writer)
 }
 
-/// `count` tasks `store` makes with `ttl` and completes.
-fn finished_with_ttl(store: &FileStore, count: usize, ttl: Duration) -> Vec<taskstore::TaskId> {
-    (0..count)
-        .map(|n| {
-            let id = store.create(NewTask::new().ttl(ttl)).unwrap().id;
-            assert!(store.complete(&id, json!(n)).unwrap().is_applied());
-            id
-        })
-        .collect()
-}
-
 /// A stripe another process holds (stopped while it holds it, say) keeps a
 /// sweep from deleting that stripe's expired tasks alone: every other
 /// expired task is deleted, finished or running, and each of the held
@@ -180,7 +169,7 @@ fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
     let held = 63;
     let ttl = Duration::from_secs(10);
     // More than a large pass: the sweep takes every stripe at once.
-    let expired = finished_with_ttl(&writer, 300, ttl);
+    let expired = common::finished_with_ttl(&writer, 300, ttl);
     let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
         .find(|task| common::stripe(task.id.as_str()) != held)
         .unwrap();
@@ -221,7 +210,7 @@ fn a_sweep_waiting_for_a_held_stripe_holds_up_no_write_of_another() {
 fn a_sweep_that_met_busy_stripes_holds_up_no_write_while_it_waits_for_a_held_one() {
     let (dir, clock, sweeper, writer) = sweeper_and_writer(Duration::from_secs(3));
     let ttl = Duration::from_secs(10);
-    let expired = finished_with_ttl(&writer, 300, ttl);
+    let expired = common::finished_with_ttl(&writer, 300, ttl);
     let live = std::iter::repeat_with(|| writer.create(NewTask::new()).unwrap())
         .find(|task| common::stripe(task.id.as_str()) < 63)
         .unwrap();
@@ -323,7 +312,7 @@ fn a_sweep_beside_busy_writers_of_its_own_handle_ends() {
         .open()
         .unwrap();
     let ttl = Duration::from_secs(10);
-    let expired = finished_with_ttl(&store, 20, ttl);
+    let expired = common::finished_with_ttl(&store, 20, ttl);
     let live: Vec<taskstore::TaskId> = (0..64)
         .map(|stripe| {
             let id = common::id_in_stripe("live", stripe);
