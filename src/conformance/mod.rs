@@ -40,10 +40,12 @@ use crate::{
 };
 
 mod owners;
+mod races;
 mod shared;
 mod single;
 
 use self::owners::*;
+use self::races::*;
 use self::shared::*;
 use self::single::*;
 
@@ -314,6 +316,12 @@ where
             Two(resumable_orphans_wait_for_a_claim_then_are_reaped),
         ),
         ("claims_race", Two(claims_race)),
+        ("reaps_race", Two(reaps_race)),
+        (
+            "a_claim_races_the_owners_renewal",
+            Two(a_claim_races_the_owners_renewal),
+        ),
+        ("a_reap_races_a_claim", Two(a_reap_races_a_claim)),
         (
             "a_release_hands_the_task_over_at_once",
             Two(a_release_hands_the_task_over_at_once),

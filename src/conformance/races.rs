@@ -1,0 +1,191 @@
+//! Checks of passes racing each other and the owners of their tasks: two
+//! reaps of the same orphans (two passes of one handle among them), a
+//! claim against the owner's renewal, and a reap against a claim. Each
+//! runs a few rounds of two to four threads over the same tasks, and
+//! holds whatever the interleaving: every task goes one way, reported by
+//! exactly the call that took it, and reads back as that call left it.
+
+use super::*;
+
+/// Rounds of each race, each over fresh tasks: the threads interleave
+/// differently from round to round.
+const ROUNDS: usize = 8;
+
+/// Tasks each round races over.
+const TASKS: usize = 16;
+
+/// `TASKS` tasks `store` makes: resumable of `kind` (with attempts to
+/// spare), or plain for `None`. Each round's resumable tasks are of a kind
+/// of their own, so that no claim takes an earlier round's.
+fn made(store: &dyn TaskStore, kind: Option<&str>) -> Vec<TaskId> {
+    (0..TASKS)
+        .map(|i| {
+            let new = if let Some(kind) = kind {
+                NewTask::new().resumable(kind, json!(i)).max_attempts(5)
+            } else {
+                NewTask::new()
+            };
+            store.create(new).unwrap().id
+        })
+        .collect()
+}
+
+/// The `kind` events the handles sent for task `id`.
+fn events_of(setup: &Setup, kind: TaskEventKind, id: &TaskId) -> usize {
+    setup
+        .events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
+        .count()
+}
+
+/// Four reaps at once, two through each handle, of the same orphans: each
+/// orphan is failed once, reported by one pass alone (with the version it
+/// wrote, which is what reads back), and told once as `task.reaped`.
+pub(super) fn reaps_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    for _ in 0..ROUNDS {
+        let ids = made(a, None);
+        setup.clock.advance(setup.lease);
+        let passes: Vec<Vec<Task>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let store = [a, b][t % 2];
+                    s.spawn(move || {
+                        let pass = store.reap().unwrap();
+                        assert!(pass.missed.is_empty(), "missed: {:?}", pass.missed);
+                        pass.tasks
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut reaped: Vec<&TaskId> = passes.iter().flatten().map(|t| &t.id).collect();
+        reaped.sort();
+        let mut want: Vec<&TaskId> = ids.iter().collect();
+        want.sort();
+        assert_eq!(reaped, want, "every orphan reaped by exactly one pass");
+        for task in passes.iter().flatten() {
+            assert_eq!(task.status, TaskStatus::Failed, "{task:?}");
+            assert_eq!(
+                b.get(&task.id).unwrap().as_ref(),
+                Some(task),
+                "a reaped task reads back as its pass reported it"
+            );
+            assert_eq!(events_of(setup, TaskEventKind::Reaped, &task.id), 1);
+        }
+    }
+}
+
+/// The owner renews its lapsed leases while another instance claims the
+/// same tasks: a task goes to one of them. No task is both renewed for
+/// its owner and claimed from it (either would have had to come first,
+/// and each rules the other out: a renewed lease is live, so not
+/// claimable, and a claimed task is no longer the owner's); a claimed
+/// task reads back as claimed, a renewed one as its owner's.
+pub(super) fn a_claim_races_the_owners_renewal(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    for round in 0..ROUNDS {
+        let kind = format!("k{round}");
+        let ids = made(a, Some(&kind));
+        setup.clock.advance(setup.lease);
+        let (renewals, claimed) = std::thread::scope(|s| {
+            let renewing = s.spawn(|| a.renew_leases_of(&ids));
+            let claiming = s.spawn(|| b.claim(&[&kind]).unwrap());
+            (renewing.join().unwrap(), claiming.join().unwrap())
+        });
+        assert!(claimed.missed.is_empty(), "missed: {:?}", claimed.missed);
+        let claimed: BTreeMap<&TaskId, &Task> =
+            claimed.tasks.iter().map(|task| (&task.id, task)).collect();
+        assert!(
+            claimed.keys().all(|id| ids.contains(id)),
+            "a claim of this round's kind took another task"
+        );
+        for (id, renewal) in ids.iter().zip(renewals) {
+            let now = b.get(id).unwrap().expect("every task is there");
+            match (renewal, claimed.get(id)) {
+                (Ok(Transition::Applied(renewed)), None) => {
+                    assert_eq!(now, renewed, "a renewed task reads back as renewed");
+                    assert_eq!(now.owner.as_deref(), Some(a.instance_id()));
+                    assert_eq!(now.epoch, 1);
+                }
+                (Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)), Some(&taken)) => {
+                    assert_eq!(&now, taken, "a claimed task reads back as claimed");
+                    assert_eq!(now.owner.as_deref(), Some(b.instance_id()));
+                    assert_eq!(now.epoch, 2);
+                }
+                (renewal, taken) => panic!(
+                    "task {id}: renewed {renewal:?} and claimed {taken:?} (now {now:?}): \
+                     it must go to exactly one"
+                ),
+            }
+        }
+        let mut told = 0;
+        for id in &ids {
+            told += events_of(setup, TaskEventKind::Claimed, id);
+        }
+        assert_eq!(told, claimed.len(), "one task.claimed a task claimed");
+    }
+}
+
+/// A reap and a claim of the same resumable orphans, past their claim
+/// grace, at once: each task is either failed by the reap or claimed,
+/// reported by that call alone, and reads back so; none is both, and none
+/// neither (each call judges a task again when the other wrote it first).
+pub(super) fn a_reap_races_a_claim(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    for round in 0..ROUNDS {
+        let kind = format!("k{round}");
+        let ids = made(a, Some(&kind));
+        // Past the lease and the claim grace (one lease): reapable, and
+        // still claimable until reaped.
+        setup.clock.advance(setup.lease * 2);
+        let (reaped, claimed) = std::thread::scope(|s| {
+            let reaping = s.spawn(|| a.reap().unwrap());
+            let claiming = s.spawn(|| b.claim(&[&kind]).unwrap());
+            (reaping.join().unwrap(), claiming.join().unwrap())
+        });
+        assert!(reaped.missed.is_empty(), "missed: {:?}", reaped.missed);
+        assert!(claimed.missed.is_empty(), "missed: {:?}", claimed.missed);
+        let by_id = |pass: &[Task]| -> BTreeMap<TaskId, Task> {
+            pass.iter().map(|t| (t.id.clone(), t.clone())).collect()
+        };
+        let (reaped, claimed) = (by_id(&reaped.tasks), by_id(&claimed.tasks));
+        assert!(
+            claimed.keys().all(|id| ids.contains(id)),
+            "a claim of this round's kind took another task"
+        );
+        for id in &ids {
+            let now = b.get(id).unwrap().expect("every task is there");
+            match (reaped.get(id), claimed.get(id)) {
+                (Some(failed), None) => {
+                    assert_eq!(&now, failed, "a reaped task reads back as reaped");
+                    assert_eq!(now.status, TaskStatus::Failed);
+                }
+                (None, Some(taken)) => {
+                    assert_eq!(&now, taken, "a claimed task reads back as claimed");
+                    assert_eq!(
+                        (now.status, now.owner.as_deref(), now.epoch),
+                        (TaskStatus::Working, Some(b.instance_id()), 2)
+                    );
+                }
+                (failed, taken) => panic!(
+                    "task {id}: reaped {failed:?} and claimed {taken:?} (now {now:?}): \
+                     it must go one way"
+                ),
+            }
+            let told = (
+                events_of(setup, TaskEventKind::Reaped, id),
+                events_of(setup, TaskEventKind::Claimed, id),
+            );
+            let want = if reaped.contains_key(id) {
+                (1, 0)
+            } else {
+                (0, 1)
+            };
+            assert_eq!(told, want, "the events of task {id}");
+        }
+    }
+}
