@@ -329,7 +329,7 @@ impl FileBackend {
 /// (also when a worker of the pass panics): the caller holds every stripe
 /// from before it starts until after it is dropped, so the only unlinks
 /// there meanwhile are its own, and it deals with their entries itself
-/// (`remove_unread` here, a large removal batch in `write.rs`).
+/// (`remove_unread` here, a large removal batch in `write/remove.rs`).
 pub(super) struct Unnoticed<'a>(Option<&'a FileBackend>);
 
 impl<'a> Unnoticed<'a> {
