@@ -1,0 +1,374 @@
+//! The `expiring/` index: the expired tasks a sweep's scan asks for, found
+//! from the entries' names and read only as the page needs them; the
+//! entries due at an instant kept for a pass's batches; stale entries told
+//! from live ones and removed, and missing ones noticed.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::backend::{Position, Scan, Skipped};
+use crate::error::{Error, Result};
+use crate::file::fs::Dir;
+use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
+use crate::file::{FileBackend, parallel, recovery};
+use crate::id::TaskId;
+use crate::task::Task;
+
+impl FileBackend {
+    /// The tasks in `done/` expired at `at` that `scan` asks for, found from
+    /// the `expiring/` index: the entries' names say where each lists and
+    /// when it expires, so only the tasks returned are read, and the
+    /// directory is read once per pass ([`DueEntries`]). Entries that are no
+    /// longer their task's file (a crash between a move's steps) are
+    /// removed.
+    pub(super) fn expired_history(
+        &self,
+        scan: &Scan,
+        at: time::OffsetDateTime,
+    ) -> Result<(Vec<Task>, Vec<Skipped>)> {
+        let due = self.due.entries(self, scan, at)?;
+        let start = scan.after.as_ref().map_or(0, |after| {
+            due.partition_point(|(position, _)| position <= after)
+        });
+        let (mut tasks, mut skipped, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        let mut looked = start;
+        while tasks.len() < scan.limit && looked < due.len() {
+            // As many entries as the page still needs, read on every worker
+            // (an entry found stale or unreadable leaves its place to the
+            // next window), then taken in listing order.
+            let window = &due[looked..due.len().min(looked + scan.limit - tasks.len())];
+            looked += window.len();
+            let met = parallel::map(window, |(position, index)| {
+                self.meet_indexed(&position.id, index, scan)
+            });
+            for ((position, index), met) in window.iter().zip(met) {
+                let id = &position.id;
+                match met {
+                    Indexed::Task(task) => {
+                        if scan.removes {
+                            self.proofs.remember(&task, index);
+                        }
+                        tasks.push(task);
+                    }
+                    Indexed::Copy(task) => tasks.push(task),
+                    Indexed::Stale => stale.push((id.clone(), index.clone())),
+                    Indexed::Gone => {}
+                    Indexed::Unreadable(e) => {
+                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.drop_stale_indexes(&stale) {
+            // Housekeeping: the entries stay for the next pass to try
+            // again, and the tasks found are the pass's all the same.
+            tracing::warn!(store = %self.root.display(), error = %e, "could not remove stale expiring/ entries");
+        }
+        if looked == due.len() {
+            // The pass is through: nothing to keep for its next batch.
+            self.due.end();
+        }
+        Ok((tasks, skipped))
+    }
+
+    /// The task in `done/` whose `expiring/` entry is `index`, read if the
+    /// entry is still its file (a hard link), shaped as `scan` asks; or if
+    /// the file holds the very task the entry names (a store copied without
+    /// its hard links). A file that cannot be looked at is reported, and
+    /// its entry kept: it is no sign that the entry is stale.
+    fn meet_indexed(&self, id: &TaskId, index: &OsStr, scan: &Scan) -> Indexed {
+        let done = self.dir(Area::Done);
+        let name = task_name(id);
+        let linked = match self.entry_link(index, id) {
+            Link::Same => true,
+            Link::Other => false,
+            Link::Unknown(path, e) => return Indexed::Unreadable(Error::io("stat", path, e)),
+        };
+        match self.read_task(done, &name, id) {
+            Ok(Some(task)) if linked => Indexed::Task(scan.shape(task)),
+            Ok(Some(task)) if layout::is_entry_of(index, &task) => Indexed::Copy(scan.shape(task)),
+            Ok(Some(_)) => Indexed::Stale,
+            Ok(None) if linked => Indexed::Gone,
+            Ok(None) => Indexed::Stale,
+            Err(e) => Indexed::Unreadable(e),
+        }
+    }
+
+    /// Whether the `expiring/` entry `index` is still the file
+    /// `done/<id>.json`: one inode under both names. Then it is the file
+    /// the entry was linked from, unchanged since (task files never change
+    /// in place, and a linked inode cannot be reused); else the entry is
+    /// stale, or the file gone, or either cannot be looked at.
+    pub(in crate::file) fn entry_is_file(&self, index: &OsStr, id: &TaskId) -> bool {
+        matches!(self.entry_link(index, id), Link::Same)
+    }
+
+    /// How the `expiring/` entry `index` stands to the file
+    /// `done/<id>.json`.
+    fn entry_link(&self, index: &OsStr, id: &TaskId) -> Link {
+        let done = self.dir(Area::Done);
+        let name = task_name(id);
+        let look = |dir: &Dir, name: &OsStr| match self.fs.stat(dir, name) {
+            Ok(status) => Ok(Some((status.dev, status.ino))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Link::Unknown(dir.join(name), e)),
+        };
+        match (look(self.expiring.dir(), index), look(done, &name)) {
+            (Err(unknown), _) | (_, Err(unknown)) => unknown,
+            (Ok(Some(entry)), Ok(Some(file))) if entry == file => Link::Same,
+            _ => Link::Other,
+        }
+    }
+
+    /// Removes each `expiring/` entry `(id, index)`, under its task's lock,
+    /// that is still not the file of its task in `done/` (nor of one in
+    /// `active/` on its way there), after an fsync of `done/` made with
+    /// those locks held: an entry is stale once its task's file is gone
+    /// from `done/`, which may be before that removal is durable (another
+    /// handle's sweep settles its removals at its end, or failed to), and a
+    /// power loss must not bring the file back without its entry.
+    pub(in crate::file) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // After a failed fsync of `done/` this handle cannot tell a removal
+        // from it durable (a power loss may bring the file back), so the
+        // entries stay, and the caller hears so (a repair would report
+        // them removed): a stale one is harmless, a finished task come
+        // back without its entry would never be swept.
+        if self.area(Area::Done).has_failed() {
+            return Err(Error::io(
+                "remove stale entries of",
+                self.root.join("expiring"),
+                std::io::Error::other(
+                    "an fsync of done/ failed earlier on this handle: a removal it may have \
+                     lost could come back, so its entry stays until the store is opened again",
+                ),
+            ));
+        }
+        // Every stripe of the entries held at once (in stripe order, the
+        // lock order), so that what is judged under them holds through the
+        // fsync below: a removal of a task's file from `done/` is made
+        // under its lock, so one made before the lock is covered by the
+        // fsync, and none comes after it until the entry is gone.
+        let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards = self.locks.lock_each(&self.fs, &stripes)?;
+        let stale: Vec<&(TaskId, OsString)> = entries
+            .iter()
+            .filter(|(id, index)| self.index_is_stale(id, index))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.sync(Area::Done, self.area(Area::Done).before())?;
+        // One entry that cannot go keeps no other from going: the first
+        // error is returned once all were tried.
+        let mut first = None;
+        for (_, index) in stale {
+            if let Err(e) = self.remove_index_entry(index) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Removes the `expiring/` entry `index` of task `id` if it is still
+    /// not the file of the task in `done/` (nor of one in `active/`); the
+    /// caller holds the task's lock, and has made durable any removal of
+    /// the task's file from `done/` (see
+    /// [`drop_stale_indexes`](Self::drop_stale_indexes)), or moved it into
+    /// `quarantine/` and made that durable (a set-aside).
+    pub(in crate::file) fn drop_stale_index_locked(
+        &self,
+        id: &TaskId,
+        index: &OsStr,
+    ) -> Result<()> {
+        if !self.index_is_stale(id, index) {
+            return Ok(());
+        }
+        self.remove_index_entry(index)
+    }
+
+    /// Removes the `expiring/` entry `index` (gone already is as good).
+    fn remove_index_entry(&self, index: &OsStr) -> Result<()> {
+        match self.fs.remove(self.expiring.dir(), index) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", self.expiring.dir().join(index), e)),
+        }
+    }
+
+    /// Whether the `expiring/` entry `index` of task `id` is there and is
+    /// not the file of the task in `done/`, nor of one in `active/` on its
+    /// way there, nor names the task `done/` holds (a store copied without
+    /// its hard links); final only under the task's lock. A file that
+    /// cannot be looked at or read for now leaves the entry not stale:
+    /// only a file known gone or another task's makes it so.
+    pub(in crate::file) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
+        let file = task_name(id);
+        let Ok(entry) = self.fs.stat(self.expiring.dir(), index) else {
+            return false;
+        };
+        for area in [Area::Done, Area::Active] {
+            match self.fs.stat(self.dir(area), &file) {
+                Ok(task) if (task.dev, task.ino) == (entry.dev, entry.ino) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => return false,
+            }
+        }
+        match self.read_task(self.dir(Area::Done), &file, id) {
+            Ok(Some(task)) => !layout::is_entry_of(index, &task),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the finished `task`, whose file is `done/<id>.json`, has a
+    /// TTL and lacks its `expiring/` entry (so no sweep would find it).
+    /// Final only under the task's lock.
+    pub(in crate::file) fn index_is_missing(&self, task: &Task) -> bool {
+        let Some(index) = expiring_name(task) else {
+            return false;
+        };
+        let file = self.fs.stat(self.dir(Area::Done), &task_name(&task.id));
+        let entry = self.fs.stat(self.expiring.dir(), &index);
+        match (file, entry) {
+            (Ok(file), Ok(entry)) => (file.dev, file.ino) != (entry.dev, entry.ino),
+            (Ok(_), Err(_)) => true,
+            (Err(_), _) => false,
+        }
+    }
+}
+
+/// What a sweep's scan met at an `expiring/` entry.
+// One per entry of a window, taken apart in order at once: a box would add
+// an allocation per task read.
+#[allow(clippy::large_enum_variant)]
+enum Indexed {
+    /// The task, its file still the entry's.
+    Task(Task),
+    /// The task the entry names, its file another inode (the entry a copy,
+    /// not a link): taken without a proof.
+    Copy(Task),
+    /// The entry is no longer its task's file.
+    Stale,
+    /// The file went between the entry's check and the read.
+    Gone,
+    /// The file does not read as a task.
+    Unreadable(Error),
+}
+
+/// How an `expiring/` entry stands to its task's file in `done/`.
+enum Link {
+    /// One inode under both names.
+    Same,
+    /// Another inode, or either name gone.
+    Other,
+    /// Either could not be looked at: the path, and why.
+    Unknown(std::path::PathBuf, io::Error),
+}
+
+/// The `expiring/` entries due at an instant, in listing order, kept from a
+/// pass's first batch for the batches that go on from it: a sweep of
+/// finished tasks reads the directory once, not once per batch of 1,024
+/// (which made a sweep of many finished tasks grow with their square).
+///
+/// A scan from the start (no position: a pass's first batch) reads the
+/// directory; one that goes on from a position at the same instant uses
+/// what the last read kept. An entry a batch removed lists before the next
+/// batch's position; one made since the pass began (a task that finished
+/// meanwhile, already expired) is left to the next pass, as a task created
+/// behind a pass's position is. A sweep's [`remove_due`] reads the
+/// directory before its first batch and keeps the entries it left: that
+/// first batch starts from them. Freed when a pass is through, or when the
+/// sweep settles.
+///
+/// [`remove_due`]: FileBackend::remove_due
+#[derive(Debug, Default)]
+pub(in crate::file) struct DueEntries {
+    kept: Mutex<Option<Due>>,
+    /// How many times the directory was read.
+    #[cfg(test)]
+    pub(in crate::file) reads: std::sync::atomic::AtomicUsize,
+}
+
+/// The entries [`DueEntries`] keeps, and the instant they are due at.
+#[derive(Debug)]
+struct Due {
+    at: time::OffsetDateTime,
+    entries: Arc<DueList>,
+    /// What a sweep's `remove_due` left, for its first batch.
+    left: bool,
+}
+
+/// The `expiring/` entries due at an instant, in listing order: where each
+/// task lists, and the entry's name.
+pub(in crate::file) type DueList = Vec<(Position, OsString)>;
+
+impl DueEntries {
+    /// The entries of `expiring/` due at `at`, in listing order, for `scan`.
+    fn entries(
+        &self,
+        backend: &FileBackend,
+        scan: &Scan,
+        at: time::OffsetDateTime,
+    ) -> Result<Arc<DueList>> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(due) = kept
+            .as_mut()
+            .filter(|due| due.at == at && (scan.after.is_some() || due.left))
+        {
+            due.left = false;
+            return Ok(Arc::clone(&due.entries));
+        }
+        let entries = Arc::new(self.read(backend, at)?);
+        *kept = Some(Due {
+            at,
+            entries: Arc::clone(&entries),
+            left: false,
+        });
+        Ok(entries)
+    }
+
+    /// Reads the entries of `expiring/` due at `at`, in listing order.
+    pub(in crate::file) fn read(
+        &self,
+        backend: &FileBackend,
+        at: time::OffsetDateTime,
+    ) -> Result<DueList> {
+        let names = backend
+            .fs
+            .read_dir(backend.expiring.dir())
+            .map_err(|e| Error::io("read directory", backend.expiring.dir().path(), e))?;
+        #[cfg(test)]
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries: DueList = names
+            .into_iter()
+            .filter_map(|name| {
+                let (position, expires) = layout::expiring_entry(&name)?;
+                expires.is_some_and(|x| x <= at).then_some((position, name))
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
+    /// Keeps `entries`, due at `at`, for the next pass's first batch.
+    pub(in crate::file) fn keep_left(&self, at: time::OffsetDateTime, entries: DueList) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(Due {
+            at,
+            entries: Arc::new(entries),
+            left: true,
+        });
+    }
+
+    /// Frees what is kept: the pass is through.
+    pub(in crate::file) fn end(&self) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
