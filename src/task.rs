@@ -274,6 +274,9 @@ pub struct NewTask {
     pub(crate) status_message: Option<String>,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) resume: Option<Resume>,
+    /// [`max_attempts`](NewTask::max_attempts) as given, kept for a
+    /// [`resumable`](NewTask::resumable) called after it.
+    pub(crate) max_attempts: Option<u32>,
 }
 
 impl NewTask {
@@ -318,10 +321,7 @@ impl NewTask {
     /// checkpoint, with `input` (stored with the task, counted against the
     /// payload cap).
     pub fn resumable(mut self, kind: impl Into<String>, input: Value) -> NewTask {
-        let max_attempts = self
-            .resume
-            .as_ref()
-            .map_or(DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts);
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         self.resume = Some(Resume {
             kind: kind.into(),
             input,
@@ -333,11 +333,14 @@ impl NewTask {
     }
 
     /// How many owners a resumable task may have in all (default 3, at
-    /// least 1); after the last one dies, the task is failed. No effect on a
-    /// task that is not [`resumable`](NewTask::resumable).
+    /// least 1); after the last one dies, the task is failed. Given before
+    /// or after [`resumable`](NewTask::resumable), alike; no effect on a
+    /// task that is not resumable.
     pub fn max_attempts(mut self, attempts: u32) -> NewTask {
+        let attempts = attempts.max(1);
+        self.max_attempts = Some(attempts);
         if let Some(resume) = &mut self.resume {
-            resume.max_attempts = attempts.max(1);
+            resume.max_attempts = attempts;
         }
         self
     }

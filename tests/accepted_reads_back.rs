@@ -525,3 +525,47 @@ fn the_payloads_cover_every_outcome() {
         "at the depth limit {at_limit}, over it {too_deep}, over the cap {too_large}, fits {fits}"
     );
 }
+
+/// A resumable task's settings read back as the host gave them, whichever
+/// builder call came first: `max_attempts` before `resumable` is not
+/// dropped for the default (a host that asks for one attempt, for work
+/// that must not run twice, must not get three). Read back from a fresh
+/// file store handle, as every payload above.
+#[test]
+fn max_attempts_reads_back_whether_given_before_or_after_resumable() {
+    let dir = scratch();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).expect("open");
+    for attempts in [1, 7, u32::MAX] {
+        let before = store
+            .create(
+                NewTask::new()
+                    .max_attempts(attempts)
+                    .resumable("kind", json!({"n": attempts})),
+            )
+            .expect("create");
+        let after = store
+            .create(
+                NewTask::new()
+                    .resumable("kind", json!({"n": attempts}))
+                    .max_attempts(attempts),
+            )
+            .expect("create");
+        let fresh = FileStore::open(&root).expect("open");
+        for (order, task) in [("before", before), ("after", after)] {
+            let read = fresh.get(&task.id).expect("get").expect("the task");
+            assert_eq!(read, task, "max_attempts {order} resumable: read back");
+            let resume = read.resume.expect("a resumable task");
+            assert_eq!(
+                (resume.max_attempts, resume.attempts),
+                (attempts, 1),
+                "max_attempts({attempts}) {order} resumable"
+            );
+        }
+    }
+    // Still of no effect on a task that is not resumable.
+    let plain = store
+        .create(NewTask::new().max_attempts(5))
+        .expect("create");
+    assert_eq!(plain.resume, None);
+}

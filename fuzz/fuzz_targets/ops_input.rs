@@ -134,7 +134,7 @@ pub struct Create {
 }
 
 /// `NewTask::resumable(kind, input)`, with `max_attempts(n)` called after
-/// it, or before it (where it has no effect).
+/// it, or before it (to the same effect).
 #[derive(Arbitrary, Debug)]
 pub struct Resumable {
     pub kind: Kind,

@@ -776,11 +776,12 @@ impl Run {
             assert_eq!(DEFAULT_MAX_ATTEMPTS, 3);
             let mut max_attempts = DEFAULT_MAX_ATTEMPTS;
             match resumable.max_attempts {
-                // Before `resumable`, there is nothing to set.
+                // Before `resumable` or after it, alike.
                 Some(n) if resumable.max_attempts_first => {
                     new = new
                         .max_attempts(n.into())
                         .resumable(kind.clone(), input.clone());
+                    max_attempts = u32::from(n).max(1);
                 }
                 Some(n) => {
                     new = new
