@@ -26,12 +26,14 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A new task was refused before anything was written: what it asked
-    /// for cannot be kept (a TTL under a millisecond, which would have it
-    /// expired the instant it was made).
+    /// A new task, or a write to one, was refused before anything was
+    /// written: what it asked for cannot be kept (a TTL under a
+    /// millisecond, which would have it expired the instant it was made; a
+    /// checkpoint of a task that is not resumable, which has no place for
+    /// it).
     #[error("task {id} refused: {reason}")]
     InvalidTask {
-        /// The id it would have had.
+        /// The task (or the id it would have had).
         id: TaskId,
         /// Why.
         reason: &'static str,

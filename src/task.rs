@@ -427,7 +427,10 @@ impl TaskUpdate {
     }
 
     /// Saves a checkpoint of a resumable task's work: the point a new owner
-    /// resumes from. Ignored by a task that is not resumable.
+    /// resumes from. A task that is not resumable has no place for it: the
+    /// update is refused with
+    /// [`Error::InvalidTask`](crate::Error::InvalidTask), naming the task,
+    /// and changes nothing.
     pub fn checkpoint(mut self, checkpoint: Value) -> TaskUpdate {
         self.checkpoint = Some(checkpoint);
         self
@@ -479,7 +482,20 @@ impl TaskUpdate {
     }
 
     /// Applies the update to a non-terminal task (checked by the caller).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTask`](crate::Error::InvalidTask) for a checkpoint
+    /// of a task that is not resumable: it has no resume state to keep it
+    /// in, and a checkpoint accepted must read back.
     pub(crate) fn apply(self, task: &mut Task, now: OffsetDateTime) -> crate::Result<()> {
+        if self.checkpoint.is_some() && task.resume.is_none() {
+            return Err(crate::Error::InvalidTask {
+                id: task.id.clone(),
+                reason: "a checkpoint is kept by a resumable task alone (`NewTask::resumable`), \
+                         and this one is not: nothing was written",
+            });
+        }
         if let Some(status) = self.status {
             if status == TaskStatus::Working && self.input_requests.is_none() {
                 task.input_requests = None;

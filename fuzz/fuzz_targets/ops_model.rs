@@ -186,7 +186,10 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
         }
         Error::InvalidCursor { cursor, .. } => (Refusal::InvalidCursor { shown: cursor }, None),
         Error::InvalidTask { id, reason } => {
-            assert!(reason.contains("ttl"), "InvalidTask says why: {reason}");
+            assert!(
+                reason.contains("ttl") || reason.contains("checkpoint"),
+                "InvalidTask says why: {reason}"
+            );
             (Refusal::InvalidTask, Some(id))
         }
         other => panic!("an error the model never predicts: {other:?}"),
@@ -362,6 +365,17 @@ fn orphan_error(task: &Task, reaper: &str) -> Value {
 
 /// What `complete`, `fail` and `cancel` make of a running task (the
 /// revision and lease are the caller's).
+/// Saves `checkpoint` (if any) in `task`'s resume state: a task that is
+/// not resumable has no place for it, and the write is refused.
+fn checkpoint_into(task: &mut Task, checkpoint: Option<Value>) -> Want<()> {
+    let Some(checkpoint) = checkpoint else {
+        return Ok(());
+    };
+    let resume = task.resume.as_mut().ok_or(Refusal::InvalidTask)?;
+    resume.checkpoint = Some(checkpoint);
+    Ok(())
+}
+
 fn finish(task: &mut Task, now: OffsetDateTime, outcome: Outcome) {
     task.status = outcome.status();
     task.input_requests = None;
@@ -643,10 +657,9 @@ impl Run {
                 }
                 let got = self.store(h).update(&id, update);
                 let want = self.model_write(h, &id, fence, |task, now| {
-                    if let Some(resume) = &mut task.resume {
-                        resume.checkpoint = Some(checkpoint);
-                    }
+                    checkpoint_into(task, Some(checkpoint))?;
                     task.last_updated_at = now;
+                    Ok(())
                 });
                 check(
                     &format!("checkpoint {id} at {fence:?}"),
@@ -947,6 +960,7 @@ impl Run {
             // Refused before the task is read.
             Some(terminal) => Err(Refusal::TerminalStatusInUpdate { status: terminal }),
             None => self.model_write(h, &id, fence, |task, now| {
+                checkpoint_into(task, checkpoint)?;
                 if let Some(status) = status {
                     if status == TaskStatus::Working && input.is_none() {
                         task.input_requests = None;
@@ -962,11 +976,9 @@ impl Run {
                 if let Some(poll) = poll {
                     task.poll_interval = Some(whole_millis(poll));
                 }
-                if let (Some(checkpoint), Some(resume)) = (checkpoint, &mut task.resume) {
-                    resume.checkpoint = Some(checkpoint);
-                }
                 task.metadata.extend(metadata);
                 task.last_updated_at = now;
+                Ok(())
             }),
         };
         check(&format!("update {id}"), Some(&id), got, &want);
@@ -983,19 +995,24 @@ impl Run {
         outcome: Outcome,
     ) {
         let what = format!("{:?} {id} at {fence:?}", outcome.status());
-        let want = self.model_write(h, id, fence, |task, now| finish(task, now, outcome));
+        let want = self.model_write(h, id, fence, |task, now| {
+            finish(task, now, outcome);
+            Ok(())
+        });
         check(&what, Some(id), got, &want);
         self.reads_back(id);
     }
 
     /// What a write by handle `h` of task `id` (fenced to an epoch, or
-    /// not) does: `change` is what it asks for.
+    /// not) does: `change` is what it asks for, or its refusal of what the
+    /// task cannot keep (after the task is found live, unfinished and not
+    /// fenced, as the store refuses it).
     fn model_write(
         &mut self,
         h: usize,
         id: &TaskId,
         fence: Option<u64>,
-        change: impl FnOnce(&mut Task, OffsetDateTime),
+        change: impl FnOnce(&mut Task, OffsetDateTime) -> Want<()>,
     ) -> Want<Transition> {
         let Some(current) = self.tasks.get(id).cloned() else {
             return Err(Refusal::NotFound);
@@ -1022,7 +1039,7 @@ impl Run {
         let had = encoded_size(&current);
         let cap = self.handles[h].cap;
         let mut next = current;
-        change(&mut next, now);
+        change(&mut next, now)?;
         next.revision += 1;
         self.after_write(h, &mut next);
         let small_failure = next.status == TaskStatus::Failed

@@ -283,6 +283,51 @@ pub(super) fn a_ttl_under_a_millisecond_is_refused(store: &dyn TaskStore, _: &Se
     assert_eq!(store.get(&short.id).unwrap(), Some(short));
 }
 
+/// A checkpoint has its place in a resumable task's resume state alone:
+/// on a task that is not resumable, an update that saves one is refused,
+/// naming the task, and changes nothing (not its status message, not its
+/// revision), where it was applied with the checkpoint dropped. A
+/// resumable task keeps it, and reads it back from another handle.
+pub(super) fn a_checkpoint_of_a_task_that_is_not_resumable_is_refused(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    _: &Setup,
+) {
+    let plain = a.create(NewTask::new().status_message("before")).unwrap();
+    let update = || {
+        TaskUpdate::new()
+            .status_message("after")
+            .checkpoint(json!({"page": 7}))
+    };
+    match a.update(&plain.id, update()) {
+        Err(Error::InvalidTask { id, reason }) => {
+            assert_eq!(id, plain.id);
+            assert!(reason.contains("checkpoint"), "{reason}");
+        }
+        other => panic!("a checkpoint of a task that is not resumable: {other:?}"),
+    }
+    assert_eq!(
+        b.get(&plain.id).unwrap(),
+        Some(plain.clone()),
+        "nothing changed"
+    );
+    // Fenced to its epoch by its owner, alike.
+    match a.update(&plain.id, update().fenced(plain.epoch)) {
+        Err(Error::InvalidTask { id, .. }) => assert_eq!(id, plain.id),
+        other => panic!("a fenced checkpoint of a task that is not resumable: {other:?}"),
+    }
+    assert_eq!(b.get(&plain.id).unwrap(), Some(plain));
+    let resumable = a
+        .create(NewTask::new().resumable("k", json!({"file": "x"})))
+        .unwrap();
+    let saved = applied(a.update(&resumable.id, update()).unwrap());
+    let read = b.get(&resumable.id).unwrap().expect("the task");
+    assert_eq!(read, saved);
+    let resume = read.resume.expect("its resume state");
+    assert_eq!(resume.checkpoint, Some(json!({"page": 7})));
+    assert_eq!(read.status_message.as_deref(), Some("after"));
+}
+
 pub(super) fn sweep_deletes_expired_tasks(store: &dyn TaskStore, setup: &Setup) {
     // With every kind of payload: a sweep reads its tasks without them.
     let short = store

@@ -194,6 +194,9 @@ pub enum Ret {
     NotFound,
     AlreadyExists,
     NotOwner,
+    /// A write refused for what it asked (`Error::InvalidTask`: a
+    /// checkpoint of a task that is not resumable); it changed nothing.
+    InvalidTask,
     /// A pass left the task alone.
     Untouched,
     /// An error that promises nothing was applied
@@ -256,6 +259,7 @@ pub fn error_or(e: Error, other: fn(Error) -> Ret) -> Ret {
         Error::NotFound { .. } => Ret::NotFound,
         Error::AlreadyExists { .. } => Ret::AlreadyExists,
         Error::NotOwner { .. } => Ret::NotOwner,
+        Error::InvalidTask { .. } => Ret::InvalidTask,
         e => other(e),
     }
 }

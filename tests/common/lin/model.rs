@@ -299,6 +299,7 @@ impl Model<'_> {
             (Ret::NotFound, Ret::NotFound)
             | (Ret::AlreadyExists, Ret::AlreadyExists)
             | (Ret::NotOwner, Ret::NotOwner)
+            | (Ret::InvalidTask, Ret::InvalidTask)
             | (Ret::Untouched, Ret::Untouched) => true,
             _ => false,
         }
@@ -512,6 +513,7 @@ impl Model<'_> {
                     fence,
                     if_revision,
                     leave_lease,
+                    checkpoint,
                     ..
                 },
                 Some(t),
@@ -521,6 +523,10 @@ impl Model<'_> {
                 }
                 if if_revision.is_some_and(|r| r != t.revision) {
                     return keep(Ret::Changed(t.clone()));
+                }
+                // A checkpoint has no place in a task that is not resumable.
+                if *checkpoint && t.resume.is_none() {
+                    return keep(Ret::InvalidTask);
                 }
                 let Some(mut next) = self.stamped(updated(t, &op.call), op, w) else {
                     return vec![];
