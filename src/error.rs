@@ -97,7 +97,10 @@ pub enum Error {
         id: TaskId,
         /// Its encoded size in bytes.
         size: usize,
-        /// The configured cap (`max_payload_bytes`).
+        /// The most this write may take: the configured cap
+        /// (`max_payload_bytes`), or more where the store lets a write past
+        /// it (its own changes, a small failure, a write over a task
+        /// another handle's larger cap let in: see `OWN_HEADROOM`).
         limit: usize,
     },
 

@@ -118,8 +118,9 @@ impl Limits {
         let limit = self.max_payload_bytes + OWN_HEADROOM;
         if json.len() > limit {
             let had = encode(current).map_or(0, |had| had.len());
-            if json.len() > had.saturating_add(OWN_HEADROOM).clamp(limit, LARGEST_TASK) {
-                return Err(self.too_large(&task, json.len()));
+            let limit = had.saturating_add(OWN_HEADROOM).clamp(limit, LARGEST_TASK);
+            if json.len() > limit {
+                return Err(too_large(&task, json.len(), limit));
             }
         }
         Ok(Record::new(task, json))
@@ -148,7 +149,7 @@ impl Limits {
                 (false, _) => cap,
             };
             if json.len() > limit {
-                return Err(self.too_large(&task, json.len()));
+                return Err(too_large(&task, json.len(), limit));
             }
         }
         Ok(Record::new(task, json))
@@ -158,17 +159,18 @@ impl Limits {
         check_depth(&task)?;
         let json = encode(&task)?;
         if json.len() > limit {
-            return Err(self.too_large(&task, json.len()));
+            return Err(too_large(&task, json.len(), limit));
         }
         Ok(Record::new(task, json))
     }
+}
 
-    fn too_large(&self, task: &Task, size: usize) -> Error {
-        Error::PayloadTooLarge {
-            id: task.id.clone(),
-            size,
-            limit: self.max_payload_bytes,
-        }
+/// `task`, encoded in `size` bytes, refused for a write held to `limit`.
+fn too_large(task: &Task, size: usize, limit: usize) -> Error {
+    Error::PayloadTooLarge {
+        id: task.id.clone(),
+        size,
+        limit,
     }
 }
 

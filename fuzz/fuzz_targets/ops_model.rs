@@ -539,11 +539,11 @@ impl Run {
         }
     }
 
-    /// Whether handle `h` may write `task`: no value deeper than
+    /// Whether a handle may write `task`: no value deeper than
     /// `MAX_DEPTH` (the error names the deepest), and no larger than
     /// `limit` (the handle's payload cap, or past it: see `own_limit` and
     /// `host_write`).
-    fn recorded(&self, h: usize, task: &Task, limit: usize) -> Want<()> {
+    fn recorded(&self, task: &Task, limit: usize) -> Want<()> {
         let resume = task.resume.as_ref();
         let deepest = [&task.result, &task.error, &task.input_requests]
             .into_iter()
@@ -559,7 +559,6 @@ impl Run {
         }
         let size = encoded_size(task);
         if size > limit {
-            let limit = self.handles[h].cap;
             return Err(Refusal::PayloadTooLarge { size, limit });
         }
         Ok(())
@@ -882,7 +881,7 @@ impl Run {
         if want.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(Refusal::InvalidTask);
         }
-        self.recorded(h, want, self.handles[h].cap)?;
+        self.recorded(want, self.handles[h].cap)?;
         let mut freed = false;
         loop {
             let running = self.tasks.values().filter(|t| !t.is_terminal()).count();
@@ -1053,7 +1052,7 @@ impl Run {
             (false, _) if small_failure => cap + OWN_HEADROOM,
             (false, _) => cap,
         };
-        self.recorded(h, &next, limit)?;
+        self.recorded(&next, limit)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }
@@ -1239,7 +1238,7 @@ impl Run {
         let mut next = task;
         next.revision += 1;
         next.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
-        self.recorded(h, &next, limit)?;
+        self.recorded(&next, limit)?;
         self.tasks.insert(id.clone(), next.clone());
         Ok(Transition::Applied(next))
     }
@@ -1263,7 +1262,7 @@ impl Run {
             let mut next = task;
             next.revision += 1;
             next.lease_expires_at = Some(lease_until(self.handles[h].lease_from));
-            match self.recorded(h, &next, limit) {
+            match self.recorded(&next, limit) {
                 Ok(()) => renewed.push(next),
                 Err(refusal) => {
                     refused.get_or_insert((next.id, refusal));
@@ -1325,7 +1324,7 @@ impl Run {
         next.revision += 1;
         next.lease_expires_at = None;
         let limit = self.own_limit(h, encoded_size(task));
-        self.recorded(h, &next, limit).map(|()| next)
+        self.recorded(&next, limit).map(|()| next)
     }
 
     fn claim(&mut self, h: usize, kinds: &[Kind]) {
@@ -1350,7 +1349,7 @@ impl Run {
             next.epoch += 1;
             let resume = next.resume.as_mut().expect("a claimable task is resumable");
             resume.attempts += 1;
-            match self.recorded(h, &next, limit) {
+            match self.recorded(&next, limit) {
                 Ok(()) => claimed.push(next),
                 Err(refusal) => missed.push((next.id, refusal)),
             }
