@@ -327,6 +327,10 @@ where
         ),
         ("a_reap_races_a_claim", Two(a_reap_races_a_claim)),
         (
+            "a_walk_across_pages_beside_writers_lists_every_standing_task_once",
+            Two(a_walk_across_pages_beside_writers_lists_every_standing_task_once),
+        ),
+        (
             "a_release_hands_the_task_over_at_once",
             Two(a_release_hands_the_task_over_at_once),
         ),
