@@ -111,8 +111,11 @@ impl std::error::Error for Described {
 /// Whether a statement that failed with its connection is made again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Again {
-    /// Never: it may have written (a write whose reply was lost is
-    /// recovered by reading what is stored instead).
+    /// Never, once sent: it may have written (a write whose reply was
+    /// lost is recovered by reading what is stored instead, and made again
+    /// only if that shows it changed nothing: [`Found::Untouched`]). One
+    /// whose preparation failed with its connection was never sent, and is
+    /// made again as a read is.
     Never,
     /// Once, on another connection, if it failed with its connection (not
     /// the server's refusal: [`may_end_session`](super::pool::may_end_session))
@@ -370,7 +373,10 @@ impl PgBackend {
                 Err(failure) => failure,
             };
             let e = conn.failed(e);
-            if again == Again::Read && !tried && !handed && super::pool::may_end_session(&e) {
+            // A statement whose preparation failed was never sent, and is
+            // made again as a read is, whatever it writes.
+            let unsent_or_read = preparing || (again == Again::Read && !handed);
+            if unsent_or_read && !tried && super::pool::may_end_session(&e) {
                 // Closed as it goes back; the next is another.
                 drop(conn);
                 tried = true;
@@ -728,22 +734,43 @@ impl PgBackend {
     /// (and, with `stored`, its JSON exactly that: a guess's). A write
     /// whose reply was lost after the commit (the connection dropped) finds
     /// the task stored exactly as it was to write it, and is done.
+    ///
+    /// A write that failed with its connection, and finds the task stored
+    /// as the version it was conditioned on, changed nothing (a commit
+    /// would have moved the revision on): it is made again once, on
+    /// another connection ([`Found::Untouched`]).
     fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
-        match self.try_replace_at(current, stored, next) {
-            Err(e) if self.found_written(&e, next, "replace") => Ok(Swap::Done),
-            // Changed nothing; if the task moved on meanwhile (a write a
-            // lock or statement timeout ended while it waited on another's
-            // row), that is the answer, as a write that found it changed:
-            // not a failure, which a claim would take for one that may
-            // stand, and disown (the other's claim, if it was this
-            // handle's).
-            Err(e) if refused(&e) => match self.current(&current.id, "replace") {
-                Ok(now) if !now.as_ref().is_some_and(|now| is_current(now, current)) => {
-                    Ok(Swap::Changed(now))
+        let mut again = true;
+        loop {
+            let e = match self.try_replace_at(current, stored, next) {
+                Err(e) => e,
+                // Made again, it missed the first try, which committed
+                // after all: done.
+                Ok(Swap::Changed(Some(now))) if !again && self.written(&now, next) => {
+                    return Ok(Swap::Done);
                 }
-                _ => Err(e),
-            },
-            other => other,
+                other => return other,
+            };
+            if refused(&e) {
+                // Changed nothing; if the task moved on meanwhile (a write
+                // a lock or statement timeout ended while it waited on
+                // another's row), that is the answer, as a write that
+                // found it changed: not a failure, which a claim would
+                // take for one that may stand, and disown (the other's
+                // claim, if it was this handle's).
+                return match self.current(&current.id, "replace") {
+                    Ok(now) if !now.as_ref().is_some_and(|now| is_current(now, current)) => {
+                        Ok(Swap::Changed(now))
+                    }
+                    _ => Err(e),
+                };
+            }
+            let untouched = |now: Option<&Task>| now.is_some_and(|now| is_current(now, current));
+            match self.found(&e, next, "replace", untouched) {
+                Found::Written => return Ok(Swap::Done),
+                Found::Untouched if std::mem::take(&mut again) => {}
+                Found::Untouched | Found::Neither => return Err(e),
+            }
         }
     }
 
@@ -858,20 +885,29 @@ impl PgBackend {
         self.batch(tasks, |task| task, || self.try_remove_all(tasks), alone)
     }
 
-    /// After a write of `record` failed (`op`) with `e`: whether it may
-    /// have committed (`e` is not one that changed nothing: [`refused`]) and
-    /// its task is stored exactly as the write was to leave it, so that the
-    /// write is done (its reply was lost after the commit). A failure that
-    /// changed nothing is not read back.
-    fn found_written(&self, e: &Error, record: &Record, op: &str) -> bool {
-        !refused(e)
-            && matches!(
-                self.current(&record.task().id, op),
-                Ok(Some(stored)) if self.written(&stored, record)
-            )
+    /// After a write of `record` failed (`op`) with `e`: what its task,
+    /// read back, says of it, if it may have committed (`e` is not one
+    /// that changed nothing: [`refused`]). `untouched` tells the version
+    /// the write was conditioned on (none, for an insert). A failure that
+    /// changed nothing is not read back ([`Found::Neither`]).
+    fn found(
+        &self,
+        e: &Error,
+        record: &Record,
+        op: &str,
+        untouched: impl FnOnce(Option<&Task>) -> bool,
+    ) -> Found {
+        if refused(e) {
+            return Found::Neither;
+        }
+        match self.current(&record.task().id, op) {
+            Ok(Some(stored)) if self.written(&stored, record) => Found::Written,
+            Ok(stored) if lost_connection(e) && untouched(stored.as_ref()) => Found::Untouched,
+            _ => Found::Neither,
+        }
     }
 
-    /// [`found_written`](Self::found_written) for the removal of `task`:
+    /// [`found`](Self::found) for the removal of `task`:
     /// whether it may have committed and the task is gone.
     fn found_removed(&self, e: &Error, task: &Task) -> bool {
         !refused(e) && matches!(self.current(&task.id, "remove"), Ok(None))
@@ -1001,6 +1037,34 @@ enum Alone {
     LeftOut,
 }
 
+/// What a task read back after a write of it failed says of the write
+/// ([`PgBackend::found`]).
+enum Found {
+    /// Stored exactly as the write was to leave it: the write is done (its
+    /// reply was lost after the commit).
+    Written,
+    /// Stored as the version the write was conditioned on (for an insert,
+    /// none), and the write failed with its connection: it changed
+    /// nothing, and is made again once. A connection the server ended a
+    /// moment after its last use (a restart, a failover, an
+    /// administrator's `pg_terminate_backend`) is not seen closed when
+    /// taken from the pool (`pool::LOOK_AFTER`), and the write sent on it
+    /// fails: made again on another connection, it fails no caller
+    /// (`pg::a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds`).
+    Untouched,
+    /// Anything else: another's write, or the read failed.
+    Neither,
+}
+
+/// Whether `e` is the driver's failure of a call whose connection may be
+/// gone ([`may_end_session`](super::pool::may_end_session)), not the
+/// store's own refusal of a value before anything was sent.
+fn lost_connection(e: &Error) -> bool {
+    e.backend_source()
+        .and_then(|source| source.downcast_ref::<Described>())
+        .is_some_and(|described| super::pool::may_end_session(&described.0))
+}
+
 /// The outcome of a batch statement, `rows` its reply: what `read` makes
 /// of the rows, or why it failed. Only a failure before it was sent (no
 /// connection, [`Known::Unsent`]) or the server's refusal of the statement itself
@@ -1091,12 +1155,28 @@ impl Backend for PgBackend {
 
     /// An insert whose reply was lost after the commit (the connection
     /// dropped) finds the task stored exactly as it was to write it, and
-    /// is done. Its failure, the server's refusal or one before sending, is
-    /// known to have changed nothing (`known_unchanged`).
+    /// is done; one that failed with its connection and finds no task in
+    /// its place changed nothing, and is made again once, on another
+    /// connection ([`Found::Untouched`]). Its failure, the server's
+    /// refusal or one before sending, is known to have changed nothing
+    /// (`known_unchanged`).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
-        match self.try_insert(record, max_active) {
-            Err(e) if self.found_written(&e, record, "insert") => Ok(Insert::Done),
-            inserted => known_unchanged(inserted),
+        let mut again = true;
+        loop {
+            let e = match self.try_insert(record, max_active) {
+                Err(e) => e,
+                // Made again, it found the first try's task, which
+                // committed after all: done.
+                Ok(Insert::Exists(stored)) if !again && self.written(&stored, record) => {
+                    return Ok(Insert::Done);
+                }
+                inserted => return inserted,
+            };
+            match self.found(&e, record, "insert", |stored| stored.is_none()) {
+                Found::Written => return Ok(Insert::Done),
+                Found::Untouched if std::mem::take(&mut again) => {}
+                Found::Untouched | Found::Neither => return known_unchanged(Err(e)),
+            }
         }
     }
 

@@ -384,6 +384,76 @@ fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
     );
 }
 
+/// A write on a pooled connection the server ended a moment after its
+/// last use (a restart, a failover, an administrator's
+/// `pg_terminate_backend`: given back under 100 ms before, it is not
+/// looked at when taken) succeeds: an update, a completion, a
+/// cancellation and a create each answer, and are stored once. The
+/// write, failed with its connection, reads its task back as the
+/// version it was conditioned on (or, a create, none), so it changed
+/// nothing and is made again once on another connection. (Each failed,
+/// "connection closed" or a `FATAL` `57P01`, once per pooled connection:
+/// an MCP client's `tasks/cancel` in a database's failover answered
+/// `-32603`.)
+#[test]
+fn a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("write_ended_moment_ago");
+    let application = schema.clone();
+    let store = PgStore::builder(format!(
+        "{} application_name={application}",
+        cluster.conninfo()
+    ))
+    .schema(&schema)
+    .time_source(TimeSource::Clock)
+    .change_notices(false)
+    .pool_size(1)
+    .open()
+    .unwrap();
+    let mut watcher = cluster.client();
+    let mut end_the_connection = || {
+        watcher
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&application],
+            )
+            .unwrap();
+        wait_until("the server to end the store's session", || {
+            connected(&mut watcher, &application) == 0
+        });
+    };
+    let task = store.create(NewTask::new()).unwrap();
+    let other = store.create(NewTask::new()).unwrap();
+    end_the_connection();
+    let updated = store.update(&task.id, TaskUpdate::new().status_message("half way"));
+    let Ok(Transition::Applied(updated)) = updated else {
+        panic!("update: {updated:?}");
+    };
+    assert_eq!(updated.revision, task.revision + 1, "written once");
+    end_the_connection();
+    let completed = store.complete(&task.id, json!("done"));
+    assert!(
+        matches!(&completed, Ok(Transition::Applied(t)) if t.revision == task.revision + 2),
+        "complete: {completed:?}"
+    );
+    end_the_connection();
+    let cancelled = store.cancel(&other.id, None);
+    assert!(
+        matches!(&cancelled, Ok(Transition::Applied(t)) if t.status == TaskStatus::Cancelled),
+        "cancel: {cancelled:?}"
+    );
+    end_the_connection();
+    let created = store.create(NewTask::new());
+    assert!(created.is_ok(), "create: {created:?}");
+    let created = created.unwrap();
+    assert_eq!(store.get(&created.id).unwrap(), Some(created));
+    assert_eq!(
+        store.get(&task.id).unwrap().map(|t| (t.status, t.revision)),
+        Some((TaskStatus::Completed, task.revision + 2))
+    );
+}
+
 /// The same with two pooled connections the server ended at once (a
 /// restart ends them all): the read made again does not take the other
 /// ended one, since a connection given back broken has the pool look at
