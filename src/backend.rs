@@ -385,6 +385,12 @@ pub struct Scan {
     pub lapsed_at: Option<OffsetDateTime>,
     /// Only tasks after this position in listing order, if set.
     pub after: Option<Position>,
+    /// Only tasks owned by this instance id ([`owns`](Scan::owns)), if
+    /// set: a listing's [`ListQuery::owner`](crate::ListQuery::owner). A
+    /// backend may return others too, which its caller leaves out (as the
+    /// file and memory backends do); one that filters them where it reads
+    /// (PostgreSQL's statement) reads and returns the owner's tasks alone.
+    pub owner: Option<String>,
     /// At most this many tasks (at least 1).
     pub limit: usize,
     /// Whether the tasks come whole (the default). `false` asks for them
@@ -411,6 +417,7 @@ impl Scan {
             expired_at: None,
             lapsed_at: None,
             after: None,
+            owner: None,
             limit: limit.max(1),
             payloads: true,
             removes: false,
@@ -472,6 +479,14 @@ impl Scan {
                     .as_ref()
                     .is_none_or(|at| lease_expires_at.as_ref().is_some_and(|x| x <= at))
         }
+    }
+
+    /// Whether `task` is owned as this scan asks ([`owner`](Scan::owner)):
+    /// the one place that says what an owner filter matches.
+    pub fn owns(&self, task: &Task) -> bool {
+        self.owner
+            .as_deref()
+            .is_none_or(|owner| task.owner.as_deref() == Some(owner))
     }
 
     /// Whether `task` comes after this scan's position.

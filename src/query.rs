@@ -46,10 +46,13 @@ impl ListQuery {
         self
     }
 
-    /// Only tasks owned by this instance id ([`Task::owner`]). The listing
-    /// reads the store in batches of at least 256 tasks while
-    /// it looks for them, however small the page: a page of one task owned
-    /// by an instance that owns few is not read one task at a time.
+    /// Only tasks owned by this instance id ([`Task::owner`]). Over
+    /// PostgreSQL the server filters the rows, and the listing reads the
+    /// owner's tasks alone. Over a backend that reads others too (the file
+    /// store, memory), the listing reads a page's worth first, then
+    /// batches of at least 256 tasks while it looks for the owner's,
+    /// however small the page: a page of one task owned by an instance
+    /// that owns few is not read one task at a time.
     pub fn owner(mut self, owner: impl Into<String>) -> ListQuery {
         self.owner = Some(owner.into());
         self
@@ -144,16 +147,11 @@ pub(crate) fn list<B: Backend + ?Sized>(
     expired: &mut Vec<Task>,
 ) -> Result<Page> {
     let after = query.checked()?;
-    // One more than the page, to know whether a next page exists; with an
-    // owner, whose tasks may be few among the others, a batch large enough
-    // that a small page is not looked for a task or two at a time.
+    // One more than the page, to know whether a next page exists.
     let more = query.limit.map_or(usize::MAX, |l| l.saturating_add(1));
-    let batch = match query.owner {
-        Some(_) => more.max(OWNED_BATCH),
-        None => more,
-    };
-    let mut scan = Scan::new(query.scope(), batch);
+    let mut scan = Scan::new(query.scope(), more);
     scan.status = query.status;
+    scan.owner.clone_from(&query.owner);
     scan.after = after;
     let mut page = Page {
         tasks: Vec::new(),
@@ -170,14 +168,15 @@ pub(crate) fn list<B: Backend + ?Sized>(
         for task in batch.tasks {
             if task.is_expired_at(now) {
                 expired.push(task);
-            } else if scan.matches(&task)
-                && query
-                    .owner
-                    .as_deref()
-                    .is_none_or(|owner| task.owner.as_deref() == Some(owner))
-            {
+            } else if scan.matches(&task) && scan.owns(&task) {
                 page.tasks.push(task);
             }
+        }
+        // With an owner a backend may not filter by, whose tasks may be few
+        // among the others: after the first batch, batches large enough
+        // that a small page is not looked for a task or two at a time.
+        if scan.owner.is_some() {
+            scan.limit = scan.limit.max(OWNED_BATCH);
         }
         if let Some(limit) = query.limit
             && page.tasks.len() > limit

@@ -1220,6 +1220,7 @@ impl Backend for PgBackend {
         // Past the column's range every stored expiry is at or before it;
         // the rows are checked exactly below.
         let expired_at = scan.expired_at.map(saturating_nanos);
+        let owned = scan.owner.as_deref().map(sql::owned_text);
         // The position rows are taken after: the scan's, then the last row
         // taken, as stored (an unreadable row has no position of its own).
         let mut after: Option<(i64, String)> = scan
@@ -1240,6 +1241,9 @@ impl Backend for PgBackend {
             if let Some(at) = &expired_at {
                 params.push(at);
             }
+            if let Some(owned) = &owned {
+                params.push(owned);
+            }
             if let Some((at, id)) = &after {
                 params.push(at);
                 params.push(id);
@@ -1257,7 +1261,9 @@ impl Backend for PgBackend {
                     .and_then(|task| listed_in_place(task, at))
                     .and_then(|task| picked_as_its_columns(task, scan));
                 match task {
-                    Ok(task) if scan.matches(&task) => tasks.push(scan.shape(task)),
+                    Ok(task) if scan.matches(&task) && scan.owns(&task) => {
+                        tasks.push(scan.shape(task));
+                    }
                     Ok(_) => {}
                     Err(reason) => skipped.push(Skipped::new(
                         TaskId::parse(id).ok(),

@@ -212,6 +212,19 @@ impl Sql {
         if scan.expired_at.is_some() {
             conditions.push(format!("expires_at_ns <= {}", param()));
         }
+        if scan.owner.is_some() {
+            // The rows whose JSON names the owner ([`owned_text`]), or
+            // names no owner as the store writes one (no owner, an
+            // unreadable row, reported as any scan's, or a hand edit's
+            // spacing): the rows the scan then checks with `Scan::owns`.
+            // A search of the text, not of the JSON: a cast to `json`
+            // fails the statement on a row that is not JSON, and its `->>`
+            // on any `\u0000` a task holds.
+            conditions.push(format!(
+                "(strpos(task, {}) > 0 OR strpos(task, '\"owner\":\"') = 0)",
+                param()
+            ));
+        }
         if after {
             let (at, id) = (param(), param());
             conditions.push(format!("(created_at_ns, id) > ({at}, {id})"));
@@ -227,6 +240,16 @@ impl Sql {
             super::schema::ident(&self.schema)
         )
     }
+}
+
+/// What a task's JSON holds where it names `owner` as its owner, as the
+/// store writes it (`serde_json`, compact): `"owner":` and the owner as a
+/// JSON string. A task of another owner's never holds it; one that names
+/// `owner` elsewhere (a key of its metadata) may, and is left out by
+/// `Scan::owns` once read.
+pub(crate) fn owned_text(owner: &str) -> String {
+    let quoted = serde_json::to_string(owner).expect("a string serializes");
+    format!("\"owner\":{quoted}")
 }
 
 /// A batch's row `t` is still the version read, `n`: the same `id`,

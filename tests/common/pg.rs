@@ -363,6 +363,10 @@ pub struct LosesAReply {
     /// this is (a connection matches bytes sent since the latest only).
     armed: std::sync::Arc<Mutex<Armed>>,
     cuts: std::sync::Arc<AtomicUsize>,
+    /// The connections it accepted, those it refused or held included.
+    accepted: std::sync::Arc<AtomicUsize>,
+    /// The bytes the server sent through it to its clients.
+    answered: std::sync::Arc<AtomicUsize>,
     /// Whether new connections are refused (closed at once).
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Whether the next cut starts refusing new connections.
@@ -412,6 +416,8 @@ impl LosesAReply {
             dir,
             armed: Default::default(),
             cuts: Default::default(),
+            accepted: Default::default(),
+            answered: Default::default(),
             refusing: Default::default(),
             refuse_from_cut: Default::default(),
             refuse_once: Default::default(),
@@ -430,10 +436,12 @@ impl LosesAReply {
         let (refusing, from_cut) = (proxy.refusing.clone(), proxy.refuse_from_cut.clone());
         let refuse_once = proxy.refuse_once.clone();
         let fatal = proxy.fatal.clone();
+        let (accepted, answered) = (proxy.accepted.clone(), proxy.answered.clone());
         std::thread::spawn(move || {
             // Ends with the test process.
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 if refusing.load(Ordering::SeqCst) || refuse_once.swap(false, Ordering::SeqCst) {
                     drop(client);
                     continue;
@@ -453,6 +461,7 @@ impl LosesAReply {
                     refusing: refusing.clone(),
                     from_cut: from_cut.clone(),
                     fatal: fatal.clone(),
+                    answered: answered.clone(),
                 };
                 relay(client, server, armed.clone(), holding.clone(), cut);
             }
@@ -503,6 +512,7 @@ impl LosesAReply {
                 refusing: self.refusing.clone(),
                 from_cut: self.refuse_from_cut.clone(),
                 fatal: self.fatal.clone(),
+                answered: self.answered.clone(),
             };
             relay(
                 client,
@@ -512,6 +522,17 @@ impl LosesAReply {
                 cut,
             );
         }
+    }
+
+    /// How many connections it accepted so far (each connect through it,
+    /// refused, held or passed on).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many bytes the server sent through it so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
     }
 
     /// A connection string through the proxy.
@@ -574,6 +595,8 @@ struct Cut {
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     from_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     fatal: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The bytes the server sent through (`LosesAReply::answered`).
+    answered: std::sync::Arc<AtomicUsize>,
 }
 
 /// An `ErrorResponse` of severity `FATAL`, code `57P01`.
@@ -695,6 +718,7 @@ fn relay(
                 }
                 continue;
             }
+            cut.answered.fetch_add(n, Ordering::SeqCst);
             if client.write_all(&buf[..n]).is_err() {
                 let _ = server.shutdown(Shutdown::Both);
                 return;
