@@ -325,6 +325,12 @@ pub(crate) enum Known {
     /// sent another before.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
     Unsent,
+    /// No connection could be had for the statement: a connect failed
+    /// (the server down or out of reach). Beside [`Known::Unsent`]; the
+    /// writes of a failed batch, each made alone, stop connecting once
+    /// one is so marked.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
+    Unconnected,
     /// The call as a whole changed nothing in the store: nothing it sent
     /// was applied (every statement refused, or never sent). A failed claim
     /// so marked is not left to lapse, and a failed create so marked is not

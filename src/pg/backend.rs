@@ -19,7 +19,7 @@ use crate::task::Task;
 
 use super::clock::{ServerClock, ServerTime};
 use super::feed::Listener;
-use super::pool::{Lease, Pool};
+use super::pool::{Lease, NoConnection, Pool};
 use super::recent::Recent;
 use super::sql::{self, Sql};
 
@@ -292,9 +292,15 @@ impl PgBackend {
         if let Some(clock) = &self.clock {
             clock.refresh_if_due();
         }
-        self.pool
-            .get()
-            .map_err(|e| unsent(e.into_error(format!("connect to {}", op()))))
+        self.pool.get().map_err(|e| {
+            let unconnected = matches!(e, NoConnection::Connect(..));
+            let e = unsent(e.into_error(format!("connect to {}", op())));
+            if unconnected {
+                e.known(Known::Unconnected)
+            } else {
+                e
+            }
+        })
     }
 
     /// Runs `sql` with `params` on a pooled connection.
@@ -757,7 +763,11 @@ impl PgBackend {
                 // another's row), that is the answer, as a write that
                 // found it changed: not a failure, which a claim would
                 // take for one that may stand, and disown (the other's
-                // claim, if it was this handle's).
+                // claim, if it was this handle's). Not after a connect
+                // that failed: the read would connect again, in vain.
+                if e.is_known(Known::Unconnected) {
+                    return Err(e);
+                }
                 return match self.current(&current.id, "replace") {
                     Ok(now) if !now.as_ref().is_some_and(|now| is_current(now, current)) => {
                         Ok(Swap::Changed(now))
@@ -844,6 +854,7 @@ impl PgBackend {
     /// for the lock.
     fn batch<T>(
         &self,
+        op: &str,
         items: &[T],
         read: impl Fn(&T) -> &Task,
         batch: impl FnOnce() -> std::result::Result<Vec<Result<Swap>>, Alone>,
@@ -853,14 +864,11 @@ impl PgBackend {
             self.recent.forget(&read(item).id);
         }
         if items.len() < 2 || has_duplicates(items.iter().map(|item| &read(item).id)) {
-            return items
-                .iter()
-                .map(|item| alone(item, Alone::Unbatched))
-                .collect();
+            return Self::each_alone(op, items, read, |item| alone(item, Alone::Unbatched));
         }
         let results = match batch() {
             Ok(results) => results,
-            Err(why) => return items.iter().map(|item| alone(item, why)).collect(),
+            Err(why) => return Self::each_alone(op, items, read, |item| alone(item, why)),
         };
         results
             .into_iter()
@@ -874,6 +882,54 @@ impl PgBackend {
             .collect()
     }
 
+    /// `alone` for each of `items` in turn (writes of `op`, each of its
+    /// own, after their batch failed or when there is none). Once one
+    /// found no connection (a connect failed: the server down or out of
+    /// reach), the rest fail with its error, each naming its own task,
+    /// without a connect each: a batch of 300 tasks made 300 connects,
+    /// each failing as the first did
+    /// (`pg::a_batch_that_failed_with_the_server_down_connects_once_more_not_once_a_task`).
+    fn each_alone<T>(
+        op: &str,
+        items: &[T],
+        read: impl Fn(&T) -> &Task,
+        alone: impl Fn(&T) -> Result<Swap>,
+    ) -> Vec<Result<Swap>> {
+        // The first task that found no connection: its id, its error as
+        // said, and whether it is known to have changed nothing.
+        let mut unconnected: Option<(TaskId, String, bool)> = None;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let id = &read(item).id;
+            if let Some((first, said, changed_nothing)) = &unconnected {
+                let e = Error::backend(
+                    BACKEND,
+                    format!("{op} task {id}"),
+                    format!(
+                        "not tried: no connection, as task {first} of the same batch found \
+                         just before ({said})"
+                    ),
+                )
+                .known(Known::Unsent)
+                .known(Known::Unconnected);
+                results.push(Err(if *changed_nothing {
+                    e.known_to_have_changed_nothing()
+                } else {
+                    e
+                }));
+                continue;
+            }
+            let result = alone(item);
+            if let Err(e) = &result
+                && e.is_known(Known::Unconnected)
+            {
+                unconnected = Some((id.clone(), e.to_string(), e.changed_nothing()));
+            }
+            results.push(result);
+        }
+        results
+    }
+
     /// [`Backend::remove_all`] as a [`batch`](Self::batch); `expired`: as
     /// [`Backend::remove_expired`].
     fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
@@ -882,7 +938,13 @@ impl PgBackend {
             Err(e) if expired && self.found_removed(&e, task) => Ok(Swap::Done),
             other => other,
         };
-        self.batch(tasks, |task| task, || self.try_remove_all(tasks), alone)
+        self.batch(
+            "remove",
+            tasks,
+            |task| task,
+            || self.try_remove_all(tasks),
+            alone,
+        )
     }
 
     /// After a write of `record` failed (`op`) with `e`: what its task,
@@ -1294,6 +1356,7 @@ impl Backend for PgBackend {
     /// have committed, no failure is.
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
         self.batch(
+            "replace",
             swaps,
             |(current, _)| current,
             || self.try_replace_all(swaps),

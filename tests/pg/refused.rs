@@ -316,3 +316,56 @@ fn a_refused_removal_batch_counts_no_task_another_sweep_removed() {
     assert_eq!(deleted.iter().sum::<usize>(), 2, "{swept:?}");
     assert!(swept.iter().all(|s| s.missed.is_empty()), "{swept:?}");
 }
+
+/// A batch that failed with the server out of reach (a restart, a
+/// failover: here its connections ended and new ones refused), whose
+/// tasks are then written each on its own, connects once for them, not
+/// once a task: once the first found no connection, the others fail with
+/// its error, each naming its task, and nothing changed. (A batch of 40
+/// made 41 connects, each failing as the first did; a sweep's batch of 300
+/// made 301.)
+#[test]
+fn a_batch_that_failed_with_the_server_down_connects_once_more_not_once_a_task() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("down_batch");
+    let application = "down_batch";
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let store = PgStore::builder(format!(
+        "{} application_name={application}",
+        proxy.conninfo()
+    ))
+    .schema(&schema)
+    .instance_id("a")
+    .time_source(TimeSource::Clock)
+    .change_notices(false)
+    .open()
+    .unwrap();
+    let tasks: Vec<Task> = (0..40)
+        .map(|_| store.create(NewTask::new()).unwrap())
+        .collect();
+    proxy.refuse(true);
+    end_idle_connections(cluster, application);
+    let before = proxy.accepted();
+    let removed = store.backend().remove_all(&tasks);
+    let connects = proxy.accepted() - before;
+    assert_eq!(removed.len(), tasks.len());
+    for (task, result) in tasks.iter().zip(&removed) {
+        match result {
+            Err(e @ Error::Backend { .. }) => {
+                let said = e.to_string();
+                assert!(
+                    said.contains(task.id.as_str()) && said.contains("connect"),
+                    "{said}"
+                );
+            }
+            other => panic!("{}: {other:?}", task.id),
+        }
+    }
+    // The batch's connect, and the first task's own.
+    assert_eq!(connects, 2, "connects for a batch of {}", tasks.len());
+    proxy.refuse(false);
+    let stored = store.get_all(&tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+    for (task, stored) in tasks.iter().zip(stored) {
+        assert_eq!(stored.unwrap().as_ref(), Some(task), "nothing changed");
+    }
+}
