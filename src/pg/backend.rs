@@ -81,6 +81,19 @@ struct Described(postgres::Error);
 impl std::fmt::Display for Described {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.as_db_error() {
+            // The server names the statement its session refused, and the
+            // store's writes are `SELECT`s around their `INSERT` or
+            // `UPDATE`: "cannot execute SELECT in a read-only transaction"
+            // says nothing of why a write failed.
+            Some(db) if *db.code() == postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
+                write!(
+                    f,
+                    "the database is read-only (SQLSTATE {}: a standby, or \
+                     `default_transaction_read_only` set for the database, role or server): \
+                     its sessions take no writes, and nothing was written",
+                    db.code().code()
+                )
+            }
             Some(db) => {
                 write!(
                     f,

@@ -230,6 +230,73 @@ fn a_connection_string_of_several_hosts_lands_on_one_that_takes_writes() {
     assert!(e.to_string().contains("read-only"), "{e}");
 }
 
+/// A write to a database whose sessions are read-only (a standby, a
+/// database or role set `default_transaction_read_only`) fails saying so
+/// plainly, naming the operation and the task: a create, an update, a
+/// completion. (Each said "cannot execute SELECT in a read-only
+/// transaction": the store's writes are `SELECT`s around their `INSERT`
+/// or `UPDATE`.) Reads go on.
+#[test]
+fn a_write_to_a_read_only_database_says_the_database_is_read_only() {
+    let Some(cluster) = cluster() else { return };
+    let database = fresh_schema("read_only_db");
+    let mut admin = cluster.client();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .unwrap();
+    let conninfo = cluster
+        .conninfo()
+        .replace("dbname=postgres", &format!("dbname={database}"));
+    let task = PgStore::builder(&conninfo)
+        .instance_id("a")
+        .open()
+        .unwrap()
+        .create(NewTask::new())
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} SET default_transaction_read_only = on"
+        ))
+        .unwrap();
+    let store = PgStore::builder(&conninfo).instance_id("a").open().unwrap();
+    let plainly = |what: &str, said: taskstore::Result<String>, op: &str, id: &str| {
+        let e = said.expect_err(what);
+        let said = e.to_string();
+        assert!(
+            said.contains("the database is read-only")
+                && said.contains("SQLSTATE 25006")
+                && said.contains(op)
+                && said.contains(id)
+                && !said.contains("cannot execute SELECT"),
+            "{what}: {said}"
+        );
+    };
+    let new_id = TaskId::parse("made-on-a-read-only-database").unwrap();
+    plainly(
+        "create",
+        store
+            .create(NewTask::new().id(new_id.clone()))
+            .map(|t| t.id.to_string()),
+        "insert task",
+        new_id.as_str(),
+    );
+    plainly(
+        "update",
+        store
+            .update(&task.id, TaskUpdate::new().status_message("x"))
+            .map(|t| format!("{t:?}")),
+        "replace task",
+        task.id.as_str(),
+    );
+    plainly(
+        "complete",
+        store.complete(&task.id, json!(1)).map(|t| format!("{t:?}")),
+        "replace task",
+        task.id.as_str(),
+    );
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
+}
+
 /// A server that ends a session on any error (`exit_on_error`, set here
 /// by the connection string, as a role or database setting would) ends
 /// none of the store's: a create refused at the cap (a statement the store
