@@ -754,10 +754,10 @@ impl PgBackend {
     /// whose reply was lost after the commit (the connection dropped) finds
     /// the task stored exactly as it was to write it, and is done.
     ///
-    /// A write that failed with its connection, and finds the task stored
-    /// as the version it was conditioned on, changed nothing (a commit
-    /// would have moved the revision on): it is made again once, on
-    /// another connection ([`Found::Untouched`]).
+    /// A write that failed with the server's `FATAL` reply, and finds the
+    /// task stored as the version it was conditioned on, changed nothing
+    /// (a commit would have moved the revision on) and never will: it is
+    /// made again once, on another connection ([`Found::Untouched`]).
     fn replace_at(&self, current: &Task, stored: Option<&[u8]>, next: &Record) -> Result<Swap> {
         let mut again = true;
         loop {
@@ -963,7 +963,7 @@ impl PgBackend {
     /// After a write of `record` failed (`op`) with `e`: what its task,
     /// read back, says of it, if it may have committed (`e` is not one
     /// that changed nothing: [`refused`]). `untouched` tells the version
-    /// the write was conditioned on (none, for an insert). A failure that
+    /// the write was conditioned on. A failure that
     /// changed nothing is not read back ([`Found::Neither`]).
     fn found(
         &self,
@@ -977,7 +977,7 @@ impl PgBackend {
         }
         match self.current(&record.task().id, op) {
             Ok(Some(stored)) if self.written(&stored, record) => Found::Written,
-            Ok(stored) if lost_connection(e) && untouched(stored.as_ref()) => Found::Untouched,
+            Ok(stored) if ended_by_server(e) && untouched(stored.as_ref()) => Found::Untouched,
             _ => Found::Neither,
         }
     }
@@ -1118,9 +1118,11 @@ enum Found {
     /// Stored exactly as the write was to leave it: the write is done (its
     /// reply was lost after the commit).
     Written,
-    /// Stored as the version the write was conditioned on (for an insert,
-    /// none), and the write failed with its connection: it changed
-    /// nothing, and is made again once. A connection the server ended a
+    /// Stored as the version the write was conditioned on, and the write
+    /// failed with the server's `FATAL` reply ([`ended_by_server`]): it
+    /// changed nothing and never will, and is made again once (a
+    /// conditional write alone: an insert that finds no task may have
+    /// been deleted since). A connection the server ended a
     /// moment after its last use (a restart, a failover, an
     /// administrator's `pg_terminate_backend`) is not seen closed when
     /// taken from the pool (`pool::LOOK_AFTER`), and the write sent on it
@@ -1131,13 +1133,19 @@ enum Found {
     Neither,
 }
 
-/// Whether `e` is the driver's failure of a call whose connection may be
-/// gone ([`may_end_session`](super::pool::may_end_session)), not the
-/// store's own refusal of a value before anything was sent.
-fn lost_connection(e: &Error) -> bool {
-    e.backend_source()
-        .and_then(|source| source.downcast_ref::<Described>())
-        .is_some_and(|described| super::pool::may_end_session(&described.0))
+/// Whether `e` is the server's word that it ended the session (a `FATAL`
+/// reply: an administrator's `pg_terminate_backend`, a restart, a session
+/// timeout): the server process that sent it commits nothing after, so a
+/// write it had not committed by then never will be. Not a link's failure
+/// (a reset, a timeout), after which the server may still be running the
+/// statement, and commit it later.
+fn ended_by_server(e: &Error) -> bool {
+    db_error(e).is_some_and(|db| {
+        matches!(
+            db.parsed_severity(),
+            Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
+        )
+    })
 }
 
 /// The outcome of a batch statement, `rows` its reply: what `read` makes
@@ -1230,28 +1238,16 @@ impl Backend for PgBackend {
 
     /// An insert whose reply was lost after the commit (the connection
     /// dropped) finds the task stored exactly as it was to write it, and
-    /// is done; one that failed with its connection and finds no task in
-    /// its place changed nothing, and is made again once, on another
-    /// connection ([`Found::Untouched`]). Its failure, the server's
-    /// refusal or one before sending, is known to have changed nothing
-    /// (`known_unchanged`).
+    /// is done. Its failure, the server's refusal or one before sending, is
+    /// known to have changed nothing (`known_unchanged`). One sent that
+    /// finds no task is not made again: another may have deleted what it
+    /// wrote (`pg_linearizable` caught a create made twice so).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
-        let mut again = true;
-        loop {
-            let e = match self.try_insert(record, max_active) {
-                Err(e) => e,
-                // Made again, it found the first try's task, which
-                // committed after all: done.
-                Ok(Insert::Exists(stored)) if !again && self.written(&stored, record) => {
-                    return Ok(Insert::Done);
-                }
-                inserted => return inserted,
-            };
-            match self.found(&e, record, "insert", |stored| stored.is_none()) {
-                Found::Written => return Ok(Insert::Done),
-                Found::Untouched if std::mem::take(&mut again) => {}
-                Found::Untouched | Found::Neither => return known_unchanged(Err(e)),
+        match self.try_insert(record, max_active) {
+            Err(e) if matches!(self.found(&e, record, "insert", |_| false), Found::Written) => {
+                Ok(Insert::Done)
             }
+            inserted => known_unchanged(inserted),
         }
     }
 

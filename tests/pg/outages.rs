@@ -455,13 +455,15 @@ fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
 /// last use (a restart, a failover, an administrator's
 /// `pg_terminate_backend`: given back under 100 ms before, it is not
 /// looked at when taken) succeeds: an update, a completion, a
-/// cancellation and a create each answer, and are stored once. The
-/// write, failed with its connection, reads its task back as the
-/// version it was conditioned on (or, a create, none), so it changed
-/// nothing and is made again once on another connection. (Each failed,
-/// "connection closed" or a `FATAL` `57P01`, once per pooled connection:
-/// an MCP client's `tasks/cancel` in a database's failover answered
-/// `-32603`.)
+/// cancellation and a create each answer, and are stored once. A
+/// statement whose preparation failed so (the first of its kind on the
+/// connection: the update, the create) was never sent, and is made again
+/// on another connection; a conditional write sent (the completion, the
+/// cancellation) that failed with the server's `FATAL` reply, and reads
+/// its task back as the version it was conditioned on, changed nothing and
+/// never will, and is made again once. (Each failed, a `FATAL` `57P01`,
+/// once per pooled connection: an MCP client's `tasks/cancel` in a
+/// database's failover answered `-32603`.)
 #[test]
 fn a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds() {
     let Some(cluster) = cluster() else { return };
