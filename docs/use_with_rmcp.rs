@@ -6,7 +6,9 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt, object};
 use serde_json::json;
 use taskstore::FileStore;
-use taskstore::mcp::{DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions};
+use taskstore::mcp::{
+    DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions, client_takes_tasks,
+};
 
 #[derive(Clone)]
 struct Server {
@@ -48,9 +50,10 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        // Only a client that declared the tasks extension may get a task
-        // (`-32021` for any other, as `rmcp` answers its `tasks/*`).
-        if !context.client_capabilities().is_some_and(|c| c.supports_tasks()) {
+        // Only a client that declared the tasks extension, on a protocol
+        // revision that defines it, may get a task (`-32021` for any other,
+        // as `rmcp` answers its `tasks/*`).
+        if !client_takes_tasks(&context) {
             let tasks = ClientCapabilities::builder().enable_tasks().build();
             return Err(McpError::missing_required_client_capability(tasks));
         }

@@ -42,8 +42,8 @@
 //!   instances on every host that connects to it;
 //!   `TASKSTORE_MCP_PG_SCHEMA` names its schema (default `taskstore`).
 //!
-//! Tools (a client that declared the tasks extension gets a task; `ttl_ms`
-//! is its TTL):
+//! Tools (a client that declared the tasks extension, on a protocol
+//! revision after 2025-11-25, gets a task; `ttl_ms` is its TTL):
 //! - `slow` `{"ms": 2000, "text": "hi", "ttl_ms": 300000, "resumable": false,
 //!   "step_ms": 100}`: waits `ms` in steps of `step_ms`, then answers
 //!   `"slow: <text>"`. A resumable one saves `{"elapsedMs": n}` after each
@@ -77,7 +77,7 @@ use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{
     DurableTaskManager, ManagerOptions, TaskContext, TaskExit, TaskFuture, TaskOptions,
-    invalid_task_request,
+    client_takes_tasks, invalid_task_request,
 };
 use taskstore::{FileStore, StoreBuilder, TaskStore};
 
@@ -357,9 +357,9 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = request.arguments.clone().unwrap_or_default();
-        let tasks = context
-            .client_capabilities()
-            .is_some_and(|c| c.supports_tasks());
+        // A client that declared the tasks extension, on a protocol
+        // revision that defines it.
+        let tasks = client_takes_tasks(&context);
         let (tool, input) = match request.name.as_ref() {
             "slow" => {
                 let input = json!({

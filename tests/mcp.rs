@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mcp_client::{Launch, result_json, store_dir, stored, stored_until};
 use rmcp::model::{
-    CallToolResponse, CallToolResult, ClientRequest, CustomRequest, ErrorCode, TaskPayload,
-    TaskStatus,
+    CallToolResponse, CallToolResult, ClientRequest, CustomRequest, ErrorCode, ProtocolVersion,
+    TaskPayload, TaskStatus,
 };
 use rmcp::{ServerHandler, ServiceError, ServiceExt};
 use serde_json::{Value, json};
@@ -83,6 +83,50 @@ async fn a_tool_that_needs_tasks_refuses_a_client_without_them_as_a_missing_capa
         "{required}"
     );
     plain.stop().await;
+}
+
+/// The tasks extension is not defined under protocol revision 2025-11-25:
+/// SEP-2663's compatibility table says servers "MUST NOT treat this
+/// capability as enabling tasks under that protocol version; requests
+/// proceed as if the client had declared no task capability at all". A
+/// client that negotiated 2025-11-25 and declared the extension gets the
+/// tool's result, not a task; one that negotiated the extension's revision
+/// gets a task.
+#[tokio::test]
+async fn a_client_on_protocol_2025_11_25_gets_no_task_whatever_it_declares() {
+    let (_root, dir) = store_dir();
+    let old = mcp_client::Launch::new(&dir, "old")
+        .protocol(ProtocolVersion::V_2025_11_25)
+        .start()
+        .await;
+    let negotiated = old
+        .client()
+        .peer()
+        .peer_info()
+        .map(|i| i.protocol_version.clone());
+    assert_eq!(negotiated, Some(ProtocolVersion::V_2025_11_25));
+    let answer = old.call(json!({"ms": 10, "text": "old"})).await;
+    let CallToolResponse::Complete(direct) = answer else {
+        panic!("a 2025-11-25 client got {answer:?}, not the tool's result")
+    };
+    assert_eq!(direct.content[0].as_text().unwrap().text, "slow: old");
+    let refused = old.call_tool("ask", json!({"question": "?"})).await;
+    let Err(ServiceError::McpError(error)) = refused else {
+        panic!("expected an MCP error, got {refused:?}")
+    };
+    assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
+
+    let new = start(&dir, "new", None, true).await;
+    let negotiated = new
+        .client()
+        .peer()
+        .peer_info()
+        .map(|i| i.protocol_version.clone());
+    assert_ne!(negotiated, Some(ProtocolVersion::V_2025_11_25));
+    let created = new.call_as_task(json!({"ms": 10})).await;
+    new.settled(&created.task.task_id).await;
+    old.stop().await;
+    new.stop().await;
 }
 
 #[tokio::test]

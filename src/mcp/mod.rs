@@ -25,6 +25,13 @@
 //!
 //! Where nothing is said, it is `rmcp`'s.
 //!
+//! - **Which client gets a task.** [`client_takes_tasks`]: one that
+//!   declared the extension on a protocol revision after 2025-11-25, under
+//!   which SEP-2663 does not define it (a server "MUST NOT treat this
+//!   capability as enabling tasks under that protocol version"). `rmcp`
+//!   3.11's `ClientCapabilities::supports_tasks` looks at the declaration
+//!   alone, and its client's `serve` `initialize`s, which negotiates
+//!   2025-11-25.
 //! - **Not quite a drop-in.** The shape is `rmcp`'s, but `spawn` (and every
 //!   method that touches the store) is `async` and fallible, the manager
 //!   needs a Tokio runtime (it runs a background loop), and
@@ -237,7 +244,7 @@ pub use self::options::{
     MIN_WATCH_INTERVAL, ManagerOptions, Reads,
 };
 pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
-pub use self::requests::invalid_task_request;
+pub use self::requests::{client_takes_tasks, invalid_task_request};
 pub use self::run::ShutdownReport;
 pub use rmcp::task_manager::{TaskExit, TaskFuture, TaskOptions};
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CustomRequest, DetailedTask};
+use rmcp::model::{CustomRequest, DetailedTask, ProtocolVersion};
+use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
 use super::calls::{StoreCall, blocking, get, parse_id, to_wire, unknown_task};
@@ -196,6 +197,39 @@ fn peer_refusal(e: StoreCall, task: &Task, responses: &[(String, Value)]) -> Mcp
         ),
         Some(json!({"taskId": id.as_str(), "code": "taskFull", "size": size, "limit": limit})),
     )
+}
+
+/// Whether the client of the request `context` belongs to may be answered
+/// with a task (a `CreateTaskResult`): it declared the tasks extension, on
+/// the request or (in a session) at `initialize`, and the protocol revision
+/// in use defines the extension, a revision after 2025-11-25. Under
+/// 2025-11-25 and before, SEP-2663 says servers "MUST NOT treat this
+/// capability as enabling tasks under that protocol version; requests
+/// proceed as if the client had declared no task capability at all";
+/// `rmcp` 3.11's own test (`ClientCapabilities::supports_tasks`, and its
+/// gate of `tasks/*`) looks at the declaration only, and a client that
+/// `initialize`s (`rmcp`'s `serve`) negotiates 2025-11-25.
+///
+/// ```no_run
+/// # use rmcp::model::ClientCapabilities;
+/// # use rmcp::service::{RequestContext, RoleServer};
+/// # use rmcp::ErrorData as McpError;
+/// # fn call_tool(context: RequestContext<RoleServer>) -> Result<(), McpError> {
+/// if !taskstore::mcp::client_takes_tasks(&context) {
+///     let tasks = ClientCapabilities::builder().enable_tasks().build();
+///     return Err(McpError::missing_required_client_capability(tasks));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn client_takes_tasks(context: &RequestContext<RoleServer>) -> bool {
+    let declared = context
+        .client_capabilities()
+        .is_some_and(|c| c.supports_tasks());
+    let defined = context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() > ProtocolVersion::V_2025_11_25.as_str());
+    declared && defined
 }
 
 /// What `rmcp` does with a `tasks/get`, `tasks/update` or `tasks/cancel`

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ClientConfig, CreateTaskResult, DetailedTask, GetTaskParams, Implementation, TaskPayload,
-    UpdateTaskParams,
+    ClientConfig, CreateTaskResult, DetailedTask, GetTaskParams, Implementation, ProtocolVersion,
+    TaskPayload, UpdateTaskParams,
 };
 use rmcp::service::RunningService;
-use rmcp::{RoleClient, ServiceError, ServiceExt};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError};
 use serde_json::Value;
 
 /// How long a poll may wait before the test counts as hung: it only ever
@@ -39,6 +39,7 @@ pub struct Launch<'a> {
     lease_ms: Option<u64>,
     tasks: bool,
     env: Vec<(String, String)>,
+    protocol: Option<ProtocolVersion>,
 }
 
 /// One server process and the client connected to it.
@@ -60,6 +61,7 @@ impl<'a> Launch<'a> {
             lease_ms: None,
             tasks: true,
             env: Vec::new(),
+            protocol: None,
         }
     }
 
@@ -71,6 +73,14 @@ impl<'a> Launch<'a> {
     /// A client without the tasks extension.
     pub fn without_tasks(mut self) -> Self {
         self.tasks = false;
+        self
+    }
+
+    /// A client that `initialize`s asking for protocol revision `version`
+    /// (by default it negotiates `rmcp`'s latest through
+    /// `server/discover`).
+    pub fn protocol(mut self, version: ProtocolVersion) -> Self {
+        self.protocol = Some(version);
         self
     }
 
@@ -126,8 +136,25 @@ impl<'a> Launch<'a> {
         } else {
             ClientCapabilities::default()
         };
-        let client = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"))
-            .serve(transport)
+        let config = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"));
+        // The tasks extension is defined from the revision after
+        // 2025-11-25 on, which has no `initialize` (`server/discover`, and
+        // the client's capabilities on every request); a pinned older
+        // revision `initialize`s.
+        let (config, lifecycle) = match self.protocol {
+            Some(version) => (
+                config.with_protocol_version(version),
+                ClientLifecycleMode::Initialize,
+            ),
+            None => (
+                config,
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::LATEST],
+                },
+            ),
+        };
+        let client = config
+            .serve_with_lifecycle(transport, lifecycle)
             .await
             .expect("initialize");
         Server {
