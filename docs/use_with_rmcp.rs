@@ -7,7 +7,7 @@ use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt, object};
 use serde_json::json;
 use taskstore::FileStore;
 use taskstore::mcp::{
-    DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions, client_takes_tasks,
+    DurableTaskManager, TaskContext, TaskExit, TaskFuture, TaskOptions, require_tasks,
 };
 
 #[derive(Clone)]
@@ -51,12 +51,9 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         // Only a client that declared the tasks extension, on a protocol
-        // revision that defines it, may get a task (`-32021` for any other,
-        // as `rmcp` answers its `tasks/*`).
-        if !client_takes_tasks(&context) {
-            let tasks = ClientCapabilities::builder().enable_tasks().build();
-            return Err(McpError::missing_required_client_capability(tasks));
-        }
+        // revision that defines it, may get a task (`-32021` for any other),
+        // or ask for one (`rmcp`'s own gate lets a 2025-11-25 client in).
+        require_tasks(&context)?;
         let input = json!({ "file": request.arguments.unwrap_or_default().get("file") });
         let task = self
             .tasks
@@ -68,16 +65,18 @@ impl ServerHandler for Server {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
+        require_tasks(&context)?;
         Ok(GetTaskResult::new(self.tasks.get_task(&request.task_id).await?))
     }
 
     async fn update_task(
         &self,
         request: UpdateTaskParams,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        require_tasks(&context)?;
         self.tasks
             .update_task(&request.task_id, request.input_responses)
             .await
@@ -86,8 +85,9 @@ impl ServerHandler for Server {
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        require_tasks(&context)?;
         self.tasks.cancel_task(&request.task_id).await
     }
 

@@ -67,17 +67,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ContentBlock, CreateTaskResult, CustomRequest, CustomResult, ErrorCode, GetTaskParams,
-    GetTaskResult, InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool, UpdateTaskParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, CustomRequest, CustomResult, ErrorCode, GetTaskParams, GetTaskResult,
+    InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{
     DurableTaskManager, ManagerOptions, TaskContext, TaskExit, TaskFuture, TaskOptions,
-    client_takes_tasks, invalid_task_request,
+    client_takes_tasks, invalid_task_request, require_tasks,
 };
 use taskstore::{FileStore, StoreBuilder, TaskStore};
 
@@ -384,17 +384,15 @@ impl ServerHandler for Server {
                 }
                 ("compute", input)
             }
-            "ask" if tasks => (
-                "ask",
-                json!({ "question": string(&args, "question", "What is your name?")? }),
-            ),
-            // It waits for the client's answer: only a client that
-            // declared the tasks extension can give one (`-32021`, as
-            // `rmcp` answers `tasks/*` from any other).
+            // It waits for the client's answer: only a client that takes
+            // tasks can give one (`-32021` for any other, as for its
+            // `tasks/*`).
             "ask" => {
-                return Err(McpError::missing_required_client_capability(
-                    ClientCapabilities::builder().enable_tasks().build(),
-                ));
+                require_tasks(&context)?;
+                (
+                    "ask",
+                    json!({ "question": string(&args, "question", "What is your name?")? }),
+                )
             }
             other => {
                 return Err(McpError::invalid_params(
@@ -425,8 +423,9 @@ impl ServerHandler for Server {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
+        require_tasks(&context)?;
         Ok(GetTaskResult::new(
             self.tasks.get_task(&request.task_id).await?,
         ))
@@ -435,8 +434,9 @@ impl ServerHandler for Server {
     async fn update_task(
         &self,
         request: UpdateTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        require_tasks(&context)?;
         self.tasks
             .update_task(&request.task_id, request.input_responses)
             .await
@@ -445,8 +445,9 @@ impl ServerHandler for Server {
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        require_tasks(&context)?;
         self.tasks.cancel_task(&request.task_id).await
     }
 

@@ -90,8 +90,9 @@ async fn a_tool_that_needs_tasks_refuses_a_client_without_them_as_a_missing_capa
 /// capability as enabling tasks under that protocol version; requests
 /// proceed as if the client had declared no task capability at all". A
 /// client that negotiated 2025-11-25 and declared the extension gets the
-/// tool's result, not a task; one that negotiated the extension's revision
-/// gets a task.
+/// tool's result, not a task, and `-32021` from `tasks/get` and
+/// `tasks/cancel`; one that negotiated the extension's revision gets a
+/// task.
 #[tokio::test]
 async fn a_client_on_protocol_2025_11_25_gets_no_task_whatever_it_declares() {
     let (_root, dir) = store_dir();
@@ -123,8 +124,17 @@ async fn a_client_on_protocol_2025_11_25_gets_no_task_whatever_it_declares() {
         .peer_info()
         .map(|i| i.protocol_version.clone());
     assert_ne!(negotiated, Some(ProtocolVersion::V_2025_11_25));
-    let created = new.call_as_task(json!({"ms": 10})).await;
-    new.settled(&created.task.task_id).await;
+    let created = new.call_as_task(json!({"ms": 300})).await;
+    let id = &created.task.task_id;
+    // Nor may it read or cancel one: "requests proceed as if the client
+    // had declared no task capability at all", and the extension says
+    // servers "MUST return this error for non-declaring clients issuing
+    // `tasks/get`, `tasks/update`, and `tasks/cancel` requests".
+    for refused in [old.get(id).await.map(drop), old.cancel(id).await] {
+        let error = refused.expect_err("a 2025-11-25 client reached a task");
+        assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
+    }
+    assert_eq!(new.settled(id).await.status(), TaskStatus::Completed);
     old.stop().await;
     new.stop().await;
 }

@@ -31,7 +31,9 @@
 //!   capability as enabling tasks under that protocol version"). `rmcp`
 //!   3.11's `ClientCapabilities::supports_tasks` looks at the declaration
 //!   alone, and its client's `serve` `initialize`s, which negotiates
-//!   2025-11-25.
+//!   2025-11-25. [`require_tasks`] answers any other client `-32021`, as
+//!   `tasks/get`, `tasks/update` and `tasks/cancel` must (`rmcp`'s gate
+//!   of those lets a 2025-11-25 client that declared the extension in).
 //! - **Not quite a drop-in.** The shape is `rmcp`'s, but `spawn` (and every
 //!   method that touches the store) is `async` and fallible, the manager
 //!   needs a Tokio runtime (it runs a background loop), and
@@ -244,7 +246,7 @@ pub use self::options::{
     MIN_WATCH_INTERVAL, ManagerOptions, Reads,
 };
 pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
-pub use self::requests::{client_takes_tasks, invalid_task_request};
+pub use self::requests::{client_takes_tasks, invalid_task_request, require_tasks};
 pub use self::run::ShutdownReport;
 pub use rmcp::task_manager::{TaskExit, TaskFuture, TaskOptions};
 

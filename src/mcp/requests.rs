@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CustomRequest, DetailedTask, ProtocolVersion};
+use rmcp::model::{ClientCapabilities, CustomRequest, DetailedTask, ProtocolVersion};
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
@@ -230,6 +230,28 @@ pub fn client_takes_tasks(context: &RequestContext<RoleServer>) -> bool {
         .protocol_version()
         .is_some_and(|v| v.as_str() > ProtocolVersion::V_2025_11_25.as_str());
     declared && defined
+}
+
+/// `-32021` (Missing Required Client Capability, naming the tasks
+/// extension) unless [`client_takes_tasks`]: what a request that needs
+/// tasks (a tool that runs only as a task; `tasks/get`, `tasks/update`,
+/// `tasks/cancel`) answers any other client. SEP-2663: "Servers MUST
+/// return this error for non-declaring clients issuing `tasks/get`,
+/// `tasks/update`, and `tasks/cancel` requests", and a client on
+/// 2025-11-25 that declared the extension is one ("requests proceed as if
+/// the client had declared no task capability at all"), which `rmcp`
+/// 3.11's own gate of `tasks/*` lets through.
+///
+/// # Errors
+///
+/// The `-32021` error, for a client that does not take tasks.
+pub fn require_tasks(context: &RequestContext<RoleServer>) -> Result<(), McpError> {
+    if client_takes_tasks(context) {
+        return Ok(());
+    }
+    Err(McpError::missing_required_client_capability(
+        ClientCapabilities::builder().enable_tasks().build(),
+    ))
 }
 
 /// What `rmcp` does with a `tasks/get`, `tasks/update` or `tasks/cancel`
