@@ -81,9 +81,8 @@ impl FileBackend {
         let done = self.dir(Area::Done);
         let name = task_name(id);
         let linked = match self.entry_link(index, id) {
-            Link::Same => true,
-            Link::Other => false,
-            Link::Unknown(path, e) => return Indexed::Unreadable(Error::io("stat", path, e)),
+            Ok(link) => link == Link::Same,
+            Err(e) => return Indexed::Unreadable(e),
         };
         match self.read_task(done, &name, id) {
             Ok(Some(task)) if linked => Indexed::Task(scan.shape(task)),
@@ -101,23 +100,33 @@ impl FileBackend {
     /// in place, and a linked inode cannot be reused); else the entry is
     /// stale, or the file gone, or either cannot be looked at.
     pub(in crate::file) fn entry_is_file(&self, index: &OsStr, id: &TaskId) -> bool {
-        matches!(self.entry_link(index, id), Link::Same)
+        matches!(self.entry_link(index, id), Ok(Link::Same))
     }
 
     /// How the `expiring/` entry `index` stands to the file
-    /// `done/<id>.json`.
-    fn entry_link(&self, index: &OsStr, id: &TaskId) -> Link {
-        let done = self.dir(Area::Done);
-        let name = task_name(id);
-        let look = |dir: &Dir, name: &OsStr| match self.fs.stat(dir, name) {
+    /// `done/<id>.json`, both looked at ([`inode`](Self::inode): a name
+    /// not there is gone, any other failure to look at either is the
+    /// error, naming it).
+    fn entry_link(&self, index: &OsStr, id: &TaskId) -> Result<Link> {
+        let entry = self.inode(self.expiring.dir(), index)?;
+        let file = self.inode(self.dir(Area::Done), &task_name(id))?;
+        Ok(match (entry, file) {
+            (_, None) => Link::NoFile,
+            (None, Some(_)) => Link::NoEntry,
+            (Some(entry), Some(file)) if entry == file => Link::Same,
+            (Some(_), Some(_)) => Link::Other,
+        })
+    }
+
+    /// The inode (device and number) `name` in `dir` names: `None` if the
+    /// name is not there (`NotFound`); any other failure to look at it
+    /// (`EACCES`, `EIO`) is the error, naming the path: no sign that the
+    /// name is gone.
+    fn inode(&self, dir: &Dir, name: &OsStr) -> Result<Option<(u64, u64)>> {
+        match self.fs.stat(dir, name) {
             Ok(status) => Ok(Some((status.dev, status.ino))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Link::Unknown(dir.join(name), e)),
-        };
-        match (look(self.expiring.dir(), index), look(done, &name)) {
-            (Err(unknown), _) | (_, Err(unknown)) => unknown,
-            (Ok(Some(entry)), Ok(Some(file))) if entry == file => Link::Same,
-            _ => Link::Other,
+            Err(e) => Err(Error::io("stat", dir.join(name), e)),
         }
     }
 
@@ -209,14 +218,13 @@ impl FileBackend {
     /// only a file known gone or another task's makes it so.
     pub(in crate::file) fn index_is_stale(&self, id: &TaskId, index: &OsStr) -> bool {
         let file = task_name(id);
-        let Ok(entry) = self.fs.stat(self.expiring.dir(), index) else {
+        let Ok(Some(entry)) = self.inode(self.expiring.dir(), index) else {
             return false;
         };
         for area in [Area::Done, Area::Active] {
-            match self.fs.stat(self.dir(area), &file) {
-                Ok(task) if (task.dev, task.ino) == (entry.dev, entry.ino) => return false,
+            match self.inode(self.dir(area), &file) {
+                Ok(Some(task)) if task == entry => return false,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => return false,
             }
         }
@@ -228,19 +236,23 @@ impl FileBackend {
     }
 
     /// Whether the finished `task`, whose file is `done/<id>.json`, has a
-    /// TTL and lacks its `expiring/` entry (so no sweep would find it).
-    /// Final only under the task's lock.
-    pub(in crate::file) fn index_is_missing(&self, task: &Task) -> bool {
+    /// TTL and lacks its `expiring/` entry (so no sweep would find it): the
+    /// entry is not there, or is another file (a copy). Final only under
+    /// the task's lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the entry or the file if either cannot be
+    /// looked at (`EACCES`, `EIO`): an entry that cannot be looked at is
+    /// not known missing, and is not to be given back.
+    pub(in crate::file) fn index_is_missing(&self, task: &Task) -> Result<bool> {
         let Some(index) = expiring_name(task) else {
-            return false;
+            return Ok(false);
         };
-        let file = self.fs.stat(self.dir(Area::Done), &task_name(&task.id));
-        let entry = self.fs.stat(self.expiring.dir(), &index);
-        match (file, entry) {
-            (Ok(file), Ok(entry)) => (file.dev, file.ino) != (entry.dev, entry.ino),
-            (Ok(_), Err(_)) => true,
-            (Err(_), _) => false,
-        }
+        Ok(matches!(
+            self.entry_link(&index, &task.id)?,
+            Link::NoEntry | Link::Other
+        ))
     }
 }
 
@@ -262,14 +274,18 @@ enum Indexed {
     Unreadable(Error),
 }
 
-/// How an `expiring/` entry stands to its task's file in `done/`.
+/// How an `expiring/` entry stands to its task's file in `done/`
+/// ([`FileBackend::entry_link`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
     /// One inode under both names.
     Same,
-    /// Another inode, or either name gone.
+    /// Two inodes (a stale entry, or a copy).
     Other,
-    /// Either could not be looked at: the path, and why.
-    Unknown(std::path::PathBuf, io::Error),
+    /// The file is there, the entry is not.
+    NoEntry,
+    /// The file is not there.
+    NoFile,
 }
 
 /// The `expiring/` entries due at an instant, in listing order, kept from a

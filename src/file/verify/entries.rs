@@ -117,7 +117,9 @@ impl FileCheck {
                 FileState::Missing => {}
                 // In its place (and, finished with a TTL, in the index).
                 FileState::Task(task) if task.is_terminal() == (area == Area::Done) => {
-                    if area == Area::Done && store.index_is_missing(&task) {
+                    // An entry that cannot be looked at now is judged again
+                    // under the lock too.
+                    if area == Area::Done && !matches!(store.index_is_missing(&task), Ok(false)) {
                         suspects.ids.insert(id);
                     }
                 }
@@ -190,9 +192,15 @@ impl FileCheck {
             let kind = match (found.area, found.task.is_terminal()) {
                 (Area::Active, true) => Some(ProblemKind::InterruptedMove),
                 (Area::Done, false) => Some(ProblemKind::Misplaced),
-                (Area::Done, true) if store.index_is_missing(&found.task) => {
-                    Some(ProblemKind::MissingIndexEntry)
-                }
+                (Area::Done, true) => match store.index_is_missing(&found.task) {
+                    Ok(missing) => missing.then_some(ProblemKind::MissingIndexEntry),
+                    // Not known missing: the entry (or the file) that could
+                    // not be looked at is reported, as what it is.
+                    Err(e) => {
+                        problems.push(unlooked(store, id, e));
+                        None
+                    }
+                },
                 _ => None,
             };
             if let Some(kind) = kind {
@@ -319,6 +327,29 @@ impl FileCheck {
 
 /// An entry that went while it was being checked (a writer removed it).
 struct Gone;
+
+/// The problem of task `id`'s `expiring/` entry or `done/` file that could
+/// not be looked at (`error`, from
+/// [`index_is_missing`](FileBackend::index_is_missing), names which): as
+/// the entry's own check reports it.
+fn unlooked(store: &FileBackend, id: &TaskId, error: Error) -> Problem {
+    let (path, kind) = match error {
+        Error::Io { path, source, .. } => (path, unreadable(source)),
+        other => (
+            store.dir(Area::Done).join(task_name(id)),
+            ProblemKind::Unreadable {
+                error: other.to_string(),
+            },
+        ),
+    };
+    let name = path.file_name().unwrap_or_default().to_owned();
+    let sub = if path.parent() == Some(store.expiring.dir().path()) {
+        Sub::Expiring
+    } else {
+        Sub::Done
+    };
+    problem(path, Some(id.clone()), kind, Place::In(sub, name))
+}
 
 /// The names in the store's directories, read once at the start.
 pub(super) struct Listing {

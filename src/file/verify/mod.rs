@@ -12,6 +12,8 @@
 //! resolve.
 
 mod entries;
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests;
 
 pub(crate) use self::entries::judge_file;
 use self::entries::{Listing, Suspects};
@@ -203,8 +205,13 @@ impl FileCheck {
         wait: Duration,
         waiting: impl Fn(&Path),
     ) -> Result<FileCheck> {
-        let root = root.as_ref().to_owned();
-        let fs = Fs::default();
+        FileCheck::open_on(Fs::default(), root.as_ref(), wait, &waiting)
+    }
+
+    /// [`open_within_noting`](FileCheck::open_within_noting) through the
+    /// file-system seam `fs` (a test's, which fails calls on purpose).
+    fn open_on(fs: Fs, root: &Path, wait: Duration, waiting: &dyn Fn(&Path)) -> Result<FileCheck> {
+        let root = root.to_owned();
         let root_dir = fs.open_root(&root).map_err(|e| root_error(&root, e))?;
         let names = fs
             .read_dir(&root_dir)
@@ -261,7 +268,7 @@ impl FileCheck {
             None => None,
         };
         if let Some((file, path)) = &handles {
-            open::lock_shared_within(&fs, file, path, Some(wait), &waiting)?;
+            open::lock_shared_within(&fs, file, path, Some(wait), waiting)?;
         }
         let dirs = (
             open("active")?,

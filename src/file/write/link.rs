@@ -122,7 +122,7 @@ impl FileBackend {
                     let Some(found) = self.find(id)? else {
                         return Ok(false);
                     };
-                    if found.area != Area::Done || !self.index_is_missing(&found.task) {
+                    if found.area != Area::Done || !self.index_is_missing(&found.task)? {
                         return Ok(false);
                     }
                     let Some(index) = expiring_name(&found.task) else {
