@@ -203,11 +203,7 @@ impl FileBackend {
 
     /// Removes the `expiring/` entry `index` (gone already is as good).
     fn remove_index_entry(&self, index: &OsStr) -> Result<()> {
-        match self.fs.remove(self.expiring.dir(), index) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", self.expiring.dir().join(index), e)),
-        }
+        self.remove_if_there(self.expiring.dir(), index).map(drop)
     }
 
     /// Whether the `expiring/` entry `index` of task `id` is there and is

@@ -99,11 +99,18 @@ impl FileBackend {
 
     /// Removes task `id`'s name in `area`; `false` if there was none.
     pub(super) fn remove_name(&self, area: Area, id: &TaskId) -> Result<bool> {
-        let (dir, name) = (self.dir(area), task_name(id));
-        match self.fs.remove(dir, &name) {
+        self.remove_if_there(self.dir(area), &task_name(id))
+    }
+
+    /// Removes the name `name` from `dir`: `true` if it was there, `false`
+    /// if it was gone already (as good: gone is what a removal wants). Any
+    /// other failure is the error, naming the path; the caller says what
+    /// it means (a task's name, an index entry left for the next sweep).
+    pub(in crate::file) fn remove_if_there(&self, dir: &Dir, name: &OsStr) -> Result<bool> {
+        match self.fs.remove(dir, name) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("remove", dir.join(&name), e)),
+            Err(e) => Err(Error::io("remove", dir.join(name), e)),
         }
     }
 

@@ -45,20 +45,16 @@ impl FileBackend {
         }
         let mut unindexed = self.touched();
         let removed = parallel::map(&touched.unindex, |name| {
-            match self.fs.remove(self.expiring.dir(), name) {
-                Ok(()) => true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            self.remove_if_there(self.expiring.dir(), name)
                 // The task is durably gone; its entry is stale, and the
                 // next sweep removes it.
-                Err(e) => {
+                .unwrap_or_else(|e| {
                     tracing::warn!(
-                        entry = %self.expiring.dir().join(name).display(),
                         error = %e,
                         "cannot remove the index entry of a removed task; the next sweep will"
                     );
                     false
-                }
-            }
+                })
         })
         .contains(&true);
         unindexed.expiring = removed;
