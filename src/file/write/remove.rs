@@ -257,18 +257,17 @@ impl FileBackend {
     /// Removes each of `tasks` that is still the version given, under its
     /// lock, then makes every removal durable at once: one fsync per
     /// directory for the batch. If those fsyncs fail, every removal they
-    /// covered reports it.
-    ///
-    /// A large batch (a sweep's) takes every stripe's lock once, in stripe
-    /// order, and removes the tasks in the order given (a sweep gives them
-    /// in listing order, about the order their files were made, in which
-    /// ext4 frees them faster than in any other), spread over the cores.
-    /// Writers wait for the batch.
+    /// covered reports it. It serves `remove` (one task: a delete, or the
+    /// one expired task a read met) and `remove_all` (the expired tasks a
+    /// read met, which the rules forget); a sweep's removals go through
+    /// [`remove_expired_batch`](Self::remove_expired_batch) instead.
     ///
     /// One task is removed under its lock to the last fsync, as a `modify`
-    /// does. Several (the expired tasks a read met) are left to the sweep
-    /// while a check of the store holds the batches lock: a reader never
-    /// waits for one.
+    /// does. Several are left to the sweep while a check of the store holds
+    /// the batches lock (a reader never waits for one), and are removed as
+    /// [`remove_unsettled`](Self::remove_unsettled) says: every stripe's
+    /// lock taken at once for `large_pass` tasks or more, else one stripe
+    /// at a time.
     pub(in crate::file) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         if let [task] = tasks {
             return vec![self.remove_single(task)];
@@ -403,8 +402,18 @@ impl FileBackend {
         Ok(())
     }
 
-    /// [`remove_batch`](Self::remove_batch) but for making its removals
-    /// durable: the results, and what the removals changed.
+    /// Removes each of `tasks` that is still the version given (the work
+    /// of [`remove_batch`](Self::remove_batch) and
+    /// [`remove_expired_batch`](Self::remove_expired_batch) but for making
+    /// the removals durable): the results, and what the removals changed.
+    ///
+    /// A batch of `large_pass` tasks or more (a sweep's, in practice) takes
+    /// every stripe's lock once, in stripe order, and removes the tasks in
+    /// the order given (a sweep gives them in listing order, about the
+    /// order their files were made, in which ext4 frees them faster than
+    /// in any other), spread over the cores; writers wait for the batch. A
+    /// smaller one, or one whose stripes cannot all be taken, goes one
+    /// stripe at a time ([`remove_by_stripe`](Self::remove_by_stripe)).
     fn remove_unsettled(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
         let all = if tasks.len() >= self.large_pass {
             self.locks.lock_all(&self.fs).ok()
