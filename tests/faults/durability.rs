@@ -259,6 +259,9 @@ fn opening_a_store_under_new_directories_makes_each_ones_name_durable() {
 /// `Eventual`ly), and a later answer for the same version makes no fsync
 /// (each made two: a retried complete, a renewal of a finished task, a
 /// cancel after completion, each flushing the device again for nothing).
+/// The first answer pays what the terminal write paid: two fsyncs (the
+/// file's, `done/`'s), three with a TTL (`expiring/`'s too); `active/` is
+/// not fsynced by either (FORMAT.md, "Writing protocol").
 #[test]
 fn a_finished_version_is_made_durable_once_per_handle() {
     use taskstore::FsEvent;
@@ -278,7 +281,13 @@ fn a_finished_version_is_made_durable_once_per_handle() {
         (NewTask::new().ttl(Duration::from_secs(3600)), 3),
     ] {
         let task = store.create(new).unwrap();
+        let from = recorder.len();
         assert!(store.complete(&task.id, json!(1)).unwrap().is_applied());
+        assert_eq!(
+            fsyncs(from),
+            first,
+            "the terminal write pays what its first AlreadyTerminal answer does"
+        );
         let mut made = Vec::new();
         for _ in 0..3 {
             let from = recorder.len();

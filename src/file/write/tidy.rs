@@ -62,8 +62,11 @@ impl FileBackend {
     /// store may have finished it `Eventual`ly (its file and names never
     /// fsynced). Where every handle is `Immediate` it is durable already,
     /// and the fsyncs write nothing new, but each still asks the device to
-    /// flush: an `AlreadyTerminal` answer costs two fsyncs (three with a
-    /// TTL), as a write does. A running task kept (a fenced or
+    /// flush: an `AlreadyTerminal` answer costs two fsyncs (the file's and
+    /// `done/`'s; three with a TTL, `expiring/`'s too), as the terminal
+    /// write did, which fsyncs no more (`active/` is left to a later
+    /// fsync: `faults::a_finished_version_is_made_durable_once_per_handle`
+    /// counts both). A running task kept (a fenced or
     /// conditional write, a task not to reap) is left as it is: such an
     /// answer says how the task stands now, not that it is final. The caller holds
     /// the task's stripe lock, after [`tidy`](Self::tidy) (which moved a
