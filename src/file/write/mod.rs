@@ -155,8 +155,13 @@ pub(super) struct Touched {
 }
 
 impl Touched {
-    /// Adds what another share of the batch touched (begun at the earlier
-    /// of the two).
+    /// Adds what another share of the batch touched, to be made durable
+    /// with it: the directories changed (begun at the earlier of the two)
+    /// and the `expiring/` entries to remove. Not `moves_settled`, which
+    /// keeps its own value: it guides a share's removals while they are
+    /// made (`settle_moves`), and no record is read for it once merged
+    /// (the merged one is only made durable: `sync_touched`, a batch
+    /// write's `settle`).
     fn absorb(&mut self, other: Touched) {
         let (ours, theirs) = (&mut self.before, other.before);
         ours.active = ours.active.min(theirs.active);
