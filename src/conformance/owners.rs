@@ -353,34 +353,6 @@ pub(super) fn resumable_orphans_wait_for_a_claim_then_are_reaped(
     assert_eq!(error["attempts"], 2);
 }
 
-pub(super) fn claims_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
-    let ids: Vec<TaskId> = (0..20)
-        .map(|i| {
-            a.create(NewTask::new().resumable("k", json!(i)).max_attempts(5))
-                .unwrap()
-                .id
-        })
-        .collect();
-    setup.clock.advance(setup.lease);
-    let claims: Vec<Vec<Task>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..4)
-            .map(|t| {
-                let store = [a, b][t % 2];
-                s.spawn(move || store.claim(&["k"]).unwrap().tasks)
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap()).collect()
-    });
-    let mut claimed: Vec<&TaskId> = claims.iter().flatten().map(|t| &t.id).collect();
-    claimed.sort();
-    let mut want: Vec<&TaskId> = ids.iter().collect();
-    want.sort();
-    assert_eq!(claimed, want, "every orphan claimed exactly once");
-    for task in claims.iter().flatten() {
-        assert_eq!(task.epoch, 2);
-    }
-}
-
 pub(super) fn a_release_hands_the_task_over_at_once(
     a: &dyn TaskStore,
     b: &dyn TaskStore,

@@ -1,7 +1,7 @@
-//! Checks of calls racing each other over the same tasks: two reaps of
-//! the same orphans (two passes of one handle among them), a claim against
-//! the owner's renewal, a reap against a claim, and a walk across pages
-//! beside another handle's writes. Each holds whatever the interleaving:
+//! Checks of calls racing each other over the same tasks: claims, and
+//! reaps, of the same orphans (two passes of one handle among them), a
+//! claim against the owner's renewal, a reap against a claim, and a walk
+//! across pages beside another handle's writes. Each holds whatever the interleaving:
 //! every task goes one way, reported by exactly the call that took it, and
 //! reads back as that call left it; a walk lists every task that stood
 //! throughout it once.
@@ -44,6 +44,51 @@ fn events_of(setup: &Setup, kind: TaskEventKind, id: &TaskId) -> usize {
         .count()
 }
 
+/// What `pass` returned through each of four threads at once, two through
+/// each handle (two passes of one handle at once among them).
+fn four_at_once(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    pass: impl Fn(&dyn TaskStore) -> Vec<Task> + Sync,
+) -> Vec<Vec<Task>> {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let (store, pass) = ([a, b][t % 2], &pass);
+                s.spawn(move || pass(store))
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
+
+/// Each of `ids`, and no other, in `passes`, exactly once.
+fn each_once(passes: &[Vec<Task>], ids: &[TaskId], what: &str) {
+    let mut got: Vec<&TaskId> = passes.iter().flatten().map(|t| &t.id).collect();
+    got.sort();
+    let mut want: Vec<&TaskId> = ids.iter().collect();
+    want.sort();
+    assert_eq!(got, want, "every orphan {what} by exactly one pass");
+}
+
+/// Four claims at once, two through each handle, of 20 orphans: each is
+/// claimed exactly once, at the next epoch.
+pub(super) fn claims_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
+    let ids: Vec<TaskId> = (0..20)
+        .map(|i| {
+            a.create(NewTask::new().resumable("k", json!(i)).max_attempts(5))
+                .unwrap()
+                .id
+        })
+        .collect();
+    setup.clock.advance(setup.lease);
+    let claims = four_at_once(a, b, |store| store.claim(&["k"]).unwrap().tasks);
+    each_once(&claims, &ids, "claimed");
+    for task in claims.iter().flatten() {
+        assert_eq!(task.epoch, 2);
+    }
+}
+
 /// Four reaps at once, two through each handle, of the same orphans: each
 /// orphan is failed once, reported by one pass alone (with the version it
 /// wrote, which is what reads back), and told once as `task.reaped`.
@@ -51,24 +96,12 @@ pub(super) fn reaps_race(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup) {
     for _ in 0..ROUNDS {
         let ids = made(a, None);
         setup.clock.advance(setup.lease);
-        let passes: Vec<Vec<Task>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..4)
-                .map(|t| {
-                    let store = [a, b][t % 2];
-                    s.spawn(move || {
-                        let pass = store.reap().unwrap();
-                        assert!(pass.missed.is_empty(), "missed: {:?}", pass.missed);
-                        pass.tasks
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        let passes = four_at_once(a, b, |store| {
+            let pass = store.reap().unwrap();
+            assert!(pass.missed.is_empty(), "missed: {:?}", pass.missed);
+            pass.tasks
         });
-        let mut reaped: Vec<&TaskId> = passes.iter().flatten().map(|t| &t.id).collect();
-        reaped.sort();
-        let mut want: Vec<&TaskId> = ids.iter().collect();
-        want.sort();
-        assert_eq!(reaped, want, "every orphan reaped by exactly one pass");
+        each_once(&passes, &ids, "reaped");
         for task in passes.iter().flatten() {
             assert_eq!(task.status, TaskStatus::Failed, "{task:?}");
             assert_eq!(

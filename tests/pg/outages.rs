@@ -398,52 +398,59 @@ fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
     }
 }
 
+/// A store on the fresh schema `name` whose connections give the schema
+/// as their application name (what [`end_sessions`] ends), with `pool`
+/// connections and no change feed; and that name.
+fn named_store(cluster: &Cluster, name: &str, pool: usize) -> (PgStore, String) {
+    let schema = fresh_schema(name);
+    let store = PgStore::builder(format!("{} application_name={schema}", cluster.conninfo()))
+        .schema(&schema)
+        .time_source(TimeSource::Clock)
+        .change_notices(false)
+        .pool_size(pool)
+        .open()
+        .unwrap();
+    (store, schema)
+}
+
+/// Ends every session of `application` (`pg_terminate_backend`, as an
+/// administrator or a restart would), and waits until the server has.
+fn end_sessions(watcher: &mut postgres::Client, application: &str) {
+    watcher
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&application],
+        )
+        .unwrap();
+    wait_until("the server to end the store's sessions", || {
+        connected(watcher, application) == 0
+    });
+}
+
 /// A read on a pooled connection the server ended a moment after its last
 /// use (a restart, a failover, an administrator's `pg_terminate_backend`:
 /// given back under 100 ms before, it is not looked at when taken) is made
 /// again on another connection: a `get`, a `get_all` and a listing each
 /// answer. (Each failed, "connection closed", once per pooled connection,
 /// and an MCP client's `tasks/get` in a database's failover answered
-/// `-32603`.) A write is not made again: it may have committed.
+/// `-32603`.) Writes: `a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds`.
 #[test]
 fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("ended_moment_ago");
-    let application = schema.clone();
-    let store = PgStore::builder(format!(
-        "{} application_name={application}",
-        cluster.conninfo()
-    ))
-    .schema(&schema)
-    .time_source(TimeSource::Clock)
-    .change_notices(false)
-    .pool_size(1)
-    .open()
-    .unwrap();
+    let (store, application) = named_store(cluster, "ended_moment_ago", 1);
     let task = store.create(NewTask::new()).unwrap();
     let mut watcher = cluster.client();
-    let end_the_connection = |watcher: &mut postgres::Client| {
-        watcher
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = $1",
-                &[&application],
-            )
-            .unwrap();
-        wait_until("the server to end the store's session", || {
-            connected(watcher, &application) == 0
-        });
-    };
-    end_the_connection(&mut watcher);
+    end_sessions(&mut watcher, &application);
     let read = store.get(&task.id);
     assert!(matches!(&read, Ok(Some(t)) if *t == task), "get: {read:?}");
-    end_the_connection(&mut watcher);
+    end_sessions(&mut watcher, &application);
     let all = store.get_all(std::slice::from_ref(&task.id));
     assert!(
         matches!(all.as_slice(), [Ok(Some(t))] if *t == task),
         "get_all: {all:?}"
     );
-    end_the_connection(&mut watcher);
+    end_sessions(&mut watcher, &application);
     let listed = store.list(&ListQuery::active());
     assert!(
         matches!(&listed, Ok(page) if page.tasks == [task.clone()]),
@@ -467,31 +474,9 @@ fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
 #[test]
 fn a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("write_ended_moment_ago");
-    let application = schema.clone();
-    let store = PgStore::builder(format!(
-        "{} application_name={application}",
-        cluster.conninfo()
-    ))
-    .schema(&schema)
-    .time_source(TimeSource::Clock)
-    .change_notices(false)
-    .pool_size(1)
-    .open()
-    .unwrap();
+    let (store, application) = named_store(cluster, "write_ended_moment_ago", 1);
     let mut watcher = cluster.client();
-    let mut end_the_connection = || {
-        watcher
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = $1",
-                &[&application],
-            )
-            .unwrap();
-        wait_until("the server to end the store's session", || {
-            connected(&mut watcher, &application) == 0
-        });
-    };
+    let mut end_the_connection = || end_sessions(&mut watcher, &application);
     let task = store.create(NewTask::new()).unwrap();
     let other = store.create(NewTask::new()).unwrap();
     end_the_connection();
@@ -531,18 +516,8 @@ fn a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds() {
 #[test]
 fn a_read_made_again_meets_no_other_connection_the_server_ended() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("ended_both");
+    let (store, schema) = named_store(cluster, "ended_both", 2);
     let application = schema.clone();
-    let store = PgStore::builder(format!(
-        "{} application_name={application}",
-        cluster.conninfo()
-    ))
-    .schema(&schema)
-    .time_source(TimeSource::Clock)
-    .change_notices(false)
-    .pool_size(2)
-    .open()
-    .unwrap();
     let task = store.create(NewTask::new()).unwrap();
     let mut watcher = cluster.client();
     // Two reads at once, held on a lock, leave two connections idle.
@@ -561,16 +536,7 @@ fn a_read_made_again_meets_no_other_connection_the_server_ended() {
         }
     });
     assert_eq!(connected(&mut watcher, &application), 2, "two connections");
-    watcher
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1",
-            &[&application],
-        )
-        .unwrap();
-    wait_until("the server to end the store's sessions", || {
-        connected(&mut watcher, &application) == 0
-    });
+    end_sessions(&mut watcher, &application);
     let read = store.get(&task.id);
     assert!(matches!(&read, Ok(Some(t)) if *t == task), "get: {read:?}");
 }
