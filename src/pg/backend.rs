@@ -828,8 +828,27 @@ impl PgBackend {
     }
 
     /// Removes `current` if that is still the stored version (and, with
-    /// `stored`, its JSON exactly that: a guess's).
+    /// `stored`, its JSON exactly that: a guess's). A removal that failed
+    /// with the server's `FATAL` reply, and finds the task stored as that
+    /// version, changed nothing and never will, and is made again once, as
+    /// a conditional write is ([`Found::Untouched`]; one that finds the
+    /// task gone may have committed, or another removed it: it fails,
+    /// since only one removal may say it removed the task).
     fn remove_at(&self, current: &Task, stored: Option<&[u8]>) -> Result<Swap> {
+        match self.try_remove_at(current, stored) {
+            Err(e) if !refused(&e) && ended_by_server(&e) => {
+                match self.current(&current.id, "remove") {
+                    Ok(Some(now)) if is_current(&now, current) => {
+                        self.try_remove_at(current, stored)
+                    }
+                    _ => Err(e),
+                }
+            }
+            removed => removed,
+        }
+    }
+
+    fn try_remove_at(&self, current: &Task, stored: Option<&[u8]>) -> Result<Swap> {
         let op = || format!("remove task {}", current.id);
         let Ok(created_at_ns) = nanos(current.created_at, "remove", &current.id) else {
             // No row holds a version made at a time no row can store (a

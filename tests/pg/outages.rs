@@ -462,13 +462,13 @@ fn a_read_on_a_connection_the_server_ended_a_moment_ago_is_made_again() {
 /// last use (a restart, a failover, an administrator's
 /// `pg_terminate_backend`: given back under 100 ms before, it is not
 /// looked at when taken) succeeds: an update, a completion, a
-/// cancellation and a create each answer, and are stored once. A
-/// statement whose preparation failed so (the first of its kind on the
+/// cancellation, a create and a delete each answer, and are stored once.
+/// A statement whose preparation failed so (the first of its kind on the
 /// connection: the update, the create) was never sent, and is made again
 /// on another connection; a conditional write sent (the completion, the
-/// cancellation) that failed with the server's `FATAL` reply, and reads
-/// its task back as the version it was conditioned on, changed nothing and
-/// never will, and is made again once. (Each failed, a `FATAL` `57P01`,
+/// cancellation, the second delete) that failed with the server's `FATAL`
+/// reply, and reads its task back as the version it was conditioned on,
+/// changed nothing and never will, and is made again once. (Each failed, a `FATAL` `57P01`,
 /// once per pooled connection: an MCP client's `tasks/cancel` in a
 /// database's failover answered `-32603`.)
 #[test]
@@ -501,7 +501,14 @@ fn a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds() {
     let created = store.create(NewTask::new());
     assert!(created.is_ok(), "create: {created:?}");
     let created = created.unwrap();
-    assert_eq!(store.get(&created.id).unwrap(), Some(created));
+    assert_eq!(store.get(&created.id).unwrap(), Some(created.clone()));
+    // A delete, its statement prepared on the connection (by a first
+    // delete), so sent on the ended one.
+    assert!(store.delete(&other.id).unwrap());
+    end_the_connection();
+    let deleted = store.delete(&created.id);
+    assert!(matches!(deleted, Ok(true)), "delete: {deleted:?}");
+    assert_eq!(store.get(&created.id).unwrap(), None);
     assert_eq!(
         store.get(&task.id).unwrap().map(|t| (t.status, t.revision)),
         Some((TaskStatus::Completed, task.revision + 2))
