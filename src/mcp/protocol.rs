@@ -303,8 +303,10 @@ pub(super) fn unanswered<'a>(
         let copy = task
             .metadata
             .get(&format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"));
-        let answered = copy.is_some_and(|v| !v.is_null());
-        (!answered).then_some((key.as_str(), value, request))
+        // Any value, `null` included: the owner's clearing `null` goes
+        // with the key's withdrawal from `inputRequests`, so a copy of a
+        // key still outstanding is a client's answer.
+        copy.is_none().then_some((key.as_str(), value, request))
     })
 }
 
@@ -420,6 +422,34 @@ mod tests {
         let read = Book::of(&stored);
         assert_eq!(read.ask("k", &fingerprint(&q)), Ask::Answered(Value::Null));
         assert_eq!(read, book);
+    }
+
+    /// A client's `null` answer a peer stored stands: another peer's later
+    /// answer to the key writes nothing, and the owner takes the `null`.
+    /// (A stored `null` read as no answer to a peer, so a later answer
+    /// replaced it before the owner took either, though the first client
+    /// was told its answer was taken.)
+    #[test]
+    fn a_null_answer_a_peer_stored_stands() {
+        let q = json!({"method": "elicitation/create", "params": {"message": "?"}});
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
+        let mut book = Book::default();
+        book.asks("k", &q);
+        book.update().apply(&mut task, now).unwrap();
+        responses_update(&task, &[("k".into(), Value::Null)])
+            .expect("the first answer is written")
+            .apply(&mut task, now)
+            .unwrap();
+        assert!(
+            responses_update(&task, &[("k".into(), json!("later"))]).is_none(),
+            "a later answer to the key writes nothing"
+        );
+        let book = Book::of(&task);
+        assert_eq!(
+            stored_responses(&task, &book),
+            [("k".to_owned(), Value::Null)]
+        );
     }
 
     #[test]
