@@ -111,48 +111,57 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
     assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
 }
 
-/// A checkpoint the database could not save (the server ended the
-/// connection it was written on: an administrator, a restart, a failover)
+/// A checkpoint the database could not save (its sessions ended and new
+/// ones read-only a moment: an administrator, a failover to a standby)
 /// skips that checkpoint, not the work: the task goes on and completes.
 /// (The example failed the task at the first checkpoint that failed: a
 /// moment's outage of the database failed every resumable task running.)
+/// The database is the test's own, so that making it read-only touches no
+/// other test; ending the sessions alone no longer fails a checkpoint,
+/// which is made again on another connection
+/// (`pg::a_write_on_a_connection_the_server_ended_a_moment_ago_succeeds`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_the_database_could_not_save_fails_no_task() {
     let Some(cluster) = cluster() else { return };
-    let schema = fresh_schema("checkpoint_lost");
-    // The instance's connections, told apart from every other test's.
-    let application = schema.clone();
-    let conninfo = format!("{} application_name={application}", cluster.conninfo());
+    let database = fresh_schema("checkpoint_lost");
+    let mut admin = tokio::task::block_in_place(|| cluster.client());
+    let admin_says = |admin: &mut postgres::Client, sql: String| {
+        tokio::task::block_in_place(|| admin.batch_execute(&sql).unwrap());
+    };
+    admin_says(&mut admin, format!("CREATE DATABASE {database}"));
+    let conninfo = cluster
+        .conninfo()
+        .replace("dbname=postgres", &format!("dbname={database}"));
     let (_root, dir) = store_dir();
     let a = Launch::new(&dir, "A")
         .lease_ms(SURVIVOR_LEASE_MS)
-        .pg(&conninfo, &schema)
+        .pg(&conninfo, "taskstore")
         .start()
         .await;
     let created = a
-        .call_as_task(json!({"ms": 2_000, "step_ms": 50, "text": "kept", "resumable": true}))
+        .call_as_task(json!({"ms": 4_000, "step_ms": 50, "text": "kept", "resumable": true}))
         .await;
     let id = created.task.task_id.clone();
-    // The server ends the instance's connections until a checkpoint meets
-    // one it ended.
-    let mut client = tokio::task::block_in_place(|| cluster.client());
-    let said = poll("a checkpoint that met an ended connection", || {
-        tokio::task::block_in_place(|| {
-            client
-                .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1",
-                    &[&application],
-                )
-                .unwrap()
-        });
+    // New sessions read-only, and the instance's ended until a checkpoint
+    // is refused on one; then writable again, and ended once more.
+    let read_only =
+        |on: &str| format!("ALTER DATABASE {database} SET default_transaction_read_only = {on}");
+    let end_sessions = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    );
+    admin_says(&mut admin, read_only("on"));
+    let said = poll("a checkpoint refused by a read-only session", || {
+        admin_says(&mut admin, end_sessions.clone());
         let log = a.stderr();
         log.contains(&format!("checkpoint of task {id}"))
             .then_some(log)
     })
     .await;
+    admin_says(&mut admin, read_only("off"));
+    admin_says(&mut admin, end_sessions.clone());
     // A synchronous client is dropped off the async workers.
-    tokio::task::block_in_place(move || drop(client));
+    tokio::task::block_in_place(move || drop(admin));
     let done = a.settled(&id).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{said}");
     a.stop().await;
