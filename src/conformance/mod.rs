@@ -371,6 +371,16 @@ where
     }
 }
 
+/// The `kind` events the handles sent for task `id`.
+fn events_of(setup: &Setup, kind: TaskEventKind, id: &TaskId) -> usize {
+    setup
+        .events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
+        .count()
+}
+
 fn applied(t: Transition) -> Task {
     assert!(t.is_applied(), "expected Applied, got {t:?}");
     t.into_task()

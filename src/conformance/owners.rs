@@ -8,14 +8,7 @@ pub(super) fn events_once_per_applied_transition(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let count = |kind: TaskEventKind, id: &TaskId| {
-        setup
-            .events
-            .snapshot()
-            .iter()
-            .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
-            .count()
-    };
+    let count = |kind: TaskEventKind, id: &TaskId| events_of(setup, kind, id);
     let task = a
         .create(NewTask::new().ttl(Duration::from_secs(3_600)))
         .unwrap();

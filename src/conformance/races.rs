@@ -34,16 +34,6 @@ fn made(store: &dyn TaskStore, kind: Option<&str>) -> Vec<TaskId> {
         .collect()
 }
 
-/// The `kind` events the handles sent for task `id`.
-fn events_of(setup: &Setup, kind: TaskEventKind, id: &TaskId) -> usize {
-    setup
-        .events
-        .snapshot()
-        .iter()
-        .filter(|r| r.event.kind == kind && r.event.data["taskId"] == id.as_str())
-        .count()
-}
-
 /// What `pass` returned through each of four threads at once, two through
 /// each handle (two passes of one handle at once among them).
 fn four_at_once(

@@ -375,21 +375,16 @@ fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
             .unwrap();
         let task = store.create(NewTask::new()).unwrap();
         let mut watcher = cluster.client();
-        if !timeout {
+        if timeout {
+            wait_until("the server to end the store's idle sessions", || {
+                connected(&mut watcher, &application) == 0
+            });
+        } else {
             // Idle a while, as a restart or an administrator meets them (a
             // connection given back moments before is not looked at).
             std::thread::sleep(Duration::from_millis(200));
-            watcher
-                .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1",
-                    &[&application],
-                )
-                .unwrap();
+            end_sessions(&mut watcher, &application);
         }
-        wait_until("the server to end the store's idle sessions", || {
-            connected(&mut watcher, &application) == 0
-        });
         let read = store.get(&task.id);
         assert!(
             matches!(&read, Ok(Some(read)) if *read == task),
