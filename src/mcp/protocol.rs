@@ -367,6 +367,17 @@ mod tests {
         }
     }
 
+    /// A task whose run asked `request` under `key`, outstanding (as
+    /// stored), and the time it was made at.
+    fn asked(key: &str, request: &Value) -> (Task, time::OffsetDateTime) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
+        let mut book = Book::default();
+        book.asks(key, request);
+        book.update().apply(&mut task, now).unwrap();
+        (task, now)
+    }
+
     #[test]
     fn a_book_survives_the_store_and_a_key_names_one_request() {
         let q1 = json!({"method": "elicitation/create", "params": {"message": "1?"}});
@@ -432,11 +443,7 @@ mod tests {
     #[test]
     fn a_null_answer_a_peer_stored_stands() {
         let q = json!({"method": "elicitation/create", "params": {"message": "?"}});
-        let now = time::OffsetDateTime::now_utc();
-        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
-        let mut book = Book::default();
-        book.asks("k", &q);
-        book.update().apply(&mut task, now).unwrap();
+        let (mut task, now) = asked("k", &q);
         responses_update(&task, &[("k".into(), Value::Null)])
             .expect("the first answer is written")
             .apply(&mut task, now)
@@ -455,11 +462,7 @@ mod tests {
     #[test]
     fn a_key_a_cancel_withdrew_is_never_asked_again() {
         let q = json!({"method": "elicitation/create", "params": {"message": "go?"}});
-        let now = time::OffsetDateTime::now_utc();
-        let mut task = NewTask::new().into_task(TaskId::parse("t").unwrap(), now);
-        let mut book = Book::default();
-        book.asks("go", &q);
-        book.update().apply(&mut task, now).unwrap();
+        let (mut task, now) = asked("go", &q);
         // A peer's cancel: the task is `working` again, the key recorded
         // without an answer.
         cancel_update(&task).apply(&mut task, now).unwrap();

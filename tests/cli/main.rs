@@ -226,6 +226,15 @@ fn gone_an_hour_ago(dir: &Path) -> FileStore {
     an_hour_ago(dir).instance_id("gone").open().unwrap()
 }
 
+/// `builder`'s store opened with `Eventual` durability: a test's many
+/// tasks made fast, their fsyncs beside the point.
+fn eventual(builder: taskstore::FileStoreBuilder) -> FileStore {
+    builder
+        .durability(taskstore::Durability::Eventual)
+        .open()
+        .unwrap()
+}
+
 /// A builder of a store on `dir` whose clock reads an hour ago.
 fn an_hour_ago(dir: &Path) -> taskstore::FileStoreBuilder {
     let past = OffsetDateTime::now_utc() - time::Duration::hours(1);
@@ -280,11 +289,7 @@ fn writer(args: &[String]) {
     let (dir, stop) = (Path::new(&args[0]), Path::new(&args[1]));
     let journal = Path::new(&args[2]);
     let progress = PathBuf::from(format!("{}.progress", stop.display()));
-    let fast = FileStore::builder(dir)
-        .instance_id("writer")
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let fast = eventual(FileStore::builder(dir).instance_id("writer"));
     let durable = FileStore::builder(dir)
         .instance_id("writer")
         .open()

@@ -11,10 +11,7 @@ use super::*;
 fn list_without_a_limit_holds_a_page_not_the_store() {
     require_prlimit();
     let (_tmp, dir) = store_dir();
-    let store = FileStore::builder(&dir)
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let store = eventual(FileStore::builder(&dir));
     let payload = "x".repeat(100 << 10);
     for _ in 0..3_000 {
         store
@@ -48,11 +45,7 @@ fn list_without_a_limit_holds_a_page_not_the_store() {
 fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
     require_prlimit();
     let (_tmp, dir) = store_dir();
-    let store = an_hour_ago(&dir)
-        .instance_id("gone")
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let store = eventual(an_hour_ago(&dir).instance_id("gone"));
     let payload = "x".repeat(100 << 10);
     for _ in 0..1_000 {
         store
@@ -98,10 +91,7 @@ fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
 fn list_as_a_table_holds_a_page_not_the_store() {
     require_prlimit();
     let (_tmp, dir) = store_dir();
-    let store = FileStore::builder(&dir)
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let store = eventual(FileStore::builder(&dir));
     let message = "\u{1b}".repeat(64);
     for i in 0..60_000 {
         let id = TaskId::parse(&format!("{i:0>128}")).unwrap();

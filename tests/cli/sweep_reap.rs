@@ -226,10 +226,7 @@ fn a_sweep_lists_each_task_it_deletes() {
     // Its reader gone after the first line (`sweep | head -1`), it goes on
     // to the end of its pass, and its status: more tasks than a sweep
     // removes before it reports them (1,024 at a time).
-    let old = an_hour_ago(&dir)
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let old = eventual(an_hour_ago(&dir));
     for _ in 0..1_100 {
         old.create(expiring()).unwrap();
     }
@@ -259,10 +256,7 @@ fn a_sweep_lists_each_task_it_deletes() {
 #[test]
 fn a_sweep_whose_reader_is_slow_ends_its_pass_first() {
     let (_tmp, dir) = store_dir();
-    let old = an_hour_ago(&dir)
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let old = eventual(an_hour_ago(&dir));
     // More lines than a pipe holds (64 KiB), finished tasks with a TTL:
     // the sweep's batch path.
     let tasks = 3_000;
@@ -464,11 +458,7 @@ fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
 #[test]
 fn a_killed_reap_leaves_moves_the_store_finishes_and_verify_passes() {
     let (_tmp, dir) = store_dir();
-    let store = an_hour_ago(&dir)
-        .instance_id("gone")
-        .durability(taskstore::Durability::Eventual)
-        .open()
-        .unwrap();
+    let store = eventual(an_hour_ago(&dir).instance_id("gone"));
     let ids: Vec<TaskId> = (0..3_000)
         .map(|_| store.create(NewTask::new()).unwrap().id)
         .collect();
