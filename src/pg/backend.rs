@@ -788,8 +788,7 @@ impl PgBackend {
                     _ => Err(e),
                 };
             }
-            let untouched = |now: Option<&Task>| now.is_some_and(|now| is_current(now, current));
-            match self.found(&e, next, "replace", untouched) {
+            match self.found(&e, next, "replace", Some(current)) {
                 Found::Written => return Ok(Swap::Done),
                 Found::Untouched if std::mem::take(&mut again) => {}
                 Found::Untouched | Found::Neither => return Err(e),
@@ -838,7 +837,7 @@ impl PgBackend {
         match self.try_remove_at(current, stored) {
             Err(e) if !refused(&e) && ended_by_server(&e) => {
                 match self.current(&current.id, "remove") {
-                    Ok(Some(now)) if is_current(&now, current) => {
+                    Ok(now) if ended_untouched(&e, now.as_ref(), current) => {
                         self.try_remove_at(current, stored)
                     }
                     _ => Err(e),
@@ -981,22 +980,21 @@ impl PgBackend {
 
     /// After a write of `record` failed (`op`) with `e`: what its task,
     /// read back, says of it, if it may have committed (`e` is not one
-    /// that changed nothing: [`refused`]). `untouched` tells the version
-    /// the write was conditioned on. A failure that
-    /// changed nothing is not read back ([`Found::Neither`]).
-    fn found(
-        &self,
-        e: &Error,
-        record: &Record,
-        op: &str,
-        untouched: impl FnOnce(Option<&Task>) -> bool,
-    ) -> Found {
+    /// that changed nothing: [`refused`]). `conditioned_on` is the
+    /// version the write was conditioned on (none for an insert, which is
+    /// never made again so). A failure that changed nothing is not read
+    /// back ([`Found::Neither`]).
+    fn found(&self, e: &Error, record: &Record, op: &str, conditioned_on: Option<&Task>) -> Found {
         if refused(e) {
             return Found::Neither;
         }
         match self.current(&record.task().id, op) {
             Ok(Some(stored)) if self.written(&stored, record) => Found::Written,
-            Ok(stored) if ended_by_server(e) && untouched(stored.as_ref()) => Found::Untouched,
+            Ok(stored)
+                if conditioned_on.is_some_and(|at| ended_untouched(e, stored.as_ref(), at)) =>
+            {
+                Found::Untouched
+            }
             _ => Found::Neither,
         }
     }
@@ -1152,6 +1150,15 @@ enum Found {
     Neither,
 }
 
+/// Whether a write conditioned on `current` that failed with `e`, its task
+/// read back as `stored`, changed nothing and never will: the server ended
+/// the session ([`ended_by_server`]), and the task is still that version
+/// (a commit would have moved its revision on). Such a write is made again
+/// once ([`Found::Untouched`]; a removal alike).
+fn ended_untouched(e: &Error, stored: Option<&Task>, current: &Task) -> bool {
+    ended_by_server(e) && stored.is_some_and(|now| is_current(now, current))
+}
+
 /// Whether `e` is the server's word that it ended the session (a `FATAL`
 /// reply: an administrator's `pg_terminate_backend`, a restart, a session
 /// timeout): the server process that sent it commits nothing after, so a
@@ -1263,7 +1270,7 @@ impl Backend for PgBackend {
     /// wrote (`pg_linearizable` caught a create made twice so).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         match self.try_insert(record, max_active) {
-            Err(e) if matches!(self.found(&e, record, "insert", |_| false), Found::Written) => {
+            Err(e) if matches!(self.found(&e, record, "insert", None), Found::Written) => {
                 Ok(Insert::Done)
             }
             inserted => known_unchanged(inserted),
