@@ -508,7 +508,7 @@ impl Backend for FileBackend {
         if let Some(found) = self.find(id)? {
             return Ok(Insert::Exists(found.task));
         }
-        self.write(Area::of(record.task()), record)?;
+        self.write_new(record)?;
         Ok(Insert::Done)
     }
 

@@ -446,6 +446,22 @@ impl FileBackend {
         Ok(())
     }
 
+    /// Writes `record`, a task the store does not hold (the caller holds
+    /// its lock and looked): a running task into `active/`; a finished
+    /// one (a task copied from another store) as a terminal transition
+    /// writes it, into `active/`, then moved into `done/` with its
+    /// `expiring/` entry, so that the sweep finds it when it expires (a
+    /// file written straight into `done/` would have none: found by no
+    /// sweep, and a problem for `verify`:
+    /// `tests::a_finished_task_inserted_gets_its_expiring_entry`).
+    pub(in crate::file) fn write_new(&self, record: &Record) -> Result<()> {
+        self.write(Area::Active, record)?;
+        match Area::of(record.task()) {
+            Area::Done => self.move_to_done(record.task()),
+            Area::Active => Ok(()),
+        }
+    }
+
     /// Finishes the terminal move of `task`, whose file is still in
     /// `active/` (the caller holds its lock).
     pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
@@ -480,4 +496,51 @@ enum Staged {
 enum Locking {
     Take,
     Held,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use crate::backend::{Backend, Insert};
+    use crate::clock::ManualClock;
+    use crate::file::{FileCheck, FileStore};
+    use crate::limits::Limits;
+    use crate::memory::MemoryStore;
+    use crate::store::TaskStore;
+    use crate::task::NewTask;
+
+    /// A finished task inserted into a file store (a task copied from
+    /// another store) is in `done/` with its `expiring/` entry, as a
+    /// terminal transition leaves it: the store checks clean, and the
+    /// sweep of a handle that never listed it deletes it once it expires.
+    /// (Written straight into `done/`, it had no entry: `verify` found
+    /// `MissingIndexEntry`, and no sweep found the task.)
+    #[test]
+    fn a_finished_task_inserted_gets_its_expiring_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let elsewhere = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+        let made = elsewhere
+            .create(NewTask::new().ttl(Duration::from_secs(60)))
+            .unwrap();
+        let done = elsewhere.complete(&made.id, json!(1)).unwrap().into_task();
+        let store = FileStore::builder(tmp.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let record = Limits::default().record(done.clone()).unwrap();
+        assert_eq!(store.backend().insert(&record, 1).unwrap(), Insert::Done);
+        let report = FileCheck::open(tmp.path()).unwrap().verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(store.get(&done.id).unwrap(), Some(done.clone()));
+        clock.advance(Duration::from_secs(61));
+        let later = FileStore::builder(tmp.path()).clock(clock).open().unwrap();
+        assert_eq!(later.sweep().unwrap().deleted, 1);
+        assert!(later.backend().load(&done.id).unwrap().is_none());
+    }
 }
