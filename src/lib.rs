@@ -62,7 +62,7 @@ pub use crate::pg::{
 #[doc(hidden)]
 pub use crate::pg::{PgStatements, pg_statements};
 pub use crate::query::{ListQuery, Page};
-pub use crate::rules::{MAX_INSTANCE_ID_LEN, Orphan, OrphanFate, Store, StoreBuilder};
+pub use crate::rules::{Copied, MAX_INSTANCE_ID_LEN, Orphan, OrphanFate, Store, StoreBuilder};
 #[cfg(feature = "metrics")]
 pub use crate::sink::MetricsSink;
 pub use crate::sink::{

@@ -106,6 +106,16 @@ impl Limits {
         self.record_within(task, self.max_payload_bytes)
     }
 
+    /// `task` as a backend stores it, copied whole from another store
+    /// ([`Store::copy_from`](crate::Store::copy_from)): within the cap plus
+    /// [`OWN_HEADROOM`], the most the store's own changes take a task it
+    /// accepted (an orphan reaped at the cap, a lease renewed under a long
+    /// instance id), so that a task a store with this cap holds is taken,
+    /// and no larger one.
+    pub fn record_copy(&self, task: Task) -> Result<Record> {
+        self.record_within(task, self.max_payload_bytes + OWN_HEADROOM)
+    }
+
     /// `task` as a backend stores it, after a change the store made itself
     /// to `current` (see [`OWN_HEADROOM`]): within the cap plus the
     /// headroom, or, over a task another handle's larger cap let in, within

@@ -8,6 +8,7 @@
 //! store.
 
 mod builder;
+mod copy;
 mod high_water;
 mod maintenance;
 mod preview;
@@ -31,6 +32,7 @@ use self::high_water::HighWater;
 
 pub(crate) use self::builder::Settings;
 pub use self::builder::{MAX_INSTANCE_ID_LEN, StoreBuilder};
+pub use self::copy::Copied;
 pub use self::preview::{Orphan, OrphanFate};
 
 /// A task store: the store's rules over the backend `B`.
