@@ -9,6 +9,7 @@ mod common;
 #[path = "../common/pg.rs"]
 mod pg_cluster;
 
+mod copy;
 mod damage;
 mod escaping;
 mod formats;

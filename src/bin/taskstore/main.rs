@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod copy;
 mod heard;
 mod maintain;
 mod stats;
@@ -139,6 +140,29 @@ enum Command {
     /// Prints the events of a JSON-lines event file (written by
     /// JsonLinesSink); --follow keeps reading as it grows.
     Tail(tail::TailArgs),
+    /// Copies every live task of the store into another (--to-store DIR,
+    /// or --to-pg CONNINFO), exactly as it is: id, status, revision, every
+    /// time, owner, lease, epoch, owner token, attempts, checkpoint, input
+    /// requests, metadata, result or error. For a service that moves its
+    /// store (a file store to PostgreSQL, and back).
+    ///
+    /// Stop the service's writers first: a copy is no transaction. At its
+    /// end it reads the source once more and lists each task that changed,
+    /// appeared or was deleted there meanwhile ("changed"). Expired tasks
+    /// are left out (counted). A task the destination already holds, equal,
+    /// is skipped and counted (a copy run again copies nothing); one that
+    /// differs is listed and left as it is, never overwritten. A task the
+    /// destination's caps refuse (--max-active, --max-payload-bytes: give
+    /// the service's) is listed with why, and the copy goes on. The
+    /// destination's event sinks hear no task.created: the copy makes no
+    /// new task. The source is not changed.
+    ///
+    /// Prints a line per task copied, differing, not copied or changed
+    /// (with --json, {"taskId", "action": "copy" or "check", "outcome":
+    /// "done" or "failed", and "error"}) and the counts on stderr.
+    /// Exits 1 if any task differed, was not copied, could not be read or
+    /// changed.
+    Copy(copy::CopyArgs),
 }
 
 /// Whether each way of naming a store came from its environment variable
@@ -262,6 +286,7 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
         Target::Pg { .. } => {}
     }
     match command {
+        Command::Copy(args) => copy::run(args, target, upgrade),
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
         Command::Stats(args) => stats::run(args, target, upgrade),
@@ -420,72 +445,128 @@ fn open(
     upgrade: bool,
     heard: Heard,
 ) -> Result<Box<dyn Handle>, Failure> {
-    let heard = Arc::new(heard);
-    fn configure<O>(
-        builder: StoreBuilder<O>,
-        claim_grace: Option<Duration>,
-        heard: Arc<Heard>,
-    ) -> StoreBuilder<O> {
-        // Every handle reads what any stored; the largest cap holds the
-        // command's own writes (a cancel's message) to no smaller one than
-        // a service's.
+    let mut opening = Opening::new(heard);
+    opening.claim_grace = claim_grace;
+    opening.upgrade = upgrade;
+    Ok(opening.open(target)?.boxed())
+}
+
+/// How [`open`] opens a store, for a command that asks more of it
+/// (`copy`: the store as its concrete type, its caps, a store made if
+/// missing).
+struct Opening {
+    claim_grace: Option<Duration>,
+    upgrade: bool,
+    heard: Arc<Heard>,
+    /// The handle's active-task cap (default: the library's).
+    max_active: Option<usize>,
+    /// The handle's payload cap: by default the largest, so that the
+    /// command's own writes (a cancel's message) are held to no smaller one
+    /// than a service's.
+    max_payload_bytes: usize,
+    /// Makes a PostgreSQL store if it is missing (`copy --create`; a file
+    /// store is made by any open, once its command let it through).
+    create: bool,
+    /// The flag (and variable) that names the schema, for its usage error.
+    schema_flag: &'static str,
+}
+
+/// A store a command opened, as its concrete type.
+// One or two at a time, each held for the whole command: a box would buy
+// nothing.
+#[allow(clippy::large_enum_variant)]
+enum Opened {
+    File(FileStore),
+    #[cfg(feature = "postgres")]
+    Pg(taskstore::PgStore),
+}
+
+impl Opened {
+    fn boxed(self) -> Box<dyn Handle> {
+        match self {
+            Opened::File(store) => Box::new(store),
+            #[cfg(feature = "postgres")]
+            Opened::Pg(store) => Box::new(store),
+        }
+    }
+}
+
+impl Opening {
+    fn new(heard: Heard) -> Opening {
+        Opening {
+            claim_grace: None,
+            upgrade: false,
+            heard: Arc::new(heard),
+            max_active: None,
+            max_payload_bytes: taskstore::MAX_MAX_PAYLOAD_BYTES,
+            create: false,
+            schema_flag: "'--pg-schema <SCHEMA>' (or TASKSTORE_PG_SCHEMA)",
+        }
+    }
+
+    /// `builder` with this opening's instance id, caps, claim grace and sink.
+    fn configure<O>(&self, builder: StoreBuilder<O>) -> StoreBuilder<O> {
         let builder = builder
             .instance_id(instance_id())
-            .max_payload_bytes(taskstore::MAX_MAX_PAYLOAD_BYTES)
-            .sink(heard);
-        match claim_grace {
+            .max_payload_bytes(self.max_payload_bytes)
+            .sink(self.heard.clone());
+        let builder = match self.max_active {
+            Some(max) => builder.max_active(max),
+            None => builder,
+        };
+        match self.claim_grace {
             Some(grace) => builder.claim_grace(grace),
             None => builder,
         }
     }
-    match target {
-        Target::File(dir) => {
-            // One command, one listing at most: no inotify instance, which
-            // the exit would wait for the kernel to free.
-            let builder = || {
-                configure(FileStore::builder(dir), claim_grace, heard.clone())
-                    .change_notices(false)
-                    .lock_wait(OPEN_WAIT)
-                    .on_lock_wait(say_open_wait(OPEN_WAIT))
-            };
-            match builder().upgrade_format(false).open() {
-                Err(taskstore::Error::OlderFormat { found, current, .. }) if upgrade => {
-                    text::err(format!(
-                        "taskstore: moving {} from format {found} to {current} once no other \
-                         process has it open (waiting for them to close it)",
-                        dir.display()
-                    ));
-                    Ok(Box::new(
-                        builder().open().map_err(|e| denied_directory(dir, e))?,
-                    ))
+
+    fn open(&self, target: &Target) -> Result<Opened, Failure> {
+        match target {
+            Target::File(dir) => {
+                // One command, one listing at most: no inotify instance,
+                // which the exit would wait for the kernel to free.
+                let builder = || {
+                    self.configure(FileStore::builder(dir))
+                        .change_notices(false)
+                        .lock_wait(OPEN_WAIT)
+                        .on_lock_wait(say_open_wait(OPEN_WAIT))
+                };
+                let opened = match builder().upgrade_format(false).open() {
+                    Err(taskstore::Error::OlderFormat { found, current, .. }) if self.upgrade => {
+                        text::err(format!(
+                            "taskstore: moving {} from format {found} to {current} once no other \
+                             process has it open (waiting for them to close it)",
+                            dir.display()
+                        ));
+                        builder().open()
+                    }
+                    Err(e @ taskstore::Error::OlderFormat { .. }) => return Err(older_refused(e)),
+                    opened => opened,
+                };
+                Ok(Opened::File(opened.map_err(|e| denied_directory(dir, e))?))
+            }
+            #[cfg(feature = "postgres")]
+            Target::Pg { conninfo, schema } => {
+                let mut builder = self
+                    .configure(taskstore::PgStore::builder(conninfo.clone()))
+                    .create_if_missing(self.create);
+                if let Some(schema) = schema {
+                    builder = builder.schema(schema.clone());
                 }
-                Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
-                opened => Ok(Box::new(opened.map_err(|e| denied_directory(dir, e))?)),
-            }
-        }
-        #[cfg(feature = "postgres")]
-        Target::Pg { conninfo, schema } => {
-            let mut builder = configure(
-                taskstore::PgStore::builder(conninfo.clone()),
-                claim_grace,
-                heard,
-            )
-            .create_if_missing(false);
-            if let Some(schema) = schema {
-                builder = builder.schema(schema.clone());
-            }
-            match builder.open() {
-                // A schema name no store can have is a usage error, as a
-                // malformed argument is.
-                Err(
-                    e @ taskstore::Error::InvalidConfig {
-                        field: "schema", ..
-                    },
-                ) => invalid_value(&format!(
-                    "invalid value {:?} for '--pg-schema <SCHEMA>' (or TASKSTORE_PG_SCHEMA): {e}",
-                    schema.as_deref().unwrap_or_default()
-                )),
-                opened => Ok(Box::new(opened?)),
+                match builder.open() {
+                    // A schema name no store can have is a usage error, as a
+                    // malformed argument is.
+                    Err(
+                        e @ taskstore::Error::InvalidConfig {
+                            field: "schema", ..
+                        },
+                    ) => invalid_value(&format!(
+                        "invalid value {:?} for {}: {e}",
+                        schema.as_deref().unwrap_or_default(),
+                        self.schema_flag
+                    )),
+                    opened => Ok(Opened::Pg(opened?)),
+                }
             }
         }
     }
