@@ -564,6 +564,19 @@ impl Fs {
         Ok(())
     }
 
+    /// [`remove`](Self::remove)s the file `name` in `dir` if it is there:
+    /// `true` if it was, `false` if it was gone already (as good: gone is
+    /// what a removal wants). Any other failure is the error, for the
+    /// caller to name and judge. Every "remove, gone is fine" of the file
+    /// backend is this call.
+    pub fn remove_if_there(&self, dir: &Dir, name: &OsStr) -> io::Result<bool> {
+        match self.remove(dir, name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Makes the changes to the entries of `dir` durable.
     pub fn sync_dir(&self, dir: &Dir) -> io::Result<()> {
         self.check(FsOp::SyncDir, || dir.path.clone())?;

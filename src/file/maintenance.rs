@@ -124,11 +124,8 @@ fn remove_tree(fs: &Fs, root: &Dir, name: &OsStr) -> Result<()> {
         .read_dir(&dir)
         .map_err(|e| Error::io("read directory", dir.path(), e))?;
     for entry in names {
-        match fs.remove(&dir, &entry) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", dir.join(&entry), e)),
-        }
+        fs.remove_if_there(&dir, &entry)
+            .map_err(|e| Error::io("remove", dir.join(&entry), e))?;
     }
     drop(dir);
     fs.remove_dir(root, name)

@@ -108,12 +108,8 @@ impl FileBackend {
 /// Removes the park `name` from `tmp/`. A failure is logged: the park is a
 /// temp file like any other, and the next `open` or sweep removes it.
 fn remove_park(fs: &Fs, tmp: &Dir, name: &OsStr) {
-    match fs.remove(tmp, name) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(file = %tmp.join(name).display(), error = %e, "cannot remove a parked file; the next open or sweep will");
-        }
+    if let Err(e) = fs.remove_if_there(tmp, name) {
+        tracing::warn!(file = %tmp.join(name).display(), error = %e, "cannot remove a parked file; the next open or sweep will");
     }
 }
 

@@ -283,15 +283,9 @@ pub(super) fn move_aside_all(
             results.push(Err(e.for_each_of("set aside", &dir.join(name))));
             continue;
         }
-        if linked {
-            match store.fs.remove(dir, name) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    results.push(Err(Error::io("remove", dir.join(name), e)));
-                    continue;
-                }
-            }
+        if linked && let Err(e) = store.remove_if_there(dir, name) {
+            results.push(Err(e));
+            continue;
         }
         left = true;
         results.push(Ok(Moved::Aside(target)));
@@ -352,10 +346,10 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
     let mut removed = 0;
     let mut foreign = Vec::new();
     for (name, pid) in dead {
-        match store.fs.remove(dir, &name) {
-            Ok(()) if writer_is_running(pid) => {}
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        match store.fs.remove_if_there(dir, &name) {
+            Ok(true) if writer_is_running(pid) => {}
+            Ok(true) => removed += 1,
+            Ok(false) => {}
             // A directory named like a temp file, say.
             Err(e)
                 if e.kind() == io::ErrorKind::IsADirectory

@@ -535,9 +535,9 @@ fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>>
     // It may be a park (`park_at`): removed only once the directory whose
     // name it kept is durable.
     store.settle_parked()?;
-    match store.fs.remove(&store.tmp, name) {
-        Ok(()) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some("gone".to_owned())),
+    match store.fs.remove_if_there(&store.tmp, name) {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some("gone".to_owned())),
         Err(e)
             if e.kind() == io::ErrorKind::IsADirectory
                 || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>

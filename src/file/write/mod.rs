@@ -103,15 +103,13 @@ impl FileBackend {
     }
 
     /// Removes the name `name` from `dir`: `true` if it was there, `false`
-    /// if it was gone already (as good: gone is what a removal wants). Any
-    /// other failure is the error, naming the path; the caller says what
-    /// it means (a task's name, an index entry left for the next sweep).
+    /// if it was gone already ([`Fs::remove_if_there`]). Any other failure
+    /// is the error, naming the path; the caller says what it means (a
+    /// task's name, an index entry left for the next sweep).
     pub(in crate::file) fn remove_if_there(&self, dir: &Dir, name: &OsStr) -> Result<bool> {
-        match self.fs.remove(dir, name) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("remove", dir.join(name), e)),
-        }
+        self.fs
+            .remove_if_there(dir, name)
+            .map_err(|e| Error::io("remove", dir.join(name), e))
     }
 
     /// Makes the names given in `expiring/` and `done/` durable (first
