@@ -6,11 +6,11 @@
 //! through a symlink (`openat` and friends with `O_NOFOLLOW`): a directory
 //! of the store swapped for a symlink after it was opened is not followed.
 //!
-//! With the `fault-injection` feature a [`FaultInjector`](super::FaultInjector)
-//! can make the Nth call fail, the way SQLite's test VFS does, and a
-//! [`Recorder`](super::Recorder) can log every call that changed the disk
-//! (for the crash-state explorer, `tests/crash_states/`); without the
-//! feature every method is a plain call and the seam costs nothing.
+//! With the `fault-injection` feature a [`FaultInjector`] can make the Nth
+//! call fail, the way SQLite's test VFS does, and a [`Recorder`] can log
+//! every call that changed the disk (for the crash-state explorer,
+//! `tests/crash_states/`); without the feature every method is a plain
+//! call and the seam costs nothing.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -275,7 +275,7 @@ fn format_ts(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }
 
-/// `d` in milliseconds for the wire, at most [`MAX_WIRE_MS`]: a longer TTL
+/// `d` in milliseconds for the wire, at most [`MAX_WIRE_MS`](super::MAX_WIRE_MS): a longer TTL
 /// or poll interval (a task made through the store's API takes any) is
 /// served as the longest a JavaScript client holds exactly, some 285,000
 /// years, not as a number such a client would read as another.

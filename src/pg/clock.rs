@@ -8,8 +8,9 @@
 //! [`PARTED`] since the last (a host suspended or a VM paused, whose
 //! monotonic clock stood still while the wall clocks went on; a wall clock
 //! stepped): by the first operation past the deadline, before it reads the
-//! time it decides by ([`Backend::refresh_clock`], which the rules call
-//! first; and again before each connection is taken), on an idle pooled
+//! time it decides by
+//! ([`Backend::refresh_clock`](crate::backend::Backend::refresh_clock),
+//! which the rules call first; and again before each connection is taken), on an idle pooled
 //! one, one round trip; never by waiting for a connection (if no
 //! connection is idle, or the measurement fails, say on a connection the
 //! suspend left dead, it is tried again a second later, and the operations

@@ -123,8 +123,8 @@ impl<O> StoreBuilder<O> {
     /// [`MAX_MAX_PAYLOAD_BYTES`](crate::MAX_MAX_PAYLOAD_BYTES) (1 GiB), and
     /// lowered, when the store is made, to leave
     /// [`OWN_HEADROOM`](crate::OWN_HEADROOM) under the largest task its
-    /// backend stores ([`Backend::largest_task`](crate::backend::Backend::largest_task):
-    /// PostgreSQL's is 1 MiB under 1 GiB).
+    /// backend stores ([`Backend::largest_task`]: PostgreSQL's is 1 MiB
+    /// under 1 GiB).
     pub fn max_payload_bytes(mut self, max_payload_bytes: usize) -> Self {
         self.settings
             .limits
@@ -214,7 +214,7 @@ impl<B: Backend> StoreBuilder<B> {
     /// [`Error::InvalidConfig`] for an instance id that is empty, longer
     /// than 256 bytes or holds control characters, a zero lease, a cap of
     /// no active task, or a backend that holds tasks of less than 8 KiB
-    /// ([`Backend::largest_task`](crate::backend::Backend::largest_task)).
+    /// ([`Backend::largest_task`]).
     pub fn build(self) -> Result<Store<B>> {
         let StoreBuilder { settings, options } = self;
         StoreBuilder {

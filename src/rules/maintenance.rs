@@ -313,7 +313,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// The claimed `task`, whose lease lapsed while its claim waited
-    /// ([`lapsed_since`]), renewed; an error if the
+    /// ([`Returned::lapsed`]), renewed; an error if the
     /// renewal failed, or found it no longer this claim's (another claimed
     /// or reaped it since). The claim then stands, lapsed, with no run of
     /// this handle's: it is left to the next claim
