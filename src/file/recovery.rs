@@ -300,6 +300,37 @@ pub(super) fn move_aside_all(
     results
 }
 
+/// Whether the writer of each temp file of the tasks `ids` is gone
+/// (`Ok(true)`: its stripe lock is free; `Ok(false)`: it is alive), and
+/// then, if any is gone, [`settle_parked`](FileBackend::settle_parked),
+/// made once for all of them after every lock was seen free: a temp file
+/// whose writer is gone may be a park of a name whose change is not
+/// durable yet (a batch lets go of a task's lock before its fsync), and
+/// goes only once that settle returned `Ok`. One settle covers every temp
+/// file found gone, however many: an open's or a sweep's clean-up
+/// ([`clean_temp_files`]) and a repair's (`repair.rs`'s `remove_temps`)
+/// each pay three fsyncs, not three per temp file.
+pub(super) fn writers_gone<'a>(
+    store: &FileBackend,
+    ids: impl IntoIterator<Item = &'a TaskId>,
+) -> (Vec<Result<bool>>, Result<()>) {
+    let gone: Vec<Result<bool>> = ids
+        .into_iter()
+        .map(|id| {
+            store
+                .locks
+                .try_lock(&store.fs, stripe(id))
+                .map(|free| free.is_some())
+        })
+        .collect();
+    let settled = if gone.iter().any(|g| matches!(g, Ok(true))) {
+        store.settle_parked()
+    } else {
+        Ok(())
+    };
+    (gone, settled)
+}
+
 /// Removes temp files whose writer is gone. A writer holds its task's stripe
 /// lock from creating its temp file until the rename, so a temp file whose
 /// stripe is free belongs to no one. Some are parks (`park`): a previous
@@ -318,28 +349,31 @@ pub(super) fn clean_temp_files(store: &FileBackend) -> Result<usize> {
         .fs
         .read_dir(dir)
         .map_err(|e| Error::io("read directory", dir.path(), e))?;
-    let mut dead = Vec::new();
+    let mut temps = Vec::new();
     let mut foreign = Vec::new();
     for name in names {
-        let path = dir.join(&name);
-        let Some((id, pid)) = layout::temp_file_writer(&name) else {
-            foreign.push(name);
-            continue;
-        };
-        match store.locks.try_lock(&store.fs, stripe(&id)) {
-            Ok(Some(_free)) => dead.push((name, pid)),
-            // Its writer is alive.
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot lock a temp file's stripe; left for later");
-            }
+        match layout::temp_file_writer(&name) {
+            Some((id, pid)) => temps.push((name, id, pid)),
+            None => foreign.push(name),
         }
     }
     set_aside_foreign_temps(store, &foreign);
+    let (gone, settled) = writers_gone(store, temps.iter().map(|(_, id, _)| id));
+    let mut dead = Vec::new();
+    for ((name, _, pid), gone) in temps.into_iter().zip(gone) {
+        match gone {
+            Ok(true) => dead.push((name, pid)),
+            // Its writer is alive.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(file = %dir.join(&name).display(), error = %e, "cannot lock a temp file's stripe; left for later");
+            }
+        }
+    }
     if dead.is_empty() {
         return Ok(0);
     }
-    if let Err(e) = store.settle_parked() {
+    if let Err(e) = settled {
         tracing::warn!(error = %e, "cannot fsync active/, done/ and expiring/ before removing dead writers' temp files; left for later");
         return Ok(0);
     }

@@ -18,6 +18,7 @@ use crate::file::layout::{Area, RootName, stripe};
 use crate::file::problem::{DIR_MODE, FILE_MODE, Place, Problem, ProblemKind, Sub};
 use crate::file::recovery::{self, Moved};
 use crate::file::verify::{FileCheck, FileState, judge_file};
+use crate::id::TaskId;
 
 /// What [`FileCheck::repair`] did, or would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -246,27 +247,30 @@ impl FileCheck {
         // Unreadable copies go first: finishing a move would remove a
         // damaged copy in done/ instead of setting it aside.
         repairs.sort_by_key(|r| order(&r.action));
-        for repair in &mut repairs {
-            repair.outcome = match (&repair.action, dry_run) {
-                (RepairAction::Leave { .. }, _) => RepairOutcome::Skipped {
-                    reason: "left alone".to_owned(),
-                },
-                (_, true) => RepairOutcome::Planned,
-                (action, false) => {
-                    let done = if repair.problem.kind.may_be_under_way() {
+        for group in repairs.chunk_by_mut(|a, b| order(&a.action) == order(&b.action)) {
+            // The dead writers' temp files go together, after one settle
+            // for all of them (`remove_temps`).
+            if !dry_run && group[0].action == RepairAction::RemoveTemp {
+                let problems: Vec<&Problem> = group.iter().map(|r| &r.problem).collect();
+                let done = self.remove_temps(&problems);
+                for (repair, done) in group.iter_mut().zip(done) {
+                    repair.outcome = outcome(done);
+                }
+                continue;
+            }
+            for repair in group {
+                repair.outcome = match (&repair.action, dry_run) {
+                    (RepairAction::Leave { .. }, _) => RepairOutcome::Skipped {
+                        reason: "left alone".to_owned(),
+                    },
+                    (_, true) => RepairOutcome::Planned,
+                    (action, false) => outcome(if repair.problem.kind.may_be_under_way() {
                         self.apply_settled(&repair.problem, action, &mut under_way)
                     } else {
                         self.apply(&repair.problem, action)
-                    };
-                    match done {
-                        Ok(None) => RepairOutcome::Done,
-                        Ok(Some(reason)) => RepairOutcome::Skipped { reason },
-                        Err(e) => RepairOutcome::Failed {
-                            error: e.to_string(),
-                        },
-                    }
-                }
-            };
+                    }),
+                };
+            }
         }
         Ok(Repairs {
             dry_run,
@@ -312,7 +316,7 @@ impl FileCheck {
         let store = || self.backend();
         match action {
             RepairAction::FinishMove | RepairAction::RemoveStaleCopy => tidy(store()?, problem),
-            RepairAction::RemoveTemp => remove_temp(store()?, problem),
+            RepairAction::RemoveTemp => self.remove_temps(&[problem]).remove(0),
             RepairAction::RemoveStaleIndexEntry => remove_stale_index(store()?, problem),
             RepairAction::RestoreIndexEntry => restore_index(store()?, problem),
             RepairAction::SetAside => self.set_aside(store()?, problem),
@@ -329,6 +333,51 @@ impl FileCheck {
             }
             RepairAction::Leave { .. } => Ok(Some("left alone".to_owned())),
         }
+    }
+
+    /// Removes the dead writers' temp files of `problems`, each under its
+    /// stripe lock seen free (else its writer is alive: it is not dead
+    /// after all), after one settle for all of them made once every lock
+    /// was seen free ([`recovery::writers_gone`]): a temp file may be a
+    /// park, removed only once the directory whose name it kept is
+    /// durable. What each came to, as [`apply`](Self::apply) says it.
+    fn remove_temps(&self, problems: &[&Problem]) -> Vec<Result<Option<String>>> {
+        let store = match self.backend() {
+            Ok(store) => store,
+            Err(e) => {
+                return problems
+                    .iter()
+                    .map(|p| Err(e.for_each_of("remove", &p.path)))
+                    .collect();
+            }
+        };
+        let temps: Vec<Option<(&TaskId, &OsStr)>> = problems
+            .iter()
+            .map(|p| match (&p.id, &p.place) {
+                (Some(id), Place::In(Sub::Tmp, name)) => Some((id, name.as_os_str())),
+                _ => None,
+            })
+            .collect();
+        let (gone, settled) = recovery::writers_gone(store, temps.iter().flatten().map(|t| t.0));
+        let mut gone = gone.into_iter();
+        problems
+            .iter()
+            .zip(&temps)
+            .map(|(problem, temp)| {
+                let Some((_, name)) = temp else {
+                    return Ok(Some("not a temp file".to_owned()));
+                };
+                match gone.next().expect("one answer per temp file") {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(Some("its writer is alive".to_owned())),
+                    Err(e) => return Err(e),
+                }
+                match &settled {
+                    Ok(()) => remove_dead_temp(store, problem, name),
+                    Err(e) => Err(e.for_each_of("fsync directory", &problem.path)),
+                }
+            })
+            .collect()
     }
 
     fn set_aside(&self, store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
@@ -523,18 +572,26 @@ fn restore_index(store: &FileBackend, problem: &Problem) -> Result<Option<String
     }
 }
 
-/// Removes a dead writer's temp file, under its stripe lock, only if the
-/// lock is free (else its writer is alive: it is not dead after all).
-fn remove_temp(store: &FileBackend, problem: &Problem) -> Result<Option<String>> {
-    let (Some(id), Place::In(Sub::Tmp, name)) = (&problem.id, &problem.place) else {
-        return Ok(Some("not a temp file".to_owned()));
-    };
-    let Some(_guard) = store.locks.try_lock(&store.fs, stripe(id))? else {
-        return Ok(Some("its writer is alive".to_owned()));
-    };
-    // It may be a park (`park_at`): removed only once the directory whose
-    // name it kept is durable.
-    store.settle_parked()?;
+/// How a repair that came to `done` went.
+fn outcome(done: Result<Option<String>>) -> RepairOutcome {
+    match done {
+        Ok(None) => RepairOutcome::Done,
+        Ok(Some(reason)) => RepairOutcome::Skipped { reason },
+        Err(e) => RepairOutcome::Failed {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Removes the dead writer's temp file `name` of `problem`, its writer seen
+/// gone and the store settled since ([`FileCheck::remove_temps`]); one
+/// that is a directory, or that the file system refuses to unlink, is set
+/// aside.
+fn remove_dead_temp(
+    store: &FileBackend,
+    problem: &Problem,
+    name: &OsStr,
+) -> Result<Option<String>> {
     match store.fs.remove_if_there(&store.tmp, name) {
         Ok(true) => Ok(None),
         Ok(false) => Ok(Some("gone".to_owned())),

@@ -8,7 +8,8 @@ use serde_json::json;
 use super::FileCheck;
 use crate::file::fs::{Fs, FsOp};
 use crate::file::problem::ProblemKind;
-use crate::file::{Fault, FaultInjector, FileStore};
+use crate::file::repair::RepairOutcome;
+use crate::file::{Fault, FaultInjector, FileStore, FsEvent, Recorder};
 use crate::store::TaskStore;
 use crate::task::NewTask;
 
@@ -64,4 +65,70 @@ fn an_index_entry_that_cannot_be_looked_at_is_unreadable_not_missing() {
             && matches!(&p.kind, ProblemKind::Unreadable { error } if error.contains("os error 5"))),
         "the entry is reported unreadable, with its error: {problems:#?}"
     );
+}
+
+/// A repair of many dead writers' temp files settles once: `active/`,
+/// `done/` and `expiring/` are each fsynced once, after every temp file's
+/// stripe lock was seen free and before the first removal, as an open's
+/// clean-up does (`recovery::clean_temp_files`), not once per temp file
+/// (20 temp files made 60 fsyncs). Every temp file is removed, and each
+/// removal comes after that settle (a temp file may be a park).
+#[test]
+fn a_repair_of_many_dead_temp_files_settles_once_before_it_removes_them() {
+    const TEMPS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = FileStore::open(&root).unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    drop(store);
+    let tmp = root.join("tmp");
+    for i in 0..TEMPS {
+        let name = format!("{}.999999999.{i}.tmp", task.id);
+        std::fs::write(tmp.join(name), b"{\"format\":1,\"task\":{").unwrap();
+    }
+    let recorder = Recorder::new();
+    let check = FileCheck::open_on(
+        Fs::with_faults(None).recording(Some(recorder.clone())),
+        &root,
+        Duration::from_secs(30),
+        &|_| {},
+    )
+    .unwrap();
+    let repairs = check.repair(false).unwrap();
+    let temps: Vec<&crate::file::repair::Repair> = repairs
+        .repairs
+        .iter()
+        .filter(|r| matches!(r.problem.kind, ProblemKind::DeadTemp))
+        .collect();
+    assert_eq!(temps.len(), TEMPS, "{repairs:#?}");
+    assert!(
+        temps.iter().all(|r| r.outcome == RepairOutcome::Done),
+        "{repairs:#?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "every one removed"
+    );
+    let events = recorder.events();
+    let synced = |area: &str| -> Vec<usize> {
+        let path = root.join(area);
+        (0..events.len())
+            .filter(|&i| matches!(&events[i], FsEvent::SyncDir { path: p } if *p == path))
+            .collect()
+    };
+    let removed: Vec<usize> = (0..events.len())
+        .filter(|&i| matches!(&events[i], FsEvent::Remove { path } if path.starts_with(&tmp)))
+        .collect();
+    assert_eq!(removed.len(), TEMPS, "{events:#?}");
+    for area in ["active", "done", "expiring"] {
+        let synced = synced(area);
+        assert_eq!(synced.len(), 1, "{area}/ fsynced once: {synced:?}");
+        assert!(
+            synced[0] < removed[0],
+            "{area}/ is durable (call {}) before the first removal (call {})",
+            synced[0],
+            removed[0]
+        );
+    }
 }
