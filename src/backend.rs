@@ -538,12 +538,23 @@ pub struct Scanned {
     pub tasks: Vec<Task>,
     /// Stored entries that could not be read, left out of `tasks`.
     pub skipped: Vec<Skipped>,
+    /// Leftovers of crashed writers the scan removed as it met them (a
+    /// file store's `expiring/` entries whose tasks a killed sweep had
+    /// removed); a sweep counts them in
+    /// [`Swept::cleaned`](crate::Swept::cleaned). [`new`](Scanned::new)
+    /// makes it 0.
+    pub cleaned: usize,
 }
 
 impl Scanned {
-    /// A batch of `tasks` (in listing order) and `skipped` entries.
+    /// A batch of `tasks` (in listing order) and `skipped` entries, that
+    /// cleaned nothing up.
     pub fn new(tasks: Vec<Task>, skipped: Vec<Skipped>) -> Scanned {
-        Scanned { tasks, skipped }
+        Scanned {
+            tasks,
+            skipped,
+            cleaned: 0,
+        }
     }
 }
 

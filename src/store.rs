@@ -474,8 +474,9 @@ pub struct Swept {
     /// Expired tasks deleted.
     pub deleted: usize,
     /// Leftovers of crashed writers cleaned up (temp files, half-finished
-    /// moves); a file store's first sweep counts the temp files its open
-    /// removed too.
+    /// moves, and the `expiring/` entries of a file store whose tasks a
+    /// killed sweep removed, which go in this sweep's scans); a file
+    /// store's first sweep counts the temp files its open removed too.
     pub cleaned: usize,
     /// Stored entries that could not be read (left out, reported).
     pub skipped: Vec<Skipped>,

@@ -93,7 +93,7 @@ impl<B: Backend> Store<B> {
         }
         // A clean-up that fails keeps no expired task from going.
         let cleaned = self.backend.clean_up().map(|cleaned| {
-            swept.cleaned = cleaned;
+            swept.cleaned += cleaned;
         });
         let swept_all = self.sweep_batches(now, &mut swept, &mut deleted);
         let settled = self.backend.settle_expired();
@@ -120,6 +120,7 @@ impl<B: Backend> Store<B> {
         loop {
             let batch = self.backend.scan(&scan)?;
             let exhausted = batch.tasks.len() < scan.limit;
+            swept.cleaned += batch.cleaned;
             self.notify_skipped(join_skipped(&mut swept.skipped, batch.skipped));
             let Some(last) = batch.tasks.last() else {
                 return Ok(());

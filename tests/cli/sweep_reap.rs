@@ -29,6 +29,38 @@ fn sweep_counts_the_leftovers_its_open_cleaned() {
     );
 }
 
+/// `sweep` counts the `expiring/` entries a killed sweep left among the
+/// leftovers it cleaned: the sweep had removed their tasks' files from
+/// `done/` and leaves the entries to its end, which it never reached. (It
+/// said "cleaned 0 leftover(s)" with the entries removed: they go in the
+/// sweep's scans, after the clean-up it counted.)
+#[test]
+fn sweep_counts_the_index_entries_a_killed_sweep_left() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let ids = common::finished_with_ttl(&old, 2, Duration::from_secs(60));
+    drop(old);
+    // What the killed sweep left: the files gone, their entries not.
+    for id in &ids {
+        fs::remove_file(dir.join("done").join(format!("{id}.json"))).unwrap();
+    }
+    assert_eq!(fs::read_dir(dir.join("expiring")).unwrap().count(), 2);
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stderr(&out)
+            .contains("deleted 0 expired task(s); cleaned 2 leftover(s) of crashed writers"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_dir(dir.join("expiring")).unwrap().count(), 0);
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stderr(&out).contains("cleaned 0 leftover(s)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A dry run changes nothing even where opening a handle would: a crashed
 /// writer's temp file stays (a handle's open removes it), and so does an
 /// unreadable task file (a listing sets it aside); the dry run reports it.

@@ -293,6 +293,36 @@ fn a_sweep_removing_stale_expiry_entries_holds_up_no_write_while_it_waits() {
     });
 }
 
+/// A sweep counts the stale `expiring/` entries it removes in
+/// `Swept::cleaned`: those another process's sweep left when it was killed
+/// after removing their tasks' files from `done/` (it leaves the entries
+/// to its end). An expired task it deletes is counted deleted, not
+/// cleaned. (`cleaned` counted temp files and half-finished moves only,
+/// and was 0 with the entries removed.)
+#[test]
+fn a_sweep_counts_the_stale_index_entries_it_removes_as_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = || {
+        FileStore::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap()
+    };
+    let ttl = Duration::from_secs(10);
+    let ids = common::finished_with_ttl(&open(), 3, ttl);
+    clock.advance(ttl * 2);
+    for id in &ids[..2] {
+        fs::remove_file(dir.path().join("done").join(format!("{id}.json"))).unwrap();
+    }
+    let sweeper = open();
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!((swept.deleted, swept.cleaned), (1, 2), "{swept:?}");
+    assert_eq!(count(&dir.path().join("expiring")), 0);
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!((swept.deleted, swept.cleaned), (0, 0), "{swept:?}");
+}
+
 /// A sweep beside writers of its own handle, six threads updating tasks of
 /// every stripe without a pause, ends: its every-stripe chunks take the
 /// stripes those writers hold for moments. (Its third try and after gave

@@ -20,13 +20,14 @@ impl FileBackend {
     /// the `expiring/` index: the entries' names say where each lists and
     /// when it expires, so only the tasks returned are read, and the
     /// directory is read once per pass ([`DueEntries`]). Entries that are no
-    /// longer their task's file (a crash between a move's steps) are
-    /// removed.
+    /// longer their task's file (a crash between a move's steps, a sweep
+    /// killed before its end removed the entries of the files it removed)
+    /// are removed, and counted: the third of what comes back.
     pub(super) fn expired_history(
         &self,
         scan: &Scan,
         at: time::OffsetDateTime,
-    ) -> Result<(Vec<Task>, Vec<Skipped>)> {
+    ) -> Result<(Vec<Task>, Vec<Skipped>, usize)> {
         let due = self.due.entries(self, scan, at)?;
         let start = scan.after.as_ref().map_or(0, |after| {
             due.partition_point(|(position, _)| position <= after)
@@ -60,7 +61,8 @@ impl FileBackend {
                 }
             }
         }
-        if let Err(e) = self.drop_stale_indexes(&stale) {
+        let (removed, dropped) = self.drop_stale_indexes(&stale);
+        if let Err(e) = dropped {
             // Housekeeping: the entries stay for the next pass to try
             // again, and the tasks found are the pass's all the same.
             tracing::warn!(store = %self.root.display(), error = %e, "could not remove stale expiring/ entries");
@@ -69,7 +71,7 @@ impl FileBackend {
             // The pass is through: nothing to keep for its next batch.
             self.due.end();
         }
-        Ok((tasks, skipped))
+        Ok((tasks, skipped, removed))
     }
 
     /// The task in `done/` whose `expiring/` entry is `index`, read if the
@@ -136,10 +138,15 @@ impl FileBackend {
     /// those locks held: an entry is stale once its task's file is gone
     /// from `done/`, which may be before that removal is durable (another
     /// handle's sweep settles its removals at its end, or failed to), and a
-    /// power loss must not bring the file back without its entry.
-    pub(in crate::file) fn drop_stale_indexes(&self, entries: &[(TaskId, OsString)]) -> Result<()> {
+    /// power loss must not bring the file back without its entry. How many
+    /// it removed (an entry gone meanwhile is not counted), beside the first
+    /// error, once every entry was tried.
+    pub(in crate::file) fn drop_stale_indexes(
+        &self,
+        entries: &[(TaskId, OsString)],
+    ) -> (usize, Result<()>) {
         if entries.is_empty() {
-            return Ok(());
+            return (0, Ok(()));
         }
         // After a failed fsync of `done/` this handle cannot tell a removal
         // from it durable (a power loss may bring the file back), so the
@@ -147,14 +154,17 @@ impl FileBackend {
         // them removed): a stale one is harmless, a finished task come
         // back without its entry would never be swept.
         if self.area(Area::Done).has_failed() {
-            return Err(Error::io(
-                "remove stale entries of",
-                self.root.join("expiring"),
-                std::io::Error::other(
-                    "an fsync of done/ failed earlier on this handle: a removal it may have \
+            return (
+                0,
+                Err(Error::io(
+                    "remove stale entries of",
+                    self.root.join("expiring"),
+                    std::io::Error::other(
+                        "an fsync of done/ failed earlier on this handle: a removal it may have \
                      lost could come back, so its entry stays until the store is opened again",
-                ),
-            ));
+                    ),
+                )),
+            );
         }
         // Every stripe of the entries held at once (in stripe order, the
         // lock order), so that what is judged under them holds through the
@@ -164,24 +174,33 @@ impl FileBackend {
         let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards = self.locks.lock_each(&self.fs, &stripes)?;
+        let _guards = match self.locks.lock_each(&self.fs, &stripes) {
+            Ok(guards) => guards,
+            Err(e) => return (0, Err(e)),
+        };
         let stale: Vec<&(TaskId, OsString)> = entries
             .iter()
             .filter(|(id, index)| self.index_is_stale(id, index))
             .collect();
         if stale.is_empty() {
-            return Ok(());
+            return (0, Ok(()));
         }
-        self.sync(Area::Done, self.area(Area::Done).before())?;
+        if let Err(e) = self.sync(Area::Done, self.area(Area::Done).before()) {
+            return (0, Err(e));
+        }
         // One entry that cannot go keeps no other from going: the first
         // error is returned once all were tried.
-        let mut first = None;
+        let (mut removed, mut first) = (0, None);
         for (_, index) in stale {
-            if let Err(e) = self.remove_index_entry(index) {
-                first.get_or_insert(e);
+            match self.remove_index_entry(index) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
             }
         }
-        first.map_or(Ok(()), Err)
+        (removed, first.map_or(Ok(()), Err))
     }
 
     /// Removes the `expiring/` entry `index` of task `id` if it is still
@@ -198,12 +217,13 @@ impl FileBackend {
         if !self.index_is_stale(id, index) {
             return Ok(());
         }
-        self.remove_index_entry(index)
+        self.remove_index_entry(index).map(drop)
     }
 
-    /// Removes the `expiring/` entry `index` (gone already is as good).
-    fn remove_index_entry(&self, index: &OsStr) -> Result<()> {
-        self.remove_if_there(self.expiring.dir(), index).map(drop)
+    /// Removes the `expiring/` entry `index`: whether it was there (gone
+    /// already is as good).
+    fn remove_index_entry(&self, index: &OsStr) -> Result<bool> {
+        self.remove_if_there(self.expiring.dir(), index)
     }
 
     /// Whether the `expiring/` entry `index` of task `id` is there and is

@@ -57,6 +57,14 @@ pub(super) fn short_of_resources(e: &Error) -> Option<Error> {
     }
 }
 
+/// A batch of `tasks` and `skipped` entries whose scan removed `cleaned`
+/// leftovers of crashed writers.
+fn scanned(tasks: Vec<Task>, skipped: Vec<Skipped>, cleaned: usize) -> Scanned {
+    let mut batch = Scanned::new(tasks, skipped);
+    batch.cleaned = cleaned;
+    batch
+}
+
 /// Keeps in `first` a copy of `e` ([`short_of_resources`]) unless it holds
 /// one already: a pass that met one fails with the first.
 pub(super) fn note_short_of(first: &mut Option<Error>, e: &Error) {
@@ -72,9 +80,15 @@ impl FileBackend {
     /// asks for).
     pub(super) fn scan_tasks(&self, scan: &Scan) -> Result<Scanned> {
         let (mut tasks, mut skipped) = self.scan_active(scan)?;
+        let mut cleaned = 0;
         if scan.scope == Scope::All {
             let history = match scan.expired_at {
-                Some(at) => self.expired_history(scan, at),
+                Some(at) => self
+                    .expired_history(scan, at)
+                    .map(|(history, reports, removed)| {
+                        cleaned = removed;
+                        (history, reports)
+                    }),
                 None => {
                     let beside: HashSet<&TaskId> = tasks.iter().map(|t| &t.id).collect();
                     self.history(scan, &beside)
@@ -94,7 +108,7 @@ impl FileBackend {
                 // The snapshot's tasks alone, in its listing order (a sweep
                 // of running tasks, say): nothing to merge or sort.
                 tasks.retain(|t| scan.matches(t) && scan.is_after(t));
-                return Ok(Scanned::new(tasks, skipped));
+                return Ok(scanned(tasks, skipped, cleaned));
             }
             // A task in both areas (a terminal move under way) is listed
             // once, by the read rule.
@@ -115,7 +129,7 @@ impl FileBackend {
             tasks.sort_unstable_by(Task::listing_order);
             tasks.truncate(scan.limit);
         }
-        Ok(Scanned::new(tasks, skipped))
+        Ok(scanned(tasks, skipped, cleaned))
     }
 
     /// The running tasks (and interrupted moves, for [`Scope::All`]) the
