@@ -42,13 +42,56 @@ pub struct Launch<'a> {
     protocol: Option<ProtocolVersion>,
 }
 
-/// One server process and the client connected to it.
+/// One client connected to a server, over the server's stdio or its
+/// socket.
+pub struct Session {
+    pub client: Client,
+}
+
+/// One server process and the client connected to it over its stdio (its
+/// [`Session`], which the server's methods reach).
 pub struct Server {
-    pub client: Option<Client>,
+    pub session: Option<Session>,
     pub child: tokio::process::Child,
     pub pid: u32,
     pub instance: String,
     pub stderr_path: PathBuf,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("a connected client")
+    }
+}
+
+/// The client's configuration: declaring the tasks extension or not; the
+/// tasks extension is defined from the revision after 2025-11-25 on,
+/// which has no `initialize` (`server/discover`, and the client's
+/// capabilities on every request); a pinned older revision `initialize`s.
+fn client_config(
+    tasks: bool,
+    protocol: Option<ProtocolVersion>,
+) -> (ClientConfig, ClientLifecycleMode) {
+    let capabilities = if tasks {
+        ClientCapabilities::builder().enable_tasks().build()
+    } else {
+        ClientCapabilities::default()
+    };
+    let config = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"));
+    match protocol {
+        Some(version) => (
+            config.with_protocol_version(version),
+            ClientLifecycleMode::Initialize,
+        ),
+        None => (
+            config,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::LATEST],
+            },
+        ),
+    }
 }
 
 impl<'a> Launch<'a> {
@@ -131,34 +174,13 @@ impl<'a> Launch<'a> {
             child.stdout.take().expect("piped stdout"),
             child.stdin.take().expect("piped stdin"),
         );
-        let capabilities = if self.tasks {
-            ClientCapabilities::builder().enable_tasks().build()
-        } else {
-            ClientCapabilities::default()
-        };
-        let config = ClientConfig::new(capabilities, Implementation::new("taskstore-test", "0"));
-        // The tasks extension is defined from the revision after
-        // 2025-11-25 on, which has no `initialize` (`server/discover`, and
-        // the client's capabilities on every request); a pinned older
-        // revision `initialize`s.
-        let (config, lifecycle) = match self.protocol {
-            Some(version) => (
-                config.with_protocol_version(version),
-                ClientLifecycleMode::Initialize,
-            ),
-            None => (
-                config,
-                ClientLifecycleMode::Discover {
-                    preferred_versions: vec![ProtocolVersion::LATEST],
-                },
-            ),
-        };
+        let (config, lifecycle) = client_config(self.tasks, self.protocol);
         let client = config
             .serve_with_lifecycle(transport, lifecycle)
             .await
             .expect("initialize");
         Server {
-            client: Some(client),
+            session: Some(Session { client }),
             child,
             pid,
             instance: self.instance,
@@ -168,8 +190,14 @@ impl<'a> Launch<'a> {
 }
 
 impl Server {
+    pub async fn stop(mut self) {
+        self.close_stdin().await;
+    }
+}
+
+impl Session {
     pub fn client(&self) -> &Client {
-        self.client.as_ref().expect("a connected client")
+        &self.client
     }
 
     pub async fn call_tool(
@@ -222,12 +250,7 @@ impl Server {
     }
 
     pub async fn answer(&self, id: &str, key: &str, value: Value) {
-        let params = UpdateTaskParams::new(id, [(key.to_owned(), value)].into_iter().collect());
-        self.client()
-            .peer()
-            .update_task(params)
-            .await
-            .expect("tasks/update");
+        self.update(id, key, value).await.expect("tasks/update");
     }
 
     /// Polls `tasks/get` until `done` holds; every answer must be a task
@@ -251,6 +274,23 @@ impl Server {
         self.poll_until(id, |t| t.status().is_terminal()).await
     }
 
+    /// `tasks/update` answering `key` with `value`: the server's answer.
+    pub async fn update(&self, id: &str, key: &str, value: Value) -> Result<(), rmcp::ErrorData> {
+        let params = UpdateTaskParams::new(id, [(key.to_owned(), value)].into_iter().collect());
+        match self.client().peer().update_task(params).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => panic!("tasks/update transport failure: {e}"),
+        }
+    }
+
+    /// Closes the session.
+    pub async fn close(self) {
+        let _ = self.client.cancel().await;
+    }
+}
+
+impl Server {
     /// Sends `signal` (`KILL`, `TERM`, `INT`, `STOP`, `CONT`).
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
@@ -281,8 +321,8 @@ impl Server {
 
     /// Closes the client's side: the server reads the end of stdin.
     pub async fn close_stdin(&mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = client.cancel().await;
+        if let Some(session) = self.session.take() {
+            session.close().await;
         }
     }
 
@@ -306,10 +346,6 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    pub async fn stop(mut self) {
-        self.close_stdin().await;
     }
 }
 
