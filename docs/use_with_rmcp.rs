@@ -55,8 +55,11 @@ impl ServerHandler for Server {
         // or ask for one (`rmcp`'s own gate lets a 2025-11-25 client in).
         require_tasks(&context)?;
         let input = json!({ "file": request.arguments.unwrap_or_default().get("file") });
+        // `for_request`: the task is bound to the request's principal, if
+        // the manager maps requests to principals (`principal_of`).
         let task = self
             .tasks
+            .for_request(&context)
             .spawn_resumable("convert", input, TaskOptions::new(), convert)
             .await?; // durably stored before the handle goes out
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
@@ -68,7 +71,8 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         require_tasks(&context)?;
-        Ok(GetTaskResult::new(self.tasks.get_task(&request.task_id).await?))
+        let tasks = self.tasks.for_request(&context);
+        Ok(GetTaskResult::new(tasks.get_task(&request.task_id).await?))
     }
 
     async fn update_task(
@@ -78,6 +82,7 @@ impl ServerHandler for Server {
     ) -> Result<(), McpError> {
         require_tasks(&context)?;
         self.tasks
+            .for_request(&context)
             .update_task(&request.task_id, request.input_responses)
             .await
     }
@@ -88,7 +93,7 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         require_tasks(&context)?;
-        self.tasks.cancel_task(&request.task_id).await
+        self.tasks.for_request(&context).cancel_task(&request.task_id).await
     }
 
     async fn on_custom_request(
@@ -120,6 +125,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sigterm = signal(SignalKind::terminate())?;
     // Every instance (and every restart) over this directory shares the tasks.
     let store = Arc::new(FileStore::open("./mcp-tasks")?);
+    // Over stdio the client is whoever started the server. A server on the
+    // streamable HTTP transport binds each task to its creator instead:
+    // `DurableTaskManager::with_options(store, ManagerOptions::new()
+    // .principal_of(..))`, mapping a request's context (its extensions hold
+    // the `http::request::Parts`) to the verified token's subject.
     let tasks = DurableTaskManager::new(store);
     // This instance resumes "convert" tasks whose server died.
     tasks.register_resume("convert", convert);

@@ -40,7 +40,15 @@
 //! - `TASKSTORE_MCP_PG`: a PostgreSQL connection string (built with the
 //!   `postgres` feature): tasks live in a `PgStore` there instead, shared by
 //!   instances on every host that connects to it;
-//!   `TASKSTORE_MCP_PG_SCHEMA` names its schema (default `taskstore`).
+//!   `TASKSTORE_MCP_PG_SCHEMA` names its schema (default `taskstore`);
+//! - `TASKSTORE_MCP_SOCKET`: a Unix socket path on which the instance also
+//!   serves MCP sessions, and then binds every task to the principal of the
+//!   request that created it (`ManagerOptions::principal_of`): a session's
+//!   connection sends one line first, `Authorization: Bearer <token>`, and
+//!   the token is the principal of its every request (a real server
+//!   verifies the token and takes its subject; this demo takes it as it
+//!   is). Another principal's task is an unknown id; a session that sent
+//!   no token, and the stdio client, act for none and are refused.
 //!
 //! Tools (a client that declared the tasks extension, on a protocol
 //! revision after 2025-11-25, gets a task; `ttl_ms` is its TTL):
@@ -72,7 +80,10 @@ use rmcp::model::{
     InputRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     UpdateTaskParams,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::model::{GetExtensions, JsonRpcMessage};
+use rmcp::service::{RequestContext, RoleServer, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use taskstore::mcp::{
@@ -88,6 +99,77 @@ type AnyStore = Box<dyn TaskStore>;
 struct Server {
     tasks: DurableTaskManager<AnyStore>,
     instance: String,
+}
+
+/// The principal a socket session's connection named: put in each of its
+/// requests' extensions, as the streamable HTTP transport puts the
+/// request's `http::request::Parts` there, and read back by the manager's
+/// `principal_of` hook.
+#[derive(Clone, Debug)]
+struct Bearer(String);
+
+/// A transport whose every request carries its connection's [`Bearer`].
+struct Authenticated<T> {
+    inner: T,
+    bearer: Option<Bearer>,
+}
+
+impl<T: Transport<RoleServer>> Transport<RoleServer> for Authenticated<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let mut message = self.inner.receive().await?;
+        if let (JsonRpcMessage::Request(request), Some(bearer)) = (&mut message, &self.bearer) {
+            request.request.extensions_mut().insert(bearer.clone());
+        }
+        Some(message)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Serves MCP sessions on `listener`, each as its connection's first line
+/// (`Authorization: Bearer <token>`, at most 4 KiB) names its principal.
+async fn serve_socket(listener: tokio::net::UnixListener, server: Server) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("mcp_server: instance {}: accept: {e}", server.instance);
+                continue;
+            }
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            let mut read = tokio::io::BufReader::new(read);
+            let mut line = String::new();
+            if (&mut read).take(4_096).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let bearer = line
+                .trim_end()
+                .strip_prefix("Authorization: Bearer ")
+                .map(|token| Bearer(token.to_owned()));
+            let transport = Authenticated {
+                inner: AsyncRwTransport::new_server(read, write),
+                bearer,
+            };
+            if let Ok(service) = server.serve(transport).await {
+                let _ = service.waiting().await;
+            }
+        });
+    }
 }
 
 /// What a client passed: the arguments of one tool, as an object.
@@ -405,15 +487,16 @@ impl ServerHandler for Server {
             .with_ttl_ms(int(&args, "ttl_ms")?.unwrap_or(300_000))
             .with_poll_interval_ms(50);
         let instance = self.instance.clone();
+        let tasks = self.tasks.for_request(&context);
         let task = if flag(&args, "resumable")? {
             let run_input = input.clone();
-            self.tasks
+            tasks
                 .spawn_resumable(tool, input, options, move |ctx| {
                     work(tool, ctx, instance, run_input)
                 })
                 .await?
         } else {
-            self.tasks
+            tasks
                 .spawn(options, move |ctx| work(tool, ctx, instance, input))
                 .await?
         };
@@ -426,9 +509,8 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         require_tasks(&context)?;
-        Ok(GetTaskResult::new(
-            self.tasks.get_task(&request.task_id).await?,
-        ))
+        let tasks = self.tasks.for_request(&context);
+        Ok(GetTaskResult::new(tasks.get_task(&request.task_id).await?))
     }
 
     async fn update_task(
@@ -438,6 +520,7 @@ impl ServerHandler for Server {
     ) -> Result<(), McpError> {
         require_tasks(&context)?;
         self.tasks
+            .for_request(&context)
             .update_task(&request.task_id, request.input_responses)
             .await
     }
@@ -448,7 +531,10 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         require_tasks(&context)?;
-        self.tasks.cancel_task(&request.task_id).await
+        self.tasks
+            .for_request(&context)
+            .cancel_task(&request.task_id)
+            .await
     }
 
     async fn on_custom_request(
@@ -595,6 +681,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut options = ManagerOptions::new();
+    let socket = std::env::var_os("TASKSTORE_MCP_SOCKET");
+    if socket.is_some() {
+        // A request's principal: what its session's connection named.
+        options = options.principal_of(|context| {
+            let bearer = context.extensions.get::<Bearer>()?;
+            Some(bearer.0.clone())
+        });
+    }
     // Opening may block on the network (PostgreSQL): off the async workers.
     let (store, place, options) = tokio::task::spawn_blocking(move || {
         open_store(&mut options)
@@ -615,6 +709,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks: tasks.clone(),
         instance: instance.clone(),
     };
+    if let Some(path) = socket {
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        eprintln!(
+            "mcp_server: instance {instance}: sessions on {}",
+            std::path::Path::new(&path).display()
+        );
+        tokio::spawn(serve_socket(listener, server.clone()));
+    }
     let service = server.serve(rmcp::transport::stdio()).await?;
     let stop_serving = service.cancellation_token();
     let mut serving = tokio::spawn(service.waiting());

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::DetailedTask;
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::task_manager::{TaskFuture, TaskOptions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -15,6 +16,7 @@ use super::calls::{blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
 use super::options::{ManagerOptions, new_task};
+use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use super::worker::{background, follow_changes};
 use crate::id::TaskId;
@@ -39,6 +41,10 @@ use crate::task::{NewTask, Outcome};
 pub struct DurableTaskManager<S: TaskStore + 'static> {
     store: Arc<S>,
     shared: Arc<Shared>,
+    /// The principal this handle's requests act for
+    /// ([`for_request`](Self::for_request),
+    /// [`as_principal`](Self::as_principal)); `None` for none.
+    principal: Option<Arc<str>>,
 }
 
 impl<S: TaskStore + 'static> Clone for DurableTaskManager<S> {
@@ -46,6 +52,7 @@ impl<S: TaskStore + 'static> Clone for DurableTaskManager<S> {
         DurableTaskManager {
             store: Arc::clone(&self.store),
             shared: Arc::clone(&self.shared),
+            principal: self.principal.clone(),
         }
     }
 }
@@ -108,7 +115,89 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         let handle = tokio::spawn(background(Arc::downgrade(&shared), shared.stop.subscribe()));
         *lock(&shared.background) = Some(handle);
         follow_changes(&shared);
-        DurableTaskManager { store, shared }
+        DurableTaskManager {
+            store,
+            shared,
+            principal: None,
+        }
+    }
+
+    /// This manager, for the request `context` belongs to: its `spawn`,
+    /// `get_task`, `update_task` and `cancel_task` act for the principal
+    /// [`ManagerOptions::principal_of`] maps the request to (none without
+    /// that hook, or if it finds none: the calls are then refused, if the
+    /// hook is set). Call it in each `ServerHandler` method that creates
+    /// or reaches a task, with that method's context:
+    ///
+    /// ```no_run
+    /// # use rmcp::model::{GetTaskParams, GetTaskResult};
+    /// # use rmcp::service::{RequestContext, RoleServer};
+    /// # use rmcp::ErrorData as McpError;
+    /// # async fn get_task(
+    /// #     tasks: &taskstore::mcp::DurableTaskManager<taskstore::FileStore>,
+    /// #     request: GetTaskParams,
+    /// #     context: RequestContext<RoleServer>,
+    /// # ) -> Result<GetTaskResult, McpError> {
+    /// let tasks = tasks.for_request(&context);
+    /// Ok(GetTaskResult::new(tasks.get_task(&request.task_id).await?))
+    /// # }
+    /// ```
+    ///
+    /// A clone (cheap); the manager's state is shared.
+    #[must_use]
+    pub fn for_request(&self, context: &RequestContext<RoleServer>) -> Self {
+        let principal = self
+            .shared
+            .options
+            .principal_of
+            .as_ref()
+            .and_then(|of| of.of(context));
+        DurableTaskManager {
+            principal: principal.map(Arc::from),
+            ..self.clone()
+        }
+    }
+
+    /// This manager, acting for `principal` (an empty string is none):
+    /// for a host that authenticates its requests outside `rmcp`'s
+    /// context. The host's word is taken; everything else is as for
+    /// [`for_request`](Self::for_request).
+    #[must_use]
+    pub fn as_principal(&self, principal: impl Into<String>) -> Self {
+        let principal: String = principal.into();
+        DurableTaskManager {
+            principal: (!principal.is_empty()).then(|| Arc::from(principal)),
+            ..self.clone()
+        }
+    }
+
+    /// The principal this handle's requests act for, for `operation` (of
+    /// task `task_id`, if it names one).
+    ///
+    /// # Errors
+    ///
+    /// `-32600`, `data.code = "unauthenticated"`, if the manager binds
+    /// tasks to principals ([`ManagerOptions::principal_of`]) and this
+    /// handle acts for none.
+    fn principal(&self, operation: &str, task_id: Option<&str>) -> Result<Option<&str>, McpError> {
+        if self.principal.is_none() && self.shared.options.principal_of.is_some() {
+            let what = match task_id {
+                Some(id) => format!("{operation} of task {}", crate::id::shorten(id)),
+                None => operation.to_owned(),
+            };
+            return Err(McpError::invalid_request(
+                format!(
+                    "{what} refused: the request acts for no principal, and this server binds \
+                     each task to the principal of the request that created it"
+                ),
+                Some(json!({
+                    "code": "unauthenticated",
+                    "operation": operation,
+                    "taskId": task_id.map(crate::id::shorten),
+                })),
+            ));
+        }
+        Ok(self.principal.as_deref())
     }
 
     /// The store the tasks live in.
@@ -120,7 +209,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// `CreateTaskResult`.
     ///
     /// The task is durably in the store before this returns, so `tasks/get`
-    /// from any instance resolves it at once. The operation's outcome is
+    /// from any instance resolves it at once. Through a handle that acts for
+    /// a principal ([`for_request`](Self::for_request),
+    /// [`as_principal`](Self::as_principal)) it is bound to that principal,
+    /// by the same create. The operation's outcome is
     /// recorded first-writer-wins: `Ok` as `completed` with the result
     /// inlined, [`TaskExit::Error`](super::TaskExit::Error) as `failed` with
     /// the JSON-RPC error inlined,
@@ -141,7 +233,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// # Errors
     ///
-    /// `-32602` for an option over its bound; `-32603` with the cause if the
+    /// `-32602` for an option over its bound; `-32600`
+    /// (`data.code = "unauthenticated"`) if the manager binds tasks to
+    /// principals ([`ManagerOptions::principal_of`]) and this handle acts
+    /// for none; `-32603` with the cause if the
     /// store cannot create the task (I/O, the active-task cap) or the
     /// manager is shutting down (`data.code = "shutdown"`); nothing was
     /// spawned.
@@ -154,7 +249,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         F: FnOnce(TaskContext) -> TaskFuture + Send,
     {
         let new = new_task(&options)?;
-        self.start(new, make_future).await
+        self.start("spawn", new, make_future).await
     }
 
     /// Spawns an operation as a *resumable* task of `kind` (a tool's name,
@@ -188,7 +283,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         let new = new_task(&options)?
             .resumable(kind, input)
             .max_attempts(self.shared.options.max_attempts);
-        self.start(new, make_future).await
+        self.start("spawn_resumable", new, make_future).await
     }
 
     /// Registers the handler that resumes tasks of `kind` whose owner died:
@@ -211,10 +306,20 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         self.shared.claim_now.notify_one();
     }
 
-    async fn start<F>(&self, new: NewTask, make_future: F) -> Result<rmcp::model::Task, McpError>
+    async fn start<F>(
+        &self,
+        operation: &str,
+        new: NewTask,
+        make_future: F,
+    ) -> Result<rmcp::model::Task, McpError>
     where
         F: FnOnce(TaskContext) -> TaskFuture + Send,
     {
+        // Bound with its create: no instance ever sees it unbound.
+        let new = match self.principal(operation, None)? {
+            Some(principal) => new.metadata(PRINCIPAL_KEY, principal),
+            None => new,
+        };
         let shared = &self.shared;
         shared.starting.fetch_add(1, Ordering::SeqCst);
         // Counted as starting until the launch below, or, if this future
@@ -278,9 +383,13 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// # Errors
     ///
     /// `-32602` for an unknown, invalid or expired id (shortened in the
-    /// message); `-32603` with the cause for a store error.
+    /// message), and, just so, for a task bound to another principal than
+    /// this handle acts for ([`ManagerOptions::principal_of`]); `-32600`
+    /// (`unauthenticated`) where tasks are bound and this handle acts for
+    /// none; `-32603` with the cause for a store error.
     pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {
-        self.shared.get_task(task_id).await
+        let principal = self.principal("tasks/get", Some(task_id))?;
+        self.shared.get_task(principal, task_id).await
     }
 
     /// Handles `tasks/update`: delivers `inputResponses` to the operation.
@@ -298,8 +407,10 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// # Errors
     ///
-    /// `-32602` for an unknown, invalid or expired id, or an answer the
-    /// store refuses on its own (too large, too deep); `-32603` with the
+    /// `-32602` for an unknown, invalid or expired id (or one bound to
+    /// another principal, as for [`get_task`](Self::get_task)), or an
+    /// answer the store refuses on its own (too large, too deep); `-32600`
+    /// as for [`get_task`](Self::get_task); `-32603` with the
     /// cause for a store error, and (`data.code = "taskFull"`) for an answer
     /// this instance cannot carry to the task's owner because the task is
     /// too near the payload cap (the instance running it takes it).
@@ -308,8 +419,9 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         task_id: &str,
         input_responses: impl IntoIterator<Item = (String, Value)>,
     ) -> Result<(), McpError> {
+        let principal = self.principal("tasks/update", Some(task_id))?;
         let responses: Vec<(String, Value)> = input_responses.into_iter().collect();
-        self.shared.update_task(task_id, responses).await
+        self.shared.update_task(principal, task_id, responses).await
     }
 
     /// Handles `tasks/cancel`: cooperative cancellation (SEP-2663), persisted
@@ -332,10 +444,12 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// # Errors
     ///
-    /// `-32602` for an unknown, invalid or expired id; `-32603` with the cause
-    /// for a store error.
+    /// `-32602` for an unknown, invalid or expired id (or one bound to
+    /// another principal), `-32600`, as for [`get_task`](Self::get_task);
+    /// `-32603` with the cause for a store error.
     pub async fn cancel_task(&self, task_id: &str) -> Result<(), McpError> {
-        self.shared.cancel_task(task_id).await
+        let principal = self.principal("tasks/cancel", Some(task_id))?;
+        self.shared.cancel_task(principal, task_id).await
     }
 
     /// How many operations this instance is running now.

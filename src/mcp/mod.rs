@@ -34,6 +34,19 @@
 //!   2025-11-25. [`require_tasks`] answers any other client `-32021`, as
 //!   `tasks/get`, `tasks/update` and `tasks/cancel` must (`rmcp`'s gate
 //!   of those lets a 2025-11-25 client that declared the extension in).
+//! - **Whose task.** The tasks extension requires a server to check each
+//!   task request, and to bind tasks to the authorization context it has.
+//!   With [`ManagerOptions::principal_of`] (how a request's context maps
+//!   to its principal: a bearer token's subject, say) and each handler
+//!   calling through [`DurableTaskManager::for_request`], a task is bound
+//!   to the principal of the request that created it, stored with it
+//!   ([`PRINCIPAL_KEY`]), and `tasks/get`, `tasks/update` and
+//!   `tasks/cancel` from another principal, at any instance, are answered
+//!   exactly as for an unknown id; a request acting for no principal is
+//!   refused (`-32600`, `data.code = "unauthenticated"`). Without the hook
+//!   nothing is bound, as in `rmcp`: whoever holds a task's (unguessable)
+//!   id reaches it. The option's docs say what a task made without a
+//!   principal means once the hook is set.
 //! - **Not quite a drop-in.** The shape is `rmcp`'s, but `spawn` (and every
 //!   method that touches the store) is `async` and fallible, the manager
 //!   needs a Tokio runtime (it runs a background loop), and
@@ -243,9 +256,11 @@ pub use self::convert::{
 pub use self::manager::DurableTaskManager;
 pub use self::options::{
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS,
-    MIN_WATCH_INTERVAL, ManagerOptions, Reads,
+    MIN_WATCH_INTERVAL, ManagerOptions, PrincipalOf, Reads,
 };
-pub use self::protocol::{CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX};
+pub use self::protocol::{
+    CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX, PRINCIPAL_KEY,
+};
 pub use self::requests::{client_takes_tasks, invalid_task_request, require_tasks};
 pub use self::run::ShutdownReport;
 pub use rmcp::task_manager::{TaskExit, TaskFuture, TaskOptions};

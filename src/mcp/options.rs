@@ -1,8 +1,10 @@
 //! How a manager runs, and the bounds it holds tasks' options to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::ErrorData as McpError;
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::task_manager::TaskOptions;
 use serde_json::json;
 
@@ -66,6 +68,36 @@ pub enum Reads {
     Inline,
 }
 
+/// How a request maps to the principal it acts for: the host's own
+/// authentication, read from `rmcp`'s [`RequestContext`] (on the
+/// streamable HTTP transport its `extensions` hold the request's
+/// `http::request::Parts`, so a bearer token's verified subject, or what
+/// the host's middleware put there; over stdio, whatever the host put in
+/// the transport's requests). `None`, or an empty string, is a request
+/// with no principal, which a manager with this hook refuses.
+///
+/// Set with [`ManagerOptions::principal_of`]; see it for what the manager
+/// does with the principal.
+#[derive(Clone)]
+pub struct PrincipalOf(Arc<PrincipalFn>);
+
+/// The host's function behind a [`PrincipalOf`].
+type PrincipalFn = dyn Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync;
+
+impl PrincipalOf {
+    /// The principal `context`'s request acts for, if any (an empty string
+    /// is none).
+    pub(super) fn of(&self, context: &RequestContext<RoleServer>) -> Option<String> {
+        (self.0)(context).filter(|p| !p.is_empty())
+    }
+}
+
+impl std::fmt::Debug for PrincipalOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrincipalOf(..)")
+    }
+}
+
 /// Timing and policy of a [`DurableTaskManager`](super::DurableTaskManager).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -111,6 +143,9 @@ pub struct ManagerOptions {
     pub max_attempts: u32,
     /// Where store reads run (default [`Reads::Auto`]).
     pub reads: Reads,
+    /// How a request maps to its principal (default `None`: tasks are bound
+    /// to no one); set with [`ManagerOptions::principal_of`].
+    pub principal_of: Option<PrincipalOf>,
 }
 
 impl Default for ManagerOptions {
@@ -124,6 +159,7 @@ impl Default for ManagerOptions {
             shutdown_writes: DEFAULT_SHUTDOWN_WRITES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             reads: Reads::Auto,
+            principal_of: None,
         }
     }
 }
@@ -187,6 +223,48 @@ impl ManagerOptions {
     /// Sets [`ManagerOptions::reads`].
     pub fn reads(mut self, reads: Reads) -> ManagerOptions {
         self.reads = reads;
+        self
+    }
+
+    /// Binds every task to the principal of the request that creates it,
+    /// as `principal` maps a request to one (the host's authentication: a
+    /// bearer token's subject, say), and checks it on every task request —
+    /// the authorization the tasks extension requires of a server.
+    ///
+    /// The host passes each request's context through
+    /// [`DurableTaskManager::for_request`](super::DurableTaskManager::for_request)
+    /// (or names the principal with
+    /// [`as_principal`](super::DurableTaskManager::as_principal)). Then:
+    ///
+    /// - `spawn` and `spawn_resumable` store the principal with the task,
+    ///   in its metadata under [`PRINCIPAL_KEY`](super::PRINCIPAL_KEY)
+    ///   (FORMAT.md), durably and with the task's create: every instance
+    ///   sharing the store checks it, and an instance that claims the task
+    ///   to resume it keeps it;
+    /// - `get_task`, `update_task` and `cancel_task` of a task bound to
+    ///   another principal are answered exactly as for an unknown id
+    ///   (`-32602`, `"unknown task: <id>"`), before anything is read out,
+    ///   written or delivered, so a caller cannot tell another's task from
+    ///   none;
+    /// - a request with no principal (`principal` says `None`, or a call
+    ///   on a manager handle that names none) is refused with `-32600`,
+    ///   `data.code = "unauthenticated"`, naming the operation (and the
+    ///   task id);
+    /// - a task made without a principal (before the hook was set, through
+    ///   the store's API, or by an instance without it) belongs to no
+    ///   principal: no request acting for one reaches it (unknown id); it
+    ///   runs, finishes and expires as before, and the operator command
+    ///   shows it.
+    ///
+    /// Without a hook (the default) a request acts for no principal: tasks
+    /// are bound to no one and reach any request, as `rmcp`'s do, but a
+    /// task bound to a principal (made by an instance with a hook) is an
+    /// unknown id there too.
+    pub fn principal_of<F>(mut self, principal: F) -> ManagerOptions
+    where
+        F: Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync + 'static,
+    {
+        self.principal_of = Some(PrincipalOf(Arc::new(principal)));
         self
     }
 }

@@ -14,6 +14,7 @@
 //! | [`INPUT_KEYS_KEY`] | the owner, fenced | every input-request key ever issued, with its request's fingerprint and, once accepted, its response |
 //! | [`CANCEL_REQUESTED_KEY`] | any instance | `true` once `tasks/cancel` arrived |
 //! | [`INPUT_RESPONSE_KEY_PREFIX`]`<key>` | a peer; cleared (`null`) by the owner | a client's response to an outstanding request, for the owner to accept; `null` once the owner recorded it under [`INPUT_KEYS_KEY`] |
+//! | [`PRINCIPAL_KEY`] | the instance that creates the task, once | the principal of the request that created it, when it had one; every instance answers a request for another principal as for an unknown task ([`bound_to`]) |
 //!
 //! # Invariants
 //!
@@ -71,6 +72,16 @@
 //! that resumes it.
 //! **Rationale:** `input_required` survives a restart; the answer reaches
 //! whichever instance resumes the work.
+//!
+//! **Invariant:** a task's principal ([`PRINCIPAL_KEY`]) is written with
+//! the task by the create, and by no later write; every `tasks/get`,
+//! `tasks/update` and `tasks/cancel`, at any instance, the owner's path
+//! included, reaches the task only if [`bound_to`] holds for the principal
+//! it acts for, and is otherwise answered exactly as for an unknown id,
+//! before anything of the task is read out, written or delivered.
+//! **Rationale:** the binding lives in the store, so every instance sharing
+//! it, and every owner that claims the task, keeps it; a client cannot tell
+//! another principal's task from no task.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -92,6 +103,13 @@ pub const INPUT_RESPONSE_KEY_PREFIX: &str = "mcp.inputResponse.";
 /// task has used: `{"<key>": {"fingerprint": "fnv1a64:…", "response": …}}`
 /// (`response` once one was accepted).
 pub const INPUT_KEYS_KEY: &str = "mcp.inputKeys";
+
+/// Metadata key under which the manager binds a task to the principal of
+/// the request that created it (a JSON string), when it has one: set once,
+/// at creation, and never written again. A request reaches the task only
+/// if it acts for the same principal; see
+/// [`ManagerOptions::principal_of`](super::ManagerOptions::principal_of).
+pub const PRINCIPAL_KEY: &str = "mcp.principal";
 
 /// One used input-request key, as recorded under [`INPUT_KEYS_KEY`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,6 +268,28 @@ pub(super) fn stored_responses(task: &Task, book: &Book) -> Vec<(String, Value)>
                 .map(|value| (key.clone(), value.clone()))
         })
         .collect()
+}
+
+/// Whether a request acting for `caller` (`None`: a request with no
+/// principal, from a manager with no [`PrincipalOf`](super::PrincipalOf))
+/// may reach a task whose [`PRINCIPAL_KEY`] holds `stored`: only if both
+/// name the same principal, or neither names one. A task bound to a
+/// principal is no task to a request without one, nor to another
+/// principal's; a task bound to none (made without a principal) is no task
+/// to a request acting for one; a stored value that is not a string names
+/// no principal any request acts for. The one rule every task request
+/// keeps, at every instance.
+pub(super) fn bound_to(stored: Option<&Value>, caller: Option<&str>) -> bool {
+    match (stored, caller) {
+        (None, None) => true,
+        (Some(Value::String(stored)), Some(caller)) => stored == caller,
+        _ => false,
+    }
+}
+
+/// Whether a request acting for `caller` may reach `task` ([`bound_to`]).
+pub(super) fn reaches(task: &Task, caller: Option<&str>) -> bool {
+    bound_to(task.metadata.get(PRINCIPAL_KEY), caller)
 }
 
 /// Whether `tasks/cancel` was received for `task`, at any instance.

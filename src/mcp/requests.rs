@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::calls::{StoreCall, blocking, get, parse_id, to_wire, unknown_task};
 use super::protocol::{
-    MAX_RESPONSE_DEPTH, cancel_requested, cancel_update, responses_update, too_deep, unanswered,
+    MAX_RESPONSE_DEPTH, bound_to, cancel_requested, cancel_update, reaches, responses_update,
+    too_deep, unanswered,
 };
 use super::run::Shared;
 use crate::error::Error;
@@ -25,19 +26,29 @@ const CANCELLED_AT_CAP: &str = "cancelled by tasks/cancel: the task was too near
                                 cap to carry the request to its operation";
 
 impl Shared {
-    /// The task, from the store: `-32602` if it is missing or expired, or
-    /// the id cannot name one.
-    pub async fn read(&self, task_id: &str) -> Result<(TaskId, Task), McpError> {
+    /// The task, from the store, for a request acting for `principal`:
+    /// `-32602` if it is missing or expired, the id cannot name one, or it
+    /// is bound to another principal (the same answer: [`reaches`]).
+    pub async fn read(
+        &self,
+        principal: Option<&str>,
+        task_id: &str,
+    ) -> Result<(TaskId, Task), McpError> {
         let id = parse_id(task_id)?;
         let task = get(self.options.reads, &self.store, &id)
             .await
             .map_err(|e| e.into_mcp(Some(&id)))?
+            .filter(|task| reaches(task, principal))
             .ok_or_else(|| unknown_task(task_id))?;
         Ok((id, task))
     }
 
-    pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {
-        let (id, mut task) = self.read(task_id).await?;
+    pub async fn get_task(
+        &self,
+        principal: Option<&str>,
+        task_id: &str,
+    ) -> Result<DetailedTask, McpError> {
+        let (id, mut task) = self.read(principal, task_id).await?;
         if task.is_orphan_at(self.store.lease_now()) && self.run_of(&id).is_none() {
             if task.has_attempts_left() {
                 // A resumable orphan waits to be claimed (here, if this
@@ -63,7 +74,7 @@ impl Shared {
                 Some(reaped) => reaped,
                 // Not an orphan any more (renewed, claimed, finished, or
                 // reaped by another): as it stands.
-                None => self.read(task_id).await?.1,
+                None => self.read(principal, task_id).await?.1,
             };
         }
         to_wire(&task)
@@ -71,6 +82,7 @@ impl Shared {
 
     pub async fn update_task(
         self: &Arc<Self>,
+        principal: Option<&str>,
         task_id: &str,
         responses: Vec<(String, Value)>,
     ) -> Result<(), McpError> {
@@ -88,6 +100,12 @@ impl Shared {
             ));
         }
         if let Some(run) = self.run_of(&id) {
+            // The task's principal, as the run started from it (no write
+            // changes it): another's request hears of no task, here as at
+            // a peer.
+            if !bound_to(run.principal.as_ref(), principal) {
+                return Err(unknown_task(task_id));
+            }
             // The owner: accept and deliver; a response is durable before
             // the operation or the client hears of it.
             if self
@@ -100,7 +118,7 @@ impl Shared {
             // Nothing outstanding here, or the run was just lost: answer
             // as a peer.
         }
-        let (id, mut task) = self.read(task_id).await?;
+        let (id, mut task) = self.read(principal, task_id).await?;
         loop {
             if task.is_terminal() {
                 return Ok(());
@@ -124,8 +142,12 @@ impl Shared {
         Ok(())
     }
 
-    pub async fn cancel_task(&self, task_id: &str) -> Result<(), McpError> {
-        let (id, task) = self.read(task_id).await?;
+    pub async fn cancel_task(
+        &self,
+        principal: Option<&str>,
+        task_id: &str,
+    ) -> Result<(), McpError> {
+        let (id, task) = self.read(principal, task_id).await?;
         if task.is_terminal() {
             return Ok(());
         }

@@ -17,7 +17,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use super::calls::{StoreCall, blocking, lock, to_json};
 use super::context::TaskContext;
 use super::options::ManagerOptions;
-use super::protocol::{Book, Inputs, cancel_requested, clearing_peer_copies};
+use super::protocol::{Book, Inputs, PRINCIPAL_KEY, cancel_requested, clearing_peer_copies};
 use crate::id::TaskId;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
@@ -119,6 +119,9 @@ pub(super) struct Run {
     pub epoch: u64,
     /// The resume state the run started from, for a resumable task.
     pub resume: Option<Resume>,
+    /// The task's principal as stored ([`PRINCIPAL_KEY`]), if it has
+    /// one: written at its create, never after.
+    pub principal: Option<Value>,
     /// `true` once cancellation was requested (or the run was lost).
     pub cancel: watch::Sender<bool>,
     /// The input state; its lock serializes the run's input writes.
@@ -173,6 +176,7 @@ impl Run {
             id: task.id.clone(),
             epoch: task.epoch,
             resume: task.resume.clone(),
+            principal: task.metadata.get(PRINCIPAL_KEY).cloned(),
             // A cancel requested before this run started (while no one ran
             // the task): the operation knows from its first step.
             cancel: watch::channel(cancel_requested(task)).0,

@@ -40,6 +40,7 @@ pub struct Launch<'a> {
     tasks: bool,
     env: Vec<(String, String)>,
     protocol: Option<ProtocolVersion>,
+    socket: Option<PathBuf>,
 }
 
 /// One client connected to a server, over the server's stdio or its
@@ -56,6 +57,9 @@ pub struct Server {
     pub pid: u32,
     pub instance: String,
     pub stderr_path: PathBuf,
+    /// The socket it serves sessions on too (`TASKSTORE_MCP_SOCKET`), if
+    /// any.
+    pub socket: Option<PathBuf>,
 }
 
 impl std::ops::Deref for Server {
@@ -105,7 +109,16 @@ impl<'a> Launch<'a> {
             tasks: true,
             env: Vec::new(),
             protocol: None,
+            socket: None,
         }
+    }
+
+    /// An instance that also serves sessions on a Unix socket at `path`
+    /// (`TASKSTORE_MCP_SOCKET`), each naming its principal
+    /// ([`Server::connect`]), and binds tasks to principals.
+    pub fn socket(mut self, path: &Path) -> Self {
+        self.socket = Some(path.to_owned());
+        self.env("TASKSTORE_MCP_SOCKET", path.display())
     }
 
     pub fn lease_ms(mut self, ms: u64) -> Self {
@@ -185,11 +198,36 @@ impl<'a> Launch<'a> {
             pid,
             instance: self.instance,
             stderr_path,
+            socket: self.socket,
         }
     }
 }
 
 impl Server {
+    /// A new session over the server's socket ([`Launch::socket`]), whose
+    /// connection says `Authorization: Bearer <token>` first (nothing with
+    /// `None`): the server takes the token as the session's principal.
+    /// Its client declares the tasks extension.
+    pub async fn connect(&self, token: Option<&str>) -> Session {
+        use tokio::io::AsyncWriteExt;
+        let path = self.socket.as_ref().expect("a server with a socket");
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .expect("connect to the server's socket");
+        let (read, mut write) = stream.into_split();
+        let line = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}"));
+        write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("send the authorization line");
+        let (config, lifecycle) = client_config(true, None);
+        let client = config
+            .serve_with_lifecycle((read, write), lifecycle)
+            .await
+            .expect("discover");
+        Session { client }
+    }
+
     pub async fn stop(mut self) {
         self.close_stdin().await;
     }

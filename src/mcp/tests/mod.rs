@@ -30,6 +30,7 @@ mod leases;
 #[allow(dead_code)]
 mod logged;
 mod outcome;
+mod principals;
 mod races;
 mod resume;
 mod shutdown;

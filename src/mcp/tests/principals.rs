@@ -1,0 +1,176 @@
+//! Tasks bound to principals (`ManagerOptions::principal_of`): a task is
+//! reached only by requests acting for the principal that created it, at
+//! every instance, the owner's included, and anyone else is answered
+//! exactly as for an unknown id.
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
+use serde_json::json;
+
+use super::{elicitation, eventually, fast, settled, text};
+use crate::mcp::*;
+use crate::{FileStore, TaskId, TaskStore};
+
+/// An instance over the store in `dir` that binds tasks to principals (the
+/// tests name them with `as_principal`; the hook maps no request).
+fn bound(dir: &std::path::Path, name: &str) -> DurableTaskManager<FileStore> {
+    let store = FileStore::builder(dir).instance_id(name).open().unwrap();
+    DurableTaskManager::with_options(std::sync::Arc::new(store), fast().principal_of(|_| None))
+}
+
+/// Asserts that `error`, for task `id`, is the error `unknown` is for the
+/// id `unknown_id`, which names no task: the same code, message (but for
+/// the id) and data.
+fn as_unknown(error: &McpError, id: &str, unknown: &McpError, unknown_id: &str) {
+    assert_eq!(error.code, unknown.code, "{error:?}");
+    assert_eq!(
+        error.message.replace(id, "<id>"),
+        unknown.message.replace(unknown_id, "<id>"),
+    );
+    assert_eq!(error.data, unknown.data);
+}
+
+/// A task that asks for input under key `k`, then completes with the
+/// answer, spawned by `m`.
+async fn asking(m: &DurableTaskManager<FileStore>) -> String {
+    m.spawn(TaskOptions::new(), |ctx| {
+        Box::pin(async move {
+            let answer = ctx.request_input("k", elicitation("?")).await?;
+            Ok(text(&answer.to_string()))
+        })
+    })
+    .await
+    .unwrap()
+    .task_id
+}
+
+/// Alice's task, asked at its owner and at a peer by Bob: `tasks/get`,
+/// `tasks/update` and `tasks/cancel` are each answered as for an id that
+/// names no task, and change nothing; Alice then reads, answers and
+/// finishes it from either instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principals_requests_are_answered_as_for_an_unknown_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (bound(dir.path(), "a"), bound(dir.path(), "b"));
+    let id = asking(&a.as_principal("alice")).await;
+    eventually(|| async {
+        let task = b.as_principal("alice").get_task(&id).await.unwrap();
+        (task.status() == TaskStatus::InputRequired).then_some(())
+    })
+    .await;
+    let nobody = TaskId::new().to_string();
+    for instance in [&a, &b] {
+        let bob = instance.as_principal("bob");
+        let unknown = bob.get_task(&nobody).await.unwrap_err();
+        as_unknown(
+            &bob.get_task(&id).await.unwrap_err(),
+            &id,
+            &unknown,
+            &nobody,
+        );
+        let unknown = bob.cancel_task(&nobody).await.unwrap_err();
+        as_unknown(
+            &bob.cancel_task(&id).await.unwrap_err(),
+            &id,
+            &unknown,
+            &nobody,
+        );
+        let answer = || [("k".to_owned(), json!("bob's"))];
+        let unknown = bob.update_task(&nobody, answer()).await.unwrap_err();
+        let error = bob.update_task(&id, answer()).await.unwrap_err();
+        as_unknown(&error, &id, &unknown, &nobody);
+    }
+    // Nothing of Bob's reached the task.
+    let stored = a
+        .store()
+        .get(&TaskId::parse(&id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, crate::TaskStatus::InputRequired);
+    assert_eq!(stored.metadata.get(CANCEL_REQUESTED_KEY), None);
+    assert_eq!(
+        stored
+            .metadata
+            .get(&format!("{INPUT_RESPONSE_KEY_PREFIX}k")),
+        None
+    );
+    assert_eq!(stored.metadata.get(PRINCIPAL_KEY), Some(&json!("alice")));
+    // Alice answers at the peer, and reads the result at either.
+    b.as_principal("alice")
+        .update_task(&id, [("k".to_owned(), json!("alice's"))])
+        .await
+        .unwrap();
+    let done = settled(&a.as_principal("alice"), &id).await;
+    let TaskPayload::Completed { result } = &done.payload else {
+        panic!("not completed: {done:?}")
+    };
+    assert_eq!(result["content"][0]["text"], "\"alice's\"");
+    assert_eq!(b.as_principal("alice").get_task(&id).await.unwrap(), done);
+}
+
+/// A manager that binds tasks to principals refuses a request that acts
+/// for none, naming the operation and the task, with `-32600` and
+/// `data.code = "unauthenticated"`; it makes no task for one either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_no_principal_is_refused_where_tasks_are_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let id = asking(&a.as_principal("alice")).await;
+    let refusals: [(&str, Result<(), McpError>); 3] = [
+        ("tasks/get", a.get_task(&id).await.map(drop)),
+        ("tasks/cancel", a.as_principal("").cancel_task(&id).await),
+        (
+            "tasks/update",
+            a.update_task(&id, [("k".to_owned(), json!(1))]).await,
+        ),
+    ];
+    for (operation, refused) in refusals {
+        let error = refused.expect_err(operation);
+        assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{error:?}");
+        assert!(
+            error
+                .message
+                .starts_with(&format!("{operation} of task {id} refused: ")),
+            "{error:?}"
+        );
+        let data = error.data.expect("data");
+        assert_eq!(
+            (&data["code"], &data["operation"], &data["taskId"]),
+            (&json!("unauthenticated"), &json!(operation), &json!(id))
+        );
+    }
+    let spawned = a
+        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("no")) }))
+        .await;
+    let error = spawned.expect_err("a task made for no principal");
+    assert_eq!(error.code, ErrorCode::INVALID_REQUEST);
+    assert_eq!(error.data.expect("data")["operation"], "spawn");
+    let active = a.store().list(&crate::ListQuery::active()).unwrap();
+    assert_eq!(active.tasks.len(), 1, "only Alice's");
+}
+
+/// A task made without a principal (by an instance without the hook) is no
+/// task to a principal's request; a task bound to a principal is no task to
+/// an instance without the hook, whose requests act for none. Each is
+/// answered as for an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_and_unbound_tasks_never_reach_each_others_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooked = bound(dir.path(), "hooked");
+    let plain = super::instance(dir.path(), "plain");
+    let unbound = asking(&plain).await;
+    let alices = asking(&hooked.as_principal("alice")).await;
+    let nobody = TaskId::new().to_string();
+
+    let alice = hooked.as_principal("alice");
+    let unknown = alice.get_task(&nobody).await.unwrap_err();
+    let error = alice.get_task(&unbound).await.unwrap_err();
+    as_unknown(&error, &unbound, &unknown, &nobody);
+    let unknown = plain.cancel_task(&nobody).await.unwrap_err();
+    let error = plain.cancel_task(&alices).await.unwrap_err();
+    as_unknown(&error, &alices, &unknown, &nobody);
+
+    // Each reaches its own.
+    assert!(plain.get_task(&unbound).await.is_ok());
+    assert!(alice.get_task(&alices).await.is_ok());
+}

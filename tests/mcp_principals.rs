@@ -1,0 +1,190 @@
+//! Tasks bound to the principal that created them, across real server
+//! processes (`examples/mcp_server.rs` with `TASKSTORE_MCP_SOCKET`: each
+//! session's connection names its principal, which the server puts in its
+//! requests' extensions for the manager's `principal_of` hook), driven by
+//! `rmcp`'s own client: another principal's `tasks/get`, `tasks/update`
+//! and `tasks/cancel` are answered as for an unknown id, at the instance
+//! that runs the task, at another sharing its store, and after a `SIGKILL`
+//! and a resume; a request with no principal is refused. Bounded polls, no
+//! timed assertion.
+#![cfg(unix)]
+
+#[path = "mcp_client/mod.rs"]
+mod mcp_client;
+
+use mcp_client::{Launch, Session, result_text, store_dir, stored};
+use rmcp::ErrorData as McpError;
+use rmcp::model::{ErrorCode, TaskStatus};
+use serde_json::{Value, json};
+
+/// An id that names no task.
+const NOBODY: &str = "00000000-0000-4000-8000-000000000000";
+
+/// Asserts that `answered`, a request for task `id`, was refused exactly
+/// as the same request for an id that names no task (`unknown`): the same
+/// code, data and message but for the id.
+fn as_unknown(answered: Result<(), McpError>, unknown: Result<(), McpError>, id: &str) {
+    let error = answered.expect_err("another principal's task answered");
+    let unknown = unknown.expect_err("an unknown task answered");
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
+    assert_eq!(
+        (error.code, error.message.replace(id, "<id>"), error.data),
+        (
+            unknown.code,
+            unknown.message.replace(NOBODY, "<id>"),
+            unknown.data
+        )
+    );
+}
+
+/// Bob's `tasks/get`, `tasks/update` and `tasks/cancel` of task `id`, each
+/// answered as for an unknown id.
+async fn none_reach(bob: &Session, id: &str) {
+    as_unknown(
+        bob.get(id).await.map(drop),
+        bob.get(NOBODY).await.map(drop),
+        id,
+    );
+    let answer = || json!({"action": "accept", "content": {}});
+    as_unknown(
+        bob.update(id, "answer", answer()).await,
+        bob.update(NOBODY, "answer", answer()).await,
+        id,
+    );
+    as_unknown(bob.cancel(id).await, bob.cancel(NOBODY).await, id);
+}
+
+/// Asserts that `refused` is the refusal of a request with no principal.
+fn unauthenticated(refused: Result<(), McpError>, operation: &str, id: &str) {
+    let error = refused.expect_err("a request with no principal answered");
+    assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{error:?}");
+    assert!(
+        error
+            .message
+            .starts_with(&format!("{operation} of task {id} refused: ")),
+        "{error:?}"
+    );
+    assert_eq!(error.data.expect("data")["code"], "unauthenticated");
+}
+
+/// One server, two principals' sessions: Bob cannot read, answer or
+/// cancel Alice's task, which runs in that server (its owner's path), and
+/// is told exactly what an unknown id is told; a session that named no
+/// principal, and the server's stdio client, are refused; Alice reads,
+/// answers and finishes it.
+#[tokio::test]
+async fn one_server_answers_another_principals_requests_as_for_an_unknown_task() {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .start()
+        .await;
+    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
+    let created = alice.task("ask", json!({"question": "name?"})).await;
+    let id = created.task.task_id.as_str();
+    alice
+        .poll_until(id, |t| t.status() == TaskStatus::InputRequired)
+        .await;
+
+    none_reach(&bob, id).await;
+    let task = stored(&dir, id).expect("stored");
+    assert_eq!(task["metadata"]["mcp.principal"], "alice");
+    assert_eq!(task["status"], "input_required");
+    assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
+    assert_eq!(task["metadata"].get("mcp.inputResponse.answer"), None);
+
+    let anonymous = a.connect(None).await;
+    for session in [&anonymous, &a] {
+        unauthenticated(session.get(id).await.map(drop), "tasks/get", id);
+        unauthenticated(session.cancel(id).await, "tasks/cancel", id);
+        let answer = session.update(id, "answer", json!("?")).await;
+        unauthenticated(answer, "tasks/update", id);
+    }
+
+    let answer = json!({"action": "accept", "content": {"name": "Alice"}});
+    alice.answer(id, "answer", answer.clone()).await;
+    let done = alice.settled(id).await;
+    assert_eq!(result_text(&done), format!("ask: {answer}"));
+    none_reach(&bob, id).await;
+    alice
+        .cancel(id)
+        .await
+        .expect("Alice cancels her finished task");
+    for session in [alice, bob, anonymous] {
+        session.close().await;
+    }
+    a.stop().await;
+}
+
+/// Two instances over one store: Alice's task, made at A, is unknown to
+/// Bob at B, and Alice reaches it at B; A is killed, B claims and resumes
+/// the task, which is still Alice's alone at its new owner: Bob's answer
+/// there is answered as for an unknown id, Alice's finishes it.
+#[tokio::test]
+async fn a_task_stays_its_principals_at_every_instance_and_through_a_resume() {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .lease_ms(1_000)
+        .start()
+        .await;
+    let b = Launch::new(&dir, "B")
+        .socket(&root.path().join("b.sock"))
+        .lease_ms(10_000)
+        .start()
+        .await;
+    let alice_at_a = a.connect(Some("alice")).await;
+    let (alice, bob) = (b.connect(Some("alice")).await, b.connect(Some("bob")).await);
+    let args = json!({"question": "name?", "resumable": true});
+    let created = alice_at_a.task("ask", args).await;
+    let id = created.task.task_id.as_str();
+    alice
+        .poll_until(id, |t| t.status() == TaskStatus::InputRequired)
+        .await;
+    none_reach(&bob, id).await;
+
+    alice_at_a.close().await;
+    a.kill_and_wait().await;
+    // B claims the task (its poll by Alice wakes B's claim) and runs it
+    // again; it asks again under the same key.
+    let resumed = |t: &Value| t["epoch"] == 2 && t["status"] == "input_required";
+    let claimed = poll_stored(&alice, &dir, id, resumed).await;
+    assert_eq!(
+        (&claimed["owner"], &claimed["metadata"]["mcp.principal"]),
+        (&json!("B"), &Value::from("alice"))
+    );
+    none_reach(&bob, id).await;
+    let answer = json!({"action": "accept", "content": {"name": "Alice"}});
+    alice.answer(id, "answer", answer.clone()).await;
+    let done = alice.settled(id).await;
+    assert_eq!(result_text(&done), format!("ask: {answer}"));
+    assert!(b.stderr().contains(&format!("resumed task {id}")));
+    none_reach(&bob, id).await;
+    alice.close().await;
+    bob.close().await;
+    b.stop().await;
+}
+
+/// Polls `tasks/get` of task `id` as `session` (which wakes the claim of
+/// an orphan at an instance that resumes its kind) until the task as stored
+/// in `dir` holds `check`; the stored task.
+async fn poll_stored(
+    session: &Session,
+    dir: &std::path::Path,
+    id: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        session.get(id).await.expect("tasks/get answers");
+        if let Some(task) = stored(dir, id).filter(|t| check(t)) {
+            return task;
+        }
+        assert!(
+            start.elapsed() < mcp_client::HANG,
+            "stored task {id} never matched: {:?}",
+            stored(dir, id)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
