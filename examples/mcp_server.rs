@@ -61,8 +61,9 @@
 //!   the instance that ran it. A client without tasks waits for the result.
 //! - `ask` `{"question": "…", "resumable": false, "ttl_ms": 300000}`: asks the
 //!   client (an elicitation under the key `answer`, answered by
-//!   `tasks/update` at any instance) and answers `"ask: <response>"`. Tasks
-//!   only.
+//!   `tasks/update` at any instance) and answers `"ask: <response>"`
+//!   (`"ask: <response> (for <principal>)"` for a task bound to a
+//!   principal). Tasks only.
 //! - `compute` `{"ms": 2000, "resumable": false, "ttl_ms": 300000}`: a
 //!   careless tool, to show what shutdown does with one: it computes for
 //!   `ms` on its thread (blocking, in `block_in_place`) and checks for
@@ -331,7 +332,11 @@ async fn run_ask(
     // A resumed run asks under the same key and with the same request: it
     // gets the answer given meanwhile, or waits on for it.
     let answer = ctx.request_input("answer", request).await?;
-    Ok(text(format!("ask: {answer}")))
+    // The principal the task is bound to, if any: the one who answered.
+    Ok(text(match ctx.principal() {
+        Some(principal) => format!("ask: {answer} (for {principal})"),
+        None => format!("ask: {answer}"),
+    }))
 }
 
 /// Computes for `ms` milliseconds, blocking the thread (a stand-in for a

@@ -104,7 +104,7 @@ async fn one_server_answers_another_principals_requests_as_for_an_unknown_task()
     let answer = json!({"action": "accept", "content": {"name": "Alice"}});
     alice.answer(id, "answer", answer.clone()).await;
     let done = alice.settled(id).await;
-    assert_eq!(result_text(&done), format!("ask: {answer}"));
+    assert_eq!(result_text(&done), format!("ask: {answer} (for alice)"));
     none_reach(&bob, id).await;
     alice
         .cancel(id)
@@ -157,7 +157,8 @@ async fn a_task_stays_its_principals_at_every_instance_and_through_a_resume() {
     let answer = json!({"action": "accept", "content": {"name": "Alice"}});
     alice.answer(id, "answer", answer.clone()).await;
     let done = alice.settled(id).await;
-    assert_eq!(result_text(&done), format!("ask: {answer}"));
+    // The resumed run knows whom it acts for (`TaskContext::principal`).
+    assert_eq!(result_text(&done), format!("ask: {answer} (for alice)"));
     assert!(b.stderr().contains(&format!("resumed task {id}")));
     none_reach(&bob, id).await;
     alice.close().await;

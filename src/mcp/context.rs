@@ -76,6 +76,15 @@ impl TaskContext {
         self.run.resume.as_ref().map_or(1, |r| r.attempts)
     }
 
+    /// The principal the task is bound to: the one of the request that
+    /// created it ([`ManagerOptions::principal_of`](super::ManagerOptions::principal_of)),
+    /// in a resumed run as in the first; `None` for a task bound to none.
+    /// The operation acts for it (a call it makes downstream on the
+    /// principal's behalf, say).
+    pub fn principal(&self) -> Option<&str> {
+        self.run.principal.as_ref().and_then(Value::as_str)
+    }
+
     /// Whether this run resumes work an earlier owner started.
     pub fn is_resumed(&self) -> bool {
         self.attempt() > 1

@@ -43,7 +43,8 @@
 //!   ([`PRINCIPAL_KEY`]), and `tasks/get`, `tasks/update` and
 //!   `tasks/cancel` from another principal, at any instance, are answered
 //!   exactly as for an unknown id; a request acting for no principal is
-//!   refused (`-32600`, `data.code = "unauthenticated"`). Without the hook
+//!   refused (`-32600`, `data.code = "unauthenticated"`); the operation
+//!   reads the principal with [`TaskContext::principal`]. Without the hook
 //!   nothing is bound, as in `rmcp`: whoever holds a task's (unguessable)
 //!   id reaches it. The option's docs say what a task made without a
 //!   principal means once the hook is set.
