@@ -12,47 +12,10 @@
 #[path = "mcp_client/mod.rs"]
 mod mcp_client;
 
-use mcp_client::{Launch, Session, result_text, store_dir, stored};
+use mcp_client::{Launch, Session, none_reach, result_text, store_dir, stored};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{ErrorCode, TaskStatus};
 use serde_json::{Value, json};
-
-/// An id that names no task.
-const NOBODY: &str = "00000000-0000-4000-8000-000000000000";
-
-/// Asserts that `answered`, a request for task `id`, was refused exactly
-/// as the same request for an id that names no task (`unknown`): the same
-/// code, data and message but for the id.
-fn as_unknown(answered: Result<(), McpError>, unknown: Result<(), McpError>, id: &str) {
-    let error = answered.expect_err("another principal's task answered");
-    let unknown = unknown.expect_err("an unknown task answered");
-    assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
-    assert_eq!(
-        (error.code, error.message.replace(id, "<id>"), error.data),
-        (
-            unknown.code,
-            unknown.message.replace(NOBODY, "<id>"),
-            unknown.data
-        )
-    );
-}
-
-/// Bob's `tasks/get`, `tasks/update` and `tasks/cancel` of task `id`, each
-/// answered as for an unknown id.
-async fn none_reach(bob: &Session, id: &str) {
-    as_unknown(
-        bob.get(id).await.map(drop),
-        bob.get(NOBODY).await.map(drop),
-        id,
-    );
-    let answer = || json!({"action": "accept", "content": {}});
-    as_unknown(
-        bob.update(id, "answer", answer()).await,
-        bob.update(NOBODY, "answer", answer()).await,
-        id,
-    );
-    as_unknown(bob.cancel(id).await, bob.cancel(NOBODY).await, id);
-}
 
 /// Asserts that `refused` is the refusal of a request with no principal.
 fn unauthenticated(refused: Result<(), McpError>, operation: &str, id: &str) {

@@ -505,3 +505,49 @@ pub fn result_json(result: &CallToolResult) -> Value {
     value.as_object_mut().unwrap().remove("resultType");
     value
 }
+
+/// An id that names no task.
+pub const NOBODY: &str = "00000000-0000-4000-8000-000000000000";
+
+/// Asserts that `answered`, a request for task `id`, was refused exactly
+/// as the same request for an id that names no task (`unknown`): the same
+/// code, data and message but for the id.
+fn as_unknown(
+    answered: Result<(), rmcp::ErrorData>,
+    unknown: Result<(), rmcp::ErrorData>,
+    id: &str,
+) {
+    let error = answered.expect_err("another principal's task answered");
+    let unknown = unknown.expect_err("an unknown task answered");
+    assert_eq!(
+        error.code,
+        rmcp::model::ErrorCode::INVALID_PARAMS,
+        "{error:?}"
+    );
+    assert_eq!(
+        (error.code, error.message.replace(id, "<id>"), error.data),
+        (
+            unknown.code,
+            unknown.message.replace(NOBODY, "<id>"),
+            unknown.data
+        )
+    );
+}
+
+/// Asserts that the `tasks/get`, `tasks/update` and `tasks/cancel` of task
+/// `id` by `bob`, a session acting for another principal than the task's,
+/// are each answered as for an unknown id.
+pub async fn none_reach(bob: &Session, id: &str) {
+    as_unknown(
+        bob.get(id).await.map(drop),
+        bob.get(NOBODY).await.map(drop),
+        id,
+    );
+    let answer = || serde_json::json!({"action": "accept", "content": {}});
+    as_unknown(
+        bob.update(id, "answer", answer()).await,
+        bob.update(NOBODY, "answer", answer()).await,
+        id,
+    );
+    as_unknown(bob.cancel(id).await, bob.cancel(NOBODY).await, id);
+}

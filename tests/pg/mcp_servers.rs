@@ -6,7 +6,7 @@ use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
 use serde_json::{Value, json};
 use taskstore::{PgStore, TaskId, TaskStore};
 
-use super::mcp_client::{Launch, assert_resumed_once, checkpoint, poll, store_dir};
+use super::mcp_client::{Launch, assert_resumed_once, checkpoint, none_reach, poll, store_dir};
 use super::{cluster, fresh_schema, open};
 
 /// The lease of an instance the test kills: short, so that its tasks
@@ -165,4 +165,42 @@ async fn a_checkpoint_the_database_could_not_save_fails_no_task() {
     let done = a.settled(&id).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{said}");
     a.stop().await;
+}
+
+/// Two servers over one database, each serving sessions that name their
+/// principal (`TASKSTORE_MCP_SOCKET`): Alice's task, made at A, is unknown
+/// to Bob at A and at B, reached by Alice at B, and stored bound to her
+/// (`mcp.principal`), as over one directory
+/// (`mcp_principals::a_task_stays_its_principals_at_every_instance_and_through_a_resume`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_its_principals_alone_at_every_server_over_one_database() {
+    let Some(cluster) = cluster() else { return };
+    let (conninfo, schema) = (cluster.conninfo(), fresh_schema("mcp"));
+    let (root, dir) = store_dir();
+    let launch = |name: &str| {
+        Launch::new(&dir, name)
+            .lease_ms(SURVIVOR_LEASE_MS)
+            .socket(&root.path().join(format!("{name}.sock")))
+            .pg(&conninfo, &schema)
+    };
+    let (a, b) = (launch("A").start().await, launch("B").start().await);
+    let alice_at_a = a.connect(Some("alice")).await;
+    let (alice, bob) = (b.connect(Some("alice")).await, b.connect(Some("bob")).await);
+    let bob_at_a = a.connect(Some("bob")).await;
+    let created = alice_at_a.call_as_task(json!({"ms": 600_000})).await;
+    let id = created.task.task_id.as_str();
+    assert_eq!(alice.get(id).await.unwrap().status(), TaskStatus::Working);
+    none_reach(&bob, id).await;
+    none_reach(&bob_at_a, id).await;
+    let observer = tokio::task::block_in_place(|| open(cluster, &schema, "observer"));
+    let task = stored(&observer, id).expect("stored");
+    assert_eq!(task["metadata"]["mcp.principal"], "alice");
+    assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
+    alice.cancel(id).await.expect("Alice cancels her task at B");
+    assert_eq!(alice.settled(id).await.status(), TaskStatus::Cancelled);
+    for session in [alice_at_a, alice, bob, bob_at_a] {
+        session.close().await;
+    }
+    a.stop().await;
+    b.stop().await;
 }
