@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::calls::{blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
-use super::options::{ManagerOptions, new_task};
+use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, new_task};
 use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use super::worker::{background, follow_changes};
@@ -178,26 +178,40 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// `-32600`, `data.code = "unauthenticated"`, if the manager binds
     /// tasks to principals ([`ManagerOptions::principal_of`]) and this
-    /// handle acts for none.
+    /// handle acts for none; `-32600`, `data.code = "principalTooLong"`,
+    /// if it acts for one over [`MAX_PRINCIPAL_BYTES`].
     fn principal(&self, operation: &str, task_id: Option<&str>) -> Result<Option<&str>, McpError> {
-        if self.principal.is_none() && self.shared.options.principal_of.is_some() {
+        let refused = |why: String, code: &str| {
             let what = match task_id {
                 Some(id) => format!("{operation} of task {}", crate::id::shorten(id)),
                 None => operation.to_owned(),
             };
-            return Err(McpError::invalid_request(
-                format!(
-                    "{what} refused: the request acts for no principal, and this server binds \
-                     each task to the principal of the request that created it"
-                ),
+            McpError::invalid_request(
+                format!("{what} refused: {why}"),
                 Some(json!({
-                    "code": "unauthenticated",
+                    "code": code,
                     "operation": operation,
                     "taskId": task_id.map(crate::id::shorten),
                 })),
-            ));
+            )
+        };
+        match &self.principal {
+            None if self.shared.options.principal_of.is_some() => Err(refused(
+                "the request acts for no principal, and this server binds each task to the \
+                 principal of the request that created it"
+                    .to_owned(),
+                "unauthenticated",
+            )),
+            Some(principal) if principal.len() > MAX_PRINCIPAL_BYTES => Err(refused(
+                format!(
+                    "the request's principal is {} bytes, over the {MAX_PRINCIPAL_BYTES} a task \
+                     is bound to",
+                    principal.len()
+                ),
+                "principalTooLong",
+            )),
+            principal => Ok(principal.as_deref()),
         }
-        Ok(self.principal.as_deref())
     }
 
     /// The store the tasks live in.

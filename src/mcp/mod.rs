@@ -256,8 +256,8 @@ pub use self::convert::{
 };
 pub use self::manager::DurableTaskManager;
 pub use self::options::{
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_WIRE_MS, MIN_POLL_INTERVAL_MS, MIN_TTL_MS,
-    MIN_WATCH_INTERVAL, ManagerOptions, PrincipalOf, Reads,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_WRITES, MAX_PRINCIPAL_BYTES, MAX_WIRE_MS,
+    MIN_POLL_INTERVAL_MS, MIN_TTL_MS, MIN_WATCH_INTERVAL, ManagerOptions, PrincipalOf, Reads,
 };
 pub use self::protocol::{
     CANCEL_REQUESTED_KEY, INPUT_KEYS_KEY, INPUT_RESPONSE_KEY_PREFIX, PRINCIPAL_KEY,

@@ -68,6 +68,13 @@ pub enum Reads {
     Inline,
 }
 
+/// The longest principal a task is bound to, in bytes (UTF-8): a request
+/// acting for a longer one is refused with `-32600`, `data.code =
+/// "principalTooLong"`, naming the operation, rather than stored with
+/// every task it makes (or refused by the store as if its params were
+/// too large).
+pub const MAX_PRINCIPAL_BYTES: usize = 1_024;
+
 /// How a request maps to the principal it acts for: the host's own
 /// authentication, read from `rmcp`'s [`RequestContext`] (on the
 /// streamable HTTP transport its `extensions` hold the request's
@@ -249,7 +256,8 @@ impl ManagerOptions {
     /// - a request with no principal (`principal` says `None`, or a call
     ///   on a manager handle that names none) is refused with `-32600`,
     ///   `data.code = "unauthenticated"`, naming the operation (and the
-    ///   task id);
+    ///   task id); one whose principal is longer than
+    ///   [`MAX_PRINCIPAL_BYTES`] likewise, `data.code = "principalTooLong"`;
     /// - a task made without a principal (before the hook was set, through
     ///   the store's API, or by an instance without it) belongs to no
     ///   principal: no request acting for one reaches it (unknown id); it

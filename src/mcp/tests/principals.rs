@@ -174,3 +174,40 @@ async fn bound_and_unbound_tasks_never_reach_each_others_requests() {
     assert!(plain.get_task(&unbound).await.is_ok());
     assert!(alice.get_task(&alices).await.is_ok());
 }
+
+/// A principal over `MAX_PRINCIPAL_BYTES` is refused with `-32600`,
+/// naming the operation and the limit, and no task is made for it; one at
+/// the limit binds its task. (Without the bound, a task was made bound to
+/// the whole principal, whatever its length, or, past the payload cap,
+/// refused by the store as if the tool call's params were too large.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_the_bound_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let long = a.as_principal("p".repeat(MAX_PRINCIPAL_BYTES + 1));
+    let spawned = long
+        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("no")) }))
+        .await;
+    let error = spawned.expect_err("a task bound to an over-long principal");
+    assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{error:?}");
+    let over = MAX_PRINCIPAL_BYTES + 1;
+    assert_eq!(
+        error.message,
+        format!(
+            "spawn refused: the request's principal is {over} bytes, over the \
+             {MAX_PRINCIPAL_BYTES} a task is bound to"
+        )
+    );
+    assert_eq!(error.data.expect("data")["code"], "principalTooLong");
+    let active = a.store().list(&crate::ListQuery::active()).unwrap();
+    assert!(active.tasks.is_empty(), "{:?}", active.tasks);
+
+    let at_bound = a.as_principal("p".repeat(MAX_PRINCIPAL_BYTES));
+    let id = asking(&at_bound).await;
+    assert!(at_bound.get_task(&id).await.is_ok());
+    let error = long
+        .get_task(&id)
+        .await
+        .expect_err("an over-long principal");
+    assert_eq!(error.data.expect("data")["code"], "principalTooLong");
+}
