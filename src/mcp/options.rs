@@ -247,7 +247,11 @@ impl ManagerOptions {
     ///   in its metadata under [`PRINCIPAL_KEY`](super::PRINCIPAL_KEY)
     ///   (FORMAT.md), durably and with the task's create: every instance
     ///   sharing the store checks it, and an instance that claims the task
-    ///   to resume it keeps it;
+    ///   to resume it keeps it. It is stored as given, in plain text, where
+    ///   the store's readers (its files or rows, the operator command) see
+    ///   it (a client never does: metadata is not sent on the wire), so map
+    ///   a request to a stable name for whom it acts (a verified token's
+    ///   subject), never to a credential (the token itself);
     /// - `get_task`, `update_task` and `cancel_task` of a task bound to
     ///   another principal are answered exactly as for an unknown id
     ///   (`-32602`, `"unknown task: <id>"`), before anything is read out,
