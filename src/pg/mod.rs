@@ -51,6 +51,9 @@ pub struct PgStatements {
     pub list_active: String,
     /// A sweep's page of the tasks expired by `$2` (`$1` the limit).
     pub scan_expired: String,
+    /// A page of owner `$2`'s tasks (`$1` the limit): a listing's by
+    /// owner (`ListQuery::owner`).
+    pub list_owned: String,
     pub channel: String,
 }
 
@@ -65,9 +68,13 @@ pub fn pg_statements(schema: &str) -> PgStatements {
     let mut expired = crate::backend::Scan::new(crate::backend::Scope::All, 1);
     expired.expired_at = Some(time::OffsetDateTime::UNIX_EPOCH);
     let scan_expired = sql.scan(&expired, false);
+    let mut owned = crate::backend::Scan::new(crate::backend::Scope::All, 1);
+    owned.owner = Some(String::new());
+    let list_owned = sql.scan(&owned, false);
     PgStatements {
         list_active,
         scan_expired,
+        list_owned,
         replace_all_waiting: sql.replace_all_waiting(),
         replace_all: sql.replace_all,
         insert: sql.insert,

@@ -9,7 +9,17 @@ use super::backend::failed;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// What `tasks.owner_key` holds before a task's owner: the owner of a
+/// task whose JSON the server reads is `=` and the owner, never
+/// [`OWNER_UNREAD`].
+pub(crate) const OWNER_KEY: &str = "=";
+
+/// `tasks.owner_key` of a row whose task the server could not read as
+/// JSON (not JSON, or holding a `\u0000` its JSON functions refuse): a
+/// listing by owner reads it whatever the owner, and decodes it to tell.
+pub(crate) const OWNER_UNREAD: &str = "?";
 
 /// The longest schema name accepted, so that the notification channel
 /// (`taskstore:<schema>`) stays within PostgreSQL's 63-byte identifiers.
@@ -53,11 +63,14 @@ pub(crate) fn check_name(schema: &str) -> Result<()> {
 }
 
 /// The migration that brings a schema from version `n - 1` to `n`, for
-/// `n` = 1.. (index 0 makes version 1).
-fn migrations(schema: &str) -> [String; 1] {
+/// `n` = 1.. (index 0 makes version 1). Version 2 adds `owner_key`, the
+/// task's owner as the server reads it from the task's JSON
+/// (FORMAT.md, "PostgreSQL schema"), and its index.
+fn migrations(schema: &str) -> [String; 2] {
     let s = ident(schema);
-    [format!(
-        r#"
+    [
+        format!(
+            r#"
 CREATE TABLE {s}.tasks (
     id            text COLLATE "C" PRIMARY KEY,
     created_at_ns bigint  NOT NULL,
@@ -77,7 +90,30 @@ CREATE TABLE {s}.counters (
 );
 INSERT INTO {s}.counters (active) SELECT count(*) FROM {s}.tasks WHERE active;
 "#
-    )]
+        ),
+        // Computed by the server from the task, for every writer's row: a
+        // build of version 1 still open writes on without naming it. The
+        // function never fails a write: a text its JSON functions refuse
+        // is `OWNER_UNREAD`.
+        format!(
+            r#"
+CREATE FUNCTION {s}.owner_key(task text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog
+AS $owner_key$
+BEGIN
+    RETURN '{OWNER_KEY}' || (task::json ->> 'owner');
+EXCEPTION WHEN OTHERS THEN
+    RETURN '{OWNER_UNREAD}';
+END
+$owner_key$;
+ALTER TABLE {s}.tasks ADD COLUMN owner_key text COLLATE "C"
+    GENERATED ALWAYS AS ({s}.owner_key(task)) STORED;
+CREATE INDEX tasks_owner_order ON {s}.tasks (owner_key, created_at_ns, id)
+    WHERE owner_key IS NOT NULL;
+"#
+        ),
+    ]
 }
 
 /// Creates the schema (if `create`) or migrates it to [`SCHEMA_VERSION`];

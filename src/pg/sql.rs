@@ -13,6 +13,7 @@
 //! writes one by one, so that the batch never holds the rows it wrote
 //! while it waits for another's.
 
+use super::schema::{OWNER_KEY, OWNER_UNREAD};
 use crate::backend::{Scan, Scope};
 
 /// What the insert fails with when the active-task counter did not count
@@ -190,12 +191,12 @@ impl Sql {
     }
 
     /// The scan for `scan`'s filters: `$1` the limit, then its filters'
-    /// values in the order scope, status, expiry, and, if `after`, the
-    /// position rows are taken after (`created_at_ns`, then id). It selects
-    /// id, task and `created_at_ns`, the position as stored. Each
+    /// values in the order scope, status, expiry, owner, and, if `after`,
+    /// the position rows are taken after (`created_at_ns`, then id). It
+    /// selects id, task and `created_at_ns`, the position as stored. Each
     /// combination has its own text, so each is planned for its own index
-    /// (the partial index of active tasks, the listing index, or the expiry
-    /// index).
+    /// (the partial index of active tasks, the listing index, the expiry
+    /// index, or the owner's).
     pub fn scan(&self, scan: &Scan, after: bool) -> String {
         let mut conditions = Vec::new();
         let mut n = 1;
@@ -212,44 +213,52 @@ impl Sql {
         if scan.expired_at.is_some() {
             conditions.push(format!("expires_at_ns <= {}", param()));
         }
-        if scan.owner.is_some() {
-            // The rows whose JSON names the owner ([`owned_text`]), or
-            // names no owner as the store writes one (no owner, an
-            // unreadable row, reported as any scan's, or a hand edit's
-            // spacing): the rows the scan then checks with `Scan::owns`.
-            // A search of the text, not of the JSON: a cast to `json`
-            // fails the statement on a row that is not JSON, and its `->>`
-            // on any `\u0000` a task holds.
-            conditions.push(format!(
-                "(strpos(task, {}) > 0 OR strpos(task, '\"owner\":\"') = 0)",
-                param()
-            ));
-        }
+        let owner = scan.owner.is_some().then(&mut param);
         if after {
             let (at, id) = (param(), param());
             conditions.push(format!("(created_at_ns, id) > ({at}, {id})"));
         }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
+        let table = format!("{}.tasks", super::schema::ident(&self.schema));
+        let page = |conditions: &[String]| {
+            let filter = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
+            format!(
+                "SELECT id, task, created_at_ns FROM {table} {filter} \
+                 ORDER BY created_at_ns, id LIMIT $1"
+            )
+        };
+        let Some(owner) = owner else {
+            return page(&conditions);
+        };
+        // The owner's rows by the owner's index (`owner_key`, computed by
+        // the server from each row's task), and the rows whose task the
+        // server could not read, whoever owns them: the rows the scan
+        // then checks with `Scan::owns`. Two pages, each in order from
+        // the index, merged: one `OR` would read and sort every one of
+        // the owner's rows for each page. (`$n` NULL, an owner holding a
+        // `\u0000` no text holds, matches no key.)
+        let keyed = |key: String| {
+            let mut conditions = conditions.clone();
+            conditions.push(format!("owner_key = {key}"));
+            format!("({})", page(&conditions))
         };
         format!(
-            "SELECT id, task, created_at_ns FROM {}.tasks {filter} \
+            "SELECT id, task, created_at_ns FROM ({} UNION ALL {}) owned \
              ORDER BY created_at_ns, id LIMIT $1",
-            super::schema::ident(&self.schema)
+            keyed(format!("'{OWNER_KEY}' || {owner}::text")),
+            keyed(format!("'{OWNER_UNREAD}'")),
         )
     }
 }
 
-/// What a task's JSON holds where it names `owner` as its owner, as the
-/// store writes it (`serde_json`, compact): `"owner":` and the owner as a
-/// JSON string. A task of another owner's never holds it; one that names
-/// `owner` elsewhere (a key of its metadata) may, and is left out by
-/// `Scan::owns` once read.
-pub(crate) fn owned_text(owner: &str) -> String {
-    let quoted = serde_json::to_string(owner).expect("a string serializes");
-    format!("\"owner\":{quoted}")
+/// The owner a scan passes for `owner`: itself, or none if it holds a
+/// `\u0000`, which no text the server holds can (such an owner's task is
+/// [`OWNER_UNREAD`]'s: its JSON holds `\u0000`).
+pub(crate) fn owner_param(owner: &str) -> Option<&str> {
+    (!owner.contains('\0')).then_some(owner)
 }
 
 /// A batch's row `t` is still the version read, `n`: the same `id`,

@@ -232,6 +232,11 @@ fn a_column_whose_type_a_hand_edit_changed_is_an_error_not_a_panic() {
     );
     alter(&mut client, "tasks", "created_at_ns", "bigint");
 
+    // The server retypes no column another is computed from: the owner's
+    // (`owner_key`) goes first, and comes back after.
+    client
+        .batch_execute(&format!("ALTER TABLE {schema}.tasks DROP COLUMN owner_key"))
+        .unwrap();
     alter(&mut client, "tasks", "task", "jsonb");
     let e = call("a get", &|s| s.get(&task.id).map(drop));
     says(
@@ -247,6 +252,14 @@ fn a_column_whose_type_a_hand_edit_changed_is_an_error_not_a_panic() {
         Ok(read) => panic!("read a column of the wrong type: {read:?}"),
     }
     alter(&mut client, "tasks", "task", "text");
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.tasks ADD COLUMN owner_key text COLLATE \"C\"
+                 GENERATED ALWAYS AS ({schema}.owner_key(task)) STORED;
+             CREATE INDEX tasks_owner_order ON {schema}.tasks (owner_key, created_at_ns, id)
+                 WHERE owner_key IS NOT NULL"
+        ))
+        .unwrap();
 
     // (Its check, `active >= 0`, takes a number.)
     alter(&mut client, "counters", "active", "numeric");
@@ -462,4 +475,95 @@ fn a_listing_by_owner_reads_the_owners_rows_alone() {
     );
     let all = mine.list(&ListQuery::all().owner("mine")).unwrap();
     assert_eq!(all.tasks, [owned]);
+}
+
+/// Every scan node of `plan` (`EXPLAIN (ANALYZE, FORMAT JSON)`'s `Plan`):
+/// its type, its index if any, and the rows it read (those it returned and
+/// those its filter removed).
+fn scans_of(plan: &serde_json::Value, into: &mut Vec<(String, String, u64)>) {
+    let node = plan["Node Type"].as_str().unwrap_or_default();
+    if node.ends_with("Scan") {
+        let read = plan["Actual Rows"].as_u64().unwrap_or(0)
+            + plan["Rows Removed by Filter"].as_u64().unwrap_or(0);
+        let index = plan["Index Name"].as_str().unwrap_or_default();
+        into.push((node.to_owned(), index.to_owned(), read));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans_of(child, into);
+    }
+}
+
+/// A listing of one owner's tasks among many rows of another's reads the
+/// owner's rows by their index (`tasks_owner_order`), not the table: the
+/// store's own statement (`taskstore::pg_statements`), explained as the
+/// server runs it, over 20,000 rows of another owner's and 10 of this
+/// one's, made after them. (Its owner was a search of each row's text: the
+/// server read every row before the owner's.)
+#[test]
+fn a_listing_by_owner_among_many_rows_of_another_reads_the_owners_by_their_index() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("owner_index");
+    let others = open(cluster, &schema, "others");
+    let template = others.create(NewTask::new()).unwrap();
+    let mut client = cluster.client();
+    // 20,000 rows of the others' task under other ids, as a writer of
+    // version 1 inserts them (the columns it names).
+    let made = client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.tasks
+                     (id, created_at_ns, revision, status, active, expires_at_ns, task)
+                 SELECT t.id || '-' || n, t.created_at_ns, t.revision, t.status, t.active,
+                        t.expires_at_ns,
+                        replace(t.task, '\"' || t.id || '\"', '\"' || t.id || '-' || n || '\"')
+                 FROM {schema}.tasks t, generate_series(1, 20000) n WHERE t.id = $1"
+            ),
+            &[&template.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(made, 20_000);
+    let mine = open(cluster, &schema, "mine");
+    let owned: Vec<Task> = (0..10)
+        .map(|_| mine.create(NewTask::new()).unwrap())
+        .collect();
+    client
+        .batch_execute(&format!("ANALYZE {schema}.tasks"))
+        .unwrap();
+    let listed = mine
+        .list(&ListQuery::all().owner("mine").limit(100))
+        .unwrap();
+    assert_eq!(listed.tasks, owned);
+
+    // As the server plans it for given values, and for any (a prepared
+    // statement's generic plan, which a pooled connection comes to).
+    let statement = taskstore::pg_statements(&schema).list_owned;
+    client
+        .batch_execute(&format!("PREPARE listed AS {statement}"))
+        .unwrap();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        let explained = client
+            .simple_query(&format!(
+                "SET plan_cache_mode = {mode};
+                 EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE listed(100, 'mine')"
+            ))
+            .unwrap();
+        let plan = explained
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap();
+        let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        let mut scans = Vec::new();
+        scans_of(&plan[0]["Plan"], &mut scans);
+        let read: u64 = scans.iter().map(|(_, _, read)| read).sum();
+        assert!(
+            read <= 20
+                && scans
+                    .iter()
+                    .all(|(_, index, _)| index == "tasks_owner_order"),
+            "{mode}: the listing of 10 tasks read {read} rows: {scans:?}"
+        );
+    }
 }

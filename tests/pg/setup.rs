@@ -102,10 +102,10 @@ fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
         .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
         .unwrap()
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     client
         .execute(
-            &format!("UPDATE {schema}.schema_version SET version = 2"),
+            &format!("UPDATE {schema}.schema_version SET version = 3"),
             &[],
         )
         .unwrap();
@@ -115,7 +115,7 @@ fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
             found,
             supported,
         }) => {
-            assert_eq!((found, supported), (2, 1));
+            assert_eq!((found, supported), (3, 2));
             assert!(path.to_string_lossy().contains(&schema), "{path:?}");
         }
         other => panic!("a newer schema must be refused, got {other:?}"),
@@ -493,4 +493,184 @@ fn a_handles_guess_never_stands_for_a_task_made_again_at_the_same_instant() {
     let mut client = cluster.client();
     let (counter, active) = counter_and_active(&mut client, &schema);
     assert_eq!(counter, active, "the counter agrees with the active rows");
+}
+
+/// Makes `schema` as a build of schema version 1 made it: the first
+/// migration of `src/pg/schema.rs`, then its version, holding no task.
+fn version_1_schema(client: &mut postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!(
+            r#"CREATE SCHEMA {schema};
+CREATE TABLE {schema}.schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+);
+CREATE TABLE {schema}.tasks (
+    id            text COLLATE "C" PRIMARY KEY,
+    created_at_ns bigint  NOT NULL,
+    revision      bigint  NOT NULL,
+    status        text    NOT NULL,
+    active        boolean NOT NULL,
+    expires_at_ns bigint,
+    task          text    NOT NULL,
+    CHECK (active = (status IN ('working', 'input_required')))
+);
+CREATE INDEX tasks_active_order ON {schema}.tasks (created_at_ns, id) WHERE active;
+CREATE INDEX tasks_order ON {schema}.tasks (created_at_ns, id);
+CREATE INDEX tasks_expiry ON {schema}.tasks (expires_at_ns) WHERE expires_at_ns IS NOT NULL;
+CREATE TABLE {schema}.counters (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    active    bigint  NOT NULL CHECK (active >= 0)
+);
+INSERT INTO {schema}.counters (active) SELECT count(*) FROM {schema}.tasks WHERE active;
+INSERT INTO {schema}.schema_version (version) VALUES (1);"#
+        ))
+        .unwrap();
+}
+
+/// The columns a build of schema version 1 writes, in its statements' order.
+const VERSION_1_COLUMNS: &str = "id, created_at_ns, revision, status, active, expires_at_ns, task";
+
+/// `schema`'s version, as recorded.
+fn version_of(client: &mut postgres::Client, schema: &str) -> i32 {
+    client
+        .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// `tasks` of `owner`, in the order a listing gives them.
+fn owned_by(tasks: &[Task], owner: &str) -> Vec<Task> {
+    let mut owned: Vec<Task> = tasks
+        .iter()
+        .filter(|t| t.owner.as_deref() == Some(owner))
+        .cloned()
+        .collect();
+    owned.sort_by(|x, y| (x.created_at, x.id.as_str()).cmp(&(y.created_at, y.id.as_str())));
+    owned
+}
+
+/// A schema of version 1 with rows, opened by this build, is migrated, and
+/// a listing by owner gives each owner's tasks as the rows hold them: one
+/// whose metadata names another owner, one holding `\u0000` (which a cast
+/// of its text to `jsonb` refuses), and one whose JSON a hand edit spaced
+/// (`"owner": "a"`), which the search of each row's text for
+/// `"owner":"a"` left out; and an owner holding `\u0000`, which no text
+/// the server holds can: its task is listed as one the server could not
+/// read, whatever the owner, and told by decoding it.
+#[test]
+fn a_version_1_schema_with_rows_is_migrated_on_open_and_lists_by_owner_the_same_tasks() {
+    let Some(cluster) = cluster() else { return };
+    let (source, schema) = (fresh_schema("v1_source"), fresh_schema("v1_rows"));
+    let (a, b) = (open(cluster, &source, "a"), open(cluster, &source, "b"));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(a.create(NewTask::new()).unwrap());
+        tasks.push(b.create(NewTask::new()).unwrap());
+    }
+    tasks.push(a.create(NewTask::new().metadata("owner", "b")).unwrap());
+    tasks.push(b.create(NewTask::new().metadata("nul", "x\u{0}y")).unwrap());
+    let spaced = a.create(NewTask::new().metadata("owner", "b")).unwrap();
+    tasks.push(spaced.clone());
+    // An owner holding `\u0000` (a hand edit: no instance id holds one).
+    let mut unread = b.create(NewTask::new()).unwrap();
+    unread.owner = Some("x\u{0}y".to_owned());
+    tasks.push(unread.clone());
+    let mut client = cluster.client();
+    version_1_schema(&mut client, &schema);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.tasks ({VERSION_1_COLUMNS})
+                 SELECT {VERSION_1_COLUMNS} FROM {source}.tasks;
+             UPDATE {schema}.counters SET active = (SELECT count(*) FROM {schema}.tasks WHERE active);"
+        ))
+        .unwrap();
+    let text: String = client
+        .query_one(
+            &format!("SELECT task FROM {schema}.tasks WHERE id = $1"),
+            &[&spaced.id.as_str()],
+        )
+        .unwrap()
+        .get(0);
+    let compact = "\"owner\":\"a\"";
+    let at = text.rfind(compact).unwrap();
+    let respaced = format!(
+        "{}\"owner\": \"a\"{}",
+        &text[..at],
+        &text[at + compact.len()..]
+    );
+    client
+        .execute(
+            &format!("UPDATE {schema}.tasks SET task = $2 WHERE id = $1"),
+            &[&spaced.id.as_str(), &respaced],
+        )
+        .unwrap();
+
+    client
+        .execute(
+            &format!("UPDATE {schema}.tasks SET task = $2 WHERE id = $1"),
+            &[
+                &unread.id.as_str(),
+                &serde_json::to_string(&unread).unwrap(),
+            ],
+        )
+        .unwrap();
+
+    let reader = open(cluster, &schema, "reader");
+    for owner in ["a", "b", "x\u{0}y"] {
+        let listed = reader.list(&ListQuery::all().owner(owner)).unwrap();
+        assert_eq!(listed.tasks, owned_by(&tasks, owner), "owner {owner}");
+        assert!(listed.skipped.is_empty(), "{:?}", listed.skipped);
+    }
+    assert_eq!(version_of(&mut client, &schema), 2);
+}
+
+/// A build of version 1 still open when a newer build migrates the schema
+/// writes on with its own statements, which name none of the columns
+/// version 2 added: its inserts and its replacements (a claim, giving a
+/// task another owner) are listed by owner all the same, the owner's
+/// column computed by the server from the task.
+#[test]
+fn rows_a_version_1_writer_writes_after_the_migration_are_listed_by_owner() {
+    let Some(cluster) = cluster() else { return };
+    let (source, schema) = (fresh_schema("v1_writes"), fresh_schema("v1_writer"));
+    let inserted = open(cluster, &source, "c").create(NewTask::new()).unwrap();
+    let mut client = cluster.client();
+    version_1_schema(&mut client, &schema);
+    let a = open(cluster, &schema, "a");
+    assert_eq!(version_of(&mut client, &schema), 2);
+    let kept = a.create(NewTask::new()).unwrap();
+    let claimed = a.create(NewTask::new()).unwrap();
+
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.tasks ({VERSION_1_COLUMNS})
+                 SELECT {VERSION_1_COLUMNS} FROM {source}.tasks WHERE id = $1"
+            ),
+            &[&inserted.id.as_str()],
+        )
+        .unwrap();
+    let mut moved = claimed.clone();
+    moved.owner = Some("c".to_owned());
+    moved.revision += 1;
+    let replaced = client
+        .execute(
+            &format!(
+                "UPDATE {schema}.tasks SET revision = $2, task = $3
+                 WHERE id = $1 AND revision = $4"
+            ),
+            &[
+                &moved.id.as_str(),
+                &i64::try_from(moved.revision).unwrap(),
+                &serde_json::to_string(&moved).unwrap(),
+                &i64::try_from(claimed.revision).unwrap(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(replaced, 1);
+
+    let c_tasks = a.list(&ListQuery::all().owner("c")).unwrap().tasks;
+    assert_eq!(c_tasks, owned_by(&[inserted, moved], "c"));
+    assert_eq!(a.list(&ListQuery::all().owner("a")).unwrap().tasks, [kept]);
 }

@@ -222,7 +222,7 @@ impl Backend for PgBackend {
         // Past the column's range every stored expiry is at or before it;
         // the rows are checked exactly below.
         let expired_at = scan.expired_at.map(saturating_nanos);
-        let owned = scan.owner.as_deref().map(sql::owned_text);
+        let owned = scan.owner.as_deref().map(sql::owner_param);
         // The position rows are taken after: the scan's, then the last row
         // taken, as stored (an unreadable row has no position of its own).
         let mut after: Option<(i64, String)> = scan
