@@ -108,8 +108,8 @@ pub trait TaskStore: Send + Sync {
     /// what crashed writers left behind. A task that cannot be deleted, or
     /// an entry that cannot be read, is reported and the sweep goes on.
     ///
-    /// The deletions are durable when it returns `Ok`, made so once for the
-    /// whole pass: a power loss before that may bring back tasks already
+    /// The deletions are durable when it returns `Ok` with no
+    /// [`errors`](Swept::errors), made so once for the whole pass: a power loss before that may bring back tasks already
     /// deleted, still expired (unless the clock is then set back before
     /// their expiry), so seen by no reader; the next sweep deletes them
     /// again. The sink hears of each (`task.expired`) once the pass has
@@ -120,8 +120,12 @@ pub trait TaskStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// An I/O error of the pass as a whole (listing, or making its
-    /// deletions durable; the next sweep makes them durable then).
+    /// A failure of the pass as a whole (its clean-up, over PostgreSQL the
+    /// check of the active-task counter; listing; making its deletions
+    /// durable, which the next sweep does then), when the pass did nothing
+    /// else: one that deleted or cleaned anything, or has a task missed or
+    /// an entry skipped to report, returns it in [`Swept::errors`] beside
+    /// its counts, so that no failure hides what was deleted.
     fn sweep(&self) -> Result<Swept>;
 
     /// This handle's instance id: the owner recorded on the tasks it creates.
@@ -225,9 +229,15 @@ pub trait TaskStore: Send + Sync {
     /// claim grace, or out of attempts, is failed by [`reap`](TaskStore::reap).
     fn claim(&self, kinds: &[&str]) -> Result<Claimed>;
 
-    /// [`sweep`](TaskStore::sweep), counting the tasks deleted.
+    /// [`sweep`](TaskStore::sweep), counting the tasks deleted; a failure
+    /// of its pass (the first of [`Swept::errors`]) is this call's error,
+    /// whatever it deleted: a count alone cannot say it.
     fn sweep_expired(&self) -> Result<usize> {
-        Ok(self.sweep()?.deleted)
+        let swept = self.sweep()?;
+        match swept.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(swept.deleted),
+        }
     }
 
     /// [`reap`](TaskStore::reap), returning the tasks reaped.
@@ -482,6 +492,13 @@ pub struct Swept {
     pub skipped: Vec<Skipped>,
     /// Expired tasks that could not be deleted, and why.
     pub missed: Vec<Missed>,
+    /// Failures of the pass as a whole beside what it did, in the order
+    /// met: its clean-up (over PostgreSQL, the check of the active-task
+    /// counter), a listing of its batches, making its deletions durable.
+    /// A sweep that did anything (deleted, cleaned, or has a task missed
+    /// or an entry skipped to report) returns them here; one that did
+    /// nothing fails with the first.
+    pub errors: Vec<Error>,
 }
 
 /// What a pass over the running tasks did: the orphans a

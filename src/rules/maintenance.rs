@@ -16,6 +16,25 @@ use crate::sink::Notifier;
 use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore, Transition};
 use crate::task::{Outcome, Task};
 
+/// What a sweep returns, given `steps`, the outcomes of its pass's steps
+/// in order: `swept`, their failures in [`Swept::errors`], if it did
+/// anything to report (deleted or cleaned, or missed a task or skipped an
+/// entry); otherwise the first failure, if any, as the sweep's. A failure
+/// beside a deletion never hides its count: a counter check that failed
+/// after the batches deleted lost it
+/// (`pg::a_sweep_whose_counter_check_fails_reports_what_it_deleted`).
+fn swept_or_failed(mut swept: Swept, steps: [Result<()>; 3]) -> Result<Swept> {
+    swept.errors = steps.into_iter().filter_map(Result::err).collect();
+    let did_nothing = swept.deleted == 0
+        && swept.cleaned == 0
+        && swept.missed.is_empty()
+        && swept.skipped.is_empty();
+    if did_nothing && !swept.errors.is_empty() {
+        return Err(swept.errors.swap_remove(0));
+    }
+    Ok(swept)
+}
+
 /// How many expired tasks a sweep deletes per batch.
 const SWEEP_BATCH: usize = 1_024;
 
@@ -99,7 +118,7 @@ impl<B: Backend> Store<B> {
         let settled = self.backend.settle_expired();
         swept.deleted = deleted.count;
         deleted.tell_kept();
-        cleaned.and(swept_all).and(settled).map(|()| swept)
+        swept_or_failed(swept, [cleaned, swept_all, settled])
     }
 
     /// The batches of [`sweep_at`](Self::sweep_at): the tasks they deleted

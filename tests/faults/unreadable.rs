@@ -340,8 +340,10 @@ fn a_finished_task_whose_file_cannot_be_looked_at_keeps_its_index_entry() {
 /// A dead writer's temp file that cannot be removed (every unlink of it
 /// EIO) stops no sweep: the expired tasks are deleted all the same, and
 /// the file goes once the device answers; a clean-up that fails as a whole
-/// fails the sweep, but only after its batches. (Every sweep failed at the
-/// clean-up, before its batches, and deleted nothing.)
+/// is the sweep's error beside the count of what its batches deleted
+/// (`Swept::errors`). (Every sweep failed at the clean-up, before its
+/// batches, and deleted nothing; then it deleted, and returned the
+/// clean-up's error alone, without the count.)
 #[test]
 fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
     let dir = tempfile::tempdir().unwrap();
@@ -365,11 +367,15 @@ fn a_temp_file_that_cannot_be_removed_stops_no_sweep() {
     assert_eq!(store.sweep().unwrap().cleaned, 1);
     assert!(!temp.exists());
     // A clean-up that fails as a whole (`tmp/` cannot be listed) is the
-    // sweep's error, after its batches have deleted what expired.
+    // sweep's error, beside the count of what its batches deleted.
     let task = store.create(NewTask::new().ttl(ttl)).unwrap();
     faults.fail_at(FsOp::ReadDir, root.join("tmp"), Fault::Eio);
     clock.advance(ttl * 2);
-    let err = store.sweep().expect_err("the clean-up failed");
+    let swept = store.sweep().expect("a sweep that deleted a task");
+    assert_eq!(swept.deleted, 1, "{swept:?}");
+    let [err] = swept.errors.as_slice() else {
+        panic!("one error, the clean-up's: {swept:?}");
+    };
     assert!(err.to_string().contains("tmp"), "{err}");
     faults.disarm();
     assert_eq!(common::files_in(&root, "active"), Vec::<String>::new());

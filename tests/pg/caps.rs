@@ -157,6 +157,73 @@ fn a_sweep_takes_no_lock_on_a_counter_that_is_right() {
     assert_eq!(counter_and_active(&mut client, &schema), (1, 1));
 }
 
+/// A sweep whose check of the counter fails (the counter put out by a
+/// hand edit, its row held by another session past the connection's
+/// `lock_timeout`) still deletes what expired, and says so: the count
+/// with the check's failure beside it (`Swept::errors`), not the failure
+/// alone; `sweep_expired`, a count alone, fails with it. The next sweep,
+/// the row let go, counts again. (The sweep
+/// returned the check's error, and the count of the tasks it had deleted
+/// was lost.)
+#[test]
+fn a_sweep_whose_counter_check_fails_reports_what_it_deleted() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("sweep_check");
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let conninfo = format!("{} options='-c lock_timeout=200ms'", cluster.conninfo());
+    let store = on_clock(&conninfo, &schema, "sweeper", &clock)
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let finished = common::finished_with_ttl(&store, 3, ttl);
+    let running = store.create(NewTask::new()).unwrap();
+    clock.advance(ttl * 2);
+    let mut client = cluster.client();
+    client
+        .execute(
+            &format!("UPDATE {schema}.counters SET active = active + 1"),
+            &[],
+        )
+        .unwrap();
+    let (mut holder, _) = holding(
+        cluster,
+        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+    );
+    let swept = store.sweep();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let swept = swept.unwrap_or_else(|e| panic!("a sweep that deleted 3 tasks failed: {e}"));
+    assert_eq!((swept.deleted, swept.cleaned), (3, 0), "{swept:?}");
+    let [error] = swept.errors.as_slice() else {
+        panic!("one error, the check's: {:?}", swept.errors);
+    };
+    let said = error.to_string();
+    assert!(
+        said.contains("count the active tasks") && said.contains("lock timeout"),
+        "{said}"
+    );
+    for id in &finished {
+        assert_eq!(store.get(id).unwrap(), None);
+    }
+    // A count alone cannot carry the failure: `sweep_expired` fails with
+    // it, its deletions made all the same.
+    let more = common::finished_with_ttl(&store, 1, ttl);
+    clock.advance(ttl * 2);
+    let (mut holder, _) = holding(
+        cluster,
+        &format!("SELECT active FROM {schema}.counters FOR UPDATE"),
+    );
+    let counted = store.sweep_expired();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let e = counted.expect_err("a count beside a failed check");
+    assert!(e.to_string().contains("lock timeout"), "{e}");
+    assert_eq!(store.get(&more[0]).unwrap(), None);
+    let again = store.sweep().unwrap();
+    assert_eq!((again.deleted, again.cleaned), (0, 1), "{again:?}");
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert_eq!(counter_and_active(&mut client, &schema), (1, 1));
+    assert_eq!(store.get(&running.id).unwrap(), Some(running));
+}
+
 /// The counter's row itself deleted by hand is made again by the next
 /// sweep, with the count of the running tasks, and nothing else fails
 /// meanwhile. (Every sweep failed, "query returned an unexpected number of

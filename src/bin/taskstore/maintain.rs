@@ -223,8 +223,13 @@ pub fn sweep(store: &dyn Handle) -> Result<ExitCode, Failure> {
     let swept = store.sweep()?;
     // First: it joins the thread that writes the deletions.
     let stdout_failed = text::stdout_failed();
-    let code = text::earned(!swept.missed.is_empty() || stdout_failed);
+    let failed = !swept.missed.is_empty() || !swept.errors.is_empty();
+    let code = text::earned(failed || stdout_failed);
     report_missed(&swept.missed, "delete");
+    // A failure of the pass beside what it deleted (`Swept::errors`).
+    for e in &swept.errors {
+        text::err(format!("taskstore: error: {e}"));
+    }
     text::err(format!(
         "deleted {} expired task(s); cleaned {} leftover(s) of crashed writers",
         swept.deleted, swept.cleaned
