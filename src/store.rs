@@ -109,14 +109,14 @@ pub trait TaskStore: Send + Sync {
     /// an entry that cannot be read, is reported and the sweep goes on.
     ///
     /// The deletions are durable when it returns `Ok` with no
-    /// [`errors`](Swept::errors), made so once for the whole pass: a power loss before that may bring back tasks already
-    /// deleted, still expired (unless the clock is then set back before
-    /// their expiry), so seen by no reader; the next sweep deletes them
-    /// again. The sink hears of each (`task.expired`) once the pass has
-    /// made them durable (or failed to: they are gone for every reader),
-    /// with no lock of the store held; a pass that deletes more than
-    /// 10,000 tells of the rest as it goes, so that its memory stays
-    /// bounded.
+    /// [`errors`](Swept::errors), made so once for the whole pass: a power
+    /// loss before that may bring back tasks already deleted, still expired
+    /// (unless the clock is then set back before their expiry), so seen by no
+    /// reader; the next sweep deletes them again. The sink hears of each
+    /// (`task.expired`) once the pass has made them durable (or failed to:
+    /// they are gone for every reader), with no lock of the store held; a pass
+    /// that deletes more than 10,000 tells of the rest as it goes, so that its
+    /// memory stays bounded.
     ///
     /// # Errors
     ///
