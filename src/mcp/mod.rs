@@ -42,7 +42,9 @@
 //!   to the principal of the request that created it, stored with it
 //!   ([`PRINCIPAL_KEY`]), and `tasks/get`, `tasks/update` and
 //!   `tasks/cancel` from another principal, at any instance, are answered
-//!   exactly as for an unknown id; a request acting for no principal is
+//!   exactly as for an unknown id; principals are compared byte for byte
+//!   (no case folding, trimming or Unicode normalization: the hook gives
+//!   each principal one spelling); a request acting for no principal is
 //!   refused (`-32600`, `data.code = "unauthenticated"`); the operation
 //!   reads the principal with [`TaskContext::principal`]. Without the hook
 //!   nothing is bound, as in `rmcp`: whoever holds a task's (unguessable)

@@ -251,7 +251,11 @@ impl ManagerOptions {
     ///   the store's readers (its files or rows, the operator command) see
     ///   it (a client never does: metadata is not sent on the wire), so map
     ///   a request to a stable name for whom it acts (a verified token's
-    ///   subject), never to a credential (the token itself);
+    ///   subject), never to a credential (the token itself). Principals
+    ///   are compared byte for byte, with no case folding, trimming or
+    ///   Unicode normalization (a name that differs from the task's only
+    ///   so is another principal's), so map each principal to one
+    ///   spelling;
     /// - `get_task`, `update_task` and `cancel_task` of a task bound to
     ///   another principal are answered exactly as for an unknown id
     ///   (`-32602`, `"unknown task: <id>"`), before anything is read out,

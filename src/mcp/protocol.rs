@@ -273,8 +273,12 @@ pub(super) fn stored_responses(task: &Task, book: &Book) -> Vec<(String, Value)>
 /// Whether a request acting for `caller` (`None`: a request with no
 /// principal, from a manager with no [`PrincipalOf`](super::PrincipalOf))
 /// may reach a task whose [`PRINCIPAL_KEY`] holds `stored`: only if both
-/// name the same principal, or neither names one. A task bound to a
-/// principal is no task to a request without one, nor to another
+/// name the same principal, or neither names one. The same principal is
+/// the same string, byte for byte: no case folding, trimming or Unicode
+/// normalization, which would let whoever holds one spelling reach the
+/// tasks of another (the host's hook is the one judge of who a request
+/// acts for, and a token's subject is compared as issued). A task bound
+/// to a principal is no task to a request without one, nor to another
 /// principal's; a task bound to none (made without a principal) is no task
 /// to a request acting for one; a stored value that is not a string names
 /// no principal any request acts for. The one rule every task request

@@ -211,3 +211,55 @@ async fn a_principal_over_the_bound_is_refused_naming_it() {
         .expect_err("an over-long principal");
     assert_eq!(error.data.expect("data")["code"], "principalTooLong");
 }
+
+/// A principal is compared byte for byte: one that differs from the
+/// task's only by case, by a leading or trailing space, or by its Unicode
+/// form (decomposed for composed, fullwidth for ASCII) is another
+/// principal, answered as for an unknown id. The manager folds, trims and
+/// normalizes nothing: the host's hook is the one judge of who a request
+/// acts for, and a token's subject is compared as issued, with no
+/// transformation; a manager that folded two
+/// spellings together would let whoever holds the second reach the
+/// first's tasks. (With `bound_to` comparing case-blind and trimmed,
+/// "Alice" read the task of "alice".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_are_compared_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let nobody = TaskId::new().to_string();
+    let spellings: [(&str, &[&str]); 2] = [
+        (
+            "alice",
+            &[
+                "Alice",
+                "ALICE",
+                "alice ",
+                " alice",
+                "alice\n",
+                "\u{ff41}lice",
+            ],
+        ),
+        // "é" composed (NFC) and decomposed (NFD).
+        ("ren\u{e9}", &["rene\u{301}", "REN\u{c9}"]),
+    ];
+    for (owner, others) in spellings {
+        let id = asking(&a.as_principal(owner)).await;
+        for other in others {
+            let other = a.as_principal(*other);
+            let unknown = other.get_task(&nobody).await.unwrap_err();
+            let error = other.get_task(&id).await.unwrap_err();
+            as_unknown(&error, &id, &unknown, &nobody);
+            let unknown = other.cancel_task(&nobody).await.unwrap_err();
+            let error = other.cancel_task(&id).await.unwrap_err();
+            as_unknown(&error, &id, &unknown, &nobody);
+        }
+        a.as_principal(owner)
+            .get_task(&id)
+            .await
+            .expect("its own task");
+        let stored = a.store().get(&TaskId::parse(&id).unwrap()).unwrap();
+        let stored = stored.expect("stored");
+        assert_eq!(stored.metadata.get(PRINCIPAL_KEY), Some(&json!(owner)));
+        assert_eq!(stored.metadata.get(CANCEL_REQUESTED_KEY), None);
+    }
+}
