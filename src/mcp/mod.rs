@@ -186,7 +186,14 @@
 //!   an unlimited TTL. A [`ManagerOptions::watch_interval`] below
 //!   [`MIN_WATCH_INTERVAL`] (10 ms; zero included) is raised to it.
 //! - **Errors.** Unknown, invalid and expired ids answer `-32602` (invalid
-//!   params), with the id shortened to 160 bytes as the store shortens it;
+//!   params), with the id shortened to 160 bytes as the store shortens it,
+//!   from `tasks/update` and `tasks/cancel` as from `tasks/get`: SEP-2663
+//!   says servers "MUST return this error for `tasks/get`" and "SHOULD
+//!   return this error for `tasks/update` and `tasks/cancel`" (its
+//!   ack-only answers are for the success path, "not about suppressing
+//!   errors that the server can detect at request time":
+//!   `src/mcp/tests/errors.rs::unknown_and_invalid_ids_are_invalid_params`,
+//!   and, with `rmcp`'s client, `tests/mcp_client/mod.rs`'s `none_reach`);
 //!   store errors `-32603` with the cause in the message and in
 //!   `data.cause`, but for what the store refuses of a client's answer or
 //!   tool call (too large, too deep, not a valid task): `-32602`, with the
