@@ -5,7 +5,8 @@
 //! `rmcp`'s own client: another principal's `tasks/get`, `tasks/update`
 //! and `tasks/cancel` are answered as for an unknown id, at the instance
 //! that runs the task, at another sharing its store, and after a `SIGKILL`
-//! and a resume; a request with no principal is refused. Bounded polls, no
+//! and a resume; a request with no principal is refused; a principal
+//! spelled otherwise (case, Unicode form) is another. Bounded polls, no
 //! timed assertion.
 #![cfg(unix)]
 
@@ -127,6 +128,44 @@ async fn a_task_stays_its_principals_at_every_instance_and_through_a_resume() {
     alice.close().await;
     bob.close().await;
     b.stop().await;
+}
+
+/// Principals are compared byte for byte, from the session's token
+/// through the manager's hook to the task's binding: sessions naming
+/// "Alice", "ALICE" or a fullwidth "ａlice" are not Alice's ("alice"), nor
+/// is one naming a decomposed "é" a composed one's; each is answered as
+/// for an unknown id, and the task stays as it was. (With
+/// `protocol::bound_to` comparing case-blind, "Alice" read it.)
+#[tokio::test]
+async fn a_principal_spelled_otherwise_is_another_principal() {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .start()
+        .await;
+    for (owner, others) in [
+        ("alice", &["Alice", "ALICE", "\u{ff41}lice"][..]),
+        ("ren\u{e9}", &["rene\u{301}"][..]),
+    ] {
+        let session = a.connect(Some(owner)).await;
+        let created = session.task("ask", json!({"question": "name?"})).await;
+        let id = created.task.task_id.as_str();
+        session
+            .poll_until(id, |t| t.status() == TaskStatus::InputRequired)
+            .await;
+        for other in others {
+            let other = a.connect(Some(other)).await;
+            none_reach(&other, id).await;
+            other.close().await;
+        }
+        let task = stored(&dir, id).expect("stored");
+        assert_eq!(task["metadata"]["mcp.principal"], owner);
+        assert_eq!(task["status"], "input_required");
+        assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
+        session.get(id).await.expect("the owner's own task");
+        session.close().await;
+    }
+    a.stop().await;
 }
 
 /// Polls `tasks/get` of task `id` as `session` (which wakes the claim of
