@@ -179,10 +179,13 @@ pub trait Backend: Send + Sync {
     }
 
     /// Cleans up what crashed writers left behind (temp files, half-finished
-    /// moves); returns how many leftovers were cleaned. Called by every sweep.
-    /// The default has nothing to clean.
-    fn clean_up(&self) -> Result<usize> {
-        Ok(0)
+    /// moves), adding each leftover cleaned to `cleaned` as it goes: a
+    /// failure part way keeps the count of what it cleaned before it, which
+    /// the sweep reports beside the failure ([`Swept::errors`](crate::Swept::errors)).
+    /// Called by every sweep. The default has nothing to clean.
+    fn clean_up(&self, cleaned: &mut usize) -> Result<()> {
+        let _ = cleaned;
+        Ok(())
     }
 
     /// A new subscription to the changes every writer makes to this
@@ -708,8 +711,8 @@ macro_rules! forward_backend {
             fn remove_due(&self, now: OffsetDateTime, removed: &mut dyn FnMut(Task)) {
                 (**self).remove_due(now, removed)
             }
-            fn clean_up(&self) -> Result<usize> {
-                (**self).clean_up()
+            fn clean_up(&self, cleaned: &mut usize) -> Result<()> {
+                (**self).clean_up(cleaned)
             }
             fn changes(&self) -> Option<ChangeFeed> {
                 (**self).changes()

@@ -584,11 +584,13 @@ impl Backend for FileBackend {
     }
 
     /// Dead writers' temp files and half-finished moves; the first call
-    /// counts those the open removed too.
-    fn clean_up(&self) -> Result<usize> {
-        let opened = self
+    /// counts those the open removed too, failing or not
+    /// (`faults::a_sweep_whose_clean_up_fails_still_counts_what_the_open_cleaned`).
+    fn clean_up(&self, cleaned: &mut usize) -> Result<()> {
+        *cleaned += self
             .cleaned_at_open
             .swap(0, std::sync::atomic::Ordering::Relaxed);
-        Ok(opened + recovery::clean_temp_files(self)? + self.finish_moves()?)
+        *cleaned += recovery::clean_temp_files(self)?;
+        self.finish_moves(cleaned)
     }
 }

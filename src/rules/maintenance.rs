@@ -111,9 +111,7 @@ impl<B: Backend> Store<B> {
             self.backend.remove_due(now, &mut report);
         }
         // A clean-up that fails keeps no expired task from going.
-        let cleaned = self.backend.clean_up().map(|cleaned| {
-            swept.cleaned += cleaned;
-        });
+        let cleaned = self.backend.clean_up(&mut swept.cleaned);
         let swept_all = self.sweep_batches(now, &mut swept, &mut deleted);
         let settled = self.backend.settle_expired();
         swept.deleted = deleted.count;

@@ -309,3 +309,54 @@ fn a_sweep_of_finished_tasks_in_several_chunks_makes_active_durable_once() {
     );
     assert_eq!(count(&removed_from("done")), FINISHED);
 }
+
+/// A sweep whose clean-up fails after the store's open removed crashed
+/// writers' temp files still counts them: it returns `cleaned` 2 beside the
+/// failure in `Swept::errors` (the failure names the call and `tmp/`), and
+/// the next sweep counts nothing twice. (The clean-up took the open's count
+/// and lost it with the failure: the sweep failed as one that did nothing,
+/// and no sweep ever counted the two files.)
+#[test]
+fn a_sweep_whose_clean_up_fails_still_counts_what_the_open_cleaned() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let clock = ManualClock::new(T0);
+    let ids: Vec<TaskId> = {
+        let filler = filler(&root, &clock);
+        (0..2)
+            .map(|_| filler.create(NewTask::new()).unwrap().id)
+            .collect()
+    };
+    let tmp = root.join("tmp");
+    for (i, id) in ids.iter().enumerate() {
+        // A writer that died mid-write (no process has its pid).
+        fs::write(tmp.join(format!("{id}.999999.{i}.tmp")), b"{\"format\":1,").unwrap();
+    }
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the open removed them"
+    );
+    faults.fail_at(FsOp::ReadDir, &tmp, Fault::Eio);
+    let swept = store
+        .sweep()
+        .expect("the open's two count: the sweep did something");
+    assert_eq!((swept.deleted, swept.cleaned), (0, 2), "{swept:?}");
+    let [error] = swept.errors.as_slice() else {
+        panic!("one failure of the pass: {swept:?}");
+    };
+    let said = error.to_string();
+    assert!(
+        said.contains(&tmp.display().to_string()),
+        "the error names tmp/: {said}"
+    );
+    faults.disarm();
+    let swept = store.sweep().unwrap();
+    assert_eq!((swept.cleaned, swept.errors.len()), (0, 0), "{swept:?}");
+}

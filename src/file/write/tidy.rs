@@ -114,14 +114,13 @@ impl FileBackend {
     }
 
     /// Finishes interrupted terminal moves: terminal tasks still in
-    /// `active/`. Returns how many were moved.
-    pub(in crate::file) fn finish_moves(&self) -> Result<usize> {
+    /// `active/`. Adds each one moved to `moved`, as it goes.
+    pub(in crate::file) fn finish_moves(&self, moved: &mut usize) -> Result<()> {
         let unmoved = {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
             state.unmoved()
         };
-        let mut moved = 0;
         for id in &unmoved {
             let _guard = self.locks.lock(&self.fs, stripe(id))?;
             // One task that cannot be read or moved now never stops the
@@ -133,14 +132,14 @@ impl FileBackend {
                 _ => Ok(false),
             });
             match finished {
-                Ok(true) => moved += 1,
+                Ok(true) => *moved += 1,
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(task = %id, error = %e, "cannot finish an interrupted terminal move; left for later");
                 }
             }
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// How many running tasks `active/` holds, from the snapshot brought up
