@@ -178,7 +178,9 @@ pub enum Error {
     /// A store of an older format than this version's, which an open moves
     /// to this version's format (after which older versions refuse it),
     /// opened by a handle told not to move it
-    /// (`FileStoreBuilder::upgrade_format(false)`); nothing was changed.
+    /// (`FileStoreBuilder::upgrade_format(false)`; a PostgreSQL schema of an
+    /// older version, `PgStoreBuilder::upgrade_format(false)`); nothing was
+    /// changed.
     #[error(
         "store at {} is of format {found}, older than this taskstore's {current}: opening it \
          moves it to format {current}, after which older versions refuse it, and this open \
@@ -186,7 +188,7 @@ pub enum Error {
         path.display()
     )]
     OlderFormat {
-        /// The store's directory.
+        /// The store's directory (`postgres schema <name>` for PostgreSQL).
         path: PathBuf,
         /// The format version its marker names.
         found: u64,

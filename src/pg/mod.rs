@@ -140,6 +140,7 @@ pub struct PgOptions {
     time: TimeSource,
     clock_refresh: Duration,
     create: bool,
+    upgrade: bool,
     change_notices: bool,
 }
 
@@ -214,6 +215,20 @@ impl StoreBuilder<PgOptions> {
         self
     }
 
+    /// Whether [`open`](Self::open) migrates a schema of an older version
+    /// to this version's (default `true`), as
+    /// [`FileStoreBuilder::upgrade_format`](crate::FileStoreBuilder::upgrade_format)
+    /// moves a file store: the migration rewrites the table, holding its
+    /// lock, and builds of the older version refuse the schema after it
+    /// (FORMAT.md, "PostgreSQL schema"). With `false`, such a schema is
+    /// refused with [`Error::OlderFormat`] and left as it is: for a tool
+    /// that must not change a store a service of an older version still
+    /// runs on (the command-line tool asks for `--upgrade`).
+    pub fn upgrade_format(mut self, on: bool) -> Self {
+        self.options.upgrade = on;
+        self
+    }
+
     /// Whether this handle's writes notify the schema's channel, and its
     /// [`changes`](crate::TaskStore::changes) follow it (default `true`).
     ///
@@ -244,6 +259,8 @@ impl StoreBuilder<PgOptions> {
     /// [`Error::UnsupportedFormat`] for a schema written by a newer version;
     /// [`Error::NoStore`] for a schema that holds no store, with
     /// [`create_if_missing(false)`](Self::create_if_missing);
+    /// [`Error::OlderFormat`] for a schema of an older version, with
+    /// [`upgrade_format(false)`](Self::upgrade_format);
     /// [`Error::Backend`] (backend `"postgres"`) if the server cannot be
     /// reached, refuses, or its database is not UTF-8.
     pub fn open(mut self) -> Result<PgStore> {
@@ -290,7 +307,7 @@ impl StoreBuilder<PgOptions> {
                     format!("the database encoding is {found}; the store needs UTF8"),
                 ),
             })?;
-            schema::prepare(&mut conn.client, &schema, options.create)?;
+            schema::prepare(&mut conn.client, &schema, options.create, options.upgrade)?;
             match options.time {
                 TimeSource::Server => Some(Arc::new(
                     ServerClock::start(
@@ -414,6 +431,7 @@ impl Store<PgBackend> {
             time: TimeSource::default(),
             clock_refresh: clock::REFRESH,
             create: true,
+            upgrade: true,
             change_notices: true,
         })
     }

@@ -116,16 +116,23 @@ CREATE INDEX tasks_owner_order ON {s}.tasks (owner_key, created_at_ns, id)
     ]
 }
 
-/// Creates the schema (if `create`) or migrates it to [`SCHEMA_VERSION`];
+/// Creates the schema (if `create`) or migrates it to [`SCHEMA_VERSION`]
+/// (if `upgrade`: else an older one is refused, and left as it is);
 /// refuses a newer one. Opens that find the schema current take no lock and
 /// run no DDL; the others serialize on an advisory lock, in one transaction
 /// each.
-pub(crate) fn prepare(client: &mut postgres::Client, schema: &str, create: bool) -> Result<()> {
+pub(crate) fn prepare(
+    client: &mut postgres::Client,
+    schema: &str,
+    create: bool,
+    upgrade: bool,
+) -> Result<()> {
     let op = |what: &str| format!("{what} schema {schema}");
     let db = |what: &'static str| move |e| failed(op(what), e);
     match read_version(client, schema)? {
         Some(SCHEMA_VERSION) => return Ok(()),
         Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
+        Some(found) if !upgrade => return Err(older(schema, found)),
         None if !create => {
             return Err(Error::NoStore {
                 store: format!("PostgreSQL schema {schema}"),
@@ -248,6 +255,16 @@ fn foreign(schema: &str, table: &str) -> Error {
             "its table {table} is not taskstore's (another tool made it): give the store a \
              schema of its own (`PgStoreBuilder::schema`); nothing was changed"
         ),
+    }
+}
+
+/// A schema of version `found`, older than this build's, that the open
+/// was told not to migrate.
+fn older(schema: &str, found: i32) -> Error {
+    Error::OlderFormat {
+        path: PathBuf::from(format!("postgres schema {schema}")),
+        found: u64::try_from(found).unwrap_or(0),
+        current: SCHEMA_VERSION as u64,
     }
 }
 

@@ -259,3 +259,93 @@ fn verify_and_repair_say_they_are_for_file_stores() {
         assert!(stderr(&out).contains("file store"), "{}", stderr(&out));
     }
 }
+
+/// A schema of version 1 (a service of that build still running on it) is
+/// left as it is by every command not given `--upgrade`, as an older file
+/// store is: `list`, `stats`, `sweep --dry-run` and `copy --to-pg` into it
+/// each refuse it, saying so and exit 1, and its version stays 1; the dry
+/// run says that a dry run moves nothing. Given `--upgrade`, `list`
+/// migrates it and lists its task. (Every command migrated it, the dry run
+/// too, which then said "nothing was changed": the table rewritten, and the
+/// running build refused the schema at its next open.)
+#[cfg(feature = "postgres")]
+#[test]
+fn commands_leave_a_version_1_schema_as_it_is_unless_given_upgrade() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let (source, schema) = (
+        pg_cluster::fresh_schema("cli_v1_src"),
+        pg_cluster::fresh_schema("cli_v1"),
+    );
+    let conninfo = cluster.conninfo();
+    let task = taskstore::PgStore::builder(conninfo.clone())
+        .schema(source.clone())
+        .open()
+        .unwrap()
+        .create(NewTask::new())
+        .unwrap();
+    let mut client = cluster.client();
+    pg_cluster::version_1_schema(&mut client, &schema);
+    let columns = pg_cluster::VERSION_1_COLUMNS;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.tasks ({columns}) SELECT {columns} FROM {source}.tasks;
+             UPDATE {schema}.counters SET active = 1;"
+        ))
+        .unwrap();
+    let target = ["--pg", conninfo.as_str(), "--pg-schema", schema.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        target.iter().chain(args).map(|a| a.to_string()).collect()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from");
+    open(&from);
+    let from_arg = from.to_str().unwrap();
+    let copy = [
+        "--store",
+        from_arg,
+        "copy",
+        "--to-pg",
+        &conninfo,
+        "--to-pg-schema",
+        &schema,
+    ];
+    let commands: [Vec<String>; 4] = [
+        with(&["list"]),
+        with(&["stats"]),
+        with(&["sweep", "--dry-run"]),
+        copy.iter().map(|a| a.to_string()).collect(),
+    ];
+    for args in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_expect(None, &args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!("postgres schema {schema} is of format 1")),
+            "{args:?}: {said}"
+        );
+        let hint = if args.contains(&"--dry-run") {
+            "a dry run moves nothing"
+        } else {
+            "run the command with --upgrade"
+        };
+        assert!(said.contains(hint), "{args:?}: {said}");
+        assert_eq!(
+            pg_cluster::version_of(&mut client, &schema),
+            1,
+            "{args:?} left the schema as it is"
+        );
+    }
+    let out = run_expect(
+        None,
+        &with(&["--upgrade", "list", "--json"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        0,
+    );
+    assert_eq!(json_lines(&out).len(), 1, "{}", stdout(&out));
+    assert_eq!(json_lines(&out)[0]["taskId"], task.id.as_str());
+    assert_eq!(pg_cluster::version_of(&mut client, &schema), 2);
+}

@@ -112,6 +112,51 @@ pub fn counter_and_active(client: &mut postgres::Client, schema: &str) -> (i64, 
     (counter, active)
 }
 
+/// Makes `schema` as a build of schema version 1 made it: the first
+/// migration of `src/pg/schema.rs`, then its version, holding no task.
+pub fn version_1_schema(client: &mut postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!(
+            r#"CREATE SCHEMA {schema};
+CREATE TABLE {schema}.schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+);
+CREATE TABLE {schema}.tasks (
+    id            text COLLATE "C" PRIMARY KEY,
+    created_at_ns bigint  NOT NULL,
+    revision      bigint  NOT NULL,
+    status        text    NOT NULL,
+    active        boolean NOT NULL,
+    expires_at_ns bigint,
+    task          text    NOT NULL,
+    CHECK (active = (status IN ('working', 'input_required')))
+);
+CREATE INDEX tasks_active_order ON {schema}.tasks (created_at_ns, id) WHERE active;
+CREATE INDEX tasks_order ON {schema}.tasks (created_at_ns, id);
+CREATE INDEX tasks_expiry ON {schema}.tasks (expires_at_ns) WHERE expires_at_ns IS NOT NULL;
+CREATE TABLE {schema}.counters (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    active    bigint  NOT NULL CHECK (active >= 0)
+);
+INSERT INTO {schema}.counters (active) SELECT count(*) FROM {schema}.tasks WHERE active;
+INSERT INTO {schema}.schema_version (version) VALUES (1);"#
+        ))
+        .unwrap();
+}
+
+/// The columns a build of schema version 1 writes, in its statements' order.
+pub const VERSION_1_COLUMNS: &str =
+    "id, created_at_ns, revision, status, active, expires_at_ns, task";
+
+/// `schema`'s version, as recorded.
+pub fn version_of(client: &mut postgres::Client, schema: &str) -> i32 {
+    client
+        .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
+        .unwrap()
+        .get(0)
+}
+
 /// A fresh, unique schema name starting with `prefix`.
 pub fn fresh_schema(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -5,6 +5,7 @@
 //! on what another wrote.
 
 use super::*;
+use pg_cluster::{VERSION_1_COLUMNS, version_1_schema, version_of};
 
 #[test]
 fn conformance_suite_with_two_handles_per_schema() {
@@ -495,50 +496,6 @@ fn a_handles_guess_never_stands_for_a_task_made_again_at_the_same_instant() {
     assert_eq!(counter, active, "the counter agrees with the active rows");
 }
 
-/// Makes `schema` as a build of schema version 1 made it: the first
-/// migration of `src/pg/schema.rs`, then its version, holding no task.
-fn version_1_schema(client: &mut postgres::Client, schema: &str) {
-    client
-        .batch_execute(&format!(
-            r#"CREATE SCHEMA {schema};
-CREATE TABLE {schema}.schema_version (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    version   integer NOT NULL
-);
-CREATE TABLE {schema}.tasks (
-    id            text COLLATE "C" PRIMARY KEY,
-    created_at_ns bigint  NOT NULL,
-    revision      bigint  NOT NULL,
-    status        text    NOT NULL,
-    active        boolean NOT NULL,
-    expires_at_ns bigint,
-    task          text    NOT NULL,
-    CHECK (active = (status IN ('working', 'input_required')))
-);
-CREATE INDEX tasks_active_order ON {schema}.tasks (created_at_ns, id) WHERE active;
-CREATE INDEX tasks_order ON {schema}.tasks (created_at_ns, id);
-CREATE INDEX tasks_expiry ON {schema}.tasks (expires_at_ns) WHERE expires_at_ns IS NOT NULL;
-CREATE TABLE {schema}.counters (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    active    bigint  NOT NULL CHECK (active >= 0)
-);
-INSERT INTO {schema}.counters (active) SELECT count(*) FROM {schema}.tasks WHERE active;
-INSERT INTO {schema}.schema_version (version) VALUES (1);"#
-        ))
-        .unwrap();
-}
-
-/// The columns a build of schema version 1 writes, in its statements' order.
-const VERSION_1_COLUMNS: &str = "id, created_at_ns, revision, status, active, expires_at_ns, task";
-
-/// `schema`'s version, as recorded.
-fn version_of(client: &mut postgres::Client, schema: &str) -> i32 {
-    client
-        .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
-        .unwrap()
-        .get(0)
-}
-
 /// `tasks` of `owner`, in the order a listing gives them.
 fn owned_by(tasks: &[Task], owner: &str) -> Vec<Task> {
     let mut owned: Vec<Task> = tasks
@@ -623,6 +580,56 @@ fn a_version_1_schema_with_rows_is_migrated_on_open_and_lists_by_owner_the_same_
         assert!(listed.skipped.is_empty(), "{:?}", listed.skipped);
     }
     assert_eq!(version_of(&mut client, &schema), 2);
+}
+
+/// An open told not to migrate (`upgrade_format(false)`, as the command
+/// opens a store unless given `--upgrade`) refuses a schema of version 1
+/// with `Error::OlderFormat` naming it and its version, and leaves it as
+/// it is: its version, its table without `owner_key`, its rows. An open
+/// that may migrates it then. (The open migrated it whatever it was told:
+/// a build of version 1, a service still running, refused the schema from
+/// then on.)
+#[test]
+fn an_open_told_not_to_migrate_leaves_a_version_1_schema_as_it_is() {
+    let Some(cluster) = cluster() else { return };
+    let (source, schema) = (fresh_schema("v1_kept_src"), fresh_schema("v1_kept"));
+    let task = open(cluster, &source, "a").create(NewTask::new()).unwrap();
+    let mut client = cluster.client();
+    version_1_schema(&mut client, &schema);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.tasks ({VERSION_1_COLUMNS})
+                 SELECT {VERSION_1_COLUMNS} FROM {source}.tasks;
+             UPDATE {schema}.counters SET active = 1;"
+        ))
+        .unwrap();
+    let refused = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .upgrade_format(false)
+        .open()
+        .map(|_| ())
+        .unwrap_err();
+    match &refused {
+        Error::OlderFormat {
+            path,
+            found: 1,
+            current: 2,
+        } => assert!(path.to_string_lossy().contains(&schema), "{refused}"),
+        other => panic!("refused as older, naming the schema: {other:?}"),
+    }
+    assert_eq!(version_of(&mut client, &schema), 1);
+    let columns: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = 'tasks' AND column_name = 'owner_key'",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 0, "the table is as version 1 made it");
+    let store = open(cluster, &schema, "b");
+    assert_eq!(version_of(&mut client, &schema), 2);
+    assert_eq!(store.get(&task.id).unwrap(), Some(task));
 }
 
 /// A build of version 1 still open when a newer build migrates the schema

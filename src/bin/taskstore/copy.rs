@@ -100,10 +100,10 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
         _ => {}
     }
     let mut reading = Opening::new(Heard::unreadable());
-    reading.upgrade = upgrade;
+    reading.older = crate::Older::given(upgrade);
     let from = reading.open(source)?;
     let mut writing = Opening::new(Heard::unreadable());
-    writing.upgrade = upgrade;
+    writing.older = crate::Older::given(upgrade);
     writing.create = args.create;
     writing.max_active = args.max_active;
     writing.max_payload_bytes = args

@@ -77,9 +77,10 @@ struct Cli {
 
     /// Moves a file store of an older format to this version's when a
     /// command opens it, or `stats` reads it (waiting until no other
-    /// process has it open); versions that read only the older format
-    /// refuse it after. Without it, such a store is refused and left as it
-    /// is; a dry run never moves it.
+    /// process has it open), and migrates a PostgreSQL schema of an older
+    /// version (rewriting its table); versions that read only the older
+    /// format refuse it after. Without it, such a store is refused and left
+    /// as it is; a dry run never moves it.
     #[arg(long, global = true)]
     upgrade: bool,
 
@@ -447,7 +448,7 @@ fn open(
 ) -> Result<Box<dyn Handle>, Failure> {
     let mut opening = Opening::new(heard);
     opening.claim_grace = claim_grace;
-    opening.upgrade = upgrade;
+    opening.older = Older::given(upgrade);
     Ok(opening.open(target)?.boxed())
 }
 
@@ -456,7 +457,8 @@ fn open(
 /// missing).
 struct Opening {
     claim_grace: Option<Duration>,
-    upgrade: bool,
+    /// What the open does with a store of an older format.
+    older: Older,
     heard: Arc<Heard>,
     /// The handle's active-task cap (default: the library's).
     max_active: Option<usize>,
@@ -495,7 +497,7 @@ impl Opening {
     fn new(heard: Heard) -> Opening {
         Opening {
             claim_grace: None,
-            upgrade: false,
+            older: Older::Refuse,
             heard: Arc::new(heard),
             max_active: None,
             max_payload_bytes: taskstore::MAX_MAX_PAYLOAD_BYTES,
@@ -532,7 +534,9 @@ impl Opening {
                         .on_lock_wait(say_open_wait(OPEN_WAIT))
                 };
                 let opened = match builder().upgrade_format(false).open() {
-                    Err(taskstore::Error::OlderFormat { found, current, .. }) if self.upgrade => {
+                    Err(taskstore::Error::OlderFormat { found, current, .. })
+                        if self.older == Older::Move =>
+                    {
                         text::err(format!(
                             "taskstore: moving {} from format {found} to {current} once no other \
                              process has it open (waiting for them to close it)",
@@ -540,16 +544,21 @@ impl Opening {
                         ));
                         builder().open()
                     }
-                    Err(e @ taskstore::Error::OlderFormat { .. }) => return Err(older_refused(e)),
+                    Err(e @ taskstore::Error::OlderFormat { .. }) => {
+                        return Err(older_refused(e, self.older));
+                    }
                     opened => opened,
                 };
                 Ok(Opened::File(opened.map_err(|e| denied_directory(dir, e))?))
             }
             #[cfg(feature = "postgres")]
             Target::Pg { conninfo, schema } => {
+                // A schema of an older version is migrated only as a file
+                // store is moved: given --upgrade, never by a dry run.
                 let mut builder = self
                     .configure(taskstore::PgStore::builder(conninfo.clone()))
-                    .create_if_missing(self.create);
+                    .create_if_missing(self.create)
+                    .upgrade_format(self.older == Older::Move);
                 if let Some(schema) = schema {
                     builder = builder.schema(schema.clone());
                 }
@@ -565,6 +574,9 @@ impl Opening {
                         schema.as_deref().unwrap_or_default(),
                         self.schema_flag
                     )),
+                    Err(e @ taskstore::Error::OlderFormat { .. }) => {
+                        Err(older_refused(e, self.older))
+                    }
                     opened => Ok(Opened::Pg(opened?)),
                 }
             }
@@ -591,14 +603,23 @@ fn denied_directory(dir: &Path, e: taskstore::Error) -> Failure {
     }
 }
 
-/// A store of an older format refused, and what to do about it.
-fn older_refused(e: taskstore::Error) -> Failure {
-    format!("{e}; run the command with --upgrade to move it, or use the taskstore that wrote it")
-        .into()
+/// A store of an older format refused (as `older` says), and what to do
+/// about it.
+fn older_refused(e: taskstore::Error, older: Older) -> Failure {
+    match older {
+        Older::DryRun => format!(
+            "{e}; a dry run moves nothing: move it with another command given --upgrade \
+             (`taskstore --upgrade stats`), or use the taskstore that wrote it"
+        ),
+        Older::Refuse | Older::Move => format!(
+            "{e}; run the command with --upgrade to move it, or use the taskstore that wrote it"
+        ),
+    }
+    .into()
 }
 
-/// What a command that reads a census does with a store of an older
-/// format.
+/// What a command does with a store of an older format, whether it reads
+/// a census of it or opens it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Older {
     /// Refuses it, saying `--upgrade` would move it.
@@ -627,11 +648,6 @@ fn census(
     // The check is dropped before a move: it holds the store open.
     let census = check(dir)?.census_with(progress);
     match census {
-        Err(e @ taskstore::Error::OlderFormat { .. }) if older == Older::DryRun => Err(format!(
-            "{e}; a dry run moves nothing: move it with another command given --upgrade \
-             (`taskstore --upgrade stats`), or use the taskstore that wrote it"
-        )
-        .into()),
         Err(taskstore::Error::OlderFormat { .. }) if older == Older::Move => {
             drop(open(
                 &Target::File(dir.to_owned()),
@@ -641,7 +657,7 @@ fn census(
             )?);
             Ok(check(dir)?.census_with(progress)?)
         }
-        Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e)),
+        Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e, older)),
         census => Ok(census?),
     }
 }
@@ -671,7 +687,10 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
-            let store = open(target, claim_grace, false, Heard::nothing())?;
+            let mut opening = Opening::new(Heard::nothing());
+            opening.claim_grace = claim_grace;
+            opening.older = Older::DryRun;
+            let store = opening.open(target)?.boxed();
             let page = store.stored_list()?;
             let unreadable = page
                 .skipped

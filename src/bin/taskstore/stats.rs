@@ -140,7 +140,7 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
         }
         #[cfg(feature = "postgres")]
         Target::Pg { schema, .. } => {
-            let store = crate::open(target, None, false, crate::Heard::nothing())?;
+            let store = crate::open(target, None, upgrade, crate::Heard::nothing())?;
             let now = store.time();
             // Every stored task, expired ones too, changing nothing (a
             // listing leaves them out, and deletes them).
