@@ -567,3 +567,35 @@ fn a_listing_by_owner_among_many_rows_of_another_reads_the_owners_by_their_index
         );
     }
 }
+
+/// A listing by owner over PostgreSQL gives each owner's tasks alone, for
+/// owners whose names JSON escapes or the server must unescape to key them
+/// (`owner_key`): a quote, a backslash, `\u` written out, an emoji, the
+/// longest instance id; each owner's tasks and no other's, as the tasks
+/// name them.
+#[test]
+fn a_listing_by_owner_keys_owners_that_json_escapes() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("odd_owners");
+    let owners = [
+        "a\"b".to_owned(),
+        "a\\b".to_owned(),
+        "a\\\"".to_owned(),
+        "\\u0041".to_owned(),
+        "A".to_owned(),
+        "zoë \u{1F600}".to_owned(),
+        "x".repeat(taskstore::MAX_INSTANCE_ID_LEN),
+    ];
+    let mut made = Vec::new();
+    for owner in &owners {
+        let store = open(cluster, &schema, owner);
+        made.push((owner, store.create(NewTask::new()).unwrap()));
+    }
+    let reader = open(cluster, &schema, "reader");
+    for (owner, task) in &made {
+        let listed = reader
+            .list(&ListQuery::all().owner(owner.as_str()))
+            .unwrap();
+        assert_eq!(listed.tasks, std::slice::from_ref(task), "owner {owner:?}");
+    }
+}
