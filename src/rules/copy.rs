@@ -117,8 +117,10 @@ impl<B: Backend> Store<B> {
     /// the source in batches (listing order), then once more, without
     /// payloads, to report each task that changed, appeared or was deleted
     /// in between ([`Copied::changed`]); it holds one batch of tasks and
-    /// the id and version of every task it read. It changes nothing in the
-    /// source (it deletes no expired task there, as a listing would).
+    /// the id and version of every task it read. It changes no task of the
+    /// source (it deletes no expired task there, as a listing would); a
+    /// file store's scans set a damaged entry aside (`quarantine/`), as
+    /// every read of one does, and report it in [`Copied::skipped`].
     ///
     /// This store's sink hears no `task.created` for a copied task: the
     /// task was created once, in the source, whose sinks heard it, and a

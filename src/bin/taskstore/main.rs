@@ -156,7 +156,7 @@ enum Command {
     /// destination's caps refuse (--max-active, --max-payload-bytes: give
     /// the service's) is listed with why, and the copy goes on. The
     /// destination's event sinks hear no task.created: the copy makes no
-    /// new task. The source is not changed.
+    /// new task. No task of the source is changed.
     ///
     /// Prints a line per task copied, differing, not copied or changed
     /// (with --json, {"taskId", "action": "copy" or "check", "outcome":
