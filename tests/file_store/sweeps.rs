@@ -4,16 +4,19 @@
 
 use super::*;
 
+/// A handle of the store in `dir` on `clock`.
+fn on_clock(dir: &Path, clock: &ManualClock) -> FileStore {
+    FileStore::builder(dir)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap()
+}
+
 #[test]
 fn expiry_is_shared_by_every_handle_and_sweep_deletes_files() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = || {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .open()
-            .unwrap()
-    };
+    let open = || on_clock(dir.path(), &clock);
     let (a, b) = (open(), open());
     let short = a
         .create(NewTask::new().ttl(Duration::from_secs(10)))
@@ -303,12 +306,7 @@ fn a_sweep_removing_stale_expiry_entries_holds_up_no_write_while_it_waits() {
 fn a_sweep_counts_the_stale_index_entries_it_removes_as_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
-    let open = || {
-        FileStore::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .open()
-            .unwrap()
-    };
+    let open = || on_clock(dir.path(), &clock);
     let ttl = Duration::from_secs(10);
     let ids = common::finished_with_ttl(&open(), 3, ttl);
     clock.advance(ttl * 2);
