@@ -183,8 +183,7 @@ pub trait Backend: Send + Sync {
     /// failure part way keeps the count of what it cleaned before it, which
     /// the sweep reports beside the failure ([`Swept::errors`](crate::Swept::errors)).
     /// Called by every sweep. The default has nothing to clean.
-    fn clean_up(&self, cleaned: &mut usize) -> Result<()> {
-        let _ = cleaned;
+    fn clean_up(&self, _cleaned: &mut usize) -> Result<()> {
         Ok(())
     }
 
