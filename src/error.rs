@@ -328,8 +328,9 @@ pub(crate) enum Known {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
     Unsent,
     /// No connection could be had for the statement: a connect failed
-    /// (the server down or out of reach). Beside [`Known::Unsent`]; the
-    /// writes of a failed batch, each made alone, stop connecting once
+    /// (the server down or out of reach), or every pooled connection
+    /// stayed busy for the pool's wait. Beside [`Known::Unsent`]; the
+    /// writes of a failed batch, each made alone, stop asking for one once
     /// one is so marked.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
     Unconnected,

@@ -67,6 +67,74 @@ fn a_call_waits_for_a_free_connection_for_the_pool_wait_at_most() {
     );
 }
 
+/// A batch that finds every pooled connection busy waits the pool's wait
+/// once for its own statement and once for its first task's, not once a
+/// task: once one task found no connection free, the rest of the batch
+/// fail at once, each naming its own task and the one that waited. A
+/// renewal pass of 40 tasks behind a held lock waited 40 times the wait,
+/// long enough for every lease it was renewing to lapse.
+#[test]
+fn a_batch_that_found_the_pool_busy_waits_for_one_task_not_for_each() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("busy_batch");
+    let application = "busy_batch";
+    let store = Arc::new(
+        PgStore::builder(format!(
+            "{} application_name={application}",
+            cluster.conninfo()
+        ))
+        .schema(&schema)
+        .instance_id("a")
+        .pool_size(1)
+        .pool_wait(Duration::from_millis(200))
+        .change_notices(false)
+        .open()
+        .unwrap(),
+    );
+    let tasks: Vec<Task> = (0..10)
+        .map(|_| store.create(NewTask::new()).unwrap())
+        .collect();
+    let (mut holder, holder_pid) = holding(
+        cluster,
+        &format!("LOCK TABLE {schema}.tasks IN ACCESS EXCLUSIVE MODE"),
+    );
+    let busy = std::thread::spawn({
+        let (store, id) = (Arc::clone(&store), tasks[0].id.clone());
+        move || store.get(&id)
+    });
+    let mut client = cluster.client();
+    wait_until("the busy call to wait on the table's holder", || {
+        blocked_by(&mut client, application, holder_pid) == 1
+    });
+    let removed = store.backend().remove_all(&tasks);
+    holder.batch_execute("ROLLBACK").unwrap();
+    busy.join().unwrap().unwrap();
+    assert_eq!(removed.len(), tasks.len());
+    let said: Vec<String> = removed
+        .iter()
+        .zip(&tasks)
+        .map(|(result, task)| match result {
+            Err(e @ Error::Backend { .. }) => {
+                let said = e.to_string();
+                assert!(said.contains(task.id.as_str()), "{said}");
+                said
+            }
+            other => panic!("{}: {other:?}", task.id),
+        })
+        .collect();
+    assert!(said[0].contains("no free connection"), "{}", said[0]);
+    for said in &said[1..] {
+        assert!(
+            said.contains("not tried") && said.contains(tasks[0].id.as_str()),
+            "each task of the batch waited for a connection of its own: {said}"
+        );
+    }
+    let stored = store.get_all(&tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+    for (task, stored) in tasks.iter().zip(stored) {
+        assert_eq!(stored.unwrap().as_ref(), Some(task), "nothing changed");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A server restart in the middle of a workload.
 

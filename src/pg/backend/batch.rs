@@ -126,10 +126,13 @@ impl PgBackend {
     /// `alone` for each of `items` in turn (writes of `op`, each of its
     /// own, after their batch failed or when there is none). Once one
     /// found no connection (a connect failed: the server down or out of
-    /// reach), the rest fail with its error, each naming its own task,
-    /// without a connect each: a batch of 300 tasks made 300 connects,
-    /// each failing as the first did
-    /// (`pg::a_batch_that_failed_with_the_server_down_connects_once_more_not_once_a_task`).
+    /// reach; or none came free within the pool's wait), the rest fail
+    /// with its error, each naming its own task, without asking for one
+    /// each: a batch of 300 tasks made 300 connects, each failing as the
+    /// first did
+    /// (`pg::a_batch_that_failed_with_the_server_down_connects_once_more_not_once_a_task`),
+    /// and behind a held lock waited the pool's wait once a task
+    /// (`pg::a_batch_that_found_the_pool_busy_waits_for_one_task_not_for_each`).
     fn each_alone<T>(
         op: &str,
         items: &[T],

@@ -9,7 +9,7 @@ use postgres::types::ToSql;
 
 use crate::error::{Error, Known, Result};
 
-use super::super::pool::{Lease, NoConnection};
+use super::super::pool::Lease;
 use super::{BACKEND, PgBackend};
 
 pub(crate) fn failed(op: impl Into<String>, source: postgres::Error) -> Error {
@@ -112,14 +112,11 @@ impl PgBackend {
         if let Some(clock) = &self.clock {
             clock.refresh_if_due();
         }
+        // Whether no connect worked or none came free within the pool's
+        // wait, the statement was never sent, and the next would meet the
+        // same (`Known::Unconnected`).
         self.pool.get().map_err(|e| {
-            let unconnected = matches!(e, NoConnection::Connect(..));
-            let e = unsent(e.into_error(format!("connect to {}", op())));
-            if unconnected {
-                e.known(Known::Unconnected)
-            } else {
-                e
-            }
+            unsent(e.into_error(format!("connect to {}", op()))).known(Known::Unconnected)
         })
     }
 
