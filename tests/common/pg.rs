@@ -180,13 +180,19 @@ fn skipped() {
 }
 
 /// The directory of `initdb` and `pg_ctl`: from PATH, else the newest
-/// `/usr/lib/postgresql/<version>/bin`.
+/// `/usr/lib/postgresql/<version>/bin`. A PATH entry holding links to them
+/// (`/usr/local/bin`) gives the directory they link to, where the other
+/// tools of the same installation are (`pg_basebackup`).
 fn binaries() -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_both(&dir) {
-                return Some(dir);
+                let linked = std::fs::canonicalize(dir.join("initdb"))
+                    .ok()
+                    .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+                    .filter(|linked| has_both(linked));
+                return Some(linked.unwrap_or(dir));
             }
         }
     }
@@ -222,6 +228,19 @@ impl Cluster {
     }
 
     fn start(bin: PathBuf, faked: bool) -> Result<Cluster, String> {
+        let mut cluster = Cluster::unstarted(bin, faked)?;
+        if cluster.faketime.is_some() {
+            cluster.move_clock("+0");
+        }
+        cluster.init()?;
+        cluster.arm_guard()?;
+        cluster.pg_ctl(&["start", "-w", "-t", "60"])?;
+        Ok(cluster)
+    }
+
+    /// A cluster's directory, made and owned by the cluster's user, with no
+    /// data directory yet and no server.
+    fn unstarted(bin: PathBuf, faked: bool) -> Result<Cluster, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "taskstore-pg-{}-{}",
@@ -244,20 +263,74 @@ impl Cluster {
         };
         // In the cluster's directory, which its user may read.
         let faketime = faked.then(|| dir.join("faketime"));
-        let mut cluster = Cluster {
+        Ok(Cluster {
             dir,
             bin,
             as_user,
             guard: Mutex::new(None),
             faketime,
-        };
-        if cluster.faketime.is_some() {
-            cluster.move_clock("+0");
+        })
+    }
+
+    /// A streaming standby of this cluster (a base backup of its data
+    /// directory, `pg_basebackup -R`), started, with its own socket
+    /// directory, and made this cluster's synchronous standby: from its
+    /// return on, every commit this cluster acknowledges is flushed on the
+    /// standby too (`synchronous_standby_names = '*'`, `synchronous_commit`
+    /// at its default, `on`). [`Cluster::host`] of the two, in one
+    /// connection string, is a primary and its failover.
+    pub fn synchronous_standby(&self) -> Result<Cluster, String> {
+        let mut standby = Cluster::unstarted(self.bin.clone(), false)?;
+        let output = standby
+            .command(&self.bin.join("pg_basebackup"))
+            .arg("-D")
+            .arg(standby.data())
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", "5432", "-U", "postgres", "-R", "-X", "stream", "-N"])
+            .output()
+            .map_err(|e| format!("run pg_basebackup: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
         }
-        cluster.init()?;
-        cluster.arm_guard()?;
-        cluster.pg_ctl(&["start", "-w", "-t", "60"])?;
-        Ok(cluster)
+        standby.arm_guard()?;
+        standby.pg_ctl(&["start", "-w", "-t", "60"])?;
+        let mut client = self.client();
+        // Two statements: `ALTER SYSTEM` runs outside a transaction alone.
+        for sql in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "SELECT pg_reload_conf()",
+        ] {
+            client
+                .batch_execute(sql)
+                .map_err(|e| format!("make the standby synchronous ({sql}): {e:?}"))?;
+        }
+        let since = std::time::Instant::now();
+        loop {
+            let sync: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )
+                .map_err(|e| format!("look at the replication: {e}"))?
+                .get(0);
+            if sync == 1 {
+                return Ok(standby);
+            }
+            if since.elapsed() > std::time::Duration::from_secs(60) {
+                return Err("the standby never became synchronous within 60 s".to_owned());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The directory of this cluster's socket: its `host` in a connection
+    /// string.
+    pub fn host(&self) -> String {
+        self.dir.display().to_string()
     }
 
     /// A command run as the cluster's user.
@@ -373,7 +446,7 @@ impl Cluster {
     pub fn conninfo(&self) -> String {
         format!(
             "host={} port=5432 user=postgres dbname=postgres",
-            self.dir.display()
+            self.host()
         )
     }
 

@@ -12,6 +12,7 @@ mod caps;
 mod clock;
 #[path = "../common/mod.rs"]
 mod common;
+mod failover;
 mod feed;
 mod locked_rows;
 mod lost_replies;
