@@ -13,7 +13,9 @@ use super::*;
 /// and read back `working`), through the handle that wrote it (not reopened),
 /// which writes on there once the standby takes writes; and another
 /// instance claims the running tasks the first one left, once their leases
-/// lapsed, as it would have on the primary.
+/// lapsed, as it would have on the primary. Before the failover, a handle
+/// given the standby alone opens there and reads, and its create fails
+/// saying the database is read-only, naming the task.
 #[test]
 fn a_failover_to_a_synchronous_standby_keeps_every_acknowledged_task() {
     let Some(primary) = pg_cluster::private() else {
@@ -60,6 +62,27 @@ fn a_failover_to_a_synchronous_standby_keeps_every_acknowledged_task() {
             }
         })
         .collect();
+    // The standby alone, as a service given the wrong host would name it:
+    // it opens and reads what the primary acknowledged, and a write fails
+    // saying the database is read-only, naming the task.
+    let on_standby = PgStore::builder(standby.conninfo())
+        .schema(&schema)
+        .instance_id("misplaced")
+        .open()
+        .unwrap_or_else(|e| panic!("open on the standby: {e}"));
+    // Flushed there at its commit, replayed a moment later.
+    wait_until("the standby to show what the primary acknowledged", || {
+        on_standby.get(&acknowledged[1].id).unwrap().as_ref() == Some(&acknowledged[1])
+    });
+    let refused = on_standby
+        .create(NewTask::new().id(TaskId::parse("made-on-the-standby").unwrap()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the database is read-only") && refused.contains("made-on-the-standby"),
+        "{refused}"
+    );
+    drop(on_standby);
     // The last writes, made while the standby cannot take what the primary
     // sends (its WAL receiver stopped and cut off): acknowledged only once
     // it has them,
