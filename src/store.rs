@@ -501,6 +501,15 @@ pub struct Swept {
     pub errors: Vec<Error>,
 }
 
+impl Swept {
+    /// Whether this sweep did anything to report: deleted or cleaned, or
+    /// missed a task or skipped an entry. One that did not fails with the
+    /// first of its [`errors`](Swept::errors), if any.
+    pub(crate) fn did_anything(&self) -> bool {
+        self.deleted > 0 || self.cleaned > 0 || !self.missed.is_empty() || !self.skipped.is_empty()
+    }
+}
+
 /// What a pass over the running tasks did: the orphans a
 /// [`TaskStore::reap`] failed ([`Reaped`]) or a [`TaskStore::claim`]
 /// claimed ([`Claimed`]).

@@ -380,11 +380,32 @@ impl Shared {
         }
     }
 
-    /// Deletes expired tasks.
+    /// Deletes expired tasks, and logs what the sweep did, as the reap
+    /// logs what it reaped: its counts if it did anything, and each failure
+    /// of its pass beside them ([`Swept::errors`](crate::Swept::errors)),
+    /// so that a sweep that deleted and then failed keeps its count. The
+    /// store logs each task missed and each entry skipped.
     pub async fn sweep(&self) {
         let store = Arc::clone(&self.store);
-        if let Err(e) = blocking(move || store.sweep_expired()).await {
-            tracing::warn!(error = %e.into_mcp(None), "sweeping expired tasks failed");
+        let swept = match blocking(move || store.sweep()).await {
+            Ok(swept) => swept,
+            Err(e) => {
+                tracing::warn!(error = %e.into_mcp(None), "sweeping expired tasks failed");
+                return;
+            }
+        };
+        let (missed, skipped) = (swept.missed.len(), swept.skipped.len());
+        if swept.did_anything() {
+            tracing::info!(
+                deleted = swept.deleted,
+                cleaned = swept.cleaned,
+                missed,
+                skipped,
+                "swept expired tasks"
+            );
+        }
+        for error in &swept.errors {
+            tracing::warn!(error = %error, "the sweep failed beside what it did; the next sweep tries again");
         }
     }
 

@@ -25,11 +25,7 @@ use crate::task::{Outcome, Task};
 /// (`pg::a_sweep_whose_counter_check_fails_reports_what_it_deleted`).
 fn swept_or_failed(mut swept: Swept, steps: [Result<()>; 3]) -> Result<Swept> {
     swept.errors = steps.into_iter().filter_map(Result::err).collect();
-    let did_nothing = swept.deleted == 0
-        && swept.cleaned == 0
-        && swept.missed.is_empty()
-        && swept.skipped.is_empty();
-    if did_nothing && !swept.errors.is_empty() {
+    if !swept.did_anything() && !swept.errors.is_empty() {
         return Err(swept.errors.swap_remove(0));
     }
     Ok(swept)

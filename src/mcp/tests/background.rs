@@ -2,7 +2,7 @@
 //! write that hangs for one task holds up no other task's renewals; reads
 //! slower than a tick leave the renewals in batches; the watch ticks are
 //! held to a floor; the loop of claims, reaps and sweeps names the pass it
-//! panicked in.
+//! panicked in; its sweep logs what it did beside what failed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use super::{elicitation, eventually, fast, logged, settled, text, until_cancelled};
 use crate::mcp::{DurableTaskManager, MIN_WATCH_INTERVAL, ManagerOptions, TaskOptions};
 use crate::{
-    Claimed, ListQuery, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept, Task, TaskId,
-    TaskStore, TaskUpdate, Transition,
+    Claimed, ListQuery, ManualClock, MemoryBackend, NewTask, Outcome, Page, Reaped, Store, Swept,
+    Task, TaskId, TaskStore, TaskUpdate, Transition,
 };
 
 /// A store over `inner` whose writes to one chosen task wait until it is
@@ -35,6 +35,11 @@ struct Held<S> {
     slow_gets: AtomicBool,
     /// The number of tasks of each renewal call, in order.
     renewals: Mutex<Vec<usize>>,
+    /// How many sweeps to fail once their deletions are made (as a file
+    /// store's whose barrier fsync fails), beside what they deleted.
+    sweep_failures: AtomicUsize,
+    /// Sweeps made.
+    sweeps: AtomicUsize,
 }
 
 impl<S> Held<S> {
@@ -48,6 +53,8 @@ impl<S> Held<S> {
             panics: AtomicBool::new(false),
             slow_gets: AtomicBool::new(false),
             renewals: Mutex::new(Vec::new()),
+            sweep_failures: AtomicUsize::new(0),
+            sweeps: AtomicUsize::new(0),
         })
     }
 
@@ -120,7 +127,19 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.delete(id)
     }
     fn sweep(&self) -> crate::Result<Swept> {
-        self.inner.sweep()
+        let mut swept = self.inner.sweep();
+        let fail = self
+            .sweep_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if let (Ok(swept), true) = (&mut swept, fail) {
+            let error = std::io::Error::other("injected: the disk is away");
+            swept
+                .errors
+                .push(crate::Error::io("fsync", "expiring", error));
+        }
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
+        swept
     }
     fn instance_id(&self) -> &str {
         self.inner.instance_id()
@@ -451,4 +470,65 @@ async fn a_watch_interval_as_long_as_the_lease_is_warned_of() {
     assert_eq!(said.len(), 1, "{:?}", logged.warnings());
     assert_eq!(said[0].field("watch_interval_ms"), Some("2000"));
     assert_eq!(said[0].field("lease_ms"), Some("2000"));
+}
+
+/// The background sweep logs what it did, as the reap beside it logs each
+/// task it reaped: how many tasks it deleted (and cleaned, missed,
+/// skipped) when it did anything, at info, and each failure of its pass
+/// beside that, at warn. Here a first sweep deletes three expired tasks,
+/// once with a failure after its deletions (a barrier fsync), once
+/// without; a second, with nothing to do, logs nothing. (It called
+/// `sweep_expired`: the failed sweep logged its error alone, not the
+/// three tasks it deleted, and the one that succeeded logged nothing.)
+#[tokio::test]
+async fn the_background_sweep_logs_what_it_deleted_beside_its_failures() {
+    for fails in [true, false] {
+        // One thread: the background loop logs on this one.
+        let logged = logged::Logged::default();
+        let _log = tracing::subscriber::set_default(logged.clone());
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let inner = Store::with_backend(Arc::new(MemoryBackend::new()))
+            .instance_id("sweeper")
+            .clock(Arc::clone(&clock) as Arc<dyn crate::Clock>)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            inner
+                .create(NewTask::new().ttl(Duration::from_secs(1)))
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+        let store = Held::new(inner);
+        store
+            .sweep_failures
+            .store(usize::from(fails), Ordering::SeqCst);
+        // A sweep on every turn of the loop, the first at once: once the
+        // second is made, the first's logs are written.
+        let hour = Duration::from_secs(3_600);
+        let options = fast()
+            .reap_interval(hour)
+            .sweep_interval(Duration::from_millis(1));
+        let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+        eventually(|| async { (store.sweeps.load(Ordering::SeqCst) >= 2).then_some(()) }).await;
+        m.shutdown().await;
+        let swept: Vec<_> = logged
+            .events()
+            .into_iter()
+            .filter(|e| e.field("message") == Some("swept expired tasks"))
+            .collect();
+        assert_eq!(swept.len(), 1, "{fails}: {:?}", logged.events());
+        assert_eq!(swept[0].level, tracing::Level::INFO, "{fails}");
+        assert_eq!(swept[0].field("deleted"), Some("3"), "{fails}: {swept:?}");
+        for count in ["cleaned", "missed", "skipped"] {
+            assert_eq!(swept[0].field(count), Some("0"), "{fails}: {swept:?}");
+        }
+        let failures = logged.warnings_of("sweep");
+        if fails {
+            assert_eq!(failures.len(), 1, "{:?}", logged.warnings());
+            let error = failures[0].field("error").unwrap_or_default();
+            assert!(error.contains("the disk is away"), "{failures:?}");
+        } else {
+            assert!(failures.is_empty(), "{failures:?}");
+        }
+    }
 }
