@@ -69,5 +69,5 @@ pub use crate::sink::{
     EventSink, FanOut, JsonLinesSink, TracingSink, breaker_call_contained, emit_contained,
 };
 pub use crate::status::TaskStatus;
-pub use crate::store::{Claimed, Missed, Pass, Reaped, Swept, TaskStore, Transition};
+pub use crate::store::{Claimed, Missed, Pass, Reaped, Renewed, Swept, TaskStore, Transition};
 pub use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask, Outcome, Resume, Task, TaskUpdate};

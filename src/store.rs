@@ -262,8 +262,43 @@ pub trait TaskStore: Send + Sync {
     }
 
     /// Renews the lease of every running task this handle owns (its
-    /// instance id and open); returns how many were renewed. Call it well
-    /// within the lease duration.
+    /// instance id and open) and returns the tasks renewed (in listing
+    /// order), with what it could not renew and the expired tasks it met
+    /// (and deleted, as a sweep would). Call it well within the lease
+    /// duration.
+    ///
+    /// A task that cannot be renewed keeps no other from being renewed:
+    /// it is reported in [`Pass::missed`] and the pass goes on, so that a
+    /// failure never hides what was renewed. A task finished, deleted or
+    /// expired since it was listed, or another open's of this instance id
+    /// (a process before a restart), is not this handle's to renew and is
+    /// passed by.
+    ///
+    /// # Errors
+    ///
+    /// The listing's: the pass renewed nothing then.
+    fn renew(&self) -> Result<Renewed> {
+        let page = self.list(&ListQuery::active())?;
+        let mut renewed = Renewed {
+            skipped: page.skipped,
+            ..Renewed::default()
+        };
+        for task in page.tasks {
+            if task.owner.as_deref() != Some(self.instance_id()) {
+                continue;
+            }
+            match self.renew_lease(&task.id) {
+                Ok(Transition::Applied(task)) => renewed.tasks.push(task),
+                Ok(_) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
+                Err(error) => renewed.missed.push(Missed { id: task.id, error }),
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// [`renew`](TaskStore::renew), counting the leases renewed; a task it
+    /// could not renew (the first of [`Pass::missed`]) is this call's
+    /// error, whatever it renewed: a count alone cannot say it.
     ///
     /// # Errors
     ///
@@ -271,25 +306,10 @@ pub trait TaskStore: Send + Sync {
     /// cannot be renewed keeps no other from being renewed (the pass
     /// renews the rest first).
     fn renew_leases(&self) -> Result<usize> {
-        let (mut renewed, mut first_error) = (0, None);
-        for task in self.list(&ListQuery::active())?.tasks {
-            if task.owner.as_deref() != Some(self.instance_id()) {
-                continue;
-            }
-            match self.renew_lease(&task.id) {
-                Ok(t) if t.is_applied() => renewed += 1,
-                // Finished, deleted or expired since it was listed, or
-                // another open's of this instance id (a process before a
-                // restart): not this handle's to renew.
-                Ok(_) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(renewed),
+        let renewed = self.renew()?;
+        match renewed.missed.into_iter().next() {
+            Some(missed) => Err(missed.error),
+            None => Ok(renewed.tasks.len()),
         }
     }
 
@@ -403,6 +423,9 @@ macro_rules! forward_task_store {
             fn reap_task(&self, id: &TaskId) -> Result<Option<Task>> {
                 (**self).reap_task(id)
             }
+            fn renew(&self) -> Result<Renewed> {
+                (**self).renew()
+            }
             fn renew_leases(&self) -> Result<usize> {
                 (**self).renew_leases()
             }
@@ -512,7 +535,8 @@ impl Swept {
 
 /// What a pass over the running tasks did: the orphans a
 /// [`TaskStore::reap`] failed ([`Reaped`]) or a [`TaskStore::claim`]
-/// claimed ([`Claimed`]).
+/// claimed ([`Claimed`]), the tasks a [`TaskStore::renew`] renewed
+/// ([`Renewed`]).
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Pass {
@@ -523,8 +547,8 @@ pub struct Pass {
     /// Tasks the pass could not handle, and why.
     pub missed: Vec<Missed>,
     /// The expired tasks the pass met and deleted, as a sweep would (a reap
-    /// and a claim read running tasks whose lease lapsed, expired ones
-    /// among them).
+    /// and a claim read running tasks whose lease lapsed, a renewal every
+    /// running one, expired ones among them).
     pub expired: Vec<TaskId>,
 }
 
@@ -534,7 +558,11 @@ pub type Reaped = Pass;
 /// What a [`TaskStore::claim`] did: the orphans it claimed.
 pub type Claimed = Pass;
 
-/// A task a sweep or a reap could not handle; the pass went on without it.
+/// What a [`TaskStore::renew`] did: the tasks whose lease it renewed.
+pub type Renewed = Pass;
+
+/// A task a pass (a sweep, a reap, a claim, a renewal) could not handle;
+/// the pass went on without it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Missed {

@@ -216,7 +216,9 @@ fn a_task_store_with_only_the_required_methods_passes_the_suite() {
 /// The default renewal pass renews every task it can and reports the
 /// first it could not after them, as the stores of this crate do. (It
 /// stopped at that task: the ones after it in listing order kept their
-/// old leases, to lapse while their owner ran them.)
+/// old leases, to lapse while their owner ran them.) The default `renew`
+/// returns the tasks it renewed beside the one it could not, in
+/// `missed`.
 #[test]
 fn the_default_renewal_pass_renews_past_a_task_it_cannot_renew() {
     use taskstore::TaskStore;
@@ -244,6 +246,18 @@ fn the_default_renewal_pass_renews_past_a_task_it_cannot_renew() {
         Some(start + std::time::Duration::from_secs(5) + lease),
         "the other task is renewed"
     );
+    clock.advance(std::time::Duration::from_secs(5));
+    let pass = host.renew().unwrap();
+    let renewed = host.get(&fine.id).unwrap().unwrap();
+    assert_eq!(pass.tasks, std::slice::from_ref(&renewed), "{pass:?}");
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(start + std::time::Duration::from_secs(10) + lease)
+    );
+    assert_eq!(pass.missed.len(), 1, "{pass:?}");
+    assert_eq!(pass.missed[0].id, stuck.id);
+    let error = pass.missed[0].error.to_string();
+    assert!(error.contains(stuck.id.as_str()), "{error}");
 }
 
 /// A backend that counts its loads, one at a time and together.

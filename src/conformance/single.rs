@@ -680,6 +680,11 @@ pub(super) fn leases_and_orphans(store: &dyn TaskStore, setup: &Setup) {
     assert_eq!(renewed.revision, task.revision + 1);
     assert_eq!(renewed.last_updated_at, task.last_updated_at);
     assert_eq!(store.renew_leases().unwrap(), 1);
+    // A renewal pass returns the tasks it renewed, each as stored.
+    let pass = store.renew().unwrap();
+    assert!(pass.missed.is_empty(), "{pass:?}");
+    let stored = store.get(&task.id).unwrap().unwrap();
+    assert_eq!(pass.tasks, [stored], "{pass:?}");
     // Just before the lease lapses: not an orphan.
     let lapses = store
         .get(&task.id)

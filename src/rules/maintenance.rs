@@ -1,6 +1,7 @@
 //! The passes over many tasks: sweeping expired ones, reaping orphans,
 //! renewing this instance's leases. Each works in batches the backend may
-//! apply in one go, and one task's failure never stops a pass.
+//! apply in one go, and one task's failure never stops a pass: it is
+//! reported beside what the pass did.
 
 use time::OffsetDateTime;
 
@@ -13,7 +14,7 @@ use crate::id::TaskId;
 use crate::lease;
 use crate::rules::{Reading, Store};
 use crate::sink::Notifier;
-use crate::store::{Claimed, Missed, Reaped, Swept, TaskStore, Transition};
+use crate::store::{Claimed, Missed, Reaped, Renewed, Swept, TaskStore, Transition};
 use crate::task::{Outcome, Task};
 
 /// What a sweep returns, given `steps`, the outcomes of its pass's steps
@@ -392,8 +393,10 @@ impl<B: Backend> Store<B> {
         error
     }
 
-    /// Renews every lease this instance holds on a running task.
-    pub(super) fn renew_all(&self) -> Result<usize> {
+    /// Renews every lease this instance holds on a running task: the tasks
+    /// renewed, and the ones it could not renew in [`Renewed::missed`]
+    /// (a task that cannot be renewed keeps no other from being renewed).
+    pub(super) fn renew_all(&self) -> Result<Renewed> {
         // One reading for the pass: its leases all run from it.
         let at = self.reading();
         let now = at.now;
@@ -401,8 +404,11 @@ impl<B: Backend> Store<B> {
         self.settle_undone();
         let batch = self.backend.scan(&Scan::new(Scope::Active, usize::MAX))?;
         self.notify_skipped(&batch.skipped);
+        let mut renewed = Renewed {
+            skipped: batch.skipped,
+            ..Renewed::default()
+        };
         let lease = &self.settings.lease;
-        let (mut renewed, mut first_error) = (0, None);
         let mut pairs = Vec::new();
         let mut expired = Vec::new();
         for task in batch.tasks {
@@ -413,41 +419,31 @@ impl<B: Backend> Store<B> {
             if !lease.owns(&task) || self.is_undone(&task) {
                 continue;
             }
-            // A task that cannot be renewed keeps no other from being
-            // renewed: the pass reports it after the rest.
             match self.renewed(&task, at.lease_from) {
                 Ok(record) => pairs.push((task, record)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(error) => renewed.missed.push(missed("renew", task.id, error)),
             }
         }
-        self.forget_expired(expired);
+        renewed.expired = self.forget_expired(expired);
         let (results, returned) = self.replace_leases(&pairs);
-        for ((current, next), result) in pairs.iter().zip(results) {
-            let result = match result {
-                Ok(Swap::Done) if returned.lapsed(next.task()) => {
-                    self.renew_lease(&current.id).map(|t| t.is_applied())
-                }
-                Ok(Swap::Done) => Ok(true),
+        for ((current, next), result) in pairs.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(Swap::Done) if returned.lapsed(next.task()) => self.renew_lease(&current.id),
+                Ok(Swap::Done) => Ok(Transition::Applied(next.into_task())),
                 // Written meanwhile (another instance's cancel request, say):
                 // renew what is there now.
-                Ok(_) => self.renew_lease(&current.id).map(|t| t.is_applied()),
+                Ok(_) => self.renew_lease(&current.id),
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(true) => renewed += 1,
+            match outcome {
+                Ok(Transition::Applied(task)) => renewed.tasks.push(task),
                 // Finished, deleted, expired or taken over since it was read.
-                Ok(false) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Ok(_) | Err(Error::NotFound { .. } | Error::NotOwner { .. }) => {}
+                Err(error) => renewed.missed.push(missed("renew", current.id, error)),
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(renewed),
-        }
+        renewed.tasks.sort_by(Task::listing_order);
+        Ok(renewed)
     }
 
     /// Writes a batch of fresh leases (renewals or claims), and reads the
@@ -549,7 +545,7 @@ impl<B: Backend> Store<B> {
 
 /// A task `pass` could not handle, said in the log too (with its id and
 /// the error): a caller that keeps only what the pass did
-/// (`reap_orphans`, `sweep_expired`) loses nothing unsaid.
+/// (`reap_orphans`, `sweep_expired`, `renew_leases`) loses nothing unsaid.
 fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
     tracing::warn!(task = %id, error = %error, pass, "a task the pass could not handle; the next pass tries again");
     Missed { id, error }

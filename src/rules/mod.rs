@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
 use crate::id::TaskId;
 use crate::query::{self, ListQuery, Page};
-use crate::store::{Claimed, Reaped, Swept, TaskStore, Transition};
+use crate::store::{Claimed, Reaped, Renewed, Swept, TaskStore, Transition};
 use crate::task::{NewTask, Outcome, Task, TaskUpdate};
 
 use self::high_water::HighWater;
@@ -725,7 +725,7 @@ impl<B: Backend> TaskStore for Store<B> {
         self.claim_at(self.reading(), kinds)
     }
 
-    fn renew_leases(&self) -> Result<usize> {
+    fn renew(&self) -> Result<Renewed> {
         self.renew_all()
     }
 

@@ -35,6 +35,55 @@ fn a_task_that_cannot_be_renewed_keeps_no_other_from_being_renewed() {
     assert_eq!(store.get(&stuck.id).unwrap(), Some(stuck), "kept as it was");
 }
 
+/// A renewal pass says what it renewed beside what it could not:
+/// `TaskStore::renew` returns the tasks it renewed (each as stored, its
+/// lease moved) and, in `missed`, the one whose renewed file the device
+/// would not rename, with its id and the error naming its file;
+/// `renew_leases`, a count alone, still fails with that error. (There was
+/// only `renew_leases`: its error was all a caller learned, not how many
+/// tasks, nor which, the pass had renewed.)
+#[test]
+fn a_renewal_pass_reports_what_it_renewed_beside_what_it_could_not() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let (store, clock, faults) = faulted(&root);
+    let stuck = store.create(NewTask::new()).unwrap();
+    let mut fine: Vec<TaskId> = (0..3)
+        .map(|_| store.create(NewTask::new()).unwrap().id)
+        .collect();
+    let stuck_path = root.join("active").join(format!("{}.json", stuck.id));
+    faults.fail_at(FsOp::Rename, &stuck_path, Fault::Eio);
+    clock.advance(Duration::from_secs(5));
+    let renewed = store.renew().unwrap();
+    faults.disarm();
+    let mut ids: Vec<TaskId> = renewed.tasks.iter().map(|t| t.id.clone()).collect();
+    ids.sort();
+    fine.sort();
+    assert_eq!(ids, fine, "{renewed:?}");
+    for task in &renewed.tasks {
+        assert_eq!(
+            task.lease_expires_at,
+            Some(T0 + Duration::from_secs(5) + taskstore::DEFAULT_LEASE)
+        );
+        assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(task));
+    }
+    assert_eq!(renewed.missed.len(), 1, "{renewed:?}");
+    assert_eq!(renewed.missed[0].id, stuck.id);
+    match &renewed.missed[0].error {
+        Error::Io { path, .. } => assert_eq!(path, &stuck_path),
+        other => panic!("the task that failed is reported, got {other:?}"),
+    }
+    assert!(renewed.skipped.is_empty() && renewed.expired.is_empty());
+    assert_eq!(store.get(&stuck.id).unwrap(), Some(stuck), "kept as it was");
+    faults.fail_at(FsOp::Rename, &stuck_path, Fault::Eio);
+    let count = store.renew_leases();
+    faults.disarm();
+    assert!(
+        matches!(&count, Err(Error::Io { path, .. }) if *path == stuck_path),
+        "{count:?}"
+    );
+}
+
 /// A store at `root` with handles of the instances `names` on one clock
 /// and one fault injector, and a resumable task (five attempts) the first
 /// made, its lease lapsed: an orphan for the others to claim.
