@@ -406,7 +406,10 @@ pub struct Scan {
     /// Whether the caller goes on to remove what it is returned (a sweep),
     /// `false` by default: a backend may then remember what it read to
     /// spare the removal a second read (the file store's proofs), and
-    /// keeps nothing for a scan that removes nothing (a preview).
+    /// clean up the leftovers it meets, counted in
+    /// [`Scanned::cleaned`] (the file store's stale `expiring/` entries).
+    /// A scan that removes nothing (a preview) keeps nothing and cleans
+    /// nothing: what it leaves, the sweep counts.
     pub removes: bool,
 }
 

@@ -67,9 +67,12 @@ impl<B: Backend> Store<B> {
     /// The tasks a [`sweep`](crate::TaskStore::sweep) would delete now:
     /// every stored task expired at [`now`](Store::now), in listing order.
     ///
-    /// Changes no task. It reads what a sweep reads (history included);
-    /// entries that cannot be read are reported as events and left out, and
-    /// a backend may set them aside as any scan does.
+    /// Changes no task, and cleans up nothing a sweep cleans: a file
+    /// store's stale `expiring/` entries (their tasks' files gone) stay
+    /// for the sweep, which counts them in [`Swept::cleaned`](crate::Swept::cleaned).
+    /// It reads what a sweep reads (history included); entries that cannot
+    /// be read are reported as events and left out, and a backend may set
+    /// them aside as any scan does.
     pub fn expired(&self) -> Result<Vec<Task>> {
         let now = self.time();
         let mut scan = Scan::new(Scope::All, BATCH);

@@ -33,7 +33,8 @@ fn sweep_counts_the_leftovers_its_open_cleaned() {
 /// leftovers it cleaned: the sweep had removed their tasks' files from
 /// `done/` and leaves the entries to its end, which it never reached. (It
 /// said "cleaned 0 leftover(s)" with the entries removed: they go in the
-/// sweep's scans, after the clean-up it counted.)
+/// sweep's scans, after the clean-up it counted.) A dry run before it
+/// leaves them for it, as its help says.
 #[test]
 fn sweep_counts_the_index_entries_a_killed_sweep_left() {
     let (_tmp, dir) = store_dir();
@@ -45,6 +46,16 @@ fn sweep_counts_the_index_entries_a_killed_sweep_left() {
         fs::remove_file(dir.join("done").join(format!("{id}.json"))).unwrap();
     }
     assert_eq!(fs::read_dir(dir.join("expiring")).unwrap().count(), 2);
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(
+        stderr(&out).contains("0 expired task(s) would be deleted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_unchanged(&before, &snapshot(&dir), "the dry run");
+    let help = stdout(&run_expect(None, &["sweep", "--help"], 0));
+    assert!(help.contains("stale expiring/ entries"), "{help}");
     let out = run_expect(Some(&dir), &["sweep"], 0);
     assert!(
         stderr(&out)

@@ -321,6 +321,40 @@ fn a_sweep_counts_the_stale_index_entries_it_removes_as_cleaned() {
     assert_eq!((swept.deleted, swept.cleaned), (0, 0), "{swept:?}");
 }
 
+/// `Store::expired`, a sweep's dry run, leaves the stale `expiring/`
+/// entries it meets (a killed sweep's: their tasks' files gone from
+/// `done/`) where they are, and the sweep after it counts them among the
+/// leftovers it cleaned. (The dry run removed them, counting none: it
+/// changed the store, and the sweep after it said it cleaned nothing.)
+#[test]
+fn a_sweeps_dry_run_leaves_stale_index_entries_for_the_sweep_to_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
+    let open = || on_clock(dir.path(), &clock);
+    let ttl = Duration::from_secs(10);
+    let ids = common::finished_with_ttl(&open(), 3, ttl);
+    clock.advance(ttl * 2);
+    for id in &ids[..2] {
+        fs::remove_file(dir.path().join("done").join(format!("{id}.json"))).unwrap();
+    }
+    let sweeper = open();
+    let expired: Vec<_> = sweeper
+        .expired()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(expired, [ids[2].clone()]);
+    assert_eq!(
+        count(&dir.path().join("expiring")),
+        3,
+        "the dry run leaves the stale entries"
+    );
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!((swept.deleted, swept.cleaned), (1, 2), "{swept:?}");
+    assert_eq!(count(&dir.path().join("expiring")), 0);
+}
+
 /// A sweep beside writers of its own handle, six threads updating tasks of
 /// every stripe without a pause, ends: its every-stripe chunks take the
 /// stripes those writers hold for moments. (Its third try and after gave

@@ -1,9 +1,6 @@
 //! `sweep` and `reap`: the store's passes over many tasks, or their dry
-//! runs, judged by the store's own rules ([`Store::expired`],
-//! [`Store::orphans`]).
-//!
-//! [`Store::expired`]: taskstore::Store::expired
-//! [`Store::orphans`]: taskstore::Store::orphans
+//! runs, judged by the store's own rules ([`Task::is_expired_at`],
+//! [`Orphan::judge`]) over what a census read, which changes nothing.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,6 +18,8 @@ pub struct SweepArgs {
     /// Lists the expired tasks a sweep would delete, and changes nothing
     /// (but makes the store's lock file, locks/handles.lock, if it is
     /// missing: it holds that lock shared, as the service's processes do).
+    /// Leftovers of crashed writers (temp files, stale expiring/ entries)
+    /// stay for the sweep, which cleans and counts them.
     #[arg(long)]
     pub dry_run: bool,
     /// One JSON object per task: {"taskId", "status", "expiredAt",

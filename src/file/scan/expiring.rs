@@ -22,7 +22,9 @@ impl FileBackend {
     /// directory is read once per pass ([`DueEntries`]). Entries that are no
     /// longer their task's file (a crash between a move's steps, a sweep
     /// killed before its end removed the entries of the files it removed)
-    /// are removed, and counted: the third of what comes back.
+    /// are removed by a scan that removes ([`Scan::removes`]: a sweep's),
+    /// and counted, the third of what comes back; a dry run's
+    /// (`Store::expired`) leaves them for the sweep to remove and count.
     pub(super) fn expired_history(
         &self,
         scan: &Scan,
@@ -53,8 +55,8 @@ impl FileBackend {
                         tasks.push(task);
                     }
                     Indexed::Copy(task) => tasks.push(task),
-                    Indexed::Stale => stale.push((id.clone(), index.clone())),
-                    Indexed::Gone => {}
+                    Indexed::Stale if scan.removes => stale.push((id.clone(), index.clone())),
+                    Indexed::Stale | Indexed::Gone => {}
                     Indexed::Unreadable(e) => {
                         skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
                     }

@@ -185,8 +185,9 @@ fn a_sweep_reads_the_expiry_index_once_per_pass() {
 /// A scan of expired finished tasks reads its entries on every worker and
 /// still returns them in listing order, `limit` at a time: an entry whose
 /// task's file is gone (stale) or does not read leaves its place in the
-/// page to the next, the stale one removed, the unreadable file set aside
-/// and reported where the page met it.
+/// page to the next, the stale one left for a sweep to remove (this scan
+/// removes nothing: `Scan::removes`), the unreadable file set aside and
+/// reported where the page met it.
 #[test]
 fn an_expired_page_of_finished_tasks_fills_past_stale_and_unreadable_entries_in_order() {
     use std::sync::Arc;
@@ -266,8 +267,8 @@ fn an_expired_page_of_finished_tasks_fills_past_stale_and_unreadable_entries_in_
         .count();
     assert_eq!(
         left,
-        expected.len(),
-        "the stale entries removed, and the set-aside files' with them; the others left to the sweep"
+        expected.len() + stale.len(),
+        "the set-aside files' entries removed with them; the stale ones and the others left to the sweep"
     );
     assert!(
         unreadable.iter().all(|id| !file(id).exists()),
