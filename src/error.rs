@@ -72,6 +72,24 @@ pub enum Error {
         status: TaskStatus,
     },
 
+    /// A host's create or update set a metadata key reserved for the MCP
+    /// task manager (a key beginning with `mcp.`: the cancel request, input
+    /// responses and keys, and the principal a task is bound to, FORMAT.md);
+    /// nothing was written. Only the manager writes them; a host's write
+    /// keeps those a task holds (metadata keys merge).
+    #[error(
+        "{operation} of task {id} refused: metadata key {key:?} is reserved for the MCP task \
+         manager (keys beginning with \"mcp.\"); nothing was written"
+    )]
+    ReservedMetadata {
+        /// The operation: `"create"` or `"update"`.
+        operation: &'static str,
+        /// The task (or the id it would have had).
+        id: TaskId,
+        /// The reserved key (its first 160 bytes, marked `...` where cut).
+        key: String,
+    },
+
     /// A [`ListQuery`](crate::ListQuery) that cannot be answered, such as a
     /// page of zero tasks.
     #[error("invalid list query: {reason}")]

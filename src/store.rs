@@ -29,7 +29,8 @@ pub trait TaskStore: Send + Sync {
     /// [`Error::PayloadTooLarge`] over the payload cap,
     /// [`Error::InvalidTask`] for a TTL under a millisecond, or a task that
     /// would be expired the instant it is made (a clock at the end of
-    /// time); nothing is changed. An I/O or backend error: the stores of this crate remove
+    /// time), [`Error::ReservedMetadata`] for a metadata key beginning
+    /// with `mcp.` (the MCP task manager's); nothing is changed. An I/O or backend error: the stores of this crate remove
     /// what the failed write may have stored, so that no task is left
     /// (unless that removal fails too).
     fn create(&self, new: NewTask) -> Result<Task>;
@@ -67,7 +68,9 @@ pub trait TaskStore: Send + Sync {
     /// # Errors
     ///
     /// [`Error::NotFound`] for a missing or expired task,
-    /// [`Error::TerminalStatusInUpdate`] if the update asks for a terminal status.
+    /// [`Error::TerminalStatusInUpdate`] if the update asks for a terminal status,
+    /// [`Error::ReservedMetadata`] if it sets a metadata key beginning with
+    /// `mcp.` (the MCP task manager's; nothing is changed).
     fn update(&self, id: &TaskId, update: TaskUpdate) -> Result<Transition>;
 
     /// Moves the task to a terminal state, unless one was reached first: then

@@ -66,7 +66,10 @@ pub struct Task {
         deserialize_with = "present"
     )]
     pub input_requests: Option<Value>,
-    /// Free-form host metadata.
+    /// Free-form host metadata, but for keys beginning with `mcp.`: the
+    /// MCP task manager's, which a host's create or update may not set
+    /// ([`Error::ReservedMetadata`](crate::Error::ReservedMetadata);
+    /// FORMAT.md).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     /// Goes up by exactly one with every applied write; 1 at creation.
@@ -273,6 +276,10 @@ pub struct NewTask {
     pub(crate) poll_interval: Option<Duration>,
     pub(crate) status_message: Option<String>,
     pub(crate) metadata: Map<String, Value>,
+    /// Keys reserved for the MCP task manager, set by it alone
+    /// ([`reserved_metadata`](NewTask::reserved_metadata)): the public
+    /// builder writes `metadata`, where the store refuses them.
+    pub(crate) reserved: Map<String, Value>,
     pub(crate) resume: Option<Resume>,
     /// [`max_attempts`](NewTask::max_attempts) as given, kept for a
     /// [`resumable`](NewTask::resumable) called after it.
@@ -310,9 +317,27 @@ impl NewTask {
         self
     }
 
-    /// Sets one metadata key.
+    /// Sets one metadata key. A key beginning with `mcp.` is the MCP task
+    /// manager's: the create is refused with
+    /// [`Error::ReservedMetadata`](crate::Error::ReservedMetadata).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> NewTask {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets one metadata key reserved for the MCP task manager (a key
+    /// beginning with `mcp.`): the manager's own writes, which the store
+    /// lets through where it refuses the host's
+    /// ([`metadata`](NewTask::metadata)). Crate-private, so that no host
+    /// can forge them; carried on the value, so that a host's wrapper of
+    /// a `TaskStore` passes them on.
+    #[cfg_attr(not(any(feature = "mcp", feature = "conformance")), allow(dead_code))]
+    pub(crate) fn reserved_metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> NewTask {
+        self.reserved.insert(key.into(), value.into());
         self
     }
 
@@ -347,6 +372,8 @@ impl NewTask {
 
     /// The task this builder describes, created at `now`.
     pub(crate) fn into_task(self, id: TaskId, now: OffsetDateTime) -> Task {
+        let mut metadata = self.metadata;
+        metadata.extend(self.reserved);
         Task {
             id,
             status: TaskStatus::Working,
@@ -358,7 +385,7 @@ impl NewTask {
             result: None,
             error: None,
             input_requests: None,
-            metadata: self.metadata,
+            metadata,
             revision: 1,
             owner: None,
             lease_expires_at: None,
@@ -380,6 +407,9 @@ pub struct TaskUpdate {
     pub(crate) input_requests: Option<Value>,
     pub(crate) poll_interval: Option<Duration>,
     pub(crate) metadata: Map<String, Value>,
+    /// Keys reserved for the MCP task manager, set by it alone (as
+    /// [`NewTask`]'s).
+    pub(crate) reserved: Map<String, Value>,
     pub(crate) checkpoint: Option<Value>,
     pub(crate) fence: Option<u64>,
     pub(crate) revision: Option<u64>,
@@ -420,9 +450,23 @@ impl TaskUpdate {
         self
     }
 
-    /// Sets (merges) one metadata key; other keys stay.
+    /// Sets (merges) one metadata key; other keys stay. A key beginning
+    /// with `mcp.` is the MCP task manager's: the update is refused with
+    /// [`Error::ReservedMetadata`](crate::Error::ReservedMetadata).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> TaskUpdate {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets (merges) one metadata key reserved for the MCP task manager:
+    /// its own writes (as [`NewTask::reserved_metadata`]).
+    #[cfg_attr(not(any(feature = "mcp", feature = "conformance")), allow(dead_code))]
+    pub(crate) fn reserved_metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> TaskUpdate {
+        self.reserved.insert(key.into(), value.into());
         self
     }
 
@@ -515,6 +559,7 @@ impl TaskUpdate {
             resume.checkpoint = Some(checkpoint);
         }
         task.metadata.extend(self.metadata);
+        task.metadata.extend(self.reserved);
         task.last_updated_at = now;
         task.next_revision()
     }

@@ -29,8 +29,8 @@
 //! - every `Err` is the documented typed error the model predicts for that
 //!   call (`NotFound`, `AlreadyExists`, `TooManyActive`, `PayloadTooLarge`
 //!   with the exact size, `TooDeep` with the depth, `TerminalStatusInUpdate`,
-//!   `NotOwner`, `InvalidQuery`, `InvalidCursor`, `InvalidTask`), naming
-//!   the task;
+//!   `NotOwner`, `InvalidQuery`, `InvalidCursor`, `InvalidTask`,
+//!   `ReservedMetadata` with the operation and the key), naming the task;
 //! - a handle's identity is its instance id and its open: a reopened handle
 //!   owns none of the tasks the earlier one created, and its writes fenced
 //!   to their epoch are refused;
@@ -148,16 +148,48 @@ enum Refusal {
     NotFound,
     AlreadyExists,
     TooManyActive,
-    PayloadTooLarge { size: usize, limit: usize },
-    TooDeep { depth: usize },
-    NotOwner { owner: Option<String> },
-    TerminalStatusInUpdate { status: TaskStatus },
+    PayloadTooLarge {
+        size: usize,
+        limit: usize,
+    },
+    TooDeep {
+        depth: usize,
+    },
+    NotOwner {
+        owner: Option<String>,
+    },
+    TerminalStatusInUpdate {
+        status: TaskStatus,
+    },
     InvalidQuery,
-    InvalidCursor { shown: String },
+    InvalidCursor {
+        shown: String,
+    },
     InvalidTask,
+    /// `ReservedMetadata`: the operation and the key.
+    Reserved(&'static str, String),
 }
 
 type Want<T> = Result<T, Refusal>;
+
+/// A host's `operation` that sets a metadata key reserved for the MCP
+/// task manager (beginning with `mcp.`) is refused, naming the first (its
+/// first 160 bytes, marked `...` where cut).
+fn reserved(operation: &'static str, metadata: &Map<String, Value>) -> Want<()> {
+    let Some(key) = metadata.keys().find(|key| key.starts_with("mcp.")) else {
+        return Ok(());
+    };
+    let mut end = key.len().min(160);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    let key = if end < key.len() {
+        format!("{}...", &key[..end])
+    } else {
+        key.clone()
+    };
+    Err(Refusal::Reserved(operation, key))
+}
 
 /// The refusal an error is, and the task it names (checking what the
 /// model does not predict: the limits every error carries).
@@ -191,6 +223,9 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
                 "InvalidTask says why: {reason}"
             );
             (Refusal::InvalidTask, Some(id))
+        }
+        Error::ReservedMetadata { operation, id, key } => {
+            (Refusal::Reserved(operation, key), Some(id))
         }
         other => panic!("an error the model never predicts: {other:?}"),
     }
@@ -876,8 +911,11 @@ impl Run {
         host_id: Option<&TaskId>,
         now: OffsetDateTime,
     ) -> Want<()> {
+        // A metadata key reserved for the MCP task manager: refused before
+        // anything else is looked at.
+        reserved("create", &want.metadata)?;
         // A TTL under a millisecond (kept as zero) would have the task
-        // expired when made: refused before anything else is looked at.
+        // expired when made: refused before the task is looked for.
         if want.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(Refusal::InvalidTask);
         }
@@ -955,10 +993,14 @@ impl Run {
             update = update.fenced(fence);
         }
         let got = self.store(h).update(&id, update);
-        let want = match status.filter(|s| s.is_terminal()) {
+        let want = match (
+            status.filter(|s| s.is_terminal()),
+            reserved("update", &metadata),
+        ) {
             // Refused before the task is read.
-            Some(terminal) => Err(Refusal::TerminalStatusInUpdate { status: terminal }),
-            None => self.model_write(h, &id, fence, |task, now| {
+            (Some(terminal), _) => Err(Refusal::TerminalStatusInUpdate { status: terminal }),
+            (None, Err(refused)) => Err(refused),
+            (None, Ok(())) => self.model_write(h, &id, fence, |task, now| {
                 checkpoint_into(task, checkpoint)?;
                 if let Some(status) = status {
                     if status == TaskStatus::Working && input.is_none() {

@@ -166,6 +166,10 @@ where
             One(a_ttl_under_a_millisecond_is_refused),
         ),
         (
+            "mcp_metadata_is_the_managers",
+            Two(mcp_metadata_is_the_managers),
+        ),
+        (
             "a_checkpoint_of_a_task_that_is_not_resumable_is_refused",
             Two(a_checkpoint_of_a_task_that_is_not_resumable_is_refused),
         ),

@@ -283,6 +283,106 @@ pub(super) fn a_ttl_under_a_millisecond_is_refused(store: &dyn TaskStore, _: &Se
     assert_eq!(store.get(&short.id).unwrap(), Some(short));
 }
 
+/// Metadata keys beginning with `mcp.` are the MCP task manager's
+/// (FORMAT.md): a host's create or update that sets one (the principal a
+/// task is bound to, the cancel request, an input answer, any other) is
+/// refused with [`Error::ReservedMetadata`], naming the operation, the
+/// task and the key, and changes nothing, read from either handle; the
+/// manager's own writes of them (crate-private) are stored, and a host's
+/// later write keeps them. A key only like one (`mcp`, `MCP.x`,
+/// `x.mcp.y`) is the host's. (A host's update rebound a task to another
+/// principal, or unbound it with `null`, and a host's create forged one.)
+pub(super) fn mcp_metadata_is_the_managers(a: &dyn TaskStore, b: &dyn TaskStore, _: &Setup) {
+    let refused = |result: crate::Result<()>, operation: &str, id: &TaskId, key: &str| match result
+    {
+        Err(e @ Error::ReservedMetadata { .. }) => {
+            let text = e.to_string();
+            let Error::ReservedMetadata {
+                operation: op,
+                id: named,
+                key: k,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((op, &named, k.as_str()), (operation, id, key));
+            assert!(
+                text.starts_with(&format!("{operation} of task {id} refused: ")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{key:?}")), "{text}");
+        }
+        other => panic!("a host's {operation} of metadata key {key:?}: {other:?}"),
+    };
+    let forged = TaskId::parse("forged-principal").unwrap();
+    let create = a.create(
+        NewTask::new()
+            .id(forged.clone())
+            .metadata("tool", "x")
+            .metadata("mcp.principal", "mallory"),
+    );
+    refused(create.map(drop), "create", &forged, "mcp.principal");
+    assert_eq!(b.get(&forged).unwrap(), None, "nothing was created");
+
+    let bound = a
+        .create(
+            NewTask::new()
+                .metadata("tool", "x")
+                .reserved_metadata("mcp.principal", "alice"),
+        )
+        .unwrap();
+    assert_eq!(bound.metadata["mcp.principal"], "alice");
+    assert_eq!(bound.metadata["tool"], "x");
+    assert_eq!(b.get(&bound.id).unwrap().as_ref(), Some(&bound));
+    for (key, value) in [
+        ("mcp.principal", json!("mallory")),
+        ("mcp.principal", Value::Null),
+        ("mcp.cancelRequested", json!(true)),
+        ("mcp.inputKeys", json!({})),
+        ("mcp.inputResponse.k", json!("an answer")),
+        ("mcp.", json!(1)),
+        ("mcp.someday", json!(1)),
+    ] {
+        for store in [a, b] {
+            let update = TaskUpdate::new()
+                .status_message("changed")
+                .metadata("note", 1)
+                .metadata(key, value.clone());
+            refused(
+                store.update(&bound.id, update).map(drop),
+                "update",
+                &bound.id,
+                key,
+            );
+        }
+        assert_eq!(
+            b.get(&bound.id).unwrap().as_ref(),
+            Some(&bound),
+            "nothing changed"
+        );
+    }
+    // The manager's own writes, and the host's after them, which keep them.
+    let cancel = TaskUpdate::new().reserved_metadata("mcp.cancelRequested", true);
+    applied(b.update(&bound.id, cancel).unwrap());
+    let host = TaskUpdate::new()
+        .metadata("mcp", 1)
+        .metadata("MCP.principal", "x")
+        .metadata("x.mcp.principal", "y");
+    let kept = applied(a.update(&bound.id, host).unwrap());
+    assert_eq!(kept.revision, bound.revision + 2);
+    for (key, value) in [
+        ("tool", json!("x")),
+        ("mcp.principal", json!("alice")),
+        ("mcp.cancelRequested", json!(true)),
+        ("mcp", json!(1)),
+        ("MCP.principal", json!("x")),
+        ("x.mcp.principal", json!("y")),
+    ] {
+        assert_eq!(kept.metadata.get(key), Some(&value), "{key}");
+    }
+    assert_eq!(b.get(&bound.id).unwrap(), Some(kept));
+}
+
 /// A checkpoint has its place in a resumable task's resume state alone:
 /// on a task that is not resumable, an update that saves one is refused,
 /// naming the task, and changes nothing (not its status message, not its

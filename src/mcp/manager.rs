@@ -331,7 +331,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     {
         // Bound with its create: no instance ever sees it unbound.
         let new = match self.principal(operation, None)? {
-            Some(principal) => new.metadata(PRINCIPAL_KEY, principal),
+            Some(principal) => new.reserved_metadata(PRINCIPAL_KEY, principal),
             None => new,
         };
         let shared = &self.shared;

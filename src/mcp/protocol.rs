@@ -74,7 +74,10 @@
 //! whichever instance resumes the work.
 //!
 //! **Invariant:** a task's principal ([`PRINCIPAL_KEY`]) is written with
-//! the task by the create, and by no later write; every `tasks/get`,
+//! the task by the create, and by no later write (every store refuses a
+//! host's write of any `mcp.` key, `Error::ReservedMetadata`; the
+//! manager's own writes carry theirs apart, with
+//! `NewTask::reserved_metadata` and `TaskUpdate::reserved_metadata`); every `tasks/get`,
 //! `tasks/update` and `tasks/cancel`, at any instance, the owner's path
 //! included, reaches the task only if [`bound_to`] holds for the principal
 //! it acts for, and is otherwise answered exactly as for an unknown id,
@@ -106,7 +109,9 @@ pub const INPUT_KEYS_KEY: &str = "mcp.inputKeys";
 
 /// Metadata key under which the manager binds a task to the principal of
 /// the request that created it (a JSON string), when it has one: set once,
-/// at creation, and never written again. A request reaches the task only
+/// at creation, and never written again (a host's write of it, as of every
+/// `mcp.` key, is refused by the store:
+/// [`Error::ReservedMetadata`](crate::Error::ReservedMetadata)). A request reaches the task only
 /// if it acts for the same principal; see
 /// [`ManagerOptions::principal_of`](super::ManagerOptions::principal_of).
 pub const PRINCIPAL_KEY: &str = "mcp.principal";
@@ -157,7 +162,7 @@ impl Book {
     /// The write that stores this state (the caller fences it).
     pub fn update(&self) -> TaskUpdate {
         let keys = serde_json::to_value(&self.keys).unwrap_or(Value::Object(Map::new()));
-        let update = TaskUpdate::new().metadata(INPUT_KEYS_KEY, keys);
+        let update = TaskUpdate::new().reserved_metadata(INPUT_KEYS_KEY, keys);
         if self.outstanding.is_empty() {
             update.status(TaskStatus::Working)
         } else {
@@ -306,7 +311,7 @@ pub(super) fn cancel_update(task: &Task) -> TaskUpdate {
     // On a client's behalf, at whichever instance: never a renewal, even
     // through the owner's handle (a task it no longer runs must lapse).
     let update = TaskUpdate::new()
-        .metadata(CANCEL_REQUESTED_KEY, true)
+        .reserved_metadata(CANCEL_REQUESTED_KEY, true)
         .leave_lease();
     if task.status == TaskStatus::InputRequired {
         update.status(TaskStatus::Working)
@@ -325,7 +330,8 @@ pub(super) fn responses_update(task: &Task, responses: &[(String, Value)]) -> Op
     let mut update = TaskUpdate::new().leave_lease().if_revision(task.revision);
     let mut any = false;
     for (key, value, _) in unanswered(task, responses) {
-        update = update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), value.clone());
+        update =
+            update.reserved_metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), value.clone());
         any = true;
     }
     any.then_some(update)
@@ -374,7 +380,7 @@ pub(super) fn too_deep(responses: &[(String, Value)]) -> Option<(&str, usize)> {
 /// stored once, in its key's record.
 pub(super) fn clearing_peer_copies(update: TaskUpdate, accepted: &[(String, Value)]) -> TaskUpdate {
     accepted.iter().fold(update, |update, (key, _)| {
-        update.metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), Value::Null)
+        update.reserved_metadata(format!("{INPUT_RESPONSE_KEY_PREFIX}{key}"), Value::Null)
     })
 }
 

@@ -264,3 +264,36 @@ impl<B: Backend> Store<B> {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{MemoryStore, NewTask, TaskStore, TaskUpdate};
+
+    /// A copy keeps the metadata keys reserved for the MCP task manager
+    /// (`mcp.*`, `src/rules/reserved.rs`), which a host's create or update
+    /// is refused: it stores every task as the source holds it, through no
+    /// host write.
+    #[test]
+    fn a_copy_keeps_the_managers_metadata_keys() {
+        let from = MemoryStore::builder().build().unwrap();
+        let task = from
+            .create(
+                NewTask::new()
+                    .metadata("tool", "x")
+                    .reserved_metadata("mcp.principal", "alice"),
+            )
+            .unwrap();
+        let cancel = TaskUpdate::new().reserved_metadata("mcp.cancelRequested", true);
+        let task = from.update(&task.id, cancel).unwrap().task().clone();
+        let to = MemoryStore::builder().build().unwrap();
+        let copied = to.copy_from(&from).unwrap();
+        assert!(copied.is_complete(), "{copied:?}");
+        assert_eq!(copied.copied, std::slice::from_ref(&task.id));
+        let read = to.get(&task.id).unwrap().expect("copied");
+        assert_eq!(read.metadata["mcp.principal"], json!("alice"));
+        assert_eq!(read.metadata["mcp.cancelRequested"], json!(true));
+        assert_eq!(read, task);
+    }
+}

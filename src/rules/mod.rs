@@ -12,6 +12,7 @@ mod copy;
 mod high_water;
 mod maintenance;
 mod preview;
+mod reserved;
 
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
@@ -513,6 +514,7 @@ impl<B: Backend> TaskStore for Store<B> {
         // One reading for the task's times and its lease.
         let at = self.reading();
         let now = at.now;
+        reserved::host_metadata("create", &id, &new.metadata)?;
         if new.ttl.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
             return Err(Error::InvalidTask {
                 id,
@@ -628,6 +630,7 @@ impl<B: Backend> TaskStore for Store<B> {
                 status,
             });
         }
+        reserved::host_metadata("update", id, &update.metadata)?;
         self.write(
             id,
             update.fence(),

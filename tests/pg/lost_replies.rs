@@ -260,9 +260,7 @@ fn a_lost_claim_reply_with_a_task_written_over_since_leaves_it_to_lapse() {
         std::thread::spawn(move || heir.claim(&["k"]).unwrap())
     };
     proxy.wait_until_held();
-    let cancel = TaskUpdate::new()
-        .metadata("mcp.cancelRequested", true)
-        .leave_lease();
+    let cancel = TaskUpdate::new().metadata("cancel", true).leave_lease();
     assert!(peer.update(&first, cancel).unwrap().is_applied());
     proxy.release();
     let claimed = claiming.join().unwrap();

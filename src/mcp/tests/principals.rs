@@ -263,3 +263,61 @@ async fn principals_are_compared_byte_for_byte() {
         assert_eq!(stored.metadata.get(CANCEL_REQUESTED_KEY), None);
     }
 }
+
+/// A host's own write through the store the manager uses cannot rebind
+/// Alice's task to Bob, unbind it (`null`), nor forge a task bound to
+/// her: the store refuses every host write of an `mcp.` key
+/// (`Error::ReservedMetadata`, naming the operation, the task and the
+/// key), and the task stays Alice's alone. The manager's own writes of its
+/// keys (the binding at create, the cancel request) go on. (The host's
+/// update was applied: Bob then read and cancelled Alice's task, and a
+/// task unbound by `null` reached no principal's request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_write_through_the_store_cannot_rebind_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let id = asking(&a.as_principal("alice")).await;
+    let task_id = TaskId::parse(&id).unwrap();
+    let store = a.store();
+    let refused = |result: crate::Result<()>, operation: &str, named: &TaskId| match result {
+        Err(crate::Error::ReservedMetadata {
+            operation: op,
+            id,
+            key,
+        }) => assert_eq!((op, &id, key.as_str()), (operation, named, PRINCIPAL_KEY)),
+        other => panic!("a host's {operation} of {PRINCIPAL_KEY}: {other:?}"),
+    };
+    for value in [json!("bob"), serde_json::Value::Null] {
+        let rebind = crate::TaskUpdate::new().metadata(PRINCIPAL_KEY, value);
+        refused(store.update(&task_id, rebind).map(drop), "update", &task_id);
+    }
+    let forged = TaskId::new();
+    let forge = crate::NewTask::new()
+        .id(forged.clone())
+        .metadata(PRINCIPAL_KEY, "alice");
+    refused(store.create(forge).map(drop), "create", &forged);
+    assert_eq!(store.get(&forged).unwrap(), None);
+
+    let nobody = TaskId::new().to_string();
+    let bob = a.as_principal("bob");
+    let unknown = bob.get_task(&nobody).await.unwrap_err();
+    as_unknown(
+        &bob.get_task(&id).await.unwrap_err(),
+        &id,
+        &unknown,
+        &nobody,
+    );
+    let stored = store.get(&task_id).unwrap().expect("stored");
+    assert_eq!(stored.metadata.get(PRINCIPAL_KEY), Some(&json!("alice")));
+    // The manager's own write of its key, through the same store.
+    let alice = a.as_principal("alice");
+    alice.cancel_task(&id).await.unwrap();
+    let done = settled(&alice, &id).await;
+    assert_eq!(done.status(), TaskStatus::Cancelled);
+    let stored = store.get(&task_id).unwrap().expect("stored");
+    assert_eq!(
+        stored.metadata.get(CANCEL_REQUESTED_KEY),
+        Some(&json!(true))
+    );
+    assert_eq!(stored.metadata.get(PRINCIPAL_KEY), Some(&json!("alice")));
+}
