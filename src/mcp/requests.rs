@@ -28,16 +28,33 @@ const CANCELLED_AT_CAP: &str = "cancelled by tasks/cancel: the task was too near
 impl Shared {
     /// The task, from the store, for a request acting for `principal`:
     /// `-32602` if it is missing or expired, the id cannot name one, or it
-    /// is bound to another principal (the same answer: [`reaches`]).
+    /// is bound to another principal (the same answer: [`reaches`]); where
+    /// tasks are bound to principals (a [`PrincipalOf`](super::PrincipalOf)
+    /// hook, or a request acting for one), likewise if the stored task
+    /// cannot be read ([`unreadable`]), whose cause is logged instead.
     pub async fn read(
         &self,
         principal: Option<&str>,
         task_id: &str,
     ) -> Result<(TaskId, Task), McpError> {
         let id = parse_id(task_id)?;
-        let task = get(self.options.reads, &self.store, &id)
-            .await
-            .map_err(|e| e.into_mcp(Some(&id)))?
+        let bound = principal.is_some() || self.options.principal_of.is_some();
+        let task = match get(self.options.reads, &self.store, &id).await {
+            Ok(task) => task,
+            // Whose it is cannot be read: no request reaches it, and its
+            // cause would tell any caller that the id names a stored task.
+            Err(StoreCall::Store(e)) if bound && unreadable(&e) => {
+                tracing::warn!(
+                    task = %id,
+                    error = %e,
+                    "a task request names a stored task that cannot be read: answered as an \
+                     unknown task (its principal cannot be read either)"
+                );
+                None
+            }
+            Err(e) => return Err(e.into_mcp(Some(&id))),
+        };
+        let task = task
             .filter(|task| reaches(task, principal))
             .ok_or_else(|| unknown_task(task_id))?;
         Ok((id, task))
@@ -193,6 +210,16 @@ impl Shared {
         .await;
         recorded.map_err(|e| e.into_mcp(Some(id)))
     }
+}
+
+/// Whether `e`, of a read of one task, says that a stored task is there
+/// and cannot be read: corrupt, larger than any task file, or of a newer
+/// format.
+fn unreadable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::FileTooLarge { .. } | Error::UnsupportedFormat { .. }
+    )
 }
 
 /// A peer's answer to `task` the store refused, as the client hears of

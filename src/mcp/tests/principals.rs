@@ -321,3 +321,54 @@ async fn a_hosts_write_through_the_store_cannot_rebind_a_task() {
     );
     assert_eq!(stored.metadata.get(PRINCIPAL_KEY), Some(&json!("alice")));
 }
+
+/// A stored task that cannot be read (its file spoiled) names no
+/// principal anyone can read: where tasks are bound to principals, a
+/// request for its id is answered exactly as for an unknown id, whoever
+/// asks (its own principal too: whose it is cannot be read), and the cause
+/// is logged at warn with the task id, for the operator. (It was answered
+/// `-32603` with the cause, "corrupt task file …", before the binding was
+/// checked: any caller learned that the id names a stored task.)
+#[tokio::test]
+async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
+    let logged = super::logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let alice = a.as_principal("alice");
+    let id = alice
+        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("done")) }))
+        .await
+        .unwrap()
+        .task_id;
+    settled(&alice, &id).await;
+    let file = dir.path().join("done").join(format!("{id}.json"));
+    assert!(file.is_file(), "{}", file.display());
+    std::fs::write(&file, b"{\"format\": 1, \"task\": ").unwrap();
+    let nobody = TaskId::new().to_string();
+    for principal in ["bob", "alice"] {
+        let m = a.as_principal(principal);
+        let unknown = m.get_task(&nobody).await.unwrap_err();
+        as_unknown(&m.get_task(&id).await.unwrap_err(), &id, &unknown, &nobody);
+        let unknown = m.cancel_task(&nobody).await.unwrap_err();
+        as_unknown(
+            &m.cancel_task(&id).await.unwrap_err(),
+            &id,
+            &unknown,
+            &nobody,
+        );
+        let answer = || [("k".to_owned(), json!("?"))];
+        let unknown = m.update_task(&nobody, answer()).await.unwrap_err();
+        let error = m.update_task(&id, answer()).await.unwrap_err();
+        as_unknown(&error, &id, &unknown, &nobody);
+    }
+    let warned = logged.warnings_of("cannot be read");
+    assert_eq!(warned.len(), 6, "{:?}", logged.warnings());
+    for warning in warned {
+        assert_eq!(warning.field("task"), Some(id.as_str()), "{warning:?}");
+        let error = warning.field("error").expect("the cause");
+        assert!(error.starts_with("corrupt task file "), "{warning:?}");
+    }
+    // The file is as it was: nothing was written over it.
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"format\": 1, \"task\": ");
+}
