@@ -5,8 +5,9 @@
 //! `rmcp`'s own client: another principal's `tasks/get`, `tasks/update`
 //! and `tasks/cancel` are answered as for an unknown id, at the instance
 //! that runs the task, at another sharing its store, and after a `SIGKILL`
-//! and a resume; a request with no principal is refused; a principal
-//! spelled otherwise (case, Unicode form) is another. Bounded polls, no
+//! and a resume; a request with no principal is refused, and so is one
+//! whose principal has leading whitespace; a principal spelled otherwise
+//! (case, Unicode form) is another. Bounded polls, no
 //! timed assertion.
 #![cfg(unix)]
 
@@ -163,6 +164,52 @@ async fn a_principal_spelled_otherwise_is_another_principal() {
         assert_eq!(task["status"], "input_required");
         assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
         session.get(id).await.expect("the owner's own task");
+        session.close().await;
+    }
+    a.stop().await;
+}
+
+/// A session whose token has leading whitespace (" alice": the example
+/// trims the line's end, so only leading whitespace reaches its hook) acts
+/// for no principal the manager takes: its `tools/call` is refused and
+/// makes no task, and its `tasks/get`, `tasks/update` and `tasks/cancel`
+/// of Alice's task are refused, each `-32600`, `unauthenticated`, through
+/// the server's real `principal_of` hook; Alice's task is as it was. (" alice"
+/// was a principal of its own: its task was made, and Alice's was an
+/// unknown id to it.)
+#[tokio::test]
+async fn a_principal_with_leading_whitespace_is_refused() {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .start()
+        .await;
+    let alice = a.connect(Some("alice")).await;
+    let created = alice.task("ask", json!({"question": "name?"})).await;
+    let id = created.task.task_id.as_str();
+    alice
+        .poll_until(id, |t| t.status() == TaskStatus::InputRequired)
+        .await;
+    let padded = a.connect(Some(" alice")).await;
+    let made = padded.call_tool("ask", json!({"question": "name?"})).await;
+    match made {
+        Err(rmcp::ServiceError::McpError(error)) => {
+            assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{error:?}");
+            assert!(error.message.starts_with("spawn refused: "), "{error:?}");
+            assert_eq!(error.data.expect("data")["code"], "unauthenticated");
+        }
+        other => panic!("a tools/call for \" alice\": {other:?}"),
+    }
+    unauthenticated(padded.get(id).await.map(drop), "tasks/get", id);
+    unauthenticated(padded.cancel(id).await, "tasks/cancel", id);
+    let answer = padded.update(id, "answer", json!("?")).await;
+    unauthenticated(answer, "tasks/update", id);
+    let tasks = std::fs::read_dir(dir.join("active")).unwrap().count();
+    assert_eq!(tasks, 1, "Alice's task alone");
+    let task = stored(&dir, id).expect("stored");
+    assert_eq!(task["status"], "input_required");
+    assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
+    for session in [alice, padded] {
         session.close().await;
     }
     a.stop().await;

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::calls::{blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
-use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, new_task};
+use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, named, new_task, padded};
 use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use super::worker::{background, follow_changes};
@@ -158,15 +158,15 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
         }
     }
 
-    /// This manager, acting for `principal` (an empty string is none):
-    /// for a host that authenticates its requests outside `rmcp`'s
-    /// context. The host's word is taken; everything else is as for
-    /// [`for_request`](Self::for_request).
+    /// This manager, acting for `principal` (an empty string, or one of
+    /// whitespace alone, is none): for a host that authenticates its
+    /// requests outside `rmcp`'s context. The host's word is taken;
+    /// everything else is as for [`for_request`](Self::for_request) (a
+    /// principal with leading or trailing whitespace is refused).
     #[must_use]
     pub fn as_principal(&self, principal: impl Into<String>) -> Self {
-        let principal: String = principal.into();
         DurableTaskManager {
-            principal: (!principal.is_empty()).then(|| Arc::from(principal)),
+            principal: named(principal.into()).map(Arc::from),
             ..self.clone()
         }
     }
@@ -178,7 +178,8 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     ///
     /// `-32600`, `data.code = "unauthenticated"`, if the manager binds
     /// tasks to principals ([`ManagerOptions::principal_of`]) and this
-    /// handle acts for none; `-32600`, `data.code = "principalTooLong"`,
+    /// handle acts for none, or if it acts for one with leading or
+    /// trailing whitespace; `-32600`, `data.code = "principalTooLong"`,
     /// if it acts for one over [`MAX_PRINCIPAL_BYTES`].
     fn principal(&self, operation: &str, task_id: Option<&str>) -> Result<Option<&str>, McpError> {
         let refused = |why: String, code: &str| {
@@ -209,6 +210,12 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
                     principal.len()
                 ),
                 "principalTooLong",
+            )),
+            Some(principal) if padded(principal) => Err(refused(
+                "the request's principal has leading or trailing whitespace, which this server \
+                 neither trims nor takes as a principal of its own"
+                    .to_owned(),
+                "unauthenticated",
             )),
             principal => Ok(principal.as_deref()),
         }

@@ -45,7 +45,9 @@
 //!   exactly as for an unknown id; principals are compared byte for byte
 //!   (no case folding, trimming or Unicode normalization: the hook gives
 //!   each principal one spelling); a request acting for no principal is
-//!   refused (`-32600`, `data.code = "unauthenticated"`); the operation
+//!   refused (`-32600`, `data.code = "unauthenticated"`), and so is one
+//!   whose principal is whitespace alone or has leading or trailing
+//!   whitespace; the operation
 //!   reads the principal with [`TaskContext::principal`]. Without the hook
 //!   nothing is bound, as in `rmcp`: whoever holds a task's (unguessable)
 //!   id reaches it. The option's docs say what a task made without a

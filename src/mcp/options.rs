@@ -80,8 +80,10 @@ pub const MAX_PRINCIPAL_BYTES: usize = 1_024;
 /// streamable HTTP transport its `extensions` hold the request's
 /// `http::request::Parts`, so a bearer token's verified subject, or what
 /// the host's middleware put there; over stdio, whatever the host put in
-/// the transport's requests). `None`, or an empty string, is a request
-/// with no principal, which a manager with this hook refuses.
+/// the transport's requests). `None`, an empty string, or one of
+/// whitespace alone, is a request with no principal, which a manager with
+/// this hook refuses; so is one with leading or trailing whitespace (see
+/// [`ManagerOptions::principal_of`]).
 ///
 /// Set with [`ManagerOptions::principal_of`]; see it for what the manager
 /// does with the principal.
@@ -92,11 +94,26 @@ pub struct PrincipalOf(Arc<PrincipalFn>);
 type PrincipalFn = dyn Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync;
 
 impl PrincipalOf {
-    /// The principal `context`'s request acts for, if any (an empty string
-    /// is none).
+    /// The principal `context`'s request acts for, if any ([`named`]).
     pub(super) fn of(&self, context: &RequestContext<RoleServer>) -> Option<String> {
-        (self.0)(context).filter(|p| !p.is_empty())
+        (self.0)(context).and_then(named)
     }
+}
+
+/// `principal` as the principal a request acts for: none if it names no
+/// one, empty or whitespace alone (Unicode's, as [`char::is_whitespace`]
+/// says: a space, a tab, a line break, a no-break or an ideographic
+/// space). The one rule of the hook's answer and of
+/// [`as_principal`](super::DurableTaskManager::as_principal)'s.
+pub(super) fn named(principal: String) -> Option<String> {
+    (!principal.trim().is_empty()).then_some(principal)
+}
+
+/// Whether `principal` has leading or trailing whitespace
+/// ([`char::is_whitespace`]): a request acting for it is refused
+/// (`unauthenticated`), as for none.
+pub(super) fn padded(principal: &str) -> bool {
+    principal.trim().len() != principal.len()
 }
 
 impl std::fmt::Debug for PrincipalOf {
@@ -261,10 +278,17 @@ impl ManagerOptions {
     ///   (`-32602`, `"unknown task: <id>"`), before anything is read out,
     ///   written or delivered, so a caller cannot tell another's task from
     ///   none;
-    /// - a request with no principal (`principal` says `None`, or a call
-    ///   on a manager handle that names none) is refused with `-32600`,
-    ///   `data.code = "unauthenticated"`, naming the operation (and the
-    ///   task id); one whose principal is longer than
+    /// - a request with no principal (`principal` says `None`, an empty
+    ///   string or whitespace alone, or a call on a manager handle that
+    ///   names none) is refused with `-32600`, `data.code =
+    ///   "unauthenticated"`, naming the operation (and the task id); so is
+    ///   one whose principal has leading or trailing whitespace (Unicode's,
+    ///   [`char::is_whitespace`]: a space, a tab, a line break, a no-break
+    ///   space), which the manager neither trims (that would fold two
+    ///   spellings into one) nor takes as a principal of its own (one that
+    ///   prints as another's): map each request to its principal's one
+    ///   spelling, trimmed; whitespace inside a principal is its own; one
+    ///   whose principal is longer than
     ///   [`MAX_PRINCIPAL_BYTES`] likewise, `data.code = "principalTooLong"`;
     /// - a stored task that cannot be read (corrupt, too large, of a newer
     ///   format) names no principal anyone can read: a request for it is

@@ -213,9 +213,10 @@ async fn a_principal_over_the_bound_is_refused_naming_it() {
 }
 
 /// A principal is compared byte for byte: one that differs from the
-/// task's only by case, by a leading or trailing space, or by its Unicode
-/// form (decomposed for composed, fullwidth for ASCII) is another
-/// principal, answered as for an unknown id. The manager folds, trims and
+/// task's only by case, or by its Unicode form (decomposed for composed,
+/// fullwidth for ASCII) is another principal, answered as for an unknown
+/// id (one with a leading or trailing space is refused:
+/// `a_principal_of_or_with_surrounding_whitespace_is_refused`). The manager folds, trims and
 /// normalizes nothing: the host's hook is the one judge of who a request
 /// acts for, and a token's subject is compared as issued, with no
 /// transformation; a manager that folded two
@@ -228,17 +229,7 @@ async fn principals_are_compared_byte_for_byte() {
     let a = bound(dir.path(), "a");
     let nobody = TaskId::new().to_string();
     let spellings: [(&str, &[&str]); 2] = [
-        (
-            "alice",
-            &[
-                "Alice",
-                "ALICE",
-                "alice ",
-                " alice",
-                "alice\n",
-                "\u{ff41}lice",
-            ],
-        ),
+        ("alice", &["Alice", "ALICE", "al ice", "\u{ff41}lice"]),
         // "é" composed (NFC) and decomposed (NFD).
         ("ren\u{e9}", &["rene\u{301}", "REN\u{c9}"]),
     ];
@@ -371,4 +362,92 @@ async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
     }
     // The file is as it was: nothing was written over it.
     assert_eq!(std::fs::read(&file).unwrap(), b"{\"format\": 1, \"task\": ");
+}
+
+/// A principal of whitespace alone names no one, as an empty one: a
+/// request acting for it is refused with `-32600`, `data.code =
+/// "unauthenticated"`, naming the operation (and the task). So is one
+/// with leading or trailing whitespace (Unicode's: a space, a tab, a line
+/// break, a no-break or an ideographic space), which the hook gave
+/// unspelled: the manager compares principals byte for byte and trims
+/// nothing, so "alice " would be a principal of its own that prints as
+/// Alice's. Whitespace inside a principal is its own. No task is made for
+/// any of them. (Each was a principal: "   " bound tasks that every
+/// request mapped to blanks reached, and " alice" tasks of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_of_or_with_surrounding_whitespace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bound(dir.path(), "a");
+    let id = asking(&a.as_principal("alice")).await;
+    let refused = |result: Result<(), McpError>, operation: &str, task: Option<&str>, why: &str| {
+        let error = result.expect_err(operation);
+        assert!(error.message.contains(why), "{error:?}");
+        assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{error:?}");
+        let what = match task {
+            Some(id) => format!("{operation} of task {id}"),
+            None => operation.to_owned(),
+        };
+        assert!(
+            error.message.starts_with(&format!("{what} refused: ")),
+            "{error:?}"
+        );
+        let data = error.data.expect("data");
+        assert_eq!(
+            (&data["code"], &data["operation"]),
+            (&json!("unauthenticated"), &json!(operation)),
+            "{data}"
+        );
+    };
+    for principal in [
+        " ",
+        "   ",
+        "\t",
+        "\n",
+        "\u{a0}",
+        "\u{3000}",
+        " \u{2003}\r\n",
+        " alice",
+        "alice ",
+        "alice\n",
+        "\talice",
+        "alice\u{a0}",
+        "\u{3000}alice",
+    ] {
+        // Whitespace alone is no principal; around one, a refusal that
+        // says so.
+        let why = if principal.trim().is_empty() {
+            "the request acts for no principal"
+        } else {
+            "leading or trailing whitespace"
+        };
+        let m = a.as_principal(principal);
+        let spawned = m
+            .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("no")) }))
+            .await;
+        refused(spawned.map(drop), "spawn", None, why);
+        refused(m.get_task(&id).await.map(drop), "tasks/get", Some(&id), why);
+        refused(m.cancel_task(&id).await, "tasks/cancel", Some(&id), why);
+        let answer = [("k".to_owned(), json!("?"))];
+        let updated = m.update_task(&id, answer).await;
+        refused(updated, "tasks/update", Some(&id), why);
+    }
+    let active = a.store().list(&crate::ListQuery::active()).unwrap();
+    assert_eq!(active.tasks.len(), 1, "only Alice's: {:?}", active.tasks);
+    // Whitespace inside is the principal's own.
+    let inner = a.as_principal("alice smith");
+    let theirs = asking(&inner).await;
+    assert!(inner.get_task(&theirs).await.is_ok());
+    let stored = a.store().get(&TaskId::parse(&theirs).unwrap()).unwrap();
+    let stored = stored.expect("stored");
+    assert_eq!(
+        stored.metadata.get(PRINCIPAL_KEY),
+        Some(&json!("alice smith"))
+    );
+    // Without the hook, whitespace alone is none, as an empty principal:
+    // a task made so is bound to no one, and reaches a request for none.
+    let plain = super::instance(dir.path(), "plain");
+    let blank = asking(&plain.as_principal(" \t")).await;
+    let stored = a.store().get(&TaskId::parse(&blank).unwrap()).unwrap();
+    assert_eq!(stored.expect("stored").metadata.get(PRINCIPAL_KEY), None);
+    assert!(plain.get_task(&blank).await.is_ok());
 }
