@@ -291,7 +291,9 @@ impl StoreBuilder<PgOptions> {
                 .parse()
                 .map_err(|e: postgres::Error| Error::InvalidConfig {
                     field: "conninfo",
-                    reason: e.to_string(),
+                    // The driver's reason (the option at fault) is its
+                    // error's source: its display alone names none.
+                    reason: backend::Described(e).to_string(),
                 })?;
         with_defaults(&mut config, &options.conninfo);
         let schema = options.schema.clone();

@@ -251,6 +251,54 @@ fn a_schema_typed_beside_a_file_store_is_refused() {
     assert_eq!(json_lines(&out).len(), tasks.len());
 }
 
+/// A connection string that does not parse is a usage error (exit 2), as
+/// a malformed schema name is: it names the flag (or variable) it came
+/// from and what is wrong with it, as the driver says, and never the
+/// password it holds. No server is needed: nothing is connected to. (It
+/// exited 1 with "invalid store setting: conninfo invalid connection
+/// string", naming neither the flag nor the option at fault.)
+#[cfg(feature = "postgres")]
+#[test]
+fn a_malformed_connection_string_is_a_usage_error_naming_its_flag_and_why() {
+    let bad_port = "host=127.0.0.1 port=notaport user=app password=s3cret-pw";
+    for command in ["list", "stats"] {
+        let out = run_expect(None, &[command, "--pg", bad_port], 2);
+        let said = stderr(&out);
+        assert!(
+            said.contains("'--pg <CONNINFO>'")
+                && said.contains("invalid value for option `port`")
+                && !said.contains("s3cret-pw"),
+            "{command}: {said}"
+        );
+    }
+    let out = taskstore(None, &["list"])
+        .env("TASKSTORE_PG", "user=app password=s3cret-pw hots=db")
+        .output()
+        .unwrap();
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("TASKSTORE_PG") && said.contains("unknown option `hots`"),
+        "{said}"
+    );
+    // Into a copy's destination: the flag named is --to-pg's, and nothing
+    // was copied anywhere.
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let out = run_expect(
+        Some(&dir),
+        &["copy", "--to-pg", "port=x password=s3cret-pw", "--create"],
+        2,
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("'--to-pg <CONNINFO>'")
+            && said.contains("invalid value for option `port`")
+            && !said.contains("s3cret-pw"),
+        "{said}"
+    );
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn verify_and_repair_say_they_are_for_file_stores() {

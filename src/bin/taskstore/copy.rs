@@ -110,6 +110,7 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
         .max_payload_bytes
         .unwrap_or(taskstore::DEFAULT_MAX_PAYLOAD_BYTES);
     writing.schema_flag = "'--to-pg-schema <SCHEMA>'";
+    writing.conninfo_flag = "'--to-pg <CONNINFO>'";
     let to = writing.open(&destination)?;
     let copied = copy(&from, &to)?;
     Ok(report(&copied, args.json))

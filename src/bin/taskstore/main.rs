@@ -471,6 +471,9 @@ struct Opening {
     create: bool,
     /// The flag (and variable) that names the schema, for its usage error.
     schema_flag: &'static str,
+    /// The flag (and variable) that names the connection string, for its
+    /// usage error.
+    conninfo_flag: &'static str,
 }
 
 /// A store a command opened, as its concrete type.
@@ -503,6 +506,7 @@ impl Opening {
             max_payload_bytes: taskstore::MAX_MAX_PAYLOAD_BYTES,
             create: false,
             schema_flag: "'--pg-schema <SCHEMA>' (or TASKSTORE_PG_SCHEMA)",
+            conninfo_flag: "'--pg <CONNINFO>' (or TASKSTORE_PG)",
         }
     }
 
@@ -573,6 +577,16 @@ impl Opening {
                         "invalid value {:?} for {}: {e}",
                         schema.as_deref().unwrap_or_default(),
                         self.schema_flag
+                    )),
+                    // So is a connection string that does not parse; the
+                    // string itself is not shown (it may hold a password).
+                    Err(taskstore::Error::InvalidConfig {
+                        field: "conninfo",
+                        reason,
+                    }) => invalid_value(&format!(
+                        "invalid value for {}: {reason} (the value is not shown: it may \
+                         hold a password)",
+                        self.conninfo_flag
                     )),
                     Err(e @ taskstore::Error::OlderFormat { .. }) => {
                         Err(older_refused(e, self.older))

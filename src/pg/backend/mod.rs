@@ -16,7 +16,7 @@ mod statement;
 mod write;
 
 pub(crate) use self::row::saturating_nanos;
-pub(crate) use self::statement::failed;
+pub(crate) use self::statement::{Described, failed};
 
 use std::collections::HashSet;
 use std::fmt;

@@ -18,9 +18,11 @@ pub(crate) fn failed(op: impl Into<String>, source: postgres::Error) -> Error {
 
 /// A client error that says what the server said: `postgres::Error` alone
 /// displays as "db error" and leaves the server's message to its source.
-/// Its own source is the client's error.
+/// Its own source is the client's error. A connection string that does
+/// not parse is said so too: "invalid connection string" alone names no
+/// option (`PgStore`'s open).
 #[derive(Debug)]
-pub(super) struct Described(pub(super) postgres::Error);
+pub(crate) struct Described(pub(crate) postgres::Error);
 
 impl std::fmt::Display for Described {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
