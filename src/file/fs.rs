@@ -458,6 +458,24 @@ impl Fs {
             .contains(rustix::fs::StatVfsMountFlags::RDONLY))
     }
 
+    /// Whether `dir` is on an NFS mount, where a server that squashes root
+    /// shows root's own files as the overflow uid's ([`check_owner`]).
+    /// Never on another OS than Linux, which has no overflow uid.
+    ///
+    /// [`check_owner`]: super::open::check_owner
+    pub fn is_nfs_mount(&self, dir: &Dir) -> io::Result<bool> {
+        #[cfg(target_os = "linux")]
+        {
+            let status = rustix::fs::fstatfs(&dir.fd)?;
+            Ok(status.f_type == rustix::fs::NFS_SUPER_MAGIC)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = dir;
+            Ok(false)
+        }
+    }
+
     /// Creates `name` in `dir`, which must not exist, mode `0600`, never
     /// following a symlink.
     pub fn create_new(&self, dir: &Dir, name: &OsStr) -> io::Result<File> {

@@ -408,8 +408,10 @@ fn sync_writable(fs: &Fs, dir: &Dir) -> Result<()> {
 /// user owns, and a new store has no owner yet. Another user than root
 /// gets as far only where ownership is not the creator's (a group-shared
 /// volume, an NFS or CIFS mount that maps owners), and is let through as
-/// before; so is root on a store its files show owned by the overflow uid
-/// (`/proc/sys/fs/overflowuid`: an NFS server squashing root).
+/// before; so is root on an NFS mount whose files show the overflow uid
+/// (`/proc/sys/fs/overflowuid`: an NFS server squashing root, whose own
+/// files root's are). On a local file system that uid is a user's
+/// (`nobody`, a service's), refused as any other.
 pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
     let me = rustix::process::geteuid().as_raw();
     if me != 0 {
@@ -426,8 +428,14 @@ pub(super) fn check_owner(fs: &Fs, root: &Dir) -> Result<()> {
     let Some((name, owner)) = owned.transpose()? else {
         return Ok(());
     };
+    let squashed = || -> Result<bool> {
+        Ok(Some(owner) == overflow_uid()
+            && fs
+                .is_nfs_mount(root)
+                .map_err(|e| Error::io("statfs", root.path(), e))?)
+    };
     if owner == me
-        || Some(owner) == overflow_uid()
+        || squashed()?
         || fs
             .is_read_only_mount(root)
             .map_err(|e| Error::io("statvfs", root.path(), e))?

@@ -59,6 +59,11 @@ fn a_store_missing_a_directory_is_refused_naming_it() {
 /// every command, reading or writing. (A root `cancel` made lock files
 /// and task files root's own, `0600`: the service could no longer lock
 /// those stripes or read those tasks, and root's `verify` said "clean".)
+/// So is a store of the overflow uid (`nobody`, a service's user) on a
+/// local file system: only over NFS is that uid root's own files, squashed.
+/// (Root's `cancel` there made `locks/NN.lock` root's, and the service,
+/// run as `nobody`, could no longer cancel or finish a task of that
+/// stripe: "unable to open lock file …: Permission denied".)
 #[test]
 fn the_command_refuses_a_store_another_user_owns() {
     let me = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
@@ -66,9 +71,21 @@ fn the_command_refuses_a_store_another_user_owns() {
         eprintln!("cli: not root: cannot give a store to another user; skipped");
         return;
     }
+    let overflow: u32 = fs::read_to_string("/proc/sys/fs/overflowuid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for other in [4_242, overflow] {
+        refused_to_root(other);
+    }
+}
+
+/// A store given to uid `other` is refused to every command run as root,
+/// and nothing in it is made or changed.
+fn refused_to_root(other: u32) {
     let (_tmp, dir) = store_dir();
     let tasks = store_with_tasks(&dir);
-    let other = 4_242;
     std::os::unix::fs::lchown(&dir, Some(other), None).unwrap();
     for entry in walk(&dir) {
         std::os::unix::fs::lchown(&entry, Some(other), None).unwrap();
@@ -92,8 +109,9 @@ fn the_command_refuses_a_store_another_user_owns() {
         let out = run_expect(Some(&dir), args, 1);
         let said = stderr(&out);
         assert!(
-            said.contains("belongs to uid 4242") && said.contains("run it as uid 4242"),
-            "taskstore {args:?}: {said}"
+            said.contains(&format!("belongs to uid {other}"))
+                && said.contains(&format!("run it as uid {other}")),
+            "taskstore {args:?} on uid {other}'s store: {said}"
         );
     }
     let after: Vec<(PathBuf, u32)> = walk(&dir)
@@ -103,7 +121,10 @@ fn the_command_refuses_a_store_another_user_owns() {
             (p, uid)
         })
         .collect();
-    assert_eq!(after, before, "nothing made or changed");
+    assert_eq!(
+        after, before,
+        "nothing made or changed in uid {other}'s store"
+    );
 }
 
 /// A store directory the command may not open (its permissions) is a

@@ -146,15 +146,26 @@ fn a_store_of_another_user_is_refused_where_it_could_be_written() {
         Ok(_) => panic!("another user's store was opened for a check"),
     }
     assert_eq!(tree(&root), before, "nothing made or changed");
-    // Owned by the overflow uid, as an NFS server that squashes root
-    // shows root's own files: root's store, opened.
+    // Owned by the overflow uid on a local file system: a user's
+    // (`nobody`, a service's), refused as any other. Only an NFS server
+    // that squashes root shows root's own files so (it opened here, and
+    // what root wrote was root's, which `nobody` could not lock or read).
     let overflow: u32 = fs::read_to_string("/proc/sys/fs/overflowuid")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     give(overflow);
-    drop(FileStore::open(&root).expect("the overflow uid's store opens for root"));
+    let before = tree(&root);
+    match FileStore::open(&root) {
+        Err(e) => assert!(
+            matches!(e, Error::InvalidStore { .. })
+                && e.to_string().contains(&format!("uid {overflow}")),
+            "overflow uid: {e}"
+        ),
+        Ok(_) => panic!("the overflow uid's store on a local mount was opened for writing"),
+    }
+    assert_eq!(tree(&root), before, "nothing made or changed");
     give(other);
     mount.read_only();
     let store = FileStore::open(&root).expect("read-only, it opens");
