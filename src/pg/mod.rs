@@ -309,7 +309,13 @@ impl StoreBuilder<PgOptions> {
                     format!("the database encoding is {found}; the store needs UTF8"),
                 ),
             })?;
-            schema::prepare(&mut conn.client, &schema, options.create, options.upgrade)?;
+            schema::prepare(
+                &mut conn.client,
+                &schema,
+                &pool.server(),
+                options.create,
+                options.upgrade,
+            )?;
             match options.time {
                 TimeSource::Server => Some(Arc::new(
                     ServerClock::start(

@@ -254,6 +254,12 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Pool {
+    /// The server this pool connects to, for an error: never the password
+    /// ([`server`]).
+    pub fn server(&self) -> String {
+        server(&self.config)
+    }
+
     pub fn new(config: Config, size: usize, wait: Duration) -> Pool {
         Pool {
             config,

@@ -120,10 +120,12 @@ CREATE INDEX tasks_owner_order ON {s}.tasks (owner_key, created_at_ns, id)
 /// (if `upgrade`: else an older one is refused, and left as it is);
 /// refuses a newer one. Opens that find the schema current take no lock and
 /// run no DDL; the others serialize on an advisory lock, in one transaction
-/// each.
+/// each. `server` says where (`Pool::server`), for the error that finds
+/// no store there.
 pub(crate) fn prepare(
     client: &mut postgres::Client,
     schema: &str,
+    server: &str,
     create: bool,
     upgrade: bool,
 ) -> Result<()> {
@@ -135,7 +137,7 @@ pub(crate) fn prepare(
         Some(found) if !upgrade => return Err(older(schema, found)),
         None if !create => {
             return Err(Error::NoStore {
-                store: format!("PostgreSQL schema {schema}"),
+                store: format!("PostgreSQL schema {schema} at {server}"),
             });
         }
         _ => {}

@@ -180,14 +180,24 @@ fn commands_work_over_postgres() {
     let out = run_pg(&["cancel", done.id.as_str(), "--json"], 0);
     assert_eq!(json_lines(&out)[0]["transition"], "already_terminal");
     assert_eq!(json_lines(&out)[0]["status"], "completed");
-    // A mistyped schema is an error naming it, and makes no store there.
+    // A mistyped schema is an error naming it and the server it was
+    // looked for at (never the password), and makes no store there. (It
+    // named the schema alone: which database of which server lacked it,
+    // the operator could not tell.)
     let typo = format!("{schema}_typo");
+    let with_password = format!("{conninfo} password=s3cret-pw");
     for command in ["list", "stats"] {
-        let out = run_expect(None, &[command, "--pg", &conninfo, "--pg-schema", &typo], 1);
+        let out = run_expect(
+            None,
+            &[command, "--pg", &with_password, "--pg-schema", &typo],
+            1,
+        );
+        let said = stderr(&out);
         assert!(
-            stderr(&out).contains(&format!("no store in PostgreSQL schema {typo}")),
-            "{}",
-            stderr(&out)
+            said.contains(&format!("no store in PostgreSQL schema {typo} at host "))
+                && said.contains("port 5432 database postgres user postgres")
+                && !said.contains("s3cret-pw"),
+            "{said}"
         );
     }
     match taskstore::PgStore::builder(conninfo.clone())
