@@ -494,6 +494,15 @@ fn plan(problem: &Problem) -> RepairAction {
                      name is left at the store's root",
             }
         }
+        // A lock file this process cannot open (another user's, root's):
+        // a repair run as the store's owner cannot change its owner, and
+        // removing it would let a process that holds the old one and one
+        // that makes a new one lock the stripe at once.
+        (ProblemKind::Unreadable { .. }, Place::In(Sub::Locks, _)) => RepairAction::Leave {
+            reason: "a lock file the store's owner may not open: as root, give it to the \
+                     store's owner (`chown --reference=<store>/taskstore.json <lock file>`); \
+                     never remove it while a process may hold it",
+        },
         (ProblemKind::Unreadable { .. }, _) => RepairAction::Leave {
             reason: "could not be checked; check it again",
         },

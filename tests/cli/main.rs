@@ -484,6 +484,12 @@ fn run_as_owner_under(dir: &Path, wrapper: &[&str], args: &[&str]) -> Output {
             .output()
             .expect("run the taskstore binary");
     }
+    give_to_nobody(dir);
+    run_as_nobody(dir, &command, args)
+}
+
+/// Gives the store at `dir`, and everything in it, to `nobody`.
+fn give_to_nobody(dir: &Path) {
     let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
     let uid: u32 = String::from_utf8(nobody.stdout)
         .unwrap()
@@ -494,6 +500,11 @@ fn run_as_owner_under(dir: &Path, wrapper: &[&str], args: &[&str]) -> Output {
         std::os::unix::fs::lchown(&entry, Some(uid), None).unwrap();
     }
     std::os::unix::fs::lchown(dir, Some(uid), None).unwrap();
+}
+
+/// Runs `command` (a program and its arguments) and `args` on the store at
+/// `dir` as `nobody` (this process runs as root), the store as it is.
+fn run_as_nobody(dir: &Path, command: &[&str], args: &[&str]) -> Output {
     // Every directory above the store must let nobody through: opened for
     // the run, as they were after it.
     let mut opened = Vec::new();
@@ -508,7 +519,7 @@ fn run_as_owner_under(dir: &Path, wrapper: &[&str], args: &[&str]) -> Output {
     }
     let out = common::without_store_variables("runuser")
         .args(["-u", "nobody", "--"])
-        .args(&command)
+        .args(command)
         .args(args)
         .env("TASKSTORE_STORE", dir)
         .output()

@@ -127,6 +127,60 @@ fn refused_to_root(other: u32) {
     );
 }
 
+/// A lock file of the store its owner cannot open (root's, `0600`: left by
+/// a root process before root was refused another user's store) is a
+/// problem `verify`, run as the owner, reports naming it and why (exit 1),
+/// and `repair --apply` leaves it, saying so: every write of a task of
+/// that stripe fails for the service ("unable to open lock file …:
+/// Permission denied"). (`verify` said "clean" and exited 0, so
+/// `verify && start` started a service that could not write those tasks.)
+#[test]
+fn verify_reports_a_lock_file_the_stores_owner_cannot_open() {
+    let me = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    if me.trim() != "0" {
+        eprintln!("cli: not root: cannot make a file the store's owner may not open; skipped");
+        return;
+    }
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let binary = [env!("CARGO_BIN_EXE_taskstore")];
+    give_to_nobody(&dir);
+    let out = run_as_nobody(&dir, &binary, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Root's own, as its open made them before it was refused.
+    let lock = dir.join("locks").join("07.lock");
+    let _ = fs::remove_file(&lock);
+    fs::File::create(&lock).unwrap();
+    chmod(&lock, 0o600);
+    let out = run_as_nobody(&dir, &binary, &["verify"]);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", stderr(&out));
+    assert!(
+        said.contains(&lock.display().to_string()) && said.contains("ermission denied"),
+        "{said}"
+    );
+    let out = run_as_nobody(&dir, &binary, &["verify", "--json"]);
+    let found = json_lines(&out);
+    assert!(
+        found.iter().any(|f| f["path"] == lock.display().to_string()
+            && f["severity"] == "problem"
+            && f["problem"] == "unreadable"),
+        "{found:?}"
+    );
+    let out = run_as_nobody(&dir, &binary, &["repair", "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("chown --reference="),
+        "{}",
+        stdout(&out)
+    );
+    assert!(lock.exists(), "a lock file is never set aside");
+    // Given to the store's owner, as the repair says: verify passes.
+    give_to_nobody(&dir);
+    let out = run_as_nobody(&dir, &binary, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
 /// A store directory the command may not open (its permissions) is a
 /// problem `verify` reports naming it, and an error naming it and why for
 /// the counts and dry runs: never a clean store. (`verify` said "clean (0 entries checked)" and

@@ -281,7 +281,9 @@ impl FileCheck {
     }
 
     /// `locks/`: only `NN.lock` files and `handles.lock`, regular, mode
-    /// `0600`.
+    /// `0600`, and each one this process can open to lock (one another
+    /// user made, root's, fails every lock of its stripe for the store's
+    /// owner, whatever its mode).
     pub(super) fn check_locks(
         &self,
         dir: &Dir,
@@ -300,8 +302,20 @@ impl FileCheck {
                 problems.push(problem(path, None, ProblemKind::Foreign, place));
                 continue;
             }
-            if let Ok(Some(kind)) = self.plain_file(dir, name) {
-                problems.push(problem(path, None, kind, place));
+            match self.plain_file(dir, name) {
+                Ok(Some(kind)) => problems.push(problem(path, None, kind, place)),
+                Ok(None) => match self.fs.open_lock_file(dir, name) {
+                    // A store on a read-only mount: nothing takes its locks
+                    // to write.
+                    Err(e) if e.kind() != io::ErrorKind::ReadOnlyFilesystem => {
+                        let kind = ProblemKind::Unreadable {
+                            error: format!("cannot be opened to take the lock: {e}"),
+                        };
+                        problems.push(problem(path, None, kind, place));
+                    }
+                    _ => {}
+                },
+                Err(Gone) => {}
             }
         }
     }
