@@ -112,6 +112,11 @@ impl<B: Backend> Store<B> {
     ///   room, as a create does), or larger than the payload cap plus
     ///   [`OWN_HEADROOM`](crate::OWN_HEADROOM) (the most this store's own
     ///   changes take a task it accepted: an orphan reaped at the cap).
+    ///   A PostgreSQL store keeps every instant in nanoseconds of a
+    ///   `bigint`: a task made before 1677 or after 2262 (a file store on a
+    ///   manual clock holds one) is reported there too, with the backend's
+    ///   error naming the task and its time
+    ///   (`copy::a_task_outside_the_years_postgres_keeps_is_named_and_the_copy_goes_on`).
     ///
     /// A copy is no transaction: stop the source's writers first. It reads
     /// the source in batches (listing order), then once more, without

@@ -252,3 +252,64 @@ fn copy_moves_every_live_task_to_postgres_and_back() {
         ids_done(&run_expect(Some(&from), &["reap", "--json"], 0), "reap")
     );
 }
+
+/// A task a file store on a manual clock made after 2262, which
+/// PostgreSQL cannot hold (every instant a `bigint` of nanoseconds), is
+/// named with why and not copied; every other task is; the command fails;
+/// the source is left exactly as it was.
+#[cfg(feature = "postgres")]
+#[test]
+fn copy_to_postgres_names_a_task_outside_its_years_and_fails() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from");
+    let year_2300 = time::Date::from_calendar_date(2300, time::Month::June, 1)
+        .unwrap()
+        .midnight()
+        .assume_utc();
+    let future = FileStore::builder(&from)
+        .clock(Arc::new(ManualClock::new(year_2300)))
+        .open()
+        .unwrap()
+        .create(NewTask::new())
+        .unwrap();
+    let now = open(&from).create(NewTask::new()).unwrap();
+    let before = snapshot(&from);
+    let schema = pg_cluster::fresh_schema("copy");
+    let conninfo = cluster.conninfo();
+    let args = [
+        "copy",
+        "--to-pg",
+        &conninfo,
+        "--to-pg-schema",
+        &schema,
+        "--create",
+        "--json",
+    ];
+    let out = run_expect(Some(&from), &args, 1);
+    assert_eq!(ids_done(&out, "copy"), vec![now.id.to_string()]);
+    let failed: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .filter(|line| line["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", stdout(&out));
+    let error = failed[0]["error"].as_str().unwrap();
+    assert_eq!(failed[0]["taskId"], future.id.as_str());
+    assert!(
+        error.contains(&format!("task {}", future.id))
+            && error.contains("2300-06-01")
+            && error.contains("outside the years 1677 to 2262"),
+        "{error}"
+    );
+    assert!(stderr(&out).contains("1 not copied"), "{}", stderr(&out));
+    assert_unchanged(&before, &snapshot(&from), "the source");
+    let pg = taskstore::PgStore::builder(conninfo)
+        .schema(schema)
+        .create_if_missing(false)
+        .open()
+        .unwrap();
+    assert_eq!(pg.get(&future.id).unwrap(), None);
+    assert_eq!(pg.get(&now.id).unwrap(), Some(now));
+}
