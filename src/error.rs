@@ -143,10 +143,14 @@ pub enum Error {
         id: TaskId,
     },
 
-    /// Creating the task would exceed the cap on active (non-terminal) tasks.
-    #[error("cannot create task {id}: {limit} active tasks is the configured maximum")]
+    /// Creating the task, or copying it in
+    /// ([`Store::copy_from`](crate::Store::copy_from)), would exceed the cap
+    /// on active (non-terminal) tasks.
+    #[error("cannot {op} task {id}: {limit} active tasks is the configured maximum")]
     TooManyActive {
-        /// The task that was not created.
+        /// The operation refused: `"create"`, or `"copy"`.
+        op: &'static str,
+        /// The task that was not created, or not copied.
         id: TaskId,
         /// The configured cap (`max_active`).
         limit: usize,

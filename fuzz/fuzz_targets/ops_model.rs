@@ -197,7 +197,7 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
     match error {
         Error::NotFound { id } => (Refusal::NotFound, Some(id)),
         Error::AlreadyExists { id } => (Refusal::AlreadyExists, Some(id)),
-        Error::TooManyActive { id, limit } => {
+        Error::TooManyActive { id, limit, .. } => {
             assert_eq!(limit, MAX_ACTIVE, "TooManyActive names the cap");
             (Refusal::TooManyActive, Some(id))
         }

@@ -746,7 +746,9 @@ pub(super) fn active_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) {
     let waiting = TaskUpdate::new().status(TaskStatus::InputRequired);
     applied(store.update(&tasks[2].id, waiting).unwrap());
     match store.create(NewTask::new()) {
-        Err(Error::TooManyActive { limit, .. }) => assert_eq!(limit, setup.max_active),
+        Err(Error::TooManyActive { op, limit, .. }) => {
+            assert_eq!((op, limit), ("create", setup.max_active));
+        }
         other => panic!("expected TooManyActive, got {other:?}"),
     }
     // An id already taken is that, full or not: a host's retried create

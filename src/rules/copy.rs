@@ -205,6 +205,7 @@ impl<B: Backend> Store<B> {
                     }
                     _ => {
                         return Err(Error::TooManyActive {
+                            op: "copy",
                             id,
                             limit: limits.max_active,
                         });

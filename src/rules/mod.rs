@@ -570,6 +570,7 @@ impl<B: Backend> TaskStore for Store<B> {
                 }
                 Insert::Full => {
                     return Err(Error::TooManyActive {
+                        op: "create",
                         id,
                         limit: self.settings.limits.max_active,
                     });

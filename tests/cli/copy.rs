@@ -143,9 +143,10 @@ fn copy_names_what_differs_or_is_refused_and_fails() {
         .filter(|line| line["outcome"] == "failed")
         .inspect(|line| {
             let error = line["error"].as_str().unwrap();
-            assert!(
-                error.contains("1 active tasks is the configured maximum")
-                    && error.contains(line["taskId"].as_str().unwrap()),
+            let id = line["taskId"].as_str().unwrap();
+            assert_eq!(
+                error,
+                format!("cannot copy task {id}: 1 active tasks is the configured maximum"),
                 "{line}"
             );
         })
