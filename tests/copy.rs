@@ -601,3 +601,124 @@ fn a_postgres_destination_at_its_cap_names_each_task_it_refuses() {
     assert_eq!(again.already_there, 2, "{again:?}");
     assert_eq!(again.missed.len(), 2, "{again:?}");
 }
+
+/// A copy killed (`SIGKILL`) between the two halves of storing a finished
+/// task in a file store (its file written into `active/`, not yet linked
+/// into `expiring/`; or linked there, not yet into `done/`) leaves the
+/// task there, finished for every reader; the copy run again counts it as
+/// already there and copies the rest; the next sweep finishes its move,
+/// with its `expiring/` entry, and a sweep deletes it once it expires. The
+/// copy runs in a child process (this test binary run again), held at
+/// either link and killed there.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_copy_killed_between_the_halves_of_a_finished_task_is_finished_later() {
+    const TEST: &str = "a_copy_killed_between_the_halves_of_a_finished_task_is_finished_later";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "copier");
+        let [from, to, held_at, reached] = args.as_slice() else {
+            panic!("{args:?}")
+        };
+        return copy_held_at(
+            Path::new(from),
+            Path::new(to),
+            Path::new(held_at),
+            Path::new(reached),
+        );
+    }
+    for killed_at in ["expiring", "done"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        let source = FileStore::open(&from).unwrap();
+        let ttl = Duration::from_secs(3600);
+        let made = source.create(NewTask::new().ttl(ttl)).unwrap();
+        let done = source.complete(&made.id, json!("ok")).unwrap().into_task();
+        let running = source.create(NewTask::new()).unwrap();
+        FileStore::open(&to).unwrap();
+        // The entry's name, as FORMAT.md gives it.
+        let entry = format!(
+            "{}.{}.{}",
+            done.created_at.unix_timestamp_nanos(),
+            ttl.as_millis(),
+            done.id
+        );
+        let name = format!("{}.json", done.id);
+        let held_at = match killed_at {
+            "expiring" => to.join("expiring").join(&entry),
+            _ => to.join("done").join(&name),
+        };
+        let reached = tmp.path().join("reached");
+        let args = [&from, &to, &held_at, &reached].map(|p| p.display().to_string());
+        let child = common::spawn(tmp.path(), TEST, "copier", &args);
+        let mut child = common::KilledOnDrop::new(child);
+        common::wait_until("the copy to reach the held link", || reached.exists());
+        child.kill();
+        assert_eq!(common::unmoved(&to), vec![name.clone()], "{killed_at}");
+        assert!(common::files_in(&to, "done").is_empty(), "{killed_at}");
+        let entries = common::files_in(&to, "expiring");
+        assert_eq!(
+            entries.len(),
+            usize::from(killed_at == "done"),
+            "{killed_at}"
+        );
+        // Finished for every reader already; the copy run again says so.
+        let here = FileStore::open(&to).unwrap();
+        assert_eq!(here.get(&done.id).unwrap(), Some(done.clone()));
+        let again = here.copy_from(&source).unwrap();
+        assert_eq!(again.copied, vec![running.id.clone()], "{again:?}");
+        assert_eq!(again.already_there, 1, "{again:?}");
+        assert!(again.is_complete(), "{again:?}");
+        // The next sweep finishes the move, with the task's `expiring/`
+        // entry.
+        here.sweep().unwrap();
+        assert!(
+            common::unmoved(&to).is_empty(),
+            "{killed_at}: {:?}",
+            common::unmoved(&to)
+        );
+        assert_eq!(common::files_in(&to, "done"), vec![name], "{killed_at}");
+        assert_eq!(
+            common::files_in(&to, "expiring"),
+            vec![entry],
+            "{killed_at}"
+        );
+        let report = FileCheck::open(&to).unwrap().verify().unwrap();
+        assert!(report.is_clean(), "{killed_at}: {:#?}", report.problems);
+        assert_eq!(here.get(&done.id).unwrap(), Some(done.clone()));
+        // Swept once it expires, by a handle that never listed it.
+        let later = Arc::new(ManualClock::new(
+            OffsetDateTime::now_utc() + ttl + Duration::from_secs(60),
+        ));
+        let later = FileStore::builder(&to).clock(later).open().unwrap();
+        assert_eq!(later.sweep().unwrap().deleted, 1, "{killed_at}");
+        assert!(later.backend().load(&done.id).unwrap().is_none());
+        assert!(later.backend().load(&running.id).unwrap().is_some());
+    }
+}
+
+/// The child of
+/// `a_copy_killed_between_the_halves_of_a_finished_task_is_finished_later`:
+/// copies `from` into `to`, holding the link of the finished task's file
+/// to `held_at`; once held, makes `reached` and waits to be killed.
+#[cfg(feature = "fault-injection")]
+fn copy_held_at(from: &Path, to: &Path, held_at: &Path, reached: &Path) {
+    let faults = taskstore::FaultInjector::new();
+    let source = FileStore::open(from).unwrap();
+    let to_store = FileStore::builder(to)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let held = faults.pause_at(taskstore::FsOp::Link, held_at);
+    std::thread::scope(|s| {
+        let copy = s.spawn(|| to_store.copy_from(&source));
+        assert!(
+            held.wait_reached(|| !copy.is_finished()),
+            "the copy never made the held link: {:?}",
+            copy.join()
+        );
+        common::touch(reached);
+        loop {
+            std::thread::park();
+        }
+    })
+}
