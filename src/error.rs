@@ -78,12 +78,12 @@ pub enum Error {
     /// nothing was written. Only the manager writes them; a host's write
     /// keeps those a task holds (metadata keys merge).
     #[error(
-        "{operation} of task {id} refused: metadata key {key:?} is reserved for the MCP task \
+        "{op} of task {id} refused: metadata key {key:?} is reserved for the MCP task \
          manager (keys beginning with \"mcp.\"); nothing was written"
     )]
     ReservedMetadata {
         /// The operation: `"create"` or `"update"`.
-        operation: &'static str,
+        op: &'static str,
         /// The task (or the id it would have had).
         id: TaskId,
         /// The reserved key (its first 160 bytes, marked `...` where cut).

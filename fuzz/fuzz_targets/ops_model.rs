@@ -224,9 +224,7 @@ fn observed(error: Error) -> (Refusal, Option<TaskId>) {
             );
             (Refusal::InvalidTask, Some(id))
         }
-        Error::ReservedMetadata { operation, id, key } => {
-            (Refusal::Reserved(operation, key), Some(id))
-        }
+        Error::ReservedMetadata { op, id, key } => (Refusal::Reserved(op, key), Some(id)),
         other => panic!("an error the model never predicts: {other:?}"),
     }
 }

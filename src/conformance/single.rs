@@ -298,7 +298,7 @@ pub(super) fn mcp_metadata_is_the_managers(a: &dyn TaskStore, b: &dyn TaskStore,
         Err(e @ Error::ReservedMetadata { .. }) => {
             let text = e.to_string();
             let Error::ReservedMetadata {
-                operation: op,
+                op,
                 id: named,
                 key: k,
             } = e

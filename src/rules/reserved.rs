@@ -40,7 +40,7 @@ pub(super) fn host_metadata(
 ) -> Result<()> {
     match metadata.keys().find(|key| is_reserved(key)) {
         Some(key) => Err(Error::ReservedMetadata {
-            operation,
+            op: operation,
             id: id.clone(),
             key: crate::id::shorten(key),
         }),

@@ -271,11 +271,9 @@ async fn a_hosts_write_through_the_store_cannot_rebind_a_task() {
     let task_id = TaskId::parse(&id).unwrap();
     let store = a.store();
     let refused = |result: crate::Result<()>, operation: &str, named: &TaskId| match result {
-        Err(crate::Error::ReservedMetadata {
-            operation: op,
-            id,
-            key,
-        }) => assert_eq!((op, &id, key.as_str()), (operation, named, PRINCIPAL_KEY)),
+        Err(crate::Error::ReservedMetadata { op, id, key }) => {
+            assert_eq!((op, &id, key.as_str()), (operation, named, PRINCIPAL_KEY))
+        }
         other => panic!("a host's {operation} of {PRINCIPAL_KEY}: {other:?}"),
     };
     for value in [json!("bob"), serde_json::Value::Null] {
