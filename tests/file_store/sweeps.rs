@@ -296,6 +296,20 @@ fn a_sweep_removing_stale_expiry_entries_holds_up_no_write_while_it_waits() {
     });
 }
 
+/// Three finished tasks with a TTL in the store in `dir`, expired by
+/// `clock`, two of whose files are gone from `done/` with their
+/// `expiring/` entries left: what a sweep killed before its end leaves.
+/// The tasks, in the order made (the third's file is there).
+fn killed_sweeps_leftovers(dir: &Path, clock: &ManualClock) -> Vec<taskstore::TaskId> {
+    let ttl = Duration::from_secs(10);
+    let ids = common::finished_with_ttl(&on_clock(dir, clock), 3, ttl);
+    clock.advance(ttl * 2);
+    for id in &ids[..2] {
+        fs::remove_file(dir.join("done").join(format!("{id}.json"))).unwrap();
+    }
+    ids
+}
+
 /// A sweep counts the stale `expiring/` entries it removes in
 /// `Swept::cleaned`: those another process's sweep left when it was killed
 /// after removing their tasks' files from `done/` (it leaves the entries
@@ -307,12 +321,7 @@ fn a_sweep_counts_the_stale_index_entries_it_removes_as_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
     let open = || on_clock(dir.path(), &clock);
-    let ttl = Duration::from_secs(10);
-    let ids = common::finished_with_ttl(&open(), 3, ttl);
-    clock.advance(ttl * 2);
-    for id in &ids[..2] {
-        fs::remove_file(dir.path().join("done").join(format!("{id}.json"))).unwrap();
-    }
+    killed_sweeps_leftovers(dir.path(), &clock);
     let sweeper = open();
     let swept = sweeper.sweep().unwrap();
     assert_eq!((swept.deleted, swept.cleaned), (1, 2), "{swept:?}");
@@ -331,12 +340,7 @@ fn a_sweeps_dry_run_leaves_stale_index_entries_for_the_sweep_to_count() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap());
     let open = || on_clock(dir.path(), &clock);
-    let ttl = Duration::from_secs(10);
-    let ids = common::finished_with_ttl(&open(), 3, ttl);
-    clock.advance(ttl * 2);
-    for id in &ids[..2] {
-        fs::remove_file(dir.path().join("done").join(format!("{id}.json"))).unwrap();
-    }
+    let ids = killed_sweeps_leftovers(dir.path(), &clock);
     let sweeper = open();
     let expired: Vec<_> = sweeper
         .expired()

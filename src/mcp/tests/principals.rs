@@ -30,6 +30,21 @@ fn as_unknown(error: &McpError, id: &str, unknown: &McpError, unknown_id: &str) 
     assert_eq!(error.data, unknown.data);
 }
 
+/// Asserts that `m`'s `tasks/get`, `tasks/cancel` and `tasks/update` of
+/// task `id` are each answered as for an id that names no task
+/// ([`as_unknown`]); the update answers key `k` with `answer`.
+async fn each_answered_as_unknown(m: &DurableTaskManager<FileStore>, id: &str, answer: &str) {
+    let nobody = TaskId::new().to_string();
+    let unknown = m.get_task(&nobody).await.unwrap_err();
+    as_unknown(&m.get_task(id).await.unwrap_err(), id, &unknown, &nobody);
+    let unknown = m.cancel_task(&nobody).await.unwrap_err();
+    as_unknown(&m.cancel_task(id).await.unwrap_err(), id, &unknown, &nobody);
+    let answer = || [("k".to_owned(), json!(answer))];
+    let unknown = m.update_task(&nobody, answer()).await.unwrap_err();
+    let error = m.update_task(id, answer()).await.unwrap_err();
+    as_unknown(&error, id, &unknown, &nobody);
+}
+
 /// A task that asks for input under key `k`, then completes with the
 /// answer, spawned by `m`.
 async fn asking(m: &DurableTaskManager<FileStore>) -> String {
@@ -58,27 +73,8 @@ async fn another_principals_requests_are_answered_as_for_an_unknown_task() {
         (task.status() == TaskStatus::InputRequired).then_some(())
     })
     .await;
-    let nobody = TaskId::new().to_string();
     for instance in [&a, &b] {
-        let bob = instance.as_principal("bob");
-        let unknown = bob.get_task(&nobody).await.unwrap_err();
-        as_unknown(
-            &bob.get_task(&id).await.unwrap_err(),
-            &id,
-            &unknown,
-            &nobody,
-        );
-        let unknown = bob.cancel_task(&nobody).await.unwrap_err();
-        as_unknown(
-            &bob.cancel_task(&id).await.unwrap_err(),
-            &id,
-            &unknown,
-            &nobody,
-        );
-        let answer = || [("k".to_owned(), json!("bob's"))];
-        let unknown = bob.update_task(&nobody, answer()).await.unwrap_err();
-        let error = bob.update_task(&id, answer()).await.unwrap_err();
-        as_unknown(&error, &id, &unknown, &nobody);
+        each_answered_as_unknown(&instance.as_principal("bob"), &id, "bob's").await;
     }
     // Nothing of Bob's reached the task.
     let stored = a
@@ -334,22 +330,8 @@ async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
     let file = dir.path().join("done").join(format!("{id}.json"));
     assert!(file.is_file(), "{}", file.display());
     std::fs::write(&file, b"{\"format\": 1, \"task\": ").unwrap();
-    let nobody = TaskId::new().to_string();
     for principal in ["bob", "alice"] {
-        let m = a.as_principal(principal);
-        let unknown = m.get_task(&nobody).await.unwrap_err();
-        as_unknown(&m.get_task(&id).await.unwrap_err(), &id, &unknown, &nobody);
-        let unknown = m.cancel_task(&nobody).await.unwrap_err();
-        as_unknown(
-            &m.cancel_task(&id).await.unwrap_err(),
-            &id,
-            &unknown,
-            &nobody,
-        );
-        let answer = || [("k".to_owned(), json!("?"))];
-        let unknown = m.update_task(&nobody, answer()).await.unwrap_err();
-        let error = m.update_task(&id, answer()).await.unwrap_err();
-        as_unknown(&error, &id, &unknown, &nobody);
+        each_answered_as_unknown(&a.as_principal(principal), &id, "?").await;
     }
     let warned = logged.warnings_of("cannot be read");
     assert_eq!(warned.len(), 6, "{:?}", logged.warnings());
