@@ -189,7 +189,8 @@ pub enum Error {
     /// A file or store was written by a newer format than this version reads.
     #[error("{} has format version {found}; this taskstore reads up to {supported}: upgrade taskstore", path.display())]
     UnsupportedFormat {
-        /// The file that carries the newer format.
+        /// The file that carries the newer format (`postgres schema <name>
+        /// at <server>` for PostgreSQL: never the password).
         path: PathBuf,
         /// The format version found.
         found: u64,
@@ -210,7 +211,8 @@ pub enum Error {
         path.display()
     )]
     OlderFormat {
-        /// The store's directory (`postgres schema <name>` for PostgreSQL).
+        /// The store's directory (`postgres schema <name> at <server>` for
+        /// PostgreSQL: the server and database, never the password).
         path: PathBuf,
         /// The format version its marker names.
         found: u64,

@@ -120,8 +120,8 @@ CREATE INDEX tasks_owner_order ON {s}.tasks (owner_key, created_at_ns, id)
 /// (if `upgrade`: else an older one is refused, and left as it is);
 /// refuses a newer one. Opens that find the schema current take no lock and
 /// run no DDL; the others serialize on an advisory lock, in one transaction
-/// each. `server` says where (`Pool::server`), for the error that finds
-/// no store there.
+/// each. `server` says where (`Pool::server`), for the errors that find
+/// no store there, or one of another version.
 pub(crate) fn prepare(
     client: &mut postgres::Client,
     schema: &str,
@@ -133,8 +133,8 @@ pub(crate) fn prepare(
     let db = |what: &'static str| move |e| failed(op(what), e);
     match read_version(client, schema)? {
         Some(SCHEMA_VERSION) => return Ok(()),
-        Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
-        Some(found) if !upgrade => return Err(older(schema, found)),
+        Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, server, found)),
+        Some(found) if !upgrade => return Err(older(schema, server, found)),
         None if !create => {
             return Err(Error::NoStore {
                 store: format!("PostgreSQL schema {schema} at {server}"),
@@ -169,7 +169,7 @@ pub(crate) fn prepare(
     .map_err(db("create"))?;
     let found = read_version(&mut tx, schema)?.unwrap_or(0);
     if found > SCHEMA_VERSION {
-        return Err(newer(schema, found));
+        return Err(newer(schema, server, found));
     }
     if found == 0 {
         // No store made them (under the lock, none is making them): a
@@ -260,19 +260,26 @@ fn foreign(schema: &str, table: &str) -> Error {
     }
 }
 
+/// Where a schema of another version was found: the schema, and the
+/// server and database (`Pool::server`, never the password).
+fn located(schema: &str, server: &str) -> PathBuf {
+    PathBuf::from(format!("postgres schema {schema} at {server}"))
+}
+
 /// A schema of version `found`, older than this build's, that the open
 /// was told not to migrate.
-fn older(schema: &str, found: i32) -> Error {
+fn older(schema: &str, server: &str, found: i32) -> Error {
     Error::OlderFormat {
-        path: PathBuf::from(format!("postgres schema {schema}")),
+        path: located(schema, server),
         found: u64::try_from(found).unwrap_or(0),
         current: SCHEMA_VERSION as u64,
     }
 }
 
-fn newer(schema: &str, found: i32) -> Error {
+/// A schema of version `found`, newer than this build's.
+fn newer(schema: &str, server: &str, found: i32) -> Error {
     Error::UnsupportedFormat {
-        path: PathBuf::from(format!("postgres schema {schema}")),
+        path: located(schema, server),
         found: u64::try_from(found).unwrap_or(0),
         supported: SCHEMA_VERSION as u64,
     }

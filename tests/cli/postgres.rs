@@ -321,7 +321,7 @@ fn verify_and_repair_say_they_are_for_file_stores() {
 /// A schema of version 1 (a service of that build still running on it) is
 /// left as it is by every command not given `--upgrade`, as an older file
 /// store is: `list`, `stats`, `sweep --dry-run` and `copy --to-pg` into it
-/// each refuse it, saying so and exit 1, and its version stays 1; the dry
+/// each refuse it, saying so (naming the server and database) and exit 1, and its version stays 1; the dry
 /// run says that a dry run moves nothing. Given `--upgrade`, `list`
 /// migrates it and lists its task. (Every command migrated it, the dry run
 /// too, which then said "nothing was changed": the table rewritten, and the
@@ -379,8 +379,11 @@ fn commands_leave_a_version_1_schema_as_it_is_unless_given_upgrade() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run_expect(None, &args, 1);
         let said = stderr(&out);
+        // Naming the server and database it was found at, as a schema that
+        // holds no store is named (it named the schema alone).
         assert!(
-            said.contains(&format!("postgres schema {schema} is of format 1")),
+            said.contains(&format!("postgres schema {schema} at host "))
+                && said.contains("port 5432 database postgres user postgres is of format 1"),
             "{args:?}: {said}"
         );
         let hint = if args.contains(&"--dry-run") {
@@ -406,4 +409,47 @@ fn commands_leave_a_version_1_schema_as_it_is_unless_given_upgrade() {
     assert_eq!(json_lines(&out).len(), 1, "{}", stdout(&out));
     assert_eq!(json_lines(&out)[0]["taskId"], task.id.as_str());
     assert_eq!(pg_cluster::version_of(&mut client, &schema), 2);
+}
+
+/// A schema written by a newer version (3) is refused by every command,
+/// `--upgrade` or not, naming the schema and the server and database it
+/// was found at (never the password), and left as it is. (It named the
+/// schema alone: which of an operator's databases held the newer store
+/// was left to guess.)
+#[cfg(feature = "postgres")]
+#[test]
+fn a_schema_of_a_newer_version_is_refused_naming_where_it_was_found() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let schema = pg_cluster::fresh_schema("cli_v3");
+    let conninfo = cluster.conninfo();
+    drop(
+        taskstore::PgStore::builder(conninfo.clone())
+            .schema(schema.clone())
+            .open()
+            .unwrap(),
+    );
+    let mut client = cluster.client();
+    client
+        .batch_execute(&format!("UPDATE {schema}.schema_version SET version = 3"))
+        .unwrap();
+    let with_password = format!("{conninfo} password=s3cret-pw");
+    for command in [&["list"][..], &["stats"], &["--upgrade", "list"]] {
+        let mut args = vec!["--pg", &with_password, "--pg-schema", &schema];
+        args.extend(command);
+        let out = run_expect(None, &args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!("postgres schema {schema} at host "))
+                && said.contains("port 5432 database postgres user postgres has format version 3")
+                && !said.contains("s3cret-pw"),
+            "{command:?}: {said}"
+        );
+        assert_eq!(
+            pg_cluster::version_of(&mut client, &schema),
+            3,
+            "{command:?}"
+        );
+    }
 }
