@@ -309,6 +309,32 @@ fn a_malformed_connection_string_is_a_usage_error_naming_its_flag_and_why() {
     );
 }
 
+/// An empty connection string (`--pg ""`, `copy --to-pg ""`) is a usage
+/// error (exit 2) naming its flag, as `--store ""` is, said before any
+/// store is looked at: nothing is copied. (It was taken for a connection
+/// string of defaults: exit 1, "both host and hostaddr are missing".)
+#[cfg(feature = "postgres")]
+#[test]
+fn an_empty_connection_string_is_a_usage_error_naming_its_flag() {
+    for command in ["list", "stats"] {
+        let out = run_expect(None, &[command, "--pg", ""], 2);
+        let said = stderr(&out);
+        assert!(
+            said.contains("a value is required for '--pg <CONNINFO>'"),
+            "{command}: {said}"
+        );
+    }
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let out = run_expect(Some(&dir), &["copy", "--to-pg", "", "--create"], 2);
+    let said = stderr(&out);
+    assert!(
+        said.contains("a value is required for '--to-pg <CONNINFO>'"),
+        "{said}"
+    );
+    assert_eq!(stdout(&out), "");
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn verify_and_repair_say_they_are_for_file_stores() {

@@ -26,7 +26,7 @@ pub struct CopyArgs {
     /// or a postgresql:// URL. Its schema must hold a store already, unless
     /// --create is given.
     #[cfg(feature = "postgres")]
-    #[arg(long, value_name = "CONNINFO")]
+    #[arg(long, value_name = "CONNINFO", value_parser = crate::conninfo())]
     pub to_pg: Option<String>,
 
     /// The PostgreSQL schema to copy into (with --to-pg; default

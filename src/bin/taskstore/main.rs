@@ -55,9 +55,15 @@ struct Cli {
     store: Option<PathBuf>,
 
     /// A PostgreSQL store: a libpq-style connection string or a
-    /// postgresql:// URL.
+    /// postgresql:// URL. An empty TASKSTORE_PG counts as unset.
     #[cfg(feature = "postgres")]
-    #[arg(long, global = true, env = "TASKSTORE_PG", value_name = "CONNINFO")]
+    #[arg(
+        long,
+        global = true,
+        env = "TASKSTORE_PG",
+        value_name = "CONNINFO",
+        value_parser = conninfo()
+    )]
     pg: Option<String>,
 
     /// The PostgreSQL schema of the store (with --pg).
@@ -360,7 +366,14 @@ fn target(cli: &Cli) -> Result<Target, Failure> {
     }
 }
 
-/// Exits with clap's usage error (status 2).
+/// The parser of a connection string (`--pg`, `copy --to-pg`): an empty
+/// one is a usage error naming the flag, as an empty `--store` is (the
+/// driver would take it for a string of defaults, and fail to connect).
+#[cfg(feature = "postgres")]
+fn conninfo() -> clap::builder::NonEmptyStringValueParser {
+    clap::builder::NonEmptyStringValueParser::new()
+}
+
 /// Exits with clap's usage error (status 2) for flags of `subcommand`
 /// that conflict in a way only the command can tell, with that
 /// subcommand's usage line.
@@ -375,6 +388,7 @@ fn conflict_in(subcommand: &str, message: &str) -> ! {
     }
 }
 
+/// Exits with clap's usage error (status 2).
 fn usage(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::MissingRequiredArgument, message)
