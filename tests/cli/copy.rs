@@ -180,6 +180,104 @@ fn copy_needs_one_destination_that_is_a_store() {
     assert!(stderr(&out).contains("no destination"), "{}", stderr(&out));
 }
 
+/// An error of the destination's (it is no store, it cannot be made, its
+/// server cannot be reached or has no store in the schema) says it is the
+/// destination's, naming its flag; one of the source's does not. (Each
+/// named a path or a server alone, and the operator could not tell which
+/// side failed.)
+#[test]
+fn copy_says_when_the_destination_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from");
+    store_with_tasks(&from);
+    let to = tmp.path().join("to");
+    open(&to);
+    let missing = tmp.path().join("missing");
+    let a_file = tmp.path().join("a-file");
+    fs::write(&a_file, "x").unwrap();
+    let under_a_file = a_file.join("store");
+    for (args, path) in [
+        (vec!["--to-store", missing.to_str().unwrap()], &missing),
+        (
+            vec!["--to-store", under_a_file.to_str().unwrap(), "--create"],
+            &under_a_file,
+        ),
+    ] {
+        let mut all = vec!["copy"];
+        all.extend(&args);
+        let out = run_expect(Some(&from), &all, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains("taskstore: error: destination (--to-store): ")
+                && said.contains(path.to_str().unwrap()),
+            "{args:?}: {said}"
+        );
+        assert_eq!(stdout(&out), "", "{args:?}");
+    }
+    // The source's own error is not the destination's.
+    let out = run_expect(
+        Some(&missing),
+        &["copy", "--to-store", to.to_str().unwrap()],
+        1,
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("no store at {}", missing.display()))
+            && !said.contains("destination"),
+        "{said}"
+    );
+    #[cfg(feature = "postgres")]
+    {
+        let nowhere = "host=/nonexistent user=app password=s3cret-pw";
+        let out = run_expect(Some(&from), &["copy", "--to-pg", nowhere], 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains("destination (--to-pg): postgres backend failed to connect")
+                && said.contains("host /nonexistent")
+                && !said.contains("s3cret-pw"),
+            "{said}"
+        );
+        let out = run_expect(
+            None,
+            &["--pg", nowhere, "copy", "--to-store", to.to_str().unwrap()],
+            1,
+        );
+        let said = stderr(&out);
+        assert!(
+            said.contains("postgres backend failed to connect") && !said.contains("destination"),
+            "{said}"
+        );
+    }
+}
+
+/// Over PostgreSQL: a destination schema that holds no store (copied into
+/// without `--create`) is the destination's error, naming its flag.
+#[cfg(feature = "postgres")]
+#[test]
+fn copy_says_when_the_destination_schema_holds_no_store() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return; // skipped, said once (TASKSTORE_REQUIRE_PG=1 fails instead)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let from = tmp.path().join("from");
+    store_with_tasks(&from);
+    let schema = pg_cluster::fresh_schema("copy_none");
+    let conninfo = cluster.conninfo();
+    let out = run_expect(
+        Some(&from),
+        &["copy", "--to-pg", &conninfo, "--to-pg-schema", &schema],
+        1,
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "destination (--to-pg): no store in PostgreSQL schema {schema} at host "
+        )),
+        "{said}"
+    );
+    assert_eq!(stdout(&out), "");
+}
+
 /// `copy` from a file store into PostgreSQL, and from there into a new
 /// file store: every live task exactly, in both; each run again copies
 /// nothing; a reap of PostgreSQL fails the orphans a reap of the source

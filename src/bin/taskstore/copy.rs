@@ -92,10 +92,11 @@ impl CopyArgs {
 
 pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     let destination = args.destination();
+    let theirs = the_destinations(&destination);
     match &destination {
         // A mistyped path is an error, never a new store, unless asked for.
         Target::File(dir) if !(args.create && std::fs::symlink_metadata(dir).is_err()) => {
-            crate::is_store(dir)?
+            crate::is_store(dir).map_err(&theirs)?
         }
         _ => {}
     }
@@ -111,9 +112,22 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
         .unwrap_or(taskstore::DEFAULT_MAX_PAYLOAD_BYTES);
     writing.schema_flag = "'--to-pg-schema <SCHEMA>'";
     writing.conninfo_flag = "'--to-pg <CONNINFO>'";
-    let to = writing.open(&destination)?;
+    let to = writing.open(&destination).map_err(&theirs)?;
     let copied = copy(&from, &to)?;
     Ok(report(&copied, args.json))
+}
+
+/// An error of `destination`'s (opening it, or finding it no store), said
+/// as the destination's, with its flag: otherwise it names a path or a
+/// server as the source's errors do. (A task the destination refused is
+/// said as "not copied", with the task.)
+fn the_destinations(destination: &Target) -> impl Fn(Failure) -> Failure {
+    let flag = match destination {
+        Target::File(_) => "--to-store",
+        #[cfg(feature = "postgres")]
+        Target::Pg { .. } => "--to-pg",
+    };
+    move |e| format!("destination ({flag}): {e}").into()
 }
 
 /// [`Store::copy_from`](taskstore::Store::copy_from) between two stores,

@@ -168,7 +168,8 @@ enum Command {
     /// (with --json, {"taskId", "action": "copy" or "check", "outcome":
     /// "done" or "failed", and "error"}) and the counts on stderr.
     /// Exits 1 if any task differed, was not copied, could not be read or
-    /// changed.
+    /// changed. An error of the destination's (no store there, one that
+    /// cannot be made or reached) says so: "destination (--to-store): …".
     Copy(copy::CopyArgs),
 }
 
