@@ -22,6 +22,23 @@ fn a_cancel_that_fails_names_its_task() {
     );
 }
 
+/// A cancel of an id the store does not hold names the task once: the
+/// store's error names it already. (It said "could not cancel task X:
+/// task X not found (missing or expired)".)
+#[test]
+fn a_cancel_of_an_unknown_task_names_it_once() {
+    let (_tmp, dir) = store_dir();
+    store_with_tasks(&dir);
+    let id = "no-such-task";
+    let out = run_expect(Some(&dir), &["cancel", id], 1);
+    let said = stderr(&out);
+    assert_eq!(
+        said,
+        format!("taskstore: error: could not cancel: task {id} not found (missing or expired)\n")
+    );
+    assert_eq!(stdout(&out), "");
+}
+
 /// `--json` on every command that prints results, in one shape: one
 /// object per line where there may be many (`sweep`, `reap`, `repair`
 /// and the dry runs, as `list` and `verify`), one document where there is
