@@ -24,7 +24,8 @@ fn a_cancel_that_fails_names_its_task() {
 
 /// A cancel of an id the store does not hold names the task once: the
 /// store's error names it already. (It said "could not cancel task X:
-/// task X not found (missing or expired)".)
+/// task X not found (missing or expired)".) A `show` of it says the
+/// store's error alone.
 #[test]
 fn a_cancel_of_an_unknown_task_names_it_once() {
     let (_tmp, dir) = store_dir();
@@ -35,6 +36,13 @@ fn a_cancel_of_an_unknown_task_names_it_once() {
     assert_eq!(
         said,
         format!("taskstore: error: could not cancel: task {id} not found (missing or expired)\n")
+    );
+    assert_eq!(stdout(&out), "");
+    // `show` says it as the store's error says it.
+    let out = run_expect(Some(&dir), &["show", id], 1);
+    assert_eq!(
+        stderr(&out),
+        format!("taskstore: error: task {id} not found (missing or expired)\n")
     );
     assert_eq!(stdout(&out), "");
 }

@@ -248,7 +248,11 @@ pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
             text::out_lines(serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
         }
-        None => Err(format!("task {} not found (missing or expired)", args.id).into()),
+        // Said as the store says it (`taskstore::Error::NotFound`).
+        None => Err(taskstore::Error::NotFound {
+            id: args.id.clone(),
+        }
+        .into()),
     }
 }
 
