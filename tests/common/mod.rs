@@ -689,16 +689,31 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(sent.success(), "kill {signal} {pid}");
 }
 
-/// Whether process `pid` is stopped (`SIGSTOP`), from `/proc/<pid>/stat`.
+/// Whether process `pid` is stopped (`SIGSTOP`): every one of its threads,
+/// from `/proc/<pid>/task/<tid>/stat` (each thread stops as it next meets
+/// the signal, so the process's first thread may read stopped while
+/// another still runs on).
 #[allow(dead_code)] // not every test binary uses every helper
 pub fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+    let stopped = |stat: &str| {
         stat.rsplit(')')
             .next()
             .unwrap_or_default()
             .trim_start()
             .starts_with('T')
-    })
+    };
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for thread in threads {
+        let Ok(thread) = thread else { return false };
+        match fs::read_to_string(thread.path().join("stat")) {
+            Ok(stat) if stopped(&stat) => any = true,
+            _ => return false,
+        }
+    }
+    any
 }
 
 /// Stops process `pid` (`SIGSTOP`), and waits until it is.

@@ -94,19 +94,13 @@ fn a_failover_to_a_synchronous_standby_keeps_every_acknowledged_task() {
         .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
         .unwrap()
         .get(0);
-    let signal = |sig: &str| {
-        let sent = std::process::Command::new("kill")
-            .args([sig, &receiver.to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill {sig} {receiver}");
-    };
+    let receiver = u32::try_from(receiver).unwrap();
     let mut watcher = primary.client();
     let (acknowledged_last, stopped) = std::thread::scope(|s| {
         // Stopped, and its connection ended at the primary, so that nothing
         // sent from now on waits for it in a socket's buffer: it takes the
         // WAL again only from the primary, once it runs again.
-        signal("-STOP");
+        common::stop(receiver);
         watcher
             .execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
@@ -146,7 +140,7 @@ fn a_failover_to_a_synchronous_standby_keeps_every_acknowledged_task() {
         if stopped {
             primary.pg_ctl(&["stop", "-m", "immediate"]).unwrap();
         }
-        signal("-CONT");
+        common::signal(receiver, "-CONT");
         (last.join().unwrap(), stopped)
     });
     let acknowledged: Vec<Task> = acknowledged

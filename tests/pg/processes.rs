@@ -298,12 +298,9 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         (test, "frozen", &args),
         "frozen",
     );
-    let pid = child.child.id().to_string();
-    let stopped = std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    // Every thread of it stopped before the lock goes, so that none can
+    // take the reply and commit.
+    common::stop(child.child.id());
     // The child's count goes through; its commit never comes. Its session
     // then sits idle in its transaction (or, should this process stall
     // past the timeout, is already ended by the server).
