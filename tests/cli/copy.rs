@@ -293,15 +293,7 @@ fn copy_moves_every_live_task_to_postgres_and_back() {
     let (tasks, expired) = every_kind(&from);
     let schema = pg_cluster::fresh_schema("copy");
     let conninfo = cluster.conninfo();
-    let to_pg = [
-        "copy",
-        "--to-pg",
-        &conninfo,
-        "--to-pg-schema",
-        &schema,
-        "--create",
-        "--json",
-    ];
+    let to_pg = copy_to_new_schema(&conninfo, &schema);
     let out = run_expect(Some(&from), &to_pg, 0);
     assert_eq!(
         ids_done(&out, "copy"),
@@ -378,15 +370,7 @@ fn copy_to_postgres_names_a_task_outside_its_years_and_fails() {
     let before = snapshot(&from);
     let schema = pg_cluster::fresh_schema("copy");
     let conninfo = cluster.conninfo();
-    let args = [
-        "copy",
-        "--to-pg",
-        &conninfo,
-        "--to-pg-schema",
-        &schema,
-        "--create",
-        "--json",
-    ];
+    let args = copy_to_new_schema(&conninfo, &schema);
     let out = run_expect(Some(&from), &args, 1);
     assert_eq!(ids_done(&out, "copy"), vec![now.id.to_string()]);
     let failed: Vec<Value> = json_lines(&out)
@@ -411,4 +395,19 @@ fn copy_to_postgres_names_a_task_outside_its_years_and_fails() {
         .unwrap();
     assert_eq!(pg.get(&future.id).unwrap(), None);
     assert_eq!(pg.get(&now.id).unwrap(), Some(now));
+}
+
+/// The arguments of a `copy --json` into `schema` at `conninfo`, made there
+/// (`--create`).
+#[cfg(feature = "postgres")]
+fn copy_to_new_schema<'a>(conninfo: &'a str, schema: &'a str) -> [&'a str; 7] {
+    [
+        "copy",
+        "--to-pg",
+        conninfo,
+        "--to-pg-schema",
+        schema,
+        "--create",
+        "--json",
+    ]
 }
