@@ -137,7 +137,7 @@ pub(crate) fn prepare(
         Some(found) if !upgrade => return Err(older(schema, server, found)),
         None if !create => {
             return Err(Error::NoStore {
-                store: format!("PostgreSQL schema {schema} at {server}"),
+                store: located(schema, server),
             });
         }
         _ => {}
@@ -260,17 +260,18 @@ fn foreign(schema: &str, table: &str) -> Error {
     }
 }
 
-/// Where a schema of another version was found: the schema, and the
-/// server and database (`Pool::server`, never the password).
-fn located(schema: &str, server: &str) -> PathBuf {
-    PathBuf::from(format!("postgres schema {schema} at {server}"))
+/// Where a schema was looked for (no store there, or one of another
+/// version): the schema, and the server and database (`Pool::server`,
+/// never the password). One wording for every such error.
+fn located(schema: &str, server: &str) -> String {
+    format!("postgres schema {schema} at {server}")
 }
 
 /// A schema of version `found`, older than this build's, that the open
 /// was told not to migrate.
 fn older(schema: &str, server: &str, found: i32) -> Error {
     Error::OlderFormat {
-        path: located(schema, server),
+        path: PathBuf::from(located(schema, server)),
         found: u64::try_from(found).unwrap_or(0),
         current: SCHEMA_VERSION as u64,
     }
@@ -279,7 +280,7 @@ fn older(schema: &str, server: &str, found: i32) -> Error {
 /// A schema of version `found`, newer than this build's.
 fn newer(schema: &str, server: &str, found: i32) -> Error {
     Error::UnsupportedFormat {
-        path: located(schema, server),
+        path: PathBuf::from(located(schema, server)),
         found: u64::try_from(found).unwrap_or(0),
         supported: SCHEMA_VERSION as u64,
     }

@@ -271,7 +271,7 @@ fn copy_says_when_the_destination_schema_holds_no_store() {
     let said = stderr(&out);
     assert!(
         said.contains(&format!(
-            "destination (--to-pg): no store in PostgreSQL schema {schema} at host "
+            "destination (--to-pg): no store in postgres schema {schema} at host "
         )),
         "{said}"
     );

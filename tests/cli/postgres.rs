@@ -194,7 +194,7 @@ fn commands_work_over_postgres() {
         );
         let said = stderr(&out);
         assert!(
-            said.contains(&format!("no store in PostgreSQL schema {typo} at host "))
+            said.contains(&format!("no store in postgres schema {typo} at host "))
                 && said.contains("port 5432 database postgres user postgres")
                 && !said.contains("s3cret-pw"),
             "{said}"
