@@ -871,3 +871,40 @@ fn a_line_stuck_in_a_rotated_fifo_holds_up_no_line_to_the_new_one() {
     let line = line.expect("the line to the new FIFO, while the old one's reader reads nothing");
     assert!(line.contains("\"short\""), "{line}");
 }
+
+/// What `common::Logged` keeps does not depend on what other threads met
+/// first: a warning this thread logs under its capture is kept even when
+/// another thread, with no subscriber of its own, met the same call site
+/// before (as another test of the binary does when it reaches a warning
+/// first). `tracing` caches a call site's interest when it is first met;
+/// while at most one subscriber is alive it asks only the meeting thread's,
+/// which for a thread without one is "never", and the capture then kept
+/// nothing (`faults::a_task_a_reap_could_not_handle_is_said_with_its_id`
+/// once captured no warning so).
+#[test]
+fn a_capture_keeps_a_warning_another_thread_met_first() {
+    fn warn(n: u32) {
+        tracing::warn!(n, "met on a thread");
+    }
+    let logged = common::Logged::default();
+    let (installed, on_installed) = std::sync::mpsc::channel();
+    let (met, on_met) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            on_installed.recv().unwrap();
+            warn(0);
+            met.send(()).unwrap();
+        });
+        tracing::subscriber::with_default(logged.clone(), || {
+            installed.send(()).unwrap();
+            on_met.recv().unwrap();
+            warn(1);
+        });
+    });
+    let kept: Vec<_> = logged
+        .warnings_of("met on a thread")
+        .iter()
+        .map(|e| e.field("n").map(str::to_owned))
+        .collect();
+    assert_eq!(kept, [Some("1".to_owned())]);
+}

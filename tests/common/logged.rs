@@ -5,8 +5,56 @@
 /// A `tracing` subscriber that keeps every event it is given, in order:
 /// its level and fields, each value as `Debug` shows it (a `%` field
 /// without quotes). Clones share what they keep.
-#[derive(Clone, Default)]
+///
+/// Made with `default()`, which first makes sure [`KEEPER`] is alive, so
+/// that what a capture keeps does not depend on which thread met a call
+/// site first: `tracing` caches a call site's interest when it is first
+/// met, and while at most one subscriber is alive it asks the meeting
+/// thread's alone. A thread without one (another test of the binary) then
+/// fixes "never" for every capture after it. With two alive, it asks each
+/// of them.
+#[derive(Clone)]
 pub struct Logged(std::sync::Arc<std::sync::Mutex<Vec<LogEvent>>>);
+
+impl Default for Logged {
+    fn default() -> Self {
+        KEEPER.get_or_init(|| tracing::Dispatch::new(Keeper));
+        Logged(Default::default())
+    }
+}
+
+/// A subscriber alive for the whole test process (see [`Logged`]), never
+/// installed: it keeps nothing and leaves each event to the thread's own.
+static KEEPER: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+
+struct Keeper;
+
+impl tracing::Subscriber for Keeper {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
 
 /// One event [`Logged`] kept.
 #[derive(Clone, Debug)]
