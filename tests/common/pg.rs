@@ -432,7 +432,7 @@ impl Cluster {
             .output()
             .map_err(|e| format!("run pg_ctl: {e}"))?;
         if !output.status.success() {
-            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            let log = self.log();
             return Err(format!(
                 "pg_ctl {args:?} failed: {}{}\nserver log:\n{log}",
                 String::from_utf8_lossy(&output.stdout),
@@ -440,6 +440,30 @@ impl Cluster {
             ));
         }
         Ok(())
+    }
+
+    /// The server's log so far (empty if it cannot be read).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// The lines of the server's log that the backend `pid` wrote (each
+    /// line starts with the time and `[pid]`), continuation lines with them.
+    #[allow(dead_code)] // Not every test binary that has `common` asks.
+    pub fn log_of(&self, pid: i32) -> String {
+        let mark = format!("[{pid}]");
+        let mut theirs = false;
+        let mut kept = String::new();
+        for line in self.log().lines() {
+            if !line.starts_with(char::is_whitespace) {
+                theirs = line.contains(&mark);
+            }
+            if theirs {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        kept
     }
 
     /// The connection string of database `postgres`.

@@ -159,12 +159,17 @@ fn no_lost_updates_across_four_processes() {
 /// A child's handle on the parent's schema with one connection, named
 /// `name` in `pg_stat_activity`.
 fn victim(args: &[String], name: &str) -> PgStore {
-    PgStore::builder(format!("{} application_name={name}", args[0]))
-        .schema(&args[1])
-        .instance_id(name)
-        .pool_size(1)
-        .open()
-        .unwrap()
+    // Every statement its sessions run goes to the server's log, for a
+    // failing test to show (`Cluster::log_of`).
+    PgStore::builder(format!(
+        "{} application_name={name} options='-c log_statement=all'",
+        args[0]
+    ))
+    .schema(&args[1])
+    .instance_id(name)
+    .pool_size(1)
+    .open()
+    .unwrap()
 }
 
 /// A client holding `held` (a statement that takes a lock) in a
@@ -298,6 +303,13 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         (test, "frozen", &args),
         "frozen",
     );
+    let backend: i32 = client
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'frozen'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     // Every thread of it stopped before the lock goes, so that none can
     // take the reply and commit.
     common::stop(child.child.id());
@@ -336,11 +348,20 @@ fn a_writer_frozen_mid_transaction_holds_the_others_up_only_for_a_while() {
         "the complete waited until the frozen writer was killed"
     );
     assert!(matches!(done, Ok(Transition::Applied(_))), "{done:?}");
-    assert_eq!(
-        counter_and_active(&mut client, &schema),
-        (4, 0),
-        "the frozen recount wrote nothing"
-    );
+    let counted = counter_and_active(&mut client, &schema);
+    if counted != (4, 0) {
+        // Which transaction wrote the counter last, and what the frozen
+        // session ran and how it ended.
+        let xmin: String = client
+            .query_one(&format!("SELECT xmin::text FROM {schema}.counters"), &[])
+            .unwrap()
+            .get(0);
+        panic!(
+            "the frozen recount wrote the counter: {counted:?} where (4, 0) was due; \
+             the counter's xmin {xmin}; the frozen session's log:\n{}",
+            cluster.log_of(backend)
+        );
+    }
     store.sweep().unwrap();
     assert_eq!(counter_and_active(&mut client, &schema), (0, 0));
 }
