@@ -82,7 +82,8 @@ fn seen(ctx: &TaskContext) -> Value {
 /// says nothing); with `claims_nothing`, a claim claims nothing (as one
 /// whose write fails for each orphan, every time); with `claim_takes`, the
 /// first claim that claims a task moves that clock on by that much (a pass
-/// that took that long after it read the time its leases count from).
+/// that took that long after it read the time its leases count from), and
+/// keeps the tasks as that claim returned them in `slow_claimed`.
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
@@ -90,6 +91,7 @@ struct Wrapped<S> {
     claims: std::sync::atomic::AtomicUsize,
     claims_nothing: std::sync::atomic::AtomicBool,
     claim_takes: std::sync::Mutex<Option<(Arc<ManualClock>, Duration)>>,
+    slow_claimed: std::sync::Mutex<Vec<crate::Task>>,
     /// `reap_task` calls.
     task_reaps: std::sync::atomic::AtomicUsize,
 }
@@ -103,6 +105,7 @@ impl<S> Wrapped<S> {
             claims: std::sync::atomic::AtomicUsize::new(0),
             claims_nothing: std::sync::atomic::AtomicBool::new(false),
             claim_takes: std::sync::Mutex::new(None),
+            slow_claimed: std::sync::Mutex::new(Vec::new()),
             task_reaps: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -183,6 +186,7 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
             && let Some((clock, takes)) = self.claim_takes.lock().unwrap().take()
         {
             clock.advance(takes);
+            *self.slow_claimed.lock().unwrap() = claimed.tasks.clone();
         }
         Ok(claimed)
     }

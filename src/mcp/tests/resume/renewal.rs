@@ -81,7 +81,10 @@ const HOUR: Duration = Duration::from_secs(3_600);
 
 /// A manager over `live` whose claim passes each take five sixths of a
 /// lease by `clock`, resuming `job` runs that wait to be cancelled, once
-/// it has claimed `task` (epoch 2): the manager and the task as claimed.
+/// it has claimed `task` (epoch 2): the manager and the task as the claim
+/// returned it. (Read back from the store instead, the task could already
+/// hold the run's first renewal, which came at once, and the next, a
+/// renewal period away on a clock that stands still, never came.)
 async fn claimed_by_a_slow_pass(
     live: crate::Store<Arc<crate::MemoryBackend>>,
     clock: &Arc<ManualClock>,
@@ -103,10 +106,11 @@ async fn claimed_by_a_slow_pass(
         })
     });
     let claimed = eventually(|| async {
-        let stored = stored(&m, task.id.as_str());
-        (stored.epoch == 2).then_some(stored)
+        let slow_claimed = m.store().slow_claimed.lock().unwrap();
+        slow_claimed.iter().find(|t| t.id == task.id).cloned()
     })
     .await;
+    assert_eq!(claimed.epoch, 2);
     (m, claimed)
 }
 
