@@ -39,15 +39,21 @@ use crate::{
     TaskEventKind, TaskId, TaskStatus, TaskStore, TaskUpdate, Transition,
 };
 
+mod clocks;
+mod listing;
 mod owners;
 mod races;
 mod shared;
 mod single;
+mod values;
 
+use self::clocks::*;
+use self::listing::*;
 use self::owners::*;
 use self::races::*;
 use self::shared::*;
 use self::single::*;
+use self::values::*;
 
 /// What a store under test must be configured with: the suite's clock,
 /// caps, lease and event sink. [`Setup::configure`] applies them all.

@@ -521,7 +521,7 @@ pub(super) fn list_filters_by_owner(a: &dyn TaskStore, b: &dyn TaskStore, setup:
     }
     let of_b = vec![ids[1].clone(), ids[3].clone()];
     let by_b = ListQuery::all().owner(b.instance_id());
-    assert_eq!(single::listed_ids(a, &by_b), of_b);
+    assert_eq!(listing::listed_ids(a, &by_b), of_b);
     let mut paged = Vec::new();
     let mut query = by_b.clone().limit(1);
     loop {
@@ -536,7 +536,7 @@ pub(super) fn list_filters_by_owner(a: &dyn TaskStore, b: &dyn TaskStore, setup:
     assert_eq!(paged, of_b, "the pages join up");
     applied(b.complete(&ids[3], json!(1)).unwrap());
     assert_eq!(
-        single::listed_ids(a, &by_b.clone().status(TaskStatus::Completed)),
+        listing::listed_ids(a, &by_b.clone().status(TaskStatus::Completed)),
         vec![ids[3].clone()]
     );
     assert!(
