@@ -79,7 +79,8 @@ impl Dir {
         &self.path
     }
 
-    /// The open directory itself.
+    /// The open directory itself (for its watch).
+    #[cfg(target_os = "linux")]
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.fd.as_fd()
@@ -380,7 +381,28 @@ impl Fs {
     /// missed some while two threads renamed over them), and a directory's
     /// times there may stay the same across those renames within a tick,
     /// so its status cannot tell that it changed.
-    pub fn each_entry_whole(
+    pub fn each_entry_whole(&self, dir: &Dir, each: impl FnMut(OsString, u64)) -> io::Result<bool> {
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut each = each;
+            // No `getdents` to ask for one call: read as `each_entry`
+            // does, and say it was not whole.
+            self.each_entry(dir, |name, ino| {
+                each(name, ino);
+                true
+            })?;
+            Ok(false)
+        }
+        #[cfg(target_os = "linux")]
+        {
+            self.each_entry_in_one(dir, each)
+        }
+    }
+
+    /// [`each_entry_whole`](Self::each_entry_whole) where `getdents` is
+    /// there to ask.
+    #[cfg(target_os = "linux")]
+    fn each_entry_in_one(
         &self,
         dir: &Dir,
         mut each: impl FnMut(OsString, u64),
@@ -598,7 +620,7 @@ impl Fs {
     /// Makes the changes to the entries of `dir` durable.
     pub fn sync_dir(&self, dir: &Dir) -> io::Result<()> {
         self.check(FsOp::SyncDir, || dir.path.clone())?;
-        rustix::fs::fsync(&dir.fd)?;
+        sync_dir_fd(&dir.fd)?;
         self.record(|| FsEvent::SyncDir {
             path: dir.path.clone(),
         });
@@ -648,21 +670,14 @@ impl Fs {
     /// explorer changes a mode.
     pub fn set_mode(&self, dir: &Dir, name: &OsStr, mode: u32) -> io::Result<()> {
         self.check(FsOp::SetMode, || dir.join(name))?;
-        let mode = Mode::from_raw_mode(mode);
+        // Permission bits, which fit every system's mode type (`u16` on
+        // macOS).
+        #[allow(clippy::unnecessary_cast)]
+        let mode = Mode::from_raw_mode((mode & 0o7777) as rustix::fs::RawMode);
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         match rustix::fs::openat(&dir.fd, name, flags, Mode::empty()) {
             Ok(fd) => Ok(rustix::fs::fchmod(&fd, mode)?),
-            Err(rustix::io::Errno::ACCESS) => {
-                use std::os::fd::AsRawFd;
-                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
-                // Opened as a symlink, not through it: never changed.
-                if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Symlink {
-                    return Err(rustix::io::Errno::LOOP.into());
-                }
-                let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                Ok(rustix::fs::chmod(path.as_str(), mode)?)
-            }
+            Err(rustix::io::Errno::ACCESS) => set_mode_unreadable(dir, name, mode),
             Err(e) => Err(e.into()),
         }
     }
@@ -672,6 +687,57 @@ impl Fs {
         self.check(FsOp::Lock, || path.to_owned())?;
         taken(file.try_lock())
     }
+}
+
+/// An `fsync` of a directory. On Apple's systems that one leaves the
+/// changes in the drive's cache, where a power cut loses them: the store
+/// asks for `F_FULLFSYNC` there, as `File::sync_all` does for its files,
+/// and falls back to `fsync` only on a file system that has no such call
+/// (as SQLite does).
+fn sync_dir_fd(fd: &OwnedFd) -> io::Result<()> {
+    #[cfg(target_vendor = "apple")]
+    {
+        match rustix::fs::fcntl_fullfsync(fd) {
+            Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::INVAL) => {}
+            done => return Ok(done?),
+        }
+    }
+    Ok(rustix::fs::fsync(fd)?)
+}
+
+/// [`Fs::set_mode`] of `name` in `dir`, a file or directory whose mode
+/// denies its owner reading it: opened by its path alone (`O_PATH`) and
+/// changed through `/proc/self/fd` (Linux's `fchmodat` cannot be told not
+/// to follow a symlink).
+#[cfg(target_os = "linux")]
+fn set_mode_unreadable(dir: &Dir, name: &OsStr, mode: Mode) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dir.fd, name, flags, Mode::empty())?;
+    // Opened as a symlink, not through it: never changed.
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Symlink {
+        return Err(rustix::io::Errno::LOOP.into());
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::chmod(path.as_str(), mode)?)
+}
+
+/// [`Fs::set_mode`] of `name` in `dir`, a file or directory whose mode
+/// denies its owner reading it: `fchmodat` told not to follow a symlink
+/// (which changes a symlink swapped in meanwhile, never what it names),
+/// after a look that refuses a symlink, as on Linux.
+#[cfg(not(target_os = "linux"))]
+fn set_mode_unreadable(dir: &Dir, name: &OsStr, mode: Mode) -> io::Result<()> {
+    let stat = rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+        return Err(rustix::io::Errno::LOOP.into());
+    }
+    Ok(rustix::fs::chmodat(
+        &dir.fd,
+        name,
+        mode,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Whether a `try_lock` took the lock (`false`: another holds it).
@@ -684,6 +750,7 @@ fn taken(tried: Result<(), std::fs::TryLockError>) -> io::Result<bool> {
 }
 
 /// The largest buffer [`Fs::each_entry_whole`] reads a directory into.
+#[cfg(target_os = "linux")]
 const WHOLE_MAX: usize = 8 << 20;
 
 #[cfg(test)]
