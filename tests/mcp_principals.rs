@@ -7,7 +7,8 @@
 //! that runs the task, at another sharing its store, and after a `SIGKILL`
 //! and a resume; a request with no principal is refused, and so is one
 //! whose principal has leading whitespace; a principal spelled otherwise
-//! (case, Unicode form) is another. Bounded polls, no
+//! (case, Unicode form) is another; a task whose own file the server
+//! cannot open is answered as an unknown id too. Bounded polls, no
 //! timed assertion.
 #![cfg(unix)]
 
@@ -210,6 +211,68 @@ async fn a_principal_with_leading_whitespace_is_refused() {
     assert_eq!(task["status"], "input_required");
     assert_eq!(task["metadata"].get("mcp.cancelRequested"), None);
     for session in [alice, padded] {
+        session.close().await;
+    }
+    a.stop().await;
+}
+
+/// A finished task of Alice's whose own file the server cannot open: a
+/// socket where the file was, which `open` refuses (`ENXIO`) as it refuses
+/// a file of mode 000 to a user (`EACCES`; the tests may run as root, which
+/// opens any mode): an I/O error of that file alone, while the store reads
+/// every other id. Through `rmcp`'s client, Bob's and Alice's `tasks/get`,
+/// `tasks/update` and `tasks/cancel` of it are each answered exactly as
+/// for an unknown id, and the server logs the cause at warn with the task
+/// id; Alice's other task reads as before. (Each was answered `-32603`
+/// with the cause, "unable to open …/done/<id>.json", where an unknown id
+/// gets `-32602`: any caller learned that the id names a stored task.)
+#[tokio::test]
+async fn a_task_whose_own_file_cannot_be_opened_is_answered_as_an_unknown_task() {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .start()
+        .await;
+    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = alice.task("ask", json!({"question": "name?"})).await;
+        let id = created.task.task_id.to_string();
+        alice
+            .poll_until(&id, |t| t.status() == TaskStatus::InputRequired)
+            .await;
+        alice.answer(&id, "answer", json!("?")).await;
+        alice.settled(&id).await;
+        ids.push(id);
+    }
+    let (id, other) = (ids[0].as_str(), ids[1].as_str());
+    // Its terminal move done: its one file is in done/.
+    let file = dir.join("done").join(format!("{id}.json"));
+    mcp_client::poll("the task's move into done/", || {
+        let moved = file.is_file() && !dir.join("active").join(format!("{id}.json")).exists();
+        moved.then_some(())
+    })
+    .await;
+    std::fs::remove_file(&file).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(&file).unwrap();
+
+    for session in [&bob, &alice] {
+        none_reach(session, id).await;
+    }
+    let log = a.wait_for_log("cannot be read").await;
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot be read"))
+        .collect();
+    assert_eq!(warned.len(), 6, "{log}");
+    for line in warned {
+        assert!(line.starts_with("mcp_server: WARN"), "{line}");
+        assert!(line.contains(&format!("task={id}")), "{line}");
+        assert!(line.contains("unable to open "), "{line}");
+    }
+    let read = alice.get(other).await.expect("Alice's other task");
+    assert_eq!(read.status(), TaskStatus::Completed);
+    for session in [alice, bob] {
         session.close().await;
     }
     a.stop().await;

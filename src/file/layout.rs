@@ -1,6 +1,8 @@
 //! Where things live inside a store directory (see FORMAT.md).
 
 use std::ffi::{OsStr, OsString};
+#[cfg(feature = "mcp")]
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::Position;
@@ -159,6 +161,14 @@ pub(crate) fn task_name(id: &TaskId) -> OsString {
     name.push_str(id.as_str());
     name.push_str(TASK_SUFFIX);
     name.into()
+}
+
+/// Whether `path` names task `id`'s own file, in whichever area (as an
+/// error of a read of it names it): the MCP binding's test of whose a
+/// failure is.
+#[cfg(feature = "mcp")]
+pub(crate) fn is_task_file(path: &Path, id: &TaskId) -> bool {
+    path.file_name() == Some(task_name(id).as_os_str())
 }
 
 /// A fresh temp-file name for a write of task `id`: `<id>.<pid>.<seq>.tmp`.

@@ -60,6 +60,9 @@ pub use self::problem::{Problem, ProblemKind, Report, Severity};
 pub use self::repair::{Repair, RepairAction, RepairOutcome, Repairs};
 pub use self::verify::FileCheck;
 
+#[cfg(feature = "mcp")]
+pub(crate) use self::layout::is_task_file;
+
 use self::fs::{Dir, Fs};
 use self::group::{Before, DirSync};
 use self::layout::{Area, stripe};

@@ -406,8 +406,9 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
     /// `-32602` for an unknown, invalid or expired id (shortened in the
     /// message), and, just so, for a task bound to another principal than
     /// this handle acts for ([`ManagerOptions::principal_of`]), and, where
-    /// tasks are bound, for a stored task that cannot be read (its cause
-    /// logged at warn); `-32600`
+    /// tasks are bound, for a stored task that cannot be read, its own file
+    /// failing to open or read among them (its cause logged at warn);
+    /// `-32600`
     /// (`unauthenticated`) where tasks are bound and this handle acts for
     /// none; `-32603` with the cause for a store error.
     pub async fn get_task(&self, task_id: &str) -> Result<DetailedTask, McpError> {

@@ -198,11 +198,13 @@
 //!   and, with `rmcp`'s client, `tests/mcp_client/mod.rs`'s `none_reach`);
 //!   store errors `-32603` with the cause in the message and in
 //!   `data.cause` (but where tasks are bound to principals, a stored task
-//!   that cannot be read, corrupt, too large or of a newer format, is an
+//!   that cannot be read, corrupt, too large, of a newer format, or whose
+//!   own file fails to open or read while the store reads other ids, is an
 //!   unknown id, its cause logged at warn with the task id: whose it is
 //!   cannot be read, and the cause would tell any caller the id names a
-//!   stored task), but for what the store refuses of a client's answer or
-//!   tool call (too large, too deep, not a valid task): `-32602`, with the
+//!   stored task; a failure of the store as a whole stays `-32603`), but
+//!   for what the store refuses of a client's answer or tool call (too
+//!   large, too deep, not a valid task): `-32602`, with the
 //!   cause (and the task id, for an answer: a refused tool call made no
 //!   task); an answer a peer cannot carry to the owner because the task is
 //!   near the payload cap, though it would fit in its request's place, is

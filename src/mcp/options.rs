@@ -291,10 +291,13 @@ impl ManagerOptions {
     ///   whose principal is longer than
     ///   [`MAX_PRINCIPAL_BYTES`] likewise, `data.code = "principalTooLong"`;
     /// - a stored task that cannot be read (corrupt, too large, of a newer
-    ///   format) names no principal anyone can read: a request for it is
-    ///   answered as for an unknown id too (not `-32603` with the cause,
-    ///   which would tell any caller the id names a stored task), and the
-    ///   cause is logged at warn with the task id;
+    ///   format, or its own file failing to open or read, `EACCES` or
+    ///   `EIO`, while the store reads other ids) names no principal anyone
+    ///   can read: a request for it is answered as for an unknown id too
+    ///   (not `-32603` with the cause, which would tell any caller the id
+    ///   names a stored task), and the cause is logged at warn with the
+    ///   task id; a failure of the store as a whole (its directory
+    ///   unreadable, a database away) is still `-32603` with the cause;
     /// - a task made without a principal (before the hook was set, through
     ///   the store's API, or by an instance without it) belongs to no
     ///   principal: no request acting for one reaches it (unknown id); it

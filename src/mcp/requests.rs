@@ -31,7 +31,8 @@ impl Shared {
     /// is bound to another principal (the same answer: [`reaches`]); where
     /// tasks are bound to principals (a [`PrincipalOf`](super::PrincipalOf)
     /// hook, or a request acting for one), likewise if the stored task
-    /// cannot be read ([`unreadable`]), whose cause is logged instead.
+    /// cannot be read ([`unreadable`](Self::unreadable)), whose cause is
+    /// logged instead.
     pub async fn read(
         &self,
         principal: Option<&str>,
@@ -43,7 +44,10 @@ impl Shared {
             Ok(task) => task,
             // Whose it is cannot be read: no request reaches it, and its
             // cause would tell any caller that the id names a stored task.
-            Err(StoreCall::Store(e)) if bound && unreadable(&e) => {
+            Err(StoreCall::Store(e)) if bound => {
+                if !self.unreadable(&e, &id).await {
+                    return Err(StoreCall::Store(e).into_mcp(Some(&id)));
+                }
                 tracing::warn!(
                     task = %id,
                     error = %e,
@@ -58,6 +62,27 @@ impl Shared {
             .filter(|task| reaches(task, principal))
             .ok_or_else(|| unknown_task(task_id))?;
         Ok((id, task))
+    }
+
+    /// Whether `e`, of a read of task `id`, says that a stored task is
+    /// there and cannot be read: corrupt, larger than any task file, or of
+    /// a newer format; or its own file failed to open or read (an I/O
+    /// error naming that file: `EIO`, `EACCES`) while the store reads an id
+    /// that names no task, so that the failure is the file's, which only a
+    /// stored task has. A failure of the store as a whole (a directory it
+    /// cannot search, a device gone, a database away) fails that read too,
+    /// or names no task's file, and is not one: it reaches the client.
+    async fn unreadable(&self, e: &Error, id: &TaskId) -> bool {
+        match e {
+            Error::Corrupt { .. }
+            | Error::FileTooLarge { .. }
+            | Error::UnsupportedFormat { .. } => true,
+            Error::Io { path, .. } if crate::file::is_task_file(path, id) => {
+                let none = TaskId::new();
+                get(self.options.reads, &self.store, &none).await.is_ok()
+            }
+            _ => false,
+        }
     }
 
     pub async fn get_task(
@@ -210,16 +235,6 @@ impl Shared {
         .await;
         recorded.map_err(|e| e.into_mcp(Some(id)))
     }
-}
-
-/// Whether `e`, of a read of one task, says that a stored task is there
-/// and cannot be read: corrupt, larger than any task file, or of a newer
-/// format.
-fn unreadable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Corrupt { .. } | Error::FileTooLarge { .. } | Error::UnsupportedFormat { .. }
-    )
 }
 
 /// A peer's answer to `task` the store refused, as the client hears of

@@ -344,6 +344,88 @@ async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
     assert_eq!(std::fs::read(&file).unwrap(), b"{\"format\": 1, \"task\": ");
 }
 
+/// A stored task whose own file the store cannot read (an I/O error,
+/// `EIO`, where its file is opened or read: a bad block under that file
+/// alone) is answered, where tasks are bound to principals, exactly as for
+/// an unknown id, whoever asks, and the cause is logged at warn with the
+/// task id: the store reads an id that names no task, so only a stored
+/// task answers so. A failure of the store as a whole (every call through
+/// the file system failing, the task's file among them) still reaches the
+/// client as `-32603` with its cause, for a stored task's id and an unknown
+/// one alike. (The task's own failure was answered `-32603` with the cause,
+/// "unable to open …/done/<id>.json", where an unknown id gets `-32602`:
+/// any caller learned that the id names a stored task.)
+#[tokio::test]
+async fn a_task_whose_own_file_fails_to_read_is_answered_as_an_unknown_task() {
+    use crate::{Fault, FaultInjector, FaultMode, FsOp};
+    let logged = super::logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(dir.path())
+        .instance_id("a")
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let a =
+        DurableTaskManager::with_options(std::sync::Arc::new(store), fast().principal_of(|_| None));
+    let alice = a.as_principal("alice");
+    let id = alice
+        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("done")) }))
+        .await
+        .unwrap()
+        .task_id;
+    settled(&alice, &id).await;
+    // Its terminal move done: its one file is in done/ (a terminal copy
+    // still in active/ would be read first).
+    let file = dir.path().join("done").join(format!("{id}.json"));
+    let running = dir.path().join("active").join(format!("{id}.json"));
+    eventually(|| async { (file.is_file() && !running.exists()).then_some(()) }).await;
+    for (op, failed) in [
+        (FsOp::Open, "unable to open "),
+        (FsOp::Read, "unable to read "),
+    ] {
+        faults.fail_at(op, &file, Fault::Eio);
+        for principal in ["bob", "alice"] {
+            each_answered_as_unknown(&a.as_principal(principal), &id, "?").await;
+        }
+        faults.disarm();
+        // Six warnings for this fault, each naming the task and its cause.
+        let warned: Vec<_> = logged
+            .warnings_of("cannot be read")
+            .into_iter()
+            .filter(|w| w.field("error").is_some_and(|e| e.starts_with(failed)))
+            .collect();
+        assert_eq!(warned.len(), 6, "{op:?}: {:?}", logged.warnings());
+        for warning in warned {
+            assert_eq!(warning.field("task"), Some(id.as_str()), "{warning:?}");
+            let error = warning.field("error").expect("the cause");
+            assert!(error.contains(&format!("{id}.json")), "{warning:?}");
+        }
+        // The task is as it was, and Alice reads it again.
+        assert_eq!(
+            alice.get_task(&id).await.unwrap().status(),
+            TaskStatus::Completed
+        );
+    }
+    // The store as a whole fails: every request hears of it, for a stored
+    // task's id and for an unknown one.
+    faults.fail_nth(1, Fault::Eio, FaultMode::Sticky);
+    let nobody = TaskId::new().to_string();
+    for asked in [&id, &nobody] {
+        let error = alice.get_task(asked).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::INTERNAL_ERROR, "{asked}: {error:?}");
+        let cause = &error.data.expect("data")["cause"];
+        assert!(
+            cause
+                .as_str()
+                .is_some_and(|c| c.contains("Input/output error")),
+            "{cause}"
+        );
+    }
+    faults.disarm();
+}
+
 /// A principal of whitespace alone names no one, as an empty one: a
 /// request acting for it is refused with `-32600`, `data.code =
 /// "unauthenticated"`, naming the operation (and the task). So is one
