@@ -1,5 +1,5 @@
 //! Time: reading it without I/O, hosts whose clocks disagree, a time the
-//! server cannot store, a suspended host, a server clock stepped and set right,
+//! server cannot store, an expiry past the column's range, a suspended host, a server clock stepped and set right,
 //! a wall clock that parts from the monotonic one.
 
 use super::*;
@@ -291,6 +291,80 @@ fn a_create_at_a_time_it_cannot_store_is_refused_and_leaves_nothing_to_undo() {
         logged.warnings()
     );
     assert!(store.list(&ListQuery::all()).unwrap().tasks.is_empty());
+}
+
+/// A task created before 2262 whose expiry falls after it: its row's
+/// `expires_at_ns`, the sweep's index, holds Unix nanoseconds to
+/// 2262-04-11T23:47:16.854775807Z and keeps that expiry clamped there,
+/// earlier than the task's own. Neither a running task nor a finished one
+/// is deleted by a sweep, nor read as expired (`get`, `list`), from the
+/// clamped instant on (where the sweep's scan picks its row: every time
+/// past the column's range is clamped too) until its own expiry, and both
+/// go at it: the task's own expiry decides (the scan's `Scan::matches`,
+/// and the sweep's own check of each task it deletes), the column only
+/// picks the rows to look at. A handle going by a clock near 2262
+/// (`TimeSource::Clock`), over a real server.
+#[test]
+fn a_task_expiring_past_2262_lives_until_its_own_expiry() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("past_2262");
+    let clamped = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(i64::MAX)).unwrap();
+    let clock = Arc::new(ManualClock::new(clamped - time::Duration::hours(1)));
+    let store = PgStore::builder(cluster.conninfo())
+        .schema(&schema)
+        .clock(clock.clone())
+        .time_source(TimeSource::Clock)
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(2 * 86_400);
+    let running = store.create(NewTask::new().ttl(ttl)).unwrap();
+    let finished = store.create(NewTask::new().ttl(ttl)).unwrap();
+    let completed = store.complete(&finished.id, json!("done")).unwrap();
+    assert!(matches!(completed, Transition::Applied(_)), "{completed:?}");
+    let expires = running.expires_at().unwrap();
+    assert!(expires > clamped + time::Duration::days(1), "{expires}");
+    // Both rows keep the clamped expiry: the column's last instant.
+    let mut client = cluster.client();
+    let columns: Vec<i64> = client
+        .query(
+            &format!("SELECT expires_at_ns FROM {schema}.tasks ORDER BY id"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(columns, [i64::MAX, i64::MAX]);
+
+    let live = |store: &PgStore| {
+        let listed = store.list(&ListQuery::all()).unwrap().tasks.len();
+        let read = [&running.id, &finished.id]
+            .iter()
+            .filter(|id| store.get(id).unwrap().is_some())
+            .count();
+        (listed, read)
+    };
+    // Past the clamped instant (the sweep's scan picks both rows), then a
+    // nanosecond before their own expiry: each pass deletes nothing, and
+    // both tasks read back.
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(store.sweep_expired().unwrap(), 0, "at {}", store.now());
+    assert_eq!(live(&store), (2, 2), "at {}", store.now());
+    let before = (expires - store.now()) - time::Duration::nanoseconds(1);
+    clock.advance(before.unsigned_abs());
+    assert_eq!(store.now(), expires - time::Duration::nanoseconds(1));
+    assert_eq!(store.sweep_expired().unwrap(), 0, "at {}", store.now());
+    assert_eq!(live(&store), (2, 2), "at {}", store.now());
+    // At their expiry the sweep deletes both, and they are gone for
+    // every reader.
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(store.sweep_expired().unwrap(), 2, "at {}", store.now());
+    assert_eq!(live(&store), (0, 0), "at {}", store.now());
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.tasks"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
 }
 
 /// The system clock, moved on by hand: a host's wall clock after a resume
