@@ -204,3 +204,91 @@ async fn a_task_is_its_principals_alone_at_every_server_over_one_database() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Where tasks are bound to principals, a database that cannot be reached
+/// (the server's own database refusing connections, its sessions ended:
+/// a server down, as the instance sees it) is a failure of the store as a
+/// whole, not of one task: Alice's `tasks/get` of her task, Bob's of it,
+/// and Alice's of an id that names no task are each answered `-32603`
+/// with the cause, never as an unknown id; once the database takes
+/// connections again Alice reads her task. (Only a stored task's own
+/// failure is answered as an unknown id:
+/// `mcp_principals::a_task_whose_own_file_cannot_be_opened_is_answered_as_an_unknown_task`.)
+/// The database is the test's own, so that refusing connections touches
+/// no other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_reached_is_an_internal_error_where_tasks_are_bound() {
+    let Some(cluster) = cluster() else { return };
+    let database = fresh_schema("bound_outage");
+    let mut admin = tokio::task::block_in_place(|| cluster.client());
+    let admin_says = |admin: &mut postgres::Client, sql: String| {
+        tokio::task::block_in_place(|| admin.batch_execute(&sql).unwrap());
+    };
+    admin_says(&mut admin, format!("CREATE DATABASE {database}"));
+    let conninfo = cluster
+        .conninfo()
+        .replace("dbname=postgres", &format!("dbname={database}"));
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .lease_ms(SURVIVOR_LEASE_MS)
+        .socket(&root.path().join("a.sock"))
+        .pg(&conninfo, "taskstore")
+        .start()
+        .await;
+    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
+    let created = alice.call_as_task(json!({"ms": 600_000})).await;
+    let id = created.task.task_id.as_str();
+    assert_eq!(alice.get(id).await.unwrap().status(), TaskStatus::Working);
+
+    admin_says(
+        &mut admin,
+        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"),
+    );
+    admin_says(
+        &mut admin,
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        ),
+    );
+    let nobody = TaskId::new().to_string();
+    let mut answers = Vec::new();
+    for (session, asked) in [(&alice, id), (&bob, id), (&alice, nobody.as_str())] {
+        answers.push((asked.to_owned(), session.get(asked).await));
+    }
+    // Connections taken again before anything is asserted: a failed
+    // assertion leaves no database refusing them.
+    admin_says(
+        &mut admin,
+        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"),
+    );
+    tokio::task::block_in_place(move || drop(admin));
+    for (asked, answer) in answers {
+        let error = answer.expect_err("no database to read");
+        assert_eq!(error.code, ErrorCode::INTERNAL_ERROR, "{asked}: {error:?}");
+        let cause = error.data.expect("data")["cause"].clone();
+        assert!(
+            cause
+                .as_str()
+                .is_some_and(|c| c.starts_with("postgres backend failed to ")),
+            "{asked}: {cause}"
+        );
+    }
+    // Read again once a connection is made (the pool's next connect).
+    let start = std::time::Instant::now();
+    let read = loop {
+        match alice.get(id).await {
+            Ok(task) => break task,
+            Err(error) => assert!(
+                start.elapsed() < super::mcp_client::HANG,
+                "never read again: {error:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(read.status(), TaskStatus::Working);
+    for session in [alice, bob] {
+        session.close().await;
+    }
+    a.stop().await;
+}
