@@ -27,6 +27,9 @@ use std::sync::{Mutex, OnceLock};
 #[path = "skip.rs"]
 mod skip;
 
+#[path = "pgbouncer.rs"]
+pub mod pgbouncer;
+
 /// Set to `1` to fail, not skip, when PostgreSQL is missing.
 pub const REQUIRE_VAR: &str = "TASKSTORE_REQUIRE_PG";
 

@@ -22,6 +22,7 @@ mod outages;
 mod passes;
 #[path = "../common/pg.rs"]
 mod pg_cluster;
+mod poolers;
 mod processes;
 mod refused;
 mod rows;

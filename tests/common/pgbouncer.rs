@@ -1,0 +1,184 @@
+//! A real PgBouncer in front of a test cluster ([`Cluster`]): its own ini
+//! and directory, a free TCP port on 127.0.0.1, trust authentication (as
+//! the cluster's own), and the pool mode the test chooses.
+//!
+//! It runs as the cluster's user (PgBouncer refuses to run as root) under a
+//! guard shell that holds the read end of a pipe whose write end only this
+//! process holds: when this process exits, however it exits, the pipe
+//! closes and the guard stops PgBouncer; dropping the [`PgBouncer`] does
+//! the same and waits for it.
+//!
+//! Without `pgbouncer` the tests that need it print one line saying they
+//! were skipped; `TASKSTORE_REQUIRE_PG=1` makes that an error (CI installs
+//! it beside PostgreSQL and sets that variable).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+
+use super::{Cluster, REQUIRE_VAR, skip};
+
+/// Where Debian's package puts it.
+const BINARY: &str = "/usr/sbin/pgbouncer";
+
+/// PgBouncer's `pool_mode`: how long a client connection keeps one server
+/// connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// For the client connection's life.
+    Session,
+    /// For one transaction.
+    Transaction,
+    /// For one statement (a transaction of several is refused).
+    Statement,
+}
+
+impl PoolMode {
+    fn ini(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// A running PgBouncer.
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    port: u16,
+    guard: Option<(Child, ChildStdin)>,
+}
+
+impl PgBouncer {
+    /// PgBouncer in `mode` in front of `cluster`, with at most
+    /// `server_connections` server connections per database and user
+    /// (`default_pool_size`), accepting connections; or `None` if it is not
+    /// installed (said once, or a failure under `TASKSTORE_REQUIRE_PG=1`).
+    pub fn start(
+        cluster: &Cluster,
+        mode: PoolMode,
+        server_connections: usize,
+    ) -> Option<PgBouncer> {
+        PgBouncer::start_with(cluster, mode, server_connections, "")
+    }
+
+    /// [`start`](PgBouncer::start), with `settings` (lines of the ini's
+    /// `[pgbouncer]` section) after its own.
+    pub fn start_with(
+        cluster: &Cluster,
+        mode: PoolMode,
+        server_connections: usize,
+        settings: &str,
+    ) -> Option<PgBouncer> {
+        if !Path::new(BINARY).exists() {
+            let what = format!("no {BINARY} (apt-get install pgbouncer)");
+            if skip::is_failure(REQUIRE_VAR) {
+                panic!("{REQUIRE_VAR}=1 but {what}");
+            }
+            skip::say(&format!("PgBouncer tests SKIPPED: {what}"), REQUIRE_VAR);
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir for PgBouncer");
+        // A free port: the kernel's choice for a listener, closed again
+        // just before PgBouncer binds it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let ini = dir.path().join("pgbouncer.ini");
+        let users = dir.path().join("userlist.txt");
+        std::fs::write(&users, "\"postgres\" \"\"\n").expect("write the user list");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n\
+                 * = host={host} port=5432\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = trust\n\
+                 auth_file = {users}\n\
+                 pool_mode = {mode}\n\
+                 default_pool_size = {server_connections}\n\
+                 max_client_conn = 100\n\
+                 logfile = {log}\n\
+                 {settings}\n",
+                host = cluster.host(),
+                users = users.display(),
+                mode = mode.ini(),
+                log = dir.path().join("log").display(),
+            ),
+        )
+        .expect("write the ini");
+        if let Some(user) = &cluster.as_user {
+            let status = std::process::Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(dir.path())
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown {user} {}", dir.path().display());
+        }
+        let script = format!(
+            "'{BINARY}' '{ini}' & pid=$!; read _ignored; kill $pid; wait $pid",
+            ini = ini.display()
+        );
+        let mut child = cluster
+            .command(Path::new("/bin/sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start PgBouncer");
+        let stdin = child.stdin.take().expect("a piped stdin");
+        let bouncer = PgBouncer {
+            dir,
+            port,
+            guard: Some((child, stdin)),
+        };
+        let started = std::time::Instant::now();
+        while postgres::Client::connect(&bouncer.conninfo(), postgres::NoTls).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "PgBouncer never answered on port {port}; its log:\n{}",
+                bouncer.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(bouncer)
+    }
+
+    /// The connection string of database `postgres` through PgBouncer.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What PgBouncer logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some((mut guard, mut stdin)) = self.guard.take() {
+            let _ = stdin.write_all(b"\n");
+            drop(stdin);
+            let _ = guard.wait();
+        }
+    }
+}
