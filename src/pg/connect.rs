@@ -29,6 +29,10 @@ pub(crate) enum Failed {
     TooManyHung(usize),
     /// No thread could be started, or it panicked.
     Thread(String),
+    /// The connection's transactions do not all run in one server session
+    /// of its own (a connection pooler in transaction or statement mode):
+    /// what was found, from `pool::kept`.
+    SessionNotKept(String),
 }
 
 impl std::fmt::Display for Failed {
@@ -47,13 +51,22 @@ impl std::fmt::Display for Failed {
                  time; none is started until one of them ends"
             ),
             Failed::Thread(why) => write!(f, "connecting: {why}"),
+            Failed::SessionNotKept(found) => write!(
+                f,
+                "{found}: the connection's transactions ran in server sessions it does not \
+                 keep, as they do behind a connection pooler in transaction or statement \
+                 mode; the store needs each connection to keep one server session for its life \
+                 (its prepared statements, its settings, a change feed's LISTEN): run the \
+                 pooler in session mode for the store (PgBouncer's `pool_mode = session`), or \
+                 connect to the server directly"
+            ),
         }
     }
 }
 
 /// A connect under way on a thread of its own.
 pub(crate) struct Connecting {
-    made: Receiver<Result<Client, postgres::Error>>,
+    made: Receiver<Result<Client, Failed>>,
 }
 
 impl Connecting {
@@ -61,18 +74,22 @@ impl Connecting {
     /// connection.
     pub fn start(
         config: &Config,
-        setup: impl FnOnce(&mut Client) -> Result<(), postgres::Error> + Send + 'static,
+        setup: impl FnOnce(&mut Client) -> Result<(), Failed> + Send + 'static,
     ) -> Result<Connecting, Failed> {
         let (send, made) = mpsc::sync_channel(1);
         let config = config.clone();
         let spawned = std::thread::Builder::new()
             .name("taskstore-pg-connect".to_owned())
             .spawn(move || {
-                let result = config.connect(NoTls).and_then(|mut client| {
-                    // Dropped here, on this thread (no async runtime's), if
-                    // the set-up fails.
-                    setup(&mut client).map(|()| client)
-                });
+                let result =
+                    config
+                        .connect(NoTls)
+                        .map_err(Failed::Driver)
+                        .and_then(|mut client| {
+                            // Dropped here, on this thread (no async runtime's), if
+                            // the set-up fails.
+                            setup(&mut client).map(|()| client)
+                        });
                 // A caller that stopped waiting dropped the receiver: the
                 // connection, if made, is dropped (closed) with the
                 // message.
@@ -89,7 +106,7 @@ impl Connecting {
     /// it behind).
     pub fn wait(&self, timeout: Duration) -> Option<Result<Client, Failed>> {
         match self.made.recv_timeout(timeout) {
-            Ok(result) => Some(result.map_err(Failed::Driver)),
+            Ok(result) => Some(result),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => Some(Err(Failed::Thread(
                 "the connecting thread panicked".to_owned(),
@@ -122,7 +139,7 @@ impl Connecting {
     /// started.
     pub fn within(
         config: &Config,
-        setup: impl FnOnce(&mut Client) -> Result<(), postgres::Error> + Send + 'static,
+        setup: impl FnOnce(&mut Client) -> Result<(), Failed> + Send + 'static,
         timeout: Duration,
         hung: &Arc<AtomicUsize>,
         limit: usize,

@@ -19,7 +19,7 @@ use postgres::{Client, Config};
 use crate::changes::{ChangeSource, Changes};
 use crate::id::TaskId;
 
-use super::connect::Connecting;
+use super::connect::{Connecting, Failed};
 use super::pool::close_client;
 
 /// How long a wait pauses after a failed reconnect before trying again.
@@ -76,7 +76,9 @@ impl Listener {
             None => {
                 let quoted = self.channel.replace('"', "\"\"");
                 let listen = move |client: &mut Client| {
-                    client.batch_execute(&format!("LISTEN \"{quoted}\""))
+                    client
+                        .batch_execute(&format!("LISTEN \"{quoted}\""))
+                        .map_err(Failed::Driver)
                 };
                 match Connecting::start(&self.config, listen) {
                     Ok(connecting) => connecting,

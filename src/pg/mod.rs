@@ -301,6 +301,9 @@ impl StoreBuilder<PgOptions> {
         let pool = Arc::new(Pool::new(config, options.pool_size, options.pool_wait));
         let clock = {
             let mut conn = pool.get().map_err(|e| e.into_error(op("connect")))?;
+            pool.check_sessions(&mut conn).map_err(|e| {
+                e.into_error(op("check that the server keeps each connection's session"))
+            })?;
             check_encoding(&mut conn.client).map_err(|e| match e {
                 Encoding::Query(e) => failed(op("read the server encoding"), e),
                 Encoding::Not(found) => Error::backend(

@@ -53,20 +53,67 @@ const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(
 /// cap), and tells a write the server refused, which changed nothing, from
 /// one whose connection was lost, which may have committed, by the reply's
 /// severity (`ERROR`, not `FATAL`).
-fn session() -> String {
+///
+/// Each of those holds for the connection's life only if the server keeps
+/// its session for that long: the session is also given [`MARK`], a value
+/// of this connection's alone, which [`kept`] reads back.
+fn session(mark: &str) -> String {
     format!(
         "SET search_path = pg_catalog; \
          SET default_transaction_isolation = 'read committed'; \
          SET exit_on_error = off; \
          SELECT set_config('idle_in_transaction_session_timeout', '{}ms', false) \
-         WHERE current_setting('idle_in_transaction_session_timeout') = '0'",
+         WHERE current_setting('idle_in_transaction_session_timeout') = '0'; \
+         SET {MARK} = '{mark}'",
         IDLE_IN_TRANSACTION.as_millis()
     )
+}
+
+/// The setting (a placeholder, which any role may set) whose value in a
+/// session tells which of the store's connections set it ([`session`]).
+const MARK: &str = "taskstore.connection";
+
+/// Whether `client`'s session still holds the value `mark` it was given on
+/// connecting ([`session`]), read in a transaction of its own (one
+/// statement, never a prepared one): a connection pooler in transaction or
+/// statement mode (PgBouncer's) runs that transaction in whichever server
+/// session it has free, where the value is another connection's, or none
+/// (a session reset between clients, a new session). `when` says when it
+/// was read, for the error.
+///
+/// A pooler that happens to give the connection back the session it set
+/// the value in passes: see [`Pool::check_sessions`], which makes it share
+/// that session with a second connection first.
+fn kept(client: &mut Client, mark: &str, when: &str) -> Result<(), Failed> {
+    let read = client
+        .simple_query(&format!(
+            "SELECT current_setting('{MARK}', true), pg_backend_pid()::text"
+        ))
+        .map_err(Failed::Driver)?;
+    let row = read.iter().find_map(|message| match message {
+        postgres::SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let (found, pid) = row.map_or((None, None), |row| (row.get(0), row.get(1)));
+    if found == Some(mark) {
+        return Ok(());
+    }
+    let found = match found {
+        None | Some("") => "unset",
+        Some(_) => "another connection's",
+    };
+    Err(Failed::SessionNotKept(format!(
+        "the setting {MARK} this connection made on connecting was {found} {when} \
+         (server process {})",
+        pid.unwrap_or("unknown")
+    )))
 }
 
 /// A connection and the statements prepared on it.
 pub(crate) struct Connection {
     pub client: Client,
+    /// The value of [`MARK`] this connection gave its session.
+    mark: String,
     statements: HashMap<String, Statement>,
     /// When it was last given back to the pool (or made).
     idle_since: Instant,
@@ -350,15 +397,54 @@ impl Pool {
         }
     }
 
-    /// A new connection, set up for the store's statements ([`session`]),
-    /// within [`Connecting::wait_for`] (the driver's `connect_timeout`
-    /// bounds each host's socket connect alone; [`Connecting`] the whole).
+    /// Refuses a server whose sessions do not last as long as the store's
+    /// connections (a connection pooler in transaction or statement mode),
+    /// given `first`, a connection this pool just made: a second
+    /// connection is made (whose own set-up [`kept`] its session), then
+    /// `first` must still read its own [`MARK`]. The second is closed
+    /// again: the open leaves the pool holding `first` alone, as before.
+    ///
+    /// A pooler that puts the second connection's transactions in the
+    /// session `first`'s ran in fails it, as does one that gives either
+    /// connection's second transaction another session than its first's:
+    /// so does PgBouncer whenever one server session is idle for this
+    /// database and user (always with `default_pool_size = 1`, and with no
+    /// other client's traffic, since it hands out an idle session before it
+    /// opens another). Only a pooler that, through other clients' traffic,
+    /// gives each of the two connections its own session back passes.
+    pub fn check_sessions(&self, first: &mut Connection) -> Result<(), NoConnection> {
+        let second = self
+            .connect()
+            .map_err(|e| NoConnection::Connect(e, self.server()))?;
+        let first_kept = kept(
+            &mut first.client,
+            &first.mark,
+            "in its next transaction, once a second connection had connected",
+        );
+        close(second);
+        first_kept.map_err(|e| NoConnection::Connect(e, self.server()))
+    }
+
+    /// A new connection, set up for the store's statements ([`session`])
+    /// and found to keep its session ([`kept`]), within
+    /// [`Connecting::wait_for`] (the driver's `connect_timeout` bounds each
+    /// host's socket connect alone; [`Connecting`] the whole).
     fn connect(&self) -> Result<Connection, Failed> {
         let timeout = Connecting::wait_for(&self.config, super::CONNECT_TIMEOUT);
-        let setup = |client: &mut Client| client.batch_execute(&session());
+        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let setup = {
+            let mark = mark.clone();
+            move |client: &mut Client| {
+                client
+                    .batch_execute(&session(&mark))
+                    .map_err(Failed::Driver)?;
+                kept(client, &mark, "in its next transaction")
+            }
+        };
         let client = Connecting::within(&self.config, setup, timeout, &self.hung, self.size)?;
         Ok(Connection {
             client,
+            mark,
             statements: HashMap::new(),
             idle_since: Instant::now(),
             broken: false,

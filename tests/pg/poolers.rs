@@ -1,6 +1,7 @@
 //! The store behind a real connection pooler, PgBouncer
 //! (`tests/common/pgbouncer.rs`): in session mode it works as it does
-//! connected straight to the server.
+//! connected straight to the server; in transaction or statement mode,
+//! whose connections do not keep a server session, the open is refused.
 
 use super::*;
 use pg_cluster::pgbouncer::{PgBouncer, PoolMode};
@@ -70,5 +71,111 @@ fn a_store_through_pgbouncer_in_session_mode_works() {
     assert_eq!(
         (stored.owner.as_deref(), stored.result),
         (Some("a"), Some(json!("resumed")))
+    );
+}
+
+/// An open through PgBouncer in `mode` with `server_connections` server
+/// connections: refused, with an error that says why and names PgBouncer
+/// (its port), never opened.
+fn refused_through(mode: PoolMode, server_connections: usize) {
+    refused_through_with(mode, server_connections, "", |_| {});
+}
+
+/// [`refused_through`], PgBouncer given `settings`, and `before` run
+/// before the open.
+fn refused_through_with(
+    mode: PoolMode,
+    server_connections: usize,
+    settings: &str,
+    before: impl FnOnce(&PgBouncer),
+) {
+    let Some(cluster) = cluster() else { return };
+    let Some(bouncer) = PgBouncer::start_with(cluster, mode, server_connections, settings) else {
+        return;
+    };
+    before(&bouncer);
+    let schema = fresh_schema("pooler_refused");
+    let opened = PgStore::builder(bouncer.conninfo())
+        .schema(&schema)
+        .instance_id("a")
+        .open();
+    let e = match opened {
+        Ok(_) => panic!(
+            "a store opened through PgBouncer in {mode:?} mode with {server_connections} \
+             server connection(s)"
+        ),
+        Err(e) => e,
+    };
+    let Error::Backend { backend, op, .. } = &e else {
+        panic!("{e:?}")
+    };
+    let said = e.to_string();
+    assert_eq!(*backend, "postgres", "{said}");
+    assert!(op.contains(&schema), "{said}");
+    assert!(
+        said.contains(&format!("host 127.0.0.1 port {}", bouncer.port())),
+        "the error names the server it connected to: {said}"
+    );
+    assert!(
+        said.contains("pool_mode = session"),
+        "the error says what to do: {said}"
+    );
+    // Nothing was made.
+    let made: bool = cluster
+        .client()
+        .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&schema])
+        .unwrap()
+        .get(0);
+    assert!(!made, "the refused open made schema {schema}");
+}
+
+/// With one server connection, every transaction of every client runs in
+/// the one session: the second connection the open makes shows in the
+/// first's.
+#[test]
+fn an_open_through_pgbouncer_in_transaction_mode_with_one_server_connection_is_refused() {
+    refused_through(PoolMode::Transaction, 1);
+}
+
+/// With several, PgBouncer hands a client the idle one it has before it
+/// opens another: with no other client, the open's two connections run in
+/// one session too.
+#[test]
+fn an_open_through_pgbouncer_in_transaction_mode_with_several_server_connections_is_refused() {
+    refused_through(PoolMode::Transaction, 4);
+}
+
+#[test]
+fn an_open_through_pgbouncer_in_statement_mode_is_refused() {
+    refused_through(PoolMode::Statement, 1);
+}
+
+/// With `server_round_robin`, PgBouncer hands out its idle server sessions
+/// in turn: with two idle, a connection's second transaction runs in the
+/// other one. (Were only the first connection's mark read again after the
+/// second connection's set-up, the two connections would each have got
+/// their own session back, and the open would pass.)
+#[test]
+fn an_open_through_pgbouncer_in_transaction_mode_handing_out_sessions_in_turn_is_refused() {
+    refused_through_with(
+        PoolMode::Transaction,
+        2,
+        "server_round_robin = 1",
+        |bouncer| {
+            // Two transactions at once make PgBouncer open its second server
+            // session; both are idle once they end.
+            let mut clients: Vec<postgres::Client> = (0..2)
+                .map(|_| postgres::Client::connect(&bouncer.conninfo(), postgres::NoTls).unwrap())
+                .collect();
+            for client in &mut clients {
+                client.batch_execute("BEGIN; SELECT 1").unwrap();
+            }
+            let mut pids: Vec<i32> = clients.iter_mut().map(backend_pid).collect();
+            pids.dedup();
+            assert_eq!(pids.len(), 2, "two server sessions");
+            for client in &mut clients {
+                client.batch_execute("COMMIT").unwrap();
+            }
+        },
     );
 }
