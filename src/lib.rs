@@ -42,7 +42,7 @@ pub use crate::events::{
 };
 pub use crate::file::{
     Census, Durability, FileBackend, FileCheck, FileOptions, FileStore, FileStoreBuilder, Problem,
-    ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Severity, Usage,
+    ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Severity, StaleEntry, Usage,
 };
 #[cfg(feature = "fault-injection")]
 pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Pause, Recorder};

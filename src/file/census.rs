@@ -47,8 +47,40 @@ pub struct Census {
     /// under one (left where they are; `verify` reports them, `repair`
     /// sets them aside).
     pub foreign: Vec<PathBuf>,
+    /// Finished tasks whose file is still in `active/`, and not in
+    /// `done/`: terminal moves interrupted between their halves, which a
+    /// sweep finishes and counts among the leftovers it cleaned
+    /// ([`Swept::cleaned`](crate::Swept::cleaned)); every read sees them
+    /// final already. (A task with a file in both areas is resolved by the
+    /// next open, uncounted.)
+    pub interrupted_moves: Vec<PathBuf>,
+    /// `expiring/` entries that are no longer their task's file (a crash
+    /// between a delete's steps, a sweep killed before its end), by the
+    /// rule a sweep removes them by: a sweep removes those due
+    /// ([`StaleEntry::is_due_at`]) and counts them among the leftovers it
+    /// cleaned; `verify` reports each.
+    pub stale_entries: Vec<StaleEntry>,
     /// What the store's files take.
     pub usage: Usage,
+}
+
+/// An `expiring/` entry that is no longer its task's file
+/// ([`Census::stale_entries`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaleEntry {
+    /// The entry.
+    pub path: PathBuf,
+    /// When its name says its task expires.
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+impl StaleEntry {
+    /// Whether a sweep at `now` meets the entry, and so removes it: its
+    /// name says its task has expired by then (as a sweep reads the index).
+    pub fn is_due_at(&self, now: time::OffsetDateTime) -> bool {
+        layout::is_due(self.expires_at, now)
+    }
 }
 
 /// What a store's files take: the blocks allocated to them on disk, and
@@ -134,10 +166,15 @@ impl FileCheck {
         let mut total = active.len() + done_before;
         let mut seen = 0;
         let mut tasks: HashMap<TaskId, Task> = HashMap::new();
+        // Finished tasks met in `active/`, by name.
+        let mut finished_active = Vec::new();
         for name in active {
             seen += 1;
             progress(seen, total.max(seen));
             if let Some(task) = read(store, Area::Active, &name, &mut census, &mut blocks)? {
+                if task.is_terminal() {
+                    finished_active.push(name);
+                }
                 tasks.insert(task.id.clone(), task);
             }
         }
@@ -145,10 +182,16 @@ impl FileCheck {
         // in this listing.
         let done = read_dir(store, store.dir(Area::Done))?;
         total = seen + done.len();
-        for name in done {
+        let in_done: HashSet<&OsString> = done.iter().collect();
+        census.interrupted_moves = finished_active
+            .iter()
+            .filter(|name| !in_done.contains(name))
+            .map(|name| store.dir(Area::Active).join(name))
+            .collect();
+        for name in &done {
             seen += 1;
             progress(seen, total);
-            if let Some(task) = read(store, Area::Done, &name, &mut census, &mut blocks)? {
+            if let Some(task) = read(store, Area::Done, name, &mut census, &mut blocks)? {
                 match tasks.get(&task.id) {
                     Some(running) if !newer(&task, running) => {}
                     _ => {
@@ -176,7 +219,17 @@ impl FileCheck {
                         census.usage.quarantined_bytes += status.size;
                         census.usage.file_bytes += status.size;
                     }
-                    // Other names of task files, and empty lock files.
+                    Sub::Expiring => {
+                        if let Some((position, expires_at)) = layout::expiring_entry(&name)
+                            && store.index_is_stale(&position.id, &name)
+                        {
+                            census.stale_entries.push(StaleEntry {
+                                path: dir.join(&name),
+                                expires_at,
+                            });
+                        }
+                    }
+                    // Empty lock files.
                     _ => {}
                 }
             }

@@ -131,6 +131,12 @@ pub(crate) fn expiring_entry(name: &OsStr) -> Option<(Position, Option<time::Off
     Some((Position { created_at, id }, expires_at))
 }
 
+/// Whether an `expiring/` entry whose name says its task expires at
+/// `expires_at` is due at `at`: what a sweep at `at` reads of the index.
+pub(crate) fn is_due(expires_at: Option<time::OffsetDateTime>, at: time::OffsetDateTime) -> bool {
+    expires_at.is_some_and(|x| x <= at)
+}
+
 /// What an `expiring/` entry names, if it names task `id`: when the task
 /// was created and when it expires (without making an id of the name).
 pub(crate) fn expiring_entry_of(

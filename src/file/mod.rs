@@ -51,7 +51,7 @@ use crate::id::TaskId;
 use crate::rules::{Store, StoreBuilder};
 use crate::task::Task;
 
-pub use self::census::{Census, Usage};
+pub use self::census::{Census, StaleEntry, Usage};
 #[cfg(feature = "fault-injection")]
 pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Pause, Recorder};
 #[cfg(feature = "fault-injection")]

@@ -72,6 +72,70 @@ fn sweep_counts_the_index_entries_a_killed_sweep_left() {
     );
 }
 
+/// `sweep --dry-run` counts the leftovers the sweep would clean, as the
+/// sweep counts them: the `expiring/` entries of the tasks a killed sweep
+/// removed (due now), and a finished task's move interrupted before its
+/// file left `active/`. A stale entry not due yet is left out, as the
+/// sweep leaves it; the temp files are said as there, their writers not
+/// judged. (The dry run said nothing of them, and the sweep after it
+/// "cleaned 4".)
+#[test]
+fn a_sweeps_dry_run_counts_the_leftovers_the_sweep_cleans() {
+    let (_tmp, dir) = store_dir();
+    let old = gone_an_hour_ago(&dir);
+    let ids = common::finished_with_ttl(&old, 2, Duration::from_secs(60));
+    let later = common::finished_with_ttl(&old, 1, Duration::from_secs(86_400));
+    drop(old);
+    let store = open(&dir);
+    let unmoved = common::finished_with_ttl(&store, 1, Duration::from_secs(86_400));
+    drop(store);
+    // What a killed sweep left (the files gone, their entries due), and a
+    // removal of a task not due yet cut short alike.
+    for id in ids.iter().chain(&later) {
+        fs::remove_file(task_path(&dir, "done", id)).unwrap();
+    }
+    // A terminal move cut short: the finished task still in `active/`
+    // alone (its `expiring/` entry still its file).
+    fs::rename(
+        task_path(&dir, "done", &unmoved[0]),
+        task_path(&dir, "active", &unmoved[0]),
+    )
+    .unwrap();
+    assert_eq!(common::unmoved(&dir).len(), 1);
+    // A dead writer's temp file: whose writer is gone takes its lock to
+    // judge, and the dry run says the temp files there are.
+    let temp = dir.join("tmp").join(format!("{}.999999.1.tmp", unmoved[0]));
+    fs::write(&temp, b"{\"format\":1,\"task\":{").unwrap();
+    chmod(&temp, 0o600);
+    let before = snapshot(&dir);
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(
+        stderr(&out).contains(
+            "dry run: 0 expired task(s) would be deleted; 3 leftover(s) of crashed writers \
+             would be cleaned (2 stale expiring/ entries, 1 interrupted move), and those of \
+             the 1 temp file(s) in tmp/ whose writer is gone; nothing was changed"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_unchanged(&before, &snapshot(&dir), "the dry run");
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stderr(&out)
+            .contains("deleted 0 expired task(s); cleaned 4 leftover(s) of crashed writers"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(common::unmoved(&dir), Vec::<String>::new());
+    assert_eq!(common::files_in(&dir, "tmp"), Vec::<String>::new());
+    let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
+    assert!(
+        stderr(&out).contains("0 leftover(s) of crashed writers would be cleaned"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A dry run changes nothing even where opening a handle would: a crashed
 /// writer's temp file stays (a handle's open removes it), and so does an
 /// unreadable task file (a listing sets it aside); the dry run reports it.

@@ -707,12 +707,19 @@ fn preview(target: &Target, claim_grace: Option<Duration>) -> Result<maintain::P
         Target::File(dir) => {
             let census = census(dir, Older::DryRun, &mut |_, _| {})?;
             let unreadable = unread(&census);
-            Ok(judge(
-                census.tasks,
-                OffsetDateTime::now_utc(),
-                grace,
-                unreadable,
-            ))
+            let now = OffsetDateTime::now_utc();
+            let leftovers = maintain::Leftovers {
+                stale_entries: census
+                    .stale_entries
+                    .iter()
+                    .filter(|entry| entry.is_due_at(now))
+                    .count(),
+                interrupted_moves: census.interrupted_moves.len(),
+                temp_files: census.usage.temp_files,
+            };
+            let mut preview = judge(census.tasks, now, grace, unreadable);
+            preview.leftovers = Some(leftovers);
+            Ok(preview)
         }
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {
@@ -795,6 +802,7 @@ fn judge(
         orphans,
         unreadable,
         verify_says_why: true,
+        leftovers: None,
     }
 }
 

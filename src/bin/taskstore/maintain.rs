@@ -18,8 +18,11 @@ pub struct SweepArgs {
     /// Lists the expired tasks a sweep would delete, and changes nothing
     /// (but makes the store's lock file, locks/handles.lock, if it is
     /// missing: it holds that lock shared, as the service's processes do).
-    /// Leftovers of crashed writers (temp files, stale expiring/ entries)
-    /// stay for the sweep, which cleans and counts them.
+    /// Leftovers of crashed writers (temp files, stale expiring/ entries,
+    /// interrupted moves) stay for the sweep, which cleans and counts them;
+    /// the dry run counts the stale entries and moves it would clean, and
+    /// the temp files there are (whether a temp file's writer is gone is
+    /// not judged: that takes its lock).
     #[arg(long)]
     pub dry_run: bool,
     /// One JSON object per task: {"taskId", "status", "expiredAt",
@@ -91,6 +94,23 @@ pub struct Preview {
     /// Whether `taskstore verify` can say why an entry did not read (a file
     /// store's).
     pub verify_says_why: bool,
+    /// The leftovers of crashed writers a sweep would clean, by the
+    /// census's rules (a file store's; a temp file's writer is not judged,
+    /// as that takes its lock).
+    pub leftovers: Option<Leftovers>,
+}
+
+/// The leftovers of crashed writers a sweep now would clean, and count in
+/// its "cleaned" (`Swept::cleaned`).
+pub struct Leftovers {
+    /// Stale `expiring/` entries due now (`Census::stale_entries`).
+    pub stale_entries: usize,
+    /// Terminal moves interrupted between their halves
+    /// (`Census::interrupted_moves`).
+    pub interrupted_moves: usize,
+    /// Files in `tmp/` (`Usage::temp_files`): a sweep removes and counts
+    /// those whose writer is gone, which is not judged here.
+    pub temp_files: usize,
 }
 
 /// An entry a dry run could not read: where, and what the real run does
@@ -209,8 +229,30 @@ pub fn sweep_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure>
             )
         }));
     }
+    let leftovers = preview.leftovers.as_ref().map_or(String::new(), |l| {
+        format!(
+            "; {} leftover(s) of crashed writers would be cleaned ({} stale expiring/ {}, {} \
+             interrupted move{})",
+            l.stale_entries + l.interrupted_moves,
+            l.stale_entries,
+            if l.stale_entries == 1 {
+                "entry"
+            } else {
+                "entries"
+            },
+            l.interrupted_moves,
+            if l.interrupted_moves == 1 { "" } else { "s" },
+        ) + &if l.temp_files > 0 {
+            format!(
+                ", and those of the {} temp file(s) in tmp/ whose writer is gone",
+                l.temp_files
+            )
+        } else {
+            String::new()
+        }
+    });
     text::err(format!(
-        "dry run: {} expired task(s) would be deleted; nothing was changed",
+        "dry run: {} expired task(s) would be deleted{leftovers}; nothing was changed",
         preview.expired.len()
     ));
     Ok(ExitCode::SUCCESS)

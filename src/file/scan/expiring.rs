@@ -385,7 +385,7 @@ impl DueEntries {
             .into_iter()
             .filter_map(|name| {
                 let (position, expires) = layout::expiring_entry(&name)?;
-                expires.is_some_and(|x| x <= at).then_some((position, name))
+                layout::is_due(expires, at).then_some((position, name))
             })
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
