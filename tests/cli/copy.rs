@@ -278,6 +278,76 @@ fn copy_says_when_the_destination_schema_holds_no_store() {
     assert_eq!(stdout(&out), "");
 }
 
+/// An error of the source's as a whole (it is no store, its server cannot
+/// be reached or has no store in the schema) says it is the source's,
+/// naming its flag, as the destination's say theirs; the destination is
+/// left as it was. (Each named a path or a server alone.)
+#[test]
+fn copy_says_when_the_source_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let to = tmp.path().join("to");
+    drop(open(&to));
+    let before = snapshot(&to);
+    let missing = tmp.path().join("missing");
+    let a_file = tmp.path().join("a-file");
+    fs::write(&a_file, "x").unwrap();
+    for (from, why) in [(&missing, "no store at"), (&a_file, "not a directory")] {
+        let out = run_expect(Some(from), &["copy", "--to-store", to.to_str().unwrap()], 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains("taskstore: error: source (--store): ")
+                && said.contains(from.to_str().unwrap())
+                && said.contains(why)
+                && !said.contains("destination"),
+            "{from:?}: {said}"
+        );
+        assert_eq!(stdout(&out), "", "{from:?}");
+    }
+    assert_unchanged(&before, &snapshot(&to), "the destination");
+    #[cfg(feature = "postgres")]
+    {
+        let nowhere = "host=/nonexistent user=app password=s3cret-pw";
+        let out = run_expect(
+            None,
+            &["--pg", nowhere, "copy", "--to-store", to.to_str().unwrap()],
+            1,
+        );
+        let said = stderr(&out);
+        assert!(
+            said.contains("taskstore: error: source (--pg): postgres backend failed to connect")
+                && said.contains("host /nonexistent")
+                && !said.contains("s3cret-pw")
+                && !said.contains("destination"),
+            "{said}"
+        );
+        if let Some(cluster) = pg_cluster::shared() {
+            let schema = pg_cluster::fresh_schema("copy_from_none");
+            let conninfo = cluster.conninfo();
+            let out = run_expect(
+                None,
+                &[
+                    "--pg",
+                    &conninfo,
+                    "--pg-schema",
+                    &schema,
+                    "copy",
+                    "--to-store",
+                    to.to_str().unwrap(),
+                ],
+                1,
+            );
+            let said = stderr(&out);
+            assert!(
+                said.contains(&format!(
+                    "taskstore: error: source (--pg): no store in postgres schema {schema} at host "
+                )),
+                "{said}"
+            );
+        }
+    }
+    assert_unchanged(&before, &snapshot(&to), "the destination");
+}
+
 /// `copy` from a file store into PostgreSQL, and from there into a new
 /// file store: every live task exactly, in both; each run again copies
 /// nothing; a reap of PostgreSQL fails the orphans a reap of the source

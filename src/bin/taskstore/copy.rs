@@ -92,7 +92,12 @@ impl CopyArgs {
 
 pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     let destination = args.destination();
-    let theirs = the_destinations(&destination);
+    let ours = said_as(Side::Source, source);
+    let theirs = said_as(Side::Destination, &destination);
+    // The source must be a store, as for every command.
+    if let Target::File(dir) = source {
+        crate::is_store(dir).map_err(&ours)?;
+    }
     match &destination {
         // A mistyped path is an error, never a new store, unless asked for.
         Target::File(dir) if !(args.create && std::fs::symlink_metadata(dir).is_err()) => {
@@ -102,7 +107,7 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
     }
     let mut reading = Opening::new(Heard::unreadable());
     reading.older = crate::Older::given(upgrade);
-    let from = reading.open(source)?;
+    let from = reading.open(source).map_err(&ours)?;
     let mut writing = Opening::new(Heard::unreadable());
     writing.older = crate::Older::given(upgrade);
     writing.create = args.create;
@@ -113,21 +118,34 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
     writing.schema_flag = "'--to-pg-schema <SCHEMA>'";
     writing.conninfo_flag = "'--to-pg <CONNINFO>'";
     let to = writing.open(&destination).map_err(&theirs)?;
-    let copied = copy(&from, &to)?;
+    // A copy fails as a whole only when a scan of the source does.
+    let copied = copy(&from, &to).map_err(|e| ours(e.into()))?;
     Ok(report(&copied, args.json))
 }
 
-/// An error of `destination`'s (opening it, or finding it no store), said
-/// as the destination's, with its flag: otherwise it names a path or a
-/// server as the source's errors do. (A task the destination refused is
-/// said as "not copied", with the task.)
-fn the_destinations(destination: &Target) -> impl Fn(Failure) -> Failure {
-    let flag = match destination {
-        Target::File(_) => "--to-store",
+/// The two stores of a copy.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// An error of one store of the copy as a whole (opening it, finding it no
+/// store; reading the source), said as that store's, with the flag that
+/// names it ("source (--store): …", "destination (--to-pg): …"):
+/// otherwise each names a path or a server alone, and which side failed is
+/// left to guess. (A task the destination refused is said as "not
+/// copied", with the task.)
+fn said_as(side: Side, target: &Target) -> impl Fn(Failure) -> Failure {
+    let (side, flag) = match (side, target) {
+        (Side::Source, Target::File(_)) => ("source", "--store"),
+        (Side::Destination, Target::File(_)) => ("destination", "--to-store"),
         #[cfg(feature = "postgres")]
-        Target::Pg { .. } => "--to-pg",
+        (Side::Source, Target::Pg { .. }) => ("source", "--pg"),
+        #[cfg(feature = "postgres")]
+        (Side::Destination, Target::Pg { .. }) => ("destination", "--to-pg"),
     };
-    move |e| format!("destination ({flag}): {e}").into()
+    move |e| format!("{side} ({flag}): {e}").into()
 }
 
 /// [`Store::copy_from`](taskstore::Store::copy_from) between two stores,

@@ -169,7 +169,9 @@ enum Command {
     /// "done" or "failed", and "error"}) and the counts on stderr.
     /// Exits 1 if any task differed, was not copied, could not be read or
     /// changed. An error of the destination's (no store there, one that
-    /// cannot be made or reached) says so: "destination (--to-store): …".
+    /// cannot be made or reached) says so: "destination (--to-store): …";
+    /// one of the source's (no store there, one that cannot be reached or
+    /// read) too: "source (--store): …".
     Copy(copy::CopyArgs),
 }
 
@@ -287,14 +289,15 @@ fn command() -> clap::Command {
 fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     // Every command, whatever reads the store (a handle, a check, a census),
     // refuses what is not one alike: a symlink by name, not as "not a
-    // directory".
-    match target {
-        Target::File(dir) => is_store(dir)?,
+    // directory". (`copy` says its refusal as the source's.)
+    match (target, command) {
+        (_, Command::Copy(args)) => return copy::run(args, target, upgrade),
+        (Target::File(dir), _) => is_store(dir)?,
         #[cfg(feature = "postgres")]
-        Target::Pg { .. } => {}
+        (Target::Pg { .. }, _) => {}
     }
     match command {
-        Command::Copy(args) => copy::run(args, target, upgrade),
+        Command::Copy(_) => unreachable!("handled above"),
         Command::Verify(args) => check::verify(args, file_only(target, "verify")?),
         Command::Repair(args) => check::repair(args, file_only(target, "repair")?),
         Command::Stats(args) => stats::run(args, target, upgrade),
