@@ -121,7 +121,7 @@ CREATE INDEX tasks_owner_order ON {s}.tasks (owner_key, created_at_ns, id)
 /// refuses a newer one. Opens that find the schema current take no lock and
 /// run no DDL; the others serialize on an advisory lock, in one transaction
 /// each. `server` says where (`Pool::server`), for the errors that find
-/// no store there, or one of another version.
+/// no store there, one of another version, or another tool's tables.
 pub(crate) fn prepare(
     client: &mut postgres::Client,
     schema: &str,
@@ -131,7 +131,7 @@ pub(crate) fn prepare(
 ) -> Result<()> {
     let op = |what: &str| format!("{what} schema {schema}");
     let db = |what: &'static str| move |e| failed(op(what), e);
-    match read_version(client, schema)? {
+    match read_version(client, schema, server)? {
         Some(SCHEMA_VERSION) => return Ok(()),
         Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, server, found)),
         Some(found) if !upgrade => return Err(older(schema, server, found)),
@@ -167,7 +167,7 @@ pub(crate) fn prepare(
          );"
     ))
     .map_err(db("create"))?;
-    let found = read_version(&mut tx, schema)?.unwrap_or(0);
+    let found = read_version(&mut tx, schema, server)?.unwrap_or(0);
     if found > SCHEMA_VERSION {
         return Err(newer(schema, server, found));
     }
@@ -186,7 +186,7 @@ pub(crate) fn prepare(
             .map(|row| row.get(0))
             .collect();
         if let Some(table) = theirs.first() {
-            return Err(foreign(schema, table));
+            return Err(foreign(schema, server, table));
         }
     }
     let steps = migrations(schema);
@@ -214,8 +214,13 @@ pub(crate) fn prepare(
 const TABLES: [&str; 2] = ["tasks", "counters"];
 
 /// The schema's version, `None` if it has none yet. A `schema_version`
-/// table of another shape is another tool's: refused, naming it.
-fn read_version(client: &mut impl GenericClient, schema: &str) -> Result<Option<i32>> {
+/// table of another shape is another tool's: refused, naming it and where
+/// it was found (`server`).
+fn read_version(
+    client: &mut impl GenericClient,
+    schema: &str,
+    server: &str,
+) -> Result<Option<i32>> {
     let db = |e| failed(format!("read the version of schema {schema}"), e);
     let table = format!("{}.schema_version", ident(schema));
     // Its columns and their types, in order (none: no such table).
@@ -241,7 +246,7 @@ fn read_version(client: &mut impl GenericClient, schema: &str) -> Result<Option<
             .zip(ours)
             .any(|((name, kind), (n, k))| name != n || kind != k)
     {
-        return Err(foreign(schema, "schema_version"));
+        return Err(foreign(schema, server, "schema_version"));
     }
     let row = client
         .query_opt(&format!("SELECT version FROM {table}"), &[])
@@ -249,10 +254,10 @@ fn read_version(client: &mut impl GenericClient, schema: &str) -> Result<Option<
     Ok(row.map(|r| r.get(0)))
 }
 
-/// A schema holding `table`, which is not the store's.
-fn foreign(schema: &str, table: &str) -> Error {
+/// A schema holding `table`, which is not the store's, found at `server`.
+fn foreign(schema: &str, server: &str, table: &str) -> Error {
     Error::InvalidStore {
-        path: PathBuf::from(format!("postgres schema {schema}")),
+        path: PathBuf::from(located(schema, server)),
         reason: format!(
             "its table {table} is not taskstore's (another tool made it): give the store a \
              schema of its own (`PgStoreBuilder::schema`); nothing was changed"
@@ -260,9 +265,10 @@ fn foreign(schema: &str, table: &str) -> Error {
     }
 }
 
-/// Where a schema was looked for (no store there, or one of another
-/// version): the schema, and the server and database (`Pool::server`,
-/// never the password). One wording for every such error.
+/// Where a schema was looked for (no store there, one of another version,
+/// or another tool's tables): the schema, and the server and database
+/// (`Pool::server`, never the password). One wording for every such
+/// error.
 fn located(schema: &str, server: &str) -> String {
     format!("postgres schema {schema} at {server}")
 }

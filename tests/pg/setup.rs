@@ -126,8 +126,10 @@ fn opening_creates_the_schema_once_and_refuses_a_newer_one() {
 /// A schema that holds another tool's tables under the store's names (an
 /// application's own `schema_version`, as Flyway kept one, or a `tasks`
 /// table) is refused with an error naming the schema and the table, and
-/// nothing in it is changed. (The open panicked on the foreign
-/// `schema_version`'s text `version` column.)
+/// where it was found (the server and database, never the password), as
+/// a schema that holds no store, or one of another version, is; nothing
+/// in it is changed. (The open panicked on the foreign `schema_version`'s
+/// text `version` column; then the error named the schema alone.)
 #[test]
 fn a_schema_holding_another_tools_tables_is_refused_by_name() {
     let Some(cluster) = cluster() else { return };
@@ -152,14 +154,18 @@ fn a_schema_holding_another_tools_tables_is_refused_by_name() {
         ))
         .unwrap();
     for (schema, table) in [(&flyway, "schema_version"), (&tasks, "tasks")] {
+        let with_password = format!("{} password=s3cret-pw", cluster.conninfo());
         let opened =
-            std::panic::catch_unwind(|| PgStore::builder(cluster.conninfo()).schema(schema).open());
+            std::panic::catch_unwind(|| PgStore::builder(&with_password).schema(schema).open());
         match opened {
             Ok(Err(e @ Error::InvalidStore { .. })) => {
                 let said = e.to_string();
                 assert!(
-                    said.contains(schema.as_str()) && said.contains(table),
-                    "names the schema and the table: {said}"
+                    said.contains(&format!("postgres schema {schema} at host "))
+                        && said.contains("port 5432 database postgres user postgres")
+                        && said.contains(table)
+                        && !said.contains("s3cret-pw"),
+                    "names the schema, where it was found and the table: {said}"
                 );
             }
             Ok(other) => panic!("schema {schema}: expected InvalidStore, got {other:?}"),
