@@ -22,6 +22,57 @@ fn a_cancel_that_fails_names_its_task() {
     );
 }
 
+/// A command that fails on a lock file says what it was doing, beside the
+/// lock file and why, as a cancel names its task: the store's error names
+/// the file alone ("unable to open lock file …/handles.lock: Is a
+/// directory"), and which command's work failed was left to guess.
+#[test]
+fn a_command_that_fails_on_a_lock_file_says_what_it_was_doing() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    let id = first(&tasks, TaskStatus::Working).id;
+    let lock = dir.join("locks").join("handles.lock");
+    let _ = fs::remove_file(&lock);
+    fs::create_dir(&lock).unwrap();
+    for (args, doing) in [
+        (&["list"][..], "list tasks".to_owned()),
+        (&["show", id.as_str()], format!("show task {id}")),
+        (&["stats"], "count the store's tasks".to_owned()),
+        (&["sweep"], "sweep".to_owned()),
+        (
+            &["sweep", "--dry-run"],
+            "judge what a sweep would do".to_owned(),
+        ),
+        (&["reap"], "reap".to_owned()),
+        (
+            &["reap", "--dry-run"],
+            "judge what a reap would do".to_owned(),
+        ),
+        (&["verify"], "verify the store".to_owned()),
+        (&["repair", "--apply"], "repair the store".to_owned()),
+    ] {
+        let out = run_expect(Some(&dir), args, 1);
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!(
+                "taskstore: error: could not {doing}: unable to open lock file {}",
+                lock.display()
+            )),
+            "{args:?}: {said}"
+        );
+    }
+    // A cancel names its task once, as before.
+    let out = run_expect(Some(&dir), &["cancel", id.as_str()], 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "taskstore: error: could not cancel task {id}: unable to open lock file {}",
+            lock.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A cancel of an id the store does not hold names the task once: the
 /// store's error names it already. (It said "could not cancel task X:
 /// task X not found (missing or expired)".) A `show` of it says the

@@ -40,7 +40,8 @@ use time::OffsetDateTime;
 /// or one document (show, stats, cancel); with --json, as JSON. The rest
 /// goes to stderr: a pass's or a check's summary (its counts), the next
 /// cursor (with list --next-cursor, on stdout too), progress, notes (a
-/// wait) and errors, which name the path or task.
+/// wait) and errors, which name the path or task, and what the command
+/// was doing.
 ///
 /// Exit status: 0 success; 1 a failure, problems found (verify: leftovers
 /// of crashed writers alone, which the next open removes, and moves they
@@ -287,6 +288,40 @@ fn command() -> clap::Command {
 }
 
 fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
+    perform(command, target, upgrade).map_err(|e| doing(command, e))
+}
+
+/// A failure of `command` said with what the command was doing, where the
+/// store's error says only what failed on which file (an `Error::Io`: a
+/// lock file that would not open, a directory that would not read), as a
+/// cancel names its task. Other errors say what they are about already
+/// (the task, the store, the server), or were said by the command (a
+/// cancel's, a copy's).
+fn doing(command: &Command, e: Failure) -> Failure {
+    if !matches!(
+        e.downcast_ref::<taskstore::Error>(),
+        Some(taskstore::Error::Io { .. })
+    ) {
+        return e;
+    }
+    let what = match command {
+        Command::List(_) => "list tasks".to_owned(),
+        Command::Show(args) => format!("show task {}", args.id),
+        Command::Stats(_) => "count the store's tasks".to_owned(),
+        Command::Verify(_) => "verify the store".to_owned(),
+        Command::Repair(_) => "repair the store".to_owned(),
+        Command::Sweep(args) if args.dry_run => "judge what a sweep would do".to_owned(),
+        Command::Sweep(_) => "sweep".to_owned(),
+        Command::Reap(args) if args.dry_run => "judge what a reap would do".to_owned(),
+        Command::Reap(_) => "reap".to_owned(),
+        Command::Cancel(args) => format!("cancel task {}", args.id),
+        Command::Copy(_) | Command::Tail(_) => return e,
+    };
+    format!("could not {what}: {e}").into()
+}
+
+/// `command` on `target` ([`run`]).
+fn perform(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Failure> {
     // Every command, whatever reads the store (a handle, a check, a census),
     // refuses what is not one alike: a symlink by name, not as "not a
     // directory". (`copy` says its refusal as the source's.)

@@ -65,7 +65,7 @@ impl ListArgs {
 pub struct ShowArgs {
     /// The task's id.
     #[arg(value_parser = parse_id)]
-    id: TaskId,
+    pub id: TaskId,
     /// The task's JSON on one line (as `list --json` prints each), instead
     /// of indented over several.
     #[arg(long)]
@@ -76,7 +76,7 @@ pub struct ShowArgs {
 pub struct CancelArgs {
     /// The task's id.
     #[arg(value_parser = parse_id)]
-    id: TaskId,
+    pub id: TaskId,
     /// The status message the cancelled task gets.
     #[arg(long)]
     message: Option<String>,
