@@ -177,3 +177,69 @@ fn a_create_over_an_unreadable_file_leaves_nothing_to_undo() {
     let undo = logged.warnings_of("failed create");
     assert!(undo.is_empty(), "{undo:?}");
 }
+
+/// A copy whose second half of storing a finished task in a file store
+/// fails with an I/O error (the link into `done/` refused, `EIO`; with a
+/// TTL and without) reports the task copied: it is stored, durably, and
+/// final for every reader, in `active/`, as a copy killed between the
+/// halves leaves it, and reads back as the source holds it. A copy run
+/// again counts it as there; the next sweep finishes the move. (It was
+/// reported missed, with the link's error, though stored: the command
+/// said "not copied" and exited 1, and its run again said it was there.)
+#[test]
+fn a_copy_whose_move_into_done_fails_reports_the_task_it_stored() {
+    let dir = tempdir();
+    let source = FileStore::open(dir.path().join("from")).unwrap();
+    let plain = source.create(NewTask::new()).unwrap().id;
+    assert!(source.complete(&plain, json!(1)).unwrap().is_applied());
+    let with_ttl = source
+        .create(NewTask::new().ttl(Duration::from_secs(86_400)))
+        .unwrap()
+        .id;
+    assert!(source.fail(&with_ttl, json!("no")).unwrap().is_applied());
+    let running = source.create(NewTask::new()).unwrap().id;
+    let root = dir.path().join("to");
+    let faults = FaultInjector::new();
+    let to = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let finished = [&plain, &with_ttl];
+    for id in finished {
+        faults.fail_at(
+            FsOp::Link,
+            root.join("done").join(format!("{id}.json")),
+            Fault::Eio,
+        );
+    }
+    let copied = to.copy_from(&source).unwrap();
+    assert_eq!(faults.fired().len(), 2, "{:?}", faults.fired());
+    assert!(copied.missed.is_empty(), "{copied:?}");
+    assert!(copied.is_complete(), "{copied:?}");
+    let mut all = vec![plain.clone(), with_ttl.clone(), running.clone()];
+    all.sort();
+    let mut said = copied.copied.clone();
+    said.sort();
+    assert_eq!(said, all);
+    let mut unmoved = common::unmoved(&root);
+    unmoved.sort();
+    let mut expected: Vec<String> = finished.iter().map(|id| format!("{id}.json")).collect();
+    expected.sort();
+    assert_eq!(unmoved, expected, "in active/, their moves unfinished");
+    faults.disarm();
+    let reopened = FileStore::open(&root).unwrap();
+    for id in &all {
+        assert_eq!(reopened.get(id).unwrap(), source.get(id).unwrap(), "{id}");
+    }
+    let again = to.copy_from(&source).unwrap();
+    assert!(
+        again.copied.is_empty() && again.already_there == 3,
+        "{again:?}"
+    );
+    let swept = reopened.sweep().unwrap();
+    assert_eq!((swept.deleted, swept.cleaned), (0, 2), "{swept:?}");
+    assert!(common::unmoved(&root).is_empty());
+    for id in &all {
+        assert_eq!(reopened.get(id).unwrap(), source.get(id).unwrap(), "{id}");
+    }
+}

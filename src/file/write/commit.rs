@@ -454,12 +454,23 @@ impl FileBackend {
     /// file written straight into `done/` would have none: found by no
     /// sweep, and a problem for `verify`:
     /// `tests::a_finished_task_inserted_gets_its_expiring_entry`).
+    ///
+    /// Once the first half is durable the task is stored, final for every
+    /// reader (the read rule), and a move that then fails (a link or an
+    /// fsync refused) leaves it as a crash between the halves does, never
+    /// in neither area ([`settle`](Self::settle)): the write is done, and
+    /// the move left for the next sweep, open or write of the task to
+    /// finish (logged at warn), as `replace_batch` reports a move whose
+    /// stripe it could not take again
+    /// (`faults::a_copy_whose_move_into_done_fails_reports_the_task_it_stored`).
     pub(in crate::file) fn write_new(&self, record: &Record) -> Result<()> {
         self.write(Area::Active, record)?;
-        match Area::of(record.task()) {
-            Area::Done => self.move_to_done(record.task()),
-            Area::Active => Ok(()),
+        if Area::of(record.task()) == Area::Done
+            && let Err(e) = self.move_to_done(record.task())
+        {
+            tracing::warn!(task = %record.task().id, error = %e, "stored a finished task in active/; its move into done/ failed and is left for the next sweep");
         }
+        Ok(())
     }
 
     /// Finishes the terminal move of `task`, whose file is still in
