@@ -42,6 +42,25 @@ fn a_feed_waits_for_ever_when_told_to() {
     assert_eq!(got, taskstore::Changes::Tasks(vec![task.id]));
 }
 
+/// Waits until `feed`, new, listens: its first wait cannot know what was
+/// written before it did (`Missed`), nor can a wait while its connect is
+/// still under way; a wait that names tasks (none) comes from a listening
+/// connection. (Writes made before its `LISTEN` are never named: a loaded
+/// machine's connect outlasted the first wait, and a test waited for
+/// notices that were never sent.)
+fn listening(feed: &mut taskstore::ChangeFeed) {
+    assert_eq!(
+        feed.wait(Duration::from_millis(10)),
+        taskstore::Changes::Missed
+    );
+    wait_until("the feed to listen", || {
+        matches!(
+            feed.wait(Duration::from_millis(100)),
+            taskstore::Changes::Tasks(_)
+        )
+    });
+}
+
 #[test]
 fn the_change_feed_names_every_task_another_handle_writes() {
     let Some(cluster) = cluster() else { return };
@@ -50,10 +69,7 @@ fn the_change_feed_names_every_task_another_handle_writes() {
     let mut feed = a.changes().expect("a PgStore has a change feed");
     // The first wait connects and listens, and cannot know what was written
     // before it did.
-    assert_eq!(
-        feed.wait(Duration::from_millis(10)),
-        taskstore::Changes::Missed
-    );
+    listening(&mut feed);
     let one = b.create(NewTask::new()).unwrap();
     let two = b.create(NewTask::new()).unwrap();
     assert!(b.complete(&one.id, json!(1)).unwrap().is_applied());
@@ -115,10 +131,7 @@ fn a_handle_without_change_notices_notifies_nothing() {
     let loud = open(cluster, &schema, "loud");
     assert!(quiet.changes().is_none(), "it would not see its own writes");
     let mut feed = loud.changes().expect("a PgStore has a change feed");
-    assert_eq!(
-        feed.wait(Duration::from_millis(10)),
-        taskstore::Changes::Missed
-    );
+    listening(&mut feed);
     let kept = quiet.create(NewTask::new()).unwrap();
     let update = TaskUpdate::new().status_message("on it");
     assert!(quiet.update(&kept.id, update).unwrap().is_applied());

@@ -243,13 +243,17 @@ async fn a_missed_notice_reads_every_run_in_one_call() {
     let m = DurableTaskManager::with_options(Arc::clone(&store), options);
     let mut ids = Vec::new();
     let mut stopped = Vec::new();
+    let mut started = Vec::new();
     for _ in 0..3 {
         let flag = Arc::new(AtomicBool::new(false));
         let on_drop = Arc::clone(&flag);
+        let begun = Arc::new(AtomicBool::new(false));
+        let on_start = Arc::clone(&begun);
         let seed = m
             .spawn(TaskOptions::new(), |_ctx| {
                 Box::pin(async move {
                     let _stopped = OnDrop(on_drop);
+                    on_start.store(true, Ordering::SeqCst);
                     std::future::pending::<()>().await;
                     Ok(text("never"))
                 })
@@ -258,7 +262,18 @@ async fn a_missed_notice_reads_every_run_in_one_call() {
             .unwrap();
         ids.push(TaskId::parse(&seed.task_id).unwrap());
         stopped.push(flag);
+        started.push(begun);
     }
+    // Every run here before the notices are lost (a spawn answers before
+    // its operation starts: a run that started after the lost notices
+    // were read for was read again on its own).
+    eventually(|| async {
+        started
+            .iter()
+            .all(|s| s.load(Ordering::SeqCst))
+            .then_some(())
+    })
+    .await;
     // Another instance deletes the three; their notices are lost.
     tell.state().losing = true;
     for id in &ids {

@@ -114,6 +114,20 @@ pub(super) async fn settled<S: TaskStore>(
     .await
 }
 
+/// [`settled`], then polls until `m` runs task `id` no more (its run
+/// forgotten: moments after its outcome is stored). A request for it then
+/// reads the store, where before one naming the run could be answered from
+/// the run (an update by another principal is, unread).
+pub(super) async fn settled_and_forgotten<S: TaskStore>(
+    m: &DurableTaskManager<S>,
+    id: &str,
+) -> rmcp::model::DetailedTask {
+    let task = settled(m, id).await;
+    let parsed = crate::TaskId::parse(id).unwrap();
+    eventually(|| async { m.shared().run_of(&parsed).is_none().then_some(()) }).await;
+    task
+}
+
 pub(super) fn elicitation(message: &str) -> InputRequest {
     serde_json::from_value(json!({
         "method": "elicitation/create",

@@ -7,7 +7,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
 use serde_json::json;
 
-use super::{elicitation, eventually, fast, settled, text};
+use super::{elicitation, eventually, fast, settled, settled_and_forgotten, text};
 use crate::mcp::*;
 use crate::{FileStore, TaskId, TaskStore};
 
@@ -326,7 +326,7 @@ async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
         .await
         .unwrap()
         .task_id;
-    settled(&alice, &id).await;
+    settled_and_forgotten(&alice, &id).await;
     let file = dir.path().join("done").join(format!("{id}.json"));
     assert!(file.is_file(), "{}", file.display());
     std::fs::write(&file, b"{\"format\": 1, \"task\": ").unwrap();
@@ -375,7 +375,7 @@ async fn a_task_whose_own_file_fails_to_read_is_answered_as_an_unknown_task() {
         .await
         .unwrap()
         .task_id;
-    settled(&alice, &id).await;
+    settled_and_forgotten(&alice, &id).await;
     // Its terminal move done: its one file is in done/ (a terminal copy
     // still in active/ would be read first).
     let file = dir.path().join("done").join(format!("{id}.json"));
