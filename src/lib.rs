@@ -45,7 +45,7 @@ pub use crate::file::{
     ProblemKind, Repair, RepairAction, RepairOutcome, Repairs, Report, Severity, StaleEntry, Usage,
 };
 #[cfg(feature = "fault-injection")]
-pub use crate::file::{Fault, FaultInjector, FaultMode, FsEvent, FsOp, Pause, Recorder};
+pub use crate::file::{Count, Fault, FaultInjector, FaultMode, FsEvent, FsOp, Pause, Recorder};
 pub use crate::id::{InvalidId, MAX_ID_LEN, TaskId};
 pub use crate::lease::DEFAULT_LEASE;
 pub use crate::limits::{

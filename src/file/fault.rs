@@ -1,5 +1,5 @@
 //! What tests plug into the file-system seam: a [`FaultInjector`] that fails
-//! the Nth call, and a [`Recorder`] that logs every call that changed the
+//! the Nth call (or holds one, or counts some: [`Count`]), and a [`Recorder`] that logs every call that changed the
 //! disk. Both exist only with the `fault-injection` feature; the event
 //! vocabulary exists always (the seam builds events only for a recorder).
 
@@ -8,6 +8,8 @@ use std::io;
 #[cfg(feature = "fault-injection")]
 use std::path::Path;
 use std::path::PathBuf;
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(feature = "fault-injection")]
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -132,6 +134,8 @@ struct State {
     targeted: Vec<(FsOp, PathBuf, Fault)>,
     /// Calls that wait, once each, until their [`Pause`] lets them on.
     paused: Vec<(FsOp, PathBuf, Arc<Gate>)>,
+    /// Calls counted, each into its [`Count`].
+    counted: Vec<(FsOp, PathBuf, Arc<AtomicU64>)>,
     fired: Vec<(FsOp, PathBuf)>,
 }
 
@@ -227,6 +231,23 @@ impl Drop for Pause {
     }
 }
 
+/// How many `op` calls on one path a store made through its seam since
+/// [`FaultInjector::count_at`] made this: what a test reads where what it
+/// checks leaves nothing on disk (how often a lock was tried, say).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug)]
+pub struct Count {
+    calls: Arc<AtomicU64>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Count {
+    /// The calls counted so far (made to fail or not).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(feature = "fault-injection")]
 impl FaultInjector {
     /// An injector that lets every call through until armed.
@@ -268,6 +289,17 @@ impl FaultInjector {
         Pause { gate }
     }
 
+    /// Counts every `op` call on `path` (named as for
+    /// [`fail_at`](Self::fail_at)) from now on, whatever is armed, into
+    /// the returned [`Count`]; [`disarm`](Self::disarm) does not stop it.
+    pub fn count_at(&self, op: FsOp, path: impl Into<PathBuf>) -> Count {
+        let calls = Arc::new(AtomicU64::new(0));
+        self.lock()
+            .counted
+            .push((op, path.into(), Arc::clone(&calls)));
+        Count { calls }
+    }
+
     /// Lets every call through again (a call held by a
     /// [`pause_at`](Self::pause_at) not yet made is not held either).
     pub fn disarm(&self) {
@@ -299,6 +331,9 @@ impl FaultInjector {
             s = self.lock();
         }
         s.calls += 1;
+        for (_, _, calls) in s.counted.iter().filter(|(o, p, _)| *o == op && p == path) {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(fault) = s.failing {
             s.fired.push((op, path.to_owned()));
             return Err(fault.error());

@@ -35,15 +35,38 @@ pub(crate) struct StripeLocks {
     one_pass: Option<Pass>,
 }
 
-/// A pass over many tasks (a batch of writes, a check): once one of its
-/// waits for a stripe ran out, it tries the other stripes held for
-/// [`STUCK_WAIT`] only, as stuck ones, so that a pass meeting many stripes
-/// a stopped process holds (one stopped under every stripe, in a sweep's
-/// chunk) waits the `stripe_wait` once, not once for each. Shared by the
-/// pass's workers.
+/// A pass over many tasks (a batch of writes, a check), which waits for
+/// the stripes it meets held the `stripe_wait` once in all, not once for
+/// each: its first wait for a held stripe starts its deadline, the
+/// `stripe_wait` later, and no wait of the pass lasts past it (a stripe
+/// held then is tried once, without waiting). A stripe marked stuck (a
+/// wait for it ran out, and no call took it since) is waited for
+/// [`STUCK_WAIT`] at most, and once one wait of the pass ran out (its
+/// deadline, or a stuck stripe's), not at all: tried once. So a pass
+/// meeting many stripes a stopped process holds (one stopped under every
+/// stripe, in a sweep's chunk) waits the `stripe_wait` once, or, once they
+/// are stuck, [`STUCK_WAIT`] once; a stripe a write holds for a moment is
+/// waited for until the deadline, however many waits of the pass ran out
+/// before. Shared by the pass's workers.
 #[derive(Debug, Default)]
 pub(crate) struct Pass {
+    /// When its waits end, from its first wait on (`None` inside: a
+    /// deadline past what an `Instant` holds).
+    deadline: std::sync::OnceLock<Option<Instant>>,
     gave_up: AtomicBool,
+}
+
+impl Pass {
+    /// What is left of the pass's waits, `wait` (the `stripe_wait`) from
+    /// its first: this call's, if none came before.
+    fn left(&self, wait: Duration) -> Duration {
+        let deadline = self
+            .deadline
+            .get_or_init(|| Instant::now().checked_add(wait));
+        deadline.map_or(wait, |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        })
+    }
 }
 
 /// How long a call waits for a stripe another handle or process holds, by
@@ -56,7 +79,8 @@ pub(crate) struct Pass {
 pub(crate) const STRIPE_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a call tries a stripe whose last wait ran out (see
-/// `Stripe::stuck`), polling, before it fails.
+/// `Stripe::stuck`), polling, before it fails (a call of a [`Pass`] one of
+/// whose waits ran out already: not at all).
 const STUCK_WAIT: Duration = Duration::from_millis(100);
 
 /// From which try on [`StripeLocks::lock_each`] waits for a stripe held
@@ -373,11 +397,29 @@ impl StripeLocks {
         self.lock_in(fs, stripe, None)
     }
 
-    /// [`lock`](Self::lock) for a task of `pass`: once a wait of the pass
-    /// ran out, for moments only.
+    /// [`lock`](Self::lock) for a task of `pass`: until the pass's
+    /// deadline at most, a stuck stripe once one of its waits ran out not
+    /// at all (see [`Pass`]).
     pub fn lock_in(&self, fs: &Fs, stripe: usize, pass: Option<&Pass>) -> Result<StripeGuard<'_>> {
         let guard = self.take(fs, stripe, None, pass.or(self.one_pass.as_ref()))?;
         Ok(guard.expect("a wait in full ends in the stripe or an error"))
+    }
+
+    /// How long a call may wait for `s`, all told, once it has to: with
+    /// `moment`, that; else the wait the locks were made with, or in a
+    /// `pass` what is left of its waits, and for a stripe marked stuck
+    /// [`STUCK_WAIT`] at most (none in a pass one of whose waits ran out).
+    fn allowance(&self, s: &Stripe, moment: Option<Duration>, pass: Option<&Pass>) -> Duration {
+        if let Some(moment) = moment {
+            return moment;
+        }
+        let stuck = s.stuck.load(Ordering::Acquire);
+        let wait = match pass {
+            Some(pass) if stuck && pass.gave_up.load(Ordering::Acquire) => Duration::ZERO,
+            Some(pass) => pass.left(self.wait),
+            None => self.wait,
+        };
+        if stuck { wait.min(STUCK_WAIT) } else { wait }
     }
 
     /// [`lock`](Self::lock), or with `moment` a wait of that long at most
@@ -392,41 +434,40 @@ impl StripeLocks {
     ) -> Result<Option<StripeGuard<'_>>> {
         let s = &self.stripes[stripe];
         let started = Instant::now();
-        let gave_up = || pass.is_some_and(|pass| pass.gave_up.load(Ordering::Acquire));
-        // Another thread of this handle holds it: a write (over in moments),
-        // or a wait for the file's lock, which may last its own whole wait.
-        // Waited for (woken as it is let go) for as long as this call may
-        // wait (a stripe that stays stuck, or in a pass that gave up a
-        // wait, a few moments), never longer: a thread of this handle holds
-        // up no call past its wait, as another process would not.
-        let in_process = match moment {
-            Some(moment) => moment,
-            None if s.stuck.load(Ordering::Acquire) || gave_up() => self.wait.min(STUCK_WAIT),
-            None => self.wait,
-        };
-        let Some(held) = s.enter(in_process) else {
-            if moment.is_some() {
-                return Ok(None);
-            }
+        // Asked once the call has to wait, and only then: a pass's first
+        // wait starts its deadline.
+        let allowed = std::cell::OnceCell::new();
+        let allowance = || *allowed.get_or_init(|| self.allowance(s, moment, pass));
+        let gave_up = || {
             if let Some(pass) = pass {
                 pass.gave_up.store(true, Ordering::Release);
             }
+        };
+        // Another thread of this handle holds it: a write (over in moments),
+        // or a wait for the file's lock, which may last its own whole wait.
+        // Waited for (woken as it is let go) for as long as this call may
+        // wait, never longer: a thread of this handle holds up no call
+        // past its wait, as another process would not.
+        let entered = s.enter(Duration::ZERO).or_else(|| {
+            let wait = allowance().saturating_sub(started.elapsed());
+            if wait.is_zero() { None } else { s.enter(wait) }
+        });
+        let Some(held) = entered else {
+            if moment.is_some() {
+                return Ok(None);
+            }
+            gave_up();
             return Err(held_too_long(
                 &s.path,
                 &format!(
-                    "another call of this handle held it, or waited for it, for over {in_process:?}"
+                    "another call of this handle held it, or waited for it, for over {:?}",
+                    allowance()
                 ),
             ));
         };
         // Let go again on every way out but a guard's, which lets it go
         // when dropped.
         let entered = Entered(Some(s));
-        // What is left of this call's wait for the file's lock.
-        let left = || {
-            moment
-                .unwrap_or(self.wait)
-                .saturating_sub(started.elapsed())
-        };
         let held = match held {
             Some(held) => held,
             None => self.opened(fs, s)?,
@@ -441,18 +482,21 @@ impl StripeLocks {
         if moment.is_some_and(|moment| stuck || moment.is_zero()) {
             return Ok(None);
         }
-        // `lately`: tried for moments, after a wait that ran out.
-        let timed_out = |lately: bool| {
+        let timed_out = || {
             s.stuck.store(true, Ordering::Release);
-            if let Some(pass) = pass {
-                pass.gave_up.store(true, Ordering::Release);
-            }
+            gave_up();
             held_too_long(
                 &s.path,
-                &if lately {
+                &if stuck {
                     format!(
                         "another handle or process held it, as it did through a wait of \
                          {:?} that ran out",
+                        self.wait
+                    )
+                } else if pass.is_some() {
+                    format!(
+                        "another handle or process held it until the pass it was locked \
+                         for had waited {:?}, the most a pass waits in all",
                         self.wait
                     )
                 } else {
@@ -460,11 +504,21 @@ impl StripeLocks {
                 },
             )
         };
-        if stuck || gave_up() {
+        // What is left of this call's wait for the file's lock: none once
+        // a wait spent on the in-process lock, or a pass's, used it up (no
+        // descriptor or thread is spent on a wait that cannot last).
+        let wait = allowance().saturating_sub(started.elapsed());
+        if wait.is_zero() {
+            return match moment {
+                Some(_) => Ok(None),
+                None => Err(timed_out()),
+            };
+        }
+        if stuck {
             // Tried for moments, leaving no thread behind: a stripe free
             // again is taken (and no longer stuck), one still held fails
             // (and is stuck).
-            let mut polling = Polling::new(left().min(STUCK_WAIT));
+            let mut polling = Polling::new(wait);
             while !polling.ran_out() {
                 polling.pause();
                 if fs.try_lock(file, &s.path).map_err(lock)? {
@@ -472,16 +526,7 @@ impl StripeLocks {
                     return Ok(Some(entered.guard(held, None)));
                 }
             }
-            return Err(timed_out(true));
-        }
-        // A wait spent on the in-process lock leaves none for the file's:
-        // no descriptor or thread is spent on a wait that cannot last.
-        let wait = left();
-        if wait.is_zero() {
-            return match moment {
-                Some(_) => Ok(None),
-                None => Err(timed_out(false)),
-            };
+            return Err(timed_out());
         }
         let own = fs
             .open_lock_file(&self.dir, &s.name)
@@ -506,7 +551,7 @@ impl StripeLocks {
             }
             Ok(Err(e)) => Err(lock(e)),
             Err(_) if moment.is_some() => Ok(None),
-            Err(_) => Err(timed_out(false)),
+            Err(_) => Err(timed_out()),
         }
     }
 

@@ -53,7 +53,7 @@ use crate::task::Task;
 
 pub use self::census::{Census, StaleEntry, Usage};
 #[cfg(feature = "fault-injection")]
-pub use self::fault::{Fault, FaultInjector, FaultMode, FsEvent, Pause, Recorder};
+pub use self::fault::{Count, Fault, FaultInjector, FaultMode, FsEvent, Pause, Recorder};
 #[cfg(feature = "fault-injection")]
 pub use self::fs::FsOp;
 pub use self::problem::{Problem, ProblemKind, Report, Severity};
@@ -258,7 +258,11 @@ impl StoreBuilder<FileOptions> {
     /// (`SIGSTOP`, a paused container) holds it until it goes on or is
     /// gone; a reap, claim, renewal or sweep then reports the tasks of that
     /// stripe missed and handles the rest, and once a wait for a stripe ran
-    /// out, calls try it for 100 ms only until one takes it again.
+    /// out, calls try it for 100 ms only until one takes it again. A pass
+    /// over many tasks (a batch, a reap's, a check) waits this long once,
+    /// all its waits told, from its first: a stripe held past that is
+    /// tried once, and so is one tried for 100 ms in vain, once a wait of
+    /// the pass ran out.
     pub fn stripe_wait(mut self, wait: Duration) -> Self {
         self.options.stripe_wait = wait;
         self

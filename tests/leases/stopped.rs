@@ -397,6 +397,119 @@ fn after_a_wait_ran_out_a_briefly_held_stripe_is_still_waited_for() {
     });
 }
 
+/// A pass one of whose waits ran out still waits for a stripe a write of
+/// another handle holds, until its `stripe_wait` is spent: a renewal of
+/// `a` (its stripe held by a stopped process, and stuck: an update's wait
+/// for it ran out before) and `b` (its stripe held by another handle,
+/// which lets it go 300 ms after the renewal waits for it, a sixteenth of
+/// the wait) tries `a` for moments only, then waits for `b` and renews it. (Once `a`'s try ran out, the
+/// pass tried `b` for 100 ms only, and reported it missed while its
+/// holder, a healthy write, still held it.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pass_that_gave_up_a_stuck_stripe_still_waits_for_a_briefly_held_one() {
+    let test = "stopped::a_pass_that_gave_up_a_stuck_stripe_still_waits_for_a_briefly_held_one";
+    common::hold_locks_if_the_holder();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));
+    let owner = FileStore::builder(&store)
+        .clock(Arc::new(clock.clone()))
+        .instance_id("owner")
+        .stripe_wait(Duration::from_secs(5))
+        .open()
+        .unwrap();
+    let (a, b) = (common::id_in_stripe("a", 7), common::id_in_stripe("b", 33));
+    for id in [&a, &b] {
+        owner.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    let held = common::stripe_lock(&store, a.as_str());
+    let _holder = common::stopped_holding(test, tmp.path(), &held);
+    // `a`'s stripe is stuck to the handle.
+    assert!(
+        owner
+            .update(&a, TaskUpdate::new().metadata("k", json!(1)))
+            .is_err()
+    );
+    let briefly = common::stripe_lock(&store, b.as_str());
+    let lock = common::open_lock_file(&briefly);
+    lock.lock().unwrap();
+    clock.advance(Duration::from_secs(1));
+    std::thread::scope(|s| {
+        let renewal = s.spawn(|| owner.renew_leases_of(&[a.clone(), b.clone()]));
+        common::wait_for_lock_waiter(&briefly, "the renewal to wait for b's stripe", || {
+            renewal.is_finished()
+        });
+        // A write's hold, past the moments a stuck stripe is tried for.
+        std::thread::sleep(Duration::from_millis(300));
+        lock.unlock().unwrap();
+        let results = renewal.join().unwrap();
+        assert!(
+            matches!(&results[0], Err(e) if e.to_string().contains(&held.display().to_string())),
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[1], Ok(t) if t.is_applied()),
+            "{results:?}"
+        );
+    });
+}
+
+/// A pass one of whose waits ran out tries each other stripe held once,
+/// without waiting: a renewal of 64 leases, one in each stripe, all held
+/// by a stopped process, tries each stripe twice (once before it waits for
+/// any, once after), the first of them waited for its whole `stripe_wait`
+/// in between; and a second renewal, all of them stuck by then, tries the
+/// first stuck one for moments (more than twice), each other twice. Counted
+/// at the file-system seam. (The pass tried each for 100 ms, polling: 6.4 s
+/// a pass after its one wait, for as long as the holder stays stopped.)
+#[cfg(all(target_os = "linux", feature = "fault-injection"))]
+#[test]
+fn a_pass_whose_wait_ran_out_tries_each_other_held_stripe_once() {
+    let test = "stopped::a_pass_whose_wait_ran_out_tries_each_other_held_stripe_once";
+    common::hold_locks_if_the_holder();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));
+    let faults = taskstore::FaultInjector::new();
+    let owner = FileStore::builder(&store)
+        .clock(Arc::new(clock.clone()))
+        .instance_id("owner")
+        .stripe_wait(Duration::from_secs(1))
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let ids: Vec<TaskId> = (0..64)
+        .map(|stripe| common::id_in_stripe("lease", stripe))
+        .collect();
+    for id in &ids {
+        owner.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    let locks: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| common::stripe_lock(&store, id.as_str()))
+        .collect();
+    let _holder = common::KilledOnDrop::new(common::stopped_holder(test, tmp.path(), &locks));
+    let mut before = vec![0; locks.len()];
+    let tries: Vec<_> = locks
+        .iter()
+        .map(|lock| faults.count_at(taskstore::FsOp::Lock, lock))
+        .collect();
+    for (pass, tried_for_moments) in [("first", 0), ("second", 1)] {
+        clock.advance(Duration::from_secs(1));
+        let renewed = owner.renew_leases_of(&ids);
+        assert!(renewed.iter().all(Result::is_err), "{pass}: {renewed:?}");
+        let now: Vec<u64> = tries.iter().map(taskstore::Count::calls).collect();
+        let this: Vec<u64> = now.iter().zip(&before).map(|(n, b)| n - b).collect();
+        before = now;
+        let polled = this.iter().filter(|&&n| n > 2).count();
+        assert!(
+            this.iter().all(|&n| n >= 2) && polled == tried_for_moments,
+            "{pass} pass: the tries of each stripe: {this:?}"
+        );
+    }
+}
+
 /// A `MemoryBackend` whose next batch of replaces, once armed, waits
 /// `by` on `clock` (it moves the clock on as it writes): a batch of fresh
 /// leases held up longer than a lease.

@@ -353,10 +353,11 @@ impl FileCheck {
     /// the batches left. If the wait runs out (a process stopped in the
     /// middle of a batch), the check judges what it sees and says so
     /// ([`Report::under_way`]). A task's lock another handle holds is
-    /// waited for as long at most (30 seconds, unless set so, as a
-    /// handle's `stripe_wait`): a wait that ran out is a problem of its
-    /// own, naming the lock, and for as long again the check tries the
-    /// locks others hold for moments only.
+    /// waited for as long at most, the check's waits for locks all told
+    /// (30 seconds, unless set so, as a handle's `stripe_wait`, from its
+    /// first such wait): a wait that ran out is a problem of its own,
+    /// naming the lock, and a lock still held after that is tried once,
+    /// without waiting.
     #[must_use]
     pub fn wait_for_batches(mut self, wait: Duration) -> FileCheck {
         self.batch_wait = wait;

@@ -62,8 +62,9 @@ impl FileBackend {
         // whose stripe no one holds, then those whose stripe another held,
         // waited for: a stripe held for long (by a process stopped while it
         // holds it) holds up no other task's write.
-        // Once one wait for a held stripe ran out, the others are tried
-        // for moments only: a pass waits its `stripe_wait` once.
+        // The waits end at the pass's deadline, its `stripe_wait` after the
+        // first began, and once one ran out a stripe that stays stuck is
+        // tried once: a pass waits its `stripe_wait` once (`lock::Pass`).
         let pass = lock::Pass::default();
         let stage = |(current, next): &(Task, Record), wait: bool| {
             let mut touched = self.touched();
