@@ -89,6 +89,13 @@ const STUCK_WAIT: Duration = Duration::from_millis(100);
 /// busy on many stripes cannot keep it from them for ever.
 const ALL_TRIES: usize = 3;
 
+/// How many tries [`StripeLocks::lock_each`] makes at most: a stripe it
+/// finds held at the last (held past [`HOLDING_WAIT`] again and again, as
+/// another process's passes over every stripe, back to back, hold it)
+/// fails the call, holding none, and its callers go stripe by stripe, or
+/// leave the work to the next pass.
+const MOST_TRIES: usize = 5;
+
 /// How long [`StripeLocks::lock_each`] waits for a stripe holding others:
 /// well past any write's hold of a stripe (a write and its fsyncs), well
 /// under the `stripe_wait` of a stripe a stopped process holds.
@@ -572,7 +579,14 @@ impl StripeLocks {
     /// none. From the [`ALL_TRIES`]th try on (the stripes busy with
     /// writes), each is waited for holding those before it, for
     /// [`HOLDING_WAIT`] at most: a write is over by then, and one held
-    /// longer is waited for holding none, as before.
+    /// longer is waited for holding none, as before. At the
+    /// [`MOST_TRIES`]th try, a stripe found held fails this, naming its
+    /// lock file, holding none: held past [`HOLDING_WAIT`] again and again,
+    /// it is another's long holds (another process's passes over every
+    /// stripe, back to back), which the callers go round (a removal batch
+    /// stripe by stripe; a sweep's chunks and its removal of stale
+    /// `expiring/` entries leave their work to the sweep's batches or its
+    /// next pass).
     pub fn lock_each(&self, fs: &Fs, stripes: &[usize]) -> Result<Vec<StripeGuard<'_>>> {
         let mut tries = 0;
         loop {
@@ -597,6 +611,20 @@ impl StripeLocks {
                 return Ok(guards);
             };
             drop(guards);
+            if tries == MOST_TRIES {
+                return Err(Error::io(
+                    "lock",
+                    &self.stripes[stripe].path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "another handle or process held it at each of {MOST_TRIES} tries to \
+                             take it after the stripes before it, from the third for over \
+                             {HOLDING_WAIT:?}"
+                        ),
+                    ),
+                ));
+            }
             drop(self.lock(fs, stripe)?);
         }
     }
@@ -829,5 +857,89 @@ impl Polling {
         let left = self.wait.saturating_sub(self.start.elapsed());
         std::thread::sleep(self.pause.min(left));
         self.pause = (self.pause * 2).min(Polling::LONGEST);
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+    use crate::file::fault::FaultInjector;
+    use crate::file::fs::FsOp;
+
+    /// [`StripeLocks::lock_each`] that meets one stripe held at every try
+    /// (taken by another open file description just before each try of it
+    /// with the stripes before it, as another process's passes over every
+    /// stripe, back to back, each longer than [`HOLDING_WAIT`], take it;
+    /// let go before each wait for it alone) gives up at its
+    /// [`MOST_TRIES`]th try, holding none, naming that stripe's lock file.
+    /// Each try of the stripe is held at the seam until the other holder
+    /// has taken or let it go. (It tried on for as long as it was held up:
+    /// here, the other let it go after 7 tries.)
+    #[test]
+    fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("locks")).unwrap();
+        let faults = FaultInjector::new();
+        let fs = Fs::with_faults(Some(faults.clone()));
+        let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
+        let locks = StripeLocks::new(dir, Duration::from_secs(30));
+        let held = 5;
+        let path = locks.stripes[held].path.clone();
+        let other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        // Past this, the other lets go for good.
+        let enough = MOST_TRIES + 2;
+        let (tries, taken) = std::thread::scope(|s| {
+            let mut pause = faults.pause_at(FsOp::Lock, &path);
+            let taking = s.spawn(|| locks.lock_all(&fs).map(|guards| guards.len()));
+            let mut tries = 0;
+            // Odd calls: a try of it with the stripes before it (the
+            // other takes it first); even: a wait for it alone (the other
+            // lets it go first).
+            for call in 1.. {
+                if !pause.wait_reached(|| !taking.is_finished()) {
+                    break;
+                }
+                let with_the_others = call % 2 == 1;
+                if with_the_others {
+                    tries += 1;
+                }
+                if with_the_others && tries <= enough {
+                    other.lock().unwrap();
+                } else {
+                    other.unlock().unwrap();
+                }
+                let next = faults.pause_at(FsOp::Lock, &path);
+                pause.resume();
+                pause = next;
+            }
+            other.unlock().unwrap();
+            faults.disarm();
+            (tries, taking.join().unwrap())
+        });
+        assert_eq!(tries, MOST_TRIES, "{taken:?}");
+        match taken {
+            Err(e) => {
+                assert!(ran_out(&e), "{e}");
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            }
+            Ok(n) => panic!("took all {n} stripes"),
+        }
+        // It holds none: every stripe is free.
+        for stripe in &locks.stripes {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&stripe.path)
+                .unwrap();
+            file.try_lock().unwrap();
+        }
     }
 }
