@@ -15,10 +15,38 @@
 #[path = "mcp_client/mod.rs"]
 mod mcp_client;
 
-use mcp_client::{Launch, Session, none_reach, result_text, store_dir, stored};
+use mcp_client::{Launch, Server, Session, none_reach, result_text, store_dir, stored};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{ErrorCode, TaskStatus};
 use serde_json::{Value, json};
+
+/// A server over a new store (the temp directory holding both, and the
+/// store's), and Alice's and Bob's sessions with it.
+async fn alice_and_bob_at_one_server() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Server,
+    Session,
+    Session,
+) {
+    let (root, dir) = store_dir();
+    let a = Launch::new(&dir, "A")
+        .socket(&root.path().join("a.sock"))
+        .start()
+        .await;
+    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
+    (root, dir, a, alice, bob)
+}
+
+/// A task of `session`'s that asks for input, once it does: its id.
+async fn asking(session: &Session) -> String {
+    let created = session.task("ask", json!({"question": "name?"})).await;
+    let id = created.task.task_id.to_string();
+    session
+        .poll_until(&id, |t| t.status() == TaskStatus::InputRequired)
+        .await;
+    id
+}
 
 /// Asserts that `refused` is the refusal of a request with no principal.
 fn unauthenticated(refused: Result<(), McpError>, operation: &str, id: &str) {
@@ -40,17 +68,8 @@ fn unauthenticated(refused: Result<(), McpError>, operation: &str, id: &str) {
 /// answers and finishes it.
 #[tokio::test]
 async fn one_server_answers_another_principals_requests_as_for_an_unknown_task() {
-    let (root, dir) = store_dir();
-    let a = Launch::new(&dir, "A")
-        .socket(&root.path().join("a.sock"))
-        .start()
-        .await;
-    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
-    let created = alice.task("ask", json!({"question": "name?"})).await;
-    let id = created.task.task_id.as_str();
-    alice
-        .poll_until(id, |t| t.status() == TaskStatus::InputRequired)
-        .await;
+    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server().await;
+    let id = &asking(&alice).await;
 
     none_reach(&bob, id).await;
     let task = stored(&dir, id).expect("stored");
@@ -228,19 +247,10 @@ async fn a_principal_with_leading_whitespace_is_refused() {
 /// gets `-32602`: any caller learned that the id names a stored task.)
 #[tokio::test]
 async fn a_task_whose_own_file_cannot_be_opened_is_answered_as_an_unknown_task() {
-    let (root, dir) = store_dir();
-    let a = Launch::new(&dir, "A")
-        .socket(&root.path().join("a.sock"))
-        .start()
-        .await;
-    let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
+    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server().await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let created = alice.task("ask", json!({"question": "name?"})).await;
-        let id = created.task.task_id.to_string();
-        alice
-            .poll_until(&id, |t| t.status() == TaskStatus::InputRequired)
-            .await;
+        let id = asking(&alice).await;
         alice.answer(&id, "answer", json!("?")).await;
         alice.settled(&id).await;
         ids.push(id);

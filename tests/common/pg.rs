@@ -387,17 +387,29 @@ impl Cluster {
             data = self.data().display(),
             dir = self.dir.display(),
         );
-        let mut guard = self
+        let guard = self
+            .shell_on_a_pipe(&script)
+            .map_err(|e| format!("start the cluster guard: {e}"))?;
+        *self.guard.lock().unwrap() = Some(guard);
+        Ok(())
+    }
+
+    /// `script` run by `sh` as the cluster's user, its stdin a pipe this
+    /// process holds (its `read` returns once this process is gone, or the
+    /// pipe is dropped), its output dropped.
+    pub fn shell_on_a_pipe(
+        &self,
+        script: &str,
+    ) -> std::io::Result<(std::process::Child, std::process::ChildStdin)> {
+        let mut child = self
             .command(Path::new("/bin/sh"))
-            .args(["-c", &script])
+            .args(["-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start the cluster guard: {e}"))?;
-        let stdin = guard.stdin.take().expect("a piped stdin");
-        *self.guard.lock().unwrap() = Some((guard, stdin));
-        Ok(())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("a piped stdin");
+        Ok((child, stdin))
     }
 
     /// Sets the server's wall clock `offset` from the real one, in

@@ -14,7 +14,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, ChildStdin};
 
 use super::{Cluster, REQUIRE_VAR, skip};
 
@@ -124,19 +124,11 @@ impl PgBouncer {
             "'{BINARY}' '{ini}' & pid=$!; read _ignored; kill $pid; wait $pid",
             ini = ini.display()
         );
-        let mut child = cluster
-            .command(Path::new("/bin/sh"))
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start PgBouncer");
-        let stdin = child.stdin.take().expect("a piped stdin");
+        let guard = cluster.shell_on_a_pipe(&script).expect("start PgBouncer");
         let bouncer = PgBouncer {
             dir,
             port,
-            guard: Some((child, stdin)),
+            guard: Some(guard),
         };
         let started = std::time::Instant::now();
         while postgres::Client::connect(&bouncer.conninfo(), postgres::NoTls).is_err() {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use taskstore::{PgStore, TaskId, TaskStore};
 
 use super::mcp_client::{Launch, assert_resumed_once, checkpoint, none_reach, poll, store_dir};
-use super::{cluster, fresh_schema, open};
+use super::{Cluster, cluster, fresh_schema, open};
 
 /// The lease of an instance the test kills: short, so that its tasks
 /// are orphaned soon.
@@ -111,6 +111,46 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
     assert_resumed_once(again, b, &id, at_kill, || stored(&observer, &id).unwrap()).await;
 }
 
+/// A database of the test's own on the cluster (so that what the test
+/// does to it, read-only sessions or connections refused, touches no other
+/// test), its connection string, and a superuser's client to change it.
+struct OwnDatabase {
+    name: String,
+    conninfo: String,
+    admin: Option<postgres::Client>,
+}
+
+impl OwnDatabase {
+    /// A new database named from `prefix` (made off the async workers).
+    fn new(cluster: &Cluster, prefix: &str) -> OwnDatabase {
+        let name = fresh_schema(prefix);
+        let mut own = OwnDatabase {
+            conninfo: cluster
+                .conninfo()
+                .replace("dbname=postgres", &format!("dbname={name}")),
+            admin: Some(tokio::task::block_in_place(|| cluster.client())),
+            name,
+        };
+        own.says(&format!("CREATE DATABASE {}", own.name));
+        own
+    }
+
+    /// Runs `sql` as the superuser (a synchronous client, off the async
+    /// workers).
+    fn says(&mut self, sql: &str) {
+        let admin = self.admin.as_mut().expect("the client");
+        tokio::task::block_in_place(|| admin.batch_execute(sql).unwrap());
+    }
+}
+
+impl Drop for OwnDatabase {
+    /// A synchronous client is dropped off the async workers.
+    fn drop(&mut self) {
+        let admin = self.admin.take();
+        tokio::task::block_in_place(move || drop(admin));
+    }
+}
+
 /// A checkpoint the database could not save (its sessions ended and new
 /// ones read-only a moment: an administrator, a failover to a standby)
 /// skips that checkpoint, not the work: the task goes on and completes.
@@ -123,15 +163,8 @@ async fn a_killed_servers_task_is_resumed_from_its_checkpoint_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_the_database_could_not_save_fails_no_task() {
     let Some(cluster) = cluster() else { return };
-    let database = fresh_schema("checkpoint_lost");
-    let mut admin = tokio::task::block_in_place(|| cluster.client());
-    let admin_says = |admin: &mut postgres::Client, sql: String| {
-        tokio::task::block_in_place(|| admin.batch_execute(&sql).unwrap());
-    };
-    admin_says(&mut admin, format!("CREATE DATABASE {database}"));
-    let conninfo = cluster
-        .conninfo()
-        .replace("dbname=postgres", &format!("dbname={database}"));
+    let mut own = OwnDatabase::new(cluster, "checkpoint_lost");
+    let (database, conninfo) = (own.name.clone(), own.conninfo.clone());
     let (_root, dir) = store_dir();
     let a = Launch::new(&dir, "A")
         .lease_ms(SURVIVOR_LEASE_MS)
@@ -150,18 +183,17 @@ async fn a_checkpoint_the_database_could_not_save_fails_no_task() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = '{database}' AND pid <> pg_backend_pid()"
     );
-    admin_says(&mut admin, read_only("on"));
+    own.says(&read_only("on"));
     let said = poll("a checkpoint refused by a read-only session", || {
-        admin_says(&mut admin, end_sessions.clone());
+        own.says(&end_sessions);
         let log = a.stderr();
         log.contains(&format!("checkpoint of task {id}"))
             .then_some(log)
     })
     .await;
-    admin_says(&mut admin, read_only("off"));
-    admin_says(&mut admin, end_sessions.clone());
-    // A synchronous client is dropped off the async workers.
-    tokio::task::block_in_place(move || drop(admin));
+    own.says(&read_only("off"));
+    own.says(&end_sessions);
+    drop(own);
     let done = a.settled(&id).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{said}");
     a.stop().await;
@@ -219,15 +251,8 @@ async fn a_task_is_its_principals_alone_at_every_server_over_one_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_cannot_be_reached_is_an_internal_error_where_tasks_are_bound() {
     let Some(cluster) = cluster() else { return };
-    let database = fresh_schema("bound_outage");
-    let mut admin = tokio::task::block_in_place(|| cluster.client());
-    let admin_says = |admin: &mut postgres::Client, sql: String| {
-        tokio::task::block_in_place(|| admin.batch_execute(&sql).unwrap());
-    };
-    admin_says(&mut admin, format!("CREATE DATABASE {database}"));
-    let conninfo = cluster
-        .conninfo()
-        .replace("dbname=postgres", &format!("dbname={database}"));
+    let mut own = OwnDatabase::new(cluster, "bound_outage");
+    let (database, conninfo) = (own.name.clone(), own.conninfo.clone());
     let (root, dir) = store_dir();
     let a = Launch::new(&dir, "A")
         .lease_ms(SURVIVOR_LEASE_MS)
@@ -240,17 +265,13 @@ async fn a_database_that_cannot_be_reached_is_an_internal_error_where_tasks_are_
     let id = created.task.task_id.as_str();
     assert_eq!(alice.get(id).await.unwrap().status(), TaskStatus::Working);
 
-    admin_says(
-        &mut admin,
-        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"),
-    );
-    admin_says(
-        &mut admin,
-        format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
-        ),
-    );
+    own.says(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ));
+    own.says(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    ));
     let nobody = TaskId::new().to_string();
     let mut answers = Vec::new();
     for (session, asked) in [(&alice, id), (&bob, id), (&alice, nobody.as_str())] {
@@ -258,11 +279,8 @@ async fn a_database_that_cannot_be_reached_is_an_internal_error_where_tasks_are_
     }
     // Connections taken again before anything is asserted: a failed
     // assertion leaves no database refusing them.
-    admin_says(
-        &mut admin,
-        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"),
-    );
-    tokio::task::block_in_place(move || drop(admin));
+    own.says(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    drop(own);
     for (asked, answer) in answers {
         let error = answer.expect_err("no database to read");
         assert_eq!(error.code, ErrorCode::INTERNAL_ERROR, "{asked}: {error:?}");

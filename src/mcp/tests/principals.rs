@@ -45,6 +45,18 @@ async fn each_answered_as_unknown(m: &DurableTaskManager<FileStore>, id: &str, a
     as_unknown(&error, id, &unknown, &nobody);
 }
 
+/// A task spawned by `m` that completes at once, once its run is over
+/// here ([`settled_and_forgotten`]): its id.
+async fn finished(m: &DurableTaskManager<FileStore>) -> String {
+    let id = m
+        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("done")) }))
+        .await
+        .unwrap()
+        .task_id;
+    settled_and_forgotten(m, &id).await;
+    id
+}
+
 /// A task that asks for input under key `k`, then completes with the
 /// answer, spawned by `m`.
 async fn asking(m: &DurableTaskManager<FileStore>) -> String {
@@ -321,12 +333,7 @@ async fn a_task_that_cannot_be_read_is_answered_as_an_unknown_task() {
     let dir = tempfile::tempdir().unwrap();
     let a = bound(dir.path(), "a");
     let alice = a.as_principal("alice");
-    let id = alice
-        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("done")) }))
-        .await
-        .unwrap()
-        .task_id;
-    settled_and_forgotten(&alice, &id).await;
+    let id = finished(&alice).await;
     let file = dir.path().join("done").join(format!("{id}.json"));
     assert!(file.is_file(), "{}", file.display());
     std::fs::write(&file, b"{\"format\": 1, \"task\": ").unwrap();
@@ -370,12 +377,7 @@ async fn a_task_whose_own_file_fails_to_read_is_answered_as_an_unknown_task() {
     let a =
         DurableTaskManager::with_options(std::sync::Arc::new(store), fast().principal_of(|_| None));
     let alice = a.as_principal("alice");
-    let id = alice
-        .spawn(TaskOptions::new(), |_| Box::pin(async { Ok(text("done")) }))
-        .await
-        .unwrap()
-        .task_id;
-    settled_and_forgotten(&alice, &id).await;
+    let id = finished(&alice).await;
     // Its terminal move done: its one file is in done/ (a terminal copy
     // still in active/ would be read first).
     let file = dir.path().join("done").join(format!("{id}.json"));
