@@ -95,8 +95,10 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
     let ours = said_as(Side::Source, source);
     let theirs = said_as(Side::Destination, &destination);
     // The source must be a store, as for every command.
-    if let Target::File(dir) = source {
-        crate::is_store(dir).map_err(&ours)?;
+    match source {
+        Target::File(dir) => crate::is_store(dir).map_err(&ours)?,
+        #[cfg(feature = "postgres")]
+        Target::Pg { .. } => {}
     }
     match &destination {
         // A mistyped path is an error, never a new store, unless asked for.
