@@ -1,0 +1,83 @@
+//! Taking several stripes at once (`StripeLocks::lock_each`) against a
+//! holder that takes a stripe back before each try.
+
+use super::*;
+use crate::file::fault::FaultInjector;
+use crate::file::fs::FsOp;
+
+/// [`StripeLocks::lock_each`] that meets one stripe held at every try
+/// (taken by another open file description just before each try of it
+/// with the stripes before it, as another process's passes over every
+/// stripe, back to back, each longer than [`HOLDING_WAIT`], take it;
+/// let go before each wait for it alone) gives up at its
+/// [`MOST_TRIES`]th try, holding none, naming that stripe's lock file.
+/// Each try of the stripe is held at the seam until the other holder
+/// has taken or let it go. (It tried on for as long as it was held up:
+/// here, the other let it go after 7 tries.)
+#[test]
+fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("locks")).unwrap();
+    let faults = FaultInjector::new();
+    let fs = Fs::with_faults(Some(faults.clone()));
+    let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
+    let locks = StripeLocks::new(dir, Duration::from_secs(30));
+    let held = 5;
+    let path = locks.stripes[held].path.clone();
+    let other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    // Past this, the other lets go for good.
+    let enough = MOST_TRIES + 2;
+    let (tries, taken) = std::thread::scope(|s| {
+        let mut pause = faults.pause_at(FsOp::Lock, &path);
+        let taking = s.spawn(|| locks.lock_all(&fs).map(|guards| guards.len()));
+        let mut tries = 0;
+        // Odd calls: a try of it with the stripes before it (the
+        // other takes it first); even: a wait for it alone (the other
+        // lets it go first).
+        for call in 1.. {
+            if !pause.wait_reached(|| !taking.is_finished()) {
+                break;
+            }
+            let with_the_others = call % 2 == 1;
+            if with_the_others {
+                tries += 1;
+            }
+            if with_the_others && tries <= enough {
+                other.lock().unwrap();
+            } else {
+                other.unlock().unwrap();
+            }
+            let next = faults.pause_at(FsOp::Lock, &path);
+            pause.resume();
+            pause = next;
+        }
+        other.unlock().unwrap();
+        faults.disarm();
+        (tries, taking.join().unwrap())
+    });
+    assert_eq!(tries, MOST_TRIES, "{taken:?}");
+    match taken {
+        Err(e) => {
+            assert!(ran_out(&e), "{e}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+        Ok(n) => panic!("took all {n} stripes"),
+    }
+    // It holds none: every stripe is free.
+    for stripe in &locks.stripes {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&stripe.path)
+            .unwrap();
+        file.try_lock().unwrap();
+    }
+}
