@@ -259,6 +259,7 @@
 mod calls;
 mod context;
 mod convert;
+mod follow;
 mod manager;
 mod options;
 mod protocol;
