@@ -94,6 +94,8 @@ fn plant(root: &Path, area: &str, id: &str, kind: &str) -> PathBuf {
             0,
         )
         .unwrap(),
+        // A socket's file stays when its listener closes.
+        "socket" => drop(std::os::unix::net::UnixListener::bind(&path).unwrap()),
         "symlink" => {
             let target = root.join("outside.json");
             fs::write(&target, b"secret").unwrap();
@@ -114,6 +116,7 @@ const KINDS: &[&str] = &[
     "newer-format",
     "directory",
     "fifo",
+    "socket",
     "symlink",
 ];
 

@@ -282,7 +282,8 @@ impl Fs {
             Kind::File => {}
             Kind::Dir => return Err(io::Error::from(io::ErrorKind::IsADirectory)),
             // `InvalidInput`: what the store's readers take for "not a
-            // task file" (a FIFO, a socket, a device), a corrupt one.
+            // task file" (a FIFO, a device), a corrupt one. (A socket is
+            // refused at its open: `is_special_file_refusal`.)
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -781,6 +782,14 @@ impl From<TooLarge> for io::Error {
 /// Whether `e` says a symlink was refused by `O_NOFOLLOW`.
 pub(crate) fn is_symlink_refusal(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Whether `e`, from [`Fs::open_read`], says the name is no regular file
+/// that can be opened at all: a socket, or a device with no driver behind
+/// it (`ENXIO`; a FIFO opens, and its `fstat` tells it apart). A regular
+/// file's open never fails so.
+pub(crate) fn is_special_file_refusal(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error())
 }
 
 /// `path` without the slashes that end it (`/` itself stays): the name

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::io;
 
 use crate::error::{Error, Result};
-use crate::file::fs::{Dir, is_symlink_refusal};
+use crate::file::fs::{Dir, is_special_file_refusal, is_symlink_refusal};
 use crate::file::layout::{Area, task_name};
 use crate::file::{FileBackend, Found, Stale, codec};
 use crate::id::TaskId;
@@ -83,6 +83,10 @@ impl FileBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if is_symlink_refusal(&e) => {
                 return Err(Error::corrupt(dir.join(name), "is a symlink"));
+            }
+            // A socket: as a FIFO or a device is, once opened.
+            Err(e) if is_special_file_refusal(&e) => {
+                return Err(Error::corrupt(dir.join(name), "is not a regular file"));
             }
             Err(e) => return Err(Error::io("open", dir.join(name), e)),
         };

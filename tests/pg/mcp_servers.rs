@@ -245,7 +245,7 @@ async fn a_task_is_its_principals_alone_at_every_server_over_one_database() {
 /// with the cause, never as an unknown id; once the database takes
 /// connections again Alice reads her task. (Only a stored task's own
 /// failure is answered as an unknown id:
-/// `mcp_principals::a_task_whose_own_file_cannot_be_opened_is_answered_as_an_unknown_task`.)
+/// `mcp_principals::a_task_whose_file_is_no_task_file_is_answered_as_an_unknown_task`.)
 /// The database is the test's own, so that refusing connections touches
 /// no other test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
