@@ -29,11 +29,32 @@ async fn alice_and_bob_at_one_server() -> (
     Session,
     Session,
 ) {
+    alice_and_bob_at_one_server_as(None).await
+}
+
+/// [`alice_and_bob_at_one_server`], the server run as the user `uid` if
+/// given (this process running as root), who is given the temp directory.
+async fn alice_and_bob_at_one_server_as(
+    uid: Option<u32>,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Server,
+    Session,
+    Session,
+) {
     let (root, dir) = store_dir();
-    let a = Launch::new(&dir, "A")
-        .socket(&root.path().join("a.sock"))
-        .start()
-        .await;
+    let mut launch = Launch::new(&dir, "A").socket(&root.path().join("a.sock"));
+    if let Some(uid) = uid {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&dir).unwrap();
+        for path in [root.path(), &dir] {
+            std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+        }
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        launch = launch.run_as(uid);
+    }
+    let a = launch.start().await;
     let (alice, bob) = (a.connect(Some("alice")).await, a.connect(Some("bob")).await);
     (root, dir, a, alice, bob)
 }
@@ -244,9 +265,8 @@ async fn a_principal_with_leading_whitespace_is_refused() {
 /// task reads as before. (Each was answered `-32603` with the cause,
 /// "unable to open …/done/<id>.json", where an unknown id gets `-32602`:
 /// any caller learned that the id names a stored task. An I/O error of a
-/// task's own file, `EIO` or `EACCES`, which a test running as root cannot
-/// make through the built server, is answered so too:
-/// `src/mcp/tests/principals.rs::a_task_whose_own_file_fails_to_read_is_answered_as_an_unknown_task`.)
+/// task's own file is answered so too:
+/// `a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown_task`.)
 #[tokio::test]
 async fn a_task_whose_file_is_no_task_file_is_answered_as_an_unknown_task() {
     let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server().await;
@@ -281,6 +301,74 @@ async fn a_task_whose_file_is_no_task_file_is_answered_as_an_unknown_task() {
         assert!(line.starts_with("mcp_server: WARN"), "{line}");
         assert!(line.contains(&format!("task={id}")), "{line}");
         assert!(line.contains("is not a regular file"), "{line}");
+    }
+    let read = alice.get(other).await.expect("Alice's other task");
+    assert_eq!(read.status(), TaskStatus::Completed);
+    for session in [alice, bob] {
+        session.close().await;
+    }
+    a.stop().await;
+}
+
+/// A finished task of Alice's whose own file the server may not open: its
+/// mode made 000 under a server running as a user (as `nobody` when the
+/// tests run as root, whom modes do not stop), an I/O error (`EACCES`) of
+/// that file alone while the store reads every other id. Through
+/// `rmcp`'s client, Bob's and Alice's `tasks/get`, `tasks/update` and
+/// `tasks/cancel` of it are each answered exactly as for an unknown id,
+/// and the server logs the cause at warn with the task id; Alice's other
+/// task reads as before. (Each was answered `-32603` with the cause,
+/// "unable to open …/done/<id>.json: Permission denied", where an unknown
+/// id gets `-32602`.)
+#[tokio::test]
+async fn a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown_task() {
+    let id_of = |args: &[&str]| -> u32 {
+        let out = std::process::Command::new("id")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let nobody = (id_of(&["-u"]) == 0).then(|| id_of(&["-u", "nobody"]));
+    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server_as(nobody).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = asking(&alice).await;
+        alice.answer(&id, "answer", json!("?")).await;
+        alice.settled(&id).await;
+        ids.push(id);
+    }
+    let (id, other) = (ids[0].as_str(), ids[1].as_str());
+    // Its terminal move done: its one file is in done/.
+    let file = dir.join("done").join(format!("{id}.json"));
+    mcp_client::poll("the task's move into done/", || {
+        let moved = file.is_file() && !dir.join("active").join(format!("{id}.json")).exists();
+        moved.then_some(())
+    })
+    .await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+
+    for session in [&bob, &alice] {
+        none_reach(session, id).await;
+    }
+    let log = a.wait_for_log("cannot be read").await;
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot be read"))
+        .collect();
+    assert_eq!(warned.len(), 6, "{log}");
+    for line in warned {
+        assert!(line.starts_with("mcp_server: WARN"), "{line}");
+        assert!(line.contains(&format!("task={id}")), "{line}");
+        assert!(line.contains("unable to open "), "{line}");
+        assert!(line.contains("Permission denied"), "{line}");
     }
     let read = alice.get(other).await.expect("Alice's other task");
     assert_eq!(read.status(), TaskStatus::Completed);

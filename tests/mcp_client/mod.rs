@@ -41,6 +41,7 @@ pub struct Launch<'a> {
     env: Vec<(String, String)>,
     protocol: Option<ProtocolVersion>,
     socket: Option<PathBuf>,
+    user: Option<u32>,
 }
 
 /// One client connected to a server, over the server's stdio or its
@@ -110,7 +111,16 @@ impl<'a> Launch<'a> {
             env: Vec::new(),
             protocol: None,
             socket: None,
+            user: None,
         }
+    }
+
+    /// A server that runs as the user `uid` (this process running as
+    /// root), whose permissions then hold where root's would not.
+    #[allow(dead_code)] // Not every test binary that has `mcp_client` asks.
+    pub fn run_as(mut self, uid: u32) -> Self {
+        self.user = Some(uid);
+        self
     }
 
     /// An instance that also serves sessions on a Unix socket at `path`
@@ -180,6 +190,9 @@ impl<'a> Launch<'a> {
         }
         for (key, value) in &self.env {
             command.env(key, value);
+        }
+        if let Some(uid) = self.user {
+            command.uid(uid).gid(uid_group(uid));
         }
         let mut child = command.spawn().expect("spawn the server");
         let pid = child.id().expect("a running child");
@@ -389,6 +402,19 @@ impl Server {
 
 /// A fresh directory for a test: the store goes in `store/`, the servers'
 /// logs in `logs/`.
+/// The primary group of the user `uid`, from `id -g`.
+fn uid_group(uid: u32) -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-g", &uid.to_string()])
+        .output()
+        .expect("run id");
+    String::from_utf8(out.stdout)
+        .expect("id's output")
+        .trim()
+        .parse()
+        .expect("a group id")
+}
+
 pub fn store_dir() -> (tempfile::TempDir, PathBuf) {
     let root = tempfile::tempdir().expect("a temp dir");
     let store = root.path().join("store");
