@@ -293,18 +293,26 @@ fn run(command: &Command, target: &Target, upgrade: bool) -> Result<ExitCode, Fa
 
 /// A failure of `command` said with what the command was doing, where the
 /// store's error says only what failed on which file (an `Error::Io`: a
-/// lock file that would not open, a directory that would not read), as a
-/// cancel names its task. Other errors say what they are about already
-/// (the task, the store, the server), or were said by the command (a
-/// cancel's, a copy's).
+/// lock file that would not open, a directory that would not read). A
+/// cancel names its task whatever of the store's failed (an error may name
+/// only a file), but a task not found names itself, once. Other errors say
+/// what they are about already (the task, the store, the server), or were
+/// said by the command (a copy's).
 fn doing(command: &Command, e: Failure) -> Failure {
-    if !matches!(
-        e.downcast_ref::<taskstore::Error>(),
-        Some(taskstore::Error::Io { .. })
-    ) {
+    let Some(error) = e.downcast_ref::<taskstore::Error>() else {
         return e;
-    }
+    };
     let what = match command {
+        Command::Cancel(args) => {
+            return match error {
+                taskstore::Error::NotFound { id } if *id == args.id => {
+                    format!("could not cancel: {e}")
+                }
+                _ => format!("could not cancel task {}: {e}", args.id),
+            }
+            .into();
+        }
+        _ if !matches!(error, taskstore::Error::Io { .. }) => return e,
         Command::List(_) => "list tasks".to_owned(),
         Command::Show(args) => format!("show task {}", args.id),
         Command::Stats(_) => "count the store's tasks".to_owned(),
@@ -314,7 +322,6 @@ fn doing(command: &Command, e: Failure) -> Failure {
         Command::Sweep(_) => "sweep".to_owned(),
         Command::Reap(args) if args.dry_run => "judge what a reap would do".to_owned(),
         Command::Reap(_) => "reap".to_owned(),
-        Command::Cancel(args) => format!("cancel task {}", args.id),
         Command::Copy(_) | Command::Tail(_) => return e,
     };
     format!("could not {what}: {e}").into()

@@ -257,16 +257,8 @@ pub fn show(args: &ShowArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
 }
 
 pub fn cancel(args: &CancelArgs, store: &dyn Handle) -> Result<ExitCode, Failure> {
-    // Named: an error of the store's may name only a file (a lock's); a
-    // task not found is named by the error itself, once.
-    let transition = store
-        .cancel(&args.id, args.message.clone())
-        .map_err(|e| match &e {
-            taskstore::Error::NotFound { id } if *id == args.id => {
-                format!("could not cancel: {e}")
-            }
-            _ => format!("could not cancel task {}: {e}", args.id),
-        })?;
+    // Its errors are said naming the task (`doing`).
+    let transition = store.cancel(&args.id, args.message.clone())?;
     let (name, line) = outcome(&transition);
     let task = transition.task();
     if args.json {
