@@ -22,7 +22,7 @@
 //! unknown until its file is read: by the page that returns it, or, for a
 //! scan that asks for a status, before the page is picked.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Bound;
@@ -31,22 +31,24 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use time::OffsetDateTime;
-
 use crate::backend::{Scan, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
-use crate::file::moment::Moment;
+#[cfg(test)]
 use crate::file::places::Places;
 use crate::file::scan::Read;
-use crate::file::scan::{self, short_of_resources};
+use crate::file::scan::short_of_resources;
 use crate::file::stamp::{self, Stamp};
-use crate::file::watch::{Change, Changes, Watch};
+use crate::file::watch::{Change, Changes};
 use crate::file::{FileBackend, codec, parallel, recovery};
 use crate::id::TaskId;
 use crate::status::TaskStatus;
 use crate::task::Task;
+
+mod known;
+
+use self::known::{Keys, Known};
 
 /// What a handle knows of `done/` for paging history.
 #[derive(Debug, Default)]
@@ -108,186 +110,6 @@ impl HistoryKeys {
             known.files.len(),
             "history places tasks it does not know"
         );
-    }
-}
-
-#[derive(Debug, Default)]
-struct Known {
-    /// Each finished task's keys, and its file's status when they were
-    /// read, if it had settled (a file whose status is the same is the
-    /// same file), in listing order (creation time, id): a page is a
-    /// range of it.
-    files: BTreeMap<(Moment, TaskId), Held>,
-    /// Where each task is in `files`, by its id.
-    places: Places,
-    /// `files` and `unreadable` are `done/` as it was when `watch` was
-    /// last drained, or (without a watch) when `dir` was taken; and no
-    /// entry of `done/` that is no task file's name was left there then.
-    complete: bool,
-    /// Tasks whose file in `done/` was left where it is unreadable (a newer
-    /// format, an I/O error, a corrupt file the store could not move): each
-    /// listing looks at them again, and reports them.
-    unreadable: BTreeSet<TaskId>,
-    /// Change notices of `done/`, from the first listing of history on
-    /// (where there is inotify).
-    watch: Option<Watch>,
-    /// Without a watch: `done/`'s settled status, taken before it was last
-    /// listed, when every entry was a task whose file had settled. While
-    /// it is unchanged, so are the entries, naming the same files.
-    dir: Option<Stamp>,
-    /// The first file the listing under way could not read for want of
-    /// descriptors or memory: the listing fails with it (the file is left
-    /// unreadable, looked at again by the next listing).
-    short_of: Option<Error>,
-}
-
-impl Known {
-    /// Notes `e`, a file's read error, if it is for want of descriptors or
-    /// memory (the listing then fails with the first).
-    fn note_short_of(&mut self, e: &Error) {
-        scan::note_short_of(&mut self.short_of, e);
-    }
-
-    /// What is known of task `id`.
-    fn get(&self, id: &TaskId) -> Option<&Held> {
-        let at = self.places.get(id)?;
-        self.files.get(&(at, id.clone()))
-    }
-
-    /// Knows task `id`'s status, read from the file its keys were read
-    /// from (placed by its index entry, it was known without one).
-    fn learn(&mut self, id: &TaskId, status: TaskStatus) {
-        let Some(at) = self.places.get(id) else {
-            return;
-        };
-        if let Some((_, keys)) = self.files.get_mut(&(at, id.clone())) {
-            keys.status = Some(status);
-        }
-    }
-
-    /// Knows task `id` by `keys`, read from a file of this status.
-    fn insert(&mut self, id: TaskId, stamp: Option<Box<Stamp>>, keys: Keys) {
-        self.remove(&id);
-        self.places.insert(&id, keys.at);
-        self.files.insert((keys.at, id), (stamp, keys));
-    }
-
-    /// Knows task `id` no longer.
-    fn remove(&mut self, id: &TaskId) {
-        self.unreadable.remove(id);
-        let files = &self.files;
-        if let Some(at) = self
-            .places
-            .remove(id, |at| files.contains_key(&(at, id.clone())))
-        {
-            self.files.remove(&(at, id.clone()));
-        }
-    }
-
-    /// Knows task `id` as its file's failure to read was reported with
-    /// `action`: left where it is (looked at again by every listing), or
-    /// gone.
-    fn unread(&mut self, id: &TaskId, action: UnreadableAction) {
-        self.remove(id);
-        if action == UnreadableAction::LeftInPlace {
-            self.unreadable.insert(id.clone());
-        }
-    }
-
-    /// Knows `files` (each task once), and nothing else. The map is built
-    /// packed: a sorted run fills each node whole, where entries put in
-    /// one at a time leave them about two thirds full.
-    fn replace(&mut self, files: Vec<(TaskId, Held)>) {
-        self.places.clear();
-        for (id, (_, keys)) in &files {
-            self.places.insert(id, keys.at);
-        }
-        self.files = files
-            .into_iter()
-            .map(|(id, held)| ((held.1.at, id), held))
-            .collect();
-    }
-}
-
-/// A finished task's keys as [`Known`] holds them, with its file's status
-/// (boxed: kept only without a watch, and four times the keys' size).
-type Held = (Option<Box<Stamp>>, Keys);
-
-/// Where a finished task lists, and what a scan filters it by: 40 bytes,
-/// its times `Moment`s (an `i128` of nanoseconds and two `OffsetDateTime`s
-/// made them 64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Keys {
-    /// The task's creation time: its place in listing order (with its id).
-    at: Moment,
-    /// `None` while the task is known by its `expiring/` entry alone (some
-    /// terminal status): learned when its file is read.
-    status: Option<TaskStatus>,
-    expires_at: Option<Moment>,
-    lease_expires_at: Option<Moment>,
-}
-
-impl Keys {
-    fn read(keys: &codec::Keys) -> Keys {
-        Keys {
-            at: keys.created_at.into(),
-            status: Some(keys.status),
-            expires_at: keys.expires_at.map(Moment::from),
-            lease_expires_at: keys.lease_expires_at.map(Moment::from),
-        }
-    }
-
-    fn of(task: &Task) -> Keys {
-        Keys {
-            at: task.created_at.into(),
-            status: Some(task.status),
-            expires_at: task.expires_at().map(Moment::from),
-            lease_expires_at: task.lease_expires_at.map(Moment::from),
-        }
-    }
-
-    /// The keys of a finished task whose `expiring/` entry says it was
-    /// created at `at` and expires at `expires_at`: a terminal task holds
-    /// no lease.
-    fn indexed(at: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> Keys {
-        Keys {
-            at: at.into(),
-            status: None,
-            expires_at: expires_at.map(Moment::from),
-            lease_expires_at: None,
-        }
-    }
-
-    fn matches(&self, scan: &Scan) -> bool {
-        match self.status {
-            Some(status) => scan.matches_keys(status, self.expires_at, self.lease_expires_at),
-            // Some terminal status: it is what a scan that asks for none
-            // asks of a finished task (a scan that asks for one learns the
-            // status first: `learn_statuses`).
-            None => {
-                scan.status.is_none()
-                    && scan.matches_keys(
-                        TaskStatus::Completed,
-                        self.expires_at,
-                        self.lease_expires_at,
-                    )
-            }
-        }
-    }
-
-    /// Whether `read`, the keys of the task read from its file, are these,
-    /// as far as these know it.
-    fn fits(&self, read: &Keys) -> bool {
-        match self.status {
-            Some(_) => self == read,
-            None => {
-                *self
-                    == Keys {
-                        status: None,
-                        ..*read
-                    }
-            }
-        }
     }
 }
 
@@ -891,7 +713,7 @@ mod tests {
     #[test]
     fn a_finished_tasks_keys_take_40_bytes_and_with_their_status_48() {
         assert_eq!(size_of::<super::Keys>(), 40);
-        assert_eq!(size_of::<super::Held>(), 48);
+        assert_eq!(size_of::<super::known::Held>(), 48);
         assert_eq!(size_of::<super::Looked>(), 72);
     }
 }
