@@ -269,45 +269,12 @@ async fn a_principal_with_leading_whitespace_is_refused() {
 /// `a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown_task`.)
 #[tokio::test]
 async fn a_task_whose_file_is_no_task_file_is_answered_as_an_unknown_task() {
-    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server().await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let id = asking(&alice).await;
-        alice.answer(&id, "answer", json!("?")).await;
-        alice.settled(&id).await;
-        ids.push(id);
-    }
-    let (id, other) = (ids[0].as_str(), ids[1].as_str());
-    // Its terminal move done: its one file is in done/.
-    let file = dir.join("done").join(format!("{id}.json"));
-    mcp_client::poll("the task's move into done/", || {
-        let moved = file.is_file() && !dir.join("active").join(format!("{id}.json")).exists();
-        moved.then_some(())
+    answered_as_unknown_once_spoiled(None, &["is not a regular file"], |file| {
+        std::fs::remove_file(file).unwrap();
+        // The socket's file stays when its listener closes.
+        drop(std::os::unix::net::UnixListener::bind(file).unwrap());
     })
     .await;
-    std::fs::remove_file(&file).unwrap();
-    let _socket = std::os::unix::net::UnixListener::bind(&file).unwrap();
-
-    for session in [&bob, &alice] {
-        none_reach(session, id).await;
-    }
-    let log = a.wait_for_log("cannot be read").await;
-    let warned: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("cannot be read"))
-        .collect();
-    assert_eq!(warned.len(), 6, "{log}");
-    for line in warned {
-        assert!(line.starts_with("mcp_server: WARN"), "{line}");
-        assert!(line.contains(&format!("task={id}")), "{line}");
-        assert!(line.contains("is not a regular file"), "{line}");
-    }
-    let read = alice.get(other).await.expect("Alice's other task");
-    assert_eq!(read.status(), TaskStatus::Completed);
-    for session in [alice, bob] {
-        session.close().await;
-    }
-    a.stop().await;
 }
 
 /// A finished task of Alice's whose own file the server may not open: its
@@ -334,7 +301,25 @@ async fn a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown
             .unwrap()
     };
     let nobody = (id_of(&["-u"]) == 0).then(|| id_of(&["-u", "nobody"]));
-    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server_as(nobody).await;
+    answered_as_unknown_once_spoiled(nobody, &["unable to open ", "Permission denied"], |file| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    })
+    .await;
+}
+
+/// Alice's two finished tasks at a server (run as `uid` if given), the
+/// first's file in `done/` then spoiled by `spoil`: Bob's and Alice's
+/// `tasks/get`, `tasks/update` and `tasks/cancel` of it are each answered
+/// exactly as for an unknown id, the server logs each at warn with the
+/// task id and a cause that says each of `cause`, and Alice's other task
+/// reads as before.
+async fn answered_as_unknown_once_spoiled(
+    uid: Option<u32>,
+    cause: &[&str],
+    spoil: impl FnOnce(&std::path::Path),
+) {
+    let (_root, dir, a, alice, bob) = alice_and_bob_at_one_server_as(uid).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let id = asking(&alice).await;
@@ -350,10 +335,7 @@ async fn a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown
         moved.then_some(())
     })
     .await;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-    }
+    spoil(&file);
 
     for session in [&bob, &alice] {
         none_reach(session, id).await;
@@ -367,8 +349,9 @@ async fn a_task_whose_own_file_the_server_may_not_open_is_answered_as_an_unknown
     for line in warned {
         assert!(line.starts_with("mcp_server: WARN"), "{line}");
         assert!(line.contains(&format!("task={id}")), "{line}");
-        assert!(line.contains("unable to open "), "{line}");
-        assert!(line.contains("Permission denied"), "{line}");
+        for said in cause {
+            assert!(line.contains(said), "{line}");
+        }
     }
     let read = alice.get(other).await.expect("Alice's other task");
     assert_eq!(read.status(), TaskStatus::Completed);
