@@ -61,6 +61,7 @@ fn op(call: Call, ret: Ret, (start, end): (u64, u64), (wall_start, wall_end): (u
             wall: wall_end,
         },
         lease_ns: LEASE_NS,
+        clock_ns: 0,
     }
 }
 
@@ -169,6 +170,55 @@ fn a_listing_returns_only_tasks_its_filter_admits() {
     let history = |filter| vec![made.clone(), finished.clone(), listed(filter)];
     assert!(!linearizable(&history(Filter::Active), Compare::Rules));
     assert!(linearizable(&history(Filter::All), Compare::Rules));
+}
+
+#[test]
+fn a_clock_off_the_wall_clock_is_judged_within_its_bound_and_no_further() {
+    // A store going by a database server's clock reads a time up to
+    // `clock_ns` off the wall clock the calls were recorded by. A task
+    // created at 5 ms with a TTL of 100 ms expires at 105 ms; a read
+    // recorded at 100..102 ms finds it gone, as a store whose clock ran
+    // 3 to 5 ms ahead would.
+    let wall = |ms: u64| W0 + ms * MS;
+    let history = |clock_ms: u64| {
+        let made = op(
+            create("a", Some(100)),
+            Ret::Applied(task("a", Some(100), wall(5), 1, "working")),
+            (0, 10),
+            (wall(0), wall(10)),
+        );
+        let gone = op(
+            Call::Get,
+            Ret::Task(None),
+            (100, 102),
+            (wall(100), wall(102)),
+        );
+        [made, gone].map(|o| Op {
+            clock_ns: clock_ms * MS,
+            ..o
+        })
+    };
+    assert!(!linearizable(&history(0), Compare::Whole));
+    assert!(!linearizable(&history(2), Compare::Whole));
+    assert!(linearizable(&history(3), Compare::Whole));
+    assert!(linearizable(&history(5), Compare::Whole));
+    // A time stamped past the call's span by the clock's error is the
+    // store's reading; past it by more, not.
+    let stamped_late = |clock_ms: u64| {
+        [op(
+            create("a", None),
+            Ret::Applied(task("a", None, wall(12), 1, "working")),
+            (0, 10),
+            (wall(0), wall(10)),
+        )]
+        .map(|o| Op {
+            clock_ns: clock_ms * MS,
+            ..o
+        })
+    };
+    assert!(!linearizable(&stamped_late(0), Compare::Whole));
+    assert!(!linearizable(&stamped_late(1), Compare::Whole));
+    assert!(linearizable(&stamped_late(2), Compare::Whole));
 }
 
 #[test]

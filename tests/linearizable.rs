@@ -343,6 +343,7 @@ fn read_history(path: &Path, killed: bool) -> Vec<Op> {
                     start: UNKNOWN,
                     end: UNKNOWN,
                     lease_ns: 0,
+                    clock_ns: 0,
                 });
             }
         }

@@ -8,10 +8,13 @@
 //! milliseconds), `get`, `get_all`, `update` (plain, `if_revision`,
 //! `fenced`, `leave_lease`), `finish` and `finish_fenced`, `delete`,
 //! `renew_lease`, `renew_leases_of`, `renew_leases`, `release`, `claim`,
-//! `reap`, `reap_task`, `sweep`, and listings page by page; in two rounds,
-//! one whose leases outlast it (they lapse only by `release`) and one whose
-//! leases last 30 to 130 ms, with no claim grace, so that leases lapse under
-//! the workload and claims and reaps race their owners' writes. Meanwhile one
+//! `reap`, `reap_task`, `sweep`, and listings page by page; in three
+//! rounds, one whose leases outlast it (they lapse only by `release`) and
+//! one whose leases last 30 to 130 ms, with no claim grace, so that leases
+//! lapse under the workload and claims and reaps race their owners' writes,
+//! both on the system clock (`TimeSource::Clock`); then the short leases on
+//! the server's clock (`TimeSource::Server`, the default), every handle's
+//! own clock seconds to an hour off ([`skew`]). Meanwhile one
 //! thread ends random server backends of the store's connections
 //! (`pg_terminate_backend`), another loses the reply to a random statement
 //! after the server committed it (a proxy that cuts the connection), and
@@ -20,8 +23,9 @@
 //!
 //! Every call is recorded (both clocks: the monotonic one orders the
 //! calls, the wall clock, which the store's leases and TTLs go by,
-//! `TimeSource::Clock`, judges expiries; `common/lin/mod.rs`) with its
-//! result; the children write theirs to files. The merged history of each
+//! judges expiries, on the server's clock within its bound:
+//! [`bound_clocks`]; `common/lin/mod.rs`) with its result; the children
+//! write theirs to files. The merged history of each
 //! task is then checked against the model of one task and with the search
 //! both backends' tests share (`common/lin/`), which follow the store's
 //! rules (src/rules/: first writer wins, revisions, fences, owners,
@@ -100,20 +104,92 @@ const KIND: &str = "lin";
 /// refused, and a reap fails it at once.
 const MAX_ATTEMPTS: u32 = 2;
 /// A lease no round outlives: leases lapse only by `release`. The other
-/// round's lease is 30 to 130 milliseconds ([`leases_for`]), so that leases
+/// rounds' lease is 30 to 130 milliseconds ([`rounds_for`]), so that leases
 /// lapse under the workload and claims and reaps take them
-/// (`TASKSTORE_LIN_LEASE_MS` to run one round of a lease chosen).
+/// (`TASKSTORE_LIN_LEASE_MS` to run one round of a lease chosen, on the
+/// system clock, or on the server's with `TASKSTORE_LIN_TIME=server`).
 const LONG_LEASE: Duration = Duration::from_millis(lin::LONG_LEASE_MS);
 
-/// The leases of the rounds of `seed` (every handle's, in every process,
-/// in a round): one no round outlives, then a short one.
-fn leases_for(seed: u64) -> Vec<Duration> {
+/// The rounds of `seed`, by the leases of every handle in every process
+/// and the time they go by: one whose leases no round outlives, then a
+/// short one, both on the system clock; then the short one on the
+/// server's clock, from hosts whose clocks are seconds to an hour apart.
+fn rounds_for(seed: u64) -> Vec<(Duration, Time)> {
     let ms = std::env::var("TASKSTORE_LIN_LEASE_MS")
         .ok()
         .and_then(|s| s.parse().ok());
+    let short = Duration::from_millis(30 + seed % 100);
     match ms {
-        Some(ms) => vec![Duration::from_millis(ms)],
-        None => vec![LONG_LEASE, Duration::from_millis(30 + seed % 100)],
+        Some(ms) => {
+            let time = match std::env::var("TASKSTORE_LIN_TIME").as_deref() {
+                Ok("server") => Time::Server,
+                _ => Time::System,
+            };
+            vec![(Duration::from_millis(ms), time)]
+        }
+        None => vec![
+            (LONG_LEASE, Time::System),
+            (short, Time::System),
+            (short, Time::Server),
+        ],
+    }
+}
+
+/// What a round's handles go by for their TTLs and leases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Time {
+    /// The system clock, which every handle here reads
+    /// (`TimeSource::Clock`): the wall clock the calls are recorded by.
+    System,
+    /// The server's clock (`TimeSource::Server`, the default), measured
+    /// every [`SERVER_CLOCK_REFRESH`] by handles whose own clocks are off
+    /// by [`skew`]: the time each reads is the server's within its
+    /// measurement's error and the clocks' drift since (`Op::clock_ns`,
+    /// set by [`Round::run`]).
+    Server,
+}
+
+impl Time {
+    fn arg(self) -> &'static str {
+        match self {
+            Time::System => "system",
+            Time::Server => "server",
+        }
+    }
+
+    fn from_arg(arg: &str) -> Time {
+        match arg {
+            "server" => Time::Server,
+            _ => Time::System,
+        }
+    }
+}
+
+/// How often a handle of a [`Time::Server`] round measures the server's
+/// clock again: several times a round, so that calls meet new measurements.
+const SERVER_CLOCK_REFRESH: Duration = Duration::from_millis(200);
+
+/// How far the clock of handle `instance` is off, in a [`Time::Server`]
+/// round: every handle's differently, from an hour behind to an hour
+/// ahead.
+fn skew(instance: &str) -> time::Duration {
+    let seconds = match instance {
+        "parent-h0" => 7,
+        "parent-h1" => -3_600,
+        "child0-h0" => 3_600,
+        "child1-h0" => -11,
+        _ => 1,
+    };
+    time::Duration::seconds(seconds)
+}
+
+/// The system clock, off by a host's skew.
+#[derive(Debug)]
+struct SkewedClock(time::Duration);
+
+impl taskstore::Clock for SkewedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.0
     }
 }
 
@@ -182,12 +258,12 @@ fn token_of(store: &PgStore, name: &str) -> String {
     }
 }
 
-fn open(conninfo: &str, schema: &str, instance: &str, lease: Duration) -> PgStore {
+fn open(conninfo: &str, schema: &str, instance: &str, lease: Duration, time: Time) -> PgStore {
     open_with(
         conninfo,
         schema,
         instance,
-        lease,
+        (lease, time),
         (3, Duration::from_secs(30)),
     )
 }
@@ -197,17 +273,23 @@ fn open_with(
     conninfo: &str,
     schema: &str,
     instance: &str,
-    lease: Duration,
+    (lease, time): (Duration, Time),
     (pool, wait): (usize, Duration),
 ) -> PgStore {
     // The killer may end the connections of an open: tried again.
     for _ in 0..50 {
-        match PgStore::builder(conninfo)
-            .schema(schema)
-            .instance_id(instance)
+        let builder = PgStore::builder(conninfo);
+        let builder = match time {
             // Every process on this host reads one system clock: a lease
             // released before a claim began is lapsed for the claim.
-            .time_source(TimeSource::Clock)
+            Time::System => builder.time_source(TimeSource::Clock),
+            Time::Server => builder
+                .clock(Arc::new(SkewedClock(skew(instance))))
+                .server_clock_refresh(SERVER_CLOCK_REFRESH),
+        };
+        match builder
+            .schema(schema)
+            .instance_id(instance)
             .lease(lease)
             .claim_grace(grace_for(lease))
             .pool_size(pool)
@@ -246,6 +328,15 @@ fn work(store: &PgStore, who: &Who<'_>, seed: u64, lease: Duration, log: &Mutex<
     let ops = ops_per_thread();
     let mut rng = Rng::new(seed);
     let mut seen: Vec<Seen> = vec![Seen { rev: 1, epoch: 1 }; ids()];
+    // The error of the handle's measurement of the server's clock in effect
+    // when the call began (half its round trip), and at its end the
+    // larger with that of one made within the call.
+    let measured = || {
+        store.server_time().map_or(0, |t| {
+            u64::try_from(t.round_trip.as_nanos() / 2).unwrap_or(u64::MAX)
+        })
+    };
+    let measured_at_start = std::cell::Cell::new(0);
     let record = |id: usize, call: Call, start: Stamp, ret: Ret| {
         log.lock().unwrap().push(Op {
             instance: who.instance.to_owned(),
@@ -257,6 +348,8 @@ fn work(store: &PgStore, who: &Who<'_>, seed: u64, lease: Duration, log: &Mutex<
             start,
             end: Stamp::now(),
             lease_ns: u64::try_from(lease.as_nanos()).unwrap(),
+            // The clocks' drift is added by the round ([`bound_clocks`]).
+            clock_ns: measured_at_start.get().max(measured()),
         });
     };
     for o in 0..ops {
@@ -272,6 +365,7 @@ fn work(store: &PgStore, who: &Who<'_>, seed: u64, lease: Duration, log: &Mutex<
             }
         };
         let start = Stamp::now();
+        measured_at_start.set(measured());
         match rng.below(100) {
             0..=14 => {
                 let resumable = rng.below(2) == 0;
@@ -519,15 +613,15 @@ fn pass(
 }
 
 /// Runs `threads` threads of work in this process, on `handles` handles
-/// (threads share them round robin) whose leases last `lease`, and
-/// returns their operations.
+/// (threads share them round robin) whose leases last `lease`, going by
+/// `time`, and returns their operations.
 fn run_here(
     conninfo: &str,
     schema: &str,
     name: &str,
     (handles, threads): (usize, usize),
     seed: u64,
-    lease: Duration,
+    (lease, time): (Duration, Time),
 ) -> Vec<Op> {
     let stores: Vec<(PgStore, String, String)> = (0..handles)
         .map(|h| {
@@ -539,11 +633,11 @@ fn run_here(
                     conninfo,
                     schema,
                     &instance,
-                    lease,
+                    (lease, time),
                     (1, Duration::from_millis(15)),
                 )
             } else {
-                open(conninfo, schema, &instance, lease)
+                open(conninfo, schema, &instance, lease, time)
             };
             let token = token_of(&store, &instance);
             (store, instance, token)
@@ -625,6 +719,37 @@ fn cutter(proxy: &pg_cluster::LosesAReply, seed: u64, stop: &AtomicBool) -> usiz
 /// more were made. Every history of calls that all failed of unknown
 /// outcome is linearizable: a statement the server refuses would pass
 /// unseen.
+/// How far, at most, a round's handles read the time from the wall clock
+/// the calls were recorded by, set as every call's `clock_ns`: none on the
+/// system clock; on the server's, the largest error of a measurement any
+/// call met (`clock_ns` as recorded: half its round trip), plus how far
+/// the wall clock (the server's, on this host) drifted from the monotonic
+/// clock (which carries a handle's time on between measurements) over the
+/// round, plus 2 ms: that drift between a handle's open and its first
+/// call, and the server's microsecond rounding (`src/pg/clock.rs`,
+/// "Bound").
+fn bound_clocks(ops: &mut [Op], time: Time) -> u64 {
+    let bound = match time {
+        Time::System => 0,
+        Time::Server => {
+            let measured = ops.iter().map(|o| o.clock_ns).max().unwrap_or(0);
+            let offsets: Vec<i128> = ops
+                .iter()
+                .flat_map(|o| [o.start, o.end])
+                .filter(|s| s.wall < u64::MAX)
+                .map(|s| i128::from(s.wall) - i128::from(s.mono))
+                .collect();
+            let drift = offsets.iter().max().zip(offsets.iter().min());
+            let drift = drift.map_or(0, |(hi, lo)| u64::try_from(hi - lo).unwrap());
+            measured + drift + 2_000_000
+        }
+    };
+    for o in ops.iter_mut() {
+        o.clock_ns = bound;
+    }
+    bound
+}
+
 fn some_applied(ops: &[Op], made: impl Fn(&Call) -> bool) -> bool {
     let calls: Vec<&Op> = ops.iter().filter(|o| made(&o.call)).collect();
     calls.len() < 100 || calls.iter().any(|o| matches!(o.ret, Ret::Applied(_)))
@@ -634,12 +759,13 @@ fn some_applied(ops: &[Op], made: impl Fn(&Call) -> bool) -> bool {
 fn concurrent_histories_over_postgres_are_linearizable() {
     let test = "concurrent_histories_over_postgres_are_linearizable";
     if let Some((_, args)) = role() {
-        // A child: args are conninfo, schema, out file, name, seed, and
-        // the run's lease in milliseconds.
+        // A child: args are conninfo, schema, out file, name, seed, the
+        // run's lease in milliseconds and the time it goes by.
         let seed: u64 = args[4].parse().unwrap();
         let lease = Duration::from_millis(args[5].parse().unwrap());
+        let time = Time::from_arg(&args[6]);
         let threads = (1, CHILD_THREADS);
-        let ops = run_here(&args[0], &args[1], &args[3], threads, seed, lease);
+        let ops = run_here(&args[0], &args[1], &args[3], threads, seed, (lease, time));
         common::write_atomic(Path::new(&args[2]), &serde_json::to_vec(&ops).unwrap());
         return;
     }
@@ -668,7 +794,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
     } else {
         cluster.conninfo()
     };
-    for lease in leases_for(seed) {
+    for (lease, time) in rounds_for(seed) {
         let round = Round {
             cluster,
             proxy: cuts.then_some(&proxy),
@@ -676,6 +802,7 @@ fn concurrent_histories_over_postgres_are_linearizable() {
             kills,
             seed,
             lease,
+            time,
         };
         round.run(test);
     }
@@ -692,6 +819,7 @@ struct Round<'a> {
     kills: bool,
     seed: u64,
     lease: Duration,
+    time: Time,
 }
 
 impl Round<'_> {
@@ -703,11 +831,12 @@ impl Round<'_> {
             kills,
             seed,
             lease,
+            time,
         } = *self;
         let conninfo = conninfo.to_owned();
         let schema = pg_cluster::fresh_schema("lin");
         // The schema made before anything is killed.
-        drop(open(&conninfo, &schema, "maker", lease));
+        drop(open(&conninfo, &schema, "maker", lease, time));
         let work_dir = tempfile::tempdir().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (ops, killed, cut) = std::thread::scope(|s| {
@@ -729,12 +858,13 @@ impl Round<'_> {
                         format!("child{c}"),
                         seed.wrapping_add(c as u64 + 1).wrapping_mul(31).to_string(),
                         lease.as_millis().to_string(),
+                        time.arg().to_owned(),
                     ];
                     spawn(work_dir.path(), test, "worker", &args)
                 })
                 .collect();
             let threads = (2, PARENT_THREADS);
-            let mut ops = run_here(&conninfo, &schema, "parent", threads, seed, lease);
+            let mut ops = run_here(&conninfo, &schema, "parent", threads, seed, (lease, time));
             children.into_iter().for_each(common::Running::finish);
             stop.store(true, Ordering::SeqCst);
             let killed = killing.map_or(0, |k| k.join().unwrap());
@@ -745,6 +875,8 @@ impl Round<'_> {
             }
             (ops, killed, cut)
         });
+        let mut ops = ops;
+        let clock_bound = bound_clocks(&mut ops, time);
         let unknown = ops
             .iter()
             .filter(|o| matches!(o.ret, Ret::Unknown(_)))
@@ -759,7 +891,7 @@ impl Round<'_> {
         let checked = lin::check(
             &ops,
             &params(lease),
-            &format!("seed {seed}, leases of {lease:?}"),
+            &format!("seed {seed}, leases of {lease:?}, {time:?} time"),
         );
         let creates = |c: &Call| matches!(c, Call::Create { .. });
         let updates = |c: &Call| matches!(c, Call::Update { .. });
@@ -787,7 +919,8 @@ impl Round<'_> {
         eprintln!(
             "{test}: {checked} operations on {} tasks linearizable ({unknown} of unknown outcome, \
          {nothing} that changed nothing; {claimed} claims and {reaped} reaps applied; \
-         {killed} backends ended, {cut} replies lost; leases of {lease:?})",
+         {killed} backends ended, {cut} replies lost; leases of {lease:?}, {time:?} time, \
+         clocks within {clock_bound} ns)",
             ids()
         );
     }

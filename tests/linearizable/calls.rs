@@ -85,6 +85,7 @@ pub(crate) fn run_calls(
                 start,
                 end,
                 lease_ns: knobs.lease_ms * 1_000_000,
+                clock_ns: 0,
             });
         };
         let dice = rng.below(100);

@@ -226,6 +226,13 @@ pub struct Op {
     pub end: Stamp,
     /// The handle's lease, in nanoseconds.
     pub lease_ns: u64,
+    /// How far the time the store read within the call may be from the
+    /// wall clock's reading at that instant, in nanoseconds: none where the
+    /// store reads the system clock; a store going by a database server's
+    /// clock, carried on by the monotonic clock, is off by its measurement's
+    /// error and the clocks' drift since.
+    #[serde(default)]
+    pub clock_ns: u64,
 }
 
 impl Op {
@@ -238,6 +245,13 @@ impl Op {
     /// The instant within the call at which the wall clock reads `wall`.
     pub fn mono_at(&self, wall: u64) -> u64 {
         self.start.mono + wall.saturating_sub(self.start.wall)
+    }
+
+    /// Whether `at`, a time the store stamped, is one it may have read
+    /// within the call.
+    pub fn read_within(&self, at: u64) -> bool {
+        self.start.wall.saturating_sub(self.clock_ns) <= at
+            && at <= self.end.wall.saturating_add(self.clock_ns)
     }
 }
 
@@ -323,7 +337,12 @@ pub fn check(ops: &[Op], params: &Params, what: &str) -> usize {
     let mut by_id: HashMap<usize, Vec<Op>> = HashMap::new();
     for op in ops {
         by_id.entry(op.id).or_default().push(op.clone());
-        let lasted = op.end.wall.saturating_sub(op.start.wall) >= op.lease_ns;
+        let lasted = op
+            .end
+            .wall
+            .saturating_sub(op.start.wall)
+            .saturating_add(2 * op.clock_ns)
+            >= op.lease_ns;
         // A renewal whatever it answered (its second write may have found
         // the task reaped since), a claim that may have claimed.
         let wrote = match op.call {

@@ -90,7 +90,7 @@ pub fn linearizable(history: &[Op], params: &Params, undone: &BTreeSet<Undone>) 
     let last = history
         .iter()
         .filter(|o| o.end.wall < u64::MAX)
-        .map(|o| o.end.wall)
+        .map(|o| o.end.wall.saturating_add(o.clock_ns))
         .max()
         .unwrap_or(0);
     // Each first of two writes, by its call: the call made by the same
@@ -183,7 +183,7 @@ impl search::Model for Model<'_> {
                 && owns(op, s)
                 && state
                     .expires
-                    .is_none_or(|(lo, _)| op.wall_at(earliest) < lo)
+                    .is_none_or(|(lo, _)| op.wall_at(earliest).saturating_sub(op.clock_ns) < lo)
             {
                 // Its new lease is not known: the workloads call it only
                 // where leases never lapse, where a lease decides nothing,
@@ -200,11 +200,13 @@ impl search::Model for Model<'_> {
             return out;
         }
         // The instants at which the call may take effect that tell apart
-        // what it can see: its earliest, and the task's expiry and its
-        // lease's lapse (and the claim grace's end) within its span.
+        // what it can see: its earliest, and the first at which the time
+        // it reads may reach the task's expiry, its lease's lapse or the
+        // claim grace's end, within its span.
+        let events = self.events(state);
         let mut instants = vec![earliest];
-        for e in self.events(state) {
-            let at = op.mono_at(e);
+        for &e in &events {
+            let at = op.mono_at(e.saturating_sub(op.clock_ns));
             if earliest < at && at <= op.end.mono {
                 instants.push(at);
             }
@@ -212,28 +214,51 @@ impl search::Model for Model<'_> {
         instants.sort_unstable();
         instants.dedup();
         for at in instants {
-            let w = op.wall_at(at);
-            let gone = NO_TASK;
-            let mut judged = Vec::new();
-            match (&state.task, state.expires) {
-                (Some(_), Some((lo, hi))) => {
-                    if w >= lo {
-                        judged.push(&gone);
+            for w in readings(op, at, &events) {
+                let gone = NO_TASK;
+                let mut judged = Vec::new();
+                match (&state.task, state.expires) {
+                    (Some(_), Some((lo, hi))) => {
+                        if w >= lo {
+                            judged.push(&gone);
+                        }
+                        if w < hi {
+                            judged.push(state);
+                        }
                     }
-                    if w < hi {
-                        judged.push(state);
-                    }
+                    _ => judged.push(state),
                 }
-                _ => judged.push(state),
-            }
-            for seen in judged {
-                for next in self.paired_step(state, seen, i, w) {
-                    out.push((next, at));
+                for seen in judged {
+                    for next in self.paired_step(state, seen, i, w) {
+                        out.push((next, at));
+                    }
                 }
             }
         }
         out
     }
+}
+
+/// The times `op` may have read at instant `at` that tell apart what it
+/// sees: the wall clock's reading there, or, for a store whose clock may
+/// be off it by `op.clock_ns`, the two ends of that window and each
+/// `event` within it with the moment before it (every judgment of the
+/// model is of a time against an event: lapsed or expired from it on).
+fn readings(op: &Op, at: u64, events: &[u64]) -> Vec<u64> {
+    let w = op.wall_at(at);
+    if op.clock_ns == 0 {
+        return vec![w];
+    }
+    let (lo, hi) = (w.saturating_sub(op.clock_ns), w.saturating_add(op.clock_ns));
+    let mut out = vec![lo, hi];
+    for &e in events {
+        if lo < e && e <= hi {
+            out.extend([e - 1, e]);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 impl Model<'_> {
@@ -311,8 +336,7 @@ impl Model<'_> {
         match returned_task(&op.ret) {
             Some(t) => {
                 next.last_updated_at = t.last_updated_at;
-                let at = ns(t.last_updated_at);
-                let within = op.start.wall <= at && at <= op.end.wall;
+                let within = op.read_within(ns(t.last_updated_at));
                 (within || self.params.compare == Compare::Rules).then_some(next)
             }
             None => {
@@ -328,9 +352,9 @@ impl Model<'_> {
         match returned_task(&op.ret) {
             Some(t) => {
                 next.lease_expires_at = t.lease_expires_at;
-                let within = t.lease_expires_at.is_some_and(|l| {
-                    op.start.wall + shift <= ns(l) && ns(l) <= op.end.wall + shift
-                });
+                let within = t
+                    .lease_expires_at
+                    .is_some_and(|l| op.read_within(ns(l).saturating_sub(shift)));
                 (within || self.params.compare == Compare::Rules).then_some(next)
             }
             None => {
@@ -468,7 +492,10 @@ impl Model<'_> {
                     let ttl = ms * 1_000_000;
                     match returned_task(&op.ret) {
                         Some(t) => (ns(t.created_at) + ttl, ns(t.created_at) + ttl),
-                        None => (w + ttl, op.end.wall.saturating_add(ttl)),
+                        None => (
+                            w + ttl,
+                            op.end.wall.saturating_add(op.clock_ns).saturating_add(ttl),
+                        ),
                     }
                 });
                 if !self.agrees(op, &Ret::Applied(next.clone())) {
@@ -643,8 +670,7 @@ impl Model<'_> {
         };
         let created = match returned_task(&op.ret) {
             Some(t) => {
-                let at = ns(t.created_at);
-                let within = op.start.wall <= at && at <= op.end.wall;
+                let within = op.read_within(ns(t.created_at));
                 if !within && self.params.compare == Compare::Whole {
                     return None;
                 }
