@@ -66,6 +66,7 @@ mod lin;
 #[path = "common/pg.rs"]
 mod pg_cluster;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -291,41 +292,49 @@ fn cutter(proxy: &pg_cluster::LosesAReply, seed: u64, stop: &AtomicBool) -> usiz
     proxy.cuts() - before
 }
 
+/// How far, at most, each handle of a round read the time from the wall
+/// clock the calls were recorded by, set as each of its calls'
+/// `clock_ns`: none on the system clock; on the server's, the largest
+/// error of a measurement any of the handle's calls met (`clock_ns` as
+/// recorded: half its round trip; the largest, as a handle's time never
+/// goes back, so a reading may still be one an earlier measurement's
+/// error took ahead), plus how far the wall clock (the server's, on this
+/// host) drifted from the monotonic clock (which carries a handle's time
+/// on between measurements) over the round, plus 2 ms: that drift between
+/// a handle's open and its first call, and the server's microsecond
+/// rounding (`src/pg/clock.rs`, "Bound"). Returns the largest.
+fn bound_clocks(ops: &mut [Op], time: Time) -> u64 {
+    if time == Time::System {
+        for o in ops.iter_mut() {
+            o.clock_ns = 0;
+        }
+        return 0;
+    }
+    let mut measured: HashMap<String, u64> = HashMap::new();
+    for o in ops.iter() {
+        let m = measured.entry(o.token.clone()).or_default();
+        *m = (*m).max(o.clock_ns);
+    }
+    let offsets: Vec<i128> = ops
+        .iter()
+        .flat_map(|o| [o.start, o.end])
+        .filter(|s| s.wall < u64::MAX)
+        .map(|s| i128::from(s.wall) - i128::from(s.mono))
+        .collect();
+    let drift = offsets.iter().max().zip(offsets.iter().min());
+    let drift = drift.map_or(0, |(hi, lo)| u64::try_from(hi - lo).unwrap());
+    let mut largest = 0;
+    for o in ops.iter_mut() {
+        o.clock_ns = measured[&o.token] + drift + 2_000_000;
+        largest = largest.max(o.clock_ns);
+    }
+    largest
+}
+
 /// Whether some of the calls `made` picks were applied, if a hundred or
 /// more were made. Every history of calls that all failed of unknown
 /// outcome is linearizable: a statement the server refuses would pass
 /// unseen.
-/// How far, at most, a round's handles read the time from the wall clock
-/// the calls were recorded by, set as every call's `clock_ns`: none on the
-/// system clock; on the server's, the largest error of a measurement any
-/// call met (`clock_ns` as recorded: half its round trip), plus how far
-/// the wall clock (the server's, on this host) drifted from the monotonic
-/// clock (which carries a handle's time on between measurements) over the
-/// round, plus 2 ms: that drift between a handle's open and its first
-/// call, and the server's microsecond rounding (`src/pg/clock.rs`,
-/// "Bound").
-fn bound_clocks(ops: &mut [Op], time: Time) -> u64 {
-    let bound = match time {
-        Time::System => 0,
-        Time::Server => {
-            let measured = ops.iter().map(|o| o.clock_ns).max().unwrap_or(0);
-            let offsets: Vec<i128> = ops
-                .iter()
-                .flat_map(|o| [o.start, o.end])
-                .filter(|s| s.wall < u64::MAX)
-                .map(|s| i128::from(s.wall) - i128::from(s.mono))
-                .collect();
-            let drift = offsets.iter().max().zip(offsets.iter().min());
-            let drift = drift.map_or(0, |(hi, lo)| u64::try_from(hi - lo).unwrap());
-            measured + drift + 2_000_000
-        }
-    };
-    for o in ops.iter_mut() {
-        o.clock_ns = bound;
-    }
-    bound
-}
-
 fn some_applied(ops: &[Op], made: impl Fn(&Call) -> bool) -> bool {
     let calls: Vec<&Op> = ops.iter().filter(|o| made(&o.call)).collect();
     calls.len() < 100 || calls.iter().any(|o| matches!(o.ret, Ret::Applied(_)))
