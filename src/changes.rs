@@ -19,8 +19,9 @@ pub enum Changes {
     /// These tasks were written (created, updated, finished or removed)
     /// since the last wait, each named once; empty if the wait timed out.
     Tasks(Vec<TaskId>),
-    /// The feed may have missed changes (it has just begun to listen, or
-    /// lost its connection and is back): any task may have changed.
+    /// The feed may have missed changes (it has just begun to listen, lost
+    /// its connection and is back, or cannot listen now): any task may have
+    /// changed.
     Missed,
 }
 

@@ -9,6 +9,15 @@
 //! The first connection is made on the first wait too, and reports the
 //! same: writes between [`changes`](crate::TaskStore::changes) and that
 //! wait sent notices to no one.
+//!
+//! Each connection is set up and checked as a pool's are before it
+//! listens (`pool::set_up_alone`): one whose transactions do not all run in
+//! one server session of its own (a connection pooler in transaction or
+//! statement mode, set so after the store opened, PgBouncer's `RELOAD`)
+//! would `LISTEN` in a session it then leaves, and hear nothing. It is
+//! refused as a failed connect is: the wait reports [`Changes::Missed`],
+//! the first refusal is a warning naming the server (never the password),
+//! and the next wait tries again.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -20,7 +29,7 @@ use crate::changes::{ChangeSource, Changes};
 use crate::id::TaskId;
 
 use super::connect::{Connecting, Failed};
-use super::pool::close_client;
+use super::pool::{close_client, server, set_up_alone};
 
 /// How long a wait pauses after a failed reconnect before trying again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -75,7 +84,9 @@ impl Listener {
             Some(connecting) => connecting,
             None => {
                 let quoted = self.channel.replace('"', "\"\"");
+                let config = self.config.clone();
                 let listen = move |client: &mut Client| {
+                    set_up_alone(&config, client)?;
                     client
                         .batch_execute(&format!("LISTEN \"{quoted}\""))
                         .map_err(Failed::Driver)
@@ -103,11 +114,14 @@ impl Listener {
         }
     }
 
+    /// A connect that failed, or whose connection was refused: said (the
+    /// server named, never the password) and [`Connected::Failed`].
     fn failed(&mut self, e: &dyn std::fmt::Display) -> Connected {
+        let server = server(&self.config);
         if std::mem::replace(&mut self.failing, true) {
-            tracing::debug!(channel = %self.channel, error = %e, "change feed cannot connect");
+            tracing::debug!(channel = %self.channel, %server, error = %e, "change feed cannot connect");
         } else {
-            tracing::warn!(channel = %self.channel, error = %e, "change feed cannot connect; its waits report missed changes until it can");
+            tracing::warn!(channel = %self.channel, %server, error = %e, "change feed cannot connect; its waits report missed changes until it can");
         }
         Connected::Failed
     }

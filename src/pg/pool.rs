@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, Statement};
+use postgres::{Client, Config, NoTls, Statement};
 
 use super::connect::{Connecting, Failed};
 
@@ -82,8 +82,8 @@ const MARK: &str = "taskstore.connection";
 /// was read, for the error.
 ///
 /// A pooler that happens to give the connection back the session it set
-/// the value in passes: see [`Pool::check_sessions`], which makes it share
-/// that session with a second connection first.
+/// the value in passes: see [`kept_beside`], which makes it share that
+/// session with a second connection first.
 fn kept(client: &mut Client, mark: &str, when: &str) -> Result<(), Failed> {
     let read = client
         .simple_query(&format!(
@@ -107,6 +107,65 @@ fn kept(client: &mut Client, mark: &str, when: &str) -> Result<(), Failed> {
          (server process {})",
         pid.unwrap_or("unknown")
     )))
+}
+
+/// A new value of [`MARK`], unique to one connection.
+fn new_mark() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Sets up `client`, a new connection, for the store ([`session`], which
+/// gives its session `mark`) and finds it keeps its session ([`kept`]).
+fn set_up(client: &mut Client, mark: &str) -> Result<(), Failed> {
+    client
+        .batch_execute(&session(mark))
+        .map_err(Failed::Driver)?;
+    kept(client, mark, "in its next transaction")
+}
+
+/// Refuses a server whose sessions do not last as long as the store's
+/// connections (a connection pooler in transaction or statement mode),
+/// given `first`, a connection set up with `mark` ([`set_up`]): `second`
+/// makes a second connection, set up the same way (its own set-up
+/// [`kept`] its session), then `first` must still read its own [`MARK`].
+/// The second is closed again.
+///
+/// A pooler that puts the second connection's transactions in the session
+/// `first`'s ran in fails it, as does one that gives either connection's
+/// second transaction another session than its first's: so does PgBouncer
+/// whenever one server session is idle for this database and user (always
+/// with `default_pool_size = 1`, and with no other client's traffic, since
+/// it hands out an idle session before it opens another). Only a pooler
+/// that, through other clients' traffic, gives each of the two connections
+/// its own session back passes.
+fn kept_beside(
+    first: &mut Client,
+    mark: &str,
+    second: impl FnOnce() -> Result<Client, Failed>,
+) -> Result<(), Failed> {
+    let second = second()?;
+    let first_kept = kept(
+        first,
+        mark,
+        "in its next transaction, once a second connection had connected",
+    );
+    close_client(second);
+    first_kept
+}
+
+/// Sets up `client`, a new connection to `config` that no pool holds (a
+/// change feed's), as a pool sets up each of its own ([`set_up`]), and
+/// refuses it as an open refuses its pool's first ([`kept_beside`]), the
+/// second connection made on this thread: the caller's is one of
+/// [`Connecting`]'s, which bounds the whole for a waiter.
+pub(crate) fn set_up_alone(config: &Config, client: &mut Client) -> Result<(), Failed> {
+    let mark = new_mark();
+    set_up(client, &mark)?;
+    kept_beside(client, &mark, || {
+        let mut second = config.connect(NoTls).map_err(Failed::Driver)?;
+        set_up(&mut second, &new_mark())?;
+        Ok(second)
+    })
 }
 
 /// A connection and the statements prepared on it.
@@ -234,7 +293,7 @@ pub(crate) enum NoConnection {
 /// connection goes to when given), ports, database and user; never the
 /// password. Made here from the fields an operator sets to say where, so a
 /// new such field of the driver's must be added by hand.
-fn server(config: &Config) -> String {
+pub(crate) fn server(config: &Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -399,30 +458,14 @@ impl Pool {
 
     /// Refuses a server whose sessions do not last as long as the store's
     /// connections (a connection pooler in transaction or statement mode),
-    /// given `first`, a connection this pool just made: a second
-    /// connection is made (whose own set-up [`kept`] its session), then
-    /// `first` must still read its own [`MARK`]. The second is closed
-    /// again: the open leaves the pool holding `first` alone, as before.
-    ///
-    /// A pooler that puts the second connection's transactions in the
-    /// session `first`'s ran in fails it, as does one that gives either
-    /// connection's second transaction another session than its first's:
-    /// so does PgBouncer whenever one server session is idle for this
-    /// database and user (always with `default_pool_size = 1`, and with no
-    /// other client's traffic, since it hands out an idle session before it
-    /// opens another). Only a pooler that, through other clients' traffic,
-    /// gives each of the two connections its own session back passes.
+    /// given `first`, a connection this pool just made, and a second one
+    /// this pool makes ([`kept_beside`]). The second is closed again: the
+    /// open leaves the pool holding `first` alone, as before.
     pub fn check_sessions(&self, first: &mut Connection) -> Result<(), NoConnection> {
-        let second = self
-            .connect()
-            .map_err(|e| NoConnection::Connect(e, self.server()))?;
-        let first_kept = kept(
-            &mut first.client,
-            &first.mark,
-            "in its next transaction, once a second connection had connected",
-        );
-        close(second);
-        first_kept.map_err(|e| NoConnection::Connect(e, self.server()))
+        kept_beside(&mut first.client, &first.mark, || {
+            self.connect().map(|second| second.client)
+        })
+        .map_err(|e| NoConnection::Connect(e, self.server()))
     }
 
     /// A new connection, set up for the store's statements ([`session`])
@@ -431,15 +474,10 @@ impl Pool {
     /// host's socket connect alone; [`Connecting`] the whole).
     fn connect(&self) -> Result<Connection, Failed> {
         let timeout = Connecting::wait_for(&self.config, super::CONNECT_TIMEOUT);
-        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let mark = new_mark();
         let setup = {
             let mark = mark.clone();
-            move |client: &mut Client| {
-                client
-                    .batch_execute(&session(&mark))
-                    .map_err(Failed::Driver)?;
-                kept(client, &mark, "in its next transaction")
-            }
+            move |client: &mut Client| set_up(client, &mark)
         };
         let client = Connecting::within(&self.config, setup, timeout, &self.hung, self.size)?;
         Ok(Connection {

@@ -100,6 +100,7 @@ impl PgBouncer {
                  unix_socket_dir =\n\
                  auth_type = trust\n\
                  auth_file = {users}\n\
+                 admin_users = postgres\n\
                  pool_mode = {mode}\n\
                  default_pool_size = {server_connections}\n\
                  max_client_conn = 100\n\
@@ -148,6 +149,50 @@ impl PgBouncer {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
+    }
+
+    /// Runs PgBouncer in `mode` from now on: its ini rewritten, then
+    /// `RELOAD` on its admin console (database `pgbouncer`, user
+    /// `postgres`). A client already holding a server connection keeps it
+    /// until that connection is next released, as the new mode says.
+    pub fn reload_in(&self, mode: PoolMode) {
+        let ini = self.dir.path().join("pgbouncer.ini");
+        let old = std::fs::read_to_string(&ini).expect("read the ini");
+        let new: Vec<String> = old
+            .lines()
+            .map(|line| {
+                if line.starts_with("pool_mode = ") {
+                    format!("pool_mode = {}", mode.ini())
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        // Written in place: the file keeps its owner, PgBouncer's user.
+        std::fs::write(&ini, new.join("\n") + "\n").expect("write the ini");
+        let mut admin = postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=pgbouncer",
+                self.port
+            ),
+            postgres::NoTls,
+        )
+        .unwrap_or_else(|e| panic!("connect to PgBouncer's admin console: {e}"));
+        admin
+            .simple_query("RELOAD")
+            .unwrap_or_else(|e| panic!("RELOAD PgBouncer: {e}; its log:\n{}", self.log()));
+        let mut shown = admin.simple_query("SHOW CONFIG").expect("SHOW CONFIG");
+        let now = shown.drain(..).find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("pool_mode") => {
+                row.get(1).map(str::to_owned)
+            }
+            _ => None,
+        });
+        assert_eq!(
+            now.as_deref(),
+            Some(mode.ini()),
+            "PgBouncer's pool_mode once reloaded"
+        );
     }
 
     /// Its port on 127.0.0.1.

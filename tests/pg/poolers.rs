@@ -1,7 +1,8 @@
 //! The store behind a real connection pooler, PgBouncer
 //! (`tests/common/pgbouncer.rs`): in session mode it works as it does
 //! connected straight to the server; in transaction or statement mode,
-//! whose connections do not keep a server session, the open is refused.
+//! whose connections do not keep a server session, the open is refused,
+//! and so is a change feed's connection remade after a reload into it.
 
 use super::*;
 use pg_cluster::pgbouncer::{PgBouncer, PoolMode};
@@ -177,5 +178,119 @@ fn an_open_through_pgbouncer_in_transaction_mode_handing_out_sessions_in_turn_is
                 client.batch_execute("COMMIT").unwrap();
             }
         },
+    );
+}
+
+/// A change feed's connection lost while PgBouncer, reloaded, runs in
+/// transaction mode: the feed's new connection is refused as a pool's is
+/// (its waits report `Missed`, with a warning naming PgBouncer and never
+/// the password), rather than listening on a server session it does not
+/// keep, where it heard nothing and reported every wait as quiet. Back in
+/// session mode, the feed listens and hears again.
+#[test]
+fn a_change_feed_reconnecting_through_pgbouncer_in_transaction_mode_is_refused() {
+    let Some(cluster) = cluster() else { return };
+    let Some(bouncer) = PgBouncer::start(cluster, PoolMode::Session, 20) else {
+        return;
+    };
+    let schema = fresh_schema("pooler_feed");
+    // Trust authentication: the password is never asked for, only kept
+    // out of what is logged.
+    let password = "feed-secret-4711";
+    let a = PgStore::builder(format!("{} password={password}", bouncer.conninfo()))
+        .schema(&schema)
+        .instance_id("a")
+        .open()
+        .unwrap_or_else(|e| panic!("open a through PgBouncer in session mode: {e}"));
+    // b writes to the server directly: its notices reach the session a's
+    // feed listens in, whatever PgBouncer's mode.
+    let b = open(cluster, &schema, "b");
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    let heard = |feed: &mut taskstore::ChangeFeed, what: &str, id: &TaskId| {
+        let mut seen = Vec::new();
+        wait_until(what, || {
+            if let taskstore::Changes::Tasks(ids) = feed.wait(Duration::from_millis(100)) {
+                seen.extend(ids);
+            }
+            seen.contains(id)
+        });
+    };
+    wait_until("a's feed to listen", || {
+        feed.wait(Duration::from_millis(100)) == taskstore::Changes::Tasks(Vec::new())
+    });
+    let first = b.create(NewTask::new()).unwrap();
+    heard(
+        &mut feed,
+        "a's feed to name b's task, in session mode",
+        &first.id,
+    );
+
+    bouncer.reload_in(PoolMode::Transaction);
+    // The feed's server session ends (its last statement, its LISTEN, names
+    // the schema): PgBouncer closes the feed's connection with it.
+    let ended: i64 = cluster
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the feed's server session");
+    wait_until("a's feed to report its lost connection", || {
+        feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed
+    });
+    let unheard = b.create(NewTask::new()).unwrap();
+    let logged = common::Logged::default();
+    let refusal = || logged.warnings_of("change feed");
+    tracing::subscriber::with_default(logged.clone(), || {
+        wait_until("a's feed to refuse its connection", || {
+            match feed.wait(Duration::from_millis(100)) {
+                taskstore::Changes::Missed => !refusal().is_empty(),
+                other => panic!(
+                    "a's feed, connected again through PgBouncer in transaction mode, \
+                     reported {other:?} (b's task {} unnamed), not Missed",
+                    unheard.id
+                ),
+            }
+        });
+        // And goes on refusing, wait after wait.
+        for _ in 0..3 {
+            assert_eq!(
+                feed.wait(Duration::from_millis(100)),
+                taskstore::Changes::Missed
+            );
+        }
+    });
+    let warnings = refusal();
+    let said = format!("{:?}", warnings[0].fields);
+    assert!(
+        said.contains(&format!("host 127.0.0.1 port {}", bouncer.port())),
+        "the warning names PgBouncer: {said}"
+    );
+    assert!(
+        said.contains("pool_mode = session"),
+        "the warning says what to do: {said}"
+    );
+    assert!(
+        !said.contains(password),
+        "the warning shows the password: {said}"
+    );
+    assert_eq!(
+        warnings.len(),
+        1,
+        "warned once, then debug lines: {warnings:?}"
+    );
+
+    bouncer.reload_in(PoolMode::Session);
+    wait_until("a's feed to listen again, in session mode", || {
+        feed.wait(Duration::from_millis(100)) == taskstore::Changes::Tasks(Vec::new())
+    });
+    let last = b.create(NewTask::new()).unwrap();
+    heard(
+        &mut feed,
+        "a's feed to name b's task, in session mode again",
+        &last.id,
     );
 }
