@@ -331,6 +331,76 @@ fn a_batch_move_whose_stripe_a_stopped_process_took_meanwhile_settles_the_rest()
     }
 }
 
+/// A batch waits its `stripe_wait` once, its settle's waits included: a
+/// reap failing a (stripe 7), x (stripe 33) and y (stripe 50), beside a
+/// stopped process that holds a's stripe, stages x and y, waits for a its
+/// whole `stripe_wait` (a is missed), and meets x's stripe taken by another
+/// stopped process before its settle: the settle tries it once, without
+/// waiting (the batch's one deadline has passed), leaves x's move as a
+/// crash would leave it, and settles y. Counted at the file-system seam: a
+/// wait in `flock` opens a descriptor of its own for the stripe's file.
+/// (The settle made a pass of its own, and waited for x's stripe a whole
+/// `stripe_wait` more: one descriptor opened for it.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_settle_once() {
+    let test = "batches::a_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_settle_once";
+    common::hold_locks_if_the_holder();
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let reaper = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let owner = open(root, &clock, None);
+    let [a, x, y] = [
+        common::id_in_stripe("a", 7),
+        common::id_in_stripe("x", 33),
+        common::id_in_stripe("y", 50),
+    ];
+    for id in [&a, &x, &y] {
+        owner.create(NewTask::new().id(id.clone())).unwrap();
+    }
+    // Past every lease: all three are orphans, failed in one batch.
+    clock.advance(Duration::from_secs(90));
+    let [held_a, held_x] = [&a, &x].map(|id| common::stripe_lock(root, id.as_str()));
+    let _holding_a = common::stopped_holding(test, dir.path(), &held_a);
+    // The settle's first fsync: of `done/`, before the names in `active/`
+    // it removes under the locks.
+    let held = faults.pause_at(FsOp::SyncDir, root.join("done"));
+    let (reaped, tries, waits, _holding_x) = std::thread::scope(|s| {
+        let held = held;
+        let reaping = s.spawn(|| reaper.reap().unwrap());
+        assert!(
+            held.wait_reached(|| !reaping.is_finished()),
+            "the reap never reached its fsync of done/"
+        );
+        let holding_x = common::stopped_holding(test, dir.path(), &held_x);
+        let tries = faults.count_at(FsOp::Lock, &held_x);
+        let waits = faults.count_at(FsOp::Create, &held_x);
+        held.resume();
+        (reaping.join().unwrap(), tries, waits, holding_x)
+    });
+    let missed: Vec<_> = reaped.missed.iter().map(|m| &m.id).collect();
+    assert_eq!(missed, [&a], "{reaped:?}");
+    let mut ids: Vec<_> = reaped.tasks.iter().map(|t| &t.id).collect();
+    ids.sort();
+    assert_eq!(ids, [&x, &y], "{reaped:?}");
+    assert_eq!(
+        (tries.calls(), waits.calls()),
+        (1, 0),
+        "the settle's tries of x's stripe, and its waits for it"
+    );
+    let file = |area: &str, id: &TaskId| root.join(area).join(format!("{id}.json"));
+    assert!(file("done", &y).exists() && !file("active", &y).exists());
+    assert!(file("done", &x).exists() && file("active", &x).exists());
+    assert_eq!(reaper.get(&x).unwrap().unwrap().status, TaskStatus::Failed);
+}
+
 /// A check waits for batches only for what a batch may leave between its
 /// halves. Beside a batch that never ends (the batches lock held shared by
 /// hand), a store whose problems no batch makes (a corrupt file in

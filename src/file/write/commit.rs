@@ -64,7 +64,8 @@ impl FileBackend {
         // holds it) holds up no other task's write.
         // The waits end at the pass's deadline, its `stripe_wait` after the
         // first began, and once one ran out a stripe that stays stuck is
-        // tried once: a pass waits its `stripe_wait` once (`lock::Pass`).
+        // tried once: a pass waits its `stripe_wait` once (`lock::Pass`),
+        // the settle's waits for the stripes again included.
         let pass = lock::Pass::default();
         let stage = |(current, next): &(Task, Record), wait: bool| {
             let mut touched = self.touched();
@@ -80,7 +81,7 @@ impl FileBackend {
                 Ok(None) => return None,
                 Ok(Some(_guard)) => match self.find(&current.id) {
                     Ok(Some(found)) if is_current(&found.task, current) => self
-                        .stage(&found, next, Locking::Take, &mut touched)
+                        .stage(&found, next, Locking::Take(&pass), &mut touched)
                         .map(|one| {
                             staged = Some(one);
                             Swap::Done
@@ -114,7 +115,7 @@ impl FileBackend {
             }
         }
         let touched = touched.unwrap_or_else(|| self.touched());
-        if let Err(e) = self.settle(&staged, touched, Locking::Take) {
+        if let Err(e) = self.settle(&staged, touched, Locking::Take(&pass)) {
             for result in &mut results {
                 if matches!(result, Ok(Swap::Done)) {
                     *result = Err(e.for_each_of("make durable the write of", &self.root));
@@ -164,7 +165,7 @@ impl FileBackend {
         &self,
         found: &Found,
         next: &Record,
-        locking: Locking,
+        locking: Locking<'_>,
         touched: &mut Touched,
     ) -> Result<Staged> {
         // A stale copy in the other area goes first: the move below gives
@@ -227,7 +228,7 @@ impl FileBackend {
         &self,
         task: &Task,
         park: Option<OsString>,
-        locking: Locking,
+        locking: Locking<'_>,
         touched: &mut Touched,
     ) -> Result<Staged> {
         let name = task_name(&task.id);
@@ -235,7 +236,7 @@ impl FileBackend {
         // Which file is being moved, for `settle` to see it still is after
         // taking the lock again (holding it, nothing else can move it).
         let ino = match locking {
-            Locking::Take => {
+            Locking::Take(_) => {
                 let file = self
                     .fs
                     .stat(active, &name)
@@ -285,21 +286,22 @@ impl FileBackend {
     /// open or sweep to finish: durably in `done/` if this settle gave it
     /// its name there (beside its name in `active/`), else durably in
     /// `active/` alone, final by the read rule either way. The other
-    /// stripes' tasks are settled in full, the batch waiting its
-    /// `stripe_wait` once however many stripes are held.
-    fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking) -> Result<()> {
+    /// stripes' tasks are settled in full. The stripes are waited for in
+    /// the stage's pass: the batch waits its `stripe_wait` once, its stage
+    /// and its settle told, however many stripes are held, and a stripe
+    /// held once that deadline has passed is tried once, its move left.
+    fn settle(&self, staged: &[Staged], mut touched: Touched, locking: Locking<'_>) -> Result<()> {
         // `None`: the task's stripe could not be taken (tried once per
         // stripe).
-        let pass = lock::Pass::default();
         let mut untaken = std::collections::BTreeSet::new();
         let mut lock = |id: &TaskId| match locking {
             Locking::Held => Some(None),
-            Locking::Take => {
+            Locking::Take(pass) => {
                 let stripe = stripe(id);
                 if untaken.contains(&stripe) {
                     return None;
                 }
-                match self.locks.lock_in(&self.fs, stripe, Some(&pass)) {
+                match self.locks.lock_in(&self.fs, stripe, Some(pass)) {
                     Ok(guard) => Some(Some(guard)),
                     Err(e) => {
                         tracing::warn!(task = %id, error = %e, "cannot take a task's lock again to finish its terminal move; left to the task's next write, open or sweep");
@@ -503,10 +505,12 @@ enum Staged {
     },
 }
 
-/// Whether `settle` takes each moving task's lock, or its caller holds it.
+/// Whether `settle` takes each moving task's lock, in the batch's pass
+/// (the one its stage waited in: one deadline for the batch), or its
+/// caller holds it.
 #[derive(Clone, Copy, Debug)]
-enum Locking {
-    Take,
+enum Locking<'a> {
+    Take(&'a lock::Pass),
     Held,
 }
 
