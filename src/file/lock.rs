@@ -573,7 +573,10 @@ impl StripeLocks {
     /// this order, so it cannot deadlock), and holds up no write of another
     /// stripe while it waits for one held for long: a stripe found held is
     /// waited for ([`lock`](Self::lock)) holding none of the others, then
-    /// let go, and the stripes are taken again from the first. So a wait
+    /// let go, and the stripes are taken again from the first (the first
+    /// itself, found held, is kept once that wait gets it: none comes
+    /// before it in the lock order, so one stripe alone is taken by its
+    /// wait). So a wait
     /// for a stripe another process holds (stopped while it holds it, say,
     /// then waited for the whole `stripe_wait`) fails this having held
     /// none. From the [`ALL_TRIES`]th try on (the stripes busy with
@@ -589,6 +592,8 @@ impl StripeLocks {
     /// next pass).
     pub fn lock_each(&self, fs: &Fs, stripes: &[usize]) -> Result<Vec<StripeGuard<'_>>> {
         let mut tries = 0;
+        // The first stripe, once a wait for it alone got it.
+        let mut first = None;
         loop {
             tries += 1;
             let wait = if tries < ALL_TRIES {
@@ -597,8 +602,9 @@ impl StripeLocks {
                 HOLDING_WAIT
             };
             let mut guards = Vec::with_capacity(stripes.len());
+            guards.extend(first.take());
             let mut held_up = None;
-            for &stripe in stripes {
+            for &stripe in &stripes[guards.len()..] {
                 match self.take(fs, stripe, Some(wait), None)? {
                     Some(guard) => guards.push(guard),
                     None => {
@@ -610,6 +616,7 @@ impl StripeLocks {
             let Some(stripe) = held_up else {
                 return Ok(guards);
             };
+            let at_first = guards.is_empty();
             drop(guards);
             if tries == MOST_TRIES {
                 return Err(Error::io(
@@ -625,7 +632,10 @@ impl StripeLocks {
                     ),
                 ));
             }
-            drop(self.lock(fs, stripe)?);
+            let got = self.lock(fs, stripe)?;
+            if at_first {
+                first = Some(got);
+            }
         }
     }
 

@@ -81,3 +81,67 @@ fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
         file.try_lock().unwrap();
     }
 }
+
+/// [`StripeLocks::lock_each`] of one stripe (a repair's removal of a stale
+/// `expiring/` entry) that finds it held, and then gets it by waiting for
+/// it alone, keeps it: taken back by another open file description before
+/// each try with the stripes before it (none here), and let go before each
+/// wait for it alone, it is tried twice, and held. Each try is held at the
+/// seam until the other holder has taken or let it go. (It let go of what
+/// its wait got and tried again from the first: held up at each try, it
+/// failed after [`MOST_TRIES`] tries, 9 calls.)
+#[test]
+fn taking_one_stripe_keeps_what_its_wait_for_it_got() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("locks")).unwrap();
+    let faults = FaultInjector::new();
+    let fs = Fs::with_faults(Some(faults.clone()));
+    let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
+    let locks = StripeLocks::new(dir, Duration::from_secs(30));
+    let held = 9;
+    let path = locks.stripes[held].path.clone();
+    let other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    let (calls, taken) = std::thread::scope(|s| {
+        let mut pause = faults.pause_at(FsOp::Lock, &path);
+        let taking = s.spawn(|| {
+            locks.lock_each(&fs, &[held]).map(|guards| {
+                // Held by this call: the other cannot take it.
+                let others = other.try_lock().is_ok();
+                (guards.len(), others)
+            })
+        });
+        let mut calls = 0;
+        // Odd calls: a try of it with the stripes before it (the other
+        // takes it first); even: a wait for it alone (the other lets it
+        // go first).
+        for call in 1.. {
+            if !pause.wait_reached(|| !taking.is_finished()) {
+                break;
+            }
+            calls = call;
+            if call % 2 == 1 {
+                other.lock().unwrap();
+            } else {
+                other.unlock().unwrap();
+            }
+            let next = faults.pause_at(FsOp::Lock, &path);
+            pause.resume();
+            pause = next;
+        }
+        faults.disarm();
+        let taken = taking.join().unwrap();
+        other.unlock().unwrap();
+        (calls, taken)
+    });
+    assert_eq!(
+        (calls, taken.as_ref().ok()),
+        (2, Some(&(1, false))),
+        "the tries of the stripe, and what was taken: {taken:?}"
+    );
+}
