@@ -401,6 +401,75 @@ fn a_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_settle_once() {
     assert_eq!(reaper.get(&x).unwrap().unwrap().status, TaskStatus::Failed);
 }
 
+/// A removal batch waits its `stripe_wait` once, its wait for the moves
+/// of its finished tasks to be over included: a `remove_all` of a
+/// (stripe 7) and x (stripe 33), both finished, beside a stopped process
+/// that holds a's stripe, waits for a its whole `stripe_wait` before any
+/// removal (a reports that error), and meets x's stripe taken by another
+/// stopped process before it removes x: it tries it once, without
+/// waiting (the batch's one deadline has passed), and x reports the
+/// lock's error. Counted at the file-system seam, as
+/// `a_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_settle_once`
+/// counts. (The removals made a pass of their own, and waited for x's
+/// stripe a whole `stripe_wait` more: one descriptor opened for it.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_removal_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_removals_once() {
+    use taskstore::backend::Backend;
+    let test =
+        "batches::a_removal_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_removals_once";
+    common::hold_locks_if_the_holder();
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let remover = FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let [a, x] = [common::id_in_stripe("a", 7), common::id_in_stripe("x", 33)];
+    let tasks: Vec<Task> = [&a, &x]
+        .map(|id| {
+            remover.create(NewTask::new().id(id.clone())).unwrap();
+            remover.complete(id, json!(1)).unwrap().into_task()
+        })
+        .into();
+    let [held_a, held_x] = [&a, &x].map(|id| common::stripe_lock(root, id.as_str()));
+    let _holding_a = common::stopped_holding(test, dir.path(), &held_a);
+    // The fsync of `active/` once the moves of the finished tasks whose
+    // stripes it took are over, before any removal.
+    let held = faults.pause_at(FsOp::SyncDir, root.join("active"));
+    let (removed, tries, waits, _holding_x) = std::thread::scope(|s| {
+        let held = held;
+        let removing = s.spawn(|| remover.backend().remove_all(&tasks));
+        assert!(
+            held.wait_reached(|| !removing.is_finished()),
+            "the removals never reached their fsync of active/"
+        );
+        let holding_x = common::stopped_holding(test, dir.path(), &held_x);
+        let tries = faults.count_at(FsOp::Lock, &held_x);
+        let waits = faults.count_at(FsOp::Create, &held_x);
+        held.resume();
+        (removing.join().unwrap(), tries, waits, holding_x)
+    });
+    let held_by = |result: &taskstore::Result<_>, lock: &Path| matches!(result, Err(e) if e.to_string().contains(&lock.display().to_string()));
+    assert!(held_by(&removed[0], &held_a), "{removed:?}");
+    assert!(held_by(&removed[1], &held_x), "{removed:?}");
+    assert_eq!(
+        (tries.calls(), waits.calls()),
+        (1, 0),
+        "the removals' tries of x's stripe, and their waits for it"
+    );
+    for id in [&a, &x] {
+        assert_eq!(
+            remover.get(id).unwrap().unwrap().status,
+            TaskStatus::Completed
+        );
+    }
+}
+
 /// A check waits for batches only for what a batch may leave between its
 /// halves. Beside a batch that never ends (the batches lock held shared by
 /// hand), a store whose problems no batch makes (a corrupt file in

@@ -187,8 +187,14 @@ impl FileBackend {
     /// A stripe whose lock cannot be taken (another process stopped while
     /// it holds it, say) is left out, with its error: the batch removes
     /// none of its tasks, and each of them reports that error, while the
-    /// other stripes' tasks go.
-    fn settle_moves_of(&self, tasks: &[Task], wait: bool) -> Result<(Touched, Untaken)> {
+    /// other stripes' tasks go. The stripes are waited for in `pass`, the
+    /// batch's (its removals wait in it too).
+    fn settle_moves_of(
+        &self,
+        tasks: &[Task],
+        wait: bool,
+        pass: &lock::Pass,
+    ) -> Result<(Touched, Untaken)> {
         let mut touched = self.touched();
         let mut untaken = Untaken::new();
         let terminal: std::collections::BTreeSet<usize> = tasks
@@ -198,9 +204,8 @@ impl FileBackend {
             .collect();
         if !terminal.is_empty() {
             if wait {
-                let pass = lock::Pass::default();
                 for stripe in terminal {
-                    if let Err(e) = self.locks.lock_in(&self.fs, stripe, Some(&pass)).map(drop) {
+                    if let Err(e) = self.locks.lock_in(&self.fs, stripe, Some(pass)).map(drop) {
                         untaken.insert(stripe, e);
                     }
                 }
@@ -420,7 +425,10 @@ impl FileBackend {
         } else {
             None
         };
-        let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none()) {
+        // One pass for the batch: its wait for the moves to be over and
+        // its removals wait its `stripe_wait` once in all.
+        let pass = lock::Pass::default();
+        let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none(), &pass) {
             Ok((touched, untaken)) => (touched.moves_settled, untaken),
             Err(e) => {
                 let results = tasks
@@ -472,7 +480,7 @@ impl FileBackend {
                 drop(unnoticed);
                 (results, touched)
             }
-            None => self.remove_by_stripe(tasks, settled, &untaken),
+            None => self.remove_by_stripe(tasks, settled, &untaken, &pass),
         };
         (results, touched)
     }
@@ -481,12 +489,15 @@ impl FileBackend {
     /// in stripe order, each stripe's lock taken once for all of its tasks
     /// (a failed lock is tried again per task, so that each reports its own
     /// error). The tasks of a stripe in `untaken` are not tried: each
-    /// reports the error its lock gave.
+    /// reports the error its lock gave. The stripes are waited for in
+    /// `pass`, the batch's, whose waits for the moves to be over
+    /// ([`settle_moves_of`](Self::settle_moves_of)) may have spent it.
     fn remove_by_stripe(
         &self,
         tasks: &[Task],
         settled: bool,
         untaken: &Untaken,
+        pass: &lock::Pass,
     ) -> (Vec<Result<Swap>>, Touched) {
         let mut touched = Touched {
             moves_settled: settled,
@@ -499,7 +510,6 @@ impl FileBackend {
             .collect();
         order.sort_unstable();
         let mut results: Vec<Option<Result<Swap>>> = tasks.iter().map(|_| None).collect();
-        let pass = lock::Pass::default();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             if let Some(e) = untaken.get(&group[0].0) {
                 for &(_, at) in group {
@@ -507,7 +517,7 @@ impl FileBackend {
                 }
                 continue;
             }
-            let guard = self.locks.lock_in(&self.fs, group[0].0, Some(&pass));
+            let guard = self.locks.lock_in(&self.fs, group[0].0, Some(pass));
             let mut drained = false;
             for &(stripe, at) in group {
                 let result = match &guard {
