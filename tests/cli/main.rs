@@ -16,6 +16,7 @@ mod formats;
 mod memory;
 mod output;
 mod permissions;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod reads;
 mod repair;

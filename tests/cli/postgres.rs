@@ -7,7 +7,6 @@ use super::*;
 /// keep none of its payloads: run with its data segment held to 200 MB,
 /// each reads a store of 300 MB of tasks. (`Store::stored` kept every task
 /// whole: over 300 MB, and the command died for want of memory.)
-#[cfg(feature = "postgres")]
 #[test]
 fn stats_and_dry_runs_over_postgres_hold_no_payloads_of_the_store() {
     let Some(cluster) = pg_cluster::shared() else {
@@ -39,7 +38,6 @@ fn stats_and_dry_runs_over_postgres_hold_no_payloads_of_the_store() {
 }
 
 /// The commands over a `PgStore`, checked against its API.
-#[cfg(feature = "postgres")]
 #[test]
 fn commands_work_over_postgres() {
     let Some(cluster) = pg_cluster::shared() else {
@@ -231,7 +229,6 @@ fn commands_work_over_postgres() {
 /// names nothing there, and a user who typed it meant a PostgreSQL store.
 /// The same schema from TASKSTORE_PG_SCHEMA (set for other commands) is
 /// not. (The flag was ignored without a word.)
-#[cfg(feature = "postgres")]
 #[test]
 fn a_schema_typed_beside_a_file_store_is_refused() {
     let (_tmp, dir) = store_dir();
@@ -267,7 +264,6 @@ fn a_schema_typed_beside_a_file_store_is_refused() {
 /// password it holds. No server is needed: nothing is connected to. (It
 /// exited 1 with "invalid store setting: conninfo invalid connection
 /// string", naming neither the flag nor the option at fault.)
-#[cfg(feature = "postgres")]
 #[test]
 fn a_malformed_connection_string_is_a_usage_error_naming_its_flag_and_why() {
     let bad_port = "host=127.0.0.1 port=notaport user=app password=s3cret-pw";
@@ -313,7 +309,6 @@ fn a_malformed_connection_string_is_a_usage_error_naming_its_flag_and_why() {
 /// error (exit 2) naming its flag, as `--store ""` is, said before any
 /// store is looked at: nothing is copied. (It was taken for a connection
 /// string of defaults: exit 1, "both host and hostaddr are missing".)
-#[cfg(feature = "postgres")]
 #[test]
 fn an_empty_connection_string_is_a_usage_error_naming_its_flag() {
     for command in ["list", "stats"] {
@@ -335,7 +330,6 @@ fn an_empty_connection_string_is_a_usage_error_naming_its_flag() {
     assert_eq!(stdout(&out), "");
 }
 
-#[cfg(feature = "postgres")]
 #[test]
 fn verify_and_repair_say_they_are_for_file_stores() {
     for command in ["verify", "repair"] {
@@ -352,7 +346,6 @@ fn verify_and_repair_say_they_are_for_file_stores() {
 /// migrates it and lists its task. (Every command migrated it, the dry run
 /// too, which then said "nothing was changed": the table rewritten, and the
 /// running build refused the schema at its next open.)
-#[cfg(feature = "postgres")]
 #[test]
 fn commands_leave_a_version_1_schema_as_it_is_unless_given_upgrade() {
     let Some(cluster) = pg_cluster::shared() else {
@@ -442,7 +435,6 @@ fn commands_leave_a_version_1_schema_as_it_is_unless_given_upgrade() {
 /// was found at (never the password), and left as it is. (It named the
 /// schema alone: which of an operator's databases held the newer store
 /// was left to guess.)
-#[cfg(feature = "postgres")]
 #[test]
 fn a_schema_of_a_newer_version_is_refused_naming_where_it_was_found() {
     let Some(cluster) = pg_cluster::shared() else {
