@@ -5,7 +5,7 @@
 //! does).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::PathBuf;
 
@@ -76,6 +76,13 @@ pub struct StaleEntry {
 }
 
 impl StaleEntry {
+    /// The `expiring/` entry `name`, at `path`, found stale; `None` for a
+    /// name the index does not use.
+    pub(crate) fn named(path: PathBuf, name: &OsStr) -> Option<StaleEntry> {
+        let (_, expires_at) = layout::expiring_entry(name)?;
+        Some(StaleEntry { path, expires_at })
+    }
+
     /// Whether a sweep at `now` meets the entry, and so removes it: its
     /// name says its task has expired by then (as a sweep reads the index).
     pub fn is_due_at(&self, now: time::OffsetDateTime) -> bool {
@@ -220,13 +227,11 @@ impl FileCheck {
                         census.usage.file_bytes += status.size;
                     }
                     Sub::Expiring => {
-                        if let Some((position, expires_at)) = layout::expiring_entry(&name)
+                        if let Some((position, _)) = layout::expiring_entry(&name)
                             && store.index_is_stale(&position.id, &name)
+                            && let Some(entry) = StaleEntry::named(dir.join(&name), &name)
                         {
-                            census.stale_entries.push(StaleEntry {
-                                path: dir.join(&name),
-                                expires_at,
-                            });
+                            census.stale_entries.push(entry);
                         }
                     }
                     // Empty lock files.

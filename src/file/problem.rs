@@ -8,6 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::error::Error;
+use crate::file::census::StaleEntry;
 use crate::file::layout::Area;
 use crate::id::TaskId;
 
@@ -39,9 +40,10 @@ impl Report {
     }
 
     /// Whether every finding is a [leftover](Severity::Leftover) that the
-    /// next open removes or an [unfinished](Severity::Unfinished) move the
-    /// store finishes itself: the store may be opened as it is (what
-    /// `taskstore verify` exits 0 on).
+    /// next open removes or [unfinished](Severity::Unfinished) work the
+    /// store finishes itself (an interrupted move, a stale `expiring/`
+    /// entry): the store may be opened as it is (what `taskstore verify`
+    /// exits 0 on).
     pub fn passes(&self) -> bool {
         self.problems
             .iter()
@@ -61,12 +63,24 @@ pub enum Severity {
     /// (a dead writer's temp file, a stale copy beside a finished task),
     /// and no read sees meanwhile: worth listing, not failing a check for.
     Leftover,
-    /// A terminal move a crashed or killed writer left between its steps
-    /// (an interrupted move: the terminal version written in `active/`,
-    /// maybe linked into `done/` too, not yet unlinked from `active/`). The
-    /// store finishes it itself (its next sweep, or any write of the task),
-    /// and every read already sees the task final: nothing is lost, and
-    /// the store may be opened as it is. Not failing a check either.
+    /// What a crashed or killed writer left between the steps of a move
+    /// or a removal, which the store's sweep finishes, and no read is the
+    /// worse for: nothing is lost, and the store may be opened as it is.
+    /// Not failing a check either. Two kinds:
+    ///
+    /// - a terminal move left between its steps (an interrupted move: the
+    ///   terminal version written in `active/`, maybe linked into `done/`
+    ///   too, not yet unlinked from `active/`), which the store's next
+    ///   sweep, or any write of the task, finishes; every read already
+    ///   sees the task final;
+    /// - a stale `expiring/` entry (a delete or a sweep killed after the
+    ///   task's file went and before its entry did), which the sweep that
+    ///   meets it removes: the next one once it is due
+    ///   ([`Problem::stale_entry`], [`StaleEntry::is_due_at`], as
+    ///   [`Census::stale_entries`] counts it); no read uses it.
+    ///
+    /// [`StaleEntry::is_due_at`]: crate::StaleEntry::is_due_at
+    /// [`Census::stale_entries`]: crate::Census::stale_entries
     Unfinished,
 }
 
@@ -92,6 +106,22 @@ pub struct Problem {
     /// What is wrong with it.
     pub kind: ProblemKind,
     pub(crate) place: Place,
+}
+
+impl Problem {
+    /// The stale `expiring/` entry this finding is (a
+    /// [`ProblemKind::StaleIndexEntry`]), as a census counts it
+    /// ([`Census::stale_entries`](crate::Census::stale_entries)): with when
+    /// a sweep meets it, and so removes it
+    /// ([`StaleEntry::is_due_at`]). `None` for any other finding.
+    pub fn stale_entry(&self) -> Option<StaleEntry> {
+        match (&self.kind, &self.place) {
+            (ProblemKind::StaleIndexEntry, Place::In(Sub::Expiring, name)) => {
+                StaleEntry::named(self.path.clone(), name)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -178,7 +208,8 @@ pub enum ProblemKind {
     /// A temp file whose writer is gone (its stripe lock is free).
     DeadTemp,
     /// An `expiring/` entry that is not the file of its task (left by a
-    /// crash between a delete's steps; a sweep removes it once it is due).
+    /// crash between a delete's steps, or a sweep's; a sweep removes it
+    /// once it is due): [unfinished](Severity::Unfinished).
     StaleIndexEntry,
     /// A finished task with a TTL whose `expiring/` entry is missing: no
     /// sweep would ever delete it.
@@ -197,13 +228,15 @@ impl ProblemKind {
     /// and every read already takes the task's other copy); an
     /// interrupted move is [unfinished](Severity::Unfinished) (the store's
     /// next sweep, or a write of the task, finishes it, and every read
-    /// already sees the task final); everything else is a
+    /// already sees the task final), and so is a stale `expiring/` entry
+    /// (the sweep that meets it once it is due removes it, and no read
+    /// uses it); everything else is a
     /// [problem](Severity::Problem), a damaged stale copy included (the
     /// damage may be more than a crash's).
     pub fn severity(&self) -> Severity {
         match self {
             ProblemKind::DeadTemp | ProblemKind::StaleCopy { readable: true } => Severity::Leftover,
-            ProblemKind::InterruptedMove => Severity::Unfinished,
+            ProblemKind::InterruptedMove | ProblemKind::StaleIndexEntry => Severity::Unfinished,
             _ => Severity::Problem,
         }
     }

@@ -100,7 +100,7 @@ pub(crate) const DAMAGE: &[Damage] = &[
         name: "a stale index entry",
         plant: |dir, tasks| {
             // An expiring/ entry that is no task's file (a crash between a
-            // delete's steps leaves one).
+            // delete's steps leaves one): a sweep removes it once due.
             let t = first(tasks, TaskStatus::Working);
             let name = format!("{}.60000.{}", t.created_at.unix_timestamp_nanos(), t.id);
             let path = dir.join("expiring").join(name);
@@ -109,7 +109,7 @@ pub(crate) const DAMAGE: &[Damage] = &[
             path
         },
         problem: "stale_index_entry",
-        severity: "problem",
+        severity: "unfinished",
     },
     Damage {
         name: "a missing index entry",

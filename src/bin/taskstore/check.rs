@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use taskstore::{FileCheck, Problem, ProblemKind, Repair, RepairAction, RepairOutcome, Severity};
+use taskstore::{
+    FileCheck, Problem, ProblemKind, Repair, RepairAction, RepairOutcome, Severity, StaleEntry,
+};
+use time::OffsetDateTime;
 
 use crate::Failure;
 use crate::text::{self, Progress, out};
@@ -17,7 +20,8 @@ pub struct VerifyArgs {
     /// One JSON object per finding: {"path", "problem" (a short code),
     /// "severity" ("problem"; "leftover": a crashed writer's, which the
     /// next open removes; or "unfinished": an interrupted move, which the
-    /// store's next sweep finishes), "taskId", "message", "underWay"}.
+    /// store's next sweep finishes, or a stale expiring/ entry, which a
+    /// sweep removes once it is due), "taskId", "message", "underWay"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -130,15 +134,27 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
         under_way(&args.wait);
     }
     let code = text::earned(!report.passes());
+    // When a sweep meets a stale entry, as `sweep --dry-run` judges it.
+    let now = OffsetDateTime::now_utc();
     for problem in &report.problems {
         if args.json {
             out(problem_json(problem, report.under_way).to_string());
         } else {
-            match problem.kind.severity() {
-                Severity::Leftover => {
+            match (problem.kind.severity(), problem.stale_entry()) {
+                (Severity::Leftover, _) => {
                     out(format!("{problem} (a leftover: the next open removes it)"))
                 }
-                Severity::Unfinished => out(format!(
+                (Severity::Unfinished, Some(entry)) if entry.is_due_at(now) => out(format!(
+                    "{problem} (unfinished: the store's next sweep removes it; no read uses it)"
+                )),
+                (Severity::Unfinished, Some(entry)) => out(format!(
+                    "{problem} (unfinished: a sweep removes it once it is due{}; no read uses \
+                     it)",
+                    entry
+                        .expires_at
+                        .map_or(String::new(), |at| format!(", at {}", text::rfc3339(at)))
+                )),
+                (Severity::Unfinished, None) => out(format!(
                     "{problem} (unfinished: the store's next sweep, or a write of the task, \
                      finishes it; every read sees it final)"
                 )),
@@ -155,16 +171,38 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     };
     let (leftovers, unfinished) = (count(Severity::Leftover), count(Severity::Unfinished));
     let problems = report.problems.len() - leftovers - unfinished;
+    // The unfinished work: stale `expiring/` entries (those a sweep now
+    // removes, as `Census::stale_entries` counts them), and moves.
+    let entries: Vec<StaleEntry> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind.severity() == Severity::Unfinished)
+        .filter_map(Problem::stale_entry)
+        .collect();
+    let due = entries.iter().filter(|entry| entry.is_due_at(now)).count();
+    let moves = unfinished - entries.len();
     let (dir, checked) = (dir.display(), report.checked);
     // What the store mends by itself, and what removes it now.
     let own = [
         (leftovers > 0).then(|| {
             format!("{leftovers} leftover(s) of crashed writers, which the next open removes")
         }),
-        (unfinished > 0).then(|| {
+        (moves > 0).then(|| {
             format!(
-                "{unfinished} unfinished move(s) of crashed writers, which the store's next \
-                 sweep finishes (as does a write of the task)"
+                "{moves} unfinished move(s) of crashed writers, which the store's next sweep \
+                 finishes (as does a write of the task)"
+            )
+        }),
+        (!entries.is_empty()).then(|| {
+            format!(
+                "{} stale expiring/ {} of crashed writers, which a sweep removes once due \
+                 ({due} due now)",
+                entries.len(),
+                if entries.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
             )
         }),
     ]

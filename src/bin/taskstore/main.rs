@@ -44,9 +44,10 @@ use time::OffsetDateTime;
 /// was doing.
 ///
 /// Exit status: 0 success; 1 a failure, problems found (verify: leftovers
-/// of crashed writers alone, which the next open removes, and moves they
-/// left unfinished, which the store's next sweep finishes, are listed but
-/// pass), or problems left in the store (repair --apply); 2 a usage error.
+/// of crashed writers alone, which the next open removes, and moves and
+/// removals they left unfinished, which the store's sweep finishes, are
+/// listed but pass), or problems left in the store (repair --apply); 2 a
+/// usage error.
 #[derive(Debug, Parser)]
 #[command(name = "taskstore", version, about, long_about)]
 struct Cli {
@@ -120,11 +121,13 @@ enum Command {
     /// a stripe's, the batches lock's). Prints each finding with its path:
     /// a problem, or a leftover of a crashed writer that the next open
     /// removes (a dead writer's temp file, a stale copy of a finished
-    /// task), or a terminal move left unfinished that the store's next
-    /// sweep (or a write of the task) finishes, and every read already
-    /// sees final (a killed reap's). Exits 0 if there are none or only
-    /// those (the store may be opened as it is: a start-up check), 1 if
-    /// there is a problem.
+    /// task), or work left unfinished that the store's sweep finishes: a
+    /// terminal move, which the next sweep (or a write of the task)
+    /// finishes and every read already sees final (a killed reap's), or a
+    /// stale expiring/ entry, which a sweep removes once it is due (a
+    /// killed delete's or sweep's; the summary says how many are due now).
+    /// Exits 0 if there are none or only those (the store may be opened as
+    /// it is: a start-up check), 1 if there is a problem.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
     /// it would do unless --apply is given (changing nothing but the lock
