@@ -13,6 +13,7 @@ use taskstore::{
 use time::OffsetDateTime;
 
 use crate::Failure;
+use crate::opening::say_open_wait;
 use crate::text::{self, Progress, out};
 
 #[derive(Debug, Args)]
@@ -65,7 +66,7 @@ impl WaitArgs {
     /// says on stderr when it starts.
     fn open(&self, dir: &Path) -> Result<FileCheck, Failure> {
         Ok(
-            FileCheck::open_within_noting(dir, self.wait, crate::say_open_wait(self.wait))?
+            FileCheck::open_within_noting(dir, self.wait, say_open_wait(self.wait))?
                 .wait_for_batches(self.wait)
                 .on_batch_wait(|lock, wait| {
                     text::err(format!(

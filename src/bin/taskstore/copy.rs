@@ -12,8 +12,9 @@ use taskstore::Copied;
 
 use crate::heard::Heard;
 use crate::maintain::result_json;
+use crate::opening::{Older, Opened, Opening, is_store};
 use crate::text::{self, out};
-use crate::{Failure, Opened, Opening, Target};
+use crate::{Failure, Target};
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -96,22 +97,22 @@ pub fn run(args: &CopyArgs, source: &Target, upgrade: bool) -> Result<ExitCode, 
     let theirs = said_as(Side::Destination, &destination);
     // The source must be a store, as for every command.
     match source {
-        Target::File(dir) => crate::is_store(dir).map_err(&ours)?,
+        Target::File(dir) => is_store(dir).map_err(&ours)?,
         #[cfg(feature = "postgres")]
         Target::Pg { .. } => {}
     }
     match &destination {
         // A mistyped path is an error, never a new store, unless asked for.
         Target::File(dir) if !(args.create && std::fs::symlink_metadata(dir).is_err()) => {
-            crate::is_store(dir).map_err(&theirs)?
+            is_store(dir).map_err(&theirs)?
         }
         _ => {}
     }
     let mut reading = Opening::new(Heard::unreadable());
-    reading.older = crate::Older::given(upgrade);
+    reading.older = Older::given(upgrade);
     let from = reading.open(source).map_err(&ours)?;
     let mut writing = Opening::new(Heard::unreadable());
-    writing.older = crate::Older::given(upgrade);
+    writing.older = Older::given(upgrade);
     writing.create = args.create;
     writing.max_active = args.max_active;
     writing.max_payload_bytes = args

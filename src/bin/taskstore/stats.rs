@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use taskstore::{Task, TaskStatus, Usage};
 use time::OffsetDateTime;
 
+use crate::opening::{self, Older};
 use crate::text::{self, Progress, out};
 use crate::{Failure, Target};
 
@@ -124,9 +125,9 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
     let (stats, store) = match target {
         Target::File(dir) => {
             let mut progress = Progress::new();
-            let older = crate::Older::given(upgrade);
+            let older = Older::given(upgrade);
             let census =
-                crate::census(dir, older, &mut |done, total| progress.update(done, total))?;
+                opening::census(dir, older, &mut |done, total| progress.update(done, total))?;
             progress.finish();
             let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
             stats.usage = Some(census.usage);
@@ -140,7 +141,7 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
         }
         #[cfg(feature = "postgres")]
         Target::Pg { schema, .. } => {
-            let store = crate::open(target, None, upgrade, crate::Heard::nothing())?;
+            let store = opening::open(target, None, upgrade, crate::Heard::nothing())?;
             let now = store.time();
             // Every stored task, expired ones too, changing nothing (a
             // listing leaves them out, and deletes them).
