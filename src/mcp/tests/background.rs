@@ -2,7 +2,8 @@
 //! write that hangs for one task holds up no other task's renewals; reads
 //! slower than a tick leave the renewals in batches; the watch ticks are
 //! held to a floor; the loop of claims, reaps and sweeps names the pass it
-//! panicked in; its sweep logs what it did beside what failed.
+//! panicked in, and a panic in one round's store call or event sink ends
+//! no later round; its sweep logs what it did beside what failed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -40,6 +41,9 @@ struct Held<S> {
     sweep_failures: AtomicUsize,
     /// Sweeps made.
     sweeps: AtomicUsize,
+    /// How many sweeps to panic once their deletions are made (a bug in a
+    /// host's wrapper, past the store's own sweep).
+    sweep_panics: AtomicUsize,
 }
 
 impl<S> Held<S> {
@@ -55,6 +59,7 @@ impl<S> Held<S> {
             renewals: Mutex::new(Vec::new()),
             sweep_failures: AtomicUsize::new(0),
             sweeps: AtomicUsize::new(0),
+            sweep_panics: AtomicUsize::new(0),
         })
     }
 
@@ -139,6 +144,11 @@ impl<S: TaskStore> TaskStore for Held<S> {
                 .push(crate::Error::io("fsync", "expiring", error));
         }
         self.sweeps.fetch_add(1, Ordering::SeqCst);
+        let panic = self
+            .sweep_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        assert!(!panic, "a bug in sweep()");
         swept
     }
     fn instance_id(&self) -> &str {
@@ -531,4 +541,80 @@ async fn the_background_sweep_logs_what_it_deleted_beside_its_failures() {
             assert!(failures.is_empty(), "{failures:?}");
         }
     }
+}
+
+/// An event sink that panics on every `task.expired` event.
+struct PanicsOnExpiry;
+
+impl crate::EventSink for PanicsOnExpiry {
+    fn emit(&self, event: &crate::Event) {
+        let expired = crate::EventKind::Task(crate::TaskEventKind::Expired);
+        assert!(event.kind != expired, "a bug in the sink");
+    }
+}
+
+/// A panic in one round of the loop of claims, reaps and sweeps ends
+/// neither that pass nor the loop: a host store whose `sweep` panics once
+/// its deletions are made (a bug in its wrapper) has the panic logged as
+/// that sweep's failure, and the next rounds sweep on; an event sink that
+/// panics on every `task.expired` event cuts no sweep short (each sweep
+/// deletes every expired task and says so). Here three tasks expire before
+/// the first round, whose sweep panics, and two more after it, which a
+/// later round deletes.
+#[tokio::test]
+async fn a_panic_in_one_round_of_sweeps_ends_no_later_round() {
+    // One thread: the background loop logs on this one.
+    let logged = logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let inner = Store::with_backend(Arc::new(MemoryBackend::new()))
+        .instance_id("sweeper")
+        .clock(Arc::clone(&clock) as Arc<dyn crate::Clock>)
+        .sink(Arc::new(PanicsOnExpiry))
+        .build()
+        .unwrap();
+    let store = Held::new(inner);
+    let expiring = |n| {
+        for _ in 0..n {
+            store
+                .inner
+                .create(NewTask::new().ttl(Duration::from_secs(1)))
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+    };
+    expiring(3);
+    store.sweep_panics.store(1, Ordering::SeqCst);
+    let hour = Duration::from_secs(3_600);
+    let options = fast()
+        .reap_interval(hour)
+        .sweep_interval(Duration::from_millis(1));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    let failed = eventually(|| async {
+        logged.warnings_of("sweep").into_iter().find(|e| {
+            e.field("error")
+                .is_some_and(|e| e.contains("a bug in sweep()"))
+        })
+    })
+    .await;
+    assert_eq!(
+        failed.field("message"),
+        Some("sweeping expired tasks failed"),
+        "{failed:?}"
+    );
+    expiring(2);
+    let swept = |deleted: &'static str| {
+        let logged = logged.clone();
+        async move {
+            logged.events().into_iter().find(|e| {
+                e.field("message") == Some("swept expired tasks")
+                    && e.field("deleted") == Some(deleted)
+            })
+        }
+    };
+    eventually(|| swept("2")).await;
+    m.shutdown().await;
+    assert!(swept("3").await.is_none(), "the first sweep panicked");
+    // Each expired task's event reached the sink (and was dropped).
+    assert_eq!(store.inner.sink_panics(), 5);
 }
