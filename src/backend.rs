@@ -124,7 +124,13 @@ pub trait Backend: Send + Sync {
     }
 
     /// [`remove`](Backend::remove) for many tasks at once, each on its own:
-    /// one result per task, in order.
+    /// one result per task, in order, each removal durable when it returns.
+    /// The rules call it for expired tasks alone (those a read or a pass
+    /// met), which no reader sees whatever the storage still holds: an
+    /// expired task is gone whoever removed it, so a backend may answer
+    /// [`Swap::Done`] for one it no longer holds after a removal that may
+    /// have landed (`PgStore`, after a batch whose reply was lost), and the
+    /// caller then counts it, and sends its event, as its own.
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         tasks.iter().map(|task| self.remove(task)).collect()
     }
@@ -134,12 +140,10 @@ pub trait Backend: Send + Sync {
     /// need not be durable when it returns, only once
     /// [`settle_expired`](Backend::settle_expired) has returned. A sweep
     /// removes batch after batch this way and settles once, at its end. The
-    /// caller passes only expired tasks. An expired task is gone whoever
-    /// removed it, so a backend may answer [`Swap::Done`] for one it no
-    /// longer holds after a removal that may have landed (`PgStore`, after
-    /// a batch whose reply was lost): the sweep then counts it, and sends
-    /// its event, as its own (two sweeps may both count one). The default
-    /// is `remove_all`.
+    /// caller passes only expired tasks, and a task no longer held after a
+    /// removal that may have landed may be answered [`Swap::Done`], as by
+    /// `remove_all`: the sweep then counts it, and sends its event, as its
+    /// own (two sweeps may both count one). The default is `remove_all`.
     fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         self.remove_all(tasks)
     }

@@ -291,7 +291,10 @@ impl<B: Backend> Store<B> {
     /// seen a task expire, it is gone for good, even if a clock is later
     /// stepped back. Best effort: a task that cannot be deleted now (a
     /// read-only store) is gone for readers all the same, and the sweep
-    /// tries again.
+    /// tries again. A removal that may have landed and left the task gone
+    /// (a reply lost) is this call's, as a sweep's is
+    /// ([`Backend::remove_all`]): the task is counted and its
+    /// `task.expired` event sent, since no sweep will meet it again.
     fn forget_expired(&self, expired: Vec<Task>) -> Vec<TaskId> {
         let mut deleted = Vec::new();
         if expired.is_empty() {

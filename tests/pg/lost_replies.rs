@@ -473,6 +473,52 @@ fn a_sweep_whose_reply_is_lost_after_the_commit_counts_what_it_removed() {
     assert_eq!(swept, 2, "both tasks were removed by this sweep");
 }
 
+/// A pass that meets expired tasks deletes them as a sweep would, and
+/// when that removal loses its reply after the commit, it counts them as
+/// its own, as a sweep does: a renewal pass names both among the expired
+/// tasks it met, and the sink hears one `task.expired` event of each. (It
+/// named none and sent no event: the tasks gone, no sweep could meet them
+/// again, and nothing ever said they expired.)
+#[test]
+fn a_pass_whose_removal_of_expired_tasks_loses_its_reply_counts_them() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("lost_forget");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let events = Arc::new(EventLog::with_capacity(100));
+    let s = on_clock(&proxy.conninfo(), &schema, "owner", &clock)
+        .sink(events.clone())
+        .open()
+        .unwrap();
+    let mut tasks: Vec<TaskId> = (0..2)
+        .map(|_| {
+            s.create(NewTask::new().ttl(Duration::from_secs(1)))
+                .unwrap()
+                .id
+        })
+        .collect();
+    clock.advance(Duration::from_secs(2));
+    proxy.arm(&[tasks[0].as_str(), tasks[1].as_str()]);
+    let renewed = s.renew().unwrap();
+    assert_eq!(proxy.cuts(), 1, "the removal's reply was lost");
+    let (_, active) = counter_and_active(&mut cluster.client(), &schema);
+    assert_eq!(active, 0, "the removal was committed");
+    let mut expired = renewed.expired.clone();
+    expired.sort();
+    tasks.sort();
+    assert_eq!(expired, tasks, "{renewed:?}");
+    let expiry = taskstore::EventKind::Task(TaskEventKind::Expired);
+    let mut told: Vec<String> = events
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.event.kind == expiry)
+        .map(|r| r.event.data["taskId"].as_str().unwrap().to_owned())
+        .collect();
+    told.sort();
+    let tasks: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
+    assert_eq!(told, tasks);
+}
+
 /// A write whose session the server ended after its commit, a `FATAL`
 /// reply (`57P01`, as an administrator's `pg_terminate_backend` gives)
 /// in place of its answer, is taken as one that may have committed, as a

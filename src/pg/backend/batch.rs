@@ -174,12 +174,13 @@ impl PgBackend {
         results
     }
 
-    /// [`Backend::remove_all`] as a [`batch`](Self::batch); `expired`: as
-    /// [`Backend::remove_expired`].
-    pub(super) fn remove_batch(&self, tasks: &[Task], expired: bool) -> Vec<Result<Swap>> {
+    /// [`Backend::remove_all`] as a [`batch`](Self::batch), for expired
+    /// tasks: one no longer stored after a removal that may have committed
+    /// is removed by this call.
+    pub(super) fn remove_batch(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
         let alone = |task: &Task, why: Alone| match self.remove(task) {
-            Ok(Swap::Changed(None)) if expired && why == Alone::Unanswered => Ok(Swap::Done),
-            Err(e) if expired && self.found_removed(&e, task) => Ok(Swap::Done),
+            Ok(Swap::Changed(None)) if why == Alone::Unanswered => Ok(Swap::Done),
+            Err(e) if self.found_removed(&e, task) => Ok(Swap::Done),
             other => other,
         };
         self.batch(

@@ -309,16 +309,14 @@ impl Backend for PgBackend {
         )
     }
 
+    /// The rules pass expired tasks alone, and an expired task is gone
+    /// whoever removed it: after a removal that may have committed though
+    /// it failed (its reply lost), a task no longer stored counts as
+    /// removed by this call (two passes may then both count it), not as
+    /// removed by another. A sweep's removals
+    /// ([`remove_expired`](Backend::remove_expired)) are these.
     fn remove_all(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
-        self.remove_batch(tasks, false)
-    }
-
-    /// An expired task is gone whoever removed it: after a removal that may
-    /// have committed though it failed (its reply lost), a task no longer
-    /// stored counts as removed by this call (two sweeps may then both
-    /// count it), not as removed by another.
-    fn remove_expired(&self, tasks: &[Task]) -> Vec<Result<Swap>> {
-        self.remove_batch(tasks, true)
+        self.remove_batch(tasks)
     }
 
     /// Counts the active rows again into the counter, if it was out: a
