@@ -593,6 +593,70 @@ fn a_reader_leaves_expired_tasks_to_the_sweep_while_a_check_holds_the_batches_lo
     );
 }
 
+/// A reader does not wait behind another call's wait for the batches
+/// lock either: while a check holds it exclusive (by hand) and a reap of
+/// two orphans on the same handle waits for it (its tries seen at the
+/// seam), a listing on that handle that meets two expired finished tasks
+/// tries the lock once, hides them and leaves them to the sweep, and
+/// returns while the reap still waits (its wait has not ended: it said
+/// nothing of going on without the lock); the reap takes the lock once the
+/// check lets go. (Were the handle's lock calls one at a time through a
+/// wait, the listing would wait for the reap's whole bound.)
+#[test]
+fn a_reader_does_not_wait_behind_a_batch_waiting_for_a_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = open(root, &clock, Some(&faults));
+    let ttl = Duration::from_secs(60);
+    let expired = common::finished_with_ttl(&store, 2, ttl);
+    for id in ["x", "y"] {
+        store
+            .create(NewTask::new().id(TaskId::parse(id).unwrap()))
+            .unwrap();
+    }
+    // Past the TTL and both leases.
+    clock.advance(ttl * 2);
+    let path = common::batches_lock(root);
+    let check = common::open_lock_file(&path);
+    check.lock().unwrap();
+    let tries = faults.count_at(FsOp::Lock, &path);
+    // The reap says on the log when its wait ends without the lock.
+    let reaping_log = common::Logged::default();
+    let gave_up = || reaping_log.warnings_of("goes on without it");
+    std::thread::scope(|s| {
+        let reaping = s.spawn(|| {
+            tracing::subscriber::with_default(reaping_log.clone(), || store.reap().unwrap())
+        });
+        common::wait_until("the reap to wait for the batches lock", || {
+            tries.calls() >= 2 || reaping.is_finished()
+        });
+        assert!(!reaping.is_finished(), "the reap waits for the check");
+        let listed = store.list(&ListQuery::all()).unwrap();
+        assert!(
+            gave_up().is_empty(),
+            "the listing returned only once the reap's wait had ended: {:?}",
+            gave_up()
+        );
+        let ids: Vec<&str> = listed.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "the orphans alone: {ids:?}");
+        let file = |id: &TaskId| root.join("done").join(format!("{id}.json"));
+        assert!(
+            expired.iter().all(|id| file(id).exists()),
+            "the listing left the expired tasks to the sweep"
+        );
+        check.unlock().unwrap();
+        assert_eq!(reaping.join().unwrap().tasks.len(), 2);
+    });
+    assert!(
+        gave_up().is_empty(),
+        "the reap took the lock: {:?}",
+        gave_up()
+    );
+    assert_eq!(store.sweep().unwrap().deleted, 2);
+}
+
 /// A batch does not wait for a check without bound: while the batches lock
 /// is held exclusive and never let go (a `verify` stopped while it judges,
 /// played here by hand), a reap of two orphans (a batch of terminal moves)
