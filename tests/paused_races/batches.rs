@@ -723,3 +723,68 @@ fn a_batch_goes_on_without_the_lock_a_stopped_check_keeps() {
     assert_eq!(reaped.tasks.len(), 2);
     assert_eq!(went_on(&again), 0, "waited again: {:?}", again.warnings());
 }
+
+/// `repair` finishes a real interrupted move once the batch it waited for
+/// has ended: a completion whose link into `done/` failed at the device
+/// leaves the task's terminal version in `active/` (an interrupted move, a
+/// state a batch also leaves between its halves); while a batch of another
+/// handle holds the batches lock (shared, by hand), `repair` waits for it,
+/// and once it ends finishes the move (`finish_move`, done, nothing said
+/// to be under way): the task is in `done/` alone, completed.
+#[test]
+fn repair_finishes_an_interrupted_move_after_waiting_for_a_batch() {
+    use taskstore::{Fault, FileCheck, RepairAction, RepairOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let store = open(root, &clock, Some(&faults));
+    let id = TaskId::parse("x").unwrap();
+    store.create(NewTask::new().id(id.clone())).unwrap();
+    faults.fail_at(FsOp::Link, root.join("done").join("x.json"), Fault::Eio);
+    store
+        .complete(&id, json!("yes"))
+        .expect_err("the move into done/ failed");
+    faults.disarm();
+    drop(store);
+    assert_eq!(
+        common::unmoved(root),
+        ["x.json"],
+        "the move was interrupted"
+    );
+    let batch = common::open_lock_file(&common::batches_lock(root));
+    batch.lock_shared().unwrap();
+    let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let check = FileCheck::open(root).unwrap().on_batch_wait({
+        let waiting = Arc::clone(&waiting);
+        move |_, _| waiting.store(true, std::sync::atomic::Ordering::SeqCst)
+    });
+    std::thread::scope(|s| {
+        let repairing = s.spawn(|| check.repair(false).unwrap());
+        common::wait_until("the repair to wait for the batch, or end", || {
+            waiting.load(std::sync::atomic::Ordering::SeqCst) || repairing.is_finished()
+        });
+        assert!(!repairing.is_finished(), "the repair waits for the batch");
+        batch.unlock().unwrap();
+        let repairs = repairing.join().unwrap();
+        assert!(!repairs.under_way, "{repairs:?}");
+        let actions: Vec<_> = repairs
+            .repairs
+            .iter()
+            .map(|r| (r.action.clone(), r.outcome.clone()))
+            .collect();
+        assert_eq!(
+            actions,
+            [(RepairAction::FinishMove, RepairOutcome::Done)],
+            "{repairs:?}"
+        );
+    });
+    assert!(common::files_in(root, "active").is_empty());
+    assert_eq!(common::files_in(root, "done"), ["x.json"]);
+    let store = open(root, &clock, None);
+    assert_eq!(
+        store.get(&id).unwrap().unwrap().status,
+        TaskStatus::Completed
+    );
+    assert!(FileCheck::open(root).unwrap().verify().unwrap().is_clean());
+}
