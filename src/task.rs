@@ -152,7 +152,7 @@ impl Task {
     /// Whether the task has expired at `now` (expiry is inclusive: a task is
     /// gone at the very instant `created_at + ttl`).
     pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
-        self.expires_at().is_some_and(|at| now >= at)
+        expired_by(self.expires_at().as_ref(), &now)
     }
 
     /// Whether the task is an orphan at `now`: running, and its owner's
@@ -265,6 +265,15 @@ impl Task {
 pub(crate) fn expiry(created_at: OffsetDateTime, ttl: Option<Duration>) -> Option<OffsetDateTime> {
     let ttl = ttl?;
     Some(created_at.saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)))
+}
+
+/// Whether a task that expires at `expires_at` (`None`: never) has expired
+/// at `now`: the one comparison of expiry, inclusive, for a task
+/// ([`Task::is_expired_at`]) and for a scan's keys alike, whatever type
+/// a backend keeps the instants in
+/// ([`Scan::matches_keys`](crate::backend::Scan::matches_keys)).
+pub(crate) fn expired_by<T: PartialOrd>(expires_at: Option<&T>, now: &T) -> bool {
+    expires_at.is_some_and(|at| at <= now)
 }
 
 /// What to create: the builder passed to [`TaskStore::create`](crate::TaskStore::create).

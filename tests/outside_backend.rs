@@ -719,3 +719,85 @@ fn a_failure_an_outside_backend_marks_as_changing_nothing_is_taken_so() {
         }
     }
 }
+
+/// A backend whose scans ask nothing of expiry: it returns every task
+/// the scan's other filters let through, expired or not (the contract says
+/// it should not; an outside store may still). The rules judge what a
+/// scan returns by the scan itself ([`Scan::matches`]).
+#[derive(Clone, Default)]
+struct BlindToExpiry {
+    inner: JsonMap,
+}
+
+impl Backend for BlindToExpiry {
+    fn load(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.inner.load(id)
+    }
+    fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
+        self.inner.insert(record, max_active)
+    }
+    fn replace(&self, current: &Task, next: &Record) -> Result<Swap> {
+        self.inner.replace(current, next)
+    }
+    fn remove(&self, current: &Task) -> Result<Swap> {
+        self.inner.remove(current)
+    }
+    fn scan(&self, scan: &Scan) -> Result<Scanned> {
+        let mut blind = scan.clone();
+        blind.expired_at = None;
+        self.inner.scan(&blind)
+    }
+}
+
+/// A sweep over a backend whose scans return live tasks beside the expired
+/// ones deletes the expired ones alone, and its preview (`Store::expired`)
+/// names them alone: a running and a finished task whose TTL passed go, a
+/// running and a finished task with a TTL to come and one without stay,
+/// each reading back as it was.
+#[test]
+fn a_sweep_over_a_backend_blind_to_expiry_deletes_the_expired_tasks_alone() {
+    use std::time::Duration;
+    use taskstore::{ManualClock, NewTask, TaskStore};
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let store = Store::with_backend(BlindToExpiry::default())
+        .clock(Arc::new(clock.clone()))
+        .instance_id("sweeper")
+        .build()
+        .unwrap();
+    let make = |ttl: Option<u64>, finish: bool| {
+        let mut new = NewTask::new();
+        if let Some(secs) = ttl {
+            new = new.ttl(Duration::from_secs(secs));
+        }
+        let task = store.create(new).unwrap();
+        if finish {
+            let done = store.complete(&task.id, serde_json::json!("done")).unwrap();
+            assert!(done.is_applied());
+        }
+        task.id
+    };
+    let expiring = [make(Some(1), false), make(Some(1), true)];
+    let live = [
+        make(Some(3_600), false),
+        make(Some(3_600), true),
+        make(None, false),
+    ];
+    let before: Vec<Task> = live
+        .iter()
+        .map(|id| store.get(id).unwrap().unwrap())
+        .collect();
+    clock.advance(Duration::from_secs(2));
+    let mut previewed: Vec<TaskId> = store.expired().unwrap().into_iter().map(|t| t.id).collect();
+    previewed.sort();
+    let mut wanted = expiring.to_vec();
+    wanted.sort();
+    assert_eq!(previewed, wanted, "the sweep's preview");
+    let swept = store.sweep().unwrap();
+    assert_eq!(swept.deleted, 2, "{swept:?}");
+    for (id, was) in live.iter().zip(&before) {
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(was), "{id}");
+    }
+    for id in &expiring {
+        assert_eq!(store.get(id).unwrap(), None);
+    }
+}

@@ -77,7 +77,7 @@ impl<B: Backend> Store<B> {
         let now = self.time();
         let mut scan = Scan::new(Scope::All, BATCH);
         scan.expired_at = Some(now);
-        Ok(self.scan_through(scan, |t| t.is_expired_at(now))?.tasks)
+        Ok(self.scan_through(scan)?.tasks)
     }
 
     /// Every stored task, expired ones included (a listing leaves those out
@@ -94,12 +94,14 @@ impl<B: Backend> Store<B> {
     pub fn stored(&self) -> Result<Page> {
         let mut scan = Scan::new(Scope::All, BATCH);
         scan.payloads = false;
-        self.scan_through(scan, |_| true)
+        self.scan_through(scan)
     }
 
-    /// Every task `scan` finds, from its start, that `keep` keeps, in
-    /// listing order, and the entries it could not read (reported).
-    fn scan_through(&self, mut scan: Scan, keep: impl Fn(&Task) -> bool) -> Result<Page> {
+    /// Every task `scan` finds, from its start, in listing order, and the
+    /// entries it could not read (reported). A task the backend returned
+    /// that the scan does not ask for ([`Scan::matches`]: a backend that
+    /// filters less than it should) is left out.
+    fn scan_through(&self, mut scan: Scan) -> Result<Page> {
         let mut page = Page {
             tasks: Vec::new(),
             next_cursor: None,
@@ -115,7 +117,7 @@ impl<B: Backend> Store<B> {
             scan.after = Some(Position::of(last));
             // Shaped as the scan asks, whatever the backend returned: a
             // batch at a time is all that is held whole.
-            let kept = batch.tasks.into_iter().filter(&keep);
+            let kept = batch.tasks.into_iter().filter(|t| scan.matches(t));
             page.tasks.extend(kept.map(|task| scan.shape(task)));
             if exhausted {
                 break;
