@@ -1,6 +1,7 @@
 //! Handles in forked processes: one used in the child is still held off by its
-//! parent, and a child forked while a thread is inside a stripe takes it once
-//! it is let go.
+//! parent, a child forked while a thread is inside a stripe takes it once
+//! it is let go, and a child forked beside a batch takes the batches lock
+//! for its own.
 
 use super::*;
 
@@ -141,4 +142,84 @@ fn forked_inside(store: &Path) {
     });
     let b = handle.get(&b).unwrap().unwrap();
     assert_eq!(b.metadata.get("child"), Some(&json!(true)), "{b:?}");
+}
+
+/// A hold on the batches lock taken before a fork holds nothing in the
+/// child: a listing in a process forked while its parent's sweep was
+/// between the halves of a batch (holding the lock shared) takes the lock
+/// for its own batch itself, so that once the parent's sweep ends and lets
+/// go, the child's batch, held up on a task's stripe, still holds a check
+/// off (a try to take the lock exclusive fails). Counting on its parent's
+/// hold, the child held nothing once the parent let go, and a check would
+/// have judged its batch's work in progress. The forking runs in a child
+/// process of its own (this test binary run again for it alone).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_hold_taken_before_a_fork_holds_nothing_in_the_child() {
+    const TEST: &str = "forks::a_batch_hold_taken_before_a_fork_holds_nothing_in_the_child";
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "forker");
+        return forked_beside_a_batch(Path::new(&args[0]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::spawn(dir.path(), TEST, "forker", &[store.display().to_string()]).finish();
+}
+
+#[cfg(target_os = "linux")]
+fn forked_beside_a_batch(store: &Path) {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let handle = FileStore::builder(store)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_secs(120))
+        .open()
+        .unwrap();
+    // One task the parent's sweep deletes now, two the child's listing
+    // meets expired later.
+    let swept = common::finished_with_ttl(&handle, 1, Duration::from_secs(60));
+    let later = common::finished_with_ttl(&handle, 2, Duration::from_secs(3_600));
+    clock.advance(Duration::from_secs(120));
+    let entry = std::fs::read_dir(store.join("expiring"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(swept[0].as_str()))
+        .expect("the swept task's expiring/ entry");
+    let held = faults.pause_at(FsOp::Remove, &entry);
+    // A task of the child's batch whose stripe is held by hand: its batch
+    // waits there, holding the batches lock.
+    let stripe = common::open_lock_file(&common::stripe_lock(store, later[0].as_str()));
+    stripe.lock().unwrap();
+    std::thread::scope(|s| {
+        let held = held;
+        let sweep = s.spawn(|| handle.sweep().unwrap());
+        assert!(
+            held.wait_reached(|| !sweep.is_finished()),
+            "the sweep never made the held call"
+        );
+        let mut child = common::fork(|| {
+            clock.advance(Duration::from_secs(3_600));
+            handle
+                .list(&ListQuery::all())
+                .is_ok_and(|page| page.tasks.is_empty())
+        });
+        child.go();
+        common::wait_for_lock_waiter(
+            &common::stripe_lock(store, later[0].as_str()),
+            "the child's batch to wait for the stripe, or finish",
+            || child.has_ended(),
+        );
+        held.resume();
+        assert_eq!(sweep.join().unwrap().deleted, 1);
+        // The parent let go of its hold; the child's batch still holds.
+        let check = common::open_lock_file(&common::batches_lock(store));
+        let taken = check.try_lock();
+        assert!(
+            taken.is_err(),
+            "a check took the batches lock beside the child's batch: {taken:?}"
+        );
+        stripe.unlock().unwrap();
+        child.finish();
+    });
 }
