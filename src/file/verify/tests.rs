@@ -132,3 +132,95 @@ fn a_repair_of_many_dead_temp_files_settles_once_before_it_removes_them() {
         );
     }
 }
+
+/// `Repairs::under_way` set by a repair's own wait: a check that judged an
+/// interrupted move with no batch under way (its own wait for batches
+/// took the lock at once) finds one under way when it comes to finish the
+/// move (the batches lock taken shared, by hand, between the two, at the
+/// seam); the repair's wait runs out, the move is left for a later run
+/// ("run repair again") and the repairs say batches were under way. A run
+/// with nothing under way then finishes it.
+#[test]
+fn a_repair_whose_own_wait_for_batches_runs_out_says_so_and_leaves_the_move() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use crate::file::repair::RepairAction;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let faults = FaultInjector::new();
+    let store = FileStore::builder(&root)
+        .fault_injector(faults.clone())
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    faults.fail_at(
+        FsOp::Link,
+        root.join("done").join(format!("{}.json", task.id)),
+        Fault::Eio,
+    );
+    store
+        .complete(&task.id, json!(1))
+        .expect_err("the move into done/ failed");
+    drop(store);
+    let batches = root.join("locks").join("batches.lock");
+    let seam = FaultInjector::new();
+    let check = FileCheck::open_on(
+        Fs::with_faults(Some(seam.clone())),
+        &root,
+        Duration::ZERO,
+        &|_| {},
+    )
+    .unwrap()
+    .wait_for_batches(Duration::ZERO);
+    // Armed once the check has judged (its last tick): the next try of the
+    // batches lock is the repair's own.
+    let pause = Arc::new(Mutex::new(None));
+    let armed = AtomicBool::new(false);
+    let repairs = std::thread::scope(|s| {
+        let repairing = s.spawn(|| {
+            check.repair_with(false, &mut |done, total| {
+                if done == total && !armed.swap(true, Ordering::SeqCst) {
+                    *pause.lock().unwrap() = Some(seam.pause_at(FsOp::Lock, &batches));
+                }
+            })
+        });
+        while !armed.load(Ordering::SeqCst) && !repairing.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let held = pause
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the check judged, and armed the pause");
+        assert!(
+            held.wait_reached(|| !repairing.is_finished()),
+            "the repair never tried the batches lock again"
+        );
+        let batch = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&batches)
+            .unwrap();
+        batch
+            .try_lock_shared()
+            .expect("no check holds the lock now");
+        held.resume();
+        let repairs = repairing.join().unwrap().unwrap();
+        drop(batch);
+        repairs
+    });
+    assert!(repairs.under_way, "{repairs:#?}");
+    let [repair] = &repairs.repairs[..] else {
+        panic!("one repair: {repairs:#?}");
+    };
+    assert_eq!(repair.action, RepairAction::FinishMove);
+    assert!(
+        matches!(&repair.outcome, RepairOutcome::Skipped { reason } if reason.contains("run repair again")),
+        "{repairs:#?}"
+    );
+    let again = FileCheck::open(&root).unwrap().repair(false).unwrap();
+    assert!(!again.under_way, "{again:#?}");
+    assert_eq!(again.fixed(), 1, "{again:#?}");
+}
