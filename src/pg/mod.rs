@@ -128,6 +128,11 @@ const KEEPALIVES_RETRIES: u32 = 3;
 /// unacknowledged before the connection is dead (else a call to a peer gone
 /// silent waits for the kernel's retransmissions, about 15 minutes).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A `tcp_user_timeout` longer than this, said in a connection string, is
+/// warned of: the driver reads it in seconds where libpq reads
+/// milliseconds, so a string written for libpq (`tcp_user_timeout=60000`,
+/// a minute there) leaves a peer gone silent unnoticed for hours here.
+const TCP_USER_TIMEOUT_WARNED: Duration = Duration::from_secs(60 * 60);
 
 /// What the PostgreSQL backend needs to open: where, which schema, how many
 /// connections, and where time comes from.
@@ -359,8 +364,18 @@ fn with_defaults(config: &mut postgres::Config, conninfo: &str) {
     if config.get_keepalives_retries().is_none() {
         config.keepalives_retries(KEEPALIVES_RETRIES);
     }
-    if config.get_tcp_user_timeout().is_none() {
-        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    match config.get_tcp_user_timeout() {
+        None => {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        Some(&said) if said > TCP_USER_TIMEOUT_WARNED => tracing::warn!(
+            tcp_user_timeout_s = said.as_secs(),
+            "the connection string's tcp_user_timeout is read in seconds here, where libpq \
+             reads milliseconds: data a silent peer leaves unacknowledged fails its \
+             connection only after that many seconds (for libpq's meaning, give the value \
+             divided by 1,000)"
+        ),
+        Some(_) => {}
     }
     if config.get_application_name().is_none() {
         config.application_name("taskstore");

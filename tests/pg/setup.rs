@@ -281,6 +281,38 @@ fn bad_settings_are_refused_before_anything_is_written() {
 /// A schema named like an SQL keyword (`user`, `order`) passes the name
 /// check, so it must work: every statement quotes it. (It failed at open,
 /// with a syntax error.)
+/// A `tcp_user_timeout` written for libpq (milliseconds) is seconds to
+/// this driver: `60000`, a minute there, is almost 17 hours here. The open
+/// warns of a value past an hour, and of none within it (nor of the
+/// default). No server is needed: the string is judged before any connect.
+#[test]
+fn a_tcp_user_timeout_of_hours_is_warned_of_at_open() {
+    let opened = |timeout: Option<u32>| {
+        let logged = common::Logged::default();
+        let mut conninfo = "host=127.0.0.1 port=1 connect_timeout=1".to_owned();
+        if let Some(timeout) = timeout {
+            conninfo.push_str(&format!(" tcp_user_timeout={timeout}"));
+        }
+        let open = tracing::subscriber::with_default(logged.clone(), || {
+            PgStore::builder(conninfo.as_str()).open()
+        });
+        assert!(open.is_err(), "nothing listens on port 1");
+        logged.warnings_of("tcp_user_timeout")
+    };
+    let warned = opened(Some(60_000));
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].field("tcp_user_timeout_s"), Some("60000"));
+    assert!(
+        warned[0]
+            .field("message")
+            .is_some_and(|m| m.contains("libpq") && m.contains("seconds")),
+        "{warned:?}"
+    );
+    for quiet in [None, Some(60), Some(3_600)] {
+        assert_eq!(opened(quiet).len(), 0, "tcp_user_timeout {quiet:?}");
+    }
+}
+
 #[test]
 fn a_schema_named_like_a_keyword_works() {
     let Some(cluster) = cluster() else { return };
