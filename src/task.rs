@@ -152,14 +152,14 @@ impl Task {
     /// Whether the task has expired at `now` (expiry is inclusive: a task is
     /// gone at the very instant `created_at + ttl`).
     pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
-        expired_by(self.expires_at().as_ref(), &now)
+        come_by(self.expires_at().as_ref(), &now)
     }
 
     /// Whether the task is an orphan at `now`: running, and its owner's
     /// lease has lapsed (what [`TaskStore::reap`](crate::TaskStore::reap)
     /// fails, or [`TaskStore::claim`](crate::TaskStore::claim) takes over).
     pub fn is_orphan_at(&self, now: OffsetDateTime) -> bool {
-        !self.is_terminal() && self.lease_expires_at.is_some_and(|at| now >= at)
+        !self.is_terminal() && come_by(self.lease_expires_at.as_ref(), &now)
     }
 
     /// Whether the task is resumable and has attempts left: an orphan that
@@ -267,13 +267,14 @@ pub(crate) fn expiry(created_at: OffsetDateTime, ttl: Option<Duration>) -> Optio
     Some(created_at.saturating_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)))
 }
 
-/// Whether a task that expires at `expires_at` (`None`: never) has expired
-/// at `now`: the one comparison of expiry, inclusive, for a task
-/// ([`Task::is_expired_at`]) and for a scan's keys alike, whatever type
-/// a backend keeps the instants in
+/// Whether the instant `at` (`None`: never) has come by `now`: the one
+/// comparison of a task's expiry and of its lease's lapse, both inclusive
+/// (a task is gone, and an orphan, at the very instant), for a task
+/// ([`Task::is_expired_at`], [`Task::is_orphan_at`]) and for a scan's keys
+/// alike, whatever type a backend keeps the instants in
 /// ([`Scan::matches_keys`](crate::backend::Scan::matches_keys)).
-pub(crate) fn expired_by<T: PartialOrd>(expires_at: Option<&T>, now: &T) -> bool {
-    expires_at.is_some_and(|at| at <= now)
+pub(crate) fn come_by<T: PartialOrd>(at: Option<&T>, now: &T) -> bool {
+    at.is_some_and(|at| at <= now)
 }
 
 /// What to create: the builder passed to [`TaskStore::create`](crate::TaskStore::create).

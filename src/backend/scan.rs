@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use crate::events::UnreadableAction;
 use crate::id::TaskId;
-use crate::task::{Task, TaskStatus, expired_by};
+use crate::task::{Task, TaskStatus, come_by};
 
 /// Which stored tasks [`Backend::scan`](super::Backend::scan) returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,10 +117,10 @@ impl Scan {
                 && self.status.is_none_or(|s| s == status)
                 && expired_at
                     .as_ref()
-                    .is_none_or(|at| expired_by(expires_at.as_ref(), at))
+                    .is_none_or(|at| come_by(expires_at.as_ref(), at))
                 && lapsed_at
                     .as_ref()
-                    .is_none_or(|at| lease_expires_at.as_ref().is_some_and(|x| x <= at))
+                    .is_none_or(|at| come_by(lease_expires_at.as_ref(), at))
         }
     }
 
