@@ -21,13 +21,7 @@ use super::*;
 #[test]
 fn a_handle_used_in_a_forked_process_is_still_held_off_by_its_parent() {
     const TEST: &str = "forks::a_handle_used_in_a_forked_process_is_still_held_off_by_its_parent";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "forker");
-        return forker(Path::new(&args[0]));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    common::spawn(dir.path(), TEST, "forker", &[store.display().to_string()]).finish();
+    forking_alone(TEST, forker);
 }
 
 #[cfg(target_os = "linux")]
@@ -157,13 +151,7 @@ fn forked_inside(store: &Path) {
 #[test]
 fn a_batch_hold_taken_before_a_fork_holds_nothing_in_the_child() {
     const TEST: &str = "forks::a_batch_hold_taken_before_a_fork_holds_nothing_in_the_child";
-    if let Some((role, args)) = common::role() {
-        assert_eq!(role, "forker");
-        return forked_beside_a_batch(Path::new(&args[0]));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    common::spawn(dir.path(), TEST, "forker", &[store.display().to_string()]).finish();
+    forking_alone(TEST, forked_beside_a_batch);
 }
 
 #[cfg(target_os = "linux")]
@@ -222,4 +210,18 @@ fn forked_beside_a_batch(store: &Path) {
         stripe.unlock().unwrap();
         child.finish();
     });
+}
+
+/// Runs `forking` on a store in a fresh directory, in a child process of
+/// its own (the test binary run again for test `test` alone), where no
+/// other test's thread can hold a lock at a fork; in that child, runs it.
+#[cfg(target_os = "linux")]
+fn forking_alone(test: &str, forking: fn(&Path)) {
+    if let Some((role, args)) = common::role() {
+        assert_eq!(role, "forker");
+        return forking(Path::new(&args[0]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::spawn(dir.path(), test, "forker", &[store.display().to_string()]).finish();
 }

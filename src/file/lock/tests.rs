@@ -5,6 +5,38 @@ use super::*;
 use crate::file::fault::FaultInjector;
 use crate::file::fs::FsOp;
 
+/// Stripe locks in a fresh directory, through a fault seam, and the lock
+/// file of stripe `held` opened by another open file description (which a
+/// test makes take and let go of it): the directory (kept alive), the
+/// seam, the file system, the locks, that file's path and the other's
+/// file.
+fn held_by_another(
+    held: usize,
+) -> (
+    tempfile::TempDir,
+    FaultInjector,
+    Fs,
+    StripeLocks,
+    PathBuf,
+    File,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("locks")).unwrap();
+    let faults = FaultInjector::new();
+    let fs = Fs::with_faults(Some(faults.clone()));
+    let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
+    let locks = StripeLocks::new(dir, Duration::from_secs(30));
+    let path = locks.stripes[held].path.clone();
+    let other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    (tmp, faults, fs, locks, path, other)
+}
+
 /// [`StripeLocks::lock_each`] that meets one stripe held at every try
 /// (taken by another open file description just before each try of it
 /// with the stripes before it, as another process's passes over every
@@ -16,21 +48,8 @@ use crate::file::fs::FsOp;
 /// here, the other let it go after 7 tries.)
 #[test]
 fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("locks")).unwrap();
-    let faults = FaultInjector::new();
-    let fs = Fs::with_faults(Some(faults.clone()));
-    let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
-    let locks = StripeLocks::new(dir, Duration::from_secs(30));
     let held = 5;
-    let path = locks.stripes[held].path.clone();
-    let other = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap();
+    let (_tmp, faults, fs, locks, path, other) = held_by_another(held);
     // Past this, the other lets go for good.
     let enough = MOST_TRIES + 2;
     let (tries, taken) = std::thread::scope(|s| {
@@ -92,21 +111,8 @@ fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
 /// failed after [`MOST_TRIES`] tries, 9 calls.)
 #[test]
 fn taking_one_stripe_keeps_what_its_wait_for_it_got() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("locks")).unwrap();
-    let faults = FaultInjector::new();
-    let fs = Fs::with_faults(Some(faults.clone()));
-    let dir = fs.open_root(&tmp.path().join("locks")).unwrap();
-    let locks = StripeLocks::new(dir, Duration::from_secs(30));
     let held = 9;
-    let path = locks.stripes[held].path.clone();
-    let other = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap();
+    let (_tmp, faults, fs, locks, path, other) = held_by_another(held);
     let (calls, taken) = std::thread::scope(|s| {
         let mut pause = faults.pause_at(FsOp::Lock, &path);
         let taking = s.spawn(|| {
