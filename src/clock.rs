@@ -117,6 +117,61 @@ pub(crate) mod held_rfc3339 {
     }
 }
 
+/// `time::serde::rfc3339` for a task's own stamps (`createdAt`,
+/// `lastUpdatedAt`, `leaseExpiresAt`), with the fraction of a second always
+/// written in full, nine digits: RFC 3339 as `time` writes it drops a
+/// fraction's trailing zeros (none at all at a whole second), so a task's
+/// size would hang on the instants of its writes, and a task the store took
+/// at the payload cap could have a write that grows nothing its host gave
+/// it refused a moment later (FORMAT.md, "Tasks"). Reads take either form.
+pub(crate) mod stamp {
+    use serde::{Serializer, ser::Error as _};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub(crate) use time::serde::rfc3339::deserialize;
+
+    pub(crate) fn serialize<S: Serializer>(at: &OffsetDateTime, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(&format(*at).map_err(S::Error::custom)?)
+    }
+
+    /// `at` in RFC 3339 with a fraction of nine digits.
+    pub(crate) fn format(at: OffsetDateTime) -> Result<String, time::error::Format> {
+        let mut text = at.format(&Rfc3339)?;
+        // `YYYY-MM-DDTHH:MM:SS` (RFC 3339 has four-digit years alone), then
+        // the fraction's dot and digits if any, then the offset.
+        let seconds_end = 19;
+        let digits = text[seconds_end..].strip_prefix('.').map_or(0, |rest| {
+            rest.bytes().take_while(u8::is_ascii_digit).count()
+        });
+        if digits == 0 {
+            text.insert_str(seconds_end, ".000000000");
+        } else {
+            let zeros = "000000000".get(digits..).unwrap_or_default();
+            text.insert_str(seconds_end + 1 + digits, zeros);
+        }
+        Ok(text)
+    }
+
+    /// The same for an `Option`.
+    pub(crate) mod option {
+        use serde::Serializer;
+        use time::OffsetDateTime;
+
+        pub(crate) use time::serde::rfc3339::option::deserialize;
+
+        pub(crate) fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            to: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, to),
+                None => to.serialize_none(),
+            }
+        }
+    }
+}
+
 /// The operating system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
@@ -305,6 +360,51 @@ mod tests {
         assert_eq!(b.now(), OffsetDateTime::UNIX_EPOCH + Duration::from_secs(5));
         b.set(OffsetDateTime::UNIX_EPOCH);
         assert_eq!(a.now(), OffsetDateTime::UNIX_EPOCH);
+    }
+
+    /// A stamp is written with a fraction of nine digits whatever its
+    /// instant, in any offset, and reads back as the same instant.
+    #[test]
+    fn stamps_are_written_at_one_width() {
+        use time::macros::datetime;
+        let cases = [
+            (
+                datetime!(2030-01-01 0:00 UTC),
+                "2030-01-01T00:00:00.000000000Z",
+            ),
+            (
+                datetime!(2030-01-01 0:00:00.5 UTC),
+                "2030-01-01T00:00:00.500000000Z",
+            ),
+            (
+                datetime!(2030-01-01 0:00:00.000000001 UTC),
+                "2030-01-01T00:00:00.000000001Z",
+            ),
+            (
+                datetime!(2030-01-01 0:00:00.123456789 UTC),
+                "2030-01-01T00:00:00.123456789Z",
+            ),
+            (
+                datetime!(2030-01-01 0:00:00.12 -05:30),
+                "2030-01-01T00:00:00.120000000-05:30",
+            ),
+            (
+                datetime!(0000-01-01 0:00 UTC),
+                "0000-01-01T00:00:00.000000000Z",
+            ),
+            (
+                datetime!(9999-12-31 23:59:59.9 UTC),
+                "9999-12-31T23:59:59.900000000Z",
+            ),
+        ];
+        for (at, text) in cases {
+            assert_eq!(stamp::format(at).unwrap(), text);
+            let back = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+            assert_eq!(back.unwrap(), at, "{text}");
+        }
+        // RFC 3339 has no year before 0: refused, as `time` refuses it.
+        let before = time::Date::from_calendar_date(-1, time::Month::January, 1);
+        assert!(stamp::format(before.unwrap().midnight().assume_utc()).is_err());
     }
 
     /// A time in another offset past either end of UTC's range is that

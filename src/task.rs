@@ -29,10 +29,10 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
     /// When the task was created (UTC); its TTL counts from here.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::stamp")]
     pub created_at: OffsetDateTime,
     /// When the task last changed (UTC).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::stamp")]
     pub last_updated_at: OffsetDateTime,
     /// Lifetime counted from `created_at`; `None` is unlimited.
     #[serde(rename = "ttlMs", with = "millis", default)]
@@ -80,7 +80,7 @@ pub struct Task {
     /// When the owner's lease on the task lapses unless renewed.
     #[serde(
         default,
-        with = "time::serde::rfc3339::option",
+        with = "crate::clock::stamp::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub lease_expires_at: Option<OffsetDateTime>,

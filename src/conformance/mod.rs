@@ -206,6 +206,10 @@ where
             One(payload_cap_changes_nothing),
         ),
         (
+            "a_write_that_does_not_grow_a_task_at_the_cap_is_taken_at_any_instant",
+            One(a_write_that_does_not_grow_a_task_at_the_cap_is_taken_at_any_instant),
+        ),
+        (
             "a_task_at_the_cap_can_always_be_failed_with_a_small_error",
             One(a_task_at_the_cap_can_always_be_failed_with_a_small_error),
         ),

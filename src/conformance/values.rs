@@ -61,6 +61,47 @@ pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) 
     }
 }
 
+/// A task the store accepted at exactly the cap takes a write that does not
+/// grow what the host gave it, whatever the instant of either: the
+/// store's own stamps (`createdAt`, `lastUpdatedAt`) are written at one
+/// width, so a create at a whole second (no fraction to write) and an
+/// update a fraction later measure the same.
+pub(super) fn a_write_that_does_not_grow_a_task_at_the_cap_is_taken_at_any_instant(
+    store: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let id = |n: u8| TaskId::parse(&format!("stamp-{n}")).unwrap();
+    // Created at a whole second (the suite's clock starts on one and moves
+    // by whole seconds elsewhere; it is set on one here).
+    let now = setup.clock.now();
+    setup
+        .clock
+        .set(now.replace_nanosecond(0).unwrap() + Duration::from_secs(1));
+    let probe = store
+        .create(NewTask::new().id(id(0)).metadata("k", ""))
+        .unwrap();
+    let room = setup.max_payload_bytes - serde_json::to_vec(&probe).unwrap().len();
+    let exact = store
+        .create(NewTask::new().id(id(1)).metadata("k", "z".repeat(room)))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_vec(&exact).unwrap().len(),
+        setup.max_payload_bytes
+    );
+    // A fraction of a second later, a value of the same length.
+    setup.clock.advance(Duration::from_nanos(123_456_789));
+    let updated = store
+        .update(&exact.id, TaskUpdate::new().metadata("k", "y".repeat(room)))
+        .unwrap_or_else(|e| panic!("an update that grows nothing the host gave: {e}"));
+    let updated = applied(updated);
+    assert_eq!(
+        serde_json::to_vec(&updated).unwrap().len(),
+        setup.max_payload_bytes,
+        "the same size: the stamps are written at one width"
+    );
+    assert_eq!(store.get(&exact.id).unwrap().as_ref(), Some(&updated));
+}
+
 /// A task filled to the payload cap (its metadata, here) can always be
 /// failed with a small error (`SMALL_ERROR_BYTES`), which may take it
 /// `OWN_HEADROOM` past the cap as an orphan's error does: a host whose
