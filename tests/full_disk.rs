@@ -1,8 +1,9 @@
 //! A full disk, for real: file systems on loop devices, filled to the last
 //! data block (ext4 with and without a journal, ext2, xfs, btrfs), or to
-//! the last inode (ext4). A store on
+//! the last inode (ext4), or a store in a btrfs subvolume held to a quota
+//! (a qgroup limit: `EDQUOT`, which root meets too). A store on
 //! one must refuse what needs room with an I/O error that names the call
-//! and the path (`ENOSPC`), lose nothing it acknowledged, leave no
+//! and the path (`ENOSPC`, or `EDQUOT`), lose nothing it acknowledged, leave no
 //! half-written task, and still delete and sweep: a store that could not
 //! free itself once full would stay full. What it acknowledged is on the
 //! disk, not only in memory: unmounted and mounted again, the full disk
@@ -52,6 +53,20 @@ enum Full {
     /// them in stripe [`UNUSED`], whose lock file so never exists: the
     /// sweep's batch under every stripe cannot make it there.
     Inodes,
+    /// A quota: the store is a btrfs subvolume; 300 tasks made, then its
+    /// qgroup limited to what it holds and a little more, then tasks until
+    /// one is refused (`EDQUOT`).
+    Quota,
+}
+
+impl Full {
+    /// The error kind the disk refuses with.
+    fn kind(self) -> io::ErrorKind {
+        match self {
+            Full::Blocks | Full::Inodes => io::ErrorKind::StorageFull,
+            Full::Quota => io::ErrorKind::QuotaExceeded,
+        }
+    }
 }
 
 #[test]
@@ -62,8 +77,9 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
     };
     // ext4 16 MiB (out of blocks; made with 512 inodes, out of inodes),
     // ext4 without a journal and ext2 16 MiB (out of blocks); xfs and
-    // btrfs at the least size their tools make, out of blocks.
-    let cases: [(FileSystem, Full, u64, &[&str]); 6] = [
+    // btrfs at the least size their tools make, out of blocks; btrfs again,
+    // out of quota.
+    let cases: [(FileSystem, Full, u64, &[&str]); 7] = [
         (FileSystem::Ext4, Full::Blocks, 16 << 20, &[]),
         (FileSystem::Ext4, Full::Inodes, 16 << 20, &["-N", "512"]),
         (FileSystem::Ext4NoJournal, Full::Blocks, 16 << 20, &[]),
@@ -77,6 +93,12 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
         (
             FileSystem::Btrfs,
             Full::Blocks,
+            FileSystem::Btrfs.size_bytes(),
+            &[],
+        ),
+        (
+            FileSystem::Btrfs,
+            Full::Quota,
             FileSystem::Btrfs.size_bytes(),
             &[],
         ),
@@ -96,6 +118,9 @@ fn a_full_disk_refuses_what_needs_room_loses_nothing_and_still_sweeps() {
                 .attach(&image)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut disk = Disk::mount(&machine, &device, system, scratch.path().join(&name));
+            if let Full::Quota = full {
+                quota::subvolume(&disk.dir, &disk.dir.join("store"));
+            }
             on_a_full_disk(&mut disk, full, durability, &name);
             drop(disk);
             drop(device);
@@ -192,6 +217,13 @@ fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &st
             // files, per CPU): tasks take what is left.
             until_refused(&mut made, &mut ids)
         }
+        Full::Quota => {
+            for id in ids.by_ref().take(300) {
+                made.push(store.create(new().id(TaskId::parse(&id).unwrap())).unwrap());
+            }
+            take_the_rest(&disk.dir, full, "limit");
+            until_refused(&mut made, &mut ids)
+        }
         Full::Inodes => {
             let refused = until_refused(
                 &mut made,
@@ -207,7 +239,7 @@ fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &st
         Error::Io { path, source, .. } => {
             assert_eq!(
                 source.kind(),
-                io::ErrorKind::StorageFull,
+                full.kind(),
                 "{case}: the refusal is the disk's: {said}"
             );
             assert!(
@@ -260,9 +292,9 @@ fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &st
         &made[0].id,
         TaskUpdate::new().metadata("more", "y".repeat(600)),
     );
-    let refused = settle(&store, &mut made[0], updated, case, "update");
+    let refused = settle(&store, &mut made[0], updated, full, case, "update");
     let completed = store.complete(&made[1].id, json!({"answer": 42}));
-    let refused = refused & settle(&store, &mut made[1], completed, case, "complete");
+    let refused = refused & settle(&store, &mut made[1], completed, full, case, "complete");
     // A refused write over a running task leaves nothing either: neither
     // its temp file nor the second name it gave the task's file first (its
     // park), which it removes itself. (A write that went through hands its
@@ -317,7 +349,9 @@ fn on_a_full_disk(disk: &mut Disk, full: Full, durability: Durability, case: &st
     // btrfs a task file this small lives in the file system's metadata, so
     // removing it frees none of the data space the filler took: there the
     // filler goes first.
-    if system == FileSystem::Btrfs {
+    if let Full::Quota = full {
+        quota::lift(&root);
+    } else if system == FileSystem::Btrfs {
         for entry in fs::read_dir(&disk.dir).unwrap() {
             let path = entry.unwrap().path();
             if path != root {
@@ -350,6 +384,7 @@ fn settle(
     store: &FileStore,
     task: &mut Task,
     result: taskstore::Result<Transition>,
+    full: Full,
     case: &str,
     what: &str,
 ) -> bool {
@@ -360,7 +395,7 @@ fn settle(
             false
         }
         Ok(other) => panic!("{case}: {what} of a running task: {other:?}"),
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::StorageFull => true,
+        Err(Error::Io { source, .. }) if source.kind() == full.kind() => true,
         Err(e) => panic!("{case}: {what} failed, but not for want of room: {e}"),
     };
     assert_eq!(
@@ -372,9 +407,11 @@ fn settle(
 }
 
 /// Takes what room is left on `disk`, of the kind `full` runs out of: blocks
-/// in the file `filler`, inodes in empty files named after `name`.
+/// in the file `filler`, inodes in empty files named after `name`, or the
+/// store's quota, limited to what it holds and a little more.
 fn take_the_rest(disk: &Path, full: Full, name: &str) {
     match full {
+        Full::Quota => quota::limit_to_what_it_holds(&disk.join("store")),
         // One file, written on: a new one may need room the disk no
         // longer has (xfs allocates inodes in chunks).
         Full::Blocks => fill_blocks(&disk.join("filler")),
@@ -413,5 +450,55 @@ fn fill_blocks(path: &Path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
         Err(e) => panic!("fsync {}: {e}", path.display()),
+    }
+}
+
+/// The store's btrfs subvolume and its qgroup limit, through `btrfs`.
+mod quota {
+    use std::path::Path;
+    use std::process::Command;
+
+    use crate::machine::{run, tool_path};
+
+    /// How far past what the store holds its limit is set: room for a few
+    /// tasks, so that the tasks made after are refused within a few.
+    const MARGIN: u64 = 64 << 10;
+
+    fn btrfs(args: &[&str], path: &Path) -> String {
+        run(Command::new(tool_path("btrfs")).args(args).arg(path)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Turns quotas on for the file system mounted at `mounted`, and makes
+    /// `store` a subvolume of it (the store opens in the empty directory).
+    pub fn subvolume(mounted: &Path, store: &Path) {
+        btrfs(&["quota", "enable"], mounted);
+        btrfs(&["subvolume", "create"], store);
+    }
+
+    /// Limits the qgroup of the subvolume `store` to what it refers to now
+    /// (its accounting brought up to date by a sync first) and [`MARGIN`].
+    pub fn limit_to_what_it_holds(store: &Path) {
+        btrfs(&["filesystem", "sync"], store);
+        btrfs(&["quota", "rescan", "-w"], store);
+        let id = btrfs(&["inspect-internal", "rootid"], store);
+        let group = format!("0/{}", id.trim());
+        let shown = btrfs(&["qgroup", "show", "--raw"], store);
+        let referred: u64 = shown
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(group.as_str())).then(|| fields.next())?
+            })
+            .and_then(|bytes| bytes.parse().ok())
+            .unwrap_or_else(|| panic!("no qgroup {group} in: {shown}"));
+        btrfs(
+            &["qgroup", "limit", &(referred + MARGIN).to_string()],
+            store,
+        );
+    }
+
+    /// Takes the limit off `store`'s qgroup.
+    pub fn lift(store: &Path) {
+        btrfs(&["qgroup", "limit", "none"], store);
     }
 }

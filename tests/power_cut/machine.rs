@@ -501,12 +501,13 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn tool_path(name: &str) -> PathBuf {
+/// Where the tool `name` is, or `name` alone for `PATH` to find.
+pub fn tool_path(name: &str) -> PathBuf {
     find_tool(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Runs a command; its stdout, or an error naming it with its stderr.
-fn run(cmd: &mut Command) -> Result<String, String> {
+pub fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
