@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskstore::{
-    Durability, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStore, TaskUpdate,
+    Durability, FileStore, ListQuery, ManualClock, NewTask, TaskId, TaskStatus, TaskStore,
+    TaskUpdate,
 };
 use time::macros::datetime;
 
@@ -425,25 +426,37 @@ const FINISHED: usize = 10;
 /// descriptors, either read fails the listing, naming the file and
 /// `EMFILE` (it answered with the running tasks alone, each finished one
 /// reported as an unreadable file). Once descriptors are free again, the
-/// next listing has them all.
+/// next listing has them all. The same for a listing of one finished
+/// status (`completed`), which reads history's files to filter them, in a
+/// child of its own.
 #[test]
 fn a_listing_of_history_out_of_descriptors_fails_naming_the_file() {
     if let Some((role, args)) = common::role() {
-        assert_eq!(role, "history");
-        return history(Path::new(&args[0]));
+        let status = match role.as_str() {
+            "history" => None,
+            "completed" => Some(TaskStatus::Completed),
+            other => panic!("no role {other}"),
+        };
+        return history(Path::new(&args[0]), status);
     }
     let test = "a_listing_of_history_out_of_descriptors_fails_naming_the_file";
     in_a_child(test, "history", false);
+    in_a_child(test, "completed", false);
 }
 
-/// The child of [`a_listing_of_history_out_of_descriptors_fails_naming_the_file`].
-fn history(store: &Path) {
+/// The child of [`a_listing_of_history_out_of_descriptors_fails_naming_the_file`]:
+/// its listings are of every task, or of those with `status`.
+fn history(store: &Path, status: Option<TaskStatus>) {
+    let query = || match status {
+        Some(status) => ListQuery::all().status(status),
+        None => ListQuery::all(),
+    };
     let reader = FileStore::open(store).unwrap();
     let writer = FileStore::builder(store)
         .change_notices(false)
         .open()
         .unwrap();
-    let mut all: Vec<TaskId> = (0..2 * FINISHED)
+    let all: Vec<TaskId> = (0..2 * FINISHED)
         .map(|_| writer.create(NewTask::new()).unwrap().id)
         .collect();
     assert_eq!(common::ids_of(&reader, &ListQuery::all()).len(), all.len());
@@ -461,13 +474,17 @@ fn history(store: &Path) {
         common::ids_of(&reader, &ListQuery::active()).len(),
         FINISHED
     );
-    all.sort();
+    let mut expected: Vec<TaskId> = match status {
+        Some(_) => all[..FINISHED].to_vec(),
+        None => all.clone(),
+    };
+    expected.sort();
     let done = store.join("done");
     // First the files finished since the last listing; then, nothing
     // changed since, the files of the finished tasks the page returns.
     for read in ["the tasks finished since", "the page's finished tasks"] {
         let had = set_soft_limit(libc::RLIMIT_NOFILE, lowest_free_descriptor());
-        let listed = reader.list(&ListQuery::all());
+        let listed = reader.list(&query());
         set_soft_limit(libc::RLIMIT_NOFILE, had);
         match listed {
             Err(taskstore::Error::Io { path, source, .. })
@@ -477,16 +494,16 @@ fn history(store: &Path) {
                 "reading {read} out of descriptors, a listing answered Ok: {} of {} tasks, {} \
                  files skipped (the first: {:?})",
                 page.tasks.len(),
-                all.len(),
+                expected.len(),
                 page.skipped.len(),
                 page.skipped.first().map(|s| &s.reason)
             ),
         }
-        let page = reader.list(&ListQuery::all()).unwrap();
+        let page = reader.list(&query()).unwrap();
         assert!(page.skipped.is_empty(), "{:?}", page.skipped);
         let mut listed: Vec<TaskId> = page.tasks.into_iter().map(|t| t.id).collect();
         listed.sort();
-        assert_eq!(listed, all);
+        assert_eq!(listed, expected);
     }
 }
 
