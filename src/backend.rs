@@ -108,7 +108,10 @@ pub trait Backend: Send + Sync {
     ///
     /// `decide` may be called more than once (each time with a newer
     /// version) and must not have side effects beyond its return value. It
-    /// is not called when there is no task.
+    /// is not called when there is no task. It runs between the read and
+    /// the write: the conformance suite holds a call there while another
+    /// call runs (`src/conformance/windows.rs`), so a backend that writes a
+    /// decision over a version other than the one decided on fails it.
     ///
     /// The default loads, then [`replace`](Backend::replace)s or
     /// [`remove`](Backend::remove)s, and starts again from the version a

@@ -4,8 +4,10 @@
 //! property, races included. A backend's tests call [`run`] with a factory
 //! of fresh, empty [`Storage`]s; the suite opens two handles on each (two
 //! instances, as two processes or hosts would be) and checks every rule
-//! through them, from one thread and from many. Each check panics with a
-//! message naming what broke.
+//! through them, from one thread and from many, and with one call held
+//! between its read of a task and its write while another runs
+//! ([`Setup::configure`]). Each check panics with a message naming the
+//! check and what broke.
 //!
 //! ```no_run
 //! # #[cfg(feature = "conformance")] {
@@ -46,6 +48,10 @@ mod races;
 mod shared;
 mod single;
 mod values;
+mod windows;
+
+#[cfg(test)]
+mod broken;
 
 use self::clocks::*;
 use self::listing::*;
@@ -54,6 +60,7 @@ use self::races::*;
 use self::shared::*;
 use self::single::*;
 use self::values::*;
+use self::windows::*;
 
 /// What a store under test must be configured with: the suite's clock,
 /// caps, lease and event sink. [`Setup::configure`] applies them all.
@@ -70,6 +77,9 @@ pub struct Setup {
     pub lease: Duration,
     /// Where every handle sends its events; the suite counts them.
     pub events: Arc<EventLog<Event>>,
+    /// Where a check holds a call between its read of a task and its
+    /// write ([`windows`]).
+    windows: Arc<Windows>,
 }
 
 impl Setup {
@@ -83,13 +93,18 @@ impl Setup {
             max_payload_bytes: 64 * 1024,
             lease: Duration::from_secs(30),
             events: Arc::new(EventLog::with_capacity(100_000)),
+            windows: Arc::default(),
         }
     }
 
     /// `builder` with every setting the suite needs, for the handle of
-    /// `instance_id`.
+    /// `instance_id`: among them the hook every decision of a write to one
+    /// task calls first, between the backend's read and its write, where
+    /// the suite holds one call while another runs (whatever the backend:
+    /// see [`Backend::modify`](crate::backend::Backend::modify)).
     pub fn configure<O>(&self, builder: StoreBuilder<O>, instance_id: &str) -> StoreBuilder<O> {
         builder
+            .before_deciding(self.windows.hook(instance_id))
             .clock(Arc::new(self.clock.clone()))
             .max_active(self.max_active)
             .max_payload_bytes(self.max_payload_bytes)
@@ -158,6 +173,25 @@ where
             One(terminal_status_in_update_is_an_error),
         ),
         ("first_writer_wins", One(first_writer_wins)),
+        // The races held open come before the races left to the threads:
+        // a backend that breaks the contract of `modify` fails the first
+        // of them, every run.
+        (
+            "an_update_inside_anothers_window_is_not_lost",
+            Two(an_update_inside_anothers_window_is_not_lost),
+        ),
+        (
+            "a_completion_inside_a_cancels_window_finds_it_finished",
+            Two(a_completion_inside_a_cancels_window_finds_it_finished),
+        ),
+        (
+            "a_claim_inside_the_owners_renewal_window_takes_it_or_leaves_it",
+            Two(a_claim_inside_the_owners_renewal_window_takes_it_or_leaves_it),
+        ),
+        (
+            "a_claim_inside_a_reaps_window_takes_it_or_leaves_it",
+            Two(a_claim_inside_a_reaps_window_takes_it_or_leaves_it),
+        ),
         (
             "missing_tasks_are_not_found",
             One(missing_tasks_are_not_found),
@@ -379,8 +413,12 @@ where
             Caps(check) => check(&a, &with_cap, &setup),
         }));
         if let Err(panic) = outcome {
-            eprintln!("conformance check `{name}` failed");
-            std::panic::resume_unwind(panic);
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic without a message");
+            panic!("conformance check `{name}` failed: {message}");
         }
     }
 }

@@ -25,6 +25,28 @@ pub(crate) struct Settings {
     /// reaper fails it; `None`: one lease.
     pub claim_grace: Option<Duration>,
     pub notifier: Notifier,
+    /// What every decision of a write to one task calls first, with the
+    /// task read: the conformance suite's windows
+    /// ([`Setup::configure`](crate::conformance::Setup::configure)).
+    #[cfg(feature = "conformance")]
+    pub before_deciding: BeforeDeciding,
+}
+
+/// What [`Settings::before_deciding`] holds: nothing, but in the
+/// conformance suite's stores.
+#[cfg(feature = "conformance")]
+#[derive(Clone, Default)]
+pub(crate) struct BeforeDeciding(pub Option<Arc<Hook>>);
+
+/// A hook [`BeforeDeciding`] holds: called with the task read.
+#[cfg(feature = "conformance")]
+pub(crate) type Hook = dyn Fn(&crate::task::Task) + Send + Sync;
+
+#[cfg(feature = "conformance")]
+impl std::fmt::Debug for BeforeDeciding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Default for Settings {
@@ -35,6 +57,8 @@ impl Default for Settings {
             lease: Lease::default(),
             claim_grace: None,
             notifier: Notifier::default(),
+            #[cfg(feature = "conformance")]
+            before_deciding: BeforeDeciding::default(),
         }
     }
 }
@@ -182,6 +206,15 @@ impl<O> StoreBuilder<O> {
     /// thread of its own, as `JsonLinesSink` writes a line and returns).
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.settings.notifier = Notifier::new(sink);
+        self
+    }
+
+    /// Calls `hook` with the task read before every decision of a write
+    /// to one task (between the backend's read and its write): how the
+    /// conformance suite holds a call in that window.
+    #[cfg(feature = "conformance")]
+    pub(crate) fn before_deciding(mut self, hook: Arc<Hook>) -> Self {
+        self.settings.before_deciding = BeforeDeciding(Some(hook));
         self
     }
 

@@ -232,7 +232,7 @@ impl<B: Backend> Store<B> {
     /// task of a pass, or [`TaskStore::reap_task`].
     pub(super) fn reap_one(&self, id: &TaskId) -> Result<Option<Task>> {
         let grace = self.settings.claim_grace();
-        let modified = self.backend.modify(id, &mut |current| {
+        let modified = self.modify(id, &mut |current| {
             let Reading { now, clock, .. } = self.read_clock();
             if current.is_expired_at(now) || !lease::is_reapable(current, clock, grace) {
                 return Ok(Change::Keep);
@@ -357,7 +357,7 @@ impl<B: Backend> Store<B> {
     /// `kinds`: one task of a pass, written since the pass judged it.
     fn claim_one(&self, id: &TaskId, kinds: &[&str]) -> Result<Option<Task>> {
         let mut tried = None;
-        let modified = self.backend.modify(id, &mut |current| {
+        let modified = self.modify(id, &mut |current| {
             let Reading {
                 now,
                 clock,

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::backend::{Backend, Change, Insert, Modified, Record, Skipped, Swap, is_current};
+use crate::backend::{
+    Backend, Change, Decide, Insert, Modified, Record, Skipped, Swap, is_current,
+};
 use crate::changes::ChangeFeed;
 use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
@@ -207,6 +209,22 @@ impl<B: Backend> Store<B> {
         self.reading().now
     }
 
+    /// The backend's [`Backend::modify`]: the one way the rules write one
+    /// task by a decision on what they read. In the conformance suite's
+    /// stores every decision calls the suite's hook first, which may hold
+    /// it there, between the backend's read and its write
+    /// ([`Settings::before_deciding`]).
+    fn modify(&self, id: &TaskId, decide: &mut Decide<'_>) -> Result<Modified> {
+        #[cfg(feature = "conformance")]
+        if let Some(hook) = &self.settings.before_deciding.0 {
+            return self.backend.modify(id, &mut |current| {
+                hook(current);
+                decide(current)
+            });
+        }
+        self.backend.modify(id, decide)
+    }
+
     /// [`time`](Self::time), with what the clock itself read
     /// ([`Reading`]).
     fn reading(&self) -> Reading {
@@ -229,7 +247,7 @@ impl<B: Backend> Store<B> {
     ) -> Result<Transition> {
         let mut kept = None;
         self.backend.refresh_clock();
-        let modified = self.backend.modify(id, &mut |current| {
+        let modified = self.modify(id, &mut |current| {
             let Reading {
                 now, lease_from, ..
             } = self.read_clock();
@@ -358,7 +376,7 @@ impl<B: Backend> Store<B> {
         let lease = &self.settings.lease;
         let mut kept = None;
         self.backend.refresh_clock();
-        let modified = self.backend.modify(id, &mut |current| {
+        let modified = self.modify(id, &mut |current| {
             let reading = self.read_clock();
             let now = reading.now;
             if let Some(why) = unwritable(current, now, fence, None) {
@@ -666,7 +684,7 @@ impl<B: Backend> TaskStore for Store<B> {
     }
 
     fn delete(&self, id: &TaskId) -> Result<bool> {
-        let removed = self.backend.modify(id, &mut |_| Ok(Change::Remove))?;
+        let removed = self.modify(id, &mut |_| Ok(Change::Remove))?;
         let Modified::Removed(task) = removed else {
             return Ok(false);
         };
