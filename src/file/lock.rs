@@ -457,10 +457,11 @@ impl StripeLocks {
         }
     }
 
-    /// Waits for every stripe ([`lock_each`](Self::lock_each)).
-    pub fn lock_all(&self, fs: &Fs) -> Result<Vec<StripeGuard<'_>>> {
+    /// Waits for every stripe ([`lock_each`](Self::lock_each)), its waits
+    /// those of `pass` when given.
+    pub fn lock_all(&self, fs: &Fs, pass: Option<&Pass>) -> Result<Vec<StripeGuard<'_>>> {
         let all: Vec<usize> = (0..self.stripes.len()).collect();
-        self.lock_each(fs, &all)
+        self.lock_each(fs, &all, pass)
     }
 
     /// Waits for each of `stripes` (in stripe order, each once), taking
@@ -484,8 +485,18 @@ impl StripeLocks {
     /// stripe, back to back), which the callers go round (a removal batch
     /// stripe by stripe; a sweep's chunks and its removal of stale
     /// `expiring/` entries leave their work to the sweep's batches or its
-    /// next pass).
-    pub fn lock_each(&self, fs: &Fs, stripes: &[usize]) -> Result<Vec<StripeGuard<'_>>> {
+    /// next pass). In a `pass` (a removal batch's, which goes stripe by
+    /// stripe in the same pass if this fails) every wait of it is one of
+    /// the pass's ([`lock_in`](Self::lock_in)): a wait for a stripe held
+    /// lasts until the pass's deadline at most, and a wait holding others
+    /// [`HOLDING_WAIT`] or what is left of the pass's waits, whichever is
+    /// less; so the batch waits its `stripe_wait` once in all.
+    pub fn lock_each(
+        &self,
+        fs: &Fs,
+        stripes: &[usize],
+        pass: Option<&Pass>,
+    ) -> Result<Vec<StripeGuard<'_>>> {
         let mut tries = 0;
         // The first stripe, once a wait for it alone got it.
         let mut first = None;
@@ -494,7 +505,7 @@ impl StripeLocks {
             let wait = if tries < ALL_TRIES {
                 Duration::ZERO
             } else {
-                HOLDING_WAIT
+                pass.map_or(HOLDING_WAIT, |pass| HOLDING_WAIT.min(pass.left(self.wait)))
             };
             let mut guards = Vec::with_capacity(stripes.len());
             guards.extend(first.take());
@@ -527,7 +538,7 @@ impl StripeLocks {
                     ),
                 ));
             }
-            let got = self.lock(fs, stripe)?;
+            let got = self.lock_in(fs, stripe, pass)?;
             if at_first {
                 first = Some(got);
             }

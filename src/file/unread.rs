@@ -66,7 +66,7 @@ impl FileBackend {
         // Whether each name's file was removed, in the order of `taken`.
         let mut gone = Vec::with_capacity(taken.len());
         for chunk in taken.chunks(CHUNK) {
-            let Ok(_all) = self.locks.lock_all(&self.fs) else {
+            let Ok(_all) = self.locks.lock_all(&self.fs, None) else {
                 break;
             };
             // Every unlink from `active/` holds its task's stripe, so while
@@ -161,7 +161,7 @@ impl FileBackend {
         let mut touched = self.touched();
         let mut chunks = due.chunks(CHUNK);
         for chunk in chunks.by_ref() {
-            let Ok(_all) = self.locks.lock_all(&self.fs) else {
+            let Ok(_all) = self.locks.lock_all(&self.fs, None) else {
                 left.extend_from_slice(chunk);
                 break;
             };

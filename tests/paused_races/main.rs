@@ -13,6 +13,7 @@ mod common;
 mod forks;
 mod fsyncs;
 mod opens;
+mod removals;
 mod scans;
 mod stripes;
 

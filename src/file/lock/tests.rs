@@ -54,7 +54,7 @@ fn taking_stripes_held_up_again_and_again_gives_up_after_its_tries() {
     let enough = MOST_TRIES + 2;
     let (tries, taken) = std::thread::scope(|s| {
         let mut pause = faults.pause_at(FsOp::Lock, &path);
-        let taking = s.spawn(|| locks.lock_all(&fs).map(|guards| guards.len()));
+        let taking = s.spawn(|| locks.lock_all(&fs, None).map(|guards| guards.len()));
         let mut tries = 0;
         // Odd calls: a try of it with the stripes before it (the
         // other takes it first); even: a wait for it alone (the other
@@ -116,7 +116,7 @@ fn taking_one_stripe_keeps_what_its_wait_for_it_got() {
     let (calls, taken) = std::thread::scope(|s| {
         let mut pause = faults.pause_at(FsOp::Lock, &path);
         let taking = s.spawn(|| {
-            locks.lock_each(&fs, &[held]).map(|guards| {
+            locks.lock_each(&fs, &[held], None).map(|guards| {
                 // Held by this call: the other cannot take it.
                 let others = other.try_lock().is_ok();
                 (guards.len(), others)

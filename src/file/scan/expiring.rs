@@ -176,7 +176,7 @@ impl FileBackend {
         let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards = match self.locks.lock_each(&self.fs, &stripes) {
+        let _guards = match self.locks.lock_each(&self.fs, &stripes, None) {
             Ok(guards) => guards,
             Err(e) => return (0, Err(e)),
         };

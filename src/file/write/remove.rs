@@ -420,14 +420,15 @@ impl FileBackend {
     /// smaller one, or one whose stripes cannot all be taken, goes one
     /// stripe at a time ([`remove_by_stripe`](Self::remove_by_stripe)).
     fn remove_unsettled(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
+        // One pass for the batch: its tries of every stripe, its wait for
+        // the moves to be over and its removals wait its `stripe_wait`
+        // once in all.
+        let pass = lock::Pass::default();
         let all = if tasks.len() >= self.large_pass {
-            self.locks.lock_all(&self.fs).ok()
+            self.locks.lock_all(&self.fs, Some(&pass)).ok()
         } else {
             None
         };
-        // One pass for the batch: its wait for the moves to be over and
-        // its removals wait its `stripe_wait` once in all.
-        let pass = lock::Pass::default();
         let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none(), &pass) {
             Ok((touched, untaken)) => (touched.moves_settled, untaken),
             Err(e) => {
@@ -487,11 +488,13 @@ impl FileBackend {
 
     /// [`remove_batch`](Self::remove_batch) one stripe at a time: the batch
     /// in stripe order, each stripe's lock taken once for all of its tasks
-    /// (a failed lock is tried again per task, so that each reports its own
-    /// error). The tasks of a stripe in `untaken` are not tried: each
-    /// reports the error its lock gave. The stripes are waited for in
-    /// `pass`, the batch's, whose waits for the moves to be over
-    /// ([`settle_moves_of`](Self::settle_moves_of)) may have spent it.
+    /// (a lock that failed, but by a wait that ran out, is tried again per
+    /// task, in the pass too, so that each reports its own error). The
+    /// tasks of a stripe in `untaken` are not tried: each reports the error
+    /// its lock gave. The stripes are waited for in `pass`, the batch's,
+    /// whose tries of every stripe (a large batch's) and waits for the
+    /// moves to be over ([`settle_moves_of`](Self::settle_moves_of)) may
+    /// have spent it.
     fn remove_by_stripe(
         &self,
         tasks: &[Task],
@@ -525,9 +528,12 @@ impl FileBackend {
                     // Held by another for the whole wait: tried again, it
                     // would only wait again.
                     Err(e) if lock::ran_out(e) => Err(e.for_each_of("remove", &self.root)),
-                    Err(_) => self.locks.lock(&self.fs, stripe).and_then(|_guard| {
-                        self.remove_locked(&tasks[at], &mut touched, &mut false)
-                    }),
+                    Err(_) => self
+                        .locks
+                        .lock_in(&self.fs, stripe, Some(pass))
+                        .and_then(|_guard| {
+                            self.remove_locked(&tasks[at], &mut touched, &mut false)
+                        }),
                 };
                 results[at] = Some(result);
             }
