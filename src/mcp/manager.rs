@@ -12,6 +12,7 @@ use rmcp::task_manager::{TaskFuture, TaskOptions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use super::background::background;
 use super::calls::{blocking, lock};
 use super::context::TaskContext;
 use super::convert::to_rmcp_task;
@@ -19,8 +20,8 @@ use super::follow::follow_changes;
 use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, named, new_task, padded};
 use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
-use super::worker::background;
 use crate::id::TaskId;
+use crate::sink::panics::Panics;
 use crate::store::TaskStore;
 use crate::task::{NewTask, Outcome};
 
@@ -112,6 +113,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             stop: watch::channel(false).0,
             background: Mutex::new(None),
             stopped: Mutex::new(Stopped::default()),
+            maintenance_panics: Panics::default(),
         });
         let handle = tokio::spawn(background(Arc::downgrade(&shared), shared.stop.subscribe()));
         *lock(&shared.background) = Some(handle);

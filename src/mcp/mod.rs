@@ -256,6 +256,7 @@
 //!   meanwhile the manager renews the batch's other tasks alone after a
 //!   third of their lease, as for any batch held up.
 
+mod background;
 mod calls;
 mod context;
 mod convert;

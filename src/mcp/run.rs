@@ -19,6 +19,7 @@ use super::context::TaskContext;
 use super::options::ManagerOptions;
 use super::protocol::{Book, Inputs, PRINCIPAL_KEY, cancel_requested, clearing_peer_copies};
 use crate::id::TaskId;
+use crate::sink::panics::Panics;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
 
@@ -52,6 +53,9 @@ pub(super) struct Shared {
     pub background: Mutex<Option<JoinHandle<()>>>,
     /// What shutdown did to the runs it stopped.
     pub stopped: Mutex<Stopped>,
+    /// The panics of the loop of claims, reaps and sweeps
+    /// ([`Shared::panicked`]).
+    pub maintenance_panics: Panics,
 }
 
 /// What [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown)
@@ -479,9 +483,19 @@ impl Record {
 
     /// Writes it for `run`, fenced to the run's epoch (a blocking call).
     pub fn write(self, store: &dyn TaskStore, run: &Run) -> crate::Result<Transition> {
+        self.write_at(store, &run.id, run.epoch)
+    }
+
+    /// Writes it for task `id`, fenced to owner `epoch` (a blocking call).
+    pub fn write_at(
+        self,
+        store: &dyn TaskStore,
+        id: &TaskId,
+        epoch: u64,
+    ) -> crate::Result<Transition> {
         match self {
-            Record::Finish(outcome) => store.finish_fenced(&run.id, outcome, run.epoch),
-            Record::Release => store.release(&run.id, run.epoch),
+            Record::Finish(outcome) => store.finish_fenced(id, outcome, epoch),
+            Record::Release => store.release(id, epoch),
         }
     }
 
@@ -607,20 +621,26 @@ const RECORD_RETRY: Duration = Duration::from_millis(100);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The error of a task whose outcome the store refused as a value: a small
-/// one ([`SMALL_ERROR_BYTES`](crate::SMALL_ERROR_BYTES), its message cut
-/// short if need be), which the store takes however near the payload cap
-/// the task is.
+/// one ([`small_error`]), which the store takes however near the payload
+/// cap the task is.
 fn refused_error(run: &Run, refused: &crate::Error) -> Value {
     let message = format!(
         "task {} ended, but the store refused its outcome: {refused}",
         run.id
     );
+    small_error(json!({ "code": "outcome_refused", "message": message }))
+}
+
+/// `error`, its `message` cut short as need be for it to be a small
+/// failure ([`SMALL_ERROR_BYTES`](crate::SMALL_ERROR_BYTES)), which the
+/// store takes over any task, however near the payload cap.
+pub(super) fn small_error(mut error: Value) -> Value {
+    let Some(message) = error["message"].as_str().map(str::to_owned) else {
+        return error;
+    };
     let mut keep = message.len().min(crate::SMALL_ERROR_BYTES);
     loop {
-        let error = json!({
-            "code": "outcome_refused",
-            "message": crate::id::bounded(&message, keep),
-        });
+        error["message"] = Value::from(crate::id::bounded(&message, keep));
         if crate::limits::is_small_error(&error) || keep == 0 {
             return error;
         }

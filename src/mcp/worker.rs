@@ -2,22 +2,24 @@
 //! leases, watches the runs' tasks for what peers persisted, claims
 //! resumable orphans, reaps and sweeps; and the steps of shutdown.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::sync::watch;
+use serde_json::{Value, json};
 
+use super::background::Pass;
 use super::calls::{StoreCall, Unfinished, blocking, get, lock, off_workers};
 use super::protocol::{Book, cancel_requested, stored_responses};
 use super::run::{
     Ending, Record, Run, RunState, RunWrite, Shared, ShutdownReport, Stop, panic_message,
+    small_error,
 };
 use crate::error::Error;
 use crate::id::TaskId;
 use crate::store::Transition;
-use crate::task::Task;
+use crate::task::{Outcome, Task};
 
 impl Shared {
     /// One watch tick: starts a renewal of every run whose lease is due,
@@ -339,12 +341,24 @@ impl Shared {
         }
         // Every run first, each renewed from now on: a look below may
         // write, and a run launched only after the looks before it could
-        // see its claimed lease lapse behind them.
-        let runs: Vec<(Arc<Run>, Task)> = claimed
-            .tasks
-            .into_iter()
-            .filter_map(|task| Some((self.resume(&task)?, task)))
-            .collect();
+        // see its claimed lease lapse behind them. A resume that panics
+        // (the host store's `lease`, say) ends neither the pass nor the
+        // other tasks' resumes: its task is handed back below.
+        let (mut runs, mut unresumed) = (Vec::new(), Vec::new());
+        for task in claimed.tasks {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.resume(&task))) {
+                Ok(Some(run)) => runs.push((run, task)),
+                Ok(None) => {}
+                Err(panic) => {
+                    let why = panic_message(&*panic);
+                    self.panicked(Pass::Claim, Some(&task.id), panic);
+                    unresumed.push((task, why));
+                }
+            }
+        }
+        for (task, why) in unresumed {
+            self.hand_back(&task, &why).await;
+        }
         for (run, task) in runs {
             // A cancel request, or responses persisted while no one ran it.
             self.observe(&run, &task).await;
@@ -364,6 +378,50 @@ impl Shared {
         let run = Run::of(task, self.store.lease(), self.store.lease_from());
         self.launch(Arc::clone(&run), move |ctx| handler(ctx));
         Some(run)
+    }
+
+    /// Hands back `task`, claimed by this instance, whose resume panicked
+    /// (`why`) before its run was launched: released (its lease lapses at
+    /// once) for the next claim pass, here or at another instance, if it
+    /// has attempts left (the claim took one), or failed with
+    /// `{"code": "resume_panicked", ..}` on its last. It is never left
+    /// claimed by this live instance with no run: no one would renew its
+    /// lease or run it, and it would read `working` until it lapsed. A
+    /// write that fails leaves it to lapse, and be claimed or reaped then.
+    async fn hand_back(&self, task: &Task, why: &str) {
+        if self
+            .run_of(&task.id)
+            .is_some_and(|run| run.epoch == task.epoch)
+        {
+            // Launched before the panic: its supervisor records its end.
+            return;
+        }
+        let record = if task.has_attempts_left() {
+            Record::Release
+        } else {
+            Record::Finish(Outcome::Failed(resume_panicked_error(
+                self.store.instance_id(),
+                &task.id,
+                why,
+            )))
+        };
+        let releasing = matches!(record, Record::Release);
+        let store = Arc::clone(&self.store);
+        let (id, epoch) = (task.id.clone(), task.epoch);
+        match blocking(move || record.write_at(&*store, &id, epoch)).await {
+            Ok(Transition::Applied(_)) if releasing => {}
+            Ok(Transition::Applied(_)) => tracing::warn!(
+                task = %task.id,
+                "a claimed task whose resume panicked on its last attempt was failed"
+            ),
+            // Taken on, or ended, meanwhile: as it stands.
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                task = %task.id,
+                error = %e.into_mcp(Some(&task.id)),
+                "a claimed task whose resume panicked could not be handed back: it is claimed again, or reaped, once its lease lapses"
+            ),
+        }
     }
 
     /// Fails the orphans no one will resume.
@@ -543,11 +601,26 @@ impl Shared {
 /// store made of it.
 type StopWrite = (Arc<Run>, Option<Stop>, crate::Result<Transition>);
 
+/// The error of a task this instance claimed on its last attempt and
+/// could not resume, its resume having panicked (`why`): small
+/// ([`SMALL_ERROR_BYTES`](crate::SMALL_ERROR_BYTES), its message cut
+/// short if need be), so that the store takes it over any task.
+fn resume_panicked_error(instance: &str, id: &TaskId, why: &str) -> Value {
+    let message = format!(
+        "task {id} could not be resumed: instance {instance} claimed it on its last attempt, and resuming it panicked: {why}"
+    );
+    small_error(json!({
+        "code": "resume_panicked",
+        "instance": instance,
+        "message": message,
+    }))
+}
+
 /// The instant `by` after `from`, or, past the last one an `Instant` holds,
 /// one [`FAR`] after it: an interval or allowance of `Duration::MAX` (a
 /// host's "never") is far off, not an overflow that panics. Every instant
 /// the manager computes ahead is computed here.
-fn ahead(from: Instant, by: Duration) -> Instant {
+pub(super) fn ahead(from: Instant, by: Duration) -> Instant {
     from.checked_add(by)
         .or_else(|| from.checked_add(FAR))
         .unwrap_or(from)
@@ -556,79 +629,6 @@ fn ahead(from: Instant, by: Duration) -> Instant {
 /// How far off [`ahead`] puts an instant past the last one an `Instant`
 /// holds: 30 years, as Tokio's timers take a duration too long for them.
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// The background work, until stopped or until nothing refers to the
-/// manager any more: watch ticks (renewals among them) on a loop of their
-/// own, and claims, reaps and sweeps on another, so that a long pass (a
-/// sweep of a backlog of expired tasks after an outage, a store call that
-/// hangs) never holds a lease renewal up past the lease. The second runs as
-/// a task of its own, so that a panic there (a bug) stops the claims,
-/// reaps and sweeps, logged, and never the renewals of the tasks this
-/// instance runs; it ends when this does.
-pub(super) async fn background(shared: Weak<Shared>, stop: watch::Receiver<bool>) {
-    let pass = Arc::new(std::sync::Mutex::new(None));
-    let maintenance = AbortOnDrop(tokio::spawn(maintaining(
-        Weak::clone(&shared),
-        stop.clone(),
-        Arc::clone(&pass),
-    )));
-    tokio::join!(watching(shared, stop), async move {
-        let mut maintenance = maintenance;
-        if let Err(e) = (&mut maintenance.0).await
-            && e.is_panic()
-        {
-            let pass = lock(&pass).map_or("between passes", Pass::name);
-            tracing::error!(
-                error = %panic_message(&*e.into_panic()),
-                pass = %pass,
-                "the manager's loop of claims, reaps and sweeps panicked: it is stopped; leases are still renewed"
-            );
-        }
-    });
-}
-
-/// A pass of the loop of claims, reaps and sweeps: the one a panic there
-/// is logged with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pass {
-    Claim,
-    Reap,
-    Sweep,
-}
-
-impl Pass {
-    fn name(self) -> &'static str {
-        match self {
-            Pass::Claim => "claim",
-            Pass::Reap => "reap",
-            Pass::Sweep => "sweep",
-        }
-    }
-}
-
-/// A task that is aborted when this is dropped (the background work
-/// aborted at shutdown takes its maintenance loop with it).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Watch ticks: renewals, and looks at what peers persisted.
-async fn watching(shared: Weak<Shared>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let Some(this) = shared.upgrade() else { return };
-        this.watch();
-        let pause = this.options.watch_pause();
-        drop(this);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
-    }
-}
 
 /// How often a run's lease is renewed: the host's period, or a third of
 /// the lease, and never more than a third of it. Renewals run on watch
@@ -680,51 +680,5 @@ struct Looked(Arc<Run>);
 impl Drop for Looked {
     fn drop(&mut self) {
         lock(&self.0.state).looking = None;
-    }
-}
-
-/// Claims, reaps and sweeps; `pass` says which is under way.
-async fn maintaining(
-    shared: Weak<Shared>,
-    mut stop: watch::Receiver<bool>,
-    pass: Arc<std::sync::Mutex<Option<Pass>>>,
-) {
-    let enter = |now: Option<Pass>| *lock(&pass) = now;
-    // The first reap waits a reap interval: a host registers its resume
-    // handlers after the manager starts (each registration claims at
-    // once), and a reap before them would fail the orphans they resume.
-    let mut next_reap = match shared.upgrade() {
-        Some(this) => ahead(Instant::now(), this.options.reap_interval),
-        None => return,
-    };
-    let mut next_sweep = Instant::now();
-    let mut claim_now = false;
-    loop {
-        let Some(this) = shared.upgrade() else { return };
-        let now = Instant::now();
-        if now >= next_reap || claim_now {
-            // Claim before reaping: a resumable orphan is claimed, not failed.
-            enter(Some(Pass::Claim));
-            this.claim().await;
-        }
-        if now >= next_reap {
-            enter(Some(Pass::Reap));
-            this.reap().await;
-            next_reap = ahead(now, this.options.reap_interval);
-        }
-        if now >= next_sweep {
-            enter(Some(Pass::Sweep));
-            this.sweep().await;
-            next_sweep = ahead(now, this.options.sweep_interval);
-        }
-        enter(None);
-        let pause = this.options.watch_pause();
-        let wake = Arc::clone(&this);
-        drop(this);
-        claim_now = tokio::select! {
-            _ = tokio::time::sleep(pause) => false,
-            _ = wake.claim_now.notified() => true,
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        };
     }
 }

@@ -5,7 +5,7 @@ mod json_lines;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod notifier;
-mod panics;
+pub(crate) mod panics;
 mod tracing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

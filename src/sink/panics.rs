@@ -1,6 +1,8 @@
 //! [`Panics`]: a sink's contained panics, counted, and said at most once a
 //! minute while they go on (a sink that panics at every event would flood
-//! the log), for a store's or registry's notifier and a [`FanOut`]'s sinks.
+//! the log), for a store's or registry's notifier and a [`FanOut`]'s sinks;
+//! and, by the same rule, the panics of an MCP manager's loop of claims,
+//! reaps and sweeps (one at every round would flood it as well).
 //!
 //! [`FanOut`]: crate::FanOut
 

@@ -1,9 +1,11 @@
 //! The background loops against a store that misbehaves for one task: a
 //! write that hangs for one task holds up no other task's renewals; reads
 //! slower than a tick leave the renewals in batches; the watch ticks are
-//! held to a floor; the loop of claims, reaps and sweeps names the pass it
-//! panicked in, and a panic in one round's store call or event sink ends
-//! no later round; its sweep logs what it did beside what failed.
+//! held to a floor; a panic in the loop of claims, reaps and sweeps ends
+//! its pass, or its one task's resume, and no later round, and is said
+//! with its pass at most once a minute; a panic in one round's store call
+//! or event sink ends no later round; its sweep logs what it did beside
+//! what failed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,8 +24,10 @@ use crate::{
 /// A store over `inner` whose writes to one chosen task wait until it is
 /// let go, as a write waits on a row lock another session holds (a batch
 /// of renewals that names it waits whole, as one statement does); counts
-/// its `get`s; and, armed, panics in `lease` (a host's store with a bug:
-/// the manager asks it on its async side when it resumes a claimed task).
+/// its `get`s, claims and reaps; and, armed, panics in `lease` (a host's
+/// store with a bug: the manager asks it on its async side when it
+/// resumes a claimed task) or in `lease_now` (which it asks as a claim
+/// pass begins).
 struct Held<S> {
     inner: S,
     held: Mutex<Option<TaskId>>,
@@ -31,7 +35,14 @@ struct Held<S> {
     /// Calls waiting for the held task now.
     waiting: AtomicUsize,
     gets: AtomicUsize,
-    panics: AtomicBool,
+    /// How many calls of `lease` are to panic.
+    lease_panics: AtomicUsize,
+    /// Every call of `lease_now` panics.
+    lease_now_panics: AtomicBool,
+    /// Panics of `lease` and `lease_now`.
+    panicked: AtomicUsize,
+    claims: AtomicUsize,
+    reaps: AtomicUsize,
     /// Each `get` takes 15 ms (a round trip to a distant database).
     slow_gets: AtomicBool,
     /// The number of tasks of each renewal call, in order.
@@ -54,7 +65,11 @@ impl<S> Held<S> {
             let_go: Condvar::new(),
             waiting: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
-            panics: AtomicBool::new(false),
+            lease_panics: AtomicUsize::new(0),
+            lease_now_panics: AtomicBool::new(false),
+            panicked: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
+            reaps: AtomicUsize::new(0),
             slow_gets: AtomicBool::new(false),
             renewals: Mutex::new(Vec::new()),
             sweep_failures: AtomicUsize::new(0),
@@ -155,13 +170,23 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.instance_id()
     }
     fn lease(&self) -> Option<Duration> {
-        assert!(!self.panics.load(Ordering::SeqCst), "a bug in lease()");
+        let panic = self
+            .lease_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.panicked
+            .fetch_add(usize::from(panic), Ordering::SeqCst);
+        assert!(!panic, "a bug in lease()");
         self.inner.lease()
     }
     fn now(&self) -> OffsetDateTime {
         self.inner.now()
     }
     fn lease_now(&self) -> OffsetDateTime {
+        let panic = self.lease_now_panics.load(Ordering::SeqCst);
+        self.panicked
+            .fetch_add(usize::from(panic), Ordering::SeqCst);
+        assert!(!panic, "a bug in lease_now()");
         self.inner.lease_now()
     }
     fn lease_from(&self) -> OffsetDateTime {
@@ -182,9 +207,11 @@ impl<S: TaskStore> TaskStore for Held<S> {
         self.inner.release(id, epoch)
     }
     fn reap(&self) -> crate::Result<Reaped> {
+        self.reaps.fetch_add(1, Ordering::SeqCst);
         self.inner.reap()
     }
     fn claim(&self, kinds: &[&str]) -> crate::Result<Claimed> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner.claim(kinds)
     }
 }
@@ -350,29 +377,35 @@ async fn a_watch_interval_of_zero_is_held_to_a_floor() {
     m.shutdown().await;
 }
 
-/// A panic in the loop of claims, reaps and sweeps is logged with the
-/// pass it was in: here a claim, through a host store whose `lease`
-/// panics as the claimed task is resumed; and the renewals go on (the
-/// loop of claims, reaps and sweeps is a task of its own). (The log said
-/// the loop panicked, not in which pass.)
+/// A panic in the loop of claims, reaps and sweeps ends the pass it is
+/// in, or the resume of the one task it was resuming, and no later round:
+/// here a host store whose `lease` panics once, as a claimed task is
+/// resumed. The panic is logged with its pass and task; the task, claimed
+/// but never run, is released at once (not left claimed by this live
+/// instance for its lease, an hour, renewed by no one), claimed again by a
+/// later round and resumed to its end; later rounds claim, reap and sweep
+/// on, and the renewals go on. (The loop stopped for good at the panic: no
+/// claim, reap or sweep after it, and the task read `working`, claimed by
+/// a live instance that did not run it, until a restart.)
 #[tokio::test]
 async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     // One thread: the background loop logs on this one.
     let logged = logged::Logged::default();
     let _log = tracing::subscriber::set_default(logged.clone());
-    let lease = Duration::from_millis(50);
     let backend = Arc::new(MemoryBackend::new());
-    let dead = on(&backend, "dead", lease);
+    let dead = on(&backend, "dead", Duration::from_millis(50));
     let orphan = dead
         .create(NewTask::new().resumable("job", json!({})))
         .unwrap();
     drop(dead);
-    let store = Held::new(on(&backend, "live", lease));
-    let hour = Duration::from_secs(3_600);
-    let m = DurableTaskManager::with_options(
-        Arc::clone(&store),
-        fast().reap_interval(hour).sweep_interval(hour),
-    );
+    // Leases of an hour, renewed every 50 ms: a task this instance claimed
+    // and did not hand back would stay claimed past the test.
+    let store = Held::new(on(&backend, "live", Duration::from_secs(3_600)));
+    let options = fast()
+        .renew_interval(Duration::from_millis(50))
+        .reap_interval(Duration::from_millis(50))
+        .sweep_interval(Duration::from_millis(1));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
     let running = TaskId::parse(&until_cancelled(&m).await.task_id).unwrap();
     // Lapsed.
     eventually(|| async {
@@ -381,7 +414,7 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
             .then_some(())
     })
     .await;
-    store.panics.store(true, Ordering::SeqCst);
+    store.lease_panics.store(1, Ordering::SeqCst);
     m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
     let panicked = eventually(|| async {
         logged.events().into_iter().find(|e| {
@@ -392,8 +425,33 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
     })
     .await;
     assert_eq!(panicked.field("pass"), Some("claim"), "{panicked:?}");
-    // The bug past, the running task's lease is renewed on, twice.
-    store.panics.store(false, Ordering::SeqCst);
+    assert_eq!(
+        panicked.field("task"),
+        Some(orphan.id.as_str()),
+        "{panicked:?}"
+    );
+    assert_eq!(panicked.field("panics"), Some("1"), "{panicked:?}");
+    let rounds = |store: &Held<_>| {
+        [&store.claims, &store.reaps, &store.sweeps].map(|n| n.load(Ordering::SeqCst))
+    };
+    let at_panic = rounds(&store);
+    // Claimed again by a later round, and resumed to its end: the claim
+    // that panicked released it at once (its hour's lease given up), and
+    // the next took it, with the attempt after.
+    let done = settled(&m, orphan.id.as_str()).await;
+    assert_eq!(
+        done.status(),
+        rmcp::model::TaskStatus::Completed,
+        "{done:?}"
+    );
+    assert_eq!(backend_task(&backend, &orphan.id).epoch, 3);
+    // Later rounds claim, reap and sweep on, twice each.
+    eventually(|| async {
+        let now = rounds(&store);
+        (0..3).all(|i| now[i] >= at_panic[i] + 2).then_some(())
+    })
+    .await;
+    // The renewals go on, twice.
     let mut seen = backend_task(&backend, &running).lease_expires_at;
     for _ in 0..2 {
         seen = eventually(|| async {
@@ -403,6 +461,98 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
         .await;
     }
     let _ = m.cancel_task(running.as_str()).await;
+    m.shutdown().await;
+}
+
+/// A claimed task whose resume panics at every claim is not claimed for
+/// ever: each claim that panics releases it, taking an attempt, and the
+/// one on its last attempt fails it with `{"code": "resume_panicked"}`,
+/// naming the task, the instance and the panic. Here a task made with the
+/// default three attempts (its first owner's, then two claims). (The
+/// first panic stopped the loop, the task left claimed, `working`.)
+#[tokio::test]
+async fn a_task_whose_resume_panics_at_every_claim_fails_on_its_last_attempt() {
+    let lease = Duration::from_millis(100);
+    let backend = Arc::new(MemoryBackend::new());
+    let dead = on(&backend, "dead", lease);
+    let orphan = dead
+        .create(NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let store = Held::new(on(&backend, "live", lease));
+    let options = fast().reap_interval(Duration::from_millis(50));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    store.lease_panics.store(usize::MAX, Ordering::SeqCst);
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    let done = settled(&m, orphan.id.as_str()).await;
+    let rmcp::model::TaskPayload::Failed { error } = done.payload else {
+        panic!("{done:?}")
+    };
+    let error = &error["data"];
+    assert_eq!(error["code"], "resume_panicked", "{error}");
+    assert_eq!(error["instance"], "live", "{error}");
+    let message = error["message"].as_str().unwrap();
+    for part in [orphan.id.as_str(), "a bug in lease()", "last attempt"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let stored = backend_task(&backend, &orphan.id);
+    assert_eq!(stored.epoch, 3, "two claims");
+    assert_eq!(store.panicked.load(Ordering::SeqCst), 2, "two resumes");
+    m.shutdown().await;
+}
+
+/// A pass that panics at every round (a host store whose `lease_now`
+/// panics as each claim pass begins) ends no later pass: the reaps go on
+/// after each. Its panics are counted and said at most once a minute by
+/// the store's clock, with how many there were: once while the clock
+/// stands still, however many rounds panic, and once more, with the count
+/// since, after it has gone a minute on. (The first panic stopped the
+/// loop: no reap after it.)
+#[tokio::test]
+async fn a_pass_that_panics_at_every_round_is_said_once_a_minute_and_ends_no_other() {
+    let logged = logged::Logged::default();
+    let _log = tracing::subscriber::set_default(logged.clone());
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let inner = Store::with_backend(Arc::new(MemoryBackend::new()))
+        .instance_id("live")
+        .clock(Arc::clone(&clock) as Arc<dyn crate::Clock>)
+        .build()
+        .unwrap();
+    let store = Held::new(inner);
+    store.lease_now_panics.store(true, Ordering::SeqCst);
+    let options = fast().reap_interval(Duration::from_millis(1));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    let panics = || u64::try_from(store.panicked.load(Ordering::SeqCst)).unwrap();
+    let said = || {
+        logged
+            .events()
+            .into_iter()
+            .filter(|e| e.field("pass") == Some("claim"))
+            .collect::<Vec<_>>()
+    };
+    eventually(|| async {
+        (panics() >= 3 && store.reaps.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    let first = said();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let error = first[0].field("error").unwrap_or_default();
+    assert!(error.contains("a bug in lease_now()"), "{first:?}");
+    assert_eq!(first[0].field("panics"), Some("1"));
+    clock.advance(Duration::from_secs(61));
+    let before = panics();
+    let again = eventually(|| async { (said().len() == 2).then(|| said()[1].clone()) }).await;
+    let (total, since) = (
+        again.field("panics").unwrap().parse::<u64>().unwrap(),
+        again
+            .field("since_last_warning")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+    );
+    assert!(total > before, "{again:?}");
+    assert_eq!(since, total - 1, "{again:?}");
     m.shutdown().await;
 }
 
