@@ -27,6 +27,8 @@
 //!   orphans are claimed and reaped every lease (at most every 5 s);
 //! - `TASKSTORE_MCP_CLAIM_GRACE_MS`: how long a resumable orphan waits for a
 //!   claim before it is failed (default one lease);
+//! - `TASKSTORE_MCP_REAP_MS`: how often orphans are claimed and reaped, if
+//!   not every lease;
 //! - `TASKSTORE_MCP_SHUTDOWN_GRACE_MS`: the shutdown grace (default 5 s);
 //! - `TASKSTORE_MCP_SHUTDOWN_WRITES_MS`: how long shutdown then waits for
 //!   the writes that record the stopped tasks (default 2 s);
@@ -626,6 +628,9 @@ fn configure<O>(
     }
     if let Some(grace) = env_ms("TASKSTORE_MCP_CLAIM_GRACE_MS")? {
         builder = builder.claim_grace(grace);
+    }
+    if let Some(every) = env_ms("TASKSTORE_MCP_REAP_MS")? {
+        *options = options.clone().reap_interval(every);
     }
     if let Some(every) = env_ms("TASKSTORE_MCP_WATCH_MS")? {
         *options = options.clone().watch_interval(every);

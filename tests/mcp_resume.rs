@@ -2,7 +2,8 @@
 //! driven by `rmcp`'s client): a `SIGKILL`ed server's task resumed from its
 //! checkpoint, once; a `SIGSTOP`ped owner that wakes after a claim; a
 //! restarted server reusing the dead one's instance id; `input_required`
-//! answered after a restart. Short leases (1 s) for the instances killed or
+//! answered after a restart; an orphan past its claim grace read failed
+//! before any reap. Short leases (1 s) for the instances killed or
 //! stopped, long ones for those that live on; bounded polls, no timed
 //! assertion.
 #![cfg(unix)]
@@ -15,6 +16,7 @@ use mcp_client::{
 };
 use rmcp::model::{ErrorCode, TaskPayload, TaskStatus};
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
 
 /// The lease of an instance the test kills or stops: short, so that its
 /// tasks are orphaned soon.
@@ -244,4 +246,58 @@ async fn an_input_required_task_is_answered_after_its_server_died() {
     );
     b.stop().await;
     c.stop().await;
+}
+
+/// A resumable task whose server was killed, and which no instance
+/// claimed within its claim grace, reads `failed` (orphaned) at the first
+/// `tasks/get` past that grace, at an instance that reaps nothing of its
+/// own in the test, by the rule the reap fails it by; an instance whose
+/// grace (its store's setting) has not passed still reads it `working`,
+/// waiting for a claim, until it is failed. Neither resumes any kind.
+/// (It read `working` at both until the next reap, up to its interval.)
+#[tokio::test]
+async fn a_resumable_orphan_past_its_claim_grace_reads_failed_before_any_reap() {
+    let (_root, dir) = store_dir();
+    let a = Launch::new(&dir, "A").lease_ms(LEASE_MS).start().await;
+    let id = a
+        .call_as_task(json!({"ms": 600_000, "resumable": true}))
+        .await
+        .task
+        .task_id;
+    a.get(&id).await.unwrap();
+    a.kill_and_wait().await;
+    // Readers that resume nothing and reap nothing of their own for an
+    // hour: what their reads answer is decided by the reads.
+    let reader = |name: &'static str, grace_ms: u64| {
+        Launch::new(&dir, name)
+            .lease_ms(SURVIVOR_LEASE_MS)
+            .env("TASKSTORE_MCP_RESUME", 0)
+            .env("TASKSTORE_MCP_REAP_MS", 3_600_000)
+            .env("TASKSTORE_MCP_CLAIM_GRACE_MS", grace_ms)
+            .start()
+    };
+    let patient = reader("patient", 3_600_000).await;
+    let prompt = reader("prompt", 200).await;
+    // Lapsed (A's lease), by this host's clock, which the stores read.
+    let lapses_at = stored(&dir, &id).unwrap()["leaseExpiresAt"]
+        .as_str()
+        .map(|at| time::OffsetDateTime::parse(at, &Rfc3339).unwrap())
+        .unwrap();
+    mcp_client::poll("A's lease lapsed", || {
+        (time::OffsetDateTime::now_utc() > lapses_at).then_some(())
+    })
+    .await;
+    let waiting = patient.get(&id).await.unwrap();
+    assert_eq!(waiting.status(), TaskStatus::Working, "{waiting:?}");
+    let failed = prompt.poll_until(&id, |t| t.status().is_terminal()).await;
+    let TaskPayload::Failed { error } = &failed.payload else {
+        panic!("expected failed, got {failed:?}")
+    };
+    assert_eq!(error["data"]["code"], "orphaned", "{error:?}");
+    assert_eq!(error["data"]["reapedBy"], "prompt", "{error:?}");
+    assert_eq!(error["data"]["owner"], "A", "{error:?}");
+    // Stored so: every instance reads it failed now.
+    assert_eq!(patient.get(&id).await.unwrap(), failed);
+    patient.stop().await;
+    prompt.stop().await;
 }

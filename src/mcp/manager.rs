@@ -396,10 +396,12 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
 
     /// Handles `tasks/get`: the task's current state, from the store.
     ///
-    /// A running task whose owner's lease has lapsed is reaped first, so it
-    /// is reported `failed` (orphaned), never as running forever (a
-    /// resumable one with attempts left stays `working` while it waits to
-    /// be claimed). A stored
+    /// A running task whose owner's lease has lapsed is reaped first if a
+    /// reap would fail it now ([`TaskStore::reap_task`], the reap's own
+    /// rule), so it is reported `failed` (orphaned), never as running
+    /// forever: a resumable one with attempts left stays `working` while it
+    /// waits to be claimed, within the store's claim grace (or while this
+    /// instance, which resumes its kind, claims it). A stored
     /// error that is not a JSON-RPC error object (such as the store's
     /// `{"code": "orphaned", ..}`) is inlined as `-32603` with the stored
     /// error, whole, as its `data`.

@@ -148,11 +148,14 @@
 //!   [`ManagerOptions::reap_interval`]: a task whose owner died is reported
 //!   `failed` with `{"code": -32603, "message": .., "data": {"code":
 //!   "orphaned", ..}}`, never unknown. `tasks/get` of a task whose lease has
-//!   lapsed reaps that task, and no other, at once
-//!   ([`TaskStore::reap_task`](crate::TaskStore::reap_task)), unless it is
-//!   resumable with attempts left: it waits for a claim (on an instance
-//!   that resumes its kind, the `tasks/get` starts one at once, unless a
-//!   claim pass began since the task's lease lapsed). Starting a
+//!   lapsed reaps that task, and no other, at once, if a reap would fail
+//!   it now, by the reap's own rule
+//!   ([`TaskStore::reap_task`](crate::TaskStore::reap_task)): a resumable
+//!   one with attempts left waits for a claim, `working`, for the store's
+//!   claim grace, and reads `failed` from the first `tasks/get` past it;
+//!   on an instance that resumes its kind, the `tasks/get` starts a claim
+//!   at once instead, whatever the grace, unless a claim pass began since
+//!   the task's lease lapsed. Starting a
 //!   manager never waits for a scan: its loop runs in the background, and
 //!   its first reap waits one
 //!   [`ManagerOptions::reap_interval`], so that the resume handlers a host

@@ -92,21 +92,22 @@ impl Shared {
     ) -> Result<DetailedTask, McpError> {
         let (id, mut task) = self.read(principal, task_id).await?;
         if task.is_orphan_at(self.store.lease_now()) && self.run_of(&id).is_none() {
-            if task.has_attempts_left() {
-                // A resumable orphan waits to be claimed (here, if this
-                // instance resumes its kind: then a claim now, unless a
-                // claim pass began since its lease lapsed) or, after the
-                // claim grace, reaped: both on the background loop, not
-                // per poll. One with no attempt left is reaped now, as
-                // below.
-                if task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind))
-                    && self.may_claim(&task)
-                {
-                    self.claim_now.notify_one();
-                }
+            if task.has_attempts_left()
+                && task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind))
+                && self.may_claim(&task)
+            {
+                // A resumable orphan this instance resumes, that no claim
+                // pass has had the chance to take: a claim now, on the
+                // background loop, whatever its claim grace (a claim comes
+                // before a reap there too).
+                self.claim_now.notify_one();
                 return to_wire(&task);
             }
-            // That task alone, its lease judged again under its lock.
+            // That task alone, judged by the reap's own rule under its
+            // lock: failed now if a reap would fail it (not resumable, out
+            // of attempts, or resumable and past its claim grace with no
+            // claim), as it stands if not (a resumable orphan within its
+            // grace waits for a claim, `working`).
             let store = Arc::clone(&self.store);
             let target = id.clone();
             let reaped = blocking(move || store.reap_task(&target))
@@ -114,8 +115,9 @@ impl Shared {
                 .map_err(|e| e.into_mcp(Some(&id)))?;
             task = match reaped {
                 Some(reaped) => reaped,
-                // Not an orphan any more (renewed, claimed, finished, or
-                // reaped by another): as it stands.
+                // Not one a reap fails (within its claim grace; or
+                // renewed, claimed, finished or reaped by another since):
+                // as it stands.
                 None => self.read(principal, task_id).await?.1,
             };
         }

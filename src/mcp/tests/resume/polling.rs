@@ -1,5 +1,5 @@
 //! Polls of a task's status as a trigger: a lapsed task with no attempt
-//! left reads failed, a restarted instance resumes what it was down for,
+//! left, or a resumable one past its claim grace, reads failed, a restarted instance resumes what it was down for,
 //! an orphan wakes one claim pass (none for a kind not resumed here), and
 //! a clock set right asks for no reap of a live task.
 
@@ -66,6 +66,40 @@ async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
         panic!("not failed: {read:?}")
     };
     assert_eq!(error["data"]["code"], "orphaned", "{error:?}");
+}
+
+/// A resumable orphan with attempts left that no instance claimed within
+/// its claim grace reads `failed` (orphaned) at the first `tasks/get`
+/// past that grace, judged by the reap's own rule (`TaskStore::reap_task`),
+/// as a reap would fail it; within the grace it reads `working`, waiting
+/// for a claim. Here read at an instance that resumes no kind and reaps
+/// nothing of its own for an hour. (It read `working` until the next
+/// reap, up to its interval.)
+#[tokio::test]
+async fn a_resumable_orphan_past_its_claim_grace_reads_failed_at_once() {
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let dead = on_memory(&backend, &clock, "dead");
+    let task = dead
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap();
+    drop(dead);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Wrapped::new(on_memory(&backend, &clock, "b"), true)),
+        polling_alone(),
+    );
+    // Lapsed, within its claim grace (one lease).
+    clock.advance(LEASE + Duration::from_secs(1));
+    let read = m.get_task(task.id.as_str()).await.unwrap();
+    assert_eq!(read.task.status, TaskStatus::Working, "{read:?}");
+    // Past it.
+    clock.advance(LEASE);
+    let read = m.get_task(task.id.as_str()).await.unwrap();
+    let TaskPayload::Failed { error } = read.payload else {
+        panic!("not failed: {read:?}")
+    };
+    assert_eq!(error["data"]["code"], "orphaned", "{error:?}");
+    assert_eq!(error["data"]["reapedBy"], "b", "{error:?}");
 }
 
 /// A restarted instance registers its resume handlers right after it
