@@ -416,7 +416,7 @@ fn a_sink_keeps_its_file_across_a_chdir_and_a_fork_writes_its_own_pid() {
     let args = [home.display().to_string(), elsewhere.display().to_string()];
     common::spawn(dir.path(), test, "writer", &args).finish();
     let path = home.join("events.jsonl");
-    assert_eq!(kinds_in(&path), ["before", "after", "forked"]);
+    assert_eq!(common::kinds_in(&path), ["before", "after", "forked"]);
     assert!(!elsewhere.join("events.jsonl").exists());
     let text = std::fs::read_to_string(&path).unwrap();
     let forked: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -442,18 +442,6 @@ fn the_json_lines_sink_appends_after_existing_lines() {
     assert!(lines[1]["at"].as_str().unwrap().ends_with('Z'));
 }
 
-/// The kinds of the events in a JSON-lines file, in order.
-fn kinds_in(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let line: serde_json::Value = serde_json::from_str(l).unwrap();
-            line["kind"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
 #[test]
 fn the_json_lines_sink_follows_its_path_through_a_rotation() {
     // logrotate's default: the file is renamed, and a new one is made (or
@@ -472,12 +460,15 @@ fn the_json_lines_sink_follows_its_path_through_a_rotation() {
     std::fs::rename(&path, dir.path().join("events.jsonl.2")).unwrap();
     std::fs::write(&path, "{\"kind\":\"made-by-the-rotation\"}\n").unwrap();
     sink.emit(&Event::new("after-create"));
-    assert_eq!(kinds_in(&rotated), ["before"]);
+    assert_eq!(common::kinds_in(&rotated), ["before"]);
     assert_eq!(
-        kinds_in(&dir.path().join("events.jsonl.2")),
+        common::kinds_in(&dir.path().join("events.jsonl.2")),
         ["after-rename"]
     );
-    assert_eq!(kinds_in(&path), ["made-by-the-rotation", "after-create"]);
+    assert_eq!(
+        common::kinds_in(&path),
+        ["made-by-the-rotation", "after-create"]
+    );
     assert_eq!((sink.written(), sink.errors()), (3, 0));
     #[cfg(unix)]
     {
@@ -516,7 +507,7 @@ fn a_rotation_whose_path_cannot_be_opened_is_said_once_and_its_end_too() {
             sink.emit(&Event::new(kind));
         }
     });
-    assert_eq!(kinds_in(&rotated), ["kept-0", "kept-1", "kept-2"]);
+    assert_eq!(common::kinds_in(&rotated), ["kept-0", "kept-1", "kept-2"]);
     let warnings = logged.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let said = format!("{:?}", warnings[0]);
@@ -526,7 +517,7 @@ fn a_rotation_whose_path_cannot_be_opened_is_said_once_and_its_end_too() {
     tracing::subscriber::with_default(logged.clone(), || {
         sink.emit(&Event::new("moved"));
     });
-    assert_eq!(kinds_in(&path), ["moved"]);
+    assert_eq!(common::kinds_in(&path), ["moved"]);
     let infos: Vec<_> = logged
         .events()
         .into_iter()
@@ -548,7 +539,7 @@ fn a_rotation_whose_path_cannot_be_opened_is_said_once_and_its_end_too() {
         std::fs::create_dir(&path).unwrap();
         sink.emit(&Event::new("kept-4"));
     });
-    assert_eq!(kinds_in(&second), ["moved-again", "kept-4"]);
+    assert_eq!(common::kinds_in(&second), ["moved-again", "kept-4"]);
     assert_eq!(logged.warnings().len(), 2, "{:?}", logged.events());
 }
 
@@ -563,13 +554,13 @@ fn between_checks_the_sink_keeps_its_file_and_reopen_moves_it_at_once() {
         .check_path_every(std::time::Duration::from_secs(3600));
     std::fs::rename(&path, &rotated).unwrap();
     sink.emit(&Event::new("kept"));
-    assert_eq!(kinds_in(&rotated), ["kept"], "no check was due");
+    assert_eq!(common::kinds_in(&rotated), ["kept"], "no check was due");
     assert!(!path.exists());
     // A host that rotates on a signal says so.
     sink.reopen().unwrap();
     sink.emit(&Event::new("moved"));
-    assert_eq!(kinds_in(&path), ["moved"]);
-    assert_eq!(kinds_in(&rotated), ["kept"]);
+    assert_eq!(common::kinds_in(&path), ["moved"]);
+    assert_eq!(common::kinds_in(&rotated), ["kept"]);
     // A file removed between checks takes the lines written to it until
     // the next check with it, counted as written all the same (the docs
     // say so; logrotate's `delaycompress` keeps a rotated file a cycle).
@@ -583,7 +574,7 @@ fn between_checks_the_sink_keeps_its_file_and_reopen_moves_it_at_once() {
     assert_eq!((sink.written(), sink.errors()), (3, 0));
     sink.reopen().unwrap();
     sink.emit(&Event::new("after"));
-    assert_eq!(kinds_in(&path), ["after"]);
+    assert_eq!(common::kinds_in(&path), ["after"]);
     // A path that can no longer be opened is an error naming it, and the
     // sink goes on with the file it has.
     let blocked = dir.path().join("blocked");
@@ -636,240 +627,6 @@ fn the_tracing_sink_tells_host_events_from_ours_by_type() {
             (Level::INFO, "breaker.reset".to_owned()),
         ]
     );
-}
-
-/// Runs `call` on a thread of its own and gives its result, or `None` if it
-/// has not returned after [`common::HANG`]: a call blocked for good (an
-/// `open` of a FIFO that no process reads blocks until one does).
-fn unless_blocked<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || drop(tx.send(call())));
-    rx.recv_timeout(common::HANG).ok()
-}
-
-/// A FIFO that no process reads, at the sink's path, is refused with an
-/// error naming the path: by `open`, by `reopen`, and by a write's look at
-/// the path after a rotation (which goes on with the file it has). None
-/// blocks its caller; an `open` of such a FIFO for writing waited for a
-/// reader, for ever, in the middle of whatever emitted the event.
-#[test]
-fn a_fifo_nobody_reads_at_the_sinks_path_blocks_no_caller() {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_in(dir.path());
-    let opened = unless_blocked({
-        let fifo = fifo.clone();
-        move || JsonLinesSink::open(&fifo).map(drop)
-    })
-    .expect("open returned");
-    match opened {
-        Err(Error::Io { path, .. }) => assert_eq!(path, fifo),
-        other => panic!("expected an I/O error naming the FIFO, got {other:?}"),
-    }
-    let path = dir.path().join("events.jsonl");
-    let sink = Arc::new(
-        JsonLinesSink::open(&path)
-            .unwrap()
-            .check_path_every(std::time::Duration::ZERO),
-    );
-    let rotated = dir.path().join("events.jsonl.1");
-    std::fs::rename(&path, &rotated).unwrap();
-    std::fs::rename(&fifo, &path).unwrap();
-    let reopened = unless_blocked({
-        let sink = Arc::clone(&sink);
-        move || sink.reopen()
-    })
-    .expect("reopen returned");
-    assert!(matches!(reopened, Err(Error::Io { .. })), "{reopened:?}");
-    let emitted = unless_blocked({
-        let sink = Arc::clone(&sink);
-        move || sink.emit(&Event::new("kept"))
-    });
-    assert!(emitted.is_some(), "a write's look at the path blocked");
-    assert_eq!(kinds_in(&rotated), ["kept"], "the file it had");
-}
-
-/// A FIFO that a process reads is written as a file is: every line, whole,
-/// however far the writer runs ahead of the reader (a sink opened without
-/// waiting for a reader must still wait for room in the pipe, not drop
-/// lines).
-#[test]
-fn a_fifo_a_process_reads_gets_every_line() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_in(dir.path());
-    let reader = std::thread::spawn({
-        let fifo = fifo.clone();
-        move || {
-            let lines = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-            lines.lines().map(Result::unwrap).collect::<Vec<String>>()
-        }
-    });
-    // Until the reader has it open, an open for writing finds none.
-    let sink = loop {
-        match JsonLinesSink::open(&fifo) {
-            Ok(sink) => break sink,
-            Err(_) => std::thread::yield_now(),
-        }
-    };
-    // Far more than a pipe holds (64 KiB).
-    let lines = 5_000;
-    for i in 0..lines {
-        sink.emit(
-            &Event::new("line")
-                .field("i", i)
-                .field("pad", "x".repeat(100)),
-        );
-    }
-    assert_eq!((sink.written(), sink.errors()), (lines, 0));
-    drop(sink);
-    let read = reader.join().unwrap();
-    assert_eq!(read.len(), lines as usize);
-    assert!(read.iter().all(|line| line.contains("\"pad\"")));
-}
-
-/// Threads of one sink writing to a pipe (`/dev/stdout` read by a log
-/// collector, a FIFO) each get their lines through whole, however long:
-/// a pipe takes a write of more than `PIPE_BUF` (4 KiB) in pieces as its
-/// reader makes room, and lets another writer's pieces in between, so the
-/// sink writes one line at a time to anything but a regular file. (Most of
-/// the lines of four threads, each of 200 KB, read back broken, another
-/// thread's bytes inside them.) The reader takes 512 bytes at a time, so
-/// that every writer waits for room part way through its lines.
-#[test]
-fn threads_writing_long_lines_to_a_fifo_never_interleave() {
-    use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_in(dir.path());
-    let reader = std::thread::spawn({
-        let fifo = fifo.clone();
-        move || {
-            let mut file = std::fs::File::open(&fifo).unwrap();
-            let (mut read, mut buf) = (Vec::new(), [0; 512]);
-            loop {
-                match file.read(&mut buf).unwrap() {
-                    0 => return read,
-                    n => read.extend_from_slice(&buf[..n]),
-                }
-            }
-        }
-    });
-    let sink = Arc::new(loop {
-        match JsonLinesSink::open(&fifo) {
-            Ok(sink) => break sink,
-            Err(_) => std::thread::yield_now(),
-        }
-    });
-    let (threads, lines) = (4, 10);
-    let writers: Vec<_> = (0..threads)
-        .map(|thread| {
-            let sink = Arc::clone(&sink);
-            std::thread::spawn(move || {
-                for i in 0..lines {
-                    sink.emit(
-                        &Event::new("long")
-                            .field("thread", thread)
-                            .field("i", i)
-                            .field("pad", "x".repeat(200_000)),
-                    );
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    assert_eq!((sink.written(), sink.errors()), (threads * lines, 0));
-    drop(sink);
-    let read = reader.join().unwrap();
-    let read = String::from_utf8(read).unwrap();
-    let broken = read
-        .lines()
-        .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_err())
-        .count();
-    assert_eq!(
-        (read.lines().count(), broken),
-        (threads as usize * lines as usize, 0),
-        "lines read, and how many of them broken"
-    );
-}
-
-/// A FIFO (`0600`) in `dir`, named `fifo.jsonl`.
-fn fifo_in(dir: &std::path::Path) -> std::path::PathBuf {
-    let fifo = dir.join("fifo.jsonl");
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-    )
-    .unwrap();
-    fifo
-}
-
-/// A line waiting for room in a FIFO whose reader stopped taking lines
-/// holds up no line of the sink to the FIFO a rotation put at the path
-/// (`reopen`): the threads of a sink take turns at one pipe, not at every
-/// pipe it ever wrote to. (The turn was the sink's: once the path was
-/// another FIFO, every line waited behind the one stuck in the old, for as
-/// long as its reader did not read.)
-#[cfg(unix)]
-#[test]
-fn a_line_stuck_in_a_rotated_fifo_holds_up_no_line_to_the_new_one() {
-    use std::io::{BufRead, Read};
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_in(dir.path());
-    // Read by no one until the end (opened without waiting for a writer).
-    let mut stalled = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(&fifo)
-        .unwrap();
-    let sink = Arc::new(JsonLinesSink::open(&fifo).unwrap());
-    // A line longer than the pipe holds: its write waits for room.
-    let stuck = std::thread::spawn({
-        let sink = Arc::clone(&sink);
-        move || sink.emit(&Event::new("long").field("pad", "x".repeat(1 << 20)))
-    });
-    common::wait_until("the long line's first bytes in the pipe", || {
-        rustix::io::ioctl_fionread(&stalled).unwrap() > 0
-    });
-    // Rotated: another FIFO at the path, read line by line.
-    std::fs::remove_file(&fifo).unwrap();
-    let fifo = fifo_in(dir.path());
-    let (lines, read) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn({
-        let fifo = fifo.clone();
-        move || {
-            let file = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
-            for line in file.lines() {
-                if lines.send(line.unwrap()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    loop {
-        match sink.reopen() {
-            Ok(()) => break,
-            // Until the reader has it open.
-            Err(_) => std::thread::yield_now(),
-        }
-    }
-    let short = std::thread::spawn({
-        let sink = Arc::clone(&sink);
-        move || sink.emit(&Event::new("short"))
-    });
-    let line = read.recv_timeout(common::HANG);
-    // The stuck line's reader reads at last: it ends.
-    let flags = rustix::fs::fcntl_getfl(&stalled).unwrap();
-    rustix::fs::fcntl_setfl(&stalled, flags - rustix::fs::OFlags::NONBLOCK).unwrap();
-    stalled.read_to_end(&mut Vec::new()).unwrap();
-    stuck.join().unwrap();
-    short.join().unwrap();
-    drop(sink);
-    reader.join().unwrap();
-    let line = line.expect("the line to the new FIFO, while the old one's reader reads nothing");
-    assert!(line.contains("\"short\""), "{line}");
 }
 
 /// What `common::Logged` keeps does not depend on what other threads met

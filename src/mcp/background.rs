@@ -73,7 +73,7 @@ impl Shared {
     /// it resumed task `task`, if it was one): counted, the first said at
     /// once and those that follow at most once a minute by the store's
     /// clock, with how many there were, as a store says its sink's panics
-    /// ([`Panics`](crate::sink::panics::Panics)): a pass that panics at
+    /// ([`Occurrences`](crate::sink::occurrences::Occurrences)): a pass that panics at
     /// every round does not flood the log.
     pub(super) fn panicked(&self, pass: Pass, task: Option<&TaskId>, panic: Box<dyn Any + Send>) {
         let error = panic_message(&*panic);
@@ -86,14 +86,14 @@ impl Shared {
                     pass = %pass.name(),
                     task,
                     error = %error,
-                    panics = said.panics,
+                    panics = said.count,
                     "a pass of the manager's claims, reaps and sweeps panicked; later passes go on (later panics are counted, and said at most once a minute)"
                 ),
                 Some(since) => tracing::error!(
                     pass = %pass.name(),
                     task,
                     error = %error,
-                    panics = said.panics,
+                    panics = said.count,
                     since_last_warning = since,
                     "passes of the manager's claims, reaps and sweeps went on panicking; later passes go on"
                 ),

@@ -21,7 +21,7 @@ use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, named, new_task, padde
 use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use crate::id::TaskId;
-use crate::sink::panics::Panics;
+use crate::sink::occurrences::Occurrences;
 use crate::store::TaskStore;
 use crate::task::{NewTask, Outcome};
 
@@ -113,7 +113,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             stop: watch::channel(false).0,
             background: Mutex::new(None),
             stopped: Mutex::new(Stopped::default()),
-            maintenance_panics: Panics::default(),
+            maintenance_panics: Occurrences::default(),
         });
         let handle = tokio::spawn(background(Arc::downgrade(&shared), shared.stop.subscribe()));
         *lock(&shared.background) = Some(handle);

@@ -19,7 +19,7 @@ use super::context::TaskContext;
 use super::options::ManagerOptions;
 use super::protocol::{Book, Inputs, PRINCIPAL_KEY, cancel_requested, clearing_peer_copies};
 use crate::id::TaskId;
-use crate::sink::panics::Panics;
+use crate::sink::occurrences::Occurrences;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
 
@@ -55,7 +55,7 @@ pub(super) struct Shared {
     pub stopped: Mutex<Stopped>,
     /// The panics of the loop of claims, reaps and sweeps
     /// ([`Shared::panicked`]).
-    pub maintenance_panics: Panics,
+    pub maintenance_panics: Occurrences,
 }
 
 /// What [`DurableTaskManager::shutdown`](super::DurableTaskManager::shutdown)

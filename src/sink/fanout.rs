@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event};
-use crate::sink::panics::Panics;
+use crate::sink::occurrences::Occurrences;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 
 /// Forwards every event to each of its sinks in order. A sink that panics is
@@ -28,7 +28,7 @@ use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 /// ```
 pub struct FanOut {
     sinks: Vec<Arc<dyn EventSink>>,
-    panics: Panics,
+    panics: Occurrences,
     /// What the warnings of panics are spaced by.
     clock: Arc<dyn Clock>,
 }
@@ -37,7 +37,7 @@ impl Default for FanOut {
     fn default() -> FanOut {
         FanOut {
             sinks: Vec::new(),
-            panics: Panics::default(),
+            panics: Occurrences::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -99,12 +99,12 @@ impl FanOut {
             .count_one(self.clock.as_ref(), |said| match said.since_last_warning {
                 None => tracing::warn!(
                     sink,
-                    panics = said.panics,
+                    panics = said.count,
                     "a sink of a FanOut panicked; it missed the event (later panics are counted, and said at most once a minute)"
                 ),
                 Some(since) => tracing::warn!(
                     sink,
-                    panics = said.panics,
+                    panics = said.count,
                     since_last_warning = since,
                     "a sink of a FanOut went on panicking; it missed the events"
                 ),

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::sink::EventSink;
+use crate::sink::occurrences::Occurrences;
 
 /// Appends every event to a file as one JSON object per line:
 ///
@@ -28,16 +30,27 @@ use crate::sink::EventSink;
 ///   so lines from several threads or processes appending to the same file
 ///   never interleave, whatever their length (on a local file system, where
 ///   an appending write of a regular file is atomic).
-/// - To a pipe, a FIFO or a device, which takes a write of more than
-///   `PIPE_BUF` bytes (4 KiB) in pieces as its reader makes room, the
-///   threads of one sink write one line at a time to each file it opened:
-///   their lines never interleave either. Lines of several processes (or
-///   sinks) sharing one pipe may, past 4 KiB, and so may a line still
-///   going to the descriptor a `reopen` of the same pipe replaced. A line
-///   waiting for room in a pipe holds up no line to another file a
-///   rotation put at the path.
+/// - To a pipe, a FIFO or a device, a line never waits for room: events
+///   never hold up whoever emitted them (a store's `create`, a breaker's
+///   call), however long the reader (a log collector) stops reading. A
+///   line that finds the pipe full is dropped, counted in
+///   [`dropped`](JsonLinesSink::dropped), and said: a warning naming the
+///   file at the first, then at most once a minute by its
+///   [clock](JsonLinesSink::with_clock) while lines go on being dropped,
+///   with the count so far and since the warning before (as a store says
+///   its sink's panics). A line longer than `PIPE_BUF` bytes (4 KiB) that
+///   finds room for part of it leaves that part, ended as a line cut
+///   short is (below), and is dropped too: a line longer than the pipe
+///   holds (64 KiB unless its reader resized it) never goes through
+///   whole.
+/// - The threads of one sink write one line at a time to each pipe or
+///   device it opened: their lines (and fragments) never interleave. Lines
+///   of several processes (or sinks) sharing one pipe may, past 4 KiB, and
+///   so may a line still going to the descriptor a `reopen` of the same
+///   pipe replaced.
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
-///   short write is counted in [`errors`](JsonLinesSink::errors) and dropped;
+///   short write to a regular file is counted in
+///   [`errors`](JsonLinesSink::errors) and dropped;
 ///   the first failure after a success is logged (`tracing`, a warning
 ///   naming the file and the error).
 ///   A write interrupted before it wrote anything is retried.
@@ -113,19 +126,24 @@ pub struct JsonLinesSink {
     /// it could not open: the first such look is logged, and the look
     /// that opens the path again.
     reopen_failing: AtomicBool,
+    /// Lines dropped for want of room in a pipe, and when they were last
+    /// said.
+    dropped: Occurrences,
+    /// What the warnings of dropped lines are spaced by.
+    clock: Arc<dyn Clock>,
 }
 
 /// A file the sink opened, and how its lines are written.
 #[derive(Debug)]
 struct Opened {
     file: File,
-    /// Taken by each line written to it, for anything but a regular file:
-    /// one thread at a time writes its lines there. A pipe takes a write
-    /// of more than `PIPE_BUF` bytes (4 KiB) in pieces as the reader makes
-    /// room, and lets another writer's pieces in between; a regular file
-    /// opened to append takes each write whole. One per file opened: a
-    /// line waiting for room in a pipe whose reader stopped holds up no
-    /// line to the file a rotation put at the path.
+    /// Taken by each line written to it, for anything but a regular file
+    /// (written without waiting for room): one thread at a time writes its
+    /// lines there. A pipe takes a write of more than `PIPE_BUF` bytes
+    /// (4 KiB) in pieces as the reader makes room, and lets another
+    /// writer's pieces in between; a regular file opened to append takes
+    /// each write whole. Held through the line's one write and the newline
+    /// that ends a part of it, neither of which waits.
     one_at_a_time: Option<Mutex<()>>,
 }
 
@@ -154,9 +172,9 @@ struct Line<'a> {
 impl JsonLinesSink {
     /// Opens (creating with mode `0600` if needed) `path` for appending; a
     /// relative path is made absolute against the working directory now.
-    /// A FIFO or pipe is written as a file is (each line waits for room in
-    /// it, one line at a time), but only one that a process reads: opening
-    /// never waits for a reader.
+    /// A FIFO or pipe is written one line at a time, and a line that finds
+    /// no room in it is dropped ([`dropped`](JsonLinesSink::dropped)), but
+    /// only one that a process reads: opening never waits for a reader.
     ///
     /// # Errors
     ///
@@ -181,7 +199,18 @@ impl JsonLinesSink {
             torn: AtomicBool::new(torn),
             failing: AtomicBool::new(false),
             reopen_failing: AtomicBool::new(false),
+            dropped: Occurrences::default(),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Spaces the warnings of dropped lines by `clock` (the system clock
+    /// unless set): a test's [`ManualClock`](crate::ManualClock), or the
+    /// clock the store or registry it serves goes by.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> JsonLinesSink {
+        self.clock = clock;
+        self
     }
 
     /// Sets how often a write looks at the path for a rotation (every
@@ -274,12 +303,40 @@ impl JsonLinesSink {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// How many lines it failed to encode or write whole.
+    /// How many lines it failed to encode or write whole (to a regular
+    /// file; see [`dropped`](JsonLinesSink::dropped) for a pipe).
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
-    fn append(&self, event: &Event) -> io::Result<()> {
+    /// How many lines it dropped because a pipe, a FIFO or a device had no
+    /// room for them (its reader not keeping up, or stopped): lines it
+    /// did not wait to write.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.count()
+    }
+
+    /// Counts a line dropped for want of room, and says it: the first at
+    /// once, then at most once a minute by the clock.
+    #[cold]
+    fn no_room(&self) {
+        let path = self.path.display();
+        self.dropped.count_one(self.clock.as_ref(), |said| match said.since_last_warning {
+            None => tracing::warn!(
+                path = %path,
+                dropped = said.count,
+                "the reader of the event pipe is not keeping up; a line that finds it full is dropped (counted, and said at most once a minute)"
+            ),
+            Some(since) => tracing::warn!(
+                path = %path,
+                dropped = said.count,
+                since_last_warning = since,
+                "the reader of the event pipe is still not keeping up; lines were dropped"
+            ),
+        });
+    }
+
+    fn append(&self, event: &Event) -> io::Result<Appended> {
         let line = Line {
             at: OffsetDateTime::now_utc(),
             // Asked each time: a forked child writes its own.
@@ -308,7 +365,7 @@ impl JsonLinesSink {
                     if torn {
                         self.torn.store(false, Ordering::Release);
                     }
-                    return Ok(());
+                    return Ok(Appended::Written);
                 }
                 Ok(n) => {
                     // A fragment (its first byte ended any earlier one):
@@ -319,16 +376,29 @@ impl JsonLinesSink {
                         let ended = matches!((&*file).write(b"\n"), Ok(1));
                         self.torn.store(!ended, Ordering::Release);
                     }
+                    // A pipe with room for part of the line.
+                    if opened.one_at_a_time.is_some() {
+                        return Ok(Appended::NoRoom);
+                    }
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write: {n} of {} bytes", buf.len()),
                     ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Appended::NoRoom),
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// What became of a line.
+enum Appended {
+    /// Written whole.
+    Written,
+    /// Dropped: the pipe it went to had no room for it (or for all of it).
+    NoRoom,
 }
 
 /// How often a write looks at the path unless set.
@@ -337,9 +407,11 @@ const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Opens `path` for appending, making it (`0600`) if it is not there.
 /// Never waits for a reader: a FIFO that no process reads is refused
 /// (`ENXIO`), where a plain open would block its caller (whoever emitted
-/// the event, for a rotation's reopen) until one came. The file then
-/// writes blocking again, so that a FIFO a process reads, or a pipe such as
-/// `/dev/stdout`, waits for room rather than dropping a line.
+/// the event, for a rotation's reopen) until one came. Nor does it write
+/// waiting for room: a write to a full pipe (a FIFO, `/dev/stdout` read by
+/// a collector) fails at once (`EAGAIN`), where it would block its caller
+/// until the reader read. A regular file is written as ever (non-blocking
+/// writes do not apply to it).
 fn open_appending(path: &Path) -> Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create(true);
@@ -350,14 +422,9 @@ fn open_appending(path: &Path) -> Result<File> {
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
     }
-    let file = options
+    options
         .open(path)
-        .map_err(|e| Error::io("open for appending", path, e))?;
-    #[cfg(unix)]
-    rustix::fs::fcntl_getfl(&file)
-        .and_then(|flags| rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK))
-        .map_err(|e| Error::io("make blocking", path, e.into()))?;
-    Ok(file)
+        .map_err(|e| Error::io("open for appending", path, e))
 }
 
 /// Whether the file at `path` is `file` (or cannot be told: a failed look
@@ -433,10 +500,11 @@ fn nanos(d: Duration) -> u64 {
 impl EventSink for JsonLinesSink {
     fn emit(&self, event: &Event) {
         match self.append(event) {
-            Ok(()) => {
+            Ok(Appended::Written) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
                 self.failing.store(false, Ordering::Relaxed);
             }
+            Ok(Appended::NoRoom) => self.no_room(),
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {

@@ -5,7 +5,7 @@ mod json_lines;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod notifier;
-pub(crate) mod panics;
+pub(crate) mod occurrences;
 mod tracing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,8 +25,11 @@ use crate::events::{CallOutcome, Event, EventLog};
 /// the host emits.
 ///
 /// The crate calls sinks outside its locks and contains their panics (see
-/// [`emit_contained`]), so a sink may take its time or fail without breaking
-/// the caller. Containing a panic needs it to unwind: in a host built with
+/// [`emit_contained`]), so a sink may fail without breaking the caller. It
+/// runs on the thread that emitted the event, inside the store's or the
+/// breaker's call: a sink that waits holds that call up (the shipped sinks
+/// never wait on a reader; a `JsonLinesSink` drops the line a full pipe
+/// has no room for). Containing a panic needs it to unwind: in a host built with
 /// `panic = "abort"`, a sink that panics ends the process. The trait is
 /// object safe: stores and registries hold an `Arc<dyn EventSink>`.
 pub trait EventSink: Send + Sync {

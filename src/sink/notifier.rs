@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event, TaskEventKind};
-use crate::sink::panics::Panics;
+use crate::sink::occurrences::Occurrences;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 use crate::task::Task;
 
@@ -16,7 +16,7 @@ use crate::task::Task;
 #[derive(Clone)]
 pub(crate) struct Notifier {
     sink: Option<Arc<dyn EventSink>>,
-    panics: Arc<Panics>,
+    panics: Arc<Occurrences>,
     /// What the warnings of panics are spaced by: the store's or the
     /// registry's clock.
     clock: Arc<dyn Clock>,
@@ -95,16 +95,16 @@ impl Notifier {
 
     /// Counts a panic of the sink, and says it: the first at once, then
     /// those that follow at most once a minute by the clock, with how many
-    /// there were ([`Panics`]).
+    /// there were ([`Occurrences`]).
     #[cold]
     fn panicked(&self) {
         self.panics.count_one(self.clock.as_ref(), |said| match said.since_last_warning {
             None => tracing::warn!(
-                panics = said.panics,
+                panics = said.count,
                 "an event sink panicked; the event was dropped (its later panics are counted, and said at most once a minute)"
             ),
             Some(since) => tracing::warn!(
-                panics = said.panics,
+                panics = said.count,
                 since_last_warning = since,
                 "an event sink went on panicking; the events were dropped"
             ),

@@ -833,3 +833,15 @@ pub fn stopped_holder(test: &str, work: &Path, locks: &[PathBuf]) -> Running {
     });
     holder
 }
+
+/// The kinds of the events in a JSON-lines file, in order.
+pub fn kinds_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            line["kind"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}

@@ -1,10 +1,13 @@
-//! [`Panics`]: a sink's contained panics, counted, and said at most once a
-//! minute while they go on (a sink that panics at every event would flood
-//! the log), for a store's or registry's notifier and a [`FanOut`]'s sinks;
-//! and, by the same rule, the panics of an MCP manager's loop of claims,
-//! reaps and sweeps (one at every round would flood it as well).
+//! [`Occurrences`]: a trouble of a sink that may come at every event (its
+//! contained panics, the lines a [`JsonLinesSink`] drops for want of room
+//! in a pipe), counted, and said at most once a minute while it goes on
+//! (said at every event, it would flood the log): for a store's or
+//! registry's notifier, a [`FanOut`]'s sinks, and a JSON-lines sink; and,
+//! by the same rule, the panics of an MCP manager's loop of claims, reaps
+//! and sweeps (one at every round would flood it as well).
 //!
 //! [`FanOut`]: crate::FanOut
+//! [`JsonLinesSink`]: crate::JsonLinesSink
 
 use std::sync::Mutex;
 use std::sync::PoisonError;
@@ -12,36 +15,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::Clock;
 
-/// How long after a warning of panics they are counted without another,
-/// in nanoseconds: a minute.
+/// How long after a warning they are counted without another, in
+/// nanoseconds: a minute.
 const WARN_AGAIN_AFTER_NANOS: u128 = 60 * 1_000_000_000;
 
-/// Panics of one sink (or of the sinks of one fan-out): how many, and when
+/// Occurrences of one trouble (the panics of one sink, or of the sinks of
+/// one fan-out; the lines one JSON-lines sink dropped): how many, and when
 /// they were last said.
 #[derive(Debug, Default)]
-pub(crate) struct Panics {
+pub(crate) struct Occurrences {
     count: AtomicU64,
     said: Mutex<Said>,
 }
 
-/// The last warning of the panics.
+/// The last warning of the occurrences.
 #[derive(Debug, Default)]
 struct Said {
     /// When (the clock's Unix nanoseconds); `None` before the first panic.
     at: Option<i128>,
-    /// The panics counted by then.
+    /// The occurrences counted by then.
     count: u64,
 }
 
-/// What a warning of panics says: how many in all, and how many since the
-/// warning before (`None` at the first).
+/// What a warning says: how many in all, and how many since the warning
+/// before (`None` at the first).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Warning {
-    pub(crate) panics: u64,
+    pub(crate) count: u64,
     pub(crate) since_last_warning: Option<u64>,
 }
 
-impl Panics {
+impl Occurrences {
     /// How many were counted.
     pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -56,19 +60,19 @@ impl Panics {
         // Two numbers, never left half-written.
         let mut said = self.said.lock().unwrap_or_else(PoisonError::into_inner);
         // Counted under the lock, so that the counts said only go up.
-        let panics = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let since_last_warning = match said.at {
             None => None,
             Some(at) if now.abs_diff(at) < WARN_AGAIN_AFTER_NANOS => return,
-            Some(_) => Some(panics - said.count),
+            Some(_) => Some(count - said.count),
         };
         *said = Said {
             at: Some(now),
-            count: panics,
+            count,
         };
         drop(said);
         warn(Warning {
-            panics,
+            count,
             since_last_warning,
         });
     }
@@ -79,13 +83,13 @@ mod tests {
     use super::*;
     use crate::clock::Swinging;
 
-    /// Counting panics never panics itself, whatever the clock reads: two
+    /// Counting never panics itself, whatever the clock reads: two
     /// readings as far apart as `i128` holds are a warning apart, not an
     /// overflow (their difference saturated to `i128::MIN`, whose `abs`
     /// overflows).
     #[test]
     fn counting_never_overflows_on_a_clock_at_the_ends_of_i128() {
-        let panics = Panics::default();
+        let panics = Occurrences::default();
         let clock = Swinging::default();
         let mut said = 0;
         for _ in 0..4 {
