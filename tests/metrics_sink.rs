@@ -408,3 +408,92 @@ fn a_probe_reporting_past_its_timeout_is_a_slow_call_as_its_reopening_says() {
         "success, slow, failure: the two late probes are slow calls"
     );
 }
+
+/// A recorder whose gauges panic at their next `set` while `panics` is
+/// above 0 (counting it down), and keep every value set otherwise.
+#[derive(Default)]
+struct PanicsAtSet {
+    inner: Recorded,
+    panics: Arc<AtomicU64>,
+}
+
+struct PanickingLevel {
+    level: Arc<Level>,
+    panics: Arc<AtomicU64>,
+}
+
+impl GaugeFn for PanickingLevel {
+    fn increment(&self, value: f64) {
+        self.level.increment(value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.level.decrement(value);
+    }
+
+    fn set(&self, value: f64) {
+        let left = self.panics.load(Ordering::Relaxed);
+        if left > 0 {
+            self.panics.store(left - 1, Ordering::Relaxed);
+            panic!("the recorder failed to set a gauge (expected in this test)");
+        }
+        self.level.set(value);
+    }
+}
+
+impl Recorder for PanicsAtSet {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.inner.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = self.inner.gauges.lock().unwrap();
+        Gauge::from_arc(Arc::new(PanickingLevel {
+            level: gauges.entry(render(key)).or_default().clone(),
+            panics: Arc::clone(&self.panics),
+        }))
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// A recorder that panics setting the state gauge (contained: the
+/// registry counts a sink panic) leaves it showing the state before only
+/// until the breaker's next call or event: the sink sets it again then. (It
+/// showed the breaker closed for as long as it stayed open: the sink took
+/// the failed set for done, and only a later transition moved the gauge.)
+#[test]
+fn a_state_gauge_whose_set_panicked_is_set_at_the_next_call() {
+    let recorded = PanicsAtSet::default();
+    let registry = BreakerRegistry::new(
+        BreakerConfig::default()
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(60)),
+    )
+    .unwrap()
+    .with_sink(Arc::new(MetricsSink::new()));
+    let gauge = "taskstore_breaker_state{breaker=db}";
+    metrics::with_local_recorder(&recorded, || {
+        let breaker = registry.breaker("db").unwrap();
+        assert_eq!(recorded.inner.gauge(gauge), Some(0.0), "made closed");
+        recorded.panics.store(1, Ordering::Relaxed);
+        let _ = breaker.call(|| Err::<(), _>("down"));
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(registry.sink_panics(), 1, "the opening's set panicked");
+        assert!(matches!(
+            breaker.call(|| Ok::<_, ()>(())),
+            Err(CallError::Rejected(_))
+        ));
+    });
+    assert_eq!(
+        recorded.inner.gauge(gauge),
+        Some(2.0),
+        "the rejected call's verdict set the gauge of the open breaker"
+    );
+}

@@ -1,6 +1,7 @@
 //! [`MetricsSink`]: events as `metrics` counters and gauges.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::events::{BreakerState, CallOutcome, Event, EventKind};
@@ -25,12 +26,43 @@ use crate::sink::EventSink;
 /// Events are told apart by their [`EventKind`]: a host event named
 /// `"task.foo"` is a host event.
 ///
+/// A recorder that panics setting the state gauge (contained, and counted
+/// as a sink panic by the store or registry) leaves it showing the state
+/// before only until the next breaker call or event this sink is told of:
+/// it sets every gauge whose set did not return again then (the state it
+/// was to show, unless a later transition's has been shown since).
+///
+/// # One sink per process
+///
+/// The metrics are the recorder's, for the whole process, named by breaker
+/// name alone. Counters add up whatever sinks count them. A gauge shows one
+/// state: give one `MetricsSink` (or clones of it, which share what each
+/// gauge shows) to every store and registry of the process. Two sinks
+/// made apart each keep their own record of the latest transition shown,
+/// so one's late event can put back on the gauge a state the other has
+/// moved past; and breakers of two registries under one name share one
+/// gauge, which shows the state of whichever transitioned last: name the
+/// breakers of a process apart (a prefix per registry) to see each.
+///
 /// Available with the `metrics` cargo feature.
 #[derive(Clone, Debug, Default)]
 pub struct MetricsSink {
+    /// What the state gauges show. Clones share it, as they share the
+    /// gauges.
+    shown: Arc<Mutex<Shown>>,
+    /// Whether some gauge's set did not return (`Shown::unset` is not
+    /// empty): read by every call's verdict without the lock.
+    some_unset: Arc<AtomicBool>,
+}
+
+/// What the state gauges show.
+#[derive(Debug, Default)]
+struct Shown {
     /// The highest generation whose state the gauge shows, per breaker.
-    /// Clones share it, as they share the gauges.
-    shown: Arc<Mutex<HashMap<String, u64>>>,
+    generations: HashMap<String, u64>,
+    /// The gauges whose last set did not return (the recorder panicked),
+    /// with the state each is to show.
+    unset: HashMap<String, BreakerState>,
 }
 
 impl MetricsSink {
@@ -42,22 +74,54 @@ impl MetricsSink {
     /// Sets the state gauge of `breaker` to `state`, unless it already
     /// shows a later transition's.
     fn show(&self, breaker: &str, generation: Option<u64>, state: BreakerState) {
-        // Two numbers per breaker, never left half-written.
+        // Each breaker's entries are written whole, and a set that panics
+        // leaves its gauge in `unset`: the lock's state is sound whatever
+        // a set did.
         let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(generation) = generation {
-            match shown.get_mut(breaker) {
+            match shown.generations.get_mut(breaker) {
                 Some(latest) if *latest >= generation => return,
                 Some(latest) => *latest = generation,
                 None => {
-                    shown.insert(breaker.to_owned(), generation);
+                    shown.generations.insert(breaker.to_owned(), generation);
                 }
             }
         }
         // Set under the lock: a later transition's value is never
         // overwritten by this one's.
-        metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.to_owned())
-            .set(gauge(state));
+        shown.unset.insert(breaker.to_owned(), state);
+        self.some_unset.store(true, Ordering::Relaxed);
+        set_gauge(breaker, state);
+        shown.unset.remove(breaker);
+        self.some_unset
+            .store(!shown.unset.is_empty(), Ordering::Relaxed);
     }
+
+    /// Sets again every gauge whose set panicked, if any did: the state
+    /// each is to show.
+    #[inline]
+    fn set_unset(&self) {
+        if self.some_unset.load(Ordering::Relaxed) {
+            self.set_unset_now();
+        }
+    }
+
+    #[cold]
+    fn set_unset_now(&self) {
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        // Each one leaves `unset` once its set has returned.
+        while let Some((breaker, &state)) = shown.unset.iter().next() {
+            let breaker = breaker.clone();
+            set_gauge(&breaker, state);
+            shown.unset.remove(&breaker);
+        }
+        self.some_unset.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Sets the state gauge of `breaker` to show `state`.
+fn set_gauge(breaker: &str, state: BreakerState) {
+    metrics::gauge!("taskstore_breaker_state", "breaker" => breaker.to_owned()).set(gauge(state));
 }
 
 /// The value of `taskstore_breaker_state`.
@@ -72,6 +136,7 @@ fn gauge(state: BreakerState) -> f64 {
 
 impl EventSink for MetricsSink {
     fn emit(&self, event: &Event) {
+        self.set_unset();
         match &event.kind {
             EventKind::Task(kind) => {
                 metrics::counter!("taskstore_task_events_total", "kind" => kind.as_str())
@@ -95,6 +160,7 @@ impl EventSink for MetricsSink {
     }
 
     fn breaker_call(&self, breaker: &str, outcome: CallOutcome) {
+        self.set_unset();
         metrics::counter!(
             "taskstore_breaker_calls_total",
             "breaker" => breaker.to_owned(),
