@@ -22,7 +22,12 @@ pub struct BreakerHealth {
     pub failures: u64,
     /// Slow calls in the window.
     pub slow_calls: u64,
-    /// Failures in a row.
+    /// Failures in a row, of the state it is in, as its events say them:
+    /// closed, of its calls (it trips at `consecutive_failures`, when set);
+    /// open, those of the trip that opened it (the calls' that tripped it,
+    /// or the failed or timed-out probes' that reopened it: its event's
+    /// `consecutive_failures`); half-open, of its probes, so 0 (a failed
+    /// probe reopens it); forced open, as they were when it was forced.
     pub consecutive_failures: u32,
     /// Trips in a row since it last closed.
     pub trips: u32,

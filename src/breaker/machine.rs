@@ -82,6 +82,9 @@ pub(super) struct Inner {
     /// events after those of any breaker of the same name made before it.
     pub generation: u64,
     pub window: Window,
+    /// Failures in a row: of the calls while closed (its trip counts
+    /// them); while open, those of the trip that opened it, as its event
+    /// says; of the probes while half-open (0: a failed probe reopens it).
     pub consecutive_failures: u32,
     pub trips: u32,
     /// While half-open, when each probe in flight was handed out (Unix
@@ -248,6 +251,10 @@ impl Inner {
         // Probes in flight belong to the generation that ends here.
         self.probes.clear();
         self.state = state;
+        if matches!(state, State::HalfOpen { .. }) {
+            // Its probes have not failed yet.
+            self.consecutive_failures = 0;
+        }
         self.generation = next_generation();
         let closed = if matches!(state, State::Closed) {
             self.generation
@@ -453,6 +460,8 @@ impl Inner {
             BreakerState::HalfOpen => u32::try_from(totals.failures).unwrap_or(u32::MAX),
             _ => self.consecutive_failures,
         };
+        // Open, its health says the streak its event does.
+        self.consecutive_failures = streak;
         let open_for = core.config.open_duration_after(self.trips);
         let now = crate::clock::at_unix_nanos(now);
         let until =

@@ -405,3 +405,41 @@ fn call_counts_the_closure_and_skips_it_when_rejected() {
     assert!(matches!(result, Err(CallError::Rejected(_))));
     assert!(!ran, "a rejected call must not run the closure");
 }
+
+/// A breaker's health says the failures in a row of the state it is in,
+/// as its events do: open, the streak of the trip that opened it (the
+/// closed calls', or the probes' that reopened it); half-open, its probes'
+/// (0: a failed probe reopens it); closed, its calls'. (Open and half-open,
+/// it said the closed calls' streak left from before the trip: 3 while
+/// half-open with no probe failed, 3 after a reopening whose event said 1.)
+#[test]
+fn the_health_streak_is_the_one_of_the_state_it_is_in() {
+    let rig = rig(BreakerConfig::default()
+        .consecutive_failures(3)
+        .open_duration(secs(5)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let streak = || {
+        let health = b.health();
+        (health.state, health.consecutive_failures)
+    };
+    fail(&b);
+    fail(&b);
+    assert_eq!(streak(), (BreakerState::Closed, 2));
+    fail(&b);
+    assert_eq!(
+        streak(),
+        (BreakerState::Open, 3),
+        "the streak that opened it"
+    );
+    rig.clock.advance(secs(5));
+    assert_eq!(streak(), (BreakerState::HalfOpen, 0), "no probe failed");
+    fail(&b);
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(reopened.data["consecutive_failures"], 1, "{reopened:?}");
+    assert_eq!(streak(), (BreakerState::Open, 1), "as its reopening says");
+    rig.clock.advance(secs(5));
+    succeed(&b);
+    assert_eq!(streak(), (BreakerState::Closed, 0));
+    fail(&b);
+    assert_eq!(streak(), (BreakerState::Closed, 1));
+}
