@@ -37,6 +37,7 @@ impl Env {
 
     #[inline(never)]
     fn emit_event(&self, event: Event) {
+        warn_of_probe_timeouts(&event);
         self.notifier.emit(|| event);
     }
 
@@ -44,6 +45,29 @@ impl Env {
     pub(super) fn call(&self, breaker: &str, outcome: CallOutcome) {
         self.notifier.breaker_call(breaker, outcome);
     }
+}
+
+/// How many reopenings in a row for a probe timeout are said (once, a
+/// warning): a `probe_timeout` below what the upstream takes keeps the
+/// breaker from ever closing, each probe timing out.
+const PROBE_TIMEOUTS_TO_WARN: u64 = 3;
+
+/// Says the [`PROBE_TIMEOUTS_TO_WARN`]th reopening in a row for a probe
+/// timeout, by its event (told outside the breaker's lock, as the sink is).
+fn warn_of_probe_timeouts(event: &Event) {
+    if event.kind != BreakerEventKind::Reopened {
+        return;
+    }
+    let field = |name| event.data.get(name).and_then(serde_json::Value::as_u64);
+    if field("probe_timeouts_in_a_row") != Some(PROBE_TIMEOUTS_TO_WARN) {
+        return;
+    }
+    tracing::warn!(
+        breaker = %event.breaker_name().unwrap_or(""),
+        probe_timeout_ms = field("probe_timeout_ms").unwrap_or(0),
+        timeouts_in_a_row = PROBE_TIMEOUTS_TO_WARN,
+        "a breaker's probes time out again and again, so it cannot close: the upstream may take longer than probe_timeout (raise it above the upstream's latency); said again only once a probe has closed the breaker or failed outright"
+    );
 }
 
 /// What the handles of one breaker share.
@@ -87,6 +111,9 @@ pub(super) struct Inner {
     /// says; of the probes while half-open (0: a failed probe reopens it).
     pub consecutive_failures: u32,
     pub trips: u32,
+    /// Reopenings in a row for a probe timeout, since it last closed (or
+    /// tripped for another reason).
+    pub probe_timeouts: u32,
     /// While half-open, when each probe in flight was handed out (Unix
     /// nanoseconds): one entry per held slot, in no order; empty in every
     /// other state. A probe that ends gives back an entry of its own
@@ -181,6 +208,7 @@ impl Core {
                 window,
                 consecutive_failures: 0,
                 trips: 0,
+                probe_timeouts: 0,
                 probes: Vec::new(),
                 quiet: false,
             }),
@@ -251,9 +279,11 @@ impl Inner {
         // Probes in flight belong to the generation that ends here.
         self.probes.clear();
         self.state = state;
-        if matches!(state, State::HalfOpen { .. }) {
+        match state {
+            State::Closed => self.probe_timeouts = 0,
             // Its probes have not failed yet.
-            self.consecutive_failures = 0;
+            State::HalfOpen { .. } => self.consecutive_failures = 0,
+            State::Open { .. } | State::ForcedOpen { .. } => {}
         }
         self.generation = next_generation();
         let closed = if matches!(state, State::Closed) {
@@ -333,7 +363,12 @@ impl Inner {
             slow: late,
         };
         let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
-        Some(self.trip(core, at, reopened, TripReason::ProbeTimedOut, totals))
+        let event = self.trip(core, at, reopened, TripReason::ProbeTimedOut, totals);
+        Some(
+            event
+                .field("probe_timeout_ms", millis(core.config.probe_timeout))
+                .field("probe_timeouts_in_a_row", self.probe_timeouts),
+        )
     }
 
     /// Open → half-open once the open duration has passed; half-open →
@@ -456,6 +491,10 @@ impl Inner {
         totals: Totals,
     ) -> Event {
         self.trips = self.trips.saturating_add(1);
+        self.probe_timeouts = match reason {
+            TripReason::ProbeTimedOut => self.probe_timeouts.saturating_add(1),
+            _ => 0,
+        };
         let streak = match from {
             BreakerState::HalfOpen => u32::try_from(totals.failures).unwrap_or(u32::MAX),
             _ => self.consecutive_failures,

@@ -1,5 +1,8 @@
 //! Every breaker rule, driven by a `ManualClock`: no test sleeps.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod clock_reads;
 mod config;
 mod count_window;

@@ -443,3 +443,59 @@ fn the_health_streak_is_the_one_of_the_state_it_is_in() {
     fail(&b);
     assert_eq!(streak(), (BreakerState::Closed, 1));
 }
+
+/// A `probe_timeout` shorter than the upstream takes keeps a breaker from
+/// ever closing: each probe times out and reopens it. The third timeout
+/// in a row is said once, a warning naming the breaker and the timeout,
+/// and the streak restarts when the breaker closes: a later run of
+/// timeouts is said again. (Nothing said it: the breaker stayed open, its
+/// events saying `probe_timed_out` to whatever sink was there.)
+#[test]
+fn probes_that_time_out_again_and_again_are_said_once() {
+    let rig = rig(BreakerConfig::default()
+        .minimum_calls(1)
+        .open_duration(secs(5))
+        .probe_timeout(secs(10)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    // Probes that report only after the timeout: an upstream slower than it.
+    let time_out = || {
+        rig.clock.advance(secs(5));
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        rig.clock.advance(secs(10));
+        probe.success();
+        assert_eq!(b.state(), BreakerState::Open);
+    };
+    let logged = common::Logged::default();
+    let said = || {
+        logged
+            .warnings_of("probe_timeout")
+            .iter()
+            .map(|w| {
+                ["breaker", "probe_timeout_ms", "timeouts_in_a_row"]
+                    .map(|field| w.field(field).unwrap_or("-").to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let warning = ["upstream", "10000", "3"].map(str::to_owned);
+    tracing::subscriber::with_default(logged.clone(), || {
+        fail(&b);
+        time_out();
+        time_out();
+        assert_eq!(said(), Vec::<[String; 3]>::new(), "two in a row");
+        time_out();
+        assert_eq!(said(), std::slice::from_ref(&warning), "the third");
+        for _ in 0..5 {
+            time_out();
+        }
+        assert_eq!(said(), std::slice::from_ref(&warning), "said once");
+        rig.clock.advance(secs(5));
+        succeed(&b);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b);
+        for _ in 0..3 {
+            time_out();
+        }
+    });
+    assert_eq!(said(), [warning.clone(), warning], "a new run, said again");
+}
