@@ -40,10 +40,11 @@ impl Report {
     }
 
     /// Whether every finding is a [leftover](Severity::Leftover) that the
-    /// next open removes or [unfinished](Severity::Unfinished) work the
+    /// next open removes, [unfinished](Severity::Unfinished) work the
     /// store finishes itself (an interrupted move, a stale `expiring/`
-    /// entry): the store may be opened as it is (what `taskstore verify`
-    /// exits 0 on).
+    /// entry) or an older format the next open that may upgrade the store
+    /// moves ([`Severity::Upgrade`]): the store may be opened as it is
+    /// (what `taskstore verify` exits 0 on).
     pub fn passes(&self) -> bool {
         self.problems
             .iter()
@@ -82,15 +83,22 @@ pub enum Severity {
     /// [`StaleEntry::is_due_at`]: crate::StaleEntry::is_due_at
     /// [`Census::stale_entries`]: crate::Census::stale_entries
     Unfinished,
+    /// A store of an older format ([`ProblemKind::OlderFormat`]), which the
+    /// next open that may upgrade it (a service's, by default) moves to
+    /// this format: no damage, and nothing to do by hand. Its entries are
+    /// checked once it is moved. Not failing a check either.
+    Upgrade,
 }
 
 impl Severity {
-    /// A short machine name: `problem`, `leftover`, `unfinished`.
+    /// A short machine name: `problem`, `leftover`, `unfinished`,
+    /// `upgrade`.
     pub fn code(self) -> &'static str {
         match self {
             Severity::Problem => "problem",
             Severity::Leftover => "leftover",
             Severity::Unfinished => "unfinished",
+            Severity::Upgrade => "upgrade",
         }
     }
 }
@@ -170,6 +178,7 @@ pub enum ProblemKind {
     /// marker says so, or it is a store of format 1 that lost its marker):
     /// an open that may move it (`FileStoreBuilder::upgrade_format`, the
     /// default) moves it first. Its entries are not checked until then.
+    /// No damage: an [upgrade](Severity::Upgrade).
     OlderFormat {
         /// The format found.
         found: u64,
@@ -230,13 +239,17 @@ impl ProblemKind {
     /// next sweep, or a write of the task, finishes it, and every read
     /// already sees the task final), and so is a stale `expiring/` entry
     /// (the sweep that meets it once it is due removes it, and no read
-    /// uses it); everything else is a
+    /// uses it); a store of an older format is an
+    /// [upgrade](Severity::Upgrade) (the next open that may upgrade it
+    /// moves it); everything else is a
     /// [problem](Severity::Problem), a damaged stale copy included (the
-    /// damage may be more than a crash's).
+    /// damage may be more than a crash's) and a marker missing beside an
+    /// older format.
     pub fn severity(&self) -> Severity {
         match self {
             ProblemKind::DeadTemp | ProblemKind::StaleCopy { readable: true } => Severity::Leftover,
             ProblemKind::InterruptedMove | ProblemKind::StaleIndexEntry => Severity::Unfinished,
+            ProblemKind::OlderFormat { .. } => Severity::Upgrade,
             _ => Severity::Problem,
         }
     }

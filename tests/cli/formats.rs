@@ -9,7 +9,8 @@ use super::*;
 /// missing, and to run `verify`); `verify` reports its format (it reported
 /// `expiring/` missing, which format 1 never had, checked 0 entries, and
 /// `repair` advised opening the store, which every command but `--upgrade`
-/// refuses), and `repair --apply` leaves it alone. None changes it, nor
+/// refuses), which alone passes (a lost marker beside it fails), and
+/// `repair --apply` leaves it alone. None changes it, nor
 /// does a dry run given `--upgrade`. `stats --upgrade` moves it, then
 /// counts its tasks (the flag was ignored).
 #[test]
@@ -47,7 +48,10 @@ fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
                 stderr(&out)
             );
         }
-        let out = run_expect(Some(dir), &["verify", "--json"], 1);
+        // An older format alone passes (the next open moves it); a lost
+        // marker beside it is a problem.
+        let code = if marker { 0 } else { 1 };
+        let out = run_expect(Some(dir), &["verify", "--json"], code);
         let codes: Vec<String> = json_lines(&out)
             .iter()
             .map(|p| format!("{} {}", p["path"].as_str().unwrap(), p["problem"]))
@@ -58,7 +62,7 @@ fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
             expected.insert(0, format!("{marker_path} \"missing\""));
         }
         assert_eq!(codes, expected, "marker {marker}");
-        let out = run_expect(Some(dir), &["repair", "--apply"], 1);
+        let out = run_expect(Some(dir), &["repair", "--apply"], code);
         assert!(
             stdout(&out).contains("older format") && !stdout(&out).contains("FAILED"),
             "marker {marker}: {}",
@@ -73,6 +77,56 @@ fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
         assert!(written.contains("\"format\":2"), "{written}");
         run_expect(Some(dir), &["verify"], 0);
     }
+}
+
+/// A store of an older format (with its marker) is no damage: the next
+/// open of a service (which may upgrade it, the default) moves it. `verify`
+/// reports its format as an `upgrade` finding, says in its summary that
+/// the next open moves it (and that `--upgrade` does it now), and exits 0;
+/// `repair --apply` leaves it alone and exits 0 too. Nothing changes; a
+/// service's open then moves it, and `verify` finds it clean. (`verify`
+/// exited 1, "1 problem(s) in 0 entries checked", sending an operator after
+/// damage that is none.)
+#[test]
+fn verify_passes_a_store_of_an_older_format_that_the_next_open_moves() {
+    let (_tmp, dir) = store_dir();
+    let tasks = store_with_tasks(&dir);
+    common::make_format_1(&dir);
+    let before = snapshot(&dir);
+    let marker = dir.join("taskstore.json");
+    let out = run_expect(Some(&dir), &["verify", "--json"], 0);
+    let findings = json_lines(&out);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["path"], marker.to_str().unwrap());
+    assert_eq!(findings[0]["problem"], "older_format");
+    assert_eq!(findings[0]["severity"], "upgrade");
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert!(
+        stdout(&out).starts_with(&format!("{}: format 1, older", marker.display())),
+        "{}",
+        stdout(&out)
+    );
+    let summary = stderr(&out);
+    assert!(
+        summary.contains("format 1, which the next open moves to format 2")
+            && summary.contains("--upgrade")
+            && !summary.contains("problem"),
+        "{summary}"
+    );
+    let out = run_expect(Some(&dir), &["repair", "--apply"], 0);
+    assert!(
+        stdout(&out).contains("left alone") && stderr(&out).contains("0 remain"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_unchanged(&before, &snapshot(&dir), "verify and repair");
+    // A service's open moves it.
+    drop(open(&dir));
+    let out = run_expect(Some(&dir), &["verify"], 0);
+    assert!(stderr(&out).contains("clean"), "{}", stderr(&out));
+    let out = run_expect(Some(&dir), &["list", "--json"], 0);
+    assert_eq!(json_lines(&out).len(), tasks.len());
 }
 
 /// A command that opens a store of an older format refuses it unless

@@ -22,7 +22,9 @@ pub struct VerifyArgs {
     /// "severity" ("problem"; "leftover": a crashed writer's, which the
     /// next open removes; or "unfinished": an interrupted move, which the
     /// store's next sweep finishes, or a stale expiring/ entry, which a
-    /// sweep removes once it is due), "taskId", "message", "underWay"}.
+    /// sweep removes once it is due; or "upgrade": a store of an older
+    /// format, which the next open that may upgrade it moves), "taskId",
+    /// "message", "underWay"}.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -159,6 +161,7 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
                     "{problem} (unfinished: the store's next sweep, or a write of the task, \
                      finishes it; every read sees it final)"
                 )),
+                (Severity::Upgrade, _) => out(format!("{problem} (no damage)")),
                 _ => out(problem.to_string()),
             }
         }
@@ -171,7 +174,7 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             .count()
     };
     let (leftovers, unfinished) = (count(Severity::Leftover), count(Severity::Unfinished));
-    let problems = report.problems.len() - leftovers - unfinished;
+    let problems = count(Severity::Problem);
     // The unfinished work: stale `expiring/` entries (those a sweep now
     // removes, as `Census::stale_entries` counts them), and moves.
     let entries: Vec<StaleEntry> = report
@@ -185,6 +188,15 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     let (dir, checked) = (dir.display(), report.checked);
     // What the store mends by itself, and what removes it now.
     let own = [
+        report.problems.iter().find_map(|p| match p.kind {
+            ProblemKind::OlderFormat { found, current } => Some(format!(
+                "format {found}, which the next open moves to format {current} (a service's \
+                 open does; `taskstore --upgrade` with any command that opens the store does \
+                 it now; processes of the older version must be stopped first), its entries \
+                 checked once it is moved"
+            )),
+            _ => None,
+        }),
         (leftovers > 0).then(|| {
             format!("{leftovers} leftover(s) of crashed writers, which the next open removes")
         }),
@@ -214,8 +226,14 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     if report.is_clean() {
         text::err(format!("{dir}: clean ({checked} entries checked)"));
     } else if problems == 0 {
+        // An older format is moved by an open, not by a repair.
+        let repair = if leftovers + unfinished > 0 {
+            " (or `taskstore repair --apply`)"
+        } else {
+            ""
+        };
         text::err(format!(
-            "{dir}: sound ({checked} entries checked): {own} (or `taskstore repair --apply`)"
+            "{dir}: sound ({checked} entries checked): {own}{repair}"
         ));
     } else {
         let fixable = report

@@ -45,9 +45,10 @@ use time::OffsetDateTime;
 /// was doing.
 ///
 /// Exit status: 0 success; 1 a failure, problems found (verify: leftovers
-/// of crashed writers alone, which the next open removes, and moves and
-/// removals they left unfinished, which the store's sweep finishes, are
-/// listed but pass), or problems left in the store (repair --apply); 2 a
+/// of crashed writers alone, which the next open removes, moves and
+/// removals they left unfinished, which the store's sweep finishes, and an
+/// older format, which the next open moves, are listed but pass), or
+/// problems left in the store (repair --apply); 2 a
 /// usage error.
 #[derive(Debug, Parser)]
 #[command(name = "taskstore", version, about, long_about)]
@@ -127,8 +128,12 @@ enum Command {
     /// finishes and every read already sees final (a killed reap's), or a
     /// stale expiring/ entry, which a sweep removes once it is due (a
     /// killed delete's or sweep's; the summary says how many are due now).
-    /// Exits 0 if there are none or only those (the store may be opened as
-    /// it is: a start-up check), 1 if there is a problem.
+    /// A store of an older format is no damage either: it reports the
+    /// format, which the next open that may upgrade the store moves (a
+    /// service's; the command's with --upgrade), and checks its entries
+    /// once it is moved. Exits 0 if there are none or only those (the
+    /// store may be opened as it is: a start-up check), 1 if there is a
+    /// problem.
     Verify(check::VerifyArgs),
     /// Repairs what verify finds that can be repaired safely. Prints what
     /// it would do unless --apply is given (changing nothing but the lock
