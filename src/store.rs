@@ -512,7 +512,9 @@ pub struct Swept {
     /// Leftovers of crashed writers cleaned up (temp files, half-finished
     /// moves, and the `expiring/` entries of a file store whose tasks a
     /// killed sweep removed, which go in this sweep's scans); a file
-    /// store's first sweep counts the temp files its open removed too.
+    /// store's first sweep counts the temp files its open removed, and the
+    /// tasks it found with names in both `active/` and `done/` and
+    /// resolved, too.
     pub cleaned: usize,
     /// Stored entries that could not be read (left out, reported).
     pub skipped: Vec<Skipped>,

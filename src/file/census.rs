@@ -15,7 +15,7 @@ use crate::file::layout::{self, Area};
 use crate::file::problem::Sub;
 use crate::file::read::newer;
 use crate::file::verify::FileCheck;
-use crate::file::{FileBackend, codec, open};
+use crate::file::{FileBackend, codec, is_interrupted_move, open};
 use crate::id::TaskId;
 use crate::task::Task;
 
@@ -47,12 +47,14 @@ pub struct Census {
     /// under one (left where they are; `verify` reports them, `repair`
     /// sets them aside).
     pub foreign: Vec<PathBuf>,
-    /// Finished tasks whose file is still in `active/`, and not in
-    /// `done/`: terminal moves interrupted between their halves, which a
-    /// sweep finishes and counts among the leftovers it cleaned
-    /// ([`Swept::cleaned`](crate::Swept::cleaned)); every read sees them
-    /// final already. (A task with a file in both areas is resolved by the
-    /// next open, uncounted.)
+    /// Finished tasks whose file is still in `active/`, whether or not
+    /// `done/` has their name too: terminal moves interrupted between
+    /// their halves (as `verify` reports them,
+    /// [`ProblemKind::InterruptedMove`](crate::ProblemKind::InterruptedMove)),
+    /// which a sweep finishes and counts among the leftovers it cleaned
+    /// ([`Swept::cleaned`](crate::Swept::cleaned); one with names in both
+    /// areas is finished by the next open, and counted by its handle's
+    /// first sweep); every read sees them final already.
     pub interrupted_moves: Vec<PathBuf>,
     /// `expiring/` entries that are no longer their task's file (a crash
     /// between a delete's steps, a sweep killed before its end), by the
@@ -179,7 +181,7 @@ impl FileCheck {
             seen += 1;
             progress(seen, total.max(seen));
             if let Some(task) = read(store, Area::Active, &name, &mut census, &mut blocks)? {
-                if task.is_terminal() {
+                if is_interrupted_move(Area::Active, &task) {
                     finished_active.push(name);
                 }
                 tasks.insert(task.id.clone(), task);
@@ -189,10 +191,8 @@ impl FileCheck {
         // in this listing.
         let done = read_dir(store, store.dir(Area::Done))?;
         total = seen + done.len();
-        let in_done: HashSet<&OsString> = done.iter().collect();
         census.interrupted_moves = finished_active
             .iter()
-            .filter(|name| !in_done.contains(name))
             .map(|name| store.dir(Area::Active).join(name))
             .collect();
         for name in &done {

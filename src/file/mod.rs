@@ -482,6 +482,25 @@ struct Found {
     stale: Option<Stale>,
 }
 
+impl Found {
+    /// Whether this is a terminal move left between its steps: see
+    /// [`is_interrupted_move`].
+    fn is_interrupted_move(&self) -> bool {
+        is_interrupted_move(self.area, &self.task)
+    }
+}
+
+/// Whether `task`, read from `area`, is a terminal move left between its
+/// steps (an interrupted move): a terminal task in `active/`, whether or
+/// not `done/` has its name too. The one rule by which `verify` reports
+/// one ([`ProblemKind::InterruptedMove`]),
+/// a census counts it ([`Census::interrupted_moves`]),
+/// and a sweep finishes and counts it (or the open that resolves a task
+/// with names in both areas, which its handle's first sweep counts).
+pub(crate) fn is_interrupted_move(area: Area, task: &Task) -> bool {
+    area == Area::Active && task.is_terminal()
+}
+
 /// A copy of a task that the read rule overrules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stale {
@@ -591,7 +610,8 @@ impl Backend for FileBackend {
     }
 
     /// Dead writers' temp files and half-finished moves; the first call
-    /// counts those the open removed too, failing or not
+    /// counts those the open removed or finished too (temp files, tasks
+    /// with names in both areas), failing or not
     /// (`faults::a_sweep_whose_clean_up_fails_still_counts_what_the_open_cleaned`).
     fn clean_up(&self, cleaned: &mut usize) -> Result<()> {
         *cleaned += self

@@ -185,7 +185,9 @@ pub(super) fn open(options: &FileOptions) -> Result<FileBackend> {
             tracing::warn!(store = %root.display(), error = %e, "could not clean up temp files at open")
         }
     }
-    backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend)?);
+    let mut resolved = 0;
+    backend.unresolved = Unresolved::Only(resolve_stale_copies(&backend, &mut resolved)?);
+    *backend.cleaned_at_open.get_mut() += resolved;
     Ok(backend)
 }
 
@@ -714,8 +716,11 @@ fn check_format(store: &FileBackend, found: u64) -> Result<()> {
 ///
 /// Best effort on a store that cannot be written: returns the tasks it
 /// could not resolve, which every read, `get` and listings alike, then
-/// resolves by the same rule (see `FileBackend::unresolved`).
-fn resolve_stale_copies(store: &FileBackend) -> Result<BTreeSet<TaskId>> {
+/// resolves by the same rule (see `FileBackend::unresolved`). Adds each
+/// task it resolved to `resolved`: leftovers of crashed writers, which
+/// the handle's first sweep counts among those it cleaned, as a census
+/// counts the interrupted moves among them before the open.
+fn resolve_stale_copies(store: &FileBackend, resolved: &mut usize) -> Result<BTreeSet<TaskId>> {
     let mut unresolved = BTreeSet::new();
     let pass = crate::file::lock::Pass::default();
     let active = store.dir(Area::Active);
@@ -733,15 +738,22 @@ fn resolve_stale_copies(store: &FileBackend) -> Result<BTreeSet<TaskId>> {
             Err(e) => return Err(Error::io("stat", done.join(&name), e)),
             Ok(_) => {}
         }
-        let resolved = store
+        let tidied = store
             .locks
             .lock_in(&store.fs, stripe(&id), Some(&pass))
             .and_then(|_guard| match store.find(&id)? {
-                Some(found) => store.tidy(&found),
-                None => Ok(()),
+                // Resolved meanwhile by another handle: nothing to count.
+                Some(found) if found.stale.is_some() || found.is_interrupted_move() => {
+                    store.tidy(&found).map(|()| true)
+                }
+                _ => Ok(false),
             });
-        match resolved {
-            Ok(()) => tracing::info!(task = %id, "resolved a task left in both active/ and done/"),
+        match tidied {
+            Ok(false) => {}
+            Ok(true) => {
+                *resolved += 1;
+                tracing::info!(task = %id, "resolved a task left in both active/ and done/");
+            }
             Err(e) => {
                 tracing::warn!(task = %id, error = %e, "could not resolve a task left in both active/ and done/");
                 unresolved.insert(id);

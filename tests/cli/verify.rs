@@ -173,10 +173,14 @@ fn verify_lists_leftovers_of_crashed_writers_and_passes() {
 /// uses the entry, every read sees the task final, and a sweep removes the
 /// entry once due (`StaleEntry::is_due_at`) and finishes the move.
 /// `verify` lists them as `unfinished`, says how many and that a sweep
-/// cleans them (how many of the entries now, as `sweep --dry-run` counts
-/// them), and exits 0; `repair` would remove the entries and finish the
-/// move; a problem beside them still fails. (A stale entry was a problem:
-/// `verify` exited 1 until a sweep or `repair --apply`.)
+/// cleans them (how many of the entries now), and exits 0; `sweep
+/// --dry-run` counts the entry due and the move by the same rules, and
+/// the sweep cleans and counts them both; `repair` would remove the
+/// entries and finish the move; a problem beside them still fails. (A
+/// stale entry was a problem: `verify` exited 1 until a sweep or `repair
+/// --apply`. The dry run counted 0 interrupted moves, and the sweep
+/// cleaned 1 leftover: the census left out a task in both areas, and the
+/// open that resolved it counted nothing.)
 #[cfg(feature = "fault-injection")]
 #[test]
 fn verify_passes_what_a_killed_delete_or_move_leaves_for_the_sweep() {
@@ -273,10 +277,14 @@ fn verify_passes_what_a_killed_delete_or_move_leaves_for_the_sweep() {
             ),
         "{summary}"
     );
-    // The sweep's dry run counts the one due as verify does.
+    // The sweep's dry run counts the one due, and the move, as verify
+    // does.
     let out = run_expect(Some(&dir), &["sweep", "--dry-run"], 0);
     assert!(
-        stderr(&out).contains("(1 stale expiring/ entry,"),
+        stderr(&out).contains(
+            "2 leftover(s) of crashed writers would be cleaned (1 stale expiring/ entry, 1 \
+             interrupted move)"
+        ),
         "{}",
         stderr(&out)
     );
@@ -315,9 +323,15 @@ fn verify_passes_what_a_killed_delete_or_move_leaves_for_the_sweep() {
         stderr(&out)
     );
     chmod(&damaged, 0o600);
-    // The sweep removes the entry due and finishes the move; the other
-    // entry waits for its time, and still passes.
-    run_expect(Some(&dir), &["sweep"], 0);
+    // The sweep removes the entry due and finishes the move, and counts
+    // both, as its dry run did; the other entry waits for its time, and
+    // still passes.
+    let out = run_expect(Some(&dir), &["sweep"], 0);
+    assert!(
+        stderr(&out).contains("cleaned 2 leftover(s) of crashed writers"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!due_entry.exists() && !task_path(&dir, "active", &moving).exists());
     let out = run_expect(Some(&dir), &["verify", "--json"], 0);
     assert_eq!(

@@ -190,7 +190,7 @@ impl FileCheck {
         }
         if let Some(found) = found {
             let kind = match (found.area, found.task.is_terminal()) {
-                (Area::Active, true) => Some(ProblemKind::InterruptedMove),
+                _ if found.is_interrupted_move() => Some(ProblemKind::InterruptedMove),
                 (Area::Done, false) => Some(ProblemKind::Misplaced),
                 (Area::Done, true) => match store.index_is_missing(&found.task) {
                     Ok(missing) => missing.then_some(ProblemKind::MissingIndexEntry),

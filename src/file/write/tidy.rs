@@ -47,7 +47,7 @@ impl FileBackend {
     /// terminal move finished, a stale copy removed.
     pub(in crate::file) fn tidy(&self, found: &Found) -> Result<()> {
         self.drop_stale(found)?;
-        if found.area == Area::Active && found.task.is_terminal() {
+        if found.is_interrupted_move() {
             self.move_to_done(&found.task)?;
         }
         Ok(())
@@ -126,9 +126,7 @@ impl FileBackend {
             // One task that cannot be read or moved now never stops the
             // others: it stays as it is, and the pass's scan reports it.
             let finished = self.find(id).and_then(|found| match found {
-                Some(found) if found.area == Area::Active && found.task.is_terminal() => {
-                    self.tidy(&found).map(|()| true)
-                }
+                Some(found) if found.is_interrupted_move() => self.tidy(&found).map(|()| true),
                 _ => Ok(false),
             });
             match finished {
