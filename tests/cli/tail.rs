@@ -517,3 +517,97 @@ fn tail_n_reads_back_from_the_end_only_as_far_as_its_events() {
     // Following: the last one there, then each new one.
     follows(name, &path, "k2", "k3");
 }
+
+/// Bytes the process `pid` has read so far (`rchar` of `/proc/PID/io`:
+/// every `read` and `pread`, whatever they read from).
+fn bytes_read(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .unwrap_or_else(|| panic!("no rchar in /proc/{pid}/io: {io}"))
+        .parse()
+        .unwrap()
+}
+
+/// `tail -n N` reads the last N events once: reading back from the file's
+/// end, it keeps what it prints, and follows on from the end. Two events
+/// of 4 MiB each, the last two of the file, cost it about 8 MiB of reads
+/// (`/proc/PID/io`, read once it has printed them and follows, waiting).
+/// (It read them back to find where they start, then again from there:
+/// about 16 MiB.)
+#[test]
+fn tail_n_reads_its_last_lines_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("events.jsonl");
+    let big = |kind: &str| {
+        let event = json!({"at": "2026-01-01T00:00:00Z", "kind": kind, "data": {"note": "x".repeat(4 << 20)}});
+        format!("{event}\n")
+    };
+    let text = [event("k0"), event("k1"), big("k2"), big("k3")].concat();
+    let last_two = (text.len() - 2 * event("k0").len()) as u64;
+    fs::write(&path, &text).unwrap();
+    let mut tail = taskstore(
+        None,
+        &["tail", path.to_str().unwrap(), "-n", "2", "--follow"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let next_line = following(tail.stdout.take().unwrap());
+    for kind in ["k2", "k3"] {
+        assert_eq!(next_line().split("  ").nth(2), Some(kind));
+    }
+    let read = bytes_read(tail.id());
+    assert!(
+        read >= last_two && read < last_two + last_two / 2,
+        "read {read} bytes for the last two events' {last_two}"
+    );
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+}
+
+/// `tail -n N --follow` on a pipe (a FIFO, `/dev/stdin`) prints the last N
+/// events the pipe holds once it has nothing more to give for now, then
+/// each new one as it comes, while its writer goes on. (It held them until
+/// the pipe closed: with a writer still there, it printed nothing.)
+#[test]
+fn tail_n_follows_a_fifo_as_its_lines_come() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("events.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Opened for reading and writing, it opens at once, and holds the
+    // lines for the reader to come: a writer that stays.
+    let mut writer = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    writer
+        .write_all([event("k0"), event("k1"), event("k2")].concat().as_bytes())
+        .unwrap();
+    let mut tail = taskstore(
+        None,
+        &["tail", fifo.to_str().unwrap(), "-n", "2", "--follow"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let next_line = following(tail.stdout.take().unwrap());
+    let kind = || {
+        next_line()
+            .split("  ")
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(kind(), "k1");
+    assert_eq!(kind(), "k2");
+    writer.write_all(event("k3").as_bytes()).unwrap();
+    assert_eq!(kind(), "k3");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+}

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -64,7 +64,8 @@ pub struct TailArgs {
     /// Shows only the last N events the file holds (of those --kind and
     /// --task keep), as tail(1) does, then with --follow every new one.
     /// A file is read back from its end, a block at a time, only as far as
-    /// those N (a pipe is read whole): a bad line among what is read is
+    /// those N, and read on from its end (a pipe is read whole; followed,
+    /// as far as it holds for now): a bad line among what is read is
     /// reported, by its byte offset unless its line number is known.
     /// Without it, every event.
     #[arg(short = 'n', long, value_name = "N")]
@@ -139,6 +140,42 @@ enum Got {
     TooLong(u64),
 }
 
+/// A line read, judged ([`Reader::judged`]) once.
+enum Judged {
+    /// An event the filters keep: its line as printed.
+    Shown(String),
+    /// An event the filters leave out, or a blank line.
+    Left,
+    /// No event: why.
+    Bad(String),
+    /// A line past [`MAX_LINE`]: its length.
+    TooLong(u64),
+}
+
+/// At most this many lines that are no event are held while a file is
+/// read back ([`read_back`]); past them, the lines are read again from
+/// where the last N start, as they come, rather than held.
+const HELD_BAD: usize = 1_024;
+
+/// What reading a file back from its end found ([`read_back`]).
+struct ReadBack {
+    /// Where the earliest of the last N lines the filters keep starts (or
+    /// 0, if there are fewer).
+    start: u64,
+    /// Where the reading goes on: after the last line judged (the end, or,
+    /// following, the start of a last line not yet ended).
+    resume: u64,
+    /// How many lines are before `resume`, if the reading went back to the
+    /// file's start.
+    lines_before: Option<usize>,
+    /// The lines from `start` to `resume` the reading holds, judged, in the
+    /// file's order (those the filters leave out are not held): where each
+    /// starts, how many lines from `resume` back it is (1: the last), and
+    /// what it is. `None` if more than [`HELD_BAD`] are no event: they are
+    /// then read again from `start`.
+    held: Option<Vec<(u64, usize, Judged)>>,
+}
+
 impl Source {
     fn new(file: File) -> Source {
         Source {
@@ -154,16 +191,17 @@ impl Source {
         }
     }
 
-    /// Makes the next read start at `from`, the start of a line, without
-    /// numbering the lines unless it is the file's start; keeps the file's
-    /// first bytes, as reading them would have.
-    fn start_at(&mut self, from: u64) -> io::Result<()> {
+    /// Makes the next read start at `from`, the start of a line, after
+    /// `lines_before` lines if they are known (numbering the lines from
+    /// there), or without numbering them; keeps the file's first bytes, as
+    /// reading them would have.
+    fn start_at(&mut self, from: u64, lines_before: Option<usize>) -> io::Result<()> {
         let mut head = vec![0; usize::try_from(from).map_or(HEAD, |from| from.min(HEAD))];
         self.file.read_exact_at(&mut head, 0)?;
         self.head = head;
         self.pos = from;
         self.seek = true;
-        self.line = (from == 0).then_some(0);
+        self.line = if from == 0 { Some(0) } else { lines_before };
         self.line_start = from;
         Ok(())
     }
@@ -196,6 +234,8 @@ impl Source {
         };
         let read = match read {
             Ok(read) => read,
+            // A pipe followed, read without blocking: nothing more for now.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => {
                 self.buf = buf;
                 return Err(cannot(e).into());
@@ -284,7 +324,7 @@ impl Source {
 
 pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
     let path = &args.file;
-    let file = open(path)?;
+    let file = open(path, args.follow)?;
     let ino = file
         .metadata()
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
@@ -321,25 +361,46 @@ pub fn run(args: &TailArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-fn open(path: &Path) -> Result<File, Failure> {
-    File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()).into())
+/// The file at `path`, opened to read it; one that is a pipe (a FIFO,
+/// `/dev/stdin`), to `follow` it, is read without blocking: what it holds
+/// is what it gives until it has nothing more for now, and the lines held
+/// for `--lines` are printed then, not once it closes. (Its own open file
+/// description: its writer's, and another reader's, read as they did.)
+fn open(path: &Path, follow: bool) -> Result<File, Failure> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let pipe = file.metadata().is_ok_and(|meta| meta.file_type().is_fifo());
+    if follow && pipe {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        fcntl_getfl(&file)
+            .and_then(|flags| fcntl_setfl(&file, flags | OFlags::NONBLOCK))
+            .map_err(|e| format!("cannot read {} without blocking: {e}", path.display()))?;
+    }
+    Ok(file)
 }
 
-/// Where the reading of the last `n` lines that `keeps` of the first `len`
-/// bytes of `file` starts: the start of the earliest of them, read back
-/// from `len` a block at a time (one line of at most [`MAX_LINE`] held at
-/// a time), or 0 if there are fewer. A last line no newline ends counts
-/// only if `unended` (as a reading to the end takes it); else the reading
-/// starts no later than its start, to read it whole once it is ended.
-fn start_of_last(
+/// Reads the first `len` bytes of `file` back from `len`, a block at a time
+/// (one line of at most [`MAX_LINE`] held at a time), judging each line
+/// once (`judge`), as far as the start of the earliest of the last `n`
+/// lines `judge` shows, or to the file's start if there are fewer; holds
+/// what it judged from there on, so that nothing is read twice. A last line
+/// no newline ends counts only if `unended` (as a reading to the end takes
+/// it); else the reading resumes at its start, to read it whole once it is
+/// ended.
+fn read_back(
     file: &File,
     len: u64,
     n: usize,
     unended: bool,
-    keeps: impl Fn(&[u8]) -> bool,
-) -> io::Result<u64> {
+    judge: impl Fn(Got) -> Judged,
+) -> io::Result<ReadBack> {
+    let mut back = ReadBack {
+        start: len,
+        resume: len,
+        lines_before: None,
+        held: Some(Vec::new()),
+    };
     if n == 0 && unended {
-        return Ok(len);
+        return Ok(back);
     }
     let mut buf = vec![0; CHUNK];
     // The line being read back: its pieces, the last first, kept only while
@@ -348,8 +409,46 @@ fn start_of_last(
     let mut length: u64 = 0;
     // Whether it is the one after the last newline.
     let mut last = true;
+    // Lines judged, and those `judge` showed.
+    let mut counted = 0;
     let mut found = 0;
+    let mut bad = 0;
     let mut pos = len;
+    // Judges the line read back, which starts at `at`; whether it was the
+    // earliest of the last `n`.
+    let mut line_done =
+        |at: u64, pieces: &mut Vec<Vec<u8>>, length: u64, last: bool, back: &mut ReadBack| {
+            if last && (length == 0 || !unended) {
+                // After the last newline: nothing, or a line not yet ended,
+                // read once it is.
+                back.resume = at;
+            } else {
+                counted += 1;
+                let got = if length <= MAX_LINE as u64 {
+                    Got::Line(pieces.iter().rev().flatten().copied().collect())
+                } else {
+                    Got::TooLong(length)
+                };
+                match judge(got) {
+                    Judged::Left => {}
+                    judged => {
+                        if matches!(judged, Judged::Shown(_)) {
+                            found += 1;
+                        } else {
+                            bad += 1;
+                        }
+                        if bad > HELD_BAD {
+                            back.held = None;
+                        }
+                        if let Some(held) = &mut back.held {
+                            held.push((at, counted, judged));
+                        }
+                    }
+                }
+            }
+            pieces.clear();
+            found == n
+        };
     while pos > 0 {
         let start = pos.saturating_sub(CHUNK as u64);
         let block = &mut buf[..usize::try_from(pos - start).unwrap_or(CHUNK)];
@@ -366,24 +465,34 @@ fn start_of_last(
             }
             let Some(newline) = newline else { break };
             // The line read back starts after this newline.
-            let counts = !last || unended;
-            if counts && length <= MAX_LINE as u64 {
-                let line: Vec<u8> = pieces.iter().rev().flatten().copied().collect();
-                if keeps(&line) {
-                    found += 1;
-                }
+            let at = start + from as u64;
+            if line_done(at, &mut pieces, length, last, &mut back) {
+                back.start = at;
+                return Ok(back.in_order());
             }
-            if found == n {
-                return Ok(start + from as u64);
-            }
-            pieces.clear();
             length = 0;
             last = false;
             end = newline;
         }
         pos = start;
     }
-    Ok(0)
+    // The file's first line.
+    if len > 0 {
+        line_done(0, &mut pieces, length, last, &mut back);
+    }
+    back.start = 0;
+    back.lines_before = Some(counted);
+    Ok(back.in_order())
+}
+
+impl ReadBack {
+    /// The lines held in the file's order (they were read back).
+    fn in_order(mut self) -> ReadBack {
+        if let Some(held) = &mut self.held {
+            held.reverse();
+        }
+        self
+    }
 }
 
 impl Reader<'_> {
@@ -401,10 +510,26 @@ impl Reader<'_> {
         if !meta.is_file() {
             return Ok(());
         }
-        let keeps = |raw: &[u8]| matches!(self.judge(raw), Ok(Some(_)));
         let unended = !self.args.follow;
-        let started = start_of_last(&self.current.file, meta.len(), n, unended, keeps)
-            .and_then(|from| self.current.start_at(from));
+        let back = read_back(&self.current.file, meta.len(), n, unended, |got| {
+            self.judged(got)
+        });
+        let started = back.and_then(|back| match back.held {
+            Some(held) => {
+                self.current.start_at(back.resume, back.lines_before)?;
+                for (start, from_end, judged) in held {
+                    let at = match back.lines_before {
+                        Some(lines) => At::Line(lines + 1 - from_end),
+                        None => At::Byte(start),
+                    };
+                    self.take(at, judged);
+                }
+                Ok(())
+            }
+            // Too many bad lines to hold: read again from the start of the
+            // last N.
+            None => self.current.start_at(back.start, None),
+        });
         match started {
             Ok(()) => Ok(()),
             // Truncated meanwhile: read what it holds from its start.
@@ -461,7 +586,7 @@ impl Reader<'_> {
                     "taskstore: {} was replaced; reading the new file from its start",
                     path.display()
                 ));
-                let old = std::mem::replace(&mut self.current, Source::new(open(path)?));
+                let old = std::mem::replace(&mut self.current, Source::new(open(path, true)?));
                 self.ino = meta.ino();
                 // An older rotated file is done with.
                 self.end_rotated();
@@ -546,9 +671,30 @@ impl Reader<'_> {
     /// Prints the event of the line at `at`, if it passes the filters; a
     /// line too long to keep, or that is no event, is reported.
     fn handle(&mut self, at: At, got: Got) {
-        let raw = match got {
-            Got::Line(raw) => raw,
-            Got::TooLong(length) => {
+        let judged = self.judged(got);
+        self.take(at, judged);
+    }
+
+    /// What line `got` is: the event printed, one the filters leave out, or
+    /// why it is none.
+    fn judged(&self, got: Got) -> Judged {
+        match got {
+            Got::TooLong(length) => Judged::TooLong(length),
+            Got::Line(raw) => match self.judge(&raw) {
+                Ok(Some(line)) => Judged::Shown(line),
+                Ok(None) => Judged::Left,
+                Err(e) => Judged::Bad(e.to_string()),
+            },
+        }
+    }
+
+    /// Prints (or holds) the event of the line at `at`, judged; reports a
+    /// line too long to keep, or that is no event.
+    fn take(&mut self, at: At, judged: Judged) {
+        match judged {
+            Judged::Shown(line) => self.show(line),
+            Judged::Left => {}
+            Judged::TooLong(length) => {
                 self.bad += 1;
                 text::failing();
                 text::err(format!(
@@ -557,13 +703,8 @@ impl Reader<'_> {
                     self.place(at),
                     MAX_LINE >> 20
                 ));
-                return;
             }
-        };
-        match self.judge(&raw) {
-            Ok(Some(line)) => self.show(line),
-            Ok(None) => {}
-            Err(e) => {
+            Judged::Bad(e) => {
                 self.bad += 1;
                 text::failing();
                 text::err(format!("taskstore: {}: not an event: {e}", self.place(at)));
@@ -644,10 +785,75 @@ mod tests {
         file
     }
 
+    /// Reads `text` back as far as the last `n` lines that start with `x`.
+    fn back(text: &[u8], n: usize, unended: bool) -> ReadBack {
+        let judge = |got: Got| match got {
+            Got::Line(line) if line.first() == Some(&b'x') => {
+                Judged::Shown(String::from_utf8(line).unwrap())
+            }
+            Got::Line(line) if line.first() == Some(&b'!') => Judged::Bad("bad".to_owned()),
+            Got::Line(_) => Judged::Left,
+            Got::TooLong(length) => Judged::TooLong(length),
+        };
+        read_back(&file_of(text), text.len() as u64, n, unended, judge).unwrap()
+    }
+
     /// Where the reading of the last `n` lines that start with `x` starts.
     fn start(text: &[u8], n: usize, unended: bool) -> u64 {
-        let keeps = |line: &[u8]| line.first() == Some(&b'x');
-        start_of_last(&file_of(text), text.len() as u64, n, unended, keeps).unwrap()
+        back(text, n, unended).start
+    }
+
+    /// What the reading back holds: each line shown or bad, where it
+    /// starts and how far from the end it is; and where it resumes, after
+    /// how many lines.
+    #[test]
+    fn a_reading_back_holds_what_it_judged_once() {
+        let text = b"x0\n!1\ny2\nx3\nx4";
+        let held = |back: &ReadBack| -> Vec<(u64, usize, String)> {
+            back.held
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|(at, from_end, judged)| {
+                    let what = match judged {
+                        Judged::Shown(line) => line.clone(),
+                        Judged::Bad(why) => why.clone(),
+                        _ => "?".to_owned(),
+                    };
+                    (*at, *from_end, what)
+                })
+                .collect()
+        };
+        // Following: the last line, not ended, is left for later.
+        let one = back(text, 1, false);
+        assert_eq!((one.start, one.resume, one.lines_before), (9, 12, None));
+        assert_eq!(held(&one), [(9, 1, "x3".to_owned())]);
+        let two = back(text, 2, false);
+        assert_eq!((two.start, two.resume, two.lines_before), (0, 12, Some(4)));
+        assert_eq!(
+            held(&two),
+            [
+                (0, 4, "x0".to_owned()),
+                (3, 3, "bad".to_owned()),
+                (9, 1, "x3".to_owned())
+            ],
+            "a line the filters leave out is not held"
+        );
+        let all = back(text, 9, true);
+        assert_eq!((all.start, all.resume, all.lines_before), (0, 14, Some(5)));
+        assert_eq!(
+            held(&all),
+            [
+                (0, 5, "x0".to_owned()),
+                (3, 4, "bad".to_owned()),
+                (9, 2, "x3".to_owned()),
+                (12, 1, "x4".to_owned()),
+            ]
+        );
+        // Past `HELD_BAD` lines that are no event, nothing is held.
+        let many = "!\n".repeat(HELD_BAD + 1) + "x\n";
+        let many = back(many.as_bytes(), 2, true);
+        assert_eq!((many.start, many.held.is_none()), (0, true));
     }
 
     /// Lines are found back from the end across blocks: one longer than a
