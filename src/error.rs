@@ -346,9 +346,9 @@ fn for_breaker(breaker: Option<&str>) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Known {
     /// The statement it was about to run was never sent (no connection:
-    /// none free, a connect refused; or its preparation failed): that
-    /// statement changed nothing. Not the call as a whole, which may have
-    /// sent another before.
+    /// none free, a connect refused; or its preparation, or the look at
+    /// its connection before it, failed): that statement changed nothing.
+    /// Not the call as a whole, which may have sent another before.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // marked by `PgBackend` alone
     Unsent,
     /// No connection could be had for the statement: a connect failed

@@ -183,6 +183,11 @@ pub(crate) struct Connection {
     /// this one sat idle: then it is looked at when taken, however briefly
     /// it sat ([`is_usable`](Connection::is_usable)).
     suspect: bool,
+    /// Whether the server was heard from on it since it was taken from the
+    /// pool (or made): the pool's look when it was taken, a statement
+    /// prepared, or [`look`](Connection::look). Whatever the server sent
+    /// before then (a `FATAL` reply ending the session) has been read.
+    seen_alive: bool,
 }
 
 /// How long a connection sits idle before a checkout reads what the server
@@ -198,8 +203,32 @@ impl Connection {
             return Ok(statement.clone());
         }
         let statement = self.client.prepare(sql).map_err(|e| self.failed(e))?;
+        self.seen_alive = true;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+
+    /// Makes sure the server was heard from on this connection since it
+    /// was taken ([`seen_alive`](Connection::seen_alive)), before a
+    /// statement that must not be sent on a session the server already
+    /// ended: if it was not, a `Sync` and its answer (one round trip, which
+    /// runs and writes nothing). The driver reads what the server sent
+    /// before it writes a request, so an ended session (a `FATAL` reply
+    /// waiting unread on a connection given back under [`LOOK_AFTER`]
+    /// before) fails this, and nothing else was sent.
+    ///
+    /// Why a statement's own failure cannot tell that: the driver reports
+    /// a `FATAL` reply read while no request of its waited for an answer
+    /// as the failure of the call under way, whether it came before that
+    /// call's statement was written or after the statement's whole answer
+    /// (its commit) was read, in the same read, and lost.
+    pub fn look(&mut self) -> Result<(), postgres::Error> {
+        if self.seen_alive {
+            return Ok(());
+        }
+        self.client.check_connection().map_err(|e| self.failed(e))?;
+        self.seen_alive = true;
+        Ok(())
     }
 
     /// `e`, which a call on this connection returned. Unless it is the
@@ -249,7 +278,9 @@ impl Connection {
                 notifications.iter().next().is_ok()
             }
         };
-        polled && !self.client.is_closed()
+        let usable = polled && !self.client.is_closed();
+        self.seen_alive = long_idle && usable;
+        usable
     }
 }
 
@@ -487,11 +518,14 @@ impl Pool {
             idle_since: Instant::now(),
             broken: false,
             suspect: false,
+            // Its set-up's statements were answered.
+            seen_alive: true,
         })
     }
 
     fn give_back(&self, mut connection: Connection) {
         connection.idle_since = Instant::now();
+        connection.seen_alive = false;
         let mut state = self.lock();
         if connection.broken || connection.client.is_closed() {
             state.open -= 1;

@@ -12,6 +12,7 @@ mod caps;
 mod clock;
 #[path = "../common/mod.rs"]
 mod common;
+mod ended;
 mod failover;
 mod feed;
 mod locked_rows;

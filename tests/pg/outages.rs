@@ -464,7 +464,7 @@ fn a_call_after_the_server_ended_an_idle_connection_succeeds() {
 /// A store on the fresh schema `name` whose connections give the schema
 /// as their application name (what [`end_sessions`] ends), with `pool`
 /// connections and no change feed; and that name.
-fn named_store(cluster: &Cluster, name: &str, pool: usize) -> (PgStore, String) {
+pub(super) fn named_store(cluster: &Cluster, name: &str, pool: usize) -> (PgStore, String) {
     let schema = fresh_schema(name);
     let store = PgStore::builder(format!("{} application_name={schema}", cluster.conninfo()))
         .schema(&schema)
@@ -478,7 +478,7 @@ fn named_store(cluster: &Cluster, name: &str, pool: usize) -> (PgStore, String) 
 
 /// Ends every session of `application` (`pg_terminate_backend`, as an
 /// administrator or a restart would), and waits until the server has.
-fn end_sessions(watcher: &mut postgres::Client, application: &str) {
+pub(super) fn end_sessions(watcher: &mut postgres::Client, application: &str) {
     watcher
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \

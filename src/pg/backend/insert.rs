@@ -64,7 +64,7 @@ impl PgBackend {
         let cap = i64::try_from(max_active).unwrap_or(i64::MAX);
         // One statement, committed on its own: a refusal by the cap fails
         // it (`sql::UNCOUNTED`), and nothing of it commits.
-        let rows = self.query(
+        let rows = self.insert_query(
             &op,
             &self.sql.insert,
             &[

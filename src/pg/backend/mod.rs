@@ -172,7 +172,9 @@ impl Backend for PgBackend {
     /// is done. Its failure, the server's refusal or one before sending, is
     /// known to have changed nothing (`known_unchanged`). One sent that
     /// finds no task is not made again: another may have deleted what it
-    /// wrote (`pg_linearizable` caught a create made twice so).
+    /// wrote (`pg_linearizable` caught a create made twice so). So it is
+    /// sent only on a connection the server was heard from on since it
+    /// was taken from the pool (`Again::Looked` in `statement.rs`).
     fn insert(&self, record: &Record, max_active: usize) -> Result<Insert> {
         match self.try_insert(record, max_active) {
             Err(e) if matches!(self.found(&e, record, "insert", None), Found::Written) => {

@@ -84,13 +84,27 @@ pub(super) enum Again {
     /// is not seen closed when taken from the pool, and the statement the
     /// next call sends on it fails: a read then fails no caller.
     Read,
+    /// Never, once sent, as [`Again::Never`]; and sent only on a connection
+    /// the server was heard from on since it was taken from the pool
+    /// ([`Connection::look`](super::super::pool::Connection::look) first,
+    /// if not): a write that nothing read back tells unsent once it failed
+    /// sent, an insert (a task not found after it may have been written
+    /// and deleted since). A look that fails, as a preparation that fails,
+    /// sent nothing, and the statement goes to another connection once. A
+    /// connection the server ended moments after its last use (a restart,
+    /// a failover, an administrator's `pg_terminate_backend`) is not seen
+    /// closed when taken from the pool (`pool::LOOK_AFTER`): the look finds
+    /// it ended before the insert is sent
+    /// (`pg::creates_on_connections_the_server_ended_a_moment_ago_all_succeed`).
+    Looked,
 }
 
 /// `e`, known to have come before its statement was sent
 /// ([`Known::Unsent`]: no connection, none free within the wait, or the
 /// connect failed, a `FATAL` at start-up among them: `max_connections`
-/// reached, the server starting up; or the statement's preparation
-/// failed), which therefore changed nothing.
+/// reached, the server starting up; or the statement's preparation, or
+/// the look at its connection before it ([`Again::Looked`]), failed), which
+/// therefore changed nothing.
 fn unsent(e: Error) -> Error {
     e.known(Known::Unsent)
 }
@@ -130,6 +144,16 @@ impl PgBackend {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
         self.rows(op, sql, params, Again::Never)
+    }
+
+    /// [`query`](Self::query) of an insert ([`Again::Looked`]).
+    pub(super) fn insert_query(
+        &self,
+        op: &dyn Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        self.rows(op, sql, params, Again::Looked)
     }
 
     /// [`query`](Self::query) of a statement that writes nothing
@@ -181,6 +205,10 @@ impl PgBackend {
             // The driver's error (`Err`), or what `each` made of the rows.
             let run = (|| {
                 let statement = conn.prepared(sql).map_err(|e| (e, true))?;
+                if again == Again::Looked {
+                    // A look that fails sent nothing, as a preparation.
+                    conn.look().map_err(|e| (e, true))?;
+                }
                 let mut rows = conn
                     .client
                     .query_raw(&statement, params.iter().copied())
@@ -198,8 +226,8 @@ impl PgBackend {
                 Err(failure) => failure,
             };
             let e = conn.failed(e);
-            // A statement whose preparation failed was never sent, and is
-            // made again as a read is, whatever it writes.
+            // A statement whose preparation (or look) failed was never
+            // sent, and is made again as a read is, whatever it writes.
             let unsent_or_read = preparing || (again == Again::Read && !handed);
             if unsent_or_read && !tried && super::super::pool::may_end_session(&e) {
                 // Closed as it goes back; the next is another.
