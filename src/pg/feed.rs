@@ -17,7 +17,16 @@
 //! would `LISTEN` in a session it then leaves, and hear nothing. It is
 //! refused as a failed connect is: the wait reports [`Changes::Missed`],
 //! the first refusal is a warning naming the server (never the password),
-//! and the next wait tries again.
+//! and a later wait tries again.
+//!
+//! A failed connect is tried again after a pause that doubles with each
+//! failure, from [`RECONNECT_PAUSE`] to [`RECONNECT_PAUSE_MOST`], and starts
+//! over once a connect succeeds ([`next_pause`]); waits within the pause
+//! report [`Changes::Missed`] and connect nowhere. Each try opens two
+//! connections (the second for the session check): behind a pooler with
+//! a small pool (PgBouncer in session mode, a few server sessions), a feed
+//! that tried at every wait would take server sessions from other clients
+//! at the rate of its waits for as long as it is refused.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -31,8 +40,19 @@ use crate::id::TaskId;
 use super::connect::{Connecting, Failed};
 use super::pool::{close_client, server, set_up_alone};
 
-/// How long a wait pauses after a failed reconnect before trying again.
+/// How long a feed waits after its first failed connect before trying
+/// again; doubled after each failure that follows ([`next_pause`]).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// The longest pause between two tries of a feed that cannot connect: a
+/// server back up, or a pooler set right, is listened to again within it.
+const RECONNECT_PAUSE_MOST: Duration = Duration::from_secs(4);
+
+/// The pause after a failed connect that followed a pause of `pause`:
+/// twice it, at most [`RECONNECT_PAUSE_MOST`].
+fn next_pause(pause: Duration) -> Duration {
+    pause.saturating_mul(2).min(RECONNECT_PAUSE_MOST)
+}
 
 /// The longest the driver is asked to wait for a notice at once (it adds
 /// its timeout to an `Instant`, which a `Duration::MAX` overflows): a
@@ -52,8 +72,13 @@ pub(crate) struct Listener {
     /// no one), and by every lost connection.
     missed: bool,
     /// Whether the last connect failed: the first failure is a warning,
-    /// those after it (one a wait) debug lines, until a connect succeeds.
+    /// those after it debug lines, until a connect succeeds.
     failing: bool,
+    /// When the next connect may start, after a failed one: waits before
+    /// then connect nowhere.
+    retry_at: Option<Instant>,
+    /// The pause the next failed connect sets before the next try.
+    pause: Duration,
 }
 
 /// What a wait's connect came to.
@@ -74,6 +99,8 @@ impl Listener {
             connecting: None,
             missed: false,
             failing: false,
+            retry_at: None,
+            pause: RECONNECT_PAUSE,
         }
     }
 
@@ -105,6 +132,8 @@ impl Listener {
             Some(Ok(client)) => {
                 self.client = Some(client);
                 self.missed = true;
+                self.retry_at = None;
+                self.pause = RECONNECT_PAUSE;
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(channel = %self.channel, "change feed connected again");
                 }
@@ -115,15 +144,33 @@ impl Listener {
     }
 
     /// A connect that failed, or whose connection was refused: said (the
-    /// server named, never the password) and [`Connected::Failed`].
+    /// server named, never the password), the next try put off by the
+    /// pause, which doubles for the one after ([`next_pause`]), and
+    /// [`Connected::Failed`].
     fn failed(&mut self, e: &dyn std::fmt::Display) -> Connected {
         let server = server(&self.config);
+        let retry_in = self.pause;
+        self.retry_at = Instant::now().checked_add(retry_in);
+        self.pause = next_pause(retry_in);
         if std::mem::replace(&mut self.failing, true) {
-            tracing::debug!(channel = %self.channel, %server, error = %e, "change feed cannot connect");
+            tracing::debug!(channel = %self.channel, %server, error = %e, ?retry_in, "change feed cannot connect");
         } else {
-            tracing::warn!(channel = %self.channel, %server, error = %e, "change feed cannot connect; its waits report missed changes until it can");
+            tracing::warn!(channel = %self.channel, %server, error = %e, ?retry_in, "change feed cannot connect; its waits report missed changes until it can");
         }
         Connected::Failed
+    }
+
+    /// Sleeps until the next connect may start ([`retry_at`](Listener::retry_at))
+    /// or for `most`, whichever comes first: whether it may start now.
+    fn pause_for_retry(&self, most: Duration) -> bool {
+        let Some(at) = self.retry_at else {
+            return true;
+        };
+        let until = at.saturating_duration_since(Instant::now());
+        if !until.is_zero() {
+            std::thread::sleep(until.min(most));
+        }
+        Instant::now() >= at
     }
 
     fn drop_client(&mut self) {
@@ -146,11 +193,14 @@ impl ChangeSource for Listener {
         };
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.drop_client();
+            if !self.pause_for_retry(left()) {
+                return Changes::Missed;
+            }
             match self.connect(left()) {
                 Connected::Made => {}
                 Connected::UnderWay => return Changes::Missed,
                 Connected::Failed => {
-                    std::thread::sleep(RECONNECT_PAUSE.min(left()));
+                    self.pause_for_retry(left());
                     return Changes::Missed;
                 }
             }
@@ -221,5 +271,22 @@ impl Ids {
         {
             self.list.push(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pauses between the tries of a feed that cannot connect: 0.5 s,
+    /// doubled after each failure, at most 4 s.
+    #[test]
+    fn a_feed_that_cannot_connect_tries_again_after_pauses_doubling_to_four_seconds() {
+        let mut pauses = vec![RECONNECT_PAUSE];
+        for _ in 0..5 {
+            pauses.push(next_pause(*pauses.last().unwrap()));
+        }
+        let millis: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(millis, [500, 1000, 2000, 4000, 4000, 4000]);
     }
 }

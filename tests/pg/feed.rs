@@ -163,3 +163,75 @@ fn a_handle_without_change_notices_notifies_nothing() {
     assert_eq!(stored.status_message.as_deref(), Some("on it"));
     assert!(loud.get(&done.id).unwrap().unwrap().is_terminal());
 }
+
+/// The pauses a feed that cannot connect keeps between its tries
+/// (`feed::next_pause` in `src/pg/feed.rs`): 0.5 s after the first failure,
+/// doubled after each, at most 4 s; and how many tries they allow from the
+/// first within `elapsed`.
+fn tries_within(elapsed: Duration) -> usize {
+    let (mut tries, mut at, mut pause) = (0, Duration::ZERO, Duration::from_millis(500));
+    while at <= elapsed {
+        tries += 1;
+        at += pause;
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+    tries
+}
+
+/// A feed whose connection is lost while the server cannot be reached
+/// (a proxy refusing every connection) tries again after pauses that
+/// double, from 0.5 s to 4 s, not at every wait, and once it listens again
+/// the pauses start over. Counted by the proxy over 29 waits of 100 ms
+/// (2.9 s at least: each of them waits its whole timeout), the tries are
+/// at most as many as the pauses allow in the time the waits took, and at
+/// least three (0.5 s and 1 s after the first); after a connect that
+/// succeeded, at least three again. (Every wait tried once: 29 tries,
+/// each a connection through a pooler's small pool and a second one for
+/// the session check.)
+#[test]
+fn a_feed_that_cannot_connect_tries_again_after_pauses_that_double() {
+    let Some(cluster) = cluster() else { return };
+    let schema = fresh_schema("feed_backoff");
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let a = PgStore::builder(proxy.conninfo())
+        .schema(&schema)
+        .time_source(TimeSource::Clock)
+        .open()
+        .unwrap();
+    let mut feed = a.changes().expect("a PgStore has a change feed");
+    let mut watcher = cluster.client();
+    for round in ["after the first loss", "after listening again"] {
+        wait_until("the feed to listen", || {
+            feed.wait(Duration::from_millis(100)) == taskstore::Changes::Tasks(Vec::new())
+        });
+        proxy.refuse(true);
+        let before = proxy.accepted();
+        let ended: i64 = watcher
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1, "the feed's server session");
+        wait_until("the feed to report its lost connection", || {
+            feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed
+        });
+        let started = std::time::Instant::now();
+        for _ in 0..29 {
+            assert_eq!(
+                feed.wait(Duration::from_millis(100)),
+                taskstore::Changes::Missed
+            );
+        }
+        let (tries, elapsed) = (proxy.accepted() - before, started.elapsed());
+        assert!(
+            tries <= tries_within(elapsed),
+            "{round}: {tries} tries in {elapsed:?}, more than the pauses allow ({})",
+            tries_within(elapsed)
+        );
+        assert!(tries >= 3, "{round}: {tries} tries in {elapsed:?}");
+        proxy.refuse(false);
+    }
+}
