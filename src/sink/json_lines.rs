@@ -30,19 +30,23 @@ use crate::sink::occurrences::Occurrences;
 ///   so lines from several threads or processes appending to the same file
 ///   never interleave, whatever their length (on a local file system, where
 ///   an appending write of a regular file is atomic).
-/// - To a pipe, a FIFO or a device, a line never waits for room: events
-///   never hold up whoever emitted them (a store's `create`, a breaker's
-///   call), however long the reader (a log collector) stops reading. A
-///   line that finds the pipe full is dropped, counted in
-///   [`dropped`](JsonLinesSink::dropped), and said: a warning naming the
+/// - To a pipe, a FIFO or a device, a line waits for room at most
+///   [`pipe_wait`](JsonLinesSink::pipe_wait) (a second unless set), and
+///   only while the reader keeps up: events never hold up whoever emitted
+///   them (a store's `create`, a breaker's call) for longer, however long
+///   the reader (a log collector) stops reading. A reader that reads gets
+///   every line, in bursts larger than the pipe holds too; a line that
+///   found no room within the wait is dropped, and so is every line after
+///   it that finds the pipe full, at once, without waiting, until a line
+///   goes through whole again (the reader is back): a stopped reader costs
+///   its writers one wait, not one a line. Dropped lines are counted in
+///   [`dropped`](JsonLinesSink::dropped) and said: a warning naming the
 ///   file at the first, then at most once a minute by its
 ///   [clock](JsonLinesSink::with_clock) while lines go on being dropped,
 ///   with the count so far and since the warning before (as a store says
-///   its sink's panics). A line longer than `PIPE_BUF` bytes (4 KiB) that
-///   finds room for part of it leaves that part, ended as a line cut
-///   short is (below), and is dropped too: a line longer than the pipe
-///   holds (64 KiB unless its reader resized it) never goes through
-///   whole.
+///   its sink's panics). A line longer than `PIPE_BUF` bytes (4 KiB) goes
+///   in pieces as the reader makes room; one dropped part way leaves a
+///   fragment, ended as a line cut short is (below).
 /// - The threads of one sink write one line at a time to each pipe or
 ///   device it opened: their lines (and fragments) never interleave. Lines
 ///   of several processes (or sinks) sharing one pipe may, past 4 KiB, and
@@ -131,6 +135,8 @@ pub struct JsonLinesSink {
     dropped: Occurrences,
     /// What the warnings of dropped lines are spaced by.
     clock: Arc<dyn Clock>,
+    /// The longest a line waits for room in a pipe.
+    pipe_wait: Duration,
 }
 
 /// A file the sink opened, and how its lines are written.
@@ -138,13 +144,17 @@ pub struct JsonLinesSink {
 struct Opened {
     file: File,
     /// Taken by each line written to it, for anything but a regular file
-    /// (written without waiting for room): one thread at a time writes its
-    /// lines there. A pipe takes a write of more than `PIPE_BUF` bytes
-    /// (4 KiB) in pieces as the reader makes room, and lets another
-    /// writer's pieces in between; a regular file opened to append takes
-    /// each write whole. Held through the line's one write and the newline
-    /// that ends a part of it, neither of which waits.
+    /// (written without blocking, waiting for room at most the sink's
+    /// `pipe_wait`): one thread at a time writes its lines there. A pipe
+    /// takes a write of more than `PIPE_BUF` bytes (4 KiB) in pieces as
+    /// the reader makes room, and lets another writer's pieces in between;
+    /// a regular file opened to append takes each write whole. Held
+    /// through the line's pieces and the newline that ends a part of it.
     one_at_a_time: Option<Mutex<()>>,
+    /// Whether a line waited for room here in vain and none went through
+    /// whole since: the reader stopped, and lines that find no room are
+    /// dropped without waiting.
+    stalled: AtomicBool,
 }
 
 impl Opened {
@@ -156,6 +166,42 @@ impl Opened {
         Opened {
             file,
             one_at_a_time,
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits until this pipe has room or `deadline` (set at the first wait
+    /// of a line, `wait` from then) passes; whether to write again. Never
+    /// waits while the pipe is stalled.
+    fn wait_for_room(&self, deadline: &mut Option<Instant>, wait: Duration) -> bool {
+        if self.stalled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + wait);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.stalled.store(true, Ordering::Relaxed);
+            return false;
+        }
+        #[cfg(unix)]
+        {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            let timeout = Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            // Room, the time up (the next write says which), or a signal:
+            // write again. A reader gone makes the write fail (`EPIPE`).
+            let mut fds = [PollFd::new(&self.file, PollFlags::OUT)];
+            poll(&mut fds, Some(&timeout)).is_ok() || {
+                self.stalled.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            self.stalled.store(true, Ordering::Relaxed);
+            false
         }
     }
 }
@@ -172,9 +218,10 @@ struct Line<'a> {
 impl JsonLinesSink {
     /// Opens (creating with mode `0600` if needed) `path` for appending; a
     /// relative path is made absolute against the working directory now.
-    /// A FIFO or pipe is written one line at a time, and a line that finds
-    /// no room in it is dropped ([`dropped`](JsonLinesSink::dropped)), but
-    /// only one that a process reads: opening never waits for a reader.
+    /// A FIFO or pipe is written one line at a time, a line waiting for
+    /// room at most [`pipe_wait`](JsonLinesSink::pipe_wait) and dropped
+    /// past it ([`dropped`](JsonLinesSink::dropped)), but only one that a
+    /// process reads: opening never waits for a reader.
     ///
     /// # Errors
     ///
@@ -201,7 +248,19 @@ impl JsonLinesSink {
             reopen_failing: AtomicBool::new(false),
             dropped: Occurrences::default(),
             clock: Arc::new(SystemClock),
+            pipe_wait: DEFAULT_PIPE_WAIT,
         })
+    }
+
+    /// Sets the longest a line waits for room in a pipe, a FIFO or a
+    /// device whose reader has not caught up (a second unless set;
+    /// `Duration::ZERO` never waits): the most an emitting call is held
+    /// up by a reader that stopped, once, before lines are dropped without
+    /// waiting until the reader is back. A regular file never waits.
+    #[must_use]
+    pub fn pipe_wait(mut self, wait: Duration) -> JsonLinesSink {
+        self.pipe_wait = wait;
+        self
     }
 
     /// Spaces the warnings of dropped lines by `clock` (the system clock
@@ -357,37 +416,61 @@ impl JsonLinesSink {
         }
         serde_json::to_writer(&mut buf, &line)?;
         buf.push(b'\n');
+        // What of the line went out: a pipe takes it in pieces.
+        let mut sent = 0;
+        // When this line stops waiting for room in a pipe.
+        let mut deadline = None;
+        let pipe = opened.one_at_a_time.is_some();
+        // A fragment (its first byte ended any earlier one): ended now if
+        // there is room for a newline, else by the next line's first byte.
+        // Nothing written leaves things as they were.
+        let cut_short = |sent: usize| {
+            if sent > 0 {
+                let ended = matches!((&*file).write(b"\n"), Ok(1));
+                self.torn.store(!ended, Ordering::Release);
+            }
+        };
         loop {
-            // One write call for the whole line: a second call could let
-            // another process's line in between.
-            match (&*file).write(&buf) {
-                Ok(n) if n == buf.len() => {
-                    if torn {
+            // One write call for the whole line, to a regular file: a
+            // second call could let another process's line in between.
+            match (&*file).write(&buf[sent..]) {
+                Ok(n) if sent + n == buf.len() => {
+                    if torn || sent > 0 {
                         self.torn.store(false, Ordering::Release);
+                    }
+                    if pipe {
+                        opened.stalled.store(false, Ordering::Relaxed);
                     }
                     return Ok(Appended::Written);
                 }
-                Ok(n) => {
-                    // A fragment (its first byte ended any earlier one):
-                    // ended now if there is room for a newline, else by
-                    // the next line's first byte. Nothing written leaves
-                    // things as they were.
-                    if n > 0 {
-                        let ended = matches!((&*file).write(b"\n"), Ok(1));
-                        self.torn.store(!ended, Ordering::Release);
-                    }
-                    // A pipe with room for part of the line.
-                    if opened.one_at_a_time.is_some() {
+                // A pipe with room for part of the line: the rest waits
+                // for room, if the reader keeps up.
+                Ok(n) if pipe => {
+                    sent += n;
+                    self.torn.store(true, Ordering::Release);
+                    if !opened.wait_for_room(&mut deadline, self.pipe_wait) {
+                        cut_short(sent);
                         return Ok(Appended::NoRoom);
                     }
+                }
+                Ok(n) => {
+                    cut_short(n);
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write: {n} of {} bytes", buf.len()),
                     ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Appended::NoRoom),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !opened.wait_for_room(&mut deadline, self.pipe_wait) {
+                        cut_short(sent);
+                        return Ok(Appended::NoRoom);
+                    }
+                }
+                Err(e) => {
+                    cut_short(sent);
+                    return Err(e);
+                }
             }
         }
     }
@@ -404,14 +487,18 @@ enum Appended {
 /// How often a write looks at the path unless set.
 const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest a line waits for room in a pipe unless set.
+const DEFAULT_PIPE_WAIT: Duration = Duration::from_secs(1);
+
 /// Opens `path` for appending, making it (`0600`) if it is not there.
 /// Never waits for a reader: a FIFO that no process reads is refused
 /// (`ENXIO`), where a plain open would block its caller (whoever emitted
 /// the event, for a rotation's reopen) until one came. Nor does it write
 /// waiting for room: a write to a full pipe (a FIFO, `/dev/stdout` read by
 /// a collector) fails at once (`EAGAIN`), where it would block its caller
-/// until the reader read. A regular file is written as ever (non-blocking
-/// writes do not apply to it).
+/// until the reader read: the sink waits for room itself, for a bounded
+/// time (`Opened::wait_for_room`). A regular file is written as ever
+/// (non-blocking writes do not apply to it).
 fn open_appending(path: &Path) -> Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create(true);
