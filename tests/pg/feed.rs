@@ -206,15 +206,7 @@ fn a_feed_that_cannot_connect_tries_again_after_pauses_that_double() {
         });
         proxy.refuse(true);
         let before = proxy.accepted();
-        let ended: i64 = watcher
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
-                &[&schema],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(ended, 1, "the feed's server session");
+        end_feed_session(&mut watcher, &schema);
         wait_until("the feed to report its lost connection", || {
             feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed
         });
@@ -234,4 +226,18 @@ fn a_feed_that_cannot_connect_tries_again_after_pauses_that_double() {
         assert!(tries >= 3, "{round}: {tries} tries in {elapsed:?}");
         proxy.refuse(false);
     }
+}
+
+/// Ends the server session of the one change feed listening on `schema`
+/// (its last statement, its `LISTEN`, names the schema).
+pub(super) fn end_feed_session(client: &mut postgres::Client, schema: &str) {
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the feed's server session");
 }

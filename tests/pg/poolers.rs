@@ -226,18 +226,9 @@ fn a_change_feed_reconnecting_through_pgbouncer_in_transaction_mode_is_refused()
     );
 
     bouncer.reload_in(PoolMode::Transaction);
-    // The feed's server session ends (its last statement, its LISTEN, names
-    // the schema): PgBouncer closes the feed's connection with it.
-    let ended: i64 = cluster
-        .client()
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
-            &[&schema],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(ended, 1, "the feed's server session");
+    // The feed's server session ends: PgBouncer closes the feed's
+    // connection with it.
+    super::feed::end_feed_session(&mut cluster.client(), &schema);
     wait_until("a's feed to report its lost connection", || {
         feed.wait(Duration::from_millis(100)) == taskstore::Changes::Missed
     });
