@@ -123,7 +123,12 @@ pub trait Backend: Send + Sync {
 
     /// [`replace`](Backend::replace) for many tasks at once, each on its own:
     /// one result per pair, in order. A backend that can (a SQL backend, in
-    /// one statement) overrides it; the default replaces one by one.
+    /// one statement) overrides it; the default replaces one by one. Each
+    /// write is conditional on its pair's current version, as `replace`'s:
+    /// the conformance suite holds a pass between its scan and this call
+    /// while another call writes one of its tasks
+    /// (`src/conformance/windows.rs`), so a backend that writes over the
+    /// stored version instead fails it.
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
         swaps
             .iter()

@@ -193,6 +193,18 @@ where
             Two(a_claim_inside_a_reaps_window_takes_it_or_leaves_it),
         ),
         (
+            "a_renewal_inside_a_claim_passs_window_takes_it_or_leaves_it",
+            Two(a_renewal_inside_a_claim_passs_window_takes_it_or_leaves_it),
+        ),
+        (
+            "a_claim_inside_a_renewal_passs_window_takes_it_or_leaves_it",
+            Two(a_claim_inside_a_renewal_passs_window_takes_it_or_leaves_it),
+        ),
+        (
+            "a_claim_inside_a_reap_passs_window_takes_it_or_leaves_it",
+            Two(a_claim_inside_a_reap_passs_window_takes_it_or_leaves_it),
+        ),
+        (
             "missing_tasks_are_not_found",
             One(missing_tasks_are_not_found),
         ),

@@ -6,7 +6,10 @@
 //! a write to one task ([`Setup::configure`] installs it), between the
 //! backend's read of the task and its write, whatever the backend: a
 //! backend's [`modify`](crate::backend::Backend::modify), its own or the
-//! default, calls the decision there. A check arms the window for one
+//! default, calls the decision there; and before a pass's batch of
+//! conditional writes ([`replace_all`](crate::backend::Backend::replace_all):
+//! a claim's, a renewal's, a reap's), with each task the batch was decided
+//! on, between the pass's scan and its writes. A check arms the window for one
 //! handle and one task; that handle's next decision on it waits there
 //! until the other call has returned. A backend that holds a lock of its
 //! own across the decision (as `MemoryBackend` and the file store do)
@@ -243,25 +246,95 @@ pub(super) fn a_claim_inside_the_owners_renewal_window_takes_it_or_leaves_it(
         || a.renew_lease(&task.id),
         || b.claim(&["held"]).unwrap(),
     );
+    let renewed = match renewal {
+        Ok(Transition::Applied(renewed)) => Some(renewed),
+        Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)) => None,
+        other => panic!("a renewal of a lapsed lease: {other:?}"),
+    };
+    renewed_or_claimed(a, b, &task.id, renewed.as_ref(), &claimed);
+}
+
+/// A claim pass held between its scan and its batch of writes while the
+/// owner renews the lease the pass found lapsed: the task goes to one of
+/// them, as in [`a_claim_inside_the_owners_renewal_window_takes_it_or_leaves_it`].
+/// (A backend whose batches write over what changed since the scan gives
+/// it to both.)
+pub(super) fn a_renewal_inside_a_claim_passs_window_takes_it_or_leaves_it(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
+        .unwrap();
+    setup.clock.advance(setup.lease);
+    let (claimed, renewal) = inside_the_window(
+        setup,
+        b,
+        &task.id,
+        || b.claim(&["held"]).unwrap(),
+        || a.renew_lease(&task.id),
+    );
+    let renewed = match renewal {
+        Ok(Transition::Applied(renewed)) => Some(renewed),
+        Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)) => None,
+        other => panic!("a renewal of a lapsed lease: {other:?}"),
+    };
+    renewed_or_claimed(a, b, &task.id, renewed.as_ref(), &claimed);
+}
+
+/// The owner's renewal pass held between its scan and its batch of writes
+/// while another handle claims a task whose lease it found lapsed: the
+/// task goes to one of them.
+pub(super) fn a_claim_inside_a_renewal_passs_window_takes_it_or_leaves_it(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
+        .unwrap();
+    setup.clock.advance(setup.lease);
+    let (renewals, claimed) = inside_the_window(
+        setup,
+        a,
+        &task.id,
+        || a.renew().unwrap(),
+        || b.claim(&["held"]).unwrap(),
+    );
+    assert!(renewals.missed.is_empty(), "missed: {:?}", renewals.missed);
+    let renewed = renewals.tasks.iter().find(|t| t.id == task.id);
+    renewed_or_claimed(a, b, &task.id, renewed, &claimed);
+}
+
+/// Task `id` of `a`'s went to exactly one of `a`'s renewal (`renewed`) and
+/// `b`'s claim pass (`claimed`), and reads back as that one left it.
+fn renewed_or_claimed(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    id: &TaskId,
+    renewed: Option<&Task>,
+    claimed: &crate::Claimed,
+) {
     assert!(claimed.missed.is_empty(), "missed: {:?}", claimed.missed);
-    let now = b.get(&task.id).unwrap().expect("the task is there");
-    match (renewal, claimed.tasks.as_slice()) {
-        (Ok(Transition::Applied(renewed)), []) => {
-            assert_eq!(now, renewed, "a renewed task reads back as renewed");
+    let now = b.get(id).unwrap().expect("the task is there");
+    match (renewed, claimed.tasks.as_slice()) {
+        (Some(renewed), []) => {
+            assert_eq!(&now, renewed, "a renewed task reads back as renewed");
             assert_eq!(
                 (now.owner.as_deref(), now.epoch),
                 (Some(a.instance_id()), 1)
             );
         }
-        (Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)), [taken]) => {
+        (None, [taken]) => {
             assert_eq!(&now, taken, "a claimed task reads back as claimed");
             assert_eq!(
                 (now.owner.as_deref(), now.epoch),
                 (Some(b.instance_id()), 2)
             );
         }
-        (renewal, taken) => panic!(
-            "renewed {renewal:?} and claimed {taken:?} (now {now:?}): it must go to exactly one"
+        (renewed, taken) => panic!(
+            "renewed {renewed:?} and claimed {taken:?} (now {now:?}): it must go to exactly one"
         ),
     }
 }
@@ -287,11 +360,46 @@ pub(super) fn a_claim_inside_a_reaps_window_takes_it_or_leaves_it(
         || a.reap_task(&task.id).unwrap(),
         || b.claim(&["held"]).unwrap(),
     );
+    reaped_or_claimed(b, &task.id, reaped.as_ref(), &claimed);
+}
+
+/// A reap pass held between its scan and its batch of writes while another
+/// handle claims an orphan it found: it is failed by the pass or claimed,
+/// as in [`a_claim_inside_a_reaps_window_takes_it_or_leaves_it`].
+pub(super) fn a_claim_inside_a_reap_passs_window_takes_it_or_leaves_it(
+    a: &dyn TaskStore,
+    b: &dyn TaskStore,
+    setup: &Setup,
+) {
+    let task = a
+        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
+        .unwrap();
+    setup.clock.advance(setup.lease * 2);
+    let (reaps, claimed) = inside_the_window(
+        setup,
+        a,
+        &task.id,
+        || a.reap().unwrap(),
+        || b.claim(&["held"]).unwrap(),
+    );
+    assert!(reaps.missed.is_empty(), "missed: {:?}", reaps.missed);
+    let reaped = reaps.tasks.iter().find(|t| t.id == task.id);
+    reaped_or_claimed(b, &task.id, reaped, &claimed);
+}
+
+/// Orphan `id` was failed by a reap (`reaped`) or taken by `b`'s claim
+/// pass (`claimed`), exactly one, and reads back as that one left it.
+fn reaped_or_claimed(
+    b: &dyn TaskStore,
+    id: &TaskId,
+    reaped: Option<&Task>,
+    claimed: &crate::Claimed,
+) {
     assert!(claimed.missed.is_empty(), "missed: {:?}", claimed.missed);
-    let now = b.get(&task.id).unwrap().expect("the task is there");
+    let now = b.get(id).unwrap().expect("the task is there");
     match (reaped, claimed.tasks.as_slice()) {
         (Some(failed), []) => {
-            assert_eq!(now, failed, "a reaped task reads back as reaped");
+            assert_eq!(&now, failed, "a reaped task reads back as reaped");
             assert_eq!(now.status, TaskStatus::Failed);
         }
         (None, [taken]) => {

@@ -204,7 +204,7 @@ impl<B: Backend> Store<B> {
             }
         }
         reaped.expired = self.forget_expired(expired);
-        let results = self.backend.replace_all(&pairs);
+        let results = self.replace_all(&pairs);
         for ((current, next), result) in pairs.into_iter().zip(results) {
             let id = current.id.clone();
             let outcome = match result {
@@ -456,7 +456,7 @@ impl<B: Backend> Store<B> {
     /// stands still. Read only for a batch: a handle's time never goes
     /// back, so a reading no write needs is not taken.
     fn replace_leases(&self, pairs: &[(Task, Record)]) -> (Vec<Result<Swap>>, Returned) {
-        let results = self.backend.replace_all(pairs);
+        let results = self.replace_all(pairs);
         let after = (!pairs.is_empty()).then(|| self.reading().lease_from);
         (results, Returned(after))
     }

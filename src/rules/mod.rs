@@ -225,6 +225,22 @@ impl<B: Backend> Store<B> {
         self.backend.modify(id, decide)
     }
 
+    /// The backend's [`Backend::replace_all`]: the one way the rules write
+    /// a batch of tasks by decisions on what a scan read (a reap's, a
+    /// claim's or a renewal's pass). In the conformance suite's stores the
+    /// suite's hook is called first with each task the batch was decided
+    /// on, and may hold the batch there, between the scan and its
+    /// conditional writes ([`Settings::before_deciding`]).
+    fn replace_all(&self, pairs: &[(Task, Record)]) -> Vec<Result<Swap>> {
+        #[cfg(feature = "conformance")]
+        if let Some(hook) = &self.settings.before_deciding.0 {
+            for (current, _) in pairs {
+                hook(current);
+            }
+        }
+        self.backend.replace_all(pairs)
+    }
+
     /// [`time`](Self::time), with what the clock itself read
     /// ([`Reading`]).
     fn reading(&self) -> Reading {
