@@ -139,7 +139,6 @@ fn the_suite_fails_a_backend_that_decides_outside_its_lock() {
 /// Each race held open fails the backend, run after run, on its own.
 #[test]
 fn each_race_held_open_fails_a_backend_that_decides_outside_its_lock() {
-    type OnTwoHandles = fn(&dyn TaskStore, &dyn TaskStore, &Setup);
     let checks: [(&str, OnTwoHandles); 4] = [
         ("update", an_update_inside_anothers_window_is_not_lost),
         (
@@ -152,22 +151,7 @@ fn each_race_held_open_fails_a_backend_that_decides_outside_its_lock() {
         ),
         ("reap", a_claim_inside_a_reaps_window_takes_it_or_leaves_it),
     ];
-    for (name, check) in checks {
-        for run_no in 0..RUNS {
-            let setup = Setup::new();
-            let storage = broken_storage();
-            let (a, b) = (
-                storage.open(&setup, INSTANCES[0]),
-                storage.open(&setup, INSTANCES[1]),
-            );
-            let outcome = catch_unwind(AssertUnwindSafe(|| check(&a, &b, &setup)));
-            assert!(
-                outcome.is_err(),
-                "{name}, run {run_no}: the race held open passed a backend that decides \
-                 outside its lock"
-            );
-        }
-    }
+    each_fails_every_run(&checks, broken_storage, "decides outside its lock");
 }
 
 /// Each race held open at a pass's batch of writes fails a backend whose
@@ -177,7 +161,6 @@ fn each_race_held_open_fails_a_backend_that_decides_outside_its_lock() {
 /// most. The windows make each of these three races certain and name it.)
 #[test]
 fn each_race_held_open_at_a_batch_fails_a_backend_whose_batches_write_over() {
-    type OnTwoHandles = fn(&dyn TaskStore, &dyn TaskStore, &Setup);
     let checks: [(&str, OnTwoHandles); 3] = [
         (
             "renewal inside a claim pass",
@@ -192,10 +175,27 @@ fn each_race_held_open_at_a_batch_fails_a_backend_whose_batches_write_over() {
             a_claim_inside_a_reap_passs_window_takes_it_or_leaves_it,
         ),
     ];
+    each_fails_every_run(
+        &checks,
+        || storage_of(WritesBatchesOver::default()),
+        "writes its batches over what changed",
+    );
+}
+
+/// A check on two handles.
+type OnTwoHandles = fn(&dyn TaskStore, &dyn TaskStore, &Setup);
+
+/// Each of `checks` fails on a fresh storage of `broken` (a backend that
+/// `breaks` its contract), [`RUNS`] runs of each.
+fn each_fails_every_run<S: Storage>(
+    checks: &[(&str, OnTwoHandles)],
+    broken: impl Fn() -> S,
+    breaks: &str,
+) {
     for (name, check) in checks {
         for run_no in 0..RUNS {
             let setup = Setup::new();
-            let storage = storage_of(WritesBatchesOver::default());
+            let storage = broken();
             let (a, b) = (
                 storage.open(&setup, INSTANCES[0]),
                 storage.open(&setup, INSTANCES[1]),
@@ -203,8 +203,7 @@ fn each_race_held_open_at_a_batch_fails_a_backend_whose_batches_write_over() {
             let outcome = catch_unwind(AssertUnwindSafe(|| check(&a, &b, &setup)));
             assert!(
                 outcome.is_err(),
-                "{name}, run {run_no}: the race held open passed a backend whose batches \
-                 write over"
+                "{name}, run {run_no}: the race held open passed a backend that {breaks}"
             );
         }
     }

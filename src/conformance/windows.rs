@@ -235,23 +235,7 @@ pub(super) fn a_claim_inside_the_owners_renewal_window_takes_it_or_leaves_it(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let task = a
-        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
-        .unwrap();
-    setup.clock.advance(setup.lease);
-    let (renewal, claimed) = inside_the_window(
-        setup,
-        a,
-        &task.id,
-        || a.renew_lease(&task.id),
-        || b.claim(&["held"]).unwrap(),
-    );
-    let renewed = match renewal {
-        Ok(Transition::Applied(renewed)) => Some(renewed),
-        Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)) => None,
-        other => panic!("a renewal of a lapsed lease: {other:?}"),
-    };
-    renewed_or_claimed(a, b, &task.id, renewed.as_ref(), &claimed);
+    a_renewal_and_a_claim(a, b, setup, Held::Renewal);
 }
 
 /// A claim pass held between its scan and its batch of writes while the
@@ -264,23 +248,44 @@ pub(super) fn a_renewal_inside_a_claim_passs_window_takes_it_or_leaves_it(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let task = a
-        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
-        .unwrap();
-    setup.clock.advance(setup.lease);
-    let (claimed, renewal) = inside_the_window(
-        setup,
-        b,
-        &task.id,
-        || b.claim(&["held"]).unwrap(),
-        || a.renew_lease(&task.id),
-    );
+    a_renewal_and_a_claim(a, b, setup, Held::Claim);
+}
+
+/// Which of a renewal and a claim pass is held in its window.
+enum Held {
+    Renewal,
+    Claim,
+}
+
+/// The owner's renewal of a lapsed lease (through `a`) and a claim pass
+/// (through `b`), one held in its window while the other runs.
+fn a_renewal_and_a_claim(a: &dyn TaskStore, b: &dyn TaskStore, setup: &Setup, held: Held) {
+    let task = orphan(a, setup, setup.lease);
+    let renew = || a.renew_lease(&task.id);
+    let claim = || b.claim(&["held"]).unwrap();
+    let (renewal, claimed) = match held {
+        Held::Renewal => inside_the_window(setup, a, &task.id, renew, claim),
+        Held::Claim => {
+            let (claimed, renewal) = inside_the_window(setup, b, &task.id, claim, renew);
+            (renewal, claimed)
+        }
+    };
     let renewed = match renewal {
         Ok(Transition::Applied(renewed)) => Some(renewed),
         Err(Error::NotOwner { .. }) | Ok(Transition::Fenced(_)) => None,
         other => panic!("a renewal of a lapsed lease: {other:?}"),
     };
     renewed_or_claimed(a, b, &task.id, renewed.as_ref(), &claimed);
+}
+
+/// A resumable task `a` made, whose lease has lapsed by `by` (its claim
+/// grace too, for twice the lease).
+fn orphan(a: &dyn TaskStore, setup: &Setup, by: Duration) -> Task {
+    let task = a
+        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
+        .unwrap();
+    setup.clock.advance(by);
+    task
 }
 
 /// The owner's renewal pass held between its scan and its batch of writes
@@ -291,10 +296,7 @@ pub(super) fn a_claim_inside_a_renewal_passs_window_takes_it_or_leaves_it(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let task = a
-        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
-        .unwrap();
-    setup.clock.advance(setup.lease);
+    let task = orphan(a, setup, setup.lease);
     let (renewals, claimed) = inside_the_window(
         setup,
         a,
@@ -347,12 +349,9 @@ pub(super) fn a_claim_inside_a_reaps_window_takes_it_or_leaves_it(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let task = a
-        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
-        .unwrap();
     // Past the lease and the claim grace: reapable, and claimable until
     // reaped.
-    setup.clock.advance(setup.lease * 2);
+    let task = orphan(a, setup, setup.lease * 2);
     let (reaped, claimed) = inside_the_window(
         setup,
         a,
@@ -371,10 +370,7 @@ pub(super) fn a_claim_inside_a_reap_passs_window_takes_it_or_leaves_it(
     b: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let task = a
-        .create(NewTask::new().resumable("held", json!(1)).max_attempts(5))
-        .unwrap();
-    setup.clock.advance(setup.lease * 2);
+    let task = orphan(a, setup, setup.lease * 2);
     let (reaps, claimed) = inside_the_window(
         setup,
         a,
