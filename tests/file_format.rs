@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use taskstore::{FileStore, ListQuery, ManualClock, NewTask, Task, TaskId, TaskStore};
+use taskstore::{
+    FileStore, ListQuery, MIN_MAX_PAYLOAD_BYTES, ManualClock, NewTask, Task, TaskId, TaskStore,
+    TaskUpdate,
+};
 use time::OffsetDateTime;
 
 fn names(dir: &Path) -> Vec<String> {
@@ -559,4 +562,54 @@ fn a_store_of_format_1_moved_by_a_handle_with_a_smaller_cap_indexes_every_task()
     );
     clock.advance(ttl * 2);
     assert_eq!(large(1 << 20).sweep().unwrap().deleted, ids.len());
+}
+
+/// A task file an earlier version wrote, its stamps without the fraction of
+/// a second (RFC 3339 as `time` writes it at a whole second) and the task
+/// exactly at the payload cap so: this version writes the stamps in full,
+/// nine digits, so the same task encodes 30 bytes past the cap; a write
+/// that grows nothing its host gave it is still taken (the cap measures a
+/// write against the stored task as this version encodes it, FORMAT.md
+/// "Task files"), and the task reads back as written.
+#[test]
+fn a_task_at_the_cap_with_short_stamps_takes_a_write_that_grows_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let clock = clock();
+    let cap = MIN_MAX_PAYLOAD_BYTES;
+    let store = FileStore::builder(&root)
+        .clock(Arc::new(clock.clone()))
+        .max_payload_bytes(cap)
+        .open()
+        .unwrap();
+    let task = store.create(NewTask::new().metadata("k", "")).unwrap();
+    // Its file as the earlier version wrote it, put in place by a rename.
+    let path = root.join("active").join(format!("{}.json", task.id));
+    let mut file: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let stored = &mut file["task"];
+    for stamp in ["createdAt", "lastUpdatedAt", "leaseExpiresAt"] {
+        let full = stored[stamp].as_str().unwrap().to_owned();
+        assert!(full.ends_with(".000000000Z"), "{full}");
+        stored[stamp] = json!(full.replace(".000000000Z", "Z"));
+    }
+    let short = serde_json::to_vec(&*stored).unwrap().len();
+    let room = cap - short;
+    stored["metadata"]["k"] = json!("z".repeat(room));
+    assert_eq!(serde_json::to_vec(&*stored).unwrap().len(), cap);
+    let written = dir.path().join("written.json");
+    fs::write(&written, format!("{file}\n")).unwrap();
+    fs::rename(&written, &path).unwrap();
+    let before: Task = serde_json::from_value(file["task"].clone()).unwrap();
+    assert_eq!(store.get(&task.id).unwrap().as_ref(), Some(&before));
+    assert_eq!(serde_json::to_vec(&before).unwrap().len(), cap + 30);
+    // A fraction of a second later, a value of the same length.
+    clock.advance(Duration::from_nanos(123_456_789));
+    let updated = store
+        .update(&task.id, TaskUpdate::new().metadata("k", "y".repeat(room)))
+        .unwrap_or_else(|e| panic!("a write that grows nothing the host gave: {e}"));
+    assert!(updated.is_applied(), "{updated:?}");
+    let updated = updated.into_task();
+    assert_eq!(serde_json::to_vec(&updated).unwrap().len(), cap + 30);
+    drop(store);
+    assert_eq!(open(&root, &clock).get(&task.id).unwrap(), Some(updated));
 }
