@@ -38,7 +38,25 @@ pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) 
     // To the byte: a task of exactly the cap is made, one a byte larger is
     // refused, saying its size. (Ids of one length, on a clock that stands
     // still: only the value's length differs.)
-    let id = |n: u8| TaskId::parse(&format!("cap-{n}")).unwrap();
+    let (room, _) = exactly_at_the_cap(store, setup, "cap");
+    let id = TaskId::parse("cap-2").unwrap();
+    match store.create(NewTask::new().id(id).metadata("k", "z".repeat(room + 1))) {
+        Err(Error::PayloadTooLarge { size, limit, .. }) => {
+            assert_eq!((size, limit), (limit + 1, setup.max_payload_bytes));
+        }
+        other => panic!(
+            "expected PayloadTooLarge a byte past the cap, got {:?}",
+            other.map(|t| t.id)
+        ),
+    }
+}
+
+/// A task of exactly the cap, `<prefix>-1`, its metadata `k` of `room`
+/// bytes, made after a probe `<prefix>-0` with `k` empty: ids of one
+/// length, on a clock that stands still, so only the value's length
+/// differs. `room` and the task.
+fn exactly_at_the_cap(store: &dyn TaskStore, setup: &Setup, prefix: &str) -> (usize, Task) {
+    let id = |n: u8| TaskId::parse(&format!("{prefix}-{n}")).unwrap();
     let probe = store
         .create(NewTask::new().id(id(0)).metadata("k", ""))
         .unwrap();
@@ -50,15 +68,7 @@ pub(super) fn payload_cap_changes_nothing(store: &dyn TaskStore, setup: &Setup) 
         serde_json::to_vec(&exact).unwrap().len(),
         setup.max_payload_bytes
     );
-    match store.create(NewTask::new().id(id(2)).metadata("k", "z".repeat(room + 1))) {
-        Err(Error::PayloadTooLarge { size, limit, .. }) => {
-            assert_eq!((size, limit), (limit + 1, setup.max_payload_bytes));
-        }
-        other => panic!(
-            "expected PayloadTooLarge a byte past the cap, got {:?}",
-            other.map(|t| t.id)
-        ),
-    }
+    (room, exact)
 }
 
 /// A task the store accepted at exactly the cap takes a write that does not
@@ -70,24 +80,13 @@ pub(super) fn a_write_that_does_not_grow_a_task_at_the_cap_is_taken_at_any_insta
     store: &dyn TaskStore,
     setup: &Setup,
 ) {
-    let id = |n: u8| TaskId::parse(&format!("stamp-{n}")).unwrap();
     // Created at a whole second (the suite's clock starts on one and moves
     // by whole seconds elsewhere; it is set on one here).
     let now = setup.clock.now();
     setup
         .clock
         .set(now.replace_nanosecond(0).unwrap() + Duration::from_secs(1));
-    let probe = store
-        .create(NewTask::new().id(id(0)).metadata("k", ""))
-        .unwrap();
-    let room = setup.max_payload_bytes - serde_json::to_vec(&probe).unwrap().len();
-    let exact = store
-        .create(NewTask::new().id(id(1)).metadata("k", "z".repeat(room)))
-        .unwrap();
-    assert_eq!(
-        serde_json::to_vec(&exact).unwrap().len(),
-        setup.max_payload_bytes
-    );
+    let (room, exact) = exactly_at_the_cap(store, setup, "stamp");
     // A fraction of a second later, a value of the same length.
     setup.clock.advance(Duration::from_nanos(123_456_789));
     let updated = store

@@ -350,7 +350,7 @@ fn a_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_settle_once() {
     let root = &dir.path().join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
-    let reaper = waiting_briefly(root, &clock, &faults);
+    let reaper = waiting_briefly(root, &clock, &faults).open().unwrap();
     let owner = open(root, &clock, None);
     let [a, x, y] = [
         common::id_in_stripe("a", 7),
@@ -418,7 +418,7 @@ fn a_removal_batch_whose_wait_ran_out_tries_a_stripe_taken_before_its_removals_o
     let root = &dir.path().join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
-    let remover = waiting_briefly(root, &clock, &faults);
+    let remover = waiting_briefly(root, &clock, &faults).open().unwrap();
     let [a, x] = [common::id_in_stripe("a", 7), common::id_in_stripe("x", 33)];
     let tasks: Vec<Task> = [&a, &x]
         .map(|id| {
@@ -777,15 +777,4 @@ fn repair_finishes_an_interrupted_move_after_waiting_for_a_batch() {
         TaskStatus::Completed
     );
     assert!(FileCheck::open(root).unwrap().verify().unwrap().is_clean());
-}
-
-/// A store through `faults` whose passes wait for a held stripe 300 ms in
-/// all: a stuck one runs their wait out soon.
-fn waiting_briefly(root: &Path, clock: &ManualClock, faults: &FaultInjector) -> FileStore {
-    FileStore::builder(root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .stripe_wait(Duration::from_millis(300))
-        .open()
-        .unwrap()
 }

@@ -36,3 +36,16 @@ fn open(dir: &Path, clock: &ManualClock, faults: Option<&FaultInjector>) -> File
     }
     builder.open().unwrap()
 }
+
+/// A store through `faults` whose passes wait for a held stripe 300 ms in
+/// all: a stuck one runs their wait out soon.
+fn waiting_briefly(
+    root: &Path,
+    clock: &ManualClock,
+    faults: &FaultInjector,
+) -> taskstore::FileStoreBuilder {
+    FileStore::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .fault_injector(faults.clone())
+        .stripe_wait(Duration::from_millis(300))
+}

@@ -25,10 +25,7 @@ fn a_large_removal_batch_whose_try_of_every_stripe_gave_up_waits_once_in_all() {
     let root = &dir.path().join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
-    let remover = FileStore::builder(root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .stripe_wait(Duration::from_millis(300))
+    let remover = waiting_briefly(root, &clock, &faults)
         .large_passes_from(2)
         .open()
         .unwrap();
@@ -78,12 +75,7 @@ fn a_removal_batch_tries_a_stripe_whose_lock_failed_again_within_its_pass() {
     let root = &dir.path().join("store");
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
-    let remover = FileStore::builder(root)
-        .clock(Arc::new(clock.clone()))
-        .fault_injector(faults.clone())
-        .stripe_wait(Duration::from_millis(300))
-        .open()
-        .unwrap();
+    let remover = waiting_briefly(root, &clock, &faults).open().unwrap();
     let x = common::id_in_stripe("x", 33);
     let y = (0..)
         .map(|n| common::id_in_stripe(&format!("y{n}"), 33))
