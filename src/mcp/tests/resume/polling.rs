@@ -14,6 +14,17 @@ use crate::mcp::tests::{eventually, fast, settled, text};
 use crate::mcp::{DurableTaskManager, ManagerOptions};
 use crate::{Clock, ManualClock, TaskStore};
 
+/// A resumable task of kind `job` an instance "dead" made and left (its
+/// handle dropped, its lease running out by `clock`).
+fn left_by_a_dead_instance(
+    backend: &Arc<crate::MemoryBackend>,
+    clock: &Arc<ManualClock>,
+) -> crate::Task {
+    on_memory(backend, clock, "dead")
+        .create(crate::NewTask::new().resumable("job", json!({})))
+        .unwrap()
+}
+
 /// A handle named `name` on `backend`, at `clock`'s time, with [`LEASE`].
 fn on_memory(
     backend: &Arc<crate::MemoryBackend>,
@@ -79,11 +90,7 @@ async fn a_lapsed_task_with_no_attempt_left_reads_failed_at_once() {
 async fn a_resumable_orphan_past_its_claim_grace_reads_failed_at_once() {
     let clock = clock();
     let backend = Arc::new(crate::MemoryBackend::new());
-    let dead = on_memory(&backend, &clock, "dead");
-    let task = dead
-        .create(crate::NewTask::new().resumable("job", json!({})))
-        .unwrap();
-    drop(dead);
+    let task = left_by_a_dead_instance(&backend, &clock);
     let m = DurableTaskManager::with_options(
         Arc::new(Wrapped::new(on_memory(&backend, &clock, "b"), true)),
         polling_alone(),
@@ -147,11 +154,7 @@ async fn a_restarted_instance_resumes_what_it_was_down_for() {
 async fn polling_an_orphan_of_a_kind_this_instance_does_not_resume_claims_nothing() {
     let clock = clock();
     let backend = Arc::new(crate::MemoryBackend::new());
-    let dead = on_memory(&backend, &clock, "dead");
-    let task = dead
-        .create(crate::NewTask::new().resumable("job", json!({})))
-        .unwrap();
-    drop(dead);
+    let task = left_by_a_dead_instance(&backend, &clock);
     let m = DurableTaskManager::with_options(
         Arc::new(Wrapped::new(on_memory(&backend, &clock, "other"), true)),
         polling_alone(),
@@ -275,11 +278,7 @@ async fn polling_an_orphan_a_claim_cannot_take_starts_one_claim_pass_not_one_per
     use std::sync::atomic::Ordering;
     let clock = clock();
     let backend = Arc::new(crate::MemoryBackend::new());
-    let dead = on_memory(&backend, &clock, "dead");
-    let task = dead
-        .create(crate::NewTask::new().resumable("job", json!({})))
-        .unwrap();
-    drop(dead);
+    let task = left_by_a_dead_instance(&backend, &clock);
     let store = Wrapped::new(on_memory(&backend, &clock, "live"), true);
     store.claims_nothing.store(true, Ordering::SeqCst);
     let m = DurableTaskManager::with_options(Arc::new(store), polling_alone());
