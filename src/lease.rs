@@ -145,10 +145,11 @@ fn was_released(task: &Task) -> bool {
 /// The error recorded on a reaped orphan: its message says whether its
 /// owner released it or stopped renewing its lease.
 pub(crate) fn orphan_error(task: &Task, reaper: &str) -> Value {
-    let lapsed = task.lease_expires_at.and_then(|at| {
-        at.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    });
+    // Written as the task's own `leaseExpiresAt` is, so the two compare
+    // as text.
+    let lapsed = task
+        .lease_expires_at
+        .and_then(|at| crate::clock::stamp::format(at).ok());
     let owner = task.owner.as_deref().unwrap_or("(unknown)");
     let why = if was_released(task) {
         "released it, and no instance resumed it"

@@ -229,7 +229,14 @@ fn lease_lapses_exactly_at_its_expiry() {
         assert_eq!(error["code"], "orphaned");
         assert_eq!(error["owner"], "owner");
         assert_eq!(error["reapedBy"], "owner");
-        assert_eq!(error["leaseExpiredAt"], "2030-01-01T00:00:10Z");
+        // The lease lapsed at a whole second: the error names it as the
+        // task itself wrote it, fraction and all.
+        assert_eq!(
+            error["leaseExpiredAt"],
+            serde_json::to_value(&t).unwrap()["leaseExpiresAt"],
+            "the lapsed lease is not written as the task wrote it"
+        );
+        assert_eq!(error["leaseExpiredAt"], "2030-01-01T00:00:10.000000000Z");
         assert_eq!(s.get(&t.id).unwrap().as_ref(), Some(r));
         assert_eq!(s.reap_orphans().unwrap(), vec![], "reaped twice");
         assert_eq!(
