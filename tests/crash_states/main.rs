@@ -109,6 +109,7 @@
 #![cfg(feature = "fault-injection")]
 
 mod explore;
+mod mixed;
 mod model;
 mod workload;
 

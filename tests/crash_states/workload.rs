@@ -16,7 +16,7 @@ use time::macros::datetime;
 
 mod newer;
 
-pub use newer::newer_paths;
+pub use newer::{id_in_stripe, newer_paths, stripe_of};
 
 const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
 /// The owner's lease: no task of the owner's lapses in a workload.

@@ -469,7 +469,7 @@ impl FileBackend {
     pub(in crate::file) fn write_new(&self, record: &Record) -> Result<()> {
         self.write(Area::Active, record)?;
         if Area::of(record.task()) == Area::Done
-            && let Err(e) = self.move_to_done(record.task())
+            && let Err(e) = self.move_into_done(record.task(), self.durability)
         {
             tracing::warn!(task = %record.task().id, error = %e, "stored a finished task in active/; its move into done/ failed and is left for the next sweep");
         }
@@ -477,10 +477,32 @@ impl FileBackend {
     }
 
     /// Finishes the terminal move of `task`, whose file is still in
-    /// `active/` (the caller holds its lock).
+    /// `active/` (the caller holds its lock). Its names in `expiring/` and
+    /// `done/` are made durable before its name in `active/` goes, whatever
+    /// this handle's durability: the move may be another handle's, left
+    /// with the task durably in `active/` alone and acknowledged so (an
+    /// `Immediate` batch that could not take the task's stripe again:
+    /// [`settle`](Self::settle)), and the removal from `active/` becomes
+    /// durable with the next fsync there by any handle. (An `Eventual`
+    /// handle that finished such a move without them left the task in
+    /// `expiring/` alone after a power loss:
+    /// `crash_states::mixed::an_eventual_handle_finishing_a_move_an_immediate_reap_left_never_loses_it`.)
     pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
+        self.move_into_done(task, Durability::Immediate)
+    }
+
+    /// [`move_to_done`](Self::move_to_done), its names in `expiring/` and
+    /// `done/` made durable before its name in `active/` goes only under
+    /// `names` (or this handle's `Immediate`): this handle's own write of a
+    /// new task ([`write_new`](Self::write_new)) promises no more than its
+    /// durability.
+    fn move_into_done(&self, task: &Task, names: Durability) -> Result<()> {
         let mut touched = self.touched();
         let staged = self.link_into_done(task, None, Locking::Held, &mut touched)?;
+        if self.durability != Durability::Immediate {
+            // Under `Immediate`, `settle` does it.
+            self.sync_links_as(&touched, names)?;
+        }
         self.settle(&[staged], touched, Locking::Held)
     }
 }

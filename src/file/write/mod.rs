@@ -115,13 +115,24 @@ impl FileBackend {
     /// Makes the names given in `expiring/` and `done/` durable (first
     /// `expiring/`: a task in `done/` is never without its index entry).
     fn sync_links(&self, touched: &Touched) -> Result<()> {
-        if touched.expiring && self.durability == Durability::Immediate {
+        self.sync_links_as(touched, self.durability)
+    }
+
+    /// [`sync_links`](Self::sync_links) under `durability`, whatever this
+    /// handle's.
+    fn sync_links_as(&self, touched: &Touched, durability: Durability) -> Result<()> {
+        if durability != Durability::Immediate {
+            return Ok(());
+        }
+        if touched.expiring {
             self.expiring
                 .sync(&self.fs, touched.before.expiring)
                 .map_err(|e| Error::io("fsync directory", self.expiring.dir().path(), e))?;
         }
         if touched.done {
-            self.sync(Area::Done, touched.before(Area::Done))?;
+            let done = self.area(Area::Done);
+            done.sync(&self.fs, touched.before(Area::Done))
+                .map_err(|e| Error::io("fsync directory", done.dir().path(), e))?;
         }
         Ok(())
     }

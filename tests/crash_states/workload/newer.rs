@@ -267,7 +267,7 @@ pub fn newer_paths(durability: Durability) -> Run {
 
 /// The stripe of task `id` (FORMAT.md, "Locks": FNV-1a of the id, modulo
 /// 64).
-fn stripe_of(id: &str) -> usize {
+pub fn stripe_of(id: &str) -> usize {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         hash ^= u64::from(b);
@@ -277,7 +277,7 @@ fn stripe_of(id: &str) -> usize {
 }
 
 /// The first id `<prefix>-<n>` in stripe `stripe`.
-fn id_in_stripe(prefix: &str, stripe: usize) -> TaskId {
+pub fn id_in_stripe(prefix: &str, stripe: usize) -> TaskId {
     (0..)
         .map(|n| format!("{prefix}-{n}"))
         .find(|id| stripe_of(id) == stripe)

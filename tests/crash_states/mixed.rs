@@ -1,0 +1,156 @@
+//! Handles of one store with different durabilities: what an `Eventual`
+//! handle does to a task must not undo what an `Immediate` one
+//! acknowledged, across a power loss.
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskstore::{
+    Durability, FaultInjector, FileStore, FsOp, NewTask, TaskId, TaskStatus, TaskStore, Transition,
+};
+
+use crate::workload::{self, id_in_stripe, stripe_of};
+use crate::{crash_states_from, recorded, recorded_store};
+
+/// When the `Eventual` handle finishes the move an `Immediate` reap left.
+#[derive(Clone, Copy, Debug)]
+enum Finished {
+    /// Between the reap's fsync of `done/` and its fsync of `active/`.
+    InTheReap,
+    /// After the reap returned, before another write's fsync of `active/`.
+    After,
+}
+
+/// An `Immediate` reap of two orphans whose second half cannot take one
+/// task's stripe again (another process holds it) leaves that task's
+/// terminal move as a crash between the halves would: its failed version
+/// durably in `active/` with its durable `expiring/` entry, reported
+/// reaped. An `Eventual` handle that then finishes the move (a `complete`
+/// of the task, answered `AlreadyTerminal`) gives it its name in `done/`
+/// and removes its name in `active/`: the task must be in `done/` once
+/// that removal can be durable, which the next fsync of `active/` by any
+/// handle makes it, the reap's own included. So in every crash state from
+/// the reap's answer on, the task reads as the reap returned it, whether
+/// the move was finished inside the reap (between its fsyncs of `done/`
+/// and `active/`) or after it (before another handle's write).
+#[test]
+fn an_eventual_handle_finishing_a_move_an_immediate_reap_left_never_loses_it() {
+    let broken: Vec<String> = [Finished::InTheReap, Finished::After]
+        .into_iter()
+        .filter_map(|when| {
+            let (lost, states) = reap_finished_by_an_eventual_handle(when);
+            (!lost.is_empty()).then(|| {
+                format!(
+                    "{when:?}: {} of {states} states, the first: {:#?}",
+                    lost.len(),
+                    &lost[..lost.len().min(3)]
+                )
+            })
+        })
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+/// The crash states, from the reap's answer on, in which the task whose
+/// move was left does not read as the reap returned it (finished by an
+/// `Eventual` handle `when`); and how many states there are.
+fn reap_finished_by_an_eventual_handle(when: Finished) -> (Vec<String>, usize) {
+    let (dir, root, recorder, clock) = recorded_store("taskstore-mixed-reap");
+    let faults = FaultInjector::new();
+    let open = |instance: &str, durability: Durability, lease: Duration| {
+        recorded(&root, &clock, &recorder)
+            .instance_id(instance)
+            .durability(durability)
+            .lease(lease)
+            .fault_injector(faults.clone())
+            .stripe_wait(Duration::from_millis(200))
+            .open()
+            .unwrap()
+    };
+    // Two orphans in two stripes: the one whose stripe is taken (a TTL:
+    // its name in `done/` waits for its `expiring/` entry) and another.
+    let held = stripe_of("other");
+    let left = id_in_stripe("left", (held + 1) % 64);
+    let other = TaskId::parse("other").unwrap();
+    let gone = open("gone", Durability::Immediate, Duration::from_secs(5));
+    gone.create(
+        NewTask::new()
+            .id(left.clone())
+            .ttl(Duration::from_secs(86_400)),
+    )
+    .unwrap();
+    gone.create(NewTask::new().id(other.clone())).unwrap();
+    drop(gone);
+    clock.advance(Duration::from_secs(10));
+    let owner = open("owner", Durability::Immediate, Duration::from_secs(3600));
+    let eventual = open("eventual", Durability::Eventual, Duration::from_secs(3600));
+    let lock_file = root
+        .join("locks")
+        .join(format!("{:02}.lock", stripe_of(left.as_str())));
+    let finish = |holder: std::fs::File| {
+        // The other process lets go; the `Eventual` handle finishes the move.
+        drop(holder);
+        let answer = eventual
+            .complete(&left, serde_json::json!("too late"))
+            .unwrap();
+        assert!(
+            matches!(&answer, Transition::AlreadyTerminal(t) if t.status == TaskStatus::Failed),
+            "{answer:?}"
+        );
+    };
+    let at_expiring = faults.pause_at(FsOp::SyncDir, root.join("expiring"));
+    let reaped = std::thread::scope(|s| {
+        let reaping = s.spawn(|| owner.reap_orphans().unwrap());
+        assert!(at_expiring.wait_reached(|| !reaping.is_finished()));
+        let holder = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_file)
+            .unwrap();
+        holder.try_lock().expect("the stripe is free at the pause");
+        let at_active = matches!(when, Finished::InTheReap)
+            .then(|| faults.pause_at(FsOp::SyncDir, root.join("active")));
+        at_expiring.resume();
+        match at_active {
+            Some(at_active) => {
+                assert!(at_active.wait_reached(|| !reaping.is_finished()));
+                finish(holder);
+                at_active.resume();
+                reaping.join().unwrap()
+            }
+            None => {
+                let reaped = reaping.join().unwrap();
+                finish(holder);
+                reaped
+            }
+        }
+    });
+    let from = recorder.len() + 1;
+    let reaped = reaped
+        .into_iter()
+        .find(|t| t.id == left)
+        .expect("the reap reports the task whose move it left");
+    assert_eq!(reaped.status, TaskStatus::Failed);
+    // Another write of the `Immediate` handle: an fsync of `active/`.
+    owner
+        .create(NewTask::new().id(TaskId::parse("next").unwrap()))
+        .unwrap();
+    drop((eventual, owner));
+    let scratch = workload::scratch_dir("taskstore-mixed-reap-states");
+    let states = crash_states_from(dir.path(), &recorder.events(), from, scratch.path());
+    assert!(!states.is_empty());
+    let count = states.len();
+    let mut lost = Vec::new();
+    for (label, at) in states {
+        let store = FileStore::builder(at.join(workload::STORE))
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap();
+        match store.get(&left) {
+            Ok(Some(task)) if task == reaped => {}
+            got => lost.push(format!("{label}: {got:?}")),
+        }
+    }
+    (lost, count)
+}
