@@ -21,10 +21,13 @@
 //!    - a file's bytes become durable only when that file is fsynced; a
 //!      never-fsynced file comes back empty, cut to a prefix, or whole;
 //!    - each change to a name (create, rename in, rename out, unlink,
-//!      mkdir) becomes durable only when its own directory is fsynced after
-//!      it, and independently of every other pending change: a rename
-//!      across directories is two halves, the new name in the target
-//!      directory and the removal of the old one in the source;
+//!      mkdir, rmdir) becomes durable only when its own directory is
+//!      fsynced after it, and independently of every other pending change:
+//!      a rename across directories is two halves, the new name in the
+//!      target directory and the removal of the old one in the source; an
+//!      exchange of two names (a compaction's swap of two directories,
+//!      which carry their contents: directories are known by identity, not
+//!      path) is one change, both halves or neither;
 //!    - a directory's contents exist after a crash only if its own entry in
 //!      its parent survived;
 //!    - a file whose last live name went (an unlink, or a rename over it)
@@ -108,6 +111,7 @@
 
 #![cfg(feature = "fault-injection")]
 
+mod compaction;
 mod explore;
 mod mixed;
 mod model;

@@ -1,9 +1,10 @@
 //! The persistence model: replays the seam calls a store made and says which
 //! on-disk states a power loss could leave behind at each point.
 //!
-//! What is on disk is a set of directories (known by path: the store never
-//! renames or removes one) holding names that point at inodes. Two copies of
-//! that namespace are kept: the *live* one (what the running process sees)
+//! What is on disk is a set of directories holding names that point at
+//! inodes and at other directories (each directory an identity of its own,
+//! so that an exchange of two, a compaction's swap, moves their contents
+//! with their names). Two copies of that namespace are kept: the *live* one (what the running process sees)
 //! and the *durable* one (what survives a power loss for sure). A change to a
 //! name (create, rename in, rename out, unlink, mkdir) goes to the live
 //! namespace at once and into the pending list; it reaches the durable
@@ -11,7 +12,9 @@
 //! bytes likewise: every write goes to its live content, and only an fsync of
 //! the file makes that content durable (a never-fsynced file is durably
 //! empty). A rename is two changes, one per name, so across directories its
-//! halves become durable independently.
+//! halves become durable independently. An exchange of two names
+//! (`RENAME_EXCHANGE`) is one change: a power loss keeps both halves or
+//! neither. A directory removed (empty) is a change to its parent's name.
 //!
 //! An inode whose last live name goes (an unlink, or a rename over it) is
 //! *freed*: a file system without a journal may write the freeing before the
@@ -34,12 +37,14 @@ use taskstore::FsEvent;
 const EXHAUSTIVE: usize = 256;
 
 type Ino = usize;
+/// A directory's identity: the base's own is 0.
+type DirId = usize;
 
 /// What a name points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Node {
     File(Ino),
-    Dir,
+    Dir(DirId),
 }
 
 type Entries = BTreeMap<OsString, Node>;
@@ -47,9 +52,11 @@ type Entries = BTreeMap<OsString, Node>;
 /// A change to one name, made in the live namespace, not yet durable.
 #[derive(Clone, Debug)]
 struct Change {
-    dir: PathBuf,
+    dir: DirId,
     name: OsString,
     to: Option<Node>,
+    /// The exchange it is half of: both halves become durable together.
+    exchange: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,10 +73,14 @@ struct Inode {
 #[derive(Clone, Debug)]
 pub struct Disk {
     base: PathBuf,
-    live: BTreeMap<PathBuf, Entries>,
-    durable: BTreeMap<PathBuf, Entries>,
+    live: BTreeMap<DirId, Entries>,
+    durable: BTreeMap<DirId, Entries>,
     pending: Vec<Change>,
     inodes: Vec<Inode>,
+    /// Directories made so far (the base included): the next one's id.
+    dirs: DirId,
+    /// Exchanges made so far.
+    exchanges: usize,
 }
 
 /// One thing a power loss decides: the value of one name, or the content of
@@ -77,7 +88,7 @@ pub struct Disk {
 #[derive(Clone, Debug)]
 enum Item {
     Entry {
-        dir: PathBuf,
+        dir: DirId,
         name: OsString,
         /// The durable value first, then each value a pending change gave
         /// the name (deduplicated).
@@ -94,6 +105,13 @@ enum Item {
     /// A freed inode some durable or pending name still points at: choice 0
     /// keeps those names, choice 1 (the freeing written) clears them.
     Freed { ino: Ino },
+    /// A pending exchange of two names of `dir`: choice 0 leaves each as
+    /// its own changes before it left it, choice 1 gives both the values
+    /// the exchange gave them.
+    Exchange {
+        dir: DirId,
+        halves: [(OsString, Option<Node>); 2],
+    },
 }
 
 impl Item {
@@ -101,7 +119,7 @@ impl Item {
         match self {
             Item::Entry { values, .. } => values.len(),
             Item::Content { values, .. } => values.len(),
-            Item::Freed { .. } => 2,
+            Item::Freed { .. } | Item::Exchange { .. } => 2,
         }
     }
 
@@ -109,7 +127,7 @@ impl Item {
         match self {
             Item::Entry { applied, .. } => *applied,
             Item::Content { values, .. } => values.len() - 1,
-            Item::Freed { .. } => 1,
+            Item::Freed { .. } | Item::Exchange { .. } => 1,
         }
     }
 }
@@ -154,13 +172,15 @@ pub struct CrashState {
 impl Disk {
     /// An empty disk under `base` (which exists, durably, and is empty).
     pub fn new(base: &Path) -> Disk {
-        let root: BTreeMap<PathBuf, Entries> = [(PathBuf::new(), Entries::new())].into();
+        let root: BTreeMap<DirId, Entries> = [(0, Entries::new())].into();
         Disk {
             base: base.to_owned(),
             live: root.clone(),
             durable: root,
             pending: Vec::new(),
             inodes: Vec::new(),
+            dirs: 1,
+            exchanges: 0,
         }
     }
 
@@ -170,7 +190,7 @@ impl Disk {
             FsEvent::Create { path } => {
                 let (dir, name) = self.split(path);
                 assert!(
-                    !self.entries(&dir).contains_key(&name),
+                    !self.entries(dir).contains_key(&name),
                     "create of {} over an existing name",
                     path.display()
                 );
@@ -189,11 +209,11 @@ impl Disk {
             FsEvent::Rename { from, to } => {
                 let (from_dir, from_name) = self.split(from);
                 let node = *self
-                    .entries(&from_dir)
+                    .entries(from_dir)
                     .get(&from_name)
                     .unwrap_or_else(|| panic!("rename of missing {}", from.display()));
                 assert!(
-                    node != Node::Dir,
+                    matches!(node, Node::File(_)),
                     "the model renames files only: {}",
                     from.display()
                 );
@@ -204,17 +224,17 @@ impl Disk {
             FsEvent::Link { from, to } => {
                 let (from_dir, from_name) = self.split(from);
                 let node = *self
-                    .entries(&from_dir)
+                    .entries(from_dir)
                     .get(&from_name)
                     .unwrap_or_else(|| panic!("link of missing {}", from.display()));
                 assert!(
-                    node != Node::Dir,
+                    matches!(node, Node::File(_)),
                     "the model links files only: {}",
                     from.display()
                 );
                 let (to_dir, to_name) = self.split(to);
                 assert!(
-                    !self.entries(&to_dir).contains_key(&to_name),
+                    !self.entries(to_dir).contains_key(&to_name),
                     "link over an existing name {}",
                     to.display()
                 );
@@ -224,34 +244,68 @@ impl Disk {
             }
             FsEvent::Remove { path } => {
                 let (dir, name) = self.split(path);
-                let node = self.entries(&dir).get(&name).copied();
-                assert!(
-                    matches!(node, Some(Node::File(_))),
-                    "unlink of {} which is {node:?}",
-                    path.display()
-                );
+                let node = self.entries(dir).get(&name).copied();
+                match node {
+                    Some(Node::File(_)) => {}
+                    Some(Node::Dir(id)) => assert!(
+                        self.entries(id).is_empty(),
+                        "removal of {}, a directory not empty",
+                        path.display()
+                    ),
+                    None => panic!("unlink of missing {}", path.display()),
+                }
                 self.change(dir, name, None);
+            }
+            FsEvent::Exchange { a, b } => {
+                let ((dir, a), (b_dir, b)) = (self.split(a), self.split(b));
+                assert_eq!(dir, b_dir, "an exchange within one directory");
+                let node = |name: &OsString| {
+                    self.entries(dir)
+                        .get(name)
+                        .copied()
+                        .unwrap_or_else(|| panic!("exchange of missing {name:?}"))
+                };
+                let (to_a, to_b) = (node(&b), node(&a));
+                let exchange = Some(self.exchanges);
+                self.exchanges += 1;
+                for (name, to) in [(a, to_a), (b, to_b)] {
+                    assert!(
+                        !self
+                            .pending
+                            .iter()
+                            .any(|c| c.exchange.is_some() && c.dir == dir && c.name == name),
+                        "the model does not order two pending exchanges of {name:?}"
+                    );
+                    apply_change(&mut self.live, dir, &name, Some(to));
+                    self.pending.push(Change {
+                        dir,
+                        name,
+                        to: Some(to),
+                        exchange,
+                    });
+                }
             }
             // A directory above the modelled one (an open makes the names
             // of the store's ancestors durable): nothing modelled changes.
             FsEvent::SyncDir { path } if !path.starts_with(&self.base) => {}
             FsEvent::SyncDir { path } => {
-                let dir = self.rel(path);
+                let dir = self.dir_id(&self.rel(path));
                 let (now, later) = std::mem::take(&mut self.pending)
                     .into_iter()
                     .partition(|c| c.dir == dir);
                 self.pending = later;
                 for c in now {
-                    apply_change(&mut self.durable, &c.dir, &c.name, c.to);
+                    apply_change(&mut self.durable, c.dir, &c.name, c.to);
                 }
             }
             FsEvent::CreateDir { path } => {
                 let (dir, name) = self.split(path);
-                assert!(!self.entries(&dir).contains_key(&name));
-                let rel = self.rel(path);
-                self.live.insert(rel.clone(), Entries::new());
-                self.durable.insert(rel, Entries::new());
-                self.change(dir, name, Some(Node::Dir));
+                assert!(!self.entries(dir).contains_key(&name));
+                let id = self.dirs;
+                self.dirs += 1;
+                self.live.insert(id, Entries::new());
+                self.durable.insert(id, Entries::new());
+                self.change(dir, name, Some(Node::Dir(id)));
             }
             other => panic!("the model does not know the seam call {other:?}"),
         }
@@ -340,28 +394,47 @@ impl Disk {
     }
 
     fn items(&self) -> Vec<Item> {
-        let mut names: BTreeMap<(PathBuf, OsString), Vec<Option<Node>>> = BTreeMap::new();
+        let mut names: BTreeMap<(DirId, OsString), Vec<Option<Node>>> = BTreeMap::new();
+        let mut exchanges: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
         for c in &self.pending {
-            let values = names
-                .entry((c.dir.clone(), c.name.clone()))
-                .or_insert_with(|| {
-                    vec![
-                        self.durable
-                            .get(&c.dir)
-                            .and_then(|e| e.get(&c.name))
-                            .copied(),
-                    ]
-                });
+            if let Some(exchange) = c.exchange {
+                exchanges.entry(exchange).or_default().push(c);
+                continue;
+            }
+            let values = names.entry((c.dir, c.name.clone())).or_insert_with(|| {
+                vec![
+                    self.durable
+                        .get(&c.dir)
+                        .and_then(|e| e.get(&c.name))
+                        .copied(),
+                ]
+            });
             if !values.contains(&c.to) {
                 values.push(c.to);
             }
         }
+        let exchanged: BTreeSet<(DirId, &OsString)> = exchanges
+            .values()
+            .flatten()
+            .map(|c| (c.dir, &c.name))
+            .collect();
         let mut items = Vec::new();
         for ((dir, name), values) in names {
             if values.len() < 2 {
                 continue;
             }
-            let live = self.live.get(&dir).and_then(|e| e.get(&name)).copied();
+            // A name a pending exchange changed last: live, it holds what
+            // the exchange gave it; its own changes decide it only where
+            // the exchange is not applied, its last value then applied.
+            let live = if exchanged.contains(&(dir, &name)) {
+                self.pending
+                    .iter()
+                    .rev()
+                    .find(|c| c.exchange.is_none() && c.dir == dir && c.name == name)
+                    .and_then(|c| c.to)
+            } else {
+                self.live.get(&dir).and_then(|e| e.get(&name)).copied()
+            };
             let applied = values
                 .iter()
                 .position(|v| *v == live)
@@ -384,6 +457,15 @@ impl Disk {
             }
             values.push(inode.live.clone());
             items.push(Item::Content { ino, values });
+        }
+        for halves in exchanges.into_values() {
+            let [a, b] = halves[..] else {
+                panic!("an exchange of two halves: {halves:?}")
+            };
+            items.push(Item::Exchange {
+                dir: a.dir,
+                halves: [(a.name.clone(), a.to), (b.name.clone(), b.to)],
+            });
         }
         // Freed inodes a crash state could still name.
         let named = |ino: Ino| {
@@ -410,7 +492,7 @@ impl Disk {
             match item {
                 Item::Entry {
                     dir, name, values, ..
-                } => apply_change(&mut dirs, dir, name, values[c]),
+                } => apply_change(&mut dirs, *dir, name, values[c]),
                 Item::Content { ino, values } => {
                     contents.insert(*ino, &values[c]);
                 }
@@ -419,23 +501,32 @@ impl Disk {
                         cleared.insert(*ino);
                     }
                 }
+                Item::Exchange { .. } => {}
+            }
+        }
+        // An exchange applied overrules the changes before it of its names.
+        for (item, &c) in items.iter().zip(choice) {
+            if let (Item::Exchange { dir, halves }, 1) = (item, c) {
+                for (name, to) in halves {
+                    apply_change(&mut dirs, *dir, name, *to);
+                }
             }
         }
         for entries in dirs.values_mut() {
             entries.retain(|_, node| !matches!(node, Node::File(ino) if cleared.contains(ino)));
         }
         let mut out = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(dir) = stack.pop() {
-            let Some(entries) = dirs.get(&dir) else {
+        let mut stack = vec![(0, PathBuf::new())];
+        while let Some((id, dir)) = stack.pop() {
+            let Some(entries) = dirs.get(&id) else {
                 continue;
             };
             for (name, node) in entries.iter().rev() {
                 let path = dir.join(name);
                 match *node {
-                    Node::Dir => {
+                    Node::Dir(id) => {
                         out.push((path.clone(), None));
-                        stack.push(path);
+                        stack.push((id, path));
                     }
                     Node::File(ino) => {
                         let bytes = contents
@@ -491,8 +582,14 @@ impl Disk {
                     dir, name, values, ..
                 } => format!(
                     "{}={}",
-                    dir.join(name).display(),
+                    self.path_of(*dir).join(name).display(),
                     self.describe(values[c[i]])
+                ),
+                Item::Exchange { dir, halves } => format!(
+                    "exchange of {} and {} {}",
+                    self.path_of(*dir).join(&halves[0].0).display(),
+                    halves[1].0.display(),
+                    if c[i] == 1 { "applied" } else { "not applied" }
                 ),
                 Item::Content { ino, values } => {
                     let what = match c[i] {
@@ -516,7 +613,7 @@ impl Disk {
     fn describe(&self, node: Option<Node>) -> String {
         match node {
             None => "absent".to_owned(),
-            Some(Node::Dir) => "dir".to_owned(),
+            Some(Node::Dir(_)) => "dir".to_owned(),
             Some(Node::File(ino)) => format!("file({})", summarize(&self.inodes[ino].live)),
         }
     }
@@ -526,13 +623,13 @@ impl Disk {
         let mut last = None;
         for c in &self.pending {
             if c.to == Some(Node::File(ino)) {
-                last = Some(c.dir.join(&c.name));
+                last = Some(self.path_of(c.dir).join(&c.name));
             }
         }
         for (dir, entries) in &self.live {
             for (name, node) in entries {
                 if *node == Node::File(ino) {
-                    last = Some(dir.join(name));
+                    last = Some(self.path_of(*dir).join(name));
                 }
             }
         }
@@ -552,22 +649,48 @@ impl Disk {
             .to_owned()
     }
 
-    fn split(&self, path: &Path) -> (PathBuf, OsString) {
+    fn split(&self, path: &Path) -> (DirId, OsString) {
         let rel = self.rel(path);
         let name = rel.file_name().expect("a path with a name").to_owned();
-        let dir = rel.parent().unwrap_or(Path::new("")).to_owned();
+        let dir = self.dir_id(rel.parent().unwrap_or(Path::new("")));
         (dir, name)
     }
 
-    fn entries(&self, dir: &Path) -> &Entries {
+    /// The directory the live namespace names `rel` (relative to the base).
+    fn dir_id(&self, rel: &Path) -> DirId {
+        rel.components().fold(0, |dir, part| {
+            match self.entries(dir).get(part.as_os_str()) {
+                Some(Node::Dir(id)) => *id,
+                other => panic!("{} is {other:?}, not a directory", rel.display()),
+            }
+        })
+    }
+
+    /// A live path of directory `id`, for reports.
+    fn path_of(&self, id: DirId) -> PathBuf {
+        let mut stack = vec![(0, PathBuf::new())];
+        while let Some((dir, path)) = stack.pop() {
+            if dir == id {
+                return path;
+            }
+            for (name, node) in self.live.get(&dir).into_iter().flatten() {
+                if let Node::Dir(sub) = node {
+                    stack.push((*sub, path.join(name)));
+                }
+            }
+        }
+        PathBuf::from(format!("<removed directory {id}>"))
+    }
+
+    fn entries(&self, dir: DirId) -> &Entries {
         self.live
-            .get(dir)
-            .unwrap_or_else(|| panic!("{} is not a known directory", dir.display()))
+            .get(&dir)
+            .unwrap_or_else(|| panic!("directory {dir} is not known"))
     }
 
     fn file_at(&self, path: &Path) -> Ino {
         let (dir, name) = self.split(path);
-        match self.entries(&dir).get(&name) {
+        match self.entries(dir).get(&name) {
             Some(Node::File(ino)) => *ino,
             other => panic!("{} is {other:?}, not a file", path.display()),
         }
@@ -575,7 +698,14 @@ impl Disk {
 
     /// Changes one live name, counting the links of the inodes it stops
     /// and starts naming.
-    fn change(&mut self, dir: PathBuf, name: OsString, to: Option<Node>) {
+    fn change(&mut self, dir: DirId, name: OsString, to: Option<Node>) {
+        assert!(
+            !self
+                .pending
+                .iter()
+                .any(|c| c.exchange.is_some() && c.dir == dir && c.name == name),
+            "the model does not order a change after a pending exchange of {name:?}"
+        );
         let from = self.live.get(&dir).and_then(|e| e.get(&name)).copied();
         if let Some(Node::File(ino)) = to {
             self.inodes[ino].links += 1;
@@ -587,18 +717,23 @@ impl Disk {
                 inode.freed = true;
             }
         }
-        apply_change(&mut self.live, &dir, &name, to);
-        self.pending.push(Change { dir, name, to });
+        apply_change(&mut self.live, dir, &name, to);
+        self.pending.push(Change {
+            dir,
+            name,
+            to,
+            exchange: None,
+        });
     }
 }
 
 fn apply_change(
-    dirs: &mut BTreeMap<PathBuf, Entries>,
-    dir: &Path,
+    dirs: &mut BTreeMap<DirId, Entries>,
+    dir: DirId,
     name: &OsString,
     to: Option<Node>,
 ) {
-    let entries = dirs.entry(dir.to_owned()).or_default();
+    let entries = dirs.entry(dir).or_default();
     match to {
         Some(node) => {
             entries.insert(name.clone(), node);

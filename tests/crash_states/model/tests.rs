@@ -190,3 +190,106 @@ fn a_replaced_inode_with_a_second_name_is_never_freed() {
         [Some("old".to_owned()), Some("new".to_owned())].into()
     );
 }
+
+fn exchange(a: &str, b: &str) -> FsEvent {
+    FsEvent::Exchange { a: p(a), b: p(b) }
+}
+
+fn remove(s: &str) -> FsEvent {
+    FsEvent::Remove { path: p(s) }
+}
+
+/// A compaction's steps, told apart by their contents: `a` holds `f` and
+/// `g`; a new directory `n` gets a second name of `f` alone and is made
+/// durable; the two are exchanged.
+fn compaction() -> Vec<FsEvent> {
+    let mut events = two_dirs();
+    for (name, bytes) in [("a/f", "x"), ("a/g", "y")] {
+        events.extend([create(name), write(name, bytes), sync_file(name)]);
+    }
+    events.extend([
+        sync_dir("a"),
+        mkdir("n"),
+        FsEvent::Link {
+            from: p("a/f"),
+            to: p("n/f"),
+        },
+        sync_dir("n"),
+        exchange("a", "n"),
+    ]);
+    events
+}
+
+/// An exchange of two directories moves their contents with their names,
+/// and is one change: a power loss keeps both halves or neither, never
+/// both names on one directory, nor one name on neither (whatever the
+/// earlier `mkdir` of one of them left).
+#[test]
+fn an_exchange_of_two_directories_is_durable_whole_or_not_at_all() {
+    let events = compaction();
+    let b = entry("b", None);
+    let (a, af, ag) = (
+        entry("a", None),
+        entry("a/f", Some("x")),
+        entry("a/g", Some("y")),
+    );
+    let (n, nf, ng) = (
+        entry("n", None),
+        entry("n/f", Some("x")),
+        entry("n/g", Some("y")),
+    );
+    let swapped = vec![
+        a.clone(),
+        af.clone(),
+        b.clone(),
+        n.clone(),
+        nf.clone(),
+        ng.clone(),
+    ];
+    assert_eq!(
+        trees(&ev(&events)),
+        [
+            // Neither: `n` made or not.
+            vec![a.clone(), af.clone(), ag.clone(), b.clone()],
+            vec![
+                a.clone(),
+                af.clone(),
+                ag.clone(),
+                b.clone(),
+                n.clone(),
+                nf.clone()
+            ],
+            // Both: `a` names the new directory, `n` the old.
+            swapped.clone(),
+        ]
+        .into()
+    );
+    let mut synced = events.clone();
+    synced.push(sync_dir(""));
+    assert_eq!(trees(&ev(&synced)), [swapped].into());
+}
+
+/// After the exchange is durable, the old directory's names go and then
+/// the directory itself: each a change to its own directory.
+#[test]
+fn a_directory_emptied_and_removed_goes_with_its_parents_fsync() {
+    let mut events = compaction();
+    events.extend([sync_dir(""), remove("n/f"), remove("n/g"), remove("n")]);
+    let (a, af, b) = (entry("a", None), entry("a/f", Some("x")), entry("b", None));
+    let (n, nf, ng) = (
+        entry("n", None),
+        entry("n/f", Some("x")),
+        entry("n/g", Some("y")),
+    );
+    let kept = vec![a.clone(), af.clone(), b.clone()];
+    let states = trees(&ev(&events));
+    // `n` is gone, or still there with any of its names.
+    assert!(states.contains(&kept), "{states:#?}");
+    assert!(
+        states.contains(&[kept.clone(), vec![n.clone(), nf, ng]].concat()),
+        "{states:#?}"
+    );
+    assert!(states.iter().all(|t| t.starts_with(&kept)), "{states:#?}");
+    events.push(sync_dir(""));
+    assert_eq!(trees(&ev(&events)), [kept].into());
+}
