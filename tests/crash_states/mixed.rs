@@ -154,3 +154,94 @@ fn reap_finished_by_an_eventual_handle(when: Finished) -> (Vec<String>, usize) {
     }
     (lost, count)
 }
+
+/// A sweep that removes finished tasks through every stripe at once makes
+/// `active/` durable first unless its handle's change notices show no name
+/// changed there since it last did (`settle_moves_once`). Moves made by
+/// another handle count too: its unlinks in `active/` reach this handle's
+/// watch like its own. Here a first large sweep leaves the handle knowing
+/// `active/` settled; a second handle then completes three tasks with a
+/// TTL (their names in `active/` removed, no fsync there); the first
+/// handle's second large sweep removes them once due. In no crash state
+/// from that sweep on does any of them read as running.
+#[test]
+fn a_sweep_makes_another_handles_moves_durable_before_removing_them() {
+    let (dir, root, recorder, clock) = recorded_store("taskstore-mixed-sweep");
+    let open = |instance: &str| {
+        recorded(&root, &clock, &recorder)
+            .instance_id(instance)
+            .lease(Duration::from_secs(3600))
+            .large_passes_from(3)
+            .open()
+            .unwrap()
+    };
+    let sweeper = open("sweeper");
+    let mover = open("mover");
+    let ttl = Duration::from_secs(5);
+    let ids = |prefix: &str| -> Vec<TaskId> {
+        (0..3)
+            .map(|i| TaskId::parse(&format!("{prefix}{i}")).unwrap())
+            .collect()
+    };
+    for id in ids("early") {
+        sweeper
+            .create(NewTask::new().id(id.clone()).ttl(ttl))
+            .unwrap();
+        assert!(
+            sweeper
+                .complete(&id, serde_json::json!(0))
+                .unwrap()
+                .is_applied()
+        );
+    }
+    sweeper.list(&taskstore::ListQuery::active()).unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(sweeper.sweep_expired().unwrap(), 3, "the first large sweep");
+    let moved = ids("moved");
+    for id in &moved {
+        mover
+            .create(NewTask::new().id(id.clone()).ttl(ttl))
+            .unwrap();
+        assert!(
+            mover
+                .complete(id, serde_json::json!(1))
+                .unwrap()
+                .is_applied()
+        );
+    }
+    // Read before they expire (an expired task reads as gone, whatever
+    // its files).
+    let reading = taskstore::ManualClock::new(taskstore::Clock::now(&clock));
+    clock.advance(Duration::from_secs(10));
+    let from = recorder.len() + 1;
+    assert_eq!(
+        sweeper.sweep_expired().unwrap(),
+        3,
+        "the second large sweep"
+    );
+    drop((sweeper, mover));
+    let scratch = workload::scratch_dir("taskstore-mixed-sweep-states");
+    let states = crash_states_from(dir.path(), &recorder.events(), from, scratch.path());
+    assert!(!states.is_empty());
+    let count = states.len();
+    let mut running = Vec::new();
+    for (label, at) in states {
+        let store = FileStore::builder(at.join(workload::STORE))
+            .clock(Arc::new(reading.clone()))
+            .open()
+            .unwrap();
+        for id in &moved {
+            match store.get(id) {
+                Ok(None) => {}
+                Ok(Some(task)) if task.status == TaskStatus::Completed => {}
+                got => running.push(format!("{label}: {id}: {got:?}")),
+            }
+        }
+    }
+    assert!(
+        running.is_empty(),
+        "{} of {count} crash states, the first: {:#?}",
+        running.len(),
+        &running[..running.len().min(3)]
+    );
+}
