@@ -554,6 +554,47 @@ fn a_reap_prints_each_expired_task_it_deletes_as_its_dry_run_does() {
     assert_eq!(of(&reaped, &orphan.id)["action"], "reap");
 }
 
+/// A reap's dry run names an orphan's lease (`leaseExpiresAt`) as the
+/// task itself writes it (`show --json`, `list --json`, the file), text
+/// for text: nine fraction digits. A lease that lapsed at a whole second
+/// was printed in `time`'s short form (`…:30Z`), which drops a fraction's
+/// trailing zeros, and differed from the task's own `…:30.000000000Z`
+/// (and so, by chance, whenever the lease's nanoseconds ended in a zero).
+#[test]
+fn a_reaps_dry_run_names_an_orphans_lease_as_the_task_writes_it() {
+    let (_tmp, dir) = store_dir();
+    let whole_second = (OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap();
+    let old = FileStore::builder(&dir)
+        .clock(Arc::new(ManualClock::new(whole_second)))
+        .instance_id("gone")
+        .open()
+        .unwrap();
+    let orphan = old.create(NewTask::new()).unwrap();
+    drop(old);
+    let own = serde_json::to_value(&orphan).unwrap()["leaseExpiresAt"].clone();
+    assert!(
+        own.as_str().is_some_and(|at| at.ends_with(".000000000Z")),
+        "a lease at a whole second: {own}"
+    );
+    let out = run_expect(Some(&dir), &["reap", "--dry-run", "--json"], 0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["taskId"], orphan.id.as_str());
+    assert_eq!(
+        lines[0]["leaseExpiresAt"], own,
+        "the dry run's lease is not the task's own text"
+    );
+    let shown: Value = serde_json::from_str(&stdout(&run_expect(
+        Some(&dir),
+        &["show", orphan.id.as_str(), "--json"],
+        0,
+    )))
+    .unwrap();
+    assert_eq!(lines[0]["leaseExpiresAt"], shown["leaseExpiresAt"]);
+}
+
 /// A `reap` killed (`SIGKILL`) in the middle of its batch of terminal
 /// moves leaves tasks whose failed version is written in `active/` (and
 /// linked into `done/`) but not yet unlinked from `active/`: moves the

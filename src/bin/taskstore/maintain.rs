@@ -291,10 +291,14 @@ pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> 
         let lapsed = task
             .lease_expires_at
             .map_or("?".to_owned(), |at| text::duration(text::since(now, at)));
+        // The lease as the task itself writes it (`show --json`, the file):
+        // its stamps have a fraction of nine digits, which `text::rfc3339`
+        // drops the trailing zeros of.
+        let own = serde_json::to_value(task).unwrap_or_default();
         let leased = json!({
             "status": task.status,
             "owner": task.owner,
-            "leaseExpiresAt": task.lease_expires_at.map(text::rfc3339),
+            "leaseExpiresAt": own.get("leaseExpiresAt"),
         });
         match orphan.fate {
             OrphanFate::Reap if json => out(result_json(id, "reap", true, leased)),

@@ -301,7 +301,10 @@ pub fn since(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
     Duration::try_from(now - at).unwrap_or(Duration::ZERO)
 }
 
-/// RFC 3339, as the tasks carry it.
+/// RFC 3339 as `time` writes it (a fraction without its trailing zeros,
+/// none at a whole second): for instants the CLI reports (`now`, when a
+/// task expired). A task's own stamps are written as the task writes
+/// them, nine fraction digits (its serialization), not by this.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
