@@ -3,7 +3,8 @@
 //! checkpoint, once; a `SIGSTOP`ped owner that wakes after a claim; a
 //! restarted server reusing the dead one's instance id; `input_required`
 //! answered after a restart; an orphan past its claim grace read failed
-//! before any reap. Short leases (1 s) for the instances killed or
+//! before any reap; and the tests' raw read of a task that moves to
+//! `done/` meanwhile. Short leases (1 s) for the instances killed or
 //! stopped, long ones for those that live on; bounded polls, no timed
 //! assertion.
 #![cfg(unix)]
@@ -300,4 +301,55 @@ async fn a_resumable_orphan_past_its_claim_grace_reads_failed_before_any_reap() 
     assert_eq!(patient.get(&id).await.unwrap(), failed);
     patient.stop().await;
     prompt.stop().await;
+}
+
+/// The tests' raw read of a stored task ([`stored`]) finds a task that a
+/// store finishes meanwhile, in one area or the other, every time, as the
+/// store's own reads do: `active/` first, since a terminal move gives the
+/// task its name in `done/` before it takes the one in `active/` away
+/// (`src/file/read.rs`, `find`). It read `done/` first: a move between
+/// its two reads hid the task from both, and a test reading a task that
+/// another instance reaped meanwhile (the restarted server's above)
+/// failed on `None`.
+#[test]
+fn the_raw_read_of_a_task_finds_it_while_it_moves_to_done() {
+    use taskstore::{Durability, FileStore, NewTask, TaskStore};
+    let (_root, dir) = store_dir();
+    // Without fsyncs, a move's steps follow one another as closely as the
+    // reads do.
+    let store = std::sync::Arc::new(
+        FileStore::builder(&dir)
+            .durability(Durability::Eventual)
+            .open()
+            .unwrap(),
+    );
+    let (mut reads, mut missed) = (0u64, 0u64);
+    for _ in 0..200 {
+        let task = store.create(NewTask::new()).unwrap();
+        let id = task.id.as_str().to_owned();
+        let finishing = std::thread::spawn({
+            let store = std::sync::Arc::clone(&store);
+            move || assert!(store.complete(&task.id, json!(1)).unwrap().is_applied())
+        });
+        loop {
+            reads += 1;
+            match stored(&dir, &id) {
+                Some(task) if task["status"] == "completed" => break,
+                Some(_) => {}
+                None => missed += 1,
+            }
+            // A completion that failed ends the thread without the task
+            // completed: its panic is reported below, not waited for.
+            if finishing.is_finished()
+                && stored(&dir, &id).is_none_or(|t| t["status"] != "completed")
+            {
+                break;
+            }
+        }
+        finishing.join().unwrap();
+    }
+    assert_eq!(
+        missed, 0,
+        "{missed} of {reads} reads found the task nowhere"
+    );
 }

@@ -422,8 +422,12 @@ pub fn store_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// A task as stored in `dir`, read raw: `None` if it is in neither area.
+/// `active/` is read first, as the store reads (`src/file/read.rs`,
+/// `find`): a terminal move gives the task its name in `done/` before it
+/// takes the one in `active/` away, so a task moving meanwhile is found in
+/// one or the other.
 pub fn stored(dir: &Path, id: &str) -> Option<Value> {
-    for area in ["done", "active"] {
+    for area in ["active", "done"] {
         if let Ok(bytes) = std::fs::read(dir.join(area).join(format!("{id}.json"))) {
             let file: Value = serde_json::from_slice(&bytes).expect("a task file");
             return Some(file["task"].clone());
