@@ -81,15 +81,9 @@ fn an_owner_stopped_holding_a_stripe_lock_is_reaped_but_for_that_stripe() {
             continue;
         }
         signal("-STOP");
-        wait_until("the owner to stop", || {
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .unwrap()
-                    .trim_start()
-                    .starts_with('T')
-            })
-        });
+        // Every thread of it: the one holding the stripe may be the last
+        // to meet the signal.
+        wait_until("the owner to stop", || common::is_stopped(owner.child.id()));
         match held().and_then(|line| Some((stripe_of(&line)?, line))) {
             Some((stripe, line)) => break (line, stripe),
             None => signal("-CONT"),
