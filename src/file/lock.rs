@@ -38,7 +38,8 @@ pub(crate) struct StripeLocks {
     one_pass: Option<Pass>,
 }
 
-/// A pass over many tasks (a batch of writes, a check), which waits for
+/// A pass over many tasks (a batch of writes, a check, a taking of several
+/// stripes at once: [`StripeLocks::lock_each`]), which waits for
 /// the stripes it meets held the `stripe_wait` once in all, not once for
 /// each: its first wait for a held stripe starts its deadline, the
 /// `stripe_wait` later, and no wait of the pass lasts past it (a stripe
@@ -458,7 +459,7 @@ impl StripeLocks {
     }
 
     /// Waits for every stripe ([`lock_each`](Self::lock_each)), its waits
-    /// those of `pass` when given.
+    /// those of `pass` when given, else of a pass of its own.
     pub fn lock_all(&self, fs: &Fs, pass: Option<&Pass>) -> Result<Vec<StripeGuard<'_>>> {
         let all: Vec<usize> = (0..self.stripes.len()).collect();
         self.lock_each(fs, &all, pass)
@@ -485,18 +486,25 @@ impl StripeLocks {
     /// stripe, back to back), which the callers go round (a removal batch
     /// stripe by stripe; a sweep's chunks and its removal of stale
     /// `expiring/` entries leave their work to the sweep's batches or its
-    /// next pass). In a `pass` (a removal batch's, which goes stripe by
-    /// stripe in the same pass if this fails) every wait of it is one of
-    /// the pass's ([`lock_in`](Self::lock_in)): a wait for a stripe held
-    /// lasts until the pass's deadline at most, and a wait holding others
-    /// [`HOLDING_WAIT`] or what is left of the pass's waits, whichever is
-    /// less; so the batch waits its `stripe_wait` once in all.
+    /// next pass). Every wait of it is one of a pass's
+    /// ([`lock_in`](Self::lock_in)): `pass` (a removal batch's, which goes
+    /// stripe by stripe in the same pass if this fails), or else one of
+    /// this call's own (a sweep's chunk, its removal of stale entries): a
+    /// wait for a stripe held lasts until the pass's deadline at most, and
+    /// a wait holding others [`HOLDING_WAIT`] or what is left of the
+    /// pass's waits, whichever is less; so the batch, or the call, waits
+    /// its `stripe_wait` once in all.
     pub fn lock_each(
         &self,
         fs: &Fs,
         stripes: &[usize],
         pass: Option<&Pass>,
     ) -> Result<Vec<StripeGuard<'_>>> {
+        // The caller's pass, or one of this call's own: its waits for a
+        // stripe alone and its waits holding others wait the `stripe_wait`
+        // once in all.
+        let own = Pass::default();
+        let pass = pass.or(self.one_pass.as_ref()).unwrap_or(&own);
         let mut tries = 0;
         // The first stripe, once a wait for it alone got it.
         let mut first = None;
@@ -505,7 +513,7 @@ impl StripeLocks {
             let wait = if tries < ALL_TRIES {
                 Duration::ZERO
             } else {
-                pass.map_or(HOLDING_WAIT, |pass| HOLDING_WAIT.min(pass.left(self.wait)))
+                HOLDING_WAIT.min(pass.left(self.wait))
             };
             let mut guards = Vec::with_capacity(stripes.len());
             guards.extend(first.take());
@@ -532,13 +540,13 @@ impl StripeLocks {
                         std::io::ErrorKind::TimedOut,
                         format!(
                             "another handle or process held it at each of {MOST_TRIES} tries to \
-                             take it after the stripes before it, from the third for over \
-                             {HOLDING_WAIT:?}"
+                             take it after the stripes before it, from the third through a \
+                             wait of {HOLDING_WAIT:?} or what was left of the pass's"
                         ),
                     ),
                 ));
             }
-            let got = self.lock_in(fs, stripe, pass)?;
+            let got = self.lock_in(fs, stripe, Some(pass))?;
             if at_first {
                 first = Some(got);
             }

@@ -1,6 +1,7 @@
 //! Removal batches beside stripes stopped processes hold: a batch waits its
 //! `stripe_wait` once in all, its tries of every stripe and its tries again
-//! of a stripe whose lock failed included.
+//! of a stripe whose lock failed included; and so does a sweep's every
+//! taking of several stripes at once, beside busy ones.
 
 use super::*;
 
@@ -115,4 +116,111 @@ fn a_removal_batch_tries_a_stripe_whose_lock_failed_again_within_its_pass() {
     for id in [&a, &x, &y] {
         assert!(remover.get(id).unwrap().is_some());
     }
+}
+
+/// Where a sweep takes several stripes at once, outside its batches
+/// (`StripeLocks::lock_each`).
+#[derive(Clone, Copy, Debug)]
+enum Taking {
+    /// Its chunk of new files it has not read (`remove_unread`).
+    NewFiles,
+    /// Its chunk of finished tasks due by their `expiring/` entries
+    /// (`remove_due`).
+    DueEntries,
+    /// Its removal of stale `expiring/` entries (`drop_stale_indexes`).
+    StaleEntries,
+}
+
+/// A sweep's taking of several stripes at once (every stripe, for its
+/// chunk of new files or of due entries; the stripes of the stale
+/// `expiring/` entries it removes) waits its `stripe_wait` (here 1 s, as
+/// long as a wait holding other stripes) once in all: beside two busy
+/// stripes (10 and 20, each let go once the sweep waits for it, so that
+/// it takes the stripes a third time, waiting for each holding those
+/// before it) and a stopped process that holds stripe 63, its wait for
+/// 63 holding the others ends at its deadline, and it then tries 63 once
+/// more without waiting. Counted at the file-system seam: one descriptor
+/// opened for a wait for 63 in the whole sweep (its batches try 63 stuck,
+/// polling). (Those takings waited outside any pass: 1 s for 63 holding
+/// the others, then a whole `stripe_wait` more for 63 alone, two
+/// descriptors.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweeps_taking_of_several_stripes_waits_its_stripe_wait_once_in_all() {
+    let test = "removals::a_sweeps_taking_of_several_stripes_waits_its_stripe_wait_once_in_all";
+    common::hold_locks_if_the_holder();
+    let ttl = Duration::from_secs(10);
+    let mut waited = Vec::new();
+    for taking in [Taking::NewFiles, Taking::DueEntries, Taking::StaleEntries] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &dir.path().join("store");
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let faults = FaultInjector::new();
+        let mut builder =
+            waiting_briefly(root, &clock, &faults).stripe_wait(Duration::from_secs(1));
+        if !matches!(taking, Taking::StaleEntries) {
+            // Its three tasks make a large pass: taken under every stripe.
+            builder = builder.large_passes_from(2);
+        }
+        let sweeper = builder.open().unwrap();
+        // Stripe 63's lock file opened by the sweeper before the count.
+        sweeper
+            .create(NewTask::new().id(common::id_in_stripe("live", 63)))
+            .unwrap();
+        if matches!(taking, Taking::NewFiles) {
+            // Listed: the files made after, it reads itself in its sweep.
+            assert_eq!(sweeper.list(&ListQuery::active()).unwrap().tasks.len(), 1);
+        }
+        let writer = open(root, &clock, None);
+        let ids: Vec<TaskId> = [10, 20, 63]
+            .map(|stripe| {
+                let id = common::id_in_stripe("expired", stripe);
+                writer
+                    .create(NewTask::new().id(id.clone()).ttl(ttl))
+                    .unwrap();
+                if !matches!(taking, Taking::NewFiles) {
+                    assert!(writer.complete(&id, json!(1)).unwrap().is_applied());
+                }
+                if matches!(taking, Taking::StaleEntries) {
+                    // What a sweep killed before its end leaves: the file
+                    // gone from `done/`, its entry left.
+                    std::fs::remove_file(root.join("done").join(format!("{id}.json"))).unwrap();
+                }
+                id
+            })
+            .into();
+        clock.advance(ttl * 2);
+        let lock = |stripe: usize| root.join("locks").join(format!("{stripe:02}.lock"));
+        let busy = [10, 20].map(|stripe| {
+            let file = common::open_lock_file(&lock(stripe));
+            file.lock().unwrap();
+            file
+        });
+        let _holding = common::stopped_holding(test, dir.path(), &lock(63));
+        let waits = faults.count_at(FsOp::Create, lock(63));
+        let swept = std::thread::scope(|s| {
+            let sweeping = s.spawn(|| sweeper.sweep());
+            for (file, stripe) in busy.iter().zip([10, 20]) {
+                common::wait_for_lock_waiter(
+                    &lock(stripe),
+                    "the sweep to wait for a busy stripe",
+                    || sweeping.is_finished(),
+                );
+                file.unlock().unwrap();
+            }
+            sweeping.join().unwrap()
+        })
+        .unwrap();
+        waited.push((format!("{taking:?}"), waits.calls()));
+        if !matches!(taking, Taking::StaleEntries) {
+            let missed: Vec<&TaskId> = swept.missed.iter().map(|m| &m.id).collect();
+            assert_eq!(missed, [&ids[2]], "{taking:?}: {swept:?}");
+            assert_eq!(swept.deleted, 2, "{taking:?}: {swept:?}");
+        }
+    }
+    assert_eq!(
+        waited,
+        [("NewFiles", 1), ("DueEntries", 1), ("StaleEntries", 1)].map(|(t, n)| (t.to_owned(), n)),
+        "the sweep's waits for stripe 63"
+    );
 }
