@@ -1,5 +1,6 @@
 //! Taking several stripes at once (`StripeLocks::lock_each`) against a
-//! holder that takes a stripe back before each try.
+//! holder that takes a stripe back before each try: its tries, and its
+//! waits holding others cut to its pass.
 
 use super::*;
 use crate::file::fault::FaultInjector;
@@ -149,5 +150,65 @@ fn taking_one_stripe_keeps_what_its_wait_for_it_got() {
         (calls, taken.as_ref().ok()),
         (2, Some(&(1, false))),
         "the tries of the stripe, and what was taken: {taken:?}"
+    );
+}
+
+/// [`StripeLocks::lock_each`]'s wait for a stripe holding those before it
+/// (from its [`ALL_TRIES`]th try) lasts what is left of its pass at most,
+/// not [`HOLDING_WAIT`]: in a pass whose deadline has come (its waits
+/// spent), a stripe taken by another open file description before each
+/// of the first three tries with the stripes before it, and let go before
+/// each wait for it alone, is tried at the third without a wait, then
+/// taken by its wait alone, and at the fourth with the others. Each try
+/// of the stripe is held at the seam until the other holder has taken or
+/// let it go; counted there, no descriptor opened for a wait for it.
+/// (With the wait not cut to the pass, it waited [`HOLDING_WAIT`] holding
+/// the others, on a descriptor of its own.)
+#[test]
+fn a_wait_holding_other_stripes_lasts_what_is_left_of_the_pass_at_most() {
+    let held = 5;
+    let (_tmp, faults, fs, locks, path, other) = held_by_another(held);
+    // The stripe's file opened by the locks before the count.
+    drop(locks.lock(&fs, held).unwrap());
+    let pass = Pass::default();
+    pass.deadline
+        .set(Some(Instant::now()))
+        .expect("a new pass's deadline is unset");
+    let waits = faults.count_at(FsOp::Create, &path);
+    let (calls, taken) = std::thread::scope(|s| {
+        let mut pause = faults.pause_at(FsOp::Lock, &path);
+        let taking = s.spawn(|| {
+            locks
+                .lock_each(&fs, &(0..=held).collect::<Vec<_>>(), Some(&pass))
+                .map(|guards| guards.len())
+        });
+        let mut calls = 0;
+        // Odd calls: a try of it with the stripes before it (the other
+        // takes it first, at the first three); even: a wait for it alone
+        // (the other lets it go first).
+        for call in 1.. {
+            if !pause.wait_reached(|| !taking.is_finished()) {
+                break;
+            }
+            calls = call;
+            if call % 2 == 1 && call < 2 * ALL_TRIES {
+                other.lock().unwrap();
+            } else {
+                other.unlock().unwrap();
+            }
+            let next = faults.pause_at(FsOp::Lock, &path);
+            pause.resume();
+            pause = next;
+        }
+        faults.disarm();
+        let taken = taking.join().unwrap();
+        other.unlock().unwrap();
+        (calls, taken)
+    });
+    assert_eq!(
+        (calls, taken.as_ref().ok(), waits.calls()),
+        (2 * ALL_TRIES + 1, Some(&(held + 1)), 0),
+        "the tries of the stripe, the stripes taken, and the descriptors opened for a wait: \
+         {taken:?}"
     );
 }
