@@ -37,6 +37,7 @@ use crate::file::fs::Kind;
 use crate::file::layout::{self, Area, task_name};
 #[cfg(test)]
 use crate::file::places::Places;
+use crate::file::recovery::Taking;
 use crate::file::scan::Read;
 use crate::file::scan::short_of_resources;
 use crate::file::stamp::{self, Stamp};
@@ -262,7 +263,8 @@ impl FileBackend {
                     Err(e) => {
                         // Left where it is and looked at by every listing,
                         // or gone (a watch, or `done/`'s status, sees it).
-                        let reported = recovery::set_aside_task(self, Area::Done, id, e);
+                        let reported =
+                            recovery::set_aside_task(self, Area::Done, id, e, Taking::IfFree);
                         unread.push((id.clone(), reported.action));
                         skipped.push(reported);
                         dropped = true;
@@ -560,7 +562,7 @@ impl FileBackend {
     /// memory (the listing fails with it). The report.
     fn unread_done(&self, known: &mut Known, id: &TaskId, e: Error) -> Skipped {
         known.note_short_of(&e);
-        let reported = recovery::set_aside_task(self, Area::Done, id, e);
+        let reported = recovery::set_aside_task(self, Area::Done, id, e, Taking::IfFree);
         known.unread(id, reported.action);
         reported
     }

@@ -553,6 +553,12 @@ impl StripeLocks {
         }
     }
 
+    /// The error of a call that did not wait for `stripe`, held ([`held_too_long`]
+    /// naming its lock file): `held` says by what.
+    pub fn held(&self, stripe: usize, held: &str) -> Error {
+        held_too_long(&self.stripes[stripe].path, held)
+    }
+
     /// Takes the stripe only if no one holds it (then it is no longer
     /// stuck: [`lock`](Self::lock) waits for it in full again).
     pub fn try_lock(&self, fs: &Fs, stripe: usize) -> Result<Option<StripeGuard<'_>>> {

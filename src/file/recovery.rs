@@ -654,14 +654,34 @@ fn report_set_aside(
     }
 }
 
+/// How [`set_aside_task`] takes the stripe of the file it sets aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Taking {
+    /// Waiting for it as any call does (its `stripe_wait` at most).
+    Waiting,
+    /// Only if no one holds it: a listing of history, which holds its
+    /// handle's history meanwhile (every other listing of the handle would
+    /// wait with it), leaves the file of a held stripe in place, reported,
+    /// and the next listing looks at it again.
+    IfFree,
+}
+
 /// Reports task `id`'s file in `area`, which failed to read as `err`,
-/// setting it aside if it is corrupt and still is under its lock.
+/// setting it aside if it is corrupt and still is under its lock, taken
+/// as `taking` says.
 ///
 /// A file that cannot be read for now (an I/O error), is of a newer format,
 /// or is larger than any task file is left in place: it may be readable
 /// later, or by a newer `taskstore`. So is a corrupt file the store cannot move (read-only, or the
-/// quarantine is full). Never an error: one bad file never fails a pass.
-pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: Error) -> Skipped {
+/// quarantine is full), or whose stripe it cannot take. Never an error:
+/// one bad file never fails a pass.
+pub(super) fn set_aside_task(
+    store: &FileBackend,
+    area: Area,
+    id: &TaskId,
+    err: Error,
+    taking: Taking,
+) -> Skipped {
     let path = store.dir(area).join(task_name(id));
     let report = |reason: String, action| {
         Skipped::new(Some(id.clone()), path.display().to_string(), reason, action)
@@ -669,8 +689,23 @@ pub(super) fn set_aside_task(store: &FileBackend, area: Area, id: &TaskId, err: 
     if !matches!(err, Error::Corrupt { .. }) {
         return report(err.to_string(), UnreadableAction::LeftInPlace);
     }
-    let guard = match store.locks.lock(&store.fs, stripe(id)) {
-        Ok(guard) => guard,
+    let taken = match taking {
+        Taking::Waiting => store.locks.lock(&store.fs, stripe(id)).map(Some),
+        Taking::IfFree => store.locks.try_lock(&store.fs, stripe(id)),
+    };
+    let guard = match taken {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            let held = store.locks.held(
+                stripe(id),
+                "another handle or process held it, and a listing does not wait for it \
+                 (the next sets the file aside)",
+            );
+            return report(
+                format!("{err}; not set aside: {held}"),
+                UnreadableAction::LeftInPlace,
+            );
+        }
         Err(e) => {
             return report(
                 format!("{err}; not set aside: {e}"),

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod index_entries;
+mod listings;
 mod moves;
 mod opening;
 mod renames;

@@ -58,7 +58,13 @@ impl FileBackend {
                     Indexed::Stale if scan.removes => stale.push((id.clone(), index.clone())),
                     Indexed::Stale | Indexed::Gone => {}
                     Indexed::Unreadable(e) => {
-                        skipped.push(recovery::set_aside_task(self, Area::Done, id, e));
+                        skipped.push(recovery::set_aside_task(
+                            self,
+                            Area::Done,
+                            id,
+                            e,
+                            recovery::Taking::Waiting,
+                        ));
                     }
                 }
             }

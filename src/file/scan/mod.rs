@@ -355,7 +355,13 @@ impl FileBackend {
         let reports: Vec<(TaskId, Skipped)> = bad
             .into_iter()
             .map(|(id, err)| {
-                let report = recovery::set_aside_task(self, Area::Active, &id, err);
+                let report = recovery::set_aside_task(
+                    self,
+                    Area::Active,
+                    &id,
+                    err,
+                    recovery::Taking::Waiting,
+                );
                 (id, report)
             })
             .collect();
