@@ -18,6 +18,7 @@ mod limits;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod memory;
+mod occurrences;
 mod panics;
 #[cfg(feature = "postgres")]
 mod pg;

@@ -73,7 +73,7 @@ impl Shared {
     /// it resumed task `task`, if it was one): counted, the first said at
     /// once and those that follow at most once a minute by the store's
     /// clock, with how many there were, as a store says its sink's panics
-    /// ([`Occurrences`](crate::sink::occurrences::Occurrences)): a pass that panics at
+    /// ([`Occurrences`](crate::occurrences::Occurrences)): a pass that panics at
     /// every round does not flood the log.
     pub(super) fn panicked(&self, pass: Pass, task: Option<&TaskId>, panic: Box<dyn Any + Send>) {
         let error = panic_message(&*panic);

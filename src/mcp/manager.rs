@@ -21,7 +21,7 @@ use super::options::{MAX_PRINCIPAL_BYTES, ManagerOptions, named, new_task, padde
 use super::protocol::PRINCIPAL_KEY;
 use super::run::{Handler, Run, Shared, ShutdownReport, Stopped};
 use crate::id::TaskId;
-use crate::sink::occurrences::Occurrences;
+use crate::occurrences::Occurrences;
 use crate::store::TaskStore;
 use crate::task::{NewTask, Outcome};
 

@@ -19,7 +19,7 @@ use super::context::TaskContext;
 use super::options::ManagerOptions;
 use super::protocol::{Book, Inputs, PRINCIPAL_KEY, cancel_requested, clearing_peer_copies};
 use crate::id::TaskId;
-use crate::sink::occurrences::Occurrences;
+use crate::occurrences::Occurrences;
 use crate::store::{TaskStore, Transition};
 use crate::task::{Outcome, Resume, Task, TaskUpdate};
 

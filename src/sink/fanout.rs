@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event};
-use crate::sink::occurrences::Occurrences;
+use crate::occurrences::Occurrences;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 
 /// Forwards every event to each of its sinks in order. A sink that panics is

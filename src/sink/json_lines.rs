@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::occurrences::Occurrences;
 use crate::sink::EventSink;
-use crate::sink::occurrences::Occurrences;
 
 /// Appends every event to a file as one JSON object per line:
 ///

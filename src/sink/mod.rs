@@ -5,7 +5,6 @@ mod json_lines;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod notifier;
-pub(crate) mod occurrences;
 mod tracing;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

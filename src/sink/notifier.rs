@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{CallOutcome, Event, TaskEventKind};
-use crate::sink::occurrences::Occurrences;
+use crate::occurrences::Occurrences;
 use crate::sink::{EventSink, breaker_call_contained, emit_contained};
 use crate::task::Task;
 

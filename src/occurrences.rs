@@ -1,11 +1,12 @@
-//! [`Occurrences`]: a trouble of a sink that may come at every event (its
-//! contained panics, the lines a [`JsonLinesSink`] drops for want of room
-//! in a pipe), counted, and said at most once a minute while it goes on
-//! (said at every event, it would flood the log): for a store's or
-//! registry's notifier, a [`FanOut`]'s sinks, and a JSON-lines sink; and,
-//! by the same rule, the panics of an MCP manager's loop of claims, reaps
-//! and sweeps (one at every round would flood it as well).
+//! [`Occurrences`]: a trouble that may come at every turn, counted, and
+//! said at most once a minute by a clock while it goes on (said at every
+//! turn, it would flood the log). Of the sinks: the panics of a store's or
+//! registry's sink ([`Notifier`]) and of a [`FanOut`]'s sinks, the lines a
+//! [`JsonLinesSink`] drops for want of room in a pipe; of the MCP manager:
+//! the panics of its loop of claims, reaps and sweeps. It knows nothing of
+//! either: each says its own warning.
 //!
+//! [`Notifier`]: crate::sink::Notifier
 //! [`FanOut`]: crate::FanOut
 //! [`JsonLinesSink`]: crate::JsonLinesSink
 
@@ -20,8 +21,8 @@ use crate::clock::Clock;
 const WARN_AGAIN_AFTER_NANOS: u128 = 60 * 1_000_000_000;
 
 /// Occurrences of one trouble (the panics of one sink, or of the sinks of
-/// one fan-out; the lines one JSON-lines sink dropped): how many, and when
-/// they were last said.
+/// one fan-out; the lines one JSON-lines sink dropped; the panics of one
+/// manager's passes): how many, and when they were last said.
 #[derive(Debug, Default)]
 pub(crate) struct Occurrences {
     count: AtomicU64,
@@ -31,7 +32,8 @@ pub(crate) struct Occurrences {
 /// The last warning of the occurrences.
 #[derive(Debug, Default)]
 struct Said {
-    /// When (the clock's Unix nanoseconds); `None` before the first panic.
+    /// When (the clock's Unix nanoseconds); `None` before the first
+    /// occurrence.
     at: Option<i128>,
     /// The occurrences counted by then.
     count: u64,
