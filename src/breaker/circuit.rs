@@ -208,7 +208,7 @@ impl Breaker {
         let mut now = Now::unread(&self.core.env.clock);
         let mut inner = self.lock();
         let event = inner.advance(&self.core, &mut now);
-        let totals = inner.window.totals(|| now.get());
+        let totals = inner.totals(|| now.get());
         let (opened_at, next_probe_at, probes_in_flight, probe_successes) = match inner.state {
             State::Closed => (None, None, 0, 0),
             State::Open {
@@ -246,6 +246,8 @@ impl Breaker {
         let from = inner.state.public();
         let event = (from != BreakerState::ForcedOpen).then(|| {
             let trips = inner.trips;
+            // Forced open, its health gives these as they are now.
+            inner.held = inner.totals(|| now.unix_timestamp_nanos());
             inner
                 .set_state(
                     &self.core,

@@ -14,13 +14,23 @@ pub struct BreakerHealth {
     pub name: String,
     /// Its state.
     pub state: BreakerState,
-    /// Failures / calls in the window; `None` with no calls.
+    /// `failures / calls`; `None` with no calls.
+    ///
+    /// This and `calls`, `failures` and `slow_calls` are the numbers of
+    /// the state it is in, as its events say them: closed, its window's
+    /// (the calls it judges its failure rate over); open, those of the trip
+    /// that opened it (its event's `calls`, `failures`, `slow_calls` and
+    /// `failure_rate`: the window's that tripped it, or the probes' that
+    /// reopened it), however long it stays open; half-open, its probes'
+    /// (the successes so far, none failed: a failed probe reopens it);
+    /// forced open, those of the state it was forced from, as they were
+    /// when it was forced.
     pub failure_rate: Option<f64>,
-    /// Calls in the window.
+    /// Calls counted (see `failure_rate` for which, by state).
     pub calls: u64,
-    /// Failed calls in the window (slow calls included).
+    /// Failed calls of those (slow calls included).
     pub failures: u64,
-    /// Slow calls in the window.
+    /// Slow calls of those.
     pub slow_calls: u64,
     /// Failures in a row, of the state it is in, as its events say them:
     /// closed, of its calls (it trips at `consecutive_failures`, when set);

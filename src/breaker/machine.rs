@@ -111,6 +111,11 @@ pub(super) struct Inner {
     /// says; of the probes while half-open (0: a failed probe reopens it).
     pub consecutive_failures: u32,
     pub trips: u32,
+    /// The numbers its health gives while open or forced open (see
+    /// [`totals`](Inner::totals)): open, those of the trip that opened it,
+    /// as its event says them; forced open, those of the state it was
+    /// forced from, as they were then.
+    pub held: Totals,
     /// Reopenings in a row for a probe timeout, since it last closed (or
     /// tripped for another reason).
     pub probe_timeouts: u32,
@@ -208,6 +213,7 @@ impl Core {
                 window,
                 consecutive_failures: 0,
                 trips: 0,
+                held: Totals::default(),
                 probe_timeouts: 0,
                 probes: Vec::new(),
                 quiet: false,
@@ -319,6 +325,25 @@ impl Inner {
             && matches!(self.state, State::Closed)
             && self.consecutive_failures == 0
             && !core.rate_trips(totals)
+    }
+
+    /// The numbers of the state it is in, as its events say them (what
+    /// its health gives): closed, its window's (`now`, Unix nanoseconds,
+    /// read if the window needs the time); open, those of the trip that
+    /// opened it (the window is left as it was, and its time passing
+    /// changes nothing); half-open, its probes' (the successes so far: a
+    /// failed probe reopens it); forced open, as they were when it was
+    /// forced.
+    pub fn totals(&mut self, now: impl FnOnce() -> i128) -> Totals {
+        match self.state {
+            State::Closed => self.window.totals(now),
+            State::HalfOpen { successes, .. } => Totals {
+                calls: u64::from(successes),
+                failures: 0,
+                slow: 0,
+            },
+            State::Open { .. } | State::ForcedOpen { .. } => self.held,
+        }
     }
 
     /// Probe slots held now, while half-open.
@@ -499,8 +524,9 @@ impl Inner {
             BreakerState::HalfOpen => u32::try_from(totals.failures).unwrap_or(u32::MAX),
             _ => self.consecutive_failures,
         };
-        // Open, its health says the streak its event does.
+        // Open, its health says the streak and the numbers its event does.
         self.consecutive_failures = streak;
+        self.held = totals;
         let open_for = core.config.open_duration_after(self.trips);
         let now = crate::clock::at_unix_nanos(now);
         let until =

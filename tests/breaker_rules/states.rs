@@ -444,6 +444,85 @@ fn the_health_streak_is_the_one_of_the_state_it_is_in() {
     assert_eq!(streak(), (BreakerState::Closed, 1));
 }
 
+/// A breaker's health gives the numbers (`calls`, `failures`,
+/// `slow_calls`, `failure_rate`) of the state it is in, as its events do:
+/// closed, its window's; open, those of the trip that opened it (its
+/// event's, which the time window's passing does not wear away); half-open,
+/// its probes' (the successes so far, none failed: a failed probe reopens
+/// it); forced open, those of the state it was forced from, as they were.
+/// (Open and half-open, it gave the closed window's numbers left from
+/// before the first trip: 0 calls once the minute of the window had passed
+/// while open, 4 calls, 2 failed, while half-open with one probe through,
+/// and after a reopening whose event said 2 calls, 1 failed.)
+#[test]
+fn the_health_numbers_are_those_of_the_state_it_is_in() {
+    let rig = rig(BreakerConfig::default()
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .open_duration(secs(90))
+        .probe_successes_to_close(2));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let numbers = || {
+        let health = b.health();
+        let numbers = (health.calls, health.failures, health.slow_calls);
+        (health.state, numbers, health.failure_rate)
+    };
+    let said_by = |event: &Event| {
+        let field = |name: &str| event.data[name].as_u64().unwrap();
+        let numbers = (field("calls"), field("failures"), field("slow_calls"));
+        (numbers, event.data["failure_rate"].as_f64())
+    };
+    succeed(&b);
+    succeed(&b);
+    fail(&b);
+    assert_eq!(
+        numbers(),
+        (BreakerState::Closed, (3, 1, 0), Some(1.0 / 3.0))
+    );
+    fail(&b);
+    let opened = rig.events().into_iter().last().unwrap();
+    assert_eq!(said_by(&opened), ((4, 2, 0), Some(0.5)));
+    assert_eq!(numbers(), (BreakerState::Open, (4, 2, 0), Some(0.5)));
+    rig.clock.advance(secs(61));
+    assert_eq!(
+        numbers(),
+        (BreakerState::Open, (4, 2, 0), Some(0.5)),
+        "the trip's, the window's minute past"
+    );
+    rig.clock.advance(secs(29));
+    assert_eq!(numbers(), (BreakerState::HalfOpen, (0, 0, 0), None));
+    succeed(&b);
+    assert_eq!(
+        numbers(),
+        (BreakerState::HalfOpen, (1, 0, 0), Some(0.0)),
+        "one probe through"
+    );
+    fail(&b);
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(said_by(&reopened), ((2, 1, 0), Some(0.5)));
+    assert_eq!(
+        numbers(),
+        (BreakerState::Open, (2, 1, 0), Some(0.5)),
+        "as its reopening says"
+    );
+    b.force_open();
+    assert_eq!(
+        numbers(),
+        (BreakerState::ForcedOpen, (2, 1, 0), Some(0.5)),
+        "as they were when it was forced"
+    );
+    b.reset();
+    assert_eq!(numbers(), (BreakerState::Closed, (0, 0, 0), None));
+    fail(&b);
+    b.force_open();
+    rig.clock.advance(secs(61));
+    assert_eq!(
+        numbers(),
+        (BreakerState::ForcedOpen, (1, 1, 0), Some(1.0)),
+        "forced from closed: its window's as they were"
+    );
+}
+
 /// A `probe_timeout` shorter than the upstream takes keeps a breaker from
 /// ever closing: each probe times out and reopens it. The third timeout
 /// in a row is said once, a warning naming the breaker and the timeout,
