@@ -25,7 +25,7 @@ const MAX_WINDOW_CALLS: u32 = 100_000;
 /// | `max_open_duration` | 5 min | the cap of the growing open duration (`>= open_duration`) |
 /// | `half_open_probes` | 1 | how many probe calls may be in flight at once while half-open (`>= 1`) |
 /// | `probe_successes_to_close` | 1 | how many probes must succeed (one after another is fine) to close (`>= 1`) |
-/// | `probe_timeout` | 60 s | once any probe has held its slot this long without reporting (an upstream call with no timeout), the breaker reopens, counting each probe past it as a slow call (a failure); late reports count for nothing in the window, and a sink hears a late success as `slow` (`> 0`); set it above the upstream's latency, or probes time out every time and the breaker never closes (the third reopening in a row for a probe timeout is said, once, as a `tracing` warning) |
+/// | `probe_timeout` | 60 s | once any probe has held its slot this long without reporting (an upstream call with no timeout), the breaker reopens, counting each probe past it as a slow call (a failure); late reports count for nothing in the window, and a sink hears a late success as `slow` (`> 0`); set it above the upstream's latency, or probes time out every time and the breaker never closes (the third reopening in a row for a probe timeout is said, once, as a `tracing` warning giving how long the late probes took by the breaker's clock) |
 ///
 /// Build one from the defaults with the setters, and check it with
 /// [`validate`](BreakerConfig::validate) (the registry does so too):

@@ -53,7 +53,9 @@ impl Env {
 const PROBE_TIMEOUTS_TO_WARN: u64 = 3;
 
 /// Says the [`PROBE_TIMEOUTS_TO_WARN`]th reopening in a row for a probe
-/// timeout, by its event (told outside the breaker's lock, as the sink is).
+/// timeout, by its event (told outside the breaker's lock, as the sink is):
+/// the breaker, `probe_timeout`, and how long that reopening's late probes
+/// had been out by the breaker's clock (`late_probes_ms`, longest first).
 fn warn_of_probe_timeouts(event: &Event) {
     if event.kind != BreakerEventKind::Reopened {
         return;
@@ -62,11 +64,19 @@ fn warn_of_probe_timeouts(event: &Event) {
     if field("probe_timeouts_in_a_row") != Some(PROBE_TIMEOUTS_TO_WARN) {
         return;
     }
+    // The late probes' times, longest first, as the event has them.
+    let late: Vec<String> = event
+        .data
+        .get("late_probes_ms")
+        .and_then(serde_json::Value::as_array)
+        .map(|late| late.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     tracing::warn!(
         breaker = %event.breaker_name().unwrap_or(""),
         probe_timeout_ms = field("probe_timeout_ms").unwrap_or(0),
+        late_probes_ms = %late.join(", "),
         timeouts_in_a_row = PROBE_TIMEOUTS_TO_WARN,
-        "a breaker's probes time out again and again, so it cannot close: the upstream may take longer than probe_timeout (raise it above the upstream's latency); said again only once a probe has closed the breaker or failed outright"
+        "a breaker's probes time out again and again, so it cannot close: the upstream may take longer than probe_timeout (raise it above the upstream's latency, which late_probes_ms gives as the late probes took it); said again only once a probe has closed the breaker or failed outright"
     );
 }
 
@@ -364,7 +374,9 @@ impl Inner {
     /// refused, and before a probe's report or drop counts (one that comes
     /// after the timeout is then of a generation gone). Each probe past the
     /// timeout counts as a slow call, so as a failure, as a slow probe's
-    /// report would.
+    /// report would. Its event says how long each of them had been out
+    /// (`late_probes_ms`, longest first, by the clock: the latency of a
+    /// probe whose late report reopens it, at least that of the others).
     pub fn expire_probes(&mut self, core: &Core, now: &mut Now<'_>) -> Option<Event> {
         let State::HalfOpen { successes, .. } = self.state else {
             return None;
@@ -377,22 +389,29 @@ impl Inner {
         if !timed_out(oldest) {
             return None;
         }
-        let late = self
+        // How long each late probe has been out, by the clock, longest
+        // first: the latency of one reporting late now, at least that of
+        // the others.
+        let mut late: Vec<u64> = self
             .probes
             .iter()
             .filter(|&&handed_out| timed_out(handed_out))
-            .count() as u64;
+            .map(|&handed_out| nanos_to_millis(at.saturating_sub(handed_out)))
+            .collect();
+        late.sort_unstable_by(|a, b| b.cmp(a));
+        let count = late.len() as u64;
         let totals = Totals {
-            calls: u64::from(successes) + late,
-            failures: late,
-            slow: late,
+            calls: u64::from(successes) + count,
+            failures: count,
+            slow: count,
         };
         let reopened = (BreakerEventKind::Reopened, BreakerState::HalfOpen);
         let event = self.trip(core, at, reopened, TripReason::ProbeTimedOut, totals);
         Some(
             event
                 .field("probe_timeout_ms", millis(core.config.probe_timeout))
-                .field("probe_timeouts_in_a_row", self.probe_timeouts),
+                .field("probe_timeouts_in_a_row", self.probe_timeouts)
+                .field("late_probes_ms", late),
         )
     }
 
@@ -559,6 +578,11 @@ fn millis(d: impl TryInto<Duration>) -> u64 {
     d.try_into().ok().map_or(0, |d: Duration| {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     })
+}
+
+/// `nanos` (`>= 0`) in whole milliseconds, saturating.
+fn nanos_to_millis(nanos: i128) -> u64 {
+    u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX)
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

@@ -578,3 +578,56 @@ fn probes_that_time_out_again_and_again_are_said_once() {
     });
     assert_eq!(said(), [warning.clone(), warning], "a new run, said again");
 }
+
+/// The warning of probes that time out again and again gives how long the
+/// late probes took, by the breaker's clock, beside the timeout: what to
+/// raise `probe_timeout` above. Each reopening for a probe timeout says
+/// its late probes' times too (`late_probes_ms`, longest first: a probe
+/// that reported late, its latency; one that had not reported yet, how
+/// long it had been out). Here probes of 11 s and 12 s against a timeout
+/// of 10 s, then two at once, out 13 s and 12 s when the first reports.
+/// (The warning named the breaker and the timeout alone.)
+#[test]
+fn the_warning_of_probes_timing_out_gives_their_latency() {
+    let rig = rig(BreakerConfig::default()
+        .minimum_calls(1)
+        .open_duration(secs(5))
+        .half_open_probes(2)
+        .probe_timeout(secs(10)));
+    let b = rig.registry.breaker("upstream").unwrap();
+    let late = |event: &Event| event.data["late_probes_ms"].clone();
+    let logged = common::Logged::default();
+    tracing::subscriber::with_default(logged.clone(), || {
+        fail(&b);
+        for took in [11, 12] {
+            rig.clock.advance(secs(5));
+            let probe = b.try_acquire().unwrap();
+            rig.clock.advance(secs(took));
+            probe.success();
+            let reopened = rig.events().into_iter().last().unwrap();
+            assert_eq!(late(&reopened), serde_json::json!([took * 1_000]));
+        }
+        rig.clock.advance(secs(5));
+        let first = b.try_acquire().unwrap();
+        rig.clock.advance(secs(1));
+        let second = b.try_acquire().unwrap();
+        rig.clock.advance(secs(12));
+        first.success();
+        drop(second);
+        assert_eq!(b.state(), BreakerState::Open);
+    });
+    let reopened = rig.events().into_iter().last().unwrap();
+    assert_eq!(late(&reopened), serde_json::json!([13_000, 12_000]));
+    let warnings = logged.warnings_of("probe_timeout");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let field = |name| warnings[0].field(name).unwrap_or("-");
+    assert_eq!(
+        [
+            field("breaker"),
+            field("probe_timeout_ms"),
+            field("late_probes_ms")
+        ],
+        ["upstream", "10000", "13000, 12000"],
+        "{warnings:?}"
+    );
+}
