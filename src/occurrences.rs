@@ -2,7 +2,8 @@
 //! said at most once a minute by a clock while it goes on (said at every
 //! turn, it would flood the log). Of the sinks: the panics of a store's or
 //! registry's sink ([`Notifier`]) and of a [`FanOut`]'s sinks, the lines a
-//! [`JsonLinesSink`] drops for want of room in a pipe; of the MCP manager:
+//! [`JsonLinesSink`] drops for want of room in a pipe or loses to failed
+//! writes; of the MCP manager:
 //! the panics of its loop of claims, reaps and sweeps. It knows nothing of
 //! either: each says its own warning.
 //!
@@ -21,7 +22,8 @@ use crate::clock::Clock;
 const WARN_AGAIN_AFTER_NANOS: u128 = 60 * 1_000_000_000;
 
 /// Occurrences of one trouble (the panics of one sink, or of the sinks of
-/// one fan-out; the lines one JSON-lines sink dropped; the panics of one
+/// one fan-out; the lines one JSON-lines sink dropped, or lost to failed
+/// writes; the panics of one
 /// manager's passes): how many, and when they were last said.
 #[derive(Debug, Default)]
 pub(crate) struct Occurrences {

@@ -337,25 +337,10 @@ fn a_line_cut_short_leaves_the_next_line_whole() {
         let sink = JsonLinesSink::open(&path).unwrap();
         sink.emit(&Event::new("first"));
         let len = std::fs::metadata(&path).unwrap().len();
-        // Past the limit a write fails with EFBIG instead of killing the
-        // process; below it, one that crosses it is cut short there.
-        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-        let limit = |soft: u64| {
-            let mut current = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            assert_eq!(
-                unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut current) },
-                0
-            );
-            current.rlim_cur = soft;
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &current) }, 0);
-        };
-        limit(len + 40);
+        limit_file_size(len + 40);
         sink.emit(&Event::new("cut").field("pad", "x".repeat(200)));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 40);
-        limit(libc::RLIM_INFINITY);
+        limit_file_size(libc::RLIM_INFINITY);
         if args[1] == "reopen" {
             sink.reopen().unwrap();
         }
@@ -379,6 +364,100 @@ fn a_line_cut_short_leaves_the_next_line_whole() {
         assert!(kind(lines[1]).is_err(), "the fragment: {}", lines[1]);
         assert_eq!(kind(lines[2]).unwrap(), "next", "{how}: {text}");
         assert_eq!(kind(lines[3]).unwrap(), "after", "{how}: {text}");
+    }
+}
+
+/// Sets this process's file-size limit (soft) to `soft` bytes: past it a
+/// write fails with `EFBIG` instead of killing the process; below it, one
+/// that crosses it is cut short there. For a child process alone: the
+/// limit is the whole process's.
+#[cfg(target_os = "linux")]
+fn limit_file_size(soft: u64) {
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut current) },
+        0
+    );
+    current.rlim_cur = soft;
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &current) }, 0);
+}
+
+/// Writes to a regular file that fail (here at the file-size limit,
+/// `EFBIG`, as a full disk fails them with `ENOSPC`) are counted in
+/// `errors`, and said as lines dropped for want of room in a pipe are: a
+/// warning naming the file and the error at the first, then at most once
+/// a minute by the sink's clock while they go on, with the count so far
+/// and since the warning before; a write that goes through in between
+/// does not make the next failure a warning of its own. Every event given
+/// the sink is in exactly one of `written`, `dropped` and `errors`. (The
+/// warning had no count, and came again at the first failure after each
+/// success: a file failing every other write said every other line.) The
+/// child sets its own file-size limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn failing_writes_to_a_file_are_said_at_most_once_a_minute_with_the_count() {
+    let test = "failing_writes_to_a_file_are_said_at_most_once_a_minute_with_the_count";
+    let Some((_, args)) = common::role() else {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let args = [path.display().to_string()];
+        common::spawn(dir.path(), test, "writer", &args).finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "the lines written: {text}");
+        return;
+    };
+    let path = std::path::PathBuf::from(&args[0]);
+    let start = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    let clock = ManualClock::new(start);
+    let sink = JsonLinesSink::open(&path)
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let logged = common::Logged::default();
+    let mut given = 0;
+    let mut emit = || {
+        sink.emit(&Event::new("line"));
+        given += 1;
+    };
+    tracing::subscriber::with_default(logged.clone(), || {
+        emit();
+        let full = std::fs::metadata(&path).unwrap().len();
+        limit_file_size(full);
+        for _ in 0..100 {
+            emit();
+        }
+        clock.advance(std::time::Duration::from_secs(59));
+        emit(); // 101: within the minute
+        limit_file_size(libc::RLIM_INFINITY);
+        emit(); // through
+        limit_file_size(std::fs::metadata(&path).unwrap().len());
+        emit(); // 102: failing again, within the minute
+        clock.advance(std::time::Duration::from_secs(1));
+        emit(); // 103: a minute after the first
+        limit_file_size(libc::RLIM_INFINITY);
+        emit(); // through
+    });
+    assert_eq!((sink.written(), sink.dropped(), sink.errors()), (3, 0, 103));
+    assert_eq!(sink.written() + sink.dropped() + sink.errors(), given);
+    let said: Vec<[String; 3]> = logged
+        .warnings()
+        .iter()
+        .map(|w| {
+            ["errors", "since_last_warning", "error"].map(|f| w.field(f).unwrap_or("-").to_owned())
+        })
+        .collect();
+    assert_eq!(said.len(), 2, "{:?}", logged.warnings());
+    assert_eq!([&said[0][0], &said[0][1]], ["1", "-"], "{said:?}");
+    assert_eq!([&said[1][0], &said[1][1]], ["103", "102"], "{said:?}");
+    for warning in logged.warnings() {
+        let text = format!("{warning:?}");
+        assert!(
+            text.contains(&args[0]) && text.contains("too large"),
+            "{text}"
+        );
     }
 }
 

@@ -54,9 +54,13 @@ use crate::sink::EventSink;
 ///   pipe replaced.
 /// - Nothing panics: a line that cannot be encoded, a failed write or a
 ///   short write to a regular file is counted in
-///   [`errors`](JsonLinesSink::errors) and dropped;
-///   the first failure after a success is logged (`tracing`, a warning
-///   naming the file and the error).
+///   [`errors`](JsonLinesSink::errors) and dropped, and said as dropped
+///   lines are: a warning naming the file and the error at the first,
+///   then at most once a minute by its clock while lines go on failing,
+///   with the count so far and since the warning before (a write that
+///   goes through in between makes no warning of the next failure). Every
+///   event is counted in exactly one of
+///   [`written`](JsonLinesSink::written), `dropped` and `errors`.
 ///   A write interrupted before it wrote anything is retried.
 /// - A line cut short (a full disk, the file-size limit) leaves a fragment;
 ///   it is ended with a newline at once, or, if that cannot be written
@@ -119,13 +123,12 @@ pub struct JsonLinesSink {
     /// Nanoseconds after `opened` at which the next write looks at the path.
     next_check: AtomicU64,
     written: AtomicU64,
-    errors: AtomicU64,
+    /// Lines it failed to encode or write whole, and when they were last
+    /// said.
+    errors: Occurrences,
     /// Whether this sink's last write left a fragment of a line it could
     /// not end: the next line starts with a newline.
     torn: AtomicBool,
-    /// Whether its last write failed: a failure after a success (or the
-    /// first) is logged, the failures after it only counted.
-    failing: AtomicBool,
     /// Whether its last look at the path found another file (or none) that
     /// it could not open: the first such look is logged, and the look
     /// that opens the path again.
@@ -133,7 +136,7 @@ pub struct JsonLinesSink {
     /// Lines dropped for want of room in a pipe, and when they were last
     /// said.
     dropped: Occurrences,
-    /// What the warnings of dropped lines are spaced by.
+    /// What the warnings of dropped and failed lines are spaced by.
     clock: Arc<dyn Clock>,
     /// The longest a line waits for room in a pipe.
     pipe_wait: Duration,
@@ -242,9 +245,8 @@ impl JsonLinesSink {
             opened: Instant::now(),
             next_check: AtomicU64::new(nanos(check_every)),
             written: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            errors: Occurrences::default(),
             torn: AtomicBool::new(torn),
-            failing: AtomicBool::new(false),
             reopen_failing: AtomicBool::new(false),
             dropped: Occurrences::default(),
             clock: Arc::new(SystemClock),
@@ -263,7 +265,7 @@ impl JsonLinesSink {
         self
     }
 
-    /// Spaces the warnings of dropped lines by `clock` (the system clock
+    /// Spaces the warnings of dropped and failed lines by `clock` (the system clock
     /// unless set): a test's [`ManualClock`](crate::ManualClock), or the
     /// clock the store or registry it serves goes by.
     #[must_use]
@@ -362,15 +364,20 @@ impl JsonLinesSink {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// How many lines it failed to encode or write whole (to a regular
-    /// file; see [`dropped`](JsonLinesSink::dropped) for a pipe).
+    /// How many lines it lost to an error: it failed to encode them, or to
+    /// write them whole (a full disk, the file-size limit, a reader of a
+    /// pipe gone). Lost lines are counted here or in
+    /// [`dropped`](JsonLinesSink::dropped), never in both: every event the
+    /// sink was given is counted in exactly one of
+    /// [`written`](JsonLinesSink::written), `dropped` and `errors`.
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.errors.count()
     }
 
     /// How many lines it dropped because a pipe, a FIFO or a device had no
     /// room for them (its reader not keeping up, or stopped): lines it
-    /// did not wait to write.
+    /// did not wait to write. Lines lost to a failed write are counted in
+    /// [`errors`](JsonLinesSink::errors).
     pub fn dropped(&self) -> u64 {
         self.dropped.count()
     }
@@ -391,6 +398,30 @@ impl JsonLinesSink {
                 dropped = said.count,
                 since_last_warning = since,
                 "the reader of the event pipe is still not keeping up; lines were dropped"
+            ),
+        });
+    }
+
+    /// Counts a line lost to `error` (not encoded, or not written whole),
+    /// and says it: the first at once, then at most once a minute by the
+    /// clock while lines go on being lost, each warning with the error of
+    /// the line it is said at.
+    #[cold]
+    fn failed(&self, error: &io::Error) {
+        let path = self.path.display();
+        self.errors.count_one(self.clock.as_ref(), |said| match said.since_last_warning {
+            None => tracing::warn!(
+                path = %path,
+                error = %error,
+                errors = said.count,
+                "cannot write events to the file; lines that fail are dropped (counted, and said at most once a minute)"
+            ),
+            Some(since) => tracing::warn!(
+                path = %path,
+                error = %error,
+                errors = said.count,
+                since_last_warning = since,
+                "writes of events to the file still fail; lines were dropped"
             ),
         });
     }
@@ -589,15 +620,9 @@ impl EventSink for JsonLinesSink {
         match self.append(event) {
             Ok(Appended::Written) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
-                self.failing.store(false, Ordering::Relaxed);
             }
             Ok(Appended::NoRoom) => self.no_room(),
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write events to the file; lines are dropped and counted until a write succeeds");
-                }
-            }
+            Err(e) => self.failed(&e),
         }
     }
 }
