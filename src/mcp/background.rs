@@ -15,6 +15,7 @@ use super::run::{Shared, panic_message};
 use super::worker::ahead;
 use crate::clock::Clock;
 use crate::id::TaskId;
+use crate::occurrences::Warning;
 use crate::store::TaskStore;
 
 /// The background work, until stopped or until nothing refers to the
@@ -74,14 +75,16 @@ impl Shared {
     /// once and those that follow at most once a minute by the store's
     /// clock, with how many there were, as a store says its sink's panics
     /// ([`Occurrences`](crate::occurrences::Occurrences)): a pass that panics at
-    /// every round does not flood the log.
+    /// every round does not flood the log. Never panics itself: a host's
+    /// subscriber that panics at the line costs the line (the claim pass
+    /// hands back its task after this, and the loop goes on).
     pub(super) fn panicked(&self, pass: Pass, task: Option<&TaskId>, panic: Box<dyn Any + Send>) {
         let error = panic_message(&*panic);
         crate::panics::drop_payload(panic);
         let task = task.map(tracing::field::display);
         let clock = StoreTime(&*self.store);
-        self.maintenance_panics
-            .count_one(&clock, |said| match said.since_last_warning {
+        let say = |said: Warning| {
+            crate::panics::contained(|| match said.since_last_warning {
                 None => tracing::error!(
                     pass = %pass.name(),
                     task,
@@ -98,6 +101,8 @@ impl Shared {
                     "passes of the manager's claims, reaps and sweeps went on panicking; later passes go on"
                 ),
             });
+        };
+        self.maintenance_panics.count_one(&clock, say);
     }
 }
 

@@ -336,14 +336,14 @@ impl Shared {
                 return;
             }
         };
-        for missed in &claimed.missed {
-            tracing::warn!(task = %missed.id, error = %missed.error, "could not claim an orphaned task");
-        }
         // Every run first, each renewed from now on: a look below may
         // write, and a run launched only after the looks before it could
         // see its claimed lease lapse behind them. A resume that panics
         // (the host store's `lease`, say) ends neither the pass nor the
-        // other tasks' resumes: its task is handed back below.
+        // other tasks' resumes: its task is handed back below. Nothing
+        // between the claim and each task's start or hand-back can unwind:
+        // the lines logged there are contained (a host's subscriber that
+        // panics costs the line, never a claimed task its run).
         let (mut runs, mut unresumed) = (Vec::new(), Vec::new());
         for task in claimed.tasks {
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.resume(&task))) {
@@ -358,6 +358,11 @@ impl Shared {
         }
         for (task, why) in unresumed {
             self.hand_back(&task, &why).await;
+        }
+        for missed in &claimed.missed {
+            crate::panics::contained(|| {
+                tracing::warn!(task = %missed.id, error = %missed.error, "could not claim an orphaned task");
+            });
         }
         for (run, task) in runs {
             // A cancel request, or responses persisted while no one ran it.
@@ -374,7 +379,9 @@ impl Shared {
         });
         // Claimed only for kinds with a handler; none is ever removed.
         let handler = handler?;
-        tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
+        crate::panics::contained(|| {
+            tracing::info!(task = %task.id, kind = kind.as_deref().unwrap_or(""), epoch = task.epoch, "resuming a claimed task");
+        });
         let run = Run::of(task, self.store.lease(), self.store.lease_from());
         self.launch(Arc::clone(&run), move |ctx| handler(ctx));
         Some(run)
@@ -408,7 +415,9 @@ impl Shared {
         let releasing = matches!(record, Record::Release);
         let store = Arc::clone(&self.store);
         let (id, epoch) = (task.id.clone(), task.epoch);
-        match blocking(move || record.write_at(&*store, &id, epoch)).await {
+        let written = blocking(move || record.write_at(&*store, &id, epoch)).await;
+        // Said contained: the claim pass hands back its other tasks after.
+        crate::panics::contained(|| match written {
             Ok(Transition::Applied(_)) if releasing => {}
             Ok(Transition::Applied(_)) => tracing::warn!(
                 task = %task.id,
@@ -421,7 +430,7 @@ impl Shared {
                 error = %e.into_mcp(Some(&task.id)),
                 "a claimed task whose resume panicked could not be handed back: it is claimed again, or reaped, once its lease lapses"
             ),
-        }
+        });
     }
 
     /// Fails the orphans no one will resume.

@@ -7,7 +7,6 @@ mod metrics;
 mod notifier;
 mod tracing;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 pub use fanout::FanOut;
@@ -47,24 +46,13 @@ pub trait EventSink: Send + Sync {
 /// Calls `sink.emit(event)`, containing a panic: returns `false` if the sink
 /// panicked, `true` otherwise. The caller goes on either way.
 pub fn emit_contained(sink: &dyn EventSink, event: &Event) -> bool {
-    contained(|| sink.emit(event))
+    crate::panics::contained(|| sink.emit(event))
 }
 
 /// Calls `sink.breaker_call(breaker, outcome)`, containing a panic: returns
 /// `false` if the sink panicked.
 pub fn breaker_call_contained(sink: &dyn EventSink, breaker: &str, outcome: CallOutcome) -> bool {
-    contained(|| sink.breaker_call(breaker, outcome))
-}
-
-/// Runs `call`, containing a panic: whether it returned. The panic's
-/// payload is dropped under a containment of its own
-/// ([`drop_payload`](crate::panics::drop_payload)).
-fn contained(call: impl FnOnce()) -> bool {
-    let Err(payload) = catch_unwind(AssertUnwindSafe(call)) else {
-        return true;
-    };
-    crate::panics::drop_payload(payload);
-    false
+    crate::panics::contained(|| sink.breaker_call(breaker, outcome))
 }
 
 impl<S: EventSink + ?Sized> EventSink for Arc<S> {

@@ -25,6 +25,7 @@ mod errors;
 mod feed;
 mod input;
 mod leases;
+mod logging;
 // The integration tests' subscriber, one copy for both.
 #[path = "../../../tests/common/logged.rs"]
 #[allow(dead_code)]
