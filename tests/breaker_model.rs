@@ -167,6 +167,9 @@ struct Model {
     calls: Vec<(u64, bool)>,
     consecutive: u32,
     trips: u32,
+    /// (calls, failures) the health gives while open or forced open: the
+    /// trip's, or as they were when forced.
+    shown: (u64, u64),
     /// When each probe in flight was handed out.
     probes: Vec<u64>,
     events: Vec<BreakerEventKind>,
@@ -182,6 +185,7 @@ impl Model {
             calls: vec![],
             consecutive: 0,
             trips: 0,
+            shown: (0, 0),
             probes: vec![],
             // A breaker's first event is its making.
             events: vec![BreakerEventKind::Created],
@@ -218,15 +222,33 @@ impl Model {
         (calls, failures)
     }
 
-    /// Any probe that held its slot past the timeout unreported: reopened.
+    /// Any probe that held its slot past the timeout unreported: reopened,
+    /// each such probe a failed call beside the successes so far.
     fn expire_probes(&mut self) {
-        if matches!(self.state, MState::HalfOpen { .. })
-            && self
-                .probes
-                .iter()
-                .any(|&at| self.now - at >= self.cfg.probe_timeout_ms)
-        {
-            self.trip(BreakerEventKind::Reopened);
+        let MState::HalfOpen { successes } = self.state else {
+            return;
+        };
+        let late = self
+            .probes
+            .iter()
+            .filter(|&&at| self.now - at >= self.cfg.probe_timeout_ms)
+            .count() as u64;
+        if late > 0 {
+            self.trip(
+                BreakerEventKind::Reopened,
+                (u64::from(successes) + late, late),
+            );
+        }
+    }
+
+    /// (calls, failures) of the state it is in, as its health gives them:
+    /// closed, the window's; half-open, its probes' successes; open or
+    /// forced open, those it was left with.
+    fn numbers(&self) -> (u64, u64) {
+        match self.state {
+            MState::Closed => self.window(),
+            MState::HalfOpen { successes } => (u64::from(successes), 0),
+            MState::Open { .. } | MState::Forced => self.shown,
         }
     }
 
@@ -247,7 +269,8 @@ impl Model {
         }
     }
 
-    fn trip(&mut self, kind: BreakerEventKind) {
+    fn trip(&mut self, kind: BreakerEventKind, numbers: (u64, u64)) {
+        self.shown = numbers;
         self.trips += 1;
         let mut open = self.cfg.open_ms;
         for _ in 1..self.trips {
@@ -298,12 +321,12 @@ impl Model {
                 let by_rate = calls >= u64::from(self.cfg.minimum_calls)
                     && failures as f64 / calls as f64 >= self.cfg.threshold;
                 if by_streak || by_rate {
-                    self.trip(BreakerEventKind::Opened);
+                    self.trip(BreakerEventKind::Opened, (calls, failures));
                 }
             }
             MState::HalfOpen { successes } => {
                 if failed {
-                    self.trip(BreakerEventKind::Reopened);
+                    self.trip(BreakerEventKind::Reopened, (u64::from(successes) + 1, 1));
                 } else if successes + 1 >= self.cfg.to_close {
                     self.calls.clear();
                     self.consecutive = 0;
@@ -331,6 +354,7 @@ impl Model {
 
     fn force_open(&mut self) {
         if self.state != MState::Forced {
+            self.shown = self.numbers();
             self.set(MState::Forced);
             self.events.push(BreakerEventKind::ForcedOpen);
         }
@@ -424,9 +448,8 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let health = breaker.health();
         model.advance();
         prop_assert_eq!(health.state, model.public());
+        prop_assert_eq!((health.calls, health.failures), model.numbers());
         if health.state == BreakerState::Closed {
-            let (calls, failures) = model.window();
-            prop_assert_eq!((health.calls, health.failures), (calls, failures));
             prop_assert_eq!(health.consecutive_failures, model.consecutive);
         }
         prop_assert_eq!(health.trips, model.trips);
