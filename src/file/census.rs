@@ -26,7 +26,8 @@ use crate::task::Task;
 pub struct Census {
     /// Every stored task, one per id (the copy the read rule gives a
     /// reader), expired ones included, in listing order (`createdAt`, then
-    /// id), without what it carries for its host (status message, result,
+    /// id; none from [`FileCheck::census_each`], which hands them out),
+    /// without what it carries for its host (status message, result,
     /// error, input requests, metadata, the resume state's input and
     /// checkpoint): which task, at which version, in which state, whose,
     /// until when, and its resume state's kind and attempts. What counting
@@ -144,14 +145,37 @@ impl FileCheck {
     }
 
     /// Reads every task of the store as a reader gets it, and what its
-    /// files take ([`Usage`]), calling `progress(done, total)` as it goes.
-    /// Changes nothing and takes no stripe lock.
+    /// files take ([`Usage`]), calling `progress(done, total)` as it goes:
+    /// [`census_each`](FileCheck::census_each), its tasks collected in
+    /// listing order into [`Census::tasks`].
+    ///
+    /// # Errors
+    ///
+    /// As [`census_each`](FileCheck::census_each).
+    pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
+        let mut tasks = Vec::new();
+        let mut census = self.census_each(progress, &mut |task| tasks.push(task))?;
+        tasks.sort_by(Task::listing_order);
+        census.tasks = tasks;
+        Ok(census)
+    }
+
+    /// Reads every task of the store as a reader gets it, and what its
+    /// files take ([`Usage`]), calling `progress(done, total)` as it goes,
+    /// and hands each task to `each` (as [`Census::tasks`] holds it,
+    /// without what it carries for its host) in no particular order,
+    /// keeping none: the census returned has no [`tasks`](Census::tasks).
+    /// What it holds while it reads is the running tasks and the names in
+    /// `done/`, not the finished tasks: a count over a store's history
+    /// (`taskstore stats`) needs no room for it. Changes nothing and takes
+    /// no stripe lock.
     ///
     /// `active/` is read before `done/` (and `done/` listed after), as the
     /// store's listings do: a task that finishes during the census is met
     /// at least once, and two copies of a task count once, by the read
-    /// rule. Beside live writers it is a snapshot of a moving store: a task
-    /// created or deleted meanwhile may be in it or not.
+    /// rule (the running tasks are handed to `each` last, once `done/` was
+    /// read). Beside live writers it is a snapshot of a moving store: a
+    /// task created or deleted meanwhile may be in it or not.
     ///
     /// # Errors
     ///
@@ -160,8 +184,13 @@ impl FileCheck {
     /// [`Error::OlderFormat`] if it is of an older format (an open that may
     /// upgrade it moves it first: this one has no `expiring/`),
     /// [`Error::InvalidStore`] if the store's layout is broken (`verify`
-    /// says how), [`Error::Io`] if a directory cannot be read.
-    pub fn census_with(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Census> {
+    /// says how), [`Error::Io`] if a directory cannot be read. After an
+    /// error, `each` may have been handed some of the tasks.
+    pub fn census_each(
+        &self,
+        progress: &mut dyn FnMut(usize, usize),
+        each: &mut dyn FnMut(Task),
+    ) -> Result<Census> {
         self.refuse_older()?;
         let store = self.backend()?;
         open::refuse_newer(
@@ -174,6 +203,8 @@ impl FileCheck {
         let done_before = read_dir(store, store.dir(Area::Done))?.len();
         let mut total = active.len() + done_before;
         let mut seen = 0;
+        // The running tasks, by id: a copy of one in `done/` is picked
+        // between by the read rule.
         let mut tasks: HashMap<TaskId, Task> = HashMap::new();
         // Finished tasks met in `active/`, by name.
         let mut finished_active = Vec::new();
@@ -199,11 +230,13 @@ impl FileCheck {
             seen += 1;
             progress(seen, total);
             if let Some(task) = read(store, Area::Done, name, &mut census, &mut blocks)? {
-                match tasks.get(&task.id) {
-                    Some(running) if !newer(&task, running) => {}
-                    _ => {
-                        tasks.insert(task.id.clone(), task);
+                match tasks.get_mut(&task.id) {
+                    Some(running) => {
+                        if newer(&task, running) {
+                            *running = task;
+                        }
                     }
+                    None => each(task),
                 }
             }
         }
@@ -259,8 +292,7 @@ impl FileCheck {
             }
         }
         census.usage.allocated_bytes = blocks.bytes;
-        census.tasks = tasks.into_values().collect();
-        census.tasks.sort_by(Task::listing_order);
+        tasks.into_values().for_each(each);
         Ok(census)
     }
 }

@@ -1,7 +1,36 @@
 //! The command's memory: listings, stats and dry runs held to a page under
-//! `prlimit`.
+//! `prlimit`, and the peak resident memory a finished task costs them.
+
+use std::io;
 
 use super::*;
+
+/// Finished tasks the tests of the peak a finished task costs make.
+const FINISHED: u64 = 20_000;
+
+/// `stats` counts a store's history as it reads it, keeping no finished
+/// task: over 20,000 finished tasks with ids of 128 characters, its peak
+/// resident memory is under 600 bytes a task above its peak on an empty
+/// store (it keeps their names in `done/`, read once, and each one's time
+/// to finish). (Its census kept every task, without payloads, in a map by
+/// id and then in a list, until it counted them: about 1,900 bytes a task.)
+#[test]
+fn stats_counts_history_without_keeping_it() {
+    let (_empty_tmp, empty) = store_dir();
+    drop(eventual(FileStore::builder(&empty)));
+    let (_tmp, dir) = store_dir();
+    finished_with_long_ids(&dir, FINISHED);
+    let (_, base) = peak_kib(&empty, &["stats", "--json"]);
+    let (out, peak) = peak_kib(&dir, &["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["finished"], json!(FINISHED), "{stats:#}");
+    let per_task = peak.saturating_sub(base) * 1024 / FINISHED;
+    assert!(
+        per_task < 600,
+        "stats took {per_task} bytes a finished task at its peak ({peak} KiB; {base} KiB on an \
+         empty store)"
+    );
+}
 
 /// `list` without `--limit` asks the store page after page and keeps no
 /// task it has printed: run with its data segment held to 200 MB, it
@@ -91,20 +120,7 @@ fn stats_and_dry_runs_hold_no_payloads_of_the_store() {
 fn list_as_a_table_holds_a_page_not_the_store() {
     require_prlimit();
     let (_tmp, dir) = store_dir();
-    let store = eventual(FileStore::builder(&dir));
-    let message = "\u{1b}".repeat(64);
-    for i in 0..60_000 {
-        let id = TaskId::parse(&format!("{i:0>128}")).unwrap();
-        store
-            .create(
-                NewTask::new()
-                    .id(id.clone())
-                    .status_message(message.clone()),
-            )
-            .unwrap();
-        assert!(store.complete(&id, json!(i)).unwrap().is_applied());
-    }
-    drop(store);
+    finished_with_long_ids(&dir, 60_000);
     let out = common::without_store_variables("prlimit")
         .arg("--data=70000000")
         .arg(env!("CARGO_BIN_EXE_taskstore"))
@@ -122,4 +138,58 @@ fn list_as_a_table_holds_a_page_not_the_store() {
     let mut lines = table.lines();
     assert!(lines.next().unwrap().starts_with("ID "), "the header first");
     assert_eq!(lines.count(), 60_000);
+}
+
+/// Makes `count` finished tasks in the store at `dir`, with ids of 128
+/// characters (the longest) and status messages of 64 control characters.
+fn finished_with_long_ids(dir: &Path, count: u64) {
+    let store = eventual(FileStore::builder(dir));
+    let message = "\u{1b}".repeat(64);
+    for i in 0..count {
+        let id = TaskId::parse(&format!("{i:0>128}")).unwrap();
+        store
+            .create(
+                NewTask::new()
+                    .id(id.clone())
+                    .status_message(message.clone()),
+            )
+            .unwrap();
+        assert!(store.complete(&id, json!(i)).unwrap().is_applied());
+    }
+}
+
+/// The built command run with `args` on the store at `dir`, which must
+/// succeed: its stdout, and its peak resident memory in KiB (`ru_maxrss`,
+/// as the kernel counted it for this child alone, taken by `wait4`).
+fn peak_kib(dir: &Path, args: &[&str]) -> (String, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, err) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    // Reaped by `wait4` below, which `Child::wait` does not call.
+    let child = taskstore(Some(dir), args)
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap()
+        .id();
+    let pid = libc::pid_t::try_from(child).unwrap();
+    let mut status = 0;
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are this frame's, written once the
+        // child has exited; the child is this test's, reaped here alone.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted, "wait4: {e}");
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "taskstore {args:?} ended with {status:#x}: {}",
+        fs::read_to_string(&err).unwrap()
+    );
+    let peak = u64::try_from(usage.ru_maxrss).unwrap();
+    (fs::read_to_string(&out).unwrap(), peak)
 }

@@ -262,17 +262,39 @@ impl Older {
     }
 }
 
-/// The census of the file store at `dir` (`stats`', a dry run's); a store
-/// of an older format is refused as [`open`] refuses it, or moved first by
-/// an open (which waits for the other processes to close it), as every
+/// The census of the file store at `dir` (a dry run's); a store of an
+/// older format is refused as [`open`] refuses it, or moved first by an
+/// open (which waits for the other processes to close it), as every
 /// command that opens it moves it, as `older` says.
 pub fn census(
     dir: &Path,
     older: Older,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<taskstore::Census, Failure> {
+    census_by(dir, older, &mut |check| check.census_with(progress))
+}
+
+/// [`census`], each task handed to `each` as it is read and none kept
+/// ([`FileCheck::census_each`](taskstore::FileCheck::census_each): `stats`
+/// counts them).
+pub fn census_each(
+    dir: &Path,
+    older: Older,
+    progress: &mut dyn FnMut(usize, usize),
+    each: &mut dyn FnMut(taskstore::Task),
+) -> Result<taskstore::Census, Failure> {
+    census_by(dir, older, &mut |check| check.census_each(progress, each))
+}
+
+/// The census `read` reads through a check of the store at `dir`, as
+/// [`census`] says (an older format is refused before any task is read).
+fn census_by(
+    dir: &Path,
+    older: Older,
+    read: &mut dyn FnMut(&taskstore::FileCheck) -> taskstore::Result<taskstore::Census>,
+) -> Result<taskstore::Census, Failure> {
     // The check is dropped before a move: it holds the store open.
-    let census = check(dir)?.census_with(progress);
+    let census = read(&check(dir)?);
     match census {
         Err(taskstore::Error::OlderFormat { .. }) if older == Older::Move => {
             drop(open(
@@ -281,7 +303,7 @@ pub fn census(
                 true,
                 Heard::nothing(),
             )?);
-            Ok(check(dir)?.census_with(progress)?)
+            Ok(read(&check(dir)?)?)
         }
         Err(e @ taskstore::Error::OlderFormat { .. }) => Err(older_refused(e, older)),
         census => Ok(census?),

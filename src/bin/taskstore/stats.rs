@@ -1,8 +1,9 @@
 //! `stats`: what a store holds, now.
 //!
 //! A file store is read with
-//! [`FileCheck::census`](taskstore::FileCheck::census): every task file
-//! read once, nothing changed. The check holds the handles lock shared, as a
+//! [`FileCheck::census_each`](taskstore::FileCheck::census_each): every
+//! task file read once, nothing changed, each task counted as it is read
+//! and none kept (but a finished task's time to finish, for the quantiles). The check holds the handles lock shared, as a
 //! handle does, and takes no other. (A listing through the store would set
 //! unreadable files aside, and opening it would clean up after crashed
 //! writers.) A PostgreSQL store is read through its API with
@@ -54,8 +55,9 @@ struct Stats {
 }
 
 impl Stats {
-    fn of(tasks: &[Task], now: OffsetDateTime) -> Stats {
-        let mut stats = Stats {
+    /// Nothing counted yet, at `now`.
+    fn new(now: OffsetDateTime) -> Stats {
+        Stats {
             now,
             by_status: [0; 5],
             expired: 0,
@@ -65,30 +67,37 @@ impl Stats {
             usage: None,
             unreadable: 0,
             foreign: 0,
-        };
-        for task in tasks {
-            if task.is_expired_at(now) {
-                stats.expired += 1;
-                continue;
-            }
-            let slot = STATUSES.iter().position(|s| *s == task.status).unwrap_or(0);
-            stats.by_status[slot] += 1;
-            if task.is_orphan_at(now) {
-                stats.orphans += 1;
-            }
-            if task.is_terminal() {
-                stats
-                    .finished
-                    .push(text::since(task.last_updated_at, task.created_at));
-            } else {
-                let age = text::since(now, task.created_at);
-                if stats.oldest_active.as_ref().is_none_or(|(_, a)| age > *a) {
-                    stats.oldest_active = Some((task.id.to_string(), age));
-                }
+        }
+    }
+
+    /// Counts `task`; kept of it: its time to finish, if it finished, and
+    /// its id, if it is the oldest running task so far.
+    fn add(&mut self, task: &Task) {
+        let now = self.now;
+        if task.is_expired_at(now) {
+            self.expired += 1;
+            return;
+        }
+        let slot = STATUSES.iter().position(|s| *s == task.status).unwrap_or(0);
+        self.by_status[slot] += 1;
+        if task.is_orphan_at(now) {
+            self.orphans += 1;
+        }
+        if task.is_terminal() {
+            self.finished
+                .push(text::since(task.last_updated_at, task.created_at));
+        } else {
+            let age = text::since(now, task.created_at);
+            if self.oldest_active.as_ref().is_none_or(|(_, a)| age > *a) {
+                self.oldest_active = Some((task.id.to_string(), age));
             }
         }
-        stats.finished.sort_unstable();
-        stats
+    }
+
+    /// Done counting: the durations sorted, for their quantiles.
+    fn finish(mut self) -> Stats {
+        self.finished.sort_unstable();
+        self
     }
 
     fn count(&self, status: TaskStatus) -> usize {
@@ -126,10 +135,17 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
         Target::File(dir) => {
             let mut progress = Progress::new();
             let older = Older::given(upgrade);
-            let census =
-                opening::census(dir, older, &mut |done, total| progress.update(done, total))?;
+            // Counted as they are read: a store's history need not fit
+            // in memory.
+            let mut stats = Stats::new(OffsetDateTime::now_utc());
+            let census = opening::census_each(
+                dir,
+                older,
+                &mut |done, total| progress.update(done, total),
+                &mut |task| stats.add(&task),
+            )?;
             progress.finish();
-            let mut stats = Stats::of(&census.tasks, OffsetDateTime::now_utc());
+            let mut stats = stats.finish();
             stats.usage = Some(census.usage);
             stats.unreadable = census.unreadable.len();
             stats.foreign = census.foreign.len();
@@ -146,7 +162,9 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
             // Every stored task, expired ones too, changing nothing (a
             // listing leaves them out, and deletes them).
             let page = store.stored_list()?;
-            let mut stats = Stats::of(&page.tasks, now);
+            let mut stats = Stats::new(now);
+            page.tasks.iter().for_each(|task| stats.add(task));
+            let mut stats = stats.finish();
             stats.unreadable = page.skipped.len();
             (
                 stats,
