@@ -114,6 +114,11 @@ impl HistoryKeys {
     }
 }
 
+/// How many files a first pass over `done/` turns into entries between
+/// two givings back of what it found of them and of their ids
+/// (`list_done`): a few hundred KiB of slack at most.
+const GIVE_BACK: usize = 4096;
+
 /// The bytes of files read while listing `done/`, kept for a page.
 type Kept = HashMap<TaskId, Vec<u8>>;
 
@@ -350,9 +355,9 @@ impl FileBackend {
         // The ids in one buffer, each id made where it is used: an id and a
         // name per file, kept through the pass and freed after it, would
         // leave holes between what the handle keeps.
-        let (ids, inodes, mut skipped) = recovery::task_ids_with_inodes(self, Area::Done)?;
+        let (mut ids, inodes, mut skipped) = recovery::task_ids_with_inodes(self, Area::Done)?;
         let spans = ids.spans();
-        let id_at = |at: usize| TaskId::trusted(ids.at(spans[at]));
+        let id_at = |at: usize| TaskId::trusted(ids.at(ids.spans()[at]));
         // A scan that may return every file keeps the bytes of those it
         // returns as it reads them: there is no page to keep the others out
         // of, and they are read once.
@@ -425,29 +430,54 @@ impl FileBackend {
             looked[at] = read;
         }
         let mut settled = true;
-        let mut files = Vec::with_capacity(spans.len());
         // Those of this reading alone.
         known.unreadable.clear();
+        // The files that did not read, reported in the order of the
+        // directory; their places left holding nothing to know.
+        for (at, found) in looked.iter_mut().enumerate() {
+            if matches!(found, Looked::Bad(_)) {
+                let nothing = Looked::Unproven {
+                    stamp: None,
+                    ino: None,
+                };
+                if let Looked::Bad(e) = std::mem::replace(found, nothing) {
+                    skipped.push(self.unread_done(known, &id_at(at), e));
+                }
+            }
+        }
+        // Each entry as the ordered map holds it: the map is built from
+        // this list where it lies, not from a copy of it (and sorts it).
+        let mut files = Vec::with_capacity(looked.len());
         let mut kept = HashMap::new();
-        for (at, looked) in looked.into_iter().enumerate() {
-            let id = id_at(at);
-            match looked {
+        // From the last file back, what was found of the files and their
+        // ids given back as the entries take them: the pass and the
+        // entries are not held whole at once.
+        while let Some(found) = looked.pop() {
+            let at = looked.len();
+            let id = TaskId::trusted(ids.at(ids.spans()[at]));
+            match found {
                 Looked::Known(stamp, keys) => {
-                    files.push((id, (Some(stamp), keys)));
+                    files.push(((keys.at, id), (Some(stamp), keys)));
                 }
                 Looked::Read { keys, stamp, bytes } => {
                     settled &= stamp.is_some();
                     if let Some(bytes) = bytes {
                         kept.insert(id.clone(), bytes);
                     }
-                    files.push((id, (stamp, keys)));
+                    files.push(((keys.at, id), (stamp, keys)));
                 }
                 // Removed since the directory was read.
                 Looked::Gone => settled = false,
-                Looked::Bad(e) => skipped.push(self.unread_done(known, &id, e)),
-                Looked::Unproven { .. } => unreachable!("every unproven file was read"),
+                // Did not read: reported above.
+                Looked::Unproven { .. } => {}
+                Looked::Bad(_) => unreachable!("reported above"),
+            }
+            if at % GIVE_BACK == 0 {
+                looked.shrink_to_fit();
+                ids.keep_first(at);
             }
         }
+        drop(ids);
         known.replace(files);
         if let Some(watch) = &known.watch {
             match self.fs.drain(watch, self.dir(Area::Done)) {

@@ -100,18 +100,18 @@ impl Known {
         }
     }
 
-    /// Knows `files` (each task once), and nothing else. The map is built
-    /// packed: a sorted run fills each node whole, where entries put in
-    /// one at a time leave them about two thirds full.
-    pub(super) fn replace(&mut self, files: Vec<(TaskId, Held)>) {
+    /// Knows `files` (each task once), and nothing else. What it knew is
+    /// let go first. The map is built packed (a sorted run fills each node
+    /// whole, where entries put in one at a time leave them about two
+    /// thirds full) from `files` where it lies: its entries are the map's
+    /// own, so collecting them copies nothing.
+    pub(super) fn replace(&mut self, files: Vec<((Moment, TaskId), Held)>) {
+        self.files.clear();
         self.places.clear();
-        for (id, (_, keys)) in &files {
-            self.places.insert(id, keys.at);
+        for ((at, id), _) in &files {
+            self.places.insert(id, *at);
         }
-        self.files = files
-            .into_iter()
-            .map(|(id, held)| ((held.1.at, id), held))
-            .collect();
+        self.files = BTreeMap::from_iter(files);
     }
 }
 

@@ -34,6 +34,15 @@ impl Ids {
         &self.spans
     }
 
+    /// Keeps the first `count` ids, and gives back the room of the others.
+    pub(in crate::file) fn keep_first(&mut self, count: usize) {
+        self.spans.truncate(count);
+        self.text
+            .truncate(self.spans.last().map_or(0, |&(_, end)| end));
+        self.spans.shrink_to_fit();
+        self.text.shrink_to_fit();
+    }
+
     /// The id at `span`, one of [`spans`](Self::spans).
     pub(in crate::file) fn at(&self, (start, end): (usize, usize)) -> &str {
         &self.text[start..end]
