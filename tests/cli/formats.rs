@@ -82,11 +82,14 @@ fn an_older_store_is_named_as_one_by_the_commands_that_only_read() {
 /// A store of an older format (with its marker) is no damage: the next
 /// open of a service (which may upgrade it, the default) moves it. `verify`
 /// reports its format as an `upgrade` finding, says in its summary that
-/// the next open moves it (and that `--upgrade` does it now), and exits 0;
-/// `repair --apply` leaves it alone and exits 0 too. Nothing changes; a
-/// service's open then moves it, and `verify` finds it clean. (`verify`
-/// exited 1, "1 problem(s) in 0 entries checked", sending an operator after
-/// damage that is none.)
+/// its entries were not checked, and why (they are checked once an open
+/// has moved it), that the next open moves it (and that `--upgrade` does
+/// it now), and exits 0; `repair --apply` leaves it alone and exits 0
+/// too. Nothing changes; a service's open then moves it, and `verify`
+/// finds it clean. (`verify` exited 1, "1 problem(s) in 0 entries
+/// checked", sending an operator after damage that is none; then it said
+/// "sound (0 entries checked)", as though the store had been checked and
+/// found whole.)
 #[test]
 fn verify_passes_a_store_of_an_older_format_that_the_next_open_moves() {
     let (_tmp, dir) = store_dir();
@@ -111,6 +114,14 @@ fn verify_passes_a_store_of_an_older_format_that_the_next_open_moves() {
         summary.contains("format 1, which the next open moves to format 2")
             && summary.contains("--upgrade")
             && !summary.contains("problem"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(
+            "its entries not checked: a store of format 1 has them checked once an open has \
+             moved it to format 2"
+        ) && !summary.contains("sound")
+            && !summary.contains("entries checked"),
         "{summary}"
     );
     let out = run_expect(Some(&dir), &["repair", "--apply"], 0);

@@ -185,17 +185,28 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
         .collect();
     let due = entries.iter().filter(|entry| entry.is_due_at(now)).count();
     let moves = unfinished - entries.len();
-    let (dir, checked) = (dir.display(), report.checked);
+    let dir = dir.display();
+    let older = report.problems.iter().find_map(|p| match p.kind {
+        ProblemKind::OlderFormat { found, current } => Some((found, current)),
+        _ => None,
+    });
+    // How many entries were checked: none of a store of an older format,
+    // which is checked by the rules of its format once an open moves it.
+    let checked = match older {
+        Some((found, current)) => format!(
+            "its entries not checked: a store of format {found} has them checked once an \
+             open has moved it to format {current}"
+        ),
+        None => format!("{} entries checked", report.checked),
+    };
     // What the store mends by itself, and what removes it now.
     let own = [
-        report.problems.iter().find_map(|p| match p.kind {
-            ProblemKind::OlderFormat { found, current } => Some(format!(
+        older.map(|(found, current)| {
+            format!(
                 "format {found}, which the next open moves to format {current} (a service's \
                  open does; `taskstore --upgrade` with any command that opens the store does \
-                 it now; processes of the older version must be stopped first), its entries \
-                 checked once it is moved"
-            )),
-            _ => None,
+                 it now; processes of the older version must be stopped first)"
+            )
         }),
         (leftovers > 0).then(|| {
             format!("{leftovers} leftover(s) of crashed writers, which the next open removes")
@@ -224,7 +235,7 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
     .collect::<Vec<_>>()
     .join(", and ");
     if report.is_clean() {
-        text::err(format!("{dir}: clean ({checked} entries checked)"));
+        text::err(format!("{dir}: clean ({checked})"));
     } else if problems == 0 {
         // An older format is moved by an open, not by a repair.
         let repair = if leftovers + unfinished > 0 {
@@ -232,9 +243,13 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
         } else {
             ""
         };
-        text::err(format!(
-            "{dir}: sound ({checked} entries checked): {own}{repair}"
-        ));
+        // An older format's entries were not checked: nothing says the
+        // store is sound.
+        let verdict = match older {
+            Some(_) => "no damage found",
+            None => "sound",
+        };
+        text::err(format!("{dir}: {verdict} ({checked}): {own}{repair}"));
     } else {
         let fixable = report
             .problems
@@ -254,7 +269,8 @@ pub fn verify(args: &VerifyArgs, dir: &Path) -> Result<ExitCode, Failure> {
             format!("; and {own}")
         };
         text::err(format!(
-            "{dir}: {problems} problem(s) in {checked} entries checked; {advice}{own}"
+            "{dir}: {problems} problem(s){}{checked}; {advice}{own}",
+            if older.is_some() { ", " } else { " in " }
         ));
     }
     Ok(code)
