@@ -15,12 +15,16 @@ const FINISHED: u64 = 20_000;
 /// task; about 230 now.)
 #[test]
 fn stats_counts_history_without_keeping_it() {
+    if measure_if_child() {
+        return;
+    }
+    let test = "memory::stats_counts_history_without_keeping_it";
     let (_empty_tmp, empty) = store_dir();
     drop(eventual(FileStore::builder(&empty)));
     let (_tmp, dir) = store_dir();
     finished_with_long_ids(&dir, FINISHED);
-    let (_, base) = peak_kib(&empty, &["stats", "--json"]);
-    let (out, peak) = peak_kib(&dir, &["stats", "--json"]);
+    let (_, base) = peak_kib(test, &empty, &["stats", "--json"]);
+    let (out, peak) = peak_kib(test, &dir, &["stats", "--json"]);
     let stats: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["finished"], json!(FINISHED), "{stats:#}");
     let per_task = peak.saturating_sub(base) * 1024 / FINISHED;
@@ -150,12 +154,16 @@ fn list_as_a_table_holds_a_page_not_the_store() {
 /// bytes a task.)
 #[test]
 fn listing_history_peaks_below_560_bytes_a_finished_task() {
+    if measure_if_child() {
+        return;
+    }
+    let test = "memory::listing_history_peaks_below_560_bytes_a_finished_task";
     let (_empty_tmp, empty) = store_dir();
     drop(eventual(FileStore::builder(&empty)));
     let (_tmp, dir) = store_dir();
     finished_with_long_ids(&dir, FINISHED);
-    let (_, base) = peak_kib(&empty, &["list", "--json"]);
-    let (out, peak) = peak_kib(&dir, &["list", "--json"]);
+    let (_, base) = peak_kib(test, &empty, &["list", "--json"]);
+    let (out, peak) = peak_kib(test, &dir, &["list", "--json"]);
     assert_eq!(out.lines().count() as u64, FINISHED);
     let per_task = peak.saturating_sub(base) * 1024 / FINISHED;
     eprintln!("list: {per_task} bytes a finished task ({peak} KiB; {base} KiB empty)");
@@ -188,43 +196,73 @@ fn finished_with_long_ids(dir: &Path, count: u64) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// The role of the child that runs the built command and takes its peak.
+const MEASURE: &str = "measure";
+
 /// The built command run with `args` on the store at `dir`, which must
-/// succeed: its stdout, and its peak resident memory in KiB, as GNU
-/// `time` reports it (`%M`: `ru_maxrss` of its child, which it forked
-/// small). Not `wait4` on a child of this process: a child's `ru_maxrss`
-/// starts at the peak of the memory it was spawned from (this process's,
-/// which other tests raise). Its allocator keeps one heap
-/// (`MALLOC_ARENA_MAX=1`): glibc's heaps of the listing's worker threads,
-/// each keeping what it freed, made one run's peak differ from another's
-/// by up to 250 bytes a task.
-fn peak_kib(dir: &Path, args: &[&str]) -> (String, u64) {
-    assert!(
-        Path::new("/usr/bin/time").exists(),
-        "GNU time (/usr/bin/time) is needed: .ci/run installs it"
-    );
+/// succeed: its stdout, and its peak resident memory in KiB (`ru_maxrss`,
+/// from `wait4`). Taken by a child, this test binary run again as `test`
+/// (which calls [`measure_if_child`] first): a process's `ru_maxrss`
+/// starts at the peak of the memory it was spawned from, so the command is
+/// spawned from a process that has done nothing else, not from this one,
+/// which other tests raise (a peak taken so read 96 MB on an empty store).
+/// Its allocator keeps one heap (`MALLOC_ARENA_MAX=1`): glibc's heaps of
+/// the listing's worker threads, each keeping what it freed, made one
+/// run's peak differ from another's by up to 250 bytes a task.
+fn peak_kib(test: &str, dir: &Path, args: &[&str]) -> (String, u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let peak = tmp.path().join("peak");
-    let out = common::without_store_variables("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&peak)
-        .arg(env!("CARGO_BIN_EXE_taskstore"))
-        .args(args)
-        .env("TASKSTORE_STORE", dir)
-        .env("MALLOC_ARENA_MAX", "1")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "taskstore {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let peak = fs::read_to_string(&peak).unwrap();
+    let mut child_args = vec![
+        dir.to_str().unwrap().to_owned(),
+        tmp.path().to_str().unwrap().to_owned(),
+    ];
+    child_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+    common::spawn(tmp.path(), test, MEASURE, &child_args).finish();
+    let read = |name: &str| fs::read_to_string(tmp.path().join(name)).unwrap();
+    let peak = read("peak");
     let peak = peak
         .trim()
         .parse()
-        .unwrap_or_else(|e| panic!("time's %M {peak:?}: {e}"));
-    (stdout(&out), peak)
+        .unwrap_or_else(|e| panic!("the measured peak {peak:?}: {e}"));
+    (read("stdout"), peak)
+}
+
+/// In the child [`peak_kib`] starts, runs the command and writes its
+/// stdout and peak to the files the parent reads, and says so: the test
+/// then returns at once.
+fn measure_if_child() -> bool {
+    let Some((role, args)) = common::role() else {
+        return false;
+    };
+    assert_eq!(role, MEASURE);
+    let [dir, out, args @ ..] = &args[..] else {
+        panic!("measure: {args:?}")
+    };
+    let out = Path::new(out);
+    #[allow(clippy::zombie_processes)] // reaped by `wait4` below, for its usage
+    let child = common::without_store_variables(env!("CARGO_BIN_EXE_taskstore"))
+        .args(args)
+        .env("TASKSTORE_STORE", dir)
+        .env("MALLOC_ARENA_MAX", "1")
+        .stdout(fs::File::create(out.join("stdout")).unwrap())
+        .stderr(fs::File::create(out.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for the child just spawned, which nothing else waits
+    // for; `status` and `usage` are ours to write.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(
+        pid,
+        child.id() as libc::pid_t,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "taskstore {args:?} ended with status {status:#x}: {}",
+        fs::read_to_string(out.join("stderr")).unwrap_or_default()
+    );
+    // Linux gives `ru_maxrss` in KiB.
+    fs::write(out.join("peak"), usage.ru_maxrss.to_string()).unwrap();
+    true
 }
