@@ -1,5 +1,6 @@
 //! A real PgBouncer in front of a test cluster ([`Cluster`]): its own ini
-//! and directory, a free TCP port on 127.0.0.1, trust authentication (as
+//! and directory, a free TCP port on 127.0.0.1 (another, if something
+//! took the one it picked before PgBouncer bound it), trust authentication (as
 //! the cluster's own), and the pool mode the test chooses.
 //!
 //! It runs as the cluster's user (PgBouncer refuses to run as root) under a
@@ -43,6 +44,24 @@ impl PoolMode {
     }
 }
 
+/// How many ports [`PgBouncer::start_on`] tries.
+pub const ATTEMPTS: usize = 10;
+
+/// A port no listener holds now: the kernel's choice for one, closed again.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether PgBouncer listens on the port it was given, or its log saying
+/// another socket holds it.
+enum Listening {
+    Yes(PgBouncer),
+    Taken(String),
+}
+
 /// A running PgBouncer.
 pub struct PgBouncer {
     dir: tempfile::TempDir,
@@ -71,6 +90,24 @@ impl PgBouncer {
         server_connections: usize,
         settings: &str,
     ) -> Option<PgBouncer> {
+        PgBouncer::start_on(cluster, mode, server_connections, settings, free_port)
+    }
+
+    /// [`start_with`](PgBouncer::start_with), on the ports `pick` names,
+    /// one an attempt. A port is free when it is picked (the kernel's
+    /// choice for a listener, closed again) but not held until PgBouncer
+    /// binds it: another socket may take it in between. PgBouncer then
+    /// logs that it cannot listen there and exits, and the next attempt
+    /// tries the next port (at most [`ATTEMPTS`]). Its clients connect
+    /// only once its own log says it listens on the port, never to
+    /// whatever else holds it.
+    pub fn start_on(
+        cluster: &Cluster,
+        mode: PoolMode,
+        server_connections: usize,
+        settings: &str,
+        mut pick: impl FnMut() -> u16,
+    ) -> Option<PgBouncer> {
         if !Path::new(BINARY).exists() {
             let what = format!("no {BINARY} (apt-get install pgbouncer)");
             if skip::is_failure(REQUIRE_VAR) {
@@ -79,13 +116,30 @@ impl PgBouncer {
             skip::say(&format!("PgBouncer tests SKIPPED: {what}"), REQUIRE_VAR);
             return None;
         }
+        let mut taken = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let port = pick();
+            match PgBouncer::spawn(cluster, mode, server_connections, settings, port) {
+                Listening::Yes(bouncer) => {
+                    bouncer.wait_for_clients();
+                    return Some(bouncer);
+                }
+                Listening::Taken(log) => taken.push((port, log)),
+            }
+        }
+        panic!("PgBouncer could not listen on any port it tried: {taken:?}")
+    }
+
+    /// PgBouncer started on `port`, once its log says whether it listens
+    /// there.
+    fn spawn(
+        cluster: &Cluster,
+        mode: PoolMode,
+        server_connections: usize,
+        settings: &str,
+        port: u16,
+    ) -> Listening {
         let dir = tempfile::tempdir().expect("a temp dir for PgBouncer");
-        // A free port: the kernel's choice for a listener, closed again
-        // just before PgBouncer binds it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let ini = dir.path().join("pgbouncer.ini");
         let users = dir.path().join("userlist.txt");
         std::fs::write(&users, "\"postgres\" \"\"\n").expect("write the user list");
@@ -131,16 +185,39 @@ impl PgBouncer {
             port,
             guard: Some(guard),
         };
+        // PgBouncer 1.18's words, logged at its start.
+        let listening = format!("listening on 127.0.0.1:{port}");
+        let refused = format!("cannot listen on 127.0.0.1:{port}");
         let started = std::time::Instant::now();
-        while postgres::Client::connect(&bouncer.conninfo(), postgres::NoTls).is_err() {
+        loop {
+            let log = bouncer.log();
+            if log.contains(&listening) {
+                return Listening::Yes(bouncer);
+            }
+            if log.contains(&refused) {
+                // Dropped: the guard stops it, if it has not exited.
+                return Listening::Taken(log);
+            }
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(60),
-                "PgBouncer never answered on port {port}; its log:\n{}",
-                bouncer.log()
+                "PgBouncer never said whether it listens on port {port}; its log:\n{log}"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Some(bouncer)
+    }
+
+    /// Waits until PgBouncer, listening on its port, accepts a client.
+    fn wait_for_clients(&self) {
+        let started = std::time::Instant::now();
+        while postgres::Client::connect(&self.conninfo(), postgres::NoTls).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "PgBouncer never answered on port {}; its log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The connection string of database `postgres` through PgBouncer.

@@ -3,6 +3,7 @@
 //! connected straight to the server; in transaction or statement mode,
 //! whose connections do not keep a server session, the open is refused,
 //! and so is a change feed's connection remade after a reload into it.
+//! A port taken before PgBouncer binds it is traded for another.
 
 use super::*;
 use pg_cluster::pgbouncer::{PgBouncer, PoolMode};
@@ -72,6 +73,52 @@ fn a_store_through_pgbouncer_in_session_mode_works() {
     assert_eq!(
         (stored.owner.as_deref(), stored.result),
         (Some("a"), Some(json!("resumed")))
+    );
+}
+
+/// The port PgBouncer was given is taken by another listener before it
+/// binds it (its pick is free only when picked): it tries another, and
+/// its clients reach it there, none of them the other listener. (With one
+/// attempt PgBouncer exited, its clients met the other listener, and the
+/// start failed after 60 s.)
+#[test]
+fn a_pgbouncer_whose_port_was_taken_listens_on_another() {
+    let Some(cluster) = cluster() else { return };
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = other.local_addr().unwrap().port();
+    // The other listener refuses whatever connects: accepted, then closed.
+    let met = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = met.clone();
+    let acceptor = other.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for connection in acceptor.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    let mut ports =
+        std::iter::once(held).chain(std::iter::repeat_with(pg_cluster::pgbouncer::free_port));
+    let Some(bouncer) =
+        PgBouncer::start_on(cluster, PoolMode::Session, 2, "", || ports.next().unwrap())
+    else {
+        return;
+    };
+    assert_ne!(bouncer.port(), held, "PgBouncer listens on the taken port");
+    assert!(
+        bouncer
+            .log()
+            .contains(&format!("listening on 127.0.0.1:{}", bouncer.port())),
+        "{}",
+        bouncer.log()
+    );
+    let mut client = postgres::Client::connect(&bouncer.conninfo(), postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connect through PgBouncer: {e}"));
+    let one: i32 = client.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+    assert_eq!(
+        met.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a client met the other listener"
     );
 }
 
