@@ -1,6 +1,7 @@
-//! Several processes on the system clock with short leases (each child is this
-//! test binary, see `common::spawn`): a killed owner reaped by another process,
-//! a renewing owner never reaped, two reapers making one transition per task.
+//! Several processes with short leases (each child is this test binary, see
+//! `common::spawn`): a killed owner reaped by another process and two
+//! reapers making one transition per task, on the system clock; a renewing
+//! owner never reaped, on a clock the processes share and the test moves.
 
 use super::*;
 
@@ -103,9 +104,50 @@ fn killed_owner_is_reaped_by_another_process() {
 }
 
 const RENEWED: usize = 20;
-/// Long enough that only a process frozen for seconds misses a renewal.
 const RENEWER_LEASE: Duration = Duration::from_secs(3);
+/// How far the test moves the shared clock once the renewer has renewed at
+/// its time: less than a lease, so that every lease runs a second past it.
+const STEP: Duration = Duration::from_secs(2);
 
+/// A clock several processes share, which only the test moves: the time in
+/// a file (Unix nanoseconds, written whole). A process stalled for seconds
+/// (a loaded machine) lets no time pass on it, so no lease lapses because
+/// of the stall; a lease lapses only once the test has moved the clock
+/// past it.
+#[derive(Debug)]
+struct SharedClock(PathBuf);
+
+impl SharedClock {
+    fn set(&self, at: OffsetDateTime) {
+        write_atomic(&self.0, at.unix_timestamp_nanos().to_string().as_bytes());
+    }
+}
+
+impl taskstore::Clock for SharedClock {
+    fn now(&self) -> OffsetDateTime {
+        let nanos = fs::read_to_string(&self.0).expect("read the shared clock");
+        OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().expect("the shared clock's time"))
+            .expect("the shared clock's time")
+    }
+}
+
+/// A handle on the shared clock in `work`.
+fn open_shared(store: &Path, work: &Path, instance: &str) -> FileStore {
+    FileStore::builder(store)
+        .instance_id(instance)
+        .lease(RENEWER_LEASE)
+        .durability(Durability::Eventual)
+        .clock(Arc::new(SharedClock(work.join("clock"))))
+        .open()
+        .unwrap()
+}
+
+/// An owner renewing its tasks, another process reaping all the while,
+/// both on a clock the test moves a step (less than a lease) each time the
+/// owner has renewed at its time, until every original lease has lapsed by
+/// a full lease more: no task is ever reaped. (On the system clock, a
+/// renewer stalled longer than its lease, as a loaded machine can stall a
+/// process, was reaped rightly and failed the test.)
 #[test]
 fn renewing_owner_is_never_reaped() {
     if let Some((role, args)) = common::role() {
@@ -113,23 +155,23 @@ fn renewing_owner_is_never_reaped() {
         let stop = work.join("stop");
         return match role.as_str() {
             "renewer" => {
-                let s = FileStore::builder(&store)
-                    .instance_id("alive")
-                    .lease(RENEWER_LEASE)
-                    .durability(Durability::Eventual)
-                    .open()
-                    .unwrap();
+                let s = open_shared(&store, &work, "alive");
+                let clock = SharedClock(work.join("clock"));
                 let created: Vec<Task> = (0..RENEWED)
                     .map(|i| s.create(NewTask::new().id(id("alive", i))).unwrap())
                     .collect();
                 write_tasks(&work.join("created.jsonl"), &created);
                 while !stop.exists() {
+                    // The renewal goes by this time or a later one.
+                    let at = taskstore::Clock::now(&clock);
                     assert_eq!(s.renew_leases().unwrap(), RENEWED, "a task was reaped");
+                    let at = at.unix_timestamp_nanos().to_string();
+                    write_atomic(&work.join("renewed"), at.as_bytes());
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
             "reaper" => {
-                let s = open(&store, "reaper", RENEWER_LEASE);
+                let s = open_shared(&store, &work, "reaper");
                 let mut passes = 0u64;
                 while !stop.exists() {
                     let reaped = s.reap_orphans().unwrap();
@@ -144,6 +186,9 @@ fn renewing_owner_is_never_reaped() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let test = "processes::renewing_owner_is_never_reaped";
+    let clock = SharedClock(work.join("clock"));
+    let mut now = OffsetDateTime::now_utc();
+    clock.set(now);
     let renewer = spawn(&work, test, "renewer", &child_args(&store, &work, &[]));
     let mut children = vec![renewer];
     wait_for(&mut children, "the renewer's tasks", || {
@@ -156,6 +201,11 @@ fn renewing_owner_is_never_reaped() {
         "reaper",
         &child_args(&store, &work, &[]),
     ));
+    let counted = |name: &str| -> Option<i128> {
+        fs::read_to_string(work.join(name))
+            .ok()
+            .and_then(|p| p.parse().ok())
+    };
     // Run until every original lease has lapsed by a full lease more, so that
     // without renewals each task would have been reaped.
     let horizon = created
@@ -164,15 +214,15 @@ fn renewing_owner_is_never_reaped() {
         .max()
         .unwrap()
         + RENEWER_LEASE;
-    wait_for(&mut children, "the original leases to lapse", || {
-        OffsetDateTime::now_utc() > horizon
-    });
-    let passes = || -> u64 {
-        fs::read_to_string(work.join("passes"))
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    };
+    while now <= horizon {
+        let at = now.unix_timestamp_nanos();
+        wait_for(&mut children, "a renewal at the clock's time", || {
+            counted("renewed").is_some_and(|renewed| renewed >= at)
+        });
+        now += STEP;
+        clock.set(now);
+    }
+    let passes = || counted("passes").unwrap_or(0);
     let seen = passes();
     wait_for(&mut children, "more reaper passes", || passes() >= seen + 3);
     touch(&work.join("stop"));
@@ -180,7 +230,7 @@ fn renewing_owner_is_never_reaped() {
         c.finish();
     }
 
-    let s = open(&store, "checker", RENEWER_LEASE);
+    let s = open_shared(&store, &work, "checker");
     for c in &created {
         let t = s.get(&c.id).unwrap().unwrap();
         assert_eq!(t.status, TaskStatus::Working, "{} was reaped", t.id);
