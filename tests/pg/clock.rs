@@ -110,12 +110,20 @@ impl Reading {
     }
 }
 
-/// A skewed host: its own task, renewed; reaps in a loop; polls the shared
-/// TTL task until it is gone, checking each answer against the server's
-/// time read around it. A handle goes by the server's clock as it measured
-/// it at open, carried on by the monotonic clock: its error is half that
-/// round trip plus how far the server's clock has drifted from the
-/// monotonic one since, which the check measures.
+/// The skewed hosts' lease: far shorter than their clocks' skew (5
+/// minutes either way: judged by a host's own clock, the other's leases
+/// would have lapsed minutes ago or run minutes on), and far longer than a
+/// loaded machine stalls a process (with 2 s, a host stopped for 3 s was
+/// reaped by the other, rightly).
+const SKEWED_LEASE: Duration = Duration::from_secs(60);
+
+/// A skewed host: its own task, renewed, each renewal's lease checked
+/// against the server's time read around it; reaps in a loop; polls the
+/// shared TTL task until it is gone, checking each answer against the
+/// server's time read around it. A handle goes by the server's clock as it
+/// measured it at open, carried on by the monotonic clock: its error is
+/// half that round trip plus how far the server's clock has drifted from
+/// the monotonic one since, which the check measures.
 fn skewed_host(args: &[String]) {
     let (name, offset_secs): (&str, i64) = (&args[3], args[4].parse().unwrap());
     let expiring = TaskId::parse(&args[5]).unwrap();
@@ -123,7 +131,7 @@ fn skewed_host(args: &[String]) {
     let store = PgStore::builder(&args[0])
         .schema(&args[1])
         .instance_id(name)
-        .lease(Duration::from_secs(2))
+        .lease(SKEWED_LEASE)
         .clock(Arc::new(OffsetClock(time::Duration::seconds(offset_secs))))
         .sink(events.clone())
         .open()
@@ -157,11 +165,28 @@ fn skewed_host(args: &[String]) {
     let mut gone_at = None;
     let renew_every = std::time::Instant::now();
     let mut last_renew = renew_every;
-    // Until the TTL task is gone, and for at least 3 leases.
+    // Until the TTL task is gone, and for at least 20 renewals.
     while gone_at.is_none() || renew_every.elapsed() < Duration::from_secs(6) {
         rounds += 1;
         if last_renew.elapsed() >= Duration::from_millis(300) {
+            let before = Reading::take(&mut client);
             assert_eq!(store.renew_leases().unwrap(), 1, "{name} renews its task");
+            let after = Reading::take(&mut client);
+            // The lease it wrote runs from the server's time.
+            let lease = store.get(&mine.id).unwrap().unwrap().lease_expires_at;
+            let from = (lease.unwrap() - SKEWED_LEASE).unix_timestamp_nanos();
+            let (early, late) = (
+                before.drift_since(&reference),
+                after.drift_since(&reference),
+            );
+            assert!(
+                from >= before.server_nanos - bound_ns - early
+                    && from <= after.server_nanos + bound_ns + late,
+                "{name} renewed its lease from {from} ns, server time {} to {} ns \
+                 (bound {bound_ns} ns, the clocks' drift {early} and {late} ns)",
+                before.server_nanos,
+                after.server_nanos
+            );
             last_renew = std::time::Instant::now();
         }
         reaped.extend(store.reap_orphans().unwrap());
