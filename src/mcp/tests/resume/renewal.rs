@@ -13,15 +13,24 @@ use crate::mcp::tests::{eventually, fast, settled, text};
 use crate::mcp::{DurableTaskManager, TaskExit};
 use crate::{Clock, FileStore, ManualClock, TaskStore};
 
+/// A task claimed a day after its last update (a claim leaves
+/// `lastUpdatedAt` alone) is renewed on the store's lease: its new owner
+/// renews it after every step of the store's clock, half a lease each,
+/// three leases in all, and never claims it again. The clock is the
+/// test's: a stall of the machine lets no lease lapse. (Renewed by a lease
+/// worked out from the task, a day and a lease long, the first renewal
+/// was hours away.)
 #[tokio::test]
 async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() {
     let dir = tempfile::tempdir().unwrap();
     let lease = Duration::from_secs(1);
+    let clock = clock();
     let open = |name: &str| {
         Arc::new(
             FileStore::builder(dir.path())
                 .instance_id(name)
                 .lease(lease)
+                .clock(clock.clone() as Arc<dyn Clock>)
                 .open()
                 .unwrap(),
         )
@@ -31,9 +40,9 @@ async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() 
         .create(crate::NewTask::new().resumable("k", json!(null)))
         .unwrap();
     let id = task.id.as_str().to_owned();
-    // Unclaimed for several leases: its `lastUpdatedAt` is old by the
-    // time it is claimed, and says nothing of the new lease.
-    tokio::time::sleep(lease * 4).await;
+    // Unclaimed for a day: its `lastUpdatedAt` is old by the time it is
+    // claimed, and says nothing of the new lease.
+    clock.advance(Duration::from_secs(86_400));
     let b = DurableTaskManager::with_options(
         open("b"),
         fast().reap_interval(Duration::from_millis(20)),
@@ -49,14 +58,23 @@ async fn a_claimed_task_is_renewed_on_the_stores_lease_however_long_it_waited() 
     });
     let load = || runs.load(std::sync::atomic::Ordering::SeqCst);
     eventually(|| async { (load() == 1).then_some(()) }).await;
-    // Over several leases, B keeps the lease it was granted: the task never
-    // lapses into an orphan that B (or anyone) claims again.
-    tokio::time::sleep(lease * 4).await;
-    assert_eq!(
-        load(),
-        1,
-        "claimed again: the new owner let its lease lapse"
-    );
+    // Over three leases, B keeps the lease it was granted, renewed at each
+    // step of the clock: the task never lapses into an orphan that B (or
+    // anyone) claims again.
+    let mut granted = stored(&b, &id).lease_expires_at.unwrap();
+    for _ in 0..6 {
+        clock.advance(lease / 2);
+        granted = eventually(|| async {
+            let renewed = stored(&b, &id).lease_expires_at.unwrap();
+            (renewed > granted).then_some(renewed)
+        })
+        .await;
+        assert_eq!(
+            load(),
+            1,
+            "claimed again: the new owner let its lease lapse"
+        );
+    }
     assert_eq!(stored(&b, &id).epoch, 2);
     b.cancel_task(&id).await.unwrap();
     assert_eq!(settled(&b, &id).await.status(), TaskStatus::Cancelled);
@@ -180,17 +198,23 @@ async fn a_run_claimed_by_a_slow_pass_with_the_clock_behind_is_renewed_at_once()
 }
 
 /// A task claimed through a store that does not say how long its leases
-/// last is renewed all the same, by the lease the claim gave it: its run
-/// goes on to its end, once. (Only a new task's lease could be worked out:
-/// the claimed run was never renewed, the task was claimed again and
-/// again, each run stopped as lost, until it failed `orphaned`.)
+/// last is renewed all the same, by the lease the claim gave it: its run,
+/// held until the store's clock has moved on three leases (half a lease a
+/// step, each once the run's lease was renewed at the step's time), goes
+/// on to its end, once. The clock is the test's: a stall of the machine
+/// lets no lease lapse. (Only a new task's lease could be worked out: the
+/// claimed run was never renewed, the task was claimed again and again,
+/// each run stopped as lost, until it failed `orphaned`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() {
     let backend = Arc::new(crate::MemoryBackend::new());
+    let lease = Duration::from_secs(1);
+    let clock = clock();
     let open = |name: &str| {
         crate::Store::with_backend(Arc::clone(&backend))
             .instance_id(name)
-            .lease(Duration::from_secs(1))
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .lease(lease)
             .build()
             .unwrap()
     };
@@ -199,24 +223,44 @@ async fn a_claimed_run_is_renewed_through_a_store_that_does_not_say_its_lease() 
         .create(crate::NewTask::new().resumable("job", json!({})))
         .unwrap();
     drop(dead);
+    clock.advance(lease * 2);
     let m = DurableTaskManager::with_options(
         Arc::new(Wrapped::new(open("live"), false)),
         fast().reap_interval(Duration::from_millis(50)),
     );
     let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = Arc::clone(&starts);
+    let finish = Arc::new(tokio::sync::Notify::new());
+    let told = Arc::clone(&finish);
     m.register_resume("job", move |_ctx| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let told = Arc::clone(&told);
         Box::pin(async move {
-            // Longer than two leases.
-            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            told.notified().await;
             Ok(text("done"))
         })
     });
-    let settled = settled(&m, task.id.as_str()).await;
+    let id = task.id.as_str();
+    let load = || starts.load(std::sync::atomic::Ordering::SeqCst);
+    let mut granted = eventually(|| async {
+        let stored = stored(&m, id);
+        (stored.epoch == 2 && load() == 1).then_some(stored.lease_expires_at.unwrap())
+    })
+    .await;
+    for _ in 0..6 {
+        clock.advance(lease / 2);
+        granted = eventually(|| async {
+            let renewed = stored(&m, id).lease_expires_at.unwrap();
+            (renewed > granted).then_some(renewed)
+        })
+        .await;
+        assert_eq!(load(), 1, "claimed again: the run's lease lapsed");
+    }
+    finish.notify_one();
+    let settled = settled(&m, id).await;
     let TaskPayload::Completed { result } = settled.payload else {
         panic!("not completed: {:?}", settled.payload)
     };
     assert_eq!(result["content"][0]["text"], "done");
-    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(load(), 1);
 }
