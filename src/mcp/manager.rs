@@ -109,6 +109,7 @@ impl<S: TaskStore + 'static> DurableTaskManager<S> {
             drained: Notify::new(),
             claim_now: Notify::new(),
             claimed_at: Mutex::new(None),
+            claiming: AtomicUsize::new(0),
             shutting_down: watch::channel(false).0,
             stop: watch::channel(false).0,
             background: Mutex::new(None),

@@ -155,7 +155,8 @@
 //!   claim grace, and reads `failed` from the first `tasks/get` past it;
 //!   on an instance that resumes its kind, the `tasks/get` starts a claim
 //!   at once instead, whatever the grace, unless a claim pass began since
-//!   the task's lease lapsed. Starting a
+//!   the task's lease lapsed; while such a pass is under way, it reads as
+//!   it stands, left to that pass. Starting a
 //!   manager never waits for a scan: its loop runs in the background, and
 //!   its first reap waits one
 //!   [`ManagerOptions::reap_interval`], so that the resume handlers a host

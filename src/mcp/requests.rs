@@ -94,14 +94,21 @@ impl Shared {
         if task.is_orphan_at(self.store.lease_now()) && self.run_of(&id).is_none() {
             if task.has_attempts_left()
                 && task.resume.as_ref().is_some_and(|r| self.resumes(&r.kind))
-                && self.may_claim(&task)
             {
-                // A resumable orphan this instance resumes, that no claim
-                // pass has had the chance to take: a claim now, on the
-                // background loop, whatever its claim grace (a claim comes
-                // before a reap there too).
-                self.claim_now.notify_one();
-                return to_wire(&task);
+                if self.may_claim(&task) {
+                    // A resumable orphan this instance resumes, that no
+                    // claim pass has had the chance to take: a claim now,
+                    // on the background loop, whatever its claim grace (a
+                    // claim comes before a reap there too).
+                    self.claim_now.notify_one();
+                    return to_wire(&task);
+                }
+                if self.claim_under_way() {
+                    // One may be taking it: left to that pass, as it
+                    // stands (a poll once it is over finds the task
+                    // claimed, or judges it by the reap's rule).
+                    return to_wire(&task);
+                }
             }
             // That task alone, judged by the reap's own rule under its
             // lock: failed now if a reap would fail it (not resumable, out

@@ -46,6 +46,10 @@ pub(super) struct Shared {
     /// began: a poll of an orphan whose lease lapsed before then wakes no
     /// other.
     pub claimed_at: Mutex<Option<OffsetDateTime>>,
+    /// Claim passes under way: from before one sets `claimed_at` until
+    /// every task it claimed is started or handed back. A poll of an
+    /// orphan one may be taking leaves the orphan to it.
+    pub claiming: AtomicUsize,
     /// `true` once shutdown begins (operations may watch it).
     pub shutting_down: watch::Sender<bool>,
     /// `true` once the background loop is to stop.

@@ -4,7 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -301,6 +301,12 @@ impl Shared {
         }
     }
 
+    /// Whether a claim pass of this manager is under way (it may be taking
+    /// an orphan a poll read: see [`Shared::claiming`]).
+    pub fn claim_under_way(&self) -> bool {
+        self.claiming.load(Ordering::SeqCst) > 0
+    }
+
     /// Whether this manager has a resume handler for `kind`.
     pub fn resumes(&self, kind: &str) -> bool {
         match self.handlers.read() {
@@ -322,6 +328,11 @@ impl Shared {
         if kinds.is_empty() {
             return;
         }
+        // Under way before its time is set: a poll that finds a pass began
+        // after its orphan's lease lapsed finds it under way, until every
+        // task it claimed is started or handed back (the end of this call).
+        self.claiming.fetch_add(1, Ordering::SeqCst);
+        let _under_way = UnderWay(&self.claiming);
         *lock(&self.claimed_at) = Some(self.store.lease_now());
         let store = Arc::clone(&self.store);
         let claimed = blocking(move || {
@@ -689,5 +700,14 @@ struct Looked(Arc<Run>);
 impl Drop for Looked {
     fn drop(&mut self) {
         lock(&self.0.state).looking = None;
+    }
+}
+
+/// A claim pass under way ([`Shared::claiming`]) until dropped.
+struct UnderWay<'a>(&'a AtomicUsize);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

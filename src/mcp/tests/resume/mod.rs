@@ -83,7 +83,9 @@ fn seen(ctx: &TaskContext) -> Value {
 /// whose write fails for each orphan, every time); with `claim_takes`, the
 /// first claim that claims a task moves that clock on by that much (a pass
 /// that took that long after it read the time its leases count from), and
-/// keeps the tasks as that claim returned them in `slow_claimed`.
+/// keeps the tasks as that claim returned them in `slow_claimed`; with
+/// `claim_held` set, the next claim says it has begun and waits to be let
+/// go (a claim pass under way, held there by the test).
 struct Wrapped<S> {
     inner: S,
     says_lease: bool,
@@ -94,6 +96,13 @@ struct Wrapped<S> {
     slow_claimed: std::sync::Mutex<Vec<crate::Task>>,
     /// `reap_task` calls.
     task_reaps: std::sync::atomic::AtomicUsize,
+    claim_held: std::sync::Mutex<Option<Held>>,
+}
+
+/// A claim held: it sends on `begun`, then waits for `go`.
+struct Held {
+    begun: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
 }
 
 impl<S> Wrapped<S> {
@@ -107,6 +116,7 @@ impl<S> Wrapped<S> {
             claim_takes: std::sync::Mutex::new(None),
             slow_claimed: std::sync::Mutex::new(Vec::new()),
             task_reaps: std::sync::atomic::AtomicUsize::new(0),
+            claim_held: std::sync::Mutex::new(None),
         }
     }
 }
@@ -175,6 +185,11 @@ impl<S: TaskStore> TaskStore for Wrapped<S> {
     fn claim(&self, kinds: &[&str]) -> crate::Result<crate::Claimed> {
         self.claims
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let held = self.claim_held.lock().unwrap().take();
+        if let Some(held) = held {
+            held.begun.send(()).unwrap();
+            held.go.recv().unwrap();
+        }
         if self
             .claims_nothing
             .load(std::sync::atomic::Ordering::SeqCst)

@@ -146,6 +146,45 @@ async fn a_restarted_instance_resumes_what_it_was_down_for() {
     assert_eq!(result["content"][0]["text"], "resumed");
 }
 
+/// A poll of a resumable orphan past its claim grace, at an instance that
+/// resumes its kind while its claim pass is under way, leaves the task to
+/// that pass: `working`, then resumed. (The poll judged it by the reap's
+/// rule, since a pass had begun after its lease lapsed, and failed it,
+/// orphaned, under the pass about to claim it: a restarted instance's
+/// client polling as it registered its handlers saw its task failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_while_a_claim_pass_is_under_way_leaves_the_task_to_it() {
+    let clock = clock();
+    let backend = Arc::new(crate::MemoryBackend::new());
+    let task = left_by_a_dead_instance(&backend, &clock);
+    // Past its claim grace (one lease after its lease lapsed).
+    clock.advance(LEASE * 3);
+    let m = DurableTaskManager::with_options(
+        Arc::new(Wrapped::new(on_memory(&backend, &clock, "b"), true)),
+        polling_alone(),
+    );
+    let (begun, claim_begun) = std::sync::mpsc::channel();
+    let (let_go, go) = std::sync::mpsc::channel();
+    *m.store().claim_held.lock().unwrap() = Some(super::Held { begun, go });
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    // The registration's claim pass has begun, and is held in the claim.
+    tokio::task::spawn_blocking(move || claim_begun.recv().unwrap())
+        .await
+        .unwrap();
+    let read = m.get_task(task.id.as_str()).await.unwrap();
+    let_go.send(()).unwrap();
+    assert_eq!(
+        read.task.status,
+        TaskStatus::Working,
+        "a poll under the claim pass failed the task it was claiming: {read:?}"
+    );
+    let settled = settled(&m, task.id.as_str()).await;
+    let TaskPayload::Completed { result } = settled.payload else {
+        panic!("not resumed: {:?}", settled.payload)
+    };
+    assert_eq!(result["content"][0]["text"], "resumed");
+}
+
 /// Polling a resumable orphan of a kind this instance does not resume
 /// starts no claim pass: it could claim nothing. (Every `tasks/get` woke
 /// one, a scan of the store's orphans per client poll, on every instance
