@@ -373,11 +373,19 @@ fn claimable(task: &Task, now: OffsetDateTime, kinds: &[String]) -> bool {
 /// The error a reaper records on an orphan.
 fn orphan_error(task: &Task, reaper: &str) -> Value {
     let owner = task.owner.as_deref().expect("every task has an owner here");
-    let lapsed = task
-        .lease_expires_at
-        .expect("an orphan had a lease")
+    // As the store writes its stamps (FORMAT.md): RFC 3339 in UTC with a
+    // fraction of nine digits, whatever the instant.
+    let lapsed = task.lease_expires_at.expect("an orphan had a lease");
+    let whole = lapsed
+        .replace_nanosecond(0)
+        .expect("zero nanoseconds")
         .format(&Rfc3339)
         .expect("formats");
+    let lapsed = format!(
+        "{}.{:09}Z",
+        whole.strip_suffix('Z').expect("in UTC"),
+        lapsed.nanosecond()
+    );
     let mut error = json!({
         "code": "orphaned",
         "message": format!(
