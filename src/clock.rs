@@ -45,6 +45,13 @@ pub trait Clock: Send + Sync + Debug {
     }
 }
 
+/// `d` in whole milliseconds, or `u64::MAX` past what a `u64` holds: the
+/// one rule for every duration the crate writes or compares as a count of
+/// milliseconds.
+pub(crate) fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `by` as a span `time` adds, or the longest it holds.
 pub(crate) fn span(by: Duration) -> time::Duration {
     time::Duration::try_from(by).unwrap_or(time::Duration::MAX)

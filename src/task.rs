@@ -625,7 +625,7 @@ pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<V
 }
 
 fn truncate_to_millis(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    Duration::from_millis(crate::clock::whole_millis(d))
 }
 
 /// `Option<Duration>` as whole milliseconds (or `null`).
@@ -636,7 +636,7 @@ mod millis {
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Some(d) => s.serialize_u64(crate::clock::whole_millis(*d)),
             None => s.serialize_none(),
         }
     }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::breaker::config::BreakerConfig;
 use crate::breaker::window::{Totals, Verdict, Window};
-use crate::clock::Clock;
+use crate::clock::{Clock, whole_millis};
 use crate::events::{BreakerEventKind, BreakerState, CallOutcome, Event, TripReason};
 use crate::sink::Notifier;
 
@@ -396,7 +396,12 @@ impl Inner {
             .probes
             .iter()
             .filter(|&&handed_out| timed_out(handed_out))
-            .map(|&handed_out| nanos_to_millis(at.saturating_sub(handed_out)))
+            .map(|&handed_out| {
+                let nanos = at.saturating_sub(handed_out);
+                whole_millis(Duration::from_nanos(
+                    u64::try_from(nanos).unwrap_or(u64::MAX),
+                ))
+            })
             .collect();
         late.sort_unstable_by(|a, b| b.cmp(a));
         let count = late.len() as u64;
@@ -574,15 +579,9 @@ impl Inner {
     }
 }
 
+/// `d` in whole milliseconds: none if it is negative.
 fn millis(d: impl TryInto<Duration>) -> u64 {
-    d.try_into().ok().map_or(0, |d: Duration| {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-    })
-}
-
-/// `nanos` (`>= 0`) in whole milliseconds, saturating.
-fn nanos_to_millis(nanos: i128) -> u64 {
-    u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX)
+    d.try_into().map_or(0, whole_millis)
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

@@ -280,9 +280,7 @@ fn format_ts(at: OffsetDateTime) -> String {
 /// served as the longest a JavaScript client holds exactly, some 285,000
 /// years, not as a number such a client would read as another.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis())
-        .unwrap_or(u64::MAX)
-        .min(super::MAX_WIRE_MS)
+    crate::clock::whole_millis(d).min(super::MAX_WIRE_MS)
 }
 
 #[cfg(test)]

@@ -662,7 +662,7 @@ fn shutdown_error(shared: &Shared, run: &Run) -> Value {
             run.id
         ),
         "instance": instance,
-        "graceMs": u64::try_from(shared.options.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+        "graceMs": crate::clock::whole_millis(shared.options.shutdown_grace),
     })
 }
 

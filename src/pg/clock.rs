@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, whole_millis};
 
 use super::pool::{Connection, Pool};
 
@@ -147,7 +147,7 @@ impl ServerClock {
     }
 
     fn schedule(&self, after: Duration) {
-        let at = millis(self.base.elapsed()).saturating_add(millis(after));
+        let at = whole_millis(self.base.elapsed()).saturating_add(whole_millis(after));
         self.next_ms.store(at, Ordering::Relaxed);
     }
 
@@ -167,7 +167,7 @@ impl ServerClock {
     /// [`Clock::now`].
     pub fn refresh_if_due(&self) {
         let elapsed = self.base.elapsed();
-        let due = millis(elapsed) >= self.next_ms.load(Ordering::Relaxed)
+        let due = whole_millis(elapsed) >= self.next_ms.load(Ordering::Relaxed)
             || (!self.retrying.load(Ordering::Relaxed) && self.parted(elapsed));
         if !due || self.measuring.swap(true, Ordering::Acquire) {
             return;
@@ -269,9 +269,4 @@ fn measure(
 /// `n` as an `i64`, saturated.
 fn clamp(n: i128) -> i64 {
     i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// `d` in whole milliseconds, saturated.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

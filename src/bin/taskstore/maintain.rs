@@ -311,8 +311,7 @@ pub fn reap_preview(preview: &Preview, json: bool) -> Result<ExitCode, Failure> 
                 out(if json {
                     let mut more = leased;
                     more["kind"] = json!(kind);
-                    more["claimGraceMs"] =
-                        json!(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+                    more["claimGraceMs"] = json!(text::millis(grace));
                     result_json(id, "await_claim", true, more)
                 } else {
                     format!(

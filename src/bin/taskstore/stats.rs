@@ -181,7 +181,7 @@ pub fn run(args: &StatsArgs, target: &Target, upgrade: bool) -> Result<ExitCode,
 }
 
 fn ms(d: Duration) -> Value {
-    json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    json!(text::millis(d))
 }
 
 fn as_json(stats: &Stats, store: Value) -> Value {

@@ -296,6 +296,12 @@ pub fn duration(d: Duration) -> String {
     out
 }
 
+/// A duration in whole milliseconds, as `--json` writes it (`u64::MAX` past
+/// what a `u64` holds).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// How long before `now` the instant `at` was (zero if it is later).
 pub fn since(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
     Duration::try_from(now - at).unwrap_or(Duration::ZERO)

@@ -469,7 +469,7 @@ impl FileBackend {
     pub(in crate::file) fn write_new(&self, record: &Record) -> Result<()> {
         self.write(Area::Active, record)?;
         if Area::of(record.task()) == Area::Done
-            && let Err(e) = self.move_into_done(record.task(), self.durability)
+            && let Err(e) = self.link_and_settle(record.task(), false)
         {
             tracing::warn!(task = %record.task().id, error = %e, "stored a finished task in active/; its move into done/ failed and is left for the next sweep");
         }
@@ -488,20 +488,22 @@ impl FileBackend {
     /// `expiring/` alone after a power loss:
     /// `crash_states::mixed::an_eventual_handle_finishing_a_move_an_immediate_reap_left_never_loses_it`.)
     pub(super) fn move_to_done(&self, task: &Task) -> Result<()> {
-        self.move_into_done(task, Durability::Immediate)
+        self.link_and_settle(task, true)
     }
 
-    /// [`move_to_done`](Self::move_to_done), its names in `expiring/` and
-    /// `done/` made durable before its name in `active/` goes only under
-    /// `names` (or this handle's `Immediate`): this handle's own write of a
-    /// new task ([`write_new`](Self::write_new)) promises no more than its
-    /// durability.
-    fn move_into_done(&self, task: &Task, names: Durability) -> Result<()> {
+    /// Links `task` (its file in `active/`, its lock held) into `done/` and
+    /// `expiring/` and settles the move. With `names_first` (another
+    /// handle's move: [`move_to_done`](Self::move_to_done)) the new names
+    /// are durable before its name in `active/` goes whatever this handle's
+    /// durability; without (this handle's own write of a new task:
+    /// [`write_new`](Self::write_new)) the move promises no more than this
+    /// handle's durability.
+    fn link_and_settle(&self, task: &Task, names_first: bool) -> Result<()> {
         let mut touched = self.touched();
         let staged = self.link_into_done(task, None, Locking::Held, &mut touched)?;
-        if self.durability != Durability::Immediate {
-            // Under `Immediate`, `settle` does it.
-            self.sync_links_as(&touched, names)?;
+        // Under `Immediate`, `settle` makes them durable first itself.
+        if names_first && self.durability != Durability::Immediate {
+            self.make_links_durable(&touched)?;
         }
         self.settle(&[staged], touched, Locking::Held)
     }

@@ -115,15 +115,14 @@ impl FileBackend {
     /// Makes the names given in `expiring/` and `done/` durable (first
     /// `expiring/`: a task in `done/` is never without its index entry).
     fn sync_links(&self, touched: &Touched) -> Result<()> {
-        self.sync_links_as(touched, self.durability)
-    }
-
-    /// [`sync_links`](Self::sync_links) under `durability`, whatever this
-    /// handle's.
-    fn sync_links_as(&self, touched: &Touched, durability: Durability) -> Result<()> {
-        if durability != Durability::Immediate {
+        if self.durability != Durability::Immediate {
             return Ok(());
         }
+        self.make_links_durable(touched)
+    }
+
+    /// [`sync_links`](Self::sync_links) whatever this handle's durability.
+    fn make_links_durable(&self, touched: &Touched) -> Result<()> {
         if touched.expiring {
             self.expiring
                 .sync(&self.fs, touched.before.expiring)
