@@ -66,3 +66,74 @@ fn a_task_at_the_largest_cap_postgresql_holds_is_stored_and_reaped() {
     assert_eq!(stored.status, taskstore::TaskStatus::Failed);
     assert!(stored.metadata == task.metadata, "keeps its metadata");
 }
+
+/// A reap of orphans larger together than the 1 GiB PostgreSQL takes in
+/// one message writes them in several statements on the connection it
+/// has: 70 orphans at the default 16 MiB cap (1.1 GB), every one reaped,
+/// no connection lost. (Written in one statement, the batch failed whole,
+/// the server dropping its connection, and each orphan was then written
+/// alone on a new one.) The connections are counted by a proxy in front
+/// of the server, through which the reaper, with one connection in its
+/// pool, is the only client.
+#[test]
+fn a_reap_of_orphans_larger_than_a_message_together_keeps_its_connection() {
+    let Some(cluster) = pg_cluster::shared() else {
+        return;
+    };
+    let schema = fresh_schema("larger_than_a_message");
+    let clock = ManualClock::new(time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap());
+    let lease = Duration::from_secs(30);
+    let proxy = pg_cluster::LosesAReply::start(cluster);
+    let open = |conninfo: String, instance: &str| {
+        PgStore::builder(conninfo)
+            .schema(&schema)
+            .instance_id(instance)
+            .time_source(TimeSource::Clock)
+            .clock(Arc::new(clock.clone()))
+            .lease(lease)
+            .pool_size(1)
+            .change_notices(false)
+            .open()
+            .unwrap()
+    };
+    let owner = open(cluster.conninfo(), "owner");
+    let cap = taskstore::DEFAULT_MAX_PAYLOAD_BYTES;
+    let new = || NewTask::new().status_message("s");
+    let probe = owner.create(new().metadata("m", "")).unwrap();
+    let room = cap - serde_json::to_vec(&probe).unwrap().len() - 64;
+    assert!(owner.delete(&probe.id).unwrap());
+    let orphans = 70;
+    let mut ids: Vec<TaskId> = (0..orphans)
+        .map(|_| {
+            owner
+                .create(new().metadata("m", "y".repeat(room)))
+                .unwrap()
+                .id
+        })
+        .collect();
+    assert!(orphans * room > 1 << 30, "together larger than a message");
+    drop(owner);
+    clock.advance(lease * 3);
+    let reaper = open(proxy.conninfo(), "reaper");
+    let connections = proxy.accepted();
+    let reaped = reaper.reap().unwrap();
+    assert!(reaped.missed.is_empty(), "{:?}", reaped.missed);
+    let connected = proxy.accepted() - connections;
+    let mut got: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "every orphan reaped");
+    assert!(
+        reaped
+            .tasks
+            .iter()
+            .all(|t| t.status == taskstore::TaskStatus::Failed),
+        "reaped as failed"
+    );
+    assert_eq!(
+        connected, 0,
+        "the reap connected {connected} more times: its batch lost its connection"
+    );
+    let stored = reaper.get(&ids[0]).unwrap().unwrap();
+    assert_eq!(stored.status, taskstore::TaskStatus::Failed);
+}

@@ -334,9 +334,78 @@ fn sent(
     }
 }
 
+/// The most JSON one batch statement carries, in bytes: a quarter of the
+/// 1 GiB PostgreSQL takes in one message (and in one value: the batch's
+/// tasks go as one array), far from either, and from what the server
+/// holds while it takes the array apart, while a batch of tasks at the
+/// default 16 MiB cap still holds sixteen.
+pub(super) const BATCH_BYTES: usize = 256 << 20;
+
+/// `items` cut, in order, into runs whose `size` adds up to at most
+/// [`BATCH_BYTES`]; an item larger than that alone is a run of its own
+/// (it goes alone).
+pub(super) fn by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = 0usize;
+        let end = rest
+            .iter()
+            .position(|item| {
+                total = total.saturating_add(size(item));
+                total > BATCH_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (run, after) = rest.split_at(end);
+        rest = after;
+        Some(run)
+    })
+}
+
 /// Whether a batch names one task twice (then it goes one by one: one
 /// statement cannot write a row twice).
 fn has_duplicates<'a>(mut ids: impl Iterator<Item = &'a TaskId>) -> bool {
     let mut seen = HashSet::new();
     ids.any(|id| !seen.insert(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BATCH_BYTES, by_size};
+
+    fn runs(sizes: &[usize]) -> Vec<Vec<usize>> {
+        by_size(sizes, |&size| size)
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// Runs keep the order, hold at most `BATCH_BYTES` between them, and
+    /// an item larger than that goes alone, never dropped.
+    #[test]
+    fn batches_are_cut_by_size_in_order() {
+        let quarter = BATCH_BYTES / 4;
+        assert_eq!(runs(&[]), Vec::<Vec<usize>>::new());
+        assert_eq!(runs(&[1, 2, 3]), [vec![1, 2, 3]]);
+        assert_eq!(
+            runs(&[quarter; 9]),
+            [vec![quarter; 4], vec![quarter; 4], vec![quarter]]
+        );
+        assert_eq!(
+            runs(&[1, BATCH_BYTES + 1, 2, BATCH_BYTES, 3]),
+            [
+                vec![1],
+                vec![BATCH_BYTES + 1],
+                vec![2],
+                vec![BATCH_BYTES],
+                vec![3]
+            ]
+        );
+        assert_eq!(
+            runs(&[usize::MAX, usize::MAX]),
+            [vec![usize::MAX], vec![usize::MAX]]
+        );
+    }
 }

@@ -81,8 +81,8 @@ impl fmt::Debug for PgBackend {
 /// takes no message of a client's larger than that; a task's JSON goes as
 /// one value of one statement, beside its few other parameters (its id,
 /// times, status, the notify channel: well under the 1 MiB left). A batch
-/// of tasks larger than that together fails as one (the server drops its
-/// connection), and each of its tasks is then written alone.
+/// of tasks larger than that together would fail as one (the server drops
+/// its connection), so batches are cut by size ([`batch::BATCH_BYTES`]).
 const PG_LARGEST_TASK: usize = (1 << 30) - (1 << 20);
 
 /// The name every error of this backend carries.
@@ -296,19 +296,28 @@ impl Backend for PgBackend {
     /// failure, the server's refusal or one before sending, is known to
     /// have changed nothing (`known_unchanged`); after a batch that may
     /// have committed, no failure is.
+    /// Cut into batches of at most `BATCH_BYTES` of
+    /// JSON: a statement over PostgreSQL's 1 GiB message failed whole,
+    /// its connection lost, and every task was then written alone (a reap
+    /// of 70 orphans at the default 16 MiB cap did so:
+    /// `pg_largest::a_reap_of_orphans_larger_than_a_message_together_keeps_its_connection`).
     fn replace_all(&self, swaps: &[(Task, Record)]) -> Vec<Result<Swap>> {
-        self.batch(
-            "replace",
-            swaps,
-            |(current, _)| current,
-            || self.try_replace_all(swaps),
-            |(current, next), why| match why {
-                Alone::Unanswered => self.replace_found(current, next),
-                Alone::Unbatched | Alone::Refused | Alone::LeftOut => {
-                    known_unchanged(self.replace(current, next))
-                }
-            },
-        )
+        let mut results = Vec::with_capacity(swaps.len());
+        for swaps in batch::by_size(swaps, |(_, next)| next.json().len()) {
+            results.extend(self.batch(
+                "replace",
+                swaps,
+                |(current, _)| current,
+                || self.try_replace_all(swaps),
+                |(current, next), why| match why {
+                    Alone::Unanswered => self.replace_found(current, next),
+                    Alone::Unbatched | Alone::Refused | Alone::LeftOut => {
+                        known_unchanged(self.replace(current, next))
+                    }
+                },
+            ));
+        }
+        results
     }
 
     /// The rules pass expired tasks alone, and an expired task is gone
