@@ -1,50 +1,16 @@
 //! The manager under a host's `tracing` subscriber that panics: a line it
 //! logs never costs a task its run.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{eventually, fast, logged, settled, text};
-use crate::backend::{Backend, Insert, Record, Scan, Scanned, Swap};
+use super::{Flaky, eventually, fast, logged, settled, text};
+use crate::backend::Backend;
 use crate::mcp::DurableTaskManager;
-use crate::{MemoryBackend, NewTask, Store, Task, TaskId, TaskStore};
-
-/// A memory backend whose write of one chosen task fails once (an I/O
-/// error of its own, as a file store's would be): a claim pass that meets
-/// it reports the task as one it could not claim, and claims the others.
-#[derive(Default)]
-struct FailsOnce {
-    inner: MemoryBackend,
-    task: Mutex<Option<TaskId>>,
-}
-
-impl Backend for FailsOnce {
-    fn load(&self, id: &TaskId) -> crate::Result<Option<Task>> {
-        self.inner.load(id)
-    }
-    fn insert(&self, record: &Record, max_active: usize) -> crate::Result<Insert> {
-        self.inner.insert(record, max_active)
-    }
-    fn replace(&self, current: &Task, next: &Record) -> crate::Result<Swap> {
-        let mut task = self.task.lock().unwrap();
-        if task.as_ref() == Some(&current.id) {
-            *task = None;
-            let op = format!("replace task {}", current.id);
-            return Err(crate::Error::backend("fails-once", op, "away for a moment"));
-        }
-        drop(task);
-        self.inner.replace(current, next)
-    }
-    fn remove(&self, current: &Task) -> crate::Result<Swap> {
-        self.inner.remove(current)
-    }
-    fn scan(&self, scan: &Scan) -> crate::Result<Scanned> {
-        self.inner.scan(scan)
-    }
-}
+use crate::{MemoryBackend, NewTask, Store, Task, TaskStore};
 
 /// A host's subscriber with a bug: it panics at every event whose message
 /// holds `text`, and keeps the others (in `logged`).
@@ -102,8 +68,8 @@ async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
         panics: Arc::clone(&panics),
     };
     let _log = tracing::subscriber::set_default(subscriber);
-    let backend = Arc::new(FailsOnce::default());
-    let dead = Store::with_backend(Arc::clone(&backend))
+    let memory = MemoryBackend::new();
+    let dead = Store::with_backend(memory.clone())
         .instance_id("dead")
         .lease(Duration::from_millis(50))
         .build()
@@ -115,8 +81,11 @@ async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
         })
         .collect();
     drop(dead);
-    *backend.task.lock().unwrap() = Some(orphans[1].id.clone());
-    let store = Store::with_backend(Arc::clone(&backend))
+    // The first write of one of them fails (as a file store's might): the
+    // pass cannot claim it.
+    let failing = orphans[1].id.clone();
+    let backend = Flaky::new(memory.clone(), 1, move |current, _| current.id == failing);
+    let store = Store::with_backend(backend)
         .instance_id("live")
         .lease(Duration::from_secs(3_600))
         .build()
@@ -125,7 +94,7 @@ async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
         let now = store.now();
         orphans
             .iter()
-            .all(|t| backend.load(&t.id).unwrap().unwrap().is_orphan_at(now))
+            .all(|t| memory.load(&t.id).unwrap().unwrap().is_orphan_at(now))
             .then_some(())
     })
     .await;

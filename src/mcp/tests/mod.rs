@@ -2,7 +2,7 @@
 //! directory stand for two server instances.
 //!
 //! This module holds the helpers the tests share (and the `Flaky` backend
-//! that `outcome` and `shutdown` both use); the tests are in [`outcome`]
+//! that `outcome`, `shutdown` and `logging` use); the tests are in [`outcome`]
 //! (a run's outcome stored, refused, tried again; panics), [`cancel`],
 //! [`input`] (answers to input requests, within and across instances),
 //! [`leases`] (renewals, intervals, orphans), [`errors`] (ids and store
@@ -137,11 +137,42 @@ pub(super) fn elicitation(message: &str) -> InputRequest {
     .unwrap()
 }
 
-/// A `MemoryBackend` whose first `failures` terminal writes fail, as on a
-/// disk or a database that is briefly away.
+/// A `MemoryBackend` whose chosen writes fail, the first `failures` of
+/// them, each with an error of its own (as a file store's I/O error would
+/// be), as on a disk or a database that is briefly away. A write is chosen
+/// by the task it replaces and the one it writes.
 pub(super) struct Flaky {
-    pub(super) inner: crate::MemoryBackend,
-    pub(super) failures: std::sync::atomic::AtomicUsize,
+    inner: crate::MemoryBackend,
+    failures: std::sync::atomic::AtomicUsize,
+    chosen: Box<Chosen>,
+}
+
+/// Which writes of a [`Flaky`] backend fail: given the task a write
+/// replaces and the one it writes, whether it is one.
+type Chosen = dyn Fn(&crate::Task, &crate::Task) -> bool + Send + Sync;
+
+impl Flaky {
+    /// Over `inner` (whose clones share its tasks), failing the first
+    /// `failures` writes for which `chosen(current, next)` holds.
+    pub(super) fn new(
+        inner: crate::MemoryBackend,
+        failures: usize,
+        chosen: impl Fn(&crate::Task, &crate::Task) -> bool + Send + Sync + 'static,
+    ) -> Flaky {
+        Flaky {
+            inner,
+            failures: std::sync::atomic::AtomicUsize::new(failures),
+            chosen: Box::new(chosen),
+        }
+    }
+
+    /// A new store's backend whose first `failures` writes of a run's own
+    /// outcome fail (a reaper's `orphaned` failure lands).
+    pub(super) fn outcomes(failures: usize) -> Flaky {
+        Flaky::new(crate::MemoryBackend::new(), failures, |_, next| {
+            next.is_terminal() && next.error.as_ref().is_none_or(|e| e["code"] != "orphaned")
+        })
+    }
 }
 
 impl crate::backend::Backend for Flaky {
@@ -161,14 +192,7 @@ impl crate::backend::Backend for Flaky {
         next: &crate::backend::Record,
     ) -> crate::Result<crate::backend::Swap> {
         use std::sync::atomic::Ordering;
-        // The run's own outcome only: a reaper's `orphaned` failure lands.
-        let own = next.task().is_terminal()
-            && next
-                .task()
-                .error
-                .as_ref()
-                .is_none_or(|e| e["code"] != "orphaned");
-        let fail = own
+        let fail = (self.chosen)(current, next.task())
             && self
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -174,13 +174,10 @@ async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
 /// 1 s lease and a manager that reaps every 50 ms, completes with its
 /// result.
 async fn completes_through_failed_outcome_writes(failures: usize) {
-    let store = crate::Store::with_backend(Flaky {
-        inner: crate::MemoryBackend::new(),
-        failures: std::sync::atomic::AtomicUsize::new(failures),
-    })
-    .lease(Duration::from_secs(1))
-    .build()
-    .unwrap();
+    let store = crate::Store::with_backend(Flaky::outcomes(failures))
+        .lease(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let m = DurableTaskManager::with_options(
         Arc::new(store),
         fast().reap_interval(Duration::from_millis(50)),
@@ -217,12 +214,9 @@ async fn an_outcome_is_tried_for_as_long_as_its_run_holds_the_task() {
 /// the outcome lands. (It was logged and dropped.)
 #[tokio::test]
 async fn an_outcome_whose_write_fails_for_a_moment_is_recorded_on_a_later_try() {
-    let store = crate::Store::with_backend(Flaky {
-        inner: crate::MemoryBackend::new(),
-        failures: std::sync::atomic::AtomicUsize::new(3),
-    })
-    .build()
-    .unwrap();
+    let store = crate::Store::with_backend(Flaky::outcomes(3))
+        .build()
+        .unwrap();
     let m = DurableTaskManager::with_options(Arc::new(store), fast());
     let seed = m
         .spawn(TaskOptions::new(), |_ctx| {

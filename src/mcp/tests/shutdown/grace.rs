@@ -278,12 +278,9 @@ async fn a_stopped_run_found_lost_afterwards_stays_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_ending_in_the_grace_is_tried_again_and_counted_if_never_recorded() {
     for (failures, recorded) in [(1, true), (usize::MAX, false)] {
-        let store = crate::Store::with_backend(crate::mcp::tests::Flaky {
-            inner: MemoryBackend::new(),
-            failures: AtomicUsize::new(failures),
-        })
-        .build()
-        .unwrap();
+        let store = crate::Store::with_backend(crate::mcp::tests::Flaky::outcomes(failures))
+            .build()
+            .unwrap();
         let m = DurableTaskManager::with_options(
             Arc::new(store),
             fast().shutdown_grace(Duration::from_secs(30)),
