@@ -266,7 +266,10 @@ impl<B: Backend> Store<B> {
     }
 
     /// Claims every resumable orphan of one of `kinds` at `at` (its lease
-    /// judged by the clock's reading: [`Reading`]).
+    /// judged by the clock's reading: [`Reading`]). The lines it logs once
+    /// the claims are written are contained ([`crate::panics::contained`]):
+    /// a host's subscriber that panics at one costs that line, never the
+    /// result, whose tasks are claimed for the caller to run.
     pub(super) fn claim_at(&self, at: Reading, kinds: &[&str]) -> Result<Claimed> {
         let Reading {
             now,
@@ -318,7 +321,14 @@ impl<B: Backend> Store<B> {
             match outcome {
                 Ok(Some(task)) => {
                     self.forget_disowned(&task.id);
-                    tracing::info!(task = %task.id, epoch = task.epoch, "claimed an orphaned task to resume it");
+                    // Contained, as every line said once the claims are
+                    // written: a host's subscriber that panicked here would
+                    // end the call, and the tasks claimed would reach no
+                    // caller, claimed and run by no one until their lease
+                    // lapsed.
+                    crate::panics::contained(|| {
+                        tracing::info!(task = %task.id, epoch = task.epoch, "claimed an orphaned task to resume it");
+                    });
                     self.settings.notifier.task(TaskEventKind::Claimed, &task);
                     claimed.tasks.push(task);
                 }
@@ -390,7 +400,10 @@ impl<B: Backend> Store<B> {
     /// to renew.)
     fn claim_failed(&self, next: Task, error: Error) -> Error {
         if !error.changed_nothing() {
-            tracing::warn!(task = %next.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
+            // Contained: said amid a claim pass's results.
+            crate::panics::contained(|| {
+                tracing::warn!(task = %next.id, error = %error, "a failed claim may have left the task this handle's; left to lapse");
+            });
             self.disown_claim(next);
         }
         error
@@ -549,8 +562,12 @@ impl<B: Backend> Store<B> {
 /// A task `pass` could not handle, said in the log too (with its id and
 /// the error): a caller that keeps only what the pass did
 /// (`reap_orphans`, `sweep_expired`, `renew_leases`) loses nothing unsaid.
+/// Said contained: a host's subscriber that panics at the line costs the
+/// line, never the pass's result (a claim's tasks among it).
 fn missed(pass: &'static str, id: TaskId, error: Error) -> Missed {
-    tracing::warn!(task = %id, error = %error, pass, "a task the pass could not handle; the next pass tries again");
+    crate::panics::contained(|| {
+        tracing::warn!(task = %id, error = %error, pass, "a task the pass could not handle; the next pass tries again");
+    });
     Missed { id, error }
 }
 
