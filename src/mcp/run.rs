@@ -282,13 +282,17 @@ impl Shared {
         };
         run.cancel.send_replace(true);
         if first {
-            tracing::warn!(
-                task = %run.id,
-                epoch = run.epoch,
-                now_epoch = now.map(|t| t.epoch),
-                owner = now.and_then(|t| t.owner.as_deref()),
-                "another instance took the task over: its operation here is stopped and nothing more of it is recorded"
-            );
+            // Contained: the run is forgotten after, and a claim pass's
+            // look that lost it looks at its other tasks.
+            crate::panics::contained(|| {
+                tracing::warn!(
+                    task = %run.id,
+                    epoch = run.epoch,
+                    now_epoch = now.map(|t| t.epoch),
+                    owner = now.and_then(|t| t.owner.as_deref()),
+                    "another instance took the task over: its operation here is stopped and nothing more of it is recorded"
+                );
+            });
         }
         self.forget(run);
     }

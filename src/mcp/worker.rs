@@ -194,6 +194,8 @@ impl Shared {
     /// Acts on the stored state of a run's task: another epoch means the
     /// run is lost; a terminal task or a cancel request cancels the
     /// operation; peers' responses to outstanding requests are accepted.
+    /// Its lines are contained: a host's subscriber that panics at one
+    /// costs the line (a claim pass looks at each task it claimed in turn).
     pub async fn observe(self: &Arc<Self>, run: &Arc<Run>, task: &Task) {
         if run.ending() == Ending::Stopped {
             // Shutdown recorded it: nothing more of it is written.
@@ -219,7 +221,10 @@ impl Shared {
         if !responses.is_empty()
             && let Err(e) = self.accept(run, responses).await
         {
-            tracing::warn!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "could not accept input responses");
+            // Contained: a claim pass looks at its other tasks after.
+            crate::panics::contained(|| {
+                tracing::warn!(task = %run.id, error = %e.into_mcp(Some(&run.id)), "could not accept input responses");
+            });
         }
     }
 
@@ -377,6 +382,8 @@ impl Shared {
         }
         for (run, task) in runs {
             // A cancel request, or responses persisted while no one ran it.
+            // A look says its lines contained: one whose line panics skips
+            // no later task's look.
             self.observe(&run, &task).await;
         }
     }

@@ -1,6 +1,6 @@
 //! The manager, and the store's claims it makes, under a host's `tracing`
 //! subscriber that panics: a line they log never costs a claim its result,
-//! nor a task its run.
+//! nor a task its run or its first look.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,10 +9,13 @@ use std::time::Duration;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{Flaky, eventually, fast, logged, settled, text};
+use super::{Flaky, elicitation, eventually, fast, logged, settled, text};
 use crate::backend::Backend;
-use crate::mcp::DurableTaskManager;
-use crate::{Clock, ManualClock, MemoryBackend, NewTask, Store, Task, TaskId, TaskStore};
+use crate::mcp::{DurableTaskManager, INPUT_KEYS_KEY, ManagerOptions, TaskExit};
+use crate::{
+    Clock, ManualClock, MemoryBackend, NewTask, Store, Task, TaskId, TaskStatus, TaskStore,
+    TaskUpdate, Transition,
+};
 
 /// A host's subscriber with a bug: it panics at every event whose message
 /// holds one of `texts`, once it has kept it (in `logged`, with the
@@ -83,6 +86,16 @@ fn on_clock<B: Backend>(backend: B, name: &str, clock: &Arc<ManualClock>) -> Sto
         .lease(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// A manager whose loops come round for no pass but the claim a
+/// registration wakes (every interval an hour).
+fn frozen() -> ManagerOptions {
+    let hour = Duration::from_secs(3_600);
+    ManagerOptions::new()
+        .watch_interval(hour)
+        .renew_interval(hour)
+        .reap_interval(hour)
 }
 
 /// A claim whose lines panic as it says them (a host's subscriber with a
@@ -182,4 +195,78 @@ async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
     }
     assert_eq!(panics.load(Ordering::SeqCst), 1, "the log panicked once");
     m.shutdown().await;
+}
+
+/// A claim pass's first look at each task it claimed (here, at the answers
+/// a peer stored while no one ran it) is made for every task, though the
+/// look at the first logs a line that panics (its answer's write failed),
+/// and so does the line of a task it could not claim: the second task's
+/// answer is accepted. (The panic ended the pass at the first look: the
+/// second task's answer waited, `input_required`, for a watch tick's
+/// look, here an hour away.)
+#[tokio::test]
+async fn a_claim_pass_whose_look_at_one_task_panics_still_looks_at_the_others() {
+    // One thread: the background loop logs on this one.
+    let (_log, _, panics) =
+        PanicsAt::install(&["could not accept input responses", "could not claim"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let memory = MemoryBackend::new();
+    let dead = on_clock(memory.clone(), "dead", &clock);
+    let peer = DurableTaskManager::with_options(
+        Arc::new(on_clock(memory.clone(), "peer", &clock)),
+        frozen(),
+    );
+    let unclaimable = dead
+        .create(NewTask::new().resumable("job", json!({})))
+        .unwrap()
+        .id;
+    let request = serde_json::to_value(elicitation("?")).unwrap();
+    let mut answered = Vec::new();
+    for _ in 0..2 {
+        let task = dead
+            .create(NewTask::new().resumable("job", json!({})))
+            .unwrap();
+        let asking = TaskUpdate::new()
+            .status(TaskStatus::InputRequired)
+            .input_requests(json!({ "k": request }));
+        let asked = dead.update(&task.id, asking).unwrap();
+        assert!(matches!(asked, Transition::Applied(_)), "{asked:?}");
+        peer.update_task(task.id.as_str(), [("k".to_owned(), json!("yes"))])
+            .await
+            .unwrap();
+        answered.push(task.id);
+        // The next one made later: claimed, and looked at, after.
+        clock.advance(Duration::from_secs(1));
+    }
+    clock.advance(Duration::from_secs(10));
+    // The claim of one fails, and so does the write that accepts the
+    // first task's answer (each the one write so chosen).
+    let first = answered[0].clone();
+    let backend = Flaky::new(memory, 2, move |current, next| {
+        current.id == unclaimable || (current.id == first && next.status == TaskStatus::Working)
+    });
+    let m = DurableTaskManager::with_options(Arc::new(on_clock(backend, "live", &clock)), frozen());
+    m.register_resume("job", |ctx| {
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Err(TaskExit::Cancelled)
+        })
+    });
+    let second = &answered[1];
+    let accepted = eventually(|| async {
+        let task = dead.get(second).unwrap().unwrap();
+        (task.status == TaskStatus::Working).then_some(task)
+    })
+    .await;
+    assert_eq!(
+        accepted.metadata[INPUT_KEYS_KEY]["k"]["response"],
+        json!("yes"),
+        "{accepted:?}"
+    );
+    assert_eq!(dead.get(&answered[0]).unwrap().unwrap().epoch, 2);
+    assert_eq!(
+        panics.load(Ordering::SeqCst),
+        2,
+        "the missed task's line, the first look's"
+    );
 }
