@@ -28,7 +28,7 @@ use crate::{
 /// store with a bug: the manager asks it on its async side when it
 /// resumes a claimed task) or in `lease_now` (which it asks as a claim
 /// pass begins).
-struct Held<S> {
+pub(super) struct Held<S> {
     inner: S,
     held: Mutex<Option<TaskId>>,
     let_go: Condvar,
@@ -36,11 +36,11 @@ struct Held<S> {
     waiting: AtomicUsize,
     gets: AtomicUsize,
     /// How many calls of `lease` are to panic.
-    lease_panics: AtomicUsize,
+    pub(super) lease_panics: AtomicUsize,
     /// Every call of `lease_now` panics.
     lease_now_panics: AtomicBool,
     /// Panics of `lease` and `lease_now`.
-    panicked: AtomicUsize,
+    pub(super) panicked: AtomicUsize,
     claims: AtomicUsize,
     reaps: AtomicUsize,
     /// Each `get` takes 15 ms (a round trip to a distant database).
@@ -58,7 +58,7 @@ struct Held<S> {
 }
 
 impl<S> Held<S> {
-    fn new(inner: S) -> Arc<Held<S>> {
+    pub(super) fn new(inner: S) -> Arc<Held<S>> {
         Arc::new(Held {
             inner,
             held: Mutex::new(None),
@@ -217,7 +217,11 @@ impl<S: TaskStore> TaskStore for Held<S> {
 }
 
 /// A handle named `name` on `backend`, with leases of `lease`.
-fn on(backend: &Arc<MemoryBackend>, name: &str, lease: Duration) -> Store<Arc<MemoryBackend>> {
+pub(super) fn on(
+    backend: &Arc<MemoryBackend>,
+    name: &str,
+    lease: Duration,
+) -> Store<Arc<MemoryBackend>> {
     Store::with_backend(Arc::clone(backend))
         .instance_id(name)
         .lease(lease)
@@ -333,7 +337,7 @@ async fn one_task_hangs(hang: Hang) {
 }
 
 /// Task `id` as stored, read through a handle of its own.
-fn backend_task(backend: &Arc<MemoryBackend>, id: &TaskId) -> Task {
+pub(super) fn backend_task(backend: &Arc<MemoryBackend>, id: &TaskId) -> Task {
     on(backend, "reader", Duration::from_secs(1))
         .get(id)
         .unwrap()

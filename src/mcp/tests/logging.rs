@@ -1,6 +1,6 @@
 //! The manager, and the store's claims it makes, under a host's `tracing`
 //! subscriber that panics: a line they log never costs a claim its result,
-//! nor a task its run or its first look.
+//! nor a task its run, its hand-back or its first look.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::background::{Held, backend_task, on};
 use super::{Flaky, elicitation, eventually, fast, logged, settled, text};
 use crate::backend::Backend;
 use crate::mcp::{DurableTaskManager, INPUT_KEYS_KEY, ManagerOptions, TaskExit};
@@ -98,6 +99,20 @@ fn frozen() -> ManagerOptions {
         .reap_interval(hour)
 }
 
+/// Waits until each of `tasks` has ended at `m`, and checks that it
+/// completed.
+async fn completed<S: TaskStore>(m: &DurableTaskManager<S>, tasks: &[Task]) {
+    for task in tasks {
+        let done = settled(m, task.id.as_str()).await;
+        assert_eq!(
+            done.status(),
+            rmcp::model::TaskStatus::Completed,
+            "{}: {done:?}",
+            task.id
+        );
+    }
+}
+
 /// A claim whose lines panic as it says them (a host's subscriber with a
 /// bug) returns every task it claimed, and the one it could not: the
 /// tasks it claimed reach the caller, to be run. (The first line it said
@@ -143,14 +158,15 @@ fn a_claim_whose_log_panics_returns_every_task_it_claimed() {
 /// A claim pass whose log of a task it could not claim panics (a host's
 /// subscriber with a bug) still runs every task it claimed: the two it
 /// claimed beside the one whose write failed are resumed and end, and the
-/// third is claimed by a later pass. (The panic ended the pass between the
+/// third is claimed by a later pass. The pass starts them before it says
+/// the one it could not claim. (The panic ended the pass between the
 /// claim and the resumes: the two tasks stayed claimed by this live
 /// instance, its lease an hour, with no run and no one to hand them back,
 /// `working` until the lease lapsed.)
 #[tokio::test]
 async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
     // One thread: the background loop logs on this one.
-    let (_log, _, panics) = PanicsAt::install(&["could not claim"]);
+    let (_log, logged, panics) = PanicsAt::install(&["could not claim"]);
     let memory = MemoryBackend::new();
     let dead = Store::with_backend(memory.clone())
         .instance_id("dead")
@@ -184,16 +200,24 @@ async fn a_claim_pass_whose_log_panics_still_runs_the_tasks_it_claimed() {
     let options = fast().reap_interval(Duration::from_millis(50));
     let m = DurableTaskManager::with_options(Arc::new(store), options);
     m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
-    for orphan in &orphans {
-        let done = settled(&m, orphan.id.as_str()).await;
-        assert_eq!(
-            done.status(),
-            rmcp::model::TaskStatus::Completed,
-            "{}: {done:?}",
-            orphan.id
-        );
-    }
+    completed(&m, &orphans).await;
     assert_eq!(panics.load(Ordering::SeqCst), 1, "the log panicked once");
+    let events = logged.events();
+    let said =
+        |e: &logged::LogEvent, text: &str| e.field("message").is_some_and(|m| m.contains(text));
+    let missed_at = events
+        .iter()
+        .position(|e| said(e, "could not claim"))
+        .unwrap();
+    let mut started: Vec<&str> = events[..missed_at]
+        .iter()
+        .filter(|e| said(e, "resuming a claimed task"))
+        .filter_map(|e| e.field("task"))
+        .collect();
+    started.sort_unstable();
+    let mut claimed = vec![orphans[0].id.as_str(), orphans[2].id.as_str()];
+    claimed.sort_unstable();
+    assert_eq!(started, claimed, "started before the missed one is said");
     m.shutdown().await;
 }
 
@@ -269,4 +293,76 @@ async fn a_claim_pass_whose_look_at_one_task_panics_still_looks_at_the_others() 
         2,
         "the missed task's line, the first look's"
     );
+}
+
+/// The store of [`claiming`]: its `lease` panics as armed.
+type Live = Held<Store<Arc<MemoryBackend>>>;
+
+/// A manager over a live handle (leases of an hour) whose first
+/// `panicking` resumes panic (its store's `lease` does), made once two
+/// resumable orphans made by `new` at a dead instance have lapsed, and
+/// resuming them (each to "resumed"); its store, and the orphans.
+async fn claiming(
+    new: fn() -> NewTask,
+    panicking: usize,
+) -> (DurableTaskManager<Live>, Arc<Live>, Vec<Task>) {
+    let backend = Arc::new(MemoryBackend::new());
+    let dead = on(&backend, "dead", Duration::from_millis(50));
+    let orphans: Vec<Task> = (0..2).map(|_| dead.create(new()).unwrap()).collect();
+    drop(dead);
+    let store = Held::new(on(&backend, "live", Duration::from_secs(3_600)));
+    eventually(|| async {
+        let now = store.now();
+        orphans
+            .iter()
+            .all(|t| backend_task(&backend, &t.id).is_orphan_at(now))
+            .then_some(())
+    })
+    .await;
+    let options = fast().reap_interval(Duration::from_millis(50));
+    let m = DurableTaskManager::with_options(Arc::clone(&store), options);
+    store.lease_panics.store(panicking, Ordering::SeqCst);
+    m.register_resume("job", |_ctx| Box::pin(async { Ok(text("resumed")) }));
+    (m, store, orphans)
+}
+
+/// A claim pass whose report of a resume that panicked (a host store whose
+/// `lease` panics) panics in turn, at a host's subscriber, still hands that
+/// task back and resumes the other: both end, the one handed back at a
+/// later pass. (The panic left the pass at the report: the task stayed
+/// claimed by this live instance with no run, its lease an hour, and so
+/// did the other, never resumed.)
+#[tokio::test]
+async fn a_claim_pass_whose_panic_report_panics_still_hands_back_and_resumes() {
+    // One thread: the background loop logs on this one.
+    let (_log, _, panics) =
+        PanicsAt::install(&["a pass of the manager's claims, reaps and sweeps panicked"]);
+    let (m, store, orphans) = claiming(|| NewTask::new().resumable("job", json!({})), 1).await;
+    completed(&m, &orphans).await;
+    assert_eq!(store.panicked.load(Ordering::SeqCst), 1, "one resume");
+    assert_eq!(panics.load(Ordering::SeqCst), 1, "its report");
+    m.shutdown().await;
+}
+
+/// A claim pass that hands back two tasks whose resumes panicked, each on
+/// its last attempt, fails both, though its line for the first failed one
+/// panics at a host's subscriber. (The panic left the pass at the first
+/// hand-back: the second task stayed claimed by this live instance with
+/// no run, its lease an hour, `working`.)
+#[tokio::test]
+async fn a_claim_pass_whose_hand_back_line_panics_still_hands_back_the_others() {
+    // One thread: the background loop logs on this one.
+    let (_log, _, panics) = PanicsAt::install(&["on its last attempt was failed"]);
+    // The claim is each task's last attempt.
+    let last = || NewTask::new().resumable("job", json!({})).max_attempts(2);
+    let (m, _, orphans) = claiming(last, 2).await;
+    for orphan in &orphans {
+        let done = settled(&m, orphan.id.as_str()).await;
+        let rmcp::model::TaskPayload::Failed { error } = done.payload else {
+            panic!("{}: {done:?}", orphan.id)
+        };
+        assert_eq!(error["data"]["code"], "resume_panicked", "{error:?}");
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 2, "each hand-back's line");
+    m.shutdown().await;
 }
