@@ -11,6 +11,7 @@ use std::time::Duration;
 use taskstore::{Durability, Error, FileStore, FsEvent, ListQuery, NewTask, Task, TaskStore};
 
 use crate::crash_states_from;
+use crate::reopen::{Broken, every_state, nothing};
 use crate::workload::{self, STORE};
 
 /// A store whose `active/` grew to 6,000 running tasks and kept one is
@@ -50,43 +51,34 @@ fn a_compaction_on_open_keeps_every_task_in_every_crash_state() {
     let made_from = from + recorded.len() - 1;
     events.extend(recorded);
     let scratch = workload::scratch_dir("taskstore-compaction-states");
-    let mut broken = Vec::new();
-    let mut count = 0;
+    let mut broken = Broken::default();
     for (start, tasks) in [(from, vec![&kept]), (made_from, vec![&kept, &made])] {
         let at = scratch.path().join(start.to_string());
         let states = crash_states_from(dir.path(), &events, start, &at);
-        count += states.len();
-        for (label, at) in states {
-            let store = match FileStore::builder(at.join(STORE))
-                .durability(Durability::Immediate)
-                .open()
-            {
-                Ok(store) => store,
-                Err(e) => {
-                    broken.push(format!("{label}: open: {e}"));
-                    continue;
-                }
-            };
+        broken.add(every_state(states, open_immediate, nothing, |store| {
             let running = store.list(&ListQuery::active()).map(|l| l.tasks);
+            let mut lines = Vec::new();
             for task in &tasks {
                 match store.get(&task.id) {
                     Ok(Some(got)) if &&got == task => {}
-                    got => broken.push(format!("{label}: {}: {got:?}", task.id)),
+                    got => lines.push(format!("{}: {got:?}", task.id)),
                 }
                 if !running.as_ref().is_ok_and(|r| r.contains(task)) {
-                    broken.push(format!("{label}: {} not listed: {running:?}", task.id));
+                    lines.push(format!("{} not listed: {running:?}", task.id));
                 }
             }
-        }
+            lines
+        }));
     }
-    eprintln!("compaction on open: {count} crash states");
-    assert!(count > 0);
-    assert!(
-        broken.is_empty(),
-        "{} broken reads in {count} crash states, the first: {:#?}",
-        broken.len(),
-        &broken[..broken.len().min(4)]
-    );
+    eprintln!("compaction on open: {} crash states", broken.states);
+    broken.assert_none("compaction on open");
+}
+
+/// A store opened under `Durability::Immediate` at `root`.
+fn open_immediate(root: &Path) -> Result<FileStore, Error> {
+    FileStore::builder(root)
+        .durability(Durability::Immediate)
+        .open()
 }
 
 /// A store whose tasks with a TTL grew `expiring/` and `active/` to 2,000
@@ -160,48 +152,33 @@ fn a_compaction_of_expiring_on_open_keeps_every_task_and_its_entry_in_every_cras
         };
         events.extend(recorded);
         let scratch = workload::scratch_dir("taskstore-compaction-expiring-states");
-        let mut broken = Vec::new();
-        let mut count = 0;
+        let mut broken = Broken::default();
         for (start, allowed, entry) in phases {
             let at = scratch.path().join(start.to_string());
             let states = crate::crash_states_from(dir.path(), &events, start, &at);
-            count += states.len();
-            for (label, at) in states {
-                let store = match FileStore::builder(at.join(STORE))
-                    .durability(Durability::Immediate)
-                    .open()
-                {
-                    Ok(store) => store,
-                    Err(e) => {
-                        broken.push(format!("{label}: open: {e}"));
-                        continue;
-                    }
-                };
+            // Before any read: a listing of history gives a missing entry
+            // back.
+            let entries = |root: &Path| {
                 let has_entry = |task: &Task| {
-                    std::fs::read_dir(at.join(STORE).join("expiring"))
-                        .unwrap()
-                        .any(|e| {
-                            let name = e.unwrap().file_name();
-                            name.to_string_lossy().ends_with(&format!(".{}", task.id))
-                        })
+                    std::fs::read_dir(root.join("expiring")).unwrap().any(|e| {
+                        let name = e.unwrap().file_name();
+                        name.to_string_lossy().ends_with(&format!(".{}", task.id))
+                    })
                 };
-                // Before any read: a listing of history gives a missing
-                // entry back.
+                let mut lines = Vec::new();
                 if !has_entry(&kept) {
-                    broken.push(format!(
-                        "{label}: kept {} without its expiring/ entry",
-                        kept.id
-                    ));
+                    lines.push(format!("kept {} without its expiring/ entry", kept.id));
                 }
                 if entry && !has_entry(&done) {
-                    broken.push(format!(
-                        "{label}: made {} without its expiring/ entry",
-                        done.id
-                    ));
+                    lines.push(format!("made {} without its expiring/ entry", done.id));
                 }
+                lines
+            };
+            let reads = |store: &FileStore| {
+                let mut lines = Vec::new();
                 match store.get(&kept.id) {
                     Ok(Some(got)) if got == kept => {}
-                    got => broken.push(format!("{label}: kept {}: {got:?}", kept.id)),
+                    got => lines.push(format!("kept {}: {got:?}", kept.id)),
                 }
                 if let Some(allowed) = &allowed {
                     match store.get(&made.id) {
@@ -209,23 +186,20 @@ fn a_compaction_of_expiring_on_open_keeps_every_task_and_its_entry_in_every_cras
                         // `Eventual`: a file written lately may come back
                         // damaged, and is reported as such.
                         Err(Error::Corrupt { .. }) if durability == Durability::Eventual => {}
-                        got => broken.push(format!("{label}: made {}: {got:?}", made.id)),
+                        got => lines.push(format!("made {}: {got:?}", made.id)),
                     }
                 }
                 match store.list(&ListQuery::active()).map(|l| l.tasks) {
                     Ok(running) if running.iter().all(|t| !t.is_terminal() && t.id != kept.id) => {}
-                    running => broken.push(format!("{label}: listed running: {running:?}")),
+                    running => lines.push(format!("listed running: {running:?}")),
                 }
-            }
+                lines
+            };
+            broken.add(every_state(states, open_immediate, entries, reads));
         }
-        eprintln!("compaction of expiring/ on open ({durability:?}): {count} crash states");
-        assert!(count > 0);
-        assert!(
-            broken.is_empty(),
-            "{durability:?}: {} broken reads in {count} crash states, the first: {:#?}",
-            broken.len(),
-            &broken[..broken.len().min(4)]
-        );
+        let what = format!("compaction of expiring/ on open ({durability:?})");
+        eprintln!("{what}: {} crash states", broken.states);
+        broken.assert_none(&what);
     }
 }
 

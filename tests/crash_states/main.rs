@@ -115,6 +115,7 @@ mod compaction;
 mod explore;
 mod mixed;
 mod model;
+mod reopen;
 mod set_aside;
 mod workload;
 

@@ -3,6 +3,7 @@
 //! acknowledged, across a power loss.
 
 use std::fs::OpenOptions;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use taskstore::{
     Durability, FaultInjector, FileStore, FsOp, NewTask, TaskId, TaskStatus, TaskStore, Transition,
 };
 
+use crate::reopen::{every_state, nothing};
 use crate::workload::{self, id_in_stripe, stripe_of};
 use crate::{crash_states_from, recorded, recorded_store};
 
@@ -140,19 +142,16 @@ fn reap_finished_by_an_eventual_handle(when: Finished) -> (Vec<String>, usize) {
     let scratch = workload::scratch_dir("taskstore-mixed-reap-states");
     let states = crash_states_from(dir.path(), &recorder.events(), from, scratch.path());
     assert!(!states.is_empty());
-    let count = states.len();
-    let mut lost = Vec::new();
-    for (label, at) in states {
-        let store = FileStore::builder(at.join(workload::STORE))
+    let open = |root: &Path| {
+        FileStore::builder(root)
             .clock(Arc::new(clock.clone()))
             .open()
-            .unwrap();
-        match store.get(&left) {
-            Ok(Some(task)) if task == reaped => {}
-            got => lost.push(format!("{label}: {got:?}")),
-        }
-    }
-    (lost, count)
+    };
+    let broken = every_state(states, open, nothing, |store| match store.get(&left) {
+        Ok(Some(task)) if task == reaped => Vec::new(),
+        got => vec![format!("{got:?}")],
+    });
+    (broken.lines, broken.states)
 }
 
 /// A sweep that removes finished tasks through every stripe at once makes
@@ -223,25 +222,21 @@ fn a_sweep_makes_another_handles_moves_durable_before_removing_them() {
     let scratch = workload::scratch_dir("taskstore-mixed-sweep-states");
     let states = crash_states_from(dir.path(), &recorder.events(), from, scratch.path());
     assert!(!states.is_empty());
-    let count = states.len();
-    let mut running = Vec::new();
-    for (label, at) in states {
-        let store = FileStore::builder(at.join(workload::STORE))
+    let open = |root: &Path| {
+        FileStore::builder(root)
             .clock(Arc::new(reading.clone()))
             .open()
-            .unwrap();
+    };
+    every_state(states, open, nothing, |store| {
+        let mut running = Vec::new();
         for id in &moved {
             match store.get(id) {
                 Ok(None) => {}
                 Ok(Some(task)) if task.status == TaskStatus::Completed => {}
-                got => running.push(format!("{label}: {id}: {got:?}")),
+                got => running.push(format!("{id}: {got:?}")),
             }
         }
-    }
-    assert!(
-        running.is_empty(),
-        "{} of {count} crash states, the first: {:#?}",
-        running.len(),
-        &running[..running.len().min(3)]
-    );
+        running
+    })
+    .assert_none("another handle's moves swept");
 }

@@ -2,9 +2,15 @@
 //! task file's, a stray entry of `tmp/`): in `quarantine/` or still where
 //! they were after a power loss at any moment, never in neither.
 
+use std::path::Path;
+
+use std::sync::Arc;
+
+use taskstore::{FileStore, FsEvent};
+
+use crate::reopen::every_state;
 use crate::workload;
 use crate::{crash_states_from, recorded, recorded_store};
-use taskstore::FsEvent;
 
 /// A task file (damaged, one name) and a name that is no task file's, each
 /// set aside by a listing, and a stray entry of `tmp/` the open sets aside,
@@ -42,7 +48,8 @@ fn a_file_set_aside_is_never_lost_by_a_power_loss() {
 /// The crash states, from the moment the damaged file `name` of the
 /// store's directory `area` began to be set aside (by a listing, from
 /// `active/`; by the open's clean-up, from `tmp/`) to after a create that
-/// followed, that hold it in neither place; and how many states there are.
+/// followed, that hold it in neither place (or do not open); and how many
+/// states there are.
 fn set_aside_then_lost(area: &str, name: &str) -> (Vec<String>, usize) {
     use taskstore::{ListQuery, NewTask, TaskStore};
     let (dir, root, recorder, clock) = recorded_store("taskstore-aside");
@@ -76,28 +83,34 @@ fn set_aside_then_lost(area: &str, name: &str) -> (Vec<String>, usize) {
     let scratch = workload::scratch_dir("taskstore-aside-states");
     let states = crash_states_from(dir.path(), &events, start, scratch.path());
     assert!(!states.is_empty());
-    let count = states.len();
-    let lost = states
-        .into_iter()
-        .filter(|(_, at)| {
-            let store = at.join(workload::STORE);
-            let aside = std::fs::read_dir(store.join("quarantine")).is_ok_and(|names| {
-                names
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with(name))
-            });
-            !aside && !store.join(area).join(name).exists()
-        })
-        .map(|(label, _)| label)
-        .collect();
-    (lost, count)
+    let open = |root: &Path| {
+        FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .open()
+    };
+    let broken = every_state(states, open, |root| lost(root, area, name), |_| Vec::new());
+    (broken.lines, broken.states)
+}
+
+/// `<area>/<name>` of the store at `root`, if it is neither in
+/// `quarantine/` nor still there.
+fn lost(root: &Path, area: &str, name: &str) -> Vec<String> {
+    let aside = std::fs::read_dir(root.join("quarantine")).is_ok_and(|names| {
+        names
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(name))
+    });
+    if aside || root.join(area).join(name).exists() {
+        return Vec::new();
+    }
+    vec![format!("{area}/{name} neither set aside nor where it was")]
 }
 
 /// A damaged finished task's file in `done/` with its `expiring/` entry (a
 /// second name of the file), set aside by a listing of history, is in
 /// `quarantine/` or still in `done/` after a power loss at any moment from
-/// the set-aside on, never in neither: its entry goes only once the move
-/// is durable.
+/// the set-aside on, never in neither (and the store opens in each): its
+/// entry goes only once the move is durable.
 #[test]
 fn a_damaged_finished_file_set_aside_with_its_index_entry_is_never_lost() {
     use taskstore::{ListQuery, NewTask, TaskStore};
@@ -143,23 +156,16 @@ fn a_damaged_finished_file_set_aside_with_its_index_entry_is_never_lost() {
     let scratch = workload::scratch_dir("taskstore-aside-done-states");
     let states = crash_states_from(dir.path(), &events, start, scratch.path());
     assert!(!states.is_empty());
-    let count = states.len();
-    let lost: Vec<String> = states
-        .into_iter()
-        .filter(|(_, at)| {
-            let store = at.join(workload::STORE);
-            let aside = std::fs::read_dir(store.join("quarantine")).is_ok_and(|names| {
-                names
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with("zz.json"))
-            });
-            !aside && !store.join("done").join("zz.json").exists()
-        })
-        .map(|(label, _)| label)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "lost in {} of {count} states: {lost:#?}",
-        lost.len()
-    );
+    let open = |root: &Path| {
+        FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .open()
+    };
+    every_state(
+        states,
+        open,
+        |root| lost(root, "done", "zz.json"),
+        |_| Vec::new(),
+    )
+    .assert_none("a damaged finished file set aside");
 }
