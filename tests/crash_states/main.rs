@@ -27,7 +27,9 @@
 //!      target directory and the removal of the old one in the source; an
 //!      exchange of two names (a compaction's swap of two directories,
 //!      which carry their contents: directories are known by identity, not
-//!      path) is one change, both halves or neither;
+//!      path) is one change, both halves or neither, and a later change to
+//!      one of its names (the removal of the directory swapped out) one of
+//!      its own, which stands whether the exchange is applied or not;
 //!    - a directory's contents exist after a crash only if its own entry in
 //!      its parent survived;
 //!    - a file whose last live name went (an unlink, or a rename over it)

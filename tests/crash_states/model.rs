@@ -14,7 +14,11 @@
 //! empty). A rename is two changes, one per name, so across directories its
 //! halves become durable independently. An exchange of two names
 //! (`RENAME_EXCHANGE`) is one change: a power loss keeps both halves or
-//! neither. A directory removed (empty) is a change to its parent's name.
+//! neither. A later change to one of its names (say the removal of the old
+//! directory a compaction swapped out) is a change of its own: each name
+//! ends at the value of its last applied change, so where it is applied it
+//! stands whether the exchange is or not. A directory removed (empty) is a
+//! change to its parent's name.
 //!
 //! An inode whose last live name goes (an unlink, or a rename over it) is
 //! *freed*: a file system without a journal may write the freeing before the
@@ -91,8 +95,10 @@ enum Item {
         dir: DirId,
         name: OsString,
         /// The durable value first, then each value a pending change gave
-        /// the name (deduplicated).
-        values: Vec<Option<Node>>,
+        /// the name (deduplicated), each with whether that change came
+        /// after a pending exchange of the name (then it stands whether the
+        /// exchange is applied or not).
+        values: Vec<(Option<Node>, bool)>,
         /// The live value's index.
         applied: usize,
     },
@@ -394,51 +400,41 @@ impl Disk {
     }
 
     fn items(&self) -> Vec<Item> {
-        let mut names: BTreeMap<(DirId, OsString), Vec<Option<Node>>> = BTreeMap::new();
+        type Value = (Option<Node>, bool);
+        let mut names: BTreeMap<(DirId, OsString), (Vec<Value>, Value)> = BTreeMap::new();
         let mut exchanges: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
+        // The names a pending exchange has changed so far.
+        let mut exchanged: BTreeSet<(DirId, &OsString)> = BTreeSet::new();
         for c in &self.pending {
             if let Some(exchange) = c.exchange {
                 exchanges.entry(exchange).or_default().push(c);
+                exchanged.insert((c.dir, &c.name));
                 continue;
             }
-            let values = names.entry((c.dir, c.name.clone())).or_insert_with(|| {
-                vec![
-                    self.durable
-                        .get(&c.dir)
-                        .and_then(|e| e.get(&c.name))
-                        .copied(),
-                ]
+            let (values, last) = names.entry((c.dir, c.name.clone())).or_insert_with(|| {
+                let durable = self.durable.get(&c.dir).and_then(|e| e.get(&c.name));
+                let durable = (durable.copied(), false);
+                (vec![durable], durable)
             });
-            if !values.contains(&c.to) {
-                values.push(c.to);
+            let value = (c.to, exchanged.contains(&(c.dir, &c.name)));
+            if !values.contains(&value) {
+                values.push(value);
             }
+            *last = value;
         }
-        let exchanged: BTreeSet<(DirId, &OsString)> = exchanges
-            .values()
-            .flatten()
-            .map(|c| (c.dir, &c.name))
-            .collect();
         let mut items = Vec::new();
-        for ((dir, name), values) in names {
+        for ((dir, name), (values, last)) in names {
             if values.len() < 2 {
                 continue;
             }
-            // A name a pending exchange changed last: live, it holds what
-            // the exchange gave it; its own changes decide it only where
-            // the exchange is not applied, its last value then applied.
-            let live = if exchanged.contains(&(dir, &name)) {
-                self.pending
-                    .iter()
-                    .rev()
-                    .find(|c| c.exchange.is_none() && c.dir == dir && c.name == name)
-                    .and_then(|c| c.to)
-            } else {
-                self.live.get(&dir).and_then(|e| e.get(&name)).copied()
-            };
+            // Live, the name holds its last change's value: its own last
+            // change's, or, where a pending exchange changed it last, what
+            // the exchange gave it, and then its own changes decide it only
+            // where the exchange is not applied, its last value applied.
             let applied = values
                 .iter()
-                .position(|v| *v == live)
-                .expect("the live value is one of the values");
+                .position(|v| *v == last)
+                .expect("the last value is one of the values");
             items.push(Item::Entry {
                 dir,
                 name,
@@ -488,11 +484,20 @@ impl Disk {
         let mut dirs = self.durable.clone();
         let mut contents: BTreeMap<Ino, &[u8]> = BTreeMap::new();
         let mut cleared: BTreeSet<Ino> = BTreeSet::new();
+        // The names whose value a change after a pending exchange of them
+        // gave: the exchange, applied or not, leaves them so.
+        let mut after: BTreeSet<(DirId, &OsString)> = BTreeSet::new();
         for (item, &c) in items.iter().zip(choice) {
             match item {
                 Item::Entry {
                     dir, name, values, ..
-                } => apply_change(&mut dirs, *dir, name, values[c]),
+                } => {
+                    let (to, after_exchange) = values[c];
+                    apply_change(&mut dirs, *dir, name, to);
+                    if after_exchange {
+                        after.insert((*dir, name));
+                    }
+                }
                 Item::Content { ino, values } => {
                     contents.insert(*ino, &values[c]);
                 }
@@ -504,11 +509,14 @@ impl Disk {
                 Item::Exchange { .. } => {}
             }
         }
-        // An exchange applied overrules the changes before it of its names.
+        // An exchange applied overrules the changes before it of its names
+        // (a name ends at the value of its last applied change).
         for (item, &c) in items.iter().zip(choice) {
             if let (Item::Exchange { dir, halves }, 1) = (item, c) {
                 for (name, to) in halves {
-                    apply_change(&mut dirs, *dir, name, *to);
+                    if !after.contains(&(*dir, name)) {
+                        apply_change(&mut dirs, *dir, name, *to);
+                    }
                 }
             }
         }
@@ -583,7 +591,7 @@ impl Disk {
                 } => format!(
                     "{}={}",
                     self.path_of(*dir).join(name).display(),
-                    self.describe(values[c[i]])
+                    self.describe(values[c[i]].0)
                 ),
                 Item::Exchange { dir, halves } => format!(
                     "exchange of {} and {} {}",
@@ -699,13 +707,6 @@ impl Disk {
     /// Changes one live name, counting the links of the inodes it stops
     /// and starts naming.
     fn change(&mut self, dir: DirId, name: OsString, to: Option<Node>) {
-        assert!(
-            !self
-                .pending
-                .iter()
-                .any(|c| c.exchange.is_some() && c.dir == dir && c.name == name),
-            "the model does not order a change after a pending exchange of {name:?}"
-        );
         let from = self.live.get(&dir).and_then(|e| e.get(&name)).copied();
         if let Some(Node::File(ino)) = to {
             self.inodes[ino].links += 1;

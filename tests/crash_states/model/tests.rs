@@ -293,3 +293,84 @@ fn a_directory_emptied_and_removed_goes_with_its_parents_fsync() {
     events.push(sync_dir(""));
     assert_eq!(trees(&ev(&events)), [kept].into());
 }
+
+/// The old directory's names and the directory itself removed before an
+/// fsync of the base made the exchange durable: each removal is a change
+/// of its own, which a power loss may keep with or without the exchange,
+/// and a name ends at its last applied change (the removal of `n`, where
+/// it is applied, stands whether the exchange is or not). So the removals
+/// of `a`'s old names may survive while the exchange does not, and `a`
+/// then names the old directory without them: what the base's fsync
+/// between the exchange and the removals rules out. (The new directory
+/// holds a file of its own, `h`, to tell the two apart.)
+#[test]
+fn a_change_to_a_name_after_its_pending_exchange_stands_with_or_without_it() {
+    let mut events = two_dirs();
+    for (name, bytes) in [("a/f", "x"), ("a/g", "y")] {
+        events.extend([create(name), write(name, bytes), sync_file(name)]);
+    }
+    events.extend([sync_dir("a"), mkdir("n")]);
+    events.extend([create("n/h"), write("n/h", "z"), sync_file("n/h")]);
+    events.extend([sync_dir("n"), exchange("a", "n")]);
+    events.extend([remove("n/f"), remove("n/g"), remove("n")]);
+    let (a, af, ag, ah, b) = (
+        entry("a", None),
+        entry("a/f", Some("x")),
+        entry("a/g", Some("y")),
+        entry("a/h", Some("z")),
+        entry("b", None),
+    );
+    let (n, nf, ng, nh) = (
+        entry("n", None),
+        entry("n/f", Some("x")),
+        entry("n/g", Some("y")),
+        entry("n/h", Some("z")),
+    );
+    let states = trees(&ev(&events));
+    for (tree, what) in [
+        // Everything applied: the new directory alone, as `a`.
+        (vec![a.clone(), ah.clone(), b.clone()], "all applied"),
+        // The exchange applied, the removal of `n` not: `n` names the old
+        // directory, with what its removals left.
+        (
+            vec![
+                a.clone(),
+                ah.clone(),
+                b.clone(),
+                n.clone(),
+                nf.clone(),
+                ng.clone(),
+            ],
+            "the exchange alone",
+        ),
+        (
+            vec![a.clone(), ah.clone(), b.clone(), n.clone()],
+            "the exchange and the names' removals",
+        ),
+        // The exchange not applied: `a` the old directory still, its
+        // names removed or not, `n` made and removed, or made only.
+        (vec![a.clone(), af.clone(), ag.clone(), b.clone()], "none"),
+        (
+            vec![a.clone(), af.clone(), ag.clone(), b.clone(), n.clone(), nh],
+            "the new directory's mkdir alone",
+        ),
+        (
+            vec![a.clone(), b.clone()],
+            "the removals without the exchange",
+        ),
+    ] {
+        assert!(
+            states.contains(&tree),
+            "{what}: {tree:?} not in {states:#?}"
+        );
+    }
+    // Whatever applied, `a` is there: the exchange never leaves it on no
+    // directory.
+    assert!(states.iter().all(|t| t.contains(&a)), "{states:#?}");
+    events.push(sync_dir(""));
+    let synced = trees(&ev(&events));
+    assert!(
+        synced.iter().all(|t| !t.contains(&n) && t.contains(&ah)),
+        "{synced:#?}"
+    );
+}
