@@ -73,8 +73,27 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// Which crash points of a run, and which states at each, are checked.
+pub enum Scope {
+    /// Every crash point, every state the model gives at it.
+    Every,
+    /// These crash points (counted from 1), each with the model's seeded
+    /// sample of `random` states besides none and all applied
+    /// (`Disk::sampled_crash_states`, seeded with `seed` and the point).
+    Sampled {
+        points: BTreeSet<usize>,
+        seed: u64,
+        random: usize,
+    },
+}
+
 /// Explores every crash point of `run`.
 pub fn explore(run: &Run) -> Report {
+    explore_in(run, &Scope::Every)
+}
+
+/// Explores the crash points of `run` that `scope` picks.
+pub fn explore_in(run: &Run, scope: &Scope) -> Report {
     let started = Instant::now();
     let scratch = scratch_dir("taskstore-crash-states");
     let mut disk = Disk::new(&run.base);
@@ -82,7 +101,10 @@ pub fn explore(run: &Run) -> Report {
     let mut report = Report {
         run: run.name,
         durability: run.durability,
-        crash_points: run.events.len(),
+        crash_points: match scope {
+            Scope::Every => run.events.len(),
+            Scope::Sampled { points, .. } => points.len(),
+        },
         states: 0,
         opened: 0,
         max_pending: 0,
@@ -94,10 +116,19 @@ pub fn explore(run: &Run) -> Report {
     for crash in 1..=run.events.len() {
         disk.apply(&run.events[crash - 1]);
         report.max_pending = report.max_pending.max(disk.pending_changes());
+        let states = match scope {
+            Scope::Every => disk.crash_states(),
+            Scope::Sampled {
+                points,
+                seed,
+                random,
+            } if points.contains(&crash) => disk.sampled_crash_states(seed ^ crash as u64, *random),
+            Scope::Sampled { .. } => continue,
+        };
         let expect = Expectation::at(run, crash);
         let last_call = describe_call(&run.events[crash - 1], &run.base);
         let terminal = expect.acked_terminal();
-        for state in distinct(disk.crash_states()) {
+        for state in distinct(states) {
             report.states += 1;
             let key = (
                 state.tree.digest(),

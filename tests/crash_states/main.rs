@@ -45,7 +45,11 @@
 //!    beyond, a deterministic sample: nothing pending survived, everything
 //!    did, everything with every pending file content lost or cut, and each
 //!    single name or content set to each of its other values against both
-//!    "nothing" and "everything".
+//!    "nothing" and "everything". A run too large for that (`large.rs`: a
+//!    sweep of more than one chunk, thousands of changes pending) is
+//!    checked at chosen crash points only, each with "nothing",
+//!    "everything" and a seeded sample of states in which every name and
+//!    content takes one of its values at random.
 //! 4. **Check** (`explore.rs`). Each distinct state is written to a fresh
 //!    directory (on tmpfs when `/dev/shm` exists; lock files are left to the
 //!    store to recreate), and a store is opened on it with the workload's
@@ -115,6 +119,7 @@
 
 mod compaction;
 mod explore;
+mod large;
 mod mixed;
 mod model;
 mod reopen;

@@ -399,6 +399,36 @@ impl Disk {
             .collect()
     }
 
+    /// A seeded sample of the states a power loss now could leave, for a
+    /// disk with too many pending changes to try each alone: nothing
+    /// pending survived, everything did, and `random` states in which each
+    /// name and content takes one of its values at random (the same for
+    /// the same `seed`).
+    pub fn sampled_crash_states(&self, seed: u64, random: usize) -> Vec<CrashState> {
+        let items = self.items();
+        let none = vec![0; items.len()];
+        let all: Vec<usize> = items.iter().map(Item::applied).collect();
+        let mut rng = seed;
+        let mut states = vec![
+            (none, "none applied".to_owned()),
+            (all, "all applied".to_owned()),
+        ];
+        for n in 0..random {
+            let choice = items
+                .iter()
+                .map(|item| (splitmix(&mut rng) % item.len() as u64) as usize)
+                .collect();
+            states.push((choice, format!("sample {n} of seed {seed:#x}")));
+        }
+        states
+            .into_iter()
+            .map(|(choice, label)| CrashState {
+                tree: self.tree(&items, &choice),
+                label,
+            })
+            .collect()
+    }
+
     fn items(&self) -> Vec<Item> {
         type Value = (Option<Node>, bool);
         let mut names: BTreeMap<(DirId, OsString), (Vec<Value>, Value)> = BTreeMap::new();
@@ -726,6 +756,15 @@ impl Disk {
             exchange: None,
         });
     }
+}
+
+/// The next number of a SplitMix64 sequence whose state is `state`.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn apply_change(

@@ -14,8 +14,10 @@ use taskstore::{
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+mod large;
 mod newer;
 
+pub use large::large_sweep;
 pub use newer::{id_in_stripe, newer_paths, stripe_of};
 
 const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
