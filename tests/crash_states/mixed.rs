@@ -240,3 +240,120 @@ fn a_sweep_makes_another_handles_moves_durable_before_removing_them() {
     })
     .assert_none("another handle's moves swept");
 }
+
+/// A task an `Immediate` handle acknowledged gone (or its file damaged)
+/// after an `Eventual` handle's own terminal write of it: documented.
+const LOST: &str = "lost after an Eventual move";
+/// A task an `Immediate` handle acknowledged finished running again after
+/// an `Eventual` handle removed it: documented.
+const BACK: &str = "back running after an Eventual removal";
+
+/// CONSISTENCY.md ("Handles of one store with different durabilities"):
+/// an `Eventual` handle's own terminal write of a task makes neither its
+/// new file nor its names durable, and its removal of a finished one
+/// leaves the name the task's move left in `active/` to a later fsync, so
+/// a power loss can lose a task an `Immediate` handle acknowledged, or
+/// bring it back running. Here an `Immediate` handle creates four tasks and
+/// finishes two; an `Eventual` handle then completes one still running
+/// (`moved`) and deletes one finished (`removed`); the `Immediate` handle
+/// then writes again (an fsync of `active/`). In every crash state from
+/// the `Immediate` handle's last answer on, the two tasks no `Eventual`
+/// handle touched read as acknowledged, and every state that breaks an
+/// acknowledgement does so in the documented way: `moved` gone or damaged,
+/// `removed` running; and each of those is found (the document's claim is
+/// not empty).
+#[test]
+fn under_mixed_durabilities_only_the_documented_eventual_moves_undo_immediate_answers() {
+    let (dir, root, recorder, clock) = recorded_store("taskstore-mixed-loss");
+    let open = |instance: &str, durability: Durability| {
+        recorded(&root, &clock, &recorder)
+            .instance_id(instance)
+            .durability(durability)
+            .open()
+            .unwrap()
+    };
+    let immediate = open("immediate", Durability::Immediate);
+    let id = |s: &str| TaskId::parse(s).unwrap();
+    let create = |s: &str| immediate.create(NewTask::new().id(id(s))).unwrap();
+    let (kept, moved) = (create("kept"), create("moved"));
+    let (finished, removed) = (create("finished"), create("removed"));
+    let complete = |s: &str| {
+        let done = immediate.complete(&id(s), serde_json::json!(s)).unwrap();
+        assert!(done.is_applied(), "{done:?}");
+        done.into_task()
+    };
+    let (finished, removed) = (
+        (finished.id.clone(), complete(finished.id.as_str())),
+        complete(removed.id.as_str()),
+    );
+    let from = recorder.len() + 1;
+    let eventual = open("eventual", Durability::Eventual);
+    let moved_by_eventual = eventual
+        .complete(&moved.id, serde_json::json!("eventual"))
+        .unwrap()
+        .into_task();
+    assert!(eventual.delete(&removed.id).unwrap());
+    immediate.create(NewTask::new().id(id("after"))).unwrap();
+    drop((eventual, immediate));
+    let scratch = workload::scratch_dir("taskstore-mixed-loss-states");
+    let states = crash_states_from(dir.path(), &recorder.events(), from, scratch.path());
+    let open = |root: &Path| {
+        FileStore::builder(root)
+            .clock(Arc::new(clock.clone()))
+            .open()
+    };
+    let found = every_state(states, open, nothing, |store| {
+        let get = |task: &TaskId| store.get(task);
+        let mut out = Vec::new();
+        for (task, want) in [(&kept.id, &kept), (&finished.0, &finished.1)] {
+            match get(task) {
+                Ok(Some(got)) if &got == want => {}
+                got => out.push(format!("{task}: {got:?}")),
+            }
+        }
+        match get(&moved.id) {
+            Ok(Some(got)) if got == moved || got == moved_by_eventual => {}
+            Ok(None) | Err(taskstore::Error::Corrupt { .. }) => out.push(LOST.to_owned()),
+            got => out.push(format!("moved: {got:?}")),
+        }
+        match get(&removed.id) {
+            Ok(None) => {}
+            Ok(Some(got)) if got == removed => {}
+            Ok(Some(got)) if !got.is_terminal() => out.push(BACK.to_owned()),
+            got => out.push(format!("removed: {got:?}")),
+        }
+        out
+    });
+    let count = |kind: &str| {
+        let kind = format!(": {kind}");
+        found.lines.iter().filter(|l| l.ends_with(&kind)).count()
+    };
+    eprintln!(
+        "mixed durabilities: {} crash states; lost after an Eventual move: {}, back \
+         after an Eventual removal: {}, in all {} broken",
+        found.states,
+        count(LOST),
+        count(BACK),
+        found.lines.len()
+    );
+    let undocumented: Vec<&String> = found
+        .lines
+        .iter()
+        .filter(|line| {
+            !line.ends_with(&format!(": {LOST}")) && !line.ends_with(&format!(": {BACK}"))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "{} of {} crash states broke an acknowledgement otherwise than documented: {:#?}",
+        undocumented.len(),
+        found.states,
+        &undocumented[..undocumented.len().min(4)]
+    );
+    for kind in [LOST, BACK] {
+        assert!(
+            count(kind) > 0,
+            "no crash state shows a task {kind}: the document's claim is not shown"
+        );
+    }
+}
