@@ -473,17 +473,32 @@ async fn a_panic_in_the_maintenance_loop_names_its_pass() {
 /// one on its last attempt fails it with `{"code": "resume_panicked"}`,
 /// naming the task, the instance and the panic. Here a task made with the
 /// default three attempts (its first owner's, then two claims). (The
-/// first panic stopped the loop, the task left claimed, `working`.)
+/// first panic stopped the loop, the task left claimed, `working`.) The
+/// store's clock is the test's, moved once past the dead owner's lease: a
+/// claimed lease never lapses here, so a stall of the machine between a
+/// claim and its panic lets no poll reap the task. (On the system clock,
+/// the test process stopped 2 s there let the claimed 100 ms lease lapse,
+/// and a poll failed the task on its last attempt `orphaned`.)
 #[tokio::test]
 async fn a_task_whose_resume_panics_at_every_claim_fails_on_its_last_attempt() {
     let lease = Duration::from_millis(100);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let backend = Arc::new(MemoryBackend::new());
-    let dead = on(&backend, "dead", lease);
+    let open = |name: &str| {
+        Store::with_backend(Arc::clone(&backend))
+            .instance_id(name)
+            .clock(Arc::clone(&clock) as Arc<dyn crate::Clock>)
+            .lease(lease)
+            .build()
+            .unwrap()
+    };
+    let dead = open("dead");
     let orphan = dead
         .create(NewTask::new().resumable("job", json!({})))
         .unwrap();
     drop(dead);
-    let store = Held::new(on(&backend, "live", lease));
+    clock.advance(lease);
+    let store = Held::new(open("live"));
     let options = fast().reap_interval(Duration::from_millis(50));
     let m = DurableTaskManager::with_options(Arc::clone(&store), options);
     store.lease_panics.store(usize::MAX, Ordering::SeqCst);

@@ -85,12 +85,23 @@ async fn a_get_of_an_orphan_reaps_that_task_alone() {
     );
 }
 
+/// A running task's lease is renewed on the store's lease (a third of it,
+/// by default) for as long as it runs: the store's clock moves half a lease
+/// a step, a full lease in all, each once the lease was renewed at the
+/// step's time, and the task completes. The clock is the test's: a stall of
+/// the machine lets no lease lapse. (On the system clock a 300 ms lease
+/// lapsed in any stall longer, and after one past the manager's first reap
+/// (5 s) that reap raced the renewal: had it come first, it failed the task
+/// the manager ran, `orphaned`, as it did `renewals_go_on`'s.)
 #[tokio::test]
 async fn running_tasks_keep_their_lease() {
     let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_millis(300);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let store = FileStore::builder(dir.path())
         .instance_id("a")
-        .lease(Duration::from_millis(300))
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .lease(lease)
         .open()
         .unwrap();
     let m = DurableTaskManager::with_options(Arc::new(store), fast());
@@ -104,17 +115,18 @@ async fn running_tasks_keep_their_lease() {
         })
         .await
         .unwrap();
-    let first = m
-        .store()
-        .get(&crate::TaskId::parse(&seed.task_id).unwrap())
-        .unwrap()
-        .unwrap();
-    // Renewed: the lease moves forward while the task runs.
-    eventually(|| async {
-        let now = m.store().get(&first.id).unwrap().unwrap();
-        (now.lease_expires_at > first.lease_expires_at).then_some(())
-    })
-    .await;
+    let id = crate::TaskId::parse(&seed.task_id).unwrap();
+    let lease_of = || m.store().get(&id).unwrap().unwrap().lease_expires_at;
+    // Renewed: the lease moves forward with the clock while the task runs.
+    let mut granted = lease_of();
+    for _ in 0..2 {
+        clock.advance(lease / 2);
+        granted = eventually(|| async {
+            let now = lease_of();
+            (now > granted).then_some(now)
+        })
+        .await;
+    }
     assert_eq!(m.running_task_count(), 1);
     go_tx.send(()).unwrap();
     assert_eq!(
@@ -196,10 +208,17 @@ async fn intervals_as_long_as_the_lease_still_keep_it() {
 
 /// A manager with `options`, over a store of 600 ms leases, renews the
 /// lease of the task it runs twice (the first renewal is not the only
-/// one), and the task is then cancelled as usual.
+/// one), each after the store's clock moved half a lease on, and the task
+/// is then cancelled as usual. The clock is the test's: a stall of the
+/// machine lets no lease lapse (on the system clock, the test process
+/// stopped 6 s let the manager's own reap fail the task before its next
+/// renewal, and the renewals stopped).
 async fn renewals_go_on(options: ManagerOptions) {
+    let lease = Duration::from_millis(600);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let store = MemoryStore::builder()
-        .lease(Duration::from_millis(600))
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .lease(lease)
         .build()
         .unwrap();
     let m = DurableTaskManager::with_options(Arc::new(store), options.clone());
@@ -207,6 +226,7 @@ async fn renewals_go_on(options: ManagerOptions) {
     let id = crate::TaskId::parse(&seed.task_id).unwrap();
     let mut seen = m.store().get(&id).unwrap().unwrap().lease_expires_at;
     for _ in 0..2 {
+        clock.advance(lease / 2);
         seen = eventually(|| async {
             let now = m.store().get(&id).unwrap().unwrap().lease_expires_at;
             (now > seen).then_some(now)

@@ -11,8 +11,8 @@ use rmcp::model::{TaskPayload, TaskStatus};
 use serde_json::{Value, json};
 
 use super::{Flaky, eventually, fast, instance, logged, settled, text};
-use crate::MemoryStore;
 use crate::mcp::*;
+use crate::{MemoryStore, TaskStore};
 
 #[tokio::test]
 async fn spawned_task_is_durable_at_once_and_completes_with_the_result_inlined() {
@@ -166,20 +166,29 @@ async fn a_handler_that_panics_building_its_future_fails_its_task_and_nothing_el
 /// completed outcome was lost, the task failed `orphaned`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_outcome_write_is_tried_again_keeps_its_lease() {
-    // Five failed tries wait 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: past a 1 s lease.
+    // Five failed tries wait 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s.
     completes_through_failed_outcome_writes(5).await;
 }
 
 /// A task whose outcome write fails `failures` times, on a store with a
 /// 1 s lease and a manager that reaps every 50 ms, completes with its
-/// result.
+/// result; once its first write has failed, the store's clock moves a
+/// lease on, half a lease a step, each once the run's lease was renewed at
+/// the step's time, while the write is still being tried. The clock is the
+/// test's: a stall of the machine lets no lease lapse. (On the system
+/// clock, the test process stopped 3 s between two tries let the lease
+/// lapse, and the manager's own reap failed the task `orphaned`.)
 async fn completes_through_failed_outcome_writes(failures: usize) {
+    let lease = Duration::from_secs(1);
+    let clock = Arc::new(crate::ManualClock::new(time::OffsetDateTime::now_utc()));
     let store = crate::Store::with_backend(Flaky::outcomes(failures))
-        .lease(Duration::from_secs(1))
+        .clock(clock.clone() as Arc<dyn crate::Clock>)
+        .lease(lease)
         .build()
         .unwrap();
+    let store = Arc::new(store);
     let m = DurableTaskManager::with_options(
-        Arc::new(store),
+        Arc::clone(&store),
         fast().reap_interval(Duration::from_millis(50)),
     );
     let seed = m
@@ -188,6 +197,29 @@ async fn completes_through_failed_outcome_writes(failures: usize) {
         })
         .await
         .unwrap();
+    let id = crate::TaskId::parse(&seed.task_id).unwrap();
+    let left = || {
+        store
+            .backend()
+            .failures
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    eventually(|| async { (left() < failures).then_some(()) }).await;
+    let stored = || store.get(&id).unwrap().unwrap();
+    let mut granted = stored().lease_expires_at;
+    for _ in 0..2 {
+        clock.advance(lease / 2);
+        let seen = eventually(|| async {
+            let task = stored();
+            (task.is_terminal() || task.lease_expires_at > granted).then_some(task)
+        })
+        .await;
+        assert!(
+            !seen.is_terminal(),
+            "the outcome landed with the lease not renewed since the clock moved: {seen:?}"
+        );
+        granted = seen.lease_expires_at;
+    }
     let settled = settled(&m, &seed.task_id).await;
     let TaskPayload::Completed { result } = settled.payload else {
         panic!("not completed: {:?}", settled.payload)
