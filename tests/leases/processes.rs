@@ -53,9 +53,13 @@ fn killed_owner_is_reaped_by_another_process() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, work) = (tmp.path().join("store"), tmp.path().to_owned());
     let test = "processes::killed_owner_is_reaped_by_another_process";
-    // Tasks of a live instance with the default (30 s) lease: never reaped here.
+    // Tasks of a live instance whose lease (a day) outlasts any stall of
+    // the machine: never reaped here. (With the default 30 s lease, the
+    // test process stopped 31 s after making them let the reaper reap them
+    // too, rightly.)
     let bystander = FileStore::builder(&store)
         .instance_id("bystander")
+        .lease(Duration::from_secs(86_400))
         .open()
         .unwrap();
     let bystanders: Vec<Task> = (0..5)
