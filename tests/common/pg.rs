@@ -422,6 +422,26 @@ impl Cluster {
         std::fs::rename(&tmp, file).expect("put the clock offset in place");
     }
 
+    /// Stops the server's wall clock at `at` (to the second, truncated):
+    /// every later reading of it reads that time until the next
+    /// [`move_clock`](Cluster::move_clock) or stop. A time that no stall of
+    /// the test process moves on. Only for a [`private_faked`] cluster.
+    pub fn stop_clock_at(&self, at: time::OffsetDateTime) {
+        let at = at.to_offset(time::UtcOffset::UTC);
+        // libfaketime's absolute time, read in the server's time zone (UTC,
+        // see `pg_ctl`): a stopped clock.
+        let stopped = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        self.move_clock(&stopped);
+    }
+
     /// Runs `pg_ctl <args>` on this cluster.
     pub fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let options = format!(
@@ -434,7 +454,9 @@ impl Cluster {
                 .env("LD_PRELOAD", LIBFAKETIME)
                 .env("FAKETIME_TIMESTAMP_FILE", file)
                 .env("FAKETIME_NO_CACHE", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                // The zone `stop_clock_at`'s absolute times are read in.
+                .env("TZ", "UTC");
         }
         let output = command
             .arg("-D")

@@ -531,7 +531,14 @@ fn a_host_that_measured_a_server_clock_step_reaps_no_live_task_once_it_is_set_ri
 /// two leases: a peer that measured the server set right reaps none of it.
 /// (The owner's time stood still while the server's clock read behind it,
 /// and so did the leases it renewed from it: the peer reaped the live task
-/// at its first reap.)
+/// at its first reap.) The server's clock is set right stopped, two leases
+/// past the step, and the peer measures it within its reap: the owner's
+/// leases ran on from the step for two leases (its renewals took that long
+/// at least) and outlast that time; leases that stood still lapsed a lease
+/// before it. No stall of the test process moves the time the peer judges
+/// by. (Set right running, the test process stopped 3 s before the reap
+/// let the owner's last 2 s lease lapse, and the peer reaped the task,
+/// rightly.)
 #[test]
 fn a_task_renewed_while_the_server_clock_was_stepped_back_lives_once_it_is_set_right() {
     let Some(cluster) = pg_cluster::private_faked() else {
@@ -555,6 +562,7 @@ fn a_task_renewed_while_the_server_clock_was_stepped_back_lives_once_it_is_set_r
 
     // The step back; the local wall clock parts from the monotonic one, so
     // that the next operation of each handle measures the server again.
+    let stepped = owner.now();
     cluster.move_clock("-10m");
     local.jump(Duration::from_secs(2));
     for _ in 0..20 {
@@ -567,16 +575,18 @@ fn a_task_renewed_while_the_server_clock_was_stepped_back_lives_once_it_is_set_r
         "the owner measured the step: {offset}"
     );
 
-    // Set right, measured so by the peer before the owner renews again.
-    cluster.move_clock("+0");
+    // Set right, stopped two leases past the step (the owner's renewals
+    // took that long at least), and measured so by the peer within its
+    // reap (its local clock parted again), before the owner renews again.
+    cluster.stop_clock_at(stepped + lease * 2);
     local.jump(Duration::from_secs(2));
-    peer.get(&TaskId::new()).unwrap();
+    let reaped = peer.reap().unwrap();
+    cluster.move_clock("+0");
     let offset = peer.server_time().unwrap().offset;
     assert!(
         offset > time::Duration::minutes(-5),
         "the peer measured the server set right: {offset}"
     );
-    let reaped = peer.reap().unwrap();
     assert!(reaped.tasks.is_empty(), "live work reaped: {reaped:?}");
     let stored = owner.get(&running.id).unwrap().unwrap();
     assert_eq!(stored.status, TaskStatus::Working);
