@@ -11,7 +11,10 @@
 //! from the change notices of a watch of `done/` (`watch`), or, without
 //! one, by file status (`stamp`): `done/`'s own settled status unchanged
 //! proves every entry, else each file's does, and only a file whose status
-//! changed is read again. A page then reads only its own files.
+//! changed is read again. Such a pass over `done/` revises what the
+//! handle holds in place, not beside it: an entry whose file's status is
+//! unchanged stands, a file read is known anew in its entry, and a task
+//! whose file is gone is forgotten. A page then reads only its own files.
 //!
 //! A handle that knows nothing yet need not read every file either: a
 //! finished task with a TTL has a second name in `expiring/` that carries
@@ -98,6 +101,24 @@ impl HistoryKeys {
         );
     }
 
+    /// Panics unless this handle knows the tasks `fresh` knows, in the same
+    /// order and by the same keys, and leaves the same ones unreadable
+    /// (`what` says after what).
+    pub(super) fn check_knows_as(&self, fresh: &HistoryKeys, what: &str) {
+        let knows = |keys: &HistoryKeys| {
+            let known = keys.known.lock().unwrap_or_else(PoisonError::into_inner);
+            let files: Vec<(TaskId, Keys)> = known
+                .files
+                .iter()
+                .map(|((_, id), (_, keys))| (id.clone(), *keys))
+                .collect();
+            (files, known.unreadable.clone())
+        };
+        let (mine, theirs) = (knows(self), knows(fresh));
+        assert_eq!(mine.0.len(), theirs.0.len(), "after {what}: tasks known");
+        assert_eq!(mine, theirs, "after {what}");
+    }
+
     /// Panics unless every task known in listing order is found by its
     /// id, at its place, and no other is.
     pub(super) fn check(&self) {
@@ -122,13 +143,14 @@ const GIVE_BACK: usize = 4096;
 /// The bytes of files read while listing `done/`, kept for a page.
 type Kept = HashMap<TaskId, Vec<u8>>;
 
-/// What looking at a file of `done/` found. A first pass holds one per
-/// file, so its stamps are boxed (as `Known` keeps them): 72 bytes, where a
-/// stamp inline made it 120, and the pass's vectors of them, freed after
-/// it, raised glibc's threshold for giving memory back.
+/// What looking at a file of `done/` found. A pass holds one per file, so
+/// its stamps are boxed (as `Known` keeps them): 72 bytes, where a stamp
+/// inline made it 120, and the pass's vectors of them, freed after it,
+/// raised glibc's threshold for giving memory back.
 enum Looked {
-    /// Its settled status is the one its keys were read with.
-    Known(Box<Stamp>, Keys),
+    /// Its settled status is the one its keys were read with: what `Known`
+    /// holds of it stands.
+    Known,
     /// Read: its keys, its settled status taken before (none if it had not
     /// settled), and its bytes if the scan may return it.
     Read {
@@ -311,9 +333,10 @@ impl FileBackend {
 
     /// Brings `known` up to date with `done/`: its keys are kept while they
     /// are proven current (by change notices, or by `done/`'s own settled
-    /// status, or each by its file's), else read. Returns the bytes kept
-    /// of the tasks `scan` may return, when it may return every file. Files that do not read are set aside (if
-    /// corrupt) and reported.
+    /// status, or each by its file's), else read, and revised in place.
+    /// Returns the bytes kept of the tasks `scan` may return, when it may
+    /// return every file. Files that do not read are set aside (if corrupt)
+    /// and reported.
     fn list_done(&self, known: &mut Known, scan: &Scan) -> Result<(Kept, Vec<Skipped>)> {
         let done = self.dir(Area::Done);
         if known.complete {
@@ -381,6 +404,8 @@ impl FileBackend {
                 self.stat_done(known, &id, &task_name(&id), before)
             })
         };
+        // Each file's inode number is in what was found of it now.
+        drop(inodes);
         // The others are placed by their index entry, when the scan does
         // not read them all anyway (it returns every file, or asks for a
         // status). The index is read after every file's inode number was
@@ -445,29 +470,44 @@ impl FileBackend {
                 }
             }
         }
-        // Each entry as the ordered map holds it: the map is built from
-        // this list where it lies, not from a copy of it (and sorts it).
-        let mut files = Vec::with_capacity(looked.len());
+        // A handle that knew nothing builds its map from the entries, each
+        // as the map holds it, where they lie (not from a copy of them,
+        // and sorted); one that knew history revises what it holds: it
+        // forgets the tasks whose file is gone, and knows anew those read.
+        let revise = !known.files.is_empty();
+        if revise {
+            forget_unlisted(known, spans.len(), |at| ids.at(ids.spans()[at]));
+        }
+        let mut files = Vec::new();
+        if !revise {
+            files.reserve_exact(looked.len());
+        }
         let mut kept = HashMap::new();
         // From the last file back, what was found of the files and their
         // ids given back as the entries take them: the pass and the
         // entries are not held whole at once.
         while let Some(found) = looked.pop() {
             let at = looked.len();
-            let id = TaskId::trusted(ids.at(ids.spans()[at]));
+            let id = || TaskId::trusted(ids.at(ids.spans()[at]));
             match found {
-                Looked::Known(stamp, keys) => {
-                    files.push(((keys.at, id), (Some(stamp), keys)));
-                }
+                // Its entry stands.
+                Looked::Known => {}
                 Looked::Read { keys, stamp, bytes } => {
                     settled &= stamp.is_some();
+                    let id = id();
                     if let Some(bytes) = bytes {
                         kept.insert(id.clone(), bytes);
                     }
-                    files.push(((keys.at, id), (stamp, keys)));
+                    match revise {
+                        true => known.insert(id, stamp, keys),
+                        false => files.push(((keys.at, id), (stamp, keys))),
+                    }
                 }
                 // Removed since the directory was read.
-                Looked::Gone => settled = false,
+                Looked::Gone => {
+                    settled = false;
+                    known.remove(&id());
+                }
                 // Did not read: reported above.
                 Looked::Unproven { .. } => {}
                 Looked::Bad(_) => unreachable!("reported above"),
@@ -478,7 +518,9 @@ impl FileBackend {
             }
         }
         drop(ids);
-        known.replace(files);
+        if !revise {
+            known.replace(files);
+        }
         if let Some(watch) = &known.watch {
             match self.fs.drain(watch, self.dir(Area::Done)) {
                 Changes::Names(names) => {
@@ -558,7 +600,7 @@ impl FileBackend {
         };
         for ((id, _), looked) in changed.into_iter().zip(looked) {
             match looked {
-                Looked::Known(stamp, keys) => known.insert(id, Some(stamp), keys),
+                Looked::Known => {}
                 Looked::Read { keys, stamp, .. } => known.insert(id, stamp, keys),
                 Looked::Gone => known.remove(&id),
                 Looked::Bad(e) => skipped.push(self.unread_done(known, &id, e)),
@@ -690,11 +732,11 @@ impl FileBackend {
             }
         };
         let stamp = Stamp::settled(&status, before);
-        if let Some(stamp) = stamp
-            && let Some((Some(was), keys)) = known.get(id)
-            && **was == stamp
+        if let Some(stamp) = &stamp
+            && let Some((Some(was), _)) = known.get(id)
+            && **was == *stamp
         {
-            return Looked::Known(Box::new(stamp), *keys);
+            return Looked::Known;
         }
         Looked::Unproven {
             stamp: stamp.map(Box::new),
@@ -735,6 +777,22 @@ impl FileBackend {
             (Read::Bad(e), _) => Looked::Bad(e),
         }
     }
+}
+
+/// Makes `known` forget each task whose file a listing of `done/` does
+/// not name: `listed` of its `count` ids. They are looked up in an order
+/// of their places in the listing (4 bytes a file), not copied.
+fn forget_unlisted<'a>(known: &mut Known, count: usize, listed: impl Fn(usize) -> &'a str) {
+    let mut order: Vec<u32> = (0..count)
+        .map(|at| u32::try_from(at).expect("fewer than 2^32 files in done/"))
+        .collect();
+    let id_at = |at: &u32| listed(*at as usize);
+    order.sort_unstable_by(|a, b| id_at(a).cmp(id_at(b)));
+    known.forget_unless(|id| {
+        order
+            .binary_search_by(|at| id_at(at).cmp(id.as_str()))
+            .is_ok()
+    });
 }
 
 #[cfg(test)]

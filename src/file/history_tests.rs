@@ -527,3 +527,76 @@ fn with_change_notices_a_file_left_unreadable_is_reported_by_every_page() {
 fn by_file_status_a_file_left_unreadable_is_reported_by_every_page() {
     a_file_left_unreadable_is_reported_by_every_page(Mode::Status);
 }
+
+/// A handle without change notices revises the keys it holds of `done/` in
+/// place at each pass over it, reading only the files it does not know or
+/// whose status changed: a file removed, one added, one replaced (the same
+/// id and place, another status) and one set aside (corrupt) since its last
+/// listing are each listed, whole and by status, as a handle that never
+/// listed before lists them, and known by the keys such a handle knows.
+#[test]
+fn by_file_status_a_pass_revises_the_keys_it_holds_in_place() {
+    use crate::backend::UnreadableAction;
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = pair(dir.path(), Mode::Status);
+    let ids = finish(&writer, 250);
+    settle_history(&reader);
+    assert_eq!(pages(&reader).0.len(), 250);
+    let cancelled = ListQuery::all().status(TaskStatus::Cancelled);
+    // After `what`, the pass of the next listing reads `read` files, and
+    // its first page reports `skipped`.
+    let check = |what: &str, read: u64, skipped: Vec<(Option<TaskId>, UnreadableAction)>| {
+        settle_history(&reader);
+        let before = reads(&reader);
+        let page = reader.list(&ListQuery::all().limit(PAGE)).unwrap();
+        // The page reads its own files and the next one's.
+        assert_eq!(
+            reads(&reader) - before,
+            read + PAGE as u64 + 1,
+            "after {what}: files read"
+        );
+        let reported: Vec<(Option<TaskId>, UnreadableAction)> = page
+            .skipped
+            .iter()
+            .map(|s| (s.id.clone(), s.action))
+            .collect();
+        assert_eq!(reported, skipped, "after {what}");
+        for query in [ListQuery::all(), cancelled.clone()] {
+            let (listed, _) = pages_of(&reader, query.clone());
+            assert_eq!(listed, fresh_pages(dir.path(), &query), "after {what}");
+        }
+        let fresh = pair(dir.path(), Mode::Status).0;
+        pages(&fresh);
+        let keys = &reader.backend().history_keys;
+        keys.check_knows_as(&fresh.backend().history_keys, what);
+    };
+    let file = |id: &TaskId| dir.path().join("done").join(format!("{id}.json"));
+    // Written beside it and renamed over it: another file, its status too.
+    let replace = |id: &TaskId, bytes: String| {
+        let tmp = dir.path().join("tmp").join(format!("{id}.json"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, file(id)).unwrap();
+    };
+
+    assert!(writer.delete(&ids[10]).unwrap());
+    check("a removal", 0, Vec::new());
+    let added = finish(&writer, 1);
+    check("an addition", 1, Vec::new());
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file(&ids[20])).unwrap()).unwrap();
+    value["task"]["status"] = json!("cancelled");
+    value["task"].as_object_mut().unwrap().remove("result");
+    replace(&ids[20], format!("{value}\n"));
+    check("a replacement", 1, Vec::new());
+    replace(&ids[30], "{\"format\":1,\"task\":".to_owned());
+    let set_aside = vec![(Some(ids[30].clone()), UnreadableAction::SetAside)];
+    check("a corrupt file", 1, set_aside);
+    assert!(!file(&ids[30]).exists());
+
+    let (listed, _) = pages(&reader);
+    assert_eq!(listed.len(), 250 - 2 + 1);
+    assert_eq!(listed.last().unwrap().id, added[0]);
+    let (listed, _) = pages_of(&reader, cancelled);
+    let listed: Vec<TaskId> = listed.into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, vec![ids[20].clone()]);
+}

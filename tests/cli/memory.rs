@@ -174,26 +174,87 @@ fn listing_history_peaks_below_560_bytes_a_finished_task() {
     );
 }
 
+/// `list --json` beside a writer finishing a task every few milliseconds
+/// passes over `done/` again at each page (`done/` changed, and its newest
+/// files have not settled), and revises the keys it holds in place: over
+/// 20,000 finished tasks with ids of 128 characters, and up to 2,000 the
+/// writer adds, its peak resident memory is under 740 bytes a task above
+/// its peak on an empty store (about 660). (Each pass built a second copy
+/// of the keys beside the first, and what it found of each file it knew
+/// held a copy of that file's status and keys: about 820 bytes a task.
+/// With the first pass giving back nothing of what it turned into entries
+/// until its end, about 840: glibc then keeps room the later passes do not
+/// reuse.)
+#[test]
+fn listing_history_beside_a_writer_peaks_below_740_bytes_a_finished_task() {
+    if measure_if_child() {
+        return;
+    }
+    let test = "memory::listing_history_beside_a_writer_peaks_below_740_bytes_a_finished_task";
+    let (_empty_tmp, empty) = store_dir();
+    drop(eventual(FileStore::builder(&empty)));
+    let (_tmp, dir) = store_dir();
+    finished_with_long_ids(&dir, FINISHED);
+    let (_, base) = peak_kib(test, &empty, &["list", "--json"]);
+    let listed = std::sync::atomic::AtomicBool::new(false);
+    let (out, peak, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let store = eventual(FileStore::builder(&dir));
+            let mut written = 0;
+            // At most a tenth more (the listing of a slow machine outlasts
+            // it, its later pages then quiet).
+            while !listed.load(std::sync::atomic::Ordering::Relaxed) && written < FINISHED / 10 {
+                finish_with_long_id(&store, &format!("w{written:0>127}"), written);
+                written += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            written
+        });
+        // The command starts beside the writer's first files.
+        wait_until("the writer's first finished task", || {
+            fs::read_dir(dir.join("done")).unwrap().count() as u64 > FINISHED
+        });
+        let (out, peak) = peak_kib(test, &dir, &["list", "--json"]);
+        listed.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, peak, writer.join().unwrap())
+    });
+    assert!(out.lines().count() as u64 >= FINISHED);
+    let finished = FINISHED + written;
+    let per_task = peak.saturating_sub(base) * 1024 / finished;
+    eprintln!(
+        "list beside a writer: {per_task} bytes a finished task ({peak} KiB; {base} KiB empty; \
+         {written} written beside it)"
+    );
+    assert!(
+        per_task < 740,
+        "list beside a writer took {per_task} bytes a finished task at its peak ({peak} KiB; \
+         {base} KiB on an empty store; {finished} finished tasks, {written} of them written \
+         beside it)"
+    );
+}
+
 /// Makes `count` finished tasks in the store at `dir`, with ids of 128
 /// characters (the longest) and status messages of 64 control characters.
 fn finished_with_long_ids(dir: &Path, count: u64) {
     let store = eventual(FileStore::builder(dir));
-    let message = "\u{1b}".repeat(64);
     for i in 0..count {
-        let id = TaskId::parse(&format!("{i:0>128}")).unwrap();
-        store
-            .create(
-                NewTask::new()
-                    .id(id.clone())
-                    .status_message(message.clone()),
-            )
-            .unwrap();
-        assert!(store.complete(&id, json!(i)).unwrap().is_applied());
+        finish_with_long_id(&store, &format!("{i:0>128}"), i);
     }
     // Every file settled (the store trusts a file's status once it is 100
     // ms old): the command, which follows `done/` by file status, passes
     // over it once, not again at each page while its newest files settle.
     std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Makes finished task `id` (128 characters) in `store`, with a status
+/// message of 64 control characters and result `i`.
+fn finish_with_long_id(store: &FileStore, id: &str, i: u64) {
+    let id = TaskId::parse(id).unwrap();
+    let message = "\u{1b}".repeat(64);
+    store
+        .create(NewTask::new().id(id.clone()).status_message(message))
+        .unwrap();
+    assert!(store.complete(&id, json!(i)).unwrap().is_applied());
 }
 
 /// The role of the child that runs the built command and takes its peak.

@@ -71,8 +71,16 @@ impl Known {
         }
     }
 
-    /// Knows task `id` by `keys`, read from a file of this status.
+    /// Knows task `id` by `keys`, read from a file of this status: in its
+    /// entry, where it stays at its place in listing order.
     pub(super) fn insert(&mut self, id: TaskId, stamp: Option<Box<Stamp>>, keys: Keys) {
+        if self.places.get(&id) == Some(keys.at)
+            && let Some(held) = self.files.get_mut(&(keys.at, id.clone()))
+        {
+            self.unreadable.remove(&id);
+            *held = (stamp, keys);
+            return;
+        }
         self.remove(&id);
         self.places.insert(&id, keys.at);
         self.files.insert((keys.at, id), (stamp, keys));
@@ -90,6 +98,19 @@ impl Known {
         }
     }
 
+    /// Knows only the tasks `listed` says are listed.
+    pub(super) fn forget_unless(&mut self, listed: impl Fn(&TaskId) -> bool) {
+        let gone: Vec<TaskId> = self
+            .files
+            .keys()
+            .filter(|(_, id)| !listed(id))
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &gone {
+            self.remove(id);
+        }
+    }
+
     /// Knows task `id` as its file's failure to read was reported with
     /// `action`: left where it is (looked at again by every listing), or
     /// gone.
@@ -100,9 +121,10 @@ impl Known {
         }
     }
 
-    /// Knows `files` (each task once), and nothing else. What it knew is
-    /// let go first. The map is built packed (a sorted run fills each node
-    /// whole, where entries put in one at a time leave them about two
+    /// Knows `files` (each task once), and nothing else: a handle's first
+    /// pass over `done/` (a later one revises what it knows). What it knew
+    /// is let go first. The map is built packed (a sorted run fills each
+    /// node whole, where entries put in one at a time leave them about two
     /// thirds full) from `files` where it lies: its entries are the map's
     /// own, so collecting them copies nothing.
     pub(super) fn replace(&mut self, files: Vec<((Moment, TaskId), Held)>) {
