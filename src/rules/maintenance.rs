@@ -248,7 +248,13 @@ impl<B: Backend> Store<B> {
 
     /// Logs a reaped orphan and sends its event.
     fn report_reaped(&self, task: &Task) {
-        tracing::info!(task = %task.id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+        // Contained, as every line said once a pass's writes are made: a
+        // host's subscriber that panicked here ended the reap, its result
+        // and the `task.reaped` events of this task and every later one
+        // lost, the tasks reaped all the same.
+        crate::panics::contained(|| {
+            tracing::info!(task = %task.id, owner = task.owner.as_deref().unwrap_or(""), "reaped an orphaned task");
+        });
         self.settings.notifier.task(TaskEventKind::Reaped, task);
     }
 

@@ -746,7 +746,12 @@ impl<B: Backend> TaskStore for Store<B> {
             // judged ([`Reading`]): an orphan at once, for every handle.
             self.lease_write(id, Some(epoch), |lease, task, at| lease.release(task, at.clock))?;
         if let Transition::Applied(task) = &released {
-            tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
+            // Contained: a host's subscriber that panicked here turned a
+            // release made into a panic, and the MCP manager's hand-back
+            // said the task could not be handed back.
+            crate::panics::contained(|| {
+                tracing::info!(task = %task.id, epoch, "released a task for another instance to claim");
+            });
         }
         Ok(released)
     }

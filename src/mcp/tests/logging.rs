@@ -1,6 +1,7 @@
-//! The manager, and the store's claims it makes, under a host's `tracing`
-//! subscriber that panics: a line they log never costs a claim its result,
-//! nor a task its run, its hand-back or its first look.
+//! The manager, and the store's claims, reaps and releases it makes, under
+//! a host's `tracing` subscriber that panics: a line they log never costs
+//! a claim or a reap its result, a release its answer, nor a task its run,
+//! its hand-back or its first look.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,6 +154,58 @@ fn a_claim_whose_log_panics_returns_every_task_it_claimed() {
     assert_eq!(missed, [&orphans[1]], "{claimed:?}");
     // Each claimed task's line, and the failed claim's two.
     assert_eq!(panics.load(Ordering::SeqCst), 4);
+}
+
+/// A reap whose lines panic as it says them (a host's subscriber with a
+/// bug) reaps every orphan, reports each and sends each one's
+/// `task.reaped`. (The first task's line ended the call: the orphans were
+/// reaped, but the caller was told none of them and the sink heard of
+/// none.)
+#[test]
+fn a_reap_whose_log_panics_reports_every_task_it_reaped() {
+    let (_log, _, panics) = PanicsAt::install(&["reaped an orphaned task"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let memory = MemoryBackend::new();
+    let dead = on_clock(memory.clone(), "dead", &clock);
+    let mut orphans: Vec<TaskId> = (0..2)
+        .map(|_| dead.create(NewTask::new()).unwrap().id)
+        .collect();
+    clock.advance(Duration::from_secs(11));
+    let events = Arc::new(crate::EventLog::new());
+    let live = Store::with_backend(memory)
+        .instance_id("live")
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .lease(Duration::from_secs(10))
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    let reaped = live.reap().unwrap();
+    let mut ids: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
+    ids.sort();
+    orphans.sort();
+    assert_eq!(ids, orphans, "{reaped:?}");
+    let told = events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == crate::TaskEventKind::Reaped)
+        .count();
+    assert_eq!(told, 2, "each reaped task's event sent");
+    assert_eq!(panics.load(Ordering::SeqCst), 2);
+}
+
+/// A release whose line panics (a host's subscriber with a bug) answers
+/// the release it made. (The panic reached the caller, the task released
+/// all the same: the MCP manager's hand-back said it could not hand the
+/// task back.)
+#[test]
+fn a_release_whose_log_panics_answers_the_release_it_made() {
+    let (_log, _, panics) = PanicsAt::install(&["released a task"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let store = on_clock(MemoryBackend::new(), "owner", &clock);
+    let task = store.create(NewTask::new()).unwrap();
+    let released = store.release(&task.id, task.epoch).unwrap();
+    assert!(released.is_applied(), "{released:?}");
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
 }
 
 /// A claim pass whose log of a task it could not claim panics (a host's
