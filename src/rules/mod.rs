@@ -316,7 +316,12 @@ impl<B: Backend> Store<B> {
     /// a backend's open reports what it met through this too).
     pub(crate) fn notify_skipped(&self, skipped: &[Skipped]) {
         for entry in skipped {
-            tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
+            // Contained: a host's subscriber that panicked here ended the
+            // pass (or the open) that met the entry, and its event went
+            // to no sink.
+            crate::panics::contained(|| {
+                tracing::warn!(location = %entry.location, reason = %entry.reason, action = ?entry.action, "skipped a stored entry that cannot be read");
+            });
             self.settings.notifier.emit(|| entry.to_event());
         }
     }
@@ -341,8 +346,12 @@ impl<B: Backend> Store<B> {
                     deleted.push(task.id.clone());
                 }
                 Ok(_) => {}
+                // Contained: a host's subscriber that panicked here ended
+                // the call, and the later tasks' removals went unsaid.
                 Err(e) => {
-                    tracing::debug!(task = %task.id, error = %e, "could not delete an expired task yet")
+                    crate::panics::contained(|| {
+                        tracing::debug!(task = %task.id, error = %e, "could not delete an expired task yet");
+                    });
                 }
             }
         }
@@ -450,7 +459,12 @@ impl<B: Backend> Store<B> {
             return;
         }
         if let Err(e) = self.remove_undone(record.task()) {
-            tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
+            // Contained: a host's subscriber that panicked here left the
+            // task unkept, in the store for good, owned by a handle that
+            // never renews it and never removes it.
+            crate::panics::contained(|| {
+                tracing::warn!(task = %record.task().id, error = %e, "a failed create may have left its task; removed later");
+            });
             self.keep_undone(record.task().clone(), Undo::Remove);
         }
     }

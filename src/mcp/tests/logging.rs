@@ -208,6 +208,100 @@ fn a_release_whose_log_panics_answers_the_release_it_made() {
     assert_eq!(panics.load(Ordering::SeqCst), 1);
 }
 
+/// A create whose reply was lost and whose removal of what it may have
+/// left failed, said by a line that panics (a host's subscriber with a
+/// bug), answers its error and keeps the task to remove: the next renewal
+/// pass removes it. (The panic reached the caller before the task was
+/// kept: it stayed in the store for good, a task of this handle's that it
+/// never renewed nor removed.)
+#[test]
+fn a_failed_create_whose_log_panics_still_removes_what_it_left() {
+    let (_log, _, panics) = PanicsAt::install(&["a failed create may have left"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let memory = MemoryBackend::new();
+    let flaky = Flaky::new(memory.clone(), 0, |_, _| false).losing(1, 1);
+    let store = on_clock(flaky, "owner", &clock);
+    let id = TaskId::parse("left-by-a-create").unwrap();
+    let err = store
+        .create(NewTask::new().id(id.clone()))
+        .expect_err("its reply lost");
+    assert!(err.to_string().contains("the reply was lost"), "{err}");
+    assert!(memory.load(&id).unwrap().is_some(), "left in the store");
+    store.renew_leases().unwrap();
+    assert!(
+        memory.load(&id).unwrap().is_none(),
+        "removed by the next renewal pass"
+    );
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
+}
+
+/// A reap that finds expired tasks, one of whose removals fails, said by a
+/// line that panics (a host's subscriber with a bug), removes the others
+/// and reports them. (The panic ended the call at the failed removal.)
+#[test]
+fn a_reap_whose_log_of_an_expired_task_panics_removes_the_others() {
+    let (_log, _, panics) = PanicsAt::install(&["could not delete an expired task"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let memory = MemoryBackend::new();
+    let owner = on_clock(memory.clone(), "owner", &clock);
+    let expiring: Vec<TaskId> = (0..2)
+        .map(|_| {
+            owner
+                .create(NewTask::new().ttl(Duration::from_secs(5)))
+                .unwrap()
+                .id
+        })
+        .collect();
+    clock.advance(Duration::from_secs(11));
+    let reaper = on_clock(
+        Flaky::new(memory.clone(), 0, |_, _| false).losing(0, 1),
+        "reaper",
+        &clock,
+    );
+    let reaped = reaper.reap().unwrap();
+    assert_eq!(reaped.expired.len(), 1, "{reaped:?}");
+    let left: Vec<&TaskId> = expiring
+        .iter()
+        .filter(|id| memory.load(id).unwrap().is_some())
+        .collect();
+    assert_eq!(left.len(), 1, "one removal failed, the other made");
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
+}
+
+/// A reap that meets an entry it cannot read, said by a line that panics
+/// (a host's subscriber with a bug), sends the entry's `task.unreadable`
+/// and reaps every orphan. (The panic ended the reap before its writes,
+/// and the sink heard nothing of the entry.)
+#[test]
+fn a_reap_whose_log_of_an_unreadable_entry_panics_reaps_and_reports_it() {
+    let (_log, _, panics) = PanicsAt::install(&["skipped a stored entry"]);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let memory = MemoryBackend::new();
+    let dead = on_clock(memory.clone(), "dead", &clock);
+    for _ in 0..2 {
+        dead.create(NewTask::new()).unwrap();
+    }
+    clock.advance(Duration::from_secs(11));
+    let events = Arc::new(crate::EventLog::new());
+    let live = Store::with_backend(Flaky::new(memory, 0, |_, _| false).skipping())
+        .instance_id("live")
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .lease(Duration::from_secs(10))
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    let reaped = live.reap().unwrap();
+    assert_eq!(reaped.tasks.len(), 2, "{reaped:?}");
+    assert_eq!(reaped.skipped.len(), 1, "{reaped:?}");
+    let told = events
+        .snapshot()
+        .iter()
+        .filter(|r| r.event.kind == crate::TaskEventKind::Unreadable)
+        .count();
+    assert_eq!(told, 1, "the entry's event sent");
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
+}
+
 /// A claim pass whose log of a task it could not claim panics (a host's
 /// subscriber with a bug) still runs every task it claimed: the two it
 /// claimed beside the one whose write failed are resumed and end, and the

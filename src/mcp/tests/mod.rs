@@ -140,11 +140,16 @@ pub(super) fn elicitation(message: &str) -> InputRequest {
 /// A `MemoryBackend` whose chosen writes fail, the first `failures` of
 /// them, each with an error of its own (as a file store's I/O error would
 /// be), as on a disk or a database that is briefly away. A write is chosen
-/// by the task it replaces and the one it writes.
+/// by the task it replaces and the one it writes. It can also lose the
+/// reply of its first inserts (the task stored, an error answered), fail
+/// its first removals, and meet an entry it cannot read in every scan.
 pub(super) struct Flaky {
     inner: crate::MemoryBackend,
     failures: std::sync::atomic::AtomicUsize,
     chosen: Box<Chosen>,
+    lost_inserts: std::sync::atomic::AtomicUsize,
+    failed_removals: std::sync::atomic::AtomicUsize,
+    skipping: bool,
 }
 
 /// Which writes of a [`Flaky`] backend fail: given the task a write
@@ -163,7 +168,26 @@ impl Flaky {
             inner,
             failures: std::sync::atomic::AtomicUsize::new(failures),
             chosen: Box::new(chosen),
+            lost_inserts: std::sync::atomic::AtomicUsize::new(0),
+            failed_removals: std::sync::atomic::AtomicUsize::new(0),
+            skipping: false,
         }
+    }
+
+    /// This backend, its first `inserts` inserts stored and answered with
+    /// an error (a reply lost), and its first `removals` removals failed.
+    pub(super) fn losing(self, inserts: usize, removals: usize) -> Flaky {
+        self.lost_inserts
+            .store(inserts, std::sync::atomic::Ordering::SeqCst);
+        self.failed_removals
+            .store(removals, std::sync::atomic::Ordering::SeqCst);
+        self
+    }
+
+    /// This backend, every scan of it meeting an entry it cannot read.
+    pub(super) fn skipping(mut self) -> Flaky {
+        self.skipping = true;
+        self
     }
 
     /// A new store's backend whose first `failures` writes of a run's own
@@ -175,6 +199,13 @@ impl Flaky {
     }
 }
 
+/// Takes one of `left`: whether there was one.
+fn take_one(left: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 impl crate::backend::Backend for Flaky {
     fn load(&self, id: &crate::TaskId) -> crate::Result<Option<crate::Task>> {
         self.inner.load(id)
@@ -184,19 +215,19 @@ impl crate::backend::Backend for Flaky {
         record: &crate::backend::Record,
         max_active: usize,
     ) -> crate::Result<crate::backend::Insert> {
-        self.inner.insert(record, max_active)
+        let inserted = self.inner.insert(record, max_active)?;
+        if take_one(&self.lost_inserts) {
+            let op = format!("insert task {}", record.task().id);
+            return Err(crate::Error::backend("flaky", op, "the reply was lost"));
+        }
+        Ok(inserted)
     }
     fn replace(
         &self,
         current: &crate::Task,
         next: &crate::backend::Record,
     ) -> crate::Result<crate::backend::Swap> {
-        use std::sync::atomic::Ordering;
-        let fail = (self.chosen)(current, next.task())
-            && self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+        let fail = (self.chosen)(current, next.task()) && take_one(&self.failures);
         if fail {
             let op = format!("replace task {}", current.id);
             return Err(crate::Error::backend("flaky", op, "away for a moment"));
@@ -204,9 +235,22 @@ impl crate::backend::Backend for Flaky {
         self.inner.replace(current, next)
     }
     fn remove(&self, current: &crate::Task) -> crate::Result<crate::backend::Swap> {
+        if take_one(&self.failed_removals) {
+            let op = format!("remove task {}", current.id);
+            return Err(crate::Error::backend("flaky", op, "away for a moment"));
+        }
         self.inner.remove(current)
     }
     fn scan(&self, scan: &crate::backend::Scan) -> crate::Result<crate::backend::Scanned> {
-        self.inner.scan(scan)
+        let mut scanned = self.inner.scan(scan)?;
+        if self.skipping {
+            scanned.skipped.push(crate::backend::Skipped::new(
+                None,
+                "flaky/entry",
+                "does not read",
+                crate::UnreadableAction::LeftInPlace,
+            ));
+        }
+        Ok(scanned)
     }
 }
