@@ -75,9 +75,14 @@ impl Occurrences {
             count,
         };
         drop(said);
-        warn(Warning {
-            count,
-            since_last_warning,
+        // Contained: the warning is said amid the work whose trouble it
+        // counts (a write whose sink panicked, a pass), which a host's
+        // subscriber that panicked here would end.
+        crate::panics::contained(|| {
+            warn(Warning {
+                count,
+                since_last_warning,
+            });
         });
     }
 }

@@ -302,6 +302,29 @@ fn a_reap_whose_log_of_an_unreadable_entry_panics_reaps_and_reports_it() {
     assert_eq!(panics.load(Ordering::SeqCst), 1);
 }
 
+/// A write whose sink panics, said by a line that panics too (a host's
+/// subscriber with a bug), answers the write it made. (The second panic,
+/// in the warning that says the sink's, reached the caller of a create
+/// that was stored.)
+#[test]
+fn a_write_whose_sink_panics_under_a_panicking_subscriber_answers_the_write() {
+    struct Panicky;
+    impl crate::EventSink for Panicky {
+        fn emit(&self, _: &crate::Event) {
+            panic!("a bug in the host's sink");
+        }
+    }
+    let (_log, _, panics) = PanicsAt::install(&["an event sink panicked"]);
+    let memory = MemoryBackend::new();
+    let store = Store::with_backend(memory.clone())
+        .sink(Arc::new(Panicky))
+        .build()
+        .unwrap();
+    let task = store.create(NewTask::new()).unwrap();
+    assert!(memory.load(&task.id).unwrap().is_some());
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
+}
+
 /// A claim pass whose log of a task it could not claim panics (a host's
 /// subscriber with a bug) still runs every task it claimed: the two it
 /// claimed beside the one whose write failed are resumed and end, and the
