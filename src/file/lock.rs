@@ -11,6 +11,7 @@
 //! batch between two states, taken exclusive by a check.
 
 mod batches;
+mod sweep;
 
 use self::batches::BatchLock;
 pub(crate) use self::batches::{BatchHold, Settled};
@@ -36,10 +37,13 @@ pub(crate) struct StripeLocks {
     /// Whether every call of this handle is one pass ([`Pass`]): a check's
     /// own handle, whose one call is the check.
     one_pass: Option<Pass>,
+    /// The pass of each sweep under way ([`sweep::Sweeps`]).
+    sweeps: sweep::Sweeps,
 }
 
-/// A pass over many tasks (a batch of writes, a check, a taking of several
-/// stripes at once: [`StripeLocks::lock_each`]), which waits for
+/// A pass over many tasks (a batch of writes, a check, a sweep from its
+/// first call to its last: [`StripeLocks::begin_sweep`], a taking of
+/// several stripes at once: [`StripeLocks::lock_each`]), which waits for
 /// the stripes it meets held the `stripe_wait` once in all, not once for
 /// each: its first wait for a held stripe starts its deadline, the
 /// `stripe_wait` later, and no wait of the pass lasts past it (a stripe
@@ -277,6 +281,7 @@ impl StripeLocks {
             dir,
             wait,
             one_pass: None,
+            sweeps: sweep::Sweeps::default(),
         }
     }
 
@@ -488,12 +493,13 @@ impl StripeLocks {
     /// `expiring/` entries leave their work to the sweep's batches or its
     /// next pass). Every wait of it is one of a pass's
     /// ([`lock_in`](Self::lock_in)): `pass` (a removal batch's, which goes
-    /// stripe by stripe in the same pass if this fails), or else one of
-    /// this call's own (a sweep's chunk, its removal of stale entries): a
-    /// wait for a stripe held lasts until the pass's deadline at most, and
-    /// a wait holding others [`HOLDING_WAIT`] or what is left of the
-    /// pass's waits, whichever is less; so the batch, or the call, waits
-    /// its `stripe_wait` once in all.
+    /// stripe by stripe in the same pass if this fails; a sweep's, for its
+    /// chunks, its removals of stale entries and its batches), or else one
+    /// of this call's own (a repair's removal of a stale entry): a wait
+    /// for a stripe held lasts until the pass's deadline at most, and a
+    /// wait holding others [`HOLDING_WAIT`] or what is left of the pass's
+    /// waits, whichever is less; so the sweep, the batch, or the call,
+    /// waits its `stripe_wait` once in all.
     pub fn lock_each(
         &self,
         fs: &Fs,

@@ -563,6 +563,8 @@ impl Backend for FileBackend {
     }
 
     fn settle_expired(&self) -> Result<()> {
+        // The sweep's last call: its waits for stripes are over.
+        self.locks.end_sweep();
         self.due.end();
         self.settle_expired_removals()
     }
@@ -572,6 +574,9 @@ impl Backend for FileBackend {
         doomed: &(dyn Fn(&Task) -> bool + Sync),
         removed: &mut dyn FnMut(Task),
     ) {
+        // A sweep's first call: its waits for stripes, to its
+        // `settle_expired`, are one pass (`lock::Pass`).
+        self.locks.begin_sweep();
         FileBackend::remove_unread(self, doomed, removed);
     }
 

@@ -561,7 +561,9 @@ fn remove_stale_index(store: &FileBackend, problem: &Problem) -> Result<Option<S
     if !store.index_is_stale(id, name) {
         return Ok(Some("resolved meanwhile".to_owned()));
     }
-    store.drop_stale_indexes(&[(id.clone(), name.clone())]).1?;
+    store
+        .drop_stale_indexes(&[(id.clone(), name.clone())], None)
+        .1?;
     Ok(None)
 }
 

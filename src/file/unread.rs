@@ -63,10 +63,13 @@ impl FileBackend {
         let Some(taken) = self.take_unread() else {
             return;
         };
+        // Its chunks wait in the sweep's pass: once its wait for a stripe
+        // ran out, the next chunks, and the sweep after them, wait no more.
+        let sweep = self.locks.sweep();
         // Whether each name's file was removed, in the order of `taken`.
         let mut gone = Vec::with_capacity(taken.len());
         for chunk in taken.chunks(CHUNK) {
-            let Ok(_all) = self.locks.lock_all(&self.fs, None) else {
+            let Ok(_all) = self.locks.lock_all(&self.fs, sweep.as_deref()) else {
                 break;
             };
             // Every unlink from `active/` holds its task's stripe, so while
@@ -160,8 +163,10 @@ impl FileBackend {
         let mut left: DueList = Vec::new();
         let mut touched = self.touched();
         let mut chunks = due.chunks(CHUNK);
+        // In the sweep's pass, as `remove_unread`'s chunks.
+        let sweep = self.locks.sweep();
         for chunk in chunks.by_ref() {
-            let Ok(_all) = self.locks.lock_all(&self.fs, None) else {
+            let Ok(_all) = self.locks.lock_all(&self.fs, sweep.as_deref()) else {
                 left.extend_from_slice(chunk);
                 break;
             };

@@ -16,6 +16,7 @@ mod opens;
 mod removals;
 mod scans;
 mod stripes;
+mod sweeps;
 
 use std::path::Path;
 use std::sync::Arc;

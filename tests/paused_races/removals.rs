@@ -140,10 +140,10 @@ enum Taking {
 /// before it) and a stopped process that holds stripe 63, its wait for
 /// 63 holding the others ends at its deadline, and it then tries 63 once
 /// more without waiting. Counted at the file-system seam: one descriptor
-/// opened for a wait for 63 in the whole sweep (its batches try 63 stuck,
-/// polling). (Those takings waited outside any pass: 1 s for 63 holding
-/// the others, then a whole `stripe_wait` more for 63 alone, two
-/// descriptors.)
+/// opened for a wait for 63 in the whole sweep (its batches try 63 once
+/// more each, in the sweep's pass, without waiting). (Those takings
+/// waited outside any pass: 1 s for 63 holding the others, then a whole
+/// `stripe_wait` more for 63 alone, two descriptors.)
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sweeps_taking_of_several_stripes_waits_its_stripe_wait_once_in_all() {

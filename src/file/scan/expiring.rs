@@ -11,6 +11,7 @@ use crate::backend::{Position, Scan, Skipped};
 use crate::error::{Error, Result};
 use crate::file::fs::Dir;
 use crate::file::layout::{self, Area, expiring_name, stripe, task_name};
+use crate::file::lock::Pass;
 use crate::file::{FileBackend, parallel, recovery};
 use crate::id::TaskId;
 use crate::task::Task;
@@ -29,6 +30,7 @@ impl FileBackend {
         &self,
         scan: &Scan,
         at: time::OffsetDateTime,
+        pass: &Pass,
     ) -> Result<(Vec<Task>, Vec<Skipped>, usize)> {
         let due = self.due.entries(self, scan, at)?;
         let start = scan.after.as_ref().map_or(0, |after| {
@@ -69,7 +71,7 @@ impl FileBackend {
                 }
             }
         }
-        let (removed, dropped) = self.drop_stale_indexes(&stale);
+        let (removed, dropped) = self.drop_stale_indexes(&stale, Some(pass));
         if let Err(e) = dropped {
             // Housekeeping: the entries stay for the next pass to try
             // again, and the tasks found are the pass's all the same.
@@ -148,10 +150,12 @@ impl FileBackend {
     /// handle's sweep settles its removals at its end, or failed to), and a
     /// power loss must not bring the file back without its entry. How many
     /// it removed (an entry gone meanwhile is not counted), beside the first
-    /// error, once every entry was tried.
+    /// error, once every entry was tried. The locks are waited for in
+    /// `pass` (a sweep's scan's), or in a pass of their own.
     pub(in crate::file) fn drop_stale_indexes(
         &self,
         entries: &[(TaskId, OsString)],
+        pass: Option<&Pass>,
     ) -> (usize, Result<()>) {
         if entries.is_empty() {
             return (0, Ok(()));
@@ -182,7 +186,7 @@ impl FileBackend {
         let mut stripes: Vec<usize> = entries.iter().map(|(id, _)| stripe(id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards = match self.locks.lock_each(&self.fs, &stripes, None) {
+        let _guards = match self.locks.lock_each(&self.fs, &stripes, pass) {
             Ok(guards) => guards,
             Err(e) => return (0, Err(e)),
         };

@@ -22,6 +22,7 @@ use crate::backend::{Scan, Scanned, Scope, Skipped, UnreadableAction};
 use crate::error::{Error, Result};
 use crate::file::fs::is_short_of_resources;
 use crate::file::layout::{Area, task_name};
+use crate::file::lock::Pass;
 use crate::file::moment::Moment;
 use crate::file::read::newer;
 use crate::file::snapshot::{MAX_DECODED, Slot, worth_decoding};
@@ -79,16 +80,22 @@ impl FileBackend {
     /// (expired ones from the `expiring/` index when that is all the scan
     /// asks for).
     pub(super) fn scan_tasks(&self, scan: &Scan) -> Result<Scanned> {
+        // Its waits for stripes: the sweep's pass in a sweep, else one of
+        // its own.
+        let sweep = self.locks.sweep();
+        let own = Pass::default();
+        let pass = sweep.as_deref().unwrap_or(&own);
         let (mut tasks, mut skipped) = self.scan_active(scan)?;
         let mut cleaned = 0;
         if scan.scope == Scope::All {
             let history = match scan.expired_at {
-                Some(at) => self
-                    .expired_history(scan, at)
-                    .map(|(history, reports, removed)| {
-                        cleaned = removed;
-                        (history, reports)
-                    }),
+                Some(at) => {
+                    self.expired_history(scan, at, pass)
+                        .map(|(history, reports, removed)| {
+                            cleaned = removed;
+                            (history, reports)
+                        })
+                }
                 None => {
                     let beside: HashSet<&TaskId> = tasks.iter().map(|t| &t.id).collect();
                     self.history(scan, &beside)

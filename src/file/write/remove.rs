@@ -281,7 +281,7 @@ impl FileBackend {
             Ok(hold) => hold,
             Err(failed) => return failed,
         };
-        let (results, touched) = self.remove_unsettled(tasks);
+        let (results, touched) = self.remove_unsettled(tasks, &lock::Pass::default());
         self.settle_removals(results, &touched)
     }
 
@@ -343,7 +343,10 @@ impl FileBackend {
             Ok(hold) => hold,
             Err(failed) => return failed,
         };
-        let (results, touched) = self.remove_unsettled(tasks);
+        // In the sweep's pass (`StripeLocks::sweep`), when a sweep removes.
+        let sweep = self.locks.sweep();
+        let own = lock::Pass::default();
+        let (results, touched) = self.remove_unsettled(tasks, sweep.as_deref().unwrap_or(&own));
         self.defer_removals(touched, hold.as_ref());
         results
     }
@@ -419,17 +422,16 @@ impl FileBackend {
     /// in any other), spread over the cores; writers wait for the batch. A
     /// smaller one, or one whose stripes cannot all be taken, goes one
     /// stripe at a time ([`remove_by_stripe`](Self::remove_by_stripe)).
-    fn remove_unsettled(&self, tasks: &[Task]) -> (Vec<Result<Swap>>, Touched) {
-        // One pass for the batch: its tries of every stripe, its wait for
-        // the moves to be over and its removals wait its `stripe_wait`
-        // once in all.
-        let pass = lock::Pass::default();
+    fn remove_unsettled(&self, tasks: &[Task], pass: &lock::Pass) -> (Vec<Result<Swap>>, Touched) {
+        // One pass for the batch (`pass`: its own, or its sweep's): its
+        // tries of every stripe, its wait for the moves to be over and its
+        // removals wait its `stripe_wait` once in all.
         let all = if tasks.len() >= self.large_pass {
-            self.locks.lock_all(&self.fs, Some(&pass)).ok()
+            self.locks.lock_all(&self.fs, Some(pass)).ok()
         } else {
             None
         };
-        let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none(), &pass) {
+        let (settled, untaken) = match self.settle_moves_of(tasks, all.is_none(), pass) {
             Ok((touched, untaken)) => (touched.moves_settled, untaken),
             Err(e) => {
                 let results = tasks
@@ -481,7 +483,7 @@ impl FileBackend {
                 drop(unnoticed);
                 (results, touched)
             }
-            None => self.remove_by_stripe(tasks, settled, &untaken, &pass),
+            None => self.remove_by_stripe(tasks, settled, &untaken, pass),
         };
         (results, touched)
     }

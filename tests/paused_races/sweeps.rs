@@ -1,0 +1,110 @@
+//! A sweep beside a stripe a stopped process holds: its waits for stripes,
+//! from its first call of the backend to its last, are one pass, which
+//! waits its `stripe_wait` once in all; a stripe found stuck is tried again
+//! in it, never waited for.
+
+use super::*;
+
+use std::path::PathBuf;
+
+/// The lock file of stripe `stripe` in the store at `root`.
+fn lock(root: &Path, stripe: usize) -> PathBuf {
+    root.join("locks").join(format!("{stripe:02}.lock"))
+}
+
+/// A sweep that meets stripe 63, held by a stopped process, in every part
+/// of it (its chunk of new files it has not read, its chunk of finished
+/// tasks due by their `expiring/` entries, its scan's removal of stale
+/// entries, its batch's removals) waits for 63 once, in its first part, its
+/// whole `stripe_wait` (1 s); every later part tries 63 without waiting.
+/// Counted at the file-system seam: one descriptor opened for a wait for
+/// 63, and nine tries of its lock: two by the chunk of new files (its try
+/// of every stripe, its wait's), two by the chunk of due entries, two by
+/// the removal of stale entries, three by the batch (its try of every
+/// stripe, then its wait for the moves of finished tasks to be over). The
+/// tasks of 63 are missed, the others deleted; the stale entries (of
+/// stripes 30 and 63, removed together) are left to the next sweep. (Each part waited in a pass of its own: 63, stuck, was
+/// polled for 100 ms by the chunk of due entries, the removal of stale
+/// entries and the batch, more tries each.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweep_waits_for_a_stuck_stripe_once_in_all_its_parts() {
+    let test = "sweeps::a_sweep_waits_for_a_stuck_stripe_once_in_all_its_parts";
+    common::hold_locks_if_the_holder();
+    let ttl = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    // Two tasks make a large pass: its chunks taken under every stripe.
+    let sweeper = waiting_briefly(root, &clock, &faults)
+        .stripe_wait(Duration::from_secs(1))
+        .large_passes_from(2)
+        .open()
+        .unwrap();
+    // Stripe 63's lock file opened by the sweeper before the count; listed,
+    // so that the files made after are new files it reads in its sweep.
+    sweeper
+        .create(NewTask::new().id(common::id_in_stripe("live", 63)))
+        .unwrap();
+    assert_eq!(sweeper.list(&ListQuery::active()).unwrap().tasks.len(), 1);
+    let writer = open(root, &clock, None);
+    let make = |prefix: &str, stripe: usize, finished: bool| {
+        let id = common::id_in_stripe(prefix, stripe);
+        writer
+            .create(NewTask::new().id(id.clone()).ttl(ttl))
+            .unwrap();
+        if finished {
+            assert!(writer.complete(&id, json!(1)).unwrap().is_applied());
+        }
+        id
+    };
+    let running = [10, 63].map(|stripe| make("running", stripe, false));
+    let finished = [20, 63].map(|stripe| make("finished", stripe, true));
+    // What a sweep killed before its end leaves: the file gone from
+    // `done/`, its entry left.
+    let stale = [30, 63].map(|stripe| {
+        let id = make("stale", stripe, true);
+        std::fs::remove_file(root.join("done").join(format!("{id}.json"))).unwrap();
+        id
+    });
+    let stale_entries = |stripe: usize| {
+        let id = &stale[usize::from(stripe == 63)];
+        std::fs::read_dir(root.join("expiring"))
+            .unwrap()
+            .filter(|entry| {
+                let name = entry.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(id.as_str())
+            })
+            .count()
+    };
+    assert_eq!((stale_entries(30), stale_entries(63)), (1, 1));
+    clock.advance(ttl * 2);
+    let _holding = common::stopped_holding(test, dir.path(), &lock(root, 63));
+    let tries = faults.count_at(FsOp::Lock, lock(root, 63));
+    let waits = faults.count_at(FsOp::Create, lock(root, 63));
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!(
+        (waits.calls(), tries.calls()),
+        (1, 9),
+        "the sweep's waits for stripe 63, and its tries of it: {swept:?}"
+    );
+    let mut missed: Vec<&TaskId> = swept.missed.iter().map(|m| &m.id).collect();
+    missed.sort();
+    let mut of_63 = vec![&running[1], &finished[1]];
+    of_63.sort();
+    assert_eq!(missed, of_63, "{swept:?}");
+    for error in swept.missed.iter().map(|m| &m.error) {
+        assert!(
+            error
+                .to_string()
+                .contains(&lock(root, 63).display().to_string()),
+            "{error}"
+        );
+    }
+    assert_eq!(swept.deleted, 2, "{swept:?}");
+    for id in [&running[0], &finished[0]] {
+        assert_eq!(sweeper.get(id).unwrap(), None);
+    }
+    assert_eq!((stale_entries(30), stale_entries(63)), (1, 1));
+}
