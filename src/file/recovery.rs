@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::file::FileBackend;
 use crate::file::fs::{Dir, Fs, Kind, is_read_only};
 use crate::file::layout::{self, Area, stripe, task_name};
+use crate::file::lock::Pass;
 use crate::file::park::writer_is_running;
 use crate::file::stamp::{self, Stamp};
 use crate::id::TaskId;
@@ -523,10 +524,12 @@ fn report_set_aside(
 }
 
 /// How [`set_aside_task`] takes the stripe of the file it sets aside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Taking {
-    /// Waiting for it as any call does (its `stripe_wait` at most).
-    Waiting,
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Taking<'a> {
+    /// Waiting for it as a call of the pass does (until the pass's
+    /// deadline at most; a stripe found stuck in it, not at all:
+    /// `lock::Pass`): a scan's set-asides, in its own pass or its sweep's.
+    Waiting(&'a Pass),
     /// Only if no one holds it: a listing of history, which holds its
     /// handle's history meanwhile (every other listing of the handle would
     /// wait with it), leaves the file of a held stripe in place, reported,
@@ -548,7 +551,7 @@ pub(super) fn set_aside_task(
     area: Area,
     id: &TaskId,
     err: Error,
-    taking: Taking,
+    taking: Taking<'_>,
 ) -> Skipped {
     let path = store.dir(area).join(task_name(id));
     let report = |reason: String, action| {
@@ -558,7 +561,10 @@ pub(super) fn set_aside_task(
         return report(err.to_string(), UnreadableAction::LeftInPlace);
     }
     let taken = match taking {
-        Taking::Waiting => store.locks.lock(&store.fs, stripe(id)).map(Some),
+        Taking::Waiting(pass) => store
+            .locks
+            .lock_in(&store.fs, stripe(id), Some(pass))
+            .map(Some),
         Taking::IfFree => store.locks.try_lock(&store.fs, stripe(id)),
     };
     let guard = match taken {

@@ -7,6 +7,27 @@ use super::*;
 
 use std::path::PathBuf;
 
+/// A store at `root` through `faults` whose sweeps wait for a held stripe
+/// 1 s in all, taking every stripe at once from `large` tasks if given,
+/// and which opened stripe 63's lock file (a task made there) before a
+/// test counts its tries.
+fn sweeper(
+    root: &Path,
+    clock: &ManualClock,
+    faults: &FaultInjector,
+    large: Option<usize>,
+) -> FileStore {
+    let mut builder = waiting_briefly(root, clock, faults).stripe_wait(Duration::from_secs(1));
+    if let Some(large) = large {
+        builder = builder.large_passes_from(large);
+    }
+    let sweeper = builder.open().unwrap();
+    sweeper
+        .create(NewTask::new().id(common::id_in_stripe("live", 63)))
+        .unwrap();
+    sweeper
+}
+
 /// The lock file of stripe `stripe` in the store at `root`.
 fn lock(root: &Path, stripe: usize) -> PathBuf {
     root.join("locks").join(format!("{stripe:02}.lock"))
@@ -23,9 +44,10 @@ fn lock(root: &Path, stripe: usize) -> PathBuf {
 /// the removal of stale entries, three by the batch (its try of every
 /// stripe, then its wait for the moves of finished tasks to be over). The
 /// tasks of 63 are missed, the others deleted; the stale entries (of
-/// stripes 30 and 63, removed together) are left to the next sweep. (Each part waited in a pass of its own: 63, stuck, was
-/// polled for 100 ms by the chunk of due entries, the removal of stale
-/// entries and the batch, more tries each.)
+/// stripes 30 and 63, removed together) are left to the next sweep.
+/// (Each part waited in a pass of its own: 63, stuck, was polled for
+/// 100 ms by the chunk of due entries, the removal of stale entries and
+/// the batch, more tries each.)
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sweep_waits_for_a_stuck_stripe_once_in_all_its_parts() {
@@ -37,16 +59,9 @@ fn a_sweep_waits_for_a_stuck_stripe_once_in_all_its_parts() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let faults = FaultInjector::new();
     // Two tasks make a large pass: its chunks taken under every stripe.
-    let sweeper = waiting_briefly(root, &clock, &faults)
-        .stripe_wait(Duration::from_secs(1))
-        .large_passes_from(2)
-        .open()
-        .unwrap();
-    // Stripe 63's lock file opened by the sweeper before the count; listed,
-    // so that the files made after are new files it reads in its sweep.
-    sweeper
-        .create(NewTask::new().id(common::id_in_stripe("live", 63)))
-        .unwrap();
+    let sweeper = sweeper(root, &clock, &faults, Some(2));
+    // Listed, so that the files made after are new files it reads in its
+    // sweep.
     assert_eq!(sweeper.list(&ListQuery::active()).unwrap().tasks.len(), 1);
     let writer = open(root, &clock, None);
     let make = |prefix: &str, stripe: usize, finished: bool| {
@@ -107,4 +122,81 @@ fn a_sweep_waits_for_a_stuck_stripe_once_in_all_its_parts() {
         assert_eq!(sweeper.get(id).unwrap(), None);
     }
     assert_eq!((stale_entries(30), stale_entries(63)), (1, 1));
+}
+
+/// A sweep that meets corrupt files of stripe 63, held by a stopped
+/// process (two in `active/`, two in `done/` found by their `expiring/`
+/// entries), waits for 63 to set them aside once, for the first, its
+/// whole `stripe_wait` (1 s); each after is tried once without waiting,
+/// and reported left in place, naming the lock. Counted at the
+/// file-system seam: one descriptor opened for a wait for 63, and four
+/// tries of its lock, one by each set-aside.
+/// (The set-asides waited outside any pass: each after the first polled
+/// 63, stuck, for 100 ms, more tries each.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweeps_set_asides_wait_for_a_held_stripe_once_in_all() {
+    let test = "sweeps::a_sweeps_set_asides_wait_for_a_held_stripe_once_in_all";
+    common::hold_locks_if_the_holder();
+    let ttl = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let root = &dir.path().join("store");
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let faults = FaultInjector::new();
+    let sweeper = sweeper(root, &clock, &faults, None);
+    let corrupt = |path: PathBuf| {
+        // In place: a file of `done/` stays its `expiring/` entry's inode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::write(&path, b"not a task").unwrap();
+    };
+    let mut bad = Vec::new();
+    for prefix in ["active-a", "active-b"] {
+        let id = common::id_in_stripe(prefix, 63);
+        sweeper.create(NewTask::new().id(id.clone())).unwrap();
+        bad.push((id, "active"));
+    }
+    for prefix in ["done-a", "done-b"] {
+        let id = common::id_in_stripe(prefix, 63);
+        sweeper
+            .create(NewTask::new().id(id.clone()).ttl(ttl))
+            .unwrap();
+        assert!(sweeper.complete(&id, json!(1)).unwrap().is_applied());
+        bad.push((id, "done"));
+    }
+    for (id, area) in &bad {
+        corrupt(root.join(area).join(format!("{id}.json")));
+    }
+    clock.advance(ttl * 2);
+    let _holding = common::stopped_holding(test, dir.path(), &lock(root, 63));
+    let tries = faults.count_at(FsOp::Lock, lock(root, 63));
+    let waits = faults.count_at(FsOp::Create, lock(root, 63));
+    let swept = sweeper.sweep().unwrap();
+    assert_eq!(
+        (waits.calls(), tries.calls()),
+        (1, 4),
+        "the sweep's waits for stripe 63, and its tries of it: {swept:?}"
+    );
+    for (id, area) in &bad {
+        let report = swept
+            .skipped
+            .iter()
+            .find(|s| s.id.as_ref() == Some(id))
+            .unwrap_or_else(|| panic!("{id} not reported: {swept:?}"));
+        assert_eq!(
+            report.action,
+            taskstore::UnreadableAction::LeftInPlace,
+            "{report:?}"
+        );
+        assert!(
+            report
+                .reason
+                .contains(&lock(root, 63).display().to_string()),
+            "{report:?}"
+        );
+        assert!(root.join(area).join(format!("{id}.json")).exists());
+    }
 }

@@ -12,8 +12,9 @@ use super::{Pass, StripeLocks};
 /// runs it. A sweep (the rules' `sweep_at`) calls the backend one call
 /// after the other on one thread, from `remove_unread`, its first, to
 /// `settle_expired`, its last; every wait for a stripe between the two
-/// (its chunks of new files and of due entries, its scans' removals of
-/// stale `expiring/` entries, its batches' removals) is one of its pass:
+/// (its chunks of new files and of due entries, its scans' set-asides of
+/// corrupt files and removals of stale `expiring/` entries, its batches'
+/// removals) is one of its pass:
 /// the sweep waits its `stripe_wait` once in all, and a stripe found stuck
 /// is not waited for again in it. Sweeps on other threads have passes of
 /// their own. A sweep cut short before its last call (a panic) leaves its

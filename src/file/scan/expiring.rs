@@ -65,7 +65,7 @@ impl FileBackend {
                             Area::Done,
                             id,
                             e,
-                            recovery::Taking::Waiting,
+                            recovery::Taking::Waiting(pass),
                         ));
                     }
                 }

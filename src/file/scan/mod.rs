@@ -85,7 +85,7 @@ impl FileBackend {
         let sweep = self.locks.sweep();
         let own = Pass::default();
         let pass = sweep.as_deref().unwrap_or(&own);
-        let (mut tasks, mut skipped) = self.scan_active(scan)?;
+        let (mut tasks, mut skipped) = self.scan_active(scan, pass)?;
         let mut cleaned = 0;
         if scan.scope == Scope::All {
             let history = match scan.expired_at {
@@ -142,7 +142,7 @@ impl FileBackend {
     /// The running tasks (and interrupted moves, for [`Scope::All`]) the
     /// scan asks for, from the snapshot, decoded; and every file of
     /// `active/` that could not be read.
-    fn scan_active(&self, scan: &Scan) -> Result<(Vec<Task>, Vec<Skipped>)> {
+    fn scan_active(&self, scan: &Scan, pass: &Pass) -> Result<(Vec<Task>, Vec<Skipped>)> {
         // Set aside what the last refreshes found unreadable.
         let untried: Vec<(TaskId, Error)> = {
             let mut state = self.snapshot.lock();
@@ -169,7 +169,7 @@ impl FileBackend {
                 })
                 .collect()
         };
-        self.set_aside_bad(untried);
+        self.set_aside_bad(untried, pass);
         let mut state = self.snapshot.lock();
         let mut skipped: Vec<Skipped> = state.reported.take();
         // The reports a listing makes once: kept for the next if this one
@@ -299,7 +299,7 @@ impl FileBackend {
             untried.push((id, e));
         }
         drop(state);
-        self.set_aside_bad(untried);
+        self.set_aside_bad(untried, pass);
         let mut state = self.snapshot.lock();
         skipped.append(&mut state.reported.take());
         skipped.extend(
@@ -357,8 +357,9 @@ impl FileBackend {
     /// the snapshot what became of it: gone (reported by the next listing,
     /// once) or still there (reported by every listing until it changes).
     /// Outside the snapshot's lock: setting aside takes a stripe lock, and
-    /// writers take the snapshot's lock under theirs.
-    fn set_aside_bad(&self, bad: Vec<(TaskId, Error)>) {
+    /// writers take the snapshot's lock under theirs. The stripes are
+    /// waited for in `pass` (the scan's, or its sweep's).
+    fn set_aside_bad(&self, bad: Vec<(TaskId, Error)>, pass: &Pass) {
         let reports: Vec<(TaskId, Skipped)> = bad
             .into_iter()
             .map(|(id, err)| {
@@ -367,7 +368,7 @@ impl FileBackend {
                     Area::Active,
                     &id,
                     err,
-                    recovery::Taking::Waiting,
+                    recovery::Taking::Waiting(pass),
                 );
                 (id, report)
             })
