@@ -15,8 +15,8 @@ use super::{Flaky, elicitation, eventually, fast, logged, settled, text};
 use crate::backend::Backend;
 use crate::mcp::{DurableTaskManager, INPUT_KEYS_KEY, ManagerOptions, TaskExit};
 use crate::{
-    Clock, ManualClock, MemoryBackend, NewTask, Store, Task, TaskId, TaskStatus, TaskStore,
-    TaskUpdate, Transition,
+    Clock, ManualClock, MemoryBackend, NewTask, Store, Task, TaskEventKind, TaskId, TaskStatus,
+    TaskStore, TaskUpdate, Transition,
 };
 
 /// A host's subscriber with a bug: it panics at every event whose message
@@ -164,33 +164,50 @@ fn a_claim_whose_log_panics_returns_every_task_it_claimed() {
 #[test]
 fn a_reap_whose_log_panics_reports_every_task_it_reaped() {
     let (_log, _, panics) = PanicsAt::install(&["reaped an orphaned task"]);
+    let (live, mut orphans, events) = two_orphans(|memory| memory);
+    let reaped = live.reap().unwrap();
+    let mut ids: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
+    ids.sort();
+    orphans.sort();
+    assert_eq!(ids, orphans, "{reaped:?}");
+    assert_eq!(
+        told(&events, TaskEventKind::Reaped),
+        2,
+        "each reaped task's event sent"
+    );
+    assert_eq!(panics.load(Ordering::SeqCst), 2);
+}
+
+/// Two orphans of a dead instance's, their leases lapsed, and a live
+/// handle to reap them over `wrap` of their backend, its events kept.
+fn two_orphans<B: Backend>(
+    wrap: impl FnOnce(MemoryBackend) -> B,
+) -> (Store<B>, Vec<TaskId>, Arc<crate::EventLog>) {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let memory = MemoryBackend::new();
     let dead = on_clock(memory.clone(), "dead", &clock);
-    let mut orphans: Vec<TaskId> = (0..2)
+    let orphans: Vec<TaskId> = (0..2)
         .map(|_| dead.create(NewTask::new()).unwrap().id)
         .collect();
     clock.advance(Duration::from_secs(11));
     let events = Arc::new(crate::EventLog::new());
-    let live = Store::with_backend(memory)
+    let live = Store::with_backend(wrap(memory))
         .instance_id("live")
         .clock(Arc::clone(&clock) as Arc<dyn Clock>)
         .lease(Duration::from_secs(10))
         .sink(events.clone())
         .build()
         .unwrap();
-    let reaped = live.reap().unwrap();
-    let mut ids: Vec<TaskId> = reaped.tasks.iter().map(|t| t.id.clone()).collect();
-    ids.sort();
-    orphans.sort();
-    assert_eq!(ids, orphans, "{reaped:?}");
-    let told = events
+    (live, orphans, events)
+}
+
+/// How many events of `kind` `events` holds.
+fn told(events: &crate::EventLog, kind: TaskEventKind) -> usize {
+    events
         .snapshot()
         .iter()
-        .filter(|r| r.event.kind == crate::TaskEventKind::Reaped)
-        .count();
-    assert_eq!(told, 2, "each reaped task's event sent");
-    assert_eq!(panics.load(Ordering::SeqCst), 2);
+        .filter(|r| r.event.kind == kind)
+        .count()
 }
 
 /// A release whose line panics (a host's subscriber with a bug) answers
@@ -275,30 +292,15 @@ fn a_reap_whose_log_of_an_expired_task_panics_removes_the_others() {
 #[test]
 fn a_reap_whose_log_of_an_unreadable_entry_panics_reaps_and_reports_it() {
     let (_log, _, panics) = PanicsAt::install(&["skipped a stored entry"]);
-    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let memory = MemoryBackend::new();
-    let dead = on_clock(memory.clone(), "dead", &clock);
-    for _ in 0..2 {
-        dead.create(NewTask::new()).unwrap();
-    }
-    clock.advance(Duration::from_secs(11));
-    let events = Arc::new(crate::EventLog::new());
-    let live = Store::with_backend(Flaky::new(memory, 0, |_, _| false).skipping())
-        .instance_id("live")
-        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
-        .lease(Duration::from_secs(10))
-        .sink(events.clone())
-        .build()
-        .unwrap();
+    let (live, _, events) = two_orphans(|memory| Flaky::new(memory, 0, |_, _| false).skipping());
     let reaped = live.reap().unwrap();
     assert_eq!(reaped.tasks.len(), 2, "{reaped:?}");
     assert_eq!(reaped.skipped.len(), 1, "{reaped:?}");
-    let told = events
-        .snapshot()
-        .iter()
-        .filter(|r| r.event.kind == crate::TaskEventKind::Unreadable)
-        .count();
-    assert_eq!(told, 1, "the entry's event sent");
+    assert_eq!(
+        told(&events, TaskEventKind::Unreadable),
+        1,
+        "the entry's event sent"
+    );
     assert_eq!(panics.load(Ordering::SeqCst), 1);
 }
 
