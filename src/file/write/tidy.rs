@@ -114,21 +114,31 @@ impl FileBackend {
     }
 
     /// Finishes interrupted terminal moves: terminal tasks still in
-    /// `active/`. Adds each one moved to `moved`, as it goes.
+    /// `active/`. Adds each one moved to `moved`, as it goes. Its waits for
+    /// stripes are the sweep's ([`StripeLocks::sweep`](crate::file::lock::StripeLocks::sweep)):
+    /// a stripe the sweep found stuck is tried, not waited for again.
     pub(in crate::file) fn finish_moves(&self, moved: &mut usize) -> Result<()> {
         let unmoved = {
             let mut state = self.snapshot.lock();
             self.refresh(&mut state)?;
             state.unmoved()
         };
+        let sweep = self.locks.sweep();
         for id in &unmoved {
-            let _guard = self.locks.lock(&self.fs, stripe(id))?;
-            // One task that cannot be read or moved now never stops the
-            // others: it stays as it is, and the pass's scan reports it.
-            let finished = self.find(id).and_then(|found| match found {
-                Some(found) if found.is_interrupted_move() => self.tidy(&found).map(|()| true),
-                _ => Ok(false),
-            });
+            // One task whose stripe cannot be taken, or that cannot be read
+            // or moved now, never stops the others: it stays as it is
+            // (final for every reader), and the pass's scan reports it.
+            let finished = self
+                .locks
+                .lock_in(&self.fs, stripe(id), sweep.as_deref())
+                .and_then(|_guard| {
+                    self.find(id).and_then(|found| match found {
+                        Some(found) if found.is_interrupted_move() => {
+                            self.tidy(&found).map(|()| true)
+                        }
+                        _ => Ok(false),
+                    })
+                });
             match finished {
                 Ok(true) => *moved += 1,
                 Ok(false) => {}
